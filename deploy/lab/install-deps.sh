@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Idempotently installs what rbdbackup needs from Debian 12's packages: the Ceph daemons for the lab,
+# the Ceph CLI, and the librados/librbd headers the native addon builds against.
+# Skips apt entirely when everything is already present.
+set -euo pipefail
+
+packages=(ceph-mon ceph-osd ceph-common librbd-dev librados-dev)
+# Extra packages may be asked for by the caller (e.g. prometheus for the metrics tests).
+packages+=("$@")
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+echo "install-deps: installing ${missing[*]} (Debian packages; about a minute)" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done" >&2
