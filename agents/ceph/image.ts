@@ -1,0 +1,224 @@
+/**
+ * An open RBD image. Data I/O is librbd aio straight from/into the caller's Buffers (no copies; many
+ * may be in flight); the Buffer must not be touched until its promise settles. close() waits for the
+ * I/O still in flight, then closes.
+ */
+import { ClosedError, nativeCall } from "./errors";
+import type { ImageStat, NativeImage, SnapInfo } from "./native";
+import * as v from "./validate";
+
+export interface Extent {
+  offset: number;
+  length: number;
+  /** false: the range reads as zeros at the end point (discarded, or beyond a shrink). */
+  exists: boolean;
+}
+
+export interface DiffOptions {
+  /** Diff from this snapshot; absent = from image creation. */
+  fromSnapshot?: string;
+  offset?: number;
+  /** Default: the image size (at the snapshot it is open at) minus offset. */
+  length?: number;
+  /** Report whole objects (fast, coarse) instead of exact extents. Default false. */
+  wholeObject?: boolean;
+  /** For a clone, include the parent's data. Default true. */
+  includeParent?: boolean;
+  /** Extents per batch, 1..65536. Default 1024. */
+  batchSize?: number;
+}
+
+export class Image {
+  #h: NativeImage;
+  #closed = false;
+  #inflight = 0;
+  #idle: (() => void) | null = null;
+
+  /** @internal use IoCtx.imageOpen() */
+  constructor(
+    handle: NativeImage,
+    /** pool[/namespace]/name[@snapshot], for messages. */
+    readonly label: string,
+    readonly readOnly: boolean,
+  ) {
+    this.#h = handle;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Number of aio operations in flight. */
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  #check(): void {
+    if (this.#closed) throw new ClosedError(`image ${this.label} is closed`);
+  }
+
+  #call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    this.#check();
+    return nativeCall(`${what} ${this.label}`, fn);
+  }
+
+  async #aio(what: string, fn: () => Promise<number>): Promise<number> {
+    this.#check();
+    this.#inflight++;
+    try {
+      return await nativeCall(`${what} ${this.label}`, fn);
+    } finally {
+      if (--this.#inflight === 0 && this.#idle) this.#idle();
+    }
+  }
+
+  stat(): Promise<ImageStat> {
+    return this.#call("stat", () => this.#h.stat());
+  }
+
+  resize(size: number): Promise<void> {
+    v.uint(size, "size");
+    return this.#call("resize", () => this.#h.resize(size));
+  }
+
+  snapCreate(name: string): Promise<void> {
+    v.name(name, "snapshot");
+    return this.#call(`create snapshot ${name} of`, () => this.#h.snapCreate(name));
+  }
+
+  snapRemove(name: string): Promise<void> {
+    v.name(name, "snapshot");
+    return this.#call(`remove snapshot ${name} of`, () => this.#h.snapRemove(name));
+  }
+
+  /** User snapshots, oldest first, with id, size, creation timestamp and protection. */
+  snapList(): Promise<SnapInfo[]> {
+    return this.#call("list snapshots of", () => this.#h.snapList());
+  }
+
+  snapProtect(name: string): Promise<void> {
+    v.name(name, "snapshot");
+    return this.#call(`protect snapshot ${name} of`, () => this.#h.snapProtect(name));
+  }
+
+  snapUnprotect(name: string): Promise<void> {
+    v.name(name, "snapshot");
+    return this.#call(`unprotect snapshot ${name} of`, () => this.#h.snapUnprotect(name));
+  }
+
+  snapRollback(name: string): Promise<void> {
+    v.name(name, "snapshot");
+    return this.#call(`roll back to snapshot ${name}`, () => this.#h.snapRollback(name));
+  }
+
+  flatten(): Promise<void> {
+    return this.#call("flatten", () => this.#h.flatten());
+  }
+
+  /** image-meta value of `key`, or null when unset. */
+  metaGet(key: string): Promise<string | null> {
+    v.name(key, "key");
+    return this.#call(`get image-meta ${key} of`, () => this.#h.metaGet(key));
+  }
+
+  metaSet(key: string, value: string): Promise<void> {
+    v.name(key, "key");
+    v.text(value, "value");
+    return this.#call(`set image-meta ${key} of`, () => this.#h.metaSet(key, value));
+  }
+
+  metaRemove(key: string): Promise<void> {
+    v.name(key, "key");
+    return this.#call(`remove image-meta ${key} of`, () => this.#h.metaRemove(key));
+  }
+
+  metaList(): Promise<Record<string, string>> {
+    return this.#call("list image-meta of", () => this.#h.metaList());
+  }
+
+  /** Reads buffer.length bytes at offset into buffer; resolves with the bytes read. */
+  read(buffer: Buffer, offset: number): Promise<number> {
+    v.buffer(buffer, "buffer");
+    v.range(offset, buffer.length, "offset", "buffer.length");
+    return this.#aio(`read ${buffer.length} bytes at ${offset} from`, () => this.#h.read(buffer, offset));
+  }
+
+  /** Writes buffer at offset; resolves with the bytes written. */
+  write(buffer: Buffer, offset: number): Promise<number> {
+    v.buffer(buffer, "buffer");
+    v.range(offset, buffer.length, "offset", "buffer.length");
+    // librbd reports 0 for a successful write.
+    return this.#aio(`write ${buffer.length} bytes at ${offset} to`, async () => {
+      await this.#h.write(buffer, offset);
+      return buffer.length;
+    });
+  }
+
+  /** Makes the range read as zeros, deallocating whole objects where it can. */
+  writeZeroes(offset: number, length: number): Promise<number> {
+    v.range(offset, length);
+    return this.#aio(`write zeroes ${offset}+${length} to`, () => this.#h.writeZeroes(offset, length));
+  }
+
+  discard(offset: number, length: number): Promise<number> {
+    v.range(offset, length);
+    return this.#aio(`discard ${offset}+${length} of`, () => this.#h.discard(offset, length));
+  }
+
+  flush(): Promise<number> {
+    return this.#aio("flush", () => this.#h.flush());
+  }
+
+  /**
+   * Changed extents between `fromSnapshot` (or creation) and the point this image is open at, in
+   * ascending order, as batches produced only when the consumer pulls. Breaking out of the loop
+   * cancels librbd's iteration.
+   */
+  async *diff(opts: DiffOptions = {}): AsyncGenerator<Extent[], void, undefined> {
+    v.object(opts, "options");
+    const fromSnapshot = v.optionalName(opts.fromSnapshot, "fromSnapshot");
+    const offset = v.uint(opts.offset ?? 0, "offset");
+    const length = opts.length === undefined ? undefined : v.uint(opts.length, "length");
+    if (length !== undefined) v.range(offset, length);
+    const wholeObject = v.bool(opts.wholeObject ?? false, "wholeObject");
+    const includeParent = v.bool(opts.includeParent ?? true, "includeParent");
+    const batchSize = v.positiveInt(opts.batchSize ?? 1024, "batchSize", 65536);
+    this.#check();
+    const it = this.#h.diffIterate({
+      ...(fromSnapshot ? { fromSnapshot } : {}),
+      offset,
+      ...(length !== undefined ? { length } : {}),
+      wholeObject,
+      includeParent,
+      batchSize,
+    });
+    const label = `diff ${fromSnapshot ? `from ${fromSnapshot} ` : ""}of`;
+    try {
+      for (;;) {
+        const { extents, done } = await this.#call(label, () => it.next());
+        if (extents.length > 0) {
+          const batch: Extent[] = new Array(extents.length / 3);
+          for (let i = 0, j = 0; i < extents.length; i += 3, j++) {
+            batch[j] = { offset: extents[i] as number, length: extents[i + 1] as number, exists: extents[i + 2] === 1 };
+          }
+          yield batch;
+        }
+        if (done) return;
+      }
+    } finally {
+      await it.close();
+    }
+  }
+
+  /** Waits for in-flight I/O, then closes. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#inflight > 0) {
+      await new Promise<void>((resolve) => {
+        this.#idle = resolve;
+      });
+    }
+    await nativeCall(`close image ${this.label}`, () => this.#h.close());
+  }
+}

@@ -1,0 +1,169 @@
+/** An I/O context on one pool (+ namespace): RADOS objects and image-level calls that need no open image. */
+import { nativeCall } from "./errors";
+import { Image } from "./image";
+import type { NativeImageCreateOptions, NativeIoCtx, PoolStat } from "./native";
+import * as v from "./validate";
+
+export interface ImageCreateOptions {
+  /** RBD feature bits (see RbdFeature); default: the cluster's rbd_default_features. */
+  features?: bigint;
+  /** Object size as a power of two, 12..26 (4 KiB..64 MiB); default 22 (4 MiB). */
+  order?: number;
+  stripeUnit?: number;
+  stripeCount?: number;
+  dataPool?: string;
+}
+
+/** RBD feature bits (librbd/features.h). */
+export const RbdFeature = {
+  layering: 1n << 0n,
+  stripingV2: 1n << 1n,
+  exclusiveLock: 1n << 2n,
+  objectMap: 1n << 3n,
+  fastDiff: 1n << 4n,
+  deepFlatten: 1n << 5n,
+  journaling: 1n << 6n,
+  dataPool: 1n << 7n,
+  operations: 1n << 8n,
+  migrating: 1n << 9n,
+  nonPrimary: 1n << 10n,
+} as const;
+
+export function featureNames(features: bigint): string[] {
+  return Object.entries(RbdFeature)
+    .filter(([, bit]) => (features & bit) !== 0n)
+    .map(([n]) => n);
+}
+
+function createOptions(opts: ImageCreateOptions): NativeImageCreateOptions {
+  v.object(opts, "options");
+  const out: NativeImageCreateOptions = {};
+  if (opts.features !== undefined) {
+    if (typeof opts.features !== "bigint" || opts.features < 0n) throw new TypeError("features must be a non-negative bigint");
+    out.features = opts.features;
+  }
+  if (opts.order !== undefined) {
+    out.order = v.uint(opts.order, "order", 26);
+    if (out.order < 12) throw new RangeError(`order must be between 12 and 26, got ${out.order}`);
+  }
+  if (opts.stripeUnit !== undefined) out.stripeUnit = v.positiveInt(opts.stripeUnit, "stripeUnit", 2 ** 32);
+  if (opts.stripeCount !== undefined) out.stripeCount = v.positiveInt(opts.stripeCount, "stripeCount", 2 ** 32);
+  if (opts.dataPool !== undefined) out.dataPool = v.name(opts.dataPool, "dataPool", 256);
+  return out;
+}
+
+export class IoCtx {
+  #h: NativeIoCtx;
+  #closed = false;
+
+  /** @internal use Cluster.openIoCtx() */
+  constructor(
+    handle: NativeIoCtx,
+    readonly pool: string,
+    readonly namespace: string,
+  ) {
+    this.#h = handle;
+  }
+
+  /** pool or pool/namespace, for messages. */
+  get label(): string {
+    return this.namespace ? `${this.pool}/${this.namespace}` : this.pool;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** @internal */
+  get nativeHandle(): NativeIoCtx {
+    return this.#h;
+  }
+
+  // --- RADOS objects -------------------------------------------------------------------------------
+
+  /** Creates `oid` with `data` atomically; EEXIST (content unchanged) when it already exists. */
+  objCreateExclusive(oid: string, data: Buffer): Promise<void> {
+    v.name(oid, "oid");
+    v.buffer(data, "data");
+    return nativeCall(`create object ${this.label}/${oid}`, () => this.#h.objCreateExclusive(oid, data));
+  }
+
+  objWriteFull(oid: string, data: Buffer): Promise<void> {
+    v.name(oid, "oid");
+    v.buffer(data, "data");
+    return nativeCall(`write object ${this.label}/${oid}`, () => this.#h.objWriteFull(oid, data));
+  }
+
+  objRead(oid: string): Promise<Buffer> {
+    v.name(oid, "oid");
+    return nativeCall(`read object ${this.label}/${oid}`, () => this.#h.objRead(oid));
+  }
+
+  objStat(oid: string): Promise<{ size: number; mtime: number }> {
+    v.name(oid, "oid");
+    return nativeCall(`stat object ${this.label}/${oid}`, () => this.#h.objStat(oid));
+  }
+
+  objRemove(oid: string): Promise<void> {
+    v.name(oid, "oid");
+    return nativeCall(`remove object ${this.label}/${oid}`, () => this.#h.objRemove(oid));
+  }
+
+  /** Names of all objects in this pool's namespace. */
+  objList(): Promise<string[]> {
+    return nativeCall(`list objects in ${this.label}`, () => this.#h.objList());
+  }
+
+  poolStat(): Promise<PoolStat> {
+    return nativeCall(`stat pool ${this.pool}`, () => this.#h.poolStat());
+  }
+
+  // --- RBD images ----------------------------------------------------------------------------------
+
+  imageList(): Promise<string[]> {
+    return nativeCall(`list images in ${this.label}`, () => this.#h.imageList());
+  }
+
+  imageCreate(name: string, size: number, opts: ImageCreateOptions = {}): Promise<void> {
+    v.name(name, "name", 4096);
+    v.uint(size, "size");
+    const o = createOptions(opts);
+    return nativeCall(`create image ${this.label}/${name}`, () => this.#h.imageCreate(name, size, o));
+  }
+
+  imageRemove(name: string): Promise<void> {
+    v.name(name, "name");
+    return nativeCall(`remove image ${this.label}/${name}`, () => this.#h.imageRemove(name));
+  }
+
+  /** Opens an image read-write (head), or read-only, or read-only at a snapshot. */
+  async imageOpen(name: string, opts: { readOnly?: boolean; snapshot?: string } = {}): Promise<Image> {
+    v.name(name, "name");
+    const snapshot = v.optionalName(opts.snapshot, "snapshot");
+    const readOnly = opts.readOnly === undefined ? snapshot !== undefined : v.bool(opts.readOnly, "readOnly");
+    const label = `${this.label}/${name}${snapshot ? `@${snapshot}` : ""}`;
+    const h = await nativeCall(`open image ${label}`, () =>
+      this.#h.imageOpen(name, { readOnly, ...(snapshot ? { snapshot } : {}) }),
+    );
+    return new Image(h, label, readOnly);
+  }
+
+  /** Clones parent@parentSnapshot (which must be protected, for clone v1) into dest/destName. */
+  imageClone(parent: string, parentSnapshot: string, dest: IoCtx, destName: string, opts: ImageCreateOptions = {}): Promise<void> {
+    v.name(parent, "parent");
+    v.name(parentSnapshot, "parentSnapshot");
+    if (!(dest instanceof IoCtx)) throw new TypeError("dest must be an IoCtx");
+    v.name(destName, "destName");
+    const o = createOptions(opts);
+    return nativeCall(`clone ${this.label}/${parent}@${parentSnapshot} to ${dest.label}/${destName}`, () =>
+      this.#h.imageClone(parent, parentSnapshot, dest.nativeHandle, destName, o),
+    );
+  }
+
+  /** Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await nativeCall(`close pool ${this.label}`, () => this.#h.close());
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * The raw native addon (agents/native, built by `npm run build:native`) and the shapes it returns.
+ * Nothing outside agents/ceph/ imports this: the facade in this folder validates every argument and
+ * names every error; the addon re-checks only what could crash.
+ */
+import path from "node:path";
+
+export interface NativeCluster {
+  fsid(): string;
+  poolList(): Promise<string[]>;
+  poolExists(pool: string): Promise<boolean>;
+  clusterStat(): Promise<ClusterStat>;
+  openIoCtx(pool: string, opts: { namespace?: string; poolFullTry?: boolean }): Promise<NativeIoCtx>;
+  close(): Promise<void>;
+}
+
+export interface ClusterStat {
+  bytes: number;
+  bytesUsed: number;
+  bytesAvailable: number;
+  objects: number;
+}
+
+export interface PoolStat {
+  bytes: number;
+  objects: number;
+}
+
+export interface NativeImageCreateOptions {
+  features?: bigint;
+  order?: number;
+  stripeUnit?: number;
+  stripeCount?: number;
+  dataPool?: string;
+}
+
+export interface NativeIoCtx {
+  objCreateExclusive(oid: string, data: Buffer): Promise<void>;
+  objWriteFull(oid: string, data: Buffer): Promise<void>;
+  objRead(oid: string): Promise<Buffer>;
+  objStat(oid: string): Promise<{ size: number; mtime: number }>;
+  objRemove(oid: string): Promise<void>;
+  objList(): Promise<string[]>;
+  poolStat(): Promise<PoolStat>;
+  imageList(): Promise<string[]>;
+  imageCreate(name: string, size: number, opts: NativeImageCreateOptions): Promise<void>;
+  imageRemove(name: string): Promise<void>;
+  imageOpen(name: string, opts: { readOnly?: boolean; snapshot?: string }): Promise<NativeImage>;
+  imageClone(
+    parent: string,
+    parentSnap: string,
+    dest: NativeIoCtx,
+    destName: string,
+    opts: NativeImageCreateOptions,
+  ): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface ImageStat {
+  size: number;
+  objectSize: number;
+  numObjects: number;
+  order: number;
+  features: bigint;
+  flags: number;
+  stripeUnit: number;
+  stripeCount: number;
+}
+
+export interface SnapInfo {
+  id: number;
+  name: string;
+  size: number;
+  /** Creation time, Unix seconds with fraction. */
+  timestamp: number;
+  protected: boolean;
+}
+
+export interface NativeImage {
+  stat(): Promise<ImageStat>;
+  resize(size: number): Promise<void>;
+  snapCreate(name: string): Promise<void>;
+  snapRemove(name: string): Promise<void>;
+  snapList(): Promise<SnapInfo[]>;
+  snapProtect(name: string): Promise<void>;
+  snapUnprotect(name: string): Promise<void>;
+  snapRollback(name: string): Promise<void>;
+  flatten(): Promise<void>;
+  metaGet(key: string): Promise<string | null>;
+  metaSet(key: string, value: string): Promise<void>;
+  metaRemove(key: string): Promise<void>;
+  metaList(): Promise<Record<string, string>>;
+  read(buffer: Buffer, offset: number): Promise<number>;
+  write(buffer: Buffer, offset: number): Promise<number>;
+  writeZeroes(offset: number, length: number): Promise<number>;
+  discard(offset: number, length: number): Promise<number>;
+  flush(): Promise<number>;
+  diffIterate(opts: {
+    fromSnapshot?: string;
+    offset: number;
+    length?: number;
+    wholeObject: boolean;
+    includeParent: boolean;
+    batchSize: number;
+  }): NativeDiffIterator;
+  close(): Promise<void>;
+}
+
+export interface NativeDiffIterator {
+  /** Triples (offset, length, exists 0|1); done = no more batches. */
+  next(): Promise<{ extents: Float64Array; done: boolean }>;
+  close(): Promise<void>;
+}
+
+interface NativeModule {
+  connect(opts: { conf: string; clientId: string; keyring?: string; config: Record<string, string> }): Promise<NativeCluster>;
+  versions(): { librados: string; librbd: string };
+}
+
+function load(): NativeModule {
+  // Compiled facade lives in dist/agents/ceph/, sources in agents/ceph/: look from the repo root.
+  const candidates = [
+    path.resolve(__dirname, "../native/build/Release/rbdbackup_native.node"),
+    path.resolve(__dirname, "../../../agents/native/build/Release/rbdbackup_native.node"),
+  ];
+  let last: unknown;
+  for (const c of candidates) {
+    try {
+      return require(c) as NativeModule;
+    } catch (e) {
+      last = e;
+      if ((e as NodeJS.ErrnoException).code !== "MODULE_NOT_FOUND") break;
+    }
+  }
+  throw new Error(
+    `rbdbackup native addon could not be loaded (build it with "npm run build:native"; needs librados and librbd): ${String(
+      (last as Error)?.message ?? last,
+    )}`,
+  );
+}
+
+export const native: NativeModule = load();

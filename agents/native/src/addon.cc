@@ -1,0 +1,39 @@
+// Module entry: per-environment state, the classes, and the functions the TypeScript facade
+// (agents/ceph/) calls. JS never constructs the classes itself; it gets them from connect() and the
+// methods that open things.
+#include "cluster.h"
+#include "common.h"
+#include "diff-iterator.h"
+#include "image.h"
+#include "io-ctx.h"
+
+namespace rbdb {
+
+static Napi::Value Versions(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int ma = 0, mi = 0, ex = 0;
+  Napi::Object o = Napi::Object::New(env);
+  rados_version(&ma, &mi, &ex);
+  o.Set("librados", std::to_string(ma) + "." + std::to_string(mi) + "." + std::to_string(ex));
+  rbd_version(&ma, &mi, &ex);
+  o.Set("librbd", std::to_string(ma) + "." + std::to_string(mi) + "." + std::to_string(ex));
+  return o;
+}
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* addon = new Addon(env);
+  env.SetInstanceData<Addon>(addon);
+  addon->clusterCtor = Napi::Persistent(Cluster::Init(env));
+  addon->ioCtxCtor = Napi::Persistent(IoCtx::Init(env));
+  addon->imageCtor = Napi::Persistent(Image::Init(env));
+  addon->diffCtor = Napi::Persistent(DiffIterator::Init(env));
+  exports.Set("connect", Napi::Function::New(env, Cluster::Connect, "connect"));
+  exports.Set("versions", Napi::Function::New(env, Versions, "versions"));
+  return exports;
+}
+
+}  // namespace rbdb
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return rbdb::Init(env, exports); }
+
+NODE_API_MODULE(rbdbackup_native, InitModule)

@@ -1,0 +1,189 @@
+#include "diff-iterator.h"
+
+#include <memory>
+
+namespace rbdb {
+
+struct DiffState {
+  // Set once on the JS thread before the producer starts.
+  std::shared_ptr<ImageHandle> image;
+  DiffParams params;
+  std::shared_ptr<Poster> poster;
+
+  // Shared with the producer thread, under m.
+  std::mutex m;
+  std::condition_variable cv;
+  bool want = false;
+  bool cancel = false;
+  std::vector<double> batch;  // (offset, length, exists) triples
+  std::thread thread;
+
+  // JS thread only.
+  bool started = false;
+  bool finished = false;  // the final batch was delivered, or closed
+  std::unique_ptr<Napi::Promise::Deferred> pending;
+};
+
+namespace {
+
+struct BatchTask : Task {
+  std::shared_ptr<DiffState> s;
+  std::vector<double> triples;
+  bool done = false;
+  int rc = 0;
+
+  void Run(Napi::Env env) override {
+    Addon::Get(env)->Unhold();
+    std::unique_ptr<Napi::Promise::Deferred> d = std::move(s->pending);
+    if (done) s->finished = true;
+    if (!d) return;
+    if (rc < 0) {
+      d->Reject(CephError(env, rc, "rbd_diff_iterate2").Value());
+      return;
+    }
+    Napi::Float64Array arr = Napi::Float64Array::New(env, triples.size());
+    for (size_t i = 0; i < triples.size(); i++) arr[i] = triples[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("extents", arr);
+    o.Set("done", Napi::Boolean::New(env, done));
+    d->Resolve(o);
+  }
+};
+
+// Under s->m: hand the current batch to JS.
+void Deliver(const std::shared_ptr<DiffState>& s, bool done, int rc) {
+  auto* t = new BatchTask();
+  t->s = s;
+  t->triples.swap(s->batch);
+  t->done = done;
+  t->rc = rc;
+  s->want = false;
+  s->poster->Post(t);
+}
+
+struct CallbackArg {
+  std::shared_ptr<DiffState> s;
+};
+
+int OnExtent(uint64_t off, size_t len, int exists, void* arg) {
+  const std::shared_ptr<DiffState>& s = static_cast<CallbackArg*>(arg)->s;
+  std::unique_lock<std::mutex> lock(s->m);
+  if (s->batch.empty()) s->cv.wait(lock, [&] { return s->want || s->cancel; });
+  if (s->cancel) return -ECANCELED;
+  s->batch.push_back(static_cast<double>(off));
+  s->batch.push_back(static_cast<double>(len));
+  s->batch.push_back(exists ? 1 : 0);
+  if (s->batch.size() / 3 >= s->params.batchSize) Deliver(s, false, 0);
+  return 0;
+}
+
+void Produce(std::shared_ptr<DiffState> s) {
+  CallbackArg arg{s};
+  const DiffParams& p = s->params;
+  int rc = 0;
+  uint64_t length = p.length;
+  if (!p.hasLength) {
+    uint64_t size = 0;
+    rc = rbd_get_size(s->image->image, &size);
+    length = size > p.offset ? size - p.offset : 0;
+  }
+  if (rc == 0) {
+    rc = rbd_diff_iterate2(s->image->image, p.hasFrom ? p.fromSnapshot.c_str() : nullptr, p.offset, length,
+                           p.includeParent ? 1 : 0, p.wholeObject ? 1 : 0, OnExtent, &arg);
+  }
+  {
+    std::unique_lock<std::mutex> lock(s->m);
+    s->cv.wait(lock, [&] { return s->want || s->cancel; });
+    if (s->want) Deliver(s, true, s->cancel ? -ECANCELED : rc);
+  }
+  s->image.reset();
+}
+
+}  // namespace
+
+Napi::Function DiffIterator::Init(Napi::Env env) {
+  return DefineClass(env, "DiffIterator",
+                     {
+                         InstanceMethod<&DiffIterator::Next>("next"),
+                         InstanceMethod<&DiffIterator::Close>("close"),
+                     });
+}
+
+DiffIterator::DiffIterator(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<DiffIterator>(info), addon_(Addon::Get(info.Env())) {
+  info.This().As<Napi::Object>().TypeTag(&kDiffTag);
+  addon_->Register(this);
+}
+
+DiffIterator::~DiffIterator() {
+  ReleaseHandle();
+  if (addon_ != nullptr) addon_->Unregister(this);
+}
+
+void DiffIterator::Start(std::shared_ptr<ImageHandle> h, DiffParams p) {
+  s_ = std::make_shared<DiffState>();
+  s_->image = std::move(h);
+  s_->params = std::move(p);
+  s_->poster = addon_->poster();
+}
+
+void DiffIterator::ReleaseHandle() {
+  if (!s_) return;
+  {
+    std::lock_guard<std::mutex> lock(s_->m);
+    s_->cancel = true;
+  }
+  s_->cv.notify_all();
+  if (s_->thread.joinable()) s_->thread.detach();
+  if (!s_->started) s_->image.reset();
+  s_->finished = true;
+}
+
+Napi::Value DiffIterator::Next(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!s_) throw ClosedError(env, "diff iterator");
+  auto d = std::make_unique<Napi::Promise::Deferred>(Napi::Promise::Deferred::New(env));
+  Napi::Promise p = d->Promise();
+  if (s_->finished) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("extents", Napi::Float64Array::New(env, 0));
+    o.Set("done", Napi::Boolean::New(env, true));
+    d->Resolve(o);
+    return p;
+  }
+  if (s_->pending) {
+    d->Reject(Napi::Error::New(env, "diff iterator: next() called while a previous next() is pending").Value());
+    return p;
+  }
+  s_->pending = std::move(d);
+  addon_->Hold();
+  {
+    std::lock_guard<std::mutex> lock(s_->m);
+    s_->want = true;
+  }
+  s_->cv.notify_all();
+  if (!s_->started) {
+    s_->started = true;
+    s_->thread = std::thread(Produce, s_);
+  }
+  return p;
+}
+
+Napi::Value DiffIterator::Close(const Napi::CallbackInfo& info) {
+  std::shared_ptr<DiffState> s = std::move(s_);
+  if (!s) return RunAsync(info.Env(), "rbd_diff_iterate2(close)", []() -> int { return 0; });
+  {
+    std::lock_guard<std::mutex> lock(s->m);
+    s->cancel = true;
+  }
+  s->cv.notify_all();
+  s->finished = true;
+  if (!s->started) s->image.reset();
+  // Wait (off the JS thread) for librbd to unwind, so the image is free when close() resolves.
+  return RunAsync(info.Env(), "rbd_diff_iterate2(close)", [s]() -> int {
+    if (s->thread.joinable()) s->thread.join();
+    return 0;
+  });
+}
+
+}  // namespace rbdb

@@ -1,0 +1,373 @@
+#include "image.h"
+
+#include <cstring>
+#include <ctime>
+#include <vector>
+
+#include "diff-iterator.h"
+
+namespace rbdb {
+
+Napi::Function Image::Init(Napi::Env env) {
+  return DefineClass(env, "Image",
+                     {
+                         InstanceMethod<&Image::Stat>("stat"),
+                         InstanceMethod<&Image::Resize>("resize"),
+                         InstanceMethod<&Image::SnapCreate>("snapCreate"),
+                         InstanceMethod<&Image::SnapRemove>("snapRemove"),
+                         InstanceMethod<&Image::SnapList>("snapList"),
+                         InstanceMethod<&Image::SnapProtect>("snapProtect"),
+                         InstanceMethod<&Image::SnapUnprotect>("snapUnprotect"),
+                         InstanceMethod<&Image::SnapRollback>("snapRollback"),
+                         InstanceMethod<&Image::Flatten>("flatten"),
+                         InstanceMethod<&Image::MetaGet>("metaGet"),
+                         InstanceMethod<&Image::MetaSet>("metaSet"),
+                         InstanceMethod<&Image::MetaRemove>("metaRemove"),
+                         InstanceMethod<&Image::MetaList>("metaList"),
+                         InstanceMethod<&Image::AioRead>("read"),
+                         InstanceMethod<&Image::AioWrite>("write"),
+                         InstanceMethod<&Image::AioWriteZeroes>("writeZeroes"),
+                         InstanceMethod<&Image::AioDiscard>("discard"),
+                         InstanceMethod<&Image::AioFlush>("flush"),
+                         InstanceMethod<&Image::DiffIterate>("diffIterate"),
+                         InstanceMethod<&Image::Close>("close"),
+                     });
+}
+
+Image::Image(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Image>(info), addon_(Addon::Get(info.Env())) {
+  info.This().As<Napi::Object>().TypeTag(&kImageTag);
+  addon_->Register(this);
+}
+
+Image::~Image() {
+  if (addon_ != nullptr) addon_->Unregister(this);
+}
+
+void Image::Attach(std::shared_ptr<ImageHandle> h, std::string name, std::string snap, bool readOnly) {
+  h_ = std::move(h);
+  name_ = std::move(name);
+  snap_ = std::move(snap);
+  readOnly_ = readOnly;
+}
+
+std::shared_ptr<ImageHandle> Image::handle(Napi::Env env) const {
+  if (!h_) throw ClosedError(env, "image");
+  return h_;
+}
+
+Napi::Value Image::Stat(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  struct Out {
+    rbd_image_info_t info{};
+    uint64_t features = 0, flags = 0, stripeUnit = 0, stripeCount = 0;
+  };
+  auto out = std::make_shared<Out>();
+  return RunAsync(
+      info.Env(), "rbd_stat",
+      [h, out]() -> int {
+        int rc = rbd_stat(h->image, &out->info, sizeof out->info);
+        if (rc == 0) rc = rbd_get_features(h->image, &out->features);
+        if (rc == 0) rc = rbd_get_flags(h->image, &out->flags);
+        if (rc == 0) rc = rbd_get_stripe_unit(h->image, &out->stripeUnit);
+        if (rc == 0) rc = rbd_get_stripe_count(h->image, &out->stripeCount);
+        return rc;
+      },
+      [out](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("size", Napi::Number::New(env, static_cast<double>(out->info.size)));
+        o.Set("objectSize", Napi::Number::New(env, static_cast<double>(out->info.obj_size)));
+        o.Set("numObjects", Napi::Number::New(env, static_cast<double>(out->info.num_objs)));
+        o.Set("order", Napi::Number::New(env, out->info.order));
+        o.Set("features", Napi::BigInt::New(env, out->features));
+        o.Set("flags", Napi::Number::New(env, static_cast<double>(out->flags)));
+        o.Set("stripeUnit", Napi::Number::New(env, static_cast<double>(out->stripeUnit)));
+        o.Set("stripeCount", Napi::Number::New(env, static_cast<double>(out->stripeCount)));
+        return o;
+      });
+}
+
+Napi::Value Image::Resize(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  uint64_t size = ArgU64(info, 0, "size");
+  return RunAsync(info.Env(), "rbd_resize", [h, size]() -> int { return rbd_resize(h->image, size); });
+}
+
+#define SNAP_OP(Method, fn)                                                                     \
+  Napi::Value Image::Method(const Napi::CallbackInfo& info) {                                   \
+    auto h = handle(info.Env());                                                                \
+    std::string snap = ArgString(info, 0, "snapshot");                                          \
+    return RunAsync(info.Env(), #fn, [h, snap]() -> int { return fn(h->image, snap.c_str()); }); \
+  }
+SNAP_OP(SnapCreate, rbd_snap_create)
+SNAP_OP(SnapRemove, rbd_snap_remove)
+SNAP_OP(SnapProtect, rbd_snap_protect)
+SNAP_OP(SnapUnprotect, rbd_snap_unprotect)
+SNAP_OP(SnapRollback, rbd_snap_rollback)
+#undef SNAP_OP
+
+Napi::Value Image::SnapList(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  struct Snap {
+    uint64_t id, size;
+    std::string name;
+    double timestamp;
+    bool isProtected;
+  };
+  auto snaps = std::make_shared<std::vector<Snap>>();
+  return RunAsync(
+      info.Env(), "rbd_snap_list",
+      [h, snaps]() -> int {
+        int max = 16;
+        std::vector<rbd_snap_info_t> buf;
+        int n;
+        for (;;) {
+          buf.assign(static_cast<size_t>(max), rbd_snap_info_t{});
+          n = rbd_snap_list(h->image, buf.data(), &max);
+          if (n == -ERANGE) continue;
+          if (n < 0) return n;
+          break;
+        }
+        int rc = 0;
+        for (int i = 0; i < n; i++) {
+          Snap s{buf[i].id, buf[i].size, buf[i].name, 0, false};
+          struct timespec ts {};
+          if (rc == 0) rc = rbd_snap_get_timestamp(h->image, s.id, &ts);
+          s.timestamp = static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+          int prot = 0;
+          if (rc == 0) rc = rbd_snap_is_protected(h->image, buf[i].name, &prot);
+          s.isProtected = prot != 0;
+          snaps->push_back(std::move(s));
+        }
+        rbd_snap_list_end(buf.data());
+        return rc;
+      },
+      [snaps](Napi::Env env) -> Napi::Value {
+        Napi::Array arr = Napi::Array::New(env, snaps->size());
+        for (size_t i = 0; i < snaps->size(); i++) {
+          const Snap& s = (*snaps)[i];
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("id", Napi::Number::New(env, static_cast<double>(s.id)));
+          o.Set("name", s.name);
+          o.Set("size", Napi::Number::New(env, static_cast<double>(s.size)));
+          o.Set("timestamp", Napi::Number::New(env, s.timestamp));
+          o.Set("protected", Napi::Boolean::New(env, s.isProtected));
+          arr.Set(static_cast<uint32_t>(i), o);
+        }
+        return arr;
+      });
+}
+
+Napi::Value Image::Flatten(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  return RunAsync(info.Env(), "rbd_flatten", [h]() -> int { return rbd_flatten(h->image); });
+}
+
+Napi::Value Image::MetaGet(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  std::string key = ArgString(info, 0, "key");
+  auto val = std::make_shared<std::string>();
+  auto found = std::make_shared<bool>(false);
+  return RunAsync(
+      info.Env(), "rbd_metadata_get",
+      [h, key, val, found]() -> int {
+        size_t len = 256;
+        for (;;) {
+          val->assign(len, '\0');
+          int rc = rbd_metadata_get(h->image, key.c_str(), &(*val)[0], &len);
+          if (rc == -ERANGE) continue;
+          if (rc == -ENOENT) return 0;
+          if (rc < 0) return rc;
+          val->resize(std::strlen(val->c_str()));
+          *found = true;
+          return 0;
+        }
+      },
+      [val, found](Napi::Env env) -> Napi::Value {
+        if (!*found) return env.Null();
+        return Napi::String::New(env, *val);
+      });
+}
+
+Napi::Value Image::MetaSet(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  std::string key = ArgString(info, 0, "key");
+  std::string value = ArgString(info, 1, "value");
+  return RunAsync(info.Env(), "rbd_metadata_set",
+                  [h, key, value]() -> int { return rbd_metadata_set(h->image, key.c_str(), value.c_str()); });
+}
+
+Napi::Value Image::MetaRemove(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  std::string key = ArgString(info, 0, "key");
+  return RunAsync(info.Env(), "rbd_metadata_remove",
+                  [h, key]() -> int { return rbd_metadata_remove(h->image, key.c_str()); });
+}
+
+Napi::Value Image::MetaList(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  auto kv = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
+  return RunAsync(
+      info.Env(), "rbd_metadata_list",
+      [h, kv]() -> int {
+        size_t klen = 4096, vlen = 4096;
+        std::vector<char> keys, vals;
+        for (;;) {
+          keys.assign(klen, 0);
+          vals.assign(vlen, 0);
+          int rc = rbd_metadata_list(h->image, "", 0, keys.data(), &klen, vals.data(), &vlen);
+          if (rc == -ERANGE) continue;
+          if (rc < 0) return rc;
+          break;
+        }
+        // keys and values: NUL-separated lists of the same length.
+        size_t ki = 0, vi = 0;
+        while (ki < klen && keys[ki] != '\0') {
+          std::string k(&keys[ki]);
+          std::string v(vi < vlen ? &vals[vi] : "");
+          ki += k.size() + 1;
+          vi += v.size() + 1;
+          kv->emplace_back(std::move(k), std::move(v));
+        }
+        return 0;
+      },
+      [kv](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        for (const auto& p : *kv) o.Set(p.first, p.second);
+        return o;
+      });
+}
+
+namespace {
+
+// One librbd aio op in flight. Holds the image (so it cannot close under the op) and the caller's
+// Buffer (so its memory stays valid); both are let go of on the JS thread.
+struct AioBaton : Task {
+  AioBaton(Napi::Env env, std::shared_ptr<ImageHandle> h, const char* op, std::shared_ptr<Poster> poster)
+      : img(std::move(h)), deferred(Napi::Promise::Deferred::New(env)), op(op), poster(std::move(poster)) {}
+  std::shared_ptr<ImageHandle> img;
+  Napi::Promise::Deferred deferred;
+  Napi::ObjectReference buffer;
+  const char* op;
+  std::shared_ptr<Poster> poster;
+  ssize_t rc = 0;
+
+  void Run(Napi::Env env) override {
+    Addon::Get(env)->Unhold();
+    if (rc < 0) {
+      deferred.Reject(CephError(env, static_cast<int>(rc), op).Value());
+    } else {
+      deferred.Resolve(Napi::Number::New(env, static_cast<double>(rc)));
+    }
+  }
+};
+
+void AioComplete(rbd_completion_t c, void* arg) {
+  auto* b = static_cast<AioBaton*>(arg);
+  b->rc = rbd_aio_get_return_value(c);
+  rbd_aio_release(c);
+  std::shared_ptr<Poster> poster = b->poster;  // b may be freed once posted
+  poster->Post(b);
+}
+
+template <typename Submit>
+Napi::Value SubmitAio(Napi::Env env, Addon* addon, std::shared_ptr<ImageHandle> h, const char* op,
+                      Napi::Object keepAlive, Submit submit) {
+  auto* b = new AioBaton(env, h, op, addon->poster());
+  if (!keepAlive.IsEmpty()) b->buffer = Napi::Persistent(keepAlive);
+  Napi::Promise p = b->deferred.Promise();
+  rbd_completion_t c = nullptr;
+  int rc = rbd_aio_create_completion(b, AioComplete, &c);
+  if (rc == 0) {
+    addon->Hold();
+    rc = submit(h->image, c);
+    if (rc < 0) {
+      addon->Unhold();
+      rbd_aio_release(c);
+    }
+  }
+  if (rc < 0) {
+    b->deferred.Reject(CephError(env, rc, op).Value());
+    delete b;
+  }
+  return p;
+}
+
+}  // namespace
+
+Napi::Value Image::AioRead(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  Napi::Buffer<uint8_t> buf = ArgBuffer(info, 0, "buffer");
+  uint64_t off = ArgU64(info, 1, "offset");
+  char* data = reinterpret_cast<char*>(buf.Data());
+  size_t len = buf.Length();
+  return SubmitAio(info.Env(), addon_, h, "rbd_aio_read2", buf, [=](rbd_image_t img, rbd_completion_t c) {
+    return rbd_aio_read2(img, off, len, data, c, 0);
+  });
+}
+
+Napi::Value Image::AioWrite(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  Napi::Buffer<uint8_t> buf = ArgBuffer(info, 0, "buffer");
+  uint64_t off = ArgU64(info, 1, "offset");
+  const char* data = reinterpret_cast<const char*>(buf.Data());
+  size_t len = buf.Length();
+  return SubmitAio(info.Env(), addon_, h, "rbd_aio_write2", buf, [=](rbd_image_t img, rbd_completion_t c) {
+    return rbd_aio_write2(img, off, len, data, c, 0);
+  });
+}
+
+Napi::Value Image::AioWriteZeroes(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  uint64_t off = ArgU64(info, 0, "offset");
+  uint64_t len = ArgU64(info, 1, "length");
+  return SubmitAio(info.Env(), addon_, h, "rbd_aio_write_zeroes", Napi::Object(),
+                   [=](rbd_image_t img, rbd_completion_t c) {
+                     return rbd_aio_write_zeroes(img, off, static_cast<size_t>(len), c, 0, 0);
+                   });
+}
+
+Napi::Value Image::AioDiscard(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  uint64_t off = ArgU64(info, 0, "offset");
+  uint64_t len = ArgU64(info, 1, "length");
+  return SubmitAio(info.Env(), addon_, h, "rbd_aio_discard", Napi::Object(),
+                   [=](rbd_image_t img, rbd_completion_t c) { return rbd_aio_discard(img, off, len, c); });
+}
+
+Napi::Value Image::AioFlush(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  return SubmitAio(info.Env(), addon_, h, "rbd_aio_flush", Napi::Object(),
+                   [=](rbd_image_t img, rbd_completion_t c) { return rbd_aio_flush(img, c); });
+}
+
+Napi::Value Image::DiffIterate(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  Napi::Object opts = ArgObject(info, 0, "options");
+  DiffParams p;
+  p.hasFrom = OptString(opts, "fromSnapshot", &p.fromSnapshot);
+  OptU64(opts, "offset", &p.offset);
+  p.hasLength = OptU64(opts, "length", &p.length);
+  OptBool(opts, "wholeObject", &p.wholeObject);
+  OptBool(opts, "includeParent", &p.includeParent);
+  uint64_t batch = 0;
+  if (OptU64(opts, "batchSize", &batch) && batch > 0) p.batchSize = static_cast<size_t>(batch);
+  Napi::Object obj = addon_->diffCtor.New({});
+  DiffIterator::Unwrap(obj)->Start(h, p);
+  return obj;
+}
+
+Napi::Value Image::Close(const Napi::CallbackInfo& info) {
+  return RunAsync(info.Env(), "rbd_close", [h = std::move(h_)]() mutable -> int {
+    int rc = 0;
+    // Close explicitly (reporting its error) when nothing else holds the image; otherwise the last
+    // in-flight op closes it.
+    if (h && h.use_count() == 1 && h->image != nullptr) {
+      rc = rbd_close(h->image);
+      h->image = nullptr;
+    }
+    h.reset();
+    return rc;
+  });
+}
+
+}  // namespace rbdb

@@ -1,0 +1,301 @@
+#include "io-ctx.h"
+
+#include <vector>
+
+#include "image.h"
+
+namespace rbdb {
+
+Napi::Function IoCtx::Init(Napi::Env env) {
+  return DefineClass(env, "IoCtx",
+                     {
+                         InstanceMethod<&IoCtx::ObjCreateExclusive>("objCreateExclusive"),
+                         InstanceMethod<&IoCtx::ObjWriteFull>("objWriteFull"),
+                         InstanceMethod<&IoCtx::ObjRead>("objRead"),
+                         InstanceMethod<&IoCtx::ObjStat>("objStat"),
+                         InstanceMethod<&IoCtx::ObjRemove>("objRemove"),
+                         InstanceMethod<&IoCtx::ObjList>("objList"),
+                         InstanceMethod<&IoCtx::PoolStat>("poolStat"),
+                         InstanceMethod<&IoCtx::ImageList>("imageList"),
+                         InstanceMethod<&IoCtx::ImageCreate>("imageCreate"),
+                         InstanceMethod<&IoCtx::ImageRemove>("imageRemove"),
+                         InstanceMethod<&IoCtx::ImageOpen>("imageOpen"),
+                         InstanceMethod<&IoCtx::ImageClone>("imageClone"),
+                         InstanceMethod<&IoCtx::Close>("close"),
+                     });
+}
+
+IoCtx::IoCtx(const Napi::CallbackInfo& info) : Napi::ObjectWrap<IoCtx>(info), addon_(Addon::Get(info.Env())) {
+  info.This().As<Napi::Object>().TypeTag(&kIoCtxTag);
+  addon_->Register(this);
+}
+
+IoCtx::~IoCtx() {
+  if (addon_ != nullptr) addon_->Unregister(this);
+}
+
+void IoCtx::Attach(std::shared_ptr<IoCtxHandle> h, std::string pool, std::string ns) {
+  h_ = std::move(h);
+  pool_ = std::move(pool);
+  ns_ = std::move(ns);
+}
+
+std::shared_ptr<IoCtxHandle> IoCtx::handle(Napi::Env env) const {
+  if (!h_) throw ClosedError(env, "I/O context");
+  return h_;
+}
+
+static std::string BufferBytes(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  Napi::Buffer<uint8_t> b = ArgBuffer(info, i, name);
+  return std::string(reinterpret_cast<const char*>(b.Data()), b.Length());
+}
+
+Napi::Value IoCtx::ObjCreateExclusive(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  std::string oid = ArgString(info, 0, "oid");
+  std::string data = BufferBytes(info, 1, "data");
+  // One atomic op: create-exclusive + write_full, so the object never exists half-written.
+  return RunAsync(info.Env(), "rados_write_op_operate(create exclusive)", [h, oid, data]() -> int {
+    rados_write_op_t op = rados_create_write_op();
+    if (op == nullptr) return -ENOMEM;
+    rados_write_op_create(op, LIBRADOS_CREATE_EXCLUSIVE, nullptr);
+    rados_write_op_write_full(op, data.data(), data.size());
+    int rc = rados_write_op_operate(op, h->io, oid.c_str(), nullptr, 0);
+    rados_release_write_op(op);
+    return rc;
+  });
+}
+
+Napi::Value IoCtx::ObjWriteFull(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  std::string oid = ArgString(info, 0, "oid");
+  std::string data = BufferBytes(info, 1, "data");
+  return RunAsync(info.Env(), "rados_write_full", [h, oid, data]() -> int {
+    return rados_write_full(h->io, oid.c_str(), data.data(), data.size());
+  });
+}
+
+Napi::Value IoCtx::ObjRead(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  std::string oid = ArgString(info, 0, "oid");
+  auto out = std::make_shared<std::string>();
+  return RunAsync(
+      info.Env(), "rados_read",
+      [h, oid, out]() -> int {
+        uint64_t size = 0;
+        time_t mtime = 0;
+        int rc = rados_stat(h->io, oid.c_str(), &size, &mtime);
+        if (rc < 0) return rc;
+        // Read until a short read: the object may have grown since the stat.
+        size_t want = size > 0 ? size : 4096;
+        uint64_t off = 0;
+        for (;;) {
+          out->resize(off + want);
+          rc = rados_read(h->io, oid.c_str(), &(*out)[off], want, off);
+          if (rc < 0) return rc;
+          off += static_cast<uint64_t>(rc);
+          if (static_cast<size_t>(rc) < want) break;
+          want = 1 << 20;
+        }
+        out->resize(off);
+        return 0;
+      },
+      [out](Napi::Env env) -> Napi::Value { return Napi::Buffer<char>::Copy(env, out->data(), out->size()); });
+}
+
+Napi::Value IoCtx::ObjStat(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  std::string oid = ArgString(info, 0, "oid");
+  auto size = std::make_shared<uint64_t>(0);
+  auto mtime = std::make_shared<time_t>(0);
+  return RunAsync(
+      info.Env(), "rados_stat", [h, oid, size, mtime]() -> int { return rados_stat(h->io, oid.c_str(), size.get(), mtime.get()); },
+      [size, mtime](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("size", Napi::Number::New(env, static_cast<double>(*size)));
+        o.Set("mtime", Napi::Number::New(env, static_cast<double>(*mtime)));
+        return o;
+      });
+}
+
+Napi::Value IoCtx::ObjRemove(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  std::string oid = ArgString(info, 0, "oid");
+  return RunAsync(info.Env(), "rados_remove", [h, oid]() -> int { return rados_remove(h->io, oid.c_str()); });
+}
+
+Napi::Value IoCtx::ObjList(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  auto names = std::make_shared<std::vector<std::string>>();
+  return RunAsync(
+      info.Env(), "rados_nobjects_list",
+      [h, names]() -> int {
+        rados_list_ctx_t ctx = nullptr;
+        int rc = rados_nobjects_list_open(h->io, &ctx);
+        if (rc < 0) return rc;
+        for (;;) {
+          const char* entry = nullptr;
+          size_t len = 0;
+          rc = rados_nobjects_list_next2(ctx, &entry, nullptr, nullptr, &len, nullptr, nullptr);
+          if (rc == -ENOENT) {
+            rc = 0;
+            break;
+          }
+          if (rc < 0) break;
+          names->emplace_back(entry, len);
+        }
+        rados_nobjects_list_close(ctx);
+        return rc;
+      },
+      [names](Napi::Env env) -> Napi::Value {
+        Napi::Array arr = Napi::Array::New(env, names->size());
+        for (size_t i = 0; i < names->size(); i++) arr.Set(static_cast<uint32_t>(i), (*names)[i]);
+        return arr;
+      });
+}
+
+Napi::Value IoCtx::PoolStat(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  auto st = std::make_shared<rados_pool_stat_t>();
+  return RunAsync(
+      info.Env(), "rados_ioctx_pool_stat", [h, st]() -> int { return rados_ioctx_pool_stat(h->io, st.get()); },
+      [st](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("bytes", Napi::Number::New(env, static_cast<double>(st->num_bytes)));
+        o.Set("objects", Napi::Number::New(env, static_cast<double>(st->num_objects)));
+        return o;
+      });
+}
+
+Napi::Value IoCtx::ImageList(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  auto names = std::make_shared<std::vector<std::string>>();
+  return RunAsync(
+      info.Env(), "rbd_list2",
+      [h, names]() -> int {
+        size_t max = 64;
+        for (;;) {
+          std::vector<rbd_image_spec_t> specs(max);
+          int rc = rbd_list2(h->io, specs.data(), &max);
+          if (rc == -ERANGE) continue;
+          if (rc < 0) return rc;
+          for (size_t i = 0; i < max; i++) names->emplace_back(specs[i].name);
+          rbd_image_spec_list_cleanup(specs.data(), max);
+          return 0;
+        }
+      },
+      [names](Napi::Env env) -> Napi::Value {
+        Napi::Array arr = Napi::Array::New(env, names->size());
+        for (size_t i = 0; i < names->size(); i++) arr.Set(static_cast<uint32_t>(i), (*names)[i]);
+        return arr;
+      });
+}
+
+namespace {
+struct CreateOpts {
+  bool hasFeatures = false, hasOrder = false, hasStripeUnit = false, hasStripeCount = false, hasDataPool = false;
+  uint64_t features = 0, order = 0, stripeUnit = 0, stripeCount = 0;
+  std::string dataPool;
+
+  void Read(Napi::Object o) {
+    hasFeatures = OptU64(o, "features", &features);
+    hasOrder = OptU64(o, "order", &order);
+    hasStripeUnit = OptU64(o, "stripeUnit", &stripeUnit);
+    hasStripeCount = OptU64(o, "stripeCount", &stripeCount);
+    hasDataPool = OptString(o, "dataPool", &dataPool);
+  }
+  // Returns an owned rbd_image_options_t (caller destroys) or sets *rc.
+  rbd_image_options_t Make(int* rc) const {
+    rbd_image_options_t opts;
+    rbd_image_options_create(&opts);
+    *rc = 0;
+    if (hasFeatures && *rc == 0) *rc = rbd_image_options_set_uint64(opts, RBD_IMAGE_OPTION_FEATURES, features);
+    if (hasOrder && *rc == 0) *rc = rbd_image_options_set_uint64(opts, RBD_IMAGE_OPTION_ORDER, order);
+    if (hasStripeUnit && *rc == 0) *rc = rbd_image_options_set_uint64(opts, RBD_IMAGE_OPTION_STRIPE_UNIT, stripeUnit);
+    if (hasStripeCount && *rc == 0) *rc = rbd_image_options_set_uint64(opts, RBD_IMAGE_OPTION_STRIPE_COUNT, stripeCount);
+    if (hasDataPool && *rc == 0) *rc = rbd_image_options_set_string(opts, RBD_IMAGE_OPTION_DATA_POOL, dataPool.c_str());
+    return opts;
+  }
+};
+}  // namespace
+
+Napi::Value IoCtx::ImageCreate(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  std::string name = ArgString(info, 0, "name");
+  uint64_t size = ArgU64(info, 1, "size");
+  CreateOpts co;
+  if (info.Length() > 2 && info[2].IsObject()) co.Read(info[2].As<Napi::Object>());
+  return RunAsync(info.Env(), "rbd_create4", [h, name, size, co]() -> int {
+    int rc = 0;
+    rbd_image_options_t opts = co.Make(&rc);
+    if (rc == 0) rc = rbd_create4(h->io, name.c_str(), size, opts);
+    rbd_image_options_destroy(opts);
+    return rc;
+  });
+}
+
+Napi::Value IoCtx::ImageRemove(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  std::string name = ArgString(info, 0, "name");
+  return RunAsync(info.Env(), "rbd_remove", [h, name]() -> int { return rbd_remove(h->io, name.c_str()); });
+}
+
+Napi::Value IoCtx::ImageOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = handle(env);
+  std::string name = ArgString(info, 0, "name");
+  std::string snap;
+  bool readOnly = false;
+  bool hasSnap = false;
+  if (info.Length() > 1 && info[1].IsObject()) {
+    Napi::Object o = info[1].As<Napi::Object>();
+    OptBool(o, "readOnly", &readOnly);
+    hasSnap = OptString(o, "snapshot", &snap);
+  }
+  auto img = std::make_shared<ImageHandle>();
+  img->ioctx = h;
+  Addon* addon = addon_;
+  return RunAsync(
+      env, readOnly ? "rbd_open_read_only" : "rbd_open",
+      [img, name, snap, hasSnap, readOnly]() -> int {
+        const char* s = hasSnap ? snap.c_str() : nullptr;
+        int rc = readOnly ? rbd_open_read_only(img->ioctx->io, name.c_str(), &img->image, s)
+                          : rbd_open(img->ioctx->io, name.c_str(), &img->image, s);
+        if (rc < 0) img->image = nullptr;
+        return rc;
+      },
+      [img, addon, name, snap, readOnly](Napi::Env env) -> Napi::Value {
+        Napi::Object obj = addon->imageCtor.New({});
+        Image::Unwrap(obj)->Attach(img, name, snap, readOnly);
+        return obj;
+      });
+}
+
+Napi::Value IoCtx::ImageClone(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = handle(env);
+  std::string parent = ArgString(info, 0, "parentName");
+  std::string parentSnap = ArgString(info, 1, "parentSnapshot");
+  Napi::Object destObj = ArgObject(info, 2, "destIoCtx");
+  if (!destObj.CheckTypeTag(&kIoCtxTag)) throw Napi::TypeError::New(env, "destIoCtx must be an IoCtx");
+  auto dest = IoCtx::Unwrap(destObj)->handle(env);
+  std::string destName = ArgString(info, 3, "destName");
+  CreateOpts co;
+  if (info.Length() > 4 && info[4].IsObject()) co.Read(info[4].As<Napi::Object>());
+  return RunAsync(env, "rbd_clone3", [h, dest, parent, parentSnap, destName, co]() -> int {
+    int rc = 0;
+    rbd_image_options_t opts = co.Make(&rc);
+    if (rc == 0) rc = rbd_clone3(h->io, parent.c_str(), parentSnap.c_str(), dest->io, destName.c_str(), opts);
+    rbd_image_options_destroy(opts);
+    return rc;
+  });
+}
+
+Napi::Value IoCtx::Close(const Napi::CallbackInfo& info) {
+  return RunAsync(info.Env(), "rados_ioctx_destroy", [h = std::move(h_)]() mutable -> int {
+    h.reset();
+    return 0;
+  });
+}
+
+}  // namespace rbdb
