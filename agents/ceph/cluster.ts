@@ -19,7 +19,11 @@ export interface ConnectOptions {
   connectTimeoutSeconds?: number;
   /** Seconds any single monitor or OSD operation may take (rados_{mon,osd}_op_timeout). Default 60; 0 = forever. */
   opTimeoutSeconds?: number;
-  /** Further config overrides, e.g. {"rbd_cache": "false"}. Applied last. */
+  /**
+   * Further config overrides, applied last. Defaults set here: rbd_cache=false (data is streamed
+   * once; the cache only copies) and rbd_disable_zero_copy_writes=false (write Buffers are kept
+   * stable until completion).
+   */
   config?: Record<string, string>;
 }
 
@@ -32,6 +36,11 @@ export async function connect(opts: ConnectOptions): Promise<Cluster> {
   const connectTimeout = v.uint(opts.connectTimeoutSeconds ?? 30, "connectTimeoutSeconds", 86400);
   const opTimeout = v.uint(opts.opTimeoutSeconds ?? 60, "opTimeoutSeconds", 86400);
   const config: Record<string, string> = {
+    // A backup agent streams each byte once: librbd's cache only adds copies and CPU.
+    rbd_cache: "false",
+    // Our Buffers stay untouched until their aio completes (Image keeps them referenced), so librbd
+    // may send them without copying.
+    rbd_disable_zero_copy_writes: "false",
     client_mount_timeout: String(connectTimeout),
     rados_mon_op_timeout: String(opTimeout),
     rados_osd_op_timeout: String(opTimeout),
@@ -94,7 +103,9 @@ export class Cluster {
     const ns = opts.namespace === undefined ? "" : v.text(opts.namespace, "namespace");
     const fullTry = opts.poolFullTry === undefined ? false : v.bool(opts.poolFullTry, "poolFullTry");
     const label = ns ? `${pool}/${ns}` : pool;
-    const h = await nativeCall(`open pool ${label}`, () => this.#h.openIoCtx(pool, { namespace: ns, poolFullTry: fullTry }));
+    const h = await nativeCall(`open pool ${label}`, () =>
+      this.#h.openIoCtx(pool, { namespace: ns, poolFullTry: fullTry }),
+    );
     return new IoCtx(h, pool, ns);
   }
 

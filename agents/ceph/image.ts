@@ -57,7 +57,7 @@ export class Image {
     if (this.#closed) throw new ClosedError(`image ${this.label} is closed`);
   }
 
-  #call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  async #call<T>(what: string, fn: () => Promise<T>): Promise<T> {
     this.#check();
     return nativeCall(`${what} ${this.label}`, fn);
   }

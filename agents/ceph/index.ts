@@ -8,8 +8,8 @@
  * process exit. Arguments are checked here (TypeError/RangeError naming the argument) before any
  * native code runs.
  */
-export { Cluster, connect, libraryVersions, type ConnectOptions } from "./cluster";
+export { Cluster, type ConnectOptions, connect, libraryVersions } from "./cluster";
 export { CephError, ClosedError, errnoName, isCephError } from "./errors";
-export { type Extent, type DiffOptions, Image } from "./image";
-export { type ImageCreateOptions, IoCtx, RbdFeature, featureNames } from "./io-ctx";
+export { type DiffOptions, type Extent, Image } from "./image";
+export { featureNames, type ImageCreateOptions, IoCtx, RbdFeature } from "./io-ctx";
 export type { ClusterStat, ImageStat, PoolStat, SnapInfo } from "./native";

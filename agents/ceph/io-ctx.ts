@@ -39,7 +39,8 @@ function createOptions(opts: ImageCreateOptions): NativeImageCreateOptions {
   v.object(opts, "options");
   const out: NativeImageCreateOptions = {};
   if (opts.features !== undefined) {
-    if (typeof opts.features !== "bigint" || opts.features < 0n) throw new TypeError("features must be a non-negative bigint");
+    if (typeof opts.features !== "bigint" || opts.features < 0n)
+      throw new TypeError("features must be a non-negative bigint");
     out.features = opts.features;
   }
   if (opts.order !== undefined) {
@@ -149,7 +150,13 @@ export class IoCtx {
   }
 
   /** Clones parent@parentSnapshot (which must be protected, for clone v1) into dest/destName. */
-  imageClone(parent: string, parentSnapshot: string, dest: IoCtx, destName: string, opts: ImageCreateOptions = {}): Promise<void> {
+  imageClone(
+    parent: string,
+    parentSnapshot: string,
+    dest: IoCtx,
+    destName: string,
+    opts: ImageCreateOptions = {},
+  ): Promise<void> {
     v.name(parent, "parent");
     v.name(parentSnapshot, "parentSnapshot");
     if (!(dest instanceof IoCtx)) throw new TypeError("dest must be an IoCtx");

@@ -113,7 +113,12 @@ export interface NativeDiffIterator {
 }
 
 interface NativeModule {
-  connect(opts: { conf: string; clientId: string; keyring?: string; config: Record<string, string> }): Promise<NativeCluster>;
+  connect(opts: {
+    conf: string;
+    clientId: string;
+    keyring?: string;
+    config: Record<string, string>;
+  }): Promise<NativeCluster>;
   versions(): { librados: string; librbd: string };
 }
 

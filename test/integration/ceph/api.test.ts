@@ -1,0 +1,164 @@
+/** The rest of the addon's surface against a real cluster: snapshots, image-meta, clone/flatten, pools. */
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { type Cluster, featureNames, type IoCtx, RbdFeature } from "../../../agents/ceph";
+import { connectLab, labCluster, rbdExportSha256, rbdJson, sha256, uniqueName } from "../../helpers/lab";
+
+const MiB = 1 << 20;
+
+describe("addon API", () => {
+  let cluster: Cluster;
+  let io: IoCtx;
+  const cleanup: Array<() => Promise<unknown>> = [];
+
+  before(async () => {
+    cluster = await connectLab("site-a");
+    io = await cluster.openIoCtx("rbd");
+  });
+
+  after(async () => {
+    for (const f of cleanup.reverse()) await f().catch(() => {});
+    await io.close();
+    await cluster.close();
+  });
+
+  it("cluster: fsid and pools match the lab", async () => {
+    assert.equal(cluster.fsid(), labCluster("site-a").fsid);
+    const pools = await cluster.poolList();
+    assert.ok(pools.includes("rbd") && pools.includes("backups"), pools.join(","));
+    // Usage figures come from the mgr, which the lab does not run: only check the call works.
+    const st = await cluster.stat();
+    for (const k of ["bytes", "bytesUsed", "bytesAvailable", "objects"] as const) assert.equal(typeof st[k], "number");
+  });
+
+  it("create with features, order and striping; stat agrees with rbd info", async () => {
+    const name = uniqueName("api-create");
+    const features = RbdFeature.layering | RbdFeature.stripingV2 | RbdFeature.exclusiveLock;
+    await io.imageCreate(name, 10 * MiB, { features, order: 20, stripeUnit: 64 * 1024, stripeCount: 4 });
+    cleanup.push(() => io.imageRemove(name));
+    const im = await io.imageOpen(name);
+    const st = await im.stat();
+    await im.close();
+    const info = await rbdJson<{
+      size: number;
+      order: number;
+      features: string[];
+      stripe_unit: number;
+      stripe_count: number;
+    }>("site-a", ["info", `rbd/${name}`]);
+    assert.equal(st.size, 10 * MiB);
+    assert.equal(st.size, info.size);
+    assert.equal(st.order, 20);
+    assert.equal(st.objectSize, MiB);
+    assert.equal(st.stripeUnit, 64 * 1024);
+    assert.equal(st.stripeCount, 4);
+    assert.equal(st.features, features);
+    assert.deepEqual(featureNames(st.features).sort(), ["exclusiveLock", "layering", "stripingV2"]);
+    assert.deepEqual([...info.features].sort(), ["exclusive-lock", "layering", "striping"]);
+    assert.ok((await io.imageList()).includes(name));
+  });
+
+  it("snapshots: list with ids, sizes, timestamps; rollback restores the data", async () => {
+    const name = uniqueName("api-snap");
+    await io.imageCreate(name, 4 * MiB);
+    cleanup.push(() => io.imageRemove(name));
+    const im = await io.imageOpen(name);
+    const a = randomBytes(4 * MiB);
+    await im.write(a, 0);
+    const t0 = Date.now() / 1000;
+    await im.snapCreate("a");
+    await im.resize(6 * MiB);
+    await im.write(randomBytes(6 * MiB), 0);
+    await im.snapCreate("b");
+    const snaps = await im.snapList();
+    assert.deepEqual(
+      snaps.map((s) => [s.name, s.size, s.protected]),
+      [
+        ["a", 4 * MiB, false],
+        ["b", 6 * MiB, false],
+      ],
+    );
+    assert.ok((snaps[1]?.id ?? 0) > (snaps[0]?.id ?? 0));
+    assert.ok(Math.abs((snaps[0]?.timestamp ?? 0) - t0) < 60, "timestamp is the creation time");
+    const cli = await rbdJson<Array<{ id: number; name: string; size: number }>>("site-a", [
+      "snap",
+      "ls",
+      `rbd/${name}`,
+    ]);
+    assert.deepEqual(
+      cli.map((s) => [s.id, s.name, s.size]),
+      snaps.map((s) => [s.id, s.name, s.size]),
+    );
+    await im.snapRollback("a");
+    const st = await im.stat();
+    assert.equal(st.size, 4 * MiB);
+    await im.close();
+    assert.equal((await rbdExportSha256("site-a", `rbd/${name}`)).sha256, sha256(a));
+    const im2 = await io.imageOpen(name);
+    await im2.snapRemove("a");
+    await im2.snapRemove("b");
+    assert.deepEqual(await im2.snapList(), []);
+    await im2.close();
+  });
+
+  it("image-meta: set, get, list, remove; a missing key is null", async () => {
+    const name = uniqueName("api-meta");
+    await io.imageCreate(name, MiB);
+    cleanup.push(() => io.imageRemove(name));
+    const im = await io.imageOpen(name);
+    assert.equal(await im.metaGet("k1"), null);
+    await im.metaSet("k1", "v1");
+    await im.metaSet("k2", "");
+    await im.metaSet("long", "x".repeat(5000));
+    assert.equal(await im.metaGet("k1"), "v1");
+    assert.equal(await im.metaGet("k2"), "");
+    assert.equal(await im.metaGet("long"), "x".repeat(5000));
+    assert.deepEqual(await im.metaList(), { k1: "v1", k2: "", long: "x".repeat(5000) });
+    await im.metaRemove("k1");
+    assert.equal(await im.metaGet("k1"), null);
+    await im.close();
+    const cli = await rbdJson<Record<string, string>>("site-a", ["image-meta", "list", `rbd/${name}`]);
+    assert.deepEqual(cli, { k2: "", long: "x".repeat(5000) });
+  });
+
+  it("clone from a protected snapshot into another pool, then flatten", async () => {
+    const parent = uniqueName("api-parent");
+    const child = uniqueName("api-child");
+    const dest = await cluster.openIoCtx("backups");
+    await io.imageCreate(parent, 8 * MiB);
+    const im = await io.imageOpen(parent);
+    const data = randomBytes(8 * MiB);
+    await im.write(data, 0);
+    await im.snapCreate("base");
+    await im.snapProtect("base");
+    await io.imageClone(parent, "base", dest, child);
+    const c = await dest.imageOpen(child);
+    await c.write(Buffer.alloc(4096, 1), 0);
+    data.fill(1, 0, 4096);
+    await c.flatten();
+    await c.close();
+    // Flattened: the parent snapshot can go although the child lives on.
+    await im.snapUnprotect("base");
+    await im.snapRemove("base");
+    await im.close();
+    await io.imageRemove(parent);
+    assert.equal((await rbdExportSha256("site-a", `backups/${child}`)).sha256, sha256(data));
+    await dest.imageRemove(child);
+    await dest.close();
+  });
+
+  it("RADOS namespaces keep objects apart", async () => {
+    const nsA = await cluster.openIoCtx("backups", { namespace: "tenant-a" });
+    const nsB = await cluster.openIoCtx("backups", { namespace: "tenant-b" });
+    const oid = uniqueName("meta");
+    await nsA.objCreateExclusive(oid, Buffer.from("{}"));
+    assert.ok((await nsA.objList()).includes(oid));
+    assert.ok(!(await nsB.objList()).includes(oid));
+    await nsB.objCreateExclusive(oid, Buffer.from("[]")); // no clash
+    await nsA.objRemove(oid);
+    await nsB.objRemove(oid);
+    await nsA.close();
+    await nsB.close();
+  });
+});

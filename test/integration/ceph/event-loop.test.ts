@@ -1,0 +1,68 @@
+/** The JS thread stays free while librbd works: a timer keeps firing during a long diff and a large I/O. */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { Cluster, Image, IoCtx } from "../../../agents/ceph";
+import { connectLab, uniqueName } from "../../helpers/lab";
+
+const MiB = 1 << 20;
+
+/** Runs `work` while a 1 ms interval counts its ticks; returns the ticks that fired while work ran. */
+async function ticksDuring(work: () => Promise<unknown>): Promise<number> {
+  let ticks = 0;
+  const timer = setInterval(() => {
+    ticks++;
+  }, 1);
+  try {
+    await work();
+    return ticks;
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+describe("event loop keeps running", () => {
+  let cluster: Cluster;
+  let io: IoCtx;
+  let image: Image;
+  const name = uniqueName("loop");
+
+  before(async () => {
+    cluster = await connectLab("site-a");
+    io = await cluster.openIoCtx("rbd");
+    await io.imageCreate(name, 48 * MiB);
+    image = await io.imageOpen(name);
+    await image.write(Buffer.alloc(16 * MiB, 9), 0);
+    await image.snapCreate("base");
+    // Then many small separate changes, so the diff from "base" has thousands of extents.
+    const writes: Promise<number>[] = [];
+    for (let off = 0; off < 16 * MiB; off += 8192) writes.push(image.write(Buffer.alloc(512, 1), off));
+    await Promise.all(writes);
+    await image.flush();
+  });
+
+  after(async () => {
+    await image.snapRemove("base");
+    await image.close();
+    await io.imageRemove(name);
+    await io.close();
+    await cluster.close();
+  });
+
+  it("during a long diff iteration (one extent per batch)", async () => {
+    let extents = 0;
+    const ticks = await ticksDuring(async () => {
+      for await (const batch of image.diff({ fromSnapshot: "base", batchSize: 1 })) extents += batch.length;
+    });
+    assert.ok(extents >= 1000, `diff saw ${extents} extents`);
+    assert.ok(ticks > 0, "the timer never fired during the diff");
+  });
+
+  it("during one large write and read (48 MiB each)", async () => {
+    const buf = Buffer.alloc(48 * MiB, 7);
+    const ticks = await ticksDuring(async () => {
+      await image.write(buf, 0);
+      await image.read(buf, 0);
+    });
+    assert.ok(ticks > 0, "the timer never fired during the I/O");
+  });
+});

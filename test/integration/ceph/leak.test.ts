@@ -1,0 +1,76 @@
+/**
+ * Leak check of the addon (chosen over valgrind: librados' own threads and caches make valgrind
+ * reports on a real cluster noisy and slow). 20,000 open/read/close cycles, plus diff iterators and
+ * connections opened and closed; resident memory must stay bounded. A leaked image context costs
+ * tens of KiB, so 18,000 leaks would add hundreds of MiB; the bound below allows 48 MiB of growth.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { connectLab, uniqueName } from "../../helpers/lab";
+
+const MiB = 1 << 20;
+const CYCLES = Number(process.env.RBDBACKUP_LEAK_CYCLES ?? 20_000);
+const WARMUP = Math.floor(CYCLES / 10);
+const PARALLEL = 8;
+
+describe("leak check", () => {
+  it(`${CYCLES} open/read/close cycles keep RSS bounded`, { timeout: 600_000 }, async () => {
+    const cluster = await connectLab("site-a");
+    const io = await cluster.openIoCtx("rbd");
+    const name = uniqueName("leak");
+    await io.imageCreate(name, 4 * MiB);
+    const w = await io.imageOpen(name);
+    await w.write(Buffer.alloc(4 * MiB, 3), 0);
+    await w.snapCreate("s");
+    await w.close();
+
+    let started = 0;
+    let rssAfterWarmup = 0;
+    const buffers = Array.from({ length: PARALLEL }, () => Buffer.alloc(64 * 1024));
+    async function worker(k: number): Promise<void> {
+      const buf = buffers[k] as Buffer;
+      while (started < CYCLES) {
+        const i = started++;
+        if (i === WARMUP) rssAfterWarmup = process.memoryUsage().rss;
+        // Alternate head and snapshot opens, and every 100th cycle run a diff and break out of it.
+        const im = await io.imageOpen(name, i % 2 ? { readOnly: true } : { snapshot: "s" });
+        const n = await im.read(buf, (i * 4096) % (4 * MiB - buf.length));
+        assert.equal(n, buf.length);
+        assert.equal(buf[0], 3);
+        if (i % 100 === 0) {
+          for await (const _ of im.diff({ batchSize: 1 })) break;
+        }
+        await im.close();
+      }
+    }
+    await Promise.all(Array.from({ length: PARALLEL }, (_, k) => worker(k)));
+    const rssEnd = process.memoryUsage().rss;
+    const growth = (rssEnd - rssAfterWarmup) / MiB;
+    console.log(
+      `leak check: ${CYCLES} cycles, RSS after warm-up ${(rssAfterWarmup / MiB).toFixed(1)} MiB, at end ${(rssEnd / MiB).toFixed(1)} MiB, growth ${growth.toFixed(1)} MiB`,
+    );
+    assert.ok(growth < 48, `RSS grew ${growth.toFixed(1)} MiB over ${CYCLES - WARMUP} cycles`);
+
+    const im = await io.imageOpen(name);
+    await im.snapRemove("s");
+    await im.close();
+    await io.imageRemove(name);
+    await io.close();
+    await cluster.close();
+  });
+
+  it("200 connect/close cycles keep RSS bounded", { timeout: 300_000 }, async () => {
+    let base = 0;
+    for (let i = 0; i < 200; i++) {
+      if (i === 20) base = process.memoryUsage().rss;
+      const c = await connectLab("site-a");
+      const io = await c.openIoCtx("rbd");
+      await io.imageList();
+      await io.close();
+      await c.close();
+    }
+    const growth = (process.memoryUsage().rss - base) / MiB;
+    console.log(`leak check: 180 connections, RSS growth ${growth.toFixed(1)} MiB`);
+    assert.ok(growth < 64, `RSS grew ${growth.toFixed(1)} MiB over 180 connections`);
+  });
+});

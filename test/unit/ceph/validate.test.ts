@@ -1,0 +1,69 @@
+/** The facade rejects bad arguments with TypeError/RangeError naming the argument, before any native call. */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { connect } from "../../../agents/ceph";
+import { Image } from "../../../agents/ceph/image";
+import { IoCtx } from "../../../agents/ceph/io-ctx";
+import type { NativeImage, NativeIoCtx } from "../../../agents/ceph/native";
+
+/** A native stand-in that fails the test if the facade ever lets a bad call through. */
+function tripwire<T extends object>(): T {
+  return new Proxy({} as T, {
+    get: (_t, prop) => () => assert.fail(`bad input reached native code (${String(prop)})`),
+  });
+}
+
+const image = new Image(tripwire<NativeImage>(), "rbd/x", false);
+const io = new IoCtx(tripwire<NativeIoCtx>(), "rbd", "");
+
+function throwsNamed(fn: () => unknown, type: typeof TypeError | typeof RangeError, arg: string) {
+  assert.throws(fn, (e: unknown) => {
+    assert.ok(e instanceof type, `expected ${type.name}, got ${String(e)}`);
+    assert.match((e as Error).message, new RegExp(`\\b${arg.replace(".", "\\.")}\\b`));
+    return true;
+  });
+}
+
+describe("argument validation", () => {
+  it("offsets and lengths", () => {
+    throwsNamed(() => image.read(Buffer.alloc(1), -1), RangeError, "offset");
+    throwsNamed(() => image.write(Buffer.alloc(1), 1.5), RangeError, "offset");
+    throwsNamed(() => image.write(Buffer.alloc(1), 2 ** 53), RangeError, "offset");
+    throwsNamed(() => image.discard(0, 2 ** 53 + 2), RangeError, "length");
+    throwsNamed(() => image.writeZeroes(2 ** 52, 2 ** 52), RangeError, "offset");
+    throwsNamed(() => image.discard("0" as unknown as number, 1), TypeError, "offset");
+    throwsNamed(() => image.resize(-5), RangeError, "size");
+    throwsNamed(() => image.read("buf" as unknown as Buffer, 0), TypeError, "buffer");
+  });
+
+  it("names", () => {
+    throwsNamed(() => image.snapCreate(""), RangeError, "snapshot");
+    throwsNamed(() => image.snapCreate("x".repeat(4097)), RangeError, "snapshot");
+    throwsNamed(() => image.snapRemove(7 as unknown as string), TypeError, "snapshot");
+    throwsNamed(() => image.metaSet("k", 5 as unknown as string), TypeError, "value");
+    throwsNamed(() => image.metaGet("a\0b"), RangeError, "key");
+    throwsNamed(() => io.imageCreate("", 1), RangeError, "name");
+    throwsNamed(() => io.imageCreate("x", -1), RangeError, "size");
+    throwsNamed(() => io.imageCreate("x", 1, { order: 9 }), RangeError, "order");
+    throwsNamed(() => io.imageCreate("x", 1, { features: 3 as unknown as bigint }), TypeError, "features");
+    throwsNamed(() => io.objCreateExclusive("", Buffer.alloc(0)), RangeError, "oid");
+    throwsNamed(() => io.objWriteFull("o", "text" as unknown as Buffer), TypeError, "data");
+    throwsNamed(() => io.imageClone("p", "s", {} as IoCtx, "c"), TypeError, "dest");
+  });
+
+  it("diff options (checked when iteration starts)", async () => {
+    await assert.rejects(image.diff({ batchSize: 0 }).next(), RangeError);
+    await assert.rejects(image.diff({ fromSnapshot: "" }).next(), /fromSnapshot/);
+    await assert.rejects(image.diff({ wholeObject: 1 as unknown as boolean }).next(), /wholeObject/);
+  });
+
+  it("connect options", async () => {
+    await assert.rejects(connect({ conf: "", clientId: "admin" }), /conf must not be empty/);
+    await assert.rejects(connect({ conf: "/x", clientId: "client.admin" }), /clientId/);
+    await assert.rejects(connect({ conf: "/x", clientId: "a", connectTimeoutSeconds: -1 }), /connectTimeoutSeconds/);
+    await assert.rejects(
+      connect({ conf: "/x", clientId: "a", config: { k: 1 as unknown as string } }),
+      (e: unknown) => e instanceof TypeError && /config\.k/.test(e.message),
+    );
+  });
+});
