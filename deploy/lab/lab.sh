@@ -103,7 +103,6 @@ mon_allow_pool_delete = true
 mon_warn_on_pool_no_redundancy = false
 mon_max_pg_per_osd = 1000
 run_dir = $dir/run
-admin_socket = $dir/run/\$name.asok
 log_file = $dir/log/\$name.log
 pid_file = $dir/run/\$name.pid
 mon_data = $dir/mon/\$name
@@ -112,9 +111,11 @@ debug_ms = 0
 
 [mon]
 keyring = $dir/keyring
+admin_socket = $dir/run/\$name.asok
 
 [osd]
 keyring = $dir/osd/keyring
+admin_socket = $dir/run/\$name.asok
 
 [client]
 keyring = $dir/keyring

@@ -1,18 +1,23 @@
 /**
  * Raw throughput of the addon against `rbd bench` on the same cluster, same image, same run:
- * 4 MiB I/Os, 16 in flight, sequential, alternating CLI and addon for several rounds.
- * Both figures exclude process start and connection time (rbd bench reports its own I/O phase;
- * ours is timed from first submission to last completion).
+ * 4 MiB I/Os, 16 in flight, sequential, alternating the contenders for several rounds. A third
+ * contender is a small C program doing the same with librbd's C API (the API the addon binds), so the
+ * addon's own overhead shows apart from the API's: rbd bench uses the C++ API, whose reads hand over
+ * librbd's buffers, while the C API copies every read into the caller's memory (and Debian ships no
+ * usable C++ headers: librbd.hpp includes a rados/buffer.h that librados-dev lacks).
+ * All figures exclude process start and connection time (each times its own I/O phase).
  *
  *   node dist/test/bench/addon-throughput.js [--cluster site-a] [--mib 1024] [--rounds 3] [--json]
  */
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import path from "node:path";
 import { promisify } from "node:util";
 import type { Image } from "../../agents/ceph";
 import { connectLab, labCluster, uniqueName } from "../helpers/lab";
 
 const execFileP = promisify(execFile);
+const cBench = path.resolve(__dirname, "c-api-bench");
 const MiB = 1 << 20;
 const IO_SIZE = 4 * MiB;
 const INFLIGHT = 16;
@@ -43,6 +48,13 @@ async function cliBench(spec: string, type: "read" | "write"): Promise<number> {
   const m = /ops\/sec:\s*([\d.]+)/.exec(stdout);
   if (!m) throw new Error(`cannot parse rbd bench output: ${stdout}`);
   return (Number(m[1]) * IO_SIZE) / MiB; // MiB/s
+}
+
+async function cApiBench(image: string, type: "read" | "write"): Promise<number> {
+  const c = labCluster(clusterName);
+  const args = [c.conf, "rbd", image, type, String(total), String(IO_SIZE), String(INFLIGHT)];
+  const { stdout } = await execFileP(cBench, args, { timeout: 600_000 });
+  return Number(stdout.trim());
 }
 
 async function addonBench(image: Image, type: "read" | "write", buffers: Buffer[]): Promise<number> {
@@ -78,20 +90,23 @@ async function main(): Promise<void> {
   const image = await io.imageOpen(name);
   const buffers = Array.from({ length: INFLIGHT }, () => randomBytes(IO_SIZE));
   const spec = `rbd/${name}`;
-  const results: Record<string, { cli: number[]; addon: number[] }> = {
-    write: { cli: [], addon: [] },
-    read: { cli: [], addon: [] },
+  const results: Record<string, { cli: number[]; capi: number[]; addon: number[] }> = {
+    write: { cli: [], capi: [], addon: [] },
+    read: { cli: [], capi: [], addon: [] },
   };
   try {
     // Warm-up: allocate every object once so later rounds measure overwrites on both sides.
     await addonBench(image, "write", buffers);
     for (let r = 0; r < rounds; r++) {
       for (const type of ["write", "read"] as const) {
-        // The image is opened by us too; rbd bench needs the exclusive lock, so release ours by closing.
-        const order = r % 2 === 0 ? ["cli", "addon"] : ["addon", "cli"];
+        // Rotate who goes first so no contender always runs on a warmer or colder OSD.
+        const order = ["cli", "capi", "addon"];
+        for (let i = 0; i < r % 3; i++) order.push(order.shift() as string);
         for (const who of order) {
-          if (who === "cli") results[type]?.cli.push(await cliBench(spec, type));
-          else results[type]?.addon.push(await addonBench(image, type, buffers));
+          const res = results[type] as { cli: number[]; capi: number[]; addon: number[] };
+          if (who === "cli") res.cli.push(await cliBench(spec, type));
+          else if (who === "capi") res.capi.push(await cApiBench(name, type));
+          else res.addon.push(await addonBench(image, type, buffers));
         }
       }
     }
@@ -104,16 +119,24 @@ async function main(): Promise<void> {
   const rows = Object.entries(results).map(([type, r]) => ({
     scenario: `${type} ${totalMiB} MiB, 4 MiB I/O, ${INFLIGHT} in flight`,
     rbdBenchMiBps: Number(median(r.cli).toFixed(1)),
+    cApiMiBps: Number(median(r.capi).toFixed(1)),
     addonMiBps: Number(median(r.addon).toFixed(1)),
     ratio: Number((median(r.addon) / median(r.cli)).toFixed(2)),
+    ratioToCApi: Number((median(r.addon) / median(r.capi)).toFixed(2)),
     rounds: r.cli.length,
   }));
   console.log(`\naddon vs rbd bench on ${clusterName} (medians of ${rounds} rounds, alternating)\n`);
-  console.log(`${"scenario".padEnd(44)} ${"rbd bench".padStart(12)} ${"addon".padStart(12)} ${"ratio".padStart(7)}`);
+  const cols = ["rbd bench", "C API", "addon", "addon/rbd bench", "addon/C API"];
+  console.log(`${"scenario".padEnd(42)} ${cols.map((h) => h.padStart(15)).join(" ")}`);
   for (const row of rows) {
-    console.log(
-      `${row.scenario.padEnd(44)} ${`${row.rbdBenchMiBps} MiB/s`.padStart(12)} ${`${row.addonMiBps} MiB/s`.padStart(12)} ${`${row.ratio}x`.padStart(7)}`,
-    );
+    const cells = [
+      `${row.rbdBenchMiBps} MiB/s`,
+      `${row.cApiMiBps} MiB/s`,
+      `${row.addonMiBps} MiB/s`,
+      `${row.ratio.toFixed(2)}x`,
+      `${row.ratioToCApi.toFixed(2)}x`,
+    ];
+    console.log(`${row.scenario.padEnd(42)} ${cells.map((c) => c.padStart(15)).join(" ")}`);
   }
   console.log(`\nJSON ${JSON.stringify({ bench: "addon-throughput", cluster: clusterName, results: rows })}`);
 }

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The README's main job (`npm run demo`): installs what is missing, builds, starts the lab clusters
+# site-a and site-b (kept running afterwards; stop them with `npm run lab -- down`), runs the demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+deploy/lab/install-deps.sh
+[ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
+npm run build --silent
+deploy/lab/lab.sh up --capacity 4G site-a site-b >/dev/null
+node dist/src/demo/main.js

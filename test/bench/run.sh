@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Benchmarks (npm run bench): builds, makes sure the lab clusters are up (deploy/lab, default
+# directory), compiles the C API baseline, and runs every benchmark under test/bench/.
+# Extra arguments go to each benchmark, e.g. `npm run bench -- --mib 512 --rounds 5`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+deploy/lab/install-deps.sh
+[ -d node_modules ] || npm ci --no-audit --no-fund
+npm run build >/dev/null
+deploy/lab/lab.sh up --capacity 8G site-a site-b >/dev/null
+gcc -O2 -Wall -o dist/test/bench/c-api-bench test/bench/c-api-bench.c -lrbd -lrados -lpthread
+node dist/test/bench/addon-throughput.js "$@"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command (`npm test`, called by .ci/run): does everything on a fresh Debian 12 machine.
+#   1. installs Debian's Ceph packages when missing (deploy/lab/install-deps.sh)
+#   2. installs npm packages (npm ci), builds the native addon and the TypeScript
+#   3. lint + format check (Biome)
+#   4. starts the lab clusters site-a and site-b once for the whole run, in their own directory
+#   5. runs every test under dist/test (unit and integration, node:test)
+#   6. stops the clusters (also on failure or Ctrl-C)
+# Environment: RBDBACKUP_TEST_LAB_DIR (default /tmp/rbdbackup-test-lab), RBDBACKUP_TEST_FILES
+# (restrict to some compiled test files, e.g. dist/test/unit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+deploy/lab/install-deps.sh
+npm ci --no-audit --no-fund --loglevel=error
+npm run build --silent
+npx biome check .
+
+export RBDBACKUP_LAB_DIR="${RBDBACKUP_TEST_LAB_DIR:-/tmp/rbdbackup-test-lab}"
+deploy/lab/lab.sh down # leftovers of an interrupted run
+trap 'deploy/lab/lab.sh down' EXIT
+started=$(date +%s)
+deploy/lab/lab.sh up --capacity 4G site-a site-b
+echo "lab up in $(($(date +%s) - started)) s"
+
+# shellcheck disable=SC2086
+node --test --test-concurrency=1 --test-timeout=900000 ${RBDBACKUP_TEST_FILES:-dist/test/}
