@@ -23,5 +23,7 @@ started=$(date +%s)
 deploy/lab/lab.sh up --capacity 4G site-a site-b
 echo "lab up in $(($(date +%s) - started)) s"
 
-# shellcheck disable=SC2086
-node --test --test-concurrency=1 --test-timeout=900000 ${RBDBACKUP_TEST_FILES:-dist/test/}
+# Only *.test.js files (node --test given a directory would run every .js file in it).
+mapfile -t files < <(find ${RBDBACKUP_TEST_FILES:-dist/test} -name '*.test.js' | sort)
+[ ${#files[@]} -gt 0 ] || { echo "no test files found" >&2; exit 1; }
+node --test --test-concurrency=1 --test-timeout=900000 "${files[@]}"
