@@ -109,6 +109,38 @@ export class Cluster {
     return new IoCtx(h, pool, ns);
   }
 
+  /**
+   * A monitor command, e.g. {prefix: "osd dump", format: "json"}; resolves with its parsed JSON output
+   * (or the raw text when it is not JSON).
+   */
+  async monCommand(command: Record<string, unknown>): Promise<unknown> {
+    v.object(command, "command");
+    if (typeof command.prefix !== "string" || command.prefix === "") throw new TypeError("command.prefix must be a string");
+    const r = await nativeCall(`mon command "${command.prefix}"`, () => this.#h.monCommand(JSON.stringify(command)));
+    try {
+      return JSON.parse(r.output);
+    } catch {
+      return r.output;
+    }
+  }
+
+  /** Full/nearfull state of a pool from the OSD map (usage figures need a mgr; these flags do not). */
+  async poolFullness(pool: string): Promise<{ full: boolean; nearfull: boolean; clusterFull: boolean }> {
+    v.name(pool, "pool", 256);
+    const dump = (await this.monCommand({ prefix: "osd dump", format: "json" })) as {
+      flags?: string;
+      pools?: Array<{ pool_name: string; flags_names?: string }>;
+    };
+    const p = dump.pools?.find((x) => x.pool_name === pool);
+    const flags = (p?.flags_names ?? "").split(",");
+    const cflags = (dump.flags ?? "").split(",");
+    return {
+      full: flags.includes("full") || flags.includes("full_quota"),
+      nearfull: flags.includes("nearfull"),
+      clusterFull: cflags.includes("full"),
+    };
+  }
+
   /** Idempotent. The connection shuts down once its I/O contexts and images are closed too. */
   async close(): Promise<void> {
     if (this.#closed) return;

@@ -11,6 +11,7 @@ export interface NativeCluster {
   poolExists(pool: string): Promise<boolean>;
   clusterStat(): Promise<ClusterStat>;
   openIoCtx(pool: string, opts: { namespace?: string; poolFullTry?: boolean }): Promise<NativeIoCtx>;
+  monCommand(command: string): Promise<{ output: string; status: string }>;
   close(): Promise<void>;
 }
 

@@ -14,6 +14,7 @@ Napi::Function Cluster::Init(Napi::Env env) {
                          InstanceMethod<&Cluster::PoolExists>("poolExists"),
                          InstanceMethod<&Cluster::ClusterStat>("clusterStat"),
                          InstanceMethod<&Cluster::OpenIoCtx>("openIoCtx"),
+                         InstanceMethod<&Cluster::MonCommand>("monCommand"),
                          InstanceMethod<&Cluster::Close>("close"),
                      });
 }
@@ -182,6 +183,39 @@ Napi::Value Cluster::OpenIoCtx(const Napi::CallbackInfo& info) {
         Napi::Object obj = addon->ioCtxCtor.New({});
         IoCtx::Unwrap(obj)->Attach(io, pool, ns);
         return obj;
+      });
+}
+
+Napi::Value Cluster::MonCommand(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  std::string cmd = ArgString(info, 0, "command");
+  struct Out {
+    std::string out, status;
+  };
+  auto out = std::make_shared<Out>();
+  return RunAsync(
+      info.Env(), "rados_mon_command",
+      [h, cmd, out]() -> int {
+        const char* cmds[1] = {cmd.c_str()};
+        char* outbuf = nullptr;
+        char* outs = nullptr;
+        size_t outbuflen = 0, outslen = 0;
+        int rc = rados_mon_command(h->cluster, cmds, 1, "", 0, &outbuf, &outbuflen, &outs, &outslen);
+        if (outbuf != nullptr) {
+          out->out.assign(outbuf, outbuflen);
+          rados_buffer_free(outbuf);
+        }
+        if (outs != nullptr) {
+          out->status.assign(outs, outslen);
+          rados_buffer_free(outs);
+        }
+        return rc;
+      },
+      [out](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("output", out->out);
+        o.Set("status", out->status);
+        return o;
       });
 }
 

@@ -27,6 +27,7 @@ class Cluster : public Napi::ObjectWrap<Cluster>, public Releasable {
   Napi::Value PoolExists(const Napi::CallbackInfo& info);
   Napi::Value ClusterStat(const Napi::CallbackInfo& info);
   Napi::Value OpenIoCtx(const Napi::CallbackInfo& info);
+  Napi::Value MonCommand(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   Addon* addon_;

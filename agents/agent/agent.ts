@@ -1,0 +1,146 @@
+/**
+ * The agent daemon: one per Ceph cluster it serves.
+ *
+ * Lifecycle (an explicit state): starting → serving → draining → stopped.
+ *  - starting: local checks (libraries, conf, keyring), connect (bounded), cluster checks (backup pool,
+ *    image features) — any failing check stops the start with its message; then recovery of
+ *    transfers a previous run left unfinished; then the gRPC server (TransferService, AgentService,
+ *    grpc.health.v1) on mutual TLS.
+ *  - draining (SIGTERM): health NOT_SERVING, new work refused (UNAVAILABLE), running work gets
+ *    `shutdownGraceSeconds` to finish, then calls are cancelled.
+ */
+import { mkdirSync } from "node:fs";
+import { createServer, type Server } from "nice-grpc";
+import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
+import { type Cluster, connect } from "../ceph";
+import type { Logger } from "../../src/common/log";
+import { serverCredentials } from "../../src/common/tls";
+import { AgentServiceDefinition } from "../../src/gen/rbdbackup/v1/agent";
+import { TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
+import { clusterChecks, localChecks } from "../engine/checks";
+import type { EngineContext, TransferTarget } from "../engine/context";
+import { listChains } from "../engine/snapshots";
+import { Journal } from "../transfer/journal";
+import { Peers, peerChannelOptions } from "../transfer/peers";
+import { recoverInterrupted, runSink, type SinkDeps } from "../transfer/sink";
+import type { AgentConfig } from "./config";
+import { agentService, transferService } from "./services";
+
+export type AgentState = "starting" | "serving" | "draining" | "stopped";
+
+export class StartupError extends Error {
+  override readonly name = "StartupError";
+}
+
+export class Agent {
+  state: AgentState = "starting";
+  address = "";
+  fsid = "";
+  #server: Server | null = null;
+  #cluster: Cluster | null = null;
+  #peers: Peers | null = null;
+  readonly health = HealthState();
+
+  constructor(
+    readonly cfg: AgentConfig,
+    readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    const cfg = this.cfg;
+    const inputs = { conf: cfg.cluster.conf, keyring: cfg.cluster.keyring, clientId: cfg.cluster.clientId, backupPool: cfg.backupPool };
+    const local = await localChecks(inputs);
+    const bad = local.filter((c) => !c.ok);
+    if (bad.length) throw new StartupError(bad.map((c) => `${c.name}: ${c.message}`).join("\n"));
+    try {
+      this.#cluster = await connect({
+        conf: cfg.cluster.conf,
+        clientId: cfg.cluster.clientId,
+        ...(cfg.cluster.keyring ? { keyring: cfg.cluster.keyring } : {}),
+        connectTimeoutSeconds: cfg.cluster.connectTimeoutSeconds,
+        opTimeoutSeconds: cfg.cluster.opTimeoutSeconds,
+      });
+    } catch (e) {
+      throw new StartupError(`connect: cannot connect to cluster ${cfg.cluster.name} as client.${cfg.cluster.clientId}: ${(e as Error).message}`);
+    }
+    const cluster = this.#cluster;
+    this.fsid = cluster.fsid();
+    const remote = (await clusterChecks(cluster, cfg.backupPool)).filter((c) => !c.ok);
+    if (remote.length) throw new StartupError(remote.map((c) => `${c.name}: ${c.message}`).join("\n"));
+
+    mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
+    const log = this.log;
+    const sink: SinkDeps = {
+      cluster,
+      clusterName: cfg.cluster.name,
+      fsid: this.fsid,
+      journal: new Journal(cfg.stateDir),
+      log,
+      limits: {
+        writesInFlight: cfg.limits.writesInFlight,
+        windowBytes: cfg.limits.windowBytes,
+        fullCheckIntervalMs: cfg.limits.fullCheckIntervalMs,
+      },
+      ...(cfg.testFaults?.writeDelayMs ? { writeDelayMs: cfg.testFaults.writeDelayMs } : {}),
+    };
+    await recoverInterrupted(sink);
+
+    const localTarget: TransferTarget = {
+      label: "this agent",
+      transfer: (messages, signal) => runSink(sink, messages, signal),
+      listChains: async (pool, namespace, volumeImage) => ({
+        chains: await listChains(cluster, pool, namespace, volumeImage),
+        clusterFsid: this.fsid,
+      }),
+    };
+    this.#peers = new Peers(cfg.tls, localTarget);
+    const peers = this.#peers;
+    const ctx: EngineContext = {
+      cluster,
+      clusterName: cfg.cluster.name,
+      fsid: this.fsid,
+      log,
+      defaultBackupPool: cfg.backupPool,
+      source: {
+        chunkSize: cfg.limits.chunkSizeBytes,
+        readsInFlight: cfg.limits.readsInFlight,
+        ...(cfg.testFaults?.corruptChunk ? { corruptChunk: cfg.testFaults.corruptChunk } : {}),
+      },
+      target: (address) => peers.target(address),
+    };
+    const accepting = () => this.state === "serving";
+    const server = createServer(peerChannelOptions);
+    server.add(TransferServiceDefinition, transferService(sink, cfg.limits.maxConcurrentTransfers, accepting));
+    server.add(AgentServiceDefinition, agentService(ctx, { agentId: cfg.agentId, maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers }, accepting));
+    server.add(HealthDefinition, HealthServiceImpl(this.health));
+    const [host, portText] = splitHostPort(cfg.listen);
+    const port = await server.listen(cfg.listen, serverCredentials(cfg.tls));
+    this.#server = server;
+    this.address = `${host}:${port || portText}`;
+    this.state = "serving";
+    this.health.setStatus("healthy");
+    log.info("agent serving", { address: this.address, cluster: cfg.cluster.name, fsid: this.fsid, agentId: cfg.agentId });
+  }
+
+  /** Drain, then stop: running calls get `graceSeconds` before they are cancelled. */
+  async stop(graceSeconds = this.cfg.shutdownGraceSeconds): Promise<void> {
+    if (this.state === "stopped" || this.state === "draining") return;
+    this.state = "draining";
+    this.health.setStatus("unhealthy");
+    const server = this.#server;
+    if (server) {
+      const timer = setTimeout(() => server.forceShutdown(), graceSeconds * 1000);
+      await server.shutdown();
+      clearTimeout(timer);
+    }
+    this.#peers?.close();
+    await this.#cluster?.close().catch(() => {});
+    this.state = "stopped";
+    this.log.info("agent stopped");
+  }
+}
+
+export function splitHostPort(addr: string): [string, string] {
+  const i = addr.lastIndexOf(":");
+  return [addr.slice(0, i), addr.slice(i + 1)];
+}

@@ -1,0 +1,150 @@
+/**
+ * Agent configuration: a JSON file (see deploy/examples/agent.json) and flags that override it.
+ * Every field is checked at start with a message naming the field.
+ */
+import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
+import { parseArgs } from "node:util";
+import type { TlsConfig } from "../../src/common/tls";
+import { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, MiB } from "../transfer/protocol";
+
+export interface AgentConfig {
+  /** Stable id of this agent (default: <hostname>-<cluster name>). */
+  agentId: string;
+  cluster: {
+    /** Name of the cluster this agent serves, e.g. "site-a". */
+    name: string;
+    /** Path of its ceph.conf. */
+    conf: string;
+    /** Ceph user without "client.", e.g. "rbdbackup". */
+    clientId: string;
+    keyring?: string;
+    connectTimeoutSeconds: number;
+    opTimeoutSeconds: number;
+  };
+  /** host:port of the gRPC server (TransferService, AgentService, health). Port 0 picks a free one. */
+  listen: string;
+  tls: TlsConfig;
+  /** Where the agent keeps its recovery journal. */
+  stateDir: string;
+  /** Default pool for backups written into this cluster. */
+  backupPool: string;
+  limits: {
+    /** Largest data chunk sent, bytes (≤ 4 MiB). */
+    chunkSizeBytes: number;
+    /** Source: reads ahead of the network. */
+    readsInFlight: number;
+    /** Destination: aio writes in flight, and bytes held for them. */
+    writesInFlight: number;
+    windowBytes: number;
+    /** Destination: transfers served at once (more get RESOURCE_EXHAUSTED). */
+    maxConcurrentTransfers: number;
+    /** Destination: how often a running transfer checks whether its pool became full. */
+    fullCheckIntervalMs: number;
+  };
+  /** Seconds to let running work finish on SIGTERM. */
+  shutdownGraceSeconds: number;
+  /** Test-only faults; honoured only when RBDBACKUP_ENABLE_TEST_FAULTS=1. */
+  testFaults?: { corruptChunk?: number; writeDelayMs?: number };
+}
+
+export const defaults = {
+  listen: "127.0.0.1:7400",
+  stateDir: "/var/lib/rbdbackup/agent",
+  backupPool: "backups",
+  connectTimeoutSeconds: 30,
+  opTimeoutSeconds: 60,
+  limits: {
+    chunkSizeBytes: DEFAULT_CHUNK_BYTES,
+    readsInFlight: 16,
+    writesInFlight: 16,
+    windowBytes: 64 * MiB,
+    maxConcurrentTransfers: 8,
+    fullCheckIntervalMs: 2000,
+  },
+  shutdownGraceSeconds: 30,
+};
+
+function fail(msg: string): never {
+  throw new Error(`agent config: ${msg}`);
+}
+
+function int(v: unknown, name: string, min: number, max: number): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) fail(`${name} must be an integer in [${min}, ${max}]`);
+  return v;
+}
+
+function str(v: unknown, name: string, required = true): string {
+  if (v === undefined && !required) return "";
+  if (typeof v !== "string" || (required && v === "")) fail(`${name} must be a non-empty string`);
+  return v;
+}
+
+export function parseAgentConfig(argv: string[]): AgentConfig {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      config: { type: "string", short: "c" },
+      "agent-id": { type: "string" },
+      "cluster-name": { type: "string" },
+      "ceph-conf": { type: "string" },
+      "client-id": { type: "string" },
+      keyring: { type: "string" },
+      listen: { type: "string" },
+      "tls-ca": { type: "string" },
+      "tls-cert": { type: "string" },
+      "tls-key": { type: "string" },
+      insecure: { type: "boolean" },
+      "state-dir": { type: "string" },
+      "backup-pool": { type: "string" },
+    },
+    strict: true,
+  });
+  let file: Record<string, any> = {};
+  if (values.config) {
+    try {
+      file = JSON.parse(readFileSync(values.config, "utf8"));
+    } catch (e) {
+      fail(`cannot read ${values.config}: ${(e as Error).message}`);
+    }
+  }
+  const fc = file.cluster ?? {};
+  const ft = file.tls ?? {};
+  const fl = file.limits ?? {};
+  const clusterName = str(values["cluster-name"] ?? fc.name, "cluster.name (--cluster-name)");
+  const cfg: AgentConfig = {
+    agentId: str(values["agent-id"] ?? file.agentId ?? `${hostname()}-${clusterName}`, "agentId"),
+    cluster: {
+      name: clusterName,
+      conf: str(values["ceph-conf"] ?? fc.conf, "cluster.conf (--ceph-conf)"),
+      clientId: str(values["client-id"] ?? fc.clientId ?? "rbdbackup", "cluster.clientId"),
+      ...((values.keyring ?? fc.keyring) ? { keyring: str(values.keyring ?? fc.keyring, "cluster.keyring") } : {}),
+      connectTimeoutSeconds: int(fc.connectTimeoutSeconds ?? defaults.connectTimeoutSeconds, "cluster.connectTimeoutSeconds", 1, 3600),
+      opTimeoutSeconds: int(fc.opTimeoutSeconds ?? defaults.opTimeoutSeconds, "cluster.opTimeoutSeconds", 1, 3600),
+    },
+    listen: str(values.listen ?? file.listen ?? defaults.listen, "listen"),
+    tls: {
+      ...((values["tls-ca"] ?? ft.ca) ? { ca: str(values["tls-ca"] ?? ft.ca, "tls.ca") } : {}),
+      ...((values["tls-cert"] ?? ft.cert) ? { cert: str(values["tls-cert"] ?? ft.cert, "tls.cert") } : {}),
+      ...((values["tls-key"] ?? ft.key) ? { key: str(values["tls-key"] ?? ft.key, "tls.key") } : {}),
+      insecure: values.insecure ?? ft.insecure === true,
+    },
+    stateDir: str(values["state-dir"] ?? file.stateDir ?? defaults.stateDir, "stateDir"),
+    backupPool: str(values["backup-pool"] ?? file.backupPool ?? defaults.backupPool, "backupPool"),
+    limits: {
+      chunkSizeBytes: int(fl.chunkSizeBytes ?? defaults.limits.chunkSizeBytes, "limits.chunkSizeBytes", 4096, MAX_CHUNK_BYTES),
+      readsInFlight: int(fl.readsInFlight ?? defaults.limits.readsInFlight, "limits.readsInFlight", 1, 1024),
+      writesInFlight: int(fl.writesInFlight ?? defaults.limits.writesInFlight, "limits.writesInFlight", 1, 1024),
+      windowBytes: int(fl.windowBytes ?? defaults.limits.windowBytes, "limits.windowBytes", MAX_CHUNK_BYTES, 4096 * MiB),
+      maxConcurrentTransfers: int(fl.maxConcurrentTransfers ?? defaults.limits.maxConcurrentTransfers, "limits.maxConcurrentTransfers", 1, 1024),
+      fullCheckIntervalMs: int(fl.fullCheckIntervalMs ?? defaults.limits.fullCheckIntervalMs, "limits.fullCheckIntervalMs", 100, 60_000),
+    },
+    shutdownGraceSeconds: int(file.shutdownGraceSeconds ?? defaults.shutdownGraceSeconds, "shutdownGraceSeconds", 0, 3600),
+    ...(file.testFaults && process.env.RBDBACKUP_ENABLE_TEST_FAULTS === "1" ? { testFaults: file.testFaults } : {}),
+  };
+  if (!/^[^:]+:\d+$/.test(cfg.listen) && !/^\[[0-9a-f:]+\]:\d+$/i.test(cfg.listen)) fail(`listen "${cfg.listen}" must be host:port`);
+  if (!cfg.tls.insecure && (!cfg.tls.ca || !cfg.tls.cert || !cfg.tls.key)) {
+    fail("tls.ca, tls.cert and tls.key are required (mutual TLS between parts); tls.insecure: true only for tests");
+  }
+  return cfg;
+}

@@ -1,0 +1,52 @@
+/**
+ * Entry point of the agent daemon (`rbdbackup agent --config agent.json`, or this file directly).
+ * Prints one JSON line on stdout once serving: {"event":"serving","address":...,"fsid":...}.
+ * Exit codes: 0 stopped cleanly, 2 bad configuration or failed prerequisites, 1 anything else.
+ */
+import { logger } from "../../src/common/log";
+import { Agent, StartupError } from "./agent";
+import { parseAgentConfig } from "./config";
+
+export async function agentMain(argv: string[]): Promise<number> {
+  let cfg: ReturnType<typeof parseAgentConfig>;
+  try {
+    cfg = parseAgentConfig(argv);
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n`);
+    return 2;
+  }
+  const log = logger({ component: "agent", agent: cfg.agentId, cluster: cfg.cluster.name });
+  const agent = new Agent(cfg, log);
+  try {
+    await agent.start();
+  } catch (e) {
+    if (e instanceof StartupError) {
+      process.stderr.write(`agent ${cfg.agentId}: cannot start, prerequisites not met:\n${e.message}\n`);
+      await agent.stop(0).catch(() => {});
+      return 2;
+    }
+    throw e;
+  }
+  process.stdout.write(`${JSON.stringify({ event: "serving", address: agent.address, fsid: agent.fsid, agentId: cfg.agentId, cluster: cfg.cluster.name })}\n`);
+  return new Promise<number>((resolve) => {
+    const onSignal = (sig: string) => {
+      log.info(`${sig}: draining`);
+      agent.stop().then(
+        () => resolve(0),
+        () => resolve(1),
+      );
+    };
+    process.once("SIGTERM", () => onSignal("SIGTERM"));
+    process.once("SIGINT", () => onSignal("SIGINT"));
+  });
+}
+
+if (require.main === module) {
+  agentMain(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (e) => {
+      process.stderr.write(`agent: ${(e as Error).stack ?? e}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,122 @@
+/** gRPC handlers of an agent: TransferService (destination side) and AgentService (operations). */
+import { type CallContext, ServerError, Status } from "nice-grpc-common";
+import { libraryVersions } from "../ceph";
+import { invalidArgument, statusOf, toServerError } from "../../src/common/errors";
+import type { Logger } from "../../src/common/log";
+import type { AgentServiceImplementation } from "../../src/gen/rbdbackup/v1/agent";
+import type { TransferServiceImplementation } from "../../src/gen/rbdbackup/v1/transfer";
+import { backup } from "../engine/backup";
+import { clusterChecks } from "../engine/checks";
+import type { EngineContext } from "../engine/context";
+import { deleteBackup } from "../engine/delete";
+import { readMetadata, restore } from "../engine/restore";
+import { listChains, listImageBackupSnapshots } from "../engine/snapshots";
+import { validName } from "../transfer/protocol";
+import { runSink, type SinkDeps } from "../transfer/sink";
+
+export const VERSION = "0.1.0";
+
+/** Runs a handler; maps its failure to a status, logging the ones that are ours to fix. */
+async function handle<T>(log: Logger, method: string, f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    const status = statusOf(e);
+    if (status === Status.INTERNAL || status === Status.UNKNOWN) log.error(`${method} failed`, { error: e, stack: (e as Error)?.stack });
+    throw toServerError(e);
+  }
+}
+
+export function transferService(
+  sink: SinkDeps,
+  maxConcurrent: number,
+  accepting: () => boolean,
+): TransferServiceImplementation {
+  let active = 0;
+  return {
+    async transfer(request, context: CallContext) {
+      if (!accepting()) throw new ServerError(Status.UNAVAILABLE, "this agent is shutting down");
+      if (active >= maxConcurrent) {
+        throw new ServerError(Status.RESOURCE_EXHAUSTED, `this agent already serves ${active} transfers (limit ${maxConcurrent}); retry later`);
+      }
+      active++;
+      try {
+        return await handle(sink.log, "Transfer", () => runSink(sink, request, context.signal));
+      } finally {
+        active--;
+      }
+    },
+    async listChains(req) {
+      return handle(sink.log, "ListChains", async () => {
+        validName(req.pool, "pool");
+        validName(req.namespace, "namespace", { allowEmpty: true });
+        validName(req.volumeImage, "volume_image");
+        return { chains: await listChains(sink.cluster, req.pool, req.namespace, req.volumeImage), clusterFsid: sink.fsid };
+      });
+    },
+  };
+}
+
+export function agentService(ctx: EngineContext, info: { agentId: string; maxConcurrentTransfers: number }, accepting: () => boolean): AgentServiceImplementation {
+  const log = ctx.log;
+  const gate = () => {
+    if (!accepting()) throw new ServerError(Status.UNAVAILABLE, "this agent is shutting down");
+  };
+  return {
+    async getInfo() {
+      return {
+        agentId: info.agentId,
+        clusterName: ctx.clusterName,
+        clusterFsid: ctx.fsid,
+        version: VERSION,
+        librbdVersion: libraryVersions().librbd,
+        health: accepting() ? "ok" : "draining",
+        maxConcurrentTransfers: info.maxConcurrentTransfers,
+      };
+    },
+    async checkCluster(req) {
+      return handle(log, "CheckCluster", async () => {
+        const pool = req.backupPool || ctx.defaultBackupPool;
+        validName(pool, "backup_pool");
+        const checks = await clusterChecks(ctx.cluster, pool);
+        return { ok: checks.every((c) => c.ok), checks, clusterFsid: ctx.fsid };
+      });
+    },
+    async backup(req, context) {
+      gate();
+      return handle(log, "Backup", () => backup(ctx, req, context.signal));
+    },
+    async restore(req, context) {
+      gate();
+      return handle(log, "Restore", () => restore(ctx, req, context.signal));
+    },
+    async deleteBackup(req) {
+      gate();
+      return handle(log, "DeleteBackup", () => deleteBackup(ctx, req));
+    },
+    async listBackupSnapshots(req) {
+      return handle(log, "ListBackupSnapshots", async () => {
+        const im = req.image;
+        if (!im) throw invalidArgument("image is required");
+        validName(im.pool, "pool");
+        validName(im.namespace, "namespace", { allowEmpty: true });
+        validName(im.image, "image");
+        return { snapshots: await listImageBackupSnapshots(ctx.cluster, im.pool, im.namespace, im.image) };
+      });
+    },
+    async getBackupMetadata(req) {
+      return handle(log, "GetBackupMetadata", async () => {
+        validName(req.pool, "pool");
+        validName(req.namespace, "namespace", { allowEmpty: true });
+        if (!/^[0-9a-f-]{36}$/.test(req.backupId)) throw invalidArgument("backup_id must be a lowercase UUID");
+        const io = await ctx.cluster.openIoCtx(req.pool, { namespace: req.namespace });
+        try {
+          const m = await readMetadata(io, req.backupId);
+          return m ? { found: true, json: JSON.stringify(m) } : { found: false, json: "" };
+        } finally {
+          await io.close();
+        }
+      });
+    },
+  };
+}

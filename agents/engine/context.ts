@@ -1,0 +1,30 @@
+/**
+ * What every operation of the engine runs with: this agent's cluster connection and the way to reach
+ * the other side of a transfer (a peer agent over gRPC, or this agent's own sink in-process when the
+ * other side is the same cluster).
+ */
+import type { Cluster } from "../ceph";
+import type { Logger } from "../../src/common/log";
+import type { ListChainsResponse, TransferMessage, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
+import type { SourceOptions } from "../transfer/source";
+
+/** The destination of a transfer, wherever it runs. */
+export interface TransferTarget {
+  /** Streams `messages` to the destination; resolves with its summary once it committed. */
+  transfer(messages: AsyncIterable<TransferMessage>, signal: AbortSignal): Promise<TransferSummary>;
+  listChains(pool: string, namespace: string, volumeImage: string, signal: AbortSignal): Promise<ListChainsResponse>;
+  /** For messages: "this agent" or the peer's address. */
+  readonly label: string;
+}
+
+export interface EngineContext {
+  cluster: Cluster;
+  clusterName: string;
+  fsid: string;
+  log: Logger;
+  /** Pool for backups when a request names none. */
+  defaultBackupPool: string;
+  source: SourceOptions;
+  /** "" = this agent's own sink; else host:port of a peer agent. */
+  target(address: string): TransferTarget;
+}

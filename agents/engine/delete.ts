@@ -1,0 +1,101 @@
+/**
+ * Deletion of a backup kept on this cluster: its snapshot on the base image, the base image once no
+ * backup snapshot remains, and backup.<id>.meta. A missing pool or image is a warning, not a failure;
+ * a busy image is retried with backoff, then reported (FAILED_PRECONDITION).
+ */
+import type { Image } from "../ceph";
+import { isCephError } from "../ceph";
+import { failedPrecondition, invalidArgument } from "../../src/common/errors";
+import { isUuid, metaObjectName, parseBackupSnap } from "../../src/common/ids";
+import type { DeleteBackupRequest, DeleteBackupResult } from "../../src/gen/rbdbackup/v1/agent";
+import { validName } from "../transfer/protocol";
+import { removeImageRetrying } from "../transfer/sink";
+import type { EngineContext } from "./context";
+import { locateBackup } from "./locate";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function retryBusy<T>(what: string, f: () => Promise<T>, attempts = 6): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await f();
+    } catch (e) {
+      if (!isCephError(e, "EBUSY")) throw e;
+      if (i >= attempts) throw failedPrecondition(`${what}: still busy after ${attempts} attempts (${(e as Error).message})`);
+      await sleep(Math.min(200 * 2 ** i, 3000));
+    }
+  }
+}
+
+export async function deleteBackup(ctx: EngineContext, req: DeleteBackupRequest): Promise<DeleteBackupResult> {
+  if (!isUuid(req.backupId)) throw invalidArgument("backup_id must be a lowercase UUID");
+  validName(req.pool, "pool");
+  validName(req.namespace, "namespace", { allowEmpty: true });
+  validName(req.baseImage, "base_image", { allowEmpty: true });
+  const log = ctx.log.child({ op: "delete", backup: req.backupId, job: req.jobId || undefined });
+  const result: DeleteBackupResult = { removedSnapshot: "", removedBaseImage: false, removedMetadata: false, warnings: [] };
+  if (!(await ctx.cluster.poolExists(req.pool))) {
+    result.warnings.push(`pool ${req.pool} not found: nothing to delete`);
+    log.warn(result.warnings[0] as string);
+    return result;
+  }
+  const io = await ctx.cluster.openIoCtx(req.pool, { namespace: req.namespace });
+  try {
+    let loc: Awaited<ReturnType<typeof locateBackup>> | null = null;
+    try {
+      loc = await locateBackup(io, req.backupId, req.baseImage || undefined);
+    } catch (e) {
+      if ((e as { status?: number }).status !== 5 /* NOT_FOUND */) throw e;
+      result.warnings.push(`${(e as Error).message}: removing its metadata only`);
+    }
+    if (loc) {
+      const located = loc;
+      let img: Image | null = await io.imageOpen(located.baseImage);
+      try {
+        if (located.protected) await retryBusy(`unprotecting ${located.snapshot}`, () => (img as Image).snapUnprotect(located.snapshot));
+        await retryBusy(`removing snapshot ${located.snapshot}`, () => (img as Image).snapRemove(located.snapshot));
+        result.removedSnapshot = located.snapshot;
+        const remaining = (await img.snapList()).filter((s) => parseBackupSnap(s.name));
+        await img.close();
+        img = null;
+        if (remaining.length === 0) {
+          const others = (await io.imageOpen(located.baseImage, { readOnly: true }).then(async (i) => {
+            const n = (await i.snapList()).length;
+            await i.close();
+            return n;
+          })) as number;
+          if (others > 0) {
+            result.warnings.push(`base image ${located.baseImage} kept: it still has ${others} snapshot(s) that are not backups`);
+          } else {
+            try {
+              await removeImageRetrying(io, located.baseImage);
+            } catch (e) {
+              if (isCephError(e, "EBUSY")) {
+                throw failedPrecondition(`base image ${located.baseImage} is busy (open by another client): try again later`);
+              }
+              throw e;
+            }
+            result.removedBaseImage = true;
+          }
+        }
+      } catch (e) {
+        if (isCephError(e, "ENOENT")) result.warnings.push(`base image ${located.baseImage} disappeared meanwhile`);
+        else throw e;
+      } finally {
+        await img?.close().catch(() => {});
+      }
+    }
+    try {
+      await io.objRemove(metaObjectName(req.backupId));
+      result.removedMetadata = true;
+    } catch (e) {
+      if (!isCephError(e, "ENOENT")) throw e;
+      result.warnings.push(`${metaObjectName(req.backupId)} was already gone`);
+    }
+    for (const w of result.warnings) log.warn(w);
+    log.info("backup deleted", { snapshot: result.removedSnapshot, baseImage: result.removedBaseImage });
+    return result;
+  } finally {
+    await io.close().catch(() => {});
+  }
+}

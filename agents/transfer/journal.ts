@@ -1,0 +1,69 @@
+/**
+ * The destination's recovery journal: one small JSON file per transfer in progress, in the agent's
+ * state directory, written (and fsync'ed) before the destination changes anything it would have to
+ * undo. A transfer that ends (committed, or cleaned up) removes its entry; an entry found at start
+ * means the agent died mid-transfer, and recovery undoes what that transfer left (see sink.ts).
+ */
+import { mkdirSync } from "node:fs";
+import { open, readdir, readFile, rename, rm } from "node:fs/promises";
+import path from "node:path";
+
+export interface JournalEntry {
+  transferId: string;
+  kind: number;
+  pool: string;
+  namespace: string;
+  image: string;
+  /** The destination created `image` in this transfer (it carries image-meta rbdbackup.incomplete=transferId). */
+  createdImage: boolean;
+  /** Incremental: the snapshot the base image's head must be rolled back to if the transfer did not commit. */
+  rollbackTo?: string;
+  /** The snapshot whose existence means the transfer committed. */
+  toSnapshot?: string;
+  backupId?: string;
+  /** backup.<id>.meta was created by this transfer. */
+  metaCreated?: boolean;
+  startedAt: string;
+}
+
+export class Journal {
+  readonly dir: string;
+
+  constructor(stateDir: string) {
+    this.dir = path.join(stateDir, "transfers");
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+  }
+
+  #file(id: string): string {
+    return path.join(this.dir, `${id}.json`);
+  }
+
+  async write(e: JournalEntry): Promise<void> {
+    const tmp = `${this.#file(e.transferId)}.tmp`;
+    const fh = await open(tmp, "w", 0o600);
+    try {
+      await fh.writeFile(JSON.stringify(e));
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, this.#file(e.transferId));
+  }
+
+  async remove(id: string): Promise<void> {
+    await rm(this.#file(id), { force: true });
+  }
+
+  async list(): Promise<JournalEntry[]> {
+    const out: JournalEntry[] = [];
+    for (const f of await readdir(this.dir)) {
+      if (!f.endsWith(".json")) continue;
+      try {
+        out.push(JSON.parse(await readFile(path.join(this.dir, f), "utf8")) as JournalEntry);
+      } catch {
+        // A torn write of the tmp file never reaches *.json (rename is atomic); skip anything unreadable.
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * The transfer protocol's rules, shared by source and destination: limits, checksums, the digest
+ * over the record sequence, zero detection, and the header's validation (every field comes from the
+ * network).
+ */
+import { createHash } from "node:crypto";
+import { crc32 } from "node:zlib";
+import { invalidArgument } from "../../src/common/errors";
+import { isUuid } from "../../src/common/ids";
+import { TransferKind, type TransferHeader } from "../../src/gen/rbdbackup/v1/transfer";
+
+export const KiB = 1024;
+export const MiB = 1024 * KiB;
+/** Largest data chunk a source may send; messages stay under MAX_MESSAGE_BYTES. */
+export const MAX_CHUNK_BYTES = 4 * MiB;
+/** gRPC send/receive limit set on both sides (chunk + framing). */
+export const MAX_MESSAGE_BYTES = MAX_CHUNK_BYTES + 64 * KiB;
+export const DEFAULT_CHUNK_BYTES = 1 * MiB;
+/** Zero detection granularity, and the shortest zero run worth a ZeroRange of its own. */
+export const ZERO_BLOCK = 4 * KiB;
+export const MIN_ZERO_RUN = 64 * KiB;
+/** librbd/Cinder-compatible limit for one discard (the Python API's 32-bit length). */
+export const MAX_DISCARD_BYTES = 2 * 1024 * MiB - 4 * KiB;
+export const MAX_NAME_BYTES = 4096;
+
+export function checksum(data: Uint8Array): number {
+  return crc32(data) >>> 0;
+}
+
+/** SHA-256 over the record sequence, computed identically on both sides. */
+export class TransferDigest {
+  #h = createHash("sha256");
+  #rec = Buffer.alloc(17);
+
+  chunk(offset: number, length: number, crc: number): void {
+    this.#rec[0] = 0x63; // "c"
+    this.#rec.writeBigUInt64LE(BigInt(offset), 1);
+    this.#rec.writeUInt32LE(length, 9);
+    this.#rec.writeUInt32LE(crc >>> 0, 13);
+    this.#h.update(this.#rec);
+  }
+
+  zero(offset: number, length: number): void {
+    this.#rec[0] = 0x7a; // "z"
+    this.#rec.writeBigUInt64LE(BigInt(offset), 1);
+    this.#rec.writeBigUInt64LE(BigInt(length), 9);
+    this.#h.update(this.#rec);
+  }
+
+  digest(): Buffer {
+    return this.#h.digest();
+  }
+}
+
+const zeros = Buffer.alloc(MAX_CHUNK_BYTES);
+
+export function isAllZero(b: Uint8Array): boolean {
+  for (let off = 0; off < b.length; off += zeros.length) {
+    const n = Math.min(zeros.length, b.length - off);
+    if (Buffer.compare(b.subarray(off, off + n), zeros.subarray(0, n)) !== 0) return false;
+  }
+  return true;
+}
+
+export interface Segment {
+  offset: number;
+  length: number;
+  zero: boolean;
+}
+
+/**
+ * Cuts a buffer read at `offset` into data and zero segments: runs of whole zero blocks at least
+ * MIN_ZERO_RUN long become zero segments (or the whole buffer, when it is all zeros); everything
+ * else stays data, so short zero runs do not fragment the stream. Offsets are absolute.
+ */
+export function segments(buf: Buffer, offset: number): Segment[] {
+  if (isAllZero(buf)) return [{ offset, length: buf.length, zero: true }];
+  const out: Segment[] = [];
+  let dataStart = 0;
+  let pos = 0;
+  while (pos < buf.length) {
+    // Find the next run of zero blocks starting at a block boundary.
+    if (pos % ZERO_BLOCK === 0 && pos + ZERO_BLOCK <= buf.length && isAllZero(buf.subarray(pos, pos + ZERO_BLOCK))) {
+      let end = pos + ZERO_BLOCK;
+      while (end + ZERO_BLOCK <= buf.length && isAllZero(buf.subarray(end, end + ZERO_BLOCK))) end += ZERO_BLOCK;
+      if (end - pos >= MIN_ZERO_RUN) {
+        if (pos > dataStart) out.push({ offset: offset + dataStart, length: pos - dataStart, zero: false });
+        out.push({ offset: offset + pos, length: end - pos, zero: true });
+        dataStart = end;
+      }
+      pos = end;
+    } else {
+      pos = (Math.floor(pos / ZERO_BLOCK) + 1) * ZERO_BLOCK;
+    }
+  }
+  if (dataStart < buf.length) out.push({ offset: offset + dataStart, length: buf.length - dataStart, zero: false });
+  return out;
+}
+
+export function validName(value: string, what: string, { allowEmpty = false } = {}): string {
+  if (typeof value !== "string") throw invalidArgument(`${what} must be a string`);
+  if (value === "" && !allowEmpty) throw invalidArgument(`${what} must not be empty`);
+  if (value.includes("\0") || value.includes("/") || value.includes("@")) {
+    throw invalidArgument(`${what} "${value}" must not contain "/", "@" or NUL`);
+  }
+  if (Buffer.byteLength(value) > MAX_NAME_BYTES) throw invalidArgument(`${what} is longer than ${MAX_NAME_BYTES} bytes`);
+  return value;
+}
+
+/** Everything in a header, checked before the destination touches its cluster. */
+export function validateHeader(h: TransferHeader | undefined): TransferHeader {
+  if (!h) throw invalidArgument("the transfer must start with a header");
+  if (!isUuid(h.transferId)) throw invalidArgument("header.transfer_id must be a lowercase UUID");
+  if (![1, 2, 3, 4].includes(h.kind)) throw invalidArgument(`header.kind ${h.kind} is not a known transfer kind`);
+  if (!h.destination) throw invalidArgument("header.destination is required");
+  validName(h.destination.pool, "header.destination.pool");
+  validName(h.destination.namespace, "header.destination.namespace", { allowEmpty: true });
+  validName(h.destination.image, "header.destination.image");
+  if (!Number.isSafeInteger(h.imageSize) || h.imageSize <= 0) {
+    throw invalidArgument("header.image_size must be a positive integer below 2^53");
+  }
+  const backup = h.kind === TransferKind.BACKUP_FULL || h.kind === TransferKind.BACKUP_INCREMENTAL;
+  if (backup) {
+    if (!isUuid(h.backupId)) throw invalidArgument("header.backup_id must be a lowercase UUID for a backup");
+    validName(h.toSnapshot, "header.to_snapshot");
+  } else if (h.toSnapshot !== "") {
+    throw invalidArgument("header.to_snapshot must be empty for a restore");
+  }
+  if (h.kind === TransferKind.BACKUP_INCREMENTAL) validName(h.fromSnapshot, "header.from_snapshot");
+  else if (h.fromSnapshot !== "") throw invalidArgument("header.from_snapshot is only for incremental backups");
+  if (h.order !== 0 && (h.order < 12 || h.order > 26)) throw invalidArgument("header.order must be 0 or 12..26");
+  if (!Number.isInteger(h.chunkSize) || h.chunkSize <= 0 || h.chunkSize > MAX_CHUNK_BYTES) {
+    throw invalidArgument(`header.chunk_size must be between 1 and ${MAX_CHUNK_BYTES}`);
+  }
+  for (const [k, v] of Object.entries(h.imageMeta)) {
+    validName(k, "header.image_meta key");
+    if (v.includes("\0")) throw invalidArgument(`header.image_meta.${k} must not contain NUL`);
+  }
+  if (h.metadataJson.length > 1 * MiB) throw invalidArgument("header.metadata_json is larger than 1 MiB");
+  return h;
+}

@@ -1,0 +1,245 @@
+/**
+ * The source side of a transfer: turns an RBD snapshot's diff (or a file) into the message stream.
+ *
+ * Reads run ahead of the consumer by at most `readsInFlight` chunks (each at most `chunkSize`), and
+ * messages come out in ascending offset order. The consumer (gRPC, which waits for HTTP/2 flow
+ * control, or an in-process sink) pulls; nothing is read that it has not made room for, so memory is
+ * bounded by readsInFlight × chunkSize whatever the image size.
+ */
+import type { FileHandle } from "node:fs/promises";
+import type { Image } from "../ceph";
+import type { TransferHeader, TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
+import { checksum, segments, TransferDigest } from "./protocol";
+
+export interface SourceOptions {
+  chunkSize: number;
+  readsInFlight: number;
+  /** Test-only fault: corrupt the data of this chunk (1-based) after its checksum was taken. */
+  corruptChunk?: number;
+}
+
+export interface SourceStats {
+  /** Extents the diff reported. */
+  extents: number;
+  bytesRead: number;
+  dataChunks: number;
+  dataBytes: number;
+  zeroRanges: number;
+  zeroBytes: number;
+}
+
+export function newStats(): SourceStats {
+  return { extents: 0, bytesRead: 0, dataChunks: 0, dataBytes: 0, zeroRanges: 0, zeroBytes: 0 };
+}
+
+/** Marks a failure of the source's own diff/read (so AUTO mode can fall back to a full backup). */
+export class SourceReadError extends Error {
+  override readonly name = "SourceReadError";
+}
+
+type Piece = { offset: number; length: number };
+
+/** Builds messages from read pieces and zero ranges, keeps the digest and the counters. */
+class Emitter {
+  readonly digest = new TransferDigest();
+  #pendingZero: Piece | null = null;
+
+  constructor(
+    readonly stats: SourceStats,
+    readonly opts: SourceOptions,
+  ) {}
+
+  /** Zero ranges are merged with adjacent ones before they are sent. */
+  zero(offset: number, length: number, out: TransferMessage[]): void {
+    if (length <= 0) return;
+    const z = this.#pendingZero;
+    if (z && z.offset + z.length === offset) {
+      z.length += length;
+      return;
+    }
+    this.flushZero(out);
+    this.#pendingZero = { offset, length };
+  }
+
+  flushZero(out: TransferMessage[]): void {
+    const z = this.#pendingZero;
+    if (!z) return;
+    this.#pendingZero = null;
+    this.digest.zero(z.offset, z.length);
+    this.stats.zeroRanges++;
+    this.stats.zeroBytes += z.length;
+    out.push({ body: { $case: "zero", value: { offset: z.offset, length: z.length } } });
+  }
+
+  data(buf: Buffer, offset: number, out: TransferMessage[]): void {
+    for (const s of segments(buf, offset)) {
+      if (s.zero) {
+        this.zero(s.offset, s.length, out);
+        continue;
+      }
+      this.flushZero(out);
+      const data = buf.subarray(s.offset - offset, s.offset - offset + s.length);
+      const crc = checksum(data);
+      this.digest.chunk(s.offset, s.length, crc);
+      this.stats.dataChunks++;
+      this.stats.dataBytes += s.length;
+      if (this.opts.corruptChunk === this.stats.dataChunks) data[0] = (data[0] ?? 0) ^ 0xff;
+      out.push({ body: { $case: "chunk", value: { offset: s.offset, data, crc32: crc } } });
+    }
+  }
+
+  trailer(out: TransferMessage[]): void {
+    this.flushZero(out);
+    const s = this.stats;
+    out.push({
+      body: {
+        $case: "trailer",
+        value: {
+          dataChunks: s.dataChunks,
+          dataBytes: s.dataBytes,
+          zeroRanges: s.zeroRanges,
+          zeroBytes: s.zeroBytes,
+          digest: this.digest.digest(),
+        },
+      },
+    });
+  }
+}
+
+type Item = { zero: true; offset: number; length: number } | { zero: false; offset: number; buf: Buffer };
+
+/**
+ * An ordered window of work: reads start when pushed; items are turned into messages (digest,
+ * zero merging) strictly in push order, when they reach the head.
+ */
+class Window {
+  #slots: Array<Promise<Item>> = [];
+  constructor(readonly em: Emitter) {}
+  push(p: Promise<Item>): void {
+    p.catch(() => {}); // awaited in order; silence "unhandled" for slots behind a failed one
+    this.#slots.push(p);
+  }
+  zero(offset: number, length: number): void {
+    if (length > 0) this.push(Promise.resolve({ zero: true, offset, length }));
+  }
+  get size(): number {
+    return this.#slots.length;
+  }
+  async shift(): Promise<TransferMessage[]> {
+    const item = await this.#slots.shift();
+    const out: TransferMessage[] = [];
+    if (!item) return out;
+    if (item.zero) this.em.zero(item.offset, item.length, out);
+    else this.em.data(item.buf, item.offset, out);
+    return out;
+  }
+  /** What is left once all slots are drained: a pending zero range, then the trailer. */
+  finish(): TransferMessage[] {
+    const out: TransferMessage[] = [];
+    this.em.trailer(out);
+    return out;
+  }
+}
+
+function* split(offset: number, length: number, chunk: number): Generator<Piece> {
+  // Cut at multiples of the chunk size, so pieces line up with RBD objects.
+  let pos = offset;
+  const end = offset + length;
+  while (pos < end) {
+    const next = Math.min(end, (Math.floor(pos / chunk) + 1) * chunk);
+    yield { offset: pos, length: next - pos };
+    pos = next;
+  }
+}
+
+/**
+ * Messages for an image opened at the snapshot to send: the diff from `fromSnapshot` (or from
+ * creation). With `fullCopy`, every byte of [0, size) is covered: gaps between extents become zero
+ * ranges (used to restore over an existing volume).
+ */
+export async function* rbdMessages(
+  image: Image,
+  header: TransferHeader,
+  o: { fromSnapshot?: string; fullCopy: boolean },
+  opts: SourceOptions,
+  stats: SourceStats,
+): AsyncGenerator<TransferMessage> {
+  const win = new Window(new Emitter(stats, opts));
+  const size = header.imageSize;
+  let cursor = 0;
+  yield { body: { $case: "header", value: header } };
+
+  const diff = image.diff(o.fromSnapshot ? { fromSnapshot: o.fromSnapshot } : {});
+  for (;;) {
+    let step: IteratorResult<Array<{ offset: number; length: number; exists: boolean }>>;
+    try {
+      step = await diff.next();
+    } catch (e) {
+      throw new SourceReadError(`reading the diff of ${image.label}: ${(e as Error).message}`, { cause: e });
+    }
+    if (step.done) break;
+    for (const e of step.value) {
+      stats.extents++;
+      if (o.fullCopy && e.offset > cursor) win.zero(cursor, e.offset - cursor);
+      cursor = Math.max(cursor, e.offset + e.length);
+      if (!e.exists) {
+        win.zero(e.offset, e.length);
+      } else {
+        for (const p of split(e.offset, e.length, opts.chunkSize)) {
+          const buf = Buffer.allocUnsafe(p.length);
+          win.push(
+            image.read(buf, p.offset).then(
+              (n): Item => {
+                stats.bytesRead += n;
+                return { zero: false, offset: p.offset, buf };
+              },
+              (err: Error) => {
+                throw new SourceReadError(`reading ${image.label} at ${p.offset}: ${err.message}`, { cause: err });
+              },
+            ),
+          );
+          while (win.size >= opts.readsInFlight) yield* await win.shift();
+        }
+      }
+      while (win.size >= opts.readsInFlight) yield* await win.shift();
+    }
+  }
+  if (o.fullCopy && cursor < size) win.zero(cursor, size - cursor);
+  while (win.size > 0) yield* await win.shift();
+  yield* win.finish();
+}
+
+/**
+ * Messages for a file or block device: a full copy of [0, size), reading `chunkSize` at a time with
+ * `readsInFlight` reads ahead; zero blocks become zero ranges (never written into the new base image),
+ * and every offset stays absolute, so skipped blocks never shift the data after them.
+ */
+export async function* fileMessages(
+  file: FileHandle,
+  header: TransferHeader,
+  opts: SourceOptions,
+  stats: SourceStats,
+): AsyncGenerator<TransferMessage> {
+  const win = new Window(new Emitter(stats, opts));
+  const size = header.imageSize;
+  yield { body: { $case: "header", value: header } };
+  for (const p of split(0, size, opts.chunkSize)) {
+    stats.extents++;
+    const buf = Buffer.allocUnsafe(p.length);
+    win.push(
+      (async (): Promise<Item> => {
+        let got = 0;
+        while (got < p.length) {
+          const { bytesRead } = await file.read(buf, got, p.length - got, p.offset + got);
+          if (bytesRead === 0) throw new SourceReadError(`the file ended at ${p.offset + got}, before its size ${size}`);
+          got += bytesRead;
+        }
+        stats.bytesRead += got;
+        return { zero: false, offset: p.offset, buf };
+      })(),
+    );
+    while (win.size >= opts.readsInFlight) yield* await win.shift();
+  }
+  while (win.size > 0) yield* await win.shift();
+  yield* win.finish();
+}

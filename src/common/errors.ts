@@ -1,0 +1,107 @@
+/**
+ * One place that turns failures into gRPC statuses. Code throws AppError (a status + a message a
+ * person can act on); librados/librbd failures (CephError) map by errno; anything else is INTERNAL
+ * with a generic message (details go to the log, not to the caller).
+ */
+import { ServerError, Status } from "nice-grpc-common";
+import { CephError, ClosedError } from "../../agents/ceph";
+
+export { Status };
+
+export class AppError extends Error {
+  override readonly name = "AppError";
+  constructor(
+    readonly status: Status,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export const invalidArgument = (m: string) => new AppError(Status.INVALID_ARGUMENT, m);
+export const notFound = (m: string) => new AppError(Status.NOT_FOUND, m);
+export const alreadyExists = (m: string) => new AppError(Status.ALREADY_EXISTS, m);
+export const failedPrecondition = (m: string) => new AppError(Status.FAILED_PRECONDITION, m);
+export const resourceExhausted = (m: string) => new AppError(Status.RESOURCE_EXHAUSTED, m);
+export const unavailable = (m: string) => new AppError(Status.UNAVAILABLE, m);
+export const dataLoss = (m: string) => new AppError(Status.DATA_LOSS, m);
+export const cancelled = (m: string) => new AppError(Status.CANCELLED, m);
+
+const cephStatus: Record<string, Status> = {
+  ENOENT: Status.NOT_FOUND,
+  EEXIST: Status.ALREADY_EXISTS,
+  ENOSPC: Status.RESOURCE_EXHAUSTED,
+  EDQUOT: Status.RESOURCE_EXHAUSTED,
+  ETIMEDOUT: Status.UNAVAILABLE,
+  EBLOCKLISTED: Status.UNAVAILABLE,
+  ECONNREFUSED: Status.UNAVAILABLE,
+  ENOTCONN: Status.UNAVAILABLE,
+  EBUSY: Status.FAILED_PRECONDITION,
+  ENOTEMPTY: Status.FAILED_PRECONDITION,
+  EROFS: Status.FAILED_PRECONDITION,
+  EACCES: Status.PERMISSION_DENIED,
+  EPERM: Status.PERMISSION_DENIED,
+  ECANCELED: Status.CANCELLED,
+  EINVAL: Status.INVALID_ARGUMENT,
+  ERANGE: Status.OUT_OF_RANGE,
+};
+
+const cephHints: Record<string, string> = {
+  ENOSPC: " (the pool or cluster is full)",
+  EDQUOT: " (the pool's quota is reached)",
+  ETIMEDOUT: " (the cluster did not answer in time: monitors or OSDs down, or the pool full)",
+  EBLOCKLISTED: " (this client was blocklisted by the cluster)",
+  EACCES: " (check the Ceph user's caps and keyring)",
+  EPERM: " (check the Ceph user's caps and keyring)",
+};
+
+/** The gRPC status a failure deserves. */
+export function statusOf(e: unknown): Status {
+  if (e instanceof AppError) return e.status;
+  if (e instanceof ServerError) return e.code;
+  if (e instanceof CephError) return cephStatus[e.code] ?? Status.INTERNAL;
+  if (e instanceof ClosedError) return Status.CANCELLED;
+  if (isAbortError(e)) return Status.CANCELLED;
+  const code = (e as { code?: unknown })?.code;
+  if (typeof code === "number" && code >= 0 && code <= 16 && (e as { details?: unknown }).details !== undefined) {
+    return code as Status; // a nice-grpc ClientError from a peer
+  }
+  return Status.INTERNAL;
+}
+
+/** A message for the caller: ours as is, Ceph's with a hint, anything unexpected generic. */
+export function messageOf(e: unknown): string {
+  if (e instanceof AppError || e instanceof ServerError) return e instanceof ServerError ? e.details : e.message;
+  if (e instanceof CephError) return `${e.message}${cephHints[e.code] ?? ""}`;
+  if (e instanceof ClosedError) return "the operation was cancelled";
+  if (isAbortError(e)) return "the operation was cancelled";
+  const details = (e as { details?: unknown })?.details;
+  if (typeof details === "string") return details;
+  return "internal error (see the server's log)";
+}
+
+/** Converts any failure into an AppError with the right status (keeps the original as cause). */
+export function toAppError(e: unknown, context?: string): AppError {
+  if (e instanceof AppError && !context) return e;
+  const msg = messageOf(e);
+  return new AppError(statusOf(e), context ? `${context}: ${msg}` : msg, { cause: e });
+}
+
+/** For nice-grpc handlers: a ServerError the framework sends as is. */
+export function toServerError(e: unknown): ServerError {
+  if (e instanceof ServerError) return e;
+  return new ServerError(statusOf(e), messageOf(e));
+}
+
+export function isAbortError(e: unknown): boolean {
+  return (e as { name?: string })?.name === "AbortError";
+}
+
+/** Collects cleanup failures so none is swallowed: the operation's error names them too. */
+export function withCleanupErrors(primary: unknown, cleanupErrors: unknown[]): unknown {
+  if (cleanupErrors.length === 0) return primary;
+  const base = toAppError(primary);
+  const extra = cleanupErrors.map((c) => messageOf(c)).join("; ");
+  return new AppError(base.status, `${base.message}; cleanup also failed: ${extra}`, { cause: primary });
+}
