@@ -1,0 +1,113 @@
+/** Test volumes on the lab clusters: create, fill and change them through the addon; identify them by `rbd export` checksums. */
+import { randomBytes } from "node:crypto";
+import type { Cluster, IoCtx } from "../../agents/ceph";
+import type { ImageRef } from "../../src/gen/rbdbackup/v1/common";
+import { connectLab, rbdExportSha256, uniqueName } from "./lab";
+
+export const MiB = 1 << 20;
+
+export class Volumes {
+  #clusters = new Map<string, Cluster>();
+  #io = new Map<string, IoCtx>();
+  readonly made: Array<{ cluster: string; pool: string; image: string }> = [];
+
+  async io(cluster: string, pool: string): Promise<IoCtx> {
+    const key = `${cluster}/${pool}`;
+    let io = this.#io.get(key);
+    if (!io) {
+      let c = this.#clusters.get(cluster);
+      if (!c) {
+        c = await connectLab(cluster);
+        this.#clusters.set(cluster, c);
+      }
+      io = await c.openIoCtx(pool);
+      this.#io.set(key, io);
+    }
+    return io;
+  }
+
+  /** A new image with `mib` MiB of size and `writes` random writes (up to 1 MiB each). */
+  async create(cluster: string, pool: string, mib: number, writes = 20, prefix = "vol"): Promise<ImageRef> {
+    const image = uniqueName(prefix);
+    const io = await this.io(cluster, pool);
+    await io.imageCreate(image, mib * MiB);
+    this.made.push({ cluster, pool, image });
+    await this.change({ pool, namespace: "", image }, cluster, { writes });
+    return { pool, namespace: "", image };
+  }
+
+  /** Random writes (4 KiB..1 MiB, unaligned), discards, and an optional resize. */
+  async change(
+    v: ImageRef,
+    cluster: string,
+    o: { writes?: number; discards?: number; resizeMiB?: number; maxWrite?: number },
+  ): Promise<void> {
+    const io = await this.io(cluster, v.pool);
+    const img = await io.imageOpen(v.image);
+    try {
+      if (o.resizeMiB) await img.resize(o.resizeMiB * MiB);
+      const size = (await img.stat()).size;
+      const maxWrite = o.maxWrite ?? MiB;
+      const rnd = (n: number) => Math.floor(Math.random() * n);
+      const ops: Promise<unknown>[] = [];
+      for (let i = 0; i < (o.writes ?? 0); i++) {
+        const len = 4096 + rnd(maxWrite - 4096);
+        ops.push(img.write(randomBytes(len), rnd(size - len)));
+      }
+      for (let i = 0; i < (o.discards ?? 0); i++) {
+        const len = 4096 + rnd(2 * MiB);
+        ops.push(img.discard(rnd(size - len), len));
+      }
+      await Promise.all(ops);
+      await img.flush();
+    } finally {
+      await img.close();
+    }
+  }
+
+  async snapNames(cluster: string, v: ImageRef): Promise<string[]> {
+    const io = await this.io(cluster, v.pool);
+    const img = await io.imageOpen(v.image, { readOnly: true });
+    try {
+      return (await img.snapList()).map((s) => s.name);
+    } finally {
+      await img.close();
+    }
+  }
+
+  async exists(cluster: string, pool: string, image: string): Promise<boolean> {
+    return (await (await this.io(cluster, pool)).imageList()).includes(image);
+  }
+
+  /** Removes every image this helper made (with its snapshots), then disconnects. */
+  async cleanup(): Promise<void> {
+    for (const m of this.made) {
+      const io = await this.io(m.cluster, m.pool).catch(() => null);
+      if (!io) continue;
+      const img = await io.imageOpen(m.image).catch(() => null);
+      if (img) {
+        for (const s of await img.snapList().catch(() => [])) {
+          if (s.protected) await img.snapUnprotect(s.name).catch(() => {});
+          await img.snapRemove(s.name).catch(() => {});
+        }
+        await img.close().catch(() => {});
+      }
+      await io.imageRemove(m.image).catch(() => {});
+    }
+    for (const io of this.#io.values()) await io.close().catch(() => {});
+    for (const c of this.#clusters.values()) await c.close().catch(() => {});
+  }
+
+  track(cluster: string, pool: string, image: string): void {
+    this.made.push({ cluster, pool, image });
+  }
+}
+
+export async function sha(cluster: string, spec: string): Promise<string> {
+  const r = await rbdExportSha256(cluster, spec);
+  return `${r.sha256}:${r.bytes}`;
+}
+
+export function spec(v: ImageRef, snap?: string): string {
+  return `${v.pool}/${v.namespace ? `${v.namespace}/` : ""}${v.image}${snap ? `@${snap}` : ""}`;
+}

@@ -1,0 +1,183 @@
+/**
+ * A chain of backups: full, then three incrementals with random writes, discards, a grow and a
+ * shrink between them; every backup restores to exactly its source snapshot's bytes and size. The
+ * same across clusters (site-a → site-b, agent to agent over mutual TLS), within one pool, and across
+ * pools of one cluster. Source snapshots: only what the chain needs stays; foreign ones are never touched.
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { BackupMode, type BackupResult, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
+import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
+import { type RunningAgent, startAgent } from "../../helpers/agents";
+import { uniqueName } from "../../helpers/lab";
+import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
+
+const scenarios = [
+  { name: "across clusters (site-a → site-b)", remote: true, destPool: "backups" },
+  { name: "same pool (site-a rbd → rbd)", remote: false, destPool: "rbd" },
+  { name: "another pool (site-a rbd → backups)", remote: false, destPool: "backups" },
+];
+
+describe("backup chains", () => {
+  let a: RunningAgent;
+  let b: RunningAgent;
+  const vols = new Volumes();
+
+  before(async () => {
+    [a, b] = await Promise.all([startAgent("site-a"), startAgent("site-b")]);
+  });
+
+  after(async () => {
+    await Promise.all([a?.stop(), b?.stop()]);
+    await vols.cleanup();
+  });
+
+  for (const sc of scenarios) {
+    describe(sc.name, () => {
+      let vol: ImageRef;
+      const results: BackupResult[] = [];
+      const shas: string[] = [];
+      const destCluster = sc.remote ? "site-b" : "site-a";
+      // The agent holding the backups.
+      const holder = () => (sc.remote ? b : a);
+
+      const doBackup = async () => {
+        const r = await a.client.backup({
+          backupId: randomUUID(),
+          source: { $case: "volume", value: vol },
+          destination: { address: sc.remote ? b.address : "", clusterFsid: sc.remote ? b.fsid : "" },
+          destinationPool: sc.destPool,
+          volumeId: "vol-id-1",
+          volumeMetadata: { owner: "test", round: String(results.length) },
+        });
+        results.push(r);
+        // Record the source snapshot's bytes now: hygiene removes it at the next backup.
+        shas.push(await sha("site-a", spec(vol, r.snapshot)));
+        return r;
+      };
+
+      it("full backup", async () => {
+        vol = await vols.create("site-a", "rbd", 48, 24);
+        const io = await vols.io("site-a", "rbd");
+        const img = await io.imageOpen(vol.image);
+        await img.snapCreate("keep-me");
+        await img.snapCreate(`bbbackup.${randomUUID()}.snap.1`);
+        await img.close();
+        const r = await doBackup();
+        assert.equal(r.incremental, false);
+        assert.match(r.forcedFullReason, /no earlier backup/);
+        assert.equal(r.imageSize, 48 * MiB);
+        assert.equal(await sha(destCluster, `${sc.destPool}/${r.baseImage}@${r.snapshot}`), shas[0]);
+      });
+
+      it("incremental after writes and discards", async () => {
+        await vols.change(vol, "site-a", { writes: 30, discards: 6, maxWrite: 256 * 1024 });
+        const r = await doBackup();
+        assert.equal(r.incremental, true);
+        assert.equal(r.parentSnapshot, results[0]?.snapshot);
+        assert.equal(r.baseImage, results[0]?.baseImage);
+        assert.equal(r.forcedFullReason, "");
+        console.log(
+          `${sc.name}: incremental sent ${r.dataBytesSent} data bytes in ${r.dataChunks} chunks + ${r.zeroRanges} zero ranges (${r.zeroBytes} bytes, not on the wire), ${r.extents} extents changed, read ${r.bytesRead}`,
+        );
+      });
+
+      it("incremental after a grow with data in the new tail", async () => {
+        await vols.change(vol, "site-a", { resizeMiB: 64, writes: 20, discards: 3 });
+        const r = await doBackup();
+        assert.equal(r.incremental, true);
+        assert.equal(r.imageSize, 64 * MiB);
+      });
+
+      it("incremental after a shrink", async () => {
+        await vols.change(vol, "site-a", { resizeMiB: 40, writes: 10, discards: 2 });
+        const r = await doBackup();
+        assert.equal(r.incremental, true);
+        assert.equal(r.imageSize, 40 * MiB);
+        assert.equal(r.parentSnapshot, results[2]?.snapshot);
+      });
+
+      it("the source keeps only the snapshot the chain needs, and never touches foreign ones", async () => {
+        const names = await vols.snapNames("site-a", vol);
+        const ours = names.filter((n) => n.startsWith("backup."));
+        assert.deepEqual(ours, [results[3]?.snapshot]);
+        assert.ok(names.includes("keep-me"));
+        assert.ok(names.some((n) => n.startsWith("bbbackup.")));
+        // Each backup removed its predecessor.
+        for (let i = 1; i < 4; i++) assert.deepEqual(results[i]?.sourceSnapshotsRemoved, [results[i - 1]?.snapshot]);
+      });
+
+      it("the base image holds all four backup snapshots", async () => {
+        const snaps = await holder().client.listBackupSnapshots({
+          image: { pool: sc.destPool, namespace: "", image: results[0]?.baseImage as string },
+        });
+        assert.deepEqual(
+          snaps.snapshots.map((s) => s.name),
+          results.map((r) => r.snapshot),
+        );
+        assert.deepEqual(
+          snaps.snapshots.map((s) => s.backupId),
+          results.map((r) => r.backupId),
+        );
+      });
+
+      it("each of the four backups restores to a new volume byte for byte", async () => {
+        for (let i = 0; i < 4; i++) {
+          const r = results[i] as BackupResult;
+          const target = { pool: "rbd", namespace: "", image: uniqueName(`restored-${i}`) };
+          vols.track("site-a", "rbd", target.image);
+          const rr = await holder().client.restore({
+            backupId: r.backupId,
+            backupPool: sc.destPool,
+            targetAgent: { address: sc.remote ? a.address : "", clusterFsid: "" },
+            target,
+            mode: RestoreMode.RESTORE_MODE_NEW,
+          });
+          assert.equal(rr.imageSize, r.imageSize);
+          assert.equal(rr.volumeId, "vol-id-1");
+          assert.deepEqual(rr.volumeMetadata, { owner: "test", round: String(i) });
+          assert.equal(await sha("site-a", spec(target)), shas[i], `restore of backup ${i + 1}`);
+        }
+      });
+
+      if (sc.remote) {
+        it("restore over the original volume after it was overwritten and grown", async () => {
+          await vols.change(vol, "site-a", { resizeMiB: 72, writes: 40 });
+          const r = results[1] as BackupResult;
+          const rr = await b.client.restore({
+            backupId: r.backupId,
+            backupPool: sc.destPool,
+            targetAgent: { address: a.address, clusterFsid: a.fsid },
+            target: vol,
+            mode: RestoreMode.RESTORE_MODE_ORIGINAL,
+          });
+          assert.equal(rr.imageSize, 48 * MiB);
+          assert.equal(await sha("site-a", spec(vol)), shas[1]);
+        });
+
+        it("a full backup on request starts a new chain; AUTO continues the newest one", async () => {
+          const full = await a.client.backup({
+            backupId: randomUUID(),
+            source: { $case: "volume", value: vol },
+            destination: { address: b.address, clusterFsid: "" },
+            destinationPool: sc.destPool,
+            mode: BackupMode.BACKUP_MODE_FULL,
+          });
+          assert.equal(full.incremental, false);
+          assert.equal(full.forcedFullReason, "");
+          assert.notEqual(full.baseImage, results[0]?.baseImage);
+          const next = await a.client.backup({
+            backupId: randomUUID(),
+            source: { $case: "volume", value: vol },
+            destination: { address: b.address, clusterFsid: "" },
+            destinationPool: sc.destPool,
+          });
+          assert.equal(next.incremental, true);
+          assert.equal(next.baseImage, full.baseImage);
+          assert.equal(await sha("site-b", `${sc.destPool}/${next.baseImage}@${next.snapshot}`), await sha("site-a", spec(vol, next.snapshot)));
+        });
+      }
+    });
+  }
+});

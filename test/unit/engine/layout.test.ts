@@ -1,0 +1,200 @@
+/** Pure logic of the engine: snapshot names, chain choice, pruning, zero detection, digest, header checks. */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { describe, it } from "node:test";
+import { choosePlan } from "../../../agents/engine/backup";
+import { decodeMetadata } from "../../../agents/engine/metadata";
+import { snapshotsToPrune } from "../../../agents/engine/snapshots";
+import { MIN_ZERO_RUN, segments, TransferDigest, validateHeader } from "../../../agents/transfer/protocol";
+import { AppError, Status } from "../../../src/common/errors";
+import { backupSnapName, baseImageName, isBaseImage, parseBackupSnap, parseBaseImage } from "../../../src/common/ids";
+import { BackupMode, type BackupRequest } from "../../../src/gen/rbdbackup/v1/agent";
+import { TransferKind, type TransferHeader } from "../../../src/gen/rbdbackup/v1/transfer";
+
+const id = "0b5f4c2e-4f3b-4a8e-9a63-1d2c3b4a5f60";
+
+function status(e: unknown): Status {
+  assert.ok(e instanceof AppError, `expected an AppError, got ${String(e)}`);
+  return e.status;
+}
+
+describe("backup snapshot pattern", () => {
+  it("recognises exactly the backup snapshots", () => {
+    const name = backupSnapName(id, 1795677936580);
+    assert.equal(name, `backup.${id}.snap.1795677936.580000`);
+    assert.deepEqual(parseBackupSnap(name), { backupId: id, timestamp: 1795677936.58 });
+    // Cinder's own names match too.
+    assert.equal(parseBackupSnap(`backup.${id}.snap.1455125498.75`)?.backupId, id);
+    for (const not of [
+      `wambam.${id}.snap.1`,
+      `bbbackup.${id}.snap.1`,
+      `backup.${id}.snapshot.1`,
+      `backup.${id}.snap.`,
+      `backup.${id.toUpperCase()}.snap.1`,
+      "my-snapshot",
+      "backup",
+    ]) {
+      assert.equal(parseBackupSnap(not), null, not);
+    }
+  });
+
+  it("base image names", () => {
+    assert.equal(baseImageName("volume-1", id), `volume-1.backup.${id}`);
+    assert.equal(parseBaseImage(`volume-1.backup.${id}`, "volume-1"), id);
+    assert.equal(parseBaseImage(`volume-10.backup.${id}`, "volume-1"), null);
+    assert.equal(parseBaseImage(`volume-1.backup.notauuid`, "volume-1"), null);
+    assert.ok(isBaseImage(`a.b.backup.${id}`));
+    assert.ok(!isBaseImage("volume-1"));
+  });
+});
+
+describe("chain choice", () => {
+  const req = (mode: BackupMode) => ({ backupId: id, mode }) as BackupRequest;
+  const s = (n: string, snapId: number) => ({ name: n, snapId });
+  const a = backupSnapName(randomUUID(), 1000);
+  const b = backupSnapName(randomUUID(), 2000);
+
+  it("incremental from the newest snapshot present on both sides", () => {
+    const p = choosePlan(req(BackupMode.BACKUP_MODE_AUTO), "vol", ["user", a, b], [{ baseImage: "vol.backup.x", snapshots: [s(a, 1), s(b, 2)] }]);
+    assert.deepEqual([p.incremental, p.parent, p.baseImage, p.forcedFullReason], [true, b, "vol.backup.x", ""]);
+  });
+
+  it("a source that lost the newest snapshot diffs from an older common one", () => {
+    const p = choosePlan(req(BackupMode.BACKUP_MODE_AUTO), "vol", [a], [{ baseImage: "vol.backup.x", snapshots: [s(a, 1), s(b, 2)] }]);
+    assert.equal(p.parent, a);
+  });
+
+  it("AUTO without a common snapshot forces a full backup and says why", () => {
+    const none = choosePlan(req(BackupMode.BACKUP_MODE_AUTO), "vol", [], []);
+    assert.equal(none.incremental, false);
+    assert.match(none.forcedFullReason, /no earlier backup/);
+    assert.equal(none.baseImage, `vol.backup.${id}`);
+    const gone = choosePlan(req(BackupMode.BACKUP_MODE_AUTO), "vol", [], [{ baseImage: "vol.backup.x", snapshots: [s(a, 1)] }]);
+    assert.match(gone.forcedFullReason, /no backup snapshot left/);
+  });
+
+  it("INCREMENTAL without a common snapshot is FAILED_PRECONDITION; FULL is full without a reason", () => {
+    assert.throws(
+      () => choosePlan(req(BackupMode.BACKUP_MODE_INCREMENTAL), "vol", [a], []),
+      (e: unknown) => status(e) === Status.FAILED_PRECONDITION,
+    );
+    const f = choosePlan(req(BackupMode.BACKUP_MODE_FULL), "vol", [a], [{ baseImage: "vol.backup.x", snapshots: [s(a, 1)] }]);
+    assert.deepEqual([f.incremental, f.forcedFullReason], [false, ""]);
+  });
+});
+
+describe("source snapshot pruning", () => {
+  const names = [1, 2, 3].map((i) => backupSnapName(randomUUID(), i * 1000));
+  const snaps = [
+    { id: 1, name: "user-snap", size: 1, timestamp: 0, protected: false },
+    { id: 2, name: names[0] as string, size: 1, timestamp: 0, protected: false },
+    { id: 3, name: `bbbackup.${id}.snap.1`, size: 1, timestamp: 0, protected: false },
+    { id: 4, name: names[1] as string, size: 1, timestamp: 0, protected: false },
+    { id: 5, name: names[2] as string, size: 1, timestamp: 0, protected: false },
+  ];
+
+  it("max_snapshots = 1 with 3 backup snapshots removes exactly the two oldest", () => {
+    assert.deepEqual(snapshotsToPrune(snaps, names[2] as string, new Set(), 1, new Set()), [names[0], names[1]]);
+  });
+
+  it("by default removes only this chain's older snapshots", () => {
+    const chain = new Set([names[1] as string, names[2] as string]);
+    assert.deepEqual(snapshotsToPrune(snaps, names[2] as string, chain, 0, new Set()), [names[1]]);
+  });
+
+  it("never touches kept or protected snapshots, nor names that are not ours", () => {
+    const prot = snaps.map((s) => (s.name === names[0] ? { ...s, protected: true } : s));
+    assert.deepEqual(snapshotsToPrune(prot, names[2] as string, new Set(), 1, new Set([names[1] as string])), []);
+  });
+});
+
+describe("zero detection", () => {
+  it("cuts long zero runs out of data, keeps offsets absolute", () => {
+    const buf = Buffer.alloc(1 << 20, 0);
+    buf.fill(7, 0, 5000); // data
+    buf.fill(9, 512 * 1024, 512 * 1024 + 10); // data after a long zero run
+    const segs = segments(buf, 4 << 20);
+    assert.deepEqual(
+      segs.map((s) => [s.offset - (4 << 20), s.length, s.zero]),
+      [
+        [0, 8192, false],
+        [8192, 512 * 1024 - 8192, true],
+        [512 * 1024, 4096, false],
+        [512 * 1024 + 4096, (1 << 20) - 512 * 1024 - 4096, true],
+      ],
+    );
+    // Together they cover the buffer exactly.
+    assert.equal(
+      segs.reduce((n, s) => n + s.length, 0),
+      buf.length,
+    );
+  });
+
+  it("short zero runs stay inside data; an all-zero buffer is one zero segment", () => {
+    const buf = Buffer.alloc(256 * 1024, 1);
+    buf.fill(0, 4096, 4096 + MIN_ZERO_RUN - 4096);
+    assert.deepEqual(segments(buf, 0), [{ offset: 0, length: buf.length, zero: false }]);
+    assert.deepEqual(segments(Buffer.alloc(3000), 10), [{ offset: 10, length: 3000, zero: true }]);
+  });
+});
+
+describe("transfer digest and header", () => {
+  it("digest depends on order and content", () => {
+    const d1 = new TransferDigest();
+    d1.chunk(0, 10, 123);
+    d1.zero(10, 5);
+    const d2 = new TransferDigest();
+    d2.zero(10, 5);
+    d2.chunk(0, 10, 123);
+    assert.notDeepEqual(d1.digest(), d2.digest());
+  });
+
+  const good: TransferHeader = {
+    transferId: randomUUID(),
+    jobId: "",
+    kind: TransferKind.BACKUP_FULL,
+    destination: { pool: "backups", namespace: "", image: `v.backup.${id}` },
+    fromSnapshot: "",
+    toSnapshot: backupSnapName(id),
+    imageSize: 1 << 20,
+    features: 0,
+    order: 22,
+    stripeUnit: 0,
+    stripeCount: 0,
+    imageMeta: {},
+    backupId: id,
+    metadataJson: Buffer.alloc(0),
+    expectedFsid: "",
+    chunkSize: 1 << 20,
+  };
+
+  it("accepts a good header and rejects bad fields with INVALID_ARGUMENT", () => {
+    validateHeader(good);
+    const bad: Array<Partial<TransferHeader>> = [
+      { transferId: "x" },
+      { kind: 9 as TransferKind },
+      { imageSize: 0 },
+      { imageSize: 2 ** 60 },
+      { chunkSize: 5 << 20 },
+      { destination: { pool: "", namespace: "", image: "x" } },
+      { destination: { pool: "p", namespace: "", image: "a/b" } },
+      { toSnapshot: "x".repeat(4097) },
+      { kind: TransferKind.BACKUP_INCREMENTAL, fromSnapshot: "" },
+      { kind: TransferKind.RESTORE_NEW },
+      { order: 40 },
+    ];
+    for (const b of bad) {
+      assert.throws(() => validateHeader({ ...good, ...b }), (e: unknown) => status(e) === Status.INVALID_ARGUMENT, JSON.stringify(b));
+    }
+  });
+});
+
+describe("metadata versions", () => {
+  it("an unknown version fails clearly", () => {
+    assert.throws(
+      () => decodeMetadata(JSON.stringify({ version: 99 }), id),
+      (e: unknown) => status(e) === Status.FAILED_PRECONDITION && /incompatible version 99/.test((e as Error).message),
+    );
+    assert.throws(() => decodeMetadata("{not json", id), /not valid JSON/);
+  });
+});
