@@ -3,7 +3,8 @@
 #   1. installs Debian's Ceph packages when missing (deploy/lab/install-deps.sh)
 #   2. installs npm packages (npm ci), builds the native addon and the TypeScript
 #   3. lint + format check (Biome)
-#   4. starts the lab clusters site-a and site-b once for the whole run, in their own directory
+#   4. starts the lab clusters site-a, site-b (4 GiB each) and site-small (256 MiB, to fill) once for
+#      the whole run, in their own directory
 #   5. runs every test under dist/test (unit and integration, node:test)
 #   6. stops the clusters (also on failure or Ctrl-C)
 # Environment: RBDBACKUP_TEST_LAB_DIR (default /tmp/rbdbackup-test-lab), RBDBACKUP_TEST_FILES
@@ -21,6 +22,8 @@ deploy/lab/lab.sh down # leftovers of an interrupted run
 trap 'deploy/lab/lab.sh down' EXIT
 started=$(date +%s)
 deploy/lab/lab.sh up --capacity 4G site-a site-b
+# A small cluster whose pool a test fills on purpose.
+deploy/lab/lab.sh up --capacity 256M --pools backups site-small
 echo "lab up in $(($(date +%s) - started)) s"
 
 # Only *.test.js files (node --test given a directory would run every .js file in it).

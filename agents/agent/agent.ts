@@ -9,7 +9,8 @@
  *  - draining (SIGTERM): health NOT_SERVING, new work refused (UNAVAILABLE), running work gets
  *    `shutdownGraceSeconds` to finish, then calls are cancelled.
  */
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import { createServer, type Server } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
 import { type Cluster, connect } from "../ceph";
@@ -17,7 +18,7 @@ import type { Logger } from "../../src/common/log";
 import { serverCredentials } from "../../src/common/tls";
 import { AgentServiceDefinition } from "../../src/gen/rbdbackup/v1/agent";
 import { TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
-import { clusterChecks, localChecks } from "../engine/checks";
+import { ADVISORY_CHECKS, clusterChecks, localChecks } from "../engine/checks";
 import type { EngineContext, TransferTarget } from "../engine/context";
 import { listChains } from "../engine/snapshots";
 import { Journal } from "../transfer/journal";
@@ -65,13 +66,17 @@ export class Agent {
     }
     const cluster = this.#cluster;
     this.fsid = cluster.fsid();
-    const remote = (await clusterChecks(cluster, cfg.backupPool)).filter((c) => !c.ok);
-    if (remote.length) throw new StartupError(remote.map((c) => `${c.name}: ${c.message}`).join("\n"));
+    for (const c of await clusterChecks(cluster, cfg.backupPool)) {
+      if (c.ok) continue;
+      if (ADVISORY_CHECKS.has(c.name)) this.log.warn(`check ${c.name}: ${c.message}`);
+      else throw new StartupError(`${c.name}: ${c.message}`);
+    }
 
-    mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
     const log = this.log;
+    claimStateDir(cfg.stateDir);
     const sink: SinkDeps = {
       cluster,
+      clientAddr: cluster.addrs(),
       clusterName: cfg.cluster.name,
       fsid: this.fsid,
       journal: new Journal(cfg.stateDir),
@@ -138,6 +143,32 @@ export class Agent {
     this.state = "stopped";
     this.log.info("agent stopped");
   }
+}
+
+/**
+ * One agent per state directory: its recovery journal describes this agent's own transfers only (a
+ * dead predecessor's Ceph client gets blocklisted at start). A live pid in agent.pid refuses the start.
+ */
+function claimStateDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const pidFile = path.join(dir, "agent.pid");
+  try {
+    const pid = Number(readFileSync(pidFile, "utf8").trim());
+    if (pid && pid !== process.pid) {
+      let alive = true;
+      try {
+        process.kill(pid, 0);
+      } catch {
+        alive = false;
+      }
+      if (alive && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("node")) {
+        throw new StartupError(`stateDir: ${dir} is in use by another agent (pid ${pid}); give each agent its own stateDir`);
+      }
+    }
+  } catch (e) {
+    if (e instanceof StartupError) throw e;
+  }
+  writeFileSync(pidFile, `${process.pid}\n`);
 }
 
 export function splitHostPort(addr: string): [string, string] {

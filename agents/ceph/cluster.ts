@@ -141,6 +141,21 @@ export class Cluster {
     };
   }
 
+  /** This client's address(es) as the cluster sees them, e.g. "[v2:127.0.0.1:0/1234]". */
+  addrs(): string {
+    return nativeCallSync("client addresses", () => this.#h.addrs());
+  }
+
+  /**
+   * Blocklists a client address: its watches and locks are dropped at once and its I/O refused. For
+   * a predecessor process that died holding an image's exclusive lock.
+   */
+  blocklistAdd(address: string, expireSeconds: number): Promise<void> {
+    v.name(address, "address", 256);
+    v.positiveInt(expireSeconds, "expireSeconds", 2 ** 31);
+    return nativeCall(`blocklist ${address}`, () => this.#h.blocklistAdd(address, expireSeconds));
+  }
+
   /** Idempotent. The connection shuts down once its I/O contexts and images are closed too. */
   async close(): Promise<void> {
     if (this.#closed) return;

@@ -12,6 +12,8 @@ export interface NativeCluster {
   clusterStat(): Promise<ClusterStat>;
   openIoCtx(pool: string, opts: { namespace?: string; poolFullTry?: boolean }): Promise<NativeIoCtx>;
   monCommand(command: string): Promise<{ output: string; status: string }>;
+  addrs(): string;
+  blocklistAdd(address: string, expireSeconds: number): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -58,6 +58,9 @@ export async function localChecks(inp: CheckInputs): Promise<Check[]> {
   return out;
 }
 
+/** Checks whose failure does not stop an agent from starting (it can still restore and delete). */
+export const ADVISORY_CHECKS = new Set(["backup-pool-space"]);
+
 /** Checks against the connected cluster. */
 export async function clusterChecks(cluster: Cluster, backupPool: string): Promise<Check[]> {
   const out: Check[] = [{ name: "connect", ok: true, message: `connected, fsid ${cluster.fsid()}` }];
@@ -65,12 +68,24 @@ export async function clusterChecks(cluster: Cluster, backupPool: string): Promi
     out.push({ name: "backup-pool", ok: false, message: `pool ${backupPool} does not exist: create it and run "rbd pool init ${backupPool}"` });
     return out;
   }
+  out.push({ name: "backup-pool", ok: true, message: `pool ${backupPool} exists` });
   const full = await cluster.poolFullness(backupPool).catch(() => null);
+  const isFull = !!full && (full.full || full.clusterFull);
   out.push({
-    name: "backup-pool",
-    ok: !!full && !full.full && !full.clusterFull,
-    message: !full ? "could not read the OSD map" : full.full || full.clusterFull ? `pool ${backupPool} is full` : `pool ${backupPool} reachable`,
+    name: "backup-pool-space",
+    ok: !!full && !isFull,
+    message: !full
+      ? "could not read the OSD map"
+      : isFull
+        ? `pool ${backupPool} is full: backups into it fail until space is freed (delete backups, or add capacity)`
+        : full.nearfull
+          ? `pool ${backupPool} is nearly full`
+          : `pool ${backupPool} has space`,
   });
+  if (isFull) {
+    out.push({ name: "image-features", ok: true, message: "not probed: the pool is full" });
+    return out;
+  }
   const io = await cluster.openIoCtx(backupPool);
   const probe = `rbdbackup-check-${process.pid}-${Date.now()}`;
   try {

@@ -21,6 +21,8 @@ export interface JournalEntry {
   /** The snapshot whose existence means the transfer committed. */
   toSnapshot?: string;
   backupId?: string;
+  /** Address of the Ceph client (this agent's process) that ran the transfer. */
+  clientAddr?: string;
   /** backup.<id>.meta was created by this transfer. */
   metaCreated?: boolean;
   startedAt: string;

@@ -48,6 +48,8 @@ export interface SinkLimits {
 
 export interface SinkDeps {
   cluster: Cluster;
+  /** This process's Ceph client address (recorded in the journal; see recoverInterrupted). */
+  clientAddr: string;
   clusterName: string;
   fsid: string;
   journal: Journal;
@@ -80,8 +82,11 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Removes an image, retrying while it is busy (watchers linger briefly after a close). */
-export async function removeImageRetrying(io: IoCtx, name: string, attempts = 8): Promise<void> {
+/**
+ * Removes an image, retrying while it is busy: a watch outlives a close that could not reach the
+ * OSD (a full pool) until the OSD times it out (osd_client_watch_timeout, 30 s), so keep trying ~40 s.
+ */
+export async function removeImageRetrying(io: IoCtx, name: string, attempts = 12): Promise<void> {
   for (let i = 1; ; i++) {
     try {
       await io.imageRemove(name);
@@ -108,8 +113,6 @@ export async function headDiffers(image: Image, snapshot: string): Promise<boole
 interface State {
   h: TransferHeader;
   io?: IoCtx;
-  /** The same pool with FULL_TRY: removals still work on a full pool. */
-  ioTry?: IoCtx;
   image?: Image;
   createdImage: boolean;
   /** No data was in the image before: zero ranges need no writes. */
@@ -179,8 +182,9 @@ export async function runSink(
   let chunks = 0;
   let zeros = 0;
   try {
-    st.io = await deps.cluster.openIoCtx(dest.pool, { namespace: dest.namespace });
-    st.ioTry = await deps.cluster.openIoCtx(dest.pool, { namespace: dest.namespace, poolFullTry: true });
+    // FULL_TRY: on a full pool, writes fail with ENOSPC instead of waiting, and the image's lock
+    // release, unwatch and removal (cleanup) still go through.
+    st.io = await deps.cluster.openIoCtx(dest.pool, { namespace: dest.namespace, poolFullTry: true });
     // Not abortable half-way (it creates what cleanup must know about); each step is bounded by the
     // cluster's op timeout.
     await prepare(deps, st, where, log);
@@ -312,7 +316,6 @@ export async function runSink(
     callSignal?.removeEventListener("abort", onCallAbort);
     await st.image?.close().catch(() => {});
     await st.io?.close().catch(() => {});
-    await st.ioTry?.close().catch(() => {});
   }
 }
 
@@ -327,6 +330,7 @@ async function prepare(deps: SinkDeps, st: State, where: string, log: Logger): P
     namespace: h.destination?.namespace ?? "",
     image: name,
     createdImage: false,
+    clientAddr: deps.clientAddr,
     startedAt: new Date().toISOString(),
     ...(h.toSnapshot ? { toSnapshot: h.toSnapshot } : {}),
     ...(h.backupId ? { backupId: h.backupId } : {}),
@@ -459,7 +463,7 @@ async function cleanup(deps: SinkDeps, st: State, where: string, log: Logger): P
     st.image = undefined;
   }
   if (st.snapshotCreated) return errors; // committed: nothing to undo
-  const ioTry = st.ioTry;
+  const ioTry = st.io;
   if (!ioTry) return errors;
   if (st.metaCreated) await attempt(`removing ${metaObjectName(h.backupId)}`, () => ioTry.objRemove(metaObjectName(h.backupId)));
   if (st.createdImage) {
@@ -487,7 +491,19 @@ async function cleanup(deps: SinkDeps, st: State, where: string, log: Logger): P
  */
 export async function recoverInterrupted(deps: SinkDeps): Promise<string[]> {
   const done: string[] = [];
-  for (const e of await deps.journal.list()) {
+  const entries = await deps.journal.list();
+  // The process that wrote these entries died holding watches and exclusive locks on the images; its
+  // Ceph client would keep them until its watch times out. Blocklist it so they go now.
+  const dead = new Set(entries.map((e) => e.clientAddr).filter((a): a is string => !!a && a !== deps.clientAddr));
+  for (const addr of dead) {
+    try {
+      await deps.cluster.blocklistAdd(addr, 3600);
+      done.push(`blocklisted ${addr}, the Ceph client of a previous run that died mid-transfer`);
+    } catch (err) {
+      deps.log.warn("could not blocklist a dead predecessor; recovery may wait for its watches to time out", { addr, error: err });
+    }
+  }
+  for (const e of entries) {
     const where = `${e.pool}${e.namespace ? `/${e.namespace}` : ""}/${e.image}`;
     try {
       if (!(await deps.cluster.poolExists(e.pool))) {

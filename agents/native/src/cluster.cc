@@ -15,6 +15,8 @@ Napi::Function Cluster::Init(Napi::Env env) {
                          InstanceMethod<&Cluster::ClusterStat>("clusterStat"),
                          InstanceMethod<&Cluster::OpenIoCtx>("openIoCtx"),
                          InstanceMethod<&Cluster::MonCommand>("monCommand"),
+                         InstanceMethod<&Cluster::Addrs>("addrs"),
+                         InstanceMethod<&Cluster::BlocklistAdd>("blocklistAdd"),
                          InstanceMethod<&Cluster::Close>("close"),
                      });
 }
@@ -217,6 +219,25 @@ Napi::Value Cluster::MonCommand(const Napi::CallbackInfo& info) {
         o.Set("status", out->status);
         return o;
       });
+}
+
+Napi::Value Cluster::Addrs(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  char* addrs = nullptr;
+  int rc = rados_getaddrs(h->cluster, &addrs);
+  if (rc < 0) throw CephError(info.Env(), rc, "rados_getaddrs");
+  std::string s(addrs != nullptr ? addrs : "");
+  if (addrs != nullptr) rados_buffer_free(addrs);
+  return Napi::String::New(info.Env(), s);
+}
+
+Napi::Value Cluster::BlocklistAdd(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  std::string addr = ArgString(info, 0, "address");
+  uint64_t expire = ArgU64(info, 1, "expireSeconds");
+  return RunAsync(info.Env(), "rados_blocklist_add", [h, addr, expire]() -> int {
+    return rados_blocklist_add(h->cluster, const_cast<char*>(addr.c_str()), static_cast<uint32_t>(expire));
+  });
 }
 
 Napi::Value Cluster::Close(const Napi::CallbackInfo& info) {

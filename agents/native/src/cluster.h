@@ -28,6 +28,8 @@ class Cluster : public Napi::ObjectWrap<Cluster>, public Releasable {
   Napi::Value ClusterStat(const Napi::CallbackInfo& info);
   Napi::Value OpenIoCtx(const Napi::CallbackInfo& info);
   Napi::Value MonCommand(const Napi::CallbackInfo& info);
+  Napi::Value Addrs(const Napi::CallbackInfo& info);
+  Napi::Value BlocklistAdd(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   Addon* addon_;

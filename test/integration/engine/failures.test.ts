@@ -1,0 +1,312 @@
+/**
+ * Failure is clean: corruption in transit is caught and never committed; a destination killed
+ * mid-transfer leaves no snapshot and (after its restart) no half-written base image; a full pool and
+ * an unreachable peer fail in bounded time with a clear cause; bad input gets the right status.
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { ClientError, createChannel, createClient, Status } from "nice-grpc";
+import { channelCredentials, tlsChannelOptions } from "../../../src/common/tls";
+import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
+import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
+import {
+  TransferKind,
+  type TransferMessage,
+  TransferServiceDefinition,
+} from "../../../src/gen/rbdbackup/v1/transfer";
+import { type RunningAgent, startAgent, tlsFor } from "../../helpers/agents";
+import { uniqueName } from "../../helpers/lab";
+import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
+
+function grpcStatus(code: Status, pattern?: RegExp) {
+  return (e: unknown) => {
+    assert.ok(e instanceof ClientError, `expected a gRPC error, got ${String(e)}`);
+    assert.equal(Status[e.code], Status[code], e.details);
+    if (pattern) assert.match(e.details, pattern);
+    return true;
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(what: string, f: () => Promise<boolean>, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await f())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+describe("failures are clean", () => {
+  let a: RunningAgent;
+  let b: RunningAgent;
+  const vols = new Volumes();
+  const backupOf = (vol: ImageRef, dest: RunningAgent, extra: Record<string, unknown> = {}) =>
+    a.client.backup({
+      backupId: randomUUID(),
+      source: { $case: "volume", value: vol },
+      destination: { address: dest.address, clusterFsid: "" },
+      destinationPool: "backups",
+      ...extra,
+    });
+  const baseImages = async (cluster: string, vol: ImageRef) =>
+    (await (await vols.io(cluster, "backups")).imageList()).filter((n) => n.startsWith(`${vol.image}.backup.`));
+
+  before(async () => {
+    [a, b] = await Promise.all([startAgent("site-a"), startAgent("site-b")]);
+  });
+
+  after(async () => {
+    await Promise.all([a?.stop(), b?.stop()]);
+    await vols.cleanup();
+  });
+
+  it("a chunk corrupted in transit is detected: DATA_LOSS, no snapshot on either side, no base image", async () => {
+    const corrupting = await startAgent("site-a", { testFaults: { corruptChunk: 3 } });
+    try {
+      const vol = await vols.create("site-a", "rbd", 16, 16);
+      const before = await vols.snapNames("site-a", vol);
+      await assert.rejects(
+        corrupting.client.backup({
+          backupId: randomUUID(),
+          source: { $case: "volume", value: vol },
+          destination: { address: b.address, clusterFsid: "" },
+          destinationPool: "backups",
+        }),
+        grpcStatus(Status.DATA_LOSS, /checksum mismatch/),
+      );
+      assert.deepEqual(await vols.snapNames("site-a", vol), before);
+      assert.deepEqual(await baseImages("site-b", vol), []);
+    } finally {
+      await corrupting.stop();
+    }
+  });
+
+  for (const variant of ["full", "incremental"] as const) {
+    it(`destination killed mid-transfer (${variant}): nothing left behind after its restart; the next backup works`, async () => {
+      const vol = await vols.create("site-a", "rbd", 64, 0);
+      await vols.change(vol, "site-a", { writes: 64, maxWrite: MiB });
+      let chainBase: string | null = null;
+      let parentSnap = "";
+      if (variant === "incremental") {
+        const first = await backupOf(vol, b);
+        chainBase = first.baseImage;
+        parentSnap = first.snapshot;
+        await vols.change(vol, "site-a", { writes: 64, maxWrite: MiB });
+      }
+      const stateDir = (await import("node:fs")).mkdtempSync("/tmp/rbdbackup-killed-");
+      const slow = await startAgent("site-b", { stateDir, testFaults: { writeDelayMs: 300 }, limits: { writesInFlight: 2 } });
+      const snapsBefore = await vols.snapNames("site-a", vol);
+      const running = backupOf(vol, slow);
+      running.catch(() => {});
+      // Wait until the destination is writing (its recovery journal has the transfer), then kill it.
+      const { readdirSync } = await import("node:fs");
+      await waitFor("the transfer to start", async () => readdirSync(`${stateDir}/transfers`).some((f) => f.endsWith(".json")));
+      await sleep(1000);
+      await slow.kill();
+      await assert.rejects(running, (e: unknown) => {
+        assert.ok(e instanceof ClientError);
+        assert.ok([Status.UNAVAILABLE, Status.CANCELLED, Status.INTERNAL].includes(e.code), `${Status[e.code]}: ${e.details}`);
+        return true;
+      });
+      // No new snapshot on the source.
+      assert.deepEqual(await vols.snapNames("site-a", vol), snapsBefore);
+      // The restarted destination recovers: no half-written base image; the chain's head is rolled back.
+      const restarted = await startAgent("site-b", { stateDir });
+      try {
+        if (variant === "full") {
+          assert.deepEqual(await baseImages("site-b", vol), []);
+        } else {
+          assert.deepEqual(await baseImages("site-b", vol), [chainBase]);
+          const names = (await restarted.client.listBackupSnapshots({ image: { pool: "backups", namespace: "", image: chainBase as string } })).snapshots.map((s) => s.name);
+          assert.deepEqual(names, [parentSnap]);
+        }
+        const next = await backupOf(vol, restarted);
+        assert.equal(next.incremental, variant === "incremental");
+        const target = { pool: "rbd", namespace: "", image: uniqueName("after-kill") };
+        vols.track("site-a", "rbd", target.image);
+        await restarted.client.restore({
+          backupId: next.backupId,
+          backupPool: "backups",
+          targetAgent: { address: a.address, clusterFsid: "" },
+          target,
+          mode: RestoreMode.RESTORE_MODE_NEW,
+        });
+        assert.equal(await sha("site-a", spec(target)), await sha("site-a", spec(vol, next.snapshot)));
+      } finally {
+        await restarted.stop();
+      }
+    });
+  }
+
+  it("a full destination pool fails with RESOURCE_EXHAUSTED in bounded time and cleans up", { timeout: 300_000 }, async () => {
+    const small = await startAgent("site-small", { opTimeoutSeconds: 10, limits: { fullCheckIntervalMs: 500 } });
+    try {
+      // 1 GiB of data for a pool whose OSD holds 512 MiB.
+      const vol = await vols.create("site-a", "rbd", 1024, 0);
+      const io = await vols.io("site-a", "rbd");
+      const img = await io.imageOpen(vol.image);
+      const buf = (await import("node:crypto")).randomBytes(4 * MiB);
+      for (let off = 0; off < 1024 * MiB; off += 64 * MiB) {
+        await Promise.all(Array.from({ length: 16 }, (_, i) => img.write(buf, off + i * 4 * MiB)));
+      }
+      await img.close();
+      const snapsBefore = await vols.snapNames("site-a", vol);
+      const started = Date.now();
+      await assert.rejects(backupOf(vol, small), grpcStatus(Status.RESOURCE_EXHAUSTED, /full/));
+      const secs = (Date.now() - started) / 1000;
+      console.log(`full pool: failed after ${secs.toFixed(1)} s`);
+      assert.ok(secs < 240, `took ${secs} s`);
+      assert.deepEqual(await vols.snapNames("site-a", vol), snapsBefore);
+      assert.deepEqual(await baseImages("site-small", vol), []);
+    } finally {
+      await small.stop();
+    }
+  });
+
+  it("an unreachable destination agent: UNAVAILABLE, no snapshot left", async () => {
+    const vol = await vols.create("site-a", "rbd", 8, 4);
+    const started = Date.now();
+    await assert.rejects(
+      a.client.backup({
+        backupId: randomUUID(),
+        source: { $case: "volume", value: vol },
+        destination: { address: "127.0.0.1:1", clusterFsid: "" },
+        destinationPool: "backups",
+      }),
+      grpcStatus(Status.UNAVAILABLE),
+    );
+    assert.ok(Date.now() - started < 60_000);
+    assert.deepEqual(await vols.snapNames("site-a", vol), []);
+  });
+
+  describe("bad input gets the right status", () => {
+    let vol: ImageRef;
+    before(async () => {
+      vol = await vols.create("site-a", "rbd", 8, 2);
+    });
+
+    it("zero-size volume → FAILED_PRECONDITION", async () => {
+      const io = await vols.io("site-a", "rbd");
+      const name = uniqueName("empty");
+      await io.imageCreate(name, 0);
+      vols.track("site-a", "rbd", name);
+      await assert.rejects(backupOf({ pool: "rbd", namespace: "", image: name }, b), grpcStatus(Status.FAILED_PRECONDITION, /size 0/));
+    });
+
+    it("missing volume, missing pool → NOT_FOUND; a bad pool name → INVALID_ARGUMENT", async () => {
+      await assert.rejects(backupOf({ pool: "rbd", namespace: "", image: "no-such-volume" }, b), grpcStatus(Status.NOT_FOUND, /no-such-volume/));
+      await assert.rejects(backupOf({ pool: "no-such-pool", namespace: "", image: "x" }, b), grpcStatus(Status.NOT_FOUND, /no-such-pool/));
+      await assert.rejects(backupOf(vol, b, { destinationPool: "nopool" }), grpcStatus(Status.NOT_FOUND, /nopool/));
+      await assert.rejects(backupOf({ pool: "a/b", namespace: "", image: "x" }, b), grpcStatus(Status.INVALID_ARGUMENT, /pool/));
+      assert.deepEqual(await vols.snapNames("site-a", vol), []);
+    });
+
+    it("ids, names over 4096 bytes, modes", async () => {
+      await assert.rejects(
+        a.client.backup({ backupId: "not-a-uuid", source: { $case: "volume", value: vol } }),
+        grpcStatus(Status.INVALID_ARGUMENT, /backup_id/),
+      );
+      await assert.rejects(
+        b.client.restore({
+          backupId: randomUUID(),
+          backupPool: "backups",
+          snapshot: "s".repeat(5000),
+          target: { pool: "rbd", namespace: "", image: "x" },
+        }),
+        grpcStatus(Status.INVALID_ARGUMENT, /4096/),
+      );
+      await assert.rejects(
+        backupOf(vol, b, { mode: BackupMode.BACKUP_MODE_INCREMENTAL }),
+        grpcStatus(Status.FAILED_PRECONDITION, /incremental backup is not possible/),
+      );
+      await assert.rejects(
+        b.client.restore({ backupId: randomUUID(), backupPool: "backups", target: { pool: "rbd", namespace: "", image: "x" } }),
+        grpcStatus(Status.NOT_FOUND, /not found/),
+      );
+    });
+
+    it("a destination serving another cluster than expected → FAILED_PRECONDITION, before any data moves", async () => {
+      await assert.rejects(
+        a.client.backup({
+          backupId: randomUUID(),
+          source: { $case: "volume", value: vol },
+          destination: { address: b.address, clusterFsid: a.fsid },
+          destinationPool: "backups",
+        }),
+        grpcStatus(Status.FAILED_PRECONDITION, /fsid/),
+      );
+      assert.deepEqual(await vols.snapNames("site-a", vol), []);
+    });
+  });
+
+  describe("the transfer stream is validated", () => {
+    const client = () => {
+      const tls = tlsFor("test-client");
+      return createClient(
+        TransferServiceDefinition,
+        createChannel(b.address, channelCredentials(tls), tlsChannelOptions(b.address, tls)),
+      );
+    };
+    const header = (image: string) =>
+      ({
+        body: {
+          $case: "header",
+          value: {
+            transferId: randomUUID(),
+            jobId: "",
+            kind: TransferKind.RESTORE_NEW,
+            destination: { pool: "rbd", namespace: "", image },
+            fromSnapshot: "",
+            toSnapshot: "",
+            imageSize: 4 * MiB,
+            features: 0,
+            order: 22,
+            stripeUnit: 0,
+            stripeCount: 0,
+            imageMeta: {},
+            backupId: "",
+            metadataJson: Buffer.alloc(0),
+            expectedFsid: "",
+            chunkSize: MiB,
+          },
+        },
+      }) as TransferMessage;
+    async function* stream(...msgs: TransferMessage[]) {
+      yield* msgs;
+    }
+    const exists = async (image: string) => vols.exists("site-b", "rbd", image);
+
+    it("no header → INVALID_ARGUMENT", async () => {
+      await assert.rejects(
+        client().transfer(stream({ body: { $case: "zero", value: { offset: 0, length: 1 } } })),
+        grpcStatus(Status.INVALID_ARGUMENT, /header/),
+      );
+    });
+
+    it("a chunk beyond the image → INVALID_ARGUMENT, the created image is removed", async () => {
+      const image = uniqueName("bad-stream");
+      const data = Buffer.alloc(4096, 1);
+      const { crc32 } = await import("node:zlib");
+      await assert.rejects(
+        client().transfer(stream(header(image), { body: { $case: "chunk", value: { offset: 4 * MiB, data, crc32: crc32(data) } } })),
+        grpcStatus(Status.INVALID_ARGUMENT, /beyond the image size/),
+      );
+      assert.equal(await exists(image), false);
+    });
+
+    it("a wrong digest → DATA_LOSS, nothing committed", async () => {
+      const image = uniqueName("bad-digest");
+      await assert.rejects(
+        client().transfer(
+          stream(header(image), {
+            body: { $case: "trailer", value: { dataChunks: 0, dataBytes: 0, zeroRanges: 0, zeroBytes: 0, digest: Buffer.alloc(32) } },
+          }),
+        ),
+        grpcStatus(Status.DATA_LOSS, /digest/),
+      );
+      assert.equal(await exists(image), false);
+    });
+  });
+});
