@@ -128,13 +128,16 @@ Napi::Value Image::SnapList(const Napi::CallbackInfo& info) {
           break;
         }
         int rc = 0;
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < n && rc == 0; i++) {
           Snap s{buf[i].id, buf[i].size, buf[i].name, 0, false};
           struct timespec ts {};
-          if (rc == 0) rc = rbd_snap_get_timestamp(h->image, s.id, &ts);
-          s.timestamp = static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
           int prot = 0;
-          if (rc == 0) rc = rbd_snap_is_protected(h->image, buf[i].name, &prot);
+          int r1 = rbd_snap_get_timestamp(h->image, s.id, &ts);
+          int r2 = r1 == 0 ? rbd_snap_is_protected(h->image, buf[i].name, &prot) : r1;
+          // A snapshot removed by another client since the listing: leave it out.
+          if (r2 == -ENOENT) continue;
+          rc = r2;
+          s.timestamp = static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
           s.isProtected = prot != 0;
           snaps->push_back(std::move(s));
         }
