@@ -13,11 +13,12 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { createServer, type Server } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
-import { type Cluster, connect } from "../ceph";
+import { setServerReceiveWindow } from "../../src/common/http2-window";
 import type { Logger } from "../../src/common/log";
 import { serverCredentials } from "../../src/common/tls";
 import { AgentServiceDefinition } from "../../src/gen/rbdbackup/v1/agent";
 import { TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
+import { type Cluster, connect } from "../ceph";
 import { ADVISORY_CHECKS, clusterChecks, localChecks } from "../engine/checks";
 import type { EngineContext, TransferTarget } from "../engine/context";
 import { listChains } from "../engine/snapshots";
@@ -49,7 +50,12 @@ export class Agent {
 
   async start(): Promise<void> {
     const cfg = this.cfg;
-    const inputs = { conf: cfg.cluster.conf, keyring: cfg.cluster.keyring, clientId: cfg.cluster.clientId, backupPool: cfg.backupPool };
+    const inputs = {
+      conf: cfg.cluster.conf,
+      keyring: cfg.cluster.keyring,
+      clientId: cfg.cluster.clientId,
+      backupPool: cfg.backupPool,
+    };
     const local = await localChecks(inputs);
     const bad = local.filter((c) => !c.ok);
     if (bad.length) throw new StartupError(bad.map((c) => `${c.name}: ${c.message}`).join("\n"));
@@ -62,7 +68,9 @@ export class Agent {
         opTimeoutSeconds: cfg.cluster.opTimeoutSeconds,
       });
     } catch (e) {
-      throw new StartupError(`connect: cannot connect to cluster ${cfg.cluster.name} as client.${cfg.cluster.clientId}: ${(e as Error).message}`);
+      throw new StartupError(
+        `connect: cannot connect to cluster ${cfg.cluster.name} as client.${cfg.cluster.clientId}: ${(e as Error).message}`,
+      );
     }
     const cluster = this.#cluster;
     this.fsid = cluster.fsid();
@@ -114,9 +122,13 @@ export class Agent {
       target: (address) => peers.target(address),
     };
     const accepting = () => this.state === "serving";
+    setServerReceiveWindow(cfg.limits.http2WindowBytes);
     const server = createServer(peerChannelOptions);
     server.add(TransferServiceDefinition, transferService(sink, cfg.limits.maxConcurrentTransfers, accepting));
-    server.add(AgentServiceDefinition, agentService(ctx, { agentId: cfg.agentId, maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers }, accepting));
+    server.add(
+      AgentServiceDefinition,
+      agentService(ctx, { agentId: cfg.agentId, maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers }, accepting),
+    );
     server.add(HealthDefinition, HealthServiceImpl(this.health));
     const [host, portText] = splitHostPort(cfg.listen);
     const port = await server.listen(cfg.listen, serverCredentials(cfg.tls));
@@ -124,7 +136,12 @@ export class Agent {
     this.address = `${host}:${port || portText}`;
     this.state = "serving";
     this.health.setStatus("healthy");
-    log.info("agent serving", { address: this.address, cluster: cfg.cluster.name, fsid: this.fsid, agentId: cfg.agentId });
+    log.info("agent serving", {
+      address: this.address,
+      cluster: cfg.cluster.name,
+      fsid: this.fsid,
+      agentId: cfg.agentId,
+    });
   }
 
   /** Drain, then stop: running calls get `graceSeconds` before they are cancelled. */
@@ -162,7 +179,9 @@ function claimStateDir(dir: string): void {
         alive = false;
       }
       if (alive && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("node")) {
-        throw new StartupError(`stateDir: ${dir} is in use by another agent (pid ${pid}); give each agent its own stateDir`);
+        throw new StartupError(
+          `stateDir: ${dir} is in use by another agent (pid ${pid}); give each agent its own stateDir`,
+        );
       }
     }
   } catch (e) {

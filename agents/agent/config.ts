@@ -41,6 +41,8 @@ export interface AgentConfig {
     maxConcurrentTransfers: number;
     /** Destination: how often a running transfer checks whether its pool became full. */
     fullCheckIntervalMs: number;
+    /** HTTP/2 receive window of the gRPC server (per stream and per connection), bytes. */
+    http2WindowBytes: number;
   };
   /** Seconds to let running work finish on SIGTERM. */
   shutdownGraceSeconds: number;
@@ -61,6 +63,7 @@ export const defaults = {
     windowBytes: 64 * MiB,
     maxConcurrentTransfers: 8,
     fullCheckIntervalMs: 2000,
+    http2WindowBytes: 16 * MiB,
   },
   shutdownGraceSeconds: 30,
 };
@@ -70,7 +73,8 @@ function fail(msg: string): never {
 }
 
 function int(v: unknown, name: string, min: number, max: number): number {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) fail(`${name} must be an integer in [${min}, ${max}]`);
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max)
+    fail(`${name} must be an integer in [${min}, ${max}]`);
   return v;
 }
 
@@ -100,6 +104,7 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
     },
     strict: true,
   });
+  // biome-ignore lint/suspicious/noExplicitAny: parsed JSON; every field used is checked below
   let file: Record<string, any> = {};
   if (values.config) {
     try {
@@ -119,7 +124,12 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
       conf: str(values["ceph-conf"] ?? fc.conf, "cluster.conf (--ceph-conf)"),
       clientId: str(values["client-id"] ?? fc.clientId ?? "rbdbackup", "cluster.clientId"),
       ...((values.keyring ?? fc.keyring) ? { keyring: str(values.keyring ?? fc.keyring, "cluster.keyring") } : {}),
-      connectTimeoutSeconds: int(fc.connectTimeoutSeconds ?? defaults.connectTimeoutSeconds, "cluster.connectTimeoutSeconds", 1, 3600),
+      connectTimeoutSeconds: int(
+        fc.connectTimeoutSeconds ?? defaults.connectTimeoutSeconds,
+        "cluster.connectTimeoutSeconds",
+        1,
+        3600,
+      ),
       opTimeoutSeconds: int(fc.opTimeoutSeconds ?? defaults.opTimeoutSeconds, "cluster.opTimeoutSeconds", 1, 3600),
     },
     listen: str(values.listen ?? file.listen ?? defaults.listen, "listen"),
@@ -132,17 +142,49 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
     stateDir: str(values["state-dir"] ?? file.stateDir ?? defaults.stateDir, "stateDir"),
     backupPool: str(values["backup-pool"] ?? file.backupPool ?? defaults.backupPool, "backupPool"),
     limits: {
-      chunkSizeBytes: int(fl.chunkSizeBytes ?? defaults.limits.chunkSizeBytes, "limits.chunkSizeBytes", 4096, MAX_CHUNK_BYTES),
+      chunkSizeBytes: int(
+        fl.chunkSizeBytes ?? defaults.limits.chunkSizeBytes,
+        "limits.chunkSizeBytes",
+        4096,
+        MAX_CHUNK_BYTES,
+      ),
       readsInFlight: int(fl.readsInFlight ?? defaults.limits.readsInFlight, "limits.readsInFlight", 1, 1024),
       writesInFlight: int(fl.writesInFlight ?? defaults.limits.writesInFlight, "limits.writesInFlight", 1, 1024),
-      windowBytes: int(fl.windowBytes ?? defaults.limits.windowBytes, "limits.windowBytes", MAX_CHUNK_BYTES, 4096 * MiB),
-      maxConcurrentTransfers: int(fl.maxConcurrentTransfers ?? defaults.limits.maxConcurrentTransfers, "limits.maxConcurrentTransfers", 1, 1024),
-      fullCheckIntervalMs: int(fl.fullCheckIntervalMs ?? defaults.limits.fullCheckIntervalMs, "limits.fullCheckIntervalMs", 100, 60_000),
+      windowBytes: int(
+        fl.windowBytes ?? defaults.limits.windowBytes,
+        "limits.windowBytes",
+        MAX_CHUNK_BYTES,
+        4096 * MiB,
+      ),
+      maxConcurrentTransfers: int(
+        fl.maxConcurrentTransfers ?? defaults.limits.maxConcurrentTransfers,
+        "limits.maxConcurrentTransfers",
+        1,
+        1024,
+      ),
+      fullCheckIntervalMs: int(
+        fl.fullCheckIntervalMs ?? defaults.limits.fullCheckIntervalMs,
+        "limits.fullCheckIntervalMs",
+        100,
+        60_000,
+      ),
+      http2WindowBytes: int(
+        fl.http2WindowBytes ?? defaults.limits.http2WindowBytes,
+        "limits.http2WindowBytes",
+        65535,
+        2 ** 31 - 1,
+      ),
     },
-    shutdownGraceSeconds: int(file.shutdownGraceSeconds ?? defaults.shutdownGraceSeconds, "shutdownGraceSeconds", 0, 3600),
+    shutdownGraceSeconds: int(
+      file.shutdownGraceSeconds ?? defaults.shutdownGraceSeconds,
+      "shutdownGraceSeconds",
+      0,
+      3600,
+    ),
     ...(file.testFaults && process.env.RBDBACKUP_ENABLE_TEST_FAULTS === "1" ? { testFaults: file.testFaults } : {}),
   };
-  if (!/^[^:]+:\d+$/.test(cfg.listen) && !/^\[[0-9a-f:]+\]:\d+$/i.test(cfg.listen)) fail(`listen "${cfg.listen}" must be host:port`);
+  if (!/^[^:]+:\d+$/.test(cfg.listen) && !/^\[[0-9a-f:]+\]:\d+$/i.test(cfg.listen))
+    fail(`listen "${cfg.listen}" must be host:port`);
   if (!cfg.tls.insecure && (!cfg.tls.ca || !cfg.tls.cert || !cfg.tls.key)) {
     fail("tls.ca, tls.cert and tls.key are required (mutual TLS between parts); tls.insecure: true only for tests");
   }

@@ -27,7 +27,9 @@ export async function agentMain(argv: string[]): Promise<number> {
     }
     throw e;
   }
-  process.stdout.write(`${JSON.stringify({ event: "serving", address: agent.address, fsid: agent.fsid, agentId: cfg.agentId, cluster: cfg.cluster.name })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ event: "serving", address: agent.address, fsid: agent.fsid, agentId: cfg.agentId, cluster: cfg.cluster.name })}\n`,
+  );
   return new Promise<number>((resolve) => {
     const onSignal = (sig: string) => {
       log.info(`${sig}: draining`);

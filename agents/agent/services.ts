@@ -1,10 +1,10 @@
 /** gRPC handlers of an agent: TransferService (destination side) and AgentService (operations). */
 import { type CallContext, ServerError, Status } from "nice-grpc-common";
-import { libraryVersions } from "../ceph";
 import { invalidArgument, statusOf, toServerError } from "../../src/common/errors";
 import type { Logger } from "../../src/common/log";
 import type { AgentServiceImplementation } from "../../src/gen/rbdbackup/v1/agent";
 import type { TransferServiceImplementation } from "../../src/gen/rbdbackup/v1/transfer";
+import { libraryVersions } from "../ceph";
 import { backup } from "../engine/backup";
 import { clusterChecks } from "../engine/checks";
 import type { EngineContext } from "../engine/context";
@@ -22,7 +22,8 @@ async function handle<T>(log: Logger, method: string, f: () => Promise<T>): Prom
     return await f();
   } catch (e) {
     const status = statusOf(e);
-    if (status === Status.INTERNAL || status === Status.UNKNOWN) log.error(`${method} failed`, { error: e, stack: (e as Error)?.stack });
+    if (status === Status.INTERNAL || status === Status.UNKNOWN)
+      log.error(`${method} failed`, { error: e, stack: (e as Error)?.stack });
     throw toServerError(e);
   }
 }
@@ -37,7 +38,10 @@ export function transferService(
     async transfer(request, context: CallContext) {
       if (!accepting()) throw new ServerError(Status.UNAVAILABLE, "this agent is shutting down");
       if (active >= maxConcurrent) {
-        throw new ServerError(Status.RESOURCE_EXHAUSTED, `this agent already serves ${active} transfers (limit ${maxConcurrent}); retry later`);
+        throw new ServerError(
+          Status.RESOURCE_EXHAUSTED,
+          `this agent already serves ${active} transfers (limit ${maxConcurrent}); retry later`,
+        );
       }
       active++;
       try {
@@ -51,13 +55,20 @@ export function transferService(
         validName(req.pool, "pool");
         validName(req.namespace, "namespace", { allowEmpty: true });
         validName(req.volumeImage, "volume_image");
-        return { chains: await listChains(sink.cluster, req.pool, req.namespace, req.volumeImage), clusterFsid: sink.fsid };
+        return {
+          chains: await listChains(sink.cluster, req.pool, req.namespace, req.volumeImage),
+          clusterFsid: sink.fsid,
+        };
       });
     },
   };
 }
 
-export function agentService(ctx: EngineContext, info: { agentId: string; maxConcurrentTransfers: number }, accepting: () => boolean): AgentServiceImplementation {
+export function agentService(
+  ctx: EngineContext,
+  info: { agentId: string; maxConcurrentTransfers: number },
+  accepting: () => boolean,
+): AgentServiceImplementation {
   const log = ctx.log;
   const gate = () => {
     if (!accepting()) throw new ServerError(Status.UNAVAILABLE, "this agent is shutting down");

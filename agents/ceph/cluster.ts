@@ -115,7 +115,8 @@ export class Cluster {
    */
   async monCommand(command: Record<string, unknown>): Promise<unknown> {
     v.object(command, "command");
-    if (typeof command.prefix !== "string" || command.prefix === "") throw new TypeError("command.prefix must be a string");
+    if (typeof command.prefix !== "string" || command.prefix === "")
+      throw new TypeError("command.prefix must be a string");
     const r = await nativeCall(`mon command "${command.prefix}"`, () => this.#h.monCommand(JSON.stringify(command)));
     try {
       return JSON.parse(r.output);

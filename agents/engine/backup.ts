@@ -11,10 +11,7 @@
  * On failure the new source snapshot is removed (and an AUTO incremental whose diff failed is redone
  * as a full backup); the destination cleans up its side itself.
  */
-import { open as openFile, stat } from "node:fs/promises";
-import { readFile } from "node:fs/promises";
-import type { Image } from "../ceph";
-import { isCephError } from "../ceph";
+import { open as openFile, readFile, stat } from "node:fs/promises";
 import {
   alreadyExists,
   failedPrecondition,
@@ -25,7 +22,9 @@ import {
 } from "../../src/common/errors";
 import { backupSnapName, baseImageName, isUuid, parseBackupSnap } from "../../src/common/ids";
 import { BackupMode, type BackupRequest, type BackupResult } from "../../src/gen/rbdbackup/v1/agent";
-import { TransferKind, type TransferHeader, type TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
+import { type TransferHeader, TransferKind, type TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
+import type { Image } from "../ceph";
+import { isCephError } from "../ceph";
 import { validName } from "../transfer/protocol";
 import { fileMessages, newStats, rbdMessages, SourceReadError, type SourceStats } from "../transfer/source";
 import type { EngineContext } from "./context";
@@ -49,7 +48,9 @@ export function validateBackupRequest(req: BackupRequest): void {
   }
   validName(req.destinationPool, "destination_pool", { allowEmpty: true });
   validName(req.destinationNamespace, "destination_namespace", { allowEmpty: true });
-  if (![BackupMode.BACKUP_MODE_AUTO, BackupMode.BACKUP_MODE_FULL, BackupMode.BACKUP_MODE_INCREMENTAL].includes(req.mode)) {
+  if (
+    ![BackupMode.BACKUP_MODE_AUTO, BackupMode.BACKUP_MODE_FULL, BackupMode.BACKUP_MODE_INCREMENTAL].includes(req.mode)
+  ) {
     throw invalidArgument(`mode ${req.mode} is not AUTO, FULL or INCREMENTAL`);
   }
   for (const k of req.keepSnapshots) validName(k, "keep_snapshots entry");
@@ -77,8 +78,17 @@ export async function backup(ctx: EngineContext, req: BackupRequest, signal: Abo
   const target = ctx.target(req.destination?.address ?? "");
   const log = ctx.log.child({ op: "backup", backup: req.backupId, volume: volLabel, job: req.jobId || undefined });
   const started = Date.now();
+  // Seconds spent in each phase, for the log.
+  const phases: Record<string, number> = {};
+  let mark = started;
+  const phase = (name: string) => {
+    const now = Date.now();
+    phases[name] = (now - mark) / 1000;
+    mark = now;
+  };
 
-  if (!(await ctx.cluster.poolExists(vol.pool))) throw notFound(`pool ${vol.pool} not found on cluster ${ctx.clusterName}`);
+  if (!(await ctx.cluster.poolExists(vol.pool)))
+    throw notFound(`pool ${vol.pool} not found on cluster ${ctx.clusterName}`);
   const io = await ctx.cluster.openIoCtx(vol.pool, { namespace: vol.namespace });
   let head: Image | null = null;
   let snapImage: Image | null = null;
@@ -97,8 +107,15 @@ export async function backup(ctx: EngineContext, req: BackupRequest, signal: Abo
       throw alreadyExists(`backup id ${req.backupId} is already used by a snapshot of ${volLabel}`);
     }
 
+    phase("open");
     const chains = await target.listChains(destPool, destNs, vol.image, signal);
-    const plan = choosePlan(req, vol.image, sourceSnaps.map((s) => s.name), chains.chains);
+    phase("listChains");
+    const plan = choosePlan(
+      req,
+      vol.image,
+      sourceSnaps.map((s) => s.name),
+      chains.chains,
+    );
     if (plan.forcedFullReason) log.info("forcing a full backup", { reason: plan.forcedFullReason });
 
     snapName = backupSnapName(req.backupId);
@@ -106,6 +123,7 @@ export async function backup(ctx: EngineContext, req: BackupRequest, signal: Abo
     const imageMeta = await head.metaList();
     snapImage = await io.imageOpen(vol.image, { snapshot: snapName });
     const snapInfo = await snapImage.stat();
+    phase("snapshot");
 
     const run = async (p: Plan) => {
       const stats = newStats();
@@ -114,7 +132,14 @@ export async function backup(ctx: EngineContext, req: BackupRequest, signal: Abo
         backup_id: req.backupId,
         created_at: new Date().toISOString(),
         volume: { id: req.volumeId, metadata: req.volumeMetadata },
-        source: { kind: "rbd", cluster_fsid: ctx.fsid, pool: vol.pool, namespace: vol.namespace, image: vol.image, snapshot: snapName },
+        source: {
+          kind: "rbd",
+          cluster_fsid: ctx.fsid,
+          pool: vol.pool,
+          namespace: vol.namespace,
+          image: vol.image,
+          snapshot: snapName,
+        },
         image: {
           size: snapInfo.size,
           features: snapInfo.features.toString(),
@@ -154,6 +179,7 @@ export async function backup(ctx: EngineContext, req: BackupRequest, signal: Abo
       outcome = await run(plan2);
     }
 
+    phase("transfer");
     // Hygiene: the backup exists; failures from here on are warnings.
     const warnings = [...outcome.summary.warnings];
     const removed: string[] = [];
@@ -178,7 +204,9 @@ export async function backup(ctx: EngineContext, req: BackupRequest, signal: Abo
       warnings.push(`source snapshot pruning failed: ${(e as Error).message}`);
     }
     const { stats, summary } = outcome;
+    phase("prune");
     log.info("backup done", {
+      phases,
       incremental: plan2.incremental,
       dataBytes: stats.dataBytes,
       zeroRanges: stats.zeroRanges,
@@ -317,7 +345,12 @@ async function sourceSize(path: string): Promise<number> {
 }
 
 /** A file or block device: always a full, sparse copy into a new base image "<source_name>.backup.<id>". */
-async function backupPath(ctx: EngineContext, req: BackupRequest, path: string, signal: AbortSignal): Promise<BackupResult> {
+async function backupPath(
+  ctx: EngineContext,
+  req: BackupRequest,
+  path: string,
+  signal: AbortSignal,
+): Promise<BackupResult> {
   const started = Date.now();
   if (req.mode === BackupMode.BACKUP_MODE_INCREMENTAL) {
     throw failedPrecondition("a file or block device source can only be backed up in full (mode AUTO or FULL)");
@@ -372,7 +405,8 @@ async function backupPath(ctx: EngineContext, req: BackupRequest, path: string, 
       snapshot: snapName,
       incremental: false,
       parentSnapshot: "",
-      forcedFullReason: req.mode === BackupMode.BACKUP_MODE_FULL ? "" : "a file or block device source is always backed up in full",
+      forcedFullReason:
+        req.mode === BackupMode.BACKUP_MODE_FULL ? "" : "a file or block device source is always backed up in full",
       imageSize: size,
       bytesRead: stats.bytesRead,
       dataBytesSent: stats.dataBytes,

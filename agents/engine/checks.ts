@@ -5,8 +5,8 @@
  * each with what to do when it fails.
  */
 import { access, constants } from "node:fs/promises";
-import { type Cluster, isCephError, libraryVersions, RbdFeature } from "../ceph";
 import type { Check } from "../../src/gen/rbdbackup/v1/agent";
+import { type Cluster, isCephError, libraryVersions, RbdFeature } from "../ceph";
 
 export interface CheckInputs {
   conf: string;
@@ -31,7 +31,11 @@ export async function localChecks(inp: CheckInputs): Promise<Check[]> {
     const v = libraryVersions();
     out.push({ name: "libraries", ok: true, message: `librados ${v.librados}, librbd ${v.librbd}` });
   } catch (e) {
-    out.push({ name: "libraries", ok: false, message: `the native addon or librados/librbd cannot be loaded: ${(e as Error).message}` });
+    out.push({
+      name: "libraries",
+      ok: false,
+      message: `the native addon or librados/librbd cannot be loaded: ${(e as Error).message}`,
+    });
   }
   const confErr = await readable(inp.conf);
   out.push({
@@ -46,7 +50,11 @@ export async function localChecks(inp: CheckInputs): Promise<Check[]> {
   });
   if (inp.keyring) {
     const kErr = await readable(inp.keyring);
-    out.push({ name: "keyring", ok: !kErr, message: kErr ? `cannot read the keyring ${inp.keyring}: ${kErr}` : inp.keyring });
+    out.push({
+      name: "keyring",
+      ok: !kErr,
+      message: kErr ? `cannot read the keyring ${inp.keyring}: ${kErr}` : inp.keyring,
+    });
   } else {
     out.push({ name: "keyring", ok: true, message: "from the conf's keyring setting" });
   }
@@ -65,7 +73,11 @@ export const ADVISORY_CHECKS = new Set(["backup-pool-space"]);
 export async function clusterChecks(cluster: Cluster, backupPool: string): Promise<Check[]> {
   const out: Check[] = [{ name: "connect", ok: true, message: `connected, fsid ${cluster.fsid()}` }];
   if (!(await cluster.poolExists(backupPool))) {
-    out.push({ name: "backup-pool", ok: false, message: `pool ${backupPool} does not exist: create it and run "rbd pool init ${backupPool}"` });
+    out.push({
+      name: "backup-pool",
+      ok: false,
+      message: `pool ${backupPool} does not exist: create it and run "rbd pool init ${backupPool}"`,
+    });
     return out;
   }
   out.push({ name: "backup-pool", ok: true, message: `pool ${backupPool} exists` });
@@ -90,7 +102,11 @@ export async function clusterChecks(cluster: Cluster, backupPool: string): Promi
   const probe = `rbdbackup-check-${process.pid}-${Date.now()}`;
   try {
     const features =
-      RbdFeature.layering | RbdFeature.exclusiveLock | RbdFeature.objectMap | RbdFeature.fastDiff | RbdFeature.deepFlatten;
+      RbdFeature.layering |
+      RbdFeature.exclusiveLock |
+      RbdFeature.objectMap |
+      RbdFeature.fastDiff |
+      RbdFeature.deepFlatten;
     await io.imageCreate(probe, 1 << 20, { features });
     const img = await io.imageOpen(probe);
     const st = await img.stat();
@@ -106,7 +122,11 @@ export async function clusterChecks(cluster: Cluster, backupPool: string): Promi
     });
   } catch (e) {
     const hint = isCephError(e, "EPERM", "EACCES") ? " (the Ceph user needs 'profile rbd' caps on the pool)" : "";
-    out.push({ name: "image-features", ok: false, message: `cannot create a probe image in ${backupPool}: ${(e as Error).message}${hint}` });
+    out.push({
+      name: "image-features",
+      ok: false,
+      message: `cannot create a probe image in ${backupPool}: ${(e as Error).message}${hint}`,
+    });
     await io.imageRemove(probe).catch(() => {});
   } finally {
     await io.close();

@@ -3,9 +3,10 @@
  * the other side of a transfer (a peer agent over gRPC, or this agent's own sink in-process when the
  * other side is the same cluster).
  */
-import type { Cluster } from "../ceph";
+
 import type { Logger } from "../../src/common/log";
 import type { ListChainsResponse, TransferMessage, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
+import type { Cluster } from "../ceph";
 import type { SourceOptions } from "../transfer/source";
 
 /** The destination of a transfer, wherever it runs. */

@@ -3,11 +3,12 @@
  * backup snapshot remains, and backup.<id>.meta. A missing pool or image is a warning, not a failure;
  * a busy image is retried with backoff, then reported (FAILED_PRECONDITION).
  */
-import type { Image } from "../ceph";
-import { isCephError } from "../ceph";
+
 import { failedPrecondition, invalidArgument } from "../../src/common/errors";
 import { isUuid, metaObjectName, parseBackupSnap } from "../../src/common/ids";
 import type { DeleteBackupRequest, DeleteBackupResult } from "../../src/gen/rbdbackup/v1/agent";
+import type { Image } from "../ceph";
+import { isCephError } from "../ceph";
 import { validName } from "../transfer/protocol";
 import { removeImageRetrying } from "../transfer/sink";
 import type { EngineContext } from "./context";
@@ -21,7 +22,8 @@ async function retryBusy<T>(what: string, f: () => Promise<T>, attempts = 6): Pr
       return await f();
     } catch (e) {
       if (!isCephError(e, "EBUSY")) throw e;
-      if (i >= attempts) throw failedPrecondition(`${what}: still busy after ${attempts} attempts (${(e as Error).message})`);
+      if (i >= attempts)
+        throw failedPrecondition(`${what}: still busy after ${attempts} attempts (${(e as Error).message})`);
       await sleep(Math.min(200 * 2 ** i, 3000));
     }
   }
@@ -33,7 +35,12 @@ export async function deleteBackup(ctx: EngineContext, req: DeleteBackupRequest)
   validName(req.namespace, "namespace", { allowEmpty: true });
   validName(req.baseImage, "base_image", { allowEmpty: true });
   const log = ctx.log.child({ op: "delete", backup: req.backupId, job: req.jobId || undefined });
-  const result: DeleteBackupResult = { removedSnapshot: "", removedBaseImage: false, removedMetadata: false, warnings: [] };
+  const result: DeleteBackupResult = {
+    removedSnapshot: "",
+    removedBaseImage: false,
+    removedMetadata: false,
+    warnings: [],
+  };
   if (!(await ctx.cluster.poolExists(req.pool))) {
     result.warnings.push(`pool ${req.pool} not found: nothing to delete`);
     log.warn(result.warnings[0] as string);
@@ -52,7 +59,8 @@ export async function deleteBackup(ctx: EngineContext, req: DeleteBackupRequest)
       const located = loc;
       let img: Image | null = await io.imageOpen(located.baseImage);
       try {
-        if (located.protected) await retryBusy(`unprotecting ${located.snapshot}`, () => (img as Image).snapUnprotect(located.snapshot));
+        if (located.protected)
+          await retryBusy(`unprotecting ${located.snapshot}`, () => (img as Image).snapUnprotect(located.snapshot));
         await retryBusy(`removing snapshot ${located.snapshot}`, () => (img as Image).snapRemove(located.snapshot));
         result.removedSnapshot = located.snapshot;
         const remaining = (await img.snapList()).filter((s) => parseBackupSnap(s.name));
@@ -65,13 +73,17 @@ export async function deleteBackup(ctx: EngineContext, req: DeleteBackupRequest)
             return n;
           })) as number;
           if (others > 0) {
-            result.warnings.push(`base image ${located.baseImage} kept: it still has ${others} snapshot(s) that are not backups`);
+            result.warnings.push(
+              `base image ${located.baseImage} kept: it still has ${others} snapshot(s) that are not backups`,
+            );
           } else {
             try {
               await removeImageRetrying(io, located.baseImage);
             } catch (e) {
               if (isCephError(e, "EBUSY")) {
-                throw failedPrecondition(`base image ${located.baseImage} is busy (open by another client): try again later`);
+                throw failedPrecondition(
+                  `base image ${located.baseImage} is busy (open by another client): try again later`,
+                );
               }
               throw e;
             }

@@ -1,8 +1,9 @@
 /** Finding a backup in a pool of this cluster: its base image and snapshot, from the catalog's hint or by scanning. */
-import type { Image, IoCtx } from "../ceph";
-import { isCephError } from "../ceph";
+
 import { notFound } from "../../src/common/errors";
 import { isBaseImage, parseBackupSnap } from "../../src/common/ids";
+import type { Image, IoCtx } from "../ceph";
+import { isCephError } from "../ceph";
 
 export interface Located {
   baseImage: string;
@@ -14,7 +15,8 @@ export interface Located {
 
 async function findOn(img: Image, backupId: string): Promise<Omit<Located, "baseImage"> | null> {
   for (const s of await img.snapList()) {
-    if (parseBackupSnap(s.name)?.backupId === backupId) return { snapshot: s.name, size: s.size, protected: s.protected };
+    if (parseBackupSnap(s.name)?.backupId === backupId)
+      return { snapshot: s.name, size: s.size, protected: s.protected };
   }
   return null;
 }

@@ -4,17 +4,18 @@
  * extents are written) or the original volume (every byte is written, the volume ends at the backup's
  * size). The metadata saved with the backup is re-applied (image-meta) and returned.
  */
-import type { Image, IoCtx } from "../ceph";
-import { isCephError } from "../ceph";
+
 import { invalidArgument, notFound } from "../../src/common/errors";
 import { isUuid, metaObjectName } from "../../src/common/ids";
 import { RestoreMode, type RestoreRequest, type RestoreResult } from "../../src/gen/rbdbackup/v1/agent";
-import { TransferKind, type TransferHeader } from "../../src/gen/rbdbackup/v1/transfer";
+import { type TransferHeader, TransferKind } from "../../src/gen/rbdbackup/v1/transfer";
+import type { Image, IoCtx } from "../ceph";
+import { isCephError } from "../ceph";
 import { validName } from "../transfer/protocol";
 import { newStats, rbdMessages } from "../transfer/source";
 import type { EngineContext } from "./context";
-import { type BackupMetadataV1, decodeMetadata } from "./metadata";
 import { locateBackup } from "./locate";
+import { type BackupMetadataV1, decodeMetadata } from "./metadata";
 
 export function validateRestoreRequest(req: RestoreRequest): void {
   if (!isUuid(req.backupId)) throw invalidArgument("backup_id must be a lowercase UUID");

@@ -3,11 +3,12 @@
  * a backup pool, and source snapshot hygiene after a backup. Only names matching the backup pattern
  * are ever touched.
  */
-import type { Cluster, Image, SnapInfo } from "../ceph";
-import { isCephError } from "../ceph";
+
 import { notFound } from "../../src/common/errors";
 import { parseBackupSnap, parseBaseImage } from "../../src/common/ids";
 import type { BackupSnapshot, Chain } from "../../src/gen/rbdbackup/v1/transfer";
+import type { Cluster, Image, SnapInfo } from "../ceph";
+import { isCephError } from "../ceph";
 
 export function backupSnapshots(snaps: SnapInfo[]): BackupSnapshot[] {
   const out: BackupSnapshot[] = [];
@@ -30,7 +31,8 @@ export async function listImageBackupSnapshots(
   const io = await cluster.openIoCtx(pool, { namespace });
   try {
     const img = await io.imageOpen(image, { readOnly: true }).catch((e) => {
-      if (isCephError(e, "ENOENT")) throw notFound(`image ${pool}/${namespace ? `${namespace}/` : ""}${image} not found`);
+      if (isCephError(e, "ENOENT"))
+        throw notFound(`image ${pool}/${namespace ? `${namespace}/` : ""}${image} not found`);
       throw e;
     });
     try {
@@ -44,7 +46,12 @@ export async function listImageBackupSnapshots(
 }
 
 /** Chains of `volumeImage` kept in pool/namespace: base images "<volumeImage>.backup.<id>" and their snapshots. */
-export async function listChains(cluster: Cluster, pool: string, namespace: string, volumeImage: string): Promise<Chain[]> {
+export async function listChains(
+  cluster: Cluster,
+  pool: string,
+  namespace: string,
+  volumeImage: string,
+): Promise<Chain[]> {
   if (!(await cluster.poolExists(pool))) throw notFound(`backup pool ${pool} not found`);
   const io = await cluster.openIoCtx(pool, { namespace });
   try {

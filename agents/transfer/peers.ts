@@ -5,9 +5,10 @@
  */
 import { type Channel, type ChannelOptions, createChannel, createClient } from "nice-grpc";
 import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../../src/common/tls";
-import { TransferServiceDefinition, type TransferServiceClient } from "../../src/gen/rbdbackup/v1/transfer";
+import type { TransferServiceClient } from "../../src/gen/rbdbackup/v1/transfer";
 import type { TransferTarget } from "../engine/context";
 import { MAX_MESSAGE_BYTES } from "./protocol";
+import { FastTransferServiceDefinition } from "./wire";
 
 /** Channel settings for agent ↔ agent: large messages, keepalives so a dead peer is noticed. */
 export const peerChannelOptions: ChannelOptions = {
@@ -50,7 +51,7 @@ export class Peers {
         ...peerChannelOptions,
         ...tlsChannelOptions(address, this.tls),
       });
-      c = { channel, client: createClient(TransferServiceDefinition, channel) };
+      c = { channel, client: createClient(FastTransferServiceDefinition, channel) };
       this.#clients.set(address, c);
     }
     return remoteTarget(address, c.client);

@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import { crc32 } from "node:zlib";
 import { invalidArgument } from "../../src/common/errors";
 import { isUuid } from "../../src/common/ids";
-import { TransferKind, type TransferHeader } from "../../src/gen/rbdbackup/v1/transfer";
+import { type TransferHeader, TransferKind } from "../../src/gen/rbdbackup/v1/transfer";
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -103,7 +103,8 @@ export function validName(value: string, what: string, { allowEmpty = false } = 
   if (value.includes("\0") || value.includes("/") || value.includes("@")) {
     throw invalidArgument(`${what} "${value}" must not contain "/", "@" or NUL`);
   }
-  if (Buffer.byteLength(value) > MAX_NAME_BYTES) throw invalidArgument(`${what} is longer than ${MAX_NAME_BYTES} bytes`);
+  if (Buffer.byteLength(value) > MAX_NAME_BYTES)
+    throw invalidArgument(`${what} is longer than ${MAX_NAME_BYTES} bytes`);
   return value;
 }
 

@@ -9,8 +9,7 @@
  * (at the next start) finishes it. A full pool is detected before the transfer (OSD map flags) and
  * while it runs (polled), and fails the transfer with RESOURCE_EXHAUSTED instead of waiting.
  */
-import type { Cluster, Image, IoCtx } from "../ceph";
-import { isCephError } from "../ceph";
+
 import {
   AppError,
   alreadyExists,
@@ -26,11 +25,13 @@ import {
 import { metaObjectName } from "../../src/common/ids";
 import type { Logger } from "../../src/common/log";
 import {
-  TransferKind,
   type TransferHeader,
+  TransferKind,
   type TransferMessage,
   type TransferSummary,
 } from "../../src/gen/rbdbackup/v1/transfer";
+import type { Cluster, Image, IoCtx } from "../ceph";
+import { isCephError } from "../ceph";
 import type { Journal, JournalEntry } from "./journal";
 import { checksum, MAX_DISCARD_BYTES, TransferDigest, validateHeader } from "./protocol";
 
@@ -132,7 +133,8 @@ export async function runSink(
   const started = Date.now();
   const it = messages[Symbol.asyncIterator]();
   const first = await it.next();
-  if (first.done || first.value.body?.$case !== "header") throw invalidArgument("the transfer must start with a header");
+  if (first.done || first.value.body?.$case !== "header")
+    throw invalidArgument("the transfer must start with a header");
   const h = validateHeader(first.value.body.value);
   const log = deps.log.child({ transfer: h.transferId, job: h.jobId || undefined });
   if (h.expectedFsid && h.expectedFsid !== deps.fsid) {
@@ -162,7 +164,8 @@ export async function runSink(
   const fullTimer = setInterval(() => {
     poolFull().then(
       (full) => {
-        if (full) ac.abort(resourceExhausted(`pool ${dest.pool} on cluster ${deps.clusterName} became full (no space left)`));
+        if (full)
+          ac.abort(resourceExhausted(`pool ${dest.pool} on cluster ${deps.clusterName} became full (no space left)`));
       },
       () => {},
     );
@@ -196,7 +199,10 @@ export async function runSink(
     let inflightBytes = 0;
     let writeError: unknown = null;
     const submit = async (bytes: number, op: () => Promise<unknown>) => {
-      while (inflight.size > 0 && (inflight.size >= deps.limits.writesInFlight || inflightBytes + bytes > deps.limits.windowBytes)) {
+      while (
+        inflight.size > 0 &&
+        (inflight.size >= deps.limits.writesInFlight || inflightBytes + bytes > deps.limits.windowBytes)
+      ) {
         await abortable(Promise.race(inflight), ac.signal);
       }
       if (writeError) throw writeError;
@@ -233,7 +239,8 @@ export async function runSink(
         case "chunk": {
           const c = body.value;
           const len = c.data.length;
-          if (len === 0 || len > h.chunkSize) throw invalidArgument(`chunk at ${c.offset}: ${len} bytes, limit ${h.chunkSize}`);
+          if (len === 0 || len > h.chunkSize)
+            throw invalidArgument(`chunk at ${c.offset}: ${len} bytes, limit ${h.chunkSize}`);
           if (!Number.isSafeInteger(c.offset) || c.offset + len > size) {
             throw invalidArgument(`chunk at ${c.offset}+${len} lies beyond the image size ${size}`);
           }
@@ -250,7 +257,12 @@ export async function runSink(
         }
         case "zero": {
           const z = body.value;
-          if (!Number.isSafeInteger(z.offset) || !Number.isSafeInteger(z.length) || z.length <= 0 || z.offset + z.length > size) {
+          if (
+            !Number.isSafeInteger(z.offset) ||
+            !Number.isSafeInteger(z.length) ||
+            z.length <= 0 ||
+            z.offset + z.length > size
+          ) {
             throw invalidArgument(`zero range ${z.offset}+${z.length} is empty or lies beyond the image size ${size}`);
           }
           digest.zero(z.offset, z.length);
@@ -269,7 +281,8 @@ export async function runSink(
           break;
       }
     }
-    if (!trailer) throw new AppError(14 /* UNAVAILABLE */, "the transfer stream ended before its trailer (source gone?)");
+    if (!trailer)
+      throw new AppError(14 /* UNAVAILABLE */, "the transfer stream ended before its trailer (source gone?)");
     await abortable(Promise.all(inflight), ac.signal);
     if (writeError) throw writeError;
     if (trailer.dataChunks !== chunks || trailer.dataBytes !== dataBytes || trailer.zeroRanges !== zeros) {
@@ -278,7 +291,9 @@ export async function runSink(
       );
     }
     if (!Buffer.from(trailer.digest).equals(digest.digest())) {
-      throw dataLoss("the transfer digest does not match the records received (lost, duplicated or reordered messages)");
+      throw dataLoss(
+        "the transfer digest does not match the records received (lost, duplicated or reordered messages)",
+      );
     }
     await abortable(image.flush(), ac.signal);
     if (ac.signal.aborted) throw ac.signal.reason;
@@ -286,7 +301,12 @@ export async function runSink(
     await image.close();
     st.image = undefined;
     await deps.journal.remove(h.transferId);
-    log.info("transfer committed", { image: where, dataBytes, zeroRanges: zeros, seconds: (Date.now() - started) / 1000 });
+    log.info("transfer committed", {
+      image: where,
+      dataBytes,
+      zeroRanges: zeros,
+      seconds: (Date.now() - started) / 1000,
+    });
     return {
       dataBytesWritten: dataBytes,
       zeroBytesWritten: zeroBytes,
@@ -303,7 +323,9 @@ export async function runSink(
     const reason = ac.signal.aborted ? ac.signal.reason : e;
     const primary =
       isCephError(e, "ENOSPC", "EDQUOT") || (isCephError(e, "ETIMEDOUT") && (await poolFull().catch(() => false)))
-        ? resourceExhausted(`pool ${dest.pool} on cluster ${deps.clusterName} is full (no space left): ${(e as Error).message}`)
+        ? resourceExhausted(
+            `pool ${dest.pool} on cluster ${deps.clusterName} is full (no space left): ${(e as Error).message}`,
+          )
         : toAppError(reason);
     if (h.kind === TransferKind.RESTORE_ORIGINAL && st.wrote) {
       primary.message += ` (the image ${where} was partly overwritten; restore it again)`;
@@ -423,7 +445,8 @@ async function commit(deps: SinkDeps, st: State, log: Logger): Promise<void> {
       try {
         await io.objCreateExclusive(metaObjectName(h.backupId), Buffer.from(h.metadataJson));
       } catch (e) {
-        if (isCephError(e, "EEXIST")) throw alreadyExists(`${metaObjectName(h.backupId)} already exists (backup id reused?)`);
+        if (isCephError(e, "EEXIST"))
+          throw alreadyExists(`${metaObjectName(h.backupId)} already exists (backup id reused?)`);
         throw e;
       }
       st.metaCreated = true;
@@ -465,7 +488,8 @@ async function cleanup(deps: SinkDeps, st: State, where: string, log: Logger): P
   if (st.snapshotCreated) return errors; // committed: nothing to undo
   const ioTry = st.io;
   if (!ioTry) return errors;
-  if (st.metaCreated) await attempt(`removing ${metaObjectName(h.backupId)}`, () => ioTry.objRemove(metaObjectName(h.backupId)));
+  if (st.metaCreated)
+    await attempt(`removing ${metaObjectName(h.backupId)}`, () => ioTry.objRemove(metaObjectName(h.backupId)));
   if (st.createdImage) {
     await attempt(`removing the image ${where} this transfer created`, () =>
       removeImageRetrying(ioTry, h.destination?.image as string),
@@ -500,7 +524,10 @@ export async function recoverInterrupted(deps: SinkDeps): Promise<string[]> {
       await deps.cluster.blocklistAdd(addr, 3600);
       done.push(`blocklisted ${addr}, the Ceph client of a previous run that died mid-transfer`);
     } catch (err) {
-      deps.log.warn("could not blocklist a dead predecessor; recovery may wait for its watches to time out", { addr, error: err });
+      deps.log.warn("could not blocklist a dead predecessor; recovery may wait for its watches to time out", {
+        addr,
+        error: err,
+      });
     }
   }
   for (const e of entries) {

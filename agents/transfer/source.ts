@@ -7,8 +7,8 @@
  * bounded by readsInFlight × chunkSize whatever the image size.
  */
 import type { FileHandle } from "node:fs/promises";
-import type { Image } from "../ceph";
 import type { TransferHeader, TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
+import type { Image } from "../ceph";
 import { checksum, segments, TransferDigest } from "./protocol";
 
 export interface SourceOptions {
@@ -231,7 +231,8 @@ export async function* fileMessages(
         let got = 0;
         while (got < p.length) {
           const { bytesRead } = await file.read(buf, got, p.length - got, p.offset + got);
-          if (bytesRead === 0) throw new SourceReadError(`the file ended at ${p.offset + got}, before its size ${size}`);
+          if (bytesRead === 0)
+            throw new SourceReadError(`the file ended at ${p.offset + got}, before its size ${size}`);
           got += bytesRead;
         }
         stats.bytesRead += got;

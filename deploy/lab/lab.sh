@@ -102,6 +102,9 @@ mon_allow_pool_size_one = true
 mon_allow_pool_delete = true
 mon_warn_on_pool_no_redundancy = false
 mon_max_pg_per_osd = 1000
+# Commit monitor proposals quickly: every RBD snapshot create/remove waits for a new OSD map.
+paxos_propose_interval = 0.05
+paxos_min_wait = 0.01
 run_dir = $dir/run
 log_file = $dir/log/\$name.log
 pid_file = $dir/run/\$name.pid

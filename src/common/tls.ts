@@ -55,10 +55,16 @@ export function channelCredentials(tls: TlsConfig | undefined): ChannelCredentia
  * is the address's host; for a loopback IP literal it is "localhost" (which lab certificates carry),
  * because TLS forbids IP literals as server names. `serverName` overrides it.
  */
-export function tlsChannelOptions(address: string, tls: TlsConfig | undefined, serverName?: string): Record<string, string> {
+export function tlsChannelOptions(
+  address: string,
+  tls: TlsConfig | undefined,
+  serverName?: string,
+): Record<string, string> {
   if (tls?.insecure) return {};
   if (serverName) return { "grpc.ssl_target_name_override": serverName };
-  const host = address.startsWith("[") ? address.slice(1, address.indexOf("]")) : address.slice(0, address.lastIndexOf(":"));
+  const host = address.startsWith("[")
+    ? address.slice(1, address.indexOf("]"))
+    : address.slice(0, address.lastIndexOf(":"));
   if (host === "127.0.0.1" || host === "::1") return { "grpc.ssl_target_name_override": "localhost" };
   return {};
 }

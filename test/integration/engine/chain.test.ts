@@ -175,7 +175,10 @@ describe("backup chains", () => {
           });
           assert.equal(next.incremental, true);
           assert.equal(next.baseImage, full.baseImage);
-          assert.equal(await sha("site-b", `${sc.destPool}/${next.baseImage}@${next.snapshot}`), await sha("site-a", spec(vol, next.snapshot)));
+          assert.equal(
+            await sha("site-b", `${sc.destPool}/${next.baseImage}@${next.snapshot}`),
+            await sha("site-a", spec(vol, next.snapshot)),
+          );
         });
       }
     });

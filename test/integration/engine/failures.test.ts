@@ -10,11 +10,7 @@ import { ClientError, createChannel, createClient, Status } from "nice-grpc";
 import { channelCredentials, tlsChannelOptions } from "../../../src/common/tls";
 import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
-import {
-  TransferKind,
-  type TransferMessage,
-  TransferServiceDefinition,
-} from "../../../src/gen/rbdbackup/v1/transfer";
+import { TransferKind, type TransferMessage, TransferServiceDefinition } from "../../../src/gen/rbdbackup/v1/transfer";
 import { type RunningAgent, startAgent, tlsFor } from "../../helpers/agents";
 import { uniqueName } from "../../helpers/lab";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
@@ -96,18 +92,27 @@ describe("failures are clean", () => {
         await vols.change(vol, "site-a", { writes: 64, maxWrite: MiB });
       }
       const stateDir = (await import("node:fs")).mkdtempSync("/tmp/rbdbackup-killed-");
-      const slow = await startAgent("site-b", { stateDir, testFaults: { writeDelayMs: 300 }, limits: { writesInFlight: 2 } });
+      const slow = await startAgent("site-b", {
+        stateDir,
+        testFaults: { writeDelayMs: 300 },
+        limits: { writesInFlight: 2 },
+      });
       const snapsBefore = await vols.snapNames("site-a", vol);
       const running = backupOf(vol, slow);
       running.catch(() => {});
       // Wait until the destination is writing (its recovery journal has the transfer), then kill it.
       const { readdirSync } = await import("node:fs");
-      await waitFor("the transfer to start", async () => readdirSync(`${stateDir}/transfers`).some((f) => f.endsWith(".json")));
+      await waitFor("the transfer to start", async () =>
+        readdirSync(`${stateDir}/transfers`).some((f) => f.endsWith(".json")),
+      );
       await sleep(1000);
       await slow.kill();
       await assert.rejects(running, (e: unknown) => {
         assert.ok(e instanceof ClientError);
-        assert.ok([Status.UNAVAILABLE, Status.CANCELLED, Status.INTERNAL].includes(e.code), `${Status[e.code]}: ${e.details}`);
+        assert.ok(
+          [Status.UNAVAILABLE, Status.CANCELLED, Status.INTERNAL].includes(e.code),
+          `${Status[e.code]}: ${e.details}`,
+        );
         return true;
       });
       // No new snapshot on the source.
@@ -119,7 +124,11 @@ describe("failures are clean", () => {
           assert.deepEqual(await baseImages("site-b", vol), []);
         } else {
           assert.deepEqual(await baseImages("site-b", vol), [chainBase]);
-          const names = (await restarted.client.listBackupSnapshots({ image: { pool: "backups", namespace: "", image: chainBase as string } })).snapshots.map((s) => s.name);
+          const names = (
+            await restarted.client.listBackupSnapshots({
+              image: { pool: "backups", namespace: "", image: chainBase as string },
+            })
+          ).snapshots.map((s) => s.name);
           assert.deepEqual(names, [parentSnap]);
         }
         const next = await backupOf(vol, restarted);
@@ -140,7 +149,9 @@ describe("failures are clean", () => {
     });
   }
 
-  it("a full destination pool fails with RESOURCE_EXHAUSTED in bounded time and cleans up", { timeout: 300_000 }, async () => {
+  it("a full destination pool fails with RESOURCE_EXHAUSTED in bounded time and cleans up", {
+    timeout: 300_000,
+  }, async () => {
     const small = await startAgent("site-small", { opTimeoutSeconds: 10, limits: { fullCheckIntervalMs: 500 } });
     try {
       // 1 GiB of data for a pool whose OSD holds 512 MiB.
@@ -192,14 +203,26 @@ describe("failures are clean", () => {
       const name = uniqueName("empty");
       await io.imageCreate(name, 0);
       vols.track("site-a", "rbd", name);
-      await assert.rejects(backupOf({ pool: "rbd", namespace: "", image: name }, b), grpcStatus(Status.FAILED_PRECONDITION, /size 0/));
+      await assert.rejects(
+        backupOf({ pool: "rbd", namespace: "", image: name }, b),
+        grpcStatus(Status.FAILED_PRECONDITION, /size 0/),
+      );
     });
 
     it("missing volume, missing pool → NOT_FOUND; a bad pool name → INVALID_ARGUMENT", async () => {
-      await assert.rejects(backupOf({ pool: "rbd", namespace: "", image: "no-such-volume" }, b), grpcStatus(Status.NOT_FOUND, /no-such-volume/));
-      await assert.rejects(backupOf({ pool: "no-such-pool", namespace: "", image: "x" }, b), grpcStatus(Status.NOT_FOUND, /no-such-pool/));
+      await assert.rejects(
+        backupOf({ pool: "rbd", namespace: "", image: "no-such-volume" }, b),
+        grpcStatus(Status.NOT_FOUND, /no-such-volume/),
+      );
+      await assert.rejects(
+        backupOf({ pool: "no-such-pool", namespace: "", image: "x" }, b),
+        grpcStatus(Status.NOT_FOUND, /no-such-pool/),
+      );
       await assert.rejects(backupOf(vol, b, { destinationPool: "nopool" }), grpcStatus(Status.NOT_FOUND, /nopool/));
-      await assert.rejects(backupOf({ pool: "a/b", namespace: "", image: "x" }, b), grpcStatus(Status.INVALID_ARGUMENT, /pool/));
+      await assert.rejects(
+        backupOf({ pool: "a/b", namespace: "", image: "x" }, b),
+        grpcStatus(Status.INVALID_ARGUMENT, /pool/),
+      );
       assert.deepEqual(await vols.snapNames("site-a", vol), []);
     });
 
@@ -222,7 +245,11 @@ describe("failures are clean", () => {
         grpcStatus(Status.FAILED_PRECONDITION, /incremental backup is not possible/),
       );
       await assert.rejects(
-        b.client.restore({ backupId: randomUUID(), backupPool: "backups", target: { pool: "rbd", namespace: "", image: "x" } }),
+        b.client.restore({
+          backupId: randomUUID(),
+          backupPool: "backups",
+          target: { pool: "rbd", namespace: "", image: "x" },
+        }),
         grpcStatus(Status.NOT_FOUND, /not found/),
       );
     });
@@ -290,7 +317,9 @@ describe("failures are clean", () => {
       const data = Buffer.alloc(4096, 1);
       const { crc32 } = await import("node:zlib");
       await assert.rejects(
-        client().transfer(stream(header(image), { body: { $case: "chunk", value: { offset: 4 * MiB, data, crc32: crc32(data) } } })),
+        client().transfer(
+          stream(header(image), { body: { $case: "chunk", value: { offset: 4 * MiB, data, crc32: crc32(data) } } }),
+        ),
         grpcStatus(Status.INVALID_ARGUMENT, /beyond the image size/),
       );
       assert.equal(await exists(image), false);
@@ -301,7 +330,10 @@ describe("failures are clean", () => {
       await assert.rejects(
         client().transfer(
           stream(header(image), {
-            body: { $case: "trailer", value: { dataChunks: 0, dataBytes: 0, zeroRanges: 0, zeroBytes: 0, digest: Buffer.alloc(32) } },
+            body: {
+              $case: "trailer",
+              value: { dataChunks: 0, dataBytes: 0, zeroRanges: 0, zeroBytes: 0, digest: Buffer.alloc(32) },
+            },
           }),
         ),
         grpcStatus(Status.DATA_LOSS, /digest/),

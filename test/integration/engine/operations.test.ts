@@ -109,7 +109,11 @@ describe("operations", () => {
         assert.equal((await b.client.getBackupMetadata({ backupId: victim.r.backupId, pool: "backups" })).found, false);
         for (const left of sequence.slice(k + 1)) {
           const { target } = await restoreNew(left.r);
-          assert.equal(await sha("site-a", spec(target)), left.sha, `backup ${ids.indexOf(left.r.backupId) + 1} after deleting ${k + 1}`);
+          assert.equal(
+            await sha("site-a", spec(target)),
+            left.sha,
+            `backup ${ids.indexOf(left.r.backupId) + 1} after deleting ${k + 1}`,
+          );
         }
       }
       assert.equal(await vols.exists("site-b", "backups", base), false);
@@ -174,8 +178,14 @@ describe("operations", () => {
     await io.objWriteFull(oid, Buffer.from(JSON.stringify({ ...meta, version: 99 })));
     const t2 = { pool: "rbd", namespace: "", image: uniqueName("never") };
     await assert.rejects(
-      b.client.restore({ backupId: r.backupId, backupPool: "backups", targetAgent: { address: a.address, clusterFsid: "" }, target: t2 }),
-      (e: unknown) => e instanceof ClientError && e.code === Status.FAILED_PRECONDITION && /incompatible version 99/.test(e.details),
+      b.client.restore({
+        backupId: r.backupId,
+        backupPool: "backups",
+        targetAgent: { address: a.address, clusterFsid: "" },
+        target: t2,
+      }),
+      (e: unknown) =>
+        e instanceof ClientError && e.code === Status.FAILED_PRECONDITION && /incompatible version 99/.test(e.details),
     );
     assert.equal(await vols.exists("site-a", "rbd", t2.image), false);
     vols.track("site-b", "backups", r.baseImage);
@@ -183,7 +193,11 @@ describe("operations", () => {
 
   it("cancelling a backup mid-transfer leaves nothing behind on either side", async () => {
     const stateDir = mkdtempSync(path.join(tmp, "slow-"));
-    const slow = await startAgent("site-b", { stateDir, testFaults: { writeDelayMs: 300 }, limits: { writesInFlight: 2 } });
+    const slow = await startAgent("site-b", {
+      stateDir,
+      testFaults: { writeDelayMs: 300 },
+      limits: { writesInFlight: 2 },
+    });
     try {
       const vol = await vols.create("site-a", "rbd", 64, 0);
       await vols.change(vol, "site-a", { writes: 48, maxWrite: MiB });
@@ -208,9 +222,13 @@ describe("operations", () => {
       ac.abort();
       await assert.rejects(running, (e: unknown) => (e as Error).name === "AbortError");
       // Both sides clean up on their own once the call is gone.
-      const base = () => vols.io("site-b", "backups").then(async (io) => (await io.imageList()).filter((n) => n.startsWith(`${vol.image}.backup.`)));
+      const base = () =>
+        vols
+          .io("site-b", "backups")
+          .then(async (io) => (await io.imageList()).filter((n) => n.startsWith(`${vol.image}.backup.`)));
       while ((await base()).length > 0 || (await vols.snapNames("site-a", vol)).length > 0) {
-        if (Date.now() - cancelledAt > 60_000) throw new Error("cancelled backup left snapshots or a base image behind");
+        if (Date.now() - cancelledAt > 60_000)
+          throw new Error("cancelled backup left snapshots or a base image behind");
         await sleep(250);
       }
       console.log(`cancel: both sides clean ${((Date.now() - cancelledAt) / 1000).toFixed(1)} s after the cancel`);

@@ -9,7 +9,7 @@ import { MIN_ZERO_RUN, segments, TransferDigest, validateHeader } from "../../..
 import { AppError, Status } from "../../../src/common/errors";
 import { backupSnapName, baseImageName, isBaseImage, parseBackupSnap, parseBaseImage } from "../../../src/common/ids";
 import { BackupMode, type BackupRequest } from "../../../src/gen/rbdbackup/v1/agent";
-import { TransferKind, type TransferHeader } from "../../../src/gen/rbdbackup/v1/transfer";
+import { type TransferHeader, TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 
 const id = "0b5f4c2e-4f3b-4a8e-9a63-1d2c3b4a5f60";
 
@@ -55,12 +55,22 @@ describe("chain choice", () => {
   const b = backupSnapName(randomUUID(), 2000);
 
   it("incremental from the newest snapshot present on both sides", () => {
-    const p = choosePlan(req(BackupMode.BACKUP_MODE_AUTO), "vol", ["user", a, b], [{ baseImage: "vol.backup.x", snapshots: [s(a, 1), s(b, 2)] }]);
+    const p = choosePlan(
+      req(BackupMode.BACKUP_MODE_AUTO),
+      "vol",
+      ["user", a, b],
+      [{ baseImage: "vol.backup.x", snapshots: [s(a, 1), s(b, 2)] }],
+    );
     assert.deepEqual([p.incremental, p.parent, p.baseImage, p.forcedFullReason], [true, b, "vol.backup.x", ""]);
   });
 
   it("a source that lost the newest snapshot diffs from an older common one", () => {
-    const p = choosePlan(req(BackupMode.BACKUP_MODE_AUTO), "vol", [a], [{ baseImage: "vol.backup.x", snapshots: [s(a, 1), s(b, 2)] }]);
+    const p = choosePlan(
+      req(BackupMode.BACKUP_MODE_AUTO),
+      "vol",
+      [a],
+      [{ baseImage: "vol.backup.x", snapshots: [s(a, 1), s(b, 2)] }],
+    );
     assert.equal(p.parent, a);
   });
 
@@ -69,7 +79,12 @@ describe("chain choice", () => {
     assert.equal(none.incremental, false);
     assert.match(none.forcedFullReason, /no earlier backup/);
     assert.equal(none.baseImage, `vol.backup.${id}`);
-    const gone = choosePlan(req(BackupMode.BACKUP_MODE_AUTO), "vol", [], [{ baseImage: "vol.backup.x", snapshots: [s(a, 1)] }]);
+    const gone = choosePlan(
+      req(BackupMode.BACKUP_MODE_AUTO),
+      "vol",
+      [],
+      [{ baseImage: "vol.backup.x", snapshots: [s(a, 1)] }],
+    );
     assert.match(gone.forcedFullReason, /no backup snapshot left/);
   });
 
@@ -78,7 +93,12 @@ describe("chain choice", () => {
       () => choosePlan(req(BackupMode.BACKUP_MODE_INCREMENTAL), "vol", [a], []),
       (e: unknown) => status(e) === Status.FAILED_PRECONDITION,
     );
-    const f = choosePlan(req(BackupMode.BACKUP_MODE_FULL), "vol", [a], [{ baseImage: "vol.backup.x", snapshots: [s(a, 1)] }]);
+    const f = choosePlan(
+      req(BackupMode.BACKUP_MODE_FULL),
+      "vol",
+      [a],
+      [{ baseImage: "vol.backup.x", snapshots: [s(a, 1)] }],
+    );
     assert.deepEqual([f.incremental, f.forcedFullReason], [false, ""]);
   });
 });
@@ -184,7 +204,11 @@ describe("transfer digest and header", () => {
       { order: 40 },
     ];
     for (const b of bad) {
-      assert.throws(() => validateHeader({ ...good, ...b }), (e: unknown) => status(e) === Status.INVALID_ARGUMENT, JSON.stringify(b));
+      assert.throws(
+        () => validateHeader({ ...good, ...b }),
+        (e: unknown) => status(e) === Status.INVALID_ARGUMENT,
+        JSON.stringify(b),
+      );
     }
   });
 });
@@ -196,5 +220,31 @@ describe("metadata versions", () => {
       (e: unknown) => status(e) === Status.FAILED_PRECONDITION && /incompatible version 99/.test((e as Error).message),
     );
     assert.throws(() => decodeMetadata("{not json", id), /not valid JSON/);
+  });
+});
+
+describe("fast chunk encoding", () => {
+  it("is byte-identical to the generated encoder and decodes back", async () => {
+    const { encodeChunkMessage } = await import("../../../agents/transfer/wire");
+    const { TransferMessage } = await import("../../../src/gen/rbdbackup/v1/transfer");
+    for (const [offset, len, crc] of [
+      [0, 0, 0],
+      [1, 1, 1],
+      [2 ** 40 + 3, 1 << 20, 0xffffffff],
+      [4096, 300, 0x7f],
+    ] as const) {
+      const data = Buffer.alloc(len, 0xab);
+      const msg = { body: { $case: "chunk" as const, value: { offset, data, crc32: crc } } };
+      const generic = Buffer.from(TransferMessage.encode(msg).finish());
+      const fast = encodeChunkMessage(offset, data, crc);
+      assert.deepEqual(fast, generic, `offset ${offset} len ${len} crc ${crc}`);
+      const back = TransferMessage.decode(fast);
+      assert.equal(back.body?.$case, "chunk");
+      if (back.body?.$case === "chunk") {
+        assert.equal(back.body.value.offset, offset);
+        assert.equal(back.body.value.crc32, crc);
+        assert.equal(Buffer.compare(Buffer.from(back.body.value.data), data), 0);
+      }
+    }
   });
 });

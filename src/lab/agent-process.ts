@@ -1,0 +1,161 @@
+/**
+ * Agent daemons as local processes, for the lab: the demo and the tests start real agents
+ * (dist/agents/agent/main.js) serving lab clusters on loopback, with mutual TLS from the lab's CA,
+ * and talk to them over gRPC.
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { createChannel, createClient } from "nice-grpc";
+import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../common/tls";
+import { type AgentServiceClient, AgentServiceDefinition } from "../gen/rbdbackup/v1/agent";
+
+export const repoRoot = path.resolve(__dirname, "../../..");
+export const labDir = process.env.RBDBACKUP_LAB_DIR ?? "/tmp/rbdbackup-lab";
+
+export interface LabClusterInfo {
+  name: string;
+  fsid: string;
+  conf: string;
+  keyring: string;
+  clientId: string;
+  rbdbackupKeyring: string;
+}
+
+export function labClusterInfo(name: string): LabClusterInfo {
+  const file = path.join(labDir, name, "cluster.json");
+  try {
+    return JSON.parse(readFileSync(file, "utf8")) as LabClusterInfo;
+  } catch (e) {
+    throw new Error(
+      `lab cluster ${name} not found (${file}); start it with "deploy/lab/lab.sh up ${name}" (${(e as Error).message})`,
+    );
+  }
+}
+
+/** The lab's CA and certificates (created on first use): one per agent, plus clients. */
+export function labTlsDir(): string {
+  const dir = path.join(labDir, "tls");
+  execFileSync(
+    path.join(repoRoot, "deploy/tls/gen-certs.sh"),
+    [dir, "agent-site-a", "agent-site-b", "agent-site-small", "test-client", "coordinator", "operator"],
+    { stdio: "ignore" },
+  );
+  return dir;
+}
+
+export function labTls(name: string): TlsConfig {
+  const d = labTlsDir();
+  return { ca: path.join(d, "ca.pem"), cert: path.join(d, `${name}.pem`), key: path.join(d, `${name}.key`) };
+}
+
+export interface AgentProcess {
+  name: string;
+  cluster: string;
+  address: string;
+  fsid: string;
+  stateDir: string;
+  proc: ChildProcess;
+  client: AgentServiceClient;
+  /** stderr so far (JSON log lines). */
+  logs(): string;
+  /** SIGTERM and wait for exit (bounded). */
+  stop(): Promise<void>;
+  /** SIGKILL and wait for exit (bounded). */
+  kill(): Promise<void>;
+}
+
+export interface AgentProcessOptions {
+  stateDir?: string;
+  limits?: Record<string, number>;
+  testFaults?: { corruptChunk?: number; writeDelayMs?: number };
+  opTimeoutSeconds?: number;
+  backupPool?: string;
+  listen?: string;
+  /** Plaintext gRPC (benchmarks compare it); TLS otherwise. */
+  insecure?: boolean;
+  /** Client identity used to talk to the agent. */
+  clientCert?: string;
+  /** Extra node flags, e.g. ["--cpu-prof"]. */
+  nodeArgs?: string[];
+  /** Forward the agent's log lines to our stderr. */
+  verbose?: boolean;
+  env?: Record<string, string>;
+}
+
+export async function startAgentProcess(cluster: string, opts: AgentProcessOptions = {}): Promise<AgentProcess> {
+  const c = labClusterInfo(cluster);
+  const name = `agent-${cluster}`;
+  const stateDir = opts.stateDir ?? mkdtempSync(path.join(tmpdir(), `rbdbackup-${name}-`));
+  const config = {
+    agentId: name,
+    cluster: {
+      name: cluster,
+      conf: c.conf,
+      clientId: "rbdbackup",
+      keyring: c.rbdbackupKeyring,
+      connectTimeoutSeconds: 10,
+      opTimeoutSeconds: opts.opTimeoutSeconds ?? 30,
+    },
+    listen: opts.listen ?? "127.0.0.1:0",
+    tls: opts.insecure ? { insecure: true } : labTls(name),
+    stateDir,
+    backupPool: opts.backupPool ?? "backups",
+    limits: opts.limits ?? {},
+    shutdownGraceSeconds: 5,
+    ...(opts.testFaults ? { testFaults: opts.testFaults } : {}),
+  };
+  const cfgFile = path.join(stateDir, "agent.json");
+  writeFileSync(cfgFile, JSON.stringify(config, null, 2));
+  const proc = spawn(
+    process.execPath,
+    [...(opts.nodeArgs ?? []), path.join(repoRoot, "dist/agents/agent/main.js"), "--config", cfgFile],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, ...(opts.env ?? {}) },
+    },
+  );
+  let stderr = "";
+  proc.stderr?.on("data", (d: Buffer) => {
+    stderr += d.toString();
+    if (opts.verbose) process.stderr.write(d);
+  });
+  const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+  const serving = await new Promise<{ address: string; fsid: string }>((resolve, reject) => {
+    let out = "";
+    const timer = setTimeout(() => reject(new Error(`${name} did not start within 60 s:\n${stderr}`)), 60_000);
+    proc.stdout?.on("data", (d: Buffer) => {
+      out += d.toString();
+      const line = out.split("\n").find((l) => l.includes('"serving"'));
+      if (line) {
+        clearTimeout(timer);
+        resolve(JSON.parse(line));
+      }
+    });
+    proc.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${name} exited with ${code} before serving:\n${stderr}`));
+    });
+  });
+  const tls = opts.insecure ? { insecure: true } : labTls(opts.clientCert ?? "test-client");
+  const channel = createChannel(serving.address, channelCredentials(tls), tlsChannelOptions(serving.address, tls));
+  const client = createClient(AgentServiceDefinition, channel);
+  const waitExit = async (signal: NodeJS.Signals) => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+    channel.close();
+  };
+  return {
+    name,
+    cluster,
+    address: serving.address,
+    fsid: serving.fsid,
+    stateDir,
+    proc,
+    client,
+    logs: () => stderr,
+    stop: () => waitExit("SIGTERM"),
+    kill: () => waitExit("SIGKILL"),
+  };
+}

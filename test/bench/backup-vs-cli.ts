@@ -1,0 +1,224 @@
+/**
+ * rbdbackup against the Ceph CLI doing the same work (what the Cinder driver runs), same clusters,
+ * same run, alternating:
+ *   full:        rbd snap create rbd/img@c1; rbd export-diff rbd/img@c1 - | rbd import-diff - backups/target
+ *   incremental: rbd snap create rbd/img@c2; the same pipe with --from-snap c1, after scattered
+ *                4 KiB–1 MiB writes touching ~2% of the image
+ * (import-diff creates the snapshot on the destination, as our destination agent does)
+ * versus a backup through the agents (site-a agent → site-b agent, mutual TLS). Also prints the
+ * destination's raw write bandwidth (rbd bench) as the physical limit. Wall times include process
+ * start for the CLI and the whole gRPC call for rbdbackup.
+ *
+ *   node dist/test/bench/backup-vs-cli.js [--mib 1024] [--rounds 3]
+ */
+import { execFile, spawn } from "node:child_process";
+import { randomBytes, randomUUID } from "node:crypto";
+import { promisify } from "node:util";
+import { BackupMode } from "../../src/gen/rbdbackup/v1/agent";
+import { startAgent } from "../helpers/agents";
+import { connectLab, labCluster, uniqueName } from "../helpers/lab";
+
+const execFileP = promisify(execFile);
+const MiB = 1 << 20;
+
+function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? (process.argv[i + 1] as string) : def;
+}
+const mib = Number(arg("mib", "1024"));
+const rounds = Number(arg("rounds", "3"));
+/** --insecure: agents talk plaintext gRPC (to show what TLS costs); default mutual TLS. */
+const insecure = process.argv.includes("--insecure");
+/** --limits '{"chunkSizeBytes":4194304,...}': agent limits to try (see agents/agent/config.ts). */
+const limits = JSON.parse(arg("limits", "{}")) as Record<string, number>;
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+};
+
+async function timed<T>(f: () => Promise<T>): Promise<[number, T]> {
+  const t = process.hrtime.bigint();
+  const r = await f();
+  return [Number(process.hrtime.bigint() - t) / 1e9, r];
+}
+
+/** rbd export-diff | rbd import-diff, as Cinder runs it. */
+function cliPipe(fromSnap: string | null, src: string, dst: string): Promise<void> {
+  const a = labCluster("site-a");
+  const b = labCluster("site-b");
+  return new Promise((resolve, reject) => {
+    const exp = spawn(
+      "rbd",
+      ["-c", a.conf, "export-diff", "--no-progress", ...(fromSnap ? ["--from-snap", fromSnap] : []), src, "-"],
+      {
+        stdio: ["ignore", "pipe", "inherit"],
+      },
+    );
+    const imp = spawn("rbd", ["-c", b.conf, "import-diff", "--no-progress", "-", dst], {
+      stdio: ["pipe", "ignore", "inherit"],
+    });
+    exp.stdout.pipe(imp.stdin);
+    let done = 0;
+    const fail = (w: string) => (code: number | null) => {
+      if (code !== 0) reject(new Error(`${w} exited ${code}`));
+      else if (++done === 2) resolve();
+    };
+    exp.on("exit", fail("rbd export-diff"));
+    imp.on("exit", fail("rbd import-diff"));
+  });
+}
+
+async function main(): Promise<void> {
+  const a = labCluster("site-a");
+  const [agentA, agentB] = await Promise.all([
+    startAgent("site-a", { insecure, limits }),
+    startAgent("site-b", { insecure, limits }),
+  ]);
+  const ca = await connectLab("site-a");
+  const cb = await connectLab("site-b");
+  const ioA = await ca.openIoCtx("rbd");
+  const ioB = await cb.openIoCtx("backups");
+  const rows: Array<{ scenario: string; cli: number[]; ours: number[]; bytes: number }> = [
+    { scenario: `full ${mib} MiB random data`, cli: [], ours: [], bytes: mib * MiB },
+    { scenario: `incremental ~2% of ${mib} MiB changed`, cli: [], ours: [], bytes: 0 },
+  ];
+  const wire: number[] = [];
+  try {
+    for (let r = 0; r < rounds; r++) {
+      // A fresh volume per round: fully written with random data.
+      const vol = uniqueName("bench-vol");
+      await ioA.imageCreate(vol, mib * MiB);
+      const img = await ioA.imageOpen(vol);
+      const buf = randomBytes(4 * MiB);
+      for (let off = 0; off < mib * MiB; off += 64 * MiB) {
+        await Promise.all(
+          Array.from({ length: 16 }, (_, i) => (off + i * 4 * MiB < mib * MiB ? img.write(buf, off + i * 4 * MiB) : 0)),
+        );
+      }
+      const cliTarget = uniqueName("bench-cli");
+      await ioB.imageCreate(cliTarget, mib * MiB);
+      const order = r % 2 === 0 ? ["cli", "ours"] : ["ours", "cli"];
+      let ourBase = "";
+      for (const who of order) {
+        if (who === "cli") {
+          const [t] = await timed(async () => {
+            await execFileP("rbd", ["-c", a.conf, "snap", "create", `rbd/${vol}@c1`]);
+            await cliPipe(null, `rbd/${vol}@c1`, `backups/${cliTarget}`);
+          });
+          rows[0]?.cli.push(t);
+        } else {
+          const [t, res] = await timed(() =>
+            agentA.client.backup({
+              backupId: randomUUID(),
+              source: { $case: "volume", value: { pool: "rbd", namespace: "", image: vol } },
+              destination: { address: agentB.address, clusterFsid: "" },
+              destinationPool: "backups",
+              mode: BackupMode.BACKUP_MODE_FULL,
+            }),
+          );
+          rows[0]?.ours.push(t);
+          ourBase = res.baseImage;
+        }
+      }
+      // ~2% changed in scattered 4 KiB–1 MiB writes.
+      let changed = 0;
+      const writes: Promise<number>[] = [];
+      while (changed < mib * MiB * 0.02) {
+        const len = 4096 + Math.floor(Math.random() * (MiB - 4096));
+        changed += len;
+        writes.push(img.write(randomBytes(len), Math.floor(Math.random() * (mib * MiB - len))));
+      }
+      await Promise.all(writes);
+      (rows[1] as { bytes: number }).bytes = changed;
+      for (const who of order) {
+        if (who === "cli") {
+          const [t] = await timed(async () => {
+            await execFileP("rbd", ["-c", a.conf, "snap", "create", `rbd/${vol}@c2`]);
+            await cliPipe("c1", `rbd/${vol}@c2`, `backups/${cliTarget}`);
+          });
+          rows[1]?.cli.push(t);
+        } else {
+          const [t, res] = await timed(() =>
+            agentA.client.backup({
+              backupId: randomUUID(),
+              source: { $case: "volume", value: { pool: "rbd", namespace: "", image: vol } },
+              destination: { address: agentB.address, clusterFsid: "" },
+              destinationPool: "backups",
+              keepSnapshots: ["c1", "c2"],
+            }),
+          );
+          if (!res.incremental) throw new Error(`expected an incremental: ${res.forcedFullReason}`);
+          rows[1]?.ours.push(t);
+          wire.push(res.dataBytesSent);
+        }
+      }
+      // Free the RAM the round used.
+      await img.close();
+      await execFileP("rbd", ["-c", a.conf, "snap", "purge", `rbd/${vol}`]);
+      await ioA.imageRemove(vol);
+      for (const n of [cliTarget, ourBase]) {
+        await execFileP("rbd", ["-c", labCluster("site-b").conf, "snap", "purge", `backups/${n}`]);
+        await ioB.imageRemove(n);
+      }
+      for (const o of await ioB.objList()) if (o.startsWith("backup.") && o.endsWith(".meta")) await ioB.objRemove(o);
+    }
+    // The destination's raw write bandwidth, for reference.
+    const raw = uniqueName("bench-raw");
+    await ioB.imageCreate(raw, mib * MiB);
+    const { stdout } = await execFileP("rbd", [
+      "-c",
+      labCluster("site-b").conf,
+      "bench",
+      "--io-type",
+      "write",
+      "--io-size",
+      "4M",
+      "--io-threads",
+      "16",
+      "--io-total",
+      String(mib * MiB),
+      `backups/${raw}`,
+    ]);
+    await ioB.imageRemove(raw);
+    const rawMiBps = ((Number(/ops\/sec:\s*([\d.]+)/.exec(stdout)?.[1]) || 0) * 4 * MiB) / MiB;
+
+    console.log(
+      `\nbackup site-a → site-b: rbdbackup (${insecure ? "plaintext gRPC" : "mutual TLS"}) vs rbd export-diff | rbd import-diff (medians of ${rounds} rounds)\n`,
+    );
+    console.log(
+      `${"scenario".padEnd(40)} ${"CLI pipe".padStart(10)} ${"rbdbackup".padStart(10)} ${"speed-up".padStart(9)} ${"MiB/s ours".padStart(11)}`,
+    );
+    const out = rows.map((row) => ({
+      scenario: row.scenario,
+      cliSeconds: Number(median(row.cli).toFixed(3)),
+      oursSeconds: Number(median(row.ours).toFixed(3)),
+      speedup: Number((median(row.cli) / median(row.ours)).toFixed(2)),
+      oursMiBps: Number((row.bytes / MiB / median(row.ours)).toFixed(1)),
+    }));
+    for (const o of out) {
+      console.log(
+        `${o.scenario.padEnd(40)} ${`${o.cliSeconds}s`.padStart(10)} ${`${o.oursSeconds}s`.padStart(10)} ${`${o.speedup}x`.padStart(9)} ${String(o.oursMiBps).padStart(11)}`,
+      );
+    }
+    console.log(`\ndestination raw write (rbd bench, 4 MiB, 16 threads): ${rawMiBps.toFixed(1)} MiB/s`);
+    console.log(
+      `incremental: ${((rows[1]?.bytes ?? 0) / MiB).toFixed(1)} MiB changed, ${(median(wire) / MiB).toFixed(1)} MiB of data on the wire (median)`,
+    );
+    console.log(
+      `\nJSON ${JSON.stringify({ bench: "backup-vs-cli", mib, rounds, tls: !insecure, limits, results: out, rawWriteMiBps: rawMiBps, incrementalChangedBytes: rows[1]?.bytes, incrementalWireBytes: median(wire) })}`,
+    );
+  } finally {
+    await ioA.close();
+    await ioB.close();
+    await ca.close();
+    await cb.close();
+    await Promise.all([agentA.stop(), agentB.stop()]);
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
