@@ -7,4 +7,4 @@ deploy/lab/install-deps.sh
 [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
 npm run build --silent
 deploy/lab/lab.sh up --capacity 4G site-a site-b >/dev/null
-node dist/src/demo/main.js
+node dist/src/demo/main.js "$@"

@@ -105,6 +105,8 @@ mon_max_pg_per_osd = 1000
 # Commit monitor proposals quickly: every RBD snapshot create/remove waits for a new OSD map.
 paxos_propose_interval = 0.05
 paxos_min_wait = 0.01
+# Re-evaluate OSD fullness every second (the default 6 s lets a fast writer overshoot a small memstore).
+osd_heartbeat_interval = 1
 run_dir = $dir/run
 log_file = $dir/log/\$name.log
 pid_file = $dir/run/\$name.pid
@@ -207,7 +209,8 @@ cmd_down() {
   local names=("$@") n
   if [ ${#names[@]} -eq 0 ]; then
     [ -d "$LAB_DIR" ] || return 0
-    for n in "$LAB_DIR"/*/; do [ -d "$n" ] && names+=("$(basename "$n")"); done
+    for n in "$LAB_DIR"/*/; do [ -f "$n/ceph.conf" ] && names+=("$(basename "$n")"); done
+    rm -rf "$LAB_DIR/tls" # the lab's CA and certificates (deploy/tls/gen-certs.sh)
   fi
   for n in "${names[@]}"; do
     valid_name "$n"
