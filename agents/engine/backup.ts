@@ -220,12 +220,7 @@ export async function backup(ctx: EngineContext, req: BackupRequest, signal: Abo
       parentSnapshot: plan2.parent ?? "",
       forcedFullReason: plan2.forcedFullReason,
       imageSize: snapInfo.size,
-      bytesRead: stats.bytesRead,
-      dataBytesSent: stats.dataBytes,
-      zeroBytes: stats.zeroBytes,
-      dataChunks: stats.dataChunks,
-      zeroRanges: stats.zeroRanges,
-      extents: stats.extents,
+      ...sentFields(stats),
       seconds: (Date.now() - started) / 1000,
       sourceSnapshotsRemoved: removed,
       warnings,
@@ -251,6 +246,18 @@ export async function backup(ctx: EngineContext, req: BackupRequest, signal: Abo
     await head?.close().catch(() => {});
     await io.close().catch(() => {});
   }
+}
+
+/** The result fields that count what the source read and sent. */
+function sentFields(s: SourceStats) {
+  return {
+    bytesRead: s.bytesRead,
+    dataBytesSent: s.dataBytes,
+    zeroBytes: s.zeroBytes,
+    dataChunks: s.dataChunks,
+    zeroRanges: s.zeroRanges,
+    extents: s.extents,
+  };
 }
 
 /** Chooses full or incremental from the volume's snapshots and the destination's chains. */
@@ -408,12 +415,7 @@ async function backupPath(
       forcedFullReason:
         req.mode === BackupMode.BACKUP_MODE_FULL ? "" : "a file or block device source is always backed up in full",
       imageSize: size,
-      bytesRead: stats.bytesRead,
-      dataBytesSent: stats.dataBytes,
-      zeroBytes: stats.zeroBytes,
-      dataChunks: stats.dataChunks,
-      zeroRanges: stats.zeroRanges,
-      extents: stats.extents,
+      ...sentFields(stats),
       seconds: (Date.now() - started) / 1000,
       sourceSnapshotsRemoved: [],
       warnings: summary.warnings,

@@ -144,6 +144,16 @@ describe("operations", () => {
     assert.equal(await vols.exists("site-b", "backups", r2.baseImage), false);
   });
 
+  it("max_snapshots = 1 with 3 backup snapshots on the volume removes exactly the two oldest", async () => {
+    const vol = await vols.create("site-a", "rbd", 8, 4);
+    const r1 = await backupOf(vol, { maxSnapshots: 5 });
+    const r2 = await backupOf(vol, { maxSnapshots: 5 });
+    assert.deepEqual(r2.sourceSnapshotsRemoved, []);
+    const r3 = await backupOf(vol, { maxSnapshots: 1 });
+    assert.deepEqual(r3.sourceSnapshotsRemoved, [r1.snapshot, r2.snapshot]);
+    assert.deepEqual(await vols.snapNames("site-a", vol), [r3.snapshot]);
+  });
+
   it("metadata: written once, read back, returned and re-applied on restore; an unknown version fails clearly", async () => {
     const vol = await vols.create("site-a", "rbd", 8, 4);
     const srcIo = await vols.io("site-a", "rbd");

@@ -248,3 +248,16 @@ describe("fast chunk encoding", () => {
     }
   });
 });
+
+describe("cleanup errors are never swallowed", () => {
+  it("the reported error names the primary failure and every cleanup failure", async () => {
+    const { withCleanupErrors, dataLoss, toAppError } = await import("../../../src/common/errors");
+    const e = withCleanupErrors(dataLoss("checksum mismatch"), [
+      new Error("x"),
+      toAppError(new Error("y"), "removing image z"),
+    ]);
+    assert.equal(status(e), Status.DATA_LOSS);
+    assert.match((e as Error).message, /checksum mismatch; cleanup also failed: .*removing image z/);
+    assert.equal(withCleanupErrors(e, []), e);
+  });
+});
