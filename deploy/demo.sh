@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/lab/install-deps.sh
 [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
-npm run build --silent
+log="$(mktemp -t rbdbackup-build.XXXXXX)"
+echo "building (log: $log)"
+npm run build --silent >"$log" 2>&1 || { cat "$log"; echo "build failed" >&2; exit 1; }
 deploy/lab/lab.sh up --capacity 4G site-a site-b >/dev/null
 node dist/src/demo/main.js "$@"
