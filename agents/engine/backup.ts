@@ -93,6 +93,7 @@ export async function backup(ctx: EngineContext, req: BackupRequest, signal: Abo
   let head: Image | null = null;
   let snapImage: Image | null = null;
   let snapName = "";
+  const earlyWarnings: string[] = [];
   try {
     try {
       head = await io.imageOpen(vol.image);
@@ -102,14 +103,23 @@ export async function backup(ctx: EngineContext, req: BackupRequest, signal: Abo
     }
     const info = await head.stat();
     if (info.size === 0) throw failedPrecondition(`volume ${volLabel} has size 0: there is nothing to back up`);
-    const sourceSnaps = await head.snapList();
-    if (sourceSnaps.some((s) => parseBackupSnap(s.name)?.backupId === req.backupId)) {
-      throw alreadyExists(`backup id ${req.backupId} is already used by a snapshot of ${volLabel}`);
-    }
-
+    let sourceSnaps = await head.snapList();
     phase("open");
     const chains = await target.listChains(destPool, destNs, vol.image, signal);
     phase("listChains");
+    // The same backup id again: an error if that backup exists; if only a source snapshot of an
+    // interrupted attempt is left (its agent died before cleaning up), remove it and go on.
+    const leftovers = sourceSnaps.filter((s) => parseBackupSnap(s.name)?.backupId === req.backupId);
+    if (leftovers.length > 0) {
+      const done = chains.chains.find((ch) => ch.snapshots.some((s) => s.backupId === req.backupId));
+      if (done) throw alreadyExists(`backup ${req.backupId} already exists (base image ${done.baseImage})`);
+      for (const s of leftovers) {
+        await head.snapRemove(s.name);
+        earlyWarnings.push(`removed ${s.name}, left on the volume by an interrupted attempt of this backup`);
+        log.info("removed a leftover snapshot of an interrupted attempt", { snapshot: s.name });
+      }
+      sourceSnaps = await head.snapList();
+    }
     const plan = choosePlan(
       req,
       vol.image,
@@ -181,7 +191,7 @@ export async function backup(ctx: EngineContext, req: BackupRequest, signal: Abo
 
     phase("transfer");
     // Hygiene: the backup exists; failures from here on are warnings.
-    const warnings = [...outcome.summary.warnings];
+    const warnings = [...earlyWarnings, ...outcome.summary.warnings];
     const removed: string[] = [];
     try {
       const chainSnaps = new Set([...plan2.chainSnapshots, snapName]);

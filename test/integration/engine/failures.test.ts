@@ -149,6 +149,53 @@ describe("failures are clean", () => {
     });
   }
 
+  it("source agent killed mid-transfer: the destination cleans up; a retry with the same backup id succeeds", async () => {
+    const vol = await vols.create("site-a", "rbd", 64, 0);
+    await vols.change(vol, "site-a", { writes: 48, maxWrite: MiB });
+    const stateDir = (await import("node:fs")).mkdtempSync("/tmp/rbdbackup-slow-dest-");
+    const slow = await startAgent("site-b", {
+      stateDir,
+      testFaults: { writeDelayMs: 300 },
+      limits: { writesInFlight: 2 },
+    });
+    const source = await startAgent("site-a");
+    const backupId = randomUUID();
+    const req = {
+      backupId,
+      source: { $case: "volume" as const, value: vol },
+      destination: { address: slow.address, clusterFsid: "" },
+      destinationPool: "backups",
+    };
+    try {
+      const running = source.client.backup(req);
+      running.catch(() => {});
+      const { readdirSync } = await import("node:fs");
+      await waitFor("the transfer to start", async () =>
+        readdirSync(`${stateDir}/transfers`).some((f) => f.endsWith(".json")),
+      );
+      await source.kill();
+      // The destination saw its stream end without a trailer and removed what it had written.
+      await waitFor("the destination to clean up", async () => (await baseImages("site-b", vol)).length === 0);
+      // The killed source left its snapshot; a retry of the same backup removes it and succeeds.
+      assert.equal((await vols.snapNames("site-a", vol)).filter((n) => n.includes(backupId)).length, 1);
+      const r = await a.client.backup({ ...req, destination: { address: b.address, clusterFsid: "" } });
+      assert.match(r.warnings.join("\n"), /interrupted attempt/);
+      assert.deepEqual(await vols.snapNames("site-a", vol), [r.snapshot]);
+      assert.equal(
+        await sha("site-b", `backups/${r.baseImage}@${r.snapshot}`),
+        await sha("site-a", spec(vol, r.snapshot)),
+      );
+      // Once it exists, the same id is refused.
+      await assert.rejects(
+        a.client.backup({ ...req, destination: { address: b.address, clusterFsid: "" } }),
+        grpcStatus(Status.ALREADY_EXISTS),
+      );
+    } finally {
+      await source.stop();
+      await slow.stop();
+    }
+  });
+
   it("a full destination pool fails with RESOURCE_EXHAUSTED in bounded time and cleans up", {
     timeout: 300_000,
   }, async () => {
