@@ -13,12 +13,13 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { createServer, type Server } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
+import { splitHostPort } from "../../src/common/address";
 import { setServerReceiveWindow } from "../../src/common/http2-window";
 import type { Logger } from "../../src/common/log";
 import { serverCredentials } from "../../src/common/tls";
 import { AgentServiceDefinition } from "../../src/gen/rbdbackup/v1/agent";
 import { TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
-import { type Cluster, connect } from "../ceph";
+import { type Cluster, connect, libraryVersions } from "../ceph";
 import { ADVISORY_CHECKS, clusterChecks, localChecks } from "../engine/checks";
 import type { EngineContext, TransferTarget } from "../engine/context";
 import { listChains } from "../engine/snapshots";
@@ -26,7 +27,8 @@ import { Journal } from "../transfer/journal";
 import { Peers, peerChannelOptions } from "../transfer/peers";
 import { recoverInterrupted, runSink, type SinkDeps } from "../transfer/sink";
 import type { AgentConfig } from "./config";
-import { agentService, transferService } from "./services";
+import { AgentMetrics } from "./metrics";
+import { agentService, transferService, VERSION } from "./services";
 
 export type AgentState = "starting" | "serving" | "draining" | "stopped";
 
@@ -41,6 +43,8 @@ export class Agent {
   #server: Server | null = null;
   #cluster: Cluster | null = null;
   #peers: Peers | null = null;
+  #metrics: AgentMetrics | null = null;
+  metricsAddress = "";
   readonly health = HealthState();
 
   constructor(
@@ -82,7 +86,10 @@ export class Agent {
 
     const log = this.log;
     claimStateDir(cfg.stateDir);
+    const metrics = new AgentMetrics(cfg.cluster.name, VERSION, libraryVersions().librbd);
+    this.#metrics = metrics;
     const sink: SinkDeps = {
+      meter: metrics.meter,
       cluster,
       clientAddr: cluster.addrs(),
       clusterName: cfg.cluster.name,
@@ -114,6 +121,8 @@ export class Agent {
       fsid: this.fsid,
       log,
       defaultBackupPool: cfg.backupPool,
+      meter: metrics.meter,
+      metrics,
       source: {
         chunkSize: cfg.limits.chunkSizeBytes,
         readsInFlight: cfg.limits.readsInFlight,
@@ -134,6 +143,7 @@ export class Agent {
     const port = await server.listen(cfg.listen, serverCredentials(cfg.tls));
     this.#server = server;
     this.address = `${host}:${port || portText}`;
+    if (cfg.metricsListen) this.metricsAddress = await metrics.listen(cfg.metricsListen, log);
     this.state = "serving";
     this.health.setStatus("healthy");
     log.info("agent serving", {
@@ -156,6 +166,7 @@ export class Agent {
       clearTimeout(timer);
     }
     this.#peers?.close();
+    await this.#metrics?.close().catch(() => {});
     await this.#cluster?.close().catch(() => {});
     this.state = "stopped";
     this.log.info("agent stopped");
@@ -188,9 +199,4 @@ function claimStateDir(dir: string): void {
     if (e instanceof StartupError) throw e;
   }
   writeFileSync(pidFile, `${process.pid}\n`);
-}
-
-export function splitHostPort(addr: string): [string, string] {
-  const i = addr.lastIndexOf(":");
-  return [addr.slice(0, i), addr.slice(i + 1)];
 }

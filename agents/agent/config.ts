@@ -24,6 +24,8 @@ export interface AgentConfig {
   };
   /** host:port of the gRPC server (TransferService, AgentService, health). Port 0 picks a free one. */
   listen: string;
+  /** host:port of the Prometheus /metrics endpoint (plain HTTP; keep it on a trusted network); "" = off. */
+  metricsListen: string;
   tls: TlsConfig;
   /** Where the agent keeps its recovery journal. */
   stateDir: string;
@@ -52,6 +54,7 @@ export interface AgentConfig {
 
 export const defaults = {
   listen: "127.0.0.1:7400",
+  metricsListen: "127.0.0.1:9740",
   stateDir: "/var/lib/rbdbackup/agent",
   backupPool: "backups",
   connectTimeoutSeconds: 30,
@@ -101,6 +104,7 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
       insecure: { type: "boolean" },
       "state-dir": { type: "string" },
       "backup-pool": { type: "string" },
+      "metrics-listen": { type: "string" },
     },
     strict: true,
   });
@@ -133,6 +137,11 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
       opTimeoutSeconds: int(fc.opTimeoutSeconds ?? defaults.opTimeoutSeconds, "cluster.opTimeoutSeconds", 1, 3600),
     },
     listen: str(values.listen ?? file.listen ?? defaults.listen, "listen"),
+    metricsListen: str(
+      values["metrics-listen"] ?? file.metricsListen ?? defaults.metricsListen,
+      "metricsListen",
+      false,
+    ),
     tls: {
       ...((values["tls-ca"] ?? ft.ca) ? { ca: str(values["tls-ca"] ?? ft.ca, "tls.ca") } : {}),
       ...((values["tls-cert"] ?? ft.cert) ? { cert: str(values["tls-cert"] ?? ft.cert, "tls.cert") } : {}),
@@ -183,8 +192,12 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
     ),
     ...(file.testFaults && process.env.RBDBACKUP_ENABLE_TEST_FAULTS === "1" ? { testFaults: file.testFaults } : {}),
   };
-  if (!/^[^:]+:\d+$/.test(cfg.listen) && !/^\[[0-9a-f:]+\]:\d+$/i.test(cfg.listen))
-    fail(`listen "${cfg.listen}" must be host:port`);
+  for (const [k, v] of [
+    ["listen", cfg.listen],
+    ["metricsListen", cfg.metricsListen],
+  ] as const) {
+    if (v !== "" && !/^[^:]+:\d+$/.test(v) && !/^\[[0-9a-f:]+\]:\d+$/i.test(v)) fail(`${k} "${v}" must be host:port`);
+  }
   if (!cfg.tls.insecure && (!cfg.tls.ca || !cfg.tls.cert || !cfg.tls.key)) {
     fail("tls.ca, tls.cert and tls.key are required (mutual TLS between parts); tls.insecure: true only for tests");
   }

@@ -28,7 +28,7 @@ export async function agentMain(argv: string[]): Promise<number> {
     throw e;
   }
   process.stdout.write(
-    `${JSON.stringify({ event: "serving", address: agent.address, fsid: agent.fsid, agentId: cfg.agentId, cluster: cfg.cluster.name })}\n`,
+    `${JSON.stringify({ event: "serving", address: agent.address, metricsAddress: agent.metricsAddress, fsid: agent.fsid, agentId: cfg.agentId, cluster: cfg.cluster.name })}\n`,
   );
   return new Promise<number>((resolve) => {
     const onSignal = (sig: string) => {

@@ -13,6 +13,7 @@ import { readMetadata, restore } from "../engine/restore";
 import { listChains, listImageBackupSnapshots } from "../engine/snapshots";
 import { validName } from "../transfer/protocol";
 import { runSink, type SinkDeps } from "../transfer/sink";
+import { AgentMetrics } from "./metrics";
 
 export const VERSION = "0.1.0";
 
@@ -70,6 +71,20 @@ export function agentService(
   accepting: () => boolean,
 ): AgentServiceImplementation {
   const log = ctx.log;
+  /** Counts and times an operation by its result. */
+  const observe = async <T>(operation: string, f: () => Promise<T>): Promise<T> => {
+    const end = ctx.metrics?.operationSeconds.startTimer({ operation });
+    try {
+      const r = await f();
+      ctx.metrics?.operations.inc({ operation, result: "ok" });
+      return r;
+    } catch (e) {
+      ctx.metrics?.operations.inc({ operation, result: Status[statusOf(e)] ?? "UNKNOWN" });
+      throw e;
+    } finally {
+      end?.();
+    }
+  };
   const gate = () => {
     if (!accepting()) throw new ServerError(Status.UNAVAILABLE, "this agent is shutting down");
   };
@@ -95,15 +110,21 @@ export function agentService(
     },
     async backup(req, context) {
       gate();
-      return handle(log, "Backup", () => backup(ctx, req, context.signal));
+      return handle(log, "Backup", () =>
+        observe("backup", async () => {
+          const r = await backup(ctx, req, context.signal);
+          if (r.forcedFullReason) ctx.metrics?.forcedFull.inc({ reason: AgentMetrics.reasonLabel(r.forcedFullReason) });
+          return r;
+        }),
+      );
     },
     async restore(req, context) {
       gate();
-      return handle(log, "Restore", () => restore(ctx, req, context.signal));
+      return handle(log, "Restore", () => observe("restore", () => restore(ctx, req, context.signal)));
     },
     async deleteBackup(req) {
       gate();
-      return handle(log, "DeleteBackup", () => deleteBackup(ctx, req));
+      return handle(log, "DeleteBackup", () => observe("delete", () => deleteBackup(ctx, req)));
     },
     async listBackupSnapshots(req) {
       return handle(log, "ListBackupSnapshots", async () => {

@@ -164,7 +164,7 @@ export async function backup(ctx: EngineContext, req: BackupRequest, signal: Abo
         snapImage as Image,
         header,
         { ...(p.parent ? { fromSnapshot: p.parent } : {}), fullCopy: false },
-        ctx.source,
+        { ...ctx.source, meter: ctx.meter, meterPool: vol.pool },
         stats,
       );
       const summary = await target.transfer(msgs, signal);
@@ -415,7 +415,10 @@ async function backupPath(
   };
   const fh = await openFile(path, "r");
   try {
-    const summary = await target.transfer(fileMessages(fh, header, ctx.source, stats), signal);
+    const summary = await target.transfer(
+      fileMessages(fh, header, { ...ctx.source, meter: ctx.meter, meterPool: "" }, stats),
+      signal,
+    );
     return {
       backupId: req.backupId,
       baseImage,

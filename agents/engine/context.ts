@@ -6,6 +6,7 @@
 
 import type { Logger } from "../../src/common/log";
 import type { ListChainsResponse, TransferMessage, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
+import type { AgentMetrics, TransferMeter } from "../agent/metrics";
 import type { Cluster } from "../ceph";
 import type { SourceOptions } from "../transfer/source";
 
@@ -26,6 +27,9 @@ export interface EngineContext {
   /** Pool for backups when a request names none. */
   defaultBackupPool: string;
   source: SourceOptions;
+  meter: TransferMeter;
+  /** Operation counters (absent in contexts without metrics). */
+  metrics?: AgentMetrics;
   /** "" = this agent's own sink; else host:port of a peer agent. */
   target(address: string): TransferTarget;
 }

@@ -85,7 +85,10 @@ export async function restore(ctx: EngineContext, req: RestoreRequest, signal: A
     const stats = newStats();
     const summary = await ctx
       .target(req.targetAgent?.address ?? "")
-      .transfer(rbdMessages(img, header, { fullCopy }, ctx.source, stats), signal);
+      .transfer(
+        rbdMessages(img, header, { fullCopy }, { ...ctx.source, meter: ctx.meter, meterPool: req.backupPool }, stats),
+        signal,
+      );
     log.info("restore done", { target: `${target.pool}/${target.image}`, dataBytes: stats.dataBytes });
     return {
       backupId: req.backupId,

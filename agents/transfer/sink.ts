@@ -30,6 +30,7 @@ import {
   type TransferMessage,
   type TransferSummary,
 } from "../../src/gen/rbdbackup/v1/transfer";
+import type { TransferMeter } from "../agent/metrics";
 import type { Cluster, Image, IoCtx } from "../ceph";
 import { isCephError } from "../ceph";
 import type { Journal, JournalEntry } from "./journal";
@@ -49,6 +50,7 @@ export interface SinkLimits {
 
 export interface SinkDeps {
   cluster: Cluster;
+  meter: TransferMeter;
   /** This process's Ceph client address (recorded in the journal; see recoverInterrupted). */
   clientAddr: string;
   clusterName: string;
@@ -198,7 +200,9 @@ export async function runSink(
     const inflight = new Set<Promise<void>>();
     let inflightBytes = 0;
     let writeError: unknown = null;
-    const submit = async (bytes: number, op: () => Promise<unknown>) => {
+    const meter = deps.meter;
+    const pool = dest.pool;
+    const submit = async (bytes: number, kind: "write" | "zeroes", op: () => Promise<unknown>) => {
       while (
         inflight.size > 0 &&
         (inflight.size >= deps.limits.writesInFlight || inflightBytes + bytes > deps.limits.windowBytes)
@@ -209,7 +213,15 @@ export async function runSink(
       inflightBytes += bytes;
       const p: Promise<void> = (async () => {
         if (deps.writeDelayMs) await sleep(deps.writeDelayMs);
-        await op();
+        const t0 = performance.now();
+        meter.ioStarted();
+        try {
+          await op();
+        } finally {
+          meter.ioFinished();
+        }
+        meter.io(kind, (performance.now() - t0) / 1000);
+        if (kind === "write") meter.written(pool, bytes);
       })().then(
         () => {},
         (e) => {
@@ -246,13 +258,15 @@ export async function runSink(
           }
           const crc = checksum(c.data);
           if (crc !== c.crc32) {
+            meter.checksumFailure(pool);
             throw dataLoss(`checksum mismatch in the chunk at offset ${c.offset} (${len} bytes): corrupted in transit`);
           }
           digest.chunk(c.offset, len, crc);
+          meter.received(pool, len);
           chunks++;
           dataBytes += len;
           const data = Buffer.from(c.data.buffer, c.data.byteOffset, c.data.byteLength);
-          await submit(len, () => image.write(data, c.offset));
+          await submit(len, "write", () => image.write(data, c.offset));
           break;
         }
         case "zero": {
@@ -271,7 +285,7 @@ export async function runSink(
             for (let off = z.offset; off < z.offset + z.length; off += MAX_DISCARD_BYTES) {
               const n = Math.min(MAX_DISCARD_BYTES, z.offset + z.length - off);
               zeroBytes += n;
-              await submit(0, () => image.writeZeroes(off, n));
+              await submit(0, "zeroes", () => image.writeZeroes(off, n));
             }
           }
           break;

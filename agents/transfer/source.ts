@@ -8,12 +8,16 @@
  */
 import type { FileHandle } from "node:fs/promises";
 import type { TransferHeader, TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
+import { noMeter, type TransferMeter } from "../agent/metrics";
 import type { Image } from "../ceph";
 import { checksum, segments, TransferDigest } from "./protocol";
 
 export interface SourceOptions {
   chunkSize: number;
   readsInFlight: number;
+  /** Where bytes read and sent are counted (metrics), labelled with `meterPool`. */
+  meter?: TransferMeter;
+  meterPool?: string;
   /** Test-only fault: corrupt the data of this chunk (1-based) after its checksum was taken. */
   corruptChunk?: number;
 }
@@ -44,10 +48,16 @@ class Emitter {
   readonly digest = new TransferDigest();
   #pendingZero: Piece | null = null;
 
+  readonly meter: TransferMeter;
+  readonly pool: string;
+
   constructor(
     readonly stats: SourceStats,
     readonly opts: SourceOptions,
-  ) {}
+  ) {
+    this.meter = opts.meter ?? noMeter;
+    this.pool = opts.meterPool ?? "";
+  }
 
   /** Zero ranges are merged with adjacent ones before they are sent. */
   zero(offset: number, length: number, out: TransferMessage[]): void {
@@ -68,6 +78,7 @@ class Emitter {
     this.digest.zero(z.offset, z.length);
     this.stats.zeroRanges++;
     this.stats.zeroBytes += z.length;
+    this.meter.zeroRange(this.pool, z.length);
     out.push({ body: { $case: "zero", value: { offset: z.offset, length: z.length } } });
   }
 
@@ -83,6 +94,7 @@ class Emitter {
       this.digest.chunk(s.offset, s.length, crc);
       this.stats.dataChunks++;
       this.stats.dataBytes += s.length;
+      this.meter.sent(this.pool, s.length);
       if (this.opts.corruptChunk === this.stats.dataChunks) data[0] = (data[0] ?? 0) ^ 0xff;
       out.push({ body: { $case: "chunk", value: { offset: s.offset, data, crc32: crc } } });
     }
@@ -164,7 +176,8 @@ export async function* rbdMessages(
   opts: SourceOptions,
   stats: SourceStats,
 ): AsyncGenerator<TransferMessage> {
-  const win = new Window(new Emitter(stats, opts));
+  const em = new Emitter(stats, opts);
+  const win = new Window(em);
   const size = header.imageSize;
   let cursor = 0;
   yield { body: { $case: "header", value: header } };
@@ -187,13 +200,19 @@ export async function* rbdMessages(
       } else {
         for (const p of split(e.offset, e.length, opts.chunkSize)) {
           const buf = Buffer.allocUnsafe(p.length);
+          const t0 = performance.now();
+          em.meter.ioStarted();
           win.push(
             image.read(buf, p.offset).then(
               (n): Item => {
+                em.meter.ioFinished();
+                em.meter.io("read", (performance.now() - t0) / 1000);
+                em.meter.read(em.pool, n);
                 stats.bytesRead += n;
                 return { zero: false, offset: p.offset, buf };
               },
               (err: Error) => {
+                em.meter.ioFinished();
                 throw new SourceReadError(`reading ${image.label} at ${p.offset}: ${err.message}`, { cause: err });
               },
             ),
@@ -220,7 +239,8 @@ export async function* fileMessages(
   opts: SourceOptions,
   stats: SourceStats,
 ): AsyncGenerator<TransferMessage> {
-  const win = new Window(new Emitter(stats, opts));
+  const em = new Emitter(stats, opts);
+  const win = new Window(em);
   const size = header.imageSize;
   yield { body: { $case: "header", value: header } };
   for (const p of split(0, size, opts.chunkSize)) {
@@ -236,6 +256,7 @@ export async function* fileMessages(
           got += bytesRead;
         }
         stats.bytesRead += got;
+        em.meter.read(em.pool, got);
         return { zero: false, offset: p.offset, buf };
       })(),
     );

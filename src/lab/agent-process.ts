@@ -54,6 +54,8 @@ export interface AgentProcess {
   name: string;
   cluster: string;
   address: string;
+  /** host:port of its Prometheus /metrics endpoint. */
+  metricsAddress: string;
   fsid: string;
   stateDir: string;
   proc: ChildProcess;
@@ -99,6 +101,7 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
       opTimeoutSeconds: opts.opTimeoutSeconds ?? 30,
     },
     listen: opts.listen ?? "127.0.0.1:0",
+    metricsListen: "127.0.0.1:0",
     tls: opts.insecure ? { insecure: true } : labTls(name),
     stateDir,
     backupPool: opts.backupPool ?? "backups",
@@ -122,7 +125,7 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
     if (opts.verbose) process.stderr.write(d);
   });
   const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
-  const serving = await new Promise<{ address: string; fsid: string }>((resolve, reject) => {
+  const serving = await new Promise<{ address: string; metricsAddress: string; fsid: string }>((resolve, reject) => {
     let out = "";
     const timer = setTimeout(() => reject(new Error(`${name} did not start within 60 s:\n${stderr}`)), 60_000);
     proc.stdout?.on("data", (d: Buffer) => {
@@ -150,6 +153,7 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
     name,
     cluster,
     address: serving.address,
+    metricsAddress: serving.metricsAddress,
     fsid: serving.fsid,
     stateDir,
     proc,

@@ -1,0 +1,198 @@
+/**
+ * The agent's Prometheus metrics (one registry per process), served on `metricsListen` at /metrics.
+ * Names follow Prometheus practice: prefix rbdbackup_, base units, counters end in _total; labels
+ * stay low-cardinality (cluster, pool, operation, result, role) — never a job, backup or image id.
+ */
+import { createServer, type Server } from "node:http";
+import client from "prom-client";
+import { splitHostPort } from "../../src/common/address";
+import type { Logger } from "../../src/common/log";
+
+/** What the transfer code reports as it goes; a no-op when metrics are off. */
+export interface TransferMeter {
+  /** Source: bytes read from RBD or a file. */
+  read(pool: string, bytes: number): void;
+  /** Source: a data chunk sent (bytes on the wire, before framing). */
+  sent(pool: string, bytes: number): void;
+  /** Source: a zero range sent (no bytes on the wire). */
+  zeroRange(pool: string, bytes: number): void;
+  /** Destination: a chunk received and verified. */
+  received(pool: string, bytes: number): void;
+  /** Destination: bytes written to RBD. */
+  written(pool: string, bytes: number): void;
+  checksumFailure(pool: string): void;
+  /** A librbd aio op finished after `seconds`. */
+  io(op: "read" | "write" | "zeroes", seconds: number): void;
+  ioStarted(): void;
+  ioFinished(): void;
+}
+
+export const noMeter: TransferMeter = {
+  read() {},
+  sent() {},
+  zeroRange() {},
+  received() {},
+  written() {},
+  checksumFailure() {},
+  io() {},
+  ioStarted() {},
+  ioFinished() {},
+};
+
+export class AgentMetrics {
+  readonly registry = new client.Registry();
+  readonly meter: TransferMeter;
+  readonly operations: client.Counter<"operation" | "result">;
+  readonly operationSeconds: client.Histogram<"operation">;
+  readonly forcedFull: client.Counter<"reason">;
+  #server: Server | null = null;
+  #inflight = 0;
+
+  constructor(
+    readonly cluster: string,
+    version: string,
+    librbd: string,
+  ) {
+    const r = this.registry;
+    r.setDefaultLabels({ cluster });
+    client.collectDefaultMetrics({ register: r });
+    new client.Gauge({
+      name: "rbdbackup_build_info",
+      help: "Build of this agent (always 1).",
+      labelNames: ["version", "librbd", "role"],
+      registers: [r],
+    })
+      .labels(version, librbd, "agent")
+      .set(1);
+    this.operations = new client.Counter({
+      name: "rbdbackup_agent_operations_total",
+      help: "Operations this agent ran, by operation (backup, restore, delete) and result (ok or a gRPC status name).",
+      labelNames: ["operation", "result"],
+      registers: [r],
+    });
+    this.operationSeconds = new client.Histogram({
+      name: "rbdbackup_agent_operation_duration_seconds",
+      help: "Wall time of operations this agent ran.",
+      labelNames: ["operation"],
+      buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400],
+      registers: [r],
+    });
+    this.forcedFull = new client.Counter({
+      name: "rbdbackup_forced_full_backups_total",
+      help: "Backups made in full although an incremental was allowed, by reason.",
+      labelNames: ["reason"],
+      registers: [r],
+    });
+    const bytes = (name: string, help: string) =>
+      new client.Counter({ name, help, labelNames: ["pool"], registers: [r] });
+    const readBytes = bytes(
+      "rbdbackup_source_read_bytes_total",
+      "Bytes read from volumes (or files) by transfers this agent sourced.",
+    );
+    const sentBytes = bytes("rbdbackup_sent_bytes_total", "Data bytes sent in chunks by transfers this agent sourced.");
+    const zeroBytes = bytes("rbdbackup_zero_range_bytes_total", "Bytes sent as zero ranges (not on the wire).");
+    const zeroRanges = new client.Counter({
+      name: "rbdbackup_zero_ranges_total",
+      help: "Zero ranges sent.",
+      labelNames: ["pool"],
+      registers: [r],
+    });
+    const chunksSent = new client.Counter({
+      name: "rbdbackup_chunks_sent_total",
+      help: "Data chunks sent.",
+      labelNames: ["pool"],
+      registers: [r],
+    });
+    const recvBytes = bytes(
+      "rbdbackup_received_bytes_total",
+      "Data bytes received and verified by this agent as a destination.",
+    );
+    const writtenBytes = bytes(
+      "rbdbackup_written_bytes_total",
+      "Bytes written to RBD images by this agent as a destination.",
+    );
+    const crcFailures = new client.Counter({
+      name: "rbdbackup_checksum_failures_total",
+      help: "Chunks whose checksum did not match (corrupted in transit; never written).",
+      labelNames: ["pool"],
+      registers: [r],
+    });
+    const ioSeconds = new client.Histogram({
+      name: "rbdbackup_librbd_io_duration_seconds",
+      help: "Latency of librbd aio operations issued by transfers.",
+      labelNames: ["op"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+      registers: [r],
+    });
+    const self = this;
+    new client.Gauge({
+      name: "rbdbackup_librbd_io_in_flight",
+      help: "librbd aio operations in flight for transfers.",
+      registers: [r],
+      collect() {
+        this.set(self.#inflight);
+      },
+    });
+    this.meter = {
+      read: (pool, n) => readBytes.labels(pool).inc(n),
+      sent: (pool, n) => {
+        sentBytes.labels(pool).inc(n);
+        chunksSent.labels(pool).inc();
+      },
+      zeroRange: (pool, n) => {
+        zeroRanges.labels(pool).inc();
+        zeroBytes.labels(pool).inc(n);
+      },
+      received: (pool, n) => recvBytes.labels(pool).inc(n),
+      written: (pool, n) => writtenBytes.labels(pool).inc(n),
+      checksumFailure: (pool) => crcFailures.labels(pool).inc(),
+      io: (op, s) => ioSeconds.labels(op).observe(s),
+      ioStarted: () => {
+        this.#inflight++;
+      },
+      ioFinished: () => {
+        this.#inflight--;
+      },
+    };
+  }
+
+  /** Classifies a forced-full reason into a low-cardinality label. */
+  static reasonLabel(reason: string): string {
+    if (/no earlier backup/.test(reason)) return "no_previous_backup";
+    if (/no backup snapshot left/.test(reason)) return "source_snapshot_gone";
+    if (/no backup snapshot exists on both/.test(reason)) return "no_common_snapshot";
+    if (/diff .*failed/.test(reason)) return "diff_failed";
+    if (/file or block device/.test(reason)) return "non_rbd_source";
+    return "other";
+  }
+
+  /** Serves /metrics on host:port (port 0 picks one); resolves with the address. */
+  async listen(address: string, log: Logger): Promise<string> {
+    const [host, port] = splitHostPort(address);
+    const server = createServer((req, res) => {
+      if (req.url !== "/metrics") {
+        res.writeHead(404, { "content-type": "text/plain" }).end("only /metrics here\n");
+        return;
+      }
+      this.registry.metrics().then(
+        (text) => res.writeHead(200, { "content-type": this.registry.contentType }).end(text),
+        (e) => {
+          log.error("metrics collection failed", { error: e });
+          res.writeHead(500).end();
+        },
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(Number(port), host.replace(/^\[|\]$/g, ""), () => resolve());
+    });
+    this.#server = server;
+    const a = server.address();
+    return typeof a === "object" && a ? `${host}:${a.port}` : address;
+  }
+
+  async close(): Promise<void> {
+    const s = this.#server;
+    if (s) await new Promise<void>((r) => s.close(() => r()));
+  }
+}
