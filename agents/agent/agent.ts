@@ -122,7 +122,6 @@ export class Agent {
       log,
       defaultBackupPool: cfg.backupPool,
       meter: metrics.meter,
-      metrics,
       source: {
         chunkSize: cfg.limits.chunkSizeBytes,
         readsInFlight: cfg.limits.readsInFlight,
@@ -136,7 +135,12 @@ export class Agent {
     server.add(TransferServiceDefinition, transferService(sink, cfg.limits.maxConcurrentTransfers, accepting));
     server.add(
       AgentServiceDefinition,
-      agentService(ctx, { agentId: cfg.agentId, maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers }, accepting),
+      agentService(
+        ctx,
+        { agentId: cfg.agentId, maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers },
+        accepting,
+        metrics,
+      ),
     );
     server.add(HealthDefinition, HealthServiceImpl(this.health));
     const [host, portText] = splitHostPort(cfg.listen);

@@ -7,37 +7,7 @@ import { createServer, type Server } from "node:http";
 import client from "prom-client";
 import { splitHostPort } from "../../src/common/address";
 import type { Logger } from "../../src/common/log";
-
-/** What the transfer code reports as it goes; a no-op when metrics are off. */
-export interface TransferMeter {
-  /** Source: bytes read from RBD or a file. */
-  read(pool: string, bytes: number): void;
-  /** Source: a data chunk sent (bytes on the wire, before framing). */
-  sent(pool: string, bytes: number): void;
-  /** Source: a zero range sent (no bytes on the wire). */
-  zeroRange(pool: string, bytes: number): void;
-  /** Destination: a chunk received and verified. */
-  received(pool: string, bytes: number): void;
-  /** Destination: bytes written to RBD. */
-  written(pool: string, bytes: number): void;
-  checksumFailure(pool: string): void;
-  /** A librbd aio op finished after `seconds`. */
-  io(op: "read" | "write" | "zeroes", seconds: number): void;
-  ioStarted(): void;
-  ioFinished(): void;
-}
-
-export const noMeter: TransferMeter = {
-  read() {},
-  sent() {},
-  zeroRange() {},
-  received() {},
-  written() {},
-  checksumFailure() {},
-  io() {},
-  ioStarted() {},
-  ioFinished() {},
-};
+import type { TransferMeter } from "../transfer/meter";
 
 export class AgentMetrics {
   readonly registry = new client.Registry();

@@ -69,17 +69,18 @@ export function agentService(
   ctx: EngineContext,
   info: { agentId: string; maxConcurrentTransfers: number },
   accepting: () => boolean,
+  metrics?: AgentMetrics,
 ): AgentServiceImplementation {
   const log = ctx.log;
   /** Counts and times an operation by its result. */
   const observe = async <T>(operation: string, f: () => Promise<T>): Promise<T> => {
-    const end = ctx.metrics?.operationSeconds.startTimer({ operation });
+    const end = metrics?.operationSeconds.startTimer({ operation });
     try {
       const r = await f();
-      ctx.metrics?.operations.inc({ operation, result: "ok" });
+      metrics?.operations.inc({ operation, result: "ok" });
       return r;
     } catch (e) {
-      ctx.metrics?.operations.inc({ operation, result: Status[statusOf(e)] ?? "UNKNOWN" });
+      metrics?.operations.inc({ operation, result: Status[statusOf(e)] ?? "UNKNOWN" });
       throw e;
     } finally {
       end?.();
@@ -113,7 +114,7 @@ export function agentService(
       return handle(log, "Backup", () =>
         observe("backup", async () => {
           const r = await backup(ctx, req, context.signal);
-          if (r.forcedFullReason) ctx.metrics?.forcedFull.inc({ reason: AgentMetrics.reasonLabel(r.forcedFullReason) });
+          if (r.forcedFullReason) metrics?.forcedFull.inc({ reason: AgentMetrics.reasonLabel(r.forcedFullReason) });
           return r;
         }),
       );

@@ -6,8 +6,8 @@
 
 import type { Logger } from "../../src/common/log";
 import type { ListChainsResponse, TransferMessage, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
-import type { AgentMetrics, TransferMeter } from "../agent/metrics";
 import type { Cluster } from "../ceph";
+import type { TransferMeter } from "../transfer/meter";
 import type { SourceOptions } from "../transfer/source";
 
 /** The destination of a transfer, wherever it runs. */
@@ -28,8 +28,6 @@ export interface EngineContext {
   defaultBackupPool: string;
   source: SourceOptions;
   meter: TransferMeter;
-  /** Operation counters (absent in contexts without metrics). */
-  metrics?: AgentMetrics;
   /** "" = this agent's own sink; else host:port of a peer agent. */
   target(address: string): TransferTarget;
 }

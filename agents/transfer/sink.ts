@@ -30,10 +30,10 @@ import {
   type TransferMessage,
   type TransferSummary,
 } from "../../src/gen/rbdbackup/v1/transfer";
-import type { TransferMeter } from "../agent/metrics";
 import type { Cluster, Image, IoCtx } from "../ceph";
 import { isCephError } from "../ceph";
 import type { Journal, JournalEntry } from "./journal";
+import type { TransferMeter } from "./meter";
 import { checksum, MAX_DISCARD_BYTES, TransferDigest, validateHeader } from "./protocol";
 
 /** image-meta key marking an image a transfer created and has not committed yet. */

@@ -8,8 +8,8 @@
  */
 import type { FileHandle } from "node:fs/promises";
 import type { TransferHeader, TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
-import { noMeter, type TransferMeter } from "../agent/metrics";
 import type { Image } from "../ceph";
+import { noMeter, type TransferMeter } from "./meter";
 import { checksum, segments, TransferDigest } from "./protocol";
 
 export interface SourceOptions {
