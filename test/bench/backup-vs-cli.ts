@@ -100,24 +100,28 @@ async function main(): Promise<void> {
       const cliTarget = uniqueName("bench-cli");
       await ioB.imageCreate(cliTarget, mib * MiB);
       const order = r % 2 === 0 ? ["cli", "ours"] : ["ours", "cli"];
+      // One round of a scenario: the CLI snapshots and pipes; rbdbackup runs one backup call.
+      const cli = (snap: string, from: string | null) =>
+        timed(async () => {
+          await execFileP("rbd", ["-c", a.conf, "snap", "create", `rbd/${vol}@${snap}`]);
+          await cliPipe(from, `rbd/${vol}@${snap}`, `backups/${cliTarget}`);
+        });
+      const ours = (mode: BackupMode) =>
+        timed(() =>
+          agentA.client.backup({
+            backupId: randomUUID(),
+            source: { $case: "volume", value: { pool: "rbd", namespace: "", image: vol } },
+            destination: { address: agentB.address, clusterFsid: "" },
+            destinationPool: "backups",
+            mode,
+            keepSnapshots: ["c1", "c2"],
+          }),
+        );
       let ourBase = "";
       for (const who of order) {
-        if (who === "cli") {
-          const [t] = await timed(async () => {
-            await execFileP("rbd", ["-c", a.conf, "snap", "create", `rbd/${vol}@c1`]);
-            await cliPipe(null, `rbd/${vol}@c1`, `backups/${cliTarget}`);
-          });
-          rows[0]?.cli.push(t);
-        } else {
-          const [t, res] = await timed(() =>
-            agentA.client.backup({
-              backupId: randomUUID(),
-              source: { $case: "volume", value: { pool: "rbd", namespace: "", image: vol } },
-              destination: { address: agentB.address, clusterFsid: "" },
-              destinationPool: "backups",
-              mode: BackupMode.BACKUP_MODE_FULL,
-            }),
-          );
+        if (who === "cli") rows[0]?.cli.push((await cli("c1", null))[0]);
+        else {
+          const [t, res] = await ours(BackupMode.BACKUP_MODE_FULL);
           rows[0]?.ours.push(t);
           ourBase = res.baseImage;
         }
@@ -133,22 +137,9 @@ async function main(): Promise<void> {
       await Promise.all(writes);
       (rows[1] as { bytes: number }).bytes = changed;
       for (const who of order) {
-        if (who === "cli") {
-          const [t] = await timed(async () => {
-            await execFileP("rbd", ["-c", a.conf, "snap", "create", `rbd/${vol}@c2`]);
-            await cliPipe("c1", `rbd/${vol}@c2`, `backups/${cliTarget}`);
-          });
-          rows[1]?.cli.push(t);
-        } else {
-          const [t, res] = await timed(() =>
-            agentA.client.backup({
-              backupId: randomUUID(),
-              source: { $case: "volume", value: { pool: "rbd", namespace: "", image: vol } },
-              destination: { address: agentB.address, clusterFsid: "" },
-              destinationPool: "backups",
-              keepSnapshots: ["c1", "c2"],
-            }),
-          );
+        if (who === "cli") rows[1]?.cli.push((await cli("c2", "c1"))[0]);
+        else {
+          const [t, res] = await ours(BackupMode.BACKUP_MODE_AUTO);
           if (!res.incremental) throw new Error(`expected an incremental: ${res.forcedFullReason}`);
           rows[1]?.ours.push(t);
           wire.push(res.dataBytesSent);

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks (npm run bench): builds, makes sure the lab clusters are up (deploy/lab, default
-# directory), compiles the C API baseline, and runs every benchmark under test/bench/.
+# directory), compiles the C API baseline, and runs every benchmark under test/bench/:
+#   addon-throughput  the addon vs rbd bench vs the C API (raw reads and writes)
+#   backup-vs-cli     rbdbackup's agents vs rbd export-diff | rbd import-diff (full and incremental)
 # Extra arguments go to each benchmark, e.g. `npm run bench -- --mib 512 --rounds 5`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -10,3 +12,4 @@ npm run build >/dev/null
 deploy/lab/lab.sh up --capacity 8G site-a site-b >/dev/null
 gcc -O2 -Wall -o dist/test/bench/c-api-bench test/bench/c-api-bench.c -lrbd -lrados -lpthread
 node dist/test/bench/addon-throughput.js "$@"
+node dist/test/bench/backup-vs-cli.js "$@"
