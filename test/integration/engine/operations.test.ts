@@ -144,6 +144,30 @@ describe("operations", () => {
     assert.equal(await vols.exists("site-b", "backups", r2.baseImage), false);
   });
 
+  it("a shrink and a regrow between two backups: the regrown tail restores as zeros", async () => {
+    const vol = await vols.create("site-a", "rbd", 32, 0);
+    const io = await vols.io("site-a", "rbd");
+    let img = await io.imageOpen(vol.image);
+    await img.write(randomBytes(32 * MiB), 0);
+    await img.close();
+    const r1 = await backupOf(vol);
+    img = await io.imageOpen(vol.image);
+    await img.resize(16 * MiB);
+    await img.resize(32 * MiB);
+    await img.write(randomBytes(4096), 100);
+    await img.close();
+    const r2 = await backupOf(vol);
+    assert.equal(r2.incremental, true);
+    assert.equal(r2.zeroBytes, 16 * MiB, "the regrown half travels as a zero range");
+    assert.equal(
+      await sha("site-b", `backups/${r2.baseImage}@${r2.snapshot}`),
+      await sha("site-a", spec(vol, r2.snapshot)),
+    );
+    const { target } = await restoreNew(r2);
+    assert.equal(await sha("site-a", spec(target)), await sha("site-a", spec(vol, r2.snapshot)));
+    vols.track("site-b", "backups", r1.baseImage);
+  });
+
   it("max_snapshots = 1 with 3 backup snapshots on the volume removes exactly the two oldest", async () => {
     const vol = await vols.create("site-a", "rbd", 8, 4);
     const r1 = await backupOf(vol, { maxSnapshots: 5 });
