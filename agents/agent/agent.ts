@@ -28,7 +28,10 @@ import { Peers, peerChannelOptions } from "../transfer/peers";
 import { recoverInterrupted, runSink, type SinkDeps } from "../transfer/sink";
 import type { AgentConfig } from "./config";
 import { AgentMetrics } from "./metrics";
-import { agentService, transferService, VERSION } from "./services";
+import { agentService, running, transferService, VERSION } from "./services";
+
+/** How long a stopping agent waits for cancelled operations to finish their cleanup. */
+const CLEANUP_WAIT_MS = 60_000;
 
 export type AgentState = "starting" | "serving" | "draining" | "stopped";
 
@@ -168,6 +171,11 @@ export class Agent {
       const timer = setTimeout(() => server.forceShutdown(), graceSeconds * 1000);
       await server.shutdown();
       clearTimeout(timer);
+    }
+    // Calls cancelled by the shutdown clean up after their call ended: let that finish (bounded).
+    if (running.size > 0) {
+      this.log.info("waiting for cancelled work to clean up", { operations: running.size });
+      await Promise.race([Promise.allSettled([...running]), new Promise((r) => setTimeout(r, CLEANUP_WAIT_MS))]);
     }
     this.#peers?.close();
     await this.#metrics?.close().catch(() => {});

@@ -31,15 +31,23 @@ export async function agentMain(argv: string[]): Promise<number> {
     `${JSON.stringify({ event: "serving", address: agent.address, metricsAddress: agent.metricsAddress, fsid: agent.fsid, agentId: cfg.agentId, cluster: cfg.cluster.name })}\n`,
   );
   return new Promise<number>((resolve) => {
+    let draining = false;
     const onSignal = (sig: string) => {
+      // Repeated signals do not cut the drain short: cancelled work is still cleaning up (systemd
+      // escalates to SIGKILL after TimeoutStopSec if it must).
+      if (draining) {
+        log.info(`${sig}: already draining`);
+        return;
+      }
+      draining = true;
       log.info(`${sig}: draining`);
       agent.stop().then(
         () => resolve(0),
         () => resolve(1),
       );
     };
-    process.once("SIGTERM", () => onSignal("SIGTERM"));
-    process.once("SIGINT", () => onSignal("SIGINT"));
+    process.on("SIGTERM", () => onSignal("SIGTERM"));
+    process.on("SIGINT", () => onSignal("SIGINT"));
   });
 }
 

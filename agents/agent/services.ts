@@ -17,10 +17,22 @@ import { AgentMetrics } from "./metrics";
 
 export const VERSION = "0.1.0";
 
+/**
+ * Work still running, including cleanup after a cancelled call: the daemon waits for it on shutdown
+ * (a call cancelled by the server's shutdown must still remove its snapshot before the process exits).
+ */
+export const running = new Set<Promise<unknown>>();
+
 /** Runs a handler; maps its failure to a status, logging the ones that are ours to fix. */
 async function handle<T>(log: Logger, method: string, f: () => Promise<T>): Promise<T> {
+  const work = f();
+  running.add(work);
+  work.then(
+    () => running.delete(work),
+    () => running.delete(work),
+  );
   try {
-    return await f();
+    return await work;
   } catch (e) {
     const status = statusOf(e);
     if (status === Status.INTERNAL || status === Status.UNKNOWN)

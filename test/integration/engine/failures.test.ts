@@ -196,6 +196,53 @@ describe("failures are clean", () => {
     }
   });
 
+  it("SIGTERM during a backup: the agent refuses new work, and its cancelled backup cleans up before it exits", async () => {
+    const vol = await vols.create("site-a", "rbd", 64, 0);
+    await vols.change(vol, "site-a", { writes: 48, maxWrite: MiB });
+    const stateDir = (await import("node:fs")).mkdtempSync("/tmp/rbdbackup-slow-dest-");
+    const slow = await startAgent("site-b", {
+      stateDir,
+      testFaults: { writeDelayMs: 300 },
+      limits: { writesInFlight: 2 },
+    });
+    const source = await startAgent("site-a");
+    try {
+      const running = source.client.backup({
+        backupId: randomUUID(),
+        source: { $case: "volume", value: vol },
+        destination: { address: slow.address, clusterFsid: "" },
+        destinationPool: "backups",
+      });
+      running.catch(() => {});
+      const { readdirSync } = await import("node:fs");
+      await waitFor("the transfer to start", async () =>
+        readdirSync(`${stateDir}/transfers`).some((f) => f.endsWith(".json")),
+      );
+      source.proc.kill("SIGTERM");
+      await sleep(200);
+      // Draining: new work is refused.
+      await assert.rejects(
+        source.client.backup({
+          backupId: randomUUID(),
+          source: { $case: "volume", value: vol },
+          destination: { address: slow.address, clusterFsid: "" },
+        }),
+        (e: unknown) => e instanceof ClientError && [Status.UNAVAILABLE, Status.CANCELLED].includes(e.code),
+      );
+      await assert.rejects(running);
+      await source.stop(); // waits for the exit
+      assert.deepEqual(
+        await vols.snapNames("site-a", vol),
+        [],
+        "the cancelled backup removed its snapshot before the agent exited",
+      );
+      await waitFor("the destination to clean up", async () => (await baseImages("site-b", vol)).length === 0);
+    } finally {
+      await source.stop();
+      await slow.stop();
+    }
+  });
+
   it("a full destination pool fails with RESOURCE_EXHAUSTED in bounded time and cleans up", {
     timeout: 300_000,
   }, async () => {
