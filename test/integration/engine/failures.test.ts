@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { mkdtempSync, readdirSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { ClientError, createChannel, createClient, Status } from "nice-grpc";
 import { channelCredentials, tlsChannelOptions } from "../../../src/common/tls";
@@ -49,6 +50,34 @@ describe("failures are clean", () => {
   const baseImages = async (cluster: string, vol: ImageRef) =>
     (await (await vols.io(cluster, "backups")).imageList()).filter((n) => n.startsWith(`${vol.image}.backup.`));
 
+  /**
+   * A backup in progress that will not finish soon: a 64 MiB volume with ~48 MiB of data, its own
+   * source agent, and a destination agent that writes slowly; resolves once the destination is writing.
+   */
+  const slowBackup = async () => {
+    const vol = await vols.create("site-a", "rbd", 64, 0);
+    await vols.change(vol, "site-a", { writes: 48, maxWrite: MiB });
+    const stateDir = mkdtempSync("/tmp/rbdbackup-slow-dest-");
+    const slow = await startAgent("site-b", {
+      stateDir,
+      testFaults: { writeDelayMs: 300 },
+      limits: { writesInFlight: 2 },
+    });
+    const source = await startAgent("site-a");
+    const req = {
+      backupId: randomUUID(),
+      source: { $case: "volume" as const, value: vol },
+      destination: { address: slow.address, clusterFsid: "" },
+      destinationPool: "backups",
+    };
+    const running = source.client.backup(req);
+    running.catch(() => {});
+    await waitFor("the transfer to start", async () =>
+      readdirSync(`${stateDir}/transfers`).some((f) => f.endsWith(".json")),
+    );
+    return { vol, slow, source, req, running };
+  };
+
   before(async () => {
     [a, b] = await Promise.all([startAgent("site-a"), startAgent("site-b")]);
   });
@@ -91,7 +120,7 @@ describe("failures are clean", () => {
         parentSnap = first.snapshot;
         await vols.change(vol, "site-a", { writes: 64, maxWrite: MiB });
       }
-      const stateDir = (await import("node:fs")).mkdtempSync("/tmp/rbdbackup-killed-");
+      const stateDir = mkdtempSync("/tmp/rbdbackup-killed-");
       const slow = await startAgent("site-b", {
         stateDir,
         testFaults: { writeDelayMs: 300 },
@@ -101,7 +130,6 @@ describe("failures are clean", () => {
       const running = backupOf(vol, slow);
       running.catch(() => {});
       // Wait until the destination is writing (its recovery journal has the transfer), then kill it.
-      const { readdirSync } = await import("node:fs");
       await waitFor("the transfer to start", async () =>
         readdirSync(`${stateDir}/transfers`).some((f) => f.endsWith(".json")),
       );
@@ -150,29 +178,9 @@ describe("failures are clean", () => {
   }
 
   it("source agent killed mid-transfer: the destination cleans up; a retry with the same backup id succeeds", async () => {
-    const vol = await vols.create("site-a", "rbd", 64, 0);
-    await vols.change(vol, "site-a", { writes: 48, maxWrite: MiB });
-    const stateDir = (await import("node:fs")).mkdtempSync("/tmp/rbdbackup-slow-dest-");
-    const slow = await startAgent("site-b", {
-      stateDir,
-      testFaults: { writeDelayMs: 300 },
-      limits: { writesInFlight: 2 },
-    });
-    const source = await startAgent("site-a");
-    const backupId = randomUUID();
-    const req = {
-      backupId,
-      source: { $case: "volume" as const, value: vol },
-      destination: { address: slow.address, clusterFsid: "" },
-      destinationPool: "backups",
-    };
+    const { vol, slow, source, req } = await slowBackup();
+    const backupId = req.backupId;
     try {
-      const running = source.client.backup(req);
-      running.catch(() => {});
-      const { readdirSync } = await import("node:fs");
-      await waitFor("the transfer to start", async () =>
-        readdirSync(`${stateDir}/transfers`).some((f) => f.endsWith(".json")),
-      );
       await source.kill();
       // The destination saw its stream end without a trailer and removed what it had written.
       await waitFor("the destination to clean up", async () => (await baseImages("site-b", vol)).length === 0);
@@ -197,27 +205,8 @@ describe("failures are clean", () => {
   });
 
   it("SIGTERM during a backup: the agent refuses new work, and its cancelled backup cleans up before it exits", async () => {
-    const vol = await vols.create("site-a", "rbd", 64, 0);
-    await vols.change(vol, "site-a", { writes: 48, maxWrite: MiB });
-    const stateDir = (await import("node:fs")).mkdtempSync("/tmp/rbdbackup-slow-dest-");
-    const slow = await startAgent("site-b", {
-      stateDir,
-      testFaults: { writeDelayMs: 300 },
-      limits: { writesInFlight: 2 },
-    });
-    const source = await startAgent("site-a");
+    const { vol, slow, source, running } = await slowBackup();
     try {
-      const running = source.client.backup({
-        backupId: randomUUID(),
-        source: { $case: "volume", value: vol },
-        destination: { address: slow.address, clusterFsid: "" },
-        destinationPool: "backups",
-      });
-      running.catch(() => {});
-      const { readdirSync } = await import("node:fs");
-      await waitFor("the transfer to start", async () =>
-        readdirSync(`${stateDir}/transfers`).some((f) => f.endsWith(".json")),
-      );
       source.proc.kill("SIGTERM");
       await sleep(200);
       // Draining: new work is refused.
