@@ -3,7 +3,7 @@
 # definitions) under src/gen/, and a descriptor set for server reflection. Run by `npm run build`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v protoc >/dev/null || deploy/lab/install-deps.sh
+{ command -v protoc && test -f /usr/include/google/protobuf/timestamp.proto; } >/dev/null || deploy/lab/install-deps.sh
 rm -rf src/gen
 mkdir -p src/gen
 protos=(proto/rbdbackup/v1/*.proto)

@@ -28,7 +28,9 @@ import { Peers, peerChannelOptions } from "../transfer/peers";
 import { recoverInterrupted, runSink, type SinkDeps } from "../transfer/sink";
 import type { AgentConfig } from "./config";
 import { AgentMetrics } from "./metrics";
-import { agentService, running, transferService, VERSION } from "./services";
+import { AgentOperations, running } from "./operations";
+import { agentService, transferService, VERSION } from "./services";
+import { CoordinatorSession } from "./session";
 
 /** How long a stopping agent waits for cancelled operations to finish their cleanup. */
 const CLEANUP_WAIT_MS = 60_000;
@@ -47,6 +49,7 @@ export class Agent {
   #cluster: Cluster | null = null;
   #peers: Peers | null = null;
   #metrics: AgentMetrics | null = null;
+  session: CoordinatorSession | null = null;
   metricsAddress = "";
   readonly health = HealthState();
 
@@ -136,14 +139,10 @@ export class Agent {
     setServerReceiveWindow(cfg.limits.http2WindowBytes);
     const server = createServer(peerChannelOptions);
     server.add(TransferServiceDefinition, transferService(sink, cfg.limits.maxConcurrentTransfers, accepting));
+    const ops = new AgentOperations(ctx, accepting, metrics);
     server.add(
       AgentServiceDefinition,
-      agentService(
-        ctx,
-        { agentId: cfg.agentId, maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers },
-        accepting,
-        metrics,
-      ),
+      agentService(ops, { agentId: cfg.agentId, maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers }, accepting),
     );
     server.add(HealthDefinition, HealthServiceImpl(this.health));
     const [host, portText] = splitHostPort(cfg.listen);
@@ -153,6 +152,25 @@ export class Agent {
     if (cfg.metricsListen) this.metricsAddress = await metrics.listen(cfg.metricsListen, log);
     this.state = "serving";
     this.health.setStatus("healthy");
+    if (cfg.coordinator.address) {
+      this.session = new CoordinatorSession(
+        cfg.coordinator.address,
+        cfg.tls,
+        {
+          agentId: cfg.agentId,
+          clusterName: cfg.cluster.name,
+          clusterFsid: this.fsid,
+          version: VERSION,
+          librbdVersion: libraryVersions().librbd,
+          transferAddress: cfg.advertiseAddress || this.address,
+          capacity: cfg.limits.maxConcurrentJobs,
+          defaultBackupPool: cfg.backupPool,
+        },
+        ops,
+        log,
+      );
+      this.session.start();
+    }
     log.info("agent serving", {
       address: this.address,
       cluster: cfg.cluster.name,
@@ -166,12 +184,18 @@ export class Agent {
     if (this.state === "stopped" || this.state === "draining") return;
     this.state = "draining";
     this.health.setStatus("unhealthy");
+    // Leased jobs get the same grace as calls, then are cancelled; their outcomes still reach the
+    // coordinator (CANCELLED: it retries them elsewhere or reports them).
+    this.session?.drain();
+    const session = this.session;
+    const graceDone = Date.now() + graceSeconds * 1000;
     const server = this.#server;
     if (server) {
       const timer = setTimeout(() => server.forceShutdown(), graceSeconds * 1000);
       await server.shutdown();
       clearTimeout(timer);
     }
+    await session?.stop(Math.max(0, graceDone - Date.now()));
     // Calls cancelled by the shutdown clean up after their call ended: let that finish (bounded).
     if (running.size > 0) {
       this.log.info("waiting for cancelled work to clean up", { operations: running.size });

@@ -24,6 +24,10 @@ export interface AgentConfig {
   };
   /** host:port of the gRPC server (TransferService, AgentService, health). Port 0 picks a free one. */
   listen: string;
+  /** host:port peers and the coordinator hand out to reach this agent; "" = the address it listens on. */
+  advertiseAddress: string;
+  /** The coordinator to dial ("" = none: the agent only serves direct AgentService calls). */
+  coordinator: { address: string };
   /** host:port of the Prometheus /metrics endpoint (plain HTTP; keep it on a trusted network); "" = off. */
   metricsListen: string;
   tls: TlsConfig;
@@ -41,6 +45,8 @@ export interface AgentConfig {
     windowBytes: number;
     /** Destination: transfers served at once (more get RESOURCE_EXHAUSTED). */
     maxConcurrentTransfers: number;
+    /** Jobs leased from the coordinator that run at once (the capacity it registers). */
+    maxConcurrentJobs: number;
     /** Destination: how often a running transfer checks whether its pool became full. */
     fullCheckIntervalMs: number;
     /** HTTP/2 receive window of the gRPC server (per stream and per connection), bytes. */
@@ -65,6 +71,7 @@ export const defaults = {
     writesInFlight: 16,
     windowBytes: 64 * MiB,
     maxConcurrentTransfers: 8,
+    maxConcurrentJobs: 4,
     fullCheckIntervalMs: 2000,
     http2WindowBytes: 16 * MiB,
   },
@@ -105,6 +112,8 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
       "state-dir": { type: "string" },
       "backup-pool": { type: "string" },
       "metrics-listen": { type: "string" },
+      coordinator: { type: "string" },
+      "advertise-address": { type: "string" },
     },
     strict: true,
   });
@@ -137,6 +146,10 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
       opTimeoutSeconds: int(fc.opTimeoutSeconds ?? defaults.opTimeoutSeconds, "cluster.opTimeoutSeconds", 1, 3600),
     },
     listen: str(values.listen ?? file.listen ?? defaults.listen, "listen"),
+    advertiseAddress: str(values["advertise-address"] ?? file.advertiseAddress, "advertiseAddress", false),
+    coordinator: {
+      address: str(values.coordinator ?? file.coordinator?.address, "coordinator.address (--coordinator)", false),
+    },
     metricsListen: str(
       values["metrics-listen"] ?? file.metricsListen ?? defaults.metricsListen,
       "metricsListen",
@@ -171,6 +184,12 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
         1,
         1024,
       ),
+      maxConcurrentJobs: int(
+        fl.maxConcurrentJobs ?? defaults.limits.maxConcurrentJobs,
+        "limits.maxConcurrentJobs",
+        1,
+        1024,
+      ),
       fullCheckIntervalMs: int(
         fl.fullCheckIntervalMs ?? defaults.limits.fullCheckIntervalMs,
         "limits.fullCheckIntervalMs",
@@ -195,6 +214,8 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
   for (const [k, v] of [
     ["listen", cfg.listen],
     ["metricsListen", cfg.metricsListen],
+    ["advertiseAddress", cfg.advertiseAddress],
+    ["coordinator.address", cfg.coordinator.address],
   ] as const) {
     if (v !== "" && !/^[^:]+:\d+$/.test(v) && !/^\[[0-9a-f:]+\]:\d+$/i.test(v)) fail(`${k} "${v}" must be host:port`);
   }

@@ -28,6 +28,17 @@ import { isCephError } from "../ceph";
 import { validName } from "../transfer/protocol";
 import { fileMessages, newStats, rbdMessages, SourceReadError, type SourceStats } from "../transfer/source";
 import type { EngineContext } from "./context";
+import { newProgress, type Progress } from "./progress";
+
+/** The phase that starts when the named one ends (for progress reports). */
+const PHASE_AFTER: Record<string, string> = {
+  open: "planning",
+  listChains: "snapshot",
+  snapshot: "transfer",
+  transfer: "prune",
+  prune: "done",
+};
+
 import { type BackupMetadataV1, encodeMetadata } from "./metadata";
 import { snapshotsToPrune } from "./snapshots";
 
@@ -66,10 +77,15 @@ interface Plan {
   chainSnapshots: Set<string>;
 }
 
-export async function backup(ctx: EngineContext, req: BackupRequest, signal: AbortSignal): Promise<BackupResult> {
+export async function backup(
+  ctx: EngineContext,
+  req: BackupRequest,
+  signal: AbortSignal,
+  progress: Progress = newProgress(),
+): Promise<BackupResult> {
   validateBackupRequest(req);
   const src = req.source as NonNullable<BackupRequest["source"]>;
-  if (src.$case === "path") return backupPath(ctx, req, src.value, signal);
+  if (src.$case === "path") return backupPath(ctx, req, src.value, signal, progress);
 
   const vol = src.value;
   const volLabel = `${vol.pool}/${vol.namespace ? `${vol.namespace}/` : ""}${vol.image}`;
@@ -85,6 +101,7 @@ export async function backup(ctx: EngineContext, req: BackupRequest, signal: Abo
     const now = Date.now();
     phases[name] = (now - mark) / 1000;
     mark = now;
+    progress.phase = PHASE_AFTER[name] ?? name;
   };
 
   if (!(await ctx.cluster.poolExists(vol.pool)))
@@ -135,8 +152,10 @@ export async function backup(ctx: EngineContext, req: BackupRequest, signal: Abo
     const snapInfo = await snapImage.stat();
     phase("snapshot");
 
+    progress.bytesTotal = snapInfo.size;
     const run = async (p: Plan) => {
       const stats = newStats();
+      progress.stats = stats;
       const header = makeHeader(ctx, req, p, snapName, snapInfo, destPool, destNs, chains.clusterFsid, {
         version: 1,
         backup_id: req.backupId,
@@ -367,6 +386,7 @@ async function backupPath(
   req: BackupRequest,
   path: string,
   signal: AbortSignal,
+  progress: Progress,
 ): Promise<BackupResult> {
   const started = Date.now();
   if (req.mode === BackupMode.BACKUP_MODE_INCREMENTAL) {
@@ -386,6 +406,9 @@ async function backupPath(
   const baseImage = baseImageName(req.sourceName, req.backupId);
   const chains = await target.listChains(destPool, req.destinationNamespace, req.sourceName, signal);
   const stats = newStats();
+  progress.phase = "transfer";
+  progress.bytesTotal = size;
+  progress.stats = stats;
   const order = 22;
   const header: TransferHeader = {
     transferId: crypto.randomUUID(),

@@ -6,7 +6,7 @@
 
 import { failedPrecondition, invalidArgument } from "../../src/common/errors";
 import { isUuid, metaObjectName, parseBackupSnap } from "../../src/common/ids";
-import type { DeleteBackupRequest, DeleteBackupResult } from "../../src/gen/rbdbackup/v1/agent";
+import type { DeleteBackupDataRequest, DeleteBackupDataResult } from "../../src/gen/rbdbackup/v1/agent";
 import type { Image } from "../ceph";
 import { isCephError } from "../ceph";
 import { validName } from "../transfer/protocol";
@@ -29,13 +29,13 @@ async function retryBusy<T>(what: string, f: () => Promise<T>, attempts = 6): Pr
   }
 }
 
-export async function deleteBackup(ctx: EngineContext, req: DeleteBackupRequest): Promise<DeleteBackupResult> {
+export async function deleteBackup(ctx: EngineContext, req: DeleteBackupDataRequest): Promise<DeleteBackupDataResult> {
   if (!isUuid(req.backupId)) throw invalidArgument("backup_id must be a lowercase UUID");
   validName(req.pool, "pool");
   validName(req.namespace, "namespace", { allowEmpty: true });
   validName(req.baseImage, "base_image", { allowEmpty: true });
   const log = ctx.log.child({ op: "delete", backup: req.backupId, job: req.jobId || undefined });
-  const result: DeleteBackupResult = {
+  const result: DeleteBackupDataResult = {
     removedSnapshot: "",
     removedBaseImage: false,
     removedMetadata: false,

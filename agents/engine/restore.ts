@@ -16,6 +16,7 @@ import { newStats, rbdMessages } from "../transfer/source";
 import type { EngineContext } from "./context";
 import { locateBackup } from "./locate";
 import { type BackupMetadataV1, decodeMetadata } from "./metadata";
+import { newProgress, type Progress } from "./progress";
 
 export function validateRestoreRequest(req: RestoreRequest): void {
   if (!isUuid(req.backupId)) throw invalidArgument("backup_id must be a lowercase UUID");
@@ -42,7 +43,12 @@ export async function readMetadata(io: IoCtx, backupId: string): Promise<BackupM
   }
 }
 
-export async function restore(ctx: EngineContext, req: RestoreRequest, signal: AbortSignal): Promise<RestoreResult> {
+export async function restore(
+  ctx: EngineContext,
+  req: RestoreRequest,
+  signal: AbortSignal,
+  progress: Progress = newProgress(),
+): Promise<RestoreResult> {
   validateRestoreRequest(req);
   const started = Date.now();
   const log = ctx.log.child({ op: "restore", backup: req.backupId, job: req.jobId || undefined });
@@ -83,6 +89,9 @@ export async function restore(ctx: EngineContext, req: RestoreRequest, signal: A
       chunkSize: ctx.source.chunkSize,
     };
     const stats = newStats();
+    progress.phase = "transfer";
+    progress.bytesTotal = loc.size;
+    progress.stats = stats;
     const summary = await ctx
       .target(req.targetAgent?.address ?? "")
       .transfer(

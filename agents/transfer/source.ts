@@ -30,10 +30,12 @@ export interface SourceStats {
   dataBytes: number;
   zeroRanges: number;
   zeroBytes: number;
+  /** End of the furthest range emitted so far (the diff runs in offset order): progress through the image. */
+  position: number;
 }
 
 export function newStats(): SourceStats {
-  return { extents: 0, bytesRead: 0, dataChunks: 0, dataBytes: 0, zeroRanges: 0, zeroBytes: 0 };
+  return { extents: 0, bytesRead: 0, dataChunks: 0, dataBytes: 0, zeroRanges: 0, zeroBytes: 0, position: 0 };
 }
 
 /** Marks a failure of the source's own diff/read (so AUTO mode can fall back to a full backup). */
@@ -62,6 +64,7 @@ class Emitter {
   /** Zero ranges are merged with adjacent ones before they are sent. */
   zero(offset: number, length: number, out: TransferMessage[]): void {
     if (length <= 0) return;
+    this.stats.position = Math.max(this.stats.position, offset + length);
     const z = this.#pendingZero;
     if (z && z.offset + z.length === offset) {
       z.length += length;
@@ -83,6 +86,7 @@ class Emitter {
   }
 
   data(buf: Buffer, offset: number, out: TransferMessage[]): void {
+    this.stats.position = Math.max(this.stats.position, offset + buf.length);
     for (const s of segments(buf, offset)) {
       if (s.zero) {
         this.zero(s.offset, s.length, out);

@@ -5,7 +5,7 @@
 # Skips apt entirely when everything is already present.
 set -euo pipefail
 
-packages=(ceph-mon ceph-osd ceph-common librbd-dev librados-dev protobuf-compiler openssl)
+packages=(ceph-mon ceph-osd ceph-common librbd-dev librados-dev protobuf-compiler libprotobuf-dev openssl)
 # Extra packages may be asked for by the caller (e.g. prometheus for the metrics tests).
 packages+=("$@")
 

@@ -30,16 +30,39 @@ export function checkTls(tls: TlsConfig | undefined, who: string): void {
   }
 }
 
-/** Server side: requires and verifies a client certificate signed by the CA. */
-export function serverCredentials(tls: TlsConfig | undefined, requireClientCert = true): ServerCredentials {
+/**
+ * Server side. "require": the TLS handshake demands a client certificate signed by the CA (agents).
+ * "request": a client certificate is asked for and verified, but a client without one (or with one
+ * from another CA) still connects — the call is then judged by the coordinator's auth interceptor,
+ * which admits verified certificates or bearer tokens only (src/coordinator/auth.ts).
+ */
+export function serverCredentials(
+  tls: TlsConfig | undefined,
+  clientCert: "require" | "request" = "require",
+): ServerCredentials {
   if (tls?.insecure) return ServerCredentials.createInsecure();
   checkTls(tls, "server");
   const t = tls as Required<Pick<TlsConfig, "ca" | "cert" | "key">>;
-  return ServerCredentials.createSsl(
+  const creds = ServerCredentials.createSsl(
     read(t.ca, "CA"),
     [{ cert_chain: read(t.cert, "certificate"), private_key: read(t.key, "key") }],
-    requireClientCert,
+    true,
   );
+  if (clientCert === "request") {
+    // grpc-js has no option for "request but do not require"; its constructor options go to
+    // http2.createSecureServer, where rejectUnauthorized=false does exactly that. Checked by a test
+    // (a foreign-CA certificate gets UNAUTHENTICATED, a token-only client gets through).
+    const opts = (creds as unknown as { serverConstructorOptions: Record<string, unknown> | null })
+      .serverConstructorOptions;
+    if (!opts) throw new Error("grpc-js changed: cannot make the client certificate optional");
+    opts.rejectUnauthorized = false;
+  }
+  return creds;
+}
+
+/** Client side with a CA only (no client certificate): for API clients that authenticate by token. */
+export function channelCredentialsCaOnly(caFile: string): ChannelCredentials {
+  return ChannelCredentials.createSsl(read(caFile, "CA"));
 }
 
 /** Client side: verifies the server against the CA and presents our certificate. */

@@ -84,14 +84,19 @@ export interface AgentProcessOptions {
   /** Forward the agent's log lines to our stderr. */
   verbose?: boolean;
   env?: Record<string, string>;
+  /** host:port of a coordinator to dial. */
+  coordinator?: string;
+  /** Default agent-<cluster>; a second agent of one cluster needs its own. */
+  agentId?: string;
 }
 
 export async function startAgentProcess(cluster: string, opts: AgentProcessOptions = {}): Promise<AgentProcess> {
   const c = labClusterInfo(cluster);
   const name = `agent-${cluster}`;
-  const stateDir = opts.stateDir ?? mkdtempSync(path.join(tmpdir(), `rbdbackup-${name}-`));
+  const stateDir = opts.stateDir ?? mkdtempSync(path.join(tmpdir(), `rbdbackup-${opts.agentId ?? name}-`));
   const config = {
-    agentId: name,
+    agentId: opts.agentId ?? name,
+    ...(opts.coordinator ? { coordinator: { address: opts.coordinator } } : {}),
     cluster: {
       name: cluster,
       conf: c.conf,

@@ -1,0 +1,188 @@
+/**
+ * The operations an agent runs on its own cluster, whoever asks: the AgentService gRPC handlers
+ * (services.ts) and the coordinator's leases and calls (session.ts) share them. Each validates its
+ * input, is counted in the metrics, tracked in `running` (the daemon waits for cleanup on shutdown) and
+ * maps its failure to a gRPC status (ServerError).
+ */
+import { ServerError, Status } from "nice-grpc-common";
+import { invalidArgument, statusOf, toServerError } from "../../src/common/errors";
+import { isUuid } from "../../src/common/ids";
+import type { Logger } from "../../src/common/log";
+import type {
+  BackupRequest,
+  BackupResult,
+  ClusterCheckRequest,
+  ClusterCheckResponse,
+  DeleteBackupDataRequest,
+  DeleteBackupDataResult,
+  GetBackupMetadataRequest,
+  GetBackupMetadataResponse,
+  ListBackupSnapshotsResponse,
+  ListImageSnapshotsRequest,
+  RestoreRequest,
+  RestoreResult,
+} from "../../src/gen/rbdbackup/v1/agent";
+import type { ProbeRequest, ProbeResponse } from "../../src/gen/rbdbackup/v1/session";
+import { isCephError } from "../ceph";
+import { backup } from "../engine/backup";
+import { clusterChecks } from "../engine/checks";
+import type { EngineContext } from "../engine/context";
+import { deleteBackup } from "../engine/delete";
+import { newProgress, type Progress } from "../engine/progress";
+import { readMetadata, restore } from "../engine/restore";
+import { listImageBackupSnapshots } from "../engine/snapshots";
+import { validName } from "../transfer/protocol";
+import { AgentMetrics } from "./metrics";
+
+/**
+ * Work still running, including cleanup after a cancelled call: the daemon waits for it on shutdown
+ * (a call cancelled by the server's shutdown must still remove its snapshot before the process exits).
+ */
+export const running = new Set<Promise<unknown>>();
+
+/** Runs an operation; maps its failure to a status, logging the ones that are ours to fix. */
+export async function handle<T>(log: Logger, method: string, f: () => Promise<T>): Promise<T> {
+  const work = f();
+  running.add(work);
+  work.then(
+    () => running.delete(work),
+    () => running.delete(work),
+  );
+  try {
+    return await work;
+  } catch (e) {
+    const status = statusOf(e);
+    if (status === Status.INTERNAL || status === Status.UNKNOWN)
+      log.error(`${method} failed`, { error: e, stack: (e as Error)?.stack });
+    throw toServerError(e);
+  }
+}
+
+function validImage(im: { pool: string; namespace: string; image: string } | undefined, what = "image") {
+  if (!im) throw invalidArgument(`${what} is required`);
+  validName(im.pool, `${what}.pool`);
+  validName(im.namespace, `${what}.namespace`, { allowEmpty: true });
+  validName(im.image, `${what}.image`);
+  return im;
+}
+
+export class AgentOperations {
+  constructor(
+    readonly ctx: EngineContext,
+    readonly accepting: () => boolean,
+    readonly metrics?: AgentMetrics,
+  ) {}
+
+  get log(): Logger {
+    return this.ctx.log;
+  }
+
+  /** Counts and times an operation by its result. */
+  async #observe<T>(operation: string, f: () => Promise<T>): Promise<T> {
+    const end = this.metrics?.operationSeconds.startTimer({ operation });
+    try {
+      const r = await f();
+      this.metrics?.operations.inc({ operation, result: "ok" });
+      return r;
+    } catch (e) {
+      this.metrics?.operations.inc({ operation, result: Status[statusOf(e)] ?? "UNKNOWN" });
+      throw e;
+    } finally {
+      end?.();
+    }
+  }
+
+  #gate(): void {
+    if (!this.accepting()) throw new ServerError(Status.UNAVAILABLE, "this agent is shutting down");
+  }
+
+  async checkCluster(req: ClusterCheckRequest): Promise<ClusterCheckResponse> {
+    return handle(this.log, "CheckCluster", async () => {
+      const pool = req.backupPool || this.ctx.defaultBackupPool;
+      validName(pool, "backup_pool");
+      const checks = await clusterChecks(this.ctx.cluster, pool);
+      return { ok: checks.every((c) => c.ok), checks, clusterFsid: this.ctx.fsid };
+    });
+  }
+
+  async backup(req: BackupRequest, signal: AbortSignal, progress: Progress = newProgress()): Promise<BackupResult> {
+    this.#gate();
+    return handle(this.log, "Backup", () =>
+      this.#observe("backup", async () => {
+        const r = await backup(this.ctx, req, signal, progress);
+        if (r.forcedFullReason) this.metrics?.forcedFull.inc({ reason: AgentMetrics.reasonLabel(r.forcedFullReason) });
+        return r;
+      }),
+    );
+  }
+
+  async restore(req: RestoreRequest, signal: AbortSignal, progress: Progress = newProgress()): Promise<RestoreResult> {
+    this.#gate();
+    return handle(this.log, "Restore", () => this.#observe("restore", () => restore(this.ctx, req, signal, progress)));
+  }
+
+  async deleteBackup(req: DeleteBackupDataRequest): Promise<DeleteBackupDataResult> {
+    this.#gate();
+    return handle(this.log, "DeleteBackup", () => this.#observe("delete", () => deleteBackup(this.ctx, req)));
+  }
+
+  async listBackupSnapshots(req: ListImageSnapshotsRequest): Promise<ListBackupSnapshotsResponse> {
+    return handle(this.log, "ListBackupSnapshots", async () => {
+      const im = validImage(req.image);
+      return {
+        snapshots: await listImageBackupSnapshots(this.ctx.cluster, im.pool, im.namespace, im.image),
+      };
+    });
+  }
+
+  async getBackupMetadata(req: GetBackupMetadataRequest): Promise<GetBackupMetadataResponse> {
+    return handle(this.log, "GetBackupMetadata", async () => {
+      validName(req.pool, "pool");
+      validName(req.namespace, "namespace", { allowEmpty: true });
+      if (!isUuid(req.backupId)) throw invalidArgument("backup_id must be a lowercase UUID");
+      const io = await this.ctx.cluster.openIoCtx(req.pool, { namespace: req.namespace });
+      try {
+        const m = await readMetadata(io, req.backupId);
+        return m ? { found: true, json: JSON.stringify(m) } : { found: false, json: "" };
+      } finally {
+        await io.close();
+      }
+    });
+  }
+
+  /** Which of the pools exist; whether the image exists, its size and backup snapshots. */
+  async probe(req: ProbeRequest): Promise<ProbeResponse> {
+    return handle(this.log, "Probe", async () => {
+      const cluster = this.ctx.cluster;
+      const missingPools: string[] = [];
+      for (const p of req.pools) {
+        validName(p, "pool");
+        if (!(await cluster.poolExists(p))) missingPools.push(p);
+      }
+      const r: ProbeResponse = { missingPools, imageExists: false, imageSize: 0, imageSnapshots: [] };
+      if (!req.image) return r;
+      const im = validImage(req.image);
+      if (!(await cluster.poolExists(im.pool))) {
+        r.missingPools.push(im.pool);
+        return r;
+      }
+      const io = await cluster.openIoCtx(im.pool, { namespace: im.namespace });
+      try {
+        const img = await io.imageOpen(im.image, { readOnly: true });
+        try {
+          r.imageSize = (await img.stat()).size;
+          r.imageExists = true;
+        } finally {
+          await img.close();
+        }
+      } catch (e) {
+        if (!isCephError(e, "ENOENT")) throw e;
+        return r;
+      } finally {
+        await io.close();
+      }
+      r.imageSnapshots = await listImageBackupSnapshots(cluster, im.pool, im.namespace, im.image);
+      return r;
+    });
+  }
+}

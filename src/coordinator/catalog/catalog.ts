@@ -1,0 +1,38 @@
+/**
+ * The catalog: agents, backups and jobs, behind one interface so the storage can change (SQLite, one
+ * file, by default — sqlite.ts; PostgreSQL for several coordinators later). Calls are synchronous and
+ * each is atomic; `transaction` groups several. The catalog is an index: everything a restore needs
+ * also lives in the backup cluster (base image, snapshots, metadata objects).
+ */
+import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../model";
+
+export interface Page<T> {
+  items: T[];
+  /** Opaque; "" on the last page. */
+  next: string;
+}
+
+export interface Catalog {
+  transaction<T>(f: () => T): T;
+
+  upsertAgent(a: AgentRecord): void;
+  listAgents(): AgentRecord[];
+
+  insertBackup(b: Backup): void;
+  getBackup(id: string): Backup | undefined;
+  updateBackup(b: Backup): void;
+  listBackups(filter: BackupFilter, pageSize: number, pageToken: string): Page<Backup>;
+  /** Every backup of a volume (any status), oldest first. */
+  backupsOfVolume(cluster: string, pool: string, namespace: string, image: string): Backup[];
+
+  /** Fails with a UNIQUE error when the idempotency key is taken. */
+  insertJob(j: JobRecord): void;
+  getJob(id: string): JobRecord | undefined;
+  updateJob(j: JobRecord): void;
+  jobByIdempotencyKey(key: string): JobRecord | undefined;
+  /** Jobs that are QUEUED or RUNNING, oldest first. */
+  activeJobs(): JobRecord[];
+  listJobs(filter: JobFilter, pageSize: number, pageToken: string): Page<JobRecord>;
+
+  close(): void;
+}

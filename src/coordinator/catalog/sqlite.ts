@@ -1,0 +1,238 @@
+/**
+ * The catalog in one SQLite file (better-sqlite3, synchronous; WAL with synchronous=FULL so a
+ * kill -9 loses nothing that was acknowledged). Each table keeps the record as JSON plus the columns
+ * that are filtered, ordered or unique.
+ */
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import Database from "better-sqlite3";
+import { Backup as BackupMsg, BackupStatus, JobState } from "../../gen/rbdbackup/v1/backup_service";
+import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../model";
+import type { Catalog, Page } from "./catalog";
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS agents (agent_id TEXT PRIMARY KEY, cluster TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS backups (
+  id TEXT PRIMARY KEY,
+  status INTEGER NOT NULL,
+  cluster TEXT NOT NULL, pool TEXT NOT NULL, namespace TEXT NOT NULL, image TEXT NOT NULL,
+  volume_id TEXT NOT NULL,
+  location_cluster TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS backups_volume ON backups (cluster, pool, namespace, image);
+CREATE INDEX IF NOT EXISTS backups_created ON backups (created_at);
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY,
+  state INTEGER NOT NULL,
+  kind INTEGER NOT NULL,
+  backup_id TEXT NOT NULL,
+  idempotency_key TEXT UNIQUE,
+  created_at INTEGER NOT NULL,
+  doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
+`;
+
+const SCHEMA_VERSION = "1";
+
+function decodeToken(token: string): number {
+  if (!token) return 0;
+  const n = Number(Buffer.from(token, "base64url").toString("utf8").replace(/^o:/, ""));
+  if (!Number.isInteger(n) || n < 0) throw new RangeError("page_token is not one this server issued");
+  return n;
+}
+
+const encodeToken = (offset: number): string => Buffer.from(`o:${offset}`, "utf8").toString("base64url");
+
+function page<T>(rows: { doc: string }[], pageSize: number, offset: number, parse: (s: string) => T): Page<T> {
+  const more = rows.length > pageSize;
+  return {
+    items: rows.slice(0, pageSize).map((r) => parse(r.doc)),
+    next: more ? encodeToken(offset + pageSize) : "",
+  };
+}
+
+const parseBackup = (doc: string): Backup => BackupMsg.fromJSON(JSON.parse(doc));
+const parseJob = (doc: string): JobRecord => JSON.parse(doc) as JobRecord;
+
+export class SqliteCatalog implements Catalog {
+  readonly #db: Database.Database;
+
+  constructor(file: string) {
+    if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    this.#db = new Database(file, { timeout: 5000 });
+    this.#db.pragma("journal_mode = WAL");
+    this.#db.pragma("synchronous = FULL");
+    this.#db.pragma("foreign_keys = ON");
+    this.#db.exec(SCHEMA);
+    const v = this.#db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as
+      | { value: string }
+      | undefined;
+    if (!v) this.#db.prepare("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(SCHEMA_VERSION);
+    else if (v.value !== SCHEMA_VERSION)
+      throw new Error(`catalog ${file} has schema version ${v.value}; this coordinator knows ${SCHEMA_VERSION}`);
+  }
+
+  transaction<T>(f: () => T): T {
+    return this.#db.transaction(f)();
+  }
+
+  upsertAgent(a: AgentRecord): void {
+    this.#db
+      .prepare(
+        "INSERT INTO agents (agent_id, cluster, doc) VALUES (?, ?, ?) ON CONFLICT(agent_id) DO UPDATE SET cluster = excluded.cluster, doc = excluded.doc",
+      )
+      .run(a.agentId, a.clusterName, JSON.stringify(a));
+  }
+
+  listAgents(): AgentRecord[] {
+    return (this.#db.prepare("SELECT doc FROM agents ORDER BY cluster, agent_id").all() as { doc: string }[]).map(
+      (r) => JSON.parse(r.doc) as AgentRecord,
+    );
+  }
+
+  #backupRow(b: Backup) {
+    const v = b.volume ?? { cluster: "", pool: "", namespace: "", image: "" };
+    return {
+      id: b.id,
+      status: b.status,
+      cluster: v.cluster,
+      pool: v.pool,
+      namespace: v.namespace,
+      image: v.image,
+      volume_id: b.volumeId,
+      location_cluster: b.location?.cluster ?? "",
+      created_at: (b.createdAt ?? new Date(0)).toISOString(),
+      doc: JSON.stringify(BackupMsg.toJSON(b)),
+    };
+  }
+
+  insertBackup(b: Backup): void {
+    this.#db
+      .prepare(
+        "INSERT INTO backups (id, status, cluster, pool, namespace, image, volume_id, location_cluster, created_at, doc) VALUES (@id, @status, @cluster, @pool, @namespace, @image, @volume_id, @location_cluster, @created_at, @doc)",
+      )
+      .run(this.#backupRow(b));
+  }
+
+  getBackup(id: string): Backup | undefined {
+    const r = this.#db.prepare("SELECT doc FROM backups WHERE id = ?").get(id) as { doc: string } | undefined;
+    return r ? parseBackup(r.doc) : undefined;
+  }
+
+  updateBackup(b: Backup): void {
+    const r = this.#db
+      .prepare("UPDATE backups SET status = @status, doc = @doc WHERE id = @id")
+      .run(this.#backupRow(b));
+    if (r.changes !== 1) throw new Error(`backup ${b.id} is not in the catalog`);
+  }
+
+  listBackups(f: BackupFilter, pageSize: number, pageToken: string): Page<Backup> {
+    const where: string[] = [];
+    const args: Record<string, unknown> = {};
+    for (const [col, v] of [
+      ["cluster", f.cluster],
+      ["pool", f.pool],
+      ["image", f.image],
+      ["volume_id", f.volumeId],
+      ["location_cluster", f.locationCluster],
+    ] as const) {
+      if (v) {
+        where.push(`${col} = @${col}`);
+        args[col] = v;
+      }
+    }
+    if (f.statuses?.length) where.push(`status IN (${f.statuses.map(Number).join(",")})`);
+    else if (f.excludeDeleted) where.push(`status <> ${BackupStatus.BACKUP_STATUS_DELETED}`);
+    const offset = decodeToken(pageToken);
+    const rows = this.#db
+      .prepare(
+        `SELECT doc FROM backups ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at DESC, id LIMIT ${pageSize + 1} OFFSET ${offset}`,
+      )
+      .all(args) as { doc: string }[];
+    return page(rows, pageSize, offset, parseBackup);
+  }
+
+  backupsOfVolume(cluster: string, pool: string, namespace: string, image: string): Backup[] {
+    return (
+      this.#db
+        .prepare(
+          "SELECT doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ? ORDER BY created_at, id",
+        )
+        .all(cluster, pool, namespace, image) as { doc: string }[]
+    ).map((r) => parseBackup(r.doc));
+  }
+
+  #jobRow(j: JobRecord) {
+    return {
+      id: j.id,
+      state: j.state,
+      kind: j.kind,
+      backup_id: j.backupId,
+      idempotency_key: j.idempotencyKey || null,
+      created_at: j.createdAt,
+      doc: JSON.stringify(j),
+    };
+  }
+
+  insertJob(j: JobRecord): void {
+    this.#db
+      .prepare(
+        "INSERT INTO jobs (id, state, kind, backup_id, idempotency_key, created_at, doc) VALUES (@id, @state, @kind, @backup_id, @idempotency_key, @created_at, @doc)",
+      )
+      .run(this.#jobRow(j));
+  }
+
+  getJob(id: string): JobRecord | undefined {
+    const r = this.#db.prepare("SELECT doc FROM jobs WHERE id = ?").get(id) as { doc: string } | undefined;
+    return r ? parseJob(r.doc) : undefined;
+  }
+
+  updateJob(j: JobRecord): void {
+    const r = this.#db.prepare("UPDATE jobs SET state = @state, doc = @doc WHERE id = @id").run(this.#jobRow(j));
+    if (r.changes !== 1) throw new Error(`job ${j.id} is not in the catalog`);
+  }
+
+  jobByIdempotencyKey(key: string): JobRecord | undefined {
+    const r = this.#db.prepare("SELECT doc FROM jobs WHERE idempotency_key = ?").get(key) as
+      | { doc: string }
+      | undefined;
+    return r ? parseJob(r.doc) : undefined;
+  }
+
+  activeJobs(): JobRecord[] {
+    return (
+      this.#db
+        .prepare(
+          `SELECT doc FROM jobs WHERE state IN (${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING}) ORDER BY created_at, id`,
+        )
+        .all() as { doc: string }[]
+    ).map((r) => parseJob(r.doc));
+  }
+
+  listJobs(f: JobFilter, pageSize: number, pageToken: string): Page<JobRecord> {
+    const where: string[] = [];
+    const args: Record<string, unknown> = {};
+    if (f.state) where.push(`state = ${Number(f.state)}`);
+    if (f.kind) where.push(`kind = ${Number(f.kind)}`);
+    if (f.backupId) {
+      where.push("backup_id = @backup_id");
+      args.backup_id = f.backupId;
+    }
+    const offset = decodeToken(pageToken);
+    const rows = this.#db
+      .prepare(
+        `SELECT doc FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at DESC, id LIMIT ${pageSize + 1} OFFSET ${offset}`,
+      )
+      .all(args) as { doc: string }[];
+    return page(rows, pageSize, offset, parseJob);
+  }
+
+  close(): void {
+    this.#db.close();
+  }
+}

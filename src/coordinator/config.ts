@@ -1,0 +1,113 @@
+/**
+ * Coordinator configuration: a JSON file (see deploy/examples/coordinator.json) and flags that
+ * override it. Every field is checked at start with a message naming the field.
+ */
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import type { TlsConfig } from "../common/tls";
+import { type SchedulerConfig, schedulerDefaults } from "./scheduler";
+
+export interface CoordinatorConfig {
+  /** host:port of the gRPC server (BackupService, agent sessions, health, reflection). */
+  listen: string;
+  tls: TlsConfig;
+  /** File of API bearer tokens (one per line); "" = API clients need a client certificate. */
+  tokensFile: string;
+  /** The SQLite catalog file. */
+  catalogPath: string;
+  scheduler: SchedulerConfig;
+  /** Seconds to let calls finish on SIGTERM (health says NOT_SERVING meanwhile). */
+  shutdownGraceSeconds: number;
+}
+
+export const coordinatorDefaults = {
+  listen: "127.0.0.1:7300",
+  catalogPath: "/var/lib/rbdbackup/coordinator/catalog.sqlite",
+  shutdownGraceSeconds: 10,
+};
+
+function fail(msg: string): never {
+  throw new Error(`coordinator config: ${msg}`);
+}
+
+function int(v: unknown, name: string, min: number, max: number): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max)
+    fail(`${name} must be an integer in [${min}, ${max}]`);
+  return v;
+}
+
+function str(v: unknown, name: string, required = true): string {
+  if (v === undefined && !required) return "";
+  if (typeof v !== "string" || (required && v === "")) fail(`${name} must be a non-empty string`);
+  return v;
+}
+
+export function parseCoordinatorConfig(argv: string[]): CoordinatorConfig {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      config: { type: "string", short: "c" },
+      listen: { type: "string" },
+      catalog: { type: "string" },
+      "tls-ca": { type: "string" },
+      "tls-cert": { type: "string" },
+      "tls-key": { type: "string" },
+      insecure: { type: "boolean" },
+      "tokens-file": { type: "string" },
+      "per-cluster-limit": { type: "string" },
+    },
+    strict: true,
+  });
+  // biome-ignore lint/suspicious/noExplicitAny: parsed JSON; every field used is checked below
+  let file: Record<string, any> = {};
+  if (values.config) {
+    try {
+      file = JSON.parse(readFileSync(values.config, "utf8"));
+    } catch (e) {
+      fail(`cannot read ${values.config}: ${(e as Error).message}`);
+    }
+  }
+  const ft = file.tls ?? {};
+  const fs = file.scheduler ?? {};
+  const d = schedulerDefaults;
+  const perCluster = values["per-cluster-limit"] !== undefined ? Number(values["per-cluster-limit"]) : undefined;
+  const cfg: CoordinatorConfig = {
+    listen: str(values.listen ?? file.listen ?? coordinatorDefaults.listen, "listen"),
+    tls: {
+      ...((values["tls-ca"] ?? ft.ca) ? { ca: str(values["tls-ca"] ?? ft.ca, "tls.ca") } : {}),
+      ...((values["tls-cert"] ?? ft.cert) ? { cert: str(values["tls-cert"] ?? ft.cert, "tls.cert") } : {}),
+      ...((values["tls-key"] ?? ft.key) ? { key: str(values["tls-key"] ?? ft.key, "tls.key") } : {}),
+      insecure: values.insecure ?? ft.insecure === true,
+    },
+    tokensFile: str(values["tokens-file"] ?? file.auth?.tokensFile, "auth.tokensFile", false),
+    catalogPath: str(values.catalog ?? file.catalog?.path ?? coordinatorDefaults.catalogPath, "catalog.path"),
+    scheduler: {
+      leaseTtlMs: int(fs.leaseTtlMs ?? d.leaseTtlMs, "scheduler.leaseTtlMs", 1000, 3_600_000),
+      heartbeatIntervalMs: int(
+        fs.heartbeatIntervalMs ?? d.heartbeatIntervalMs,
+        "scheduler.heartbeatIntervalMs",
+        100,
+        600_000,
+      ),
+      maxAttempts: int(fs.maxAttempts ?? d.maxAttempts, "scheduler.maxAttempts", 1, 100),
+      backoffBaseMs: int(fs.backoffBaseMs ?? d.backoffBaseMs, "scheduler.backoffBaseMs", 10, 3_600_000),
+      backoffMaxMs: int(fs.backoffMaxMs ?? d.backoffMaxMs, "scheduler.backoffMaxMs", 10, 86_400_000),
+      perClusterLimit: int(perCluster ?? fs.perClusterLimit ?? d.perClusterLimit, "scheduler.perClusterLimit", 1, 1024),
+      tickMs: int(fs.tickMs ?? d.tickMs, "scheduler.tickMs", 50, 60_000),
+    },
+    shutdownGraceSeconds: int(
+      file.shutdownGraceSeconds ?? coordinatorDefaults.shutdownGraceSeconds,
+      "shutdownGraceSeconds",
+      0,
+      3600,
+    ),
+  };
+  if (!/^[^:]+:\d+$/.test(cfg.listen) && !/^\[[0-9a-f:]+\]:\d+$/i.test(cfg.listen))
+    fail(`listen "${cfg.listen}" must be host:port`);
+  if (cfg.scheduler.heartbeatIntervalMs * 2 > cfg.scheduler.leaseTtlMs)
+    fail("scheduler.leaseTtlMs must be at least twice scheduler.heartbeatIntervalMs");
+  if (!cfg.tls.insecure && (!cfg.tls.ca || !cfg.tls.cert || !cfg.tls.key)) {
+    fail("tls.ca, tls.cert and tls.key are required; tls.insecure: true only for tests");
+  }
+  return cfg;
+}

@@ -1,0 +1,116 @@
+/**
+ * The coordinator daemon: one per deployment.
+ *
+ * Owns: the public BackupService (api.ts), the agents' sessions (session-service.ts, sessions.ts), the
+ * scheduler (scheduler.ts) and the catalog (catalog/). One gRPC server carries them all, with
+ * grpc.health.v1 and server reflection, behind the auth interceptor (auth.ts).
+ *
+ * Lifecycle: starting → serving → draining (SIGTERM: health NOT_SERVING, new sessions and calls
+ * refused, running calls get shutdownGraceSeconds) → stopped. Jobs survive a restart in the catalog;
+ * agents reconnect by themselves and claim their running leases.
+ */
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { createServer, type Server } from "nice-grpc";
+import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
+import { ServerReflection, ServerReflectionService } from "nice-grpc-server-reflection";
+import { splitHostPort } from "../common/address";
+import type { Logger } from "../common/log";
+import { serverCredentials } from "../common/tls";
+import { BackupServiceDefinition } from "../gen/rbdbackup/v1/backup_service";
+import { CoordinatorAgentServiceDefinition } from "../gen/rbdbackup/v1/session";
+import { backupService } from "./api";
+import { authInterceptor, readTokens } from "./auth";
+import type { Catalog } from "./catalog/catalog";
+import { SqliteCatalog } from "./catalog/sqlite";
+import type { CoordinatorConfig } from "./config";
+import { Scheduler } from "./scheduler";
+import { sessionService } from "./session-service";
+import { Sessions } from "./sessions";
+
+export type CoordinatorState = "starting" | "serving" | "draining" | "stopped";
+
+export class Coordinator {
+  state: CoordinatorState = "starting";
+  address = "";
+  readonly health = HealthState();
+  readonly sessions = new Sessions();
+  catalog: Catalog | null = null;
+  scheduler: Scheduler | null = null;
+  #server: Server | null = null;
+
+  constructor(
+    readonly cfg: CoordinatorConfig,
+    readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    const cfg = this.cfg;
+    const tokens = cfg.tokensFile ? readTokens(cfg.tokensFile) : [];
+    if (cfg.tls.insecure && tokens.length === 0)
+      this.log.warn("insecure mode without API tokens: anyone who reaches the port can use the API");
+    const catalog = new SqliteCatalog(cfg.catalogPath);
+    this.catalog = catalog;
+    const scheduler = new Scheduler(catalog, this.sessions, cfg.scheduler, this.log);
+    this.scheduler = scheduler;
+    const accepting = () => this.state === "serving";
+    const server = createServer({
+      interceptors: [authInterceptor({ insecure: cfg.tls.insecure === true, tokens })],
+      "grpc.keepalive_time_ms": 10_000,
+      "grpc.keepalive_timeout_ms": 5_000,
+      "grpc.keepalive_permit_without_calls": 1,
+      "grpc.http2.min_ping_interval_without_data_ms": 5_000,
+    } as unknown as Parameters<typeof createServer>[0]);
+    server.add(
+      BackupServiceDefinition,
+      backupService({
+        catalog,
+        sessions: this.sessions,
+        scheduler,
+        log: this.log,
+        maxAttempts: cfg.scheduler.maxAttempts,
+      }),
+    );
+    server.add(
+      CoordinatorAgentServiceDefinition,
+      sessionService({ catalog, sessions: this.sessions, scheduler, log: this.log, accepting }),
+    );
+    server.add(HealthDefinition, HealthServiceImpl(this.health));
+    server.add(
+      ServerReflectionService,
+      ServerReflection(readFileSync(path.join(__dirname, "../gen/descriptor.bin")), [
+        BackupServiceDefinition.fullName,
+        CoordinatorAgentServiceDefinition.fullName,
+        "grpc.health.v1.Health",
+      ]),
+    );
+    const [host, portText] = splitHostPort(cfg.listen);
+    const port = await server.listen(cfg.listen, serverCredentials(cfg.tls, "request"));
+    this.#server = server;
+    this.address = `${host}:${port || portText}`;
+    scheduler.start();
+    this.state = "serving";
+    this.health.setStatus("healthy");
+    this.log.info("coordinator serving", { address: this.address, catalog: cfg.catalogPath });
+  }
+
+  async stop(graceSeconds = this.cfg.shutdownGraceSeconds): Promise<void> {
+    if (this.state === "stopped" || this.state === "draining") return;
+    this.state = "draining";
+    this.health.setStatus("unhealthy");
+    this.log.info("draining", { graceSeconds });
+    // Health answers NOT_SERVING during the grace period (watchers and load balancers see it).
+    if (graceSeconds > 0) await new Promise((r) => setTimeout(r, Math.min(graceSeconds, 2) * 1000));
+    this.scheduler?.stop();
+    for (const s of this.sessions.all()) s.close("coordinator stopping");
+    const server = this.#server;
+    if (server) {
+      const timer = setTimeout(() => server.forceShutdown(), graceSeconds * 1000);
+      await server.shutdown();
+      clearTimeout(timer);
+    }
+    this.catalog?.close();
+    this.state = "stopped";
+    this.log.info("coordinator stopped");
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * Entry point of the coordinator daemon (`rbdbackup coordinator --config coordinator.json`).
+ * Prints one JSON line on stdout once serving: {"event":"serving","address":...}.
+ * Exit codes: 0 stopped cleanly, 2 bad configuration, 1 anything else.
+ */
+import { logger } from "../common/log";
+import { parseCoordinatorConfig } from "./config";
+import { Coordinator } from "./coordinator";
+
+export async function coordinatorMain(argv: string[]): Promise<number> {
+  let cfg: ReturnType<typeof parseCoordinatorConfig>;
+  try {
+    cfg = parseCoordinatorConfig(argv);
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n`);
+    return 2;
+  }
+  const log = logger({ component: "coordinator" });
+  const c = new Coordinator(cfg, log);
+  try {
+    await c.start();
+  } catch (e) {
+    process.stderr.write(`coordinator: cannot start: ${(e as Error).message}\n`);
+    await c.stop(0).catch(() => {});
+    return 2;
+  }
+  process.stdout.write(`${JSON.stringify({ event: "serving", address: c.address, pid: process.pid })}\n`);
+  return new Promise<number>((resolve) => {
+    let draining = false;
+    const onSignal = (sig: string) => {
+      if (draining) return;
+      draining = true;
+      log.info(`${sig}: draining`);
+      c.stop().then(
+        () => resolve(0),
+        () => resolve(1),
+      );
+    };
+    process.on("SIGTERM", () => onSignal("SIGTERM"));
+    process.on("SIGINT", () => onSignal("SIGINT"));
+  });
+}
+
+if (require.main === module) {
+  coordinatorMain(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (e) => {
+      process.stderr.write(`coordinator: ${(e as Error).stack ?? e}\n`);
+      process.exit(1);
+    },
+  );
+}

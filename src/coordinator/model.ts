@@ -1,0 +1,89 @@
+/**
+ * The coordinator's records: what the catalog stores and the scheduler works on. Backups are the public
+ * Backup message itself; a job carries, besides what the API shows, what the scheduler needs (the
+ * operation's parameters, its lease, the locks it takes, the clusters whose slots it uses).
+ */
+import type { BackupMode, RestoreMode } from "../gen/rbdbackup/v1/agent";
+import type { Backup, JobKind, JobState, VolumeRef } from "../gen/rbdbackup/v1/backup_service";
+
+export type { Backup };
+
+export interface Lease {
+  token: string;
+  attempt: number;
+  agentId: string;
+  /** Epoch ms. */
+  expiresAt: number;
+}
+
+export type JobOperation =
+  | { kind: "backup"; mode: BackupMode; maxSnapshots: number }
+  | { kind: "restore"; target: VolumeRef; mode: RestoreMode }
+  | { kind: "delete" };
+
+export interface JobRecord {
+  id: string;
+  kind: JobKind;
+  state: JobState;
+  backupId: string;
+  /** BACKUP: source volume; RESTORE: target volume; DELETE: the backed-up volume. */
+  volume: VolumeRef;
+  idempotencyKey: string;
+  /** Hash of the request that created the job (an idempotency key reused for another request is refused). */
+  fingerprint: string;
+  operation: JobOperation;
+  attempts: number;
+  maxAttempts: number;
+  errorCode: string;
+  errorMessage: string;
+  agentId: string;
+  waitingReason: string;
+  /** Epoch ms; 0 = not yet. */
+  createdAt: number;
+  startedAt: number;
+  finishedAt: number;
+  nextAttemptAt: number;
+  lease: Lease | null;
+  cancelRequested: boolean;
+  /** Exclusive locks ("vol:<cluster>/<pool>/<ns>/<image>", "backup:<id>"): one job per key runs at a time, in order. */
+  locks: string[];
+  /** The cluster whose agent runs it, and the other cluster of a transfer ("" = none). */
+  execCluster: string;
+  peerCluster: string;
+  /** What the agent reported on success (BackupResult, RestoreResult or DeleteBackupDataResult as JSON). */
+  result: unknown;
+  warnings: string[];
+}
+
+export interface AgentRecord {
+  agentId: string;
+  clusterName: string;
+  clusterFsid: string;
+  version: string;
+  transferAddress: string;
+  capacity: number;
+  defaultBackupPool: string;
+  /** Epoch ms. */
+  lastSeen: number;
+}
+
+export interface BackupFilter {
+  cluster?: string;
+  pool?: string;
+  image?: string;
+  volumeId?: string;
+  locationCluster?: string;
+  /** Empty: every status but DELETED. */
+  statuses?: number[];
+  excludeDeleted?: boolean;
+}
+
+export interface JobFilter {
+  state?: JobState;
+  kind?: JobKind;
+  backupId?: string;
+}
+
+export const volumeKey = (v: VolumeRef): string => `${v.cluster}/${v.pool}/${v.namespace}/${v.image}`;
+export const volumeLabel = (v: VolumeRef): string =>
+  `${v.cluster}/${v.pool}/${v.namespace ? `${v.namespace}/` : ""}${v.image}`;

@@ -1,0 +1,112 @@
+/**
+ * Checks of every public API input, before anything is queued: each failure is INVALID_ARGUMENT with
+ * a message naming the field.
+ */
+import { invalidArgument } from "../common/errors";
+import { isUuid } from "../common/ids";
+import { BackupMode, RestoreMode } from "../gen/rbdbackup/v1/agent";
+import type { BackupLocation, VolumeRef } from "../gen/rbdbackup/v1/backup_service";
+import { BackupStatus, JobKind, JobState } from "../gen/rbdbackup/v1/backup_service";
+
+/** Cluster names (as agents register them). */
+export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** Pool, namespace and image names: what RBD accepts, bounded (a base image adds 44 characters). */
+const MAX_RBD_NAME = 200;
+const MAX_VOLUME_ID = 256;
+const MAX_META_ENTRIES = 64;
+const MAX_META_KEY = 256;
+const MAX_META_VALUE = 4096;
+const IDEMPOTENCY_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export function clusterName(v: string, field: string): string {
+  if (!v) throw invalidArgument(`${field} is required`);
+  if (!NAME_RE.test(v)) throw invalidArgument(`${field} "${v.slice(0, 80)}" must be 1-64 characters of [A-Za-z0-9._-]`);
+  return v;
+}
+
+export function rbdName(v: string, field: string, { allowEmpty = false } = {}): string {
+  if (v === "") {
+    if (allowEmpty) return v;
+    throw invalidArgument(`${field} is required`);
+  }
+  if (Buffer.byteLength(v) > MAX_RBD_NAME) throw invalidArgument(`${field} is longer than ${MAX_RBD_NAME} bytes`);
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
+  if (/[/@\x00-\x1f\x7f]/.test(v) || v.trim() !== v || v === "." || v === "..") {
+    throw invalidArgument(
+      `${field} "${v}" is not a valid name (no "/", "@", control characters or surrounding spaces)`,
+    );
+  }
+  return v;
+}
+
+export function volumeRef(v: VolumeRef | undefined, field: string): VolumeRef {
+  if (!v) throw invalidArgument(`${field} is required`);
+  clusterName(v.cluster, `${field}.cluster`);
+  rbdName(v.pool, `${field}.pool`);
+  rbdName(v.namespace, `${field}.namespace`, { allowEmpty: true });
+  rbdName(v.image, `${field}.image`);
+  return v;
+}
+
+export function location(l: BackupLocation | undefined, field: string): BackupLocation {
+  if (!l) throw invalidArgument(`${field} is required`);
+  clusterName(l.cluster, `${field}.cluster`);
+  rbdName(l.pool, `${field}.pool`, { allowEmpty: true });
+  rbdName(l.namespace, `${field}.namespace`, { allowEmpty: true });
+  if (l.namespace && !l.pool) throw invalidArgument(`${field}.namespace needs ${field}.pool`);
+  return l;
+}
+
+export function uuid(v: string, field: string): string {
+  if (!v) throw invalidArgument(`${field} is required`);
+  if (!isUuid(v)) throw invalidArgument(`${field} "${v.slice(0, 80)}" must be a lowercase UUID`);
+  return v;
+}
+
+export function idempotencyKey(v: string): string {
+  if (v && !IDEMPOTENCY_RE.test(v)) {
+    throw invalidArgument("idempotency_key must be 1-128 characters of [A-Za-z0-9._:-]");
+  }
+  return v;
+}
+
+export function volumeMetadata(volumeId: string, meta: Record<string, string>): void {
+  if (volumeId.length > MAX_VOLUME_ID) throw invalidArgument(`volume_id is longer than ${MAX_VOLUME_ID} characters`);
+  const entries = Object.entries(meta);
+  if (entries.length > MAX_META_ENTRIES)
+    throw invalidArgument(`volume_metadata has ${entries.length} entries; at most ${MAX_META_ENTRIES}`);
+  for (const [k, v] of entries) {
+    if (!k) throw invalidArgument("volume_metadata keys must not be empty");
+    if (k.length > MAX_META_KEY)
+      throw invalidArgument(`volume_metadata key "${k.slice(0, 40)}…" is longer than ${MAX_META_KEY}`);
+    if (v.length > MAX_META_VALUE)
+      throw invalidArgument(`volume_metadata["${k}"] is longer than ${MAX_META_VALUE} characters`);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is what is refused
+    if (/\x00/.test(k) || /\x00/.test(v)) throw invalidArgument(`volume_metadata["${k}"] contains NUL`);
+  }
+}
+
+function enumValue<E extends Record<string, string | number>>(e: E, v: number, field: string, allowZero = true) {
+  if (!Number.isInteger(v) || v < 0 || !(v in e) || (!allowZero && v === 0)) {
+    const names = Object.keys(e).filter((k) => Number.isNaN(Number(k)) && k !== "UNRECOGNIZED");
+    throw invalidArgument(`${field}: unknown value ${v} (expected one of ${names.join(", ")})`);
+  }
+  return v;
+}
+
+export const backupMode = (v: number) => enumValue(BackupMode, v, "mode");
+export const restoreMode = (v: number) => enumValue(RestoreMode, v, "mode");
+export const backupStatus = (v: number) => enumValue(BackupStatus, v, "status");
+export const jobState = (v: number) => enumValue(JobState, v, "state");
+export const jobKind = (v: number) => enumValue(JobKind, v, "kind");
+
+export function pageSize(v: number): number {
+  if (v === 0) return 100;
+  if (v > 1000) throw invalidArgument(`page_size ${v} is above 1000`);
+  return v;
+}
+
+export function maxSnapshots(v: number): number {
+  if (v > 1000) throw invalidArgument(`max_snapshots ${v} is above 1000`);
+  return v;
+}

@@ -1,0 +1,42 @@
+/** What the API shows of the coordinator's records (model.ts → the public messages). */
+import { RestoreResult } from "../gen/rbdbackup/v1/agent";
+import { type Job, JobKind } from "../gen/rbdbackup/v1/backup_service";
+import type { Catalog } from "./catalog/catalog";
+import type { JobRecord } from "./model";
+import type { LiveProgress } from "./scheduler";
+
+const date = (ms: number): Date | undefined => (ms ? new Date(ms) : undefined);
+
+export function jobView(j: JobRecord, catalog: Catalog, live: LiveProgress | undefined): Job {
+  return {
+    id: j.id,
+    kind: j.kind,
+    state: j.state,
+    backupId: j.backupId,
+    volume: j.volume,
+    idempotencyKey: j.idempotencyKey,
+    attempts: j.attempts,
+    maxAttempts: j.maxAttempts,
+    errorCode: j.errorCode,
+    errorMessage: j.errorMessage,
+    agentId: j.agentId,
+    waitingReason: j.waitingReason,
+    progress: live
+      ? {
+          phase: live.phase,
+          bytesDone: live.bytesDone,
+          bytesTotal: live.bytesTotal,
+          bytesTransferred: live.bytesTransferred,
+          rateBytesPerSecond: live.rateBytesPerSecond,
+        }
+      : undefined,
+    createdAt: date(j.createdAt),
+    startedAt: date(j.startedAt),
+    finishedAt: date(j.finishedAt),
+    nextAttemptAt: date(j.nextAttemptAt),
+    backup: catalog.getBackup(j.backupId),
+    restore: j.kind === JobKind.JOB_KIND_RESTORE && j.result ? RestoreResult.fromJSON(j.result) : undefined,
+    warnings: j.warnings,
+    cancelRequested: j.cancelRequested,
+  };
+}

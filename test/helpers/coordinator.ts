@@ -1,0 +1,77 @@
+/**
+ * A whole deployment for tests: a real coordinator process and real agent processes (site-a, site-b)
+ * that dial it over mutual TLS, plus helpers to follow jobs through the public API.
+ */
+import { type BackupServiceClient, type Job, JobState } from "../../src/gen/rbdbackup/v1/backup_service";
+import {
+  type CoordinatorProcess,
+  type CoordinatorProcessOptions,
+  startCoordinatorProcess,
+} from "../../src/lab/coordinator-process";
+import { type RunningAgent, startAgent } from "./agents";
+
+export interface Deployment {
+  coord: CoordinatorProcess;
+  agents: RunningAgent[];
+  client: BackupServiceClient;
+  stop(): Promise<void>;
+}
+
+export const FINAL = new Set([JobState.JOB_STATE_SUCCEEDED, JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED]);
+
+export function startCoordinator(opts: CoordinatorProcessOptions = {}): Promise<CoordinatorProcess> {
+  return startCoordinatorProcess({ verbose: !!process.env.RBDBACKUP_TEST_VERBOSE, ...opts });
+}
+
+/** Waits until `n` agents are connected to the coordinator (bounded). */
+export async function waitAgents(client: BackupServiceClient, n: number, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await client.listAgents({});
+    if (r.agents.filter((a) => a.connected).length >= n) return;
+    if (Date.now() > deadline) throw new Error(`only ${JSON.stringify(r.agents)} connected after ${timeoutMs} ms`);
+    await new Promise((res) => setTimeout(res, 100));
+  }
+}
+
+export async function deploy(
+  opts: CoordinatorProcessOptions & { clusters?: string[]; agentLimits?: Record<string, number> } = {},
+): Promise<Deployment> {
+  const coord = await startCoordinator(opts);
+  const clusters = opts.clusters ?? ["site-a", "site-b"];
+  const agents = await Promise.all(
+    clusters.map((c) =>
+      startAgent(c, { coordinator: coord.address, ...(opts.agentLimits ? { limits: opts.agentLimits } : {}) }),
+    ),
+  );
+  await waitAgents(coord.client, agents.length);
+  return {
+    coord,
+    agents,
+    client: coord.client,
+    async stop() {
+      await Promise.all(agents.map((a) => a.stop()));
+      await coord.stop();
+    },
+  };
+}
+
+/** Polls a job until it is final (bounded). */
+export async function waitJob(client: BackupServiceClient, jobId: string, timeoutMs = 120_000): Promise<Job> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const j = await client.getJob({ jobId });
+    if (FINAL.has(j.state)) return j;
+    if (Date.now() > deadline) throw new Error(`job ${jobId} not final after ${timeoutMs} ms: ${JSON.stringify(j)}`);
+    await new Promise((res) => setTimeout(res, 100));
+  }
+}
+
+/** Waits for a job and asserts it succeeded (the message carries its error otherwise). */
+export async function succeeded(client: BackupServiceClient, jobId: string, timeoutMs?: number): Promise<Job> {
+  const j = await waitJob(client, jobId, timeoutMs);
+  if (j.state !== JobState.JOB_STATE_SUCCEEDED) {
+    throw new Error(`job ${jobId} ended ${JobState[j.state]}: ${j.errorCode}: ${j.errorMessage}`);
+  }
+  return j;
+}
