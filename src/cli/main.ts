@@ -1,38 +1,98 @@
 #!/usr/bin/env node
 /**
- * The `rbdbackup` command. At this stage: `rbdbackup agent --config agent.json` starts the agent
- * daemon; the coordinator and the client verbs come with the coordinator.
- * Exit codes: 0 ok, 1 failure, 2 usage or configuration error.
+ * The `rbdbackup` command: dispatch to the daemons (`agent --config FILE`, `coordinator ...`) and to the
+ * client verbs of the public API (backup, job, agent list, cluster, record). Failures are reported
+ * here, once, with the exit codes of exit-codes.ts (listed in usage.ts).
  */
-import { agentMain } from "../../agents/agent/main";
+import path from "node:path";
+import { splitLeadingGlobalFlags, UsageError } from "./args";
+import { agentClientCommand } from "./commands/agent";
+import { backupCommand } from "./commands/backup";
+import { clusterCommand } from "./commands/cluster";
+import { jobCommand } from "./commands/job";
+import { recordCommand } from "./commands/record";
+import { CliFailure, ExitCode, reportError } from "./exit-codes";
+import { usage } from "./usage";
 
-const usage = `usage: rbdbackup <command> [options]
+interface CoordinatorModule {
+  coordinatorMain(argv: string[]): Promise<number>;
+}
 
-commands:
-  agent --config FILE     run the agent daemon for one Ceph cluster (see deploy/examples/agent.json)
-  help                    this text
-`;
+/** Loaded only when asked for (and resolved at run time, so the CLI builds without it). */
+function loadCoordinator(): CoordinatorModule {
+  const file = path.join(__dirname, "../coordinator/main");
+  let m: Partial<CoordinatorModule>;
+  try {
+    m = require(file) as Partial<CoordinatorModule>;
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === "MODULE_NOT_FOUND" && err.message.includes(file)) {
+      throw new CliFailure(ExitCode.JobFailed, `the coordinator is not part of this build (no ${file}.js)`);
+    }
+    throw e;
+  }
+  if (typeof m.coordinatorMain !== "function") {
+    throw new CliFailure(ExitCode.JobFailed, `${file} has no coordinatorMain`);
+  }
+  return m as CoordinatorModule;
+}
 
-async function main(argv: string[]): Promise<number> {
-  const [cmd, ...rest] = argv;
+async function run(cmd: string | undefined, rest: string[]): Promise<number> {
   switch (cmd) {
-    case "agent":
+    case "agent": {
+      // `agent list` is the client verb; anything else runs the daemon (loaded only then: it needs librbd).
+      if (rest[0] === "list") return agentClientCommand(rest);
+      const { agentMain } = await import("../../agents/agent/main");
       return agentMain(rest);
+    }
+    case "coordinator":
+      return loadCoordinator().coordinatorMain(rest);
+    case "backup":
+      return backupCommand(rest);
+    case "job":
+      return jobCommand(rest);
+    case "cluster":
+      return clusterCommand(rest);
+    case "record":
+      return recordCommand(rest);
     case "help":
     case "--help":
     case "-h":
       process.stdout.write(usage);
-      return 0;
+      return ExitCode.Ok;
+    case undefined:
+      process.stderr.write(usage);
+      return ExitCode.Usage;
     default:
-      process.stderr.write(cmd ? `unknown command "${cmd}"\n${usage}` : usage);
-      return 2;
+      throw new UsageError(`unknown command "${cmd}" (see rbdbackup help)`);
   }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (e) => {
-    process.stderr.write(`rbdbackup: ${(e as Error)?.stack ?? e}\n`);
-    process.exit(1);
-  },
-);
+export async function main(argv: string[]): Promise<number> {
+  // Global flags may come first: `rbdbackup --json backup list` is `rbdbackup backup list --json`.
+  const { leading, rest: args } = splitLeadingGlobalFlags(argv);
+  const [cmd, ...rest] = args;
+  try {
+    return await run(cmd, [...rest, ...leading]);
+  } catch (e) {
+    const r = reportError(e);
+    process.stderr.write(`${r.message}\n`);
+    return r.exitCode;
+  }
+}
+
+if (require.main === module) {
+  // Output piped into a command that stopped reading (`| head`): stop quietly.
+  process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code === "EPIPE") process.exit(process.exitCode ?? 0);
+    throw e;
+  });
+  main(process.argv.slice(2)).then(
+    // Exit once stdout is flushed (a pipe may still hold the output).
+    (code) => process.stdout.write("", () => process.exit(code)),
+    (e) => {
+      process.stderr.write(`rbdbackup: ${(e as Error)?.stack ?? e}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,100 @@
+/**
+ * The CLI's connection to the coordinator: channel credentials (mutual TLS, CA + bearer token, or
+ * plaintext), the bearer token metadata, and unary calls bounded by --timeout.
+ */
+import { readFileSync } from "node:fs";
+import { ChannelCredentials } from "@grpc/grpc-js";
+import { type Channel, ClientError, createChannel, createClient, Metadata } from "nice-grpc";
+import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../common/tls";
+import { type BackupServiceClient, BackupServiceDefinition } from "../gen/rbdbackup/v1/backup_service";
+import { type ConnectionSettings, connectionSettings, UsageError } from "./args";
+import { DeadlineError } from "./exit-codes";
+
+function readPem(path: string, flag: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new UsageError(`cannot read the --${flag} file ${path}: ${(e as Error).message}`);
+  }
+}
+
+/** Plaintext when asked; mutual TLS with a client certificate; else server-verified TLS (token auth). */
+function credentials(tls: TlsConfig): ChannelCredentials {
+  if (tls.insecure) return ChannelCredentials.createInsecure();
+  if (tls.ca && tls.cert && tls.key) {
+    // Read here first so an unreadable file is a usage error naming the flag.
+    for (const [path, flag] of [
+      [tls.ca, "ca"],
+      [tls.cert, "cert"],
+      [tls.key, "key"],
+    ] as const) {
+      readPem(path, flag);
+    }
+    return channelCredentials(tls);
+  }
+  // Only a CA: verify the server and rely on the bearer token. No CA: the system's roots.
+  return tls.ca ? ChannelCredentials.createSsl(readPem(tls.ca, "ca")) : ChannelCredentials.createSsl();
+}
+
+function token(settings: ConnectionSettings): string | undefined {
+  if (settings.tokenFile === undefined) return settings.token?.trim() || undefined;
+  let text: string;
+  try {
+    text = readFileSync(settings.tokenFile, "utf8");
+  } catch (e) {
+    throw new UsageError(`cannot read the --token-file ${settings.tokenFile}: ${(e as Error).message}`);
+  }
+  const t = text.trim();
+  if (t === "") throw new UsageError(`--token-file ${settings.tokenFile} is empty`);
+  return t;
+}
+
+export class Connection {
+  readonly client: BackupServiceClient;
+  private readonly channel: Channel;
+
+  constructor(readonly settings: ConnectionSettings) {
+    const creds = credentials(settings.tls);
+    const bearer = token(settings);
+    this.channel = createChannel(settings.address, creds, tlsChannelOptions(settings.address, settings.tls));
+    const metadata = Metadata();
+    if (bearer) metadata.set("authorization", `Bearer ${bearer}`);
+    this.client = createClient(BackupServiceDefinition, this.channel, { "*": { metadata } });
+  }
+
+  /**
+   * Runs a unary call with the --timeout deadline. A call cut short by it fails with DeadlineError
+   * (reported as DEADLINE_EXCEEDED, exit code 6).
+   */
+  async call<T>(fn: (options: { signal: AbortSignal }) => Promise<T>): Promise<T> {
+    const signal = AbortSignal.timeout(this.settings.timeoutMs);
+    try {
+      return await fn({ signal });
+    } catch (e) {
+      // nice-grpc rejects with the signal's reason (a TimeoutError) or an AbortError.
+      if (signal.aborted && !(e instanceof ClientError)) {
+        throw new DeadlineError(
+          `no answer from the coordinator at ${this.settings.address} within ${this.settings.timeoutMs / 1000} s (--timeout)`,
+        );
+      }
+      throw e;
+    }
+  }
+
+  close(): void {
+    this.channel.close();
+  }
+}
+
+/** Opens a connection from the global flags (and the environment), runs `fn`, closes it. */
+export async function withConnection<T>(
+  values: Parameters<typeof connectionSettings>[0],
+  fn: (conn: Connection) => Promise<T>,
+): Promise<T> {
+  const conn = new Connection(connectionSettings(values, process.env));
+  try {
+    return await fn(conn);
+  } finally {
+    conn.close();
+  }
+}

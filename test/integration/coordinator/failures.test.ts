@@ -1,0 +1,169 @@
+/**
+ * Crashes around a running job, with real processes: the coordinator killed (-9) and restarted on its
+ * catalog; the source agent killed (-9) so its lease expires and the job retries on another agent.
+ */
+import assert from "node:assert/strict";
+import { createServer } from "node:net";
+import { after, describe, it } from "node:test";
+import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
+import {
+  type BackupServiceClient,
+  BackupStatus,
+  type Job,
+  JobState,
+  type VolumeRef,
+} from "../../../src/gen/rbdbackup/v1/backup_service";
+import type { CoordinatorProcess } from "../../../src/lab/coordinator-process";
+import { type RunningAgent, startAgent } from "../../helpers/agents";
+import { startCoordinator, succeeded, waitAgents, waitJob } from "../../helpers/coordinator";
+import { uniqueName } from "../../helpers/lab";
+import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+    s.on("error", reject);
+  });
+}
+
+/** Waits until the job runs and has moved some bytes. */
+async function waitMoving(c: BackupServiceClient, jobId: string): Promise<Job> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const j = await c.getJob({ jobId });
+    if (j.state === JobState.JOB_STATE_RUNNING && (j.progress?.bytesDone ?? 0) > 0) return j;
+    assert.ok(j.state <= JobState.JOB_STATE_RUNNING, `job ended early: ${JobState[j.state]} ${j.errorMessage}`);
+    assert.ok(Date.now() < deadline, "the job started moving data within 60 s");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const location = { cluster: "site-b", pool: "backups", namespace: "" };
+const backupReq = (volume: VolumeRef) => ({
+  volume,
+  location,
+  mode: BackupMode.BACKUP_MODE_AUTO,
+  volumeId: "",
+  volumeMetadata: {},
+  idempotencyKey: "",
+  maxSnapshots: 0,
+});
+
+describe("coordinator: crashes", () => {
+  const vols = new Volumes();
+  const running: Array<{ stop(): Promise<void> }> = [];
+  after(async () => {
+    for (const p of running.reverse()) await p.stop().catch(() => {});
+    await vols.cleanup();
+  });
+
+  it("kill -9 of the coordinator mid-job: after a restart the job ends cleanly and the catalog kept every backup", async () => {
+    const listen = `127.0.0.1:${await freePort()}`;
+    const sched = { leaseTtlMs: 4000, heartbeatIntervalMs: 1000, backoffBaseMs: 500 };
+    let coord: CoordinatorProcess = await startCoordinator({ listen, scheduler: sched });
+    const a = await startAgent("site-a", { coordinator: listen });
+    // A slow destination keeps the job running long enough to kill the coordinator under it.
+    const b = await startAgent("site-b", { coordinator: listen, testFaults: { writeDelayMs: 150 } });
+    running.push(a, b);
+    await waitAgents(coord.client, 2);
+    const small = await vols.create("site-a", "rbd", 8, 5);
+    const earlier = (
+      await succeeded(coord.client, (await coord.client.createBackup(backupReq({ cluster: "site-a", ...small }))).id)
+    ).backup;
+    assert.ok(earlier);
+
+    const v = await vols.create("site-a", "rbd", 128, 0);
+    await vols.change(v, "site-a", { writes: 60, maxWrite: 4 * MiB });
+    const job = await coord.client.createBackup(backupReq({ cluster: "site-a", ...v }));
+    await waitMoving(coord.client, job.id);
+    await coord.kill();
+
+    coord = await startCoordinator({ listen, scheduler: sched, dir: coord.dir });
+    running.push(coord);
+    const end = await waitJob(coord.client, job.id, 180_000);
+    console.log(`# after the coordinator's restart the job ended ${JobState[end.state]} (attempts ${end.attempts})`);
+    assert.ok(
+      end.state === JobState.JOB_STATE_SUCCEEDED || end.state === JobState.JOB_STATE_FAILED,
+      `final: ${JobState[end.state]}`,
+    );
+    const b2 = await coord.client.getBackup({ backupId: end.backupId });
+    if (end.state === JobState.JOB_STATE_SUCCEEDED) {
+      assert.equal(b2.status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+      const target = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName("restored") };
+      vols.track("site-b", "rbd", target.image);
+      await succeeded(
+        coord.client,
+        (
+          await coord.client.restoreBackup({
+            backupId: b2.id,
+            target,
+            mode: RestoreMode.RESTORE_MODE_NEW,
+            idempotencyKey: "",
+          })
+        ).id,
+      );
+      assert.equal(await sha("site-b", spec(target)), await sha("site-a", spec(v, b2.snapshot)));
+    } else {
+      // Failed and cleaned: no snapshot of it on either side.
+      assert.equal(b2.status, BackupStatus.BACKUP_STATUS_FAILED);
+      assert.ok(!(await vols.snapNames("site-a", v)).some((s) => s.includes(b2.id)));
+    }
+    // Every earlier backup is still in the catalog, available.
+    const again = await coord.client.getBackup({ backupId: earlier.id });
+    assert.equal(again.status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+    assert.equal(again.snapshot, earlier.snapshot);
+  });
+
+  it("kill -9 of the source agent mid-job: the lease expires and the job retries on another agent and succeeds", async () => {
+    const coord = await startCoordinator({
+      scheduler: { leaseTtlMs: 3000, heartbeatIntervalMs: 1000, backoffBaseMs: 300, maxAttempts: 3 },
+    });
+    running.push(coord);
+    const a1: RunningAgent = await startAgent("site-a", { coordinator: coord.address, agentId: "agent-site-a-1" });
+    const b = await startAgent("site-b", { coordinator: coord.address, testFaults: { writeDelayMs: 150 } });
+    running.push(b);
+    await waitAgents(coord.client, 2);
+    const v = await vols.create("site-a", "rbd", 128, 0);
+    await vols.change(v, "site-a", { writes: 60, maxWrite: 4 * MiB });
+    const job = await coord.client.createBackup(backupReq({ cluster: "site-a", ...v }));
+    await waitMoving(coord.client, job.id);
+    await a1.kill();
+    const killedAt = Date.now();
+    const a2 = await startAgent("site-a", { coordinator: coord.address, agentId: "agent-site-a-2" });
+    running.push(a2);
+    const end = await succeeded(coord.client, job.id, 180_000);
+    console.log(
+      `# source agent killed: job succeeded after ${(Date.now() - killedAt) / 1000} s, attempts ${end.attempts}`,
+    );
+    assert.equal(end.attempts, 2);
+    assert.equal(end.agentId, "agent-site-a-2");
+    assert.match(coord.logs(), /lease expired/);
+    const bk = end.backup;
+    assert.ok(bk);
+    // Byte-identical, and the first attempt left nothing: one backup snapshot on the volume, one base image.
+    const target = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName("restored") };
+    vols.track("site-b", "rbd", target.image);
+    await succeeded(
+      coord.client,
+      (
+        await coord.client.restoreBackup({
+          backupId: bk.id,
+          target,
+          mode: RestoreMode.RESTORE_MODE_NEW,
+          idempotencyKey: "",
+        })
+      ).id,
+    );
+    assert.equal(await sha("site-b", spec(target)), await sha("site-a", spec(v, bk.snapshot)));
+    assert.deepEqual(
+      (await vols.snapNames("site-a", v)).filter((s) => s.startsWith("backup.")),
+      [bk.snapshot],
+    );
+    const bases = (await (await vols.io("site-b", "backups")).imageList()).filter((i) => i.startsWith(`${v.image}.`));
+    assert.deepEqual(bases, [bk.baseImage]);
+  });
+});

@@ -1,0 +1,334 @@
+/**
+ * The built `rbdbackup` CLI (dist/src/cli/main.js, run as a child process) against a fake coordinator
+ * served in this process: requests built from the flags, output, the bearer token, watching, and the
+ * exit codes of each outcome. No Ceph involved.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { type CallContext, createServer, type Server, ServerError, Status } from "nice-grpc";
+import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
+import {
+  type Backup,
+  BackupServiceDefinition,
+  type BackupServiceImplementation,
+  BackupStatus,
+  type CreateBackupRequest,
+  type DeepPartial,
+  type Job,
+  JobKind,
+  JobState,
+} from "../../../src/gen/rbdbackup/v1/backup_service";
+
+const CLI = path.join(__dirname, "../../../src/cli/main.js");
+const TOKEN = "t0ken";
+const ID = "0b5f4c2e-4f3b-4a8e-9a63-1d2c3b4a5f60";
+
+const backup: DeepPartial<Backup> = {
+  id: ID,
+  volume: { cluster: "site-a", pool: "volumes", image: "vol-1" },
+  location: { cluster: "site-b", pool: "backups" },
+  status: BackupStatus.BACKUP_STATUS_AVAILABLE,
+  sizeBytes: 10 * 1024 ** 3,
+  dataBytesSent: 3 * 1024 ** 3,
+  createdAt: new Date(Date.UTC(2025, 0, 1)),
+};
+
+function job(state: JobState, over: DeepPartial<Job> = {}): DeepPartial<Job> {
+  return { id: "job-1", kind: JobKind.JOB_KIND_BACKUP, state, backupId: ID, ...over };
+}
+
+let created: CreateBackupRequest | undefined;
+/** What the watch of job-N ends with: job-1 SUCCEEDED, job-2 FAILED, job-3 CANCELLED. */
+const outcomes: Record<string, JobState> = {
+  "job-1": JobState.JOB_STATE_SUCCEEDED,
+  "job-2": JobState.JOB_STATE_FAILED,
+  "job-3": JobState.JOB_STATE_CANCELLED,
+};
+
+function auth(ctx: CallContext) {
+  if (ctx.metadata.get("authorization") !== `Bearer ${TOKEN}`) {
+    throw new ServerError(Status.UNAUTHENTICATED, "a client certificate or a bearer token is required");
+  }
+}
+
+const unimplemented = async () => {
+  throw new ServerError(Status.UNIMPLEMENTED, "not in the fake");
+};
+
+const impl: BackupServiceImplementation = {
+  async createBackup(req, ctx) {
+    auth(ctx);
+    created = req;
+    const id = req.idempotencyKey === "fail" ? "job-2" : req.idempotencyKey === "cancel" ? "job-3" : "job-1";
+    return job(JobState.JOB_STATE_QUEUED, { id, volume: req.volume });
+  },
+  async getBackup(req, ctx) {
+    auth(ctx);
+    if (req.backupId !== ID) throw new ServerError(Status.NOT_FOUND, `backup ${req.backupId} does not exist`);
+    return backup;
+  },
+  async listBackups(req, ctx) {
+    auth(ctx);
+    const page = Number(req.pageToken || "0");
+    return { backups: [{ ...backup, id: `b-${page}` }], nextPageToken: page < 2 ? String(page + 1) : "" };
+  },
+  async getJob(req, ctx) {
+    auth(ctx);
+    if (req.jobId === "slow") await sleep(3000, undefined, { signal: ctx.signal }).catch(() => {});
+    return job(JobState.JOB_STATE_RUNNING, { id: req.jobId });
+  },
+  async *watchJob(req, ctx) {
+    auth(ctx);
+    const final = outcomes[req.jobId];
+    if (final === undefined) throw new ServerError(Status.NOT_FOUND, `job ${req.jobId} does not exist`);
+    yield { job: job(JobState.JOB_STATE_QUEUED, { id: req.jobId, waitingReason: "no free slot" }) };
+    for (const done of [0, 1, 2]) {
+      yield {
+        job: job(JobState.JOB_STATE_RUNNING, {
+          id: req.jobId,
+          progress: { phase: "transfer", bytesDone: done * 1024 ** 2, bytesTotal: 4 * 1024 ** 2 },
+        }),
+      };
+    }
+    yield {
+      job: job(final, {
+        id: req.jobId,
+        ...(final === JobState.JOB_STATE_FAILED ? { errorCode: "DATA_LOSS", errorMessage: "bad chunk" } : {}),
+        ...(final === JobState.JOB_STATE_SUCCEEDED ? { backup } : {}),
+      }),
+    };
+  },
+  async exportBackupRecord(req, ctx) {
+    auth(ctx);
+    return { version: 1, backup: { ...backup, id: req.backupId } };
+  },
+  async importBackupRecord(req, ctx) {
+    auth(ctx);
+    if (req.record?.backup?.id === ID) throw new ServerError(Status.ALREADY_EXISTS, `backup ${ID} is known`);
+    return req.record?.backup ?? {};
+  },
+  restoreBackup: unimplemented,
+  deleteBackup: unimplemented,
+  listBackupSnapshots: unimplemented,
+  listJobs: unimplemented,
+  cancelJob: unimplemented,
+  listAgents: unimplemented,
+  checkCluster: unimplemented,
+};
+
+let server: Server;
+let address = "";
+let dir = "";
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[], env: Record<string, string> = { RBDBACKUP_TOKEN: TOKEN }): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { env: { PATH: process.env.PATH ?? "", RBDBACKUP_COORDINATOR: address, ...env }, timeout: 20_000 },
+      (err, stdout, stderr) => {
+        const code = err ? ((err as { code?: unknown }).code as number) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+describe("rbdbackup CLI against a fake coordinator", () => {
+  before(async () => {
+    server = createServer();
+    server.add(BackupServiceDefinition, impl);
+    const port = await server.listen("127.0.0.1:0");
+    address = `127.0.0.1:${port}`;
+    dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-cli-"));
+  });
+
+  after(async () => {
+    server.forceShutdown();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("backup show: a key: value block, the token sent as bearer", async () => {
+    const r = await cli(["backup", "show", ID, "--insecure"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^id: +${ID}$`, "m"));
+    assert.match(r.stdout, /^size: +10\.0 GiB$/m);
+    assert.equal(r.stderr, "");
+  });
+
+  it("--json: the API's JSON and nothing else", async () => {
+    const r = await cli(["--json", "backup", "show", ID, "--insecure"]);
+    assert.equal(r.code, 0, r.stderr);
+    const b = JSON.parse(r.stdout);
+    assert.equal(b.id, ID);
+    assert.equal(b.status, "BACKUP_STATUS_AVAILABLE");
+  });
+
+  it("NOT_FOUND: exit code 4 and the status on stderr", async () => {
+    const r = await cli(["backup", "show", "nope", "--insecure"]);
+    assert.equal(r.code, 4);
+    assert.equal(r.stdout, "");
+    assert.equal(r.stderr, "rbdbackup: NOT_FOUND: backup nope does not exist\n");
+  });
+
+  it("no token: exit code 5", async () => {
+    const r = await cli(["backup", "show", ID, "--insecure"], {});
+    assert.equal(r.code, 5);
+    assert.match(r.stderr, /^rbdbackup: UNAUTHENTICATED: /);
+  });
+
+  it("--token-file", async () => {
+    const file = path.join(dir, "token");
+    writeFileSync(file, `${TOKEN}\n`);
+    const r = await cli(["backup", "show", ID, "--insecure", "--token-file", file], {});
+    assert.equal(r.code, 0, r.stderr);
+    const missing = await cli(["backup", "show", ID, "--insecure", "--token-file", path.join(dir, "none")], {});
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /cannot read the --token-file/);
+  });
+
+  it("list --all follows the page tokens; --json is one document", async () => {
+    const r = await cli(["backup", "list", "--all", "--json", "--insecure"]);
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout);
+    assert.deepEqual(
+      doc.backups.map((b: { id: string }) => b.id),
+      ["b-0", "b-1", "b-2"],
+    );
+    assert.equal(doc.nextPageToken, "");
+    const one = await cli(["backup", "list", "--insecure"]);
+    assert.equal(one.code, 0, one.stderr);
+    assert.match(one.stdout, /^ID +VOLUME +LOCATION +STATUS/);
+    assert.match(one.stdout, /^b-0 +site-a\/volumes\/vol-1 +site-b\/backups +available +full +10\.0 GiB +3\.0 GiB/m);
+    assert.match(one.stderr, /more backups: --page-token 1/);
+  });
+
+  it("backup create: the request from the flags", async () => {
+    const r = await cli([
+      "backup",
+      "create",
+      "--insecure",
+      "--volume",
+      "site-a/volumes/ns1/vol-1",
+      "--to",
+      "site-b/backups",
+      "--mode",
+      "full",
+      "--volume-id",
+      "cinder-1",
+      "--meta",
+      "a=1",
+      "--meta",
+      "b=x=y",
+      "--max-snapshots",
+      "3",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^id: +job-1$/m);
+    assert.match(r.stdout, /^state: +queued$/m);
+    assert.deepEqual(created, {
+      volume: { cluster: "site-a", pool: "volumes", namespace: "ns1", image: "vol-1" },
+      location: { cluster: "site-b", pool: "backups", namespace: "" },
+      mode: BackupMode.BACKUP_MODE_FULL,
+      volumeId: "cinder-1",
+      volumeMetadata: { a: "1", b: "x=y" },
+      idempotencyKey: "",
+      maxSnapshots: 3,
+    });
+  });
+
+  it("usage errors: exit code 2 before any call", async () => {
+    for (const args of [
+      ["backup", "create", "--volume", "site-a/vol-1", "--to", "site-b"],
+      ["backup", "create", "--to", "site-b"],
+      ["backup", "create", "--volume", "a/b/c", "--to", "b", "--mode", "fast"],
+      ["backup", "list", "--limit", "0"],
+      ["backup", "show"],
+      ["backup", "frobnicate"],
+      ["backup", "show", ID, "--bogus"],
+      ["nonsense"],
+    ]) {
+      const r = await cli([...args, "--insecure"]);
+      assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, /^rbdbackup: /, args.join(" "));
+      assert.equal(r.stdout, "");
+    }
+  });
+
+  it("--wait: progress lines off a terminal, the summary, exit code by outcome", async () => {
+    const base = ["backup", "create", "--volume", "a/b/c", "--to", "b", "--wait", "--insecure"];
+    const ok = await cli(base);
+    assert.equal(ok.code, 0, ok.stderr);
+    const lines = ok.stderr.trim().split("\n");
+    assert.deepEqual(
+      lines.map((l) => l.replace(/^\S+ job job-1 /, "")),
+      ["queued", "running transfer 0.0%", "succeeded"],
+    );
+    assert.match(ok.stdout, /^job: +job-1$/m);
+    assert.match(ok.stdout, /^state: +succeeded$/m);
+    assert.match(ok.stdout, /^backup size: +10\.0 GiB$/m);
+
+    const failed = await cli([...base, "--idempotency-key", "fail"]);
+    assert.equal(failed.code, 1);
+    assert.match(failed.stdout, /^error: +DATA_LOSS: bad chunk$/m);
+    const cancelled = await cli([...base, "--idempotency-key", "cancel"]);
+    assert.equal(cancelled.code, 3);
+  });
+
+  it("job watch --json: one JobEvent per line, nothing else", async () => {
+    const r = await cli(["job", "watch", "job-1", "--json", "--insecure"]);
+    assert.equal(r.code, 0, r.stderr);
+    const events = r.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    assert.equal(events.length, 5);
+    assert.equal(events[0].job.state, "JOB_STATE_QUEUED");
+    assert.equal(events[4].job.state, "JOB_STATE_SUCCEEDED");
+    assert.equal(r.stderr, "");
+    const missing = await cli(["job", "watch", "job-9", "--insecure"]);
+    assert.equal(missing.code, 4);
+  });
+
+  it("--timeout: DEADLINE_EXCEEDED, exit code 6", async () => {
+    const r = await cli(["job", "show", "slow", "--timeout", "0.3", "--insecure"]);
+    assert.equal(r.code, 6, r.stderr);
+    assert.match(r.stderr, /^rbdbackup: DEADLINE_EXCEEDED: no answer from the coordinator/);
+  });
+
+  it("an unreachable coordinator: UNAVAILABLE, exit code 6", async () => {
+    const r = await cli(["backup", "show", ID, "--insecure", "--coordinator", "127.0.0.1:1"]);
+    assert.equal(r.code, 6);
+    assert.match(r.stderr, /^rbdbackup: UNAVAILABLE: /);
+  });
+
+  it("record export, then import (ALREADY_EXISTS: exit code 7)", async () => {
+    const file = path.join(dir, "record.json");
+    const exp = await cli(["record", "export", ID, "--out", file, "--insecure"]);
+    assert.equal(exp.code, 0, exp.stderr);
+    const record = JSON.parse(readFileSync(file, "utf8"));
+    assert.equal(record.version, 1);
+    assert.equal(record.backup.id, ID);
+    const imp = await cli(["record", "import", file, "--insecure"]);
+    assert.equal(imp.code, 7);
+    assert.equal(imp.stderr, `rbdbackup: ALREADY_EXISTS: backup ${ID} is known\n`);
+  });
+
+  it("help: usage with the exit codes", async () => {
+    const r = await cli(["help"]);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /exit codes:/);
+    assert.match(r.stdout, /backup create --volume CLUSTER\/POOL\[\/NAMESPACE\]\/IMAGE/);
+  });
+});
