@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/lab/install-deps.sh
-[ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
+[ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error
 log="$(mktemp -t rbdbackup-build.XXXXXX)"
 echo "building (log: $log)"
 npm run build --silent >"$log" 2>&1 || { cat "$log"; echo "build failed" >&2; exit 1; }

@@ -1,16 +1,19 @@
 /**
- * The README's main job (run by deploy/demo.sh once the lab clusters are up): two agents with mutual
- * TLS, one per lab cluster; a volume with real data on site-a; a full backup to site-b; changes; an
+ * The README's main job (run by deploy/demo.sh once the lab clusters are up): a coordinator and two
+ * agents (one per lab cluster) that connect to it, all with mutual TLS; everything below goes through
+ * the coordinator's public API (BackupService) like a control plane would: a volume with real data on site-a; a full backup to site-b; changes; an
  * incremental backup; a restore of the incremental to a new volume on site-b; a byte-for-byte check
  * (sha256 of `rbd export` of the source snapshot and of the restored volume); a short summary.
  * Cleans up what it created unless --keep is given, so it can run again and again.
  */
 import { execFile, spawn } from "node:child_process";
-import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { promisify } from "node:util";
 import { connect } from "../../agents/ceph";
-import { type BackupResult, RestoreMode } from "../gen/rbdbackup/v1/agent";
-import { type AgentProcess, labClusterInfo, startAgentProcess } from "../lab/agent-process";
+import { BackupMode, RestoreMode } from "../gen/rbdbackup/v1/agent";
+import { type Backup, type Job, JobState } from "../gen/rbdbackup/v1/backup_service";
+import { labClusterInfo, labTls, startAgentProcess } from "../lab/agent-process";
+import { apiClient, startCoordinatorProcess } from "../lab/coordinator-process";
 
 const execFileP = promisify(execFile);
 const MiB = 1 << 20;
@@ -39,14 +42,28 @@ async function main(): Promise<void> {
   console.log(
     `  clusters: site-a (fsid ${siteA.fsid}), site-b (fsid ${labClusterInfo("site-b").fsid}) — lab, loopback`,
   );
-  const agents: AgentProcess[] = [];
+  const stops: Array<() => Promise<void>> = [];
   try {
+    // The coordinator first (its catalog in a temporary directory), then one agent per cluster that
+    // dials it; everything talks mutual TLS with the lab's CA.
+    const coord = await startCoordinatorProcess({ tokens: [] });
+    stops.push(() => coord.stop());
     const [a, b] = await Promise.all([
-      startAgentProcess("site-a", { clientCert: "operator" }),
-      startAgentProcess("site-b", { clientCert: "operator" }),
+      startAgentProcess("site-a", { clientCert: "operator", coordinator: coord.address }),
+      startAgentProcess("site-b", { clientCert: "operator", coordinator: coord.address }),
     ]);
-    agents.push(a, b);
-    console.log(`  agents:   site-a at ${a.address}, site-b at ${b.address} (mutual TLS)`);
+    stops.unshift(
+      () => a.stop(),
+      () => b.stop(),
+    );
+    const { client: api, channel } = apiClient(coord.address, labTls("operator"));
+    stops.push(async () => channel.close());
+    for (let i = 0; (await api.listAgents({})).agents.filter((x) => x.connected).length < 2; i++) {
+      if (i > 300) throw new Error("the agents did not connect to the coordinator within 30 s");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    console.log(`  coordinator: ${coord.address} (BackupService; mutual TLS)`);
+    console.log(`  agents:      site-a at ${a.address}, site-b at ${b.address}, connected to the coordinator`);
 
     // A 256 MiB volume with 64 MiB of random data, scattered.
     const cluster = await connect({ conf: siteA.conf, clientId: "admin", keyring: siteA.keyring });
@@ -56,22 +73,33 @@ async function main(): Promise<void> {
     const img = await io.imageOpen(volume);
     await Promise.all(Array.from({ length: 32 }, (_, i) => img.write(randomBytes(2 * MiB), i * 8 * MiB + 4096 * i)));
     await img.flush();
-    console.log(`\nvolume rbd/${volume} on site-a: 256 MiB, 64 MiB of random data`);
+    console.log(`\nvolume site-a/rbd/${volume}: 256 MiB, 64 MiB of random data`);
 
-    const vol = { pool: "rbd", namespace: "", image: volume };
-    const backup = async (label: string): Promise<BackupResult> => {
-      const r = await a.client.backup({
-        backupId: randomUUID(),
-        source: { $case: "volume", value: vol },
-        destination: { address: b.address, clusterFsid: b.fsid },
-        destinationPool: "backups",
+    /** Follows a job through WatchJob to its end; throws when it did not succeed. */
+    const follow = async (jobId: string): Promise<Job> => {
+      let last: Job | undefined;
+      for await (const e of api.watchJob({ jobId })) last = e.job;
+      if (!last || last.state !== JobState.JOB_STATE_SUCCEEDED)
+        throw new Error(`job ${jobId} ended ${last ? JobState[last.state] : "?"}: ${last?.errorMessage}`);
+      return last;
+    };
+    const backup = async (label: string): Promise<Backup> => {
+      const t = Date.now();
+      const job = await api.createBackup({
+        volume: { cluster: "site-a", pool: "rbd", namespace: "", image: volume },
+        location: { cluster: "site-b", pool: "backups", namespace: "" },
+        mode: BackupMode.BACKUP_MODE_AUTO,
         volumeId: volume,
         volumeMetadata: { origin: "rbdbackup demo" },
+        idempotencyKey: "",
+        maxSnapshots: 0,
       });
+      const r = (await follow(job.id)).backup as Backup;
+      const secs = (Date.now() - t) / 1000;
       console.log(
-        `${label.padEnd(12)} ${r.incremental ? "incremental" : "full"} → site-b backups/${r.baseImage}\n` +
-          `             ${fmtMiB(r.dataBytesSent)} sent, ${fmtMiB(r.zeroBytes)} as zero ranges (not on the wire), ` +
-          `${r.seconds.toFixed(2)} s, ${rate(r.dataBytesSent, r.seconds)}` +
+        `${label.padEnd(12)} ${r.incremental ? "incremental" : "full"} → site-b backups/${r.baseImage} (backup ${r.id})\n` +
+          `             ${fmtMiB(r.dataBytesSent)} sent, ${fmtMiB(r.zeroBytes)} as zero ranges (not on the wire); ` +
+          `transfer ${r.transferSeconds.toFixed(2)} s (${rate(r.dataBytesSent, r.transferSeconds)}), job ${secs.toFixed(2)} s` +
           (r.forcedFullReason ? `\n             full because: ${r.forcedFullReason}` : ""),
       );
       return r;
@@ -88,17 +116,16 @@ async function main(): Promise<void> {
     console.log("\nchanged 8 MiB (64 writes) and discarded 4 MiB");
     const incr = await backup("backup 2");
 
-    const target = { pool: "rbd", namespace: "", image: `${volume}-restored` };
-    const rr = await b.client.restore({
-      backupId: incr.backupId,
-      backupPool: "backups",
-      targetAgent: { address: "", clusterFsid: "" },
-      target,
-      mode: RestoreMode.RESTORE_MODE_NEW,
-    });
+    const target = { cluster: "site-b", pool: "rbd", namespace: "", image: `${volume}-restored` };
+    const t = Date.now();
+    const rj = await follow(
+      (await api.restoreBackup({ backupId: incr.id, target, mode: RestoreMode.RESTORE_MODE_NEW, idempotencyKey: "" }))
+        .id,
+    );
+    const rr = rj.restore;
     console.log(
-      `\nrestore      backup 2 → new volume site-b rbd/${target.image}\n` +
-        `             ${fmtMiB(rr.dataBytesSent)} written, ${rr.seconds.toFixed(2)} s, ${rate(rr.dataBytesSent, rr.seconds)}`,
+      `\nrestore      backup 2 → new volume site-b/rbd/${target.image}\n` +
+        `             ${fmtMiB(rr?.dataBytesSent ?? 0)} written, transfer ${(rr?.seconds ?? 0).toFixed(2)} s (${rate(rr?.dataBytesSent ?? 0, rr?.seconds ?? 0)}), job ${((Date.now() - t) / 1000).toFixed(2)} s`,
     );
     const [src, dst] = await Promise.all([
       exportSha("site-a", `rbd/${volume}@${incr.snapshot}`),
@@ -110,8 +137,7 @@ async function main(): Promise<void> {
     );
 
     if (!keep) {
-      await b.client.deleteBackup({ backupId: incr.backupId, pool: "backups" });
-      await b.client.deleteBackup({ backupId: full.backupId, pool: "backups" });
+      for (const bk of [incr, full]) await follow((await api.deleteBackup({ backupId: bk.id, idempotencyKey: "" })).id);
       const cb = labClusterInfo("site-b");
       await execFileP("rbd", ["-c", cb.conf, "rm", "--no-progress", `rbd/${target.image}`]);
       await execFileP("rbd", ["-c", siteA.conf, "snap", "purge", "--no-progress", `rbd/${volume}`]);
@@ -123,14 +149,17 @@ async function main(): Promise<void> {
       `\nsummary: full ${fmtMiB(full.dataBytesSent)} + incremental ${fmtMiB(incr.dataBytesSent)} sent; restore ${ok ? "verified byte for byte" : "FAILED verification"}; total ${((Date.now() - t0) / 1000).toFixed(1)} s`,
     );
     console.log(
+      `metrics: http://${a.metricsAddress}/metrics (agent site-a), http://${b.metricsAddress}/metrics (agent site-b)`,
+    );
+    console.log(
       keep
         ? "kept: the volume, both backups and the restored volume"
-        : "cleaned up: volume, backups and restored volume removed (--keep to keep them)",
+        : "cleaned up: volume, backups (deleted through the API) and restored volume removed (--keep to keep them)",
     );
     console.log("stop the lab clusters with: npm run lab -- down");
     if (!ok) process.exitCode = 1;
   } finally {
-    await Promise.all(agents.map((x) => x.stop()));
+    for (const stop of stops) await stop().catch(() => {});
   }
 }
 
