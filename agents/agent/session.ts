@@ -176,6 +176,7 @@ export class CoordinatorSession {
           leases: this.#held(),
           librbdVersion: id.librbdVersion,
           defaultBackupPool: id.defaultBackupPool,
+          cephClientAddrs: this.ops.ctx.cluster.addrs(),
         },
       },
     });
@@ -277,6 +278,7 @@ export class CoordinatorSession {
     const op = l.operation;
     this.log.info("lease received", { job: l.jobId, attempt: l.attempt, operation: op?.$case });
     const work = (async (): Promise<JobOutcome["result"]> => {
+      await this.#fence(l);
       switch (op?.$case) {
         case "backup":
           return { $case: "backup", value: await this.ops.backup(op.value, abort.signal, progress) };
@@ -301,6 +303,27 @@ export class CoordinatorSession {
       },
     );
     this.#running.set(l.token, entry);
+  }
+
+  /**
+   * Blocklists the Ceph clients of agents that died holding an earlier attempt (never our own), so the
+   * volume's exclusive lock and watches they held go now. A failure only delays the attempt's locks.
+   */
+  async #fence(l: Lease): Promise<void> {
+    const own = this.ops.ctx.cluster.addrs();
+    for (const addr of l.fenceClientAddrs) {
+      if (addr === own) continue;
+      try {
+        await this.ops.ctx.cluster.blocklistAdd(addr, l.fenceSeconds || 3600);
+        this.log.info("fenced the Ceph client of an agent that died holding this job", { job: l.jobId, addr });
+      } catch (e) {
+        this.log.warn("could not fence a dead agent's Ceph client; its locks go when its watch times out", {
+          job: l.jobId,
+          addr,
+          error: messageOf(e),
+        });
+      }
+    }
   }
 
   #answer(call: NonNullable<CoordinatorMessage["msg"] & { $case: "call" }>["value"]): void {

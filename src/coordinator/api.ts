@@ -149,6 +149,7 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
       peerCluster,
       result: null,
       warnings: [],
+      fence: [],
     };
   }
 

@@ -53,6 +53,8 @@ export interface JobRecord {
   /** What the agent reported on success (BackupResult, RestoreResult or DeleteBackupDataResult as JSON). */
   result: unknown;
   warnings: string[];
+  /** Ceph clients of agents that died holding an attempt: the next attempt's agent blocklists them. */
+  fence: string[];
 }
 
 export interface AgentRecord {
@@ -63,6 +65,8 @@ export interface AgentRecord {
   transferAddress: string;
   capacity: number;
   defaultBackupPool: string;
+  /** Its Ceph client's addresses (to fence it when it dies holding a lease). */
+  cephClientAddrs: string;
   /** Epoch ms. */
   lastSeen: number;
 }

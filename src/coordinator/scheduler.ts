@@ -43,6 +43,9 @@ export interface SchedulerConfig {
   tickMs: number;
 }
 
+/** How long a dead agent's Ceph client stays blocklisted (it is dead: its successor has a new address). */
+const FENCE_SECONDS = 3600;
+
 export const schedulerDefaults: SchedulerConfig = {
   leaseTtlMs: 15_000,
   heartbeatIntervalMs: 3_000,
@@ -166,7 +169,10 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       if (j.state === JobState.JOB_STATE_RUNNING && j.lease && j.lease.expiresAt < now) {
         this.log.warn("lease expired", { job: j.id, attempt: j.lease.attempt, agent: j.lease.agentId });
         this.emit("leaseExpired", j);
-        this.sessions.get(j.lease.agentId)?.jobs.delete(j.id);
+        const s = this.sessions.get(j.lease.agentId);
+        s?.jobs.delete(j.id);
+        // Gone (not merely slow): its Ceph client may still hold the volume's lock; fence it.
+        if (!s) this.#fence(j, this.catalog.listAgents().find((a) => a.agentId === j.lease?.agentId)?.cephClientAddrs);
         this.#attemptFailed(
           j,
           Status.UNAVAILABLE,
@@ -237,12 +243,26 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       byAgent.set(agent.agentId, (byAgent.get(agent.agentId) ?? 0) + 1);
       agent.send({
         $case: "lease",
-        value: { jobId: j.id, attempt: j.attempts, token, ttlMs: this.cfg.leaseTtlMs, operation: op },
+        value: {
+          jobId: j.id,
+          attempt: j.attempts,
+          token,
+          ttlMs: this.cfg.leaseTtlMs,
+          operation: op,
+          fenceClientAddrs: j.fence ?? [],
+          fenceSeconds: FENCE_SECONDS,
+        },
       });
       this.log.info("job leased", { job: j.id, attempt: j.attempts, agent: agent.agentId, kind: JobKind[j.kind] });
       this.emit("attempt", j);
       this.#changed(j);
     }
+  }
+
+  /** Remembers a dead agent's Ceph client for the next attempt to blocklist (the catalog job is saved by the caller). */
+  #fence(j: JobRecord, addrs: string | undefined): void {
+    if (!addrs) return;
+    j.fence = [...new Set([...(j.fence ?? []), addrs])];
   }
 
   #wait(j: JobRecord, reason: string): void {
@@ -320,7 +340,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   // ---- agent reports ----
 
   /** A (re)registered agent: its listed leases are renewed when still current; returns the stale ones. */
-  onRegister(session: AgentSession, leases: HeldLease[]): string[] {
+  onRegister(session: AgentSession, leases: HeldLease[], previousClientAddrs = ""): string[] {
     const revoked: string[] = [];
     const listed = new Set<string>();
     for (const l of leases) {
@@ -338,6 +358,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     // Attempts this agent held but no longer lists (it restarted): failed now, not at lease expiry.
     for (const j of this.catalog.activeJobs()) {
       if (j.state === JobState.JOB_STATE_RUNNING && j.lease?.agentId === session.agentId && !listed.has(j.id)) {
+        if (previousClientAddrs !== session.info.cephClientAddrs) this.#fence(j, previousClientAddrs);
         this.#attemptFailed(j, Status.UNAVAILABLE, `agent ${session.agentId} restarted and lost attempt ${j.attempts}`);
       }
     }

@@ -64,6 +64,7 @@ export function sessionService(deps: {
       }
       const reg = first.value.msg.value;
       validateRegister(reg, catalog);
+      const previous = catalog.listAgents().find((a) => a.agentId === reg.agentId);
       const record: AgentRecord = {
         agentId: reg.agentId,
         clusterName: reg.clusterName,
@@ -72,6 +73,7 @@ export function sessionService(deps: {
         transferAddress: reg.transferAddress,
         capacity: reg.capacity,
         defaultBackupPool: reg.defaultBackupPool,
+        cephClientAddrs: reg.cephClientAddrs,
         lastSeen: Date.now(),
       };
       catalog.upsertAgent(record);
@@ -83,7 +85,7 @@ export function sessionService(deps: {
         address: reg.transferAddress,
         leases: reg.leases.length,
       });
-      const revoked = scheduler.onRegister(session, reg.leases);
+      const revoked = scheduler.onRegister(session, reg.leases, previous?.cephClientAddrs ?? "");
       session.send({
         $case: "registered",
         value: {

@@ -142,6 +142,9 @@ describe("coordinator: crashes", () => {
     assert.equal(end.attempts, 2);
     assert.equal(end.agentId, "agent-site-a-2");
     assert.match(coord.logs(), /lease expired/);
+    // The dead agent's Ceph client was fenced, so its exclusive lock on the volume did not have to
+    // time out (without it the retry waited ~25 s for the OSDs' watch timeout).
+    assert.match(a2.logs(), /fenced the Ceph client of an agent that died/);
     const bk = end.backup;
     assert.ok(bk);
     // Byte-identical, and the first attempt left nothing: one backup snapshot on the volume, one base image.
