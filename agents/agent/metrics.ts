@@ -3,10 +3,9 @@
  * Names follow Prometheus practice: prefix rbdbackup_, base units, counters end in _total; labels
  * stay low-cardinality (cluster, pool, operation, result, role) — never a job, backup or image id.
  */
-import { createServer, type Server } from "node:http";
 import client from "prom-client";
-import { splitHostPort } from "../../src/common/address";
 import type { Logger } from "../../src/common/log";
+import { MetricsServer } from "../../src/common/metrics-server";
 import type { TransferMeter } from "../transfer/meter";
 
 export class AgentMetrics {
@@ -15,7 +14,7 @@ export class AgentMetrics {
   readonly operations: client.Counter<"operation" | "result">;
   readonly operationSeconds: client.Histogram<"operation">;
   readonly forcedFull: client.Counter<"reason">;
-  #server: Server | null = null;
+  readonly #http = new MetricsServer(this.registry);
   #inflight = 0;
 
   constructor(
@@ -137,32 +136,11 @@ export class AgentMetrics {
   }
 
   /** Serves /metrics on host:port (port 0 picks one); resolves with the address. */
-  async listen(address: string, log: Logger): Promise<string> {
-    const [host, port] = splitHostPort(address);
-    const server = createServer((req, res) => {
-      if (req.url !== "/metrics") {
-        res.writeHead(404, { "content-type": "text/plain" }).end("only /metrics here\n");
-        return;
-      }
-      this.registry.metrics().then(
-        (text) => res.writeHead(200, { "content-type": this.registry.contentType }).end(text),
-        (e) => {
-          log.error("metrics collection failed", { error: e });
-          res.writeHead(500).end();
-        },
-      );
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(Number(port), host.replace(/^\[|\]$/g, ""), () => resolve());
-    });
-    this.#server = server;
-    const a = server.address();
-    return typeof a === "object" && a ? `${host}:${a.port}` : address;
+  listen(address: string, log: Logger): Promise<string> {
+    return this.#http.listen(address, log);
   }
 
-  async close(): Promise<void> {
-    const s = this.#server;
-    if (s) await new Promise<void>((r) => s.close(() => r()));
+  close(): Promise<void> {
+    return this.#http.close();
   }
 }

@@ -8,7 +8,9 @@ import { validName } from "../transfer/protocol";
 import { runSink, type SinkDeps } from "../transfer/sink";
 import { type AgentOperations, handle } from "./operations";
 
-export const VERSION = "0.1.0";
+export { VERSION } from "../../src/common/version";
+
+import { VERSION } from "../../src/common/version";
 
 export function transferService(
   sink: SinkDeps,

@@ -10,6 +10,8 @@ import { type SchedulerConfig, schedulerDefaults } from "./scheduler";
 export interface CoordinatorConfig {
   /** host:port of the gRPC server (BackupService, agent sessions, health, reflection). */
   listen: string;
+  /** host:port of the Prometheus /metrics endpoint (plain HTTP; keep it on a trusted network); "" = off. */
+  metricsListen: string;
   tls: TlsConfig;
   /** File of API bearer tokens (one per line); "" = API clients need a client certificate. */
   tokensFile: string;
@@ -22,6 +24,7 @@ export interface CoordinatorConfig {
 
 export const coordinatorDefaults = {
   listen: "127.0.0.1:7300",
+  metricsListen: "127.0.0.1:9730",
   catalogPath: "/var/lib/rbdbackup/coordinator/catalog.sqlite",
   shutdownGraceSeconds: 10,
 };
@@ -48,6 +51,7 @@ export function parseCoordinatorConfig(argv: string[]): CoordinatorConfig {
     options: {
       config: { type: "string", short: "c" },
       listen: { type: "string" },
+      "metrics-listen": { type: "string" },
       catalog: { type: "string" },
       "tls-ca": { type: "string" },
       "tls-cert": { type: "string" },
@@ -73,6 +77,11 @@ export function parseCoordinatorConfig(argv: string[]): CoordinatorConfig {
   const perCluster = values["per-cluster-limit"] !== undefined ? Number(values["per-cluster-limit"]) : undefined;
   const cfg: CoordinatorConfig = {
     listen: str(values.listen ?? file.listen ?? coordinatorDefaults.listen, "listen"),
+    metricsListen: str(
+      values["metrics-listen"] ?? file.metricsListen ?? coordinatorDefaults.metricsListen,
+      "metricsListen",
+      false,
+    ),
     tls: {
       ...((values["tls-ca"] ?? ft.ca) ? { ca: str(values["tls-ca"] ?? ft.ca, "tls.ca") } : {}),
       ...((values["tls-cert"] ?? ft.cert) ? { cert: str(values["tls-cert"] ?? ft.cert, "tls.cert") } : {}),
@@ -102,8 +111,12 @@ export function parseCoordinatorConfig(argv: string[]): CoordinatorConfig {
       3600,
     ),
   };
-  if (!/^[^:]+:\d+$/.test(cfg.listen) && !/^\[[0-9a-f:]+\]:\d+$/i.test(cfg.listen))
-    fail(`listen "${cfg.listen}" must be host:port`);
+  for (const [k, v] of [
+    ["listen", cfg.listen],
+    ["metricsListen", cfg.metricsListen],
+  ] as const) {
+    if (v !== "" && !/^[^:]+:\d+$/.test(v) && !/^\[[0-9a-f:]+\]:\d+$/i.test(v)) fail(`${k} "${v}" must be host:port`);
+  }
   if (cfg.scheduler.heartbeatIntervalMs * 2 > cfg.scheduler.leaseTtlMs)
     fail("scheduler.leaseTtlMs must be at least twice scheduler.heartbeatIntervalMs");
   if (!cfg.tls.insecure && (!cfg.tls.ca || !cfg.tls.cert || !cfg.tls.key)) {

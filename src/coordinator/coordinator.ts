@@ -17,6 +17,7 @@ import { ServerReflection, ServerReflectionService } from "nice-grpc-server-refl
 import { splitHostPort } from "../common/address";
 import type { Logger } from "../common/log";
 import { serverCredentials } from "../common/tls";
+import { VERSION } from "../common/version";
 import { BackupServiceDefinition } from "../gen/rbdbackup/v1/backup_service";
 import { CoordinatorAgentServiceDefinition } from "../gen/rbdbackup/v1/session";
 import { backupService } from "./api";
@@ -24,6 +25,7 @@ import { authInterceptor, readTokens } from "./auth";
 import type { Catalog } from "./catalog/catalog";
 import { SqliteCatalog } from "./catalog/sqlite";
 import type { CoordinatorConfig } from "./config";
+import { CoordinatorMetrics } from "./metrics";
 import { Scheduler } from "./scheduler";
 import { sessionService } from "./session-service";
 import { Sessions } from "./sessions";
@@ -38,6 +40,8 @@ export class Coordinator {
   catalog: Catalog | null = null;
   scheduler: Scheduler | null = null;
   #server: Server | null = null;
+  #metrics: CoordinatorMetrics | null = null;
+  metricsAddress = "";
 
   constructor(
     readonly cfg: CoordinatorConfig,
@@ -88,10 +92,18 @@ export class Coordinator {
     const port = await server.listen(cfg.listen, serverCredentials(cfg.tls, "request"));
     this.#server = server;
     this.address = `${host}:${port || portText}`;
+    if (cfg.metricsListen) {
+      this.#metrics = new CoordinatorMetrics(VERSION, catalog, this.sessions, scheduler);
+      this.metricsAddress = await this.#metrics.listen(cfg.metricsListen, this.log);
+    }
     scheduler.start();
     this.state = "serving";
     this.health.setStatus("healthy");
-    this.log.info("coordinator serving", { address: this.address, catalog: cfg.catalogPath });
+    this.log.info("coordinator serving", {
+      address: this.address,
+      metricsAddress: this.metricsAddress,
+      catalog: cfg.catalogPath,
+    });
   }
 
   async stop(graceSeconds = this.cfg.shutdownGraceSeconds): Promise<void> {
@@ -109,6 +121,7 @@ export class Coordinator {
       await server.shutdown();
       clearTimeout(timer);
     }
+    await this.#metrics?.close().catch(() => {});
     this.catalog?.close();
     this.state = "stopped";
     this.log.info("coordinator stopped");

@@ -24,7 +24,9 @@ export async function coordinatorMain(argv: string[]): Promise<number> {
     await c.stop(0).catch(() => {});
     return 2;
   }
-  process.stdout.write(`${JSON.stringify({ event: "serving", address: c.address, pid: process.pid })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ event: "serving", address: c.address, metricsAddress: c.metricsAddress, pid: process.pid })}\n`,
+  );
   return new Promise<number>((resolve) => {
     let draining = false;
     const onSignal = (sig: string) => {

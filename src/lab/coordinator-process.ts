@@ -13,6 +13,8 @@ import { labTls, repoRoot } from "./agent-process";
 
 export interface CoordinatorProcess {
   address: string;
+  /** host:port of its /metrics endpoint. */
+  metricsAddress: string;
   dir: string;
   catalogPath: string;
   proc: ChildProcess;
@@ -44,6 +46,7 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = 
   }
   const config = {
     listen: opts.listen ?? "127.0.0.1:0",
+    metricsListen: "127.0.0.1:0",
     tls: opts.insecure ? { insecure: true } : labTls("coordinator"),
     ...(tokensFile ? { auth: { tokensFile } } : {}),
     catalog: { path: catalogPath },
@@ -61,7 +64,7 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = 
     if (opts.verbose) process.stderr.write(d);
   });
   const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
-  const serving = await new Promise<{ address: string }>((resolve, reject) => {
+  const serving = await new Promise<{ address: string; metricsAddress: string }>((resolve, reject) => {
     let out = "";
     const timer = setTimeout(() => reject(new Error(`the coordinator did not start within 30 s:\n${stderr}`)), 30_000);
     proc.stdout?.on("data", (d: Buffer) => {
@@ -85,6 +88,7 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = 
   };
   return {
     address: serving.address,
+    metricsAddress: serving.metricsAddress,
     dir,
     catalogPath,
     proc,

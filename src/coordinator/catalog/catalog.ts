@@ -22,6 +22,8 @@ export interface Catalog {
   getBackup(id: string): Backup | undefined;
   updateBackup(b: Backup): void;
   listBackups(filter: BackupFilter, pageSize: number, pageToken: string): Page<Backup>;
+  /** Per volume with an available backup: when its newest available backup completed (epoch ms). */
+  lastSuccessByVolume(): Array<{ cluster: string; pool: string; namespace: string; image: string; at: number }>;
   /** Every backup of a volume (any status), oldest first. */
   backupsOfVolume(cluster: string, pool: string, namespace: string, image: string): Backup[];
 

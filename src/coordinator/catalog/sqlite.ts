@@ -157,6 +157,15 @@ export class SqliteCatalog implements Catalog {
     return page(rows, pageSize, offset, parseBackup);
   }
 
+  lastSuccessByVolume(): Array<{ cluster: string; pool: string; namespace: string; image: string; at: number }> {
+    const rows = this.#db
+      .prepare(
+        `SELECT cluster, pool, namespace, image, MAX(json_extract(doc, '$.completedAt')) AS at FROM backups WHERE status = ${BackupStatus.BACKUP_STATUS_AVAILABLE} GROUP BY cluster, pool, namespace, image`,
+      )
+      .all() as Array<{ cluster: string; pool: string; namespace: string; image: string; at: string | null }>;
+    return rows.filter((r) => r.at).map((r) => ({ ...r, at: Date.parse(r.at as string) }));
+  }
+
   backupsOfVolume(cluster: string, pool: string, namespace: string, image: string): Backup[] {
     return (
       this.#db

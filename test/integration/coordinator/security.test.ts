@@ -12,6 +12,11 @@ import { after, before, describe, it } from "node:test";
 import { ChannelCredentials } from "@grpc/grpc-js";
 import { ClientError, createChannel, createClient, Metadata, Status } from "nice-grpc";
 import { HealthDefinition } from "nice-grpc-server-health";
+import { ServerReflectionClient } from "nice-grpc-server-reflection/lib/proto/grpc/reflection/v1/reflection_grpc_pb";
+import {
+  ServerReflectionRequest,
+  type ServerReflectionResponse,
+} from "nice-grpc-server-reflection/lib/proto/grpc/reflection/v1/reflection_pb";
 import { tlsChannelOptions } from "../../../src/common/tls";
 import { CoordinatorAgentServiceDefinition } from "../../../src/gen/rbdbackup/v1/session";
 import { labTls, repoRoot } from "../../../src/lab/agent-process";
@@ -133,6 +138,35 @@ describe("coordinator: authentication", () => {
     }
     const agents = await coord.client.listAgents({});
     assert.ok(!agents.agents.some((a) => a.agentId === "intruder"), "the intruder never registered");
+  });
+
+  it("server reflection lists the public API (to an authenticated client)", async () => {
+    const creds = ChannelCredentials.createSsl(
+      readFileSync(own.ca as string),
+      readFileSync(own.key as string),
+      readFileSync(own.cert as string),
+    );
+    const rc = new ServerReflectionClient(coord.address, creds, tlsChannelOptions(coord.address, own));
+    try {
+      const names = await new Promise<string[]>((resolve, reject) => {
+        const call = rc.serverReflectionInfo();
+        call.on("data", (r: ServerReflectionResponse) => {
+          resolve(
+            r
+              .getListServicesResponse()
+              ?.getServiceList()
+              .map((x) => x.getName()) ?? [],
+          );
+          call.end();
+        });
+        call.on("error", reject);
+        call.write(new ServerReflectionRequest().setListServices(""));
+      });
+      assert.ok(names.includes("rbdbackup.v1.BackupService"), names.join(","));
+      assert.ok(names.includes("grpc.health.v1.Health"));
+    } finally {
+      rc.close();
+    }
   });
 
   it("health: SERVING, then NOT_SERVING while draining on SIGTERM", async () => {

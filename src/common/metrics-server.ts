@@ -1,0 +1,45 @@
+/**
+ * The /metrics HTTP endpoint of a process (plain HTTP; keep it on a trusted network): serves one
+ * prom-client registry at /metrics, 404 elsewhere.
+ */
+import { createServer, type Server } from "node:http";
+import type { Registry } from "prom-client";
+import { splitHostPort } from "./address";
+import type { Logger } from "./log";
+
+export class MetricsServer {
+  #server: Server | null = null;
+
+  constructor(readonly registry: Registry) {}
+
+  /** Listens on host:port (port 0 picks one); resolves with the address. */
+  async listen(address: string, log: Logger): Promise<string> {
+    const [host, port] = splitHostPort(address);
+    const server = createServer((req, res) => {
+      if (req.url !== "/metrics") {
+        res.writeHead(404, { "content-type": "text/plain" }).end("only /metrics here\n");
+        return;
+      }
+      this.registry.metrics().then(
+        (text) => res.writeHead(200, { "content-type": this.registry.contentType }).end(text),
+        (e) => {
+          log.error("metrics collection failed", { error: (e as Error).message });
+          res.writeHead(500).end();
+        },
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(Number(port), host.replace(/^\[|\]$/g, ""), () => resolve());
+    });
+    this.#server = server;
+    const a = server.address();
+    return typeof a === "object" && a ? `${host}:${a.port}` : address;
+  }
+
+  async close(): Promise<void> {
+    const s = this.#server;
+    this.#server = null;
+    if (s) await new Promise<void>((r) => s.close(() => r()));
+  }
+}
