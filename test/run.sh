@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-deploy/lab/install-deps.sh
+deploy/lab/install-deps.sh prometheus   # + promtool and Prometheus for the observability tests
 npm ci --no-audit --no-fund --loglevel=error
 npm run build --silent
 npx biome check .

@@ -5,7 +5,7 @@
  */
 import client from "prom-client";
 import type { Logger } from "../../src/common/log";
-import { MetricsServer } from "../../src/common/metrics-server";
+import { MetricsServer, registerDefaultMetrics } from "../../src/common/metrics-server";
 import type { TransferMeter } from "../transfer/meter";
 
 export class AgentMetrics {
@@ -24,7 +24,7 @@ export class AgentMetrics {
   ) {
     const r = this.registry;
     r.setDefaultLabels({ cluster });
-    client.collectDefaultMetrics({ register: r });
+    registerDefaultMetrics(r);
     new client.Gauge({
       name: "rbdbackup_build_info",
       help: "Build of this agent (always 1).",

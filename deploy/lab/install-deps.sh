@@ -24,5 +24,13 @@ if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 echo "install-deps: installing ${missing[*]} (Debian packages; about a minute)" >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
+# Packages with daemons (prometheus) must not start them: the lab runs its own, on loopback, when asked.
+# policy-rc.d is Debian's switch for that; ours is removed again afterwards.
+policy=/usr/sbin/policy-rc.d
+own_policy=""
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && own_policy=1
+fi
+trap '[ -z "$own_policy" ] || $sudo rm -f "$policy"' EXIT
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "install-deps: done" >&2

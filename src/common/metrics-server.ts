@@ -3,7 +3,7 @@
  * prom-client registry at /metrics, 404 elsewhere.
  */
 import { createServer, type Server } from "node:http";
-import type { Registry } from "prom-client";
+import { collectDefaultMetrics, type Registry } from "prom-client";
 import { splitHostPort } from "./address";
 import type { Logger } from "./log";
 
@@ -42,4 +42,14 @@ export class MetricsServer {
     this.#server = null;
     if (s) await new Promise<void>((r) => s.close(() => r()));
   }
+}
+
+/**
+ * prom-client's process and Node.js metrics, minus three gauges whose names end in _total (which
+ * Prometheus reserves for counters; `promtool check metrics` rejects them).
+ */
+export function registerDefaultMetrics(registry: Registry): void {
+  collectDefaultMetrics({ register: registry });
+  for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"])
+    registry.removeSingleMetric(name);
 }

@@ -7,7 +7,7 @@
  */
 import client from "prom-client";
 import type { Logger } from "../common/log";
-import { MetricsServer } from "../common/metrics-server";
+import { MetricsServer, registerDefaultMetrics } from "../common/metrics-server";
 import { BackupResult, RestoreResult } from "../gen/rbdbackup/v1/agent";
 import { JobState } from "../gen/rbdbackup/v1/backup_service";
 import type { Catalog } from "./catalog/catalog";
@@ -27,7 +27,7 @@ export class CoordinatorMetrics {
 
   constructor(version: string, catalog: Catalog, sessions: Sessions, scheduler: Scheduler) {
     const r = this.registry;
-    client.collectDefaultMetrics({ register: r });
+    registerDefaultMetrics(r);
     new client.Gauge({
       name: "rbdbackup_build_info",
       help: "Build of this coordinator (always 1).",

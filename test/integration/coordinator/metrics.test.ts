@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { deploy, type Deployment, succeeded } from "../../helpers/coordinator";
+import { type Deployment, deploy, succeeded } from "../../helpers/coordinator";
 import { uniqueName } from "../../helpers/lab";
 import { Volumes } from "../../helpers/volumes";
 
