@@ -85,6 +85,8 @@ describe("coordinator: crashes", () => {
     coord = await startCoordinator({ listen, scheduler: sched, dir: coord.dir });
     running.push(coord);
     const end = await waitJob(coord.client, job.id, 180_000);
+    // Both agents reconnect by themselves (the job may end before the second one is back).
+    await waitAgents(coord.client, 2);
     console.log(`# after the coordinator's restart the job ended ${JobState[end.state]} (attempts ${end.attempts})`);
     assert.ok(
       end.state === JobState.JOB_STATE_SUCCEEDED || end.state === JobState.JOB_STATE_FAILED,
