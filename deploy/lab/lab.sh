@@ -5,7 +5,8 @@
 #   lab.sh status                                        list clusters, their processes and health
 #   lab.sh info NAME                                     print the cluster's facts as JSON
 #   lab.sh down [NAME...]                                stop exactly the processes this lab started
-#                                                        (by pid) and remove the cluster's files (all if no NAME)
+#                                                        (by pid) and remove the cluster's files (all if no NAME;
+#                                                        then the demo's coordinator and agents are stopped too)
 #   lab.sh install                                       install Debian's Ceph packages when missing
 #
 # Each cluster lives in $RBDBACKUP_LAB_DIR/<name> (default /tmp/rbdbackup-lab): ceph.conf, keyrings,
@@ -205,10 +206,26 @@ cmd_up() {
   for n in "${names[@]}"; do start_cluster "$n" "$bytes" "$pools"; done
 }
 
+# The demo's daemons (coordinator, agents) keep running after `npm run demo`; their pids are in
+# $LAB_DIR/demo/pids. Stops exactly those (checked against their command line), then removes the dir.
+stop_demo_daemons() {
+  local dir="$LAB_DIR/demo" pid i
+  [ -f "$dir/pids" ] || { rm -rf "$dir"; return 0; }
+  while read -r pid; do
+    [ -n "$pid" ] && grep -qa "rbdbackup\|dist/" "/proc/$pid/cmdline" 2>/dev/null || continue
+    kill -TERM "$pid" 2>/dev/null || continue
+    for i in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done <"$dir/pids"
+  rm -rf "$dir"
+  log "demo daemons stopped"
+}
+
 cmd_down() {
   local names=("$@") n
   if [ ${#names[@]} -eq 0 ]; then
     [ -d "$LAB_DIR" ] || return 0
+    stop_demo_daemons
     for n in "$LAB_DIR"/*/; do [ -f "$n/ceph.conf" ] && names+=("$(basename "$n")"); done
     rm -rf "$LAB_DIR/tls" # the lab's CA and certificates (deploy/tls/gen-certs.sh)
   fi

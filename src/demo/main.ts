@@ -8,11 +8,13 @@
  */
 import { execFile, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import { promisify } from "node:util";
 import { connect } from "../../agents/ceph";
 import { BackupMode, RestoreMode } from "../gen/rbdbackup/v1/agent";
 import { type Backup, type Job, JobState } from "../gen/rbdbackup/v1/backup_service";
-import { labClusterInfo, labTls, startAgentProcess } from "../lab/agent-process";
+import { labClusterInfo, labDir, labTls, startAgentProcess } from "../lab/agent-process";
 import { apiClient, startCoordinatorProcess } from "../lab/coordinator-process";
 
 const execFileP = promisify(execFile);
@@ -42,22 +44,36 @@ async function main(): Promise<void> {
   console.log(
     `  clusters: site-a (fsid ${siteA.fsid}), site-b (fsid ${labClusterInfo("site-b").fsid}) — lab, loopback`,
   );
-  const stops: Array<() => Promise<void>> = [];
+  // The daemons stay up after the demo (metrics, the CLI); a new run replaces the previous run's.
+  const demoDir = path.join(labDir, "demo");
+  await stopPreviousDaemons(demoDir);
+  mkdirSync(demoDir, { recursive: true });
+  const pids: number[] = [];
+  let failed = true;
   try {
-    // The coordinator first (its catalog in a temporary directory), then one agent per cluster that
+    // The coordinator first (its catalog in $LAB_DIR/demo/coordinator), then one agent per cluster that
     // dials it; everything talks mutual TLS with the lab's CA.
-    const coord = await startCoordinatorProcess({ tokens: [] });
-    stops.push(() => coord.stop());
-    const [a, b] = await Promise.all([
-      startAgentProcess("site-a", { clientCert: "operator", coordinator: coord.address }),
-      startAgentProcess("site-b", { clientCert: "operator", coordinator: coord.address }),
-    ]);
-    stops.unshift(
-      () => a.stop(),
-      () => b.stop(),
-    );
-    const { client: api, channel } = apiClient(coord.address, labTls("operator"));
-    stops.push(async () => channel.close());
+    const coord = await startCoordinatorProcess({
+      dir: path.join(demoDir, "coordinator"),
+      logFile: path.join(demoDir, "coordinator.log"),
+    });
+    pids.push(coord.proc.pid as number);
+    writeFileSync(path.join(demoDir, "pids"), `${pids.join("\n")}\n`);
+    const agent = async (cluster: string) => {
+      const stateDir = path.join(demoDir, `agent-${cluster}`);
+      mkdirSync(stateDir, { recursive: true });
+      const p = await startAgentProcess(cluster, {
+        clientCert: "operator",
+        coordinator: coord.address,
+        stateDir,
+        logFile: path.join(demoDir, `agent-${cluster}.log`),
+      });
+      pids.push(p.proc.pid as number);
+      writeFileSync(path.join(demoDir, "pids"), `${pids.join("\n")}\n`);
+      return p;
+    };
+    const [a, b] = await Promise.all([agent("site-a"), agent("site-b")]);
+    const { client: api } = apiClient(coord.address, labTls("operator"));
     for (let i = 0; (await api.listAgents({})).agents.filter((x) => x.connected).length < 2; i++) {
       if (i > 300) throw new Error("the agents did not connect to the coordinator within 30 s");
       await new Promise((r) => setTimeout(r, 100));
@@ -149,21 +165,59 @@ async function main(): Promise<void> {
       `\nsummary: full ${fmtMiB(full.dataBytesSent)} + incremental ${fmtMiB(incr.dataBytesSent)} sent; restore ${ok ? "verified byte for byte" : "FAILED verification"}; total ${((Date.now() - t0) / 1000).toFixed(1)} s`,
     );
     console.log(
-      `metrics: http://${a.metricsAddress}/metrics (agent site-a), http://${b.metricsAddress}/metrics (agent site-b)`,
-    );
-    console.log(
       keep
         ? "kept: the volume, both backups and the restored volume"
         : "cleaned up: volume, backups (deleted through the API) and restored volume removed (--keep to keep them)",
     );
-    console.log("stop the lab clusters with: npm run lab -- down");
-    if (!ok) process.exitCode = 1;
+    const tls = labTls("operator");
+    console.log(`
+still running (logs in ${demoDir}/*.log):
+  coordinator ${coord.address}   metrics http://${coord.metricsAddress}/metrics
+  agent site-a ${a.address}   metrics http://${a.metricsAddress}/metrics
+  agent site-b ${b.address}   metrics http://${b.metricsAddress}/metrics
+try the CLI:
+  export RBDBACKUP_COORDINATOR=${coord.address} RBDBACKUP_TLS_CA=${tls.ca} RBDBACKUP_TLS_CERT=${tls.cert} RBDBACKUP_TLS_KEY=${tls.key}
+  node dist/src/cli/main.js backup list --status deleted ; node dist/src/cli/main.js job list ; node dist/src/cli/main.js agent list
+stop everything (daemons and lab clusters): npm run lab -- down`);
+    failed = !ok;
   } finally {
-    for (const stop of stops) await stop().catch(() => {});
+    if (failed && process.exitCode === undefined) process.exitCode = 1;
   }
 }
 
-main().catch((e) => {
-  console.error(`demo failed: ${e instanceof Error ? e.message : e}`);
-  process.exit(1);
-});
+/** Stops the daemons a previous demo run left running (pids checked against their command line). */
+async function stopPreviousDaemons(dir: string): Promise<void> {
+  let pids: number[] = [];
+  try {
+    pids = readFileSync(path.join(dir, "pids"), "utf8").split("\n").filter(Boolean).map(Number);
+  } catch {
+    return;
+  }
+  for (const pid of pids) {
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("dist/")) continue;
+      process.kill(pid, "SIGTERM");
+    } catch {
+      continue;
+    }
+    for (let i = 0; i < 300; i++) {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  rmSync(path.join(dir, "pids"), { force: true });
+}
+
+main().then(
+  // The daemons are detached; the API and agent channels would keep this process alive.
+  () => process.exit(),
+  (e) => {
+    console.error(`demo failed: ${e instanceof Error ? e.message : e}`);
+    console.error(`logs: ${path.join(labDir, "demo")}/*.log; stop everything: npm run lab -- down`);
+    process.exit(1);
+  },
+);

@@ -3,13 +3,14 @@
  * (dist/agents/agent/main.js) serving lab clusters on loopback, with mutual TLS from the lab's CA,
  * and talk to them over gRPC.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createChannel, createClient } from "nice-grpc";
 import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../common/tls";
 import { type AgentServiceClient, AgentServiceDefinition } from "../gen/rbdbackup/v1/agent";
+import { startDaemon } from "./daemon";
 
 export const repoRoot = path.resolve(__dirname, "../../..");
 export const labDir = process.env.RBDBACKUP_LAB_DIR ?? "/tmp/rbdbackup-lab";
@@ -88,6 +89,8 @@ export interface AgentProcessOptions {
   coordinator?: string;
   /** Default agent-<cluster>; a second agent of one cluster needs its own. */
   agentId?: string;
+  /** Detach: log to this file and outlive the caller (see src/lab/daemon.ts). */
+  logFile?: string;
 }
 
 export async function startAgentProcess(cluster: string, opts: AgentProcessOptions = {}): Promise<AgentProcess> {
@@ -116,42 +119,21 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
   };
   const cfgFile = path.join(stateDir, "agent.json");
   writeFileSync(cfgFile, JSON.stringify(config, null, 2));
-  const proc = spawn(
-    process.execPath,
+  const daemon = await startDaemon<{ address: string; metricsAddress: string; fsid: string }>(
+    name,
     [...(opts.nodeArgs ?? []), path.join(repoRoot, "dist/agents/agent/main.js"), "--config", cfgFile],
     {
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, ...(opts.env ?? {}) },
+      ...(opts.env ? { env: opts.env } : {}),
+      verbose: !!opts.verbose,
+      ...(opts.logFile ? { logFile: opts.logFile } : {}),
     },
   );
-  let stderr = "";
-  proc.stderr?.on("data", (d: Buffer) => {
-    stderr += d.toString();
-    if (opts.verbose) process.stderr.write(d);
-  });
-  const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
-  const serving = await new Promise<{ address: string; metricsAddress: string; fsid: string }>((resolve, reject) => {
-    let out = "";
-    const timer = setTimeout(() => reject(new Error(`${name} did not start within 60 s:\n${stderr}`)), 60_000);
-    proc.stdout?.on("data", (d: Buffer) => {
-      out += d.toString();
-      const line = out.split("\n").find((l) => l.includes('"serving"'));
-      if (line) {
-        clearTimeout(timer);
-        resolve(JSON.parse(line));
-      }
-    });
-    proc.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${name} exited with ${code} before serving:\n${stderr}`));
-    });
-  });
+  const { proc, serving } = daemon;
   const tls = opts.insecure ? { insecure: true } : labTls(opts.clientCert ?? "test-client");
   const channel = createChannel(serving.address, channelCredentials(tls), tlsChannelOptions(serving.address, tls));
   const client = createClient(AgentServiceDefinition, channel);
   const waitExit = async (signal: NodeJS.Signals) => {
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+    await daemon.stop(signal);
     channel.close();
   };
   return {
@@ -163,7 +145,7 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
     stateDir,
     proc,
     client,
-    logs: () => stderr,
+    logs: daemon.logs,
     stop: () => waitExit("SIGTERM"),
     kill: () => waitExit("SIGKILL"),
   };

@@ -2,14 +2,15 @@
  * The coordinator as a local process, for the lab (demo, tests, benchmarks): started from
  * dist/src/coordinator/main.js on loopback with the lab's TLS material, and a BackupService client for it.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import type { ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { type Channel, createChannel, createClient, Metadata } from "nice-grpc";
 import { channelCredentials, channelCredentialsCaOnly, type TlsConfig, tlsChannelOptions } from "../common/tls";
 import { type BackupServiceClient, BackupServiceDefinition } from "../gen/rbdbackup/v1/backup_service";
 import { labTls, repoRoot } from "./agent-process";
+import { startDaemon } from "./daemon";
 
 export interface CoordinatorProcess {
   address: string;
@@ -34,10 +35,15 @@ export interface CoordinatorProcessOptions {
   insecure?: boolean;
   verbose?: boolean;
   shutdownGraceSeconds?: number;
+  /** Detach: log to this file and outlive the caller (see src/lab/daemon.ts). */
+  logFile?: string;
+  /** Fixed ports (the demo's daemons keep theirs across runs); default: free ones. */
+  metricsListen?: string;
 }
 
 export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = {}): Promise<CoordinatorProcess> {
   const dir = opts.dir ?? mkdtempSync(path.join(tmpdir(), "rbdbackup-coordinator-"));
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
   const catalogPath = path.join(dir, "catalog.sqlite");
   let tokensFile = "";
   if (opts.tokens?.length) {
@@ -46,7 +52,7 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = 
   }
   const config = {
     listen: opts.listen ?? "127.0.0.1:0",
-    metricsListen: "127.0.0.1:0",
+    metricsListen: opts.metricsListen ?? "127.0.0.1:0",
     tls: opts.insecure ? { insecure: true } : labTls("coordinator"),
     ...(tokensFile ? { auth: { tokensFile } } : {}),
     catalog: { path: catalogPath },
@@ -55,35 +61,15 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = 
   };
   const cfgFile = path.join(dir, "coordinator.json");
   writeFileSync(cfgFile, JSON.stringify(config, null, 2));
-  const proc = spawn(process.execPath, [path.join(repoRoot, "dist/src/coordinator/main.js"), "--config", cfgFile], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stderr = "";
-  proc.stderr?.on("data", (d: Buffer) => {
-    stderr += d.toString();
-    if (opts.verbose) process.stderr.write(d);
-  });
-  const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
-  const serving = await new Promise<{ address: string; metricsAddress: string }>((resolve, reject) => {
-    let out = "";
-    const timer = setTimeout(() => reject(new Error(`the coordinator did not start within 30 s:\n${stderr}`)), 30_000);
-    proc.stdout?.on("data", (d: Buffer) => {
-      out += d.toString();
-      const line = out.split("\n").find((l) => l.includes('"serving"'));
-      if (line) {
-        clearTimeout(timer);
-        resolve(JSON.parse(line));
-      }
-    });
-    proc.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the coordinator exited with ${code} before serving:\n${stderr}`));
-    });
-  });
+  const daemon = await startDaemon<{ address: string; metricsAddress: string }>(
+    "the coordinator",
+    [path.join(repoRoot, "dist/src/coordinator/main.js"), "--config", cfgFile],
+    { verbose: !!opts.verbose, timeoutMs: 30_000, ...(opts.logFile ? { logFile: opts.logFile } : {}) },
+  );
+  const { proc, serving } = daemon;
   const { client, channel } = apiClient(serving.address, opts.insecure ? { insecure: true } : labTls("test-client"));
   const waitExit = async (signal: NodeJS.Signals) => {
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+    await daemon.stop(signal);
     channel.close();
   };
   return {
@@ -93,7 +79,7 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = 
     catalogPath,
     proc,
     client,
-    logs: () => stderr,
+    logs: daemon.logs,
     stop: () => waitExit("SIGTERM"),
     kill: () => waitExit("SIGKILL"),
   };
