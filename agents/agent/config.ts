@@ -2,9 +2,9 @@
  * Agent configuration: a JSON file (see deploy/examples/agent.json) and flags that override it.
  * Every field is checked at start with a message naming the field.
  */
-import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
+import { configFields } from "../../src/common/config-fields";
 import type { TlsConfig } from "../../src/common/tls";
 import { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, MiB } from "../transfer/protocol";
 
@@ -78,21 +78,7 @@ export const defaults = {
   shutdownGraceSeconds: 30,
 };
 
-function fail(msg: string): never {
-  throw new Error(`agent config: ${msg}`);
-}
-
-function int(v: unknown, name: string, min: number, max: number): number {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max)
-    fail(`${name} must be an integer in [${min}, ${max}]`);
-  return v;
-}
-
-function str(v: unknown, name: string, required = true): string {
-  if (v === undefined && !required) return "";
-  if (typeof v !== "string" || (required && v === "")) fail(`${name} must be a non-empty string`);
-  return v;
-}
+const { int, str, readFile, tls, hostPorts } = configFields("agent");
 
 export function parseAgentConfig(argv: string[]): AgentConfig {
   const { values } = parseArgs({
@@ -117,15 +103,7 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
     },
     strict: true,
   });
-  // biome-ignore lint/suspicious/noExplicitAny: parsed JSON; every field used is checked below
-  let file: Record<string, any> = {};
-  if (values.config) {
-    try {
-      file = JSON.parse(readFileSync(values.config, "utf8"));
-    } catch (e) {
-      fail(`cannot read ${values.config}: ${(e as Error).message}`);
-    }
-  }
+  const file = readFile(values.config);
   const fc = file.cluster ?? {};
   const ft = file.tls ?? {};
   const fl = file.limits ?? {};
@@ -155,12 +133,7 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
       "metricsListen",
       false,
     ),
-    tls: {
-      ...((values["tls-ca"] ?? ft.ca) ? { ca: str(values["tls-ca"] ?? ft.ca, "tls.ca") } : {}),
-      ...((values["tls-cert"] ?? ft.cert) ? { cert: str(values["tls-cert"] ?? ft.cert, "tls.cert") } : {}),
-      ...((values["tls-key"] ?? ft.key) ? { key: str(values["tls-key"] ?? ft.key, "tls.key") } : {}),
-      insecure: values.insecure ?? ft.insecure === true,
-    },
+    tls: tls(values, ft),
     stateDir: str(values["state-dir"] ?? file.stateDir ?? defaults.stateDir, "stateDir"),
     backupPool: str(values["backup-pool"] ?? file.backupPool ?? defaults.backupPool, "backupPool"),
     limits: {
@@ -211,16 +184,11 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
     ),
     ...(file.testFaults && process.env.RBDBACKUP_ENABLE_TEST_FAULTS === "1" ? { testFaults: file.testFaults } : {}),
   };
-  for (const [k, v] of [
+  hostPorts([
     ["listen", cfg.listen],
     ["metricsListen", cfg.metricsListen],
     ["advertiseAddress", cfg.advertiseAddress],
     ["coordinator.address", cfg.coordinator.address],
-  ] as const) {
-    if (v !== "" && !/^[^:]+:\d+$/.test(v) && !/^\[[0-9a-f:]+\]:\d+$/i.test(v)) fail(`${k} "${v}" must be host:port`);
-  }
-  if (!cfg.tls.insecure && (!cfg.tls.ca || !cfg.tls.cert || !cfg.tls.key)) {
-    fail("tls.ca, tls.cert and tls.key are required (mutual TLS between parts); tls.insecure: true only for tests");
-  }
+  ]);
   return cfg;
 }

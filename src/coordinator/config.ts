@@ -2,8 +2,8 @@
  * Coordinator configuration: a JSON file (see deploy/examples/coordinator.json) and flags that
  * override it. Every field is checked at start with a message naming the field.
  */
-import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { configFields } from "../common/config-fields";
 import type { TlsConfig } from "../common/tls";
 import { type SchedulerConfig, schedulerDefaults } from "./scheduler";
 
@@ -29,21 +29,7 @@ export const coordinatorDefaults = {
   shutdownGraceSeconds: 10,
 };
 
-function fail(msg: string): never {
-  throw new Error(`coordinator config: ${msg}`);
-}
-
-function int(v: unknown, name: string, min: number, max: number): number {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max)
-    fail(`${name} must be an integer in [${min}, ${max}]`);
-  return v;
-}
-
-function str(v: unknown, name: string, required = true): string {
-  if (v === undefined && !required) return "";
-  if (typeof v !== "string" || (required && v === "")) fail(`${name} must be a non-empty string`);
-  return v;
-}
+const { fail, int, str, readFile, tls, hostPorts } = configFields("coordinator");
 
 export function parseCoordinatorConfig(argv: string[]): CoordinatorConfig {
   const { values } = parseArgs({
@@ -62,15 +48,7 @@ export function parseCoordinatorConfig(argv: string[]): CoordinatorConfig {
     },
     strict: true,
   });
-  // biome-ignore lint/suspicious/noExplicitAny: parsed JSON; every field used is checked below
-  let file: Record<string, any> = {};
-  if (values.config) {
-    try {
-      file = JSON.parse(readFileSync(values.config, "utf8"));
-    } catch (e) {
-      fail(`cannot read ${values.config}: ${(e as Error).message}`);
-    }
-  }
+  const file = readFile(values.config);
   const ft = file.tls ?? {};
   const fs = file.scheduler ?? {};
   const d = schedulerDefaults;
@@ -82,12 +60,7 @@ export function parseCoordinatorConfig(argv: string[]): CoordinatorConfig {
       "metricsListen",
       false,
     ),
-    tls: {
-      ...((values["tls-ca"] ?? ft.ca) ? { ca: str(values["tls-ca"] ?? ft.ca, "tls.ca") } : {}),
-      ...((values["tls-cert"] ?? ft.cert) ? { cert: str(values["tls-cert"] ?? ft.cert, "tls.cert") } : {}),
-      ...((values["tls-key"] ?? ft.key) ? { key: str(values["tls-key"] ?? ft.key, "tls.key") } : {}),
-      insecure: values.insecure ?? ft.insecure === true,
-    },
+    tls: tls(values, ft),
     tokensFile: str(values["tokens-file"] ?? file.auth?.tokensFile, "auth.tokensFile", false),
     catalogPath: str(values.catalog ?? file.catalog?.path ?? coordinatorDefaults.catalogPath, "catalog.path"),
     scheduler: {
@@ -111,16 +84,11 @@ export function parseCoordinatorConfig(argv: string[]): CoordinatorConfig {
       3600,
     ),
   };
-  for (const [k, v] of [
+  hostPorts([
     ["listen", cfg.listen],
     ["metricsListen", cfg.metricsListen],
-  ] as const) {
-    if (v !== "" && !/^[^:]+:\d+$/.test(v) && !/^\[[0-9a-f:]+\]:\d+$/i.test(v)) fail(`${k} "${v}" must be host:port`);
-  }
+  ]);
   if (cfg.scheduler.heartbeatIntervalMs * 2 > cfg.scheduler.leaseTtlMs)
     fail("scheduler.leaseTtlMs must be at least twice scheduler.heartbeatIntervalMs");
-  if (!cfg.tls.insecure && (!cfg.tls.ca || !cfg.tls.cert || !cfg.tls.key)) {
-    fail("tls.ca, tls.cert and tls.key are required; tls.insecure: true only for tests");
-  }
   return cfg;
 }

@@ -2,7 +2,15 @@
  * A whole deployment for tests: a real coordinator process and real agent processes (site-a, site-b)
  * that dial it over mutual TLS, plus helpers to follow jobs through the public API.
  */
-import { type BackupServiceClient, type Job, JobState } from "../../src/gen/rbdbackup/v1/backup_service";
+import { createServer } from "node:net";
+import { BackupMode } from "../../src/gen/rbdbackup/v1/agent";
+import {
+  type BackupServiceClient,
+  type CreateBackupRequest,
+  type Job,
+  JobState,
+  type VolumeRef,
+} from "../../src/gen/rbdbackup/v1/backup_service";
 import {
   type CoordinatorProcess,
   type CoordinatorProcessOptions,
@@ -74,4 +82,37 @@ export async function succeeded(client: BackupServiceClient, jobId: string, time
     throw new Error(`job ${jobId} ended ${JobState[j.state]}: ${j.errorCode}: ${j.errorMessage}`);
   }
   return j;
+}
+
+/** A CreateBackup request with every field: AUTO into site-b/backups unless `extra` says otherwise. */
+export function backupRequest(volume: VolumeRef, extra: Partial<CreateBackupRequest> = {}): CreateBackupRequest {
+  return {
+    volume,
+    location: { cluster: "site-b", pool: "backups", namespace: "" },
+    mode: BackupMode.BACKUP_MODE_AUTO,
+    volumeId: "",
+    volumeMetadata: {},
+    idempotencyKey: "",
+    maxSnapshots: 0,
+    ...extra,
+  };
+}
+
+/** A free loopback TCP port (for a daemon that must keep its port across restarts). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+    s.on("error", reject);
+  });
+}
+
+/** The text of a /metrics endpoint. */
+export async function scrape(address: string): Promise<string> {
+  const r = await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(10_000) });
+  if (r.status !== 200) throw new Error(`GET http://${address}/metrics: ${r.status}`);
+  return r.text();
 }

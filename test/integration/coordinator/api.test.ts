@@ -16,7 +16,7 @@ import {
 } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { startCoordinatorProcess } from "../../../src/lab/coordinator-process";
 import { startAgent } from "../../helpers/agents";
-import { type Deployment, deploy, succeeded, waitAgents, waitJob } from "../../helpers/coordinator";
+import { backupRequest, type Deployment, deploy, succeeded, waitAgents, waitJob } from "../../helpers/coordinator";
 import { uniqueName } from "../../helpers/lab";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
 
@@ -41,15 +41,9 @@ describe("coordinator: public API", () => {
     const c = d.client;
     const v = await vols.create("site-a", "rbd", 32, 30);
     const vol = volRef("site-a", v);
-    const j1 = await c.createBackup({
-      volume: vol,
-      location: { cluster: "site-b", pool: "backups", namespace: "" },
-      mode: BackupMode.BACKUP_MODE_AUTO,
-      volumeId: "cinder-vol-1",
-      volumeMetadata: { owner: "tenant-1" },
-      idempotencyKey: "",
-      maxSnapshots: 0,
-    });
+    const j1 = await c.createBackup(
+      backupRequest(vol, { volumeId: "cinder-vol-1", volumeMetadata: { owner: "tenant-1" } }),
+    );
     assert.equal(j1.kind, JobKind.JOB_KIND_BACKUP);
     const done1 = await succeeded(c, j1.id);
     const b1 = done1.backup;
@@ -60,15 +54,13 @@ describe("coordinator: public API", () => {
     const sum1 = await sha("site-a", spec(v, b1.snapshot));
 
     await vols.change(v, "site-a", { writes: 10, discards: 2 });
-    const j2 = await c.createBackup({
-      volume: vol,
-      location: { cluster: "site-b", pool: "", namespace: "" },
-      mode: BackupMode.BACKUP_MODE_INCREMENTAL,
-      volumeId: "cinder-vol-1",
-      volumeMetadata: {},
-      idempotencyKey: "",
-      maxSnapshots: 0,
-    });
+    const j2 = await c.createBackup(
+      backupRequest(vol, {
+        location: { cluster: "site-b", pool: "", namespace: "" },
+        mode: BackupMode.BACKUP_MODE_INCREMENTAL,
+        volumeId: "cinder-vol-1",
+      }),
+    );
     const b2 = (await succeeded(c, j2.id)).backup;
     assert.ok(b2);
     assert.equal(b2.incremental, true);
@@ -145,15 +137,7 @@ describe("coordinator: public API", () => {
     const c = d.client;
     const v = await vols.create("site-a", "rbd", 256, 0);
     await vols.change(v, "site-a", { writes: 200, maxWrite: 4 * MiB });
-    const job = await c.createBackup({
-      volume: volRef("site-a", v),
-      location: { cluster: "site-b", pool: "backups", namespace: "" },
-      mode: BackupMode.BACKUP_MODE_FULL,
-      volumeId: "",
-      volumeMetadata: {},
-      idempotencyKey: "",
-      maxSnapshots: 0,
-    });
+    const job = await c.createBackup(backupRequest(volRef("site-a", v), { mode: BackupMode.BACKUP_MODE_FULL }));
     const events: JobEvent[] = [];
     for await (const e of c.watchJob({ jobId: job.id })) events.push(e);
     const last = events.at(-1)?.job as Job;
@@ -168,15 +152,7 @@ describe("coordinator: public API", () => {
     assert.equal(withBytes.at(-1)?.job?.progress?.bytesTotal, 256 * MiB);
 
     // Cancel a second (full) backup mid-transfer.
-    const job2 = await c.createBackup({
-      volume: volRef("site-a", v),
-      location: { cluster: "site-b", pool: "backups", namespace: "" },
-      mode: BackupMode.BACKUP_MODE_FULL,
-      volumeId: "",
-      volumeMetadata: {},
-      idempotencyKey: "",
-      maxSnapshots: 0,
-    });
+    const job2 = await c.createBackup(backupRequest(volRef("site-a", v), { mode: BackupMode.BACKUP_MODE_FULL }));
     for await (const e of c.watchJob({ jobId: job2.id })) {
       if ((e.job?.progress?.bytesDone ?? 0) > 0) break;
     }
@@ -238,16 +214,7 @@ describe("coordinator: public API", () => {
   it("two backups of one volume at once are serialized and both correct", async () => {
     const c = d.client;
     const v = await vols.create("site-a", "rbd", 32, 20);
-    const mk = () =>
-      c.createBackup({
-        volume: volRef("site-a", v),
-        location: { cluster: "site-b", pool: "backups", namespace: "" },
-        mode: BackupMode.BACKUP_MODE_AUTO,
-        volumeId: "",
-        volumeMetadata: {},
-        idempotencyKey: "",
-        maxSnapshots: 0,
-      });
+    const mk = () => c.createBackup(backupRequest(volRef("site-a", v)));
     const [j1, j2] = await Promise.all([mk(), mk()]);
     const [r1, r2] = await Promise.all([succeeded(c, j1.id), succeeded(c, j2.id)]);
     const first = (r1.startedAt?.getTime() ?? 0) < (r2.startedAt?.getTime() ?? 0) ? r1 : r2;
@@ -275,19 +242,7 @@ describe("coordinator: public API", () => {
   it("30 backups of 30 volumes at once with a per-cluster limit of 4: never more than 4 run, all succeed", async () => {
     const c = d.client;
     const volumes = await Promise.all(Array.from({ length: 30 }, () => vols.create("site-a", "rbd", 4, 3, "many")));
-    const jobs = await Promise.all(
-      volumes.map((v) =>
-        c.createBackup({
-          volume: volRef("site-a", v),
-          location: { cluster: "site-b", pool: "backups", namespace: "" },
-          mode: BackupMode.BACKUP_MODE_AUTO,
-          volumeId: "",
-          volumeMetadata: {},
-          idempotencyKey: "",
-          maxSnapshots: 0,
-        }),
-      ),
-    );
+    const jobs = await Promise.all(volumes.map((v) => c.createBackup(backupRequest(volRef("site-a", v)))));
     const ids = new Set(jobs.map((j) => j.id));
     let maxRunning = 0;
     let samples = 0;
@@ -314,15 +269,9 @@ describe("coordinator: public API", () => {
   it("an exported record imported into a fresh coordinator restores that backup", async () => {
     const c = d.client;
     const v = await vols.create("site-a", "rbd", 16, 10);
-    const j = await c.createBackup({
-      volume: volRef("site-a", v),
-      location: { cluster: "site-b", pool: "backups", namespace: "" },
-      mode: BackupMode.BACKUP_MODE_AUTO,
-      volumeId: "vol-x",
-      volumeMetadata: { k: "v" },
-      idempotencyKey: "",
-      maxSnapshots: 0,
-    });
+    const j = await c.createBackup(
+      backupRequest(volRef("site-a", v), { volumeId: "vol-x", volumeMetadata: { k: "v" } }),
+    );
     const b = (await succeeded(c, j.id)).backup;
     assert.ok(b);
     const record = await c.exportBackupRecord({ backupId: b.id });

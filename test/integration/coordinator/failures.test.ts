@@ -3,32 +3,19 @@
  * catalog; the source agent killed (-9) so its lease expires and the job retries on another agent.
  */
 import assert from "node:assert/strict";
-import { createServer } from "node:net";
 import { after, describe, it } from "node:test";
-import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
+import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import {
   type BackupServiceClient,
   BackupStatus,
   type Job,
   JobState,
-  type VolumeRef,
 } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { CoordinatorProcess } from "../../../src/lab/coordinator-process";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
-import { startCoordinator, succeeded, waitAgents, waitJob } from "../../helpers/coordinator";
+import { backupRequest, freePort, startCoordinator, succeeded, waitAgents, waitJob } from "../../helpers/coordinator";
 import { uniqueName } from "../../helpers/lab";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on("error", reject);
-  });
-}
 
 /** Waits until the job runs and has moved some bytes. */
 async function waitMoving(c: BackupServiceClient, jobId: string): Promise<Job> {
@@ -41,17 +28,6 @@ async function waitMoving(c: BackupServiceClient, jobId: string): Promise<Job> {
     await new Promise((r) => setTimeout(r, 50));
   }
 }
-
-const location = { cluster: "site-b", pool: "backups", namespace: "" };
-const backupReq = (volume: VolumeRef) => ({
-  volume,
-  location,
-  mode: BackupMode.BACKUP_MODE_AUTO,
-  volumeId: "",
-  volumeMetadata: {},
-  idempotencyKey: "",
-  maxSnapshots: 0,
-});
 
 describe("coordinator: crashes", () => {
   const vols = new Volumes();
@@ -72,13 +48,18 @@ describe("coordinator: crashes", () => {
     await waitAgents(coord.client, 2);
     const small = await vols.create("site-a", "rbd", 8, 5);
     const earlier = (
-      await succeeded(coord.client, (await coord.client.createBackup(backupReq({ cluster: "site-a", ...small }))).id)
+      await succeeded(
+        coord.client,
+        (
+          await coord.client.createBackup(backupRequest({ cluster: "site-a", ...small }))
+        ).id,
+      )
     ).backup;
     assert.ok(earlier);
 
     const v = await vols.create("site-a", "rbd", 128, 0);
     await vols.change(v, "site-a", { writes: 60, maxWrite: 4 * MiB });
-    const job = await coord.client.createBackup(backupReq({ cluster: "site-a", ...v }));
+    const job = await coord.client.createBackup(backupRequest({ cluster: "site-a", ...v }));
     await waitMoving(coord.client, job.id);
     await coord.kill();
 
@@ -131,7 +112,7 @@ describe("coordinator: crashes", () => {
     await waitAgents(coord.client, 2);
     const v = await vols.create("site-a", "rbd", 128, 0);
     await vols.change(v, "site-a", { writes: 60, maxWrite: 4 * MiB });
-    const job = await coord.client.createBackup(backupReq({ cluster: "site-a", ...v }));
+    const job = await coord.client.createBackup(backupRequest({ cluster: "site-a", ...v }));
     await waitMoving(coord.client, job.id);
     await a1.kill();
     const killedAt = Date.now();

@@ -5,16 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { type Deployment, deploy, succeeded } from "../../helpers/coordinator";
+import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
+import { backupRequest, type Deployment, deploy, scrape, succeeded } from "../../helpers/coordinator";
 import { uniqueName } from "../../helpers/lab";
 import { Volumes } from "../../helpers/volumes";
-
-async function scrape(address: string): Promise<string> {
-  const r = await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(10_000) });
-  assert.equal(r.status, 200);
-  return r.text();
-}
 
 /** The value of one series (exact label set, in the order prom-client prints them), or undefined. */
 function value(text: string, series: string): number | undefined {
@@ -36,20 +30,7 @@ describe("coordinator metrics", () => {
   it("counts jobs and bytes as the jobs report them; last success per volume", async () => {
     const c = d.client;
     const v = await vols.create("site-a", "rbd", 16, 12);
-    const j = await succeeded(
-      c,
-      (
-        await c.createBackup({
-          volume: { cluster: "site-a", ...v },
-          location: { cluster: "site-b", pool: "backups", namespace: "" },
-          mode: BackupMode.BACKUP_MODE_AUTO,
-          volumeId: "",
-          volumeMetadata: {},
-          idempotencyKey: "",
-          maxSnapshots: 0,
-        })
-      ).id,
-    );
+    const j = await succeeded(c, (await c.createBackup(backupRequest({ cluster: "site-a", ...v }))).id);
     const b = j.backup;
     assert.ok(b);
     const target = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName("restored") };

@@ -7,33 +7,14 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { repoRoot } from "../../../src/lab/agent-process";
-import { type Deployment, deploy, succeeded } from "../../helpers/coordinator";
+import { backupRequest, type Deployment, deploy, freePort, scrape, succeeded } from "../../helpers/coordinator";
 import { Volumes } from "../../helpers/volumes";
 
 const has = (cmd: string) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0;
-
-async function scrape(address: string): Promise<string> {
-  const r = await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(10_000) });
-  assert.equal(r.status, 200);
-  return r.text();
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on("error", reject);
-  });
-}
 
 /** rbdbackup_* metric names a PromQL text uses (histogram suffixes folded into their family). */
 function metricNames(text: string): Set<string> {
@@ -52,20 +33,7 @@ describe("observability", () => {
   before(async () => {
     d = await deploy();
     const v = await vols.create("site-a", "rbd", 16, 10);
-    await succeeded(
-      d.client,
-      (
-        await d.client.createBackup({
-          volume: { cluster: "site-a", ...v },
-          location: { cluster: "site-b", pool: "backups", namespace: "" },
-          mode: BackupMode.BACKUP_MODE_AUTO,
-          volumeId: "",
-          volumeMetadata: {},
-          idempotencyKey: "",
-          maxSnapshots: 0,
-        })
-      ).id,
-    );
+    await succeeded(d.client, (await d.client.createBackup(backupRequest({ cluster: "site-a", ...v }))).id);
     coordText = await scrape(d.coord.metricsAddress);
     agentTexts = await Promise.all(d.agents.map((a) => scrape(a.metricsAddress)));
     agentText = agentTexts.join("\n");
