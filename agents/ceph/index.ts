@@ -9,6 +9,7 @@
  * native code runs.
  */
 export { Cluster, type ConnectOptions, connect, libraryVersions } from "./cluster";
+export { crc32c, crc32cHardware } from "./crc32c";
 export { CephError, ClosedError, errnoName, isCephError } from "./errors";
 export { type DiffOptions, type Extent, Image } from "./image";
 export { featureNames, type ImageCreateOptions, IoCtx, RbdFeature } from "./io-ctx";

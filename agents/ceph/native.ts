@@ -123,6 +123,8 @@ interface NativeModule {
     config: Record<string, string>;
   }): Promise<NativeCluster>;
   versions(): { librados: string; librbd: string };
+  crc32c(data: Uint8Array): number;
+  crc32cHardware: boolean;
 }
 
 function load(): NativeModule {

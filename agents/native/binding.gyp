@@ -8,7 +8,8 @@
         "src/cluster.cc",
         "src/io-ctx.cc",
         "src/image.cc",
-        "src/diff-iterator.cc"
+        "src/diff-iterator.cc",
+        "src/crc32c.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -4,10 +4,10 @@
  * network).
  */
 import { createHash } from "node:crypto";
-import { crc32 } from "node:zlib";
 import { invalidArgument } from "../../src/common/errors";
 import { isUuid } from "../../src/common/ids";
 import { type TransferHeader, TransferKind } from "../../src/gen/rbdbackup/v1/transfer";
+import { crc32c } from "../ceph/crc32c";
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -23,8 +23,10 @@ export const MIN_ZERO_RUN = 64 * KiB;
 export const MAX_DISCARD_BYTES = 2 * 1024 * MiB - 4 * KiB;
 export const MAX_NAME_BYTES = 4096;
 
+/** A chunk's checksum: CRC-32C (hardware-accelerated in the addon; zlib's CRC-32 cost ~0.45 s of a
+ * main thread per GiB on each side). */
 export function checksum(data: Uint8Array): number {
-  return crc32(data) >>> 0;
+  return crc32c(data) >>> 0;
 }
 
 /** SHA-256 over the record sequence, computed identically on both sides. */

@@ -11,6 +11,7 @@ import type { TransferHeader, TransferMessage } from "../../src/gen/rbdbackup/v1
 import type { Image } from "../ceph";
 import { noMeter, type TransferMeter } from "./meter";
 import { checksum, segments, TransferDigest } from "./protocol";
+import { allocChunkFrame, type ChunkFrame, ENCODED, finishChunkFrame, type MaybeEncoded } from "./wire";
 
 export interface SourceOptions {
   chunkSize: number;
@@ -85,9 +86,25 @@ class Emitter {
     out.push({ body: { $case: "zero", value: { offset: z.offset, length: z.length } } });
   }
 
-  data(buf: Buffer, offset: number, out: TransferMessage[]): void {
+  data(buf: Buffer, offset: number, out: TransferMessage[], frame?: ChunkFrame): void {
     this.stats.position = Math.max(this.stats.position, offset + buf.length);
-    for (const s of segments(buf, offset)) {
+    const segs = segments(buf, offset);
+    const only = segs[0];
+    if (frame && segs.length === 1 && only && !only.zero) {
+      // All data: the read buffer already is the message (wire.ts, zero-copy chunks).
+      this.flushZero(out);
+      const crc = checksum(buf);
+      this.digest.chunk(offset, buf.length, crc);
+      this.stats.dataChunks++;
+      this.stats.dataBytes += buf.length;
+      this.meter.sent(this.pool, buf.length);
+      if (this.opts.corruptChunk === this.stats.dataChunks) buf[0] = (buf[0] ?? 0) ^ 0xff;
+      const m: MaybeEncoded = { body: { $case: "chunk", value: { offset, data: buf, crc32: crc } } };
+      m[ENCODED] = finishChunkFrame(frame, offset, crc);
+      out.push(m);
+      return;
+    }
+    for (const s of segs) {
       if (s.zero) {
         this.zero(s.offset, s.length, out);
         continue;
@@ -122,7 +139,9 @@ class Emitter {
   }
 }
 
-type Item = { zero: true; offset: number; length: number } | { zero: false; offset: number; buf: Buffer };
+type Item =
+  | { zero: true; offset: number; length: number }
+  | { zero: false; offset: number; buf: Buffer; frame?: ChunkFrame };
 
 /**
  * An ordered window of work: reads start when pushed; items are turned into messages (digest,
@@ -146,7 +165,7 @@ class Window {
     const out: TransferMessage[] = [];
     if (!item) return out;
     if (item.zero) this.em.zero(item.offset, item.length, out);
-    else this.em.data(item.buf, item.offset, out);
+    else this.em.data(item.buf, item.offset, out, item.frame);
     return out;
   }
   /** What is left once all slots are drained: a pending zero range, then the trailer. */
@@ -203,7 +222,8 @@ export async function* rbdMessages(
         win.zero(e.offset, e.length);
       } else {
         for (const p of split(e.offset, e.length, opts.chunkSize)) {
-          const buf = Buffer.allocUnsafe(p.length);
+          const frame = allocChunkFrame(p.length);
+          const buf = frame.data;
           const t0 = performance.now();
           em.meter.ioStarted();
           win.push(
@@ -213,7 +233,7 @@ export async function* rbdMessages(
                 em.meter.io("read", (performance.now() - t0) / 1000);
                 em.meter.read(em.pool, n);
                 stats.bytesRead += n;
-                return { zero: false, offset: p.offset, buf };
+                return { zero: false, offset: p.offset, buf, frame };
               },
               (err: Error) => {
                 em.meter.ioFinished();

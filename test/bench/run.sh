@@ -3,13 +3,16 @@
 # directory), compiles the C API baseline, and runs every benchmark under test/bench/:
 #   addon-throughput  the addon vs rbd bench vs the C API (raw reads and writes)
 #   backup-vs-cli     rbdbackup's agents vs rbd export-diff | rbd import-diff (full and incremental)
+#   suite             the performance suite: full, incremental (1 and 4 GiB), sparse, restore, raw write,
+#                     through the coordinator's API; table + JSON (also written to dist/bench-results.json)
 # Extra arguments go to each benchmark, e.g. `npm run bench -- --mib 512 --rounds 5`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 deploy/lab/install-deps.sh
-[ -d node_modules ] || npm ci --no-audit --no-fund
+[ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund
 npm run build >/dev/null
-deploy/lab/lab.sh up --capacity 8G site-a site-b >/dev/null
+deploy/lab/lab.sh up --capacity 16G site-a site-b >/dev/null
 gcc -O2 -Wall -o dist/test/bench/c-api-bench test/bench/c-api-bench.c -lrbd -lrados -lpthread
 node dist/test/bench/addon-throughput.js "$@"
 node dist/test/bench/backup-vs-cli.js "$@"
+node dist/test/bench/suite.js --json-out dist/bench-results.json "$@"

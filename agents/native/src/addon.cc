@@ -3,6 +3,7 @@
 // methods that open things.
 #include "cluster.h"
 #include "common.h"
+#include "crc32c.h"
 #include "diff-iterator.h"
 #include "image.h"
 #include "io-ctx.h"
@@ -20,6 +21,17 @@ static Napi::Value Versions(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// crc32c(buffer): CRC-32C of a Buffer or Uint8Array, synchronous.
+static Napi::Value Crc32cFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray()) {
+    Napi::TypeError::New(env, "crc32c: data must be a Buffer or Uint8Array").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
+  return Napi::Number::New(env, Crc32c(0, a.Data(), a.ByteLength()));
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* addon = new Addon(env);
   env.SetInstanceData<Addon>(addon);
@@ -29,6 +41,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   addon->diffCtor = Napi::Persistent(DiffIterator::Init(env));
   exports.Set("connect", Napi::Function::New(env, Cluster::Connect, "connect"));
   exports.Set("versions", Napi::Function::New(env, Versions, "versions"));
+  exports.Set("crc32c", Napi::Function::New(env, Crc32cFn, "crc32c"));
+  exports.Set("crc32cHardware", Napi::Boolean::New(env, Crc32cHardware()));
   return exports;
 }
 

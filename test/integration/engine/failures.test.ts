@@ -398,10 +398,10 @@ describe("failures are clean", () => {
     it("a chunk beyond the image → INVALID_ARGUMENT, the created image is removed", async () => {
       const image = uniqueName("bad-stream");
       const data = Buffer.alloc(4096, 1);
-      const { crc32 } = await import("node:zlib");
+      const { checksum } = await import("../../../agents/transfer/protocol");
       await assert.rejects(
         client().transfer(
-          stream(header(image), { body: { $case: "chunk", value: { offset: 4 * MiB, data, crc32: crc32(data) } } }),
+          stream(header(image), { body: { $case: "chunk", value: { offset: 4 * MiB, data, crc32: checksum(data) } } }),
         ),
         grpcStatus(Status.INVALID_ARGUMENT, /beyond the image size/),
       );

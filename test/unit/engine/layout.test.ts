@@ -249,6 +249,37 @@ describe("fast chunk encoding", () => {
   });
 });
 
+describe("zero-copy chunk frames", () => {
+  it("the read buffer becomes a message the generated decoder reads back exactly", async () => {
+    const { allocChunkFrame, finishChunkFrame, FastTransferMessage, ENCODED } = await import(
+      "../../../agents/transfer/wire"
+    );
+    const { TransferMessage } = await import("../../../src/gen/rbdbackup/v1/transfer");
+    for (const [offset, len, crc] of [
+      [0, 1, 0],
+      [1, 127, 1],
+      [128, 128, 0x7f],
+      [2 ** 40 + 3, 1 << 20, 0xffffffff],
+      [2 ** 52, 4 << 20, 0x80000000],
+    ] as const) {
+      const f = allocChunkFrame(len);
+      f.data.fill(0xcd);
+      const bytes = finishChunkFrame(f, offset, crc);
+      const back = TransferMessage.decode(bytes);
+      assert.equal(back.body?.$case, "chunk", `offset ${offset} len ${len}`);
+      if (back.body?.$case === "chunk") {
+        assert.equal(back.body.value.offset, offset);
+        assert.equal(back.body.value.crc32, crc);
+        assert.equal(back.body.value.data.length, len);
+        assert.equal(Buffer.compare(Buffer.from(back.body.value.data), f.data), 0);
+      }
+      // The fast encoder hands the finished frame to gRPC as is.
+      const m = { body: { $case: "chunk" as const, value: { offset, data: f.data, crc32: crc } }, [ENCODED]: bytes };
+      assert.equal(FastTransferMessage.encode(FastTransferMessage.fromPartial(m)).finish(), bytes);
+    }
+  });
+});
+
 describe("cleanup errors are never swallowed", () => {
   it("the reported error names the primary failure and every cleanup failure", async () => {
     const { withCleanupErrors, dataLoss, toAppError } = await import("../../../src/common/errors");
