@@ -237,13 +237,19 @@ async function main(): Promise<void> {
       // 1. full
       for (const who of order) {
         if (who === "cli")
-          await side(s.full, "cli", async () => (await cliBackup(vol, cliFull, "c1", null), undefined));
+          await side(s.full, "cli", async () => {
+            await cliBackup(vol, cliFull, "c1", null);
+            return undefined;
+          });
         else await side(s.full, "ours", async () => (await ours(vol, BackupMode.BACKUP_MODE_FULL)).dataBytesSent);
       }
       // 3. sparse
       for (const who of order) {
         if (who === "cli")
-          await side(s.sparse, "cli", async () => (await cliBackup(sparse, cliSparse, "c1", null), undefined));
+          await side(s.sparse, "cli", async () => {
+            await cliBackup(sparse, cliSparse, "c1", null);
+            return undefined;
+          });
         else await side(s.sparse, "ours", async () => (await ours(sparse, BackupMode.BACKUP_MODE_FULL)).dataBytesSent);
       }
       // 2. incremental: the same ~2% change on the 1 GiB image and on the 4 GiB sparse one.
@@ -254,7 +260,10 @@ async function main(): Promise<void> {
       let incr: Backup | undefined;
       for (const who of order) {
         if (who === "cli")
-          await side(s.incremental, "cli", async () => (await cliBackup(vol, cliFull, "c2", "c1"), undefined));
+          await side(s.incremental, "cli", async () => {
+            await cliBackup(vol, cliFull, "c2", "c1");
+            return undefined;
+          });
         else
           await side(s.incremental, "ours", async () => {
             incr = await ours(vol, BackupMode.BACKUP_MODE_INCREMENTAL);
@@ -263,7 +272,10 @@ async function main(): Promise<void> {
       }
       for (const who of order) {
         if (who === "cli")
-          await side(s.incrementalBig, "cli", async () => (await cliBackup(sparse, cliSparse, "c2", "c1"), undefined));
+          await side(s.incrementalBig, "cli", async () => {
+            await cliBackup(sparse, cliSparse, "c2", "c1");
+            return undefined;
+          });
         else
           await side(
             s.incrementalBig,
