@@ -426,28 +426,38 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
       }
       let j = catalog.getJob(req.jobId);
       if (!j) throw toServerError(notFound(`job ${req.jobId} not found`));
+      // A change of state is sent at once; progress at most every WATCH_MIN_INTERVAL_MS; and an event
+      // every 10 s in any case, so a client can tell a quiet job from a dead stream.
       let dirty = true;
+      let lastSent = 0;
       let wake: (() => void) | null = null;
       const onJob = (id: string) => {
         if (id !== req.jobId) return;
         dirty = true;
         wake?.();
       };
+      const onProgress = (id: string) => {
+        if (id !== req.jobId) return;
+        dirty = true;
+        const due = lastSent + WATCH_MIN_INTERVAL_MS - Date.now();
+        if (due <= 0) wake?.();
+        else setTimeout(() => wake?.(), due);
+      };
       const onAbort = () => wake?.();
       scheduler.on("job", onJob);
+      scheduler.on("progress", onProgress);
       ctx.signal.addEventListener("abort", onAbort);
       try {
         for (;;) {
           if (ctx.signal.aborted) return;
           if (dirty) {
             dirty = false;
+            lastSent = Date.now();
             j = catalog.getJob(req.jobId) ?? j;
             yield { job: view(j) };
             if (isFinal(j.state)) return;
-            await new Promise((r) => setTimeout(r, WATCH_MIN_INTERVAL_MS));
-            continue;
           }
-          // A periodic event too, so a client can tell a quiet job from a dead stream.
+          if (dirty) continue;
           await new Promise<void>((resolve) => {
             const t = setTimeout(() => {
               dirty = true;
@@ -462,6 +472,7 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
         }
       } finally {
         scheduler.off("job", onJob);
+        scheduler.off("progress", onProgress);
         ctx.signal.removeEventListener("abort", onAbort);
       }
     },

@@ -78,8 +78,10 @@ export const isFinal = (s: JobState): boolean =>
   s === JobState.JOB_STATE_SUCCEEDED || s === JobState.JOB_STATE_FAILED || s === JobState.JOB_STATE_CANCELLED;
 
 export interface SchedulerEvents {
-  /** A job changed (state, waiting reason, progress). */
+  /** A job changed (state, attempt, waiting reason). */
   job: [jobId: string];
+  /** A running job reported progress (watchers may throttle these). */
+  progress: [jobId: string];
   /** A job reached a final state. */
   finished: [job: JobRecord];
   /** An attempt started / failed; a lease expired. */
@@ -399,7 +401,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       rateBytesPerSecond: rate,
       at: now,
     });
-    this.emit("job", j.id);
+    this.emit("progress", j.id);
   }
 
   /** An attempt's result. False when its token is stale (the report is ignored). */
