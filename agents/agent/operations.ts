@@ -150,22 +150,40 @@ export class AgentOperations {
     });
   }
 
-  /** Which of the pools exist; whether the image exists, its size and backup snapshots. */
+  /** Which of the pools and namespaces exist; whether the image exists, its size and backup snapshots. */
   async probe(req: ProbeRequest): Promise<ProbeResponse> {
     return handle(this.log, "Probe", async () => {
       const cluster = this.ctx.cluster;
-      const missingPools: string[] = [];
-      for (const p of req.pools) {
-        validName(p, "pool");
-        if (!(await cluster.poolExists(p))) missingPools.push(p);
-      }
-      const r: ProbeResponse = { missingPools, imageExists: false, imageSize: 0, imageSnapshots: [] };
+      const r: ProbeResponse = {
+        missingPools: [],
+        missingNamespaces: [],
+        imageExists: false,
+        imageSize: 0,
+        imageSnapshots: [],
+      };
+      const poolOk = async (pool: string) => {
+        validName(pool, "pool");
+        if (await cluster.poolExists(pool)) return true;
+        if (!r.missingPools.includes(pool)) r.missingPools.push(pool);
+        return false;
+      };
+      const namespaceOk = async (pool: string, ns: string) => {
+        if (!ns) return true;
+        validName(ns, "namespace");
+        const io = await cluster.openIoCtx(pool);
+        try {
+          if (await io.namespaceExists(ns)) return true;
+        } finally {
+          await io.close();
+        }
+        r.missingNamespaces.push(`${pool}/${ns}`);
+        return false;
+      };
+      for (const p of req.pools) await poolOk(p);
+      for (const n of req.namespaces) if (await poolOk(n.pool)) await namespaceOk(n.pool, n.namespace);
       if (!req.image) return r;
       const im = validImage(req.image);
-      if (!(await cluster.poolExists(im.pool))) {
-        r.missingPools.push(im.pool);
-        return r;
-      }
+      if (!(await poolOk(im.pool)) || !(await namespaceOk(im.pool, im.namespace))) return r;
       const io = await cluster.openIoCtx(im.pool, { namespace: im.namespace });
       try {
         const img = await io.imageOpen(im.image, { readOnly: true });

@@ -121,6 +121,12 @@ export class IoCtx {
 
   // --- RBD images ----------------------------------------------------------------------------------
 
+  /** Whether an RBD namespace exists in this pool (call it on the pool's default namespace). */
+  namespaceExists(name: string): Promise<boolean> {
+    v.text(name, "name");
+    return nativeCall(`check namespace ${name} in ${this.label}`, () => this.#h.namespaceExists(name));
+  }
+
   imageList(): Promise<string[]> {
     return nativeCall(`list images in ${this.label}`, () => this.#h.imageList());
   }

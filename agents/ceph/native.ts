@@ -46,6 +46,7 @@ export interface NativeIoCtx {
   objList(): Promise<string[]>;
   poolStat(): Promise<PoolStat>;
   imageList(): Promise<string[]>;
+  namespaceExists(name: string): Promise<boolean>;
   imageCreate(name: string, size: number, opts: NativeImageCreateOptions): Promise<void>;
   imageRemove(name: string): Promise<void>;
   imageOpen(name: string, opts: { readOnly?: boolean; snapshot?: string }): Promise<NativeImage>;

@@ -28,6 +28,7 @@ import {
   JobKind,
   JobState,
   RestoreBackupRequest,
+  type VolumeRef,
 } from "../gen/rbdbackup/v1/backup_service";
 import type { ProbeResponse } from "../gen/rbdbackup/v1/session";
 import type { Catalog } from "./catalog/catalog";
@@ -84,17 +85,28 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
     }
   }
 
+  /** Asks an agent of the cluster whether pools, namespaces and an image exist; NOT_FOUND for what is missing. */
   async function probe(
     cluster: string,
-    req: { pools: string[]; image?: { pool: string; namespace: string; image: string } },
+    req: { pools: string[]; namespaces?: Array<{ pool: string; namespace: string }>; image?: VolumeRef },
     ctx: CallContext,
+    field: string,
   ): Promise<ProbeResponse> {
     const image = req.image
       ? { pool: req.image.pool, namespace: req.image.namespace, image: req.image.image }
       : undefined;
-    return sessions
+    const namespaces = (req.namespaces ?? []).filter((n) => n.namespace).map((n) => ({ ...n, image: "" }));
+    const r = await sessions
       .any(cluster)
-      .call({ $case: "probe", value: { pools: req.pools, image } }, "probe", CALL_TIMEOUT_MS, ctx.signal);
+      .call({ $case: "probe", value: { pools: req.pools, image, namespaces } }, "probe", CALL_TIMEOUT_MS, ctx.signal);
+    if (r.missingPools.length)
+      throw notFound(`${field}.pool: pool ${r.missingPools.join(", ")} not found on cluster ${cluster}`);
+    if (r.missingNamespaces.length) {
+      throw notFound(
+        `${field}.namespace: RBD namespace ${r.missingNamespaces.join(", ")} not found on cluster ${cluster} (create it with "rbd namespace create")`,
+      );
+    }
+    return r;
   }
 
   /** The job an idempotency key already names, or an error when the key was used for another request. */
@@ -196,16 +208,17 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
         knownCluster(loc.cluster, "location.cluster");
         const dst = sessions.any(loc.cluster);
         const destPool = loc.pool || dst.info.defaultBackupPool;
-        const [src, dstProbe] = await Promise.all([
-          probe(vol.cluster, { pools: [], image: vol }, ctx),
-          probe(loc.cluster, { pools: [destPool] }, ctx),
+        const [src] = await Promise.all([
+          probe(vol.cluster, { pools: [], image: vol }, ctx, "volume"),
+          probe(
+            loc.cluster,
+            { pools: [destPool], namespaces: [{ pool: destPool, namespace: loc.namespace }] },
+            ctx,
+            "location",
+          ),
         ]);
-        if (src.missingPools.length)
-          throw notFound(`volume.pool: pool ${vol.pool} not found on cluster ${vol.cluster}`);
         if (!src.imageExists) throw notFound(`volume ${volumeLabel(vol)} not found`);
         if (src.imageSize === 0) throw failedPrecondition(`volume ${volumeLabel(vol)} has size 0: nothing to back up`);
-        if (dstProbe.missingPools.length)
-          throw notFound(`location.pool: pool ${destPool} not found on cluster ${loc.cluster}`);
         if (req.mode === BackupMode.BACKUP_MODE_INCREMENTAL) {
           const onVolume = new Set(src.imageSnapshots.map((s) => s.name));
           const parent = catalog
@@ -288,9 +301,7 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
             `target ${volumeLabel(target)} is in use by job ${busy.id} (${JobKind[busy.kind]}, ${JobState[busy.state]}); retry when it has finished`,
           );
         }
-        const p = await probe(target.cluster, { pools: [], image: target }, ctx);
-        if (p.missingPools.length)
-          throw notFound(`target.pool: pool ${target.pool} not found on cluster ${target.cluster}`);
+        const p = await probe(target.cluster, { pools: [], image: target }, ctx, "target");
         if (req.mode === RestoreMode.RESTORE_MODE_NEW && p.imageExists) {
           throw alreadyExists(
             `target ${volumeLabel(target)} exists; restore to a new name, or over it with mode ORIGINAL`,

@@ -17,6 +17,7 @@ Napi::Function IoCtx::Init(Napi::Env env) {
                          InstanceMethod<&IoCtx::ObjList>("objList"),
                          InstanceMethod<&IoCtx::PoolStat>("poolStat"),
                          InstanceMethod<&IoCtx::ImageList>("imageList"),
+                         InstanceMethod<&IoCtx::NamespaceExists>("namespaceExists"),
                          InstanceMethod<&IoCtx::ImageCreate>("imageCreate"),
                          InstanceMethod<&IoCtx::ImageRemove>("imageRemove"),
                          InstanceMethod<&IoCtx::ImageOpen>("imageOpen"),
@@ -189,6 +190,18 @@ Napi::Value IoCtx::ImageList(const Napi::CallbackInfo& info) {
         for (size_t i = 0; i < names->size(); i++) arr.Set(static_cast<uint32_t>(i), (*names)[i]);
         return arr;
       });
+}
+
+// namespaceExists(name): whether an RBD namespace exists in this pool (librbd's rbd_namespace_exists,
+// which needs the I/O context on the default namespace).
+Napi::Value IoCtx::NamespaceExists(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  std::string name = ArgString(info, 0, "name");
+  auto exists = std::make_shared<bool>(false);
+  return RunAsync(
+      info.Env(), "rbd_namespace_exists",
+      [h, name, exists]() -> int { return rbd_namespace_exists(h->io, name.c_str(), exists.get()); },
+      [exists](Napi::Env env) -> Napi::Value { return Napi::Boolean::New(env, *exists); });
 }
 
 namespace {

@@ -27,6 +27,7 @@ class IoCtx : public Napi::ObjectWrap<IoCtx>, public Releasable {
   Napi::Value ObjList(const Napi::CallbackInfo& info);
   Napi::Value PoolStat(const Napi::CallbackInfo& info);
   Napi::Value ImageList(const Napi::CallbackInfo& info);
+  Napi::Value NamespaceExists(const Napi::CallbackInfo& info);
   Napi::Value ImageCreate(const Napi::CallbackInfo& info);
   Napi::Value ImageRemove(const Napi::CallbackInfo& info);
   Napi::Value ImageOpen(const Napi::CallbackInfo& info);

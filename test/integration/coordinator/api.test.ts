@@ -17,7 +17,7 @@ import {
 import { startCoordinatorProcess } from "../../../src/lab/coordinator-process";
 import { startAgent } from "../../helpers/agents";
 import { backupRequest, type Deployment, deploy, succeeded, waitAgents, waitJob } from "../../helpers/coordinator";
-import { uniqueName } from "../../helpers/lab";
+import { rbd, uniqueName } from "../../helpers/lab";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
 
 const volRef = (cluster: string, v: { pool: string; namespace: string; image: string }): VolumeRef => ({
@@ -263,6 +263,43 @@ describe("coordinator: public API", () => {
     for (const j of jobs) {
       const r = await c.getJob({ jobId: j.id });
       assert.equal(r.state, JobState.JOB_STATE_SUCCEEDED, `${r.errorCode}: ${r.errorMessage}`);
+    }
+  });
+
+  it("backups kept in an RBD namespace, restored into another namespace", async () => {
+    const c = d.client;
+    const ns = uniqueName("ns");
+    await rbd("site-b", ["namespace", "create", `backups/${ns}`]);
+    await rbd("site-b", ["namespace", "create", `rbd/${ns}`]);
+    try {
+      const v = await vols.create("site-a", "rbd", 8, 6);
+      const j = await succeeded(
+        c,
+        (
+          await c.createBackup(
+            backupRequest(volRef("site-a", v), { location: { cluster: "site-b", pool: "backups", namespace: ns } }),
+          )
+        ).id,
+      );
+      assert.equal(j.backup?.location?.namespace, ns);
+      const target = { cluster: "site-b", pool: "rbd", namespace: ns, image: uniqueName("restored") };
+      await succeeded(
+        c,
+        (
+          await c.restoreBackup({
+            backupId: j.backupId,
+            target,
+            mode: RestoreMode.RESTORE_MODE_NEW,
+            idempotencyKey: "",
+          })
+        ).id,
+      );
+      assert.equal(await sha("site-b", spec(target)), await sha("site-a", spec(v, j.backup?.snapshot)));
+      await rbd("site-b", ["rm", "--no-progress", spec(target)]);
+      await succeeded(c, (await c.deleteBackup({ backupId: j.backupId, idempotencyKey: "" })).id);
+    } finally {
+      await rbd("site-b", ["namespace", "remove", `backups/${ns}`]).catch(() => {});
+      await rbd("site-b", ["namespace", "remove", `rbd/${ns}`]).catch(() => {});
     }
   });
 

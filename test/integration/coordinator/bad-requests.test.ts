@@ -352,6 +352,9 @@ describe("coordinator: bad requests fail with their exact status and change noth
       }),
       cb("unknown image", NF, new RegExp(missingImage), { volume: withVol({ image: missingImage }) }),
       cb("unknown namespace on the source", NF, /bad-ns-missing/, { volume: withVol({ namespace: "bad-ns-missing" }) }),
+      cb("unknown destination namespace", NF, /location\.namespace: RBD namespace backups\/bad-ns-missing not found/, {
+        location: { cluster: "site-b", pool: "backups", namespace: "bad-ns-missing" },
+      }),
       cb("unknown destination pool", NF, new RegExp(`location\\.pool.*${missingPool}`), {
         location: { cluster: "site-b", pool: missingPool, namespace: "" },
       }),
@@ -412,6 +415,9 @@ describe("coordinator: bad requests fail with their exact status and change noth
       rb("idempotency_key with spaces", IA, /idempotency_key/, { idempotencyKey: "a b" }),
       rb("idempotency_key of a backup request", AE, /idempotency_key/, { idempotencyKey: createKey }),
       rb("mode NEW over an existing volume", AE, new RegExp(`${vol.image} exists`), { target: vol }),
+      rb("target namespace that does not exist", NF, /target\.namespace: RBD namespace rbd\/bad-ns-missing not found/, {
+        target: { cluster: "site-b", pool: "rbd", namespace: "bad-ns-missing", image: uniqueName("bad-never") },
+      }),
       rb("mode ORIGINAL to a missing volume", NF, new RegExp(`${missingImage} not found`), {
         target: { cluster: "site-b", pool: "rbd", namespace: "", image: missingImage },
         mode: RestoreMode.RESTORE_MODE_ORIGINAL,
