@@ -43,7 +43,7 @@ describe("coordinator: crashes", () => {
     let coord: CoordinatorProcess = await startCoordinator({ listen, scheduler: sched });
     const a = await startAgent("site-a", { coordinator: listen });
     // A slow destination keeps the job running long enough to kill the coordinator under it.
-    const b = await startAgent("site-b", { coordinator: listen, testFaults: { writeDelayMs: 150 } });
+    const b = await startAgent("site-b", { coordinator: listen, testFaults: { writeDelayMs: 300 } });
     running.push(a, b);
     await waitAgents(coord.client, 2);
     const small = await vols.create("site-a", "rbd", 8, 5);
@@ -107,7 +107,7 @@ describe("coordinator: crashes", () => {
     });
     running.push(coord);
     const a1: RunningAgent = await startAgent("site-a", { coordinator: coord.address, agentId: "agent-site-a-1" });
-    const b = await startAgent("site-b", { coordinator: coord.address, testFaults: { writeDelayMs: 150 } });
+    const b = await startAgent("site-b", { coordinator: coord.address, testFaults: { writeDelayMs: 300 } });
     running.push(b);
     await waitAgents(coord.client, 2);
     const v = await vols.create("site-a", "rbd", 128, 0);

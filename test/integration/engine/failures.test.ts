@@ -60,7 +60,7 @@ describe("failures are clean", () => {
     const stateDir = mkdtempSync("/tmp/rbdbackup-slow-dest-");
     const slow = await startAgent("site-b", {
       stateDir,
-      testFaults: { writeDelayMs: 300 },
+      testFaults: { writeDelayMs: 600 },
       limits: { writesInFlight: 2 },
     });
     const source = await startAgent("site-a");
@@ -123,7 +123,7 @@ describe("failures are clean", () => {
       const stateDir = mkdtempSync("/tmp/rbdbackup-killed-");
       const slow = await startAgent("site-b", {
         stateDir,
-        testFaults: { writeDelayMs: 300 },
+        testFaults: { writeDelayMs: 600 },
         limits: { writesInFlight: 2 },
       });
       const snapsBefore = await vols.snapNames("site-a", vol);

@@ -229,7 +229,7 @@ describe("operations", () => {
     const stateDir = mkdtempSync(path.join(tmp, "slow-"));
     const slow = await startAgent("site-b", {
       stateDir,
-      testFaults: { writeDelayMs: 300 },
+      testFaults: { writeDelayMs: 600 },
       limits: { writesInFlight: 2 },
     });
     try {
