@@ -11,12 +11,13 @@
  *
  *   node dist/test/bench/backup-vs-cli.js [--mib 1024] [--rounds 3]
  */
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { promisify } from "node:util";
 import { BackupMode } from "../../src/gen/rbdbackup/v1/agent";
 import { startAgent } from "../helpers/agents";
 import { connectLab, labCluster, uniqueName } from "../helpers/lab";
+import { cliPipe } from "./cli-pipe";
 
 const execFileP = promisify(execFile);
 const MiB = 1 << 20;
@@ -42,32 +43,6 @@ async function timed<T>(f: () => Promise<T>): Promise<[number, T]> {
   const t = process.hrtime.bigint();
   const r = await f();
   return [Number(process.hrtime.bigint() - t) / 1e9, r];
-}
-
-/** rbd export-diff | rbd import-diff, as Cinder runs it. */
-function cliPipe(fromSnap: string | null, src: string, dst: string): Promise<void> {
-  const a = labCluster("site-a");
-  const b = labCluster("site-b");
-  return new Promise((resolve, reject) => {
-    const exp = spawn(
-      "rbd",
-      ["-c", a.conf, "export-diff", "--no-progress", ...(fromSnap ? ["--from-snap", fromSnap] : []), src, "-"],
-      {
-        stdio: ["ignore", "pipe", "inherit"],
-      },
-    );
-    const imp = spawn("rbd", ["-c", b.conf, "import-diff", "--no-progress", "-", dst], {
-      stdio: ["pipe", "ignore", "inherit"],
-    });
-    exp.stdout.pipe(imp.stdin);
-    let done = 0;
-    const fail = (w: string) => (code: number | null) => {
-      if (code !== 0) reject(new Error(`${w} exited ${code}`));
-      else if (++done === 2) resolve();
-    };
-    exp.on("exit", fail("rbd export-diff"));
-    imp.on("exit", fail("rbd import-diff"));
-  });
 }
 
 async function main(): Promise<void> {
@@ -104,7 +79,7 @@ async function main(): Promise<void> {
       const cli = (snap: string, from: string | null) =>
         timed(async () => {
           await execFileP("rbd", ["-c", a.conf, "snap", "create", `rbd/${vol}@${snap}`]);
-          await cliPipe(from, `rbd/${vol}@${snap}`, `backups/${cliTarget}`);
+          await cliPipe("site-a", `rbd/${vol}@${snap}`, from, "site-b", `backups/${cliTarget}`);
         });
       const ours = (mode: BackupMode) =>
         timed(() =>

@@ -19,7 +19,7 @@
  *   node dist/test/bench/suite.js [--mib 1024] [--rounds 3] [--limits '{"chunkSizeBytes":4194304}']
  *                                 [--json-out FILE]
  */
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { promisify } from "node:util";
@@ -29,6 +29,7 @@ import { type Backup, type BackupServiceClient, type Job, JobState } from "../..
 import { type RunningAgent, startAgent } from "../helpers/agents";
 import { backupRequest, startCoordinator, waitAgents } from "../helpers/coordinator";
 import { connectLab, labCluster, uniqueName } from "../helpers/lab";
+import { cliPipe } from "./cli-pipe";
 
 const execFileP = promisify(execFile);
 const MiB = 1 << 20;
@@ -69,36 +70,6 @@ function resetPeakRss(pid: number): void {
 function peakRssMiB(pid: number): number {
   const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
   return Number(m?.[1] ?? 0) / 1024;
-}
-
-/** `rbd export-diff … - | rbd import-diff - …`, as Cinder runs it. */
-function cliPipe(srcCluster: string, src: string, fromSnap: string | null, dstCluster: string, dst: string) {
-  return new Promise<void>((resolve, reject) => {
-    const exp = spawn(
-      "rbd",
-      [
-        "-c",
-        labCluster(srcCluster).conf,
-        "export-diff",
-        "--no-progress",
-        ...(fromSnap ? ["--from-snap", fromSnap] : []),
-        src,
-        "-",
-      ],
-      { stdio: ["ignore", "pipe", "inherit"] },
-    );
-    const imp = spawn("rbd", ["-c", labCluster(dstCluster).conf, "import-diff", "--no-progress", "-", dst], {
-      stdio: ["pipe", "ignore", "inherit"],
-    });
-    exp.stdout.pipe(imp.stdin);
-    let done = 0;
-    const end = (w: string) => (code: number | null) => {
-      if (code !== 0) reject(new Error(`${w} exited ${code}`));
-      else if (++done === 2) resolve();
-    };
-    exp.on("exit", end("rbd export-diff"));
-    imp.on("exit", end("rbd import-diff"));
-  });
 }
 
 const rbd = (cluster: string, args: string[]) => execFileP("rbd", ["-c", labCluster(cluster).conf, ...args]);
