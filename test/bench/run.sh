@@ -5,6 +5,9 @@
 #   backup-vs-cli     rbdbackup's agents vs rbd export-diff | rbd import-diff (full and incremental)
 #   suite             the performance suite: full, incremental (1 and 4 GiB), sparse, restore, raw write,
 #                     through the coordinator's API; table + JSON (also written to dist/bench-results.json)
+# Not run here: transfer-probe (CPU and RSS of each agent and OSD during one transfer; the knob sweep), e.g.
+#   node dist/test/bench/transfer-probe.js --mib 512 --runs 2 --limits '{"chunkSizeBytes":4194304}'
+
 # Extra arguments go to each benchmark, e.g. `npm run bench -- --mib 512 --rounds 5`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

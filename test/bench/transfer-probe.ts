@@ -1,0 +1,89 @@
+/**
+ * Where the CPU of one transfer goes: a full backup of a volume fully written with random data, site-a
+ * agent → site-b agent (called directly, no coordinator), `--runs` times; for each run the wall time and
+ * throughput, the CPU seconds of the source agent, the destination agent and each lab OSD (from
+ * /proc/<pid>/stat), and both agents' peak RSS (VmHWM, reset before the run). Used for the knob sweep
+ * behind the agent's defaults (README, Measured):
+ *
+ *   node dist/test/bench/transfer-probe.js [--mib 512] [--runs 2] [--insecure] [--limits '{"chunkSizeBytes":2097152}']
+ *   RBDBACKUP_AGENT_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" node dist/test/bench/transfer-probe.js
+ */
+import { execFileSync } from "node:child_process";
+import { randomBytes, randomUUID } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
+import { BackupMode } from "../../src/gen/rbdbackup/v1/agent";
+import { startAgent } from "../helpers/agents";
+import { connectLab, labCluster, labDir, uniqueName } from "../helpers/lab";
+
+const MiB = 1 << 20;
+function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? (process.argv[i + 1] as string) : def;
+}
+const mib = Number(arg("mib", "512"));
+const runs = Number(arg("runs", "2"));
+const insecure = process.argv.includes("--insecure");
+const limits = JSON.parse(arg("limits", "{}")) as Record<string, number>;
+
+const cpu = (pid: number) => {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+  return (Number(f[11]) + Number(f[12])) / 100;
+};
+const status = (pid: number, key: string) =>
+  Math.round(Number(new RegExp(`${key}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]) / 1024);
+
+async function main(): Promise<void> {
+  const [a, b] = await Promise.all([
+    startAgent("site-a", { insecure, limits }),
+    startAgent("site-b", { insecure, limits }),
+  ]);
+  const ca = await connectLab("site-a");
+  const io = await ca.openIoCtx("rbd");
+  const vol = uniqueName("probe");
+  try {
+    await io.imageCreate(vol, mib * MiB);
+    const img = await io.imageOpen(vol);
+    for (let off = 0; off < mib * MiB; off += 64 * MiB) {
+      await Promise.all(Array.from({ length: 16 }, (_, i) => img.write(randomBytes(4 * MiB), off + i * 4 * MiB)));
+    }
+    await img.flush();
+    await img.close();
+    const osds = execFileSync("pgrep", ["-f", `^ceph-osd .*${labDir}`])
+      .toString()
+      .trim()
+      .split("\n")
+      .map(Number);
+    const pids = [a.proc.pid as number, b.proc.pid as number];
+    for (let r = 0; r < runs; r++) {
+      for (const p of pids) writeFileSync(`/proc/${p}/clear_refs`, "5");
+      const before = [...pids, ...osds].map(cpu);
+      const t = Date.now();
+      const res = await a.client.backup({
+        backupId: randomUUID(),
+        source: { $case: "volume", value: { pool: "rbd", namespace: "", image: vol } },
+        destination: { address: b.address, clusterFsid: "" },
+        destinationPool: "backups",
+        mode: BackupMode.BACKUP_MODE_FULL,
+      });
+      const secs = (Date.now() - t) / 1000;
+      const used = [...pids, ...osds].map((p, i) => (cpu(p) - (before[i] as number)).toFixed(2));
+      console.log(
+        `${insecure ? "plaintext" : "mTLS"} ${JSON.stringify(limits)} ${mib} MiB in ${secs.toFixed(2)} s = ${(mib / secs).toFixed(0)} MiB/s; ` +
+          `CPU s: source ${used[0]}, destination ${used[1]}, OSDs ${used.slice(2).join(" ")}; ` +
+          `peak RSS MiB: source ${status(pids[0] as number, "VmHWM")}, destination ${status(pids[1] as number, "VmHWM")}`,
+      );
+      await b.client.deleteBackup({ backupId: res.backupId, pool: "backups", baseImage: res.baseImage });
+    }
+  } finally {
+    execFileSync("rbd", ["-c", labCluster("site-a").conf, "snap", "purge", "--no-progress", `rbd/${vol}`]);
+    await io.imageRemove(vol).catch(() => {});
+    await io.close();
+    await ca.close();
+    await Promise.all([a.stop(), b.stop()]);
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
