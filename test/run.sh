@@ -26,6 +26,12 @@ started=$(date +%s)
 # drifts upward with snapshot trims, shrinks and rollbacks (measured: +8 MiB per shrink-after-snapshot):
 # a generous figure keeps a long suite from seeing a spuriously full OSD.
 deploy/lab/lab.sh up --capacity 16G site-a site-b
+# Ceph 16's memstore OSD can segfault while trimming removed snapshots (MemStore::OmapIteratorImpl::value
+# under PGSnapTrim: once in six suite runs, once in a benchmark). These clusters never need that space
+# back during a run, so snapshot trimming is off on them (snapshot removal itself is unaffected).
+for c in site-a site-b; do
+  timeout 60 ceph -c "$RBDBACKUP_LAB_DIR/$c/ceph.conf" --connect-timeout 20 osd set nosnaptrim >/dev/null
+done
 # A small cluster whose pool a test fills on purpose.
 deploy/lab/lab.sh up --capacity 256M --pools backups site-small
 echo "lab up in $(($(date +%s) - started)) s"
