@@ -17,7 +17,7 @@ import { promisify } from "node:util";
 import { BackupMode } from "../../src/gen/rbdbackup/v1/agent";
 import { startAgent } from "../helpers/agents";
 import { connectLab, labCluster, uniqueName } from "../helpers/lab";
-import { cliPipe } from "./cli-pipe";
+import { cliPipe, rawWriteMiBps } from "./ceph-cli";
 
 const execFileP = promisify(execFile);
 const MiB = 1 << 20;
@@ -131,24 +131,7 @@ async function main(): Promise<void> {
       for (const o of await ioB.objList()) if (o.startsWith("backup.") && o.endsWith(".meta")) await ioB.objRemove(o);
     }
     // The destination's raw write bandwidth, for reference.
-    const raw = uniqueName("bench-raw");
-    await ioB.imageCreate(raw, mib * MiB);
-    const { stdout } = await execFileP("rbd", [
-      "-c",
-      labCluster("site-b").conf,
-      "bench",
-      "--io-type",
-      "write",
-      "--io-size",
-      "4M",
-      "--io-threads",
-      "16",
-      "--io-total",
-      String(mib * MiB),
-      `backups/${raw}`,
-    ]);
-    await ioB.imageRemove(raw);
-    const rawMiBps = ((Number(/ops\/sec:\s*([\d.]+)/.exec(stdout)?.[1]) || 0) * 4 * MiB) / MiB;
+    const rawMiBps = await rawWriteMiBps("site-b", ioB, mib);
 
     console.log(
       `\nbackup site-a → site-b: rbdbackup (${insecure ? "plaintext gRPC" : "mutual TLS"}) vs rbd export-diff | rbd import-diff (medians of ${rounds} rounds)\n`,

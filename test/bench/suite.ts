@@ -29,7 +29,7 @@ import { type Backup, type BackupServiceClient, type Job, JobState } from "../..
 import { type RunningAgent, startAgent } from "../helpers/agents";
 import { backupRequest, startCoordinator, waitAgents } from "../helpers/coordinator";
 import { connectLab, labCluster, uniqueName } from "../helpers/lab";
-import { cliPipe } from "./cli-pipe";
+import { cliPipe, rawWriteMiBps } from "./ceph-cli";
 
 const execFileP = promisify(execFile);
 const MiB = 1 << 20;
@@ -331,27 +331,8 @@ async function main(): Promise<void> {
     await ioA.imageRemove(tiny);
 
     // 5. raw write bandwidth of each cluster (the destination of backups, and of restores).
-    const raw = async (cluster: "site-a" | "site-b", io: IoCtx) => {
-      const name = uniqueName("bench-raw");
-      await io.imageCreate(name, mib * MiB);
-      const { stdout } = await rbd(cluster, [
-        "bench",
-        "--io-type",
-        "write",
-        "--io-size",
-        "4M",
-        "--io-threads",
-        "16",
-        "--io-total",
-        String(mib * MiB),
-        `${io.pool}/${name}`,
-      ]);
-      await io.imageRemove(name);
-      // "ops/sec: 333.3" of 4 MiB writes (its bytes/sec is humanized, e.g. "1.3 GiB/s").
-      return Number(/ops\/sec:\s*([\d.]+)/.exec(stdout)?.[1] ?? 0) * 4;
-    };
-    const rawB = await raw("site-b", ioBr);
-    const rawA = await raw("site-a", ioA);
+    const rawB = await rawWriteMiBps("site-b", ioBr, mib);
+    const rawA = await rawWriteMiBps("site-a", ioA, mib);
 
     const rows = (
       [
