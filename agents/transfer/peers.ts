@@ -1,14 +1,15 @@
 /**
- * Reaching the destination of a transfer: a peer agent over gRPC (mutual TLS, one channel per address,
- * kept open), or this agent's own sink in-process when the destination is the same cluster (the
- * shortcut: no network, no serialization, same engine).
+ * Reaching the destination of a transfer: a peer agent over gRPC (mutual TLS, kept open per address:
+ * a grpc-js channel for the small calls, a TransferClient — node:http2, owning its buffers — for the
+ * bulk Transfer stream), or this agent's own sink in-process when the destination is the same cluster
+ * (the shortcut: no network, no serialization, same engine).
  */
 import { type Channel, type ChannelOptions, createChannel, createClient } from "nice-grpc";
 import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../../src/common/tls";
-import type { TransferServiceClient } from "../../src/gen/rbdbackup/v1/transfer";
+import { type TransferServiceClient, TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
 import type { TransferTarget } from "../engine/context";
 import { MAX_MESSAGE_BYTES } from "./protocol";
-import { FastTransferServiceDefinition } from "./wire";
+import { TransferClient } from "./transfer-client";
 
 /** Channel settings for agent ↔ agent: large messages, keepalives so a dead peer is noticed. */
 export const peerChannelOptions: ChannelOptions = {
@@ -26,17 +27,17 @@ function withDeadline(signal: AbortSignal, ms: number): AbortSignal {
   return AbortSignal.any([signal, AbortSignal.timeout(ms)]);
 }
 
-export function remoteTarget(address: string, client: TransferServiceClient): TransferTarget {
+export function remoteTarget(address: string, client: TransferServiceClient, bulk: TransferClient): TransferTarget {
   return {
     label: `agent ${address}`,
-    transfer: (messages, signal) => client.transfer(messages, { signal }),
+    transfer: (messages, signal) => bulk.transfer(messages, signal),
     listChains: (pool, namespace, volumeImage, signal) =>
       client.listChains({ pool, namespace, volumeImage }, { signal: withDeadline(signal, UNARY_DEADLINE_MS) }),
   };
 }
 
 export class Peers {
-  #clients = new Map<string, { channel: Channel; client: TransferServiceClient }>();
+  #clients = new Map<string, { channel: Channel; client: TransferServiceClient; bulk: TransferClient }>();
 
   constructor(
     readonly tls: TlsConfig,
@@ -51,14 +52,21 @@ export class Peers {
         ...peerChannelOptions,
         ...tlsChannelOptions(address, this.tls),
       });
-      c = { channel, client: createClient(FastTransferServiceDefinition, channel) };
+      c = {
+        channel,
+        client: createClient(TransferServiceDefinition, channel),
+        bulk: new TransferClient(address, this.tls),
+      };
       this.#clients.set(address, c);
     }
-    return remoteTarget(address, c.client);
+    return remoteTarget(address, c.client, c.bulk);
   }
 
   close(): void {
-    for (const { channel } of this.#clients.values()) channel.close();
+    for (const { channel, bulk } of this.#clients.values()) {
+      channel.close();
+      bulk.close();
+    }
     this.#clients.clear();
   }
 }

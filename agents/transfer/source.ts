@@ -11,7 +11,7 @@ import type { TransferHeader, TransferMessage } from "../../src/gen/rbdbackup/v1
 import type { Image } from "../ceph";
 import { noMeter, type TransferMeter } from "./meter";
 import { checksum, segments, TransferDigest } from "./protocol";
-import { allocChunkFrame, type ChunkFrame, ENCODED, finishChunkFrame, type MaybeEncoded } from "./wire";
+import { type ChunkFrame, FRAME, type FramePool, finishChunkFrame, framePool, type MaybeFramed } from "./wire";
 
 export interface SourceOptions {
   chunkSize: number;
@@ -21,6 +21,8 @@ export interface SourceOptions {
   meterPool?: string;
   /** Test-only fault: corrupt the data of this chunk (1-based) after its checksum was taken. */
   corruptChunk?: number;
+  /** Where read buffers come from (default: the process's pool; the transport gives them back). */
+  frames?: FramePool;
 }
 
 export interface SourceStats {
@@ -99,8 +101,9 @@ class Emitter {
       this.stats.dataBytes += buf.length;
       this.meter.sent(this.pool, buf.length);
       if (this.opts.corruptChunk === this.stats.dataChunks) buf[0] = (buf[0] ?? 0) ^ 0xff;
-      const m: MaybeEncoded = { body: { $case: "chunk", value: { offset, data: buf, crc32: crc } } };
-      m[ENCODED] = finishChunkFrame(frame, offset, crc);
+      const m: MaybeFramed = { body: { $case: "chunk", value: { offset, data: buf, crc32: crc } } };
+      finishChunkFrame(frame, offset, crc);
+      m[FRAME] = frame;
       out.push(m);
       return;
     }
@@ -202,6 +205,7 @@ export async function* rbdMessages(
   const em = new Emitter(stats, opts);
   const win = new Window(em);
   const size = header.imageSize;
+  const frames = opts.frames ?? framePool;
   let cursor = 0;
   yield { body: { $case: "header", value: header } };
 
@@ -222,7 +226,7 @@ export async function* rbdMessages(
         win.zero(e.offset, e.length);
       } else {
         for (const p of split(e.offset, e.length, opts.chunkSize)) {
-          const frame = allocChunkFrame(p.length);
+          const frame = frames.acquire(p.length, opts.chunkSize);
           const buf = frame.data;
           const t0 = performance.now();
           em.meter.ioStarted();

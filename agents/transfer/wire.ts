@@ -5,7 +5,7 @@
  * goes through the generated encoder. The bytes are the standard encoding (the generated decoder
  * reads them; a unit test checks both agree).
  */
-import { TransferMessage, TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
+import { TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
 
 function varintSize(v: number): number {
   let n = 1;
@@ -55,33 +55,100 @@ export function encodeChunkMessage(offset: number, data: Uint8Array, crc32: numb
 
 /**
  * Zero-copy chunks: the source reads straight into the middle of a buffer that becomes the whole
- * encoded message — room for the message's prefix before the data, for the crc field after it — so
- * a chunk is neither copied into a message nor allocated twice (on a saturated 2-core box the copy
- * and the extra 1 GiB of allocations per GiB moved cost the source's main thread about a quarter of
- * its time). The crc field is written as a 5-byte varint (non-minimal, valid protobuf: every decoder
- * reads it), because the prefix's length field must be known before the crc is.
+ * gRPC frame — room for gRPC's 5-byte message prefix and the message's own prefix before the data,
+ * for the crc field after it — so a chunk is neither copied into a message nor allocated twice (on a
+ * saturated 2-core box the copy and the extra 1 GiB of allocations per GiB moved cost the source's
+ * main thread about a quarter of its time). The crc field is written as a 5-byte varint (non-minimal,
+ * valid protobuf: every decoder reads it), because the prefix's length field must be known before
+ * the crc is.
+ *
+ * Frames come from a FramePool and go back to it once the transport has written them (the HTTP/2
+ * write's callback, see transfer-client.ts), so a long transfer reuses the same few buffers instead
+ * of allocating (and garbage-collecting) one per chunk.
  */
+const GRPC_PREFIX = 5; // gRPC message prefix: compressed flag + 4-byte big-endian length
 const FRAME_HEAD = 1 + 5 + 1 + 10 + 1 + 5; // chunk tag + len, offset tag + varint, data tag + len
 const FRAME_TAIL = 1 + 5; // crc tag + 5-byte varint
+const DATA_AT = GRPC_PREFIX + FRAME_HEAD;
 
 export interface ChunkFrame {
   /** Where to read the chunk's data into. */
   readonly data: Buffer;
-  readonly frame: Buffer;
+  /** The whole allocation (capacity for `capacity` data bytes). */
+  readonly buffer: Buffer;
+  readonly capacity: number;
+  /** Set by finishChunkFrame: where the encoded TransferMessage starts and ends in `buffer`. */
+  start: number;
+  end: number;
 }
 
+function newFrame(capacity: number, length: number): ChunkFrame {
+  const buffer = Buffer.allocUnsafeSlow(DATA_AT + capacity + FRAME_TAIL);
+  return { buffer, capacity, data: buffer.subarray(DATA_AT, DATA_AT + length), start: 0, end: 0 };
+}
+
+/**
+ * Reusable chunk frames of one capacity (the source's chunk size). Holds at most `maxIdle` idle
+ * frames; a frame that is never released (the in-process sink keeps the data, a failed stream drops
+ * it) is simply garbage-collected. Releasing a frame the transport still reads would corrupt a chunk
+ * — which the destination's per-chunk CRC-32C would reject (DATA_LOSS) rather than store.
+ */
+export class FramePool {
+  #idle = new Map<number, Buffer[]>();
+  #idleCount = 0;
+  allocated = 0;
+  reused = 0;
+
+  constructor(readonly maxIdle = 16) {}
+
+  acquire(length: number, capacity: number): ChunkFrame {
+    const cap = Math.max(capacity, length);
+    const b = this.#idle.get(cap)?.pop();
+    if (!b) {
+      this.allocated++;
+      return newFrame(cap, length);
+    }
+    this.#idleCount--;
+    this.reused++;
+    return { buffer: b, capacity: cap, data: b.subarray(DATA_AT, DATA_AT + length), start: 0, end: 0 };
+  }
+
+  release(f: ChunkFrame): void {
+    if (this.#idleCount >= this.maxIdle) return;
+    let list = this.#idle.get(f.capacity);
+    if (!list) {
+      list = [];
+      this.#idle.set(f.capacity, list);
+    }
+    list.push(f.buffer);
+    this.#idleCount++;
+  }
+
+  get idle(): number {
+    return this.#idleCount;
+  }
+
+  clear(): void {
+    this.#idle.clear();
+    this.#idleCount = 0;
+  }
+}
+
+/** The process's frame pool (shared by every transfer this agent sends). */
+export const framePool = new FramePool();
+
+/** A frame of exactly `length` data bytes, not pooled (tests, one-off uses). */
 export function allocChunkFrame(length: number): ChunkFrame {
-  const frame = Buffer.allocUnsafe(FRAME_HEAD + length + FRAME_TAIL);
-  return { frame, data: frame.subarray(FRAME_HEAD, FRAME_HEAD + length) };
+  return newFrame(length, length);
 }
 
-/** The encoded TransferMessage{chunk} around data already in place (see allocChunkFrame). */
+/** Encodes TransferMessage{chunk} around data already in place (see allocChunkFrame); returns its bytes. */
 export function finishChunkFrame(f: ChunkFrame, offset: number, crc32: number): Buffer {
   const length = f.data.length;
   const inner = (offset !== 0 ? 1 + varintSize(offset) : 0) + 1 + varintSize(length) + length + FRAME_TAIL;
   const prefixLen = 1 + varintSize(inner) + (offset !== 0 ? 1 + varintSize(offset) : 0) + 1 + varintSize(length);
-  const start = FRAME_HEAD - prefixLen;
-  const buf = f.frame;
+  const start = DATA_AT - prefixLen;
+  const buf = f.buffer;
   let p = start;
   buf[p++] = 0x12; // TransferMessage.chunk
   p = writeVarint(buf, p, inner);
@@ -91,7 +158,7 @@ export function finishChunkFrame(f: ChunkFrame, offset: number, crc32: number): 
   }
   buf[p++] = 0x12; // data
   p = writeVarint(buf, p, length);
-  p = FRAME_HEAD + length;
+  p = DATA_AT + length;
   const c = crc32 >>> 0;
   buf[p++] = 0x18; // crc32, as a 5-byte varint
   buf[p++] = (c & 0x7f) | 0x80;
@@ -99,42 +166,37 @@ export function finishChunkFrame(f: ChunkFrame, offset: number, crc32: number): 
   buf[p++] = ((c >>> 14) & 0x7f) | 0x80;
   buf[p++] = ((c >>> 21) & 0x7f) | 0x80;
   buf[p++] = (c >>> 28) & 0x0f;
+  f.start = start;
+  f.end = p;
   return buf.subarray(start, p);
 }
 
-/** A message whose encoding is already done (a finished chunk frame). */
-export const ENCODED = Symbol("encoded");
-export type MaybeEncoded = TransferMessage & { [ENCODED]?: Buffer };
+/** The finished frame as one gRPC length-prefixed message, written in place (no copy). */
+export function grpcFramed(f: ChunkFrame): Buffer {
+  const at = f.start - GRPC_PREFIX;
+  f.buffer[at] = 0; // not compressed
+  f.buffer.writeUInt32BE(f.end - f.start, at + 1);
+  return f.buffer.subarray(at, f.end);
+}
 
-/** TransferMessage with the fast paths for chunks; same decode. */
-export const FastTransferMessage: typeof TransferMessage = {
-  ...TransferMessage,
-  // nice-grpc passes every request through fromPartial before encode: keep the finished encoding.
-  fromPartial(object: Parameters<typeof TransferMessage.fromPartial>[0]) {
-    const m: MaybeEncoded = TransferMessage.fromPartial(object);
-    const pre = (object as MaybeEncoded)[ENCODED];
-    if (pre) m[ENCODED] = pre;
-    return m;
-  },
-  encode(message: MaybeEncoded, writer?: Parameters<typeof TransferMessage.encode>[1]) {
-    const pre = message[ENCODED];
-    if (pre && writer === undefined) {
-      return { finish: () => pre } as unknown as ReturnType<typeof TransferMessage.encode>;
-    }
-    if (message.body?.$case === "chunk" && writer === undefined) {
-      const c = message.body.value;
-      const bytes = encodeChunkMessage(c.offset, c.data, c.crc32);
-      return { finish: () => bytes } as unknown as ReturnType<typeof TransferMessage.encode>;
-    }
-    return TransferMessage.encode(message, writer);
-  },
-};
+/** Any encoded message as a gRPC length-prefixed message (one copy; for the small messages). */
+export function grpcFrame(body: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(GRPC_PREFIX + body.length);
+  out[0] = 0;
+  out.writeUInt32BE(body.length, 1);
+  out.set(body, GRPC_PREFIX);
+  return out;
+}
 
-/** The TransferService definition with the fast chunk encoder (for the client side). */
-export const FastTransferServiceDefinition = {
-  ...TransferServiceDefinition,
-  methods: {
-    ...TransferServiceDefinition.methods,
-    transfer: { ...TransferServiceDefinition.methods.transfer, requestType: FastTransferMessage },
-  },
-} as typeof TransferServiceDefinition;
+/** A message whose data already sits in a finished chunk frame (see finishChunkFrame). */
+export const FRAME = Symbol("frame");
+export type MaybeFramed = TransferMessage & { [FRAME]?: ChunkFrame };
+
+/** The encoding of any TransferMessage: chunks by the fast encoder, the rest by the generated one. */
+export function encodeTransferMessage(m: TransferMessage): Uint8Array {
+  if (m.body?.$case === "chunk") {
+    const c = m.body.value;
+    return encodeChunkMessage(c.offset, c.data, c.crc32);
+  }
+  return TransferMessage.encode(m).finish();
+}

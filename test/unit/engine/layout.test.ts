@@ -251,9 +251,7 @@ describe("fast chunk encoding", () => {
 
 describe("zero-copy chunk frames", () => {
   it("the read buffer becomes a message the generated decoder reads back exactly", async () => {
-    const { allocChunkFrame, finishChunkFrame, FastTransferMessage, ENCODED } = await import(
-      "../../../agents/transfer/wire"
-    );
+    const { allocChunkFrame, finishChunkFrame, grpcFramed } = await import("../../../agents/transfer/wire");
     const { TransferMessage } = await import("../../../src/gen/rbdbackup/v1/transfer");
     for (const [offset, len, crc] of [
       [0, 1, 0],
@@ -273,10 +271,36 @@ describe("zero-copy chunk frames", () => {
         assert.equal(back.body.value.data.length, len);
         assert.equal(Buffer.compare(Buffer.from(back.body.value.data), f.data), 0);
       }
-      // The fast encoder hands the finished frame to gRPC as is.
-      const m = { body: { $case: "chunk" as const, value: { offset, data: f.data, crc32: crc } }, [ENCODED]: bytes };
-      assert.equal(FastTransferMessage.encode(FastTransferMessage.fromPartial(m)).finish(), bytes);
+      // The gRPC message prefix is written in place, in front of the same bytes.
+      const framed = grpcFramed(f);
+      assert.equal(framed[0], 0);
+      assert.equal(framed.readUInt32BE(1), bytes.length);
+      assert.equal(framed.buffer, bytes.buffer);
+      assert.equal(Buffer.compare(framed.subarray(5), bytes), 0);
     }
+  });
+
+  it("a pool hands released frames out again, bounded, and any smaller length fits", async () => {
+    const { FramePool, finishChunkFrame } = await import("../../../agents/transfer/wire");
+    const pool = new FramePool(2);
+    const a = pool.acquire(1 << 20, 1 << 20);
+    const b = pool.acquire(100, 1 << 20);
+    const c = pool.acquire(1 << 20, 1 << 20);
+    assert.equal(pool.allocated, 3);
+    for (const f of [a, b, c]) pool.release(f);
+    assert.equal(pool.idle, 2, "at most maxIdle frames are kept");
+    const d = pool.acquire(4096, 1 << 20);
+    assert.equal(pool.reused, 1);
+    assert.equal(d.data.length, 4096);
+    assert.ok(d.buffer === a.buffer || d.buffer === b.buffer);
+    d.data.fill(7);
+    const bytes = finishChunkFrame(d, 12345, 99);
+    const { TransferMessage } = await import("../../../src/gen/rbdbackup/v1/transfer");
+    const back = TransferMessage.decode(bytes);
+    assert.ok(back.body?.$case === "chunk" && back.body.value.data.length === 4096 && back.body.value.offset === 12345);
+    // Larger than the pool's capacity: a frame of its own, never mixed with the pooled ones.
+    const big = pool.acquire(2 << 20, 1 << 20);
+    assert.equal(big.capacity, 2 << 20);
   });
 });
 

@@ -1,0 +1,373 @@
+/**
+ * The client side of TransferService.Transfer, the data plane's one bulk call, written on node:http2
+ * instead of grpc-js: standard gRPC on the wire (the destination is the same grpc-js server as for
+ * every other call), but this side owns the buffers. A chunk frame is read from Ceph into a buffer
+ * that already holds the gRPC and protobuf prefixes (wire.ts), handed to HTTP/2 as is, and returned to
+ * the frame pool when HTTP/2 has written it — grpc-js instead copies every message into a fresh
+ * buffer, which on this box cost the source a 2 MiB allocation, a copy and the garbage collection of
+ * both per chunk (test/bench/transport.ts measures the two clients side by side).
+ *
+ * What it keeps from a gRPC client: mutual TLS with the same files and server-name rule as every
+ * channel (src/common/tls.ts), one HTTP/2 connection per peer reused by its transfers and replaced
+ * when it fails, a connect deadline, keepalive pings while a transfer runs (a dead peer fails the call
+ * instead of blocking it), cancellation by AbortSignal (the stream is reset with CANCEL), flow control
+ * end to end (the next message is pulled only when HTTP/2 took the previous one), and the result as a
+ * nice-grpc ClientError with the server's status code and message, so callers see exactly what a
+ * nice-grpc client would have shown them.
+ */
+import { readFileSync } from "node:fs";
+import http2 from "node:http2";
+import { isIP } from "node:net";
+import { AbortError } from "abort-controller-x";
+import { ClientError, Status } from "nice-grpc-common";
+import type { TlsConfig } from "../../src/common/tls";
+import { VERSION } from "../../src/common/version";
+import { type TransferMessage, TransferServiceDefinition, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
+import {
+  encodeTransferMessage,
+  FRAME,
+  type FramePool,
+  framePool,
+  grpcFrame,
+  grpcFramed,
+  type MaybeFramed,
+} from "./wire";
+
+export const TRANSFER_PATH = `/${TransferServiceDefinition.fullName}/${TransferServiceDefinition.methods.transfer.name}`;
+/** Largest response accepted (a TransferSummary is a few hundred bytes). */
+const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+
+export interface TransferClientOptions {
+  /** Give up connecting after this long (UNAVAILABLE). */
+  connectTimeoutMs?: number;
+  /** While a transfer runs: ping the peer this often, fail the connection if a ping is not answered in `keepaliveTimeoutMs`. */
+  keepaliveMs?: number;
+  keepaliveTimeoutMs?: number;
+  /** Where chunk frames go back once written. */
+  frames?: FramePool;
+}
+
+/** RST_STREAM codes → gRPC status, as in gRPC's HTTP/2 mapping. */
+function statusOfRst(code: number): Status {
+  const c = http2.constants;
+  switch (code) {
+    case c.NGHTTP2_REFUSED_STREAM:
+      return Status.UNAVAILABLE;
+    case c.NGHTTP2_CANCEL:
+      return Status.CANCELLED;
+    case c.NGHTTP2_ENHANCE_YOUR_CALM:
+      return Status.RESOURCE_EXHAUSTED;
+    case c.NGHTTP2_INADEQUATE_SECURITY:
+      return Status.PERMISSION_DENIED;
+    case c.NGHTTP2_NO_ERROR:
+    case c.NGHTTP2_PROTOCOL_ERROR:
+    case c.NGHTTP2_INTERNAL_ERROR:
+    case c.NGHTTP2_FLOW_CONTROL_ERROR:
+    case c.NGHTTP2_FRAME_SIZE_ERROR:
+    case c.NGHTTP2_COMPRESSION_ERROR:
+      return Status.INTERNAL;
+    default:
+      return Status.UNAVAILABLE;
+  }
+}
+
+function decodeGrpcMessage(v: unknown): string {
+  if (typeof v !== "string") return "";
+  try {
+    return decodeURIComponent(v);
+  } catch {
+    return v;
+  }
+}
+
+function headerOf(h: http2.IncomingHttpHeaders, name: string): string | undefined {
+  const v = h[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** One HTTP/2 connection to one peer agent; transfers share it. */
+export class TransferClient {
+  #session: http2.ClientHttp2Session | null = null;
+  #active = 0;
+  #pinger: NodeJS.Timeout | null = null;
+  readonly #authority: string;
+  readonly #connectOptions: http2.SecureClientSessionOptions;
+  readonly #opts: Required<Omit<TransferClientOptions, "frames">> & { frames: FramePool };
+
+  constructor(
+    readonly address: string,
+    tls: TlsConfig,
+    opts: TransferClientOptions = {},
+  ) {
+    this.#opts = {
+      connectTimeoutMs: opts.connectTimeoutMs ?? 20_000,
+      keepaliveMs: opts.keepaliveMs ?? 15_000,
+      keepaliveTimeoutMs: opts.keepaliveTimeoutMs ?? 10_000,
+      frames: opts.frames ?? framePool,
+    };
+    const insecure = !!tls.insecure;
+    this.#authority = `${insecure ? "http" : "https"}://${address}`;
+    const host = address.startsWith("[")
+      ? address.slice(1, address.indexOf("]"))
+      : address.slice(0, address.lastIndexOf(":"));
+    this.#connectOptions = insecure
+      ? {}
+      : {
+          ca: readFileSync(tls.ca as string),
+          cert: readFileSync(tls.cert as string),
+          key: readFileSync(tls.key as string),
+          // Same rule as tlsChannelOptions: loopback literals are checked as "localhost" (lab
+          // certificates carry that name); other IP literals against the certificate's IP SANs.
+          ...(host === "127.0.0.1" || host === "::1"
+            ? { servername: "localhost" }
+            : isIP(host)
+              ? {}
+              : { servername: host }),
+        };
+  }
+
+  #connect(): http2.ClientHttp2Session {
+    const s = this.#session;
+    if (s && !s.closed && !s.destroyed) return s;
+    const session = http2.connect(this.#authority, this.#connectOptions);
+    this.#session = session;
+    const forget = () => {
+      if (this.#session === session) this.#session = null;
+    };
+    const timer = setTimeout(() => {
+      session.destroy(new Error(`connecting to ${this.address} took longer than ${this.#opts.connectTimeoutMs} ms`));
+    }, this.#opts.connectTimeoutMs);
+    timer.unref();
+    session.once("connect", () => clearTimeout(timer));
+    session.on("error", () => forget()); // reported through the streams
+    session.on("goaway", () => forget());
+    session.on("close", () => {
+      clearTimeout(timer);
+      forget();
+    });
+    if (this.#active === 0) session.unref();
+    return session;
+  }
+
+  #began(session: http2.ClientHttp2Session): void {
+    if (this.#active++ === 0) {
+      session.ref();
+      this.#pinger = setInterval(() => this.#ping(), this.#opts.keepaliveMs);
+      this.#pinger.unref();
+    }
+  }
+
+  #ended(): void {
+    if (--this.#active > 0) return;
+    if (this.#pinger) clearInterval(this.#pinger);
+    this.#pinger = null;
+    this.#session?.unref();
+  }
+
+  #ping(): void {
+    const session = this.#session;
+    if (!session || session.closed || session.destroyed || session.connecting) return;
+    const timer = setTimeout(() => {
+      session.destroy(
+        new Error(
+          `the peer ${this.address} did not answer a keepalive ping within ${this.#opts.keepaliveTimeoutMs} ms`,
+        ),
+      );
+    }, this.#opts.keepaliveTimeoutMs);
+    timer.unref();
+    try {
+      session.ping((err) => {
+        clearTimeout(timer);
+        if (err && !session.destroyed) session.destroy(err);
+      });
+    } catch {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Streams `messages` to the peer; resolves with its summary or rejects with a ClientError (the
+   * server's status), the messages' own error (e.g. a failed read), or an AbortError.
+   */
+  transfer(messages: AsyncIterable<TransferMessage>, signal: AbortSignal): Promise<TransferSummary> {
+    if (signal.aborted) return Promise.reject(new AbortError());
+    let session: http2.ClientHttp2Session;
+    let stream: http2.ClientHttp2Stream;
+    try {
+      session = this.#connect();
+      stream = session.request(
+        {
+          ":method": "POST",
+          ":path": TRANSFER_PATH,
+          "content-type": "application/grpc+proto",
+          te: "trailers",
+          "user-agent": `rbdbackup-agent/${VERSION}`,
+          "grpc-accept-encoding": "identity",
+        },
+        { endStream: false },
+      );
+    } catch (e) {
+      return Promise.reject(
+        new ClientError(TRANSFER_PATH, Status.UNAVAILABLE, `cannot reach ${this.address}: ${(e as Error).message}`),
+      );
+    }
+    this.#began(session);
+    const frames = this.#opts.frames;
+
+    return new Promise<TransferSummary>((resolve, reject) => {
+      let settled = false;
+      let status: number | undefined;
+      let statusMessage = "";
+      const received: Buffer[] = [];
+      let receivedBytes = 0;
+      let transportError: (Error & { code?: string }) | undefined;
+
+      const finish = (err: unknown, value?: TransferSummary) => {
+        if (settled) return;
+        settled = true;
+        signal.removeEventListener("abort", onAbort);
+        session.off("error", onSessionError);
+        if (err) reject(err);
+        else resolve(value as TransferSummary);
+      };
+      const onAbort = () => {
+        if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+        finish(new AbortError());
+      };
+      const onSessionError = (e: Error) => {
+        transportError ??= e;
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      session.on("error", onSessionError);
+
+      const takeStatus = (h: http2.IncomingHttpHeaders) => {
+        const s = headerOf(h, "grpc-status");
+        if (s !== undefined) {
+          status = Number(s);
+          statusMessage = decodeGrpcMessage(headerOf(h, "grpc-message"));
+        }
+      };
+      stream.on("response", (h) => {
+        const httpStatus = Number(h[":status"]);
+        const ct = headerOf(h, "content-type") ?? "";
+        if (httpStatus !== 200 || !ct.startsWith("application/grpc")) {
+          status = httpStatus === 200 ? Status.UNKNOWN : Status.UNAVAILABLE;
+          statusMessage = `the peer ${this.address} answered HTTP ${httpStatus} (${ct || "no content-type"}), not gRPC`;
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+          return;
+        }
+        takeStatus(h); // a trailers-only response carries the status here
+      });
+      stream.on("data", (d: Buffer) => {
+        receivedBytes += d.length;
+        if (receivedBytes > MAX_RESPONSE_BYTES) {
+          status = Status.RESOURCE_EXHAUSTED;
+          statusMessage = `the peer's response exceeds ${MAX_RESPONSE_BYTES} bytes`;
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+          return;
+        }
+        received.push(d);
+      });
+      stream.on("trailers", takeStatus);
+      stream.on("error", (e) => {
+        // A reset by the peer shows as its RST code on close; anything else (socket, TLS) is kept.
+        if ((e as { code?: string }).code !== "ERR_HTTP2_STREAM_ERROR") transportError ??= e;
+      });
+      stream.on("close", () => {
+        this.#ended();
+        if (settled) return;
+        if (status === undefined) {
+          const rst = stream.rstCode ?? http2.constants.NGHTTP2_INTERNAL_ERROR;
+          finish(
+            transportError
+              ? new ClientError(
+                  TRANSFER_PATH,
+                  Status.UNAVAILABLE,
+                  `the connection to ${this.address} failed: ${transportError.message}`,
+                )
+              : new ClientError(
+                  TRANSFER_PATH,
+                  statusOfRst(rst),
+                  `the peer ${this.address} reset the stream (HTTP/2 code ${rst}) without a gRPC status`,
+                ),
+          );
+          return;
+        }
+        if (status !== Status.OK) {
+          finish(new ClientError(TRANSFER_PATH, status as Status, statusMessage));
+          return;
+        }
+        const body = Buffer.concat(received);
+        if (body.length < 5 || body[0] !== 0 || body.readUInt32BE(1) !== body.length - 5) {
+          finish(
+            new ClientError(
+              TRANSFER_PATH,
+              Status.INTERNAL,
+              `the peer ${this.address} sent a malformed response (${body.length} bytes)`,
+            ),
+          );
+          return;
+        }
+        try {
+          finish(undefined, TransferSummary.decode(body.subarray(5)));
+        } catch (e) {
+          finish(
+            new ClientError(
+              TRANSFER_PATH,
+              Status.INTERNAL,
+              `cannot decode the peer's response: ${(e as Error).message}`,
+            ),
+          );
+        }
+      });
+
+      // The pump: one message at a time, each written when HTTP/2 has room (drain), so a slow
+      // destination slows the reads. It stops when the call is settled (the peer answered early,
+      // the caller cancelled) and closes the message source, so the source's reads stop too.
+      const drained = () =>
+        new Promise<void>((ok) => {
+          const done = () => {
+            stream.off("drain", done);
+            stream.off("close", done);
+            ok();
+          };
+          stream.on("drain", done);
+          stream.on("close", done);
+        });
+      const pump = async () => {
+        const it = messages[Symbol.asyncIterator]();
+        let ended = false;
+        try {
+          for (;;) {
+            if (settled || stream.closed) return;
+            const r = await it.next();
+            if (r.done) {
+              ended = true;
+              break;
+            }
+            if (settled || stream.closed) return;
+            const frame = (r.value as MaybeFramed)[FRAME];
+            const bytes = frame ? grpcFramed(frame) : grpcFrame(encodeTransferMessage(r.value));
+            const more = stream.write(bytes, frame ? (err) => (err ? undefined : frames.release(frame)) : undefined);
+            if (!more) await drained();
+          }
+          if (!stream.closed) stream.end();
+        } catch (e) {
+          // The source failed (e.g. a Ceph read): that is the call's error; tell the peer we gave up.
+          if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+          finish(e);
+        } finally {
+          if (!ended) await it.return?.(undefined).catch(() => {});
+        }
+      };
+      void pump();
+    });
+  }
+
+  close(): void {
+    if (this.#pinger) clearInterval(this.#pinger);
+    this.#pinger = null;
+    this.#session?.close();
+    this.#session = null;
+  }
+}
