@@ -11,21 +11,24 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { createServer, type Server } from "nice-grpc";
+import { type CallContext, createServer, type Server } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
 import { splitHostPort } from "../../src/common/address";
-import { setServerReceiveWindow } from "../../src/common/http2-window";
+import { routeStreams, setServerReceiveWindow } from "../../src/common/http2-server";
 import type { Logger } from "../../src/common/log";
 import { serverCredentials } from "../../src/common/tls";
 import { AgentServiceDefinition } from "../../src/gen/rbdbackup/v1/agent";
-import { TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
+import { TransferServiceDefinition, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
 import { type Cluster, connect, libraryVersions } from "../ceph";
 import { ADVISORY_CHECKS, clusterChecks, localChecks } from "../engine/checks";
 import type { EngineContext, TransferTarget } from "../engine/context";
 import { listChains } from "../engine/snapshots";
 import { Journal } from "../transfer/journal";
 import { Peers, peerChannelOptions } from "../transfer/peers";
+import { MAX_MESSAGE_BYTES } from "../transfer/protocol";
 import { recoverInterrupted, runSink, type SinkDeps } from "../transfer/sink";
+import { TRANSFER_PATH } from "../transfer/transfer-client";
+import { transferStreamHandler } from "../transfer/transfer-server";
 import type { AgentConfig } from "./config";
 import { AgentMetrics } from "./metrics";
 import { AgentOperations, running } from "./operations";
@@ -137,8 +140,21 @@ export class Agent {
     };
     const accepting = () => this.state === "serving";
     setServerReceiveWindow(cfg.limits.http2WindowBytes);
+    const transfers = transferService(sink, cfg.limits.maxConcurrentTransfers, accepting);
+    // The bulk Transfer stream is served on node:http2 directly (transfer-server.ts); grpc-js keeps
+    // the rest, and would serve Transfer too without the route.
+    routeStreams(
+      TRANSFER_PATH,
+      transferStreamHandler(
+        async (messages, signal) =>
+          TransferSummary.fromPartial(await transfers.transfer(messages, { signal } as CallContext)),
+        {
+          maxMessageBytes: MAX_MESSAGE_BYTES,
+        },
+      ),
+    );
     const server = createServer(peerChannelOptions);
-    server.add(TransferServiceDefinition, transferService(sink, cfg.limits.maxConcurrentTransfers, accepting));
+    server.add(TransferServiceDefinition, transfers);
     const ops = new AgentOperations(ctx, accepting, metrics);
     server.add(
       AgentServiceDefinition,

@@ -35,6 +35,7 @@ import { isCephError } from "../ceph";
 import type { Journal, JournalEntry } from "./journal";
 import type { TransferMeter } from "./meter";
 import { checksum, MAX_DISCARD_BYTES, TransferDigest, validateHeader } from "./protocol";
+import { RELEASE, type Releasable } from "./wire";
 
 /** image-meta key marking an image a transfer created and has not committed yet. */
 export const INCOMPLETE_KEY = "rbdbackup.incomplete";
@@ -202,7 +203,12 @@ export async function runSink(
     let writeError: unknown = null;
     const meter = deps.meter;
     const pool = dest.pool;
-    const submit = async (bytes: number, kind: "write" | "zeroes", op: () => Promise<unknown>) => {
+    const submit = async (
+      bytes: number,
+      kind: "write" | "zeroes",
+      op: () => Promise<unknown>,
+      release?: () => void,
+    ) => {
       while (
         inflight.size > 0 &&
         (inflight.size >= deps.limits.writesInFlight || inflightBytes + bytes > deps.limits.windowBytes)
@@ -231,6 +237,7 @@ export async function runSink(
       const tracked = p.finally(() => {
         inflight.delete(tracked);
         inflightBytes -= bytes;
+        release?.(); // the write is over: its buffer may be reused (transfer-server.ts)
       });
       inflight.add(tracked);
       st.wrote = true;
@@ -266,7 +273,7 @@ export async function runSink(
           chunks++;
           dataBytes += len;
           const data = Buffer.from(c.data.buffer, c.data.byteOffset, c.data.byteLength);
-          await submit(len, "write", () => image.write(data, c.offset));
+          await submit(len, "write", () => image.write(data, c.offset), (next.value as Releasable)[RELEASE]);
           break;
         }
         case "zero": {

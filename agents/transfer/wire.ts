@@ -200,3 +200,10 @@ export function encodeTransferMessage(m: TransferMessage): Uint8Array {
   }
   return TransferMessage.encode(m).finish();
 }
+
+/**
+ * On a received chunk whose data lives in a pooled buffer: give the buffer back. Called by the sink
+ * once nothing reads the data any more (its write finished, or failed).
+ */
+export const RELEASE = Symbol("release");
+export type Releasable = TransferMessage & { [RELEASE]?: () => void };
