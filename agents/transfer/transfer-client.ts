@@ -242,9 +242,13 @@ export class TransferClient {
 
       const takeStatus = (h: http2.IncomingHttpHeaders) => {
         const s = headerOf(h, "grpc-status");
-        if (s !== undefined) {
-          status = Number(s);
-          statusMessage = decodeGrpcMessage(headerOf(h, "grpc-message"));
+        if (s === undefined) return;
+        status = Number(s);
+        statusMessage = decodeGrpcMessage(headerOf(h, "grpc-message"));
+        if (status !== Status.OK) {
+          // The peer gave up (it may still be reading): settle now, stop sending, free the stream.
+          finish(new ClientError(TRANSFER_PATH, status as Status, statusMessage));
+          if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
         }
       };
       stream.on("response", (h) => {

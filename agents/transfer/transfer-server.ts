@@ -93,7 +93,10 @@ class MessageReader implements AsyncIterable<TransferMessage> {
         this.fail(e);
       }
     });
+    // A client's reset (cancel) can also end the readable side: never mistake it for a clean end.
+    stream.on("aborted", () => this.fail(new AbortError()));
     stream.on("end", () => {
+      if (stream.aborted || (stream.rstCode ?? 0) !== 0) this.fail(new AbortError());
       if (this.#prefixHave > 0 || this.#msg)
         this.fail(new AppError(Status.INTERNAL, "the stream ended inside a message"));
       this.#ended = true;

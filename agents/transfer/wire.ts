@@ -198,7 +198,8 @@ export function encodeTransferMessage(m: TransferMessage): Uint8Array {
     const c = m.body.value;
     return encodeChunkMessage(c.offset, c.data, c.crc32);
   }
-  return TransferMessage.encode(m).finish();
+  // Like a generated client: missing fields take their defaults (fromPartial) before encoding.
+  return TransferMessage.encode(TransferMessage.fromPartial(m)).finish();
 }
 
 /**

@@ -41,11 +41,13 @@ function install(): void {
           }
         });
       }
+      const serverRoutes = new Map(routes); // the routes at creation: each server keeps its own
+      if (serverRoutes.size === 0) return server;
       const emit = server.emit;
       server.emit = function (this: typeof server, event: string | symbol, ...args: unknown[]): boolean {
         if (event === "stream") {
           const headers = args[1] as http2.IncomingHttpHeaders;
-          const route = routes.get(String(headers[":path"]));
+          const route = serverRoutes.get(String(headers[":path"]));
           if (route) {
             route(args[0] as http2.ServerHttp2Stream, headers);
             return true;
@@ -69,7 +71,10 @@ export function setServerReceiveWindow(bytes: number): void {
   install();
 }
 
-/** Streams for `path` on every HTTP/2 server of this process go to `handler` (null: back to grpc-js). */
+/**
+ * Streams for `path` on every HTTP/2 server created from now on go to `handler` (null: servers
+ * created from now on leave `path` to grpc-js). A server keeps the routes it was created with.
+ */
 export function routeStreams(path: string, handler: StreamHandler | null): void {
   if (handler) routes.set(path, handler);
   else routes.delete(path);
