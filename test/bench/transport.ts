@@ -1,0 +1,219 @@
+/**
+ * The transfer data plane without Ceph: what moving bytes between two agents' processes costs in CPU,
+ * per implementation, side by side in one run (client and server in separate processes, mutual TLS on
+ * loopback, 2 MiB chunk messages as agents send them):
+ *
+ *   grpc-js      nice-grpc client → grpc-js server (the agents' transport before transfer-client.ts
+ *                and transfer-server.ts)
+ *   ours→grpc-js TransferClient (node:http2, pooled zero-copy frames) → grpc-js server
+ *   ours         TransferClient → the routed node:http2 server with pooled receive buffers (agents now)
+ *   raw TLS      the same bytes over a bare TLS socket: the floor for any TLS transport in Node
+ *
+ *   node dist/test/bench/transport.js [--mib 1024] [--rounds 3]
+ *
+ * Prints, per variant, the median MiB/s and CPU seconds per GiB of each side (the client's from
+ * connecting to the answer, the server's from listening to the last byte; the client's includes
+ * filling each frame, which stands for the Ceph read).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { readFileSync } from "node:fs";
+import tls from "node:tls";
+import { createChannel, createClient, createServer } from "nice-grpc";
+import { TRANSFER_PATH, TransferClient } from "../../agents/transfer/transfer-client";
+import { transferStreamHandler } from "../../agents/transfer/transfer-server";
+import { FRAME, finishChunkFrame, framePool, RELEASE, type Releasable } from "../../agents/transfer/wire";
+import { routeStreams } from "../../src/common/http2-server";
+import { channelCredentials, serverCredentials, tlsChannelOptions } from "../../src/common/tls";
+import { type TransferMessage, TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
+import { labTls } from "../../src/lab/agent-process";
+
+const MiB = 1 << 20;
+const CHUNK = 2 * MiB;
+const arg = (name: string, def: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? (process.argv[i + 1] as string) : def;
+};
+const cpuSeconds = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
+type Variant = "grpc-js" | "ours→grpc-js" | "ours" | "raw TLS";
+const serverTls = labTls("agent-site-b");
+const clientTls = labTls("agent-site-a");
+
+// --- server role: `--role server --variant V`; prints {"port"} then {"cpu"} after every transfer ----------
+async function server(variant: Variant): Promise<void> {
+  const report = () => process.stdout.write(`${JSON.stringify({ cpu: cpuSeconds() })}\n`);
+  if (variant === "raw TLS") {
+    const s = tls.createServer(
+      {
+        ca: readFileSync(serverTls.ca as string),
+        cert: readFileSync(serverTls.cert as string),
+        key: readFileSync(serverTls.key as string),
+        requestCert: true,
+      },
+      (c) => {
+        c.on("data", () => {});
+        c.on("end", () => {
+          report();
+          c.end();
+        });
+      },
+    );
+    s.listen(0, "127.0.0.1", () =>
+      process.stdout.write(`${JSON.stringify({ port: (s.address() as { port: number }).port, cpu: cpuSeconds() })}\n`),
+    );
+    return;
+  }
+  const consume = async (messages: AsyncIterable<TransferMessage>) => {
+    let bytes = 0;
+    for await (const m of messages) {
+      if (m.body?.$case === "chunk") bytes += m.body.value.data.length;
+      (m as Releasable)[RELEASE]?.();
+    }
+    report();
+    return { dataBytesWritten: bytes };
+  };
+  if (variant === "ours") {
+    routeStreams(
+      TRANSFER_PATH,
+      transferStreamHandler(async (m) => ({ ...(await consume(m)) }) as never, { maxMessageBytes: 5 * MiB }),
+    );
+  }
+  const s = createServer({ "grpc.max_receive_message_length": 5 * MiB });
+  s.add(TransferServiceDefinition, {
+    transfer: (m) => consume(m),
+    listChains: async () => ({}),
+  });
+  const port = await s.listen("127.0.0.1:0", serverCredentials(serverTls));
+  process.stdout.write(`${JSON.stringify({ port, cpu: cpuSeconds() })}\n`);
+}
+
+// --- client role: `--role client --variant V --port P --mib N`; prints {"cpu","seconds"} ------------------
+async function client(variant: Variant, port: number, mib: number): Promise<void> {
+  const n = Math.ceil((mib * MiB) / CHUNK);
+  const address = `127.0.0.1:${port}`;
+  const data = Buffer.alloc(CHUNK, 0xab);
+  const cpu0 = cpuSeconds();
+  const t0 = performance.now();
+  if (variant === "raw TLS") {
+    const c = tls.connect(port, "127.0.0.1", {
+      ca: readFileSync(clientTls.ca as string),
+      cert: readFileSync(clientTls.cert as string),
+      key: readFileSync(clientTls.key as string),
+      servername: "localhost",
+    });
+    await once(c, "secureConnect");
+    for (let i = 0; i < n; i++) if (!c.write(data)) await once(c, "drain");
+    c.end();
+    c.on("data", () => {});
+    await once(c, "end");
+  } else if (variant === "grpc-js") {
+    const cl = createClient(
+      TransferServiceDefinition,
+      createChannel(address, channelCredentials(clientTls), {
+        ...tlsChannelOptions(address, clientTls),
+        "grpc.max_send_message_length": 5 * MiB,
+      }),
+    );
+    await cl.transfer(
+      (async function* () {
+        for (let i = 0; i < n; i++) yield { body: { $case: "chunk", value: { offset: i * CHUNK, data, crc32: 1 } } };
+      })(),
+    );
+  } else {
+    const cl = new TransferClient(address, clientTls);
+    await cl.transfer(
+      (async function* () {
+        for (let i = 0; i < n; i++) {
+          const f = framePool.acquire(CHUNK, CHUNK);
+          f.data.set(data); // stands for the Ceph read into the frame
+          finishChunkFrame(f, i * CHUNK, 1);
+          const m = {
+            body: { $case: "chunk", value: { offset: i * CHUNK, data: f.data, crc32: 1 } },
+          } as TransferMessage & {
+            [FRAME]?: unknown;
+          };
+          m[FRAME] = f;
+          yield m;
+        }
+      })(),
+      new AbortController().signal,
+    );
+    cl.close();
+  }
+  process.stdout.write(`${JSON.stringify({ cpu: cpuSeconds() - cpu0, seconds: (performance.now() - t0) / 1000 })}\n`);
+  process.exit(0);
+}
+
+// --- driver --------------------------------------------------------------------------------------------
+function lines(p: ChildProcess): AsyncIterator<Record<string, number>> {
+  return (async function* () {
+    let buf = "";
+    for await (const d of p.stdout as AsyncIterable<Buffer>) {
+      buf += d.toString();
+      let i = buf.indexOf("\n");
+      while (i >= 0) {
+        yield JSON.parse(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+        i = buf.indexOf("\n");
+      }
+    }
+  })();
+}
+
+async function drive(): Promise<void> {
+  const mib = Number(arg("mib", "1024"));
+  const rounds = Number(arg("rounds", "3"));
+  const variants: Variant[] = ["grpc-js", "ours→grpc-js", "ours", "raw TLS"];
+  const results = new Map<Variant, Array<{ mibps: number; client: number; server: number }>>();
+  const self = process.argv[1] as string;
+  for (let r = 0; r < rounds; r++) {
+    for (const v of variants) {
+      const srv = spawn(process.execPath, [self, "--role", "server", "--variant", v], {
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      const out = lines(srv);
+      const { port, cpu: before } = (await out.next()).value as { port: number; cpu: number };
+      const cli = spawn(
+        process.execPath,
+        [self, "--role", "client", "--variant", v, "--port", String(port), "--mib", String(mib)],
+        {
+          stdio: ["ignore", "pipe", "inherit"],
+        },
+      );
+      const c = (await lines(cli).next()).value as { cpu: number; seconds: number };
+      const s = (await out.next()).value as { cpu: number };
+      srv.kill();
+      const gib = mib / 1024;
+      const list = results.get(v) ?? [];
+      list.push({ mibps: mib / c.seconds, client: c.cpu / gib, server: (s.cpu - before) / gib });
+      results.set(v, list);
+    }
+  }
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+  console.log(
+    `transport only (no Ceph), ${mib} MiB of ${CHUNK / MiB} MiB messages, mutual TLS on loopback, ${rounds} rounds, medians`,
+  );
+  console.log("variant         MiB/s   client CPU s/GiB   server CPU s/GiB   (CPU from connect to last byte)");
+  const base = results.get("grpc-js") ?? [];
+  for (const v of variants) {
+    const l = results.get(v) ?? [];
+    const m = med(l.map((x) => x.mibps));
+    console.log(
+      `${v.padEnd(14)} ${m.toFixed(0).padStart(6)}   ${med(l.map((x) => x.client))
+        .toFixed(2)
+        .padStart(16)}   ${med(l.map((x) => x.server))
+        .toFixed(2)
+        .padStart(16)}   ${(m / med(base.map((x) => x.mibps))).toFixed(2)}× grpc-js`,
+    );
+  }
+  console.log(JSON.stringify({ transport: Object.fromEntries(results) }));
+}
+
+const role = arg("role", "");
+const variant = arg("variant", "") as Variant;
+if (role === "server") void server(variant);
+else if (role === "client") void client(variant, Number(arg("port", "0")), Number(arg("mib", "1024")));
+else void drive();
