@@ -18,7 +18,7 @@ import { routeStreams, setServerReceiveWindow } from "../../src/common/http2-ser
 import type { Logger } from "../../src/common/log";
 import { serverCredentials } from "../../src/common/tls";
 import { AgentServiceDefinition } from "../../src/gen/rbdbackup/v1/agent";
-import { TransferServiceDefinition, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
+import { TransferServiceDefinition, type TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
 import { type Cluster, connect, libraryVersions } from "../ceph";
 import { ADVISORY_CHECKS, clusterChecks, localChecks } from "../engine/checks";
 import type { EngineContext, TransferTarget } from "../engine/context";
@@ -146,8 +146,8 @@ export class Agent {
     routeStreams(
       TRANSFER_PATH,
       transferStreamHandler(
-        async (messages, signal) =>
-          TransferSummary.fromPartial(await transfers.transfer(messages, { signal } as CallContext)),
+        (messages, signal) =>
+          transfers.transfer(messages, { signal } as CallContext) as Promise<Partial<TransferSummary>>,
         {
           maxMessageBytes: MAX_MESSAGE_BYTES,
         },

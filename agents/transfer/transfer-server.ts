@@ -197,7 +197,7 @@ function grpcMessageHeader(s: string): string {
 export type TransferHandler = (
   messages: AsyncIterable<TransferMessage>,
   signal: AbortSignal,
-) => Promise<TransferSummary>;
+) => Promise<Partial<TransferSummary>>;
 
 /** The http2 stream handler for TransferService.Transfer. */
 export function transferStreamHandler(
@@ -242,12 +242,19 @@ export function transferStreamHandler(
     handler(reader, ac.signal).then(
       (summary) => {
         if (stream.closed || stream.destroyed) return;
+        let body: Buffer;
+        try {
+          body = grpcFrame(TransferSummary.encode(TransferSummary.fromPartial(summary)).finish());
+        } catch (e) {
+          respondStatus(Status.INTERNAL, `cannot encode the transfer's summary: ${(e as Error).message}`);
+          return;
+        }
         stream.respond(
           { ":status": 200, "content-type": "application/grpc+proto", "grpc-accept-encoding": "identity" },
           { waitForTrailers: true },
         );
         stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": String(Status.OK) }));
-        stream.end(grpcFrame(TransferSummary.encode(summary).finish()));
+        stream.end(body);
       },
       (e) => {
         const se = toServerError(e);

@@ -76,10 +76,7 @@ async function server(variant: Variant): Promise<void> {
     return { dataBytesWritten: bytes };
   };
   if (variant === "ours") {
-    routeStreams(
-      TRANSFER_PATH,
-      transferStreamHandler(async (m) => ({ ...(await consume(m)) }) as never, { maxMessageBytes: 5 * MiB }),
-    );
+    routeStreams(TRANSFER_PATH, transferStreamHandler(consume, { maxMessageBytes: 5 * MiB }));
   }
   const s = createServer({ "grpc.max_receive_message_length": 5 * MiB });
   s.add(TransferServiceDefinition, {
