@@ -31,6 +31,14 @@ describe("crc32c", () => {
     }
     const chunk = randomBytes(1 << 20).subarray(5);
     assert.equal(crc32c(chunk) >>> 0, reference(chunk));
+    // Around the interleaved blocks' edges (3 × 256 and 3 × 8192 bytes), at every alignment.
+    const src = randomBytes(3 * 3 * 8192 + 64);
+    for (const len of [767, 768, 769, 3 * 256 * 2 + 5, 24575, 24576, 24577, 2 * 24576 + 768 + 9, 3 * 24576]) {
+      for (let off = 0; off < 8; off++) {
+        const v = src.subarray(off, off + len);
+        assert.equal(crc32c(v) >>> 0, reference(v), `length ${len} at offset ${off}`);
+      }
+    }
     console.log(`# crc32c uses ${crc32cHardware ? "the SSE4.2 instruction" : "the table"}`);
   });
 
