@@ -5,7 +5,7 @@
  * /proc/<pid>/stat), and both agents' peak RSS (VmHWM, reset before the run). Used for the knob sweep
  * behind the agent's defaults (README, Measured):
  *
- *   node dist/test/bench/transfer-probe.js [--mib 512] [--runs 2] [--insecure] [--limits '{"chunkSizeBytes":2097152}']
+ *   node dist/test/bench/transfer-probe.js [--mib 512] [--runs 2] [--insecure] [--memory] [--limits '{"chunkSizeBytes":2097152}']
  *   RBDBACKUP_AGENT_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" node dist/test/bench/transfer-probe.js
  */
 import { execFileSync } from "node:child_process";
@@ -70,8 +70,18 @@ async function main(): Promise<void> {
       console.log(
         `${insecure ? "plaintext" : "mTLS"} ${JSON.stringify(limits)} ${mib} MiB in ${secs.toFixed(2)} s = ${(mib / secs).toFixed(0)} MiB/s; ` +
           `CPU s: source ${used[0]}, destination ${used[1]}, OSDs ${used.slice(2).join(" ")}; ` +
-          `peak RSS MiB: source ${status(pids[0] as number, "VmHWM")}, destination ${status(pids[1] as number, "VmHWM")}`,
+          `peak RSS MiB: source ${status(pids[0] as number, "VmHWM")}, destination ${status(pids[1] as number, "VmHWM")}; RSS now ${status(pids[0] as number, "VmRSS")}, ${status(pids[1] as number, "VmRSS")}`,
       );
+      if (process.argv.includes("--memory")) {
+        // Where each agent's memory is: V8 heap, external (Buffers), resident (from their /metrics).
+        for (const [who, ag] of [["source", a], ["destination", b]] as const) {
+          const text = await (await fetch(`http://${ag.metricsAddress}/metrics`)).text();
+          const g = (name: string) => Math.round(Number(new RegExp(`^${name}(?:{[^}]*})? (\\S+)`, "m").exec(text)?.[1]) / 2 ** 20);
+          console.log(
+            `  ${who}: heap used ${g("nodejs_heap_size_used_bytes")} MiB of ${g("nodejs_heap_size_total_bytes")}, external ${g("nodejs_external_memory_bytes")} MiB, resident ${g("process_resident_memory_bytes")} MiB`,
+          );
+        }
+      }
       await b.client.deleteBackup({ backupId: res.backupId, pool: "backups", baseImage: res.baseImage });
     }
   } finally {
