@@ -123,7 +123,8 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
     name,
     [...(opts.nodeArgs ?? []), path.join(repoRoot, "dist/agents/agent/main.js"), "--config", cfgFile],
     {
-      ...(opts.env ? { env: opts.env } : {}),
+      // As deploy/systemd/rbdbackup-agent@.service: two malloc arenas (see there).
+      env: { MALLOC_ARENA_MAX: "2", ...(opts.env ?? {}) },
       verbose: !!opts.verbose,
       ...(opts.logFile ? { logFile: opts.logFile } : {}),
     },
