@@ -28,7 +28,8 @@ import { Peers, peerChannelOptions } from "../transfer/peers";
 import { MAX_MESSAGE_BYTES } from "../transfer/protocol";
 import { recoverInterrupted, runSink, type SinkDeps } from "../transfer/sink";
 import { TRANSFER_PATH } from "../transfer/transfer-client";
-import { transferStreamHandler } from "../transfer/transfer-server";
+import { receivePool, transferStreamHandler } from "../transfer/transfer-server";
+import { framePool } from "../transfer/wire";
 import type { AgentConfig } from "./config";
 import { AgentMetrics } from "./metrics";
 import { AgentOperations, running } from "./operations";
@@ -140,6 +141,9 @@ export class Agent {
     };
     const accepting = () => this.state === "serving";
     setServerReceiveWindow(cfg.limits.http2WindowBytes);
+    // Idle chunk buffers kept for reuse follow the configured windows, so memory stays bounded by them.
+    framePool.maxIdle = cfg.limits.readsInFlight + 2;
+    receivePool.maxIdle = cfg.limits.writesInFlight + 4;
     const transfers = transferService(sink, cfg.limits.maxConcurrentTransfers, accepting);
     // The bulk Transfer stream is served on node:http2 directly (transfer-server.ts); grpc-js keeps
     // the rest, and would serve Transfer too without the route.

@@ -35,7 +35,8 @@ export class ReceivePool {
   #count = 0;
   allocated = 0;
   reused = 0;
-  constructor(readonly maxIdle = 24) {}
+  /** `maxIdle`: the agent sets it from its write window (writesInFlight + 4). */
+  constructor(public maxIdle = 24) {}
 
   acquire(length: number): Buffer {
     const cap = Math.ceil(length / POOL_GRAIN) * POOL_GRAIN;

@@ -99,7 +99,8 @@ export class FramePool {
   allocated = 0;
   reused = 0;
 
-  constructor(readonly maxIdle = 16) {}
+  /** `maxIdle`: the agent sets it from its read window (readsInFlight + 2). */
+  constructor(public maxIdle = 16) {}
 
   acquire(length: number, capacity: number): ChunkFrame {
     const cap = Math.max(capacity, length);

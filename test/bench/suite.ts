@@ -176,7 +176,6 @@ async function main(): Promise<void> {
     }
   }
 
-  const cleanup: Array<() => Promise<unknown>> = [];
   try {
     for (let r = 0; r < rounds; r++) {
       const order: Array<"cli" | "ours"> = r % 2 === 0 ? ["cli", "ours"] : ["ours", "cli"];
@@ -393,7 +392,6 @@ async function main(): Promise<void> {
     console.log(`\nJSON ${JSON.stringify(json)}`);
     if (jsonOut) writeFileSync(jsonOut, `${JSON.stringify(json, null, 2)}\n`);
   } finally {
-    for (const c of cleanup) await c().catch(() => {});
     await ioA.close();
     await ioB.close();
     await ioBr.close();

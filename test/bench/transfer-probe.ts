@@ -74,9 +74,13 @@ async function main(): Promise<void> {
       );
       if (process.argv.includes("--memory")) {
         // Where each agent's memory is: V8 heap, external (Buffers), resident (from their /metrics).
-        for (const [who, ag] of [["source", a], ["destination", b]] as const) {
+        for (const [who, ag] of [
+          ["source", a],
+          ["destination", b],
+        ] as const) {
           const text = await (await fetch(`http://${ag.metricsAddress}/metrics`)).text();
-          const g = (name: string) => Math.round(Number(new RegExp(`^${name}(?:{[^}]*})? (\\S+)`, "m").exec(text)?.[1]) / 2 ** 20);
+          const g = (name: string) =>
+            Math.round(Number(new RegExp(`^${name}(?:{[^}]*})? (\\S+)`, "m").exec(text)?.[1]) / 2 ** 20);
           console.log(
             `  ${who}: heap used ${g("nodejs_heap_size_used_bytes")} MiB of ${g("nodejs_heap_size_total_bytes")}, external ${g("nodejs_external_memory_bytes")} MiB, resident ${g("process_resident_memory_bytes")} MiB`,
           );
