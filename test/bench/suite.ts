@@ -6,7 +6,8 @@
  *   full         1 GiB image fully written with random data, site-a → site-b
  *   incremental  after scattered 4 KiB–1 MiB writes touching ~2% of it (and the same change on a 4 GiB
  *                sparse image: time follows changed bytes, not image size)
- *   sparse       4 GiB image with 64 MiB written, full backup
+ *   sparse       4 GiB image with 64 MiB written, full backup (and, for comparison, a 64 MiB image
+ *                fully written: the sparse image's time should be close to it)
  *   restore      the incremental backup to a new volume on site-a
  *   raw          `rbd bench --io-type write --io-size 4M` on the destination: the physical limit
  *
@@ -16,7 +17,7 @@
  * two rbd processes), and the coordinator's overhead per job (a 4 MiB volume through the API vs the
  * same backup called on the agent directly).
  *
- *   node dist/test/bench/suite.js [--mib 1024] [--rounds 3] [--limits '{"chunkSizeBytes":4194304}']
+ *   node dist/test/bench/suite.js [--mib 1024] [--rounds 3] [--limits '{"chunkSizeBytes":2097152}']
  *                                 [--json-out FILE]
  */
 import { execFile } from "node:child_process";
@@ -153,6 +154,7 @@ async function main(): Promise<void> {
     incremental: newSample(),
     incrementalBig: newSample(),
     sparse: newSample(SPARSE_WRITTEN_MIB * MiB),
+    dense: newSample(SPARSE_WRITTEN_MIB * MiB),
     restore: newSample(),
   };
   const pids = agents.map((a) => a.proc.pid as number);
@@ -181,14 +183,19 @@ async function main(): Promise<void> {
       const order: Array<"cli" | "ours"> = r % 2 === 0 ? ["cli", "ours"] : ["ours", "cli"];
       const vol = uniqueName("bench-full");
       const sparse = uniqueName("bench-sparse");
+      const dense = uniqueName("bench-dense");
       await ioA.imageCreate(vol, mib * MiB);
+      await ioA.imageCreate(dense, SPARSE_WRITTEN_MIB * MiB);
+      await fill(ioA, dense, SPARSE_WRITTEN_MIB * MiB);
       await ioA.imageCreate(sparse, SPARSE_MIB * MiB);
       await fill(ioA, vol, mib * MiB);
       // 64 MiB scattered over the sparse image: 16 writes of 4 MiB, evenly spread.
       await scatter(ioA, sparse, SPARSE_WRITTEN_MIB / 4, (SPARSE_MIB * MiB) / (SPARSE_WRITTEN_MIB / 4));
       const cliFull = uniqueName("bench-cli");
       const cliSparse = uniqueName("bench-cli");
+      const cliDense = uniqueName("bench-cli");
       await ioB.imageCreate(cliFull, mib * MiB);
+      await ioB.imageCreate(cliDense, SPARSE_WRITTEN_MIB * MiB);
       await ioB.imageCreate(cliSparse, SPARSE_MIB * MiB);
       const backups: Backup[] = [];
       const ours = async (image: string, mode: BackupMode) => {
@@ -221,6 +228,15 @@ async function main(): Promise<void> {
             return undefined;
           });
         else await side(s.sparse, "ours", async () => (await ours(sparse, BackupMode.BACKUP_MODE_FULL)).dataBytesSent);
+      }
+      // ... and the same amount of data on an image of its own size: what the sparse image's time should be close to.
+      for (const who of order) {
+        if (who === "cli")
+          await side(s.dense, "cli", async () => {
+            await cliBackup(dense, cliDense, "c1", null);
+            return undefined;
+          });
+        else await side(s.dense, "ours", async () => (await ours(dense, BackupMode.BACKUP_MODE_FULL)).dataBytesSent);
       }
       // 2. incremental: the same ~2% change on the 1 GiB image and on the 4 GiB sparse one.
       const plan = changePlan(mib * MiB, mib * MiB);
@@ -283,6 +299,8 @@ async function main(): Promise<void> {
       for (const [cluster, spec] of [
         ["site-a", `rbd/${vol}`],
         ["site-a", `rbd/${sparse}`],
+        ["site-a", `rbd/${dense}`],
+        ["site-b", `backups/${cliDense}`],
         ["site-a", `rbd/${cliRestore}`],
         ["site-a", `rbd/${ourRestore}`],
         ["site-b", `backups/${cliFull}`],
@@ -339,6 +357,7 @@ async function main(): Promise<void> {
         ["incremental", `incremental ~2% of ${mib} MiB`, s.incremental, rawB],
         ["incremental-4x", `same change on ${SPARSE_MIB} MiB`, s.incrementalBig, rawB],
         ["sparse", `full ${SPARSE_MIB} MiB, ${SPARSE_WRITTEN_MIB} MiB written`, s.sparse, rawB],
+        ["dense", `full ${SPARSE_WRITTEN_MIB} MiB, all written`, s.dense, rawB],
         ["restore", `restore ${mib} MiB to site-a`, s.restore, rawA],
       ] as const
     ).map(([id, label, x, rawMiBps]) => {
@@ -377,7 +396,7 @@ async function main(): Promise<void> {
       `\nraw write (rbd bench, 4 MiB, 16 threads): site-b ${rawB.toFixed(0)} MiB/s, site-a ${rawA.toFixed(0)} MiB/s` +
         `\ncoordinator overhead per job (4 MiB volume): through the API ${median(viaApi).toFixed(0)} ms vs on the agent directly ${median(direct).toFixed(0)} ms (+${(median(viaApi) - median(direct)).toFixed(0)} ms)` +
         `\nincremental: ${rows[1]?.changedMiB} MiB changed → ${rows[1]?.wireMiB} MiB on the wire; the same change on a ${SPARSE_MIB} MiB image took ${rows[2]?.oursSeconds} s vs ${rows[1]?.oursSeconds} s` +
-        `\nsparse: ${rows[3]?.wireMiB} MiB of data on the wire for ${SPARSE_WRITTEN_MIB} MiB written`,
+        `\nsparse: ${rows[3]?.wireMiB} MiB of data on the wire for ${SPARSE_WRITTEN_MIB} MiB written; ${rows[3]?.oursSeconds} s for the ${SPARSE_MIB} MiB image vs ${rows[4]?.oursSeconds} s for a ${SPARSE_WRITTEN_MIB} MiB image holding as much data`,
     );
     const json = {
       bench: "suite",
