@@ -19,6 +19,7 @@ import { AbortError } from "abort-controller-x";
 import { Status } from "nice-grpc-common";
 import { AppError, toServerError } from "../../src/common/errors";
 import { TransferMessage, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
+import { BufferPool } from "./buffer-pool";
 import { grpcFrame, RELEASE, type Releasable } from "./wire";
 
 /** Parsed messages waiting for the sink before the stream is paused. */
@@ -30,41 +31,18 @@ const POOL_GRAIN = 64 * 1024;
 const LINGER_MS = 10_000;
 
 /** Reusable receive buffers, by capacity (a multiple of 64 KiB). */
-export class ReceivePool {
-  #idle = new Map<number, Buffer[]>();
-  #count = 0;
-  allocated = 0;
-  reused = 0;
+export class ReceivePool extends BufferPool {
   /** `maxIdle`: the agent sets it from its write window (writesInFlight + 4). */
-  constructor(public maxIdle = 24) {}
+  constructor(maxIdle = 24) {
+    super(maxIdle);
+  }
 
   acquire(length: number): Buffer {
-    const cap = Math.ceil(length / POOL_GRAIN) * POOL_GRAIN;
-    const b = this.#idle.get(cap)?.pop();
-    if (b) {
-      this.#count--;
-      this.reused++;
-      return b.subarray(0, length);
-    }
-    this.allocated++;
-    return Buffer.allocUnsafeSlow(cap).subarray(0, length);
+    return this.take(Math.ceil(length / POOL_GRAIN) * POOL_GRAIN).subarray(0, length);
   }
 
   release(b: Buffer): void {
-    if (this.#count >= this.maxIdle) return;
-    const cap = b.buffer.byteLength;
-    const full = Buffer.from(b.buffer, 0, cap);
-    let list = this.#idle.get(cap);
-    if (!list) {
-      list = [];
-      this.#idle.set(cap, list);
-    }
-    list.push(full);
-    this.#count++;
-  }
-
-  get idle(): number {
-    return this.#count;
+    this.give(Buffer.from(b.buffer, 0, b.buffer.byteLength)); // the whole allocation (allocUnsafeSlow: offset 0)
   }
 }
 

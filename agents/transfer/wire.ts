@@ -6,6 +6,7 @@
  * reads them; a unit test checks both agree).
  */
 import { TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
+import { BufferPool } from "./buffer-pool";
 
 function varintSize(v: number): number {
   let n = 1;
@@ -82,56 +83,25 @@ export interface ChunkFrame {
   end: number;
 }
 
-function newFrame(capacity: number, length: number): ChunkFrame {
-  const buffer = Buffer.allocUnsafeSlow(DATA_AT + capacity + FRAME_TAIL);
-  return { buffer, capacity, data: buffer.subarray(DATA_AT, DATA_AT + length), start: 0, end: 0 };
-}
-
 /**
- * Reusable chunk frames of one capacity (the source's chunk size). Holds at most `maxIdle` idle
- * frames; a frame that is never released (the in-process sink keeps the data, a failed stream drops
- * it) is simply garbage-collected. Releasing a frame the transport still reads would corrupt a chunk
- * — which the destination's per-chunk CRC-32C would reject (DATA_LOSS) rather than store.
+ * Reusable chunk frames (by capacity: the source's chunk size). Releasing a frame the transport still
+ * reads would corrupt a chunk — which the destination's per-chunk CRC-32C would reject (DATA_LOSS)
+ * rather than store.
  */
-export class FramePool {
-  #idle = new Map<number, Buffer[]>();
-  #idleCount = 0;
-  allocated = 0;
-  reused = 0;
-
+export class FramePool extends BufferPool {
   /** `maxIdle`: the agent sets it from its read window (readsInFlight + 2). */
-  constructor(public maxIdle = 16) {}
+  constructor(maxIdle = 16) {
+    super(maxIdle);
+  }
 
   acquire(length: number, capacity: number): ChunkFrame {
     const cap = Math.max(capacity, length);
-    const b = this.#idle.get(cap)?.pop();
-    if (!b) {
-      this.allocated++;
-      return newFrame(cap, length);
-    }
-    this.#idleCount--;
-    this.reused++;
-    return { buffer: b, capacity: cap, data: b.subarray(DATA_AT, DATA_AT + length), start: 0, end: 0 };
+    const buffer = this.take(DATA_AT + cap + FRAME_TAIL);
+    return { buffer, capacity: cap, data: buffer.subarray(DATA_AT, DATA_AT + length), start: 0, end: 0 };
   }
 
   release(f: ChunkFrame): void {
-    if (this.#idleCount >= this.maxIdle) return;
-    let list = this.#idle.get(f.capacity);
-    if (!list) {
-      list = [];
-      this.#idle.set(f.capacity, list);
-    }
-    list.push(f.buffer);
-    this.#idleCount++;
-  }
-
-  get idle(): number {
-    return this.#idleCount;
-  }
-
-  clear(): void {
-    this.#idle.clear();
-    this.#idleCount = 0;
+    this.give(f.buffer);
   }
 }
 
@@ -140,7 +110,8 @@ export const framePool = new FramePool();
 
 /** A frame of exactly `length` data bytes, not pooled (tests, one-off uses). */
 export function allocChunkFrame(length: number): ChunkFrame {
-  return newFrame(length, length);
+  const buffer = Buffer.allocUnsafeSlow(DATA_AT + length + FRAME_TAIL);
+  return { buffer, capacity: length, data: buffer.subarray(DATA_AT, DATA_AT + length), start: 0, end: 0 };
 }
 
 /** Encodes TransferMessage{chunk} around data already in place (see allocChunkFrame); returns its bytes. */

@@ -210,91 +210,83 @@ async function main(): Promise<void> {
         await rbd("site-a", ["snap", "create", `rbd/${image}@${snap}`]);
         await cliPipe("site-a", `rbd/${image}@${snap}`, from, "site-b", `backups/${target}`);
       };
+      /** One scenario of this round: the CLI and ours, in this round's order. */
+      const compare = async (
+        sample: Sample,
+        cli: () => Promise<void>,
+        oursRun: () => Promise<number | undefined>,
+      ): Promise<void> => {
+        for (const who of order) {
+          if (who === "cli")
+            await side(sample, "cli", async () => {
+              await cli();
+              return undefined;
+            });
+          else await side(sample, "ours", oursRun);
+        }
+      };
 
       // 1. full
-      for (const who of order) {
-        if (who === "cli")
-          await side(s.full, "cli", async () => {
-            await cliBackup(vol, cliFull, "c1", null);
-            return undefined;
-          });
-        else await side(s.full, "ours", async () => (await ours(vol, BackupMode.BACKUP_MODE_FULL)).dataBytesSent);
-      }
+      await compare(
+        s.full,
+        () => cliBackup(vol, cliFull, "c1", null),
+        async () => (await ours(vol, BackupMode.BACKUP_MODE_FULL)).dataBytesSent,
+      );
       // 3. sparse
-      for (const who of order) {
-        if (who === "cli")
-          await side(s.sparse, "cli", async () => {
-            await cliBackup(sparse, cliSparse, "c1", null);
-            return undefined;
-          });
-        else await side(s.sparse, "ours", async () => (await ours(sparse, BackupMode.BACKUP_MODE_FULL)).dataBytesSent);
-      }
+      await compare(
+        s.sparse,
+        () => cliBackup(sparse, cliSparse, "c1", null),
+        async () => (await ours(sparse, BackupMode.BACKUP_MODE_FULL)).dataBytesSent,
+      );
       // ... and the same amount of data on an image of its own size: what the sparse image's time should be close to.
-      for (const who of order) {
-        if (who === "cli")
-          await side(s.dense, "cli", async () => {
-            await cliBackup(dense, cliDense, "c1", null);
-            return undefined;
-          });
-        else await side(s.dense, "ours", async () => (await ours(dense, BackupMode.BACKUP_MODE_FULL)).dataBytesSent);
-      }
+      await compare(
+        s.dense,
+        () => cliBackup(dense, cliDense, "c1", null),
+        async () => (await ours(dense, BackupMode.BACKUP_MODE_FULL)).dataBytesSent,
+      );
       // 2. incremental: the same ~2% change on the 1 GiB image and on the 4 GiB sparse one.
       const plan = changePlan(mib * MiB, mib * MiB);
       s.incremental.bytes = s.incrementalBig.bytes = plan.reduce((t, p) => t + p.len, 0);
       await applyChange(ioA, vol, plan);
       await applyChange(ioA, sparse, plan);
       let incr: Backup | undefined;
-      for (const who of order) {
-        if (who === "cli")
-          await side(s.incremental, "cli", async () => {
-            await cliBackup(vol, cliFull, "c2", "c1");
-            return undefined;
-          });
-        else
-          await side(s.incremental, "ours", async () => {
-            incr = await ours(vol, BackupMode.BACKUP_MODE_INCREMENTAL);
-            return incr.dataBytesSent;
-          });
-      }
-      for (const who of order) {
-        if (who === "cli")
-          await side(s.incrementalBig, "cli", async () => {
-            await cliBackup(sparse, cliSparse, "c2", "c1");
-            return undefined;
-          });
-        else
-          await side(
-            s.incrementalBig,
-            "ours",
-            async () => (await ours(sparse, BackupMode.BACKUP_MODE_INCREMENTAL)).dataBytesSent,
-          );
-      }
+      await compare(
+        s.incremental,
+        () => cliBackup(vol, cliFull, "c2", "c1"),
+        async () => {
+          incr = await ours(vol, BackupMode.BACKUP_MODE_INCREMENTAL);
+          return incr.dataBytesSent;
+        },
+      );
+      await compare(
+        s.incrementalBig,
+        () => cliBackup(sparse, cliSparse, "c2", "c1"),
+        async () => (await ours(sparse, BackupMode.BACKUP_MODE_INCREMENTAL)).dataBytesSent,
+      );
       // 4. restore the incremental to a new volume on site-a.
       const b = incr as Backup;
       const cliRestore = uniqueName("bench-rcli");
       const ourRestore = uniqueName("bench-rours");
       s.restore.bytes = mib * MiB;
-      for (const who of order) {
-        if (who === "cli")
-          await side(s.restore, "cli", async () => {
-            await rbd("site-a", ["create", "--size", `${mib}M`, `rbd/${cliRestore}`]);
-            await cliPipe("site-b", `backups/${cliFull}@c2`, null, "site-a", `rbd/${cliRestore}`);
-            return undefined;
-          });
-        else
-          await side(s.restore, "ours", async () => {
-            const j = await follow(
-              api,
-              await api.restoreBackup({
-                backupId: b.id,
-                target: { cluster: "site-a", pool: "rbd", namespace: "", image: ourRestore },
-                mode: RestoreMode.RESTORE_MODE_NEW,
-                idempotencyKey: "",
-              }),
-            );
-            return j.restore?.dataBytesSent;
-          });
-      }
+      await compare(
+        s.restore,
+        async () => {
+          await rbd("site-a", ["create", "--size", `${mib}M`, `rbd/${cliRestore}`]);
+          await cliPipe("site-b", `backups/${cliFull}@c2`, null, "site-a", `rbd/${cliRestore}`);
+        },
+        async () => {
+          const j = await follow(
+            api,
+            await api.restoreBackup({
+              backupId: b.id,
+              target: { cluster: "site-a", pool: "rbd", namespace: "", image: ourRestore },
+              mode: RestoreMode.RESTORE_MODE_NEW,
+              idempotencyKey: "",
+            }),
+          );
+          return j.restore?.dataBytesSent;
+        },
+      );
       // Free the RAM this round used.
       for (const [cluster, spec] of [
         ["site-a", `rbd/${vol}`],

@@ -1,0 +1,43 @@
+/**
+ * Idle buffers kept by capacity and handed out again instead of allocating: the data plane's chunk
+ * buffers (the source's frames, wire.ts; the destination's receive buffers, transfer-server.ts). A
+ * transfer of any size then reuses a few dozen buffers instead of allocating — and garbage-collecting —
+ * its own size again. At most `maxIdle` buffers wait (the agent sets it from its windows); a buffer
+ * that is never given back is simply garbage-collected.
+ */
+export class BufferPool {
+  #idle = new Map<number, Buffer[]>();
+  #count = 0;
+  allocated = 0;
+  reused = 0;
+
+  constructor(public maxIdle: number) {}
+
+  /** A buffer of exactly `capacity` bytes, contents undefined. */
+  protected take(capacity: number): Buffer {
+    const b = this.#idle.get(capacity)?.pop();
+    if (b) {
+      this.#count--;
+      this.reused++;
+      return b;
+    }
+    this.allocated++;
+    return Buffer.allocUnsafeSlow(capacity);
+  }
+
+  /** Back to the pool: nothing may read or write `b` afterwards. */
+  protected give(b: Buffer): void {
+    if (this.#count >= this.maxIdle) return;
+    let list = this.#idle.get(b.length);
+    if (!list) {
+      list = [];
+      this.#idle.set(b.length, list);
+    }
+    list.push(b);
+    this.#count++;
+  }
+
+  get idle(): number {
+    return this.#count;
+  }
+}
