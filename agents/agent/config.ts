@@ -67,7 +67,7 @@ export const defaults = {
   opTimeoutSeconds: 60,
   limits: {
     chunkSizeBytes: DEFAULT_CHUNK_BYTES,
-    readsInFlight: 8, // × 4 MiB chunks: 32 MiB read ahead at most; 4 and 8 within noise, small extents (incrementals) want more
+    readsInFlight: 8, // × 2 MiB chunks: 16 MiB read ahead at most; 4, 8 and 16 within noise, small extents (incrementals) want more
     writesInFlight: 16,
     windowBytes: 64 * MiB,
     maxConcurrentTransfers: 8,

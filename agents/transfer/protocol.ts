@@ -16,10 +16,11 @@ export const MAX_CHUNK_BYTES = 4 * MiB;
 /** gRPC send/receive limit set on both sides (chunk + framing). */
 export const MAX_MESSAGE_BYTES = MAX_CHUNK_BYTES + 64 * KiB;
 /**
- * 4 MiB (one default RBD object): the best of 1, 2 and 4 MiB in full 1 GiB backups on the lab since
- * chunk buffers are reused (README, Measured); before, 2 MiB won, as each chunk cost an allocation.
+ * 2 MiB. Measured on the lab (README, Measured): agent to agent, 4 MiB moved 1 GiB ~7% faster than
+ * 2 MiB (transfer-probe); through the coordinator (bench suite, same day) 4 MiB gave 192 MiB/s and
+ * 290 MiB peak RSS against 292 MiB/s and 228 MiB for 2 MiB — the suite decides. 1 MiB was ~10% slower.
  */
-export const DEFAULT_CHUNK_BYTES = 4 * MiB;
+export const DEFAULT_CHUNK_BYTES = 2 * MiB;
 /** Zero detection granularity, and the shortest zero run worth a ZeroRange of its own. */
 export const ZERO_BLOCK = 4 * KiB;
 export const MIN_ZERO_RUN = 64 * KiB;
