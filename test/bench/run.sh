@@ -3,6 +3,8 @@
 # directory), compiles the C API baseline, and runs every benchmark under test/bench/:
 #   addon-throughput  the addon vs rbd bench vs the C API (raw reads and writes)
 #   backup-vs-cli     rbdbackup's agents vs rbd export-diff | rbd import-diff (full and incremental)
+#   transport         the data plane without Ceph: grpc-js vs the agents' own HTTP/2 client and server vs a
+#                     bare TLS socket, CPU per GiB on each side
 #   suite             the performance suite: full, incremental (1 and 4 GiB), sparse, restore, raw write,
 #                     through the coordinator's API; table + JSON (also written to dist/bench-results.json)
 # Not run here: transfer-probe (CPU and RSS of each agent and OSD during one transfer; the knob sweep), e.g.
@@ -18,4 +20,5 @@ deploy/lab/lab.sh up --capacity 16G site-a site-b >/dev/null
 gcc -O2 -Wall -o dist/test/bench/c-api-bench test/bench/c-api-bench.c -lrbd -lrados -lpthread
 node dist/test/bench/addon-throughput.js "$@"
 node dist/test/bench/backup-vs-cli.js "$@"
+node dist/test/bench/transport.js "$@"
 node dist/test/bench/suite.js --json-out dist/bench-results.json "$@"
