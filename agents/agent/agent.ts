@@ -188,6 +188,7 @@ export class Agent {
         },
         ops,
         log,
+        { dieBeforeOutcome: !!cfg.testFaults?.dieBeforeOutcome },
       );
       this.session.start();
     }

@@ -55,7 +55,12 @@ export interface AgentConfig {
   /** Seconds to let running work finish on SIGTERM. */
   shutdownGraceSeconds: number;
   /** Test-only faults; honoured only when RBDBACKUP_ENABLE_TEST_FAULTS=1. */
-  testFaults?: { corruptChunk?: number; writeDelayMs?: number };
+  testFaults?: {
+    corruptChunk?: number;
+    writeDelayMs?: number;
+    /** Die (SIGKILL) when a backup attempt succeeded, before its outcome is sent: a lost outcome. */
+    dieBeforeOutcome?: boolean;
+  };
 }
 
 export const defaults = {

@@ -63,6 +63,8 @@ export class CoordinatorSession {
     readonly identity: SessionIdentity,
     readonly ops: AgentOperations,
     readonly log: Logger,
+    /** Test-only faults (config testFaults, honoured only with RBDBACKUP_ENABLE_TEST_FAULTS=1). */
+    readonly faults: { dieBeforeOutcome?: boolean } = {},
   ) {}
 
   start(): void {
@@ -258,6 +260,10 @@ export class CoordinatorSession {
     if (this.#running.has(l.token)) return;
     const finish = (o: Omit<JobOutcome, "jobId" | "token" | "result"> & { result?: JobOutcome["result"] }) => {
       const outcome: JobOutcome = { jobId: l.jobId, token: l.token, result: undefined, ...o };
+      if (this.faults.dieBeforeOutcome && o.code === Status.OK && o.result?.$case === "backup") {
+        this.log.warn("test fault: dying before reporting a successful backup", { job: l.jobId });
+        process.kill(process.pid, "SIGKILL");
+      }
       this.#outcomes.set(l.token, outcome);
       this.#running.delete(l.token);
       this.#send({ $case: "outcome", value: outcome });

@@ -129,6 +129,13 @@ export async function backup(
     const leftovers = sourceSnaps.filter((s) => parseBackupSnap(s.name)?.backupId === req.backupId);
     if (leftovers.length > 0) {
       const done = chains.chains.find((ch) => ch.snapshots.some((s) => s.backupId === req.backupId));
+      if (done && req.jobId) {
+        // A job's retry finding its backup complete: an earlier attempt committed it (its snapshot
+        // exists on the base image, the last step of a backup) but its agent stopped before the
+        // coordinator heard. That backup is this attempt's result, not a conflict.
+        log.warn("the backup was completed by an earlier attempt; reporting it", { baseImage: done.baseImage });
+        return completedEarlier(req, done, started, { destPool, destNs, fsid: chains.clusterFsid });
+      }
       if (done) throw alreadyExists(`backup ${req.backupId} already exists (base image ${done.baseImage})`);
       for (const s of leftovers) {
         await head.snapRemove(s.name);
@@ -275,6 +282,35 @@ export async function backup(
     await head?.close().catch(() => {});
     await io.close().catch(() => {});
   }
+}
+
+/** The result for a backup an earlier attempt of the same job completed (see its caller). */
+function completedEarlier(
+  req: BackupRequest,
+  chain: { baseImage: string; snapshots: Array<{ name: string; backupId: string; size: number }> },
+  started: number,
+  where: { destPool: string; destNs: string; fsid: string },
+): BackupResult {
+  const i = chain.snapshots.findIndex((s) => s.backupId === req.backupId);
+  const snap = chain.snapshots[i] as { name: string; size: number };
+  return {
+    backupId: req.backupId,
+    baseImage: chain.baseImage,
+    snapshot: snap.name,
+    incremental: i > 0,
+    parentSnapshot: i > 0 ? (chain.snapshots[i - 1]?.name ?? "") : "",
+    forcedFullReason: "",
+    imageSize: snap.size,
+    ...sentFields(newStats()),
+    seconds: (Date.now() - started) / 1000,
+    sourceSnapshotsRemoved: [],
+    warnings: [
+      "completed by an earlier attempt whose result was lost (its agent stopped before reporting): the data counts are not known, and older source snapshots are pruned by the next backup",
+    ],
+    destinationPool: where.destPool,
+    destinationNamespace: where.destNs,
+    destinationFsid: where.fsid,
+  };
 }
 
 /** The result fields that count what the source read and sent. */

@@ -72,7 +72,7 @@ export interface AgentProcess {
 export interface AgentProcessOptions {
   stateDir?: string;
   limits?: Record<string, number>;
-  testFaults?: { corruptChunk?: number; writeDelayMs?: number };
+  testFaults?: { corruptChunk?: number; writeDelayMs?: number; dieBeforeOutcome?: boolean };
   opTimeoutSeconds?: number;
   backupPool?: string;
   listen?: string;

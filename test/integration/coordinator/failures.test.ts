@@ -1,6 +1,7 @@
 /**
  * Crashes around a running job, with real processes: the coordinator killed (-9) and restarted on its
- * catalog; the source agent killed (-9) so its lease expires and the job retries on another agent.
+ * catalog; the source agent killed (-9) so its lease expires and the job retries on another agent; the
+ * source agent dying between the destination's commit and its report (a lost outcome).
  */
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
@@ -151,5 +152,58 @@ describe("coordinator: crashes", () => {
     );
     const bases = (await (await vols.io("site-b", "backups")).imageList()).filter((i) => i.startsWith(`${v.image}.`));
     assert.deepEqual(bases, [bk.baseImage]);
+  });
+
+  it("the source agent dies after the backup committed, before reporting: the retry reports that backup, SUCCEEDED", async () => {
+    const coord = await startCoordinator({
+      scheduler: { leaseTtlMs: 3000, heartbeatIntervalMs: 1000, backoffBaseMs: 300, maxAttempts: 3 },
+    });
+    running.push(coord);
+    const a1: RunningAgent = await startAgent("site-a", {
+      coordinator: coord.address,
+      agentId: "agent-site-a-dies",
+      testFaults: { dieBeforeOutcome: true },
+    });
+    const b = await startAgent("site-b", { coordinator: coord.address });
+    running.push(b);
+    await waitAgents(coord.client, 2);
+    const v = await vols.create("site-a", "rbd", 16, 6);
+    const job = await coord.client.createBackup(backupRequest({ cluster: "site-a", ...v }));
+    // The first attempt commits the backup on site-b, then its agent is gone without a word.
+    const deadline = Date.now() + 60_000;
+    while (a1.proc.exitCode === null && a1.proc.signalCode === null) {
+      assert.ok(Date.now() < deadline, "the agent with the fault died within 60 s");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const a2 = await startAgent("site-a", { coordinator: coord.address, agentId: "agent-site-a-after" });
+    running.push(a2);
+    const end = await succeeded(coord.client, job.id, 120_000);
+    assert.equal(end.attempts, 2);
+    assert.equal(end.agentId, "agent-site-a-after");
+    const bk = end.backup;
+    assert.ok(bk);
+    assert.equal(bk.status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+    assert.match(bk.warnings.join("\n"), /completed by an earlier attempt/);
+    // One backup, made once: one snapshot on the volume, one base image holding it, and it restores.
+    assert.deepEqual(
+      (await vols.snapNames("site-a", v)).filter((s) => s.startsWith("backup.")),
+      [bk.snapshot],
+    );
+    const bases = (await (await vols.io("site-b", "backups")).imageList()).filter((i) => i.startsWith(`${v.image}.`));
+    assert.deepEqual(bases, [bk.baseImage]);
+    const target = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName("restored") };
+    vols.track("site-b", "rbd", target.image);
+    await succeeded(
+      coord.client,
+      (
+        await coord.client.restoreBackup({
+          backupId: bk.id,
+          target,
+          mode: RestoreMode.RESTORE_MODE_NEW,
+          idempotencyKey: "",
+        })
+      ).id,
+    );
+    assert.equal(await sha("site-b", spec(target)), await sha("site-a", spec(v, bk.snapshot)));
   });
 });
