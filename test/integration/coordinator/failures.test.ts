@@ -7,11 +7,13 @@ import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import {
+  type Backup,
   type BackupServiceClient,
   BackupStatus,
   type Job,
   JobState,
 } from "../../../src/gen/rbdbackup/v1/backup_service";
+import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { CoordinatorProcess } from "../../../src/lab/coordinator-process";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
 import { backupRequest, freePort, startCoordinator, succeeded, waitAgents, waitJob } from "../../helpers/coordinator";
@@ -32,6 +34,23 @@ async function waitMoving(c: BackupServiceClient, jobId: string): Promise<Job> {
 
 describe("coordinator: crashes", () => {
   const vols = new Volumes();
+
+  /** The backup restores byte-identical; one backup snapshot on the volume, one base image holding it. */
+  async function oneCleanBackup(api: BackupServiceClient, v: ImageRef, bk: Backup): Promise<void> {
+    const target = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName("restored") };
+    vols.track("site-b", "rbd", target.image);
+    await succeeded(
+      api,
+      (await api.restoreBackup({ backupId: bk.id, target, mode: RestoreMode.RESTORE_MODE_NEW, idempotencyKey: "" })).id,
+    );
+    assert.equal(await sha("site-b", spec(target)), await sha("site-a", spec(v, bk.snapshot)));
+    assert.deepEqual(
+      (await vols.snapNames("site-a", v)).filter((s) => s.startsWith("backup.")),
+      [bk.snapshot],
+    );
+    const bases = (await (await vols.io("site-b", "backups")).imageList()).filter((i) => i.startsWith(`${v.image}.`));
+    assert.deepEqual(bases, [bk.baseImage]);
+  }
   const running: Array<{ stop(): Promise<void> }> = [];
   after(async () => {
     for (const p of running.reverse()) await p.stop().catch(() => {});
@@ -129,29 +148,9 @@ describe("coordinator: crashes", () => {
     // The dead agent's Ceph client was fenced, so its exclusive lock on the volume did not have to
     // time out (without it the retry waited ~25 s for the OSDs' watch timeout).
     assert.match(a2.logs(), /fenced the Ceph client of an agent that died/);
-    const bk = end.backup;
-    assert.ok(bk);
-    // Byte-identical, and the first attempt left nothing: one backup snapshot on the volume, one base image.
-    const target = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName("restored") };
-    vols.track("site-b", "rbd", target.image);
-    await succeeded(
-      coord.client,
-      (
-        await coord.client.restoreBackup({
-          backupId: bk.id,
-          target,
-          mode: RestoreMode.RESTORE_MODE_NEW,
-          idempotencyKey: "",
-        })
-      ).id,
-    );
-    assert.equal(await sha("site-b", spec(target)), await sha("site-a", spec(v, bk.snapshot)));
-    assert.deepEqual(
-      (await vols.snapNames("site-a", v)).filter((s) => s.startsWith("backup.")),
-      [bk.snapshot],
-    );
-    const bases = (await (await vols.io("site-b", "backups")).imageList()).filter((i) => i.startsWith(`${v.image}.`));
-    assert.deepEqual(bases, [bk.baseImage]);
+    assert.ok(end.backup);
+    // The first attempt left nothing behind.
+    await oneCleanBackup(coord.client, v, end.backup);
   });
 
   it("the source agent dies after the backup committed, before reporting: the retry reports that backup, SUCCEEDED", async () => {
@@ -184,26 +183,7 @@ describe("coordinator: crashes", () => {
     assert.ok(bk);
     assert.equal(bk.status, BackupStatus.BACKUP_STATUS_AVAILABLE);
     assert.match(bk.warnings.join("\n"), /completed by an earlier attempt/);
-    // One backup, made once: one snapshot on the volume, one base image holding it, and it restores.
-    assert.deepEqual(
-      (await vols.snapNames("site-a", v)).filter((s) => s.startsWith("backup.")),
-      [bk.snapshot],
-    );
-    const bases = (await (await vols.io("site-b", "backups")).imageList()).filter((i) => i.startsWith(`${v.image}.`));
-    assert.deepEqual(bases, [bk.baseImage]);
-    const target = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName("restored") };
-    vols.track("site-b", "rbd", target.image);
-    await succeeded(
-      coord.client,
-      (
-        await coord.client.restoreBackup({
-          backupId: bk.id,
-          target,
-          mode: RestoreMode.RESTORE_MODE_NEW,
-          idempotencyKey: "",
-        })
-      ).id,
-    );
-    assert.equal(await sha("site-b", spec(target)), await sha("site-a", spec(v, bk.snapshot)));
+    // One backup, made once.
+    await oneCleanBackup(coord.client, v, bk);
   });
 });
