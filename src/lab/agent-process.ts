@@ -124,7 +124,7 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
     [...(opts.nodeArgs ?? []), path.join(repoRoot, "dist/agents/agent/main.js"), "--config", cfgFile],
     {
       // As deploy/systemd/rbdbackup-agent@.service: two malloc arenas (see there).
-      env: { MALLOC_ARENA_MAX: "2", ...(opts.env ?? {}) },
+      env: { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? "2", ...(opts.env ?? {}) },
       verbose: !!opts.verbose,
       ...(opts.logFile ? { logFile: opts.logFile } : {}),
     },
