@@ -8,19 +8,17 @@
  * both per chunk (test/bench/transport.ts measures the two clients side by side).
  *
  * What it keeps from a gRPC client: mutual TLS with the same files and server-name rule as every
- * channel (src/common/tls.ts), one HTTP/2 connection per peer reused by its transfers and replaced
+ * channel (src/common/tls.ts: tlsFiles, tlsServerName), one HTTP/2 connection per peer reused by its transfers and replaced
  * when it fails, a connect deadline, keepalive pings while a transfer runs (a dead peer fails the call
  * instead of blocking it), cancellation by AbortSignal (the stream is reset with CANCEL), flow control
  * end to end (the next message is pulled only when HTTP/2 took the previous one), and the result as a
  * nice-grpc ClientError with the server's status code and message, so callers see exactly what a
  * nice-grpc client would have shown them.
  */
-import { readFileSync } from "node:fs";
 import http2 from "node:http2";
-import { isIP } from "node:net";
 import { AbortError } from "abort-controller-x";
 import { ClientError, Status } from "nice-grpc-common";
-import type { TlsConfig } from "../../src/common/tls";
+import { type TlsConfig, tlsFiles, tlsServerName } from "../../src/common/tls";
 import { VERSION } from "../../src/common/version";
 import { type TransferMessage, TransferServiceDefinition, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
 import {
@@ -107,23 +105,11 @@ export class TransferClient {
     };
     const insecure = !!tls.insecure;
     this.#authority = `${insecure ? "http" : "https"}://${address}`;
-    const host = address.startsWith("[")
-      ? address.slice(1, address.indexOf("]"))
-      : address.slice(0, address.lastIndexOf(":"));
+    // The channels' server-name rule (tlsServerName); without one, Node checks the URL's host.
+    const servername = tlsServerName(address);
     this.#connectOptions = insecure
       ? {}
-      : {
-          ca: readFileSync(tls.ca as string),
-          cert: readFileSync(tls.cert as string),
-          key: readFileSync(tls.key as string),
-          // Same rule as tlsChannelOptions: loopback literals are checked as "localhost" (lab
-          // certificates carry that name); other IP literals against the certificate's IP SANs.
-          ...(host === "127.0.0.1" || host === "::1"
-            ? { servername: "localhost" }
-            : isIP(host)
-              ? {}
-              : { servername: host }),
-        };
+      : { ...tlsFiles(tls, "transfer client"), ...(servername ? { servername } : {}) };
   }
 
   #connect(): http2.ClientHttp2Session {

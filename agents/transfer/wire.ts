@@ -108,13 +108,7 @@ export class FramePool extends BufferPool {
 /** The process's frame pool (shared by every transfer this agent sends). */
 export const framePool = new FramePool();
 
-/** A frame of exactly `length` data bytes, not pooled (tests, one-off uses). */
-export function allocChunkFrame(length: number): ChunkFrame {
-  const buffer = Buffer.allocUnsafeSlow(DATA_AT + length + FRAME_TAIL);
-  return { buffer, capacity: length, data: buffer.subarray(DATA_AT, DATA_AT + length), start: 0, end: 0 };
-}
-
-/** Encodes TransferMessage{chunk} around data already in place (see allocChunkFrame); returns its bytes. */
+/** Encodes TransferMessage{chunk} around data already in place (see FramePool.acquire); returns its bytes. */
 export function finishChunkFrame(f: ChunkFrame, offset: number, crc32: number): Buffer {
   const length = f.data.length;
   const inner = (offset !== 0 ? 1 + varintSize(offset) : 0) + 1 + varintSize(length) + length + FRAME_TAIL;

@@ -41,13 +41,8 @@ export function serverCredentials(
   clientCert: "require" | "request" = "require",
 ): ServerCredentials {
   if (tls?.insecure) return ServerCredentials.createInsecure();
-  checkTls(tls, "server");
-  const t = tls as Required<Pick<TlsConfig, "ca" | "cert" | "key">>;
-  const creds = ServerCredentials.createSsl(
-    read(t.ca, "CA"),
-    [{ cert_chain: read(t.cert, "certificate"), private_key: read(t.key, "key") }],
-    true,
-  );
+  const f = tlsFiles(tls, "server");
+  const creds = ServerCredentials.createSsl(f.ca, [{ cert_chain: f.cert, private_key: f.key }], true);
   if (clientCert === "request") {
     // grpc-js has no option for "request but do not require"; its constructor options go to
     // http2.createSecureServer, where rejectUnauthorized=false does exactly that. Checked by a test
@@ -65,29 +60,41 @@ export function channelCredentialsCaOnly(caFile: string): ChannelCredentials {
   return ChannelCredentials.createSsl(read(caFile, "CA"));
 }
 
+/** The PEM files of a (non-insecure) TLS config, read; a missing piece or file is a clear error. */
+export function tlsFiles(tls: TlsConfig | undefined, who: string): { ca: Buffer; cert: Buffer; key: Buffer } {
+  checkTls(tls, who);
+  const t = tls as Required<Pick<TlsConfig, "ca" | "cert" | "key">>;
+  return { ca: read(t.ca, "CA"), cert: read(t.cert, "certificate"), key: read(t.key, "key") };
+}
+
 /** Client side: verifies the server against the CA and presents our certificate. */
 export function channelCredentials(tls: TlsConfig | undefined): ChannelCredentials {
   if (tls?.insecure) return ChannelCredentials.createInsecure();
-  checkTls(tls, "client");
-  const t = tls as Required<Pick<TlsConfig, "ca" | "cert" | "key">>;
-  return ChannelCredentials.createSsl(read(t.ca, "CA"), read(t.key, "key"), read(t.cert, "certificate"));
+  const f = tlsFiles(tls, "client");
+  return ChannelCredentials.createSsl(f.ca, f.key, f.cert);
 }
 
 /**
- * Channel options for reaching `address` over TLS. The name checked against the server's certificate
- * is the address's host; for a loopback IP literal it is "localhost" (which lab certificates carry),
- * because TLS forbids IP literals as server names. `serverName` overrides it.
+ * The name to check the server's certificate against when reaching `address` (undefined: its host,
+ * an IP literal checked against the certificate's IP SANs). For a loopback IP literal it is
+ * "localhost" (which lab certificates carry), because TLS forbids IP literals as server names.
  */
+export function tlsServerName(address: string, serverName?: string): string | undefined {
+  if (serverName) return serverName;
+  const host = address.startsWith("[")
+    ? address.slice(1, address.indexOf("]"))
+    : address.slice(0, address.lastIndexOf(":"));
+  if (host === "127.0.0.1" || host === "::1") return "localhost";
+  return undefined;
+}
+
+/** Channel options for reaching `address` over TLS: the server name rule of tlsServerName. */
 export function tlsChannelOptions(
   address: string,
   tls: TlsConfig | undefined,
   serverName?: string,
 ): Record<string, string> {
   if (tls?.insecure) return {};
-  if (serverName) return { "grpc.ssl_target_name_override": serverName };
-  const host = address.startsWith("[")
-    ? address.slice(1, address.indexOf("]"))
-    : address.slice(0, address.lastIndexOf(":"));
-  if (host === "127.0.0.1" || host === "::1") return { "grpc.ssl_target_name_override": "localhost" };
-  return {};
+  const name = tlsServerName(address, serverName);
+  return name ? { "grpc.ssl_target_name_override": name } : {};
 }

@@ -15,17 +15,13 @@ import path from "node:path";
 import { promisify } from "node:util";
 import type { Image } from "../../agents/ceph";
 import { connectLab, labCluster, uniqueName } from "../helpers/lab";
+import { arg, median } from "./measure";
 
 const execFileP = promisify(execFile);
 const cBench = path.resolve(__dirname, "c-api-bench");
 const MiB = 1 << 20;
 const IO_SIZE = 4 * MiB;
 const INFLIGHT = 16;
-
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? (process.argv[i + 1] as string) : def;
-}
 
 const clusterName = arg("cluster", "site-a");
 const totalMiB = Number(arg("mib", "1024"));
@@ -74,12 +70,6 @@ async function addonBench(image: Image, type: "read" | "write", buffers: Buffer[
   if (type === "write") await image.flush();
   const secs = Number(process.hrtime.bigint() - started) / 1e9;
   return total / MiB / secs;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
 }
 
 async function main(): Promise<void> {

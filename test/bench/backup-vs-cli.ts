@@ -18,26 +18,16 @@ import { BackupMode } from "../../src/gen/rbdbackup/v1/agent";
 import { startAgent } from "../helpers/agents";
 import { connectLab, labCluster, uniqueName } from "../helpers/lab";
 import { cliPipe, rawWriteMiBps } from "./ceph-cli";
+import { arg, limitsArg, median } from "./measure";
 
 const execFileP = promisify(execFile);
 const MiB = 1 << 20;
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? (process.argv[i + 1] as string) : def;
-}
 const mib = Number(arg("mib", "1024"));
 const rounds = Number(arg("rounds", "3"));
 /** --insecure: agents talk plaintext gRPC (to show what TLS costs); default mutual TLS. */
 const insecure = process.argv.includes("--insecure");
-/** --limits '{"chunkSizeBytes":4194304,...}': agent limits to try (see agents/agent/config.ts). */
-const limits = JSON.parse(arg("limits", "{}")) as Record<string, number>;
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-};
+const limits = limitsArg();
 
 async function timed<T>(f: () => Promise<T>): Promise<[number, T]> {
   const t = process.hrtime.bigint();

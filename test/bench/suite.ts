@@ -22,7 +22,7 @@
  */
 import { execFile } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { promisify } from "node:util";
 import type { IoCtx } from "../../agents/ceph";
 import { BackupMode, RestoreMode } from "../../src/gen/rbdbackup/v1/agent";
@@ -31,47 +31,18 @@ import { type RunningAgent, startAgent } from "../helpers/agents";
 import { backupRequest, startCoordinator, waitAgents } from "../helpers/coordinator";
 import { connectLab, labCluster, uniqueName } from "../helpers/lab";
 import { cliPipe, rawWriteMiBps } from "./ceph-cli";
+import { arg, childrenCpu, cpuOf, limitsArg, median, procMemMiB, resetPeakRss } from "./measure";
 
 const execFileP = promisify(execFile);
 const MiB = 1 << 20;
 const GiB = 1 << 30;
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? (process.argv[i + 1] as string) : def;
-}
 const mib = Number(arg("mib", "1024"));
 const rounds = Number(arg("rounds", "3"));
-const limits = JSON.parse(arg("limits", "{}")) as Record<string, number>;
+const limits = limitsArg();
 const jsonOut = arg("json-out", "");
 const SPARSE_MIB = mib * 4;
 const SPARSE_WRITTEN_MIB = 64;
-
-const median = (xs: number[]) => {
-  if (xs.length === 0) return Number.NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-};
-
-const CLK_TCK = 100;
-/** utime + stime of a process, seconds. */
-function cpuOf(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
-  return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-}
-/** CPU of this process's waited-for children (the rbd CLI processes), seconds. */
-function childrenCpu(): number {
-  const f = readFileSync("/proc/self/stat", "utf8").split(") ")[1]?.split(" ") ?? [];
-  return (Number(f[13]) + Number(f[14])) / CLK_TCK;
-}
-function resetPeakRss(pid: number): void {
-  writeFileSync(`/proc/${pid}/clear_refs`, "5");
-}
-function peakRssMiB(pid: number): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return Number(m?.[1] ?? 0) / 1024;
-}
 
 const rbd = (cluster: string, args: string[]) => execFileP("rbd", ["-c", labCluster(cluster).conf, ...args]);
 
@@ -170,7 +141,7 @@ async function main(): Promise<void> {
     if (who === "ours") {
       sample.ours.push(secs);
       sample.cpuOurs.push(agentCpu() - cpu0);
-      sample.rssMiB.push(Math.max(...pids.map(peakRssMiB)));
+      sample.rssMiB.push(Math.max(...pids.map((p) => procMemMiB(p, "VmHWM"))));
       if (wire !== undefined) sample.wire.push(wire);
     } else {
       sample.cli.push(secs);

@@ -10,27 +10,18 @@
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
 import { BackupMode } from "../../src/gen/rbdbackup/v1/agent";
 import { startAgent } from "../helpers/agents";
+import { scrape } from "../helpers/coordinator";
 import { connectLab, labCluster, labDir, uniqueName } from "../helpers/lab";
+import { arg, cpuOf, limitsArg, procMemMiB, resetPeakRss } from "./measure";
 
 const MiB = 1 << 20;
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? (process.argv[i + 1] as string) : def;
-}
 const mib = Number(arg("mib", "512"));
 const runs = Number(arg("runs", "2"));
 const insecure = process.argv.includes("--insecure");
-const limits = JSON.parse(arg("limits", "{}")) as Record<string, number>;
-
-const cpu = (pid: number) => {
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
-  return (Number(f[11]) + Number(f[12])) / 100;
-};
-const status = (pid: number, key: string) =>
-  Math.round(Number(new RegExp(`${key}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]) / 1024);
+const limits = limitsArg();
+const mem = (pid: number, key: "VmHWM" | "VmRSS") => Math.round(procMemMiB(pid, key));
 
 async function main(): Promise<void> {
   const [a, b] = await Promise.all([
@@ -55,8 +46,8 @@ async function main(): Promise<void> {
       .map(Number);
     const pids = [a.proc.pid as number, b.proc.pid as number];
     for (let r = 0; r < runs; r++) {
-      for (const p of pids) writeFileSync(`/proc/${p}/clear_refs`, "5");
-      const before = [...pids, ...osds].map(cpu);
+      for (const p of pids) resetPeakRss(p);
+      const before = [...pids, ...osds].map(cpuOf);
       const t = Date.now();
       const res = await a.client.backup({
         backupId: randomUUID(),
@@ -66,11 +57,11 @@ async function main(): Promise<void> {
         mode: BackupMode.BACKUP_MODE_FULL,
       });
       const secs = (Date.now() - t) / 1000;
-      const used = [...pids, ...osds].map((p, i) => (cpu(p) - (before[i] as number)).toFixed(2));
+      const used = [...pids, ...osds].map((p, i) => (cpuOf(p) - (before[i] as number)).toFixed(2));
       console.log(
         `${insecure ? "plaintext" : "mTLS"} ${JSON.stringify(limits)} ${mib} MiB in ${secs.toFixed(2)} s = ${(mib / secs).toFixed(0)} MiB/s; ` +
           `CPU s: source ${used[0]}, destination ${used[1]}, OSDs ${used.slice(2).join(" ")}; ` +
-          `peak RSS MiB: source ${status(pids[0] as number, "VmHWM")}, destination ${status(pids[1] as number, "VmHWM")}; RSS now ${status(pids[0] as number, "VmRSS")}, ${status(pids[1] as number, "VmRSS")}`,
+          `peak RSS MiB: source ${mem(pids[0] as number, "VmHWM")}, destination ${mem(pids[1] as number, "VmHWM")}; RSS now ${mem(pids[0] as number, "VmRSS")}, ${mem(pids[1] as number, "VmRSS")}`,
       );
       if (process.argv.includes("--memory")) {
         // Where each agent's memory is: V8 heap, external (Buffers), resident (from their /metrics).
@@ -78,7 +69,7 @@ async function main(): Promise<void> {
           ["source", a],
           ["destination", b],
         ] as const) {
-          const text = await (await fetch(`http://${ag.metricsAddress}/metrics`)).text();
+          const text = await scrape(ag.metricsAddress);
           const g = (name: string) =>
             Math.round(Number(new RegExp(`^${name}(?:{[^}]*})? (\\S+)`, "m").exec(text)?.[1]) / 2 ** 20);
           console.log(

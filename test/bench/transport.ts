@@ -17,23 +17,19 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { readFileSync } from "node:fs";
 import tls from "node:tls";
 import { createChannel, createClient, createServer } from "nice-grpc";
 import { TRANSFER_PATH, TransferClient } from "../../agents/transfer/transfer-client";
 import { transferStreamHandler } from "../../agents/transfer/transfer-server";
 import { FRAME, finishChunkFrame, framePool, RELEASE, type Releasable } from "../../agents/transfer/wire";
 import { routeStreams } from "../../src/common/http2-server";
-import { channelCredentials, serverCredentials, tlsChannelOptions } from "../../src/common/tls";
+import { channelCredentials, serverCredentials, tlsChannelOptions, tlsFiles } from "../../src/common/tls";
 import { type TransferMessage, TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
 import { labTls } from "../../src/lab/agent-process";
+import { arg, median } from "./measure";
 
 const MiB = 1 << 20;
 const CHUNK = 2 * MiB;
-const arg = (name: string, def: string) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? (process.argv[i + 1] as string) : def;
-};
 const cpuSeconds = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
@@ -48,9 +44,7 @@ async function server(variant: Variant): Promise<void> {
   if (variant === "raw TLS") {
     const s = tls.createServer(
       {
-        ca: readFileSync(serverTls.ca as string),
-        cert: readFileSync(serverTls.cert as string),
-        key: readFileSync(serverTls.key as string),
+        ...tlsFiles(serverTls, "bench server"),
         requestCert: true,
       },
       (c) => {
@@ -96,9 +90,7 @@ async function client(variant: Variant, port: number, mib: number): Promise<void
   const t0 = performance.now();
   if (variant === "raw TLS") {
     const c = tls.connect(port, "127.0.0.1", {
-      ca: readFileSync(clientTls.ca as string),
-      cert: readFileSync(clientTls.cert as string),
-      key: readFileSync(clientTls.key as string),
+      ...tlsFiles(clientTls, "bench client"),
       servername: "localhost",
     });
     await once(c, "secureConnect");
@@ -189,7 +181,6 @@ async function drive(): Promise<void> {
       results.set(v, list);
     }
   }
-  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
   console.log(
     `transport only (no Ceph), ${mib} MiB of ${CHUNK / MiB} MiB messages, mutual TLS on loopback, ${rounds} rounds, medians`,
   );
@@ -197,13 +188,13 @@ async function drive(): Promise<void> {
   const base = results.get("grpc-js") ?? [];
   for (const v of variants) {
     const l = results.get(v) ?? [];
-    const m = med(l.map((x) => x.mibps));
+    const m = median(l.map((x) => x.mibps));
     console.log(
-      `${v.padEnd(14)} ${m.toFixed(0).padStart(6)}   ${med(l.map((x) => x.client))
+      `${v.padEnd(14)} ${m.toFixed(0).padStart(6)}   ${median(l.map((x) => x.client))
         .toFixed(2)
-        .padStart(16)}   ${med(l.map((x) => x.server))
+        .padStart(16)}   ${median(l.map((x) => x.server))
         .toFixed(2)
-        .padStart(16)}   ${(m / med(base.map((x) => x.mibps))).toFixed(2)}× grpc-js`,
+        .padStart(16)}   ${(m / median(base.map((x) => x.mibps))).toFixed(2)}× grpc-js`,
     );
   }
   console.log(JSON.stringify({ transport: Object.fromEntries(results) }));

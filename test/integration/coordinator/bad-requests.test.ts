@@ -23,7 +23,7 @@ import {
   type VolumeRef,
 } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
-import { type Deployment, deploy, succeeded, waitJob } from "../../helpers/coordinator";
+import { backupRequest, type Deployment, deploy, succeeded, waitJob } from "../../helpers/coordinator";
 import { uniqueName } from "../../helpers/lab";
 import { MiB, Volumes } from "../../helpers/volumes";
 
@@ -202,18 +202,7 @@ describe("coordinator: bad requests fail with their exact status and change noth
     await vols.cleanup();
   });
 
-  function createReq(o: Partial<CreateBackupRequest>): CreateBackupRequest {
-    return {
-      volume: vol,
-      location: { cluster: "site-b", pool: "backups", namespace: "" },
-      mode: BackupMode.BACKUP_MODE_AUTO,
-      volumeId: "",
-      volumeMetadata: {},
-      idempotencyKey: "",
-      maxSnapshots: 0,
-      ...o,
-    };
-  }
+  const createReq = (o: Partial<CreateBackupRequest>): CreateBackupRequest => backupRequest(vol, o);
 
   /** A restore that would be valid (the available backup to a fresh name on site-b) but for `o`. */
   function restoreReq(o: Partial<RestoreBackupRequest>): RestoreBackupRequest {

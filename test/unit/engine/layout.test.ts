@@ -251,7 +251,7 @@ describe("fast chunk encoding", () => {
 
 describe("zero-copy chunk frames", () => {
   it("the read buffer becomes a message the generated decoder reads back exactly", async () => {
-    const { allocChunkFrame, finishChunkFrame, grpcFramed } = await import("../../../agents/transfer/wire");
+    const { FramePool, finishChunkFrame, grpcFramed } = await import("../../../agents/transfer/wire");
     const { TransferMessage } = await import("../../../src/gen/rbdbackup/v1/transfer");
     for (const [offset, len, crc] of [
       [0, 1, 0],
@@ -260,7 +260,7 @@ describe("zero-copy chunk frames", () => {
       [2 ** 40 + 3, 1 << 20, 0xffffffff],
       [2 ** 52, 4 << 20, 0x80000000],
     ] as const) {
-      const f = allocChunkFrame(len);
+      const f = new FramePool().acquire(len, len);
       f.data.fill(0xcd);
       const bytes = finishChunkFrame(f, offset, crc);
       const back = TransferMessage.decode(bytes);
