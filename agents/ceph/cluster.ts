@@ -51,13 +51,13 @@ export async function connect(opts: ConnectOptions): Promise<Cluster> {
     }
   }
   const handle = await nativeCall(`connect to cluster (conf ${conf}, client.${clientId})`, () =>
-    native.connect({ conf, clientId, ...(keyring ? { keyring } : {}), config }),
+    native().connect({ conf, clientId, ...(keyring ? { keyring } : {}), config }),
   );
   return new Cluster(handle, conf, clientId);
 }
 
 export function libraryVersions(): { librados: string; librbd: string } {
-  return native.versions();
+  return native().versions();
 }
 
 export class Cluster {

@@ -1,11 +1,14 @@
 /**
- * CRC-32C (Castagnoli) from the addon: the SSE4.2 instruction where the CPU has it (crc32cHardware),
+ * CRC-32C (Castagnoli) from the addon: the SSE4.2 instruction where the CPU has it (crc32cHardware()),
  * a table otherwise. The transfer protocol's per-chunk checksum.
  */
 import { native } from "./native";
 
 export function crc32c(data: Uint8Array): number {
-  return native.crc32c(data);
+  return native().crc32c(data);
 }
 
-export const crc32cHardware: boolean = native.crc32cHardware;
+/** Whether the SSE4.2 instruction is used (loads the addon). */
+export function crc32cHardware(): boolean {
+  return native().crc32cHardware;
+}

@@ -8,9 +8,12 @@
  * process exit. Arguments are checked here (TypeError/RangeError naming the argument) before any
  * native code runs.
  */
+import "./status"; // registers how CephError maps to gRPC statuses
+
 export { Cluster, type ConnectOptions, connect, libraryVersions } from "./cluster";
 export { crc32c, crc32cHardware } from "./crc32c";
 export { CephError, ClosedError, errnoName, isCephError } from "./errors";
 export { type DiffOptions, type Extent, Image } from "./image";
 export { featureNames, type ImageCreateOptions, IoCtx, RbdFeature } from "./io-ctx";
 export type { ClusterStat, ImageStat, PoolStat, SnapInfo } from "./native";
+export { cephErrorStatus } from "./status";

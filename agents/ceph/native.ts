@@ -1,7 +1,8 @@
 /**
  * The raw native addon (agents/native, built by `npm run build:native`) and the shapes it returns.
  * Nothing outside agents/ceph/ imports this: the facade in this folder validates every argument and
- * names every error; the addon re-checks only what could crash.
+ * names every error; the addon re-checks only what could crash. The `.node` file is loaded on first
+ * use, from RBDBACKUP_NATIVE_PATH when set.
  */
 import path from "node:path";
 
@@ -128,14 +129,20 @@ interface NativeModule {
   crc32cHardware: boolean;
 }
 
-function load(): NativeModule {
+/** Where the addon is looked for: RBDBACKUP_NATIVE_PATH when set (only there), else the build folder. */
+function candidates(): string[] {
+  const override = process.env.RBDBACKUP_NATIVE_PATH;
+  if (override) return [path.resolve(override)];
   // Compiled facade lives in dist/agents/ceph/, sources in agents/ceph/: look from the repo root.
-  const candidates = [
+  return [
     path.resolve(__dirname, "../native/build/Release/rbdbackup_native.node"),
     path.resolve(__dirname, "../../../agents/native/build/Release/rbdbackup_native.node"),
   ];
+}
+
+function load(): NativeModule {
   let last: unknown;
-  for (const c of candidates) {
+  for (const c of candidates()) {
     try {
       return require(c) as NativeModule;
     } catch (e) {
@@ -150,4 +157,14 @@ function load(): NativeModule {
   );
 }
 
-export const native: NativeModule = load();
+let loaded: NativeModule | undefined;
+
+/**
+ * The addon, loaded on first use (not when this module is evaluated): a process that imports the
+ * facade but never talks to Ceph — the coordinator, the CLI, unit tests — needs neither the addon nor
+ * Ceph's libraries. A failed load throws each time it is asked for (nothing is cached).
+ */
+export function native(): NativeModule {
+  loaded ??= load();
+  return loaded;
+}

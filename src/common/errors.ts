@@ -1,10 +1,10 @@
 /**
  * One place that turns failures into gRPC statuses. Code throws AppError (a status + a message a
- * person can act on); librados/librbd failures (CephError) map by errno; anything else is INTERNAL
- * with a generic message (details go to the log, not to the caller).
+ * person can act on); a library's own errors map through a registered ErrorMapping (agents/ceph maps
+ * librados/librbd failures by errno); anything else is INTERNAL with a generic message (details go to
+ * the log, not to the caller). Imports nothing of agents/: shared code depends on nothing above it.
  */
 import { ServerError, Status } from "nice-grpc-common";
-import { CephError, ClosedError } from "../../agents/ceph";
 
 export { Status };
 
@@ -28,40 +28,34 @@ export const unavailable = (m: string) => new AppError(Status.UNAVAILABLE, m);
 export const dataLoss = (m: string) => new AppError(Status.DATA_LOSS, m);
 export const cancelled = (m: string) => new AppError(Status.CANCELLED, m);
 
-const cephStatus: Record<string, Status> = {
-  ENOENT: Status.NOT_FOUND,
-  EEXIST: Status.ALREADY_EXISTS,
-  ENOSPC: Status.RESOURCE_EXHAUSTED,
-  EDQUOT: Status.RESOURCE_EXHAUSTED,
-  ETIMEDOUT: Status.UNAVAILABLE,
-  EBLOCKLISTED: Status.UNAVAILABLE,
-  ECONNREFUSED: Status.UNAVAILABLE,
-  ENOTCONN: Status.UNAVAILABLE,
-  EBUSY: Status.FAILED_PRECONDITION,
-  ENOTEMPTY: Status.FAILED_PRECONDITION,
-  EROFS: Status.FAILED_PRECONDITION,
-  EACCES: Status.PERMISSION_DENIED,
-  EPERM: Status.PERMISSION_DENIED,
-  ECANCELED: Status.CANCELLED,
-  EINVAL: Status.INVALID_ARGUMENT,
-  ERANGE: Status.OUT_OF_RANGE,
-};
+/** How a kind of failure that is not ours (a library's error) becomes a status and a message. */
+export type ErrorMapping = (e: unknown) => { status: Status; message: string } | undefined;
 
-const cephHints: Record<string, string> = {
-  ENOSPC: " (the pool or cluster is full)",
-  EDQUOT: " (the pool's quota is reached)",
-  ETIMEDOUT: " (the cluster did not answer in time: monitors or OSDs down, or the pool full)",
-  EBLOCKLISTED: " (this client was blocklisted by the cluster)",
-  EACCES: " (check the Ceph user's caps and keyring)",
-  EPERM: " (check the Ceph user's caps and keyring)",
-};
+const mappings: ErrorMapping[] = [];
+
+/**
+ * Adds a mapping for errors of a layer this module must not import: agents/ceph registers how
+ * librados/librbd failures (errno) map to statuses, so this module — and every process that never
+ * loads Ceph — stays free of it.
+ */
+export function registerErrorMapping(m: ErrorMapping): void {
+  if (!mappings.includes(m)) mappings.push(m);
+}
+
+function mapped(e: unknown): { status: Status; message: string } | undefined {
+  for (const m of mappings) {
+    const r = m(e);
+    if (r) return r;
+  }
+  return undefined;
+}
 
 /** The gRPC status a failure deserves. */
 export function statusOf(e: unknown): Status {
   if (e instanceof AppError) return e.status;
   if (e instanceof ServerError) return e.code;
-  if (e instanceof CephError) return cephStatus[e.code] ?? Status.INTERNAL;
-  if (e instanceof ClosedError) return Status.CANCELLED;
+  const m = mapped(e);
+  if (m) return m.status;
   if (isAbortError(e)) return Status.CANCELLED;
   const code = (e as { code?: unknown })?.code;
   if (typeof code === "number" && code >= 0 && code <= 16 && (e as { details?: unknown }).details !== undefined) {
@@ -73,8 +67,8 @@ export function statusOf(e: unknown): Status {
 /** A message for the caller: ours as is, Ceph's with a hint, anything unexpected generic. */
 export function messageOf(e: unknown): string {
   if (e instanceof AppError || e instanceof ServerError) return e instanceof ServerError ? e.details : e.message;
-  if (e instanceof CephError) return `${e.message}${cephHints[e.code] ?? ""}`;
-  if (e instanceof ClosedError) return "the operation was cancelled";
+  const m = mapped(e);
+  if (m) return m.message;
   if (isAbortError(e)) return "the operation was cancelled";
   const details = (e as { details?: unknown })?.details;
   if (typeof details === "string") return details;

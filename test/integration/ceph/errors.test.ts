@@ -137,7 +137,7 @@ describe("closed handles give a clear error, never a crash", () => {
 
   it("native objects used after close throw ERR_RBDBACKUP_CLOSED", async () => {
     const c = labCluster("site-a");
-    const cl = await native.connect({ conf: c.conf, clientId: c.clientId, keyring: c.keyring, config: {} });
+    const cl = await native().connect({ conf: c.conf, clientId: c.clientId, keyring: c.keyring, config: {} });
     const io = await cl.openIoCtx("rbd", {});
     const name = uniqueName("closed-native");
     await io.imageCreate(name, 1 << 20, {});

@@ -39,7 +39,7 @@ describe("crc32c", () => {
         assert.equal(crc32c(v) >>> 0, reference(v), `length ${len} at offset ${off}`);
       }
     }
-    console.log(`# crc32c uses ${crc32cHardware ? "the SSE4.2 instruction" : "the table"}`);
+    console.log(`# crc32c uses ${crc32cHardware() ? "the SSE4.2 instruction" : "the table"}`);
   });
 
   it("a bad argument is a TypeError, not a crash", () => {
