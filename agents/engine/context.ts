@@ -5,19 +5,12 @@
  */
 
 import type { Logger } from "../../src/common/log";
-import type { ListChainsResponse, TransferMessage, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
 import type { Cluster } from "../ceph";
 import type { TransferMeter } from "../transfer/meter";
 import type { SourceOptions } from "../transfer/source";
+import type { TransferTarget } from "../transfer/target";
 
-/** The destination of a transfer, wherever it runs. */
-export interface TransferTarget {
-  /** Streams `messages` to the destination; resolves with its summary once it committed. */
-  transfer(messages: AsyncIterable<TransferMessage>, signal: AbortSignal): Promise<TransferSummary>;
-  listChains(pool: string, namespace: string, volumeImage: string, signal: AbortSignal): Promise<ListChainsResponse>;
-  /** For messages: "this agent" or the peer's address. */
-  readonly label: string;
-}
+export type { TransferTarget };
 
 export interface EngineContext {
   cluster: Cluster;

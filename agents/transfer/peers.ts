@@ -7,8 +7,8 @@
 import { type Channel, type ChannelOptions, createChannel, createClient } from "nice-grpc";
 import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../../src/common/tls";
 import { type TransferServiceClient, TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
-import type { TransferTarget } from "../engine/context";
 import { MAX_MESSAGE_BYTES } from "./protocol";
+import type { TransferTarget } from "./target";
 import { TransferClient } from "./transfer-client";
 
 /** Channel settings for agent ↔ agent: large messages, keepalives so a dead peer is noticed. */

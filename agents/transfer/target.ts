@@ -1,0 +1,13 @@
+/**
+ * The destination of a transfer as the source sees it, wherever it runs: a peer agent over gRPC
+ * (peers.ts) or this agent's own sink in-process (the same-cluster shortcut).
+ */
+import type { ListChainsResponse, TransferMessage, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
+
+export interface TransferTarget {
+  /** Streams `messages` to the destination; resolves with its summary once it committed. */
+  transfer(messages: AsyncIterable<TransferMessage>, signal: AbortSignal): Promise<TransferSummary>;
+  listChains(pool: string, namespace: string, volumeImage: string, signal: AbortSignal): Promise<ListChainsResponse>;
+  /** For messages: "this agent" or the peer's address. */
+  readonly label: string;
+}
