@@ -75,7 +75,10 @@ export async function startDaemon<S>(
     logs,
     async stop(signal) {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+      // Bounded, and the timer must not outlive the wait (it would keep the caller's process alive).
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, 30_000)))]);
+      clearTimeout(timer);
     },
   };
 }
