@@ -50,21 +50,25 @@ export async function deploy(
 ): Promise<Deployment> {
   const coord = await startCoordinator(opts);
   const clusters = opts.clusters ?? ["site-a", "site-b"];
-  const agents = await Promise.all(
+  const started = await Promise.allSettled(
     clusters.map((c) =>
       startAgent(c, { coordinator: coord.address, ...(opts.agentLimits ? { limits: opts.agentLimits } : {}) }),
     ),
   );
-  await waitAgents(coord.client, agents.length);
-  return {
-    coord,
-    agents,
-    client: coord.client,
-    async stop() {
-      await Promise.all(agents.map((a) => a.stop()));
-      await coord.stop();
-    },
+  const agents = started.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  const stop = async () => {
+    await Promise.all(agents.map((a) => a.stop()));
+    await coord.stop();
   };
+  try {
+    for (const r of started) if (r.status === "rejected") throw r.reason;
+    await waitAgents(coord.client, agents.length);
+  } catch (e) {
+    // The caller never gets a deployment to stop: stop what did start.
+    await stop().catch(() => {});
+    throw e;
+  }
+  return { coord, agents, client: coord.client, stop };
 }
 
 /** Polls a job until it is final (bounded). */
