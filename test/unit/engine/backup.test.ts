@@ -201,7 +201,7 @@ describe("backup phases against a fake cluster", () => {
     const vol = fc.volume("vol");
     const names = fc.chain("vol.backup.x", [randomUUID()]);
     vol.addSnap(names[0] as string);
-    fc.onTransfer = async (h, n) => {
+    fc.onTransfer = async (_h, n) => {
       if (n === 1) throw new SourceReadError("diff failed");
       return { destinationFsid: "fsid-b", warnings: [] } as never;
     };
