@@ -123,7 +123,7 @@ function fieldSchema(schema: TSchema, path: string): TSchema | undefined {
 
 /** `--help` of a daemon: its flags, each with the field it sets, its description and default. */
 export function flagsHelp<S extends TSchema>(spec: DaemonConfigSpec<S>): string {
-  const rows: Array<[string, string]> = [["-c, --config FILE", "the JSON configuration file (fields below)"]];
+  const rows: Array<[string, string]> = [["-c, --config FILE", "the JSON configuration file (its fields: see below)"]];
   for (const [flag, f] of Object.entries(spec.flags)) {
     const s = fieldSchema(spec.schema, f.path);
     const arg = f.kind === "boolean" ? "" : f.kind === "number" ? " N" : " VALUE";
@@ -132,8 +132,7 @@ export function flagsHelp<S extends TSchema>(spec: DaemonConfigSpec<S>): string 
     rows.push([`--${flag}${arg}`, `${what} (${f.path}${def})`]);
   }
   rows.push(["-h, --help", "this text"]);
-  const width = Math.max(...rows.map(([a]) => a.length)) + 2;
-  const lines = rows.map(([a, b]) => `  ${a.padEnd(width)}${b}`);
+  const lines = rows.flatMap(([a, b]) => [`  ${a}`, `      ${b}`]);
   return [
     `usage: rbdbackup ${spec.who} [--config FILE] [flags]`,
     "",

@@ -273,7 +273,10 @@ describe("agent configuration", () => {
       (e: Error) => {
         assert.ok(e instanceof ConfigHelp);
         for (const flag of Object.keys(agentFlags)) assert.match(e.message, new RegExp(`--${flag}\\b`));
-        assert.match(e.message, /--transfer-listen VALUE .*\(transferListen; default "127\.0\.0\.1:7401"\)/);
+        assert.match(
+          e.message,
+          /--transfer-listen VALUE\n +host:port of the data plane.*\(transferListen; default "127\.0\.0\.1:7401"\)/,
+        );
         return true;
       },
     );

@@ -162,7 +162,10 @@ describe("configuration", () => {
       (e: Error) => {
         assert.ok(e instanceof ConfigHelp);
         for (const flag of Object.keys(coordinatorFlags)) assert.match(e.message, new RegExp(`--${flag}\\b`));
-        assert.match(e.message, /--per-cluster-limit N .*\(scheduler\.perClusterLimit; default 4\)/);
+        assert.match(
+          e.message,
+          /--per-cluster-limit N\n +Jobs running at once on one cluster.*\(scheduler\.perClusterLimit; default 4\)/,
+        );
         return true;
       },
     );
