@@ -3,6 +3,7 @@
  * Prints one JSON line on stdout once serving: {"event":"serving","address":...}.
  * Exit codes: 0 stopped cleanly, 2 bad configuration, 1 anything else.
  */
+import { ConfigHelp } from "../common/config/load";
 import { logger } from "../common/log";
 import { parseCoordinatorConfig } from "./config";
 import { Coordinator } from "./coordinator";
@@ -12,6 +13,10 @@ export async function coordinatorMain(argv: string[]): Promise<number> {
   try {
     cfg = parseCoordinatorConfig(argv);
   } catch (e) {
+    if (e instanceof ConfigHelp) {
+      process.stdout.write(e.message);
+      return 0;
+    }
     process.stderr.write(`${(e as Error).message}\n`);
     return 2;
   }

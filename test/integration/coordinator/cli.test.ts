@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -40,6 +40,7 @@ describe("CLI against a real coordinator", () => {
   after(async () => {
     await d?.stop();
     await vols.cleanup();
+    rmSync(tmp, { recursive: true, force: true });
   });
 
   it("backup create --wait, backup list/show, restore --wait: byte-identical; exit 0", async () => {

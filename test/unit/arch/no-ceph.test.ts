@@ -86,6 +86,7 @@ describe("no Ceph on a coordinator host", () => {
         agentId: "no-ceph",
         cluster: { name: "site-x", conf: path.join(dir, "ceph.conf") },
         listen: "127.0.0.1:0",
+        transferListen: "127.0.0.1:0",
         metricsListen: "",
         tls: { insecure: true },
         stateDir: path.join(dir, "agent-state"),
