@@ -55,7 +55,7 @@ export class Coordinator {
       this.log.warn("insecure mode without API tokens: anyone who reaches the port can use the API");
     const catalog = new SqliteCatalog(cfg.catalogPath);
     this.catalog = catalog;
-    const scheduler = new Scheduler(catalog, this.sessions, cfg.scheduler, this.log);
+    const scheduler = new Scheduler({ catalog, sessions: this.sessions, cfg: cfg.scheduler, log: this.log });
     this.scheduler = scheduler;
     const accepting = () => this.state === "serving";
     const server = createServer({
