@@ -75,7 +75,7 @@ describe("scheduler", () => {
       assert.equal(b1.lease(d.id).operation?.$case, "delete");
       h.outcome(b1, d.id, Status.OK, "", {
         $case: "delete",
-        value: DeleteBackupDataResult.fromPartial({ backupId: j.backupId }),
+        value: DeleteBackupDataResult.fromPartial({}),
       });
       assert.equal(h.job(d.id).state, SUCCEEDED);
       assert.equal(h.backup(j.backupId).status, BackupStatus.BACKUP_STATUS_DELETED);
