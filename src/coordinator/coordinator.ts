@@ -1,8 +1,8 @@
 /**
  * The coordinator daemon: one per deployment.
  *
- * Owns: the public BackupService (api.ts), the agents' sessions (session-service.ts, sessions.ts), the
- * scheduler (scheduler.ts) and the catalog (catalog/). One gRPC server carries them all, with
+ * Owns: the public BackupService (api/), the agents' sessions (session-service.ts, sessions.ts), the
+ * scheduler (scheduler/) and the catalog (catalog/). One gRPC server carries them all, with
  * grpc.health.v1 and server reflection, behind the auth interceptor (auth.ts).
  *
  * Lifecycle: starting → serving → draining (SIGTERM: health NOT_SERVING, new sessions and calls
@@ -20,7 +20,7 @@ import { serverCredentials } from "../common/tls";
 import { VERSION } from "../common/version";
 import { BackupServiceDefinition } from "../gen/rbdbackup/v1/backup_service";
 import { CoordinatorAgentServiceDefinition } from "../gen/rbdbackup/v1/session";
-import { backupService } from "./api";
+import { backupService, errorStatus } from "./api/service";
 import { authInterceptor, readTokens } from "./auth";
 import type { Catalog } from "./catalog/catalog";
 import { SqliteCatalog } from "./catalog/sqlite";
@@ -55,7 +55,7 @@ export class Coordinator {
       this.log.warn("insecure mode without API tokens: anyone who reaches the port can use the API");
     const catalog = new SqliteCatalog(cfg.catalogPath);
     this.catalog = catalog;
-    const scheduler = new Scheduler(catalog, this.sessions, cfg.scheduler, this.log);
+    const scheduler = new Scheduler({ catalog, sessions: this.sessions, cfg: cfg.scheduler, log: this.log });
     this.scheduler = scheduler;
     const accepting = () => this.state === "serving";
     const server = createServer({
@@ -65,7 +65,7 @@ export class Coordinator {
       "grpc.keepalive_permit_without_calls": 1,
       "grpc.http2.min_ping_interval_without_data_ms": 5_000,
     } as unknown as Parameters<typeof createServer>[0]);
-    server.add(
+    server.with(errorStatus(this.log)).add(
       BackupServiceDefinition,
       backupService({
         catalog,

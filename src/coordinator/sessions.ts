@@ -10,8 +10,11 @@ import { AsyncQueue } from "../common/queue";
 import type { Call as CallMsg, CallReply, CoordinatorMessage } from "../gen/rbdbackup/v1/session";
 import type { AgentRecord } from "./model";
 
-type CallRequest = NonNullable<CallMsg["request"]>;
+export type CallRequest = NonNullable<CallMsg["request"]>;
 type CallResult = NonNullable<CallReply["result"]>;
+export type CallCase = CallResult["$case"];
+/** The answer to a call whose result is of case C. */
+export type CallAnswer<C extends CallCase> = Extract<CallResult, { $case: C }>["value"];
 
 export class AgentSession {
   readonly out = new AsyncQueue<CoordinatorMessage>();
@@ -35,12 +38,12 @@ export class AgentSession {
   }
 
   /** A synchronous question to the agent; its failure status comes back as an AppError. */
-  async call<C extends CallResult["$case"]>(
+  async call<C extends CallCase>(
     request: CallRequest,
     expect: C,
     timeoutMs: number,
     signal?: AbortSignal,
-  ): Promise<Extract<CallResult, { $case: C }>["value"]> {
+  ): Promise<CallAnswer<C>> {
     const callId = randomUUID();
     const reply = await new Promise<CallReply>((resolve, reject) => {
       const timer = setTimeout(() => {

@@ -106,6 +106,16 @@ export function pageSize(v: number): number {
   return v;
 }
 
+/** Runs a catalog listing; a page token this server did not issue (RangeError) is the caller's mistake. */
+export function page<T>(list: () => T): T {
+  try {
+    return list();
+  } catch (e) {
+    if (e instanceof RangeError) throw invalidArgument(e.message);
+    throw e;
+  }
+}
+
 export function maxSnapshots(v: number): number {
   if (v > 1000) throw invalidArgument(`max_snapshots ${v} is above 1000`);
   return v;

@@ -1,0 +1,53 @@
+/** Reads of backups: GetBackup and ListBackups from the catalog; ListBackupSnapshots from an agent (live). */
+import type { CallContext } from "nice-grpc-common";
+import { notFound } from "../../common/errors";
+import type { ListBackupSnapshotsResponse } from "../../gen/rbdbackup/v1/agent";
+import type {
+  Backup,
+  GetBackupRequest,
+  ListBackupSnapshotsRequest,
+  ListBackupsRequest,
+  ListBackupsResponse,
+} from "../../gen/rbdbackup/v1/backup_service";
+import * as v from "../validate";
+import type { Admission } from "./admission";
+import type { ApiDeps } from "./deps";
+import { ask } from "./probes";
+
+export function getBackup(deps: ApiDeps, req: GetBackupRequest): Backup {
+  v.uuid(req.backupId, "backup_id");
+  const b = deps.catalog.getBackup(req.backupId);
+  if (!b) throw notFound(`backup ${req.backupId} not found`);
+  return b;
+}
+
+export function listBackups(deps: ApiDeps, req: ListBackupsRequest): ListBackupsResponse {
+  if (req.cluster) v.clusterName(req.cluster, "cluster");
+  if (req.locationCluster) v.clusterName(req.locationCluster, "location_cluster");
+  if (req.pool) v.rbdName(req.pool, "pool");
+  if (req.image) v.rbdName(req.image, "image");
+  v.backupStatus(req.status);
+  const size = v.pageSize(req.pageSize);
+  const filter = {
+    cluster: req.cluster,
+    pool: req.pool,
+    image: req.image,
+    volumeId: req.volumeId,
+    locationCluster: req.locationCluster,
+    ...(req.status ? { statuses: [req.status] } : { excludeDeleted: true }),
+  };
+  const p = v.page(() => deps.catalog.listBackups(filter, size, req.pageToken));
+  return { backups: p.items, nextPageToken: p.next };
+}
+
+export async function listBackupSnapshots(
+  deps: ApiDeps,
+  adm: Admission,
+  req: ListBackupSnapshotsRequest,
+  ctx: CallContext,
+): Promise<ListBackupSnapshotsResponse> {
+  const vol = v.volumeRef(req.volume, "volume");
+  adm.knownCluster(vol.cluster, "volume.cluster");
+  const image = { pool: vol.pool, namespace: vol.namespace, image: vol.image };
+  return ask(deps.sessions.any(vol.cluster), { $case: "snapshots", value: { image } }, "snapshots", ctx.signal);
+}

@@ -1,0 +1,40 @@
+/** Agents and clusters: ListAgents (catalog + live sessions), CheckCluster (asked of an agent). */
+import type { CallContext } from "nice-grpc-common";
+import type { ClusterCheckResponse } from "../../gen/rbdbackup/v1/agent";
+import type { CheckClusterRequest, ListAgentsResponse } from "../../gen/rbdbackup/v1/backup_service";
+import * as v from "../validate";
+import type { Admission } from "./admission";
+import type { ApiDeps } from "./deps";
+import { ask } from "./probes";
+
+export function listAgents(deps: ApiDeps): ListAgentsResponse {
+  const { catalog, sessions, scheduler } = deps;
+  const running = scheduler.runningCounts(catalog.activeJobs()).byAgent;
+  return {
+    agents: catalog.listAgents().map((a) => ({
+      agentId: a.agentId,
+      clusterName: a.clusterName,
+      clusterFsid: a.clusterFsid,
+      version: a.version,
+      transferAddress: a.transferAddress,
+      connected: sessions.get(a.agentId) !== undefined,
+      capacity: a.capacity,
+      runningJobs: running.get(a.agentId) ?? 0,
+      lastSeen: new Date(a.lastSeen),
+      defaultBackupPool: a.defaultBackupPool,
+    })),
+  };
+}
+
+export async function checkCluster(
+  deps: ApiDeps,
+  adm: Admission,
+  req: CheckClusterRequest,
+  ctx: CallContext,
+): Promise<ClusterCheckResponse> {
+  v.clusterName(req.cluster, "cluster");
+  v.rbdName(req.backupPool, "backup_pool", { allowEmpty: true });
+  adm.knownCluster(req.cluster, "cluster");
+  const value = { backupPool: req.backupPool };
+  return ask(deps.sessions.any(req.cluster), { $case: "check", value }, "check", ctx.signal);
+}

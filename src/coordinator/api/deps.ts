@@ -1,0 +1,17 @@
+/** What the BackupService handlers work with: the catalog, the connected agents, the scheduler, a log. */
+import type { Logger } from "../../common/log";
+import type { Catalog } from "../catalog/catalog";
+import type { Scheduler } from "../scheduler";
+import type { Sessions } from "../sessions";
+
+/** The part of the scheduler the API uses (a test may pass a stopped Scheduler or a fake). */
+export type ApiScheduler = Pick<Scheduler, "progress" | "kick" | "cancel" | "runningCounts" | "on" | "off">;
+
+export interface ApiDeps {
+  catalog: Catalog;
+  sessions: Sessions;
+  scheduler: ApiScheduler;
+  log: Logger;
+  /** Attempts a new job may make (the scheduler's maxAttempts). */
+  maxAttempts: number;
+}

@@ -1,0 +1,40 @@
+/** Reads and cancellation of jobs: GetJob, ListJobs, CancelJob (WatchJob is watch.ts). */
+import { failedPrecondition, notFound } from "../../common/errors";
+import {
+  type CancelJobRequest,
+  type GetJobRequest,
+  type Job,
+  JobState,
+  type ListJobsRequest,
+  type ListJobsResponse,
+} from "../../gen/rbdbackup/v1/backup_service";
+import { isFinal } from "../scheduler";
+import * as v from "../validate";
+import type { Admission } from "./admission";
+import type { ApiDeps } from "./deps";
+
+export function getJob(deps: ApiDeps, adm: Admission, req: GetJobRequest): Job {
+  v.uuid(req.jobId, "job_id");
+  const j = deps.catalog.getJob(req.jobId);
+  if (!j) throw notFound(`job ${req.jobId} not found`);
+  return adm.view(j);
+}
+
+export function listJobs(deps: ApiDeps, adm: Admission, req: ListJobsRequest): ListJobsResponse {
+  v.jobState(req.state);
+  v.jobKind(req.kind);
+  if (req.backupId) v.uuid(req.backupId, "backup_id");
+  const size = v.pageSize(req.pageSize);
+  const filter = { state: req.state, kind: req.kind, backupId: req.backupId };
+  const p = v.page(() => deps.catalog.listJobs(filter, size, req.pageToken));
+  return { jobs: p.items.map((j) => adm.view(j)), nextPageToken: p.next };
+}
+
+/** A queued job ends CANCELLED at once; a running one is asked to stop and ends when its agent reports. */
+export function cancelJob(deps: ApiDeps, adm: Admission, req: CancelJobRequest): Job {
+  v.uuid(req.jobId, "job_id");
+  const j = deps.catalog.getJob(req.jobId);
+  if (!j) throw notFound(`job ${req.jobId} not found`);
+  if (isFinal(j.state)) throw failedPrecondition(`job ${j.id} has already finished (${JobState[j.state]})`);
+  return adm.view(deps.scheduler.cancel(j));
+}

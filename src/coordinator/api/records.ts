@@ -1,0 +1,105 @@
+/**
+ * Backup records: ExportBackupRecord writes what another coordinator needs to know an available backup;
+ * ImportBackupRecord takes such a record in, after checking it (fields, version) and checking with an
+ * agent of the location's cluster that the cluster is the same one (fsid) and the backup's snapshot is
+ * still there — an import never adds a backup whose data is gone.
+ */
+import type { CallContext } from "nice-grpc-common";
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, Status, statusOf } from "../../common/errors";
+import { parseBackupSnap } from "../../common/ids";
+import {
+  type Backup,
+  type BackupLocation,
+  BackupStatus,
+  type ExportBackupRecordRequest,
+  type ImportBackupRecordRequest,
+} from "../../gen/rbdbackup/v1/backup_service";
+import { volumeKey } from "../model";
+import type { AgentSession } from "../sessions";
+import * as v from "../validate";
+import { type Admission, isUniqueViolation } from "./admission";
+import type { ApiDeps } from "./deps";
+import { ask } from "./probes";
+
+/** The version of the record format this coordinator writes and reads. */
+const RECORD_VERSION = 1;
+
+export function exportBackupRecord(deps: ApiDeps, req: ExportBackupRecordRequest): { version: number; backup: Backup } {
+  v.uuid(req.backupId, "backup_id");
+  const b = deps.catalog.getBackup(req.backupId);
+  if (!b) throw notFound(`backup ${req.backupId} not found`);
+  if (b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE) {
+    throw failedPrecondition(`backup ${b.id} is ${BackupStatus[b.status]}; only an available backup can be exported`);
+  }
+  return { version: RECORD_VERSION, backup: b };
+}
+
+export async function importBackupRecord(
+  deps: ApiDeps,
+  adm: Admission,
+  req: ImportBackupRecordRequest,
+  ctx: CallContext,
+): Promise<Backup> {
+  const { b, loc } = validateRecord(req);
+  if (deps.catalog.getBackup(b.id)) throw alreadyExists(`backup ${b.id} is already in this catalog`);
+  adm.knownCluster(loc.cluster, "record.backup.location.cluster");
+  const agent = deps.sessions.any(loc.cluster);
+  if (b.locationFsid && agent.info.clusterFsid !== b.locationFsid) {
+    throw failedPrecondition(
+      `the record's backup is on a cluster with fsid ${b.locationFsid}, but cluster ${loc.cluster} here has fsid ${agent.info.clusterFsid}`,
+    );
+  }
+  await requireSnapshot(agent, b, loc, ctx.signal);
+  const imported: Backup = { ...b, jobId: "", locationFsid: agent.info.clusterFsid, warnings: [] };
+  try {
+    deps.catalog.insertBackup(imported);
+  } catch (e) {
+    if (isUniqueViolation(e)) throw alreadyExists(`backup ${b.id} is already in this catalog`);
+    throw e;
+  }
+  deps.log.info("backup record imported", {
+    backup: b.id,
+    volume: volumeKey(b.volume ?? { cluster: "", pool: "", namespace: "", image: "" }),
+  });
+  return imported;
+}
+
+/** Every field of the record that the catalog relies on; INVALID_ARGUMENT naming the field. */
+function validateRecord(req: ImportBackupRecordRequest): { b: Backup; loc: BackupLocation } {
+  const r = req.record;
+  if (!r?.backup) throw invalidArgument("record.backup is required");
+  if (r.version !== RECORD_VERSION) {
+    throw invalidArgument(`record.version ${r.version} is not supported (this coordinator reads ${RECORD_VERSION})`);
+  }
+  const b = r.backup;
+  v.uuid(b.id, "record.backup.id");
+  v.volumeRef(b.volume, "record.backup.volume");
+  const loc = v.location(b.location, "record.backup.location");
+  v.rbdName(loc.pool, "record.backup.location.pool");
+  v.rbdName(b.baseImage, "record.backup.base_image");
+  if (parseBackupSnap(b.snapshot)?.backupId !== b.id) {
+    throw invalidArgument(`record.backup.snapshot "${b.snapshot}" is not a snapshot of backup ${b.id}`);
+  }
+  v.volumeMetadata(b.volumeId, b.volumeMetadata);
+  if (b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE)
+    throw invalidArgument("record.backup.status must be AVAILABLE");
+  return { b, loc };
+}
+
+/** FAILED_PRECONDITION unless the record's base image and snapshot are on the cluster. */
+async function requireSnapshot(agent: AgentSession, b: Backup, loc: BackupLocation, signal: AbortSignal) {
+  const image = { pool: loc.pool, namespace: loc.namespace, image: b.baseImage };
+  const snaps = await ask(agent, { $case: "snapshots", value: { image } }, "snapshots", signal).catch((e) => {
+    if (statusOf(e) === Status.NOT_FOUND) {
+      throw failedPrecondition(
+        `base image ${loc.pool}/${b.baseImage} of the record is not on cluster ${loc.cluster}: ${(e as Error).message}`,
+      );
+    }
+    throw e;
+  });
+  if (!snaps.snapshots.some((s) => s.name === b.snapshot)) {
+    throw failedPrecondition(
+      `snapshot ${b.snapshot} of the record is not on ${loc.cluster}/${loc.pool}/${b.baseImage}: the backup is gone`,
+    );
+  }
+}

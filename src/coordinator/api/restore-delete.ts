@@ -1,0 +1,114 @@
+/**
+ * RestoreBackup and DeleteBackup: jobs on an existing, available backup. A restore locks its target
+ * volume and the backup (refused at once when another job uses the target); a delete locks the backup
+ * and its volume's chain and marks the backup DELETING in the same transaction as its job.
+ */
+import type { CallContext } from "nice-grpc-common";
+import { alreadyExists, failedPrecondition, notFound } from "../../common/errors";
+import { RestoreMode } from "../../gen/rbdbackup/v1/agent";
+import {
+  BackupStatus,
+  type DeleteBackupRequest,
+  type Job,
+  JobKind,
+  JobState,
+  RestoreBackupRequest,
+  type VolumeRef,
+} from "../../gen/rbdbackup/v1/backup_service";
+import { volumeLabel } from "../model";
+import { lockOfBackup, lockOfVolume } from "../scheduler";
+import * as v from "../validate";
+import { type Admission, fingerprint } from "./admission";
+import type { ApiDeps } from "./deps";
+import { probe } from "./probes";
+
+export async function restoreBackup(
+  deps: ApiDeps,
+  adm: Admission,
+  req: RestoreBackupRequest,
+  ctx: CallContext,
+): Promise<Job> {
+  v.uuid(req.backupId, "backup_id");
+  const target = v.volumeRef(req.target, "target");
+  v.restoreMode(req.mode);
+  v.idempotencyKey(req.idempotencyKey);
+  const fp = fingerprint("restore", RestoreBackupRequest.toJSON({ ...req, idempotencyKey: "" }));
+  const again = adm.replay(req.idempotencyKey, fp);
+  if (again) return adm.view(again);
+  const b = deps.catalog.getBackup(req.backupId);
+  if (!b?.location) throw notFound(`backup ${req.backupId} not found`);
+  if (b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE) {
+    throw failedPrecondition(`backup ${b.id} is ${BackupStatus[b.status]}; only an available backup can be restored`);
+  }
+  adm.knownCluster(target.cluster, "target.cluster");
+  deps.sessions.any(b.location.cluster);
+  requireTargetFree(deps, target);
+  await checkTarget(deps, target, req.mode, ctx.signal);
+  const job = adm.newJob({
+    kind: JobKind.JOB_KIND_RESTORE,
+    backupId: b.id,
+    volume: target,
+    operation: { kind: "restore", target, mode: req.mode },
+    idempotencyKey: req.idempotencyKey,
+    fingerprint: fp,
+    locks: [lockOfVolume(target), lockOfBackup(b.id)],
+    execCluster: b.location.cluster,
+    peerCluster: target.cluster,
+  });
+  return adm.submit(job);
+}
+
+function requireTargetFree(deps: ApiDeps, target: VolumeRef): void {
+  const busy = deps.catalog.activeJobs().find((j) => j.locks.includes(lockOfVolume(target)));
+  if (busy) {
+    throw failedPrecondition(
+      `target ${volumeLabel(target)} is in use by job ${busy.id} (${JobKind[busy.kind]}, ${JobState[busy.state]}); retry when it has finished`,
+    );
+  }
+}
+
+/** NEW needs a name that is free; ORIGINAL restores over a volume that exists. */
+async function checkTarget(deps: ApiDeps, target: VolumeRef, mode: RestoreMode, signal: AbortSignal): Promise<void> {
+  const p = await probe(deps.sessions, target.cluster, { pools: [], image: target }, signal, "target");
+  if (mode === RestoreMode.RESTORE_MODE_NEW && p.imageExists) {
+    throw alreadyExists(`target ${volumeLabel(target)} exists; restore to a new name, or over it with mode ORIGINAL`);
+  }
+  if (mode === RestoreMode.RESTORE_MODE_ORIGINAL && !p.imageExists) {
+    throw notFound(`target ${volumeLabel(target)} not found (mode ORIGINAL restores over an existing volume)`);
+  }
+}
+
+export async function deleteBackup(deps: ApiDeps, adm: Admission, req: DeleteBackupRequest): Promise<Job> {
+  const { catalog } = deps;
+  v.uuid(req.backupId, "backup_id");
+  v.idempotencyKey(req.idempotencyKey);
+  const fp = fingerprint("delete", { backupId: req.backupId });
+  const again = adm.replay(req.idempotencyKey, fp);
+  if (again) return adm.view(again);
+  const b = catalog.getBackup(req.backupId);
+  if (!b?.volume || !b.location) throw notFound(`backup ${req.backupId} not found`);
+  const holder = adm.activeHolder([lockOfBackup(b.id)]) ?? catalog.activeJobs().find((j) => j.backupId === b.id);
+  if (holder) {
+    throw failedPrecondition(
+      `backup ${b.id} has a ${JobState[holder.state]} ${JobKind[holder.kind]} job ${holder.id}; cancel it or wait for it`,
+    );
+  }
+  if (b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE) {
+    throw failedPrecondition(`backup ${b.id} is ${BackupStatus[b.status]}; only an available backup can be deleted`);
+  }
+  const job = adm.newJob({
+    kind: JobKind.JOB_KIND_DELETE,
+    backupId: b.id,
+    volume: b.volume,
+    operation: { kind: "delete" },
+    idempotencyKey: req.idempotencyKey,
+    fingerprint: fp,
+    locks: [lockOfVolume(b.volume), lockOfBackup(b.id)],
+    execCluster: b.location.cluster,
+    peerCluster: "",
+  });
+  return adm.submit(job, () => {
+    b.status = BackupStatus.BACKUP_STATUS_DELETING;
+    catalog.updateBackup(b);
+  });
+}

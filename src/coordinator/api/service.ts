@@ -1,0 +1,46 @@
+/**
+ * BackupService: the public API. It validates every request, answers reads from the catalog (and from
+ * agents, for live cluster state), and turns mutations into jobs for the scheduler. Checks that need a
+ * cluster (does the volume exist? the pool?) are asked of a connected agent before a job is queued, so
+ * a bad request fails at once with its own status and never reaches the queue.
+ *
+ * This file only routes each method to the file of its concern. Handlers throw AppError; the server
+ * adds them behind errorStatus (error-status.ts), which turns every failure into a status.
+ */
+import type { BackupServiceImplementation } from "../../gen/rbdbackup/v1/backup_service";
+import { Admission } from "./admission";
+import { getBackup, listBackupSnapshots, listBackups } from "./backups";
+import { checkCluster, listAgents } from "./clusters";
+import { createBackup } from "./create-backup";
+import type { ApiDeps } from "./deps";
+import { cancelJob, getJob, listJobs } from "./jobs";
+import { exportBackupRecord, importBackupRecord } from "./records";
+import { deleteBackup, restoreBackup } from "./restore-delete";
+import { watchJob } from "./watch";
+
+export type { ApiDeps } from "./deps";
+export { errorStatus } from "./error-status";
+
+export function backupService(deps: ApiDeps): BackupServiceImplementation {
+  const adm = new Admission(deps);
+  return {
+    // Backups and their data.
+    createBackup: (req, ctx) => createBackup(deps, adm, req, ctx),
+    restoreBackup: (req, ctx) => restoreBackup(deps, adm, req, ctx),
+    deleteBackup: async (req) => deleteBackup(deps, adm, req),
+    getBackup: async (req) => getBackup(deps, req),
+    listBackups: async (req) => listBackups(deps, req),
+    listBackupSnapshots: (req, ctx) => listBackupSnapshots(deps, adm, req, ctx),
+    // Jobs.
+    getJob: async (req) => getJob(deps, adm, req),
+    listJobs: async (req) => listJobs(deps, adm, req),
+    watchJob: (req, ctx) => watchJob(deps, adm, req, ctx),
+    cancelJob: async (req) => cancelJob(deps, adm, req),
+    // Agents and clusters.
+    listAgents: async () => listAgents(deps),
+    checkCluster: (req, ctx) => checkCluster(deps, adm, req, ctx),
+    // Records.
+    exportBackupRecord: async (req) => exportBackupRecord(deps, req),
+    importBackupRecord: (req, ctx) => importBackupRecord(deps, adm, req, ctx),
+  };
+}

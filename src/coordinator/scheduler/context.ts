@@ -1,0 +1,48 @@
+/**
+ * What the parts of the scheduler share: the catalog, the connected agents, the settings, the clock
+ * and randomness (injectable, so tests drive time instead of waiting), the live progress, and the
+ * events the façade emits.
+ */
+import type { Logger } from "../../common/log";
+import type { Catalog } from "../catalog/catalog";
+import type { JobRecord } from "../model";
+import type { Sessions } from "../sessions";
+import type { SchedulerConfig } from "./config";
+import type { LiveProgress } from "./progress";
+
+export interface SchedulerEvents {
+  /** A job changed (state, attempt, waiting reason). */
+  job: [jobId: string];
+  /** A running job reported progress (watchers may throttle these). */
+  progress: [jobId: string];
+  /** A job reached a final state. */
+  finished: [job: JobRecord];
+  /** An attempt started / failed; a lease expired. */
+  attempt: [job: JobRecord];
+  retry: [job: JobRecord, cause: string];
+  leaseExpired: [job: JobRecord];
+}
+
+export interface SchedulerDeps {
+  catalog: Catalog;
+  sessions: Sessions;
+  cfg: SchedulerConfig;
+  log: Logger;
+  /** Epoch ms (default Date.now). */
+  now?: () => number;
+  /** A number in [0, 1) for the retry jitter (default Math.random). */
+  random?: () => number;
+}
+
+export interface SchedulerContext {
+  readonly catalog: Catalog;
+  readonly sessions: Sessions;
+  readonly cfg: SchedulerConfig;
+  readonly log: Logger;
+  readonly now: () => number;
+  readonly random: () => number;
+  readonly progress: Map<string, LiveProgress>;
+  emit<E extends keyof SchedulerEvents>(event: E, ...args: SchedulerEvents[E]): void;
+  /** Runs a dispatch soon (coalesced). */
+  kick(): void;
+}

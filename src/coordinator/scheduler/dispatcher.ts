@@ -1,0 +1,94 @@
+/**
+ * The dispatcher: one pass over the queue, oldest job first. A queued job starts only when
+ *  - no earlier job holds one of its locks (one mutating job per volume chain, in order of creation),
+ *  - its retry backoff has passed,
+ *  - every cluster it touches has a free slot (per-cluster limit),
+ *  - an agent of its cluster has capacity, and a peer agent is connected for a transfer.
+ * Otherwise it stays queued with the reason as its waiting reason. Safe to run any number of times.
+ */
+import { Status } from "nice-grpc-common";
+import { JobState } from "../../gen/rbdbackup/v1/backup_service";
+import type { Lease as LeaseMsg } from "../../gen/rbdbackup/v1/session";
+import type { JobRecord } from "../model";
+import type { AgentSession } from "../sessions";
+import type { SchedulerContext } from "./context";
+import { clustersOf, countRunning, isFinal, type RunningCounts, runningCounts } from "./jobs";
+import type { LeaseBroker } from "./lease-broker";
+import { leaseOperation } from "./operation";
+import { finish, retryReason, wait } from "./transitions";
+
+interface Placement {
+  agent: AgentSession;
+  peer: AgentSession | null;
+}
+
+export class Dispatcher {
+  constructor(
+    private readonly ctx: SchedulerContext,
+    private readonly broker: LeaseBroker,
+  ) {}
+
+  /** Starts every queued job that may start now (`jobs`: the active jobs, oldest first). */
+  dispatch(jobs: JobRecord[]): void {
+    const active = jobs.filter((j) => !isFinal(j.state));
+    const counts = runningCounts(active);
+    const held = heldLocks(active);
+    for (const j of active) {
+      if (j.state !== JobState.JOB_STATE_QUEUED) continue;
+      const blocker = takeLocks(held, j);
+      const placed = blocker
+        ? `waiting for job ${blocker}, which uses the same volume or backup`
+        : this.#place(j, counts);
+      if (typeof placed === "string") wait(this.ctx, j, placed);
+      else this.#start(j, placed, counts);
+    }
+  }
+
+  /** Where the job runs now, or why it cannot run yet. */
+  #place(j: JobRecord, counts: RunningCounts): Placement | string {
+    const { cfg, sessions } = this.ctx;
+    if (j.nextAttemptAt > this.ctx.now()) return retryReason(j.nextAttemptAt);
+    const full = clustersOf(j).find((c) => (counts.byCluster.get(c) ?? 0) >= cfg.perClusterLimit);
+    if (full) return `cluster ${full} already runs ${cfg.perClusterLimit} jobs (its limit)`;
+    const load = (s: AgentSession) => counts.byAgent.get(s.agentId) ?? 0;
+    const ofCluster = sessions.ofCluster(j.execCluster);
+    const agent = ofCluster.filter((s) => load(s) < s.info.capacity).sort((a, b) => load(a) - load(b))[0];
+    if (!agent) {
+      return ofCluster.length
+        ? `every agent of cluster ${j.execCluster} is at its capacity`
+        : `waiting for an agent of cluster ${j.execCluster} to connect`;
+    }
+    if (!j.peerCluster || j.peerCluster === j.execCluster) return { agent, peer: null };
+    const peer = sessions.ofCluster(j.peerCluster).sort((a, b) => a.jobs.size - b.jobs.size)[0];
+    return peer ? { agent, peer } : `waiting for an agent of cluster ${j.peerCluster} to connect`;
+  }
+
+  #start(j: JobRecord, { agent, peer }: Placement, counts: RunningCounts): void {
+    let op: LeaseMsg["operation"];
+    try {
+      op = leaseOperation(this.ctx.catalog, j, peer);
+    } catch (e) {
+      finish(this.ctx, j, JobState.JOB_STATE_FAILED, Status.FAILED_PRECONDITION, (e as Error).message);
+      return;
+    }
+    this.broker.issue(j, agent, op);
+    countRunning(counts, j, agent.agentId);
+  }
+}
+
+/** Lock → the running job that holds it. */
+function heldLocks(active: JobRecord[]): Map<string, string> {
+  const held = new Map<string, string>();
+  for (const j of active) if (j.state === JobState.JOB_STATE_RUNNING) for (const k of j.locks) held.set(k, j.id);
+  return held;
+}
+
+/**
+ * The job that holds one of j's locks, if any; j then claims its free locks, so that later jobs wait
+ * for it (first come, first served).
+ */
+function takeLocks(held: Map<string, string>, j: JobRecord): string | undefined {
+  const blocker = j.locks.map((k) => held.get(k)).find((x) => x !== undefined);
+  for (const k of j.locks) if (!held.has(k)) held.set(k, j.id);
+  return blocker;
+}

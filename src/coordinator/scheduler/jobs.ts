@@ -1,0 +1,53 @@
+/**
+ * Facts about a job record that every part of the scheduler (and the API's admission) shares: which
+ * states are final, which failures deserve another attempt, the locks a job takes and the cluster
+ * slots and agent capacity it uses while it runs.
+ */
+import { Status } from "nice-grpc-common";
+import { JobState } from "../../gen/rbdbackup/v1/backup_service";
+import { type JobRecord, volumeKey } from "../model";
+
+/** Failures worth another attempt (an expired lease is reported as UNAVAILABLE). */
+const TRANSIENT = new Set<Status>([
+  Status.UNAVAILABLE,
+  Status.ABORTED,
+  Status.DEADLINE_EXCEEDED,
+  Status.RESOURCE_EXHAUSTED,
+  Status.INTERNAL,
+  Status.UNKNOWN,
+]);
+
+export const isTransient = (code: Status): boolean => TRANSIENT.has(code);
+
+export const isFinal = (s: JobState): boolean =>
+  s === JobState.JOB_STATE_SUCCEEDED || s === JobState.JOB_STATE_FAILED || s === JobState.JOB_STATE_CANCELLED;
+
+/** The clusters whose slots a job uses. */
+export function clustersOf(j: JobRecord): string[] {
+  return j.peerCluster && j.peerCluster !== j.execCluster ? [j.execCluster, j.peerCluster] : [j.execCluster];
+}
+
+export const lockOfVolume = (v: Parameters<typeof volumeKey>[0]): string => `vol:${volumeKey(v)}`;
+export const lockOfBackup = (id: string): string => `backup:${id}`;
+
+export interface RunningCounts {
+  byCluster: Map<string, number>;
+  byAgent: Map<string, number>;
+}
+
+const bump = (m: Map<string, number>, k: string): void => {
+  m.set(k, (m.get(k) ?? 0) + 1);
+};
+
+/** Running jobs by cluster (each job counts on every cluster it touches) and by agent. */
+export function runningCounts(jobs: JobRecord[]): RunningCounts {
+  const counts: RunningCounts = { byCluster: new Map(), byAgent: new Map() };
+  for (const j of jobs) if (j.state === JobState.JOB_STATE_RUNNING) countRunning(counts, j, j.lease?.agentId);
+  return counts;
+}
+
+/** Adds one running job to the counts (agentId: the agent holding its lease, if any). */
+export function countRunning(counts: RunningCounts, j: JobRecord, agentId: string | undefined): void {
+  for (const c of clustersOf(j)) bump(counts.byCluster, c);
+  if (agentId) bump(counts.byAgent, agentId);
+}

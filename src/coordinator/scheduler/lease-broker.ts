@@ -1,0 +1,171 @@
+/**
+ * The lease broker: a job runs on an agent as a lease (job id, attempt, token, expiry). The broker
+ * issues leases, renews them on heartbeats and re-registration, expires them, and is the one place that
+ * checks a report's token — a report for a lease that is not the job's current one is refused.
+ *
+ * Fencing: an agent that is gone (not merely slow) may still hold the volume's lock through its Ceph
+ * client; its client addresses go with the job, and the next attempt's agent blocklists them first.
+ */
+import { randomUUID } from "node:crypto";
+import { Status } from "nice-grpc-common";
+import { JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
+import type { HeldLease, JobOutcome, JobProgressReport, Lease as LeaseMsg } from "../../gen/rbdbackup/v1/session";
+import type { JobRecord } from "../model";
+import type { AgentSession } from "../sessions";
+import { FENCE_SECONDS } from "./config";
+import type { SchedulerContext } from "./context";
+import { nextProgress } from "./progress";
+import { attemptFailed, changed, finish, succeeded } from "./transitions";
+
+export class LeaseBroker {
+  constructor(private readonly ctx: SchedulerContext) {}
+
+  /** After a restart: running jobs get one lease time for their agents to reconnect and claim them. */
+  recover(): void {
+    const until = this.ctx.now() + this.ctx.cfg.leaseTtlMs;
+    for (const j of this.ctx.catalog.activeJobs()) {
+      if (j.state === JobState.JOB_STATE_RUNNING && j.lease) {
+        j.lease.expiresAt = Math.max(j.lease.expiresAt, until);
+        this.ctx.catalog.updateJob(j);
+      }
+    }
+  }
+
+  /** Starts an attempt of a queued job on `agent`: the job is RUNNING under a new token. */
+  issue(j: JobRecord, agent: AgentSession, operation: LeaseMsg["operation"]): void {
+    const { ctx } = this;
+    const now = ctx.now();
+    const token = randomUUID();
+    j.attempts++;
+    j.state = JobState.JOB_STATE_RUNNING;
+    j.lease = { token, attempt: j.attempts, agentId: agent.agentId, expiresAt: now + ctx.cfg.leaseTtlMs };
+    j.agentId = agent.agentId;
+    j.waitingReason = "";
+    if (!j.startedAt) j.startedAt = now;
+    ctx.catalog.updateJob(j);
+    agent.jobs.add(j.id);
+    agent.send({
+      $case: "lease",
+      value: {
+        jobId: j.id,
+        attempt: j.attempts,
+        token,
+        ttlMs: ctx.cfg.leaseTtlMs,
+        operation,
+        fenceClientAddrs: j.fence ?? [],
+        fenceSeconds: FENCE_SECONDS,
+      },
+    });
+    ctx.log.info("job leased", { job: j.id, attempt: j.attempts, agent: agent.agentId, kind: JobKind[j.kind] });
+    ctx.emit("attempt", j);
+    changed(ctx, j);
+  }
+
+  /** Fails the attempts whose lease has expired (the jobs are updated in place). */
+  expire(jobs: JobRecord[]): void {
+    const now = this.ctx.now();
+    for (const j of jobs) {
+      const lease = j.lease;
+      if (j.state !== JobState.JOB_STATE_RUNNING || !lease || lease.expiresAt >= now) continue;
+      this.ctx.log.warn("lease expired", { job: j.id, attempt: lease.attempt, agent: lease.agentId });
+      this.ctx.emit("leaseExpired", j);
+      const s = this.ctx.sessions.get(lease.agentId);
+      s?.jobs.delete(j.id);
+      // Gone (not merely slow): its Ceph client may still hold the volume's lock; fence it.
+      if (!s) fence(j, this.ctx.catalog.listAgents().find((a) => a.agentId === lease.agentId)?.cephClientAddrs);
+      const why = `the lease of attempt ${lease.attempt} expired: agent ${lease.agentId} stopped reporting`;
+      attemptFailed(this.ctx, j, Status.UNAVAILABLE, why);
+    }
+  }
+
+  /** A (re)registered agent: its listed leases are renewed when still current; returns the stale ones. */
+  onRegister(session: AgentSession, leases: HeldLease[], previousClientAddrs = ""): string[] {
+    const listed = new Set<string>();
+    const revoked = this.#renew(session, leases, (j, l) => {
+      listed.add(j.id);
+      if (j.cancelRequested)
+        session.send({ $case: "cancel", value: { jobId: j.id, token: l.token, reason: "cancelled by a user" } });
+    });
+    // Attempts this agent held but no longer lists (it restarted): failed now, not at lease expiry.
+    for (const j of this.ctx.catalog.activeJobs()) {
+      if (j.state === JobState.JOB_STATE_RUNNING && j.lease?.agentId === session.agentId && !listed.has(j.id)) {
+        if (previousClientAddrs !== session.info.cephClientAddrs) fence(j, previousClientAddrs);
+        attemptFailed(
+          this.ctx,
+          j,
+          Status.UNAVAILABLE,
+          `agent ${session.agentId} restarted and lost attempt ${j.attempts}`,
+        );
+      }
+    }
+    this.ctx.kick();
+    return revoked;
+  }
+
+  /** A heartbeat renews the leases it lists; returns the tokens that are no longer current. */
+  onHeartbeat(session: AgentSession, leases: HeldLease[]): string[] {
+    return this.#renew(session, leases, () => {});
+  }
+
+  onDisconnect(session: AgentSession): void {
+    // Its leases stay until they expire: the agent may reconnect and claim them.
+    this.ctx.log.info("agent disconnected", { agent: session.agentId, jobs: [...session.jobs] });
+    this.ctx.kick();
+  }
+
+  /** Progress of a current attempt; reports of stale attempts are dropped. */
+  onProgress(_session: AgentSession, r: JobProgressReport): void {
+    const j = this.#current(r.jobId, r.token);
+    if (!j) return;
+    this.ctx.progress.set(j.id, nextProgress(this.ctx.progress.get(j.id), r, this.ctx.now()));
+    this.ctx.emit("progress", j.id);
+  }
+
+  /** An attempt's result. False when its token is stale (the report is ignored). */
+  onOutcome(session: AgentSession, o: JobOutcome): boolean {
+    session.jobs.delete(o.jobId);
+    const j = this.#current(o.jobId, o.token);
+    if (!j) {
+      this.ctx.log.warn("ignored the outcome of a stale attempt", { job: o.jobId, agent: session.agentId });
+      return false;
+    }
+    if (o.code === Status.OK) succeeded(this.ctx, j, o);
+    else if (j.cancelRequested || o.code === Status.CANCELLED) {
+      const message = j.cancelRequested ? "cancelled" : o.message;
+      finish(this.ctx, j, JobState.JOB_STATE_CANCELLED, Status.CANCELLED, message);
+    } else attemptFailed(this.ctx, j, o.code as Status, o.message);
+    this.ctx.kick();
+    return true;
+  }
+
+  /** The running job whose current lease has this token. */
+  #current(jobId: string, token: string): JobRecord | undefined {
+    const j = this.ctx.catalog.getJob(jobId);
+    return j?.state === JobState.JOB_STATE_RUNNING && j.lease?.token === token ? j : undefined;
+  }
+
+  /** Renews each listed lease that is current (now held by `session`); returns the tokens of the others. */
+  #renew(session: AgentSession, leases: HeldLease[], onRenewed: (j: JobRecord, l: HeldLease) => void): string[] {
+    const revoked: string[] = [];
+    const until = this.ctx.now() + this.ctx.cfg.leaseTtlMs;
+    for (const l of leases) {
+      const j = this.#current(l.jobId, l.token);
+      if (!j?.lease) {
+        revoked.push(l.token);
+        continue;
+      }
+      j.lease.agentId = session.agentId;
+      j.lease.expiresAt = until;
+      this.ctx.catalog.updateJob(j);
+      session.jobs.add(j.id);
+      onRenewed(j, l);
+    }
+    return revoked;
+  }
+}
+
+/** Remembers a dead agent's Ceph client for the next attempt to blocklist (the caller saves the job). */
+function fence(j: JobRecord, addrs: string | undefined): void {
+  if (!addrs) return;
+  j.fence = [...new Set([...(j.fence ?? []), addrs])];
+}

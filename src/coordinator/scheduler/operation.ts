@@ -1,0 +1,100 @@
+/**
+ * Job → request: what the agent runs for one attempt, built from the catalog when the lease is issued
+ * (so a retry sees the catalog as it is then). Chain policy lives here: a backup must not prune the
+ * source snapshots that other chains of the same volume start their next incremental from.
+ */
+import type { BackupRequest, DeleteBackupDataRequest, RestoreRequest } from "../../gen/rbdbackup/v1/agent";
+import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
+import type { Lease as LeaseMsg } from "../../gen/rbdbackup/v1/session";
+import type { Catalog } from "../catalog/catalog";
+import type { Backup, JobRecord } from "../model";
+import type { AgentSession } from "../sessions";
+
+type Operation = NonNullable<LeaseMsg["operation"]>;
+type PeerRef = BackupRequest["destination"];
+type Located = Backup & { location: NonNullable<Backup["location"]>; volume: NonNullable<Backup["volume"]> };
+
+/** The request the agent runs for this attempt; throws when the job's backup is not in the catalog. */
+export function leaseOperation(catalog: Catalog, j: JobRecord, peer: AgentSession | null): Operation {
+  const b = catalog.getBackup(j.backupId);
+  if (!b?.location || !b.volume) throw new Error(`backup ${j.backupId} is not in the catalog`);
+  const located = b as Located;
+  const peerRef: PeerRef = peer
+    ? { address: peer.info.transferAddress, clusterFsid: peer.info.clusterFsid }
+    : { address: "", clusterFsid: "" };
+  const op = j.operation;
+  if (op.kind === "backup") {
+    return { $case: "backup", value: backupRequest(located, j, op, peerRef, keepSnapshots(catalog, located)) };
+  }
+  if (op.kind === "restore") return { $case: "restore", value: restoreRequest(located, j, op, peerRef) };
+  return { $case: "delete", value: deleteRequest(located, j) };
+}
+
+function backupRequest(
+  b: Located,
+  j: JobRecord,
+  op: Extract<JobRecord["operation"], { kind: "backup" }>,
+  destination: PeerRef,
+  keep: string[],
+): BackupRequest {
+  const v = b.volume;
+  return {
+    backupId: b.id,
+    source: { $case: "volume", value: { pool: v.pool, namespace: v.namespace, image: v.image } },
+    sourceName: "",
+    destination,
+    destinationPool: b.location.pool,
+    destinationNamespace: b.location.namespace,
+    mode: op.mode,
+    volumeId: b.volumeId,
+    volumeMetadata: b.volumeMetadata,
+    maxSnapshots: op.maxSnapshots,
+    keepSnapshots: keep,
+    jobId: j.id,
+  };
+}
+
+function restoreRequest(
+  b: Located,
+  j: JobRecord,
+  op: Extract<JobRecord["operation"], { kind: "restore" }>,
+  targetAgent: PeerRef,
+): RestoreRequest {
+  return {
+    backupId: b.id,
+    backupPool: b.location.pool,
+    backupNamespace: b.location.namespace,
+    baseImage: b.baseImage,
+    snapshot: b.snapshot,
+    targetAgent,
+    target: { pool: op.target.pool, namespace: op.target.namespace, image: op.target.image },
+    mode: op.mode,
+    jobId: j.id,
+  };
+}
+
+function deleteRequest(b: Located, j: JobRecord): DeleteBackupDataRequest {
+  return {
+    backupId: b.id,
+    pool: b.location.pool,
+    namespace: b.location.namespace,
+    baseImage: b.baseImage,
+    jobId: j.id,
+  };
+}
+
+/**
+ * Source snapshots the backup must not prune: the newest snapshot of every other chain of the volume
+ * (backups of it kept in other pools or clusters), which their next incremental starts from.
+ */
+export function keepSnapshots(catalog: Catalog, b: Located): string[] {
+  const v = b.volume;
+  const here = `${b.location.cluster}/${b.location.pool}/${b.location.namespace}`;
+  const newest = new Map<string, string>();
+  for (const o of catalog.backupsOfVolume(v.cluster, v.pool, v.namespace, v.image)) {
+    if (o.status !== BackupStatus.BACKUP_STATUS_AVAILABLE || !o.location || !o.snapshot) continue;
+    const loc = `${o.location.cluster}/${o.location.pool}/${o.location.namespace}`;
+    if (loc !== here) newest.set(loc, o.snapshot);
+  }
+  return [...newest.values()];
+}

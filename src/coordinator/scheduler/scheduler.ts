@@ -1,0 +1,121 @@
+/**
+ * The scheduler owns job state after creation: the queue, leases, retries and limits. This class is a
+ * façade over its parts, so that the API, the session service and the metrics see one object:
+ *
+ *  - dispatcher.ts: which queued job starts now, where (locks, per-cluster and per-agent limits);
+ *  - lease-broker.ts: leases issued, renewed, expired and claimed again; token checks; fencing;
+ *  - transitions.ts: every change of a job's state (retries with backoff, finish, success, cancel);
+ *  - operation.ts: the request an attempt runs, with the chain policy; progress.ts: live progress.
+ *
+ * Everything is level-triggered: tick() compares the catalog with the connected agents and converges;
+ * it runs on a timer and whenever something changed, and every step is safe to repeat. Time and
+ * randomness come from the deps, so a test drives the clock and calls tick() itself.
+ */
+import { EventEmitter } from "node:events";
+import type { HeldLease, JobOutcome, JobProgressReport } from "../../gen/rbdbackup/v1/session";
+import type { JobRecord } from "../model";
+import type { AgentSession } from "../sessions";
+import type { SchedulerContext, SchedulerDeps, SchedulerEvents } from "./context";
+import { Dispatcher } from "./dispatcher";
+import { type RunningCounts, runningCounts } from "./jobs";
+import { LeaseBroker } from "./lease-broker";
+import type { LiveProgress } from "./progress";
+import { cancel } from "./transitions";
+
+export class Scheduler extends EventEmitter<SchedulerEvents> {
+  readonly progress = new Map<string, LiveProgress>();
+  readonly cfg: SchedulerDeps["cfg"];
+  readonly #ctx: SchedulerContext;
+  readonly #broker: LeaseBroker;
+  readonly #dispatcher: Dispatcher;
+  #timer: NodeJS.Timeout | null = null;
+  #kicked = false;
+  #stopped = false;
+
+  constructor(deps: SchedulerDeps) {
+    super();
+    this.setMaxListeners(0);
+    this.cfg = deps.cfg;
+    this.#ctx = {
+      catalog: deps.catalog,
+      sessions: deps.sessions,
+      cfg: deps.cfg,
+      log: deps.log,
+      now: deps.now ?? Date.now,
+      random: deps.random ?? Math.random,
+      progress: this.progress,
+      // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's typed emit cannot take a generic event
+      emit: (event, ...args) => this.emit(event, ...(args as any)),
+      kick: () => this.kick(),
+    };
+    this.#broker = new LeaseBroker(this.#ctx);
+    this.#dispatcher = new Dispatcher(this.#ctx, this.#broker);
+  }
+
+  /** After a restart: running jobs get one lease time for their agents to reconnect and claim them. */
+  start(): void {
+    this.#broker.recover();
+    this.#timer = setInterval(() => this.tick(), this.cfg.tickMs);
+    this.kick();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+  }
+
+  /** Runs tick() soon (coalesced). */
+  kick(): void {
+    if (this.#kicked || this.#stopped) return;
+    this.#kicked = true;
+    setImmediate(() => {
+      this.#kicked = false;
+      this.tick();
+    });
+  }
+
+  /** One pass: expired leases fail their attempts, then queued jobs start where they may. */
+  tick(): void {
+    if (this.#stopped) return;
+    try {
+      const jobs = this.#ctx.catalog.activeJobs();
+      this.#broker.expire(jobs);
+      this.#dispatcher.dispatch(jobs);
+    } catch (err) {
+      this.#ctx.log.error("scheduler tick failed", { err });
+    }
+  }
+
+  /** Running jobs by cluster (each job counts on every cluster it touches) and by agent. */
+  runningCounts(jobs: JobRecord[]): RunningCounts {
+    return runningCounts(jobs);
+  }
+
+  /** Cancels a job: at once when queued; a running one is asked to stop and ends when its agent reports. */
+  cancel(j: JobRecord): JobRecord {
+    return cancel(this.#ctx, j);
+  }
+
+  // ---- agent reports (see lease-broker.ts) ----
+
+  onRegister(session: AgentSession, leases: HeldLease[], previousClientAddrs = ""): string[] {
+    return this.#broker.onRegister(session, leases, previousClientAddrs);
+  }
+
+  onHeartbeat(session: AgentSession, leases: HeldLease[]): string[] {
+    return this.#broker.onHeartbeat(session, leases);
+  }
+
+  onProgress(session: AgentSession, r: JobProgressReport): void {
+    this.#broker.onProgress(session, r);
+  }
+
+  onOutcome(session: AgentSession, o: JobOutcome): boolean {
+    return this.#broker.onOutcome(session, o);
+  }
+
+  onDisconnect(session: AgentSession): void {
+    this.#broker.onDisconnect(session);
+  }
+}

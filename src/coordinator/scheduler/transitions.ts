@@ -1,0 +1,164 @@
+/**
+ * Job state transitions, the only code that moves a job between states once it exists:
+ *
+ *   QUEUED ─lease─▶ RUNNING ─ok─▶ SUCCEEDED          (the backup becomes AVAILABLE / DELETED)
+ *                      │ transient failure, attempts left ─▶ QUEUED after a backoff with jitter
+ *                      │ other failure, or attempts spent  ─▶ FAILED (a backup being made → FAILED)
+ *                      └ cancel requested                  ─▶ CANCELLED when the agent reports
+ *   QUEUED ─cancel─▶ CANCELLED at once
+ *
+ * Every change is saved in the catalog and announced as a "job" event ("finished" for final states).
+ */
+import { Status } from "nice-grpc-common";
+import { backoffDelay } from "../../common/retry";
+import { BackupResult, DeleteBackupDataResult, RestoreResult } from "../../gen/rbdbackup/v1/agent";
+import { BackupStatus, JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
+import type { JobOutcome } from "../../gen/rbdbackup/v1/session";
+import { type Backup, type JobRecord, volumeLabel } from "../model";
+import type { SchedulerContext } from "./context";
+import { isFinal, isTransient } from "./jobs";
+
+/** Announces a change; a final job also leaves the live progress. */
+export function changed(ctx: SchedulerContext, j: JobRecord): void {
+  ctx.emit("job", j.id);
+  if (isFinal(j.state)) {
+    ctx.progress.delete(j.id);
+    ctx.emit("finished", j);
+  }
+}
+
+/** Records why a queued job is not running yet (saved only when the reason changes). */
+export function wait(ctx: SchedulerContext, j: JobRecord, reason: string): void {
+  if (j.waitingReason === reason) return;
+  j.waitingReason = reason;
+  ctx.catalog.updateJob(j);
+  changed(ctx, j);
+}
+
+export const retryReason = (at: number): string => `retrying after a failed attempt at ${new Date(at).toISOString()}`;
+
+/** An attempt failed: queued again after a backoff when the failure is transient and attempts remain. */
+export function attemptFailed(ctx: SchedulerContext, j: JobRecord, code: Status, message: string): void {
+  j.errorCode = Status[code] ?? String(code);
+  j.errorMessage = message;
+  j.lease = null;
+  if (j.cancelRequested) finish(ctx, j, JobState.JOB_STATE_CANCELLED, Status.CANCELLED, "cancelled");
+  else if (isTransient(code) && j.attempts < j.maxAttempts) requeue(ctx, j, message);
+  else finish(ctx, j, JobState.JOB_STATE_FAILED, code, message);
+}
+
+function requeue(ctx: SchedulerContext, j: JobRecord, message: string): void {
+  const { backoffBaseMs: baseMs, backoffMaxMs: maxMs } = ctx.cfg;
+  j.nextAttemptAt = ctx.now() + backoffDelay(j.attempts, { baseMs, maxMs, jitter: 1 }, ctx.random);
+  j.state = JobState.JOB_STATE_QUEUED;
+  j.waitingReason = retryReason(j.nextAttemptAt);
+  ctx.catalog.updateJob(j);
+  ctx.log.warn("attempt failed, retrying", { job: j.id, attempt: j.attempts, code: j.errorCode, message });
+  ctx.progress.delete(j.id);
+  ctx.emit("retry", j, j.errorCode);
+  changed(ctx, j);
+}
+
+/** Ends a job (FAILED or CANCELLED here) and puts its backup in the matching state. */
+export function finish(ctx: SchedulerContext, j: JobRecord, state: JobState, code: Status, message: string): void {
+  ctx.catalog.transaction(() => {
+    j.state = state;
+    j.finishedAt = ctx.now();
+    j.lease = null;
+    j.waitingReason = "";
+    if (state !== JobState.JOB_STATE_SUCCEEDED) {
+      j.errorCode = Status[code] ?? String(code);
+      j.errorMessage = message;
+    }
+    ctx.catalog.updateJob(j);
+    if (state !== JobState.JOB_STATE_SUCCEEDED) backupAfterFailure(ctx, j, state, message);
+  });
+  ctx.log.info("job finished", { job: j.id, state: JobState[state], code: j.errorCode, message: j.errorMessage });
+  changed(ctx, j);
+}
+
+/** A backup being made failed with its job; a backup being deleted is available again. */
+function backupAfterFailure(ctx: SchedulerContext, j: JobRecord, state: JobState, message: string): void {
+  const b = ctx.catalog.getBackup(j.backupId);
+  if (!b) return;
+  if (j.operation.kind === "backup") {
+    b.status = BackupStatus.BACKUP_STATUS_FAILED;
+    b.error = state === JobState.JOB_STATE_CANCELLED ? "cancelled" : `${j.errorCode}: ${message}`;
+    b.completedAt = new Date(ctx.now());
+    ctx.catalog.updateBackup(b);
+  } else if (j.operation.kind === "delete" && b.status === BackupStatus.BACKUP_STATUS_DELETING) {
+    b.status = BackupStatus.BACKUP_STATUS_AVAILABLE;
+    ctx.catalog.updateBackup(b);
+  }
+}
+
+/** The agent reported success: the backup takes the result, the job is SUCCEEDED. */
+export function succeeded(ctx: SchedulerContext, j: JobRecord, o: JobOutcome): void {
+  const r = o.result;
+  ctx.catalog.transaction(() => {
+    const b = ctx.catalog.getBackup(j.backupId);
+    if (r?.$case === "backup" && b) {
+      backupMade(ctx, b, r.value);
+      j.warnings = r.value.warnings;
+      j.result = BackupResult.toJSON(r.value);
+    } else if (r?.$case === "delete" && b) {
+      b.status = BackupStatus.BACKUP_STATUS_DELETED;
+      b.warnings = r.value.warnings;
+      ctx.catalog.updateBackup(b);
+      j.warnings = r.value.warnings;
+      j.result = DeleteBackupDataResult.toJSON(r.value);
+    } else if (r?.$case === "restore") {
+      j.result = RestoreResult.toJSON(r.value);
+      j.warnings = r.value.warnings;
+    }
+    j.state = JobState.JOB_STATE_SUCCEEDED;
+    j.finishedAt = ctx.now();
+    j.lease = null;
+    j.waitingReason = "";
+    j.errorCode = "";
+    j.errorMessage = "";
+    ctx.catalog.updateJob(j);
+  });
+  ctx.log.info("job succeeded", { job: j.id, kind: JobKind[j.kind], volume: volumeLabel(j.volume) });
+  changed(ctx, j);
+}
+
+function backupMade(ctx: SchedulerContext, b: Backup, x: BackupResult): void {
+  Object.assign(b, {
+    status: BackupStatus.BACKUP_STATUS_AVAILABLE,
+    baseImage: x.baseImage,
+    snapshot: x.snapshot,
+    incremental: x.incremental,
+    parentSnapshot: x.parentSnapshot,
+    forcedFullReason: x.forcedFullReason,
+    sizeBytes: x.imageSize,
+    dataBytesSent: x.dataBytesSent,
+    zeroBytes: x.zeroBytes,
+    transferSeconds: x.seconds,
+    locationFsid: x.destinationFsid,
+    completedAt: new Date(ctx.now()),
+    warnings: x.warnings,
+    error: "",
+  } satisfies Partial<Backup>);
+  if (b.location) b.location.pool = x.destinationPool || b.location.pool;
+  ctx.catalog.updateBackup(b);
+}
+
+/** Cancels a job: at once when queued; a running one is asked to stop and ends when its agent reports. */
+export function cancel(ctx: SchedulerContext, j: JobRecord): JobRecord {
+  if (j.state === JobState.JOB_STATE_QUEUED) {
+    finish(ctx, j, JobState.JOB_STATE_CANCELLED, Status.CANCELLED, "cancelled");
+  } else if (j.state === JobState.JOB_STATE_RUNNING && !j.cancelRequested) {
+    j.cancelRequested = true;
+    ctx.catalog.updateJob(j);
+    const lease = j.lease;
+    if (lease) {
+      ctx.sessions
+        .get(lease.agentId)
+        ?.send({ $case: "cancel", value: { jobId: j.id, token: lease.token, reason: "cancelled by a user" } });
+    }
+    changed(ctx, j);
+  }
+  ctx.kick();
+  return j;
+}

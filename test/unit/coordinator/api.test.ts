@@ -1,0 +1,329 @@
+/**
+ * The BackupService's admission without Ceph: the real handlers and error middleware on a gRPC server
+ * on 127.0.0.1:0, an in-memory catalog, fake agents answering the probes, and a stopped scheduler (jobs
+ * stay QUEUED). Asserts the exact status each bad request gets and the field its message names.
+ */
+import assert from "node:assert/strict";
+import { after, afterEach, before, beforeEach, describe, it } from "node:test";
+import { ChannelCredentials } from "@grpc/grpc-js";
+import {
+  type Channel,
+  type Client,
+  ClientError,
+  createChannel,
+  createClient,
+  createServer,
+  type Server,
+} from "nice-grpc";
+import { Status } from "nice-grpc-common";
+import { AppError } from "../../../src/common/errors";
+import { backupService, errorStatus } from "../../../src/coordinator/api/service";
+import type { Catalog } from "../../../src/coordinator/catalog/catalog";
+import type { CallRequest } from "../../../src/coordinator/sessions";
+import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
+import {
+  BackupServiceDefinition,
+  BackupStatus,
+  type CreateBackupRequest,
+  JobState,
+} from "../../../src/gen/rbdbackup/v1/backup_service";
+import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
+import { backupResult, Harness, newBackup, vol } from "./harness";
+
+type Api = Client<typeof BackupServiceDefinition>;
+
+/** What the fake clusters hold: pools and images (name → size). */
+const CLUSTERS: Record<string, { pools: string[]; images: Record<string, number> }> = {
+  a: { pools: ["rbd"], images: { v1: 1 << 20, v2: 1 << 20, empty: 0, taken: 1 << 20 } },
+  b: { pools: ["backups"], images: {} },
+};
+
+function clusterAnswer(cluster: string) {
+  return (req: CallRequest): Answer => {
+    const c = CLUSTERS[cluster] ?? { pools: [], images: {} };
+    if (req.$case !== "probe") return new AppError(Status.UNIMPLEMENTED, req.$case);
+    const q = req.value;
+    const size = q.image ? c.images[q.image.image] : undefined;
+    const value = {
+      missingPools: q.pools.filter((p) => !c.pools.includes(p)),
+      missingNamespaces: q.namespaces.map((n) => n.namespace),
+      imageExists: size !== undefined,
+      imageSize: size ?? 0,
+      imageSnapshots: [],
+    };
+    return { $case: "probe", value };
+  };
+}
+
+const request = (o: Partial<CreateBackupRequest> = {}): Partial<CreateBackupRequest> => ({
+  volume: vol("v1"),
+  location: { cluster: "b", pool: "", namespace: "" },
+  mode: BackupMode.BACKUP_MODE_AUTO,
+  ...o,
+});
+
+/** Awaits a call that must fail; returns its status and message. */
+async function refused(p: Promise<unknown>): Promise<{ code: Status; details: string }> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(e instanceof ClientError, `expected a gRPC error, got ${e}`);
+    return { code: e.code, details: e.details };
+  }
+  assert.fail("the call succeeded");
+}
+
+async function assertStatus(p: Promise<unknown>, code: Status, message: RegExp): Promise<void> {
+  const e = await refused(p);
+  assert.equal(Status[e.code], Status[code], e.details);
+  assert.match(e.details, message);
+}
+
+describe("BackupService admission", () => {
+  let h: Harness;
+  let catalog: Catalog;
+  let server: Server;
+  let channel: Channel;
+  let api: Api;
+  let a1: FakeAgentSession;
+  /** Set by a test to make the catalog fail (an internal error). */
+  let breakCatalog = false;
+
+  before(async () => {
+    h = new Harness();
+    h.scheduler.stop();
+    catalog = new Proxy(h.catalog, {
+      get(target, prop, receiver) {
+        if (prop === "getJob" && breakCatalog) return () => assert.fail("disk on fire");
+        const v = Reflect.get(target, prop, receiver);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+    const deps = { catalog, sessions: h.sessions, scheduler: h.scheduler, log: h.log, maxAttempts: 3 };
+    server = createServer();
+    server.with(errorStatus(h.log)).add(BackupServiceDefinition, backupService(deps));
+    const port = await server.listen("127.0.0.1:0");
+    channel = createChannel(`127.0.0.1:${port}`, ChannelCredentials.createInsecure());
+    api = createClient(BackupServiceDefinition, channel);
+    a1 = h.connect("a1", "a");
+    a1.answer = clusterAnswer("a");
+    h.connect("b1", "b").answer = clusterAnswer("b");
+    h.catalog.upsertAgent({ ...a1.info, agentId: "z1", clusterName: "z" }); // known, never connected
+  });
+  after(async () => {
+    channel.close();
+    await server.shutdown();
+    h.close();
+  });
+  beforeEach(() => {
+    breakCatalog = false;
+  });
+  afterEach(() => {
+    breakCatalog = false;
+  });
+
+  describe("bad input is INVALID_ARGUMENT naming the field", () => {
+    const cases: Array<[string, Partial<CreateBackupRequest>, RegExp]> = [
+      ["no volume", { volume: undefined }, /^volume is required$/],
+      ["a pool with a slash", { volume: { ...vol("v1"), pool: "r/bd" } }, /^volume\.pool "r\/bd" is not a valid name/],
+      ["no image", { volume: { ...vol("v1"), image: "" } }, /^volume\.image is required$/],
+      ["a bad cluster name", { volume: { ...vol("v1"), cluster: "-x" } }, /^volume\.cluster "-x" must be/],
+      ["no location", { location: undefined }, /^location is required$/],
+      [
+        "a namespace without a pool",
+        { location: { cluster: "b", pool: "", namespace: "ns" } },
+        /location\.namespace needs location\.pool/,
+      ],
+      ["an unknown mode", { mode: 42 as BackupMode }, /^mode: unknown value 42/],
+      ["a bad idempotency key", { idempotencyKey: "not ok" }, /^idempotency_key must be/],
+      ["too many snapshots", { maxSnapshots: 5000 }, /^max_snapshots 5000 is above 1000/],
+      ["an empty metadata key", { volumeMetadata: { "": "x" } }, /volume_metadata keys must not be empty/],
+    ];
+    for (const [what, o, message] of cases) {
+      it(`CreateBackup with ${what}`, () =>
+        assertStatus(api.createBackup(request(o)), Status.INVALID_ARGUMENT, message));
+    }
+
+    it("ids, page sizes and page tokens of the other methods", async () => {
+      await assertStatus(
+        api.getJob({ jobId: "nope" }),
+        Status.INVALID_ARGUMENT,
+        /^job_id "nope" must be a lowercase UUID/,
+      );
+      await assertStatus(api.getBackup({ backupId: "" }), Status.INVALID_ARGUMENT, /^backup_id is required/);
+      await assertStatus(api.listBackups({ pageSize: 5000 }), Status.INVALID_ARGUMENT, /^page_size 5000/);
+      await assertStatus(api.listJobs({ pageToken: "garbage" }), Status.INVALID_ARGUMENT, /page_token/);
+      await assertStatus(
+        api.restoreBackup({ backupId: crypto.randomUUID(), target: undefined }),
+        Status.INVALID_ARGUMENT,
+        /^target is required/,
+      );
+      await assertStatus(
+        api.importBackupRecord({ record: { version: 2, backup: newBackup(vol("v1"), "b", 0) } }),
+        Status.INVALID_ARGUMENT,
+        /^record\.version 2 is not supported/,
+      );
+    });
+
+    it("WatchJob refuses a bad id with the same status (through the streaming path)", async () => {
+      const watch = async () => {
+        for await (const _ of api.watchJob({ jobId: "x" })) assert.fail("no event expected");
+      };
+      await assertStatus(watch(), Status.INVALID_ARGUMENT, /^job_id "x"/);
+    });
+  });
+
+  describe("clusters and volumes", () => {
+    it("an unknown cluster is NOT_FOUND naming the field", async () => {
+      await assertStatus(
+        api.createBackup(request({ volume: vol("v1", "nowhere") })),
+        Status.NOT_FOUND,
+        /^volume\.cluster: cluster nowhere is unknown/,
+      );
+      await assertStatus(
+        api.createBackup(request({ location: { cluster: "nowhere", pool: "", namespace: "" } })),
+        Status.NOT_FOUND,
+        /^location\.cluster: cluster nowhere is unknown/,
+      );
+    });
+
+    it("a known cluster with no agent connected is UNAVAILABLE", () =>
+      assertStatus(
+        api.createBackup(request({ volume: vol("v1", "z") })),
+        Status.UNAVAILABLE,
+        /no agent of cluster z is connected/,
+      ));
+
+    it("what the agents do not find is NOT_FOUND; an empty volume FAILED_PRECONDITION", async () => {
+      await assertStatus(
+        api.createBackup(request({ location: { cluster: "b", pool: "nopool", namespace: "" } })),
+        Status.NOT_FOUND,
+        /^location\.pool: pool nopool not found on cluster b/,
+      );
+      await assertStatus(
+        api.createBackup(request({ location: { cluster: "b", pool: "backups", namespace: "ns" } })),
+        Status.NOT_FOUND,
+        /^location\.namespace: RBD namespace ns not found on cluster b/,
+      );
+      await assertStatus(
+        api.createBackup(request({ volume: vol("ghost") })),
+        Status.NOT_FOUND,
+        /^volume a\/rbd\/ghost not found/,
+      );
+      await assertStatus(api.createBackup(request({ volume: vol("empty") })), Status.FAILED_PRECONDITION, /has size 0/);
+    });
+
+    it("INCREMENTAL without a parent backup in that location is FAILED_PRECONDITION", () =>
+      assertStatus(
+        api.createBackup(request({ mode: BackupMode.BACKUP_MODE_INCREMENTAL })),
+        Status.FAILED_PRECONDITION,
+        /^mode INCREMENTAL: no available backup of a\/rbd\/v1 in b\/backups/,
+      ));
+  });
+
+  describe("jobs", () => {
+    it("a good request queues a job and a CREATING backup in the agent's default backup pool", async () => {
+      const j = await api.createBackup(request({ volume: vol("v2") }));
+      assert.equal(j.state, JobState.JOB_STATE_QUEUED);
+      assert.equal(j.maxAttempts, 3);
+      const b = h.backup(j.backupId);
+      assert.equal(b.status, BackupStatus.BACKUP_STATUS_CREATING);
+      assert.equal(b.location?.pool, "backups");
+      assert.equal(b.jobId, j.id);
+      await api.cancelJob({ jobId: j.id });
+    });
+
+    it("an idempotency key returns the same job; reused for another request, ALREADY_EXISTS naming the job", async () => {
+      const meta = { x: "1", y: "2" };
+      const first = await api.createBackup(request({ idempotencyKey: "k-1", volumeMetadata: meta }));
+      const again = await api.createBackup(request({ idempotencyKey: "k-1", volumeMetadata: { y: "2", x: "1" } }));
+      assert.equal(again.id, first.id, "metadata order does not matter");
+      await assertStatus(
+        api.createBackup(request({ idempotencyKey: "k-1", volume: vol("v2") })),
+        Status.ALREADY_EXISTS,
+        new RegExp(`^idempotency_key "k-1" was used for a different request \\(job ${first.id}\\)`),
+      );
+      await api.cancelJob({ jobId: first.id });
+    });
+
+    it("CancelJob ends a queued job at once; a finished job cannot be cancelled; WatchJob ends with it", async () => {
+      const j = await api.createBackup(request());
+      const events: JobState[] = [];
+      const watching = (async () => {
+        for await (const e of api.watchJob({ jobId: j.id })) if (e.job) events.push(e.job.state);
+      })();
+      const c = await api.cancelJob({ jobId: j.id });
+      assert.equal(c.state, JobState.JOB_STATE_CANCELLED);
+      await watching;
+      assert.equal(events.at(-1), JobState.JOB_STATE_CANCELLED);
+      await assertStatus(
+        api.cancelJob({ jobId: j.id }),
+        Status.FAILED_PRECONDITION,
+        /has already finished \(JOB_STATE_CANCELLED\)/,
+      );
+      await assertStatus(api.getJob({ jobId: crypto.randomUUID() }), Status.NOT_FOUND, /^job .* not found/);
+    });
+
+    it("restore and delete check the backup's state and the target", async () => {
+      const ready = newBackup(vol("v1"), "b", h.t);
+      const made = backupResult(ready.id);
+      Object.assign(ready, {
+        baseImage: made.baseImage,
+        snapshot: made.snapshot,
+        status: BackupStatus.BACKUP_STATUS_AVAILABLE,
+      });
+      h.catalog.insertBackup(ready);
+      const creating = newBackup(vol("v1"), "b", h.t);
+      h.catalog.insertBackup(creating);
+      const restore = (backupId: string, image: string, mode = RestoreMode.RESTORE_MODE_NEW) =>
+        api.restoreBackup({ backupId, target: vol(image), mode });
+      await assertStatus(restore(crypto.randomUUID(), "new"), Status.NOT_FOUND, /^backup .* not found/);
+      await assertStatus(
+        restore(creating.id, "new"),
+        Status.FAILED_PRECONDITION,
+        /is BACKUP_STATUS_CREATING; only an available/,
+      );
+      await assertStatus(restore(ready.id, "taken"), Status.ALREADY_EXISTS, /^target a\/rbd\/taken exists/);
+      await assertStatus(
+        restore(ready.id, "gone", RestoreMode.RESTORE_MODE_ORIGINAL),
+        Status.NOT_FOUND,
+        /^target a\/rbd\/gone not found/,
+      );
+      const r = await restore(ready.id, "fresh");
+      await assertStatus(restore(ready.id, "fresh"), Status.FAILED_PRECONDITION, new RegExp(`in use by job ${r.id}`));
+      await assertStatus(
+        api.deleteBackup({ backupId: ready.id }),
+        Status.FAILED_PRECONDITION,
+        new RegExp(`QUEUED JOB_KIND_RESTORE job ${r.id}`),
+      );
+      await api.cancelJob({ jobId: r.id });
+      const d = await api.deleteBackup({ backupId: ready.id });
+      assert.equal(h.backup(ready.id).status, BackupStatus.BACKUP_STATUS_DELETING);
+      await api.cancelJob({ jobId: d.id });
+    });
+
+    it("ListAgents shows which agents are connected", async () => {
+      const { agents } = await api.listAgents({});
+      assert.deepEqual(
+        agents.map((a) => [a.agentId, a.connected]),
+        [
+          ["a1", true],
+          ["b1", true],
+          ["z1", false],
+        ],
+      );
+    });
+  });
+
+  it("an unexpected failure is INTERNAL with a generic message; the details go to the log", async () => {
+    breakCatalog = true;
+    await assertStatus(
+      api.getJob({ jobId: crypto.randomUUID() }),
+      Status.INTERNAL,
+      /^internal error \(see the server's log\)$/,
+    );
+    const line = h.log.lines.findLast((l) => l.level === "error");
+    assert.equal(line?.msg, "/rbdbackup.v1.BackupService/GetJob failed");
+    assert.match(String((line?.fields?.err as Error)?.message), /disk on fire/);
+  });
+});

@@ -1,0 +1,255 @@
+/**
+ * The coordinator's logic without Ceph: an in-memory SQLite catalog (the real SqliteCatalog), the real
+ * Sessions registry holding fake agent sessions, a scheduler whose clock and randomness the test drives,
+ * and a log that keeps what was logged. Nothing here waits: a test moves the clock and calls tick().
+ */
+import { randomUUID } from "node:crypto";
+import { Status } from "nice-grpc-common";
+import { backupSnapName, baseImageName } from "../../../src/common/ids";
+import type { Logger } from "../../../src/common/log";
+import { Admission } from "../../../src/coordinator/api/admission";
+import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
+import type { Backup, JobRecord } from "../../../src/coordinator/model";
+import { lockOfBackup, lockOfVolume, Scheduler, type SchedulerConfig } from "../../../src/coordinator/scheduler";
+import { Sessions } from "../../../src/coordinator/sessions";
+import { BackupMode, type BackupResult, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
+import { BackupStatus, JobKind, type VolumeRef } from "../../../src/gen/rbdbackup/v1/backup_service";
+import type { JobOutcome } from "../../../src/gen/rbdbackup/v1/session";
+import { agentRecord, FakeAgentSession, fsidOf } from "../../helpers/fake-agent";
+
+export interface LogLine {
+  level: string;
+  msg: string;
+  fields?: Record<string, unknown>;
+}
+
+export function memoryLogger(lines: LogLine[] = []): Logger & { lines: LogLine[] } {
+  const at =
+    (level: string) =>
+    (msg: string, fields?: Record<string, unknown>): void => {
+      lines.push({ level, msg, fields });
+    };
+  const log = {
+    lines,
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warn"),
+    error: at("error"),
+    child: () => log,
+  };
+  return log;
+}
+
+export const testConfig: SchedulerConfig = {
+  leaseTtlMs: 15_000,
+  heartbeatIntervalMs: 3_000,
+  maxAttempts: 3,
+  backoffBaseMs: 1_000,
+  backoffMaxMs: 60_000,
+  perClusterLimit: 4,
+  tickMs: 60_000,
+};
+
+export const vol = (image: string, cluster = "a", pool = "rbd"): VolumeRef => ({ cluster, pool, namespace: "", image });
+
+export class Harness {
+  /** Epoch ms of the fake clock. */
+  t = Date.UTC(2026, 11, 1);
+  /** Jitter input: 0.5 makes every backoff exactly base·2^(attempt-1). */
+  rnd = 0.5;
+  readonly log = memoryLogger();
+  readonly catalog: SqliteCatalog;
+  readonly sessions = new Sessions();
+  readonly cfg: SchedulerConfig;
+  scheduler: Scheduler;
+  readonly admission: Admission;
+
+  constructor(cfg: Partial<SchedulerConfig> = {}, catalog = new SqliteCatalog(":memory:")) {
+    this.cfg = { ...testConfig, ...cfg };
+    this.catalog = catalog;
+    this.scheduler = this.newScheduler();
+    this.admission = new Admission({
+      catalog: this.catalog,
+      sessions: this.sessions,
+      scheduler: this.scheduler,
+      log: this.log,
+      maxAttempts: this.cfg.maxAttempts,
+    });
+  }
+
+  /** A scheduler on this harness's catalog, agents and clock (a second one plays the restarted coordinator). */
+  newScheduler(): Scheduler {
+    return new Scheduler({
+      catalog: this.catalog,
+      sessions: this.sessions,
+      cfg: this.cfg,
+      log: this.log,
+      now: () => this.t,
+      random: () => this.rnd,
+    });
+  }
+
+  advance(ms: number): void {
+    this.t += ms;
+  }
+
+  tick(): void {
+    this.scheduler.tick();
+  }
+
+  close(): void {
+    this.scheduler.stop();
+    this.catalog.close();
+  }
+
+  /** An agent of `cluster` registers (known to the catalog) and connects (its session is live). */
+  connect(agentId: string, cluster: string, capacity = 4): FakeAgentSession {
+    const rec = agentRecord(agentId, cluster, { capacity, lastSeen: this.t });
+    this.catalog.upsertAgent(rec);
+    const s = new FakeAgentSession(rec);
+    this.sessions.add(s);
+    return s;
+  }
+
+  disconnect(s: FakeAgentSession): void {
+    if (this.sessions.remove(s)) this.scheduler.onDisconnect(s);
+  }
+
+  job(id: string): JobRecord {
+    const j = this.catalog.getJob(id);
+    if (!j) throw new Error(`job ${id} not in the catalog`);
+    return j;
+  }
+
+  backup(id: string): Backup {
+    const b = this.catalog.getBackup(id);
+    if (!b) throw new Error(`backup ${id} not in the catalog`);
+    return b;
+  }
+
+  /** A queued BACKUP job of `v` into `destCluster`/backups, with its CREATING backup. */
+  queueBackup(v: VolumeRef, destCluster = "b"): JobRecord {
+    const backup = newBackup(v, destCluster, this.t);
+    const job = this.#job({
+      kind: JobKind.JOB_KIND_BACKUP,
+      backupId: backup.id,
+      volume: v,
+      operation: { kind: "backup", mode: BackupMode.BACKUP_MODE_AUTO, maxSnapshots: 0 },
+      locks: [lockOfVolume(v)],
+      execCluster: v.cluster,
+      peerCluster: destCluster,
+    });
+    backup.jobId = job.id;
+    this.catalog.transaction(() => {
+      this.catalog.insertBackup(backup);
+      this.catalog.insertJob(job);
+    });
+    return job;
+  }
+
+  /** A queued RESTORE job of an available backup onto `target`. */
+  queueRestore(backupId: string, target: VolumeRef): JobRecord {
+    const b = this.backup(backupId);
+    const job = this.#job({
+      kind: JobKind.JOB_KIND_RESTORE,
+      backupId,
+      volume: target,
+      operation: { kind: "restore", target, mode: RestoreMode.RESTORE_MODE_NEW },
+      locks: [lockOfVolume(target), lockOfBackup(backupId)],
+      execCluster: b.location?.cluster ?? "",
+      peerCluster: target.cluster,
+    });
+    this.catalog.insertJob(job);
+    return job;
+  }
+
+  /** A queued DELETE job of an available backup (the backup becomes DELETING, as the API does). */
+  queueDelete(backupId: string): JobRecord {
+    const b = this.backup(backupId);
+    const v = b.volume as VolumeRef;
+    const job = this.#job({
+      kind: JobKind.JOB_KIND_DELETE,
+      backupId,
+      volume: v,
+      operation: { kind: "delete" },
+      locks: [lockOfVolume(v), lockOfBackup(backupId)],
+      execCluster: b.location?.cluster ?? "",
+      peerCluster: "",
+    });
+    this.catalog.transaction(() => {
+      b.status = BackupStatus.BACKUP_STATUS_DELETING;
+      this.catalog.updateBackup(b);
+      this.catalog.insertJob(job);
+    });
+    return job;
+  }
+
+  /** Jobs are ordered by creation time: each new one is 1 ms younger than the previous. */
+  #job(spec: Omit<Parameters<Admission["newJob"]>[0], "idempotencyKey" | "fingerprint">): JobRecord {
+    const j = this.admission.newJob({ ...spec, idempotencyKey: "", fingerprint: "" });
+    j.createdAt = this.t;
+    this.advance(1);
+    return j;
+  }
+
+  /** The agent reports the outcome of its current attempt of a job. */
+  outcome(agent: FakeAgentSession, jobId: string, code: Status, message = "", result?: JobOutcome["result"]): boolean {
+    const l = agent.lease(jobId);
+    return this.scheduler.onOutcome(agent, { jobId, token: l.token, code, message, result });
+  }
+
+  /** The agent reports a backup made (snapshot named after the backup). */
+  backupDone(agent: FakeAgentSession, j: JobRecord): boolean {
+    return this.outcome(agent, j.id, Status.OK, "", { $case: "backup", value: backupResult(j.backupId) });
+  }
+}
+
+export function newBackup(v: VolumeRef, destCluster: string, now: number): Backup {
+  return {
+    id: randomUUID(),
+    volume: v,
+    volumeId: "",
+    volumeMetadata: {},
+    location: { cluster: destCluster, pool: "backups", namespace: "" },
+    locationFsid: fsidOf(destCluster),
+    status: BackupStatus.BACKUP_STATUS_CREATING,
+    baseImage: "",
+    snapshot: "",
+    incremental: false,
+    parentSnapshot: "",
+    forcedFullReason: "",
+    sizeBytes: 1 << 20,
+    dataBytesSent: 0,
+    zeroBytes: 0,
+    transferSeconds: 0,
+    jobId: "",
+    createdAt: new Date(now),
+    completedAt: undefined,
+    error: "",
+    warnings: [],
+  };
+}
+
+export function backupResult(backupId: string): BackupResult {
+  return {
+    backupId,
+    baseImage: baseImageName("img", backupId),
+    snapshot: backupSnapName(backupId),
+    incremental: false,
+    parentSnapshot: "",
+    forcedFullReason: "",
+    imageSize: 1 << 20,
+    bytesRead: 1 << 20,
+    dataBytesSent: 4096,
+    zeroBytes: 0,
+    dataChunks: 1,
+    zeroRanges: 0,
+    extents: 1,
+    seconds: 1,
+    sourceSnapshotsRemoved: [],
+    warnings: [],
+    destinationPool: "backups",
+    destinationNamespace: "",
+    destinationFsid: "",
+  };
+}

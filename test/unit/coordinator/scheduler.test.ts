@@ -1,0 +1,421 @@
+/**
+ * The scheduler without Ceph: an in-memory catalog, fake agent sessions that record the leases sent
+ * to them, and a clock the test moves. Locks, limits, leases, retries with backoff, cancellation,
+ * restart recovery and success, each asserted on the catalog's state and on the messages agents got.
+ */
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { Status } from "nice-grpc-common";
+import { FENCE_SECONDS } from "../../../src/coordinator/scheduler/config";
+import { DeleteBackupDataResult, RestoreResult } from "../../../src/gen/rbdbackup/v1/agent";
+import { BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import type { FakeAgentSession } from "../../helpers/fake-agent";
+import { backupResult, Harness, vol } from "./harness";
+
+const { JOB_STATE_QUEUED: QUEUED, JOB_STATE_RUNNING: RUNNING } = JobState;
+const { JOB_STATE_SUCCEEDED: SUCCEEDED, JOB_STATE_FAILED: FAILED, JOB_STATE_CANCELLED: CANCELLED } = JobState;
+
+describe("scheduler", () => {
+  let h: Harness;
+  let a1: FakeAgentSession;
+  let b1: FakeAgentSession;
+  beforeEach(() => {
+    h = new Harness();
+    a1 = h.connect("a1", "a");
+    b1 = h.connect("b1", "b");
+  });
+  afterEach(() => h.close());
+
+  describe("success", () => {
+    it("a backup is leased to an agent of the source cluster, and its success makes the backup AVAILABLE", () => {
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      const lease = a1.lease(j.id);
+      assert.equal(lease.attempt, 1);
+      assert.equal(lease.ttlMs, h.cfg.leaseTtlMs);
+      assert.equal(lease.operation?.$case, "backup");
+      if (lease.operation?.$case !== "backup") return;
+      assert.equal(lease.operation.value.destination?.address, b1.info.transferAddress);
+      assert.equal(lease.operation.value.destinationPool, "backups");
+      assert.equal(b1.leases().length, 0, "the destination's agent gets no lease");
+      const running = h.job(j.id);
+      assert.equal(running.state, RUNNING);
+      assert.equal(running.agentId, "a1");
+      assert.equal(running.lease?.expiresAt, h.t + h.cfg.leaseTtlMs);
+
+      assert.equal(h.backupDone(a1, j), true);
+      const done = h.job(j.id);
+      assert.equal(done.state, SUCCEEDED);
+      assert.equal(done.lease, null);
+      assert.equal(done.finishedAt, h.t);
+      const b = h.backup(j.backupId);
+      assert.equal(b.status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+      assert.match(b.snapshot, new RegExp(`^backup\\.${b.id}\\.snap\\.`));
+      assert.equal(b.completedAt?.getTime(), h.t);
+      assert.equal(a1.jobs.size, 0);
+    });
+
+    it("a restore runs on the backup's cluster and streams to an agent of the target's; a delete marks DELETED", () => {
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      h.backupDone(a1, j);
+      const r = h.queueRestore(j.backupId, vol("v1-restored"));
+      h.tick();
+      const op = b1.lease(r.id).operation;
+      assert.equal(op?.$case, "restore");
+      if (op?.$case !== "restore") return;
+      assert.equal(op.value.targetAgent?.address, a1.info.transferAddress);
+      assert.equal(op.value.snapshot, h.backup(j.backupId).snapshot);
+      const restored = RestoreResult.fromPartial({ backupId: j.backupId, warnings: ["w"] });
+      h.outcome(b1, r.id, Status.OK, "", { $case: "restore", value: restored });
+      assert.deepEqual(h.job(r.id).warnings, ["w"]);
+
+      const d = h.queueDelete(j.backupId);
+      h.tick();
+      assert.equal(b1.lease(d.id).operation?.$case, "delete");
+      h.outcome(b1, d.id, Status.OK, "", {
+        $case: "delete",
+        value: DeleteBackupDataResult.fromPartial({}),
+      });
+      assert.equal(h.job(d.id).state, SUCCEEDED);
+      assert.equal(h.backup(j.backupId).status, BackupStatus.BACKUP_STATUS_DELETED);
+    });
+
+    it("a backup keeps the newest snapshot of every other chain of its volume", () => {
+      const elsewhere = h.queueBackup(vol("v1"), "c");
+      h.connect("c1", "c");
+      h.tick();
+      h.backupDone(a1, elsewhere);
+      const j = h.queueBackup(vol("v1"), "b");
+      h.tick();
+      const op = a1.lease(j.id).operation;
+      assert.equal(op?.$case, "backup");
+      if (op?.$case === "backup") assert.deepEqual(op.value.keepSnapshots, [h.backup(elsewhere.backupId).snapshot]);
+    });
+  });
+
+  describe("locks", () => {
+    it("two jobs on one volume never run together; the second starts when the first ends", () => {
+      const first = h.queueBackup(vol("v1"));
+      const second = h.queueBackup(vol("v1"));
+      const other = h.queueBackup(vol("v2"));
+      h.tick();
+      assert.equal(h.job(first.id).state, RUNNING);
+      assert.equal(h.job(other.id).state, RUNNING, "another volume is not blocked");
+      const waiting = h.job(second.id);
+      assert.equal(waiting.state, QUEUED);
+      assert.equal(waiting.waitingReason, `waiting for job ${first.id}, which uses the same volume or backup`);
+      h.tick();
+      assert.equal(h.job(second.id).state, QUEUED, "ticking again changes nothing");
+      h.backupDone(a1, first);
+      h.tick();
+      assert.equal(h.job(second.id).state, RUNNING);
+    });
+
+    it("a queued job waits for an earlier queued job holding the same lock (first come, first served)", () => {
+      const blocker = h.queueBackup(vol("v1"));
+      h.tick();
+      const earlier = h.queueBackup(vol("v1"));
+      const later = h.queueBackup(vol("v1"));
+      h.backupDone(a1, blocker);
+      h.tick();
+      assert.equal(h.job(earlier.id).state, RUNNING);
+      assert.equal(
+        h.job(later.id).waitingReason,
+        `waiting for job ${earlier.id}, which uses the same volume or backup`,
+      );
+    });
+  });
+
+  describe("limits", () => {
+    it("per cluster: a job uses a slot on each cluster it touches", () => {
+      h.close();
+      h = new Harness({ perClusterLimit: 2 });
+      a1 = h.connect("a1", "a", 10);
+      b1 = h.connect("b1", "b", 10);
+      const fromA = [h.queueBackup(vol("v1")), h.queueBackup(vol("v2"))];
+      const fromB = h.queueBackup(vol("w1", "b"), "a");
+      h.tick();
+      for (const j of fromA) assert.equal(h.job(j.id).state, RUNNING);
+      const w = h.job(fromB.id);
+      assert.equal(w.state, QUEUED, "both clusters are full: a backup from b into a must wait");
+      assert.equal(w.waitingReason, "cluster b already runs 2 jobs (its limit)");
+      h.backupDone(a1, fromA[0] as (typeof fromA)[0]);
+      h.tick();
+      assert.equal(h.job(fromB.id).state, RUNNING);
+    });
+
+    it("per agent: capacity bounds an agent's leases; the least busy agent is picked", () => {
+      h.close();
+      h = new Harness();
+      const x = h.connect("a-x", "a", 1);
+      const y = h.connect("a-y", "a", 1);
+      h.connect("b1", "b");
+      const jobs = [h.queueBackup(vol("v1")), h.queueBackup(vol("v2")), h.queueBackup(vol("v3"))];
+      h.tick();
+      assert.equal(x.leases().length, 1);
+      assert.equal(y.leases().length, 1);
+      const third = h.job((jobs[2] as (typeof jobs)[0]).id);
+      assert.equal(third.state, QUEUED);
+      assert.equal(third.waitingReason, "every agent of cluster a is at its capacity");
+      const viewed = h.scheduler.runningCounts(h.catalog.activeJobs());
+      assert.equal(viewed.byAgent.get("a-x"), 1);
+      assert.equal(viewed.byCluster.get("a"), 2);
+    });
+
+    it("no agent of the source or of the peer cluster: the job waits, naming the cluster", () => {
+      const j = h.queueBackup(vol("v1"), "c");
+      h.tick();
+      assert.equal(h.job(j.id).waitingReason, "waiting for an agent of cluster c to connect");
+      h.disconnect(a1);
+      h.tick();
+      assert.equal(h.job(j.id).waitingReason, "waiting for an agent of cluster a to connect");
+      assert.equal(h.job(j.id).state, QUEUED);
+    });
+  });
+
+  describe("leases and retries", () => {
+    it("heartbeats renew a lease; a stale token is revoked", () => {
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      for (let i = 0; i < 4; i++) {
+        h.advance(h.cfg.leaseTtlMs - 1);
+        assert.deepEqual(h.scheduler.onHeartbeat(a1, [a1.held(j.id)]), []);
+        h.tick();
+        assert.equal(h.job(j.id).state, RUNNING, `renewed after ${i + 1} heartbeats`);
+      }
+      const stale = { jobId: j.id, attempt: 1, token: "not-the-token" };
+      assert.deepEqual(h.scheduler.onHeartbeat(a1, [stale]), ["not-the-token"]);
+    });
+
+    it("expiry fails the attempt; retries back off base·2^(n-1); after maxAttempts the job is FAILED", () => {
+      const retries: string[] = [];
+      h.scheduler.on("retry", (_j, cause) => retries.push(cause));
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      const tokens = [a1.lease(j.id).token];
+      for (const attempt of [1, 2]) {
+        h.advance(h.cfg.leaseTtlMs + 1);
+        h.tick();
+        const q = h.job(j.id);
+        assert.equal(q.state, QUEUED, `attempt ${attempt} expired`);
+        assert.equal(q.errorCode, "UNAVAILABLE");
+        assert.match(q.errorMessage, /lease of attempt \d expired: agent a1 stopped reporting/);
+        const backoff = h.cfg.backoffBaseMs * 2 ** (attempt - 1);
+        assert.equal(q.nextAttemptAt, h.t + backoff);
+        h.advance(backoff - 1);
+        h.tick();
+        assert.equal(h.job(j.id).state, QUEUED, "not before the backoff");
+        assert.match(h.job(j.id).waitingReason, /^retrying after a failed attempt at /);
+        h.advance(1);
+        h.tick();
+        const l = a1.lease(j.id);
+        assert.equal(l.attempt, attempt + 1);
+        tokens.push(l.token);
+      }
+      assert.equal(new Set(tokens).size, 3, "each attempt has its own token");
+      h.outcome(a1, j.id, Status.OK);
+      assert.equal(h.job(j.id).state, SUCCEEDED);
+      assert.deepEqual(retries, ["UNAVAILABLE", "UNAVAILABLE"]);
+    });
+
+    it("the last attempt's expiry ends the job FAILED and its backup FAILED with the cause", () => {
+      const j = h.queueBackup(vol("v1"));
+      for (let attempt = 1; attempt <= h.cfg.maxAttempts; attempt++) {
+        h.advance(h.cfg.backoffMaxMs);
+        h.tick();
+        assert.equal(a1.lease(j.id).attempt, attempt);
+        h.advance(h.cfg.leaseTtlMs + 1);
+        h.tick();
+      }
+      const f = h.job(j.id);
+      assert.equal(f.state, FAILED);
+      assert.equal(f.attempts, 3);
+      assert.equal(f.errorCode, "UNAVAILABLE");
+      const b = h.backup(j.backupId);
+      assert.equal(b.status, BackupStatus.BACKUP_STATUS_FAILED);
+      assert.match(b.error, /^UNAVAILABLE: the lease of attempt 3 expired/);
+    });
+
+    it("the backoff is capped at backoffMaxMs and spread by the injected randomness", () => {
+      h.close();
+      h = new Harness({ maxAttempts: 10, backoffBaseMs: 1_000, backoffMaxMs: 5_000 });
+      a1 = h.connect("a1", "a");
+      h.connect("b1", "b");
+      h.rnd = 0.99;
+      const j = h.queueBackup(vol("v1"));
+      for (let i = 0; i < 5; i++) {
+        h.advance(60_000);
+        h.tick();
+        h.outcome(a1, j.id, Status.UNAVAILABLE, "agent busy");
+      }
+      assert.equal(h.job(j.id).attempts, 5);
+      assert.equal(h.job(j.id).nextAttemptAt, h.t + Math.round(5_000 * 1.49));
+    });
+
+    it("a stale outcome is ignored; an outcome that is not transient fails the job at once", () => {
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      const stale = { jobId: j.id, token: "old", code: Status.OK, message: "", result: undefined };
+      assert.equal(h.scheduler.onOutcome(a1, stale), false);
+      assert.equal(h.job(j.id).state, RUNNING);
+      h.outcome(a1, j.id, Status.NOT_FOUND, "image v1 not found");
+      const f = h.job(j.id);
+      assert.equal(f.state, FAILED);
+      assert.equal(f.attempts, 1, "no retry for NOT_FOUND");
+      assert.equal(f.errorCode, "NOT_FOUND");
+      assert.equal(f.errorMessage, "image v1 not found");
+    });
+
+    for (const code of [Status.UNAVAILABLE, Status.ABORTED, Status.DEADLINE_EXCEEDED, Status.RESOURCE_EXHAUSTED]) {
+      it(`${Status[code]} is transient: the job is queued for another attempt`, () => {
+        const j = h.queueBackup(vol("v1"));
+        h.tick();
+        h.outcome(a1, j.id, code, "try again");
+        assert.equal(h.job(j.id).state, QUEUED);
+      });
+    }
+
+    for (const code of [
+      Status.INVALID_ARGUMENT,
+      Status.FAILED_PRECONDITION,
+      Status.DATA_LOSS,
+      Status.PERMISSION_DENIED,
+    ]) {
+      it(`${Status[code]} is final: the job fails at once`, () => {
+        const j = h.queueBackup(vol("v1"));
+        h.tick();
+        h.outcome(a1, j.id, code, "no");
+        assert.equal(h.job(j.id).state, FAILED);
+      });
+    }
+
+    it("a gone agent's Ceph client is fenced by the next attempt", () => {
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      h.disconnect(a1);
+      const a2 = h.connect("a2", "a");
+      h.advance(h.cfg.leaseTtlMs + 1);
+      h.tick();
+      h.advance(h.cfg.backoffBaseMs);
+      h.tick();
+      const l = a2.lease(j.id);
+      assert.equal(l.attempt, 2);
+      assert.deepEqual(l.fenceClientAddrs, [a1.info.cephClientAddrs]);
+      assert.equal(l.fenceSeconds, FENCE_SECONDS);
+    });
+  });
+
+  describe("cancel", () => {
+    it("a queued job is CANCELLED at once and its backup FAILED", () => {
+      const j = h.queueBackup(vol("v1"), "c");
+      h.tick();
+      h.scheduler.cancel(h.job(j.id));
+      assert.equal(h.job(j.id).state, CANCELLED);
+      assert.equal(h.backup(j.backupId).status, BackupStatus.BACKUP_STATUS_FAILED);
+      assert.equal(h.backup(j.backupId).error, "cancelled");
+      h.connect("c1", "c");
+      h.tick();
+      assert.equal(a1.leases().length, 0, "a cancelled job is never leased");
+    });
+
+    it("a running job is asked to stop and ends CANCELLED when its agent reports", () => {
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      const r = h.scheduler.cancel(h.job(j.id));
+      assert.equal(r.state, RUNNING);
+      assert.equal(r.cancelRequested, true);
+      assert.deepEqual(
+        a1.cancels().map((c) => [c.jobId, c.token]),
+        [[j.id, a1.lease(j.id).token]],
+      );
+      h.scheduler.cancel(h.job(j.id));
+      assert.equal(a1.cancels().length, 1, "asked once");
+      h.outcome(a1, j.id, Status.ABORTED, "stopped");
+      const c = h.job(j.id);
+      assert.equal(c.state, CANCELLED, "a failure after a cancel is not retried");
+      assert.equal(c.errorCode, "CANCELLED");
+    });
+
+    it("a delete that fails leaves its backup AVAILABLE again", () => {
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      h.backupDone(a1, j);
+      const d = h.queueDelete(j.backupId);
+      h.tick();
+      h.outcome(b1, d.id, Status.PERMISSION_DENIED, "no");
+      assert.equal(h.job(d.id).state, FAILED);
+      assert.equal(h.backup(j.backupId).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+    });
+  });
+
+  describe("restart recovery", () => {
+    /** A running job whose lease expired while the coordinator was down, and a fresh scheduler. */
+    function restarted(): { jobId: string; held: ReturnType<FakeAgentSession["held"]> } {
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      const held = a1.held(j.id);
+      h.scheduler.stop();
+      h.disconnect(a1);
+      h.advance(10 * h.cfg.leaseTtlMs);
+      h.scheduler = h.newScheduler();
+      h.scheduler.start();
+      return { jobId: j.id, held };
+    }
+
+    it("start() gives running jobs one lease time; the agent reconnecting with its lease keeps it", () => {
+      const { jobId, held } = restarted();
+      assert.equal(h.job(jobId).lease?.expiresAt, h.t + h.cfg.leaseTtlMs);
+      h.advance(h.cfg.leaseTtlMs - 1);
+      h.tick();
+      assert.equal(h.job(jobId).state, RUNNING);
+      const back = h.connect("a1", "a");
+      assert.deepEqual(h.scheduler.onRegister(back, [held], back.info.cephClientAddrs), []);
+      assert.equal(h.job(jobId).lease?.expiresAt, h.t + h.cfg.leaseTtlMs);
+      h.advance(h.cfg.leaseTtlMs - 1);
+      h.tick();
+      assert.equal(h.job(jobId).state, RUNNING);
+      assert.equal(h.job(jobId).attempts, 1);
+      const result = backupResult(h.job(jobId).backupId);
+      const outcome = {
+        jobId,
+        token: held.token,
+        code: Status.OK,
+        message: "",
+        result: { $case: "backup" as const, value: result },
+      };
+      assert.equal(h.scheduler.onOutcome(back, outcome), true);
+      assert.equal(h.job(jobId).state, SUCCEEDED);
+    });
+
+    it("an unclaimed lease expires one lease time after the restart", () => {
+      const { jobId } = restarted();
+      h.advance(h.cfg.leaseTtlMs + 1);
+      h.tick();
+      const j = h.job(jobId);
+      assert.equal(j.state, QUEUED);
+      assert.match(j.errorMessage, /lease of attempt 1 expired/);
+    });
+
+    it("an agent that restarted and no longer lists its lease loses the attempt at once, fenced", () => {
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      const reborn = h.connect("a1", "a");
+      reborn.info.cephClientAddrs = "v2:127.0.0.1:6801/new";
+      const revoked = h.scheduler.onRegister(reborn, [{ jobId: j.id, attempt: 1, token: "other" }], "v2:old");
+      assert.deepEqual(revoked, ["other"]);
+      const q = h.job(j.id);
+      assert.equal(q.state, QUEUED);
+      assert.match(q.errorMessage, /agent a1 restarted and lost attempt 1/);
+      assert.deepEqual(q.fence, ["v2:old"]);
+    });
+
+    it("a cancel requested while the agent was away is sent again when it claims the lease", () => {
+      const { jobId, held } = restarted();
+      h.scheduler.cancel(h.job(jobId));
+      const back = h.connect("a1", "a");
+      h.scheduler.onRegister(back, [held], back.info.cephClientAddrs);
+      assert.deepEqual(back.cancels(), [{ jobId, token: held.token, reason: "cancelled by a user" }]);
+    });
+  });
+});
