@@ -33,6 +33,17 @@ export const RULES: Rule[] = [
     forbid: ["agents/", "src/cli/", "src/demo/", "src/lab/"],
     why: "a coordinator host must not need Ceph: the coordinator talks to agents only over gRPC",
   },
+  // Inside the coordinator: the API calls the scheduler, both use the catalog; never the other way.
+  {
+    from: "src/coordinator/scheduler/",
+    forbid: ["src/coordinator/api/"],
+    why: "the scheduler runs jobs; the API (above it) creates them",
+  },
+  {
+    from: "src/coordinator/catalog/",
+    forbid: ["src/coordinator/api/", "src/coordinator/scheduler/"],
+    why: "the catalog stores records and knows nothing of who uses them",
+  },
   {
     from: "src/cli/",
     forbid: ["agents/", "src/coordinator/", "src/demo/", "src/lab/"],

@@ -1,5 +1,5 @@
 /** The scheduler's public surface: the Scheduler façade, its settings, and the job facts the API shares. */
-export { type SchedulerConfig, schedulerDefaults } from "./config";
+export type { SchedulerConfig } from "./config";
 export type { SchedulerDeps, SchedulerEvents } from "./context";
 export { clustersOf, isFinal, lockOfBackup, lockOfVolume, type RunningCounts } from "./jobs";
 export type { LiveProgress } from "./progress";
