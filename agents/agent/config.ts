@@ -22,10 +22,14 @@ export interface AgentConfig {
     connectTimeoutSeconds: number;
     opTimeoutSeconds: number;
   };
-  /** host:port of the gRPC server (TransferService, AgentService, health). Port 0 picks a free one. */
+  /** host:port of the gRPC server (AgentService, health). Port 0 picks a free one. */
   listen: string;
   /** host:port peers and the coordinator hand out to reach this agent; "" = the address it listens on. */
   advertiseAddress: string;
+  /** host:port of the data-plane server (TransferService, mutual TLS). Port 0 picks a free one. */
+  transferListen: string;
+  /** host:port peer agents dial for TransferService (the registration's transfer_address); "" = the bound transferListen. */
+  transferAdvertiseAddress: string;
   /** The coordinator to dial ("" = none: the agent only serves direct AgentService calls). */
   coordinator: { address: string };
   /** host:port of the Prometheus /metrics endpoint (plain HTTP; keep it on a trusted network); "" = off. */
@@ -65,6 +69,7 @@ export interface AgentConfig {
 
 export const defaults = {
   listen: "127.0.0.1:7400",
+  transferListen: "127.0.0.1:7401",
   metricsListen: "127.0.0.1:9740",
   stateDir: "/var/lib/rbdbackup/agent",
   backupPool: "backups",
@@ -83,7 +88,7 @@ export const defaults = {
   shutdownGraceSeconds: 30,
 };
 
-const { int, str, readFile, tls, hostPorts } = configFields("agent");
+const { fail, int, str, readFile, tls, hostPorts } = configFields("agent");
 
 export function parseAgentConfig(argv: string[]): AgentConfig {
   const { values } = parseArgs({
@@ -105,6 +110,8 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
       "metrics-listen": { type: "string" },
       coordinator: { type: "string" },
       "advertise-address": { type: "string" },
+      "transfer-listen": { type: "string" },
+      "transfer-advertise-address": { type: "string" },
     },
     strict: true,
   });
@@ -130,6 +137,12 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
     },
     listen: str(values.listen ?? file.listen ?? defaults.listen, "listen"),
     advertiseAddress: str(values["advertise-address"] ?? file.advertiseAddress, "advertiseAddress", false),
+    transferListen: str(values["transfer-listen"] ?? file.transferListen ?? defaults.transferListen, "transferListen"),
+    transferAdvertiseAddress: str(
+      values["transfer-advertise-address"] ?? file.transferAdvertiseAddress,
+      "transferAdvertiseAddress",
+      false,
+    ),
     coordinator: {
       address: str(values.coordinator ?? file.coordinator?.address, "coordinator.address (--coordinator)", false),
     },
@@ -193,7 +206,11 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
     ["listen", cfg.listen],
     ["metricsListen", cfg.metricsListen],
     ["advertiseAddress", cfg.advertiseAddress],
+    ["transferListen", cfg.transferListen],
+    ["transferAdvertiseAddress", cfg.transferAdvertiseAddress],
     ["coordinator.address", cfg.coordinator.address],
   ]);
+  if (cfg.transferListen === cfg.listen && !cfg.listen.endsWith(":0"))
+    fail(`transferListen "${cfg.transferListen}" must differ from listen (the data plane has its own port)`);
   return cfg;
 }

@@ -43,7 +43,7 @@ describe("failures are clean", () => {
     a.client.backup({
       backupId: randomUUID(),
       source: { $case: "volume", value: vol },
-      destination: { address: dest.address, clusterFsid: "" },
+      destination: { address: dest.transferAddress, clusterFsid: "" },
       destinationPool: "backups",
       ...extra,
     });
@@ -67,7 +67,7 @@ describe("failures are clean", () => {
     const req = {
       backupId: randomUUID(),
       source: { $case: "volume" as const, value: vol },
-      destination: { address: slow.address, clusterFsid: "" },
+      destination: { address: slow.transferAddress, clusterFsid: "" },
       destinationPool: "backups",
     };
     const running = source.client.backup(req);
@@ -96,7 +96,7 @@ describe("failures are clean", () => {
         corrupting.client.backup({
           backupId: randomUUID(),
           source: { $case: "volume", value: vol },
-          destination: { address: b.address, clusterFsid: "" },
+          destination: { address: b.transferAddress, clusterFsid: "" },
           destinationPool: "backups",
         }),
         grpcStatus(Status.DATA_LOSS, /checksum mismatch/),
@@ -166,7 +166,7 @@ describe("failures are clean", () => {
         await restarted.client.restore({
           backupId: next.backupId,
           backupPool: "backups",
-          targetAgent: { address: a.address, clusterFsid: "" },
+          targetAgent: { address: a.transferAddress, clusterFsid: "" },
           target,
           mode: RestoreMode.RESTORE_MODE_NEW,
         });
@@ -186,7 +186,7 @@ describe("failures are clean", () => {
       await waitFor("the destination to clean up", async () => (await baseImages("site-b", vol)).length === 0);
       // The killed source left its snapshot; a retry of the same backup removes it and succeeds.
       assert.equal((await vols.snapNames("site-a", vol)).filter((n) => n.includes(backupId)).length, 1);
-      const r = await a.client.backup({ ...req, destination: { address: b.address, clusterFsid: "" } });
+      const r = await a.client.backup({ ...req, destination: { address: b.transferAddress, clusterFsid: "" } });
       assert.match(r.warnings.join("\n"), /interrupted attempt/);
       assert.deepEqual(await vols.snapNames("site-a", vol), [r.snapshot]);
       assert.equal(
@@ -195,7 +195,7 @@ describe("failures are clean", () => {
       );
       // Once it exists, the same id is refused.
       await assert.rejects(
-        a.client.backup({ ...req, destination: { address: b.address, clusterFsid: "" } }),
+        a.client.backup({ ...req, destination: { address: b.transferAddress, clusterFsid: "" } }),
         grpcStatus(Status.ALREADY_EXISTS),
       );
     } finally {
@@ -214,7 +214,7 @@ describe("failures are clean", () => {
         source.client.backup({
           backupId: randomUUID(),
           source: { $case: "volume", value: vol },
-          destination: { address: slow.address, clusterFsid: "" },
+          destination: { address: slow.transferAddress, clusterFsid: "" },
         }),
         (e: unknown) => e instanceof ClientError && [Status.UNAVAILABLE, Status.CANCELLED].includes(e.code),
       );
@@ -342,7 +342,7 @@ describe("failures are clean", () => {
         a.client.backup({
           backupId: randomUUID(),
           source: { $case: "volume", value: vol },
-          destination: { address: b.address, clusterFsid: a.fsid },
+          destination: { address: b.transferAddress, clusterFsid: a.fsid },
           destinationPool: "backups",
         }),
         grpcStatus(Status.FAILED_PRECONDITION, /fsid/),
@@ -356,7 +356,7 @@ describe("failures are clean", () => {
       const tls = tlsFor("test-client");
       return createClient(
         TransferServiceDefinition,
-        createChannel(b.address, channelCredentials(tls), tlsChannelOptions(b.address, tls)),
+        createChannel(b.transferAddress, channelCredentials(tls), tlsChannelOptions(b.transferAddress, tls)),
       );
     };
     const header = (image: string) =>

@@ -28,7 +28,7 @@ describe("operations", () => {
     a.client.backup({
       backupId: randomUUID(),
       source: { $case: "volume", value: vol },
-      destination: { address: b.address, clusterFsid: b.fsid },
+      destination: { address: b.transferAddress, clusterFsid: b.fsid },
       destinationPool: "backups",
       ...extra,
     });
@@ -38,7 +38,7 @@ describe("operations", () => {
     const rr = await b.client.restore({
       backupId: r.backupId,
       backupPool: "backups",
-      targetAgent: { address: a.address, clusterFsid: a.fsid },
+      targetAgent: { address: a.transferAddress, clusterFsid: a.fsid },
       target,
       mode: RestoreMode.RESTORE_MODE_NEW,
     });
@@ -69,7 +69,7 @@ describe("operations", () => {
       backupId: randomUUID(),
       source: { $case: "path", value: p },
       sourceName: name,
-      destination: { address: b.address, clusterFsid: "" },
+      destination: { address: b.transferAddress, clusterFsid: "" },
       destinationPool: "backups",
     });
     assert.equal(r.incremental, false);
@@ -215,7 +215,7 @@ describe("operations", () => {
       b.client.restore({
         backupId: r.backupId,
         backupPool: "backups",
-        targetAgent: { address: a.address, clusterFsid: "" },
+        targetAgent: { address: a.transferAddress, clusterFsid: "" },
         target: t2,
       }),
       (e: unknown) =>
@@ -240,7 +240,7 @@ describe("operations", () => {
         {
           backupId: randomUUID(),
           source: { $case: "volume", value: vol },
-          destination: { address: slow.address, clusterFsid: "" },
+          destination: { address: slow.transferAddress, clusterFsid: "" },
           destinationPool: "backups",
         },
         { signal: ac.signal },
