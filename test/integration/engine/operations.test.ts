@@ -8,10 +8,13 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { ClientError, Status } from "nice-grpc";
+import { ClientError, createChannel, createClient, Status } from "nice-grpc";
 import { isCephError } from "../../../agents/ceph";
+import { channelCredentials, tlsChannelOptions } from "../../../src/common/tls";
 import { type BackupResult, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
+import { TransferServiceDefinition } from "../../../src/gen/rbdbackup/v1/transfer";
+import { labTls } from "../../../src/lab/agent-process";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
 import { rbd, rbdJson, uniqueName } from "../../helpers/lab";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
@@ -53,6 +56,22 @@ describe("operations", () => {
     await Promise.all([a?.stop(), b?.stop()]);
     await vols.cleanup();
     rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it("TransferService answers on the agent's transfer address only: UNIMPLEMENTED on its main port", async () => {
+    const tls = labTls("test-client");
+    const channels = [b.transferAddress, b.address].map((address) =>
+      createChannel(address, channelCredentials(tls), tlsChannelOptions(address, tls)),
+    );
+    const [dataPlane, main] = channels.map((ch) => createClient(TransferServiceDefinition, ch));
+    const req = { pool: "backups", namespace: "", volumeImage: uniqueName("none") };
+    try {
+      assert.notEqual(b.transferAddress, b.address);
+      assert.deepEqual(await dataPlane?.listChains(req), { chains: [], clusterFsid: b.fsid });
+      await assert.rejects(main?.listChains(req) as Promise<unknown>, { code: Status.UNIMPLEMENTED });
+    } finally {
+      for (const ch of channels) ch.close();
+    }
   });
 
   it("a file with zero blocks between data blocks: byte-identical restore, zero blocks never written", async () => {
