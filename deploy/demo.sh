@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 deploy/lab/install-deps.sh
 [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error
 log="$(mktemp -t rbdbackup-build.XXXXXX)"
-echo "building (log: $log)"
+trap 'rm -f "$log"' EXIT # printed below if the build fails
+echo "building"
 npm run build --silent >"$log" 2>&1 || { cat "$log"; echo "build failed" >&2; exit 1; }
 deploy/lab/lab.sh up --capacity 4G site-a site-b >/dev/null
 node dist/src/demo/main.js "$@"

@@ -7,9 +7,12 @@
 #      (256 MiB, to fill) once for
 #      the whole run, in their own directory
 #   5. runs every test under dist/test (unit and integration, node:test)
-#   6. stops the clusters (also on failure or Ctrl-C)
+#   6. fails if the tests left anything new in /tmp or a daemon of ours running (every test removes
+#      what it creates)
+#   7. stops the clusters (also on failure or Ctrl-C)
 # Environment: RBDBACKUP_TEST_LAB_DIR (default /tmp/rbdbackup-test-lab), RBDBACKUP_TEST_FILES
-# (restrict to some compiled test files, e.g. dist/test/unit).
+# (restrict to some compiled test files, e.g. dist/test/unit), RBDBACKUP_TEST_TMP_IGNORE (an extended
+# regex of more /tmp entry names the leftovers check ignores, e.g. ones other programs on the machine make).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,4 +42,32 @@ echo "lab up in $(($(date +%s) - started)) s"
 # Only *.test.js files (node --test given a directory would run every .js file in it).
 mapfile -t files < <(find ${RBDBACKUP_TEST_FILES:-dist/test} -name '*.test.js' | sort)
 [ ${#files[@]} -gt 0 ] || { echo "no test files found" >&2; exit 1; }
-node --test --test-concurrency=1 --test-timeout=900000 "${files[@]}"
+
+# Leftovers: the names in /tmp before the tests, to compare with after them. Not counted: the lab's own
+# directory (removed by `lab.sh down`), what the system and node/npm keep there (compile caches,
+# X11/ICE sockets, systemd's private dirs), and RBDBACKUP_TEST_TMP_IGNORE.
+tmp_ignore="^($(basename "$RBDBACKUP_LAB_DIR")|v8-compile-cache.*|node-compile-cache|npm-.*|\.npm|\..*-unix"
+tmp_ignore+="|systemd-private-.*|snap-private-tmp|hsperfdata_.*${RBDBACKUP_TEST_TMP_IGNORE:+|$RBDBACKUP_TEST_TMP_IGNORE})\$"
+tmp_entries() { find /tmp -mindepth 1 -maxdepth 1 -printf '%f\n' | grep -Ev "$tmp_ignore" | LC_ALL=C sort || true; }
+tmp_before="$(tmp_entries)"
+# And our daemons (agents, coordinators: node running this checkout's dist/ by absolute path).
+our_daemons() { pgrep -f -- "$PWD/dist/" | LC_ALL=C sort || true; }
+daemons_before="$(our_daemons)"
+
+status=0
+node --test --test-concurrency=1 --test-timeout=900000 "${files[@]}" || status=$?
+
+leftovers="$(LC_ALL=C comm -13 <(echo "$tmp_before") <(tmp_entries))"
+if [ -n "$leftovers" ]; then
+  echo "the tests left these in /tmp (every test removes what it creates):" >&2
+  while read -r e; do ls -ld --time-style=+%T "/tmp/$e" >&2 || true; done <<<"$leftovers"
+  [ "$status" -ne 0 ] || status=1
+fi
+stray="$(LC_ALL=C comm -13 <(echo "$daemons_before") <(our_daemons))"
+if [ -n "$stray" ]; then
+  echo "the tests left these processes running (killed now):" >&2
+  ps -o pid,etime,args -p "$(echo $stray | tr ' ' ,)" >&2 || true
+  kill -KILL $stray 2>/dev/null || true
+  [ "$status" -ne 0 ] || status=1
+fi
+exit "$status"

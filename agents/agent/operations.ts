@@ -32,6 +32,7 @@ import { newProgress, type Progress } from "../engine/progress";
 import { readMetadata, restore } from "../engine/restore";
 import { listImageBackupSnapshots } from "../engine/snapshots";
 import { validName } from "../transfer/protocol";
+import type { FencingCluster } from "./fencing";
 import { AgentMetrics } from "./metrics";
 
 /**
@@ -65,6 +66,15 @@ function validImage(im: { pool: string; namespace: string; image: string } | und
   validName(im.image, `${what}.image`);
   return im;
 }
+
+/**
+ * What the coordinator session needs of the operations (AgentOperations in the daemon; a fake in the
+ * session's unit tests): the leased operations, the calls, and the cluster connection for fencing.
+ */
+export type SessionOperations = Pick<
+  AgentOperations,
+  "backup" | "restore" | "deleteBackup" | "checkCluster" | "listBackupSnapshots" | "getBackupMetadata" | "probe"
+> & { ctx: { cluster: FencingCluster } };
 
 export class AgentOperations {
   constructor(

@@ -1,6 +1,7 @@
 /**
  * Errors from librados/librbd as JS errors with a stable `code` (errno name), `errno` and the failed
- * operation, thrown with the caller's stack (captured before the call went native).
+ * operation, thrown with the caller's stack (captured before the call went native). A C++ exception
+ * inside the addon arrives as NativeError (or, for an allocation failure, as CephError ENOMEM).
  */
 import { constants } from "node:os";
 
@@ -43,6 +44,25 @@ export class ClosedError extends Error {
   readonly code = "ERR_RBDBACKUP_CLOSED";
 }
 
+/**
+ * A C++ exception caught at the addon's boundary (agents/native/src/boundary.h), e.g. no thread could be
+ * started for a diff: a bug or an exhausted resource in this process, not a Ceph error.
+ */
+export class NativeError extends Error {
+  override readonly name = "NativeError";
+  readonly code = "ERR_RBDBACKUP_NATIVE";
+  /** Where it happened, e.g. "rbd_diff_iterate2 (starting the diff thread)". */
+  readonly op: string;
+  /** The errno a std::system_error carried, if any. */
+  readonly errno: number | undefined;
+
+  constructor(message: string, op: string, errno: number | undefined) {
+    super(message);
+    this.op = op;
+    this.errno = errno;
+  }
+}
+
 interface RawNativeError {
   errno?: number;
   op?: string;
@@ -76,7 +96,11 @@ export function nativeCallSync<T>(target: string, fn: () => T): T {
 function rewrite(e: unknown, target: string, stack: string | undefined): unknown {
   const raw = e as RawNativeError;
   let out: Error;
-  if (raw && typeof raw.errno === "number" && typeof raw.op === "string") {
+  if (raw && raw.code === "ERR_RBDBACKUP_NATIVE") {
+    const errno = typeof raw.errno === "number" ? raw.errno : undefined;
+    const detail = errno === undefined ? "" : ` (${errnoName(errno)})`;
+    out = new NativeError(`${target}: ${String(raw.message ?? "")}${detail}`, String(raw.op ?? ""), errno);
+  } else if (raw && typeof raw.errno === "number" && typeof raw.op === "string") {
     const msg = String(raw.message ?? "");
     const detail = msg.startsWith(`${raw.op}: `) ? msg.slice(raw.op.length + 2) : msg;
     out = new CephError(raw.errno, raw.op, target, detail);

@@ -4,15 +4,16 @@
  *   connect() -> Cluster -> openIoCtx() -> IoCtx -> imageOpen() -> Image -> diff() / read() / write()...
  *
  * Every call that can wait runs off the JS thread; every failure is a CephError with `code` (errno
- * name), `errno` and `op`; every handle closes explicitly (close() is idempotent) and is released on
- * process exit. Arguments are checked here (TypeError/RangeError naming the argument) before any
- * native code runs.
+ * name), `errno` and `op` (a C++ exception inside the addon is a NativeError, ERR_RBDBACKUP_NATIVE);
+ * every handle closes explicitly (close() is idempotent); one JS drops without closing is closed off
+ * the JS thread, and whatever is left at process exit is released then. Arguments are checked here
+ * (TypeError/RangeError naming the argument) before any native code runs.
  */
 import "./status"; // registers how CephError maps to gRPC statuses
 
 export { Cluster, type ConnectOptions, connect, libraryVersions } from "./cluster";
 export { crc32c, crc32cHardware } from "./crc32c";
-export { CephError, ClosedError, errnoName, isCephError } from "./errors";
+export { CephError, ClosedError, errnoName, isCephError, NativeError } from "./errors";
 export { type DiffOptions, type Extent, Image } from "./image";
 export { featureNames, type ImageCreateOptions, IoCtx, RbdFeature } from "./io-ctx";
 export type { ClusterStat, ImageStat, PoolStat, SnapInfo } from "./native";

@@ -117,6 +117,19 @@ export interface NativeDiffIterator {
   close(): Promise<void>;
 }
 
+/** Test-only hooks, exported only when RBDBACKUP_NATIVE_TEST_FAULTS=1 at load (agents/native/src/test-faults.h). */
+export interface NativeTesting {
+  /** The next `count` (default 1) passes through `point` throw a C++ exception of `kind`. */
+  arm(
+    point: "method" | "execute" | "task" | "thread",
+    kind: "system_error" | "bad_alloc" | "runtime_error" | "unknown",
+    count?: number,
+  ): void;
+  disarm(): void;
+  /** Where final closes of native handles ran: on a pool/diff thread, on the closer thread, or inline as a fallback. */
+  handleStats(): { worker: number; closer: number; fallback: number; queued: number };
+}
+
 interface NativeModule {
   connect(opts: {
     conf: string;
@@ -127,6 +140,7 @@ interface NativeModule {
   versions(): { librados: string; librbd: string };
   crc32c(data: Uint8Array): number;
   crc32cHardware: boolean;
+  testing?: NativeTesting;
 }
 
 /** Where the addon is looked for: RBDBACKUP_NATIVE_PATH when set (only there), else the build folder. */

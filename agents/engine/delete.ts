@@ -6,6 +6,7 @@
 
 import { failedPrecondition, invalidArgument } from "../../src/common/errors";
 import { isUuid, metaObjectName, parseBackupSnap } from "../../src/common/ids";
+import { retry } from "../../src/common/retry";
 import type { DeleteBackupDataRequest, DeleteBackupDataResult } from "../../src/gen/rbdbackup/v1/agent";
 import type { Image } from "../ceph";
 import { isCephError } from "../ceph";
@@ -14,19 +15,17 @@ import { removeImageRetrying } from "../transfer/sink";
 import type { EngineContext } from "./context";
 import { locateBackup } from "./locate";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Busy-image retries: 6 attempts, waits of 0.4, 0.8, 1.6, 3 and 3 s. */
+const BUSY_RETRY = { attempts: 6, baseMs: 400, maxMs: 3000 };
 
-async function retryBusy<T>(what: string, f: () => Promise<T>, attempts = 6): Promise<T> {
-  for (let i = 1; ; i++) {
-    try {
-      return await f();
-    } catch (e) {
-      if (!isCephError(e, "EBUSY")) throw e;
-      if (i >= attempts)
-        throw failedPrecondition(`${what}: still busy after ${attempts} attempts (${(e as Error).message})`);
-      await sleep(Math.min(200 * 2 ** i, 3000));
-    }
-  }
+/** Runs `f`, retrying while the image is busy (EBUSY); then FAILED_PRECONDITION naming `what`. */
+function retryBusy<T>(what: string, f: () => Promise<T>): Promise<T> {
+  return retry(f, {
+    ...BUSY_RETRY,
+    retryIf: (e) => isCephError(e, "EBUSY"),
+    onExhausted: (e, attempts) =>
+      failedPrecondition(`${what}: still busy after ${attempts} attempts (${(e as Error).message})`),
+  });
 }
 
 export async function deleteBackup(ctx: EngineContext, req: DeleteBackupDataRequest): Promise<DeleteBackupDataResult> {

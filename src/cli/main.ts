@@ -37,11 +37,25 @@ function loadCoordinator(): CoordinatorModule {
   return m as CoordinatorModule;
 }
 
+/**
+ * `rbdbackup help [COMMAND [VERB]]`: the usage, or the help of a command or of one of its verbs (as
+ * `rbdbackup COMMAND [VERB] --help`); `help agent` and `help coordinator` are the daemons' flags.
+ */
+function help(args: string[]): Promise<number> {
+  const [about, ...verb] = args;
+  if (about === undefined || about === "help") {
+    process.stdout.write(usage);
+    return Promise.resolve(ExitCode.Ok);
+  }
+  if (about === "coordinator" || (about === "agent" && verb.length === 0)) return run(about, ["--help"]);
+  return run(about, ["help", ...verb]);
+}
+
 async function run(cmd: string | undefined, rest: string[]): Promise<number> {
   switch (cmd) {
     case "agent": {
       // `agent list` is the client verb; anything else runs the daemon (loaded only then: it needs librbd).
-      if (rest[0] === "list") return agentClientCommand(rest);
+      if (rest[0] === "list" || rest[0] === "help") return agentClientCommand(rest);
       const { agentMain } = await import("../../agents/agent/main");
       return agentMain(rest);
     }
@@ -56,6 +70,7 @@ async function run(cmd: string | undefined, rest: string[]): Promise<number> {
     case "record":
       return recordCommand(rest);
     case "help":
+      return help(rest);
     case "--help":
     case "-h":
       process.stdout.write(usage);

@@ -1,44 +1,26 @@
-/** The `rbdbackup` usage text: commands, global flags, environment and exit codes. */
+/**
+ * The `rbdbackup` usage text (`rbdbackup help`): commands, global flags, environment and exit codes.
+ * Each client verb's line comes from its own help (commands/*.ts), so a verb is described once.
+ */
+import { agentHelp } from "./commands/agent";
+import { backupHelp } from "./commands/backup";
+import { clusterHelp } from "./commands/cluster";
+import { jobHelp } from "./commands/job";
+import { recordHelp } from "./commands/record";
+import { overviewLines } from "./help";
+
+/** The nouns of the client verbs, in the order `rbdbackup help` shows them. */
+export const nouns = [backupHelp, jobHelp, agentHelp, clusterHelp, recordHelp];
 
 export const usage = `usage: rbdbackup <command> [options]
 
 daemons:
-  agent --config FILE      run the agent daemon for one Ceph cluster (see deploy/examples/agent.json)
+  agent --config FILE      run the agent daemon for one Ceph cluster (see rbdbackup agent --help)
   coordinator [options]    run the coordinator (see rbdbackup coordinator --help)
 
-backups:
-  backup create --volume CLUSTER/POOL[/NAMESPACE]/IMAGE --to CLUSTER[/POOL[/NAMESPACE]]
-                [--mode auto|full|incremental] [--volume-id ID] [--meta KEY=VALUE]...
-                [--idempotency-key KEY] [--max-snapshots N] [--wait]
-      queue a backup of a volume into a pool of a cluster (no pool: that cluster's default backup pool)
-  backup list [--cluster C] [--pool P] [--image I] [--volume-id ID] [--location CLUSTER]
-              [--status creating|available|failed|deleting|deleted] [--limit N] [--page-token T] [--all]
-      backups, newest first (default: every status but deleted; one page of --limit, 1..1000; --all: every page)
-  backup show BACKUP_ID
-  backup delete BACKUP_ID [--idempotency-key KEY] [--wait]
-  backup restore BACKUP_ID --target CLUSTER/POOL[/NAMESPACE]/IMAGE [--mode new|original]
-                 [--idempotency-key KEY] [--wait]
-      new (default): the target must not exist; original: over an existing volume, every byte rewritten
-  backup snapshots CLUSTER/POOL[/NAMESPACE]/IMAGE
-      backup snapshots present on a volume
+${nouns.map(overviewLines).join("\n\n")}
 
-jobs:
-  job list [--state queued|running|succeeded|failed|cancelled] [--kind backup|restore|delete]
-           [--backup BACKUP_ID] [--limit N] [--page-token T] [--all]
-  job show JOB_ID
-  job watch JOB_ID         follow a job to its end (Ctrl-C stops watching; the job goes on)
-  job cancel JOB_ID
-
-agents and clusters:
-  agent list               agents known to the coordinator, connected or not
-  cluster check CLUSTER [--pool POOL]
-      prerequisites of a cluster as its agent sees them (exit code 1 when one is not met)
-
-records (moving a backup to another coordinator):
-  record export BACKUP_ID [--out FILE]     the backup's record as JSON (stdout without --out)
-  record import FILE                       add an exported record to this coordinator ("-": stdin)
-
-help                       this text
+help [COMMAND [VERB]]      this text, or the help of one command (also: rbdbackup COMMAND [VERB] --help)
 
 global flags (every command above but agent --config and coordinator):
   --coordinator HOST:PORT  the coordinator's API (env RBDBACKUP_COORDINATOR; default 127.0.0.1:7300)
@@ -52,7 +34,7 @@ global flags (every command above but agent --config and coordinator):
   --json                   machine-readable output on stdout: the API's JSON of the answer (lists: one
                            document with the array and nextPageToken); job watch and --wait: one JobEvent
                            per line
-  -h, --help               this text
+  -h, --help               this text; after a command: that command's help
 
 --wait and job watch show a live progress bar on stderr on a terminal, else one line on stderr per
 state or phase change, then the job's summary on stdout.

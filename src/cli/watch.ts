@@ -3,8 +3,8 @@
  * deadline, progress as progress.ts shows it, reconnection when the coordinator goes away for a
  * moment, Ctrl-C to stop watching (the job goes on), and the exit code of the job's final state.
  */
-import { setTimeout as sleep } from "node:timers/promises";
 import { ClientError, Status } from "nice-grpc-common";
+import { backoffDelay, delay } from "../common/retry";
 import { Job } from "../gen/rbdbackup/v1/backup_service";
 import type { Connection } from "./connection";
 import { CliFailure, ExitCode, exitCodeForJobState } from "./exit-codes";
@@ -14,6 +14,8 @@ import { type ProgressMode, ProgressReporter } from "./progress";
 
 /** Consecutive failed attempts (no event received) before giving up on an unreachable coordinator. */
 const MAX_RECONNECTS = 5;
+/** Wait before watching again after the n-th consecutive failure: 1 s, 2 s, 4 s, … (at most 16 s). */
+const RECONNECT_BACKOFF = { baseMs: 1000, maxMs: 16_000 };
 
 function retryable(e: unknown): boolean {
   return e instanceof ClientError && e.code === Status.UNAVAILABLE;
@@ -62,7 +64,8 @@ export async function watchJob(
         reporter.clear();
         process.stderr.write(`rbdbackup: ${(e as ClientError).details || "connection lost"}; watching again\n`);
       }
-      await sleep(1000 * 2 ** Math.max(0, failures - 1), undefined, { signal: abort.signal }).catch(() => {});
+      // Ctrl-C ends the wait at once (delay rejects); the loop then stops watching.
+      await delay(backoffDelay(failures, RECONNECT_BACKOFF), abort.signal).catch(() => {});
       if (abort.signal.aborted) break;
     }
   } finally {

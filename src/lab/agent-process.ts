@@ -4,13 +4,13 @@
  * and talk to them over gRPC.
  */
 import { type ChildProcess, execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { createChannel, createClient } from "nice-grpc";
 import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../common/tls";
 import { type AgentServiceClient, AgentServiceDefinition } from "../gen/rbdbackup/v1/agent";
 import { startDaemon } from "./daemon";
+import { scratchDir } from "./scratch";
 
 export const repoRoot = path.resolve(__dirname, "../../..");
 export const labDir = process.env.RBDBACKUP_LAB_DIR ?? "/tmp/rbdbackup-lab";
@@ -73,6 +73,7 @@ export interface AgentProcess {
 }
 
 export interface AgentProcessOptions {
+  /** Default: a new directory, removed when this process exits (src/lab/scratch.ts). */
   stateDir?: string;
   limits?: Record<string, number>;
   testFaults?: { corruptChunk?: number; writeDelayMs?: number; dieBeforeOutcome?: boolean };
@@ -101,7 +102,7 @@ export interface AgentProcessOptions {
 export async function startAgentProcess(cluster: string, opts: AgentProcessOptions = {}): Promise<AgentProcess> {
   const c = labClusterInfo(cluster);
   const name = `agent-${cluster}`;
-  const stateDir = opts.stateDir ?? mkdtempSync(path.join(tmpdir(), `rbdbackup-${opts.agentId ?? name}-`));
+  const stateDir = opts.stateDir ?? scratchDir(`rbdbackup-${opts.agentId ?? name}-`);
   const config = {
     agentId: opts.agentId ?? name,
     ...(opts.coordinator ? { coordinator: { address: opts.coordinator } } : {}),

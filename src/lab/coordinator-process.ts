@@ -3,14 +3,14 @@
  * dist/src/coordinator/main.js on loopback with the lab's TLS material, and a BackupService client for it.
  */
 import type { ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { type Channel, createChannel, createClient, Metadata } from "nice-grpc";
 import { channelCredentials, channelCredentialsCaOnly, type TlsConfig, tlsChannelOptions } from "../common/tls";
 import { type BackupServiceClient, BackupServiceDefinition } from "../gen/rbdbackup/v1/backup_service";
 import { labTls, repoRoot } from "./agent-process";
 import { startDaemon } from "./daemon";
+import { scratchDir } from "./scratch";
 
 export interface CoordinatorProcess {
   address: string;
@@ -27,7 +27,7 @@ export interface CoordinatorProcess {
 }
 
 export interface CoordinatorProcessOptions {
-  /** Reuse a directory (catalog) of an earlier run. */
+  /** Reuse a directory (catalog) of an earlier run; default: a new one, removed when this process exits. */
   dir?: string;
   listen?: string;
   scheduler?: Record<string, number>;
@@ -42,7 +42,7 @@ export interface CoordinatorProcessOptions {
 }
 
 export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = {}): Promise<CoordinatorProcess> {
-  const dir = opts.dir ?? mkdtempSync(path.join(tmpdir(), "rbdbackup-coordinator-"));
+  const dir = opts.dir ?? scratchDir("rbdbackup-coordinator-");
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const catalogPath = path.join(dir, "catalog.sqlite");
   let tokensFile = "";

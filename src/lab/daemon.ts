@@ -2,16 +2,18 @@
  * Starting a daemon of ours (agent, coordinator) as a child process for the lab: waits (bounded) for
  * its {"event":"serving",...} line on stdout. Attached: its output is piped to us and it dies with us.
  * Detached (`logFile`): stdout and stderr go to that file and it outlives us (the demo leaves its
- * daemons running; `deploy/lab/lab.sh down` stops them).
+ * daemons running; `deploy/lab/lab.sh down` stops them). An attached daemon still running when we exit
+ * is killed then (src/lab/scratch.ts), even if the caller never stopped it.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync, statSync } from "node:fs";
+import { killAtExit } from "./scratch";
 
 export interface Daemon<S> {
   proc: ChildProcess;
   serving: S;
   logs(): string;
-  /** Sends the signal and waits for the exit (bounded). */
+  /** Sends the signal and waits for the exit; SIGKILL after 30 s without one (then waits 10 s more). */
   stop(signal: NodeJS.Signals): Promise<void>;
 }
 
@@ -37,6 +39,7 @@ export async function startDaemon<S>(
     output = logs;
   } else {
     proc = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env });
+    killAtExit(proc);
     let out = "";
     let err = "";
     proc.stdout?.on("data", (d: Buffer) => {
@@ -50,6 +53,17 @@ export async function startDaemon<S>(
     output = () => out;
   }
   const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+  const running = () => proc.exitCode === null && proc.signalCode === null;
+  /** Whether it exited within `ms`. */
+  const exitedWithin = async (ms: number) => {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<boolean>((r) => {
+      timer = setTimeout(() => r(false), ms);
+    });
+    const ok = await Promise.race([exited.then(() => true), timeout]);
+    clearTimeout(timer);
+    return ok;
+  };
   const serving = await new Promise<S>((resolve, reject) => {
     const deadline = Date.now() + timeoutMs;
     const poll = setInterval(() => {
@@ -59,7 +73,7 @@ export async function startDaemon<S>(
       if (line) {
         clearInterval(poll);
         resolve(JSON.parse(line) as S);
-      } else if (proc.exitCode !== null || proc.signalCode !== null) {
+      } else if (!running()) {
         clearInterval(poll);
         reject(new Error(`${name} exited (${proc.exitCode ?? proc.signalCode}) before serving:\n${logs()}`));
       } else if (Date.now() > deadline) {
@@ -74,8 +88,11 @@ export async function startDaemon<S>(
     serving,
     logs,
     async stop(signal) {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+      if (!running()) return;
+      proc.kill(signal);
+      if (await exitedWithin(30_000)) return;
+      proc.kill("SIGKILL");
+      if (!(await exitedWithin(10_000))) throw new Error(`${name} (pid ${proc.pid}) did not exit after SIGKILL`);
     },
   };
 }

@@ -17,6 +17,7 @@ import {
   startCoordinatorProcess,
 } from "../../src/lab/coordinator-process";
 import { type RunningAgent, startAgent } from "./agents";
+import { waitFor } from "./wait";
 
 export interface Deployment {
   coord: CoordinatorProcess;
@@ -33,13 +34,15 @@ export function startCoordinator(opts: CoordinatorProcessOptions = {}): Promise<
 
 /** Waits until `n` agents are connected to the coordinator (bounded). */
 export async function waitAgents(client: BackupServiceClient, n: number, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const r = await client.listAgents({});
-    if (r.agents.filter((a) => a.connected).length >= n) return;
-    if (Date.now() > deadline) throw new Error(`only ${JSON.stringify(r.agents)} connected after ${timeoutMs} ms`);
-    await new Promise((res) => setTimeout(res, 100));
-  }
+  let seen = "";
+  await waitFor(
+    async () => {
+      const r = await client.listAgents({});
+      seen = JSON.stringify(r.agents.map((a) => ({ agentId: a.agentId, connected: a.connected })));
+      return r.agents.filter((a) => a.connected).length >= n;
+    },
+    { what: () => `${n} connected agents (seen: ${seen})`, timeoutMs },
+  );
 }
 
 export async function deploy(
@@ -47,32 +50,37 @@ export async function deploy(
 ): Promise<Deployment> {
   const coord = await startCoordinator(opts);
   const clusters = opts.clusters ?? ["site-a", "site-b"];
-  const agents = await Promise.all(
+  const started = await Promise.allSettled(
     clusters.map((c) =>
       startAgent(c, { coordinator: coord.address, ...(opts.agentLimits ? { limits: opts.agentLimits } : {}) }),
     ),
   );
-  await waitAgents(coord.client, agents.length);
-  return {
-    coord,
-    agents,
-    client: coord.client,
-    async stop() {
-      await Promise.all(agents.map((a) => a.stop()));
-      await coord.stop();
-    },
+  const agents = started.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  const stop = async () => {
+    await Promise.all(agents.map((a) => a.stop()));
+    await coord.stop();
   };
+  try {
+    for (const r of started) if (r.status === "rejected") throw r.reason;
+    await waitAgents(coord.client, agents.length);
+  } catch (e) {
+    // The caller never gets a deployment to stop: stop what did start.
+    await stop().catch(() => {});
+    throw e;
+  }
+  return { coord, agents, client: coord.client, stop };
 }
 
 /** Polls a job until it is final (bounded). */
 export async function waitJob(client: BackupServiceClient, jobId: string, timeoutMs = 120_000): Promise<Job> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const j = await client.getJob({ jobId });
-    if (FINAL.has(j.state)) return j;
-    if (Date.now() > deadline) throw new Error(`job ${jobId} not final after ${timeoutMs} ms: ${JSON.stringify(j)}`);
-    await new Promise((res) => setTimeout(res, 100));
-  }
+  let last: Job | undefined;
+  return waitFor(
+    async () => {
+      last = await client.getJob({ jobId });
+      return FINAL.has(last.state) && last;
+    },
+    { what: () => `job ${jobId} to end (last: ${JSON.stringify(last)})`, timeoutMs },
+  );
 }
 
 /** Waits for a job and asserts it succeeded (the message carries its error otherwise). */

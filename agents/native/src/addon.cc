@@ -1,12 +1,14 @@
 // Module entry: per-environment state, the classes, and the functions the TypeScript facade
 // (agents/ceph/) calls. JS never constructs the classes itself; it gets them from connect() and the
-// methods that open things.
+// methods that open things. Every function and method is wrapped by the exception boundary
+// (boundary.h); node-addon-api's own catch-all covers Init itself.
 #include "cluster.h"
 #include "common.h"
 #include "crc32c.h"
 #include "diff-iterator.h"
 #include "image.h"
 #include "io-ctx.h"
+#include "test-faults.h"
 
 namespace rbdb {
 
@@ -25,8 +27,7 @@ static Napi::Value Versions(const Napi::CallbackInfo& info) {
 static Napi::Value Crc32cFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsTypedArray()) {
-    Napi::TypeError::New(env, "crc32c: data must be a Buffer or Uint8Array").ThrowAsJavaScriptException();
-    return env.Undefined();
+    throw Napi::TypeError::New(env, "crc32c: data must be a Buffer or Uint8Array");
   }
   Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
   return Napi::Number::New(env, Crc32c(0, a.Data(), a.ByteLength()));
@@ -39,10 +40,11 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   addon->ioCtxCtor = Napi::Persistent(IoCtx::Init(env));
   addon->imageCtor = Napi::Persistent(Image::Init(env));
   addon->diffCtor = Napi::Persistent(DiffIterator::Init(env));
-  exports.Set("connect", Napi::Function::New(env, Cluster::Connect, "connect"));
-  exports.Set("versions", Napi::Function::New(env, Versions, "versions"));
-  exports.Set("crc32c", Napi::Function::New(env, Crc32cFn, "crc32c"));
+  exports.Set("connect", GuardedFunction<&Cluster::Connect>(env, "connect"));
+  exports.Set("versions", GuardedFunction<Versions>(env, "versions"));
+  exports.Set("crc32c", GuardedFunction<Crc32cFn>(env, "crc32c"));
   exports.Set("crc32cHardware", Napi::Boolean::New(env, Crc32cHardware()));
+  InitTestFaults(env, exports);
   return exports;
 }
 

@@ -9,21 +9,23 @@ namespace rbdb {
 Napi::Function Cluster::Init(Napi::Env env) {
   return DefineClass(env, "Cluster",
                      {
-                         InstanceMethod<&Cluster::Fsid>("fsid"),
-                         InstanceMethod<&Cluster::PoolList>("poolList"),
-                         InstanceMethod<&Cluster::PoolExists>("poolExists"),
-                         InstanceMethod<&Cluster::ClusterStat>("clusterStat"),
-                         InstanceMethod<&Cluster::OpenIoCtx>("openIoCtx"),
-                         InstanceMethod<&Cluster::MonCommand>("monCommand"),
-                         InstanceMethod<&Cluster::Addrs>("addrs"),
-                         InstanceMethod<&Cluster::BlocklistAdd>("blocklistAdd"),
-                         InstanceMethod<&Cluster::Close>("close"),
+                         GuardedMethod<Cluster, &Cluster::Fsid>("fsid"),
+                         GuardedMethod<Cluster, &Cluster::PoolList>("poolList"),
+                         GuardedMethod<Cluster, &Cluster::PoolExists>("poolExists"),
+                         GuardedMethod<Cluster, &Cluster::ClusterStat>("clusterStat"),
+                         GuardedMethod<Cluster, &Cluster::OpenIoCtx>("openIoCtx"),
+                         GuardedMethod<Cluster, &Cluster::MonCommand>("monCommand"),
+                         GuardedMethod<Cluster, &Cluster::Addrs>("addrs"),
+                         GuardedMethod<Cluster, &Cluster::BlocklistAdd>("blocklistAdd"),
+                         GuardedMethod<Cluster, &Cluster::Close>("close"),
                      });
 }
 
 Cluster::Cluster(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Cluster>(info), addon_(Addon::Get(info.Env())) {
-  info.This().As<Napi::Object>().TypeTag(&kClusterTag);
-  addon_->Register(this);
+  Guard(info.Env(), "Cluster", [&] {
+    info.This().As<Napi::Object>().TypeTag(&kClusterTag);
+    addon_->Register(this);
+  });
 }
 
 Cluster::~Cluster() {
@@ -54,7 +56,7 @@ Napi::Value Cluster::Connect(const Napi::CallbackInfo& info) {
       config.emplace_back(k.ToString().Utf8Value(), v.As<Napi::String>().Utf8Value());
     }
   }
-  auto h = std::make_shared<ClusterHandle>();
+  auto h = NewHandle<ClusterHandle>();
   auto failedOp = std::make_shared<std::string>("rados_create2");
   auto exec = [=]() -> int {
     std::string name = "client." + clientId;
@@ -166,7 +168,7 @@ Napi::Value Cluster::OpenIoCtx(const Napi::CallbackInfo& info) {
     OptString(o, "namespace", &ns);
     OptBool(o, "poolFullTry", &fullTry);
   }
-  auto io = std::make_shared<IoCtxHandle>();
+  auto io = NewHandle<IoCtxHandle>();
   io->cluster = h;
   Addon* addon = addon_;
   return RunAsync(

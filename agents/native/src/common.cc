@@ -1,9 +1,8 @@
 #include "common.h"
 
-#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 namespace rbdb {
 
@@ -12,17 +11,30 @@ const napi_type_tag kIoCtxTag = {0x3b5d7f9e1c2a4b6dULL, 0x9f8e7d6c5b4a3921ULL};
 const napi_type_tag kImageTag = {0x5c7e9a1b3d5f7a9cULL, 0x1e2d3c4b5a697887ULL};
 const napi_type_tag kDiffTag = {0x6d8f0b2c4e6a8c0eULL, 0x2f3e4d5c6b7a8990ULL};
 
+// Entry point from the thread-safe function: nothing thrown here may reach node-addon-api (which would
+// make it an uncaught JS exception), so a failure rejects the task's promise instead. Deleting the task
+// may drop a handle's last reference: handles.h moves that close off this thread.
 void CallTask(Napi::Env env, Napi::Function, void*, Task* task) {
   if (task == nullptr) return;
   if (env == nullptr) return;  // teardown: leak on purpose (see Poster)
-  task->Run(env);
-  delete task;
+  std::unique_ptr<Task> owned(task);
+  try {
+    Addon::Get(env)->Unhold();
+    FaultPoint(Fault::kTask);
+    task->Run(env);
+  } catch (...) {
+    task->Fail(env, std::current_exception());
+  }
 }
 
-void Poster::Post(Task* task) {
-  std::lock_guard<std::mutex> lock(m_);
-  if (!alive_) return;  // teardown: leak on purpose
-  tsfn.NonBlockingCall(task);
+void Poster::Post(Task* task) noexcept {
+  try {
+    std::lock_guard<std::mutex> lock(m_);
+    if (!alive_) return;  // teardown: leak on purpose
+    tsfn.NonBlockingCall(task);
+  } catch (...) {
+    // Only a failing mutex could land here; the task is leaked (its promise stays pending).
+  }
 }
 
 void Poster::Dead() {
@@ -44,14 +56,18 @@ Addon::Addon(Napi::Env env) : env_(env), poster_(std::make_shared<Poster>()) {
   poster_->tsfn.Unref(env);
 }
 
+// Environment teardown (the instance data's finalizer): close what JS did not close, children before
+// parents (the shared_ptr chain keeps that order too), then wait for the closer so that nothing is left
+// open when the process exits. The wait is bounded: a cluster that stopped answering must not hold the
+// exit forever (its watches then time out on the cluster side, as after a crash).
 Addon::~Addon() {
-  // Close what JS did not close, children before parents (the shared_ptr chain keeps the order too).
-  std::vector<Releasable*> all(live_.begin(), live_.end());
-  std::stable_sort(all.begin(), all.end(), [](Releasable* a, Releasable* b) {
-    return a->ReleaseLevel() < b->ReleaseLevel();
-  });
-  for (Releasable* r : all) r->ReleaseHandle();
+  for (int level = 0; level <= 3; level++) {
+    for (Releasable* r : live_) {
+      if (r->ReleaseLevel() == level) r->ReleaseHandle();
+    }
+  }
   live_.clear();
+  DrainCloser(std::chrono::seconds(30));
 }
 
 void Addon::Hold() {
@@ -92,33 +108,43 @@ class PromiseWorker : public Napi::AsyncWorker {
 
   Napi::Promise Promise() { return deferred_.Promise(); }
 
+  // libuv's pool. Any exception becomes a failed baton (error_), settled in OnOK.
   void Execute() override {
+    MayBlockHere();
     try {
+      FaultPoint(Fault::kExecute);
       rc_ = exec_();
-    } catch (const std::bad_alloc&) {
-      rc_ = -ENOMEM;
+    } catch (...) {
+      error_ = std::current_exception();
     }
+    // Let go of what exec captured here, off the JS thread: a last handle reference closes right here.
+    exec_ = nullptr;
   }
 
   void OnOK() override {
     Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    if (rc_ < 0) {
-      deferred_.Reject(CephError(env, rc_, *op_).Value());
-      return;
-    }
-    if (!done_) {
-      deferred_.Resolve(env.Undefined());
-      return;
-    }
     try {
-      deferred_.Resolve(done_(env));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
+      Napi::HandleScope scope(env);
+      if (error_) {
+        deferred_.Reject(NativeError(env, error_, *op_).Value());
+      } else if (rc_ < 0) {
+        deferred_.Reject(CephError(env, rc_, *op_).Value());
+      } else {
+        deferred_.Resolve(done_ ? done_(env) : env.Undefined());
+      }
+    } catch (...) {
+      RejectWith(env, deferred_, std::current_exception(), *op_);
     }
   }
 
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  // Only reached if node-addon-api itself recorded an error (Execute catches everything).
+  void OnError(const Napi::Error& e) override {
+    try {
+      deferred_.Reject(e.Value());
+    } catch (...) {
+      RejectWith(Env(), deferred_, std::current_exception(), *op_);
+    }
+  }
 
  private:
   Napi::Promise::Deferred deferred_;
@@ -126,6 +152,7 @@ class PromiseWorker : public Napi::AsyncWorker {
   std::function<int()> exec_;
   std::function<Napi::Value(Napi::Env)> done_;
   int rc_ = 0;
+  std::exception_ptr error_;
 };
 
 }  // namespace
@@ -137,9 +164,10 @@ Napi::Value RunAsync(Napi::Env env, std::string op, std::function<int()> exec,
 
 Napi::Value RunAsync(Napi::Env env, std::shared_ptr<std::string> op, std::function<int()> exec,
                      std::function<Napi::Value(Napi::Env)> done) {
-  auto* w = new PromiseWorker(env, std::move(op), std::move(exec), std::move(done));
+  auto w = std::make_unique<PromiseWorker>(env, std::move(op), std::move(exec), std::move(done));
   Napi::Promise p = w->Promise();
   w->Queue();
+  w.release();  // queued: the worker deletes itself once complete
   return p;
 }
 

@@ -1,59 +1,42 @@
 // Shared machinery of the rbdbackup native addon.
 //
-// Ownership: every librados/librbd handle lives in a small RAII struct (ClusterHandle, IoCtxHandle,
-// ImageHandle) held by std::shared_ptr. A child holds its parent (image -> ioctx -> cluster), and every
-// piece of in-flight work (an AsyncWorker, an aio baton, a diff thread) holds the handle it uses, so a
-// handle is really closed only when nothing can touch it any more, and always in child-to-parent order.
+// Ownership: every librados/librbd handle lives in a small RAII struct (handles.h) held by
+// std::shared_ptr. A child holds its parent (image -> ioctx -> cluster), and every piece of in-flight
+// work (an AsyncWorker, an aio baton, a diff thread) holds the handle it uses, so a handle is really
+// closed only when nothing can touch it any more, child before parent, and never on a JS thread.
 //
 // Threads: blocking calls run in PromiseWorker::Execute on libuv's pool; librbd aio completions and the
 // diff producer thread hand results back to the JS thread through the addon's one thread-safe function
 // (Addon::Post). Nothing but the JS thread touches JS values.
 //
 // Errors: a negative errno becomes a JS Error with `errno` (positive) and `op`; the TypeScript facade
-// names the code (ENOENT...) and re-throws with the caller's stack.
+// names the code (ENOENT...) and re-throws with the caller's stack. A C++ exception never escapes an
+// entry point (boundary.h).
 #pragma once
 
 #include <napi.h>
-#include <rados/librados.h>
-#include <rbd/librbd.h>
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
 
+#include "boundary.h"
+#include "handles.h"
+
 namespace rbdb {
 
-struct ClusterHandle {
-  rados_t cluster = nullptr;
-  ~ClusterHandle() {
-    if (cluster != nullptr) rados_shutdown(cluster);
-  }
-};
-
-struct IoCtxHandle {
-  std::shared_ptr<ClusterHandle> cluster;
-  rados_ioctx_t io = nullptr;
-  ~IoCtxHandle() {
-    if (io != nullptr) rados_ioctx_destroy(io);
-  }
-};
-
-struct ImageHandle {
-  std::shared_ptr<IoCtxHandle> ioctx;
-  rbd_image_t image = nullptr;
-  ~ImageHandle() {
-    if (image != nullptr) rbd_close(image);
-  }
-};
-
-// Work finished on another thread, to be completed on the JS thread. `env` is null when the addon is
-// being torn down: then Run must only free what it holds.
+// Work finished on another thread, to be completed on the JS thread; each answers one Addon::Hold().
+// At teardown the task is leaked instead (see Poster).
 struct Task {
   virtual ~Task() = default;
+  // JS thread: settle the promise. May throw: CallTask then calls Fail instead.
   virtual void Run(Napi::Env env) = 0;
+  // JS thread, after Run threw (or before it, when it cannot run): reject the promise. Never throws.
+  virtual void Fail(Napi::Env env, std::exception_ptr error) noexcept = 0;
 };
 
 // A JS wrapper that owns a handle and must let go of it when the environment goes away.
@@ -74,7 +57,7 @@ using TaskTsfn = Napi::TypedThreadSafeFunction<void, Task, CallTask>;
 // memory (the process is exiting; nobody awaits the result).
 class Poster {
  public:
-  void Post(Task* task);
+  void Post(Task* task) noexcept;
   void Dead();  // called by the thread-safe function's finalizer
   TaskTsfn tsfn;
 
@@ -94,7 +77,7 @@ class Addon {
   // JS thread: the awaited result arrived.
   void Unhold();
   // Any thread: complete `task` on the JS thread.
-  void Post(Task* task) { poster_->Post(task); }
+  void Post(Task* task) noexcept { poster_->Post(task); }
   // For code that outlives a call into the addon (aio completions, diff threads).
   std::shared_ptr<Poster> poster() const { return poster_; }
 

@@ -1,14 +1,36 @@
 #include "diff-iterator.h"
 
 #include <memory>
+#include <system_error>
 
 namespace rbdb {
+
+struct DiffState;
+
+namespace {
+
+// One batch of extents (or the end, or a failure) on its way to the JS thread.
+struct BatchTask : Task {
+  std::shared_ptr<DiffState> s;
+  std::vector<double> triples;
+  bool done = false;
+  int rc = 0;
+  std::exception_ptr error;  // a C++ exception on the producer thread
+  std::unique_ptr<Napi::Promise::Deferred> d;
+
+  void Run(Napi::Env env) override;
+  void Fail(Napi::Env env, std::exception_ptr e) noexcept override;
+};
+
+}  // namespace
 
 struct DiffState {
   // Set once on the JS thread before the producer starts.
   std::shared_ptr<ImageHandle> image;
   DiffParams params;
   std::shared_ptr<Poster> poster;
+  // The final delivery, allocated before the producer starts so that delivering it cannot fail.
+  std::unique_ptr<BatchTask> last;
 
   // Shared with the producer thread, under m.
   std::mutex m;
@@ -16,68 +38,99 @@ struct DiffState {
   bool want = false;
   bool cancel = false;
   std::vector<double> batch;  // (offset, length, exists) triples
+  std::exception_ptr error;
   std::thread thread;
 
   // JS thread only.
   bool started = false;
   bool finished = false;  // the final batch was delivered, or closed
+  bool failed = false;    // a batch was rejected: its extents are lost, so no later batch may follow
   std::unique_ptr<Napi::Promise::Deferred> pending;
 };
 
 namespace {
 
-struct BatchTask : Task {
-  std::shared_ptr<DiffState> s;
-  std::vector<double> triples;
-  bool done = false;
-  int rc = 0;
-
-  void Run(Napi::Env env) override {
-    Addon::Get(env)->Unhold();
-    std::unique_ptr<Napi::Promise::Deferred> d = std::move(s->pending);
-    if (done) s->finished = true;
-    if (!d) return;
-    if (rc < 0) {
-      d->Reject(CephError(env, rc, "rbd_diff_iterate2").Value());
-      return;
-    }
-    Napi::Float64Array arr = Napi::Float64Array::New(env, triples.size());
-    for (size_t i = 0; i < triples.size(); i++) arr[i] = triples[i];
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("extents", arr);
-    o.Set("done", Napi::Boolean::New(env, done));
-    d->Resolve(o);
+// JS thread: stop the producer after a failed batch; later next() calls reject.
+void MarkFailed(DiffState& s) noexcept {
+  s.failed = true;
+  try {
+    std::lock_guard<std::mutex> lock(s.m);
+    s.cancel = true;
+  } catch (...) {
   }
-};
+  s.cv.notify_all();
+}
 
-// Under s->m: hand the current batch to JS.
-void Deliver(const std::shared_ptr<DiffState>& s, bool done, int rc) {
-  auto* t = new BatchTask();
+void BatchTask::Run(Napi::Env env) {
+  d = std::move(s->pending);
+  if (done) s->finished = true;
+  if (!d) return;
+  if (error) {
+    MarkFailed(*s);
+    d->Reject(NativeError(env, error, "rbd_diff_iterate2").Value());
+    return;
+  }
+  if (rc < 0) {
+    MarkFailed(*s);
+    d->Reject(CephError(env, rc, "rbd_diff_iterate2").Value());
+    return;
+  }
+  Napi::Float64Array arr = Napi::Float64Array::New(env, triples.size());
+  for (size_t i = 0; i < triples.size(); i++) arr[i] = triples[i];
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("extents", arr);
+  o.Set("done", Napi::Boolean::New(env, done));
+  d->Resolve(o);
+}
+
+void BatchTask::Fail(Napi::Env env, std::exception_ptr e) noexcept {
+  if (!d) d = std::move(s->pending);
+  if (done) s->finished = true;
+  MarkFailed(*s);
+  if (d) RejectWith(env, *d, e, "rbd_diff_iterate2");
+}
+
+// Under s->m: hand the current batch to JS in `t`.
+void Deliver(const std::shared_ptr<DiffState>& s, std::unique_ptr<BatchTask> t, bool done, int rc) noexcept {
   t->s = s;
   t->triples.swap(s->batch);
   t->done = done;
   t->rc = rc;
+  t->error = s->error;
   s->want = false;
-  s->poster->Post(t);
+  s->poster->Post(t.release());
 }
 
 struct CallbackArg {
   std::shared_ptr<DiffState> s;
 };
 
-int OnExtent(uint64_t off, size_t len, int exists, void* arg) {
+// librbd's diff callback: nothing may throw into librbd. A failure (no memory for the batch) is kept in
+// s->error and stops the iteration; Produce() reports it with the final delivery.
+int OnExtent(uint64_t off, size_t len, int exists, void* arg) noexcept {
   const std::shared_ptr<DiffState>& s = static_cast<CallbackArg*>(arg)->s;
-  std::unique_lock<std::mutex> lock(s->m);
-  if (s->batch.empty()) s->cv.wait(lock, [&] { return s->want || s->cancel; });
-  if (s->cancel) return -ECANCELED;
-  s->batch.push_back(static_cast<double>(off));
-  s->batch.push_back(static_cast<double>(len));
-  s->batch.push_back(exists ? 1 : 0);
-  if (s->batch.size() / 3 >= s->params.batchSize) Deliver(s, false, 0);
-  return 0;
+  try {
+    std::unique_lock<std::mutex> lock(s->m);
+    if (s->batch.empty()) s->cv.wait(lock, [&] { return s->want || s->cancel; });
+    if (s->cancel) return -ECANCELED;
+    s->batch.push_back(static_cast<double>(off));
+    s->batch.push_back(static_cast<double>(len));
+    s->batch.push_back(exists ? 1 : 0);
+    if (s->batch.size() / 3 >= s->params.batchSize) Deliver(s, std::make_unique<BatchTask>(), false, 0);
+    return 0;
+  } catch (...) {
+    try {
+      std::lock_guard<std::mutex> lock(s->m);
+      if (!s->error) s->error = std::current_exception();
+    } catch (...) {
+    }
+    return -ECANCELED;
+  }
 }
 
-void Produce(std::shared_ptr<DiffState> s) {
+// The producer thread: runs the whole iteration, then waits for the consumer to ask for the end.
+void Produce(std::shared_ptr<DiffState> s) noexcept {
+  MayBlockHere();
   CallbackArg arg{s};
   const DiffParams& p = s->params;
   int rc = 0;
@@ -94,9 +147,9 @@ void Produce(std::shared_ptr<DiffState> s) {
   {
     std::unique_lock<std::mutex> lock(s->m);
     s->cv.wait(lock, [&] { return s->want || s->cancel; });
-    if (s->want) Deliver(s, true, s->cancel ? -ECANCELED : rc);
+    if (s->want && s->last) Deliver(s, std::move(s->last), true, s->cancel ? -ECANCELED : rc);
   }
-  s->image.reset();
+  s->image.reset();  // this thread may block: a last reference closes the image here
 }
 
 }  // namespace
@@ -104,15 +157,17 @@ void Produce(std::shared_ptr<DiffState> s) {
 Napi::Function DiffIterator::Init(Napi::Env env) {
   return DefineClass(env, "DiffIterator",
                      {
-                         InstanceMethod<&DiffIterator::Next>("next"),
-                         InstanceMethod<&DiffIterator::Close>("close"),
+                         GuardedMethod<DiffIterator, &DiffIterator::Next>("next"),
+                         GuardedMethod<DiffIterator, &DiffIterator::Close>("close"),
                      });
 }
 
 DiffIterator::DiffIterator(const Napi::CallbackInfo& info)
     : Napi::ObjectWrap<DiffIterator>(info), addon_(Addon::Get(info.Env())) {
-  info.This().As<Napi::Object>().TypeTag(&kDiffTag);
-  addon_->Register(this);
+  Guard(info.Env(), "DiffIterator", [&] {
+    info.This().As<Napi::Object>().TypeTag(&kDiffTag);
+    addon_->Register(this);
+  });
 }
 
 DiffIterator::~DiffIterator() {
@@ -144,6 +199,10 @@ Napi::Value DiffIterator::Next(const Napi::CallbackInfo& info) {
   if (!s_) throw ClosedError(env, "diff iterator");
   auto d = std::make_unique<Napi::Promise::Deferred>(Napi::Promise::Deferred::New(env));
   Napi::Promise p = d->Promise();
+  if (s_->failed) {
+    d->Reject(InternalError(env, "diff iterator", "an earlier next() failed; close the iterator").Value());
+    return p;
+  }
   if (s_->finished) {
     Napi::Object o = Napi::Object::New(env);
     o.Set("extents", Napi::Float64Array::New(env, 0));
@@ -155,6 +214,19 @@ Napi::Value DiffIterator::Next(const Napi::CallbackInfo& info) {
     d->Reject(Napi::Error::New(env, "diff iterator: next() called while a previous next() is pending").Value());
     return p;
   }
+  if (!s_->started) {
+    // The producer waits for `want` before it delivers anything, so it may start first. If it cannot
+    // start (no thread to give: std::system_error), this next() rejects and a later one may try again.
+    if (!s_->last) s_->last = std::make_unique<BatchTask>();
+    try {
+      FaultPoint(Fault::kThread);
+      s_->thread = std::thread(Produce, s_);
+    } catch (...) {
+      d->Reject(NativeError(env, std::current_exception(), "rbd_diff_iterate2 (starting the diff thread)").Value());
+      return p;
+    }
+    s_->started = true;
+  }
   s_->pending = std::move(d);
   addon_->Hold();
   {
@@ -162,10 +234,6 @@ Napi::Value DiffIterator::Next(const Napi::CallbackInfo& info) {
     s_->want = true;
   }
   s_->cv.notify_all();
-  if (!s_->started) {
-    s_->started = true;
-    s_->thread = std::thread(Produce, s_);
-  }
   return p;
 }
 

@@ -3,7 +3,9 @@
 // A dedicated thread runs rbd_diff_iterate2 (it blocks for as long as JS takes to consume). The librbd
 // callback appends extents to the current batch; before it starts a new batch it waits until JS has
 // asked for one (next()), so at most one batch exists ahead of the consumer. close() cancels: the
-// callback returns -ECANCELED and librbd unwinds.
+// callback returns -ECANCELED and librbd unwinds. The thread starts on the first next(); when it cannot
+// (std::system_error), that next() rejects with ERR_RBDBACKUP_NATIVE. After a rejected batch every
+// later next() rejects too (its extents are gone, so a "done" would lie).
 #pragma once
 
 #include <condition_variable>

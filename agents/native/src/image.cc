@@ -11,32 +11,34 @@ namespace rbdb {
 Napi::Function Image::Init(Napi::Env env) {
   return DefineClass(env, "Image",
                      {
-                         InstanceMethod<&Image::Stat>("stat"),
-                         InstanceMethod<&Image::Resize>("resize"),
-                         InstanceMethod<&Image::SnapCreate>("snapCreate"),
-                         InstanceMethod<&Image::SnapRemove>("snapRemove"),
-                         InstanceMethod<&Image::SnapList>("snapList"),
-                         InstanceMethod<&Image::SnapProtect>("snapProtect"),
-                         InstanceMethod<&Image::SnapUnprotect>("snapUnprotect"),
-                         InstanceMethod<&Image::SnapRollback>("snapRollback"),
-                         InstanceMethod<&Image::Flatten>("flatten"),
-                         InstanceMethod<&Image::MetaGet>("metaGet"),
-                         InstanceMethod<&Image::MetaSet>("metaSet"),
-                         InstanceMethod<&Image::MetaRemove>("metaRemove"),
-                         InstanceMethod<&Image::MetaList>("metaList"),
-                         InstanceMethod<&Image::AioRead>("read"),
-                         InstanceMethod<&Image::AioWrite>("write"),
-                         InstanceMethod<&Image::AioWriteZeroes>("writeZeroes"),
-                         InstanceMethod<&Image::AioDiscard>("discard"),
-                         InstanceMethod<&Image::AioFlush>("flush"),
-                         InstanceMethod<&Image::DiffIterate>("diffIterate"),
-                         InstanceMethod<&Image::Close>("close"),
+                         GuardedMethod<Image, &Image::Stat>("stat"),
+                         GuardedMethod<Image, &Image::Resize>("resize"),
+                         GuardedMethod<Image, &Image::SnapCreate>("snapCreate"),
+                         GuardedMethod<Image, &Image::SnapRemove>("snapRemove"),
+                         GuardedMethod<Image, &Image::SnapList>("snapList"),
+                         GuardedMethod<Image, &Image::SnapProtect>("snapProtect"),
+                         GuardedMethod<Image, &Image::SnapUnprotect>("snapUnprotect"),
+                         GuardedMethod<Image, &Image::SnapRollback>("snapRollback"),
+                         GuardedMethod<Image, &Image::Flatten>("flatten"),
+                         GuardedMethod<Image, &Image::MetaGet>("metaGet"),
+                         GuardedMethod<Image, &Image::MetaSet>("metaSet"),
+                         GuardedMethod<Image, &Image::MetaRemove>("metaRemove"),
+                         GuardedMethod<Image, &Image::MetaList>("metaList"),
+                         GuardedMethod<Image, &Image::AioRead>("read"),
+                         GuardedMethod<Image, &Image::AioWrite>("write"),
+                         GuardedMethod<Image, &Image::AioWriteZeroes>("writeZeroes"),
+                         GuardedMethod<Image, &Image::AioDiscard>("discard"),
+                         GuardedMethod<Image, &Image::AioFlush>("flush"),
+                         GuardedMethod<Image, &Image::DiffIterate>("diffIterate"),
+                         GuardedMethod<Image, &Image::Close>("close"),
                      });
 }
 
 Image::Image(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Image>(info), addon_(Addon::Get(info.Env())) {
-  info.This().As<Napi::Object>().TypeTag(&kImageTag);
-  addon_->Register(this);
+  Guard(info.Env(), "Image", [&] {
+    info.This().As<Napi::Object>().TypeTag(&kImageTag);
+    addon_->Register(this);
+  });
 }
 
 Image::~Image() {
@@ -238,109 +240,6 @@ Napi::Value Image::MetaList(const Napi::CallbackInfo& info) {
         for (const auto& p : *kv) o.Set(p.first, p.second);
         return o;
       });
-}
-
-namespace {
-
-// One librbd aio op in flight. Holds the image (so it cannot close under the op) and the caller's
-// Buffer (so its memory stays valid); both are let go of on the JS thread.
-struct AioBaton : Task {
-  AioBaton(Napi::Env env, std::shared_ptr<ImageHandle> h, const char* op, std::shared_ptr<Poster> poster)
-      : img(std::move(h)), deferred(Napi::Promise::Deferred::New(env)), op(op), poster(std::move(poster)) {}
-  std::shared_ptr<ImageHandle> img;
-  Napi::Promise::Deferred deferred;
-  Napi::ObjectReference buffer;
-  const char* op;
-  std::shared_ptr<Poster> poster;
-  ssize_t rc = 0;
-
-  void Run(Napi::Env env) override {
-    Addon::Get(env)->Unhold();
-    if (rc < 0) {
-      deferred.Reject(CephError(env, static_cast<int>(rc), op).Value());
-    } else {
-      deferred.Resolve(Napi::Number::New(env, static_cast<double>(rc)));
-    }
-  }
-};
-
-void AioComplete(rbd_completion_t c, void* arg) {
-  auto* b = static_cast<AioBaton*>(arg);
-  b->rc = rbd_aio_get_return_value(c);
-  rbd_aio_release(c);
-  std::shared_ptr<Poster> poster = b->poster;  // b may be freed once posted
-  poster->Post(b);
-}
-
-template <typename Submit>
-Napi::Value SubmitAio(Napi::Env env, Addon* addon, std::shared_ptr<ImageHandle> h, const char* op,
-                      Napi::Object keepAlive, Submit submit) {
-  auto* b = new AioBaton(env, h, op, addon->poster());
-  if (!keepAlive.IsEmpty()) b->buffer = Napi::Persistent(keepAlive);
-  Napi::Promise p = b->deferred.Promise();
-  rbd_completion_t c = nullptr;
-  int rc = rbd_aio_create_completion(b, AioComplete, &c);
-  if (rc == 0) {
-    addon->Hold();
-    rc = submit(h->image, c);
-    if (rc < 0) {
-      addon->Unhold();
-      rbd_aio_release(c);
-    }
-  }
-  if (rc < 0) {
-    b->deferred.Reject(CephError(env, rc, op).Value());
-    delete b;
-  }
-  return p;
-}
-
-}  // namespace
-
-Napi::Value Image::AioRead(const Napi::CallbackInfo& info) {
-  auto h = handle(info.Env());
-  Napi::Buffer<uint8_t> buf = ArgBuffer(info, 0, "buffer");
-  uint64_t off = ArgU64(info, 1, "offset");
-  char* data = reinterpret_cast<char*>(buf.Data());
-  size_t len = buf.Length();
-  return SubmitAio(info.Env(), addon_, h, "rbd_aio_read2", buf, [=](rbd_image_t img, rbd_completion_t c) {
-    return rbd_aio_read2(img, off, len, data, c, 0);
-  });
-}
-
-Napi::Value Image::AioWrite(const Napi::CallbackInfo& info) {
-  auto h = handle(info.Env());
-  Napi::Buffer<uint8_t> buf = ArgBuffer(info, 0, "buffer");
-  uint64_t off = ArgU64(info, 1, "offset");
-  const char* data = reinterpret_cast<const char*>(buf.Data());
-  size_t len = buf.Length();
-  return SubmitAio(info.Env(), addon_, h, "rbd_aio_write2", buf, [=](rbd_image_t img, rbd_completion_t c) {
-    return rbd_aio_write2(img, off, len, data, c, 0);
-  });
-}
-
-Napi::Value Image::AioWriteZeroes(const Napi::CallbackInfo& info) {
-  auto h = handle(info.Env());
-  uint64_t off = ArgU64(info, 0, "offset");
-  uint64_t len = ArgU64(info, 1, "length");
-  return SubmitAio(info.Env(), addon_, h, "rbd_aio_write_zeroes", Napi::Object(),
-                   [=](rbd_image_t img, rbd_completion_t c) {
-                     return rbd_aio_write_zeroes(img, off, static_cast<size_t>(len), c, 0, 0);
-                   });
-}
-
-Napi::Value Image::AioDiscard(const Napi::CallbackInfo& info) {
-  auto h = handle(info.Env());
-  uint64_t off = ArgU64(info, 0, "offset");
-  uint64_t len = ArgU64(info, 1, "length");
-  return SubmitAio(info.Env(), addon_, h, "rbd_aio_discard", Napi::Object(),
-                   [=](rbd_image_t img, rbd_completion_t c) { return rbd_aio_discard(img, off, len, c); });
-}
-
-Napi::Value Image::AioFlush(const Napi::CallbackInfo& info) {
-  auto h = handle(info.Env());
-  return SubmitAio(info.Env(), addon_, h, "rbd_aio_flush", Napi::Object(),
-                   [=](rbd_image_t img, rbd_completion_t c) { return rbd_aio_flush(img, c); });
 }
 
 Napi::Value Image::DiffIterate(const Napi::CallbackInfo& info) {

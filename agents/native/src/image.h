@@ -1,6 +1,6 @@
 // Image: an open RBD image (head, or a snapshot when opened at one). Owns image-level calls: stat,
 // resize, snapshots, flatten, image-meta, aio data I/O straight from/into caller-owned Buffers, and
-// diff iteration (which yields a DiffIterator).
+// diff iteration (which yields a DiffIterator). The aio calls live in image-aio.cc.
 #pragma once
 
 #include "common.h"

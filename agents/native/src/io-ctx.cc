@@ -9,26 +9,28 @@ namespace rbdb {
 Napi::Function IoCtx::Init(Napi::Env env) {
   return DefineClass(env, "IoCtx",
                      {
-                         InstanceMethod<&IoCtx::ObjCreateExclusive>("objCreateExclusive"),
-                         InstanceMethod<&IoCtx::ObjWriteFull>("objWriteFull"),
-                         InstanceMethod<&IoCtx::ObjRead>("objRead"),
-                         InstanceMethod<&IoCtx::ObjStat>("objStat"),
-                         InstanceMethod<&IoCtx::ObjRemove>("objRemove"),
-                         InstanceMethod<&IoCtx::ObjList>("objList"),
-                         InstanceMethod<&IoCtx::PoolStat>("poolStat"),
-                         InstanceMethod<&IoCtx::ImageList>("imageList"),
-                         InstanceMethod<&IoCtx::NamespaceExists>("namespaceExists"),
-                         InstanceMethod<&IoCtx::ImageCreate>("imageCreate"),
-                         InstanceMethod<&IoCtx::ImageRemove>("imageRemove"),
-                         InstanceMethod<&IoCtx::ImageOpen>("imageOpen"),
-                         InstanceMethod<&IoCtx::ImageClone>("imageClone"),
-                         InstanceMethod<&IoCtx::Close>("close"),
+                         GuardedMethod<IoCtx, &IoCtx::ObjCreateExclusive>("objCreateExclusive"),
+                         GuardedMethod<IoCtx, &IoCtx::ObjWriteFull>("objWriteFull"),
+                         GuardedMethod<IoCtx, &IoCtx::ObjRead>("objRead"),
+                         GuardedMethod<IoCtx, &IoCtx::ObjStat>("objStat"),
+                         GuardedMethod<IoCtx, &IoCtx::ObjRemove>("objRemove"),
+                         GuardedMethod<IoCtx, &IoCtx::ObjList>("objList"),
+                         GuardedMethod<IoCtx, &IoCtx::PoolStat>("poolStat"),
+                         GuardedMethod<IoCtx, &IoCtx::ImageList>("imageList"),
+                         GuardedMethod<IoCtx, &IoCtx::NamespaceExists>("namespaceExists"),
+                         GuardedMethod<IoCtx, &IoCtx::ImageCreate>("imageCreate"),
+                         GuardedMethod<IoCtx, &IoCtx::ImageRemove>("imageRemove"),
+                         GuardedMethod<IoCtx, &IoCtx::ImageOpen>("imageOpen"),
+                         GuardedMethod<IoCtx, &IoCtx::ImageClone>("imageClone"),
+                         GuardedMethod<IoCtx, &IoCtx::Close>("close"),
                      });
 }
 
 IoCtx::IoCtx(const Napi::CallbackInfo& info) : Napi::ObjectWrap<IoCtx>(info), addon_(Addon::Get(info.Env())) {
-  info.This().As<Napi::Object>().TypeTag(&kIoCtxTag);
-  addon_->Register(this);
+  Guard(info.Env(), "IoCtx", [&] {
+    info.This().As<Napi::Object>().TypeTag(&kIoCtxTag);
+    addon_->Register(this);
+  });
 }
 
 IoCtx::~IoCtx() {
@@ -265,7 +267,7 @@ Napi::Value IoCtx::ImageOpen(const Napi::CallbackInfo& info) {
     OptBool(o, "readOnly", &readOnly);
     hasSnap = OptString(o, "snapshot", &snap);
   }
-  auto img = std::make_shared<ImageHandle>();
+  auto img = NewHandle<ImageHandle>();
   img->ioctx = h;
   Addon* addon = addon_;
   return RunAsync(

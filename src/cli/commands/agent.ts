@@ -5,6 +5,7 @@ import { withConnection } from "../connection";
 import { dispatch } from "../dispatch";
 import { ExitCode } from "../exit-codes";
 import { agentTable } from "../format";
+import type { NounHelp } from "../help";
 import { print, printJson } from "../output";
 
 async function list(argv: string[]): Promise<number> {
@@ -18,6 +19,18 @@ async function list(argv: string[]): Promise<number> {
   });
 }
 
+export const agentHelp: NounHelp = {
+  noun: "agent",
+  summary: "agents",
+  verbs: {
+    list: {
+      synopsis: "",
+      summary: "agents known to the coordinator, connected or not",
+      examples: ["agent list", "agent list --json"],
+    },
+  },
+};
+
 export function agentClientCommand(argv: string[]): Promise<number> {
-  return dispatch("agent", { list }, argv);
+  return dispatch(agentHelp, { list }, argv);
 }

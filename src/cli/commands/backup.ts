@@ -19,6 +19,7 @@ import { withConnection } from "../connection";
 import { dispatch } from "../dispatch";
 import { ExitCode } from "../exit-codes";
 import { backupBlock, backupTable, snapshotTable } from "../format";
+import type { NounHelp } from "../help";
 import { note, print, printJson } from "../output";
 import { fetchPages } from "../paging";
 import { afterQueued } from "../watch";
@@ -165,6 +166,102 @@ async function snapshots(argv: string[]): Promise<number> {
   });
 }
 
+const KEY = "--idempotency-key KEY";
+const KEY_HELP =
+  "the same key again returns the same job instead of queuing another (1 to 128 characters of A-Z a-z 0-9 . _ : -)";
+const WAIT_HELP = "follow the job to its end; the exit code says how it ended (0 succeeded, 1 failed, 3 cancelled)";
+
+export const backupHelp: NounHelp = {
+  noun: "backup",
+  summary: "backups",
+  verbs: {
+    create: {
+      synopsis:
+        "--volume CLUSTER/POOL[/NAMESPACE]/IMAGE --to CLUSTER[/POOL[/NAMESPACE]] [--mode auto|full|incremental] " +
+        "[--volume-id ID] [--meta KEY=VALUE]... [--idempotency-key KEY] [--max-snapshots N] [--wait]",
+      summary: "queue a backup of a volume into a pool of a cluster (no pool: that cluster's default backup pool)",
+      flags: [
+        ["--volume CLUSTER/POOL[/NAMESPACE]/IMAGE", "the volume to back up (required)"],
+        [
+          "--to CLUSTER[/POOL[/NAMESPACE]]",
+          "where to keep the backup (required; no pool: the cluster's default backup pool)",
+        ],
+        [
+          "--mode auto|full|incremental",
+          "auto (default): incremental when a usable parent exists, else full; incremental without a parent is refused",
+        ],
+        ["--volume-id ID", "the control plane's id of the volume, kept with the backup"],
+        ["--meta KEY=VALUE", "metadata kept with the backup and returned on restore (repeat for more)"],
+        [KEY, KEY_HELP],
+        [
+          "--max-snapshots N",
+          "backup snapshots to keep on the source volume, 0 to 100000 (default 0: what chains need)",
+        ],
+        ["--wait", WAIT_HELP],
+      ],
+      examples: ["backup create --volume site-a/rbd/vol-1 --to site-b/backups --wait"],
+    },
+    list: {
+      synopsis:
+        "[--cluster C] [--pool P] [--image I] [--volume-id ID] [--location CLUSTER] " +
+        "[--status creating|available|failed|deleting|deleted] [--limit N] [--page-token T] [--all]",
+      summary:
+        "backups, newest first (default: every status but deleted; one page of --limit, 1..1000; --all: every page)",
+      flags: [
+        ["--cluster C, --pool P, --image I", "only backups of volumes in this cluster, pool, image"],
+        ["--volume-id ID", "only backups of the volume with this control-plane id"],
+        ["--location CLUSTER", "only backups kept in this cluster"],
+        ["--status STATUS", "only backups in this status: creating, available, failed, deleting or deleted"],
+        ["--limit N", "backups per page, 1 to 1000"],
+        ["--page-token T", "the page after the one that printed this token"],
+        ["--all", "every page"],
+      ],
+      examples: ["backup list --cluster site-a --image vol-1", "backup list --status failed --all --json"],
+    },
+    show: {
+      synopsis: "BACKUP_ID",
+      summary: "one backup: its volume, location, snapshot, parent, sizes and status",
+      args: [["BACKUP_ID", "the backup's id (backup list shows them)"]],
+      examples: ["backup show 0b5f4c2e-4f3b-4a8e-9a63-1d2c3b4a5f60"],
+    },
+    delete: {
+      synopsis: "BACKUP_ID [--idempotency-key KEY] [--wait]",
+      summary: "queue the deletion of a backup (its snapshot, its metadata, the base image once empty)",
+      args: [["BACKUP_ID", "the backup to delete"]],
+      flags: [
+        [KEY, KEY_HELP],
+        ["--wait", WAIT_HELP],
+      ],
+      examples: ["backup delete 0b5f4c2e-4f3b-4a8e-9a63-1d2c3b4a5f60 --wait"],
+    },
+    restore: {
+      synopsis:
+        "BACKUP_ID --target CLUSTER/POOL[/NAMESPACE]/IMAGE [--mode new|original] [--idempotency-key KEY] [--wait]",
+      summary: "queue a restore of an available backup to a new volume (default) or over an existing one",
+      args: [["BACKUP_ID", "the backup to restore"]],
+      flags: [
+        [
+          "--target CLUSTER/POOL[/NAMESPACE]/IMAGE",
+          "the volume to write, in any cluster with a connected agent (required)",
+        ],
+        [
+          "--mode new|original",
+          "new (default): the target must not exist; original: over an existing volume, every byte rewritten",
+        ],
+        [KEY, KEY_HELP],
+        ["--wait", WAIT_HELP],
+      ],
+      examples: ["backup restore 0b5f4c2e-4f3b-4a8e-9a63-1d2c3b4a5f60 --target site-b/rbd/vol-1-restored --wait"],
+    },
+    snapshots: {
+      synopsis: "CLUSTER/POOL[/NAMESPACE]/IMAGE",
+      summary: "backup snapshots present on a volume (as its cluster's agent sees them now)",
+      args: [["CLUSTER/POOL[/NAMESPACE]/IMAGE", "the volume"]],
+      examples: ["backup snapshots site-a/rbd/vol-1"],
+    },
+  },
+};
+
 export function backupCommand(argv: string[]): Promise<number> {
-  return dispatch("backup", { create, list, show, delete: remove, restore, snapshots }, argv);
+  return dispatch(backupHelp, { create, list, show, delete: remove, restore, snapshots }, argv);
 }

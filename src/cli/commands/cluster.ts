@@ -5,6 +5,7 @@ import { withConnection } from "../connection";
 import { dispatch } from "../dispatch";
 import { ExitCode } from "../exit-codes";
 import { clusterCheckText } from "../format";
+import type { NounHelp } from "../help";
 import { print, printJson } from "../output";
 
 async function check(argv: string[]): Promise<number> {
@@ -18,6 +19,20 @@ async function check(argv: string[]): Promise<number> {
   });
 }
 
+export const clusterHelp: NounHelp = {
+  noun: "cluster",
+  summary: "clusters",
+  verbs: {
+    check: {
+      synopsis: "CLUSTER [--pool POOL]",
+      summary: "prerequisites of a cluster as its agent sees them (exit code 1 when one is not met)",
+      args: [["CLUSTER", "the cluster's name, as its agent is configured (cluster.name)"]],
+      flags: [["--pool POOL", "the backup pool to check (default: the agent's backupPool)"]],
+      examples: ["cluster check site-b", "cluster check site-b --pool backups-ssd"],
+    },
+  },
+};
+
 export function clusterCommand(argv: string[]): Promise<number> {
-  return dispatch("cluster", { check }, argv);
+  return dispatch(clusterHelp, { check }, argv);
 }

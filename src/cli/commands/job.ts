@@ -5,6 +5,7 @@ import { withConnection } from "../connection";
 import { dispatch } from "../dispatch";
 import { ExitCode } from "../exit-codes";
 import { jobBlock, jobTable } from "../format";
+import type { NounHelp } from "../help";
 import { note, print, printJson } from "../output";
 import { fetchPages } from "../paging";
 import { watchJob } from "../watch";
@@ -86,6 +87,52 @@ async function cancel(argv: string[]): Promise<number> {
   });
 }
 
+const jobId: [string, string] = ["JOB_ID", "the job's id (printed when it was queued; job list shows them)"];
+
+export const jobHelp: NounHelp = {
+  noun: "job",
+  summary: "jobs",
+  verbs: {
+    list: {
+      synopsis:
+        "[--state queued|running|succeeded|failed|cancelled] [--kind backup|restore|delete] [--backup BACKUP_ID] " +
+        "[--limit N] [--page-token T] [--all]",
+      summary: "jobs, newest first (one page of --limit, 1..1000; --all: every page)",
+      flags: [
+        ["--state STATE", "only jobs in this state: queued, running, succeeded, failed or cancelled"],
+        ["--kind KIND", "only jobs of this kind: backup, restore or delete"],
+        ["--backup BACKUP_ID", "only jobs of this backup"],
+        ["--limit N", "jobs per page, 1 to 1000"],
+        ["--page-token T", "the page after the one that printed this token"],
+        ["--all", "every page"],
+      ],
+      examples: ["job list --state running", "job list --kind restore --all --json"],
+    },
+    show: {
+      synopsis: "JOB_ID",
+      summary: "one job: its kind, state, phase, progress, attempts and error",
+      args: [jobId],
+      examples: ["job show 6c1e2f0a-8d4b-4c3e-9f1a-2b3c4d5e6f70"],
+    },
+    watch: {
+      synopsis: "JOB_ID",
+      summary: "follow a job to its end (Ctrl-C stops watching; the job goes on)",
+      details:
+        "Progress goes to stderr (a live bar on a terminal, else one line per state or phase change), then the\n" +
+        "job's summary to stdout; --json: one JobEvent per line. Exit code: 0 succeeded, 1 failed, 3 cancelled,\n" +
+        "130 interrupted.",
+      args: [jobId],
+      examples: ["job watch 6c1e2f0a-8d4b-4c3e-9f1a-2b3c4d5e6f70"],
+    },
+    cancel: {
+      synopsis: "JOB_ID",
+      summary: "cancel a queued or running job (its librbd work stops and is cleaned up; the job ends cancelled)",
+      args: [jobId],
+      examples: ["job cancel 6c1e2f0a-8d4b-4c3e-9f1a-2b3c4d5e6f70"],
+    },
+  },
+};
+
 export function jobCommand(argv: string[]): Promise<number> {
-  return dispatch("job", { list, show, watch, cancel }, argv);
+  return dispatch(jobHelp, { list, show, watch, cancel }, argv);
 }

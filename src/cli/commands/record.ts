@@ -9,6 +9,7 @@ import { withConnection } from "../connection";
 import { dispatch } from "../dispatch";
 import { ExitCode } from "../exit-codes";
 import { backupBlock } from "../format";
+import type { NounHelp } from "../help";
 import { note, print, printJson } from "../output";
 
 /** The record's JSON as written by `record export`. */
@@ -70,6 +71,29 @@ async function importRecord(argv: string[]): Promise<number> {
   });
 }
 
+export const recordHelp: NounHelp = {
+  noun: "record",
+  summary: "records (moving a backup to another coordinator)",
+  verbs: {
+    export: {
+      synopsis: "BACKUP_ID [--out FILE]",
+      summary: "the backup's record as JSON (stdout without --out)",
+      details: "A record holds all another coordinator needs to restore or delete the backup (record import).",
+      args: [["BACKUP_ID", "an available backup"]],
+      flags: [["-o, --out FILE", 'write the record to FILE ("-": stdout, the default)']],
+      examples: ["record export 0b5f4c2e-4f3b-4a8e-9a63-1d2c3b4a5f60 --out vol-1.record.json"],
+    },
+    import: {
+      synopsis: "FILE",
+      summary: 'add an exported record to this coordinator ("-": stdin)',
+      details:
+        "The backup's snapshot must exist (checked through an agent of its cluster); a known backup: exit code 7.",
+      args: [["FILE", 'a file written by record export ("-": stdin)']],
+      examples: ["record import vol-1.record.json --coordinator 127.0.0.1:7310"],
+    },
+  },
+};
+
 export function recordCommand(argv: string[]): Promise<number> {
-  return dispatch("record", { export: exportRecord, import: importRecord }, argv);
+  return dispatch(recordHelp, { export: exportRecord, import: importRecord }, argv);
 }

@@ -40,12 +40,17 @@ describe("event loop keeps running", () => {
     await image.flush();
   });
 
+  // Also after a before() that failed half-way: remove whatever exists of the image.
   after(async () => {
-    await image.snapRemove("base");
-    await image.close();
-    await io.imageRemove(name);
-    await io.close();
-    await cluster.close();
+    if (image) {
+      if ((await image.snapList()).some((s) => s.name === "base")) await image.snapRemove("base");
+      await image.close();
+    }
+    if (io) {
+      if ((await io.imageList()).includes(name)) await io.imageRemove(name);
+      await io.close();
+    }
+    await cluster?.close();
   });
 
   it("during a long diff iteration (one extent per batch)", async () => {

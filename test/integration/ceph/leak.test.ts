@@ -3,6 +3,8 @@
  * reports on a real cluster noisy and slow). 20,000 open/read/close cycles, plus diff iterators and
  * connections opened and closed; resident memory must stay bounded. A leaked image context costs
  * tens of KiB, so 18,000 leaks would add hundreds of MiB; the bound below allows 48 MiB of growth.
+ * Under a sanitizer (RBDBACKUP_SANITIZER set by test/asan.sh) the RSS figures are logged, not asserted:
+ * ASan's quarantine and shadow memory grow RSS by design; there the churn is what is tested.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -12,6 +14,16 @@ const MiB = 1 << 20;
 const CYCLES = Number(process.env.RBDBACKUP_LEAK_CYCLES ?? 20_000);
 const WARMUP = Math.floor(CYCLES / 10);
 const PARALLEL = 8;
+const SANITIZER = process.env.RBDBACKUP_SANITIZER;
+
+/** Asserts RSS growth within `bound` MiB, except under a sanitizer (see the module comment). */
+function assertGrowth(growth: number, bound: number, what: string): void {
+  if (SANITIZER) {
+    console.log(`leak check: RSS growth not asserted under ${SANITIZER}`);
+    return;
+  }
+  assert.ok(growth < bound, `RSS grew ${growth.toFixed(1)} MiB over ${what}`);
+}
 
 describe("leak check", () => {
   it(`${CYCLES} open/read/close cycles keep RSS bounded`, { timeout: 600_000 }, async () => {
@@ -49,7 +61,7 @@ describe("leak check", () => {
     console.log(
       `leak check: ${CYCLES} cycles, RSS after warm-up ${(rssAfterWarmup / MiB).toFixed(1)} MiB, at end ${(rssEnd / MiB).toFixed(1)} MiB, growth ${growth.toFixed(1)} MiB`,
     );
-    assert.ok(growth < 48, `RSS grew ${growth.toFixed(1)} MiB over ${CYCLES - WARMUP} cycles`);
+    assertGrowth(growth, 48, `${CYCLES - WARMUP} cycles`);
 
     const im = await io.imageOpen(name);
     await im.snapRemove("s");
@@ -71,6 +83,6 @@ describe("leak check", () => {
     }
     const growth = (process.memoryUsage().rss - base) / MiB;
     console.log(`leak check: 180 connections, RSS growth ${growth.toFixed(1)} MiB`);
-    assert.ok(growth < 64, `RSS grew ${growth.toFixed(1)} MiB over 180 connections`);
+    assertGrowth(growth, 64, "180 connections");
   });
 });

@@ -19,17 +19,18 @@ import { type RunningAgent, startAgent } from "../../helpers/agents";
 import { backupRequest, freePort, startCoordinator, succeeded, waitAgents, waitJob } from "../../helpers/coordinator";
 import { uniqueName } from "../../helpers/lab";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
+import { exited, waitFor } from "../../helpers/wait";
 
 /** Waits until the job runs and has moved some bytes. */
-async function waitMoving(c: BackupServiceClient, jobId: string): Promise<Job> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const j = await c.getJob({ jobId });
-    if (j.state === JobState.JOB_STATE_RUNNING && (j.progress?.bytesDone ?? 0) > 0) return j;
-    assert.ok(j.state <= JobState.JOB_STATE_RUNNING, `job ended early: ${JobState[j.state]} ${j.errorMessage}`);
-    assert.ok(Date.now() < deadline, "the job started moving data within 60 s");
-    await new Promise((r) => setTimeout(r, 50));
-  }
+function waitMoving(c: BackupServiceClient, jobId: string): Promise<Job> {
+  return waitFor(
+    async () => {
+      const j = await c.getJob({ jobId });
+      assert.ok(j.state <= JobState.JOB_STATE_RUNNING, `job ended early: ${JobState[j.state]} ${j.errorMessage}`);
+      return j.state === JobState.JOB_STATE_RUNNING && (j.progress?.bytesDone ?? 0) > 0 && j;
+    },
+    { what: `job ${jobId} to move data`, timeoutMs: 60_000, intervalMs: 50 },
+  );
 }
 
 describe("coordinator: crashes", () => {
@@ -61,6 +62,7 @@ describe("coordinator: crashes", () => {
     const listen = `127.0.0.1:${await freePort()}`;
     const sched = { leaseTtlMs: 4000, heartbeatIntervalMs: 1000, backoffBaseMs: 500 };
     let coord: CoordinatorProcess = await startCoordinator({ listen, scheduler: sched });
+    running.push(coord);
     const a = await startAgent("site-a", { coordinator: listen });
     // A slow destination keeps the job running long enough to kill the coordinator under it.
     const b = await startAgent("site-b", { coordinator: listen, testFaults: { writeDelayMs: 300 } });
@@ -127,6 +129,7 @@ describe("coordinator: crashes", () => {
     });
     running.push(coord);
     const a1: RunningAgent = await startAgent("site-a", { coordinator: coord.address, agentId: "agent-site-a-1" });
+    running.push(a1);
     const b = await startAgent("site-b", { coordinator: coord.address, testFaults: { writeDelayMs: 300 } });
     running.push(b);
     await waitAgents(coord.client, 2);
@@ -163,17 +166,14 @@ describe("coordinator: crashes", () => {
       agentId: "agent-site-a-dies",
       testFaults: { dieBeforeOutcome: true },
     });
+    running.push(a1);
     const b = await startAgent("site-b", { coordinator: coord.address });
     running.push(b);
     await waitAgents(coord.client, 2);
     const v = await vols.create("site-a", "rbd", 16, 6);
     const job = await coord.client.createBackup(backupRequest({ cluster: "site-a", ...v }));
     // The first attempt commits the backup on site-b, then its agent is gone without a word.
-    const deadline = Date.now() + 60_000;
-    while (a1.proc.exitCode === null && a1.proc.signalCode === null) {
-      assert.ok(Date.now() < deadline, "the agent with the fault died within 60 s");
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await exited(a1.proc, "the agent with the fault", 60_000);
     const a2 = await startAgent("site-a", { coordinator: coord.address, agentId: "agent-site-a-after" });
     running.push(a2);
     const end = await succeeded(coord.client, job.id, 120_000);

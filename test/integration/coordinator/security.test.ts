@@ -5,8 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ChannelCredentials } from "@grpc/grpc-js";
@@ -22,6 +21,7 @@ import { CoordinatorAgentServiceDefinition } from "../../../src/gen/rbdbackup/v1
 import { labTls, repoRoot } from "../../../src/lab/agent-process";
 import { apiClient, type CoordinatorProcess } from "../../../src/lab/coordinator-process";
 import { startCoordinator } from "../../helpers/coordinator";
+import { exited, tempDir } from "../../helpers/wait";
 
 const TOKEN = "test-token-0123456789abcdef";
 
@@ -35,10 +35,22 @@ async function code(p: Promise<unknown>): Promise<Status | "ok"> {
   }
 }
 
-/** Opens an agent session with a Register and returns how the stream ended. */
-async function sessionStatus(address: string, creds: ChannelCredentials, token?: string): Promise<Status | "ok"> {
+/**
+ * Opens an agent session with a Register and returns how the stream ended. The request stream stays open
+ * until the response stream ends (the coordinator answers), at most 10 s ("no answer").
+ */
+async function sessionStatus(
+  address: string,
+  creds: ChannelCredentials,
+  token?: string,
+): Promise<Status | "ok" | "no answer"> {
   const ch = createChannel(address, creds, tlsChannelOptions(address, labTls("test-client")));
   const sc = createClient(CoordinatorAgentServiceDefinition, ch);
+  let answered = () => {};
+  const done = new Promise<void>((r) => {
+    answered = r;
+  });
+  const signal = AbortSignal.timeout(10_000);
   const messages = (async function* () {
     yield {
       msg: {
@@ -56,18 +68,20 @@ async function sessionStatus(address: string, creds: ChannelCredentials, token?:
         },
       },
     };
-    await new Promise((r) => setTimeout(r, 2000));
+    await done;
   })();
   try {
-    for await (const _ of sc.session(
-      messages,
-      token ? { metadata: Metadata({ authorization: `Bearer ${token}` }) } : {},
-    ))
+    for await (const _ of sc.session(messages, {
+      signal,
+      ...(token ? { metadata: Metadata({ authorization: `Bearer ${token}` }) } : {}),
+    }))
       return "ok";
     return "ok";
   } catch (e) {
+    if (signal.aborted) return "no answer";
     return e instanceof ClientError ? e.code : Status.UNKNOWN;
   } finally {
+    answered();
     ch.close();
   }
 }
@@ -78,7 +92,7 @@ describe("coordinator: authentication", () => {
   const own = labTls("test-client");
   before(async () => {
     coord = await startCoordinator({ tokens: [TOKEN], shutdownGraceSeconds: 3 });
-    foreign = mkdtempSync(path.join(tmpdir(), "rbdbackup-foreign-ca-"));
+    foreign = tempDir("rbdbackup-foreign-ca-");
     execFileSync(path.join(repoRoot, "deploy/tls/gen-certs.sh"), [foreign, "intruder"], { stdio: "ignore" });
   });
   after(async () => {
@@ -149,7 +163,7 @@ describe("coordinator: authentication", () => {
     const rc = new ServerReflectionClient(coord.address, creds, tlsChannelOptions(coord.address, own));
     try {
       const names = await new Promise<string[]>((resolve, reject) => {
-        const call = rc.serverReflectionInfo();
+        const call = rc.serverReflectionInfo({ deadline: Date.now() + 10_000 });
         call.on("data", (r: ServerReflectionResponse) => {
           resolve(
             r
@@ -194,11 +208,7 @@ describe("coordinator: authentication", () => {
         await new Promise((r) => setTimeout(r, 50));
       }
       assert.ok(sawNotServing, "health reported NOT_SERVING while draining");
-      await new Promise<void>((resolve) => {
-        if (coord.proc.exitCode !== null) resolve();
-        else coord.proc.once("exit", () => resolve());
-      });
-      assert.equal(coord.proc.exitCode, 0, "a drained coordinator exits 0");
+      assert.equal(await exited(coord.proc, "the draining coordinator"), 0, "a drained coordinator exits 0");
     } finally {
       ch.close();
     }

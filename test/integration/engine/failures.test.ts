@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { ClientError, createChannel, createClient, Status } from "nice-grpc";
 import { channelCredentials, tlsChannelOptions } from "../../../src/common/tls";
@@ -13,8 +13,11 @@ import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
 import { TransferKind, type TransferMessage, TransferServiceDefinition } from "../../../src/gen/rbdbackup/v1/transfer";
 import { type RunningAgent, startAgent, tlsFor } from "../../helpers/agents";
+import { scrape } from "../../helpers/coordinator";
 import { uniqueName } from "../../helpers/lab";
+import { sample } from "../../helpers/metrics";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
+import { tempDir, waitFor } from "../../helpers/wait";
 
 function grpcStatus(code: Status, pattern?: RegExp) {
   return (e: unknown) => {
@@ -25,15 +28,20 @@ function grpcStatus(code: Status, pattern?: RegExp) {
   };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Waits until the destination agent keeping its state in `stateDir` has a transfer in its recovery journal. */
+const transferJournaled = (stateDir: string) =>
+  waitFor(
+    () => existsSync(`${stateDir}/transfers`) && readdirSync(`${stateDir}/transfers`).some((f) => f.endsWith(".json")),
+    { what: "the transfer to start (a transfer in the destination's recovery journal)" },
+  );
 
-async function waitFor(what: string, f: () => Promise<boolean>, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
+/** Waits until `agent` has written data into an image of its backup pool (half-made, while it is slow). */
+const wroteData = (agent: RunningAgent) =>
+  waitFor(
+    async () =>
+      (sample(await scrape(agent.metricsAddress), "rbdbackup_written_bytes_total", { pool: "backups" }) ?? 0) > 0,
+    { what: `${agent.name} to write some data (rbdbackup_written_bytes_total > 0)` },
+  );
 
 describe("failures are clean", () => {
   let a: RunningAgent;
@@ -57,25 +65,29 @@ describe("failures are clean", () => {
   const slowBackup = async () => {
     const vol = await vols.create("site-a", "rbd", 64, 0);
     await vols.change(vol, "site-a", { writes: 48, maxWrite: MiB });
-    const stateDir = mkdtempSync("/tmp/rbdbackup-slow-dest-");
+    const stateDir = tempDir("rbdbackup-slow-dest-");
     const slow = await startAgent("site-b", {
       stateDir,
       testFaults: { writeDelayMs: 600 },
       limits: { writesInFlight: 2 },
     });
-    const source = await startAgent("site-a");
-    const req = {
-      backupId: randomUUID(),
-      source: { $case: "volume" as const, value: vol },
-      destination: { address: slow.transferAddress, clusterFsid: "" },
-      destinationPool: "backups",
-    };
-    const running = source.client.backup(req);
-    running.catch(() => {});
-    await waitFor("the transfer to start", async () =>
-      readdirSync(`${stateDir}/transfers`).some((f) => f.endsWith(".json")),
-    );
-    return { vol, slow, source, req, running };
+    let source: RunningAgent | undefined;
+    try {
+      source = await startAgent("site-a");
+      const req = {
+        backupId: randomUUID(),
+        source: { $case: "volume" as const, value: vol },
+        destination: { address: slow.transferAddress, clusterFsid: "" },
+        destinationPool: "backups",
+      };
+      const running = source.client.backup(req);
+      running.catch(() => {});
+      await transferJournaled(stateDir);
+      return { vol, slow, source, req, running };
+    } catch (e) {
+      await Promise.all([source?.stop(), slow.stop()]);
+      throw e;
+    }
   };
 
   before(async () => {
@@ -120,7 +132,7 @@ describe("failures are clean", () => {
         parentSnap = first.snapshot;
         await vols.change(vol, "site-a", { writes: 64, maxWrite: MiB });
       }
-      const stateDir = mkdtempSync("/tmp/rbdbackup-killed-");
+      const stateDir = tempDir("rbdbackup-killed-");
       const slow = await startAgent("site-b", {
         stateDir,
         testFaults: { writeDelayMs: 600 },
@@ -129,12 +141,14 @@ describe("failures are clean", () => {
       const snapsBefore = await vols.snapNames("site-a", vol);
       const running = backupOf(vol, slow);
       running.catch(() => {});
-      // Wait until the destination is writing (its recovery journal has the transfer), then kill it.
-      await waitFor("the transfer to start", async () =>
-        readdirSync(`${stateDir}/transfers`).some((f) => f.endsWith(".json")),
-      );
-      await sleep(1000);
-      await slow.kill();
+      // Wait until the destination is writing (its recovery journal has the transfer and data reached
+      // the half-made image), then kill it.
+      try {
+        await transferJournaled(stateDir);
+        await wroteData(slow);
+      } finally {
+        await slow.kill();
+      }
       await assert.rejects(running, (e: unknown) => {
         assert.ok(e instanceof ClientError);
         assert.ok(
@@ -183,7 +197,9 @@ describe("failures are clean", () => {
     try {
       await source.kill();
       // The destination saw its stream end without a trailer and removed what it had written.
-      await waitFor("the destination to clean up", async () => (await baseImages("site-b", vol)).length === 0);
+      await waitFor(async () => (await baseImages("site-b", vol)).length === 0, {
+        what: "the destination to clean up (no base image of the volume)",
+      });
       // The killed source left its snapshot; a retry of the same backup removes it and succeeds.
       assert.equal((await vols.snapNames("site-a", vol)).filter((n) => n.includes(backupId)).length, 1);
       const r = await a.client.backup({ ...req, destination: { address: b.transferAddress, clusterFsid: "" } });
@@ -208,7 +224,7 @@ describe("failures are clean", () => {
     const { vol, slow, source, running } = await slowBackup();
     try {
       source.proc.kill("SIGTERM");
-      await sleep(200);
+      await waitFor(() => /SIGTERM: draining/.test(source.logs()), { what: "the source agent to start draining" });
       // Draining: new work is refused.
       await assert.rejects(
         source.client.backup({
@@ -225,7 +241,9 @@ describe("failures are clean", () => {
         [],
         "the cancelled backup removed its snapshot before the agent exited",
       );
-      await waitFor("the destination to clean up", async () => (await baseImages("site-b", vol)).length === 0);
+      await waitFor(async () => (await baseImages("site-b", vol)).length === 0, {
+        what: "the destination to clean up (no base image of the volume)",
+      });
     } finally {
       await source.stop();
       await slow.stop();

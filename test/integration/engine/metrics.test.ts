@@ -4,6 +4,7 @@ import { randomUUID } from "node:crypto";
 import { get } from "node:http";
 import { after, before, describe, it } from "node:test";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
+import { sample } from "../../helpers/metrics";
 import { Volumes } from "../../helpers/volumes";
 
 function scrape(address: string): Promise<{ status: number; type: string; body: string }> {
@@ -16,17 +17,6 @@ function scrape(address: string): Promise<{ status: number; type: string; body: 
       res.on("end", () => resolve({ status: res.statusCode ?? 0, type: String(res.headers["content-type"]), body }));
     }).on("error", reject);
   });
-}
-
-/** Value of a sample `name{labels}`: every given label must match; null when absent. */
-function sample(body: string, name: string, labels: Record<string, string> = {}): number | null {
-  for (const line of body.split("\n")) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const have = Object.fromEntries([...(m[3] ?? "").matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[4]);
-  }
-  return null;
 }
 
 describe("agent metrics", () => {

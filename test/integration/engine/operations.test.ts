@@ -16,10 +16,11 @@ import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
 import { TransferServiceDefinition } from "../../../src/gen/rbdbackup/v1/transfer";
 import { labTls } from "../../../src/lab/agent-process";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
+import { scrape } from "../../helpers/coordinator";
 import { rbd, rbdJson, uniqueName } from "../../helpers/lab";
+import { sample } from "../../helpers/metrics";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { waitFor } from "../../helpers/wait";
 
 describe("operations", () => {
   let a: RunningAgent;
@@ -156,7 +157,14 @@ describe("operations", () => {
     const io = await vols.io("site-b", "backups");
     const holder = await io.imageOpen(r2.baseImage);
     const deleting = b.client.deleteBackup({ backupId: r2.backupId, pool: "backups" });
-    await sleep(1500);
+    // The delete removes the backup's snapshot, then finds the base image busy and retries.
+    await waitFor(
+      async () =>
+        !(await rbdJson<Array<{ name: string }>>("site-b", ["snap", "ls", `backups/${r2.baseImage}`])).some((x) =>
+          x.name.includes(r2.backupId),
+        ),
+      { what: "the delete to remove the backup's snapshot (then retry on the busy base image)" },
+    );
     await holder.close();
     const d2 = await deleting;
     assert.equal(d2.removedBaseImage, true);
@@ -265,12 +273,14 @@ describe("operations", () => {
         { signal: ac.signal },
       );
       running.catch(() => {});
-      const deadline = Date.now() + 30_000;
-      while (!readdirSync(path.join(stateDir, "transfers")).some((f) => f.endsWith(".json"))) {
-        if (Date.now() > deadline) throw new Error("the transfer never started");
-        await sleep(100);
-      }
-      await sleep(500);
+      await waitFor(() => readdirSync(path.join(stateDir, "transfers")).some((f) => f.endsWith(".json")), {
+        what: "the transfer to start (a transfer in the destination's recovery journal)",
+      });
+      await waitFor(
+        async () =>
+          (sample(await scrape(slow.metricsAddress), "rbdbackup_written_bytes_total", { pool: "backups" }) ?? 0) > 0,
+        { what: "the slow destination to write some data" },
+      );
       const cancelledAt = Date.now();
       ac.abort();
       await assert.rejects(running, (e: unknown) => (e as Error).name === "AbortError");
@@ -279,11 +289,10 @@ describe("operations", () => {
         vols
           .io("site-b", "backups")
           .then(async (io) => (await io.imageList()).filter((n) => n.startsWith(`${vol.image}.backup.`)));
-      while ((await base()).length > 0 || (await vols.snapNames("site-a", vol)).length > 0) {
-        if (Date.now() - cancelledAt > 60_000)
-          throw new Error("cancelled backup left snapshots or a base image behind");
-        await sleep(250);
-      }
+      await waitFor(async () => (await base()).length === 0 && (await vols.snapNames("site-a", vol)).length === 0, {
+        what: "both sides to remove the cancelled backup's snapshots and base image",
+        timeoutMs: 60_000,
+      });
       console.log(`cancel: both sides clean ${((Date.now() - cancelledAt) / 1000).toFixed(1)} s after the cancel`);
     } finally {
       await slow.stop();

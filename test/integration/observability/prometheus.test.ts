@@ -6,13 +6,14 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { repoRoot } from "../../../src/lab/agent-process";
+import { killAtExit } from "../../../src/lab/scratch";
 import { backupRequest, type Deployment, deploy, freePort, scrape, succeeded } from "../../helpers/coordinator";
 import { Volumes } from "../../helpers/volumes";
+import { exited, tempDir, waitFor } from "../../helpers/wait";
 
 const has = (cmd: string) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0;
 
@@ -81,7 +82,7 @@ describe("observability", () => {
 
   it("a real Prometheus scrapes the lab and its queries return the job's numbers", async (t) => {
     if (!has("prometheus")) return t.skip("prometheus not installed (Debian package prometheus)");
-    const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-prometheus-"));
+    const dir = tempDir("rbdbackup-prometheus-");
     const port = await freePort();
     writeFileSync(
       path.join(dir, "prometheus.yml"),
@@ -102,6 +103,7 @@ describe("observability", () => {
       ],
       { stdio: "ignore" },
     );
+    killAtExit(prom);
     try {
       const query = async (q: string) => {
         const r = await fetch(`http://127.0.0.1:${port}/api/v1/query?query=${encodeURIComponent(q)}`, {
@@ -112,14 +114,19 @@ describe("observability", () => {
         };
         return body.data.result;
       };
-      const deadline = Date.now() + 60_000;
       let up: Awaited<ReturnType<typeof query>> = [];
-      for (;;) {
-        up = await query("up").catch(() => []);
-        if (up.length === 3 && up.every((s) => s.value[1] === "1")) break;
-        assert.ok(Date.now() < deadline, `Prometheus scraped every target within 60 s: ${JSON.stringify(up)}`);
-        await new Promise((r) => setTimeout(r, 500));
-      }
+      await waitFor(
+        async () => {
+          assert.equal(prom.exitCode ?? prom.signalCode, null, "Prometheus exited");
+          up = await query("up").catch(() => []);
+          return up.length === 3 && up.every((s) => s.value[1] === "1");
+        },
+        {
+          what: () => `Prometheus to scrape every target (up: ${JSON.stringify(up)})`,
+          timeoutMs: 60_000,
+          intervalMs: 500,
+        },
+      );
       const finished = await query('rbdbackup_jobs_finished_total{operation="backup",result="succeeded"}');
       assert.equal(finished[0]?.value[1], "1");
       const sent = await query('sum(rbdbackup_sent_bytes_total{cluster="site-a"})');
@@ -131,13 +138,13 @@ describe("observability", () => {
       assert.ok(Number(lag[0]?.value[1]) < 600);
     } finally {
       prom.kill("SIGTERM");
-      await new Promise((r) => prom.once("exit", r));
+      await exited(prom, "Prometheus");
     }
   });
 
   it("systemd-analyze verify passes on both units", (t) => {
     if (!has("systemd-analyze")) return t.skip("systemd-analyze not installed (no systemd on this machine)");
-    const tmp = mkdtempSync(path.join(tmpdir(), "rbdbackup-units-"));
+    const tmp = tempDir("rbdbackup-units-");
     // A template is verified as one of its instances. The units run /usr/bin/node (Debian's); where
     // node lives elsewhere, verify the copies with this node instead (the rest is unchanged).
     const units = [

@@ -1,17 +1,39 @@
-/** Configuration: the documented examples parse; TLS is required unless insecure mode is asked for by name. */
+/**
+ * Coordinator configuration: the documented example parses; the schema checks every field with a
+ * message naming it and fills in the defaults; flags override the file; TLS is required unless
+ * insecure is asked for by name; a lease must outlive two heartbeats; and the published JSON Schema
+ * (deploy/schema/coordinator.schema.json) is the one the code uses and accepts the example.
+ */
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { describe, it } from "node:test";
+import { after, describe, it } from "node:test";
+import Ajv from "ajv";
 import { parseAgentConfig } from "../../../agents/agent/config";
+import { schemaFile } from "../../../src/common/config/fields";
+import { ConfigHelp } from "../../../src/common/config/load";
 import { parseCoordinatorConfig } from "../../../src/coordinator/config";
+import { CoordinatorConfigSchema, coordinatorFlags } from "../../../src/coordinator/config-schema";
 
 const root = path.resolve(__dirname, "../../../..");
+const example = path.join(root, "deploy/examples/coordinator.json");
+const published = path.join(root, "deploy/schema/coordinator.schema.json");
+const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-coordinator-config-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+let n = 0;
+function parse(cfg: unknown, flags: string[] = []) {
+  const f = path.join(dir, `coordinator-${n++}.json`);
+  writeFileSync(f, JSON.stringify(cfg));
+  return parseCoordinatorConfig(["--config", f, ...flags]);
+}
+
+const insecure = { tls: { insecure: true } };
 
 describe("configuration", () => {
   it("deploy/examples/coordinator.json parses with its documented values", () => {
-    const c = parseCoordinatorConfig(["--config", path.join(root, "deploy/examples/coordinator.json")]);
+    const c = parseCoordinatorConfig(["--config", example]);
     assert.equal(c.listen, "127.0.0.1:7300");
     assert.equal(c.scheduler.perClusterLimit, 4);
     assert.equal(c.tokensFile, "/etc/rbdbackup/api-tokens");
@@ -25,18 +47,159 @@ describe("configuration", () => {
   });
 
   it("no TLS material and no explicit insecure: refused with a message naming the fields", () => {
-    const f = path.join(tmpdir(), `rbdbackup-coord-${process.pid}.json`);
-    writeFileSync(f, JSON.stringify({ listen: "127.0.0.1:0" }));
-    assert.throws(() => parseCoordinatorConfig(["--config", f]), /tls\.ca, tls\.cert and tls\.key are required/);
-    assert.equal(parseCoordinatorConfig(["--config", f, "--insecure"]).tls.insecure, true);
+    assert.throws(() => parse({ listen: "127.0.0.1:0" }), /tls\.ca, tls\.cert and tls\.key are required/);
+    assert.equal(parse({ listen: "127.0.0.1:0" }, ["--insecure"]).tls.insecure, true);
+    assert.throws(() => parse({ tls: { insecure: "yes" } }), /tls\.insecure \(--insecure\) must be true or false/);
   });
 
   it("a lease shorter than two heartbeats is refused", () => {
-    const f = path.join(tmpdir(), `rbdbackup-coord2-${process.pid}.json`);
-    writeFileSync(
-      f,
-      JSON.stringify({ tls: { insecure: true }, scheduler: { leaseTtlMs: 2000, heartbeatIntervalMs: 1500 } }),
+    assert.throws(
+      () => parse({ ...insecure, scheduler: { leaseTtlMs: 2000, heartbeatIntervalMs: 1500 } }),
+      /coordinator config: scheduler\.leaseTtlMs must be at least twice scheduler\.heartbeatIntervalMs/,
     );
-    assert.throws(() => parseCoordinatorConfig(["--config", f]), /leaseTtlMs/);
+    assert.equal(
+      parse({ ...insecure, scheduler: { leaseTtlMs: 3000, heartbeatIntervalMs: 1500 } }).scheduler.leaseTtlMs,
+      3000,
+    );
+  });
+
+  it("an empty file gets every default; auth.tokensFile and catalog.path become tokensFile and catalogPath", () => {
+    assert.deepEqual(parse(insecure), {
+      listen: "127.0.0.1:7300",
+      metricsListen: "127.0.0.1:9730",
+      tls: { insecure: true },
+      tokensFile: "",
+      catalogPath: "/var/lib/rbdbackup/coordinator/catalog.sqlite",
+      scheduler: {
+        leaseTtlMs: 15_000,
+        heartbeatIntervalMs: 3_000,
+        maxAttempts: 3,
+        backoffBaseMs: 1_000,
+        backoffMaxMs: 60_000,
+        perClusterLimit: 4,
+        tickMs: 1_000,
+      },
+      shutdownGraceSeconds: 10,
+    });
+    assert.deepEqual(parseCoordinatorConfig(["--insecure"]), parse(insecure));
+  });
+
+  it("every flag overrides its field of the file", () => {
+    const file = {
+      listen: "127.0.0.1:1",
+      metricsListen: "127.0.0.1:2",
+      tls: { ca: "f-ca", cert: "f-cert", key: "f-key" },
+      auth: { tokensFile: "/f-tokens" },
+      catalog: { path: "/f.sqlite" },
+      scheduler: { perClusterLimit: 2 },
+    };
+    const c = parse(file, [
+      "--listen=127.0.0.1:3",
+      "--metrics-listen=",
+      "--catalog=/c.sqlite",
+      "--tls-ca=ca",
+      "--tls-cert=cert",
+      "--tls-key=key",
+      "--tokens-file=/tokens",
+      "--per-cluster-limit=9",
+    ]);
+    assert.deepEqual(
+      [c.listen, c.metricsListen, c.catalogPath, c.tokensFile, c.scheduler.perClusterLimit],
+      ["127.0.0.1:3", "", "/c.sqlite", "/tokens", 9],
+    );
+    assert.deepEqual(c.tls, { insecure: false, ca: "ca", cert: "cert", key: "key" });
+    assert.equal(parse({ ...file, tls: {} }, ["--insecure"]).tls.insecure, true);
+    assert.equal(Object.keys(coordinatorFlags).length, 9, "every flag is exercised above");
+  });
+
+  it("unknown keys, wrong types, values out of range and bad addresses are refused naming the field", () => {
+    const cases: Array<[unknown, string[], string]> = [
+      [{ ...insecure, auth: { tokenFile: "/t" } }, [], "auth.tokenFile: unknown key (did you mean tokensFile?)"],
+      [
+        { ...insecure, scheduler: { leaseTTLMs: 5000 } },
+        [],
+        "scheduler.leaseTTLMs: unknown key (did you mean leaseTtlMs?)",
+      ],
+      [{ ...insecure, catalogPath: "/x" }, [], "catalogPath: unknown key (did you mean catalog?)"],
+      [{ ...insecure, scheduler: { maxAttempts: 0 } }, [], "scheduler.maxAttempts must be an integer in [1, 100]"],
+      [{ ...insecure, scheduler: { tickMs: "1000" } }, [], "scheduler.tickMs must be an integer in [50, 60000]"],
+      [
+        insecure,
+        ["--per-cluster-limit", "abc"],
+        "scheduler.perClusterLimit (--per-cluster-limit) must be an integer in [1, 1024]",
+      ],
+      [
+        insecure,
+        ["--per-cluster-limit", "1025"],
+        "scheduler.perClusterLimit (--per-cluster-limit) must be an integer in [1, 1024]",
+      ],
+      [{ ...insecure, shutdownGraceSeconds: 3601 }, [], "shutdownGraceSeconds must be an integer in [0, 3600]"],
+      [{ ...insecure, catalog: { path: "" } }, [], "catalog.path (--catalog) must be a non-empty string"],
+      [{ ...insecure, listen: "" }, [], 'listen (--listen) "" must be host:port'],
+      [{ ...insecure, listen: "7300" }, [], 'listen (--listen) "7300" must be host:port'],
+      [
+        { ...insecure, metricsListen: "::1:9730" },
+        [],
+        'metricsListen (--metrics-listen) "::1:9730" must be host:port (or "")',
+      ],
+      [{ ...insecure, scheduler: 4 }, [], "scheduler must be an object"],
+    ];
+    for (const [cfg, flags, message] of cases) {
+      assert.throws(
+        () => parse(cfg, flags),
+        (e: Error) => {
+          assert.equal(e.message, `coordinator config: ${message}`);
+          return true;
+        },
+      );
+    }
+    assert.equal(parse({ ...insecure, listen: "[::1]:7300", metricsListen: "" }).listen, "[::1]:7300");
+  });
+
+  it("--help lists every flag with its field and default", () => {
+    assert.throws(
+      () => parseCoordinatorConfig(["-h"]),
+      (e: Error) => {
+        assert.ok(e instanceof ConfigHelp);
+        for (const flag of Object.keys(coordinatorFlags)) assert.match(e.message, new RegExp(`--${flag}\\b`));
+        assert.match(
+          e.message,
+          /--per-cluster-limit N\n +Jobs running at once on one cluster.*\(scheduler\.perClusterLimit; default 4\)/,
+        );
+        return true;
+      },
+    );
+  });
+});
+
+describe("deploy/schema/coordinator.schema.json", () => {
+  const schema = JSON.parse(readFileSync(published, "utf8"));
+  const validate = new Ajv({ allErrors: true }).compile(schema);
+
+  it("is what the coordinator's schema generates now (regenerate: see src/coordinator/config-schema.ts)", () => {
+    assert.deepEqual(schema, JSON.parse(schemaFile(CoordinatorConfigSchema)));
+  });
+
+  it("accepts deploy/examples/coordinator.json, whose $schema points at it", () => {
+    const ex = JSON.parse(readFileSync(example, "utf8"));
+    assert.equal(validate(ex), true, JSON.stringify(validate.errors));
+    assert.equal(path.resolve(path.dirname(example), ex.$schema), published);
+  });
+
+  it("refuses an unknown key, a wrong type and an out-of-range value, each at its path", () => {
+    const ex = JSON.parse(readFileSync(example, "utf8"));
+    const cases: Array<[unknown, string, string]> = [
+      [{ ...ex, auth: { tokenFile: "/t" } }, "/auth", "additionalProperties"],
+      [{ ...ex, scheduler: { ...ex.scheduler, maxAttempts: "3" } }, "/scheduler/maxAttempts", "type"],
+      [{ ...ex, scheduler: { ...ex.scheduler, perClusterLimit: 0 } }, "/scheduler/perClusterLimit", "minimum"],
+      [{ ...ex, listen: "localhost" }, "/listen", "pattern"],
+    ];
+    for (const [doc, at, keyword] of cases) {
+      assert.equal(validate(doc), false);
+      assert.deepEqual(
+        validate.errors?.map((e) => [e.instancePath, e.keyword]),
+        [[at, keyword]],
+      );
+    }
   });
 });

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
-import { choosePlan } from "../../../agents/engine/backup";
+import { choosePlan } from "../../../agents/engine/backup-plan";
 import { decodeMetadata } from "../../../agents/engine/metadata";
 import { snapshotsToPrune } from "../../../agents/engine/snapshots";
 import { MIN_ZERO_RUN, segments, TransferDigest, validateHeader } from "../../../agents/transfer/protocol";

@@ -1,4 +1,7 @@
-/** The addon's CRC-32C: known answers, and equal to a plain bitwise implementation at any length and alignment. */
+/**
+ * The addon's CRC-32C: known answers, and equal to a plain bitwise implementation at any length and alignment.
+ * An integration test because it runs native code (it needs the built addon, not a cluster).
+ */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";

@@ -1,0 +1,122 @@
+/**
+ * The agent's configuration schema: every field once, with its type, range, default and meaning.
+ * `AgentFile` (the checked file, defaults filled in) is derived from it, and so is the published
+ * deploy/schema/agent.schema.json. Regenerate that file after a change here:
+ *
+ *   npm run build:ts && node dist/agents/agent/config-schema.js > deploy/schema/agent.schema.json \
+ *     && npx biome format --write deploy/schema/agent.schema.json
+ */
+import { Type } from "@sinclair/typebox";
+import {
+  block,
+  daemonSchema,
+  hostPort,
+  int,
+  type Loaded,
+  schemaFile,
+  TlsSchema,
+  text,
+} from "../../src/common/config/fields";
+import type { FlagSpec } from "../../src/common/config/load";
+import { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, MiB } from "../transfer/protocol";
+
+const Cluster = block("The Ceph cluster this agent serves.", {
+  name: text('Name of the cluster, e.g. "site-a".'),
+  conf: text("Path of its ceph.conf."),
+  clientId: text('Ceph user without "client.", e.g. "rbdbackup".', "rbdbackup"),
+  keyring: Type.Optional(Type.String({ description: "Keyring of that user (default: as ceph.conf says)." })),
+  connectTimeoutSeconds: int("Seconds to wait for the cluster when connecting.", 1, 3600, 30),
+  opTimeoutSeconds: int("Seconds a single librados/librbd operation may take.", 1, 3600, 60),
+});
+
+const Limits = block("Throughput and concurrency limits.", {
+  chunkSizeBytes: int("Largest data chunk sent, bytes (at most 4 MiB).", 4096, MAX_CHUNK_BYTES, DEFAULT_CHUNK_BYTES),
+  // × 2 MiB chunks: 16 MiB read ahead at most; 4, 8 and 16 within noise, small extents (incrementals) want more.
+  readsInFlight: int("Source: reads ahead of the network.", 1, 1024, 8),
+  writesInFlight: int("Destination: aio writes in flight.", 1, 1024, 16),
+  windowBytes: int("Destination: bytes held for the writes in flight.", MAX_CHUNK_BYTES, 4096 * MiB, 64 * MiB),
+  maxConcurrentTransfers: int("Destination: transfers served at once (more get RESOURCE_EXHAUSTED).", 1, 1024, 8),
+  maxConcurrentJobs: int("Jobs leased from the coordinator that run at once (the capacity it registers).", 1, 1024, 4),
+  fullCheckIntervalMs: int(
+    "Destination: how often a running transfer checks whether its pool became full.",
+    100,
+    60_000,
+    2000,
+  ),
+  http2WindowBytes: int(
+    "HTTP/2 receive window of the gRPC server (per stream and per connection), bytes.",
+    65535,
+    2 ** 31 - 1,
+    16 * MiB,
+  ),
+});
+
+const TestFaults = Type.Optional(
+  block("Test-only faults; honoured only when the environment has RBDBACKUP_ENABLE_TEST_FAULTS=1.", {
+    corruptChunk: Type.Optional(int("Flip a byte of this data chunk (1-based) when sending.", 0, 2 ** 31 - 1)),
+    writeDelayMs: Type.Optional(int("Delay every write on the destination by this many ms.", 0, 600_000)),
+    dieBeforeOutcome: Type.Optional(
+      Type.Boolean({ description: "Die (SIGKILL) when a backup attempt succeeded, before its outcome is sent." }),
+    ),
+  }),
+);
+
+export const AgentConfigSchema = daemonSchema("rbdbackup agent configuration", {
+  agentId: Type.Optional(text("Stable id of this agent (default: <hostname>-<cluster name>).")),
+  cluster: Cluster,
+  listen: hostPort("host:port of the gRPC server (AgentService, health). Port 0 picks a free one.", "127.0.0.1:7400"),
+  advertiseAddress: hostPort(
+    'host:port the coordinator hands out to reach this agent; "" = the address it listens on.',
+    "",
+    true,
+  ),
+  transferListen: hostPort(
+    "host:port of the data plane (TransferService, its own listener). Port 0 picks a free one.",
+    "127.0.0.1:7401",
+  ),
+  transferAdvertiseAddress: hostPort(
+    'host:port peers use to reach the data plane; "" = the address it listens on.',
+    "",
+    true,
+  ),
+  coordinator: block("The coordinator this agent dials.", {
+    address: hostPort('host:port of the coordinator; "" = none (the agent only serves direct calls).', "", true),
+  }),
+  metricsListen: hostPort(
+    'host:port of the Prometheus /metrics endpoint (plain HTTP; keep it on a trusted network); "" = off.',
+    "127.0.0.1:9740",
+    true,
+  ),
+  tls: TlsSchema,
+  stateDir: text("Where the agent keeps its recovery journal.", "/var/lib/rbdbackup/agent"),
+  backupPool: text("Default pool for backups written into this cluster.", "backups"),
+  limits: Limits,
+  shutdownGraceSeconds: int("Seconds to let running work finish on SIGTERM.", 0, 3600, 30),
+  testFaults: TestFaults,
+});
+
+/** The checked file, every default filled in. */
+export type AgentFile = Loaded<typeof AgentConfigSchema>;
+
+/** The agent's flags: each overrides one field of the file. */
+export const agentFlags: Record<string, FlagSpec> = {
+  "agent-id": { path: "agentId" },
+  "cluster-name": { path: "cluster.name" },
+  "ceph-conf": { path: "cluster.conf" },
+  "client-id": { path: "cluster.clientId" },
+  keyring: { path: "cluster.keyring" },
+  listen: { path: "listen" },
+  "advertise-address": { path: "advertiseAddress" },
+  "transfer-listen": { path: "transferListen" },
+  "transfer-advertise-address": { path: "transferAdvertiseAddress" },
+  coordinator: { path: "coordinator.address" },
+  "metrics-listen": { path: "metricsListen" },
+  "tls-ca": { path: "tls.ca" },
+  "tls-cert": { path: "tls.cert" },
+  "tls-key": { path: "tls.key" },
+  insecure: { path: "tls.insecure", kind: "boolean" },
+  "state-dir": { path: "stateDir" },
+  "backup-pool": { path: "backupPool" },
+};
+
+if (require.main === module) process.stdout.write(schemaFile(AgentConfigSchema));

@@ -1,0 +1,162 @@
+/**
+ * The reconnecting transport of the agent's coordinator session (session.proto): one gRPC channel,
+ * one bidirectional Session stream at a time. Each stream opens with the messages the handler gives
+ * (Register first); once the coordinator answers Registered, heartbeats go out at the interval it
+ * asks for. When a stream ends or fails, the link dials again with exponential backoff and jitter
+ * (src/common/retry.ts) until `close()`. What the messages mean is the handler's business.
+ */
+import { createChannel, createClient } from "nice-grpc";
+import { Status } from "nice-grpc-common";
+import { messageOf, statusOf } from "../../src/common/errors";
+import type { Logger } from "../../src/common/log";
+import { AsyncQueue } from "../../src/common/queue";
+import { type BackoffOptions, backoffDelay, delay } from "../../src/common/retry";
+import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../../src/common/tls";
+import {
+  type AgentMessage,
+  CoordinatorAgentServiceDefinition,
+  type CoordinatorMessage,
+} from "../../src/gen/rbdbackup/v1/session";
+import type { Changes } from "./changes";
+
+export interface LinkHandler {
+  /** The messages that open every stream: Register first, then whatever must be resent. */
+  opening(): AgentMessage["msg"][];
+  /** The heartbeat to send now. */
+  heartbeat(): AgentMessage["msg"];
+  /** Every message from the coordinator (Registered included, after the link has noted it). */
+  onMessage(msg: NonNullable<CoordinatorMessage["msg"]>): void;
+  /** Called every `tickMs` while a stream is open (e.g. to report progress). */
+  onTick(): void;
+}
+
+export interface LinkOptions {
+  /** Reconnect backoff: delays grow from baseMs to maxMs, with jitter. */
+  reconnect: BackoffOptions;
+  /** A stream that lasted this long resets the backoff to its first delay. */
+  resetAfterMs: number;
+  tickMs: number;
+  /** The wait between reconnects (the retry helper's `delay`; tests may observe it). */
+  wait: (ms: number, signal: AbortSignal) => Promise<void>;
+}
+
+export const DEFAULT_LINK_OPTIONS: LinkOptions = {
+  reconnect: { baseMs: 250, maxMs: 10_000, jitter: 1 },
+  resetAfterMs: 30_000,
+  tickMs: 500,
+  wait: delay,
+};
+
+export class CoordinatorLink {
+  #out: AsyncQueue<AgentMessage> | null = null;
+  #stop = new AbortController();
+  #loop: Promise<void> | null = null;
+  #connected = false;
+
+  constructor(
+    readonly address: string,
+    readonly tls: TlsConfig,
+    readonly handler: LinkHandler,
+    readonly log: Logger,
+    /** Notified when the link goes up or down. */
+    readonly changes: Changes,
+    readonly options: LinkOptions = DEFAULT_LINK_OPTIONS,
+  ) {}
+
+  /** Registered with the coordinator on the current stream. */
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  start(): void {
+    this.#loop ??= this.#run();
+  }
+
+  /** Sends on the current stream; dropped when none is open. */
+  send(msg: AgentMessage["msg"]): void {
+    this.#out?.push({ msg });
+  }
+
+  /** Ends the current stream and stops reconnecting. */
+  async close(): Promise<void> {
+    this.#stop.abort();
+    this.#out?.close();
+    await this.#loop?.catch(() => {});
+  }
+
+  #setConnected(up: boolean): void {
+    if (this.#connected === up) return;
+    this.#connected = up;
+    this.changes.notify();
+  }
+
+  async #run(): Promise<void> {
+    const channel = createChannel(this.address, channelCredentials(this.tls), {
+      ...tlsChannelOptions(this.address, this.tls),
+      "grpc.keepalive_time_ms": 10_000,
+      "grpc.keepalive_timeout_ms": 5_000,
+      "grpc.keepalive_permit_without_calls": 1,
+      "grpc.initial_reconnect_backoff_ms": 250,
+      "grpc.max_reconnect_backoff_ms": 5_000,
+    });
+    const client = createClient(CoordinatorAgentServiceDefinition, channel);
+    const stop = this.#stop.signal;
+    try {
+      for (let failures = 1; !stop.aborted; failures++) {
+        const started = Date.now();
+        try {
+          await this.#stream(client);
+        } catch (e) {
+          if (stop.aborted) break;
+          this.log.warn("coordinator session failed", {
+            coordinator: this.address,
+            code: Status[statusOf(e)],
+            error: messageOf(e),
+          });
+        }
+        this.#setConnected(false);
+        if (stop.aborted) break;
+        if (Date.now() - started > this.options.resetAfterMs) failures = 1;
+        try {
+          await this.options.wait(backoffDelay(failures, this.options.reconnect), stop);
+        } catch {
+          break; // stopped while waiting
+        }
+      }
+    } finally {
+      this.#setConnected(false);
+      channel.close();
+    }
+  }
+
+  /** One Session stream, from its opening messages until it ends. */
+  async #stream(client: ReturnType<typeof createClient<typeof CoordinatorAgentServiceDefinition>>): Promise<void> {
+    const out = new AsyncQueue<AgentMessage>();
+    this.#out = out;
+    for (const msg of this.handler.opening()) out.push({ msg });
+    const ac = new AbortController();
+    const onStop = () => ac.abort();
+    this.#stop.signal.addEventListener("abort", onStop, { once: true });
+    let heartbeat: NodeJS.Timeout | undefined;
+    const tick = setInterval(() => this.handler.onTick(), this.options.tickMs);
+    try {
+      for await (const m of client.session(out, { signal: ac.signal })) {
+        const msg = m.msg;
+        if (!msg) continue;
+        if (msg.$case === "registered") {
+          this.#setConnected(true);
+          this.log.info("registered with the coordinator", { coordinator: this.address });
+          clearInterval(heartbeat);
+          heartbeat = setInterval(() => this.send(this.handler.heartbeat()), msg.value.heartbeatIntervalMs);
+        }
+        this.handler.onMessage(msg);
+      }
+    } finally {
+      clearInterval(heartbeat);
+      clearInterval(tick);
+      this.#stop.signal.removeEventListener("abort", onStop);
+      out.close();
+      if (this.#out === out) this.#out = null;
+    }
+  }
+}

@@ -1,0 +1,313 @@
+/**
+ * Backup of an RBD volume of this agent's cluster, in named phases:
+ *  open      — the pool and the volume (NOT_FOUND / size 0 refused);
+ *  plan      — the destination's chains; what an earlier attempt of this backup left (a job's retry
+ *              that finds its backup committed reports it: the "lost outcome"); full or incremental;
+ *  snapshot  — "backup.<id>.snap.<ts>" on the volume, opened read-only;
+ *  transfer  — the diff streamed to the destination, which writes, verifies, flushes and only then
+ *              creates the same snapshot on the base image (AUTO redoes a failed incremental in full);
+ *  prune     — source snapshots no chain needs any more (failures are warnings: the backup exists).
+ * On failure the new source snapshot is removed; the destination cleans up its side itself.
+ */
+import { alreadyExists, failedPrecondition, notFound, toAppError, withCleanupErrors } from "../../src/common/errors";
+import { backupSnapName } from "../../src/common/ids";
+import type { Logger } from "../../src/common/log";
+import type { BackupRequest, BackupResult } from "../../src/gen/rbdbackup/v1/agent";
+import type { ImageRef } from "../../src/gen/rbdbackup/v1/common";
+import type { ListChainsResponse, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
+import type { Image, IoCtx } from "../ceph";
+import { isCephError } from "../ceph";
+import { newStats, rbdMessages, type SourceStats } from "../transfer/source";
+import type { TransferTarget } from "../transfer/target";
+import { backupHeader, type Destination, type SourceImageInfo, volumeMetadata } from "./backup-header";
+import { choosePlan, earlierAttempt, fallbackPlan, type Plan } from "./backup-plan";
+import { completedEarlier, sentFields } from "./backup-result";
+import type { EngineContext } from "./context";
+import type { Progress } from "./progress";
+import { snapshotsToPrune } from "./snapshots";
+
+/** The phase that starts when the named one ends (for progress reports). */
+const PHASE_AFTER: Record<string, string> = {
+  open: "planning",
+  listChains: "snapshot",
+  snapshot: "transfer",
+  transfer: "prune",
+  prune: "done",
+};
+
+/** Seconds spent in each phase (for the log), and the phase progress reports show. */
+class PhaseClock {
+  readonly seconds: Record<string, number> = {};
+  readonly started = Date.now();
+  #mark = this.started;
+
+  constructor(readonly progress: Progress) {}
+
+  /** The named phase ended. */
+  ended(name: string): void {
+    const now = Date.now();
+    this.seconds[name] = (now - this.#mark) / 1000;
+    this.#mark = now;
+    this.progress.phase = PHASE_AFTER[name] ?? name;
+  }
+}
+
+interface Sent {
+  plan: Plan;
+  stats: SourceStats;
+  summary: TransferSummary;
+}
+
+export async function backupVolume(
+  ctx: EngineContext,
+  req: BackupRequest,
+  vol: ImageRef,
+  signal: AbortSignal,
+  progress: Progress,
+): Promise<BackupResult> {
+  if (!(await ctx.cluster.poolExists(vol.pool)))
+    throw notFound(`pool ${vol.pool} not found on cluster ${ctx.clusterName}`);
+  const io = await ctx.cluster.openIoCtx(vol.pool, { namespace: vol.namespace });
+  const b = new VolumeBackup(ctx, req, vol, io, signal, progress);
+  try {
+    return await b.run();
+  } catch (e) {
+    throw await b.cleanupAfterFailure(e);
+  } finally {
+    await b.close();
+  }
+}
+
+class VolumeBackup {
+  readonly label: string;
+  readonly dest: Omit<Destination, "fsid">;
+  readonly target: TransferTarget;
+  readonly log: Logger;
+  readonly clock: PhaseClock;
+  head: Image | null = null;
+  snapImage: Image | null = null;
+  snapName = "";
+  /** Warnings from before the transfer (leftovers removed). */
+  earlyWarnings: string[] = [];
+  /** The volume's snapshot names (null: to be listed). */
+  #snapNames: string[] | null = null;
+
+  constructor(
+    readonly ctx: EngineContext,
+    readonly req: BackupRequest,
+    readonly vol: ImageRef,
+    readonly io: IoCtx,
+    readonly signal: AbortSignal,
+    readonly progress: Progress,
+  ) {
+    this.label = `${vol.pool}/${vol.namespace ? `${vol.namespace}/` : ""}${vol.image}`;
+    this.dest = { pool: req.destinationPool || ctx.defaultBackupPool, namespace: req.destinationNamespace };
+    this.target = ctx.target(req.destination?.address ?? "");
+    this.log = ctx.log.child({ op: "backup", backup: req.backupId, volume: this.label, job: req.jobId || undefined });
+    this.clock = new PhaseClock(progress);
+  }
+
+  async run(): Promise<BackupResult> {
+    const head = await this.open();
+    const chains = await this.target.listChains(this.dest.pool, this.dest.namespace, this.vol.image, this.signal);
+    this.clock.ended("listChains");
+    const earlier = await this.settleEarlierAttempt(head, chains);
+    if (earlier) return earlier;
+    const plan = choosePlan(this.req, this.vol.image, await this.sourceSnapNames(head), chains.chains);
+    if (plan.forcedFullReason) this.log.info("forcing a full backup", { reason: plan.forcedFullReason });
+    const snap = await this.snapshot(head);
+    const sent = await this.transfer(plan, snap, { ...this.dest, fsid: chains.clusterFsid });
+    this.clock.ended("transfer");
+    const warnings = [...this.earlyWarnings, ...sent.summary.warnings];
+    const removed = await this.prune(head, sent.plan, warnings);
+    this.clock.ended("prune");
+    return this.result(sent, snap.info, removed, warnings);
+  }
+
+  /** Opens the volume; refuses a missing or empty one. */
+  async open(): Promise<Image> {
+    try {
+      this.head = await this.io.imageOpen(this.vol.image);
+    } catch (e) {
+      if (isCephError(e, "ENOENT")) throw notFound(`volume ${this.label} not found on cluster ${this.ctx.clusterName}`);
+      throw e;
+    }
+    const info = await this.head.stat();
+    if (info.size === 0) throw failedPrecondition(`volume ${this.label} has size 0: there is nothing to back up`);
+    this.#snapNames = (await this.head.snapList()).map((s) => s.name);
+    this.clock.ended("open");
+    return this.head;
+  }
+
+  /** The volume's snapshot names, as last listed (listed again after leftovers were removed). */
+  async sourceSnapNames(head: Image): Promise<string[]> {
+    this.#snapNames ??= (await head.snapList()).map((s) => s.name);
+    return this.#snapNames;
+  }
+
+  /**
+   * The same backup id again: the result of an earlier attempt that completed it (a job's retry), an
+   * error if the backup exists otherwise; a source snapshot an interrupted attempt left is removed.
+   */
+  async settleEarlierAttempt(head: Image, chains: ListChainsResponse): Promise<BackupResult | null> {
+    const found = earlierAttempt(this.req, await this.sourceSnapNames(head), chains.chains);
+    switch (found.kind) {
+      case "none":
+        return null;
+      case "completed":
+        // Its snapshot exists on the base image (a backup's last step) but its agent stopped before
+        // the coordinator heard: that backup is this attempt's result, not a conflict.
+        this.log.warn("the backup was completed by an earlier attempt; reporting it", {
+          baseImage: found.chain.baseImage,
+        });
+        return completedEarlier(this.req, found.chain, this.clock.started, {
+          destPool: this.dest.pool,
+          destNs: this.dest.namespace,
+          fsid: chains.clusterFsid,
+        });
+      case "exists":
+        throw alreadyExists(`backup ${this.req.backupId} already exists (base image ${found.baseImage})`);
+      case "leftovers":
+        for (const name of found.snapshots) {
+          await head.snapRemove(name);
+          this.earlyWarnings.push(`removed ${name}, left on the volume by an interrupted attempt of this backup`);
+          this.log.info("removed a leftover snapshot of an interrupted attempt", { snapshot: name });
+        }
+        this.#snapNames = null;
+        return null;
+    }
+  }
+
+  /** Creates this backup's snapshot on the volume and opens the volume at it. */
+  async snapshot(head: Image): Promise<{ info: SourceImageInfo; imageMeta: Record<string, string> }> {
+    this.snapName = backupSnapName(this.req.backupId);
+    await head.snapCreate(this.snapName);
+    const imageMeta = await head.metaList();
+    this.snapImage = await this.io.imageOpen(this.vol.image, { snapshot: this.snapName });
+    const info = await this.snapImage.stat();
+    this.clock.ended("snapshot");
+    this.progress.bytesTotal = info.size;
+    return { info, imageMeta };
+  }
+
+  /** Streams the plan's diff; AUTO redoes an incremental whose diff failed on our side in full. */
+  async transfer(
+    plan: Plan,
+    snap: { info: SourceImageInfo; imageMeta: Record<string, string> },
+    dest: Destination,
+  ): Promise<Sent> {
+    try {
+      return await this.send(plan, snap, dest);
+    } catch (e) {
+      const full = fallbackPlan(this.req, this.vol.image, plan, e);
+      if (!full) throw e;
+      this.log.warn("incremental diff failed, forcing a full backup", { reason: full.forcedFullReason });
+      return await this.send(full, snap, dest);
+    }
+  }
+
+  async send(
+    plan: Plan,
+    snap: { info: SourceImageInfo; imageMeta: Record<string, string> },
+    dest: Destination,
+  ): Promise<Sent> {
+    const { ctx, req, vol } = this;
+    const stats = newStats();
+    this.progress.stats = stats;
+    const source = {
+      fsid: ctx.fsid,
+      pool: vol.pool,
+      namespace: vol.namespace,
+      image: vol.image,
+      snapshot: this.snapName,
+    };
+    const meta = volumeMetadata(req, source, snap.info, snap.imageMeta, plan);
+    const header = backupHeader(ctx, req, plan, this.snapName, snap.info, dest, meta);
+    const msgs = rbdMessages(
+      this.snapImage as Image,
+      header,
+      { ...(plan.parent ? { fromSnapshot: plan.parent } : {}), fullCopy: false },
+      { ...ctx.source, meter: ctx.meter, meterPool: vol.pool },
+      stats,
+    );
+    const summary = await this.target.transfer(msgs, this.signal);
+    return { plan, stats, summary };
+  }
+
+  /** Hygiene once the backup exists: removes the source snapshots no chain needs; failures become warnings. */
+  async prune(head: Image, plan: Plan, warnings: string[]): Promise<string[]> {
+    const removed: string[] = [];
+    try {
+      const chainSnaps = new Set([...plan.chainSnapshots, this.snapName]);
+      const prune = snapshotsToPrune(
+        await head.snapList(),
+        this.snapName,
+        chainSnaps,
+        this.req.maxSnapshots,
+        new Set(this.req.keepSnapshots),
+      );
+      for (const name of prune) {
+        try {
+          await head.snapRemove(name);
+          removed.push(name);
+        } catch (e) {
+          warnings.push(`could not remove source snapshot ${name}: ${(e as Error).message}`);
+        }
+      }
+    } catch (e) {
+      warnings.push(`source snapshot pruning failed: ${(e as Error).message}`);
+    }
+    return removed;
+  }
+
+  result(sent: Sent, info: SourceImageInfo, removed: string[], warnings: string[]): BackupResult {
+    const { plan, stats, summary } = sent;
+    const seconds = (Date.now() - this.clock.started) / 1000;
+    this.log.info("backup done", {
+      phases: this.clock.seconds,
+      incremental: plan.incremental,
+      dataBytes: stats.dataBytes,
+      zeroRanges: stats.zeroRanges,
+      seconds,
+    });
+    return {
+      backupId: this.req.backupId,
+      baseImage: plan.baseImage,
+      snapshot: this.snapName,
+      incremental: plan.incremental,
+      parentSnapshot: plan.parent ?? "",
+      forcedFullReason: plan.forcedFullReason,
+      imageSize: info.size,
+      ...sentFields(stats),
+      seconds,
+      sourceSnapshotsRemoved: removed,
+      warnings,
+      destinationPool: this.dest.pool,
+      destinationNamespace: this.dest.namespace,
+      destinationFsid: summary.destinationFsid,
+    };
+  }
+
+  /** Removes this attempt's source snapshot; the error to throw names every cleanup failure too. */
+  async cleanupAfterFailure(e: unknown): Promise<unknown> {
+    const cleanupErrors: unknown[] = [];
+    if (this.snapImage) {
+      await this.snapImage.close().catch((x) => cleanupErrors.push(x));
+      this.snapImage = null;
+    }
+    const snapName = this.snapName;
+    if (snapName && this.head) {
+      await this.head.snapRemove(snapName).catch((x) => {
+        if (!isCephError(x, "ENOENT")) cleanupErrors.push(toAppError(x, `removing source snapshot ${snapName}`));
+      });
+    }
+    this.log.warn("backup failed", { error: toAppError(e).message });
+    return withCleanupErrors(e, cleanupErrors);
+  }
+
+  async close(): Promise<void> {
+    await this.snapImage?.close().catch(() => {});
+    await this.head?.close().catch(() => {});
+    await this.io.close().catch(() => {});
+  }
+}

@@ -1,0 +1,107 @@
+#include "test-faults.h"
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+#include "handles.h"
+
+namespace rbdb {
+
+namespace {
+
+enum class Kind { kSystemError, kBadAlloc, kRuntimeError, kUnknown };
+
+std::atomic<bool> gEnabled{false};
+std::atomic<int> gArmed[static_cast<int>(Fault::kCount)];
+std::atomic<int> gKind[static_cast<int>(Fault::kCount)];
+
+[[noreturn]] void Raise(Kind kind) {
+  switch (kind) {
+    case Kind::kSystemError:
+      // What std::thread's constructor throws when the system has no thread to give.
+      throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again));
+    case Kind::kBadAlloc:
+      throw std::bad_alloc();
+    case Kind::kRuntimeError:
+      throw std::runtime_error("injected test fault");
+    case Kind::kUnknown:
+      break;
+  }
+  throw 42;  // not a std::exception
+}
+
+Fault PointNamed(Napi::Env env, const std::string& s) {
+  if (s == "method") return Fault::kMethod;
+  if (s == "execute") return Fault::kExecute;
+  if (s == "task") return Fault::kTask;
+  if (s == "thread") return Fault::kThread;
+  throw Napi::TypeError::New(env, "unknown fault point: " + s);
+}
+
+Kind KindNamed(Napi::Env env, const std::string& s) {
+  if (s == "system_error") return Kind::kSystemError;
+  if (s == "bad_alloc") return Kind::kBadAlloc;
+  if (s == "runtime_error") return Kind::kRuntimeError;
+  if (s == "unknown") return Kind::kUnknown;
+  throw Napi::TypeError::New(env, "unknown fault kind: " + s);
+}
+
+// arm(point, kind, count = 1)
+Napi::Value Arm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) {
+    throw Napi::TypeError::New(env, "arm(point, kind[, count])");
+  }
+  int i = static_cast<int>(PointNamed(env, info[0].As<Napi::String>().Utf8Value()));
+  Kind kind = KindNamed(env, info[1].As<Napi::String>().Utf8Value());
+  int count = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 1;
+  gKind[i].store(static_cast<int>(kind));
+  gArmed[i].store(count);
+  return env.Undefined();
+}
+
+Napi::Value Disarm(const Napi::CallbackInfo& info) {
+  for (auto& a : gArmed) a.store(0);
+  return info.Env().Undefined();
+}
+
+Napi::Value Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HandleStats s = GetHandleStats();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("worker", Napi::Number::New(env, static_cast<double>(s.worker)));
+  o.Set("closer", Napi::Number::New(env, static_cast<double>(s.closer)));
+  o.Set("fallback", Napi::Number::New(env, static_cast<double>(s.fallback)));
+  o.Set("queued", Napi::Number::New(env, static_cast<double>(s.queued)));
+  return o;
+}
+
+}  // namespace
+
+void FaultPoint(Fault where) {
+  if (!gEnabled.load(std::memory_order_relaxed)) return;
+  std::atomic<int>& armed = gArmed[static_cast<int>(where)];
+  int n = armed.load();
+  while (n > 0 && !armed.compare_exchange_weak(n, n - 1)) {
+  }
+  if (n > 0) Raise(static_cast<Kind>(gKind[static_cast<int>(where)].load()));
+}
+
+void InitTestFaults(Napi::Env env, Napi::Object exports) {
+  const char* v = std::getenv("RBDBACKUP_NATIVE_TEST_FAULTS");
+  if (v == nullptr || std::strcmp(v, "1") != 0) return;
+  gEnabled.store(true);
+  Napi::Object t = Napi::Object::New(env);
+  t.Set("arm", Napi::Function::New(env, Arm, "arm"));
+  t.Set("disarm", Napi::Function::New(env, Disarm, "disarm"));
+  t.Set("handleStats", Napi::Function::New(env, Stats, "handleStats"));
+  exports.Set("testing", t);
+}
+
+}  // namespace rbdb

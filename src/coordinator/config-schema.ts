@@ -1,0 +1,76 @@
+/**
+ * The coordinator's configuration schema: every field once, with its type, range, default and
+ * meaning. `CoordinatorFile` (the checked file, defaults filled in) is derived from it, and so is the
+ * published deploy/schema/coordinator.schema.json. Regenerate that file after a change here:
+ *
+ *   npm run build:ts && node dist/src/coordinator/config-schema.js > deploy/schema/coordinator.schema.json \
+ *     && npx biome format --write deploy/schema/coordinator.schema.json
+ */
+import type { Static } from "@sinclair/typebox";
+import {
+  block,
+  daemonSchema,
+  hostPort,
+  int,
+  type Loaded,
+  optionalText,
+  schemaFile,
+  TlsSchema,
+  text,
+} from "../common/config/fields";
+import type { FlagSpec } from "../common/config/load";
+
+export const SchedulerSchema = block(
+  "Job dispatch: leases, retries and limits (scheduler.leaseTtlMs must be at least twice scheduler.heartbeatIntervalMs).",
+  {
+    leaseTtlMs: int("How long a job's lease lives without a heartbeat, ms.", 1000, 3_600_000, 15_000),
+    heartbeatIntervalMs: int("How often agents renew their leases, ms.", 100, 600_000, 3_000),
+    maxAttempts: int("Attempts of a job before it is FAILED.", 1, 100, 3),
+    backoffBaseMs: int("Delay before a job's second attempt, ms (doubles each attempt).", 10, 3_600_000, 1_000),
+    backoffMaxMs: int("Longest delay between two attempts of a job, ms.", 10, 86_400_000, 60_000),
+    perClusterLimit: int("Jobs running at once on one cluster (as source, destination or target).", 1, 1024, 4),
+    tickMs: int("How often the scheduler looks for work, ms.", 50, 60_000, 1_000),
+  },
+);
+
+/** The scheduler's settings, every default filled in. */
+export type SchedulerSettings = Static<typeof SchedulerSchema>;
+
+export const CoordinatorConfigSchema = daemonSchema("rbdbackup coordinator configuration", {
+  listen: hostPort(
+    "host:port of the gRPC server (BackupService, agent sessions, health, reflection).",
+    "127.0.0.1:7300",
+  ),
+  metricsListen: hostPort(
+    'host:port of the Prometheus /metrics endpoint (plain HTTP; keep it on a trusted network); "" = off.',
+    "127.0.0.1:9730",
+    true,
+  ),
+  tls: TlsSchema,
+  auth: block("How API clients authenticate.", {
+    tokensFile: optionalText('File of API bearer tokens (one per line); "" = API clients need a client certificate.'),
+  }),
+  catalog: block("The catalog of backups and jobs.", {
+    path: text("The SQLite catalog file.", "/var/lib/rbdbackup/coordinator/catalog.sqlite"),
+  }),
+  scheduler: SchedulerSchema,
+  shutdownGraceSeconds: int("Seconds to let calls finish on SIGTERM (health says NOT_SERVING meanwhile).", 0, 3600, 10),
+});
+
+/** The checked file, every default filled in. */
+export type CoordinatorFile = Loaded<typeof CoordinatorConfigSchema>;
+
+/** The coordinator's flags: each overrides one field of the file. */
+export const coordinatorFlags: Record<string, FlagSpec> = {
+  listen: { path: "listen" },
+  "metrics-listen": { path: "metricsListen" },
+  catalog: { path: "catalog.path" },
+  "tls-ca": { path: "tls.ca" },
+  "tls-cert": { path: "tls.cert" },
+  "tls-key": { path: "tls.key" },
+  insecure: { path: "tls.insecure", kind: "boolean" },
+  "tokens-file": { path: "auth.tokensFile" },
+  "per-cluster-limit": { path: "scheduler.perClusterLimit", kind: "number" },
+};
+
+if (require.main === module) process.stdout.write(schemaFile(CoordinatorConfigSchema));

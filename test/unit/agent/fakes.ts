@@ -1,0 +1,202 @@
+/**
+ * Fakes for the agent session's unit tests: a real in-process gRPC server on 127.0.0.1:0 implementing
+ * CoordinatorAgentService (insecure credentials, loopback only) that records every stream and lets a
+ * test send messages and end streams; fake AgentOperations whose attempts the test finishes by hand;
+ * a waiter that wakes on every change (no sleeps) and fails after a deadline.
+ */
+import { ServerCredentials } from "@grpc/grpc-js";
+import { createServer, type Server } from "nice-grpc";
+import { ServerError, Status } from "nice-grpc-common";
+import { Changes } from "../../../agents/agent/changes";
+import type { SessionOperations } from "../../../agents/agent/operations";
+import type { Progress } from "../../../agents/engine/progress";
+import { AppError } from "../../../src/common/errors";
+import type { Logger } from "../../../src/common/log";
+import { AsyncQueue } from "../../../src/common/queue";
+import { abortError } from "../../../src/common/retry";
+import type {
+  BackupRequest,
+  BackupResult,
+  DeleteBackupDataRequest,
+  DeleteBackupDataResult,
+  RestoreRequest,
+  RestoreResult,
+} from "../../../src/gen/rbdbackup/v1/agent";
+import {
+  type AgentMessage,
+  CoordinatorAgentServiceDefinition,
+  type CoordinatorMessage,
+  type ProbeResponse,
+} from "../../../src/gen/rbdbackup/v1/session";
+
+/** Everything observable in these tests notifies this; `waitFor` wakes on it. */
+export const changes = new Changes();
+
+/** Waits until `cond()` holds; fails naming `what` after `ms`. */
+export async function waitFor(what: string, cond: () => boolean, ms = 5_000): Promise<void> {
+  if (!(await changes.until(cond, ms))) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+}
+
+/** A logger that keeps its lines (for assertions) and prints nothing. */
+export function recordingLogger(lines: string[] = []): Logger & { lines: string[] } {
+  const rec = (msg: string) => {
+    lines.push(msg);
+    changes.notify();
+  };
+  return { lines, debug: rec, info: rec, warn: rec, error: rec, child: () => recordingLogger(lines) };
+}
+
+export interface FakeStream {
+  received: AgentMessage[];
+  out: AsyncQueue<CoordinatorMessage>;
+  ended: boolean;
+}
+
+/** A coordinator that accepts sessions, records them and answers only what a test tells it to. */
+export class FakeCoordinator {
+  streams: FakeStream[] = [];
+  /** Streams refused with UNAVAILABLE (counted). */
+  refused = 0;
+  refuse = false;
+  /** Acknowledge every outcome at once (as the real coordinator does). */
+  autoAck = false;
+  /** Answer Register with Registered. */
+  autoRegister = true;
+  heartbeatIntervalMs = 60_000;
+  #server: Server | null = null;
+  address = "";
+
+  async start(): Promise<this> {
+    const server = createServer();
+    server.add(CoordinatorAgentServiceDefinition, { session: (req, ctx) => this.#session(req, ctx.signal) });
+    const port = await server.listen("127.0.0.1:0", ServerCredentials.createInsecure());
+    this.#server = server;
+    this.address = `127.0.0.1:${port}`;
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.streams) s.out.close();
+    this.#server?.forceShutdown();
+  }
+
+  /** The stream number `i` (0-based), once the agent has opened it. */
+  async stream(i: number): Promise<FakeStream> {
+    await waitFor(`session stream #${i}`, () => this.streams.length > i);
+    return this.streams[i] as FakeStream;
+  }
+
+  get last(): FakeStream {
+    const s = this.streams.at(-1);
+    if (!s) throw new Error("no stream yet");
+    return s;
+  }
+
+  send(s: FakeStream, msg: CoordinatorMessage["msg"]): void {
+    s.out.push({ msg });
+  }
+
+  /** The messages of one kind a stream has received. */
+  static of<K extends NonNullable<AgentMessage["msg"]>["$case"]>(
+    s: FakeStream,
+    kind: K,
+  ): Array<Extract<NonNullable<AgentMessage["msg"]>, { $case: K }>["value"]> {
+    return s.received.flatMap((m) => (m.msg?.$case === kind ? [m.msg.value as never] : []));
+  }
+
+  async *#session(requests: AsyncIterable<AgentMessage>, signal: AbortSignal): AsyncGenerator<CoordinatorMessage> {
+    if (this.refuse) {
+      this.refused++;
+      changes.notify();
+      throw new ServerError(Status.UNAVAILABLE, "refused by the fake coordinator");
+    }
+    const s: FakeStream = { received: [], out: new AsyncQueue(), ended: false };
+    this.streams.push(s);
+    signal.addEventListener("abort", () => s.out.close(), { once: true });
+    (async () => {
+      for await (const m of requests) {
+        s.received.push(m);
+        if (m.msg?.$case === "register" && this.autoRegister) {
+          this.send(s, {
+            $case: "registered",
+            value: { heartbeatIntervalMs: this.heartbeatIntervalMs, leaseTtlMs: 60_000, revokedTokens: [] },
+          });
+        }
+        if (m.msg?.$case === "outcome" && this.autoAck) {
+          this.send(s, { $case: "heartbeatAck", value: { revokedTokens: [], outcomesReceived: [m.msg.value.token] } });
+        }
+        changes.notify();
+      }
+    })()
+      .catch(() => {})
+      .finally(() => {
+        s.ended = true;
+        s.out.close();
+        changes.notify();
+      });
+    changes.notify();
+    yield* s.out;
+  }
+}
+
+export interface FakeAttempt {
+  kind: "backup" | "restore" | "delete";
+  req: BackupRequest | RestoreRequest | DeleteBackupDataRequest;
+  signal: AbortSignal | null;
+  progress: Progress | null;
+  resolve(v: unknown): void;
+  reject(e: unknown): void;
+}
+
+/** Operations whose attempts wait for the test; an abort rejects them, as the engine does. */
+export class FakeOps implements SessionOperations {
+  attempts: FakeAttempt[] = [];
+  fenced: Array<[string, number]> = [];
+  probes = 0;
+  ctx = {
+    cluster: {
+      addrs: () => "10.0.0.1:0/111",
+      blocklistAdd: async (addr: string, seconds: number) => {
+        this.fenced.push([addr, seconds]);
+      },
+    },
+  };
+
+  #attempt<T>(kind: FakeAttempt["kind"], req: FakeAttempt["req"], signal?: AbortSignal, progress?: Progress) {
+    return new Promise<T>((resolve, reject) => {
+      this.attempts.push({
+        kind,
+        req,
+        signal: signal ?? null,
+        progress: progress ?? null,
+        resolve: resolve as (v: unknown) => void,
+        reject,
+      });
+      signal?.addEventListener("abort", () => reject(abortError(signal)), { once: true });
+      changes.notify();
+    });
+  }
+
+  backup(req: BackupRequest, signal: AbortSignal, progress?: Progress): Promise<BackupResult> {
+    return this.#attempt("backup", req, signal, progress);
+  }
+  restore(req: RestoreRequest, signal: AbortSignal, progress?: Progress): Promise<RestoreResult> {
+    return this.#attempt("restore", req, signal, progress);
+  }
+  deleteBackup(req: DeleteBackupDataRequest): Promise<DeleteBackupDataResult> {
+    return this.#attempt("delete", req);
+  }
+  async checkCluster(): Promise<never> {
+    throw new AppError(Status.PERMISSION_DENIED, "no caps in this fake");
+  }
+  async listBackupSnapshots(): Promise<never> {
+    throw new AppError(Status.NOT_FOUND, "no such image in this fake");
+  }
+  async getBackupMetadata(): Promise<never> {
+    throw new AppError(Status.NOT_FOUND, "no metadata in this fake");
+  }
+  async probe(): Promise<ProbeResponse> {
+    this.probes++;
+    return { missingPools: ["nope"], missingNamespaces: [], imageExists: false, imageSize: 0, imageSnapshots: [] };
+  }
+}

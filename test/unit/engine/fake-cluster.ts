@@ -1,0 +1,149 @@
+/**
+ * A fake cluster for the backup phases' control flow (which snapshots are created and removed, what
+ * header is sent, what is reported): images with snapshot lists and a fake transfer target that reads
+ * the header and answers. No data moves: byte-level backup and restore are tested against real Ceph
+ * (test/integration); these fakes never stand in for librbd in such a test.
+ */
+import { CephError } from "../../../agents/ceph";
+import type { EngineContext } from "../../../agents/engine/context";
+import { noMeter } from "../../../agents/transfer/meter";
+import type { TransferTarget } from "../../../agents/transfer/target";
+import { backupSnapName } from "../../../src/common/ids";
+import type { Logger } from "../../../src/common/log";
+import type {
+  Chain,
+  ListChainsResponse,
+  TransferHeader,
+  TransferMessage,
+  TransferSummary,
+} from "../../../src/gen/rbdbackup/v1/transfer";
+
+const ENOENT = 2;
+
+export interface FakeSnap {
+  id: number;
+  name: string;
+  size: number;
+  timestamp: number;
+  protected: boolean;
+}
+
+export class FakeImage {
+  snaps: FakeSnap[] = [];
+  open = 0;
+  #nextId = 1;
+
+  constructor(
+    readonly name: string,
+    readonly size = 1 << 30,
+  ) {}
+
+  addSnap(name: string): void {
+    this.snaps.push({ id: this.#nextId++, name, size: this.size, timestamp: 0, protected: false });
+  }
+
+  handle() {
+    this.open++;
+    const img = this;
+    return {
+      label: img.name,
+      async stat() {
+        return { size: img.size, features: 61n, order: 22, stripeUnit: 4 << 20, stripeCount: 1 };
+      },
+      async snapList() {
+        return img.snaps.map((s) => ({ ...s }));
+      },
+      async snapCreate(name: string) {
+        img.addSnap(name);
+      },
+      async snapRemove(name: string) {
+        const i = img.snaps.findIndex((s) => s.name === name);
+        if (i < 0) throw new CephError(ENOENT, "rbd_snap_remove", `image ${img.name}`, "no such snapshot");
+        img.snaps.splice(i, 1);
+      },
+      async metaList() {
+        return { conf_rbd_cache: "false" };
+      },
+      async close() {
+        img.open--;
+      },
+    };
+  }
+}
+
+/** What the fake destination does with a transfer: answer with a summary, or fail. */
+export type TransferBehaviour = (header: TransferHeader, n: number) => Promise<TransferSummary>;
+
+export class FakeBackupCluster {
+  images = new Map<string, FakeImage>();
+  chains: Chain[] = [];
+  headers: TransferHeader[] = [];
+  ioOpen = 0;
+  onTransfer: TransferBehaviour = async () => ({ destinationFsid: "fsid-b", warnings: [] }) as never;
+
+  volume(name: string): FakeImage {
+    const img = new FakeImage(name);
+    this.images.set(name, img);
+    return img;
+  }
+
+  /** A chain in the destination pool holding the given backup ids (snapshot names made from them). */
+  chain(baseImage: string, backupIds: string[]): string[] {
+    const snaps = backupIds.map((id, i) => ({
+      name: backupSnapName(id, 1_000_000 + i),
+      backupId: id,
+      timestamp: 1000 + i,
+      snapId: i + 1,
+      size: 1 << 30,
+    }));
+    this.chains.push({ baseImage, snapshots: snaps });
+    return snaps.map((s) => s.name);
+  }
+
+  context(log: Logger): EngineContext {
+    const fc = this;
+    const target: TransferTarget = {
+      label: "fake peer",
+      async listChains(): Promise<ListChainsResponse> {
+        return { chains: fc.chains, clusterFsid: "fsid-b" } as ListChainsResponse;
+      },
+      async transfer(messages: AsyncIterable<TransferMessage>): Promise<TransferSummary> {
+        const first = await messages[Symbol.asyncIterator]().next();
+        const body = (first.value as TransferMessage | undefined)?.body;
+        if (body?.$case !== "header") throw new Error("the first message is not the header");
+        fc.headers.push(body.value);
+        return fc.onTransfer(body.value, fc.headers.length);
+      },
+    };
+    const io = {
+      label: "rbd",
+      async imageOpen(name: string) {
+        const img = fc.images.get(name);
+        if (!img) throw new CephError(ENOENT, "rbd_open", `image ${name}`, "no such image");
+        return img.handle();
+      },
+      async close() {
+        fc.ioOpen--;
+      },
+    };
+    const cluster = {
+      async poolExists(pool: string) {
+        return pool === "rbd";
+      },
+      async openIoCtx() {
+        fc.ioOpen++;
+        return io;
+      },
+    };
+    return {
+      cluster: cluster as unknown as EngineContext["cluster"],
+      clusterName: "site-a",
+      fsid: "fsid-a",
+      log,
+      defaultBackupPool: "backups",
+      source: { chunkSize: 4 << 20, readsInFlight: 2 },
+      meter: noMeter,
+      target: () => target,
+    };
+  }
+}
