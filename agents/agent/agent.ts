@@ -4,40 +4,44 @@
  * Lifecycle (an explicit state): starting → serving → draining → stopped.
  *  - starting: local checks (libraries, conf, keyring), connect (bounded), cluster checks (backup pool,
  *    image features) — any failing check stops the start with its message; then recovery of
- *    transfers a previous run left unfinished; then the gRPC server (TransferService, AgentService,
- *    grpc.health.v1) on mutual TLS.
+ *    transfers a previous run left unfinished; then two servers on mutual TLS: the data plane
+ *    (TransferService, on `transferListen`: agents/transfer/data-plane-server.ts) and grpc-js
+ *    (AgentService, grpc.health.v1, on `listen`).
  *  - draining (SIGTERM): health NOT_SERVING, new work refused (UNAVAILABLE), running work gets
- *    `shutdownGraceSeconds` to finish, then calls are cancelled.
+ *    `shutdownGraceSeconds` to finish (both servers send GOAWAY and let calls in flight end), then
+ *    calls are cancelled.
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { type CallContext, createServer, type Server } from "nice-grpc";
+import { createServer, type Server } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
 import { splitHostPort } from "../../src/common/address";
-import { routeStreams, setServerReceiveWindow } from "../../src/common/http2-server";
 import type { Logger } from "../../src/common/log";
 import { serverCredentials } from "../../src/common/tls";
 import { AgentServiceDefinition } from "../../src/gen/rbdbackup/v1/agent";
-import { TransferServiceDefinition, type TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
+import type { TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
 import { type Cluster, connect, libraryVersions } from "../ceph";
 import { ADVISORY_CHECKS, clusterChecks, localChecks } from "../engine/checks";
 import type { EngineContext, TransferTarget } from "../engine/context";
 import { listChains } from "../engine/snapshots";
+import { DataPlaneServer } from "../transfer/data-plane-server";
 import { Journal } from "../transfer/journal";
+import { receivePool } from "../transfer/message-reader";
 import { Peers, peerChannelOptions } from "../transfer/peers";
 import { MAX_MESSAGE_BYTES } from "../transfer/protocol";
 import { recoverInterrupted, runSink, type SinkDeps } from "../transfer/sink";
-import { TRANSFER_PATH } from "../transfer/transfer-client";
-import { receivePool, transferStreamHandler } from "../transfer/transfer-server";
 import { framePool } from "../transfer/wire";
 import type { AgentConfig } from "./config";
 import { AgentMetrics } from "./metrics";
-import { AgentOperations, running } from "./operations";
-import { agentService, transferService, VERSION } from "./services";
+import { AgentOperations, handle, running } from "./operations";
+import { agentService, listChainsService, VERSION } from "./services";
 import { CoordinatorSession } from "./session";
 
 /** How long a stopping agent waits for cancelled operations to finish their cleanup. */
 const CLEANUP_WAIT_MS = 60_000;
+/** The data plane's keepalive, as the peer channels' (peerChannelOptions): ping every 15 s, 10 s to answer. */
+const PEER_KEEPALIVE_MS = Number(peerChannelOptions["grpc.keepalive_time_ms"]);
+const PEER_KEEPALIVE_TIMEOUT_MS = Number(peerChannelOptions["grpc.keepalive_timeout_ms"]);
 
 export type AgentState = "starting" | "serving" | "draining" | "stopped";
 
@@ -47,9 +51,13 @@ export class StartupError extends Error {
 
 export class Agent {
   state: AgentState = "starting";
+  /** host:port of the grpc-js server (AgentService, health). */
   address = "";
+  /** host:port of the data-plane server (TransferService). */
+  transferAddress = "";
   fsid = "";
   #server: Server | null = null;
+  #dataPlane: DataPlaneServer | null = null;
   #cluster: Cluster | null = null;
   #peers: Peers | null = null;
   #metrics: AgentMetrics | null = null;
@@ -115,9 +123,13 @@ export class Agent {
     };
     await recoverInterrupted(sink);
 
+    // The destination's entry: the network server (data-plane-server.ts) and the same-cluster
+    // shortcut (localTarget) both hand a transfer's messages to this one function.
+    const receiveTransfer = (messages: AsyncIterable<TransferMessage>, signal: AbortSignal) =>
+      runSink(sink, messages, signal);
     const localTarget: TransferTarget = {
       label: "this agent",
-      transfer: (messages, signal) => runSink(sink, messages, signal),
+      transfer: receiveTransfer,
       listChains: async (pool, namespace, volumeImage) => ({
         chains: await listChains(cluster, pool, namespace, volumeImage),
         clusterFsid: this.fsid,
@@ -140,25 +152,25 @@ export class Agent {
       target: (address) => peers.target(address),
     };
     const accepting = () => this.state === "serving";
-    setServerReceiveWindow(cfg.limits.http2WindowBytes);
     // Idle chunk buffers kept for reuse follow the configured windows, so memory stays bounded by them.
     framePool.maxIdle = cfg.limits.readsInFlight + 2;
     receivePool.maxIdle = cfg.limits.writesInFlight + 4;
-    const transfers = transferService(sink, cfg.limits.maxConcurrentTransfers, accepting);
-    // The bulk Transfer stream is served on node:http2 directly (transfer-server.ts); grpc-js keeps
-    // the rest, and would serve Transfer too without the route.
-    routeStreams(
-      TRANSFER_PATH,
-      transferStreamHandler(
-        (messages, signal) =>
-          transfers.transfer(messages, { signal } as CallContext) as Promise<Partial<TransferSummary>>,
-        {
-          maxMessageBytes: MAX_MESSAGE_BYTES,
-        },
-      ),
-    );
+    // TransferService on its own listener (node:http2, ours); grpc-js serves the rest on `listen`.
+    const dataPlane = new DataPlaneServer({
+      tls: cfg.tls,
+      transfer: (messages, signal) => handle(log, "Transfer", () => receiveTransfer(messages, signal)),
+      listChains: listChainsService(cluster, this.fsid, log),
+      maxMessageBytes: MAX_MESSAGE_BYTES,
+      maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers,
+      accepting,
+      windowBytes: cfg.limits.http2WindowBytes,
+      keepaliveMs: PEER_KEEPALIVE_MS,
+      keepaliveTimeoutMs: PEER_KEEPALIVE_TIMEOUT_MS,
+      log,
+    });
+    this.#dataPlane = dataPlane;
+    this.transferAddress = await dataPlane.listen(cfg.transferListen);
     const server = createServer(peerChannelOptions);
-    server.add(TransferServiceDefinition, transfers);
     const ops = new AgentOperations(ctx, accepting, metrics);
     server.add(
       AgentServiceDefinition,
@@ -182,7 +194,7 @@ export class Agent {
           clusterFsid: this.fsid,
           version: VERSION,
           librbdVersion: libraryVersions().librbd,
-          transferAddress: cfg.advertiseAddress || this.address,
+          transferAddress: cfg.transferAdvertiseAddress || this.transferAddress,
           capacity: cfg.limits.maxConcurrentJobs,
           defaultBackupPool: cfg.backupPool,
         },
@@ -194,6 +206,7 @@ export class Agent {
     }
     log.info("agent serving", {
       address: this.address,
+      transferAddress: this.transferAddress,
       cluster: cfg.cluster.name,
       fsid: this.fsid,
       agentId: cfg.agentId,
@@ -211,11 +224,13 @@ export class Agent {
     const session = this.session;
     const graceDone = Date.now() + graceSeconds * 1000;
     const server = this.#server;
-    if (server) {
+    const stopGrpc = async () => {
+      if (!server) return;
       const timer = setTimeout(() => server.forceShutdown(), graceSeconds * 1000);
       await server.shutdown();
       clearTimeout(timer);
-    }
+    };
+    await Promise.all([stopGrpc(), this.#dataPlane?.shutdown(graceSeconds * 1000)]);
     await session?.stop(Math.max(0, graceDone - Date.now()));
     // Calls cancelled by the shutdown clean up after their call ended: let that finish (bounded).
     if (running.size > 0) {

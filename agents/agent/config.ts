@@ -23,6 +23,8 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
     argv,
   );
   const { keyring, ...clusterRest } = cluster;
+  if (rest.transferListen === rest.listen && !rest.listen.endsWith(":0"))
+    fail(`transferListen "${rest.transferListen}" must differ from listen (the data plane has its own port)`);
   return {
     ...rest,
     agentId: agentId ?? `${hostname()}-${cluster.name}`,

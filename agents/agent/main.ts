@@ -1,6 +1,8 @@
 /**
  * Entry point of the agent daemon (`rbdbackup agent --config agent.json`, or this file directly).
- * Prints one JSON line on stdout once serving: {"event":"serving","address":...,"fsid":...}.
+ * Prints one JSON line on stdout once serving:
+ * {"event":"serving","address":...,"transferAddress":...,"metricsAddress":...,"fsid":...}
+ * (address: AgentService and health; transferAddress: the data plane, TransferService).
  * Exit codes: 0 stopped cleanly, 2 bad configuration or failed prerequisites, 1 anything else.
  */
 import { logger } from "../../src/common/log";
@@ -28,7 +30,7 @@ export async function agentMain(argv: string[]): Promise<number> {
     throw e;
   }
   process.stdout.write(
-    `${JSON.stringify({ event: "serving", address: agent.address, metricsAddress: agent.metricsAddress, fsid: agent.fsid, agentId: cfg.agentId, cluster: cfg.cluster.name })}\n`,
+    `${JSON.stringify({ event: "serving", address: agent.address, transferAddress: agent.transferAddress, metricsAddress: agent.metricsAddress, fsid: agent.fsid, agentId: cfg.agentId, cluster: cfg.cluster.name })}\n`,
   );
   return new Promise<number>((resolve) => {
     let draining = false;

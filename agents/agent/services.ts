@@ -1,51 +1,38 @@
-/** gRPC handlers of an agent: TransferService (destination side) and AgentService (operations). */
-import { type CallContext, ServerError, Status } from "nice-grpc-common";
+/**
+ * Handlers of an agent: AgentService (operations, on the grpc-js server) and TransferService.ListChains
+ * (on the data-plane server, agents/transfer/data-plane-server.ts).
+ */
+import type { Logger } from "../../src/common/log";
 import type { AgentServiceImplementation } from "../../src/gen/rbdbackup/v1/agent";
-import type { TransferServiceImplementation } from "../../src/gen/rbdbackup/v1/transfer";
-import { libraryVersions } from "../ceph";
+import type { ListChainsRequest, ListChainsResponse } from "../../src/gen/rbdbackup/v1/transfer";
+import { type Cluster, libraryVersions } from "../ceph";
 import { listChains } from "../engine/snapshots";
 import { validName } from "../transfer/protocol";
-import { runSink, type SinkDeps } from "../transfer/sink";
 import { type AgentOperations, handle } from "./operations";
 
 export { VERSION } from "../../src/common/version";
 
 import { VERSION } from "../../src/common/version";
 
-export function transferService(
-  sink: SinkDeps,
-  maxConcurrent: number,
-  accepting: () => boolean,
-): TransferServiceImplementation {
-  let active = 0;
-  return {
-    async transfer(request, context: CallContext) {
-      if (!accepting()) throw new ServerError(Status.UNAVAILABLE, "this agent is shutting down");
-      if (active >= maxConcurrent) {
-        throw new ServerError(
-          Status.RESOURCE_EXHAUSTED,
-          `this agent already serves ${active} transfers (limit ${maxConcurrent}); retry later`,
-        );
-      }
-      active++;
-      try {
-        return await handle(sink.log, "Transfer", () => runSink(sink, request, context.signal));
-      } finally {
-        active--;
-      }
-    },
-    async listChains(req) {
-      return handle(sink.log, "ListChains", async () => {
-        validName(req.pool, "pool");
-        validName(req.namespace, "namespace", { allowEmpty: true });
-        validName(req.volumeImage, "volume_image");
-        return {
-          chains: await listChains(sink.cluster, req.pool, req.namespace, req.volumeImage),
-          clusterFsid: sink.fsid,
-        };
-      });
-    },
-  };
+/**
+ * TransferService.ListChains as the data-plane server calls it: the backup chains of one volume in a
+ * pool of this cluster (validated names; the same listing the same-cluster shortcut uses).
+ */
+export function listChainsService(
+  cluster: Cluster,
+  fsid: string,
+  log: Logger,
+): (req: ListChainsRequest) => Promise<ListChainsResponse> {
+  return (req) =>
+    handle(log, "ListChains", async () => {
+      validName(req.pool, "pool");
+      validName(req.namespace, "namespace", { allowEmpty: true });
+      validName(req.volumeImage, "volume_image");
+      return {
+        chains: await listChains(cluster, req.pool, req.namespace, req.volumeImage),
+        clusterFsid: fsid,
+      };
+    });
 }
 
 export function agentService(

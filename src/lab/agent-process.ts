@@ -54,7 +54,10 @@ export function labTls(name: string): TlsConfig {
 export interface AgentProcess {
   name: string;
   cluster: string;
+  /** host:port of its grpc-js server (AgentService, health): `client` talks to it. */
   address: string;
+  /** host:port of its data plane (TransferService): what a backup's destination / a restore's target names. */
+  transferAddress: string;
   /** host:port of its Prometheus /metrics endpoint. */
   metricsAddress: string;
   fsid: string;
@@ -77,6 +80,8 @@ export interface AgentProcessOptions {
   opTimeoutSeconds?: number;
   backupPool?: string;
   listen?: string;
+  /** host:port of the data plane (default: a free port). */
+  transferListen?: string;
   /** Plaintext gRPC (benchmarks compare it); TLS otherwise. */
   insecure?: boolean;
   /** Client identity used to talk to the agent. */
@@ -110,6 +115,7 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
       opTimeoutSeconds: opts.opTimeoutSeconds ?? 30,
     },
     listen: opts.listen ?? "127.0.0.1:0",
+    transferListen: opts.transferListen ?? "127.0.0.1:0",
     metricsListen: "127.0.0.1:0",
     tls: opts.insecure ? { insecure: true } : labTls(name),
     stateDir,
@@ -120,7 +126,7 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
   };
   const cfgFile = path.join(stateDir, "agent.json");
   writeFileSync(cfgFile, JSON.stringify(config, null, 2));
-  const daemon = await startDaemon<{ address: string; metricsAddress: string; fsid: string }>(
+  const daemon = await startDaemon<{ address: string; transferAddress: string; metricsAddress: string; fsid: string }>(
     name,
     [...(opts.nodeArgs ?? []), path.join(repoRoot, "dist/agents/agent/main.js"), "--config", cfgFile],
     {
@@ -142,6 +148,7 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
     name,
     cluster,
     address: serving.address,
+    transferAddress: serving.transferAddress,
     metricsAddress: serving.metricsAddress,
     fsid: serving.fsid,
     stateDir,

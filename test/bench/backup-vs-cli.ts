@@ -76,7 +76,7 @@ async function main(): Promise<void> {
           agentA.client.backup({
             backupId: randomUUID(),
             source: { $case: "volume", value: { pool: "rbd", namespace: "", image: vol } },
-            destination: { address: agentB.address, clusterFsid: "" },
+            destination: { address: agentB.transferAddress, clusterFsid: "" },
             destinationPool: "backups",
             mode,
             keepSnapshots: ["c1", "c2"],

@@ -300,7 +300,7 @@ async function main(): Promise<void> {
       const d = await agentA.client.backup({
         backupId: randomUUID(),
         source: { $case: "volume", value: { pool: "rbd", namespace: "", image: tiny } },
-        destination: { address: agentB.address, clusterFsid: "" },
+        destination: { address: agentB.transferAddress, clusterFsid: "" },
         destinationPool: "backups",
         mode: BackupMode.BACKUP_MODE_FULL,
       });

@@ -52,7 +52,7 @@ async function main(): Promise<void> {
       const res = await a.client.backup({
         backupId: randomUUID(),
         source: { $case: "volume", value: { pool: "rbd", namespace: "", image: vol } },
-        destination: { address: b.address, clusterFsid: "" },
+        destination: { address: b.transferAddress, clusterFsid: "" },
         destinationPool: "backups",
         mode: BackupMode.BACKUP_MODE_FULL,
       });

@@ -6,7 +6,7 @@
  *   grpc-js      nice-grpc client → grpc-js server (the agents' transport before transfer-client.ts
  *                and transfer-server.ts)
  *   ours→grpc-js TransferClient (node:http2, pooled zero-copy frames) → grpc-js server
- *   ours         TransferClient → the routed node:http2 server with pooled receive buffers (agents now)
+ *   ours         TransferClient → the data-plane server (node:http2, pooled receive buffers: agents now)
  *   raw TLS      the same bytes over a bare TLS socket: the floor for any TLS transport in Node
  *
  *   node dist/test/bench/transport.js [--mib 1024] [--rounds 3]
@@ -19,10 +19,9 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import tls from "node:tls";
 import { createChannel, createClient, createServer } from "nice-grpc";
-import { TRANSFER_PATH, TransferClient } from "../../agents/transfer/transfer-client";
-import { transferStreamHandler } from "../../agents/transfer/transfer-server";
+import { DataPlaneServer } from "../../agents/transfer/data-plane-server";
+import { TransferClient } from "../../agents/transfer/transfer-client";
 import { FRAME, finishChunkFrame, framePool, RELEASE, type Releasable } from "../../agents/transfer/wire";
-import { routeStreams } from "../../src/common/http2-server";
 import { channelCredentials, serverCredentials, tlsChannelOptions, tlsFiles } from "../../src/common/tls";
 import { type TransferMessage, TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
 import { labTls } from "../../src/lab/agent-process";
@@ -70,7 +69,17 @@ async function server(variant: Variant): Promise<void> {
     return { dataBytesWritten: bytes };
   };
   if (variant === "ours") {
-    routeStreams(TRANSFER_PATH, transferStreamHandler(consume, { maxMessageBytes: 5 * MiB }));
+    const dp = new DataPlaneServer({
+      tls: serverTls,
+      transfer: consume,
+      listChains: async () => ({}),
+      maxMessageBytes: 5 * MiB,
+      maxConcurrentTransfers: 8,
+    });
+    const bound = await dp.listen("127.0.0.1:0");
+    const port = Number(bound.slice(bound.lastIndexOf(":") + 1));
+    process.stdout.write(`${JSON.stringify({ port, cpu: cpuSeconds() })}\n`);
+    return;
   }
   const s = createServer({ "grpc.max_receive_message_length": 5 * MiB });
   s.add(TransferServiceDefinition, {

@@ -46,7 +46,7 @@ describe("backup chains", () => {
         const r = await a.client.backup({
           backupId: randomUUID(),
           source: { $case: "volume", value: vol },
-          destination: { address: sc.remote ? b.address : "", clusterFsid: sc.remote ? b.fsid : "" },
+          destination: { address: sc.remote ? b.transferAddress : "", clusterFsid: sc.remote ? b.fsid : "" },
           destinationPool: sc.destPool,
           volumeId: "vol-id-1",
           volumeMetadata: { owner: "test", round: String(results.length) },
@@ -130,7 +130,7 @@ describe("backup chains", () => {
           const rr = await holder().client.restore({
             backupId: r.backupId,
             backupPool: sc.destPool,
-            targetAgent: { address: sc.remote ? a.address : "", clusterFsid: "" },
+            targetAgent: { address: sc.remote ? a.transferAddress : "", clusterFsid: "" },
             target,
             mode: RestoreMode.RESTORE_MODE_NEW,
           });
@@ -148,7 +148,7 @@ describe("backup chains", () => {
           const rr = await b.client.restore({
             backupId: r.backupId,
             backupPool: sc.destPool,
-            targetAgent: { address: a.address, clusterFsid: a.fsid },
+            targetAgent: { address: a.transferAddress, clusterFsid: a.fsid },
             target: vol,
             mode: RestoreMode.RESTORE_MODE_ORIGINAL,
           });
@@ -160,7 +160,7 @@ describe("backup chains", () => {
           const full = await a.client.backup({
             backupId: randomUUID(),
             source: { $case: "volume", value: vol },
-            destination: { address: b.address, clusterFsid: "" },
+            destination: { address: b.transferAddress, clusterFsid: "" },
             destinationPool: sc.destPool,
             mode: BackupMode.BACKUP_MODE_FULL,
           });
@@ -170,7 +170,7 @@ describe("backup chains", () => {
           const next = await a.client.backup({
             backupId: randomUUID(),
             source: { $case: "volume", value: vol },
-            destination: { address: b.address, clusterFsid: "" },
+            destination: { address: b.transferAddress, clusterFsid: "" },
             destinationPool: sc.destPool,
           });
           assert.equal(next.incremental, true);

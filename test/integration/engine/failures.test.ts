@@ -51,7 +51,7 @@ describe("failures are clean", () => {
     a.client.backup({
       backupId: randomUUID(),
       source: { $case: "volume", value: vol },
-      destination: { address: dest.address, clusterFsid: "" },
+      destination: { address: dest.transferAddress, clusterFsid: "" },
       destinationPool: "backups",
       ...extra,
     });
@@ -77,7 +77,7 @@ describe("failures are clean", () => {
       const req = {
         backupId: randomUUID(),
         source: { $case: "volume" as const, value: vol },
-        destination: { address: slow.address, clusterFsid: "" },
+        destination: { address: slow.transferAddress, clusterFsid: "" },
         destinationPool: "backups",
       };
       const running = source.client.backup(req);
@@ -108,7 +108,7 @@ describe("failures are clean", () => {
         corrupting.client.backup({
           backupId: randomUUID(),
           source: { $case: "volume", value: vol },
-          destination: { address: b.address, clusterFsid: "" },
+          destination: { address: b.transferAddress, clusterFsid: "" },
           destinationPool: "backups",
         }),
         grpcStatus(Status.DATA_LOSS, /checksum mismatch/),
@@ -180,7 +180,7 @@ describe("failures are clean", () => {
         await restarted.client.restore({
           backupId: next.backupId,
           backupPool: "backups",
-          targetAgent: { address: a.address, clusterFsid: "" },
+          targetAgent: { address: a.transferAddress, clusterFsid: "" },
           target,
           mode: RestoreMode.RESTORE_MODE_NEW,
         });
@@ -202,7 +202,7 @@ describe("failures are clean", () => {
       });
       // The killed source left its snapshot; a retry of the same backup removes it and succeeds.
       assert.equal((await vols.snapNames("site-a", vol)).filter((n) => n.includes(backupId)).length, 1);
-      const r = await a.client.backup({ ...req, destination: { address: b.address, clusterFsid: "" } });
+      const r = await a.client.backup({ ...req, destination: { address: b.transferAddress, clusterFsid: "" } });
       assert.match(r.warnings.join("\n"), /interrupted attempt/);
       assert.deepEqual(await vols.snapNames("site-a", vol), [r.snapshot]);
       assert.equal(
@@ -211,7 +211,7 @@ describe("failures are clean", () => {
       );
       // Once it exists, the same id is refused.
       await assert.rejects(
-        a.client.backup({ ...req, destination: { address: b.address, clusterFsid: "" } }),
+        a.client.backup({ ...req, destination: { address: b.transferAddress, clusterFsid: "" } }),
         grpcStatus(Status.ALREADY_EXISTS),
       );
     } finally {
@@ -230,7 +230,7 @@ describe("failures are clean", () => {
         source.client.backup({
           backupId: randomUUID(),
           source: { $case: "volume", value: vol },
-          destination: { address: slow.address, clusterFsid: "" },
+          destination: { address: slow.transferAddress, clusterFsid: "" },
         }),
         (e: unknown) => e instanceof ClientError && [Status.UNAVAILABLE, Status.CANCELLED].includes(e.code),
       );
@@ -360,7 +360,7 @@ describe("failures are clean", () => {
         a.client.backup({
           backupId: randomUUID(),
           source: { $case: "volume", value: vol },
-          destination: { address: b.address, clusterFsid: a.fsid },
+          destination: { address: b.transferAddress, clusterFsid: a.fsid },
           destinationPool: "backups",
         }),
         grpcStatus(Status.FAILED_PRECONDITION, /fsid/),
@@ -374,7 +374,7 @@ describe("failures are clean", () => {
       const tls = tlsFor("test-client");
       return createClient(
         TransferServiceDefinition,
-        createChannel(b.address, channelCredentials(tls), tlsChannelOptions(b.address, tls)),
+        createChannel(b.transferAddress, channelCredentials(tls), tlsChannelOptions(b.transferAddress, tls)),
       );
     };
     const header = (image: string) =>

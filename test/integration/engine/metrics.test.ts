@@ -38,7 +38,7 @@ describe("agent metrics", () => {
     const r = await a.client.backup({
       backupId: randomUUID(),
       source: { $case: "volume", value: vol },
-      destination: { address: b.address, clusterFsid: "" },
+      destination: { address: b.transferAddress, clusterFsid: "" },
       destinationPool: "backups",
     });
     vols.track("site-b", "backups", r.baseImage);
@@ -71,7 +71,7 @@ describe("agent metrics", () => {
       .backup({
         backupId: randomUUID(),
         source: { $case: "volume", value: { pool: "rbd", namespace: "", image: "nope" } },
-        destination: { address: b.address, clusterFsid: "" },
+        destination: { address: b.transferAddress, clusterFsid: "" },
       })
       .catch(() => {});
     const after1 = await scrape(a.metricsAddress);

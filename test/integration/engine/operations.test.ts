@@ -8,10 +8,13 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { ClientError, Status } from "nice-grpc";
+import { ClientError, createChannel, createClient, Status } from "nice-grpc";
 import { isCephError } from "../../../agents/ceph";
+import { channelCredentials, tlsChannelOptions } from "../../../src/common/tls";
 import { type BackupResult, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
+import { TransferServiceDefinition } from "../../../src/gen/rbdbackup/v1/transfer";
+import { labTls } from "../../../src/lab/agent-process";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
 import { scrape } from "../../helpers/coordinator";
 import { rbd, rbdJson, uniqueName } from "../../helpers/lab";
@@ -29,7 +32,7 @@ describe("operations", () => {
     a.client.backup({
       backupId: randomUUID(),
       source: { $case: "volume", value: vol },
-      destination: { address: b.address, clusterFsid: b.fsid },
+      destination: { address: b.transferAddress, clusterFsid: b.fsid },
       destinationPool: "backups",
       ...extra,
     });
@@ -39,7 +42,7 @@ describe("operations", () => {
     const rr = await b.client.restore({
       backupId: r.backupId,
       backupPool: "backups",
-      targetAgent: { address: a.address, clusterFsid: a.fsid },
+      targetAgent: { address: a.transferAddress, clusterFsid: a.fsid },
       target,
       mode: RestoreMode.RESTORE_MODE_NEW,
     });
@@ -56,6 +59,22 @@ describe("operations", () => {
     rmSync(tmp, { recursive: true, force: true });
   });
 
+  it("TransferService answers on the agent's transfer address only: UNIMPLEMENTED on its main port", async () => {
+    const tls = labTls("test-client");
+    const channels = [b.transferAddress, b.address].map((address) =>
+      createChannel(address, channelCredentials(tls), tlsChannelOptions(address, tls)),
+    );
+    const [dataPlane, main] = channels.map((ch) => createClient(TransferServiceDefinition, ch));
+    const req = { pool: "backups", namespace: "", volumeImage: uniqueName("none") };
+    try {
+      assert.notEqual(b.transferAddress, b.address);
+      assert.deepEqual(await dataPlane?.listChains(req), { chains: [], clusterFsid: b.fsid });
+      await assert.rejects(main?.listChains(req) as Promise<unknown>, { code: Status.UNIMPLEMENTED });
+    } finally {
+      for (const ch of channels) ch.close();
+    }
+  });
+
   it("a file with zero blocks between data blocks: byte-identical restore, zero blocks never written", async () => {
     // 8 objects of 4 MiB: data, zeros, zeros, data (small, unaligned), zeros, zeros, zeros, data (partial tail).
     const size = 7 * 4 * MiB + 1234567;
@@ -70,7 +89,7 @@ describe("operations", () => {
       backupId: randomUUID(),
       source: { $case: "path", value: p },
       sourceName: name,
-      destination: { address: b.address, clusterFsid: "" },
+      destination: { address: b.transferAddress, clusterFsid: "" },
       destinationPool: "backups",
     });
     assert.equal(r.incremental, false);
@@ -223,7 +242,7 @@ describe("operations", () => {
       b.client.restore({
         backupId: r.backupId,
         backupPool: "backups",
-        targetAgent: { address: a.address, clusterFsid: "" },
+        targetAgent: { address: a.transferAddress, clusterFsid: "" },
         target: t2,
       }),
       (e: unknown) =>
@@ -248,7 +267,7 @@ describe("operations", () => {
         {
           backupId: randomUUID(),
           source: { $case: "volume", value: vol },
-          destination: { address: slow.address, clusterFsid: "" },
+          destination: { address: slow.transferAddress, clusterFsid: "" },
           destinationPool: "backups",
         },
         { signal: ac.signal },

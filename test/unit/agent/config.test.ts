@@ -220,6 +220,12 @@ describe("agent configuration", () => {
     }
     refused({ ...minimal, listen: "" }, /listen \(--listen\) "" must be host:port/);
     refused({ ...minimal, transferListen: "" }, /transferListen \(--transfer-listen\) "" must be host:port/);
+    // The data plane has its own port: the same address for both servers cannot work.
+    refused({ ...minimal, listen: "127.0.0.1:7401" }, /transferListen "127\.0\.0\.1:7401" must differ from listen/);
+    assert.equal(
+      parse({ ...minimal, listen: "127.0.0.1:0", transferListen: "127.0.0.1:0" }).transferListen,
+      "127.0.0.1:0",
+    );
     refused(minimal, /transferListen \(--transfer-listen\) "127\.0\.0\.1" must be host:port/, [
       "--transfer-listen=127.0.0.1",
     ]);

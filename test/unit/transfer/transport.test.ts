@@ -1,24 +1,32 @@
 /**
- * The bulk Transfer call's own HTTP/2 client and server (agents/transfer/transfer-client.ts,
- * transfer-server.ts) against the standard ones — grpc-js's server and nice-grpc's client — over
- * real loopback connections with mutual TLS. The handlers here are plain functions (no Ceph): what is
- * tested is the gRPC wire behaviour — results, status codes and messages, early errors, cancellation,
- * backpressure, buffers given back. Backups through these paths are tested in test/integration.
+ * The bulk Transfer call's own HTTP/2 client and server (agents/transfer/transfer-client.ts, and the
+ * data-plane server: data-plane-server.ts, transfer-server.ts) against the standard ones — grpc-js's
+ * server and nice-grpc's client — over real loopback connections with mutual TLS. The handlers here
+ * are plain functions (no Ceph): what is tested is the gRPC wire behaviour — results, status codes and
+ * messages, early errors, cancellation, backpressure, buffers given back. The listener itself (TLS
+ * refusals, admission, routing, lifecycle) is tested in data-plane-server.test.ts; backups through
+ * these paths in test/integration.
  */
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createChannel, createClient, createServer, type Server, ServerError, Status } from "nice-grpc";
-import { TRANSFER_PATH, TransferClient } from "../../../agents/transfer/transfer-client";
-import { ReceivePool, type TransferHandler, transferStreamHandler } from "../../../agents/transfer/transfer-server";
+import { DataPlaneServer } from "../../../agents/transfer/data-plane-server";
+import { ReceivePool } from "../../../agents/transfer/message-reader";
+import { TransferClient } from "../../../agents/transfer/transfer-client";
+import type { TransferEntry } from "../../../agents/transfer/transfer-server";
 import { FRAME, FramePool, finishChunkFrame, RELEASE, type Releasable } from "../../../agents/transfer/wire";
-import { routeStreams } from "../../../src/common/http2-server";
+import { delay } from "../../../src/common/retry";
 import { channelCredentials, serverCredentials, tlsChannelOptions } from "../../../src/common/tls";
 import {
   type TransferMessage,
   TransferServiceDefinition,
   type TransferSummary,
 } from "../../../src/gen/rbdbackup/v1/transfer";
-import { labTls } from "../../../src/lab/agent-process";
+import { labTls, repoRoot } from "../../../src/lab/agent-process";
 
 const MiB = 1 << 20;
 const summary = (n: number): TransferSummary => ({
@@ -34,41 +42,63 @@ const summary = (n: number): TransferSummary => ({
 });
 
 /** What the test handler does with a call; set per test. */
-let behaviour: TransferHandler = async () => summary(0);
+let behaviour: TransferEntry = async () => summary(0);
 
-async function serve(routed: boolean, pool?: ReceivePool): Promise<{ server: Server; address: string }> {
-  if (routed) {
-    routeStreams(
-      TRANSFER_PATH,
-      transferStreamHandler((m, s) => behaviour(m, s), { maxMessageBytes: 5 * MiB, ...(pool ? { pool } : {}) }),
-    );
+/** Waits until `cond()` holds, polling; fails naming `what` after `ms`. */
+async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
+    await delay(10);
   }
+}
+
+/** grpc-js's server with the same handler: the standard server TransferClient must work against. */
+async function serveGrpcJs(): Promise<{ server: Server; address: string }> {
   const server = createServer();
   server.add(TransferServiceDefinition, {
-    transfer: (messages, ctx) => behaviour(messages, ctx.signal),
+    transfer: (messages, ctx) => behaviour(messages, ctx.signal) as Promise<TransferSummary>,
     listChains: async () => ({ chains: [], clusterFsid: "" }),
   });
   const port = await server.listen("127.0.0.1:0", serverCredentials(labTls("agent-site-b")));
-  if (routed) routeStreams(TRANSFER_PATH, null);
   return { server, address: `127.0.0.1:${port}` };
 }
 
-/** n chunk messages of `size` bytes each, in pooled frames; counts how many were pulled. */
-function chunks(n: number, size: number, frames: FramePool, pulled = { n: 0 }) {
+/** Ours: the agents' data-plane server (64 KiB HTTP/2 default window: no windowBytes). */
+async function serveOurs(pool: ReceivePool): Promise<{ server: DataPlaneServer; address: string }> {
+  const server = new DataPlaneServer({
+    tls: labTls("agent-site-b"),
+    transfer: (m, s) => behaviour(m, s),
+    listChains: async () => ({ chains: [], clusterFsid: "" }),
+    maxMessageBytes: 5 * MiB,
+    maxConcurrentTransfers: 64,
+    pool,
+  });
+  return { server, address: await server.listen("127.0.0.1:0") };
+}
+
+/** n chunk messages of `size` bytes each, in pooled frames; counts how many were pulled, notes when closed. */
+function chunks(n: number, size: number, frames: FramePool, pulled = { n: 0, closed: false }) {
   return (async function* () {
-    yield { body: { $case: "header", value: {} } } as TransferMessage;
-    for (let i = 0; i < n; i++) {
-      pulled.n++;
-      const f = frames.acquire(size, size);
-      f.data.fill(i & 0xff);
-      finishChunkFrame(f, i * size, i);
-      const m = { body: { $case: "chunk", value: { offset: i * size, data: f.data, crc32: i } } } as TransferMessage & {
-        [FRAME]?: unknown;
-      };
-      m[FRAME] = f;
-      yield m;
+    try {
+      yield { body: { $case: "header", value: {} } } as TransferMessage;
+      for (let i = 0; i < n; i++) {
+        pulled.n++;
+        const f = frames.acquire(size, size);
+        f.data.fill(i & 0xff);
+        finishChunkFrame(f, i * size, i);
+        const m = {
+          body: { $case: "chunk", value: { offset: i * size, data: f.data, crc32: i } },
+        } as TransferMessage & {
+          [FRAME]?: unknown;
+        };
+        m[FRAME] = f;
+        yield m;
+      }
+      yield { body: { $case: "trailer", value: {} } } as TransferMessage;
+    } finally {
+      pulled.closed = true;
     }
-    yield { body: { $case: "trailer", value: {} } } as TransferMessage;
   })();
 }
 
@@ -76,7 +106,7 @@ function chunks(n: number, size: number, frames: FramePool, pulled = { n: 0 }) {
  * Consumes every message, checks chunk order and content, gives pooled buffers back; like the real
  * sink, a stream that ends without its trailer is a failure (a cancelled call may look like an end).
  */
-const consumeAll: TransferHandler = async (messages) => {
+const consumeAll: TransferEntry = async (messages) => {
   let bytes = 0;
   let i = 0;
   let trailer = false;
@@ -95,21 +125,26 @@ const consumeAll: TransferHandler = async (messages) => {
   return summary(bytes);
 };
 
-const servers: Server[] = [];
+let grpcJsServer: Server;
+let ourServer: DataPlaneServer;
 let grpcJs: string;
 let ours: string;
 const receive = new ReceivePool(8);
 const clientTls = labTls("agent-site-a");
+const tmpDirs: string[] = [];
 
 before(async () => {
-  const a = await serve(false);
-  const b = await serve(true, receive);
-  servers.push(a.server, b.server);
+  const a = await serveGrpcJs();
+  const b = await serveOurs(receive);
+  grpcJsServer = a.server;
+  ourServer = b.server;
   grpcJs = a.address;
   ours = b.address;
 });
 after(async () => {
-  for (const s of servers) s.forceShutdown();
+  grpcJsServer.forceShutdown();
+  await ourServer.shutdown(0);
+  for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
 });
 
 for (const side of ["grpc-js server", "our server"] as const) {
@@ -125,8 +160,8 @@ for (const side of ["grpc-js server", "our server"] as const) {
       assert.equal(s.snapshotCreated, "snap-é");
       assert.deepEqual(s.warnings, ["w"]);
       assert.ok(frames.allocated < 32, `frames were reused (${frames.allocated} allocated for 32 chunks)`);
-      await new Promise((r) => setTimeout(r, 50));
-      assert.equal(frames.idle, frames.allocated, "every frame came back");
+      // The last writes' callbacks (which give their frames back) may run just after the answer.
+      await until(() => frames.idle === frames.allocated, "every frame to come back");
       client.close();
     });
 
@@ -136,13 +171,14 @@ for (const side of ["grpc-js server", "our server"] as const) {
         throw new ServerError(Status.FAILED_PRECONDITION, "the base image changed — déjà vu 100%");
       };
       const frames = new FramePool(8);
-      const pulled = { n: 0 };
+      const pulled = { n: 0, closed: false };
       const client = new TransferClient(address(), clientTls, { frames });
       await assert.rejects(client.transfer(chunks(1000, 2 * MiB, frames, pulled), new AbortController().signal), {
         code: Status.FAILED_PRECONDITION,
         details: "the base image changed — déjà vu 100%",
       });
-      await new Promise((r) => setTimeout(r, 100));
+      // The client closes its message source once settled: after that nothing more is pulled.
+      await until(() => pulled.closed, "the client to close its message source");
       assert.ok(pulled.n < 100, `the source was not drained (${pulled.n} of 1000 chunks pulled)`);
       client.close();
     });
@@ -173,20 +209,23 @@ for (const side of ["grpc-js server", "our server"] as const) {
         throw new Error("read failed at 42");
       })();
       await assert.rejects(client.transfer(failing, new AbortController().signal), /read failed at 42/);
-      assert.equal(await Promise.race([handlerEnded, new Promise((r) => setTimeout(() => r("timeout"), 5000))]), true);
+      const ended = await Promise.race([handlerEnded, delay(5000).then(() => "timeout")]);
+      assert.equal(ended, true, "the server's handler was cancelled (not a normal end, not still waiting)");
       client.close();
     });
 
     it("cancelling by signal: AbortError at once, the server's handler is aborted", async () => {
       let aborted!: Promise<void>;
+      let started = false;
       behaviour = (_messages, signal) => {
         aborted = new Promise((r) => signal.addEventListener("abort", () => r()));
+        started = true;
         return new Promise(() => {}); // never answers by itself
       };
       const client = new TransferClient(address(), clientTls);
       const ac = new AbortController();
       const call = client.transfer(chunks(2, 1024, new FramePool()), ac.signal);
-      await new Promise((r) => setTimeout(r, 200));
+      await until(() => started, "the server's handler to start");
       ac.abort();
       await assert.rejects(call, { name: "AbortError" });
       await aborted;
@@ -227,30 +266,9 @@ describe("TransferClient, connection failures", () => {
       return summary(0);
     };
     // The lab CA signs every part; a client trusting another CA must refuse the server.
-    const { mkdtempSync } = await import("node:fs");
-    const { execFileSync } = await import("node:child_process");
-    const dir = mkdtempSync("/tmp/rbdbackup-foreign-ca-");
-    execFileSync(
-      "openssl",
-      [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        `${dir}/ca.key`,
-        "-out",
-        `${dir}/ca.pem`,
-        "-days",
-        "1",
-        "-subj",
-        "/CN=foreign",
-      ],
-      { stdio: "ignore" },
-    );
+    const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-foreign-ca-"));
+    tmpDirs.push(dir);
+    execFileSync(path.join(repoRoot, "deploy/tls/gen-certs.sh"), [dir, "foreign"], { stdio: "ignore" });
     const client = new TransferClient(ours, { ...clientTls, ca: `${dir}/ca.pem` });
     await assert.rejects(client.transfer(chunks(1, 1024, new FramePool()), new AbortController().signal), {
       code: Status.UNAVAILABLE,
@@ -330,10 +348,6 @@ describe("nice-grpc client → our server", () => {
     const gate = new Promise<void>((r) => {
       release = r;
     });
-    behaviour = async (messages, signal) => {
-      await gate;
-      return consumeAll(messages, signal);
-    };
     let pulled = 0;
     const msgs = (async function* () {
       yield { body: { $case: "header", value: {} } } as TransferMessage;
@@ -345,9 +359,29 @@ describe("nice-grpc client → our server", () => {
       }
       yield { body: { $case: "trailer", value: {} } } as TransferMessage;
     })();
+    let started = false;
+    behaviour = async (messages, signal) => {
+      started = true;
+      await gate;
+      return consumeAll(messages, signal);
+    };
     const call = client().transfer(msgs);
-    await new Promise((r) => setTimeout(r, 1000));
-    // The HTTP/2 window (64 KiB default here: no setServerReceiveWindow) and the reader's queue hold a few MiB at most.
+    await until(() => started, "the server's handler to start");
+    // Held back = the client stops pulling: wait until the count stays put for 300 ms (bounded).
+    let last = -1;
+    let stableSince = Date.now();
+    await until(
+      () => {
+        if (pulled !== last) {
+          last = pulled;
+          stableSince = Date.now();
+        }
+        return Date.now() - stableSince >= 300;
+      },
+      "the client to stop pulling",
+      10_000,
+    );
+    // The HTTP/2 window (64 KiB default here: no windowBytes) and the reader's queue hold a few MiB at most.
     assert.ok(pulled < 40, `the client was not held back: ${pulled} of 200 MiB pulled while nothing was read`);
     release();
     const s = await call;

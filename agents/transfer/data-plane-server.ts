@@ -1,0 +1,261 @@
+/**
+ * The agent's data-plane listener: a node:http2 server this code owns, serving the whole
+ * `rbdbackup.v1.TransferService` (Transfer and ListChains, transfer-server.ts) in standard gRPC framing
+ * on its own port (`transferListen`), beside the agent's grpc-js server (AgentService, health).
+ *
+ * - Mutual TLS with the agent's files: a client certificate signed by the CA is required and
+ *   verified in the handshake, TLS ≥ 1.2 (plaintext h2c only with `insecure`, for tests).
+ * - Receive window: every stream and the connection advertise `windowBytes` (HTTP/2 SETTINGS and
+ *   the session's local window), so 2 MiB chunks do not stall on 64 KiB WINDOW_UPDATEs.
+ * - Keepalive: each connection is pinged every `keepaliveMs`; one that does not answer within
+ *   `keepaliveTimeoutMs` is destroyed (its calls see a cancellation).
+ * - Admission: at most `maxConcurrentTransfers` Transfer calls at once (RESOURCE_EXHAUSTED beyond),
+ *   none once the agent stops accepting (UNAVAILABLE).
+ * - Routing: gRPC content-type required (else HTTP 415), identity encoding only, unknown methods
+ *   UNIMPLEMENTED.
+ * - Lifecycle: listening → draining (shutdown: listener closed, GOAWAY on every connection, calls in
+ *   flight may finish within the grace period) → stopped (remaining connections destroyed, which
+ *   cancels their calls). Every wait is bounded.
+ */
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import { Status } from "nice-grpc-common";
+import { splitHostPort } from "../../src/common/address";
+import { AppError } from "../../src/common/errors";
+import type { Logger } from "../../src/common/log";
+import { delay } from "../../src/common/retry";
+import { type TlsConfig, tlsFiles } from "../../src/common/tls";
+import { TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
+import type { ReceivePool } from "./message-reader";
+import { ServerCall } from "./server-call";
+import {
+  type ListChainsEntry,
+  listChainsMethod,
+  type MethodHandler,
+  type TransferEntry,
+  transferMethod,
+} from "./transfer-server";
+
+/** After the grace period: how long destroyed connections get to report closed. */
+const CLOSE_WAIT_MS = 5_000;
+
+export interface DataPlaneOptions {
+  tls: TlsConfig;
+  /** What the methods call. */
+  transfer: TransferEntry;
+  listChains: ListChainsEntry;
+  /** Largest request message accepted (RESOURCE_EXHAUSTED beyond). */
+  maxMessageBytes: number;
+  /** Transfer calls served at once. */
+  maxConcurrentTransfers: number;
+  /** False while the agent is not serving: new transfers get UNAVAILABLE. */
+  accepting?: () => boolean;
+  /** HTTP/2 receive window per stream and per connection, bytes (default: HTTP/2's 64 KiB). */
+  windowBytes?: number;
+  keepaliveMs?: number;
+  keepaliveTimeoutMs?: number;
+  /** Receive buffers for chunks (default: the process's pool). */
+  pool?: ReceivePool;
+  log?: Logger;
+}
+
+export type DataPlaneState = "idle" | "listening" | "draining" | "stopped";
+
+/** Wraps the transfer entry with the server's admission: serving at all, and the concurrency limit. */
+function admitted(entry: TransferEntry, max: number, accepting: () => boolean): TransferEntry {
+  let active = 0;
+  return async (messages, signal) => {
+    if (!accepting()) throw new AppError(Status.UNAVAILABLE, "this agent is shutting down");
+    if (active >= max) {
+      throw new AppError(
+        Status.RESOURCE_EXHAUSTED,
+        `this agent already serves ${active} transfers (limit ${max}); retry later`,
+      );
+    }
+    active++;
+    try {
+      return await entry(messages, signal);
+    } finally {
+      active--;
+    }
+  };
+}
+
+export class DataPlaneServer {
+  state: DataPlaneState = "idle";
+  readonly #server: http2.Http2SecureServer | http2.Http2Server;
+  readonly #sessions = new Set<http2.ServerHttp2Session>();
+  readonly #routes = new Map<string, MethodHandler>();
+  readonly #opts: DataPlaneOptions;
+  #sessionsGone: (() => void) | null = null;
+
+  constructor(opts: DataPlaneOptions) {
+    this.#opts = opts;
+    const svc = TransferServiceDefinition;
+    const accepting = opts.accepting ?? (() => this.state === "listening");
+    const entry = admitted(opts.transfer, opts.maxConcurrentTransfers, accepting);
+    this.#routes.set(
+      `/${svc.fullName}/${svc.methods.transfer.name}`,
+      transferMethod(entry, { maxMessageBytes: opts.maxMessageBytes, ...(opts.pool ? { pool: opts.pool } : {}) }),
+    );
+    this.#routes.set(
+      `/${svc.fullName}/${svc.methods.listChains.name}`,
+      listChainsMethod(opts.listChains, { maxMessageBytes: opts.maxMessageBytes }),
+    );
+    const common: http2.ServerOptions = {
+      ...(opts.windowBytes ? { settings: { initialWindowSize: opts.windowBytes } } : {}),
+      // Like grpc-js: no session memory cap (Node degrades badly when it is hit); what a peer may
+      // have in flight is bounded by the receive window and the readers' queues instead.
+      maxSessionMemory: Number.MAX_SAFE_INTEGER,
+    };
+    this.#server = opts.tls.insecure
+      ? http2.createServer(common)
+      : http2.createSecureServer({
+          ...common,
+          ...tlsFiles(opts.tls, "transfer server"),
+          requestCert: true,
+          rejectUnauthorized: true,
+          minVersion: "TLSv1.2",
+        });
+    this.#server.on("session", (s: http2.ServerHttp2Session) => this.#onSession(s));
+    this.#server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) =>
+      this.#onStream(stream, headers),
+    );
+    this.#server.on("tlsClientError", (err: Error) => opts.log?.debug("data plane: TLS handshake refused", { err }));
+    this.#server.on("sessionError", (err: Error) => opts.log?.debug("data plane: connection error", { err }));
+  }
+
+  /** Listens on host:port (port 0: a free one); resolves with the bound host:port. */
+  async listen(address: string): Promise<string> {
+    if (this.state !== "idle") throw new Error(`the data-plane server is ${this.state}`);
+    const [host, portText] = splitHostPort(address);
+    const bare = host.startsWith("[") ? host.slice(1, -1) : host;
+    await new Promise<void>((resolve, reject) => {
+      const onError = (e: Error) => reject(new Error(`transferListen ${address}: ${e.message}`, { cause: e }));
+      this.#server.once("error", onError);
+      this.#server.listen(Number(portText), bare, () => {
+        this.#server.off("error", onError);
+        resolve();
+      });
+    });
+    this.state = "listening";
+    return `${host}:${(this.#server.address() as AddressInfo).port}`;
+  }
+
+  /** Connections open now (for tests and logs). */
+  get connections(): number {
+    return this.#sessions.size;
+  }
+
+  /**
+   * Drains, then stops: no new connections or calls (GOAWAY), calls in flight get `graceMs` to end,
+   * then every remaining connection is destroyed (their calls are cancelled). Resolves when closed,
+   * or CLOSE_WAIT_MS after the grace period at the latest.
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    if (this.state === "draining" || this.state === "stopped") return;
+    const wasListening = this.state === "listening";
+    this.state = "draining";
+    if (wasListening) this.#server.close();
+    for (const s of this.#sessions) s.close();
+    const cancel = new AbortController();
+    const gone = this.#allClosed();
+    await Promise.race([gone, delay(graceMs, cancel.signal).catch(() => {})]);
+    if (this.#sessions.size > 0) {
+      this.#opts.log?.info("data plane: grace period over, cancelling transfers still running", {
+        connections: this.#sessions.size,
+      });
+      for (const s of this.#sessions) s.destroy();
+      await Promise.race([gone, delay(CLOSE_WAIT_MS, cancel.signal).catch(() => {})]);
+    }
+    cancel.abort();
+    this.state = "stopped";
+  }
+
+  #allClosed(): Promise<void> {
+    if (this.#sessions.size === 0) return Promise.resolve();
+    return new Promise((r) => {
+      this.#sessionsGone = r;
+    });
+  }
+
+  #onSession(session: http2.ServerHttp2Session): void {
+    this.#sessions.add(session);
+    session.on("error", (err) => this.#opts.log?.debug("data plane: connection failed", { err }));
+    const stopPings = this.#keepalive(session);
+    session.once("close", () => {
+      stopPings();
+      this.#sessions.delete(session);
+      if (this.#sessions.size === 0) this.#sessionsGone?.();
+    });
+    if (this.state !== "listening") {
+      session.close(); // accepted while draining: GOAWAY at once
+      return;
+    }
+    const bytes = this.#opts.windowBytes;
+    if (bytes) {
+      try {
+        session.setLocalWindowSize(bytes);
+      } catch {
+        // the session is already closing
+      }
+    }
+  }
+
+  /** Pings every keepaliveMs; a ping not answered within keepaliveTimeoutMs destroys the session. */
+  #keepalive(session: http2.ServerHttp2Session): () => void {
+    const every = this.#opts.keepaliveMs ?? 15_000;
+    const within = this.#opts.keepaliveTimeoutMs ?? 10_000;
+    let timer: NodeJS.Timeout | null = null;
+    const schedule = (f: () => void, ms: number) => {
+      timer = setTimeout(f, ms);
+      timer.unref();
+    };
+    const ping = () => {
+      if (session.closed || session.destroyed) return;
+      schedule(() => {
+        this.#opts.log?.warn("data plane: a peer did not answer a keepalive ping; closing its connection", {
+          timeoutMs: within,
+        });
+        session.destroy();
+      }, within);
+      try {
+        session.ping((err) => {
+          if (timer) clearTimeout(timer);
+          if (err) session.destroy();
+          else schedule(ping, every);
+        });
+      } catch {
+        session.destroy();
+      }
+    };
+    schedule(ping, every);
+    return () => {
+      if (timer) clearTimeout(timer);
+    };
+  }
+
+  #onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    stream.on("error", () => {}); // resets show as close; the call's signal tells its handler
+    const ct = String(headers["content-type"] ?? "");
+    if (headers[":method"] !== "POST" || !ct.startsWith("application/grpc")) {
+      stream.respond({ ":status": 415 }, { endStream: true });
+      return;
+    }
+    const path = String(headers[":path"] ?? "");
+    const timeout = headers["grpc-timeout"];
+    const call = new ServerCall(stream, path, timeout === undefined ? undefined : String(timeout));
+    if (call.done) return; // a malformed grpc-timeout was answered
+    const enc = headers["grpc-encoding"];
+    if (enc !== undefined && enc !== "identity") {
+      call.fail(Status.UNIMPLEMENTED, `grpc-encoding ${String(enc)} is not supported; send identity`);
+      return;
+    }
+    const route = this.#routes.get(path);
+    if (!route) {
+      call.fail(Status.UNIMPLEMENTED, `the server does not implement the method ${path}`);
+      return;
+    }
+    route(call);
+  }
+}

@@ -1,0 +1,169 @@
+/**
+ * The receiving half of gRPC's framing on a node:http2 server stream: bytes → length-prefixed
+ * messages → decoded messages, as a pull-based async iterable (the data-plane server's methods read
+ * their requests through it).
+ *
+ * Large messages (a transfer's chunks) are assembled in buffers from a ReceivePool; the decoder gets
+ * a `release` callback that gives the buffer back, and the sink calls it once librbd has written the
+ * chunk — so a transfer reuses a few dozen buffers whatever its size.
+ *
+ * Flow control: at most QUEUE_MESSAGES decoded messages wait for the consumer; beyond that the stream
+ * is paused, HTTP/2 stops granting window, and the sender stops sending — backpressure end to end.
+ */
+import type http2 from "node:http2";
+import { Status } from "nice-grpc-common";
+import { AppError } from "../../src/common/errors";
+import { abortError } from "../../src/common/retry";
+import { BufferPool } from "./buffer-pool";
+
+/** Decoded messages waiting for the consumer before the stream is paused. */
+const QUEUE_MESSAGES = 2;
+/** Messages this large or larger are assembled in pooled buffers (when the reader has a pool). */
+const POOLED_FROM = 64 * 1024;
+const POOL_GRAIN = 64 * 1024;
+
+/** Reusable receive buffers, by capacity (a multiple of 64 KiB). */
+export class ReceivePool extends BufferPool {
+  /** `maxIdle`: the agent sets it from its write window (writesInFlight + 4). */
+  constructor(maxIdle = 24) {
+    super(maxIdle);
+  }
+
+  acquire(length: number): Buffer {
+    return this.take(Math.ceil(length / POOL_GRAIN) * POOL_GRAIN).subarray(0, length);
+  }
+
+  release(b: Buffer): void {
+    this.give(Buffer.from(b.buffer, 0, b.buffer.byteLength)); // the whole allocation (allocUnsafeSlow: offset 0)
+  }
+}
+
+/** The process's receive pool (shared by every transfer this agent receives). */
+export const receivePool = new ReceivePool();
+
+/**
+ * Turns one message's bytes into a value. `release` is set when `bytes` came from the pool: call it
+ * (or arrange for it to be called) once nothing reads `bytes` any more; a decoder that does not keep
+ * `bytes` simply leaves the buffer to the garbage collector.
+ */
+export type Decoder<T> = (bytes: Buffer, release: (() => void) | null) => T;
+
+export interface ReaderOptions<T> {
+  maxMessageBytes: number;
+  decode: Decoder<T>;
+  /** Without a pool every message gets a fresh buffer. */
+  pool?: ReceivePool;
+}
+
+export class MessageReader<T> implements AsyncIterable<T> {
+  #queue: T[] = [];
+  #wake: (() => void) | null = null;
+  #ended = false;
+  #error: unknown = null;
+  #prefix = Buffer.alloc(5);
+  #prefixHave = 0;
+  #msg: Buffer | null = null;
+  #msgHave = 0;
+  #pooled = false;
+
+  constructor(
+    readonly stream: http2.ServerHttp2Stream,
+    readonly opts: ReaderOptions<T>,
+  ) {
+    stream.on("data", (d: Buffer) => {
+      try {
+        this.#consume(d);
+      } catch (e) {
+        this.fail(e);
+      }
+    });
+    // A client's reset (cancel) can also end the readable side: never mistake it for a clean end.
+    stream.on("aborted", () => this.fail(abortError()));
+    stream.on("end", () => {
+      if (stream.aborted || (stream.rstCode ?? 0) !== 0) this.fail(abortError());
+      if (this.#prefixHave > 0 || this.#msg)
+        this.fail(new AppError(Status.INTERNAL, "the stream ended inside a message"));
+      this.#ended = true;
+      this.#poke();
+    });
+  }
+
+  /** Stops reading: the consumer sees `e` once the messages already queued are taken. */
+  fail(e: unknown): void {
+    this.#error ??= e;
+    this.stream.pause();
+    this.#poke();
+  }
+
+  #poke(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  }
+
+  #consume(d: Buffer): void {
+    let p = 0;
+    while (p < d.length) {
+      if (!this.#msg) {
+        const n = Math.min(5 - this.#prefixHave, d.length - p);
+        d.copy(this.#prefix, this.#prefixHave, p, p + n);
+        this.#prefixHave += n;
+        p += n;
+        if (this.#prefixHave < 5) return;
+        this.#prefixHave = 0;
+        if (this.#startMessage() > 0) continue;
+      } else {
+        const n = Math.min(this.#msg.length - this.#msgHave, d.length - p);
+        d.copy(this.#msg, this.#msgHave, p, p + n);
+        this.#msgHave += n;
+        p += n;
+        if (this.#msgHave < this.#msg.length) return;
+      }
+      this.#complete();
+    }
+  }
+
+  /** From the prefix just read: checks it, allocates the message's buffer; returns its length. */
+  #startMessage(): number {
+    if (this.#prefix[0] !== 0) {
+      throw new AppError(Status.UNIMPLEMENTED, "compressed messages are not accepted (send grpc-encoding identity)");
+    }
+    const len = this.#prefix.readUInt32BE(1);
+    if (len > this.opts.maxMessageBytes) {
+      throw new AppError(
+        Status.RESOURCE_EXHAUSTED,
+        `a message of ${len} bytes exceeds the limit of ${this.opts.maxMessageBytes} bytes`,
+      );
+    }
+    const pool = this.opts.pool;
+    this.#pooled = !!pool && len >= POOLED_FROM;
+    this.#msg = pool && this.#pooled ? pool.acquire(len) : Buffer.allocUnsafe(len);
+    this.#msgHave = 0;
+    return len;
+  }
+
+  #complete(): void {
+    const buf = this.#msg as Buffer;
+    const pool = this.#pooled ? this.opts.pool : undefined;
+    this.#msg = null;
+    this.#queue.push(this.opts.decode(buf, pool ? () => pool.release(buf) : null));
+    if (this.#queue.length >= QUEUE_MESSAGES) this.stream.pause();
+    this.#poke();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<T> {
+    for (;;) {
+      if (this.#queue.length > 0) {
+        const m = this.#queue.shift() as T;
+        if (this.#queue.length < QUEUE_MESSAGES && !this.#error) this.stream.resume();
+        yield m;
+        continue;
+      }
+      if (this.#error) throw this.#error;
+      if (this.#ended) return;
+      await new Promise<void>((r) => {
+        this.#wake = r;
+      });
+    }
+  }
+}

@@ -1,0 +1,414 @@
+/**
+ * The agent's data-plane listener (agents/transfer/data-plane-server.ts) as a server: who may
+ * connect (a client certificate from our CA, nothing else), what it serves (TransferService's two
+ * methods; UNIMPLEMENTED for anything else, HTTP 415 for what is not gRPC), its limits (concurrent
+ * transfers, deadlines), its HTTP/2 settings (receive window, keepalive pings) and its lifecycle
+ * (drain with GOAWAY, in-flight calls finish, the grace period bounds the wait). Handlers are plain
+ * functions: no Ceph. The wire behaviour of Transfer itself is in transport.test.ts.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import http2 from "node:http2";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, afterEach, before, describe, it } from "node:test";
+import { createChannel, createClient, Status } from "nice-grpc";
+import { type DataPlaneOptions, DataPlaneServer } from "../../../agents/transfer/data-plane-server";
+import { TransferClient } from "../../../agents/transfer/transfer-client";
+import { notFound } from "../../../src/common/errors";
+import { delay } from "../../../src/common/retry";
+import {
+  channelCredentials,
+  channelCredentialsCaOnly,
+  type TlsConfig,
+  tlsChannelOptions,
+  tlsFiles,
+} from "../../../src/common/tls";
+import { AgentServiceDefinition } from "../../../src/gen/rbdbackup/v1/agent";
+import {
+  ListChainsRequest,
+  type TransferMessage,
+  TransferServiceDefinition,
+} from "../../../src/gen/rbdbackup/v1/transfer";
+import { labTls, repoRoot } from "../../../src/lab/agent-process";
+
+const MiB = 1 << 20;
+const serverTls = labTls("agent-site-b");
+const clientTls = labTls("agent-site-a");
+let foreignDir = "";
+
+const running: DataPlaneServer[] = [];
+
+async function start(opts: Partial<DataPlaneOptions> = {}): Promise<{ server: DataPlaneServer; address: string }> {
+  const server = new DataPlaneServer({
+    tls: serverTls,
+    transfer: async (messages) => {
+      for await (const _ of messages) {
+        // consume
+      }
+      return { dataBytesWritten: 0 };
+    },
+    listChains: async (req) => ({ chains: [], clusterFsid: `fsid-of-${req.pool}` }),
+    maxMessageBytes: 5 * MiB,
+    maxConcurrentTransfers: 8,
+    ...opts,
+  });
+  running.push(server);
+  return { server, address: await server.listen("127.0.0.1:0") };
+}
+
+function grpcClient(address: string, creds = channelCredentials(clientTls)) {
+  return createClient(TransferServiceDefinition, createChannel(address, creds, tlsChannelOptions(address, clientTls)));
+}
+
+/** Waits until `cond()` holds, polling; fails naming `what` after `ms`. */
+async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
+    await delay(10);
+  }
+}
+
+/** A promise with its resolver, for handlers that wait on a test. */
+function gate<T = void>(): { promise: Promise<T>; open: (v: T) => void } {
+  let open!: (v: T) => void;
+  const promise = new Promise<T>((r) => {
+    open = r;
+  });
+  return { promise, open };
+}
+
+/** A bare HTTP/2 client (mutual TLS with the lab's files) for what gRPC clients never send. */
+function rawSession(address: string, tls: TlsConfig = clientTls): http2.ClientHttp2Session {
+  const s = http2.connect(`https://${address}`, { ...tlsFiles(tls, "test client"), servername: "localhost" });
+  s.on("error", () => {});
+  return s;
+}
+
+function rawCall(
+  session: http2.ClientHttp2Session,
+  headers: http2.OutgoingHttpHeaders,
+  body: Buffer = Buffer.alloc(0),
+): Promise<{ headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const req = session.request({ ":method": "POST", te: "trailers", ...headers });
+    let h: http2.IncomingHttpHeaders = {};
+    let t: http2.IncomingHttpHeaders = {};
+    req.on("response", (x) => {
+      h = x;
+    });
+    req.on("trailers", (x) => {
+      t = x;
+    });
+    req.on("data", () => {});
+    req.on("error", reject);
+    req.on("close", () => resolve({ headers: h, trailers: t }));
+    req.end(body);
+  });
+}
+
+const grpcFrameOf = (b: Uint8Array) => {
+  const out = Buffer.alloc(5 + b.length);
+  out.writeUInt32BE(b.length, 1);
+  out.set(b, 5);
+  return out;
+};
+
+async function* messages(...m: TransferMessage[]) {
+  yield* m;
+}
+const header = { body: { $case: "header", value: {} } } as TransferMessage;
+
+before(() => {
+  foreignDir = mkdtempSync(path.join(tmpdir(), "rbdbackup-foreign-ca-"));
+  execFileSync(path.join(repoRoot, "deploy/tls/gen-certs.sh"), [foreignDir, "intruder"], { stdio: "ignore" });
+});
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((s) => s.shutdown(0)));
+});
+after(() => rmSync(foreignDir, { recursive: true, force: true }));
+
+describe("data-plane server: who may connect", () => {
+  it("a client without a certificate is refused in the handshake; no handler runs", async () => {
+    let called = false;
+    const { address } = await start({
+      listChains: async () => {
+        called = true;
+        return {};
+      },
+    });
+    const client = grpcClient(address, channelCredentialsCaOnly(clientTls.ca as string));
+    await assert.rejects(
+      client.listChains({ pool: "rbd", namespace: "", volumeImage: "v" }, { signal: AbortSignal.timeout(20_000) }),
+      { code: Status.UNAVAILABLE },
+    );
+    assert.equal(called, false);
+  });
+
+  it("a client whose certificate another CA signed is refused; no handler runs", async () => {
+    let called = 0;
+    const { address } = await start({
+      transfer: async () => {
+        called++;
+        return {};
+      },
+      listChains: async () => {
+        called++;
+        return {};
+      },
+    });
+    const intruder: TlsConfig = {
+      ca: clientTls.ca as string, // it trusts our server…
+      cert: path.join(foreignDir, "intruder.pem"), // …but its own certificate is not ours
+      key: path.join(foreignDir, "intruder.key"),
+    };
+    const grpc = createClient(
+      TransferServiceDefinition,
+      createChannel(address, channelCredentials(intruder), tlsChannelOptions(address, intruder)),
+    );
+    await assert.rejects(
+      grpc.listChains({ pool: "rbd", namespace: "", volumeImage: "v" }, { signal: AbortSignal.timeout(20_000) }),
+      { code: Status.UNAVAILABLE },
+    );
+    // Our own client too (it reports the refusal as a reset stream: a failure either way).
+    const client = new TransferClient(address, intruder);
+    await assert.rejects(client.transfer(messages(header), new AbortController().signal), (e: { code?: Status }) => {
+      assert.notEqual(e.code, Status.OK);
+      return true;
+    });
+    client.close();
+    assert.equal(called, 0);
+  });
+
+  it("a client with our CA's certificate is served (ListChains, the generated codec both ways)", async () => {
+    let got: ListChainsRequest | undefined;
+    const { address } = await start({
+      listChains: async (req) => {
+        got = req;
+        return { chains: [{ baseImage: "v.backup.1", snapshots: [] }], clusterFsid: "fsid-b" };
+      },
+    });
+    const res = await grpcClient(address).listChains({ pool: "backups", namespace: "ns", volumeImage: "v" });
+    assert.deepEqual(got, { pool: "backups", namespace: "ns", volumeImage: "v" });
+    assert.equal(res.clusterFsid, "fsid-b");
+    assert.equal(res.chains[0]?.baseImage, "v.backup.1");
+  });
+});
+
+describe("data-plane server: what it serves", () => {
+  it("a handler's failure reaches the client with its status and message; an unexpected one is INTERNAL", async () => {
+    const { address } = await start({
+      listChains: async (req) => {
+        if (req.pool === "gone") throw notFound("pool gone does not exist — créez-le");
+        throw new Error("secret internals");
+      },
+    });
+    const client = grpcClient(address);
+    await assert.rejects(client.listChains({ pool: "gone", namespace: "", volumeImage: "v" }), {
+      code: Status.NOT_FOUND,
+      details: "pool gone does not exist — créez-le",
+    });
+    await assert.rejects(client.listChains({ pool: "p", namespace: "", volumeImage: "v" }), {
+      code: Status.INTERNAL,
+      details: /internal error/,
+    });
+  });
+
+  it("any other method (e.g. AgentService.GetInfo): UNIMPLEMENTED", async () => {
+    const { address } = await start();
+    const agent = createClient(
+      AgentServiceDefinition,
+      createChannel(address, channelCredentials(clientTls), tlsChannelOptions(address, clientTls)),
+    );
+    await assert.rejects(agent.getInfo({}), { code: Status.UNIMPLEMENTED, details: /GetInfo/ });
+  });
+
+  it("a request that is not gRPC: HTTP 415", async () => {
+    const { address } = await start();
+    const s = rawSession(address);
+    try {
+      const r = await rawCall(s, { ":path": "/rbdbackup.v1.TransferService/ListChains", "content-type": "text/plain" });
+      assert.equal(r.headers[":status"], 415);
+    } finally {
+      s.close();
+    }
+  });
+
+  it("a unary call with two request messages: UNIMPLEMENTED, the handler never runs", async () => {
+    let called = false;
+    const { address } = await start({
+      listChains: async () => {
+        called = true;
+        return {};
+      },
+    });
+    const s = rawSession(address);
+    try {
+      const one = grpcFrameOf(ListChainsRequest.encode({ pool: "p", namespace: "", volumeImage: "v" }).finish());
+      const r = await rawCall(
+        s,
+        { ":path": "/rbdbackup.v1.TransferService/ListChains", "content-type": "application/grpc" },
+        Buffer.concat([one, one]),
+      );
+      assert.equal(r.headers["grpc-status"], String(Status.UNIMPLEMENTED));
+      assert.match(decodeURIComponent(String(r.headers["grpc-message"])), /second request message/);
+      assert.equal(called, false);
+    } finally {
+      s.close();
+    }
+  });
+
+  it("the client's deadline (grpc-timeout): DEADLINE_EXCEEDED, the handler's signal aborts", async () => {
+    let aborted = false;
+    const { address } = await start({
+      listChains: (_req, signal) =>
+        new Promise((_ok, fail) =>
+          signal.addEventListener("abort", () => {
+            aborted = true;
+            fail(signal.reason);
+          }),
+        ),
+    });
+    const s = rawSession(address);
+    try {
+      const body = grpcFrameOf(ListChainsRequest.encode({ pool: "p", namespace: "", volumeImage: "v" }).finish());
+      const r = await rawCall(
+        s,
+        {
+          ":path": "/rbdbackup.v1.TransferService/ListChains",
+          "content-type": "application/grpc",
+          "grpc-timeout": "200m",
+        },
+        body,
+      );
+      assert.equal(r.headers["grpc-status"], String(Status.DEADLINE_EXCEEDED));
+      await until(() => aborted, "the handler's signal to abort");
+    } finally {
+      s.close();
+    }
+  });
+});
+
+describe("data-plane server: limits and HTTP/2 settings", () => {
+  it("maxConcurrentTransfers: the next transfer gets RESOURCE_EXHAUSTED with the limit; after one ends, it is served", async () => {
+    const hold = gate();
+    let started = 0;
+    const { address } = await start({
+      maxConcurrentTransfers: 1,
+      transfer: async (msgs) => {
+        started++;
+        for await (const _ of msgs) {
+          // consume
+        }
+        await hold.promise;
+        return { dataBytesWritten: 7 };
+      },
+    });
+    const client = new TransferClient(address, clientTls);
+    const first = client.transfer(messages(header), new AbortController().signal);
+    await until(() => started === 1, "the first transfer to start");
+    await assert.rejects(client.transfer(messages(header), new AbortController().signal), {
+      code: Status.RESOURCE_EXHAUSTED,
+      details: "this agent already serves 1 transfers (limit 1); retry later",
+    });
+    hold.open();
+    assert.equal((await first).dataBytesWritten, 7);
+    assert.equal((await client.transfer(messages(header), new AbortController().signal)).dataBytesWritten, 7);
+    client.close();
+  });
+
+  it("not accepting (the agent drains): UNAVAILABLE", async () => {
+    const { address } = await start({ accepting: () => false });
+    const client = new TransferClient(address, clientTls);
+    await assert.rejects(client.transfer(messages(header), new AbortController().signal), {
+      code: Status.UNAVAILABLE,
+      details: /shutting down/,
+    });
+    client.close();
+  });
+
+  it("advertises windowBytes as its initial stream window (HTTP/2 SETTINGS)", async () => {
+    const { address } = await start({ windowBytes: 16 * MiB });
+    const s = rawSession(address);
+    try {
+      const settings = await new Promise<http2.Settings>((r) => s.once("remoteSettings", r));
+      assert.equal(settings.initialWindowSize, 16 * MiB);
+    } finally {
+      s.close();
+    }
+  });
+
+  it("pings its peers every keepaliveMs", async () => {
+    const { address } = await start({ keepaliveMs: 50 });
+    const s = rawSession(address);
+    let pings = 0;
+    s.on("ping", () => pings++);
+    try {
+      await until(() => pings >= 2, "two keepalive pings from the server");
+    } finally {
+      s.close();
+    }
+  });
+});
+
+describe("data-plane server: lifecycle", () => {
+  it("shutdown: a transfer in flight finishes, a new one is refused, then the server stops", async () => {
+    const hold = gate();
+    let started = 0;
+    const { server, address } = await start({
+      transfer: async (msgs) => {
+        started++;
+        await hold.promise;
+        let n = 0;
+        for await (const _ of msgs) n++;
+        return { dataChunks: n };
+      },
+    });
+    const client = new TransferClient(address, clientTls);
+    const inFlight = client.transfer(messages(header, header), new AbortController().signal);
+    await until(() => started === 1, "the transfer to start");
+    const stopped = server.shutdown(20_000);
+    assert.equal(server.state, "draining");
+    // A new transfer: on the old connection it meets the GOAWAY, a new connection finds no listener.
+    const late = new TransferClient(address, clientTls);
+    await assert.rejects(late.transfer(messages(header), new AbortController().signal), {
+      code: Status.UNAVAILABLE,
+    });
+    late.close();
+    assert.equal(started, 1);
+    hold.open();
+    assert.equal((await inFlight).dataChunks, 2);
+    await stopped;
+    assert.equal(server.state, "stopped");
+    assert.equal(server.connections, 0);
+    client.close();
+  });
+
+  it("shutdown: a transfer still running after the grace period is cancelled; shutdown ends", async () => {
+    let aborted = false;
+    let started = false;
+    const { server, address } = await start({
+      transfer: (_msgs, signal) =>
+        new Promise((_ok, fail) => {
+          started = true;
+          signal.addEventListener("abort", () => {
+            aborted = true;
+            fail(signal.reason);
+          });
+        }),
+    });
+    const client = new TransferClient(address, clientTls);
+    const call = client.transfer(messages(header), new AbortController().signal);
+    call.catch(() => {});
+    await until(() => started, "the transfer to start");
+    const t0 = Date.now();
+    await server.shutdown(300);
+    assert.ok(Date.now() - t0 < 5_000, `shutdown took ${Date.now() - t0} ms`);
+    assert.equal(server.state, "stopped");
+    await until(() => aborted, "the handler's signal to abort");
+    await assert.rejects(call, (e: { code?: Status }) => e.code !== Status.OK);
+    client.close();
+  });
+});
