@@ -8,9 +8,9 @@
  * both per chunk (test/bench/transport.ts measures the two clients side by side).
  *
  * What it keeps from a gRPC client: mutual TLS with the same files and server-name rule as every
- * channel (src/common/tls.ts: tlsFiles, tlsServerName), one HTTP/2 connection per peer reused by its transfers and replaced
- * when it fails, a connect deadline, keepalive pings while a transfer runs (a dead peer fails the call
- * instead of blocking it), cancellation by AbortSignal, flow control end to end (the next message is
+ * channel (src/common/tls.ts: tlsFiles, tlsServerName), one HTTP/2 connection per peer reused by its
+ * transfers (peer-connection.ts: replaced when it fails, a connect deadline, keepalive pings while a
+ * transfer runs, so a dead peer fails the call instead of blocking it), cancellation by AbortSignal, flow control end to end (the next message is
  * pulled only when HTTP/2 took the previous one), and the result as a nice-grpc ClientError with the
  * server's status code and message, so callers see exactly what a nice-grpc client would have shown them.
  *
@@ -28,9 +28,10 @@ import http2 from "node:http2";
 import { AbortError } from "abort-controller-x";
 import { ClientError, Status } from "nice-grpc-common";
 import { type Logger, logger } from "../../src/common/log";
-import { type TlsConfig, tlsFiles, tlsServerName } from "../../src/common/tls";
+import type { TlsConfig } from "../../src/common/tls";
 import { VERSION } from "../../src/common/version";
 import { type TransferMessage, TransferServiceDefinition, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
+import { PeerConnection } from "./peer-connection";
 import {
   encodeTransferMessage,
   FRAME,
@@ -98,94 +99,26 @@ function headerOf(h: http2.IncomingHttpHeaders, name: string): string | undefine
   return Array.isArray(v) ? v[0] : v;
 }
 
-/** One HTTP/2 connection to one peer agent; transfers share it. */
+/** Transfers to one peer agent, over one HTTP/2 connection they share (peer-connection.ts). */
 export class TransferClient {
-  #session: http2.ClientHttp2Session | null = null;
-  #active = 0;
-  #pinger: NodeJS.Timeout | null = null;
-  readonly #authority: string;
-  readonly #connectOptions: http2.SecureClientSessionOptions;
-  readonly #opts: Required<TransferClientOptions>;
+  readonly #conn: PeerConnection;
+  readonly #opts: { frames: FramePool; cancelWaitMs: number; log: Logger };
 
   constructor(
     readonly address: string,
     tls: TlsConfig,
     opts: TransferClientOptions = {},
   ) {
-    this.#opts = {
+    this.#conn = new PeerConnection(address, tls, {
       connectTimeoutMs: opts.connectTimeoutMs ?? 20_000,
       keepaliveMs: opts.keepaliveMs ?? 15_000,
       keepaliveTimeoutMs: opts.keepaliveTimeoutMs ?? 10_000,
+    });
+    this.#opts = {
       frames: opts.frames ?? framePool,
       cancelWaitMs: opts.cancelWaitMs ?? CANCEL_WAIT_MS,
       log: opts.log ?? logger({ component: "transfer-client" }),
     };
-    const insecure = !!tls.insecure;
-    this.#authority = `${insecure ? "http" : "https"}://${address}`;
-    // The channels' server-name rule (tlsServerName); without one, Node checks the URL's host.
-    const servername = tlsServerName(address);
-    this.#connectOptions = insecure
-      ? {}
-      : { ...tlsFiles(tls, "transfer client"), ...(servername ? { servername } : {}) };
-  }
-
-  #connect(): http2.ClientHttp2Session {
-    const s = this.#session;
-    if (s && !s.closed && !s.destroyed) return s;
-    const session = http2.connect(this.#authority, this.#connectOptions);
-    this.#session = session;
-    const forget = () => {
-      if (this.#session === session) this.#session = null;
-    };
-    const timer = setTimeout(() => {
-      session.destroy(new Error(`connecting to ${this.address} took longer than ${this.#opts.connectTimeoutMs} ms`));
-    }, this.#opts.connectTimeoutMs);
-    timer.unref();
-    session.once("connect", () => clearTimeout(timer));
-    session.on("error", () => forget()); // reported through the streams
-    session.on("goaway", () => forget());
-    session.on("close", () => {
-      clearTimeout(timer);
-      forget();
-    });
-    if (this.#active === 0) session.unref();
-    return session;
-  }
-
-  #began(session: http2.ClientHttp2Session): void {
-    if (this.#active++ === 0) {
-      session.ref();
-      this.#pinger = setInterval(() => this.#ping(), this.#opts.keepaliveMs);
-      this.#pinger.unref();
-    }
-  }
-
-  #ended(): void {
-    if (--this.#active > 0) return;
-    if (this.#pinger) clearInterval(this.#pinger);
-    this.#pinger = null;
-    this.#session?.unref();
-  }
-
-  #ping(): void {
-    const session = this.#session;
-    if (!session || session.closed || session.destroyed || session.connecting) return;
-    const timer = setTimeout(() => {
-      session.destroy(
-        new Error(
-          `the peer ${this.address} did not answer a keepalive ping within ${this.#opts.keepaliveTimeoutMs} ms`,
-        ),
-      );
-    }, this.#opts.keepaliveTimeoutMs);
-    timer.unref();
-    try {
-      session.ping((err) => {
-        clearTimeout(timer);
-        if (err && !session.destroyed) session.destroy(err);
-      });
-    } catch {
-      clearTimeout(timer);
-    }
   }
 
   /**
@@ -199,7 +132,7 @@ export class TransferClient {
     let session: http2.ClientHttp2Session;
     let stream: http2.ClientHttp2Stream;
     try {
-      session = this.#connect();
+      session = this.#conn.session();
       stream = session.request(
         {
           ":method": "POST",
@@ -216,7 +149,7 @@ export class TransferClient {
         new ClientError(TRANSFER_PATH, Status.UNAVAILABLE, `cannot reach ${this.address}: ${(e as Error).message}`),
       );
     }
-    this.#began(session);
+    this.#conn.began(session);
     const frames = this.#opts.frames;
 
     return new Promise<TransferSummary>((resolve, reject) => {
@@ -318,7 +251,7 @@ export class TransferClient {
         if ((e as { code?: string }).code !== "ERR_HTTP2_STREAM_ERROR") transportError ??= e;
       });
       stream.on("close", () => {
-        this.#ended();
+        this.#conn.ended();
         if (settled) return;
         if (status === undefined) {
           const rst = stream.rstCode ?? http2.constants.NGHTTP2_INTERNAL_ERROR;
@@ -408,9 +341,6 @@ export class TransferClient {
   }
 
   close(): void {
-    if (this.#pinger) clearInterval(this.#pinger);
-    this.#pinger = null;
-    this.#session?.close();
-    this.#session = null;
+    this.#conn.close();
   }
 }
