@@ -2,7 +2,7 @@
  * The destination's recovery journal: one small JSON file per transfer in progress, in the agent's
  * state directory, written (and fsync'ed) before the destination changes anything it would have to
  * undo. A transfer that ends (committed, or cleaned up) removes its entry; an entry found at start
- * means the agent died mid-transfer, and recovery undoes what that transfer left (see sink.ts).
+ * means the agent died mid-transfer, and recovery undoes what that transfer left (sink/recovery.ts).
  */
 import { mkdirSync } from "node:fs";
 import { open, readdir, readFile, rename, rm } from "node:fs/promises";
@@ -28,7 +28,16 @@ export interface JournalEntry {
   startedAt: string;
 }
 
-export class Journal {
+/** The journal as the sink uses it (Journal on disk; an in-memory one in unit tests). */
+export interface JournalStore {
+  /** Writes (or replaces) an entry durably before it resolves. */
+  write(e: JournalEntry): Promise<void>;
+  /** Removes an entry; a missing one is fine. */
+  remove(id: string): Promise<void>;
+  list(): Promise<JournalEntry[]>;
+}
+
+export class Journal implements JournalStore {
   readonly dir: string;
 
   constructor(stateDir: string) {

@@ -8,19 +8,30 @@
  * both per chunk (test/bench/transport.ts measures the two clients side by side).
  *
  * What it keeps from a gRPC client: mutual TLS with the same files and server-name rule as every
- * channel (src/common/tls.ts: tlsFiles, tlsServerName), one HTTP/2 connection per peer reused by its transfers and replaced
- * when it fails, a connect deadline, keepalive pings while a transfer runs (a dead peer fails the call
- * instead of blocking it), cancellation by AbortSignal (the stream is reset with CANCEL), flow control
- * end to end (the next message is pulled only when HTTP/2 took the previous one), and the result as a
- * nice-grpc ClientError with the server's status code and message, so callers see exactly what a
- * nice-grpc client would have shown them.
+ * channel (src/common/tls.ts: tlsFiles, tlsServerName), one HTTP/2 connection per peer reused by its
+ * transfers (peer-connection.ts: replaced when it fails, a connect deadline, keepalive pings while a
+ * transfer runs, so a dead peer fails the call instead of blocking it), cancellation by AbortSignal, flow control end to end (the next message is
+ * pulled only when HTTP/2 took the previous one), and the result as a nice-grpc ClientError with the
+ * server's status code and message, so callers see exactly what a nice-grpc client would have shown them.
+ *
+ * Giving up waits for the destination's cleanup. When the caller cancels, or the message source
+ * fails, the request stream is half-closed without a trailer — which the destination takes as a
+ * transfer cut short: it stops, cleans up (removes the image it created, rolls a head back) and only
+ * then answers with its status. The call settles (AbortError, or the source's error) once that answer
+ * came, so "the source gave up" implies "the destination is clean". If no answer comes within
+ * `cancelWaitMs` (30 s) the stream is reset (CANCEL) with a logged warning: the destination still
+ * cleans up, but after the call settled. A cancel that reaches a stream already complete (trailer
+ * sent) cannot stop its commit: the destination's answer is taken as it is (the summary when it
+ * committed).
  */
 import http2 from "node:http2";
 import { AbortError } from "abort-controller-x";
 import { ClientError, Status } from "nice-grpc-common";
-import { type TlsConfig, tlsFiles, tlsServerName } from "../../src/common/tls";
+import { type Logger, logger } from "../../src/common/log";
+import type { TlsConfig } from "../../src/common/tls";
 import { VERSION } from "../../src/common/version";
 import { type TransferMessage, TransferServiceDefinition, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
+import { PeerConnection } from "./peer-connection";
 import {
   encodeTransferMessage,
   FRAME,
@@ -34,6 +45,8 @@ import {
 export const TRANSFER_PATH = `/${TransferServiceDefinition.fullName}/${TransferServiceDefinition.methods.transfer.name}`;
 /** Largest response accepted (a TransferSummary is a few hundred bytes). */
 const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+/** How long a source that gave up waits for the destination's cleanup (its final status). */
+export const CANCEL_WAIT_MS = 30_000;
 
 export interface TransferClientOptions {
   /** Give up connecting after this long (UNAVAILABLE). */
@@ -43,6 +56,9 @@ export interface TransferClientOptions {
   keepaliveTimeoutMs?: number;
   /** Where chunk frames go back once written. */
   frames?: FramePool;
+  /** After giving up (cancel, source failure): how long to wait for the destination's final status. */
+  cancelWaitMs?: number;
+  log?: Logger;
 }
 
 /** RST_STREAM codes → gRPC status, as in gRPC's HTTP/2 mapping. */
@@ -83,104 +99,40 @@ function headerOf(h: http2.IncomingHttpHeaders, name: string): string | undefine
   return Array.isArray(v) ? v[0] : v;
 }
 
-/** One HTTP/2 connection to one peer agent; transfers share it. */
+/** Transfers to one peer agent, over one HTTP/2 connection they share (peer-connection.ts). */
 export class TransferClient {
-  #session: http2.ClientHttp2Session | null = null;
-  #active = 0;
-  #pinger: NodeJS.Timeout | null = null;
-  readonly #authority: string;
-  readonly #connectOptions: http2.SecureClientSessionOptions;
-  readonly #opts: Required<Omit<TransferClientOptions, "frames">> & { frames: FramePool };
+  readonly #conn: PeerConnection;
+  readonly #opts: { frames: FramePool; cancelWaitMs: number; log: Logger };
 
   constructor(
     readonly address: string,
     tls: TlsConfig,
     opts: TransferClientOptions = {},
   ) {
-    this.#opts = {
+    this.#conn = new PeerConnection(address, tls, {
       connectTimeoutMs: opts.connectTimeoutMs ?? 20_000,
       keepaliveMs: opts.keepaliveMs ?? 15_000,
       keepaliveTimeoutMs: opts.keepaliveTimeoutMs ?? 10_000,
-      frames: opts.frames ?? framePool,
-    };
-    const insecure = !!tls.insecure;
-    this.#authority = `${insecure ? "http" : "https"}://${address}`;
-    // The channels' server-name rule (tlsServerName); without one, Node checks the URL's host.
-    const servername = tlsServerName(address);
-    this.#connectOptions = insecure
-      ? {}
-      : { ...tlsFiles(tls, "transfer client"), ...(servername ? { servername } : {}) };
-  }
-
-  #connect(): http2.ClientHttp2Session {
-    const s = this.#session;
-    if (s && !s.closed && !s.destroyed) return s;
-    const session = http2.connect(this.#authority, this.#connectOptions);
-    this.#session = session;
-    const forget = () => {
-      if (this.#session === session) this.#session = null;
-    };
-    const timer = setTimeout(() => {
-      session.destroy(new Error(`connecting to ${this.address} took longer than ${this.#opts.connectTimeoutMs} ms`));
-    }, this.#opts.connectTimeoutMs);
-    timer.unref();
-    session.once("connect", () => clearTimeout(timer));
-    session.on("error", () => forget()); // reported through the streams
-    session.on("goaway", () => forget());
-    session.on("close", () => {
-      clearTimeout(timer);
-      forget();
     });
-    if (this.#active === 0) session.unref();
-    return session;
-  }
-
-  #began(session: http2.ClientHttp2Session): void {
-    if (this.#active++ === 0) {
-      session.ref();
-      this.#pinger = setInterval(() => this.#ping(), this.#opts.keepaliveMs);
-      this.#pinger.unref();
-    }
-  }
-
-  #ended(): void {
-    if (--this.#active > 0) return;
-    if (this.#pinger) clearInterval(this.#pinger);
-    this.#pinger = null;
-    this.#session?.unref();
-  }
-
-  #ping(): void {
-    const session = this.#session;
-    if (!session || session.closed || session.destroyed || session.connecting) return;
-    const timer = setTimeout(() => {
-      session.destroy(
-        new Error(
-          `the peer ${this.address} did not answer a keepalive ping within ${this.#opts.keepaliveTimeoutMs} ms`,
-        ),
-      );
-    }, this.#opts.keepaliveTimeoutMs);
-    timer.unref();
-    try {
-      session.ping((err) => {
-        clearTimeout(timer);
-        if (err && !session.destroyed) session.destroy(err);
-      });
-    } catch {
-      clearTimeout(timer);
-    }
+    this.#opts = {
+      frames: opts.frames ?? framePool,
+      cancelWaitMs: opts.cancelWaitMs ?? CANCEL_WAIT_MS,
+      log: opts.log ?? logger({ component: "transfer-client" }),
+    };
   }
 
   /**
    * Streams `messages` to the peer; resolves with its summary or rejects with a ClientError (the
-   * server's status), the messages' own error (e.g. a failed read), or an AbortError.
+   * server's status), the messages' own error (e.g. a failed read), or an AbortError. After a cancel
+   * or a failed source it settles only once the peer answered (it has cleaned up), or after
+   * `cancelWaitMs`.
    */
   transfer(messages: AsyncIterable<TransferMessage>, signal: AbortSignal): Promise<TransferSummary> {
     if (signal.aborted) return Promise.reject(new AbortError());
     let session: http2.ClientHttp2Session;
     let stream: http2.ClientHttp2Stream;
     try {
-      session = this.#connect();
+      session = this.#conn.session();
       stream = session.request(
         {
           ":method": "POST",
@@ -197,7 +149,7 @@ export class TransferClient {
         new ClientError(TRANSFER_PATH, Status.UNAVAILABLE, `cannot reach ${this.address}: ${(e as Error).message}`),
       );
     }
-    this.#began(session);
+    this.#conn.began(session);
     const frames = this.#opts.frames;
 
     return new Promise<TransferSummary>((resolve, reject) => {
@@ -208,18 +160,53 @@ export class TransferClient {
       let receivedBytes = 0;
       let transportError: (Error & { code?: string }) | undefined;
 
+      /** Set once this side gave up: why, and the bound on waiting for the peer's answer. */
+      let gaveUp: { error: unknown; timer: NodeJS.Timeout } | null = null;
+
       const finish = (err: unknown, value?: TransferSummary) => {
         if (settled) return;
         settled = true;
         signal.removeEventListener("abort", onAbort);
         session.off("error", onSessionError);
+        if (gaveUp) {
+          clearTimeout(gaveUp.timer);
+          // The peer's answer is in: it cleaned up (or, when the stream was complete, committed).
+          if (err || !value) reject(gaveUp.error);
+          else resolve(value);
+          return;
+        }
         if (err) reject(err);
         else resolve(value as TransferSummary);
       };
-      const onAbort = () => {
-        if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
-        finish(new AbortError());
+      /**
+       * Stops sending and half-closes the stream without a trailer; the peer takes that as a transfer
+       * cut short, cleans up, then answers — `finish` runs on that answer (or on the deadline).
+       */
+      const giveUp = (error: unknown) => {
+        if (settled || gaveUp) return;
+        const timer = setTimeout(() => {
+          this.#opts.log.warn("the destination did not confirm its cleanup in time; resetting the stream", {
+            peer: this.address,
+            waitedMs: this.#opts.cancelWaitMs,
+          });
+          finish(error);
+          if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+        }, this.#opts.cancelWaitMs);
+        gaveUp = { error, timer };
+        if (stream.closed || stream.destroyed) {
+          finish(error);
+          return;
+        }
+        if (!stream.writableEnded) {
+          try {
+            stream.end();
+          } catch {
+            finish(error);
+            if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+          }
+        }
       };
+      const onAbort = () => giveUp(new AbortError());
       const onSessionError = (e: Error) => {
         transportError ??= e;
       };
@@ -264,7 +251,7 @@ export class TransferClient {
         if ((e as { code?: string }).code !== "ERR_HTTP2_STREAM_ERROR") transportError ??= e;
       });
       stream.on("close", () => {
-        this.#ended();
+        this.#conn.ended();
         if (settled) return;
         if (status === undefined) {
           const rst = stream.rstCode ?? http2.constants.NGHTTP2_INTERNAL_ERROR;
@@ -312,8 +299,8 @@ export class TransferClient {
       });
 
       // The pump: one message at a time, each written when HTTP/2 has room (drain), so a slow
-      // destination slows the reads. It stops when the call is settled (the peer answered early,
-      // the caller cancelled) and closes the message source, so the source's reads stop too.
+      // destination slows the reads. It stops when the call is settled (the peer answered early) or
+      // given up (the caller cancelled) and closes the message source, so the source's reads stop too.
       const drained = () =>
         new Promise<void>((ok) => {
           const done = () => {
@@ -329,23 +316,22 @@ export class TransferClient {
         let ended = false;
         try {
           for (;;) {
-            if (settled || stream.closed) return;
+            if (settled || gaveUp || stream.closed) return;
             const r = await it.next();
             if (r.done) {
               ended = true;
               break;
             }
-            if (settled || stream.closed) return;
+            if (settled || gaveUp || stream.closed) return;
             const frame = (r.value as MaybeFramed)[FRAME];
             const bytes = frame ? grpcFramed(frame) : grpcFrame(encodeTransferMessage(r.value));
             const more = stream.write(bytes, frame ? (err) => (err ? undefined : frames.release(frame)) : undefined);
             if (!more) await drained();
           }
-          if (!stream.closed) stream.end();
+          if (!stream.closed && !gaveUp) stream.end();
         } catch (e) {
-          // The source failed (e.g. a Ceph read): that is the call's error; tell the peer we gave up.
-          if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
-          finish(e);
+          // The source failed (e.g. a Ceph read): that is the call's error, once the peer cleaned up.
+          giveUp(e);
         } finally {
           if (!ended) await it.return?.(undefined).catch(() => {});
         }
@@ -355,9 +341,6 @@ export class TransferClient {
   }
 
   close(): void {
-    if (this.#pinger) clearInterval(this.#pinger);
-    this.#pinger = null;
-    this.#session?.close();
-    this.#session = null;
+    this.#conn.close();
   }
 }

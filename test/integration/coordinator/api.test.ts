@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { metaObjectName } from "../../../src/common/ids";
 import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import {
   BackupStatus,
@@ -165,12 +166,27 @@ describe("coordinator: public API", () => {
     console.log(`# cancel → CANCELLED in ${seconds.toFixed(2)} s`);
     const b = await c.getBackup({ backupId: end.backupId });
     assert.equal(b.status, BackupStatus.BACKUP_STATUS_FAILED);
-    // Nothing left: no snapshot of that backup on the volume, no base image for it.
-    assert.ok(!(await vols.snapNames("site-a", v)).some((s) => s.includes(end.backupId)));
+    // Nothing left, checked once, the moment the job reports CANCELLED (no polling): a running job
+    // ends CANCELLED only after both agents cleaned up (CancelJob in backup_service.proto).
+    assert.deepEqual(
+      (await vols.snapNames("site-a", v)).filter((s) => s.includes(end.backupId)),
+      [],
+      "no snapshot of the cancelled backup on the volume",
+    );
     const io = await vols.io("site-b", "backups");
-    assert.ok(!(await io.imageList()).some((i) => i.endsWith(end.backupId)));
+    const images = await io.imageList();
+    assert.deepEqual(
+      images.filter((i) => i.endsWith(end.backupId)),
+      [],
+      "no base image of the cancelled backup at the destination",
+    );
+    await assert.rejects(
+      io.objStat(metaObjectName(end.backupId)),
+      (e: unknown) => (e as { code?: string }).code === "ENOENT",
+      "no metadata object of the cancelled backup",
+    );
     assert.ok(
-      (await io.imageList()).some((i) => i.endsWith(job.backupId)),
+      images.some((i) => i.endsWith(job.backupId)),
       "the first backup remains",
     );
   });

@@ -1,0 +1,105 @@
+/**
+ * One HTTP/2 connection to one peer agent, shared by the transfers to it: opened on first use with a
+ * connect deadline, replaced when it fails or the peer sends GOAWAY, kept alive (ref'ed) only while a
+ * transfer runs, and checked with keepalive pings meanwhile — a peer that stops answering fails the
+ * connection (and its transfers) instead of blocking them.
+ */
+import http2 from "node:http2";
+import { type TlsConfig, tlsFiles, tlsServerName } from "../../src/common/tls";
+
+export interface PeerConnectionOptions {
+  /** Give up connecting after this long. */
+  connectTimeoutMs: number;
+  /** While a transfer runs: ping every `keepaliveMs`, fail the connection if one is not answered in `keepaliveTimeoutMs`. */
+  keepaliveMs: number;
+  keepaliveTimeoutMs: number;
+}
+
+export class PeerConnection {
+  #session: http2.ClientHttp2Session | null = null;
+  #active = 0;
+  #pinger: NodeJS.Timeout | null = null;
+  readonly #authority: string;
+  readonly #connectOptions: http2.SecureClientSessionOptions;
+
+  constructor(
+    readonly address: string,
+    tls: TlsConfig,
+    readonly o: PeerConnectionOptions,
+  ) {
+    const insecure = !!tls.insecure;
+    this.#authority = `${insecure ? "http" : "https"}://${address}`;
+    // The channels' server-name rule (tlsServerName); without one, Node checks the URL's host.
+    const servername = tlsServerName(address);
+    this.#connectOptions = insecure
+      ? {}
+      : { ...tlsFiles(tls, "transfer client"), ...(servername ? { servername } : {}) };
+  }
+
+  /** The open session, or a new one (connecting; streams opened on it wait for the connection). */
+  session(): http2.ClientHttp2Session {
+    const s = this.#session;
+    if (s && !s.closed && !s.destroyed) return s;
+    const session = http2.connect(this.#authority, this.#connectOptions);
+    this.#session = session;
+    const forget = () => {
+      if (this.#session === session) this.#session = null;
+    };
+    const timer = setTimeout(() => {
+      session.destroy(new Error(`connecting to ${this.address} took longer than ${this.o.connectTimeoutMs} ms`));
+    }, this.o.connectTimeoutMs);
+    timer.unref();
+    session.once("connect", () => clearTimeout(timer));
+    session.on("error", () => forget()); // reported through the streams
+    session.on("goaway", () => forget());
+    session.on("close", () => {
+      clearTimeout(timer);
+      forget();
+    });
+    if (this.#active === 0) session.unref();
+    return session;
+  }
+
+  /** A transfer began on `session`: keep the process alive and ping the peer while any runs. */
+  began(session: http2.ClientHttp2Session): void {
+    if (this.#active++ === 0) {
+      session.ref();
+      this.#pinger = setInterval(() => this.#ping(), this.o.keepaliveMs);
+      this.#pinger.unref();
+    }
+  }
+
+  /** A transfer ended. */
+  ended(): void {
+    if (--this.#active > 0) return;
+    if (this.#pinger) clearInterval(this.#pinger);
+    this.#pinger = null;
+    this.#session?.unref();
+  }
+
+  #ping(): void {
+    const session = this.#session;
+    if (!session || session.closed || session.destroyed || session.connecting) return;
+    const timer = setTimeout(() => {
+      session.destroy(
+        new Error(`the peer ${this.address} did not answer a keepalive ping within ${this.o.keepaliveTimeoutMs} ms`),
+      );
+    }, this.o.keepaliveTimeoutMs);
+    timer.unref();
+    try {
+      session.ping((err) => {
+        clearTimeout(timer);
+        if (err && !session.destroyed) session.destroy(err);
+      });
+    } catch {
+      clearTimeout(timer);
+    }
+  }
+
+  close(): void {
+    if (this.#pinger) clearInterval(this.#pinger);
+    this.#pinger = null;
+    this.#session?.close();
+    this.#session = null;
+  }
+}

@@ -1,0 +1,39 @@
+/**
+ * What one transfer has done to the destination so far: the image it opened or created, whether it
+ * wrote, the metadata object and the snapshot it made, its journal entry. prepare.ts and commit.ts
+ * fill it in as they go; cleanup.ts undoes exactly what it records — and nothing else.
+ */
+import type { TransferHeader } from "../../../src/gen/rbdbackup/v1/transfer";
+import type { JournalEntry } from "../journal";
+import type { SinkImage, SinkIoCtx } from "./ports";
+
+export interface Footprint {
+  readonly h: TransferHeader;
+  /** pool[/namespace]/image, for messages. */
+  readonly where: string;
+  io?: SinkIoCtx;
+  image?: SinkImage;
+  createdImage: boolean;
+  /** No data was in the image before: zero ranges need no writes. */
+  fresh: boolean;
+  /** Writes were started: the image's content may have changed. */
+  wrote: boolean;
+  metaCreated: boolean;
+  snapshotCreated: boolean;
+  journal?: JournalEntry;
+  warnings: string[];
+}
+
+export function newFootprint(h: TransferHeader): Footprint {
+  const d = h.destination as NonNullable<TransferHeader["destination"]>;
+  return {
+    h,
+    where: `${d.pool}${d.namespace ? `/${d.namespace}` : ""}/${d.image}`,
+    createdImage: false,
+    fresh: false,
+    wrote: false,
+    metaCreated: false,
+    snapshotCreated: false,
+    warnings: [],
+  };
+}

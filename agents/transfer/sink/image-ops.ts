@@ -1,0 +1,54 @@
+/**
+ * Image operations the destination shares between its phases, its crash recovery and the engine's
+ * delete: the marker of an uncommitted image, removal that waits out a stale watch, and whether a
+ * head moved away from a snapshot.
+ */
+import { retry } from "../../../src/common/retry";
+import { type IoCtx, isCephError } from "../../ceph";
+import type { SinkImage } from "./ports";
+
+/** image-meta key marking an image a transfer created and has not committed yet. */
+export const INCOMPLETE_KEY = "rbdbackup.incomplete";
+
+/**
+ * Removes an image, retrying while it is busy: a watch outlives a close that could not reach the
+ * OSD (a full pool) until the OSD times it out (osd_client_watch_timeout, 30 s), so keep trying ~40 s.
+ * Gone already counts as removed.
+ */
+export async function removeImageRetrying(
+  io: Pick<IoCtx, "imageRemove">,
+  name: string,
+  attempts = 12,
+  signal?: AbortSignal,
+): Promise<void> {
+  await retry(
+    async () => {
+      try {
+        await io.imageRemove(name);
+      } catch (e) {
+        if (!isCephError(e, "ENOENT")) throw e;
+      }
+    },
+    {
+      attempts,
+      baseMs: 500,
+      maxMs: 4000,
+      retryIf: (e) => isCephError(e, "EBUSY"),
+      ...(signal ? { signal } : {}),
+    },
+  );
+}
+
+/** True when the head of `image` differs from `snapshot` (data or size). */
+export async function headDiffers(
+  image: Pick<SinkImage, "snapList" | "stat" | "diff">,
+  snapshot: string,
+): Promise<boolean> {
+  const snap = (await image.snapList()).find((s) => s.name === snapshot);
+  if (!snap) return true;
+  if ((await image.stat()).size !== snap.size) return true;
+  for await (const batch of image.diff({ fromSnapshot: snapshot, batchSize: 1 })) {
+    if (batch.length > 0) return true;
+  }
+  return false;
+}

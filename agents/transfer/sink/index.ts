@@ -1,0 +1,8 @@
+/**
+ * The destination side of a transfer (see README.md): `runSink` writes one transfer's stream into
+ * an image and commits it; `recoverInterrupted` undoes what transfers cut short by a crash left.
+ */
+export { headDiffers, INCOMPLETE_KEY, removeImageRetrying } from "./image-ops";
+export type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx, SinkLimits } from "./ports";
+export { recoverInterrupted } from "./recovery";
+export { runSink } from "./run-sink";

@@ -1,0 +1,65 @@
+/**
+ * What the destination side needs from its surroundings, as small interfaces: the few methods of
+ * agents/ceph's Cluster, IoCtx and Image it calls (so unit tests drive the sink with in-memory fakes;
+ * the real classes satisfy them as they are), its limits, and its dependencies.
+ */
+import type { Logger } from "../../../src/common/log";
+import type { Cluster, Image, IoCtx } from "../../ceph";
+import type { JournalStore } from "../journal";
+import type { TransferMeter } from "../meter";
+
+/** The methods of an open RBD image the sink uses. */
+export type SinkImage = Pick<
+  Image,
+  | "write"
+  | "writeZeroes"
+  | "discard"
+  | "flush"
+  | "close"
+  | "stat"
+  | "resize"
+  | "snapCreate"
+  | "snapList"
+  | "snapRollback"
+  | "metaGet"
+  | "metaSet"
+  | "metaRemove"
+  | "diff"
+>;
+
+/** The methods of a pool (I/O context) the sink uses. */
+export interface SinkIoCtx extends Pick<IoCtx, "imageCreate" | "imageRemove" | "objCreateExclusive" | "objRemove"> {
+  imageOpen(name: string): Promise<SinkImage>;
+  close(): Promise<void>;
+}
+
+/** The methods of a cluster connection the sink uses. */
+export interface SinkCluster extends Pick<Cluster, "poolExists" | "poolFullness" | "blocklistAdd"> {
+  openIoCtx(pool: string, opts: { namespace?: string; poolFullTry?: boolean }): Promise<SinkIoCtx>;
+}
+
+export interface SinkLimits {
+  /** aio writes in flight. */
+  writesInFlight: number;
+  /** Bytes of chunk data held (received, not yet written). */
+  windowBytes: number;
+  /** How often to check the pool's full flag during a transfer. */
+  fullCheckIntervalMs: number;
+}
+
+/** `C`: the agent passes its Cluster (other handlers use it too); the sink needs only SinkCluster. */
+export interface SinkDeps<C extends SinkCluster = Cluster> {
+  cluster: C;
+  meter: TransferMeter;
+  /** This process's Ceph client address (recorded in the journal; see recoverInterrupted). */
+  clientAddr: string;
+  clusterName: string;
+  fsid: string;
+  journal: JournalStore;
+  log: Logger;
+  limits: SinkLimits;
+  /** A chunk's checksum; default: the protocol's CRC-32C from the addon (a test without it passes its own). */
+  checksum?: (data: Uint8Array) => number;
+  /** Test-only: delay every write (to make transfers slow enough to interrupt). */
+  writeDelayMs?: number;
+}

@@ -1,0 +1,138 @@
+/**
+ * Getting the target image ready, per kind of transfer. Each step that leaves something cleanup must
+ * undo is journalled first and recorded in the footprint:
+ *
+ * - BACKUP_FULL, RESTORE_NEW: create the image (it must not exist), marked incomplete until commit.
+ * - BACKUP_INCREMENTAL: the base image and its from-snapshot must exist and the to-snapshot must not;
+ *   a head left dirty by a failed attempt is rolled back to the from-snapshot; resized to the new size.
+ * - RESTORE_ORIGINAL: the image must exist; what lies beyond the backup's size is discarded, then the
+ *   image is resized to it.
+ *
+ * Not abortable half-way (it creates what cleanup must know about); each step is bounded by the
+ * cluster's op timeout.
+ */
+import { alreadyExists, invalidArgument, notFound } from "../../../src/common/errors";
+import type { Logger } from "../../../src/common/log";
+import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
+import { isCephError } from "../../ceph";
+import type { JournalEntry } from "../journal";
+import { MAX_DISCARD_BYTES } from "../protocol";
+import type { Footprint } from "./footprint";
+import { headDiffers, INCOMPLETE_KEY } from "./image-ops";
+import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
+
+const RBD_BASE_FEATURES = 1n | 4n | 8n | 16n | 32n; // layering, exclusive-lock, object-map, fast-diff, deep-flatten
+
+type Deps = SinkDeps<SinkCluster>;
+
+export async function prepare(deps: Deps, fp: Footprint, log: Logger): Promise<void> {
+  switch (fp.h.kind) {
+    case TransferKind.BACKUP_FULL:
+    case TransferKind.RESTORE_NEW:
+      return createImage(deps, fp, log);
+    case TransferKind.BACKUP_INCREMENTAL:
+      return openBaseImage(deps, fp, log);
+    case TransferKind.RESTORE_ORIGINAL:
+      return openOriginal(fp);
+    default:
+      throw invalidArgument(`unknown transfer kind ${fp.h.kind}`);
+  }
+}
+
+function journalEntry(deps: Deps, fp: Footprint): JournalEntry {
+  const h = fp.h;
+  return {
+    transferId: h.transferId,
+    kind: h.kind,
+    pool: h.destination?.pool as string,
+    namespace: h.destination?.namespace ?? "",
+    image: h.destination?.image as string,
+    createdImage: false,
+    clientAddr: deps.clientAddr,
+    startedAt: new Date().toISOString(),
+    ...(h.toSnapshot ? { toSnapshot: h.toSnapshot } : {}),
+    ...(h.backupId ? { backupId: h.backupId } : {}),
+  };
+}
+
+const ioOf = (fp: Footprint) => fp.io as SinkIoCtx;
+const nameOf = (fp: Footprint) => fp.h.destination?.image as string;
+
+/** BACKUP_FULL, RESTORE_NEW: a new image, carrying the incomplete marker until commit. */
+async function createImage(deps: Deps, fp: Footprint, log: Logger): Promise<void> {
+  const h = fp.h;
+  // Journal the intent first: recovery removes the image only if it carries our marker.
+  fp.journal = { ...journalEntry(deps, fp), createdImage: true };
+  await deps.journal.write(fp.journal);
+  const features = h.features === 0 ? RBD_BASE_FEATURES : BigInt(h.features);
+  try {
+    await ioOf(fp).imageCreate(nameOf(fp), h.imageSize, {
+      features,
+      ...(h.order ? { order: h.order } : {}),
+      ...(h.stripeUnit ? { stripeUnit: h.stripeUnit } : {}),
+      ...(h.stripeCount ? { stripeCount: h.stripeCount } : {}),
+    });
+  } catch (e) {
+    await deps.journal.remove(h.transferId);
+    fp.journal = undefined;
+    if (isCephError(e, "EEXIST")) {
+      throw alreadyExists(
+        h.kind === TransferKind.BACKUP_FULL
+          ? `base image ${fp.where} already exists (backup id reused?)`
+          : `image ${fp.where} already exists: restore to a new volume needs a free name (or restore over the original)`,
+      );
+    }
+    throw e;
+  }
+  fp.createdImage = true;
+  fp.fresh = true;
+  fp.image = await ioOf(fp).imageOpen(nameOf(fp));
+  await fp.image.metaSet(INCOMPLETE_KEY, h.transferId);
+  log.debug("created image", { image: fp.where, size: h.imageSize });
+}
+
+/** BACKUP_INCREMENTAL: the chain's base image, its head at the from-snapshot, at the new size. */
+async function openBaseImage(deps: Deps, fp: Footprint, log: Logger): Promise<void> {
+  const h = fp.h;
+  const image = await open(fp, `base image ${fp.where} not found`);
+  const snaps = await image.snapList();
+  if (!snaps.some((s) => s.name === h.fromSnapshot)) {
+    throw notFound(`snapshot ${h.fromSnapshot} not found on base image ${fp.where}`);
+  }
+  if (snaps.some((s) => s.name === h.toSnapshot)) {
+    throw alreadyExists(`snapshot ${h.toSnapshot} already exists on base image ${fp.where}`);
+  }
+  if (await headDiffers(image, h.fromSnapshot)) {
+    // A failed attempt left the head written (or newer backups exist): start from the parent's state.
+    await image.snapRollback(h.fromSnapshot);
+    fp.warnings.push(`rolled the head of ${fp.where} back to ${h.fromSnapshot} before writing`);
+    log.info("rolled base image head back", { image: fp.where, to: h.fromSnapshot });
+  }
+  fp.journal = { ...journalEntry(deps, fp), rollbackTo: h.fromSnapshot };
+  await deps.journal.write(fp.journal);
+  if ((await image.stat()).size !== h.imageSize) await image.resize(h.imageSize);
+}
+
+/** RESTORE_ORIGINAL: the existing image, cut or grown to the backup's size. */
+async function openOriginal(fp: Footprint): Promise<void> {
+  const want = fp.h.imageSize;
+  const image = await open(fp, `image ${fp.where} not found (restore over the original needs it)`);
+  const size = (await image.stat()).size;
+  if (size > want) {
+    // Discard what lies beyond the backup's size, in pieces under 2 GiB, then shrink.
+    for (let off = want; off < size; off += MAX_DISCARD_BYTES) {
+      await image.discard(off, Math.min(MAX_DISCARD_BYTES, size - off));
+    }
+  }
+  if (size !== want) await image.resize(want);
+}
+
+async function open(fp: Footprint, missing: string): Promise<SinkImage> {
+  try {
+    fp.image = await ioOf(fp).imageOpen(nameOf(fp));
+  } catch (e) {
+    if (isCephError(e, "ENOENT")) throw notFound(missing);
+    throw e;
+  }
+  return fp.image;
+}

@@ -1,0 +1,96 @@
+/**
+ * Crash recovery: at start, the journal entries left by a previous run are transfers that died
+ * mid-way. For each: an image the transfer created is removed unless its snapshot shows it committed
+ * (and only while it still carries that transfer's incomplete marker and no snapshot at all); a base
+ * image's head is rolled back to its parent snapshot; a metadata object of an uncommitted backup is
+ * removed. First the dead run's Ceph client is blocklisted, so the watches and locks it held go now.
+ * Safe to run twice; an entry whose recovery fails stays for the next start.
+ */
+import { metaObjectName } from "../../../src/common/ids";
+import { isCephError } from "../../ceph";
+import type { JournalEntry } from "../journal";
+import { headDiffers, INCOMPLETE_KEY, removeImageRetrying } from "./image-ops";
+import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
+
+type Deps = SinkDeps<SinkCluster>;
+
+/** Undoes what interrupted transfers left behind; returns what it did, for the log. */
+export async function recoverInterrupted(deps: Deps): Promise<string[]> {
+  const done: string[] = [];
+  const entries = await deps.journal.list();
+  await fenceDeadClients(deps, entries, done);
+  for (const e of entries) {
+    const where = `${e.pool}${e.namespace ? `/${e.namespace}` : ""}/${e.image}`;
+    try {
+      if (await deps.cluster.poolExists(e.pool)) {
+        const io = await deps.cluster.openIoCtx(e.pool, { namespace: e.namespace, poolFullTry: true });
+        try {
+          await recoverOne(io, e, where, done);
+        } finally {
+          await io.close();
+        }
+      }
+      await deps.journal.remove(e.transferId);
+    } catch (err) {
+      deps.log.error("recovery of an interrupted transfer failed; will retry at next start", {
+        transfer: e.transferId,
+        image: where,
+        err,
+      });
+    }
+  }
+  for (const d of done) deps.log.info(d);
+  return done;
+}
+
+/**
+ * The process that wrote these entries died holding watches and exclusive locks on the images; its
+ * Ceph client would keep them until its watch times out. Blocklist it so they go now.
+ */
+async function fenceDeadClients(deps: Deps, entries: JournalEntry[], done: string[]): Promise<void> {
+  const dead = new Set(entries.map((e) => e.clientAddr).filter((a): a is string => !!a && a !== deps.clientAddr));
+  for (const addr of dead) {
+    try {
+      await deps.cluster.blocklistAdd(addr, 3600);
+      done.push(`blocklisted ${addr}, the Ceph client of a previous run that died mid-transfer`);
+    } catch (err) {
+      deps.log.warn("could not blocklist a dead predecessor; recovery may wait for its watches to time out", {
+        addr,
+        err,
+      });
+    }
+  }
+}
+
+async function recoverOne(io: SinkIoCtx, e: JournalEntry, where: string, done: string[]): Promise<void> {
+  let img: SinkImage;
+  try {
+    img = await io.imageOpen(e.image);
+  } catch (err) {
+    if (isCephError(err, "ENOENT")) return;
+    throw err;
+  }
+  let committed = false;
+  let removable = false;
+  try {
+    const snaps = await img.snapList();
+    committed = e.toSnapshot ? snaps.some((s) => s.name === e.toSnapshot) : false;
+    if (committed) {
+      if (e.createdImage) await img.metaRemove(INCOMPLETE_KEY).catch(() => {});
+    } else if (e.createdImage) {
+      removable = snaps.length === 0 && (await img.metaGet(INCOMPLETE_KEY)) === e.transferId;
+    } else if (e.rollbackTo && (await headDiffers(img, e.rollbackTo))) {
+      await img.snapRollback(e.rollbackTo);
+      done.push(`rolled ${where} back to ${e.rollbackTo} after interrupted transfer ${e.transferId}`);
+    }
+  } finally {
+    await img.close();
+  }
+  if (removable) {
+    await removeImageRetrying(io, e.image);
+    done.push(`removed ${where}, left half-written by interrupted transfer ${e.transferId}`);
+  }
+  if (!committed && e.metaCreated && e.backupId) {
+    await io.objRemove(metaObjectName(e.backupId)).catch(() => {});
+  }
+}

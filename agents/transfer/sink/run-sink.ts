@@ -1,0 +1,180 @@
+/**
+ * The destination side of one transfer, as named phases: read the header → check the pool (and keep
+ * watching it) → prepare the target image → receive (every message checked, chunks written through
+ * the aio window) → writes done (trailer verified, all writes finished, flushed) → commit (metadata
+ * object, then the snapshot) → the summary.
+ *
+ * Failure is clean: no snapshot unless everything was written and flushed; writes not yet started
+ * never start; then cleanup undoes what the footprint records. `runSink` settles only once that
+ * cleanup is over — so a caller that waits for it (the transfer server before it answers, the
+ * in-process shortcut) knows the destination is clean. When cleanup itself fails, its error is part of
+ * the reported error and the journal entry stays for recovery at the next start.
+ */
+import { resourceExhausted, toAppError, withCleanupErrors } from "../../../src/common/errors";
+import type { Logger } from "../../../src/common/log";
+import {
+  type TransferHeader,
+  TransferKind,
+  type TransferMessage,
+  type TransferSummary,
+} from "../../../src/gen/rbdbackup/v1/transfer";
+import { isCephError } from "../../ceph";
+import { MAX_DISCARD_BYTES } from "../protocol";
+import { RELEASE, type Releasable } from "../wire";
+import { abortable, transferAbort } from "./abort";
+import { cleanup } from "./cleanup";
+import { commit } from "./commit";
+import { type Footprint, newFootprint } from "./footprint";
+import { checkPool, type PoolWatch, watchPool } from "./pool-watch";
+import type { SinkCluster, SinkDeps, SinkImage } from "./ports";
+import { prepare } from "./prepare";
+import { type Checked, readHeader, StreamChecks } from "./stream-checks";
+import { WriteWindow } from "./write-window";
+
+type Deps = SinkDeps<SinkCluster>;
+
+export async function runSink(
+  deps: Deps,
+  messages: AsyncIterable<TransferMessage>,
+  callSignal?: AbortSignal,
+): Promise<TransferSummary> {
+  const started = Date.now();
+  const it = messages[Symbol.asyncIterator]();
+  const h = await readHeader(it, deps);
+  const log = deps.log.child({ transfer: h.transferId, job: h.jobId || undefined });
+  const dest = h.destination as NonNullable<TransferHeader["destination"]>;
+  const { ac, unlink } = transferAbort(callSignal);
+  try {
+    await checkPool(deps.cluster, dest.pool, deps.clusterName);
+    const watch = watchPool(deps.cluster, dest.pool, deps.clusterName, deps.limits.fullCheckIntervalMs, ac);
+    const fp = newFootprint(h);
+    const window = new WriteWindow(
+      {
+        writesInFlight: deps.limits.writesInFlight,
+        windowBytes: deps.limits.windowBytes,
+        meter: deps.meter,
+        pool: dest.pool,
+        ...(deps.writeDelayMs ? { writeDelayMs: deps.writeDelayMs } : {}),
+      },
+      ac.signal,
+    );
+    const checks = new StreamChecks(h, deps.meter, dest.pool, deps.checksum);
+    try {
+      // FULL_TRY: on a full pool, writes fail with ENOSPC instead of waiting, and the image's lock
+      // release, unwatch and removal (cleanup) still go through.
+      fp.io = await deps.cluster.openIoCtx(dest.pool, { namespace: dest.namespace, poolFullTry: true });
+      await prepare(deps, fp, log);
+      ac.signal.throwIfAborted();
+      const zeroBytes = await receive(it, fp, checks, window, ac.signal);
+      await writesDone(fp, checks, window, ac.signal);
+      await commit(deps, fp, log);
+      await (fp.image as SinkImage).close();
+      fp.image = undefined;
+      await deps.journal.remove(h.transferId);
+      const seconds = (Date.now() - started) / 1000;
+      log.info("transfer committed", {
+        image: fp.where,
+        dataBytes: checks.dataBytes,
+        zeroRanges: checks.zeroRanges,
+        seconds,
+      });
+      return {
+        dataBytesWritten: checks.dataBytes,
+        zeroBytesWritten: zeroBytes,
+        dataChunks: checks.chunks,
+        zeroRanges: checks.zeroRanges,
+        snapshotCreated: fp.snapshotCreated ? h.toSnapshot : "",
+        imageCreated: fp.createdImage,
+        seconds,
+        destinationFsid: deps.fsid,
+        warnings: fp.warnings,
+      };
+    } catch (e) {
+      await window.settle();
+      throw await failed(deps, fp, e, ac.signal, watch, log);
+    } finally {
+      watch.stop();
+      await fp.image?.close().catch(() => {});
+      await fp.io?.close().catch(() => {});
+    }
+  } finally {
+    unlink();
+  }
+}
+
+/**
+ * Every message after the header until the stream ends: checked, then written through the window
+ * (zero ranges only where the image had data before). Returns the bytes zeroed.
+ */
+async function receive(
+  it: AsyncIterator<TransferMessage>,
+  fp: Footprint,
+  checks: StreamChecks,
+  window: WriteWindow,
+  signal: AbortSignal,
+): Promise<number> {
+  const image = fp.image as SinkImage;
+  let zeroBytes = 0;
+  for (;;) {
+    const next = await abortable(it.next(), signal);
+    if (next.done) return zeroBytes;
+    // The buffer a received chunk lives in goes back to its pool once written (transfer-server.ts).
+    const release = (next.value as Releasable)[RELEASE];
+    let m: Checked;
+    try {
+      m = checks.next(next.value);
+    } catch (e) {
+      release?.();
+      throw e;
+    }
+    if (m.$case === "chunk") {
+      const { data, offset } = m;
+      await window.submit(data.length, "write", () => image.write(data, offset), release);
+      fp.wrote = true;
+      continue;
+    }
+    release?.();
+    if (m.$case === "zero" && !fp.fresh) {
+      const end = m.offset + m.length;
+      for (let off = m.offset; off < end; off += MAX_DISCARD_BYTES) {
+        const n = Math.min(MAX_DISCARD_BYTES, end - off);
+        zeroBytes += n;
+        await window.submit(0, "zeroes", () => image.writeZeroes(off, n));
+        fp.wrote = true;
+      }
+    }
+  }
+}
+
+/** The stream is complete and verified, every write finished, the image flushed. */
+async function writesDone(fp: Footprint, checks: StreamChecks, window: WriteWindow, signal: AbortSignal) {
+  checks.requireTrailer();
+  await window.drain();
+  checks.verifyTrailer();
+  await abortable((fp.image as SinkImage).flush(), signal);
+  signal.throwIfAborted();
+}
+
+/** The error to report, once cleanup is done: the cause (a full pool, not its symptom), plus cleanup's failures. */
+async function failed(
+  deps: Deps,
+  fp: Footprint,
+  e: unknown,
+  signal: AbortSignal,
+  watch: PoolWatch,
+  log: Logger,
+): Promise<unknown> {
+  const dest = fp.h.destination as NonNullable<TransferHeader["destination"]>;
+  // A pool that filled up shows as blocked or timed-out writes: report the cause, not the symptom.
+  const full = isCephError(e, "ENOSPC", "EDQUOT") || (isCephError(e, "ETIMEDOUT") && (await watch.isFull()));
+  const primary = full
+    ? resourceExhausted(
+        `pool ${dest.pool} on cluster ${deps.clusterName} is full (no space left): ${(e as Error).message}`,
+      )
+    : toAppError(signal.aborted ? signal.reason : e);
+  if (fp.h.kind === TransferKind.RESTORE_ORIGINAL && fp.wrote) {
+    primary.message += ` (the image ${fp.where} was partly overwritten; restore it again)`;
+  }
+  log.warn("transfer failed, cleaning up", { image: fp.where, error: primary.message });
+  return withCleanupErrors(primary, await cleanup(deps, fp, log));
+}

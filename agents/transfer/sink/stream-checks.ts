@@ -1,0 +1,124 @@
+/**
+ * The rules of the message stream as the destination enforces them (every message comes from the
+ * network): exactly one header first, for this cluster; then chunks and zero ranges inside the image,
+ * each chunk's checksum verified before anything is written (DATA_LOSS otherwise); then exactly one
+ * trailer, whose counts and digest over the records received must match before anything commits.
+ */
+import { AppError, dataLoss, failedPrecondition, invalidArgument, Status } from "../../../src/common/errors";
+import type { TransferHeader, TransferMessage, TransferTrailer } from "../../../src/gen/rbdbackup/v1/transfer";
+import type { TransferMeter } from "../meter";
+import { checksum as crc32c, TransferDigest, validateHeader } from "../protocol";
+
+/** Reads and checks the first message: a valid header, for a cluster with this fsid. */
+export async function readHeader(
+  it: AsyncIterator<TransferMessage>,
+  cluster: { fsid: string; clusterName: string },
+): Promise<TransferHeader> {
+  const first = await it.next();
+  if (first.done || first.value.body?.$case !== "header")
+    throw invalidArgument("the transfer must start with a header");
+  const h = validateHeader(first.value.body.value);
+  if (h.expectedFsid && h.expectedFsid !== cluster.fsid) {
+    throw failedPrecondition(
+      `this agent serves cluster ${cluster.clusterName} (fsid ${cluster.fsid}), not the expected fsid ${h.expectedFsid}`,
+    );
+  }
+  return h;
+}
+
+/** A message that passed the checks: what to write. */
+export type Checked =
+  | { $case: "chunk"; offset: number; data: Buffer }
+  | { $case: "zero"; offset: number; length: number }
+  | { $case: "trailer" };
+
+/** Checks the messages after the header, in order, and keeps the counts and digest of what arrived. */
+export class StreamChecks {
+  readonly #digest = new TransferDigest();
+  #trailer: TransferTrailer | null = null;
+  chunks = 0;
+  dataBytes = 0;
+  zeroRanges = 0;
+
+  constructor(
+    readonly h: TransferHeader,
+    readonly meter: TransferMeter,
+    /** Label of the metrics (the destination pool). */
+    readonly pool: string,
+    readonly checksum: (data: Uint8Array) => number = crc32c,
+  ) {}
+
+  /** Checks one message; throws INVALID_ARGUMENT or DATA_LOSS for one that must not be written. */
+  next(m: TransferMessage): Checked {
+    const body = m.body;
+    if (this.#trailer) throw invalidArgument("a message followed the trailer");
+    if (!body) throw invalidArgument("a message without a body");
+    const size = this.h.imageSize;
+    switch (body.$case) {
+      case "header":
+        throw invalidArgument("a second header in the same transfer");
+      case "chunk": {
+        const c = body.value;
+        const len = c.data.length;
+        if (len === 0 || len > this.h.chunkSize)
+          throw invalidArgument(`chunk at ${c.offset}: ${len} bytes, limit ${this.h.chunkSize}`);
+        if (!Number.isSafeInteger(c.offset) || c.offset + len > size) {
+          throw invalidArgument(`chunk at ${c.offset}+${len} lies beyond the image size ${size}`);
+        }
+        const crc = this.checksum(c.data);
+        if (crc !== c.crc32) {
+          this.meter.checksumFailure(this.pool);
+          throw dataLoss(`checksum mismatch in the chunk at offset ${c.offset} (${len} bytes): corrupted in transit`);
+        }
+        this.#digest.chunk(c.offset, len, crc);
+        this.meter.received(this.pool, len);
+        this.chunks++;
+        this.dataBytes += len;
+        return {
+          $case: "chunk",
+          offset: c.offset,
+          data: Buffer.from(c.data.buffer, c.data.byteOffset, c.data.byteLength),
+        };
+      }
+      case "zero": {
+        const z = body.value;
+        if (
+          !Number.isSafeInteger(z.offset) ||
+          !Number.isSafeInteger(z.length) ||
+          z.length <= 0 ||
+          z.offset + z.length > size
+        ) {
+          throw invalidArgument(`zero range ${z.offset}+${z.length} is empty or lies beyond the image size ${size}`);
+        }
+        this.#digest.zero(z.offset, z.length);
+        this.zeroRanges++;
+        return { $case: "zero", offset: z.offset, length: z.length };
+      }
+      case "trailer":
+        this.#trailer = body.value;
+        return { $case: "trailer" };
+    }
+  }
+
+  /** At the end of the stream: a stream without its trailer was cut short (the source gave up or is gone). */
+  requireTrailer(): void {
+    if (!this.#trailer)
+      throw new AppError(Status.UNAVAILABLE, "the transfer stream ended before its trailer (source gone?)");
+  }
+
+  /** The trailer's counts and digest against what arrived (DATA_LOSS: lost, duplicated or reordered). */
+  verifyTrailer(): void {
+    this.requireTrailer();
+    const t = this.#trailer as TransferTrailer;
+    if (t.dataChunks !== this.chunks || t.dataBytes !== this.dataBytes || t.zeroRanges !== this.zeroRanges) {
+      throw dataLoss(
+        `the trailer counts ${t.dataChunks} chunks / ${t.dataBytes} bytes / ${t.zeroRanges} zero ranges, received ${this.chunks} / ${this.dataBytes} / ${this.zeroRanges}`,
+      );
+    }
+    if (!Buffer.from(t.digest).equals(this.#digest.digest())) {
+      throw dataLoss(
+        "the transfer digest does not match the records received (lost, duplicated or reordered messages)",
+      );
+    }
+  }
+}

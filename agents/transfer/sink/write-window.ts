@@ -1,0 +1,117 @@
+/**
+ * The aio write window: many librbd writes in flight, bounded by count (`writesInFlight`) and by the
+ * bytes of chunk data they hold (`windowBytes`). `submit` waits for room before it starts a write, so
+ * the receive loop — and through it HTTP/2 flow control and the source — runs only as far ahead as
+ * the window allows. A chunk's buffer goes back to its pool (its `release`) exactly once: after
+ * librbd wrote it, or at once when the write never started.
+ *
+ * The first failed write stops the window: the next `submit` or `drain` throws its error. `settle`
+ * (on any failure) keeps writes that have not started from starting and waits for those librbd holds.
+ */
+import { delay } from "../../../src/common/retry";
+import type { TransferMeter } from "../meter";
+import { abortable } from "./abort";
+
+export interface WriteWindowOptions {
+  writesInFlight: number;
+  windowBytes: number;
+  meter: TransferMeter;
+  /** Label of the metrics (the destination pool). */
+  pool: string;
+  /** Test-only: delay every write. */
+  writeDelayMs?: number;
+}
+
+export type WriteKind = "write" | "zeroes";
+
+export class WriteWindow {
+  readonly #inflight = new Set<Promise<void>>();
+  #bytes = 0;
+  #error: unknown = null;
+  #submitted = 0;
+  readonly #stop = new AbortController();
+
+  /** `signal`: waits for room end when it aborts (with its reason). */
+  constructor(
+    readonly o: WriteWindowOptions,
+    readonly signal: AbortSignal,
+  ) {}
+
+  /** Writes in flight now. */
+  get inFlight(): number {
+    return this.#inflight.size;
+  }
+
+  /** Bytes held by writes in flight now. */
+  get bytesHeld(): number {
+    return this.#bytes;
+  }
+
+  /** Writes started so far (the image may have changed once this is > 0). */
+  get submitted(): number {
+    return this.#submitted;
+  }
+
+  /**
+   * Starts `op` (holding `bytes`) once the window has room. Owns `release` from the call on: it runs
+   * when the op settled, or before this throws if the op never started.
+   */
+  async submit(bytes: number, kind: WriteKind, op: () => Promise<unknown>, release?: () => void): Promise<void> {
+    try {
+      while (this.#inflight.size > 0 && !this.#fits(bytes)) {
+        await abortable(Promise.race(this.#inflight), this.signal);
+      }
+      if (this.#error) throw this.#error;
+      if (this.#stop.signal.aborted) throw this.signal.reason ?? new Error("the write window was stopped");
+    } catch (e) {
+      release?.();
+      throw e;
+    }
+    this.#bytes += bytes;
+    this.#submitted++;
+    const tracked: Promise<void> = this.#run(bytes, kind, op).finally(() => {
+      this.#inflight.delete(tracked);
+      this.#bytes -= bytes;
+      release?.(); // the write is over: its buffer may be reused
+    });
+    this.#inflight.add(tracked);
+  }
+
+  /** Waits until every write is done (ends early when the signal aborts); throws the first write error. */
+  async drain(): Promise<void> {
+    await abortable(Promise.all(this.#inflight), this.signal);
+    if (this.#error) throw this.#error;
+  }
+
+  /**
+   * After a failure: writes not yet handed to librbd never start; waits for those it holds (each
+   * bounded by the cluster's op timeout), so no buffer is still in use once this resolves.
+   */
+  async settle(): Promise<void> {
+    this.#stop.abort();
+    await Promise.all(this.#inflight);
+  }
+
+  #fits(bytes: number): boolean {
+    return this.#inflight.size < this.o.writesInFlight && this.#bytes + bytes <= this.o.windowBytes;
+  }
+
+  async #run(bytes: number, kind: WriteKind, op: () => Promise<unknown>): Promise<void> {
+    const meter = this.o.meter;
+    try {
+      if (this.o.writeDelayMs) await delay(this.o.writeDelayMs, this.#stop.signal);
+      if (this.#stop.signal.aborted) return;
+      const t0 = performance.now();
+      meter.ioStarted();
+      try {
+        await op();
+      } finally {
+        meter.ioFinished();
+      }
+      meter.io(kind, (performance.now() - t0) / 1000);
+      if (kind === "write") meter.written(this.o.pool, bytes);
+    } catch (e) {
+      this.#error ??= e;
+    }
+  }
+}

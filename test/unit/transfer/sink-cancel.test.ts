@@ -1,0 +1,150 @@
+/**
+ * The cancel guarantee across the wire, without Ceph: TransferClient → transferStreamHandler →
+ * runSink on an in-memory cluster, over a loopback HTTP/2 connection. A source that gives up
+ * (cancelled, or its reads failed) half-closes the stream; the destination cleans up, then answers;
+ * only then does the source's call settle — so when it does, the destination is already clean. A
+ * destination that never answers is given up on after the client's bound, with a warning.
+ */
+import assert from "node:assert/strict";
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import { after, describe, it } from "node:test";
+import { MAX_MESSAGE_BYTES } from "../../../agents/transfer/protocol";
+import { runSink } from "../../../agents/transfer/sink";
+import { TransferClient } from "../../../agents/transfer/transfer-client";
+import { ReceivePool, type TransferHandler, transferStreamHandler } from "../../../agents/transfer/transfer-server";
+import type { TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
+import { FakeCeph, poolState } from "./fakes/fake-ceph";
+import { type LogLine, quietLogger, sinkDeps, until } from "./fakes/sink-deps";
+import { chunkParts, Feed, header, KiB, messages, pattern } from "./fakes/stream";
+
+const CHUNK = 64 * KiB;
+const servers: Array<() => Promise<void>> = [];
+after(async () => {
+  for (const stop of servers) await stop();
+});
+
+/** A plain (h2c) HTTP/2 server on 127.0.0.1 whose streams go to `handler` as the agent's would. */
+async function serve(handler: TransferHandler): Promise<string> {
+  const server = http2.createServer();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on("session", (s) => {
+    sessions.add(s);
+    s.on("close", () => sessions.delete(s));
+  });
+  server.on("stream", transferStreamHandler(handler, { maxMessageBytes: MAX_MESSAGE_BYTES, pool: new ReceivePool(8) }));
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  servers.push(async () => {
+    for (const s of sessions) s.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+  return `127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+function cluster(): FakeCeph {
+  const ceph = new FakeCeph("backups");
+  ceph.addImage("backups", "other.backup.x", pattern(CHUNK, 9), ["backup.x.snap.1"]);
+  return ceph;
+}
+
+function client(address: string, lines: LogLine[], cancelWaitMs?: number): TransferClient {
+  return new TransferClient(
+    address,
+    { insecure: true },
+    { log: quietLogger(lines), ...(cancelWaitMs ? { cancelWaitMs } : {}) },
+  );
+}
+
+describe("cancel: the source settles only once the destination cleaned up", () => {
+  it("a cancelled transfer rejects with AbortError after the destination removed the image it created", async () => {
+    const ceph = cluster();
+    const before = poolState(ceph, "backups");
+    const deps = sinkDeps(ceph);
+    const address = await serve((m, signal) => runSink(deps, m, signal));
+    const lines: LogLine[] = [];
+    const c = client(address, lines);
+    const h = header();
+    const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "hang" });
+    const ac = new AbortController();
+    const call = c.transfer(feed, ac.signal);
+    await until("the destination writing", () => ceph.log.some((l) => l.startsWith(`write ${h.destination?.image}`)));
+    ac.abort();
+    const e = await call.catch((x: unknown) => x);
+    assert.equal((e as Error).name, "AbortError");
+    // Checked the moment the call settled: no waiting for the destination here.
+    assert.equal(poolState(ceph, "backups"), before, "the new base image is already gone");
+    assert.equal(deps.journal.entries.size, 0);
+    assert.deepEqual(
+      lines.filter((l) => l.level === "warn"),
+      [],
+    );
+    c.close();
+  });
+
+  it("a source whose reads fail: the call rejects with the source's error after the destination cleaned up", async () => {
+    const ceph = cluster();
+    const before = poolState(ceph, "backups");
+    const deps = sinkDeps(ceph);
+    const address = await serve((m, signal) => runSink(deps, m, signal));
+    const c = client(address, []);
+    const h = header();
+    const msgs = messages(h, chunkParts(4, CHUNK));
+    const failing = (async function* (): AsyncGenerator<TransferMessage> {
+      yield* msgs.slice(0, 3);
+      await until("the destination writing", () => ceph.log.some((l) => l.startsWith("write")));
+      throw new Error("read failed at 42");
+    })();
+    const e = await c.transfer(failing, new AbortController().signal).catch((x: unknown) => x);
+    assert.match((e as Error).message, /read failed at 42/);
+    assert.equal(poolState(ceph, "backups"), before, "the new base image is already gone");
+    c.close();
+  });
+
+  it("a cancel that comes after the whole stream was sent cannot stop the commit: the summary comes back", async () => {
+    const ceph = cluster();
+    const deps = sinkDeps(ceph);
+    let openGate!: () => void;
+    ceph.gates.flush = new Promise<void>((r) => {
+      openGate = r;
+    });
+    const address = await serve((m, signal) => runSink(deps, m, signal));
+    const c = client(address, []);
+    const h = header();
+    const ac = new AbortController();
+    const call = c.transfer(new Feed(messages(h, chunkParts(2, CHUNK))), ac.signal);
+    await until("the destination flushing", () => ceph.inFlightAtFlush.length > 0);
+    ac.abort();
+    openGate();
+    const s = await call;
+    assert.equal(s.snapshotCreated, h.toSnapshot, "the destination committed; the caller learns it");
+    c.close();
+  });
+
+  it("a destination that never answers: given up after the client's bound, with a warning", async () => {
+    let handlerAborted = false;
+    const address = await serve(
+      (_m, signal) =>
+        new Promise(() => {
+          signal.addEventListener("abort", () => {
+            handlerAborted = true;
+          });
+        }),
+    );
+    const lines: LogLine[] = [];
+    const c = client(address, lines, 50);
+    const ac = new AbortController();
+    const call = c.transfer(
+      new Feed(messages(header(), chunkParts(2, CHUNK)), { holdAfter: 2, after: "hang" }),
+      ac.signal,
+    );
+    await new Promise<void>((r) => setImmediate(r));
+    ac.abort();
+    await assert.rejects(call, { name: "AbortError" });
+    assert.ok(
+      lines.some((l) => l.level === "warn" && /did not confirm its cleanup/.test(l.msg)),
+      JSON.stringify(lines),
+    );
+    await until("the reset to reach the destination", () => handlerAborted);
+    c.close();
+  });
+});

@@ -1,0 +1,92 @@
+/**
+ * Crash recovery (agents/transfer/sink/recovery.ts) from journal entries, against an in-memory
+ * cluster: what it removes, rolls back and keeps, the dead client fenced, and a second run a no-op.
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { describe, it } from "node:test";
+import type { JournalEntry } from "../../../agents/transfer/journal";
+import { INCOMPLETE_KEY, recoverInterrupted } from "../../../agents/transfer/sink";
+import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
+import { FakeCeph, poolState } from "./fakes/fake-ceph";
+import { sinkDeps } from "./fakes/sink-deps";
+import { KiB, pattern } from "./fakes/stream";
+
+const DEAD = "10.0.0.9:0/77";
+
+function entry(over: Partial<JournalEntry>): JournalEntry {
+  return {
+    transferId: randomUUID(),
+    kind: TransferKind.BACKUP_FULL,
+    pool: "backups",
+    namespace: "",
+    image: "x",
+    createdImage: false,
+    clientAddr: DEAD,
+    startedAt: new Date().toISOString(),
+    ...over,
+  };
+}
+
+describe("sink crash recovery", () => {
+  it("removes, rolls back or keeps exactly what each interrupted transfer left; fences the dead client; safe twice", async () => {
+    const ceph = new FakeCeph("backups");
+    const deps = sinkDeps(ceph);
+    const size = 64 * KiB;
+    const half = entry({
+      image: "half",
+      createdImage: true,
+      toSnapshot: "backup.h.snap.1",
+      backupId: "h",
+      metaCreated: true,
+    });
+    ceph.addImage("backups", "half", pattern(size, 1)).meta.set(INCOMPLETE_KEY, half.transferId);
+    ceph.pool("backups").objects.set("backup.h.meta", Buffer.from("{}"));
+
+    const done = entry({ image: "done", createdImage: true, toSnapshot: "backup.d.snap.1" });
+    const doneImg = ceph.addImage("backups", "done", pattern(size, 2), ["backup.d.snap.1"]);
+    doneImg.meta.set(INCOMPLETE_KEY, done.transferId);
+
+    const foreign = entry({ image: "foreign", createdImage: true, toSnapshot: "backup.f.snap.1" });
+    ceph.addImage("backups", "foreign", pattern(size, 3)).meta.set(INCOMPLETE_KEY, randomUUID());
+
+    const parent = pattern(size, 4);
+    const incr = entry({ kind: TransferKind.BACKUP_INCREMENTAL, image: "chain", rollbackTo: "backup.p.snap.1" });
+    const chain = ceph.addImage("backups", "chain", parent, ["backup.p.snap.1"]);
+    chain.data.fill(9, 0, 4096);
+
+    const gone = entry({ pool: "deleted-pool", image: "y" });
+    for (const e of [half, done, foreign, incr, gone]) await deps.journal.write(e);
+
+    const report = await recoverInterrupted(deps);
+    assert.deepEqual(ceph.blocklisted, [DEAD]);
+    const p = ceph.pool("backups");
+    assert.equal(p.images.has("half"), false, "the half-written image it created is removed");
+    assert.equal(p.objects.has("backup.h.meta"), false, "with the metadata object of the uncommitted backup");
+    assert.equal(doneImg.meta.has(INCOMPLETE_KEY), false, "a committed image keeps its data, loses the marker");
+    assert.ok(p.images.has("foreign"), "an image carrying another transfer's marker is not ours to remove");
+    assert.ok(chain.data.equals(parent), "the chain's head is rolled back to its parent");
+    assert.equal(deps.journal.entries.size, 0, "every entry is done");
+    assert.equal(report.length, 3, report.join("\n")); // fenced, removed, rolled back
+
+    const after = poolState(ceph, "backups");
+    assert.deepEqual(await recoverInterrupted(deps), []);
+    assert.equal(poolState(ceph, "backups"), after, "a second run changes nothing");
+  });
+
+  it("an entry whose recovery fails stays for the next start", async () => {
+    const ceph = new FakeCeph("backups");
+    const deps = sinkDeps(ceph);
+    const e = entry({ image: "half", createdImage: true });
+    ceph.addImage("backups", "half", pattern(4 * KiB, 1)).meta.set(INCOMPLETE_KEY, e.transferId);
+    // A pool that cannot be opened: recovery logs it and keeps the entry.
+    ceph.openIoCtx = async () => {
+      throw new Error("cluster unreachable");
+    };
+    await deps.journal.write(e);
+    await recoverInterrupted(deps);
+    assert.equal(deps.journal.entries.size, 1);
+    assert.ok(ceph.pool("backups").images.has("half"));
+    assert.ok(deps.lines.some((l) => l.level === "error" && /will retry at next start/.test(l.msg)));
+  });
+});

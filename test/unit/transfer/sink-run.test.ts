@@ -1,0 +1,281 @@
+/**
+ * runSink (agents/transfer/sink) against an in-memory cluster: what a transfer leaves on the
+ * destination. Commit order (every write done → flush → metadata object → snapshot), checksum
+ * failures never written, write failures reported with their status, and cleanup per kind on failure
+ * or cancel — settled before runSink settles, and nothing touched outside the transfer's image.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { INCOMPLETE_KEY, runSink } from "../../../agents/transfer/sink";
+import { AppError, Status } from "../../../src/common/errors";
+import { metaObjectName } from "../../../src/common/ids";
+import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
+import { cephError, FakeCeph, poolState } from "./fakes/fake-ceph";
+import { sinkDeps, until } from "./fakes/sink-deps";
+import { chunkParts, Feed, header, KiB, messages, pattern, type Released } from "./fakes/stream";
+
+const CHUNK = 64 * KiB;
+
+/** A pool with a bystander image (with a snapshot) and object: they must never change. */
+function cluster(): FakeCeph {
+  const ceph = new FakeCeph("backups");
+  ceph.addImage("backups", "other.backup.x", pattern(64 * KiB, 9), ["backup.x.snap.1"]);
+  ceph.pool("backups").objects.set("backup.x.meta", Buffer.from("{}"));
+  return ceph;
+}
+
+function status(e: unknown): Status {
+  assert.ok(e instanceof AppError, `an AppError, got ${String(e)}`);
+  return e.status;
+}
+
+/** Index of the first log line starting with `prefix` (−1 if none). */
+const at = (log: string[], prefix: string) => log.findIndex((l) => l.startsWith(prefix));
+const lastAt = (log: string[], prefix: string) => log.findLastIndex((l) => l.startsWith(prefix));
+
+describe("runSink: commit", () => {
+  it("a full backup: all writes done → flush → metadata object → snapshot; data byte-identical; buffers released once", async () => {
+    const ceph = cluster();
+    const deps = sinkDeps(ceph);
+    const h = header();
+    const name = h.destination?.image as string;
+    const parts = chunkParts(4, CHUNK);
+    const released: Released = { counts: [] };
+    const s = await runSink(deps, new Feed(messages(h, parts, { released })));
+
+    const log = ceph.log;
+    const flush = at(log, `flush ${name}`);
+    assert.ok(flush > lastAt(log, `write ${name}`), "flush after the last write");
+    assert.deepEqual(ceph.inFlightAtFlush, [0], "no write in flight when flush was called");
+    assert.ok(at(log, `objCreate ${metaObjectName(h.backupId)}`) > flush, "metadata object after the flush");
+    assert.ok(
+      at(log, `snapCreate ${name} ${h.toSnapshot}`) > at(log, "objCreate"),
+      "snapshot after the metadata object",
+    );
+    assert.ok(at(log, `metaRemove ${name} ${INCOMPLETE_KEY}`) > at(log, "snapCreate"), "marker removed last");
+
+    const img = ceph.pool("backups").images.get(name);
+    assert.ok(img);
+    assert.ok(img.data.equals(Buffer.concat(parts.map((p) => ("data" in p ? p.data : Buffer.alloc(0))))));
+    assert.deepEqual(
+      img.snaps.map((x) => x.name),
+      [h.toSnapshot],
+    );
+    assert.equal(img.meta.has(INCOMPLETE_KEY), false);
+    assert.deepEqual(ceph.pool("backups").objects.get(metaObjectName(h.backupId)), Buffer.from(h.metadataJson));
+    assert.equal(img.opens, 0, "the image was closed");
+    assert.equal(deps.journal.entries.size, 0, "the journal entry is gone");
+    assert.deepEqual(released.counts, [1, 1, 1, 1]);
+    assert.ok(ceph.maxWritesInFlight <= 3, `at most writesInFlight writes at once (${ceph.maxWritesInFlight})`);
+    assert.equal(s.snapshotCreated, h.toSnapshot);
+    assert.equal(s.imageCreated, true);
+    assert.equal(s.dataChunks, 4);
+    assert.equal(s.dataBytesWritten, 4 * CHUNK);
+    assert.equal(s.destinationFsid, "fsid-b");
+  });
+
+  it("an incremental: a dirty head is rolled back first; zero ranges are written; committed on top of the chain", async () => {
+    const ceph = cluster();
+    const deps = sinkDeps(ceph);
+    const h = header({ kind: TransferKind.BACKUP_INCREMENTAL, fromSnapshot: "backup.p.snap.1" });
+    const name = h.destination?.image as string;
+    const parent = pattern(h.imageSize, 3);
+    const img = ceph.addImage("backups", name, parent, ["backup.p.snap.1"]);
+    img.data.fill(7, 0, 100); // a failed attempt left the head written
+    const s = await runSink(
+      deps,
+      new Feed(
+        messages(h, [
+          { offset: CHUNK, data: pattern(CHUNK, 5) },
+          { offset: 3 * CHUNK, zero: CHUNK },
+        ]),
+      ),
+    );
+    assert.ok(at(ceph.log, `snapRollback ${name} backup.p.snap.1`) < at(ceph.log, `write ${name}`));
+    assert.match(s.warnings.join("\n"), /rolled the head .* back to backup\.p\.snap\.1/);
+    const want = Buffer.from(parent);
+    pattern(CHUNK, 5).copy(want, CHUNK);
+    want.fill(0, 3 * CHUNK, 4 * CHUNK);
+    assert.ok(img.data.equals(want), "head = parent + chunk + zeros");
+    assert.deepEqual(
+      img.snaps.map((x) => x.name),
+      ["backup.p.snap.1", h.toSnapshot],
+    );
+    assert.equal(s.zeroBytesWritten, CHUNK);
+    assert.equal(s.imageCreated, false);
+  });
+
+  it("a restore to a new volume applies image-meta and leaves no snapshot", async () => {
+    const ceph = new FakeCeph("rbd");
+    const h = header({
+      kind: TransferKind.RESTORE_NEW,
+      destination: { pool: "rbd", namespace: "", image: "restored" },
+      imageMeta: { conf_rbd_cache: "false" },
+    });
+    const s = await runSink(sinkDeps(ceph), new Feed(messages(h, chunkParts(2, CHUNK))));
+    const img = ceph.pool("rbd").images.get("restored");
+    assert.ok(img);
+    assert.deepEqual([...img.meta.entries()], [["conf_rbd_cache", "false"]]);
+    assert.equal(img.snaps.length, 0);
+    assert.equal(s.snapshotCreated, "");
+  });
+});
+
+describe("runSink: failures", () => {
+  it("a chunk whose checksum fails: DATA_LOSS, that chunk never written, the new base image removed", async () => {
+    const ceph = cluster();
+    const before = poolState(ceph, "backups");
+    const deps = sinkDeps(ceph);
+    const h = header();
+    const released: Released = { counts: [] };
+    const e = await runSink(deps, new Feed(messages(h, chunkParts(4, CHUNK), { corrupt: 2, released }))).catch(
+      (x) => x,
+    );
+    assert.equal(status(e), Status.DATA_LOSS);
+    assert.match(e.message, /checksum mismatch in the chunk at offset 131072/);
+    assert.equal(deps.counts.checksumFailures, 1);
+    assert.equal(
+      at(ceph.log, `write ${h.destination?.image} ${2 * CHUNK}+`),
+      -1,
+      "the corrupt chunk was never written",
+    );
+    assert.equal(ceph.pool("backups").images.has(h.destination?.image as string), false, "base image removed");
+    assert.equal(poolState(ceph, "backups"), before, "nothing else changed");
+    assert.equal(deps.journal.entries.size, 0);
+    assert.deepEqual(released.counts, [1, 1, 1, 0], "written and rejected buffers released once; the 4th never pulled");
+  });
+
+  it("a failed write stops the stream and is reported with its status (a full pool: RESOURCE_EXHAUSTED)", async () => {
+    const ceph = cluster();
+    const before = poolState(ceph, "backups");
+    ceph.faults.writeAt = { offset: CHUNK, error: cephError("ENOSPC", "rbd_aio_write") };
+    const deps = sinkDeps(ceph, { limits: { writesInFlight: 1, windowBytes: 1 << 20, fullCheckIntervalMs: 60_000 } });
+    const h = header();
+    const released: Released = { counts: [] };
+    const e = await runSink(deps, new Feed(messages(h, chunkParts(4, CHUNK), { released }))).catch((x) => x);
+    assert.equal(status(e), Status.RESOURCE_EXHAUSTED);
+    assert.match(e.message, /pool backups on cluster site-b is full/);
+    assert.equal(at(ceph.log, `write ${h.destination?.image} ${3 * CHUNK}`), -1, "no write after the failure");
+    assert.equal(at(ceph.log, "flush"), -1);
+    assert.equal(poolState(ceph, "backups"), before, "the new image removed, nothing else changed");
+    // One write at a time: the 2nd fails, the 3rd (waiting for room) is refused, the 4th never pulled.
+    assert.deepEqual(released.counts, [1, 1, 1, 0], "every buffer the sink took released exactly once");
+  });
+
+  for (const [what, fault, code] of [
+    ["the flush fails", "flush", Status.UNAVAILABLE],
+    ["the metadata object exists", "objCreate", Status.ALREADY_EXISTS],
+    ["the snapshot fails", "snapCreate", Status.UNAVAILABLE],
+  ] as const) {
+    it(`${what}: no snapshot, no metadata object of ours, the new image removed`, async () => {
+      const ceph = cluster();
+      const before = poolState(ceph, "backups");
+      ceph.faults[fault] = fault === "objCreate" ? cephError("EEXIST") : cephError("ETIMEDOUT");
+      const deps = sinkDeps(ceph);
+      const h = header();
+      const e = await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK)))).catch((x) => x);
+      assert.equal(status(e), code, e.message);
+      assert.equal(at(ceph.log, "snapCreate"), -1, "no snapshot was made");
+      assert.equal(poolState(ceph, "backups"), before, "image and our metadata object gone, nothing else changed");
+      assert.equal(deps.journal.entries.size, 0);
+    });
+  }
+
+  it("cancelled mid-stream (full backup): CANCELLED, and the new base image is already gone when runSink settles", async () => {
+    const ceph = cluster();
+    const before = poolState(ceph, "backups");
+    const deps = sinkDeps(ceph);
+    const h = header();
+    const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "hang" });
+    const ac = new AbortController();
+    const run = runSink(deps, feed, ac.signal);
+    await feed.held;
+    await until("a write", () => at(ceph.log, "write") >= 0);
+    ac.abort();
+    const e = await run.catch((x) => x);
+    assert.equal(status(e), Status.CANCELLED);
+    assert.equal(poolState(ceph, "backups"), before, "removed before runSink settled");
+    assert.equal(deps.journal.entries.size, 0);
+  });
+
+  it("an incremental cut short after writing: the head is rolled back to the parent, the chain untouched", async () => {
+    const ceph = cluster();
+    const h = header({ kind: TransferKind.BACKUP_INCREMENTAL, fromSnapshot: "backup.p.snap.1" });
+    const name = h.destination?.image as string;
+    const parent = pattern(h.imageSize, 3);
+    const img = ceph.addImage("backups", name, parent, ["backup.p.snap.1"]);
+    const before = poolState(ceph, "backups");
+    const deps = sinkDeps(ceph);
+    const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "end" });
+    const run = runSink(deps, feed);
+    await feed.held;
+    await until("a write", () => at(ceph.log, `write ${name}`) >= 0);
+    feed.release(); // the stream ends without its trailer: the source gave up
+    const e = await run.catch((x) => x);
+    assert.equal(status(e), Status.UNAVAILABLE);
+    assert.match(e.message, /ended before its trailer/);
+    assert.ok(at(ceph.log, `snapRollback ${name} backup.p.snap.1`) > at(ceph.log, `write ${name}`));
+    assert.ok(img.data.equals(parent), "head back at the parent snapshot");
+    assert.equal(poolState(ceph, "backups"), before, "image, snapshots and objects as before");
+    assert.equal(deps.journal.entries.size, 0);
+  });
+
+  it("a restore to a new volume, cancelled: the new image is removed", async () => {
+    const ceph = new FakeCeph("rbd");
+    ceph.addImage("rbd", "volume-1", pattern(CHUNK, 1));
+    const before = poolState(ceph, "rbd");
+    const h = header({
+      kind: TransferKind.RESTORE_NEW,
+      destination: { pool: "rbd", namespace: "", image: "restored" },
+    });
+    const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 2, after: "hang" });
+    const ac = new AbortController();
+    const run = runSink(sinkDeps(ceph), feed, ac.signal);
+    await feed.held;
+    ac.abort();
+    assert.equal(status(await run.catch((x) => x)), Status.CANCELLED);
+    assert.equal(poolState(ceph, "rbd"), before);
+  });
+
+  it("a restore over the original that fails after writing: the image stays, the error says to restore again", async () => {
+    const ceph = new FakeCeph("rbd");
+    const original = ceph.addImage("rbd", "volume-1", pattern(512 * KiB, 1), ["user-snap"]);
+    ceph.addImage("rbd", "volume-2", pattern(CHUNK, 2));
+    const bystander = poolState(ceph, "rbd", "volume-1");
+    const h = header({
+      kind: TransferKind.RESTORE_ORIGINAL,
+      destination: { pool: "rbd", namespace: "", image: "volume-1" },
+    });
+    const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "end" });
+    const run = runSink(sinkDeps(ceph), feed);
+    await feed.held;
+    await until("a write", () => at(ceph.log, "write volume-1") >= 0);
+    feed.release();
+    const e = await run.catch((x) => x);
+    assert.equal(status(e), Status.UNAVAILABLE);
+    assert.match(e.message, /the image rbd\/volume-1 was partly overwritten; restore it again/);
+    assert.ok(ceph.pool("rbd").images.has("volume-1"), "the original is never removed");
+    assert.equal(original.data.length, h.imageSize, "resized to the backup's size");
+    assert.deepEqual(
+      original.snaps.map((x) => x.name),
+      ["user-snap"],
+      "its snapshots untouched",
+    );
+    assert.equal(original.opens, 0);
+    assert.equal(poolState(ceph, "rbd", "volume-1"), bystander);
+  });
+
+  it("the pool fills up mid-transfer: RESOURCE_EXHAUSTED from the watchdog, and cleanup", async () => {
+    const ceph = cluster();
+    const before = poolState(ceph, "backups");
+    const deps = sinkDeps(ceph, { limits: { writesInFlight: 2, windowBytes: 1 << 20, fullCheckIntervalMs: 1 } });
+    const feed = new Feed(messages(header(), chunkParts(4, CHUNK)), { holdAfter: 2, after: "hang" });
+    const run = runSink(deps, feed);
+    await feed.held;
+    ceph.full = true;
+    const e = await run.catch((x) => x);
+    assert.equal(status(e), Status.RESOURCE_EXHAUSTED);
+    assert.match(e.message, /became full/);
+    assert.equal(poolState(ceph, "backups"), before);
+  });
+});
