@@ -6,13 +6,13 @@
  * destination that never answers is given up on after the client's bound, with a warning.
  */
 import assert from "node:assert/strict";
-import http2 from "node:http2";
-import type { AddressInfo } from "node:net";
 import { after, describe, it } from "node:test";
 import { MAX_MESSAGE_BYTES } from "../../../agents/transfer/protocol";
 import { runSink } from "../../../agents/transfer/sink";
 import { TransferClient } from "../../../agents/transfer/transfer-client";
-import { ReceivePool, type TransferHandler, transferStreamHandler } from "../../../agents/transfer/transfer-server";
+import { DataPlaneServer } from "../../../agents/transfer/data-plane-server";
+import { ReceivePool } from "../../../agents/transfer/message-reader";
+import type { TransferEntry } from "../../../agents/transfer/transfer-server";
 import type { TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
 import { FakeCeph, poolState } from "./fakes/fake-ceph";
 import { type LogLine, quietLogger, sinkDeps, until } from "./fakes/sink-deps";
@@ -24,21 +24,19 @@ after(async () => {
   for (const stop of servers) await stop();
 });
 
-/** A plain (h2c) HTTP/2 server on 127.0.0.1 whose streams go to `handler` as the agent's would. */
-async function serve(handler: TransferHandler): Promise<string> {
-  const server = http2.createServer();
-  const sessions = new Set<http2.ServerHttp2Session>();
-  server.on("session", (s) => {
-    sessions.add(s);
-    s.on("close", () => sessions.delete(s));
+/** The agent's data-plane server (plain h2c) on 127.0.0.1 whose Transfer calls go to `handler`. */
+async function serve(handler: TransferEntry): Promise<string> {
+  const server = new DataPlaneServer({
+    tls: { insecure: true },
+    transfer: handler,
+    listChains: async () => ({}),
+    maxMessageBytes: MAX_MESSAGE_BYTES,
+    maxConcurrentTransfers: 8,
+    pool: new ReceivePool(8),
   });
-  server.on("stream", transferStreamHandler(handler, { maxMessageBytes: MAX_MESSAGE_BYTES, pool: new ReceivePool(8) }));
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  servers.push(async () => {
-    for (const s of sessions) s.destroy();
-    await new Promise<void>((r) => server.close(() => r()));
-  });
-  return `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const address = await server.listen("127.0.0.1:0");
+  servers.push(() => server.shutdown(0));
+  return address;
 }
 
 function cluster(): FakeCeph {

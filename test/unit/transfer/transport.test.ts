@@ -222,7 +222,7 @@ for (const side of ["grpc-js server", "our server"] as const) {
         started = true;
         return new Promise(() => {}); // never answers by itself
       };
-      const client = new TransferClient(address(), clientTls);
+      const client = new TransferClient(address(), clientTls, { cancelWaitMs: 200 });
       const ac = new AbortController();
       const call = client.transfer(chunks(2, 1024, new FramePool()), ac.signal);
       await until(() => started, "the server's handler to start");
