@@ -135,7 +135,7 @@ export class Agent {
         clusterFsid: this.fsid,
       }),
     };
-    this.#peers = new Peers(cfg.tls, localTarget);
+    this.#peers = new Peers(cfg.tls, localTarget, this.log);
     const peers = this.#peers;
     const ctx: EngineContext = {
       cluster,

@@ -65,11 +65,6 @@ export const AgentConfigSchema = daemonSchema("rbdbackup agent configuration", {
   agentId: Type.Optional(text("Stable id of this agent (default: <hostname>-<cluster name>).")),
   cluster: Cluster,
   listen: hostPort("host:port of the gRPC server (AgentService, health). Port 0 picks a free one.", "127.0.0.1:7400"),
-  advertiseAddress: hostPort(
-    'host:port the coordinator hands out to reach this agent; "" = the address it listens on.',
-    "",
-    true,
-  ),
   transferListen: hostPort(
     "host:port of the data plane (TransferService, its own listener). Port 0 picks a free one.",
     "127.0.0.1:7401",
@@ -106,7 +101,6 @@ export const agentFlags: Record<string, FlagSpec> = {
   "client-id": { path: "cluster.clientId" },
   keyring: { path: "cluster.keyring" },
   listen: { path: "listen" },
-  "advertise-address": { path: "advertiseAddress" },
   "transfer-listen": { path: "transferListen" },
   "transfer-advertise-address": { path: "transferAdvertiseAddress" },
   coordinator: { path: "coordinator.address" },

@@ -5,6 +5,7 @@
  * (address: AgentService and health; transferAddress: the data plane, TransferService).
  * Exit codes: 0 stopped cleanly, 2 bad configuration or failed prerequisites, 1 anything else.
  */
+import { ConfigHelp } from "../../src/common/config/load";
 import { logger } from "../../src/common/log";
 import { Agent, StartupError } from "./agent";
 import { parseAgentConfig } from "./config";
@@ -14,6 +15,10 @@ export async function agentMain(argv: string[]): Promise<number> {
   try {
     cfg = parseAgentConfig(argv);
   } catch (e) {
+    if (e instanceof ConfigHelp) {
+      process.stdout.write(e.message);
+      return 0;
+    }
     process.stderr.write(`${(e as Error).message}\n`);
     return 2;
   }

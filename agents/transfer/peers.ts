@@ -5,6 +5,7 @@
  * (the shortcut: no network, no serialization, same engine).
  */
 import { type Channel, type ChannelOptions, createChannel, createClient } from "nice-grpc";
+import type { Logger } from "../../src/common/log";
 import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../../src/common/tls";
 import { type TransferServiceClient, TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
 import { MAX_MESSAGE_BYTES } from "./protocol";
@@ -42,6 +43,7 @@ export class Peers {
   constructor(
     readonly tls: TlsConfig,
     readonly local: TransferTarget,
+    readonly log?: Logger,
   ) {}
 
   target(address: string): TransferTarget {
@@ -55,7 +57,7 @@ export class Peers {
       c = {
         channel,
         client: createClient(TransferServiceDefinition, channel),
-        bulk: new TransferClient(address, this.tls),
+        bulk: new TransferClient(address, this.tls, this.log ? { log: this.log.child({ peer: address }) } : {}),
       };
       this.#clients.set(address, c);
     }

@@ -71,7 +71,6 @@ describe("agent configuration", () => {
         opTimeoutSeconds: 60,
       },
       listen: "127.0.0.1:7400",
-      advertiseAddress: "",
       transferListen: "127.0.0.1:7401",
       transferAdvertiseAddress: "",
       coordinator: { address: "" },
@@ -107,7 +106,6 @@ describe("agent configuration", () => {
       "--client-id=bk",
       "--keyring=/k",
       "--listen=127.0.0.1:1",
-      "--advertise-address=h:2",
       "--transfer-listen=127.0.0.1:0",
       "--transfer-advertise-address=h:3",
       "--coordinator=127.0.0.1:4",
@@ -124,15 +122,15 @@ describe("agent configuration", () => {
       ["site-b", "/b.conf", "bk", "/k"],
     );
     assert.deepEqual(
-      [c.listen, c.advertiseAddress, c.transferListen, c.transferAdvertiseAddress, c.coordinator.address],
-      ["127.0.0.1:1", "h:2", "127.0.0.1:0", "h:3", "127.0.0.1:4"],
+      [c.listen, c.transferListen, c.transferAdvertiseAddress, c.coordinator.address],
+      ["127.0.0.1:1", "127.0.0.1:0", "h:3", "127.0.0.1:4"],
     );
     assert.equal(c.metricsListen, "");
     assert.deepEqual(c.tls, { insecure: false, ca: "ca", cert: "cert", key: "key" });
     assert.deepEqual([c.stateDir, c.backupPool], ["/s", "bp"]);
     assert.equal(parse({ ...file, tls: {} }, ["--insecure"]).tls.insecure, true);
     // Every flag of the table was exercised above (a new flag needs a line here).
-    assert.equal(Object.keys(agentFlags).length, 17);
+    assert.equal(Object.keys(agentFlags).length, 16);
   });
 
   it("flags alone are enough: cluster name and ceph.conf from flags, agentId from hostname and cluster", () => {
@@ -151,8 +149,8 @@ describe("agent configuration", () => {
       "agent config: limits.chunkSizeByte: unknown key (did you mean chunkSizeBytes?)",
     );
     refused(
-      { ...minimal, advertiseAdress: "" },
-      "agent config: advertiseAdress: unknown key (did you mean advertiseAddress?)",
+      { ...minimal, transferListn: "" },
+      "agent config: transferListn: unknown key (did you mean transferListen?)",
     );
     refused(
       { ...minimal, cluster: { ...minimal.cluster, Keyring: "/k" } },
@@ -196,13 +194,16 @@ describe("agent configuration", () => {
     );
     refused({ ...minimal, agentId: "" }, /agentId \(--agent-id\) must be a non-empty string/);
     refused({ ...minimal, stateDir: "" }, /stateDir \(--state-dir\) must be a non-empty string/);
-    refused({ ...minimal, advertiseAddress: null }, /advertiseAddress \(--advertise-address\) must be a string/);
+    refused(
+      { ...minimal, transferAdvertiseAddress: null },
+      /transferAdvertiseAddress \(--transfer-advertise-address\) must be a string/,
+    );
     refused({ ...minimal, limits: [] }, /limits must be an object/);
     refused({ ...minimal, testFaults: { dieBeforeOutcome: 1 } }, /testFaults\.dieBeforeOutcome must be true or false/);
   });
 
   it("addresses must be host:port; listen and transferListen must be set, the others may be empty", () => {
-    for (const key of ["listen", "transferListen", "advertiseAddress", "transferAdvertiseAddress", "metricsListen"]) {
+    for (const key of ["listen", "transferListen", "transferAdvertiseAddress", "metricsListen"]) {
       refused(
         { ...minimal, [key]: "nope" },
         new RegExp(`^agent config: ${key} \\(--[a-z-]+\\) "nope" must be host:port`),
@@ -215,7 +216,7 @@ describe("agent configuration", () => {
       { ...minimal, coordinator: { address: "h" } },
       /coordinator\.address \(--coordinator\) "h" must be host:port/,
     );
-    for (const key of ["advertiseAddress", "transferAdvertiseAddress", "metricsListen"]) {
+    for (const key of ["transferAdvertiseAddress", "metricsListen"]) {
       assert.equal(parse({ ...minimal, [key]: "" })[key as "listen"], "");
     }
     refused({ ...minimal, listen: "" }, /listen \(--listen\) "" must be host:port/);
