@@ -7,11 +7,11 @@
  */
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
+import { DataPlaneServer } from "../../../agents/transfer/data-plane-server";
+import { ReceivePool } from "../../../agents/transfer/message-reader";
 import { MAX_MESSAGE_BYTES } from "../../../agents/transfer/protocol";
 import { runSink } from "../../../agents/transfer/sink";
 import { TransferClient } from "../../../agents/transfer/transfer-client";
-import { DataPlaneServer } from "../../../agents/transfer/data-plane-server";
-import { ReceivePool } from "../../../agents/transfer/message-reader";
 import type { TransferEntry } from "../../../agents/transfer/transfer-server";
 import type { TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
 import { FakeCeph, poolState } from "./fakes/fake-ceph";
