@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Generates the TLS material rbdbackup's parts use for mutual TLS, with openssl:
-#   gen-certs.sh OUTDIR NAME...
+#   gen-certs.sh OUTDIR NAME=IDENTITY...
 # OUTDIR/ca.pem + ca.key (a new CA, created once and reused), and for every NAME a certificate
 # OUTDIR/NAME.pem + NAME.key signed by it, valid for both server and client use, for the names
 # NAME and localhost and the addresses 127.0.0.1 and ::1 (set RBDBACKUP_TLS_SANS to add more, e.g.
 # "DNS:backup.example.org,IP:10.0.0.5"). Keys are EC P-256; certificates last 825 days.
+# IDENTITY says who the holder is and what it may do (a subjectAltName URI; src/common/identity.ts):
+#   rbdbackup://coordinator/<id>                    the coordinator
+#   rbdbackup://agent/<cluster>/<agent-id>          an agent of one cluster (its config's agentId)
+#   rbdbackup://client/<admin|operator|reader>/<name>   an API client with that role
+# e.g. gen-certs.sh /etc/rbdbackup/tls coordinator=rbdbackup://coordinator/main \
+#        agent-site-a=rbdbackup://agent/site-a/agent-site-a client-ops=rbdbackup://client/operator/ops
+# A NAME without =IDENTITY gets none: every service but health refuses it. An existing NAME.pem is kept
+# when it already names IDENTITY, and re-issued otherwise (rotation: remove NAME.pem, run again).
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 OUTDIR NAME..." >&2; exit 2; }
 out="$1"; shift
@@ -15,10 +23,21 @@ if [ ! -f "$out/ca.pem" ]; then
     -subj "/CN=rbdbackup CA $(date +%s)" -keyout "$out/ca.key" -out "$out/ca.pem" 2>/dev/null
   chmod 600 "$out/ca.key"
 fi
-for name in "$@"; do
+for spec in "$@"; do
+  name="${spec%%=*}"
+  identity=""
+  [ "$name" != "$spec" ] && identity="${spec#*=}"
   [[ "$name" =~ ^[A-Za-z0-9._-]+$ ]] || { echo "bad name $name" >&2; exit 2; }
-  [ -f "$out/$name.pem" ] && continue
-  sans="DNS:$name,DNS:localhost,IP:127.0.0.1,IP:::1${RBDBACKUP_TLS_SANS:+,$RBDBACKUP_TLS_SANS}"
+  if [ -n "$identity" ]; then
+    [[ "$identity" =~ ^rbdbackup://(coordinator/[A-Za-z0-9._-]+|agent/[A-Za-z0-9._-]+/[A-Za-z0-9._-]+|client/(admin|operator|reader)/[A-Za-z0-9._-]+)$ ]] ||
+      { echo "bad identity $identity for $name (see the top of $0)" >&2; exit 2; }
+  fi
+  if [ -f "$out/$name.pem" ]; then
+    if [ -z "$identity" ] || openssl x509 -in "$out/$name.pem" -noout -ext subjectAltName 2>/dev/null | grep -qF "URI:$identity"; then
+      continue
+    fi
+  fi
+  sans="DNS:$name,DNS:localhost,IP:127.0.0.1,IP:::1${identity:+,URI:$identity}${RBDBACKUP_TLS_SANS:+,$RBDBACKUP_TLS_SANS}"
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$name" \
     -keyout "$out/$name.key" -out "$out/$name.csr" 2>/dev/null
   openssl x509 -req -in "$out/$name.csr" -CA "$out/ca.pem" -CAkey "$out/ca.key" -CAcreateserial -days 825 \

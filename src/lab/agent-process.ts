@@ -35,19 +35,48 @@ export function labClusterInfo(name: string): LabClusterInfo {
   }
 }
 
-/** The lab's CA and certificates (created on first use): one per agent, plus clients. */
-export function labTlsDir(): string {
+/**
+ * Who each of the lab's standard certificates names (deploy/tls/gen-certs.sh NAME=IDENTITY):
+ * `agent-<cluster>` an agent of that cluster, `coordinator` the coordinator, `test-client` an admin,
+ * `operator` and `reader` API clients with those roles; `no-identity` names nobody (for tests).
+ */
+export function labIdentity(name: string): string | undefined {
+  const agent = /^agent-(site-[a-z]+)$/.exec(name);
+  if (agent) return `rbdbackup://agent/${agent[1]}/${name}`;
+  return (
+    {
+      coordinator: "rbdbackup://coordinator/lab",
+      "test-client": "rbdbackup://client/admin/test-client",
+      operator: "rbdbackup://client/operator/operator",
+      reader: "rbdbackup://client/reader/reader",
+    } as Record<string, string>
+  )[name];
+}
+
+const LAB_CERTS = [
+  "agent-site-a",
+  "agent-site-b",
+  "agent-site-small",
+  "test-client",
+  "coordinator",
+  "operator",
+  "reader",
+];
+
+/** The lab's CA and certificates (created on first use, re-issued when their identity changed). */
+export function labTlsDir(extra: string[] = []): string {
   const dir = path.join(labDir, "tls");
-  execFileSync(
-    path.join(repoRoot, "deploy/tls/gen-certs.sh"),
-    [dir, "agent-site-a", "agent-site-b", "agent-site-small", "test-client", "coordinator", "operator"],
-    { stdio: "ignore" },
-  );
+  const specs = [...LAB_CERTS.map((n) => `${n}=${labIdentity(n)}`), "no-identity", ...extra];
+  execFileSync(path.join(repoRoot, "deploy/tls/gen-certs.sh"), [dir, ...specs], { stdio: "ignore" });
   return dir;
 }
 
-export function labTls(name: string): TlsConfig {
-  const d = labTlsDir();
+/**
+ * TLS files of the lab certificate `name`, naming `identity` (default: the lab's identity for that
+ * name — see labIdentity; an agent with its own id gets `rbdbackup://agent/<cluster>/<agent-id>`).
+ */
+export function labTls(name: string, identity = labIdentity(name)): TlsConfig {
+  const d = labTlsDir(identity && identity !== labIdentity(name) ? [`${name}=${identity}`] : []);
   return { ca: path.join(d, "ca.pem"), cert: path.join(d, `${name}.pem`), key: path.join(d, `${name}.key`) };
 }
 
@@ -102,9 +131,10 @@ export interface AgentProcessOptions {
 export async function startAgentProcess(cluster: string, opts: AgentProcessOptions = {}): Promise<AgentProcess> {
   const c = labClusterInfo(cluster);
   const name = `agent-${cluster}`;
-  const stateDir = opts.stateDir ?? scratchDir(`rbdbackup-${opts.agentId ?? name}-`);
+  const agentId = opts.agentId ?? name;
+  const stateDir = opts.stateDir ?? scratchDir(`rbdbackup-${agentId}-`);
   const config = {
-    agentId: opts.agentId ?? name,
+    agentId,
     ...(opts.coordinator ? { coordinator: { address: opts.coordinator } } : {}),
     cluster: {
       name: cluster,
@@ -117,7 +147,7 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
     listen: opts.listen ?? "127.0.0.1:0",
     transferListen: opts.transferListen ?? "127.0.0.1:0",
     metricsListen: "127.0.0.1:0",
-    tls: opts.insecure ? { insecure: true } : labTls(name),
+    tls: opts.insecure ? { insecure: true } : labTls(agentId, `rbdbackup://agent/${cluster}/${agentId}`),
     stateDir,
     backupPool: opts.backupPool ?? "backups",
     limits: opts.limits ?? {},

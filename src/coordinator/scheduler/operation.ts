@@ -51,6 +51,7 @@ function backupRequest(
     maxSnapshots: op.maxSnapshots,
     keepSnapshots: keep,
     jobId: j.id,
+    transferCapability: "",
   };
 }
 
@@ -70,6 +71,7 @@ function restoreRequest(
     target: { pool: op.target.pool, namespace: op.target.namespace, image: op.target.image },
     mode: op.mode,
     jobId: j.id,
+    transferCapability: "",
   };
 }
 

@@ -1,0 +1,152 @@
+/**
+ * Capabilities: what the coordinator allows one agent to do for one job attempt, signed by the
+ * coordinator and short-lived. Two scopes:
+ *   - "operation": an AgentService call (backup, restore, delete) the callee agent may run — sent as
+ *     gRPC metadata `rbdbackup-lease` on direct calls (leases that arrive over the agent's own
+ *     authenticated session need none);
+ *   - "transfer": one TransferService.Transfer stream the holder (the source agent) may open to a
+ *     destination agent, naming exactly what the stream may write — sent as the HTTP/2 header
+ *     `rbdbackup-capability`; the coordinator puts it in BackupRequest/RestoreRequest.transfer_capability.
+ *
+ * Format: base64url(JSON grant) "." base64url(ECDSA/EdDSA signature over the first part) "."
+ * base64url(DER of the signer's certificate). The signer is the coordinator's TLS key; a verifier
+ * needs only the deployment's CA: the certificate must be issued by it, valid now, and name a
+ * coordinator (rbdbackup://coordinator/<id>). Then the signature, the expiry and the holder are checked,
+ * and the receiver compares `allows` field by field with what the request asks for.
+ */
+import { createPrivateKey, type KeyObject, sign, verify, X509Certificate } from "node:crypto";
+import { AppError, Status } from "./errors";
+import { identityOfCertificate } from "./identity";
+
+export type CapabilityScope = "operation" | "transfer";
+
+export interface Grant {
+  v: 1;
+  scope: CapabilityScope;
+  /** The job and attempt it was minted for (for logs and audit; not checked against anything). */
+  job: string;
+  attempt: number;
+  /** The agent that may present it (operation: the callee; transfer: the source, i.e. the caller). */
+  holder: { cluster: string; agentId: string };
+  /** What it allows, field by field; the receiver derives the same fields from the request. */
+  allows: Record<string, string>;
+  /** Issued at and expires at, Unix ms. */
+  iat: number;
+  exp: number;
+}
+
+/** Header/metadata keys that carry capabilities. */
+export const LEASE_METADATA_KEY = "rbdbackup-lease";
+export const CAPABILITY_HEADER = "rbdbackup-capability";
+
+/** Clock skew tolerated between coordinator and agents, ms. */
+const SKEW_MS = 30_000;
+
+const b64 = (b: Buffer | string): string => Buffer.from(b).toString("base64url");
+
+const denied = (why: string) => new AppError(Status.PERMISSION_DENIED, `capability refused: ${why}`);
+
+/** Mints capabilities with the coordinator's certificate and key. */
+export class CapabilitySigner {
+  readonly #key: KeyObject;
+  readonly #certDer: Buffer;
+
+  constructor(
+    certPem: string | Buffer,
+    keyPem: string | Buffer,
+    private readonly now: () => number = Date.now,
+  ) {
+    const cert = new X509Certificate(certPem);
+    const id = identityOfCertificate(cert);
+    if (id?.kind !== "coordinator") {
+      throw new Error(
+        "the coordinator's certificate must name it (subjectAltName URI rbdbackup://coordinator/<id>; see deploy/tls/gen-certs.sh)",
+      );
+    }
+    this.#key = createPrivateKey(keyPem);
+    if (!cert.checkPrivateKey(this.#key)) throw new Error("the coordinator's TLS key does not match its certificate");
+    this.#certDer = cert.raw;
+  }
+
+  sign(g: Omit<Grant, "v" | "iat" | "exp">, ttlMs: number): string {
+    const iat = this.now();
+    const grant: Grant = { v: 1, ...g, iat, exp: iat + ttlMs };
+    const body = b64(JSON.stringify(grant));
+    const sig = sign(this.#key.asymmetricKeyType === "ed25519" ? null : "sha256", Buffer.from(body), this.#key);
+    return `${body}.${b64(sig)}.${b64(this.#certDer)}`;
+  }
+}
+
+/** Checks capabilities against the deployment's CA. */
+export class CapabilityVerifier {
+  readonly #ca: X509Certificate;
+
+  constructor(
+    caPem: string | Buffer,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.#ca = new X509Certificate(caPem);
+  }
+
+  /**
+   * The grant in `token` when it is genuine, current, of `scope` and held by `holder`; otherwise a
+   * PERMISSION_DENIED AppError saying why (never which byte).
+   */
+  verify(token: string | undefined, scope: CapabilityScope, holder: { cluster: string; agentId: string }): Grant {
+    if (!token) throw denied(`none presented (a ${scope} capability minted by the coordinator is required)`);
+    const parts = token.split(".");
+    if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]+$/.test(p))) throw denied("malformed");
+    const [body, sig, der] = parts as [string, string, string];
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(Buffer.from(der, "base64url"));
+    } catch {
+      throw denied("its signer's certificate is malformed");
+    }
+    const now = this.now();
+    if (!cert.checkIssued(this.#ca) || !cert.verify(this.#ca.publicKey)) {
+      throw denied("not signed by a certificate of this deployment's CA");
+    }
+    if (Date.parse(cert.validFrom) > now + SKEW_MS || Date.parse(cert.validTo) < now - SKEW_MS) {
+      throw denied("its signer's certificate is not valid now");
+    }
+    if (identityOfCertificate(cert)?.kind !== "coordinator") throw denied("not signed by the coordinator");
+    const type = cert.publicKey.asymmetricKeyType;
+    const ok = verify(
+      type === "ed25519" ? null : "sha256",
+      Buffer.from(body),
+      cert.publicKey,
+      Buffer.from(sig, "base64url"),
+    );
+    if (!ok) throw denied("bad signature");
+    let g: Grant;
+    try {
+      g = JSON.parse(Buffer.from(body, "base64url").toString("utf8")) as Grant;
+    } catch {
+      throw denied("malformed grant");
+    }
+    if (g?.v !== 1 || typeof g.exp !== "number" || typeof g.iat !== "number" || typeof g.allows !== "object") {
+      throw denied("malformed grant");
+    }
+    if (g.scope !== scope) throw denied(`it is a ${g.scope} capability, not a ${scope} capability`);
+    if (g.exp < now - SKEW_MS) throw denied(`expired at ${new Date(g.exp).toISOString()}`);
+    if (g.iat > now + SKEW_MS) throw denied("issued in the future");
+    if (g.holder?.cluster !== holder.cluster || g.holder?.agentId !== holder.agentId) {
+      throw denied(
+        `it was issued to agent ${g.holder?.cluster}/${g.holder?.agentId}, not to agent ${holder.cluster}/${holder.agentId}`,
+      );
+    }
+    return g;
+  }
+}
+
+/**
+ * Compares what a grant allows with what the request asks for: every field of `actual` must equal the
+ * grant's (a field the grant does not name is refused). PERMISSION_DENIED names the first mismatch.
+ */
+export function checkAllows(g: Grant, actual: Record<string, string>): void {
+  for (const [k, v] of Object.entries(actual)) {
+    if (!(k in g.allows)) throw denied(`it does not cover ${k}`);
+    if (g.allows[k] !== v) throw denied(`it allows ${k}="${g.allows[k]}", the request asks for "${v}"`);
+  }
+}

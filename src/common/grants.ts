@@ -1,0 +1,119 @@
+/**
+ * What a capability allows, as flat fields that both sides derive the same way: the coordinator when
+ * it mints (src/coordinator/scheduler), the receiving agent from the request it gets (agents/agent for
+ * AgentService calls, agents/transfer for Transfer streams). A capability covers a request when every
+ * field the request asks for equals the grant's (checkAllows in ./capability.ts).
+ */
+import type { BackupRequest, DeleteBackupDataRequest, RestoreRequest } from "../gen/rbdbackup/v1/agent";
+import { RestoreMode } from "../gen/rbdbackup/v1/agent";
+import { type TransferHeader, TransferKind } from "../gen/rbdbackup/v1/transfer";
+import { AppError, Status } from "./errors";
+
+export type Fields = Record<string, string>;
+
+const denied = (why: string) => new AppError(Status.PERMISSION_DENIED, `capability refused: ${why}`);
+
+// ---- Transfer streams (scope "transfer"): minted for the source agent, checked by the destination ----
+
+/** A backup's stream into the backup pool: a base image of `volumeImage`, for `backupId`, nowhere else. */
+export function backupTransferAllows(b: {
+  backupId: string;
+  pool: string;
+  namespace: string;
+  volumeImage: string;
+}): Fields {
+  return { purpose: "backup", backupId: b.backupId, pool: b.pool, namespace: b.namespace, volumeImage: b.volumeImage };
+}
+
+/** A restore's stream: exactly the target image, in the mode the user chose. */
+export function restoreTransferAllows(r: {
+  backupId: string;
+  pool: string;
+  namespace: string;
+  image: string;
+  mode: "new" | "original";
+}): Fields {
+  return {
+    purpose: "restore",
+    backupId: r.backupId,
+    pool: r.pool,
+    namespace: r.namespace,
+    image: r.image,
+    mode: r.mode,
+  };
+}
+
+/**
+ * What a Transfer stream's header asks for, in the fields above. A backup stream may only write a base
+ * image named by the layout ("<volume image>.backup.<chain uuid>"; a full backup's chain is its own id),
+ * so nothing outside the layout can ever be a backup stream's target: PERMISSION_DENIED otherwise.
+ */
+export function transferAsks(h: TransferHeader): Fields {
+  const d = h.destination;
+  if (!d) throw denied("the header names no destination image");
+  switch (h.kind) {
+    case TransferKind.BACKUP_FULL:
+    case TransferKind.BACKUP_INCREMENTAL: {
+      const m = /^(.+)\.backup\.([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/.exec(d.image);
+      if (!m) throw denied(`a backup stream may only write a base image (<volume>.backup.<uuid>), not ${d.image}`);
+      if (h.kind === TransferKind.BACKUP_FULL && m[2] !== h.backupId) {
+        throw denied(`a full backup starts its own chain: its base image must end in .backup.${h.backupId}`);
+      }
+      return backupTransferAllows({
+        backupId: h.backupId,
+        pool: d.pool,
+        namespace: d.namespace,
+        volumeImage: m[1] as string,
+      });
+    }
+    case TransferKind.RESTORE_NEW:
+    case TransferKind.RESTORE_ORIGINAL:
+      return restoreTransferAllows({
+        backupId: h.backupId,
+        pool: d.pool,
+        namespace: d.namespace,
+        image: d.image,
+        mode: h.kind === TransferKind.RESTORE_NEW ? "new" : "original",
+      });
+    default:
+      throw denied(`unknown transfer kind ${h.kind}`);
+  }
+}
+
+// ---- AgentService calls (scope "operation"): what a direct call may do on the callee agent ----
+
+/** AgentService.Backup: this volume (or path), this backup id, to this destination agent and pool. */
+export function backupOperationAsks(r: BackupRequest): Fields {
+  const src = r.source;
+  const source =
+    src?.$case === "volume"
+      ? `volume:${src.value.pool}/${src.value.namespace}/${src.value.image}`
+      : src?.$case === "path"
+        ? `path:${src.value}`
+        : "none";
+  return {
+    op: "backup",
+    backupId: r.backupId,
+    source,
+    destination: r.destination?.address ?? "",
+    destinationPool: r.destinationPool,
+    destinationNamespace: r.destinationNamespace,
+  };
+}
+
+/** AgentService.Restore: this backup, onto this target through this target agent, in this mode. */
+export function restoreOperationAsks(r: RestoreRequest): Fields {
+  return {
+    op: "restore",
+    backupId: r.backupId,
+    backup: `${r.backupPool}/${r.backupNamespace}/${r.baseImage}@${r.snapshot}`,
+    target: `${r.target?.pool ?? ""}/${r.target?.namespace ?? ""}/${r.target?.image ?? ""}`,
+    targetAgent: r.targetAgent?.address ?? "",
+    mode: r.mode === RestoreMode.RESTORE_MODE_ORIGINAL ? "original" : "new",
+  };
+}
+
+/** AgentService.DeleteBackup: this backup's snapshot, base image and metadata object, nothing else. */
+export function deleteOperationAsks(r: DeleteBackupDataRequest): Fields {
+  return { op: "delete", backupId: r.backupId, backup: `${r.pool}/${r.namespace}/${r.baseImage}` };
+}

@@ -1,0 +1,100 @@
+/**
+ * Who is calling: the identity a certificate (or an API token) carries, and the roles of API clients.
+ *
+ * Every certificate of a deployment names its holder in a subjectAltName URI (deploy/tls/gen-certs.sh
+ * issues them):
+ *   rbdbackup://agent/<cluster>/<agent-id>    an agent, bound to one cluster and one agent id
+ *   rbdbackup://coordinator/<id>              the coordinator
+ *   rbdbackup://client/<role>/<name>          an API client; role = admin | operator | reader
+ * A certificate signed by the CA without exactly one such URI has no identity and is refused
+ * everywhere but health. Tokens carry a role the same way (tokens file: "<role> <token>").
+ */
+import { X509Certificate } from "node:crypto";
+
+export const ROLES = ["reader", "operator", "admin"] as const;
+/** API client roles, weakest first: each role may do everything the ones before it may. */
+export type Role = (typeof ROLES)[number];
+
+export type Identity =
+  | { kind: "agent"; cluster: string; agentId: string }
+  | { kind: "coordinator"; id: string }
+  | { kind: "client"; role: Role; name: string };
+
+export const URI_PREFIX = "rbdbackup://";
+const NAME = "[A-Za-z0-9._-]{1,128}";
+const PATTERNS: Array<[RegExp, (m: RegExpExecArray) => Identity]> = [
+  [
+    new RegExp(`^rbdbackup://agent/(${NAME})/(${NAME})$`),
+    (m) => ({ kind: "agent", cluster: m[1] as string, agentId: m[2] as string }),
+  ],
+  [new RegExp(`^rbdbackup://coordinator/(${NAME})$`), (m) => ({ kind: "coordinator", id: m[1] as string })],
+  [
+    new RegExp(`^rbdbackup://client/(${ROLES.join("|")})/(${NAME})$`),
+    (m) => ({ kind: "client", role: m[1] as Role, name: m[2] as string }),
+  ],
+];
+
+/** The identity a URI names; null when it is not one of ours or malformed. */
+export function parseIdentityUri(uri: string): Identity | null {
+  for (const [re, make] of PATTERNS) {
+    const m = re.exec(uri);
+    if (m) return make(m);
+  }
+  return null;
+}
+
+/** The URI that names `id` (what gen-certs.sh puts in a certificate). */
+export function identityUri(id: Identity): string {
+  switch (id.kind) {
+    case "agent":
+      return `${URI_PREFIX}agent/${id.cluster}/${id.agentId}`;
+    case "coordinator":
+      return `${URI_PREFIX}coordinator/${id.id}`;
+    case "client":
+      return `${URI_PREFIX}client/${id.role}/${id.name}`;
+  }
+}
+
+/** "agent site-a/agent-1", "coordinator c1", "client operator/alice": for logs and messages. */
+export function describeIdentity(id: Identity | null): string {
+  if (!id) return "an identity-less peer";
+  switch (id.kind) {
+    case "agent":
+      return `agent ${id.cluster}/${id.agentId}`;
+    case "coordinator":
+      return `coordinator ${id.id}`;
+    case "client":
+      return `client ${id.role}/${id.name}`;
+  }
+}
+
+/** The URIs of a subjectAltName string as Node prints it ("DNS:a, URI:rbdbackup://…, IP Address:…"). */
+export function sanUris(subjectAltName: string | undefined): string[] {
+  if (!subjectAltName) return [];
+  return subjectAltName
+    .split(/,\s*/)
+    .filter((e) => e.startsWith("URI:"))
+    .map((e) => e.slice("URI:".length));
+}
+
+/**
+ * The identity in a certificate: exactly one rbdbackup:// URI among its subjectAltNames, well formed;
+ * null otherwise (none, several, or a malformed one). The certificate's chain is NOT checked here: the
+ * TLS layer verified it against the deployment's CA before this is asked.
+ */
+export function identityOfSubjectAltName(subjectAltName: string | undefined): Identity | null {
+  const ours = sanUris(subjectAltName).filter((u) => u.startsWith(URI_PREFIX));
+  if (ours.length !== 1) return null;
+  return parseIdentityUri(ours[0] as string);
+}
+
+/** The identity of a DER or PEM certificate (Node's X509Certificate parses it). */
+export function identityOfCertificate(cert: Buffer | string | X509Certificate): Identity | null {
+  const x = cert instanceof X509Certificate ? cert : new X509Certificate(cert);
+  return identityOfSubjectAltName(x.subjectAltName);
+}
+
+/** Whether `role` includes `needed` (admin ⊇ operator ⊇ reader). */
+export function roleAllows(role: Role, needed: Role): boolean {
+  return ROLES.indexOf(role) >= ROLES.indexOf(needed);
+}
