@@ -1,16 +1,17 @@
 /**
- * Who may call the coordinator. A grpc-js server interceptor (it sees the TLS peer, which nice-grpc
- * handlers do not) admits a call when:
- *  - the client presented a certificate that verified against the deployment's CA (mutual TLS), or
- *  - it carries `authorization: Bearer <token>` with a configured token (API clients only);
- * the agent session (CoordinatorAgentService) always needs the certificate. grpc.health.v1 is open
- * (it tells nothing but SERVING/NOT_SERVING; load balancers probe it). Everything else gets
- * UNAUTHENTICATED before any handler runs. A certificate from another CA is never "verified": the TLS
- * layer requests a certificate but leaves the verdict to this check, so that token-only clients can
- * connect at all.
+ * Who is calling the coordinator, and may they. A grpc-js server interceptor (it sees the TLS peer,
+ * which nice-grpc handlers do not) establishes the Caller of every call:
+ *  - a client certificate that verified against the deployment's CA → its identity (the one
+ *    rbdbackup:// subjectAltName URI, src/common/identity.ts; null when it has none), or
+ *  - `authorization: Bearer <token>` with a configured token → that token's role (tokens.ts);
+ * then asks authz.ts whether that caller may call the method. grpc.health.v1 is open (it tells nothing
+ * but SERVING/NOT_SERVING; load balancers probe it). No credential → UNAUTHENTICATED; a credential
+ * without the right → PERMISSION_DENIED, before any handler runs; each refusal is audited and counted.
+ * The Caller reaches the handlers in an internal metadata key the interceptor always overwrites
+ * (authz.ts CALLER_METADATA_KEY), so nothing a client sends can pose as it. A certificate from
+ * another CA is never "verified": the TLS layer requests a certificate but leaves the verdict to this
+ * check, so that token-only clients can connect at all.
  */
-import { createHash, timingSafeEqual } from "node:crypto";
-import { readFileSync } from "node:fs";
 import {
   Metadata,
   ServerInterceptingCall,
@@ -18,69 +19,115 @@ import {
   type ServerInterceptor,
   status,
 } from "@grpc/grpc-js";
+import { identityOfCertificate } from "../common/identity";
+import type { Audit } from "./audit";
+import {
+  authorizeApi,
+  authorizeSession,
+  CALLER_METADATA_KEY,
+  type Caller,
+  callerName,
+  type Refusal,
+  SESSION_SERVICE,
+  splitPath,
+} from "./authz";
+import type { TokenStore } from "./tokens";
 
 const OPEN_PREFIXES = ["/grpc.health.v1.Health/"];
-const CERT_ONLY_PREFIXES = ["/rbdbackup.v1.CoordinatorAgentService/"];
-
-/** Tokens from a file: one per line, "#" comments and blank lines ignored. */
-export function readTokens(file: string): string[] {
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (e) {
-    throw new Error(`cannot read the API token file ${file}: ${(e as Error).message}`);
-  }
-  const tokens = text
-    .split("\n")
-    .map((l) => l.trim())
-    .filter((l) => l && !l.startsWith("#"));
-  for (const t of tokens) if (t.length < 16) throw new Error(`${file}: every API token must be at least 16 characters`);
-  return tokens;
-}
-
-const digest = (s: string): Buffer => createHash("sha256").update(s).digest();
 
 export interface AuthOptions {
   /** Plaintext server: there is no certificate to check; tokens (if any) are still required. */
   insecure: boolean;
-  tokens: string[];
+  tokens: TokenStore;
+  audit: Audit;
+}
+
+/** The caller a call's credentials make, or the refusal when they make none. */
+export function establishCaller(
+  opts: { insecure: boolean; tokens: TokenStore },
+  peerCertDer: Buffer | undefined,
+  authorization: unknown,
+  sessionCall: boolean,
+): Caller | Refusal {
+  const bearer =
+    typeof authorization === "string" && authorization.startsWith("Bearer ")
+      ? authorization.slice("Bearer ".length).trim()
+      : undefined;
+  const unauthenticated = (reason: Refusal["reason"], message: string): Refusal => ({
+    code: status.UNAUTHENTICATED as number,
+    reason,
+    message,
+  });
+  if (opts.insecure) {
+    if (opts.tokens.size === 0 || sessionCall) return { via: "insecure" };
+    const role = bearer !== undefined ? opts.tokens.roleOf(bearer) : null;
+    if (role) return { via: "token", role };
+    return unauthenticated(
+      bearer === undefined ? "no_credential" : "bad_token",
+      "missing or unknown bearer token (metadata authorization: Bearer <token>)",
+    );
+  }
+  if (peerCertDer) {
+    let identity = null;
+    try {
+      identity = identityOfCertificate(peerCertDer);
+    } catch {
+      identity = null;
+    }
+    return { via: "certificate", identity };
+  }
+  if (sessionCall)
+    return unauthenticated(
+      bearer === undefined ? "no_credential" : "wrong_kind",
+      "agents must present a client certificate signed by the deployment's CA",
+    );
+  if (bearer !== undefined) {
+    const role = opts.tokens.roleOf(bearer);
+    if (role) return { via: "token", role };
+    return unauthenticated(
+      "bad_token",
+      "unknown bearer token: present a configured token (metadata authorization: Bearer <token>) or a client certificate signed by the deployment's CA",
+    );
+  }
+  return unauthenticated(
+    "no_credential",
+    "no credential: present a client certificate signed by the deployment's CA, or a bearer token (metadata authorization: Bearer <token>)",
+  );
 }
 
 export function authInterceptor(opts: AuthOptions): ServerInterceptor {
-  const digests = opts.tokens.map(digest);
-  const tokenOk = (md: Metadata): boolean => {
-    const v = md.get("authorization")[0];
-    if (typeof v !== "string" || !v.startsWith("Bearer ")) return false;
-    const d = digest(v.slice("Bearer ".length).trim());
-    let ok = false;
-    for (const t of digests) ok = timingSafeEqual(t, d) || ok;
-    return ok;
-  };
   return (methodDescriptor, call: ServerInterceptingCallInterface) => {
     const path = methodDescriptor.path;
+    const [service] = splitPath(path);
     return new ServerInterceptingCall(call, {
       start: (next) => {
         next({
           onReceiveMetadata: (md, mdNext) => {
+            md.remove(CALLER_METADATA_KEY);
             if (OPEN_PREFIXES.some((p) => path.startsWith(p))) return mdNext(md);
-            const verifiedCert = opts.insecure || call.getAuthContext()?.sslPeerCertificate !== undefined;
-            if (CERT_ONLY_PREFIXES.some((p) => path.startsWith(p))) {
-              if (verifiedCert) return mdNext(md);
-              return call.sendStatus({
-                code: status.UNAUTHENTICATED,
-                details: "agents must present a client certificate signed by the deployment's CA",
-                metadata: new Metadata(),
+            const sessionCall = service === SESSION_SERVICE;
+            const cert = call.getAuthContext()?.sslPeerCertificate;
+            const established = establishCaller(opts, cert?.raw, md.get("authorization")[0], sessionCall);
+            const caller = "via" in established ? established : null;
+            const refusal =
+              "via" in established
+                ? sessionCall
+                  ? authorizeSession(established)
+                  : authorizeApi(path, established)
+                : established;
+            if (refusal) {
+              opts.audit.refused(service, {
+                identity: callerName(caller),
+                method: path,
+                target: "",
+                result: status[refusal.code] ?? String(refusal.code),
+                reason: refusal.reason,
+                message: refusal.message,
               });
+              return call.sendStatus({ code: refusal.code, details: refusal.message, metadata: new Metadata() });
             }
-            if (verifiedCert && !(opts.insecure && digests.length > 0)) return mdNext(md);
-            if (tokenOk(md)) return mdNext(md);
-            call.sendStatus({
-              code: status.UNAUTHENTICATED,
-              details: opts.insecure
-                ? "missing or unknown bearer token (metadata authorization: Bearer <token>)"
-                : "no credential: present a client certificate signed by the deployment's CA, or a bearer token (metadata authorization: Bearer <token>)",
-              metadata: new Metadata(),
-            });
+            md.set(CALLER_METADATA_KEY, JSON.stringify(caller));
+            mdNext(md);
           },
         });
       },

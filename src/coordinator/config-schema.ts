@@ -47,8 +47,13 @@ export const CoordinatorConfigSchema = daemonSchema("rbdbackup coordinator confi
     true,
   ),
   tls: TlsSchema,
-  auth: block("How API clients authenticate.", {
-    tokensFile: optionalText('File of API bearer tokens (one per line); "" = API clients need a client certificate.'),
+  auth: block("How API clients authenticate, and where their calls are recorded.", {
+    tokensFile: optionalText(
+      'File of API bearer tokens, one "<role> <token>" per line (role: reader, operator or admin; token at least 16 characters; "#" starts a comment); a line without a role is refused at start. Reloaded on SIGHUP (a bad file then keeps the old tokens). "" = API clients need a client certificate.',
+    ),
+    auditLog: optionalText(
+      'File the audit log (JSON lines: mutating API calls, agent registrations, refused calls) is appended to; "" = the audit lines go to the log only (they always do, with "audit": true).',
+    ),
   }),
   catalog: block("The catalog of backups and jobs.", {
     path: text("The SQLite catalog file.", "/var/lib/rbdbackup/coordinator/catalog.sqlite"),
@@ -70,6 +75,7 @@ export const coordinatorFlags: Record<string, FlagSpec> = {
   "tls-key": { path: "tls.key" },
   insecure: { path: "tls.insecure", kind: "boolean" },
   "tokens-file": { path: "auth.tokensFile" },
+  "audit-log": { path: "auth.auditLog" },
   "per-cluster-limit": { path: "scheduler.perClusterLimit", kind: "number" },
 };
 

@@ -12,6 +12,8 @@ export type CoordinatorConfig = Omit<CoordinatorFile, "auth" | "catalog" | "tls"
   tls: TlsConfig;
   /** auth.tokensFile: file of API bearer tokens; "" = API clients need a client certificate. */
   tokensFile: string;
+  /** auth.auditLog: file the audit lines are appended to; "" = the log only. */
+  auditLog: string;
   /** catalog.path: the SQLite catalog file. */
   catalogPath: string;
 };
@@ -25,5 +27,11 @@ export function parseCoordinatorConfig(argv: string[]): CoordinatorConfig {
   );
   if (rest.scheduler.heartbeatIntervalMs * 2 > rest.scheduler.leaseTtlMs)
     fail("scheduler.leaseTtlMs must be at least twice scheduler.heartbeatIntervalMs");
-  return { ...rest, tls: checkedTls(tls, fail), tokensFile: auth.tokensFile, catalogPath: catalog.path };
+  return {
+    ...rest,
+    tls: checkedTls(tls, fail),
+    tokensFile: auth.tokensFile,
+    auditLog: auth.auditLog,
+    catalogPath: catalog.path,
+  };
 }

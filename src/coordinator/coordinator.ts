@@ -21,7 +21,9 @@ import { VERSION } from "../common/version";
 import { BackupServiceDefinition } from "../gen/rbdbackup/v1/backup_service";
 import { CoordinatorAgentServiceDefinition } from "../gen/rbdbackup/v1/session";
 import { backupService, errorStatus } from "./api/service";
-import { authInterceptor, readTokens } from "./auth";
+import { auditCalls } from "./api-audit";
+import { Audit } from "./audit";
+import { authInterceptor } from "./auth";
 import type { Catalog } from "./catalog/catalog";
 import { SqliteCatalog } from "./catalog/sqlite";
 import type { CoordinatorConfig } from "./config";
@@ -29,6 +31,7 @@ import { CoordinatorMetrics } from "./metrics";
 import { Scheduler } from "./scheduler";
 import { sessionService } from "./session-service";
 import { Sessions } from "./sessions";
+import { TokenStore } from "./tokens";
 
 export type CoordinatorState = "starting" | "serving" | "draining" | "stopped";
 
@@ -42,6 +45,9 @@ export class Coordinator {
   #server: Server | null = null;
   #metrics: CoordinatorMetrics | null = null;
   metricsAddress = "";
+  tokens: TokenStore | null = null;
+  audit: Audit | null = null;
+  readonly #onSighup = () => this.reloadTokens();
 
   constructor(
     readonly cfg: CoordinatorConfig,
@@ -50,8 +56,11 @@ export class Coordinator {
 
   async start(): Promise<void> {
     const cfg = this.cfg;
-    const tokens = cfg.tokensFile ? readTokens(cfg.tokensFile) : [];
-    if (cfg.tls.insecure && tokens.length === 0)
+    const tokens = new TokenStore(cfg.tokensFile);
+    this.tokens = tokens;
+    const audit = new Audit(this.log, cfg.auditLog);
+    this.audit = audit;
+    if (cfg.tls.insecure && tokens.size === 0)
       this.log.warn("insecure mode without API tokens: anyone who reaches the port can use the API");
     const catalog = new SqliteCatalog(cfg.catalogPath);
     this.catalog = catalog;
@@ -59,25 +68,28 @@ export class Coordinator {
     this.scheduler = scheduler;
     const accepting = () => this.state === "serving";
     const server = createServer({
-      interceptors: [authInterceptor({ insecure: cfg.tls.insecure === true, tokens })],
+      interceptors: [authInterceptor({ insecure: cfg.tls.insecure === true, tokens, audit })],
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
       "grpc.keepalive_permit_without_calls": 1,
       "grpc.http2.min_ping_interval_without_data_ms": 5_000,
     } as unknown as Parameters<typeof createServer>[0]);
-    server.with(errorStatus(this.log)).add(
-      BackupServiceDefinition,
-      backupService({
-        catalog,
-        sessions: this.sessions,
-        scheduler,
-        log: this.log,
-        maxAttempts: cfg.scheduler.maxAttempts,
-      }),
-    );
+    server
+      .with(auditCalls(audit))
+      .with(errorStatus(this.log, path.dirname(path.resolve(cfg.catalogPath))))
+      .add(
+        BackupServiceDefinition,
+        backupService({
+          catalog,
+          sessions: this.sessions,
+          scheduler,
+          log: this.log,
+          maxAttempts: cfg.scheduler.maxAttempts,
+        }),
+      );
     server.add(
       CoordinatorAgentServiceDefinition,
-      sessionService({ catalog, sessions: this.sessions, scheduler, log: this.log, accepting }),
+      sessionService({ catalog, sessions: this.sessions, scheduler, log: this.log, audit, accepting }),
     );
     server.add(HealthDefinition, HealthServiceImpl(this.health));
     server.add(
@@ -93,10 +105,11 @@ export class Coordinator {
     this.#server = server;
     this.address = `${host}:${port || portText}`;
     if (cfg.metricsListen) {
-      this.#metrics = new CoordinatorMetrics(VERSION, catalog, this.sessions, scheduler);
+      this.#metrics = new CoordinatorMetrics(VERSION, catalog, this.sessions, scheduler, [audit.refusals]);
       this.metricsAddress = await this.#metrics.listen(cfg.metricsListen, this.log);
     }
     scheduler.start();
+    process.on("SIGHUP", this.#onSighup);
     this.state = "serving";
     this.health.setStatus("healthy");
     this.log.info("coordinator serving", {
@@ -106,8 +119,23 @@ export class Coordinator {
     });
   }
 
+  /** SIGHUP: reads the tokens file again; a bad file keeps the tokens in force (and says why in the log). */
+  reloadTokens(): void {
+    if (!this.tokens?.file) return;
+    try {
+      const n = this.tokens.reload();
+      this.log.info("API tokens reloaded", { file: this.tokens.file, tokens: n });
+    } catch (err) {
+      this.log.error("API tokens NOT reloaded: the file is bad; the previous tokens stay in force", {
+        file: this.tokens.file,
+        err,
+      });
+    }
+  }
+
   async stop(graceSeconds = this.cfg.shutdownGraceSeconds): Promise<void> {
     if (this.state === "stopped" || this.state === "draining") return;
+    process.off("SIGHUP", this.#onSighup);
     this.state = "draining";
     this.health.setStatus("unhealthy");
     this.log.info("draining", { graceSeconds });
@@ -123,6 +151,7 @@ export class Coordinator {
     }
     await this.#metrics?.close().catch(() => {});
     this.catalog?.close();
+    this.audit?.close();
     this.state = "stopped";
     this.log.info("coordinator stopped");
   }

@@ -25,9 +25,17 @@ export class CoordinatorMetrics {
   readonly registry = new client.Registry();
   readonly #http = new MetricsServer(this.registry);
 
-  constructor(version: string, catalog: Catalog, sessions: Sessions, scheduler: Scheduler) {
+  constructor(
+    version: string,
+    catalog: Catalog,
+    sessions: Sessions,
+    scheduler: Scheduler,
+    /** Metrics kept elsewhere (the audit's refusal counter). */
+    extra: client.Metric[] = [],
+  ) {
     const r = this.registry;
     registerDefaultMetrics(r);
+    for (const m of extra) r.registerMetric(m);
     new client.Gauge({
       name: "rbdbackup_build_info",
       help: "Build of this coordinator (always 1).",

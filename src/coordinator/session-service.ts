@@ -2,6 +2,12 @@
  * CoordinatorAgentService: the coordinator's end of the agent session (protocol in session.proto).
  * It validates registration, keeps the session registry (sessions.ts) and hands every report to the
  * scheduler.
+ *
+ * Who may register (the interceptor already admitted only agent certificates): the agent id and
+ * cluster of the Register must be the certificate's; the cluster's fsid is pinned by its first
+ * registration (catalog) and another fsid under that name is refused; a second live session for one
+ * agent id is refused (ALREADY_EXISTS) — the first keeps its leases; the agent retries with backoff once
+ * the old session ended. Every registration, accepted or refused, is audited.
  */
 import { ServerError, Status } from "nice-grpc-common";
 import { isUuid } from "../common/ids";
@@ -12,6 +18,8 @@ import type {
   CoordinatorMessage,
   Register,
 } from "../gen/rbdbackup/v1/session";
+import type { Audit } from "./audit";
+import { type Caller, callerName, callerOf, checkRegistration, type Refusal, SESSION_SERVICE } from "./authz";
 import type { Catalog } from "./catalog/catalog";
 import type { AgentRecord } from "./model";
 import type { Scheduler } from "./scheduler";
@@ -20,7 +28,9 @@ import { NAME_RE } from "./validate";
 
 const REGISTER_TIMEOUT_MS = 10_000;
 
-function validateRegister(r: Register, catalog: Catalog): void {
+const REGISTER_METHOD = `/${SESSION_SERVICE}/Session`;
+
+function validateRegister(r: Register): void {
   const bad = (m: string) => new ServerError(Status.INVALID_ARGUMENT, `Register: ${m}`);
   if (!/^[A-Za-z0-9._:@-]{1,128}$/.test(r.agentId)) throw bad("agent_id must be 1-128 characters of [A-Za-z0-9._:@-]");
   if (!NAME_RE.test(r.clusterName)) throw bad("cluster_name must be 1-64 characters of [A-Za-z0-9._-]");
@@ -28,13 +38,26 @@ function validateRegister(r: Register, catalog: Catalog): void {
   if (!/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(r.transferAddress))
     throw bad("transfer_address must be host:port");
   if (r.capacity < 1 || r.capacity > 1024) throw bad("capacity must be in [1, 1024]");
-  const other = catalog.listAgents().find((a) => a.clusterName === r.clusterName && a.clusterFsid !== r.clusterFsid);
-  if (other) {
-    throw new ServerError(
-      Status.FAILED_PRECONDITION,
-      `cluster ${r.clusterName} is known with fsid ${other.clusterFsid} (agent ${other.agentId}), but this agent's cluster has fsid ${r.clusterFsid}: give each cluster its own name`,
-    );
-  }
+}
+
+/** Whether this registration may proceed: its identity, its cluster's fsid, no other live session. */
+function admitRegister(r: Register, caller: Caller, catalog: Catalog, sessions: Sessions): Refusal | null {
+  const mismatch = checkRegistration(caller, r.agentId, r.clusterName);
+  if (mismatch) return mismatch;
+  const pin = catalog.pinClusterFsid(r.clusterName, r.clusterFsid, r.agentId);
+  if (pin.fsid !== r.clusterFsid)
+    return {
+      code: Status.FAILED_PRECONDITION,
+      reason: "fsid_mismatch",
+      message: `cluster ${r.clusterName} is pinned to fsid ${pin.fsid} (first registered by agent ${pin.pinnedBy}), but agent ${r.agentId}'s cluster has fsid ${r.clusterFsid}: give each cluster its own name`,
+    };
+  if (sessions.get(r.agentId))
+    return {
+      code: Status.ALREADY_EXISTS,
+      reason: "duplicate_session",
+      message: `agent ${r.agentId} already has a live session; retry after it ends`,
+    };
+  return null;
 }
 
 export function sessionService(deps: {
@@ -42,9 +65,10 @@ export function sessionService(deps: {
   sessions: Sessions;
   scheduler: Scheduler;
   log: Logger;
+  audit: Audit;
   accepting: () => boolean;
 }): CoordinatorAgentServiceImplementation {
-  const { catalog, sessions, scheduler, log } = deps;
+  const { catalog, sessions, scheduler, log, audit } = deps;
   return {
     async *session(requests: AsyncIterable<AgentMessage>, context): AsyncGenerator<CoordinatorMessage> {
       if (!deps.accepting()) throw new ServerError(Status.UNAVAILABLE, "the coordinator is shutting down");
@@ -63,7 +87,31 @@ export function sessionService(deps: {
         throw new ServerError(Status.INVALID_ARGUMENT, "the first message of a session must be Register");
       }
       const reg = first.value.msg.value;
-      validateRegister(reg, catalog);
+      const caller = callerOf(context.metadata);
+      const entry = {
+        identity: callerName(caller),
+        method: REGISTER_METHOD,
+        target: `agent ${reg.agentId} of cluster ${reg.clusterName}`,
+      };
+      try {
+        validateRegister(reg);
+      } catch (e) {
+        audit.record({ ...entry, result: Status[(e as ServerError).code], message: (e as ServerError).details });
+        throw e;
+      }
+      const refusal = caller
+        ? admitRegister(reg, caller, catalog, sessions)
+        : ({ code: Status.UNAUTHENTICATED, reason: "no_credential", message: "no caller" } as Refusal);
+      if (refusal) {
+        audit.refused(SESSION_SERVICE, {
+          ...entry,
+          result: Status[refusal.code],
+          reason: refusal.reason,
+          message: refusal.message,
+        });
+        throw new ServerError(refusal.code, refusal.message);
+      }
+      audit.record({ ...entry, result: "OK" });
       const previous = catalog.listAgents().find((a) => a.agentId === reg.agentId);
       const record: AgentRecord = {
         agentId: reg.agentId,
@@ -78,7 +126,7 @@ export function sessionService(deps: {
       };
       catalog.upsertAgent(record);
       const session = new AgentSession(record);
-      sessions.add(session)?.close("replaced by a new session of the same agent");
+      sessions.add(session);
       log.info("agent registered", {
         agent: reg.agentId,
         cluster: reg.clusterName,

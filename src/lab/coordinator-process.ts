@@ -6,6 +6,7 @@ import type { ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { type Channel, createChannel, createClient, Metadata } from "nice-grpc";
+import type { Role } from "../common/identity";
 import { channelCredentials, channelCredentialsCaOnly, type TlsConfig, tlsChannelOptions } from "../common/tls";
 import { type BackupServiceClient, BackupServiceDefinition } from "../gen/rbdbackup/v1/backup_service";
 import { labTls, repoRoot } from "./agent-process";
@@ -18,6 +19,8 @@ export interface CoordinatorProcess {
   metricsAddress: string;
   dir: string;
   catalogPath: string;
+  /** The tokens file ("" when no tokens were given): rewrite it and SIGHUP the process to rotate. */
+  tokensFile: string;
   proc: ChildProcess;
   /** A client authenticated with the lab's test-client certificate. */
   client: BackupServiceClient;
@@ -31,7 +34,10 @@ export interface CoordinatorProcessOptions {
   dir?: string;
   listen?: string;
   scheduler?: Record<string, number>;
-  tokens?: string[];
+  /** API bearer tokens and their roles (written as the tokens file, "<role> <token>" per line). */
+  tokens?: Array<{ role: Role; token: string }>;
+  /** auth.auditLog: a file the audit lines are appended to. */
+  auditLog?: string;
   insecure?: boolean;
   verbose?: boolean;
   shutdownGraceSeconds?: number;
@@ -41,6 +47,11 @@ export interface CoordinatorProcessOptions {
   metricsListen?: string;
 }
 
+/** A tokens file's text: one "<role> <token>" per line. */
+export function tokensFileText(tokens: Array<{ role: Role; token: string }>): string {
+  return `# <role> <token>; role = reader | operator | admin\n${tokens.map((t) => `${t.role} ${t.token}\n`).join("")}`;
+}
+
 export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = {}): Promise<CoordinatorProcess> {
   const dir = opts.dir ?? scratchDir("rbdbackup-coordinator-");
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -48,13 +59,13 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = 
   let tokensFile = "";
   if (opts.tokens?.length) {
     tokensFile = path.join(dir, "tokens");
-    writeFileSync(tokensFile, `${opts.tokens.join("\n")}\n`, { mode: 0o600 });
+    writeFileSync(tokensFile, tokensFileText(opts.tokens), { mode: 0o600 });
   }
   const config = {
     listen: opts.listen ?? "127.0.0.1:0",
     metricsListen: opts.metricsListen ?? "127.0.0.1:0",
     tls: opts.insecure ? { insecure: true } : labTls("coordinator"),
-    ...(tokensFile ? { auth: { tokensFile } } : {}),
+    auth: { tokensFile, auditLog: opts.auditLog ?? "" },
     catalog: { path: catalogPath },
     scheduler: opts.scheduler ?? {},
     shutdownGraceSeconds: opts.shutdownGraceSeconds ?? 2,
@@ -77,6 +88,7 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = 
     metricsAddress: serving.metricsAddress,
     dir,
     catalogPath,
+    tokensFile,
     proc,
     client,
     logs: daemon.logs,

@@ -12,11 +12,21 @@ export interface Page<T> {
   next: string;
 }
 
+/** The fsid a cluster name is bound to: the first registration of the name wins. */
+export interface ClusterPin {
+  fsid: string;
+  /** The agent whose registration pinned it, and when (epoch ms). */
+  pinnedBy: string;
+  pinnedAt: number;
+}
+
 export interface Catalog {
   transaction<T>(f: () => T): T;
 
   upsertAgent(a: AgentRecord): void;
   listAgents(): AgentRecord[];
+  /** Pins `cluster` to `fsid` unless it is pinned already; returns the pin in force (compare its fsid). */
+  pinClusterFsid(cluster: string, fsid: string, agentId: string): ClusterPin;
 
   insertBackup(b: Backup): void;
   getBackup(id: string): Backup | undefined;

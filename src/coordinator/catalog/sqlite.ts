@@ -8,7 +8,7 @@ import path from "node:path";
 import Database from "better-sqlite3";
 import { Backup as BackupMsg, BackupStatus, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../model";
-import type { Catalog, Page } from "./catalog";
+import type { Catalog, ClusterPin, Page } from "./catalog";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,14 +35,28 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
+CREATE TABLE IF NOT EXISTS clusters (name TEXT PRIMARY KEY, fsid TEXT NOT NULL, pinned_by TEXT NOT NULL, pinned_at INTEGER NOT NULL);
+`;
+
+/** Catalogs from before the clusters table: each cluster's fsid as its agents registered it (first agent wins). */
+const PIN_KNOWN_CLUSTERS = `
+INSERT OR IGNORE INTO clusters (name, fsid, pinned_by, pinned_at)
+  SELECT cluster, json_extract(doc, '$.clusterFsid'), agent_id, COALESCE(json_extract(doc, '$.lastSeen'), 0)
+  FROM agents ORDER BY agent_id
 `;
 
 const SCHEMA_VERSION = "1";
 
-function decodeToken(token: string): number {
+/**
+ * A page token's offset. Only what encodeToken makes is accepted ("o:" and at most 15 digits): anything
+ * else — "o:1e21", "o:-1", garbage — is the caller's mistake (RangeError → INVALID_ARGUMENT, see
+ * validate.ts page()), never an SQL error.
+ */
+export function decodeToken(token: string): number {
   if (!token) return 0;
-  const n = Number(Buffer.from(token, "base64url").toString("utf8").replace(/^o:/, ""));
-  if (!Number.isInteger(n) || n < 0) throw new RangeError("page_token is not one this server issued");
+  const m = /^o:(\d{1,15})$/.exec(Buffer.from(token, "base64url").toString("utf8"));
+  const n = m ? Number(m[1]) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError("page_token is not one this server issued");
   return n;
 }
 
@@ -69,6 +83,7 @@ export class SqliteCatalog implements Catalog {
     this.#db.pragma("synchronous = FULL");
     this.#db.pragma("foreign_keys = ON");
     this.#db.exec(SCHEMA);
+    this.#db.exec(PIN_KNOWN_CLUSTERS);
     const v = this.#db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as
       | { value: string }
       | undefined;
@@ -87,6 +102,18 @@ export class SqliteCatalog implements Catalog {
         "INSERT INTO agents (agent_id, cluster, doc) VALUES (?, ?, ?) ON CONFLICT(agent_id) DO UPDATE SET cluster = excluded.cluster, doc = excluded.doc",
       )
       .run(a.agentId, a.clusterName, JSON.stringify(a));
+  }
+
+  pinClusterFsid(cluster: string, fsid: string, agentId: string): ClusterPin {
+    this.#db
+      .prepare("INSERT OR IGNORE INTO clusters (name, fsid, pinned_by, pinned_at) VALUES (?, ?, ?, ?)")
+      .run(cluster, fsid, agentId, Date.now());
+    const r = this.#db.prepare("SELECT fsid, pinned_by, pinned_at FROM clusters WHERE name = ?").get(cluster) as {
+      fsid: string;
+      pinned_by: string;
+      pinned_at: number;
+    };
+    return { fsid: r.fsid, pinnedBy: r.pinned_by, pinnedAt: r.pinned_at };
   }
 
   listAgents(): AgentRecord[] {

@@ -91,7 +91,7 @@ describe("coordinator: authentication", () => {
   let foreign: string;
   const own = labTls("test-client");
   before(async () => {
-    coord = await startCoordinator({ tokens: [TOKEN], shutdownGraceSeconds: 3 });
+    coord = await startCoordinator({ tokens: [{ role: "admin", token: TOKEN }], shutdownGraceSeconds: 3 });
     foreign = tempDir("rbdbackup-foreign-ca-");
     execFileSync(path.join(repoRoot, "deploy/tls/gen-certs.sh"), [foreign, "intruder"], { stdio: "ignore" });
   });

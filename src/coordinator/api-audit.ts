@@ -1,0 +1,57 @@
+/**
+ * The audit middleware of the BackupService: every mutating call (authz.ts MUTATING) is written to the
+ * audit log when it ends — who, which method, what it was about (the request's volume, backup and job
+ * ids) and how it ended (OK or the status name). Refused calls never get here: the auth interceptor
+ * audits those. Outermost middleware, so it sees the status the caller gets.
+ */
+import { type CallContext, type ServerMiddlewareCall, Status } from "nice-grpc-common";
+import { messageOf, statusOf } from "../common/errors";
+import type { Audit } from "./audit";
+import { callerName, callerOf, MUTATING } from "./authz";
+
+interface VolumeLike {
+  cluster?: string;
+  pool?: string;
+  namespace?: string;
+  image?: string;
+}
+
+const vol = (v: VolumeLike | undefined) =>
+  v ? [v.cluster, v.pool, v.namespace, v.image].filter((x) => x !== undefined && x !== "").join("/") : "";
+
+/** The ids a request names, as "volume=a/rbd/img backup=… job=…" (fields that are empty are left out). */
+export function targetOf(req: unknown): string {
+  const r = (req ?? {}) as Record<string, unknown>;
+  const record = (r.record as { backup?: { id?: string; volume?: VolumeLike } } | undefined)?.backup;
+  const parts: Array<[string, string]> = [
+    ["volume", vol(r.volume as VolumeLike | undefined) || vol(record?.volume)],
+    ["location", vol(r.location as VolumeLike | undefined)],
+    ["target", vol(r.target as VolumeLike | undefined)],
+    ["backup", (r.backupId as string | undefined) || record?.id || ""],
+    ["job", (r.jobId as string | undefined) ?? ""],
+  ];
+  return parts
+    .filter(([, v]) => v)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(" ");
+}
+
+export function auditCalls(audit: Audit) {
+  return async function* auditMiddleware<Req, Res>(call: ServerMiddlewareCall<Req, Res>, context: CallContext) {
+    if (!MUTATING.has(call.method.path.split("/").pop() ?? "")) return yield* call.next(call.request, context);
+    const entry = {
+      identity: callerName(callerOf(context.metadata)),
+      method: call.method.path,
+      target: targetOf(call.request),
+    };
+    try {
+      const r = yield* call.next(call.request, context);
+      audit.record({ ...entry, result: "OK" });
+      return r;
+    } catch (err) {
+      const code = statusOf(err);
+      audit.record({ ...entry, result: Status[code] ?? String(code), message: messageOf(err) });
+      throw err;
+    }
+  };
+}
