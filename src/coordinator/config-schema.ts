@@ -75,7 +75,6 @@ export const coordinatorFlags: Record<string, FlagSpec> = {
   "tls-key": { path: "tls.key" },
   insecure: { path: "tls.insecure", kind: "boolean" },
   "tokens-file": { path: "auth.tokensFile" },
-  "audit-log": { path: "auth.auditLog" },
   "per-cluster-limit": { path: "scheduler.perClusterLimit", kind: "number" },
 };
 

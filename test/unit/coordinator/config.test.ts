@@ -69,6 +69,7 @@ describe("configuration", () => {
       metricsListen: "127.0.0.1:9730",
       tls: { insecure: true },
       tokensFile: "",
+      auditLog: "",
       catalogPath: "/var/lib/rbdbackup/coordinator/catalog.sqlite",
       scheduler: {
         leaseTtlMs: 15_000,
