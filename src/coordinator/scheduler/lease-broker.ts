@@ -138,14 +138,17 @@ export class LeaseBroker {
     return true;
   }
 
-  /** The running job whose current lease has this token. */
   /** A backup made is confirmed with its destination first; restores and deletes succeed at once. */
   #succeeded(j: JobRecord, o: JobOutcome): void {
-    if (j.operation.kind !== "backup") return succeeded(this.ctx, j, o);
-    if (o.result?.$case === "backup") return awaitConfirmation(this.ctx, j, o.result.value);
-    attemptFailed(this.ctx, j, Status.INTERNAL, `agent ${j.lease?.agentId} reported a backup made without its result`);
+    if (j.operation.kind !== "backup") succeeded(this.ctx, j, o);
+    else if (o.result?.$case === "backup") awaitConfirmation(this.ctx, j, o.result.value);
+    else {
+      const why = `agent ${j.lease?.agentId} reported a backup made without its result`;
+      attemptFailed(this.ctx, j, Status.INTERNAL, why);
+    }
   }
 
+  /** The running job whose current lease has this token. */
   #current(jobId: string, token: string): JobRecord | undefined {
     const j = this.ctx.catalog.getJob(jobId);
     return j?.state === JobState.JOB_STATE_RUNNING && j.lease?.token === token ? j : undefined;

@@ -4,11 +4,12 @@
  * source snapshots that other chains of the same volume start their next incremental from. A backup or
  * restore carries the transfer capability minted for the agent that runs it (./capabilities.ts).
  */
+
+import type { CapabilitySigner } from "../../common/capability";
 import type { BackupRequest, DeleteBackupDataRequest, RestoreRequest } from "../../gen/rbdbackup/v1/agent";
 import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
 import type { Lease as LeaseMsg } from "../../gen/rbdbackup/v1/session";
 import type { Catalog } from "../catalog/catalog";
-import type { CapabilitySigner } from "../../common/capability";
 import type { JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
 import { type Located, transferCapability } from "./capabilities";

@@ -16,8 +16,8 @@ import { BackupResult, DeleteBackupDataResult, RestoreResult } from "../../gen/r
 import { BackupStatus, JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { JobOutcome } from "../../gen/rbdbackup/v1/session";
 import { type Backup, type JobRecord, volumeLabel } from "../model";
-import type { SchedulerContext } from "./context";
 import { extra } from "./config";
+import type { SchedulerContext } from "./context";
 import { isFinal } from "./jobs";
 import { isLeftover, LEFTOVER_RETRIES, type RetryDecision, retryDecision } from "./retry-policy";
 

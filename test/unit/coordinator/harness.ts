@@ -9,6 +9,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { Status } from "nice-grpc-common";
+import type { CapabilitySigner } from "../../../src/common/capability";
 import { AppError } from "../../../src/common/errors";
 import { backupSnapName, baseImageName } from "../../../src/common/ids";
 import type { Logger } from "../../../src/common/log";
@@ -31,6 +32,8 @@ export interface Committed {
   backupId: string;
   /** The metadata object's JSON. */
   meta: string;
+  /** What the source reports about it. */
+  result: BackupResult;
 }
 
 export interface LogLine {
@@ -82,7 +85,11 @@ export class Harness {
   /** What the destinations hold (answers the confirmation questions), by backup id. */
   readonly committed = new Map<string, Committed>();
 
-  constructor(cfg: Partial<SchedulerConfig> = {}, catalog = new SqliteCatalog(":memory:")) {
+  constructor(
+    cfg: Partial<SchedulerConfig> = {},
+    catalog = new SqliteCatalog(":memory:"),
+    readonly signer?: CapabilitySigner,
+  ) {
     this.cfg = { ...testConfig, ...cfg };
     this.catalog = catalog;
     this.scheduler = this.newScheduler();
@@ -104,6 +111,7 @@ export class Harness {
       log: this.log,
       now: () => this.t,
       random: () => this.rnd,
+      ...(this.signer ? { signer: this.signer } : {}),
     });
   }
 
@@ -164,6 +172,7 @@ export class Harness {
       snapshot: r.snapshot,
       backupId: b.id,
       meta: JSON.stringify(meta),
+      result: r,
     };
     this.committed.set(b.id, c);
     return c;
