@@ -17,6 +17,7 @@ import { Admission } from "../../../src/coordinator/api/admission";
 import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
 import type { Backup, JobRecord } from "../../../src/coordinator/model";
 import { lockOfBackup, lockOfVolume, Scheduler, type SchedulerConfig } from "../../../src/coordinator/scheduler";
+import { EXTRA_DEFAULTS } from "../../../src/coordinator/scheduler/config";
 import { type CallRequest, Sessions } from "../../../src/coordinator/sessions";
 import { BackupMode, type BackupResult, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobKind, type VolumeRef } from "../../../src/gen/rbdbackup/v1/backup_service";
@@ -60,6 +61,7 @@ export function memoryLogger(lines: LogLine[] = []): Logger & { lines: LogLine[]
 }
 
 export const testConfig: SchedulerConfig = {
+  ...EXTRA_DEFAULTS,
   leaseTtlMs: 15_000,
   heartbeatIntervalMs: 3_000,
   maxAttempts: 3,
