@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's main job (`npm run demo`): installs what is missing, builds, starts the lab clusters
-# site-a and site-b (kept running afterwards; stop them with `npm run lab -- down`), runs the demo.
+# site-a and site-b (kept running afterwards; stop them with `npm run lab -- down`), runs the demo. Its
+# daemons use fixed loopback ports (127.0.0.1:7300, 9730, 7400, 7401, 7410, 7411; see src/demo/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/lab/install-deps.sh

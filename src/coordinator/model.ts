@@ -16,6 +16,20 @@ export interface Lease {
   expiresAt: number;
 }
 
+/**
+ * A backup whose source reported success, until an agent of the destination cluster confirms the
+ * snapshot and the metadata object (the job stays RUNNING meanwhile; see scheduler/confirmation.ts).
+ */
+export interface Confirmation {
+  /** What the source reported: a BackupResult as JSON. */
+  result: unknown;
+  /** Epoch ms: when the destination could not be asked until then, the attempt fails. */
+  deadline: number;
+  /** Epoch ms of the next check, and the checks that could not get an answer so far. */
+  nextCheckAt: number;
+  checks: number;
+}
+
 export type JobOperation =
   | { kind: "backup"; mode: BackupMode; maxSnapshots: number }
   | { kind: "restore"; target: VolumeRef; mode: RestoreMode }
@@ -55,6 +69,13 @@ export interface JobRecord {
   warnings: string[];
   /** Ceph clients of agents that died holding an attempt: the next attempt's agent blocklists them. */
   fence: string[];
+  /** Set while a backup's outcome waits for the destination's confirmation (absent in older records). */
+  confirming?: Confirmation | null;
+  /**
+   * Attempts granted beyond maxAttempts, each for a retry that only waited for the previous attempt's
+   * leftovers to be cleaned up (scheduler/retry-policy.ts); absent = 0.
+   */
+  extraAttempts?: number;
 }
 
 export interface AgentRecord {

@@ -4,11 +4,14 @@
  * the coordinator's public API (BackupService) like a control plane would: a volume with real data on site-a; a full backup to site-b; changes; an
  * incremental backup; a restore of the incremental to a new volume on site-b; a byte-for-byte check
  * (sha256 of `rbd export` of the source snapshot and of the restored volume); a short summary.
- * Cleans up what it created unless --keep is given, so it can run again and again.
+ * Cleans up what it created unless --keep is given, so it can run again and again. The daemons listen
+ * on fixed loopback ports (DEMO_PORTS), so a restarted coordinator is where its agents dial; a port
+ * another process holds stops the demo at once, naming it.
  */
 import { execFile, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import path from "node:path";
 import { promisify } from "node:util";
 import { connect } from "../../agents/ceph";
@@ -34,6 +37,39 @@ function exportSha(cluster: string, spec: string): Promise<string> {
   });
 }
 
+/**
+ * Fixed loopback ports (the config defaults; site-b's agent next to site-a's): a demo run after a
+ * restart binds the same ones, so agents and the CLI keep reaching what they dialled before.
+ */
+const DEMO_PORTS = {
+  coordinator: "127.0.0.1:7300",
+  coordinatorMetrics: "127.0.0.1:9730",
+  "site-a": { listen: "127.0.0.1:7400", transferListen: "127.0.0.1:7401" },
+  "site-b": { listen: "127.0.0.1:7410", transferListen: "127.0.0.1:7411" },
+} as const;
+
+/** Throws, naming the port and what to do, when one of the demo's ports is taken. */
+async function requireFreePorts(addresses: string[]): Promise<void> {
+  for (const a of addresses) {
+    const i = a.lastIndexOf(":");
+    const host = a.slice(0, i);
+    const port = Number(a.slice(i + 1));
+    await new Promise<void>((resolve, reject) => {
+      const srv = createServer();
+      srv.once("error", (e: NodeJS.ErrnoException) =>
+        reject(
+          new Error(
+            e.code === "EADDRINUSE"
+              ? `port ${port} on ${host} is in use by another process; the demo needs it (${a}). See who holds it with \`ss -ltnp 'sport = :${port}'\` and stop it`
+              : `cannot bind ${a}: ${e.message}`,
+          ),
+        ),
+      );
+      srv.listen({ host, port, exclusive: true }, () => srv.close(() => resolve()));
+    });
+  }
+}
+
 const fmtMiB = (n: number) => `${(n / MiB).toFixed(1)} MiB`;
 const rate = (bytes: number, secs: number) => `${(bytes / MiB / Math.max(secs, 1e-3)).toFixed(0)} MiB/s`;
 
@@ -47,6 +83,11 @@ async function main(): Promise<void> {
   // The daemons stay up after the demo (metrics, the CLI); a new run replaces the previous run's.
   const demoDir = path.join(labDir, "demo");
   await stopPreviousDaemons(demoDir);
+  await requireFreePorts([
+    DEMO_PORTS.coordinator,
+    DEMO_PORTS.coordinatorMetrics,
+    ...(["site-a", "site-b"] as const).flatMap((c) => [DEMO_PORTS[c].listen, DEMO_PORTS[c].transferListen]),
+  ]);
   mkdirSync(demoDir, { recursive: true });
   const pids: number[] = [];
   let failed = true;
@@ -56,15 +97,18 @@ async function main(): Promise<void> {
     const coord = await startCoordinatorProcess({
       dir: path.join(demoDir, "coordinator"),
       logFile: path.join(demoDir, "coordinator.log"),
+      listen: DEMO_PORTS.coordinator,
+      metricsListen: DEMO_PORTS.coordinatorMetrics,
     });
     pids.push(coord.proc.pid as number);
     writeFileSync(path.join(demoDir, "pids"), `${pids.join("\n")}\n`);
-    const agent = async (cluster: string) => {
+    const agent = async (cluster: "site-a" | "site-b") => {
       const stateDir = path.join(demoDir, `agent-${cluster}`);
       mkdirSync(stateDir, { recursive: true });
       const p = await startAgentProcess(cluster, {
         clientCert: "operator",
         coordinator: coord.address,
+        ...DEMO_PORTS[cluster],
         stateDir,
         logFile: path.join(demoDir, `agent-${cluster}.log`),
       });

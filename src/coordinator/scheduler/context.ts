@@ -3,6 +3,7 @@
  * and randomness (injectable, so tests drive time instead of waiting), the live progress, and the
  * events the façade emits.
  */
+import type { CapabilitySigner } from "../../common/capability";
 import type { Logger } from "../../common/log";
 import type { Catalog } from "../catalog/catalog";
 import type { JobRecord } from "../model";
@@ -32,6 +33,11 @@ export interface SchedulerDeps {
   now?: () => number;
   /** A number in [0, 1) for the retry jitter (default Math.random). */
   random?: () => number;
+  /**
+   * Mints the transfer capabilities leases carry (the coordinator's TLS certificate and key); absent in
+   * insecure mode, where leases carry an empty capability and agents check none.
+   */
+  signer?: CapabilitySigner;
 }
 
 export interface SchedulerContext {
@@ -41,6 +47,7 @@ export interface SchedulerContext {
   readonly log: Logger;
   readonly now: () => number;
   readonly random: () => number;
+  readonly signer: CapabilitySigner | undefined;
   readonly progress: Map<string, LiveProgress>;
   emit<E extends keyof SchedulerEvents>(event: E, ...args: SchedulerEvents[E]): void;
   /** Runs a dispatch soon (coalesced). */

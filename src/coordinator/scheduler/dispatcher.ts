@@ -66,7 +66,7 @@ export class Dispatcher {
   #start(j: JobRecord, { agent, peer }: Placement, counts: RunningCounts): void {
     let op: LeaseMsg["operation"];
     try {
-      op = leaseOperation(this.ctx.catalog, j, peer);
+      op = leaseOperation(this.ctx.catalog, j, peer, { agent, attempt: j.attempts + 1, signer: this.ctx.signer });
     } catch (e) {
       finish(this.ctx, j, JobState.JOB_STATE_FAILED, Status.FAILED_PRECONDITION, (e as Error).message);
       return;

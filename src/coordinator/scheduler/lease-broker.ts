@@ -15,7 +15,7 @@ import type { AgentSession } from "../sessions";
 import { FENCE_SECONDS } from "./config";
 import type { SchedulerContext } from "./context";
 import { nextProgress } from "./progress";
-import { attemptFailed, changed, finish, succeeded } from "./transitions";
+import { attemptFailed, awaitConfirmation, changed, finish, succeeded } from "./transitions";
 
 export class LeaseBroker {
   constructor(private readonly ctx: SchedulerContext) {}
@@ -129,13 +129,23 @@ export class LeaseBroker {
       this.ctx.log.warn("ignored the outcome of a stale attempt", { job: o.jobId, agent: session.agentId });
       return false;
     }
-    if (o.code === Status.OK) succeeded(this.ctx, j, o);
+    if (o.code === Status.OK) this.#succeeded(j, o);
     else if (j.cancelRequested || o.code === Status.CANCELLED) {
       const message = j.cancelRequested ? "cancelled" : o.message;
       finish(this.ctx, j, JobState.JOB_STATE_CANCELLED, Status.CANCELLED, message);
     } else attemptFailed(this.ctx, j, o.code as Status, o.message);
     this.ctx.kick();
     return true;
+  }
+
+  /** A backup made is confirmed with its destination first; restores and deletes succeed at once. */
+  #succeeded(j: JobRecord, o: JobOutcome): void {
+    if (j.operation.kind !== "backup") succeeded(this.ctx, j, o);
+    else if (o.result?.$case === "backup") awaitConfirmation(this.ctx, j, o.result.value);
+    else {
+      const why = `agent ${j.lease?.agentId} reported a backup made without its result`;
+      attemptFailed(this.ctx, j, Status.INTERNAL, why);
+    }
   }
 
   /** The running job whose current lease has this token. */

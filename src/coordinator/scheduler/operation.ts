@@ -1,32 +1,50 @@
 /**
  * Job → request: what the agent runs for one attempt, built from the catalog when the lease is issued
  * (so a retry sees the catalog as it is then). Chain policy lives here: a backup must not prune the
- * source snapshots that other chains of the same volume start their next incremental from.
+ * source snapshots that other chains of the same volume start their next incremental from. A backup or
+ * restore carries the transfer capability minted for the agent that runs it (./capabilities.ts).
  */
+
+import type { CapabilitySigner } from "../../common/capability";
 import type { BackupRequest, DeleteBackupDataRequest, RestoreRequest } from "../../gen/rbdbackup/v1/agent";
 import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
 import type { Lease as LeaseMsg } from "../../gen/rbdbackup/v1/session";
 import type { Catalog } from "../catalog/catalog";
-import type { Backup, JobRecord } from "../model";
+import type { JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
+import { type Located, transferCapability } from "./capabilities";
 
 type Operation = NonNullable<LeaseMsg["operation"]>;
 type PeerRef = BackupRequest["destination"];
-type Located = Backup & { location: NonNullable<Backup["location"]>; volume: NonNullable<Backup["volume"]> };
+
+/** Who runs the attempt (the lease's agent) and who signs its capability (none in insecure mode). */
+export interface Runner {
+  agent: AgentSession;
+  /** The number of the attempt being leased. */
+  attempt: number;
+  signer?: CapabilitySigner;
+}
 
 /** The request the agent runs for this attempt; throws when the job's backup is not in the catalog. */
-export function leaseOperation(catalog: Catalog, j: JobRecord, peer: AgentSession | null): Operation {
+export function leaseOperation(catalog: Catalog, j: JobRecord, peer: AgentSession | null, runner: Runner): Operation {
   const b = catalog.getBackup(j.backupId);
   if (!b?.location || !b.volume) throw new Error(`backup ${j.backupId} is not in the catalog`);
   const located = b as Located;
+  const holder = { cluster: runner.agent.cluster, agentId: runner.agent.agentId };
+  const capability = transferCapability(runner.signer, located, j, runner.attempt, holder);
   const peerRef: PeerRef = peer
     ? { address: peer.info.transferAddress, clusterFsid: peer.info.clusterFsid }
     : { address: "", clusterFsid: "" };
   const op = j.operation;
   if (op.kind === "backup") {
-    return { $case: "backup", value: backupRequest(located, j, op, peerRef, keepSnapshots(catalog, located)) };
+    const keep = keepSnapshots(catalog, located);
+    return {
+      $case: "backup",
+      value: { ...backupRequest(located, j, op, peerRef, keep), transferCapability: capability },
+    };
   }
-  if (op.kind === "restore") return { $case: "restore", value: restoreRequest(located, j, op, peerRef) };
+  if (op.kind === "restore")
+    return { $case: "restore", value: { ...restoreRequest(located, j, op, peerRef), transferCapability: capability } };
   return { $case: "delete", value: deleteRequest(located, j) };
 }
 

@@ -5,7 +5,10 @@
  *  - dispatcher.ts: which queued job starts now, where (locks, per-cluster and per-agent limits);
  *  - lease-broker.ts: leases issued, renewed, expired and claimed again; token checks; fencing;
  *  - transitions.ts: every change of a job's state (retries with backoff, finish, success, cancel);
- *  - operation.ts: the request an attempt runs, with the chain policy; progress.ts: live progress.
+ *  - confirmation.ts: a backup made is AVAILABLE only once an agent of its destination confirms it;
+ *  - retry-policy.ts: which failures get another attempt, after how long;
+ *  - operation.ts: the request an attempt runs, with the chain policy and its transfer capability
+ *    (capabilities.ts); progress.ts: live progress.
  *
  * Everything is level-triggered: tick() compares the catalog with the connected agents and converges;
  * it runs on a timer and whenever something changed, and every step is safe to repeat. Time and
@@ -15,6 +18,7 @@ import { EventEmitter } from "node:events";
 import type { HeldLease, JobOutcome, JobProgressReport } from "../../gen/rbdbackup/v1/session";
 import type { JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
+import { Confirmer } from "./confirmation";
 import type { SchedulerContext, SchedulerDeps, SchedulerEvents } from "./context";
 import { Dispatcher } from "./dispatcher";
 import { type RunningCounts, runningCounts } from "./jobs";
@@ -28,6 +32,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   readonly #ctx: SchedulerContext;
   readonly #broker: LeaseBroker;
   readonly #dispatcher: Dispatcher;
+  readonly #confirmer: Confirmer;
   #timer: NodeJS.Timeout | null = null;
   #kicked = false;
   #stopped = false;
@@ -43,6 +48,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       log: deps.log,
       now: deps.now ?? Date.now,
       random: deps.random ?? Math.random,
+      signer: deps.signer,
       progress: this.progress,
       // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's typed emit cannot take a generic event
       emit: (event, ...args) => this.emit(event, ...(args as any)),
@@ -50,11 +56,13 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     };
     this.#broker = new LeaseBroker(this.#ctx);
     this.#dispatcher = new Dispatcher(this.#ctx, this.#broker);
+    this.#confirmer = new Confirmer(this.#ctx);
   }
 
   /** After a restart: running jobs get one lease time for their agents to reconnect and claim them. */
   start(): void {
     this.#broker.recover();
+    this.#confirmer.recover();
     this.#timer = setInterval(() => this.tick(), this.cfg.tickMs);
     this.kick();
   }
@@ -75,16 +83,25 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     });
   }
 
-  /** One pass: expired leases fail their attempts, then queued jobs start where they may. */
+  /**
+   * One pass: expired leases fail their attempts, due confirmations are asked, then queued jobs start
+   * where they may.
+   */
   tick(): void {
     if (this.#stopped) return;
     try {
       const jobs = this.#ctx.catalog.activeJobs();
       this.#broker.expire(jobs);
+      this.#confirmer.run(jobs);
       this.#dispatcher.dispatch(jobs);
     } catch (err) {
       this.#ctx.log.error("scheduler tick failed", { err });
     }
+  }
+
+  /** Resolves when no confirmation question is in flight (tests drive the clock and await this). */
+  settle(): Promise<void> {
+    return this.#confirmer.settle();
   }
 
   /** Running jobs by cluster (each job counts on every cluster it touches) and by agent. */
@@ -111,8 +128,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.#broker.onProgress(session, r);
   }
 
+  /** An attempt's result; a backup made is confirmed with its destination at once (see confirmation.ts). */
   onOutcome(session: AgentSession, o: JobOutcome): boolean {
-    return this.#broker.onOutcome(session, o);
+    const current = this.#broker.onOutcome(session, o);
+    if (current && !this.#stopped) this.#confirmer.run(this.#ctx.catalog.activeJobs());
+    return current;
   }
 
   onDisconnect(session: AgentSession): void {

@@ -1,8 +1,10 @@
 /**
  * Job state transitions, the only code that moves a job between states once it exists:
  *
- *   QUEUED ─lease─▶ RUNNING ─ok─▶ SUCCEEDED          (the backup becomes AVAILABLE / DELETED)
- *                      │ transient failure, attempts left ─▶ QUEUED after a backoff with jitter
+ *   QUEUED ─lease─▶ RUNNING ─ok─▶ SUCCEEDED          (restore; delete: the backup becomes DELETED)
+ *                      │ backup ok ─▶ RUNNING, confirming ─confirmed by the destination─▶ SUCCEEDED (AVAILABLE)
+ *                      │                                  └ denied or unconfirmable ─▶ attempt failed
+ *                      │ transient failure, attempts left ─▶ QUEUED after a backoff (retry-policy.ts)
  *                      │ other failure, or attempts spent  ─▶ FAILED (a backup being made → FAILED)
  *                      └ cancel requested                  ─▶ CANCELLED when the agent reports
  *   QUEUED ─cancel─▶ CANCELLED at once
@@ -10,13 +12,14 @@
  * Every change is saved in the catalog and announced as a "job" event ("finished" for final states).
  */
 import { Status } from "nice-grpc-common";
-import { backoffDelay } from "../../common/retry";
 import { BackupResult, DeleteBackupDataResult, RestoreResult } from "../../gen/rbdbackup/v1/agent";
 import { BackupStatus, JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { JobOutcome } from "../../gen/rbdbackup/v1/session";
 import { type Backup, type JobRecord, volumeLabel } from "../model";
+import { extra } from "./config";
 import type { SchedulerContext } from "./context";
-import { isFinal, isTransient } from "./jobs";
+import { isFinal } from "./jobs";
+import { isLeftover, LEFTOVER_RETRIES, type RetryDecision, retryDecision } from "./retry-policy";
 
 /** Announces a change; a final job also leaves the live progress. */
 export function changed(ctx: SchedulerContext, j: JobRecord): void {
@@ -42,14 +45,22 @@ export function attemptFailed(ctx: SchedulerContext, j: JobRecord, code: Status,
   j.errorCode = Status[code] ?? String(code);
   j.errorMessage = message;
   j.lease = null;
-  if (j.cancelRequested) finish(ctx, j, JobState.JOB_STATE_CANCELLED, Status.CANCELLED, "cancelled");
-  else if (isTransient(code) && j.attempts < j.maxAttempts) requeue(ctx, j, message);
-  else finish(ctx, j, JobState.JOB_STATE_FAILED, code, message);
+  j.confirming = null;
+  if (j.cancelRequested) {
+    finish(ctx, j, JobState.JOB_STATE_CANCELLED, Status.CANCELLED, "cancelled");
+    return;
+  }
+  const next = retryDecision(ctx.cfg, j, code, ctx.random);
+  if (next) requeue(ctx, j, message, next);
+  else if (isLeftover(j, code)) {
+    const waited = `the previous attempt's image is still there after ${LEFTOVER_RETRIES} waits of ${extra(ctx.cfg, "leftoverWaitMs")} ms`;
+    finish(ctx, j, JobState.JOB_STATE_FAILED, code, `${message} (${waited}; see the leftovers check)`);
+  } else finish(ctx, j, JobState.JOB_STATE_FAILED, code, message);
 }
 
-function requeue(ctx: SchedulerContext, j: JobRecord, message: string): void {
-  const { backoffBaseMs: baseMs, backoffMaxMs: maxMs } = ctx.cfg;
-  j.nextAttemptAt = ctx.now() + backoffDelay(j.attempts, { baseMs, maxMs, jitter: 1 }, ctx.random);
+function requeue(ctx: SchedulerContext, j: JobRecord, message: string, next: RetryDecision): void {
+  if (next.extraAttempt) j.extraAttempts = (j.extraAttempts ?? 0) + 1;
+  j.nextAttemptAt = ctx.now() + next.delayMs;
   j.state = JobState.JOB_STATE_QUEUED;
   j.waitingReason = retryReason(j.nextAttemptAt);
   ctx.catalog.updateJob(j);
@@ -65,6 +76,7 @@ export function finish(ctx: SchedulerContext, j: JobRecord, state: JobState, cod
     j.state = state;
     j.finishedAt = ctx.now();
     j.lease = null;
+    j.confirming = null;
     j.waitingReason = "";
     if (state !== JobState.JOB_STATE_SUCCEEDED) {
       j.errorCode = Status[code] ?? String(code);
@@ -92,6 +104,30 @@ function backupAfterFailure(ctx: SchedulerContext, j: JobRecord, state: JobState
   }
 }
 
+/**
+ * The source agent reported a backup made: the attempt's lease is done, but the job stays RUNNING
+ * (holding its locks) until an agent of the destination confirms the data (confirmation.ts).
+ */
+export function awaitConfirmation(ctx: SchedulerContext, j: JobRecord, r: BackupResult): void {
+  const now = ctx.now();
+  j.lease = null;
+  j.confirming = {
+    result: BackupResult.toJSON(r),
+    deadline: now + extra(ctx.cfg, "confirmTimeoutMs"),
+    nextCheckAt: now,
+    checks: 0,
+  };
+  j.waitingReason = confirmingReason(j, "asking an agent of the destination");
+  ctx.catalog.updateJob(j);
+  ctx.progress.delete(j.id);
+  ctx.log.info("backup reported made; confirming it with the destination", { job: j.id, backup: j.backupId });
+  changed(ctx, j);
+  ctx.kick();
+}
+
+export const confirmingReason = (j: JobRecord, what: string): string =>
+  `confirming backup ${j.backupId} with its destination: ${what}`;
+
 /** The agent reported success: the backup takes the result, the job is SUCCEEDED. */
 export function succeeded(ctx: SchedulerContext, j: JobRecord, o: JobOutcome): void {
   const r = o.result;
@@ -114,6 +150,7 @@ export function succeeded(ctx: SchedulerContext, j: JobRecord, o: JobOutcome): v
     j.state = JobState.JOB_STATE_SUCCEEDED;
     j.finishedAt = ctx.now();
     j.lease = null;
+    j.confirming = null;
     j.waitingReason = "";
     j.errorCode = "";
     j.errorMessage = "";

@@ -2,20 +2,40 @@
  * The coordinator's logic without Ceph: an in-memory SQLite catalog (the real SqliteCatalog), the real
  * Sessions registry holding fake agent sessions, a scheduler whose clock and randomness the test drives,
  * and a log that keeps what was logged. Nothing here waits: a test moves the clock and calls tick().
+ *
+ * The fake agents answer the coordinator's confirmation questions (`snapshots`, `metadata`) from
+ * `committed`: what the destination holds. `backupDone` commits the backup there first (as a real
+ * destination does before the source reports), reports it and awaits the confirmation.
  */
 import { randomUUID } from "node:crypto";
 import { Status } from "nice-grpc-common";
+import type { CapabilitySigner } from "../../../src/common/capability";
+import { AppError } from "../../../src/common/errors";
 import { backupSnapName, baseImageName } from "../../../src/common/ids";
 import type { Logger } from "../../../src/common/log";
 import { Admission } from "../../../src/coordinator/api/admission";
 import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
 import type { Backup, JobRecord } from "../../../src/coordinator/model";
 import { lockOfBackup, lockOfVolume, Scheduler, type SchedulerConfig } from "../../../src/coordinator/scheduler";
-import { Sessions } from "../../../src/coordinator/sessions";
+import { EXTRA_DEFAULTS } from "../../../src/coordinator/scheduler/config";
+import { type CallRequest, Sessions } from "../../../src/coordinator/sessions";
 import { BackupMode, type BackupResult, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobKind, type VolumeRef } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { JobOutcome } from "../../../src/gen/rbdbackup/v1/session";
-import { agentRecord, FakeAgentSession, fsidOf } from "../../helpers/fake-agent";
+import { type Answer, agentRecord, FakeAgentSession, fsidOf } from "../../helpers/fake-agent";
+
+/** A backup as its destination holds it: base image, snapshot and metadata object. */
+export interface Committed {
+  cluster: string;
+  pool: string;
+  baseImage: string;
+  snapshot: string;
+  backupId: string;
+  /** The metadata object's JSON. */
+  meta: string;
+  /** What the source reports about it. */
+  result: BackupResult;
+}
 
 export interface LogLine {
   level: string;
@@ -41,6 +61,7 @@ export function memoryLogger(lines: LogLine[] = []): Logger & { lines: LogLine[]
 }
 
 export const testConfig: SchedulerConfig = {
+  ...EXTRA_DEFAULTS,
   leaseTtlMs: 15_000,
   heartbeatIntervalMs: 3_000,
   maxAttempts: 3,
@@ -63,8 +84,14 @@ export class Harness {
   readonly cfg: SchedulerConfig;
   scheduler: Scheduler;
   readonly admission: Admission;
+  /** What the destinations hold (answers the confirmation questions), by backup id. */
+  readonly committed = new Map<string, Committed>();
 
-  constructor(cfg: Partial<SchedulerConfig> = {}, catalog = new SqliteCatalog(":memory:")) {
+  constructor(
+    cfg: Partial<SchedulerConfig> = {},
+    catalog = new SqliteCatalog(":memory:"),
+    readonly signer?: CapabilitySigner,
+  ) {
     this.cfg = { ...testConfig, ...cfg };
     this.catalog = catalog;
     this.scheduler = this.newScheduler();
@@ -86,6 +113,7 @@ export class Harness {
       log: this.log,
       now: () => this.t,
       random: () => this.rnd,
+      ...(this.signer ? { signer: this.signer } : {}),
     });
   }
 
@@ -107,8 +135,54 @@ export class Harness {
     const rec = agentRecord(agentId, cluster, { capacity, lastSeen: this.t });
     this.catalog.upsertAgent(rec);
     const s = new FakeAgentSession(rec);
+    s.answer = (req) => this.destinationAnswer(cluster, req);
     this.sessions.add(s);
     return s;
+  }
+
+  /** A destination agent's answer to a confirmation question, from `committed`. */
+  destinationAnswer(cluster: string, req: CallRequest): Answer {
+    const held = [...this.committed.values()].filter((c) => c.cluster === cluster);
+    if (req.$case === "snapshots") {
+      const im = req.value.image;
+      const on = held.filter((c) => c.pool === im?.pool && c.baseImage === im?.image);
+      if (!on.length) return new AppError(Status.NOT_FOUND, `image ${im?.pool}/${im?.image} not found`);
+      const snapshots = on.map((c) => ({ name: c.snapshot, backupId: c.backupId, timestamp: 1, snapId: 1, size: 1 }));
+      return { $case: "snapshots", value: { snapshots } };
+    }
+    if (req.$case === "metadata") {
+      const c = held.find((x) => x.backupId === req.value.backupId && x.pool === req.value.pool);
+      return { $case: "metadata", value: { found: !!c, json: c?.meta ?? "" } };
+    }
+    return new AppError(Status.UNIMPLEMENTED, `the fake agent has no answer for ${req.$case}`);
+  }
+
+  /** The destination of job j's backup now holds it (as the result of backupResult() describes it). */
+  commit(j: JobRecord, r: BackupResult = backupResult(j.backupId)): Committed {
+    const b = this.backup(j.backupId);
+    const v = b.volume as VolumeRef;
+    const meta = {
+      version: 1,
+      backup_id: b.id,
+      source: { kind: "rbd", pool: v.pool, namespace: v.namespace, image: v.image },
+      chain: { base_image: r.baseImage, snapshot: r.snapshot },
+    };
+    const c: Committed = {
+      cluster: b.location?.cluster ?? "",
+      pool: r.destinationPool,
+      baseImage: r.baseImage,
+      snapshot: r.snapshot,
+      backupId: b.id,
+      meta: JSON.stringify(meta),
+      result: r,
+    };
+    this.committed.set(b.id, c);
+    return c;
+  }
+
+  /** Waits until the scheduler's confirmation questions are answered and applied. */
+  async settle(): Promise<void> {
+    await this.scheduler.settle();
   }
 
   disconnect(s: FakeAgentSession): void {
@@ -198,9 +272,16 @@ export class Harness {
     return this.scheduler.onOutcome(agent, { jobId, token: l.token, code, message, result });
   }
 
-  /** The agent reports a backup made (snapshot named after the backup). */
-  backupDone(agent: FakeAgentSession, j: JobRecord): boolean {
-    return this.outcome(agent, j.id, Status.OK, "", { $case: "backup", value: backupResult(j.backupId) });
+  /**
+   * The destination commits the backup, the agent reports it made (snapshot named after the backup),
+   * and the confirmation is awaited: false when the report was stale.
+   */
+  async backupDone(agent: FakeAgentSession, j: JobRecord): Promise<boolean> {
+    const r = backupResult(j.backupId);
+    this.commit(j, r);
+    const current = this.outcome(agent, j.id, Status.OK, "", { $case: "backup", value: r });
+    await this.settle();
+    return current;
   }
 }
 

@@ -14,7 +14,7 @@ const report = (bytesDone: number) => ({
 });
 
 describe("progress", () => {
-  it("the first rate is the instant one; later ones weigh the newest at 0.3", () => {
+  it("the first rate is the instant one; later ones weigh the newest at 0.3", async () => {
     const p1 = nextProgress(undefined, report(0), 1_000);
     assert.equal(p1.rateBytesPerSecond, 0);
     const p2 = nextProgress(p1, report(100), 2_000);
@@ -24,13 +24,13 @@ describe("progress", () => {
     assert.equal(p3.at, 3_000);
   });
 
-  it("a report at the same instant or going backwards keeps the rate", () => {
+  it("a report at the same instant or going backwards keeps the rate", async () => {
     const p = nextProgress(nextProgress(undefined, report(0), 1_000), report(100), 2_000);
     assert.equal(nextProgress(p, report(200), 2_000).rateBytesPerSecond, 100);
     assert.equal(nextProgress(p, report(50), 3_000).rateBytesPerSecond, 100);
   });
 
-  it("the scheduler keeps progress of the current attempt only, and drops it when the job ends", () => {
+  it("the scheduler keeps progress of the current attempt only, and drops it when the job ends", async () => {
     const h = new Harness();
     try {
       const a1 = h.connect("a1", "a");
@@ -44,7 +44,7 @@ describe("progress", () => {
       h.scheduler.onProgress(a1, { ...report(10), jobId: j.id, token: a1.lease(j.id).token });
       assert.equal(h.scheduler.progress.get(j.id)?.bytesDone, 10);
       assert.deepEqual(events, [j.id]);
-      h.backupDone(a1, j);
+      await h.backupDone(a1, j);
       assert.equal(h.scheduler.progress.has(j.id), false);
     } finally {
       h.close();

@@ -27,7 +27,7 @@ describe("scheduler", () => {
   afterEach(() => h.close());
 
   describe("success", () => {
-    it("a backup is leased to an agent of the source cluster, and its success makes the backup AVAILABLE", () => {
+    it("a backup is leased to an agent of the source cluster, and its success makes the backup AVAILABLE", async () => {
       const j = h.queueBackup(vol("v1"));
       h.tick();
       const lease = a1.lease(j.id);
@@ -43,7 +43,7 @@ describe("scheduler", () => {
       assert.equal(running.agentId, "a1");
       assert.equal(running.lease?.expiresAt, h.t + h.cfg.leaseTtlMs);
 
-      assert.equal(h.backupDone(a1, j), true);
+      assert.equal(await h.backupDone(a1, j), true);
       const done = h.job(j.id);
       assert.equal(done.state, SUCCEEDED);
       assert.equal(done.lease, null);
@@ -55,10 +55,10 @@ describe("scheduler", () => {
       assert.equal(a1.jobs.size, 0);
     });
 
-    it("a restore runs on the backup's cluster and streams to an agent of the target's; a delete marks DELETED", () => {
+    it("a restore runs on the backup's cluster and streams to an agent of the target's; a delete marks DELETED", async () => {
       const j = h.queueBackup(vol("v1"));
       h.tick();
-      h.backupDone(a1, j);
+      await h.backupDone(a1, j);
       const r = h.queueRestore(j.backupId, vol("v1-restored"));
       h.tick();
       const op = b1.lease(r.id).operation;
@@ -81,11 +81,11 @@ describe("scheduler", () => {
       assert.equal(h.backup(j.backupId).status, BackupStatus.BACKUP_STATUS_DELETED);
     });
 
-    it("a backup keeps the newest snapshot of every other chain of its volume", () => {
+    it("a backup keeps the newest snapshot of every other chain of its volume", async () => {
       const elsewhere = h.queueBackup(vol("v1"), "c");
       h.connect("c1", "c");
       h.tick();
-      h.backupDone(a1, elsewhere);
+      await h.backupDone(a1, elsewhere);
       const j = h.queueBackup(vol("v1"), "b");
       h.tick();
       const op = a1.lease(j.id).operation;
@@ -95,7 +95,7 @@ describe("scheduler", () => {
   });
 
   describe("locks", () => {
-    it("two jobs on one volume never run together; the second starts when the first ends", () => {
+    it("two jobs on one volume never run together; the second starts when the first ends", async () => {
       const first = h.queueBackup(vol("v1"));
       const second = h.queueBackup(vol("v1"));
       const other = h.queueBackup(vol("v2"));
@@ -107,17 +107,17 @@ describe("scheduler", () => {
       assert.equal(waiting.waitingReason, `waiting for job ${first.id}, which uses the same volume or backup`);
       h.tick();
       assert.equal(h.job(second.id).state, QUEUED, "ticking again changes nothing");
-      h.backupDone(a1, first);
+      await h.backupDone(a1, first);
       h.tick();
       assert.equal(h.job(second.id).state, RUNNING);
     });
 
-    it("a queued job waits for an earlier queued job holding the same lock (first come, first served)", () => {
+    it("a queued job waits for an earlier queued job holding the same lock (first come, first served)", async () => {
       const blocker = h.queueBackup(vol("v1"));
       h.tick();
       const earlier = h.queueBackup(vol("v1"));
       const later = h.queueBackup(vol("v1"));
-      h.backupDone(a1, blocker);
+      await h.backupDone(a1, blocker);
       h.tick();
       assert.equal(h.job(earlier.id).state, RUNNING);
       assert.equal(
@@ -128,7 +128,7 @@ describe("scheduler", () => {
   });
 
   describe("limits", () => {
-    it("per cluster: a job uses a slot on each cluster it touches", () => {
+    it("per cluster: a job uses a slot on each cluster it touches", async () => {
       h.close();
       h = new Harness({ perClusterLimit: 2 });
       a1 = h.connect("a1", "a", 10);
@@ -140,12 +140,12 @@ describe("scheduler", () => {
       const w = h.job(fromB.id);
       assert.equal(w.state, QUEUED, "both clusters are full: a backup from b into a must wait");
       assert.equal(w.waitingReason, "cluster b already runs 2 jobs (its limit)");
-      h.backupDone(a1, fromA[0] as (typeof fromA)[0]);
+      await h.backupDone(a1, fromA[0] as (typeof fromA)[0]);
       h.tick();
       assert.equal(h.job(fromB.id).state, RUNNING);
     });
 
-    it("per agent: capacity bounds an agent's leases; the least busy agent is picked", () => {
+    it("per agent: capacity bounds an agent's leases; the least busy agent is picked", async () => {
       h.close();
       h = new Harness();
       const x = h.connect("a-x", "a", 1);
@@ -163,7 +163,7 @@ describe("scheduler", () => {
       assert.equal(viewed.byCluster.get("a"), 2);
     });
 
-    it("no agent of the source or of the peer cluster: the job waits, naming the cluster", () => {
+    it("no agent of the source or of the peer cluster: the job waits, naming the cluster", async () => {
       const j = h.queueBackup(vol("v1"), "c");
       h.tick();
       assert.equal(h.job(j.id).waitingReason, "waiting for an agent of cluster c to connect");
@@ -175,7 +175,7 @@ describe("scheduler", () => {
   });
 
   describe("leases and retries", () => {
-    it("heartbeats renew a lease; a stale token is revoked", () => {
+    it("heartbeats renew a lease; a stale token is revoked", async () => {
       const j = h.queueBackup(vol("v1"));
       h.tick();
       for (let i = 0; i < 4; i++) {
@@ -188,7 +188,7 @@ describe("scheduler", () => {
       assert.deepEqual(h.scheduler.onHeartbeat(a1, [stale]), ["not-the-token"]);
     });
 
-    it("expiry fails the attempt; retries back off base·2^(n-1); after maxAttempts the job is FAILED", () => {
+    it("expiry fails the attempt; retries back off base·2^(n-1); after maxAttempts the job is FAILED", async () => {
       const retries: string[] = [];
       h.scheduler.on("retry", (_j, cause) => retries.push(cause));
       const j = h.queueBackup(vol("v1"));
@@ -214,12 +214,12 @@ describe("scheduler", () => {
         tokens.push(l.token);
       }
       assert.equal(new Set(tokens).size, 3, "each attempt has its own token");
-      h.outcome(a1, j.id, Status.OK);
+      await h.backupDone(a1, h.job(j.id));
       assert.equal(h.job(j.id).state, SUCCEEDED);
       assert.deepEqual(retries, ["UNAVAILABLE", "UNAVAILABLE"]);
     });
 
-    it("the last attempt's expiry ends the job FAILED and its backup FAILED with the cause", () => {
+    it("the last attempt's expiry ends the job FAILED and its backup FAILED with the cause", async () => {
       const j = h.queueBackup(vol("v1"));
       for (let attempt = 1; attempt <= h.cfg.maxAttempts; attempt++) {
         h.advance(h.cfg.backoffMaxMs);
@@ -237,7 +237,7 @@ describe("scheduler", () => {
       assert.match(b.error, /^UNAVAILABLE: the lease of attempt 3 expired/);
     });
 
-    it("the backoff is capped at backoffMaxMs and spread by the injected randomness", () => {
+    it("the backoff is capped at backoffMaxMs and spread by the injected randomness", async () => {
       h.close();
       h = new Harness({ maxAttempts: 10, backoffBaseMs: 1_000, backoffMaxMs: 5_000 });
       a1 = h.connect("a1", "a");
@@ -253,7 +253,7 @@ describe("scheduler", () => {
       assert.equal(h.job(j.id).nextAttemptAt, h.t + Math.round(5_000 * 1.49));
     });
 
-    it("a stale outcome is ignored; an outcome that is not transient fails the job at once", () => {
+    it("a stale outcome is ignored; an outcome that is not transient fails the job at once", async () => {
       const j = h.queueBackup(vol("v1"));
       h.tick();
       const stale = { jobId: j.id, token: "old", code: Status.OK, message: "", result: undefined };
@@ -268,7 +268,7 @@ describe("scheduler", () => {
     });
 
     for (const code of [Status.UNAVAILABLE, Status.ABORTED, Status.DEADLINE_EXCEEDED, Status.RESOURCE_EXHAUSTED]) {
-      it(`${Status[code]} is transient: the job is queued for another attempt`, () => {
+      it(`${Status[code]} is transient: the job is queued for another attempt`, async () => {
         const j = h.queueBackup(vol("v1"));
         h.tick();
         h.outcome(a1, j.id, code, "try again");
@@ -282,7 +282,7 @@ describe("scheduler", () => {
       Status.DATA_LOSS,
       Status.PERMISSION_DENIED,
     ]) {
-      it(`${Status[code]} is final: the job fails at once`, () => {
+      it(`${Status[code]} is final: the job fails at once`, async () => {
         const j = h.queueBackup(vol("v1"));
         h.tick();
         h.outcome(a1, j.id, code, "no");
@@ -290,7 +290,7 @@ describe("scheduler", () => {
       });
     }
 
-    it("a gone agent's Ceph client is fenced by the next attempt", () => {
+    it("a gone agent's Ceph client is fenced by the next attempt", async () => {
       const j = h.queueBackup(vol("v1"));
       h.tick();
       h.disconnect(a1);
@@ -307,7 +307,7 @@ describe("scheduler", () => {
   });
 
   describe("cancel", () => {
-    it("a queued job is CANCELLED at once and its backup FAILED", () => {
+    it("a queued job is CANCELLED at once and its backup FAILED", async () => {
       const j = h.queueBackup(vol("v1"), "c");
       h.tick();
       h.scheduler.cancel(h.job(j.id));
@@ -319,7 +319,7 @@ describe("scheduler", () => {
       assert.equal(a1.leases().length, 0, "a cancelled job is never leased");
     });
 
-    it("a running job is asked to stop and ends CANCELLED when its agent reports", () => {
+    it("a running job is asked to stop and ends CANCELLED when its agent reports", async () => {
       const j = h.queueBackup(vol("v1"));
       h.tick();
       const r = h.scheduler.cancel(h.job(j.id));
@@ -337,10 +337,10 @@ describe("scheduler", () => {
       assert.equal(c.errorCode, "CANCELLED");
     });
 
-    it("a delete that fails leaves its backup AVAILABLE again", () => {
+    it("a delete that fails leaves its backup AVAILABLE again", async () => {
       const j = h.queueBackup(vol("v1"));
       h.tick();
-      h.backupDone(a1, j);
+      await h.backupDone(a1, j);
       const d = h.queueDelete(j.backupId);
       h.tick();
       h.outcome(b1, d.id, Status.PERMISSION_DENIED, "no");
@@ -363,7 +363,7 @@ describe("scheduler", () => {
       return { jobId: j.id, held };
     }
 
-    it("start() gives running jobs one lease time; the agent reconnecting with its lease keeps it", () => {
+    it("start() gives running jobs one lease time; the agent reconnecting with its lease keeps it", async () => {
       const { jobId, held } = restarted();
       assert.equal(h.job(jobId).lease?.expiresAt, h.t + h.cfg.leaseTtlMs);
       h.advance(h.cfg.leaseTtlMs - 1);
@@ -377,6 +377,7 @@ describe("scheduler", () => {
       assert.equal(h.job(jobId).state, RUNNING);
       assert.equal(h.job(jobId).attempts, 1);
       const result = backupResult(h.job(jobId).backupId);
+      h.commit(h.job(jobId), result);
       const outcome = {
         jobId,
         token: held.token,
@@ -385,10 +386,11 @@ describe("scheduler", () => {
         result: { $case: "backup" as const, value: result },
       };
       assert.equal(h.scheduler.onOutcome(back, outcome), true);
+      await h.settle();
       assert.equal(h.job(jobId).state, SUCCEEDED);
     });
 
-    it("an unclaimed lease expires one lease time after the restart", () => {
+    it("an unclaimed lease expires one lease time after the restart", async () => {
       const { jobId } = restarted();
       h.advance(h.cfg.leaseTtlMs + 1);
       h.tick();
@@ -397,7 +399,7 @@ describe("scheduler", () => {
       assert.match(j.errorMessage, /lease of attempt 1 expired/);
     });
 
-    it("an agent that restarted and no longer lists its lease loses the attempt at once, fenced", () => {
+    it("an agent that restarted and no longer lists its lease loses the attempt at once, fenced", async () => {
       const j = h.queueBackup(vol("v1"));
       h.tick();
       const reborn = h.connect("a1", "a");
@@ -410,7 +412,7 @@ describe("scheduler", () => {
       assert.deepEqual(q.fence, ["v2:old"]);
     });
 
-    it("a cancel requested while the agent was away is sent again when it claims the lease", () => {
+    it("a cancel requested while the agent was away is sent again when it claims the lease", async () => {
       const { jobId, held } = restarted();
       h.scheduler.cancel(h.job(jobId));
       const back = h.connect("a1", "a");

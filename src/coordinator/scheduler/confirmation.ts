@@ -1,0 +1,184 @@
+/**
+ * A backup becomes AVAILABLE only when the side that holds its data confirms it: after the source agent
+ * reports a backup made, an agent of the DESTINATION cluster is asked, over its session, for the backup
+ * snapshots of the base image (`snapshots`) and for the backup's metadata object (`metadata`). The job
+ * stays RUNNING (its locks held) with `confirming` set until then:
+ *
+ *  - both there, naming this backup, its chain and its volume → the job SUCCEEDED, the backup AVAILABLE;
+ *  - the destination answers that they are not there (NOT_FOUND of the base image, no such snapshot, no
+ *    or another metadata object) → the attempt fails DATA_LOSS: the source said the data was committed
+ *    and the side that must hold it has none — not a precondition a caller can fix, and worth an alert;
+ *  - no agent of the destination connected, or the question fails (timeout, disconnect, any other
+ *    status) → checked again after a backoff, until `confirmTimeoutMs` after the report; then the
+ *    attempt fails DEADLINE_EXCEEDED (transient: the job is retried).
+ *
+ * A cancel requested while confirming does not stop it: the work is done; the confirmation decides.
+ * Level-triggered like the rest: `run` (every tick, and at once after a report) starts the checks that
+ * are due; the answer is applied only if the job is still in the same confirming attempt.
+ */
+import { Status } from "nice-grpc-common";
+import { messageOf, statusOf } from "../../common/errors";
+import { backoffDelay } from "../../common/retry";
+import { BackupResult } from "../../gen/rbdbackup/v1/agent";
+import { JobState } from "../../gen/rbdbackup/v1/backup_service";
+import type { Backup, JobRecord } from "../model";
+import type { AgentSession } from "../sessions";
+import { extra } from "./config";
+import type { SchedulerContext } from "./context";
+import { attemptFailed, changed, confirmingReason, succeeded } from "./transitions";
+
+/** How long one question to the destination's agent may take, ms. */
+export const CONFIRM_CALL_TIMEOUT_MS = 15_000;
+
+/** "absent": nobody to ask (checked again on every tick); "unknown": asked, but no answer (backoff). */
+type Verdict =
+  | { kind: "confirmed" }
+  | { kind: "denied"; why: string }
+  | { kind: "unknown"; why: string }
+  | { kind: "absent"; why: string };
+
+export class Confirmer {
+  /** Job ids whose check is in flight, and the checks themselves (settle() awaits them). */
+  readonly #inFlight = new Map<string, Promise<void>>();
+
+  constructor(private readonly ctx: SchedulerContext) {}
+
+  /** After a restart: confirmations get a full timeout again (the destination's agents reconnect). */
+  recover(): void {
+    const until = this.ctx.now() + extra(this.ctx.cfg, "confirmTimeoutMs");
+    for (const j of this.ctx.catalog.activeJobs()) {
+      if (j.state !== JobState.JOB_STATE_RUNNING || !j.confirming) continue;
+      j.confirming.deadline = Math.max(j.confirming.deadline, until);
+      this.ctx.catalog.updateJob(j);
+    }
+  }
+
+  /** Starts the checks that are due among `jobs`. */
+  run(jobs: JobRecord[]): void {
+    const now = this.ctx.now();
+    for (const j of jobs) {
+      const c = j.confirming;
+      if (j.state !== JobState.JOB_STATE_RUNNING || !c || c.nextCheckAt > now || this.#inFlight.has(j.id)) continue;
+      this.#check(j);
+    }
+  }
+
+  /** Resolves when no check is in flight (tests; a stopping coordinator). */
+  async settle(): Promise<void> {
+    while (this.#inFlight.size) await Promise.all(this.#inFlight.values());
+  }
+
+  #check(j: JobRecord): void {
+    const b = this.ctx.catalog.getBackup(j.backupId);
+    const cluster = b?.location?.cluster ?? "";
+    const agent = this.ctx.sessions.ofCluster(cluster).sort((x, y) => x.jobs.size - y.jobs.size)[0];
+    if (!b || !agent) {
+      const why = b ? `waiting for an agent of cluster ${cluster} to connect` : "its backup is not in the catalog";
+      this.#apply(j.id, j.attempts, { kind: "absent", why });
+      return;
+    }
+    const attempt = j.attempts;
+    const result = BackupResult.fromJSON(j.confirming?.result);
+    const p = verdict(agent, b, result)
+      .then((v) => this.#apply(j.id, attempt, v))
+      .catch((err) => this.ctx.log.error("confirming a backup failed", { job: j.id, err }))
+      .finally(() => this.#inFlight.delete(j.id));
+    this.#inFlight.set(j.id, p);
+  }
+
+  /** Applies a verdict to the job, if it is still confirming the same attempt. */
+  #apply(jobId: string, attempt: number, v: Verdict): void {
+    const { ctx } = this;
+    const j = ctx.catalog.getJob(jobId);
+    if (!j?.confirming || j.state !== JobState.JOB_STATE_RUNNING || j.attempts !== attempt) return;
+    const result = BackupResult.fromJSON(j.confirming.result);
+    if (v.kind === "confirmed") {
+      succeeded(ctx, j, { jobId, token: "", code: Status.OK, message: "", result: { $case: "backup", value: result } });
+    } else if (v.kind === "denied") {
+      ctx.log.error("the destination does not hold a backup its source reported made", { job: jobId, why: v.why });
+      attemptFailed(ctx, j, Status.DATA_LOSS, `the source reported success but ${v.why}`);
+    } else if (ctx.now() >= j.confirming.deadline) {
+      const ms = extra(ctx.cfg, "confirmTimeoutMs");
+      attemptFailed(
+        ctx,
+        j,
+        Status.DEADLINE_EXCEEDED,
+        `could not confirm backup ${j.backupId} within ${ms} ms: ${v.why}`,
+      );
+    } else if (v.kind === "absent") {
+      const reason = confirmingReason(j, v.why);
+      if (j.waitingReason === reason) return;
+      j.waitingReason = reason;
+      ctx.catalog.updateJob(j);
+      changed(ctx, j);
+      return;
+    } else {
+      const c = j.confirming;
+      c.checks++;
+      const o = { baseMs: ctx.cfg.backoffBaseMs, maxMs: ctx.cfg.backoffMaxMs, jitter: 1 };
+      c.nextCheckAt = ctx.now() + backoffDelay(c.checks, o, ctx.random);
+      j.waitingReason = confirmingReason(j, `${v.why}; next check at ${new Date(c.nextCheckAt).toISOString()}`);
+      ctx.catalog.updateJob(j);
+      ctx.log.warn("could not confirm a backup yet", { job: jobId, why: v.why, checks: c.checks });
+      changed(ctx, j);
+    }
+    ctx.kick();
+  }
+}
+
+/** Asks `agent` (of the destination) whether the snapshot and the metadata object of the backup are there. */
+async function verdict(agent: AgentSession, b: Backup, r: BackupResult): Promise<Verdict> {
+  const loc = b.location as NonNullable<Backup["location"]>;
+  const pool = r.destinationPool || loc.pool;
+  const where = `${loc.cluster}/${pool}/${loc.namespace ? `${loc.namespace}/` : ""}${r.baseImage}`;
+  const asked = `agent ${agent.agentId} of cluster ${loc.cluster}`;
+  try {
+    const image = { pool, namespace: loc.namespace, image: r.baseImage };
+    const snaps = await agent.call({ $case: "snapshots", value: { image } }, "snapshots", CONFIRM_CALL_TIMEOUT_MS);
+    const snap = snaps.snapshots.find((s) => s.name === r.snapshot);
+    if (!snap || snap.backupId !== b.id) {
+      return { kind: "denied", why: `the destination has no snapshot ${r.snapshot} on ${where} (${asked})` };
+    }
+    const req = { backupId: b.id, pool, namespace: loc.namespace };
+    const meta = await agent.call({ $case: "metadata", value: req }, "metadata", CONFIRM_CALL_TIMEOUT_MS);
+    if (!meta.found) {
+      return {
+        kind: "denied",
+        why: `the destination has no metadata object backup.${b.id}.meta in ${pool} (${asked})`,
+      };
+    }
+    const wrong = metadataMismatch(meta.json, b, r);
+    return wrong
+      ? { kind: "denied", why: `the destination's backup.${b.id}.meta ${wrong} (${asked})` }
+      : { kind: "confirmed" };
+  } catch (e) {
+    if (statusOf(e) === Status.NOT_FOUND) {
+      return { kind: "denied", why: `the destination has no snapshot ${r.snapshot}: ${messageOf(e)} (${asked})` };
+    }
+    return { kind: "unknown", why: `${asked} did not answer: ${Status[statusOf(e)]}: ${messageOf(e)}` };
+  }
+}
+
+/** What in the metadata object contradicts the backup, or "" when it names this backup, chain and volume. */
+export function metadataMismatch(json: string, b: Backup, r: BackupResult): string {
+  let m: {
+    backup_id?: unknown;
+    source?: { kind?: unknown; pool?: unknown; namespace?: unknown; image?: unknown };
+    chain?: { base_image?: unknown; snapshot?: unknown };
+  };
+  try {
+    m = JSON.parse(json);
+  } catch {
+    return "is not valid JSON";
+  }
+  const v = b.volume;
+  if (m?.backup_id !== b.id) return `names backup ${String(m?.backup_id)}, not ${b.id}`;
+  if (m.chain?.base_image !== r.baseImage || m.chain?.snapshot !== r.snapshot) {
+    return `names chain ${String(m.chain?.base_image)}@${String(m.chain?.snapshot)}, not ${r.baseImage}@${r.snapshot}`;
+  }
+  const s = m.source;
+  if (s?.kind !== "rbd" || s.pool !== v?.pool || s.namespace !== v?.namespace || s.image !== v?.image) {
+    return `names source ${String(s?.pool)}/${String(s?.namespace)}/${String(s?.image)}, not volume ${v?.pool}/${v?.namespace}/${v?.image}`;
+  }
+  return "";
+}

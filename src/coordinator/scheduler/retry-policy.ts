@@ -1,0 +1,57 @@
+/**
+ * Whether a failed attempt gets another one, and after how long:
+ *
+ *  - RESOURCE_EXHAUSTED (a full pool, or a destination at its transfer limit) is retried, but only after
+ *    `fullPoolBackoffMs` (5 min by default, at least that, doubling up to 4×), never within seconds. The message does
+ *    not reliably tell a full pool from a busy agent, and the two costs are lopsided: a busy agent's job
+ *    waiting 5 minutes costs little (perClusterLimit keeps agents below their transfer limit anyway),
+ *    while writing into a full pool again and again filled an OSD to 100 % (issue 12 (b)). Not retrying
+ *    at all was rejected: an operator who frees or adds space should not have to resubmit the job.
+ *  - ALREADY_EXISTS of a backup on a retry (attempt > 1): a fresh backup id is never reused, so the base
+ *    image in the way is the previous attempt's, whose destination may still be cleaning it up — after a
+ *    lease expiry (agent lost) the coordinator cannot know when the old stream's destination notices
+ *    that its peer is gone. The retry waits `leftoverWaitMs` and tries again, up to LEFTOVER_RETRIES
+ *    times, without spending the job's attempts (issue 12 (c)). On a first attempt it stays final.
+ *  - Other transient failures (jobs.ts `isTransient`): exponential backoff with jitter, while attempts remain.
+ */
+import { Status } from "nice-grpc-common";
+import { backoffDelay } from "../../common/retry";
+import type { JobRecord } from "../model";
+import { extra, type SchedulerConfig } from "./config";
+import { isTransient } from "./jobs";
+
+/** Retries granted beyond maxAttempts for an attempt that found the previous attempt's leftovers. */
+export const LEFTOVER_RETRIES = 3;
+
+export interface RetryDecision {
+  /** Delay before the next attempt, ms. */
+  delayMs: number;
+  /** The next attempt does not count against maxAttempts (it only waits for a cleanup). */
+  extraAttempt: boolean;
+}
+
+/** Another attempt, or null when the failure is final (or attempts are spent). */
+export function retryDecision(
+  cfg: SchedulerConfig,
+  j: JobRecord,
+  code: Status,
+  random: () => number,
+): RetryDecision | null {
+  if (isLeftover(j, code)) {
+    if ((j.extraAttempts ?? 0) >= LEFTOVER_RETRIES) return null;
+    return { delayMs: extra(cfg, "leftoverWaitMs"), extraAttempt: true };
+  }
+  if (!isTransient(code) || j.attempts >= j.maxAttempts + (j.extraAttempts ?? 0)) return null;
+  if (code === Status.RESOURCE_EXHAUSTED) {
+    const baseMs = extra(cfg, "fullPoolBackoffMs");
+    const d = backoffDelay(j.attempts, { baseMs, maxMs: 4 * baseMs, jitter: 1 }, random);
+    return { delayMs: Math.max(baseMs, d), extraAttempt: false };
+  }
+  const o = { baseMs: cfg.backoffBaseMs, maxMs: cfg.backoffMaxMs, jitter: 1 };
+  return { delayMs: backoffDelay(j.attempts, o, random), extraAttempt: false };
+}
+
+/** A backup's retry that ran into a base image of its own backup id: the previous attempt's. */
+export function isLeftover(j: JobRecord, code: Status): boolean {
+  return code === Status.ALREADY_EXISTS && j.operation.kind === "backup" && j.attempts > 1;
+}
