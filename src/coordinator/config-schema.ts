@@ -30,6 +30,24 @@ export const SchedulerSchema = block(
     backoffMaxMs: int("Longest delay between two attempts of a job, ms.", 10, 86_400_000, 60_000),
     perClusterLimit: int("Jobs running at once on one cluster (as source, destination or target).", 1, 1024, 4),
     tickMs: int("How often the scheduler looks for work, ms.", 50, 60_000, 1_000),
+    fullPoolBackoffMs: int(
+      "Delay before retrying a job whose attempt failed RESOURCE_EXHAUSTED (full pool), ms; doubles per attempt, at most 4×.",
+      1000,
+      86_400_000,
+      300_000,
+    ),
+    leftoverWaitMs: int(
+      "Delay before a backup's retry that found the previous attempt's base image still there, ms.",
+      1000,
+      3_600_000,
+      30_000,
+    ),
+    confirmTimeoutMs: int(
+      "How long a backup reported made may wait for an agent of its destination to confirm it, ms.",
+      1000,
+      86_400_000,
+      600_000,
+    ),
   },
 );
 

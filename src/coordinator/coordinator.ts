@@ -15,8 +15,9 @@ import { createServer, type Server } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
 import { ServerReflection, ServerReflectionService } from "nice-grpc-server-reflection";
 import { splitHostPort } from "../common/address";
+import { CapabilitySigner } from "../common/capability";
 import type { Logger } from "../common/log";
-import { serverCredentials } from "../common/tls";
+import { serverCredentials, tlsFiles } from "../common/tls";
 import { VERSION } from "../common/version";
 import { BackupServiceDefinition } from "../gen/rbdbackup/v1/backup_service";
 import { CoordinatorAgentServiceDefinition } from "../gen/rbdbackup/v1/session";
@@ -64,7 +65,10 @@ export class Coordinator {
       this.log.warn("insecure mode without API tokens: anyone who reaches the port can use the API");
     const catalog = new SqliteCatalog(cfg.catalogPath);
     this.catalog = catalog;
-    const scheduler = new Scheduler({ catalog, sessions: this.sessions, cfg: cfg.scheduler, log: this.log });
+    // Leases carry transfer capabilities signed with the coordinator's own TLS key (none in insecure mode).
+    const tls = cfg.tls.insecure ? null : tlsFiles(cfg.tls, "the coordinator");
+    const signer = tls ? new CapabilitySigner(tls.cert, tls.key) : undefined;
+    const scheduler = new Scheduler({ catalog, sessions: this.sessions, cfg: cfg.scheduler, log: this.log, signer });
     this.scheduler = scheduler;
     const accepting = () => this.state === "serving";
     const server = createServer({

@@ -79,6 +79,9 @@ describe("configuration", () => {
         backoffMaxMs: 60_000,
         perClusterLimit: 4,
         tickMs: 1_000,
+        fullPoolBackoffMs: 300_000,
+        leftoverWaitMs: 30_000,
+        confirmTimeoutMs: 600_000,
       },
       shutdownGraceSeconds: 10,
     });
