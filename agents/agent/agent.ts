@@ -6,7 +6,9 @@
  *    image features) — any failing check stops the start with its message; then recovery of
  *    transfers a previous run left unfinished; then two servers on mutual TLS: the data plane
  *    (TransferService, on `transferListen`: agents/transfer/data-plane-server.ts) and grpc-js
- *    (AgentService, grpc.health.v1, on `listen`).
+ *    (AgentService, grpc.health.v1, on `listen`). AgentService only for the coordinator, direct
+ *    mutating calls only under its lease (authz.ts); TransferService only for agents, a Transfer only
+ *    with a capability for exactly what it writes (agents/transfer/transfer-authz.ts).
  *  - draining (SIGTERM): health NOT_SERVING, new work refused (UNAVAILABLE), running work gets
  *    `shutdownGraceSeconds` to finish (both servers send GOAWAY and let calls in flight end), then
  *    calls are cancelled.
@@ -17,6 +19,7 @@ import { createServer, type Server } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
 import { splitHostPort } from "../../src/common/address";
 import type { Logger } from "../../src/common/log";
+import { CapabilityVerifier } from "../../src/common/capability";
 import { serverCredentials } from "../../src/common/tls";
 import { AgentServiceDefinition } from "../../src/gen/rbdbackup/v1/agent";
 import type { TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
@@ -25,6 +28,7 @@ import { ADVISORY_CHECKS, clusterChecks, localChecks } from "../engine/checks";
 import type { EngineContext, TransferTarget } from "../engine/context";
 import { listChains } from "../engine/snapshots";
 import { DataPlaneServer } from "../transfer/data-plane-server";
+import { authorizeTransfer } from "../transfer/transfer-authz";
 import { Journal } from "../transfer/journal";
 import { receivePool } from "../transfer/message-reader";
 import { Peers, peerChannelOptions } from "../transfer/peers";
@@ -32,6 +36,7 @@ import { MAX_MESSAGE_BYTES } from "../transfer/protocol";
 import { recoverInterrupted, runSink, type SinkDeps } from "../transfer/sink";
 import { framePool } from "../transfer/wire";
 import type { AgentConfig } from "./config";
+import { agentServiceInterceptor, LeaseCheck } from "./authz";
 import { AgentMetrics } from "./metrics";
 import { AgentOperations, handle, running } from "./operations";
 import { agentService, listChainsService, VERSION } from "./services";
@@ -150,15 +155,19 @@ export class Agent {
         ...(cfg.testFaults?.corruptChunk ? { corruptChunk: cfg.testFaults.corruptChunk } : {}),
       },
       target: (address) => peers.target(address),
+      sourcePaths: cfg.sourcePaths,
     };
     const accepting = () => this.state === "serving";
     // Idle chunk buffers kept for reuse follow the configured windows, so memory stays bounded by them.
     framePool.maxIdle = cfg.limits.readsInFlight + 2;
     receivePool.maxIdle = cfg.limits.writesInFlight + 4;
     // TransferService on its own listener (node:http2, ours); grpc-js serves the rest on `listen`.
+    // Capabilities are checked against the deployment's CA (none in insecure mode: tests only).
+    const verifier = cfg.tls.insecure || !cfg.tls.ca ? null : new CapabilityVerifier(readFileSync(cfg.tls.ca));
     const dataPlane = new DataPlaneServer({
       tls: cfg.tls,
-      transfer: (messages, signal) => handle(log, "Transfer", () => receiveTransfer(messages, signal)),
+      transfer: (messages, signal, caller) =>
+        handle(log, "Transfer", async () => receiveTransfer(await authorizeTransfer(verifier, messages, caller), signal)),
       listChains: listChainsService(cluster, this.fsid, log),
       maxMessageBytes: MAX_MESSAGE_BYTES,
       maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers,
@@ -170,11 +179,19 @@ export class Agent {
     });
     this.#dataPlane = dataPlane;
     this.transferAddress = await dataPlane.listen(cfg.transferListen);
-    const server = createServer(peerChannelOptions);
+    const server = createServer({
+      ...peerChannelOptions,
+      interceptors: [agentServiceInterceptor({ insecure: cfg.tls.insecure === true, log })],
+    });
     const ops = new AgentOperations(ctx, accepting, metrics);
     server.add(
       AgentServiceDefinition,
-      agentService(ops, { agentId: cfg.agentId, maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers }, accepting),
+      agentService(
+        ops,
+        { agentId: cfg.agentId, maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers },
+        accepting,
+        LeaseCheck.fromTls(cfg.tls, { cluster: cfg.cluster.name, agentId: cfg.agentId }, log),
+      ),
     );
     server.add(HealthDefinition, HealthServiceImpl(this.health));
     const [host, portText] = splitHostPort(cfg.listen);

@@ -97,6 +97,7 @@ export async function restore(
       .transfer(
         rbdMessages(img, header, { fullCopy }, { ...ctx.source, meter: ctx.meter, meterPool: req.backupPool }, stats),
         signal,
+        req.transferCapability || undefined,
       );
     log.info("restore done", { target: `${target.pool}/${target.image}`, dataBytes: stats.dataBytes });
     return {
