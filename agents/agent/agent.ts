@@ -18,8 +18,8 @@ import path from "node:path";
 import { createServer, type Server } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
 import { splitHostPort } from "../../src/common/address";
-import type { Logger } from "../../src/common/log";
 import { CapabilityVerifier } from "../../src/common/capability";
+import type { Logger } from "../../src/common/log";
 import { serverCredentials } from "../../src/common/tls";
 import { AgentServiceDefinition } from "../../src/gen/rbdbackup/v1/agent";
 import type { TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
@@ -28,15 +28,15 @@ import { ADVISORY_CHECKS, clusterChecks, localChecks } from "../engine/checks";
 import type { EngineContext, TransferTarget } from "../engine/context";
 import { listChains } from "../engine/snapshots";
 import { DataPlaneServer } from "../transfer/data-plane-server";
-import { authorizeTransfer } from "../transfer/transfer-authz";
 import { Journal } from "../transfer/journal";
 import { receivePool } from "../transfer/message-reader";
 import { Peers, peerChannelOptions } from "../transfer/peers";
 import { MAX_MESSAGE_BYTES } from "../transfer/protocol";
 import { recoverInterrupted, runSink, type SinkDeps } from "../transfer/sink";
+import { authorizeTransfer } from "../transfer/transfer-authz";
 import { framePool } from "../transfer/wire";
-import type { AgentConfig } from "./config";
 import { agentServiceInterceptor, LeaseCheck } from "./authz";
+import type { AgentConfig } from "./config";
 import { AgentMetrics } from "./metrics";
 import { AgentOperations, handle, running } from "./operations";
 import { agentService, listChainsService, VERSION } from "./services";
@@ -167,7 +167,9 @@ export class Agent {
     const dataPlane = new DataPlaneServer({
       tls: cfg.tls,
       transfer: (messages, signal, caller) =>
-        handle(log, "Transfer", async () => receiveTransfer(await authorizeTransfer(verifier, messages, caller), signal)),
+        handle(log, "Transfer", async () =>
+          receiveTransfer(await authorizeTransfer(verifier, messages, caller), signal),
+        ),
       listChains: listChainsService(cluster, this.fsid, log),
       maxMessageBytes: MAX_MESSAGE_BYTES,
       maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers,

@@ -22,7 +22,7 @@ import {
   status,
 } from "@grpc/grpc-js";
 import { CapabilityVerifier, checkAllows, LEASE_METADATA_KEY } from "../../src/common/capability";
-import { type Fields } from "../../src/common/grants";
+import type { Fields } from "../../src/common/grants";
 import { describeIdentity, type Identity, identityOfCertificate } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
 import type { TlsConfig } from "../../src/common/tls";

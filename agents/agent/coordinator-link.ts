@@ -11,6 +11,7 @@ import { ChannelCredentials } from "@grpc/grpc-js";
 import { createChannel, createClient } from "nice-grpc";
 import { Status } from "nice-grpc-common";
 import { messageOf, statusOf } from "../../src/common/errors";
+import { describeIdentity, identityOfCertificate } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
 import { AsyncQueue } from "../../src/common/queue";
 import { type BackoffOptions, backoffDelay, delay } from "../../src/common/retry";
@@ -20,7 +21,6 @@ import {
   CoordinatorAgentServiceDefinition,
   type CoordinatorMessage,
 } from "../../src/gen/rbdbackup/v1/session";
-import { describeIdentity, identityOfCertificate } from "../../src/common/identity";
 import type { Changes } from "./changes";
 
 /**

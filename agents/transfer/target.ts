@@ -10,7 +10,11 @@ export interface TransferTarget {
    * (the coordinator's transfer capability for this stream) goes to a peer as the rbdbackup-capability
    * header; this agent's own sink (the same-cluster shortcut) needs none.
    */
-  transfer(messages: AsyncIterable<TransferMessage>, signal: AbortSignal, capability?: string): Promise<TransferSummary>;
+  transfer(
+    messages: AsyncIterable<TransferMessage>,
+    signal: AbortSignal,
+    capability?: string,
+  ): Promise<TransferSummary>;
   listChains(pool: string, namespace: string, volumeImage: string, signal: AbortSignal): Promise<ListChainsResponse>;
   /** For messages: "this agent" or the peer's address. */
   readonly label: string;

@@ -128,7 +128,11 @@ export class TransferClient {
    * or a failed source it settles only once the peer answered (it has cleaned up), or after
    * `cancelWaitMs`.
    */
-  transfer(messages: AsyncIterable<TransferMessage>, signal: AbortSignal, capability?: string): Promise<TransferSummary> {
+  transfer(
+    messages: AsyncIterable<TransferMessage>,
+    signal: AbortSignal,
+    capability?: string,
+  ): Promise<TransferSummary> {
     if (signal.aborted) return Promise.reject(new AbortError());
     let session: http2.ClientHttp2Session;
     let stream: http2.ClientHttp2Stream;

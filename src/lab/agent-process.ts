@@ -5,8 +5,8 @@
  */
 import { type ChildProcess, execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
-import path from "node:path";
 import { tmpdir } from "node:os";
+import path from "node:path";
 import type { TlsConfig } from "../common/tls";
 import type { AgentServiceClient } from "../gen/rbdbackup/v1/agent";
 import { startDaemon } from "./daemon";

@@ -19,8 +19,6 @@ import { ReceivePool } from "../../../agents/transfer/message-reader";
 import { TransferClient } from "../../../agents/transfer/transfer-client";
 import type { TransferEntry } from "../../../agents/transfer/transfer-server";
 
-/** What the test servers do with a transfer (whoever called: these tests are not about authorization). */
-type Behaviour = (messages: AsyncIterable<TransferMessage>, signal: AbortSignal) => ReturnType<TransferEntry>;
 import { FRAME, FramePool, finishChunkFrame, RELEASE, type Releasable } from "../../../agents/transfer/wire";
 import { delay } from "../../../src/common/retry";
 import { channelCredentials, serverCredentials, tlsChannelOptions } from "../../../src/common/tls";
@@ -45,6 +43,8 @@ const summary = (n: number): TransferSummary => ({
 });
 
 /** What the test handler does with a call; set per test. */
+/** What the test servers do with a transfer (whoever called: these tests are not about authorization). */
+type Behaviour = (messages: AsyncIterable<TransferMessage>, signal: AbortSignal) => ReturnType<TransferEntry>;
 let behaviour: Behaviour = async () => summary(0);
 
 /** Waits until `cond()` holds, polling; fails naming `what` after `ms`. */
