@@ -83,7 +83,9 @@ export async function restore(
       stripeUnit: 0,
       stripeCount: 0,
       imageMeta,
-      backupId: "",
+      // The backup restored from: the destination checks it against the transfer capability
+      // (src/common/grants.ts transferAsks); the sink writes no metadata for a restore.
+      backupId: req.backupId,
       metadataJson: Buffer.alloc(0),
       expectedFsid: req.targetAgent?.clusterFsid ?? "",
       chunkSize: ctx.source.chunkSize,
