@@ -6,7 +6,9 @@
  *    image features) — any failing check stops the start with its message; then recovery of
  *    transfers a previous run left unfinished; then two servers on mutual TLS: the data plane
  *    (TransferService, on `transferListen`: agents/transfer/data-plane-server.ts) and grpc-js
- *    (AgentService, grpc.health.v1, on `listen`).
+ *    (AgentService, grpc.health.v1, on `listen`). AgentService only for the coordinator, direct
+ *    mutating calls only under its lease (authz.ts); TransferService only for agents, a Transfer only
+ *    with a capability for exactly what it writes (agents/transfer/transfer-authz.ts).
  *  - draining (SIGTERM): health NOT_SERVING, new work refused (UNAVAILABLE), running work gets
  *    `shutdownGraceSeconds` to finish (both servers send GOAWAY and let calls in flight end), then
  *    calls are cancelled.
@@ -16,6 +18,7 @@ import path from "node:path";
 import { createServer, type Server } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
 import { splitHostPort } from "../../src/common/address";
+import { CapabilityVerifier } from "../../src/common/capability";
 import type { Logger } from "../../src/common/log";
 import { serverCredentials } from "../../src/common/tls";
 import { AgentServiceDefinition } from "../../src/gen/rbdbackup/v1/agent";
@@ -30,7 +33,9 @@ import { receivePool } from "../transfer/message-reader";
 import { Peers, peerChannelOptions } from "../transfer/peers";
 import { MAX_MESSAGE_BYTES } from "../transfer/protocol";
 import { recoverInterrupted, runSink, type SinkDeps } from "../transfer/sink";
+import { authorizeTransfer } from "../transfer/transfer-authz";
 import { framePool } from "../transfer/wire";
+import { agentServiceInterceptor, LeaseCheck } from "./authz";
 import type { AgentConfig } from "./config";
 import { AgentMetrics } from "./metrics";
 import { AgentOperations, handle, running } from "./operations";
@@ -150,15 +155,21 @@ export class Agent {
         ...(cfg.testFaults?.corruptChunk ? { corruptChunk: cfg.testFaults.corruptChunk } : {}),
       },
       target: (address) => peers.target(address),
+      sourcePaths: cfg.sourcePaths,
     };
     const accepting = () => this.state === "serving";
     // Idle chunk buffers kept for reuse follow the configured windows, so memory stays bounded by them.
     framePool.maxIdle = cfg.limits.readsInFlight + 2;
     receivePool.maxIdle = cfg.limits.writesInFlight + 4;
     // TransferService on its own listener (node:http2, ours); grpc-js serves the rest on `listen`.
+    // Capabilities are checked against the deployment's CA (none in insecure mode: tests only).
+    const verifier = cfg.tls.insecure || !cfg.tls.ca ? null : new CapabilityVerifier(readFileSync(cfg.tls.ca));
     const dataPlane = new DataPlaneServer({
       tls: cfg.tls,
-      transfer: (messages, signal) => handle(log, "Transfer", () => receiveTransfer(messages, signal)),
+      transfer: (messages, signal, caller) =>
+        handle(log, "Transfer", async () =>
+          receiveTransfer(await authorizeTransfer(verifier, messages, caller), signal),
+        ),
       listChains: listChainsService(cluster, this.fsid, log),
       maxMessageBytes: MAX_MESSAGE_BYTES,
       maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers,
@@ -170,11 +181,19 @@ export class Agent {
     });
     this.#dataPlane = dataPlane;
     this.transferAddress = await dataPlane.listen(cfg.transferListen);
-    const server = createServer(peerChannelOptions);
+    const server = createServer({
+      ...peerChannelOptions,
+      interceptors: [agentServiceInterceptor({ insecure: cfg.tls.insecure === true, log })],
+    });
     const ops = new AgentOperations(ctx, accepting, metrics);
     server.add(
       AgentServiceDefinition,
-      agentService(ops, { agentId: cfg.agentId, maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers }, accepting),
+      agentService(
+        ops,
+        { agentId: cfg.agentId, maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers },
+        accepting,
+        LeaseCheck.fromTls(cfg.tls, { cluster: cfg.cluster.name, agentId: cfg.agentId }, log),
+      ),
     );
     server.add(HealthDefinition, HealthServiceImpl(this.health));
     const [host, portText] = splitHostPort(cfg.listen);

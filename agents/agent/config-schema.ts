@@ -85,6 +85,11 @@ export const AgentConfigSchema = daemonSchema("rbdbackup agent configuration", {
   tls: TlsSchema,
   stateDir: text("Where the agent keeps its recovery journal.", "/var/lib/rbdbackup/agent"),
   backupPool: text("Default pool for backups written into this cluster.", "backups"),
+  sourcePaths: Type.Array(Type.String({ minLength: 1, pattern: "^/" }), {
+    description:
+      "Absolute paths (files, block devices, or directories holding them) that a backup may read as a path source; [] (the default) refuses every path source.",
+    default: [],
+  }),
   limits: Limits,
   shutdownGraceSeconds: int("Seconds to let running work finish on SIGTERM.", 0, 3600, 30),
   testFaults: TestFaults,

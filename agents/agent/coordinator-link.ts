@@ -3,21 +3,57 @@
  * one bidirectional Session stream at a time. Each stream opens with the messages the handler gives
  * (Register first); once the coordinator answers Registered, heartbeats go out at the interval it
  * asks for. When a stream ends or fails, the link dials again with exponential backoff and jitter
- * (src/common/retry.ts) until `close()`. What the messages mean is the handler's business.
+ * (src/common/retry.ts) until `close()`. What the messages mean is the handler's business. The far end
+ * must be the coordinator: its certificate has to name one (coordinatorCredentials), else no stream.
  */
+import { checkServerIdentity, type PeerCertificate } from "node:tls";
+import { ChannelCredentials } from "@grpc/grpc-js";
 import { createChannel, createClient } from "nice-grpc";
 import { Status } from "nice-grpc-common";
 import { messageOf, statusOf } from "../../src/common/errors";
+import { describeIdentity, identityOfCertificate } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
 import { AsyncQueue } from "../../src/common/queue";
 import { type BackoffOptions, backoffDelay, delay } from "../../src/common/retry";
-import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../../src/common/tls";
+import { channelCredentials, type TlsConfig, tlsChannelOptions, tlsFiles } from "../../src/common/tls";
 import {
   type AgentMessage,
   CoordinatorAgentServiceDefinition,
   type CoordinatorMessage,
 } from "../../src/gen/rbdbackup/v1/session";
 import type { Changes } from "./changes";
+
+/**
+ * Why the server certificate `cert` is not the coordinator's (null when it is): the far end of the
+ * session gives this agent its leases, so a peer whose certificate does not name a coordinator
+ * (rbdbackup://coordinator/<id>) — another agent, an API client — is refused in the handshake.
+ */
+export function notCoordinator(cert: { raw?: Buffer } | undefined): string | null {
+  let id = null;
+  try {
+    id = cert?.raw ? identityOfCertificate(cert.raw) : null;
+  } catch {
+    id = null;
+  }
+  if (id?.kind === "coordinator") return null;
+  return `the server's certificate names ${describeIdentity(id)}, not a coordinator (rbdbackup://coordinator/<id>)`;
+}
+
+/** Mutual TLS to the coordinator: the usual checks (CA, host name), plus "the server is a coordinator". */
+export function coordinatorCredentials(tls: TlsConfig, address: string, log: Logger): ChannelCredentials {
+  if (tls.insecure) return channelCredentials(tls);
+  const f = tlsFiles(tls, "coordinator session");
+  return ChannelCredentials.createSsl(f.ca, f.key, f.cert, {
+    checkServerIdentity: (host: string, cert: PeerCertificate) => {
+      const hostError = checkServerIdentity(host, cert);
+      if (hostError) return hostError;
+      const why = notCoordinator(cert);
+      if (!why) return undefined;
+      log.error("refusing the coordinator session: the server is not the coordinator", { coordinator: address, why });
+      return new Error(`refusing ${address}: ${why}`);
+    },
+  });
+}
 
 export interface LinkHandler {
   /** The messages that open every stream: Register first, then whatever must be resent. */
@@ -91,7 +127,7 @@ export class CoordinatorLink {
   }
 
   async #run(): Promise<void> {
-    const channel = createChannel(this.address, channelCredentials(this.tls), {
+    const channel = createChannel(this.address, coordinatorCredentials(this.tls, this.address, this.log), {
       ...tlsChannelOptions(this.address, this.tls),
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,

@@ -1,13 +1,17 @@
 /**
- * Handlers of an agent: AgentService (operations, on the grpc-js server) and TransferService.ListChains
- * (on the data-plane server, agents/transfer/data-plane-server.ts).
+ * Handlers of an agent: AgentService (operations, on the grpc-js server; direct mutating calls only
+ * under the coordinator's lease, authz.ts) and TransferService.ListChains (on the data-plane server,
+ * agents/transfer/data-plane-server.ts).
  */
+import { toServerError } from "../../src/common/errors";
+import { backupOperationAsks, deleteOperationAsks, type Fields, restoreOperationAsks } from "../../src/common/grants";
 import type { Logger } from "../../src/common/log";
 import type { AgentServiceImplementation } from "../../src/gen/rbdbackup/v1/agent";
 import type { ListChainsRequest, ListChainsResponse } from "../../src/gen/rbdbackup/v1/transfer";
 import { type Cluster, libraryVersions } from "../ceph";
 import { listChains } from "../engine/snapshots";
 import { validName } from "../transfer/protocol";
+import { LeaseCheck } from "./authz";
 import { type AgentOperations, handle } from "./operations";
 
 export { VERSION } from "../../src/common/version";
@@ -35,10 +39,20 @@ export function listChainsService(
     });
 }
 
+/** A direct mutating call runs only under its lease (authz.ts); refused before anything is touched. */
+function leased(leases: LeaseCheck, method: string, md: { get(key: string): unknown }, asks: Fields): void {
+  try {
+    leases.check(method, LeaseCheck.leaseOf(md), asks);
+  } catch (e) {
+    throw toServerError(e);
+  }
+}
+
 export function agentService(
   ops: AgentOperations,
   info: { agentId: string; maxConcurrentTransfers: number },
   accepting: () => boolean,
+  leases: LeaseCheck,
 ): AgentServiceImplementation {
   const ctx = ops.ctx;
   return {
@@ -54,9 +68,18 @@ export function agentService(
       };
     },
     checkCluster: (req) => ops.checkCluster(req),
-    backup: (req, context) => ops.backup(req, context.signal),
-    restore: (req, context) => ops.restore(req, context.signal),
-    deleteBackup: (req) => ops.deleteBackup(req),
+    backup: (req, context) => {
+      leased(leases, "Backup", context.metadata, backupOperationAsks(req));
+      return ops.backup(req, context.signal);
+    },
+    restore: (req, context) => {
+      leased(leases, "Restore", context.metadata, restoreOperationAsks(req));
+      return ops.restore(req, context.signal);
+    },
+    deleteBackup: (req, context) => {
+      leased(leases, "DeleteBackup", context.metadata, deleteOperationAsks(req));
+      return ops.deleteBackup(req);
+    },
     listBackupSnapshots: (req) => ops.listBackupSnapshots(req),
     getBackupMetadata: (req) => ops.getBackupMetadata(req),
   };

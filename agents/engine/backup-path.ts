@@ -88,6 +88,7 @@ export async function backupPath(
     const summary = await target.transfer(
       fileMessages(fh, header, { ...ctx.source, meter: ctx.meter, meterPool: "" }, stats),
       signal,
+      req.transferCapability || undefined,
     );
     return {
       backupId: req.backupId,

@@ -230,7 +230,7 @@ class VolumeBackup {
       { ...ctx.source, meter: ctx.meter, meterPool: vol.pool },
       stats,
     );
-    const summary = await this.target.transfer(msgs, this.signal);
+    const summary = await this.target.transfer(msgs, this.signal, req.transferCapability || undefined);
     return { plan, stats, summary };
   }
 

@@ -13,6 +13,7 @@ import { backupPath } from "./backup-path";
 import { backupVolume } from "./backup-volume";
 import type { EngineContext } from "./context";
 import { newProgress, type Progress } from "./progress";
+import { allowedSourcePath } from "./source-paths";
 
 export function validateBackupRequest(req: BackupRequest): void {
   if (!isUuid(req.backupId)) throw invalidArgument("backup_id must be a lowercase UUID");
@@ -46,6 +47,9 @@ export async function backup(
 ): Promise<BackupResult> {
   validateBackupRequest(req);
   const src = req.source as NonNullable<BackupRequest["source"]>;
-  if (src.$case === "path") return backupPath(ctx, req, src.value, signal, progress);
+  if (src.$case === "path") {
+    const real = await allowedSourcePath(src.value, ctx.sourcePaths ?? []);
+    return backupPath(ctx, req, real, signal, progress);
+  }
   return backupVolume(ctx, req, src.value, signal, progress);
 }

@@ -21,6 +21,8 @@ export interface EngineContext {
   defaultBackupPool: string;
   source: SourceOptions;
   meter: TransferMeter;
+  /** Files and block devices a path source may read (config sourcePaths; absent or [] = none). */
+  sourcePaths?: readonly string[];
   /** "" = this agent's own sink; else host:port of a peer agent. */
   target(address: string): TransferTarget;
 }

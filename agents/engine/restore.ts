@@ -83,7 +83,9 @@ export async function restore(
       stripeUnit: 0,
       stripeCount: 0,
       imageMeta,
-      backupId: "",
+      // The backup restored from: the destination checks it against the transfer capability
+      // (src/common/grants.ts transferAsks); the sink writes no metadata for a restore.
+      backupId: req.backupId,
       metadataJson: Buffer.alloc(0),
       expectedFsid: req.targetAgent?.clusterFsid ?? "",
       chunkSize: ctx.source.chunkSize,
@@ -97,6 +99,7 @@ export async function restore(
       .transfer(
         rbdMessages(img, header, { fullCopy }, { ...ctx.source, meter: ctx.meter, meterPool: req.backupPool }, stats),
         signal,
+        req.transferCapability || undefined,
       );
     log.info("restore done", { target: `${target.pool}/${target.image}`, dataBytes: stats.dataBytes });
     return {

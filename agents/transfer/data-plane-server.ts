@@ -12,7 +12,7 @@
  * - Admission: at most `maxConcurrentTransfers` Transfer calls at once (RESOURCE_EXHAUSTED beyond),
  *   none once the agent stops accepting (UNAVAILABLE).
  * - Routing: gRPC content-type required (else HTTP 415), identity encoding only, unknown methods
- *   UNIMPLEMENTED.
+ *   UNIMPLEMENTED; callers whose certificate does not name an agent PERMISSION_DENIED (transfer-authz.ts).
  * - Lifecycle: listening → draining (shutdown: listener closed, GOAWAY on every connection, calls in
  *   flight may finish within the grace period) → stopped (remaining connections destroyed, which
  *   cancels their calls). Every wait is bounded.
@@ -28,6 +28,7 @@ import { type TlsConfig, tlsFiles } from "../../src/common/tls";
 import { TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
 import type { ReceivePool } from "./message-reader";
 import { ServerCall } from "./server-call";
+import { dataPlaneRefusal, transferCallerOf } from "./transfer-authz";
 import {
   type ListChainsEntry,
   listChainsMethod,
@@ -64,7 +65,7 @@ export type DataPlaneState = "idle" | "listening" | "draining" | "stopped";
 /** Wraps the transfer entry with the server's admission: serving at all, and the concurrency limit. */
 function admitted(entry: TransferEntry, max: number, accepting: () => boolean): TransferEntry {
   let active = 0;
-  return async (messages, signal) => {
+  return async (messages, signal, caller) => {
     if (!accepting()) throw new AppError(Status.UNAVAILABLE, "this agent is shutting down");
     if (active >= max) {
       throw new AppError(
@@ -74,7 +75,7 @@ function admitted(entry: TransferEntry, max: number, accepting: () => boolean): 
     }
     active++;
     try {
-      return await entry(messages, signal);
+      return await entry(messages, signal, caller);
     } finally {
       active--;
     }
@@ -256,6 +257,15 @@ export class DataPlaneServer {
       call.fail(Status.UNIMPLEMENTED, `the server does not implement the method ${path}`);
       return;
     }
-    route(call);
+    // Who: only agents of the deployment (transfer-authz.ts); what a Transfer may write is the
+    // transfer entry's check (authorizeTransfer), before its sink sees the stream.
+    const caller = transferCallerOf(stream, headers, this.#opts.tls.insecure === true);
+    const refusal = dataPlaneRefusal(caller);
+    if (refusal) {
+      this.#opts.log?.warn("data plane: refused a call", { method: path, reason: refusal });
+      call.fail(Status.PERMISSION_DENIED, refusal);
+      return;
+    }
+    route(call, caller);
   }
 }

@@ -31,7 +31,7 @@ function withDeadline(signal: AbortSignal, ms: number): AbortSignal {
 export function remoteTarget(address: string, client: TransferServiceClient, bulk: TransferClient): TransferTarget {
   return {
     label: `agent ${address}`,
-    transfer: (messages, signal) => bulk.transfer(messages, signal),
+    transfer: (messages, signal, capability) => bulk.transfer(messages, signal, capability),
     listChains: (pool, namespace, volumeImage, signal) =>
       client.listChains({ pool, namespace, volumeImage }, { signal: withDeadline(signal, UNARY_DEADLINE_MS) }),
   };

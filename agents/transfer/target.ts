@@ -5,8 +5,16 @@
 import type { ListChainsResponse, TransferMessage, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
 
 export interface TransferTarget {
-  /** Streams `messages` to the destination; resolves with its summary once it committed. */
-  transfer(messages: AsyncIterable<TransferMessage>, signal: AbortSignal): Promise<TransferSummary>;
+  /**
+   * Streams `messages` to the destination; resolves with its summary once it committed. `capability`
+   * (the coordinator's transfer capability for this stream) goes to a peer as the rbdbackup-capability
+   * header; this agent's own sink (the same-cluster shortcut) needs none.
+   */
+  transfer(
+    messages: AsyncIterable<TransferMessage>,
+    signal: AbortSignal,
+    capability?: string,
+  ): Promise<TransferSummary>;
   listChains(pool: string, namespace: string, volumeImage: string, signal: AbortSignal): Promise<ListChainsResponse>;
   /** For messages: "this agent" or the peer's address. */
   readonly label: string;

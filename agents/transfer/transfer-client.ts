@@ -27,6 +27,7 @@
 import http2 from "node:http2";
 import { AbortError } from "abort-controller-x";
 import { ClientError, Status } from "nice-grpc-common";
+import { CAPABILITY_HEADER } from "../../src/common/capability";
 import { type Logger, logger } from "../../src/common/log";
 import type { TlsConfig } from "../../src/common/tls";
 import { VERSION } from "../../src/common/version";
@@ -127,7 +128,11 @@ export class TransferClient {
    * or a failed source it settles only once the peer answered (it has cleaned up), or after
    * `cancelWaitMs`.
    */
-  transfer(messages: AsyncIterable<TransferMessage>, signal: AbortSignal): Promise<TransferSummary> {
+  transfer(
+    messages: AsyncIterable<TransferMessage>,
+    signal: AbortSignal,
+    capability?: string,
+  ): Promise<TransferSummary> {
     if (signal.aborted) return Promise.reject(new AbortError());
     let session: http2.ClientHttp2Session;
     let stream: http2.ClientHttp2Stream;
@@ -141,6 +146,7 @@ export class TransferClient {
           te: "trailers",
           "user-agent": `rbdbackup-agent/${VERSION}`,
           "grpc-accept-encoding": "identity",
+          ...(capability ? { [CAPABILITY_HEADER]: capability } : {}),
         },
         { endStream: false },
       );

@@ -24,18 +24,21 @@ import {
 } from "../../src/gen/rbdbackup/v1/transfer";
 import { MessageReader, type ReceivePool, receivePool } from "./message-reader";
 import type { ServerCall } from "./server-call";
+import type { TransferCaller } from "./transfer-authz";
 import { RELEASE, type Releasable } from "./wire";
 
 /** Where a transfer's messages go: the destination's sink (or, in tests, any function). */
 export type TransferEntry = (
   messages: AsyncIterable<TransferMessage>,
   signal: AbortSignal,
+  /** Who called, and the capability it presented (transfer-authz.ts). */
+  caller: TransferCaller,
 ) => Promise<Partial<TransferSummary>>;
 
 export type ListChainsEntry = (req: ListChainsRequest, signal: AbortSignal) => Promise<Partial<ListChainsResponse>>;
 
 /** A method's handler on the data-plane server. */
-export type MethodHandler = (call: ServerCall) => void;
+export type MethodHandler = (call: ServerCall, caller: TransferCaller) => void;
 
 function decodeTransferMessage(bytes: Buffer, release: (() => void) | null): TransferMessage {
   let m: TransferMessage;
@@ -53,13 +56,13 @@ function decodeTransferMessage(bytes: Buffer, release: (() => void) | null): Tra
 /** TransferService.Transfer: client-streaming, chunks in pooled buffers. */
 export function transferMethod(entry: TransferEntry, opts: { maxMessageBytes: number; pool?: ReceivePool }) {
   const pool = opts.pool ?? receivePool;
-  return (call: ServerCall): void => {
+  return (call: ServerCall, caller: TransferCaller): void => {
     const reader = new MessageReader(call.stream, {
       maxMessageBytes: opts.maxMessageBytes,
       pool,
       decode: decodeTransferMessage,
     });
-    entry(reader, call.signal).then(
+    entry(reader, call.signal, caller).then(
       (summary) => {
         let body: Uint8Array;
         try {

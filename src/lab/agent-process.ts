@@ -5,11 +5,12 @@
  */
 import { type ChildProcess, execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
-import { createChannel, createClient } from "nice-grpc";
-import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../common/tls";
-import { type AgentServiceClient, AgentServiceDefinition } from "../gen/rbdbackup/v1/agent";
+import type { TlsConfig } from "../common/tls";
+import type { AgentServiceClient } from "../gen/rbdbackup/v1/agent";
 import { startDaemon } from "./daemon";
+import { LabMinter, labAgentClient } from "./lab-leases";
 import { scratchDir } from "./scratch";
 
 export const repoRoot = path.resolve(__dirname, "../../..");
@@ -113,8 +114,14 @@ export interface AgentProcessOptions {
   transferListen?: string;
   /** Plaintext gRPC (benchmarks compare it); TLS otherwise. */
   insecure?: boolean;
-  /** Client identity used to talk to the agent. */
+  /**
+   * Lab certificate the `client` talks with (default "coordinator": it then mints the leases and
+   * transfer capabilities the agent requires, src/lab/lab-leases.ts; any other name calls as that
+   * identity with nothing minted).
+   */
   clientCert?: string;
+  /** Paths a path source may read (agent config sourcePaths; default: the system's temp directory). */
+  sourcePaths?: string[];
   /** Extra node flags, e.g. ["--cpu-prof"]. */
   nodeArgs?: string[];
   /** Forward the agent's log lines to our stderr. */
@@ -150,6 +157,7 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
     tls: opts.insecure ? { insecure: true } : labTls(agentId, `rbdbackup://agent/${cluster}/${agentId}`),
     stateDir,
     backupPool: opts.backupPool ?? "backups",
+    sourcePaths: opts.sourcePaths ?? [tmpdir()],
     limits: opts.limits ?? {},
     shutdownGraceSeconds: 5,
     ...(opts.testFaults ? { testFaults: opts.testFaults } : {}),
@@ -167,12 +175,18 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
     },
   );
   const { proc, serving } = daemon;
-  const tls = opts.insecure ? { insecure: true } : labTls(opts.clientCert ?? "test-client");
-  const channel = createChannel(serving.address, channelCredentials(tls), tlsChannelOptions(serving.address, tls));
-  const client = createClient(AgentServiceDefinition, channel);
+  // As the coordinator by default (leases and transfer capabilities minted per call: lab-leases.ts);
+  // another clientCert calls as that identity, with nothing minted.
+  const certName = opts.clientCert ?? "coordinator";
+  const tls = opts.insecure ? { insecure: true } : labTls(certName);
+  const minter =
+    opts.insecure || certName !== "coordinator"
+      ? undefined
+      : LabMinter.fromTls(tls, { cluster, agentId, backupPool: config.backupPool });
+  const { client, close } = labAgentClient(serving.address, tls, minter);
   const waitExit = async (signal: NodeJS.Signals) => {
     await daemon.stop(signal);
-    channel.close();
+    close();
   };
   return {
     name,

@@ -1,4 +1,9 @@
-/** Real agent daemons for tests (see src/lab/agent-process.ts), with test faults enabled. */
+/**
+ * Real agent daemons for tests (see src/lab/agent-process.ts), with test faults enabled; their `client`
+ * acts as the coordinator (leases and transfer capabilities minted per call, src/lab/lab-leases.ts).
+ */
+import { transferAsks } from "../../src/common/grants";
+import type { TransferHeader } from "../../src/gen/rbdbackup/v1/transfer";
 import {
   type AgentProcess,
   type AgentProcessOptions,
@@ -6,6 +11,7 @@ import {
   labTlsDir,
   startAgentProcess,
 } from "../../src/lab/agent-process";
+import { LabMinter } from "../../src/lab/lab-leases";
 
 export type RunningAgent = AgentProcess;
 export const tlsDir = labTlsDir;
@@ -19,4 +25,17 @@ export function startAgent(cluster: string, opts: AgentProcessOptions = {}): Pro
     nodeArgs: (process.env.RBDBACKUP_AGENT_NODE_ARGS ?? "").split(" ").filter(Boolean),
     env: { RBDBACKUP_ENABLE_TEST_FAULTS: "1" },
   });
+}
+
+/** The lab coordinator's minter for capabilities held by `holder` (default: site-a's standard agent). */
+export function labMinter(holder = { cluster: "site-a", agentId: "agent-site-a" }): LabMinter {
+  return LabMinter.fromTls(labTls("coordinator"), { ...holder, backupPool: "backups" });
+}
+
+/** A transfer capability allowing exactly what `header` asks for, held by `holder`. */
+export function transferCapabilityFor(
+  header: TransferHeader,
+  holder = { cluster: "site-a", agentId: "agent-site-a" },
+): string {
+  return labMinter(holder).mint("transfer", transferAsks(header));
 }

@@ -7,12 +7,18 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { existsSync, readdirSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
-import { ClientError, createChannel, createClient, Status } from "nice-grpc";
+import { ClientError, createChannel, createClient, Metadata, Status } from "nice-grpc";
+import { CAPABILITY_HEADER } from "../../../src/common/capability";
 import { channelCredentials, tlsChannelOptions } from "../../../src/common/tls";
 import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
-import { TransferKind, type TransferMessage, TransferServiceDefinition } from "../../../src/gen/rbdbackup/v1/transfer";
-import { type RunningAgent, startAgent, tlsFor } from "../../helpers/agents";
+import {
+  type TransferHeader,
+  TransferKind,
+  type TransferMessage,
+  TransferServiceDefinition,
+} from "../../../src/gen/rbdbackup/v1/transfer";
+import { type RunningAgent, startAgent, tlsFor, transferCapabilityFor } from "../../helpers/agents";
 import { scrape } from "../../helpers/coordinator";
 import { uniqueName } from "../../helpers/lab";
 import { sample } from "../../helpers/metrics";
@@ -370,13 +376,20 @@ describe("failures are clean", () => {
   });
 
   describe("the transfer stream is validated", () => {
+    // Called as site-a's agent with a capability for exactly the header's image: these tests are
+    // about the stream's checks, which run once the caller is authorized (authz.test.ts: refusals).
     const client = () => {
-      const tls = tlsFor("test-client");
+      const tls = tlsFor("agent-site-a");
       return createClient(
         TransferServiceDefinition,
         createChannel(b.transferAddress, channelCredentials(tls), tlsChannelOptions(b.transferAddress, tls)),
       );
     };
+    const allowed = (h: TransferMessage) => ({
+      metadata: Metadata({
+        [CAPABILITY_HEADER]: transferCapabilityFor((h.body as { value: TransferHeader }).value),
+      }),
+    });
     const header = (image: string) =>
       ({
         body: {
@@ -408,7 +421,10 @@ describe("failures are clean", () => {
 
     it("no header → INVALID_ARGUMENT", async () => {
       await assert.rejects(
-        client().transfer(stream({ body: { $case: "zero", value: { offset: 0, length: 1 } } })),
+        client().transfer(
+          stream({ body: { $case: "zero", value: { offset: 0, length: 1 } } }),
+          allowed(header(uniqueName("no-header"))),
+        ),
         grpcStatus(Status.INVALID_ARGUMENT, /header/),
       );
     });
@@ -417,9 +433,11 @@ describe("failures are clean", () => {
       const image = uniqueName("bad-stream");
       const data = Buffer.alloc(4096, 1);
       const { checksum } = await import("../../../agents/transfer/protocol");
+      const h = header(image);
       await assert.rejects(
         client().transfer(
-          stream(header(image), { body: { $case: "chunk", value: { offset: 4 * MiB, data, crc32: checksum(data) } } }),
+          stream(h, { body: { $case: "chunk", value: { offset: 4 * MiB, data, crc32: checksum(data) } } }),
+          allowed(h),
         ),
         grpcStatus(Status.INVALID_ARGUMENT, /beyond the image size/),
       );
@@ -428,14 +446,16 @@ describe("failures are clean", () => {
 
     it("a wrong digest → DATA_LOSS, nothing committed", async () => {
       const image = uniqueName("bad-digest");
+      const h = header(image);
       await assert.rejects(
         client().transfer(
-          stream(header(image), {
+          stream(h, {
             body: {
               $case: "trailer",
               value: { dataChunks: 0, dataBytes: 0, zeroRanges: 0, zeroBytes: 0, digest: Buffer.alloc(32) },
             },
           }),
+          allowed(h),
         ),
         grpcStatus(Status.DATA_LOSS, /digest/),
       );

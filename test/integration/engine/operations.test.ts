@@ -60,7 +60,7 @@ describe("operations", () => {
   });
 
   it("TransferService answers on the agent's transfer address only: UNIMPLEMENTED on its main port", async () => {
-    const tls = labTls("test-client");
+    const tls = labTls("agent-site-a");
     const channels = [b.transferAddress, b.address].map((address) =>
       createChannel(address, channelCredentials(tls), tlsChannelOptions(address, tls)),
     );

@@ -78,6 +78,7 @@ describe("agent configuration", () => {
       tls: { insecure: true },
       stateDir: "/var/lib/rbdbackup/agent",
       backupPool: "backups",
+      sourcePaths: [],
       limits: {
         chunkSizeBytes: 2 * 1024 * 1024,
         readsInFlight: 8,

@@ -18,6 +18,7 @@ import { DataPlaneServer } from "../../../agents/transfer/data-plane-server";
 import { ReceivePool } from "../../../agents/transfer/message-reader";
 import { TransferClient } from "../../../agents/transfer/transfer-client";
 import type { TransferEntry } from "../../../agents/transfer/transfer-server";
+
 import { FRAME, FramePool, finishChunkFrame, RELEASE, type Releasable } from "../../../agents/transfer/wire";
 import { delay } from "../../../src/common/retry";
 import { channelCredentials, serverCredentials, tlsChannelOptions } from "../../../src/common/tls";
@@ -42,7 +43,9 @@ const summary = (n: number): TransferSummary => ({
 });
 
 /** What the test handler does with a call; set per test. */
-let behaviour: TransferEntry = async () => summary(0);
+/** What the test servers do with a transfer (whoever called: these tests are not about authorization). */
+type Behaviour = (messages: AsyncIterable<TransferMessage>, signal: AbortSignal) => ReturnType<TransferEntry>;
+let behaviour: Behaviour = async () => summary(0);
 
 /** Waits until `cond()` holds, polling; fails naming `what` after `ms`. */
 async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
@@ -106,7 +109,7 @@ function chunks(n: number, size: number, frames: FramePool, pulled = { n: 0, clo
  * Consumes every message, checks chunk order and content, gives pooled buffers back; like the real
  * sink, a stream that ends without its trailer is a failure (a cancelled call may look like an end).
  */
-const consumeAll: TransferEntry = async (messages) => {
+const consumeAll: Behaviour = async (messages) => {
   let bytes = 0;
   let i = 0;
   let trailer = false;

@@ -1,0 +1,113 @@
+/**
+ * Who may call an agent's AgentService, and what a direct call may do (issue 12, least privilege):
+ *
+ * - Who: a grpc-js server interceptor (it sees the TLS peer, which nice-grpc handlers do not) reads the
+ *   identity in the caller's verified certificate (src/common/identity.ts). Only the coordinator may
+ *   call AgentService; anyone else gets PERMISSION_DENIED before a handler runs. grpc.health.v1 stays
+ *   open; other paths are left to grpc-js (UNIMPLEMENTED).
+ * - What: a mutating call (Backup, Restore, DeleteBackup) must carry the operation lease the coordinator
+ *   signed for this agent (metadata `rbdbackup-lease`), and the lease must allow exactly what the
+ *   request asks (src/common/grants.ts). Checked before the operation touches anything.
+ *
+ * Leases that arrive over the agent's own coordinator session do not pass here: the session is the
+ * agent's own authenticated connection to the coordinator (coordinator-link.ts checks its far end).
+ * Insecure mode (tests only) has no certificates: both checks are off.
+ */
+import { readFileSync } from "node:fs";
+import {
+  Metadata,
+  ServerInterceptingCall,
+  type ServerInterceptingCallInterface,
+  type ServerInterceptor,
+  status,
+} from "@grpc/grpc-js";
+import { CapabilityVerifier, checkAllows, LEASE_METADATA_KEY } from "../../src/common/capability";
+import type { Fields } from "../../src/common/grants";
+import { describeIdentity, type Identity, identityOfCertificate } from "../../src/common/identity";
+import type { Logger } from "../../src/common/log";
+import type { TlsConfig } from "../../src/common/tls";
+
+const AGENT_SERVICE_PREFIX = "/rbdbackup.v1.AgentService/";
+
+/** The identity in a grpc-js call's verified client certificate; null when there is none or it names nobody. */
+export function callerIdentity(call: ServerInterceptingCallInterface): Identity | null {
+  const raw = call.getAuthContext()?.sslPeerCertificate?.raw;
+  if (!raw) return null;
+  try {
+    return identityOfCertificate(raw);
+  } catch {
+    return null;
+  }
+}
+
+/** Why `id` may not call AgentService; null when it may (the coordinator). */
+export function agentServiceRefusal(id: Identity | null): string | null {
+  if (id?.kind === "coordinator") return null;
+  return `AgentService is only for the coordinator (the caller is ${describeIdentity(id)})`;
+}
+
+/**
+ * The interceptor: AgentService only for the coordinator's certificate. `identityOf` is replaceable
+ * for unit tests (a fake call has no TLS).
+ */
+export function agentServiceInterceptor(opts: {
+  insecure: boolean;
+  log?: Logger;
+  identityOf?: (call: ServerInterceptingCallInterface) => Identity | null;
+}): ServerInterceptor {
+  const identityOf = opts.identityOf ?? callerIdentity;
+  return (methodDescriptor, call) => {
+    const path = methodDescriptor.path;
+    return new ServerInterceptingCall(call, {
+      start: (next) => {
+        next({
+          onReceiveMetadata: (md, mdNext) => {
+            if (opts.insecure || !path.startsWith(AGENT_SERVICE_PREFIX)) return mdNext(md);
+            const id = identityOf(call);
+            const refusal = agentServiceRefusal(id);
+            if (refusal === null) return mdNext(md);
+            opts.log?.warn("refused an AgentService call", { method: path, caller: describeIdentity(id) });
+            call.sendStatus({ code: status.PERMISSION_DENIED, details: refusal, metadata: new Metadata() });
+          },
+        });
+      },
+    });
+  };
+}
+
+/** Checks the operation lease of a direct AgentService call; a no-op in insecure mode. */
+export class LeaseCheck {
+  constructor(
+    /** null: insecure mode, nothing to check against. */
+    readonly verifier: CapabilityVerifier | null,
+    /** This agent, the holder every lease presented to it must name. */
+    readonly self: { cluster: string; agentId: string },
+    readonly log?: Logger,
+  ) {}
+
+  static fromTls(tls: TlsConfig, self: { cluster: string; agentId: string }, log?: Logger): LeaseCheck {
+    if (tls.insecure || !tls.ca) return new LeaseCheck(null, self, log);
+    return new LeaseCheck(new CapabilityVerifier(readFileSync(tls.ca)), self, log);
+  }
+
+  /** PERMISSION_DENIED (AppError) unless `lease` is this agent's and allows exactly `asks`. */
+  check(method: string, lease: string | undefined, asks: Fields): void {
+    if (!this.verifier) return;
+    try {
+      checkAllows(this.verifier.verify(lease, "operation", this.self), asks);
+    } catch (e) {
+      this.log?.warn("refused an AgentService call: its lease does not allow it", {
+        method,
+        error: (e as Error).message,
+      });
+      throw e;
+    }
+  }
+
+  /** The lease in a call's metadata (nice-grpc's Metadata or grpc-js's). */
+  static leaseOf(md: { get(key: string): unknown }): string | undefined {
+    const v = md.get(LEASE_METADATA_KEY);
+    const s = Array.isArray(v) ? v[0] : v;
+    return typeof s === "string" ? s : undefined;
+  }
+}

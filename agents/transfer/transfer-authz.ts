@@ -1,0 +1,103 @@
+/**
+ * Who may use the data plane, and what one Transfer stream may write (issue 12, least privilege).
+ *
+ * - Who: the caller's identity comes from its verified TLS client certificate (the data plane
+ *   requires one). Only agents of the deployment (rbdbackup://agent/…) may call TransferService at all
+ *   (Transfer and ListChains); anyone else gets PERMISSION_DENIED (data-plane-server.ts asks here).
+ * - What: a Transfer must carry, in the HTTP/2 request header `rbdbackup-capability`, the transfer
+ *   capability the coordinator minted for the CALLER (holder = the caller's cluster and agent id), and
+ *   the stream's header (its first message) must ask for exactly what the capability allows
+ *   (transferAsks: kind, destination pool/namespace/image, backup id; a backup stream only ever writes
+ *   a base image named by the layout). This runs before the sink sees the stream: nothing is created,
+ *   written or journalled for a refused stream. The destination's cluster is checked by the sink
+ *   (expected_fsid, sink/stream-checks.ts).
+ *
+ * The same-cluster shortcut (the agent's own sink in-process) does not pass here: no network, no
+ * foreign caller. Insecure mode (tests only) has no certificates: both checks are off.
+ */
+import type http2 from "node:http2";
+import type { TLSSocket } from "node:tls";
+import { CAPABILITY_HEADER, type CapabilityVerifier, checkAllows } from "../../src/common/capability";
+import { AppError, invalidArgument, Status } from "../../src/common/errors";
+import { transferAsks } from "../../src/common/grants";
+import { describeIdentity, type Identity, identityOfCertificate } from "../../src/common/identity";
+import type { TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
+
+/** Who is calling the data plane, and the capability it presented. */
+export interface TransferCaller {
+  /** False in insecure mode: there is no certificate, nothing is checked. */
+  checked: boolean;
+  identity: Identity | null;
+  capability: string | undefined;
+}
+
+/** The caller of a data-plane stream: the identity in its TLS client certificate, and its capability header. */
+export function transferCallerOf(
+  stream: http2.ServerHttp2Stream,
+  headers: http2.IncomingHttpHeaders,
+  insecure: boolean,
+): TransferCaller {
+  const h = headers[CAPABILITY_HEADER];
+  const capability = Array.isArray(h) ? h[0] : h;
+  if (insecure) return { checked: false, identity: null, capability };
+  let identity: Identity | null = null;
+  try {
+    const raw = (stream.session?.socket as TLSSocket | undefined)?.getPeerCertificate?.(true)?.raw;
+    identity = raw ? identityOfCertificate(raw) : null;
+  } catch {
+    identity = null;
+  }
+  return { checked: true, identity, capability };
+}
+
+/** Why `caller` may not use TransferService at all; null when it may (an agent, or insecure mode). */
+export function dataPlaneRefusal(caller: TransferCaller): string | null {
+  if (!caller.checked || caller.identity?.kind === "agent") return null;
+  return `TransferService is only for agents of this deployment (the caller is ${describeIdentity(caller.identity)})`;
+}
+
+/** `first`, then the rest of `it`: the stream as the sink reads it, after its header was looked at. */
+function prepend(first: TransferMessage, it: AsyncIterator<TransferMessage>): AsyncIterable<TransferMessage> {
+  let given = false;
+  const iterator: AsyncIterator<TransferMessage> = {
+    next: async () => {
+      if (!given) {
+        given = true;
+        return { done: false, value: first };
+      }
+      return it.next();
+    },
+    return: async (v?: unknown) => (it.return ? it.return(v) : { done: true, value: v }),
+  };
+  return { [Symbol.asyncIterator]: () => iterator };
+}
+
+/**
+ * The stream to hand to the sink once the caller's capability allows what its header asks for;
+ * PERMISSION_DENIED (AppError) otherwise, before anything is written. `verifier` null = insecure mode.
+ */
+export async function authorizeTransfer(
+  verifier: CapabilityVerifier | null,
+  messages: AsyncIterable<TransferMessage>,
+  caller: TransferCaller,
+): Promise<AsyncIterable<TransferMessage>> {
+  if (!caller.checked || !verifier) return messages;
+  const id = caller.identity;
+  if (id?.kind !== "agent") {
+    throw new AppError(Status.PERMISSION_DENIED, dataPlaneRefusal(caller) ?? "not an agent");
+  }
+  const it = messages[Symbol.asyncIterator]();
+  try {
+    const grant = verifier.verify(caller.capability, "transfer", { cluster: id.cluster, agentId: id.agentId });
+    const first = await it.next();
+    if (first.done || first.value.body?.$case !== "header")
+      throw invalidArgument("the transfer must start with a header");
+    // The grant first: a caller without the right capability learns nothing about header validity.
+    // The sink validates the header in full afterwards (sink/stream-checks.ts readHeader).
+    checkAllows(grant, transferAsks(first.value.body.value));
+    return prepend(first.value, it);
+  } catch (e) {
+    await it.return?.(undefined).catch(() => {});
+    throw e;
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * AgentService authorization without Ceph (agents/agent/authz.ts): a real grpc-js server on loopback
+ * with the agent's interceptor and handlers over fake operations. Only the coordinator's certificate
+ * gets through; a mutating call runs only under a lease for this agent that allows exactly the request
+ * (the fake operation records whether it ran at all).
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { after, before, describe, it } from "node:test";
+import { createChannel, createClient, createServer, Metadata, type Server, Status } from "nice-grpc";
+import { agentServiceInterceptor, agentServiceRefusal, LeaseCheck } from "../../../agents/agent/authz";
+import type { AgentOperations } from "../../../agents/agent/operations";
+import { agentService } from "../../../agents/agent/services";
+import { CapabilitySigner, LEASE_METADATA_KEY } from "../../../src/common/capability";
+import { deleteOperationAsks } from "../../../src/common/grants";
+import { channelCredentials, serverCredentials, tlsChannelOptions } from "../../../src/common/tls";
+import { AgentServiceDefinition, DeleteBackupDataRequest } from "../../../src/gen/rbdbackup/v1/agent";
+import { labTls } from "../../../src/lab/agent-process";
+
+const self = { cluster: "site-a", agentId: "agent-site-a" };
+const coord = labTls("coordinator");
+const signer = new CapabilitySigner(readFileSync(coord.cert as string), readFileSync(coord.key as string));
+
+describe("AgentService authorization", () => {
+  let server: Server;
+  let address = "";
+  const ran: string[] = [];
+  const channels: Array<{ close(): void }> = [];
+
+  before(async () => {
+    const ops = {
+      ctx: {},
+      checkCluster: async () => ({ ok: true, checks: [], clusterFsid: "f" }),
+      deleteBackup: async (req: DeleteBackupDataRequest) => {
+        ran.push(req.backupId);
+        return { warnings: [] };
+      },
+    } as unknown as AgentOperations;
+    server = createServer({ interceptors: [agentServiceInterceptor({ insecure: false })] });
+    server.add(
+      AgentServiceDefinition,
+      agentService(
+        ops,
+        { agentId: self.agentId, maxConcurrentTransfers: 1 },
+        () => true,
+        LeaseCheck.fromTls(labTls("agent-site-a"), self),
+      ),
+    );
+    address = `127.0.0.1:${await server.listen("127.0.0.1:0", serverCredentials(labTls("agent-site-a")))}`;
+  });
+  after(async () => {
+    for (const c of channels) c.close();
+    await server.shutdown();
+  });
+
+  const client = (cert: string) => {
+    const tls = labTls(cert);
+    const ch = createChannel(address, channelCredentials(tls), tlsChannelOptions(address, tls));
+    channels.push(ch);
+    return createClient(AgentServiceDefinition, ch);
+  };
+  const request = () =>
+    DeleteBackupDataRequest.fromPartial({
+      backupId: randomUUID(),
+      pool: "backups",
+      baseImage: `v.backup.${randomUUID()}`,
+    });
+  const lease = (req: DeleteBackupDataRequest, holder = self) =>
+    signer.sign({ scope: "operation", job: "j", attempt: 1, holder, allows: deleteOperationAsks(req) }, 60_000);
+  const withLease = (l: string) => ({ metadata: Metadata({ [LEASE_METADATA_KEY]: l }) });
+
+  it("who: only the coordinator's certificate; every other identity PERMISSION_DENIED before any handler", async () => {
+    for (const cert of ["agent-site-a", "agent-site-b", "test-client", "operator", "reader", "no-identity"]) {
+      const req = request();
+      await assert.rejects(client(cert).checkCluster({ backupPool: "backups" }), {
+        code: Status.PERMISSION_DENIED,
+        details: /only for the coordinator/,
+      });
+      await assert.rejects(client(cert).deleteBackup(req, withLease(lease(req))), { code: Status.PERMISSION_DENIED });
+    }
+    assert.deepEqual(ran, []);
+    assert.equal((await client("coordinator").checkCluster({ backupPool: "backups" })).ok, true);
+  });
+
+  it("what: a mutating call only under a lease for this agent allowing exactly the request", async () => {
+    const c = client("coordinator");
+    const req = request();
+    const other = request();
+    await assert.rejects(c.deleteBackup(req), { code: Status.PERMISSION_DENIED, details: /none presented/ });
+    await assert.rejects(c.deleteBackup(req, withLease(lease(other))), {
+      code: Status.PERMISSION_DENIED,
+      details: /backupId/,
+    });
+    await assert.rejects(c.deleteBackup(req, withLease(lease(req, { cluster: "site-b", agentId: "agent-site-b" }))), {
+      code: Status.PERMISSION_DENIED,
+      details: /issued to agent site-b/,
+    });
+    const production = { ...req, pool: "rbd", baseImage: "production" };
+    await assert.rejects(c.deleteBackup(production, withLease(lease(req))), {
+      code: Status.PERMISSION_DENIED,
+      details: /backup/,
+    });
+    assert.deepEqual(ran, []);
+    await c.deleteBackup(req, withLease(lease(req)));
+    assert.deepEqual(ran, [req.backupId]);
+  });
+
+  it("the refusal text names the caller; insecure mode checks no lease", () => {
+    assert.equal(agentServiceRefusal({ kind: "coordinator", id: "c" }), null);
+    assert.match(agentServiceRefusal({ kind: "agent", cluster: "x", agentId: "y" }) ?? "", /agent x\/y/);
+    assert.match(agentServiceRefusal(null) ?? "", /identity-less/);
+    new LeaseCheck(null, self).check("DeleteBackup", undefined, { op: "delete" });
+  });
+});

@@ -1,0 +1,168 @@
+/**
+ * The destination's Transfer check without Ceph (agents/transfer/transfer-authz.ts): who may use the data
+ * plane, and a stream reaches the sink only when the caller's capability allows exactly its header —
+ * otherwise PERMISSION_DENIED and the message source is closed unread beyond the header.
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { describe, it } from "node:test";
+import { Status } from "nice-grpc";
+import { authorizeTransfer, dataPlaneRefusal, type TransferCaller } from "../../../agents/transfer/transfer-authz";
+import { CapabilitySigner, CapabilityVerifier } from "../../../src/common/capability";
+import { transferAsks } from "../../../src/common/grants";
+import type { Identity } from "../../../src/common/identity";
+import { type TransferHeader, TransferKind, type TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
+import { labTls } from "../../../src/lab/agent-process";
+
+const coord = labTls("coordinator");
+const signer = new CapabilitySigner(readFileSync(coord.cert as string), readFileSync(coord.key as string));
+const verifier = new CapabilityVerifier(readFileSync(coord.ca as string));
+const siteA: Identity = { kind: "agent", cluster: "site-a", agentId: "agent-site-a" };
+const siteB = { cluster: "site-b", agentId: "agent-site-b" };
+
+const header = (kind: TransferKind, image: string, pool = "backups"): TransferHeader => {
+  const backupId = randomUUID();
+  return {
+    transferId: randomUUID(),
+    jobId: "",
+    kind,
+    destination: { pool, namespace: "", image: image.replace("$ID", backupId) },
+    fromSnapshot: kind === TransferKind.BACKUP_INCREMENTAL ? "rbdbackup-parent" : "",
+    toSnapshot:
+      kind === TransferKind.RESTORE_NEW || kind === TransferKind.RESTORE_ORIGINAL ? "" : `rbdbackup-${backupId}`,
+    imageSize: 4 << 20,
+    features: 0,
+    order: 22,
+    stripeUnit: 0,
+    stripeCount: 0,
+    imageMeta: {},
+    backupId,
+    metadataJson: Buffer.alloc(0),
+    expectedFsid: "",
+    chunkSize: 1 << 20,
+  };
+};
+
+/** A message source that records how far it was read and whether it was closed. */
+function source(h: TransferHeader) {
+  const msgs: TransferMessage[] = [
+    { body: { $case: "header", value: h } },
+    { body: { $case: "zero", value: { offset: 0, length: 4096 } } },
+  ];
+  const seen = { read: 0, closed: false };
+  let i = 0;
+  const it: AsyncIterator<TransferMessage> = {
+    next: async () => {
+      if (i >= msgs.length) return { done: true, value: undefined };
+      seen.read++;
+      return { done: false, value: msgs[i++] as TransferMessage };
+    },
+    return: async () => {
+      seen.closed = true;
+      return { done: true, value: undefined };
+    },
+  };
+  return { messages: { [Symbol.asyncIterator]: () => it }, seen };
+}
+
+const mint = (h: TransferHeader, holder = { cluster: "site-a", agentId: "agent-site-a" }) =>
+  signer.sign({ scope: "transfer", job: "j", attempt: 1, holder, allows: transferAsks(h) }, 60_000);
+const caller = (capability: string | undefined, identity: Identity | null = siteA): TransferCaller => ({
+  checked: true,
+  identity,
+  capability,
+});
+
+async function drain(it: AsyncIterable<TransferMessage>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const m of it) out.push(m.body?.$case ?? "");
+  return out;
+}
+
+const denied = (re: RegExp) => ({ status: Status.PERMISSION_DENIED, message: re });
+
+describe("transfer authorization", () => {
+  it("a capability for exactly this stream, held by the caller: the sink gets every message, header first", async () => {
+    const h = header(TransferKind.BACKUP_FULL, "vol.backup.$ID");
+    const { messages } = source(h);
+    assert.deepEqual(await drain(await authorizeTransfer(verifier, messages, caller(mint(h)))), ["header", "zero"]);
+  });
+
+  it("no capability, another image's, another holder's, a forged one → PERMISSION_DENIED, nothing passed on", async () => {
+    const h = header(TransferKind.RESTORE_ORIGINAL, "prod", "rbd");
+    const other = header(TransferKind.RESTORE_ORIGINAL, "other", "rbd");
+    const genuine = mint(h);
+    const [body, , cert] = genuine.split(".");
+    const forged = `${body}.${Buffer.from("nope").toString("base64url")}.${cert}`;
+    const cases: Array<[string | undefined, RegExp]> = [
+      [undefined, /none presented/],
+      [mint(other), /it allows/],
+      [mint(h, siteB), /issued to agent site-b/],
+      [forged, /bad signature/],
+    ];
+    for (const [cap, re] of cases) {
+      const { messages, seen } = source(h);
+      await assert.rejects(authorizeTransfer(verifier, messages, caller(cap)), denied(re));
+      assert.ok(seen.read <= 1, "nothing beyond the header was read");
+    }
+  });
+
+  it("a backup stream onto an image outside the layout is refused even with a matching-looking grant", async () => {
+    const h = header(TransferKind.BACKUP_INCREMENTAL, "production-volume", "rbd");
+    const cap = signer.sign(
+      {
+        scope: "transfer",
+        job: "j",
+        attempt: 1,
+        holder: { cluster: "site-a", agentId: "agent-site-a" },
+        allows: {
+          purpose: "backup",
+          backupId: h.backupId,
+          pool: "rbd",
+          namespace: "",
+          volumeImage: "production-volume",
+        },
+      },
+      60_000,
+    );
+    const { messages, seen } = source(h);
+    await assert.rejects(authorizeTransfer(verifier, messages, caller(cap)), denied(/base image/));
+    assert.equal(seen.closed, true);
+  });
+
+  it("an operation lease is not a transfer capability", async () => {
+    const h = header(TransferKind.RESTORE_NEW, "new-image", "rbd");
+    const lease = signer.sign(
+      {
+        scope: "operation",
+        job: "j",
+        attempt: 1,
+        holder: { cluster: "site-a", agentId: "agent-site-a" },
+        allows: transferAsks(h),
+      },
+      60_000,
+    );
+    await assert.rejects(authorizeTransfer(verifier, source(h).messages, caller(lease)), denied(/not a transfer/));
+  });
+
+  it("who: only agents may use the data plane; insecure mode checks nothing", async () => {
+    assert.equal(dataPlaneRefusal(caller(undefined)), null);
+    for (const id of [
+      null,
+      { kind: "coordinator", id: "lab" },
+      { kind: "client", role: "admin", name: "x" },
+    ] as Array<Identity | null>) {
+      assert.match(dataPlaneRefusal(caller(undefined, id)) ?? "", /only for agents/);
+      const h = header(TransferKind.RESTORE_NEW, "x", "rbd");
+      await assert.rejects(
+        authorizeTransfer(verifier, source(h).messages, caller(mint(h), id)),
+        denied(/only for agents/),
+      );
+    }
+    const insecure: TransferCaller = { checked: false, identity: null, capability: undefined };
+    assert.equal(dataPlaneRefusal(insecure), null);
+    const h = header(TransferKind.RESTORE_NEW, "x", "rbd");
+    assert.deepEqual(await drain(await authorizeTransfer(null, source(h).messages, insecure)), ["header", "zero"]);
+  });
+});
