@@ -5,19 +5,17 @@
  * (deploy/schema/agent.schema.json) is the one the code uses and accepts the documented example.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
-import Ajv from "ajv";
 import { parseAgentConfig } from "../../../agents/agent/config";
 import { AgentConfigSchema, agentFlags } from "../../../agents/agent/config-schema";
-import { schemaFile } from "../../../src/common/config/fields";
 import { ConfigHelp } from "../../../src/common/config/load";
+import { describePublishedSchema } from "../../helpers/published-schema";
 
 const root = path.resolve(__dirname, "../../../..");
 const example = path.join(root, "deploy/examples/agent.json");
-const published = path.join(root, "deploy/schema/agent.schema.json");
 const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-agent-config-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -291,34 +289,9 @@ describe("agent configuration", () => {
   });
 });
 
-describe("deploy/schema/agent.schema.json", () => {
-  const schema = JSON.parse(readFileSync(published, "utf8"));
-  const validate = new Ajv({ allErrors: true }).compile(schema);
-
-  it("is what the agent's schema generates now (regenerate: see agents/agent/config-schema.ts)", () => {
-    assert.deepEqual(schema, JSON.parse(schemaFile(AgentConfigSchema)));
-  });
-
-  it("accepts deploy/examples/agent.json, whose $schema points at it", () => {
-    const ex = JSON.parse(readFileSync(example, "utf8"));
-    assert.equal(validate(ex), true, JSON.stringify(validate.errors));
-    assert.equal(path.resolve(path.dirname(example), ex.$schema), published);
-  });
-
-  it("refuses an unknown key, a wrong type and an out-of-range value, each at its path", () => {
-    const ex = JSON.parse(readFileSync(example, "utf8"));
-    const cases: Array<[unknown, string, string]> = [
-      [{ ...ex, limits: { ...ex.limits, chunkSizeByte: 1 } }, "/limits", "additionalProperties"],
-      [{ ...ex, cluster: { ...ex.cluster, opTimeoutSeconds: "60" } }, "/cluster/opTimeoutSeconds", "type"],
-      [{ ...ex, limits: { ...ex.limits, chunkSizeBytes: 8 * 1024 * 1024 } }, "/limits/chunkSizeBytes", "maximum"],
-      [{ ...ex, transferListen: "7401" }, "/transferListen", "pattern"],
-    ];
-    for (const [doc, at, keyword] of cases) {
-      assert.equal(validate(doc), false);
-      assert.deepEqual(
-        validate.errors?.map((e) => [e.instancePath, e.keyword]),
-        [[at, keyword]],
-      );
-    }
-  });
-});
+describePublishedSchema("agent", AgentConfigSchema, [
+  [(ex) => ({ ...ex, limits: { ...ex.limits, chunkSizeByte: 1 } }), "/limits", "additionalProperties"],
+  [(ex) => ({ ...ex, cluster: { ...ex.cluster, opTimeoutSeconds: "60" } }), "/cluster/opTimeoutSeconds", "type"],
+  [(ex) => ({ ...ex, limits: { ...ex.limits, chunkSizeBytes: 8 * 1024 * 1024 } }), "/limits/chunkSizeBytes", "maximum"],
+  [(ex) => ({ ...ex, transferListen: "7401" }), "/transferListen", "pattern"],
+]);

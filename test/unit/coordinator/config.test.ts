@@ -5,20 +5,18 @@
  * (deploy/schema/coordinator.schema.json) is the one the code uses and accepts the example.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
-import Ajv from "ajv";
 import { parseAgentConfig } from "../../../agents/agent/config";
-import { schemaFile } from "../../../src/common/config/fields";
 import { ConfigHelp } from "../../../src/common/config/load";
 import { parseCoordinatorConfig } from "../../../src/coordinator/config";
 import { CoordinatorConfigSchema, coordinatorFlags } from "../../../src/coordinator/config-schema";
+import { describePublishedSchema } from "../../helpers/published-schema";
 
 const root = path.resolve(__dirname, "../../../..");
 const example = path.join(root, "deploy/examples/coordinator.json");
-const published = path.join(root, "deploy/schema/coordinator.schema.json");
 const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-coordinator-config-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -176,34 +174,9 @@ describe("configuration", () => {
   });
 });
 
-describe("deploy/schema/coordinator.schema.json", () => {
-  const schema = JSON.parse(readFileSync(published, "utf8"));
-  const validate = new Ajv({ allErrors: true }).compile(schema);
-
-  it("is what the coordinator's schema generates now (regenerate: see src/coordinator/config-schema.ts)", () => {
-    assert.deepEqual(schema, JSON.parse(schemaFile(CoordinatorConfigSchema)));
-  });
-
-  it("accepts deploy/examples/coordinator.json, whose $schema points at it", () => {
-    const ex = JSON.parse(readFileSync(example, "utf8"));
-    assert.equal(validate(ex), true, JSON.stringify(validate.errors));
-    assert.equal(path.resolve(path.dirname(example), ex.$schema), published);
-  });
-
-  it("refuses an unknown key, a wrong type and an out-of-range value, each at its path", () => {
-    const ex = JSON.parse(readFileSync(example, "utf8"));
-    const cases: Array<[unknown, string, string]> = [
-      [{ ...ex, auth: { tokenFile: "/t" } }, "/auth", "additionalProperties"],
-      [{ ...ex, scheduler: { ...ex.scheduler, maxAttempts: "3" } }, "/scheduler/maxAttempts", "type"],
-      [{ ...ex, scheduler: { ...ex.scheduler, perClusterLimit: 0 } }, "/scheduler/perClusterLimit", "minimum"],
-      [{ ...ex, listen: "localhost" }, "/listen", "pattern"],
-    ];
-    for (const [doc, at, keyword] of cases) {
-      assert.equal(validate(doc), false);
-      assert.deepEqual(
-        validate.errors?.map((e) => [e.instancePath, e.keyword]),
-        [[at, keyword]],
-      );
-    }
-  });
-});
+describePublishedSchema("coordinator", CoordinatorConfigSchema, [
+  [(ex) => ({ ...ex, auth: { tokenFile: "/t" } }), "/auth", "additionalProperties"],
+  [(ex) => ({ ...ex, scheduler: { ...ex.scheduler, maxAttempts: "3" } }), "/scheduler/maxAttempts", "type"],
+  [(ex) => ({ ...ex, scheduler: { ...ex.scheduler, perClusterLimit: 0 } }), "/scheduler/perClusterLimit", "minimum"],
+  [(ex) => ({ ...ex, listen: "localhost" }), "/listen", "pattern"],
+]);
