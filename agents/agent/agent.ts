@@ -203,9 +203,9 @@ export class Agent {
     if (cfg.metricsListen) this.metricsAddress = await metrics.listen(cfg.metricsListen, log);
     this.state = "serving";
     this.health.setStatus("healthy");
-    if (cfg.coordinator.address) {
+    if (cfg.coordinator.addresses.length > 0) {
       this.session = new CoordinatorSession(
-        cfg.coordinator.address,
+        cfg.coordinator.addresses,
         cfg.tls,
         {
           agentId: cfg.agentId,

@@ -10,6 +10,7 @@ import { Type } from "@sinclair/typebox";
 import {
   block,
   daemonSchema,
+  HOST_PORT_PATTERN,
   hostPort,
   int,
   type Loaded,
@@ -74,9 +75,17 @@ export const AgentConfigSchema = daemonSchema("rbdbackup agent configuration", {
     "",
     true,
   ),
-  coordinator: block("The coordinator this agent dials.", {
-    address: hostPort('host:port of the coordinator; "" = none (the agent only serves direct calls).', "", true),
-  }),
+  coordinator: block(
+    "The coordinator this agent dials: `address` first, then `addresses` (duplicates dropped), tried in turn; none = the agent only serves direct calls.",
+    {
+      address: hostPort('host:port of the coordinator; "" = none.', "", true),
+      addresses: Type.Array(Type.String({ pattern: HOST_PORT_PATTERN }), {
+        description:
+          "More host:port addresses of the coordinator (e.g. its standby, or its old and new address), tried in order after `address`: a failed dial or a lost session moves to the next, and the reconnect backoff waits between full rounds.",
+        default: [],
+      }),
+    },
+  ),
   metricsListen: hostPort(
     'host:port of the Prometheus /metrics endpoint (plain HTTP; keep it on a trusted network); "" = off.',
     "127.0.0.1:9740",
@@ -108,7 +117,8 @@ export const agentFlags: Record<string, FlagSpec> = {
   listen: { path: "listen" },
   "transfer-listen": { path: "transferListen" },
   "transfer-advertise-address": { path: "transferAdvertiseAddress" },
-  coordinator: { path: "coordinator.address" },
+  // Repeated or comma-separated: the whole list (it replaces both fields of the file).
+  coordinator: { path: "coordinator.addresses", kind: "list", replaces: ["coordinator.address"] },
   "metrics-listen": { path: "metricsListen" },
   "tls-ca": { path: "tls.ca" },
   "tls-cert": { path: "tls.cert" },

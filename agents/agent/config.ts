@@ -9,16 +9,18 @@ import { configFailure, loadConfig } from "../../src/common/config/load";
 import type { TlsConfig } from "../../src/common/tls";
 import { AgentConfigSchema, type AgentFile, agentFlags } from "./config-schema";
 
-export type AgentConfig = Omit<AgentFile, "agentId" | "tls"> & {
+export type AgentConfig = Omit<AgentFile, "agentId" | "tls" | "coordinator"> & {
   tls: TlsConfig;
   /** Stable id of this agent (default: <hostname>-<cluster name>). */
   agentId: string;
+  /** The coordinator's addresses in the order they are tried (the file's address, then addresses; no duplicates); [] = none. */
+  coordinator: { addresses: string[] };
 };
 
 const fail = configFailure("agent");
 
 export function parseAgentConfig(argv: string[]): AgentConfig {
-  const { agentId, cluster, tls, testFaults, ...rest } = loadConfig(
+  const { agentId, cluster, tls, testFaults, coordinator, ...rest } = loadConfig(
     { who: "agent", schema: AgentConfigSchema, flags: agentFlags },
     argv,
   );
@@ -28,6 +30,7 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
   return {
     ...rest,
     agentId: agentId ?? `${hostname()}-${cluster.name}`,
+    coordinator: { addresses: [...new Set([coordinator.address, ...coordinator.addresses].filter((a) => a !== ""))] },
     cluster: { ...clusterRest, ...(keyring ? { keyring } : {}) },
     tls: checkedTls(tls, fail),
     ...(testFaults && process.env.RBDBACKUP_ENABLE_TEST_FAULTS === "1" ? { testFaults } : {}),

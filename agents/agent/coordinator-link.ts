@@ -1,10 +1,13 @@
 /**
- * The reconnecting transport of the agent's coordinator session (session.proto): one gRPC channel,
- * one bidirectional Session stream at a time. Each stream opens with the messages the handler gives
- * (Register first); once the coordinator answers Registered, heartbeats go out at the interval it
- * asks for. When a stream ends or fails, the link dials again with exponential backoff and jitter
+ * The reconnecting transport of the agent's coordinator session (session.proto): one bidirectional
+ * Session stream at a time, over one gRPC channel per coordinator address. Each stream opens with the
+ * messages the handler gives (Register first); once the coordinator answers Registered, heartbeats go
+ * out at the interval it asks for. The addresses (a coordinator and its standby, or its old and new
+ * address) are tried round robin: a failed dial or a lost stream moves to the next one at once, and
+ * after a full round of failures the link waits with exponential backoff and jitter
  * (src/common/retry.ts) until `close()`. What the messages mean is the handler's business. The far end
- * must be the coordinator: its certificate has to name one (coordinatorCredentials), else no stream.
+ * must be the coordinator, at every address: its certificate has to name one (coordinatorCredentials),
+ * else no stream.
  */
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { ChannelCredentials } from "@grpc/grpc-js";
@@ -83,21 +86,44 @@ export const DEFAULT_LINK_OPTIONS: LinkOptions = {
   wait: delay,
 };
 
+type SessionClient = ReturnType<typeof createClient<typeof CoordinatorAgentServiceDefinition>>;
+
+/** The channel to one coordinator address: mutual TLS that also checks the far end is a coordinator. */
+function openChannel(address: string, tls: TlsConfig, log: Logger) {
+  return createChannel(address, coordinatorCredentials(tls, address, log), {
+    ...tlsChannelOptions(address, tls),
+    "grpc.keepalive_time_ms": 10_000,
+    "grpc.keepalive_timeout_ms": 5_000,
+    "grpc.keepalive_permit_without_calls": 1,
+    "grpc.initial_reconnect_backoff_ms": 250,
+    "grpc.max_reconnect_backoff_ms": 5_000,
+  });
+}
+
 export class CoordinatorLink {
   #out: AsyncQueue<AgentMessage> | null = null;
   #stop = new AbortController();
   #loop: Promise<void> | null = null;
   #connected = false;
+  #at = 0;
 
   constructor(
-    readonly address: string,
+    /** The coordinator's addresses, tried in this order (at least one). */
+    readonly addresses: readonly string[],
     readonly tls: TlsConfig,
     readonly handler: LinkHandler,
     readonly log: Logger,
     /** Notified when the link goes up or down. */
     readonly changes: Changes,
     readonly options: LinkOptions = DEFAULT_LINK_OPTIONS,
-  ) {}
+  ) {
+    if (addresses.length === 0) throw new Error("the coordinator link needs at least one coordinator address");
+  }
+
+  /** The address the link is on (dialing, or registered with when `connected`). */
+  get address(): string {
+    return this.addresses[this.#at] as string;
+  }
 
   /** Registered with the coordinator on the current stream. */
   get connected(): boolean {
@@ -127,46 +153,56 @@ export class CoordinatorLink {
   }
 
   async #run(): Promise<void> {
-    const channel = createChannel(this.address, coordinatorCredentials(this.tls, this.address, this.log), {
-      ...tlsChannelOptions(this.address, this.tls),
-      "grpc.keepalive_time_ms": 10_000,
-      "grpc.keepalive_timeout_ms": 5_000,
-      "grpc.keepalive_permit_without_calls": 1,
-      "grpc.initial_reconnect_backoff_ms": 250,
-      "grpc.max_reconnect_backoff_ms": 5_000,
-    });
-    const client = createClient(CoordinatorAgentServiceDefinition, channel);
+    const channels = new Map<string, ReturnType<typeof createChannel>>();
+    const clients = new Map<string, SessionClient>();
+    const clientOf = (address: string): SessionClient => {
+      let client = clients.get(address);
+      if (!client) {
+        const channel = openChannel(address, this.tls, this.log);
+        channels.set(address, channel);
+        client = createClient(CoordinatorAgentServiceDefinition, channel);
+        clients.set(address, client);
+      }
+      return client;
+    };
     const stop = this.#stop.signal;
+    const n = this.addresses.length;
     try {
-      for (let failures = 1; !stop.aborted; failures++) {
+      // `round`: full rounds of failures since the backoff was last reset; `failed`: failures in this round.
+      for (let round = 1, failed = 0; !stop.aborted; ) {
+        const address = this.address;
+        if (n > 1) this.log.info("dialing the coordinator", { coordinator: address, addresses: this.addresses });
         const started = Date.now();
         try {
-          await this.#stream(client);
+          await this.#stream(clientOf(address), address);
         } catch (e) {
           if (stop.aborted) break;
           this.log.warn("coordinator session failed", {
-            coordinator: this.address,
+            coordinator: address,
             code: Status[statusOf(e)],
             error: messageOf(e),
           });
         }
         this.#setConnected(false);
         if (stop.aborted) break;
-        if (Date.now() - started > this.options.resetAfterMs) failures = 1;
+        if (Date.now() - started > this.options.resetAfterMs) [round, failed] = [1, 0];
+        this.#at = (this.#at + 1) % n;
+        if (++failed < n) continue; // the next address at once
+        failed = 0;
         try {
-          await this.options.wait(backoffDelay(failures, this.options.reconnect), stop);
+          await this.options.wait(backoffDelay(round++, this.options.reconnect), stop);
         } catch {
           break; // stopped while waiting
         }
       }
     } finally {
       this.#setConnected(false);
-      channel.close();
+      for (const channel of channels.values()) channel.close();
     }
   }
 
   /** One Session stream, from its opening messages until it ends. */
-  async #stream(client: ReturnType<typeof createClient<typeof CoordinatorAgentServiceDefinition>>): Promise<void> {
+  async #stream(client: SessionClient, address: string): Promise<void> {
     const out = new AsyncQueue<AgentMessage>();
     this.#out = out;
     for (const msg of this.handler.opening()) out.push({ msg });
@@ -181,7 +217,7 @@ export class CoordinatorLink {
         if (!msg) continue;
         if (msg.$case === "registered") {
           this.#setConnected(true);
-          this.log.info("registered with the coordinator", { coordinator: this.address });
+          this.log.info("registered with the coordinator", { coordinator: address });
           clearInterval(heartbeat);
           heartbeat = setInterval(() => this.send(this.handler.heartbeat()), msg.value.heartbeatIntervalMs);
         }

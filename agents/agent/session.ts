@@ -3,7 +3,7 @@
  * three parts together: the reconnecting transport (coordinator-link.ts: dial, register, heartbeats,
  * backoff), the lease runner (lease-runner.ts: leased attempts, progress, outcomes kept until
  * acknowledged) and the calls (calls.ts). Attempts keep running while the coordinator is away; the
- * link reconnects until stop.
+ * link reconnects, trying the coordinator's addresses in turn, until stop.
  */
 import type { Logger } from "../../src/common/log";
 import type { TlsConfig } from "../../src/common/tls";
@@ -36,7 +36,8 @@ export class CoordinatorSession {
   readonly #link: CoordinatorLink;
 
   constructor(
-    readonly address: string,
+    /** The coordinator's addresses, tried in this order (at least one). */
+    readonly addresses: readonly string[],
     readonly tls: TlsConfig,
     readonly identity: SessionIdentity,
     readonly ops: SessionOperations,
@@ -48,7 +49,7 @@ export class CoordinatorSession {
     const send = (msg: AgentMessage["msg"]) => this.#link.send(msg);
     this.#runner = new LeaseRunner(identity.agentId, ops, log, send, this.#changes, faults);
     this.#link = new CoordinatorLink(
-      address,
+      addresses,
       tls,
       {
         opening: () => this.#opening(),
@@ -60,6 +61,11 @@ export class CoordinatorSession {
       this.#changes,
       { ...DEFAULT_LINK_OPTIONS, ...options },
     );
+  }
+
+  /** The coordinator address the link is on. */
+  get address(): string {
+    return this.#link.address;
   }
 
   /** Registered with the coordinator now. */

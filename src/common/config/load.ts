@@ -14,8 +14,13 @@ import { describeErrors } from "./messages";
 /** A flag that sets one field of the file: `path` is dotted ("cluster.name"). */
 export interface FlagSpec {
   path: string;
-  /** "string" (default); "boolean": a switch that sets true; "number": the value is read with Number(). */
-  kind?: "string" | "boolean" | "number";
+  /**
+   * "string" (default); "boolean": a switch that sets true; "number": the value is read with Number();
+   * "list": an array of strings, the flag repeated and/or comma-separated (empty items dropped).
+   */
+  kind?: "string" | "boolean" | "number" | "list";
+  /** Other fields the flag stands in for: removed from the file when the flag is given. */
+  replaces?: string[];
 }
 
 export interface DaemonConfigSpec<S extends TSchema> {
@@ -52,7 +57,10 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-/** Sets `obj.a.b.c = value`, creating missing objects; a non-object on the way is left to validation. */
+/**
+ * Sets `obj.a.b.c = value` (removes it when `value` is undefined), creating missing objects; a
+ * non-object on the way is left to validation.
+ */
 function setPath(obj: Record<string, unknown>, path: string, value: unknown): void {
   const keys = path.split(".");
   let o = obj;
@@ -62,7 +70,20 @@ function setPath(obj: Record<string, unknown>, path: string, value: unknown): vo
     if (!isObject(next)) return;
     o = next;
   }
-  o[keys.at(-1) as string] = value;
+  if (value === undefined) delete o[keys.at(-1) as string];
+  else o[keys.at(-1) as string] = value;
+}
+
+/** The value a flag sets, from what parseArgs read. */
+function flagValue(f: FlagSpec, v: string | boolean | Array<string | boolean>): unknown {
+  if (f.kind === "number") return Number(v);
+  if (f.kind === "list")
+    return [v]
+      .flat()
+      .flatMap((item) => String(item).split(","))
+      .map((item) => item.trim())
+      .filter((item) => item !== "");
+  return v;
 }
 
 function readJson(file: string, fail: (msg: string) => never): Record<string, unknown> {
@@ -89,12 +110,15 @@ export function configFailure(who: string): (msg: string) => never {
  */
 export function loadConfig<S extends TSchema>(spec: DaemonConfigSpec<S>, argv: string[]): Loaded<S> {
   const fail = configFailure(spec.who);
-  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
+  const options: Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }> = {
     config: { type: "string", short: "c" },
     help: { type: "boolean", short: "h" },
   };
   for (const [flag, f] of Object.entries(spec.flags))
-    options[flag] = { type: f.kind === "boolean" ? "boolean" : "string" };
+    options[flag] = {
+      type: f.kind === "boolean" ? "boolean" : "string",
+      ...(f.kind === "list" ? { multiple: true } : {}),
+    };
   const { values } = parseArgs({ args: argv, options, strict: true });
   if (values.help) throw new ConfigHelp(flagsHelp(spec));
 
@@ -102,12 +126,14 @@ export function loadConfig<S extends TSchema>(spec: DaemonConfigSpec<S>, argv: s
   for (const [flag, f] of Object.entries(spec.flags)) {
     const v = values[flag];
     if (v === undefined) continue;
-    setPath(raw, f.path, f.kind === "number" ? Number(v) : v);
+    for (const other of f.replaces ?? []) setPath(raw, other, undefined);
+    setPath(raw, f.path, flagValue(f, v));
   }
   const validate = validator(spec.schema);
   if (!validate(raw)) {
     const byPath = new Map(Object.entries(spec.flags).map(([flag, f]) => [f.path, flag]));
-    const label = (path: string) => (byPath.has(path) ? `${path} (--${byPath.get(path)})` : path);
+    const flagOf = (path: string) => byPath.get(path) ?? byPath.get(path.replace(/\.\d+$/, "")); // a list's item
+    const label = (path: string) => (flagOf(path) ? `${path} (--${flagOf(path)})` : path);
     fail(describeErrors(validate.errors ?? [], label).join("; "));
   }
   const { $schema: _editorsOnly, ...loaded } = raw;
@@ -126,7 +152,8 @@ export function flagsHelp<S extends TSchema>(spec: DaemonConfigSpec<S>): string 
   const rows: Array<[string, string]> = [["-c, --config FILE", "the JSON configuration file (its fields: see below)"]];
   for (const [flag, f] of Object.entries(spec.flags)) {
     const s = fieldSchema(spec.schema, f.path);
-    const arg = f.kind === "boolean" ? "" : f.kind === "number" ? " N" : " VALUE";
+    const arg =
+      f.kind === "boolean" ? "" : f.kind === "number" ? " N" : f.kind === "list" ? " VALUE[,VALUE...]" : " VALUE";
     const def = s && "default" in s && s.default !== "" ? `; default ${JSON.stringify(s.default)}` : "";
     const what = (s?.description ?? "").replace(/\.$/, "");
     rows.push([`--${flag}${arg}`, `${what} (${f.path}${def})`]);

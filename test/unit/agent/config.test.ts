@@ -44,7 +44,7 @@ describe("agent configuration", () => {
   it("deploy/examples/agent.json parses with its documented values", () => {
     const c = parseAgentConfig(["--config", example]);
     assert.equal(c.agentId, "agent-site-a-1");
-    assert.equal(c.coordinator.address, "127.0.0.1:7300");
+    assert.deepEqual(c.coordinator.addresses, ["127.0.0.1:7300", "127.0.0.1:7310"]);
     assert.equal(c.limits.maxConcurrentJobs, 4);
     assert.equal(c.transferListen, "127.0.0.1:7401");
     assert.equal(c.cluster.keyring, "/etc/ceph/ceph.client.rbdbackup.keyring");
@@ -71,7 +71,7 @@ describe("agent configuration", () => {
       listen: "127.0.0.1:7400",
       transferListen: "127.0.0.1:7401",
       transferAdvertiseAddress: "",
-      coordinator: { address: "" },
+      coordinator: { addresses: [] },
       metricsListen: "127.0.0.1:9740",
       tls: { insecure: true },
       stateDir: "/var/lib/rbdbackup/agent",
@@ -121,8 +121,8 @@ describe("agent configuration", () => {
       ["site-b", "/b.conf", "bk", "/k"],
     );
     assert.deepEqual(
-      [c.listen, c.transferListen, c.transferAdvertiseAddress, c.coordinator.address],
-      ["127.0.0.1:1", "127.0.0.1:0", "h:3", "127.0.0.1:4"],
+      [c.listen, c.transferListen, c.transferAdvertiseAddress, c.coordinator.addresses],
+      ["127.0.0.1:1", "127.0.0.1:0", "h:3", ["127.0.0.1:4"]],
     );
     assert.equal(c.metricsListen, "");
     assert.deepEqual(c.tls, { insecure: false, ca: "ca", cert: "cert", key: "key" });
@@ -130,6 +130,32 @@ describe("agent configuration", () => {
     assert.equal(parse({ ...file, tls: {} }, ["--insecure"]).tls.insecure, true);
     // Every flag of the table was exercised above (a new flag needs a line here).
     assert.equal(Object.keys(agentFlags).length, 16);
+  });
+
+  it("several coordinator addresses: address first, then addresses, no duplicates; --coordinator is the whole list", () => {
+    const both = {
+      ...minimal,
+      coordinator: { address: "10.0.0.1:7300", addresses: ["10.0.0.2:7300", "10.0.0.1:7300"] },
+    };
+    assert.deepEqual(parse(both).coordinator, { addresses: ["10.0.0.1:7300", "10.0.0.2:7300"] });
+    assert.deepEqual(parse({ ...minimal, coordinator: { addresses: ["[::1]:7300", "h:1"] } }).coordinator, {
+      addresses: ["[::1]:7300", "h:1"],
+    });
+    assert.deepEqual(parse({ ...minimal, coordinator: { address: "", addresses: [] } }).coordinator, { addresses: [] });
+    // The flag, repeated and/or comma-separated, replaces both fields of the file.
+    assert.deepEqual(
+      parse(both, ["--coordinator", "127.0.0.1:1, 127.0.0.1:2", "--coordinator=127.0.0.1:3"]).coordinator,
+      {
+        addresses: ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"],
+      },
+    );
+    assert.deepEqual(parse(both, ["--coordinator=127.0.0.1:2,127.0.0.1:2"]).coordinator, {
+      addresses: ["127.0.0.1:2"],
+    });
+    assert.deepEqual(parse(both, ["--coordinator="]).coordinator, { addresses: [] }, '"" = none, as before');
+    refused(minimal, /coordinator\.addresses.*\(--coordinator\).*"nope" must be host:port/, [
+      "--coordinator=127.0.0.1:1,nope",
+    ]);
   });
 
   it("flags alone are enough: cluster name and ceph.conf from flags, agentId from hostname and cluster", () => {
@@ -211,9 +237,10 @@ describe("agent configuration", () => {
       assert.equal(parse({ ...minimal, [key]: "[::1]:0" })[key as "listen"], "[::1]:0");
       assert.equal(parse({ ...minimal, [key]: "backup-1.example:7401" })[key as "listen"], "backup-1.example:7401");
     }
+    refused({ ...minimal, coordinator: { address: "h" } }, /coordinator\.address "h" must be host:port/);
     refused(
-      { ...minimal, coordinator: { address: "h" } },
-      /coordinator\.address \(--coordinator\) "h" must be host:port/,
+      { ...minimal, coordinator: { addresses: ["127.0.0.1:1", "h"] } },
+      /coordinator\.addresses.*"h" must be host:port/,
     );
     for (const key of ["transferAdvertiseAddress", "metricsListen"]) {
       assert.equal(parse({ ...minimal, [key]: "" })[key as "listen"], "");

@@ -1,8 +1,11 @@
 /**
- * The session's reconnect loop against a fake coordinator that refuses every stream: the waits grow
- * exponentially (src/common/retry.ts's backoff), and stop() ends a wait at once. No sleeps.
+ * The session's reconnect loop against fake coordinators: with one that refuses every stream the waits
+ * grow exponentially (src/common/retry.ts's backoff) and stop() ends a wait at once; with several
+ * addresses a failed dial or a lost session moves to the next address, and the backoff waits only
+ * between full rounds. No sleeps.
  */
 import assert from "node:assert/strict";
+import { createServer } from "node:net";
 import { describe, it } from "node:test";
 import { CoordinatorSession, type SessionIdentity } from "../../../agents/agent/session";
 import { FakeCoordinator, FakeOps, recordingLogger, waitFor } from "./fakes";
@@ -18,13 +21,119 @@ const identity: SessionIdentity = {
   defaultBackupPool: "backups",
 };
 
+/** A loopback address nothing listens on (a port just released). */
+async function deadAddress(): Promise<string> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return `127.0.0.1:${port}`;
+}
+
+function sessionOn(addresses: string[], log = recordingLogger()): CoordinatorSession {
+  return new CoordinatorSession(
+    addresses,
+    { insecure: true },
+    identity,
+    new FakeOps(),
+    log,
+    {},
+    {
+      reconnect: { baseMs: 1, maxMs: 8, jitter: 0 },
+      tickMs: 10,
+      wait: async () => {},
+    },
+  );
+}
+
+describe("coordinator session: several coordinator addresses", () => {
+  it("the first refuses, the second serves: registers with the second; the second dies: back to the first", async () => {
+    const first = await new FakeCoordinator().start();
+    const second = await new FakeCoordinator().start();
+    first.refuse = true;
+    const log = recordingLogger();
+    const session = sessionOn([first.address, second.address], log);
+    try {
+      session.start();
+      await waitFor("registered with the second", () => session.connected && session.address === second.address);
+      assert.equal(first.refused, 1);
+      assert.equal(FakeCoordinator.of(await second.stream(0), "register")[0]?.agentId, "agent-a");
+
+      first.refuse = false;
+      await second.stop();
+      await waitFor("registered with the first", () => session.connected && session.address === first.address);
+      const reg = FakeCoordinator.of(await first.stream(0), "register");
+      assert.deepEqual(
+        reg.map((r) => r.agentId),
+        ["agent-a"],
+      );
+      assert.ok(log.lines.includes("dialing the coordinator"), "the address dialed is logged");
+    } finally {
+      await session.stop(0);
+      await first.stop();
+      await second.stop();
+    }
+  });
+
+  it("a dial that fails (nothing listens) moves to the next address", async () => {
+    const coord = await new FakeCoordinator().start();
+    const session = sessionOn([await deadAddress(), coord.address]);
+    try {
+      session.start();
+      await waitFor("registered with the live address", () => session.connected);
+      assert.equal(session.address, coord.address);
+      assert.equal(coord.streams.length, 1);
+    } finally {
+      await session.stop(0);
+      await coord.stop();
+    }
+  });
+
+  it("backs off only between full rounds, trying every address in turn", async () => {
+    const a = await new FakeCoordinator().start();
+    const b = await new FakeCoordinator().start();
+    a.refuse = true;
+    b.refuse = true;
+    // Each wait records its delay and the refusals (per address) seen before it.
+    const waits: Array<[number, number, number]> = [];
+    const session = new CoordinatorSession(
+      [a.address, b.address],
+      { insecure: true },
+      identity,
+      new FakeOps(),
+      recordingLogger(),
+      {},
+      {
+        reconnect: { baseMs: 1, maxMs: 8, jitter: 0 },
+        wait: async (ms) => {
+          waits.push([ms, a.refused, b.refused]);
+        },
+      },
+    );
+    try {
+      session.start();
+      await waitFor("three full rounds", () => waits.length >= 3);
+      assert.deepEqual(waits.slice(0, 3), [
+        [1, 1, 1],
+        [2, 2, 2],
+        [4, 3, 3],
+      ]);
+      assert.equal(session.connected, false);
+    } finally {
+      await session.stop(0);
+      await a.stop();
+      await b.stop();
+    }
+  });
+});
+
 describe("coordinator session: reconnecting", () => {
   it("backs off exponentially while the coordinator refuses, and stops on stop()", async () => {
     const coord = await new FakeCoordinator().start();
     coord.refuse = true;
     const waits: number[] = [];
     const session = new CoordinatorSession(
-      coord.address,
+      [coord.address],
       { insecure: true },
       identity,
       new FakeOps(),
@@ -53,7 +162,7 @@ describe("coordinator session: reconnecting", () => {
     coord.refuse = true;
     const log = recordingLogger();
     const session = new CoordinatorSession(
-      coord.address,
+      [coord.address],
       { insecure: true },
       identity,
       new FakeOps(),

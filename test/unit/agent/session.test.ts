@@ -46,7 +46,7 @@ describe("coordinator session", () => {
 
   const open = (options: Partial<LinkOptions> = {}) => {
     session = new CoordinatorSession(
-      coord.address,
+      [coord.address],
       { insecure: true },
       identity,
       ops,
