@@ -27,6 +27,7 @@ import { type Cluster, connect, libraryVersions } from "../ceph";
 import { ADVISORY_CHECKS, clusterChecks, localChecks } from "../engine/checks";
 import type { EngineContext, TransferTarget } from "../engine/context";
 import { listChains } from "../engine/snapshots";
+import { AuthzAudit } from "../transfer/authz-audit";
 import { DataPlaneServer } from "../transfer/data-plane-server";
 import { Journal } from "../transfer/journal";
 import { receivePool } from "../transfer/message-reader";
@@ -111,6 +112,7 @@ export class Agent {
     claimStateDir(cfg.stateDir);
     const metrics = new AgentMetrics(cfg.cluster.name, VERSION, libraryVersions().librbd);
     this.#metrics = metrics;
+    const audit = new AuthzAudit(log, (service, reason) => metrics.refused(service, reason));
     const sink: SinkDeps = {
       meter: metrics.meter,
       cluster,
@@ -168,10 +170,11 @@ export class Agent {
       tls: cfg.tls,
       transfer: (messages, signal, caller) =>
         handle(log, "Transfer", async () =>
-          receiveTransfer(await authorizeTransfer(verifier, messages, caller), signal),
+          receiveTransfer(await authorizeTransfer(verifier, messages, caller, audit), signal),
         ),
       listChains: listChainsService(cluster, this.fsid, log),
       maxMessageBytes: MAX_MESSAGE_BYTES,
+      audit,
       maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers,
       accepting,
       windowBytes: cfg.limits.http2WindowBytes,
@@ -183,7 +186,7 @@ export class Agent {
     this.transferAddress = await dataPlane.listen(cfg.transferListen);
     const server = createServer({
       ...peerChannelOptions,
-      interceptors: [agentServiceInterceptor({ insecure: cfg.tls.insecure === true, log })],
+      interceptors: [agentServiceInterceptor({ insecure: cfg.tls.insecure === true, log, audit })],
     });
     const ops = new AgentOperations(ctx, accepting, metrics);
     server.add(
@@ -192,7 +195,7 @@ export class Agent {
         ops,
         { agentId: cfg.agentId, maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers },
         accepting,
-        LeaseCheck.fromTls(cfg.tls, { cluster: cfg.cluster.name, agentId: cfg.agentId }, log),
+        LeaseCheck.fromTls(cfg.tls, { cluster: cfg.cluster.name, agentId: cfg.agentId }, log, audit),
       ),
     );
     server.add(HealthDefinition, HealthServiceImpl(this.health));

@@ -12,6 +12,10 @@
  * Leases that arrive over the agent's own coordinator session do not pass here: the session is the
  * agent's own authenticated connection to the coordinator (coordinator-link.ts checks its far end).
  * Insecure mode (tests only) has no certificates: both checks are off.
+ *
+ * Every refusal is an audit line and counts in the refusal metric (agents/transfer/authz-audit.ts). The
+ * interceptor also puts the caller's identity in the call's metadata (CALLER_METADATA_KEY, replacing
+ * whatever the client sent), so the handlers can name the caller in their audit lines.
  */
 import { readFileSync } from "node:fs";
 import {
@@ -26,8 +30,12 @@ import type { Fields } from "../../src/common/grants";
 import { describeIdentity, type Identity, identityOfCertificate } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
 import type { TlsConfig } from "../../src/common/tls";
+import { AGENT_SERVICE, type AuthzAudit, capabilityReason, identityName } from "../transfer/authz-audit";
 
-const AGENT_SERVICE_PREFIX = "/rbdbackup.v1.AgentService/";
+const AGENT_SERVICE_PREFIX = `/${AGENT_SERVICE}/`;
+
+/** Metadata the interceptor sets (never the client): the caller's identity as in audit lines. */
+export const CALLER_METADATA_KEY = "rbdbackup-audit-caller";
 
 /** The identity in a grpc-js call's verified client certificate; null when there is none or it names nobody. */
 export function callerIdentity(call: ServerInterceptingCallInterface): Identity | null {
@@ -53,6 +61,7 @@ export function agentServiceRefusal(id: Identity | null): string | null {
 export function agentServiceInterceptor(opts: {
   insecure: boolean;
   log?: Logger;
+  audit?: AuthzAudit;
   identityOf?: (call: ServerInterceptingCallInterface) => Identity | null;
 }): ServerInterceptor {
   const identityOf = opts.identityOf ?? callerIdentity;
@@ -62,11 +71,24 @@ export function agentServiceInterceptor(opts: {
       start: (next) => {
         next({
           onReceiveMetadata: (md, mdNext) => {
-            if (opts.insecure || !path.startsWith(AGENT_SERVICE_PREFIX)) return mdNext(md);
+            if (!path.startsWith(AGENT_SERVICE_PREFIX)) return mdNext(md);
+            md.remove(CALLER_METADATA_KEY);
+            if (opts.insecure) {
+              md.set(CALLER_METADATA_KEY, "insecure");
+              return mdNext(md);
+            }
             const id = identityOf(call);
+            md.set(CALLER_METADATA_KEY, identityName(id));
             const refusal = agentServiceRefusal(id);
             if (refusal === null) return mdNext(md);
             opts.log?.warn("refused an AgentService call", { method: path, caller: describeIdentity(id) });
+            opts.audit?.refused({
+              identity: identityName(id),
+              method: path,
+              target: "",
+              reason: id ? "wrong_kind" : "no_identity",
+              message: refusal,
+            });
             call.sendStatus({ code: status.PERMISSION_DENIED, details: refusal, metadata: new Metadata() });
           },
         });
@@ -83,25 +105,46 @@ export class LeaseCheck {
     /** This agent, the holder every lease presented to it must name. */
     readonly self: { cluster: string; agentId: string },
     readonly log?: Logger,
+    readonly audit?: AuthzAudit,
   ) {}
 
-  static fromTls(tls: TlsConfig, self: { cluster: string; agentId: string }, log?: Logger): LeaseCheck {
-    if (tls.insecure || !tls.ca) return new LeaseCheck(null, self, log);
-    return new LeaseCheck(new CapabilityVerifier(readFileSync(tls.ca)), self, log);
+  static fromTls(
+    tls: TlsConfig,
+    self: { cluster: string; agentId: string },
+    log?: Logger,
+    audit?: AuthzAudit,
+  ): LeaseCheck {
+    if (tls.insecure || !tls.ca) return new LeaseCheck(null, self, log, audit);
+    return new LeaseCheck(new CapabilityVerifier(readFileSync(tls.ca)), self, log, audit);
   }
 
-  /** PERMISSION_DENIED (AppError) unless `lease` is this agent's and allows exactly `asks`. */
-  check(method: string, lease: string | undefined, asks: Fields): void {
+  /**
+   * PERMISSION_DENIED (AppError) unless `lease` is this agent's and allows exactly `asks`. `method` is
+   * the method's name ("DeleteBackup"); `caller` the identity the interceptor put in the metadata.
+   */
+  check(method: string, lease: string | undefined, asks: Fields, caller = "none"): void {
     if (!this.verifier) return;
     try {
       checkAllows(this.verifier.verify(lease, "operation", this.self), asks);
     } catch (e) {
-      this.log?.warn("refused an AgentService call: its lease does not allow it", {
-        method,
-        error: (e as Error).message,
+      const message = (e as Error).message;
+      this.log?.warn("refused an AgentService call: its lease does not allow it", { method, error: message });
+      this.audit?.refused({
+        identity: caller,
+        method: `${AGENT_SERVICE_PREFIX}${method}`,
+        target: describeAsks(asks),
+        reason: capabilityReason(message),
+        message,
       });
       throw e;
     }
+  }
+
+  /** The caller the interceptor recorded in a call's metadata ("none" when it is not there). */
+  static callerOf(md: { get(key: string): unknown }): string {
+    const v = md.get(CALLER_METADATA_KEY);
+    const s = Array.isArray(v) ? v[0] : v;
+    return typeof s === "string" && s ? s : "none";
   }
 
   /** The lease in a call's metadata (nice-grpc's Metadata or grpc-js's). */
@@ -110,4 +153,12 @@ export class LeaseCheck {
     const s = Array.isArray(v) ? v[0] : v;
     return typeof s === "string" ? s : undefined;
   }
+}
+
+/** A request's fields as an audit target: "backupId=… backup=pool/ns/image" (the op itself is the method). */
+export function describeAsks(asks: Fields): string {
+  return Object.entries(asks)
+    .filter(([k, v]) => k !== "op" && v !== "")
+    .map(([k, v]) => `${k}=${v}`)
+    .join(" ");
 }

@@ -6,6 +6,7 @@
 import client from "prom-client";
 import type { Logger } from "../../src/common/log";
 import { MetricsServer, registerDefaultMetrics } from "../../src/common/metrics-server";
+import type { RefusalReason } from "../transfer/authz-audit";
 import type { TransferMeter } from "../transfer/meter";
 
 export class AgentMetrics {
@@ -14,6 +15,8 @@ export class AgentMetrics {
   readonly operations: client.Counter<"operation" | "result">;
   readonly operationSeconds: client.Histogram<"operation">;
   readonly forcedFull: client.Counter<"reason">;
+  /** Refused AgentService/TransferService callers (the coordinator's metric name, src/coordinator/audit.ts). */
+  readonly refusals: client.Counter<"service" | "reason">;
   readonly #http = new MetricsServer(this.registry);
   #inflight = 0;
 
@@ -50,6 +53,12 @@ export class AgentMetrics {
       name: "rbdbackup_forced_full_backups_total",
       help: "Backups made in full although an incremental was allowed, by reason.",
       labelNames: ["reason"],
+      registers: [r],
+    });
+    this.refusals = new client.Counter({
+      name: "rbdbackup_authorization_refusals_total",
+      help: "Calls refused by authorization, by service and reason (no_identity, wrong_kind, no_capability, bad_capability, identity_mismatch, not_covered).",
+      labelNames: ["service", "reason"],
       registers: [r],
     });
     const bytes = (name: string, help: string) =>
@@ -123,6 +132,11 @@ export class AgentMetrics {
         this.#inflight--;
       },
     };
+  }
+
+  /** Counts one refused call (AuthzAudit's counter). */
+  refused(service: string, reason: RefusalReason): void {
+    this.refusals.labels(service, reason).inc();
   }
 
   /** Classifies a forced-full reason into a low-cardinality label. */

@@ -10,8 +10,9 @@ import type { AgentServiceImplementation } from "../../src/gen/rbdbackup/v1/agen
 import type { ListChainsRequest, ListChainsResponse } from "../../src/gen/rbdbackup/v1/transfer";
 import { type Cluster, libraryVersions } from "../ceph";
 import { listChains } from "../engine/snapshots";
+import { messageOf, resultOf } from "../transfer/authz-audit";
 import { validName } from "../transfer/protocol";
-import { LeaseCheck } from "./authz";
+import { describeAsks, LeaseCheck } from "./authz";
 import { type AgentOperations, handle } from "./operations";
 
 export { VERSION } from "../../src/common/version";
@@ -39,12 +40,31 @@ export function listChainsService(
     });
 }
 
-/** A direct mutating call runs only under its lease (authz.ts); refused before anything is touched. */
-function leased(leases: LeaseCheck, method: string, md: { get(key: string): unknown }, asks: Fields): void {
+/**
+ * A direct mutating call runs only under its lease (authz.ts); refused before anything is touched.
+ * Once it ends, an audit line with its result (OK or the status name).
+ */
+async function leased<T>(
+  leases: LeaseCheck,
+  method: string,
+  md: { get(key: string): unknown },
+  asks: Fields,
+  run: () => Promise<T>,
+): Promise<T> {
+  const caller = LeaseCheck.callerOf(md);
   try {
-    leases.check(method, LeaseCheck.leaseOf(md), asks);
+    leases.check(method, LeaseCheck.leaseOf(md), asks, caller);
   } catch (e) {
     throw toServerError(e);
+  }
+  const entry = { identity: caller, method: `/rbdbackup.v1.AgentService/${method}`, target: describeAsks(asks) };
+  try {
+    const out = await run();
+    leases.audit?.record({ ...entry, result: "OK" });
+    return out;
+  } catch (e) {
+    leases.audit?.record({ ...entry, result: resultOf(e), message: messageOf(e) });
+    throw e;
   }
 }
 
@@ -68,18 +88,12 @@ export function agentService(
       };
     },
     checkCluster: (req) => ops.checkCluster(req),
-    backup: (req, context) => {
-      leased(leases, "Backup", context.metadata, backupOperationAsks(req));
-      return ops.backup(req, context.signal);
-    },
-    restore: (req, context) => {
-      leased(leases, "Restore", context.metadata, restoreOperationAsks(req));
-      return ops.restore(req, context.signal);
-    },
-    deleteBackup: (req, context) => {
-      leased(leases, "DeleteBackup", context.metadata, deleteOperationAsks(req));
-      return ops.deleteBackup(req);
-    },
+    backup: (req, context) =>
+      leased(leases, "Backup", context.metadata, backupOperationAsks(req), () => ops.backup(req, context.signal)),
+    restore: (req, context) =>
+      leased(leases, "Restore", context.metadata, restoreOperationAsks(req), () => ops.restore(req, context.signal)),
+    deleteBackup: (req, context) =>
+      leased(leases, "DeleteBackup", context.metadata, deleteOperationAsks(req), () => ops.deleteBackup(req)),
     listBackupSnapshots: (req) => ops.listBackupSnapshots(req),
     getBackupMetadata: (req) => ops.getBackupMetadata(req),
   };

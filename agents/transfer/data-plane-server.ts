@@ -26,9 +26,10 @@ import type { Logger } from "../../src/common/log";
 import { delay } from "../../src/common/retry";
 import { type TlsConfig, tlsFiles } from "../../src/common/tls";
 import { TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
+import type { AuthzAudit } from "./authz-audit";
 import type { ReceivePool } from "./message-reader";
 import { ServerCall } from "./server-call";
-import { dataPlaneRefusal, transferCallerOf } from "./transfer-authz";
+import { auditDataPlaneRefusal, dataPlaneRefusal, transferCallerOf } from "./transfer-authz";
 import {
   type ListChainsEntry,
   listChainsMethod,
@@ -58,6 +59,8 @@ export interface DataPlaneOptions {
   /** Receive buffers for chunks (default: the process's pool). */
   pool?: ReceivePool;
   log?: Logger;
+  /** Audits (and counts) refused callers. */
+  audit?: AuthzAudit;
 }
 
 export type DataPlaneState = "idle" | "listening" | "draining" | "stopped";
@@ -263,6 +266,7 @@ export class DataPlaneServer {
     const refusal = dataPlaneRefusal(caller);
     if (refusal) {
       this.#opts.log?.warn("data plane: refused a call", { method: path, reason: refusal });
+      auditDataPlaneRefusal(this.#opts.audit, caller, path, refusal);
       call.fail(Status.PERMISSION_DENIED, refusal);
       return;
     }

@@ -14,6 +14,7 @@
  *
  * The same-cluster shortcut (the agent's own sink in-process) does not pass here: no network, no
  * foreign caller. Insecure mode (tests only) has no certificates: both checks are off.
+ * Every refusal is an audit line and counts in the refusal metric (authz-audit.ts).
  */
 import type http2 from "node:http2";
 import type { TLSSocket } from "node:tls";
@@ -21,7 +22,10 @@ import { CAPABILITY_HEADER, type CapabilityVerifier, checkAllows } from "../../s
 import { AppError, invalidArgument, Status } from "../../src/common/errors";
 import { transferAsks } from "../../src/common/grants";
 import { describeIdentity, type Identity, identityOfCertificate } from "../../src/common/identity";
-import type { TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
+import { type TransferHeader, type TransferMessage, transferKindToJSON } from "../../src/gen/rbdbackup/v1/transfer";
+import { type AuthzAudit, capabilityReason, identityName, TRANSFER_SERVICE } from "./authz-audit";
+
+export const TRANSFER_METHOD = `/${TRANSFER_SERVICE}/Transfer`;
 
 /** Who is calling the data plane, and the capability it presented. */
 export interface TransferCaller {
@@ -56,6 +60,29 @@ export function dataPlaneRefusal(caller: TransferCaller): string | null {
   return `TransferService is only for agents of this deployment (the caller is ${describeIdentity(caller.identity)})`;
 }
 
+/** Audits a data-plane refusal by `dataPlaneRefusal` (who may not call at all). */
+export function auditDataPlaneRefusal(
+  audit: AuthzAudit | undefined,
+  caller: TransferCaller,
+  method: string,
+  why: string,
+) {
+  audit?.refused({
+    identity: identityName(caller.identity),
+    method,
+    target: "",
+    reason: caller.identity ? "wrong_kind" : "no_identity",
+    message: why,
+  });
+}
+
+/** A header's target for audit lines: "<kind> pool/ns/image backupId=…". */
+function headerTarget(h: TransferHeader): string {
+  const d = h.destination;
+  const where = d ? `${d.pool}/${d.namespace}/${d.image}` : "(no destination)";
+  return `${transferKindToJSON(h.kind)} ${where}${h.backupId ? ` backupId=${h.backupId}` : ""}`;
+}
+
 /** `first`, then the rest of `it`: the stream as the sink reads it, after its header was looked at. */
 function prepend(first: TransferMessage, it: AsyncIterator<TransferMessage>): AsyncIterable<TransferMessage> {
   let given = false;
@@ -80,24 +107,38 @@ export async function authorizeTransfer(
   verifier: CapabilityVerifier | null,
   messages: AsyncIterable<TransferMessage>,
   caller: TransferCaller,
+  audit?: AuthzAudit,
 ): Promise<AsyncIterable<TransferMessage>> {
   if (!caller.checked || !verifier) return messages;
   const id = caller.identity;
   if (id?.kind !== "agent") {
-    throw new AppError(Status.PERMISSION_DENIED, dataPlaneRefusal(caller) ?? "not an agent");
+    const why = dataPlaneRefusal(caller) ?? "not an agent";
+    auditDataPlaneRefusal(audit, caller, TRANSFER_METHOD, why);
+    throw new AppError(Status.PERMISSION_DENIED, why);
   }
   const it = messages[Symbol.asyncIterator]();
+  let target = "";
   try {
     const grant = verifier.verify(caller.capability, "transfer", { cluster: id.cluster, agentId: id.agentId });
     const first = await it.next();
     if (first.done || first.value.body?.$case !== "header")
       throw invalidArgument("the transfer must start with a header");
+    target = headerTarget(first.value.body.value);
     // The grant first: a caller without the right capability learns nothing about header validity.
     // The sink validates the header in full afterwards (sink/stream-checks.ts readHeader).
     checkAllows(grant, transferAsks(first.value.body.value));
     return prepend(first.value, it);
   } catch (e) {
     await it.return?.(undefined).catch(() => {});
+    if (e instanceof AppError && e.status === Status.PERMISSION_DENIED) {
+      audit?.refused({
+        identity: identityName(id),
+        method: TRANSFER_METHOD,
+        target,
+        reason: capabilityReason(e.message),
+        message: e.message,
+      });
+    }
     throw e;
   }
 }

@@ -34,7 +34,7 @@ export interface SinkIoCtx extends Pick<IoCtx, "imageCreate" | "imageRemove" | "
 }
 
 /** The methods of a cluster connection the sink uses. */
-export interface SinkCluster extends Pick<Cluster, "poolExists" | "poolFullness" | "blocklistAdd"> {
+export interface SinkCluster extends Pick<Cluster, "poolExists" | "poolFullness" | "stat" | "blocklistAdd"> {
   openIoCtx(pool: string, opts: { namespace?: string; poolFullTry?: boolean }): Promise<SinkIoCtx>;
 }
 

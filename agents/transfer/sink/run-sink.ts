@@ -1,6 +1,6 @@
 /**
  * The destination side of one transfer, as named phases: read the header → check the pool (and keep
- * watching it) → prepare the target image → receive (every message checked, chunks written through
+ * watching it) and that the transfer fits with a free-space margin → prepare the target image → receive (every message checked, chunks written through
  * the aio window) → writes done (trailer verified, all writes finished, flushed) → commit (metadata
  * object, then the snapshot) → the summary.
  *
@@ -28,6 +28,7 @@ import { type Footprint, newFootprint } from "./footprint";
 import { checkPool, type PoolWatch, watchPool } from "./pool-watch";
 import type { SinkCluster, SinkDeps, SinkImage } from "./ports";
 import { prepare } from "./prepare";
+import { checkRoom } from "./room";
 import { type Checked, readHeader, StreamChecks } from "./stream-checks";
 import { WriteWindow } from "./write-window";
 
@@ -46,6 +47,7 @@ export async function runSink(
   const { ac, unlink } = transferAbort(callSignal);
   try {
     await checkPool(deps.cluster, dest.pool, deps.clusterName);
+    await checkRoom(deps.cluster, h, deps.clusterName);
     const watch = watchPool(deps.cluster, dest.pool, deps.clusterName, deps.limits.fullCheckIntervalMs, ac);
     const fp = newFootprint(h);
     const window = new WriteWindow(

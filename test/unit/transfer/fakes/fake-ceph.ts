@@ -47,6 +47,9 @@ export class FakeCeph implements SinkCluster {
   faults: Faults = {};
   gates: Gates = {};
   full = false;
+  /** What stat() reports: raw capacity and available bytes (generous by default). */
+  capacity = 16 * 2 ** 30;
+  available = 16 * 2 ** 30;
   /** Writes in flight now, and the most seen at once. */
   writesInFlight = 0;
   maxWritesInFlight = 0;
@@ -81,6 +84,15 @@ export class FakeCeph implements SinkCluster {
 
   async poolFullness(_pool: string) {
     return { full: this.full, nearfull: false, clusterFull: false };
+  }
+
+  async stat() {
+    return {
+      bytes: this.capacity,
+      bytesUsed: this.capacity - this.available,
+      bytesAvailable: this.available,
+      objects: 0,
+    };
   }
 
   async blocklistAdd(address: string, _expireSeconds: number): Promise<void> {

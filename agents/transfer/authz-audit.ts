@@ -1,0 +1,103 @@
+/**
+ * The agent's audit of authorization (issue 12): every refused AgentService or TransferService call,
+ * and every accepted mutating direct AgentService call when it ends, is one JSON log line with
+ * `"audit": true`, the caller's identity (certificate URI, or "none"), the method, the target (what the
+ * request or header named, "" when not known yet), the result (a status name) and, for a refusal, the
+ * reason. Refusals also count in rbdbackup_authorization_refusals_total{service, reason} — the
+ * coordinator's metric name and reason vocabulary (src/coordinator/audit.ts), on the agent's /metrics.
+ *
+ * It lives in the transfer layer because both the data plane (transfer-authz.ts, data-plane-server.ts)
+ * and AgentService (agents/agent/authz.ts) refuse callers; the counter is passed in (agent/metrics.ts).
+ */
+import { AppError, Status } from "../../src/common/errors";
+import { type Identity, identityUri } from "../../src/common/identity";
+import type { Logger } from "../../src/common/log";
+
+/**
+ * Why a call was refused (the metric's reason label; the coordinator's names where they mean the same):
+ * - no_identity: the certificate names no rbdbackup:// identity;
+ * - wrong_kind: an identity of the wrong kind (an agent calling AgentService, a client calling Transfer);
+ * - no_capability: the call carries no lease/capability;
+ * - bad_capability: malformed, expired, of the wrong scope, not signed by the coordinator;
+ * - identity_mismatch: a genuine capability issued to another agent;
+ * - not_covered: a genuine capability that does not allow what the request asks.
+ */
+export type RefusalReason =
+  | "no_identity"
+  | "wrong_kind"
+  | "no_capability"
+  | "bad_capability"
+  | "identity_mismatch"
+  | "not_covered";
+
+export const AGENT_SERVICE = "rbdbackup.v1.AgentService";
+export const TRANSFER_SERVICE = "rbdbackup.v1.TransferService";
+
+export interface AuditEntry {
+  /** The caller's identity URI, "none" (no identity) or "insecure" (test mode). */
+  identity: string;
+  /** "/pkg.Service/Method". */
+  method: string;
+  /** What the call was about (pool/image, backup id…); "" when not known. */
+  target: string;
+  /** "OK" or the status name. */
+  result: string;
+  reason?: RefusalReason;
+  /** For a refusal or a failure: the message the caller got. */
+  message?: string;
+}
+
+/** The identity field of an audit line. */
+export function identityName(id: Identity | null): string {
+  return id ? identityUri(id) : "none";
+}
+
+/** The service of a "/pkg.Service/Method" path ("unknown" when it is none). */
+export function serviceOf(method: string): string {
+  return /^\/([^/]+)\//.exec(method)?.[1] ?? "unknown";
+}
+
+/** The reason label of a capability/lease refusal (src/common/capability.ts, grants.ts messages). */
+export function capabilityReason(message: string): RefusalReason {
+  if (/none presented/.test(message)) return "no_capability";
+  if (/was issued to agent/.test(message)) return "identity_mismatch";
+  if (
+    /does not cover|it allows .*asks for|may only write|must end in|names no destination|unknown transfer kind/.test(
+      message,
+    )
+  ) {
+    return "not_covered";
+  }
+  return "bad_capability";
+}
+
+/** The result field of an error: its status name. */
+export function resultOf(e: unknown): string {
+  const code = e instanceof AppError ? e.status : (e as { code?: unknown })?.code;
+  return typeof code === "number" ? (Status[code] ?? String(code)) : "INTERNAL";
+}
+
+/** The message a caller got for an error (a nice-grpc ServerError's details, else the message). */
+export function messageOf(e: unknown): string {
+  const d = (e as { details?: unknown })?.details;
+  if (typeof d === "string") return d;
+  return e instanceof Error ? e.message : String(e);
+}
+
+export class AuthzAudit {
+  constructor(
+    readonly log: Logger,
+    /** Counts a refusal (the agent's metrics); none in tests that only read the lines. */
+    readonly count: (service: string, reason: RefusalReason) => void = () => {},
+  ) {}
+
+  record(e: AuditEntry): void {
+    this.log.info("audit", { audit: true, time: new Date().toISOString(), ...e });
+  }
+
+  /** A refused call: counted by service and reason, and written. */
+  refused(e: Omit<AuditEntry, "result"> & { reason: RefusalReason; result?: string }): void {
+    this.count(serviceOf(e.method), e.reason);
+    this.record({ result: "PERMISSION_DENIED", ...e });
+  }
+}
