@@ -1,62 +1,48 @@
 /**
  * The free-space margin check: before a transfer creates or writes anything, the destination makes
- * sure the bytes it may write, plus a margin of the cluster's capacity, fit in what the cluster has
- * available — so a transfer that cannot fit is refused up front (RESOURCE_EXHAUSTED, nothing created)
- * instead of driving the pool's OSDs to 100 %.
+ * sure its cluster is not already within a margin of full (RESOURCE_EXHAUSTED, nothing created) — so a
+ * retried or queued transfer never drives the OSDs from "nearly full" to 100 %. During the transfer the
+ * full-flag watch (pool-watch.ts) stops writes once the cluster says it is full.
  *
- * What "may write" means per kind: BACKUP_FULL, RESTORE_NEW and RESTORE_ORIGINAL may write up to the
- * header's image size (the stream does not declare its data bytes ahead, and an image is thin, so this
- * is an upper bound). BACKUP_INCREMENTAL writes only a diff whose size nobody knows ahead; the image
- * size would refuse most incrementals, so it is left to the full flags (pool-watch.ts).
+ * Why not "image size must fit": images are thin, and a backup or restore writes only the allocated
+ * data, which nobody declares ahead. A 4 TiB volume holding 10 GiB must back up into a cluster with
+ * 100 GiB free; comparing its size would refuse it. What is known ahead is how close to full the
+ * cluster already is.
  *
- * Ceph reports raw bytes available (before replication), so on a replicated pool this check is a
- * lower bound of what is needed: it stops the hopeless cases, the full-flag watch stops the rest.
+ * Ceph reports raw bytes (before replication): the margin is a share of raw capacity.
  */
 import { resourceExhausted } from "../../../src/common/errors";
 import { type TransferHeader, TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import type { SinkCluster } from "./ports";
 
 /**
- * The share of the cluster's capacity that must stay free after the transfer. A constant for now
+ * The share of the cluster's capacity that must be free for a transfer to start. A constant for now
  * (a config field would be `limits.freeSpaceMarginPercent`, 0..50, default 5).
  */
 export const FREE_SPACE_MARGIN = 0.05;
 
-/** The bytes a transfer of this kind may write, or 0 when that is not known ahead (incrementals). */
-export function bytesToWrite(h: TransferHeader): number {
-  switch (h.kind) {
-    case TransferKind.BACKUP_FULL:
-    case TransferKind.RESTORE_NEW:
-    case TransferKind.RESTORE_ORIGINAL:
-      return h.imageSize;
-    default:
-      return 0;
-  }
-}
-
 const KIND_WORDS: Partial<Record<TransferKind, string>> = {
   [TransferKind.BACKUP_FULL]: "full backup",
+  [TransferKind.BACKUP_INCREMENTAL]: "incremental backup",
   [TransferKind.RESTORE_NEW]: "restore",
   [TransferKind.RESTORE_ORIGINAL]: "restore",
 };
 
-/** Refuses (RESOURCE_EXHAUSTED) a transfer whose bytes plus the margin do not fit in the cluster's available bytes. */
+/** Refuses (RESOURCE_EXHAUSTED) a transfer into a cluster whose free space is within the margin. */
 export async function checkRoom(
   cluster: Pick<SinkCluster, "stat">,
   h: TransferHeader,
   clusterName: string,
   margin = FREE_SPACE_MARGIN,
 ): Promise<void> {
-  const need = bytesToWrite(h);
-  if (need <= 0) return;
   const st = await cluster.stat();
   const reserve = Math.ceil(st.bytes * margin);
-  if (need + reserve <= st.bytesAvailable) return;
+  if (st.bytesAvailable > reserve) return;
   const what = KIND_WORDS[h.kind] ?? "transfer";
   const pct = Math.round(margin * 100);
   throw resourceExhausted(
-    `cluster ${clusterName} is too full for this ${what}: it has ${human(st.bytesAvailable)} available, ` +
-      `this ${what} needs ${human(need)} plus a ${pct} % margin (${human(reserve)}): free space or add capacity`,
+    `cluster ${clusterName} is nearly full: ${human(st.bytesAvailable)} of ${human(st.bytes)} available, ` +
+      `at most the ${pct} % kept free (${human(reserve)}); this ${what} was not started: free space or add capacity`,
   );
 }
 

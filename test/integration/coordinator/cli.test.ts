@@ -87,10 +87,18 @@ describe("CLI against a real coordinator", () => {
     assert.match(agents.out, /agent-site-b/);
     assert.equal(cli(["cluster", "check", "site-b"]).code, 0);
 
-    // record export, then import into the same coordinator: ALREADY_EXISTS → 7.
+    // record export (reader and up), then import (admin only): an operator is refused (PERMISSION_DENIED
+    // → 5); an admin importing into the same coordinator gets ALREADY_EXISTS → 7.
     const file = path.join(tmp, "record.json");
     assert.equal(cli(["record", "export", backupId, "--out", file]).code, 0);
-    const imp = cli(["record", "import", file]);
+    const denied = cli(["record", "import", file]);
+    assert.equal(denied.code, 5, denied.err);
+    assert.match(denied.err, /PERMISSION_DENIED: .*needs role admin/);
+    const admin = labTls("test-client");
+    const imp = cli(["record", "import", file], {
+      RBDBACKUP_TLS_CERT: admin.cert as string,
+      RBDBACKUP_TLS_KEY: admin.key as string,
+    });
     assert.equal(imp.code, 7, imp.err);
     assert.match(imp.err, /ALREADY_EXISTS/);
   });

@@ -1,13 +1,13 @@
 /**
  * The free-space margin check (agents/transfer/sink/room.ts) through runSink, against the fake cluster:
- * a full backup or restore that fits with the margin proceeds; one that does not is refused with
- * RESOURCE_EXHAUSTED and a message an operator can act on, before anything is created or journalled;
- * incrementals are left to the full flags.
+ * a cluster with more than the margin free takes any transfer (images are thin: their size does not
+ * count); one within the margin refuses every kind with RESOURCE_EXHAUSTED and a message an operator
+ * can act on, before anything is created or journalled.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { runSink } from "../../../agents/transfer/sink";
-import { bytesToWrite, human } from "../../../agents/transfer/sink/room";
+import { human } from "../../../agents/transfer/sink/room";
 import { AppError, Status } from "../../../src/common/errors";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { FakeCeph, poolState } from "./fakes/fake-ceph";
@@ -26,16 +26,16 @@ function cluster(available: number): FakeCeph {
 }
 
 describe("runSink: free-space margin", () => {
-  it("a full backup that fits with the margin proceeds", async () => {
-    const ceph = cluster(6 * MiB); // 256 KiB + 5 MiB ≤ 6 MiB
-    const h = header();
+  it("a cluster with more than the margin free: a full backup proceeds, even of an image larger than that (thin)", async () => {
+    const ceph = cluster(6 * MiB); // 6 MiB free > 5 MiB margin; the image is 64 MiB, its data 256 KiB
+    const h = header({ imageSize: 64 * MiB });
     const s = await runSink(sinkDeps(ceph), new Feed(messages(h, chunkParts(4, CHUNK))));
     assert.equal(s.imageCreated, true);
     assert.equal(s.snapshotCreated, h.toSnapshot);
   });
 
-  it("a full backup that does not fit: RESOURCE_EXHAUSTED, nothing created or journalled", async () => {
-    const ceph = cluster(5 * MiB + 100 * KiB); // 256 KiB + 5 MiB > 5.1 MiB
+  it("a cluster within the margin: RESOURCE_EXHAUSTED, nothing created or journalled", async () => {
+    const ceph = cluster(5 * MiB - 100 * KiB);
     const before = poolState(ceph, "backups");
     const deps = sinkDeps(ceph);
     const e = await runSink(deps, new Feed(messages(header(), chunkParts(4, CHUNK)))).catch((x) => x);
@@ -43,15 +43,15 @@ describe("runSink: free-space margin", () => {
     assert.equal(e.status, Status.RESOURCE_EXHAUSTED);
     assert.equal(
       e.message,
-      "cluster site-b is too full for this full backup: it has 5.1 MiB available, " +
-        "this full backup needs 256 KiB plus a 5 % margin (5 MiB): free space or add capacity",
+      "cluster site-b is nearly full: 4.9 MiB of 100 MiB available, at most the 5 % kept free (5 MiB); " +
+        "this full backup was not started: free space or add capacity",
     );
     assert.equal(poolState(ceph, "backups"), before);
     assert.deepEqual(ceph.log, [], "no call changed the cluster");
     assert.equal(deps.journal.entries.size, 0);
   });
 
-  it("a restore over the original that does not fit: RESOURCE_EXHAUSTED, the image untouched", async () => {
+  it("a restore over the original into a nearly full cluster: RESOURCE_EXHAUSTED, the image untouched", async () => {
     const ceph = cluster(1 * MiB);
     const original = ceph.addImage("rbd", "volume-1", pattern(128 * KiB, 3), ["user-snap"]);
     const before = poolState(ceph, "rbd");
@@ -62,28 +62,30 @@ describe("runSink: free-space margin", () => {
     const e = await runSink(sinkDeps(ceph), new Feed(messages(h, chunkParts(4, CHUNK)))).catch((x) => x);
     assert.ok(e instanceof AppError, String(e));
     assert.equal(e.status, Status.RESOURCE_EXHAUSTED);
-    assert.match(e.message, /this restore needs 256 KiB plus a 5 % margin .*: free space or add capacity/);
+    assert.match(e.message, /nearly full: .* this restore was not started: free space or add capacity/);
     assert.equal(poolState(ceph, "rbd"), before);
     assert.equal(original.opens, 0);
   });
 
-  it("an incremental is not held to the image size (only to the full flags)", async () => {
-    const ceph = cluster(1 * MiB);
-    const base = ceph.addImage("backups", "vol.backup.p", pattern(256 * KiB, 1), ["backup.p.snap.1"]);
+  it("an incremental into a nearly full cluster is refused too; with room it proceeds", async () => {
+    const full = cluster(1 * MiB);
+    const base = full.addImage("backups", "vol.backup.p", pattern(256 * KiB, 1), ["backup.p.snap.1"]);
     const h = header({
       kind: TransferKind.BACKUP_INCREMENTAL,
       fromSnapshot: "backup.p.snap.1",
       destination: { pool: "backups", namespace: "", image: "vol.backup.p" },
     });
-    const s = await runSink(sinkDeps(ceph), new Feed(messages(h, chunkParts(1, CHUNK))));
+    const e = await runSink(sinkDeps(full), new Feed(messages(h, chunkParts(1, CHUNK)))).catch((x) => x);
+    assert.equal((e as AppError).status, Status.RESOURCE_EXHAUSTED);
+    assert.equal(base.snaps.length, 1);
+    const roomy = cluster(50 * MiB);
+    const base2 = roomy.addImage("backups", "vol.backup.p", pattern(256 * KiB, 1), ["backup.p.snap.1"]);
+    const s = await runSink(sinkDeps(roomy), new Feed(messages(h, chunkParts(1, CHUNK))));
     assert.equal(s.snapshotCreated, h.toSnapshot);
-    assert.equal(base.snaps.length, 2);
+    assert.equal(base2.snaps.length, 2);
   });
 
-  it("bytesToWrite per kind; human() sizes", () => {
-    assert.equal(bytesToWrite(header({ imageSize: 7 })), 7);
-    assert.equal(bytesToWrite(header({ kind: TransferKind.RESTORE_NEW, imageSize: 7 })), 7);
-    assert.equal(bytesToWrite(header({ kind: TransferKind.BACKUP_INCREMENTAL, imageSize: 7 })), 0);
+  it("human() sizes", () => {
     assert.equal(human(300), "300 B");
     assert.equal(human(1.2 * 2 ** 30), "1.2 GiB");
     assert.equal(human(4 * 2 ** 30), "4 GiB");
