@@ -9,7 +9,8 @@
  * 100 GiB free; comparing its size would refuse it. What is known ahead is how close to full the
  * cluster already is.
  *
- * Ceph reports raw bytes (before replication): the margin is a share of raw capacity.
+ * Ceph reports raw bytes (before replication): the margin is a share of raw capacity. A cluster
+ * whose usage is unknown (no manager running: it reports 0 of 0 bytes) is not judged here.
  */
 import { resourceExhausted } from "../../../src/common/errors";
 import { type TransferHeader, TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
@@ -36,6 +37,9 @@ export async function checkRoom(
   margin = FREE_SPACE_MARGIN,
 ): Promise<void> {
   const st = await cluster.stat();
+  // A cluster without a running manager reports no usage (0 of 0): nothing to judge by, so the
+  // full-flag watch alone applies (the OSD map's full flags do not need a manager).
+  if (st.bytes <= 0) return;
   const reserve = Math.ceil(st.bytes * margin);
   if (st.bytesAvailable > reserve) return;
   const what = KIND_WORDS[h.kind] ?? "transfer";

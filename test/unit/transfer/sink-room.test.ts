@@ -85,6 +85,14 @@ describe("runSink: free-space margin", () => {
     assert.equal(base2.snaps.length, 2);
   });
 
+  it("a cluster that reports no usage (no manager: 0 of 0 bytes) is not judged: the transfer proceeds", async () => {
+    const ceph = cluster(0);
+    ceph.capacity = 0;
+    const h = header();
+    const s = await runSink(sinkDeps(ceph), new Feed(messages(h, chunkParts(4, CHUNK))));
+    assert.equal(s.snapshotCreated, h.toSnapshot);
+  });
+
   it("human() sizes", () => {
     assert.equal(human(300), "300 B");
     assert.equal(human(1.2 * 2 ** 30), "1.2 GiB");
