@@ -5,7 +5,7 @@
  */
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import type { TlsConfig } from "../common/tls";
-import type { BackupLocation, VolumeRef } from "../gen/rbdbackup/v1/backup_service";
+import type { BackupLocation, VolumeRef } from "../gen/rbdbackup/v1/common";
 
 /** Bad flags or arguments: reported with exit code 2. */
 export class UsageError extends Error {

@@ -6,7 +6,6 @@ import type { ClusterCheckResponse } from "../gen/rbdbackup/v1/agent";
 import {
   type AgentStatus,
   type Backup,
-  type BackupLocation,
   type BackupStatus,
   backupStatusToJSON,
   type Job,
@@ -15,8 +14,8 @@ import {
   JobState,
   jobKindToJSON,
   jobStateToJSON,
-  type VolumeRef,
 } from "../gen/rbdbackup/v1/backup_service";
+import type { BackupLocation, VolumeRef } from "../gen/rbdbackup/v1/common";
 import type { BackupSnapshot } from "../gen/rbdbackup/v1/transfer";
 
 const UNITS = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];

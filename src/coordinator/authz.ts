@@ -51,10 +51,32 @@ export const METHOD_ROLES: Readonly<Record<string, Role>> = {
   DeleteBackup: "operator",
   CancelJob: "operator",
   ImportBackupRecord: "admin",
+  GetPolicy: "reader",
+  ListPolicies: "reader",
+  GetVolumeProtection: "reader",
+  ListVolumeProtection: "reader",
+  CreatePolicy: "operator",
+  UpdatePolicy: "operator",
+  DeletePolicy: "operator",
+  PausePolicy: "operator",
+  ResumePolicy: "operator",
+  RunPolicyNow: "operator",
 };
 
 /** Methods that change something: each call is written to the audit log when it ends. */
-export const MUTATING = new Set(["CreateBackup", "RestoreBackup", "DeleteBackup", "CancelJob", "ImportBackupRecord"]);
+export const MUTATING = new Set([
+  "CreateBackup",
+  "RestoreBackup",
+  "DeleteBackup",
+  "CancelJob",
+  "ImportBackupRecord",
+  "CreatePolicy",
+  "UpdatePolicy",
+  "DeletePolicy",
+  "PausePolicy",
+  "ResumePolicy",
+  "RunPolicyNow",
+]);
 
 /** Services any API client role may use besides BackupService (read-only). */
 const READER_SERVICES = ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];

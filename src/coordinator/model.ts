@@ -4,7 +4,8 @@
  * operation's parameters, its lease, the locks it takes, the clusters whose slots it uses).
  */
 import type { BackupMode, RestoreMode } from "../gen/rbdbackup/v1/agent";
-import type { Backup, JobKind, JobState, VolumeRef } from "../gen/rbdbackup/v1/backup_service";
+import type { Backup, JobKind, JobState } from "../gen/rbdbackup/v1/backup_service";
+import type { VolumeRef } from "../gen/rbdbackup/v1/common";
 
 export type { Backup };
 

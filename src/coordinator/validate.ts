@@ -5,8 +5,8 @@
 import { invalidArgument } from "../common/errors";
 import { isUuid } from "../common/ids";
 import { BackupMode, RestoreMode } from "../gen/rbdbackup/v1/agent";
-import type { BackupLocation, VolumeRef } from "../gen/rbdbackup/v1/backup_service";
 import { BackupStatus, JobKind, JobState } from "../gen/rbdbackup/v1/backup_service";
+import type { BackupLocation, VolumeRef } from "../gen/rbdbackup/v1/common";
 
 /** Cluster names (as agents register them). */
 export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;

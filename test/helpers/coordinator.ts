@@ -9,8 +9,8 @@ import {
   type CreateBackupRequest,
   type Job,
   JobState,
-  type VolumeRef,
 } from "../../src/gen/rbdbackup/v1/backup_service";
+import type { VolumeRef } from "../../src/gen/rbdbackup/v1/common";
 import {
   type CoordinatorProcess,
   type CoordinatorProcessOptions,

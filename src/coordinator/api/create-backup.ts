@@ -10,13 +10,12 @@ import { failedPrecondition, notFound } from "../../common/errors";
 import { BackupMode } from "../../gen/rbdbackup/v1/agent";
 import {
   type Backup,
-  type BackupLocation,
   BackupStatus,
   CreateBackupRequest,
   type Job,
   JobKind,
-  type VolumeRef,
 } from "../../gen/rbdbackup/v1/backup_service";
+import type { BackupLocation, VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { ProbeResponse } from "../../gen/rbdbackup/v1/session";
 import type { Catalog } from "../catalog/catalog";
 import { volumeLabel } from "../model";
@@ -145,5 +144,6 @@ function newBackup(req: CreateBackupRequest, vol: VolumeRef, dest: Destination, 
     completedAt: undefined,
     error: "",
     warnings: [],
+    clones: [],
   };
 }

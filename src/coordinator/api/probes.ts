@@ -5,7 +5,7 @@
  * caller's cancellation.
  */
 import { notFound } from "../../common/errors";
-import type { VolumeRef } from "../../gen/rbdbackup/v1/backup_service";
+import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { ProbeResponse } from "../../gen/rbdbackup/v1/session";
 import type { AgentSession, CallAnswer, CallCase, CallRequest, Sessions } from "../sessions";
 

@@ -9,11 +9,11 @@ import { alreadyExists, failedPrecondition, invalidArgument, notFound, Status, s
 import { parseBackupSnap } from "../../common/ids";
 import {
   type Backup,
-  type BackupLocation,
   BackupStatus,
   type ExportBackupRecordRequest,
   type ImportBackupRecordRequest,
 } from "../../gen/rbdbackup/v1/backup_service";
+import type { BackupLocation } from "../../gen/rbdbackup/v1/common";
 import { volumeKey } from "../model";
 import type { AgentSession } from "../sessions";
 import * as v from "../validate";

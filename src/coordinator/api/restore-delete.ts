@@ -13,8 +13,8 @@ import {
   JobKind,
   JobState,
   RestoreBackupRequest,
-  type VolumeRef,
 } from "../../gen/rbdbackup/v1/backup_service";
+import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import { volumeLabel } from "../model";
 import { lockOfBackup, lockOfVolume } from "../scheduler";
 import * as v from "../validate";

@@ -14,6 +14,7 @@ import { checkCluster, listAgents } from "./clusters";
 import { createBackup } from "./create-backup";
 import type { ApiDeps } from "./deps";
 import { cancelJob, getJob, listJobs } from "./jobs";
+import { policyMethods } from "./policies";
 import { exportBackupRecord, importBackupRecord } from "./records";
 import { deleteBackup, restoreBackup } from "./restore-delete";
 import { watchJob } from "./watch";
@@ -42,5 +43,7 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
     // Records.
     exportBackupRecord: async (req) => exportBackupRecord(deps, req),
     importBackupRecord: (req, ctx) => importBackupRecord(deps, adm, req, ctx),
+    // Protection policies.
+    ...policyMethods(deps),
   };
 }

@@ -7,14 +7,8 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { metaObjectName } from "../../../src/common/ids";
 import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
-import {
-  BackupStatus,
-  type Job,
-  type JobEvent,
-  JobKind,
-  JobState,
-  type VolumeRef,
-} from "../../../src/gen/rbdbackup/v1/backup_service";
+import { BackupStatus, type Job, type JobEvent, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import { startCoordinatorProcess } from "../../../src/lab/coordinator-process";
 import { startAgent } from "../../helpers/agents";
 import { backupRequest, type Deployment, deploy, succeeded, waitAgents, waitJob } from "../../helpers/coordinator";

@@ -20,9 +20,8 @@ import {
   JobKind,
   JobState,
   type RestoreBackupRequest,
-  type VolumeRef,
 } from "../../../src/gen/rbdbackup/v1/backup_service";
-import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
+import type { ImageRef, VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import { backupRequest, type Deployment, deploy, succeeded, waitJob } from "../../helpers/coordinator";
 import { uniqueName } from "../../helpers/lab";
 import { MiB, Volumes } from "../../helpers/volumes";
@@ -211,6 +210,7 @@ describe("coordinator: bad requests fail with their exact status and change noth
       target: { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName("bad-never") },
       mode: RestoreMode.RESTORE_MODE_NEW,
       idempotencyKey: "",
+      flatten: false,
       ...o,
     };
   }

@@ -61,6 +61,16 @@ const unimplemented = async () => {
 };
 
 const impl: BackupServiceImplementation = {
+  createPolicy: unimplemented,
+  updatePolicy: unimplemented,
+  getPolicy: unimplemented,
+  listPolicies: unimplemented,
+  deletePolicy: unimplemented,
+  pausePolicy: unimplemented,
+  resumePolicy: unimplemented,
+  runPolicyNow: unimplemented,
+  getVolumeProtection: unimplemented,
+  listVolumeProtection: unimplemented,
   async createBackup(req, ctx) {
     auth(ctx);
     created = req;

@@ -20,7 +20,8 @@ import { lockOfBackup, lockOfVolume, Scheduler, type SchedulerConfig } from "../
 import { EXTRA_DEFAULTS } from "../../../src/coordinator/scheduler/config";
 import { type CallRequest, Sessions } from "../../../src/coordinator/sessions";
 import { BackupMode, type BackupResult, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { BackupStatus, JobKind, type VolumeRef } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { BackupStatus, JobKind } from "../../../src/gen/rbdbackup/v1/backup_service";
+import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { JobOutcome } from "../../../src/gen/rbdbackup/v1/session";
 import { type Answer, agentRecord, FakeAgentSession, fsidOf } from "../../helpers/fake-agent";
 
@@ -308,6 +309,7 @@ export function newBackup(v: VolumeRef, destCluster: string, now: number): Backu
     completedAt: undefined,
     error: "",
     warnings: [],
+    clones: [],
   };
 }
 
