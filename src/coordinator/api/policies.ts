@@ -147,8 +147,8 @@ async function createPolicy(deps: ApiDeps, req: CreatePolicyRequest, ctx: CallCo
 
 async function updatePolicy(deps: ApiDeps, req: UpdatePolicyRequest, ctx: CallContext): Promise<Policy> {
   const name = req.policy?.name ?? "";
+  if (req.policy) stored(deps, name, "policy.name");
   const clean = validatePolicy(req.policy, context(deps, name));
-  stored(deps, name, "policy.name");
   await probePools(deps, clean, ctx.signal);
   const p = deps.catalog.transaction(() => {
     const old = stored(deps, name, "policy.name");
