@@ -114,13 +114,21 @@ function selector(s: PolicySelector | undefined): PolicySelector {
   return s;
 }
 
+/** Compiled selectors' regexes (overlap checks test many volumes against few expressions). */
+const compiled = new Map<string, RegExp>();
+
 /** The selector's image_regex, anchored; INVALID_ARGUMENT when too long or not a regular expression. */
 export function imageRegex(re: string): RegExp {
+  const known = compiled.get(re);
+  if (known) return known;
   if (re.length > MAX_REGEX) {
     throw invalidArgument(`policy.selector.image_regex is ${re.length} characters long; at most ${MAX_REGEX}`);
   }
   try {
-    return new RegExp(`^(?:${re})$`);
+    const r = new RegExp(`^(?:${re})$`);
+    if (compiled.size >= 1000) compiled.clear();
+    compiled.set(re, r);
+    return r;
   } catch (e) {
     throw invalidArgument(`policy.selector.image_regex "${re.slice(0, 80)}" does not compile: ${(e as Error).message}`);
   }
