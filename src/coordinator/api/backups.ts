@@ -12,7 +12,7 @@ import type {
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
-import { ask } from "./probes";
+import { ask } from "../jobs/probes";
 
 export function getBackup(deps: ApiDeps, req: GetBackupRequest): Backup {
   v.uuid(req.backupId, "backup_id");

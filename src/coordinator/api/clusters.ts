@@ -5,7 +5,7 @@ import type { CheckClusterRequest, ListAgentsResponse } from "../../gen/rbdbacku
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
-import { ask } from "./probes";
+import { ask } from "../jobs/probes";
 
 export function listAgents(deps: ApiDeps): ListAgentsResponse {
   const { catalog, sessions, scheduler } = deps;

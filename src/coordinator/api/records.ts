@@ -17,9 +17,10 @@ import type { BackupLocation } from "../../gen/rbdbackup/v1/common";
 import { volumeKey } from "../model";
 import type { AgentSession } from "../sessions";
 import * as v from "../validate";
-import { type Admission, isUniqueViolation } from "./admission";
+import { isUniqueViolation } from "../jobs/new-job";
+import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
-import { ask } from "./probes";
+import { ask } from "../jobs/probes";
 
 /** The version of the record format this coordinator writes and reads. */
 const RECORD_VERSION = 1;

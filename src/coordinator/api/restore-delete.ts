@@ -18,9 +18,10 @@ import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import { volumeLabel } from "../model";
 import { lockOfBackup, lockOfVolume } from "../scheduler";
 import * as v from "../validate";
-import { type Admission, fingerprint } from "./admission";
+import { fingerprint } from "../jobs/new-job";
+import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
-import { probe } from "./probes";
+import { probe } from "../jobs/probes";
 
 export async function restoreBackup(
   deps: ApiDeps,
