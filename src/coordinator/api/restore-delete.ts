@@ -15,13 +15,13 @@ import {
   RestoreBackupRequest,
 } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
+import { fingerprint } from "../jobs/new-job";
+import { probe } from "../jobs/probes";
 import { volumeLabel } from "../model";
 import { lockOfBackup, lockOfVolume } from "../scheduler";
 import * as v from "../validate";
-import { fingerprint } from "../jobs/new-job";
 import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
-import { probe } from "../jobs/probes";
 
 export async function restoreBackup(
   deps: ApiDeps,
