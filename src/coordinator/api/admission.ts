@@ -13,6 +13,10 @@ import { type Job, JobKind } from "../../gen/rbdbackup/v1/backup_service";
 import { isUniqueViolation, type JobSpec, newJobRecord } from "../jobs/new-job";
 import { type JobRecord, volumeLabel } from "../model";
 import { jobView } from "../views";
+
+/** Job construction moved to ../jobs/new-job.ts; re-exported for the handlers that import it from here. */
+export { fingerprint, isUniqueViolation, type JobSpec, sortedMeta } from "../jobs/new-job";
+
 import type { ApiDeps } from "./deps";
 
 export class Admission {
