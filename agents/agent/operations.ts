@@ -5,8 +5,8 @@
  * maps its failure to a gRPC status (ServerError).
  */
 import { ServerError, Status } from "nice-grpc-common";
-import { invalidArgument, statusOf, toServerError } from "../../src/common/errors";
-import { isUuid } from "../../src/common/ids";
+import { invalidArgument, notFound, statusOf, toServerError } from "../../src/common/errors";
+import { isBaseImage, isUuid } from "../../src/common/ids";
 import type { Logger } from "../../src/common/log";
 import type {
   BackupRequest,
@@ -22,7 +22,12 @@ import type {
   RestoreRequest,
   RestoreResult,
 } from "../../src/gen/rbdbackup/v1/agent";
-import type { ProbeRequest, ProbeResponse } from "../../src/gen/rbdbackup/v1/session";
+import type {
+  ListImagesRequest,
+  ListImagesResponse,
+  ProbeRequest,
+  ProbeResponse,
+} from "../../src/gen/rbdbackup/v1/session";
 import { isCephError } from "../ceph";
 import { backup } from "../engine/backup";
 import { clusterChecks } from "../engine/checks";
@@ -73,7 +78,14 @@ function validImage(im: { pool: string; namespace: string; image: string } | und
  */
 export type SessionOperations = Pick<
   AgentOperations,
-  "backup" | "restore" | "deleteBackup" | "checkCluster" | "listBackupSnapshots" | "getBackupMetadata" | "probe"
+  | "backup"
+  | "restore"
+  | "deleteBackup"
+  | "checkCluster"
+  | "listBackupSnapshots"
+  | "getBackupMetadata"
+  | "probe"
+  | "listImages"
 > & { ctx: { cluster: FencingCluster } };
 
 export class AgentOperations {
@@ -154,6 +166,22 @@ export class AgentOperations {
       try {
         const m = await readMetadata(io, req.backupId);
         return m ? { found: true, json: JSON.stringify(m) } : { found: false, json: "" };
+      } finally {
+        await io.close();
+      }
+    });
+  }
+
+  /** The images of a pool (and namespace), sorted, without backup base images: policy discovery. */
+  async listImages(req: ListImagesRequest): Promise<ListImagesResponse> {
+    return handle(this.log, "ListImages", async () => {
+      validName(req.pool, "pool");
+      validName(req.namespace, "namespace", { allowEmpty: true });
+      if (!(await this.ctx.cluster.poolExists(req.pool))) throw notFound(`pool ${req.pool} not found`);
+      const io = await this.ctx.cluster.openIoCtx(req.pool, { namespace: req.namespace });
+      try {
+        const images = (await io.imageList()).filter((n) => !isBaseImage(n)).sort();
+        return { images };
       } finally {
         await io.close();
       }

@@ -15,12 +15,14 @@ import {
   RestoreBackupRequest,
 } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
+import { deleteFingerprint, deleteJobSpec } from "../jobs/delete-job";
+import { fingerprint } from "../jobs/new-job";
+import { probe } from "../jobs/probes";
 import { volumeLabel } from "../model";
 import { lockOfBackup, lockOfVolume } from "../scheduler";
 import * as v from "../validate";
-import { type Admission, fingerprint } from "./admission";
+import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
-import { probe } from "./probes";
 
 export async function restoreBackup(
   deps: ApiDeps,
@@ -82,7 +84,7 @@ export async function deleteBackup(deps: ApiDeps, adm: Admission, req: DeleteBac
   const { catalog } = deps;
   v.uuid(req.backupId, "backup_id");
   v.idempotencyKey(req.idempotencyKey);
-  const fp = fingerprint("delete", { backupId: req.backupId });
+  const fp = deleteFingerprint(req.backupId);
   const again = adm.replay(req.idempotencyKey, fp);
   if (again) return adm.view(again);
   const b = catalog.getBackup(req.backupId);
@@ -96,17 +98,7 @@ export async function deleteBackup(deps: ApiDeps, adm: Admission, req: DeleteBac
   if (b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE) {
     throw failedPrecondition(`backup ${b.id} is ${BackupStatus[b.status]}; only an available backup can be deleted`);
   }
-  const job = adm.newJob({
-    kind: JobKind.JOB_KIND_DELETE,
-    backupId: b.id,
-    volume: b.volume,
-    operation: { kind: "delete" },
-    idempotencyKey: req.idempotencyKey,
-    fingerprint: fp,
-    locks: [lockOfVolume(b.volume), lockOfBackup(b.id)],
-    execCluster: b.location.cluster,
-    peerCluster: "",
-  });
+  const job = adm.newJob(deleteJobSpec(b, req.idempotencyKey));
   return adm.submit(job, () => {
     b.status = BackupStatus.BACKUP_STATUS_DELETING;
     catalog.updateBackup(b);

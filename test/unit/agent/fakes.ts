@@ -195,6 +195,9 @@ export class FakeOps implements SessionOperations {
   async getBackupMetadata(): Promise<never> {
     throw new AppError(Status.NOT_FOUND, "no metadata in this fake");
   }
+  async listImages(): Promise<{ images: string[] }> {
+    return { images: ["vol-a", "vol-b"] };
+  }
   async probe(): Promise<ProbeResponse> {
     this.probes++;
     return { missingPools: ["nope"], missingNamespaces: [], imageExists: false, imageSize: 0, imageSnapshots: [] };
