@@ -15,6 +15,8 @@ import type {
   ClusterCheckResponse,
   DeleteBackupDataRequest,
   DeleteBackupDataResult,
+  FlattenRequest,
+  FlattenResult,
   GetBackupMetadataRequest,
   GetBackupMetadataResponse,
   ListBackupSnapshotsResponse,
@@ -26,6 +28,7 @@ import type { ProbeRequest, ProbeResponse } from "../../src/gen/rbdbackup/v1/ses
 import { isCephError } from "../ceph";
 import { backup } from "../engine/backup";
 import { clusterChecks } from "../engine/checks";
+import { flattenClone } from "../engine/clone";
 import type { EngineContext } from "../engine/context";
 import { deleteBackup } from "../engine/delete";
 import { newProgress, type Progress } from "../engine/progress";
@@ -73,7 +76,14 @@ function validImage(im: { pool: string; namespace: string; image: string } | und
  */
 export type SessionOperations = Pick<
   AgentOperations,
-  "backup" | "restore" | "deleteBackup" | "checkCluster" | "listBackupSnapshots" | "getBackupMetadata" | "probe"
+  | "backup"
+  | "restore"
+  | "deleteBackup"
+  | "flatten"
+  | "checkCluster"
+  | "listBackupSnapshots"
+  | "getBackupMetadata"
+  | "probe"
 > & { ctx: { cluster: FencingCluster } };
 
 export class AgentOperations {
@@ -134,6 +144,11 @@ export class AgentOperations {
   async deleteBackup(req: DeleteBackupDataRequest): Promise<DeleteBackupDataResult> {
     this.#gate();
     return handle(this.log, "DeleteBackup", () => this.#observe("delete", () => deleteBackup(this.ctx, req)));
+  }
+
+  async flatten(req: FlattenRequest, signal: AbortSignal): Promise<FlattenResult> {
+    this.#gate();
+    return handle(this.log, "Flatten", () => this.#observe("flatten", () => flattenClone(this.ctx, req, signal)));
   }
 
   async listBackupSnapshots(req: ListImageSnapshotsRequest): Promise<ListBackupSnapshotsResponse> {

@@ -6,7 +6,7 @@
 import { toServerError } from "../../src/common/errors";
 import { backupOperationAsks, deleteOperationAsks, type Fields, restoreOperationAsks } from "../../src/common/grants";
 import type { Logger } from "../../src/common/log";
-import type { AgentServiceImplementation } from "../../src/gen/rbdbackup/v1/agent";
+import type { AgentServiceImplementation, FlattenRequest } from "../../src/gen/rbdbackup/v1/agent";
 import type { ListChainsRequest, ListChainsResponse } from "../../src/gen/rbdbackup/v1/transfer";
 import { type Cluster, libraryVersions } from "../ceph";
 import { listChains } from "../engine/snapshots";
@@ -68,6 +68,17 @@ async function leased<T>(
   }
 }
 
+/** AgentService.Flatten: this clone of this backup's snapshot, nothing else. */
+export function flattenOperationAsks(r: FlattenRequest): Fields {
+  const im = r.image;
+  return {
+    op: "flatten",
+    backupId: r.backupId,
+    backup: `${r.backupPool}/${r.backupNamespace}/${r.baseImage}`,
+    target: `${im?.pool ?? ""}/${im?.namespace ?? ""}/${im?.image ?? ""}`,
+  };
+}
+
 export function agentService(
   ops: AgentOperations,
   info: { agentId: string; maxConcurrentTransfers: number },
@@ -94,6 +105,8 @@ export function agentService(
       leased(leases, "Restore", context.metadata, restoreOperationAsks(req), () => ops.restore(req, context.signal)),
     deleteBackup: (req, context) =>
       leased(leases, "DeleteBackup", context.metadata, deleteOperationAsks(req), () => ops.deleteBackup(req)),
+    flatten: (req, context) =>
+      leased(leases, "Flatten", context.metadata, flattenOperationAsks(req), () => ops.flatten(req, context.signal)),
     listBackupSnapshots: (req) => ops.listBackupSnapshots(req),
     getBackupMetadata: (req) => ops.getBackupMetadata(req),
   };

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The `rbdbackup` command: dispatch to the daemons (`agent --config FILE`, `coordinator ...`) and to the
- * client verbs of the public API (backup, job, agent list, cluster, record). Failures are reported
+ * client verbs of the public API (backup, job, agent list, cluster, record, volume). Failures are reported
  * here, once, with the exit codes of exit-codes.ts (listed in usage.ts).
  */
 import path from "node:path";
@@ -11,6 +11,7 @@ import { backupCommand } from "./commands/backup";
 import { clusterCommand } from "./commands/cluster";
 import { jobCommand } from "./commands/job";
 import { recordCommand } from "./commands/record";
+import { volumeCommand } from "./commands/volume";
 import { CliFailure, ExitCode, reportError } from "./exit-codes";
 import { usage } from "./usage";
 
@@ -69,6 +70,8 @@ async function run(cmd: string | undefined, rest: string[]): Promise<number> {
       return clusterCommand(rest);
     case "record":
       return recordCommand(rest);
+    case "volume":
+      return volumeCommand(rest);
     case "help":
       return help(rest);
     case "--help":

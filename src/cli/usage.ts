@@ -7,10 +7,11 @@ import { backupHelp } from "./commands/backup";
 import { clusterHelp } from "./commands/cluster";
 import { jobHelp } from "./commands/job";
 import { recordHelp } from "./commands/record";
+import { volumeHelp } from "./commands/volume";
 import { overviewLines } from "./help";
 
 /** The nouns of the client verbs, in the order `rbdbackup help` shows them. */
-export const nouns = [backupHelp, jobHelp, agentHelp, clusterHelp, recordHelp];
+export const nouns = [backupHelp, jobHelp, agentHelp, clusterHelp, recordHelp, volumeHelp];
 
 export const usage = `usage: rbdbackup <command> [options]
 
