@@ -4,9 +4,10 @@
  * agents/transfer/data-plane-server.ts).
  */
 import { toServerError } from "../../src/common/errors";
+import { flattenOperationAsks } from "../../src/common/flatten-grant";
 import { backupOperationAsks, deleteOperationAsks, type Fields, restoreOperationAsks } from "../../src/common/grants";
 import type { Logger } from "../../src/common/log";
-import type { AgentServiceImplementation, FlattenRequest } from "../../src/gen/rbdbackup/v1/agent";
+import type { AgentServiceImplementation } from "../../src/gen/rbdbackup/v1/agent";
 import type { ListChainsRequest, ListChainsResponse } from "../../src/gen/rbdbackup/v1/transfer";
 import { type Cluster, libraryVersions } from "../ceph";
 import { listChains } from "../engine/snapshots";
@@ -66,17 +67,6 @@ async function leased<T>(
     leases.audit?.record({ ...entry, result: resultOf(e), message: messageOf(e) });
     throw e;
   }
-}
-
-/** AgentService.Flatten: this clone of this backup's snapshot, nothing else. */
-export function flattenOperationAsks(r: FlattenRequest): Fields {
-  const im = r.image;
-  return {
-    op: "flatten",
-    backupId: r.backupId,
-    backup: `${r.backupPool}/${r.backupNamespace}/${r.baseImage}`,
-    target: `${im?.pool ?? ""}/${im?.namespace ?? ""}/${im?.image ?? ""}`,
-  };
 }
 
 export function agentService(

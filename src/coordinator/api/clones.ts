@@ -5,9 +5,10 @@
  * cluster; when no agent can answer, the clone counts as present. The agent checks librbd's children
  * listing again before it removes anything, so a stale catalog cannot delete a parent.
  */
+
+import { Status } from "nice-grpc-common";
 import { failedPrecondition, statusOf } from "../../common/errors";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
-import { Status } from "nice-grpc-common";
 import { type Backup, volumeLabel } from "../model";
 import type { ApiDeps } from "./deps";
 import { probe } from "./probes";
