@@ -56,6 +56,11 @@ async function exists(io: IoCtx, name: string): Promise<boolean> {
   }
 }
 
+async function isCloneOf(io: IoCtx, loc: { baseImage: string; snapshot: string }, t: Target): Promise<boolean> {
+  const children = await clonesOf(io, loc.baseImage, loc.snapshot);
+  return children.some((c) => c.pool === t.pool && c.namespace === t.namespace && c.image === t.image && !c.trash);
+}
+
 /** RESTORE_MODE_CLONE: the target becomes a format-2 clone of the backup's snapshot (no data copied). */
 export async function restoreClone(ctx: EngineContext, req: RestoreRequest): Promise<RestoreResult> {
   const started = Date.now();
@@ -76,12 +81,19 @@ export async function restoreClone(ctx: EngineContext, req: RestoreRequest): Pro
     const meta = await readMetadata(io, req.backupId);
     if (!meta) warnings.push(`${metaObjectName(req.backupId)} is missing: volume metadata and image-meta not restored`);
     dest = await ctx.cluster.openIoCtx(target.pool, { namespace: target.namespace });
-    if (await exists(dest, target.image)) throw alreadyExists(`target ${label(target)} exists; clone to a new name`);
-    try {
-      await io.imageClone(loc.baseImage, loc.snapshot, dest, target.image, { cloneFormat: 2 });
-    } catch (e) {
-      if (isCephError(e, "EEXIST")) throw alreadyExists(`target ${label(target)} exists; clone to a new name`);
-      throw e;
+    if (await exists(dest, target.image)) {
+      // A retry of a job whose earlier attempt made the clone but never reported: that clone is the result.
+      if (!req.jobId || !(await isCloneOf(io, loc, target))) {
+        throw alreadyExists(`target ${label(target)} exists; clone to a new name`);
+      }
+      warnings.push(`${label(target)} was already a clone of this backup (made by an earlier attempt of the job)`);
+    } else {
+      try {
+        await io.imageClone(loc.baseImage, loc.snapshot, dest, target.image, { cloneFormat: 2 });
+      } catch (e) {
+        if (isCephError(e, "EEXIST")) throw alreadyExists(`target ${label(target)} exists; clone to a new name`);
+        throw e;
+      }
     }
     const imageMeta = meta?.image.image_meta ?? {};
     clone = await dest.imageOpen(target.image);
@@ -171,10 +183,7 @@ async function isCloneOfBackup(ctx: EngineContext, req: FlattenRequest & { image
       if ((e as { status?: number }).status === 5 /* NOT_FOUND */) return false;
       throw e;
     }
-    const t = req.image;
-    return (await clonesOf(io, loc.baseImage, loc.snapshot)).some(
-      (c) => c.pool === t.pool && c.namespace === t.namespace && c.image === t.image && !c.trash,
-    );
+    return await isCloneOf(io, loc, req.image);
   } finally {
     await io.close().catch(() => {});
   }

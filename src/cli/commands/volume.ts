@@ -69,8 +69,8 @@ export const volumeHelp: NounHelp = {
         "[--flatten] [--reason TEXT] [--idempotency-key KEY] [--wait]",
       summary: "make the volume's newest backup at a site a writable volume there, and pause its protection",
       details:
-        "The target is an RBD clone of the backup's snapshot (usable in seconds, no data copied); the backup " +
-        "cannot be deleted until the clone is flattened or removed. Policies protecting the volume are paused " +
+        "The target is an RBD clone of the backup's snapshot (usable in seconds, no data copied); the backup\n" +
+        "cannot be deleted until the clone is flattened or removed. Policies protecting the volume are paused\n" +
         "for it (resume them with the policy commands).",
       args: [["CLUSTER/POOL[/NAMESPACE]/IMAGE", "the protected volume (e.g. on the lost site)"]],
       flags: [

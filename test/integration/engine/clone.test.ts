@@ -61,8 +61,16 @@ describe("engine: CLONE restore, delete guard, flatten", () => {
     assert.equal(r.dataBytesSent, 0, "no data copied");
     assert.equal(r.imageSize, 64 * MiB);
     assert.equal(await sha("site-b", spec(target)), source);
-    // The same name again: ALREADY_EXISTS.
+    // The same name again: ALREADY_EXISTS — unless it is a retry of the job that made this very clone.
     await assert.rejects(restore(), { code: Status.ALREADY_EXISTS });
+    const retry = await b.client.restore({
+      backupId: made.backupId,
+      backupPool: "backups",
+      target,
+      mode: RestoreMode.RESTORE_MODE_CLONE,
+      jobId: randomUUID(),
+    });
+    assert.match(retry.warnings.join(), /already a clone of this backup/);
 
     // The agent itself refuses to orphan the clone (no catalog involved), and keeps the snapshot.
     await assert.rejects(

@@ -16,6 +16,7 @@ import { backupCommand } from "../../../src/cli/commands/backup";
 import { clusterCommand } from "../../../src/cli/commands/cluster";
 import { jobCommand } from "../../../src/cli/commands/job";
 import { recordCommand } from "../../../src/cli/commands/record";
+import { volumeCommand } from "../../../src/cli/commands/volume";
 import { type NounHelp, verbHelpText, wrap } from "../../../src/cli/help";
 import { main } from "../../../src/cli/main";
 import { nouns, usage } from "../../../src/cli/usage";
@@ -60,6 +61,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   agent: agentClientCommand,
   cluster: clusterCommand,
   record: recordCommand,
+  volume: volumeCommand,
 };
 
 describe("per-verb help", () => {
