@@ -17,8 +17,7 @@ import {
 import type { BackupLocation, VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Catalog } from "../catalog/catalog";
 import type { PolicyStore } from "../catalog/policy-store";
-import { volumeLabel } from "../model";
-import { volumeKey } from "../policy/model";
+import { volumeKey, volumeLabel } from "../model";
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
