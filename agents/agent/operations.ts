@@ -15,6 +15,8 @@ import type {
   ClusterCheckResponse,
   DeleteBackupDataRequest,
   DeleteBackupDataResult,
+  FlattenRequest,
+  FlattenResult,
   GetBackupMetadataRequest,
   GetBackupMetadataResponse,
   ListBackupSnapshotsResponse,
@@ -31,6 +33,7 @@ import type {
 import { isCephError } from "../ceph";
 import { backup } from "../engine/backup";
 import { clusterChecks } from "../engine/checks";
+import { flattenClone } from "../engine/clone";
 import type { EngineContext } from "../engine/context";
 import { deleteBackup } from "../engine/delete";
 import { newProgress, type Progress } from "../engine/progress";
@@ -81,6 +84,7 @@ export type SessionOperations = Pick<
   | "backup"
   | "restore"
   | "deleteBackup"
+  | "flatten"
   | "checkCluster"
   | "listBackupSnapshots"
   | "getBackupMetadata"
@@ -146,6 +150,11 @@ export class AgentOperations {
   async deleteBackup(req: DeleteBackupDataRequest): Promise<DeleteBackupDataResult> {
     this.#gate();
     return handle(this.log, "DeleteBackup", () => this.#observe("delete", () => deleteBackup(this.ctx, req)));
+  }
+
+  async flatten(req: FlattenRequest, signal: AbortSignal): Promise<FlattenResult> {
+    this.#gate();
+    return handle(this.log, "Flatten", () => this.#observe("flatten", () => flattenClone(this.ctx, req, signal)));
   }
 
   async listBackupSnapshots(req: ListImageSnapshotsRequest): Promise<ListBackupSnapshotsResponse> {

@@ -9,10 +9,11 @@ import { jobHelp } from "./commands/job";
 import { policyHelp } from "./commands/policy";
 import { protectionHelp } from "./commands/protection";
 import { recordHelp } from "./commands/record";
+import { volumeHelp } from "./commands/volume";
 import { overviewLines } from "./help";
 
 /** The nouns of the client verbs, in the order `rbdbackup help` shows them. */
-export const nouns = [backupHelp, jobHelp, policyHelp, protectionHelp, agentHelp, clusterHelp, recordHelp];
+export const nouns = [backupHelp, jobHelp, policyHelp, protectionHelp, volumeHelp, agentHelp, clusterHelp, recordHelp];
 
 export const usage = `usage: rbdbackup <command> [options]
 

@@ -18,6 +18,7 @@ import { jobCommand } from "../../../src/cli/commands/job";
 import { policyCommand } from "../../../src/cli/commands/policy";
 import { protectionCommand } from "../../../src/cli/commands/protection";
 import { recordCommand } from "../../../src/cli/commands/record";
+import { volumeCommand } from "../../../src/cli/commands/volume";
 import { type NounHelp, verbHelpText, wrap } from "../../../src/cli/help";
 import { main } from "../../../src/cli/main";
 import { nouns, usage } from "../../../src/cli/usage";
@@ -64,6 +65,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   agent: agentClientCommand,
   cluster: clusterCommand,
   record: recordCommand,
+  volume: volumeCommand,
 };
 
 describe("per-verb help", () => {
