@@ -13,7 +13,7 @@ import { volumeHelp } from "./commands/volume";
 import { overviewLines } from "./help";
 
 /** The nouns of the client verbs, in the order `rbdbackup help` shows them. */
-export const nouns = [backupHelp, jobHelp, policyHelp, protectionHelp, volumeHelp, agentHelp, clusterHelp, recordHelp];
+export const nouns = [backupHelp, jobHelp, policyHelp, protectionHelp, agentHelp, clusterHelp, recordHelp, volumeHelp];
 
 export const usage = `usage: rbdbackup <command> [options]
 
