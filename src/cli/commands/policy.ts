@@ -166,16 +166,19 @@ async function update(argv: string[]): Promise<number> {
 
 function byName(verb: "show" | "pause" | "resume") {
   return async (argv: string[]): Promise<number> => {
-    const { values, positionals: pos } = parseFlags(argv, {});
+    const { values, positionals: pos } = parseFlags(argv, verb === "resume" ? { volume: { type: "string" } } : {});
     const [name = ""] = positionals(`policy ${verb}`, pos, ["NAME"]);
+    const volume = typeof values.volume === "string" ? parseVolumeSpec(values.volume, "--volume") : undefined;
     return withConnection(values, async (conn) => {
-      const call =
+      const c = conn.client;
+      const p = await conn.call((o) =>
         verb === "show"
-          ? conn.client.getPolicy.bind(conn.client)
+          ? c.getPolicy({ name }, o)
           : verb === "pause"
-            ? conn.client.pausePolicy.bind(conn.client)
-            : conn.client.resumePolicy.bind(conn.client);
-      return printPolicy(await conn.call((o) => call({ name }, o)), values.json);
+            ? c.pausePolicy({ name }, o)
+            : c.resumePolicy({ name, volume }, o),
+      );
+      return printPolicy(p, values.json);
     });
   };
 }
@@ -305,10 +308,11 @@ export const policyHelp: NounHelp = {
       examples: ["policy pause gold"],
     },
     resume: {
-      synopsis: "NAME",
-      summary: "start scheduled runs again",
+      synopsis: "NAME [--volume SPEC]",
+      summary: "start scheduled runs again (with --volume: only that volume's own pause, e.g. after a failover)",
       args: [nameArg],
-      examples: ["policy resume gold"],
+      flags: [["--volume SPEC", "resume only this volume (paused on its own by volume failover)"]],
+      examples: ["policy resume gold", "policy resume gold --volume site-a/rbd/vm-1"],
     },
     run: {
       synopsis: "NAME [--volume SPEC]",

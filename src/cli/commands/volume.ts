@@ -71,7 +71,7 @@ export const volumeHelp: NounHelp = {
       details:
         "The target is an RBD clone of the backup's snapshot (usable in seconds, no data copied); the backup\n" +
         "cannot be deleted until the clone is flattened or removed. Policies protecting the volume are paused\n" +
-        "for it (resume them with the policy commands).",
+        "for it (policy resume NAME --volume SPEC resumes it).",
       args: [["CLUSTER/POOL[/NAMESPACE]/IMAGE", "the protected volume (e.g. on the lost site)"]],
       flags: [
         ["--from CLUSTER[/POOL[/NAMESPACE]]", "where its backups are kept (no pool: any pool of that cluster)"],

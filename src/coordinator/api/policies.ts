@@ -58,7 +58,8 @@ export function policyMethods(deps: ApiDeps): PolicyMethods {
       return {};
     },
     pausePolicy: async (req) => setPaused(deps, req.name, true),
-    resumePolicy: async (req) => setPaused(deps, req.name, false),
+    resumePolicy: async (req) =>
+      req.volume ? resumeVolume(deps, req.name, req.volume) : setPaused(deps, req.name, false),
     runPolicyNow: (req) => runPolicyNow(deps, req),
     getVolumeProtection: async (req) => getVolumeProtection(deps, req),
     listVolumeProtection: async (req) => listVolumeProtection(deps, req),
@@ -175,6 +176,21 @@ function listPolicies(deps: ApiDeps, req: ListPoliciesRequest): ListPoliciesResp
 }
 
 /** Pause or resume; a policy already so is returned unchanged (same revision). */
+/** Clears one volume's own pause (a failover's): the runner protects it again from its next slot. */
+function resumeVolume(deps: ApiDeps, name: string, volume: VolumeRef): Policy {
+  const p = stored(deps, name);
+  const key = volumeKey(v.volumeRef(volume, "volume"));
+  const reason = deps.catalog.transaction(() => {
+    const rec = deps.catalog.policies.getProtection(p.name, key);
+    if (!rec) throw notFound(`policy ${p.name} has no protection record of volume ${key}`);
+    if (rec.pausedReason) deps.catalog.policies.upsertProtection({ ...rec, pausedReason: "" });
+    return rec.pausedReason;
+  });
+  deps.log.info("volume protection resumed", { policy: p.name, volume: key, was: reason });
+  deps.policies?.changed(p.name);
+  return policyView(deps, p);
+}
+
 function setPaused(deps: ApiDeps, name: string, paused: boolean): Policy {
   const p = deps.catalog.transaction(() => {
     const old = stored(deps, name);

@@ -510,6 +510,35 @@ describe("policy API", () => {
     });
   });
 
+  describe("a volume's own pause (failover)", () => {
+    it("ResumePolicy with a volume clears only that volume's pause; the policy's flag stays", async () => {
+      await api.createPolicy({ policy: policy("p1", { selector: { volumes: [vol("v1"), vol("v2")] } }) });
+      await api.pausePolicy({ name: "p1" });
+      h.catalog.policies.upsertProtection({ ...record("p1", vol("v1")), pausedReason: "failed over to b/rbd/v1" });
+      h.catalog.policies.upsertProtection({ ...record("p1", vol("v2")), pausedReason: "failed over to b/rbd/v2" });
+      runner.changes = [];
+      const p = await api.resumePolicy({ name: "p1", volume: vol("v1") });
+      assert.equal(p.paused, true, "the policy stays paused");
+      assert.equal(h.catalog.policies.getProtection("p1", volumeKey(vol("v1")))?.pausedReason, "");
+      assert.equal(
+        h.catalog.policies.getProtection("p1", volumeKey(vol("v2")))?.pausedReason,
+        "failed over to b/rbd/v2",
+      );
+      assert.deepEqual(runner.changes, ["p1"]);
+      await assertStatus(
+        api.resumePolicy({ name: "p1", volume: vol("v9") }),
+        Status.NOT_FOUND,
+        /^policy p1 has no protection record of volume a\/rbd\/\/v9/,
+      );
+      await assertStatus(
+        api.resumePolicy({ name: "p1", volume: { ...vol("v1"), pool: "" } }),
+        Status.INVALID_ARGUMENT,
+        /^volume\.pool/,
+      );
+      assert.equal(h.catalog.policies.getPolicy("p1")?.paused, true);
+    });
+  });
+
   it("the audit target of policy calls names the policy", () => {
     assert.equal(targetOf({ policy: { name: "p1" } }), "policy=p1");
     assert.equal(targetOf({ name: "p1" }), "policy=p1");
