@@ -170,7 +170,7 @@ export class Agent {
       tls: cfg.tls,
       transfer: (messages, signal, caller) =>
         handle(log, "Transfer", async () =>
-          receiveTransfer(await authorizeTransfer(verifier, messages, caller, audit), signal),
+          receiveTransfer(await authorizeTransfer(verifier, messages, caller, this.fsid, audit), signal),
         ),
       listChains: listChainsService(cluster, this.fsid, log),
       maxMessageBytes: MAX_MESSAGE_BYTES,

@@ -128,12 +128,13 @@ export class LeaseCheck {
       checkAllows(this.verifier.verify(lease, "operation", this.self), asks);
     } catch (e) {
       const message = (e as Error).message;
+      const reason = capabilityReason(e);
       this.log?.warn("refused an AgentService call: its lease does not allow it", { method, error: message });
       this.audit?.refused({
         identity: caller,
         method: `${AGENT_SERVICE_PREFIX}${method}`,
         target: describeAsks(asks),
-        reason: capabilityReason(message),
+        reason,
         message,
       });
       throw e;

@@ -9,6 +9,7 @@
  * It lives in the transfer layer because both the data plane (transfer-authz.ts, data-plane-server.ts)
  * and AgentService (agents/agent/authz.ts) refuse callers; the counter is passed in (agent/metrics.ts).
  */
+import { CapabilityError, type CapabilityRefusalReason } from "../../src/common/capability";
 import { AppError, Status } from "../../src/common/errors";
 import { type Identity, identityUri } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
@@ -22,13 +23,7 @@ import type { Logger } from "../../src/common/log";
  * - identity_mismatch: a genuine capability issued to another agent;
  * - not_covered: a genuine capability that does not allow what the request asks.
  */
-export type RefusalReason =
-  | "no_identity"
-  | "wrong_kind"
-  | "no_capability"
-  | "bad_capability"
-  | "identity_mismatch"
-  | "not_covered";
+export type RefusalReason = "no_identity" | "wrong_kind" | CapabilityRefusalReason;
 
 export const AGENT_SERVICE = "rbdbackup.v1.AgentService";
 export const TRANSFER_SERVICE = "rbdbackup.v1.TransferService";
@@ -57,18 +52,9 @@ export function serviceOf(method: string): string {
   return /^\/([^/]+)\//.exec(method)?.[1] ?? "unknown";
 }
 
-/** The reason label of a capability/lease refusal (src/common/capability.ts, grants.ts messages). */
-export function capabilityReason(message: string): RefusalReason {
-  if (/none presented/.test(message)) return "no_capability";
-  if (/was issued to agent/.test(message)) return "identity_mismatch";
-  if (
-    /does not cover|it allows .*asks for|may only write|must end in|names no destination|unknown transfer kind/.test(
-      message,
-    )
-  ) {
-    return "not_covered";
-  }
-  return "bad_capability";
+/** The reason label of a capability/lease refusal: the CapabilityError's own; bad_capability for anything else. */
+export function capabilityReason(e: unknown): RefusalReason {
+  return e instanceof CapabilityError ? e.reason : "bad_capability";
 }
 
 /** The result field of an error: its status name. */

@@ -7,10 +7,11 @@
  * - What: a Transfer must carry, in the HTTP/2 request header `rbdbackup-capability`, the transfer
  *   capability the coordinator minted for the CALLER (holder = the caller's cluster and agent id), and
  *   the stream's header (its first message) must ask for exactly what the capability allows
- *   (transferAsks: kind, destination pool/namespace/image, backup id; a backup stream only ever writes
- *   a base image named by the layout). This runs before the sink sees the stream: nothing is created,
- *   written or journalled for a refused stream. The destination's cluster is checked by the sink
- *   (expected_fsid, sink/stream-checks.ts).
+ *   (transferAsks: kind, destination pool/namespace/image, backup id, a backup's chain — one of the
+ *   base images the capability names —, and this agent's own cluster fsid, so a capability replayed
+ *   against another cluster is refused; a backup stream only ever writes a base image named by the
+ *   layout). This runs before the sink sees the stream: nothing is created, written or journalled for a
+ *   refused stream. The sink checks the header's expected_fsid too (sink/stream-checks.ts).
  *
  * The same-cluster shortcut (the agent's own sink in-process) does not pass here: no network, no
  * foreign caller. Insecure mode (tests only) has no certificates: both checks are off.
@@ -100,13 +101,15 @@ function prepend(first: TransferMessage, it: AsyncIterator<TransferMessage>): As
 }
 
 /**
- * The stream to hand to the sink once the caller's capability allows what its header asks for;
- * PERMISSION_DENIED (AppError) otherwise, before anything is written. `verifier` null = insecure mode.
+ * The stream to hand to the sink once the caller's capability allows what its header asks for on this
+ * agent's cluster (`fsid`); PERMISSION_DENIED (AppError) otherwise, before anything is written.
+ * `verifier` null = insecure mode.
  */
 export async function authorizeTransfer(
   verifier: CapabilityVerifier | null,
   messages: AsyncIterable<TransferMessage>,
   caller: TransferCaller,
+  fsid: string,
   audit?: AuthzAudit,
 ): Promise<AsyncIterable<TransferMessage>> {
   if (!caller.checked || !verifier) return messages;
@@ -126,7 +129,7 @@ export async function authorizeTransfer(
     target = headerTarget(first.value.body.value);
     // The grant first: a caller without the right capability learns nothing about header validity.
     // The sink validates the header in full afterwards (sink/stream-checks.ts readHeader).
-    checkAllows(grant, transferAsks(first.value.body.value));
+    checkAllows(grant, transferAsks(first.value.body.value, fsid));
     return prepend(first.value, it);
   } catch (e) {
     await it.return?.(undefined).catch(() => {});
@@ -135,7 +138,7 @@ export async function authorizeTransfer(
         identity: identityName(id),
         method: TRANSFER_METHOD,
         target,
-        reason: capabilityReason(e.message),
+        reason: capabilityReason(e),
         message: e.message,
       });
     }

@@ -15,7 +15,7 @@ import type { AgentOperations } from "../../../agents/agent/operations";
 import { agentService } from "../../../agents/agent/services";
 import { AuthzAudit, capabilityReason } from "../../../agents/transfer/authz-audit";
 import { authorizeTransfer } from "../../../agents/transfer/transfer-authz";
-import { CapabilitySigner, CapabilityVerifier, LEASE_METADATA_KEY } from "../../../src/common/capability";
+import { CapabilitySigner, CapabilityVerifier, checkAllows, LEASE_METADATA_KEY } from "../../../src/common/capability";
 import { deleteOperationAsks, transferAsks } from "../../../src/common/grants";
 import { channelCredentials, serverCredentials, tlsChannelOptions } from "../../../src/common/tls";
 import { AgentServiceDefinition, DeleteBackupDataRequest } from "../../../src/gen/rbdbackup/v1/agent";
@@ -176,11 +176,13 @@ describe("agent audit: Transfer", () => {
     const { audits, count } = probe(lines, metrics);
     const h = header("prod");
     const cap = signer.sign(
-      { scope: "transfer", job: "j", attempt: 1, holder: self, allows: transferAsks(header("other")) },
+      { scope: "transfer", job: "j", attempt: 1, holder: self, allows: transferAsks(header("other"), "fsid-b") },
       60_000,
     );
     const caller = { checked: true, identity: { kind: "agent" as const, ...self }, capability: cap };
-    await assert.rejects(authorizeTransfer(verifier, stream(h), caller, audit), { status: Status.PERMISSION_DENIED });
+    await assert.rejects(authorizeTransfer(verifier, stream(h), caller, "fsid-b", audit), {
+      status: Status.PERMISSION_DENIED,
+    });
     assert.equal(await count("rbdbackup.v1.TransferService", "not_covered"), 1);
     const a = audits()[0];
     assert.equal(a?.identity, "rbdbackup://agent/site-a/agent-site-a");
@@ -193,23 +195,56 @@ describe("agent audit: Transfer", () => {
       identity: { kind: "client" as const, role: "admin" as const, name: "x" },
       capability: cap,
     };
-    await assert.rejects(authorizeTransfer(verifier, stream(h), client, audit), { status: Status.PERMISSION_DENIED });
+    await assert.rejects(authorizeTransfer(verifier, stream(h), client, "fsid-b", audit), {
+      status: Status.PERMISSION_DENIED,
+    });
     assert.equal(await count("rbdbackup.v1.TransferService", "wrong_kind"), 1);
     assert.equal(audits().length, 2);
   });
 
-  it("capabilityReason: the reason vocabulary", () => {
-    assert.equal(capabilityReason("capability refused: none presented (…)"), "no_capability");
+  it("capabilityReason: the typed reason of the refusal itself, never its message", () => {
+    const verifier = new CapabilityVerifier(readFileSync(coord.ca as string));
+    const reasonOf = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        return capabilityReason(e);
+      }
+      return "accepted";
+    };
+    const allows = { op: "delete", backupId: "x" };
+    const token = signer.sign({ scope: "operation", job: "j", attempt: 1, holder: self, allows }, 60_000);
     assert.equal(
-      capabilityReason("capability refused: it was issued to agent a/b, not to agent c/d"),
+      reasonOf(() => verifier.verify(undefined, "operation", self)),
+      "no_capability",
+    );
+    assert.equal(
+      reasonOf(() => verifier.verify(token, "operation", { cluster: "c", agentId: "d" })),
       "identity_mismatch",
     );
     assert.equal(
-      capabilityReason('capability refused: it allows backupId="x", the request asks for "y"'),
+      reasonOf(() => checkAllows(verifier.verify(token, "operation", self), { ...allows, backupId: "y" })),
       "not_covered",
     );
-    assert.equal(capabilityReason("capability refused: it does not cover pool"), "not_covered");
-    assert.equal(capabilityReason("capability refused: bad signature"), "bad_capability");
-    assert.equal(capabilityReason("capability refused: expired at 2020-01-01T00:00:00.000Z"), "bad_capability");
+    assert.equal(
+      reasonOf(() => checkAllows(verifier.verify(token, "operation", self), { pool: "p" })),
+      "not_covered",
+    );
+    assert.equal(
+      reasonOf(() =>
+        verifier.verify(
+          [Buffer.from("{}").toString("base64url"), ...token.split(".").slice(1)].join("."),
+          "operation",
+          self,
+        ),
+      ),
+      "bad_capability",
+    );
+    assert.equal(
+      reasonOf(() => verifier.verify(token, "transfer", self)),
+      "bad_capability",
+    );
+    // A message that reads like another reason does not change it: the type decides.
+    assert.equal(capabilityReason(new Error("capability refused: none presented")), "bad_capability");
   });
 });
