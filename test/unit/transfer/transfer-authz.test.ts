@@ -89,7 +89,10 @@ describe("transfer authorization", () => {
   it("a capability for exactly this stream, held by the caller: the sink gets every message, header first", async () => {
     const h = header(TransferKind.BACKUP_FULL, "vol.backup.$ID");
     const { messages } = source(h);
-    assert.deepEqual(await drain(await authorizeTransfer(verifier, messages, caller(mint(h)), FSID)), ["header", "zero"]);
+    assert.deepEqual(await drain(await authorizeTransfer(verifier, messages, caller(mint(h)), FSID)), [
+      "header",
+      "zero",
+    ]);
   });
 
   it("no capability, another image's, another holder's, a forged one → PERMISSION_DENIED, nothing passed on", async () => {
@@ -108,6 +111,37 @@ describe("transfer authorization", () => {
       const { messages, seen } = source(h);
       await assert.rejects(authorizeTransfer(verifier, messages, caller(cap), FSID), denied(re));
       assert.ok(seen.read <= 1, "nothing beyond the header was read");
+    }
+  });
+
+  it("a capability for exactly this stream on another cluster (fsid), or another chain → PERMISSION_DENIED, closed", async () => {
+    const full = header(TransferKind.BACKUP_FULL, "vol.backup.$ID");
+    const restore = header(TransferKind.RESTORE_NEW, "new-image", "rbd");
+    const incr = header(TransferKind.BACKUP_INCREMENTAL, "vol.backup.0b5e7a1c-3333-4333-8333-333333333333");
+    const otherChain = { ...incr, destination: { pool: "backups", namespace: "", image: "vol.backup.$ID" } };
+    otherChain.destination.image = `vol.backup.${incr.backupId}`;
+    const onOther = (h: TransferHeader) =>
+      signer.sign(
+        {
+          scope: "transfer",
+          job: "j",
+          attempt: 1,
+          holder: { cluster: "site-a", agentId: "agent-site-a" },
+          allows: transferAsks(h, OTHER_FSID),
+        },
+        60_000,
+      );
+    const cases: Array<[TransferHeader, string, RegExp]> = [
+      [full, onOther(full), /fsid/],
+      [restore, onOther(restore), /fsid/],
+      // A grant naming only the backup's own chain does not cover an incremental into another chain.
+      [incr, mint(otherChain), /chain/],
+    ];
+    for (const [h, cap, re] of cases) {
+      const { messages, seen } = source(h);
+      await assert.rejects(authorizeTransfer(verifier, messages, caller(cap), FSID), denied(re));
+      assert.equal(seen.read, 1, "only the header was read");
+      assert.equal(seen.closed, true);
     }
   });
 
@@ -146,7 +180,10 @@ describe("transfer authorization", () => {
       },
       60_000,
     );
-    await assert.rejects(authorizeTransfer(verifier, source(h).messages, caller(lease), FSID), denied(/not a transfer/));
+    await assert.rejects(
+      authorizeTransfer(verifier, source(h).messages, caller(lease), FSID),
+      denied(/not a transfer/),
+    );
   });
 
   it("who: only agents may use the data plane; insecure mode checks nothing", async () => {
@@ -166,6 +203,9 @@ describe("transfer authorization", () => {
     const insecure: TransferCaller = { checked: false, identity: null, capability: undefined };
     assert.equal(dataPlaneRefusal(insecure), null);
     const h = header(TransferKind.RESTORE_NEW, "x", "rbd");
-    assert.deepEqual(await drain(await authorizeTransfer(null, source(h).messages, insecure, FSID)), ["header", "zero"]);
+    assert.deepEqual(await drain(await authorizeTransfer(null, source(h).messages, insecure, FSID)), [
+      "header",
+      "zero",
+    ]);
   });
 });
