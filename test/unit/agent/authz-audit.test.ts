@@ -6,7 +6,9 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createChannel, createClient, createServer, Metadata, type Server, ServerError, Status } from "nice-grpc";
 import { agentServiceInterceptor, LeaseCheck } from "../../../agents/agent/authz";
@@ -84,9 +86,10 @@ describe("agent audit: AgentService", () => {
     signer.sign({ scope: "operation", job: "j", attempt: 1, holder: self, allows: deleteOperationAsks(req) }, 60_000);
   const withLease = (l: string) => ({ metadata: Metadata({ [LEASE_METADATA_KEY]: l }) });
 
-  it("an agent's certificate: wrong_kind counted, one audit line naming it", async () => {
+  it("an agent's certificate: wrong_kind counted, one audit line naming it and the request's target", async () => {
     lines.length = 0;
-    await assert.rejects(client("agent-site-b").deleteBackup(request()), { code: Status.PERMISSION_DENIED });
+    const req = request();
+    await assert.rejects(client("agent-site-b").deleteBackup(req), { code: Status.PERMISSION_DENIED });
     assert.equal(await count(AGENT, "wrong_kind"), 1);
     const [a, ...rest] = audits();
     assert.deepEqual(rest, []);
@@ -95,14 +98,18 @@ describe("agent audit: AgentService", () => {
     assert.equal(a?.result, "PERMISSION_DENIED");
     assert.equal(a?.reason, "wrong_kind");
     assert.match(String(a?.message), /only for the coordinator/);
+    assert.equal(a?.target, `backupId=${req.backupId} backup=backups//${req.baseImage}`, "refused, yet named");
   });
 
-  it("a certificate without identity: no_identity, identity none", async () => {
+  it("a certificate without identity: no_identity, identity none, the image a read names", async () => {
     lines.length = 0;
     await assert.rejects(client("no-identity").checkCluster({ backupPool: "b" }), { code: Status.PERMISSION_DENIED });
     assert.equal(await count(AGENT, "no_identity"), 1);
     assert.equal(audits()[0]?.identity, "none");
     assert.equal(audits()[0]?.reason, "no_identity");
+    const image = { pool: "rbd", namespace: "", image: "prod" };
+    await assert.rejects(client("no-identity").listBackupSnapshots({ image }), { code: Status.PERMISSION_DENIED });
+    assert.equal(audits()[1]?.target, "image=rbd//prod");
   });
 
   it("the coordinator without a lease, with another request's lease: no_capability / not_covered, with the target", async () => {
@@ -200,6 +207,15 @@ describe("agent audit: Transfer", () => {
     });
     assert.equal(await count("rbdbackup.v1.TransferService", "wrong_kind"), 1);
     assert.equal(audits().length, 2);
+    assert.equal(audits()[1]?.target, `RESTORE_ORIGINAL rbd//prod backupId=${h.backupId}`, "a client's, named too");
+
+    // No capability, or one held by another agent: the line still names what the stream asked for.
+    const none = { ...caller, capability: undefined };
+    await assert.rejects(authorizeTransfer(verifier, stream(h), none, "fsid-b", audit), {
+      status: Status.PERMISSION_DENIED,
+    });
+    assert.equal(audits()[2]?.reason, "no_capability");
+    assert.equal(audits()[2]?.target, `RESTORE_ORIGINAL rbd//prod backupId=${h.backupId}`);
   });
 
   it("capabilityReason: the typed reason of the refusal itself, never its message", () => {
@@ -246,5 +262,39 @@ describe("agent audit: Transfer", () => {
     );
     // A message that reads like another reason does not change it: the type decides.
     assert.equal(capabilityReason(new Error("capability refused: none presented")), "bad_capability");
+  });
+});
+
+describe("agent audit: the audit file (agent config audit.file)", () => {
+  it("every line also appended to the file, as JSON with time, identity, method, target, result, reason", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-agent-audit-"));
+    try {
+      const file = path.join(dir, "sub", "audit.jsonl");
+      const lines: LogLine[] = [];
+      const audit = new AuthzAudit(quietLogger(lines), () => {}, file);
+      audit.refused({
+        identity: "none",
+        method: `/${AGENT}/DeleteBackup`,
+        target: "backupId=x",
+        reason: "no_identity",
+        message: "m",
+      });
+      audit.record({ identity: "rbdbackup://coordinator/c", method: `/${AGENT}/Backup`, target: "t", result: "OK" });
+      audit.close();
+      const written = readFileSync(file, "utf8")
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l));
+      assert.equal(written.length, 2);
+      assert.equal(written[0].result, "PERMISSION_DENIED");
+      assert.equal(written[0].reason, "no_identity");
+      assert.equal(written[0].target, "backupId=x");
+      assert.match(written[0].time, /^\d{4}-\d\d-\d\dT/);
+      assert.equal(written[1].result, "OK");
+      assert.equal(statSync(file).mode & 0o777, 0o600);
+      assert.equal(lines.filter((l) => l.fields?.audit === true).length, 2, "the log gets them too");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
