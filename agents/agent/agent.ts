@@ -64,6 +64,7 @@ export class Agent {
   fsid = "";
   #server: Server | null = null;
   #dataPlane: DataPlaneServer | null = null;
+  #audit: AuthzAudit | null = null;
   #cluster: Cluster | null = null;
   #peers: Peers | null = null;
   #metrics: AgentMetrics | null = null;
@@ -112,7 +113,8 @@ export class Agent {
     claimStateDir(cfg.stateDir);
     const metrics = new AgentMetrics(cfg.cluster.name, VERSION, libraryVersions().librbd);
     this.#metrics = metrics;
-    const audit = new AuthzAudit(log, (service, reason) => metrics.refused(service, reason));
+    const audit = new AuthzAudit(log, (service, reason) => metrics.refused(service, reason), cfg.audit.file);
+    this.#audit = audit;
     const sink: SinkDeps = {
       meter: metrics.meter,
       cluster,
@@ -170,7 +172,7 @@ export class Agent {
       tls: cfg.tls,
       transfer: (messages, signal, caller) =>
         handle(log, "Transfer", async () =>
-          receiveTransfer(await authorizeTransfer(verifier, messages, caller, audit), signal),
+          receiveTransfer(await authorizeTransfer(verifier, messages, caller, this.fsid, audit), signal),
         ),
       listChains: listChainsService(cluster, this.fsid, log),
       maxMessageBytes: MAX_MESSAGE_BYTES,
@@ -262,6 +264,7 @@ export class Agent {
     this.#peers?.close();
     await this.#metrics?.close().catch(() => {});
     await this.#cluster?.close().catch(() => {});
+    this.#audit?.close();
     this.state = "stopped";
     this.log.info("agent stopped");
   }

@@ -13,21 +13,23 @@
  * agent's own authenticated connection to the coordinator (coordinator-link.ts checks its far end).
  * Insecure mode (tests only) has no certificates: both checks are off.
  *
- * Every refusal is an audit line and counts in the refusal metric (agents/transfer/authz-audit.ts). The
- * interceptor also puts the caller's identity in the call's metadata (CALLER_METADATA_KEY, replacing
- * whatever the client sent), so the handlers can name the caller in their audit lines.
+ * Every refusal is an audit line and counts in the refusal metric (agents/transfer/authz-audit.ts); a
+ * caller refused by the interceptor gets its answer after its request was read (never handled), so the
+ * line names the request's target (src/common/call-identity.ts). The interceptor also puts the caller's
+ * identity in the call's metadata (CALLER_METADATA_KEY, replacing whatever the client sent), so the
+ * handlers can name the caller in their audit lines.
  */
 import { readFileSync } from "node:fs";
 import {
-  Metadata,
   ServerInterceptingCall,
   type ServerInterceptingCallInterface,
   type ServerInterceptor,
   status,
 } from "@grpc/grpc-js";
+import { callerIdentity, refusalListener, refuseAfterRequest } from "../../src/common/call-identity";
 import { CapabilityVerifier, checkAllows, LEASE_METADATA_KEY } from "../../src/common/capability";
-import type { Fields } from "../../src/common/grants";
-import { describeIdentity, type Identity, identityOfCertificate } from "../../src/common/identity";
+import { backupOperationAsks, deleteOperationAsks, type Fields, restoreOperationAsks } from "../../src/common/grants";
+import { describeIdentity, type Identity } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
 import type { TlsConfig } from "../../src/common/tls";
 import { AGENT_SERVICE, type AuthzAudit, capabilityReason, identityName } from "../transfer/authz-audit";
@@ -37,14 +39,27 @@ const AGENT_SERVICE_PREFIX = `/${AGENT_SERVICE}/`;
 /** Metadata the interceptor sets (never the client): the caller's identity as in audit lines. */
 export const CALLER_METADATA_KEY = "rbdbackup-audit-caller";
 
-/** The identity in a grpc-js call's verified client certificate; null when there is none or it names nobody. */
-export function callerIdentity(call: ServerInterceptingCallInterface): Identity | null {
-  const raw = call.getAuthContext()?.sslPeerCertificate?.raw;
-  if (!raw) return null;
+/**
+ * What an AgentService request is about, for audit lines: the fields a lease would have to allow
+ * (Backup, Restore, DeleteBackup), else the image, pool and backup id it names; "" when unreadable.
+ */
+export function requestTarget(path: string, request: unknown): string {
+  if (!request || typeof request !== "object") return "";
+  const method = path.slice(path.lastIndexOf("/") + 1);
   try {
-    return identityOfCertificate(raw);
+    // biome-ignore lint/suspicious/noExplicitAny: a deserialized request of the method named by path
+    const r = request as any;
+    if (method === "Backup") return describeAsks(backupOperationAsks(r));
+    if (method === "Restore") return describeAsks(restoreOperationAsks(r));
+    if (method === "DeleteBackup") return describeAsks(deleteOperationAsks(r));
+    const im = r.image as { pool?: string; namespace?: string; image?: string } | undefined;
+    const parts: Fields = {};
+    if (im?.image) parts.image = `${im.pool ?? ""}/${im.namespace ?? ""}/${im.image}`;
+    if (typeof r.pool === "string") parts.pool = r.pool;
+    if (typeof r.backupId === "string") parts.backupId = r.backupId;
+    return describeAsks(parts);
   } catch {
-    return null;
+    return "";
   }
 }
 
@@ -70,6 +85,7 @@ export function agentServiceInterceptor(opts: {
     return new ServerInterceptingCall(call, {
       start: (next) => {
         next({
+          ...refusalListener(call),
           onReceiveMetadata: (md, mdNext) => {
             if (!path.startsWith(AGENT_SERVICE_PREFIX)) return mdNext(md);
             md.remove(CALLER_METADATA_KEY);
@@ -81,15 +97,18 @@ export function agentServiceInterceptor(opts: {
             md.set(CALLER_METADATA_KEY, identityName(id));
             const refusal = agentServiceRefusal(id);
             if (refusal === null) return mdNext(md);
-            opts.log?.warn("refused an AgentService call", { method: path, caller: describeIdentity(id) });
-            opts.audit?.refused({
-              identity: identityName(id),
-              method: path,
-              target: "",
-              reason: id ? "wrong_kind" : "no_identity",
-              message: refusal,
+            refuseAfterRequest(call, (request) => {
+              const target = requestTarget(path, request);
+              opts.log?.warn("refused an AgentService call", { method: path, caller: describeIdentity(id), target });
+              opts.audit?.refused({
+                identity: identityName(id),
+                method: path,
+                target,
+                reason: id ? "wrong_kind" : "no_identity",
+                message: refusal,
+              });
+              return { code: status.PERMISSION_DENIED, details: refusal };
             });
-            call.sendStatus({ code: status.PERMISSION_DENIED, details: refusal, metadata: new Metadata() });
           },
         });
       },
@@ -128,12 +147,13 @@ export class LeaseCheck {
       checkAllows(this.verifier.verify(lease, "operation", this.self), asks);
     } catch (e) {
       const message = (e as Error).message;
+      const reason = capabilityReason(e);
       this.log?.warn("refused an AgentService call: its lease does not allow it", { method, error: message });
       this.audit?.refused({
         identity: caller,
         method: `${AGENT_SERVICE_PREFIX}${method}`,
         target: describeAsks(asks),
-        reason: capabilityReason(message),
+        reason,
         message,
       });
       throw e;

@@ -14,6 +14,7 @@ import {
   hostPort,
   int,
   type Loaded,
+  optionalText,
   schemaFile,
   TlsSchema,
   text,
@@ -100,6 +101,11 @@ export const AgentConfigSchema = daemonSchema("rbdbackup agent configuration", {
     default: [],
   }),
   limits: Limits,
+  audit: block("The audit log (refused AgentService and Transfer calls, direct mutating calls).", {
+    file: optionalText(
+      'File the audit lines (JSON) are appended to; "" = the log only (they always go there, with "audit": true).',
+    ),
+  }),
   shutdownGraceSeconds: int("Seconds to let running work finish on SIGTERM.", 0, 3600, 30),
   testFaults: TestFaults,
 });

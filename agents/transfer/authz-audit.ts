@@ -1,14 +1,17 @@
 /**
  * The agent's audit of authorization (issue 12): every refused AgentService or TransferService call,
- * and every accepted mutating direct AgentService call when it ends, is one JSON log line with
- * `"audit": true`, the caller's identity (certificate URI, or "none"), the method, the target (what the
- * request or header named, "" when not known yet), the result (a status name) and, for a refusal, the
+ * and every accepted mutating direct AgentService call when it ends, is one JSON line (the common
+ * AuditLog, src/common/audit.ts: the log with `"audit": true`, and the agent config's `audit.file` when
+ * set) with the caller's identity (certificate URI, or "none"), the method, the target (what the
+ * request or header named, "" when not known), the result (a status name) and, for a refusal, the
  * reason. Refusals also count in rbdbackup_authorization_refusals_total{service, reason} — the
  * coordinator's metric name and reason vocabulary (src/coordinator/audit.ts), on the agent's /metrics.
  *
  * It lives in the transfer layer because both the data plane (transfer-authz.ts, data-plane-server.ts)
  * and AgentService (agents/agent/authz.ts) refuse callers; the counter is passed in (agent/metrics.ts).
  */
+import { type AuditLine, AuditLog } from "../../src/common/audit";
+import { CapabilityError, type CapabilityRefusalReason } from "../../src/common/capability";
 import { AppError, Status } from "../../src/common/errors";
 import { type Identity, identityUri } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
@@ -22,30 +25,13 @@ import type { Logger } from "../../src/common/log";
  * - identity_mismatch: a genuine capability issued to another agent;
  * - not_covered: a genuine capability that does not allow what the request asks.
  */
-export type RefusalReason =
-  | "no_identity"
-  | "wrong_kind"
-  | "no_capability"
-  | "bad_capability"
-  | "identity_mismatch"
-  | "not_covered";
+export type RefusalReason = "no_identity" | "wrong_kind" | CapabilityRefusalReason;
 
 export const AGENT_SERVICE = "rbdbackup.v1.AgentService";
 export const TRANSFER_SERVICE = "rbdbackup.v1.TransferService";
 
-export interface AuditEntry {
-  /** The caller's identity URI, "none" (no identity) or "insecure" (test mode). */
-  identity: string;
-  /** "/pkg.Service/Method". */
-  method: string;
-  /** What the call was about (pool/image, backup id…); "" when not known. */
-  target: string;
-  /** "OK" or the status name. */
-  result: string;
-  reason?: RefusalReason;
-  /** For a refusal or a failure: the message the caller got. */
-  message?: string;
-}
+/** An audit line of the agent: identity is the certificate's URI, "none" or "insecure" (test mode). */
+export type AuditEntry = AuditLine & { reason?: RefusalReason };
 
 /** The identity field of an audit line. */
 export function identityName(id: Identity | null): string {
@@ -57,18 +43,9 @@ export function serviceOf(method: string): string {
   return /^\/([^/]+)\//.exec(method)?.[1] ?? "unknown";
 }
 
-/** The reason label of a capability/lease refusal (src/common/capability.ts, grants.ts messages). */
-export function capabilityReason(message: string): RefusalReason {
-  if (/none presented/.test(message)) return "no_capability";
-  if (/was issued to agent/.test(message)) return "identity_mismatch";
-  if (
-    /does not cover|it allows .*asks for|may only write|must end in|names no destination|unknown transfer kind/.test(
-      message,
-    )
-  ) {
-    return "not_covered";
-  }
-  return "bad_capability";
+/** The reason label of a capability/lease refusal: the CapabilityError's own; bad_capability for anything else. */
+export function capabilityReason(e: unknown): RefusalReason {
+  return e instanceof CapabilityError ? e.reason : "bad_capability";
 }
 
 /** The result field of an error: its status name. */
@@ -85,14 +62,24 @@ export function messageOf(e: unknown): string {
 }
 
 export class AuthzAudit {
+  readonly #out: AuditLog;
+
   constructor(
     readonly log: Logger,
     /** Counts a refusal (the agent's metrics); none in tests that only read the lines. */
     readonly count: (service: string, reason: RefusalReason) => void = () => {},
-  ) {}
+    /** A file the lines are appended to too (agent config `audit.file`); "" = the log only. */
+    readonly file = "",
+  ) {
+    this.#out = new AuditLog(log, file);
+  }
 
   record(e: AuditEntry): void {
-    this.log.info("audit", { audit: true, time: new Date().toISOString(), ...e });
+    this.#out.record(e);
+  }
+
+  close(): void {
+    this.#out.close();
   }
 
   /** A refused call: counted by service and reason, and written. */

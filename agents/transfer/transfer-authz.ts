@@ -7,10 +7,11 @@
  * - What: a Transfer must carry, in the HTTP/2 request header `rbdbackup-capability`, the transfer
  *   capability the coordinator minted for the CALLER (holder = the caller's cluster and agent id), and
  *   the stream's header (its first message) must ask for exactly what the capability allows
- *   (transferAsks: kind, destination pool/namespace/image, backup id; a backup stream only ever writes
- *   a base image named by the layout). This runs before the sink sees the stream: nothing is created,
- *   written or journalled for a refused stream. The destination's cluster is checked by the sink
- *   (expected_fsid, sink/stream-checks.ts).
+ *   (transferAsks: kind, destination pool/namespace/image, backup id, a backup's chain — one of the
+ *   base images the capability names —, and this agent's own cluster fsid, so a capability replayed
+ *   against another cluster is refused; a backup stream only ever writes a base image named by the
+ *   layout). This runs before the sink sees the stream: nothing is created, written or journalled for a
+ *   refused stream. The sink checks the header's expected_fsid too (sink/stream-checks.ts).
  *
  * The same-cluster shortcut (the agent's own sink in-process) does not pass here: no network, no
  * foreign caller. Insecure mode (tests only) has no certificates: both checks are off.
@@ -18,7 +19,7 @@
  */
 import type http2 from "node:http2";
 import type { TLSSocket } from "node:tls";
-import { CAPABILITY_HEADER, type CapabilityVerifier, checkAllows } from "../../src/common/capability";
+import { CAPABILITY_HEADER, CapabilityError, type CapabilityVerifier, checkAllows } from "../../src/common/capability";
 import { AppError, invalidArgument, Status } from "../../src/common/errors";
 import { transferAsks } from "../../src/common/grants";
 import { describeIdentity, type Identity, identityOfCertificate } from "../../src/common/identity";
@@ -66,11 +67,12 @@ export function auditDataPlaneRefusal(
   caller: TransferCaller,
   method: string,
   why: string,
+  target = "",
 ) {
   audit?.refused({
     identity: identityName(caller.identity),
     method,
-    target: "",
+    target,
     reason: caller.identity ? "wrong_kind" : "no_identity",
     message: why,
   });
@@ -100,42 +102,46 @@ function prepend(first: TransferMessage, it: AsyncIterator<TransferMessage>): As
 }
 
 /**
- * The stream to hand to the sink once the caller's capability allows what its header asks for;
- * PERMISSION_DENIED (AppError) otherwise, before anything is written. `verifier` null = insecure mode.
+ * The stream to hand to the sink once the caller's capability allows what its header asks for on this
+ * agent's cluster (`fsid`); PERMISSION_DENIED (AppError) otherwise, before anything is written.
+ * `verifier` null = insecure mode.
  */
 export async function authorizeTransfer(
   verifier: CapabilityVerifier | null,
   messages: AsyncIterable<TransferMessage>,
   caller: TransferCaller,
+  fsid: string,
   audit?: AuthzAudit,
 ): Promise<AsyncIterable<TransferMessage>> {
   if (!caller.checked || !verifier) return messages;
   const id = caller.identity;
-  if (id?.kind !== "agent") {
-    const why = dataPlaneRefusal(caller) ?? "not an agent";
-    auditDataPlaneRefusal(audit, caller, TRANSFER_METHOD, why);
-    throw new AppError(Status.PERMISSION_DENIED, why);
-  }
   const it = messages[Symbol.asyncIterator]();
   let target = "";
   try {
-    const grant = verifier.verify(caller.capability, "transfer", { cluster: id.cluster, agentId: id.agentId });
+    // The header is read (not judged) first, so that a refusal's audit line names what the stream
+    // asked for; the capability is checked before the header's validity, so a caller without the
+    // right one learns nothing about it. The sink validates the header in full afterwards
+    // (sink/stream-checks.ts readHeader).
     const first = await it.next();
-    if (first.done || first.value.body?.$case !== "header")
-      throw invalidArgument("the transfer must start with a header");
-    target = headerTarget(first.value.body.value);
-    // The grant first: a caller without the right capability learns nothing about header validity.
-    // The sink validates the header in full afterwards (sink/stream-checks.ts readHeader).
-    checkAllows(grant, transferAsks(first.value.body.value));
-    return prepend(first.value, it);
+    const header = !first.done && first.value.body?.$case === "header" ? first.value.body.value : null;
+    if (header) target = headerTarget(header);
+    if (id?.kind !== "agent") {
+      const why = dataPlaneRefusal(caller) ?? "not an agent";
+      auditDataPlaneRefusal(audit, caller, TRANSFER_METHOD, why, target);
+      throw new AppError(Status.PERMISSION_DENIED, why);
+    }
+    const grant = verifier.verify(caller.capability, "transfer", { cluster: id.cluster, agentId: id.agentId });
+    if (!header) throw invalidArgument("the transfer must start with a header");
+    checkAllows(grant, transferAsks(header, fsid));
+    return prepend(first.value as TransferMessage, it);
   } catch (e) {
     await it.return?.(undefined).catch(() => {});
-    if (e instanceof AppError && e.status === Status.PERMISSION_DENIED) {
+    if (e instanceof CapabilityError && id?.kind === "agent") {
       audit?.refused({
         identity: identityName(id),
         method: TRANSFER_METHOD,
         target,
-        reason: capabilityReason(e.message),
+        reason: capabilityReason(e),
         message: e.message,
       });
     }

@@ -12,7 +12,9 @@
  * base64url(DER of the signer's certificate). The signer is the coordinator's TLS key; a verifier
  * needs only the deployment's CA: the certificate must be issued by it, valid now, and name a
  * coordinator (rbdbackup://coordinator/<id>). Then the signature, the expiry and the holder are checked,
- * and the receiver compares `allows` field by field with what the request asks for.
+ * and the receiver compares `allows` field by field with what the request asks for (a field the grant
+ * does not name is refused, so a grant minted before a field existed never covers a request that asks
+ * for it). Every refusal is a CapabilityError: PERMISSION_DENIED with a typed `reason`.
  */
 import { createPrivateKey, type KeyObject, sign, verify, X509Certificate } from "node:crypto";
 import { AppError, Status } from "./errors";
@@ -44,7 +46,34 @@ const SKEW_MS = 30_000;
 
 const b64 = (b: Buffer | string): string => Buffer.from(b).toString("base64url");
 
-const denied = (why: string) => new AppError(Status.PERMISSION_DENIED, `capability refused: ${why}`);
+/**
+ * Why a capability was refused (the refusal metric's reason label):
+ * - no_capability: none was presented;
+ * - bad_capability: malformed, expired, of the wrong scope, not signed by the coordinator;
+ * - identity_mismatch: a genuine capability issued to another agent;
+ * - not_covered: a genuine capability that does not allow what the request asks.
+ */
+export type CapabilityRefusalReason = "no_capability" | "bad_capability" | "identity_mismatch" | "not_covered";
+
+/** A refused capability: PERMISSION_DENIED, with why in `reason` (never parse the message). */
+export class CapabilityError extends AppError {
+  constructor(
+    readonly reason: CapabilityRefusalReason,
+    why: string,
+  ) {
+    super(Status.PERMISSION_DENIED, `capability refused: ${why}`);
+  }
+}
+
+/** A CapabilityError; `reason` defaults to bad_capability (the token itself is wrong). */
+export const denied = (why: string, reason: CapabilityRefusalReason = "bad_capability") =>
+  new CapabilityError(reason, why);
+
+/**
+ * Fields whose granted value is a space-separated list of alternatives: the request's single value
+ * must be one of them (a backup's chain: the base images the coordinator knows for that volume).
+ */
+export const LIST_FIELDS: ReadonlySet<string> = new Set(["chain"]);
 
 /** Mints capabilities with the coordinator's certificate and key. */
 export class CapabilitySigner {
@@ -93,7 +122,8 @@ export class CapabilityVerifier {
    * PERMISSION_DENIED AppError saying why (never which byte).
    */
   verify(token: string | undefined, scope: CapabilityScope, holder: { cluster: string; agentId: string }): Grant {
-    if (!token) throw denied(`none presented (a ${scope} capability minted by the coordinator is required)`);
+    if (!token)
+      throw denied(`none presented (a ${scope} capability minted by the coordinator is required)`, "no_capability");
     const parts = token.split(".");
     if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]+$/.test(p))) throw denied("malformed");
     const [body, sig, der] = parts as [string, string, string];
@@ -134,6 +164,7 @@ export class CapabilityVerifier {
     if (g.holder?.cluster !== holder.cluster || g.holder?.agentId !== holder.agentId) {
       throw denied(
         `it was issued to agent ${g.holder?.cluster}/${g.holder?.agentId}, not to agent ${holder.cluster}/${holder.agentId}`,
+        "identity_mismatch",
       );
     }
     return g;
@@ -142,11 +173,14 @@ export class CapabilityVerifier {
 
 /**
  * Compares what a grant allows with what the request asks for: every field of `actual` must equal the
- * grant's (a field the grant does not name is refused). PERMISSION_DENIED names the first mismatch.
+ * grant's, or for a LIST_FIELDS field be one of its alternatives (a field the grant does not name is
+ * refused: older grants never cover newer fields). PERMISSION_DENIED (not_covered) names the first mismatch.
  */
 export function checkAllows(g: Grant, actual: Record<string, string>): void {
   for (const [k, v] of Object.entries(actual)) {
-    if (!(k in g.allows)) throw denied(`it does not cover ${k}`);
-    if (g.allows[k] !== v) throw denied(`it allows ${k}="${g.allows[k]}", the request asks for "${v}"`);
+    const allowed = g.allows[k];
+    if (typeof allowed !== "string") throw denied(`it does not cover ${k}`, "not_covered");
+    const ok = LIST_FIELDS.has(k) ? v !== "" && allowed.split(" ").includes(v) : allowed === v;
+    if (!ok) throw denied(`it allows ${k}="${allowed}", the request asks for "${v}"`, "not_covered");
   }
 }

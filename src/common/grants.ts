@@ -7,31 +7,53 @@
 import type { BackupRequest, DeleteBackupDataRequest, RestoreRequest } from "../gen/rbdbackup/v1/agent";
 import { RestoreMode } from "../gen/rbdbackup/v1/agent";
 import { type TransferHeader, TransferKind } from "../gen/rbdbackup/v1/transfer";
-import { AppError, Status } from "./errors";
+import { denied } from "./capability";
 
 export type Fields = Record<string, string>;
 
-const denied = (why: string) => new AppError(Status.PERMISSION_DENIED, `capability refused: ${why}`);
+/** At most this many chains in one backup capability (the newest; it travels as an HTTP/2 header). */
+export const MAX_CHAINS = 32;
 
 // ---- Transfer streams (scope "transfer"): minted for the source agent, checked by the destination ----
+// Both kinds name the destination cluster's fsid (`fsid`): the destination compares it with its own
+// cluster's, so a capability replayed against another cluster (a second site with the same pool and
+// image names) is refused before anything is written there.
 
-/** A backup's stream into the backup pool: a base image of `volumeImage`, for `backupId`, nowhere else. */
+/**
+ * A backup's stream into the backup pool of the cluster with `fsid`: a base image of `volumeImage`,
+ * for `backupId`, and only one of `chains` (base images: the chains the coordinator knows for this
+ * volume at this location, and a full backup's own `<volume>.backup.<backupId>`), nowhere else.
+ */
 export function backupTransferAllows(b: {
   backupId: string;
   pool: string;
   namespace: string;
   volumeImage: string;
+  fsid: string;
+  chains: string[];
 }): Fields {
-  return { purpose: "backup", backupId: b.backupId, pool: b.pool, namespace: b.namespace, volumeImage: b.volumeImage };
+  return {
+    purpose: "backup",
+    backupId: b.backupId,
+    pool: b.pool,
+    namespace: b.namespace,
+    volumeImage: b.volumeImage,
+    fsid: b.fsid,
+    chain: [...new Set(b.chains)].join(" "),
+  };
 }
 
-/** A restore's stream: exactly the target image, in the mode the user chose. */
+/** A full backup's chain (base image): `<volume>.backup.<backup id>`. */
+export const ownChain = (volumeImage: string, backupId: string) => `${volumeImage}.backup.${backupId}`;
+
+/** A restore's stream: exactly the target image on the cluster with `fsid`, in the mode the user chose. */
 export function restoreTransferAllows(r: {
   backupId: string;
   pool: string;
   namespace: string;
   image: string;
   mode: "new" | "original";
+  fsid: string;
 }): Fields {
   return {
     purpose: "restore",
@@ -40,30 +62,43 @@ export function restoreTransferAllows(r: {
     namespace: r.namespace,
     image: r.image,
     mode: r.mode,
+    fsid: r.fsid,
   };
 }
 
 /**
- * What a Transfer stream's header asks for, in the fields above. A backup stream may only write a base
- * image named by the layout ("<volume image>.backup.<chain uuid>"; a full backup's chain is its own id),
- * so nothing outside the layout can ever be a backup stream's target: PERMISSION_DENIED otherwise.
+ * What a Transfer stream's header asks for, in the fields above, on the destination cluster with
+ * `fsid` (the receiving agent's own). A backup stream may only write a base image named by the layout
+ * ("<volume image>.backup.<chain uuid>"; a full backup's chain is its own id), so nothing outside the
+ * layout can ever be a backup stream's target: PERMISSION_DENIED otherwise. The result, minted as is,
+ * is the narrowest capability for that header.
  */
-export function transferAsks(h: TransferHeader): Fields {
+export function transferAsks(h: TransferHeader, fsid: string): Fields {
   const d = h.destination;
-  if (!d) throw denied("the header names no destination image");
+  if (!d) throw denied("the header names no destination image", "not_covered");
   switch (h.kind) {
     case TransferKind.BACKUP_FULL:
     case TransferKind.BACKUP_INCREMENTAL: {
       const m = /^(.+)\.backup\.([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/.exec(d.image);
-      if (!m) throw denied(`a backup stream may only write a base image (<volume>.backup.<uuid>), not ${d.image}`);
+      if (!m) {
+        throw denied(
+          `a backup stream may only write a base image (<volume>.backup.<uuid>), not ${d.image}`,
+          "not_covered",
+        );
+      }
       if (h.kind === TransferKind.BACKUP_FULL && m[2] !== h.backupId) {
-        throw denied(`a full backup starts its own chain: its base image must end in .backup.${h.backupId}`);
+        throw denied(
+          `a full backup starts its own chain: its base image must end in .backup.${h.backupId}`,
+          "not_covered",
+        );
       }
       return backupTransferAllows({
         backupId: h.backupId,
         pool: d.pool,
         namespace: d.namespace,
         volumeImage: m[1] as string,
+        fsid,
+        chains: [d.image],
       });
     }
     case TransferKind.RESTORE_NEW:
@@ -74,9 +109,10 @@ export function transferAsks(h: TransferHeader): Fields {
         namespace: d.namespace,
         image: d.image,
         mode: h.kind === TransferKind.RESTORE_NEW ? "new" : "original",
+        fsid,
       });
     default:
-      throw denied(`unknown transfer kind ${h.kind}`);
+      throw denied(`unknown transfer kind ${h.kind}`, "not_covered");
   }
 }
 

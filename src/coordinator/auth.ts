@@ -6,20 +6,23 @@
  *  - `authorization: Bearer <token>` with a configured token → that token's role (tokens.ts);
  * then asks authz.ts whether that caller may call the method. grpc.health.v1 is open (it tells nothing
  * but SERVING/NOT_SERVING; load balancers probe it). No credential → UNAUTHENTICATED; a credential
- * without the right → PERMISSION_DENIED, before any handler runs; each refusal is audited and counted.
+ * without the right → PERMISSION_DENIED, before any handler runs; each refusal is audited and counted,
+ * answered once the request was read (never handled) so that the audit line names its target
+ * (src/common/call-identity.ts).
  * The Caller reaches the handlers in an internal metadata key the interceptor always overwrites
  * (authz.ts CALLER_METADATA_KEY), so nothing a client sends can pose as it. A certificate from
  * another CA is never "verified": the TLS layer requests a certificate but leaves the verdict to this
  * check, so that token-only clients can connect at all.
  */
 import {
-  Metadata,
   ServerInterceptingCall,
   type ServerInterceptingCallInterface,
   type ServerInterceptor,
   status,
 } from "@grpc/grpc-js";
+import { peerCertificate, refusalListener, refuseAfterRequest } from "../common/call-identity";
 import { identityOfCertificate } from "../common/identity";
+import { targetOf } from "./api-audit";
 import type { Audit } from "./audit";
 import {
   authorizeApi,
@@ -102,12 +105,12 @@ export function authInterceptor(opts: AuthOptions): ServerInterceptor {
     return new ServerInterceptingCall(call, {
       start: (next) => {
         next({
+          ...refusalListener(call),
           onReceiveMetadata: (md, mdNext) => {
             md.remove(CALLER_METADATA_KEY);
             if (OPEN_PREFIXES.some((p) => path.startsWith(p))) return mdNext(md);
             const sessionCall = service === SESSION_SERVICE;
-            const cert = call.getAuthContext()?.sslPeerCertificate;
-            const established = establishCaller(opts, cert?.raw, md.get("authorization")[0], sessionCall);
+            const established = establishCaller(opts, peerCertificate(call), md.get("authorization")[0], sessionCall);
             const caller = "via" in established ? established : null;
             const refusal =
               "via" in established
@@ -116,15 +119,17 @@ export function authInterceptor(opts: AuthOptions): ServerInterceptor {
                   : authorizeApi(path, established)
                 : established;
             if (refusal) {
-              opts.audit.refused(service, {
-                identity: callerName(caller),
-                method: path,
-                target: "",
-                result: status[refusal.code] ?? String(refusal.code),
-                reason: refusal.reason,
-                message: refusal.message,
+              return refuseAfterRequest(call, (request) => {
+                opts.audit.refused(service, {
+                  identity: callerName(caller),
+                  method: path,
+                  target: targetOf(request),
+                  result: status[refusal.code] ?? String(refusal.code),
+                  reason: refusal.reason,
+                  message: refusal.message,
+                });
+                return { code: refusal.code, details: refusal.message };
               });
-              return call.sendStatus({ code: refusal.code, details: refusal.message, metadata: new Metadata() });
             }
             md.set(CALLER_METADATA_KEY, JSON.stringify(caller));
             mdNext(md);

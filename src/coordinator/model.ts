@@ -18,11 +18,15 @@ export interface Lease {
 }
 
 /**
- * A backup whose source reported success, until an agent of the destination cluster confirms the
- * snapshot and the metadata object (the job stays RUNNING meanwhile; see scheduler/confirmation.ts).
+ * An outcome the agent that ran it reported a success, until the side that holds the data confirms it
+ * (the job stays RUNNING meanwhile; see scheduler/confirmation.ts): a backup, until an agent of the
+ * destination cluster confirms the snapshot and the metadata object; a restore, until an agent of the
+ * target cluster confirms the restored image (it exists, at the restored size).
  */
 export interface Confirmation {
-  /** What the source reported: a BackupResult as JSON. */
+  /** What is confirmed; absent in records from before restores were confirmed: a backup. */
+  kind?: "backup" | "restore";
+  /** What the agent reported: a BackupResult (or RestoreResult) as JSON. */
   result: unknown;
   /** Epoch ms: when the destination could not be asked until then, the attempt fails. */
   deadline: number;

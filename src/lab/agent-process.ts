@@ -10,7 +10,7 @@ import path from "node:path";
 import type { TlsConfig } from "../common/tls";
 import type { AgentServiceClient } from "../gen/rbdbackup/v1/agent";
 import { startDaemon } from "./daemon";
-import { LabMinter, labAgentClient } from "./lab-leases";
+import { LabMinter, labAgentClient, registerLabAgent } from "./lab-leases";
 import { scratchDir } from "./scratch";
 
 export const repoRoot = path.resolve(__dirname, "../../..");
@@ -182,7 +182,8 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
   const minter =
     opts.insecure || certName !== "coordinator"
       ? undefined
-      : LabMinter.fromTls(tls, { cluster, agentId, backupPool: config.backupPool });
+      : LabMinter.fromTls(tls, { cluster, agentId, backupPool: config.backupPool, fsid: serving.fsid });
+  registerLabAgent(serving.transferAddress, serving.fsid);
   const { client, close } = labAgentClient(serving.address, tls, minter);
   const waitExit = async (signal: NodeJS.Signals) => {
     await daemon.stop(signal);

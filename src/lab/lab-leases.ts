@@ -6,6 +6,10 @@
  * key and derived the way the coordinator derives them (src/common/grants.ts). A request that already
  * carries a transfer capability, or a call that already carries a lease, is left as it is (attack
  * tests set their own).
+ *
+ * Like the coordinator, it names the destination cluster's fsid (from the agents the lab started in this
+ * process: registerLabAgent) and the chains a backup may write: the base images of the backups it made
+ * before of that volume at that place (this process's memory, its "catalog"), and the backup's own.
  */
 import { readFileSync } from "node:fs";
 import { createChannel, createClientFactory } from "nice-grpc";
@@ -17,6 +21,7 @@ import {
   backupTransferAllows,
   deleteOperationAsks,
   type Fields,
+  ownChain,
   restoreOperationAsks,
   restoreTransferAllows,
 } from "../common/grants";
@@ -25,6 +30,7 @@ import {
   type AgentServiceClient,
   AgentServiceDefinition,
   BackupRequest,
+  type BackupResult,
   DeleteBackupDataRequest,
   FlattenRequest,
   RestoreMode,
@@ -39,27 +45,66 @@ export interface LabHolder {
   agentId: string;
   /** The callee's default backup pool (what it writes into when a request names none). */
   backupPool: string;
+  /** The callee's cluster fsid (the destination when a request names no peer); "" when unknown. */
+  fsid?: string;
+}
+
+/** Transfer address → cluster fsid of the agents started in this process (agent-process.ts). */
+const fsidOfAddress = new Map<string, string>();
+/** "<fsid>/<pool>/<namespace>/<volume image>" → base images of the backups made there (this process). */
+const chainsOf = new Map<string, Set<string>>();
+
+/** An agent the lab started: its transfer address serves the cluster with `fsid`. */
+export function registerLabAgent(transferAddress: string, fsid: string): void {
+  fsidOfAddress.set(transferAddress, fsid);
+}
+
+/** A chain the lab's "coordinator" knows from now on (a backup it made, or a test planted on purpose). */
+export function recordLabChain(
+  at: { fsid: string; pool: string; namespace: string; volumeImage: string },
+  base: string,
+) {
+  const key = `${at.fsid}/${at.pool}/${at.namespace}/${at.volumeImage}`;
+  chainsOf.set(key, (chainsOf.get(key) ?? new Set()).add(base));
+}
+
+/** The fsid of the cluster a peer reference points at (`self` for an empty address). */
+function fsidOfPeer(peer: { address: string; clusterFsid: string } | undefined, self: string): string {
+  if (!peer?.address) return self;
+  return peer.clusterFsid || fsidOfAddress.get(peer.address) || "";
+}
+
+/** Where a backup request writes: fsid, pool, namespace, volume image. */
+function backupPlace(req: BackupRequest, holder: LabHolder) {
+  const src = req.source;
+  return {
+    fsid: fsidOfPeer(req.destination, holder.fsid ?? ""),
+    pool: req.destinationPool || holder.backupPool,
+    namespace: req.destinationNamespace,
+    volumeImage: src?.$case === "volume" ? src.value.image : req.sourceName,
+  };
 }
 
 /** A transfer capability for a backup's stream, as the coordinator mints it. */
-export function backupTransferFields(req: BackupRequest, defaultPool: string): Fields {
-  const src = req.source;
+export function backupTransferFields(req: BackupRequest, holder: LabHolder): Fields {
+  const at = backupPlace(req, holder);
+  const known = chainsOf.get(`${at.fsid}/${at.pool}/${at.namespace}/${at.volumeImage}`) ?? new Set<string>();
   return backupTransferAllows({
     backupId: req.backupId,
-    pool: req.destinationPool || defaultPool,
-    namespace: req.destinationNamespace,
-    volumeImage: src?.$case === "volume" ? src.value.image : req.sourceName,
+    ...at,
+    chains: [...known, ownChain(at.volumeImage, req.backupId)],
   });
 }
 
 /** A transfer capability for a restore's stream, as the coordinator mints it. */
-export function restoreTransferFields(req: RestoreRequest): Fields {
+export function restoreTransferFields(req: RestoreRequest, holder: LabHolder): Fields {
   return restoreTransferAllows({
     backupId: req.backupId,
     pool: req.target?.pool ?? "",
     namespace: req.target?.namespace ?? "",
     image: req.target?.image ?? "",
     mode: req.mode === RestoreMode.RESTORE_MODE_ORIGINAL ? "original" : "new",
+    fsid: fsidOfPeer(req.targetAgent, holder.fsid ?? ""),
   });
 }
 
@@ -91,16 +136,18 @@ export function leaseMiddleware(minter: LabMinter): ClientMiddleware {
     const method = call.method.path.slice(call.method.path.lastIndexOf("/") + 1);
     const md = Metadata(options.metadata);
     let request = call.request as unknown;
+    let backupAt: ReturnType<typeof backupPlace> | null = null;
     if (!call.requestStream && !md.has(LEASE_METADATA_KEY)) {
       let asks: Fields | null = null;
       if (method === "Backup") {
         const r = BackupRequest.fromPartial(request as BackupRequest);
-        r.transferCapability ||= minter.mint("transfer", backupTransferFields(r, minter.holder.backupPool));
+        r.transferCapability ||= minter.mint("transfer", backupTransferFields(r, minter.holder));
+        backupAt = backupPlace(r, minter.holder);
         asks = backupOperationAsks(r);
         request = r;
       } else if (method === "Restore") {
         const r = RestoreRequest.fromPartial(request as RestoreRequest);
-        r.transferCapability ||= minter.mint("transfer", restoreTransferFields(r));
+        r.transferCapability ||= minter.mint("transfer", restoreTransferFields(r, minter.holder));
         asks = restoreOperationAsks(r);
         request = r;
       } else if (method === "DeleteBackup") {
@@ -110,7 +157,10 @@ export function leaseMiddleware(minter: LabMinter): ClientMiddleware {
       }
       if (asks) md.set(LEASE_METADATA_KEY, minter.mint("operation", asks));
     }
-    return yield* call.next(request as typeof call.request, { ...options, metadata: md });
+    const response = yield* call.next(request as typeof call.request, { ...options, metadata: md });
+    const base = (response as BackupResult | undefined)?.baseImage;
+    if (backupAt && base) recordLabChain(backupAt, base);
+    return response;
   };
 }
 

@@ -12,6 +12,7 @@ import {
   startAgentProcess,
 } from "../../src/lab/agent-process";
 import { LabMinter } from "../../src/lab/lab-leases";
+import { labCluster } from "./lab";
 
 export type RunningAgent = AgentProcess;
 export const tlsDir = labTlsDir;
@@ -32,10 +33,14 @@ export function labMinter(holder = { cluster: "site-a", agentId: "agent-site-a" 
   return LabMinter.fromTls(labTls("coordinator"), { ...holder, backupPool: "backups" });
 }
 
-/** A transfer capability allowing exactly what `header` asks for, held by `holder`. */
+/**
+ * A transfer capability allowing exactly what `header` asks for on `destination` (a lab cluster: its
+ * fsid), held by `holder`.
+ */
 export function transferCapabilityFor(
   header: TransferHeader,
   holder = { cluster: "site-a", agentId: "agent-site-a" },
+  destination = "site-b",
 ): string {
-  return labMinter(holder).mint("transfer", transferAsks(header));
+  return labMinter(holder).mint("transfer", transferAsks(header, labCluster(destination).fsid));
 }

@@ -9,10 +9,19 @@
  * start — which may come after a long source-side phase (snapshot, diff, a busy image's retries). A
  * lease-TTL capability (15 s by default) would expire before a slow start; one hour bounds the window
  * in which a stolen token is any use, and it only ever allows this job's one destination image.
+ *
+ * Both kinds name the destination cluster's fsid (the one its agents registered with, pinned in the
+ * catalog), so the token is refused by an agent of any other cluster. A backup's capability names the
+ * chains it may write (`chains`): the base images of this volume's AVAILABLE backups at this location
+ * (the newest MAX_CHAINS), and the backup's own `<volume>.backup.<id>` should it be a full one — the
+ * source picks among them (incremental: the newest backup snapshot present on both sides). A chain the
+ * catalog does not know (planted, or left by a direct call) is never extended by a coordinator's job.
  */
 import type { CapabilitySigner } from "../../common/capability";
-import { backupTransferAllows, restoreTransferAllows } from "../../common/grants";
+import { backupTransferAllows, MAX_CHAINS, ownChain, restoreTransferAllows } from "../../common/grants";
 import { RestoreMode } from "../../gen/rbdbackup/v1/agent";
+import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
+import type { Catalog } from "../catalog/catalog";
 import type { Backup, JobRecord } from "../model";
 
 /** How long a transfer capability is valid after it is minted, ms (see above). */
@@ -26,6 +35,28 @@ export interface Holder {
   agentId: string;
 }
 
+/** Where the stream goes: the destination cluster's fsid; for a backup, the chains it may write. */
+export interface StreamTarget {
+  fsid: string;
+  chains: string[];
+}
+
+/**
+ * The chains a backup of `b` may write: the base images of the volume's AVAILABLE backups at the same
+ * location (cluster, pool, namespace), newest first, at most MAX_CHAINS, then its own (a full backup).
+ */
+export function knownChains(catalog: Catalog, b: Located): string[] {
+  const v = b.volume;
+  const here = `${b.location.cluster}/${b.location.pool}/${b.location.namespace}`;
+  const chains = catalog
+    .backupsOfVolume(v.cluster, v.pool, v.namespace, v.image)
+    .filter((o) => o.status === BackupStatus.BACKUP_STATUS_AVAILABLE && o.baseImage && o.location)
+    .filter((o) => `${o.location?.cluster}/${o.location?.pool}/${o.location?.namespace}` === here)
+    .sort((x, y) => (y.createdAt?.getTime() ?? 0) - (x.createdAt?.getTime() ?? 0))
+    .map((o) => o.baseImage);
+  return [...new Set(chains)].slice(0, MAX_CHAINS - 1).concat(ownChain(v.image, b.id));
+}
+
 /** The capability for this attempt's stream, or "" when the coordinator signs nothing (insecure mode). */
 export function transferCapability(
   signer: CapabilitySigner | undefined,
@@ -33,6 +64,7 @@ export function transferCapability(
   j: JobRecord,
   attempt: number,
   holder: Holder,
+  to: StreamTarget,
 ): string {
   if (!signer) return "";
   const op = j.operation;
@@ -43,6 +75,8 @@ export function transferCapability(
           pool: b.location.pool,
           namespace: b.location.namespace,
           volumeImage: b.volume.image,
+          fsid: to.fsid,
+          chains: to.chains,
         })
       : op.kind === "restore"
         ? restoreTransferAllows({
@@ -51,6 +85,7 @@ export function transferCapability(
             namespace: op.target.namespace,
             image: op.target.image,
             mode: op.mode === RestoreMode.RESTORE_MODE_ORIGINAL ? "original" : "new",
+            fsid: to.fsid,
           })
         : null;
   if (!allows) return "";

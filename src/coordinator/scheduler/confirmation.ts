@@ -1,14 +1,18 @@
 /**
- * A backup becomes AVAILABLE only when the side that holds its data confirms it: after the source agent
- * reports a backup made, an agent of the DESTINATION cluster is asked, over its session, for the backup
- * snapshots of the base image (`snapshots`) and for the backup's metadata object (`metadata`). The job
- * stays RUNNING (its locks held) with `confirming` set until then:
+ * An outcome counts only when the side that holds its data confirms it. A backup becomes AVAILABLE
+ * after the source agent reports it made and an agent of the DESTINATION cluster, asked over its
+ * session, shows the backup snapshot on the base image (`snapshots`) and the backup's metadata object
+ * (`metadata`). A restore becomes SUCCEEDED after the agent that ran it reports it done and an agent of
+ * the TARGET cluster shows the target image, at the restored size (`probe`). (Deletes need no second
+ * word: the agent that runs one is an agent of the cluster that holds the backup.) The job stays
+ * RUNNING (its locks held) with `confirming` set until then:
  *
- *  - both there, naming this backup, its chain and its volume → the job SUCCEEDED, the backup AVAILABLE;
- *  - the destination answers that they are not there (NOT_FOUND of the base image, no such snapshot, no
- *    or another metadata object) → the attempt fails DATA_LOSS: the source said the data was committed
- *    and the side that must hold it has none — not a precondition a caller can fix, and worth an alert;
- *  - no agent of the destination connected, or the question fails (timeout, disconnect, any other
+ *  - there as reported → the job SUCCEEDED (a backup AVAILABLE);
+ *  - the cluster answers that it is not there (NOT_FOUND of the base image, no such snapshot, no or
+ *    another metadata object; no target image, or one of another size) → the attempt fails DATA_LOSS:
+ *    an agent said the data was committed and the side that must hold it has none — not a
+ *    precondition a caller can fix, and worth an alert;
+ *  - no agent of that cluster connected, or the question fails (timeout, disconnect, any other
  *    status) → checked again after a backoff, until `confirmTimeoutMs` after the report; then the
  *    attempt fails DEADLINE_EXCEEDED (transient: the job is retried).
  *
@@ -19,15 +23,16 @@
 import { Status } from "nice-grpc-common";
 import { messageOf, statusOf } from "../../common/errors";
 import { backoffDelay } from "../../common/retry";
-import { BackupResult } from "../../gen/rbdbackup/v1/agent";
+import { BackupResult, RestoreResult } from "../../gen/rbdbackup/v1/agent";
 import { JobState } from "../../gen/rbdbackup/v1/backup_service";
+import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
+import type { JobOutcome } from "../../gen/rbdbackup/v1/session";
 import type { Backup, JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
-import { extra } from "./config";
 import type { SchedulerContext } from "./context";
 import { attemptFailed, changed, confirmingReason, succeeded } from "./transitions";
 
-/** How long one question to the destination's agent may take, ms. */
+/** How long one question to the holding cluster's agent may take, ms. */
 export const CONFIRM_CALL_TIMEOUT_MS = 15_000;
 
 /** "absent": nobody to ask (checked again on every tick); "unknown": asked, but no answer (backoff). */
@@ -45,7 +50,7 @@ export class Confirmer {
 
   /** After a restart: confirmations get a full timeout again (the destination's agents reconnect). */
   recover(): void {
-    const until = this.ctx.now() + extra(this.ctx.cfg, "confirmTimeoutMs");
+    const until = this.ctx.now() + this.ctx.cfg.confirmTimeoutMs;
     for (const j of this.ctx.catalog.activeJobs()) {
       if (j.state !== JobState.JOB_STATE_RUNNING || !j.confirming) continue;
       j.confirming.deadline = Math.max(j.confirming.deadline, until);
@@ -70,7 +75,8 @@ export class Confirmer {
 
   #check(j: JobRecord): void {
     const b = this.ctx.catalog.getBackup(j.backupId);
-    const cluster = b?.location?.cluster ?? "";
+    const restore = j.confirming?.kind === "restore" && j.operation.kind === "restore" ? j.operation : null;
+    const cluster = restore ? restore.target.cluster : (b?.location?.cluster ?? "");
     const agent = this.ctx.sessions.ofCluster(cluster).sort((x, y) => x.jobs.size - y.jobs.size)[0];
     if (!b || !agent) {
       const why = b ? `waiting for an agent of cluster ${cluster} to connect` : "its backup is not in the catalog";
@@ -78,10 +84,12 @@ export class Confirmer {
       return;
     }
     const attempt = j.attempts;
-    const result = BackupResult.fromJSON(j.confirming?.result);
-    const p = verdict(agent, b, result)
+    const asked = restore
+      ? restoreVerdict(agent, restore.target, RestoreResult.fromJSON(j.confirming?.result))
+      : verdict(agent, b, BackupResult.fromJSON(j.confirming?.result));
+    const p = asked
       .then((v) => this.#apply(j.id, attempt, v))
-      .catch((err) => this.ctx.log.error("confirming a backup failed", { job: j.id, err }))
+      .catch((err) => this.ctx.log.error("confirming an outcome failed", { job: j.id, err }))
       .finally(() => this.#inFlight.delete(j.id));
     this.#inFlight.set(j.id, p);
   }
@@ -91,20 +99,23 @@ export class Confirmer {
     const { ctx } = this;
     const j = ctx.catalog.getJob(jobId);
     if (!j?.confirming || j.state !== JobState.JOB_STATE_RUNNING || j.attempts !== attempt) return;
-    const result = BackupResult.fromJSON(j.confirming.result);
+    const isRestore = j.confirming.kind === "restore";
+    const what = isRestore ? `the restore of backup ${j.backupId}` : `backup ${j.backupId}`;
     if (v.kind === "confirmed") {
-      succeeded(ctx, j, { jobId, token: "", code: Status.OK, message: "", result: { $case: "backup", value: result } });
+      const result: JobOutcome["result"] = isRestore
+        ? { $case: "restore", value: RestoreResult.fromJSON(j.confirming.result) }
+        : { $case: "backup", value: BackupResult.fromJSON(j.confirming.result) };
+      succeeded(ctx, j, { jobId, token: "", code: Status.OK, message: "", result });
     } else if (v.kind === "denied") {
-      ctx.log.error("the destination does not hold a backup its source reported made", { job: jobId, why: v.why });
-      attemptFailed(ctx, j, Status.DATA_LOSS, `the source reported success but ${v.why}`);
+      ctx.log.error("the cluster that must hold the data does not, though an agent reported it done", {
+        job: jobId,
+        why: v.why,
+      });
+      const by = isRestore ? "the restoring agent" : "the source";
+      attemptFailed(ctx, j, Status.DATA_LOSS, `${by} reported success but ${v.why}`);
     } else if (ctx.now() >= j.confirming.deadline) {
-      const ms = extra(ctx.cfg, "confirmTimeoutMs");
-      attemptFailed(
-        ctx,
-        j,
-        Status.DEADLINE_EXCEEDED,
-        `could not confirm backup ${j.backupId} within ${ms} ms: ${v.why}`,
-      );
+      const ms = ctx.cfg.confirmTimeoutMs;
+      attemptFailed(ctx, j, Status.DEADLINE_EXCEEDED, `could not confirm ${what} within ${ms} ms: ${v.why}`);
     } else if (v.kind === "absent") {
       const reason = confirmingReason(j, v.why);
       if (j.waitingReason === reason) return;
@@ -119,7 +130,7 @@ export class Confirmer {
       c.nextCheckAt = ctx.now() + backoffDelay(c.checks, o, ctx.random);
       j.waitingReason = confirmingReason(j, `${v.why}; next check at ${new Date(c.nextCheckAt).toISOString()}`);
       ctx.catalog.updateJob(j);
-      ctx.log.warn("could not confirm a backup yet", { job: jobId, why: v.why, checks: c.checks });
+      ctx.log.warn(`could not confirm ${what} yet`, { job: jobId, why: v.why, checks: c.checks });
       changed(ctx, j);
     }
     ctx.kick();
@@ -154,6 +165,33 @@ async function verdict(agent: AgentSession, b: Backup, r: BackupResult): Promise
   } catch (e) {
     if (statusOf(e) === Status.NOT_FOUND) {
       return { kind: "denied", why: `the destination has no snapshot ${r.snapshot}: ${messageOf(e)} (${asked})` };
+    }
+    return { kind: "unknown", why: `${asked} did not answer: ${Status[statusOf(e)]}: ${messageOf(e)}` };
+  }
+}
+
+/** Asks `agent` (of the restore's target cluster) whether the target image is there, at the restored size. */
+async function restoreVerdict(agent: AgentSession, target: VolumeRef, r: RestoreResult): Promise<Verdict> {
+  const where = `${target.cluster}/${target.pool}/${target.namespace ? `${target.namespace}/` : ""}${target.image}`;
+  const asked = `agent ${agent.agentId} of cluster ${target.cluster}`;
+  try {
+    const image = { pool: target.pool, namespace: target.namespace, image: target.image };
+    const p = await agent.call(
+      { $case: "probe", value: { pools: [], image, namespaces: [] } },
+      "probe",
+      CONFIRM_CALL_TIMEOUT_MS,
+    );
+    if (!p.imageExists) return { kind: "denied", why: `the target cluster has no image ${where} (${asked})` };
+    if (p.imageSize !== r.imageSize) {
+      return {
+        kind: "denied",
+        why: `the target image ${where} is ${p.imageSize} bytes, not the restored ${r.imageSize} (${asked})`,
+      };
+    }
+    return { kind: "confirmed" };
+  } catch (e) {
+    if (statusOf(e) === Status.NOT_FOUND) {
+      return { kind: "denied", why: `the target cluster has no image ${where}: ${messageOf(e)} (${asked})` };
     }
     return { kind: "unknown", why: `${asked} did not answer: ${Status[statusOf(e)]}: ${messageOf(e)}` };
   }

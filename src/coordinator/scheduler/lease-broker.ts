@@ -138,12 +138,17 @@ export class LeaseBroker {
     return true;
   }
 
-  /** A backup made is confirmed with its destination first; restores and deletes succeed at once. */
+  /**
+   * A backup made is confirmed with its destination first, a restore with its target cluster; deletes
+   * and flattens succeed at once (the agent that ran one is an agent of the cluster that holds the data).
+   */
   #succeeded(j: JobRecord, o: JobOutcome): void {
-    if (j.operation.kind !== "backup") succeeded(this.ctx, j, o);
-    else if (o.result?.$case === "backup") awaitConfirmation(this.ctx, j, o.result.value);
+    const kind = j.operation.kind;
+    if (kind === "delete" || kind === "flatten") succeeded(this.ctx, j, o);
+    else if (kind === "backup" && o.result?.$case === "backup") awaitConfirmation(this.ctx, j, o.result);
+    else if (kind === "restore" && o.result?.$case === "restore") awaitConfirmation(this.ctx, j, o.result);
     else {
-      const why = `agent ${j.lease?.agentId} reported a backup made without its result`;
+      const why = `agent ${j.lease?.agentId} reported a ${kind} done without its result`;
       attemptFailed(this.ctx, j, Status.INTERNAL, why);
     }
   }

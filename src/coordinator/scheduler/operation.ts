@@ -17,7 +17,7 @@ import type { Lease as LeaseMsg } from "../../gen/rbdbackup/v1/session";
 import type { Catalog } from "../catalog/catalog";
 import type { JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
-import { type Located, transferCapability } from "./capabilities";
+import { knownChains, type Located, transferCapability } from "./capabilities";
 
 type Operation = NonNullable<LeaseMsg["operation"]>;
 type PeerRef = BackupRequest["destination"];
@@ -36,7 +36,12 @@ export function leaseOperation(catalog: Catalog, j: JobRecord, peer: AgentSessio
   if (!b?.location || !b.volume) throw new Error(`backup ${j.backupId} is not in the catalog`);
   const located = b as Located;
   const holder = { cluster: runner.agent.cluster, agentId: runner.agent.agentId };
-  const capability = transferCapability(runner.signer, located, j, runner.attempt, holder);
+  // The stream's destination: the peer's cluster, or the runner's own when it writes there itself.
+  const to = {
+    fsid: (peer ?? runner.agent).info.clusterFsid,
+    chains: j.operation.kind === "backup" && runner.signer ? knownChains(catalog, located) : [],
+  };
+  const capability = transferCapability(runner.signer, located, j, runner.attempt, holder, to);
   const peerRef: PeerRef = peer
     ? { address: peer.info.transferAddress, clusterFsid: peer.info.clusterFsid }
     : { address: "", clusterFsid: "" };

@@ -17,7 +17,7 @@
 import { Status } from "nice-grpc-common";
 import { backoffDelay } from "../../common/retry";
 import type { JobRecord } from "../model";
-import { extra, type SchedulerConfig } from "./config";
+import type { SchedulerConfig } from "./config";
 import { isTransient } from "./jobs";
 
 /** Retries granted beyond maxAttempts for an attempt that found the previous attempt's leftovers. */
@@ -39,11 +39,11 @@ export function retryDecision(
 ): RetryDecision | null {
   if (isLeftover(j, code)) {
     if ((j.extraAttempts ?? 0) >= LEFTOVER_RETRIES) return null;
-    return { delayMs: extra(cfg, "leftoverWaitMs"), extraAttempt: true };
+    return { delayMs: cfg.leftoverWaitMs, extraAttempt: true };
   }
   if (!isTransient(code) || j.attempts >= j.maxAttempts + (j.extraAttempts ?? 0)) return null;
   if (code === Status.RESOURCE_EXHAUSTED) {
-    const baseMs = extra(cfg, "fullPoolBackoffMs");
+    const baseMs = cfg.fullPoolBackoffMs;
     const d = backoffDelay(j.attempts, { baseMs, maxMs: 4 * baseMs, jitter: 1 }, random);
     return { delayMs: Math.max(baseMs, d), extraAttempt: false };
   }

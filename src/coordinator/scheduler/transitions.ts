@@ -4,6 +4,7 @@
  *   QUEUED ─lease─▶ RUNNING ─ok─▶ SUCCEEDED          (restore; delete: the backup becomes DELETED;
  *                      │                                 CLONE restore / flatten: the backup's clones, clones.ts)
  *                      │ backup ok ─▶ RUNNING, confirming ─confirmed by the destination─▶ SUCCEEDED (AVAILABLE)
+ *                      │ restore ok ─▶ RUNNING, confirming ─confirmed by the target's agent─▶ SUCCEEDED
  *                      │                                  └ denied or unconfirmable ─▶ attempt failed
  *                      │ transient failure, attempts left ─▶ QUEUED after a backoff (retry-policy.ts)
  *                      │ other failure, or attempts spent  ─▶ FAILED (a backup being made → FAILED)
@@ -18,7 +19,6 @@ import { BackupStatus, JobKind, JobState } from "../../gen/rbdbackup/v1/backup_s
 import type { JobOutcome } from "../../gen/rbdbackup/v1/session";
 import { type Backup, type JobRecord, volumeLabel } from "../model";
 import { cloneDetached, cloneMade, isCloneRestore } from "./clones";
-import { extra } from "./config";
 import type { SchedulerContext } from "./context";
 import { isFinal } from "./jobs";
 import { isLeftover, LEFTOVER_RETRIES, type RetryDecision, retryDecision } from "./retry-policy";
@@ -55,7 +55,7 @@ export function attemptFailed(ctx: SchedulerContext, j: JobRecord, code: Status,
   const next = retryDecision(ctx.cfg, j, code, ctx.random);
   if (next) requeue(ctx, j, message, next);
   else if (isLeftover(j, code)) {
-    const waited = `the previous attempt's image is still there after ${LEFTOVER_RETRIES} waits of ${extra(ctx.cfg, "leftoverWaitMs")} ms`;
+    const waited = `the previous attempt's image is still there after ${LEFTOVER_RETRIES} waits of ${ctx.cfg.leftoverWaitMs} ms`;
     finish(ctx, j, JobState.JOB_STATE_FAILED, code, `${message} (${waited}; see the leftovers check)`);
   } else finish(ctx, j, JobState.JOB_STATE_FAILED, code, message);
 }
@@ -107,28 +107,39 @@ function backupAfterFailure(ctx: SchedulerContext, j: JobRecord, state: JobState
 }
 
 /**
- * The source agent reported a backup made: the attempt's lease is done, but the job stays RUNNING
- * (holding its locks) until an agent of the destination confirms the data (confirmation.ts).
+ * The agent reported a backup made (or a restore done): the attempt's lease is done, but the job stays
+ * RUNNING (holding its locks) until an agent of the cluster that holds the data — the backup's
+ * destination, the restore's target — confirms it (confirmation.ts).
  */
-export function awaitConfirmation(ctx: SchedulerContext, j: JobRecord, r: BackupResult): void {
+export function awaitConfirmation(
+  ctx: SchedulerContext,
+  j: JobRecord,
+  r: { $case: "backup"; value: BackupResult } | { $case: "restore"; value: RestoreResult },
+): void {
   const now = ctx.now();
   j.lease = null;
   j.confirming = {
-    result: BackupResult.toJSON(r),
-    deadline: now + extra(ctx.cfg, "confirmTimeoutMs"),
+    kind: r.$case,
+    result: r.$case === "backup" ? BackupResult.toJSON(r.value) : RestoreResult.toJSON(r.value),
+    deadline: now + ctx.cfg.confirmTimeoutMs,
     nextCheckAt: now,
     checks: 0,
   };
-  j.waitingReason = confirmingReason(j, "asking an agent of the destination");
+  j.waitingReason = confirmingReason(j, "asking an agent of the cluster that holds it");
   ctx.catalog.updateJob(j);
   ctx.progress.delete(j.id);
-  ctx.log.info("backup reported made; confirming it with the destination", { job: j.id, backup: j.backupId });
+  ctx.log.info(`${r.$case} reported done; confirming it with the cluster that holds it`, {
+    job: j.id,
+    backup: j.backupId,
+  });
   changed(ctx, j);
   ctx.kick();
 }
 
 export const confirmingReason = (j: JobRecord, what: string): string =>
-  `confirming backup ${j.backupId} with its destination: ${what}`;
+  j.confirming?.kind === "restore" && j.operation.kind === "restore"
+    ? `confirming the restore of backup ${j.backupId} with target cluster ${j.operation.target.cluster}: ${what}`
+    : `confirming backup ${j.backupId} with its destination: ${what}`;
 
 /** The agent reported success: the backup takes the result, the job is SUCCEEDED. */
 export function succeeded(ctx: SchedulerContext, j: JobRecord, o: JobOutcome): void {

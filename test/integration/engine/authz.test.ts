@@ -216,6 +216,7 @@ describe("least privilege on the agents", () => {
         namespace: "",
         image: uniqueName("elsewhere"),
         mode: "new",
+        fsid: b.fsid,
       });
       for (const [what, h] of attacks()) {
         const imagesBefore = await (await vols.io("site-b", h.destination?.pool ?? "")).imageList();

@@ -6,7 +6,9 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createChannel, createClient, createServer, Metadata, type Server, ServerError, Status } from "nice-grpc";
 import { agentServiceInterceptor, LeaseCheck } from "../../../agents/agent/authz";
@@ -15,7 +17,7 @@ import type { AgentOperations } from "../../../agents/agent/operations";
 import { agentService } from "../../../agents/agent/services";
 import { AuthzAudit, capabilityReason } from "../../../agents/transfer/authz-audit";
 import { authorizeTransfer } from "../../../agents/transfer/transfer-authz";
-import { CapabilitySigner, CapabilityVerifier, LEASE_METADATA_KEY } from "../../../src/common/capability";
+import { CapabilitySigner, CapabilityVerifier, checkAllows, LEASE_METADATA_KEY } from "../../../src/common/capability";
 import { deleteOperationAsks, transferAsks } from "../../../src/common/grants";
 import { channelCredentials, serverCredentials, tlsChannelOptions } from "../../../src/common/tls";
 import { AgentServiceDefinition, DeleteBackupDataRequest } from "../../../src/gen/rbdbackup/v1/agent";
@@ -84,9 +86,10 @@ describe("agent audit: AgentService", () => {
     signer.sign({ scope: "operation", job: "j", attempt: 1, holder: self, allows: deleteOperationAsks(req) }, 60_000);
   const withLease = (l: string) => ({ metadata: Metadata({ [LEASE_METADATA_KEY]: l }) });
 
-  it("an agent's certificate: wrong_kind counted, one audit line naming it", async () => {
+  it("an agent's certificate: wrong_kind counted, one audit line naming it and the request's target", async () => {
     lines.length = 0;
-    await assert.rejects(client("agent-site-b").deleteBackup(request()), { code: Status.PERMISSION_DENIED });
+    const req = request();
+    await assert.rejects(client("agent-site-b").deleteBackup(req), { code: Status.PERMISSION_DENIED });
     assert.equal(await count(AGENT, "wrong_kind"), 1);
     const [a, ...rest] = audits();
     assert.deepEqual(rest, []);
@@ -95,14 +98,18 @@ describe("agent audit: AgentService", () => {
     assert.equal(a?.result, "PERMISSION_DENIED");
     assert.equal(a?.reason, "wrong_kind");
     assert.match(String(a?.message), /only for the coordinator/);
+    assert.equal(a?.target, `backupId=${req.backupId} backup=backups//${req.baseImage}`, "refused, yet named");
   });
 
-  it("a certificate without identity: no_identity, identity none", async () => {
+  it("a certificate without identity: no_identity, identity none, the image a read names", async () => {
     lines.length = 0;
     await assert.rejects(client("no-identity").checkCluster({ backupPool: "b" }), { code: Status.PERMISSION_DENIED });
     assert.equal(await count(AGENT, "no_identity"), 1);
     assert.equal(audits()[0]?.identity, "none");
     assert.equal(audits()[0]?.reason, "no_identity");
+    const image = { pool: "rbd", namespace: "", image: "prod" };
+    await assert.rejects(client("no-identity").listBackupSnapshots({ image }), { code: Status.PERMISSION_DENIED });
+    assert.equal(audits()[1]?.target, "image=rbd//prod");
   });
 
   it("the coordinator without a lease, with another request's lease: no_capability / not_covered, with the target", async () => {
@@ -176,11 +183,13 @@ describe("agent audit: Transfer", () => {
     const { audits, count } = probe(lines, metrics);
     const h = header("prod");
     const cap = signer.sign(
-      { scope: "transfer", job: "j", attempt: 1, holder: self, allows: transferAsks(header("other")) },
+      { scope: "transfer", job: "j", attempt: 1, holder: self, allows: transferAsks(header("other"), "fsid-b") },
       60_000,
     );
     const caller = { checked: true, identity: { kind: "agent" as const, ...self }, capability: cap };
-    await assert.rejects(authorizeTransfer(verifier, stream(h), caller, audit), { status: Status.PERMISSION_DENIED });
+    await assert.rejects(authorizeTransfer(verifier, stream(h), caller, "fsid-b", audit), {
+      status: Status.PERMISSION_DENIED,
+    });
     assert.equal(await count("rbdbackup.v1.TransferService", "not_covered"), 1);
     const a = audits()[0];
     assert.equal(a?.identity, "rbdbackup://agent/site-a/agent-site-a");
@@ -193,23 +202,99 @@ describe("agent audit: Transfer", () => {
       identity: { kind: "client" as const, role: "admin" as const, name: "x" },
       capability: cap,
     };
-    await assert.rejects(authorizeTransfer(verifier, stream(h), client, audit), { status: Status.PERMISSION_DENIED });
+    await assert.rejects(authorizeTransfer(verifier, stream(h), client, "fsid-b", audit), {
+      status: Status.PERMISSION_DENIED,
+    });
     assert.equal(await count("rbdbackup.v1.TransferService", "wrong_kind"), 1);
     assert.equal(audits().length, 2);
+    assert.equal(audits()[1]?.target, `RESTORE_ORIGINAL rbd//prod backupId=${h.backupId}`, "a client's, named too");
+
+    // No capability, or one held by another agent: the line still names what the stream asked for.
+    const none = { ...caller, capability: undefined };
+    await assert.rejects(authorizeTransfer(verifier, stream(h), none, "fsid-b", audit), {
+      status: Status.PERMISSION_DENIED,
+    });
+    assert.equal(audits()[2]?.reason, "no_capability");
+    assert.equal(audits()[2]?.target, `RESTORE_ORIGINAL rbd//prod backupId=${h.backupId}`);
   });
 
-  it("capabilityReason: the reason vocabulary", () => {
-    assert.equal(capabilityReason("capability refused: none presented (…)"), "no_capability");
+  it("capabilityReason: the typed reason of the refusal itself, never its message", () => {
+    const verifier = new CapabilityVerifier(readFileSync(coord.ca as string));
+    const reasonOf = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        return capabilityReason(e);
+      }
+      return "accepted";
+    };
+    const allows = { op: "delete", backupId: "x" };
+    const token = signer.sign({ scope: "operation", job: "j", attempt: 1, holder: self, allows }, 60_000);
     assert.equal(
-      capabilityReason("capability refused: it was issued to agent a/b, not to agent c/d"),
+      reasonOf(() => verifier.verify(undefined, "operation", self)),
+      "no_capability",
+    );
+    assert.equal(
+      reasonOf(() => verifier.verify(token, "operation", { cluster: "c", agentId: "d" })),
       "identity_mismatch",
     );
     assert.equal(
-      capabilityReason('capability refused: it allows backupId="x", the request asks for "y"'),
+      reasonOf(() => checkAllows(verifier.verify(token, "operation", self), { ...allows, backupId: "y" })),
       "not_covered",
     );
-    assert.equal(capabilityReason("capability refused: it does not cover pool"), "not_covered");
-    assert.equal(capabilityReason("capability refused: bad signature"), "bad_capability");
-    assert.equal(capabilityReason("capability refused: expired at 2020-01-01T00:00:00.000Z"), "bad_capability");
+    assert.equal(
+      reasonOf(() => checkAllows(verifier.verify(token, "operation", self), { pool: "p" })),
+      "not_covered",
+    );
+    assert.equal(
+      reasonOf(() =>
+        verifier.verify(
+          [Buffer.from("{}").toString("base64url"), ...token.split(".").slice(1)].join("."),
+          "operation",
+          self,
+        ),
+      ),
+      "bad_capability",
+    );
+    assert.equal(
+      reasonOf(() => verifier.verify(token, "transfer", self)),
+      "bad_capability",
+    );
+    // A message that reads like another reason does not change it: the type decides.
+    assert.equal(capabilityReason(new Error("capability refused: none presented")), "bad_capability");
+  });
+});
+
+describe("agent audit: the audit file (agent config audit.file)", () => {
+  it("every line also appended to the file, as JSON with time, identity, method, target, result, reason", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-agent-audit-"));
+    try {
+      const file = path.join(dir, "sub", "audit.jsonl");
+      const lines: LogLine[] = [];
+      const audit = new AuthzAudit(quietLogger(lines), () => {}, file);
+      audit.refused({
+        identity: "none",
+        method: `/${AGENT}/DeleteBackup`,
+        target: "backupId=x",
+        reason: "no_identity",
+        message: "m",
+      });
+      audit.record({ identity: "rbdbackup://coordinator/c", method: `/${AGENT}/Backup`, target: "t", result: "OK" });
+      audit.close();
+      const written = readFileSync(file, "utf8")
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l));
+      assert.equal(written.length, 2);
+      assert.equal(written[0].result, "PERMISSION_DENIED");
+      assert.equal(written[0].reason, "no_identity");
+      assert.equal(written[0].target, "backupId=x");
+      assert.match(written[0].time, /^\d{4}-\d\d-\d\dT/);
+      assert.equal(written[1].result, "OK");
+      assert.equal(statSync(file).mode & 0o777, 0o600);
+      assert.equal(lines.filter((l) => l.fields?.audit === true).length, 2, "the log gets them too");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -77,6 +77,7 @@ describe("agent configuration", () => {
       stateDir: "/var/lib/rbdbackup/agent",
       backupPool: "backups",
       sourcePaths: [],
+      audit: { file: "" },
       limits: {
         chunkSizeBytes: 2 * 1024 * 1024,
         readsInFlight: 8,

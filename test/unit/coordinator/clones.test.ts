@@ -203,6 +203,7 @@ describe("CLONE restore, FLATTEN and failover (coordinator)", () => {
     }
     images.b?.add("rbd/now");
     h.outcome(b1, r.id, Status.OK, "", { $case: "restore", value: restoreResult(b.id, target) });
+    await h.settle(); // the target cluster's agent confirms the clone (exists, size)
     assert.equal(h.job(r.id).state, JobState.JOB_STATE_SUCCEEDED);
     assert.deepEqual(h.backup(b.id).clones, [target]);
     const flatten = h.catalog.activeJobs().find((j) => j.kind === JobKind.JOB_KIND_FLATTEN && j.backupId === b.id);
@@ -242,6 +243,7 @@ describe("CLONE restore, FLATTEN and failover (coordinator)", () => {
     h.tick();
     images.b?.add("rbd/kept");
     h.outcome(b1, r.id, Status.OK, "", { $case: "restore", value: restoreResult(b.id, target) });
+    await h.settle(); // the target cluster's agent confirms the clone (exists, size)
     assert.equal(h.catalog.activeJobs().filter((j) => j.backupId === b.id).length, 0);
     await assertStatus(
       api.deleteBackup({ backupId: b.id }),

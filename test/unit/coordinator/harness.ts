@@ -17,9 +17,8 @@ import { Admission } from "../../../src/coordinator/api/admission";
 import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
 import type { Backup, JobRecord } from "../../../src/coordinator/model";
 import { lockOfBackup, lockOfVolume, Scheduler, type SchedulerConfig } from "../../../src/coordinator/scheduler";
-import { EXTRA_DEFAULTS } from "../../../src/coordinator/scheduler/config";
 import { type CallRequest, Sessions } from "../../../src/coordinator/sessions";
-import { BackupMode, type BackupResult, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
+import { BackupMode, type BackupResult, RestoreMode, RestoreResult } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobKind } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { JobOutcome } from "../../../src/gen/rbdbackup/v1/session";
@@ -62,7 +61,9 @@ export function memoryLogger(lines: LogLine[] = []): Logger & { lines: LogLine[]
 }
 
 export const testConfig: SchedulerConfig = {
-  ...EXTRA_DEFAULTS,
+  fullPoolBackoffMs: 300_000,
+  leftoverWaitMs: 30_000,
+  confirmTimeoutMs: 600_000,
   leaseTtlMs: 15_000,
   heartbeatIntervalMs: 3_000,
   maxAttempts: 3,
@@ -87,6 +88,8 @@ export class Harness {
   readonly admission: Admission;
   /** What the destinations hold (answers the confirmation questions), by backup id. */
   readonly committed = new Map<string, Committed>();
+  /** Images restored on target clusters (answers restores' confirmation probes): "cluster/pool/ns/image" → size. */
+  readonly restored = new Map<string, number>();
 
   constructor(
     cfg: Partial<SchedulerConfig> = {},
@@ -154,6 +157,12 @@ export class Harness {
     if (req.$case === "metadata") {
       const c = held.find((x) => x.backupId === req.value.backupId && x.pool === req.value.pool);
       return { $case: "metadata", value: { found: !!c, json: c?.meta ?? "" } };
+    }
+    if (req.$case === "probe") {
+      const im = req.value.image;
+      const size = this.restored.get(`${cluster}/${im?.pool}/${im?.namespace}/${im?.image}`);
+      const value = { missingPools: [], missingNamespaces: [], imageSnapshots: [] };
+      return { $case: "probe", value: { ...value, imageExists: size !== undefined, imageSize: size ?? 0 } };
     }
     return new AppError(Status.UNIMPLEMENTED, `the fake agent has no answer for ${req.$case}`);
   }
@@ -281,6 +290,18 @@ export class Harness {
     const r = backupResult(j.backupId);
     this.commit(j, r);
     const current = this.outcome(agent, j.id, Status.OK, "", { $case: "backup", value: r });
+    await this.settle();
+    return current;
+  }
+
+  /**
+   * The restore's target image now exists (at `r.imageSize`), the agent reports the restore done, and
+   * the confirmation is awaited: false when the report was stale.
+   */
+  async restoreDone(agent: FakeAgentSession, j: JobRecord, r = RestoreResult.fromPartial({ imageSize: 1 << 20 })) {
+    const t = j.volume as VolumeRef;
+    this.restored.set(`${t.cluster}/${t.pool}/${t.namespace}/${t.image}`, r.imageSize);
+    const current = this.outcome(agent, j.id, Status.OK, "", { $case: "restore", value: r });
     await this.settle();
     return current;
   }

@@ -16,7 +16,7 @@ import { transferAsks } from "../../../src/common/grants";
 import { LEFTOVER_RETRIES } from "../../../src/coordinator/scheduler/retry-policy";
 import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
-import type { FakeAgentSession } from "../../helpers/fake-agent";
+import { type FakeAgentSession, fsidOf } from "../../helpers/fake-agent";
 import { Harness, vol } from "./harness";
 
 const { JOB_STATE_QUEUED: QUEUED, JOB_STATE_RUNNING: RUNNING, JOB_STATE_FAILED: FAILED } = JobState;
@@ -154,7 +154,7 @@ describe("scheduler: transfer capabilities", () => {
         backupId: j.backupId,
       });
       // biome-ignore lint/suspicious/noExplicitAny: only the fields transferAsks reads
-      const asks = (x: any) => transferAsks(x);
+      const asks = (x: any) => transferAsks(x, fsidOf("b"));
       checkAllows(g, asks(header(`v1.backup.${j.backupId}`)));
       assert.throws(() => checkAllows(g, asks(header(`production.backup.${j.backupId}`))), /volumeImage/);
       assert.throws(() => checkAllows(g, asks(header(`v1.backup.${j.backupId}`, "rbd"))), /pool/);
@@ -173,6 +173,7 @@ describe("scheduler: transfer capabilities", () => {
         namespace: "",
         image: "v1-restored",
         mode: "new",
+        fsid: fsidOf("a"),
       });
     } finally {
       h.close();

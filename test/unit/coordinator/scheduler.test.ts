@@ -67,7 +67,8 @@ describe("scheduler", () => {
       assert.equal(op.value.targetAgent?.address, a1.info.transferAddress);
       assert.equal(op.value.snapshot, h.backup(j.backupId).snapshot);
       const restored = RestoreResult.fromPartial({ backupId: j.backupId, warnings: ["w"] });
-      h.outcome(b1, r.id, Status.OK, "", { $case: "restore", value: restored });
+      assert.equal(await h.restoreDone(b1, r, restored), true);
+      assert.equal(h.job(r.id).state, SUCCEEDED);
       assert.deepEqual(h.job(r.id).warnings, ["w"]);
 
       const d = h.queueDelete(j.backupId);

@@ -20,6 +20,9 @@ const signer = new CapabilitySigner(readFileSync(coord.cert as string), readFile
 const verifier = new CapabilityVerifier(readFileSync(coord.ca as string));
 const siteA: Identity = { kind: "agent", cluster: "site-a", agentId: "agent-site-a" };
 const siteB = { cluster: "site-b", agentId: "agent-site-b" };
+/** The destination's cluster (the agent running the check), and another one. */
+const FSID = "6c1d4c4e-0000-4000-8000-00000000000b";
+const OTHER_FSID = "6c1d4c4e-0000-4000-8000-00000000000c";
 
 const header = (kind: TransferKind, image: string, pool = "backups"): TransferHeader => {
   const backupId = randomUUID();
@@ -67,7 +70,7 @@ function source(h: TransferHeader) {
 }
 
 const mint = (h: TransferHeader, holder = { cluster: "site-a", agentId: "agent-site-a" }) =>
-  signer.sign({ scope: "transfer", job: "j", attempt: 1, holder, allows: transferAsks(h) }, 60_000);
+  signer.sign({ scope: "transfer", job: "j", attempt: 1, holder, allows: transferAsks(h, FSID) }, 60_000);
 const caller = (capability: string | undefined, identity: Identity | null = siteA): TransferCaller => ({
   checked: true,
   identity,
@@ -86,7 +89,10 @@ describe("transfer authorization", () => {
   it("a capability for exactly this stream, held by the caller: the sink gets every message, header first", async () => {
     const h = header(TransferKind.BACKUP_FULL, "vol.backup.$ID");
     const { messages } = source(h);
-    assert.deepEqual(await drain(await authorizeTransfer(verifier, messages, caller(mint(h)))), ["header", "zero"]);
+    assert.deepEqual(await drain(await authorizeTransfer(verifier, messages, caller(mint(h)), FSID)), [
+      "header",
+      "zero",
+    ]);
   });
 
   it("no capability, another image's, another holder's, a forged one → PERMISSION_DENIED, nothing passed on", async () => {
@@ -103,8 +109,39 @@ describe("transfer authorization", () => {
     ];
     for (const [cap, re] of cases) {
       const { messages, seen } = source(h);
-      await assert.rejects(authorizeTransfer(verifier, messages, caller(cap)), denied(re));
+      await assert.rejects(authorizeTransfer(verifier, messages, caller(cap), FSID), denied(re));
       assert.ok(seen.read <= 1, "nothing beyond the header was read");
+    }
+  });
+
+  it("a capability for exactly this stream on another cluster (fsid), or another chain → PERMISSION_DENIED, closed", async () => {
+    const full = header(TransferKind.BACKUP_FULL, "vol.backup.$ID");
+    const restore = header(TransferKind.RESTORE_NEW, "new-image", "rbd");
+    const incr = header(TransferKind.BACKUP_INCREMENTAL, "vol.backup.0b5e7a1c-3333-4333-8333-333333333333");
+    const otherChain = { ...incr, destination: { pool: "backups", namespace: "", image: "vol.backup.$ID" } };
+    otherChain.destination.image = `vol.backup.${incr.backupId}`;
+    const onOther = (h: TransferHeader) =>
+      signer.sign(
+        {
+          scope: "transfer",
+          job: "j",
+          attempt: 1,
+          holder: { cluster: "site-a", agentId: "agent-site-a" },
+          allows: transferAsks(h, OTHER_FSID),
+        },
+        60_000,
+      );
+    const cases: Array<[TransferHeader, string, RegExp]> = [
+      [full, onOther(full), /fsid/],
+      [restore, onOther(restore), /fsid/],
+      // A grant naming only the backup's own chain does not cover an incremental into another chain.
+      [incr, mint(otherChain), /chain/],
+    ];
+    for (const [h, cap, re] of cases) {
+      const { messages, seen } = source(h);
+      await assert.rejects(authorizeTransfer(verifier, messages, caller(cap), FSID), denied(re));
+      assert.equal(seen.read, 1, "only the header was read");
+      assert.equal(seen.closed, true);
     }
   });
 
@@ -127,7 +164,7 @@ describe("transfer authorization", () => {
       60_000,
     );
     const { messages, seen } = source(h);
-    await assert.rejects(authorizeTransfer(verifier, messages, caller(cap)), denied(/base image/));
+    await assert.rejects(authorizeTransfer(verifier, messages, caller(cap), FSID), denied(/base image/));
     assert.equal(seen.closed, true);
   });
 
@@ -139,11 +176,14 @@ describe("transfer authorization", () => {
         job: "j",
         attempt: 1,
         holder: { cluster: "site-a", agentId: "agent-site-a" },
-        allows: transferAsks(h),
+        allows: transferAsks(h, FSID),
       },
       60_000,
     );
-    await assert.rejects(authorizeTransfer(verifier, source(h).messages, caller(lease)), denied(/not a transfer/));
+    await assert.rejects(
+      authorizeTransfer(verifier, source(h).messages, caller(lease), FSID),
+      denied(/not a transfer/),
+    );
   });
 
   it("who: only agents may use the data plane; insecure mode checks nothing", async () => {
@@ -156,13 +196,16 @@ describe("transfer authorization", () => {
       assert.match(dataPlaneRefusal(caller(undefined, id)) ?? "", /only for agents/);
       const h = header(TransferKind.RESTORE_NEW, "x", "rbd");
       await assert.rejects(
-        authorizeTransfer(verifier, source(h).messages, caller(mint(h), id)),
+        authorizeTransfer(verifier, source(h).messages, caller(mint(h), id), FSID),
         denied(/only for agents/),
       );
     }
     const insecure: TransferCaller = { checked: false, identity: null, capability: undefined };
     assert.equal(dataPlaneRefusal(insecure), null);
     const h = header(TransferKind.RESTORE_NEW, "x", "rbd");
-    assert.deepEqual(await drain(await authorizeTransfer(null, source(h).messages, insecure)), ["header", "zero"]);
+    assert.deepEqual(await drain(await authorizeTransfer(null, source(h).messages, insecure, FSID)), [
+      "header",
+      "zero",
+    ]);
   });
 });

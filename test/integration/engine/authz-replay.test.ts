@@ -1,0 +1,176 @@
+/**
+ * Transfer capabilities name the destination cluster (fsid) and the chain (issue 12), against real
+ * clusters: a capability minted for a backup into site-b, replayed against site-small (same pool and
+ * image names), is refused PERMISSION_DENIED before anything is written on either cluster — through
+ * AgentService.Backup and directly on the data plane; a stream into a chain the minter never made is
+ * refused; and genuine full and incremental backups (capabilities naming fsid and chains) still work.
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { createChannel, createClient, Metadata, Status } from "nice-grpc";
+import { CAPABILITY_HEADER } from "../../../src/common/capability";
+import { channelCredentials, tlsChannelOptions } from "../../../src/common/tls";
+import { BackupRequest } from "../../../src/gen/rbdbackup/v1/agent";
+import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
+import {
+  type TransferHeader,
+  TransferKind,
+  type TransferMessage,
+  TransferServiceDefinition,
+} from "../../../src/gen/rbdbackup/v1/transfer";
+import { labTls } from "../../../src/lab/agent-process";
+import { backupTransferFields } from "../../../src/lab/lab-leases";
+import { labMinter, type RunningAgent, startAgent, transferCapabilityFor } from "../../helpers/agents";
+import { MiB, Volumes } from "../../helpers/volumes";
+
+const SITE_A = { cluster: "site-a", agentId: "agent-site-a" };
+
+describe("capabilities name the destination cluster and the chain", () => {
+  let a: RunningAgent;
+  let b: RunningAgent;
+  let small: RunningAgent;
+  const vols = new Volumes();
+  const closers: Array<() => void> = [];
+  let prod: ImageRef;
+
+  /**
+   * What must not change: this volume's images in the backup pools of both destinations (only ours:
+   * other tests share the lab), their snapshots, and the volume's snapshots.
+   */
+  const ours = async (cluster: string) => {
+    const io = await vols.io(cluster, "backups");
+    const names = (await io.imageList()).filter((i) => i.startsWith(`${prod.image}.`)).sort();
+    const snaps = await Promise.all(
+      names.map((n) => vols.snapNames(cluster, { pool: "backups", namespace: "", image: n })),
+    );
+    return names.map((n, i) => `${n}@${(snaps[i] ?? []).join(",")}`);
+  };
+  const state = async () => ({
+    siteB: await ours("site-b"),
+    siteSmall: await ours("site-small"),
+    prodSnaps: await vols.snapNames("site-a", prod),
+  });
+  const denied = (re: RegExp) => (e: unknown) => {
+    const err = e as { code?: number; details?: string };
+    assert.equal(err.code, Status.PERMISSION_DENIED, `expected PERMISSION_DENIED, got ${err.code}: ${err.details}`);
+    assert.match(err.details ?? "", re);
+    return true;
+  };
+
+  before(async () => {
+    [a, b, small] = await Promise.all([startAgent("site-a"), startAgent("site-b"), startAgent("site-small")]);
+    prod = await vols.create("site-a", "rbd", 8, 10, "replay");
+  });
+
+  after(async () => {
+    for (const c of closers) c();
+    await Promise.all([a?.stop(), b?.stop(), small?.stop()]);
+    await vols.cleanup();
+  });
+
+  it("genuine backups into site-b: a full one, then an incremental in the chain the minter knows", async () => {
+    const dest = { address: b.transferAddress, clusterFsid: b.fsid };
+    const full = await a.client.backup({
+      backupId: randomUUID(),
+      source: { $case: "volume", value: prod },
+      destination: dest,
+      destinationPool: "backups",
+    });
+    vols.track("site-b", "backups", full.baseImage);
+    assert.equal(full.incremental, false);
+    await vols.change(prod, "site-a", { writes: 3 });
+    const incr = await a.client.backup({
+      backupId: randomUUID(),
+      source: { $case: "volume", value: prod },
+      destination: dest,
+      destinationPool: "backups",
+    });
+    assert.equal(incr.incremental, true, "the chain named in the capability was accepted");
+    assert.equal(incr.baseImage, full.baseImage);
+  });
+
+  it("a backup capability minted for site-b, replayed by the source against site-small → PERMISSION_DENIED, nothing written", async () => {
+    const before = await state();
+    const backupId = randomUUID();
+    // What the coordinator minted: a full backup of prod into site-b's backups pool.
+    const forB = BackupRequest.fromPartial({
+      backupId,
+      source: { $case: "volume", value: prod },
+      destination: { address: b.transferAddress, clusterFsid: b.fsid },
+      destinationPool: "backups",
+    });
+    const capability = labMinter(SITE_A).mint(
+      "transfer",
+      backupTransferFields(forB, { ...SITE_A, backupPool: "backups", fsid: a.fsid }),
+    );
+    // The same backup sent to site-small (same pool name, same image names) with that capability.
+    await assert.rejects(
+      a.client.backup({
+        ...forB,
+        destination: { address: small.transferAddress, clusterFsid: small.fsid },
+        transferCapability: capability,
+      }),
+      denied(/fsid/),
+    );
+    assert.deepEqual(await state(), before);
+  });
+
+  describe("directly on the data plane, as site-a's agent", () => {
+    const client = (agent: RunningAgent) => {
+      const tls = labTls("agent-site-a");
+      const ch = createChannel(
+        agent.transferAddress,
+        channelCredentials(tls),
+        tlsChannelOptions(agent.transferAddress, tls),
+      );
+      closers.push(() => ch.close());
+      return createClient(TransferServiceDefinition, ch);
+    };
+    const header = (kind: TransferKind, image: string, backupId: string, fromSnapshot = ""): TransferHeader => ({
+      transferId: randomUUID(),
+      jobId: "",
+      kind,
+      destination: { pool: "backups", namespace: "", image },
+      fromSnapshot,
+      toSnapshot: `rbdbackup-${randomUUID()}`,
+      imageSize: 8 * MiB,
+      features: 0,
+      order: 22,
+      stripeUnit: 0,
+      stripeCount: 0,
+      imageMeta: {},
+      backupId,
+      metadataJson: Buffer.alloc(0),
+      expectedFsid: "",
+      chunkSize: MiB,
+    });
+    async function* stream(h: TransferHeader): AsyncIterable<TransferMessage> {
+      yield { body: { $case: "header", value: h } };
+      yield { body: { $case: "zero", value: { offset: 0, length: 4 * MiB } } };
+    }
+    const withCapability = (cap: string) => ({ metadata: Metadata({ [CAPABILITY_HEADER]: cap }) });
+
+    it("a capability for exactly this stream into site-b, presented to site-small → PERMISSION_DENIED, no image", async () => {
+      const before = await state();
+      const id = randomUUID();
+      const h = header(TransferKind.BACKUP_FULL, `${prod.image}.backup.${id}`, id);
+      const forB = transferCapabilityFor(h, SITE_A, "site-b");
+      await assert.rejects(client(small).transfer(stream(h), withCapability(forB)), denied(/fsid/));
+      assert.deepEqual(await state(), before);
+    });
+
+    it("an incremental into a chain the capability does not name → PERMISSION_DENIED, nothing changed", async () => {
+      const before = await state();
+      const id = randomUUID();
+      const chains = before.siteB.map((i) => i.split("@")[0] as string);
+      assert.equal(chains.length, 1, "the chain the first test made");
+      // A capability naming only the backup's own chain, but the stream writes into the existing one.
+      const own = header(TransferKind.BACKUP_FULL, `${prod.image}.backup.${id}`, id);
+      const cap = transferCapabilityFor(own, SITE_A, "site-b");
+      const into = header(TransferKind.BACKUP_INCREMENTAL, chains[0] as string, id, "rbdbackup-parent");
+      await assert.rejects(client(b).transfer(stream(into), withCapability(cap)), denied(/chain/));
+      assert.deepEqual(await state(), before);
+    });
+  });
+});
