@@ -43,7 +43,7 @@ export const SchedulerSchema = block(
       30_000,
     ),
     confirmTimeoutMs: int(
-      "How long a backup reported made may wait for an agent of its destination to confirm it, ms.",
+      "How long a backup (restore) reported done may wait for an agent of its destination (target) cluster to confirm it, ms.",
       1000,
       86_400_000,
       600_000,
