@@ -10,7 +10,7 @@ import { failedPrecondition } from "../../common/errors";
 import type { Logger } from "../../common/log";
 import { CreateBackupRequest, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
-import { type Policy, ProtectionState } from "../../gen/rbdbackup/v1/policy";
+import type { Policy } from "../../gen/rbdbackup/v1/policy";
 import type { Catalog } from "../catalog/catalog";
 import type { PolicyStore } from "../catalog/policy-store";
 import type { PolicySettings } from "../config-schema";
@@ -19,12 +19,11 @@ import { isUniqueViolation } from "../jobs/new-job";
 import { isFinal } from "../scheduler";
 import type { Sessions } from "../sessions";
 import { Discovery, matching, poolKey } from "./discovery";
-import type { PolicyMetrics, VolumeSample } from "./metrics";
+import { type PolicyMetrics, type VolumeSample, volumeSamples } from "./metrics";
 import { type ProtectionRecord, volumeKey } from "./model";
-import { enforceRetention, policyBackups } from "./retention-jobs";
+import { enforceRetention } from "./retention-jobs";
 import type { PolicyRunnerPort } from "./runner-port";
 import { advance, isDue, manualKey, newRecord, nextRun, slotKey, volumeMetadata } from "./slots";
-import { protectionView } from "./status";
 
 export interface PolicyRunnerDeps {
   catalog: Catalog;
@@ -175,37 +174,64 @@ export class PolicyRunner implements PolicyRunnerPort {
   }
 
   #save(next: ProtectionRecord, into: ProtectionRecord): void {
-    this.deps.store.upsertProtection(next);
-    Object.assign(into, next);
+    Object.assign(into, this.#write(next) ?? next);
+  }
+
+  /**
+   * Saves the runner's fields of a record read earlier in the tick (a run being queued awaits agents
+   * meanwhile): `pausedReason` stays what the store has now (FailoverVolume sets it), and a record the
+   * store no longer has (policy deleted, volume no longer selected) is not brought back. Returns what
+   * was saved.
+   */
+  #write(next: ProtectionRecord): ProtectionRecord | undefined {
+    const { store } = this.deps;
+    const cur = store.getProtection(next.policy, volumeKey(next.volume));
+    if (!cur) return undefined;
+    const saved = { ...next, pausedReason: cur.pausedReason };
+    store.upsertProtection(saved);
+    return saved;
+  }
+
+  /** The run may still be queued: its record is there, not paused, and its policy not paused. */
+  #stillDue(p: Policy, vol: VolumeRef): boolean {
+    const cur = this.deps.store.getProtection(p.name, volumeKey(vol));
+    return !!cur && !cur.pausedReason && this.deps.store.getPolicy(p.name)?.paused === false;
   }
 
   /** A due slot: skipped (paused: not counted; previous run still going: missed) or run. */
   async #runDue(p: Policy, rec: ProtectionRecord, now: number): Promise<void> {
-    const { store, metrics } = this.deps;
+    const { metrics } = this.deps;
     if (p.paused || rec.pausedReason) {
-      store.upsertProtection({ ...rec, ...nextRun(p, rec.volume, now) });
+      this.#write({ ...rec, ...nextRun(p, rec.volume, now) });
       return;
     }
     const prev = rec.lastJobId ? this.deps.catalog.getJob(rec.lastJobId) : undefined;
     if (prev && !isFinal(prev.state)) {
       const next = advance(p, rec, now, "");
-      store.upsertProtection(next);
+      this.#write(next);
       metrics?.missedRuns.labels(p.name).inc(next.missedRuns - rec.missedRuns);
       return;
     }
     const key = slotKey(p.name, rec.volume, rec.nextSlotAt);
-    await this.#queue(p, rec.volume, key, (jobId) => {
-      const next = advance(p, rec, now, jobId);
-      metrics?.missedRuns.labels(p.name).inc(next.missedRuns - rec.missedRuns);
-      return next;
-    }).catch((err) => {
+    const queue = this.#queue(
+      p,
+      rec.volume,
+      key,
+      (jobId) => {
+        const next = advance(p, rec, now, jobId);
+        metrics?.missedRuns.labels(p.name).inc(next.missedRuns - rec.missedRuns);
+        return next;
+      },
+      () => this.#stillDue(p, rec.volume),
+    );
+    await queue.catch((err) => {
       // Not queued (volume gone, no agent): a failed run of this slot.
       const next = advance(p, rec, now, "");
       const lastError = `slot ${new Date(rec.nextSlotAt).toISOString()}: ${(err as Error).message}`;
       // advance() counted this slot as not run; it ran and failed.
       const missedRuns = next.missedRuns - 1;
       metrics?.missedRuns.labels(p.name).inc(missedRuns - rec.missedRuns);
-      store.upsertProtection({
+      this.#write({
         ...next,
         missedRuns,
         consecutiveFailures: rec.consecutiveFailures + 1,
@@ -218,14 +244,17 @@ export class PolicyRunner implements PolicyRunnerPort {
   /**
    * Builds and inserts one backup job of `vol` under `key`, with the record `update` makes, in one
    * transaction. A key already used (a retried tick, a restart) inserts nothing and returns that job.
+   * `still` is asked in the transaction, after the agents answered: false (paused or deleted meanwhile)
+   * inserts nothing and returns "".
    */
   async #queue(
     p: Policy,
     vol: VolumeRef,
     key: string,
     update: (jobId: string) => ProtectionRecord | undefined,
+    still: () => boolean = () => true,
   ): Promise<string> {
-    const { catalog, store } = this.deps;
+    const { catalog } = this.deps;
     const launchKey = `${p.name}\0${volumeKey(vol)}`;
     this.#launching.add(launchKey);
     try {
@@ -233,7 +262,7 @@ export class PolicyRunner implements PolicyRunnerPort {
       const req = this.#request(p, vol, key);
       if (existing) {
         const rec = update(existing.id);
-        if (rec) store.upsertProtection(rec);
+        if (rec) this.#write(rec);
         return existing.id;
       }
       const dest = p.destination ?? { cluster: "", pool: "", namespace: "" };
@@ -246,17 +275,23 @@ export class PolicyRunner implements PolicyRunnerPort {
         this.#now(),
       );
       try {
-        catalog.transaction(() => {
+        const queued = catalog.transaction(() => {
+          if (!still()) return false;
           catalog.insertBackup(backup);
           catalog.insertJob(job);
           const rec = update(job.id);
-          if (rec) store.upsertProtection(rec);
+          if (rec) this.#write(rec);
+          return true;
         });
+        if (!queued) {
+          this.deps.log.info("policy run not queued: paused or deselected meanwhile", { policy: p.name, key });
+          return "";
+        }
       } catch (e) {
         const other = isUniqueViolation(e) && catalog.jobByIdempotencyKey(key);
         if (!other) throw e;
         const rec = update(other.id);
-        if (rec) store.upsertProtection(rec);
+        if (rec) this.#write(rec);
         return other.id;
       }
       this.deps.log.info("policy run queued", { policy: p.name, volume: volumeKey(vol), job: job.id, key });
@@ -317,30 +352,6 @@ export class PolicyRunner implements PolicyRunnerPort {
 
   /** Per-volume samples for the metrics: recovery point age and protection state. */
   samples(): VolumeSample[] {
-    const now = this.#now();
-    const out: VolumeSample[] = [];
-    for (const p of this.deps.store.allPolicies()) {
-      for (const rec of this.deps.store.protectionOfPolicy(p.name)) {
-        const newest = policyBackups(this.deps.catalog, p, rec.volume).sort(
-          (a, b) => (b.createdAt?.getTime() ?? 0) - (a.createdAt?.getTime() ?? 0),
-        )[0];
-        const at = newest?.createdAt?.getTime();
-        const view = protectionView(
-          p,
-          rec,
-          newest && at !== undefined
-            ? { id: newest.id, at, completedAt: newest.completedAt?.getTime() ?? at }
-            : undefined,
-          now,
-        );
-        out.push({
-          ...rec.volume,
-          policy: p.name,
-          ageSeconds: at === undefined ? undefined : Math.max(0, (now - at) / 1000),
-          state: ProtectionState[view.state].replace("PROTECTION_STATE_", "").toLowerCase(),
-        });
-      }
-    }
-    return out;
+    return volumeSamples(this.deps.catalog, this.deps.store, this.#now());
   }
 }
