@@ -6,7 +6,8 @@
  * twice. It settles finished runs (failures counted, retention after a success) and answers the API
  * (PolicyRunnerPort). Time comes from `now` (a test moves a fake clock and awaits tick()).
  */
-import { failedPrecondition } from "../../common/errors";
+import { Status } from "nice-grpc-common";
+import { AppError, failedPrecondition } from "../../common/errors";
 import type { Logger } from "../../common/log";
 import { CreateBackupRequest, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
@@ -23,7 +24,7 @@ import { type PolicyMetrics, type VolumeSample, volumeSamples } from "./metrics"
 import { type ProtectionRecord, volumeKey } from "./model";
 import { enforceRetention } from "./retention-jobs";
 import type { PolicyRunnerPort } from "./runner-port";
-import { advance, isDue, manualKey, newRecord, nextRun, slotKey, volumeMetadata } from "./slots";
+import { advance, isDue, manualKey, newRecord, nextRun, retrySlot, slotKey, volumeMetadata } from "./slots";
 
 export interface PolicyRunnerDeps {
   catalog: Catalog;
@@ -37,6 +38,9 @@ export interface PolicyRunnerDeps {
   now?: () => number;
   metrics?: PolicyMetrics;
 }
+
+/** A run not queued for want of an agent is tried again this much later (while its slot is current). */
+const SLOT_RETRY_MS = 5_000;
 
 /** Runs being queued at once (each asks two agents first). */
 const LAUNCH_CONCURRENCY = 16;
@@ -225,9 +229,17 @@ export class PolicyRunner implements PolicyRunnerPort {
       () => this.#stillDue(p, rec.volume),
     );
     await queue.catch((err) => {
-      // Not queued (volume gone, no agent): a failed run of this slot.
-      const next = advance(p, rec, now, "");
       const lastError = `slot ${new Date(rec.nextSlotAt).toISOString()}: ${(err as Error).message}`;
+      // No agent yet (a restart: agents are reconnecting): the same slot again soon, not a failure.
+      const unavailable = err instanceof AppError && err.status === Status.UNAVAILABLE;
+      const again = unavailable ? retrySlot(p, rec, this.#now() + SLOT_RETRY_MS) : undefined;
+      if (again) {
+        this.#write({ ...again, lastError: `${lastError} (retrying)` });
+        this.deps.log.warn("policy run not queued yet", { policy: p.name, volume: volumeKey(rec.volume), err });
+        return;
+      }
+      // Not queued (volume gone, no agent until the next slot): a failed run of this slot.
+      const next = advance(p, rec, now, "");
       // advance() counted this slot as not run; it ran and failed.
       const missedRuns = next.missedRuns - 1;
       metrics?.missedRuns.labels(p.name).inc(missedRuns - rec.missedRuns);

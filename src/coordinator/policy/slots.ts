@@ -63,6 +63,15 @@ export function advance(p: Policy, rec: ProtectionRecord, nowMs: number, jobId: 
   };
 }
 
+/**
+ * A run that could not be queued for now (no agent of the cluster connected yet, e.g. just after a
+ * restart): the same slot again at `retryAt` — undefined when that is not before the slot after it.
+ */
+export function retrySlot(p: Policy, rec: ProtectionRecord, retryAt: number): ProtectionRecord | undefined {
+  if (retryAt >= nextSlot(scheduleOf(p), rec.nextSlotAt)) return undefined;
+  return { ...rec, nextRunAt: retryAt };
+}
+
 /** The run of a slot is due. */
 export const isDue = (rec: ProtectionRecord, nowMs: number): boolean => rec.nextRunAt <= nowMs;
 
