@@ -3,8 +3,11 @@
  * discovered images matching its pool selector), keeps one ProtectionRecord per (policy, volume), and
  * queues a backup job for each record whose run is due — in one transaction with the record's advance,
  * with an idempotency key of (policy, volume, slot), so a retried tick or a restart never queues a slot
- * twice. It settles finished runs (failures counted, retention after a success) and answers the API
- * (PolicyRunnerPort). Time comes from `now` (a test moves a fake clock and awaits tick()).
+ * twice. The transaction re-reads the record: a volume paused (failover) or deselected while its run was
+ * being built gets no job, and the runner's writes never undo a pause. A run that finds no agent (a
+ * restart, agents reconnecting) keeps its slot and is tried again shortly. It settles finished runs
+ * (failures counted, retention after a success) and answers the API (PolicyRunnerPort). Time comes from
+ * `now` (a test moves a fake clock and awaits tick()).
  */
 import { Status } from "nice-grpc-common";
 import { AppError, failedPrecondition } from "../../common/errors";
