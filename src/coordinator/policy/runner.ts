@@ -12,7 +12,7 @@
 import { Status } from "nice-grpc-common";
 import { AppError, failedPrecondition } from "../../common/errors";
 import type { Logger } from "../../common/log";
-import { CreateBackupRequest, JobState } from "../../gen/rbdbackup/v1/backup_service";
+import { JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Policy } from "../../gen/rbdbackup/v1/policy";
 import type { Catalog } from "../catalog/catalog";
@@ -25,9 +25,10 @@ import type { Sessions } from "../sessions";
 import { Discovery, matching, poolKey } from "./discovery";
 import { type PolicyMetrics, type VolumeSample, volumeSamples } from "./metrics";
 import { type ProtectionRecord, volumeKey } from "./model";
+import { saveRunnerFields, stillDue } from "./records";
 import { enforceRetention } from "./retention-jobs";
 import type { PolicyRunnerPort } from "./runner-port";
-import { advance, isDue, manualKey, newRecord, nextRun, retrySlot, slotKey, volumeMetadata } from "./slots";
+import { advance, isDue, manualKey, newRecord, nextRun, retrySlot, runRequest, slotKey } from "./slots";
 
 export interface PolicyRunnerDeps {
   catalog: Catalog;
@@ -181,41 +182,20 @@ export class PolicyRunner implements PolicyRunnerPort {
   }
 
   #save(next: ProtectionRecord, into: ProtectionRecord): void {
-    Object.assign(into, this.#write(next) ?? next);
-  }
-
-  /**
-   * Saves the runner's fields of a record read earlier in the tick (a run being queued awaits agents
-   * meanwhile): `pausedReason` stays what the store has now (FailoverVolume sets it), and a record the
-   * store no longer has (policy deleted, volume no longer selected) is not brought back. Returns what
-   * was saved.
-   */
-  #write(next: ProtectionRecord): ProtectionRecord | undefined {
-    const { store } = this.deps;
-    const cur = store.getProtection(next.policy, volumeKey(next.volume));
-    if (!cur) return undefined;
-    const saved = { ...next, pausedReason: cur.pausedReason };
-    store.upsertProtection(saved);
-    return saved;
-  }
-
-  /** The run may still be queued: its record is there, not paused, and its policy not paused. */
-  #stillDue(p: Policy, vol: VolumeRef): boolean {
-    const cur = this.deps.store.getProtection(p.name, volumeKey(vol));
-    return !!cur && !cur.pausedReason && this.deps.store.getPolicy(p.name)?.paused === false;
+    Object.assign(into, saveRunnerFields(this.deps.store, next) ?? next);
   }
 
   /** A due slot: skipped (paused: not counted; previous run still going: missed) or run. */
   async #runDue(p: Policy, rec: ProtectionRecord, now: number): Promise<void> {
     const { metrics } = this.deps;
     if (p.paused || rec.pausedReason) {
-      this.#write({ ...rec, ...nextRun(p, rec.volume, now) });
+      saveRunnerFields(this.deps.store, { ...rec, ...nextRun(p, rec.volume, now) });
       return;
     }
     const prev = rec.lastJobId ? this.deps.catalog.getJob(rec.lastJobId) : undefined;
     if (prev && !isFinal(prev.state)) {
       const next = advance(p, rec, now, "");
-      this.#write(next);
+      saveRunnerFields(this.deps.store, next);
       metrics?.missedRuns.labels(p.name).inc(next.missedRuns - rec.missedRuns);
       return;
     }
@@ -229,7 +209,7 @@ export class PolicyRunner implements PolicyRunnerPort {
         metrics?.missedRuns.labels(p.name).inc(next.missedRuns - rec.missedRuns);
         return next;
       },
-      () => this.#stillDue(p, rec.volume),
+      () => stillDue(this.deps.store, p, rec.volume),
     );
     await queue.catch((err) => {
       const lastError = `slot ${new Date(rec.nextSlotAt).toISOString()}: ${(err as Error).message}`;
@@ -237,7 +217,7 @@ export class PolicyRunner implements PolicyRunnerPort {
       const unavailable = err instanceof AppError && err.status === Status.UNAVAILABLE;
       const again = unavailable ? retrySlot(p, rec, this.#now() + SLOT_RETRY_MS) : undefined;
       if (again) {
-        this.#write({ ...again, lastError: `${lastError} (retrying)` });
+        saveRunnerFields(this.deps.store, { ...again, lastError: `${lastError} (retrying)` });
         this.deps.log.warn("policy run not queued yet", { policy: p.name, volume: volumeKey(rec.volume), err });
         return;
       }
@@ -246,7 +226,7 @@ export class PolicyRunner implements PolicyRunnerPort {
       // advance() counted this slot as not run; it ran and failed.
       const missedRuns = next.missedRuns - 1;
       metrics?.missedRuns.labels(p.name).inc(missedRuns - rec.missedRuns);
-      this.#write({
+      saveRunnerFields(this.deps.store, {
         ...next,
         missedRuns,
         consecutiveFailures: rec.consecutiveFailures + 1,
@@ -274,10 +254,10 @@ export class PolicyRunner implements PolicyRunnerPort {
     this.#launching.add(launchKey);
     try {
       const existing = catalog.jobByIdempotencyKey(key);
-      const req = this.#request(p, vol, key);
+      const req = runRequest(p, vol, key);
       if (existing) {
         const rec = update(existing.id);
-        if (rec) this.#write(rec);
+        if (rec) saveRunnerFields(this.deps.store, rec);
         return existing.id;
       }
       const dest = p.destination ?? { cluster: "", pool: "", namespace: "" };
@@ -295,7 +275,7 @@ export class PolicyRunner implements PolicyRunnerPort {
           catalog.insertBackup(backup);
           catalog.insertJob(job);
           const rec = update(job.id);
-          if (rec) this.#write(rec);
+          if (rec) saveRunnerFields(this.deps.store, rec);
           return true;
         });
         if (!queued) {
@@ -306,7 +286,7 @@ export class PolicyRunner implements PolicyRunnerPort {
         const other = isUniqueViolation(e) && catalog.jobByIdempotencyKey(key);
         if (!other) throw e;
         const rec = update(other.id);
-        if (rec) this.#write(rec);
+        if (rec) saveRunnerFields(this.deps.store, rec);
         return other.id;
       }
       this.deps.log.info("policy run queued", { policy: p.name, volume: volumeKey(vol), job: job.id, key });
@@ -315,17 +295,6 @@ export class PolicyRunner implements PolicyRunnerPort {
     } finally {
       this.#launching.delete(launchKey);
     }
-  }
-
-  #request(p: Policy, vol: VolumeRef, key: string): CreateBackupRequest {
-    return CreateBackupRequest.fromPartial({
-      volume: vol,
-      location: p.destination,
-      mode: p.mode,
-      maxSnapshots: p.maxSnapshots,
-      volumeMetadata: volumeMetadata(p, vol),
-      idempotencyKey: key,
-    });
   }
 
   // ---- PolicyRunnerPort ----
