@@ -34,6 +34,8 @@ export interface CoordinatorProcessOptions {
   dir?: string;
   listen?: string;
   scheduler?: Record<string, number>;
+  /** The policy runner's settings (tickMs, discoveryIntervalMs, minIntervalSeconds). */
+  policy?: Record<string, number>;
   /** API bearer tokens and their roles (written as the tokens file, "<role> <token>" per line). */
   tokens?: Array<{ role: Role; token: string }>;
   /** auth.auditLog: a file the audit lines are appended to. */
@@ -68,6 +70,7 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = 
     auth: { tokensFile, auditLog: opts.auditLog ?? "" },
     catalog: { path: catalogPath },
     scheduler: opts.scheduler ?? {},
+    policy: opts.policy ?? {},
     shutdownGraceSeconds: opts.shutdownGraceSeconds ?? 2,
   };
   const cfgFile = path.join(dir, "coordinator.json");

@@ -4,6 +4,11 @@
  * the coordinator's registry (CoordinatorMetrics' `extra`).
  */
 import client from "prom-client";
+import { ProtectionState } from "../../gen/rbdbackup/v1/policy";
+import type { Catalog } from "../catalog/catalog";
+import type { PolicyStore } from "../catalog/policy-store";
+import { policyBackups } from "./retention-jobs";
+import { protectionView } from "./status";
 
 export interface VolumeSample {
   cluster: string;
@@ -77,4 +82,32 @@ export class PolicyMetrics {
   all(): client.Metric[] {
     return [this.missedRuns, this.retentionDeletions, this.runDuration, this.recoveryPointAge, this.volumesProtected];
   }
+}
+
+/** Every protection record's sample at `now`: its newest backup's age and its state. */
+export function volumeSamples(catalog: Catalog, store: PolicyStore, now: number): VolumeSample[] {
+  const out: VolumeSample[] = [];
+  for (const p of store.allPolicies()) {
+    for (const rec of store.protectionOfPolicy(p.name)) {
+      const newest = policyBackups(catalog, p, rec.volume).sort(
+        (a, b) => (b.createdAt?.getTime() ?? 0) - (a.createdAt?.getTime() ?? 0),
+      )[0];
+      const at = newest?.createdAt?.getTime();
+      const view = protectionView(
+        p,
+        rec,
+        newest && at !== undefined
+          ? { id: newest.id, at, completedAt: newest.completedAt?.getTime() ?? at }
+          : undefined,
+        now,
+      );
+      out.push({
+        ...rec.volume,
+        policy: p.name,
+        ageSeconds: at === undefined ? undefined : Math.max(0, (now - at) / 1000),
+        state: ProtectionState[view.state].replace("PROTECTION_STATE_", "").toLowerCase(),
+      });
+    }
+  }
+  return out;
 }

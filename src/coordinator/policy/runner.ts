@@ -3,14 +3,18 @@
  * discovered images matching its pool selector), keeps one ProtectionRecord per (policy, volume), and
  * queues a backup job for each record whose run is due — in one transaction with the record's advance,
  * with an idempotency key of (policy, volume, slot), so a retried tick or a restart never queues a slot
- * twice. It settles finished runs (failures counted, retention after a success) and answers the API
- * (PolicyRunnerPort). Time comes from `now` (a test moves a fake clock and awaits tick()).
+ * twice. The transaction re-reads the record: a volume paused (failover) or deselected while its run was
+ * being built gets no job, and the runner's writes never undo a pause. A run that finds no agent (a
+ * restart, agents reconnecting) keeps its slot and is tried again shortly. It settles finished runs
+ * (failures counted, retention after a success) and answers the API (PolicyRunnerPort). Time comes from
+ * `now` (a test moves a fake clock and awaits tick()).
  */
-import { failedPrecondition } from "../../common/errors";
+import { Status } from "nice-grpc-common";
+import { AppError, failedPrecondition } from "../../common/errors";
 import type { Logger } from "../../common/log";
-import { CreateBackupRequest, JobState } from "../../gen/rbdbackup/v1/backup_service";
+import { JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
-import { type Policy, ProtectionState } from "../../gen/rbdbackup/v1/policy";
+import type { Policy } from "../../gen/rbdbackup/v1/policy";
 import type { Catalog } from "../catalog/catalog";
 import type { PolicyStore } from "../catalog/policy-store";
 import type { PolicySettings } from "../config-schema";
@@ -19,12 +23,12 @@ import { isUniqueViolation } from "../jobs/new-job";
 import { isFinal } from "../scheduler";
 import type { Sessions } from "../sessions";
 import { Discovery, matching, poolKey } from "./discovery";
-import type { PolicyMetrics, VolumeSample } from "./metrics";
+import { type PolicyMetrics, type VolumeSample, volumeSamples } from "./metrics";
 import { type ProtectionRecord, volumeKey } from "./model";
-import { enforceRetention, policyBackups } from "./retention-jobs";
+import { saveRunnerFields, stillDue } from "./records";
+import { enforceRetention } from "./retention-jobs";
 import type { PolicyRunnerPort } from "./runner-port";
-import { advance, isDue, manualKey, newRecord, nextRun, slotKey, volumeMetadata } from "./slots";
-import { protectionView } from "./status";
+import { advance, isDue, manualKey, newRecord, nextRun, retrySlot, runRequest, slotKey } from "./slots";
 
 export interface PolicyRunnerDeps {
   catalog: Catalog;
@@ -38,6 +42,9 @@ export interface PolicyRunnerDeps {
   now?: () => number;
   metrics?: PolicyMetrics;
 }
+
+/** A run not queued for want of an agent is tried again this much later (while its slot is current). */
+const SLOT_RETRY_MS = 5_000;
 
 /** Runs being queued at once (each asks two agents first). */
 const LAUNCH_CONCURRENCY = 16;
@@ -175,37 +182,51 @@ export class PolicyRunner implements PolicyRunnerPort {
   }
 
   #save(next: ProtectionRecord, into: ProtectionRecord): void {
-    this.deps.store.upsertProtection(next);
-    Object.assign(into, next);
+    Object.assign(into, saveRunnerFields(this.deps.store, next) ?? next);
   }
 
   /** A due slot: skipped (paused: not counted; previous run still going: missed) or run. */
   async #runDue(p: Policy, rec: ProtectionRecord, now: number): Promise<void> {
-    const { store, metrics } = this.deps;
+    const { metrics } = this.deps;
     if (p.paused || rec.pausedReason) {
-      store.upsertProtection({ ...rec, ...nextRun(p, rec.volume, now) });
+      saveRunnerFields(this.deps.store, { ...rec, ...nextRun(p, rec.volume, now) });
       return;
     }
     const prev = rec.lastJobId ? this.deps.catalog.getJob(rec.lastJobId) : undefined;
     if (prev && !isFinal(prev.state)) {
       const next = advance(p, rec, now, "");
-      store.upsertProtection(next);
+      saveRunnerFields(this.deps.store, next);
       metrics?.missedRuns.labels(p.name).inc(next.missedRuns - rec.missedRuns);
       return;
     }
     const key = slotKey(p.name, rec.volume, rec.nextSlotAt);
-    await this.#queue(p, rec.volume, key, (jobId) => {
-      const next = advance(p, rec, now, jobId);
-      metrics?.missedRuns.labels(p.name).inc(next.missedRuns - rec.missedRuns);
-      return next;
-    }).catch((err) => {
-      // Not queued (volume gone, no agent): a failed run of this slot.
-      const next = advance(p, rec, now, "");
+    const queue = this.#queue(
+      p,
+      rec.volume,
+      key,
+      (jobId) => {
+        const next = advance(p, rec, now, jobId);
+        metrics?.missedRuns.labels(p.name).inc(next.missedRuns - rec.missedRuns);
+        return next;
+      },
+      () => stillDue(this.deps.store, p, rec.volume),
+    );
+    await queue.catch((err) => {
       const lastError = `slot ${new Date(rec.nextSlotAt).toISOString()}: ${(err as Error).message}`;
+      // No agent yet (a restart: agents are reconnecting): the same slot again soon, not a failure.
+      const unavailable = err instanceof AppError && err.status === Status.UNAVAILABLE;
+      const again = unavailable ? retrySlot(p, rec, this.#now() + SLOT_RETRY_MS) : undefined;
+      if (again) {
+        saveRunnerFields(this.deps.store, { ...again, lastError: `${lastError} (retrying)` });
+        this.deps.log.warn("policy run not queued yet", { policy: p.name, volume: volumeKey(rec.volume), err });
+        return;
+      }
+      // Not queued (volume gone, no agent until the next slot): a failed run of this slot.
+      const next = advance(p, rec, now, "");
       // advance() counted this slot as not run; it ran and failed.
       const missedRuns = next.missedRuns - 1;
       metrics?.missedRuns.labels(p.name).inc(missedRuns - rec.missedRuns);
-      store.upsertProtection({
+      saveRunnerFields(this.deps.store, {
         ...next,
         missedRuns,
         consecutiveFailures: rec.consecutiveFailures + 1,
@@ -218,22 +239,25 @@ export class PolicyRunner implements PolicyRunnerPort {
   /**
    * Builds and inserts one backup job of `vol` under `key`, with the record `update` makes, in one
    * transaction. A key already used (a retried tick, a restart) inserts nothing and returns that job.
+   * `still` is asked in the transaction, after the agents answered: false (paused or deleted meanwhile)
+   * inserts nothing and returns "".
    */
   async #queue(
     p: Policy,
     vol: VolumeRef,
     key: string,
     update: (jobId: string) => ProtectionRecord | undefined,
+    still: () => boolean = () => true,
   ): Promise<string> {
-    const { catalog, store } = this.deps;
+    const { catalog } = this.deps;
     const launchKey = `${p.name}\0${volumeKey(vol)}`;
     this.#launching.add(launchKey);
     try {
       const existing = catalog.jobByIdempotencyKey(key);
-      const req = this.#request(p, vol, key);
+      const req = runRequest(p, vol, key);
       if (existing) {
         const rec = update(existing.id);
-        if (rec) store.upsertProtection(rec);
+        if (rec) saveRunnerFields(this.deps.store, rec);
         return existing.id;
       }
       const dest = p.destination ?? { cluster: "", pool: "", namespace: "" };
@@ -246,17 +270,23 @@ export class PolicyRunner implements PolicyRunnerPort {
         this.#now(),
       );
       try {
-        catalog.transaction(() => {
+        const queued = catalog.transaction(() => {
+          if (!still()) return false;
           catalog.insertBackup(backup);
           catalog.insertJob(job);
           const rec = update(job.id);
-          if (rec) store.upsertProtection(rec);
+          if (rec) saveRunnerFields(this.deps.store, rec);
+          return true;
         });
+        if (!queued) {
+          this.deps.log.info("policy run not queued: paused or deselected meanwhile", { policy: p.name, key });
+          return "";
+        }
       } catch (e) {
         const other = isUniqueViolation(e) && catalog.jobByIdempotencyKey(key);
         if (!other) throw e;
         const rec = update(other.id);
-        if (rec) store.upsertProtection(rec);
+        if (rec) saveRunnerFields(this.deps.store, rec);
         return other.id;
       }
       this.deps.log.info("policy run queued", { policy: p.name, volume: volumeKey(vol), job: job.id, key });
@@ -265,17 +295,6 @@ export class PolicyRunner implements PolicyRunnerPort {
     } finally {
       this.#launching.delete(launchKey);
     }
-  }
-
-  #request(p: Policy, vol: VolumeRef, key: string): CreateBackupRequest {
-    return CreateBackupRequest.fromPartial({
-      volume: vol,
-      location: p.destination,
-      mode: p.mode,
-      maxSnapshots: p.maxSnapshots,
-      volumeMetadata: volumeMetadata(p, vol),
-      idempotencyKey: key,
-    });
   }
 
   // ---- PolicyRunnerPort ----
@@ -317,30 +336,6 @@ export class PolicyRunner implements PolicyRunnerPort {
 
   /** Per-volume samples for the metrics: recovery point age and protection state. */
   samples(): VolumeSample[] {
-    const now = this.#now();
-    const out: VolumeSample[] = [];
-    for (const p of this.deps.store.allPolicies()) {
-      for (const rec of this.deps.store.protectionOfPolicy(p.name)) {
-        const newest = policyBackups(this.deps.catalog, p, rec.volume).sort(
-          (a, b) => (b.createdAt?.getTime() ?? 0) - (a.createdAt?.getTime() ?? 0),
-        )[0];
-        const at = newest?.createdAt?.getTime();
-        const view = protectionView(
-          p,
-          rec,
-          newest && at !== undefined
-            ? { id: newest.id, at, completedAt: newest.completedAt?.getTime() ?? at }
-            : undefined,
-          now,
-        );
-        out.push({
-          ...rec.volume,
-          policy: p.name,
-          ageSeconds: at === undefined ? undefined : Math.max(0, (now - at) / 1000),
-          state: ProtectionState[view.state].replace("PROTECTION_STATE_", "").toLowerCase(),
-        });
-      }
-    }
-    return out;
+    return volumeSamples(this.deps.catalog, this.deps.store, this.#now());
   }
 }

@@ -7,6 +7,7 @@
  * that passed with it counted as missed).
  */
 import { createHash } from "node:crypto";
+import { CreateBackupRequest } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Policy, PolicySchedule } from "../../gen/rbdbackup/v1/policy";
 import { type ProtectionRecord, volumeKey } from "./model";
@@ -63,6 +64,15 @@ export function advance(p: Policy, rec: ProtectionRecord, nowMs: number, jobId: 
   };
 }
 
+/**
+ * A run that could not be queued for now (no agent of the cluster connected yet, e.g. just after a
+ * restart): the same slot again at `retryAt` — undefined when that is not before the slot after it.
+ */
+export function retrySlot(p: Policy, rec: ProtectionRecord, retryAt: number): ProtectionRecord | undefined {
+  if (retryAt >= nextSlot(scheduleOf(p), rec.nextSlotAt)) return undefined;
+  return { ...rec, nextRunAt: retryAt };
+}
+
 /** The run of a slot is due. */
 export const isDue = (rec: ProtectionRecord, nowMs: number): boolean => rec.nextRunAt <= nowMs;
 
@@ -94,4 +104,16 @@ export function volumeMetadata(p: Policy, vol: VolumeRef): Record<string, string
   for (const [k, v] of Object.entries(p.volumeMetadata ?? {}))
     out[k] = v.replace(/\{(cluster|pool|namespace|image|policy)\}/g, (_, f: string) => subst[f] ?? "");
   return out;
+}
+
+/** The CreateBackup request of a policy's run of `vol` under idempotency key `key`. */
+export function runRequest(p: Policy, vol: VolumeRef, key: string): CreateBackupRequest {
+  return CreateBackupRequest.fromPartial({
+    volume: vol,
+    location: p.destination,
+    mode: p.mode,
+    maxSnapshots: p.maxSnapshots,
+    volumeMetadata: volumeMetadata(p, vol),
+    idempotencyKey: key,
+  });
 }

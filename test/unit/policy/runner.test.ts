@@ -215,4 +215,81 @@ describe("policy runner", () => {
     await runner.tick();
     assert.equal(h.catalog.policies.protectionOfPolicy("gold").length, 3);
   });
+  /** The agents' first probe runs `during` first: something the API does while a run is being queued. */
+  const duringProbe = (during: () => void) => {
+    let done = false;
+    const answer = (req: CallRequest): Answer => {
+      if (req.$case === "probe" && !done) {
+        done = true;
+        during();
+      }
+      return srcAnswer(req);
+    };
+    h.connect("agent-a", "a").answer = answer;
+    h.connect("agent-b", "b").answer = answer;
+  };
+
+  it("a volume failed over while its run is being queued stays paused and gets no job", async () => {
+    h.catalog.policies.insertPolicy(policy());
+    await runner.tick();
+    const rec = record();
+    assert.ok(rec);
+    duringProbe(() => h.catalog.policies.upsertProtection({ ...rec, pausedReason: "failed over" }));
+    h.t = rec.nextRunAt;
+    await runner.tick();
+    assert.equal(record()?.pausedReason, "failed over", "the pause is kept");
+    assert.equal(jobs().length, 0, "no backup of the paused volume");
+    h.t += INTERVAL * 1000;
+    await runner.tick();
+    assert.equal(record()?.pausedReason, "failed over");
+    assert.equal(jobs().length, 0);
+  });
+
+  it("a policy deleted while its run is being queued: no job, no record brought back", async () => {
+    h.catalog.policies.insertPolicy(policy());
+    await runner.tick();
+    duringProbe(() => h.catalog.policies.deletePolicy("gold"));
+    h.t = record()?.nextRunAt ?? 0;
+    await runner.tick();
+    assert.equal(record(), undefined);
+    assert.equal(jobs().length, 0);
+  });
+  it("no agent connected at the slot (a restart): the same slot again a few seconds later, not a failure", async () => {
+    h.catalog.policies.insertPolicy(policy());
+    await runner.tick();
+    const slot = record()?.nextSlotAt ?? 0;
+    for (const s of h.sessions.ofCluster("a")) h.sessions.remove(s);
+    h.t = slot;
+    await runner.tick();
+    assert.equal(jobs().length, 0);
+    assert.equal(record()?.nextSlotAt, slot, "the slot is kept");
+    assert.equal(record()?.consecutiveFailures, 0);
+    assert.match(record()?.lastError ?? "", /no agent of cluster a .*\(retrying\)$/);
+    h.connect("agent-a", "a").answer = srcAnswer;
+    h.t = record()?.nextRunAt ?? 0;
+    assert.ok(h.t > slot && h.t < slot + INTERVAL * 1000);
+    await runner.tick();
+    assert.deepEqual(
+      jobs().map((j) => j.idempotencyKey),
+      [slotKey("gold", vol("v1"), slot)],
+    );
+    assert.equal(record()?.missedRuns, 0);
+    finishAll();
+    h.t += 1000;
+    await runner.tick();
+    assert.equal(record()?.lastError, "", "cleared by the success");
+  });
+
+  it("no agent until the following slot: the run counts as failed, once", async () => {
+    h.catalog.policies.insertPolicy(policy());
+    await runner.tick();
+    const slot = record()?.nextSlotAt ?? 0;
+    for (const s of h.sessions.ofCluster("a")) h.sessions.remove(s);
+    for (h.t = slot; h.t < slot + INTERVAL * 1000 - 5_000; h.t = record()?.nextRunAt ?? 0) await runner.tick();
+    assert.equal(record()?.consecutiveFailures, 0);
+    await runner.tick();
+    assert.equal(record()?.consecutiveFailures, 1);
+    assert.equal(record()?.nextSlotAt, slot + INTERVAL * 1000);
+    assert.equal(jobs().length, 0);
+  });
 });

@@ -1,0 +1,26 @@
+/**
+ * The runner's writes of protection records. The runner reads a record at the start of a tick and
+ * writes it back after awaiting agents (a run being built), while the API may change it meanwhile:
+ * FailoverVolume pauses it (pausedReason), DeletePolicy or a narrower selector removes it. So a write
+ * keeps the stored pausedReason and never brings a removed record back, and a run is queued only if
+ * its record is still there and neither it nor its policy is paused (asked in the queueing transaction).
+ */
+import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
+import type { Policy } from "../../gen/rbdbackup/v1/policy";
+import type { PolicyStore } from "../catalog/policy-store";
+import { type ProtectionRecord, volumeKey } from "./model";
+
+/** Saves `next` with the stored pausedReason; nothing when the store no longer has it. Returns what was saved. */
+export function saveRunnerFields(store: PolicyStore, next: ProtectionRecord): ProtectionRecord | undefined {
+  const cur = store.getProtection(next.policy, volumeKey(next.volume));
+  if (!cur) return undefined;
+  const saved = { ...next, pausedReason: cur.pausedReason };
+  store.upsertProtection(saved);
+  return saved;
+}
+
+/** The run of `vol` may still be queued: its record is there, not paused, and its policy not paused. */
+export function stillDue(store: PolicyStore, p: Policy, vol: VolumeRef): boolean {
+  const cur = store.getProtection(p.name, volumeKey(vol));
+  return !!cur && !cur.pausedReason && store.getPolicy(p.name)?.paused === false;
+}
