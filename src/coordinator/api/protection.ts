@@ -4,7 +4,6 @@
  * available backup at the policy's destination.
  */
 import { failedPrecondition, invalidArgument, notFound } from "../../common/errors";
-import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
 import {
   type GetVolumeProtectionRequest,
   type ListVolumeProtectionRequest,
@@ -15,32 +14,14 @@ import {
 } from "../../gen/rbdbackup/v1/policy";
 import { volumeLabel } from "../model";
 import { type ProtectionRecord, volumeKey } from "../policy/model";
+import { recoveryPoint } from "../policy/recovery-point";
 import { protectionView } from "../policy/status";
 import { policyName } from "../policy/validate";
 import * as v from "../validate";
 import type { ApiDeps } from "./deps";
 
-/** The newest AVAILABLE backup of the record's volume at the policy's destination. */
-function newestAt(deps: ApiDeps, p: Policy, rec: ProtectionRecord) {
-  const d = p.destination;
-  const { cluster, pool, namespace, image } = rec.volume;
-  const ok = deps.catalog
-    .backupsOfVolume(cluster, pool, namespace, image)
-    .filter(
-      (b) =>
-        b.status === BackupStatus.BACKUP_STATUS_AVAILABLE &&
-        b.location?.cluster === d?.cluster &&
-        (!d?.pool || b.location?.pool === d.pool) &&
-        b.location?.namespace === (d?.namespace ?? ""),
-    );
-  const b = ok[ok.length - 1];
-  if (!b) return undefined;
-  const at = b.createdAt?.getTime() ?? 0;
-  return { id: b.id, at, completedAt: b.completedAt?.getTime() ?? at };
-}
-
 export function view(deps: ApiDeps, p: Policy, rec: ProtectionRecord): VolumeProtection {
-  return protectionView(p, rec, newestAt(deps, p, rec), Date.now());
+  return protectionView(p, rec, recoveryPoint(deps.catalog, p, rec.volume), Date.now());
 }
 
 export function getVolumeProtection(deps: ApiDeps, req: GetVolumeProtectionRequest): VolumeProtection {

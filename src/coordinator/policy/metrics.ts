@@ -7,7 +7,7 @@ import client from "prom-client";
 import { ProtectionState } from "../../gen/rbdbackup/v1/policy";
 import type { Catalog } from "../catalog/catalog";
 import type { PolicyStore } from "../catalog/policy-store";
-import { policyBackups } from "./retention-jobs";
+import { recoveryPoint } from "./recovery-point";
 import { protectionView } from "./status";
 
 export interface VolumeSample {
@@ -89,18 +89,9 @@ export function volumeSamples(catalog: Catalog, store: PolicyStore, now: number)
   const out: VolumeSample[] = [];
   for (const p of store.allPolicies()) {
     for (const rec of store.protectionOfPolicy(p.name)) {
-      const newest = policyBackups(catalog, p, rec.volume).sort(
-        (a, b) => (b.createdAt?.getTime() ?? 0) - (a.createdAt?.getTime() ?? 0),
-      )[0];
-      const at = newest?.createdAt?.getTime();
-      const view = protectionView(
-        p,
-        rec,
-        newest && at !== undefined
-          ? { id: newest.id, at, completedAt: newest.completedAt?.getTime() ?? at }
-          : undefined,
-        now,
-      );
+      const newest = recoveryPoint(catalog, p, rec.volume);
+      const at = newest?.at;
+      const view = protectionView(p, rec, newest, now);
       out.push({
         ...rec.volume,
         policy: p.name,
