@@ -17,8 +17,8 @@ import {
   backupTransferAllows,
   deleteOperationAsks,
   type Fields,
+  restoreJobTransferAllows,
   restoreOperationAsks,
-  restoreTransferAllows,
 } from "../common/grants";
 import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../common/tls";
 import {
@@ -27,7 +27,6 @@ import {
   BackupRequest,
   DeleteBackupDataRequest,
   FlattenRequest,
-  RestoreMode,
   RestoreRequest,
 } from "../gen/rbdbackup/v1/agent";
 
@@ -54,13 +53,11 @@ export function backupTransferFields(req: BackupRequest, defaultPool: string): F
 
 /** A transfer capability for a restore's stream, as the coordinator mints it. */
 export function restoreTransferFields(req: RestoreRequest): Fields {
-  return restoreTransferAllows({
-    backupId: req.backupId,
-    pool: req.target?.pool ?? "",
-    namespace: req.target?.namespace ?? "",
-    image: req.target?.image ?? "",
-    mode: req.mode === RestoreMode.RESTORE_MODE_ORIGINAL ? "original" : "new",
-  });
+  return restoreJobTransferAllows(
+    req.backupId,
+    { pool: req.target?.pool ?? "", namespace: req.target?.namespace ?? "", image: req.target?.image ?? "" },
+    req.mode,
+  );
 }
 
 /** Mints the lab coordinator's capabilities for one holder agent. */

@@ -11,8 +11,7 @@
  * in which a stolen token is any use, and it only ever allows this job's one destination image.
  */
 import type { CapabilitySigner } from "../../common/capability";
-import { backupTransferAllows, restoreTransferAllows } from "../../common/grants";
-import { RestoreMode } from "../../gen/rbdbackup/v1/agent";
+import { backupTransferAllows, restoreJobTransferAllows } from "../../common/grants";
 import type { Backup, JobRecord } from "../model";
 
 /** How long a transfer capability is valid after it is minted, ms (see above). */
@@ -45,13 +44,7 @@ export function transferCapability(
           volumeImage: b.volume.image,
         })
       : op.kind === "restore"
-        ? restoreTransferAllows({
-            backupId: b.id,
-            pool: op.target.pool,
-            namespace: op.target.namespace,
-            image: op.target.image,
-            mode: op.mode === RestoreMode.RESTORE_MODE_ORIGINAL ? "original" : "new",
-          })
+        ? restoreJobTransferAllows(b.id, op.target, op.mode)
         : null;
   if (!allows) return "";
   return signer.sign(
