@@ -32,7 +32,7 @@ import { backupResult, Harness, newBackup, vol } from "./harness";
 type Api = Client<typeof BackupServiceDefinition>;
 
 /** Images that exist, by cluster ("pool/image"). */
-const images: Record<string, Set<string>> = { a: new Set(["rbd/v1"]), b: new Set(["rbd/v1-over", "rbd/flat"]) };
+const images: Record<string, Set<string>> = { a: new Set(["rbd/v1"]), b: new Set(["rbd/v1-over"]) };
 
 function clusterAnswer(cluster: string) {
   return (req: CallRequest): Answer => {
@@ -61,6 +61,22 @@ async function assertStatus(p: Promise<unknown>, code: Status, message: RegExp):
   }
   assert.fail("the call succeeded");
 }
+
+const restoreResult = (backupId: string): RestoreResult => ({
+  backupId,
+  target: { pool: "rbd", namespace: "", image: "v1" },
+  imageSize: 1 << 30,
+  dataBytesSent: 0,
+  zeroBytes: 0,
+  dataChunks: 2,
+  zeroRanges: 0,
+  seconds: 1,
+  volumeId: "",
+  volumeMetadata: {},
+  imageMeta: {},
+  warnings: [],
+  fullCopyReason: "",
+});
 
 describe("FailbackVolume (coordinator)", () => {
   let h: Harness;
@@ -122,21 +138,7 @@ describe("FailbackVolume (coordinator)", () => {
       assert.deepEqual(q.target, { pool: "rbd", namespace: "", image: "v1" });
       assert.equal(q.snapshot, b.snapshot);
     }
-    const result: RestoreResult = {
-      backupId: b.id,
-      target: { pool: "rbd", namespace: "", image: "v1" },
-      imageSize: 1 << 30,
-      dataBytesSent: 8 << 20,
-      zeroBytes: 0,
-      dataChunks: 2,
-      zeroRanges: 0,
-      seconds: 1,
-      volumeId: "",
-      volumeMetadata: {},
-      imageMeta: {},
-      warnings: [],
-      fullCopyReason: "",
-    };
+    const result = { ...restoreResult(b.id), dataBytesSent: 8 << 20 };
     h.outcome(b1, j.id, Status.OK, "", { $case: "restore", value: result });
     const done = await api.getJob({ jobId: j.id });
     assert.equal(done.state, JobState.JOB_STATE_SUCCEEDED);
@@ -152,13 +154,23 @@ describe("FailbackVolume (coordinator)", () => {
     h.tick();
     h.outcome(b1, cj.id, Status.OK, "", {
       $case: "restore",
-      value: { ...(await api.getJob({ jobId: cj.id })).restore, backupId: b.id, fullCopyReason: "" } as RestoreResult,
+      value: { ...restoreResult(b.id), target: { pool: "rbd", namespace: "", image: "flat" } },
     });
     assert.equal(h.job(cj.id).state, JobState.JOB_STATE_SUCCEEDED);
-    h.backup(b.id).clones = [];
+    images.b?.add("rbd/flat");
+    const flattened = h.backup(b.id);
+    flattened.clones = [];
+    h.catalog.updateBackup(flattened);
     const r = await api.failbackVolume({ volume: v, source });
     assert.equal(r.backup?.id, b.id);
-    await api.cancelJob({ jobId: r.job?.id ?? "" });
+    const id = r.job?.id ?? "";
+    h.tick();
+    const reason = "rbd/flat is no longer a clone of the backup's snapshot (flattened)";
+    const result = { ...restoreResult(b.id), dataBytesSent: 1 << 30, fullCopyReason: reason };
+    h.outcome(b1, id, Status.OK, "", { $case: "restore", value: result });
+    const done = await api.getJob({ jobId: id });
+    assert.equal(done.state, JobState.JOB_STATE_SUCCEEDED);
+    assert.equal(done.restore?.fullCopyReason, reason, "the full copy's reason is kept in the job");
   });
 
   it("bad input, no parent backup, a missing source, RestoreBackup with mode FAILBACK: exact statuses, nothing queued", async () => {
