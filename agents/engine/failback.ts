@@ -3,12 +3,13 @@
  * failed-over volume V' (`req.source`, a CLONE restore of the backup). The original volume V
  * (`req.target`, on the target agent's cluster) takes V''s content, size included:
  *
- *  1. V' is snapshotted (`failback.<transfer id>`, removed at the end) so that what is sent is one
- *     point in time.
+ *  1. V' is snapshotted (`failback.<transfer id>`, removed at the end, and by the next attempt if this
+ *     one died) so that what is sent is one point in time.
  *  2. V' still a clone of the backup's snapshot S: a FAILBACK transfer with from_snapshot S — the
  *     destination rolls V back to its own S (a backup's snapshot has the same name on the volume and
- *     on the base image) and the source sends only V''s own extents (diff with include_parent false,
- *     from creation): exactly what was written at the failover site, at object granularity.
+ *     on the base image) and the source sends only V''s own objects (diff with include_parent false,
+ *     from creation, whole objects): what was written or trimmed at the failover site, at object
+ *     granularity (copy-on-write makes any object written in the clone a whole object of its own).
  *  3. Otherwise — V' flattened, or the destination refusing because V is gone or lacks S
  *     (FAILED_PRECONDITION, nothing written) — a FAILBACK transfer without from_snapshot: every byte of
  *     V', and RestoreResult.full_copy_reason says why.
@@ -57,6 +58,7 @@ export async function failback(
   try {
     const loc = await locateBackup(backups, req.backupId, req.baseImage || undefined);
     head = await openSource(io, source);
+    await removeLeftovers(head, log);
     const clone = await isCloneOf(backups, loc, source);
     await head.snapCreate(snap);
     img = await io.imageOpen(source.image, { snapshot: snap });
@@ -84,7 +86,9 @@ export async function failback(
     progress.bytesTotal = size;
     const send = async (fromSnapshot: string, stats: SourceStats) => {
       progress.stats = stats;
-      const o = fromSnapshot ? { fullCopy: false, includeParent: false } : { fullCopy: true };
+      // The clone's own objects, whole: an object that exists in the clone hides the parent's whole
+      // object (a trimmed one reads as zeros but has no extents: only whole-object diffs report it).
+      const o = fromSnapshot ? { fullCopy: false, includeParent: false, wholeObject: true } : { fullCopy: true };
       const opts = { ...ctx.source, meter: ctx.meter, meterPool: source.pool };
       return ctx
         .target(req.targetAgent?.address ?? "")
@@ -137,6 +141,15 @@ export async function failback(
     }
     await io.close().catch(() => {});
     await backups.close().catch(() => {});
+  }
+}
+
+/** Snapshots of earlier attempts that died before removing theirs (the job locks V': none is running). */
+async function removeLeftovers(img: Image, log: EngineContext["log"]): Promise<void> {
+  for (const s of await img.snapList()) {
+    if (!s.name.startsWith("failback.")) continue;
+    await img.snapRemove(s.name);
+    log.info("removed the snapshot of an earlier failback attempt", { snapshot: s.name });
   }
 }
 

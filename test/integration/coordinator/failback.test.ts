@@ -88,29 +88,42 @@ describe("coordinator: failback without a full copy", () => {
     await write("site-a", volume, [30 * OBJECT + 12345], MiB);
 
     // 8 MiB written at site-b, in two whole objects (one over data of the backup, one over a hole),
-    // and the volume grown by 64 MiB.
+    // the volume grown by 64 MiB, one object of the backup's data trimmed.
     await write("site-b", target, [20 * OBJECT, 50 * OBJECT], OBJECT);
     await rbd("site-b", ["resize", "--no-progress", "--size", "320M", spec(target)]);
+    // And a trim over the backup's data (an fstrim at site-b): V must read zeros there too.
+    const ioB = await vols.io("site-b", "rbd");
+    const over = await ioB.imageOpen(target.image);
+    await over.discard(40 * OBJECT, OBJECT);
+    await over.flush();
+    await over.close();
     const changed = 2 * OBJECT;
     const want = await sha("site-b", spec(target));
 
-    // The failback: rollback + the clone's own extents only.
+    // A snapshot left by an attempt that died: the next attempt removes it.
+    await rbd("site-b", ["snap", "create", "--no-progress", spec(target, "failback.leftover")]);
+
+    // The failback: rollback + the clone's own objects only.
     const j1 = await failback(volume, target);
     assert.equal(j1.restore?.fullCopyReason, "", `no full copy (${j1.restore?.fullCopyReason})`);
     const sent = j1.restore?.dataBytesSent ?? 0;
-    console.log(`# failback: ${changed / MiB} MiB changed at site-b, ${(sent / MiB).toFixed(1)} MiB of data sent`);
+    const zeros = j1.restore?.zeroBytes ?? 0;
+    console.log(
+      `# failback: ${changed / MiB} MiB written + ${OBJECT / MiB} MiB trimmed at site-b; sent ${(sent / MiB).toFixed(1)} MiB of data, ${(zeros / MiB).toFixed(1)} MiB of zeros`,
+    );
     assert.equal(sent, changed, "bytes sent = bytes changed (whole objects), not the volume");
+    assert.ok(zeros >= OBJECT, "the trimmed object travels as a zero range");
     assert.equal(await sha("site-a", spec(volume)), want, "V reads exactly as V' (size included)");
     const snaps = await vols.snapNames("site-b", target);
-    assert.ok(!snaps.some((s) => s.startsWith("failback.")), `the failback's own snapshot of V' is gone: ${snaps}`);
+    assert.ok(!snaps.some((s) => s.startsWith("failback.")), `the failback snapshots of V' are gone: ${snaps}`);
 
     // Not possible: V lacks the snapshot → a full copy, the reason in the job.
     await write("site-b", target, [70 * OBJECT], MiB);
     await rbd("site-a", ["snap", "rm", "--no-progress", spec(volume, b.snapshot)]);
     const j2 = await failback(volume, target);
     assert.match(j2.restore?.fullCopyReason ?? "", new RegExp(`has no snapshot ${b.snapshot.replaceAll(".", "\\.")}`));
-    // All of V''s data: the backup's 4 objects (one of them rewritten), the new object, the new 1 MiB.
-    const all = 5 * OBJECT + MiB;
+    // All of V''s data: the backup's 4 objects (one rewritten, one trimmed), the new object, the new 1 MiB.
+    const all = 4 * OBJECT + MiB;
     const sent2 = j2.restore?.dataBytesSent ?? 0;
     assert.ok(sent2 >= all, `every allocated byte of V' was sent (${sent2} of ${all})`);
     assert.equal(await sha("site-a", spec(volume)), await sha("site-b", spec(target)));
