@@ -56,7 +56,7 @@ async function exists(io: IoCtx, name: string): Promise<boolean> {
   }
 }
 
-async function isCloneOf(io: IoCtx, loc: { baseImage: string; snapshot: string }, t: Target): Promise<boolean> {
+export async function isCloneOf(io: IoCtx, loc: { baseImage: string; snapshot: string }, t: Target): Promise<boolean> {
   const children = await clonesOf(io, loc.baseImage, loc.snapshot);
   return children.some((c) => c.pool === t.pool && c.namespace === t.namespace && c.image === t.image && !c.trash);
 }
@@ -112,6 +112,7 @@ export async function restoreClone(ctx: EngineContext, req: RestoreRequest): Pro
       volumeMetadata: meta?.volume.metadata ?? {},
       imageMeta,
       warnings,
+      fullCopyReason: "",
     };
   } finally {
     await clone?.close().catch(() => {});

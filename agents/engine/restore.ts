@@ -3,7 +3,7 @@
  * a replay of the chain), to a volume on the target agent's cluster: a new volume (only allocated
  * extents are written) or the original volume (every byte is written, the volume ends at the backup's
  * size). The metadata saved with the backup is re-applied (image-meta) and returned. Mode CLONE makes
- * no copy at all: clone.ts.
+ * no copy at all: clone.ts; mode FAILBACK sends a failed-over clone's changes back: failback.ts.
  */
 
 import { invalidArgument, notFound } from "../../src/common/errors";
@@ -16,6 +16,7 @@ import { validName } from "../transfer/protocol";
 import { newStats, rbdMessages } from "../transfer/source";
 import { restoreClone } from "./clone";
 import type { EngineContext } from "./context";
+import { failback } from "./failback";
 import { locateBackup } from "./locate";
 import { type BackupMetadataV1, decodeMetadata } from "./metadata";
 import { newProgress, type Progress } from "./progress";
@@ -30,8 +31,13 @@ export function validateRestoreRequest(req: RestoreRequest): void {
   validName(req.target.pool, "target pool");
   validName(req.target.namespace, "target namespace", { allowEmpty: true });
   validName(req.target.image, "target image");
-  const modes = [RestoreMode.RESTORE_MODE_NEW, RestoreMode.RESTORE_MODE_ORIGINAL, RestoreMode.RESTORE_MODE_CLONE];
-  if (!modes.includes(req.mode)) throw invalidArgument(`mode ${req.mode} is not NEW, ORIGINAL or CLONE`);
+  const modes = [
+    RestoreMode.RESTORE_MODE_NEW,
+    RestoreMode.RESTORE_MODE_ORIGINAL,
+    RestoreMode.RESTORE_MODE_CLONE,
+    RestoreMode.RESTORE_MODE_FAILBACK,
+  ];
+  if (!modes.includes(req.mode)) throw invalidArgument(`mode ${req.mode} is not NEW, ORIGINAL, CLONE or FAILBACK`);
 }
 
 /** Reads backup.<id>.meta; null when it does not exist. */
@@ -52,6 +58,7 @@ export async function restore(
 ): Promise<RestoreResult> {
   validateRestoreRequest(req);
   if (req.mode === RestoreMode.RESTORE_MODE_CLONE) return restoreClone(ctx, req);
+  if (req.mode === RestoreMode.RESTORE_MODE_FAILBACK) return failback(ctx, req, signal, progress);
   const started = Date.now();
   const log = ctx.log.child({ op: "restore", backup: req.backupId, job: req.jobId || undefined });
   if (!(await ctx.cluster.poolExists(req.backupPool))) throw notFound(`backup pool ${req.backupPool} not found`);
@@ -117,6 +124,7 @@ export async function restore(
       volumeMetadata: meta?.volume.metadata ?? {},
       imageMeta,
       warnings: [...warnings, ...summary.warnings],
+      fullCopyReason: "",
     };
   } finally {
     await img?.close().catch(() => {});

@@ -115,11 +115,17 @@ export function validName(value: string, what: string, { allowEmpty = false } = 
   return value;
 }
 
+/**
+ * The start of a FAILBACK destination's refusal (FAILED_PRECONDITION, nothing written) when the original
+ * volume is gone or lacks the from-snapshot: the source then sends a full copy instead.
+ */
+export const NO_COMMON_SNAPSHOT = "no common snapshot for an incremental failback";
+
 /** Everything in a header, checked before the destination touches its cluster. */
 export function validateHeader(h: TransferHeader | undefined): TransferHeader {
   if (!h) throw invalidArgument("the transfer must start with a header");
   if (!isUuid(h.transferId)) throw invalidArgument("header.transfer_id must be a lowercase UUID");
-  if (![1, 2, 3, 4].includes(h.kind)) throw invalidArgument(`header.kind ${h.kind} is not a known transfer kind`);
+  if (![1, 2, 3, 4, 5].includes(h.kind)) throw invalidArgument(`header.kind ${h.kind} is not a known transfer kind`);
   if (!h.destination) throw invalidArgument("header.destination is required");
   validName(h.destination.pool, "header.destination.pool");
   validName(h.destination.namespace, "header.destination.namespace", { allowEmpty: true });
@@ -135,7 +141,12 @@ export function validateHeader(h: TransferHeader | undefined): TransferHeader {
     throw invalidArgument("header.to_snapshot must be empty for a restore");
   }
   if (h.kind === TransferKind.BACKUP_INCREMENTAL) validName(h.fromSnapshot, "header.from_snapshot");
-  else if (h.fromSnapshot !== "") throw invalidArgument("header.from_snapshot is only for incremental backups");
+  else if (h.kind === TransferKind.FAILBACK) {
+    if (!isUuid(h.backupId)) throw invalidArgument("header.backup_id must be a lowercase UUID for a failback");
+    validName(h.fromSnapshot, "header.from_snapshot", { allowEmpty: true });
+  } else if (h.fromSnapshot !== "") {
+    throw invalidArgument("header.from_snapshot is only for incremental backups and failbacks");
+  }
   if (h.order !== 0 && (h.order < 12 || h.order > 26)) throw invalidArgument("header.order must be 0 or 12..26");
   if (!Number.isInteger(h.chunkSize) || h.chunkSize <= 0 || h.chunkSize > MAX_CHUNK_BYTES) {
     throw invalidArgument(`header.chunk_size must be between 1 and ${MAX_CHUNK_BYTES}`);

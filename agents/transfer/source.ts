@@ -193,12 +193,15 @@ function* split(offset: number, length: number, chunk: number): Generator<Piece>
 /**
  * Messages for an image opened at the snapshot to send: the diff from `fromSnapshot` (or from
  * creation). With `fullCopy`, every byte of [0, size) is covered: gaps between extents become zero
- * ranges (used to restore over an existing volume).
+ * ranges (used to restore over an existing volume). `includeParent: false` (a clone): only the clone's
+ * own extents, not what it reads through from its parent (a failback's changes since the failover);
+ * with `wholeObject`, whole objects (a clone's object, once it exists, hides the parent's whole object —
+ * a trimmed one too, which holds no extents).
  */
 export async function* rbdMessages(
   image: Image,
   header: TransferHeader,
-  o: { fromSnapshot?: string; fullCopy: boolean },
+  o: { fromSnapshot?: string; fullCopy: boolean; includeParent?: boolean; wholeObject?: boolean },
   opts: SourceOptions,
   stats: SourceStats,
 ): AsyncGenerator<TransferMessage> {
@@ -209,7 +212,11 @@ export async function* rbdMessages(
   let cursor = 0;
   yield { body: { $case: "header", value: header } };
 
-  const diff = image.diff(o.fromSnapshot ? { fromSnapshot: o.fromSnapshot } : {});
+  const diff = image.diff({
+    ...(o.fromSnapshot ? { fromSnapshot: o.fromSnapshot } : {}),
+    ...(o.includeParent === false ? { includeParent: false } : {}),
+    ...(o.wholeObject ? { wholeObject: true } : {}),
+  });
   for (;;) {
     let step: IteratorResult<Array<{ offset: number; length: number; exists: boolean }>>;
     try {

@@ -67,6 +67,45 @@ export function restoreTransferAllows(r: {
 }
 
 /**
+ * A failback's stream: exactly the original volume, for this backup. It may roll that volume back only
+ * to a snapshot of this backup (transferAsks checks the header's from_snapshot), or copy it in full.
+ */
+export function failbackTransferAllows(r: {
+  backupId: string;
+  pool: string;
+  namespace: string;
+  image: string;
+  fsid: string;
+}): Fields {
+  return {
+    purpose: "failback",
+    backupId: r.backupId,
+    pool: r.pool,
+    namespace: r.namespace,
+    image: r.image,
+    fsid: r.fsid,
+  };
+}
+
+/**
+ * The stream a restore job's mode needs onto `target` on the cluster with `fsid` (minted by the
+ * coordinator and the lab client alike).
+ */
+export function restoreJobTransferAllows(
+  backupId: string,
+  target: { pool: string; namespace: string; image: string },
+  mode: RestoreMode,
+  fsid: string,
+): Fields {
+  const at = { backupId, pool: target.pool, namespace: target.namespace, image: target.image, fsid };
+  if (mode === RestoreMode.RESTORE_MODE_FAILBACK) return failbackTransferAllows(at);
+  return restoreTransferAllows({ ...at, mode: mode === RestoreMode.RESTORE_MODE_ORIGINAL ? "original" : "new" });
+}
+
+/** The snapshot names of backup `id` on a source volume (design: backup.<id>.snap.<unix seconds>). */
+const snapshotOf = (id: string, name: string): boolean => name.startsWith(`backup.${id}.snap.`);
+
+/**
  * What a Transfer stream's header asks for, in the fields above, on the destination cluster with
  * `fsid` (the receiving agent's own). A backup stream may only write a base image named by the layout
  * ("<volume image>.backup.<chain uuid>"; a full backup's chain is its own id), so nothing outside the
@@ -111,6 +150,20 @@ export function transferAsks(h: TransferHeader, fsid: string): Fields {
         mode: h.kind === TransferKind.RESTORE_NEW ? "new" : "original",
         fsid,
       });
+    case TransferKind.FAILBACK:
+      if (h.fromSnapshot && !snapshotOf(h.backupId, h.fromSnapshot)) {
+        throw denied(
+          `a failback may only roll back to a snapshot of backup ${h.backupId}, not ${h.fromSnapshot}`,
+          "not_covered",
+        );
+      }
+      return failbackTransferAllows({
+        backupId: h.backupId,
+        pool: d.pool,
+        namespace: d.namespace,
+        image: d.image,
+        fsid,
+      });
     default:
       throw denied(`unknown transfer kind ${h.kind}`, "not_covered");
   }
@@ -137,15 +190,22 @@ export function backupOperationAsks(r: BackupRequest): Fields {
   };
 }
 
-/** AgentService.Restore: this backup, onto this target through this target agent, in this mode. */
+const RESTORE_MODE_WORDS: Partial<Record<RestoreMode, string>> = {
+  [RestoreMode.RESTORE_MODE_ORIGINAL]: "original",
+  [RestoreMode.RESTORE_MODE_FAILBACK]: "failback",
+};
+
+/** AgentService.Restore: this backup, onto this target through this target agent, in this mode (a failback: from this source). */
 export function restoreOperationAsks(r: RestoreRequest): Fields {
+  const failback = r.mode === RestoreMode.RESTORE_MODE_FAILBACK;
   return {
+    ...(failback ? { source: `${r.source?.pool ?? ""}/${r.source?.namespace ?? ""}/${r.source?.image ?? ""}` } : {}),
     op: "restore",
     backupId: r.backupId,
     backup: `${r.backupPool}/${r.backupNamespace}/${r.baseImage}@${r.snapshot}`,
     target: `${r.target?.pool ?? ""}/${r.target?.namespace ?? ""}/${r.target?.image ?? ""}`,
     targetAgent: r.targetAgent?.address ?? "",
-    mode: r.mode === RestoreMode.RESTORE_MODE_ORIGINAL ? "original" : "new",
+    mode: RESTORE_MODE_WORDS[r.mode] ?? "new",
   };
 }
 

@@ -32,6 +32,7 @@ export function targetOf(req: unknown): string {
     ["volume", vol(r.volume as VolumeLike | undefined) || vol(record?.volume)],
     ["location", vol(r.location as VolumeLike | undefined)],
     ["target", vol(r.target as VolumeLike | undefined)],
+    ["source", vol(r.source as VolumeLike | undefined)], // FailbackVolume: the failed-over volume
     ["backup", (r.backupId as string | undefined) || record?.id || ""],
     ["job", (r.jobId as string | undefined) ?? ""],
   ];

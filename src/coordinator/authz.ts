@@ -62,6 +62,7 @@ export const METHOD_ROLES: Readonly<Record<string, Role>> = {
   ResumePolicy: "operator",
   RunPolicyNow: "operator",
   FailoverVolume: "operator", // a CLONE restore, and the volume's protection paused
+  FailbackVolume: "operator", // a restore over the original volume (rolled back, or copied in full)
 };
 
 /** Methods that change something: each call is written to the audit log when it ends. */
@@ -78,6 +79,7 @@ export const MUTATING = new Set([
   "ResumePolicy",
   "RunPolicyNow",
   "FailoverVolume",
+  "FailbackVolume",
 ]);
 
 /** Services any API client role may use besides BackupService (read-only). */

@@ -37,8 +37,11 @@ export interface Confirmation {
 
 export type JobOperation =
   | { kind: "backup"; mode: BackupMode; maxSnapshots: number }
-  /** flatten (CLONE only): queue a FLATTEN job for the target once the clone exists. */
-  | { kind: "restore"; target: VolumeRef; mode: RestoreMode; flatten?: boolean }
+  /**
+   * flatten (CLONE only): queue a FLATTEN job for the target once the clone exists. source (FAILBACK
+   * only): the failed-over volume whose content the target takes.
+   */
+  | { kind: "restore"; target: VolumeRef; mode: RestoreMode; flatten?: boolean; source?: VolumeRef }
   | { kind: "delete" }
   /** Detach `target`, a CLONE restore of the job's backup, from the backup's snapshot. */
   | { kind: "flatten"; target: VolumeRef };

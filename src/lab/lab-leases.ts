@@ -22,8 +22,8 @@ import {
   deleteOperationAsks,
   type Fields,
   ownChain,
+  restoreJobTransferAllows,
   restoreOperationAsks,
-  restoreTransferAllows,
 } from "../common/grants";
 import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../common/tls";
 import {
@@ -33,7 +33,6 @@ import {
   type BackupResult,
   DeleteBackupDataRequest,
   FlattenRequest,
-  RestoreMode,
   RestoreRequest,
 } from "../gen/rbdbackup/v1/agent";
 
@@ -98,14 +97,12 @@ export function backupTransferFields(req: BackupRequest, holder: LabHolder): Fie
 
 /** A transfer capability for a restore's stream, as the coordinator mints it. */
 export function restoreTransferFields(req: RestoreRequest, holder: LabHolder): Fields {
-  return restoreTransferAllows({
-    backupId: req.backupId,
-    pool: req.target?.pool ?? "",
-    namespace: req.target?.namespace ?? "",
-    image: req.target?.image ?? "",
-    mode: req.mode === RestoreMode.RESTORE_MODE_ORIGINAL ? "original" : "new",
-    fsid: fsidOfPeer(req.targetAgent, holder.fsid ?? ""),
-  });
+  return restoreJobTransferAllows(
+    req.backupId,
+    { pool: req.target?.pool ?? "", namespace: req.target?.namespace ?? "", image: req.target?.image ?? "" },
+    req.mode,
+    fsidOfPeer(req.targetAgent, holder.fsid ?? ""),
+  );
 }
 
 /** Mints the lab coordinator's capabilities for one holder agent. */

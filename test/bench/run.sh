@@ -5,6 +5,8 @@
 #   backup-vs-cli     rbdbackup's agents vs rbd export-diff | rbd import-diff (full and incremental)
 #   transport         the data plane without Ceph: grpc-js vs the agents' own HTTP/2 client and server vs a
 #                     bare TLS socket, CPU per GiB on each side
+#   clone-restore     CLONE restore of a 10 GiB thin volume (64 MiB written) through the API vs `rbd clone`:
+#                     seconds to usable, side by side, and the ratio
 #   suite             the performance suite: full, incremental (1 and 4 GiB), sparse, restore, raw write,
 #                     through the coordinator's API; table + JSON (also written to dist/bench-results.json)
 # Not run here: transfer-probe (CPU and RSS of each agent and OSD during one transfer; the knob sweep), e.g.
@@ -21,4 +23,5 @@ gcc -O2 -Wall -o dist/test/bench/c-api-bench test/bench/c-api-bench.c -lrbd -lra
 node dist/test/bench/addon-throughput.js "$@"
 node dist/test/bench/backup-vs-cli.js "$@"
 node dist/test/bench/transport.js "$@"
+node dist/test/bench/clone-restore.js "$@"
 node dist/test/bench/suite.js --json-out dist/bench-results.json "$@"

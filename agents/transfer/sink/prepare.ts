@@ -7,16 +7,19 @@
  *   a head left dirty by a failed attempt is rolled back to the from-snapshot; resized to the new size.
  * - RESTORE_ORIGINAL: the image must exist; what lies beyond the backup's size is discarded, then the
  *   image is resized to it.
+ * - FAILBACK with a from-snapshot: the original volume must exist and hold it (FAILED_PRECONDITION
+ *   otherwise, before anything is written: the source then sends a full copy); it is rolled back to the
+ *   snapshot and resized. Without: a full copy, as RESTORE_ORIGINAL, or as RESTORE_NEW when it is gone.
  *
  * Not abortable half-way (it creates what cleanup must know about); each step is bounded by the
  * cluster's op timeout.
  */
-import { alreadyExists, invalidArgument, notFound } from "../../../src/common/errors";
+import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../../../src/common/errors";
 import type { Logger } from "../../../src/common/log";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
 import type { JournalEntry } from "../journal";
-import { MAX_DISCARD_BYTES } from "../protocol";
+import { MAX_DISCARD_BYTES, NO_COMMON_SNAPSHOT } from "../protocol";
 import type { Footprint } from "./footprint";
 import { headDiffers, INCOMPLETE_KEY } from "./image-ops";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
@@ -34,6 +37,9 @@ export async function prepare(deps: Deps, fp: Footprint, log: Logger): Promise<v
       return openBaseImage(deps, fp, log);
     case TransferKind.RESTORE_ORIGINAL:
       return openOriginal(fp);
+    case TransferKind.FAILBACK:
+      if (fp.h.fromSnapshot) return rollBackOriginal(fp, log);
+      return (await exists(fp)) ? openOriginal(fp) : createImage(deps, fp, log);
     default:
       throw invalidArgument(`unknown transfer kind ${fp.h.kind}`);
   }
@@ -125,6 +131,30 @@ async function openOriginal(fp: Footprint): Promise<void> {
     }
   }
   if (size !== want) await image.resize(want);
+}
+
+/** FAILBACK with a from-snapshot: the original volume at that snapshot, at the new size. */
+async function rollBackOriginal(fp: Footprint, log: Logger): Promise<void> {
+  const h = fp.h;
+  if (!(await exists(fp))) throw failedPrecondition(`${NO_COMMON_SNAPSHOT}: ${fp.where} does not exist`);
+  const image = await open(fp, `image ${fp.where} not found`);
+  if (!(await image.snapList()).some((s) => s.name === h.fromSnapshot)) {
+    throw failedPrecondition(`${NO_COMMON_SNAPSHOT}: ${fp.where} has no snapshot ${h.fromSnapshot}`);
+  }
+  // Not undoable, like RESTORE_ORIGINAL; a retry rolls back again, so the result does not depend on it.
+  await image.snapRollback(h.fromSnapshot);
+  log.info("rolled the original volume back", { image: fp.where, to: h.fromSnapshot });
+  if ((await image.stat()).size !== h.imageSize) await image.resize(h.imageSize);
+}
+
+async function exists(fp: Footprint): Promise<boolean> {
+  try {
+    await (await ioOf(fp).imageOpen(nameOf(fp))).close();
+    return true;
+  } catch (e) {
+    if (isCephError(e, "ENOENT")) return false;
+    throw e;
+  }
 }
 
 async function open(fp: Footprint, missing: string): Promise<SinkImage> {

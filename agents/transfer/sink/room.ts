@@ -27,6 +27,7 @@ const KIND_WORDS: Partial<Record<TransferKind, string>> = {
   [TransferKind.BACKUP_INCREMENTAL]: "incremental backup",
   [TransferKind.RESTORE_NEW]: "restore",
   [TransferKind.RESTORE_ORIGINAL]: "restore",
+  [TransferKind.FAILBACK]: "failback",
 };
 
 /** Refuses (RESOURCE_EXHAUSTED) a transfer into a cluster whose free space is within the margin. */

@@ -174,8 +174,8 @@ async function failed(
         `pool ${dest.pool} on cluster ${deps.clusterName} is full (no space left): ${(e as Error).message}`,
       )
     : toAppError(signal.aborted ? signal.reason : e);
-  if (fp.h.kind === TransferKind.RESTORE_ORIGINAL && fp.wrote) {
-    primary.message += ` (the image ${fp.where} was partly overwritten; restore it again)`;
+  if ((fp.h.kind === TransferKind.RESTORE_ORIGINAL || fp.h.kind === TransferKind.FAILBACK) && fp.wrote) {
+    primary.message += ` (the image ${fp.where} was partly overwritten; ${fp.h.kind === TransferKind.FAILBACK ? "fail back" : "restore it"} again)`;
   }
   log.warn("transfer failed, cleaning up", { image: fp.where, error: primary.message });
   return withCleanupErrors(primary, await cleanup(deps, fp, log));

@@ -1,9 +1,11 @@
 /**
  * `rbdbackup volume failover`: the failover drill (FailoverVolume): the volume's newest available
  * backup at a location becomes a writable volume there (a CLONE restore, optionally flattened), and the
- * volume's protection is paused. Prints the restore job (and follows it with --wait).
+ * volume's protection is paused. `rbdbackup volume failback` (FailbackVolume): the original volume takes
+ * the failed-over volume's content, by its changes since the backup when possible. Both print the job
+ * (and follow it with --wait).
  */
-import { FailoverVolumeResponse } from "../../gen/rbdbackup/v1/backup_service";
+import { FailbackVolumeResponse, FailoverVolumeResponse } from "../../gen/rbdbackup/v1/backup_service";
 import {
   idempotencyKey,
   parseFlags,
@@ -59,9 +61,37 @@ async function failover(argv: string[]): Promise<number> {
   });
 }
 
+async function failback(argv: string[]): Promise<number> {
+  const { values, positionals: pos } = parseFlags(argv, {
+    from: { type: "string" },
+    backup: { type: "string" },
+    "idempotency-key": { type: "string" },
+    wait: { type: "boolean" },
+  });
+  const [spec = ""] = positionals("volume failback", pos, ["CLUSTER/POOL[/NAMESPACE]/IMAGE"]);
+  const volume = parseVolumeSpec(spec);
+  const source = parseVolumeSpec(requiredFlag(values.from, "from", "volume failback"), "--from");
+  const request = {
+    volume,
+    source,
+    backupId: values.backup ?? "",
+    idempotencyKey: idempotencyKey(values["idempotency-key"]),
+  };
+  return withConnection(values, async (conn) => {
+    const r = await conn.call((o) => conn.client.failbackVolume(request, o));
+    if (values.json && !values.wait) {
+      printJson(FailbackVolumeResponse.toJSON(r));
+      return ExitCode.Ok;
+    }
+    if (!values.json) note(`failing back from ${spec}'s backup ${r.backup?.id ?? "?"} (the common point)`);
+    if (!r.job) return ExitCode.Ok;
+    return afterQueued(conn, r.job, { wait: values.wait === true, json: values.json === true });
+  });
+}
+
 export const volumeHelp: NounHelp = {
   noun: "volume",
-  summary: "volumes (failover)",
+  summary: "volumes (failover, failback)",
   verbs: {
     failover: {
       synopsis:
@@ -83,9 +113,26 @@ export const volumeHelp: NounHelp = {
       ],
       examples: ["volume failover site-a/rbd/vol-1 --from site-b/backups --target site-b/rbd/vol-1 --wait"],
     },
+    failback: {
+      synopsis:
+        "CLUSTER/POOL[/NAMESPACE]/IMAGE --from CLUSTER/POOL[/NAMESPACE]/IMAGE [--backup ID] [--idempotency-key KEY] [--wait]",
+      summary: "give the original volume the failed-over volume's content (only the changes when possible)",
+      details:
+        "When the failed-over volume is still a clone of the backup and the original still holds its snapshot\n" +
+        "of that backup, the original is rolled back to it and only the changes made since are sent; otherwise\n" +
+        "every byte is copied and the job says why. Stop writing to the failed-over volume first.",
+      args: [["CLUSTER/POOL[/NAMESPACE]/IMAGE", "the original volume (written over; re-created if gone)"]],
+      flags: [
+        ["--from CLUSTER/POOL[/NAMESPACE]/IMAGE", "the failed-over volume (volume failover's --target)"],
+        ["--backup ID", "the backup it was cloned from (default: found in the catalog)"],
+        ["--idempotency-key KEY", "the same key again returns the same job"],
+        ["--wait", "follow the job until it ends"],
+      ],
+      examples: ["volume failback site-a/rbd/vol-1 --from site-b/rbd/vol-1 --wait"],
+    },
   },
 };
 
 export function volumeCommand(argv: string[]): Promise<number> {
-  return dispatch(volumeHelp, { failover }, argv);
+  return dispatch(volumeHelp, { failover, failback }, argv);
 }

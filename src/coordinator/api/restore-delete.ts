@@ -36,6 +36,9 @@ export async function restoreBackup(
   v.uuid(req.backupId, "backup_id");
   const target = v.volumeRef(req.target, "target");
   v.restoreMode(req.mode);
+  if (req.mode === RestoreMode.RESTORE_MODE_FAILBACK) {
+    throw invalidArgument("mode: FAILBACK is FailbackVolume's (it names the failed-over volume to send back)");
+  }
   const clone = req.mode === RestoreMode.RESTORE_MODE_CLONE;
   if (req.flatten && !clone) throw invalidArgument("flatten: only a CLONE restore can be flattened (mode CLONE)");
   v.idempotencyKey(req.idempotencyKey);

@@ -13,6 +13,7 @@ import { getBackup, listBackupSnapshots, listBackups } from "./backups";
 import { checkCluster, listAgents } from "./clusters";
 import { createBackup } from "./create-backup";
 import type { ApiDeps } from "./deps";
+import { failbackVolume } from "./failback";
 import { failoverVolume } from "./failover";
 import { cancelJob, getJob, listJobs } from "./jobs";
 import { policyMethods } from "./policies";
@@ -46,6 +47,7 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
     importBackupRecord: (req, ctx) => importBackupRecord(deps, adm, req, ctx),
     // Failover drill.
     failoverVolume: (req, ctx) => failoverVolume(deps, adm, req, ctx),
+    failbackVolume: (req, ctx) => failbackVolume(deps, adm, req, ctx),
     // Protection policies.
     ...policyMethods(deps),
   };

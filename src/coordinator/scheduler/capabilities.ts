@@ -18,7 +18,7 @@
  * catalog does not know (planted, or left by a direct call) is never extended by a coordinator's job.
  */
 import type { CapabilitySigner } from "../../common/capability";
-import { backupTransferAllows, MAX_CHAINS, ownChain, restoreTransferAllows } from "../../common/grants";
+import { backupTransferAllows, MAX_CHAINS, ownChain, restoreJobTransferAllows } from "../../common/grants";
 import { RestoreMode } from "../../gen/rbdbackup/v1/agent";
 import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
 import type { Catalog } from "../catalog/catalog";
@@ -79,14 +79,7 @@ export function transferCapability(
           chains: to.chains,
         })
       : op.kind === "restore"
-        ? restoreTransferAllows({
-            backupId: b.id,
-            pool: op.target.pool,
-            namespace: op.target.namespace,
-            image: op.target.image,
-            mode: op.mode === RestoreMode.RESTORE_MODE_ORIGINAL ? "original" : "new",
-            fsid: to.fsid,
-          })
+        ? restoreJobTransferAllows(b.id, op.target, op.mode, to.fsid)
         : null;
   if (!allows) return "";
   return signer.sign(

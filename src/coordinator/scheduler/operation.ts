@@ -116,6 +116,7 @@ function restoreRequest(
     mode: op.mode,
     jobId: j.id,
     transferCapability: "",
+    source: op.source ? { pool: op.source.pool, namespace: op.source.namespace, image: op.source.image } : undefined,
   };
 }
 

@@ -1,10 +1,12 @@
 /**
  * Instant restore and the failover drill through the public API, on the lab clusters (real coordinator
- * and agents): a CLONE restore of a 10 GiB thin volume with 64 MiB written is usable in seconds and
+ * and agents): a CLONE restore of a 1 GiB thin volume with 64 MiB written is usable in seconds and
  * byte-identical to the source at the backup's snapshot; deleting the backup is refused while the
  * clone depends on it (FAILED_PRECONDITION naming it; the backup stays AVAILABLE, its snapshot stays);
  * FailoverVolume picks the newest backup and clones it with a FLATTEN job after it; once the other
  * clone is gone, the delete goes through and the flattened volume still reads the same.
+ * (The 10 GiB measurement — usable in < 3 s, against `rbd clone` — is test/bench/clone-restore.ts: at
+ * that size checksumming and flattening take minutes, too long for CI.)
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -19,6 +21,7 @@ import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
 import { waitFor } from "../../helpers/wait";
 
 const GiB = 1024 * MiB;
+const SIZE_GIB = 1;
 
 describe("coordinator: CLONE restore, delete guard, failover", () => {
   let d: Deployment;
@@ -33,16 +36,16 @@ describe("coordinator: CLONE restore, delete guard, failover", () => {
     await vols.cleanup();
   });
 
-  it("10 GiB thin volume, 64 MiB written: clone usable in seconds, identical; delete refused; failover", async () => {
+  it("1 GiB thin volume, 64 MiB written: clone usable in seconds, identical; delete refused; failover", async () => {
     const c = d.client;
-    // The volume: 10 GiB, 64 writes of 1 MiB at distinct 1 MiB-aligned offsets.
+    // The volume: 1 GiB, 64 writes of 1 MiB at distinct 1 MiB-aligned offsets.
     const image = uniqueName("thin");
     const io = await vols.io("site-a", "rbd");
-    await io.imageCreate(image, 10 * GiB);
+    await io.imageCreate(image, SIZE_GIB * GiB);
     vols.track("site-a", "rbd", image);
     const img = await io.imageOpen(image);
     const slots = new Set<number>();
-    while (slots.size < 64) slots.add(Math.floor(Math.random() * 10 * 1024));
+    while (slots.size < 64) slots.add(Math.floor(Math.random() * SIZE_GIB * 1024));
     await Promise.all([...slots].map((s) => img.write(randomBytes(MiB), s * MiB)));
     await img.flush();
     await img.close();
@@ -60,7 +63,7 @@ describe("coordinator: CLONE restore, delete guard, failover", () => {
     const done = await succeeded(c, r.id);
     const seconds = (performance.now() - started) / 1000;
     vols.track("site-b", "rbd", t1.image);
-    console.log(`# CLONE restore of a 10 GiB volume (64 MiB written): usable after ${seconds.toFixed(2)} s`);
+    console.log(`# CLONE restore of a ${SIZE_GIB} GiB volume (64 MiB written): usable after ${seconds.toFixed(2)} s`);
     assert.ok(seconds < 3, `usable in < 3 s (took ${seconds.toFixed(2)} s)`);
     assert.equal(done.restore?.dataBytesSent, 0, "no data copied");
     assert.deepEqual(done.backup?.clones, [t1]);

@@ -62,6 +62,7 @@ const unimplemented = async () => {
 
 const impl: BackupServiceImplementation = {
   createPolicy: unimplemented,
+  failbackVolume: unimplemented,
   updatePolicy: unimplemented,
   getPolicy: unimplemented,
   listPolicies: unimplemented,

@@ -262,6 +262,14 @@ describe("audit", () => {
       "target=a/rbd/n/w backup=x",
     );
     assert.equal(targetOf({ jobId: "j" }), "job=j");
+    assert.equal(
+      targetOf({
+        volume: { cluster: "a", pool: "rbd", namespace: "", image: "v" },
+        source: { cluster: "b", pool: "rbd", namespace: "", image: "v-over" },
+      }),
+      "volume=a/rbd/v source=b/rbd/v-over",
+      "FailbackVolume names the failed-over volume too",
+    );
   });
 });
 

@@ -120,6 +120,7 @@ const restoreResult = (backupId: string, target: VolumeRef): RestoreResult => ({
   volumeMetadata: {},
   imageMeta: {},
   warnings: [],
+  fullCopyReason: "",
 });
 
 describe("CLONE restore, FLATTEN and failover (coordinator)", () => {

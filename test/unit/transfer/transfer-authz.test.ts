@@ -10,8 +10,9 @@ import { describe, it } from "node:test";
 import { Status } from "nice-grpc";
 import { authorizeTransfer, dataPlaneRefusal, type TransferCaller } from "../../../agents/transfer/transfer-authz";
 import { CapabilitySigner, CapabilityVerifier } from "../../../src/common/capability";
-import { transferAsks } from "../../../src/common/grants";
+import { restoreJobTransferAllows, transferAsks } from "../../../src/common/grants";
 import type { Identity } from "../../../src/common/identity";
+import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { type TransferHeader, TransferKind, type TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
 import { labTls } from "../../../src/lab/agent-process";
 
@@ -33,7 +34,9 @@ const header = (kind: TransferKind, image: string, pool = "backups"): TransferHe
     destination: { pool, namespace: "", image: image.replace("$ID", backupId) },
     fromSnapshot: kind === TransferKind.BACKUP_INCREMENTAL ? "rbdbackup-parent" : "",
     toSnapshot:
-      kind === TransferKind.RESTORE_NEW || kind === TransferKind.RESTORE_ORIGINAL ? "" : `rbdbackup-${backupId}`,
+      kind === TransferKind.RESTORE_NEW || kind === TransferKind.RESTORE_ORIGINAL || kind === TransferKind.FAILBACK
+        ? ""
+        : `rbdbackup-${backupId}`,
     imageSize: 4 << 20,
     features: 0,
     order: 22,
@@ -166,6 +169,50 @@ describe("transfer authorization", () => {
     const { messages, seen } = source(h);
     await assert.rejects(authorizeTransfer(verifier, messages, caller(cap), FSID), denied(/base image/));
     assert.equal(seen.closed, true);
+  });
+
+  it("FAILBACK: allowed by the failback capability the coordinator mints, and by nothing else", async () => {
+    const h = { ...header(TransferKind.FAILBACK, "prod", "rbd") };
+    h.fromSnapshot = `backup.${h.backupId}.snap.1700000000.5`;
+    const target = { pool: "rbd", namespace: "", image: "prod" };
+    const coordinatorMint = (mode: RestoreMode, image = "prod", fsid = FSID) =>
+      signer.sign(
+        {
+          scope: "transfer",
+          job: "j",
+          attempt: 1,
+          holder: { cluster: "site-a", agentId: "agent-site-a" },
+          allows: restoreJobTransferAllows(h.backupId, { ...target, image }, mode, fsid),
+        },
+        60_000,
+      );
+    const ok = source(h);
+    const cap = coordinatorMint(RestoreMode.RESTORE_MODE_FAILBACK);
+    assert.deepEqual(await drain(await authorizeTransfer(verifier, ok.messages, caller(cap), FSID)), [
+      "header",
+      "zero",
+    ]);
+    // A full-copy failback (no from-snapshot) is the same grant.
+    const full = { ...h, fromSnapshot: "", transferId: randomUUID() };
+    assert.deepEqual(await drain(await authorizeTransfer(verifier, source(full).messages, caller(cap), FSID)), [
+      "header",
+      "zero",
+    ]);
+    const cases: Array<[TransferHeader, string, RegExp]> = [
+      // A restore's capability onto the same image does not allow a failback, nor the other way round.
+      [h, coordinatorMint(RestoreMode.RESTORE_MODE_ORIGINAL), /it allows/],
+      [{ ...h, kind: TransferKind.RESTORE_ORIGINAL, fromSnapshot: "" }, cap, /it allows/],
+      // Another image; a rollback to a snapshot that is not this backup's.
+      [h, coordinatorMint(RestoreMode.RESTORE_MODE_FAILBACK, "other"), /it allows/],
+      // A failback capability minted for another cluster.
+      [h, coordinatorMint(RestoreMode.RESTORE_MODE_FAILBACK, "prod", OTHER_FSID), /fsid|it allows/],
+      [{ ...h, fromSnapshot: "precious-snapshot" }, cap, /only roll back to a snapshot of backup/],
+    ];
+    for (const [hdr, c, re] of cases) {
+      const { messages, seen } = source(hdr);
+      await assert.rejects(authorizeTransfer(verifier, messages, caller(c), FSID), denied(re));
+      assert.ok(seen.read <= 1, "nothing beyond the header was read");
+    }
   });
 
   it("an operation lease is not a transfer capability", async () => {

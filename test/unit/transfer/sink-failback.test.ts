@@ -1,0 +1,102 @@
+/**
+ * runSink with FAILBACK streams, against an in-memory cluster: with a from-snapshot the original volume
+ * is rolled back to it before any write and grown or cut to the new size, no snapshot is made or
+ * removed; an original that is gone or lacks the snapshot is refused (FAILED_PRECONDITION naming the
+ * reason the source falls back on) with nothing written or created; without a from-snapshot a missing
+ * original is re-created (a full copy).
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { describe, it } from "node:test";
+import { NO_COMMON_SNAPSHOT } from "../../../agents/transfer/protocol";
+import { runSink } from "../../../agents/transfer/sink";
+import { AppError, Status } from "../../../src/common/errors";
+import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
+import { FakeCeph, poolState } from "./fakes/fake-ceph";
+import { sinkDeps } from "./fakes/sink-deps";
+import { Feed, header, KiB, messages, pattern } from "./fakes/stream";
+
+const CHUNK = 64 * KiB;
+
+function failbackHeader(fromSnapshot: boolean, imageSize = 384 * KiB) {
+  const backupId = randomUUID();
+  return header({
+    kind: TransferKind.FAILBACK,
+    destination: { pool: "rbd", namespace: "", image: "volume-1" },
+    backupId,
+    fromSnapshot: fromSnapshot ? `backup.${backupId}.snap.1` : "",
+    imageSize,
+  });
+}
+
+function status(e: unknown): Status {
+  assert.ok(e instanceof AppError, `an AppError, got ${String(e)}`);
+  return e.status;
+}
+
+describe("runSink: FAILBACK", () => {
+  it("with a from-snapshot: rolled back first, resized, only the changes written, snapshots untouched", async () => {
+    const ceph = new FakeCeph("rbd");
+    const h = failbackHeader(true);
+    const atSnapshot = pattern(256 * KiB, 1);
+    const v = ceph.addImage("rbd", "volume-1", atSnapshot, ["user-snap", h.fromSnapshot]);
+    v.data.fill(9, 0, 2 * CHUNK); // written after the backup (lost at failover)
+    const s = await runSink(sinkDeps(ceph), new Feed(messages(h, [{ offset: 5 * CHUNK, data: pattern(CHUNK, 4) }])));
+    const rollback = ceph.log.findIndex((l) => l === `snapRollback volume-1 ${h.fromSnapshot}`);
+    const write = ceph.log.findIndex((l) => l.startsWith("write volume-1"));
+    assert.ok(rollback >= 0 && rollback < write, `rolled back before writing: ${ceph.log.join(", ")}`);
+    const want = Buffer.alloc(h.imageSize);
+    atSnapshot.copy(want);
+    pattern(CHUNK, 4).copy(want, 5 * CHUNK);
+    assert.ok(v.data.equals(want), "V = V at the snapshot, grown, plus the changes");
+    assert.deepEqual(
+      v.snaps.map((x) => x.name),
+      ["user-snap", h.fromSnapshot],
+    );
+    assert.equal(s.imageCreated, false);
+    assert.equal(s.snapshotCreated, "");
+  });
+
+  it("the original lacks the snapshot, or is gone: FAILED_PRECONDITION, nothing written or created", async () => {
+    const ceph = new FakeCeph("rbd");
+    ceph.addImage("rbd", "volume-1", pattern(256 * KiB, 1), ["user-snap"]);
+    const before = poolState(ceph, "rbd");
+    const lacks = failbackHeader(true);
+    const e1 = await runSink(sinkDeps(ceph), new Feed(messages(lacks, [{ offset: 0, data: pattern(CHUNK, 2) }]))).catch(
+      (x) => x,
+    );
+    assert.equal(status(e1), Status.FAILED_PRECONDITION);
+    assert.match(e1.message, new RegExp(`${NO_COMMON_SNAPSHOT}: rbd/volume-1 has no snapshot ${lacks.fromSnapshot}`));
+    assert.equal(poolState(ceph, "rbd"), before, "nothing written");
+
+    ceph.pool("rbd").images.delete("volume-1");
+    const gone = failbackHeader(true);
+    const e2 = await runSink(sinkDeps(ceph), new Feed(messages(gone, [{ offset: 0, data: pattern(CHUNK, 2) }]))).catch(
+      (x) => x,
+    );
+    assert.equal(status(e2), Status.FAILED_PRECONDITION);
+    assert.match(e2.message, new RegExp(`${NO_COMMON_SNAPSHOT}: rbd/volume-1 does not exist`));
+    assert.equal(ceph.pool("rbd").images.has("volume-1"), false, "nothing created");
+  });
+
+  it("without a from-snapshot, the original gone: re-created by the full copy", async () => {
+    const ceph = new FakeCeph("rbd");
+    const h = failbackHeader(false, 128 * KiB);
+    const s = await runSink(
+      sinkDeps(ceph),
+      new Feed(
+        messages(h, [
+          { offset: 0, data: pattern(CHUNK, 3) },
+          { offset: CHUNK, zero: CHUNK },
+        ]),
+      ),
+    );
+    const v = ceph.pool("rbd").images.get("volume-1");
+    assert.ok(v, "re-created");
+    const want = Buffer.alloc(h.imageSize);
+    pattern(CHUNK, 3).copy(want);
+    assert.ok(v.data.equals(want));
+    assert.equal(s.imageCreated, true);
+    assert.equal(v.meta.size, 0, "the incomplete marker is gone");
+  });
+});
