@@ -16,7 +16,7 @@ import { DAY_MS, instantOf, isTimeZone, MINUTE_MS, wallOf } from "./local-time";
 /** Longest interval accepted: a year. */
 export const MAX_INTERVAL_SECONDS = 366 * 86_400;
 /** Cron schedules: the shortest gap between runs is checked over this many upcoming runs. */
-const CRON_GAP_SAMPLES = 1000;
+const CRON_GAP_SAMPLES = 100;
 
 const F = "policy.schedule";
 

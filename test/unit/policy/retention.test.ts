@@ -37,7 +37,17 @@ function hourly(from: string, to: string, stepMs = HOUR): RetentionCandidate[] {
 // ---- the brute force: independent of the implementation's wall-time arithmetic ----
 
 const fmtCache = new Map<string, Intl.DateTimeFormat>();
+const labelCache = new Map<string, ReturnType<typeof computeLabels>>();
 function labels(t: number, timeZone: string) {
+  const key = `${timeZone}|${t}`;
+  let l = labelCache.get(key);
+  if (!l) {
+    l = computeLabels(t, timeZone);
+    labelCache.set(key, l);
+  }
+  return l;
+}
+function computeLabels(t: number, timeZone: string) {
   let f = fmtCache.get(timeZone);
   if (!f) {
     f = new Intl.DateTimeFormat("en-US", {
