@@ -1,6 +1,6 @@
 /**
  * The coordinator's request/response calls over the session (Call → CallReply): cluster checks,
- * backup snapshots, backup metadata and probes, answered by the agent's operations. A failure is a
+ * backup snapshots, backup metadata, probes and image lists (policy discovery), answered by the agent's operations. A failure is a
  * reply with its gRPC status, never an error of the session.
  */
 import { Status } from "nice-grpc-common";
@@ -18,6 +18,8 @@ async function run(ops: SessionOperations, req: Call["request"]): Promise<CallRe
       return { $case: "metadata", value: await ops.getBackupMetadata(req.value) };
     case "probe":
       return { $case: "probe", value: await ops.probe(req.value) };
+    case "images":
+      return { $case: "images", value: await ops.listImages(req.value) };
     default:
       throw new AppError(Status.UNIMPLEMENTED, "a call this agent does not know");
   }

@@ -154,6 +154,8 @@ export class LeaseRunner {
         return { $case: "restore", value: await this.ops.restore(op.value, signal, r.progress) };
       case "delete":
         return { $case: "delete", value: await this.ops.deleteBackup(op.value) };
+      case "flatten":
+        return { $case: "flatten", value: await this.ops.flatten(op.value, signal) };
       default:
         throw new AppError(Status.UNIMPLEMENTED, "the lease names no operation this agent knows");
     }

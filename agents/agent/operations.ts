@@ -5,8 +5,8 @@
  * maps its failure to a gRPC status (ServerError).
  */
 import { ServerError, Status } from "nice-grpc-common";
-import { invalidArgument, statusOf, toServerError } from "../../src/common/errors";
-import { isUuid } from "../../src/common/ids";
+import { invalidArgument, notFound, statusOf, toServerError } from "../../src/common/errors";
+import { isBaseImage, isUuid } from "../../src/common/ids";
 import type { Logger } from "../../src/common/log";
 import type {
   BackupRequest,
@@ -15,6 +15,8 @@ import type {
   ClusterCheckResponse,
   DeleteBackupDataRequest,
   DeleteBackupDataResult,
+  FlattenRequest,
+  FlattenResult,
   GetBackupMetadataRequest,
   GetBackupMetadataResponse,
   ListBackupSnapshotsResponse,
@@ -22,10 +24,16 @@ import type {
   RestoreRequest,
   RestoreResult,
 } from "../../src/gen/rbdbackup/v1/agent";
-import type { ProbeRequest, ProbeResponse } from "../../src/gen/rbdbackup/v1/session";
+import type {
+  ListImagesRequest,
+  ListImagesResponse,
+  ProbeRequest,
+  ProbeResponse,
+} from "../../src/gen/rbdbackup/v1/session";
 import { isCephError } from "../ceph";
 import { backup } from "../engine/backup";
 import { clusterChecks } from "../engine/checks";
+import { flattenClone } from "../engine/clone";
 import type { EngineContext } from "../engine/context";
 import { deleteBackup } from "../engine/delete";
 import { newProgress, type Progress } from "../engine/progress";
@@ -73,7 +81,15 @@ function validImage(im: { pool: string; namespace: string; image: string } | und
  */
 export type SessionOperations = Pick<
   AgentOperations,
-  "backup" | "restore" | "deleteBackup" | "checkCluster" | "listBackupSnapshots" | "getBackupMetadata" | "probe"
+  | "backup"
+  | "restore"
+  | "deleteBackup"
+  | "flatten"
+  | "checkCluster"
+  | "listBackupSnapshots"
+  | "getBackupMetadata"
+  | "probe"
+  | "listImages"
 > & { ctx: { cluster: FencingCluster } };
 
 export class AgentOperations {
@@ -136,6 +152,11 @@ export class AgentOperations {
     return handle(this.log, "DeleteBackup", () => this.#observe("delete", () => deleteBackup(this.ctx, req)));
   }
 
+  async flatten(req: FlattenRequest, signal: AbortSignal): Promise<FlattenResult> {
+    this.#gate();
+    return handle(this.log, "Flatten", () => this.#observe("flatten", () => flattenClone(this.ctx, req, signal)));
+  }
+
   async listBackupSnapshots(req: ListImageSnapshotsRequest): Promise<ListBackupSnapshotsResponse> {
     return handle(this.log, "ListBackupSnapshots", async () => {
       const im = validImage(req.image);
@@ -154,6 +175,22 @@ export class AgentOperations {
       try {
         const m = await readMetadata(io, req.backupId);
         return m ? { found: true, json: JSON.stringify(m) } : { found: false, json: "" };
+      } finally {
+        await io.close();
+      }
+    });
+  }
+
+  /** The images of a pool (and namespace), sorted, without backup base images: policy discovery. */
+  async listImages(req: ListImagesRequest): Promise<ListImagesResponse> {
+    return handle(this.log, "ListImages", async () => {
+      validName(req.pool, "pool");
+      validName(req.namespace, "namespace", { allowEmpty: true });
+      if (!(await this.ctx.cluster.poolExists(req.pool))) throw notFound(`pool ${req.pool} not found`);
+      const io = await this.ctx.cluster.openIoCtx(req.pool, { namespace: req.namespace });
+      try {
+        const images = (await io.imageList()).filter((n) => !isBaseImage(n)).sort();
+        return { images };
       } finally {
         await io.close();
       }

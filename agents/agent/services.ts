@@ -4,6 +4,7 @@
  * agents/transfer/data-plane-server.ts).
  */
 import { toServerError } from "../../src/common/errors";
+import { flattenOperationAsks } from "../../src/common/flatten-grant";
 import { backupOperationAsks, deleteOperationAsks, type Fields, restoreOperationAsks } from "../../src/common/grants";
 import type { Logger } from "../../src/common/log";
 import type { AgentServiceImplementation } from "../../src/gen/rbdbackup/v1/agent";
@@ -94,6 +95,8 @@ export function agentService(
       leased(leases, "Restore", context.metadata, restoreOperationAsks(req), () => ops.restore(req, context.signal)),
     deleteBackup: (req, context) =>
       leased(leases, "DeleteBackup", context.metadata, deleteOperationAsks(req), () => ops.deleteBackup(req)),
+    flatten: (req, context) =>
+      leased(leases, "Flatten", context.metadata, flattenOperationAsks(req), () => ops.flatten(req, context.signal)),
     listBackupSnapshots: (req) => ops.listBackupSnapshots(req),
     getBackupMetadata: (req) => ops.getBackupMetadata(req),
   };

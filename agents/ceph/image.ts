@@ -4,7 +4,7 @@
  * I/O still in flight, then closes.
  */
 import { ClosedError, nativeCall } from "./errors";
-import type { ImageStat, NativeImage, SnapInfo } from "./native";
+import type { ChildImage, ImageStat, NativeImage, SnapInfo } from "./native";
 import * as v from "./validate";
 
 export interface Extent {
@@ -113,6 +113,11 @@ export class Image {
 
   flatten(): Promise<void> {
     return this.#call("flatten", () => this.#h.flatten());
+  }
+
+  /** Clones of the snapshot this image is open at (any pool of the cluster; v1 and v2 clones). */
+  listChildren(): Promise<ChildImage[]> {
+    return this.#call("list children of", () => this.#h.listChildren());
   }
 
   /** image-meta value of `key`, or null when unset. */

@@ -12,6 +12,8 @@ export interface ImageCreateOptions {
   stripeUnit?: number;
   stripeCount?: number;
   dataPool?: string;
+  /** imageClone only: 1 (the parent snapshot must be protected) or 2 (no protection needed). */
+  cloneFormat?: 1 | 2;
 }
 
 /** RBD feature bits (librbd/features.h). */
@@ -50,6 +52,10 @@ function createOptions(opts: ImageCreateOptions): NativeImageCreateOptions {
   if (opts.stripeUnit !== undefined) out.stripeUnit = v.positiveInt(opts.stripeUnit, "stripeUnit", 2 ** 32);
   if (opts.stripeCount !== undefined) out.stripeCount = v.positiveInt(opts.stripeCount, "stripeCount", 2 ** 32);
   if (opts.dataPool !== undefined) out.dataPool = v.name(opts.dataPool, "dataPool", 256);
+  if (opts.cloneFormat !== undefined) {
+    if (opts.cloneFormat !== 1 && opts.cloneFormat !== 2) throw new RangeError("cloneFormat must be 1 or 2");
+    out.cloneFormat = opts.cloneFormat;
+  }
   return out;
 }
 
@@ -155,7 +161,11 @@ export class IoCtx {
     return new Image(h, label, readOnly);
   }
 
-  /** Clones parent@parentSnapshot (which must be protected, for clone v1) into dest/destName. */
+  /**
+   * Clones parent@parentSnapshot into dest/destName (same cluster). Clone v1 needs the snapshot
+   * protected; v2 (`cloneFormat: 2`) does not, and is what the cluster picks only when its
+   * require-min-compat-client is mimic or newer — so pass it explicitly.
+   */
   imageClone(
     parent: string,
     parentSnapshot: string,

@@ -36,6 +36,17 @@ export interface NativeImageCreateOptions {
   stripeUnit?: number;
   stripeCount?: number;
   dataPool?: string;
+  cloneFormat?: number;
+}
+
+/** A clone of a snapshot (rbd_list_children3). */
+export interface ChildImage {
+  pool: string;
+  namespace: string;
+  image: string;
+  id: string;
+  /** Moved to the trash (it still depends on the snapshot). */
+  trash: boolean;
 }
 
 export interface NativeIoCtx {
@@ -91,6 +102,7 @@ export interface NativeImage {
   snapUnprotect(name: string): Promise<void>;
   snapRollback(name: string): Promise<void>;
   flatten(): Promise<void>;
+  listChildren(): Promise<ChildImage[]>;
   metaGet(key: string): Promise<string | null>;
   metaSet(key: string, value: string): Promise<void>;
   metaRemove(key: string): Promise<void>;

@@ -1,17 +1,19 @@
 /**
  * Deletion of a backup kept on this cluster: its snapshot on the base image, the base image once no
  * backup snapshot remains, and backup.<id>.meta. A missing pool or image is a warning, not a failure;
- * a busy image is retried with backoff, then reported (FAILED_PRECONDITION).
+ * a busy image is retried with backoff, then reported (FAILED_PRECONDITION). A backup whose snapshot has
+ * clones (CLONE restores) is refused, FAILED_PRECONDITION naming them, before anything is removed.
  */
 
 import { failedPrecondition, invalidArgument } from "../../src/common/errors";
 import { isUuid, metaObjectName, parseBackupSnap } from "../../src/common/ids";
 import { retry } from "../../src/common/retry";
 import type { DeleteBackupDataRequest, DeleteBackupDataResult } from "../../src/gen/rbdbackup/v1/agent";
-import type { Image } from "../ceph";
+import type { Image, IoCtx } from "../ceph";
 import { isCephError } from "../ceph";
 import { validName } from "../transfer/protocol";
 import { removeImageRetrying } from "../transfer/sink";
+import { childLabel, clonesOf } from "./clone";
 import type { EngineContext } from "./context";
 import { locateBackup } from "./locate";
 
@@ -26,6 +28,21 @@ function retryBusy<T>(what: string, f: () => Promise<T>): Promise<T> {
     onExhausted: (e, attempts) =>
       failedPrecondition(`${what}: still busy after ${attempts} attempts (${(e as Error).message})`),
   });
+}
+
+/**
+ * A clone (CLONE restore) of the snapshot still reads through to it: refuse, naming the clones. librbd
+ * would otherwise move a format-2 clone's parent snapshot to the trash and keep the base image busy.
+ */
+async function refuseWhileCloned(io: IoCtx, backupId: string, baseImage: string, snapshot: string): Promise<void> {
+  const children = await clonesOf(io, baseImage, snapshot).catch((e) => {
+    if (isCephError(e, "ENOENT")) return []; // gone meanwhile: the removal below reports it
+    throw e;
+  });
+  if (children.length === 0) return;
+  throw failedPrecondition(
+    `backup ${backupId} has clones that depend on its snapshot: ${children.map(childLabel).join(", ")}; flatten or remove them first`,
+  );
 }
 
 export async function deleteBackup(ctx: EngineContext, req: DeleteBackupDataRequest): Promise<DeleteBackupDataResult> {
@@ -56,6 +73,7 @@ export async function deleteBackup(ctx: EngineContext, req: DeleteBackupDataRequ
     }
     if (loc) {
       const located = loc;
+      await refuseWhileCloned(io, req.backupId, located.baseImage, located.snapshot);
       let img: Image | null = await io.imageOpen(located.baseImage);
       try {
         if (located.protected)

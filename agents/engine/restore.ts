@@ -2,7 +2,8 @@
  * Restore of a backup kept on this cluster, in one pass from its own snapshot on the base image (never
  * a replay of the chain), to a volume on the target agent's cluster: a new volume (only allocated
  * extents are written) or the original volume (every byte is written, the volume ends at the backup's
- * size). The metadata saved with the backup is re-applied (image-meta) and returned.
+ * size). The metadata saved with the backup is re-applied (image-meta) and returned. Mode CLONE makes
+ * no copy at all: clone.ts.
  */
 
 import { invalidArgument, notFound } from "../../src/common/errors";
@@ -13,6 +14,7 @@ import type { Image, IoCtx } from "../ceph";
 import { isCephError } from "../ceph";
 import { validName } from "../transfer/protocol";
 import { newStats, rbdMessages } from "../transfer/source";
+import { restoreClone } from "./clone";
 import type { EngineContext } from "./context";
 import { locateBackup } from "./locate";
 import { type BackupMetadataV1, decodeMetadata } from "./metadata";
@@ -28,9 +30,8 @@ export function validateRestoreRequest(req: RestoreRequest): void {
   validName(req.target.pool, "target pool");
   validName(req.target.namespace, "target namespace", { allowEmpty: true });
   validName(req.target.image, "target image");
-  if (![RestoreMode.RESTORE_MODE_NEW, RestoreMode.RESTORE_MODE_ORIGINAL].includes(req.mode)) {
-    throw invalidArgument(`mode ${req.mode} is not NEW or ORIGINAL`);
-  }
+  const modes = [RestoreMode.RESTORE_MODE_NEW, RestoreMode.RESTORE_MODE_ORIGINAL, RestoreMode.RESTORE_MODE_CLONE];
+  if (!modes.includes(req.mode)) throw invalidArgument(`mode ${req.mode} is not NEW, ORIGINAL or CLONE`);
 }
 
 /** Reads backup.<id>.meta; null when it does not exist. */
@@ -50,6 +51,7 @@ export async function restore(
   progress: Progress = newProgress(),
 ): Promise<RestoreResult> {
   validateRestoreRequest(req);
+  if (req.mode === RestoreMode.RESTORE_MODE_CLONE) return restoreClone(ctx, req);
   const started = Date.now();
   const log = ctx.log.child({ op: "restore", backup: req.backupId, job: req.jobId || undefined });
   if (!(await ctx.cluster.poolExists(req.backupPool))) throw notFound(`backup pool ${req.backupPool} not found`);

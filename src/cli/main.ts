@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The `rbdbackup` command: dispatch to the daemons (`agent --config FILE`, `coordinator ...`) and to the
- * client verbs of the public API (backup, job, agent list, cluster, record). Failures are reported
+ * client verbs of the public API (backup, job, agent list, cluster, record, policy, protection, volume). Failures are reported
  * here, once, with the exit codes of exit-codes.ts (listed in usage.ts).
  */
 import path from "node:path";
@@ -10,7 +10,10 @@ import { agentClientCommand } from "./commands/agent";
 import { backupCommand } from "./commands/backup";
 import { clusterCommand } from "./commands/cluster";
 import { jobCommand } from "./commands/job";
+import { policyCommand } from "./commands/policy";
+import { protectionCommand } from "./commands/protection";
 import { recordCommand } from "./commands/record";
+import { volumeCommand } from "./commands/volume";
 import { CliFailure, ExitCode, reportError } from "./exit-codes";
 import { usage } from "./usage";
 
@@ -69,6 +72,12 @@ async function run(cmd: string | undefined, rest: string[]): Promise<number> {
       return clusterCommand(rest);
     case "record":
       return recordCommand(rest);
+    case "policy":
+      return policyCommand(rest);
+    case "protection":
+      return protectionCommand(rest);
+    case "volume":
+      return volumeCommand(rest);
     case "help":
       return help(rest);
     case "--help":

@@ -6,11 +6,14 @@ import { agentHelp } from "./commands/agent";
 import { backupHelp } from "./commands/backup";
 import { clusterHelp } from "./commands/cluster";
 import { jobHelp } from "./commands/job";
+import { policyHelp } from "./commands/policy";
+import { protectionHelp } from "./commands/protection";
 import { recordHelp } from "./commands/record";
+import { volumeHelp } from "./commands/volume";
 import { overviewLines } from "./help";
 
 /** The nouns of the client verbs, in the order `rbdbackup help` shows them. */
-export const nouns = [backupHelp, jobHelp, agentHelp, clusterHelp, recordHelp];
+export const nouns = [backupHelp, jobHelp, policyHelp, protectionHelp, agentHelp, clusterHelp, recordHelp, volumeHelp];
 
 export const usage = `usage: rbdbackup <command> [options]
 

@@ -19,11 +19,16 @@ interface VolumeLike {
 const vol = (v: VolumeLike | undefined) =>
   v ? [v.cluster, v.pool, v.namespace, v.image].filter((x) => x !== undefined && x !== "").join("/") : "";
 
-/** The ids a request names, as "volume=a/rbd/img backup=… job=…" (fields that are empty are left out). */
+/**
+ * The ids a request names, as "policy=… volume=a/rbd/img backup=… job=…" (fields that are empty are left
+ * out; a policy is `name`, or `policy.name` in CreatePolicy/UpdatePolicy).
+ */
 export function targetOf(req: unknown): string {
   const r = (req ?? {}) as Record<string, unknown>;
   const record = (r.record as { backup?: { id?: string; volume?: VolumeLike } } | undefined)?.backup;
+  const policy = typeof r.policy === "object" ? (r.policy as { name?: string } | null)?.name : undefined;
   const parts: Array<[string, string]> = [
+    ["policy", (typeof r.name === "string" ? r.name : "") || policy || ""],
     ["volume", vol(r.volume as VolumeLike | undefined) || vol(record?.volume)],
     ["location", vol(r.location as VolumeLike | undefined)],
     ["target", vol(r.target as VolumeLike | undefined)],

@@ -61,6 +61,7 @@ export const METHOD_ROLES: Readonly<Record<string, Role>> = {
   PausePolicy: "operator",
   ResumePolicy: "operator",
   RunPolicyNow: "operator",
+  FailoverVolume: "operator", // a CLONE restore, and the volume's protection paused
 };
 
 /** Methods that change something: each call is written to the audit log when it ends. */
@@ -76,6 +77,7 @@ export const MUTATING = new Set([
   "PausePolicy",
   "ResumePolicy",
   "RunPolicyNow",
+  "FailoverVolume",
 ]);
 
 /** Services any API client role may use besides BackupService (read-only). */

@@ -54,6 +54,25 @@ export const SchedulerSchema = block(
 /** The scheduler's settings, every default filled in. */
 export type SchedulerSettings = Static<typeof SchedulerSchema>;
 
+export const PolicySchema = block("Protection policies: how often the runner looks for due runs and new images.", {
+  tickMs: int("How often the policy runner looks for runs that are due, ms.", 50, 60_000, 1_000),
+  discoveryIntervalMs: int(
+    "How often the images of a policy's pool are listed (through an agent of the cluster) to find volumes its selector matches, ms.",
+    1000,
+    86_400_000,
+    60_000,
+  ),
+  minIntervalSeconds: int(
+    "Shortest interval a policy schedule may have, seconds (lower it only for tests).",
+    1,
+    86_400,
+    30,
+  ),
+});
+
+/** The policy runner's settings, every default filled in. */
+export type PolicySettings = Static<typeof PolicySchema>;
+
 export const CoordinatorConfigSchema = daemonSchema("rbdbackup coordinator configuration", {
   listen: hostPort(
     "host:port of the gRPC server (BackupService, agent sessions, health, reflection).",
@@ -77,6 +96,7 @@ export const CoordinatorConfigSchema = daemonSchema("rbdbackup coordinator confi
     path: text("The SQLite catalog file.", "/var/lib/rbdbackup/coordinator/catalog.sqlite"),
   }),
   scheduler: SchedulerSchema,
+  policy: PolicySchema,
   shutdownGraceSeconds: int("Seconds to let calls finish on SIGTERM (health says NOT_SERVING meanwhile).", 0, 3600, 10),
 });
 

@@ -29,6 +29,8 @@ import type { Catalog } from "./catalog/catalog";
 import { SqliteCatalog } from "./catalog/sqlite";
 import type { CoordinatorConfig } from "./config";
 import { CoordinatorMetrics } from "./metrics";
+import { PolicyMetrics } from "./policy/metrics";
+import { PolicyRunner } from "./policy/runner";
 import { Scheduler } from "./scheduler";
 import { sessionService } from "./session-service";
 import { Sessions } from "./sessions";
@@ -43,6 +45,7 @@ export class Coordinator {
   readonly sessions = new Sessions();
   catalog: Catalog | null = null;
   scheduler: Scheduler | null = null;
+  policyRunner: PolicyRunner | null = null;
   #server: Server | null = null;
   #metrics: CoordinatorMetrics | null = null;
   metricsAddress = "";
@@ -70,6 +73,18 @@ export class Coordinator {
     const signer = tls ? new CapabilitySigner(tls.cert, tls.key) : undefined;
     const scheduler = new Scheduler({ catalog, sessions: this.sessions, cfg: cfg.scheduler, log: this.log, signer });
     this.scheduler = scheduler;
+    const policyMetrics = new PolicyMetrics(() => this.policyRunner?.samples() ?? []);
+    const policyRunner = new PolicyRunner({
+      catalog,
+      store: catalog.policies,
+      sessions: this.sessions,
+      scheduler,
+      log: this.log,
+      cfg: cfg.policy,
+      maxAttempts: cfg.scheduler.maxAttempts,
+      metrics: policyMetrics,
+    });
+    this.policyRunner = policyRunner;
     const accepting = () => this.state === "serving";
     const server = createServer({
       interceptors: [authInterceptor({ insecure: cfg.tls.insecure === true, tokens, audit })],
@@ -89,6 +104,8 @@ export class Coordinator {
           scheduler,
           log: this.log,
           maxAttempts: cfg.scheduler.maxAttempts,
+          policies: policyRunner,
+          policyMinIntervalSeconds: cfg.policy.minIntervalSeconds,
         }),
       );
     server.add(
@@ -109,10 +126,14 @@ export class Coordinator {
     this.#server = server;
     this.address = `${host}:${port || portText}`;
     if (cfg.metricsListen) {
-      this.#metrics = new CoordinatorMetrics(VERSION, catalog, this.sessions, scheduler, [audit.refusals]);
+      this.#metrics = new CoordinatorMetrics(VERSION, catalog, this.sessions, scheduler, [
+        audit.refusals,
+        ...policyMetrics.all(),
+      ]);
       this.metricsAddress = await this.#metrics.listen(cfg.metricsListen, this.log);
     }
     scheduler.start();
+    policyRunner.start();
     process.on("SIGHUP", this.#onSighup);
     this.state = "serving";
     this.health.setStatus("healthy");
@@ -145,6 +166,7 @@ export class Coordinator {
     this.log.info("draining", { graceSeconds });
     // Health answers NOT_SERVING during the grace period (watchers and load balancers see it).
     if (graceSeconds > 0) await new Promise((r) => setTimeout(r, Math.min(graceSeconds, 2) * 1000));
+    this.policyRunner?.stop();
     this.scheduler?.stop();
     for (const s of this.sessions.all()) s.close("coordinator stopping");
     const server = this.#server;

@@ -120,7 +120,7 @@ export class CoordinatorMetrics {
       registers: [r],
       collect() {
         this.reset();
-        for (const o of ["backup", "restore", "delete"])
+        for (const o of ["backup", "restore", "delete", "flatten"])
           for (const s of ["queued", "running"]) this.labels(o, s).set(0);
         for (const j of catalog.activeJobs()) {
           this.labels(op(j), j.state === JobState.JOB_STATE_RUNNING ? "running" : "queued").inc();

@@ -33,15 +33,18 @@ export interface Confirmation {
 
 export type JobOperation =
   | { kind: "backup"; mode: BackupMode; maxSnapshots: number }
-  | { kind: "restore"; target: VolumeRef; mode: RestoreMode }
-  | { kind: "delete" };
+  /** flatten (CLONE only): queue a FLATTEN job for the target once the clone exists. */
+  | { kind: "restore"; target: VolumeRef; mode: RestoreMode; flatten?: boolean }
+  | { kind: "delete" }
+  /** Detach `target`, a CLONE restore of the job's backup, from the backup's snapshot. */
+  | { kind: "flatten"; target: VolumeRef };
 
 export interface JobRecord {
   id: string;
   kind: JobKind;
   state: JobState;
   backupId: string;
-  /** BACKUP: source volume; RESTORE: target volume; DELETE: the backed-up volume. */
+  /** BACKUP: source volume; RESTORE, FLATTEN: target volume; DELETE: the backed-up volume. */
   volume: VolumeRef;
   idempotencyKey: string;
   /** Hash of the request that created the job (an idempotency key reused for another request is refused). */

@@ -1,6 +1,6 @@
 /**
  * The lab's AgentService client acts as the coordinator: it talks with the coordinator's certificate and
- * mints, for every mutating call (Backup, Restore, DeleteBackup), the operation lease the callee agent
+ * mints, for every mutating call (Backup, Restore, DeleteBackup, Flatten), the operation lease the callee agent
  * checks (metadata `rbdbackup-lease`) and — for Backup and Restore — the transfer capability the callee
  * presents to the destination (request field transfer_capability), signed with the lab coordinator's
  * key and derived the way the coordinator derives them (src/common/grants.ts). A request that already
@@ -11,6 +11,7 @@ import { readFileSync } from "node:fs";
 import { createChannel, createClientFactory } from "nice-grpc";
 import { type ClientMiddleware, Metadata } from "nice-grpc-common";
 import { CapabilitySigner, LEASE_METADATA_KEY } from "../common/capability";
+import { flattenOperationAsks } from "../common/flatten-grant";
 import {
   backupOperationAsks,
   backupTransferAllows,
@@ -25,6 +26,7 @@ import {
   AgentServiceDefinition,
   BackupRequest,
   DeleteBackupDataRequest,
+  FlattenRequest,
   RestoreMode,
   RestoreRequest,
 } from "../gen/rbdbackup/v1/agent";
@@ -103,6 +105,8 @@ export function leaseMiddleware(minter: LabMinter): ClientMiddleware {
         request = r;
       } else if (method === "DeleteBackup") {
         asks = deleteOperationAsks(DeleteBackupDataRequest.fromPartial(request as DeleteBackupDataRequest));
+      } else if (method === "Flatten") {
+        asks = flattenOperationAsks(FlattenRequest.fromPartial(request as FlattenRequest));
       }
       if (asks) md.set(LEASE_METADATA_KEY, minter.mint("operation", asks));
     }

@@ -20,6 +20,7 @@ Napi::Function Image::Init(Napi::Env env) {
                          GuardedMethod<Image, &Image::SnapUnprotect>("snapUnprotect"),
                          GuardedMethod<Image, &Image::SnapRollback>("snapRollback"),
                          GuardedMethod<Image, &Image::Flatten>("flatten"),
+                         GuardedMethod<Image, &Image::ListChildren>("listChildren"),
                          GuardedMethod<Image, &Image::MetaGet>("metaGet"),
                          GuardedMethod<Image, &Image::MetaSet>("metaSet"),
                          GuardedMethod<Image, &Image::MetaRemove>("metaRemove"),
@@ -165,6 +166,53 @@ Napi::Value Image::SnapList(const Napi::CallbackInfo& info) {
 Napi::Value Image::Flatten(const Napi::CallbackInfo& info) {
   auto h = handle(info.Env());
   return RunAsync(info.Env(), "rbd_flatten", [h]() -> int { return rbd_flatten(h->image); });
+}
+
+// Clones of the snapshot this image is open at (rbd_list_children3), in any pool of the cluster the
+// client can see; `trash` marks a child that was moved to the trash (it still depends on the snapshot).
+Napi::Value Image::ListChildren(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  struct Child {
+    std::string pool, ns, image, id;
+    bool trash;
+  };
+  auto children = std::make_shared<std::vector<Child>>();
+  return RunAsync(
+      info.Env(), "rbd_list_children3",
+      [h, children]() -> int {
+        size_t max = 16;
+        for (;;) {
+          std::vector<rbd_linked_image_spec_t> specs(max);
+          size_t n = max;
+          int rc = rbd_list_children3(h->image, specs.data(), &n);
+          if (rc == -ERANGE) {
+            max = n > max ? n : max * 2;
+            continue;
+          }
+          if (rc < 0) return rc;
+          children->clear();
+          for (size_t i = 0; i < n; i++) {
+            children->push_back({specs[i].pool_name, specs[i].pool_namespace, specs[i].image_name, specs[i].image_id,
+                                 specs[i].trash});
+          }
+          rbd_linked_image_spec_list_cleanup(specs.data(), n);
+          return 0;
+        }
+      },
+      [children](Napi::Env env) -> Napi::Value {
+        Napi::Array arr = Napi::Array::New(env, children->size());
+        for (size_t i = 0; i < children->size(); i++) {
+          const Child& c = (*children)[i];
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("pool", c.pool);
+          o.Set("namespace", c.ns);
+          o.Set("image", c.image);
+          o.Set("id", c.id);
+          o.Set("trash", Napi::Boolean::New(env, c.trash));
+          arr.Set(static_cast<uint32_t>(i), o);
+        }
+        return arr;
+      });
 }
 
 Napi::Value Image::MetaGet(const Napi::CallbackInfo& info) {

@@ -28,6 +28,7 @@ class Image : public Napi::ObjectWrap<Image>, public Releasable {
   Napi::Value SnapUnprotect(const Napi::CallbackInfo& info);
   Napi::Value SnapRollback(const Napi::CallbackInfo& info);
   Napi::Value Flatten(const Napi::CallbackInfo& info);
+  Napi::Value ListChildren(const Napi::CallbackInfo& info);
   Napi::Value MetaGet(const Napi::CallbackInfo& info);
   Napi::Value MetaSet(const Napi::CallbackInfo& info);
   Napi::Value MetaRemove(const Napi::CallbackInfo& info);

@@ -209,7 +209,8 @@ Napi::Value IoCtx::NamespaceExists(const Napi::CallbackInfo& info) {
 namespace {
 struct CreateOpts {
   bool hasFeatures = false, hasOrder = false, hasStripeUnit = false, hasStripeCount = false, hasDataPool = false;
-  uint64_t features = 0, order = 0, stripeUnit = 0, stripeCount = 0;
+  bool hasCloneFormat = false;
+  uint64_t features = 0, order = 0, stripeUnit = 0, stripeCount = 0, cloneFormat = 0;
   std::string dataPool;
 
   void Read(Napi::Object o) {
@@ -218,6 +219,7 @@ struct CreateOpts {
     hasStripeUnit = OptU64(o, "stripeUnit", &stripeUnit);
     hasStripeCount = OptU64(o, "stripeCount", &stripeCount);
     hasDataPool = OptString(o, "dataPool", &dataPool);
+    hasCloneFormat = OptU64(o, "cloneFormat", &cloneFormat);
   }
   // Returns an owned rbd_image_options_t (caller destroys) or sets *rc.
   rbd_image_options_t Make(int* rc) const {
@@ -229,6 +231,8 @@ struct CreateOpts {
     if (hasStripeUnit && *rc == 0) *rc = rbd_image_options_set_uint64(opts, RBD_IMAGE_OPTION_STRIPE_UNIT, stripeUnit);
     if (hasStripeCount && *rc == 0) *rc = rbd_image_options_set_uint64(opts, RBD_IMAGE_OPTION_STRIPE_COUNT, stripeCount);
     if (hasDataPool && *rc == 0) *rc = rbd_image_options_set_string(opts, RBD_IMAGE_OPTION_DATA_POOL, dataPool.c_str());
+    // Clone only: 2 = a clone of an unprotected snapshot (needs no require-min-compat-client mimic).
+    if (hasCloneFormat && *rc == 0) *rc = rbd_image_options_set_uint64(opts, RBD_IMAGE_OPTION_CLONE_FORMAT, cloneFormat);
     return opts;
   }
 };

@@ -14,6 +14,7 @@ import {
   parseVolumeSpec,
   positionals,
   requiredFlag,
+  UsageError,
 } from "../args";
 import { withConnection } from "../connection";
 import { dispatch } from "../dispatch";
@@ -30,7 +31,11 @@ const backupModes = {
   incremental: BackupMode.BACKUP_MODE_INCREMENTAL,
 };
 
-const restoreModes = { new: RestoreMode.RESTORE_MODE_NEW, original: RestoreMode.RESTORE_MODE_ORIGINAL };
+const restoreModes = {
+  new: RestoreMode.RESTORE_MODE_NEW,
+  original: RestoreMode.RESTORE_MODE_ORIGINAL,
+  clone: RestoreMode.RESTORE_MODE_CLONE,
+};
 
 const statuses = {
   creating: BackupStatus.BACKUP_STATUS_CREATING,
@@ -138,15 +143,19 @@ async function restore(argv: string[]): Promise<number> {
   const { values, positionals: pos } = parseFlags(argv, {
     target: { type: "string" },
     mode: { type: "string" },
+    flatten: { type: "boolean" },
     "idempotency-key": { type: "string" },
     wait: { type: "boolean" },
   });
   const [backupId = ""] = positionals("backup restore", pos, ["BACKUP_ID"]);
+  const mode = parseChoice(values.mode, "mode", restoreModes) ?? RestoreMode.RESTORE_MODE_NEW;
+  if (values.flatten && mode !== RestoreMode.RESTORE_MODE_CLONE) throw new UsageError("--flatten needs --mode clone");
   const request = {
     backupId,
     target: parseVolumeSpec(requiredFlag(values.target, "target", "backup restore"), "--target"),
-    mode: parseChoice(values.mode, "mode", restoreModes) ?? RestoreMode.RESTORE_MODE_NEW,
+    mode,
     idempotencyKey: idempotencyKey(values["idempotency-key"]),
+    flatten: values.flatten === true,
   };
   return withConnection(values, async (conn) => {
     const job = await conn.call((o) => conn.client.restoreBackup(request, o));
@@ -236,8 +245,9 @@ export const backupHelp: NounHelp = {
     },
     restore: {
       synopsis:
-        "BACKUP_ID --target CLUSTER/POOL[/NAMESPACE]/IMAGE [--mode new|original] [--idempotency-key KEY] [--wait]",
-      summary: "queue a restore of an available backup to a new volume (default) or over an existing one",
+        "BACKUP_ID --target CLUSTER/POOL[/NAMESPACE]/IMAGE [--mode new|original|clone] [--flatten] " +
+        "[--idempotency-key KEY] [--wait]",
+      summary: "queue a restore of an available backup to a new volume (default), over an existing one, or as a clone",
       args: [["BACKUP_ID", "the backup to restore"]],
       flags: [
         [
@@ -245,13 +255,18 @@ export const backupHelp: NounHelp = {
           "the volume to write, in any cluster with a connected agent (required)",
         ],
         [
-          "--mode new|original",
-          "new (default): the target must not exist; original: over an existing volume, every byte rewritten",
+          "--mode new|original|clone",
+          "new (default): the target must not exist; original: over an existing volume, every byte rewritten; " +
+            "clone: an RBD clone of the backup's snapshot on the backup's own cluster, usable at once, no data copied",
         ],
+        ["--flatten", "clone only: then copy the backup's data in (a FLATTEN job), so the backup can be deleted"],
         [KEY, KEY_HELP],
         ["--wait", WAIT_HELP],
       ],
-      examples: ["backup restore 0b5f4c2e-4f3b-4a8e-9a63-1d2c3b4a5f60 --target site-b/rbd/vol-1-restored --wait"],
+      examples: [
+        "backup restore 0b5f4c2e-4f3b-4a8e-9a63-1d2c3b4a5f60 --target site-b/rbd/vol-1-restored --wait",
+        "backup restore 0b5f4c2e-4f3b-4a8e-9a63-1d2c3b4a5f60 --target site-b/rbd/vol-1-now --mode clone --flatten",
+      ],
     },
     snapshots: {
       synopsis: "CLUSTER/POOL[/NAMESPACE]/IMAGE",

@@ -22,6 +22,7 @@ const kinds = {
   backup: JobKind.JOB_KIND_BACKUP,
   restore: JobKind.JOB_KIND_RESTORE,
   delete: JobKind.JOB_KIND_DELETE,
+  flatten: JobKind.JOB_KIND_FLATTEN,
 };
 
 async function list(argv: string[]): Promise<number> {
@@ -95,12 +96,12 @@ export const jobHelp: NounHelp = {
   verbs: {
     list: {
       synopsis:
-        "[--state queued|running|succeeded|failed|cancelled] [--kind backup|restore|delete] [--backup BACKUP_ID] " +
+        "[--state queued|running|succeeded|failed|cancelled] [--kind backup|restore|delete|flatten] [--backup BACKUP_ID] " +
         "[--limit N] [--page-token T] [--all]",
       summary: "jobs, newest first (one page of --limit, 1..1000; --all: every page)",
       flags: [
         ["--state STATE", "only jobs in this state: queued, running, succeeded, failed or cancelled"],
-        ["--kind KIND", "only jobs of this kind: backup, restore or delete"],
+        ["--kind KIND", "only jobs of this kind: backup, restore, delete or flatten"],
         ["--backup BACKUP_ID", "only jobs of this backup"],
         ["--limit N", "jobs per page, 1 to 1000"],
         ["--page-token T", "the page after the one that printed this token"],

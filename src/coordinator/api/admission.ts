@@ -5,42 +5,19 @@
  *    of the request without it. The same key again returns the existing job; the same key with a
  *    different request is ALREADY_EXISTS naming that job. Two concurrent requests with one key: the
  *    catalog's UNIQUE constraint picks the winner and the loser gets the winner's job.
- *  - A job is built here in its initial state (QUEUED, no attempt yet) and inserted in one transaction
+ *  - A job is built (jobs/new-job.ts) in its initial state (QUEUED, no attempt yet) and inserted in one transaction
  *    with whatever the request writes besides (a new backup record, a backup marked DELETING).
  */
-import { createHash, randomUUID } from "node:crypto";
 import { alreadyExists, notFound } from "../../common/errors";
-import { type Job, JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
-import { type JobOperation, type JobRecord, volumeLabel } from "../model";
+import { type Job, JobKind } from "../../gen/rbdbackup/v1/backup_service";
+import { isUniqueViolation, type JobSpec, newJobRecord } from "../jobs/new-job";
+import { type JobRecord, volumeLabel } from "../model";
 import { jobView } from "../views";
+
+/** Job construction moved to ../jobs/new-job.ts; re-exported for the handlers that import it from here. */
+export { fingerprint, isUniqueViolation, type JobSpec, sortedMeta } from "../jobs/new-job";
+
 import type { ApiDeps } from "./deps";
-
-/** Hash of a request (as JSON, idempotency key left out) under a kind, so equal requests match. */
-export function fingerprint(kind: string, msg: unknown): string {
-  return createHash("sha256").update(kind).update(JSON.stringify(msg)).digest("hex");
-}
-
-/** A map with its keys in order, so that equal maps have equal fingerprints. */
-export function sortedMeta(m: Record<string, string>): Record<string, string> {
-  return Object.fromEntries(Object.entries(m).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-}
-
-export const isUniqueViolation = (e: unknown): boolean =>
-  typeof (e as { code?: string })?.code === "string" && (e as { code: string }).code.startsWith("SQLITE_CONSTRAINT");
-
-/** What a new job is; the rest of its record starts empty. */
-export interface JobSpec {
-  kind: JobKind;
-  backupId: string;
-  volume: JobRecord["volume"];
-  operation: JobOperation;
-  idempotencyKey: string;
-  fingerprint: string;
-  locks: string[];
-  /** The cluster whose agent runs it, and the other cluster of a transfer ("" = none). */
-  execCluster: string;
-  peerCluster: string;
-}
 
 export class Admission {
   constructor(private readonly deps: ApiDeps) {}
@@ -73,26 +50,7 @@ export class Admission {
   }
 
   newJob(spec: JobSpec): JobRecord {
-    return {
-      ...spec,
-      id: randomUUID(),
-      state: JobState.JOB_STATE_QUEUED,
-      attempts: 0,
-      maxAttempts: this.deps.maxAttempts,
-      errorCode: "",
-      errorMessage: "",
-      agentId: "",
-      waitingReason: "queued",
-      createdAt: Date.now(),
-      startedAt: 0,
-      finishedAt: 0,
-      nextAttemptAt: 0,
-      lease: null,
-      cancelRequested: false,
-      result: null,
-      warnings: [],
-      fence: [],
-    };
+    return newJobRecord(spec, this.deps.maxAttempts);
   }
 
   /** Inserts in one transaction; a concurrent request with the same idempotency key wins the race. */

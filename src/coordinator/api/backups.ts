@@ -9,10 +9,10 @@ import type {
   ListBackupsRequest,
   ListBackupsResponse,
 } from "../../gen/rbdbackup/v1/backup_service";
+import { ask } from "../jobs/probes";
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
-import { ask } from "./probes";
 
 export function getBackup(deps: ApiDeps, req: GetBackupRequest): Backup {
   v.uuid(req.backupId, "backup_id");

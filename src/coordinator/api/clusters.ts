@@ -2,10 +2,10 @@
 import type { CallContext } from "nice-grpc-common";
 import type { ClusterCheckResponse } from "../../gen/rbdbackup/v1/agent";
 import type { CheckClusterRequest, ListAgentsResponse } from "../../gen/rbdbackup/v1/backup_service";
+import { ask } from "../jobs/probes";
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
-import { ask } from "./probes";
 
 export function listAgents(deps: ApiDeps): ListAgentsResponse {
   const { catalog, sessions, scheduler } = deps;

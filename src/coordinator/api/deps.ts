@@ -1,6 +1,7 @@
 /** What the BackupService handlers work with: the catalog, the connected agents, the scheduler, a log. */
 import type { Logger } from "../../common/log";
 import type { Catalog } from "../catalog/catalog";
+import type { PolicyRunnerPort } from "../policy/runner-port";
 import type { Scheduler } from "../scheduler";
 import type { Sessions } from "../sessions";
 
@@ -14,4 +15,11 @@ export interface ApiDeps {
   log: Logger;
   /** Attempts a new job may make (the scheduler's maxAttempts). */
   maxAttempts: number;
+  /**
+   * The policy runner (RunPolicyNow, selections, "a policy changed"). Optional until the runner is wired
+   * in coordinator.ts: without it a policy selects its explicit volumes and RunPolicyNow is UNAVAILABLE.
+   */
+  policies?: PolicyRunnerPort;
+  /** Shortest interval a policy schedule may have (coordinator setting policy.minIntervalSeconds; default 30). */
+  policyMinIntervalSeconds?: number;
 }

@@ -1,10 +1,32 @@
 /**
- * Protection policies on the public API (CreatePolicy … ListVolumeProtection). Placeholder while the
- * policy store and runner are built: every call answers UNIMPLEMENTED.
+ * Protection policies on the public API: CreatePolicy, UpdatePolicy, GetPolicy, ListPolicies,
+ * DeletePolicy, PausePolicy, ResumePolicy, RunPolicyNow (this file) and GetVolumeProtection /
+ * ListVolumeProtection (protection.ts). A mutation validates the whole policy (../policy/validate.ts),
+ * asks a connected agent whether the pools it names exist, then writes synchronously — the overlap with
+ * other policies is checked again right before the write, so two concurrent creates cannot both pass —
+ * and tells the runner (`deps.policies.changed`). The audit of these calls is api-audit.ts's.
  */
-import { ServerError, Status } from "nice-grpc-common";
+import type { CallContext } from "nice-grpc-common";
+import { AppError, alreadyExists, failedPrecondition, notFound, Status, unavailable } from "../../common/errors";
 import type { BackupServiceImplementation } from "../../gen/rbdbackup/v1/backup_service";
+import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
+import type {
+  CreatePolicyRequest,
+  ListPoliciesRequest,
+  ListPoliciesResponse,
+  Policy,
+  RunPolicyNowRequest,
+  RunPolicyNowResponse,
+  UpdatePolicyRequest,
+} from "../../gen/rbdbackup/v1/policy";
+import { volumeLabel } from "../model";
+import { volumeKey } from "../policy/model";
+import { checkOverlap, type PolicyContext, policyName, validatePolicy } from "../policy/validate";
+import * as v from "../validate";
+import { isUniqueViolation } from "./admission";
 import type { ApiDeps } from "./deps";
+import { probe } from "./probes";
+import { getVolumeProtection, listVolumeProtection } from "./protection";
 
 type PolicyMethods = Pick<
   BackupServiceImplementation,
@@ -20,20 +42,164 @@ type PolicyMethods = Pick<
   | "listVolumeProtection"
 >;
 
-export function policyMethods(_deps: ApiDeps): PolicyMethods {
-  const no = async (): Promise<never> => {
-    throw new ServerError(Status.UNIMPLEMENTED, "protection policies are not available in this build");
-  };
+export const DEFAULT_MIN_INTERVAL_SECONDS = 30;
+
+export function policyMethods(deps: ApiDeps): PolicyMethods {
   return {
-    createPolicy: no,
-    updatePolicy: no,
-    getPolicy: no,
-    listPolicies: no,
-    deletePolicy: no,
-    pausePolicy: no,
-    resumePolicy: no,
-    runPolicyNow: no,
-    getVolumeProtection: no,
-    listVolumeProtection: no,
+    createPolicy: (req, ctx) => createPolicy(deps, req, ctx),
+    updatePolicy: (req, ctx) => updatePolicy(deps, req, ctx),
+    getPolicy: async (req) => policyView(deps, stored(deps, req.name)),
+    listPolicies: async (req) => listPolicies(deps, req),
+    deletePolicy: async (req) => {
+      const p = stored(deps, req.name);
+      deps.catalog.policies.deletePolicy(p.name);
+      deps.log.info("policy deleted", { policy: p.name });
+      deps.policies?.changed(p.name);
+      return {};
+    },
+    pausePolicy: async (req) => setPaused(deps, req.name, true),
+    resumePolicy: async (req) => setPaused(deps, req.name, false),
+    runPolicyNow: (req) => runPolicyNow(deps, req),
+    getVolumeProtection: async (req) => getVolumeProtection(deps, req),
+    listVolumeProtection: async (req) => listVolumeProtection(deps, req),
   };
+}
+
+/** Volumes a policy selects now: the runner's answer, or its explicit list when no runner is wired. */
+export function selectedOf(deps: ApiDeps, p: Policy): VolumeRef[] {
+  return deps.policies ? deps.policies.selected(p.name) : (p.selector?.volumes ?? []);
+}
+
+/** The public view: the stored policy plus how many volumes it selects now. */
+export function policyView(deps: ApiDeps, p: Policy): Policy {
+  return { ...p, selectedVolumes: selectedOf(deps, p).length };
+}
+
+/** The stored policy of this name; INVALID_ARGUMENT for a malformed name, NOT_FOUND for an unknown one. */
+export function stored(deps: ApiDeps, name: string, field = "name"): Policy {
+  policyName(name, field);
+  const p = deps.catalog.policies.getPolicy(name);
+  if (!p) throw notFound(`policy ${name} not found`);
+  return p;
+}
+
+function context(deps: ApiDeps, name: string): PolicyContext {
+  const agents = deps.catalog.listAgents();
+  return {
+    minIntervalSeconds: deps.policyMinIntervalSeconds ?? DEFAULT_MIN_INTERVAL_SECONDS,
+    knownCluster(cluster, field) {
+      if (!agents.some((a) => a.clusterName === cluster)) {
+        throw notFound(
+          `${field}: cluster ${cluster} is unknown (no agent of it has ever registered with this coordinator)`,
+        );
+      }
+    },
+    defaultPool: (cluster) => agents.find((a) => a.clusterName === cluster)?.defaultBackupPool ?? "",
+    others: deps.catalog.policies.allPolicies().filter((p) => p.name !== name),
+    selected: (other) => {
+      const o = deps.catalog.policies.getPolicy(other);
+      return o ? selectedOf(deps, o) : [];
+    },
+  };
+}
+
+/**
+ * NOT_FOUND naming the field when a pool (or namespace) the policy names does not exist, asked of a
+ * connected agent of its cluster. A cluster with no agent connected now is not asked: the policy is
+ * configuration, and its runs report what they find.
+ */
+async function probePools(deps: ApiDeps, p: Policy, signal: AbortSignal): Promise<void> {
+  const asks: Promise<unknown>[] = [];
+  const sel = p.selector;
+  if (sel?.cluster && sel.pool && deps.sessions.ofCluster(sel.cluster).length) {
+    const q = { pools: [sel.pool], namespaces: [{ pool: sel.pool, namespace: sel.namespace }] };
+    asks.push(probe(deps.sessions, sel.cluster, q, signal, "policy.selector"));
+  }
+  const d = p.destination;
+  if (d && deps.sessions.ofCluster(d.cluster).length) {
+    const pool = d.pool || deps.sessions.any(d.cluster).info.defaultBackupPool;
+    const q = { pools: [pool], namespaces: [{ pool, namespace: d.namespace }] };
+    asks.push(probe(deps.sessions, d.cluster, q, signal, "policy.destination"));
+  }
+  await Promise.all(asks);
+}
+
+async function createPolicy(deps: ApiDeps, req: CreatePolicyRequest, ctx: CallContext): Promise<Policy> {
+  const name = req.policy?.name ?? "";
+  const clean = validatePolicy(req.policy, context(deps, name));
+  if (deps.catalog.policies.getPolicy(name)) throw alreadyExists(`policy ${name} already exists`);
+  await probePools(deps, clean, ctx.signal);
+  const now = new Date();
+  const p: Policy = { ...clean, revision: 1, createdAt: now, updatedAt: now };
+  try {
+    deps.catalog.transaction(() => {
+      checkOverlap(p, context(deps, name));
+      deps.catalog.policies.insertPolicy(p);
+    });
+  } catch (e) {
+    if (isUniqueViolation(e)) throw alreadyExists(`policy ${name} already exists`);
+    throw e;
+  }
+  deps.log.info("policy created", { policy: name, revision: p.revision });
+  deps.policies?.changed(name);
+  return policyView(deps, p);
+}
+
+async function updatePolicy(deps: ApiDeps, req: UpdatePolicyRequest, ctx: CallContext): Promise<Policy> {
+  const name = req.policy?.name ?? "";
+  if (req.policy) stored(deps, name, "policy.name");
+  const clean = validatePolicy(req.policy, context(deps, name));
+  await probePools(deps, clean, ctx.signal);
+  const p = deps.catalog.transaction(() => {
+    const old = stored(deps, name, "policy.name");
+    if (req.expectedRevision && req.expectedRevision !== old.revision) {
+      throw new AppError(
+        Status.ABORTED,
+        `policy ${name} is at revision ${old.revision}, not expected_revision ${req.expectedRevision}: read it again`,
+      );
+    }
+    checkOverlap(clean, context(deps, name));
+    const next: Policy = { ...clean, revision: old.revision + 1, createdAt: old.createdAt, updatedAt: new Date() };
+    deps.catalog.policies.updatePolicy(next);
+    return next;
+  });
+  deps.log.info("policy updated", { policy: name, revision: p.revision });
+  deps.policies?.changed(name);
+  return policyView(deps, p);
+}
+
+function listPolicies(deps: ApiDeps, req: ListPoliciesRequest): ListPoliciesResponse {
+  const size = v.pageSize(req.pageSize);
+  const page = v.page(() => deps.catalog.policies.listPolicies(size, req.pageToken));
+  return { policies: page.items.map((p) => policyView(deps, p)), nextPageToken: page.next };
+}
+
+/** Pause or resume; a policy already so is returned unchanged (same revision). */
+function setPaused(deps: ApiDeps, name: string, paused: boolean): Policy {
+  const p = deps.catalog.transaction(() => {
+    const old = stored(deps, name);
+    if (old.paused === paused) return old;
+    const next: Policy = { ...old, paused, revision: old.revision + 1, updatedAt: new Date() };
+    deps.catalog.policies.updatePolicy(next);
+    return next;
+  });
+  deps.log.info(paused ? "policy paused" : "policy resumed", { policy: name, revision: p.revision });
+  deps.policies?.changed(name);
+  return policyView(deps, p);
+}
+
+async function runPolicyNow(deps: ApiDeps, req: RunPolicyNowRequest): Promise<RunPolicyNowResponse> {
+  const p = stored(deps, req.name);
+  let only: VolumeRef | undefined;
+  if (req.volume) {
+    only = v.volumeRef(req.volume, "volume");
+    const key = volumeKey(only);
+    if (!selectedOf(deps, p).some((s) => volumeKey(s) === key)) {
+      throw failedPrecondition(`volume ${volumeLabel(only)} is not selected by policy ${p.name}`);
+    }
+  }
+  if (!deps.policies) throw unavailable("the policy runner is not running on this coordinator");
+  const jobIds = await deps.policies.runNow(p, only);
+  deps.log.info("policy run now", { policy: p.name, jobs: jobIds.length });
+  return { jobIds };
 }

@@ -14,12 +14,13 @@ import {
   type ImportBackupRecordRequest,
 } from "../../gen/rbdbackup/v1/backup_service";
 import type { BackupLocation } from "../../gen/rbdbackup/v1/common";
+import { isUniqueViolation } from "../jobs/new-job";
+import { ask } from "../jobs/probes";
 import { volumeKey } from "../model";
 import type { AgentSession } from "../sessions";
 import * as v from "../validate";
-import { type Admission, isUniqueViolation } from "./admission";
+import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
-import { ask } from "./probes";
 
 /** The version of the record format this coordinator writes and reads. */
 const RECORD_VERSION = 1;

@@ -1,10 +1,12 @@
 /**
  * RestoreBackup and DeleteBackup: jobs on an existing, available backup. A restore locks its target
- * volume and the backup (refused at once when another job uses the target); a delete locks the backup
- * and its volume's chain and marks the backup DELETING in the same transaction as its job.
+ * volume and the backup (refused at once when another job uses the target); a CLONE restore makes the
+ * target on the backup's own cluster and runs there (no transfer). A delete locks the backup and its
+ * volume's chain and marks the backup DELETING in the same transaction as its job; it is refused while
+ * clones depend on the backup (./clones.ts).
  */
 import type { CallContext } from "nice-grpc-common";
-import { alreadyExists, failedPrecondition, notFound } from "../../common/errors";
+import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../../common/errors";
 import { RestoreMode } from "../../gen/rbdbackup/v1/agent";
 import {
   BackupStatus,
@@ -15,12 +17,15 @@ import {
   RestoreBackupRequest,
 } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
+import { deleteFingerprint, deleteJobSpec } from "../jobs/delete-job";
+import { fingerprint } from "../jobs/new-job";
+import { probe } from "../jobs/probes";
 import { volumeLabel } from "../model";
 import { lockOfBackup, lockOfVolume } from "../scheduler";
 import * as v from "../validate";
-import { type Admission, fingerprint } from "./admission";
+import type { Admission } from "./admission";
+import { refuseWhileCloned } from "./clones";
 import type { ApiDeps } from "./deps";
-import { probe } from "./probes";
 
 export async function restoreBackup(
   deps: ApiDeps,
@@ -31,6 +36,8 @@ export async function restoreBackup(
   v.uuid(req.backupId, "backup_id");
   const target = v.volumeRef(req.target, "target");
   v.restoreMode(req.mode);
+  const clone = req.mode === RestoreMode.RESTORE_MODE_CLONE;
+  if (req.flatten && !clone) throw invalidArgument("flatten: only a CLONE restore can be flattened (mode CLONE)");
   v.idempotencyKey(req.idempotencyKey);
   const fp = fingerprint("restore", RestoreBackupRequest.toJSON({ ...req, idempotencyKey: "" }));
   const again = adm.replay(req.idempotencyKey, fp);
@@ -41,6 +48,11 @@ export async function restoreBackup(
     throw failedPrecondition(`backup ${b.id} is ${BackupStatus[b.status]}; only an available backup can be restored`);
   }
   adm.knownCluster(target.cluster, "target.cluster");
+  if (clone && target.cluster !== b.location.cluster) {
+    throw invalidArgument(
+      `target.cluster: mode CLONE makes the target on the backup's own cluster ${b.location.cluster}, not on ${target.cluster}`,
+    );
+  }
   deps.sessions.any(b.location.cluster);
   requireTargetFree(deps, target);
   await checkTarget(deps, target, req.mode, ctx.signal);
@@ -48,12 +60,12 @@ export async function restoreBackup(
     kind: JobKind.JOB_KIND_RESTORE,
     backupId: b.id,
     volume: target,
-    operation: { kind: "restore", target, mode: req.mode },
+    operation: { kind: "restore", target, mode: req.mode, ...(req.flatten ? { flatten: true } : {}) },
     idempotencyKey: req.idempotencyKey,
     fingerprint: fp,
     locks: [lockOfVolume(target), lockOfBackup(b.id)],
     execCluster: b.location.cluster,
-    peerCluster: target.cluster,
+    peerCluster: clone ? "" : target.cluster,
   });
   return adm.submit(job);
 }
@@ -67,10 +79,10 @@ function requireTargetFree(deps: ApiDeps, target: VolumeRef): void {
   }
 }
 
-/** NEW needs a name that is free; ORIGINAL restores over a volume that exists. */
+/** NEW and CLONE need a name that is free; ORIGINAL restores over a volume that exists. */
 async function checkTarget(deps: ApiDeps, target: VolumeRef, mode: RestoreMode, signal: AbortSignal): Promise<void> {
   const p = await probe(deps.sessions, target.cluster, { pools: [], image: target }, signal, "target");
-  if (mode === RestoreMode.RESTORE_MODE_NEW && p.imageExists) {
+  if (mode !== RestoreMode.RESTORE_MODE_ORIGINAL && p.imageExists) {
     throw alreadyExists(`target ${volumeLabel(target)} exists; restore to a new name, or over it with mode ORIGINAL`);
   }
   if (mode === RestoreMode.RESTORE_MODE_ORIGINAL && !p.imageExists) {
@@ -78,11 +90,16 @@ async function checkTarget(deps: ApiDeps, target: VolumeRef, mode: RestoreMode, 
   }
 }
 
-export async function deleteBackup(deps: ApiDeps, adm: Admission, req: DeleteBackupRequest): Promise<Job> {
+export async function deleteBackup(
+  deps: ApiDeps,
+  adm: Admission,
+  req: DeleteBackupRequest,
+  signal?: AbortSignal,
+): Promise<Job> {
   const { catalog } = deps;
   v.uuid(req.backupId, "backup_id");
   v.idempotencyKey(req.idempotencyKey);
-  const fp = fingerprint("delete", { backupId: req.backupId });
+  const fp = deleteFingerprint(req.backupId);
   const again = adm.replay(req.idempotencyKey, fp);
   if (again) return adm.view(again);
   const b = catalog.getBackup(req.backupId);
@@ -96,17 +113,8 @@ export async function deleteBackup(deps: ApiDeps, adm: Admission, req: DeleteBac
   if (b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE) {
     throw failedPrecondition(`backup ${b.id} is ${BackupStatus[b.status]}; only an available backup can be deleted`);
   }
-  const job = adm.newJob({
-    kind: JobKind.JOB_KIND_DELETE,
-    backupId: b.id,
-    volume: b.volume,
-    operation: { kind: "delete" },
-    idempotencyKey: req.idempotencyKey,
-    fingerprint: fp,
-    locks: [lockOfVolume(b.volume), lockOfBackup(b.id)],
-    execCluster: b.location.cluster,
-    peerCluster: "",
-  });
+  await refuseWhileCloned(deps, b, signal);
+  const job = adm.newJob(deleteJobSpec(b, req.idempotencyKey));
   return adm.submit(job, () => {
     b.status = BackupStatus.BACKUP_STATUS_DELETING;
     catalog.updateBackup(b);

@@ -13,6 +13,7 @@ import { getBackup, listBackupSnapshots, listBackups } from "./backups";
 import { checkCluster, listAgents } from "./clusters";
 import { createBackup } from "./create-backup";
 import type { ApiDeps } from "./deps";
+import { failoverVolume } from "./failover";
 import { cancelJob, getJob, listJobs } from "./jobs";
 import { policyMethods } from "./policies";
 import { exportBackupRecord, importBackupRecord } from "./records";
@@ -28,7 +29,7 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
     // Backups and their data.
     createBackup: (req, ctx) => createBackup(deps, adm, req, ctx),
     restoreBackup: (req, ctx) => restoreBackup(deps, adm, req, ctx),
-    deleteBackup: async (req) => deleteBackup(deps, adm, req),
+    deleteBackup: (req, ctx) => deleteBackup(deps, adm, req, ctx.signal),
     getBackup: async (req) => getBackup(deps, req),
     listBackups: async (req) => listBackups(deps, req),
     listBackupSnapshots: (req, ctx) => listBackupSnapshots(deps, adm, req, ctx),
@@ -43,6 +44,8 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
     // Records.
     exportBackupRecord: async (req) => exportBackupRecord(deps, req),
     importBackupRecord: (req, ctx) => importBackupRecord(deps, adm, req, ctx),
+    // Failover drill.
+    failoverVolume: (req, ctx) => failoverVolume(deps, adm, req, ctx),
     // Protection policies.
     ...policyMethods(deps),
   };

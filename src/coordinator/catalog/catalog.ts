@@ -5,6 +5,7 @@
  * also lives in the backup cluster (base image, snapshots, metadata objects).
  */
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../model";
+import type { PolicyStore } from "./policy-store";
 
 export interface Page<T> {
   items: T[];
@@ -22,6 +23,9 @@ export interface ClusterPin {
 
 export interface Catalog {
   transaction<T>(f: () => T): T;
+
+  /** Protection policies and their per-volume records (policy-store.ts). */
+  readonly policies: PolicyStore;
 
   upsertAgent(a: AgentRecord): void;
   listAgents(): AgentRecord[];

@@ -9,6 +9,10 @@ import Database from "better-sqlite3";
 import { Backup as BackupMsg, BackupStatus, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../model";
 import type { Catalog, ClusterPin, Page } from "./catalog";
+import { decodeToken, page } from "./page-token";
+import { POLICY_SCHEMA, SqlitePolicyStore } from "./sqlite-policies";
+
+export { decodeToken };
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,34 +51,12 @@ INSERT OR IGNORE INTO clusters (name, fsid, pinned_by, pinned_at)
 
 const SCHEMA_VERSION = "1";
 
-/**
- * A page token's offset. Only what encodeToken makes is accepted ("o:" and at most 15 digits): anything
- * else — "o:1e21", "o:-1", garbage — is the caller's mistake (RangeError → INVALID_ARGUMENT, see
- * validate.ts page()), never an SQL error.
- */
-export function decodeToken(token: string): number {
-  if (!token) return 0;
-  const m = /^o:(\d{1,15})$/.exec(Buffer.from(token, "base64url").toString("utf8"));
-  const n = m ? Number(m[1]) : Number.NaN;
-  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError("page_token is not one this server issued");
-  return n;
-}
-
-const encodeToken = (offset: number): string => Buffer.from(`o:${offset}`, "utf8").toString("base64url");
-
-function page<T>(rows: { doc: string }[], pageSize: number, offset: number, parse: (s: string) => T): Page<T> {
-  const more = rows.length > pageSize;
-  return {
-    items: rows.slice(0, pageSize).map((r) => parse(r.doc)),
-    next: more ? encodeToken(offset + pageSize) : "",
-  };
-}
-
 const parseBackup = (doc: string): Backup => BackupMsg.fromJSON(JSON.parse(doc));
 const parseJob = (doc: string): JobRecord => JSON.parse(doc) as JobRecord;
 
 export class SqliteCatalog implements Catalog {
   readonly #db: Database.Database;
+  readonly policies: SqlitePolicyStore;
 
   constructor(file: string) {
     if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
@@ -83,6 +65,7 @@ export class SqliteCatalog implements Catalog {
     this.#db.pragma("synchronous = FULL");
     this.#db.pragma("foreign_keys = ON");
     this.#db.exec(SCHEMA);
+    this.#db.exec(POLICY_SCHEMA);
     this.#db.exec(PIN_KNOWN_CLUSTERS);
     const v = this.#db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as
       | { value: string }
@@ -90,6 +73,7 @@ export class SqliteCatalog implements Catalog {
     if (!v) this.#db.prepare("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(SCHEMA_VERSION);
     else if (v.value !== SCHEMA_VERSION)
       throw new Error(`catalog ${file} has schema version ${v.value}; this coordinator knows ${SCHEMA_VERSION}`);
+    this.policies = new SqlitePolicyStore(this.#db);
   }
 
   transaction<T>(f: () => T): T {

@@ -6,7 +6,12 @@
  */
 
 import type { CapabilitySigner } from "../../common/capability";
-import type { BackupRequest, DeleteBackupDataRequest, RestoreRequest } from "../../gen/rbdbackup/v1/agent";
+import type {
+  BackupRequest,
+  DeleteBackupDataRequest,
+  FlattenRequest,
+  RestoreRequest,
+} from "../../gen/rbdbackup/v1/agent";
 import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
 import type { Lease as LeaseMsg } from "../../gen/rbdbackup/v1/session";
 import type { Catalog } from "../catalog/catalog";
@@ -45,7 +50,23 @@ export function leaseOperation(catalog: Catalog, j: JobRecord, peer: AgentSessio
   }
   if (op.kind === "restore")
     return { $case: "restore", value: { ...restoreRequest(located, j, op, peerRef), transferCapability: capability } };
+  if (op.kind === "flatten") return { $case: "flatten", value: flattenRequest(located, j, op) };
   return { $case: "delete", value: deleteRequest(located, j) };
+}
+
+function flattenRequest(
+  b: Located,
+  j: JobRecord,
+  op: Extract<JobRecord["operation"], { kind: "flatten" }>,
+): FlattenRequest {
+  return {
+    image: { pool: op.target.pool, namespace: op.target.namespace, image: op.target.image },
+    backupId: b.id,
+    backupPool: b.location.pool,
+    backupNamespace: b.location.namespace,
+    baseImage: b.baseImage,
+    jobId: j.id,
+  };
 }
 
 function backupRequest(

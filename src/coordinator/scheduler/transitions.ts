@@ -1,7 +1,8 @@
 /**
  * Job state transitions, the only code that moves a job between states once it exists:
  *
- *   QUEUED ─lease─▶ RUNNING ─ok─▶ SUCCEEDED          (restore; delete: the backup becomes DELETED)
+ *   QUEUED ─lease─▶ RUNNING ─ok─▶ SUCCEEDED          (restore; delete: the backup becomes DELETED;
+ *                      │                                 CLONE restore / flatten: the backup's clones, clones.ts)
  *                      │ backup ok ─▶ RUNNING, confirming ─confirmed by the destination─▶ SUCCEEDED (AVAILABLE)
  *                      │                                  └ denied or unconfirmable ─▶ attempt failed
  *                      │ transient failure, attempts left ─▶ QUEUED after a backoff (retry-policy.ts)
@@ -12,10 +13,11 @@
  * Every change is saved in the catalog and announced as a "job" event ("finished" for final states).
  */
 import { Status } from "nice-grpc-common";
-import { BackupResult, DeleteBackupDataResult, RestoreResult } from "../../gen/rbdbackup/v1/agent";
+import { BackupResult, DeleteBackupDataResult, FlattenResult, RestoreResult } from "../../gen/rbdbackup/v1/agent";
 import { BackupStatus, JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { JobOutcome } from "../../gen/rbdbackup/v1/session";
 import { type Backup, type JobRecord, volumeLabel } from "../model";
+import { cloneDetached, cloneMade, isCloneRestore } from "./clones";
 import { extra } from "./config";
 import type { SchedulerContext } from "./context";
 import { isFinal } from "./jobs";
@@ -131,6 +133,7 @@ export const confirmingReason = (j: JobRecord, what: string): string =>
 /** The agent reported success: the backup takes the result, the job is SUCCEEDED. */
 export function succeeded(ctx: SchedulerContext, j: JobRecord, o: JobOutcome): void {
   const r = o.result;
+  let queued: JobRecord | null = null;
   ctx.catalog.transaction(() => {
     const b = ctx.catalog.getBackup(j.backupId);
     if (r?.$case === "backup" && b) {
@@ -146,6 +149,11 @@ export function succeeded(ctx: SchedulerContext, j: JobRecord, o: JobOutcome): v
     } else if (r?.$case === "restore") {
       j.result = RestoreResult.toJSON(r.value);
       j.warnings = r.value.warnings;
+      if (b && isCloneRestore(j)) queued = cloneMade(ctx, j, b);
+    } else if (r?.$case === "flatten") {
+      j.result = FlattenResult.toJSON(r.value);
+      j.warnings = r.value.warnings;
+      if (b) cloneDetached(ctx, j, b);
     }
     j.state = JobState.JOB_STATE_SUCCEEDED;
     j.finishedAt = ctx.now();
@@ -158,6 +166,10 @@ export function succeeded(ctx: SchedulerContext, j: JobRecord, o: JobOutcome): v
   });
   ctx.log.info("job succeeded", { job: j.id, kind: JobKind[j.kind], volume: volumeLabel(j.volume) });
   changed(ctx, j);
+  if (queued) {
+    changed(ctx, queued);
+    ctx.kick();
+  }
 }
 
 function backupMade(ctx: SchedulerContext, b: Backup, x: BackupResult): void {

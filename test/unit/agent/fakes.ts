@@ -19,6 +19,8 @@ import type {
   BackupResult,
   DeleteBackupDataRequest,
   DeleteBackupDataResult,
+  FlattenRequest,
+  FlattenResult,
   RestoreRequest,
   RestoreResult,
 } from "../../../src/gen/rbdbackup/v1/agent";
@@ -140,8 +142,8 @@ export class FakeCoordinator {
 }
 
 export interface FakeAttempt {
-  kind: "backup" | "restore" | "delete";
-  req: BackupRequest | RestoreRequest | DeleteBackupDataRequest;
+  kind: "backup" | "restore" | "delete" | "flatten";
+  req: BackupRequest | RestoreRequest | DeleteBackupDataRequest | FlattenRequest;
   signal: AbortSignal | null;
   progress: Progress | null;
   resolve(v: unknown): void;
@@ -186,6 +188,9 @@ export class FakeOps implements SessionOperations {
   deleteBackup(req: DeleteBackupDataRequest): Promise<DeleteBackupDataResult> {
     return this.#attempt("delete", req);
   }
+  flatten(req: FlattenRequest, signal: AbortSignal): Promise<FlattenResult> {
+    return this.#attempt("flatten", req, signal);
+  }
   async checkCluster(): Promise<never> {
     throw new AppError(Status.PERMISSION_DENIED, "no caps in this fake");
   }
@@ -194,6 +199,9 @@ export class FakeOps implements SessionOperations {
   }
   async getBackupMetadata(): Promise<never> {
     throw new AppError(Status.NOT_FOUND, "no metadata in this fake");
+  }
+  async listImages(): Promise<{ images: string[] }> {
+    return { images: ["vol-a", "vol-b"] };
   }
   async probe(): Promise<ProbeResponse> {
     this.probes++;

@@ -123,6 +123,7 @@ const impl: BackupServiceImplementation = {
     return req.record?.backup ?? {};
   },
   restoreBackup: unimplemented,
+  failoverVolume: unimplemented,
   deleteBackup: unimplemented,
   listBackupSnapshots: unimplemented,
   listJobs: unimplemented,

@@ -15,7 +15,10 @@ import { agentClientCommand } from "../../../src/cli/commands/agent";
 import { backupCommand } from "../../../src/cli/commands/backup";
 import { clusterCommand } from "../../../src/cli/commands/cluster";
 import { jobCommand } from "../../../src/cli/commands/job";
+import { policyCommand } from "../../../src/cli/commands/policy";
+import { protectionCommand } from "../../../src/cli/commands/protection";
 import { recordCommand } from "../../../src/cli/commands/record";
+import { volumeCommand } from "../../../src/cli/commands/volume";
 import { type NounHelp, verbHelpText, wrap } from "../../../src/cli/help";
 import { main } from "../../../src/cli/main";
 import { nouns, usage } from "../../../src/cli/usage";
@@ -57,9 +60,12 @@ async function inProcess(args: string[]) {
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
   backup: backupCommand,
   job: jobCommand,
+  policy: policyCommand,
+  protection: protectionCommand,
   agent: agentClientCommand,
   cluster: clusterCommand,
   record: recordCommand,
+  volume: volumeCommand,
 };
 
 describe("per-verb help", () => {

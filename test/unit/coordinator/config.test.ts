@@ -81,6 +81,7 @@ describe("configuration", () => {
         leftoverWaitMs: 30_000,
         confirmTimeoutMs: 600_000,
       },
+      policy: { tickMs: 1_000, discoveryIntervalMs: 60_000, minIntervalSeconds: 30 },
       shutdownGraceSeconds: 10,
     });
     assert.deepEqual(parseCoordinatorConfig(["--insecure"]), parse(insecure));

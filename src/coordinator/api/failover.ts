@@ -1,0 +1,91 @@
+/**
+ * FailoverVolume, the failover drill: the newest AVAILABLE backup of a volume at a location becomes a
+ * writable volume there — a CLONE restore (restore-delete.ts; optionally flattened afterwards) — and
+ * every protection record of the volume is paused (ProtectionRecord.pausedReason), so that no policy
+ * keeps backing up the lost site's volume over the history the failover started from. Resuming is
+ * left to the operator (the policy API).
+ */
+import type { CallContext } from "nice-grpc-common";
+import { invalidArgument, notFound } from "../../common/errors";
+import { RestoreMode } from "../../gen/rbdbackup/v1/agent";
+import {
+  type Backup,
+  BackupStatus,
+  type FailoverVolumeRequest,
+  type FailoverVolumeResponse,
+} from "../../gen/rbdbackup/v1/backup_service";
+import type { BackupLocation, VolumeRef } from "../../gen/rbdbackup/v1/common";
+import type { Catalog } from "../catalog/catalog";
+import type { PolicyStore } from "../catalog/policy-store";
+import { volumeKey, volumeLabel } from "../model";
+import * as v from "../validate";
+import type { Admission } from "./admission";
+import type { ApiDeps } from "./deps";
+import { restoreBackup } from "./restore-delete";
+
+const MAX_REASON = 256;
+
+/** The newest available backup of `volume` kept at `at` (pool empty = any pool of the cluster). */
+export function newestAt(catalog: Catalog, volume: VolumeRef, at: BackupLocation): Backup | undefined {
+  const here = (b: Backup) =>
+    b.location?.cluster === at.cluster &&
+    (!at.pool || (b.location.pool === at.pool && b.location.namespace === at.namespace));
+  const ok = catalog
+    .backupsOfVolume(volume.cluster, volume.pool, volume.namespace, volume.image)
+    .filter((b) => b.status === BackupStatus.BACKUP_STATUS_AVAILABLE && here(b));
+  const at_ = (b: Backup) => b.createdAt?.getTime() ?? 0;
+  return ok.reduce<Backup | undefined>((best, b) => (!best || at_(b) >= at_(best) ? b : best), undefined);
+}
+
+/**
+ * Pauses every protection record of the volume (those already paused keep their reason); returns the
+ * policies concerned. A catalog without a policy store (before policies exist) pauses nothing.
+ */
+export function pauseProtection(catalog: Catalog, volume: VolumeRef, reason: string): string[] {
+  const store = (catalog as Catalog & { policies?: PolicyStore }).policies;
+  if (!store) return [];
+  return catalog.transaction(() =>
+    store.protectionOfVolume(volumeKey(volume)).map((r) => {
+      if (!r.pausedReason) store.upsertProtection({ ...r, pausedReason: reason });
+      return r.policy;
+    }),
+  );
+}
+
+export async function failoverVolume(
+  deps: ApiDeps,
+  adm: Admission,
+  req: FailoverVolumeRequest,
+  ctx: CallContext,
+): Promise<FailoverVolumeResponse> {
+  const volume = v.volumeRef(req.volume, "volume");
+  const at = v.location(req.location, "location");
+  if (!req.target) throw invalidArgument("target is required");
+  const target = v.volumeRef({ ...req.target, cluster: req.target.cluster || at.cluster }, "target");
+  if (target.cluster !== at.cluster) {
+    throw invalidArgument(`target.cluster: the failover volume is made on the backups' cluster ${at.cluster}`);
+  }
+  if (req.reason.length > MAX_REASON) throw invalidArgument(`reason: at most ${MAX_REASON} characters`);
+  v.idempotencyKey(req.idempotencyKey);
+  const b = newestAt(deps.catalog, volume, at);
+  if (!b) {
+    const where = `${at.cluster}${at.pool ? `/${at.pool}${at.namespace ? `/${at.namespace}` : ""}` : ""}`;
+    throw notFound(`volume ${volumeLabel(volume)} has no available backup at ${where}`);
+  }
+  const job = await restoreBackup(
+    deps,
+    adm,
+    {
+      backupId: b.id,
+      target,
+      mode: RestoreMode.RESTORE_MODE_CLONE,
+      idempotencyKey: req.idempotencyKey,
+      flatten: req.flatten,
+    },
+    ctx,
+  );
+  const why = `failed over to ${volumeLabel(target)} from backup ${b.id} (job ${job.id})${req.reason ? `: ${req.reason}` : ""}`;
+  const pausedPolicies = pauseProtection(deps.catalog, volume, why);
+  deps.log.info("volume failed over", { volume: volumeLabel(volume), backup: b.id, job: job.id, pausedPolicies });
+  return { job, backup: deps.catalog.getBackup(b.id) ?? b, pausedPolicies };
+}

@@ -1,0 +1,94 @@
+/**
+ * GetVolumeProtection and ListVolumeProtection: each (policy, volume) protection record the runner keeps,
+ * shown through the policy's status rules (../policy/status.ts protectionView) with the volume's newest
+ * available backup at the policy's destination.
+ */
+import { failedPrecondition, invalidArgument, notFound } from "../../common/errors";
+import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
+import {
+  type GetVolumeProtectionRequest,
+  type ListVolumeProtectionRequest,
+  type ListVolumeProtectionResponse,
+  type Policy,
+  ProtectionState,
+  type VolumeProtection,
+} from "../../gen/rbdbackup/v1/policy";
+import { volumeLabel } from "../model";
+import { type ProtectionRecord, volumeKey } from "../policy/model";
+import { protectionView } from "../policy/status";
+import { policyName } from "../policy/validate";
+import * as v from "../validate";
+import type { ApiDeps } from "./deps";
+
+/** The newest AVAILABLE backup of the record's volume at the policy's destination. */
+function newestAt(deps: ApiDeps, p: Policy, rec: ProtectionRecord) {
+  const d = p.destination;
+  const { cluster, pool, namespace, image } = rec.volume;
+  const ok = deps.catalog
+    .backupsOfVolume(cluster, pool, namespace, image)
+    .filter(
+      (b) =>
+        b.status === BackupStatus.BACKUP_STATUS_AVAILABLE &&
+        b.location?.cluster === d?.cluster &&
+        (!d?.pool || b.location?.pool === d.pool) &&
+        b.location?.namespace === (d?.namespace ?? ""),
+    );
+  const b = ok[ok.length - 1];
+  if (!b) return undefined;
+  const at = b.createdAt?.getTime() ?? 0;
+  return { id: b.id, at, completedAt: b.completedAt?.getTime() ?? at };
+}
+
+export function view(deps: ApiDeps, p: Policy, rec: ProtectionRecord): VolumeProtection {
+  return protectionView(p, rec, newestAt(deps, p, rec), Date.now());
+}
+
+export function getVolumeProtection(deps: ApiDeps, req: GetVolumeProtectionRequest): VolumeProtection {
+  const vol = v.volumeRef(req.volume, "volume");
+  const key = volumeKey(vol);
+  const store = deps.catalog.policies;
+  if (req.policy) {
+    policyName(req.policy, "policy");
+    const p = store.getPolicy(req.policy);
+    if (!p) throw notFound(`policy ${req.policy} not found`);
+    const rec = store.getProtection(p.name, key);
+    if (!rec) throw notFound(`volume ${volumeLabel(vol)} is not protected by policy ${p.name}`);
+    return view(deps, p, rec);
+  }
+  const recs = store.protectionOfVolume(key);
+  const [rec] = recs;
+  if (!rec) throw notFound(`volume ${volumeLabel(vol)} is not protected by any policy`);
+  if (recs.length > 1) {
+    throw failedPrecondition(
+      `volume ${volumeLabel(vol)} is in ${recs.length} policies (${recs.map((r) => r.policy).join(", ")}): name one with policy`,
+    );
+  }
+  const p = store.getPolicy(rec.policy);
+  if (!p) throw notFound(`policy ${rec.policy} not found`);
+  return view(deps, p, rec);
+}
+
+/**
+ * Records by (policy, volume), paged by the store. With a state filter a page may hold fewer than
+ * page_size (the state is computed, not stored): follow next_page_token until it is empty.
+ */
+export function listVolumeProtection(deps: ApiDeps, req: ListVolumeProtectionRequest): ListVolumeProtectionResponse {
+  if (req.policy) policyName(req.policy, "policy");
+  if (req.cluster) v.clusterName(req.cluster, "cluster");
+  if (!Number.isInteger(req.state) || req.state < 0 || !(req.state in ProtectionState)) {
+    throw invalidArgument(`state: unknown value ${req.state}`);
+  }
+  const size = v.pageSize(req.pageSize);
+  const filter = { ...(req.policy ? { policy: req.policy } : {}), ...(req.cluster ? { cluster: req.cluster } : {}) };
+  const page = v.page(() => deps.catalog.policies.listProtection(filter, size, req.pageToken));
+  const policies = new Map<string, Policy | undefined>();
+  const volumes: VolumeProtection[] = [];
+  for (const rec of page.items) {
+    if (!policies.has(rec.policy)) policies.set(rec.policy, deps.catalog.policies.getPolicy(rec.policy));
+    const p = policies.get(rec.policy);
+    if (!p) continue;
+    const pv = view(deps, p, rec);
+    if (!req.state || pv.state === req.state) volumes.push(pv);
+  }
+  return { volumes, nextPageToken: page.next };
+}

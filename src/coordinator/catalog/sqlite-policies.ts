@@ -1,0 +1,121 @@
+/**
+ * The PolicyStore in the catalog's SQLite file (same database and transactions as sqlite.ts). Like the
+ * other tables, a row keeps the record as JSON (the public Policy message's JSON; a ProtectionRecord as
+ * is) plus the columns that are filtered, ordered or unique. Listings page by offset with the catalog's
+ * page tokens.
+ */
+import type Database from "better-sqlite3";
+import { Policy as PolicyMsg } from "../../gen/rbdbackup/v1/policy";
+import { type Policy, type ProtectionRecord, volumeKey } from "../policy/model";
+import type { Page } from "./catalog";
+import { decodeToken, page } from "./page-token";
+import type { PolicyStore, ProtectionFilter } from "./policy-store";
+
+/** Created with the rest of the schema (sqlite.ts); IF NOT EXISTS, so older catalogs gain them. */
+export const POLICY_SCHEMA = `
+CREATE TABLE IF NOT EXISTS policies (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS protection (
+  policy TEXT NOT NULL,
+  volume_key TEXT NOT NULL,
+  cluster TEXT NOT NULL,
+  doc TEXT NOT NULL,
+  PRIMARY KEY (policy, volume_key)
+);
+CREATE INDEX IF NOT EXISTS protection_volume ON protection (volume_key);
+`;
+
+const parsePolicy = (doc: string): Policy => PolicyMsg.fromJSON(JSON.parse(doc));
+const parseProtection = (doc: string): ProtectionRecord => JSON.parse(doc) as ProtectionRecord;
+const policyDoc = (p: Policy): string => JSON.stringify(PolicyMsg.toJSON(p));
+
+export class SqlitePolicyStore implements PolicyStore {
+  constructor(private readonly db: Database.Database) {}
+
+  insertPolicy(p: Policy): void {
+    this.db.prepare("INSERT INTO policies (name, doc) VALUES (?, ?)").run(p.name, policyDoc(p));
+  }
+
+  getPolicy(name: string): Policy | undefined {
+    const r = this.db.prepare("SELECT doc FROM policies WHERE name = ?").get(name) as { doc: string } | undefined;
+    return r ? parsePolicy(r.doc) : undefined;
+  }
+
+  updatePolicy(p: Policy): void {
+    const r = this.db.prepare("UPDATE policies SET doc = ? WHERE name = ?").run(policyDoc(p), p.name);
+    if (r.changes !== 1) throw new Error(`policy ${p.name} is not in the catalog`);
+  }
+
+  deletePolicy(name: string): void {
+    this.db.transaction(() => {
+      this.db.prepare("DELETE FROM protection WHERE policy = ?").run(name);
+      this.db.prepare("DELETE FROM policies WHERE name = ?").run(name);
+    })();
+  }
+
+  listPolicies(pageSize: number, pageToken: string): Page<Policy> {
+    const offset = decodeToken(pageToken);
+    const rows = this.db
+      .prepare(`SELECT doc FROM policies ORDER BY name LIMIT ${pageSize + 1} OFFSET ${offset}`)
+      .all() as { doc: string }[];
+    return page(rows, pageSize, offset, parsePolicy);
+  }
+
+  allPolicies(): Policy[] {
+    return (this.db.prepare("SELECT doc FROM policies ORDER BY name").all() as { doc: string }[]).map((r) =>
+      parsePolicy(r.doc),
+    );
+  }
+
+  upsertProtection(r: ProtectionRecord): void {
+    this.db
+      .prepare(
+        "INSERT INTO protection (policy, volume_key, cluster, doc) VALUES (?, ?, ?, ?) ON CONFLICT(policy, volume_key) DO UPDATE SET doc = excluded.doc",
+      )
+      .run(r.policy, volumeKey(r.volume), r.volume.cluster, JSON.stringify(r));
+  }
+
+  getProtection(policy: string, key: string): ProtectionRecord | undefined {
+    const r = this.db.prepare("SELECT doc FROM protection WHERE policy = ? AND volume_key = ?").get(policy, key) as
+      | { doc: string }
+      | undefined;
+    return r ? parseProtection(r.doc) : undefined;
+  }
+
+  protectionOfPolicy(policy: string): ProtectionRecord[] {
+    return (
+      this.db.prepare("SELECT doc FROM protection WHERE policy = ? ORDER BY volume_key").all(policy) as {
+        doc: string;
+      }[]
+    ).map((r) => parseProtection(r.doc));
+  }
+
+  protectionOfVolume(key: string): ProtectionRecord[] {
+    return (
+      this.db.prepare("SELECT doc FROM protection WHERE volume_key = ? ORDER BY policy").all(key) as { doc: string }[]
+    ).map((r) => parseProtection(r.doc));
+  }
+
+  listProtection(f: ProtectionFilter, pageSize: number, pageToken: string): Page<ProtectionRecord> {
+    const where: string[] = [];
+    const args: Record<string, unknown> = {};
+    if (f.policy) {
+      where.push("policy = @policy");
+      args.policy = f.policy;
+    }
+    if (f.cluster) {
+      where.push("cluster = @cluster");
+      args.cluster = f.cluster;
+    }
+    const offset = decodeToken(pageToken);
+    const rows = this.db
+      .prepare(
+        `SELECT doc FROM protection ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY policy, volume_key LIMIT ${pageSize + 1} OFFSET ${offset}`,
+      )
+      .all(args) as { doc: string }[];
+    return page(rows, pageSize, offset, parseProtection);
+  }
+
+  deleteProtection(policy: string, key: string): void {
+    this.db.prepare("DELETE FROM protection WHERE policy = ? AND volume_key = ?").run(policy, key);
+  }
+}

@@ -1,0 +1,162 @@
+/**
+ * A backup job as it is created, by CreateBackup (api/create-backup.ts) and by the policy runner alike:
+ * the request checked, both clusters asked (the volume exists and is not empty, the destination pool and
+ * namespace exist), an INCREMENTAL's parent required, then the backup record (CREATING) and its job
+ * (QUEUED), ready to be inserted together. Idempotency and the insert stay with the caller.
+ */
+import { randomUUID } from "node:crypto";
+import { failedPrecondition, notFound } from "../../common/errors";
+import { BackupMode } from "../../gen/rbdbackup/v1/agent";
+import { type Backup, BackupStatus, CreateBackupRequest, JobKind } from "../../gen/rbdbackup/v1/backup_service";
+import type { BackupLocation, VolumeRef } from "../../gen/rbdbackup/v1/common";
+import type { ProbeResponse } from "../../gen/rbdbackup/v1/session";
+import type { Catalog } from "../catalog/catalog";
+import { type JobRecord, volumeLabel } from "../model";
+import { lockOfVolume } from "../scheduler";
+import type { Sessions } from "../sessions";
+import * as v from "../validate";
+import { fingerprint, newJobRecord, sortedMeta } from "./new-job";
+import { probe } from "./probes";
+
+/** Where the backup goes, with the pool resolved (the agent's default backup pool when none was named). */
+interface Destination {
+  cluster: string;
+  pool: string;
+  namespace: string;
+  fsid: string;
+}
+
+export interface BackupJobDeps {
+  catalog: Catalog;
+  sessions: Sessions;
+  /** Attempts the job may make (the scheduler's maxAttempts). */
+  maxAttempts: number;
+}
+
+/** The request's checked volume and location (INVALID_ARGUMENT naming the field). */
+export function validateBackupRequest(req: CreateBackupRequest): { vol: VolumeRef; loc: BackupLocation } {
+  const vol = v.volumeRef(req.volume, "volume");
+  const loc = v.location(req.location, "location");
+  v.backupMode(req.mode);
+  v.volumeMetadata(req.volumeId, req.volumeMetadata);
+  v.idempotencyKey(req.idempotencyKey);
+  v.maxSnapshots(req.maxSnapshots);
+  return { vol, loc };
+}
+
+/** The fingerprint of a backup request (its idempotency key left out, its metadata in key order). */
+export function backupFingerprint(req: CreateBackupRequest): string {
+  return fingerprint(
+    "backup",
+    CreateBackupRequest.toJSON({ ...req, idempotencyKey: "", volumeMetadata: sortedMeta(req.volumeMetadata) }),
+  );
+}
+
+/** The backup (CREATING) and its job (QUEUED) of a validated request; not inserted yet. */
+export async function buildBackupJob(
+  deps: BackupJobDeps,
+  req: CreateBackupRequest,
+  checked: { vol: VolumeRef; loc: BackupLocation; fingerprint: string },
+  signal: AbortSignal,
+  nowMs: number = Date.now(),
+): Promise<{ backup: Backup; job: JobRecord }> {
+  const { vol, loc } = checked;
+  const { src, dest } = await probeBoth(deps.sessions, vol, loc, signal);
+  if (req.mode === BackupMode.BACKUP_MODE_INCREMENTAL) requireParent(deps.catalog, vol, dest, src);
+  const backup = newBackup(req, vol, dest, src.imageSize, nowMs);
+  const job = newJobRecord(
+    {
+      kind: JobKind.JOB_KIND_BACKUP,
+      backupId: backup.id,
+      volume: vol,
+      operation: { kind: "backup", mode: req.mode, maxSnapshots: req.maxSnapshots },
+      idempotencyKey: req.idempotencyKey,
+      fingerprint: checked.fingerprint,
+      locks: [lockOfVolume(vol)],
+      execCluster: vol.cluster,
+      peerCluster: loc.cluster,
+    },
+    deps.maxAttempts,
+    nowMs,
+  );
+  backup.jobId = job.id;
+  return { backup, job };
+}
+
+/** Asks the source cluster about the volume and the destination cluster about the pool, at once. */
+async function probeBoth(
+  sessions: Sessions,
+  vol: VolumeRef,
+  loc: BackupLocation,
+  signal: AbortSignal,
+): Promise<{ src: ProbeResponse; dest: Destination }> {
+  const dst = sessions.any(loc.cluster);
+  const pool = loc.pool || dst.info.defaultBackupPool;
+  const [src] = await Promise.all([
+    probe(sessions, vol.cluster, { pools: [], image: vol }, signal, "volume"),
+    probe(
+      sessions,
+      loc.cluster,
+      { pools: [pool], namespaces: [{ pool, namespace: loc.namespace }] },
+      signal,
+      "location",
+    ),
+  ]);
+  if (!src.imageExists) throw notFound(`volume ${volumeLabel(vol)} not found`);
+  if (src.imageSize === 0) throw failedPrecondition(`volume ${volumeLabel(vol)} has size 0: nothing to back up`);
+  return { src, dest: { cluster: loc.cluster, pool, namespace: loc.namespace, fsid: dst.info.clusterFsid } };
+}
+
+/** An INCREMENTAL needs an available backup in the same location whose snapshot is still on the volume. */
+function requireParent(catalog: Catalog, vol: VolumeRef, dest: Destination, src: ProbeResponse): void {
+  const onVolume = new Set(src.imageSnapshots.map((s) => s.name));
+  const parent = catalog
+    .backupsOfVolume(vol.cluster, vol.pool, vol.namespace, vol.image)
+    .some(
+      (b) =>
+        b.status === BackupStatus.BACKUP_STATUS_AVAILABLE &&
+        b.location?.cluster === dest.cluster &&
+        b.location.pool === dest.pool &&
+        b.location.namespace === dest.namespace &&
+        onVolume.has(b.snapshot),
+    );
+  if (!parent) {
+    throw failedPrecondition(
+      `mode INCREMENTAL: no available backup of ${volumeLabel(vol)} in ${dest.cluster}/${dest.pool} whose snapshot is still on the volume; use AUTO or FULL`,
+    );
+  }
+}
+
+/** The backup record as it starts: CREATING, nothing transferred yet. */
+function newBackup(
+  req: CreateBackupRequest,
+  vol: VolumeRef,
+  dest: Destination,
+  sizeBytes: number,
+  nowMs: number,
+): Backup {
+  return {
+    id: randomUUID(),
+    volume: vol,
+    volumeId: req.volumeId,
+    volumeMetadata: req.volumeMetadata,
+    location: { cluster: dest.cluster, pool: dest.pool, namespace: dest.namespace },
+    locationFsid: dest.fsid,
+    status: BackupStatus.BACKUP_STATUS_CREATING,
+    baseImage: "",
+    snapshot: "",
+    incremental: false,
+    parentSnapshot: "",
+    forcedFullReason: "",
+    sizeBytes,
+    dataBytesSent: 0,
+    zeroBytes: 0,
+    transferSeconds: 0,
+    jobId: "",
+    createdAt: new Date(nowMs),
+    completedAt: undefined,
+    error: "",
+    warnings: [],
+    clones: [],
+  };
+}

@@ -1,0 +1,59 @@
+/**
+ * A job as it is created, whoever creates it (the API's admission, the policy runner): its record in
+ * the initial state (QUEUED, no attempt yet), the fingerprint of the request that made it (so the same
+ * idempotency key with another request is told apart) and how a lost UNIQUE race is recognised.
+ */
+import { createHash, randomUUID } from "node:crypto";
+import { type JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
+import type { JobOperation, JobRecord } from "../model";
+
+/** Hash of a request (as JSON, idempotency key left out) under a kind, so equal requests match. */
+export function fingerprint(kind: string, msg: unknown): string {
+  return createHash("sha256").update(kind).update(JSON.stringify(msg)).digest("hex");
+}
+
+/** A map with its keys in order, so that equal maps have equal fingerprints. */
+export function sortedMeta(m: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(m).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+export const isUniqueViolation = (e: unknown): boolean =>
+  typeof (e as { code?: string })?.code === "string" && (e as { code: string }).code.startsWith("SQLITE_CONSTRAINT");
+
+/** What a new job is; the rest of its record starts empty. */
+export interface JobSpec {
+  kind: JobKind;
+  backupId: string;
+  volume: JobRecord["volume"];
+  operation: JobOperation;
+  idempotencyKey: string;
+  fingerprint: string;
+  locks: string[];
+  /** The cluster whose agent runs it, and the other cluster of a transfer ("" = none). */
+  execCluster: string;
+  peerCluster: string;
+}
+
+/** The job record of `spec` as it starts: QUEUED, no attempt, nothing reported. */
+export function newJobRecord(spec: JobSpec, maxAttempts: number, nowMs: number = Date.now()): JobRecord {
+  return {
+    ...spec,
+    id: randomUUID(),
+    state: JobState.JOB_STATE_QUEUED,
+    attempts: 0,
+    maxAttempts,
+    errorCode: "",
+    errorMessage: "",
+    agentId: "",
+    waitingReason: "queued",
+    createdAt: nowMs,
+    startedAt: 0,
+    finishedAt: 0,
+    nextAttemptAt: 0,
+    lease: null,
+    cancelRequested: false,
+    result: null,
+    warnings: [],
+    fence: [],
+  };
+}

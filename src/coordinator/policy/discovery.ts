@@ -1,0 +1,86 @@
+/**
+ * Discovery: the images of the pools that policies select by regex, listed through a connected agent of
+ * the cluster (session Call "images") at most every discoveryIntervalMs per (cluster, pool, namespace).
+ * The last good list is kept: an agent missing or failing leaves the list (and the volumes' records) as
+ * they were until a later listing succeeds. Lists are asked in the background; `images()` never waits.
+ */
+import type { Logger } from "../../common/log";
+import type { PolicySelector } from "../../gen/rbdbackup/v1/policy";
+import type { Sessions } from "../sessions";
+
+/** How long one listing may take. */
+const LIST_TIMEOUT_MS = 15_000;
+
+interface PoolImages {
+  images: string[] | null;
+  listedAt: number;
+  askedAt: number;
+  inflight: boolean;
+}
+
+export const poolKey = (s: Pick<PolicySelector, "cluster" | "pool" | "namespace">): string =>
+  `${s.cluster}/${s.pool}/${s.namespace}`;
+
+export class Discovery {
+  readonly #pools = new Map<string, PoolImages>();
+
+  constructor(
+    private readonly sessions: Pick<Sessions, "any">,
+    private readonly intervalMs: number,
+    private readonly log: Logger,
+    private readonly onListed: () => void = () => {},
+  ) {}
+
+  /** The pool's images as last listed (null: never listed yet); asks again in the background when due. */
+  images(sel: PolicySelector, nowMs: number): string[] | null {
+    const key = poolKey(sel);
+    let p = this.#pools.get(key);
+    if (!p) {
+      p = { images: null, listedAt: 0, askedAt: 0, inflight: false };
+      this.#pools.set(key, p);
+    }
+    if (!p.inflight && (p.askedAt === 0 || nowMs - p.askedAt >= this.intervalMs)) void this.#list(sel, p, nowMs);
+    return p.images;
+  }
+
+  /** The pool's listing is due at the next `images()` call. */
+  expire(sel: PolicySelector): void {
+    const p = this.#pools.get(poolKey(sel));
+    if (p) p.askedAt = 0;
+  }
+
+  async #list(sel: PolicySelector, p: PoolImages, nowMs: number): Promise<void> {
+    p.inflight = true;
+    p.askedAt = nowMs;
+    try {
+      const agent = this.sessions.any(sel.cluster);
+      const r = await agent.call(
+        { $case: "images", value: { pool: sel.pool, namespace: sel.namespace } },
+        "images",
+        LIST_TIMEOUT_MS,
+      );
+      p.images = r.images;
+      p.listedAt = nowMs;
+      this.onListed();
+    } catch (err) {
+      this.log.warn("policy discovery: cannot list the pool's images; its volumes keep their records", {
+        pool: poolKey(sel),
+        err,
+      });
+    } finally {
+      p.inflight = false;
+    }
+  }
+
+  /** Pools no selector names any more are forgotten. */
+  retain(keys: Set<string>): void {
+    for (const k of this.#pools.keys()) if (!keys.has(k)) this.#pools.delete(k);
+  }
+}
+
+/** The images of `images` the selector's regex matches (anchored; empty regex = all). */
+export function matching(sel: PolicySelector, images: string[]): string[] {
+  if (!sel.imageRegex) return images;
+  const re = new RegExp(`^(?:${sel.imageRegex})$`);
+  return images.filter((n) => re.test(n));
+}

@@ -1,0 +1,346 @@
+/**
+ * The policy runner: every tickMs it reads the policies, works out each one's selection (explicit list +
+ * discovered images matching its pool selector), keeps one ProtectionRecord per (policy, volume), and
+ * queues a backup job for each record whose run is due — in one transaction with the record's advance,
+ * with an idempotency key of (policy, volume, slot), so a retried tick or a restart never queues a slot
+ * twice. It settles finished runs (failures counted, retention after a success) and answers the API
+ * (PolicyRunnerPort). Time comes from `now` (a test moves a fake clock and awaits tick()).
+ */
+import { failedPrecondition } from "../../common/errors";
+import type { Logger } from "../../common/log";
+import { CreateBackupRequest, JobState } from "../../gen/rbdbackup/v1/backup_service";
+import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
+import { type Policy, ProtectionState } from "../../gen/rbdbackup/v1/policy";
+import type { Catalog } from "../catalog/catalog";
+import type { PolicyStore } from "../catalog/policy-store";
+import type { PolicySettings } from "../config-schema";
+import { backupFingerprint, buildBackupJob } from "../jobs/backup-job";
+import { isUniqueViolation } from "../jobs/new-job";
+import { isFinal } from "../scheduler";
+import type { Sessions } from "../sessions";
+import { Discovery, matching, poolKey } from "./discovery";
+import type { PolicyMetrics, VolumeSample } from "./metrics";
+import { type ProtectionRecord, volumeKey } from "./model";
+import { enforceRetention, policyBackups } from "./retention-jobs";
+import type { PolicyRunnerPort } from "./runner-port";
+import { advance, isDue, manualKey, newRecord, nextRun, slotKey, volumeMetadata } from "./slots";
+import { protectionView } from "./status";
+
+export interface PolicyRunnerDeps {
+  catalog: Catalog;
+  store: PolicyStore;
+  sessions: Sessions;
+  scheduler: { kick(): void };
+  log: Logger;
+  cfg: PolicySettings;
+  /** Attempts a job may make (the scheduler's maxAttempts). */
+  maxAttempts: number;
+  now?: () => number;
+  metrics?: PolicyMetrics;
+}
+
+/** Runs being queued at once (each asks two agents first). */
+const LAUNCH_CONCURRENCY = 16;
+
+export class PolicyRunner implements PolicyRunnerPort {
+  readonly #now: () => number;
+  readonly #discovery: Discovery;
+  readonly #selected = new Map<string, VolumeRef[]>();
+  readonly #schedules = new Map<string, string>();
+  readonly #settled = new Set<string>();
+  readonly #launching = new Set<string>();
+  #timer: NodeJS.Timeout | null = null;
+  #ticking: Promise<void> | null = null;
+
+  constructor(private readonly deps: PolicyRunnerDeps) {
+    this.#now = deps.now ?? Date.now;
+    this.#discovery = new Discovery(deps.sessions, deps.cfg.discoveryIntervalMs, deps.log, () => this.soon());
+  }
+
+  start(): void {
+    this.#timer = setInterval(() => this.soon(), this.deps.cfg.tickMs);
+    this.soon();
+  }
+
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+  }
+
+  /** A tick now unless one is running (errors logged, never thrown). */
+  soon(): void {
+    if (this.#ticking) return;
+    this.tick().catch((err) => this.deps.log.error("policy runner tick failed", { err }));
+  }
+
+  async tick(): Promise<void> {
+    if (this.#ticking) return this.#ticking;
+    this.#ticking = this.#tick().finally(() => {
+      this.#ticking = null;
+    });
+    return this.#ticking;
+  }
+
+  async #tick(): Promise<void> {
+    const now = this.#now();
+    const policies = this.deps.store.allPolicies();
+    const due: Array<[Policy, ProtectionRecord]> = [];
+    this.#discovery.retain(new Set(policies.flatMap((p) => (p.selector?.pool ? [poolKey(p.selector)] : []))));
+    for (const p of policies) {
+      this.#reschedule(p, now);
+      for (const rec of this.#reconcile(p, now)) {
+        this.#settle(p, rec, now);
+        if (isDue(rec, now) && !this.#launching.has(`${p.name}\0${volumeKey(rec.volume)}`)) due.push([p, rec]);
+      }
+    }
+    for (let i = 0; i < due.length; i += LAUNCH_CONCURRENCY) {
+      await Promise.all(due.slice(i, i + LAUNCH_CONCURRENCY).map(([p, rec]) => this.#runDue(p, rec, now)));
+    }
+  }
+
+  /** The policy's volumes now, and their records: new ones created, ones no longer selected removed. */
+  #reconcile(p: Policy, now: number): ProtectionRecord[] {
+    const { store } = this.deps;
+    const explicit = p.selector?.volumes ?? [];
+    let discovered: VolumeRef[] | null = [];
+    const sel = p.selector;
+    if (sel?.cluster && sel.pool) {
+      const images = this.#discovery.images(sel, now);
+      discovered = images
+        ? matching(sel, images).map((image) => ({
+            cluster: sel.cluster,
+            pool: sel.pool,
+            namespace: sel.namespace,
+            image,
+          }))
+        : null;
+    }
+    const want = new Map<string, { vol: VolumeRef; source: ProtectionRecord["source"] }>();
+    for (const vol of discovered ?? []) want.set(volumeKey(vol), { vol, source: "discovered" });
+    for (const vol of explicit) want.set(volumeKey(vol), { vol, source: "explicit" });
+    const records = new Map(store.protectionOfPolicy(p.name).map((r) => [volumeKey(r.volume), r]));
+    const out: ProtectionRecord[] = [];
+    for (const [key, rec] of records) {
+      // Not listed yet (agent missing): discovered volumes keep their records until a listing says otherwise.
+      if (want.has(key) || (discovered === null && rec.source === "discovered")) out.push(rec);
+      else store.deleteProtection(p.name, key);
+    }
+    for (const [key, { vol, source }] of want) {
+      if (records.has(key)) continue;
+      const rec = newRecord(p, vol, source, now);
+      store.upsertProtection(rec);
+      out.push(rec);
+    }
+    this.#selected.set(
+      p.name,
+      out.map((r) => r.volume),
+    );
+    return out;
+  }
+
+  /** A changed schedule moves every record's next run to the new schedule's next slot. */
+  #reschedule(p: Policy, now: number): void {
+    const s = JSON.stringify(p.schedule ?? {});
+    const before = this.#schedules.get(p.name);
+    this.#schedules.set(p.name, s);
+    if (before === undefined || before === s) return;
+    for (const rec of this.deps.store.protectionOfPolicy(p.name))
+      this.deps.store.upsertProtection({ ...rec, ...nextRun(p, rec.volume, now) });
+  }
+
+  /** The last run finished: failures counted once (the job id is in lastError), retention after a success. */
+  #settle(p: Policy, rec: ProtectionRecord, now: number): void {
+    const id = rec.lastJobId;
+    if (!id || this.#settled.has(id)) return;
+    const job = this.deps.catalog.getJob(id);
+    if (job && !isFinal(job.state)) return;
+    this.#settled.add(id);
+    if (!job) return;
+    const ok = job.state === JobState.JOB_STATE_SUCCEEDED;
+    this.deps.metrics?.runDuration
+      .labels(p.name, ok ? "succeeded" : "failed")
+      .observe(Math.max(0, (job.finishedAt || now) - job.createdAt) / 1000);
+    const mark = `job ${id}: `;
+    if (ok) {
+      if (rec.consecutiveFailures || rec.lastError) this.#save({ ...rec, consecutiveFailures: 0, lastError: "" }, rec);
+      const n = enforceRetention(this.deps, p, rec.volume, now);
+      if (n) {
+        this.deps.metrics?.retentionDeletions.labels(p.name).inc(n);
+        this.deps.scheduler.kick();
+      }
+    } else if (!rec.lastError.startsWith(mark)) {
+      const why = job.errorMessage || JobState[job.state];
+      this.#save({ ...rec, consecutiveFailures: rec.consecutiveFailures + 1, lastError: mark + why }, rec);
+    }
+  }
+
+  #save(next: ProtectionRecord, into: ProtectionRecord): void {
+    this.deps.store.upsertProtection(next);
+    Object.assign(into, next);
+  }
+
+  /** A due slot: skipped (paused: not counted; previous run still going: missed) or run. */
+  async #runDue(p: Policy, rec: ProtectionRecord, now: number): Promise<void> {
+    const { store, metrics } = this.deps;
+    if (p.paused || rec.pausedReason) {
+      store.upsertProtection({ ...rec, ...nextRun(p, rec.volume, now) });
+      return;
+    }
+    const prev = rec.lastJobId ? this.deps.catalog.getJob(rec.lastJobId) : undefined;
+    if (prev && !isFinal(prev.state)) {
+      const next = advance(p, rec, now, "");
+      store.upsertProtection(next);
+      metrics?.missedRuns.labels(p.name).inc(next.missedRuns - rec.missedRuns);
+      return;
+    }
+    const key = slotKey(p.name, rec.volume, rec.nextSlotAt);
+    await this.#queue(p, rec.volume, key, (jobId) => {
+      const next = advance(p, rec, now, jobId);
+      metrics?.missedRuns.labels(p.name).inc(next.missedRuns - rec.missedRuns);
+      return next;
+    }).catch((err) => {
+      // Not queued (volume gone, no agent): a failed run of this slot.
+      const next = advance(p, rec, now, "");
+      const lastError = `slot ${new Date(rec.nextSlotAt).toISOString()}: ${(err as Error).message}`;
+      // advance() counted this slot as not run; it ran and failed.
+      const missedRuns = next.missedRuns - 1;
+      metrics?.missedRuns.labels(p.name).inc(missedRuns - rec.missedRuns);
+      store.upsertProtection({
+        ...next,
+        missedRuns,
+        consecutiveFailures: rec.consecutiveFailures + 1,
+        lastError,
+      });
+      this.deps.log.warn("policy run not queued", { policy: p.name, volume: volumeKey(rec.volume), err });
+    });
+  }
+
+  /**
+   * Builds and inserts one backup job of `vol` under `key`, with the record `update` makes, in one
+   * transaction. A key already used (a retried tick, a restart) inserts nothing and returns that job.
+   */
+  async #queue(
+    p: Policy,
+    vol: VolumeRef,
+    key: string,
+    update: (jobId: string) => ProtectionRecord | undefined,
+  ): Promise<string> {
+    const { catalog, store } = this.deps;
+    const launchKey = `${p.name}\0${volumeKey(vol)}`;
+    this.#launching.add(launchKey);
+    try {
+      const existing = catalog.jobByIdempotencyKey(key);
+      const req = this.#request(p, vol, key);
+      if (existing) {
+        const rec = update(existing.id);
+        if (rec) store.upsertProtection(rec);
+        return existing.id;
+      }
+      const dest = p.destination ?? { cluster: "", pool: "", namespace: "" };
+      const fp = backupFingerprint(req);
+      const { backup, job } = await buildBackupJob(
+        this.deps,
+        req,
+        { vol, loc: dest, fingerprint: fp },
+        AbortSignal.timeout(30_000),
+        this.#now(),
+      );
+      try {
+        catalog.transaction(() => {
+          catalog.insertBackup(backup);
+          catalog.insertJob(job);
+          const rec = update(job.id);
+          if (rec) store.upsertProtection(rec);
+        });
+      } catch (e) {
+        const other = isUniqueViolation(e) && catalog.jobByIdempotencyKey(key);
+        if (!other) throw e;
+        const rec = update(other.id);
+        if (rec) store.upsertProtection(rec);
+        return other.id;
+      }
+      this.deps.log.info("policy run queued", { policy: p.name, volume: volumeKey(vol), job: job.id, key });
+      this.deps.scheduler.kick();
+      return job.id;
+    } finally {
+      this.#launching.delete(launchKey);
+    }
+  }
+
+  #request(p: Policy, vol: VolumeRef, key: string): CreateBackupRequest {
+    return CreateBackupRequest.fromPartial({
+      volume: vol,
+      location: p.destination,
+      mode: p.mode,
+      maxSnapshots: p.maxSnapshots,
+      volumeMetadata: volumeMetadata(p, vol),
+      idempotencyKey: key,
+    });
+  }
+
+  // ---- PolicyRunnerPort ----
+
+  async runNow(policy: Policy, volume?: VolumeRef): Promise<string[]> {
+    const selected = this.selected(policy.name);
+    const vols = volume ? selected.filter((v) => volumeKey(v) === volumeKey(volume)) : selected;
+    if (volume && vols.length === 0)
+      throw failedPrecondition(`volume ${volumeKey(volume)} is not selected by policy ${policy.name}`);
+    const now = this.#now();
+    const ids: string[] = [];
+    for (const vol of vols) {
+      const rec = this.deps.store.getProtection(policy.name, volumeKey(vol)) ?? newRecord(policy, vol, "explicit", now);
+      const prev = rec.lastJobId ? this.deps.catalog.getJob(rec.lastJobId) : undefined;
+      if (prev && !isFinal(prev.state)) continue;
+      ids.push(
+        await this.#queue(policy, vol, manualKey(policy.name, vol, now), (jobId) => ({ ...rec, lastJobId: jobId })),
+      );
+    }
+    return ids;
+  }
+
+  changed(name: string): void {
+    const p = this.deps.store.getPolicy(name);
+    if (!p) {
+      this.#selected.delete(name);
+      this.#schedules.delete(name);
+    } else if (p.selector?.pool) this.#discovery.expire(p.selector);
+    this.soon();
+  }
+
+  selected(name: string): VolumeRef[] {
+    const known = this.#selected.get(name);
+    if (known) return known;
+    const p = this.deps.store.getPolicy(name);
+    if (!p) return [];
+    return this.#reconcile(p, this.#now()).map((r) => r.volume);
+  }
+
+  /** Per-volume samples for the metrics: recovery point age and protection state. */
+  samples(): VolumeSample[] {
+    const now = this.#now();
+    const out: VolumeSample[] = [];
+    for (const p of this.deps.store.allPolicies()) {
+      for (const rec of this.deps.store.protectionOfPolicy(p.name)) {
+        const newest = policyBackups(this.deps.catalog, p, rec.volume).sort(
+          (a, b) => (b.createdAt?.getTime() ?? 0) - (a.createdAt?.getTime() ?? 0),
+        )[0];
+        const at = newest?.createdAt?.getTime();
+        const view = protectionView(
+          p,
+          rec,
+          newest && at !== undefined
+            ? { id: newest.id, at, completedAt: newest.completedAt?.getTime() ?? at }
+            : undefined,
+          now,
+        );
+        out.push({
+          ...rec.volume,
+          policy: p.name,
+          ageSeconds: at === undefined ? undefined : Math.max(0, (now - at) / 1000),
+          state: ProtectionState[view.state].replace("PROTECTION_STATE_", "").toLowerCase(),
+        });
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * A volume's slots under a policy, from its persisted ProtectionRecord: when its first run is, whether
+ * a run is due, how many slots passed without a run, and the idempotency key of the run of a slot.
+ * Pure functions: the runner persists what they return in the same transaction as the job they queue, so
+ * a restart neither repeats a slot (the record already points past it, and the key would match) nor
+ * skips one (a slot that passed while the coordinator was down is due at once, run once, the others
+ * that passed with it counted as missed).
+ */
+import { createHash } from "node:crypto";
+import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
+import type { Policy, PolicySchedule } from "../../gen/rbdbackup/v1/policy";
+import { type ProtectionRecord, volumeKey } from "./model";
+import { countSlots, jitterMs, nextSlot } from "./schedule";
+
+/** Most slots counted missed in one go (a policy paused for years does not loop for long). */
+const MISSED_LIMIT = 100_000;
+
+const scheduleOf = (p: Policy): PolicySchedule => p.schedule ?? ({ intervalSeconds: 0 } as PolicySchedule);
+
+/** The slot after `afterMs` and when the volume's run of it starts (slot + the volume's jitter). */
+export function nextRun(p: Policy, vol: VolumeRef, afterMs: number): { nextSlotAt: number; nextRunAt: number } {
+  const s = scheduleOf(p);
+  const nextSlotAt = nextSlot(s, afterMs);
+  return { nextSlotAt, nextRunAt: nextSlotAt + jitterMs(s, p.name, volumeKey(vol)) };
+}
+
+/** The record of a volume newly selected: its first run is the first slot after now. */
+export function newRecord(
+  p: Policy,
+  vol: VolumeRef,
+  source: ProtectionRecord["source"],
+  nowMs: number,
+): ProtectionRecord {
+  return {
+    policy: p.name,
+    volume: vol,
+    source,
+    ...nextRun(p, vol, nowMs),
+    lastSlotAt: 0,
+    lastJobId: "",
+    lastError: "",
+    consecutiveFailures: 0,
+    missedRuns: 0,
+    pausedReason: "",
+    lastSeenAt: nowMs,
+    createdAt: nowMs,
+  };
+}
+
+/**
+ * The record after the due slot was handled at `nowMs`: it ran (`jobId`) or it did not (`jobId` empty:
+ * the previous run was still going, the policy is paused). Slots that passed after the due one are missed;
+ * so is the due one when it did not run.
+ */
+export function advance(p: Policy, rec: ProtectionRecord, nowMs: number, jobId: string): ProtectionRecord {
+  const passed = countSlots(scheduleOf(p), rec.nextSlotAt, nowMs, MISSED_LIMIT);
+  return {
+    ...rec,
+    ...nextRun(p, rec.volume, nowMs),
+    lastSlotAt: jobId ? rec.nextSlotAt : rec.lastSlotAt,
+    lastJobId: jobId || rec.lastJobId,
+    missedRuns: rec.missedRuns + passed + (jobId ? 0 : 1),
+  };
+}
+
+/** The run of a slot is due. */
+export const isDue = (rec: ProtectionRecord, nowMs: number): boolean => rec.nextRunAt <= nowMs;
+
+/**
+ * The idempotency key of the run of (policy, volume, slot): "pol:<policy>:<slot ms>:<hash>", ≤ 128
+ * characters of [A-Za-z0-9._:-] (policy names are [a-z0-9-]{1,63}; the volume is in the hash).
+ */
+export function slotKey(policy: string, vol: VolumeRef, slotAt: number): string {
+  const h = createHash("sha256")
+    .update(`${policy}\0${volumeKey(vol)}\0${slotAt}`)
+    .digest("hex")
+    .slice(0, 32);
+  return `pol:${policy}:${slotAt}:${h}`;
+}
+
+/** The idempotency key of a run asked for by RunPolicyNow at `nowMs`. */
+export function manualKey(policy: string, vol: VolumeRef, nowMs: number): string {
+  const h = createHash("sha256")
+    .update(`${policy}\0${volumeKey(vol)}\0now\0${nowMs}`)
+    .digest("hex")
+    .slice(0, 32);
+  return `pol:${policy}:now${nowMs}:${h}`;
+}
+
+/** "{cluster}", "{pool}", "{namespace}", "{image}" and "{policy}" in the policy's metadata values replaced. */
+export function volumeMetadata(p: Policy, vol: VolumeRef): Record<string, string> {
+  const subst: Record<string, string> = { ...vol, policy: p.name };
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(p.volumeMetadata ?? {}))
+    out[k] = v.replace(/\{(cluster|pool|namespace|image|policy)\}/g, (_, f: string) => subst[f] ?? "");
+  return out;
+}

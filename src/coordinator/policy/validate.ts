@@ -1,0 +1,181 @@
+/**
+ * Whole-policy validation for CreatePolicy and UpdatePolicy, before anything is written. Every failure
+ * names the field: INVALID_ARGUMENT for what is malformed (name, description, selector, destination,
+ * backup options, and the schedule and retention through schedule.ts / retention.ts), NOT_FOUND for a
+ * cluster no agent ever registered, FAILED_PRECONDITION naming both policies when a volume would be in
+ * two policies to the same destination. The checks that need an agent (do the pools exist?) are the
+ * API's (api/policies.ts); this file only reads what it is given.
+ */
+import { AppError, failedPrecondition, invalidArgument } from "../../common/errors";
+import type { BackupLocation, VolumeRef } from "../../gen/rbdbackup/v1/common";
+import type { Policy, PolicySelector } from "../../gen/rbdbackup/v1/policy";
+import { volumeLabel } from "../model";
+import * as v from "../validate";
+import { volumeKey } from "./model";
+import { validateRetention } from "./retention";
+import { validateSchedule } from "./schedule";
+
+export const POLICY_NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
+export const MAX_EXPLICIT_VOLUMES = 1000;
+export const MAX_REGEX = 256;
+export const MAX_DESCRIPTION = 1024;
+
+/** What validation needs to know of the rest of the coordinator. */
+export interface PolicyContext {
+  minIntervalSeconds: number;
+  /** Throws NOT_FOUND naming `field` when no agent of `cluster` ever registered. */
+  knownCluster(cluster: string, field: string): void;
+  /** The cluster's default backup pool, as its agents registered it ("" = not known). */
+  defaultPool(cluster: string): string;
+  /** Every other policy (the one being updated left out). */
+  others: Policy[];
+  /** Volumes another policy selects now (explicit + discovered). */
+  selected(policy: string): VolumeRef[];
+}
+
+export function policyName(name: string, field = "name"): string {
+  if (!name) throw invalidArgument(`${field} is required`);
+  if (!POLICY_NAME_RE.test(name)) {
+    throw invalidArgument(
+      `${field} "${name.slice(0, 80)}" must be 1-63 characters of [a-z0-9-], starting with a letter or digit`,
+    );
+  }
+  return name;
+}
+
+/** Runs a check of ../validate.ts whose messages name bare fields, naming them under "policy.". */
+function under<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof AppError && !e.message.startsWith("policy.")) throw new AppError(e.status, `policy.${e.message}`);
+    throw e;
+  }
+}
+
+/** The whole policy, in the order a person would fix it; returns it with the output-only fields cleared. */
+export function validatePolicy(p: Policy | undefined, ctx: PolicyContext): Policy {
+  if (!p) throw invalidArgument("policy is required");
+  policyName(p.name, "policy.name");
+  if (p.description.length > MAX_DESCRIPTION) {
+    throw invalidArgument(`policy.description is longer than ${MAX_DESCRIPTION} characters`);
+  }
+  const sel = selector(p.selector);
+  const dest = v.location(p.destination, "policy.destination");
+  under(() => v.backupMode(p.mode));
+  under(() => v.maxSnapshots(p.maxSnapshots));
+  under(() => v.volumeMetadata("", p.volumeMetadata));
+  if (!p.schedule) throw invalidArgument("policy.schedule is required");
+  validateSchedule(p.schedule, ctx.minIntervalSeconds);
+  if (!p.retention) throw invalidArgument("policy.retention is required");
+  validateRetention(p.retention);
+  ctx.knownCluster(dest.cluster, "policy.destination.cluster");
+  if (sel.cluster) ctx.knownCluster(sel.cluster, "policy.selector.cluster");
+  const seen = new Set<string>();
+  for (const [i, vol] of sel.volumes.entries()) {
+    if (seen.has(vol.cluster)) continue;
+    seen.add(vol.cluster);
+    ctx.knownCluster(vol.cluster, `policy.selector.volumes[${i}].cluster`);
+  }
+  const clean: Policy = { ...p, revision: 0, createdAt: undefined, updatedAt: undefined, selectedVolumes: 0 };
+  checkOverlap(clean, ctx);
+  return clean;
+}
+
+function selector(s: PolicySelector | undefined): PolicySelector {
+  if (!s) throw invalidArgument("policy.selector is required");
+  if (s.volumes.length > MAX_EXPLICIT_VOLUMES) {
+    throw invalidArgument(
+      `policy.selector.volumes has ${s.volumes.length} volumes; at most ${MAX_EXPLICIT_VOLUMES} (select a pool with cluster, pool and image_regex instead)`,
+    );
+  }
+  const keys = new Set<string>();
+  for (const [i, vol] of s.volumes.entries()) {
+    v.volumeRef(vol, `policy.selector.volumes[${i}]`);
+    const k = volumeKey(vol);
+    if (keys.has(k)) throw invalidArgument(`policy.selector.volumes[${i}]: ${volumeLabel(vol)} is listed twice`);
+    keys.add(k);
+  }
+  const pooled = !!(s.cluster || s.pool || s.namespace || s.imageRegex);
+  if (pooled) {
+    if (!s.cluster || !s.pool) {
+      throw invalidArgument(
+        "policy.selector.cluster and policy.selector.pool go together (a pool is selected by both)",
+      );
+    }
+    v.clusterName(s.cluster, "policy.selector.cluster");
+    v.rbdName(s.pool, "policy.selector.pool");
+    v.rbdName(s.namespace, "policy.selector.namespace", { allowEmpty: true });
+    imageRegex(s.imageRegex);
+  }
+  if (!pooled && s.volumes.length === 0) {
+    throw invalidArgument("policy.selector selects nothing: list volumes, or set cluster and pool (and image_regex)");
+  }
+  return s;
+}
+
+/** Compiled selectors' regexes (overlap checks test many volumes against few expressions). */
+const compiled = new Map<string, RegExp>();
+
+/** The selector's image_regex, anchored; INVALID_ARGUMENT when too long or not a regular expression. */
+export function imageRegex(re: string): RegExp {
+  const known = compiled.get(re);
+  if (known) return known;
+  if (re.length > MAX_REGEX) {
+    throw invalidArgument(`policy.selector.image_regex is ${re.length} characters long; at most ${MAX_REGEX}`);
+  }
+  try {
+    const r = new RegExp(`^(?:${re})$`);
+    if (compiled.size >= 1000) compiled.clear();
+    compiled.set(re, r);
+    return r;
+  } catch (e) {
+    throw invalidArgument(`policy.selector.image_regex "${re.slice(0, 80)}" does not compile: ${(e as Error).message}`);
+  }
+}
+
+/** Whether the selector's pool part (cluster + pool + namespace + regex) takes this volume. */
+function poolMatches(s: PolicySelector, vol: VolumeRef): boolean {
+  if (!s.cluster || !s.pool) return false;
+  if (vol.cluster !== s.cluster || vol.pool !== s.pool || vol.namespace !== s.namespace) return false;
+  return imageRegex(s.imageRegex).test(vol.image);
+}
+
+const destKey = (d: BackupLocation | undefined, ctx: PolicyContext): string =>
+  d ? `${d.cluster}/${d.pool || ctx.defaultPool(d.cluster)}/${d.namespace}` : "";
+
+/**
+ * FAILED_PRECONDITION when a volume the policy selects is already in another policy to the same
+ * destination: an explicit volume of either in the other's selection, two selectors of one pool that
+ * cannot be told apart (one without regex, or the same regex), or a volume the other selects now
+ * (discovered) that this selector takes.
+ */
+export function checkOverlap(p: Policy, ctx: PolicyContext): void {
+  const mine = destKey(p.destination, ctx);
+  const sel = p.selector as PolicySelector;
+  for (const o of ctx.others) {
+    if (o.name === p.name || destKey(o.destination, ctx) !== mine || !o.selector) continue;
+    const theirs = o.selector;
+    const clash = (what: string) =>
+      failedPrecondition(
+        `policy.selector: ${what} is in both policy "${p.name}" and policy "${o.name}", to the same destination ${mine}; a volume may be in one policy per destination`,
+      );
+    const theirExplicit = new Set(theirs.volumes.map(volumeKey));
+    for (const vol of sel.volumes) {
+      if (theirExplicit.has(volumeKey(vol)) || poolMatches(theirs, vol)) throw clash(`volume ${volumeLabel(vol)}`);
+    }
+    for (const vol of theirs.volumes) if (poolMatches(sel, vol)) throw clash(`volume ${volumeLabel(vol)}`);
+    const samePool =
+      sel.cluster &&
+      sel.pool &&
+      sel.cluster === theirs.cluster &&
+      sel.pool === theirs.pool &&
+      sel.namespace === theirs.namespace;
+    if (samePool && (!sel.imageRegex || !theirs.imageRegex || sel.imageRegex === theirs.imageRegex)) {
+      throw clash(`pool ${sel.cluster}/${sel.pool}${sel.namespace ? `/${sel.namespace}` : ""}`);
+    }
+    if (samePool) {
+      for (const vol of ctx.selected(o.name)) if (poolMatches(sel, vol)) throw clash(`volume ${volumeLabel(vol)}`);
+    }
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * The CLI's CLONE restore and failover verbs (`backup restore --mode clone --flatten`, `volume
+ * failover`) against a fake coordinator in this process: the request built from the flags, the
+ * printed job, and usage errors caught before any call. No Ceph involved.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { createServer, type Server, ServerError, Status } from "nice-grpc";
+import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
+import {
+  BackupServiceDefinition,
+  type BackupServiceImplementation,
+  type FailoverVolumeRequest,
+  JobKind,
+  JobState,
+  type RestoreBackupRequest,
+} from "../../../src/gen/rbdbackup/v1/backup_service";
+
+const CLI = path.join(__dirname, "../../../src/cli/main.js");
+const ID = "0b5f4c2e-4f3b-4a8e-9a63-1d2c3b4a5f60";
+
+let restored: RestoreBackupRequest | undefined;
+let failedOver: FailoverVolumeRequest | undefined;
+let calls = 0;
+
+const handlers: Partial<BackupServiceImplementation> = {
+  async restoreBackup(req) {
+    calls++;
+    restored = req;
+    return { id: "job-r", kind: JobKind.JOB_KIND_RESTORE, state: JobState.JOB_STATE_QUEUED, backupId: req.backupId };
+  },
+  async failoverVolume(req) {
+    calls++;
+    failedOver = req;
+    return {
+      job: { id: "job-f", kind: JobKind.JOB_KIND_RESTORE, state: JobState.JOB_STATE_QUEUED, backupId: ID },
+      backup: { id: ID },
+      pausedPolicies: ["gold"],
+    };
+  },
+};
+/** Every other method: UNIMPLEMENTED. */
+const impl = new Proxy(handlers, {
+  get: (t, k: string) =>
+    t[k as keyof BackupServiceImplementation] ??
+    (async () => {
+      throw new ServerError(Status.UNIMPLEMENTED, "not in the fake");
+    }),
+}) as BackupServiceImplementation;
+
+let server: Server;
+let address = "";
+
+function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI, ...args, "--insecure"],
+      { env: { PATH: process.env.PATH ?? "", RBDBACKUP_COORDINATOR: address }, timeout: 20_000 },
+      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+describe("CLI: clone restore and failover", () => {
+  before(async () => {
+    server = createServer();
+    server.add(BackupServiceDefinition, impl);
+    address = `127.0.0.1:${await server.listen("127.0.0.1:0")}`;
+  });
+  after(() => server.forceShutdown());
+
+  it("backup restore --mode clone --flatten: a CLONE request with flatten", async () => {
+    const r = await cli(["backup", "restore", ID, "--target", "site-b/rbd/vol-1-now", "--mode", "clone", "--flatten"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(restored?.mode, RestoreMode.RESTORE_MODE_CLONE);
+    assert.equal(restored?.flatten, true);
+    assert.deepEqual(restored?.target, { cluster: "site-b", pool: "rbd", namespace: "", image: "vol-1-now" });
+    assert.match(r.stdout, /job-r/);
+  });
+
+  it("--flatten without --mode clone: usage error, no call", async () => {
+    const before = calls;
+    const r = await cli(["backup", "restore", ID, "--target", "site-b/rbd/x", "--flatten"]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /--flatten needs --mode clone/);
+    assert.equal(calls, before);
+  });
+
+  it("volume failover: the request from the flags; the paused policies named", async () => {
+    const r = await cli([
+      "volume",
+      "failover",
+      "site-a/rbd/vol-1",
+      "--from",
+      "site-b/backups",
+      "--target",
+      "site-b/rbd/vol-1",
+      "--flatten",
+      "--reason",
+      "site-a down",
+      "--idempotency-key",
+      "drill-1",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(failedOver, {
+      volume: { cluster: "site-a", pool: "rbd", namespace: "", image: "vol-1" },
+      location: { cluster: "site-b", pool: "backups", namespace: "" },
+      target: { cluster: "site-b", pool: "rbd", namespace: "", image: "vol-1" },
+      flatten: true,
+      idempotencyKey: "drill-1",
+      reason: "site-a down",
+    });
+    assert.match(r.stdout, /job-f/);
+    assert.match(r.stderr, /paused for policies: gold/);
+  });
+
+  it("volume failover --json: the response's JSON", async () => {
+    const r = await cli([
+      "--json",
+      "volume",
+      "failover",
+      "site-a/rbd/v",
+      "--from",
+      "site-b",
+      "--target",
+      "site-b/rbd/v",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout);
+    assert.equal(doc.job.id, "job-f");
+    assert.deepEqual(doc.pausedPolicies, ["gold"]);
+  });
+
+  it("volume failover: a target on another cluster, or no --from, is a usage error before any call", async () => {
+    const before = calls;
+    const other = await cli(["volume", "failover", "site-a/rbd/v", "--from", "site-b", "--target", "site-a/rbd/v"]);
+    assert.equal(other.code, 2);
+    assert.match(other.stderr, /--target must be on the --from cluster site-b/);
+    const none = await cli(["volume", "failover", "site-a/rbd/v", "--target", "site-b/rbd/v"]);
+    assert.equal(none.code, 2);
+    assert.equal(calls, before);
+  });
+});

@@ -1,0 +1,536 @@
+/**
+ * The policy RPCs without Ceph: the real handlers and error middleware on a gRPC server on 127.0.0.1:0,
+ * the in-memory catalog of the harness, fake agents answering pool probes, and a fake PolicyRunnerPort
+ * that records what the API tells it. Asserts exact statuses naming the field, that a refused request
+ * writes nothing, revisions, paging, overlap between policies and the protection views.
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { after, before, beforeEach, describe, it } from "node:test";
+import { ChannelCredentials } from "@grpc/grpc-js";
+import {
+  type Channel,
+  type Client,
+  ClientError,
+  createChannel,
+  createClient,
+  createServer,
+  type Server,
+} from "nice-grpc";
+import { Status } from "nice-grpc-common";
+import { AppError } from "../../../src/common/errors";
+import type { ApiDeps } from "../../../src/coordinator/api/deps";
+import { backupService, errorStatus } from "../../../src/coordinator/api/service";
+import { targetOf } from "../../../src/coordinator/api-audit";
+import { type ProtectionRecord, volumeKey } from "../../../src/coordinator/policy/model";
+import type { PolicyRunnerPort } from "../../../src/coordinator/policy/runner-port";
+import type { CallRequest } from "../../../src/coordinator/sessions";
+import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
+import { BackupServiceDefinition, BackupStatus } from "../../../src/gen/rbdbackup/v1/backup_service";
+import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
+import type { DeepPartial, Policy, ProtectionState } from "../../../src/gen/rbdbackup/v1/policy";
+import type { Answer } from "../../helpers/fake-agent";
+import { Harness, newBackup, vol } from "./harness";
+
+type Api = Client<typeof BackupServiceDefinition>;
+
+const POOLS: Record<string, string[]> = { a: ["rbd", "other", "backups"], b: ["backups", "bk2"] };
+
+function poolAnswer(cluster: string) {
+  return (req: CallRequest): Answer => {
+    if (req.$case !== "probe") return new AppError(Status.UNIMPLEMENTED, req.$case);
+    const pools = POOLS[cluster] ?? [];
+    const value = {
+      missingPools: req.value.pools.filter((p) => !pools.includes(p)),
+      missingNamespaces: req.value.namespaces.map((n) => n.namespace),
+      imageExists: false,
+      imageSize: 0,
+      imageSnapshots: [],
+    };
+    return { $case: "probe", value };
+  };
+}
+
+/** Records what the API tells the runner; `discovered` plays the volumes discovery found. */
+class FakeRunner implements PolicyRunnerPort {
+  changes: string[] = [];
+  runs: Array<{ policy: string; volume?: VolumeRef }> = [];
+  discovered = new Map<string, VolumeRef[]>();
+  constructor(private readonly deps: () => ApiDeps) {}
+  async runNow(policy: Policy, volume?: VolumeRef): Promise<string[]> {
+    this.runs.push({ policy: policy.name, ...(volume ? { volume } : {}) });
+    return (volume ? [volume] : this.selected(policy.name)).map(() => randomUUID());
+  }
+  changed(name: string): void {
+    this.changes.push(name);
+  }
+  selected(name: string): VolumeRef[] {
+    const p = this.deps().catalog.policies.getPolicy(name);
+    return [...(p?.selector?.volumes ?? []), ...(this.discovered.get(name) ?? [])];
+  }
+}
+
+const policy = (name: string, o: DeepPartial<Policy> = {}): DeepPartial<Policy> => ({
+  name,
+  selector: { volumes: [vol("v1")] },
+  destination: { cluster: "b" },
+  mode: BackupMode.BACKUP_MODE_AUTO,
+  schedule: { intervalSeconds: 3600 },
+  retention: { keepLast: 3 },
+  ...o,
+});
+
+async function refused(p: Promise<unknown>): Promise<{ code: Status; details: string }> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(e instanceof ClientError, `expected a gRPC error, got ${e}`);
+    return { code: e.code, details: e.details };
+  }
+  assert.fail("the call succeeded");
+}
+
+async function assertStatus(p: Promise<unknown>, code: Status, message: RegExp): Promise<void> {
+  const e = await refused(p);
+  assert.equal(Status[e.code], Status[code], e.details);
+  assert.match(e.details, message);
+}
+
+describe("policy API", () => {
+  let h: Harness;
+  let server: Server;
+  let channel: Channel;
+  let api: Api;
+  let runner: FakeRunner;
+  let deps: ApiDeps;
+
+  before(async () => {
+    h = new Harness();
+    h.scheduler.stop();
+    runner = new FakeRunner(() => deps);
+    deps = {
+      catalog: h.catalog,
+      sessions: h.sessions,
+      scheduler: h.scheduler,
+      log: h.log,
+      maxAttempts: 3,
+      policies: runner,
+      policyMinIntervalSeconds: 30,
+    };
+    server = createServer();
+    server.with(errorStatus(h.log)).add(BackupServiceDefinition, backupService(deps));
+    const port = await server.listen("127.0.0.1:0");
+    channel = createChannel(`127.0.0.1:${port}`, ChannelCredentials.createInsecure());
+    api = createClient(BackupServiceDefinition, channel);
+    h.connect("a1", "a").answer = poolAnswer("a");
+    h.connect("b1", "b").answer = poolAnswer("b");
+  });
+  after(async () => {
+    channel.close();
+    await server.shutdown();
+    h.close();
+  });
+  beforeEach(() => {
+    for (const p of h.catalog.policies.allPolicies()) h.catalog.policies.deletePolicy(p.name);
+    runner.changes = [];
+    runner.runs = [];
+    runner.discovered.clear();
+  });
+
+  const count = () => h.catalog.policies.allPolicies().length;
+
+  describe("bad input: exact status naming the field, nothing created", () => {
+    const many = (n: number) => Array.from({ length: n }, (_, i) => vol(`v${i}`));
+    const cases: Array<[string, DeepPartial<Policy> | undefined, Status, RegExp]> = [
+      ["no policy", undefined, Status.INVALID_ARGUMENT, /^policy is required$/],
+      ["a bad name", policy("Bad_Name"), Status.INVALID_ARGUMENT, /^policy\.name "Bad_Name" must be 1-63/],
+      ["no name", policy(""), Status.INVALID_ARGUMENT, /^policy\.name is required/],
+      [
+        "a long description",
+        policy("p", { description: "x".repeat(1025) }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.description/,
+      ],
+      ["no selector", policy("p", { selector: undefined }), Status.INVALID_ARGUMENT, /^policy\.selector is required/],
+      [
+        "an empty selector",
+        policy("p", { selector: {} }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.selector selects nothing/,
+      ],
+      [
+        "10,000 explicit volumes",
+        policy("p", { selector: { volumes: many(10_000) } }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.selector\.volumes has 10000 volumes; at most 1000/,
+      ],
+      [
+        "a bad explicit volume",
+        policy("p", { selector: { volumes: [vol("v1"), { ...vol("v2"), pool: "r/bd" }] } }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.selector\.volumes\[1\]\.pool "r\/bd"/,
+      ],
+      [
+        "a volume listed twice",
+        policy("p", { selector: { volumes: [vol("v1"), vol("v1")] } }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.selector\.volumes\[1\]: a\/rbd\/v1 is listed twice/,
+      ],
+      [
+        "a pool without a cluster",
+        policy("p", { selector: { pool: "rbd" } }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.selector\.cluster and policy\.selector\.pool go together/,
+      ],
+      [
+        "a regex that does not compile",
+        policy("p", { selector: { cluster: "a", pool: "rbd", imageRegex: "vol-(" } }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.selector\.image_regex "vol-\(" does not compile/,
+      ],
+      [
+        "a regex of 257 characters",
+        policy("p", { selector: { cluster: "a", pool: "rbd", imageRegex: "a".repeat(257) } }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.selector\.image_regex is 257 characters long; at most 256/,
+      ],
+      [
+        "no destination",
+        policy("p", { destination: undefined }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.destination is required/,
+      ],
+      [
+        "an unknown mode",
+        policy("p", { mode: 42 as BackupMode }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.mode: unknown value 42/,
+      ],
+      [
+        "too many snapshots",
+        policy("p", { maxSnapshots: 5000 }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.max_snapshots 5000/,
+      ],
+      [
+        "an empty metadata key",
+        policy("p", { volumeMetadata: { "": "x" } }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.volume_metadata keys must not be empty/,
+      ],
+      ["no schedule", policy("p", { schedule: undefined }), Status.INVALID_ARGUMENT, /^policy\.schedule is required/],
+      [
+        "an interval below the minimum",
+        policy("p", { schedule: { intervalSeconds: 10 } }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.schedule\.interval_seconds/,
+      ],
+      [
+        "a bad cron expression",
+        policy("p", { schedule: { cron: "61 * * * *" } }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.schedule\.cron/,
+      ],
+      [
+        "no retention",
+        policy("p", { retention: undefined }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.retention is required/,
+      ],
+      ["retention all zero", policy("p", { retention: {} }), Status.INVALID_ARGUMENT, /^policy\.retention/],
+      [
+        "an unknown destination cluster",
+        policy("p", { destination: { cluster: "nowhere" } }),
+        Status.NOT_FOUND,
+        /^policy\.destination\.cluster: cluster nowhere is unknown/,
+      ],
+      [
+        "an unknown selector cluster",
+        policy("p", { selector: { cluster: "nowhere", pool: "rbd" } }),
+        Status.NOT_FOUND,
+        /^policy\.selector\.cluster: cluster nowhere is unknown/,
+      ],
+      [
+        "an explicit volume of an unknown cluster",
+        policy("p", { selector: { volumes: [vol("v1"), vol("v2", "nowhere")] } }),
+        Status.NOT_FOUND,
+        /^policy\.selector\.volumes\[1\]\.cluster: cluster nowhere is unknown/,
+      ],
+      [
+        "an unknown selector pool",
+        policy("p", { selector: { cluster: "a", pool: "nopool" } }),
+        Status.NOT_FOUND,
+        /^policy\.selector\.pool: pool nopool not found on cluster a/,
+      ],
+      [
+        "an unknown destination pool",
+        policy("p", { destination: { cluster: "b", pool: "nopool" } }),
+        Status.NOT_FOUND,
+        /^policy\.destination\.pool: pool nopool not found on cluster b/,
+      ],
+    ];
+    for (const [what, p, code, message] of cases) {
+      it(`CreatePolicy with ${what}`, async () => {
+        await assertStatus(api.createPolicy({ policy: p }), code, message);
+        assert.equal(count(), 0);
+        assert.deepEqual(runner.changes, []);
+      });
+    }
+
+    it("UpdatePolicy validates the same way and changes nothing", async () => {
+      const p = await api.createPolicy({ policy: policy("p") });
+      await assertStatus(
+        api.updatePolicy({ policy: policy("p", { retention: {} }) }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.retention/,
+      );
+      assert.deepEqual(h.catalog.policies.getPolicy("p"), { ...p, selectedVolumes: 0 });
+    });
+
+    it("names, page sizes, tokens and filters of the other methods", async () => {
+      await assertStatus(api.getPolicy({ name: "" }), Status.INVALID_ARGUMENT, /^name is required/);
+      await assertStatus(api.deletePolicy({ name: "A" }), Status.INVALID_ARGUMENT, /^name "A" must be/);
+      await assertStatus(api.listPolicies({ pageSize: 5000 }), Status.INVALID_ARGUMENT, /^page_size 5000/);
+      await assertStatus(api.listPolicies({ pageToken: "garbage" }), Status.INVALID_ARGUMENT, /page_token/);
+      await assertStatus(
+        api.listVolumeProtection({ state: 42 as ProtectionState }),
+        Status.INVALID_ARGUMENT,
+        /^state: unknown value 42/,
+      );
+      await assertStatus(api.listVolumeProtection({ cluster: "-x" }), Status.INVALID_ARGUMENT, /^cluster "-x"/);
+      await assertStatus(api.getVolumeProtection({}), Status.INVALID_ARGUMENT, /^volume is required/);
+      await assertStatus(api.runPolicyNow({ name: "nope" }), Status.NOT_FOUND, /^policy nope not found/);
+    });
+  });
+
+  describe("create, read, update, pause, delete", () => {
+    it("CreatePolicy stores revision 1 with times, tells the runner, and a taken name is ALREADY_EXISTS", async () => {
+      const before = Date.now();
+      const p = await api.createPolicy({ policy: policy("p1", { revision: 99, selectedVolumes: 7 }) });
+      assert.equal(p.revision, 1);
+      assert.equal(p.selectedVolumes, 1);
+      assert.ok((p.createdAt?.getTime() ?? 0) >= before - 1000);
+      assert.deepEqual(p.createdAt, p.updatedAt);
+      assert.deepEqual(runner.changes, ["p1"]);
+      assert.deepEqual(await api.getPolicy({ name: "p1" }), p);
+      await assertStatus(
+        api.createPolicy({ policy: policy("p1", { destination: { cluster: "a" } }) }),
+        Status.ALREADY_EXISTS,
+        /^policy p1 already exists/,
+      );
+      await assertStatus(api.getPolicy({ name: "p2" }), Status.NOT_FOUND, /^policy p2 not found/);
+    });
+
+    it("UpdatePolicy replaces the policy, bumps the revision, keeps created_at; expected_revision else ABORTED", async () => {
+      const p = await api.createPolicy({ policy: policy("p1") });
+      await assertStatus(
+        api.updatePolicy({ policy: policy("p1", { description: "x" }), expectedRevision: 5 }),
+        Status.ABORTED,
+        /policy p1 is at revision 1, not expected_revision 5/,
+      );
+      const u = await api.updatePolicy({ policy: policy("p1", { description: "nightly" }), expectedRevision: 1 });
+      assert.equal(u.revision, 2);
+      assert.equal(u.description, "nightly");
+      assert.deepEqual(u.createdAt, p.createdAt);
+      const u2 = await api.updatePolicy({ policy: policy("p1", { selector: { volumes: [vol("v1"), vol("v2")] } }) });
+      assert.equal(u2.revision, 3);
+      assert.equal(u2.selectedVolumes, 2);
+      assert.equal(u2.description, "");
+      await assertStatus(api.updatePolicy({ policy: policy("p9") }), Status.NOT_FOUND, /^policy p9 not found/);
+      assert.deepEqual(runner.changes, ["p1", "p1", "p1"]);
+    });
+
+    it("pause and resume bump the revision once; again is a no-op", async () => {
+      await api.createPolicy({ policy: policy("p1") });
+      const paused = await api.pausePolicy({ name: "p1" });
+      assert.equal(paused.paused, true);
+      assert.equal(paused.revision, 2);
+      assert.equal((await api.pausePolicy({ name: "p1" })).revision, 2);
+      const resumed = await api.resumePolicy({ name: "p1" });
+      assert.equal(resumed.paused, false);
+      assert.equal(resumed.revision, 3);
+      await assertStatus(api.pausePolicy({ name: "nope" }), Status.NOT_FOUND, /^policy nope not found/);
+    });
+
+    it("ListPolicies pages by name", async () => {
+      for (const [i, n] of ["c", "a", "b"].entries()) {
+        await api.createPolicy({ policy: policy(n, { selector: { volumes: [vol(`v${i}`)] } }) });
+      }
+      const p1 = await api.listPolicies({ pageSize: 2 });
+      assert.deepEqual(
+        p1.policies.map((p) => p.name),
+        ["a", "b"],
+      );
+      assert.ok(p1.nextPageToken);
+      const p2 = await api.listPolicies({ pageSize: 2, pageToken: p1.nextPageToken });
+      assert.deepEqual(
+        p2.policies.map((p) => p.name),
+        ["c"],
+      );
+      assert.equal(p2.nextPageToken, "");
+    });
+
+    it("DeletePolicy removes the policy and its protection records, keeps backups", async () => {
+      await api.createPolicy({ policy: policy("p1") });
+      h.catalog.policies.upsertProtection(record("p1", vol("v1")));
+      const b = newBackup(vol("v1"), "b", h.t);
+      h.catalog.insertBackup(b);
+      await api.deletePolicy({ name: "p1" });
+      assert.equal(h.catalog.policies.getPolicy("p1"), undefined);
+      assert.deepEqual(h.catalog.policies.protectionOfVolume(volumeKey(vol("v1"))), []);
+      assert.ok(h.catalog.getBackup(b.id));
+      await assertStatus(api.deletePolicy({ name: "p1" }), Status.NOT_FOUND, /^policy p1 not found/);
+      assert.deepEqual(runner.changes, ["p1", "p1"]);
+    });
+
+    it("RunPolicyNow asks the runner, for one selected volume or all", async () => {
+      await api.createPolicy({ policy: policy("p1", { selector: { volumes: [vol("v1"), vol("v2")] } }) });
+      assert.equal((await api.runPolicyNow({ name: "p1" })).jobIds.length, 2);
+      assert.equal((await api.runPolicyNow({ name: "p1", volume: vol("v2") })).jobIds.length, 1);
+      await assertStatus(
+        api.runPolicyNow({ name: "p1", volume: vol("v3") }),
+        Status.FAILED_PRECONDITION,
+        /^volume a\/rbd\/v3 is not selected by policy p1/,
+      );
+      assert.deepEqual(runner.runs, [{ policy: "p1" }, { policy: "p1", volume: vol("v2") }]);
+    });
+  });
+
+  describe("overlap: a volume in one policy per destination", () => {
+    const clash = (p: DeepPartial<Policy>, message: RegExp) =>
+      assertStatus(api.createPolicy({ policy: p }), Status.FAILED_PRECONDITION, message);
+
+    it("an explicit volume in a pool selector, both ways; another destination is fine", async () => {
+      await api.createPolicy({ policy: policy("one") });
+      await clash(
+        policy("two", { selector: { cluster: "a", pool: "rbd", imageRegex: "v[0-9]" } }),
+        /^policy\.selector: volume a\/rbd\/v1 is in both policy "two" and policy "one", to the same destination b\/backups\//,
+      );
+      await clash(policy("two", { destination: { cluster: "b", pool: "backups" } }), /policy "two" and policy "one"/);
+      assert.equal(count(), 1);
+      await api.createPolicy({ policy: policy("two", { destination: { cluster: "b", pool: "bk2" } }) });
+      await api.createPolicy({
+        policy: policy("pool", { selector: { cluster: "a", pool: "rbd", imageRegex: "w.*" } }),
+      });
+      await clash(
+        policy("three", { selector: { volumes: [vol("w1")] } }),
+        /volume a\/rbd\/w1 is in both policy "three" and policy "pool"/,
+      );
+    });
+
+    it("two selectors of one pool (no regex or the same), and a discovered volume", async () => {
+      await api.createPolicy({
+        policy: policy("pool", { selector: { cluster: "a", pool: "rbd", imageRegex: "x.*" } }),
+      });
+      await clash(
+        policy("p2", { selector: { cluster: "a", pool: "rbd" } }),
+        /pool a\/rbd is in both policy "p2" and policy "pool"/,
+      );
+      await clash(policy("p2", { selector: { cluster: "a", pool: "rbd", imageRegex: "x.*" } }), /pool a\/rbd/);
+      runner.discovered.set("pool", [vol("x9")]);
+      await clash(
+        policy("p2", { selector: { cluster: "a", pool: "rbd", imageRegex: "x9|y.*" } }),
+        /volume a\/rbd\/x9 is in both policy "p2" and policy "pool"/,
+      );
+      await api.createPolicy({ policy: policy("p2", { selector: { cluster: "a", pool: "rbd", imageRegex: "y.*" } }) });
+      await api.createPolicy({ policy: policy("p3", { selector: { cluster: "a", pool: "other" } }) });
+    });
+
+    it("an update that would overlap is refused and changes nothing", async () => {
+      await api.createPolicy({ policy: policy("one") });
+      await api.createPolicy({ policy: policy("two", { selector: { volumes: [vol("v2")] } }) });
+      await assertStatus(
+        api.updatePolicy({ policy: policy("two", { selector: { volumes: [vol("v2"), vol("v1")] } }) }),
+        Status.FAILED_PRECONDITION,
+        /volume a\/rbd\/v1 is in both policy "two" and policy "one"/,
+      );
+      assert.equal(h.catalog.policies.getPolicy("two")?.revision, 1);
+    });
+  });
+
+  describe("volume protection", () => {
+    it("GetVolumeProtection shows the record with the newest available backup at the destination", async () => {
+      await api.createPolicy({ policy: policy("p1") });
+      h.catalog.policies.upsertProtection({ ...record("p1", vol("v1")), lastJobId: "j1", missedRuns: 2 });
+      const older = { ...newBackup(vol("v1"), "b", h.t - 7200_000), status: BackupStatus.BACKUP_STATUS_AVAILABLE };
+      const newer = { ...newBackup(vol("v1"), "b", h.t - 3600_000), status: BackupStatus.BACKUP_STATUS_AVAILABLE };
+      const elsewhere = { ...newBackup(vol("v1"), "a", h.t), status: BackupStatus.BACKUP_STATUS_AVAILABLE };
+      const failed = { ...newBackup(vol("v1"), "b", h.t), status: BackupStatus.BACKUP_STATUS_FAILED };
+      for (const b of [older, newer, elsewhere, failed]) h.catalog.insertBackup(b);
+      const vp = await api.getVolumeProtection({ volume: vol("v1") });
+      assert.equal(vp.policy, "p1");
+      assert.deepEqual(vp.volume, vol("v1"));
+      assert.equal(vp.lastBackupId, newer.id);
+      assert.equal(vp.lastJobId, "j1");
+      assert.equal(Number(vp.missedRuns), 2);
+      assert.equal((await api.getVolumeProtection({ volume: vol("v1"), policy: "p1" })).lastBackupId, newer.id);
+      await assertStatus(
+        api.getVolumeProtection({ volume: vol("v9") }),
+        Status.NOT_FOUND,
+        /^volume a\/rbd\/v9 is not protected by any policy/,
+      );
+      await assertStatus(
+        api.getVolumeProtection({ volume: vol("v9"), policy: "p1" }),
+        Status.NOT_FOUND,
+        /^volume a\/rbd\/v9 is not protected by policy p1/,
+      );
+    });
+
+    it("a volume in two policies needs the policy named; lists filter by policy and cluster and page", async () => {
+      await api.createPolicy({ policy: policy("p1") });
+      await api.createPolicy({ policy: policy("p2", { destination: { cluster: "a" } }) });
+      h.catalog.policies.upsertProtection(record("p1", vol("v1")));
+      h.catalog.policies.upsertProtection(record("p2", vol("v1")));
+      h.catalog.policies.upsertProtection(record("p2", vol("v2", "b")));
+      await assertStatus(
+        api.getVolumeProtection({ volume: vol("v1") }),
+        Status.FAILED_PRECONDITION,
+        /^volume a\/rbd\/v1 is in 2 policies \(p1, p2\): name one with policy/,
+      );
+      assert.equal((await api.getVolumeProtection({ volume: vol("v1"), policy: "p2" })).policy, "p2");
+      const all = await api.listVolumeProtection({ pageSize: 2 });
+      assert.deepEqual(
+        all.volumes.map((x) => `${x.policy}:${x.volume?.cluster}/${x.volume?.image}`),
+        ["p1:a/v1", "p2:a/v1"],
+      );
+      const rest = await api.listVolumeProtection({ pageSize: 2, pageToken: all.nextPageToken });
+      assert.deepEqual(
+        rest.volumes.map((x) => x.volume?.image),
+        ["v2"],
+      );
+      assert.equal(rest.nextPageToken, "");
+      assert.equal((await api.listVolumeProtection({ policy: "p2" })).volumes.length, 2);
+      assert.equal((await api.listVolumeProtection({ cluster: "b" })).volumes.length, 1);
+      await api.pausePolicy({ name: "p2" });
+      const paused = await api.listVolumeProtection({ state: 4 /* PAUSED */ });
+      assert.deepEqual(
+        paused.volumes.map((x) => x.policy),
+        ["p2", "p2"],
+      );
+    });
+  });
+
+  it("the audit target of policy calls names the policy", () => {
+    assert.equal(targetOf({ policy: { name: "p1" } }), "policy=p1");
+    assert.equal(targetOf({ name: "p1" }), "policy=p1");
+    assert.equal(targetOf({ name: "p1", volume: vol("v1") }), "policy=p1 volume=a/rbd/v1");
+  });
+});
+
+function record(policyName: string, v: VolumeRef): ProtectionRecord {
+  return {
+    policy: policyName,
+    volume: v,
+    source: "explicit",
+    nextSlotAt: 0,
+    nextRunAt: 0,
+    lastSlotAt: 0,
+    lastJobId: "",
+    lastError: "",
+    consecutiveFailures: 0,
+    missedRuns: 0,
+    pausedReason: "",
+    lastSeenAt: 0,
+    createdAt: 0,
+  };
+}

@@ -1,0 +1,98 @@
+/**
+ * The SQLite PolicyStore: policies and protection records survive a reopen of the catalog file, list by
+ * name / (policy, volume) in pages with the catalog's tokens (a forged token is a RangeError), filter,
+ * and deleting a policy takes its protection records with it.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, describe, it } from "node:test";
+import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
+import { type ProtectionRecord, volumeKey } from "../../../src/coordinator/policy/model";
+import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
+import { Policy } from "../../../src/gen/rbdbackup/v1/policy";
+
+const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-policy-store-"));
+const vol = (image: string, cluster = "a"): VolumeRef => ({ cluster, pool: "rbd", namespace: "", image });
+
+const policy = (name: string): Policy =>
+  Policy.fromPartial({
+    name,
+    selector: { volumes: [vol("v1")] },
+    destination: { cluster: "b" },
+    schedule: { intervalSeconds: 60 },
+    retention: { keepLast: 1 },
+    revision: 1,
+    createdAt: new Date(Date.UTC(2026, 0, 1)),
+  });
+
+const record = (p: string, v: VolumeRef): ProtectionRecord => ({
+  policy: p,
+  volume: v,
+  source: "explicit",
+  nextSlotAt: 1,
+  nextRunAt: 2,
+  lastSlotAt: 0,
+  lastJobId: "",
+  lastError: "",
+  consecutiveFailures: 0,
+  missedRuns: 0,
+  pausedReason: "",
+  lastSeenAt: 0,
+  createdAt: 0,
+});
+
+describe("SqlitePolicyStore", () => {
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("keeps policies and records across a reopen; pages; filters; delete cascades", () => {
+    const file = path.join(dir, "catalog.sqlite");
+    let c = new SqliteCatalog(file);
+    for (const n of ["c", "a", "b"]) c.policies.insertPolicy(policy(n));
+    assert.throws(() => c.policies.insertPolicy(policy("a")), /UNIQUE/);
+    c.policies.upsertProtection(record("a", vol("v1")));
+    c.policies.upsertProtection(record("a", vol("v2", "z")));
+    c.policies.upsertProtection({ ...record("b", vol("v1")), missedRuns: 3 });
+    c.policies.upsertProtection({ ...record("b", vol("v1")), missedRuns: 4 });
+    c.close();
+
+    c = new SqliteCatalog(file);
+    const p = c.policies;
+    assert.deepEqual(p.getPolicy("a"), policy("a"));
+    const first = p.listPolicies(2, "");
+    assert.deepEqual(
+      first.items.map((x) => x.name),
+      ["a", "b"],
+    );
+    assert.deepEqual(
+      p.listPolicies(2, first.next).items.map((x) => x.name),
+      ["c"],
+    );
+    assert.throws(() => p.listPolicies(2, "garbage"), RangeError);
+    assert.equal(p.getProtection("b", volumeKey(vol("v1")))?.missedRuns, 4);
+    assert.deepEqual(
+      p.protectionOfVolume(volumeKey(vol("v1"))).map((r) => r.policy),
+      ["a", "b"],
+    );
+    assert.deepEqual(
+      p.listProtection({ cluster: "z" }, 10, "").items.map((r) => r.volume.image),
+      ["v2"],
+    );
+    assert.equal(p.listProtection({ policy: "a" }, 1, "").next !== "", true);
+    p.updatePolicy({ ...policy("a"), revision: 2 });
+    assert.equal(p.getPolicy("a")?.revision, 2);
+    assert.throws(() => p.updatePolicy(policy("nope")), /not in the catalog/);
+    p.deletePolicy("a");
+    assert.equal(p.getPolicy("a"), undefined);
+    assert.deepEqual(p.protectionOfPolicy("a"), []);
+    assert.equal(p.protectionOfPolicy("b").length, 1);
+    p.deleteProtection("b", volumeKey(vol("v1")));
+    assert.deepEqual(
+      p.allPolicies().map((x) => x.name),
+      ["b", "c"],
+    );
+    assert.equal(p.protectionOfPolicy("b").length, 0);
+    c.close();
+  });
+});

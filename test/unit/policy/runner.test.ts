@@ -1,0 +1,218 @@
+/**
+ * The policy runner on the scheduler harness (real SQLite catalog in memory, fake agent sessions, fake
+ * clock): slots and their idempotency keys, missed runs, a restart, retention DELETE jobs, discovery.
+ */
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { Status } from "nice-grpc-common";
+import { AppError } from "../../../src/common/errors";
+import { volumeKey } from "../../../src/coordinator/policy/model";
+import { PolicyRunner } from "../../../src/coordinator/policy/runner";
+import { slotKey } from "../../../src/coordinator/policy/slots";
+import type { CallRequest } from "../../../src/coordinator/sessions";
+import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
+import { BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { Policy } from "../../../src/gen/rbdbackup/v1/policy";
+import type { Answer } from "../../helpers/fake-agent";
+import { Harness, vol } from "../coordinator/harness";
+
+const INTERVAL = 60;
+
+function policy(over: Partial<Policy> = {}): Policy {
+  return Policy.fromPartial({
+    name: "gold",
+    selector: { volumes: [vol("v1")] },
+    destination: { cluster: "b", pool: "backups", namespace: "" },
+    mode: BackupMode.BACKUP_MODE_AUTO,
+    schedule: { intervalSeconds: INTERVAL },
+    retention: { keepLast: 2 },
+    ...over,
+  });
+}
+
+/** Waits (on the event loop, with a deadline) until `f` holds. */
+async function until(f: () => boolean, what: string): Promise<void> {
+  const end = Date.now() + 2000;
+  while (!f()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+describe("policy runner", () => {
+  let h: Harness;
+  let images: string[];
+  let runner: PolicyRunner;
+
+  const srcAnswer = (req: CallRequest): Answer => {
+    if (req.$case === "probe")
+      return {
+        $case: "probe",
+        value: { missingPools: [], missingNamespaces: [], imageExists: true, imageSize: 1 << 30, imageSnapshots: [] },
+      };
+    if (req.$case === "images") return { $case: "images", value: { images: [...images] } };
+    return new AppError(Status.UNIMPLEMENTED, req.$case);
+  };
+  const newRunner = () =>
+    new PolicyRunner({
+      catalog: h.catalog,
+      store: h.catalog.policies,
+      sessions: h.sessions,
+      scheduler: { kick() {} },
+      log: h.log,
+      cfg: { tickMs: 1000, discoveryIntervalMs: 30_000, minIntervalSeconds: 1 },
+      maxAttempts: 3,
+      now: () => h.t,
+    });
+  const jobs = (kind = JobKind.JOB_KIND_BACKUP) =>
+    h.catalog
+      .listJobs({}, 1000, "")
+      .items.filter((j) => j.kind === kind)
+      .sort((x, y) => x.createdAt - y.createdAt);
+  const record = (name = "gold", v = vol("v1")) => h.catalog.policies.getProtection(name, volumeKey(v));
+  /** Every queued backup job of the runner finishes and its backup is available. */
+  const finishAll = () => {
+    for (const j of jobs()) {
+      if (j.state === JobState.JOB_STATE_SUCCEEDED) continue;
+      h.catalog.updateJob({ ...j, state: JobState.JOB_STATE_SUCCEEDED, finishedAt: h.t });
+      const b = h.backup(j.backupId);
+      h.catalog.updateBackup({ ...b, status: BackupStatus.BACKUP_STATUS_AVAILABLE, snapshot: `s-${b.id}` });
+    }
+  };
+
+  beforeEach(() => {
+    h = new Harness();
+    h.t = Date.UTC(2026, 11, 1, 0, 0, 10);
+    images = [];
+    h.connect("agent-a", "a").answer = srcAnswer;
+    h.connect("agent-b", "b").answer = srcAnswer;
+    runner = newRunner();
+  });
+  afterEach(() => {
+    runner.stop();
+    h.close();
+  });
+
+  it("queues one backup per slot, keyed by (policy, volume, slot); a retried tick queues nothing", async () => {
+    h.catalog.policies.insertPolicy(policy());
+    await runner.tick();
+    const rec = record();
+    assert.ok(rec);
+    assert.equal(rec.nextSlotAt, Date.UTC(2026, 11, 1, 0, 1, 0));
+    assert.equal(jobs().length, 0, "first slot not due yet");
+    h.t = rec.nextSlotAt;
+    await runner.tick();
+    await runner.tick();
+    const js = jobs();
+    assert.equal(js.length, 1);
+    const key = slotKey("gold", vol("v1"), rec.nextSlotAt);
+    assert.equal(js[0]?.idempotencyKey, key);
+    assert.match(key, /^[A-Za-z0-9._:-]{1,128}$/);
+    const after = record();
+    assert.equal(after?.lastJobId, js[0]?.id);
+    assert.equal(after?.lastSlotAt, rec.nextSlotAt);
+    assert.equal(after?.nextSlotAt, rec.nextSlotAt + INTERVAL * 1000);
+    assert.equal(after?.missedRuns, 0);
+  });
+
+  it("a slot whose previous run is still going is missed (counted), not queued", async () => {
+    h.catalog.policies.insertPolicy(policy());
+    await runner.tick();
+    h.t = (record()?.nextSlotAt ?? 0) + 1;
+    await runner.tick();
+    h.t += INTERVAL * 1000;
+    await runner.tick();
+    assert.equal(jobs().length, 1);
+    assert.equal(record()?.missedRuns, 1);
+  });
+
+  it("after a restart, slots passed while down run once and the others count as missed", async () => {
+    h.catalog.policies.insertPolicy(policy());
+    await runner.tick();
+    h.t = record()?.nextSlotAt ?? 0;
+    await runner.tick();
+    finishAll();
+    runner.stop();
+    // Down for 5 periods; a new runner (the restarted coordinator) on the same catalog.
+    const due = record()?.nextSlotAt ?? 0;
+    h.t = due + 4 * INTERVAL * 1000 + 5_000;
+    runner = newRunner();
+    await runner.tick();
+    await runner.tick();
+    const js = jobs();
+    assert.equal(js.length, 2, "one run for the missed slots");
+    assert.equal(js[1]?.idempotencyKey, slotKey("gold", vol("v1"), due));
+    assert.equal(record()?.missedRuns, 4);
+    assert.ok((record()?.nextRunAt ?? 0) > h.t);
+  });
+
+  it("retention queues DELETE jobs for what keep_last no longer keeps, once", async () => {
+    h.catalog.policies.insertPolicy(policy());
+    await runner.tick();
+    for (let i = 0; i < 4; i++) {
+      h.t = record()?.nextRunAt ?? 0;
+      await runner.tick();
+      finishAll();
+      h.t += 1000;
+      await runner.tick();
+    }
+    await runner.tick();
+    const dels = jobs(JobKind.JOB_KIND_DELETE);
+    const backups = jobs().map((j) => j.backupId);
+    assert.deepEqual(
+      dels.map((d) => d.backupId).sort(),
+      backups.slice(0, 2).sort(),
+      "the two oldest go, the two newest stay",
+    );
+    for (const id of backups.slice(0, 2)) assert.equal(h.backup(id).status, BackupStatus.BACKUP_STATUS_DELETING);
+    for (const id of backups.slice(2)) assert.equal(h.backup(id).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+  });
+
+  it("a failed run counts once as a consecutive failure", async () => {
+    h.catalog.policies.insertPolicy(policy());
+    await runner.tick();
+    h.t = record()?.nextRunAt ?? 0;
+    await runner.tick();
+    const j = jobs()[0];
+    assert.ok(j);
+    h.catalog.updateJob({ ...j, state: JobState.JOB_STATE_FAILED, errorMessage: "boom", finishedAt: h.t });
+    await runner.tick();
+    await runner.tick();
+    runner = newRunner();
+    await runner.tick();
+    assert.equal(record()?.consecutiveFailures, 1);
+    assert.equal(record()?.lastError, `job ${j.id}: boom`);
+  });
+
+  it("discovers pool images matching the regex; a new image within one discovery interval; an agent missing keeps records", async () => {
+    images = ["vol-1", "other", "vol-2"];
+    h.catalog.policies.insertPolicy(
+      policy({ selector: { volumes: [], cluster: "a", pool: "rbd", namespace: "", imageRegex: "vol-.*" } }),
+    );
+    runner.selected("gold");
+    await until(() => runner.selected("gold").length === 0, "first listing asked");
+    await runner.tick();
+    await until(() => (h.catalog.policies.protectionOfPolicy("gold").length ?? 0) > 0 || false, "listed");
+    await runner.tick();
+    assert.deepEqual(
+      runner
+        .selected("gold")
+        .map((v) => v.image)
+        .sort(),
+      ["vol-1", "vol-2"],
+    );
+    images.push("vol-3");
+    h.t += 30_000;
+    await runner.tick();
+    await until(() => {
+      void runner.tick();
+      return runner.selected("gold").length === 3;
+    }, "vol-3 picked up");
+    // The agent goes: listings fail, the volumes keep their records.
+    for (const s of h.sessions.ofCluster("a")) h.sessions.remove(s);
+    h.t += 30_000;
+    await runner.tick();
+    await runner.tick();
+    assert.equal(h.catalog.policies.protectionOfPolicy("gold").length, 3);
+  });
+});
