@@ -17,10 +17,9 @@ import { planRetention, type RetentionCandidate } from "./retention";
 /** Idempotency keys of a policy's jobs start with this. */
 export const policyKeyPrefix = (policy: string): string => `pol:${policy}:`;
 
-/** The available backups `p` made of `vol` at its destination. */
-export function policyBackups(catalog: Catalog, p: Policy, vol: VolumeRef): Backup[] {
+/** The available backups of `vol` at `p`'s destination (any maker: madeByPolicy tells). */
+function availableAtDestination(catalog: Catalog, p: Policy, vol: VolumeRef): Backup[] {
   const dest = p.destination;
-  const prefix = policyKeyPrefix(p.name);
   return catalog
     .backupsOfVolume(vol.cluster, vol.pool, vol.namespace, vol.image)
     .filter(
@@ -29,9 +28,28 @@ export function policyBackups(catalog: Catalog, p: Policy, vol: VolumeRef): Back
         b.location !== undefined &&
         b.location.cluster === dest?.cluster &&
         (!dest.pool || b.location.pool === dest.pool) &&
-        b.location.namespace === dest.namespace &&
-        (catalog.getJob(b.jobId)?.idempotencyKey ?? "").startsWith(prefix),
+        b.location.namespace === dest.namespace,
     );
+}
+
+/** The backup's job was one of `p`'s (its idempotency key says so): one catalog read. */
+const madeByPolicy = (catalog: Catalog, p: Policy, b: Backup): boolean =>
+  (catalog.getJob(b.jobId)?.idempotencyKey ?? "").startsWith(policyKeyPrefix(p.name));
+
+/** The available backups `p` made of `vol` at its destination. */
+export function policyBackups(catalog: Catalog, p: Policy, vol: VolumeRef): Backup[] {
+  return availableAtDestination(catalog, p, vol).filter((b) => madeByPolicy(catalog, p, b));
+}
+
+/**
+ * The newest of policyBackups (createdAt; the first of equals in catalog order), reading the jobs of
+ * the newest candidates only — usually one — instead of every available backup's (metrics scrapes ask
+ * this for every protected volume).
+ */
+export function newestPolicyBackup(catalog: Catalog, p: Policy, vol: VolumeRef): Backup | undefined {
+  return availableAtDestination(catalog, p, vol)
+    .sort((a, b) => (b.createdAt?.getTime() ?? 0) - (a.createdAt?.getTime() ?? 0))
+    .find((b) => madeByPolicy(catalog, p, b));
 }
 
 /** Queues the DELETE jobs retention asks for; returns how many it queued. */

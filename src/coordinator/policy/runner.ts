@@ -21,7 +21,7 @@ import type { Sessions } from "../sessions";
 import { Discovery, matching, poolKey } from "./discovery";
 import type { PolicyMetrics, VolumeSample } from "./metrics";
 import { type ProtectionRecord, volumeKey } from "./model";
-import { enforceRetention, policyBackups } from "./retention-jobs";
+import { enforceRetention, newestPolicyBackup } from "./retention-jobs";
 import type { PolicyRunnerPort } from "./runner-port";
 import { advance, isDue, manualKey, newRecord, nextRun, slotKey, volumeMetadata } from "./slots";
 import { protectionView } from "./status";
@@ -321,9 +321,7 @@ export class PolicyRunner implements PolicyRunnerPort {
     const out: VolumeSample[] = [];
     for (const p of this.deps.store.allPolicies()) {
       for (const rec of this.deps.store.protectionOfPolicy(p.name)) {
-        const newest = policyBackups(this.deps.catalog, p, rec.volume).sort(
-          (a, b) => (b.createdAt?.getTime() ?? 0) - (a.createdAt?.getTime() ?? 0),
-        )[0];
+        const newest = newestPolicyBackup(this.deps.catalog, p, rec.volume);
         const at = newest?.createdAt?.getTime();
         const view = protectionView(
           p,
