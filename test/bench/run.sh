@@ -9,6 +9,9 @@
 #                     seconds to usable, side by side, and the ratio
 #   suite             the performance suite: full, incremental (1 and 4 GiB), sparse, restore, raw write,
 #                     through the coordinator's API; table + JSON (also written to dist/bench-results.json)
+#   policy-scale      1,000 volumes under policies, simulated agents (no Ceph): the coordinator's CPU per
+#                     1,000 backups at 1,000/hour and compressed, RSS, API p50/p99 while it runs (~15 min;
+#                     alone: npm run build:ts && node dist/test/bench/policy-scale.js [--minutes 4] [--volumes 1000])
 # Not run here: transfer-probe (CPU and RSS of each agent and OSD during one transfer; the knob sweep), e.g.
 #   node dist/test/bench/transfer-probe.js --mib 512 --runs 2 --limits '{"chunkSizeBytes":4194304}'
 
@@ -25,3 +28,4 @@ node dist/test/bench/backup-vs-cli.js "$@"
 node dist/test/bench/transport.js "$@"
 node dist/test/bench/clone-restore.js "$@"
 node dist/test/bench/suite.js --json-out dist/bench-results.json "$@"
+node dist/test/bench/policy-scale.js --json-out dist/policy-scale-results.json

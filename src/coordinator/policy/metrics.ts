@@ -1,7 +1,8 @@
 /**
  * The policy runner's metrics. Counters are counted as things happen; the per-volume gauges (recovery
  * point age, volumes by state) are computed at scrape time from the runner's view. They register into
- * the coordinator's registry (CoordinatorMetrics' `extra`).
+ * the coordinator's registry (CoordinatorMetrics' `extra`). The samples are computed once per scrape (kept
+ * for a second), not once per gauge.
  */
 import client from "prom-client";
 import { ProtectionState } from "../../gen/rbdbackup/v1/policy";
@@ -9,6 +10,9 @@ import type { Catalog } from "../catalog/catalog";
 import type { PolicyStore } from "../catalog/policy-store";
 import { recoveryPoint } from "./recovery-point";
 import { protectionView } from "./status";
+
+/** How long one computation of the per-volume samples serves collects (the gauges of one scrape). */
+const SAMPLES_TTL_MS = 1_000;
 
 export interface VolumeSample {
   cluster: string;
@@ -45,7 +49,14 @@ export class PolicyMetrics {
   readonly recoveryPointAge: client.Gauge;
   readonly volumesProtected: client.Gauge;
 
-  constructor(samples: () => VolumeSample[]) {
+  constructor(sampleNow: () => VolumeSample[]) {
+    // Both gauges of one scrape share one computation (it reads every protected volume's backups).
+    let memo: { at: number; samples: VolumeSample[] } | undefined;
+    const samples = (): VolumeSample[] => {
+      const now = Date.now();
+      if (!memo || now - memo.at >= SAMPLES_TTL_MS || now < memo.at) memo = { at: now, samples: sampleNow() };
+      return memo.samples;
+    };
     this.recoveryPointAge = new client.Gauge({
       name: "rbdbackup_volume_recovery_point_age_seconds",
       help: "Seconds since the source snapshot of the newest available backup of a volume a policy protects (absent until its first backup).",

@@ -19,7 +19,6 @@
  */
 import type { CapabilitySigner } from "../../common/capability";
 import { backupTransferAllows, MAX_CHAINS, ownChain, restoreJobTransferAllows } from "../../common/grants";
-import { RestoreMode } from "../../gen/rbdbackup/v1/agent";
 import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
 import type { Catalog } from "../catalog/catalog";
 import type { Backup, JobRecord } from "../model";
