@@ -361,7 +361,10 @@ describe("failures are clean", () => {
       );
     });
 
-    it("a destination serving another cluster than expected → FAILED_PRECONDITION, before any data moves", async () => {
+    it("a destination serving another cluster than expected → refused naming the fsid, before any data moves", async () => {
+      // The capability names the fsid the caller expects; the destination, serving another cluster,
+      // refuses it (PERMISSION_DENIED) before the source's own fsid check would (FAILED_PRECONDITION,
+      // what insecure mode — no capabilities — answers).
       await assert.rejects(
         a.client.backup({
           backupId: randomUUID(),
@@ -369,7 +372,7 @@ describe("failures are clean", () => {
           destination: { address: b.transferAddress, clusterFsid: a.fsid },
           destinationPool: "backups",
         }),
-        grpcStatus(Status.FAILED_PRECONDITION, /fsid/),
+        grpcStatus(Status.PERMISSION_DENIED, /fsid/),
       );
       assert.deepEqual(await vols.snapNames("site-a", vol), []);
     });
