@@ -221,8 +221,16 @@ export class PolicyRunner implements PolicyRunnerPort {
         this.deps.log.warn("policy run not queued yet", { policy: p.name, volume: volumeKey(rec.volume), err });
         return;
       }
-      // Not queued (volume gone, no agent until the next slot): a failed run of this slot.
       const next = advance(p, rec, now, "");
+      if (unavailable) {
+        // No agent until the next slot came: this slot is missed (advance() counted it), not failed —
+        // the volume turns LATE as its recovery point ages, and lastError says why.
+        metrics?.missedRuns.labels(p.name).inc(next.missedRuns - rec.missedRuns);
+        saveRunnerFields(this.deps.store, { ...next, lastError });
+        this.deps.log.warn("policy run missed: no agent", { policy: p.name, volume: volumeKey(rec.volume), err });
+        return;
+      }
+      // Not queued for another reason (volume gone, refused): a failed run of this slot.
       // advance() counted this slot as not run; it ran and failed.
       const missedRuns = next.missedRuns - 1;
       metrics?.missedRuns.labels(p.name).inc(missedRuns - rec.missedRuns);

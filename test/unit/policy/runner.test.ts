@@ -280,15 +280,17 @@ describe("policy runner", () => {
     assert.equal(record()?.lastError, "", "cleared by the success");
   });
 
-  it("no agent until the following slot: the run counts as failed, once", async () => {
+  it("no agent until the following slot: the slot is missed (not failed), once, with the reason", async () => {
     h.catalog.policies.insertPolicy(policy());
     await runner.tick();
     const slot = record()?.nextSlotAt ?? 0;
     for (const s of h.sessions.ofCluster("a")) h.sessions.remove(s);
     for (h.t = slot; h.t < slot + INTERVAL * 1000 - 5_000; h.t = record()?.nextRunAt ?? 0) await runner.tick();
-    assert.equal(record()?.consecutiveFailures, 0);
+    assert.equal(record()?.missedRuns, 0, "retried while the slot is current");
     await runner.tick();
-    assert.equal(record()?.consecutiveFailures, 1);
+    assert.equal(record()?.consecutiveFailures, 0, "no agent is not the volume's failure");
+    assert.equal(record()?.missedRuns, 1);
+    assert.match(record()?.lastError ?? "", /no agent/);
     assert.equal(record()?.nextSlotAt, slot + INTERVAL * 1000);
     assert.equal(jobs().length, 0);
   });
