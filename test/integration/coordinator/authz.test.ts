@@ -17,9 +17,11 @@ import { ChannelCredentials } from "@grpc/grpc-js";
 import { ClientError, createChannel, createClient, Metadata, Status } from "nice-grpc";
 import type { Role } from "../../../src/common/identity";
 import { type TlsConfig, tlsChannelOptions } from "../../../src/common/tls";
+import { METHOD_ROLES } from "../../../src/coordinator/authz";
 import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
 import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { Backup, type BackupServiceClient, BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { Policy } from "../../../src/gen/rbdbackup/v1/policy";
 import { CoordinatorAgentServiceDefinition, type Register } from "../../../src/gen/rbdbackup/v1/session";
 import { labTls, repoRoot } from "../../../src/lab/agent-process";
 import { apiClient, type CoordinatorProcess, tokensFileText } from "../../../src/lab/coordinator-process";
@@ -137,7 +139,75 @@ const METHODS: Record<string, { role: Role; call: (c: BackupServiceClient, refus
           : { version: 99, backup: undefined },
       }),
   },
+  // Protection policies: a refused caller names the seeded policy (a bypass would change or remove it).
+  GetPolicy: { role: "reader", call: (c, r) => c.getPolicy({ name: r ? SEEDED_POLICY : "no-such-policy" }) },
+  ListPolicies: { role: "reader", call: (c) => c.listPolicies({ pageSize: 1, pageToken: "" }) },
+  GetVolumeProtection: { role: "reader", call: (c) => c.getVolumeProtection({ volume: vol("prod"), policy: "" }) },
+  ListVolumeProtection: {
+    role: "reader",
+    call: (c) => c.listVolumeProtection({ policy: "", state: 0, cluster: "", pageSize: 1, pageToken: "" }),
+  },
+  CreatePolicy: {
+    role: "operator",
+    call: (c, r) =>
+      c.createPolicy({
+        policy: {
+          ...seededPolicy(),
+          name: r ? "intruder" : "nowhere",
+          destination: { cluster: "nowhere", pool: "", namespace: "" },
+        },
+      }),
+  },
+  UpdatePolicy: {
+    role: "operator",
+    call: (c, r) =>
+      c.updatePolicy({
+        policy: { ...seededPolicy(), name: r ? SEEDED_POLICY : "no-such-policy", paused: true },
+        expectedRevision: 0,
+      }),
+  },
+  DeletePolicy: { role: "operator", call: (c, r) => c.deletePolicy({ name: r ? SEEDED_POLICY : "no-such-policy" }) },
+  PausePolicy: { role: "operator", call: (c, r) => c.pausePolicy({ name: r ? SEEDED_POLICY : "no-such-policy" }) },
+  ResumePolicy: { role: "operator", call: (c) => c.resumePolicy({ name: "no-such-policy" }) },
+  RunPolicyNow: { role: "operator", call: (c, r) => c.runPolicyNow({ name: r ? SEEDED_POLICY : "no-such-policy" }) },
+  FailoverVolume: {
+    role: "operator",
+    call: (c, r) =>
+      c.failoverVolume({
+        volume: vol("prod"),
+        location: r ? loc : { ...loc, cluster: "nowhere" },
+        target: { ...vol("prod-failover"), cluster: "site-b" },
+        flatten: false,
+        idempotencyKey: "",
+        reason: "",
+      }),
+  },
+  FailbackVolume: {
+    role: "operator",
+    call: (c, r) =>
+      c.failbackVolume({
+        volume: vol("prod"),
+        source: { ...vol("prod-failover"), cluster: r ? "site-b" : "nowhere" },
+        backupId: r ? SEEDED : randomUUID(),
+        idempotencyKey: "",
+      }),
+  },
 };
+
+const SEEDED_POLICY = "seeded";
+
+function seededPolicy(): Policy {
+  return Policy.fromPartial({
+    name: SEEDED_POLICY,
+    selector: { volumes: [vol("prod")] },
+    destination: loc,
+    schedule: { intervalSeconds: 3600 },
+    retention: { keepLast: 3 },
+    revision: 1,
+    createdAt: new Date(),
+    updatedAt: new Date(),
+  });
+}
 
 function seededBackup(): Backup {
   return Backup.fromPartial({
@@ -262,7 +332,8 @@ describe("coordinator: who may call what", () => {
       pageToken: "",
     });
     const j = await admin.listJobs({ state: 0, kind: 0, backupId: "", pageSize: 1000, pageToken: "" });
-    return JSON.stringify({ backups: b.backups, jobs: j.jobs });
+    const p = await admin.listPolicies({ pageSize: 1000, pageToken: "" });
+    return JSON.stringify({ backups: b.backups, jobs: j.jobs, policies: p.policies });
   };
   const agentConnected = async (agentId: string) =>
     (await admin.listAgents({})).agents.find((a) => a.agentId === agentId)?.connected ?? false;
@@ -271,6 +342,7 @@ describe("coordinator: who may call what", () => {
     const dir = tempDir("rbdbackup-authz-");
     const seed = new SqliteCatalog(path.join(dir, "catalog.sqlite"));
     seed.insertBackup(seededBackup());
+    seed.policies.insertPolicy(seededPolicy());
     seed.close();
     auditLog = path.join(dir, "audit.log");
     coord = await startCoordinator({
@@ -315,6 +387,8 @@ describe("coordinator: who may call what", () => {
   });
 
   it("every credential kind × every BackupService method: allowed or the exact status; nothing changed", async () => {
+    assert.deepEqual(Object.keys(METHODS).sort(), Object.keys(METHOD_ROLES).sort(), "the table covers every method");
+    for (const [m, { role }] of Object.entries(METHODS)) assert.equal(role, METHOD_ROLES[m], `${m}'s role`);
     const before = await state();
     const problems: string[] = [];
     for (const cred of creds) {
