@@ -10,6 +10,7 @@ import { type Policy, type ProtectionRecord, volumeKey } from "../policy/model";
 import type { Page } from "./catalog";
 import { decodeToken, page } from "./page-token";
 import type { PolicyStore, ProtectionFilter } from "./policy-store";
+import { statementCache } from "./statements";
 
 /** Created with the rest of the schema (sqlite.ts); IF NOT EXISTS, so older catalogs gain them. */
 export const POLICY_SCHEMA = `
@@ -29,53 +30,55 @@ const parseProtection = (doc: string): ProtectionRecord => JSON.parse(doc) as Pr
 const policyDoc = (p: Policy): string => JSON.stringify(PolicyMsg.toJSON(p));
 
 export class SqlitePolicyStore implements PolicyStore {
-  constructor(private readonly db: Database.Database) {}
+  readonly #sql: (sql: string) => Database.Statement;
+
+  constructor(private readonly db: Database.Database) {
+    this.#sql = statementCache(db);
+  }
 
   insertPolicy(p: Policy): void {
-    this.db.prepare("INSERT INTO policies (name, doc) VALUES (?, ?)").run(p.name, policyDoc(p));
+    this.#sql("INSERT INTO policies (name, doc) VALUES (?, ?)").run(p.name, policyDoc(p));
   }
 
   getPolicy(name: string): Policy | undefined {
-    const r = this.db.prepare("SELECT doc FROM policies WHERE name = ?").get(name) as { doc: string } | undefined;
+    const r = this.#sql("SELECT doc FROM policies WHERE name = ?").get(name) as { doc: string } | undefined;
     return r ? parsePolicy(r.doc) : undefined;
   }
 
   updatePolicy(p: Policy): void {
-    const r = this.db.prepare("UPDATE policies SET doc = ? WHERE name = ?").run(policyDoc(p), p.name);
+    const r = this.#sql("UPDATE policies SET doc = ? WHERE name = ?").run(policyDoc(p), p.name);
     if (r.changes !== 1) throw new Error(`policy ${p.name} is not in the catalog`);
   }
 
   deletePolicy(name: string): void {
     this.db.transaction(() => {
-      this.db.prepare("DELETE FROM protection WHERE policy = ?").run(name);
-      this.db.prepare("DELETE FROM policies WHERE name = ?").run(name);
+      this.#sql("DELETE FROM protection WHERE policy = ?").run(name);
+      this.#sql("DELETE FROM policies WHERE name = ?").run(name);
     })();
   }
 
   listPolicies(pageSize: number, pageToken: string): Page<Policy> {
     const offset = decodeToken(pageToken);
-    const rows = this.db
-      .prepare(`SELECT doc FROM policies ORDER BY name LIMIT ${pageSize + 1} OFFSET ${offset}`)
-      .all() as { doc: string }[];
+    const rows = this.#sql(`SELECT doc FROM policies ORDER BY name LIMIT ${pageSize + 1} OFFSET ${offset}`).all() as {
+      doc: string;
+    }[];
     return page(rows, pageSize, offset, parsePolicy);
   }
 
   allPolicies(): Policy[] {
-    return (this.db.prepare("SELECT doc FROM policies ORDER BY name").all() as { doc: string }[]).map((r) =>
+    return (this.#sql("SELECT doc FROM policies ORDER BY name").all() as { doc: string }[]).map((r) =>
       parsePolicy(r.doc),
     );
   }
 
   upsertProtection(r: ProtectionRecord): void {
-    this.db
-      .prepare(
-        "INSERT INTO protection (policy, volume_key, cluster, doc) VALUES (?, ?, ?, ?) ON CONFLICT(policy, volume_key) DO UPDATE SET doc = excluded.doc",
-      )
-      .run(r.policy, volumeKey(r.volume), r.volume.cluster, JSON.stringify(r));
+    this.#sql(
+      "INSERT INTO protection (policy, volume_key, cluster, doc) VALUES (?, ?, ?, ?) ON CONFLICT(policy, volume_key) DO UPDATE SET doc = excluded.doc",
+    ).run(r.policy, volumeKey(r.volume), r.volume.cluster, JSON.stringify(r));
   }
 
   getProtection(policy: string, key: string): ProtectionRecord | undefined {
-    const r = this.db.prepare("SELECT doc FROM protection WHERE policy = ? AND volume_key = ?").get(policy, key) as
+    const r = this.#sql("SELECT doc FROM protection WHERE policy = ? AND volume_key = ?").get(policy, key) as
       | { doc: string }
       | undefined;
     return r ? parseProtection(r.doc) : undefined;
@@ -83,7 +86,7 @@ export class SqlitePolicyStore implements PolicyStore {
 
   protectionOfPolicy(policy: string): ProtectionRecord[] {
     return (
-      this.db.prepare("SELECT doc FROM protection WHERE policy = ? ORDER BY volume_key").all(policy) as {
+      this.#sql("SELECT doc FROM protection WHERE policy = ? ORDER BY volume_key").all(policy) as {
         doc: string;
       }[]
     ).map((r) => parseProtection(r.doc));
@@ -91,7 +94,7 @@ export class SqlitePolicyStore implements PolicyStore {
 
   protectionOfVolume(key: string): ProtectionRecord[] {
     return (
-      this.db.prepare("SELECT doc FROM protection WHERE volume_key = ? ORDER BY policy").all(key) as { doc: string }[]
+      this.#sql("SELECT doc FROM protection WHERE volume_key = ? ORDER BY policy").all(key) as { doc: string }[]
     ).map((r) => parseProtection(r.doc));
   }
 
@@ -107,15 +110,13 @@ export class SqlitePolicyStore implements PolicyStore {
       args.cluster = f.cluster;
     }
     const offset = decodeToken(pageToken);
-    const rows = this.db
-      .prepare(
-        `SELECT doc FROM protection ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY policy, volume_key LIMIT ${pageSize + 1} OFFSET ${offset}`,
-      )
-      .all(args) as { doc: string }[];
+    const rows = this.#sql(
+      `SELECT doc FROM protection ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY policy, volume_key LIMIT ${pageSize + 1} OFFSET ${offset}`,
+    ).all(args) as { doc: string }[];
     return page(rows, pageSize, offset, parseProtection);
   }
 
   deleteProtection(policy: string, key: string): void {
-    this.db.prepare("DELETE FROM protection WHERE policy = ? AND volume_key = ?").run(policy, key);
+    this.#sql("DELETE FROM protection WHERE policy = ? AND volume_key = ?").run(policy, key);
   }
 }

@@ -11,6 +11,7 @@ import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "..
 import type { Catalog, ClusterPin, Page } from "./catalog";
 import { decodeToken, page } from "./page-token";
 import { POLICY_SCHEMA, SqlitePolicyStore } from "./sqlite-policies";
+import { statementCache } from "./statements";
 
 export { decodeToken };
 
@@ -56,21 +57,21 @@ const parseJob = (doc: string): JobRecord => JSON.parse(doc) as JobRecord;
 
 export class SqliteCatalog implements Catalog {
   readonly #db: Database.Database;
+  readonly #sql: (sql: string) => Database.Statement;
   readonly policies: SqlitePolicyStore;
 
   constructor(file: string) {
     if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
     this.#db = new Database(file, { timeout: 5000 });
+    this.#sql = statementCache(this.#db);
     this.#db.pragma("journal_mode = WAL");
     this.#db.pragma("synchronous = FULL");
     this.#db.pragma("foreign_keys = ON");
     this.#db.exec(SCHEMA);
     this.#db.exec(POLICY_SCHEMA);
     this.#db.exec(PIN_KNOWN_CLUSTERS);
-    const v = this.#db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as
-      | { value: string }
-      | undefined;
-    if (!v) this.#db.prepare("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(SCHEMA_VERSION);
+    const v = this.#sql("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string } | undefined;
+    if (!v) this.#sql("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(SCHEMA_VERSION);
     else if (v.value !== SCHEMA_VERSION)
       throw new Error(`catalog ${file} has schema version ${v.value}; this coordinator knows ${SCHEMA_VERSION}`);
     this.policies = new SqlitePolicyStore(this.#db);
@@ -81,18 +82,19 @@ export class SqliteCatalog implements Catalog {
   }
 
   upsertAgent(a: AgentRecord): void {
-    this.#db
-      .prepare(
-        "INSERT INTO agents (agent_id, cluster, doc) VALUES (?, ?, ?) ON CONFLICT(agent_id) DO UPDATE SET cluster = excluded.cluster, doc = excluded.doc",
-      )
-      .run(a.agentId, a.clusterName, JSON.stringify(a));
+    this.#sql(
+      "INSERT INTO agents (agent_id, cluster, doc) VALUES (?, ?, ?) ON CONFLICT(agent_id) DO UPDATE SET cluster = excluded.cluster, doc = excluded.doc",
+    ).run(a.agentId, a.clusterName, JSON.stringify(a));
   }
 
   pinClusterFsid(cluster: string, fsid: string, agentId: string): ClusterPin {
-    this.#db
-      .prepare("INSERT OR IGNORE INTO clusters (name, fsid, pinned_by, pinned_at) VALUES (?, ?, ?, ?)")
-      .run(cluster, fsid, agentId, Date.now());
-    const r = this.#db.prepare("SELECT fsid, pinned_by, pinned_at FROM clusters WHERE name = ?").get(cluster) as {
+    this.#sql("INSERT OR IGNORE INTO clusters (name, fsid, pinned_by, pinned_at) VALUES (?, ?, ?, ?)").run(
+      cluster,
+      fsid,
+      agentId,
+      Date.now(),
+    );
+    const r = this.#sql("SELECT fsid, pinned_by, pinned_at FROM clusters WHERE name = ?").get(cluster) as {
       fsid: string;
       pinned_by: string;
       pinned_at: number;
@@ -101,7 +103,7 @@ export class SqliteCatalog implements Catalog {
   }
 
   listAgents(): AgentRecord[] {
-    return (this.#db.prepare("SELECT doc FROM agents ORDER BY cluster, agent_id").all() as { doc: string }[]).map(
+    return (this.#sql("SELECT doc FROM agents ORDER BY cluster, agent_id").all() as { doc: string }[]).map(
       (r) => JSON.parse(r.doc) as AgentRecord,
     );
   }
@@ -123,22 +125,18 @@ export class SqliteCatalog implements Catalog {
   }
 
   insertBackup(b: Backup): void {
-    this.#db
-      .prepare(
-        "INSERT INTO backups (id, status, cluster, pool, namespace, image, volume_id, location_cluster, created_at, doc) VALUES (@id, @status, @cluster, @pool, @namespace, @image, @volume_id, @location_cluster, @created_at, @doc)",
-      )
-      .run(this.#backupRow(b));
+    this.#sql(
+      "INSERT INTO backups (id, status, cluster, pool, namespace, image, volume_id, location_cluster, created_at, doc) VALUES (@id, @status, @cluster, @pool, @namespace, @image, @volume_id, @location_cluster, @created_at, @doc)",
+    ).run(this.#backupRow(b));
   }
 
   getBackup(id: string): Backup | undefined {
-    const r = this.#db.prepare("SELECT doc FROM backups WHERE id = ?").get(id) as { doc: string } | undefined;
+    const r = this.#sql("SELECT doc FROM backups WHERE id = ?").get(id) as { doc: string } | undefined;
     return r ? parseBackup(r.doc) : undefined;
   }
 
   updateBackup(b: Backup): void {
-    const r = this.#db
-      .prepare("UPDATE backups SET status = @status, doc = @doc WHERE id = @id")
-      .run(this.#backupRow(b));
+    const r = this.#sql("UPDATE backups SET status = @status, doc = @doc WHERE id = @id").run(this.#backupRow(b));
     if (r.changes !== 1) throw new Error(`backup ${b.id} is not in the catalog`);
   }
 
@@ -160,30 +158,24 @@ export class SqliteCatalog implements Catalog {
     if (f.statuses?.length) where.push(`status IN (${f.statuses.map(Number).join(",")})`);
     else if (f.excludeDeleted) where.push(`status <> ${BackupStatus.BACKUP_STATUS_DELETED}`);
     const offset = decodeToken(pageToken);
-    const rows = this.#db
-      .prepare(
-        `SELECT doc FROM backups ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at DESC, id LIMIT ${pageSize + 1} OFFSET ${offset}`,
-      )
-      .all(args) as { doc: string }[];
+    const rows = this.#sql(
+      `SELECT doc FROM backups ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at DESC, id LIMIT ${pageSize + 1} OFFSET ${offset}`,
+    ).all(args) as { doc: string }[];
     return page(rows, pageSize, offset, parseBackup);
   }
 
   lastSuccessByVolume(): Array<{ cluster: string; pool: string; namespace: string; image: string; at: number }> {
-    const rows = this.#db
-      .prepare(
-        `SELECT cluster, pool, namespace, image, MAX(json_extract(doc, '$.completedAt')) AS at FROM backups WHERE status = ${BackupStatus.BACKUP_STATUS_AVAILABLE} GROUP BY cluster, pool, namespace, image`,
-      )
-      .all() as Array<{ cluster: string; pool: string; namespace: string; image: string; at: string | null }>;
+    const rows = this.#sql(
+      `SELECT cluster, pool, namespace, image, MAX(json_extract(doc, '$.completedAt')) AS at FROM backups WHERE status = ${BackupStatus.BACKUP_STATUS_AVAILABLE} GROUP BY cluster, pool, namespace, image`,
+    ).all() as Array<{ cluster: string; pool: string; namespace: string; image: string; at: string | null }>;
     return rows.filter((r) => r.at).map((r) => ({ ...r, at: Date.parse(r.at as string) }));
   }
 
   backupsOfVolume(cluster: string, pool: string, namespace: string, image: string): Backup[] {
     return (
-      this.#db
-        .prepare(
-          "SELECT doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ? ORDER BY created_at, id",
-        )
-        .all(cluster, pool, namespace, image) as { doc: string }[]
+      this.#sql(
+        "SELECT doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ? ORDER BY created_at, id",
+      ).all(cluster, pool, namespace, image) as { doc: string }[]
     ).map((r) => parseBackup(r.doc));
   }
 
@@ -200,37 +192,31 @@ export class SqliteCatalog implements Catalog {
   }
 
   insertJob(j: JobRecord): void {
-    this.#db
-      .prepare(
-        "INSERT INTO jobs (id, state, kind, backup_id, idempotency_key, created_at, doc) VALUES (@id, @state, @kind, @backup_id, @idempotency_key, @created_at, @doc)",
-      )
-      .run(this.#jobRow(j));
+    this.#sql(
+      "INSERT INTO jobs (id, state, kind, backup_id, idempotency_key, created_at, doc) VALUES (@id, @state, @kind, @backup_id, @idempotency_key, @created_at, @doc)",
+    ).run(this.#jobRow(j));
   }
 
   getJob(id: string): JobRecord | undefined {
-    const r = this.#db.prepare("SELECT doc FROM jobs WHERE id = ?").get(id) as { doc: string } | undefined;
+    const r = this.#sql("SELECT doc FROM jobs WHERE id = ?").get(id) as { doc: string } | undefined;
     return r ? parseJob(r.doc) : undefined;
   }
 
   updateJob(j: JobRecord): void {
-    const r = this.#db.prepare("UPDATE jobs SET state = @state, doc = @doc WHERE id = @id").run(this.#jobRow(j));
+    const r = this.#sql("UPDATE jobs SET state = @state, doc = @doc WHERE id = @id").run(this.#jobRow(j));
     if (r.changes !== 1) throw new Error(`job ${j.id} is not in the catalog`);
   }
 
   jobByIdempotencyKey(key: string): JobRecord | undefined {
-    const r = this.#db.prepare("SELECT doc FROM jobs WHERE idempotency_key = ?").get(key) as
-      | { doc: string }
-      | undefined;
+    const r = this.#sql("SELECT doc FROM jobs WHERE idempotency_key = ?").get(key) as { doc: string } | undefined;
     return r ? parseJob(r.doc) : undefined;
   }
 
   activeJobs(): JobRecord[] {
     return (
-      this.#db
-        .prepare(
-          `SELECT doc FROM jobs WHERE state IN (${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING}) ORDER BY created_at, id`,
-        )
-        .all() as { doc: string }[]
+      this.#sql(
+        `SELECT doc FROM jobs WHERE state IN (${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING}) ORDER BY created_at, id`,
+      ).all() as { doc: string }[]
     ).map((r) => parseJob(r.doc));
   }
 
@@ -244,11 +230,9 @@ export class SqliteCatalog implements Catalog {
       args.backup_id = f.backupId;
     }
     const offset = decodeToken(pageToken);
-    const rows = this.#db
-      .prepare(
-        `SELECT doc FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at DESC, id LIMIT ${pageSize + 1} OFFSET ${offset}`,
-      )
-      .all(args) as { doc: string }[];
+    const rows = this.#sql(
+      `SELECT doc FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at DESC, id LIMIT ${pageSize + 1} OFFSET ${offset}`,
+    ).all(args) as { doc: string }[];
     return page(rows, pageSize, offset, parseJob);
   }
 
