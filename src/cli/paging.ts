@@ -1,4 +1,6 @@
 /** Paged list calls: one page, or every page (--all) following next_page_token. */
+import { ExitCode } from "./exit-codes";
+import { note, print, printJson } from "./output";
 
 export interface Page<T> {
   items: T[];
@@ -23,4 +25,31 @@ export async function fetchPages<T>(
     seen.add(page.next);
     token = page.next;
   }
+}
+
+/** How a list verb prints its items: the JSON field, one item as JSON, the table, and the noun. */
+export interface ListOutput<T> {
+  field: string;
+  toJSON: (item: T) => unknown;
+  table: (items: T[]) => string;
+  noun: string;
+}
+
+/**
+ * A list verb's whole output: one page (or every page with --all) from `--page-token`, as JSON
+ * (`{<field>: [...], nextPageToken}`) or as a table with a note naming the next page token.
+ */
+export async function listPages<T>(
+  values: { json?: boolean; all?: boolean; "page-token"?: string },
+  fetchPage: (pageToken: string) => Promise<Page<T>>,
+  out: ListOutput<T>,
+): Promise<number> {
+  const page = await fetchPages(fetchPage, values["page-token"] ?? "", values.all === true);
+  if (values.json) {
+    printJson({ [out.field]: page.items.map(out.toJSON), nextPageToken: page.next });
+  } else {
+    print(out.table(page.items));
+    if (page.next) note(`more ${out.noun}: --page-token ${page.next} (or --all)`);
+  }
+  return ExitCode.Ok;
 }

@@ -21,8 +21,8 @@ import { dispatch } from "../dispatch";
 import { ExitCode } from "../exit-codes";
 import { backupBlock, backupTable, snapshotTable } from "../format";
 import type { NounHelp } from "../help";
-import { note, print, printJson } from "../output";
-import { fetchPages } from "../paging";
+import { print, printJson } from "../output";
+import { listPages } from "../paging";
 import { afterQueued } from "../watch";
 
 const backupModes = {
@@ -97,21 +97,14 @@ async function list(argv: string[]): Promise<number> {
     pageSize: parseIntFlag(values.limit, "limit", 1, 1000) ?? 0,
   };
   return withConnection(values, async (conn) => {
-    const page = await fetchPages(
+    return listPages(
+      values,
       async (pageToken) => {
         const r = await conn.call((o) => conn.client.listBackups({ ...filter, pageToken }, o));
         return { items: r.backups, next: r.nextPageToken };
       },
-      values["page-token"] ?? "",
-      values.all === true,
+      { field: "backups", toJSON: (x) => Backup.toJSON(x), table: backupTable, noun: "backups" },
     );
-    if (values.json) {
-      printJson({ backups: page.items.map((b) => Backup.toJSON(b)), nextPageToken: page.next });
-    } else {
-      print(backupTable(page.items));
-      if (page.next) note(`more backups: --page-token ${page.next} (or --all)`);
-    }
-    return ExitCode.Ok;
   });
 }
 

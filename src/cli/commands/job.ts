@@ -6,8 +6,8 @@ import { dispatch } from "../dispatch";
 import { ExitCode } from "../exit-codes";
 import { jobBlock, jobTable } from "../format";
 import type { NounHelp } from "../help";
-import { note, print, printJson } from "../output";
-import { fetchPages } from "../paging";
+import { print, printJson } from "../output";
+import { listPages } from "../paging";
 import { watchJob } from "../watch";
 
 const states = {
@@ -42,21 +42,14 @@ async function list(argv: string[]): Promise<number> {
     pageSize: parseIntFlag(values.limit, "limit", 1, 1000) ?? 0,
   };
   return withConnection(values, async (conn) => {
-    const page = await fetchPages(
+    return listPages(
+      values,
       async (pageToken) => {
         const r = await conn.call((o) => conn.client.listJobs({ ...filter, pageToken }, o));
         return { items: r.jobs, next: r.nextPageToken };
       },
-      values["page-token"] ?? "",
-      values.all === true,
+      { field: "jobs", toJSON: (x) => Job.toJSON(x), table: jobTable, noun: "jobs" },
     );
-    if (values.json) {
-      printJson({ jobs: page.items.map((j) => Job.toJSON(j)), nextPageToken: page.next });
-    } else {
-      print(jobTable(page.items));
-      if (page.next) note(`more jobs: --page-token ${page.next} (or --all)`);
-    }
-    return ExitCode.Ok;
   });
 }
 

@@ -23,7 +23,7 @@ import { ExitCode } from "../exit-codes";
 import { policyBlock, policyTable } from "../format-policy";
 import type { NounHelp } from "../help";
 import { note, print, printJson } from "../output";
-import { fetchPages } from "../paging";
+import { listPages } from "../paging";
 
 const modes = {
   auto: BackupMode.BACKUP_MODE_AUTO,
@@ -192,21 +192,14 @@ async function list(argv: string[]): Promise<number> {
   positionals("policy list", pos, []);
   const pageSize = parseIntFlag(values.limit, "limit", 1, 1000) ?? 0;
   return withConnection(values, async (conn) => {
-    const page = await fetchPages(
+    return listPages(
+      values,
       async (pageToken) => {
         const r = await conn.call((o) => conn.client.listPolicies({ pageSize, pageToken }, o));
         return { items: r.policies, next: r.nextPageToken };
       },
-      values["page-token"] ?? "",
-      values.all === true,
+      { field: "policies", toJSON: (x) => Policy.toJSON(x), table: policyTable, noun: "policies" },
     );
-    if (values.json) {
-      printJson({ policies: page.items.map((p) => Policy.toJSON(p)), nextPageToken: page.next });
-    } else {
-      print(policyTable(page.items));
-      if (page.next) note(`more policies: --page-token ${page.next} (or --all)`);
-    }
-    return ExitCode.Ok;
   });
 }
 

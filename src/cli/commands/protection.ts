@@ -6,8 +6,8 @@ import { dispatch } from "../dispatch";
 import { ExitCode } from "../exit-codes";
 import { protectionBlock, protectionTable } from "../format-policy";
 import type { NounHelp } from "../help";
-import { note, print, printJson } from "../output";
-import { fetchPages } from "../paging";
+import { print, printJson } from "../output";
+import { listPages } from "../paging";
 
 const states = {
   ok: ProtectionState.PROTECTION_STATE_OK,
@@ -34,21 +34,14 @@ async function list(argv: string[]): Promise<number> {
     pageSize: parseIntFlag(values.limit, "limit", 1, 1000) ?? 0,
   };
   return withConnection(values, async (conn) => {
-    const page = await fetchPages(
+    return listPages(
+      values,
       async (pageToken) => {
         const r = await conn.call((o) => conn.client.listVolumeProtection({ ...filter, pageToken }, o));
         return { items: r.volumes, next: r.nextPageToken };
       },
-      values["page-token"] ?? "",
-      values.all === true,
+      { field: "volumes", toJSON: (x) => VolumeProtection.toJSON(x), table: protectionTable, noun: "volumes" },
     );
-    if (values.json) {
-      printJson({ volumes: page.items.map((v) => VolumeProtection.toJSON(v)), nextPageToken: page.next });
-    } else {
-      print(protectionTable(page.items));
-      if (page.next) note(`more volumes: --page-token ${page.next} (or --all)`);
-    }
-    return ExitCode.Ok;
   });
 }
 
