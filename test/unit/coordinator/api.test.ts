@@ -5,32 +5,15 @@
  */
 import assert from "node:assert/strict";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
-import { ChannelCredentials } from "@grpc/grpc-js";
-import {
-  type Channel,
-  type Client,
-  ClientError,
-  createChannel,
-  createClient,
-  createServer,
-  type Server,
-} from "nice-grpc";
 import { Status } from "nice-grpc-common";
 import { AppError } from "../../../src/common/errors";
-import { backupService, errorStatus } from "../../../src/coordinator/api/service";
 import type { Catalog } from "../../../src/coordinator/catalog/catalog";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
-import {
-  BackupServiceDefinition,
-  BackupStatus,
-  type CreateBackupRequest,
-  JobState,
-} from "../../../src/gen/rbdbackup/v1/backup_service";
+import { BackupStatus, type CreateBackupRequest, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
+import { type Api, type ApiServer, assertStatus, serveApi } from "./api-server";
 import { backupResult, Harness, newBackup, vol } from "./harness";
-
-type Api = Client<typeof BackupServiceDefinition>;
 
 /** What the fake clusters hold: pools and images (name → size). */
 const CLUSTERS: Record<string, { pools: string[]; images: Record<string, number> }> = {
@@ -62,28 +45,10 @@ const request = (o: Partial<CreateBackupRequest> = {}): Partial<CreateBackupRequ
   ...o,
 });
 
-/** Awaits a call that must fail; returns its status and message. */
-async function refused(p: Promise<unknown>): Promise<{ code: Status; details: string }> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(e instanceof ClientError, `expected a gRPC error, got ${e}`);
-    return { code: e.code, details: e.details };
-  }
-  assert.fail("the call succeeded");
-}
-
-async function assertStatus(p: Promise<unknown>, code: Status, message: RegExp): Promise<void> {
-  const e = await refused(p);
-  assert.equal(Status[e.code], Status[code], e.details);
-  assert.match(e.details, message);
-}
-
 describe("BackupService admission", () => {
   let h: Harness;
   let catalog: Catalog;
-  let server: Server;
-  let channel: Channel;
+  let served: ApiServer;
   let api: Api;
   let a1: FakeAgentSession;
   /** Set by a test to make the catalog fail (an internal error). */
@@ -100,19 +65,15 @@ describe("BackupService admission", () => {
       },
     });
     const deps = { catalog, sessions: h.sessions, scheduler: h.scheduler, log: h.log, maxAttempts: 3 };
-    server = createServer();
-    server.with(errorStatus(h.log)).add(BackupServiceDefinition, backupService(deps));
-    const port = await server.listen("127.0.0.1:0");
-    channel = createChannel(`127.0.0.1:${port}`, ChannelCredentials.createInsecure());
-    api = createClient(BackupServiceDefinition, channel);
+    served = await serveApi(deps);
+    api = served.api;
     a1 = h.connect("a1", "a");
     a1.answer = clusterAnswer("a");
     h.connect("b1", "b").answer = clusterAnswer("b");
     h.catalog.upsertAgent({ ...a1.info, agentId: "z1", clusterName: "z" }); // known, never connected
   });
   after(async () => {
-    channel.close();
-    await server.shutdown();
+    await served.close();
     h.close();
   });
   beforeEach(() => {

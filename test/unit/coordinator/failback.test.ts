@@ -8,28 +8,16 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { ChannelCredentials } from "@grpc/grpc-js";
-import {
-  type Channel,
-  type Client,
-  ClientError,
-  createChannel,
-  createClient,
-  createServer,
-  type Server,
-} from "nice-grpc";
 import { Status } from "nice-grpc-common";
 import { AppError } from "../../../src/common/errors";
-import { backupService, errorStatus } from "../../../src/coordinator/api/service";
 import type { Backup } from "../../../src/coordinator/model";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { RestoreMode, type RestoreResult } from "../../../src/gen/rbdbackup/v1/agent";
-import { BackupServiceDefinition, BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
+import { type Api, type ApiServer, assertStatus, serveApi } from "./api-server";
 import { backupResult, Harness, newBackup, vol } from "./harness";
-
-type Api = Client<typeof BackupServiceDefinition>;
 
 /** Images that exist, by cluster ("pool/image"). */
 const images: Record<string, Set<string>> = { a: new Set(["rbd/v1"]), b: new Set(["rbd/v1-over"]) };
@@ -50,18 +38,6 @@ function clusterAnswer(cluster: string) {
   };
 }
 
-async function assertStatus(p: Promise<unknown>, code: Status, message: RegExp): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(e instanceof ClientError, `expected a gRPC error, got ${e}`);
-    assert.equal(Status[e.code], Status[code], e.details);
-    assert.match(e.details, message);
-    return;
-  }
-  assert.fail("the call succeeded");
-}
-
 const restoreResult = (backupId: string): RestoreResult => ({
   backupId,
   target: { pool: "rbd", namespace: "", image: "v1" },
@@ -80,8 +56,7 @@ const restoreResult = (backupId: string): RestoreResult => ({
 
 describe("FailbackVolume (coordinator)", () => {
   let h: Harness;
-  let server: Server;
-  let channel: Channel;
+  let served: ApiServer;
   let api: Api;
   let b1: FakeAgentSession;
 
@@ -101,18 +76,14 @@ describe("FailbackVolume (coordinator)", () => {
   before(async () => {
     h = new Harness();
     const deps = { catalog: h.catalog, sessions: h.sessions, scheduler: h.scheduler, log: h.log, maxAttempts: 3 };
-    server = createServer();
-    server.with(errorStatus(h.log)).add(BackupServiceDefinition, backupService(deps));
-    const port = await server.listen("127.0.0.1:0");
-    channel = createChannel(`127.0.0.1:${port}`, ChannelCredentials.createInsecure());
-    api = createClient(BackupServiceDefinition, channel);
+    served = await serveApi(deps);
+    api = served.api;
     h.connect("a1", "a").answer = clusterAnswer("a");
     b1 = h.connect("b1", "b");
     b1.answer = clusterAnswer("b");
   });
   after(async () => {
-    channel.close();
-    await server.shutdown();
+    await served.close();
     h.close();
   });
 

@@ -7,32 +7,20 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, beforeEach, describe, it } from "node:test";
-import { ChannelCredentials } from "@grpc/grpc-js";
-import {
-  type Channel,
-  type Client,
-  ClientError,
-  createChannel,
-  createClient,
-  createServer,
-  type Server,
-} from "nice-grpc";
 import { Status } from "nice-grpc-common";
 import { AppError } from "../../../src/common/errors";
 import type { ApiDeps } from "../../../src/coordinator/api/deps";
-import { backupService, errorStatus } from "../../../src/coordinator/api/service";
 import { targetOf } from "../../../src/coordinator/api-audit";
 import { type ProtectionRecord, volumeKey } from "../../../src/coordinator/policy/model";
 import type { PolicyRunnerPort } from "../../../src/coordinator/policy/runner-port";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { BackupServiceDefinition, BackupStatus } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { BackupStatus } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { DeepPartial, Policy, ProtectionState } from "../../../src/gen/rbdbackup/v1/policy";
 import type { Answer } from "../../helpers/fake-agent";
+import { type Api, type ApiServer, assertStatus, serveApi } from "./api-server";
 import { Harness, newBackup, vol } from "./harness";
-
-type Api = Client<typeof BackupServiceDefinition>;
 
 const POOLS: Record<string, string[]> = { a: ["rbd", "other", "backups"], b: ["backups", "bk2"] };
 
@@ -80,26 +68,9 @@ const policy = (name: string, o: DeepPartial<Policy> = {}): DeepPartial<Policy> 
   ...o,
 });
 
-async function refused(p: Promise<unknown>): Promise<{ code: Status; details: string }> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(e instanceof ClientError, `expected a gRPC error, got ${e}`);
-    return { code: e.code, details: e.details };
-  }
-  assert.fail("the call succeeded");
-}
-
-async function assertStatus(p: Promise<unknown>, code: Status, message: RegExp): Promise<void> {
-  const e = await refused(p);
-  assert.equal(Status[e.code], Status[code], e.details);
-  assert.match(e.details, message);
-}
-
 describe("policy API", () => {
   let h: Harness;
-  let server: Server;
-  let channel: Channel;
+  let served: ApiServer;
   let api: Api;
   let runner: FakeRunner;
   let deps: ApiDeps;
@@ -117,17 +88,13 @@ describe("policy API", () => {
       policies: runner,
       policyMinIntervalSeconds: 30,
     };
-    server = createServer();
-    server.with(errorStatus(h.log)).add(BackupServiceDefinition, backupService(deps));
-    const port = await server.listen("127.0.0.1:0");
-    channel = createChannel(`127.0.0.1:${port}`, ChannelCredentials.createInsecure());
-    api = createClient(BackupServiceDefinition, channel);
+    served = await serveApi(deps);
+    api = served.api;
     h.connect("a1", "a").answer = poolAnswer("a");
     h.connect("b1", "b").answer = poolAnswer("b");
   });
   after(async () => {
-    channel.close();
-    await server.shutdown();
+    await served.close();
     h.close();
   });
   beforeEach(() => {
