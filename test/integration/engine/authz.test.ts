@@ -396,6 +396,20 @@ describe("least privilege on the agents", () => {
             () => agent.deleteBackup({ backupId: r.backupId, pool: "backups", baseImage: r.baseImage }),
           ],
           [
+            "Flatten",
+            "agent",
+            "mutate",
+            () =>
+              agent.flatten({
+                image: prodA,
+                backupId: r.backupId,
+                backupPool: "backups",
+                backupNamespace: "",
+                baseImage: r.baseImage,
+                jobId: "",
+              }),
+          ],
+          [
             "ListChains",
             "transfer",
             "read",
@@ -426,6 +440,12 @@ describe("least privilege on the agents", () => {
               ),
           ],
         ];
+        const covered = calls.map(([m, svc]) => `${svc}/${m}`).sort();
+        const all = [
+          ...Object.values(AgentServiceDefinition.methods).map((m) => `agent/${m.name}`),
+          ...Object.values(TransferServiceDefinition.methods).map((m) => `transfer/${m.name}`),
+        ].sort();
+        assert.deepEqual(covered, all, "the table covers every AgentService and TransferService method");
         for (const [method, service, kind, call] of calls) {
           const want = expected(k, service);
           let got: number;
