@@ -4,8 +4,13 @@
  * agents/transfer/data-plane-server.ts).
  */
 import { toServerError } from "../../src/common/errors";
-import { flattenOperationAsks } from "../../src/common/flatten-grant";
-import { backupOperationAsks, deleteOperationAsks, type Fields, restoreOperationAsks } from "../../src/common/grants";
+import {
+  backupOperationAsks,
+  deleteOperationAsks,
+  type Fields,
+  flattenOperationAsks,
+  restoreOperationAsks,
+} from "../../src/common/grants";
 import type { Logger } from "../../src/common/log";
 import type { AgentServiceImplementation } from "../../src/gen/rbdbackup/v1/agent";
 import type { ListChainsRequest, ListChainsResponse } from "../../src/gen/rbdbackup/v1/transfer";

@@ -4,7 +4,7 @@
  * AgentService calls, agents/transfer for Transfer streams). A capability covers a request when every
  * field the request asks for equals the grant's (checkAllows in ./capability.ts).
  */
-import type { BackupRequest, DeleteBackupDataRequest, RestoreRequest } from "../gen/rbdbackup/v1/agent";
+import type { BackupRequest, DeleteBackupDataRequest, FlattenRequest, RestoreRequest } from "../gen/rbdbackup/v1/agent";
 import { RestoreMode } from "../gen/rbdbackup/v1/agent";
 import { type TransferHeader, TransferKind } from "../gen/rbdbackup/v1/transfer";
 import { denied } from "./capability";
@@ -212,4 +212,15 @@ export function restoreOperationAsks(r: RestoreRequest): Fields {
 /** AgentService.DeleteBackup: this backup's snapshot, base image and metadata object, nothing else. */
 export function deleteOperationAsks(r: DeleteBackupDataRequest): Fields {
   return { op: "delete", backupId: r.backupId, backup: `${r.pool}/${r.namespace}/${r.baseImage}` };
+}
+
+/** AgentService.Flatten: this clone of this backup's snapshot, nothing else. */
+export function flattenOperationAsks(r: FlattenRequest): Fields {
+  const im = r.image;
+  return {
+    op: "flatten",
+    backupId: r.backupId,
+    backup: `${r.backupPool}/${r.backupNamespace}/${r.baseImage}`,
+    target: `${im?.pool ?? ""}/${im?.namespace ?? ""}/${im?.image ?? ""}`,
+  };
 }

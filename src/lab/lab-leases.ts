@@ -15,12 +15,12 @@ import { readFileSync } from "node:fs";
 import { createChannel, createClientFactory } from "nice-grpc";
 import { type ClientMiddleware, Metadata } from "nice-grpc-common";
 import { CapabilitySigner, LEASE_METADATA_KEY } from "../common/capability";
-import { flattenOperationAsks } from "../common/flatten-grant";
 import {
   backupOperationAsks,
   backupTransferAllows,
   deleteOperationAsks,
   type Fields,
+  flattenOperationAsks,
   ownChain,
   restoreJobTransferAllows,
   restoreOperationAsks,

@@ -8,16 +8,11 @@
 import type { CallContext } from "nice-grpc-common";
 import { invalidArgument, notFound } from "../../common/errors";
 import { RestoreMode } from "../../gen/rbdbackup/v1/agent";
-import {
-  type Backup,
-  BackupStatus,
-  type FailoverVolumeRequest,
-  type FailoverVolumeResponse,
-} from "../../gen/rbdbackup/v1/backup_service";
+import type { Backup, FailoverVolumeRequest, FailoverVolumeResponse } from "../../gen/rbdbackup/v1/backup_service";
 import type { BackupLocation, VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Catalog } from "../catalog/catalog";
-import type { PolicyStore } from "../catalog/policy-store";
 import { volumeKey, volumeLabel } from "../model";
+import { newestAvailable } from "../policy/recovery-point";
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
@@ -27,23 +22,19 @@ const MAX_REASON = 256;
 
 /** The newest available backup of `volume` kept at `at` (pool empty = any pool of the cluster). */
 export function newestAt(catalog: Catalog, volume: VolumeRef, at: BackupLocation): Backup | undefined {
-  const here = (b: Backup) =>
-    b.location?.cluster === at.cluster &&
-    (!at.pool || (b.location.pool === at.pool && b.location.namespace === at.namespace));
-  const ok = catalog
-    .backupsOfVolume(volume.cluster, volume.pool, volume.namespace, volume.image)
-    .filter((b) => b.status === BackupStatus.BACKUP_STATUS_AVAILABLE && here(b));
-  const at_ = (b: Backup) => b.createdAt?.getTime() ?? 0;
-  return ok.reduce<Backup | undefined>((best, b) => (!best || at_(b) >= at_(best) ? b : best), undefined);
+  return newestAvailable(
+    catalog,
+    volume,
+    (l) => l.cluster === at.cluster && (!at.pool || (l.pool === at.pool && l.namespace === at.namespace)),
+  );
 }
 
 /**
  * Pauses every protection record of the volume (those already paused keep their reason); returns the
- * policies concerned. A catalog without a policy store (before policies exist) pauses nothing.
+ * policies concerned.
  */
 export function pauseProtection(catalog: Catalog, volume: VolumeRef, reason: string): string[] {
-  const store = (catalog as Catalog & { policies?: PolicyStore }).policies;
-  if (!store) return [];
+  const store = catalog.policies;
   return catalog.transaction(() =>
     store.protectionOfVolume(volumeKey(volume)).map((r) => {
       if (!r.pausedReason) store.upsertProtection({ ...r, pausedReason: reason });

@@ -5,8 +5,9 @@
  * Retention, by contrast, only ever touches the backups the policy made (retention-jobs.ts).
  */
 import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
-import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
+import type { BackupLocation, VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Catalog } from "../catalog/catalog";
+import type { Backup } from "../model";
 import type { Policy } from "./model";
 
 export interface RecoveryPoint {
@@ -16,15 +17,29 @@ export interface RecoveryPoint {
   completedAt: number;
 }
 
-export function recoveryPoint(catalog: Catalog, p: Policy, vol: VolumeRef): RecoveryPoint | undefined {
-  const d = p.destination;
-  let best: RecoveryPoint | undefined;
+/** The newest AVAILABLE backup of `vol` among those `here` accepts by their location (newest createdAt). */
+export function newestAvailable(
+  catalog: Catalog,
+  vol: VolumeRef,
+  here: (at: BackupLocation) => boolean,
+): Backup | undefined {
+  let best: Backup | undefined;
   for (const b of catalog.backupsOfVolume(vol.cluster, vol.pool, vol.namespace, vol.image)) {
-    if (b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE || !b.location || !d) continue;
-    if (b.location.cluster !== d.cluster || (d.pool && b.location.pool !== d.pool)) continue;
-    if (b.location.namespace !== d.namespace) continue;
-    const at = b.createdAt?.getTime() ?? 0;
-    if (!best || at > best.at) best = { id: b.id, at, completedAt: b.completedAt?.getTime() ?? at };
+    if (b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE || !b.location || !here(b.location)) continue;
+    if (!best || (b.createdAt?.getTime() ?? 0) >= (best.createdAt?.getTime() ?? 0)) best = b;
   }
   return best;
+}
+
+export function recoveryPoint(catalog: Catalog, p: Policy, vol: VolumeRef): RecoveryPoint | undefined {
+  const d = p.destination;
+  if (!d) return undefined;
+  const b = newestAvailable(
+    catalog,
+    vol,
+    (at) => at.cluster === d.cluster && (!d.pool || at.pool === d.pool) && at.namespace === d.namespace,
+  );
+  if (!b) return undefined;
+  const at = b.createdAt?.getTime() ?? 0;
+  return { id: b.id, at, completedAt: b.completedAt?.getTime() ?? at };
 }
