@@ -5,7 +5,7 @@
  *   identity in the caller's verified certificate (src/common/identity.ts). Only the coordinator may
  *   call AgentService; anyone else gets PERMISSION_DENIED before a handler runs. grpc.health.v1 stays
  *   open; other paths are left to grpc-js (UNIMPLEMENTED).
- * - What: a mutating call (Backup, Restore, DeleteBackup) must carry the operation lease the coordinator
+ * - What: a mutating call (Backup, Restore, DeleteBackup, Flatten) must carry the operation lease the coordinator
  *   signed for this agent (metadata `rbdbackup-lease`), and the lease must allow exactly what the
  *   request asks (src/common/grants.ts). Checked before the operation touches anything.
  *
