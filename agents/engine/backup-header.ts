@@ -69,6 +69,8 @@ export function backupHeader(
     metadataJson: encodeMetadata(meta),
     expectedFsid: req.destination?.clusterFsid || dest.fsid || "",
     chunkSize: ctx.source.chunkSize,
+    resumeOffset: 0,
+    resumePrefixDigest: new Uint8Array(0),
   };
 }
 

@@ -82,6 +82,8 @@ export async function backupPath(
     }),
     expectedFsid: req.destination?.clusterFsid || chains.clusterFsid || "",
     chunkSize: ctx.source.chunkSize,
+    resumeOffset: 0,
+    resumePrefixDigest: new Uint8Array(0),
   };
   const fh = await openFile(path, "r");
   try {
@@ -106,6 +108,10 @@ export async function backupPath(
       destinationPool: destPool,
       destinationNamespace: req.destinationNamespace,
       destinationFsid: summary.destinationFsid,
+      imageDigest: "",
+      digestBlockSize: 0,
+      resumedFrom: 0,
+      resumeFallbackReason: "",
     };
   } finally {
     await fh.close();

@@ -46,5 +46,9 @@ export function completedEarlier(
     destinationPool: where.destPool,
     destinationNamespace: where.destNs,
     destinationFsid: where.fsid,
+    imageDigest: "",
+    digestBlockSize: 0,
+    resumedFrom: 0,
+    resumeFallbackReason: "",
   };
 }

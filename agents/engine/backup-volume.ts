@@ -285,6 +285,10 @@ class VolumeBackup {
       destinationPool: this.dest.pool,
       destinationNamespace: this.dest.namespace,
       destinationFsid: summary.destinationFsid,
+      imageDigest: "",
+      digestBlockSize: 0,
+      resumedFrom: 0,
+      resumeFallbackReason: "",
     };
   }
 

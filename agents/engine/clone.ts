@@ -113,6 +113,8 @@ export async function restoreClone(ctx: EngineContext, req: RestoreRequest): Pro
       imageMeta,
       warnings,
       fullCopyReason: "",
+      resumedFrom: 0,
+      resumeFallbackReason: "",
     };
   } finally {
     await clone?.close().catch(() => {});

@@ -81,6 +81,8 @@ export async function failback(
       metadataJson: Buffer.alloc(0),
       expectedFsid: req.targetAgent?.clusterFsid ?? "",
       chunkSize: ctx.source.chunkSize,
+      resumeOffset: 0,
+      resumePrefixDigest: new Uint8Array(0),
     });
     progress.phase = "transfer";
     progress.bytesTotal = size;
@@ -130,6 +132,8 @@ export async function failback(
       imageMeta: {},
       warnings: [...(reason ? [`full copy: ${reason}`] : []), ...(summary?.warnings ?? [])],
       fullCopyReason: reason,
+      resumedFrom: 0,
+      resumeFallbackReason: "",
     };
   } finally {
     await img?.close().catch(() => {});

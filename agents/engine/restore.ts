@@ -98,6 +98,8 @@ export async function restore(
       metadataJson: Buffer.alloc(0),
       expectedFsid: req.targetAgent?.clusterFsid ?? "",
       chunkSize: ctx.source.chunkSize,
+      resumeOffset: 0,
+      resumePrefixDigest: new Uint8Array(0),
     };
     const stats = newStats();
     progress.phase = "transfer";
@@ -125,6 +127,8 @@ export async function restore(
       imageMeta,
       warnings: [...warnings, ...summary.warnings],
       fullCopyReason: "",
+      resumedFrom: 0,
+      resumeFallbackReason: "",
     };
   } finally {
     await img?.close().catch(() => {});

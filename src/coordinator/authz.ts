@@ -63,6 +63,10 @@ export const METHOD_ROLES: Readonly<Record<string, Role>> = {
   RunPolicyNow: "operator",
   FailoverVolume: "operator", // a CLONE restore, and the volume's protection paused
   FailbackVolume: "operator", // a restore over the original volume (rolled back, or copied in full)
+  FlattenVolume: "operator", // detaches a CLONE restore's target from its backup
+  VerifyBackup: "operator", // re-reads stored data (load on the clusters); may mark a backup CORRUPT
+  ExportBackup: "operator", // the volume's data leaves the cluster, as a restore's would
+  ImportBackup: "admin", // the caller's bytes become a backup of any volume: as trusted as ImportBackupRecord
 };
 
 /** Methods that change something: each call is written to the audit log when it ends. */
@@ -80,6 +84,10 @@ export const MUTATING = new Set([
   "RunPolicyNow",
   "FailoverVolume",
   "FailbackVolume",
+  "FlattenVolume",
+  "VerifyBackup",
+  "ExportBackup",
+  "ImportBackup",
 ]);
 
 /** Services any API client role may use besides BackupService (read-only). */

@@ -70,6 +70,13 @@ export function sessionService(deps: {
 }): CoordinatorAgentServiceImplementation {
   const { catalog, sessions, scheduler, log, audit } = deps;
   return {
+    exportData: async () => {
+      throw new ServerError(Status.UNIMPLEMENTED, "ExportData is not built yet");
+    },
+    // biome-ignore lint/correctness/useYield: refuses before any message
+    importData: async function* () {
+      throw new ServerError(Status.UNIMPLEMENTED, "ImportData is not built yet");
+    },
     async *session(requests: AsyncIterable<AgentMessage>, context): AsyncGenerator<CoordinatorMessage> {
       if (!deps.accepting()) throw new ServerError(Status.UNAVAILABLE, "the coordinator is shutting down");
       const it = requests[Symbol.asyncIterator]();

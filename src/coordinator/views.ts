@@ -38,5 +38,7 @@ export function jobView(j: JobRecord, catalog: Catalog, live: LiveProgress | und
     restore: j.kind === JobKind.JOB_KIND_RESTORE && j.result ? RestoreResult.fromJSON(j.result) : undefined,
     warnings: j.warnings,
     cancelRequested: j.cancelRequested,
+    verify: undefined,
+    bytesTransferredAllAttempts: 0,
   };
 }

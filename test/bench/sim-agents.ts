@@ -123,6 +123,10 @@ function simOperations(world: SimWorld, cluster: string, backupMs: number): Sess
         destinationPool: req.destinationPool,
         destinationNamespace: ns,
         destinationFsid: req.destination?.clusterFsid ?? "",
+        imageDigest: "",
+        digestBlockSize: 0,
+        resumedFrom: 0,
+        resumeFallbackReason: "",
       };
     },
     async deleteBackup(req: DeleteBackupDataRequest): Promise<DeleteBackupDataResult> {

@@ -85,6 +85,7 @@ async function server(variant: Variant): Promise<void> {
   s.add(TransferServiceDefinition, {
     transfer: (m) => consume(m),
     listChains: async () => ({}),
+    resumePoint: async () => ({}),
   });
   const port = await s.listen("127.0.0.1:0", serverCredentials(serverTls));
   process.stdout.write(`${JSON.stringify({ port, cpu: cpuSeconds() })}\n`);

@@ -90,6 +90,9 @@ export async function runSink(
         seconds,
         destinationFsid: deps.fsid,
         warnings: fp.warnings,
+        imageDigest: "",
+        digestBlockSize: 0,
+        resumedFrom: 0,
       };
     } catch (e) {
       await window.settle();

@@ -72,6 +72,7 @@ export async function failoverVolume(
       mode: RestoreMode.RESTORE_MODE_CLONE,
       idempotencyKey: req.idempotencyKey,
       flatten: req.flatten,
+      allowCorrupt: false,
     },
     ctx,
   );

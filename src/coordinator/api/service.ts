@@ -7,6 +7,7 @@
  * This file only routes each method to the file of its concern. Handlers throw AppError; the server
  * adds them behind errorStatus (error-status.ts), which turns every failure into a status.
  */
+import { ServerError, Status } from "nice-grpc-common";
 import type { BackupServiceImplementation } from "../../gen/rbdbackup/v1/backup_service";
 import { Admission } from "./admission";
 import { getBackup, listBackupSnapshots, listBackups } from "./backups";
@@ -23,6 +24,10 @@ import { watchJob } from "./watch";
 
 export type { ApiDeps } from "./deps";
 export { errorStatus } from "./error-status";
+
+const notYet = async (): Promise<never> => {
+  throw new ServerError(Status.UNIMPLEMENTED, "not built yet");
+};
 
 export function backupService(deps: ApiDeps): BackupServiceImplementation {
   const adm = new Admission(deps);
@@ -50,5 +55,13 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
     failbackVolume: (req, ctx) => failbackVolume(deps, adm, req, ctx),
     // Protection policies.
     ...policyMethods(deps),
+    // Not built yet (issue 14 contracts): each refuses with UNIMPLEMENTED.
+    flattenVolume: notYet,
+    verifyBackup: notYet,
+    importBackup: notYet,
+    // biome-ignore lint/correctness/useYield: refuses before any message
+    exportBackup: async function* () {
+      throw new ServerError(Status.UNIMPLEMENTED, "ExportBackup is not built yet");
+    },
   };
 }

@@ -158,5 +158,7 @@ function newBackup(
     error: "",
     warnings: [],
     clones: [],
+    integrity: undefined,
+    policy: "",
   };
 }

@@ -38,6 +38,9 @@ export function protectionView(
     lastJobId: rec.lastJobId,
     lastError: rec.lastError,
     pausedReason: rec.pausedReason,
+    lastVerifiedAt: undefined,
+    lastVerifyOk: false,
+    corruptBackups: 0,
   };
 }
 

@@ -210,6 +210,7 @@ describe("coordinator: bad requests fail with their exact status and change noth
       target: { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName("bad-never") },
       mode: RestoreMode.RESTORE_MODE_NEW,
       idempotencyKey: "",
+      allowCorrupt: false,
       flatten: false,
       ...o,
     };

@@ -144,6 +144,8 @@ describe("capabilities name the destination cluster and the chain", () => {
       metadataJson: Buffer.alloc(0),
       expectedFsid: "",
       chunkSize: MiB,
+      resumeOffset: 0,
+      resumePrefixDigest: new Uint8Array(0),
     });
     async function* stream(h: TransferHeader): AsyncIterable<TransferMessage> {
       yield { body: { $case: "header", value: h } };

@@ -154,6 +154,8 @@ describe("least privilege on the agents", () => {
   describe("3: TransferService.Transfer called directly", () => {
     const header = (kind: TransferKind, dest: ImageRef, extra: Partial<TransferHeader> = {}): TransferHeader => ({
       transferId: randomUUID(),
+      resumeOffset: 0,
+      resumePrefixDigest: new Uint8Array(0),
       jobId: "",
       kind,
       destination: dest,

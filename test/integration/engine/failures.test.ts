@@ -399,6 +399,8 @@ describe("failures are clean", () => {
           $case: "header",
           value: {
             transferId: randomUUID(),
+            resumeOffset: 0,
+            resumePrefixDigest: new Uint8Array(0),
             jobId: "",
             kind: TransferKind.RESTORE_NEW,
             destination: { pool: "rbd", namespace: "", image },

@@ -169,6 +169,8 @@ describe("agent audit: Transfer", () => {
     metadataJson: Buffer.alloc(0),
     expectedFsid: "",
     chunkSize: 1 << 20,
+    resumeOffset: 0,
+    resumePrefixDigest: new Uint8Array(0),
   });
   const stream = (h: TransferHeader): AsyncIterable<TransferMessage> => ({
     async *[Symbol.asyncIterator]() {

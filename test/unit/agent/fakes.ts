@@ -70,7 +70,16 @@ export class FakeCoordinator {
 
   async start(): Promise<this> {
     const server = createServer();
-    server.add(CoordinatorAgentServiceDefinition, { session: (req, ctx) => this.#session(req, ctx.signal) });
+    server.add(CoordinatorAgentServiceDefinition, {
+      session: (req, ctx) => this.#session(req, ctx.signal),
+      exportData: async () => {
+        throw new ServerError(Status.UNIMPLEMENTED, "not in the fake");
+      },
+      // biome-ignore lint/correctness/useYield: a fake that refuses
+      importData: async function* () {
+        throw new ServerError(Status.UNIMPLEMENTED, "not in the fake");
+      },
+    });
     const port = await server.listen("127.0.0.1:0", ServerCredentials.createInsecure());
     this.#server = server;
     this.address = `127.0.0.1:${port}`;

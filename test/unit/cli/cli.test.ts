@@ -62,6 +62,13 @@ const unimplemented = async () => {
 
 const impl: BackupServiceImplementation = {
   createPolicy: unimplemented,
+  flattenVolume: unimplemented,
+  verifyBackup: unimplemented,
+  importBackup: unimplemented,
+  // biome-ignore lint/correctness/useYield: a fake that refuses
+  exportBackup: async function* () {
+    throw new ServerError(Status.UNIMPLEMENTED, "not in the fake");
+  },
   failbackVolume: unimplemented,
   updatePolicy: unimplemented,
   getPolicy: unimplemented,

@@ -54,6 +54,7 @@ const stored: Policy = {
   createdAt: new Date(Date.UTC(2026, 0, 1)),
   updatedAt: new Date(Date.UTC(2026, 0, 2)),
   selectedVolumes: 12,
+  verify: undefined,
 };
 
 const impl: Partial<BackupServiceImplementation> = {

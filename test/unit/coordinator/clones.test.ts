@@ -97,6 +97,8 @@ const restoreResult = (backupId: string, target: VolumeRef): RestoreResult => ({
   imageMeta: {},
   warnings: [],
   fullCopyReason: "",
+  resumedFrom: 0,
+  resumeFallbackReason: "",
 });
 
 describe("CLONE restore, FLATTEN and failover (coordinator)", () => {

@@ -52,6 +52,8 @@ const restoreResult = (backupId: string): RestoreResult => ({
   imageMeta: {},
   warnings: [],
   fullCopyReason: "",
+  resumedFrom: 0,
+  resumeFallbackReason: "",
 });
 
 describe("FailbackVolume (coordinator)", () => {

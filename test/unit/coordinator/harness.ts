@@ -331,6 +331,8 @@ export function newBackup(v: VolumeRef, destCluster: string, now: number): Backu
     error: "",
     warnings: [],
     clones: [],
+    integrity: undefined,
+    policy: "",
   };
 }
 
@@ -355,5 +357,9 @@ export function backupResult(backupId: string): BackupResult {
     destinationPool: "backups",
     destinationNamespace: "",
     destinationFsid: "",
+    imageDigest: "",
+    digestBlockSize: 0,
+    resumedFrom: 0,
+    resumeFallbackReason: "",
   };
 }

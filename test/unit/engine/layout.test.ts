@@ -186,6 +186,8 @@ describe("transfer digest and header", () => {
     metadataJson: Buffer.alloc(0),
     expectedFsid: "",
     chunkSize: 1 << 20,
+    resumeOffset: 0,
+    resumePrefixDigest: new Uint8Array(0),
   };
 
   it("accepts a good header and rejects bad fields with INVALID_ARGUMENT", () => {

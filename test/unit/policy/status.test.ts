@@ -22,6 +22,7 @@ const schedule = (s: Partial<PolicySchedule>): PolicySchedule => ({
 const policy = (p: Partial<Policy> = {}): Policy => ({
   name: "gold",
   description: "",
+  verify: undefined,
   selector: undefined,
   destination: { cluster: "site-b", pool: "", namespace: "" },
   mode: BackupMode.BACKUP_MODE_AUTO,
@@ -75,6 +76,9 @@ describe("protectionView", () => {
       consecutiveFailures: 0,
       missedRuns: 4,
       lastJobId: "j9",
+      lastVerifiedAt: undefined,
+      lastVerifyOk: false,
+      corruptBackups: 0,
       lastError: "",
       pausedReason: "",
     });

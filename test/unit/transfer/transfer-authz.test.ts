@@ -47,6 +47,8 @@ const header = (kind: TransferKind, image: string, pool = "backups"): TransferHe
     metadataJson: Buffer.alloc(0),
     expectedFsid: "",
     chunkSize: 1 << 20,
+    resumeOffset: 0,
+    resumePrefixDigest: new Uint8Array(0),
   };
 };
 

@@ -40,6 +40,9 @@ const summary = (n: number): TransferSummary => ({
   seconds: 1.5,
   destinationFsid: "fsid",
   warnings: ["w"],
+  imageDigest: "",
+  digestBlockSize: 0,
+  resumedFrom: 0,
 });
 
 /** What the test handler does with a call; set per test. */
@@ -62,6 +65,7 @@ async function serveGrpcJs(): Promise<{ server: Server; address: string }> {
   server.add(TransferServiceDefinition, {
     transfer: (messages, ctx) => behaviour(messages, ctx.signal) as Promise<TransferSummary>,
     listChains: async () => ({ chains: [], clusterFsid: "" }),
+    resumePoint: async () => ({}),
   });
   const port = await server.listen("127.0.0.1:0", serverCredentials(labTls("agent-site-b")));
   return { server, address: `127.0.0.1:${port}` };

@@ -17,6 +17,8 @@ export function header(over: Partial<TransferHeader> = {}): TransferHeader {
   const backup = kind === TransferKind.BACKUP_FULL || kind === TransferKind.BACKUP_INCREMENTAL;
   return {
     transferId: randomUUID(),
+    resumeOffset: 0,
+    resumePrefixDigest: new Uint8Array(0),
     jobId: "",
     kind,
     destination: { pool: "backups", namespace: "", image: `vol.backup.${backupId}` },
