@@ -14,7 +14,7 @@
  */
 import { failedPrecondition, invalidArgument } from "../../src/common/errors";
 import { isUuid, metaObjectName } from "../../src/common/ids";
-import { type VerifyRequest, type VerifyResult, VerifyMode } from "../../src/gen/rbdbackup/v1/agent";
+import { VerifyMode, type VerifyRequest, type VerifyResult } from "../../src/gen/rbdbackup/v1/agent";
 import type { Image, IoCtx } from "../ceph";
 import { isCephError } from "../ceph";
 import { type DigestMap, DigestMapError, decodeDigestMap, digestsObjectName, mapDigest } from "../transfer/digests";
