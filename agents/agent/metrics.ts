@@ -38,7 +38,7 @@ export class AgentMetrics {
       .set(1);
     this.operations = new client.Counter({
       name: "rbdbackup_agent_operations_total",
-      help: "Operations this agent ran, by operation (backup, restore, delete, flatten) and result (ok or a gRPC status name).",
+      help: "Operations this agent ran, by operation (backup, restore, delete, flatten, verify) and result (ok or a gRPC status name).",
       labelNames: ["operation", "result"],
       registers: [r],
     });
