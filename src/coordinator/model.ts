@@ -115,6 +115,8 @@ export interface BackupFilter {
   image?: string;
   volumeId?: string;
   locationCluster?: string;
+  /** The policy whose run made it (Backup.policy). */
+  policy?: string;
   /** Empty: every status but DELETED. */
   statuses?: number[];
   excludeDeleted?: boolean;

@@ -52,7 +52,7 @@ export function leaseOperation(catalog: Catalog, j: JobRecord, peer: AgentSessio
   const op = j.operation;
   if (op.kind === "backup") {
     const keep = keepSnapshots(catalog, located);
-    forceFullAfterCorrupt(catalog, located, j, op);
+    forceFullAfterCorrupt(catalog, located, op);
     return {
       $case: "backup",
       value: { ...backupRequest(located, j, op, peerRef, keep), transferCapability: capability },
@@ -72,7 +72,6 @@ export function leaseOperation(catalog: Catalog, j: JobRecord, peer: AgentSessio
 function forceFullAfterCorrupt(
   catalog: Catalog,
   b: Located,
-  j: JobRecord,
   op: Extract<JobRecord["operation"], { kind: "backup" }>,
 ): void {
   if (op.mode === BackupMode.BACKUP_MODE_FULL) return;
