@@ -35,6 +35,7 @@ import { Scheduler } from "./scheduler";
 import { sessionService } from "./session-service";
 import { Sessions } from "./sessions";
 import { TokenStore } from "./tokens";
+import { VerifyMetrics } from "./verify-metrics";
 
 export type CoordinatorState = "starting" | "serving" | "draining" | "stopped";
 
@@ -129,6 +130,7 @@ export class Coordinator {
       this.#metrics = new CoordinatorMetrics(VERSION, catalog, this.sessions, scheduler, [
         audit.refusals,
         ...policyMetrics.all(),
+        ...new VerifyMetrics(catalog, scheduler).all(),
       ]);
       this.metricsAddress = await this.#metrics.listen(cfg.metricsListen, this.log);
     }

@@ -13,10 +13,12 @@ import path from "node:path";
 import { after, before, beforeEach, describe, it } from "node:test";
 import Database from "better-sqlite3";
 import { Status } from "nice-grpc-common";
+import client from "prom-client";
 import { AppError } from "../../../src/common/errors";
 import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
 import type { Backup } from "../../../src/coordinator/model";
 import type { CallRequest } from "../../../src/coordinator/sessions";
+import { VerifyMetrics } from "../../../src/coordinator/verify-metrics";
 import { BackupMode, RestoreMode, VerifyMode, type VerifyResult } from "../../../src/gen/rbdbackup/v1/agent";
 import { Backup as BackupMsg, BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
@@ -73,6 +75,7 @@ describe("verification (coordinator)", () => {
   let api: Api;
   let a1: FakeAgentSession;
   let b1: FakeAgentSession;
+  let metrics: VerifyMetrics;
 
   /** An AVAILABLE backup of `v` kept in b/backups (with a digest map unless `digest` is ""). */
   function available(v: VolumeRef, digest = DIGEST, baseOf?: Backup): Backup {
@@ -126,6 +129,7 @@ describe("verification (coordinator)", () => {
     a1.answer = answerOf(h, "a");
     b1 = h.connect("b1", "b");
     b1.answer = answerOf(h, "b");
+    metrics = new VerifyMetrics(h.catalog, h.scheduler);
   });
   after(async () => {
     await served.close();
@@ -337,6 +341,28 @@ describe("verification (coordinator)", () => {
     assert.deepEqual(got, [b.id]);
     assert.equal(h.catalog.getBackup(b.id)?.policy, "nightly");
     assert.deepEqual(h.catalog.listBackups({ policy: "other" }, 10, "").items, []);
+  });
+
+  it("metrics: verify runs by mode and result; CORRUPT backups by the cluster that keeps them", async () => {
+    const r = new client.Registry();
+    for (const m of metrics.all()) r.registerMetric(m);
+    const text = await r.metrics();
+    const value = (line: string) =>
+      Number(
+        text
+          .split("\n")
+          .find((l) => l.startsWith(`${line} `))
+          ?.split(" ")[1],
+      );
+    // Earlier tests: two FULL and one SAMPLE found corrupt; FULL and SOURCE ok; a SOURCE failed (no map).
+    assert.equal(value('rbdbackup_verify_runs_total{mode="full",result="corrupt"}'), 2);
+    assert.equal(value('rbdbackup_verify_runs_total{mode="sample",result="corrupt"}'), 1);
+    assert.equal(value('rbdbackup_verify_runs_total{mode="source",result="ok"}'), 1);
+    assert.equal(value('rbdbackup_verify_runs_total{mode="source",result="failed"}'), 1);
+    const corrupt = h.catalog.listBackups({ statuses: [BackupStatus.BACKUP_STATUS_CORRUPT] }, 100, "").items;
+    assert.equal(corrupt.length, 3);
+    assert.equal(value('rbdbackup_backups_corrupt{location_cluster="b"}'), 3);
+    assert.equal(value('rbdbackup_backups_corrupt{location_cluster="a"}'), 0);
   });
 
   it("an agent that answers a digest_map call with an error leaves the job queued and retried", async () => {
