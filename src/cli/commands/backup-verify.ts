@@ -48,8 +48,8 @@ export const verifyHelp: VerbHelp = {
   synopsis: "BACKUP_ID [--mode metadata|sample|full|source] [--sample N] [--idempotency-key KEY] [--wait]",
   summary: "queue a verification of a backup against the digest map written when it was made",
   details:
-    "A mismatch marks the backup CORRUPT (it is kept; restores of it are refused unless --allow-corrupt; the " +
-    "next backup of its volume there is a full one) and names the first bad extent.",
+    "A mismatch marks the backup CORRUPT and names the first bad extent. A CORRUPT backup is kept; restores of it\n" +
+    "are refused unless --allow-corrupt, and the next backup of its volume there is a full one.",
   args: [["BACKUP_ID", "the backup to verify (available or corrupt)"]],
   flags: [
     [
