@@ -31,6 +31,7 @@ import type { CoordinatorConfig } from "./config";
 import { CoordinatorMetrics } from "./metrics";
 import { PolicyMetrics } from "./policy/metrics";
 import { PolicyRunner } from "./policy/runner";
+import { PolicyVerifyRunner } from "./policy/verify-runner";
 import { Scheduler } from "./scheduler";
 import { sessionService } from "./session-service";
 import { Sessions } from "./sessions";
@@ -47,6 +48,7 @@ export class Coordinator {
   catalog: Catalog | null = null;
   scheduler: Scheduler | null = null;
   policyRunner: PolicyRunner | null = null;
+  verifyRunner: PolicyVerifyRunner | null = null;
   #server: Server | null = null;
   #metrics: CoordinatorMetrics | null = null;
   metricsAddress = "";
@@ -136,6 +138,9 @@ export class Coordinator {
     }
     scheduler.start();
     policyRunner.start();
+    const verifyDeps = { catalog, store: catalog.policies, scheduler, log: this.log, tickMs: cfg.policy.tickMs };
+    this.verifyRunner = new PolicyVerifyRunner({ ...verifyDeps, maxAttempts: cfg.scheduler.maxAttempts });
+    this.verifyRunner.start();
     process.on("SIGHUP", this.#onSighup);
     this.state = "serving";
     this.health.setStatus("healthy");
@@ -169,6 +174,7 @@ export class Coordinator {
     // Health answers NOT_SERVING during the grace period (watchers and load balancers see it).
     if (graceSeconds > 0) await new Promise((r) => setTimeout(r, Math.min(graceSeconds, 2) * 1000));
     this.policyRunner?.stop();
+    this.verifyRunner?.stop();
     this.scheduler?.stop();
     for (const s of this.sessions.all()) s.close("coordinator stopping");
     const server = this.#server;
