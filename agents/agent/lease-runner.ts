@@ -156,6 +156,8 @@ export class LeaseRunner {
         return { $case: "delete", value: await this.ops.deleteBackup(op.value) };
       case "flatten":
         return { $case: "flatten", value: await this.ops.flatten(op.value, signal) };
+      case "verify":
+        return { $case: "verify", value: await this.ops.verify(op.value, signal, r.progress) };
       default:
         throw new AppError(Status.UNIMPLEMENTED, "the lease names no operation this agent knows");
     }

@@ -23,8 +23,12 @@ import type {
   ListImageSnapshotsRequest,
   RestoreRequest,
   RestoreResult,
+  VerifyRequest,
+  VerifyResult,
 } from "../../src/gen/rbdbackup/v1/agent";
 import type {
+  DigestMapRequest,
+  DigestMapResponse,
   ListImagesRequest,
   ListImagesResponse,
   ProbeRequest,
@@ -39,6 +43,8 @@ import { deleteBackup } from "../engine/delete";
 import { newProgress, type Progress } from "../engine/progress";
 import { readMetadata, restore } from "../engine/restore";
 import { listImageBackupSnapshots } from "../engine/snapshots";
+import { verifyBackup } from "../engine/verify";
+import { digestsObjectName } from "../transfer/digests";
 import { validName } from "../transfer/protocol";
 import type { FencingCluster } from "./fencing";
 import { AgentMetrics } from "./metrics";
@@ -85,11 +91,13 @@ export type SessionOperations = Pick<
   | "restore"
   | "deleteBackup"
   | "flatten"
+  | "verify"
   | "checkCluster"
   | "listBackupSnapshots"
   | "getBackupMetadata"
   | "probe"
   | "listImages"
+  | "digestMap"
 > & { ctx: { cluster: FencingCluster } };
 
 export class AgentOperations {
@@ -155,6 +163,32 @@ export class AgentOperations {
   async flatten(req: FlattenRequest, signal: AbortSignal): Promise<FlattenResult> {
     this.#gate();
     return handle(this.log, "Flatten", () => this.#observe("flatten", () => flattenClone(this.ctx, req, signal)));
+  }
+
+  async verify(req: VerifyRequest, signal: AbortSignal, progress: Progress = newProgress()): Promise<VerifyResult> {
+    this.#gate();
+    return handle(this.log, "Verify", () =>
+      this.#observe("verify", () => verifyBackup(this.ctx, req, signal, progress)),
+    );
+  }
+
+  /** backup.<id>.digests as stored (SOURCE verification fetches it from the backup's cluster). */
+  async digestMap(req: DigestMapRequest): Promise<DigestMapResponse> {
+    return handle(this.log, "DigestMap", async () => {
+      validName(req.pool, "pool");
+      validName(req.namespace, "namespace", { allowEmpty: true });
+      if (!isUuid(req.backupId)) throw invalidArgument("backup_id must be a lowercase UUID");
+      if (!(await this.ctx.cluster.poolExists(req.pool))) throw notFound(`pool ${req.pool} not found`);
+      const io = await this.ctx.cluster.openIoCtx(req.pool, { namespace: req.namespace });
+      try {
+        return { found: true, map: await io.objRead(digestsObjectName(req.backupId)) };
+      } catch (e) {
+        if (isCephError(e, "ENOENT")) return { found: false, map: Buffer.alloc(0) };
+        throw e;
+      } finally {
+        await io.close();
+      }
+    });
   }
 
   async listBackupSnapshots(req: ListImageSnapshotsRequest): Promise<ListBackupSnapshotsResponse> {

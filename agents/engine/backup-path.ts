@@ -108,8 +108,8 @@ export async function backupPath(
       destinationPool: destPool,
       destinationNamespace: req.destinationNamespace,
       destinationFsid: summary.destinationFsid,
-      imageDigest: "",
-      digestBlockSize: 0,
+      imageDigest: summary.imageDigest,
+      digestBlockSize: summary.digestBlockSize,
       resumedFrom: 0,
       resumeFallbackReason: "",
     };

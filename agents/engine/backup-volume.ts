@@ -285,8 +285,8 @@ class VolumeBackup {
       destinationPool: this.dest.pool,
       destinationNamespace: this.dest.namespace,
       destinationFsid: summary.destinationFsid,
-      imageDigest: "",
-      digestBlockSize: 0,
+      imageDigest: summary.imageDigest,
+      digestBlockSize: summary.digestBlockSize,
       resumedFrom: 0,
       resumeFallbackReason: "",
     };

@@ -1,6 +1,6 @@
 /**
  * Deletion of a backup kept on this cluster: its snapshot on the base image, the base image once no
- * backup snapshot remains, and backup.<id>.meta. A missing pool or image is a warning, not a failure;
+ * backup snapshot remains, backup.<id>.digests and backup.<id>.meta. A missing pool or image is a warning, not a failure;
  * a busy image is retried with backoff, then reported (FAILED_PRECONDITION). A backup whose snapshot has
  * clones (CLONE restores) is refused, FAILED_PRECONDITION naming them, before anything is removed.
  */
@@ -11,6 +11,7 @@ import { retry } from "../../src/common/retry";
 import type { DeleteBackupDataRequest, DeleteBackupDataResult } from "../../src/gen/rbdbackup/v1/agent";
 import type { Image, IoCtx } from "../ceph";
 import { isCephError } from "../ceph";
+import { digestsObjectName } from "../transfer/digests";
 import { validName } from "../transfer/protocol";
 import { removeImageRetrying } from "../transfer/sink";
 import { childLabel, clonesOf } from "./clone";
@@ -43,6 +44,13 @@ async function refuseWhileCloned(io: IoCtx, backupId: string, baseImage: string,
   throw failedPrecondition(
     `backup ${backupId} has clones that depend on its snapshot: ${children.map(childLabel).join(", ")}; flatten or remove them first`,
   );
+}
+
+/** backup.<id>.digests goes with the backup (absent: a backup made before digest maps, or none was made). */
+async function removeDigestMap(io: IoCtx, backupId: string): Promise<void> {
+  await io.objRemove(digestsObjectName(backupId)).catch((e) => {
+    if (!isCephError(e, "ENOENT")) throw e;
+  });
 }
 
 export async function deleteBackup(ctx: EngineContext, req: DeleteBackupDataRequest): Promise<DeleteBackupDataResult> {
@@ -114,6 +122,7 @@ export async function deleteBackup(ctx: EngineContext, req: DeleteBackupDataRequ
         await img?.close().catch(() => {});
       }
     }
+    await removeDigestMap(io, req.backupId);
     try {
       await io.objRemove(metaObjectName(req.backupId));
       result.removedMetadata = true;

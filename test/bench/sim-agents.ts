@@ -144,6 +144,8 @@ function simOperations(world: SimWorld, cluster: string, backupMs: number): Sess
     },
     restore: unimplemented,
     flatten: unimplemented,
+    verify: unimplemented,
+    digestMap: unimplemented,
     async checkCluster() {
       world.counts.calls++;
       return { ok: true, checks: [], clusterFsid: world.fsidOf(cluster) };

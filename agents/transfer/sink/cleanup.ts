@@ -1,6 +1,6 @@
 /**
  * Undoing a transfer that did not commit, from its footprint only: close the image (librbd waits for
- * writes still in flight), remove the metadata object it created, then remove the image it created
+ * writes still in flight), remove the metadata object and digest map it created, then remove the image it created
  * (BACKUP_FULL, RESTORE_NEW) or roll the base image's head back to the from-snapshot
  * (BACKUP_INCREMENTAL, if anything was written). RESTORE_ORIGINAL cannot be undone (the caller's error
  * says so). Nothing outside the footprint is touched; after a commit (snapshot made) nothing is undone.
@@ -12,6 +12,8 @@ import { toAppError } from "../../../src/common/errors";
 import { metaObjectName } from "../../../src/common/ids";
 import type { Logger } from "../../../src/common/log";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
+import { isCephError } from "../../ceph";
+import { digestsObjectName } from "../digests";
 import type { Footprint } from "./footprint";
 import { removeImageRetrying } from "./image-ops";
 import type { SinkCluster, SinkDeps, SinkImage } from "./ports";
@@ -37,6 +39,13 @@ export async function cleanup(deps: SinkDeps<SinkCluster>, fp: Footprint, log: L
   if (!io) return errors;
   if (fp.metaCreated)
     await attempt(`removing ${metaObjectName(h.backupId)}`, () => io.objRemove(metaObjectName(h.backupId)));
+  if (fp.digestsCreated) {
+    await attempt(`removing ${digestsObjectName(h.backupId)}`, () =>
+      io.objRemove(digestsObjectName(h.backupId)).catch((e) => {
+        if (!isCephError(e, "ENOENT")) throw e;
+      }),
+    );
+  }
   if (fp.createdImage) {
     await attempt(`removing the image ${fp.where} this transfer created`, () => removeImageRetrying(io, name));
   } else if (h.kind === TransferKind.BACKUP_INCREMENTAL && fp.wrote) {

@@ -1,6 +1,6 @@
 /**
- * Committing a transfer, once every write is done and flushed. A backup writes its metadata object
- * (backup.<id>.meta, exclusive create) and then creates its snapshot — the point from which the
+ * Committing a transfer, once every write is done and flushed. A backup writes its digest map
+ * (backup.<id>.digests), its metadata object (backup.<id>.meta, exclusive create) and then creates its snapshot — the point from which the
  * backup exists; a restore applies the image-meta it carries. An image this transfer created loses
  * its incomplete marker last (a failure there is only a warning: the snapshot already counts).
  */
@@ -9,6 +9,7 @@ import { metaObjectName } from "../../../src/common/ids";
 import type { Logger } from "../../../src/common/log";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
+import { writeDigests } from "./digests";
 import type { Footprint } from "./footprint";
 import { INCOMPLETE_KEY } from "./image-ops";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
@@ -18,6 +19,7 @@ export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Lo
   const image = fp.image as SinkImage;
   const io = fp.io as SinkIoCtx;
   if (h.kind === TransferKind.BACKUP_FULL || h.kind === TransferKind.BACKUP_INCREMENTAL) {
+    await writeDigests(fp);
     if (h.metadataJson.length > 0) {
       try {
         await io.objCreateExclusive(metaObjectName(h.backupId), Buffer.from(h.metadataJson));

@@ -5,6 +5,7 @@
  */
 import type { TransferHeader } from "../../../src/gen/rbdbackup/v1/transfer";
 import type { JournalEntry } from "../journal";
+import type { SinkDigests } from "./digests";
 import type { SinkImage, SinkIoCtx } from "./ports";
 
 export interface Footprint {
@@ -20,6 +21,9 @@ export interface Footprint {
   wrote: boolean;
   metaCreated: boolean;
   snapshotCreated: boolean;
+  /** A backup's digest map being built (digests.ts), and whether backup.<id>.digests was written. */
+  digests?: SinkDigests;
+  digestsCreated: boolean;
   journal?: JournalEntry;
   warnings: string[];
 }
@@ -34,6 +38,7 @@ export function newFootprint(h: TransferHeader): Footprint {
     wrote: false,
     metaCreated: false,
     snapshotCreated: false,
+    digestsCreated: false,
     warnings: [],
   };
 }

@@ -25,10 +25,12 @@ export type SinkImage = Pick<
   | "metaSet"
   | "metaRemove"
   | "diff"
+  | "read"
 >;
 
 /** The methods of a pool (I/O context) the sink uses. */
-export interface SinkIoCtx extends Pick<IoCtx, "imageCreate" | "imageRemove" | "objCreateExclusive" | "objRemove"> {
+export interface SinkIoCtx
+  extends Pick<IoCtx, "imageCreate" | "imageRemove" | "objCreateExclusive" | "objRemove" | "objRead" | "objWriteFull"> {
   imageOpen(name: string): Promise<SinkImage>;
   close(): Promise<void>;
 }

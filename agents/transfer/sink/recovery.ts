@@ -7,7 +7,9 @@
  * Safe to run twice; an entry whose recovery fails stays for the next start.
  */
 import { metaObjectName } from "../../../src/common/ids";
+import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
+import { digestsObjectName } from "../digests";
 import type { JournalEntry } from "../journal";
 import { headDiffers, INCOMPLETE_KEY, removeImageRetrying } from "./image-ops";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
@@ -92,5 +94,10 @@ async function recoverOne(io: SinkIoCtx, e: JournalEntry, where: string, done: s
   }
   if (!committed && e.metaCreated && e.backupId) {
     await io.objRemove(metaObjectName(e.backupId)).catch(() => {});
+  }
+  // The digest map is written just before the metadata object: an uncommitted backup's goes too.
+  const backup = e.kind === TransferKind.BACKUP_FULL || e.kind === TransferKind.BACKUP_INCREMENTAL;
+  if (!committed && backup && e.backupId) {
+    await io.objRemove(digestsObjectName(e.backupId)).catch(() => {});
   }
 }

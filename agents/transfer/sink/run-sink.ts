@@ -24,6 +24,7 @@ import { RELEASE, type Releasable } from "../wire";
 import { abortable, transferAbort } from "./abort";
 import { cleanup } from "./cleanup";
 import { commit } from "./commit";
+import { digestFields, digestRecord, finishDigests, startDigests } from "./digests";
 import { type Footprint, newFootprint } from "./footprint";
 import { checkPool, type PoolWatch, watchPool } from "./pool-watch";
 import type { SinkCluster, SinkDeps, SinkImage } from "./ports";
@@ -66,9 +67,11 @@ export async function runSink(
       // release, unwatch and removal (cleanup) still go through.
       fp.io = await deps.cluster.openIoCtx(dest.pool, { namespace: dest.namespace, poolFullTry: true });
       await prepare(deps, fp, log);
+      await startDigests(fp, deps.checksum, log);
       ac.signal.throwIfAborted();
       const zeroBytes = await receive(it, fp, checks, window, ac.signal);
       await writesDone(fp, checks, window, ac.signal);
+      await finishDigests(fp, ac.signal);
       await commit(deps, fp, log);
       await (fp.image as SinkImage).close();
       fp.image = undefined;
@@ -90,8 +93,7 @@ export async function runSink(
         seconds,
         destinationFsid: deps.fsid,
         warnings: fp.warnings,
-        imageDigest: "",
-        digestBlockSize: 0,
+        ...digestFields(fp),
         resumedFrom: 0,
       };
     } catch (e) {
@@ -128,6 +130,7 @@ async function receive(
     let m: Checked;
     try {
       m = checks.next(next.value);
+      digestRecord(fp, m);
     } catch (e) {
       release?.();
       throw e;

@@ -23,11 +23,15 @@ import type {
   FlattenResult,
   RestoreRequest,
   RestoreResult,
+  VerifyRequest,
+  VerifyResult,
 } from "../../../src/gen/rbdbackup/v1/agent";
 import {
   type AgentMessage,
   CoordinatorAgentServiceDefinition,
   type CoordinatorMessage,
+  type DigestMapRequest,
+  type DigestMapResponse,
   type ProbeResponse,
 } from "../../../src/gen/rbdbackup/v1/session";
 
@@ -151,8 +155,8 @@ export class FakeCoordinator {
 }
 
 export interface FakeAttempt {
-  kind: "backup" | "restore" | "delete" | "flatten";
-  req: BackupRequest | RestoreRequest | DeleteBackupDataRequest | FlattenRequest;
+  kind: "backup" | "restore" | "delete" | "flatten" | "verify";
+  req: BackupRequest | RestoreRequest | DeleteBackupDataRequest | FlattenRequest | VerifyRequest;
   signal: AbortSignal | null;
   progress: Progress | null;
   resolve(v: unknown): void;
@@ -199,6 +203,13 @@ export class FakeOps implements SessionOperations {
   }
   flatten(req: FlattenRequest, signal: AbortSignal): Promise<FlattenResult> {
     return this.#attempt("flatten", req, signal);
+  }
+  verify(req: VerifyRequest, signal: AbortSignal, progress?: Progress): Promise<VerifyResult> {
+    return this.#attempt("verify", req, signal, progress);
+  }
+  async digestMap(req: DigestMapRequest): Promise<DigestMapResponse> {
+    if (req.backupId === "no-map") return { found: false, map: new Uint8Array(0) };
+    return { found: true, map: Buffer.from(`map of ${req.backupId} in ${req.pool}`) };
   }
   async checkCluster(): Promise<never> {
     throw new AppError(Status.PERMISSION_DENIED, "no caps in this fake");

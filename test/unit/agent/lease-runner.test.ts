@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Changes } from "../../../agents/agent/changes";
 import { LeaseRunner } from "../../../agents/agent/lease-runner";
-import { BackupRequest } from "../../../src/gen/rbdbackup/v1/agent";
+import { BackupRequest, VerifyMode, VerifyRequest, VerifyResult } from "../../../src/gen/rbdbackup/v1/agent";
 import type { AgentMessage } from "../../../src/gen/rbdbackup/v1/session";
 import { changes, FakeOps, recordingLogger, waitFor } from "./fakes";
 
@@ -42,6 +42,35 @@ describe("lease runner", () => {
     assert.deepEqual(runner.held(), [{ jobId: "j", attempt: 0, token: "t" }]);
     runner.acknowledge(["t"]);
     assert.deepEqual(runner.held(), []);
+  });
+});
+
+describe("lease runner: VERIFY", () => {
+  it("runs a verify lease with its progress and reports its VerifyResult", async () => {
+    const sent: AgentMessage["msg"][] = [];
+    const ops = new FakeOps();
+    const runner = new LeaseRunner("agent-a", ops, recordingLogger(), (m) => sent.push(m), changes);
+    const req = VerifyRequest.fromPartial({ backupId: "b", mode: VerifyMode.VERIFY_MODE_FULL });
+    runner.start({
+      jobId: "jv",
+      attempt: 1,
+      token: "tv",
+      ttlMs: 1000,
+      operation: { $case: "verify", value: req },
+      fenceClientAddrs: [],
+      fenceSeconds: 0,
+    });
+    await waitFor("the attempt", () => ops.attempts.length === 1);
+    const a = ops.attempts[0];
+    assert.equal(a?.kind, "verify");
+    assert.deepEqual(a?.req, req);
+    assert.ok(a?.progress, "the attempt reports progress");
+    a?.resolve(VerifyResult.fromPartial({ backupId: "b", ok: false, firstBadOffset: 4194304 }));
+    await waitFor("the outcome", () => sent.some((m) => m?.$case === "outcome"));
+    const outcome = sent.flatMap((m) => (m?.$case === "outcome" ? [m.value] : []))[0];
+    assert.equal(outcome?.code, 0);
+    assert.equal(outcome?.result?.$case, "verify");
+    assert.equal(outcome?.result?.$case === "verify" && outcome.result.value.firstBadOffset, 4194304);
   });
 });
 

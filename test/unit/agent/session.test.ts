@@ -314,7 +314,11 @@ describe("coordinator session", () => {
     });
     coord.send(s, { $case: "call", value: { callId: "c2", request: { $case: "check", value: { backupPool: "" } } } });
     coord.send(s, { $case: "call", value: { callId: "c3", request: undefined } });
-    await waitFor("three replies", () => of(s, "callReply").length === 3);
+    coord.send(s, {
+      $case: "call",
+      value: { callId: "c4", request: { $case: "digestMap", value: { backupId: "b1", pool: "p", namespace: "" } } },
+    });
+    await waitFor("four replies", () => of(s, "callReply").length === 4);
     const byId = new Map(of(s, "callReply").map((r) => [r.callId, r]));
     assert.equal(byId.get("c1")?.code, Status.OK);
     assert.equal(byId.get("c1")?.result?.$case, "probe");
@@ -323,6 +327,9 @@ describe("coordinator session", () => {
       [Status.PERMISSION_DENIED, "no caps in this fake"],
     );
     assert.equal(byId.get("c3")?.code, Status.UNIMPLEMENTED);
+    const c4 = byId.get("c4")?.result;
+    assert.equal(c4?.$case, "digestMap");
+    assert.deepEqual(c4?.$case === "digestMap" && Buffer.from(c4.value.map).toString(), "map of b1 in p");
   });
 
   it("fences the Ceph clients of earlier holders, never its own, before the attempt starts", async () => {

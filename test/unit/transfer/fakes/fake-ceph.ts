@@ -55,6 +55,8 @@ export class FakeCeph implements SinkCluster {
   maxWritesInFlight = 0;
   /** Writes in flight when flush was called (the sink must have waited for all of them). */
   inFlightAtFlush: number[] = [];
+  /** Image reads ("offset+length"), e.g. the digest map's read-back. */
+  readonly reads: string[] = [];
 
   constructor(...pools: string[]) {
     for (const p of pools) this.pools.set(p, { images: new Map(), objects: new Map() });
@@ -148,6 +150,17 @@ class FakeIoCtx implements SinkIoCtx {
     this.ceph.log.push(`objRemove ${oid}`);
   }
 
+  async objRead(oid: string): Promise<Buffer> {
+    const b = this.#pool.objects.get(oid);
+    if (!b) throw cephError("ENOENT", "rados_read");
+    return Buffer.from(b);
+  }
+
+  async objWriteFull(oid: string, data: Buffer): Promise<void> {
+    this.#pool.objects.set(oid, Buffer.from(data));
+    this.ceph.log.push(`objWriteFull ${oid}`);
+  }
+
   async close(): Promise<void> {}
 }
 
@@ -191,6 +204,15 @@ export class FakeImage implements SinkImage {
       } finally {
         c.writesInFlight--;
       }
+    });
+  }
+
+  /** Reads the head (counted in `reads`). */
+  read(buffer: Buffer, offset: number): Promise<number> {
+    return this.#aio(async () => {
+      await turn();
+      this.ceph.reads.push(`${offset}+${buffer.length}`);
+      return this.s.data.copy(buffer, 0, offset, offset + buffer.length);
     });
   }
 

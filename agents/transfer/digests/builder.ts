@@ -1,0 +1,221 @@
+/**
+ * Builds a backup's digest map as the transfer's records arrive, without reading the image back
+ * where it can: a record covering a whole block gives that block's CRC (or its absence, when zero);
+ * a block a record covers only in part is assembled in one open block buffer (records arrive in
+ * ascending offsets) and closes with a CRC when what it lacks is known to be zero (a new image, or the
+ * parent's block was absent) or when records covered all of it. Otherwise — the rest of the block is the
+ * parent's data, a block touched again after it closed, a resized last block, a resumed prefix
+ * (`readBackRange`) — it is marked for read-back: after the flush, `readBack` reads those blocks
+ * from the image head. An incremental starts from its parent's map (`overlay`); a full from nothing.
+ */
+import { blockCount, blockLength, type DigestMap, zeroCrcOf } from "./format";
+import { type ReadBlocksOptions, readBlocks } from "./read-blocks";
+
+export type Crc32c = (data: Uint8Array) => number;
+/** Reads `buf.length` bytes at `offset` of the image (librbd's read). */
+export type ReadAt = (buf: Buffer, offset: number) => Promise<number>;
+
+const PRESENT = 1; // crc[i] holds the block's CRC (else: all zeros)
+const READBACK = 2; // the content is known only from the image: read it back after the flush
+const TOUCHED = 4; // a record of this transfer wrote into the block
+const BASE_PRESENT = 8; // the block held data before this transfer (the parent's map had it)
+
+export class DigestMapBuilder {
+  readonly count: number;
+  readonly #crc: Uint32Array;
+  readonly #state: Uint8Array;
+  readonly #zeroCrc: (length: number) => number;
+  #open = -1;
+  #buf: Buffer | null = null;
+  /** Pieces of the open block that records covered, [start, end) relative to the block. */
+  #pieces: Array<[number, number]> = [];
+
+  private constructor(
+    readonly blockSize: number,
+    readonly imageSize: number,
+    readonly crc32c: Crc32c,
+  ) {
+    this.count = blockCount(blockSize, imageSize);
+    this.#crc = new Uint32Array(this.count);
+    this.#state = new Uint8Array(this.count);
+    this.#zeroCrc = zeroCrcOf(crc32c);
+  }
+
+  /** A full backup into a new image: every block not written reads as zeros. */
+  static fresh(blockSize: number, imageSize: number, crc32c: Crc32c): DigestMapBuilder {
+    return new DigestMapBuilder(blockSize, imageSize, crc32c);
+  }
+
+  /**
+   * An incremental: the parent's map, at the new image size. A block whose length changed with the
+   * size (the parent's last block when the image grew or shrank) and that held data is read back.
+   */
+  static overlay(parent: DigestMap, imageSize: number, crc32c: Crc32c): DigestMapBuilder {
+    const b = new DigestMapBuilder(parent.blockSize, imageSize, crc32c);
+    for (let k = 0; k < parent.indices.length; k++) {
+      const i = parent.indices[k] as number;
+      if (i >= b.count) break;
+      b.#crc[i] = parent.crcs[k] as number;
+      b.#state[i] = PRESENT | BASE_PRESENT;
+      if (blockLength(parent.blockSize, parent.imageSize, i) !== b.#len(i)) b.#state[i] |= READBACK;
+    }
+    return b;
+  }
+
+  /** A data record: `data` now lies at `offset`. Copies what it keeps (the caller may reuse `data`). */
+  data(offset: number, data: Uint8Array): void {
+    this.#record(offset, data.length, data);
+  }
+
+  /** A zero record: [offset, offset+length) now reads as zeros. */
+  zero(offset: number, length: number): void {
+    this.#record(offset, length, null);
+  }
+
+  /**
+   * Marks every block meeting [start, end) to be read back from the image after the flush: for a
+   * transfer that resumed at `end`, whose earlier attempt wrote [0, end) (h3's resume).
+   */
+  readBackRange(start: number, end: number): void {
+    if (end <= start) return;
+    const last = Math.min(this.count - 1, Math.floor((end - 1) / this.blockSize));
+    for (let i = Math.floor(start / this.blockSize); i <= last; i++) {
+      if (i === this.#open) this.#open = -1;
+      this.#state[i] = (this.#state[i] as number) | READBACK | TOUCHED;
+    }
+  }
+
+  /** The blocks still to read back (closes the open block first). */
+  readBackList(): number[] {
+    this.#closeOpen();
+    const out: number[] = [];
+    for (let i = 0; i < this.count; i++) if ((this.#state[i] as number) & READBACK) out.push(i);
+    return out;
+  }
+
+  /** Reads the blocks marked for read-back from the image (after the flush), a few reads in flight. */
+  async readBack(read: ReadAt, opts: ReadBlocksOptions = {}): Promise<number> {
+    const list = this.readBackList();
+    await readBlocks(this.blockSize, this.imageSize, list, read, opts, (i, block) => this.#set(i, block));
+    return list.length;
+  }
+
+  /** The map; every read-back must be done. */
+  finish(): DigestMap {
+    const list = this.readBackList();
+    if (list.length > 0) throw new Error(`digest map: ${list.length} block(s) still to read back`);
+    let n = 0;
+    for (let i = 0; i < this.count; i++) if ((this.#state[i] as number) & PRESENT) n++;
+    const indices = new Uint32Array(n);
+    const crcs = new Uint32Array(n);
+    let k = 0;
+    for (let i = 0; i < this.count; i++) {
+      if ((this.#state[i] as number) & PRESENT) {
+        indices[k] = i;
+        crcs[k++] = this.#crc[i] as number;
+      }
+    }
+    return { blockSize: this.blockSize, imageSize: this.imageSize, indices, crcs };
+  }
+
+  #len(i: number): number {
+    return blockLength(this.blockSize, this.imageSize, i);
+  }
+
+  /** The block's content is `block` (or all zeros when null): PRESENT with its CRC unless zero. */
+  #set(i: number, block: Uint8Array | null): void {
+    const keep = ((this.#state[i] as number) & (TOUCHED | BASE_PRESENT)) | TOUCHED;
+    if (block === null) {
+      this.#state[i] = keep;
+      return;
+    }
+    const c = this.crc32c(block) >>> 0;
+    if (c === this.#zeroCrc(block.length) && isZero(block)) {
+      this.#state[i] = keep;
+      return;
+    }
+    this.#crc[i] = c;
+    this.#state[i] = keep | PRESENT;
+  }
+
+  #record(offset: number, length: number, data: Uint8Array | null): void {
+    if (length <= 0) return;
+    const B = this.blockSize;
+    const end = offset + length;
+    const last = Math.floor((end - 1) / B);
+    for (let i = Math.floor(offset / B); i <= last && i < this.count; i++) {
+      const bs = i * B;
+      const be = bs + this.#len(i);
+      const s = Math.max(offset, bs);
+      const e = Math.min(end, be);
+      if (s === bs && e === be) {
+        // The whole block: its content is this record's.
+        if (i === this.#open) this.#open = -1;
+        this.#set(i, data ? data.subarray(s - offset, e - offset) : null);
+      } else {
+        this.#partial(i, s - bs, e - bs, data ? data.subarray(s - offset, e - offset) : null);
+      }
+    }
+  }
+
+  /** A record covers [s, e) of block i (relative), not all of it. */
+  #partial(i: number, s: number, e: number, piece: Uint8Array | null): void {
+    if (i !== this.#open) {
+      this.#closeOpen();
+      const st = this.#state[i] as number;
+      if (st & TOUCHED) {
+        // Written before in this transfer and closed already: only the image knows it now.
+        this.#state[i] = st | READBACK;
+        return;
+      }
+      this.#open = i;
+      if (!this.#buf) this.#buf = Buffer.alloc(this.blockSize);
+      else this.#buf.fill(0);
+      this.#pieces = [];
+      this.#state[i] = st | TOUCHED;
+    }
+    const buf = this.#buf as Buffer;
+    if (piece) buf.set(piece, s);
+    else buf.fill(0, s, e);
+    this.#pieces.push([s, e]);
+  }
+
+  #closeOpen(): void {
+    const i = this.#open;
+    if (i < 0) return;
+    this.#open = -1;
+    const len = this.#len(i);
+    const st = this.#state[i] as number;
+    if (st & READBACK) return;
+    if (!(st & BASE_PRESENT) || covered(this.#pieces) >= len) {
+      this.#set(i, (this.#buf as Buffer).subarray(0, len));
+    } else {
+      this.#state[i] = st | READBACK;
+    }
+  }
+}
+
+/** Bytes covered by the union of the pieces. */
+function covered(pieces: Array<[number, number]>): number {
+  const sorted = [...pieces].sort((a, b) => a[0] - b[0]);
+  let total = 0;
+  let reach = 0;
+  for (const [s, e] of sorted) {
+    const from = Math.max(s, reach);
+    if (e > from) total += e - from;
+    reach = Math.max(reach, e);
+  }
+  return total;
+}
+
+const ZEROS = Buffer.alloc(64 * 1024);
+
+/** Whether every byte is zero. */
+export function isZero(b: Uint8Array): boolean {
+  const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  for (let off = 0; off < buf.length; off += ZEROS.length) {
+    const n = Math.min(ZEROS.length, buf.length - off);
+    if (buf.compare(ZEROS, 0, n, off, off + n) !== 0) return false;
+  }
+  return true;
+}
