@@ -11,6 +11,7 @@ import { Status } from "nice-grpc-common";
 import { AppError } from "../../../src/common/errors";
 import type { Backup } from "../../../src/coordinator/model";
 import { newRecord } from "../../../src/coordinator/policy/slots";
+import { validatePolicy } from "../../../src/coordinator/policy/validate";
 import { PolicyVerifyRunner, verifyKey } from "../../../src/coordinator/policy/verify-runner";
 import { validateVerifySchedule, verifyStatus } from "../../../src/coordinator/policy/verify-schedule";
 import { BackupMode, VerifyMode } from "../../../src/gen/rbdbackup/v1/agent";
@@ -166,6 +167,19 @@ describe("policy verify runner", () => {
     bad({ intervalSeconds: 3600, mode: 0, samplePercent: 101 }, /^policy\.verify\.sample_percent/);
     bad({ intervalSeconds: 3600, mode: VerifyMode.VERIFY_MODE_FULL, samplePercent: 5 }, /only mode SAMPLE/);
     bad({ intervalSeconds: 0, mode: VerifyMode.VERIFY_MODE_FULL, samplePercent: 0 }, /interval_seconds is 0/);
+    // validatePolicy (CreatePolicy, UpdatePolicy) checks it, against the coordinator's minimum interval.
+    const ctx = {
+      minIntervalSeconds: 30,
+      knownCluster: () => {},
+      defaultPool: () => "backups",
+      others: [],
+      selected: () => [],
+    };
+    assert.equal(validatePolicy(policy(), ctx).verify?.intervalSeconds, HOUR);
+    assert.throws(
+      () => validatePolicy(policy({ verify: { intervalSeconds: 5, mode: 0, samplePercent: 0 } }), ctx),
+      /^AppError: policy\.verify\.interval_seconds 5 is outside 30\.\./,
+    );
   });
 
   it("VolumeProtection: the newest backup's last verification and the CORRUPT backups at the destination", () => {
