@@ -17,6 +17,7 @@ import {
 } from "../gen/rbdbackup/v1/backup_service";
 import type { BackupLocation, VolumeRef } from "../gen/rbdbackup/v1/common";
 import type { BackupSnapshot } from "../gen/rbdbackup/v1/transfer";
+import { integrityRows, verifyRows } from "./format-verify";
 
 const UNITS = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
 
@@ -153,6 +154,7 @@ export function backupBlock(b: Backup): string {
     ["created", formatTime(b.createdAt)],
     ["completed", b.completedAt ? formatTime(b.completedAt) : undefined],
     ["error", opt(b.error)],
+    ...integrityRows(b.integrity, formatTime),
     ...b.warnings.map((w): [string, string] => ["warning", w]),
   ]);
 }
@@ -239,6 +241,7 @@ function resultRows(j: Job): [string, string | undefined][] {
       ["forced full", opt(b.forcedFullReason)],
     );
   }
+  rows.push(...verifyRows(j.verify, formatSeconds));
   const r = j.restore;
   if (r) {
     rows.push(

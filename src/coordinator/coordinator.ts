@@ -31,10 +31,12 @@ import type { CoordinatorConfig } from "./config";
 import { CoordinatorMetrics } from "./metrics";
 import { PolicyMetrics } from "./policy/metrics";
 import { PolicyRunner } from "./policy/runner";
+import { PolicyVerifyRunner } from "./policy/verify-runner";
 import { Scheduler } from "./scheduler";
 import { sessionService } from "./session-service";
 import { Sessions } from "./sessions";
 import { TokenStore } from "./tokens";
+import { VerifyMetrics } from "./verify-metrics";
 
 export type CoordinatorState = "starting" | "serving" | "draining" | "stopped";
 
@@ -46,6 +48,7 @@ export class Coordinator {
   catalog: Catalog | null = null;
   scheduler: Scheduler | null = null;
   policyRunner: PolicyRunner | null = null;
+  verifyRunner: PolicyVerifyRunner | null = null;
   #server: Server | null = null;
   #metrics: CoordinatorMetrics | null = null;
   metricsAddress = "";
@@ -129,11 +132,15 @@ export class Coordinator {
       this.#metrics = new CoordinatorMetrics(VERSION, catalog, this.sessions, scheduler, [
         audit.refusals,
         ...policyMetrics.all(),
+        ...new VerifyMetrics(catalog, scheduler).all(),
       ]);
       this.metricsAddress = await this.#metrics.listen(cfg.metricsListen, this.log);
     }
     scheduler.start();
     policyRunner.start();
+    const verifyDeps = { catalog, store: catalog.policies, scheduler, log: this.log, tickMs: cfg.policy.tickMs };
+    this.verifyRunner = new PolicyVerifyRunner({ ...verifyDeps, maxAttempts: cfg.scheduler.maxAttempts });
+    this.verifyRunner.start();
     process.on("SIGHUP", this.#onSighup);
     this.state = "serving";
     this.health.setStatus("healthy");
@@ -167,6 +174,7 @@ export class Coordinator {
     // Health answers NOT_SERVING during the grace period (watchers and load balancers see it).
     if (graceSeconds > 0) await new Promise((r) => setTimeout(r, Math.min(graceSeconds, 2) * 1000));
     this.policyRunner?.stop();
+    this.verifyRunner?.stop();
     this.scheduler?.stop();
     for (const s of this.sessions.all()) s.close("coordinator stopping");
     const server = this.#server;

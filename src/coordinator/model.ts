@@ -3,7 +3,7 @@
  * Backup message itself; a job carries, besides what the API shows, what the scheduler needs (the
  * operation's parameters, its lease, the locks it takes, the clusters whose slots it uses).
  */
-import type { BackupMode, RestoreMode } from "../gen/rbdbackup/v1/agent";
+import type { BackupMode, RestoreMode, VerifyMode } from "../gen/rbdbackup/v1/agent";
 import type { Backup, JobKind, JobState } from "../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../gen/rbdbackup/v1/common";
 
@@ -36,7 +36,11 @@ export interface Confirmation {
 }
 
 export type JobOperation =
-  | { kind: "backup"; mode: BackupMode; maxSnapshots: number }
+  /**
+   * forcedFull: set when an attempt is leased as FULL because the chain it would extend holds a CORRUPT
+   * backup (scheduler/verify.ts): the reason, which the backup takes as its forced_full_reason.
+   */
+  | { kind: "backup"; mode: BackupMode; maxSnapshots: number; forcedFull?: string }
   /**
    * flatten (CLONE only): queue a FLATTEN job for the target once the clone exists. source (FAILBACK
    * only): the failed-over volume whose content the target takes.
@@ -44,14 +48,16 @@ export type JobOperation =
   | { kind: "restore"; target: VolumeRef; mode: RestoreMode; flatten?: boolean; source?: VolumeRef }
   | { kind: "delete" }
   /** Detach `target`, a CLONE restore of the job's backup, from the backup's snapshot. */
-  | { kind: "flatten"; target: VolumeRef };
+  | { kind: "flatten"; target: VolumeRef }
+  /** Re-read the job's backup (or, SOURCE, its volume's snapshot) against its digest map. samplePercent: 1..100. */
+  | { kind: "verify"; mode: VerifyMode; samplePercent: number };
 
 export interface JobRecord {
   id: string;
   kind: JobKind;
   state: JobState;
   backupId: string;
-  /** BACKUP: source volume; RESTORE, FLATTEN: target volume; DELETE: the backed-up volume. */
+  /** BACKUP: source volume; RESTORE, FLATTEN: target volume; DELETE, VERIFY: the backed-up volume. */
   volume: VolumeRef;
   idempotencyKey: string;
   /** Hash of the request that created the job (an idempotency key reused for another request is refused). */
@@ -109,6 +115,8 @@ export interface BackupFilter {
   image?: string;
   volumeId?: string;
   locationCluster?: string;
+  /** The policy whose run made it (Backup.policy). */
+  policy?: string;
   /** Empty: every status but DELETED. */
   statuses?: number[];
   excludeDeleted?: boolean;

@@ -4,7 +4,7 @@
  */
 import { invalidArgument } from "../common/errors";
 import { isUuid } from "../common/ids";
-import { BackupMode, RestoreMode } from "../gen/rbdbackup/v1/agent";
+import { BackupMode, RestoreMode, VerifyMode } from "../gen/rbdbackup/v1/agent";
 import { BackupStatus, JobKind, JobState } from "../gen/rbdbackup/v1/backup_service";
 import type { BackupLocation, VolumeRef } from "../gen/rbdbackup/v1/common";
 
@@ -98,6 +98,15 @@ export const backupMode = (v: number) => enumValue(BackupMode, v, "mode");
 export const restoreMode = (v: number) => enumValue(RestoreMode, v, "mode");
 export const backupStatus = (v: number) => enumValue(BackupStatus, v, "status");
 export const jobState = (v: number) => enumValue(JobState, v, "state");
+export const verifyMode = (v: number, field = "mode") => enumValue(VerifyMode, v, field);
+
+/** SAMPLE's percent of blocks, 1..100 (0 = the default); only with mode SAMPLE (or UNSPECIFIED, which is SAMPLE). */
+export function samplePercent(v: number, mode: VerifyMode, field = "sample_percent"): number {
+  if (!Number.isInteger(v) || v < 0 || v > 100) throw invalidArgument(`${field}: ${v} is not a percent in 1..100`);
+  const sample = mode === VerifyMode.VERIFY_MODE_SAMPLE || mode === VerifyMode.VERIFY_MODE_UNSPECIFIED;
+  if (v && !sample) throw invalidArgument(`${field}: only mode SAMPLE reads a sample (mode is ${VerifyMode[mode]})`);
+  return v;
+}
 export const jobKind = (v: number) => enumValue(JobKind, v, "kind");
 
 export function pageSize(v: number): number {

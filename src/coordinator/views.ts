@@ -1,5 +1,5 @@
 /** What the API shows of the coordinator's records (model.ts → the public messages). */
-import { RestoreResult } from "../gen/rbdbackup/v1/agent";
+import { RestoreResult, VerifyResult } from "../gen/rbdbackup/v1/agent";
 import { type Job, JobKind } from "../gen/rbdbackup/v1/backup_service";
 import type { Catalog } from "./catalog/catalog";
 import type { JobRecord } from "./model";
@@ -38,7 +38,7 @@ export function jobView(j: JobRecord, catalog: Catalog, live: LiveProgress | und
     restore: j.kind === JobKind.JOB_KIND_RESTORE && j.result ? RestoreResult.fromJSON(j.result) : undefined,
     warnings: j.warnings,
     cancelRequested: j.cancelRequested,
-    verify: undefined,
+    verify: j.kind === JobKind.JOB_KIND_VERIFY && j.result ? VerifyResult.fromJSON(j.result) : undefined,
     bytesTransferredAllAttempts: 0,
   };
 }

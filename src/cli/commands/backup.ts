@@ -1,6 +1,7 @@
 /**
- * `rbdbackup backup create|list|show|delete|restore|snapshots`: the backup verbs of the public API
- * (CreateBackup, ListBackups, GetBackup, DeleteBackup, RestoreBackup, ListBackupSnapshots).
+ * `rbdbackup backup create|list|show|delete|restore|snapshots|verify`: the backup verbs of the public API
+ * (CreateBackup, ListBackups, GetBackup, DeleteBackup, RestoreBackup, ListBackupSnapshots; VerifyBackup
+ * in ./backup-verify.ts).
  */
 import { BackupMode, ListBackupSnapshotsResponse, RestoreMode } from "../../gen/rbdbackup/v1/agent";
 import { Backup, BackupStatus, type ListBackupsRequest } from "../../gen/rbdbackup/v1/backup_service";
@@ -24,6 +25,7 @@ import type { NounHelp } from "../help";
 import { print, printJson } from "../output";
 import { listPages } from "../paging";
 import { afterQueued } from "../watch";
+import { verify, verifyHelp } from "./backup-verify";
 
 const backupModes = {
   auto: BackupMode.BACKUP_MODE_AUTO,
@@ -43,6 +45,7 @@ const statuses = {
   failed: BackupStatus.BACKUP_STATUS_FAILED,
   deleting: BackupStatus.BACKUP_STATUS_DELETING,
   deleted: BackupStatus.BACKUP_STATUS_DELETED,
+  corrupt: BackupStatus.BACKUP_STATUS_CORRUPT,
 };
 
 async function create(argv: string[]): Promise<number> {
@@ -137,6 +140,7 @@ async function restore(argv: string[]): Promise<number> {
     target: { type: "string" },
     mode: { type: "string" },
     flatten: { type: "boolean" },
+    "allow-corrupt": { type: "boolean" },
     "idempotency-key": { type: "string" },
     wait: { type: "boolean" },
   });
@@ -149,6 +153,7 @@ async function restore(argv: string[]): Promise<number> {
     mode,
     idempotencyKey: idempotencyKey(values["idempotency-key"]),
     flatten: values.flatten === true,
+    allowCorrupt: values["allow-corrupt"] === true,
   };
   return withConnection(values, async (conn) => {
     const job = await conn.call((o) => conn.client.restoreBackup(request, o));
@@ -206,14 +211,14 @@ export const backupHelp: NounHelp = {
     list: {
       synopsis:
         "[--cluster C] [--pool P] [--image I] [--volume-id ID] [--location CLUSTER] " +
-        "[--status creating|available|failed|deleting|deleted] [--limit N] [--page-token T] [--all]",
+        "[--status creating|available|failed|deleting|deleted|corrupt] [--limit N] [--page-token T] [--all]",
       summary:
         "backups, newest first (default: every status but deleted; one page of --limit, 1..1000; --all: every page)",
       flags: [
         ["--cluster C, --pool P, --image I", "only backups of volumes in this cluster, pool, image"],
         ["--volume-id ID", "only backups of the volume with this control-plane id"],
         ["--location CLUSTER", "only backups kept in this cluster"],
-        ["--status STATUS", "only backups in this status: creating, available, failed, deleting or deleted"],
+        ["--status STATUS", "only backups in this status: creating, available, failed, deleting, deleted or corrupt"],
         ["--limit N", "backups per page, 1 to 1000"],
         ["--page-token T", "the page after the one that printed this token"],
         ["--all", "every page"],
@@ -239,7 +244,7 @@ export const backupHelp: NounHelp = {
     restore: {
       synopsis:
         "BACKUP_ID --target CLUSTER/POOL[/NAMESPACE]/IMAGE [--mode new|original|clone] [--flatten] " +
-        "[--idempotency-key KEY] [--wait]",
+        "[--allow-corrupt] [--idempotency-key KEY] [--wait]",
       summary: "queue a restore of an available backup to a new volume (default), over an existing one, or as a clone",
       args: [["BACKUP_ID", "the backup to restore"]],
       flags: [
@@ -253,6 +258,7 @@ export const backupHelp: NounHelp = {
             "clone: an RBD clone of the backup's snapshot on the backup's own cluster, usable at once, no data copied",
         ],
         ["--flatten", "clone only: then copy the backup's data in (a FLATTEN job), so the backup can be deleted"],
+        ["--allow-corrupt", "restore a backup a verification found CORRUPT anyway (else refused)"],
         [KEY, KEY_HELP],
         ["--wait", WAIT_HELP],
       ],
@@ -267,9 +273,10 @@ export const backupHelp: NounHelp = {
       args: [["CLUSTER/POOL[/NAMESPACE]/IMAGE", "the volume"]],
       examples: ["backup snapshots site-a/rbd/vol-1"],
     },
+    verify: verifyHelp,
   },
 };
 
 export function backupCommand(argv: string[]): Promise<number> {
-  return dispatch(backupHelp, { create, list, show, delete: remove, restore, snapshots }, argv);
+  return dispatch(backupHelp, { create, list, show, delete: remove, restore, snapshots, verify }, argv);
 }

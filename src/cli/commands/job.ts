@@ -23,6 +23,7 @@ const kinds = {
   restore: JobKind.JOB_KIND_RESTORE,
   delete: JobKind.JOB_KIND_DELETE,
   flatten: JobKind.JOB_KIND_FLATTEN,
+  verify: JobKind.JOB_KIND_VERIFY,
 };
 
 async function list(argv: string[]): Promise<number> {
@@ -89,12 +90,12 @@ export const jobHelp: NounHelp = {
   verbs: {
     list: {
       synopsis:
-        "[--state queued|running|succeeded|failed|cancelled] [--kind backup|restore|delete|flatten] [--backup BACKUP_ID] " +
+        "[--state queued|running|succeeded|failed|cancelled] [--kind backup|restore|delete|flatten|verify] [--backup BACKUP_ID] " +
         "[--limit N] [--page-token T] [--all]",
       summary: "jobs, newest first (one page of --limit, 1..1000; --all: every page)",
       flags: [
         ["--state STATE", "only jobs in this state: queued, running, succeeded, failed or cancelled"],
-        ["--kind KIND", "only jobs of this kind: backup, restore, delete or flatten"],
+        ["--kind KIND", "only jobs of this kind: backup, restore, delete, flatten or verify"],
         ["--backup BACKUP_ID", "only jobs of this backup"],
         ["--limit N", "jobs per page, 1 to 1000"],
         ["--page-token T", "the page after the one that printed this token"],

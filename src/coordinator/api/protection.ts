@@ -1,7 +1,7 @@
 /**
  * GetVolumeProtection and ListVolumeProtection: each (policy, volume) protection record the runner keeps,
  * shown through the policy's status rules (../policy/status.ts protectionView) with the volume's newest
- * available backup at the policy's destination.
+ * available backup at the policy's destination, and its verification (../policy/verify-schedule.ts).
  */
 import { failedPrecondition, invalidArgument, notFound } from "../../common/errors";
 import {
@@ -17,11 +17,13 @@ import { type ProtectionRecord, volumeKey } from "../policy/model";
 import { recoveryPoint } from "../policy/recovery-point";
 import { protectionView } from "../policy/status";
 import { policyName } from "../policy/validate";
+import { verifyStatus } from "../policy/verify-schedule";
 import * as v from "../validate";
 import type { ApiDeps } from "./deps";
 
 export function view(deps: ApiDeps, p: Policy, rec: ProtectionRecord): VolumeProtection {
-  return protectionView(p, rec, recoveryPoint(deps.catalog, p, rec.volume), Date.now());
+  const pv = protectionView(p, rec, recoveryPoint(deps.catalog, p, rec.volume), Date.now());
+  return { ...pv, ...verifyStatus(deps.catalog, p, rec.volume) };
 }
 
 export function getVolumeProtection(deps: ApiDeps, req: GetVolumeProtectionRequest): VolumeProtection {

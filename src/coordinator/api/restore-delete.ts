@@ -1,5 +1,6 @@
 /**
- * RestoreBackup and DeleteBackup: jobs on an existing, available backup. A restore locks its target
+ * RestoreBackup and DeleteBackup: jobs on an existing, available backup (a CORRUPT one: deleted like an
+ * available one; restored only with allow_corrupt). A restore locks its target
  * volume and the backup (refused at once when another job uses the target); a CLONE restore makes the
  * target on the backup's own cluster and runs there (no transfer). A delete locks the backup and its
  * volume's chain and marks the backup DELETING in the same transaction as its job; it is refused while
@@ -9,6 +10,7 @@ import type { CallContext } from "nice-grpc-common";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../../common/errors";
 import { RestoreMode } from "../../gen/rbdbackup/v1/agent";
 import {
+  type Backup,
   BackupStatus,
   type DeleteBackupRequest,
   type Job,
@@ -47,9 +49,7 @@ export async function restoreBackup(
   if (again) return adm.view(again);
   const b = deps.catalog.getBackup(req.backupId);
   if (!b?.location) throw notFound(`backup ${req.backupId} not found`);
-  if (b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE) {
-    throw failedPrecondition(`backup ${b.id} is ${BackupStatus[b.status]}; only an available backup can be restored`);
-  }
+  requireRestorable(b, req.allowCorrupt);
   adm.knownCluster(target.cluster, "target.cluster");
   if (clone && target.cluster !== b.location.cluster) {
     throw invalidArgument(
@@ -71,6 +71,23 @@ export async function restoreBackup(
     peerCluster: clone ? "" : target.cluster,
   });
   return adm.submit(job);
+}
+
+/** AVAILABLE; CORRUPT only when the caller says so (allow_corrupt). */
+function requireRestorable(b: Backup, allowCorrupt: boolean): void {
+  if (b.status === BackupStatus.BACKUP_STATUS_AVAILABLE) return;
+  if (b.status === BackupStatus.BACKUP_STATUS_CORRUPT) {
+    if (allowCorrupt) return;
+    const at = b.integrity?.firstBadLength
+      ? ` at offset ${b.integrity.firstBadOffset} (+${b.integrity.firstBadLength} bytes)`
+      : "";
+    throw failedPrecondition(
+      `backup ${b.id} is CORRUPT: a verification found its stored data differs${at}` +
+        `${b.integrity?.corruptReason ? ` (${b.integrity.corruptReason})` : ""}; ` +
+        "restore another backup, or this one anyway with allow_corrupt",
+    );
+  }
+  throw failedPrecondition(`backup ${b.id} is ${BackupStatus[b.status]}; only an available backup can be restored`);
 }
 
 function requireTargetFree(deps: ApiDeps, target: VolumeRef): void {
@@ -113,8 +130,10 @@ export async function deleteBackup(
       `backup ${b.id} has a ${JobState[holder.state]} ${JobKind[holder.kind]} job ${holder.id}; cancel it or wait for it`,
     );
   }
-  if (b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE) {
-    throw failedPrecondition(`backup ${b.id} is ${BackupStatus[b.status]}; only an available backup can be deleted`);
+  if (b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE && b.status !== BackupStatus.BACKUP_STATUS_CORRUPT) {
+    throw failedPrecondition(
+      `backup ${b.id} is ${BackupStatus[b.status]}; only an available (or corrupt) backup can be deleted`,
+    );
   }
   await refuseWhileCloned(deps, b, signal);
   const job = adm.newJob(deleteJobSpec(b, req.idempotencyKey));

@@ -50,6 +50,28 @@ INSERT OR IGNORE INTO clusters (name, fsid, pinned_by, pinned_at)
   FROM agents ORDER BY agent_id
 `;
 
+/**
+ * Columns added after the first schema (version 1 stays: an older coordinator's statements name their
+ * columns and the new ones have defaults). Each is added when missing and filled from the record.
+ *  - backups.policy: the policy whose run made the backup (Backup.policy), for retention's reads;
+ *  - backups.verified_at: epoch ms of its last verification (Backup.integrity.last_verified_at), 0 = never.
+ */
+const ADDED_COLUMNS: Array<{ table: string; column: string; ddl: string; fill: string; index?: string }> = [
+  {
+    table: "backups",
+    column: "policy",
+    ddl: "policy TEXT NOT NULL DEFAULT ''",
+    fill: "UPDATE backups SET policy = COALESCE(json_extract(doc, '$.policy'), '')",
+    index: "CREATE INDEX IF NOT EXISTS backups_policy ON backups (policy) WHERE policy <> ''",
+  },
+  {
+    table: "backups",
+    column: "verified_at",
+    ddl: "verified_at INTEGER NOT NULL DEFAULT 0",
+    fill: "UPDATE backups SET verified_at = COALESCE(CAST(strftime('%s', json_extract(doc, '$.integrity.lastVerifiedAt')) AS INTEGER) * 1000, 0)",
+  },
+];
+
 const SCHEMA_VERSION = "1";
 
 const parseBackup = (doc: string): Backup => BackupMsg.fromJSON(JSON.parse(doc));
@@ -70,11 +92,26 @@ export class SqliteCatalog implements Catalog {
     this.#db.exec(SCHEMA);
     this.#db.exec(POLICY_SCHEMA);
     this.#db.exec(PIN_KNOWN_CLUSTERS);
+    this.#addColumns();
     const v = this.#sql("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string } | undefined;
     if (!v) this.#sql("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(SCHEMA_VERSION);
     else if (v.value !== SCHEMA_VERSION)
       throw new Error(`catalog ${file} has schema version ${v.value}; this coordinator knows ${SCHEMA_VERSION}`);
     this.policies = new SqlitePolicyStore(this.#db);
+  }
+
+  /** Adds the columns an older catalog lacks (ADDED_COLUMNS), filled from the records, in one transaction. */
+  #addColumns(): void {
+    this.#db.transaction(() => {
+      for (const c of ADDED_COLUMNS) {
+        const cols = this.#db.prepare(`PRAGMA table_info(${c.table})`).all() as Array<{ name: string }>;
+        if (!cols.some((x) => x.name === c.column)) {
+          this.#db.exec(`ALTER TABLE ${c.table} ADD COLUMN ${c.ddl}`);
+          this.#db.exec(c.fill);
+        }
+        if (c.index) this.#db.exec(c.index);
+      }
+    })();
   }
 
   transaction<T>(f: () => T): T {
@@ -120,13 +157,15 @@ export class SqliteCatalog implements Catalog {
       volume_id: b.volumeId,
       location_cluster: b.location?.cluster ?? "",
       created_at: (b.createdAt ?? new Date(0)).toISOString(),
+      policy: b.policy ?? "",
+      verified_at: b.integrity?.lastVerifiedAt?.getTime() ?? 0,
       doc: JSON.stringify(BackupMsg.toJSON(b)),
     };
   }
 
   insertBackup(b: Backup): void {
     this.#sql(
-      "INSERT INTO backups (id, status, cluster, pool, namespace, image, volume_id, location_cluster, created_at, doc) VALUES (@id, @status, @cluster, @pool, @namespace, @image, @volume_id, @location_cluster, @created_at, @doc)",
+      "INSERT INTO backups (id, status, cluster, pool, namespace, image, volume_id, location_cluster, created_at, policy, verified_at, doc) VALUES (@id, @status, @cluster, @pool, @namespace, @image, @volume_id, @location_cluster, @created_at, @policy, @verified_at, @doc)",
     ).run(this.#backupRow(b));
   }
 
@@ -136,7 +175,9 @@ export class SqliteCatalog implements Catalog {
   }
 
   updateBackup(b: Backup): void {
-    const r = this.#sql("UPDATE backups SET status = @status, doc = @doc WHERE id = @id").run(this.#backupRow(b));
+    const r = this.#sql(
+      "UPDATE backups SET status = @status, policy = @policy, verified_at = @verified_at, doc = @doc WHERE id = @id",
+    ).run(this.#backupRow(b));
     if (r.changes !== 1) throw new Error(`backup ${b.id} is not in the catalog`);
   }
 
@@ -149,6 +190,7 @@ export class SqliteCatalog implements Catalog {
       ["image", f.image],
       ["volume_id", f.volumeId],
       ["location_cluster", f.locationCluster],
+      ["policy", f.policy],
     ] as const) {
       if (v) {
         where.push(`${col} = @${col}`);

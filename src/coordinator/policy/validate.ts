@@ -14,6 +14,7 @@ import * as v from "../validate";
 import { volumeKey } from "./model";
 import { validateRetention } from "./retention";
 import { validateSchedule } from "./schedule";
+import { validateVerifySchedule } from "./verify-schedule";
 
 export const POLICY_NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
 export const MAX_EXPLICIT_VOLUMES = 1000;
@@ -69,6 +70,7 @@ export function validatePolicy(p: Policy | undefined, ctx: PolicyContext): Polic
   validateSchedule(p.schedule, ctx.minIntervalSeconds);
   if (!p.retention) throw invalidArgument("policy.retention is required");
   validateRetention(p.retention);
+  validateVerifySchedule(p.verify, ctx.minIntervalSeconds);
   ctx.knownCluster(dest.cluster, "policy.destination.cluster");
   if (sel.cluster) ctx.knownCluster(sel.cluster, "policy.selector.cluster");
   const seen = new Set<string>();

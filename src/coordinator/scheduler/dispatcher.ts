@@ -7,11 +7,14 @@
  * Otherwise it stays queued with the reason as its waiting reason. Safe to run any number of times.
  */
 import { Status } from "nice-grpc-common";
+import { VerifyMode } from "../../gen/rbdbackup/v1/agent";
 import { JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { Lease as LeaseMsg } from "../../gen/rbdbackup/v1/session";
 import type { JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
+import type { Located } from "./capabilities";
 import type { SchedulerContext } from "./context";
+import type { DigestMaps } from "./digest-maps";
 import { clustersOf, countRunning, isFinal, type RunningCounts, runningCounts } from "./jobs";
 import type { LeaseBroker } from "./lease-broker";
 import { leaseOperation } from "./operation";
@@ -20,12 +23,15 @@ import { finish, retryReason, wait } from "./transitions";
 interface Placement {
   agent: AgentSession;
   peer: AgentSession | null;
+  /** SOURCE verification: the backup's digest map, fetched for this attempt. */
+  digestMap?: Uint8Array;
 }
 
 export class Dispatcher {
   constructor(
     private readonly ctx: SchedulerContext,
     private readonly broker: LeaseBroker,
+    private readonly maps: DigestMaps,
   ) {}
 
   /** Starts every queued job that may start now (`jobs`: the active jobs, oldest first). */
@@ -33,6 +39,7 @@ export class Dispatcher {
     const active = jobs.filter((j) => !isFinal(j.state));
     const counts = runningCounts(active);
     const held = heldLocks(active);
+    this.maps.prune(new Set(active.map((j) => j.id)));
     for (const j of active) {
       if (j.state !== JobState.JOB_STATE_QUEUED) continue;
       const blocker = takeLocks(held, j);
@@ -58,15 +65,23 @@ export class Dispatcher {
         ? `every agent of cluster ${j.execCluster} is at its capacity`
         : `waiting for an agent of cluster ${j.execCluster} to connect`;
     }
+    if (j.operation.kind === "verify" && j.operation.mode === VerifyMode.VERIFY_MODE_SOURCE) {
+      const b = this.ctx.catalog.getBackup(j.backupId);
+      if (!b?.location || !b.volume) return { agent, peer: null }; // leaseOperation fails the job
+      const map = this.maps.ready(j, b as Located);
+      return typeof map === "string" ? map : { agent, peer: null, digestMap: map };
+    }
     if (!j.peerCluster || j.peerCluster === j.execCluster) return { agent, peer: null };
     const peer = sessions.ofCluster(j.peerCluster).sort((a, b) => a.jobs.size - b.jobs.size)[0];
     return peer ? { agent, peer } : `waiting for an agent of cluster ${j.peerCluster} to connect`;
   }
 
-  #start(j: JobRecord, { agent, peer }: Placement, counts: RunningCounts): void {
+  #start(j: JobRecord, { agent, peer, digestMap }: Placement, counts: RunningCounts): void {
     let op: LeaseMsg["operation"];
     try {
-      op = leaseOperation(this.ctx.catalog, j, peer, { agent, attempt: j.attempts + 1, signer: this.ctx.signer });
+      const runner = { agent, attempt: j.attempts + 1, signer: this.ctx.signer, digestMap };
+      op = leaseOperation(this.ctx.catalog, j, peer, runner);
+      this.maps.drop(j.id);
     } catch (e) {
       finish(this.ctx, j, JobState.JOB_STATE_FAILED, Status.FAILED_PRECONDITION, (e as Error).message);
       return;

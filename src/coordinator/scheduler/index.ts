@@ -4,3 +4,10 @@ export type { SchedulerDeps, SchedulerEvents } from "./context";
 export { clustersOf, isFinal, lockOfBackup, lockOfVolume, type RunningCounts } from "./jobs";
 export type { LiveProgress } from "./progress";
 export { Scheduler } from "./scheduler";
+export {
+  corruptChainReason,
+  DEFAULT_SAMPLE_PERCENT,
+  statusBeforeDelete,
+  verifyModeName,
+  verifyModeOf,
+} from "./verify";

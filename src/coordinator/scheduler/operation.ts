@@ -6,11 +6,12 @@
  */
 
 import type { CapabilitySigner } from "../../common/capability";
-import type {
-  BackupRequest,
-  DeleteBackupDataRequest,
-  FlattenRequest,
-  RestoreRequest,
+import {
+  BackupMode,
+  type BackupRequest,
+  type DeleteBackupDataRequest,
+  type FlattenRequest,
+  type RestoreRequest,
 } from "../../gen/rbdbackup/v1/agent";
 import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
 import type { Lease as LeaseMsg } from "../../gen/rbdbackup/v1/session";
@@ -18,6 +19,7 @@ import type { Catalog } from "../catalog/catalog";
 import type { JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
 import { knownChains, type Located, transferCapability } from "./capabilities";
+import { corruptChainReason, verifyRequest } from "./verify";
 
 type Operation = NonNullable<LeaseMsg["operation"]>;
 type PeerRef = BackupRequest["destination"];
@@ -28,6 +30,8 @@ export interface Runner {
   /** The number of the attempt being leased. */
   attempt: number;
   signer?: CapabilitySigner;
+  /** SOURCE verification: the backup's digest map, fetched for this attempt (./digest-maps.ts). */
+  digestMap?: Uint8Array;
 }
 
 /** The request the agent runs for this attempt; throws when the job's backup is not in the catalog. */
@@ -48,15 +52,32 @@ export function leaseOperation(catalog: Catalog, j: JobRecord, peer: AgentSessio
   const op = j.operation;
   if (op.kind === "backup") {
     const keep = keepSnapshots(catalog, located);
+    forceFullAfterCorrupt(catalog, located, op);
     return {
       $case: "backup",
       value: { ...backupRequest(located, j, op, peerRef, keep), transferCapability: capability },
     };
   }
+  if (op.kind === "verify") return { $case: "verify", value: verifyRequest(located, j, op, runner.digestMap) };
   if (op.kind === "restore")
     return { $case: "restore", value: { ...restoreRequest(located, j, op, peerRef), transferCapability: capability } };
   if (op.kind === "flatten") return { $case: "flatten", value: flattenRequest(located, j, op) };
   return { $case: "delete", value: deleteRequest(located, j) };
+}
+
+/**
+ * A backup whose chain holds a CORRUPT backup is leased as FULL: the reason goes on the job (saved when
+ * the lease is issued) and becomes the backup's forced_full_reason. A FULL asked for needs no reason.
+ */
+function forceFullAfterCorrupt(
+  catalog: Catalog,
+  b: Located,
+  op: Extract<JobRecord["operation"], { kind: "backup" }>,
+): void {
+  if (op.mode === BackupMode.BACKUP_MODE_FULL) return;
+  const why = corruptChainReason(catalog, b);
+  if (why) op.forcedFull = why;
+  else delete op.forcedFull;
 }
 
 function flattenRequest(
@@ -89,7 +110,7 @@ function backupRequest(
     destination,
     destinationPool: b.location.pool,
     destinationNamespace: b.location.namespace,
-    mode: op.mode,
+    mode: op.forcedFull ? BackupMode.BACKUP_MODE_FULL : op.mode,
     volumeId: b.volumeId,
     volumeMetadata: b.volumeMetadata,
     maxSnapshots: op.maxSnapshots,

@@ -20,6 +20,7 @@ import type { JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
 import { Confirmer } from "./confirmation";
 import type { SchedulerContext, SchedulerDeps, SchedulerEvents } from "./context";
+import { DigestMaps } from "./digest-maps";
 import { Dispatcher } from "./dispatcher";
 import { type RunningCounts, runningCounts } from "./jobs";
 import { LeaseBroker } from "./lease-broker";
@@ -33,6 +34,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   readonly #broker: LeaseBroker;
   readonly #dispatcher: Dispatcher;
   readonly #confirmer: Confirmer;
+  readonly #maps: DigestMaps;
   #timer: NodeJS.Timeout | null = null;
   #kicked = false;
   #stopped = false;
@@ -55,7 +57,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       kick: () => this.kick(),
     };
     this.#broker = new LeaseBroker(this.#ctx);
-    this.#dispatcher = new Dispatcher(this.#ctx, this.#broker);
+    this.#maps = new DigestMaps(this.#ctx);
+    this.#dispatcher = new Dispatcher(this.#ctx, this.#broker, this.#maps);
     this.#confirmer = new Confirmer(this.#ctx);
   }
 
@@ -99,9 +102,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     }
   }
 
-  /** Resolves when no confirmation question is in flight (tests drive the clock and await this). */
-  settle(): Promise<void> {
-    return this.#confirmer.settle();
+  /** Resolves when no confirmation question nor digest map fetch is in flight (tests drive the clock and await this). */
+  async settle(): Promise<void> {
+    await Promise.all([this.#confirmer.settle(), this.#maps.settle()]);
   }
 
   /** Running jobs by cluster (each job counts on every cluster it touches) and by agent. */

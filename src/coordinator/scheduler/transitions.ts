@@ -2,7 +2,8 @@
  * Job state transitions, the only code that moves a job between states once it exists:
  *
  *   QUEUED ─lease─▶ RUNNING ─ok─▶ SUCCEEDED          (restore; delete: the backup becomes DELETED;
- *                      │                                 CLONE restore / flatten: the backup's clones, clones.ts)
+ *                      │                                 CLONE restore / flatten: the backup's clones, clones.ts;
+ *                      │                                 verify: its integrity, CORRUPT on a mismatch, verify.ts)
  *                      │ backup ok ─▶ RUNNING, confirming ─confirmed by the destination─▶ SUCCEEDED (AVAILABLE)
  *                      │ restore ok ─▶ RUNNING, confirming ─confirmed by the target's agent─▶ SUCCEEDED
  *                      │                                  └ denied or unconfirmable ─▶ attempt failed
@@ -14,7 +15,13 @@
  * Every change is saved in the catalog and announced as a "job" event ("finished" for final states).
  */
 import { Status } from "nice-grpc-common";
-import { BackupResult, DeleteBackupDataResult, FlattenResult, RestoreResult } from "../../gen/rbdbackup/v1/agent";
+import {
+  BackupResult,
+  DeleteBackupDataResult,
+  FlattenResult,
+  RestoreResult,
+  VerifyResult,
+} from "../../gen/rbdbackup/v1/agent";
 import { BackupStatus, JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { JobOutcome } from "../../gen/rbdbackup/v1/session";
 import { type Backup, type JobRecord, volumeLabel } from "../model";
@@ -22,6 +29,7 @@ import { cloneDetached, cloneMade, isCloneRestore } from "./clones";
 import type { SchedulerContext } from "./context";
 import { isFinal } from "./jobs";
 import { isLeftover, LEFTOVER_RETRIES, type RetryDecision, retryDecision } from "./retry-policy";
+import { statusBeforeDelete, verified } from "./verify";
 
 /** Announces a change; a final job also leaves the live progress. */
 export function changed(ctx: SchedulerContext, j: JobRecord): void {
@@ -91,7 +99,7 @@ export function finish(ctx: SchedulerContext, j: JobRecord, state: JobState, cod
   changed(ctx, j);
 }
 
-/** A backup being made failed with its job; a backup being deleted is available again. */
+/** A backup being made failed with its job; a backup being deleted is as it was again (AVAILABLE or CORRUPT). */
 function backupAfterFailure(ctx: SchedulerContext, j: JobRecord, state: JobState, message: string): void {
   const b = ctx.catalog.getBackup(j.backupId);
   if (!b) return;
@@ -101,7 +109,7 @@ function backupAfterFailure(ctx: SchedulerContext, j: JobRecord, state: JobState
     b.completedAt = new Date(ctx.now());
     ctx.catalog.updateBackup(b);
   } else if (j.operation.kind === "delete" && b.status === BackupStatus.BACKUP_STATUS_DELETING) {
-    b.status = BackupStatus.BACKUP_STATUS_AVAILABLE;
+    b.status = statusBeforeDelete(b);
     ctx.catalog.updateBackup(b);
   }
 }
@@ -148,7 +156,7 @@ export function succeeded(ctx: SchedulerContext, j: JobRecord, o: JobOutcome): v
   ctx.catalog.transaction(() => {
     const b = ctx.catalog.getBackup(j.backupId);
     if (r?.$case === "backup" && b) {
-      backupMade(ctx, b, r.value);
+      backupMade(ctx, b, r.value, j.operation.kind === "backup" ? (j.operation.forcedFull ?? "") : "");
       j.warnings = r.value.warnings;
       j.result = BackupResult.toJSON(r.value);
     } else if (r?.$case === "delete" && b) {
@@ -165,6 +173,10 @@ export function succeeded(ctx: SchedulerContext, j: JobRecord, o: JobOutcome): v
       j.result = FlattenResult.toJSON(r.value);
       j.warnings = r.value.warnings;
       if (b) cloneDetached(ctx, j, b);
+    } else if (r?.$case === "verify") {
+      j.result = VerifyResult.toJSON(r.value);
+      j.warnings = r.value.warnings;
+      if (b) verified(ctx, b, r.value);
     }
     j.state = JobState.JOB_STATE_SUCCEEDED;
     j.finishedAt = ctx.now();
@@ -183,14 +195,15 @@ export function succeeded(ctx: SchedulerContext, j: JobRecord, o: JobOutcome): v
   }
 }
 
-function backupMade(ctx: SchedulerContext, b: Backup, x: BackupResult): void {
+/** `forcedFull`: why the coordinator leased it as FULL (a corrupt chain), when it did. */
+function backupMade(ctx: SchedulerContext, b: Backup, x: BackupResult, forcedFull: string): void {
   Object.assign(b, {
     status: BackupStatus.BACKUP_STATUS_AVAILABLE,
     baseImage: x.baseImage,
     snapshot: x.snapshot,
     incremental: x.incremental,
     parentSnapshot: x.parentSnapshot,
-    forcedFullReason: x.forcedFullReason,
+    forcedFullReason: x.forcedFullReason || forcedFull,
     sizeBytes: x.imageSize,
     dataBytesSent: x.dataBytesSent,
     zeroBytes: x.zeroBytes,
@@ -200,6 +213,18 @@ function backupMade(ctx: SchedulerContext, b: Backup, x: BackupResult): void {
     warnings: x.warnings,
     error: "",
   } satisfies Partial<Backup>);
+  if (x.imageDigest) {
+    b.integrity = {
+      imageDigest: x.imageDigest,
+      digestBlockSize: x.digestBlockSize,
+      lastVerifiedAt: undefined,
+      lastVerifyMode: 0,
+      lastVerifyOk: false,
+      corruptReason: "",
+      firstBadOffset: 0,
+      firstBadLength: 0,
+    };
+  }
   if (b.location) b.location.pool = x.destinationPool || b.location.pool;
   ctx.catalog.updateBackup(b);
 }

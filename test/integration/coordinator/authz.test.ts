@@ -19,7 +19,7 @@ import type { Role } from "../../../src/common/identity";
 import { type TlsConfig, tlsChannelOptions } from "../../../src/common/tls";
 import { METHOD_ROLES } from "../../../src/coordinator/authz";
 import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
-import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
+import { RestoreMode, VerifyMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { Backup, type BackupServiceClient, BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { Policy } from "../../../src/gen/rbdbackup/v1/policy";
 import { CoordinatorAgentServiceDefinition, type Register } from "../../../src/gen/rbdbackup/v1/session";
@@ -130,6 +130,17 @@ const METHODS: Record<string, { role: Role; call: (c: BackupServiceClient, refus
     call: (c, r) => c.deleteBackup({ backupId: r ? SEEDED : randomUUID(), idempotencyKey: "" }),
   },
   CancelJob: { role: "operator", call: (c) => c.cancelJob({ jobId: randomUUID() }) },
+  // A refused caller names the seeded backup (a bypass would queue a VERIFY job of it).
+  VerifyBackup: {
+    role: "operator",
+    call: (c, r) =>
+      c.verifyBackup({
+        backupId: r ? SEEDED : randomUUID(),
+        mode: VerifyMode.VERIFY_MODE_METADATA,
+        samplePercent: 0,
+        idempotencyKey: "",
+      }),
+  },
   ImportBackupRecord: {
     role: "admin",
     call: (c, r) =>

@@ -1,0 +1,121 @@
+/**
+ * A policy's scheduled verification (Policy.verify): every tick, for each unpaused policy with
+ * verify.interval_seconds, each selected volume's newest available backup at the destination is due when
+ * its last verification (VerifyBackup's or a run's) is older than the interval; a due backup gets a
+ * VERIFY job (../jobs/verify-job.ts) with an idempotency key of (policy, backup, slot) — the slot being
+ * the interval the tick falls in — so a repeated tick or a restart never queues one twice. A backup that
+ * already has a VERIFY queued or running is left alone; one without a digest map is verified in mode
+ * METADATA (the other modes need the map). Clock injected; the tick is synchronous (no agent asked:
+ * the scheduler places the job).
+ */
+import { createHash } from "node:crypto";
+import type { Logger } from "../../common/log";
+import { VerifyMode } from "../../gen/rbdbackup/v1/agent";
+import { JobKind } from "../../gen/rbdbackup/v1/backup_service";
+import type { Catalog } from "../catalog/catalog";
+import type { PolicyStore } from "../catalog/policy-store";
+import { isUniqueViolation, newJobRecord } from "../jobs/new-job";
+import { verifyJobSpec } from "../jobs/verify-job";
+import type { Backup } from "../model";
+import type { Policy } from "./model";
+import { newestAvailable } from "./recovery-point";
+import { atDestination } from "./verify-schedule";
+
+export interface VerifyRunnerDeps {
+  catalog: Catalog;
+  store: PolicyStore;
+  scheduler: { kick(): void };
+  log: Logger;
+  /** Attempts a job may make (the scheduler's maxAttempts). */
+  maxAttempts: number;
+  /** How often to look for due verifications, ms. */
+  tickMs: number;
+  now?: () => number;
+}
+
+/** The idempotency key of a policy's verification of a backup in one slot. */
+export function verifyKey(policy: string, backupId: string, slot: number): string {
+  const h = createHash("sha256").update(`${policy}\0${backupId}\0${slot}`).digest("hex").slice(0, 32);
+  return `policy-verify:${h}`;
+}
+
+export class PolicyVerifyRunner {
+  readonly #now: () => number;
+  #timer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly deps: VerifyRunnerDeps) {
+    this.#now = deps.now ?? Date.now;
+  }
+
+  start(): void {
+    this.#timer = setInterval(() => this.#safeTick(), this.deps.tickMs);
+    this.#safeTick();
+  }
+
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+  }
+
+  /** Queues the verifications that are due; returns the jobs queued. */
+  tick(): string[] {
+    const { catalog, store } = this.deps;
+    const policies = store.allPolicies().filter((p) => !p.paused && (p.verify?.intervalSeconds ?? 0) > 0);
+    if (policies.length === 0) return [];
+    const busy = new Set(
+      catalog
+        .activeJobs()
+        .filter((j) => j.kind === JobKind.JOB_KIND_VERIFY)
+        .map((j) => j.backupId),
+    );
+    const queued: string[] = [];
+    for (const p of policies) {
+      for (const rec of store.protectionOfPolicy(p.name)) {
+        if (rec.pausedReason) continue;
+        const b = newestAvailable(catalog, rec.volume, atDestination(p));
+        if (!b || busy.has(b.id) || !this.#due(p, b)) continue;
+        const id = this.#queue(p, b);
+        if (id) {
+          busy.add(b.id);
+          queued.push(id);
+        }
+      }
+    }
+    if (queued.length) this.deps.scheduler.kick();
+    return queued;
+  }
+
+  #safeTick(): void {
+    try {
+      this.tick();
+    } catch (err) {
+      this.deps.log.error("policy verify tick failed", { err });
+    }
+  }
+
+  #due(p: Policy, b: Backup): boolean {
+    const last = b.integrity?.lastVerifiedAt?.getTime() ?? 0;
+    return this.#now() - last >= (p.verify?.intervalSeconds ?? 0) * 1000;
+  }
+
+  /** The VERIFY job of `b` for this slot; undefined when the slot's job exists already. */
+  #queue(p: Policy, b: Backup): string | undefined {
+    const s = p.verify;
+    if (!s) return undefined;
+    const slot = Math.floor(this.#now() / (s.intervalSeconds * 1000));
+    const key = verifyKey(p.name, b.id, slot);
+    if (this.deps.catalog.jobByIdempotencyKey(key)) return undefined;
+    const mapless = !b.integrity?.imageDigest;
+    const mode = mapless ? VerifyMode.VERIFY_MODE_METADATA : s.mode;
+    const percent = mapless ? 0 : s.samplePercent;
+    const job = newJobRecord(verifyJobSpec(b, mode, percent, key), this.deps.maxAttempts, this.#now());
+    try {
+      this.deps.catalog.insertJob(job);
+    } catch (e) {
+      if (isUniqueViolation(e)) return undefined;
+      throw e;
+    }
+    this.deps.log.info("policy verification queued", { policy: p.name, backup: b.id, job: job.id });
+    return job.id;
+  }
+}

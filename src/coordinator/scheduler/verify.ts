@@ -1,0 +1,115 @@
+/**
+ * VERIFY jobs and what their findings do to the catalog. A VERIFY re-reads a backup against its digest
+ * map (backup.<id>.digests): METADATA, SAMPLE and FULL on an agent of the backup's cluster; SOURCE on an
+ * agent of the source volume's cluster, with the map the coordinator fetched (./digest-maps.ts).
+ *
+ * A finding that the data differs marks the backup CORRUPT (never deletes it) and records where in
+ * Backup.integrity; the job itself SUCCEEDS (it did its work). CORRUPT is sticky: a later verification
+ * that passes records itself in integrity but does not make the backup AVAILABLE again (the chain was
+ * damaged once; its next backup is a new full chain). A backup's next backup to the same location is
+ * leased as FULL while the chain it would extend holds a CORRUPT backup (`corruptChainReason`).
+ */
+import { VerifyMode, type VerifyRequest, type VerifyResult } from "../../gen/rbdbackup/v1/agent";
+import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
+import type { Catalog } from "../catalog/catalog";
+import type { Backup, JobRecord } from "../model";
+import type { Located } from "./capabilities";
+import type { SchedulerContext } from "./context";
+
+/** SAMPLE's percent when none is asked (VerifyBackupRequest.sample_percent 0). */
+export const DEFAULT_SAMPLE_PERCENT = 10;
+
+/** The mode a request means (UNSPECIFIED = SAMPLE). */
+export const verifyModeOf = (m: VerifyMode): VerifyMode =>
+  m === VerifyMode.VERIFY_MODE_UNSPECIFIED ? VerifyMode.VERIFY_MODE_SAMPLE : m;
+
+/** The short name of a mode, for messages and metric labels ("metadata", "sample", "full", "source"). */
+export const verifyModeName = (m: VerifyMode): string =>
+  (VerifyMode[m] ?? String(m)).replace("VERIFY_MODE_", "").toLowerCase();
+
+/** The lease operation of a VERIFY attempt (`digestMap`: SOURCE only, the map as the backup's cluster keeps it). */
+export function verifyRequest(
+  b: Located,
+  j: JobRecord,
+  op: Extract<JobRecord["operation"], { kind: "verify" }>,
+  digestMap: Uint8Array | undefined,
+): VerifyRequest {
+  const source = op.mode === VerifyMode.VERIFY_MODE_SOURCE;
+  const v = b.volume;
+  return {
+    backupId: b.id,
+    mode: op.mode,
+    samplePercent: op.samplePercent,
+    backupPool: b.location.pool,
+    backupNamespace: b.location.namespace,
+    baseImage: b.baseImage,
+    snapshot: b.snapshot,
+    imageDigest: b.integrity?.imageDigest ?? "",
+    jobId: j.id,
+    source: source ? { pool: v.pool, namespace: v.namespace, image: v.image } : undefined,
+    digestMap: source ? (digestMap ?? new Uint8Array()) : new Uint8Array(),
+  };
+}
+
+/**
+ * A VERIFY's result: the backup's integrity records it; a mismatch makes an AVAILABLE backup CORRUPT.
+ * Call inside the transaction that ends the job.
+ */
+export function verified(ctx: SchedulerContext, b: Backup, r: VerifyResult): void {
+  const integrity = {
+    imageDigest: "",
+    digestBlockSize: 0,
+    corruptReason: "",
+    firstBadOffset: 0,
+    firstBadLength: 0,
+    ...b.integrity,
+    lastVerifiedAt: new Date(ctx.now()),
+    lastVerifyMode: r.mode,
+    lastVerifyOk: r.ok,
+  };
+  if (!r.ok) {
+    integrity.corruptReason = r.reason || `a ${verifyModeName(r.mode)} verification found a mismatch`;
+    integrity.firstBadOffset = r.firstBadOffset;
+    integrity.firstBadLength = r.firstBadLength;
+    if (b.status === BackupStatus.BACKUP_STATUS_AVAILABLE) b.status = BackupStatus.BACKUP_STATUS_CORRUPT;
+    ctx.log.error("a verification found a backup corrupt", {
+      backup: b.id,
+      mode: verifyModeName(r.mode),
+      reason: integrity.corruptReason,
+      firstBadOffset: r.firstBadOffset,
+      firstBadLength: r.firstBadLength,
+    });
+  }
+  b.integrity = integrity;
+  ctx.catalog.updateBackup(b);
+}
+
+/** The status a backup whose delete failed goes back to: CORRUPT when a verification found it so. */
+export const statusBeforeDelete = (b: Backup): BackupStatus =>
+  b.integrity?.corruptReason ? BackupStatus.BACKUP_STATUS_CORRUPT : BackupStatus.BACKUP_STATUS_AVAILABLE;
+
+const locationOf = (b: Backup): string => `${b.location?.cluster}/${b.location?.pool}/${b.location?.namespace}`;
+
+/**
+ * Why a backup of `b`'s volume to `b`'s location must be FULL: the chain it would extend (the base
+ * image of the newest AVAILABLE or CORRUPT backup there) holds a CORRUPT backup. "" when it need not.
+ */
+export function corruptChainReason(catalog: Catalog, b: Located): string {
+  const v = b.volume;
+  const here = locationOf(b);
+  const chainOf = catalog
+    .backupsOfVolume(v.cluster, v.pool, v.namespace, v.image)
+    .filter((o) => o.id !== b.id && o.baseImage && locationOf(o) === here)
+    .filter(
+      (o) => o.status === BackupStatus.BACKUP_STATUS_AVAILABLE || o.status === BackupStatus.BACKUP_STATUS_CORRUPT,
+    );
+  const newest = chainOf.at(-1);
+  if (!newest) return "";
+  const bad = chainOf.filter(
+    (o) => o.baseImage === newest.baseImage && o.status === BackupStatus.BACKUP_STATUS_CORRUPT,
+  );
+  const first = bad.at(-1);
+  if (!first) return "";
+  const why = first.integrity?.corruptReason ? ` (${first.integrity.corruptReason})` : "";
+  return `backup ${first.id} of chain ${newest.baseImage} is CORRUPT${why}: a new chain starts with a full backup`;
+}
