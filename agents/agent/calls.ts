@@ -1,6 +1,7 @@
 /**
  * The coordinator's request/response calls over the session (Call → CallReply): cluster checks,
- * backup snapshots, backup metadata, probes and image lists (policy discovery), answered by the agent's operations. A failure is a
+ * backup snapshots, backup metadata, probes, image lists (policy discovery) and
+ * source snapshot hygiene (prune_snapshots), answered by the agent's operations. A failure is a
  * reply with its gRPC status, never an error of the session.
  */
 import { Status } from "nice-grpc-common";
@@ -20,6 +21,8 @@ async function run(ops: SessionOperations, req: Call["request"]): Promise<CallRe
       return { $case: "probe", value: await ops.probe(req.value) };
     case "images":
       return { $case: "images", value: await ops.listImages(req.value) };
+    case "pruneSnapshots":
+      return { $case: "pruneSnapshots", value: await ops.pruneBackupSnapshots(req.value) };
     default:
       throw new AppError(Status.UNIMPLEMENTED, "a call this agent does not know");
   }

@@ -176,6 +176,10 @@ function simOperations(world: SimWorld, cluster: string, backupMs: number): Sess
       world.counts.calls++;
       return { images: world.images.get(key(cluster, req.pool, req.namespace)) ?? [] };
     },
+    async pruneBackupSnapshots() {
+      world.counts.calls++;
+      return { removed: [], warnings: [] };
+    },
   };
 }
 
