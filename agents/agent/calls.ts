@@ -1,6 +1,7 @@
 /**
  * The coordinator's request/response calls over the session (Call → CallReply): cluster checks,
- * backup snapshots, backup metadata, probes, image lists (policy discovery) and digest maps (SOURCE verification), answered by the agent's operations. A failure is a
+ * backup snapshots, backup metadata, probes, image lists (policy discovery), digest maps (SOURCE
+ * verification) and source snapshot hygiene (prune_snapshots), answered by the agent's operations. A failure is a
  * reply with its gRPC status, never an error of the session.
  */
 import { Status } from "nice-grpc-common";
@@ -22,6 +23,8 @@ async function run(ops: SessionOperations, req: Call["request"]): Promise<CallRe
       return { $case: "images", value: await ops.listImages(req.value) };
     case "digestMap":
       return { $case: "digestMap", value: await ops.digestMap(req.value) };
+    case "pruneSnapshots":
+      return { $case: "pruneSnapshots", value: await ops.pruneBackupSnapshots(req.value) };
     default:
       throw new AppError(Status.UNIMPLEMENTED, "a call this agent does not know");
   }

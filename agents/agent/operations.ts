@@ -33,6 +33,8 @@ import type {
   ListImagesResponse,
   ProbeRequest,
   ProbeResponse,
+  PruneBackupSnapshotsRequest,
+  PruneBackupSnapshotsResponse,
 } from "../../src/gen/rbdbackup/v1/session";
 import { isCephError } from "../ceph";
 import { backup } from "../engine/backup";
@@ -43,6 +45,7 @@ import { deleteBackup } from "../engine/delete";
 import { newProgress, type Progress } from "../engine/progress";
 import { readMetadata, restore } from "../engine/restore";
 import { listImageBackupSnapshots } from "../engine/snapshots";
+import { pruneBackupSnapshots } from "../engine/source-prune";
 import { verifyBackup } from "../engine/verify";
 import { digestsObjectName } from "../transfer/digests";
 import { validName } from "../transfer/protocol";
@@ -98,6 +101,7 @@ export type SessionOperations = Pick<
   | "probe"
   | "listImages"
   | "digestMap"
+  | "pruneBackupSnapshots"
 > & { ctx: { cluster: FencingCluster } };
 
 export class AgentOperations {
@@ -197,6 +201,16 @@ export class AgentOperations {
       return {
         snapshots: await listImageBackupSnapshots(this.ctx.cluster, im.pool, im.namespace, im.image),
       };
+    });
+  }
+
+  /** The coordinator's source snapshot hygiene: only backup snapshots of the named ids (engine/source-prune.ts). */
+  async pruneBackupSnapshots(req: PruneBackupSnapshotsRequest): Promise<PruneBackupSnapshotsResponse> {
+    return handle(this.log, "PruneBackupSnapshots", async () => {
+      const r = await pruneBackupSnapshots(this.ctx.cluster, req);
+      if (r.removed.length) this.log.info("removed source snapshots", { image: req.image, removed: r.removed });
+      for (const w of r.warnings) this.log.warn(w);
+      return r;
     });
   }
 

@@ -1,7 +1,8 @@
 /**
  * Restore of a backup kept on this cluster, in one pass from its own snapshot on the base image (never
  * a replay of the chain), to a volume on the target agent's cluster: a new volume (only allocated
- * extents are written) or the original volume (every byte is written, the volume ends at the backup's
+ * extents are written; the image is re-created with the backup's order, striping and features:
+ * restore-layout.ts) or the original volume (every byte is written, the volume ends at the backup's
  * size). The metadata saved with the backup is re-applied (image-meta) and returned. Mode CLONE makes
  * no copy at all: clone.ts; mode FAILBACK sends a failed-over clone's changes back: failback.ts.
  */
@@ -20,6 +21,7 @@ import { failback } from "./failback";
 import { locateBackup } from "./locate";
 import { type BackupMetadataV1, decodeMetadata } from "./metadata";
 import { newProgress, type Progress } from "./progress";
+import { restoreLayout } from "./restore-layout";
 
 export function validateRestoreRequest(req: RestoreRequest): void {
   if (!isUuid(req.backupId)) throw invalidArgument("backup_id must be a lowercase UUID");
@@ -76,6 +78,8 @@ export async function restore(
     const info = await img.stat();
     const target = req.target as NonNullable<RestoreRequest["target"]>;
     const fullCopy = req.mode === RestoreMode.RESTORE_MODE_ORIGINAL;
+    const layout = restoreLayout(meta, info);
+    if (!fullCopy) warnings.push(...layout.warnings);
     const imageMeta = meta?.image.image_meta ?? {};
     const header: TransferHeader = {
       transferId: crypto.randomUUID(),
@@ -85,12 +89,11 @@ export async function restore(
       fromSnapshot: "",
       toSnapshot: "",
       imageSize: loc.size,
-      // A new volume gets the source volume's features where known (layering etc.), else the base's.
-      // (striping-v2 only comes with explicit stripe settings, which a restore does not carry)
-      features: Number((meta ? BigInt(meta.image.features) : info.features) & 0x3dn) | 1,
-      order: meta?.image.order || info.order,
-      stripeUnit: 0,
-      stripeCount: 0,
+      // A new volume is re-created with the backup's layout (restore-layout.ts); RESTORE_ORIGINAL ignores it.
+      features: Number(layout.features),
+      order: layout.order,
+      stripeUnit: layout.stripeUnit,
+      stripeCount: layout.stripeCount,
       imageMeta,
       // The backup restored from: the destination checks it against the transfer capability
       // (src/common/grants.ts transferAsks); the sink writes no metadata for a restore.

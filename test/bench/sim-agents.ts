@@ -178,6 +178,10 @@ function simOperations(world: SimWorld, cluster: string, backupMs: number): Sess
       world.counts.calls++;
       return { images: world.images.get(key(cluster, req.pool, req.namespace)) ?? [] };
     },
+    async pruneBackupSnapshots() {
+      world.counts.calls++;
+      return { removed: [], warnings: [] };
+    },
   };
 }
 

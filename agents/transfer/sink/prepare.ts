@@ -20,6 +20,7 @@ import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
 import type { JournalEntry } from "../journal";
 import { MAX_DISCARD_BYTES, NO_COMMON_SNAPSHOT } from "../protocol";
+import { createImageWithFeatures } from "./create-image";
 import type { Footprint } from "./footprint";
 import { headDiffers, INCOMPLETE_KEY } from "./image-ops";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
@@ -72,12 +73,16 @@ async function createImage(deps: Deps, fp: Footprint, log: Logger): Promise<void
   await deps.journal.write(fp.journal);
   const features = h.features === 0 ? RBD_BASE_FEATURES : BigInt(h.features);
   try {
-    await ioOf(fp).imageCreate(nameOf(fp), h.imageSize, {
+    const layout = {
       features,
       ...(h.order ? { order: h.order } : {}),
       ...(h.stripeUnit ? { stripeUnit: h.stripeUnit } : {}),
       ...(h.stripeCount ? { stripeCount: h.stripeCount } : {}),
-    });
+    };
+    // A restore's features the target cluster refuses are dropped, with a warning (create-image.ts).
+    if (h.kind === TransferKind.RESTORE_NEW)
+      await createImageWithFeatures(ioOf(fp), nameOf(fp), h.imageSize, layout, fp.warnings);
+    else await ioOf(fp).imageCreate(nameOf(fp), h.imageSize, layout);
   } catch (e) {
     await deps.journal.remove(h.transferId);
     fp.journal = undefined;

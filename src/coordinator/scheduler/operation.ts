@@ -138,7 +138,6 @@ function restoreRequest(
     jobId: j.id,
     transferCapability: "",
     source: op.source ? { pool: op.source.pool, namespace: op.source.namespace, image: op.source.image } : undefined,
-    keepLayout: false,
   };
 }
 

@@ -7,6 +7,8 @@
  *  - transitions.ts: every change of a job's state (retries with backoff, finish, success, cancel);
  *  - confirmation.ts: a backup made is AVAILABLE only once an agent of its destination confirms it;
  *  - retry-policy.ts: which failures get another attempt, after how long;
+ *  - snapshot-hygiene.ts: after a backup or delete ends, the source volume keeps only the backup
+ *    snapshots a live chain needs (hygiene-plan.ts decides);
  *  - operation.ts: the request an attempt runs, with the chain policy and its transfer capability
  *    (capabilities.ts); progress.ts: live progress.
  *
@@ -25,6 +27,7 @@ import { Dispatcher } from "./dispatcher";
 import { type RunningCounts, runningCounts } from "./jobs";
 import { LeaseBroker } from "./lease-broker";
 import type { LiveProgress } from "./progress";
+import { SnapshotHygiene } from "./snapshot-hygiene";
 import { cancel } from "./transitions";
 
 export class Scheduler extends EventEmitter<SchedulerEvents> {
@@ -35,6 +38,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   readonly #dispatcher: Dispatcher;
   readonly #confirmer: Confirmer;
   readonly #maps: DigestMaps;
+  readonly #hygiene: SnapshotHygiene;
   #timer: NodeJS.Timeout | null = null;
   #kicked = false;
   #stopped = false;
@@ -60,6 +64,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.#maps = new DigestMaps(this.#ctx);
     this.#dispatcher = new Dispatcher(this.#ctx, this.#broker, this.#maps);
     this.#confirmer = new Confirmer(this.#ctx);
+    this.#hygiene = new SnapshotHygiene(this.#ctx);
+    this.on("finished", (j) => this.#hygiene.onFinished(j));
   }
 
   /** After a restart: running jobs get one lease time for their agents to reconnect and claim them. */
@@ -87,8 +93,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   }
 
   /**
-   * One pass: expired leases fail their attempts, due confirmations are asked, then queued jobs start
-   * where they may.
+   * One pass: expired leases fail their attempts, due confirmations are asked, queued jobs start where
+   * they may, then due source snapshot sweeps run (on the jobs as they are after dispatch).
    */
   tick(): void {
     if (this.#stopped) return;
@@ -97,14 +103,16 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       this.#broker.expire(jobs);
       this.#confirmer.run(jobs);
       this.#dispatcher.dispatch(jobs);
+      this.#hygiene.run(this.#ctx.catalog.activeJobs());
     } catch (err) {
       this.#ctx.log.error("scheduler tick failed", { err });
     }
   }
 
-  /** Resolves when no confirmation question nor digest map fetch is in flight (tests drive the clock and await this). */
+  /** Resolves when no confirmation question, digest map fetch nor snapshot sweep is in flight (tests drive the clock and await this). */
   async settle(): Promise<void> {
     await Promise.all([this.#confirmer.settle(), this.#maps.settle()]);
+    await this.#hygiene.settle();
   }
 
   /** Running jobs by cluster (each job counts on every cluster it touches) and by agent. */

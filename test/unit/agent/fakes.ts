@@ -223,6 +223,14 @@ export class FakeOps implements SessionOperations {
   async listImages(): Promise<{ images: string[] }> {
     return { images: ["vol-a", "vol-b"] };
   }
+  pruned: Array<{ image: string; backupIds: string[] }> = [];
+  async pruneBackupSnapshots(req: {
+    image?: { image: string };
+    backupIds: string[];
+  }): Promise<{ removed: string[]; warnings: string[] }> {
+    this.pruned.push({ image: req.image?.image ?? "", backupIds: req.backupIds });
+    return { removed: req.backupIds.map((id) => `backup.${id}.snap.1`), warnings: [] };
+  }
   async probe(): Promise<ProbeResponse> {
     this.probes++;
     return { missingPools: ["nope"], missingNamespaces: [], imageExists: false, imageSize: 0, imageSnapshots: [] };

@@ -1,0 +1,141 @@
+/**
+ * Source snapshot hygiene: after a DELETE or a BACKUP job of a volume ends, the volume is swept — an agent
+ * of its cluster lists its backup snapshots (Call `snapshots`), hygiene-plan.ts decides which may go, and
+ * the same agent removes exactly those (Call `prune_snapshots`, named backup ids on the named image).
+ *
+ * A sweep waits while a BACKUP or DELETE job of the volume is active (queued or running): that job's end
+ * sweeps again, so no sweep races a backup choosing its parent. With no agent of the cluster connected,
+ * or a call failing, the sweep is tried again after a backoff, a few times; then it is left to the
+ * volume's next backup or delete (a warning is logged). Level-triggered like the rest: `run` (every
+ * tick) starts the sweeps that are due; a failure never touches a job.
+ */
+import { messageOf, statusOf } from "../../common/errors";
+import { backoffDelay } from "../../common/retry";
+import { JobKind } from "../../gen/rbdbackup/v1/backup_service";
+import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
+import { type JobRecord, volumeLabel } from "../model";
+import type { SchedulerContext } from "./context";
+import { snapshotsToRemove } from "./hygiene-plan";
+import { lockOfVolume } from "./jobs";
+
+/** How long one question to the source cluster's agent may take, ms. */
+export const HYGIENE_CALL_TIMEOUT_MS = 30_000;
+/** Sweeps of one volume tried at most this many times (backoff 2 s .. 60 s between them). */
+export const HYGIENE_ATTEMPTS = 6;
+const BACKOFF = { baseMs: 2_000, maxMs: 60_000 };
+
+interface Pending {
+  volume: VolumeRef;
+  attempts: number;
+  nextAt: number;
+}
+
+/** Status NOT_FOUND: the volume (or its pool) is gone, nothing to sweep. */
+const NOT_FOUND = 5;
+
+export class SnapshotHygiene {
+  readonly #pending = new Map<string, Pending>();
+  readonly #inFlight = new Map<string, Promise<void>>();
+
+  constructor(private readonly ctx: SchedulerContext) {}
+
+  /** A job ended: a BACKUP or DELETE job's volume is swept (soon). */
+  onFinished(j: JobRecord): void {
+    if (j.kind !== JobKind.JOB_KIND_BACKUP && j.kind !== JobKind.JOB_KIND_DELETE) return;
+    this.request(j.volume);
+  }
+
+  /** Sweeps `volume` on the next run (attempts start over). */
+  request(volume: VolumeRef): void {
+    this.#pending.set(lockOfVolume(volume), { volume, attempts: 0, nextAt: this.ctx.now() });
+    this.ctx.kick();
+  }
+
+  /** Starts the sweeps that are due; `active` are the catalog's active jobs. */
+  run(active: JobRecord[]): void {
+    const now = this.ctx.now();
+    const busy = new Set(
+      active
+        .filter((j) => j.kind === JobKind.JOB_KIND_BACKUP || j.kind === JobKind.JOB_KIND_DELETE)
+        .map((j) => lockOfVolume(j.volume)),
+    );
+    for (const [key, p] of this.#pending) {
+      if (p.nextAt > now || this.#inFlight.has(key)) continue;
+      if (busy.has(key)) {
+        this.#pending.delete(key); // that job's end sweeps again
+        continue;
+      }
+      const work = this.#sweep(key, p).finally(() => this.#inFlight.delete(key));
+      this.#inFlight.set(key, work);
+    }
+  }
+
+  /** Resolves when no sweep is in flight (tests; a stopping coordinator). */
+  async settle(): Promise<void> {
+    while (this.#inFlight.size) await Promise.all(this.#inFlight.values());
+  }
+
+  async #sweep(key: string, p: Pending): Promise<void> {
+    const { ctx } = this;
+    const v = p.volume;
+    const label = volumeLabel(v);
+    const agent = ctx.sessions.ofCluster(v.cluster).sort((x, y) => x.jobs.size - y.jobs.size)[0];
+    try {
+      if (!agent) throw new Error(`no agent of cluster ${v.cluster} is connected`);
+      const image = { pool: v.pool, namespace: v.namespace, image: v.image };
+      const listed = await agent.call({ $case: "snapshots", value: { image } }, "snapshots", HYGIENE_CALL_TIMEOUT_MS);
+      const removals = snapshotsToRemove(
+        listed.snapshots.map((s) => ({ name: s.name, backupId: s.backupId, snapId: s.snapId })),
+        ctx.catalog.backupsOfVolume(v.cluster, v.pool, v.namespace, v.image),
+        this.#maxSnapshots(v),
+      );
+      if (this.#pending.get(key) === p) this.#pending.delete(key);
+      if (removals.length === 0) return;
+      const r = await agent.call(
+        { $case: "pruneSnapshots", value: { image, backupIds: [...new Set(removals.map((x) => x.backupId))] } },
+        "pruneSnapshots",
+        HYGIENE_CALL_TIMEOUT_MS,
+      );
+      ctx.log.info("removed source snapshots no live chain needs", {
+        volume: label,
+        removed: r.removed,
+        reasons: removals.map((x) => `${x.snapshot}: ${x.reason}`),
+        warnings: r.warnings,
+      });
+    } catch (err) {
+      if (statusOf(err) === NOT_FOUND) {
+        if (this.#pending.get(key) === p) this.#pending.delete(key);
+        return;
+      }
+      this.#retryLater(key, p, label, err);
+    }
+  }
+
+  #retryLater(key: string, p: Pending, label: string, err: unknown): void {
+    const attempts = p.attempts + 1;
+    if (this.#pending.get(key) !== p && this.#pending.has(key)) return; // requested again meanwhile
+    if (attempts >= HYGIENE_ATTEMPTS) {
+      this.#pending.delete(key);
+      this.ctx.log.warn("source snapshot sweep given up; the volume's next backup or delete sweeps again", {
+        volume: label,
+        attempts,
+        error: messageOf(err),
+      });
+      return;
+    }
+    const delay = backoffDelay(attempts, BACKOFF, this.ctx.random);
+    this.#pending.set(key, { ...p, attempts, nextAt: this.ctx.now() + delay });
+    this.ctx.log.info("source snapshot sweep failed; trying again", { volume: label, attempts, error: messageOf(err) });
+  }
+
+  /** max_snapshots of the volume's newest backup job; null when that job is not in the catalog. */
+  #maxSnapshots(v: VolumeRef): number | null {
+    const backups = this.ctx.catalog.backupsOfVolume(v.cluster, v.pool, v.namespace, v.image);
+    const newest = backups.filter((b) => b.jobId).sort((a, b) => time(b.createdAt) - time(a.createdAt))[0];
+    if (!newest) return null;
+    const op = this.ctx.catalog.getJob(newest.jobId)?.operation;
+    return op?.kind === "backup" ? op.maxSnapshots : null;
+  }
+}
+
+const time = (d: Date | undefined): number => d?.getTime() ?? 0;

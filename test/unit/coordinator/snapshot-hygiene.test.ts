@@ -1,0 +1,191 @@
+/**
+ * Source snapshot hygiene without Ceph: the decision (hygiene-plan.ts) on plain records, then the
+ * scheduler's sweep against a fake source agent that keeps the volume's backup snapshots in memory —
+ * a delete sweeps its snapshot away, a sweep waits while a backup or delete of the volume is active,
+ * and retries after a backoff when no agent of the source cluster is connected.
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { Status } from "nice-grpc-common";
+import { backupSnapName } from "../../../src/common/ids";
+import type { Backup } from "../../../src/coordinator/model";
+import { type SourceSnap, snapshotsToRemove } from "../../../src/coordinator/scheduler/hygiene-plan";
+import type { CallRequest } from "../../../src/coordinator/sessions";
+import { BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import type { FakeAgentSession } from "../../helpers/fake-agent";
+import { backupResult, Harness, newBackup, vol } from "./harness";
+
+const { BACKUP_STATUS_AVAILABLE: AVAILABLE, BACKUP_STATUS_DELETED: DELETED } = BackupStatus;
+const { BACKUP_STATUS_FAILED: FAILED, BACKUP_STATUS_CREATING: CREATING } = BackupStatus;
+const { BACKUP_STATUS_DELETING: DELETING } = BackupStatus;
+
+/** A backup record of volume v1 at `loc` (cluster "b" pool "backups" by default) with the given status. */
+function rec(status: BackupStatus, dest = "b"): Backup {
+  return { ...newBackup(vol("v1"), dest, 0), status };
+}
+
+/** Source snapshots of the records, in the order given (snap ids 1, 2, ...). */
+const onSource = (...bs: Backup[]): SourceSnap[] =>
+  bs.map((b, i) => ({ name: backupSnapName(b.id, 1000 + i), backupId: b.id, snapId: i + 1 }));
+
+const removed = (src: SourceSnap[], bs: Backup[], max: number | null) =>
+  snapshotsToRemove(src, bs, max).map((r) => r.backupId);
+
+describe("snapshot hygiene: which source snapshots may go", () => {
+  it("DELETED and FAILED backups' snapshots go, whatever max_snapshots says", () => {
+    const [d, f, a] = [rec(DELETED), rec(FAILED), rec(AVAILABLE)];
+    const src = onSource(d, f, a);
+    for (const max of [0, 5, null]) assert.deepEqual(removed(src, [d, f, a], max), [d.id, f.id], `max ${max}`);
+    const r = snapshotsToRemove(src, [d, f, a], 0);
+    assert.match(r[0]?.reason ?? "", /is DELETED$/);
+    assert.match(r[1]?.reason ?? "", /is FAILED$/);
+  });
+
+  it("each location keeps its newest available backup's snapshot; older ones go when max_snapshots is 0", () => {
+    const [a1, a2, other, a3] = [rec(AVAILABLE), rec(AVAILABLE), rec(AVAILABLE, "c"), rec(AVAILABLE)];
+    const src = onSource(a1, a2, other, a3);
+    assert.deepEqual(removed(src, [a1, a2, other, a3], 0), [a1.id, a2.id]);
+    assert.match(snapshotsToRemove(src, [a1, a2, other, a3], 0)[0]?.reason ?? "", /not the newest available/);
+    // The newest one on the SOURCE counts: a newer backup whose snapshot is gone does not take its place.
+    assert.deepEqual(removed(onSource(a1, a2), [a1, a2, a3], 0), [a1.id]);
+  });
+
+  it("max_snapshots keeps the newest N live snapshots; unknown max_snapshots keeps every available one", () => {
+    const bs = [rec(AVAILABLE), rec(AVAILABLE), rec(DELETED), rec(AVAILABLE), rec(AVAILABLE)];
+    const src = onSource(...bs);
+    assert.deepEqual(removed(src, bs, 2), [bs[2]?.id, bs[0]?.id, bs[1]?.id]);
+    assert.deepEqual(removed(src, bs, 3), [bs[2]?.id, bs[0]?.id]);
+    assert.deepEqual(removed(src, bs, null), [bs[2]?.id]);
+  });
+
+  it("never: backups being made or deleted, other statuses, names the catalog does not know", () => {
+    const [c, d, corrupt, a] = [rec(CREATING), rec(DELETING), rec(99 as BackupStatus), rec(AVAILABLE)];
+    const stranger = { name: backupSnapName(randomUUID(), 1), backupId: randomUUID(), snapId: 0 };
+    assert.deepEqual(removed([stranger, ...onSource(c, d, corrupt, a)], [c, d, corrupt, a], 0), []);
+  });
+});
+
+/** A source agent of cluster "a" holding volume v1's backup snapshots in memory. */
+class FakeSource {
+  snaps: SourceSnap[] = [];
+  #next = 1;
+  calls: CallRequest[] = [];
+  constructor(readonly agent: FakeAgentSession) {
+    agent.answer = (req) => {
+      this.calls.push(req);
+      if (req.$case === "snapshots") {
+        const snapshots = this.snaps.map((s) => ({ ...s, timestamp: 1, size: 1 }));
+        return { $case: "snapshots", value: { snapshots } };
+      }
+      if (req.$case === "pruneSnapshots") {
+        const ids = new Set(req.value.backupIds);
+        const gone = this.snaps.filter((s) => ids.has(s.backupId)).map((s) => s.name);
+        this.snaps = this.snaps.filter((s) => !ids.has(s.backupId));
+        return { $case: "pruneSnapshots", value: { removed: gone, warnings: [] } };
+      }
+      return {
+        $case: "probe",
+        value: { missingPools: [], missingNamespaces: [], imageExists: true, imageSize: 1, imageSnapshots: [] },
+      };
+    };
+  }
+  add(name: string, backupId: string): void {
+    this.snaps.push({ name, backupId, snapId: this.#next++ });
+  }
+  prunes(): string[][] {
+    return this.calls.flatMap((c) => (c.$case === "pruneSnapshots" ? [c.value.backupIds] : []));
+  }
+}
+
+describe("snapshot hygiene: the scheduler sweeps the source after a backup or a delete", () => {
+  let h: Harness;
+  let src: FakeSource;
+  let b1: FakeAgentSession;
+  beforeEach(() => {
+    h = new Harness();
+    src = new FakeSource(h.connect("a1", "a"));
+    b1 = h.connect("b1", "b");
+  });
+  afterEach(() => h.close());
+
+  /** A backup of v1 made: its snapshot on the source (the agent's own pruning plays no part here). */
+  async function backup(): Promise<string> {
+    const j = h.queueBackup(vol("v1"));
+    h.tick();
+    src.add(backupResult(j.backupId).snapshot, j.backupId);
+    assert.equal(await h.backupDone(src.agent, j), true);
+    assert.equal(h.job(j.id).state, JobState.JOB_STATE_SUCCEEDED);
+    h.tick();
+    await h.settle();
+    return j.backupId;
+  }
+
+  async function remove(backupId: string): Promise<void> {
+    const d = h.queueDelete(backupId);
+    h.tick();
+    const r = { removedSnapshot: "", removedBaseImage: false, removedMetadata: true, warnings: [] };
+    assert.equal(h.outcome(b1, d.id, Status.OK, "", { $case: "delete", value: r }), true);
+    h.tick();
+    await h.settle();
+  }
+
+  it("a deleted backup's snapshot leaves the volume; the newest available one stays", async () => {
+    const x = await backup();
+    const y = await backup();
+    assert.deepEqual(src.prunes(), [[x]], "after y, x is no longer needed (same location, max_snapshots 0)");
+    assert.deepEqual(
+      src.snaps.map((s) => s.backupId),
+      [y],
+    );
+    await remove(y);
+    assert.equal(h.backup(y).status, DELETED);
+    assert.deepEqual(src.snaps, [], "the deleted backup's snapshot is gone");
+    assert.deepEqual(src.prunes().at(-1), [y]);
+    const asked = src.calls.filter((c) => c.$case === "pruneSnapshots").at(-1);
+    assert.deepEqual(asked?.$case === "pruneSnapshots" && asked.value.image, {
+      pool: "rbd",
+      namespace: "",
+      image: "v1",
+    });
+  });
+
+  it("waits while a backup of the volume is active, sweeps when it ends", async () => {
+    const x = await backup();
+    const d = h.queueDelete(x);
+    const running = h.queueBackup(vol("v1")); // queued behind the delete (same volume lock)
+    h.tick();
+    h.outcome(b1, d.id, Status.OK, "", {
+      $case: "delete",
+      value: { removedSnapshot: "", removedBaseImage: false, removedMetadata: true, warnings: [] },
+    });
+    h.tick();
+    await h.settle();
+    assert.equal(src.snaps.length, 1, "not swept while the backup is active");
+    h.tick();
+    src.add(backupResult(running.backupId).snapshot, running.backupId);
+    await h.backupDone(src.agent, h.job(running.id));
+    h.tick();
+    await h.settle();
+    assert.deepEqual(
+      src.snaps.map((s) => s.backupId),
+      [running.backupId],
+    );
+  });
+
+  it("no agent of the source cluster: tried again after a backoff, then done", async () => {
+    const x = await backup();
+    h.disconnect(src.agent);
+    await remove(x);
+    assert.equal(src.snaps.length, 1);
+    assert.ok(h.log.lines.some((l) => l.msg === "source snapshot sweep failed; trying again"));
+    h.sessions.add(src.agent);
+    h.tick();
+    await h.settle();
+    assert.equal(src.snaps.length, 1, "not before the backoff");
+    h.advance(2_000);
+    h.tick();
+    await h.settle();
+    assert.deepEqual(src.snaps, []);
+  });
+});
