@@ -1,6 +1,7 @@
 /**
- * `rbdbackup backup create|list|show|delete|restore|snapshots`: the backup verbs of the public API
- * (CreateBackup, ListBackups, GetBackup, DeleteBackup, RestoreBackup, ListBackupSnapshots).
+ * `rbdbackup backup create|list|show|delete|restore|snapshots|export|import`: the backup verbs of the
+ * public API (CreateBackup, ListBackups, GetBackup, DeleteBackup, RestoreBackup, ListBackupSnapshots;
+ * ExportBackup and ImportBackup in ./interchange.ts).
  */
 import { BackupMode, ListBackupSnapshotsResponse, RestoreMode } from "../../gen/rbdbackup/v1/agent";
 import { Backup, BackupStatus, type ListBackupsRequest } from "../../gen/rbdbackup/v1/backup_service";
@@ -24,6 +25,7 @@ import type { NounHelp } from "../help";
 import { print, printJson } from "../output";
 import { listPages } from "../paging";
 import { afterQueued } from "../watch";
+import { exportVerb, importVerb, interchangeHelp } from "./interchange";
 
 const backupModes = {
   auto: BackupMode.BACKUP_MODE_AUTO,
@@ -267,9 +269,23 @@ export const backupHelp: NounHelp = {
       args: [["CLUSTER/POOL[/NAMESPACE]/IMAGE", "the volume"]],
       examples: ["backup snapshots site-a/rbd/vol-1"],
     },
+    ...interchangeHelp,
   },
 };
 
 export function backupCommand(argv: string[]): Promise<number> {
-  return dispatch(backupHelp, { create, list, show, delete: remove, restore, snapshots }, argv);
+  return dispatch(
+    backupHelp,
+    {
+      create,
+      list,
+      show,
+      delete: remove,
+      restore,
+      snapshots,
+      export: exportVerb,
+      import: importVerb,
+    },
+    argv,
+  );
 }
