@@ -532,6 +532,26 @@ describe("coordinator: who may call what", () => {
     );
   });
 
+  it("attack 5: an agent (or coordinator) certificate cannot delete a backup through BackupService", async () => {
+    const before = await state();
+    for (const name of ["agent-site-a cert", "coordinator cert"]) {
+      const c = client(creds.find((x) => x.name === name) as Cred);
+      const got = await outcome(c.deleteBackup({ backupId: SEEDED, idempotencyKey: "" }));
+      assert.equal(got.code, Status.PERMISSION_DENIED, name);
+      assert.match(got.details, /may not use the public API; DeleteBackup needs role operator/);
+    }
+    assert.equal((await admin.getBackup({ backupId: SEEDED })).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+    const jobs = await admin.listJobs({
+      state: JobState.JOB_STATE_UNSPECIFIED,
+      kind: 0,
+      backupId: SEEDED,
+      pageSize: 10,
+      pageToken: "",
+    });
+    assert.equal(jobs.jobs.length, 0, "no delete job was queued");
+    assert.equal(await state(), before);
+  });
+
   it("ExportData/ImportData: an agent certificate without the lease is refused (PERMISSION_DENIED, audited)", async () => {
     // agent-site-b holds the EXPORT lease of the seeded backup (kept on site-b); agent-site-a tries its data.
     const leases: Lease[] = [];
@@ -649,26 +669,6 @@ describe("coordinator: who may call what", () => {
       what: "the export job to end CANCELLED",
       timeoutMs: 90_000,
     });
-  });
-
-  it("attack 5: an agent (or coordinator) certificate cannot delete a backup through BackupService", async () => {
-    const before = await state();
-    for (const name of ["agent-site-a cert", "coordinator cert"]) {
-      const c = client(creds.find((x) => x.name === name) as Cred);
-      const got = await outcome(c.deleteBackup({ backupId: SEEDED, idempotencyKey: "" }));
-      assert.equal(got.code, Status.PERMISSION_DENIED, name);
-      assert.match(got.details, /may not use the public API; DeleteBackup needs role operator/);
-    }
-    assert.equal((await admin.getBackup({ backupId: SEEDED })).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
-    const jobs = await admin.listJobs({
-      state: JobState.JOB_STATE_UNSPECIFIED,
-      kind: 0,
-      backupId: SEEDED,
-      pageSize: 10,
-      pageToken: "",
-    });
-    assert.equal(jobs.jobs.length, 0, "no delete job was queued");
-    assert.equal(await state(), before);
   });
 
   it("the audit log has refusals, mutating calls and registrations; refusals are counted by reason", async () => {
