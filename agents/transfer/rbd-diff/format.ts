@@ -21,6 +21,13 @@ export const TAG = {
   end: 0x65, // 'e'
 } as const;
 
+/**
+ * Ceph's v2 exporter writes the 'p' record as `'p' le64 8 u8`: its length field says 8 but one byte
+ * follows (Export.cc sets len = 8 before encoding a bool; the importer reads the one byte). Seen in
+ * `rbd export --export-format 2` output (pacific). We write it the same way and read either 8 or 1.
+ */
+export const PROTECT_DECLARED_LENGTH = 8;
+
 /** Ceph's importer rejects snapshot names longer than this. */
 export const MAX_SNAP_NAME_BYTES = 4096;
 

@@ -11,7 +11,15 @@
  */
 import { invalidArgument } from "../../../src/common/errors";
 import { ByteReader } from "./byte-reader";
-import { BANNER_BYTES, bannerOf, type DiffVersion, MAX_SNAP_NAME_BYTES, TAG, tagName } from "./format";
+import {
+  BANNER_BYTES,
+  bannerOf,
+  type DiffVersion,
+  MAX_SNAP_NAME_BYTES,
+  PROTECT_DECLARED_LENGTH,
+  TAG,
+  tagName,
+} from "./format";
 
 export type DiffRecord =
   | { type: "banner"; version: DiffVersion; at: number }
@@ -118,7 +126,8 @@ class RecordParser {
         default: {
           if (tag === TAG.protect && this.version === 2) {
             this.#meta(at, tag);
-            this.#length(at, tag, len, 1);
+            // Ceph declares 8 and writes 1 byte (format.ts); a writer that follows the rule declares 1.
+            if (len !== PROTECT_DECLARED_LENGTH) this.#length(at, tag, len, 1);
             const v = (await this.#bytes(at, tag, 1))[0];
             if (v !== 0 && v !== 1) throw streamError(at, `'p' record with value ${v} (0 or 1)`);
             yield { type: "protect", value: v === 1, at };

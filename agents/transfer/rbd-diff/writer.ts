@@ -5,7 +5,7 @@
  * copy). The writer refuses what Ceph's importer or `merge-diff` would: records out of order, past the
  * size, empty, or after the end — so every stream it writes is one `rbd import-diff` applies.
  */
-import { bannerOf, type DiffVersion, MAX_SNAP_NAME_BYTES, TAG } from "./format";
+import { bannerOf, type DiffVersion, MAX_SNAP_NAME_BYTES, PROTECT_DECLARED_LENGTH, TAG } from "./format";
 
 export class RbdDiffWriter {
   #size: number | null = null;
@@ -16,7 +16,7 @@ export class RbdDiffWriter {
 
   constructor(readonly version: DiffVersion) {}
 
-  /** The banner, then the metadata records: 'f' (when set), 't' (when set), 'p' (v2, with a to-snapshot), 's'. */
+  /** The banner, then the metadata records: 'f' (when set), 't' (when set), 'p' (v2, with a to-snapshot; its length field as Ceph writes it, see format.ts), 's'. */
   begin(m: { fromSnapshot?: string; toSnapshot?: string; size: number; isProtected?: boolean }): Buffer[] {
     if (this.#size !== null) throw new Error("rbd-diff writer: begin() called twice");
     if (!Number.isSafeInteger(m.size) || m.size < 0) throw new Error(`rbd-diff writer: bad image size ${m.size}`);
@@ -24,7 +24,7 @@ export class RbdDiffWriter {
     if (m.fromSnapshot) out.push(this.#name(TAG.from, m.fromSnapshot));
     if (m.toSnapshot) out.push(this.#name(TAG.to, m.toSnapshot));
     if (this.version === 2 && m.toSnapshot) {
-      const p = this.#head(TAG.protect, 1, 1);
+      const p = this.#head(TAG.protect, PROTECT_DECLARED_LENGTH, 1);
       p.writeUInt8(m.isProtected ? 1 : 0, 9);
       out.push(p);
     }

@@ -56,7 +56,7 @@ function handV2(): Buffer {
     le32(2),
     ch("s2"),
     ch("p"),
-    le64(1),
+    le64(8), // as Ceph writes it: declared length 8, one byte of payload
     Buffer.from([0]),
     ch("s"),
     le64(8),
@@ -119,7 +119,7 @@ describe("rbd-diff writer", () => {
   it("v1: byte-identical to the format's layout", () => {
     assert.deepEqual(write(1), handV1());
   });
-  it("v2: byte-identical to the format's layout (lengths, 'p' after 't')", () => {
+  it("v2: byte-identical to Ceph's layout (lengths; 'p' after 't', declared length 8 as Ceph writes it)", () => {
     assert.deepEqual(write(2), handV2());
   });
   it("a stream without snapshots is banner, 's', records, 'e'", () => {
@@ -310,5 +310,30 @@ describe("rbd-diff parser refusals (INVALID_ARGUMENT naming the offset)", () => 
     const huge = Buffer.alloc(8, 0xff);
     await refused(Buffer.concat([ch("rbd diff v1\n"), ch("s"), huge, ch("e")]), 13, /beyond 2\^53/);
     await refused(Buffer.concat([handV1(), ch("x")]), 73, /bytes follow the 'e' record/);
+  });
+});
+
+describe("rbd-diff parser: the 'p' record's length", () => {
+  it("reads Ceph's declared length 8 and the rule's 1 (one byte of payload either way); refuses others", async () => {
+    for (const declared of [8, 1]) {
+      const b = Buffer.concat([
+        ch("rbd diff v2\n"),
+        ch("p"),
+        le64(declared),
+        Buffer.from([1]),
+        ch("s"),
+        le64(8),
+        le64(4096),
+        ch("e"),
+      ]);
+      const rs = await parse(b);
+      assert.deepEqual(
+        rs.map((r) => r.type),
+        ["banner", "protect", "size", "end"],
+      );
+      assert.equal((rs[1] as { value: boolean }).value, true);
+    }
+    const bad = Buffer.concat([ch("rbd diff v2\n"), ch("p"), le64(2), Buffer.from([1, 0]), ch("e")]);
+    await refused(bad, 12, /payload is 2 bytes/);
   });
 });
