@@ -44,7 +44,22 @@ export type JobOperation =
   | { kind: "restore"; target: VolumeRef; mode: RestoreMode; flatten?: boolean; source?: VolumeRef }
   | { kind: "delete" }
   /** Detach `target`, a CLONE restore of the job's backup, from the backup's snapshot. */
-  | { kind: "flatten"; target: VolumeRef };
+  | { kind: "flatten"; target: VolumeRef }
+  /** Stream the job's backup (from `fromBackupId`'s snapshot when set) as an rbd-diff stream, format 1 or 2. */
+  | { kind: "export"; fromBackupId: string; format: number }
+  /**
+   * Write the job's backup from the ImportBackup caller's rbd-diff stream: into `baseImage` (a new one,
+   * or the parent's at `fromSnapshot`), ending with snapshot `toSnapshot`; `metadataJson` is
+   * backup.<id>.meta. `format`: the caller's DiffFormat (0 = detect).
+   */
+  | {
+      kind: "import";
+      format: number;
+      baseImage: string;
+      fromSnapshot: string;
+      toSnapshot: string;
+      metadataJson: string;
+    };
 
 export interface JobRecord {
   id: string;

@@ -5,7 +5,7 @@
 import { invalidArgument } from "../common/errors";
 import { isUuid } from "../common/ids";
 import { BackupMode, RestoreMode } from "../gen/rbdbackup/v1/agent";
-import { BackupStatus, JobKind, JobState } from "../gen/rbdbackup/v1/backup_service";
+import { BackupStatus, DiffFormat, JobKind, JobState } from "../gen/rbdbackup/v1/backup_service";
 import type { BackupLocation, VolumeRef } from "../gen/rbdbackup/v1/common";
 
 /** Cluster names (as agents register them). */
@@ -99,6 +99,7 @@ export const restoreMode = (v: number) => enumValue(RestoreMode, v, "mode");
 export const backupStatus = (v: number) => enumValue(BackupStatus, v, "status");
 export const jobState = (v: number) => enumValue(JobState, v, "state");
 export const jobKind = (v: number) => enumValue(JobKind, v, "kind");
+export const diffFormat = (v: number) => enumValue(DiffFormat, v, "format");
 
 export function pageSize(v: number): number {
   if (v === 0) return 100;

@@ -139,13 +139,14 @@ export class LeaseBroker {
   }
 
   /**
-   * A backup made is confirmed with its destination first, a restore with its target cluster; deletes
-   * and flattens succeed at once (the agent that ran one is an agent of the cluster that holds the data).
+   * A backup made (or imported) is confirmed with its destination first, a restore with its target
+   * cluster; deletes, flattens and exports succeed at once (the agent that ran one is an agent of the cluster that holds the data).
    */
   #succeeded(j: JobRecord, o: JobOutcome): void {
     const kind = j.operation.kind;
-    if (kind === "delete" || kind === "flatten") succeeded(this.ctx, j, o);
-    else if (kind === "backup" && o.result?.$case === "backup") awaitConfirmation(this.ctx, j, o.result);
+    if (kind === "delete" || kind === "flatten" || kind === "export") succeeded(this.ctx, j, o);
+    else if ((kind === "backup" || kind === "import") && o.result?.$case === "backup")
+      awaitConfirmation(this.ctx, j, o.result);
     else if (kind === "restore" && o.result?.$case === "restore") awaitConfirmation(this.ctx, j, o.result);
     else {
       const why = `agent ${j.lease?.agentId} reported a ${kind} done without its result`;
