@@ -169,20 +169,24 @@ export const interchangeHelp: NounHelp["verbs"] = {
       "--volume CLUSTER/POOL[/NAMESPACE]/IMAGE --location CLUSTER[/POOL[/NAMESPACE]] [--parent BACKUP_ID] " +
       "[--volume-id ID] [--meta KEY=VALUE]... [--format rbd-diff-v1|rbd-diff-v2] [--in FILE] [--idempotency-key KEY]",
     summary: "a backup made from an `rbd export-diff` stream (stdin, or --in FILE); answers once it is made",
-    details:
-      "A stream without a from-snapshot starts a new chain; one with a from-snapshot applies onto --parent, the newest " +
-      "backup of its chain. A truncated or malformed stream is refused (exit code 7) and nothing is kept.",
+    details: "A truncated or malformed stream is refused (exit code 7) and nothing is kept.",
     flags: [
       ["--volume CLUSTER/POOL[/NAMESPACE]/IMAGE", "the volume the backup is of (required; it need not exist)"],
       ["--location CLUSTER[/POOL[/NAMESPACE]]", "where to keep it (required; no pool: the default backup pool)"],
-      ["--parent BACKUP_ID", "for an incremental stream: the backup it applies onto"],
+      [
+        "--parent BACKUP_ID",
+        "a stream with a from-snapshot applies onto this backup, the newest of its chain (none: a new chain)",
+      ],
       ["--volume-id ID", "the control plane's id of the volume, kept with the backup"],
       ["--meta KEY=VALUE", "metadata kept with the backup and returned on restore (repeat for more)"],
       ["--format rbd-diff-v1|rbd-diff-v2", "default: detected from the stream"],
       ["-i, --in FILE", 'read the stream from FILE ("-": stdin, the default)'],
       ["--idempotency-key KEY", "the same key again returns the first import's job"],
     ],
-    examples: ["rbd export-diff rbd/vol-1@s1 - | rbdbackup backup import --volume site-a/rbd/vol-1 --location site-b"],
+    examples: [
+      "backup import --volume site-a/rbd/vol-1 --location site-b/backups < vol-1.rbddiff",
+      "backup import --volume site-a/rbd/vol-1 --location site-b --parent 0b5f4c2e-4f3b-4a8e-9a63-1d2c3b4a5f60 -i d",
+    ],
   },
 };
 
