@@ -117,7 +117,7 @@ describe("CLI backup export / import against a real coordinator", () => {
     assert.match(r.err, /INVALID_ARGUMENT.*byte offset 12/);
     const jobs = await d.client.listJobs({
       state: JobState.JOB_STATE_FAILED,
-      kind: 7,
+      kind: JobKind.JOB_KIND_IMPORT,
       backupId: "",
       pageSize: 10,
       pageToken: "",
