@@ -106,6 +106,9 @@ export class CoordinatorLink {
   #loop: Promise<void> | null = null;
   #connected = false;
   #at = 0;
+  /** One channel and client per coordinator address, while the link runs (the session's and the data streams'). */
+  #channels = new Map<string, ReturnType<typeof createChannel>>();
+  #clients = new Map<string, SessionClient>();
 
   constructor(
     /** The coordinator's addresses, tried in this order (at least one). */
@@ -152,19 +155,27 @@ export class CoordinatorLink {
     this.changes.notify();
   }
 
+  /**
+   * The client on the address the link is on now, for the lease data streams (ExportData, ImportData):
+   * same channel and credentials as the session. Null once the link is closed.
+   */
+  client(): SessionClient | null {
+    return this.#stop.signal.aborted ? null : this.#clientOf(this.address);
+  }
+
+  #clientOf(address: string): SessionClient {
+    let client = this.#clients.get(address);
+    if (!client) {
+      const channel = openChannel(address, this.tls, this.log);
+      this.#channels.set(address, channel);
+      client = createClient(CoordinatorAgentServiceDefinition, channel);
+      this.#clients.set(address, client);
+    }
+    return client;
+  }
+
   async #run(): Promise<void> {
-    const channels = new Map<string, ReturnType<typeof createChannel>>();
-    const clients = new Map<string, SessionClient>();
-    const clientOf = (address: string): SessionClient => {
-      let client = clients.get(address);
-      if (!client) {
-        const channel = openChannel(address, this.tls, this.log);
-        channels.set(address, channel);
-        client = createClient(CoordinatorAgentServiceDefinition, channel);
-        clients.set(address, client);
-      }
-      return client;
-    };
+    const clientOf = (address: string) => this.#clientOf(address);
     const stop = this.#stop.signal;
     const n = this.addresses.length;
     try {
@@ -197,7 +208,9 @@ export class CoordinatorLink {
       }
     } finally {
       this.#setConnected(false);
-      for (const channel of channels.values()) channel.close();
+      for (const channel of this.#channels.values()) channel.close();
+      this.#channels.clear();
+      this.#clients.clear();
     }
   }
 

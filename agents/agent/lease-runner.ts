@@ -12,6 +12,7 @@ import type { Logger } from "../../src/common/log";
 import type { AgentMessage, Cancel, HeldLease, JobOutcome, Lease } from "../../src/gen/rbdbackup/v1/session";
 import { newProgress, type Progress, snapshotOf } from "../engine/progress";
 import type { Changes } from "./changes";
+import type { CoordinatorData } from "./coordinator-data";
 import { fenceEarlierHolders } from "./fencing";
 import type { SessionOperations } from "./operations";
 
@@ -44,6 +45,8 @@ export class LeaseRunner {
     readonly changes: Changes,
     /** Test-only faults (config testFaults, honoured only with RBDBACKUP_ENABLE_TEST_FAULTS=1). */
     readonly faults: { dieBeforeOutcome?: boolean } = {},
+    /** The data streams of EXPORT and IMPORT leases (none: such leases fail UNAVAILABLE). */
+    readonly data: CoordinatorData | null = null,
   ) {}
 
   get runningCount(): number {
@@ -158,9 +161,26 @@ export class LeaseRunner {
         return { $case: "flatten", value: await this.ops.flatten(op.value, signal) };
       case "verify":
         return { $case: "verify", value: await this.ops.verify(op.value, signal, r.progress) };
+      case "export": {
+        if (!this.ops.exportBackup) throw unknownOperation(op.$case);
+        const data = this.#dataStreams(l);
+        const send = (bytes: AsyncIterable<Buffer>, s: AbortSignal) => data.exportData(l, bytes, s);
+        return { $case: "export", value: await this.ops.exportBackup(op.value, send, signal, r.progress) };
+      }
+      case "import": {
+        if (!this.ops.importBackup) throw unknownOperation(op.$case);
+        const bytes = this.#dataStreams(l).importData(l, signal);
+        return { $case: "backup", value: await this.ops.importBackup(op.value, bytes, signal, r.progress) };
+      }
       default:
         throw new AppError(Status.UNIMPLEMENTED, "the lease names no operation this agent knows");
     }
+  }
+
+  /** The coordinator streams an EXPORT or IMPORT lease's bytes go through. */
+  #dataStreams(l: Lease): CoordinatorData {
+    if (!this.data) throw new AppError(Status.UNAVAILABLE, `no data stream to the coordinator for job ${l.jobId}`);
+    return this.data;
   }
 
   /** A failed attempt's outcome: its own status, unless this agent stopped it. */
@@ -187,4 +207,8 @@ export class LeaseRunner {
     this.changes.notify();
     this.send({ $case: "outcome", value: outcome });
   }
+}
+
+function unknownOperation(name: string): AppError {
+  return new AppError(Status.UNIMPLEMENTED, `this agent cannot run ${name} leases`);
 }

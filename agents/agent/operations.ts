@@ -15,10 +15,13 @@ import type {
   ClusterCheckResponse,
   DeleteBackupDataRequest,
   DeleteBackupDataResult,
+  ExportRequest,
+  ExportResult,
   FlattenRequest,
   FlattenResult,
   GetBackupMetadataRequest,
   GetBackupMetadataResponse,
+  ImportRequest,
   ListBackupSnapshotsResponse,
   ListImageSnapshotsRequest,
   RestoreRequest,
@@ -42,6 +45,8 @@ import { clusterChecks } from "../engine/checks";
 import { flattenClone } from "../engine/clone";
 import type { EngineContext } from "../engine/context";
 import { deleteBackup } from "../engine/delete";
+import { type ExportSink, exportBackup } from "../engine/export";
+import { type ImportSource, importBackup } from "../engine/import";
 import { newProgress, type Progress } from "../engine/progress";
 import { readMetadata, restore } from "../engine/restore";
 import { listImageBackupSnapshots } from "../engine/snapshots";
@@ -102,7 +107,8 @@ export type SessionOperations = Pick<
   | "listImages"
   | "digestMap"
   | "pruneBackupSnapshots"
-> & { ctx: { cluster: FencingCluster } };
+> &
+  Partial<Pick<AgentOperations, "exportBackup" | "importBackup">> & { ctx: { cluster: FencingCluster } };
 
 export class AgentOperations {
   constructor(
@@ -193,6 +199,32 @@ export class AgentOperations {
         await io.close();
       }
     });
+  }
+
+  /** An EXPORT lease: the backup as an rbd-diff stream, through `send` (the coordinator's ExportData). */
+  async exportBackup(
+    req: ExportRequest,
+    send: ExportSink,
+    signal: AbortSignal,
+    progress: Progress = newProgress(),
+  ): Promise<ExportResult> {
+    this.#gate();
+    return handle(this.log, "Export", () =>
+      this.#observe("export", () => exportBackup(this.ctx, req, send, signal, progress)),
+    );
+  }
+
+  /** An IMPORT lease: an rbd-diff stream (the coordinator's ImportData) becomes a backup. */
+  async importBackup(
+    req: ImportRequest,
+    source: ImportSource,
+    signal: AbortSignal,
+    progress: Progress = newProgress(),
+  ): Promise<BackupResult> {
+    this.#gate();
+    return handle(this.log, "Import", () =>
+      this.#observe("import", () => importBackup(this.ctx, req, source, signal, progress)),
+    );
   }
 
   async listBackupSnapshots(req: ListImageSnapshotsRequest): Promise<ListBackupSnapshotsResponse> {

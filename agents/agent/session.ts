@@ -10,6 +10,7 @@ import type { TlsConfig } from "../../src/common/tls";
 import type { AgentMessage, CoordinatorMessage } from "../../src/gen/rbdbackup/v1/session";
 import { answerCall } from "./calls";
 import { Changes } from "./changes";
+import { coordinatorData } from "./coordinator-data";
 import { CoordinatorLink, DEFAULT_LINK_OPTIONS, type LinkOptions } from "./coordinator-link";
 import { LeaseRunner } from "./lease-runner";
 import type { SessionOperations } from "./operations";
@@ -47,7 +48,8 @@ export class CoordinatorSession {
     options: Partial<LinkOptions> = {},
   ) {
     const send = (msg: AgentMessage["msg"]) => this.#link.send(msg);
-    this.#runner = new LeaseRunner(identity.agentId, ops, log, send, this.#changes, faults);
+    const data = coordinatorData(() => this.#link.client());
+    this.#runner = new LeaseRunner(identity.agentId, ops, log, send, this.#changes, faults, data);
     this.#link = new CoordinatorLink(
       addresses,
       tls,

@@ -24,6 +24,7 @@ export type RefusalReason =
   | "identity_mismatch"
   | "fsid_mismatch"
   | "duplicate_session"
+  | "no_lease"
   | "unknown_method";
 
 export interface Refusal {

@@ -28,6 +28,7 @@ import { authInterceptor } from "./auth";
 import type { Catalog } from "./catalog/catalog";
 import { SqliteCatalog } from "./catalog/sqlite";
 import type { CoordinatorConfig } from "./config";
+import { Relays } from "./interchange/relays";
 import { CoordinatorMetrics } from "./metrics";
 import { PolicyMetrics } from "./policy/metrics";
 import { PolicyRunner } from "./policy/runner";
@@ -89,6 +90,8 @@ export class Coordinator {
     });
     this.policyRunner = policyRunner;
     const accepting = () => this.state === "serving";
+    // ExportBackup/ImportBackup calls ↔ the agents' ExportData/ImportData (interchange/).
+    const relays = new Relays();
     const server = createServer({
       interceptors: [authInterceptor({ insecure: cfg.tls.insecure === true, tokens, audit })],
       "grpc.keepalive_time_ms": 10_000,
@@ -109,11 +112,12 @@ export class Coordinator {
           maxAttempts: cfg.scheduler.maxAttempts,
           policies: policyRunner,
           policyMinIntervalSeconds: cfg.policy.minIntervalSeconds,
+          interchange: { relays, scheduler },
         }),
       );
     server.add(
       CoordinatorAgentServiceDefinition,
-      sessionService({ catalog, sessions: this.sessions, scheduler, log: this.log, audit, accepting }),
+      sessionService({ catalog, sessions: this.sessions, scheduler, log: this.log, audit, accepting, relays }),
     );
     server.add(HealthDefinition, HealthServiceImpl(this.health));
     server.add(

@@ -50,7 +50,22 @@ export type JobOperation =
   /** Detach `target`, a CLONE restore of the job's backup, from the backup's snapshot. */
   | { kind: "flatten"; target: VolumeRef }
   /** Re-read the job's backup (or, SOURCE, its volume's snapshot) against its digest map. samplePercent: 1..100. */
-  | { kind: "verify"; mode: VerifyMode; samplePercent: number };
+  | { kind: "verify"; mode: VerifyMode; samplePercent: number }
+  /** Stream the job's backup (from `fromBackupId`'s snapshot when set) as an rbd-diff stream, format 1 or 2. */
+  | { kind: "export"; fromBackupId: string; format: number }
+  /**
+   * Write the job's backup from the ImportBackup caller's rbd-diff stream: into `baseImage` (a new one,
+   * or the parent's at `fromSnapshot`), ending with snapshot `toSnapshot`; `metadataJson` is
+   * backup.<id>.meta. `format`: the caller's DiffFormat (0 = detect).
+   */
+  | {
+      kind: "import";
+      format: number;
+      baseImage: string;
+      fromSnapshot: string;
+      toSnapshot: string;
+      metadataJson: string;
+    };
 
 export interface JobRecord {
   id: string;

@@ -21,6 +21,8 @@ import type {
 import type { Audit } from "./audit";
 import { type Caller, callerName, callerOf, checkRegistration, type Refusal, SESSION_SERVICE } from "./authz";
 import type { Catalog } from "./catalog/catalog";
+import { agentDataService } from "./interchange/agent-data";
+import type { Relays } from "./interchange/relays";
 import type { AgentRecord } from "./model";
 import type { Scheduler } from "./scheduler";
 import { AgentSession, type Sessions } from "./sessions";
@@ -67,16 +69,13 @@ export function sessionService(deps: {
   log: Logger;
   audit: Audit;
   accepting: () => boolean;
+  /** The relays ExportBackup/ImportBackup opened (shared with the API). */
+  relays: Relays;
 }): CoordinatorAgentServiceImplementation {
   const { catalog, sessions, scheduler, log, audit } = deps;
   return {
-    exportData: async () => {
-      throw new ServerError(Status.UNIMPLEMENTED, "ExportData is not built yet");
-    },
-    // biome-ignore lint/correctness/useYield: refuses before any message
-    importData: async function* () {
-      throw new ServerError(Status.UNIMPLEMENTED, "ImportData is not built yet");
-    },
+    // EXPORT/IMPORT data: only the agent holding the job's live lease (interchange/agent-data.ts).
+    ...agentDataService({ catalog, relays: deps.relays, audit, log }),
     async *session(requests: AsyncIterable<AgentMessage>, context): AsyncGenerator<CoordinatorMessage> {
       if (!deps.accepting()) throw new ServerError(Status.UNAVAILABLE, "the coordinator is shutting down");
       const it = requests[Symbol.asyncIterator]();

@@ -5,7 +5,7 @@
 import { invalidArgument } from "../common/errors";
 import { isUuid } from "../common/ids";
 import { BackupMode, RestoreMode, VerifyMode } from "../gen/rbdbackup/v1/agent";
-import { BackupStatus, JobKind, JobState } from "../gen/rbdbackup/v1/backup_service";
+import { BackupStatus, DiffFormat, JobKind, JobState } from "../gen/rbdbackup/v1/backup_service";
 import type { BackupLocation, VolumeRef } from "../gen/rbdbackup/v1/common";
 
 /** Cluster names (as agents register them). */
@@ -108,6 +108,7 @@ export function samplePercent(v: number, mode: VerifyMode, field = "sample_perce
   return v;
 }
 export const jobKind = (v: number) => enumValue(JobKind, v, "kind");
+export const diffFormat = (v: number) => enumValue(DiffFormat, v, "format");
 
 export function pageSize(v: number): number {
   if (v === 0) return 100;

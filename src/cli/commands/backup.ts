@@ -1,7 +1,7 @@
 /**
- * `rbdbackup backup create|list|show|delete|restore|snapshots|verify`: the backup verbs of the public API
- * (CreateBackup, ListBackups, GetBackup, DeleteBackup, RestoreBackup, ListBackupSnapshots; VerifyBackup
- * in ./backup-verify.ts).
+ * `rbdbackup backup create|list|show|delete|restore|snapshots|verify|export|import`: the backup verbs of
+ * the public API (CreateBackup, ListBackups, GetBackup, DeleteBackup, RestoreBackup, ListBackupSnapshots;
+ * VerifyBackup in ./backup-verify.ts; ExportBackup and ImportBackup in ./interchange.ts).
  */
 import { BackupMode, ListBackupSnapshotsResponse, RestoreMode } from "../../gen/rbdbackup/v1/agent";
 import { Backup, BackupStatus, type ListBackupsRequest } from "../../gen/rbdbackup/v1/backup_service";
@@ -26,6 +26,7 @@ import { print, printJson } from "../output";
 import { listPages } from "../paging";
 import { afterQueued } from "../watch";
 import { verify, verifyHelp } from "./backup-verify";
+import { exportVerb, importVerb, interchangeHelp } from "./interchange";
 
 const backupModes = {
   auto: BackupMode.BACKUP_MODE_AUTO,
@@ -274,9 +275,24 @@ export const backupHelp: NounHelp = {
       examples: ["backup snapshots site-a/rbd/vol-1"],
     },
     verify: verifyHelp,
+    ...interchangeHelp,
   },
 };
 
 export function backupCommand(argv: string[]): Promise<number> {
-  return dispatch(backupHelp, { create, list, show, delete: remove, restore, snapshots, verify }, argv);
+  return dispatch(
+    backupHelp,
+    {
+      create,
+      list,
+      show,
+      delete: remove,
+      restore,
+      snapshots,
+      verify,
+      export: exportVerb,
+      import: importVerb,
+    },
+    argv,
+  );
 }

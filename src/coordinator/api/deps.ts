@@ -1,6 +1,7 @@
 /** What the BackupService handlers work with: the catalog, the connected agents, the scheduler, a log. */
 import type { Logger } from "../../common/log";
 import type { Catalog } from "../catalog/catalog";
+import type { InterchangeDeps } from "../interchange/run";
 import type { PolicyRunnerPort } from "../policy/runner-port";
 import type { Scheduler } from "../scheduler";
 import type { Sessions } from "../sessions";
@@ -22,4 +23,9 @@ export interface ApiDeps {
   policies?: PolicyRunnerPort;
   /** Shortest interval a policy schedule may have (coordinator setting policy.minIntervalSeconds; default 30). */
   policyMinIntervalSeconds?: number;
+  /**
+   * The relays of ExportBackup/ImportBackup to the agents' ExportData/ImportData (shared with the session
+   * service) and the scheduler's hooks they use; without it both methods are UNAVAILABLE.
+   */
+  interchange?: InterchangeDeps;
 }

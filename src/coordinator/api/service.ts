@@ -14,8 +14,10 @@ import { getBackup, listBackupSnapshots, listBackups } from "./backups";
 import { checkCluster, listAgents } from "./clusters";
 import { createBackup } from "./create-backup";
 import type { ApiDeps } from "./deps";
+import { exportBackup } from "./export-backup";
 import { failbackVolume } from "./failback";
 import { failoverVolume } from "./failover";
+import { importBackup } from "./import-backup";
 import { cancelJob, getJob, listJobs } from "./jobs";
 import { policyMethods } from "./policies";
 import { exportBackupRecord, importBackupRecord } from "./records";
@@ -59,10 +61,8 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
     ...policyMethods(deps),
     // Not built yet (issue 14 contracts): each refuses with UNIMPLEMENTED.
     flattenVolume: notYet,
-    importBackup: notYet,
-    // biome-ignore lint/correctness/useYield: refuses before any message
-    exportBackup: async function* () {
-      throw new ServerError(Status.UNIMPLEMENTED, "ExportBackup is not built yet");
-    },
+    // Interchange with Ceph's rbd-diff format.
+    exportBackup: (req, ctx) => exportBackup(deps, adm, req, ctx),
+    importBackup: (req, ctx) => importBackup(deps, adm, req, ctx),
   };
 }

@@ -139,15 +139,16 @@ export class LeaseBroker {
   }
 
   /**
-   * A backup made is confirmed with its destination first, a restore with its target cluster; deletes
-   * and flattens succeed at once (the agent that ran one is an agent of the cluster that holds the data),
-   * and so do verifications (they change no data; their finding is the result).
+   * A backup made (or imported) is confirmed with its destination first, a restore with its target
+   * cluster; deletes, flattens and exports succeed at once (the agent that ran one is an agent of the
+   * cluster that holds the data), and so do verifications (they change no data; their finding is the result).
    */
   #succeeded(j: JobRecord, o: JobOutcome): void {
     const kind = j.operation.kind;
-    if (kind === "delete" || kind === "flatten") succeeded(this.ctx, j, o);
+    if (kind === "delete" || kind === "flatten" || kind === "export") succeeded(this.ctx, j, o);
     else if (kind === "verify" && o.result?.$case === "verify") succeeded(this.ctx, j, o);
-    else if (kind === "backup" && o.result?.$case === "backup") awaitConfirmation(this.ctx, j, o.result);
+    else if ((kind === "backup" || kind === "import") && o.result?.$case === "backup")
+      awaitConfirmation(this.ctx, j, o.result);
     else if (kind === "restore" && o.result?.$case === "restore") awaitConfirmation(this.ctx, j, o.result);
     else {
       const why = `agent ${j.lease?.agentId} reported a ${kind} done without its result`;

@@ -19,6 +19,7 @@ import type { Catalog } from "../catalog/catalog";
 import type { JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
 import { knownChains, type Located, transferCapability } from "./capabilities";
+import { exportRequest, importRequest } from "./interchange";
 import { corruptChainReason, verifyRequest } from "./verify";
 
 type Operation = NonNullable<LeaseMsg["operation"]>;
@@ -62,6 +63,8 @@ export function leaseOperation(catalog: Catalog, j: JobRecord, peer: AgentSessio
   if (op.kind === "restore")
     return { $case: "restore", value: { ...restoreRequest(located, j, op, peerRef), transferCapability: capability } };
   if (op.kind === "flatten") return { $case: "flatten", value: flattenRequest(located, j, op) };
+  if (op.kind === "export") return { $case: "export", value: exportRequest(catalog, located, j, op) };
+  if (op.kind === "import") return { $case: "import", value: importRequest(located, j, op) };
   return { $case: "delete", value: deleteRequest(located, j) };
 }
 

@@ -17,6 +17,7 @@
  * randomness come from the deps, so a test drives the clock and calls tick() itself.
  */
 import { EventEmitter } from "node:events";
+import type { Status } from "nice-grpc-common";
 import type { HeldLease, JobOutcome, JobProgressReport } from "../../gen/rbdbackup/v1/session";
 import type { JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
@@ -28,7 +29,7 @@ import { type RunningCounts, runningCounts } from "./jobs";
 import { LeaseBroker } from "./lease-broker";
 import type { LiveProgress } from "./progress";
 import { SnapshotHygiene } from "./snapshot-hygiene";
-import { cancel } from "./transitions";
+import { abandon, cancel } from "./transitions";
 
 export class Scheduler extends EventEmitter<SchedulerEvents> {
   readonly progress = new Map<string, LiveProgress>();
@@ -123,6 +124,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   /** Cancels a job: at once when queued; a running one is asked to stop and ends when its agent reports. */
   cancel(j: JobRecord): JobRecord {
     return cancel(this.#ctx, j);
+  }
+
+  /** Fails a queued or running job from the coordinator's side (see transitions.ts abandon). */
+  fail(j: JobRecord, code: Status, message: string): void {
+    abandon(this.#ctx, j, code, message);
   }
 
   // ---- agent reports (see lease-broker.ts) ----

@@ -11,6 +11,7 @@
  *                      │ other failure, or attempts spent  ─▶ FAILED (a backup being made → FAILED)
  *                      └ cancel requested                  ─▶ CANCELLED when the agent reports
  *   QUEUED ─cancel─▶ CANCELLED at once
+ *   QUEUED, RUNNING (not confirming) ─abandon─▶ FAILED at once (EXPORT/IMPORT whose data never came)
  *
  * Every change is saved in the catalog and announced as a "job" event ("finished" for final states).
  */
@@ -18,6 +19,7 @@ import { Status } from "nice-grpc-common";
 import {
   BackupResult,
   DeleteBackupDataResult,
+  ExportResult,
   FlattenResult,
   RestoreResult,
   VerifyResult,
@@ -103,7 +105,7 @@ export function finish(ctx: SchedulerContext, j: JobRecord, state: JobState, cod
 function backupAfterFailure(ctx: SchedulerContext, j: JobRecord, state: JobState, message: string): void {
   const b = ctx.catalog.getBackup(j.backupId);
   if (!b) return;
-  if (j.operation.kind === "backup") {
+  if (j.operation.kind === "backup" || j.operation.kind === "import") {
     b.status = BackupStatus.BACKUP_STATUS_FAILED;
     b.error = state === JobState.JOB_STATE_CANCELLED ? "cancelled" : `${j.errorCode}: ${message}`;
     b.completedAt = new Date(ctx.now());
@@ -169,6 +171,8 @@ export function succeeded(ctx: SchedulerContext, j: JobRecord, o: JobOutcome): v
       j.result = RestoreResult.toJSON(r.value);
       j.warnings = r.value.warnings;
       if (b && isCloneRestore(j)) queued = cloneMade(ctx, j, b);
+    } else if (r?.$case === "export") {
+      j.result = ExportResult.toJSON(r.value);
     } else if (r?.$case === "flatten") {
       j.result = FlattenResult.toJSON(r.value);
       j.warnings = r.value.warnings;
@@ -246,4 +250,21 @@ export function cancel(ctx: SchedulerContext, j: JobRecord): JobRecord {
   }
   ctx.kick();
   return j;
+}
+
+/**
+ * Ends a job FAILED from the coordinator's side (an EXPORT or IMPORT whose data never came): a queued
+ * one at once; a running one's agent is told to stop, and its later outcome is stale (ignored). A job
+ * whose outcome is being confirmed is left alone (the work is done; the confirmation decides).
+ */
+export function abandon(ctx: SchedulerContext, j: JobRecord, code: Status, message: string): void {
+  if (isFinal(j.state) || j.confirming) return;
+  const lease = j.lease;
+  if (j.state === JobState.JOB_STATE_RUNNING && lease) {
+    const s = ctx.sessions.get(lease.agentId);
+    s?.jobs.delete(j.id);
+    s?.send({ $case: "cancel", value: { jobId: j.id, token: lease.token, reason: message } });
+  }
+  finish(ctx, j, JobState.JOB_STATE_FAILED, code, message);
+  ctx.kick();
 }

@@ -20,9 +20,20 @@ import { type TlsConfig, tlsChannelOptions } from "../../../src/common/tls";
 import { METHOD_ROLES } from "../../../src/coordinator/authz";
 import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
 import { RestoreMode, VerifyMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { Backup, type BackupServiceClient, BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import {
+  Backup,
+  type BackupServiceClient,
+  BackupStatus,
+  JobKind,
+  JobState,
+} from "../../../src/gen/rbdbackup/v1/backup_service";
 import { Policy } from "../../../src/gen/rbdbackup/v1/policy";
-import { CoordinatorAgentServiceDefinition, type Register } from "../../../src/gen/rbdbackup/v1/session";
+import {
+  CoordinatorAgentServiceDefinition,
+  type CoordinatorMessage,
+  type Lease,
+  type Register,
+} from "../../../src/gen/rbdbackup/v1/session";
 import { labTls, repoRoot } from "../../../src/lab/agent-process";
 import { apiClient, type CoordinatorProcess, tokensFileText } from "../../../src/lab/coordinator-process";
 import { scrape, startCoordinator } from "../../helpers/coordinator";
@@ -203,6 +214,37 @@ const METHODS: Record<string, { role: Role; call: (c: BackupServiceClient, refus
         idempotencyKey: "",
       }),
   },
+  // Interchange: a refused caller names the seeded backup / volume (a bypass would queue a job or make a
+  // backup); an allowed one names nothing real (NOT_FOUND).
+  ExportBackup: {
+    role: "operator",
+    call: async (c, r) => {
+      for await (const _ of c.exportBackup({ backupId: r ? SEEDED : randomUUID(), fromBackupId: "", format: 0 })) break;
+    },
+  },
+  ImportBackup: {
+    role: "admin",
+    call: (c, r) =>
+      c.importBackup(
+        (async function* () {
+          yield {
+            body: {
+              $case: "header" as const,
+              value: {
+                volume: vol("prod"),
+                location: r ? loc : { ...loc, cluster: "nowhere" },
+                volumeId: "",
+                volumeMetadata: {},
+                parentBackupId: "",
+                idempotencyKey: "",
+                format: 0,
+              },
+            },
+          };
+          yield { body: { $case: "data" as const, value: Buffer.from("rbd diff v1\n") } };
+        })(),
+      ),
+  },
 };
 
 const SEEDED_POLICY = "seeded";
@@ -257,7 +299,12 @@ function register(agentId: string, clusterName: string, clusterFsid = FSID): Reg
 }
 
 /** An agent session: `first` is "registered" or the status the coordinator ended it with (10 s at most). */
-function openSession(address: string, cred: Pick<Cred, "tls" | "token">, reg: Register) {
+function openSession(
+  address: string,
+  cred: Pick<Cred, "tls" | "token">,
+  reg: Register,
+  onMessage: (m: CoordinatorMessage) => void = () => {},
+) {
   const ca = readFileSync(cred.tls.ca as string);
   const creds =
     cred.tls.cert && cred.tls.key
@@ -286,6 +333,7 @@ function openSession(address: string, cred: Pick<Cred, "tls" | "token">, reg: Re
         signal: stop.signal,
         ...(cred.token ? { metadata: Metadata({ authorization: `Bearer ${cred.token}` }) } : {}),
       })) {
+        onMessage(m);
         if (m.msg?.$case === "registered") {
           clearTimeout(timer);
           settle({ code: "registered", details: "" });
@@ -513,6 +561,125 @@ describe("coordinator: who may call what", () => {
     });
     assert.equal(jobs.jobs.length, 0, "no delete job was queued");
     assert.equal(await state(), before);
+  });
+
+  it("ExportData/ImportData: an agent certificate without the lease is refused (PERMISSION_DENIED, audited)", async () => {
+    // agent-site-b holds the EXPORT lease of the seeded backup (kept on site-b); agent-site-a tries its data.
+    const leases: Lease[] = [];
+    const holder = openSession(
+      coord.address,
+      { tls: labTls("agent-site-b") },
+      register("agent-site-b", "site-b", OTHER_FSID),
+      (m) => {
+        if (m.msg?.$case === "lease") leases.push(m.msg.value);
+      },
+    );
+    const stop = new AbortController();
+    try {
+      assert.equal((await holder.first).code, "registered");
+      const reading = (async () => {
+        for await (const _ of admin.exportBackup(
+          { backupId: SEEDED, fromBackupId: "", format: 0 },
+          { signal: stop.signal },
+        )) {
+        }
+      })().catch(() => {});
+      await waitFor(() => leases.some((l) => l.operation?.$case === "export"), {
+        what: "the EXPORT lease",
+        timeoutMs: 20_000,
+      });
+      const lease = leases.find((l) => l.operation?.$case === "export") as Lease;
+      const agentA = (() => {
+        const t = labTls("agent-site-a");
+        const ca = readFileSync(t.ca as string);
+        const ch = createChannel(
+          coord.address,
+          ChannelCredentials.createSsl(ca, readFileSync(t.key as string), readFileSync(t.cert as string)),
+          tlsChannelOptions(coord.address, labTls("test-client")),
+        );
+        channels.push(ch);
+        return createClient(CoordinatorAgentServiceDefinition, ch);
+      })();
+      const exportAs = async (token: string) =>
+        outcome(
+          agentA.exportData(
+            (async function* () {
+              yield { jobId: lease.jobId, token, data: Buffer.from("rbd diff v1\n") };
+            })(),
+          ),
+        );
+      const importAs = async (token: string) =>
+        outcome(
+          (async () => {
+            for await (const _ of agentA.importData({ jobId: lease.jobId, token })) assert.fail("data relayed");
+          })(),
+        );
+      const e1 = await exportAs(lease.token);
+      assert.equal(e1.code, Status.PERMISSION_DENIED, e1.details);
+      assert.match(e1.details, /the lease of EXPORT job .* is agent agent-site-b's, not agent agent-site-a's/);
+      const e2 = await importAs(lease.token);
+      assert.equal(e2.code, Status.PERMISSION_DENIED, e2.details);
+      const e3 = await exportAs(randomUUID());
+      assert.equal(e3.code, Status.PERMISSION_DENIED, e3.details);
+      // A token caller never reaches the handler (agents need a certificate).
+      const tokenCaller = createClient(
+        CoordinatorAgentServiceDefinition,
+        (() => {
+          const ch = createChannel(
+            coord.address,
+            ChannelCredentials.createSsl(readFileSync(labTls("test-client").ca as string)),
+            tlsChannelOptions(coord.address, labTls("test-client")),
+          );
+          channels.push(ch);
+          return ch;
+        })(),
+      );
+      const e4 = await outcome(
+        tokenCaller.exportData(
+          (async function* () {
+            yield { jobId: lease.jobId, token: lease.token, data: new Uint8Array(0) };
+          })(),
+          { metadata: Metadata({ authorization: `Bearer ${TOKENS.admin}` }) },
+        ),
+      );
+      assert.equal(e4.code, Status.UNAUTHENTICATED, e4.details);
+      const lines = readFileSync(auditLog, "utf8")
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as Record<string, string>);
+      const refusals = lines.filter(
+        (l) =>
+          l.identity === "rbdbackup://agent/site-a/agent-site-a" &&
+          /\/(ExportData|ImportData)$/.test(l.method ?? "") &&
+          l.result === "PERMISSION_DENIED" &&
+          l.reason === "no_lease" &&
+          l.target === `job=${lease.jobId}`,
+      );
+      assert.equal(refusals.length, 3, "each refusal is audited");
+      const metrics = await scrape(coord.metricsAddress);
+      assert.match(
+        metrics,
+        /^rbdbackup_authorization_refusals_total\{service="rbdbackup.v1.CoordinatorAgentService",reason="no_lease"\} 3$/m,
+      );
+      stop.abort();
+      await reading;
+      await waitFor(async () => (await admin.getJob({ jobId: lease.jobId })).cancelRequested, {
+        what: "the export to be cancelled with its call",
+        timeoutMs: 10_000,
+      });
+    } finally {
+      stop.abort();
+      holder.close();
+    }
+    // Its agent gone, the cancelled attempt ends at its lease's expiry: the catalog settles before the next test.
+    const job = (
+      await admin.listJobs({ state: 0, kind: JobKind.JOB_KIND_EXPORT, backupId: SEEDED, pageSize: 10, pageToken: "" })
+    ).jobs[0];
+    assert.ok(job, "the EXPORT job");
+    await waitFor(async () => (await admin.getJob({ jobId: job.id })).state === JobState.JOB_STATE_CANCELLED, {
+      what: "the export job to end CANCELLED",
+      timeoutMs: 90_000,
+    });
   });
 
   it("the audit log has refusals, mutating calls and registrations; refusals are counted by reason", async () => {

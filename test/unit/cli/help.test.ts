@@ -110,7 +110,17 @@ describe("per-verb help", () => {
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /^usage: rbdbackup backup <command>/);
     const listed = [...r.out.matchAll(/^ {2}([a-z]+) {2,}/gm)].map((m) => m[1]);
-    assert.deepEqual(listed, ["create", "list", "show", "delete", "restore", "snapshots", "verify"]);
+    assert.deepEqual(listed, [
+      "create",
+      "list",
+      "show",
+      "delete",
+      "restore",
+      "snapshots",
+      "verify",
+      "export",
+      "import",
+    ]);
     assert.doesNotMatch(r.out, /--volume|exit codes:/);
     for (const other of [
       ["help", "backup"],

@@ -1,0 +1,174 @@
+/**
+ * An IMPORT lease: an `rbd export-diff` stream (v1 or v2) becomes a backup on this cluster. The
+ * stream is parsed as it arrives (agents/transfer/rbd-diff: bounded memory, every record validated)
+ * and turned into a transfer's messages for this agent's own sink — the same code that writes, commits
+ * (flush, backup.<id>.meta, then the snapshot) and cleans up any backup. A stream without a
+ * from-snapshot makes a new base image (BACKUP_FULL); one with an 'f' record is applied onto the
+ * parent's base image at `from_snapshot` (BACKUP_INCREMENTAL). A truncated or malformed stream fails
+ * with INVALID_ARGUMENT naming the byte offset, and the sink leaves nothing: no image it created, no
+ * snapshot, no metadata object.
+ */
+import { invalidArgument } from "../../src/common/errors";
+import { isUuid, parseBackupSnap } from "../../src/common/ids";
+import type { BackupResult, ImportRequest } from "../../src/gen/rbdbackup/v1/agent";
+import { type TransferHeader, TransferKind } from "../../src/gen/rbdbackup/v1/transfer";
+import { checksum as crc32c, MAX_CHUNK_BYTES, validName } from "../transfer/protocol";
+import type { DiffVersion } from "../transfer/rbd-diff/format";
+import { parseRbdDiff, streamError } from "../transfer/rbd-diff/parser";
+import { type DiffMeta, diffToTransfer } from "../transfer/rbd-diff/to-transfer";
+import { newStats } from "../transfer/source";
+import type { EngineContext } from "./context";
+import { type BackupMetadataV1, encodeMetadata } from "./metadata";
+import { newProgress, type Progress } from "./progress";
+
+/** Features of a base image an import creates when the metadata names none: layering, exclusive-lock, object-map, fast-diff, deep-flatten. */
+const DEFAULT_BASE_FEATURES = 1 | 4 | 8 | 16 | 32;
+/** Features a base image may carry (as backup-header.ts), striping excluded (a stream carries no layout). */
+const BASE_FEATURE_MASK = 1n | 4n | 8n | 16n | 32n;
+
+export function validateImportRequest(req: ImportRequest): BackupMetadataV1 {
+  if (!isUuid(req.backupId)) throw invalidArgument("backup_id must be a lowercase UUID");
+  validName(req.pool, "pool");
+  validName(req.namespace, "namespace", { allowEmpty: true });
+  validName(req.baseImage, "base_image");
+  validName(req.fromSnapshot, "from_snapshot", { allowEmpty: true });
+  validName(req.toSnapshot, "to_snapshot");
+  if (parseBackupSnap(req.toSnapshot)?.backupId !== req.backupId) {
+    throw invalidArgument(`to_snapshot ${req.toSnapshot} is not a snapshot name of backup ${req.backupId}`);
+  }
+  let meta: BackupMetadataV1;
+  try {
+    meta = JSON.parse(Buffer.from(req.metadataJson).toString("utf8"));
+  } catch {
+    throw invalidArgument("metadata_json is not valid JSON");
+  }
+  if (meta?.version !== 1 || typeof meta.image !== "object" || meta.image === null) {
+    throw invalidArgument("metadata_json must be a version 1 backup.<id>.meta with an image section");
+  }
+  return meta;
+}
+
+/** Where the stream's bytes come from (the coordinator's ImportData stream, or a file in tests). */
+export type ImportSource = AsyncIterable<Uint8Array>;
+
+export interface ImportOptions {
+  /** The caller's expected format (0/undefined: from the banner). */
+  version?: DiffVersion;
+  /** The chunk checksum (default: the addon's CRC-32C; unit tests pass a JS one). */
+  checksum?: (data: Uint8Array) => number;
+}
+
+export async function importBackup(
+  ctx: EngineContext,
+  req: ImportRequest,
+  source: ImportSource,
+  signal: AbortSignal,
+  progress: Progress = newProgress(),
+  opts: ImportOptions = {},
+): Promise<BackupResult> {
+  const meta = validateImportRequest(req);
+  const started = Date.now();
+  const log = ctx.log.child({ op: "import", backup: req.backupId, job: req.jobId || undefined });
+  const stats = newStats();
+  progress.phase = "import";
+  progress.stats = stats;
+  const chunk = Math.min(ctx.source.chunkSize || MAX_CHUNK_BYTES, MAX_CHUNK_BYTES);
+  const records = parseRbdDiff(source, { ...(opts.version ? { version: opts.version } : {}), maxPiece: chunk });
+  let size = 0;
+  let streamTo: string | null = null;
+  const header = (m: DiffMeta): TransferHeader => {
+    if (m.fromSnapshot !== null && !req.fromSnapshot) {
+      throw streamError(
+        m.fromAt,
+        `the stream is a diff from snapshot "${m.fromSnapshot}" ('f' record), but no parent backup was given to apply it onto`,
+      );
+    }
+    if (m.fromSnapshot === null && req.fromSnapshot) {
+      throw invalidArgument(
+        `the stream has no 'f' (from-snapshot) record: it is a full image, but a parent backup (snapshot ${req.fromSnapshot}) was given`,
+      );
+    }
+    size = m.size;
+    streamTo = m.toSnapshot;
+    progress.bytesTotal = m.size;
+    return importHeader(ctx, req, meta, m, chunk);
+  };
+  const summary = await ctx
+    .target("")
+    .transfer(diffToTransfer(records, header, opts.checksum ?? crc32c, stats), signal);
+  const seconds = (Date.now() - started) / 1000;
+  log.info("import committed", {
+    image: req.baseImage,
+    snapshot: req.toSnapshot,
+    size,
+    dataBytes: stats.dataBytes,
+    seconds,
+  });
+  const warnings = [...summary.warnings];
+  if (streamTo) warnings.push(`the stream's to-snapshot "${streamTo}" is kept as ${req.toSnapshot}`);
+  return {
+    backupId: req.backupId,
+    baseImage: req.baseImage,
+    snapshot: req.toSnapshot,
+    incremental: !!req.fromSnapshot,
+    parentSnapshot: req.fromSnapshot,
+    forcedFullReason: "",
+    imageSize: size,
+    bytesRead: stats.bytesRead,
+    dataBytesSent: stats.dataBytes,
+    zeroBytes: stats.zeroBytes,
+    dataChunks: stats.dataChunks,
+    zeroRanges: stats.zeroRanges,
+    extents: stats.extents,
+    seconds,
+    sourceSnapshotsRemoved: [],
+    warnings,
+    destinationPool: req.pool,
+    destinationNamespace: req.namespace,
+    destinationFsid: ctx.fsid,
+    imageDigest: summary.imageDigest,
+    digestBlockSize: summary.digestBlockSize,
+    resumedFrom: 0,
+    resumeFallbackReason: "",
+  };
+}
+
+/** The sink's header: the base image, snapshots, size from the stream, backup.<id>.meta with that size. */
+function importHeader(
+  ctx: EngineContext,
+  req: ImportRequest,
+  meta: BackupMetadataV1,
+  m: DiffMeta,
+  chunk: number,
+): TransferHeader {
+  let features = DEFAULT_BASE_FEATURES;
+  try {
+    const f = BigInt(meta.image.features || "0");
+    if (f !== 0n) features = Number((f & BASE_FEATURE_MASK) | 1n);
+  } catch {
+    // not a number: the default
+  }
+  const order =
+    Number.isInteger(meta.image.order) && meta.image.order >= 12 && meta.image.order <= 26 ? meta.image.order : 0;
+  const stored: BackupMetadataV1 = { ...meta, image: { ...meta.image, size: m.size } };
+  return {
+    transferId: crypto.randomUUID(),
+    jobId: req.jobId,
+    kind: req.fromSnapshot ? TransferKind.BACKUP_INCREMENTAL : TransferKind.BACKUP_FULL,
+    destination: { pool: req.pool, namespace: req.namespace, image: req.baseImage },
+    fromSnapshot: req.fromSnapshot,
+    toSnapshot: req.toSnapshot,
+    imageSize: m.size,
+    features,
+    order,
+    stripeUnit: 0,
+    stripeCount: 0,
+    imageMeta: {},
+    backupId: req.backupId,
+    metadataJson: encodeMetadata(stored),
+    expectedFsid: ctx.fsid,
+    chunkSize: chunk,
+    resumeOffset: 0,
+    resumePrefixDigest: new Uint8Array(0),
+  };
+}

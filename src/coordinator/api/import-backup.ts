@@ -1,0 +1,175 @@
+/**
+ * ImportBackup: a backup made from the caller's `rbd export-diff` stream. Phases: the header (first
+ * message, within HEADER_TIMEOUT_MS) checked — volume, location (pool resolved and probed), metadata,
+ * the parent (AVAILABLE, same volume and location, the newest of its chain) —, its idempotency key
+ * looked up; the backup (CREATING) and its IMPORT job inserted with the relay open
+ * (../interchange/run.ts); then the caller's bytes are relayed to the agent with backpressure, and the
+ * answer is the job once it ended (SUCCEEDED), or its status. The caller going away cancels the job.
+ */
+import type { CallContext } from "nice-grpc-common";
+import { Status } from "nice-grpc-common";
+import { AppError, failedPrecondition, invalidArgument, notFound, unavailable } from "../../common/errors";
+import {
+  type Backup,
+  BackupStatus,
+  ImportBackupHeader,
+  type ImportBackupMessage,
+  type Job,
+} from "../../gen/rbdbackup/v1/backup_service";
+import { InterchangeRun } from "../interchange/run";
+import { importJob } from "../jobs/interchange-jobs";
+import { probe } from "../jobs/probes";
+import { volumeKey } from "../model";
+import * as v from "../validate";
+import type { Admission } from "./admission";
+import { fingerprint, sortedMeta } from "./admission";
+import type { ApiDeps } from "./deps";
+
+export const HEADER_TIMEOUT_MS = 30_000;
+
+async function header(it: AsyncIterator<ImportBackupMessage>): Promise<ImportBackupHeader> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new AppError(Status.DEADLINE_EXCEEDED, `no header within ${HEADER_TIMEOUT_MS / 1000} s`)),
+      HEADER_TIMEOUT_MS,
+    );
+  });
+  try {
+    const n = await Promise.race([it.next(), timeout]);
+    if (n.done || n.value.body?.$case !== "header") {
+      throw invalidArgument("the first message of ImportBackup must be its header");
+    }
+    return n.value.body.value;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function validateHeader(h: ImportBackupHeader) {
+  const vol = v.volumeRef(h.volume, "header.volume");
+  const loc = v.location(h.location, "header.location");
+  v.volumeMetadata(h.volumeId, h.volumeMetadata);
+  v.idempotencyKey(h.idempotencyKey);
+  if (h.parentBackupId) v.uuid(h.parentBackupId, "header.parent_backup_id");
+  v.diffFormat(h.format);
+  return { vol, loc };
+}
+
+/** The parent of an incremental import: AVAILABLE, of this volume at this location, the newest of its chain. */
+function requireParent(
+  deps: ApiDeps,
+  id: string,
+  vol: Job["volume"],
+  dest: { cluster: string; pool: string; namespace: string },
+): Backup {
+  const p = deps.catalog.getBackup(id);
+  if (!p?.location || !p.volume) throw notFound(`header.parent_backup_id: backup ${id} not found`);
+  if (p.status !== BackupStatus.BACKUP_STATUS_AVAILABLE) {
+    throw failedPrecondition(`header.parent_backup_id: backup ${id} is ${BackupStatus[p.status]}, not AVAILABLE`);
+  }
+  if (volumeKey(p.volume) !== volumeKey(vol as NonNullable<Job["volume"]>)) {
+    throw failedPrecondition(`header.parent_backup_id: backup ${id} is a backup of another volume`);
+  }
+  const l = p.location;
+  if (l.cluster !== dest.cluster || l.pool !== dest.pool || l.namespace !== dest.namespace) {
+    throw failedPrecondition(
+      `header.parent_backup_id: backup ${id} is kept in ${l.cluster}/${l.pool}${l.namespace ? `/${l.namespace}` : ""}, not in the header's location`,
+    );
+  }
+  const v2 = p.volume;
+  const newer = deps.catalog
+    .backupsOfVolume(v2.cluster, v2.pool, v2.namespace, v2.image)
+    .find(
+      (o) =>
+        o.id !== p.id &&
+        o.baseImage === p.baseImage &&
+        (o.status === BackupStatus.BACKUP_STATUS_AVAILABLE || o.status === BackupStatus.BACKUP_STATUS_CREATING) &&
+        (o.createdAt?.getTime() ?? 0) > (p.createdAt?.getTime() ?? 0),
+    );
+  if (newer) {
+    throw failedPrecondition(
+      `header.parent_backup_id: backup ${id} is not the newest of its chain (backup ${newer.id} is newer); import onto the newest`,
+    );
+  }
+  return p;
+}
+
+export async function importBackup(
+  deps: ApiDeps,
+  adm: Admission,
+  requests: AsyncIterable<ImportBackupMessage>,
+  ctx: CallContext,
+): Promise<Job> {
+  const it = requests[Symbol.asyncIterator]();
+  const h = await header(it);
+  const { vol, loc } = validateHeader(h);
+  const fp = fingerprint(
+    "import",
+    ImportBackupHeader.toJSON({ ...h, idempotencyKey: "", volumeMetadata: sortedMeta(h.volumeMetadata) }),
+  );
+  const again = adm.replay(h.idempotencyKey, fp);
+  if (again) return adm.view(again);
+  const ix = deps.interchange;
+  if (!ix) throw unavailable("this coordinator does not relay imports");
+  adm.knownCluster(loc.cluster, "header.location.cluster");
+  const agent = deps.sessions.any(loc.cluster);
+  const pool = loc.pool || agent.info.defaultBackupPool;
+  const dest = { cluster: loc.cluster, pool, namespace: loc.namespace };
+  await probe(
+    deps.sessions,
+    loc.cluster,
+    { pools: [pool], namespaces: [{ pool, namespace: loc.namespace }] },
+    ctx.signal,
+    "header.location",
+  );
+  const parent = h.parentBackupId ? requireParent(deps, h.parentBackupId, vol, dest) : undefined;
+  const busy = adm.activeHolder([`vol:${volumeKey(vol)}`]);
+  if (busy)
+    throw failedPrecondition(`volume ${volumeKey(vol)} is in use by job ${busy.id}; retry when it has finished`);
+  const { backup, job } = importJob(deps.catalog, {
+    volume: vol,
+    location: dest,
+    locationFsid: agent.info.clusterFsid,
+    volumeId: h.volumeId,
+    volumeMetadata: h.volumeMetadata,
+    parent,
+    format: h.format,
+    idempotencyKey: h.idempotencyKey,
+    fingerprint: fp,
+  });
+  const run = new InterchangeRun({ ...ix, catalog: deps.catalog }, job.id, "import", ctx.signal);
+  run.open();
+  try {
+    const view = adm.submit(job, () => deps.catalog.insertBackup(backup));
+    if (view.id !== job.id) return view; // a concurrent request with the same key won
+    await pump(it, run);
+    await run.finished();
+    return adm.view(deps.catalog.getJob(job.id) ?? job);
+  } finally {
+    run.close();
+  }
+}
+
+/** The caller's data messages into the relay (waiting while it is full); the relay's end after the last. */
+async function pump(it: AsyncIterator<ImportBackupMessage>, run: InterchangeRun): Promise<void> {
+  for (;;) {
+    let n: IteratorResult<ImportBackupMessage>;
+    try {
+      n = await it.next();
+    } catch (e) {
+      const gone = new AppError(Status.CANCELLED, `the import stream of job ${run.jobId} broke`, { cause: e });
+      run.pipe.fail(gone);
+      throw gone;
+    }
+    if (n.done) break;
+    const body = n.value.body;
+    if (body?.$case === "header") {
+      const e = invalidArgument("ImportBackup: a second header; only the first message is a header");
+      run.pipe.fail(e);
+      throw e;
+    }
+    if (body?.$case === "data") await run.pipe.write(body.value);
+  }
+  run.pipe.end();
+}

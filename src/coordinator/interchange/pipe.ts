@@ -1,0 +1,96 @@
+/**
+ * A bounded byte pipe between two gRPC streams in one process (the API caller's and the agent's): the
+ * writer's `write` resolves only while fewer than `limitBytes` are buffered, so a fast side waits for a
+ * slow one instead of the coordinator buffering a whole stream; HTTP/2 flow control carries the wait
+ * back to the writer's peer. Either side may fail the pipe (the other side's next read or write throws
+ * that error); `end` is the writer's clean end.
+ */
+
+import { Status } from "nice-grpc-common";
+import { AppError } from "../../common/errors";
+
+export class BytePipe {
+  #chunks: Uint8Array[] = [];
+  #buffered = 0;
+  #ended = false;
+  #error: unknown = null;
+  /** Wakes the reader (data, end, error) and the writer (room, error). */
+  #readerWake: (() => void) | null = null;
+  #writerWake: (() => void) | null = null;
+  /** Bytes written so far. */
+  written = 0;
+
+  constructor(readonly limitBytes: number) {}
+
+  get buffered(): number {
+    return this.#buffered;
+  }
+
+  get done(): boolean {
+    return this.#ended || this.#error !== null;
+  }
+
+  /** Appends a chunk; resolves once the buffer is below the limit again. Throws the pipe's error. */
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.#error) throw this.#error;
+    if (this.#ended) throw new AppError(Status.INTERNAL, "write after the end of the stream");
+    if (chunk.length === 0) return;
+    this.#chunks.push(chunk);
+    this.#buffered += chunk.length;
+    this.written += chunk.length;
+    this.#wakeReader();
+    while (this.#buffered >= this.limitBytes && !this.#error) {
+      await new Promise<void>((resolve) => {
+        this.#writerWake = resolve;
+      });
+    }
+    if (this.#error) throw this.#error;
+  }
+
+  /** The writer is done: the reader gets what is buffered, then the end. */
+  end(): void {
+    if (this.done) return;
+    this.#ended = true;
+    this.#wakeReader();
+  }
+
+  /** Fails both sides with `error` (the first error wins; buffered data is dropped). */
+  fail(error: unknown): void {
+    if (this.#error) return;
+    this.#error = error;
+    this.#chunks = [];
+    this.#buffered = 0;
+    this.#wakeReader();
+    this.#wakeWriter();
+  }
+
+  /** The chunks in order until the end; throws the pipe's error. One reader at a time. */
+  async *read(): AsyncGenerator<Uint8Array> {
+    for (;;) {
+      if (this.#error) throw this.#error;
+      const c = this.#chunks.shift();
+      if (c) {
+        this.#buffered -= c.length;
+        this.#wakeWriter();
+        yield c;
+        continue;
+      }
+      if (this.#ended) return;
+      await new Promise<void>((resolve) => {
+        this.#readerWake = resolve;
+      });
+    }
+  }
+
+  #wakeReader(): void {
+    const w = this.#readerWake;
+    this.#readerWake = null;
+    w?.();
+  }
+
+  #wakeWriter(): void {
+    const w = this.#writerWake;
+    this.#writerWake = null;
+    w?.();
+  }
+}

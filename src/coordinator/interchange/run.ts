@@ -1,0 +1,183 @@
+/**
+ * The API side of an EXPORT or IMPORT job while its call is open (a "run"): the relay is opened before
+ * the job is queued and closed when the call ends, and every wait is bounded:
+ *
+ *  - the job must be leased within `startMs` (else it FAILS: DEADLINE_EXCEEDED with its waiting reason);
+ *  - the agent holding the lease must connect for the data within `connectMs` of the lease (else it
+ *    FAILS: DEADLINE_EXCEEDED naming the agent);
+ *  - once the data is through, the job must end within `endMs`.
+ * The caller going away (its call cancelled, its stream broken) cancels the job; the job ending other
+ * than SUCCEEDED fails the pipe with the job's own status and message, so the caller gets them.
+ */
+import { Status } from "nice-grpc-common";
+import { AppError, cancelled } from "../../common/errors";
+import { JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
+import type { Catalog } from "../catalog/catalog";
+import type { JobRecord } from "../model";
+import type { Scheduler } from "../scheduler";
+import { BytePipe } from "./pipe";
+import type { Direction, Relays } from "./relays";
+
+/** The part of the scheduler a run uses. */
+export type RunScheduler = Pick<Scheduler, "on" | "off" | "cancel" | "fail">;
+
+export interface InterchangeTimeouts {
+  startMs: number;
+  connectMs: number;
+  endMs: number;
+  /** Bytes the relay buffers at most between the two streams. */
+  bufferBytes: number;
+}
+
+export const DEFAULT_TIMEOUTS: InterchangeTimeouts = {
+  startMs: 600_000,
+  connectMs: 60_000,
+  endMs: 600_000,
+  bufferBytes: 8 << 20,
+};
+
+export interface InterchangeDeps {
+  relays: Relays;
+  scheduler: RunScheduler;
+  timeouts?: Partial<InterchangeTimeouts>;
+}
+
+const isFinal = (s: JobState) =>
+  s === JobState.JOB_STATE_SUCCEEDED || s === JobState.JOB_STATE_FAILED || s === JobState.JOB_STATE_CANCELLED;
+
+/** The status a finished job's caller gets (its recorded code and message). */
+export function jobError(j: JobRecord): AppError {
+  const code = Status[j.errorCode as keyof typeof Status];
+  const what = `${JobKind[j.kind]} job ${j.id} ${JobState[j.state]}`;
+  return new AppError(typeof code === "number" ? code : Status.UNKNOWN, `${what}: ${j.errorMessage || "no reason"}`);
+}
+
+export class InterchangeRun {
+  readonly pipe: BytePipe;
+  readonly #t: InterchangeTimeouts;
+  #timer: NodeJS.Timeout | undefined;
+  #claimed = false;
+  #closed = false;
+  #finished: JobRecord | null = null;
+  #onFinish: (() => void) | null = null;
+  readonly #listenFinished = (j: JobRecord) => this.#jobFinished(j);
+  readonly #listenAttempt = (j: JobRecord) => this.#leased(j);
+  readonly #onAbort = () => this.#callerGone();
+
+  constructor(
+    private readonly deps: InterchangeDeps & { catalog: Catalog },
+    readonly jobId: string,
+    readonly direction: Direction,
+    private readonly signal: AbortSignal,
+  ) {
+    this.#t = { ...DEFAULT_TIMEOUTS, ...deps.timeouts };
+    this.pipe = new BytePipe(this.#t.bufferBytes);
+  }
+
+  /** Opens the relay (before the job is queued) and starts watching the job and the caller. */
+  open(): void {
+    this.deps.relays.open(this.jobId, this.direction, this.pipe, () => this.#claim());
+    this.deps.scheduler.on("finished", this.#listenFinished);
+    this.deps.scheduler.on("attempt", this.#listenAttempt);
+    this.signal.addEventListener("abort", this.#onAbort);
+    this.#arm(this.#t.startMs, () => {
+      const j = this.#job();
+      if (!j || j.state !== JobState.JOB_STATE_QUEUED) return;
+      const why = j.waitingReason ? `: ${j.waitingReason}` : "";
+      this.#fail(j, `job ${j.id} was not started within ${this.#t.startMs / 1000} s${why}`);
+    });
+  }
+
+  /** The job was submitted but is not ours (an idempotent replay, or it failed at once): watch nothing. */
+  get job(): JobRecord | undefined {
+    return this.#job();
+  }
+
+  /** Waits (at most endMs) for the job to end; returns it SUCCEEDED, else throws its error. */
+  async finished(): Promise<JobRecord> {
+    const done = this.#job();
+    if (done && isFinal(done.state)) return this.#verdict(done);
+    await new Promise<void>((resolve) => {
+      this.#onFinish = resolve;
+      this.#arm(this.#t.endMs, resolve);
+      if (this.#finished) resolve();
+    });
+    const j = this.#job();
+    if (!j) throw new AppError(Status.INTERNAL, `job ${this.jobId} is not in the catalog`);
+    if (!isFinal(j.state)) {
+      throw new AppError(
+        Status.DEADLINE_EXCEEDED,
+        `job ${j.id} did not end within ${this.#t.endMs / 1000} s after its data; it is ${JobState[j.state]} (watch it with WatchJob)`,
+      );
+    }
+    return this.#verdict(j);
+  }
+
+  /** Ends the run: relay closed, listeners and timers gone; a job not yet ended is cancelled. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.deps.relays.close(this.jobId);
+    this.deps.scheduler.off("finished", this.#listenFinished);
+    this.deps.scheduler.off("attempt", this.#listenAttempt);
+    this.signal.removeEventListener("abort", this.#onAbort);
+    const j = this.#job();
+    if (j && !isFinal(j.state) && !j.confirming && !j.cancelRequested) this.deps.scheduler.cancel(j);
+    this.pipe.fail(cancelled(`the ${this.direction} call of job ${this.jobId} ended`));
+  }
+
+  #verdict(j: JobRecord): JobRecord {
+    if (j.state !== JobState.JOB_STATE_SUCCEEDED) throw jobError(j);
+    return j;
+  }
+
+  #job(): JobRecord | undefined {
+    return this.deps.catalog.getJob(this.jobId);
+  }
+
+  #arm(ms: number, f: () => void): void {
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(f, ms);
+    this.#timer.unref?.();
+  }
+
+  #claim(): void {
+    this.#claimed = true;
+    clearTimeout(this.#timer);
+  }
+
+  /** A lease was issued: the agent must connect for the data within connectMs. */
+  #leased(j: JobRecord): void {
+    if (j.id !== this.jobId || this.#claimed) return;
+    const agent = j.lease?.agentId ?? j.agentId;
+    this.#arm(this.#t.connectMs, () => {
+      const now = this.#job();
+      if (!now || this.#claimed || isFinal(now.state)) return;
+      const what = this.direction === "export" ? "ExportData" : "ImportData";
+      this.#fail(
+        now,
+        `agent ${agent} took the lease of job ${j.id} but did not call ${what} within ${this.#t.connectMs / 1000} s`,
+      );
+    });
+  }
+
+  #jobFinished(j: JobRecord): void {
+    if (j.id !== this.jobId) return;
+    this.#finished = j;
+    if (j.state !== JobState.JOB_STATE_SUCCEEDED) this.pipe.fail(jobError(j));
+    this.#onFinish?.();
+  }
+
+  #fail(j: JobRecord, message: string): void {
+    this.deps.scheduler.fail(j, Status.DEADLINE_EXCEEDED, message);
+    const now = this.#job();
+    this.pipe.fail(now && isFinal(now.state) ? jobError(now) : new AppError(Status.DEADLINE_EXCEEDED, message));
+  }
+
+  #callerGone(): void {
+    const j = this.#job();
+    if (j && !isFinal(j.state) && !j.confirming) this.deps.scheduler.cancel(j);
+    this.pipe.fail(cancelled(`the ${this.direction} call of job ${this.jobId} was cancelled by its caller`));
+  }
+}

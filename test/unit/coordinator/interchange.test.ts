@@ -1,0 +1,395 @@
+/**
+ * EXPORT and IMPORT through the coordinator without Ceph: the real BackupService and the real
+ * ExportData/ImportData handlers on one gRPC server, the harness's scheduler (fake clock, kicks run
+ * ticks) and fake agent sessions that take the leases; the test plays the agent's data calls. The caller
+ * identity the auth interceptor would establish is put in the internal metadata key by the client.
+ */
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { ChannelCredentials } from "@grpc/grpc-js";
+import { type Client, createChannel, createClient, createServer, Metadata } from "nice-grpc";
+import { Status } from "nice-grpc-common";
+import { AppError } from "../../../src/common/errors";
+import { backupService, errorStatus } from "../../../src/coordinator/api/service";
+import { Audit } from "../../../src/coordinator/audit";
+import { CALLER_METADATA_KEY, type Caller } from "../../../src/coordinator/authz";
+import { agentDataService, leaseRefusal } from "../../../src/coordinator/interchange/agent-data";
+import { BytePipe } from "../../../src/coordinator/interchange/pipe";
+import { Relays } from "../../../src/coordinator/interchange/relays";
+import type { CallRequest } from "../../../src/coordinator/sessions";
+import {
+  BackupServiceDefinition,
+  BackupStatus,
+  DiffFormat,
+  type ImportBackupMessage,
+  JobKind,
+  JobState,
+} from "../../../src/gen/rbdbackup/v1/backup_service";
+import { CoordinatorAgentServiceDefinition, type ExportDataMessage } from "../../../src/gen/rbdbackup/v1/session";
+import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
+import { refused } from "./api-server";
+import { backupResult, Harness, newBackup, vol } from "./harness";
+
+const agentCaller = (agentId: string, cluster = "b"): Caller => ({
+  via: "certificate",
+  identity: { kind: "agent", cluster, agentId },
+});
+const as = (c: Caller) => ({ metadata: Metadata({ [CALLER_METADATA_KEY]: JSON.stringify(c) }) });
+
+/** Waits (bounded) until `f` holds. */
+async function until(f: () => boolean, what: string, ms = 5_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+function probeAnswer(req: CallRequest): Answer {
+  if (req.$case === "probe") {
+    return {
+      $case: "probe",
+      value: { missingPools: [], missingNamespaces: [], imageExists: false, imageSize: 0, imageSnapshots: [] },
+    };
+  }
+  return new AppError(Status.UNIMPLEMENTED, req.$case);
+}
+
+async function* exportStream(jobId: string, token: string, chunks: Uint8Array[]): AsyncIterable<ExportDataMessage> {
+  yield { jobId, token, data: new Uint8Array(0) };
+  for (const data of chunks) yield { jobId: "", token: "", data };
+}
+
+describe("rbd-diff interchange (coordinator side)", () => {
+  let h: Harness;
+  let b1: FakeAgentSession;
+  let relays: Relays;
+  let audit: Audit;
+  let close: () => Promise<void>;
+  let api: Client<typeof BackupServiceDefinition>;
+  let agentApi: Client<typeof CoordinatorAgentServiceDefinition>;
+  const timeouts = { startMs: 2_000, connectMs: 300, endMs: 2_000, bufferBytes: 64 << 10 };
+
+  before(async () => {
+    h = new Harness({ maxAttempts: 3 });
+    relays = new Relays();
+    audit = new Audit(h.log);
+    const server = createServer();
+    const deps = {
+      catalog: h.catalog,
+      sessions: h.sessions,
+      scheduler: h.scheduler,
+      log: h.log,
+      maxAttempts: 3,
+      interchange: { relays, scheduler: h.scheduler, timeouts },
+    };
+    server.with(errorStatus(h.log)).add(BackupServiceDefinition, backupService(deps));
+    server.add(CoordinatorAgentServiceDefinition, {
+      ...agentDataService({ catalog: h.catalog, relays, audit, log: h.log }),
+      // biome-ignore lint/correctness/useYield: not used here
+      session: async function* () {
+        throw new Error("not here");
+      },
+    });
+    const port = await server.listen("127.0.0.1:0");
+    const channel = createChannel(`127.0.0.1:${port}`, ChannelCredentials.createInsecure());
+    api = createClient(BackupServiceDefinition, channel);
+    agentApi = createClient(CoordinatorAgentServiceDefinition, channel);
+    close = async () => {
+      channel.close();
+      await server.shutdown();
+    };
+    b1 = h.connect("b1", "b");
+    b1.answer = (req) => (req.$case === "probe" ? probeAnswer(req) : h.destinationAnswer("b", req));
+  });
+  after(async () => {
+    await close();
+    h.close();
+  });
+
+  /** An AVAILABLE full backup of `image` kept on cluster b. */
+  function available(image: string): string {
+    const j = h.queueBackup(vol(image), "b");
+    const b = h.backup(j.backupId);
+    const r = backupResult(b.id);
+    Object.assign(b, { status: BackupStatus.BACKUP_STATUS_AVAILABLE, baseImage: r.baseImage, snapshot: r.snapshot });
+    h.catalog.updateBackup(b);
+    const job = h.job(j.id);
+    job.state = JobState.JOB_STATE_SUCCEEDED;
+    h.catalog.updateJob(job);
+    return b.id;
+  }
+
+  it("ExportBackup relays the agent's bytes in order and ends once the job SUCCEEDED", async () => {
+    const id = available("e1");
+    const chunks = Array.from({ length: 40 }, () => randomBytes(16 << 10));
+    const got: Buffer[] = [];
+    let jobId = "";
+    const reading = (async () => {
+      for await (const c of api.exportBackup({ backupId: id, format: DiffFormat.DIFF_FORMAT_RBD_V2 })) {
+        if (c.jobId) jobId = c.jobId;
+        else got.push(Buffer.from(c.data));
+      }
+    })();
+    await until(() => !!jobId && b1.leases().some((l) => l.jobId === jobId), "the EXPORT lease");
+    const lease = b1.lease(jobId);
+    assert.equal(lease.operation?.$case, "export");
+    const op = lease.operation?.$case === "export" ? lease.operation.value : undefined;
+    assert.equal(op?.format, 2);
+    assert.equal(op?.snapshot, h.backup(id).snapshot);
+    assert.equal(op?.fromSnapshot, "");
+    const ack = await agentApi.exportData(exportStream(jobId, lease.token, chunks), as(agentCaller("b1")));
+    assert.equal(ack.bytesReceived, 40 * (16 << 10));
+    h.outcome(b1, jobId, Status.OK, "", {
+      $case: "export",
+      value: { bytesStreamed: ack.bytesReceived, dataBytes: 0, zeroBytes: 0, seconds: 1 },
+    });
+    await reading;
+    assert.ok(Buffer.concat(got).equals(Buffer.concat(chunks)), "the bytes arrive as the agent sent them");
+    assert.equal(h.job(jobId).state, JobState.JOB_STATE_SUCCEEDED);
+    assert.equal(h.job(jobId).kind, JobKind.JOB_KIND_EXPORT);
+    assert.equal(relays.size, 0);
+  });
+
+  it("ExportData/ImportData refuse every caller but the lease holder: PERMISSION_DENIED, audited, nothing relayed", async () => {
+    const id = available("e2");
+    let jobId = "";
+    let failure: unknown;
+    const reading = (async () => {
+      try {
+        for await (const c of api.exportBackup({ backupId: id })) if (c.jobId) jobId = c.jobId;
+      } catch (e) {
+        failure = e;
+      }
+    })();
+    await until(() => !!jobId && b1.leases().some((l) => l.jobId === jobId), "the EXPORT lease");
+    const token = b1.lease(jobId).token;
+    const before = h.log.lines.length;
+    for (const [caller, data] of [
+      [agentCaller("b2"), token], // another agent's certificate, with the right token
+      [agentCaller("b1"), "not-the-token"], // the holder with a wrong token
+      [{ via: "certificate", identity: { kind: "client", role: "admin", name: "x" } } as Caller, token],
+    ] as const) {
+      const e = await refused(agentApi.exportData(exportStream(jobId, data, [randomBytes(10)]), as(caller)));
+      assert.equal(Status[e.code], "PERMISSION_DENIED", e.details);
+      const e2 = await refused(
+        (async () => {
+          for await (const _ of agentApi.importData({ jobId, token: data }, as(caller))) assert.fail("data relayed");
+        })(),
+      );
+      assert.equal(Status[e2.code], "PERMISSION_DENIED", e2.details);
+    }
+    const audited = h.log.lines.slice(before).filter((l) => l.fields?.reason === "no_lease");
+    assert.equal(audited.length, 6, "each refusal is audited");
+    assert.match(String(audited[0]?.fields?.message), /agent b1's, not agent b2's/);
+    // Nobody claimed the relay: the holder's lease fails for want of data, with a clear message.
+    await reading;
+    assert.match(String((failure as Error).message), /agent b1 took the lease .* did not call ExportData within 0.3 s/);
+    const j = h.job(jobId);
+    assert.equal(j.state, JobState.JOB_STATE_FAILED);
+    assert.equal(j.errorCode, "DEADLINE_EXCEEDED");
+    assert.ok(
+      b1.cancels().some((c) => c.jobId === jobId),
+      "the agent is told to stop",
+    );
+  });
+
+  it("leaseRefusal: only the certificate's agent with the current token", () => {
+    const id = available("e3");
+    const j = h.job(h.backup(id).jobId);
+    assert.match(String(leaseRefusal(h.catalog, agentCaller("b1"), "export", j.id, "t")), /no EXPORT job/);
+    assert.match(String(leaseRefusal(h.catalog, null, "export", j.id, "t")), /agent's certificate/);
+    assert.match(String(leaseRefusal(h.catalog, { via: "token", role: "admin" }, "export", j.id, "t")), /certificate/);
+  });
+
+  it("a caller that goes away cancels the EXPORT job", async () => {
+    const id = available("e4");
+    const ac = new AbortController();
+    let jobId = "";
+    const reading = (async () => {
+      for await (const c of api.exportBackup({ backupId: id }, { signal: ac.signal })) if (c.jobId) jobId = c.jobId;
+    })().catch(() => {});
+    await until(() => !!jobId && b1.leases().some((l) => l.jobId === jobId), "the EXPORT lease");
+    ac.abort();
+    await reading;
+    await until(() => h.job(jobId).cancelRequested, "the cancel");
+    assert.ok(b1.cancels().some((c) => c.jobId === jobId));
+    h.outcome(b1, jobId, Status.CANCELLED, "cancelled");
+    assert.equal(h.job(jobId).state, JobState.JOB_STATE_CANCELLED);
+  });
+
+  it("ExportBackup refuses what it cannot export", async () => {
+    const id = available("e5");
+    const other = available("e6");
+    const e1 = await refused(consume(api.exportBackup({ backupId: id, fromBackupId: other })));
+    assert.equal(Status[e1.code], "FAILED_PRECONDITION");
+    assert.match(e1.details, /not in backup .*'s chain/);
+    const e2 = await refused(consume(api.exportBackup({ backupId: "6c0e5b1e-0d3a-4c3e-8a57-0b7a8d2f0e11" })));
+    assert.equal(Status[e2.code], "NOT_FOUND");
+    const e3 = await refused(consume(api.exportBackup({ backupId: id, format: 9 as DiffFormat })));
+    assert.equal(Status[e3.code], "INVALID_ARGUMENT");
+  });
+
+  it("ImportBackup relays the caller's bytes to the agent and commits the backup from its outcome", async () => {
+    const data = Array.from({ length: 30 }, () => randomBytes(32 << 10));
+    const header: ImportBackupMessage = {
+      body: {
+        $case: "header",
+        value: {
+          volume: vol("i1", "a"),
+          location: { cluster: "b", pool: "", namespace: "" },
+          volumeId: "vid-1",
+          volumeMetadata: { k: "v" },
+          parentBackupId: "",
+          idempotencyKey: "imp-1",
+          format: DiffFormat.DIFF_FORMAT_UNSPECIFIED,
+        },
+      },
+    };
+    async function* stream(): AsyncIterable<ImportBackupMessage> {
+      yield header;
+      for (const d of data) yield { body: { $case: "data", value: d } };
+    }
+    const answer = api.importBackup(stream());
+    let jobId = "";
+    await until(() => {
+      jobId = h.catalog.listJobs({ kind: JobKind.JOB_KIND_IMPORT }, 10, "").items[0]?.id ?? "";
+      return !!jobId && b1.leases().some((l) => l.jobId === jobId);
+    }, "the IMPORT lease");
+    const lease = b1.lease(jobId);
+    assert.equal(lease.operation?.$case, "import");
+    const op = lease.operation?.$case === "import" ? lease.operation.value : undefined;
+    const j = h.job(jobId);
+    const b = h.backup(j.backupId);
+    assert.equal(b.status, BackupStatus.BACKUP_STATUS_CREATING);
+    assert.equal(op?.baseImage, `i1.backup.${b.id}`);
+    assert.equal(op?.pool, "backups");
+    assert.equal(op?.fromSnapshot, "");
+    assert.match(String(op?.toSnapshot), new RegExp(`^backup\\.${b.id}\\.snap\\.`));
+    const meta = JSON.parse(Buffer.from(op?.metadataJson ?? []).toString());
+    assert.equal(meta.backup_id, b.id);
+    assert.deepEqual(meta.volume, { id: "vid-1", metadata: { k: "v" } });
+    assert.equal(meta.chain.base_image, op?.baseImage);
+    assert.equal(meta.source.image, "i1");
+    const got: Buffer[] = [];
+    for await (const c of agentApi.importData({ jobId, token: lease.token }, as(agentCaller("b1")))) {
+      got.push(Buffer.from(c.data));
+    }
+    assert.ok(Buffer.concat(got).equals(Buffer.concat(data)), "the agent gets the caller's bytes in order");
+    const r = { ...backupResult(b.id), baseImage: op?.baseImage ?? "", snapshot: op?.toSnapshot ?? "" };
+    h.committed.set(b.id, {
+      cluster: "b",
+      pool: "backups",
+      baseImage: r.baseImage,
+      snapshot: r.snapshot,
+      backupId: b.id,
+      meta: Buffer.from(op?.metadataJson ?? []).toString(),
+      result: r,
+    });
+    h.outcome(b1, jobId, Status.OK, "", { $case: "backup", value: r });
+    const job = await answer;
+    assert.equal(job.state, JobState.JOB_STATE_SUCCEEDED, job.errorMessage);
+    assert.equal(job.backup?.status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+    assert.equal(job.backup?.snapshot, r.snapshot);
+  });
+
+  it("ImportBackup: the agent's failure (a malformed stream) is the caller's status, and the backup FAILED", async () => {
+    async function* stream(): AsyncIterable<ImportBackupMessage> {
+      yield {
+        body: {
+          $case: "header",
+          value: {
+            volume: vol("i2", "a"),
+            location: { cluster: "b", pool: "", namespace: "" },
+            volumeId: "",
+            volumeMetadata: {},
+            parentBackupId: "",
+            idempotencyKey: "",
+            format: 0,
+          },
+        },
+      };
+      // Much more than the relay buffers: the caller waits while nobody reads.
+      for (let i = 0; i < 64; i++) yield { body: { $case: "data", value: randomBytes(16 << 10) } };
+    }
+    const answer = refused(api.importBackup(stream()));
+    let jobId = "";
+    await until(() => {
+      jobId =
+        h.catalog.listJobs({ kind: JobKind.JOB_KIND_IMPORT }, 10, "").items.find((x) => x.volume?.image === "i2")?.id ??
+        "";
+      return !!jobId && b1.leases().some((l) => l.jobId === jobId);
+    }, "the IMPORT lease");
+    const token = b1.lease(jobId).token;
+    const it = agentApi.importData({ jobId, token }, as(agentCaller("b1")))[Symbol.asyncIterator]();
+    await it.next();
+    h.outcome(
+      b1,
+      jobId,
+      Status.INVALID_ARGUMENT,
+      "malformed rbd diff stream at byte offset 12: unknown record tag 'x'",
+    );
+    const e = await answer;
+    assert.equal(Status[e.code], "INVALID_ARGUMENT");
+    assert.match(e.details, /byte offset 12/);
+    const j = h.job(jobId);
+    assert.equal(j.state, JobState.JOB_STATE_FAILED);
+    assert.equal(h.backup(j.backupId).status, BackupStatus.BACKUP_STATUS_FAILED);
+    await it.return?.();
+  });
+
+  it("ImportBackup refuses a parent that is not the newest of its chain", async () => {
+    const first = available("i3");
+    const fb = h.backup(first);
+    const second = newBackup(vol("i3"), "b", h.t + 10);
+    Object.assign(second, { status: BackupStatus.BACKUP_STATUS_AVAILABLE, baseImage: fb.baseImage, snapshot: "s2" });
+    h.catalog.insertBackup(second);
+    async function* stream(): AsyncIterable<ImportBackupMessage> {
+      yield {
+        body: {
+          $case: "header",
+          value: {
+            volume: vol("i3"),
+            location: { cluster: "b", pool: "backups", namespace: "" },
+            volumeId: "",
+            volumeMetadata: {},
+            parentBackupId: first,
+            idempotencyKey: "",
+            format: 0,
+          },
+        },
+      };
+    }
+    const e = await refused(api.importBackup(stream()));
+    assert.equal(Status[e.code], "FAILED_PRECONDITION");
+    assert.match(e.details, /not the newest of its chain/);
+  });
+
+  it("the relay's pipe holds at most its limit: the writer waits for the reader", async () => {
+    const p = new BytePipe(1000);
+    let written = 0;
+    const writer = (async () => {
+      for (let i = 0; i < 10; i++) {
+        await p.write(new Uint8Array(400));
+        written++;
+      }
+      p.end();
+    })();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.ok(written <= 3, `the writer ran ahead: ${written} chunks`);
+    assert.ok(p.buffered <= 1200);
+    let n = 0;
+    for await (const c of p.read()) n += c.length;
+    await writer;
+    assert.equal(n, 4000);
+    const q = new BytePipe(10);
+    q.fail(new AppError(Status.CANCELLED, "gone"));
+    await assert.rejects(q.write(new Uint8Array(1)), /gone/);
+  });
+});
+
+async function consume(s: AsyncIterable<unknown>): Promise<void> {
+  for await (const _ of s) {
+  }
+}
