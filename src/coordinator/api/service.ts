@@ -16,6 +16,7 @@ import { createBackup } from "./create-backup";
 import type { ApiDeps } from "./deps";
 import { failbackVolume } from "./failback";
 import { failoverVolume } from "./failover";
+import { flattenVolume } from "./flatten";
 import { cancelJob, getJob, listJobs } from "./jobs";
 import { policyMethods } from "./policies";
 import { exportBackupRecord, importBackupRecord } from "./records";
@@ -53,10 +54,10 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
     // Failover drill.
     failoverVolume: (req, ctx) => failoverVolume(deps, adm, req, ctx),
     failbackVolume: (req, ctx) => failbackVolume(deps, adm, req, ctx),
+    flattenVolume: (req) => flattenVolume(deps, adm, req),
     // Protection policies.
     ...policyMethods(deps),
     // Not built yet (issue 14 contracts): each refuses with UNIMPLEMENTED.
-    flattenVolume: notYet,
     verifyBackup: notYet,
     importBackup: notYet,
     // biome-ignore lint/correctness/useYield: refuses before any message
