@@ -20,7 +20,7 @@ import type { RestoreRequest, RestoreResult } from "../../src/gen/rbdbackup/v1/a
 import { type TransferHeader, TransferKind } from "../../src/gen/rbdbackup/v1/transfer";
 import type { Image, IoCtx } from "../ceph";
 import { isCephError } from "../ceph";
-import { NO_COMMON_SNAPSHOT, validName } from "../transfer/protocol";
+import { NO_COMMON_SNAPSHOT, RefusalReason, reasonOf, validName } from "../transfer/protocol";
 import { newStats, rbdMessages, type SourceStats } from "../transfer/source";
 import { isCloneOf } from "./clone";
 import type { EngineContext } from "./context";
@@ -107,9 +107,10 @@ export async function failback(
       try {
         summary = await send(loc.snapshot, stats);
       } catch (e) {
+        if (statusOf(e) !== Status.FAILED_PRECONDITION || reasonOf(e) !== RefusalReason.NO_COMMON_SNAPSHOT) throw e;
         const m = messageOf(e);
-        if (statusOf(e) !== Status.FAILED_PRECONDITION || !m.includes(NO_COMMON_SNAPSHOT)) throw e;
-        reason = m.slice(m.indexOf(NO_COMMON_SNAPSHOT));
+        const at = m.indexOf(NO_COMMON_SNAPSHOT);
+        reason = at >= 0 ? m.slice(at) : m;
       }
     }
     if (reason) {

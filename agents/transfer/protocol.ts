@@ -117,9 +117,39 @@ export function validName(value: string, what: string, { allowEmpty = false } = 
 
 /**
  * The start of a FAILBACK destination's refusal (FAILED_PRECONDITION, nothing written) when the original
- * volume is gone or lacks the from-snapshot: the source then sends a full copy instead.
+ * volume is gone or lacks the from-snapshot: the source then sends a full copy instead. The source
+ * recognises the refusal by its typed reason (RefusalReason.NO_COMMON_SNAPSHOT), not by this text.
  */
 export const NO_COMMON_SNAPSHOT = "no common snapshot for an incremental failback";
+
+/**
+ * Typed reasons a destination's refusal may carry beside its status, for a source that acts on them
+ * (the REASON_HEADER of the response over the data plane; a property of the error in-process).
+ */
+export const RefusalReason = {
+  /** FAILBACK: the original volume is gone or lacks the from-snapshot; a full copy will do instead. */
+  NO_COMMON_SNAPSHOT: "NO_COMMON_SNAPSHOT",
+} as const;
+export type RefusalReason = (typeof RefusalReason)[keyof typeof RefusalReason];
+
+/** The response header (trailers-only, beside grpc-status) that carries a refusal's typed reason. */
+export const REASON_HEADER = "rbdbackup-refusal-reason";
+
+/** `e`, marked with a typed refusal reason (kept through wrapping: reasonOf looks at the causes). */
+export function withReason<E extends Error>(e: E, reason: RefusalReason): E {
+  return Object.assign(e, { refusalReason: reason });
+}
+
+/** The typed refusal reason of `e` or of one of its causes; "" when none. */
+export function reasonOf(e: unknown): string {
+  let x: unknown = e;
+  for (let depth = 0; x && depth < 8; depth++) {
+    const r = (x as { refusalReason?: unknown }).refusalReason;
+    if (typeof r === "string") return r;
+    x = (x as { cause?: unknown }).cause;
+  }
+  return "";
+}
 
 /** Everything in a header, checked before the destination touches its cluster. */
 export function validateHeader(h: TransferHeader | undefined): TransferHeader {

@@ -9,6 +9,7 @@ import http2 from "node:http2";
 import { Status } from "nice-grpc-common";
 import { toServerError } from "../../src/common/errors";
 import { abortError } from "../../src/common/retry";
+import { REASON_HEADER, reasonOf } from "./protocol";
 import { grpcFrame } from "./wire";
 
 /** After an early failure: how long a client may keep sending before its stream is closed. */
@@ -72,8 +73,8 @@ export class ServerCall {
     stream.end(grpcFrame(message));
   }
 
-  /** Answers with a failure status (trailers-only). */
-  fail(code: Status, message: string): void {
+  /** Answers with a failure status (trailers-only), and its typed reason when it has one. */
+  fail(code: Status, message: string, reason = ""): void {
     if (this.done || this.stream.headersSent) return;
     this.#answered = true;
     const stream = this.stream;
@@ -83,6 +84,7 @@ export class ServerCall {
         "content-type": "application/grpc+proto",
         "grpc-status": String(code),
         "grpc-message": encodeURIComponent(message), // gRPC's percent-encoding: every peer decodes it
+        ...(reason ? { [REASON_HEADER]: reason } : {}),
       },
       { endStream: true },
     );
@@ -98,6 +100,6 @@ export class ServerCall {
   /** Answers with the status any failure deserves (src/common/errors.ts). */
   failWith(e: unknown): void {
     const se = toServerError(e);
-    this.fail(se.code, se.details);
+    this.fail(se.code, se.details, reasonOf(e));
   }
 }

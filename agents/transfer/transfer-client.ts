@@ -33,6 +33,7 @@ import type { TlsConfig } from "../../src/common/tls";
 import { VERSION } from "../../src/common/version";
 import { type TransferMessage, TransferServiceDefinition, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
 import { PeerConnection } from "./peer-connection";
+import { REASON_HEADER } from "./protocol";
 import {
   encodeTransferMessage,
   FRAME,
@@ -226,7 +227,9 @@ export class TransferClient {
         statusMessage = decodeGrpcMessage(headerOf(h, "grpc-message"));
         if (status !== Status.OK) {
           // The peer gave up (it may still be reading): settle now, stop sending, free the stream.
-          finish(new ClientError(TRANSFER_PATH, status as Status, statusMessage));
+          const err = new ClientError(TRANSFER_PATH, status as Status, statusMessage);
+          const reason = headerOf(h, REASON_HEADER);
+          finish(reason ? Object.assign(err, { refusalReason: reason }) : err);
           if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
         }
       };

@@ -82,10 +82,13 @@ export function toAppError(e: unknown, context?: string): AppError {
   return new AppError(statusOf(e), context ? `${context}: ${msg}` : msg, { cause: e });
 }
 
-/** For nice-grpc handlers: a ServerError the framework sends as is. */
+/**
+ * For nice-grpc handlers: a ServerError the framework sends as is. The original stays as its `cause`
+ * (not sent; a typed reason on it — agents/transfer/protocol.ts reasonOf — is still found).
+ */
 export function toServerError(e: unknown): ServerError {
   if (e instanceof ServerError) return e;
-  return new ServerError(statusOf(e), messageOf(e));
+  return Object.assign(new ServerError(statusOf(e), messageOf(e)), { cause: e });
 }
 
 export function isAbortError(e: unknown): boolean {

@@ -19,7 +19,7 @@ import type { Logger } from "../../../src/common/log";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
 import type { JournalEntry } from "../journal";
-import { MAX_DISCARD_BYTES, NO_COMMON_SNAPSHOT } from "../protocol";
+import { MAX_DISCARD_BYTES, NO_COMMON_SNAPSHOT, RefusalReason, withReason } from "../protocol";
 import { createImageWithFeatures } from "./create-image";
 import type { Footprint } from "./footprint";
 import { headDiffers, INCOMPLETE_KEY } from "./image-ops";
@@ -141,10 +141,12 @@ async function openOriginal(fp: Footprint): Promise<void> {
 /** FAILBACK with a from-snapshot: the original volume at that snapshot, at the new size. */
 async function rollBackOriginal(fp: Footprint, log: Logger): Promise<void> {
   const h = fp.h;
-  if (!(await exists(fp))) throw failedPrecondition(`${NO_COMMON_SNAPSHOT}: ${fp.where} does not exist`);
+  const noCommon = (why: string) =>
+    withReason(failedPrecondition(`${NO_COMMON_SNAPSHOT}: ${fp.where} ${why}`), RefusalReason.NO_COMMON_SNAPSHOT);
+  if (!(await exists(fp))) throw noCommon("does not exist");
   const image = await open(fp, `image ${fp.where} not found`);
   if (!(await image.snapList()).some((s) => s.name === h.fromSnapshot)) {
-    throw failedPrecondition(`${NO_COMMON_SNAPSHOT}: ${fp.where} has no snapshot ${h.fromSnapshot}`);
+    throw noCommon(`has no snapshot ${h.fromSnapshot}`);
   }
   // Not undoable, like RESTORE_ORIGINAL; a retry rolls back again, so the result does not depend on it.
   await image.snapRollback(h.fromSnapshot);

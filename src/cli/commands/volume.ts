@@ -2,8 +2,9 @@
  * `rbdbackup volume failover`: the failover drill (FailoverVolume): the volume's newest available
  * backup at a location becomes a writable volume there (a CLONE restore, optionally flattened), and the
  * volume's protection is paused. `rbdbackup volume failback` (FailbackVolume): the original volume takes
- * the failed-over volume's content, by its changes since the backup when possible. Both print the job
- * (and follow it with --wait).
+ * the failed-over volume's content, by its changes since the backup when possible. `rbdbackup volume
+ * flatten` (FlattenVolume): a clone made by either detaches from its backup. Each prints the job (and
+ * follows it with --wait).
  */
 import { FailbackVolumeResponse, FailoverVolumeResponse } from "../../gen/rbdbackup/v1/backup_service";
 import {
@@ -89,9 +90,28 @@ async function failback(argv: string[]): Promise<number> {
   });
 }
 
+async function flatten(argv: string[]): Promise<number> {
+  const { values, positionals: pos } = parseFlags(argv, {
+    backup: { type: "string" },
+    "idempotency-key": { type: "string" },
+    wait: { type: "boolean" },
+  });
+  const [spec = ""] = positionals("volume flatten", pos, ["CLUSTER/POOL[/NAMESPACE]/IMAGE"]);
+  const request = {
+    volume: parseVolumeSpec(spec),
+    backupId: values.backup ?? "",
+    idempotencyKey: idempotencyKey(values["idempotency-key"]),
+  };
+  return withConnection(values, async (conn) => {
+    const job = await conn.call((o) => conn.client.flattenVolume(request, o));
+    if (!values.json) note(`flattening ${spec}: it will no longer depend on backup ${job.backupId}`);
+    return afterQueued(conn, job, { wait: values.wait === true, json: values.json === true });
+  });
+}
+
 export const volumeHelp: NounHelp = {
   noun: "volume",
-  summary: "volumes (failover, failback)",
+  summary: "volumes (failover, failback, flatten)",
   verbs: {
     failover: {
       synopsis:
@@ -130,9 +150,23 @@ export const volumeHelp: NounHelp = {
       ],
       examples: ["volume failback site-a/rbd/vol-1 --from site-b/rbd/vol-1 --wait"],
     },
+    flatten: {
+      synopsis: "CLUSTER/POOL[/NAMESPACE]/IMAGE [--backup ID] [--idempotency-key KEY] [--wait]",
+      summary: "detach a clone (volume failover's or a CLONE restore's target) from its backup",
+      details:
+        "Copies the backup's data into the clone (a FLATTEN job), after which the backup no longer lists it\n" +
+        "and may be deleted. A volume already flattened by hand is dropped from the backup's clones too.",
+      args: [["CLUSTER/POOL[/NAMESPACE]/IMAGE", "the clone, on its backup's cluster"]],
+      flags: [
+        ["--backup ID", "the backup that lists it among its clones (default: found in the catalog)"],
+        ["--idempotency-key KEY", "the same key again returns the same job"],
+        ["--wait", "follow the job until it ends"],
+      ],
+      examples: ["volume flatten site-b/rbd/vol-1 --wait"],
+    },
   },
 };
 
 export function volumeCommand(argv: string[]): Promise<number> {
-  return dispatch(volumeHelp, { failover, failback }, argv);
+  return dispatch(volumeHelp, { failover, failback, flatten }, argv);
 }

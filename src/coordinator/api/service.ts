@@ -7,7 +7,6 @@
  * This file only routes each method to the file of its concern. Handlers throw AppError; the server
  * adds them behind errorStatus (error-status.ts), which turns every failure into a status.
  */
-import { ServerError, Status } from "nice-grpc-common";
 import type { BackupServiceImplementation } from "../../gen/rbdbackup/v1/backup_service";
 import { Admission } from "./admission";
 import { getBackup, listBackupSnapshots, listBackups } from "./backups";
@@ -17,6 +16,7 @@ import type { ApiDeps } from "./deps";
 import { exportBackup } from "./export-backup";
 import { failbackVolume } from "./failback";
 import { failoverVolume } from "./failover";
+import { flattenVolume } from "./flatten";
 import { importBackup } from "./import-backup";
 import { cancelJob, getJob, listJobs } from "./jobs";
 import { policyMethods } from "./policies";
@@ -27,10 +27,6 @@ import { watchJob } from "./watch";
 
 export type { ApiDeps } from "./deps";
 export { errorStatus } from "./error-status";
-
-const notYet = async (): Promise<never> => {
-  throw new ServerError(Status.UNIMPLEMENTED, "not built yet");
-};
 
 export function backupService(deps: ApiDeps): BackupServiceImplementation {
   const adm = new Admission(deps);
@@ -57,10 +53,9 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
     // Failover drill.
     failoverVolume: (req, ctx) => failoverVolume(deps, adm, req, ctx),
     failbackVolume: (req, ctx) => failbackVolume(deps, adm, req, ctx),
+    flattenVolume: (req) => flattenVolume(deps, adm, req),
     // Protection policies.
     ...policyMethods(deps),
-    // Not built yet (issue 14 contracts): each refuses with UNIMPLEMENTED.
-    flattenVolume: notYet,
     // Interchange with Ceph's rbd-diff format.
     exportBackup: (req, ctx) => exportBackup(deps, adm, req, ctx),
     importBackup: (req, ctx) => importBackup(deps, adm, req, ctx),

@@ -5,7 +5,10 @@
  * also lives in the backup cluster (base image, snapshots, metadata objects).
  */
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../model";
+import type { AvailableBackup } from "./available-index";
 import type { PolicyStore } from "./policy-store";
+
+export type { AvailableBackup };
 
 export interface Page<T> {
   items: T[];
@@ -38,6 +41,8 @@ export interface Catalog {
   listBackups(filter: BackupFilter, pageSize: number, pageToken: string): Page<Backup>;
   /** Per volume with an available backup: when its newest available backup completed (epoch ms). */
   lastSuccessByVolume(): Array<{ cluster: string; pool: string; namespace: string; image: string; at: number }>;
+  /** The AVAILABLE backups of a volume, oldest first, as kept in memory (available-index.ts: no row read). */
+  availableBackupsOfVolume(cluster: string, pool: string, namespace: string, image: string): AvailableBackup[];
   /** Every backup of a volume (any status), oldest first. */
   backupsOfVolume(cluster: string, pool: string, namespace: string, image: string): Backup[];
 

@@ -26,6 +26,8 @@ export interface PolicyStore {
   getProtection(policy: string, volumeKey: string): ProtectionRecord | undefined;
   /** Every record of a policy, by volume key. */
   protectionOfPolicy(policy: string): ProtectionRecord[];
+  /** The records whose next run is at or before `nowMs` (indexed), by (policy, volume key). */
+  dueProtection(nowMs: number): ProtectionRecord[];
   /** Every record of a volume (one per policy selecting it). */
   protectionOfVolume(volumeKey: string): ProtectionRecord[];
   /** By (policy, volume key), ascending. */

@@ -2,7 +2,7 @@
  * The PolicyStore in the catalog's SQLite file (same database and transactions as sqlite.ts). Like the
  * other tables, a row keeps the record as JSON (the public Policy message's JSON; a ProtectionRecord as
  * is) plus the columns that are filtered, ordered or unique. Listings page by offset with the catalog's
- * page tokens.
+ * page tokens. `next_run_at` (added by policy-columns.ts) indexes the records' next runs.
  */
 import type Database from "better-sqlite3";
 import { Policy as PolicyMsg } from "../../gen/rbdbackup/v1/policy";
@@ -73,8 +73,16 @@ export class SqlitePolicyStore implements PolicyStore {
 
   upsertProtection(r: ProtectionRecord): void {
     this.#sql(
-      "INSERT INTO protection (policy, volume_key, cluster, doc) VALUES (?, ?, ?, ?) ON CONFLICT(policy, volume_key) DO UPDATE SET doc = excluded.doc",
-    ).run(r.policy, volumeKey(r.volume), r.volume.cluster, JSON.stringify(r));
+      "INSERT INTO protection (policy, volume_key, cluster, next_run_at, doc) VALUES (?, ?, ?, ?, ?) ON CONFLICT(policy, volume_key) DO UPDATE SET next_run_at = excluded.next_run_at, doc = excluded.doc",
+    ).run(r.policy, volumeKey(r.volume), r.volume.cluster, r.nextRunAt, JSON.stringify(r));
+  }
+
+  dueProtection(nowMs: number): ProtectionRecord[] {
+    return (
+      this.#sql("SELECT doc FROM protection WHERE next_run_at <= ? ORDER BY policy, volume_key").all(nowMs) as {
+        doc: string;
+      }[]
+    ).map((r) => parseProtection(r.doc));
   }
 
   getProtection(policy: string, key: string): ProtectionRecord | undefined {

@@ -8,8 +8,10 @@ import path from "node:path";
 import Database from "better-sqlite3";
 import { Backup as BackupMsg, BackupStatus, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../model";
+import { type AvailableBackup, AvailableIndex } from "./available-index";
 import type { Catalog, ClusterPin, Page } from "./catalog";
 import { decodeToken, page } from "./page-token";
+import { migratePolicyColumns } from "./policy-columns";
 import { POLICY_SCHEMA, SqlitePolicyStore } from "./sqlite-policies";
 import { statementCache } from "./statements";
 
@@ -81,6 +83,7 @@ export class SqliteCatalog implements Catalog {
   readonly #db: Database.Database;
   readonly #sql: (sql: string) => Database.Statement;
   readonly policies: SqlitePolicyStore;
+  readonly #available: AvailableIndex;
 
   constructor(file: string) {
     if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
@@ -92,12 +95,20 @@ export class SqliteCatalog implements Catalog {
     this.#db.exec(SCHEMA);
     this.#db.exec(POLICY_SCHEMA);
     this.#db.exec(PIN_KNOWN_CLUSTERS);
+    migratePolicyColumns(this.#db);
     this.#addColumns();
     const v = this.#sql("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string } | undefined;
     if (!v) this.#sql("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(SCHEMA_VERSION);
     else if (v.value !== SCHEMA_VERSION)
       throw new Error(`catalog ${file} has schema version ${v.value}; this coordinator knows ${SCHEMA_VERSION}`);
     this.policies = new SqlitePolicyStore(this.#db);
+    this.#available = new AvailableIndex(() =>
+      (
+        this.#sql(`SELECT doc FROM backups WHERE status = ${BackupStatus.BACKUP_STATUS_AVAILABLE}`).all() as {
+          doc: string;
+        }[]
+      ).map((r) => parseBackup(r.doc)),
+    );
   }
 
   /** Adds the columns an older catalog lacks (ADDED_COLUMNS), filled from the records, in one transaction. */
@@ -115,7 +126,13 @@ export class SqliteCatalog implements Catalog {
   }
 
   transaction<T>(f: () => T): T {
-    return this.#db.transaction(f)();
+    try {
+      return this.#db.transaction(f)();
+    } catch (e) {
+      // Rolled back (to its savepoint, when nested): the index may hold writes that are undone.
+      this.#available.invalidate();
+      throw e;
+    }
   }
 
   upsertAgent(a: AgentRecord): void {
@@ -167,6 +184,7 @@ export class SqliteCatalog implements Catalog {
     this.#sql(
       "INSERT INTO backups (id, status, cluster, pool, namespace, image, volume_id, location_cluster, created_at, policy, verified_at, doc) VALUES (@id, @status, @cluster, @pool, @namespace, @image, @volume_id, @location_cluster, @created_at, @policy, @verified_at, @doc)",
     ).run(this.#backupRow(b));
+    this.#available.put(b);
   }
 
   getBackup(id: string): Backup | undefined {
@@ -179,6 +197,7 @@ export class SqliteCatalog implements Catalog {
       "UPDATE backups SET status = @status, policy = @policy, verified_at = @verified_at, doc = @doc WHERE id = @id",
     ).run(this.#backupRow(b));
     if (r.changes !== 1) throw new Error(`backup ${b.id} is not in the catalog`);
+    this.#available.put(b);
   }
 
   listBackups(f: BackupFilter, pageSize: number, pageToken: string): Page<Backup> {
@@ -207,10 +226,11 @@ export class SqliteCatalog implements Catalog {
   }
 
   lastSuccessByVolume(): Array<{ cluster: string; pool: string; namespace: string; image: string; at: number }> {
-    const rows = this.#sql(
-      `SELECT cluster, pool, namespace, image, MAX(json_extract(doc, '$.completedAt')) AS at FROM backups WHERE status = ${BackupStatus.BACKUP_STATUS_AVAILABLE} GROUP BY cluster, pool, namespace, image`,
-    ).all() as Array<{ cluster: string; pool: string; namespace: string; image: string; at: string | null }>;
-    return rows.filter((r) => r.at).map((r) => ({ ...r, at: Date.parse(r.at as string) }));
+    return this.#available.lastSuccessByVolume();
+  }
+
+  availableBackupsOfVolume(cluster: string, pool: string, namespace: string, image: string): AvailableBackup[] {
+    return this.#available.of(cluster, pool, namespace, image);
   }
 
   backupsOfVolume(cluster: string, pool: string, namespace: string, image: string): Backup[] {

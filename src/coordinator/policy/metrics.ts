@@ -9,7 +9,14 @@ import { ProtectionState } from "../../gen/rbdbackup/v1/policy";
 import type { Catalog } from "../catalog/catalog";
 import type { PolicyStore } from "../catalog/policy-store";
 import { recoveryPoint } from "./recovery-point";
-import { protectionView } from "./status";
+import { stateOf } from "./status";
+
+/** ProtectionState → its label value: lowercase without the prefix ("ok", "late", …). */
+const STATE_LABEL: Record<number, string> = Object.fromEntries(
+  Object.entries(ProtectionState)
+    .filter(([, v]) => typeof v === "number")
+    .map(([k, v]) => [v, k.replace("PROTECTION_STATE_", "").toLowerCase()]),
+);
 
 /** How long one computation of the per-volume samples serves collects (the gauges of one scrape). */
 const SAMPLES_TTL_MS = 1_000;
@@ -102,12 +109,15 @@ export function volumeSamples(catalog: Catalog, store: PolicyStore, now: number)
     for (const rec of store.protectionOfPolicy(p.name)) {
       const newest = recoveryPoint(catalog, p, rec.volume);
       const at = newest?.at;
-      const view = protectionView(p, rec, newest, now);
+      const v = rec.volume;
       out.push({
-        ...rec.volume,
+        cluster: v.cluster,
+        pool: v.pool,
+        namespace: v.namespace,
+        image: v.image,
         policy: p.name,
         ageSeconds: at === undefined ? undefined : Math.max(0, (now - at) / 1000),
-        state: ProtectionState[view.state].replace("PROTECTION_STATE_", "").toLowerCase(),
+        state: STATE_LABEL[stateOf(p, rec, newest, now, p.paused || rec.pausedReason !== "")] ?? "unknown",
       });
     }
   }

@@ -4,9 +4,8 @@
  * API's VolumeProtection and the runner's metrics both take it from here, so they never disagree.
  * Retention, by contrast, only ever touches the backups the policy made (retention-jobs.ts).
  */
-import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
 import type { BackupLocation, VolumeRef } from "../../gen/rbdbackup/v1/common";
-import type { Catalog } from "../catalog/catalog";
+import type { AvailableBackup, Catalog } from "../catalog/catalog";
 import type { Backup } from "../model";
 import type { Policy } from "./model";
 
@@ -17,29 +16,38 @@ export interface RecoveryPoint {
   completedAt: number;
 }
 
+/** The newest of the AVAILABLE backups of `vol` that `here` accepts by their location (the catalog's index). */
+function newestSummary(
+  catalog: Catalog,
+  vol: VolumeRef,
+  here: (at: BackupLocation) => boolean,
+): AvailableBackup | undefined {
+  let best: AvailableBackup | undefined;
+  for (const b of catalog.availableBackupsOfVolume(vol.cluster, vol.pool, vol.namespace, vol.image)) {
+    if (!b.location || !here(b.location)) continue;
+    if (!best || b.createdAt >= best.createdAt) best = b;
+  }
+  return best;
+}
+
 /** The newest AVAILABLE backup of `vol` among those `here` accepts by their location (newest createdAt). */
 export function newestAvailable(
   catalog: Catalog,
   vol: VolumeRef,
   here: (at: BackupLocation) => boolean,
 ): Backup | undefined {
-  let best: Backup | undefined;
-  for (const b of catalog.backupsOfVolume(vol.cluster, vol.pool, vol.namespace, vol.image)) {
-    if (b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE || !b.location || !here(b.location)) continue;
-    if (!best || (b.createdAt?.getTime() ?? 0) >= (best.createdAt?.getTime() ?? 0)) best = b;
-  }
-  return best;
+  const s = newestSummary(catalog, vol, here);
+  return s ? catalog.getBackup(s.id) : undefined;
 }
 
 export function recoveryPoint(catalog: Catalog, p: Policy, vol: VolumeRef): RecoveryPoint | undefined {
   const d = p.destination;
   if (!d) return undefined;
-  const b = newestAvailable(
+  const b = newestSummary(
     catalog,
     vol,
     (at) => at.cluster === d.cluster && (!d.pool || at.pool === d.pool) && at.namespace === d.namespace,
   );
   if (!b) return undefined;
-  const at = b.createdAt?.getTime() ?? 0;
-  return { id: b.id, at, completedAt: b.completedAt?.getTime() ?? at };
+  return { id: b.id, at: b.createdAt, completedAt: b.completedAt ?? b.createdAt };
 }

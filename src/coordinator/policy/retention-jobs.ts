@@ -1,6 +1,6 @@
 /**
- * Retention after a successful policy backup: the available backups this policy made of the volume at
- * its destination go through planRetention (retention.ts); each one it drops becomes an ordinary DELETE
+ * Retention after a successful policy backup: the available backups this policy made (Backup.policy) of
+ * the volume at its destination — from the catalog's in-memory index, no row read — go through planRetention (retention.ts); each one it drops becomes an ordinary DELETE
  * job (jobs/delete-job.ts), keyed by the backup so a second pass never queues two. Pinned, whatever the
  * rules: a backup a queued or running job uses, and a backup an RBD clone depends on.
  */
@@ -8,29 +8,26 @@ import type { Logger } from "../../common/log";
 import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Policy } from "../../gen/rbdbackup/v1/policy";
-import type { Catalog } from "../catalog/catalog";
+import type { AvailableBackup, Catalog } from "../catalog/catalog";
 import { deleteJobSpec } from "../jobs/delete-job";
 import { isUniqueViolation, newJobRecord } from "../jobs/new-job";
-import type { Backup } from "../model";
 import { planRetention, type RetentionCandidate } from "./retention";
 
 /** Idempotency keys of a policy's jobs start with this. */
 export const policyKeyPrefix = (policy: string): string => `pol:${policy}:`;
 
-/** The available backups `p` made of `vol` at its destination. */
-export function policyBackups(catalog: Catalog, p: Policy, vol: VolumeRef): Backup[] {
+/** The available backups `p` made of `vol` at its destination (Backup.policy, set by the runner). */
+export function policyBackups(catalog: Catalog, p: Policy, vol: VolumeRef): AvailableBackup[] {
   const dest = p.destination;
-  const prefix = policyKeyPrefix(p.name);
   return catalog
-    .backupsOfVolume(vol.cluster, vol.pool, vol.namespace, vol.image)
+    .availableBackupsOfVolume(vol.cluster, vol.pool, vol.namespace, vol.image)
     .filter(
       (b) =>
-        b.status === BackupStatus.BACKUP_STATUS_AVAILABLE &&
+        b.policy === p.name &&
         b.location !== undefined &&
         b.location.cluster === dest?.cluster &&
         (!dest.pool || b.location.pool === dest.pool) &&
-        b.location.namespace === dest.namespace &&
-        (catalog.getJob(b.jobId)?.idempotencyKey ?? "").startsWith(prefix),
+        b.location.namespace === dest.namespace,
     );
 }
 
@@ -47,8 +44,8 @@ export function enforceRetention(
   const inUse = new Set(catalog.activeJobs().map((j) => j.backupId));
   const candidates: RetentionCandidate[] = backups.map((b) => ({
     id: b.id,
-    at: b.createdAt?.getTime() ?? 0,
-    pinned: inUse.has(b.id) ? "in use" : b.clones.length ? "has clones" : undefined,
+    at: b.createdAt,
+    pinned: inUse.has(b.id) ? "in use" : b.clones ? "has clones" : undefined,
   }));
   const plan = planRetention(p.retention, candidates, nowMs, p.schedule?.timeZone ?? "");
   let queued = 0;

@@ -18,17 +18,17 @@ import type { Policy } from "../../gen/rbdbackup/v1/policy";
 import type { Catalog } from "../catalog/catalog";
 import type { PolicyStore } from "../catalog/policy-store";
 import type { PolicySettings } from "../config-schema";
-import { backupFingerprint, buildBackupJob } from "../jobs/backup-job";
-import { isUniqueViolation } from "../jobs/new-job";
 import { isFinal } from "../scheduler";
 import type { Sessions } from "../sessions";
 import { Discovery, matching, poolKey } from "./discovery";
+import { insertRun } from "./insert-run";
 import { type PolicyMetrics, type VolumeSample, volumeSamples } from "./metrics";
 import { type ProtectionRecord, volumeKey } from "./model";
 import { saveRunnerFields, stillDue } from "./records";
 import { enforceRetention } from "./retention-jobs";
 import type { PolicyRunnerPort } from "./runner-port";
-import { advance, isDue, manualKey, newRecord, nextRun, retrySlot, runRequest, slotKey } from "./slots";
+import { advance, isDue, manualKey, newRecord, nextRun, retrySlot, slotKey } from "./slots";
+import { TickPlan } from "./tick-plan";
 
 export interface PolicyRunnerDeps {
   catalog: Catalog;
@@ -56,6 +56,7 @@ export class PolicyRunner implements PolicyRunnerPort {
   readonly #schedules = new Map<string, string>();
   readonly #settled = new Set<string>();
   readonly #launching = new Set<string>();
+  readonly #plan = new TickPlan();
   #timer: NodeJS.Timeout | null = null;
   #ticking: Promise<void> | null = null;
 
@@ -90,29 +91,61 @@ export class PolicyRunner implements PolicyRunnerPort {
 
   async #tick(): Promise<void> {
     const now = this.#now();
-    const policies = this.deps.store.allPolicies();
-    const due: Array<[Policy, ProtectionRecord]> = [];
+    const { store } = this.deps;
+    const policies = store.allPolicies();
     this.#discovery.retain(new Set(policies.flatMap((p) => (p.selector?.pool ? [poolKey(p.selector)] : []))));
+    const dueOf = new Map<string, Array<[Policy, ProtectionRecord]>>();
+    const push = (p: Policy, rec: ProtectionRecord) => {
+      if (!isDue(rec, now) || this.#launching.has(`${p.name}\0${volumeKey(rec.volume)}`)) return;
+      const list = dueOf.get(p.name) ?? [];
+      list.push([p, rec]);
+      dueOf.set(p.name, list);
+    };
+    // Policies whose selection may have changed: every record reconciled and settled (tick-plan.ts).
+    const fast = new Map<string, Policy>();
     for (const p of policies) {
       this.#reschedule(p, now);
-      for (const rec of this.#reconcile(p, now)) {
+      const images = this.#images(p, now);
+      if (!this.#plan.needsFullPass(p, images, now)) {
+        fast.set(p.name, p);
+        continue;
+      }
+      for (const rec of this.#reconcile(p, now, images)) {
         this.#settle(p, rec, now);
-        if (isDue(rec, now) && !this.#launching.has(`${p.name}\0${volumeKey(rec.volume)}`)) due.push([p, rec]);
+        push(p, rec);
       }
     }
+    // The others: only the records with a run to settle, and the due ones (the next_run_at index).
+    if (fast.size) {
+      for (const { policy, key } of this.#plan.pendingOf((n) => fast.has(n))) {
+        const rec = store.getProtection(policy, key);
+        if (rec) this.#settle(fast.get(policy) as Policy, rec, now);
+        else this.#plan.pending(policy, key, false);
+      }
+      for (const rec of store.dueProtection(now)) {
+        const p = fast.get(rec.policy);
+        if (p) push(p, rec);
+      }
+    }
+    const due = policies.flatMap((p) => dueOf.get(p.name) ?? []);
     for (let i = 0; i < due.length; i += LAUNCH_CONCURRENCY) {
       await Promise.all(due.slice(i, i + LAUNCH_CONCURRENCY).map(([p, rec]) => this.#runDue(p, rec, now)));
     }
   }
 
+  /** The policy's pool as last listed (null: not listed yet, or no pool selector); asks again when due. */
+  #images(p: Policy, now: number): string[] | null {
+    const sel = p.selector;
+    return sel?.cluster && sel.pool ? this.#discovery.images(sel, now) : null;
+  }
+
   /** The policy's volumes now, and their records: new ones created, ones no longer selected removed. */
-  #reconcile(p: Policy, now: number): ProtectionRecord[] {
+  #reconcile(p: Policy, now: number, images: string[] | null): ProtectionRecord[] {
     const { store } = this.deps;
     const explicit = p.selector?.volumes ?? [];
     let discovered: VolumeRef[] | null = [];
     const sel = p.selector;
     if (sel?.cluster && sel.pool) {
-      const images = this.#discovery.images(sel, now);
       discovered = images
         ? matching(sel, images).map((image) => ({
             cluster: sel.cluster,
@@ -130,7 +163,10 @@ export class PolicyRunner implements PolicyRunnerPort {
     for (const [key, rec] of records) {
       // Not listed yet (agent missing): discovered volumes keep their records until a listing says otherwise.
       if (want.has(key) || (discovered === null && rec.source === "discovered")) out.push(rec);
-      else store.deleteProtection(p.name, key);
+      else {
+        store.deleteProtection(p.name, key);
+        this.#plan.pending(p.name, key, false);
+      }
     }
     for (const [key, { vol, source }] of want) {
       if (records.has(key)) continue;
@@ -155,8 +191,14 @@ export class PolicyRunner implements PolicyRunnerPort {
       this.deps.store.upsertProtection({ ...rec, ...nextRun(p, rec.volume, now) });
   }
 
-  /** The last run finished: failures counted once (the job id is in lastError), retention after a success. */
+  /** #settleRun, and whether the record still has a run to settle (tick-plan.ts). */
   #settle(p: Policy, rec: ProtectionRecord, now: number): void {
+    this.#settleRun(p, rec, now);
+    this.#plan.pending(p.name, volumeKey(rec.volume), !!rec.lastJobId && !this.#settled.has(rec.lastJobId));
+  }
+
+  /** The last run finished: failures counted once (the job id is in lastError), retention after a success. */
+  #settleRun(p: Policy, rec: ProtectionRecord, now: number): void {
     const id = rec.lastJobId;
     if (!id || this.#settled.has(id)) return;
     const job = this.deps.catalog.getJob(id);
@@ -244,12 +286,7 @@ export class PolicyRunner implements PolicyRunnerPort {
     });
   }
 
-  /**
-   * Builds and inserts one backup job of `vol` under `key`, with the record `update` makes, in one
-   * transaction. A key already used (a retried tick, a restart) inserts nothing and returns that job.
-   * `still` is asked in the transaction, after the agents answered: false (paused or deleted meanwhile)
-   * inserts nothing and returns "".
-   */
+  /** One run of `vol` under `key` (insert-run.ts); its record then has a run to settle. */
   async #queue(
     p: Policy,
     vol: VolumeRef,
@@ -257,49 +294,12 @@ export class PolicyRunner implements PolicyRunnerPort {
     update: (jobId: string) => ProtectionRecord | undefined,
     still: () => boolean = () => true,
   ): Promise<string> {
-    const { catalog } = this.deps;
     const launchKey = `${p.name}\0${volumeKey(vol)}`;
     this.#launching.add(launchKey);
     try {
-      const existing = catalog.jobByIdempotencyKey(key);
-      const req = runRequest(p, vol, key);
-      if (existing) {
-        const rec = update(existing.id);
-        if (rec) saveRunnerFields(this.deps.store, rec);
-        return existing.id;
-      }
-      const dest = p.destination ?? { cluster: "", pool: "", namespace: "" };
-      const fp = backupFingerprint(req);
-      const { backup, job } = await buildBackupJob(
-        this.deps,
-        req,
-        { vol, loc: dest, fingerprint: fp },
-        AbortSignal.timeout(30_000),
-        this.#now(),
-      );
-      try {
-        const queued = catalog.transaction(() => {
-          if (!still()) return false;
-          catalog.insertBackup(backup);
-          catalog.insertJob(job);
-          const rec = update(job.id);
-          if (rec) saveRunnerFields(this.deps.store, rec);
-          return true;
-        });
-        if (!queued) {
-          this.deps.log.info("policy run not queued: paused or deselected meanwhile", { policy: p.name, key });
-          return "";
-        }
-      } catch (e) {
-        const other = isUniqueViolation(e) && catalog.jobByIdempotencyKey(key);
-        if (!other) throw e;
-        const rec = update(other.id);
-        if (rec) saveRunnerFields(this.deps.store, rec);
-        return other.id;
-      }
-      this.deps.log.info("policy run queued", { policy: p.name, volume: volumeKey(vol), job: job.id, key });
-      this.deps.scheduler.kick();
-      return job.id;
+      const id = await insertRun(this.deps, this.#now, p, vol, key, update, still);
+      if (id) this.#plan.pending(p.name, volumeKey(vol), true);
+      return id;
     } finally {
       this.#launching.delete(launchKey);
     }
@@ -331,6 +331,7 @@ export class PolicyRunner implements PolicyRunnerPort {
       this.#selected.delete(name);
       this.#schedules.delete(name);
     } else if (p.selector?.pool) this.#discovery.expire(p.selector);
+    this.#plan.forget(name);
     this.soon();
   }
 
@@ -339,7 +340,8 @@ export class PolicyRunner implements PolicyRunnerPort {
     if (known) return known;
     const p = this.deps.store.getPolicy(name);
     if (!p) return [];
-    return this.#reconcile(p, this.#now()).map((r) => r.volume);
+    const now = this.#now();
+    return this.#reconcile(p, now, this.#images(p, now)).map((r) => r.volume);
   }
 
   /** Per-volume samples for the metrics: recovery point age and protection state. */

@@ -44,7 +44,8 @@ export function protectionView(
   };
 }
 
-function stateOf(
+/** The state alone (what the metrics need of protectionView, without building the view). */
+export function stateOf(
   policy: Policy,
   rec: ProtectionRecord,
   newest: NewestBackup | undefined,

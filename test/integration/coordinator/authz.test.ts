@@ -245,6 +245,15 @@ const METHODS: Record<string, { role: Role; call: (c: BackupServiceClient, refus
         })(),
       ),
   },
+  FlattenVolume: {
+    role: "operator",
+    call: (c, r) =>
+      c.flattenVolume({
+        volume: { ...vol(r ? "prod-clone" : "no-such-clone"), cluster: "site-b" },
+        backupId: r ? SEEDED : "",
+        idempotencyKey: "",
+      }),
+  },
 };
 
 const SEEDED_POLICY = "seeded";

@@ -58,6 +58,7 @@ function protectionStore(records: ProtectionRecord[]): PolicyStore {
       else records.push(r);
     },
     getProtection: none,
+    dueProtection: none,
     protectionOfPolicy: none,
     protectionOfVolume: (k) => records.filter((r) => key(r.volume) === k),
     listProtection: none,

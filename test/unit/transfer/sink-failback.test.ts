@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
-import { NO_COMMON_SNAPSHOT } from "../../../agents/transfer/protocol";
+import { NO_COMMON_SNAPSHOT, RefusalReason, reasonOf } from "../../../agents/transfer/protocol";
 import { runSink } from "../../../agents/transfer/sink";
 import { AppError, Status } from "../../../src/common/errors";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
@@ -67,6 +67,7 @@ describe("runSink: FAILBACK", () => {
     );
     assert.equal(status(e1), Status.FAILED_PRECONDITION);
     assert.match(e1.message, new RegExp(`${NO_COMMON_SNAPSHOT}: rbd/volume-1 has no snapshot ${lacks.fromSnapshot}`));
+    assert.equal(reasonOf(e1), RefusalReason.NO_COMMON_SNAPSHOT, "the typed reason the source acts on");
     assert.equal(poolState(ceph, "rbd"), before, "nothing written");
 
     ceph.pool("rbd").images.delete("volume-1");
@@ -76,6 +77,7 @@ describe("runSink: FAILBACK", () => {
     );
     assert.equal(status(e2), Status.FAILED_PRECONDITION);
     assert.match(e2.message, new RegExp(`${NO_COMMON_SNAPSHOT}: rbd/volume-1 does not exist`));
+    assert.equal(reasonOf(e2), RefusalReason.NO_COMMON_SNAPSHOT);
     assert.equal(ceph.pool("rbd").images.has("volume-1"), false, "nothing created");
   });
 

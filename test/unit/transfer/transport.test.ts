@@ -16,10 +16,12 @@ import { after, before, describe, it } from "node:test";
 import { createChannel, createClient, createServer, type Server, ServerError, Status } from "nice-grpc";
 import { DataPlaneServer } from "../../../agents/transfer/data-plane-server";
 import { ReceivePool } from "../../../agents/transfer/message-reader";
+import { RefusalReason, reasonOf, withReason } from "../../../agents/transfer/protocol";
 import { TransferClient } from "../../../agents/transfer/transfer-client";
 import type { TransferEntry } from "../../../agents/transfer/transfer-server";
 
 import { FRAME, FramePool, finishChunkFrame, RELEASE, type Releasable } from "../../../agents/transfer/wire";
+import { AppError, failedPrecondition, statusOf } from "../../../src/common/errors";
 import { delay } from "../../../src/common/retry";
 import { channelCredentials, serverCredentials, tlsChannelOptions } from "../../../src/common/tls";
 import {
@@ -187,6 +189,29 @@ for (const side of ["grpc-js server", "our server"] as const) {
       // The client closes its message source once settled: after that nothing more is pulled.
       await until(() => pulled.closed, "the client to close its message source");
       assert.ok(pulled.n < 100, `the source was not drained (${pulled.n} of 1000 chunks pulled)`);
+      client.close();
+    });
+
+    it("a refusal's typed reason travels with it; a refusal without one has none", {
+      skip: side !== "our server",
+    }, async () => {
+      const client = new TransferClient(address(), clientTls, { frames: new FramePool(8) });
+      behaviour = async (messages) => {
+        for await (const _ of messages) break;
+        throw new AppError(Status.FAILED_PRECONDITION, "wrapped", {
+          cause: withReason(failedPrecondition("no common snapshot: gone"), RefusalReason.NO_COMMON_SNAPSHOT),
+        });
+      };
+      const e1 = await client.transfer(chunks(4, MiB, new FramePool(8)), new AbortController().signal).catch((e) => e);
+      assert.equal(statusOf(e1), Status.FAILED_PRECONDITION);
+      assert.equal(reasonOf(e1), RefusalReason.NO_COMMON_SNAPSHOT, "through the cause, over the wire");
+      behaviour = async (messages) => {
+        for await (const _ of messages) break;
+        throw failedPrecondition("no common snapshot for an incremental failback: only the text");
+      };
+      const e2 = await client.transfer(chunks(4, MiB, new FramePool(8)), new AbortController().signal).catch((e) => e);
+      assert.equal(statusOf(e2), Status.FAILED_PRECONDITION);
+      assert.equal(reasonOf(e2), "", "the message text alone is no reason");
       client.close();
     });
 

@@ -1,0 +1,59 @@
+/**
+ * Which protection records a runner tick must read. A full pass (reconcile every record of a policy
+ * with its selection, settle every record's last run) is needed only when the policy's selection may
+ * have changed: the first tick, a changed selector, a new listing of its pool, `changed()` from the API
+ * — and, as a safety net, every FULL_PASS_MS. Otherwise the tick reads only the records whose run is
+ * due (the catalog's next_run_at index) and those whose last run has not been settled yet (kept here),
+ * so 1,000 protected volumes cost a tick next to nothing while nothing is due.
+ */
+import type { Policy } from "../../gen/rbdbackup/v1/policy";
+
+/** A full pass of each policy at least this often, whatever else happens. */
+export const FULL_PASS_MS = 60_000;
+
+interface Seen {
+  selector: string;
+  images: string[] | null;
+  at: number;
+}
+
+export class TickPlan {
+  readonly #seen = new Map<string, Seen>();
+  /** "policy\0volume key" of records whose last run is not settled yet. */
+  readonly #pending = new Set<string>();
+
+  /**
+   * Whether policy `p`, whose pool listing is `images` (the Discovery's array, compared by identity;
+   * null when none), needs a full pass at `now`. Records the pass as done when it does.
+   */
+  needsFullPass(p: Policy, images: string[] | null, now: number): boolean {
+    const selector = JSON.stringify(p.selector ?? {});
+    const s = this.#seen.get(p.name);
+    if (s && s.selector === selector && s.images === images && now - s.at < FULL_PASS_MS && now >= s.at) return false;
+    this.#seen.set(p.name, { selector, images, at: now });
+    return true;
+  }
+
+  /** Next tick makes a full pass of `policy` (changed through the API, or deleted). */
+  forget(policy: string): void {
+    this.#seen.delete(policy);
+    for (const k of this.#pending) if (k.startsWith(`${policy}\0`)) this.#pending.delete(k);
+  }
+
+  /** The record (policy, volume key) has a run that is not settled yet (true) or none (false). */
+  pending(policy: string, key: string, yes: boolean): void {
+    if (yes) this.#pending.add(`${policy}\0${key}`);
+    else this.#pending.delete(`${policy}\0${key}`);
+  }
+
+  /** The records with a run not settled yet, of the policies `of` accepts. */
+  pendingOf(of: (policy: string) => boolean): Array<{ policy: string; key: string }> {
+    const out: Array<{ policy: string; key: string }> = [];
+    for (const k of this.#pending) {
+      const i = k.indexOf("\0");
+      const policy = k.slice(0, i);
+      if (of(policy)) out.push({ policy, key: k.slice(i + 1) });
+    }
+    return out;
+  }
+}
