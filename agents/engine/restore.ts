@@ -100,6 +100,7 @@ export async function restore(
       chunkSize: ctx.source.chunkSize,
       resumeOffset: 0,
       resumePrefixDigest: new Uint8Array(0),
+      resumable: false,
     };
     const stats = newStats();
     progress.phase = "transfer";

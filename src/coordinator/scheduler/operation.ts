@@ -96,6 +96,7 @@ function backupRequest(
     keepSnapshots: keep,
     jobId: j.id,
     transferCapability: "",
+    resumable: false,
   };
 }
 
@@ -118,6 +119,7 @@ function restoreRequest(
     transferCapability: "",
     source: op.source ? { pool: op.source.pool, namespace: op.source.namespace, image: op.source.image } : undefined,
     keepLayout: false,
+    resumable: false,
   };
 }
 

@@ -156,6 +156,7 @@ describe("least privilege on the agents", () => {
       transferId: randomUUID(),
       resumeOffset: 0,
       resumePrefixDigest: new Uint8Array(0),
+      resumable: false,
       jobId: "",
       kind,
       destination: dest,
