@@ -22,13 +22,16 @@ import { isCephError } from "../../ceph";
 import { MAX_DISCARD_BYTES } from "../protocol";
 import { RELEASE, type Releasable } from "../wire";
 import { abortable, transferAbort } from "./abort";
+import type { Checkpointer, CheckpointRecord } from "./checkpoint";
 import { cleanup } from "./cleanup";
 import { commit } from "./commit";
 import { type Footprint, newFootprint } from "./footprint";
+import { holdForResume } from "./keep";
 import { checkPool, type PoolWatch, watchPool } from "./pool-watch";
 import type { SinkCluster, SinkDeps, SinkImage } from "./ports";
-import { prepare } from "./prepare";
+import { checkpointer, dropCheckpoint, prepareTarget } from "./resume";
 import { checkRoom } from "./room";
+import { claimImage } from "./running";
 import { type Checked, readHeader, StreamChecks } from "./stream-checks";
 import { WriteWindow } from "./write-window";
 
@@ -38,6 +41,8 @@ export async function runSink(
   deps: Deps,
   messages: AsyncIterable<TransferMessage>,
   callSignal?: AbortSignal,
+  /** The call came over the network: its abort means the stream was cut short, not cancelled (resume.ts). */
+  opts: { remote?: boolean } = {},
 ): Promise<TransferSummary> {
   const started = Date.now();
   const it = messages[Symbol.asyncIterator]();
@@ -45,6 +50,7 @@ export async function runSink(
   const log = deps.log.child({ transfer: h.transferId, job: h.jobId || undefined });
   const dest = h.destination as NonNullable<TransferHeader["destination"]>;
   const { ac, unlink } = transferAbort(callSignal);
+  const unclaim = claimImage(h);
   try {
     await checkPool(deps.cluster, dest.pool, deps.clusterName);
     await checkRoom(deps.cluster, h, deps.clusterName);
@@ -61,15 +67,21 @@ export async function runSink(
       ac.signal,
     );
     const checks = new StreamChecks(h, deps.meter, dest.pool, deps.checksum);
+    let cp: Checkpointer | null = null;
+    let resumedFrom: CheckpointRecord | null = null;
     try {
       // FULL_TRY: on a full pool, writes fail with ENOSPC instead of waiting, and the image's lock
       // release, unwatch and removal (cleanup) still go through.
       fp.io = await deps.cluster.openIoCtx(dest.pool, { namespace: dest.namespace, poolFullTry: true });
-      await prepare(deps, fp, log);
+      resumedFrom = await prepareTarget(deps, fp, checks, log);
+      cp = checkpointer(deps, fp, checks, window, log, resumedFrom);
+      if (cp && resumedFrom) await cp.write(resumedFrom);
       ac.signal.throwIfAborted();
-      const zeroBytes = await receive(it, fp, checks, window, ac.signal);
+      const zeroBytes = await receive(it, fp, checks, window, ac.signal, cp);
       await writesDone(fp, checks, window, ac.signal);
+      await cp?.idle();
       await commit(deps, fp, log);
+      await dropCheckpoint(fp, cp, log);
       await (fp.image as SinkImage).close();
       fp.image = undefined;
       await deps.journal.remove(h.transferId);
@@ -92,10 +104,16 @@ export async function runSink(
         warnings: fp.warnings,
         imageDigest: "",
         digestBlockSize: 0,
-        resumedFrom: 0,
+        resumedFrom: resumedFrom?.offset ?? 0,
       };
     } catch (e) {
       await window.settle();
+      await cp?.idle();
+      // Cut short (the network call aborted before its stream ended), with a checkpoint: kept for a retry.
+      const cut = opts.remote === true && callSignal?.aborted === true;
+      if (cut && !(await watch.isFull()) && (await holdForResume(deps, fp, cp, log)))
+        throw toAppError(ac.signal.reason);
+      if (!fp.createdImage) await dropCheckpoint(fp, cp, log);
       throw await failed(deps, fp, e, ac.signal, watch, log);
     } finally {
       watch.stop();
@@ -103,6 +121,7 @@ export async function runSink(
       await fp.io?.close().catch(() => {});
     }
   } finally {
+    unclaim();
     unlink();
   }
 }
@@ -117,6 +136,7 @@ async function receive(
   checks: StreamChecks,
   window: WriteWindow,
   signal: AbortSignal,
+  cp: Checkpointer | null,
 ): Promise<number> {
   const image = fp.image as SinkImage;
   let zeroBytes = 0;
@@ -136,6 +156,7 @@ async function receive(
       const { data, offset } = m;
       await window.submit(data.length, "write", () => image.write(data, offset), release);
       fp.wrote = true;
+      cp?.after(offset + data.length);
       continue;
     }
     release?.();
@@ -148,6 +169,7 @@ async function receive(
         fp.wrote = true;
       }
     }
+    if (m.$case === "zero") cp?.after(m.offset + m.length);
   }
 }
 
