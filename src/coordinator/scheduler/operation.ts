@@ -46,15 +46,20 @@ export function leaseOperation(catalog: Catalog, j: JobRecord, peer: AgentSessio
     ? { address: peer.info.transferAddress, clusterFsid: peer.info.clusterFsid }
     : { address: "", clusterFsid: "" };
   const op = j.operation;
+  // Not the last attempt: a transfer cut short keeps what it did, for the next attempt to resume.
+  const resumable = runner.attempt < j.maxAttempts + (j.extraAttempts ?? 0);
   if (op.kind === "backup") {
     const keep = keepSnapshots(catalog, located);
     return {
       $case: "backup",
-      value: { ...backupRequest(located, j, op, peerRef, keep), transferCapability: capability },
+      value: { ...backupRequest(located, j, op, peerRef, keep), transferCapability: capability, resumable },
     };
   }
   if (op.kind === "restore")
-    return { $case: "restore", value: { ...restoreRequest(located, j, op, peerRef), transferCapability: capability } };
+    return {
+      $case: "restore",
+      value: { ...restoreRequest(located, j, op, peerRef), transferCapability: capability, resumable },
+    };
   if (op.kind === "flatten") return { $case: "flatten", value: flattenRequest(located, j, op) };
   return { $case: "delete", value: deleteRequest(located, j) };
 }
