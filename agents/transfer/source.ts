@@ -252,8 +252,7 @@ export async function* rbdMessages(
     if (step.done) break;
     for (const whole of step.value) {
       if (whole.offset + whole.length <= from) continue; // sent by an earlier attempt
-      const e =
-        whole.offset >= from ? whole : { ...whole, offset: from, length: whole.offset + whole.length - from };
+      const e = whole.offset >= from ? whole : { ...whole, offset: from, length: whole.offset + whole.length - from };
       stats.extents++;
       if (o.fullCopy && e.offset > cursor) win.zero(cursor, e.offset - cursor);
       cursor = Math.max(cursor, e.offset + e.length);
