@@ -259,15 +259,8 @@ class VolumeBackup {
       );
     };
     this.transferring = true;
-    const sent = await sendResumable(
-      this.target,
-      header,
-      messages,
-      this.signal,
-      req.transferCapability || undefined,
-      this.reusedSnapshot,
-      this.log,
-    );
+    const cap = req.transferCapability || undefined;
+    const sent = await sendResumable(this.target, header, messages, this.signal, cap, this.reusedSnapshot, this.log);
     return {
       plan,
       stats,
