@@ -442,6 +442,23 @@ describe("least privilege on the agents", () => {
                 })(),
               ),
           ],
+          [
+            "ResumePoint",
+            "transfer",
+            "mutate",
+            () =>
+              transfer.resumePoint({
+                header: {
+                  transferId: randomUUID(),
+                  kind: TransferKind.RESTORE_NEW,
+                  destination: missing,
+                  imageSize: 4 * MiB,
+                  order: 22,
+                  backupId: randomUUID(),
+                  chunkSize: MiB,
+                } as TransferHeader,
+              }),
+          ],
         ];
         const covered = calls.map(([m, svc]) => `${svc}/${m}`).sort();
         const all = [
