@@ -33,8 +33,8 @@ import { Journal } from "../transfer/journal";
 import { receivePool } from "../transfer/message-reader";
 import { Peers, peerChannelOptions } from "../transfer/peers";
 import { MAX_MESSAGE_BYTES } from "../transfer/protocol";
-import { recoverInterrupted, runSink, type SinkDeps } from "../transfer/sink";
-import { authorizeTransfer } from "../transfer/transfer-authz";
+import { recoverInterrupted, resumePoint, runSink, type SinkDeps, sweepHeld } from "../transfer/sink";
+import { authorizeResumePoint, authorizeTransfer } from "../transfer/transfer-authz";
 import { framePool } from "../transfer/wire";
 import { agentServiceInterceptor, LeaseCheck } from "./authz";
 import type { AgentConfig } from "./config";
@@ -68,6 +68,7 @@ export class Agent {
   #cluster: Cluster | null = null;
   #peers: Peers | null = null;
   #metrics: AgentMetrics | null = null;
+  #sweep: NodeJS.Timeout | null = null;
   session: CoordinatorSession | null = null;
   metricsAddress = "";
   readonly health = HealthState();
@@ -129,20 +130,25 @@ export class Agent {
         fullCheckIntervalMs: cfg.limits.fullCheckIntervalMs,
       },
       ...(cfg.testFaults?.writeDelayMs ? { writeDelayMs: cfg.testFaults.writeDelayMs } : {}),
+      resume: { ttlSeconds: cfg.transfer.resumeTtlSeconds },
     };
     await recoverInterrupted(sink);
+    // Transfers kept for a resume that did not come are undone once their hold expires.
+    this.#sweep = setInterval(() => void sweepHeld(sink).catch((err) => log.warn("sweep failed", { err })), 60_000);
+    this.#sweep.unref();
 
     // The destination's entry: the network server (data-plane-server.ts) and the same-cluster
     // shortcut (localTarget) both hand a transfer's messages to this one function.
-    const receiveTransfer = (messages: AsyncIterable<TransferMessage>, signal: AbortSignal) =>
-      runSink(sink, messages, signal);
+    const receiveTransfer = (messages: AsyncIterable<TransferMessage>, signal: AbortSignal, remote = false) =>
+      runSink(sink, messages, signal, { remote });
     const localTarget: TransferTarget = {
       label: "this agent",
-      transfer: receiveTransfer,
+      transfer: (messages, signal) => receiveTransfer(messages, signal),
       listChains: async (pool, namespace, volumeImage) => ({
         chains: await listChains(cluster, pool, namespace, volumeImage),
         clusterFsid: this.fsid,
       }),
+      resumePoint: (header) => resumePoint(sink, header),
     };
     this.#peers = new Peers(cfg.tls, localTarget, this.log);
     const peers = this.#peers;
@@ -172,8 +178,13 @@ export class Agent {
       tls: cfg.tls,
       transfer: (messages, signal, caller) =>
         handle(log, "Transfer", async () =>
-          receiveTransfer(await authorizeTransfer(verifier, messages, caller, this.fsid, audit), signal),
+          receiveTransfer(await authorizeTransfer(verifier, messages, caller, this.fsid, audit), signal, true),
         ),
+      resumePoint: (req, _signal, caller) =>
+        handle(log, "ResumePoint", async () => {
+          authorizeResumePoint(verifier, req.header, caller, this.fsid, audit);
+          return resumePoint(sink, req.header);
+        }),
       listChains: listChainsService(cluster, this.fsid, log),
       maxMessageBytes: MAX_MESSAGE_BYTES,
       audit,
@@ -261,6 +272,7 @@ export class Agent {
       this.log.info("waiting for cancelled work to clean up", { operations: running.size });
       await Promise.race([Promise.allSettled([...running]), new Promise((r) => setTimeout(r, CLEANUP_WAIT_MS))]);
     }
+    if (this.#sweep) clearInterval(this.#sweep);
     this.#peers?.close();
     await this.#metrics?.close().catch(() => {});
     await this.#cluster?.close().catch(() => {});

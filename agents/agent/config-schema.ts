@@ -53,6 +53,15 @@ const Limits = block("Throughput and concurrency limits.", {
   ),
 });
 
+const Transfer = block("Resumable transfers (this agent as a destination).", {
+  resumeTtlSeconds: int(
+    "How long a transfer cut short (source gone, network cut, this agent killed) keeps its half-written image and checkpoint for a retry to resume; then it is undone.",
+    0,
+    30 * 86400,
+    3600,
+  ),
+});
+
 const TestFaults = Type.Optional(
   block("Test-only faults; honoured only when the environment has RBDBACKUP_ENABLE_TEST_FAULTS=1.", {
     corruptChunk: Type.Optional(int("Flip a byte of this data chunk (1-based) when sending.", 0, 2 ** 31 - 1)),
@@ -101,6 +110,7 @@ export const AgentConfigSchema = daemonSchema("rbdbackup agent configuration", {
     default: [],
   }),
   limits: Limits,
+  transfer: Transfer,
   audit: block("The audit log (refused AgentService and Transfer calls, direct mutating calls).", {
     file: optionalText(
       'File the audit lines (JSON) are appended to; "" = the log only (they always go there, with "audit": true).',

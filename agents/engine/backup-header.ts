@@ -71,6 +71,7 @@ export function backupHeader(
     chunkSize: ctx.source.chunkSize,
     resumeOffset: 0,
     resumePrefixDigest: new Uint8Array(0),
+    resumable: false,
   };
 }
 

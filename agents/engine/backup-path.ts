@@ -84,6 +84,7 @@ export async function backupPath(
     chunkSize: ctx.source.chunkSize,
     resumeOffset: 0,
     resumePrefixDigest: new Uint8Array(0),
+    resumable: false,
   };
   const fh = await openFile(path, "r");
   try {

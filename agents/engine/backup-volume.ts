@@ -3,27 +3,31 @@
  *  open      — the pool and the volume (NOT_FOUND / size 0 refused);
  *  plan      — the destination's chains; what an earlier attempt of this backup left (a job's retry
  *              that finds its backup committed reports it: the "lost outcome"); full or incremental;
- *  snapshot  — "backup.<id>.snap.<ts>" on the volume, opened read-only;
+ *  snapshot  — "backup.<id>.snap.<ts>" on the volume (an earlier attempt's, when one left it: a retry
+ *              resumes that attempt's transfer), opened read-only;
  *  transfer  — the diff streamed to the destination, which writes, verifies, flushes and only then
  *              creates the same snapshot on the base image (AUTO redoes a failed incremental in full);
+ *              a retry asks the destination where to resume and sends only the rest (resume.ts);
  *  prune     — source snapshots no chain needs any more (failures are warnings: the backup exists).
- * On failure the new source snapshot is removed; the destination cleans up its side itself.
+ * On failure the new source snapshot is removed — unless the transfer was cut short and the coordinator
+ * retries (req.resumable): the retry resumes from it; the destination cleans up (or keeps) its side itself.
  */
 import { alreadyExists, failedPrecondition, notFound, toAppError, withCleanupErrors } from "../../src/common/errors";
-import { backupSnapName } from "../../src/common/ids";
+import { backupSnapName, baseImageName } from "../../src/common/ids";
 import type { Logger } from "../../src/common/log";
 import type { BackupRequest, BackupResult } from "../../src/gen/rbdbackup/v1/agent";
 import type { ImageRef } from "../../src/gen/rbdbackup/v1/common";
-import type { ListChainsResponse, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
+import type { ListChainsResponse, TransferHeader, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
 import type { Image, IoCtx } from "../ceph";
 import { isCephError } from "../ceph";
-import { newStats, rbdMessages, type SourceStats } from "../transfer/source";
+import { newStats, rbdMessages, type SourceResume, type SourceStats } from "../transfer/source";
 import type { TransferTarget } from "../transfer/target";
 import { backupHeader, type Destination, type SourceImageInfo, volumeMetadata } from "./backup-header";
 import { choosePlan, earlierAttempt, fallbackPlan, type Plan } from "./backup-plan";
 import { completedEarlier, sentFields } from "./backup-result";
 import type { EngineContext } from "./context";
 import type { Progress } from "./progress";
+import { keepsForRetry, sendResumable } from "./resume";
 import { snapshotsToPrune } from "./snapshots";
 
 /** The phase that starts when the named one ends (for progress reports). */
@@ -56,6 +60,8 @@ interface Sent {
   plan: Plan;
   stats: SourceStats;
   summary: TransferSummary;
+  resumedFrom: number;
+  resumeFallbackReason: string;
 }
 
 export async function backupVolume(
@@ -87,6 +93,10 @@ class VolumeBackup {
   head: Image | null = null;
   snapImage: Image | null = null;
   snapName = "";
+  /** The snapshot is an earlier attempt's (a retry): its transfer may resume. */
+  reusedSnapshot = false;
+  /** The transfer started: a failure from here on may keep the snapshot for a retry. */
+  transferring = false;
   /** Warnings from before the transfer (leftovers removed). */
   earlyWarnings: string[] = [];
   /** The volume's snapshot names (null: to be listed). */
@@ -113,7 +123,10 @@ class VolumeBackup {
     this.clock.ended("listChains");
     const earlier = await this.settleEarlierAttempt(head, chains);
     if (earlier) return earlier;
-    const plan = choosePlan(this.req, this.vol.image, await this.sourceSnapNames(head), chains.chains);
+    // The base image an earlier attempt of this full backup left half-written is no chain yet.
+    const own = baseImageName(this.vol.image, this.req.backupId);
+    const others = chains.chains.filter((c) => c.baseImage !== own);
+    const plan = choosePlan(this.req, this.vol.image, await this.sourceSnapNames(head), others);
     if (plan.forcedFullReason) this.log.info("forcing a full backup", { reason: plan.forcedFullReason });
     const snap = await this.snapshot(head);
     const sent = await this.transfer(plan, snap, { ...this.dest, fsid: chains.clusterFsid });
@@ -167,21 +180,33 @@ class VolumeBackup {
         });
       case "exists":
         throw alreadyExists(`backup ${this.req.backupId} already exists (base image ${found.baseImage})`);
-      case "leftovers":
+      case "leftovers": {
+        // A job's retry reuses the newest: the transfer cut short there may resume. The rest go.
+        const reuse = this.req.jobId ? (found.snapshots[found.snapshots.length - 1] as string) : "";
+        if (reuse) {
+          this.snapName = reuse;
+          this.reusedSnapshot = true;
+          this.earlyWarnings.push(`reused ${reuse}, left on the volume by an interrupted attempt of this backup`);
+          this.log.info("reusing the snapshot of an interrupted attempt", { snapshot: reuse });
+        }
         for (const name of found.snapshots) {
+          if (name === reuse) continue;
           await head.snapRemove(name);
           this.earlyWarnings.push(`removed ${name}, left on the volume by an interrupted attempt of this backup`);
           this.log.info("removed a leftover snapshot of an interrupted attempt", { snapshot: name });
         }
         this.#snapNames = null;
         return null;
+      }
     }
   }
 
   /** Creates this backup's snapshot on the volume and opens the volume at it. */
   async snapshot(head: Image): Promise<{ info: SourceImageInfo; imageMeta: Record<string, string> }> {
-    this.snapName = backupSnapName(this.req.backupId);
-    await head.snapCreate(this.snapName);
+    if (!this.reusedSnapshot) {
+      this.snapName = backupSnapName(this.req.backupId);
+      await head.snapCreate(this.snapName);
+    }
     const imageMeta = await head.metaList();
     this.snapImage = await this.io.imageOpen(this.vol.image, { snapshot: this.snapName });
     const info = await this.snapImage.stat();
@@ -212,8 +237,7 @@ class VolumeBackup {
     dest: Destination,
   ): Promise<Sent> {
     const { ctx, req, vol } = this;
-    const stats = newStats();
-    this.progress.stats = stats;
+    let stats = newStats();
     const source = {
       fsid: ctx.fsid,
       pool: vol.pool,
@@ -222,16 +246,28 @@ class VolumeBackup {
       snapshot: this.snapName,
     };
     const meta = volumeMetadata(req, source, snap.info, snap.imageMeta, plan);
-    const header = backupHeader(ctx, req, plan, this.snapName, snap.info, dest, meta);
-    const msgs = rbdMessages(
-      this.snapImage as Image,
-      header,
-      { ...(plan.parent ? { fromSnapshot: plan.parent } : {}), fullCopy: false },
-      { ...ctx.source, meter: ctx.meter, meterPool: vol.pool },
+    const header = { ...backupHeader(ctx, req, plan, this.snapName, snap.info, dest, meta), resumable: req.resumable };
+    const messages = (h: TransferHeader, resume?: SourceResume) => {
+      stats = newStats();
+      this.progress.stats = stats;
+      return rbdMessages(
+        this.snapImage as Image,
+        h,
+        { ...(plan.parent ? { fromSnapshot: plan.parent } : {}), fullCopy: false, ...(resume ? { resume } : {}) },
+        { ...ctx.source, meter: ctx.meter, meterPool: vol.pool },
+        stats,
+      );
+    };
+    this.transferring = true;
+    const cap = req.transferCapability || undefined;
+    const sent = await sendResumable(this.target, header, messages, this.signal, cap, this.reusedSnapshot, this.log);
+    return {
+      plan,
       stats,
-    );
-    const summary = await this.target.transfer(msgs, this.signal, req.transferCapability || undefined);
-    return { plan, stats, summary };
+      summary: sent.summary,
+      resumedFrom: sent.resumedFrom,
+      resumeFallbackReason: sent.fallbackReason,
+    };
   }
 
   /** Hygiene once the backup exists: removes the source snapshots no chain needs; failures become warnings. */
@@ -287,8 +323,8 @@ class VolumeBackup {
       destinationFsid: summary.destinationFsid,
       imageDigest: summary.imageDigest,
       digestBlockSize: summary.digestBlockSize,
-      resumedFrom: 0,
-      resumeFallbackReason: "",
+      resumedFrom: sent.resumedFrom,
+      resumeFallbackReason: sent.resumeFallbackReason,
     };
   }
 
@@ -300,7 +336,9 @@ class VolumeBackup {
       this.snapImage = null;
     }
     const snapName = this.snapName;
-    if (snapName && this.head) {
+    if (snapName && this.transferring && keepsForRetry(this.req.resumable, this.signal, e)) {
+      this.log.warn("transfer cut short: the source snapshot stays for the retry to resume", { snapshot: snapName });
+    } else if (snapName && this.head) {
       await this.head.snapRemove(snapName).catch((x) => {
         if (!isCephError(x, "ENOENT")) cleanupErrors.push(toAppError(x, `removing source snapshot ${snapName}`));
       });

@@ -65,6 +65,7 @@ export async function exportBackup(
       img,
       {
         transferId: "",
+        resumable: false,
         jobId: req.jobId,
         kind: TransferKind.BACKUP_FULL,
         destination: undefined,

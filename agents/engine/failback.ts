@@ -83,6 +83,7 @@ export async function failback(
       chunkSize: ctx.source.chunkSize,
       resumeOffset: 0,
       resumePrefixDigest: new Uint8Array(0),
+      resumable: false,
     });
     progress.phase = "transfer";
     progress.bytesTotal = size;

@@ -153,6 +153,7 @@ function importHeader(
   const stored: BackupMetadataV1 = { ...meta, image: { ...meta.image, size: m.size } };
   return {
     transferId: crypto.randomUUID(),
+    resumable: false,
     jobId: req.jobId,
     kind: req.fromSnapshot ? TransferKind.BACKUP_INCREMENTAL : TransferKind.BACKUP_FULL,
     destination: { pool: req.pool, namespace: req.namespace, image: req.baseImage },

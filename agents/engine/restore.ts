@@ -14,7 +14,7 @@ import { type TransferHeader, TransferKind } from "../../src/gen/rbdbackup/v1/tr
 import type { Image, IoCtx } from "../ceph";
 import { isCephError } from "../ceph";
 import { validName } from "../transfer/protocol";
-import { newStats, rbdMessages } from "../transfer/source";
+import { newStats, rbdMessages, type SourceResume } from "../transfer/source";
 import { restoreClone } from "./clone";
 import type { EngineContext } from "./context";
 import { failback } from "./failback";
@@ -22,6 +22,7 @@ import { locateBackup } from "./locate";
 import { type BackupMetadataV1, decodeMetadata } from "./metadata";
 import { newProgress, type Progress } from "./progress";
 import { restoreLayout } from "./restore-layout";
+import { sendResumable } from "./resume";
 
 export function validateRestoreRequest(req: RestoreRequest): void {
   if (!isUuid(req.backupId)) throw invalidArgument("backup_id must be a lowercase UUID");
@@ -103,18 +104,29 @@ export async function restore(
       chunkSize: ctx.source.chunkSize,
       resumeOffset: 0,
       resumePrefixDigest: new Uint8Array(0),
+      resumable: req.resumable,
     };
-    const stats = newStats();
+    let stats = newStats();
     progress.phase = "transfer";
     progress.bytesTotal = loc.size;
-    progress.stats = stats;
-    const summary = await ctx
-      .target(req.targetAgent?.address ?? "")
-      .transfer(
-        rbdMessages(img, header, { fullCopy }, { ...ctx.source, meter: ctx.meter, meterPool: req.backupPool }, stats),
-        signal,
-        req.transferCapability || undefined,
-      );
+    const source = img;
+    const messages = (h: TransferHeader, resume?: SourceResume) => {
+      stats = newStats();
+      progress.stats = stats;
+      const o = { ...ctx.source, meter: ctx.meter, meterPool: req.backupPool };
+      return rbdMessages(source, h, { fullCopy, ...(resume ? { resume } : {}) }, o, stats);
+    };
+    // A job's attempt asks where an earlier one stopped (nothing kept: a plain start).
+    const sent = await sendResumable(
+      ctx.target(req.targetAgent?.address ?? ""),
+      header,
+      messages,
+      signal,
+      req.transferCapability || undefined,
+      req.jobId !== "" || req.resumable,
+      log,
+    );
+    const summary = sent.summary;
     log.info("restore done", { target: `${target.pool}/${target.image}`, dataBytes: stats.dataBytes });
     return {
       backupId: req.backupId,
@@ -130,8 +142,8 @@ export async function restore(
       imageMeta,
       warnings: [...warnings, ...summary.warnings],
       fullCopyReason: "",
-      resumedFrom: 0,
-      resumeFallbackReason: "",
+      resumedFrom: sent.resumedFrom,
+      resumeFallbackReason: sent.fallbackReason,
     };
   } finally {
     await img?.close().catch(() => {});

@@ -1,6 +1,7 @@
 /**
  * The agent's data-plane listener: a node:http2 server this code owns, serving the whole
- * `rbdbackup.v1.TransferService` (Transfer and ListChains, transfer-server.ts) in standard gRPC framing
+ * `rbdbackup.v1.TransferService` (Transfer and ListChains, transfer-server.ts; ResumePoint,
+ * resume-point-server.ts) in standard gRPC framing
  * on its own port (`transferListen`), beside the agent's grpc-js server (AgentService, health).
  *
  * - Mutual TLS with the agent's files: a client certificate signed by the CA is required and
@@ -28,6 +29,7 @@ import { type TlsConfig, tlsFiles } from "../../src/common/tls";
 import { TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
 import type { AuthzAudit } from "./authz-audit";
 import type { ReceivePool } from "./message-reader";
+import { type ResumePointEntry, resumePointMethod } from "./resume-point-server";
 import { ServerCall } from "./server-call";
 import { auditDataPlaneRefusal, dataPlaneRefusal, transferCallerOf } from "./transfer-authz";
 import {
@@ -46,6 +48,8 @@ export interface DataPlaneOptions {
   /** What the methods call. */
   transfer: TransferEntry;
   listChains: ListChainsEntry;
+  /** ResumePoint (absent: UNIMPLEMENTED). */
+  resumePoint?: ResumePointEntry;
   /** Largest request message accepted (RESOURCE_EXHAUSTED beyond). */
   maxMessageBytes: number;
   /** Transfer calls served at once. */
@@ -106,6 +110,12 @@ export class DataPlaneServer {
       `/${svc.fullName}/${svc.methods.listChains.name}`,
       listChainsMethod(opts.listChains, { maxMessageBytes: opts.maxMessageBytes }),
     );
+    if (opts.resumePoint) {
+      this.#routes.set(
+        `/${svc.fullName}/${svc.methods.resumePoint.name}`,
+        resumePointMethod(opts.resumePoint, { maxMessageBytes: opts.maxMessageBytes }),
+      );
+    }
     const common: http2.ServerOptions = {
       ...(opts.windowBytes ? { settings: { initialWindowSize: opts.windowBytes } } : {}),
       // Like grpc-js: no session memory cap (Node degrades badly when it is hit); what a peer may

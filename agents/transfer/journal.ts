@@ -26,6 +26,10 @@ export interface JournalEntry {
   /** backup.<id>.meta was created by this transfer. */
   metaCreated?: boolean;
   startedAt: string;
+  /** The source will retry if this transfer is cut short (TransferHeader.resumable): it checkpoints. */
+  resumable?: boolean;
+  /** Cut short with a checkpoint: kept for a retry to resume until then (ISO time), then undone. */
+  heldUntil?: string;
 }
 
 /** The journal as the sink uses it (Journal on disk; an in-memory one in unit tests). */

@@ -4,7 +4,8 @@
  * bulk Transfer stream), or this agent's own sink in-process when the destination is the same cluster
  * (the shortcut: no network, no serialization, same engine).
  */
-import { type Channel, type ChannelOptions, createChannel, createClient } from "nice-grpc";
+import { type Channel, type ChannelOptions, createChannel, createClient, Metadata } from "nice-grpc";
+import { CAPABILITY_HEADER } from "../../src/common/capability";
 import type { Logger } from "../../src/common/log";
 import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../../src/common/tls";
 import { type TransferServiceClient, TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
@@ -34,6 +35,14 @@ export function remoteTarget(address: string, client: TransferServiceClient, bul
     transfer: (messages, signal, capability) => bulk.transfer(messages, signal, capability),
     listChains: (pool, namespace, volumeImage, signal) =>
       client.listChains({ pool, namespace, volumeImage }, { signal: withDeadline(signal, UNARY_DEADLINE_MS) }),
+    resumePoint: (header, signal, capability) =>
+      client.resumePoint(
+        { header },
+        {
+          signal: withDeadline(signal, UNARY_DEADLINE_MS),
+          ...(capability ? { metadata: Metadata({ [CAPABILITY_HEADER]: capability }) } : {}),
+        },
+      ),
   };
 }
 

@@ -34,10 +34,26 @@ export function checksum(data: Uint8Array): number {
   return crc32c(data) >>> 0;
 }
 
-/** SHA-256 over the record sequence, computed identically on both sides. */
+/**
+ * SHA-256 over the record sequence, computed identically on both sides. A resumed transfer's digest
+ * starts from the earlier attempts' (transfer.proto ResumePointResponse.prefix_digest):
+ * SHA-256("r" || prefix_digest || the records it sends).
+ */
 export class TransferDigest {
   #h = createHash("sha256");
   #rec = Buffer.alloc(17);
+
+  constructor(prefixDigest?: Uint8Array) {
+    if (prefixDigest && prefixDigest.length > 0) {
+      this.#h.update("r");
+      this.#h.update(prefixDigest);
+    }
+  }
+
+  /** The digest of the records so far, without ending the running one (a checkpoint's prefix digest). */
+  snapshot(): Buffer {
+    return this.#h.copy().digest();
+  }
 
   chunk(offset: number, length: number, crc: number): void {
     this.#rec[0] = 0x63; // "c"

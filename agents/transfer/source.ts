@@ -48,9 +48,22 @@ export class SourceReadError extends Error {
 
 type Piece = { offset: number; length: number };
 
+/**
+ * A resumed transfer (ResumePoint's answer): only records at or after `offset` are sent, the digest
+ * continues from the earlier attempts' prefix digest and the trailer's totals include their counts.
+ */
+export interface SourceResume {
+  offset: number;
+  prefixDigest: Uint8Array;
+  dataChunks: number;
+  dataBytes: number;
+  zeroRanges: number;
+  zeroBytes: number;
+}
+
 /** Builds messages from read pieces and zero ranges, keeps the digest and the counters. */
 class Emitter {
-  readonly digest = new TransferDigest();
+  readonly digest: TransferDigest;
   #pendingZero: Piece | null = null;
 
   readonly meter: TransferMeter;
@@ -59,9 +72,12 @@ class Emitter {
   constructor(
     readonly stats: SourceStats,
     readonly opts: SourceOptions,
+    readonly resume?: SourceResume,
   ) {
     this.meter = opts.meter ?? noMeter;
     this.pool = opts.meterPool ?? "";
+    this.digest = new TransferDigest(resume?.prefixDigest);
+    if (resume) stats.position = resume.offset;
   }
 
   /** Zero ranges are merged with adjacent ones before they are sent. */
@@ -127,14 +143,15 @@ class Emitter {
   trailer(out: TransferMessage[]): void {
     this.flushZero(out);
     const s = this.stats;
+    const r = this.resume;
     out.push({
       body: {
         $case: "trailer",
         value: {
-          dataChunks: s.dataChunks,
-          dataBytes: s.dataBytes,
-          zeroRanges: s.zeroRanges,
-          zeroBytes: s.zeroBytes,
+          dataChunks: s.dataChunks + (r?.dataChunks ?? 0),
+          dataBytes: s.dataBytes + (r?.dataBytes ?? 0),
+          zeroRanges: s.zeroRanges + (r?.zeroRanges ?? 0),
+          zeroBytes: s.zeroBytes + (r?.zeroBytes ?? 0),
           digest: this.digest.digest(),
         },
       },
@@ -201,15 +218,23 @@ function* split(offset: number, length: number, chunk: number): Generator<Piece>
 export async function* rbdMessages(
   image: Image,
   header: TransferHeader,
-  o: { fromSnapshot?: string; fullCopy: boolean; includeParent?: boolean; wholeObject?: boolean },
+  o: {
+    fromSnapshot?: string;
+    fullCopy: boolean;
+    includeParent?: boolean;
+    wholeObject?: boolean;
+    /** Resume: only what lies at or after resume.offset (extents are clipped there). */
+    resume?: SourceResume;
+  },
   opts: SourceOptions,
   stats: SourceStats,
 ): AsyncGenerator<TransferMessage> {
-  const em = new Emitter(stats, opts);
+  const em = new Emitter(stats, opts, o.resume);
   const win = new Window(em);
   const size = header.imageSize;
   const frames = opts.frames ?? framePool;
-  let cursor = 0;
+  const from = o.resume?.offset ?? 0;
+  let cursor = from;
   yield { body: { $case: "header", value: header } };
 
   const diff = image.diff({
@@ -225,7 +250,9 @@ export async function* rbdMessages(
       throw new SourceReadError(`reading the diff of ${image.label}: ${(e as Error).message}`, { cause: e });
     }
     if (step.done) break;
-    for (const e of step.value) {
+    for (const whole of step.value) {
+      if (whole.offset + whole.length <= from) continue; // sent by an earlier attempt
+      const e = whole.offset >= from ? whole : { ...whole, offset: from, length: whole.offset + whole.length - from };
       stats.extents++;
       if (o.fullCopy && e.offset > cursor) win.zero(cursor, e.offset - cursor);
       cursor = Math.max(cursor, e.offset + e.length);

@@ -2,7 +2,13 @@
  * The destination of a transfer as the source sees it, wherever it runs: a peer agent over gRPC
  * (peers.ts) or this agent's own sink in-process (the same-cluster shortcut).
  */
-import type { ListChainsResponse, TransferMessage, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
+import type {
+  ListChainsResponse,
+  ResumePointResponse,
+  TransferHeader,
+  TransferMessage,
+  TransferSummary,
+} from "../../src/gen/rbdbackup/v1/transfer";
 
 export interface TransferTarget {
   /**
@@ -16,6 +22,8 @@ export interface TransferTarget {
     capability?: string,
   ): Promise<TransferSummary>;
   listChains(pool: string, namespace: string, volumeImage: string, signal: AbortSignal): Promise<ListChainsResponse>;
+  /** Where a retry with `header` may resume (TransferService.ResumePoint; the same capability as its Transfer). */
+  resumePoint(header: TransferHeader, signal: AbortSignal, capability?: string): Promise<ResumePointResponse>;
   /** For messages: "this agent" or the peer's address. */
   readonly label: string;
 }

@@ -27,6 +27,7 @@ import { type TransferHeader, type TransferMessage, transferKindToJSON } from ".
 import { type AuthzAudit, capabilityReason, identityName, TRANSFER_SERVICE } from "./authz-audit";
 
 export const TRANSFER_METHOD = `/${TRANSFER_SERVICE}/Transfer`;
+export const RESUME_POINT_METHOD = `/${TRANSFER_SERVICE}/ResumePoint`;
 
 /** Who is calling the data plane, and the capability it presented. */
 export interface TransferCaller {
@@ -140,6 +141,44 @@ export async function authorizeTransfer(
       audit?.refused({
         identity: identityName(id),
         method: TRANSFER_METHOD,
+        target,
+        reason: capabilityReason(e),
+        message: e.message,
+      });
+    }
+    throw e;
+  }
+}
+
+/**
+ * ResumePoint: the caller's capability must allow a Transfer with exactly this header (as
+ * authorizeTransfer checks it), so a checkpoint is only shown to whoever may write that image.
+ * PERMISSION_DENIED (audited) otherwise; `verifier` null = insecure mode.
+ */
+export function authorizeResumePoint(
+  verifier: CapabilityVerifier | null,
+  header: TransferHeader | undefined,
+  caller: TransferCaller,
+  fsid: string,
+  audit?: AuthzAudit,
+): void {
+  if (!caller.checked || !verifier) return;
+  const id = caller.identity;
+  const target = header ? headerTarget(header) : "";
+  if (id?.kind !== "agent") {
+    const why = dataPlaneRefusal(caller) ?? "not an agent";
+    auditDataPlaneRefusal(audit, caller, RESUME_POINT_METHOD, why, target);
+    throw new AppError(Status.PERMISSION_DENIED, why);
+  }
+  try {
+    const grant = verifier.verify(caller.capability, "transfer", { cluster: id.cluster, agentId: id.agentId });
+    if (!header) throw invalidArgument("ResumePointRequest.header is required");
+    checkAllows(grant, transferAsks(header, fsid));
+  } catch (e) {
+    if (e instanceof CapabilityError) {
+      audit?.refused({
+        identity: identityName(id),
+        method: RESUME_POINT_METHOD,
         target,
         reason: capabilityReason(e),
         message: e.message,

@@ -264,18 +264,23 @@ export class TransferClient {
         if (settled) return;
         if (status === undefined) {
           const rst = stream.rstCode ?? http2.constants.NGHTTP2_INTERNAL_ERROR;
+          // A connection that died (the peer killed, the network cut) cancels its streams: that is the
+          // peer gone (UNAVAILABLE, retried), not a cancel of the job.
+          const lost = !transportError && (session.destroyed || session.closed);
           finish(
-            transportError
-              ? new ClientError(
-                  TRANSFER_PATH,
-                  Status.UNAVAILABLE,
-                  `the connection to ${this.address} failed: ${transportError.message}`,
-                )
-              : new ClientError(
-                  TRANSFER_PATH,
-                  statusOfRst(rst),
-                  `the peer ${this.address} reset the stream (HTTP/2 code ${rst}) without a gRPC status`,
-                ),
+            lost
+              ? new ClientError(TRANSFER_PATH, Status.UNAVAILABLE, `the connection to ${this.address} was lost`)
+              : transportError
+                ? new ClientError(
+                    TRANSFER_PATH,
+                    Status.UNAVAILABLE,
+                    `the connection to ${this.address} failed: ${transportError.message}`,
+                  )
+                : new ClientError(
+                    TRANSFER_PATH,
+                    statusOfRst(rst),
+                    `the peer ${this.address} reset the stream (HTTP/2 code ${rst}) without a gRPC status`,
+                  ),
           );
           return;
         }

@@ -108,6 +108,8 @@ export interface JobRecord {
    * leftovers to be cleaned up (scheduler/retry-policy.ts); absent = 0.
    */
   extraAttempts?: number;
+  /** Data bytes the failed attempts sent, as their last progress report said (absent = 0). */
+  bytesEarlierAttempts?: number;
 }
 
 export interface AgentRecord {

@@ -1,6 +1,6 @@
 /** What the API shows of the coordinator's records (model.ts → the public messages). */
 import { RestoreResult, VerifyResult } from "../gen/rbdbackup/v1/agent";
-import { type Job, JobKind } from "../gen/rbdbackup/v1/backup_service";
+import { type Job, JobKind, JobState } from "../gen/rbdbackup/v1/backup_service";
 import type { Catalog } from "./catalog/catalog";
 import type { JobRecord } from "./model";
 import type { LiveProgress } from "./scheduler";
@@ -39,6 +39,16 @@ export function jobView(j: JobRecord, catalog: Catalog, live: LiveProgress | und
     warnings: j.warnings,
     cancelRequested: j.cancelRequested,
     verify: j.kind === JobKind.JOB_KIND_VERIFY && j.result ? VerifyResult.fromJSON(j.result) : undefined,
-    bytesTransferredAllAttempts: 0,
+    bytesTransferredAllAttempts: bytesAllAttempts(j, catalog, live),
   };
+}
+
+/** Data bytes sent by the failed attempts, plus the running attempt's so far or the succeeded one's. */
+function bytesAllAttempts(j: JobRecord, catalog: Catalog, live: LiveProgress | undefined): number {
+  let current = live?.bytesTransferred ?? 0;
+  if (!live && j.state === JobState.JOB_STATE_SUCCEEDED) {
+    if (j.kind === JobKind.JOB_KIND_BACKUP) current = catalog.getBackup(j.backupId)?.dataBytesSent ?? 0;
+    else if (j.kind === JobKind.JOB_KIND_RESTORE && j.result) current = RestoreResult.fromJSON(j.result).dataBytesSent;
+  }
+  return (j.bytesEarlierAttempts ?? 0) + current;
 }

@@ -2,7 +2,11 @@
  * The destination side of a transfer (see README.md): `runSink` writes one transfer's stream into
  * an image and commits it; `recoverInterrupted` undoes what transfers cut short by a crash left.
  */
+
+export { sweepHeld } from "./abandon";
 export { headDiffers, INCOMPLETE_KEY, removeImageRetrying } from "./image-ops";
-export type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx, SinkLimits } from "./ports";
+export { DEFAULT_RESUME_TTL_SECONDS } from "./keep";
+export type { ResumeOptions, SinkCluster, SinkDeps, SinkImage, SinkIoCtx, SinkLimits } from "./ports";
 export { recoverInterrupted } from "./recovery";
+export { resumePoint } from "./resume";
 export { runSink } from "./run-sink";

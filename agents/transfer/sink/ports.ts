@@ -64,4 +64,15 @@ export interface SinkDeps<C extends SinkCluster = Cluster> {
   checksum?: (data: Uint8Array) => number;
   /** Test-only: delay every write (to make transfers slow enough to interrupt). */
   writeDelayMs?: number;
+  /** Resumable transfers (sink/resume.ts): how long a checkpoint is kept, how often one is taken. */
+  resume?: ResumeOptions;
+}
+
+export interface ResumeOptions {
+  /** A transfer cut short keeps its image and checkpoint this long for a retry (default 3600). */
+  ttlSeconds: number;
+  /** Checkpoint at most every this many bytes of image offset (default 64 MiB) … */
+  checkpointBytes?: number;
+  /** … or this often (default 5 s), whichever comes first. */
+  checkpointMs?: number;
 }

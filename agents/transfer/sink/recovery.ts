@@ -4,6 +4,7 @@
  * (and only while it still carries that transfer's incomplete marker and no snapshot at all); a base
  * image's head is rolled back to its parent snapshot; a metadata object of an uncommitted backup is
  * removed. First the dead run's Ceph client is blocklisted, so the watches and locks it held go now.
+ * A resumable transfer that left a checkpoint is kept instead, for a retry to resume (sink/resume.ts).
  * Safe to run twice; an entry whose recovery fails stays for the next start.
  */
 import { metaObjectName } from "../../../src/common/ids";
@@ -11,7 +12,9 @@ import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
 import { digestsObjectName } from "../digests";
 import type { JournalEntry } from "../journal";
+import { RESUME_KEY } from "./checkpoint";
 import { headDiffers, INCOMPLETE_KEY, removeImageRetrying } from "./image-ops";
+import { holdAtStart } from "./keep";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
 
 type Deps = SinkDeps<SinkCluster>;
@@ -22,6 +25,7 @@ export async function recoverInterrupted(deps: Deps): Promise<string[]> {
   const entries = await deps.journal.list();
   await fenceDeadClients(deps, entries, done);
   for (const e of entries) {
+    if (await holdAtStart(deps, e, done)) continue; // cut short with a checkpoint: kept for a retry
     const where = `${e.pool}${e.namespace ? `/${e.namespace}` : ""}/${e.image}`;
     try {
       if (await deps.cluster.poolExists(e.pool)) {
@@ -64,7 +68,7 @@ async function fenceDeadClients(deps: Deps, entries: JournalEntry[], done: strin
   }
 }
 
-async function recoverOne(io: SinkIoCtx, e: JournalEntry, where: string, done: string[]): Promise<void> {
+export async function recoverOne(io: SinkIoCtx, e: JournalEntry, where: string, done: string[]): Promise<void> {
   let img: SinkImage;
   try {
     img = await io.imageOpen(e.image);
@@ -85,6 +89,7 @@ async function recoverOne(io: SinkIoCtx, e: JournalEntry, where: string, done: s
       await img.snapRollback(e.rollbackTo);
       done.push(`rolled ${where} back to ${e.rollbackTo} after interrupted transfer ${e.transferId}`);
     }
+    if (!removable && e.resumable) await img.metaRemove(RESUME_KEY).catch(() => {});
   } finally {
     await img.close();
   }

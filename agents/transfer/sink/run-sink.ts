@@ -22,14 +22,17 @@ import { isCephError } from "../../ceph";
 import { MAX_DISCARD_BYTES } from "../protocol";
 import { RELEASE, type Releasable } from "../wire";
 import { abortable, transferAbort } from "./abort";
+import type { Checkpointer, CheckpointRecord } from "./checkpoint";
 import { cleanup } from "./cleanup";
 import { commit } from "./commit";
 import { digestFields, digestRecord, finishDigests, startDigests } from "./digests";
 import { type Footprint, newFootprint } from "./footprint";
+import { holdForResume } from "./keep";
 import { checkPool, type PoolWatch, watchPool } from "./pool-watch";
 import type { SinkCluster, SinkDeps, SinkImage } from "./ports";
-import { prepare } from "./prepare";
+import { checkpointer, dropCheckpoint, prepareTarget } from "./resume";
 import { checkRoom } from "./room";
+import { claimImage } from "./running";
 import { type Checked, readHeader, StreamChecks } from "./stream-checks";
 import { WriteWindow } from "./write-window";
 
@@ -39,6 +42,8 @@ export async function runSink(
   deps: Deps,
   messages: AsyncIterable<TransferMessage>,
   callSignal?: AbortSignal,
+  /** The call came over the network: its abort means the stream was cut short, not cancelled (resume.ts). */
+  opts: { remote?: boolean } = {},
 ): Promise<TransferSummary> {
   const started = Date.now();
   const it = messages[Symbol.asyncIterator]();
@@ -46,6 +51,7 @@ export async function runSink(
   const log = deps.log.child({ transfer: h.transferId, job: h.jobId || undefined });
   const dest = h.destination as NonNullable<TransferHeader["destination"]>;
   const { ac, unlink } = transferAbort(callSignal);
+  const unclaim = claimImage(h);
   try {
     await checkPool(deps.cluster, dest.pool, deps.clusterName);
     await checkRoom(deps.cluster, h, deps.clusterName);
@@ -62,17 +68,25 @@ export async function runSink(
       ac.signal,
     );
     const checks = new StreamChecks(h, deps.meter, dest.pool, deps.checksum);
+    let cp: Checkpointer | null = null;
+    let resumedFrom: CheckpointRecord | null = null;
     try {
       // FULL_TRY: on a full pool, writes fail with ENOSPC instead of waiting, and the image's lock
       // release, unwatch and removal (cleanup) still go through.
       fp.io = await deps.cluster.openIoCtx(dest.pool, { namespace: dest.namespace, poolFullTry: true });
-      await prepare(deps, fp, log);
+      resumedFrom = await prepareTarget(deps, fp, checks, log);
       await startDigests(fp, deps.checksum, log);
+      // A resumed backup never sees the records below the offset: its map reads those blocks back.
+      if (resumedFrom) fp.digests?.builder.readBackRange(0, resumedFrom.offset);
+      cp = checkpointer(deps, fp, checks, window, log, resumedFrom);
+      if (cp && resumedFrom) await cp.write(resumedFrom);
       ac.signal.throwIfAborted();
-      const zeroBytes = await receive(it, fp, checks, window, ac.signal);
+      const zeroBytes = await receive(it, fp, checks, window, ac.signal, cp);
       await writesDone(fp, checks, window, ac.signal);
+      await cp?.idle();
       await finishDigests(fp, ac.signal);
       await commit(deps, fp, log);
+      await dropCheckpoint(fp, cp, log);
       await (fp.image as SinkImage).close();
       fp.image = undefined;
       await deps.journal.remove(h.transferId);
@@ -94,10 +108,16 @@ export async function runSink(
         destinationFsid: deps.fsid,
         warnings: fp.warnings,
         ...digestFields(fp),
-        resumedFrom: 0,
+        resumedFrom: resumedFrom?.offset ?? 0,
       };
     } catch (e) {
       await window.settle();
+      await cp?.idle();
+      // Cut short (the network call aborted before its stream ended), with a checkpoint: kept for a retry.
+      const cut = opts.remote === true && callSignal?.aborted === true;
+      if (cut && !(await watch.isFull()) && (await holdForResume(deps, fp, cp, log)))
+        throw toAppError(ac.signal.reason);
+      if (!fp.createdImage) await dropCheckpoint(fp, cp, log);
       throw await failed(deps, fp, e, ac.signal, watch, log);
     } finally {
       watch.stop();
@@ -105,6 +125,7 @@ export async function runSink(
       await fp.io?.close().catch(() => {});
     }
   } finally {
+    unclaim();
     unlink();
   }
 }
@@ -119,6 +140,7 @@ async function receive(
   checks: StreamChecks,
   window: WriteWindow,
   signal: AbortSignal,
+  cp: Checkpointer | null,
 ): Promise<number> {
   const image = fp.image as SinkImage;
   let zeroBytes = 0;
@@ -139,6 +161,7 @@ async function receive(
       const { data, offset } = m;
       await window.submit(data.length, "write", () => image.write(data, offset), release);
       fp.wrote = true;
+      cp?.after(offset + data.length);
       continue;
     }
     release?.();
@@ -151,6 +174,7 @@ async function receive(
         fp.wrote = true;
       }
     }
+    if (m.$case === "zero") cp?.after(m.offset + m.length);
   }
 }
 

@@ -8,6 +8,7 @@ import { AppError, dataLoss, failedPrecondition, invalidArgument, Status } from 
 import type { TransferHeader, TransferMessage, TransferTrailer } from "../../../src/gen/rbdbackup/v1/transfer";
 import type { TransferMeter } from "../meter";
 import { checksum as crc32c, TransferDigest, validateHeader } from "../protocol";
+import type { Counts, ResumeBase } from "./checkpoint";
 
 /** Reads and checks the first message: a valid header, for a cluster with this fsid. */
 export async function readHeader(
@@ -34,11 +35,14 @@ export type Checked =
 
 /** Checks the messages after the header, in order, and keeps the counts and digest of what arrived. */
 export class StreamChecks {
-  readonly #digest = new TransferDigest();
+  #digest = new TransferDigest();
   #trailer: TransferTrailer | null = null;
   chunks = 0;
   dataBytes = 0;
   zeroRanges = 0;
+  zeroBytes = 0;
+  /** A resumed transfer: records must start at or after this offset (sink/resume.ts). */
+  minOffset = 0;
 
   constructor(
     readonly h: TransferHeader,
@@ -62,8 +66,8 @@ export class StreamChecks {
         const len = c.data.length;
         if (len === 0 || len > this.h.chunkSize)
           throw invalidArgument(`chunk at ${c.offset}: ${len} bytes, limit ${this.h.chunkSize}`);
-        if (!Number.isSafeInteger(c.offset) || c.offset + len > size) {
-          throw invalidArgument(`chunk at ${c.offset}+${len} lies beyond the image size ${size}`);
+        if (!Number.isSafeInteger(c.offset) || c.offset + len > size || c.offset < this.minOffset) {
+          throw invalidArgument(`chunk at ${c.offset}+${len} lies beyond the image size ${size}${this.#before()}`);
         }
         const crc = this.checksum(c.data);
         if (crc !== c.crc32) {
@@ -86,18 +90,50 @@ export class StreamChecks {
           !Number.isSafeInteger(z.offset) ||
           !Number.isSafeInteger(z.length) ||
           z.length <= 0 ||
-          z.offset + z.length > size
+          z.offset + z.length > size ||
+          z.offset < this.minOffset
         ) {
-          throw invalidArgument(`zero range ${z.offset}+${z.length} is empty or lies beyond the image size ${size}`);
+          throw invalidArgument(
+            `zero range ${z.offset}+${z.length} is empty or lies beyond the image size ${size}${this.#before()}`,
+          );
         }
         this.#digest.zero(z.offset, z.length);
         this.zeroRanges++;
+        this.zeroBytes += z.length;
         return { $case: "zero", offset: z.offset, length: z.length };
       }
       case "trailer":
         this.#trailer = body.value;
         return { $case: "trailer" };
     }
+  }
+
+  #before(): string {
+    return this.minOffset > 0 ? ` or before the resume offset ${this.minOffset}` : "";
+  }
+
+  /** Continues the counts and digest of the earlier attempts (a resumed transfer, sink/resume.ts). */
+  resumeFrom(base: ResumeBase): void {
+    this.#digest = new TransferDigest(base.prefixDigest);
+    this.chunks = base.counts.dataChunks;
+    this.dataBytes = base.counts.dataBytes;
+    this.zeroRanges = base.counts.zeroRanges;
+    this.zeroBytes = base.counts.zeroBytes;
+    this.minOffset = base.offset;
+  }
+
+  /** The digest of the records so far (a checkpoint's prefix digest) and the counts. */
+  prefixDigest(): Buffer {
+    return this.#digest.snapshot();
+  }
+
+  counts(): Counts {
+    return {
+      dataChunks: this.chunks,
+      dataBytes: this.dataBytes,
+      zeroRanges: this.zeroRanges,
+      zeroBytes: this.zeroBytes,
+    };
   }
 
   /** At the end of the stream: a stream without its trailer was cut short (the source gave up or is gone). */

@@ -83,6 +83,12 @@ export class WriteWindow {
     if (this.#error) throw this.#error;
   }
 
+  /** Resolves once every write started so far has finished (later ones are not waited for); false when a write failed. */
+  async barrier(): Promise<boolean> {
+    await Promise.all([...this.#inflight]);
+    return this.#error === null;
+  }
+
   /**
    * After a failure: writes not yet handed to librbd never start; waits for those it holds (each
    * bounded by the cluster's op timeout), so no buffer is still in use once this resolves.

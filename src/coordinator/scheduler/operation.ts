@@ -51,17 +51,22 @@ export function leaseOperation(catalog: Catalog, j: JobRecord, peer: AgentSessio
     ? { address: peer.info.transferAddress, clusterFsid: peer.info.clusterFsid }
     : { address: "", clusterFsid: "" };
   const op = j.operation;
+  // Not the last attempt: a transfer cut short keeps what it did, for the next attempt to resume.
+  const resumable = runner.attempt < j.maxAttempts + (j.extraAttempts ?? 0);
   if (op.kind === "backup") {
     const keep = keepSnapshots(catalog, located);
     forceFullAfterCorrupt(catalog, located, op);
     return {
       $case: "backup",
-      value: { ...backupRequest(located, j, op, peerRef, keep), transferCapability: capability },
+      value: { ...backupRequest(located, j, op, peerRef, keep), transferCapability: capability, resumable },
     };
   }
   if (op.kind === "verify") return { $case: "verify", value: verifyRequest(located, j, op, runner.digestMap) };
   if (op.kind === "restore")
-    return { $case: "restore", value: { ...restoreRequest(located, j, op, peerRef), transferCapability: capability } };
+    return {
+      $case: "restore",
+      value: { ...restoreRequest(located, j, op, peerRef), transferCapability: capability, resumable },
+    };
   if (op.kind === "flatten") return { $case: "flatten", value: flattenRequest(located, j, op) };
   if (op.kind === "export") return { $case: "export", value: exportRequest(catalog, located, j, op) };
   if (op.kind === "import") return { $case: "import", value: importRequest(located, j, op) };
@@ -120,6 +125,7 @@ function backupRequest(
     keepSnapshots: keep,
     jobId: j.id,
     transferCapability: "",
+    resumable: false,
   };
 }
 
@@ -141,6 +147,7 @@ function restoreRequest(
     jobId: j.id,
     transferCapability: "",
     source: op.source ? { pool: op.source.pool, namespace: op.source.namespace, image: op.source.image } : undefined,
+    resumable: false,
   };
 }
 

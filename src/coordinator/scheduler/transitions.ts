@@ -54,6 +54,9 @@ export const retryReason = (at: number): string => `retrying after a failed atte
 
 /** An attempt failed: queued again after a backoff when the failure is transient and attempts remain. */
 export function attemptFailed(ctx: SchedulerContext, j: JobRecord, code: Status, message: string): void {
+  // What this attempt sent counts in Job.bytes_transferred_all_attempts (a resumed retry sends only the rest).
+  const sent = ctx.progress.get(j.id)?.bytesTransferred ?? 0;
+  if (sent > 0) j.bytesEarlierAttempts = (j.bytesEarlierAttempts ?? 0) + sent;
   j.errorCode = Status[code] ?? String(code);
   j.errorMessage = message;
   j.lease = null;

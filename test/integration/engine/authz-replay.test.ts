@@ -146,6 +146,7 @@ describe("capabilities name the destination cluster and the chain", () => {
       chunkSize: MiB,
       resumeOffset: 0,
       resumePrefixDigest: new Uint8Array(0),
+      resumable: false,
     });
     async function* stream(h: TransferHeader): AsyncIterable<TransferMessage> {
       yield { body: { $case: "header", value: h } };

@@ -156,6 +156,7 @@ describe("least privilege on the agents", () => {
       transferId: randomUUID(),
       resumeOffset: 0,
       resumePrefixDigest: new Uint8Array(0),
+      resumable: false,
       jobId: "",
       kind,
       destination: dest,
@@ -440,6 +441,23 @@ describe("least privilege on the agents", () => {
                   } as TransferMessage;
                 })(),
               ),
+          ],
+          [
+            "ResumePoint",
+            "transfer",
+            "mutate",
+            () =>
+              transfer.resumePoint({
+                header: {
+                  transferId: randomUUID(),
+                  kind: TransferKind.RESTORE_NEW,
+                  destination: missing,
+                  imageSize: 4 * MiB,
+                  order: 22,
+                  backupId: randomUUID(),
+                  chunkSize: MiB,
+                } as TransferHeader,
+              }),
           ],
         ];
         const covered = calls.map(([m, svc]) => `${svc}/${m}`).sort();

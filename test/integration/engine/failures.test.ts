@@ -401,6 +401,7 @@ describe("failures are clean", () => {
             transferId: randomUUID(),
             resumeOffset: 0,
             resumePrefixDigest: new Uint8Array(0),
+            resumable: false,
             jobId: "",
             kind: TransferKind.RESTORE_NEW,
             destination: { pool: "rbd", namespace: "", image },

@@ -60,6 +60,15 @@ function engine(cluster: Cluster, stateDir: string): EngineContext {
       label: "this agent",
       transfer: (messages, signal) => runSink(sink, messages, signal),
       listChains: async () => ({ chains: [], clusterFsid: fsid }),
+      resumePoint: async () => ({
+        offset: 0,
+        prefixDigest: Buffer.alloc(0),
+        dataChunks: 0,
+        dataBytes: 0,
+        zeroRanges: 0,
+        zeroBytes: 0,
+        reason: "not resumable",
+      }),
     }),
   };
 }

@@ -171,6 +171,7 @@ describe("agent audit: Transfer", () => {
     chunkSize: 1 << 20,
     resumeOffset: 0,
     resumePrefixDigest: new Uint8Array(0),
+    resumable: false,
   });
   const stream = (h: TransferHeader): AsyncIterable<TransferMessage> => ({
     async *[Symbol.asyncIterator]() {

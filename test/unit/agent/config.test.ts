@@ -74,6 +74,7 @@ describe("agent configuration", () => {
       coordinator: { addresses: [] },
       metricsListen: "127.0.0.1:9740",
       tls: { insecure: true },
+      transfer: { resumeTtlSeconds: 3600 },
       stateDir: "/var/lib/rbdbackup/agent",
       backupPool: "backups",
       sourcePaths: [],

@@ -13,6 +13,7 @@ import type { Logger } from "../../../src/common/log";
 import type {
   Chain,
   ListChainsResponse,
+  ResumePointResponse,
   TransferHeader,
   TransferMessage,
   TransferSummary,
@@ -80,6 +81,16 @@ export class FakeBackupCluster {
   headers: TransferHeader[] = [];
   ioOpen = 0;
   onTransfer: TransferBehaviour = async () => ({ destinationFsid: "fsid-b", warnings: [] }) as never;
+  /** What ResumePoint answers (default: no checkpoint). */
+  onResumePoint: (h: TransferHeader) => Promise<ResumePointResponse> = async () => ({
+    offset: 0,
+    prefixDigest: new Uint8Array(0),
+    dataChunks: 0,
+    dataBytes: 0,
+    zeroRanges: 0,
+    zeroBytes: 0,
+    reason: "no checkpoint of an earlier attempt is kept",
+  });
 
   volume(name: string): FakeImage {
     const img = new FakeImage(name);
@@ -106,6 +117,9 @@ export class FakeBackupCluster {
       label: "fake peer",
       async listChains(): Promise<ListChainsResponse> {
         return { chains: fc.chains, clusterFsid: "fsid-b" } as ListChainsResponse;
+      },
+      async resumePoint(header: TransferHeader): Promise<ResumePointResponse> {
+        return fc.onResumePoint(header);
       },
       async transfer(messages: AsyncIterable<TransferMessage>): Promise<TransferSummary> {
         const first = await messages[Symbol.asyncIterator]().next();

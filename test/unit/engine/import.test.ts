@@ -39,6 +39,15 @@ function context(ceph: FakeCeph): EngineContext {
       label: "this agent",
       transfer: (messages, signal) => runSink(deps, messages, signal),
       listChains: async () => ({ chains: [], clusterFsid: deps.fsid }),
+      resumePoint: async () => ({
+        offset: 0,
+        prefixDigest: Buffer.alloc(0),
+        dataChunks: 0,
+        dataBytes: 0,
+        zeroRanges: 0,
+        zeroBytes: 0,
+        reason: "not resumable",
+      }),
     }),
   };
 }

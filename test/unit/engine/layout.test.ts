@@ -188,6 +188,7 @@ describe("transfer digest and header", () => {
     chunkSize: 1 << 20,
     resumeOffset: 0,
     resumePrefixDigest: new Uint8Array(0),
+    resumable: false,
   };
 
   it("accepts a good header and rejects bad fields with INVALID_ARGUMENT", () => {

@@ -49,6 +49,7 @@ const header = (kind: TransferKind, image: string, pool = "backups"): TransferHe
     chunkSize: 1 << 20,
     resumeOffset: 0,
     resumePrefixDigest: new Uint8Array(0),
+    resumable: false,
   };
 };
 

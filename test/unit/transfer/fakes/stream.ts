@@ -19,6 +19,7 @@ export function header(over: Partial<TransferHeader> = {}): TransferHeader {
     transferId: randomUUID(),
     resumeOffset: 0,
     resumePrefixDigest: new Uint8Array(0),
+    resumable: false,
     jobId: "",
     kind,
     destination: { pool: "backups", namespace: "", image: `vol.backup.${backupId}` },

@@ -1,0 +1,57 @@
+/**
+ * Transfers held for a resume (resume.ts) that will not be resumed: undone like any interrupted
+ * transfer (recovery.ts recoverOne: the image it created removed, a base image's head rolled back,
+ * the checkpoint removed) — when the hold expires (`sweepHeld`, run periodically by the agent), or
+ * when a retry starts over into the same image (`discardHeld`, before it prepares the image).
+ */
+import type { Logger } from "../../../src/common/log";
+import type { TransferHeader } from "../../../src/gen/rbdbackup/v1/transfer";
+import type { JournalEntry } from "../journal";
+import type { SinkCluster, SinkDeps, SinkIoCtx } from "./ports";
+import { recoverOne } from "./recovery";
+import { isRunning, keyOfEntry } from "./running";
+
+type Deps = SinkDeps<SinkCluster>;
+
+const whereOf = (e: JournalEntry) => `${e.pool}${e.namespace ? `/${e.namespace}` : ""}/${e.image}`;
+
+async function undo(deps: Deps, io: SinkIoCtx, e: JournalEntry, done: string[]): Promise<void> {
+  await recoverOne(io, { ...e, heldUntil: undefined }, whereOf(e), done);
+  await deps.journal.remove(e.transferId);
+}
+
+/** A retry starting over (no resume_offset) into `h`'s image: the checkpoint kept for it goes first. */
+export async function discardHeld(deps: Deps, io: SinkIoCtx, h: TransferHeader, log: Logger): Promise<void> {
+  const d = h.destination as NonNullable<TransferHeader["destination"]>;
+  for (const e of await deps.journal.list()) {
+    if (!e.heldUntil || e.pool !== d.pool || e.namespace !== d.namespace || e.image !== d.image) continue;
+    const done: string[] = [];
+    await undo(deps, io, e, done);
+    log.info("a retry starts over: discarded the transfer kept for a resume", { image: whereOf(e), done });
+  }
+}
+
+/** Undoes held transfers whose hold expired; returns what it did. Failures stay for the next sweep. */
+export async function sweepHeld(deps: Deps, now = Date.now()): Promise<string[]> {
+  const done: string[] = [];
+  for (const e of await deps.journal.list()) {
+    if (!e.heldUntil || Date.parse(e.heldUntil) > now || isRunning(keyOfEntry(e))) continue;
+    try {
+      if (await deps.cluster.poolExists(e.pool)) {
+        const io = await deps.cluster.openIoCtx(e.pool, { namespace: e.namespace, poolFullTry: true });
+        try {
+          await undo(deps, io, e, done);
+        } finally {
+          await io.close();
+        }
+      } else {
+        await deps.journal.remove(e.transferId);
+      }
+      done.push(`the transfer into ${whereOf(e)} kept for a resume expired and was undone`);
+    } catch (err) {
+      deps.log.warn("undoing an expired resumable transfer failed; will retry", { image: whereOf(e), err });
+    }
+  }
+  for (const d of done) deps.log.info(d);
+  return done;
+}

@@ -1,0 +1,185 @@
+/**
+ * Resumable transfers on the destination (agents/transfer/sink/resume.ts, checkpoint.ts, keep.ts,
+ * abandon.ts), against an in-memory cluster: a resumable transfer cut short after a checkpoint is held;
+ * ResumePoint answers its checkpoint; a retry sending only the rest with the prefix-digest rule
+ * commits byte-identical data; a cancel or a stale resume does not keep or take anything; recovery
+ * holds a killed agent's checkpointed transfer and the sweep undoes an expired hold.
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { describe, it } from "node:test";
+import { TransferDigest } from "../../../agents/transfer/protocol";
+import { recoverInterrupted, resumePoint, runSink, sweepHeld } from "../../../agents/transfer/sink";
+import { parseCheckpoint, RESUME_KEY } from "../../../agents/transfer/sink/checkpoint";
+import { Status, statusOf } from "../../../src/common/errors";
+import type { TransferHeader, TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
+import { crc32c } from "./fakes/crc32c";
+import { FakeCeph } from "./fakes/fake-ceph";
+import { sinkDeps, type TestDeps, until } from "./fakes/sink-deps";
+import { chunkParts, Feed, header, KiB, messages, type Part } from "./fakes/stream";
+
+const CHUNK = 64 * KiB;
+const SIZE = 4 * CHUNK;
+
+function deps(ceph: FakeCeph): TestDeps {
+  // A checkpoint after every chunk (when none is running), never by time.
+  return sinkDeps(ceph, { resume: { ttlSeconds: 60, checkpointBytes: CHUNK, checkpointMs: 3_600_000 } });
+}
+
+/** The messages of a retry resuming at `offset`: only the parts at or after it, digest "r" || prefix || records. */
+function resumedMessages(
+  h: TransferHeader,
+  parts: Part[],
+  r: Awaited<ReturnType<typeof resumePoint>>,
+): TransferMessage[] {
+  const digest = new TransferDigest(r.prefixDigest);
+  const out: TransferMessage[] = [{ body: { $case: "header", value: h } }];
+  let chunks = r.dataChunks;
+  let bytes = r.dataBytes;
+  for (const p of parts) {
+    if ("zero" in p || p.offset < r.offset) continue;
+    const crc = crc32c(p.data);
+    digest.chunk(p.offset, p.data.length, crc);
+    chunks++;
+    bytes += p.data.length;
+    out.push({ body: { $case: "chunk", value: { offset: p.offset, data: Buffer.from(p.data), crc32: crc } } });
+  }
+  out.push({
+    body: {
+      $case: "trailer",
+      value: {
+        dataChunks: chunks,
+        dataBytes: bytes,
+        zeroRanges: r.zeroRanges,
+        zeroBytes: r.zeroBytes,
+        digest: digest.digest(),
+      },
+    },
+  });
+  return out;
+}
+
+/** Runs a resumable full backup that is cut short (the network call aborts) once a checkpoint is on disk. */
+async function cutShort(d: TestDeps, ceph: FakeCeph) {
+  const h = header({ imageSize: SIZE, chunkSize: CHUNK, resumable: true });
+  const parts = chunkParts(4, CHUNK);
+  const feed = new Feed(messages(h, parts), { holdAfter: 3, after: "hang" });
+  const call = new AbortController();
+  const running = runSink(d, feed, call.signal, { remote: true });
+  running.catch(() => {});
+  const name = h.destination?.image as string;
+  await feed.held;
+  await until(
+    "a checkpoint",
+    () => !!parseCheckpoint(ceph.pool("backups").images.get(name)?.meta.get(RESUME_KEY) ?? null),
+  );
+  call.abort();
+  await assert.rejects(running);
+  return { h, parts, name };
+}
+
+describe("resumable transfers: the destination", () => {
+  it("cut short after a checkpoint: held; ResumePoint answers it; the retry sends the rest and commits byte-identical data", async () => {
+    const ceph = new FakeCeph("backups");
+    const d = deps(ceph);
+    const { h, parts, name } = await cutShort(d, ceph);
+    const img = ceph.pool("backups").images.get(name);
+    assert.ok(img, "the half-written image is kept");
+    const [held] = [...d.journal.entries.values()];
+    assert.ok(held?.heldUntil && Date.parse(held.heldUntil) > Date.now(), "its journal entry is held");
+
+    const retry = { ...h, transferId: randomUUID() };
+    const rp = await resumePoint(d, retry);
+    assert.equal(rp.reason, "");
+    assert.ok(rp.offset === CHUNK || rp.offset === 2 * CHUNK, `offset ${rp.offset}`);
+    assert.equal(rp.dataBytes, rp.offset);
+    // Another backup's header gets no checkpoint, with the reason.
+    const other = await resumePoint(d, { ...retry, toSnapshot: `${h.toSnapshot}0` });
+    assert.equal(other.offset, 0);
+    assert.match(other.reason, /checkpoint is of/);
+
+    const resumed = { ...retry, resumeOffset: rp.offset, resumePrefixDigest: rp.prefixDigest };
+    const summary = await runSink(d, new Feed(resumedMessages(resumed, parts, rp)), undefined, { remote: true });
+    assert.equal(summary.resumedFrom, rp.offset);
+    assert.equal(summary.snapshotCreated, h.toSnapshot);
+    assert.ok(img.data.equals(Buffer.concat(parts.map((p) => ("data" in p ? p.data : Buffer.alloc(0))))));
+    assert.deepEqual([...img.meta.keys()], [], "the incomplete marker and the checkpoint are gone");
+    assert.equal(d.journal.entries.size, 0);
+  });
+
+  it("a resume whose offset or prefix digest is not the checkpoint's is refused (FAILED_PRECONDITION); the hold stays", async () => {
+    const ceph = new FakeCeph("backups");
+    const d = deps(ceph);
+    const { h, parts, name } = await cutShort(d, ceph);
+    const rp = await resumePoint(d, { ...h, transferId: randomUUID() });
+    const wrong = {
+      ...h,
+      transferId: randomUUID(),
+      resumeOffset: rp.offset + CHUNK,
+      resumePrefixDigest: rp.prefixDigest,
+    };
+    await assert.rejects(
+      runSink(d, new Feed(resumedMessages(wrong, parts, { ...rp, offset: rp.offset + CHUNK }))),
+      (e) => {
+        assert.equal(statusOf(e), Status.FAILED_PRECONDITION);
+        return true;
+      },
+    );
+    assert.ok(ceph.pool("backups").images.get(name));
+    assert.equal([...d.journal.entries.values()].filter((e) => e.heldUntil).length, 1);
+    // A retry that starts over discards the held transfer first, then writes a new image.
+    const fresh = { ...h, transferId: randomUUID() };
+    const summary = await runSink(d, new Feed(messages(fresh, parts)));
+    assert.equal(summary.resumedFrom, 0);
+    assert.equal(d.journal.entries.size, 0);
+  });
+
+  it("a cancel (the stream ends without a trailer) of a resumable transfer cleans up as before", async () => {
+    const ceph = new FakeCeph("backups");
+    const d = deps(ceph);
+    const h = header({ imageSize: SIZE, chunkSize: CHUNK, resumable: true });
+    const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "end" });
+    const running = runSink(d, feed, new AbortController().signal, { remote: true });
+    running.catch(() => {});
+    await feed.held;
+    const name = h.destination?.image as string;
+    await until("a checkpoint", () => !!ceph.pool("backups").images.get(name)?.meta.get(RESUME_KEY));
+    feed.release();
+    await assert.rejects(running, (e) => statusOf(e) === Status.UNAVAILABLE);
+    assert.equal(ceph.pool("backups").images.size, 0);
+    assert.equal(d.journal.entries.size, 0);
+  });
+
+  it("not resumable (the default): cut short, it cleans up as before", async () => {
+    const ceph = new FakeCeph("backups");
+    const d = deps(ceph);
+    const h = header({ imageSize: SIZE, chunkSize: CHUNK });
+    const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "hang" });
+    const call = new AbortController();
+    const running = runSink(d, feed, call.signal, { remote: true });
+    running.catch(() => {});
+    await feed.held;
+    call.abort();
+    await assert.rejects(running);
+    assert.equal(ceph.pool("backups").images.size, 0);
+    assert.equal(d.journal.entries.size, 0);
+  });
+
+  it("recovery after a kill holds a checkpointed resumable transfer; the sweep undoes it once the hold expired", async () => {
+    const ceph = new FakeCeph("backups");
+    const d = deps(ceph);
+    const { name } = await cutShort(d, ceph);
+    // As if the agent had died instead: the entry is not held yet, only resumable.
+    for (const e of d.journal.entries.values()) e.heldUntil = undefined;
+    const done = await recoverInterrupted(d);
+    assert.match(done.join("\n"), /kept .* for a retry/);
+    assert.ok(ceph.pool("backups").images.get(name));
+    const [held] = [...d.journal.entries.values()];
+    assert.ok(held?.heldUntil);
+    assert.deepEqual(await sweepHeld(d), [], "not expired yet");
+    const swept = await sweepHeld(d, Date.parse(held.heldUntil) + 1);
+    assert.equal(swept.length > 0, true);
+    assert.equal(ceph.pool("backups").images.size, 0);
+    assert.equal(d.journal.entries.size, 0);
+  });
+});
