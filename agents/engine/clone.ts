@@ -148,14 +148,22 @@ export async function flattenClone(
   const target = req.image;
   const log = ctx.log.child({ op: "flatten", backup: req.backupId, job: req.jobId || undefined });
   const result: FlattenResult = { image: target, flattened: false, seconds: 0, warnings: [] };
-  if (!(await ctx.cluster.poolExists(target.pool))) throw notFound(`pool ${target.pool} not found`);
+  // A clone removed by hand depends on nothing any more: a success with a warning, so that the
+  // coordinator drops it from Backup.clones.
+  const gone = () => {
+    result.warnings.push(`${label(target)} no longer exists (removed): nothing depends on backup ${req.backupId}`);
+    result.seconds = (Date.now() - started) / 1000;
+    log.info("flatten: the clone is gone", { image: label(target) });
+    return result;
+  };
+  if (!(await ctx.cluster.poolExists(target.pool))) return gone();
   const dest = await ctx.cluster.openIoCtx(target.pool, { namespace: target.namespace });
   let img: Image | null = null;
   try {
     try {
       img = await dest.imageOpen(target.image);
     } catch (e) {
-      if (isCephError(e, "ENOENT")) throw notFound(`image ${label(target)} not found`);
+      if (isCephError(e, "ENOENT")) return gone();
       throw e;
     }
     if (!(await isCloneOfBackup(ctx, req))) {

@@ -2,7 +2,7 @@
  * FlattenVolume through the public API on the lab clusters (real coordinator and agents): two CLONE
  * restores of one backup; one clone flattened by hand with `rbd flatten` still blocks the backup's
  * delete (it is listed), and FlattenVolume on it succeeds with a warning and drops it from
- * Backup.clones; FlattenVolume on the other (backup named) detaches it for real, content intact; the
+ * Backup.clones; so does one removed by hand; FlattenVolume on the other (backup named) detaches it for real, content intact; the
  * delete then goes through. Bad requests: exact statuses, nothing queued.
  */
 import assert from "node:assert/strict";
@@ -66,6 +66,13 @@ describe("coordinator: FlattenVolume", () => {
     };
     const byHand = await clone("byhand");
     const real = await clone("real");
+    const removed = await clone("removed");
+    assert.deepEqual((await c.getBackup({ backupId: b.id })).clones, [byHand, real, removed]);
+
+    // Removed by hand: FlattenVolume succeeds with a warning and drops it from the list.
+    await rbd("site-b", ["rm", "--no-progress", spec(removed)]);
+    const gone = await succeeded(c, (await c.flattenVolume({ volume: removed, backupId: "", idempotencyKey: "" })).id);
+    assert.match(gone.warnings.join("\n"), /no longer exists/);
     assert.deepEqual((await c.getBackup({ backupId: b.id })).clones, [byHand, real]);
 
     // Bad requests: exact statuses, no job queued.
