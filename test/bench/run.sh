@@ -27,5 +27,6 @@ node dist/test/bench/addon-throughput.js "$@"
 node dist/test/bench/backup-vs-cli.js "$@"
 node dist/test/bench/transport.js "$@"
 node dist/test/bench/clone-restore.js "$@"
+node dist/test/bench/verify.js "$@"
 node dist/test/bench/suite.js --json-out dist/bench-results.json "$@"
 node dist/test/bench/policy-scale.js --json-out dist/policy-scale-results.json
