@@ -4,21 +4,17 @@
  * printed job, and usage errors caught before any call. No Ceph involved.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createServer, type Server, ServerError, Status } from "nice-grpc";
 import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import {
-  BackupServiceDefinition,
   type BackupServiceImplementation,
   type FailoverVolumeRequest,
   JobKind,
   JobState,
   type RestoreBackupRequest,
 } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { FakeApi } from "./fake-api";
 
-const CLI = path.join(__dirname, "../../../src/cli/main.js");
 const ID = "0b5f4c2e-4f3b-4a8e-9a63-1d2c3b4a5f60";
 
 let restored: RestoreBackupRequest | undefined;
@@ -41,36 +37,12 @@ const handlers: Partial<BackupServiceImplementation> = {
     };
   },
 };
-/** Every other method: UNIMPLEMENTED. */
-const impl = new Proxy(handlers, {
-  get: (t, k: string) =>
-    t[k as keyof BackupServiceImplementation] ??
-    (async () => {
-      throw new ServerError(Status.UNIMPLEMENTED, "not in the fake");
-    }),
-}) as BackupServiceImplementation;
-
-let server: Server;
-let address = "";
-
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [CLI, ...args, "--insecure"],
-      { env: { PATH: process.env.PATH ?? "", RBDBACKUP_COORDINATOR: address }, timeout: 20_000 },
-      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
+const api = new FakeApi(handlers);
+const cli = (args: string[]) => api.cli(args);
 
 describe("CLI: clone restore and failover", () => {
-  before(async () => {
-    server = createServer();
-    server.add(BackupServiceDefinition, impl);
-    address = `127.0.0.1:${await server.listen("127.0.0.1:0")}`;
-  });
-  after(() => server.forceShutdown());
+  before(() => api.start());
+  after(() => api.stop());
 
   it("backup restore --mode clone --flatten: a CLONE request with flatten", async () => {
     const r = await cli(["backup", "restore", ID, "--target", "site-b/rbd/vol-1-now", "--mode", "clone", "--flatten"]);
