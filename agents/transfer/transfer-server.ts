@@ -25,6 +25,7 @@ import {
 import { MessageReader, type ReceivePool, receivePool } from "./message-reader";
 import type { ServerCall } from "./server-call";
 import type { TransferCaller } from "./transfer-authz";
+import { unaryMethod } from "./unary-method";
 import { RELEASE, type Releasable } from "./wire";
 
 /** Where a transfer's messages go: the destination's sink (or, in tests, any function). */
@@ -80,34 +81,5 @@ export function transferMethod(entry: TransferEntry, opts: { maxMessageBytes: nu
 
 /** TransferService.ListChains: unary — exactly one request message, then one answer. */
 export function listChainsMethod(entry: ListChainsEntry, opts: { maxMessageBytes: number }) {
-  const def = TransferServiceDefinition.methods.listChains;
-  const path = `/${TransferServiceDefinition.fullName}/${def.name}`;
-  return (call: ServerCall): void => {
-    const reader = new MessageReader(call.stream, {
-      maxMessageBytes: opts.maxMessageBytes,
-      decode: (bytes) => {
-        try {
-          return def.requestType.decode(bytes);
-        } catch (e) {
-          throw new AppError(
-            Status.INVALID_ARGUMENT,
-            `a message that is not a ListChainsRequest: ${(e as Error).message}`,
-          );
-        }
-      },
-    });
-    (async () => {
-      let req: ListChainsRequest | undefined;
-      for await (const m of reader) {
-        if (req) throw new AppError(Status.UNIMPLEMENTED, `received a second request message for unary method ${path}`);
-        req = m;
-      }
-      if (!req) throw new AppError(Status.UNIMPLEMENTED, `received no request message for unary method ${path}`);
-      const res = await entry(req, call.signal);
-      return def.responseType.encode(def.responseType.fromPartial(res)).finish();
-    })().then(
-      (body) => call.reply(body),
-      (e) => call.failWith(e),
-    );
-  };
+  return unaryMethod(TransferServiceDefinition.fullName, TransferServiceDefinition.methods.listChains, entry, opts);
 }
