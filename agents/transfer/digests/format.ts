@@ -12,9 +12,12 @@ import { createHash } from "node:crypto";
 export const MAGIC = "RBDDMAP1";
 const HEADER_BYTES = 32;
 const ENTRY_BYTES = 8;
-/** The smallest block: 64 KiB; larger images get larger blocks, keeping at most 2^20 of them. */
+/**
+ * The smallest block: 64 KiB; images over 16 GiB get larger blocks, keeping at most 2^18 of them — a map
+ * of at most 2 MiB, which fits one session message (SOURCE verification carries it in the lease).
+ */
 export const MIN_BLOCK_BYTES = 64 * 1024;
-const MAX_BLOCKS_TARGET = 2 ** 20;
+const MAX_BLOCKS_TARGET = 2 ** 18;
 
 /** The RADOS object holding a backup's digest map. */
 export function digestsObjectName(backupId: string): string {
@@ -34,7 +37,7 @@ export class DigestMapError extends Error {
   override name = "DigestMapError";
 }
 
-/** B = max(64 KiB, the smallest power of two ≥ image_size / 2^20). */
+/** B = max(64 KiB, the smallest power of two ≥ image_size / 2^18). */
 export function blockSizeFor(imageSize: number): number {
   let b = MIN_BLOCK_BYTES;
   while (b * MAX_BLOCKS_TARGET < imageSize) b *= 2;

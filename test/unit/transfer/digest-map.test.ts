@@ -85,12 +85,12 @@ const readerOf = (image: Buffer) => async (buf: Buffer, offset: number) =>
   image.copy(buf, 0, offset, offset + buf.length);
 
 describe("digest map format", () => {
-  it("block size: 64 KiB up to 64 GiB, then the smallest power of two ≥ size / 2^20", () => {
+  it("block size: 64 KiB up to 16 GiB, then the smallest power of two ≥ size / 2^18", () => {
     assert.equal(blockSizeFor(0), 64 * KiB);
     assert.equal(blockSizeFor(1024 * MiB), 64 * KiB);
-    assert.equal(blockSizeFor(64 * 1024 * MiB), 64 * KiB);
-    assert.equal(blockSizeFor(64 * 1024 * MiB + 1), 128 * KiB);
-    assert.equal(blockSizeFor(2 * 1024 * 1024 * MiB), 2 * MiB);
+    assert.equal(blockSizeFor(16 * 1024 * MiB), 64 * KiB);
+    assert.equal(blockSizeFor(16 * 1024 * MiB + 1), 128 * KiB);
+    assert.equal(blockSizeFor(2 * 1024 * 1024 * MiB), 8 * MiB);
     assert.equal(digestsObjectName("abc"), "backup.abc.digests");
   });
 
