@@ -88,10 +88,28 @@ export function identityOfSubjectAltName(subjectAltName: string | undefined): Id
   return parseIdentityUri(ours[0] as string);
 }
 
-/** The identity of a DER or PEM certificate (Node's X509Certificate parses it). */
+/**
+ * Identities of certificates (Buffers: DER, as a TLS peer's, or PEM) already parsed (a daemon sees the same few peers on every call, and
+ * parsing one is most of an authorized call's CPU). A certificate's bytes fix its identity, so entries
+ * never go stale; the map is emptied when it reaches CERT_MEMO_SIZE.
+ */
+const certMemo = new Map<string, Identity | null>();
+const CERT_MEMO_SIZE = 256;
+
+/** The identity of a DER or PEM certificate (Node's X509Certificate parses it; a Buffer's result is memoized). */
 export function identityOfCertificate(cert: Buffer | string | X509Certificate): Identity | null {
-  const x = cert instanceof X509Certificate ? cert : new X509Certificate(cert);
-  return identityOfSubjectAltName(x.subjectAltName);
+  if (!Buffer.isBuffer(cert)) {
+    const x = cert instanceof X509Certificate ? cert : new X509Certificate(cert);
+    return identityOfSubjectAltName(x.subjectAltName);
+  }
+  const key = cert.toString("base64");
+  let id = certMemo.get(key);
+  if (id === undefined) {
+    id = identityOfSubjectAltName(new X509Certificate(cert).subjectAltName);
+    if (certMemo.size >= CERT_MEMO_SIZE) certMemo.clear();
+    certMemo.set(key, id);
+  }
+  return id ? { ...id } : null;
 }
 
 /** Whether `role` includes `needed` (admin ⊇ operator ⊇ reader). */

@@ -8,6 +8,7 @@
 import client from "prom-client";
 import type { Logger } from "../common/log";
 import { MetricsServer, registerDefaultMetrics } from "../common/metrics-server";
+import { SeriesGauge } from "../common/series-gauge";
 import { BackupResult, RestoreResult } from "../gen/rbdbackup/v1/agent";
 import { JobState } from "../gen/rbdbackup/v1/backup_service";
 import type { Catalog } from "./catalog/catalog";
@@ -148,17 +149,20 @@ export class CoordinatorMetrics {
         for (const s of sessions.all()) this.labels(s.cluster).inc();
       },
     });
-    new client.Gauge({
-      name: "rbdbackup_last_success_timestamp_seconds",
-      help: "When the newest available backup of a volume completed (Unix time), per backed-up volume.",
-      labelNames: ["cluster", "pool", "namespace", "image"],
-      registers: [r],
-      collect() {
-        this.reset();
-        for (const v of catalog.lastSuccessByVolume())
-          this.labels(v.cluster, v.pool, v.namespace, v.image).set(v.at / 1000);
-      },
-    });
+    r.registerMetric(
+      new SeriesGauge(
+        {
+          name: "rbdbackup_last_success_timestamp_seconds",
+          help: "When the newest available backup of a volume completed (Unix time), per backed-up volume.",
+          labelNames: ["cluster", "pool", "namespace", "image"],
+        },
+        () =>
+          catalog.lastSuccessByVolume().map((v) => ({
+            labels: { cluster: v.cluster, pool: v.pool, namespace: v.namespace, image: v.image },
+            value: v.at / 1000,
+          })),
+      ),
+    );
   }
 
   listen(address: string, log: Logger): Promise<string> {

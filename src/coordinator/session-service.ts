@@ -62,6 +62,16 @@ function admitRegister(r: Register, caller: Caller, catalog: Catalog, sessions: 
   return null;
 }
 
+/** Writes the agent's last heartbeat time when the catalog's copy is older (a closed catalog is only logged). */
+function saveLastSeen(catalog: Catalog, session: AgentSession, log: Logger): void {
+  if (!session.unsaved()) return;
+  try {
+    catalog.upsertAgent(session.info);
+  } catch (err) {
+    log.warn("could not record the agent's last heartbeat", { agent: session.agentId, err });
+  }
+}
+
 export function sessionService(deps: {
   catalog: Catalog;
   sessions: Sessions;
@@ -158,8 +168,8 @@ export function sessionService(deps: {
           if (!m) continue;
           switch (m.$case) {
             case "heartbeat": {
-              record.lastSeen = Date.now();
-              catalog.upsertAgent(record);
+              // last_seen: in memory on each beat, written at most every LAST_SEEN_PERSIST_MS (and at disconnect).
+              if (session.seen(Date.now())) catalog.upsertAgent(record);
               const r = scheduler.onHeartbeat(session, m.value.leases);
               session.send({ $case: "heartbeatAck", value: { revokedTokens: r, outcomesReceived: [] } });
               break;
@@ -191,7 +201,10 @@ export function sessionService(deps: {
       } finally {
         context.signal.removeEventListener("abort", onAbort);
         session.close("session ended");
-        if (sessions.remove(session)) scheduler.onDisconnect(session);
+        if (sessions.remove(session)) {
+          saveLastSeen(catalog, session, log);
+          scheduler.onDisconnect(session);
+        }
       }
     },
   };

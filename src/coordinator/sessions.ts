@@ -10,6 +10,9 @@ import { AsyncQueue } from "../common/queue";
 import type { Call as CallMsg, CallReply, CoordinatorMessage } from "../gen/rbdbackup/v1/session";
 import type { AgentRecord } from "./model";
 
+/** How often, at most, a heartbeat writes the agent's last_seen to the catalog (ListAgents reads live sessions' from memory). */
+export const LAST_SEEN_PERSIST_MS = 30_000;
+
 export type CallRequest = NonNullable<CallMsg["request"]>;
 type CallResult = NonNullable<CallReply["result"]>;
 export type CallCase = CallResult["$case"];
@@ -22,8 +25,30 @@ export class AgentSession {
   readonly jobs = new Set<string>();
   readonly sessionId = randomUUID();
   #calls = new Map<string, { resolve: (r: CallReply) => void; reject: (e: unknown) => void }>();
+  /** The last_seen the catalog holds for this agent (`info` was written at registration). */
+  #persistedSeen: number;
 
-  constructor(readonly info: AgentRecord) {}
+  constructor(readonly info: AgentRecord) {
+    this.#persistedSeen = info.lastSeen;
+  }
+
+  /**
+   * The agent was heard from at `now`: `info.lastSeen` moves; true when the catalog's copy is due to be
+   * written (at most every LAST_SEEN_PERSIST_MS; the caller writes `info`).
+   */
+  seen(now: number): boolean {
+    this.info.lastSeen = now;
+    if (now >= this.#persistedSeen && now - this.#persistedSeen < LAST_SEEN_PERSIST_MS) return false;
+    this.#persistedSeen = now;
+    return true;
+  }
+
+  /** True when `info.lastSeen` is newer than the catalog's copy (to be written at disconnect); marks it written. */
+  unsaved(): boolean {
+    if (this.info.lastSeen === this.#persistedSeen) return false;
+    this.#persistedSeen = this.info.lastSeen;
+    return true;
+  }
 
   get agentId(): string {
     return this.info.agentId;

@@ -1,4 +1,7 @@
-/** Agents and clusters: ListAgents (catalog + live sessions), CheckCluster (asked of an agent). */
+/**
+ * Agents and clusters: ListAgents (catalog + live sessions; a connected agent's last_seen is its session's,
+ * the catalog's copy is written only every LAST_SEEN_PERSIST_MS), CheckCluster (asked of an agent).
+ */
 import type { CallContext } from "nice-grpc-common";
 import type { ClusterCheckResponse } from "../../gen/rbdbackup/v1/agent";
 import type { CheckClusterRequest, ListAgentsResponse } from "../../gen/rbdbackup/v1/backup_service";
@@ -11,18 +14,21 @@ export function listAgents(deps: ApiDeps): ListAgentsResponse {
   const { catalog, sessions, scheduler } = deps;
   const running = scheduler.runningCounts(catalog.activeJobs()).byAgent;
   return {
-    agents: catalog.listAgents().map((a) => ({
-      agentId: a.agentId,
-      clusterName: a.clusterName,
-      clusterFsid: a.clusterFsid,
-      version: a.version,
-      transferAddress: a.transferAddress,
-      connected: sessions.get(a.agentId) !== undefined,
-      capacity: a.capacity,
-      runningJobs: running.get(a.agentId) ?? 0,
-      lastSeen: new Date(a.lastSeen),
-      defaultBackupPool: a.defaultBackupPool,
-    })),
+    agents: catalog.listAgents().map((a) => {
+      const live = sessions.get(a.agentId);
+      return {
+        agentId: a.agentId,
+        clusterName: a.clusterName,
+        clusterFsid: a.clusterFsid,
+        version: a.version,
+        transferAddress: a.transferAddress,
+        connected: live !== undefined,
+        capacity: a.capacity,
+        runningJobs: running.get(a.agentId) ?? 0,
+        lastSeen: new Date(live ? Math.max(live.info.lastSeen, a.lastSeen) : a.lastSeen),
+        defaultBackupPool: a.defaultBackupPool,
+      };
+    }),
   };
 }
 

@@ -31,6 +31,12 @@ const policyDoc = (p: Policy): string => JSON.stringify(PolicyMsg.toJSON(p));
 
 export class SqlitePolicyStore implements PolicyStore {
   readonly #sql: (sql: string) => Database.Statement;
+  /**
+   * allPolicies' parses by document text: the runners read every policy each tick (1 s), and parsing a
+   * policy with a long volume list is most of an idle tick. The text fixes the Policy, so an entry is
+   * never stale; only the current documents are kept. Callers treat the policies as read-only.
+   */
+  #parsed = new Map<string, Policy>();
 
   constructor(private readonly db: Database.Database) {
     this.#sql = statementCache(db);
@@ -66,9 +72,15 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   allPolicies(): Policy[] {
-    return (this.#sql("SELECT doc FROM policies ORDER BY name").all() as { doc: string }[]).map((r) =>
-      parsePolicy(r.doc),
-    );
+    const rows = this.#sql("SELECT doc FROM policies ORDER BY name").all() as { doc: string }[];
+    const parsed = new Map<string, Policy>();
+    const out = rows.map((r) => {
+      const p = this.#parsed.get(r.doc) ?? parsePolicy(r.doc);
+      parsed.set(r.doc, p);
+      return p;
+    });
+    this.#parsed = parsed;
+    return out;
   }
 
   upsertProtection(r: ProtectionRecord): void {

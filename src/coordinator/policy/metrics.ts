@@ -5,6 +5,7 @@
  * for a second), not once per gauge.
  */
 import client from "prom-client";
+import { SeriesGauge } from "../../common/series-gauge";
 import { ProtectionState } from "../../gen/rbdbackup/v1/policy";
 import type { Catalog } from "../catalog/catalog";
 import type { PolicyStore } from "../catalog/policy-store";
@@ -53,7 +54,7 @@ export class PolicyMetrics {
     buckets: [5, 15, 30, 60, 120, 300, 900, 1800, 3600, 7200, 21600],
     registers: [],
   });
-  readonly recoveryPointAge: client.Gauge;
+  readonly recoveryPointAge: SeriesGauge<"cluster" | "pool" | "namespace" | "image" | "policy">;
   readonly volumesProtected: client.Gauge;
 
   constructor(sampleNow: () => VolumeSample[]) {
@@ -64,19 +65,20 @@ export class PolicyMetrics {
       if (!memo || now - memo.at >= SAMPLES_TTL_MS || now < memo.at) memo = { at: now, samples: sampleNow() };
       return memo.samples;
     };
-    this.recoveryPointAge = new client.Gauge({
-      name: "rbdbackup_volume_recovery_point_age_seconds",
-      help: "Seconds since the source snapshot of the newest available backup of a volume a policy protects (absent until its first backup).",
-      labelNames: ["cluster", "pool", "namespace", "image", "policy"],
-      registers: [],
-      collect() {
-        this.reset();
+    this.recoveryPointAge = new SeriesGauge(
+      {
+        name: "rbdbackup_volume_recovery_point_age_seconds",
+        help: "Seconds since the source snapshot of the newest available backup of a volume a policy protects (absent until its first backup).",
+        labelNames: ["cluster", "pool", "namespace", "image", "policy"],
+      },
+      function* () {
         for (const s of samples()) {
           if (s.ageSeconds === undefined) continue;
-          this.labels(s.cluster, s.pool, s.namespace, s.image, s.policy).set(s.ageSeconds);
+          const labels = { cluster: s.cluster, pool: s.pool, namespace: s.namespace, image: s.image, policy: s.policy };
+          yield { labels, value: s.ageSeconds };
         }
       },
-    });
+    );
     this.volumesProtected = new client.Gauge({
       name: "rbdbackup_volumes_protected",
       help: "Volumes policies select, by policy and protection state (ok, late, failing, paused, pending).",

@@ -5,6 +5,10 @@
  *
  * Fencing: an agent that is gone (not merely slow) may still hold the volume's lock through its Ceph
  * client; its client addresses go with the job, and the next attempt's agent blocklists them first.
+ *
+ * Renewals by heartbeat live in memory (`#renewed`, by token): a heartbeat changes no job's state, so
+ * it writes no row. The catalog keeps the expiry of the lease's issue (or last registration); after a
+ * restart `recover()` gives every running lease one lease time from then, so nothing is lost.
  */
 import { randomUUID } from "node:crypto";
 import { Status } from "nice-grpc-common";
@@ -18,7 +22,15 @@ import { nextProgress } from "./progress";
 import { attemptFailed, awaitConfirmation, changed, finish, succeeded } from "./transitions";
 
 export class LeaseBroker {
+  /** Lease token → its expiry as last renewed by a heartbeat (not written to the catalog). */
+  readonly #renewed = new Map<string, number>();
+
   constructor(private readonly ctx: SchedulerContext) {}
+
+  /** When the lease expires: the later of its catalog expiry and its last in-memory renewal. */
+  #expiresAt(lease: NonNullable<JobRecord["lease"]>): number {
+    return Math.max(lease.expiresAt, this.#renewed.get(lease.token) ?? 0);
+  }
 
   /** After a restart: running jobs get one lease time for their agents to reconnect and claim them. */
   recover(): void {
@@ -63,10 +75,11 @@ export class LeaseBroker {
 
   /** Fails the attempts whose lease has expired (the jobs are updated in place). */
   expire(jobs: JobRecord[]): void {
+    this.#forgetEnded(jobs);
     const now = this.ctx.now();
     for (const j of jobs) {
       const lease = j.lease;
-      if (j.state !== JobState.JOB_STATE_RUNNING || !lease || lease.expiresAt >= now) continue;
+      if (j.state !== JobState.JOB_STATE_RUNNING || !lease || this.#expiresAt(lease) >= now) continue;
       this.ctx.log.warn("lease expired", { job: j.id, attempt: lease.attempt, agent: lease.agentId });
       this.ctx.emit("leaseExpired", j);
       const s = this.ctx.sessions.get(lease.agentId);
@@ -81,7 +94,7 @@ export class LeaseBroker {
   /** A (re)registered agent: its listed leases are renewed when still current; returns the stale ones. */
   onRegister(session: AgentSession, leases: HeldLease[], previousClientAddrs = ""): string[] {
     const listed = new Set<string>();
-    const revoked = this.#renew(session, leases, (j, l) => {
+    const revoked = this.#renew(session, leases, true, (j, l) => {
       listed.add(j.id);
       if (j.cancelRequested)
         session.send({ $case: "cancel", value: { jobId: j.id, token: l.token, reason: "cancelled by a user" } });
@@ -104,7 +117,7 @@ export class LeaseBroker {
 
   /** A heartbeat renews the leases it lists; returns the tokens that are no longer current. */
   onHeartbeat(session: AgentSession, leases: HeldLease[]): string[] {
-    return this.#renew(session, leases, () => {});
+    return this.#renew(session, leases, false, () => {});
   }
 
   onDisconnect(session: AgentSession): void {
@@ -156,14 +169,31 @@ export class LeaseBroker {
     }
   }
 
+  /** Drops the in-memory renewals of leases that are no longer a running job's current one. */
+  #forgetEnded(active: JobRecord[]): void {
+    if (this.#renewed.size === 0) return;
+    const live = new Set<string>();
+    for (const j of active) if (j.state === JobState.JOB_STATE_RUNNING && j.lease) live.add(j.lease.token);
+    for (const token of this.#renewed.keys()) if (!live.has(token)) this.#renewed.delete(token);
+  }
+
   /** The running job whose current lease has this token. */
   #current(jobId: string, token: string): JobRecord | undefined {
     const j = this.ctx.catalog.getJob(jobId);
     return j?.state === JobState.JOB_STATE_RUNNING && j.lease?.token === token ? j : undefined;
   }
 
-  /** Renews each listed lease that is current (now held by `session`); returns the tokens of the others. */
-  #renew(session: AgentSession, leases: HeldLease[], onRenewed: (j: JobRecord, l: HeldLease) => void): string[] {
+  /**
+   * Renews each listed lease that is current (now held by `session`); returns the tokens of the others.
+   * The job is written when `persist` (a registration) or when the lease changes hands; otherwise the
+   * renewal is kept in memory only.
+   */
+  #renew(
+    session: AgentSession,
+    leases: HeldLease[],
+    persist: boolean,
+    onRenewed: (j: JobRecord, l: HeldLease) => void,
+  ): string[] {
     const revoked: string[] = [];
     const until = this.ctx.now() + this.ctx.cfg.leaseTtlMs;
     for (const l of leases) {
@@ -172,9 +202,12 @@ export class LeaseBroker {
         revoked.push(l.token);
         continue;
       }
-      j.lease.agentId = session.agentId;
-      j.lease.expiresAt = until;
-      this.ctx.catalog.updateJob(j);
+      this.#renewed.set(j.lease.token, until);
+      if (persist || j.lease.agentId !== session.agentId) {
+        j.lease.agentId = session.agentId;
+        j.lease.expiresAt = until;
+        this.ctx.catalog.updateJob(j);
+      }
       session.jobs.add(j.id);
       onRenewed(j, l);
     }

@@ -1,6 +1,7 @@
 /** Identities in certificates and the coordinator's capabilities, without Ceph (certificates from gen-certs.sh). */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { X509Certificate } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -44,6 +45,21 @@ describe("identities", () => {
     });
     assert.deepEqual(identityOfCertificate(pem(dir, "ops.pem")), { kind: "client", role: "operator", name: "ops" });
     assert.equal(identityOfCertificate(pem(dir, "plain.pem")), null);
+  });
+
+  it("a certificate's identity is memoized by its bytes: the same answer, a fresh object each time", () => {
+    const der = new X509Certificate(pem(dir, "agent-a.pem")).raw;
+    const first = identityOfCertificate(der);
+    assert.deepEqual(first, { kind: "agent", cluster: "site-a", agentId: "agent-a" });
+    if (first?.kind === "agent") first.agentId = "changed";
+    assert.deepEqual(identityOfCertificate(Buffer.from(der)), { kind: "agent", cluster: "site-a", agentId: "agent-a" });
+    assert.deepEqual(identityOfCertificate(new X509Certificate(pem(dir, "ops.pem")).raw), {
+      kind: "client",
+      role: "operator",
+      name: "ops",
+    });
+    assert.equal(identityOfCertificate(new X509Certificate(pem(dir, "plain.pem")).raw), null);
+    assert.throws(() => identityOfCertificate(Buffer.from("not a certificate")));
   });
 
   it("malformed URIs and unknown roles name nobody; roles nest", () => {

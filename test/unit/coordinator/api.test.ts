@@ -274,6 +274,15 @@ describe("BackupService admission", () => {
         ],
       );
     });
+
+    it("ListAgents shows a connected agent's last_seen from its session, not the catalog's older copy", async () => {
+      const stored = h.catalog.listAgents().find((a) => a.agentId === "a1")?.lastSeen ?? 0;
+      const beat = stored + 5_000;
+      assert.equal(a1.seen(beat), false, "inside the window: not written");
+      assert.equal(h.catalog.listAgents().find((a) => a.agentId === "a1")?.lastSeen, stored);
+      const { agents } = await api.listAgents({});
+      assert.equal(agents.find((a) => a.agentId === "a1")?.lastSeen?.getTime(), beat);
+    });
   });
 
   it("an unexpected failure is INTERNAL with a generic message; the details go to the log", async () => {

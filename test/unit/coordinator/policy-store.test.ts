@@ -96,3 +96,32 @@ describe("SqlitePolicyStore", () => {
     c.close();
   });
 });
+
+describe("SqlitePolicyStore.allPolicies: parses kept by document", () => {
+  it("an unchanged policy is not parsed again; an updated or deleted one is read anew", () => {
+    const c = new SqliteCatalog(":memory:");
+    const p = c.policies;
+    p.insertPolicy(policy("a"));
+    p.insertPolicy(policy("b"));
+    const [a1, b1] = p.allPolicies();
+    const [a2, b2] = p.allPolicies();
+    assert.equal(a2, a1, "the same parse of an unchanged document");
+    assert.equal(b2, b1);
+    p.updatePolicy({
+      ...policy("b"),
+      revision: 2,
+      schedule: { ...policy("b").schedule, intervalSeconds: 120 },
+    } as Policy);
+    const [a3, b3] = p.allPolicies();
+    assert.equal(a3, a1);
+    assert.notEqual(b3, b1);
+    assert.equal(b3?.schedule?.intervalSeconds, 120);
+    assert.equal(b3?.revision, 2);
+    p.deletePolicy("a");
+    assert.deepEqual(
+      p.allPolicies().map((x) => x.name),
+      ["b"],
+    );
+    c.close();
+  });
+});

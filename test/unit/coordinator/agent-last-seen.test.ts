@@ -1,0 +1,169 @@
+/**
+ * An agent's last_seen and its leases' renewals cost no catalog write per heartbeat: the session keeps
+ * last_seen in memory and writes it at most every LAST_SEEN_PERSIST_MS and at disconnect; ListAgents
+ * shows a live session's; a heartbeat renews leases in memory only, and a restarted coordinator still
+ * gives running leases one lease time. The real session service, driven without gRPC; no Ceph.
+ */
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { AsyncQueue } from "../../../src/common/queue";
+import { Audit } from "../../../src/coordinator/audit";
+import { CALLER_METADATA_KEY } from "../../../src/coordinator/authz";
+import { Relays } from "../../../src/coordinator/interchange/relays";
+import type { AgentRecord, JobRecord } from "../../../src/coordinator/model";
+import { sessionService } from "../../../src/coordinator/session-service";
+import { AgentSession, LAST_SEEN_PERSIST_MS } from "../../../src/coordinator/sessions";
+import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import type { AgentMessage } from "../../../src/gen/rbdbackup/v1/session";
+import { agentRecord, fsidOf } from "../../helpers/fake-agent";
+import { Harness, vol } from "./harness";
+
+describe("AgentSession.seen: last_seen written at most every LAST_SEEN_PERSIST_MS", () => {
+  it("moves last_seen in memory; due only once the window passed; unsaved() reports the rest", () => {
+    const t0 = 1_000_000;
+    const s = new AgentSession(agentRecord("a1", "a", { lastSeen: t0 }));
+    assert.equal(s.seen(t0 + 3_000), false);
+    assert.equal(s.info.lastSeen, t0 + 3_000);
+    assert.equal(s.seen(t0 + LAST_SEEN_PERSIST_MS - 1), false);
+    assert.equal(s.seen(t0 + LAST_SEEN_PERSIST_MS), true);
+    assert.equal(s.seen(t0 + LAST_SEEN_PERSIST_MS + 3_000), false);
+    assert.equal(s.unsaved(), true, "the last beat is newer than the catalog's copy");
+    assert.equal(s.unsaved(), false, "now written");
+    assert.equal(s.seen(t0), true, "a clock that went back writes at once");
+  });
+});
+
+/** Waits (with a deadline) until `cond` holds. */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+describe("session service: heartbeats and the catalog", () => {
+  let h: Harness;
+  let writes: AgentRecord[];
+
+  beforeEach(() => {
+    h = new Harness();
+    writes = [];
+    const upsert = h.catalog.upsertAgent.bind(h.catalog);
+    h.catalog.upsertAgent = (a) => {
+      writes.push({ ...a });
+      upsert(a);
+    };
+  });
+  afterEach(() => h.close());
+
+  it("a heartbeat inside the window writes nothing; the disconnect writes the last one", async () => {
+    const svc = sessionService({
+      catalog: h.catalog,
+      sessions: h.sessions,
+      scheduler: h.scheduler,
+      log: h.log,
+      audit: new Audit(h.log),
+      accepting: () => true,
+      relays: new Relays(),
+    });
+    const inbox = new AsyncQueue<AgentMessage>();
+    const abort = new AbortController();
+    const metadata = new Map([[CALLER_METADATA_KEY, JSON.stringify({ via: "insecure" })]]);
+    // biome-ignore lint/suspicious/noExplicitAny: the handler reads only metadata and signal of its context
+    const out = svc.session(inbox, { metadata, signal: abort.signal } as any);
+    const received: unknown[] = [];
+    const pump = (async () => {
+      for await (const m of out) received.push(m);
+    })();
+    inbox.push({
+      msg: {
+        $case: "register",
+        value: {
+          agentId: "a1",
+          clusterName: "a",
+          clusterFsid: fsidOf("a"),
+          version: "test",
+          transferAddress: "127.0.0.1:7401",
+          capacity: 4,
+          defaultBackupPool: "backups",
+          cephClientAddrs: "v2:127.0.0.1:6800/1",
+          librbdVersion: "",
+          leases: [],
+        },
+      },
+    });
+    await until(() => received.length === 1, "Registered");
+    assert.equal(writes.length, 1, "registration writes the agent");
+    const registeredAt = writes[0]?.lastSeen ?? 0;
+    for (let i = 0; i < 3; i++) {
+      await new Promise((r) => setTimeout(r, 2));
+      inbox.push({ msg: { $case: "heartbeat", value: { leases: [] } } });
+      await until(() => received.length === 2 + i, `heartbeat ack ${i + 1}`);
+    }
+    assert.equal(writes.length, 1, "heartbeats inside the window write nothing");
+    const live = h.sessions.get("a1");
+    assert.ok(live && live.info.lastSeen > registeredAt, "the session's last_seen moved");
+    assert.equal(h.catalog.listAgents()[0]?.lastSeen, registeredAt, "the catalog still holds the registration's");
+
+    inbox.close();
+    await pump;
+    assert.equal(h.sessions.get("a1"), undefined);
+    assert.equal(writes.length, 2, "the disconnect writes the last heartbeat");
+    assert.equal(h.catalog.listAgents()[0]?.lastSeen, live.info.lastSeen);
+  });
+});
+
+describe("lease renewals by heartbeat", () => {
+  let h: Harness;
+  afterEach(() => h.close());
+
+  it("renew in memory (no job write); expiry still follows them; a restart gives one lease time", () => {
+    h = new Harness();
+    const a1 = h.connect("a1", "a");
+    h.connect("b1", "b");
+    const j = h.queueBackup(vol("v1"));
+    h.tick();
+    assert.equal(h.job(j.id).state, JobState.JOB_STATE_RUNNING);
+    const issued = h.job(j.id).lease?.expiresAt;
+    const updates: JobRecord[] = [];
+    const update = h.catalog.updateJob.bind(h.catalog);
+    h.catalog.updateJob = (x) => {
+      updates.push(x);
+      update(x);
+    };
+    for (let i = 0; i < 3; i++) {
+      h.advance(h.cfg.leaseTtlMs - 1);
+      assert.deepEqual(h.scheduler.onHeartbeat(a1, [a1.held(j.id)]), []);
+      h.tick();
+      assert.equal(h.job(j.id).state, JobState.JOB_STATE_RUNNING, `renewed by heartbeat ${i + 1}`);
+    }
+    assert.equal(updates.length, 0, "no heartbeat wrote the job");
+    assert.equal(h.job(j.id).lease?.expiresAt, issued, "the catalog keeps the issued expiry");
+    // Without a further heartbeat the renewed lease expires one lease time after the last one.
+    h.advance(h.cfg.leaseTtlMs + 1);
+    h.tick();
+    assert.equal(h.job(j.id).attempts, 1);
+    assert.equal(h.job(j.id).state, JobState.JOB_STATE_QUEUED, "the attempt expired and waits for its retry");
+    assert.ok(updates.length > 0, "the expiry is a state change, written");
+  });
+
+  it("a coordinator restarted after in-memory renewals gives the running lease one lease time", () => {
+    h = new Harness();
+    const a1 = h.connect("a1", "a");
+    h.connect("b1", "b");
+    const j = h.queueBackup(vol("v1"));
+    h.tick();
+    for (let i = 0; i < 3; i++) {
+      h.advance(h.cfg.leaseTtlMs - 1);
+      h.scheduler.onHeartbeat(a1, [a1.held(j.id)]);
+    }
+    h.scheduler.stop();
+    h.scheduler = h.newScheduler();
+    h.scheduler.start();
+    assert.equal(h.job(j.id).lease?.expiresAt, h.t + h.cfg.leaseTtlMs);
+    h.advance(h.cfg.leaseTtlMs - 1);
+    h.tick();
+    assert.equal(h.job(j.id).state, JobState.JOB_STATE_RUNNING);
+  });
+});
