@@ -69,12 +69,6 @@ describe("coordinator: FlattenVolume", () => {
     const removed = await clone("removed");
     assert.deepEqual((await c.getBackup({ backupId: b.id })).clones, [byHand, real, removed]);
 
-    // Removed by hand: FlattenVolume succeeds with a warning and drops it from the list.
-    await rbd("site-b", ["rm", "--no-progress", spec(removed)]);
-    const gone = await succeeded(c, (await c.flattenVolume({ volume: removed, backupId: "", idempotencyKey: "" })).id);
-    assert.match(gone.warnings.join("\n"), /no longer exists/);
-    assert.deepEqual((await c.getBackup({ backupId: b.id })).clones, [byHand, real]);
-
     // Bad requests: exact statuses, no job queued.
     const flattens = async () =>
       (await c.listJobs({ kind: JobKind.JOB_KIND_FLATTEN, backupId: b.id, state: 0, pageSize: 100, pageToken: "" }))
@@ -94,6 +88,12 @@ describe("coordinator: FlattenVolume", () => {
       "INVALID_ARGUMENT",
     );
     assert.equal(await flattens(), 0);
+
+    // Removed by hand: FlattenVolume succeeds with a warning and drops it from the list.
+    await rbd("site-b", ["rm", "--no-progress", spec(removed)]);
+    const gone = await succeeded(c, (await c.flattenVolume({ volume: removed, backupId: "", idempotencyKey: "" })).id);
+    assert.match(gone.warnings.join("\n"), /no longer exists/);
+    assert.deepEqual((await c.getBackup({ backupId: b.id })).clones, [byHand, real]);
 
     // Flattened by hand: still listed, so the delete is refused naming it.
     await rbd("site-b", ["flatten", "--no-progress", spec(byHand)]);
