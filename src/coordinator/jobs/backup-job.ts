@@ -135,30 +135,43 @@ function newBackup(
   sizeBytes: number,
   nowMs: number,
 ): Backup {
-  return {
+  return creatingBackup({
     id: randomUUID(),
     volume: vol,
     volumeId: req.volumeId,
     volumeMetadata: req.volumeMetadata,
     location: { cluster: dest.cluster, pool: dest.pool, namespace: dest.namespace },
     locationFsid: dest.fsid,
+    sizeBytes,
+    createdAt: new Date(nowMs),
+  });
+}
+
+/** A backup record in state CREATING: what is given, nothing transferred, no result yet. */
+export function creatingBackup(
+  b: Pick<
+    Backup,
+    "id" | "volume" | "volumeId" | "volumeMetadata" | "location" | "locationFsid" | "sizeBytes" | "createdAt"
+  > &
+    Partial<Pick<Backup, "incremental" | "parentSnapshot">>,
+): Backup {
+  return {
     status: BackupStatus.BACKUP_STATUS_CREATING,
     baseImage: "",
     snapshot: "",
     incremental: false,
     parentSnapshot: "",
     forcedFullReason: "",
-    sizeBytes,
     dataBytesSent: 0,
     zeroBytes: 0,
     transferSeconds: 0,
     jobId: "",
-    createdAt: new Date(nowMs),
     completedAt: undefined,
     error: "",
     warnings: [],
     clones: [],
     integrity: undefined,
     policy: "",
+    ...b,
   };
 }

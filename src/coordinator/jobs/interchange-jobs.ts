@@ -12,11 +12,12 @@
  */
 import { randomUUID } from "node:crypto";
 import { backupSnapName, baseImageName } from "../../common/ids";
-import { type Backup, BackupStatus, JobKind } from "../../gen/rbdbackup/v1/backup_service";
+import { type Backup, JobKind } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Catalog } from "../catalog/catalog";
 import type { JobRecord } from "../model";
 import { lockOfBackup, lockOfVolume } from "../scheduler";
+import { creatingBackup } from "./backup-job";
 import { newJobRecord } from "./new-job";
 
 /** librbd's default object size (order 22: 4 MiB), for an imported full backup's metadata. */
@@ -62,32 +63,19 @@ export function importJob(catalog: Catalog, s: ImportSpec, nowMs = Date.now()): 
   const p = s.parent;
   const baseImage = p ? p.baseImage : baseImageName(s.volume.image, id);
   const toSnapshot = backupSnapName(id, nowMs);
-  const backup: Backup = {
+  const backup: Backup = creatingBackup({
     id,
     volume: s.volume,
     volumeId: s.volumeId,
     volumeMetadata: s.volumeMetadata,
     location: { ...s.location },
     locationFsid: s.locationFsid,
-    status: BackupStatus.BACKUP_STATUS_CREATING,
-    baseImage: "",
-    snapshot: "",
     incremental: !!p,
     parentSnapshot: p?.snapshot ?? "",
-    forcedFullReason: "",
     sizeBytes: p?.sizeBytes ?? 0,
-    dataBytesSent: 0,
-    zeroBytes: 0,
-    transferSeconds: 0,
-    jobId: "",
     createdAt: new Date(nowMs),
-    completedAt: undefined,
-    error: "",
-    warnings: [],
-    clones: [],
-    integrity: undefined,
-    policy: "",
-  };
+  });
+
   const meta = importMetadata(catalog, backup, baseImage, toSnapshot, nowMs);
   const job = newJobRecord(
     {
