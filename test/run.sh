@@ -6,6 +6,7 @@
 #   4. starts the lab clusters site-a, site-b (16 GiB of memstore accounting each) and site-small
 #      (256 MiB, to fill) once for
 #      the whole run, in their own directory
+#   4b. starts a throwaway PostgreSQL on loopback (deploy/lab/postgres.sh; RBDBACKUP_TEST_PG_URL)
 #   5. runs every test under dist/test (unit and integration, node:test)
 #   6. fails if the tests left anything new in /tmp or a daemon of ours running (every test removes
 #      what it creates)
@@ -16,14 +17,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-deploy/lab/install-deps.sh prometheus   # + promtool and Prometheus for the observability tests
+# + promtool and Prometheus for the observability tests, PostgreSQL for the catalog's second store and
+# several coordinators, Cinder and gRPC for Python for the OpenStack driver's tests.
+deploy/lab/install-deps.sh prometheus postgresql python3-cinder python3-grpcio python3-grpc-tools
 npm ci --no-audit --no-fund --loglevel=error
 npm run build --silent
 npx biome check .
 
 export RBDBACKUP_LAB_DIR="${RBDBACKUP_TEST_LAB_DIR:-/tmp/rbdbackup-test-lab}"
-deploy/lab/lab.sh down # leftovers of an interrupted run
-trap 'deploy/lab/lab.sh down' EXIT
+pg_dir="$RBDBACKUP_LAB_DIR-pg"
+deploy/lab/postgres.sh down "$pg_dir" # leftovers of an interrupted run
+deploy/lab/lab.sh down
+trap 'deploy/lab/postgres.sh down "$pg_dir"; deploy/lab/lab.sh down' EXIT
 started=$(date +%s)
 # Memstore's capacity is only an accounting figure (RAM holds what is written), and its accounting
 # drifts upward with snapshot trims, shrinks and rollbacks (measured: +8 MiB per shrink-after-snapshot):
@@ -37,6 +42,9 @@ for c in site-a site-b; do
 done
 # A small cluster whose pool a test fills on purpose.
 deploy/lab/lab.sh up --capacity 256M --pools backups site-small
+# One PostgreSQL (loopback, throwaway); each test that needs it makes and drops its own database.
+RBDBACKUP_TEST_PG_URL="$(deploy/lab/postgres.sh up "$pg_dir" "${RBDBACKUP_TEST_PG_PORT:-55433}")"
+export RBDBACKUP_TEST_PG_URL
 echo "lab up in $(($(date +%s) - started)) s"
 
 # Only *.test.js files (node --test given a directory would run every .js file in it).
@@ -46,7 +54,7 @@ mapfile -t files < <(find ${RBDBACKUP_TEST_FILES:-dist/test} -name '*.test.js' |
 # Leftovers: the names in /tmp before the tests, to compare with after them. Not counted: the lab's own
 # directory (removed by `lab.sh down`), what the system and node/npm keep there (compile caches,
 # X11/ICE sockets, systemd's private dirs), and RBDBACKUP_TEST_TMP_IGNORE.
-tmp_ignore="^($(basename "$RBDBACKUP_LAB_DIR")|v8-compile-cache.*|node-compile-cache|npm-.*|\.npm|\..*-unix"
+tmp_ignore="^($(basename "$RBDBACKUP_LAB_DIR")|$(basename "$RBDBACKUP_LAB_DIR")-pg|v8-compile-cache.*|node-compile-cache|npm-.*|\.npm|\..*-unix"
 tmp_ignore+="|systemd-private-.*|snap-private-tmp|hsperfdata_.*${RBDBACKUP_TEST_TMP_IGNORE:+|$RBDBACKUP_TEST_TMP_IGNORE})\$"
 tmp_entries() { find /tmp -mindepth 1 -maxdepth 1 -printf '%f\n' | grep -Ev "$tmp_ignore" | LC_ALL=C sort || true; }
 tmp_before="$(tmp_entries)"

@@ -68,6 +68,8 @@ export const METHOD_ROLES: Readonly<Record<string, Role>> = {
   VerifyBackup: "operator", // re-reads stored data (load on the clusters); may mark a backup CORRUPT
   ExportBackup: "operator", // the volume's data leaves the cluster, as a restore's would
   ImportBackup: "admin", // the caller's bytes become a backup of any volume: as trusted as ImportBackupRecord
+  RebuildCatalog: "admin", // writes the catalog from what a cluster holds: as trusted as ImportBackupRecord
+  GetCoordinatorStatus: "reader",
 };
 
 /** Methods that change something: each call is written to the audit log when it ends. */
@@ -89,6 +91,7 @@ export const MUTATING = new Set([
   "VerifyBackup",
   "ExportBackup",
   "ImportBackup",
+  "RebuildCatalog",
 ]);
 
 /** Services any API client role may use besides BackupService (read-only). */

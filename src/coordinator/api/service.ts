@@ -7,6 +7,7 @@
  * This file only routes each method to the file of its concern. Handlers throw AppError; the server
  * adds them behind errorStatus (error-status.ts), which turns every failure into a status.
  */
+import { ServerError, Status } from "nice-grpc-common";
 import type { BackupServiceImplementation } from "../../gen/rbdbackup/v1/backup_service";
 import { Admission } from "./admission";
 import { getBackup, listBackupSnapshots, listBackups } from "./backups";
@@ -27,6 +28,11 @@ import { watchJob } from "./watch";
 
 export type { ApiDeps } from "./deps";
 export { errorStatus } from "./error-status";
+
+/** A contract on main whose implementation is being built (issue 15). */
+function notYet(method: string): never {
+  throw new ServerError(Status.UNIMPLEMENTED, `${method} is not implemented yet`);
+}
 
 export function backupService(deps: ApiDeps): BackupServiceImplementation {
   const adm = new Admission(deps);
@@ -59,5 +65,8 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
     // Interchange with Ceph's rbd-diff format.
     exportBackup: (req, ctx) => exportBackup(deps, adm, req, ctx),
     importBackup: (req, ctx) => importBackup(deps, adm, req, ctx),
+    // High availability and disaster recovery of the control plane (issue 15): owners replace these.
+    rebuildCatalog: async () => notYet("RebuildCatalog"),
+    getCoordinatorStatus: async () => notYet("GetCoordinatorStatus"),
   };
 }

@@ -6,6 +6,7 @@
  */
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../model";
 import type { AvailableBackup } from "./available-index";
+import type { LeaderLease } from "./leader-lease";
 import type { PolicyStore } from "./policy-store";
 
 export type { AvailableBackup };
@@ -26,6 +27,17 @@ export interface ClusterPin {
 
 export interface Catalog {
   transaction<T>(f: () => T): T;
+
+  /** The store ("sqlite" or "postgresql") and the schema version it is at. */
+  readonly kind: "sqlite" | "postgresql";
+  readonly schemaVersion: number;
+  /**
+   * The key page tokens are signed with (page-token.ts): random, made once per catalog and kept in it,
+   * so every coordinator sharing the catalog accepts the others' tokens.
+   */
+  readonly pagingKey: Buffer;
+  /** Leadership among coordinators sharing this catalog (PostgreSQL); undefined = one coordinator. */
+  readonly leadership?: LeaderLease | undefined;
 
   /** Protection policies and their per-volume records (policy-store.ts). */
   readonly policies: PolicyStore;

@@ -3,6 +3,7 @@
  * kill -9 loses nothing that was acknowledged). Each table keeps the record as JSON plus the columns
  * that are filtered, ordered or unique.
  */
+import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
@@ -84,6 +85,11 @@ export class SqliteCatalog implements Catalog {
   readonly #sql: (sql: string) => Database.Statement;
   readonly policies: SqlitePolicyStore;
   readonly #available: AvailableIndex;
+  readonly kind = "sqlite" as const;
+  readonly schemaVersion = 1;
+  // Placeholder until the keyset tokens land (issue 15): kept in the file from then on.
+  readonly pagingKey: Buffer = randomBytes(32);
+  readonly leadership = undefined;
 
   constructor(file: string) {
     if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });

@@ -254,6 +254,13 @@ const METHODS: Record<string, { role: Role; call: (c: BackupServiceClient, refus
         idempotencyKey: "",
       }),
   },
+  // A refused caller asks for a real rebuild of the backup cluster (a bypass would write the catalog);
+  // an allowed one names a cluster no agent serves.
+  RebuildCatalog: {
+    role: "admin",
+    call: (c, r) => c.rebuildCatalog({ cluster: r ? "site-b" : "nowhere", pools: [], dryRun: false }),
+  },
+  GetCoordinatorStatus: { role: "reader", call: (c) => c.getCoordinatorStatus({}) },
 };
 
 const SEEDED_POLICY = "seeded";

@@ -64,6 +64,8 @@ const impl: BackupServiceImplementation = {
   createPolicy: unimplemented,
   flattenVolume: unimplemented,
   verifyBackup: unimplemented,
+  rebuildCatalog: unimplemented,
+  getCoordinatorStatus: unimplemented,
   importBackup: unimplemented,
   // biome-ignore lint/correctness/useYield: a fake that refuses
   exportBackup: async function* () {
