@@ -11,6 +11,7 @@ import { BackupStatus, JobState } from "../../../gen/rbdbackup/v1/backup_service
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../../model";
 import { type AvailableBackup, AvailableIndex } from "../available-index";
 import type { Catalog, ClusterPin, Page } from "../catalog";
+import { FencedError } from "../leader-lease";
 import { decodePageToken, keysetPage, pageScope } from "../page-token";
 import { SyncBridge } from "./bridge";
 import { PgLeaderLease } from "./lease";
@@ -89,13 +90,23 @@ export class PgCatalog implements Catalog {
   #write(steps: Step[]) {
     const fence = this.leadership.fence;
     const tx: TxMode = this.#depth > 0 ? "in" : fence || steps.length > 1 ? "self" : "none";
-    return this.#db.run(steps, tx, tx === "self" ? fence : undefined);
+    return this.#fenced(() => this.#db.run(steps, tx, tx === "self" ? fence : undefined));
+  }
+
+  /** Runs f; a FencedError also tells the lease that we no longer lead. */
+  #fenced<T>(f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      if (e instanceof FencedError) this.leadership.deposed();
+      throw e;
+    }
   }
 
   transaction<T>(f: () => T): T {
     const depth = this.#depth;
     const sp = `sp${depth}`;
-    if (depth === 0) this.#db.run([], "open", this.leadership.fence);
+    if (depth === 0) this.#fenced(() => this.#db.run([], "open", this.leadership.fence));
     else this.#db.run([{ sql: `SAVEPOINT ${sp}` }], "in");
     this.#depth = depth + 1;
     try {
@@ -122,7 +133,11 @@ export class PgCatalog implements Catalog {
     const lease = this.leadership;
     if (!lease.contender) return this.#available;
     const t = lease.leadingToken;
-    if (t === undefined) return undefined;
+    if (t === undefined) {
+      // Not (surely) leading: others may write; the next lead rebuilds the index.
+      this.#indexToken = -1;
+      return undefined;
+    }
     if (t !== this.#indexToken) {
       this.#available.invalidate();
       this.#indexToken = t;

@@ -51,8 +51,11 @@ const record = (r: Row): LeaderRecord => ({
 export class PgLeaderLease implements LeaderLease {
   /** The lease this catalog was last granted (fences its writes); undefined = never granted. */
   #granted: Fence | undefined;
-  /** Whether the last tryAcquire granted or renewed it to us (and no release since). */
-  #leading = false;
+  /**
+   * Until when (this process's clock, epoch ms) we surely lead: the lease was granted after we sent the
+   * request, so it lasts at least until send time + ttl. 0 = not leading (never, released, or fenced).
+   */
+  #leadingUntil = 0;
   /** Whether this catalog ever asked for the lease (a standby has; a tool or a test has not). */
   #contender = false;
 
@@ -60,12 +63,15 @@ export class PgLeaderLease implements LeaderLease {
 
   tryAcquire(me: CoordinatorIdentity, ttlMs: number): LeaderRecord {
     this.#contender = true;
+    const sent = Date.now();
     // Not fenced: this is the statement that moves the lease. Returns no row when someone else holds it.
     const [got] = this.db.query<Row>(ACQUIRE, [me.id, me.address, Math.max(1, Math.round(ttlMs))]);
     if (!got) throw new Error("the leader lease row is missing after tryAcquire");
     const r = record(got);
-    this.#leading = r.holder === me.id;
-    if (this.#leading) this.#granted = { holder: r.holder, token: r.token };
+    if (r.holder === me.id) {
+      this.#granted = { holder: r.holder, token: r.token };
+      this.#leadingUntil = sent + ttlMs;
+    } else this.#leadingUntil = 0;
     return r;
   }
 
@@ -75,7 +81,7 @@ export class PgLeaderLease implements LeaderLease {
   }
 
   release(me: CoordinatorIdentity): void {
-    this.#leading = false;
+    this.#leadingUntil = 0;
     // Lapses it now (same token: the next holder's grant adds one).
     this.db.query(
       "UPDATE coordinator_leader SET expires_at = now() - interval '1 millisecond' WHERE id = 1 AND holder = $1",
@@ -88,9 +94,14 @@ export class PgLeaderLease implements LeaderLease {
     return this.#granted;
   }
 
-  /** The token of the lease while this catalog leads; undefined while it does not (or never asked). */
+  /** A write was fenced: another coordinator leads now. */
+  deposed(): void {
+    this.#leadingUntil = 0;
+  }
+
+  /** The token of the lease while this catalog surely leads; undefined otherwise (or never asked). */
   get leadingToken(): number | undefined {
-    return this.#leading ? this.#granted?.token : undefined;
+    return Date.now() < this.#leadingUntil ? this.#granted?.token : undefined;
   }
 
   get contender(): boolean {
