@@ -33,29 +33,41 @@ export function describeUrl(url: string): string {
 }
 
 export class SyncBridge {
-  readonly #worker: Worker;
-  readonly #port: MessagePort;
-  readonly #flag: Int32Array;
+  #worker!: Worker;
+  #port!: MessagePort;
+  #flag!: Int32Array;
   readonly #where: string;
   #seq = 0;
   #closed = false;
+  /** The worker ended (it should not): the next call starts another. */
+  #dead = false;
 
   constructor(
-    url: string,
+    private readonly url: string,
     readonly timeoutMs: number,
   ) {
     this.#where = describeUrl(url);
+    this.#spawn();
+  }
+
+  #spawn(): void {
     const sab = new SharedArrayBuffer(4);
     this.#flag = new Int32Array(sab);
     const { port1, port2 } = new MessageChannel();
     this.#port = port1;
+    this.#dead = false;
     this.#worker = new Worker(path.join(__dirname, "worker.js"), {
-      workerData: { url, statementTimeoutMs: timeoutMs, port: port2, flag: sab },
+      workerData: { url: this.url, statementTimeoutMs: this.timeoutMs, port: port2, flag: sab },
       transferList: [port2],
     });
+    const w = this.#worker;
+    w.on("error", () => {}); // reported as the exit below; the calls fail UNAVAILABLE meanwhile
+    w.on("exit", () => {
+      if (this.#worker === w) this.#dead = true;
+    });
     // The worker only works while this thread waits on it: it must not keep the process alive.
-    this.#worker.unref();
-    this.#port.unref();
+    w.unref();
+    port1.unref();
   }
 
   get where(): string {
@@ -65,6 +77,10 @@ export class SyncBridge {
   /** Runs the steps (see protocol.ts TxMode) and returns each one's result; throws on any failure. */
   run(steps: Step[], tx: TxMode = "none", fence?: Fence): StepResult[] {
     if (this.#closed) throw new AppError(Status.UNAVAILABLE, `the catalog at ${this.#where} is closed`);
+    if (this.#dead) {
+      this.#port.close();
+      this.#spawn();
+    }
     this.#seq = (this.#seq % 2_000_000_000) + 1;
     const id = this.#seq;
     const req: Request = { id, op: "run", steps, tx, fence };

@@ -2,8 +2,9 @@
  * The catalog in PostgreSQL, for several coordinators sharing one database (one leader: lease.ts).
  * Synchronous like every Catalog: each call is one round trip through the sync bridge (bridge.ts) —
  * mostly one statement; a fenced write outside a transaction is BEGIN, the lease check, the statement
- * and COMMIT in that one trip. `transaction(f)` is BEGIN … COMMIT on the bridge's one connection
- * (nested calls are savepoints, as better-sqlite3's are); a throw rolls back.
+ * and COMMIT in that one trip. `transaction(f)` is BEGIN … COMMIT on the bridge's one connection, the
+ * BEGIN and lease check sent with its first statement (nested calls are savepoints, as better-sqlite3's
+ * are); a throw rolls back.
  * Caches are kept only where they stay right (README.md): the AVAILABLE index while this catalog leads
  * (rebuilt at each new grant) or when it never contended for the lease; SQL otherwise.
  */
@@ -16,7 +17,7 @@ import { decodePageToken, keysetPage, pageScope } from "../page-token";
 import { SyncBridge } from "./bridge";
 import { PgLeaderLease } from "./lease";
 import { PgPolicyStore } from "./policies";
-import type { Step, TxMode } from "./protocol";
+import type { Step, StepResult, TxMode } from "./protocol";
 import {
   availableOf,
   BACKUP_COLUMNS,
@@ -52,6 +53,8 @@ export class PgCatalog implements Catalog {
   #indexToken = -1;
   /** Transaction depth: 0 = none open; n > 1 = savepoints. */
   #depth = 0;
+  /** Whether the open transaction's BEGIN was sent (with its first statement). */
+  #begun = false;
 
   constructor(opts: PgCatalogOptions) {
     this.#db = new SyncBridge(opts.url, opts.statementTimeoutMs ?? 10_000);
@@ -78,25 +81,32 @@ export class PgCatalog implements Catalog {
     return this.#db.where;
   }
 
-  /** A read: inside the open transaction when there is one. */
+  /** A read: inside the transaction when one is open. */
   #read<R>(sql: string, params: unknown[] = []): R[] {
-    return this.#db.query<R>(sql, params, this.#depth > 0 ? "in" : "none");
+    return (this.#send([{ sql, params }], false)[0]?.rows ?? []) as R[];
   }
 
   /**
-   * A write: inside the open transaction (fenced at its BEGIN), else in a transaction of its own when it
-   * is fenced (once granted) or has several statements, else one autocommitted statement.
+   * A write: inside the transaction when one is open, else a transaction of its own when it is fenced
+   * (once granted) or has several statements, else one autocommitted statement.
    */
-  #write(steps: Step[]) {
-    const fence = this.leadership.fence;
-    const tx: TxMode = this.#depth > 0 ? "in" : fence || steps.length > 1 ? "self" : "none";
-    return this.#fenced(() => this.#db.run(steps, tx, tx === "self" ? fence : undefined));
+  #write(steps: Step[]): StepResult[] {
+    return this.#send(steps, true);
   }
 
-  /** Runs f; a FencedError also tells the lease that we no longer lead. */
-  #fenced<T>(f: () => T): T {
+  /**
+   * Sends steps. Inside transaction(f), the first statement carries the BEGIN and the fence check (one
+   * round trip saved); a FencedError also tells the lease that we no longer lead.
+   */
+  #send(steps: Step[], write: boolean): StepResult[] {
+    const fence = this.leadership.fence;
+    let tx: TxMode;
+    if (this.#depth > 0) {
+      tx = this.#begun ? "in" : "open";
+      this.#begun = true;
+    } else tx = write && (fence || steps.length > 1) ? "self" : "none";
     try {
-      return f();
+      return this.#db.run(steps, tx, tx === "self" || tx === "open" ? fence : undefined);
     } catch (e) {
       if (e instanceof FencedError) this.leadership.deposed();
       throw e;
@@ -106,17 +116,17 @@ export class PgCatalog implements Catalog {
   transaction<T>(f: () => T): T {
     const depth = this.#depth;
     const sp = `sp${depth}`;
-    if (depth === 0) this.#fenced(() => this.#db.run([], "open", this.leadership.fence));
-    else this.#db.run([{ sql: `SAVEPOINT ${sp}` }], "in");
+    if (depth > 0) this.#write([{ sql: `SAVEPOINT ${sp}` }]);
     this.#depth = depth + 1;
     try {
       const r = f();
-      this.#db.run([{ sql: depth === 0 ? "COMMIT" : `RELEASE SAVEPOINT ${sp}` }], depth === 0 ? "commit" : "in");
+      if (depth > 0) this.#write([{ sql: `RELEASE SAVEPOINT ${sp}` }]);
+      else if (this.#begun) this.#db.run([], "commit");
       return r;
     } catch (e) {
       try {
-        if (depth === 0) this.#db.run([], "rollback");
-        else this.#db.run([{ sql: `ROLLBACK TO SAVEPOINT ${sp}` }], "in");
+        if (depth > 0) this.#write([{ sql: `ROLLBACK TO SAVEPOINT ${sp}` }]);
+        else if (this.#begun) this.#db.run([], "rollback");
       } catch {
         // Connection gone: the server rolled it back.
       }
@@ -125,6 +135,7 @@ export class PgCatalog implements Catalog {
       throw e;
     } finally {
       this.#depth = depth;
+      if (depth === 0) this.#begun = false;
     }
   }
 

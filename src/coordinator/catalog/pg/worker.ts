@@ -70,7 +70,11 @@ let txConn: Client | undefined;
 const lostTx = (id: number): Reply => ({
   id,
   ok: false,
-  error: { kind: "unavailable", code: "08006", message: "the connection of the open transaction was lost" },
+  error: {
+    kind: "unavailable",
+    code: "08006",
+    message: "the transaction is no longer open (it failed, or its connection was lost)",
+  },
 });
 
 async function run(req: Request): Promise<Reply> {
@@ -124,6 +128,7 @@ port.on("message", (req: Request) => {
   }
   chain = chain
     .then(() => run(req))
+    .catch((e): Reply => ({ id: req.id, ok: false, error: { kind: "sql", code: "", message: String(e) } }))
     .then((reply) => {
       port.postMessage(reply);
       Atomics.store(flag, 0, req.id);
