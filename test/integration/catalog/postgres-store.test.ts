@@ -6,8 +6,8 @@
  * connection strings and an unreachable server (clear errors, never the password; the daemon exits 2).
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFile, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, afterEach, beforeEach, describe, it } from "node:test";
@@ -19,7 +19,7 @@ import { PgCatalog } from "../../../src/coordinator/catalog/pg/catalog";
 import { SCHEMA_VERSION } from "../../../src/coordinator/catalog/pg/schema";
 import { backup, T0, vol } from "../../helpers/catalog-cases/records";
 import { freshDatabase, pgSkip, type TestDatabase } from "../../helpers/postgres";
-import { waitFor } from "../../helpers/wait";
+import { exited, waitFor } from "../../helpers/wait";
 
 const run = promisify(execFile);
 
@@ -205,6 +205,43 @@ const c = new PgCatalog({ url: process.argv[1] }); process.stdout.write(String(c
         !(e as Error).message.includes("sekret"),
     );
     assert.ok(Date.now() - t0 < 5000);
+  });
+
+  it("the daemon runs on PostgreSQL: migrates, serves, stops cleanly on SIGTERM", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-pg-daemon-"));
+    const cfg = path.join(dir, "coordinator.json");
+    writeFileSync(
+      cfg,
+      JSON.stringify({
+        listen: "127.0.0.1:0",
+        metricsListen: "",
+        tls: { insecure: true },
+        catalog: { path: path.join(dir, "unused.sqlite"), url: url() },
+      }),
+    );
+    const proc = spawn(
+      process.execPath,
+      [path.resolve(__dirname, "../../../src/coordinator/main.js"), "--config", cfg],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    try {
+      let out = "";
+      proc.stdout.on("data", (d: Buffer) => {
+        out += d.toString();
+      });
+      proc.stderr.resume();
+      await waitFor(() => out.includes('"event":"serving"'), { what: "the coordinator to serve", timeoutMs: 30_000 });
+      const q = await admin();
+      assert.equal((await q.query("SELECT count(*)::int AS n FROM schema_migrations")).rows[0].n, SCHEMA_VERSION);
+      proc.kill("SIGTERM");
+      assert.equal(await exited(proc, "the coordinator"), 0);
+      assert.ok(!existsSync(path.join(dir, "unused.sqlite")), "no SQLite file made");
+    } finally {
+      proc.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("the daemon with an unreachable catalog database does not start: exit code 2, the host named", async () => {
