@@ -74,8 +74,11 @@ export class SyncBridge {
     return this.#where;
   }
 
-  /** Runs the steps (see protocol.ts TxMode) and returns each one's result; throws on any failure. */
-  run(steps: Step[], tx: TxMode = "none", fence?: Fence): StepResult[] {
+  /**
+   * Runs the steps (see protocol.ts TxMode) and returns each one's result; throws on any failure.
+   * `timeoutMs` overrides the deadline of this call (with "open": of the transaction's statements too).
+   */
+  run(steps: Step[], tx: TxMode = "none", fence?: Fence, timeoutMs = this.timeoutMs): StepResult[] {
     if (this.#closed) throw new AppError(Status.UNAVAILABLE, `the catalog at ${this.#where} is closed`);
     if (this.#dead) {
       this.#port.close();
@@ -84,8 +87,9 @@ export class SyncBridge {
     this.#seq = (this.#seq % 2_000_000_000) + 1;
     const id = this.#seq;
     const req: Request = { id, op: "run", steps, tx, fence };
+    if (timeoutMs !== this.timeoutMs) req.longTimeoutMs = timeoutMs;
     this.#port.postMessage(req);
-    const reply = this.#await(id);
+    const reply = this.#await(id, timeoutMs);
     if (reply.ok) return reply.results;
     if ("fenced" in reply) throw new FencedError(fence?.token ?? 0);
     const { kind, message, code } = reply.error;
@@ -97,12 +101,18 @@ export class SyncBridge {
   }
 
   /** Convenience: one statement's rows. */
-  query<R = Record<string, unknown>>(sql: string, params: unknown[] = [], tx: TxMode = "none", fence?: Fence): R[] {
-    return (this.run([{ sql, params }], tx, fence)[0]?.rows ?? []) as R[];
+  query<R = Record<string, unknown>>(
+    sql: string,
+    params: unknown[] = [],
+    tx: TxMode = "none",
+    fence?: Fence,
+    timeoutMs = this.timeoutMs,
+  ): R[] {
+    return (this.run([{ sql, params }], tx, fence, timeoutMs)[0]?.rows ?? []) as R[];
   }
 
-  #await(id: number): Reply {
-    const deadline = Date.now() + this.timeoutMs;
+  #await(id: number, timeoutMs: number): Reply {
+    const deadline = Date.now() + timeoutMs;
     for (;;) {
       const v = Atomics.load(this.#flag, 0);
       if (v === id) break;
@@ -112,7 +122,7 @@ export class SyncBridge {
         this.#port.postMessage({ id: 0, op: "reset", steps: [], tx: "none" } satisfies Request);
         throw new AppError(
           Status.UNAVAILABLE,
-          `the catalog database at ${this.#where} did not answer within ${this.timeoutMs} ms (catalog.statementTimeoutMs)`,
+          `the catalog database at ${this.#where} did not answer within ${timeoutMs} ms${timeoutMs === this.timeoutMs ? " (catalog.statementTimeoutMs)" : ""}`,
         );
       }
       Atomics.wait(this.#flag, 0, v, left);

@@ -34,6 +34,8 @@ export interface Request {
   tx: TxMode;
   /** With "self"/"open": the lease row must still name this holder and token, else nothing runs. */
   fence?: Fence | undefined;
+  /** With "open": the transaction's statements may each run this long, ms (migrations); default the config's. */
+  longTimeoutMs?: number | undefined;
 }
 
 export interface StepResult {

@@ -80,6 +80,9 @@ CREATE TABLE coordinator_leader (
 /** The version this code brings a database to. */
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
+/** Deadline of each statement of the migration (a migration may rewrite a big table), ms. */
+const MIGRATION_TIMEOUT_MS = 15 * 60_000;
+
 /** Any constant: the key of the advisory lock migrations run under. */
 const MIGRATION_LOCK = 0x72626462; // "rbdb"
 
@@ -90,9 +93,11 @@ export interface Migrated {
 
 /** Brings the database to SCHEMA_VERSION (see the module comment); `target` is for tests only. */
 export function migrate(db: SyncBridge, target = SCHEMA_VERSION): Migrated {
-  db.run([], "open");
+  const long = Math.max(db.timeoutMs, MIGRATION_TIMEOUT_MS);
+  db.run([], "open", undefined, long);
   try {
-    db.query("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK], "in");
+    // Another coordinator migrating holds it: wait for it (then find its work done).
+    db.query("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK], "in", undefined, long);
     db.query(
       "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
       [],
@@ -112,6 +117,8 @@ export function migrate(db: SyncBridge, target = SCHEMA_VERSION): Migrated {
           { sql: "INSERT INTO schema_migrations (version) VALUES ($1)", params: [v + 1] },
         ],
         "in",
+        undefined,
+        long,
       );
     }
     const [key] = db

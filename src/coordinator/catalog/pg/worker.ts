@@ -23,6 +23,8 @@ const flag = new Int32Array(sab);
 types.setTypeParser(20, (v: string) => Number(v));
 
 let client: Client | undefined;
+/** +1 at each "reset": a request that began before one stops before its next statement. */
+let epoch = 0;
 
 async function connection(): Promise<Client> {
   if (client) return client;
@@ -31,6 +33,8 @@ async function connection(): Promise<Client> {
     connectionTimeoutMillis: statementTimeoutMs,
     statement_timeout: statementTimeoutMs,
     application_name: "rbdbackup-coordinator",
+    // A peer that vanished without a word (no RST) is noticed; a call also has its deadline.
+    keepAlive: true,
   });
   c.on("error", () => drop(c));
   c.on("end", () => drop(c));
@@ -85,11 +89,18 @@ async function run(req: Request): Promise<Reply> {
     if (lost) return tx === "rollback" ? { id: req.id, ok: true, results: [] } : lostTx(req.id);
   }
   let c: Client | undefined;
+  const began = epoch;
+  const live = (conn: Client): Client => {
+    if (epoch !== began) throw Object.assign(new Error("the call was abandoned (deadline)"), { code: "57014" });
+    return conn;
+  };
   try {
-    c = await connection();
+    c = live(await connection());
     if (tx === "self" || tx === "open") {
       await c.query("BEGIN");
       if (tx === "open") txConn = c;
+      if (tx === "open" && req.longTimeoutMs)
+        await c.query(`SET LOCAL statement_timeout = ${Math.round(req.longTimeoutMs)}`);
       if (req.fence) {
         const r = await c.query(FENCE_SQL);
         const row = r.rows[0] as Fence | undefined;
@@ -102,7 +113,7 @@ async function run(req: Request): Promise<Reply> {
     }
     const results: StepResult[] = [];
     for (const s of req.steps) {
-      const r = await c.query(s.sql, s.params);
+      const r = await live(c).query(s.sql, s.params);
       results.push({ rows: r.rows, rowCount: r.rowCount ?? 0 });
     }
     if (tx === "self" || tx === "commit") await c.query("COMMIT");
@@ -123,6 +134,7 @@ let chain: Promise<void> = Promise.resolve();
 
 port.on("message", (req: Request) => {
   if (req.op === "reset") {
+    epoch++;
     drop(client);
     return;
   }
