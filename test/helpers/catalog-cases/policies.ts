@@ -75,8 +75,9 @@ export function policies(open: OpenCatalog): void {
         p.insertPolicy(policy("a"));
         p.insertPolicy(policy("b"));
         const [a1, b1] = p.allPolicies();
-        const [a2] = p.allPolicies();
-        assert.equal(a2, a1);
+        const [a2, b2] = p.allPolicies();
+        assert.equal(a2, a1, "the same parse of an unchanged document");
+        assert.equal(b2, b1);
         p.updatePolicy({
           ...policy("b"),
           revision: 2,
@@ -86,6 +87,12 @@ export function policies(open: OpenCatalog): void {
         assert.equal(a3, a1);
         assert.notEqual(b3, b1);
         assert.equal(b3?.schedule?.intervalSeconds, 120);
+        assert.equal(b3?.revision, 2);
+        p.deletePolicy("a");
+        assert.deepEqual(
+          p.allPolicies().map((x) => x.name),
+          ["b"],
+        );
       }));
   });
 }

@@ -1,7 +1,8 @@
 /**
  * The SQLite PolicyStore: policies and protection records survive a reopen of the catalog file, list by
  * name / (policy, volume) in pages with the catalog's tokens (a forged token is a RangeError), filter,
- * and deleting a policy takes its protection records with it.
+ * and deleting a policy takes its protection records with it. The store's interface cases for both
+ * stores (allPolicies' kept parses too) are in test/helpers/catalog-cases/policies.ts.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -93,35 +94,6 @@ describe("SqlitePolicyStore", () => {
       ["b", "c"],
     );
     assert.equal(p.protectionOfPolicy("b").length, 0);
-    c.close();
-  });
-});
-
-describe("SqlitePolicyStore.allPolicies: parses kept by document", () => {
-  it("an unchanged policy is not parsed again; an updated or deleted one is read anew", () => {
-    const c = new SqliteCatalog(":memory:");
-    const p = c.policies;
-    p.insertPolicy(policy("a"));
-    p.insertPolicy(policy("b"));
-    const [a1, b1] = p.allPolicies();
-    const [a2, b2] = p.allPolicies();
-    assert.equal(a2, a1, "the same parse of an unchanged document");
-    assert.equal(b2, b1);
-    p.updatePolicy({
-      ...policy("b"),
-      revision: 2,
-      schedule: { ...policy("b").schedule, intervalSeconds: 120 },
-    } as Policy);
-    const [a3, b3] = p.allPolicies();
-    assert.equal(a3, a1);
-    assert.notEqual(b3, b1);
-    assert.equal(b3?.schedule?.intervalSeconds, 120);
-    assert.equal(b3?.revision, 2);
-    p.deletePolicy("a");
-    assert.deepEqual(
-      p.allPolicies().map((x) => x.name),
-      ["b"],
-    );
     c.close();
   });
 });
