@@ -184,7 +184,11 @@ async function poolsToScan(cluster: Cluster, asked: string[]): Promise<string[]>
 }
 
 /** One page of the scan (see the module comment). */
-export async function scanBackups(cluster: Cluster, fsid: string, req: ScanBackupsRequest): Promise<ScanBackupsResponse> {
+export async function scanBackups(
+  cluster: Cluster,
+  fsid: string,
+  req: ScanBackupsRequest,
+): Promise<ScanBackupsResponse> {
   const after = decodeScanCursor(req.cursor);
   const max = Math.min(req.maxItems || DEFAULT_SCAN_ITEMS, MAX_SCAN_ITEMS);
   const pools = await poolsToScan(cluster, req.pools);
