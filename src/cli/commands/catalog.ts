@@ -56,8 +56,13 @@ export const catalogHelp: NounHelp = {
   verbs: {
     rebuild: {
       synopsis: "--cluster NAME [--pool POOL ...] [--dry-run]",
-      summary:
-        "rebuild the catalog from the backup.<id>.meta objects and snapshots on a backup cluster; backups already catalogued are left as they are. Exit code 0 even when some were skipped (a warning on stderr says how many; --json lists them with their reasons). A large cluster may need a longer --timeout",
+      summary: "rebuild the catalog from the meta objects and snapshots on a backup cluster (control plane DR)",
+      details:
+        "Reads every backup.<id>.meta object (in every RADOS namespace of the pools scanned) through a connected\n" +
+        "agent of the cluster and imports each backup whose snapshot exists on its base image and whose parent is\n" +
+        "catalogued or imported with it; backups already in the catalog are left as they are. Prints what was\n" +
+        "found, imported, already present and skipped, each skip with its reason. Exit code 0 even when some were\n" +
+        "skipped: a warning on stderr says how many (--json lists them). A large cluster may need a longer --timeout.",
       args: [],
       flags: [
         ["--cluster NAME", "the backup cluster to scan, through its connected agent (required)"],
