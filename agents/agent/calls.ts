@@ -1,7 +1,7 @@
 /**
  * The coordinator's request/response calls over the session (Call → CallReply): cluster checks,
  * backup snapshots, backup metadata, probes, image lists (policy discovery), digest maps (SOURCE
- * verification) and source snapshot hygiene (prune_snapshots), answered by the agent's operations. A failure is a
+ * verification), source snapshot hygiene (prune_snapshots) and the catalog rebuild's scan (scan_backups), answered by the agent's operations. A failure is a
  * reply with its gRPC status, never an error of the session.
  */
 import { Status } from "nice-grpc-common";
@@ -25,6 +25,8 @@ async function run(ops: SessionOperations, req: Call["request"]): Promise<CallRe
       return { $case: "digestMap", value: await ops.digestMap(req.value) };
     case "pruneSnapshots":
       return { $case: "pruneSnapshots", value: await ops.pruneBackupSnapshots(req.value) };
+    case "scanBackups":
+      return { $case: "scanBackups", value: await ops.scanBackups(req.value) };
     default:
       throw new AppError(Status.UNIMPLEMENTED, "a call this agent does not know");
   }

@@ -38,6 +38,8 @@ import type {
   ProbeResponse,
   PruneBackupSnapshotsRequest,
   PruneBackupSnapshotsResponse,
+  ScanBackupsRequest,
+  ScanBackupsResponse,
 } from "../../src/gen/rbdbackup/v1/session";
 import { isCephError } from "../ceph";
 import { backup } from "../engine/backup";
@@ -49,6 +51,7 @@ import { type ExportSink, exportBackup } from "../engine/export";
 import { type ImportSource, importBackup } from "../engine/import";
 import { newProgress, type Progress } from "../engine/progress";
 import { readMetadata, restore } from "../engine/restore";
+import { scanBackups } from "../engine/scan-backups";
 import { listImageBackupSnapshots } from "../engine/snapshots";
 import { pruneBackupSnapshots } from "../engine/source-prune";
 import { verifyBackup } from "../engine/verify";
@@ -107,6 +110,7 @@ export type SessionOperations = Pick<
   | "listImages"
   | "digestMap"
   | "pruneBackupSnapshots"
+  | "scanBackups"
 > &
   Partial<Pick<AgentOperations, "exportBackup" | "importBackup">> & { ctx: { cluster: FencingCluster } };
 
@@ -244,6 +248,11 @@ export class AgentOperations {
       for (const w of r.warnings) this.log.warn(w);
       return r;
     });
+  }
+
+  /** One page of the catalog rebuild's scan of backup.<id>.meta objects (engine/scan-backups.ts); read-only. */
+  async scanBackups(req: ScanBackupsRequest): Promise<ScanBackupsResponse> {
+    return handle(this.log, "ScanBackups", () => scanBackups(this.ctx.cluster, this.ctx.fsid, req));
   }
 
   async getBackupMetadata(req: GetBackupMetadataRequest): Promise<GetBackupMetadataResponse> {

@@ -121,6 +121,18 @@ export class IoCtx {
     return nativeCall(`list objects in ${this.label}`, () => this.#h.objList());
   }
 
+  /**
+   * Objects of the whole pool, in every RADOS namespace (this context's namespace is ignored), whose
+   * name starts with `prefix`: their namespace ("" = the default) and name, in the pool's listing order.
+   */
+  async objListAllNamespaces(prefix: string): Promise<Array<{ namespace: string; oid: string }>> {
+    v.text(prefix, "prefix");
+    const pairs = await nativeCall(`list objects in every namespace of ${this.pool}`, () =>
+      this.#h.objListAllNamespaces(prefix),
+    );
+    return pairs.map(([namespace, oid]) => ({ namespace, oid }));
+  }
+
   poolStat(): Promise<PoolStat> {
     return nativeCall(`stat pool ${this.pool}`, () => this.#h.poolStat());
   }

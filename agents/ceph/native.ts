@@ -56,6 +56,7 @@ export interface NativeIoCtx {
   objStat(oid: string): Promise<{ size: number; mtime: number }>;
   objRemove(oid: string): Promise<void>;
   objList(): Promise<string[]>;
+  objListAllNamespaces(prefix: string): Promise<Array<[string, string]>>;
   poolStat(): Promise<PoolStat>;
   imageList(): Promise<string[]>;
   namespaceExists(name: string): Promise<boolean>;

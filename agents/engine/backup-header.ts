@@ -78,7 +78,7 @@ export function backupHeader(
 /** backup.<id>.meta of a volume backup. */
 export function volumeMetadata(
   req: BackupRequest,
-  source: { fsid: string; pool: string; namespace: string; image: string; snapshot: string },
+  source: { fsid: string; clusterName: string; pool: string; namespace: string; image: string; snapshot: string },
   info: SourceImageInfo,
   imageMeta: Record<string, string>,
   p: Plan,
@@ -91,6 +91,7 @@ export function volumeMetadata(
     source: {
       kind: "rbd",
       cluster_fsid: source.fsid,
+      cluster_name: source.clusterName,
       pool: source.pool,
       namespace: source.namespace,
       image: source.image,
@@ -109,6 +110,7 @@ export function volumeMetadata(
       incremental: p.incremental,
       parent_snapshot: p.parent,
       snapshot: source.snapshot,
+      forced_full_reason: p.forcedFullReason,
     },
   };
 }

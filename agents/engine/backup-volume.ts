@@ -240,6 +240,7 @@ class VolumeBackup {
     let stats = newStats();
     const source = {
       fsid: ctx.fsid,
+      clusterName: ctx.clusterName,
       pool: vol.pool,
       namespace: vol.namespace,
       image: vol.image,

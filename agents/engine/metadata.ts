@@ -2,7 +2,9 @@
  * backup.<id>.meta: the versioned JSON kept next to every backup in the backup pool (the Cinder
  * driver's VolumeMetadataBackup, extended). Written once by the destination at commit; read back on
  * restore, which re-applies image_meta and returns the caller's volume metadata. A version this code
- * does not know fails the restore clearly instead of being half understood.
+ * does not know fails the restore clearly instead of being half understood. A catalog rebuild
+ * (engine/scan-backups.ts, src/coordinator/rebuild) makes a catalog Backup of each; fields added since
+ * version 1 was first written are optional (older objects lack them) and need no new version.
  */
 import { failedPrecondition } from "../../src/common/errors";
 
@@ -15,7 +17,16 @@ export interface BackupMetadataV1 {
   /** What the caller (control plane) said about the volume. */
   volume: { id: string; metadata: Record<string, string> };
   source:
-    | { kind: "rbd"; cluster_fsid: string; pool: string; namespace: string; image: string; snapshot: string }
+    | {
+        kind: "rbd";
+        cluster_fsid: string;
+        /** The source cluster's name as its agents register it (absent in older objects). */
+        cluster_name?: string;
+        pool: string;
+        namespace: string;
+        image: string;
+        snapshot: string;
+      }
     | { kind: "path"; path: string; name: string };
   /** Facts of the source image at the backup's snapshot. */
   image: {
@@ -27,7 +38,14 @@ export interface BackupMetadataV1 {
     stripe_count: number;
     image_meta: Record<string, string>;
   };
-  chain: { base_image: string; incremental: boolean; parent_snapshot: string | null; snapshot: string };
+  chain: {
+    base_image: string;
+    incremental: boolean;
+    parent_snapshot: string | null;
+    snapshot: string;
+    /** Why AUTO made a full backup ("" or absent when it did not; absent in older objects). */
+    forced_full_reason?: string;
+  };
 }
 
 export function encodeMetadata(m: BackupMetadataV1): Buffer {

@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 /**
  * The `rbdbackup` command: dispatch to the daemons (`agent --config FILE`, `coordinator ...`) and to the
- * client verbs of the public API (backup, job, agent list, cluster, record, policy, protection, volume). Failures are reported
+ * client verbs of the public API (backup, job, agent list, cluster, record, catalog, policy, protection, volume). Failures are reported
  * here, once, with the exit codes of exit-codes.ts (listed in usage.ts).
  */
 import path from "node:path";
 import { splitLeadingGlobalFlags, UsageError } from "./args";
 import { agentClientCommand } from "./commands/agent";
 import { backupCommand } from "./commands/backup";
+import { catalogCommand } from "./commands/catalog";
 import { clusterCommand } from "./commands/cluster";
 import { jobCommand } from "./commands/job";
 import { policyCommand } from "./commands/policy";
@@ -72,6 +73,8 @@ async function run(cmd: string | undefined, rest: string[]): Promise<number> {
       return clusterCommand(rest);
     case "record":
       return recordCommand(rest);
+    case "catalog":
+      return catalogCommand(rest);
     case "policy":
       return policyCommand(rest);
     case "protection":

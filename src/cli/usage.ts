@@ -4,6 +4,7 @@
  */
 import { agentHelp } from "./commands/agent";
 import { backupHelp } from "./commands/backup";
+import { catalogHelp } from "./commands/catalog";
 import { clusterHelp } from "./commands/cluster";
 import { jobHelp } from "./commands/job";
 import { policyHelp } from "./commands/policy";
@@ -13,7 +14,17 @@ import { volumeHelp } from "./commands/volume";
 import { overviewLines } from "./help";
 
 /** The nouns of the client verbs, in the order `rbdbackup help` shows them. */
-export const nouns = [backupHelp, jobHelp, policyHelp, protectionHelp, agentHelp, clusterHelp, recordHelp, volumeHelp];
+export const nouns = [
+  backupHelp,
+  jobHelp,
+  policyHelp,
+  protectionHelp,
+  agentHelp,
+  clusterHelp,
+  recordHelp,
+  catalogHelp,
+  volumeHelp,
+];
 
 export const usage = `usage: rbdbackup <command> [options]
 

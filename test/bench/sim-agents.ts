@@ -146,6 +146,7 @@ function simOperations(world: SimWorld, cluster: string, backupMs: number): Sess
     flatten: unimplemented,
     verify: unimplemented,
     digestMap: unimplemented,
+    scanBackups: unimplemented,
     async checkCluster() {
       world.counts.calls++;
       return { ok: true, checks: [], clusterFsid: world.fsidOf(cluster) };

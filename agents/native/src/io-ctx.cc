@@ -15,6 +15,7 @@ Napi::Function IoCtx::Init(Napi::Env env) {
                          GuardedMethod<IoCtx, &IoCtx::ObjStat>("objStat"),
                          GuardedMethod<IoCtx, &IoCtx::ObjRemove>("objRemove"),
                          GuardedMethod<IoCtx, &IoCtx::ObjList>("objList"),
+                         GuardedMethod<IoCtx, &IoCtx::ObjListAllNamespaces>("objListAllNamespaces"),
                          GuardedMethod<IoCtx, &IoCtx::PoolStat>("poolStat"),
                          GuardedMethod<IoCtx, &IoCtx::ImageList>("imageList"),
                          GuardedMethod<IoCtx, &IoCtx::NamespaceExists>("namespaceExists"),
@@ -153,6 +154,57 @@ Napi::Value IoCtx::ObjList(const Napi::CallbackInfo& info) {
       [names](Napi::Env env) -> Napi::Value {
         Napi::Array arr = Napi::Array::New(env, names->size());
         for (size_t i = 0; i < names->size(); i++) arr.Set(static_cast<uint32_t>(i), (*names)[i]);
+        return arr;
+      });
+}
+
+// objListAllNamespaces(prefix): [namespace, oid] of every object of the pool, in every RADOS namespace,
+// whose name starts with `prefix`. Lists through a second I/O context on the same pool set to
+// LIBRADOS_ALL_NSPACES, so this context's own namespace is left as it is.
+Napi::Value IoCtx::ObjListAllNamespaces(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  std::string prefix = ArgString(info, 0, "prefix");
+  auto found = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
+  return RunAsync(
+      info.Env(), "rados_nobjects_list",
+      [h, prefix, found]() -> int {
+        rados_ioctx_t all = nullptr;
+        int rc = rados_ioctx_create2(h->cluster->cluster, rados_ioctx_get_id(h->io), &all);
+        if (rc < 0) return rc;
+        rados_ioctx_set_namespace(all, LIBRADOS_ALL_NSPACES);
+        rados_list_ctx_t ctx = nullptr;
+        rc = rados_nobjects_list_open(all, &ctx);
+        if (rc < 0) {
+          rados_ioctx_destroy(all);
+          return rc;
+        }
+        for (;;) {
+          const char* entry = nullptr;
+          const char* nspace = nullptr;
+          size_t len = 0;
+          size_t nspace_len = 0;
+          rc = rados_nobjects_list_next2(ctx, &entry, nullptr, &nspace, &len, nullptr, &nspace_len);
+          if (rc == -ENOENT) {
+            rc = 0;
+            break;
+          }
+          if (rc < 0) break;
+          if (len >= prefix.size() && std::string(entry, prefix.size()) == prefix) {
+            found->emplace_back(std::string(nspace ? nspace : "", nspace ? nspace_len : 0), std::string(entry, len));
+          }
+        }
+        rados_nobjects_list_close(ctx);
+        rados_ioctx_destroy(all);
+        return rc;
+      },
+      [found](Napi::Env env) -> Napi::Value {
+        Napi::Array arr = Napi::Array::New(env, found->size());
+        for (size_t i = 0; i < found->size(); i++) {
+          Napi::Array pair = Napi::Array::New(env, 2);
+          pair.Set(0u, (*found)[i].first);
+          pair.Set(1u, (*found)[i].second);
+          arr.Set(static_cast<uint32_t>(i), pair);
+        }
         return arr;
       });
 }

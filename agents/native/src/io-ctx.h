@@ -25,6 +25,7 @@ class IoCtx : public Napi::ObjectWrap<IoCtx>, public Releasable {
   Napi::Value ObjStat(const Napi::CallbackInfo& info);
   Napi::Value ObjRemove(const Napi::CallbackInfo& info);
   Napi::Value ObjList(const Napi::CallbackInfo& info);
+  Napi::Value ObjListAllNamespaces(const Napi::CallbackInfo& info);
   Napi::Value PoolStat(const Napi::CallbackInfo& info);
   Napi::Value ImageList(const Napi::CallbackInfo& info);
   Napi::Value NamespaceExists(const Napi::CallbackInfo& info);

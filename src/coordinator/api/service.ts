@@ -21,6 +21,7 @@ import { flattenVolume } from "./flatten";
 import { importBackup } from "./import-backup";
 import { cancelJob, getJob, listJobs } from "./jobs";
 import { policyMethods } from "./policies";
+import { rebuildCatalog } from "./rebuild";
 import { exportBackupRecord, importBackupRecord } from "./records";
 import { deleteBackup, restoreBackup } from "./restore-delete";
 import { verifyBackup } from "./verify";
@@ -66,7 +67,7 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
     exportBackup: (req, ctx) => exportBackup(deps, adm, req, ctx),
     importBackup: (req, ctx) => importBackup(deps, adm, req, ctx),
     // High availability and disaster recovery of the control plane (issue 15): owners replace these.
-    rebuildCatalog: async () => notYet("RebuildCatalog"),
+    rebuildCatalog: (req, ctx) => rebuildCatalog(deps, adm, req, ctx),
     getCoordinatorStatus: async () => notYet("GetCoordinatorStatus"),
   };
 }

@@ -112,7 +112,15 @@ export function importMetadata(catalog: Catalog, b: Backup, baseImage: string, s
     backup_id: b.id,
     created_at: new Date(nowMs).toISOString(),
     volume: { id: b.volumeId, metadata: b.volumeMetadata },
-    source: { kind: "rbd", cluster_fsid: fsid, pool: v.pool, namespace: v.namespace, image: v.image, snapshot },
+    source: {
+      kind: "rbd",
+      cluster_fsid: fsid,
+      cluster_name: v.cluster,
+      pool: v.pool,
+      namespace: v.namespace,
+      image: v.image,
+      snapshot,
+    },
     image: {
       size: b.sizeBytes,
       features: "0",

@@ -231,6 +231,9 @@ export class FakeOps implements SessionOperations {
     this.pruned.push({ image: req.image?.image ?? "", backupIds: req.backupIds });
     return { removed: req.backupIds.map((id) => `backup.${id}.snap.1`), warnings: [] };
   }
+  async scanBackups(): Promise<{ clusterFsid: string; backups: never[]; nextCursor: string }> {
+    return { clusterFsid: "fake-fsid", backups: [], nextCursor: "" };
+  }
   async probe(): Promise<ProbeResponse> {
     this.probes++;
     return { missingPools: ["nope"], missingNamespaces: [], imageExists: false, imageSize: 0, imageSnapshots: [] };

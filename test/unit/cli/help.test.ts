@@ -13,6 +13,7 @@ import path from "node:path";
 import { after, describe, it } from "node:test";
 import { agentClientCommand } from "../../../src/cli/commands/agent";
 import { backupCommand } from "../../../src/cli/commands/backup";
+import { catalogCommand } from "../../../src/cli/commands/catalog";
 import { clusterCommand } from "../../../src/cli/commands/cluster";
 import { jobCommand } from "../../../src/cli/commands/job";
 import { policyCommand } from "../../../src/cli/commands/policy";
@@ -65,6 +66,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   agent: agentClientCommand,
   cluster: clusterCommand,
   record: recordCommand,
+  catalog: catalogCommand,
   volume: volumeCommand,
 };
 

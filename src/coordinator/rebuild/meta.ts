@@ -1,0 +1,108 @@
+/**
+ * backup.<id>.meta as the coordinator reads it for a catalog rebuild: the version 1 JSON the agents
+ * write (agents/engine/metadata.ts — the coordinator may not import it, so the fields it needs are
+ * checked here again, strictly: a meta that lacks one is damaged, never guessed at). Fields added
+ * after version 1 was first written (source.cluster_name, chain.forced_full_reason) are optional.
+ */
+import { isUuid, parseBackupSnap } from "../../common/ids";
+
+export interface RebuildMeta {
+  backupId: string;
+  createdAt: Date;
+  volumeId: string;
+  volumeMetadata: Record<string, string>;
+  /** A path source (a file on an agent's host) is not a catalog volume: the planner skips it. */
+  source:
+    | { kind: "rbd"; fsid: string; clusterName: string; pool: string; namespace: string; image: string }
+    | { kind: "path"; path: string };
+  sizeBytes: number;
+  baseImage: string;
+  snapshot: string;
+  incremental: boolean;
+  parentSnapshot: string;
+  /** For an incremental: the backup id its parent snapshot names. */
+  parentId: string;
+  forcedFullReason: string;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+function str(o: Record<string, unknown>, key: string, where: string, { optional = false } = {}): string {
+  const v = o[key];
+  if (v === undefined && optional) return "";
+  if (typeof v !== "string") throw new Error(`${where}${key} is not a string`);
+  return v;
+}
+
+function stringMap(v: unknown, where: string): Record<string, string> {
+  if (!isObject(v)) throw new Error(`${where} is not an object`);
+  for (const [k, x] of Object.entries(v)) if (typeof x !== "string") throw new Error(`${where}.${k} is not a string`);
+  return v as Record<string, string>;
+}
+
+function source(v: unknown): RebuildMeta["source"] {
+  if (!isObject(v)) throw new Error("source is not an object");
+  if (v.kind === "path") return { kind: "path", path: str(v, "path", "source.") };
+  if (v.kind !== "rbd") throw new Error(`source.kind ${JSON.stringify(v.kind)} is neither "rbd" nor "path"`);
+  return {
+    kind: "rbd",
+    fsid: str(v, "cluster_fsid", "source."),
+    clusterName: str(v, "cluster_name", "source.", { optional: true }),
+    pool: str(v, "pool", "source."),
+    namespace: str(v, "namespace", "source."),
+    image: str(v, "image", "source."),
+  };
+}
+
+function chain(v: unknown, id: string) {
+  if (!isObject(v)) throw new Error("chain is not an object");
+  const baseImage = str(v, "base_image", "chain.");
+  const snapshot = str(v, "snapshot", "chain.");
+  if (!baseImage) throw new Error("chain.base_image is empty");
+  if (parseBackupSnap(snapshot)?.backupId !== id) throw new Error(`chain.snapshot "${snapshot}" is not this backup's`);
+  if (typeof v.incremental !== "boolean") throw new Error("chain.incremental is not a boolean");
+  const parentSnapshot = v.parent_snapshot === null ? "" : str(v, "parent_snapshot", "chain.", { optional: true });
+  let parentId = "";
+  if (v.incremental) {
+    parentId = parseBackupSnap(parentSnapshot)?.backupId ?? "";
+    if (!isUuid(parentId)) throw new Error(`incremental with parent_snapshot "${parentSnapshot}" naming no backup`);
+  }
+  return {
+    baseImage,
+    snapshot,
+    incremental: v.incremental,
+    parentSnapshot,
+    parentId,
+    forcedFullReason: str(v, "forced_full_reason", "chain.", { optional: true }),
+  };
+}
+
+/** Parses a meta object found under backup.<objectId>.meta; throws an Error saying what is wrong. */
+export function parseRebuildMeta(raw: Uint8Array, objectId: string): RebuildMeta {
+  let o: unknown;
+  try {
+    o = JSON.parse(Buffer.from(raw).toString("utf8"));
+  } catch (e) {
+    throw new Error(`not JSON (${(e as Error).message})`);
+  }
+  if (!isObject(o)) throw new Error("not a JSON object");
+  if (o.version !== 1) throw new Error(`version ${JSON.stringify(o.version)} is not 1`);
+  const id = str(o, "backup_id", "");
+  if (id !== objectId) throw new Error(`backup_id "${id.slice(0, 80)}" is not the object's id`);
+  const createdAt = new Date(str(o, "created_at", ""));
+  if (Number.isNaN(createdAt.getTime())) throw new Error("created_at is not a date");
+  if (!isObject(o.volume)) throw new Error("volume is not an object");
+  const image = o.image;
+  if (!isObject(image) || typeof image.size !== "number" || !Number.isSafeInteger(image.size) || image.size < 0) {
+    throw new Error("image.size is not a size");
+  }
+  return {
+    backupId: id,
+    createdAt,
+    volumeId: str(o.volume, "id", "volume."),
+    volumeMetadata: stringMap(o.volume.metadata, "volume.metadata"),
+    source: source(o.source),
+    sizeBytes: image.size,
+    ...chain(o.chain, id),
+  };
+}
