@@ -289,11 +289,14 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         except json_format.ParseError as e:
             raise exception.InvalidBackup(reason=_("rbdbackup_record does not parse: %s") % e) from None
         try:
-            imported = self.client.import_backup_record(record)
+            try:
+                imported = self.client.import_backup_record(record)
+            except RbdbackupError as e:
+                if e.code.name != "ALREADY_EXISTS":
+                    raise
+                imported = self.client.get_backup(record.backup.id)  # known here already: fine
         except RbdbackupError as e:
-            if e.code.name != "ALREADY_EXISTS":
-                raise exception.BackupOperationError(str(e)) from None
-            imported = self.client.get_backup(record.backup.id)
+            raise exception.BackupOperationError(str(e)) from None
         if rbdbackup_id(backup) != imported.id:
             backup.service_metadata = json.dumps({"rbdbackup_id": imported.id, "base": imported.base_image})
             backup.save()
