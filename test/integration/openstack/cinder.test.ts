@@ -25,6 +25,12 @@ const PY_TESTS = path.join(repoRoot, "test/integration/openstack/python");
 const PY_DEADLINE_MS = 600_000;
 /** The Python test modules and how many tests each must run (a module that runs fewer failed to load some). */
 const SUITES = { test_client: 6, test_cinder_driver: 12 };
+/**
+ * The cluster keeping the backups, and the one the second coordinator's agent serves (restore target of
+ * the import case): site-b; RBDBACKUP_CINDER_SITE=site-a runs the same tests same-cluster when the shared
+ * dev lab's site-b is full.
+ */
+const SITE = process.env.RBDBACKUP_CINDER_SITE ?? "site-b";
 
 /** Fails (never skips) when Debian's Cinder or gRPC for Python is missing. */
 async function requirePythonPackages(): Promise<void> {
@@ -79,7 +85,7 @@ describe("openstack: the Cinder backup driver against Cinder 21 and the lab", ()
     await execFileP("bash", [path.join(repoRoot, "deploy/openstack/build-python.sh")], { timeout: 120_000 });
     d = await deploy();
     coord2 = await startCoordinatorProcess({ tokens: [{ role: "admin", token: token2 }] });
-    agentB2 = await startAgent("site-b", { coordinator: coord2.address, agentId: "agent-site-b-2" });
+    agentB2 = await startAgent(SITE, { coordinator: coord2.address, agentId: `agent-${SITE}-2` });
     await waitAgents(coord2.client, 1);
   });
 
@@ -108,8 +114,8 @@ describe("openstack: the Cinder backup driver against Cinder 21 and the lab", ()
         server_cert: server.cert,
         server_key: server.key,
         lab_dir: labDir,
-        backup_cluster: "site-b",
-        second_site: "site-b",
+        backup_cluster: SITE,
+        second_site: SITE,
       }),
     );
     const { code, out } = await runPythonTests(module, {
