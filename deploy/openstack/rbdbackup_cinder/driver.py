@@ -1,0 +1,302 @@
+"""Cinder backup driver that hands RBD volume backups to rbdbackup.
+
+Cinder's backup manager calls this driver as it calls CephBackupDriver; the data never passes through
+cinder-backup: the driver asks the coordinator (CreateBackup, RestoreBackup, DeleteBackup), follows the
+job (WatchJob) and maps the outcome onto Cinder's exceptions. The rules mirror
+cinder/backup/drivers/ceph.py (Cinder 21):
+- the source is `volume.name` of backup.volume_id in the pool of the RBD volume file, so a forced
+  backup of an in-use volume snapshots the volume itself, as Ceph's driver does;
+- backup.parent_id set = incremental from that parent's snapshot; its snapshot gone (or the parent
+  not ours) = BackupRBDOperationFailed "Can't find snapshot from parent …", as Ceph's driver;
+  a non-RBD volume file with a parent is BackupRBDOperationFailed too; without one it is
+  NotSupportedOperation (rbdbackup copies only RBD volumes through Cinder);
+- the volume's Cinder metadata (BackupMetadataAPI.get) is saved with the backup, written once, and put
+  back on restore (BackupMetadataAPI.put; an unknown version is "Metadata restore failed due to
+  incompatible version");
+- restore always goes over the target (mode ORIGINAL: every byte rewritten), then the target is grown
+  back to its own size when it is larger than the backup (the excess reads as zeros);
+- delete of a backup whose data is gone is a warning, not a failure.
+rbdbackup's own backup id is kept in backup.service_metadata ({"rbdbackup_id", "base"}); the Cinder
+backup id is the idempotency key of CreateBackup, so a repeated call never makes a second backup.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Optional
+
+from oslo_log import log as logging
+
+from cinder import exception, interface, objects
+from cinder.backup import driver
+from cinder.i18n import _
+from rbdbackup_client import Client, JobFailed, RbdbackupError, agent_pb2, backup_service_pb2 as pb, common_pb2
+
+from . import metadata, options
+from .volumes import SNAPSHOT_PATTERN, VolumeLocator, file_is_rbd
+
+LOG = logging.getLogger(__name__)
+CONF = options.CONF
+GiB = 1 << 30
+
+
+def _service_metadata(backup) -> dict:
+    try:
+        meta = json.loads(backup.service_metadata or "{}")
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def rbdbackup_id(backup) -> Optional[str]:
+    """rbdbackup's id of a Cinder backup (None when it was never made, or not by this driver)."""
+    return _service_metadata(backup).get("rbdbackup_id")
+
+
+@interface.backupdriver
+class RbdbackupBackupDriver(driver.BackupDriver):
+    """Backs up RBD volumes through an rbdbackup coordinator."""
+
+    def __init__(self, context, client: Optional[Client] = None):
+        super().__init__(context)
+        self._client = client
+        self.locator = VolumeLocator(CONF)
+
+    @staticmethod
+    def get_driver_options() -> list:
+        return options.rbdbackup_opts
+
+    @staticmethod
+    def backup_snapshot_name_pattern() -> str:
+        """Backup snapshots are named as Ceph's driver names them (design.md, storage layout)."""
+        return SNAPSHOT_PATTERN
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            try:
+                self._client = Client(options.client_config(CONF))
+            except ValueError as e:
+                raise exception.BackupDriverException(reason=str(e)) from None
+        return self._client
+
+    # --- setup ----------------------------------------------------------------------------------
+
+    def check_for_setup_error(self) -> None:
+        for opt in ("rbdbackup_coordinators", "rbdbackup_backup_cluster"):
+            if not getattr(CONF, opt):
+                raise exception.InvalidConfigurationValue(option=opt, value=getattr(CONF, opt))
+        try:
+            r = self.client.check_cluster(CONF.rbdbackup_backup_cluster, CONF.rbdbackup_backup_pool or "")
+        except RbdbackupError as e:
+            raise exception.BackupDriverException(reason=str(e)) from None
+        if not r.ok:
+            failed = "; ".join(f"{c.name}: {c.message}" for c in r.checks if not c.ok)
+            raise exception.BackupDriverException(
+                reason=_("rbdbackup cluster %(c)s is not ready: %(f)s") % {"c": CONF.rbdbackup_backup_cluster, "f": failed}
+            )
+
+    # --- backup ---------------------------------------------------------------------------------
+
+    def _parent_snapshot(self, backup) -> pb.Backup:
+        """The parent's rbdbackup backup, available; else Ceph's error for a missing parent snapshot."""
+        parent = objects.Backup.get_by_id(self.context, backup.parent_id)
+        pid = rbdbackup_id(parent)
+        found: Optional[pb.Backup] = None
+        if pid:
+            try:
+                found = self.client.get_backup(pid)
+            except RbdbackupError as e:
+                if e.code.name != "NOT_FOUND":
+                    raise exception.BackupDriverException(reason=str(e)) from None
+        if found is None or found.status != pb.BACKUP_STATUS_AVAILABLE:
+            msg = _("Can't find snapshot from parent %(incr)s and base name image %(base)s.") % {
+                "incr": backup.parent_id,
+                "base": _service_metadata(parent).get("base", "-"),
+            }
+            LOG.error(msg)
+            raise exception.BackupRBDOperationFailed(msg)
+        return found
+
+    def _follow(self, job: pb.Job, what: str, cancel: bool) -> pb.Job:
+        """Waits for a job (rbdbackup_job_timeout); a job still running then is cancelled when asked."""
+        try:
+            return self.client.wait(job, timeout=float(CONF.rbdbackup_job_timeout))
+        except JobFailed:
+            raise
+        except RbdbackupError as e:
+            if cancel and e.code.name == "DEADLINE_EXCEEDED":
+                try:
+                    self.client.cancel_job(job.id)
+                except RbdbackupError as ce:
+                    LOG.warning("Could not cancel rbdbackup job %(job)s: %(err)s", {"job": job.id, "err": ce})
+            raise exception.BackupOperationError(_("%(what)s: %(err)s") % {"what": what, "err": e}) from None
+
+    def backup(self, backup, volume_file, backup_metadata: bool = True) -> dict:
+        volume = self.db.volume_get(self.context, backup.volume_id)
+        if not backup.container:
+            backup.container = CONF.rbdbackup_backup_pool
+            backup.save()
+        if int(volume["size"]) == 0:
+            raise exception.InvalidParameterValue(_("Need non-zero volume size"))
+        if not file_is_rbd(volume_file):
+            if backup.parent_id:
+                LOG.debug("Volume file is NOT RBD: can't perform incremental backup.")
+                raise exception.BackupRBDOperationFailed(
+                    _("volume %s is not an RBD volume: no incremental backup") % volume.id
+                )
+            raise exception.NotSupportedOperation(
+                operation=_("backup of volume %s, which is not an RBD volume (rbdbackup backs up RBD volumes only)")
+                % volume.id
+            )
+        if backup.snapshot_id:
+            raise exception.NotSupportedOperation(
+                operation=_("backup of snapshot %s (rbdbackup backs up volumes, from its own snapshots)")
+                % backup.snapshot_id
+            )
+        mode = agent_pb2.BACKUP_MODE_FULL
+        if backup.parent_id:
+            self._parent_snapshot(backup)
+            mode = agent_pb2.BACKUP_MODE_INCREMENTAL
+        json_meta = self.get_metadata(volume.id) if backup_metadata else None
+        try:
+            volume_metadata = metadata.pack(json_meta, backup.id)
+        except metadata.MetadataTooLarge as e:
+            raise exception.BackupOperationError(_("Failed to backup volume metadata - %s") % e) from None
+        req = pb.CreateBackupRequest(
+            volume=self.locator.volume_ref(volume, volume_file),
+            location=common_pb2.BackupLocation(cluster=self.locator.backup_cluster(), pool=backup.container),
+            mode=mode,
+            volume_id=volume.id,
+            volume_metadata=volume_metadata,
+            idempotency_key=backup.id,
+            max_snapshots=CONF.rbdbackup_max_snapshots,
+        )
+        LOG.debug("Starting rbdbackup backup of volume %(v)s (%(mode)s).",
+                  {"v": volume.id, "mode": agent_pb2.BackupMode.Name(mode)})
+        try:
+            job = self.client.create_backup(req)
+            done = self._follow(job, _("backup %s") % backup.id, cancel=True)
+        except JobFailed as e:
+            LOG.error("rbdbackup backup of volume %(v)s failed: %(err)s", {"v": volume.id, "err": e})
+            raise exception.BackupRBDOperationFailed(str(e)) from None
+        except RbdbackupError as e:
+            raise exception.BackupDriverException(reason=str(e)) from None
+        b = done.backup
+        LOG.info("Backup %(id)s of volume %(v)s is rbdbackup backup %(rid)s (%(kind)s%(why)s).", {
+            "id": backup.id, "v": volume.id, "rid": b.id,
+            "kind": "incremental" if b.incremental else "full",
+            "why": f": {b.forced_full_reason}" if b.forced_full_reason else "",
+        })
+        return {"service_metadata": json.dumps({"rbdbackup_id": b.id, "base": b.base_image})}
+
+    # --- restore --------------------------------------------------------------------------------
+
+    def _required_id(self, backup) -> str:
+        rid = rbdbackup_id(backup)
+        if not rid:
+            raise exception.BackupOperationError(
+                _("backup %s has no rbdbackup backup (service_metadata has no rbdbackup_id)") % backup.id
+            )
+        return rid
+
+    def restore(self, backup, volume_id, volume_file) -> None:
+        target = self.db.volume_get(self.context, volume_id)
+        rid = self._required_id(backup)
+        if not file_is_rbd(volume_file):
+            raise exception.NotSupportedOperation(
+                operation=_("restore to volume %s, which is not an RBD volume") % volume_id
+            )
+        req = pb.RestoreBackupRequest(
+            backup_id=rid,
+            target=self.locator.volume_ref(target, volume_file),
+            mode=agent_pb2.RESTORE_MODE_ORIGINAL,
+            # One key per restore call, so that its retries never start a second restore.
+            idempotency_key=f"cinder-restore-{uuid.uuid4()}",
+        )
+        LOG.debug("Restoring rbdbackup backup %(rid)s over volume %(v)s.", {"rid": rid, "v": target.name})
+        try:
+            done = self._follow(self.client.restore_backup(req), _("restore of backup %s") % backup.id, cancel=True)
+        except RbdbackupError as e:
+            LOG.error("Restore to volume %(volume)s finished with error - %(error)s.", {"volume": volume_id, "error": e})
+            raise exception.BackupOperationError(str(e)) from None
+        self._grow_to_volume_size(target, volume_file, done.restore.image_size)
+        self._restore_metadata(backup, volume_id, done.restore)
+
+    @staticmethod
+    def _grow_to_volume_size(target, volume_file, restored_size: int) -> None:
+        want = int(target["size"]) * GiB
+        if restored_size and want > restored_size:
+            LOG.debug("Growing volume %(v)s from %(a)d to %(b)d bytes.", {"v": target.id, "a": restored_size, "b": want})
+            volume_file.rbd_image.resize(want)
+
+    def _restore_metadata(self, backup, volume_id: str, result) -> None:
+        json_meta = metadata.unpack(result.volume_metadata)
+        if json_meta is None:
+            LOG.debug("Volume %s has no backed up metadata.", backup.volume_id)
+            return
+        try:
+            self.put_metadata(volume_id, json_meta)
+        except exception.BackupMetadataUnsupportedVersion:
+            msg = _("Metadata restore failed due to incompatible version")
+            LOG.error(msg)
+            raise exception.BackupOperationError(msg) from None
+
+    # --- delete ---------------------------------------------------------------------------------
+
+    def delete_backup(self, backup) -> None:
+        rid = rbdbackup_id(backup)
+        if not rid:
+            LOG.warning("Backup %s has no rbdbackup backup: nothing to delete.", backup.id)
+            return
+        try:
+            found = self.client.get_backup(rid)
+            if found.status in (pb.BACKUP_STATUS_DELETED, pb.BACKUP_STATUS_FAILED):
+                LOG.warning("rbdbackup backup %(rid)s of backup %(id)s is already %(s)s.",
+                            {"rid": rid, "id": backup.id, "s": pb.BackupStatus.Name(found.status)})
+                return
+            job = self.client.delete_backup(rid, idempotency_key=f"cinder-delete-{backup.id}")
+            self._follow(job, _("delete of backup %s") % backup.id, cancel=False)
+        except RbdbackupError as e:
+            if e.code.name == "NOT_FOUND":
+                LOG.warning("rbdbackup backup %(rid)s of backup %(id)s not found: nothing to delete.",
+                            {"rid": rid, "id": backup.id})
+                return
+            raise exception.BackupOperationError(str(e)) from None
+        LOG.debug("Delete of backup '%(backup)s' for volume '%(volume)s' finished.",
+                  {"backup": backup.id, "volume": backup.volume_id})
+
+    # --- records --------------------------------------------------------------------------------
+
+    def export_record(self, backup) -> dict:
+        from google.protobuf import json_format
+
+        try:
+            record = self.client.export_backup_record(self._required_id(backup))
+        except RbdbackupError as e:
+            raise exception.BackupOperationError(str(e)) from None
+        return {"rbdbackup_record": json_format.MessageToDict(record, preserving_proto_field_name=True)}
+
+    def import_record(self, backup, driver_info: dict) -> None:
+        from google.protobuf import json_format
+
+        raw = (driver_info or {}).get("rbdbackup_record")
+        if not isinstance(raw, dict):
+            raise exception.InvalidBackup(reason=_("the record has no rbdbackup_record (exported by another driver?)"))
+        try:
+            record = json_format.ParseDict(raw, pb.BackupRecord())
+        except json_format.ParseError as e:
+            raise exception.InvalidBackup(reason=_("rbdbackup_record does not parse: %s") % e) from None
+        try:
+            try:
+                imported = self.client.import_backup_record(record)
+            except RbdbackupError as e:
+                if e.code.name != "ALREADY_EXISTS":
+                    raise
+                imported = self.client.get_backup(record.backup.id)  # known here already: fine
+        except RbdbackupError as e:
+            raise exception.BackupOperationError(str(e)) from None
+        if rbdbackup_id(backup) != imported.id:
+            backup.service_metadata = json.dumps({"rbdbackup_id": imported.id, "base": imported.base_image})
+            backup.save()

@@ -1,0 +1,67 @@
+"""oslo.config options of the rbdbackup Cinder backup driver (in [DEFAULT], as Cinder's Ceph backup
+driver keeps its backup_ceph_* options), and the client config built from them."""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+from rbdbackup_client import ClientConfig
+
+rbdbackup_opts = [
+    cfg.ListOpt("rbdbackup_coordinators", default=[],
+                help="host:port of the rbdbackup coordinator(s): the leader and its standbys, tried in "
+                     "order (a standby names the leader, which is then used)."),
+    cfg.StrOpt("rbdbackup_ca_file",
+               help="PEM file of the CA that signs the coordinator's certificate."),
+    cfg.StrOpt("rbdbackup_cert_file",
+               help="PEM client certificate (mutual TLS). With rbdbackup_key_file; or use a token."),
+    cfg.StrOpt("rbdbackup_key_file", help="PEM key of rbdbackup_cert_file."),
+    cfg.StrOpt("rbdbackup_token", secret=True,
+               help="API bearer token (role operator; admin for import_record), instead of a client "
+                    "certificate."),
+    cfg.StrOpt("rbdbackup_tls_server_name",
+               help="Name to check the coordinator's certificate against (default: the host of the "
+                    "address; 'localhost' for a loopback IP)."),
+    cfg.BoolOpt("rbdbackup_insecure", default=False,
+                help="Plaintext gRPC, no authentication. Only for tests."),
+    cfg.StrOpt("rbdbackup_backup_cluster",
+               help="The rbdbackup cluster name (as its agents register it) that keeps the backups."),
+    cfg.StrOpt("rbdbackup_backup_pool", default="backups",
+               help="Pool of the backup cluster for backups (Cinder's backup container; a backup's "
+                    "own container wins)."),
+    cfg.DictOpt("rbdbackup_cluster_map", default={},
+                help="Cinder volume backend name -> rbdbackup cluster name of the Ceph cluster holding "
+                     "that backend's volumes, e.g. 'ceph-a:site-a,ceph-b:site-b'. The backend is the "
+                     "part after '@' in the volume's host."),
+    cfg.StrOpt("rbdbackup_default_volume_cluster",
+               help="Cluster of volumes whose backend is not in rbdbackup_cluster_map."),
+    cfg.IntOpt("rbdbackup_max_snapshots", default=0, min=0,
+               help="Backup snapshots to keep on a source volume (0 = only what the chains need)."),
+    cfg.IntOpt("rbdbackup_call_timeout", default=30, min=1,
+               help="Deadline of each call to the coordinator, seconds."),
+    cfg.IntOpt("rbdbackup_call_attempts", default=5, min=1,
+               help="Attempts of a call answered UNAVAILABLE (exponential backoff between them)."),
+    cfg.FloatOpt("rbdbackup_backoff_base", default=0.5, min=0,
+                 help="First backoff between attempts, seconds (doubles, with jitter)."),
+    cfg.IntOpt("rbdbackup_job_timeout", default=86400, min=1,
+               help="How long a backup, restore or delete may take before the driver gives up (a "
+                    "backup or restore is then cancelled), seconds."),
+]
+
+CONF = cfg.CONF
+CONF.register_opts(rbdbackup_opts)
+
+
+def client_config(conf: cfg.ConfigOpts = CONF) -> ClientConfig:
+    return ClientConfig(
+        addresses=list(conf.rbdbackup_coordinators),
+        ca_file=conf.rbdbackup_ca_file,
+        cert_file=conf.rbdbackup_cert_file,
+        key_file=conf.rbdbackup_key_file,
+        token=conf.rbdbackup_token,
+        insecure=conf.rbdbackup_insecure,
+        server_name=conf.rbdbackup_tls_server_name,
+        call_timeout=float(conf.rbdbackup_call_timeout),
+        attempts=conf.rbdbackup_call_attempts,
+        backoff_base=conf.rbdbackup_backoff_base,
+    )

@@ -1,0 +1,246 @@
+"""A thin, typed client of the coordinator's BackupService (stubs generated into dist/python/rbdbackup/v1).
+
+Every unary call has a deadline (config.call_timeout). UNAVAILABLE is retried with backoff, over the
+configured addresses in turn; when the answer carries the `rbdbackup-leader` trailer (a standby refusing
+a mutating call, see GetCoordinatorStatus in backup_service.proto) the next attempt goes to that leader
+at once. Mutating calls are retried only with an idempotency key (the same key never makes a second
+job). `wait(job)` follows a job over WatchJob until it ends, re-opening the stream after UNAVAILABLE,
+within a deadline. Blocking gRPC work runs in a native thread when eventlet has patched the process
+(cinder-backup does), so the hub is never blocked and grpcio's own threads stay real.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
+
+import grpc
+import grpc.experimental
+
+from rbdbackup.v1 import agent_pb2, backup_service_pb2 as pb, backup_service_pb2_grpc as rpc
+
+from .backoff import backoff_delay, sleep
+from .config import ClientConfig
+from .errors import JobFailed, RbdbackupError
+
+T = TypeVar("T")
+LEADER_TRAILER = "rbdbackup-leader"
+FINAL_STATES = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
+
+
+def _in_native_thread(fn: Callable[[], T]) -> T:
+    """Runs fn in eventlet's native thread pool when eventlet patched threading, else here."""
+    try:
+        from eventlet import patcher, tpool
+    except ImportError:
+        return fn()
+    if patcher.is_monkey_patched("thread"):
+        return tpool.execute(fn)
+    return fn()
+
+
+def _server_name(address: str, configured: Optional[str]) -> Optional[str]:
+    if configured:
+        return configured
+    host = address[1 : address.index("]")] if address.startswith("[") else address.rpartition(":")[0]
+    return "localhost" if host in ("127.0.0.1", "::1") else None
+
+
+def _leader_of(err: grpc.RpcError) -> Optional[str]:
+    try:
+        trailers = err.trailing_metadata() or ()
+    except Exception:  # noqa: BLE001 - an error without trailers (e.g. connection refused)
+        return None
+    for key, value in trailers:
+        if key == LEADER_TRAILER and value:
+            return value
+    return None
+
+
+class Client:
+    """BackupService calls with deadlines, UNAVAILABLE retries and leader following."""
+
+    def __init__(self, config: ClientConfig):
+        self.config = config.validate()
+        self._channels: Dict[str, Tuple[grpc.Channel, rpc.BackupServiceStub]] = {}
+        self._current = self.config.addresses[0]
+        self._metadata: List[Tuple[str, str]] = (
+            [("authorization", f"Bearer {self.config.token}")] if self.config.token else []
+        )
+        self._credentials = None if self.config.insecure else self._tls_credentials()
+
+    def _tls_credentials(self) -> grpc.ChannelCredentials:
+        def read(path: Optional[str], what: str) -> Optional[bytes]:
+            if not path:
+                return None
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except OSError as e:
+                raise ValueError(f"rbdbackup client: cannot read the TLS {what} {path}: {e.strerror}") from e
+
+        c = self.config
+        return grpc.ssl_channel_credentials(read(c.ca_file, "CA"), read(c.key_file, "key"), read(c.cert_file, "certificate"))
+
+    def _stub(self, address: str) -> rpc.BackupServiceStub:
+        if address not in self._channels:
+            # WatchJob streams on the calling thread: grpcio's default runs a Python "channel spin" thread
+            # per stream, which eventlet turns into a green thread that never runs (a hang).
+            opts = [(grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]
+            if self._credentials is None:
+                channel = grpc.insecure_channel(address, options=opts)
+            else:
+                name = _server_name(address, self.config.server_name)
+                if name:
+                    opts.append(("grpc.ssl_target_name_override", name))
+                channel = grpc.secure_channel(address, self._credentials, options=opts)
+            self._channels[address] = (channel, rpc.BackupServiceStub(channel))
+        return self._channels[address][1]
+
+    def close(self) -> None:
+        for channel, _ in self._channels.values():
+            channel.close()
+        self._channels.clear()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _next_address(self, failed: str) -> str:
+        addrs = self.config.addresses
+        return addrs[(addrs.index(failed) + 1) % len(addrs)] if failed in addrs else addrs[0]
+
+    def call(self, method: str, request, retry: bool = True, timeout: Optional[float] = None):
+        """One unary BackupService call by name; retries UNAVAILABLE (when `retry`), else raises
+        RbdbackupError with the status."""
+        attempts = self.config.attempts if retry else 1
+        last: Optional[RbdbackupError] = None
+        for attempt in range(1, attempts + 1):
+            address = self._current
+            fn = getattr(self._stub(address), method)
+            try:
+                return _in_native_thread(
+                    lambda: fn(request, timeout=timeout or self.config.call_timeout, metadata=self._metadata)
+                )
+            except grpc.RpcError as e:
+                code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
+                last = RbdbackupError(code, e.details() if hasattr(e, "details") else str(e), address, method)
+                if code != grpc.StatusCode.UNAVAILABLE or attempt == attempts:
+                    raise last from None
+                leader = _leader_of(e)
+                if leader and leader != address:
+                    self._current = leader  # a standby named the leader: go there without waiting
+                    continue
+                self._current = self._next_address(address)
+                sleep(backoff_delay(attempt, self.config.backoff_base, self.config.backoff_max))
+        assert last is not None
+        raise last
+
+    # --- BackupService, typed -------------------------------------------------------------------
+
+    def create_backup(self, req: pb.CreateBackupRequest) -> pb.Job:
+        return self.call("CreateBackup", req, retry=bool(req.idempotency_key))
+
+    def restore_backup(self, req: pb.RestoreBackupRequest) -> pb.Job:
+        return self.call("RestoreBackup", req, retry=bool(req.idempotency_key))
+
+    def delete_backup(self, backup_id: str, idempotency_key: str = "") -> pb.Job:
+        req = pb.DeleteBackupRequest(backup_id=backup_id, idempotency_key=idempotency_key)
+        return self.call("DeleteBackup", req, retry=bool(idempotency_key))
+
+    def cancel_job(self, job_id: str) -> pb.Job:
+        return self.call("CancelJob", pb.CancelJobRequest(job_id=job_id))
+
+    def get_backup(self, backup_id: str) -> pb.Backup:
+        return self.call("GetBackup", pb.GetBackupRequest(backup_id=backup_id))
+
+    def get_job(self, job_id: str) -> pb.Job:
+        return self.call("GetJob", pb.GetJobRequest(job_id=job_id))
+
+    def list_backups(self, **filters) -> List[pb.Backup]:
+        """Every backup matching the filters (ListBackupsRequest fields), following the pages."""
+        out: List[pb.Backup] = []
+        token = ""
+        while True:
+            r = self.call("ListBackups", pb.ListBackupsRequest(page_token=token, **filters))
+            out.extend(r.backups)
+            token = r.next_page_token
+            if not token:
+                return out
+
+    def check_cluster(self, cluster: str, backup_pool: str = "") -> agent_pb2.ClusterCheckResponse:
+        return self.call("CheckCluster", pb.CheckClusterRequest(cluster=cluster, backup_pool=backup_pool))
+
+    def export_backup_record(self, backup_id: str) -> pb.BackupRecord:
+        return self.call("ExportBackupRecord", pb.ExportBackupRecordRequest(backup_id=backup_id))
+
+    def import_backup_record(self, record: pb.BackupRecord) -> pb.Backup:
+        # Safe to retry: a second import of the same record is ALREADY_EXISTS, never a copy.
+        return self.call("ImportBackupRecord", pb.ImportBackupRecordRequest(record=record))
+
+    def get_coordinator_status(self) -> pb.CoordinatorStatus:
+        return self.call("GetCoordinatorStatus", pb.GetCoordinatorStatusRequest())
+
+    # --- following a job ------------------------------------------------------------------------
+
+    def _watch(self, job_id: str, remaining: float, on_event: Callable[[pb.Job], None]) -> Optional[pb.Job]:
+        """One WatchJob stream: the final job, or None when the stream ended early."""
+        address = self._current
+        stream: Iterable[pb.JobEvent] = self._stub(address).WatchJob(
+            pb.WatchJobRequest(job_id=job_id), timeout=remaining, metadata=self._metadata
+        )
+        try:
+            for event in stream:
+                on_event(event.job)
+                if event.job.state in FINAL_STATES:
+                    return event.job
+        except grpc.RpcError as e:
+            raise RbdbackupError(e.code(), e.details(), address, "WatchJob") from None
+        return None
+
+    def wait(
+        self,
+        job: pb.Job,
+        timeout: float,
+        on_event: Optional[Callable[[pb.Job], None]] = None,
+        raise_on_failure: bool = True,
+    ) -> pb.Job:
+        """Follows `job` until it ends, at most `timeout` seconds: the SUCCEEDED job, or JobFailed (a
+        FAILED or CANCELLED job), or RbdbackupError DEADLINE_EXCEEDED naming the last state seen."""
+        deadline = time.monotonic() + timeout
+        last = job
+        attempt = 0
+
+        def seen(j: pb.Job) -> None:
+            nonlocal last
+            last = j
+            if on_event:
+                on_event(j)
+
+        while last.state not in FINAL_STATES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RbdbackupError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"job {job.id} did not end within {timeout:.0f} s (last state "
+                    f"{pb.JobState.Name(last.state)}, phase {last.progress.phase or '-'})",
+                    self._current,
+                    "WatchJob",
+                )
+            try:
+                final = _in_native_thread(lambda: self._watch(job.id, remaining, seen))
+                if final is not None:
+                    break
+            except RbdbackupError as e:
+                if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+                if e.code == grpc.StatusCode.UNAVAILABLE:
+                    self._current = self._next_address(self._current)
+            attempt += 1
+            sleep(min(backoff_delay(attempt, self.config.backoff_base, self.config.backoff_max),
+                      max(0.0, deadline - time.monotonic())))
+        if raise_on_failure and last.state != pb.JOB_STATE_SUCCEEDED:
+            raise JobFailed(last, self._current)
+        return last

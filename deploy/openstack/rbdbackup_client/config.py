@@ -1,0 +1,49 @@
+"""How to reach the coordinator(s): addresses (a leader and its standbys, tried in order; a standby's
+`rbdbackup-leader` trailer redirects to the leader), TLS files and/or a bearer token, deadlines and
+the retry budget for UNAVAILABLE. Plain data, validated once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+
+@dataclass
+class ClientConfig:
+    # "host:port" of each coordinator; the first that answers is used.
+    addresses: List[str] = field(default_factory=list)
+    # PEM CA that signs the coordinator's certificate; with cert_file and key_file: mutual TLS.
+    ca_file: Optional[str] = None
+    cert_file: Optional[str] = None
+    key_file: Optional[str] = None
+    # Bearer token (sent as `authorization: Bearer <token>`); with ca_file only, or with insecure.
+    token: Optional[str] = None
+    # Plaintext: only for tests against a coordinator started with tls.insecure.
+    insecure: bool = False
+    # Name to check the server certificate against (default: "localhost" for a loopback IP literal).
+    server_name: Optional[str] = None
+    # Deadline of each unary call, seconds.
+    call_timeout: float = 30.0
+    # Attempts of a call that gets UNAVAILABLE (no coordinator, a standby, no agent connected), and the
+    # backoff between them: full jitter, base doubling up to max.
+    attempts: int = 5
+    backoff_base: float = 0.5
+    backoff_max: float = 10.0
+
+    def validate(self) -> "ClientConfig":
+        if not self.addresses:
+            raise ValueError("rbdbackup client: no coordinator address configured")
+        for a in self.addresses:
+            host, _, port = a.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"rbdbackup client: address {a!r} is not host:port")
+        if not self.insecure:
+            if not self.ca_file:
+                raise ValueError("rbdbackup client: TLS needs ca_file (or insecure for tests)")
+            if bool(self.cert_file) != bool(self.key_file):
+                raise ValueError("rbdbackup client: cert_file and key_file go together")
+            if not self.cert_file and not self.token:
+                raise ValueError("rbdbackup client: give a client certificate (cert_file, key_file) or a token")
+        if self.call_timeout <= 0 or self.attempts < 1 or self.backoff_base < 0 or self.backoff_max < 0:
+            raise ValueError("rbdbackup client: call_timeout > 0, attempts >= 1, backoff >= 0")
+        return self

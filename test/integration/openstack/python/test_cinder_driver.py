@@ -1,0 +1,306 @@
+"""RbdbackupBackupDriver driven the way Cinder's backup manager drives a backup driver: real Cinder 21
+modules (python3-cinder), real cinder.objects Backup/Volume rows on Cinder's own test database
+(cinder.tests.unit.test.TestCase, eventlet monkey-patched as cinder-backup is), os-brick's
+RBDVolumeIOWrapper over real lab images, and a real coordinator with agents for site-a (volumes) and
+site-b (backups). Data is compared with sha256 of `rbd export`.
+
+Run through test/integration/openstack/cinder.test.ts, which starts the daemons and writes the config.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import socket
+import uuid
+
+from cinder import context, db, exception, objects
+from cinder.backup.drivers import ceph
+from cinder.tests.unit import test
+from cinder.tests.unit import utils as test_utils
+
+from lab import GiB, Lab, test_config
+from rbdbackup_cinder import RbdbackupBackupDriver
+from rbdbackup_cinder.driver import rbdbackup_id
+from rbdbackup_client import Client, ClientConfig, backup_service_pb2 as pb
+
+CFG = test_config()
+LAB = Lab(CFG["lab_dir"])
+SRC = ("site-a", "rbd")  # the Cinder volume backend "ceph-a"
+# The cluster keeping the backups, and the Cinder volume backend "ceph-b" where the second coordinator
+# restores (its agent's cluster): site-b as cinder.test.ts configures it.
+BACKUPS = CFG.get("backup_cluster", "site-b")
+DST = (CFG.get("second_site", "site-b"), "rbd")
+
+
+def tearDownModule():
+    LAB.close()
+
+
+class DriverTestCase(test.TestCase):
+    """Cinder's test fixture, the driver configured for the lab's first coordinator."""
+
+    def setUp(self):
+        super().setUp()
+        self.ctxt = context.get_admin_context()
+        self.override_config("rbdbackup_coordinators", [CFG["coordinator"]])
+        self.override_config("rbdbackup_ca_file", CFG["ca"])
+        self.override_config("rbdbackup_cert_file", CFG["cert"])
+        self.override_config("rbdbackup_key_file", CFG["key"])
+        self.override_config("rbdbackup_backup_cluster", BACKUPS)
+        self.override_config("rbdbackup_backup_pool", "backups")
+        self.override_config("rbdbackup_cluster_map", {"ceph-a": SRC[0], "ceph-b": DST[0]})
+        self.override_config("rbdbackup_job_timeout", 240)
+        self.override_config("rbdbackup_backoff_base", 0.1)
+        self.driver = RbdbackupBackupDriver(self.ctxt)
+        self.addCleanup(lambda: self.driver._client and self.driver._client.close())
+
+    # --- fixtures -------------------------------------------------------------------------------
+
+    def volume(self, where=SRC, size_gib=1, image=True, writes=40, **kw):
+        """A Cinder volume row on backend ceph-a (site-a) or ceph-b (site-b) and, when `image`, its RBD
+        image volume-<id> with `writes` random writes (removed at the end, with its snapshots)."""
+        backend = "ceph-a" if where == SRC else "ceph-b"
+        vol = test_utils.create_volume(self.ctxt, host=f"node@{backend}#{where[1]}", size=size_gib, **kw)
+        if image:
+            LAB.create(*where, vol.name, size_gib * GiB)
+            self.addCleanup(LAB.remove, *where, vol.name)
+            if writes:
+                LAB.write_random(*where, vol.name, writes)
+        return vol
+
+    def volume_file(self, vol, where=SRC):
+        f = LAB.volume_file(*where, vol.name)
+        self.addCleanup(f.close)
+        return f
+
+    def cinder_backup(self, vol, parent=None):
+        b = test_utils.create_backup(self.ctxt, volume_id=vol.id, parent_id=parent.id if parent else None)
+        # As the backup API makes it when no container is asked for: the driver picks its pool.
+        b.container = None
+        b.save()
+        return objects.Backup.get_by_id(self.ctxt, b.id)
+
+    def do_backup(self, vol, parent=None, driver=None):
+        """driver.backup as the backup manager calls it, and the updates saved as it saves them."""
+        b = self.cinder_backup(vol, parent)
+        updates = (driver or self.driver).backup(b, self.volume_file(vol))
+        b.update(updates)
+        b.save()
+        self.addCleanup(self.delete_quietly, b)
+        return b
+
+    def delete_quietly(self, b):
+        # The backup manager's delete, at the end of every test that made one (a second delete warns only).
+        self.driver.delete_backup(objects.Backup.get_by_id(self.ctxt, b.id))
+
+    def ours(self, b) -> pb.Backup:
+        return self.driver.client.get_backup(rbdbackup_id(b))
+
+
+class BackupRestoreDeleteTest(DriverTestCase):
+    def test_full_incremental_restore_over_original_delete(self):
+        vol = self.volume(metadata={"purpose": "db"}, display_name="vol-src")
+        b1 = self.do_backup(vol)
+        r1 = self.ours(b1)
+        self.assertEqual(pb.BACKUP_STATUS_AVAILABLE, r1.status)
+        self.assertFalse(r1.incremental)
+        self.assertEqual(vol.id, r1.volume_id)
+        self.assertEqual(("site-a", "rbd", vol.name), (r1.volume.cluster, r1.volume.pool, r1.volume.image))
+        self.assertEqual((BACKUPS, "backups"), (r1.location.cluster, r1.location.pool))
+        self.assertEqual("backups", b1.container)
+        self.assertEqual({"rbdbackup_id": r1.id, "base": r1.base_image}, json.loads(b1.service_metadata))
+        # Layout of Ceph's driver: base image <volume name>.backup.<id>, snapshot backup.<id>.snap.<ts>
+        # on both sides, matching Ceph's own pattern (read back by Ceph's own get_backup_snaps).
+        self.assertEqual(f"{vol.name}.backup.{r1.id}", r1.base_image)
+        m = re.match(ceph.CephBackupDriver.backup_snapshot_name_pattern(), r1.snapshot)
+        self.assertIsNotNone(m)
+        self.assertEqual(r1.id, m.group(1))
+        self.assertEqual(self.driver.backup_snapshot_name_pattern(), ceph.CephBackupDriver.backup_snapshot_name_pattern())
+        self.assertIn(r1.snapshot, LAB.snaps(BACKUPS, "backups", r1.base_image))
+        f = self.volume_file(vol)
+        found = ceph.CephBackupDriver.get_backup_snaps(f.rbd_image)
+        self.assertEqual([r1.id], [s["backup_id"] for s in found])
+        sha1 = LAB.export_sha256("site-a", f"rbd/{vol.name}@{r1.snapshot}")
+
+        LAB.write_random(*SRC, vol.name, 10)
+        b2 = self.do_backup(vol, parent=b1)
+        r2 = self.ours(b2)
+        self.assertTrue(r2.incremental)
+        self.assertEqual(r1.snapshot, r2.parent_snapshot)
+        self.assertEqual(r1.base_image, r2.base_image)
+        sha2 = LAB.export_sha256("site-a", f"rbd/{vol.name}@{r2.snapshot}")
+        self.assertNotEqual(sha1, sha2)
+
+        # The volume changes (data, metadata, name); restore over it puts the backup's bytes and metadata back.
+        LAB.write_random(*SRC, vol.name, 20)
+        db.volume_metadata_update(self.ctxt, vol.id, {"purpose": "scratch", "extra": "x"}, True)
+        db.volume_update(self.ctxt, vol.id, {"display_name": "renamed"})
+        self.driver.restore(b2, vol.id, self.volume_file(vol))
+        self.assertEqual(sha2, LAB.export_sha256("site-a", f"rbd/{vol.name}"))
+        self.assertEqual({"purpose": "db"}, db.volume_metadata_get(self.ctxt, vol.id))
+        # Cinder's v2 rule: the name comes back only to a volume named restore_backup_*.
+        self.assertEqual("renamed", db.volume_get(self.ctxt, vol.id).display_name)
+        self.assertEqual(1 * GiB, LAB.size(*SRC, vol.name))
+        # Restoring the full backup (any point of the chain, one pass).
+        self.driver.restore(b1, vol.id, self.volume_file(vol))
+        self.assertEqual(sha1, LAB.export_sha256("site-a", f"rbd/{vol.name}"))
+
+        # Delete, newest first (Cinder refuses to delete a backup with dependents).
+        self.driver.delete_backup(b2)
+        self.assertEqual(pb.BACKUP_STATUS_DELETED, self.ours(b2).status)
+        self.assertNotIn(r2.snapshot, LAB.snaps(BACKUPS, "backups", r1.base_image))
+        self.driver.delete_backup(b1)
+        self.assertEqual(pb.BACKUP_STATUS_DELETED, self.ours(b1).status)
+        self.assertFalse(LAB.exists(BACKUPS, "backups", r1.base_image))
+        # Deleting again is a warning, as Ceph's driver on a missing image.
+        self.driver.delete_backup(b1)
+
+    def test_restore_to_a_larger_volume_keeps_its_size_and_zeros_the_tail(self):
+        vol = self.volume()
+        b = self.do_backup(vol)
+        r = self.ours(b)
+        # What the 2 GiB target must hold: the backup, then 1 GiB of zeros (Ceph's driver discards the
+        # excess and keeps the target's size, restore_discard_excess_bytes).
+        want = LAB.export_sha256("site-a", f"rbd/{vol.name}@{r.snapshot}", pad_zeros=1 * GiB)
+        big = self.volume(size_gib=2, writes=0)
+        LAB.write_random(*SRC, big.name, 5, span=2 * GiB)
+        self.driver.restore(b, big.id, self.volume_file(big))
+        self.assertEqual(2 * GiB, LAB.size(*SRC, big.name))
+        self.assertEqual(want, LAB.export_sha256("site-a", f"rbd/{big.name}"))
+
+    def test_same_cinder_backup_twice_is_one_backup(self):
+        # Ceph's metadata object is written once ("already exists" on a second set, content unchanged);
+        # here the Cinder backup id is the idempotency key: a repeated call returns the same backup.
+        vol = self.volume(metadata={"k": "v1"})
+        b = self.cinder_backup(vol)
+        first = self.driver.backup(b, self.volume_file(vol))
+        b.update(first)
+        b.save()
+        self.addCleanup(self.delete_quietly, b)
+        again = self.driver.backup(b, self.volume_file(vol))
+        self.assertEqual(first, again)
+        listed = self.driver.client.list_backups(volume_id=vol.id)
+        self.assertEqual([rbdbackup_id(b)], [x.id for x in listed])
+
+    def test_metadata_of_an_unknown_version_fails_the_restore_clearly(self):
+        self.override_config("backup_metadata_version", 3)
+        vol = self.volume(metadata={"k": "v"})
+        b = self.do_backup(vol)
+        e = self.assertRaises(exception.BackupOperationError, self.driver.restore, b, vol.id, self.volume_file(vol))
+        self.assertEqual("Metadata restore failed due to incompatible version", str(e))
+
+
+class ErrorTest(DriverTestCase):
+    def test_incremental_without_a_usable_parent(self):
+        vol = self.volume()
+        # A parent the driver never backed up (Ceph: its snapshot cannot be found).
+        never = self.cinder_backup(vol)
+        b = self.cinder_backup(vol, parent=never)
+        e = self.assertRaises(exception.BackupRBDOperationFailed, self.driver.backup, b, self.volume_file(vol))
+        self.assertIn(f"Can't find snapshot from parent {never.id}", str(e))
+        # A parent that was deleted.
+        b1 = self.do_backup(vol)
+        self.driver.delete_backup(b1)
+        b2 = self.cinder_backup(vol, parent=b1)
+        e = self.assertRaises(exception.BackupRBDOperationFailed, self.driver.backup, b2, self.volume_file(vol))
+        self.assertIn(f"Can't find snapshot from parent {b1.id} and base name image", str(e))
+        # No backup was made by either refusal.
+        statuses = [pb.BackupStatus.Name(x.status) for x in self.driver.client.list_backups(volume_id=vol.id, status=0)]
+        self.assertEqual([], statuses)
+
+    def test_non_rbd_volume(self):
+        vol = self.volume(image=False)
+        b = self.cinder_backup(vol)
+        e = self.assertRaises(exception.NotSupportedOperation, self.driver.backup, b, io.BytesIO(b"\0" * 4096))
+        self.assertIn("not an RBD volume", str(e))
+        parent = self.do_backup(self.volume())
+        b2 = self.cinder_backup(vol, parent=parent)
+        self.assertRaises(exception.BackupRBDOperationFailed, self.driver.backup, b2, io.BytesIO(b""))
+
+    def test_zero_size_volume(self):
+        vol = self.volume(size_gib=0, image=False)
+        b = self.cinder_backup(vol)
+        e = self.assertRaises(exception.InvalidParameterValue, self.driver.backup, b, io.BytesIO())
+        self.assertEqual("Need non-zero volume size", str(e))
+
+    def test_missing_volume(self):
+        # The Cinder row exists, its RBD image does not (removed behind Cinder's back). A stand-in for
+        # os-brick's wrapper (it could not open the image): the driver reads only its pool.
+        vol = self.volume(image=False)
+        b = self.cinder_backup(vol)
+        gone = type("RBDWrapperOfMissingImage", (), {"rbd_image": None, "rbd_pool": "rbd"})()
+        e = self.assertRaises(exception.CinderException, self.driver.backup, b, gone)
+        self.assertIn(vol.name, str(e))
+        self.assertIn("NOT_FOUND", str(e))
+        self.assertNotIn("Traceback", str(e))
+
+    def test_coordinator_down(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # nothing listens there now
+        self.override_config("rbdbackup_coordinators", [f"127.0.0.1:{port}"])
+        self.override_config("rbdbackup_call_attempts", 2)
+        self.override_config("rbdbackup_call_timeout", 5)
+        driver = RbdbackupBackupDriver(self.ctxt)
+        self.addCleanup(driver.client.close)
+        vol = self.volume(writes=1)
+        e = self.assertRaises(exception.BackupDriverException, driver.backup, self.cinder_backup(vol), self.volume_file(vol))
+        msg = str(e)
+        self.assertTrue(msg.startswith("Backup driver reported an error: rbdbackup coordinator 127.0.0.1:"), msg)
+        self.assertIn("UNAVAILABLE", msg)
+        self.assertNotIn("Traceback", msg)
+        self.assertRaises(exception.BackupDriverException, driver.check_for_setup_error)
+
+
+class SetupAndOptionsTest(DriverTestCase):
+    def test_check_for_setup_error(self):
+        self.driver.check_for_setup_error()
+        self.override_config("rbdbackup_backup_pool", "no-such-pool")
+        e = self.assertRaises(exception.BackupDriverException, self.driver.check_for_setup_error)
+        self.assertIn("no-such-pool", str(e))
+        self.override_config("rbdbackup_backup_cluster", None)
+        self.assertRaises(exception.InvalidConfigurationValue, self.driver.check_for_setup_error)
+
+    def test_get_driver_options(self):
+        names = {o.name for o in RbdbackupBackupDriver.get_driver_options()}
+        self.assertLessEqual(
+            {"rbdbackup_coordinators", "rbdbackup_backup_cluster", "rbdbackup_backup_pool", "rbdbackup_cluster_map",
+             "rbdbackup_token", "rbdbackup_job_timeout"},
+            names,
+        )
+        token = next(o for o in RbdbackupBackupDriver.get_driver_options() if o.name == "rbdbackup_token")
+        self.assertTrue(token.secret)
+
+
+class RecordTest(DriverTestCase):
+    def test_export_then_import_into_a_second_coordinator_then_restore(self):
+        vol = self.volume(metadata={"tier": "gold"})
+        b = self.do_backup(vol)
+        r = self.ours(b)
+        sha = LAB.export_sha256("site-a", f"rbd/{vol.name}@{r.snapshot}")
+        info = self.driver.export_record(b)
+        self.assertEqual(r.id, info["rbdbackup_record"]["backup"]["id"])
+        json.dumps(info)  # Cinder serializes it into the backup URL
+
+        # The second site: its own coordinator (bearer token, CA only) and Cinder's imported backup row.
+        client2 = Client(ClientConfig(addresses=[CFG["coordinator2"]], ca_file=CFG["ca"], token=CFG["token2"],
+                                      backoff_base=0.1))
+        self.addCleanup(client2.close)
+        driver2 = RbdbackupBackupDriver(self.ctxt, client=client2)
+        imported = self.cinder_backup(vol)
+        driver2.import_record(imported, info)
+        self.assertEqual(r.id, rbdbackup_id(objects.Backup.get_by_id(self.ctxt, imported.id)))
+        driver2.import_record(imported, info)  # again: already known there, fine
+        self.assertEqual(pb.BACKUP_STATUS_AVAILABLE, client2.get_backup(r.id).status)
+
+        target = self.volume(where=DST, writes=3)
+        driver2.restore(imported, target.id, self.volume_file(target, where=DST))
+        self.assertEqual(sha, LAB.export_sha256(DST[0], f"rbd/{target.name}"))
+        self.assertEqual({"tier": "gold"}, db.volume_metadata_get(self.ctxt, target.id))
+
+        bad = self.cinder_backup(vol)
+        self.assertRaises(exception.InvalidBackup, driver2.import_record, bad, {"other": 1})
+        self.assertRaises(exception.InvalidBackup, driver2.import_record, bad, {"rbdbackup_record": {"nope": 1}})

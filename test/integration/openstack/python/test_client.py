@@ -1,0 +1,165 @@
+"""rbdbackup_client against a stand-in standby coordinator (a Python gRPC server with the lab's
+coordinator certificate) and the lab's real coordinator: leader following through the
+`rbdbackup-leader` trailer, UNAVAILABLE retries over the addresses, no retry of a mutating call without
+an idempotency key, and wait() over WatchJob (deadline, re-opening after UNAVAILABLE, failed jobs).
+
+Run in its own process (no eventlet: cinder's test package monkey-patches on import), through
+cinder.test.ts."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import unittest
+import uuid
+from concurrent import futures
+
+import grpc
+
+from lab import test_config
+from rbdbackup.v1 import backup_service_pb2_grpc as rpc
+from rbdbackup_client import Client, ClientConfig, JobFailed, RbdbackupError, backup_service_pb2 as pb
+
+CFG = test_config()
+
+
+class Standby(rpc.BackupServiceServicer):
+    """Refuses GetBackup/CreateBackup as a standby naming `leader`; WatchJob plays `script`."""
+
+    def __init__(self, leader: str):
+        self.leader = leader
+        self.calls: list = []
+        self.script: list = []  # per WatchJob call: list of Job states, or "unavailable"
+        self.stop = threading.Event()
+
+    def _standby(self, context, method):
+        self.calls.append((method, dict(context.invocation_metadata())))
+        if self.leader:
+            context.set_trailing_metadata((("rbdbackup-leader", self.leader), ("rbdbackup-leader-id", "c1")))
+        context.abort(grpc.StatusCode.UNAVAILABLE, "this coordinator is a standby")
+
+    def GetBackup(self, request, context):
+        self._standby(context, "GetBackup")
+
+    def CreateBackup(self, request, context):
+        self._standby(context, "CreateBackup")
+
+    def WatchJob(self, request, context):
+        self.calls.append(("WatchJob", {}))
+        step = self.script.pop(0) if self.script else []
+        if step == "unavailable":
+            context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+        for state in step:
+            yield pb.JobEvent(job=pb.Job(id=request.job_id, state=state, error_code="RESOURCE_EXHAUSTED"
+                                         if state == pb.JOB_STATE_FAILED else "", error_message="pool full"
+                                         if state == pb.JOB_STATE_FAILED else ""))
+        # Then silence, until the client gives up (bounded).
+        self.stop.wait(10)
+
+
+def serve(servicer) -> tuple:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    rpc.add_BackupServiceServicer_to_server(servicer, server)
+    with open(CFG["server_key"], "rb") as k, open(CFG["server_cert"], "rb") as c:
+        creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+    port = server.add_secure_port("127.0.0.1:0", creds)
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def dead_address() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"127.0.0.1:{port}"
+
+
+class ClientTest(unittest.TestCase):
+    def setUp(self):
+        self.standby = Standby(CFG["coordinator"])
+        self.server, self.address = serve(self.standby)
+        self.addCleanup(lambda: (self.standby.stop.set(), self.server.stop(0)))
+
+    def client(self, addresses, **kw) -> Client:
+        c = Client(ClientConfig(addresses=addresses, ca_file=CFG["ca"], cert_file=CFG["cert"], key_file=CFG["key"],
+                                backoff_base=0.05, call_timeout=10, **kw))
+        self.addCleanup(c.close)
+        return c
+
+    def test_a_standby_redirects_to_the_leader(self):
+        c = self.client([self.address])
+        missing = str(uuid.uuid4())
+        with self.assertRaises(RbdbackupError) as e:
+            c.get_backup(missing)
+        # Answered by the real coordinator (the leader the standby named), not the standby.
+        self.assertEqual(grpc.StatusCode.NOT_FOUND, e.exception.code)
+        self.assertEqual(CFG["coordinator"], e.exception.address)
+        self.assertEqual(["GetBackup"], [m for m, _ in self.standby.calls])
+        # A mutating call with an idempotency key follows the leader too (the leader judges the request).
+        with self.assertRaises(RbdbackupError) as e:
+            c.create_backup(pb.CreateBackupRequest(idempotency_key="k-" + missing[:8]))
+        self.assertEqual(grpc.StatusCode.INVALID_ARGUMENT, e.exception.code)
+        self.assertEqual(CFG["coordinator"], e.exception.address)
+
+    def test_a_mutating_call_without_idempotency_key_is_not_retried(self):
+        c = self.client([self.address])
+        with self.assertRaises(RbdbackupError) as e:
+            c.create_backup(pb.CreateBackupRequest())
+        self.assertEqual(grpc.StatusCode.UNAVAILABLE, e.exception.code)
+        self.assertEqual(self.address, e.exception.address)
+        self.assertEqual(1, len(self.standby.calls))
+
+    def test_unavailable_is_retried_over_the_addresses(self):
+        c = self.client([dead_address(), CFG["coordinator"]])
+        self.assertGreaterEqual(len(c.call("ListAgents", pb.ListAgentsRequest()).agents), 1)
+        c2 = self.client([dead_address()], attempts=3)
+        t = time.monotonic()
+        with self.assertRaises(RbdbackupError) as e:
+            c2.call("ListAgents", pb.ListAgentsRequest())
+        self.assertEqual(grpc.StatusCode.UNAVAILABLE, e.exception.code)
+        self.assertLess(time.monotonic() - t, 10)
+
+    def test_token_is_sent_as_bearer(self):
+        self.standby.leader = ""
+        c = Client(ClientConfig(addresses=[self.address], ca_file=CFG["ca"], token="t0ken", attempts=1))
+        self.addCleanup(c.close)
+        self.assertRaises(RbdbackupError, c.get_backup, str(uuid.uuid4()))
+        self.assertEqual("Bearer t0ken", self.standby.calls[0][1].get("authorization"))
+
+    def test_wait(self):
+        c = self.client([self.address])
+        queued = pb.Job(id="j1", state=pb.JOB_STATE_QUEUED)
+        # Re-opened after UNAVAILABLE, then the final event.
+        self.standby.script = ["unavailable", [pb.JOB_STATE_RUNNING, pb.JOB_STATE_SUCCEEDED]]
+        seen = []
+        done = c.wait(queued, timeout=20, on_event=lambda j: seen.append(j.state))
+        self.assertEqual(pb.JOB_STATE_SUCCEEDED, done.state)
+        self.assertEqual([pb.JOB_STATE_RUNNING, pb.JOB_STATE_SUCCEEDED], seen)
+        # A failed job: JobFailed with the job's own status.
+        self.standby.script = [[pb.JOB_STATE_FAILED]]
+        with self.assertRaises(JobFailed) as e:
+            c.wait(queued, timeout=20)
+        self.assertEqual(grpc.StatusCode.RESOURCE_EXHAUSTED, e.exception.code)
+        self.assertIn("pool full", str(e.exception))
+        # A job that never ends: DEADLINE_EXCEEDED naming the last state, within the deadline.
+        self.standby.script = [[pb.JOB_STATE_RUNNING]]
+        t = time.monotonic()
+        with self.assertRaises(RbdbackupError) as e:
+            c.wait(queued, timeout=1.5)
+        self.assertEqual(grpc.StatusCode.DEADLINE_EXCEEDED, e.exception.code)
+        self.assertIn("JOB_STATE_RUNNING", str(e.exception))
+        self.assertLess(time.monotonic() - t, 5)
+
+    def test_config_is_validated(self):
+        for bad in (
+            ClientConfig(addresses=[]),
+            ClientConfig(addresses=["nohost"], insecure=True),
+            ClientConfig(addresses=["127.0.0.1:1"]),
+            ClientConfig(addresses=["127.0.0.1:1"], ca_file=CFG["ca"]),
+            ClientConfig(addresses=["127.0.0.1:1"], ca_file=CFG["ca"], cert_file=CFG["cert"]),
+        ):
+            self.assertRaises(ValueError, Client, bad)
+        self.assertRaisesRegex(ValueError, "cannot read the TLS CA", Client,
+                               ClientConfig(addresses=["127.0.0.1:1"], ca_file="/nonexistent", token="t"))
