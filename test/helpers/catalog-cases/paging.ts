@@ -278,12 +278,16 @@ export function pagingCases(open: () => Catalog): void {
         assert.throws(() => c.listJobs({}, 2, token), RangeError, "a backups token for jobs");
         const jobToken = c.listJobs({}, 2, "").next;
         assert.throws(() => c.listBackups(f, 2, jobToken), RangeError, "a jobs token for backups");
+        // Another catalog (another key) refuses it; a runner whose open() reaches the same store (one
+        // database per test) gives the same key, and then the token is good, as for two coordinators.
         const other = open();
         try {
           for (let i = 0; i < 5; i++) other.insertBackup(pagingBackup(T0 + i));
-          assert.notDeepEqual(other.pagingKey, c.pagingKey, "each catalog has its own key");
-          assert.throws(() => other.listBackups(f, 2, token), RangeError, "another catalog's token");
-          assert.throws(() => c.listBackups(f, 2, other.listBackups(f, 2, "").next), RangeError);
+          if (other.pagingKey.equals(c.pagingKey)) assert.equal(other.listBackups(f, 2, token).items.length, 2);
+          else {
+            assert.throws(() => other.listBackups(f, 2, token), RangeError, "another catalog's token");
+            assert.throws(() => c.listBackups(f, 2, other.listBackups(f, 2, "").next), RangeError);
+          }
         } finally {
           other.close();
         }
@@ -393,14 +397,28 @@ export function pagingCases(open: () => Catalog): void {
         assert.throws(() => c.listJobs({ state: JobState.JOB_STATE_RUNNING }, 2, token), RangeError);
         const other = open();
         try {
-          assert.throws(() => other.listJobs(f, 2, token), RangeError);
+          if (!other.pagingKey.equals(c.pagingKey)) assert.throws(() => other.listJobs(f, 2, token), RangeError);
         } finally {
           other.close();
         }
       }),
     );
   });
+}
 
+/**
+ * Paging of policies and protection records (by name; by (policy, volume key)). Separate from pagingCases
+ * while a store still pages them by offset (pg/policies.ts): add to CATALOG_CASES once it pages by key.
+ */
+export function policyPagingCases(open: () => Catalog): void {
+  const withCatalog = (f: (c: Catalog) => void) => () => {
+    const c = open();
+    try {
+      f(c);
+    } finally {
+      c.close();
+    }
+  };
   describe("paging: policies and protection records", () => {
     const policy = (name: string) =>
       Policy.fromPartial({
