@@ -19,7 +19,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -80,8 +80,12 @@ interface RunResult {
   seconds: number;
   calls: number;
   coordinatorCpu: number;
-  /** CPU of the worker threads running the clients, seconds. */
-  clientCpu: number;
+  /** An fsync of 4 KiB on the catalog's disk, every 100 ms of the window, ms (what a catalog commit waits for). */
+  fsync: number[];
+  /** How busy the client threads' event loops were (0..1, mean): near 1 = the bench limits the rate. */
+  clientBusy: number;
+  /** The coordinator's CPU with the jobs running and no API calls, seconds per second. */
+  floor: number;
   running: number;
   latency: Record<Method, number[]>;
   errors: Record<Method, Record<string, number>>;
@@ -148,10 +152,9 @@ async function workerMain(t: WorkerTask): Promise<void> {
     const r = newResult("");
     const t0 = performance.now();
     const end = t0 + t.seconds * 1000;
-    const cpu0 = process.cpuUsage();
+    const elu0 = performance.eventLoopUtilization();
     await Promise.all(conns.map((c, i) => client(c.client, t.perSecond, end, t.ids, r, t.first + i)));
-    const cpu = process.cpuUsage(cpu0);
-    parentPort?.postMessage({ result: r, cpu: (cpu.user + cpu.system) / 1e6 });
+    parentPort?.postMessage({ result: r, busy: performance.eventLoopUtilization(elu0).utilization });
   } finally {
     for (const c of conns) c.channel.close();
   }
@@ -162,7 +165,9 @@ const newResult = (label: string): RunResult => ({
   seconds: 0,
   calls: 0,
   coordinatorCpu: 0,
-  clientCpu: 0,
+  clientBusy: 0,
+  fsync: [],
+  floor: 0,
   running: 0,
   latency: { GetBackup: [], GetJob: [], ListBackups: [], ListJobs: [] },
   errors: { GetBackup: {}, GetJob: {}, ListBackups: {}, ListJobs: {} },
@@ -179,14 +184,14 @@ async function load(t: Omit<WorkerTask, "clients" | "first">, r: RunResult, pid:
     const ready = workers.map((w) => new Promise((res, rej) => w.once("message", res).once("error", rej)));
     await Promise.all(ready);
     const done = workers.map(
-      (w) => new Promise<{ result: RunResult; cpu: number }>((res, rej) => w.once("message", res).once("error", rej)),
+      (w) => new Promise<{ result: RunResult; busy: number }>((res, rej) => w.once("message", res).once("error", rej)),
     );
     const cpu0 = cpuOf(pid);
     const t0 = performance.now();
     for (const w of workers) w.postMessage("go");
-    for (const { result, cpu } of await Promise.all(done)) {
+    for (const { result, busy } of await Promise.all(done)) {
       r.calls += result.calls;
-      r.clientCpu += cpu;
+      r.clientBusy += busy / workers.length;
       for (const m of METHODS) {
         r.latency[m].push(...result.latency[m]);
         for (const [k, n] of Object.entries(result.errors[m])) r.errors[m][k] = (r.errors[m][k] ?? 0) + n;
@@ -197,6 +202,24 @@ async function load(t: Omit<WorkerTask, "clients" | "first">, r: RunResult, pid:
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));
   }
+}
+
+/** Times a 4 KiB write + fsync in `file` every 100 ms until stopped. */
+function fsyncProbe(file: string, out: number[]): { stop(): void } {
+  const fd = openSync(file, "w");
+  const block = Buffer.alloc(4096, 1);
+  const timer = setInterval(() => {
+    const s = performance.now();
+    writeSync(fd, block, 0, block.length, 0);
+    fsyncSync(fd);
+    out.push(performance.now() - s);
+  }, 100);
+  return {
+    stop() {
+      clearInterval(timer);
+      closeSync(fd);
+    },
+  };
 }
 
 /** A fresh coordinator from `dist` (its dist/ directory's parent), the agents, the jobs, the load. */
@@ -288,6 +311,10 @@ async function run(label: string, dist: string, tlsOf: (n: string) => TlsConfig)
     });
     await sleep(4_000); // a heartbeat round with progress for every job
     const r = newResult(label);
+    const f0 = cpuOf(pid);
+    const ft = performance.now();
+    await sleep(10_000);
+    r.floor = (cpuOf(pid) - f0) / ((performance.now() - ft) / 1000);
     const tls = tlsOf("bench-client");
     const task = {
       address: daemon.serving.address,
@@ -296,7 +323,9 @@ async function run(label: string, dist: string, tlsOf: (n: string) => TlsConfig)
       seconds: SECONDS,
       ids: { backups, jobs },
     };
+    const probe = fsyncProbe(path.join(dir, "fsync-probe"), r.fsync);
     await load(task, r, pid);
+    probe.stop();
     r.running = await runningCount();
     return r;
   } finally {
@@ -308,6 +337,9 @@ async function run(label: string, dist: string, tlsOf: (n: string) => TlsConfig)
 }
 
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : "-");
+const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : "-");
+/** The coordinator's CPU per API call, ms: the window's CPU less the floor's (jobs alone), per call. */
+const perCall = (r: RunResult) => ((r.coordinatorCpu - r.floor * r.seconds) * 1000) / r.calls;
 
 function report(results: RunResult[]): void {
   console.log(
@@ -339,7 +371,7 @@ function report(results: RunResult[]): void {
       f1(pct(all, 50)),
       f1(pct(all, 99)),
       f1(Math.max(...all)),
-      `cpu ${f1((100 * r.coordinatorCpu) / r.seconds)}% (clients ${f1((100 * r.clientCpu) / r.seconds)}%) · running ${r.running}`,
+      `cpu ${f1((100 * r.coordinatorCpu) / r.seconds)}% · ${f2(perCall(r))} ms/call · clients busy ${f1(100 * r.clientBusy)}% · running ${r.running}`,
     ]);
   }
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((x) => (x[i] as string).length)));
@@ -348,8 +380,12 @@ function report(results: RunResult[]): void {
   console.log(line(head));
   for (const x of rows) console.log(line(x));
   console.log(
-    "\n(cpu = the coordinator's utime+stime over the window, % of one core; clients = the bench's client threads; running = RUNNING jobs at the end)",
+    "\ncpu: the coordinator's utime+stime over the window, % of one core; ms/call: that less its floor with the jobs alone, per call (1000 / ms/call = calls/s one core could serve); clients busy: the client threads' event loops (near 100% = the bench limits the rate); running: RUNNING jobs at the end",
   );
+  for (const r of results)
+    console.log(
+      `  ${r.label}: floor (jobs alone) ${f1(100 * r.floor)}% of a core, ~${Math.round(1000 / perCall(r))} calls/s per core; fsync on the catalog's disk p50 ${f1(pct(r.fsync, 50))} / p99 ${f1(pct(r.fsync, 99))} / max ${f1(Math.max(...r.fsync))} ms`,
+    );
 }
 
 /** The functions with the most self time in a .cpuprofile (V8's format), as % of samples. */
