@@ -274,7 +274,7 @@ async function run(label: string, dist: string, tlsOf: (n: string) => TlsConfig)
           cluster,
           coordinator: daemon.serving.address,
           tls: tlsOf(agentId),
-          capacity: JOBS,
+          capacity: Math.max(1, JOBS),
           backupMs,
         }),
       );

@@ -12,7 +12,6 @@ import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "..
 import { type AvailableBackup, AvailableIndex } from "./available-index";
 import type { Catalog, ClusterPin, Page } from "./catalog";
 import { decodePageToken, keysetPage, pageScope } from "./page-token";
-import { ParseCache } from "./parse-cache";
 import { migratePolicyColumns } from "./policy-columns";
 import { backupListing, jobListing, LISTING_INDEXES } from "./sqlite-listings";
 import { POLICY_SCHEMA, SqlitePolicyStore } from "./sqlite-policies";
@@ -84,8 +83,6 @@ export class SqliteCatalog implements Catalog {
   readonly schemaVersion = 1;
   readonly pagingKey: Buffer;
   readonly leadership = undefined;
-  /** Backups parsed from their rows (parse-cache.ts): the API reads the same few over and over. */
-  readonly #backups = new ParseCache(parseBackup, 20_000);
 
   constructor(file: string) {
     if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
@@ -199,7 +196,7 @@ export class SqliteCatalog implements Catalog {
 
   getBackup(id: string): Backup | undefined {
     const r = this.#sql("SELECT doc FROM backups WHERE id = ?").get(id) as { doc: string } | undefined;
-    return r ? this.#backups.get(id, r.doc) : undefined;
+    return r ? parseBackup(r.doc) : undefined;
   }
 
   updateBackup(b: Backup): void {
@@ -217,7 +214,7 @@ export class SqliteCatalog implements Catalog {
     return keysetPage(
       rows,
       pageSize,
-      (r) => this.#backups.get(r.id, r.doc),
+      (r) => parseBackup(r.doc),
       (r) => ({ createdAt: Date.parse(r.created_at), id: r.id }),
       this.pagingKey,
       scope,
