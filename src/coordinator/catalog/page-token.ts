@@ -1,44 +1,19 @@
 /**
- * Page tokens of the catalog's listings: an opaque base64url of "o:<offset>". Only what encodeToken makes
- * is accepted back; anything else is a RangeError (the caller's mistake → INVALID_ARGUMENT, see
- * ../validate.ts page()), never an SQL error.
+ * Page tokens of the catalog's listings: keyset, not offsets. A token names the last item of the page
+ * it ended, and the next page starts strictly after it in the listing's order, so an item that exists
+ * throughout a paged listing is never skipped nor repeated, whatever is created or deleted between pages.
+ * Tokens are opaque and signed with the catalog's paging key over the listing's scope (its name and
+ * filter): a token altered, made by another catalog or used with another filter is a RangeError (the
+ * caller's mistake → INVALID_ARGUMENT, see ../validate.ts page()), never an SQL error.
+ *
+ *  - Backups and jobs: ordered (created_at DESC, id DESC); next page `WHERE (created_at, id) < (:c, :i)
+ *    ORDER BY created_at DESC, id DESC LIMIT n + 1` (row comparison; SQLite and PostgreSQL both have it).
+ *    Token = base64url(JSON {c, i}) "." base64url(HMAC-SHA256(pagingKey, scope "\n" payload)[0..16)).
+ *  - Listings ordered by unique text keys (policies by name; protection records by (policy, volume key)):
+ *    the same, with payload JSON {k: [key, …]} and `WHERE (a, b) > (:k0, :k1)` ascending.
  */
-import type { Page } from "./catalog";
-
-/**
- * A page token's offset. Only what encodeToken makes is accepted ("o:" and at most 15 digits): anything
- * else — "o:1e21", "o:-1", garbage — is the caller's mistake (RangeError → INVALID_ARGUMENT, see
- * validate.ts page()), never an SQL error.
- */
-export function decodeToken(token: string): number {
-  if (!token) return 0;
-  const m = /^o:(\d{1,15})$/.exec(Buffer.from(token, "base64url").toString("utf8"));
-  const n = m ? Number(m[1]) : Number.NaN;
-  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError("page_token is not one this server issued");
-  return n;
-}
-
-export const encodeToken = (offset: number): string => Buffer.from(`o:${offset}`, "utf8").toString("base64url");
-
-/** A page from rows fetched with LIMIT pageSize + 1 OFFSET offset (the extra row says there is more). */
-export function page<T>(rows: { doc: string }[], pageSize: number, offset: number, parse: (s: string) => T): Page<T> {
-  const more = rows.length > pageSize;
-  return {
-    items: rows.slice(0, pageSize).map((r) => parse(r.doc)),
-    next: more ? encodeToken(offset + pageSize) : "",
-  };
-}
-
-// ── Keyset page tokens (issue 15: stable paging; replaces the offsets above) ───────────────────────────
-// A listing is ordered by (created_at DESC, id DESC); a page token names the last item of the previous
-// page, and the next page is `WHERE (created_at, id) < (:c, :i) ORDER BY created_at DESC, id DESC LIMIT
-// n + 1` (row comparison; SQLite and PostgreSQL both have it). So an item that exists throughout a paged
-// listing is never skipped nor repeated, whatever is created or deleted between pages.
-// Token = base64url(JSON {c, i}) "." base64url(HMAC-SHA256(catalog.pagingKey, scope "\n" payload)[0..16)),
-// where scope names the listing and its filter (e.g. `backups|{"cluster":"site-a"}`): a token altered,
-// made by another catalog or used with another filter is a RangeError (→ INVALID_ARGUMENT).
-
 import { createHmac, timingSafeEqual } from "node:crypto";
+import type { Page } from "./catalog";
 
 /** Where a keyset page starts: just after the item with this (created_at, id). */
 export interface KeysetPosition {
@@ -49,30 +24,38 @@ export interface KeysetPosition {
 const mac = (key: Buffer, scope: string, payload: string) =>
   createHmac("sha256", key).update(scope).update("\n").update(payload).digest().subarray(0, 16);
 
-export function encodePageToken(key: Buffer, scope: string, pos: KeysetPosition): string {
-  const payload = Buffer.from(JSON.stringify({ c: pos.createdAt, i: pos.id }), "utf8").toString("base64url");
+const sign = (key: Buffer, scope: string, value: unknown): string => {
+  const payload = Buffer.from(JSON.stringify(value), "utf8").toString("base64url");
   return `${payload}.${mac(key, scope, payload).toString("base64url")}`;
+};
+
+const notOurs = () =>
+  new RangeError("page_token is not one this server issued for this listing (altered, or another filter)");
+
+/** The JSON a token carries, once its signature is checked for this key and scope. */
+function verify(key: Buffer, scope: string, token: string, maxLength: number): unknown {
+  if (token.length > maxLength) throw notOurs();
+  const [payload, sig, extra] = token.split(".");
+  if (!payload || !sig || extra !== undefined) throw notOurs();
+  const want = mac(key, scope, payload);
+  const got = Buffer.from(sig, "base64url");
+  if (got.length !== want.length || !timingSafeEqual(got, want)) throw notOurs();
+  try {
+    return JSON.parse(Buffer.from(payload, "base64url").toString("utf8"));
+  } catch {
+    throw notOurs();
+  }
+}
+
+export function encodePageToken(key: Buffer, scope: string, pos: KeysetPosition): string {
+  return sign(key, scope, { c: pos.createdAt, i: pos.id });
 }
 
 /** The position a token names; undefined for "" (the first page); RangeError for anything not ours. */
 export function decodePageToken(key: Buffer, scope: string, token: string): KeysetPosition | undefined {
   if (!token) return undefined;
-  const bad = () =>
-    new RangeError("page_token is not one this server issued for this listing (altered, or another filter)");
-  if (token.length > 512) throw bad();
-  const [payload, sig, extra] = token.split(".");
-  if (!payload || !sig || extra !== undefined) throw bad();
-  const want = mac(key, scope, payload);
-  const got = Buffer.from(sig, "base64url");
-  if (got.length !== want.length || !timingSafeEqual(got, want)) throw bad();
-  let v: unknown;
-  try {
-    v = JSON.parse(Buffer.from(payload, "base64url").toString("utf8"));
-  } catch {
-    throw bad();
-  }
-  const { c, i } = (v ?? {}) as { c?: unknown; i?: unknown };
-  if (typeof c !== "number" || !Number.isSafeInteger(c) || typeof i !== "string" || i.length > 128) throw bad();
+  const { c, i } = (verify(key, scope, token, 512) ?? {}) as { c?: unknown; i?: unknown };
+  if (typeof c !== "number" || !Number.isSafeInteger(c) || typeof i !== "string" || i.length > 128) throw notOurs();
   return { createdAt: c, id: i };
 }
 
@@ -91,10 +74,62 @@ export function keysetPage<R, T>(
   return { items: items.map(parse), next: more && last ? encodePageToken(key, scope, positionOf(last)) : "" };
 }
 
-/** The scope of a listing's tokens: its name and its filter, canonical (keys sorted, empty values dropped). */
+/** A token for listings ordered by `arity` unique text keys (ascending): the last item's keys. */
+export function encodeKeyToken(key: Buffer, scope: string, keys: string[]): string {
+  return sign(key, scope, { k: keys });
+}
+
+/** The keys a key token names; undefined for ""; RangeError for anything not ours or of another arity. */
+export function decodeKeyToken(key: Buffer, scope: string, token: string, arity: number): string[] | undefined {
+  if (!token) return undefined;
+  const { k } = (verify(key, scope, token, 4096) ?? {}) as { k?: unknown };
+  if (!Array.isArray(k) || k.length !== arity || !k.every((x) => typeof x === "string")) throw notOurs();
+  return k as string[];
+}
+
+/** A page of a key-ordered listing from rows fetched with LIMIT pageSize + 1. */
+export function keyPage<R, T>(
+  rows: R[],
+  pageSize: number,
+  parse: (r: R) => T,
+  keysOf: (r: R) => string[],
+  key: Buffer,
+  scope: string,
+): Page<T> {
+  const more = rows.length > pageSize;
+  const items = rows.slice(0, pageSize);
+  const last = items[items.length - 1];
+  return { items: items.map(parse), next: more && last ? encodeKeyToken(key, scope, keysOf(last)) : "" };
+}
+
+/**
+ * The scope of a listing's tokens: its name and its filter, canonical (keys sorted; empty values — "",
+ * undefined, false, 0 (an enum's UNSPECIFIED) and [] — dropped, as the listings ignore them).
+ */
 export function pageScope(listing: string, filter: object): string {
   const entries = Object.entries(filter)
-    .filter(([, v]) => v !== undefined && v !== "" && v !== false && !(Array.isArray(v) && v.length === 0))
+    .filter(([, v]) => v !== undefined && v !== "" && v !== false && v !== 0 && !(Array.isArray(v) && v.length === 0))
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   return `${listing}|${JSON.stringify(Object.fromEntries(entries))}`;
+}
+
+// ── Offset tokens: only pg/policies.ts uses them still (its policy and protection listings); remove once it
+// pages by key (decodeKeyToken/keyPage, as sqlite-policies.ts does). Not stable under inserts and deletes.
+
+/** @deprecated An offset token's offset: base64url of "o:<digits>" (at most 15); anything else a RangeError. */
+export function decodeToken(token: string): number {
+  if (!token) return 0;
+  const m = /^o:(\d{1,15})$/.exec(Buffer.from(token, "base64url").toString("utf8"));
+  const n = m ? Number(m[1]) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError("page_token is not one this server issued");
+  return n;
+}
+
+/** @deprecated A page from rows fetched with LIMIT pageSize + 1 OFFSET offset. */
+export function page<T>(rows: { doc: string }[], pageSize: number, offset: number, parse: (s: string) => T): Page<T> {
+  const more = rows.length > pageSize;
+  return {
+    items: rows.slice(0, pageSize).map((r) => parse(r.doc)),
+    next: more ? Buffer.from(`o:${offset + pageSize}`, "utf8").toString("base64url") : "",
+  };
 }

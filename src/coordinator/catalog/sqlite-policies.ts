@@ -1,14 +1,15 @@
 /**
  * The PolicyStore in the catalog's SQLite file (same database and transactions as sqlite.ts). Like the
  * other tables, a row keeps the record as JSON (the public Policy message's JSON; a ProtectionRecord as
- * is) plus the columns that are filtered, ordered or unique. Listings page by offset with the catalog's
- * page tokens. `next_run_at` (added by policy-columns.ts) indexes the records' next runs.
+ * is) plus the columns that are filtered, ordered or unique. Listings page by key (policies by name,
+ * records by (policy, volume key): unique, so a page starts strictly after the previous one's last item)
+ * with tokens signed by the catalog's paging key (page-token.ts). `next_run_at` (added by policy-columns.ts) indexes the records' next runs.
  */
 import type Database from "better-sqlite3";
 import { Policy as PolicyMsg } from "../../gen/rbdbackup/v1/policy";
 import { type Policy, type ProtectionRecord, volumeKey } from "../policy/model";
 import type { Page } from "./catalog";
-import { decodeToken, page } from "./page-token";
+import { decodeKeyToken, keyPage, pageScope } from "./page-token";
 import type { PolicyStore, ProtectionFilter } from "./policy-store";
 import { statementCache } from "./statements";
 
@@ -38,7 +39,10 @@ export class SqlitePolicyStore implements PolicyStore {
    */
   #parsed = new Map<string, Policy>();
 
-  constructor(private readonly db: Database.Database) {
+  constructor(
+    private readonly db: Database.Database,
+    private readonly pagingKey: Buffer,
+  ) {
     this.#sql = statementCache(db);
   }
 
@@ -64,11 +68,19 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   listPolicies(pageSize: number, pageToken: string): Page<Policy> {
-    const offset = decodeToken(pageToken);
-    const rows = this.#sql(`SELECT doc FROM policies ORDER BY name LIMIT ${pageSize + 1} OFFSET ${offset}`).all() as {
-      doc: string;
-    }[];
-    return page(rows, pageSize, offset, parsePolicy);
+    const scope = pageScope("policies", {});
+    const after = decodeKeyToken(this.pagingKey, scope, pageToken, 1);
+    const rows = this.#sql(
+      `SELECT name, doc FROM policies ${after ? "WHERE name > ?" : ""} ORDER BY name LIMIT ${pageSize + 1}`,
+    ).all(...(after ?? [])) as { name: string; doc: string }[];
+    return keyPage(
+      rows,
+      pageSize,
+      (r) => parsePolicy(r.doc),
+      (r) => [r.name],
+      this.pagingKey,
+      scope,
+    );
   }
 
   allPolicies(): Policy[] {
@@ -129,11 +141,24 @@ export class SqlitePolicyStore implements PolicyStore {
       where.push("cluster = @cluster");
       args.cluster = f.cluster;
     }
-    const offset = decodeToken(pageToken);
+    const scope = pageScope("protection", f);
+    const after = decodeKeyToken(this.pagingKey, scope, pageToken, 2);
+    if (after) {
+      where.push("(policy, volume_key) > (@after_p, @after_v)");
+      args.after_p = after[0];
+      args.after_v = after[1];
+    }
     const rows = this.#sql(
-      `SELECT doc FROM protection ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY policy, volume_key LIMIT ${pageSize + 1} OFFSET ${offset}`,
-    ).all(args) as { doc: string }[];
-    return page(rows, pageSize, offset, parseProtection);
+      `SELECT policy, volume_key, doc FROM protection ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY policy, volume_key LIMIT ${pageSize + 1}`,
+    ).all(args) as { policy: string; volume_key: string; doc: string }[];
+    return keyPage(
+      rows,
+      pageSize,
+      (r) => parseProtection(r.doc),
+      (r) => [r.policy, r.volume_key],
+      this.pagingKey,
+      scope,
+    );
   }
 
   deleteProtection(policy: string, key: string): void {

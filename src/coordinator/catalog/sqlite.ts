@@ -11,12 +11,11 @@ import { Backup as BackupMsg, BackupStatus, JobState } from "../../gen/rbdbackup
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../model";
 import { type AvailableBackup, AvailableIndex } from "./available-index";
 import type { Catalog, ClusterPin, Page } from "./catalog";
-import { decodeToken, page } from "./page-token";
+import { decodePageToken, keysetPage, pageScope } from "./page-token";
 import { migratePolicyColumns } from "./policy-columns";
+import { backupListing, jobListing, LISTING_INDEXES } from "./sqlite-listings";
 import { POLICY_SCHEMA, SqlitePolicyStore } from "./sqlite-policies";
 import { statementCache } from "./statements";
-
-export { decodeToken };
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -30,8 +29,6 @@ CREATE TABLE IF NOT EXISTS backups (
   created_at TEXT NOT NULL,
   doc TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS backups_volume ON backups (cluster, pool, namespace, image);
-CREATE INDEX IF NOT EXISTS backups_created ON backups (created_at);
 CREATE TABLE IF NOT EXISTS jobs (
   id TEXT PRIMARY KEY,
   state INTEGER NOT NULL,
@@ -41,8 +38,6 @@ CREATE TABLE IF NOT EXISTS jobs (
   created_at INTEGER NOT NULL,
   doc TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
 CREATE TABLE IF NOT EXISTS clusters (name TEXT PRIMARY KEY, fsid TEXT NOT NULL, pinned_by TEXT NOT NULL, pinned_at INTEGER NOT NULL);
 `;
 
@@ -59,13 +54,12 @@ INSERT OR IGNORE INTO clusters (name, fsid, pinned_by, pinned_at)
  *  - backups.policy: the policy whose run made the backup (Backup.policy), for retention's reads;
  *  - backups.verified_at: epoch ms of its last verification (Backup.integrity.last_verified_at), 0 = never.
  */
-const ADDED_COLUMNS: Array<{ table: string; column: string; ddl: string; fill: string; index?: string }> = [
+const ADDED_COLUMNS: Array<{ table: string; column: string; ddl: string; fill: string }> = [
   {
     table: "backups",
     column: "policy",
     ddl: "policy TEXT NOT NULL DEFAULT ''",
     fill: "UPDATE backups SET policy = COALESCE(json_extract(doc, '$.policy'), '')",
-    index: "CREATE INDEX IF NOT EXISTS backups_policy ON backups (policy) WHERE policy <> ''",
   },
   {
     table: "backups",
@@ -87,8 +81,7 @@ export class SqliteCatalog implements Catalog {
   readonly #available: AvailableIndex;
   readonly kind = "sqlite" as const;
   readonly schemaVersion = 1;
-  // Placeholder until the keyset tokens land (issue 15): kept in the file from then on.
-  readonly pagingKey: Buffer = randomBytes(32);
+  readonly pagingKey: Buffer;
   readonly leadership = undefined;
 
   constructor(file: string) {
@@ -103,11 +96,13 @@ export class SqliteCatalog implements Catalog {
     this.#db.exec(PIN_KNOWN_CLUSTERS);
     migratePolicyColumns(this.#db);
     this.#addColumns();
+    this.#db.exec(LISTING_INDEXES);
     const v = this.#sql("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string } | undefined;
     if (!v) this.#sql("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(SCHEMA_VERSION);
     else if (v.value !== SCHEMA_VERSION)
       throw new Error(`catalog ${file} has schema version ${v.value}; this coordinator knows ${SCHEMA_VERSION}`);
-    this.policies = new SqlitePolicyStore(this.#db);
+    this.pagingKey = this.#pagingKey();
+    this.policies = new SqlitePolicyStore(this.#db, this.pagingKey);
     this.#available = new AvailableIndex(() =>
       (
         this.#sql(`SELECT doc FROM backups WHERE status = ${BackupStatus.BACKUP_STATUS_AVAILABLE}`).all() as {
@@ -126,9 +121,15 @@ export class SqliteCatalog implements Catalog {
           this.#db.exec(`ALTER TABLE ${c.table} ADD COLUMN ${c.ddl}`);
           this.#db.exec(c.fill);
         }
-        if (c.index) this.#db.exec(c.index);
       }
     })();
+  }
+
+  /** The key page tokens are signed with: 32 random bytes made on the first open, kept in `meta`. */
+  #pagingKey(): Buffer {
+    this.#sql("INSERT OR IGNORE INTO meta (key, value) VALUES ('paging_key', ?)").run(randomBytes(32).toString("hex"));
+    const r = this.#sql("SELECT value FROM meta WHERE key = 'paging_key'").get() as { value: string };
+    return Buffer.from(r.value, "hex");
   }
 
   transaction<T>(f: () => T): T {
@@ -207,28 +208,17 @@ export class SqliteCatalog implements Catalog {
   }
 
   listBackups(f: BackupFilter, pageSize: number, pageToken: string): Page<Backup> {
-    const where: string[] = [];
-    const args: Record<string, unknown> = {};
-    for (const [col, v] of [
-      ["cluster", f.cluster],
-      ["pool", f.pool],
-      ["image", f.image],
-      ["volume_id", f.volumeId],
-      ["location_cluster", f.locationCluster],
-      ["policy", f.policy],
-    ] as const) {
-      if (v) {
-        where.push(`${col} = @${col}`);
-        args[col] = v;
-      }
-    }
-    if (f.statuses?.length) where.push(`status IN (${f.statuses.map(Number).join(",")})`);
-    else if (f.excludeDeleted) where.push(`status <> ${BackupStatus.BACKUP_STATUS_DELETED}`);
-    const offset = decodeToken(pageToken);
-    const rows = this.#sql(
-      `SELECT doc FROM backups ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at DESC, id LIMIT ${pageSize + 1} OFFSET ${offset}`,
-    ).all(args) as { doc: string }[];
-    return page(rows, pageSize, offset, parseBackup);
+    const scope = pageScope("backups", f);
+    const q = backupListing(f, pageSize, decodePageToken(this.pagingKey, scope, pageToken));
+    const rows = this.#sql(q.sql).all(q.args) as { created_at: string; id: string; doc: string }[];
+    return keysetPage(
+      rows,
+      pageSize,
+      (r) => parseBackup(r.doc),
+      (r) => ({ createdAt: Date.parse(r.created_at), id: r.id }),
+      this.pagingKey,
+      scope,
+    );
   }
 
   lastSuccessByVolume(): Array<{ cluster: string; pool: string; namespace: string; image: string; at: number }> {
@@ -289,19 +279,17 @@ export class SqliteCatalog implements Catalog {
   }
 
   listJobs(f: JobFilter, pageSize: number, pageToken: string): Page<JobRecord> {
-    const where: string[] = [];
-    const args: Record<string, unknown> = {};
-    if (f.state) where.push(`state = ${Number(f.state)}`);
-    if (f.kind) where.push(`kind = ${Number(f.kind)}`);
-    if (f.backupId) {
-      where.push("backup_id = @backup_id");
-      args.backup_id = f.backupId;
-    }
-    const offset = decodeToken(pageToken);
-    const rows = this.#sql(
-      `SELECT doc FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at DESC, id LIMIT ${pageSize + 1} OFFSET ${offset}`,
-    ).all(args) as { doc: string }[];
-    return page(rows, pageSize, offset, parseJob);
+    const scope = pageScope("jobs", f);
+    const q = jobListing(f, pageSize, decodePageToken(this.pagingKey, scope, pageToken));
+    const rows = this.#sql(q.sql).all(q.args) as { created_at: number; id: string; doc: string }[];
+    return keysetPage(
+      rows,
+      pageSize,
+      (r) => parseJob(r.doc),
+      (r) => ({ createdAt: r.created_at, id: r.id }),
+      this.pagingKey,
+      scope,
+    );
   }
 
   close(): void {

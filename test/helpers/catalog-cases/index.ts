@@ -5,6 +5,7 @@
  */
 import { available } from "./available";
 import { listings } from "./listings";
+import { pagingCases } from "./paging";
 import { policies } from "./policies";
 import type { OpenCatalog } from "./records";
 import { recordsCrud } from "./records-crud";
@@ -18,5 +19,7 @@ export const CATALOG_CASES: Array<(open: OpenCatalog) => void> = [
   listings,
   available,
   policies,
-  // paging (q3-paging): keyset pages stable under inserts and deletes, tokens bound to the filter.
+  // Keyset pages stable under inserts and deletes, tokens bound to the filter and the catalog (q3-paging).
+  // policyPagingCases (./paging) joins once pg/policies.ts pages by key.
+  pagingCases,
 ];

@@ -25,7 +25,7 @@ import {
   METHOD_ROLES,
   MUTATING,
 } from "../../../src/coordinator/authz";
-import { decodeToken, SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
+import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
 import { parseTokens, TokenStore } from "../../../src/coordinator/tokens";
 import { BackupServiceDefinition } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { memoryLogger } from "./harness";
@@ -276,13 +276,12 @@ describe("audit", () => {
 describe("small fixes", () => {
   it("a page token this server did not issue is a RangeError (INVALID_ARGUMENT), never an SQL error", () => {
     const b64 = (s: string) => Buffer.from(s).toString("base64url");
-    assert.equal(decodeToken(""), 0);
-    assert.equal(decodeToken(b64("o:100")), 100);
-    for (const t of ["o:1e21", "o:-1", "o:1.5", "o:0x10", "o:", "x", "o:9999999999999999", "o:1 ; DROP"])
-      assert.throws(() => decodeToken(b64(t)), RangeError, t);
     const c = new SqliteCatalog(":memory:");
-    assert.throws(() => c.listJobs({ state: 0, kind: 0, backupId: "" }, 10, b64("o:1e21")), RangeError);
-    assert.throws(() => c.listBackups({}, 10, b64("o:1e21")), RangeError);
+    // The offset tokens of old, and garbage: refused (keyset tokens are signed; test/unit/catalog/paging.test.ts).
+    for (const t of [b64("o:1e21"), b64("o:100"), "x", `${b64('{"c":1,"i":"x"}')}.AAAA`, "a.b.c"]) {
+      assert.throws(() => c.listJobs({ state: 0, kind: 0, backupId: "" }, 10, t), RangeError, t);
+      assert.throws(() => c.listBackups({}, 10, t), RangeError, t);
+    }
     c.close();
   });
 

@@ -101,7 +101,7 @@ describe("the catalog's index of available backups", () => {
       c.close();
       // The catalog as an older coordinator left it: no policy column, no policy in the records.
       const db = new Database(file);
-      db.exec("DROP INDEX IF EXISTS backups_policy");
+      db.exec("DROP INDEX IF EXISTS backups_policy; DROP INDEX IF EXISTS backups_by_policy");
       db.exec("ALTER TABLE backups DROP COLUMN policy");
       db.exec("UPDATE backups SET doc = json_remove(doc, '$.policy')");
       db.close();
