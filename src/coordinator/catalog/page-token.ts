@@ -112,24 +112,3 @@ export function pageScope(listing: string, filter: object): string {
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   return `${listing}|${JSON.stringify(Object.fromEntries(entries))}`;
 }
-
-// ── Offset tokens: only pg/policies.ts uses them still (its policy and protection listings); remove once it
-// pages by key (decodeKeyToken/keyPage, as sqlite-policies.ts does). Not stable under inserts and deletes.
-
-/** @deprecated An offset token's offset: base64url of "o:<digits>" (at most 15); anything else a RangeError. */
-export function decodeToken(token: string): number {
-  if (!token) return 0;
-  const m = /^o:(\d{1,15})$/.exec(Buffer.from(token, "base64url").toString("utf8"));
-  const n = m ? Number(m[1]) : Number.NaN;
-  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError("page_token is not one this server issued");
-  return n;
-}
-
-/** @deprecated A page from rows fetched with LIMIT pageSize + 1 OFFSET offset. */
-export function page<T>(rows: { doc: string }[], pageSize: number, offset: number, parse: (s: string) => T): Page<T> {
-  const more = rows.length > pageSize;
-  return {
-    items: rows.slice(0, pageSize).map((r) => parse(r.doc)),
-    next: more ? Buffer.from(`o:${offset + pageSize}`, "utf8").toString("base64url") : "",
-  };
-}

@@ -5,7 +5,7 @@
  */
 import { available } from "./available";
 import { listings } from "./listings";
-import { pagingCases } from "./paging";
+import { pagingCases, policyPagingCases } from "./paging";
 import { policies } from "./policies";
 import type { OpenCatalog } from "./records";
 import { recordsCrud } from "./records-crud";
@@ -20,6 +20,6 @@ export const CATALOG_CASES: Array<(open: OpenCatalog) => void> = [
   available,
   policies,
   // Keyset pages stable under inserts and deletes, tokens bound to the filter and the catalog (q3-paging).
-  // policyPagingCases (./paging) joins once pg/policies.ts pages by key.
   pagingCases,
+  policyPagingCases,
 ];

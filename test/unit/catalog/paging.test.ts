@@ -15,14 +15,10 @@ import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
 import { backupListing, jobListing } from "../../../src/coordinator/catalog/sqlite-listings";
 import type { BackupFilter, JobFilter } from "../../../src/coordinator/model";
 import { BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
-import { pagingBackup, policyPagingCases } from "../../helpers/catalog-cases/paging";
+import { pagingBackup } from "../../helpers/catalog-cases/paging";
 
 const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-paging-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
-
-describe("SQLite catalog", () => {
-  policyPagingCases(() => new SqliteCatalog(":memory:"));
-});
 
 describe("SQLite paging key", () => {
   it("is made once, kept in the file: a token survives a reopen; another catalog file refuses it", () => {

@@ -70,6 +70,7 @@ export class PgCatalog implements Catalog {
     this.policies = new PgPolicyStore(
       (steps) => this.#write(steps),
       (sql, params) => this.#read(sql, params),
+      this.pagingKey,
     );
     this.#available = new AvailableIndex(() =>
       this.#read<Doc>(`SELECT doc FROM backups WHERE status = ${AVAILABLE}`).map((r) => parseBackup(r.doc)),

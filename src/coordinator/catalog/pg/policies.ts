@@ -2,12 +2,13 @@
  * The PolicyStore in the PostgreSQL catalog (mirror of ../sqlite-policies.ts): same tables and rows
  * (the Policy message's JSON; a ProtectionRecord as is, plus the filtered/ordered columns), in the
  * catalog's connection and transactions. Writes go through the catalog's fenced write; listings page
- * by offset with the catalog's page tokens, as the SQLite store does.
+ * by key with the catalog's signed tokens, as the SQLite store does (policies by name, protection records
+ * by (policy, volume key)).
  */
 import { Policy as PolicyMsg } from "../../../gen/rbdbackup/v1/policy";
 import { type Policy, type ProtectionRecord, volumeKey } from "../../policy/model";
 import type { Page } from "../catalog";
-import { decodeToken, page } from "../page-token";
+import { decodeKeyToken, keyPage, pageScope } from "../page-token";
 import type { PolicyStore, ProtectionFilter } from "../policy-store";
 import type { Step, StepResult } from "./protocol";
 import { Where } from "./rows";
@@ -24,6 +25,7 @@ export class PgPolicyStore implements PolicyStore {
   constructor(
     private readonly write: (steps: Step[]) => StepResult[],
     private readonly read: <R>(sql: string, params?: unknown[]) => R[],
+    private readonly pagingKey: Buffer,
   ) {}
 
   #docs(sql: string, params: unknown[] = []): string[] {
@@ -53,9 +55,20 @@ export class PgPolicyStore implements PolicyStore {
   }
 
   listPolicies(pageSize: number, pageToken: string): Page<Policy> {
-    const offset = decodeToken(pageToken);
-    const rows = this.read<Doc>(`SELECT doc FROM policies ORDER BY name LIMIT ${pageSize + 1} OFFSET ${offset}`);
-    return page(rows, pageSize, offset, parsePolicy);
+    const scope = pageScope("policies", {});
+    const after = decodeKeyToken(this.pagingKey, scope, pageToken, 1);
+    const rows = this.read<{ name: string; doc: string }>(
+      `SELECT name, doc FROM policies ${after ? "WHERE name > $1" : ""} ORDER BY name LIMIT ${pageSize + 1}`,
+      after ?? [],
+    );
+    return keyPage(
+      rows,
+      pageSize,
+      (r) => parsePolicy(r.doc),
+      (r) => [r.name],
+      this.pagingKey,
+      scope,
+    );
   }
 
   allPolicies(): Policy[] {
@@ -103,12 +116,24 @@ export class PgPolicyStore implements PolicyStore {
     const w = new Where();
     if (f.policy) w.add("policy = ?", f.policy);
     if (f.cluster) w.add("cluster = ?", f.cluster);
-    const offset = decodeToken(pageToken);
-    const rows = this.read<Doc>(
-      `SELECT doc FROM protection ${w.sql} ORDER BY policy, volume_key LIMIT ${pageSize + 1} OFFSET ${offset}`,
+    const scope = pageScope("protection", f);
+    const after = decodeKeyToken(this.pagingKey, scope, pageToken, 2);
+    if (after) {
+      const n = w.params.push(after[0], after[1]);
+      w.parts.push(`(policy, volume_key) > ($${n - 1}, $${n})`);
+    }
+    const rows = this.read<{ policy: string; volume_key: string; doc: string }>(
+      `SELECT policy, volume_key, doc FROM protection ${w.sql} ORDER BY policy, volume_key LIMIT ${pageSize + 1}`,
       w.params,
     );
-    return page(rows, pageSize, offset, parseProtection);
+    return keyPage(
+      rows,
+      pageSize,
+      (r) => parseProtection(r.doc),
+      (r) => [r.policy, r.volume_key],
+      this.pagingKey,
+      scope,
+    );
   }
 
   deleteProtection(policy: string, key: string): void {

@@ -38,6 +38,7 @@ CREATE TABLE backups (
 );
 CREATE INDEX backups_created ON backups (created_at DESC, id DESC);
 CREATE INDEX backups_volume ON backups (cluster, pool, image, created_at DESC, id DESC);
+CREATE INDEX backups_cluster ON backups (cluster, created_at DESC, id DESC);
 CREATE INDEX backups_volume_id ON backups (volume_id, created_at DESC, id DESC);
 CREATE INDEX backups_status ON backups (status, created_at DESC, id DESC);
 CREATE INDEX backups_location ON backups (location_cluster, created_at DESC, id DESC);
@@ -54,6 +55,7 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_created ON jobs (created_at DESC, id DESC);
 CREATE INDEX jobs_state ON jobs (state, created_at DESC, id DESC);
+CREATE INDEX jobs_kind ON jobs (kind, created_at DESC, id DESC);
 CREATE INDEX jobs_backup ON jobs (backup_id, created_at DESC, id DESC);
 CREATE INDEX jobs_active ON jobs (created_at, id) WHERE state IN (${QUEUED}, ${RUNNING});
 CREATE TABLE policies (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
