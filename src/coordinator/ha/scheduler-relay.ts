@@ -19,7 +19,10 @@ import { runningCounts } from "../scheduler/jobs";
 import type { AgentSession, Sessions } from "../sessions";
 
 /** What the relay stands in for: the part of the Scheduler the API, interchange and metrics use. */
-export type SchedulerSurface = Pick<Scheduler, "progress" | "kick" | "cancel" | "fail" | "runningCounts" | "on" | "off">;
+export type SchedulerSurface = Pick<
+  Scheduler,
+  "progress" | "kick" | "cancel" | "fail" | "runningCounts" | "on" | "off"
+>;
 
 const EVENTS: (keyof SchedulerEvents)[] = ["job", "progress", "finished", "attempt", "retry", "leaseExpired"];
 const NO_PROGRESS: ReadonlyMap<string, LiveProgress> = new Map();

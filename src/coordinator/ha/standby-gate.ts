@@ -67,16 +67,15 @@ export function standbyGate(view: LeaderView) {
     if (!view.leading()) throw standbyError(view, context.trailer);
     if (!term) return yield* call.next(call.request, context);
     const signal = AbortSignal.any([context.signal, term]);
-    let result: Res | undefined | void;
+    const lost = () => standbyError(view, context.trailer, "this coordinator lost the leadership during the call");
     try {
-      result = yield* call.next(call.request, { ...context, signal });
+      const result = yield* call.next(call.request, { ...context, signal });
+      // A stream ended by the step-down (WatchJob returns when its signal aborts) did not finish.
+      if (term.aborted && !context.signal.aborted && call.responseStream) throw lost();
+      return result;
     } catch (e) {
-      if (e instanceof FencedError || (term.aborted && !context.signal.aborted))
-        throw standbyError(view, context.trailer, "this coordinator lost the leadership during the call");
+      if (e instanceof FencedError || (term.aborted && !context.signal.aborted)) throw lost();
       throw e;
     }
-    if (term.aborted && !context.signal.aborted && call.responseStream)
-      throw standbyError(view, context.trailer, "this coordinator lost the leadership during the call");
-    return result;
   };
 }
