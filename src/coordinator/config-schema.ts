@@ -121,6 +121,15 @@ export const CoordinatorConfigSchema = daemonSchema("rbdbackup coordinator confi
   }),
   catalog: block("The catalog of backups and jobs.", {
     path: text("The SQLite catalog file.", "/var/lib/rbdbackup/coordinator/catalog.sqlite"),
+    url: optionalText(
+      'PostgreSQL connection string postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE: when set, the catalog is kept there (several coordinators may share it; catalog.path is not used). "" = the SQLite file.',
+    ),
+    statementTimeoutMs: int(
+      "Deadline of one PostgreSQL catalog call, ms (also the server's statement_timeout): past it the call fails UNAVAILABLE and the connection is remade.",
+      100,
+      600_000,
+      10_000,
+    ),
   }),
   scheduler: SchedulerSchema,
   policy: PolicySchema,

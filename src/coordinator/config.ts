@@ -16,6 +16,9 @@ export type CoordinatorConfig = Omit<CoordinatorFile, "auth" | "catalog" | "tls"
   auditLog: string;
   /** catalog.path: the SQLite catalog file. */
   catalogPath: string;
+  /** catalog.url: PostgreSQL connection string ("" = SQLite); catalog.statementTimeoutMs. */
+  catalogUrl: string;
+  catalogStatementTimeoutMs: number;
 };
 
 const fail = configFailure("coordinator");
@@ -33,5 +36,7 @@ export function parseCoordinatorConfig(argv: string[]): CoordinatorConfig {
     tokensFile: auth.tokensFile,
     auditLog: auth.auditLog,
     catalogPath: catalog.path,
+    catalogUrl: catalog.url,
+    catalogStatementTimeoutMs: catalog.statementTimeoutMs,
   };
 }

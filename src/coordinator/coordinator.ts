@@ -30,7 +30,7 @@ import { auditCalls } from "./api-audit";
 import { Audit } from "./audit";
 import { authInterceptor } from "./auth";
 import type { Catalog } from "./catalog/catalog";
-import { SqliteCatalog } from "./catalog/sqlite";
+import { openCatalog } from "./catalog/open";
 import type { CoordinatorConfig } from "./config";
 import { HaControl, identity } from "./ha/control";
 import { SchedulerRelay } from "./ha/scheduler-relay";
@@ -80,7 +80,11 @@ export class Coordinator {
     this.audit = audit;
     if (cfg.tls.insecure && tokens.size === 0)
       this.log.warn("insecure mode without API tokens: anyone who reaches the port can use the API");
-    const opened = new SqliteCatalog(cfg.catalogPath);
+    const opened = openCatalog({
+      path: cfg.catalogPath,
+      url: cfg.catalogUrl,
+      statementTimeoutMs: cfg.catalogStatementTimeoutMs,
+    });
     this.catalog = opened;
     // Leases carry transfer capabilities signed with the coordinator's own TLS key (none in insecure mode).
     const tls = cfg.tls.insecure ? null : tlsFiles(cfg.tls, "the coordinator");

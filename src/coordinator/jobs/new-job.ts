@@ -17,8 +17,11 @@ export function sortedMeta(m: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(m).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
-export const isUniqueViolation = (e: unknown): boolean =>
-  typeof (e as { code?: string })?.code === "string" && (e as { code: string }).code.startsWith("SQLITE_CONSTRAINT");
+/** SQLite's constraint codes, or PostgreSQL's unique_violation (SQLSTATE 23505, catalog/pg). */
+export const isUniqueViolation = (e: unknown): boolean => {
+  const code = (e as { code?: unknown })?.code;
+  return typeof code === "string" && (code.startsWith("SQLITE_CONSTRAINT") || code === "23505");
+};
 
 /** What a new job is; the rest of its record starts empty. */
 export interface JobSpec {

@@ -69,6 +69,8 @@ describe("configuration", () => {
       tokensFile: "",
       auditLog: "",
       catalogPath: "/var/lib/rbdbackup/coordinator/catalog.sqlite",
+      catalogUrl: "",
+      catalogStatementTimeoutMs: 10_000,
       scheduler: {
         leaseTtlMs: 15_000,
         heartbeatIntervalMs: 3_000,

@@ -1,0 +1,110 @@
+/**
+ * The coordinators' leader lease in PostgreSQL (see ../leader-lease.ts): one row of
+ * `coordinator_leader`, taken, renewed or left by ONE statement on the database's clock (now()), so two
+ * coordinators never both believe they were granted it. The token grows by one at every change of
+ * holder. The catalog fences its writes with the token this lease last granted (`fence`): each write
+ * transaction first reads the row FOR SHARE and is refused unless it still names us with that token; a
+ * takeover's UPDATE waits for that lock, so a write either commits before the takeover or is refused.
+ */
+import type { CoordinatorIdentity, LeaderLease, LeaderRecord } from "../leader-lease";
+import type { SyncBridge } from "./bridge";
+import type { Fence } from "./protocol";
+
+/**
+ * Takes (nobody / lapsed: token + 1), renews (us: same token) or leaves the lease, and returns the row in
+ * force either way: the row written, else (someone else holds it) the row as it is.
+ */
+const ACQUIRE = `
+WITH up AS (
+INSERT INTO coordinator_leader AS l (id, holder, address, token, expires_at)
+VALUES (1, $1, $2, 1, now() + $3 * interval '1 millisecond')
+ON CONFLICT (id) DO UPDATE SET
+  token = CASE WHEN l.holder = excluded.holder THEN l.token ELSE l.token + 1 END,
+  holder = excluded.holder,
+  address = excluded.address,
+  expires_at = excluded.expires_at
+WHERE l.holder = excluded.holder OR l.expires_at <= now()
+RETURNING holder, address, token, (extract(epoch FROM expires_at) * 1000)::bigint AS expires_at
+)
+SELECT * FROM up
+UNION ALL
+SELECT holder, address, token, (extract(epoch FROM expires_at) * 1000)::bigint FROM coordinator_leader
+WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM up)`;
+
+const CURRENT =
+  "SELECT holder, address, token, (extract(epoch FROM expires_at) * 1000)::bigint AS expires_at FROM coordinator_leader WHERE id = 1";
+
+interface Row {
+  holder: string;
+  address: string;
+  token: number;
+  expires_at: number;
+}
+
+const record = (r: Row): LeaderRecord => ({
+  holder: r.holder,
+  address: r.address,
+  token: Number(r.token),
+  expiresAt: Number(r.expires_at),
+});
+
+export class PgLeaderLease implements LeaderLease {
+  /** The lease this catalog was last granted (fences its writes); undefined = never granted. */
+  #granted: Fence | undefined;
+  /**
+   * Until when (this process's clock, epoch ms) we surely lead: the lease was granted after we sent the
+   * request, so it lasts at least until send time + ttl. 0 = not leading (never, released, or fenced).
+   */
+  #leadingUntil = 0;
+  /** Whether this catalog ever asked for the lease (a standby has; a tool or a test has not). */
+  #contender = false;
+
+  constructor(private readonly db: SyncBridge) {}
+
+  tryAcquire(me: CoordinatorIdentity, ttlMs: number): LeaderRecord {
+    this.#contender = true;
+    const sent = Date.now();
+    // Not fenced: this is the statement that moves the lease. Returns no row when someone else holds it.
+    const [got] = this.db.query<Row>(ACQUIRE, [me.id, me.address, Math.max(1, Math.round(ttlMs))]);
+    if (!got) throw new Error("the leader lease row is missing after tryAcquire");
+    const r = record(got);
+    if (r.holder === me.id) {
+      this.#granted = { holder: r.holder, token: r.token };
+      this.#leadingUntil = sent + ttlMs;
+    } else this.#leadingUntil = 0;
+    return r;
+  }
+
+  current(): LeaderRecord | undefined {
+    const [r] = this.db.query<Row>(CURRENT);
+    return r ? record(r) : undefined;
+  }
+
+  release(me: CoordinatorIdentity): void {
+    this.#leadingUntil = 0;
+    // Lapses it now (same token: the next holder's grant adds one).
+    this.db.query(
+      "UPDATE coordinator_leader SET expires_at = now() - interval '1 millisecond' WHERE id = 1 AND holder = $1",
+      [me.id],
+    );
+  }
+
+  /** What this catalog's write transactions must find in the lease row; undefined = unfenced. */
+  get fence(): Fence | undefined {
+    return this.#granted;
+  }
+
+  /** A write was fenced: another coordinator leads now. */
+  deposed(): void {
+    this.#leadingUntil = 0;
+  }
+
+  /** The token of the lease while this catalog surely leads; undefined otherwise (or never asked). */
+  get leadingToken(): number | undefined {
+    return Date.now() < this.#leadingUntil ? this.#granted?.token : undefined;
+  }
+
+  get contender(): boolean {
+    return this.#contender;
+  }
+}

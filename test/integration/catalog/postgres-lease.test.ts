@@ -1,0 +1,195 @@
+/**
+ * PostgreSQL only: the leader lease and fencing with two PgCatalog instances (two coordinators) on one
+ * database. Grant, renewal (same token), nobody else while it lives, expiry and takeover (token + 1),
+ * release; a deposed leader's writes throw FencedError and change nothing, in or out of a transaction;
+ * a write racing a takeover waits for the takeover's row lock and is then refused; a catalog that
+ * never contended writes unfenced.
+ */
+import assert from "node:assert/strict";
+import { after, afterEach, beforeEach, describe, it } from "node:test";
+import { Client } from "pg";
+import { FencedError } from "../../../src/coordinator/catalog/leader-lease";
+import { PgCatalog } from "../../../src/coordinator/catalog/pg/catalog";
+import { BackupStatus } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { agent, backup, job, policy, T0, vol } from "../../helpers/catalog-cases/records";
+import { freshDatabase, pgSkip, type TestDatabase } from "../../helpers/postgres";
+import { waitFor } from "../../helpers/wait";
+
+const A = { id: "coord-a", address: "127.0.0.1:7301" };
+const B = { id: "coord-b", address: "127.0.0.1:7302" };
+
+describe("PostgreSQL leader lease and fencing", { skip: pgSkip }, () => {
+  let db: TestDatabase | undefined;
+  const open: PgCatalog[] = [];
+  const catalog = () => {
+    if (!db) throw new Error("no test database");
+    const c = new PgCatalog({ url: db.url, statementTimeoutMs: 10_000 });
+    open.push(c);
+    return c;
+  };
+  beforeEach(async () => {
+    db = await freshDatabase();
+  });
+  afterEach(async () => {
+    for (const c of open.splice(0)) c.close();
+    await db?.drop();
+    db = undefined;
+  });
+  after(() => {
+    for (const c of open.splice(0)) c.close();
+  });
+
+  it("grant, renew (same token), refused to another while it lives, current, release → takeover token + 1", () => {
+    const a = catalog();
+    const b = catalog();
+    assert.equal(a.leadership.current(), undefined, "nobody ever led");
+    const g = a.leadership.tryAcquire(A, 60_000);
+    assert.equal(g.holder, A.id);
+    assert.equal(g.address, A.address);
+    assert.equal(g.token, 1);
+    assert.ok(g.expiresAt > Date.now() + 50_000 && g.expiresAt < Date.now() + 70_000, "expiry from the db clock");
+    const other = b.leadership.tryAcquire(B, 60_000);
+    assert.deepEqual(other, g, "B is told who leads, and nothing changed");
+    const renewed = a.leadership.tryAcquire(A, 60_000);
+    assert.equal(renewed.token, 1);
+    assert.ok(renewed.expiresAt >= g.expiresAt);
+    assert.deepEqual(b.leadership.current(), renewed);
+    a.leadership.release(A);
+    const took = b.leadership.tryAcquire(B, 60_000);
+    assert.equal(took.holder, B.id);
+    assert.equal(took.token, 2);
+    b.leadership.release(A); // not the holder: no effect
+    assert.equal(a.leadership.current()?.holder, B.id);
+  });
+
+  it("expiry: B takes over after A's lease lapses (token + 1); A's writes are fenced and change nothing", async () => {
+    const a = catalog();
+    const b = catalog();
+    const kept = backup(vol("v1"), T0);
+    const j = job(T0);
+    assert.equal(a.leadership.tryAcquire(A, 300).token, 1);
+    a.insertBackup(kept);
+    a.insertJob(j);
+    a.policies.insertPolicy(policy("p"));
+    const took = await waitFor(
+      () => {
+        const r = b.leadership.tryAcquire(B, 60_000);
+        return r.holder === B.id && r;
+      },
+      { what: "B to take over after A's 300 ms lease lapses", timeoutMs: 10_000, intervalMs: 50 },
+    );
+    assert.equal(took.token, 2);
+
+    const fenced = (f: () => unknown, what: string) =>
+      assert.throws(f, (e: unknown) => e instanceof FencedError && e.heldToken === 1, what);
+    fenced(() => a.insertBackup(backup(vol("v1"), T0 + 1)), "insertBackup");
+    fenced(() => a.updateBackup({ ...kept, status: BackupStatus.BACKUP_STATUS_DELETED }), "updateBackup");
+    fenced(() => a.updateJob({ ...j, attempts: 9 }), "updateJob");
+    fenced(() => a.insertJob(job(T0 + 1)), "insertJob");
+    fenced(() => a.upsertAgent(agent("x", "a")), "upsertAgent");
+    fenced(() => a.pinClusterFsid("c", "f", "x"), "pinClusterFsid");
+    fenced(() => a.policies.updatePolicy({ ...policy("p"), revision: 9 }), "updatePolicy");
+    fenced(() => a.policies.deletePolicy("p"), "deletePolicy");
+    fenced(() => a.transaction(() => a.getBackup(kept.id)), "transaction");
+
+    // Nothing changed (read by B, the leader).
+    assert.equal(b.getBackup(kept.id)?.status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+    assert.equal(b.listBackups({}, 10, "").items.length, 1);
+    assert.equal(b.getJob(j.id)?.attempts, 0);
+    assert.equal(b.listJobs({}, 10, "").items.length, 1);
+    assert.equal(b.policies.getPolicy("p")?.revision, 1);
+    assert.deepEqual(b.listAgents(), []);
+    // Reads still work on the deposed one (a standby answers reads), from SQL.
+    assert.equal(a.getBackup(kept.id)?.id, kept.id);
+    assert.equal(a.availableBackupsOfVolume("a", "rbd", "", "v1").length, 1);
+    // The new leader writes.
+    b.updateBackup({ ...kept, status: BackupStatus.BACKUP_STATUS_DELETING });
+    assert.equal(b.availableBackupsOfVolume("a", "rbd", "", "v1").length, 0);
+    assert.equal(a.availableBackupsOfVolume("a", "rbd", "", "v1").length, 0, "the standby answers from SQL");
+  });
+
+  it("a write racing a takeover waits for the takeover's lock, then is refused; nothing of it commits", async () => {
+    const a = catalog();
+    a.leadership.tryAcquire(A, 60_000);
+    if (!db) throw new Error("no db");
+    // Another coordinator's takeover, held open for 500 ms on the server (pg_sleep) while A writes.
+    const taker = new Client({ connectionString: db.url });
+    await taker.connect();
+    try {
+      const takeover = taker.query(
+        "BEGIN; UPDATE coordinator_leader SET holder = 'coord-b', address = 'x', token = token + 1 WHERE id = 1; SELECT pg_sleep(0.5); COMMIT;",
+      );
+      const watcher = new Client({ connectionString: db.url });
+      await watcher.connect();
+      try {
+        await waitFor(
+          async () =>
+            (
+              await watcher.query(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(0.5)%' AND pid <> pg_backend_pid() AND state = 'active'",
+              )
+            ).rowCount,
+          { what: "the takeover to hold the lease row", timeoutMs: 10_000, intervalMs: 20 },
+        );
+      } finally {
+        await watcher.end();
+      }
+      const b = backup(vol("v1"), T0);
+      const t0 = Date.now();
+      assert.throws(
+        () => a.insertBackup(b),
+        (e: unknown) => e instanceof FencedError,
+      );
+      assert.ok(Date.now() - t0 < 5000);
+      await takeover;
+      assert.equal(a.getBackup(b.id), undefined, "the refused write left nothing");
+      assert.equal(a.leadership.current()?.token, 2);
+    } finally {
+      await taker.end();
+    }
+  });
+
+  it("a write that took the lock first commits; the takeover then waits for it", () => {
+    const a = catalog();
+    const b = catalog();
+    a.leadership.tryAcquire(A, 60_000);
+    const bk = backup(vol("v1"), T0);
+    a.transaction(() => a.insertBackup(bk));
+    a.leadership.release(A);
+    assert.equal(b.leadership.tryAcquire(B, 60_000).token, 2);
+    assert.equal(b.getBackup(bk.id)?.id, bk.id);
+  });
+
+  it("a catalog that never contended writes unfenced; a standby that never led too", () => {
+    const tool = catalog();
+    const standby = catalog();
+    const leader = catalog();
+    leader.leadership.tryAcquire(A, 60_000);
+    assert.equal(standby.leadership.tryAcquire(B, 60_000).holder, A.id);
+    tool.insertJob(job(T0));
+    standby.insertJob(job(T0 + 1));
+    leader.insertJob(job(T0 + 2));
+    assert.equal(leader.listJobs({}, 10, "").items.length, 3);
+  });
+
+  it("the leader's AVAILABLE index is rebuilt at a new grant: writes made while it was deposed are seen", async () => {
+    const a = catalog();
+    const b = catalog();
+    a.leadership.tryAcquire(A, 300);
+    assert.equal(a.availableBackupsOfVolume("a", "rbd", "", "v1").length, 0, "index built, empty");
+    await waitFor(() => b.leadership.tryAcquire(B, 300).holder === B.id, {
+      what: "B to take over",
+      timeoutMs: 10_000,
+      intervalMs: 50,
+    });
+    b.insertBackup(backup(vol("v1"), T0));
+    await waitFor(() => a.leadership.tryAcquire(A, 60_000).holder === A.id, {
+      what: "A to take the lease back",
+      timeoutMs: 10_000,
+      intervalMs: 50,
+    });
+    assert.equal(a.leadership.current()?.token, 3);
+    assert.equal(a.availableBackupsOfVolume("a", "rbd", "", "v1").length, 1);
+    assert.equal(a.lastSuccessByVolume().length, 1);
+  });
+});

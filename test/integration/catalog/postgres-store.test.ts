@@ -1,0 +1,242 @@
+/**
+ * PostgreSQL only: what the PostgreSQL catalog does beyond the conformance suite — migrations (fresh,
+ * re-run idempotent, two coordinators starting at once, a newer schema refused), the statement
+ * deadline (a statement stuck behind a lock → UNAVAILABLE in time, the next call works), a lost
+ * connection (backend terminated mid-call → UNAVAILABLE; next call reconnects, nothing lost), bad
+ * connection strings and an unreachable server (clear errors, never the password; the daemon exits 2).
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, afterEach, beforeEach, describe, it } from "node:test";
+import { promisify } from "node:util";
+import { Client } from "pg";
+import { AppError, Status } from "../../../src/common/errors";
+import { openCatalog } from "../../../src/coordinator/catalog/open";
+import { PgCatalog } from "../../../src/coordinator/catalog/pg/catalog";
+import { SCHEMA_VERSION } from "../../../src/coordinator/catalog/pg/schema";
+import { backup, T0, vol } from "../../helpers/catalog-cases/records";
+import { freshDatabase, pgSkip, type TestDatabase } from "../../helpers/postgres";
+import { waitFor } from "../../helpers/wait";
+
+const run = promisify(execFile);
+
+const status = (s: Status) => (e: unknown) => e instanceof AppError && e.status === s;
+
+describe("PostgreSQL catalog: migrations, deadlines, lost connections, bad input", { skip: pgSkip }, () => {
+  let db: TestDatabase | undefined;
+  const open: PgCatalog[] = [];
+  const clients: Client[] = [];
+  const url = () => {
+    if (!db) throw new Error("no test database");
+    return db.url;
+  };
+  const catalog = (statementTimeoutMs = 10_000) => {
+    const c = new PgCatalog({ url: url(), statementTimeoutMs });
+    open.push(c);
+    return c;
+  };
+  const admin = async () => {
+    const c = new Client({ connectionString: url() });
+    await c.connect();
+    clients.push(c);
+    return c;
+  };
+  beforeEach(async () => {
+    db = await freshDatabase();
+  });
+  afterEach(async () => {
+    for (const c of open.splice(0)) c.close();
+    for (const c of clients.splice(0)) await c.end().catch(() => {});
+    await db?.drop();
+    db = undefined;
+  });
+  after(() => {
+    for (const c of open.splice(0)) c.close();
+  });
+
+  it("migrations: a fresh database is brought to the code's version; re-opening changes nothing", async () => {
+    const a = catalog();
+    assert.equal(a.kind, "postgresql");
+    assert.equal(a.schemaVersion, SCHEMA_VERSION);
+    const b = catalog();
+    assert.deepEqual(b.pagingKey, a.pagingKey, "one paging key per database");
+    const q = await admin();
+    const v = await q.query("SELECT version FROM schema_migrations ORDER BY version");
+    assert.deepEqual(
+      v.rows.map((r) => r.version),
+      Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1),
+    );
+    // A page token of one coordinator is good at the other.
+    for (let i = 0; i < 3; i++) a.insertBackup(backup(vol("v1"), T0 + i));
+    const p1 = a.listBackups({}, 2, "");
+    assert.equal(b.listBackups({}, 2, p1.next).items.length, 1);
+  });
+
+  it("migrations: two coordinators starting at once migrate once (advisory lock)", async () => {
+    const script = `const { PgCatalog } = require(${JSON.stringify(path.resolve(__dirname, "../../../src/coordinator/catalog/pg/catalog.js"))});
+const c = new PgCatalog({ url: process.argv[1] }); process.stdout.write(String(c.schemaVersion)); c.close();`;
+    const outs = await Promise.all([0, 1, 2].map(() => run(process.execPath, ["-e", script, url()])));
+    assert.deepEqual(
+      outs.map((o) => o.stdout),
+      [0, 1, 2].map(() => String(SCHEMA_VERSION)),
+    );
+    const q = await admin();
+    assert.equal((await q.query("SELECT count(*)::int AS n FROM schema_migrations")).rows[0].n, SCHEMA_VERSION);
+  });
+
+  it("a database at a newer schema version is refused: FAILED_PRECONDITION, nothing written", async () => {
+    catalog().close();
+    const q = await admin();
+    await q.query("INSERT INTO schema_migrations (version) VALUES ($1)", [SCHEMA_VERSION + 1]);
+    assert.throws(
+      () => catalog(),
+      (e: unknown) =>
+        status(Status.FAILED_PRECONDITION)(e) &&
+        new RegExp(`schema version ${SCHEMA_VERSION + 1}, newer than this coordinator's ${SCHEMA_VERSION}`).test(
+          (e as Error).message,
+        ),
+    );
+    const n = (await q.query("SELECT count(*)::int AS n FROM schema_migrations")).rows[0].n;
+    assert.equal(n, SCHEMA_VERSION + 1);
+  });
+
+  it("a statement stuck behind a lock fails UNAVAILABLE within the deadline; the next call works", async () => {
+    const c = catalog(700);
+    const b = backup(vol("v1"), T0);
+    c.insertBackup(b);
+    const q = await admin();
+    await q.query("BEGIN");
+    await q.query("LOCK TABLE backups IN ACCESS EXCLUSIVE MODE");
+    const t0 = Date.now();
+    assert.throws(
+      () => c.getBackup(b.id),
+      (e: unknown) => status(Status.UNAVAILABLE)(e) && /127\.0\.0\.1:\d+\/rbdbackup_test_/.test((e as Error).message),
+    );
+    const took = Date.now() - t0;
+    assert.ok(took >= 600 && took < 3000, `failed after ${took} ms (deadline 700 ms)`);
+    await q.query("ROLLBACK");
+    assert.equal(c.getBackup(b.id)?.id, b.id);
+  });
+
+  it("a transaction stuck past the deadline is rolled back on the server; nothing of it commits", async () => {
+    const c = catalog(700);
+    const q = await admin();
+    await q.query("BEGIN");
+    await q.query("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE");
+    const b = backup(vol("v1"), T0);
+    assert.throws(
+      () =>
+        c.transaction(() => {
+          c.insertBackup(b);
+          c.listJobs({}, 1, ""); // waits for the lock → deadline
+        }),
+      status(Status.UNAVAILABLE),
+    );
+    await q.query("ROLLBACK");
+    assert.equal(c.getBackup(b.id), undefined);
+    assert.equal(c.availableBackupsOfVolume("a", "rbd", "", "v1").length, 0);
+  });
+
+  it("the backend terminated mid-call: UNAVAILABLE; the next call reconnects; nothing lost", async () => {
+    const c = catalog(10_000);
+    const b = backup(vol("v1"), T0);
+    c.insertBackup(b);
+    const q = await admin();
+    await q.query("BEGIN");
+    await q.query("LOCK TABLE backups IN ACCESS EXCLUSIVE MODE");
+    // The server terminates the catalog's backend 300 ms from now, while the call waits for the lock.
+    const killer = await admin();
+    const kill = killer.query(
+      "SELECT pg_sleep(0.3), pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'rbdbackup-coordinator'",
+    );
+    await waitFor(
+      async () =>
+        (
+          await q.query(
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(0.3)%' AND state = 'active' AND pid <> pg_backend_pid()",
+          )
+        ).rowCount,
+      { what: "the terminator to be running", timeoutMs: 10_000, intervalMs: 20 },
+    );
+    const t0 = Date.now();
+    assert.throws(() => c.getBackup(b.id), status(Status.UNAVAILABLE));
+    assert.ok(Date.now() - t0 < 5000, "failed on the lost connection, not on the deadline");
+    await kill;
+    await q.query("ROLLBACK");
+    assert.equal(c.getBackup(b.id)?.id, b.id, "reconnected; the record is there");
+  });
+
+  it("the backend terminated while idle: the next call reconnects", async () => {
+    const c = catalog();
+    c.insertBackup(backup(vol("v1"), T0));
+    const q = await admin();
+    await q.query(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'rbdbackup-coordinator'",
+    );
+    await waitFor(
+      () => {
+        try {
+          return c.listBackups({}, 10, "").items.length === 1;
+        } catch (e) {
+          if (!status(Status.UNAVAILABLE)(e)) throw e;
+          return false;
+        }
+      },
+      { what: "the catalog to reconnect", timeoutMs: 10_000 },
+    );
+  });
+
+  it("bad connection strings and an unreachable server: clear errors, never the password", () => {
+    for (const bad of ["mysql://u@127.0.0.1/db", "not a url", "postgresql://127.0.0.1:5432"])
+      assert.throws(
+        () => openCatalog({ path: "/unused", url: bad }),
+        (e: unknown) => status(Status.INVALID_ARGUMENT)(e) && /catalog\.url must be/.test((e as Error).message),
+        bad,
+      );
+    const t0 = Date.now();
+    assert.throws(
+      () => openCatalog({ path: "/unused", url: "postgresql://u:sekret@127.0.0.1:1/db", statementTimeoutMs: 3000 }),
+      (e: unknown) =>
+        status(Status.UNAVAILABLE)(e) &&
+        /127\.0\.0\.1:1\/db/.test((e as Error).message) &&
+        !(e as Error).message.includes("sekret"),
+    );
+    assert.ok(Date.now() - t0 < 5000);
+  });
+
+  it("the daemon with an unreachable catalog database does not start: exit code 2, the host named", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-pg-start-"));
+    try {
+      const cfg = path.join(dir, "coordinator.json");
+      writeFileSync(
+        cfg,
+        JSON.stringify({
+          listen: "127.0.0.1:0",
+          metricsListen: "",
+          tls: { insecure: true },
+          catalog: {
+            path: path.join(dir, "c.sqlite"),
+            url: "postgresql://u:sekret@127.0.0.1:1/db",
+            statementTimeoutMs: 2000,
+          },
+        }),
+      );
+      const r = await run(process.execPath, [
+        path.resolve(__dirname, "../../../src/coordinator/main.js"),
+        "--config",
+        cfg,
+      ]).then(
+        () => ({ code: 0, stderr: "" }),
+        (e: { code: number; stderr: string }) => e,
+      );
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /cannot start: .*127\.0\.0\.1:1\/db/);
+      assert.ok(!r.stderr.includes("sekret"));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
