@@ -142,7 +142,7 @@ describe("two coordinators on one PostgreSQL catalog", { skip: pgSkip }, () => {
     // One backup per job: distinct ids, each AVAILABLE, and each volume has exactly that one backup.
     assert.equal(new Set(ends.map((j) => j.backupId)).size, JOBS);
     for (const [i, v] of volumes.entries()) {
-      const r = await b.client.listBackups({ volume: { cluster: "site-a", ...v }, pageSize: 10 });
+      const r = await b.client.listBackups({ cluster: "site-a", pool: v.pool, image: v.image, pageSize: 10 });
       assert.deepEqual(
         r.backups.map((x) => [x.id, BackupStatus[x.status]]),
         [[ends[i]?.backupId, "BACKUP_STATUS_AVAILABLE"]],
