@@ -22,7 +22,7 @@ import {
 import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { CoordinatorProcess } from "../../../src/lab/coordinator-process";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
-import { backupRequest, FINAL, startCoordinator, succeeded, waitAgents } from "../../helpers/coordinator";
+import { backupRequest, FINAL, freePort, startCoordinator, succeeded, waitAgents } from "../../helpers/coordinator";
 import { uniqueName } from "../../helpers/lab";
 import { freshDatabase, pgSkip, type TestDatabase } from "../../helpers/postgres";
 import { sha, spec, Volumes } from "../../helpers/volumes";
@@ -65,13 +65,26 @@ describe("two coordinators on one PostgreSQL catalog", { skip: pgSkip }, () => {
   let a: CoordinatorProcess;
   let b: CoordinatorProcess;
   let agents: RunningAgent[] = [];
+  /** Fixed addresses: a coordinator restarted keeps its own, which the agents know. */
+  const listen: Record<string, string> = {};
+  /** Backups made (their base images and objects on site-b are removed at the end). */
+  const made: Array<{ id: string; baseImage: string }> = [];
 
   function coordinator(id: string): Promise<CoordinatorProcess> {
-    return startCoordinator({ catalogUrl: db.url, ha: { id, ...HA }, scheduler: SCHED });
+    return startCoordinator({ listen: listen[id], catalogUrl: db.url, ha: { id, ...HA }, scheduler: SCHED });
+  }
+
+  /** Notes a backup for the cleanup. */
+  async function note(c: BackupServiceClient, backupId: string): Promise<void> {
+    const bk = await c.getBackup({ backupId });
+    made.push({ id: bk.id, baseImage: bk.baseImage });
+    if (bk.baseImage) vols.track("site-b", "backups", bk.baseImage);
   }
 
   before(async () => {
     db = await freshDatabase();
+    listen["coord-a"] = `127.0.0.1:${await freePort()}`;
+    listen["coord-b"] = `127.0.0.1:${await freePort()}`;
     a = await coordinator("coord-a");
     running.push(a);
     await leads(a.client, 15_000);
@@ -89,6 +102,10 @@ describe("two coordinators on one PostgreSQL catalog", { skip: pgSkip }, () => {
 
   after(async () => {
     for (const p of running.reverse()) await p.stop().catch(() => {});
+    const io = await vols.io("site-b", "backups");
+    for (const m of made) {
+      for (const suffix of ["meta", "digests"]) await io.objRemove(`backup.${m.id}.${suffix}`).catch(() => {});
+    }
     await vols.cleanup();
     await db?.drop();
   });
@@ -139,6 +156,7 @@ describe("two coordinators on one PostgreSQL catalog", { skip: pgSkip }, () => {
     assert.ok(takeoverMs < 10_000, `took over after ${takeoverMs} ms`);
 
     const ends = await Promise.all(jobs.map((j) => succeeded(b.client, j.id, 180_000)));
+    for (const j of ends) await note(b.client, j.backupId);
     // One backup per job: distinct ids, each AVAILABLE, and each volume has exactly that one backup.
     assert.equal(new Set(ends.map((j) => j.backupId)).size, JOBS);
     for (const [i, v] of volumes.entries()) {
@@ -161,11 +179,12 @@ describe("two coordinators on one PostgreSQL catalog", { skip: pgSkip }, () => {
     for (const i of [0, Math.floor(JOBS / 2), JOBS - 1]) {
       const v = volumes[i] as ImageRef;
       const bk = await b.client.getBackup({ backupId: ends[i]?.backupId ?? "" });
-      const target = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName("ha-restored") };
-      vols.track("site-b", "rbd", target.image);
+      // Restored at the source's site (the backup site's memstore stays small).
+      const target = { cluster: "site-a", pool: "rbd", namespace: "", image: uniqueName("ha-restored") };
+      vols.track("site-a", "rbd", target.image);
       const req = { backupId: bk.id, target, mode: RestoreMode.RESTORE_MODE_NEW, idempotencyKey: "" };
       await succeeded(b.client, (await b.client.restoreBackup(req)).id);
-      assert.equal(await sha("site-b", spec(target)), await sha("site-a", spec(v, bk.snapshot)));
+      assert.equal(await sha("site-a", spec(target)), await sha("site-a", spec(v, bk.snapshot)));
     }
   });
 
@@ -189,6 +208,7 @@ describe("two coordinators on one PostgreSQL catalog", { skip: pgSkip }, () => {
       console.log(`# fencing: coord-a leads ${takeoverMs} ms after SIGSTOP of coord-b`);
       // The job coord-b held is finished by coord-a (its agents reconnect there and claim it).
       const end = await succeeded(a.client, job.id, 120_000);
+      await note(a.client, end.backupId);
       b.proc.kill("SIGCONT");
       resumed = true;
       await waitFor(async () => (await role(b.client)) === CoordinatorRole.COORDINATOR_ROLE_STANDBY, {
