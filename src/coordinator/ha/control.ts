@@ -104,8 +104,9 @@ export class HaControl implements LeaderView {
     this.#endTerm("coordinator stopping");
   }
 
+  /** A single coordinator always leads (as before HA: even while draining); otherwise while a term runs. */
   leading(): boolean {
-    return this.#term !== null;
+    return !this.deps.catalog.leadership || this.#term !== null;
   }
 
   leader(): LeaderRef | undefined {
@@ -113,8 +114,9 @@ export class HaControl implements LeaderView {
     return this.#leadership?.leader();
   }
 
+  /** Undefined for a single coordinator: its one term ends only when it stops, and calls end as before. */
   termSignal(): AbortSignal | undefined {
-    return this.#termAbort?.signal;
+    return this.deps.catalog.leadership ? this.#termAbort?.signal : undefined;
   }
 
   #lead(record: LeaderRecord): void {

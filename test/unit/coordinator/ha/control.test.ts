@@ -59,8 +59,9 @@ describe("HaControl", () => {
     assert.match(s.id, /:7300$/, "default id: <hostname>:<listen port>");
     assert.equal(s.address, "127.0.0.1:7300");
     assert.equal(s.leaderAddress, "127.0.0.1:7300");
+    assert.equal(ctl.termSignal(), undefined, "calls are not bound to a term");
     ctl.stop();
-    assert.equal(ctl.leading(), false);
+    assert.equal(ctl.leading(), true, "never a standby: calls while draining run as before");
     assert.equal(relay.current, null);
   });
 
