@@ -5,14 +5,18 @@
  * out at the interval it asks for. The addresses (a coordinator and its standby, or its old and new
  * address) are tried round robin: a failed dial or a lost stream moves to the next one at once, and
  * after a full round of failures the link waits with exponential backoff and jitter
- * (src/common/retry.ts) until `close()`. What the messages mean is the handler's business. The far end
+ * (src/common/retry.ts) until `close()`. A standby (several coordinators on one catalog) refuses the
+ * session UNAVAILABLE with the leader's address in the trailer `rbdbackup-leader`, and a leader that
+ * steps down ends it the same way: the link dials that address next, at once (listed or not; at most
+ * one hop per address before the usual rotation and backoff resume). What the messages mean is the
+ * handler's business. The far end
  * must be the coordinator, at every address: its certificate has to name one (coordinatorCredentials),
  * else no stream.
  */
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { ChannelCredentials } from "@grpc/grpc-js";
 import { createChannel, createClient } from "nice-grpc";
-import { Status } from "nice-grpc-common";
+import { type Metadata, Status } from "nice-grpc-common";
 import { messageOf, statusOf } from "../../src/common/errors";
 import { describeIdentity, identityOfCertificate } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
@@ -79,6 +83,9 @@ export interface LinkOptions {
   wait: (ms: number, signal: AbortSignal) => Promise<void>;
 }
 
+/** The trailer a standby names the leader in ("host:port"). */
+export const LEADER_TRAILER = "rbdbackup-leader";
+
 export const DEFAULT_LINK_OPTIONS: LinkOptions = {
   reconnect: { baseMs: 250, maxMs: 10_000, jitter: 1 },
   resetAfterMs: 30_000,
@@ -106,6 +113,10 @@ export class CoordinatorLink {
   #loop: Promise<void> | null = null;
   #connected = false;
   #at = 0;
+  /** The leader a coordinator named (trailer), dialed next; null = the rotation's address. */
+  #follow: string | null = null;
+  /** The leader named by the last stream's trailer. */
+  #named: string | null = null;
   /** One channel and client per coordinator address, while the link runs (the session's and the data streams'). */
   #channels = new Map<string, ReturnType<typeof createChannel>>();
   #clients = new Map<string, SessionClient>();
@@ -125,7 +136,7 @@ export class CoordinatorLink {
 
   /** The address the link is on (dialing, or registered with when `connected`). */
   get address(): string {
-    return this.addresses[this.#at] as string;
+    return this.#follow ?? (this.addresses[this.#at] as string);
   }
 
   /** Registered with the coordinator on the current stream. */
@@ -180,7 +191,8 @@ export class CoordinatorLink {
     const n = this.addresses.length;
     try {
       // `round`: full rounds of failures since the backoff was last reset; `failed`: failures in this round.
-      for (let round = 1, failed = 0; !stop.aborted; ) {
+      // `follows`: hops to a named leader since the last registered stream.
+      for (let round = 1, failed = 0, follows = 0; !stop.aborted; ) {
         const address = this.address;
         if (n > 1) this.log.info("dialing the coordinator", { coordinator: address, addresses: this.addresses });
         const started = Date.now();
@@ -194,9 +206,22 @@ export class CoordinatorLink {
             error: messageOf(e),
           });
         }
+        const registered = this.#connected;
         this.#setConnected(false);
         if (stop.aborted) break;
         if (Date.now() - started > this.options.resetAfterMs) [round, failed] = [1, 0];
+        if (registered) follows = 0;
+        this.#follow = null;
+        const named = this.#named;
+        this.#named = null;
+        if (named && named !== address && follows++ < n) {
+          // Sent to the leader: dial it at once (its place in the list, or the named address itself).
+          const i = this.addresses.indexOf(named);
+          if (i >= 0) this.#at = i;
+          else this.#follow = named;
+          this.log.info("following the coordinator's leader", { from: address, leader: named });
+          continue;
+        }
         this.#at = (this.#at + 1) % n;
         if (++failed < n) continue; // the next address at once
         failed = 0;
@@ -225,7 +250,10 @@ export class CoordinatorLink {
     let heartbeat: NodeJS.Timeout | undefined;
     const tick = setInterval(() => this.handler.onTick(), this.options.tickMs);
     try {
-      for await (const m of client.session(out, { signal: ac.signal })) {
+      const onTrailer = (md: Metadata) => {
+        this.#named = md.get(LEADER_TRAILER) || null;
+      };
+      for await (const m of client.session(out, { signal: ac.signal, onTrailer })) {
         const msg = m.msg;
         if (!msg) continue;
         if (msg.$case === "registered") {

@@ -160,7 +160,10 @@ export function checkAddress(address: string, flag: string): string {
 
 /** Where and how to reach the coordinator, from the global flags and the environment. */
 export interface ConnectionSettings {
+  /** The (first) coordinator address. */
   address: string;
+  /** Every coordinator address, in order, when several were given (a leader and its standbys). */
+  addresses?: string[];
   tls: TlsConfig;
   /** File holding the bearer token (--token-file), or the token itself (RBDBACKUP_TOKEN). */
   tokenFile?: string;
@@ -184,10 +187,10 @@ export function connectionSettings(
   },
   env: Env,
 ): ConnectionSettings {
-  const address = checkAddress(
-    values.coordinator ?? (env.RBDBACKUP_COORDINATOR || DEFAULT_COORDINATOR),
-    values.coordinator !== undefined ? "coordinator" : "coordinator (RBDBACKUP_COORDINATOR)",
-  );
+  const flag = values.coordinator !== undefined ? "coordinator" : "coordinator (RBDBACKUP_COORDINATOR)";
+  const list = (values.coordinator ?? (env.RBDBACKUP_COORDINATOR || DEFAULT_COORDINATOR)).split(",");
+  const addresses = [...new Set(list.map((a) => checkAddress(a.trim(), flag)))];
+  const address = addresses[0] as string;
   const insecure = values.insecure === true;
   const ca = values.ca ?? (env.RBDBACKUP_TLS_CA || undefined);
   const cert = values.cert ?? (env.RBDBACKUP_TLS_CERT || undefined);
@@ -210,6 +213,7 @@ export function connectionSettings(
     ? { insecure: true }
     : { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) };
   const settings: ConnectionSettings = { address, tls, timeoutMs };
+  if (addresses.length > 1) settings.addresses = addresses;
   if (values["token-file"] !== undefined) settings.tokenFile = values["token-file"];
   else if (env.RBDBACKUP_TOKEN) settings.token = env.RBDBACKUP_TOKEN;
   return settings;

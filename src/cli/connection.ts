@@ -1,14 +1,16 @@
 /**
  * The CLI's connection to the coordinator: channel credentials (mutual TLS, CA + bearer token, or
- * plaintext), the bearer token metadata, and unary calls bounded by --timeout.
+ * plaintext), the bearer token metadata, and unary calls bounded by --timeout. With several coordinator
+ * addresses the calls follow the leader (leader-follower.ts).
  */
 import { readFileSync } from "node:fs";
 import { ChannelCredentials } from "@grpc/grpc-js";
-import { type Channel, ClientError, createChannel, createClient, Metadata } from "nice-grpc";
+import { ClientError, createChannel, createClient, Metadata } from "nice-grpc";
 import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../common/tls";
 import { type BackupServiceClient, BackupServiceDefinition } from "../gen/rbdbackup/v1/backup_service";
 import { type ConnectionSettings, connectionSettings, UsageError } from "./args";
 import { DeadlineError } from "./exit-codes";
+import { LeaderFollower } from "./leader-follower";
 
 function readPem(path: string, flag: string): Buffer {
   try {
@@ -51,15 +53,23 @@ function token(settings: ConnectionSettings): string | undefined {
 
 export class Connection {
   readonly client: BackupServiceClient;
-  private readonly channel: Channel;
+  readonly #follower: LeaderFollower;
 
   constructor(readonly settings: ConnectionSettings) {
     const creds = credentials(settings.tls);
     const bearer = token(settings);
-    this.channel = createChannel(settings.address, creds, tlsChannelOptions(settings.address, settings.tls));
     const metadata = Metadata();
     if (bearer) metadata.set("authorization", `Bearer ${bearer}`);
-    this.client = createClient(BackupServiceDefinition, this.channel, { "*": { metadata } });
+    this.#follower = new LeaderFollower(settings.addresses ?? [settings.address], (address) => {
+      const channel = createChannel(address, creds, tlsChannelOptions(address, settings.tls));
+      return { channel, client: createClient(BackupServiceDefinition, channel, { "*": { metadata } }) };
+    });
+    this.client = this.#follower.client;
+  }
+
+  /** The coordinator address calls go to now (the leader, once a standby named it). */
+  get address(): string {
+    return this.#follower.address;
   }
 
   /**
@@ -74,7 +84,7 @@ export class Connection {
       // nice-grpc rejects with the signal's reason (a TimeoutError) or an AbortError.
       if (signal.aborted && !(e instanceof ClientError)) {
         throw new DeadlineError(
-          `no answer from the coordinator at ${this.settings.address} within ${this.settings.timeoutMs / 1000} s (--timeout)`,
+          `no answer from the coordinator at ${this.address} within ${this.settings.timeoutMs / 1000} s (--timeout)`,
         );
       }
       throw e;
@@ -82,7 +92,7 @@ export class Connection {
   }
 
   close(): void {
-    this.channel.close();
+    this.#follower.close();
   }
 }
 

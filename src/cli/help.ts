@@ -29,7 +29,7 @@ export interface NounHelp {
 }
 
 const GLOBAL_FLAGS =
-  "global flags: --coordinator HOST:PORT, --ca FILE, --cert FILE, --key FILE, --token-file FILE, --insecure,\n" +
+  "global flags: --coordinator HOST:PORT[,HOST:PORT...], --ca FILE, --cert FILE, --key FILE, --token-file FILE, --insecure,\n" +
   "  --timeout SECONDS, --json, -h/--help (see rbdbackup help)";
 
 /** Words of a synopsis or sentence: split at spaces, but never inside [...] (an optional group stays whole). */

@@ -37,7 +37,9 @@ ${nouns.map(overviewLines).join("\n\n")}
 help [COMMAND [VERB]]      this text, or the help of one command (also: rbdbackup COMMAND [VERB] --help)
 
 global flags (every command above but agent --config and coordinator):
-  --coordinator HOST:PORT  the coordinator's API (env RBDBACKUP_COORDINATOR; default 127.0.0.1:7300)
+  --coordinator HOST:PORT[,HOST:PORT...]
+                           the coordinator's API; several = a leader and its standbys, the CLI follows
+                           the leader (env RBDBACKUP_COORDINATOR; default 127.0.0.1:7300)
   --ca FILE                PEM of the CA that signs the coordinator's certificate (env RBDBACKUP_TLS_CA)
   --cert FILE --key FILE   client certificate and key for mutual TLS (env RBDBACKUP_TLS_CERT, RBDBACKUP_TLS_KEY);
                            without them, only --ca: the server is verified and the bearer token authenticates

@@ -73,6 +73,33 @@ export const PolicySchema = block("Protection policies: how often the runner loo
 /** The policy runner's settings, every default filled in. */
 export type PolicySettings = Static<typeof PolicySchema>;
 
+export const HaSchema = block(
+  "Several coordinators on one PostgreSQL catalog: one leads (a lease in the catalog), the others stand by. Ignored with a SQLite catalog (one coordinator).",
+  {
+    id: optionalText('This coordinator\'s id among those sharing the catalog; "" = <hostname>:<listen port>.'),
+    advertise: hostPort(
+      'host:port clients and agents are sent to when this coordinator leads (the rbdbackup-leader trailer); "" = the listen address.',
+      "",
+      true,
+    ),
+    leaseSeconds: int(
+      "How long the leader's lease lives without a renewal, seconds: a standby takes over at most this long (plus one renewal) after the leader died.",
+      2,
+      300,
+      5,
+    ),
+    renewMs: int(
+      "How often the leader renews its lease and a standby tries to take it, ms (at most a third of leaseSeconds).",
+      100,
+      60_000,
+      1_000,
+    ),
+  },
+);
+
+/** The leadership settings, every default filled in. */
+export type HaSettings = Static<typeof HaSchema>;
+
 export const CoordinatorConfigSchema = daemonSchema("rbdbackup coordinator configuration", {
   listen: hostPort(
     "host:port of the gRPC server (BackupService, agent sessions, health, reflection).",
@@ -106,6 +133,7 @@ export const CoordinatorConfigSchema = daemonSchema("rbdbackup coordinator confi
   }),
   scheduler: SchedulerSchema,
   policy: PolicySchema,
+  ha: HaSchema,
   shutdownGraceSeconds: int("Seconds to let calls finish on SIGTERM (health says NOT_SERVING meanwhile).", 0, 3600, 10),
 });
 

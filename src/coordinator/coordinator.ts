@@ -8,6 +8,10 @@
  * Lifecycle: starting → serving → draining (SIGTERM: health NOT_SERVING, new sessions and calls
  * refused, running calls get shutdownGraceSeconds) → stopped. Jobs survive a restart in the catalog;
  * agents reconnect by themselves and claim their running leases.
+ *
+ * Dispatching (scheduler, policy runner, verify runner) belongs to a term (ha/): with a SQLite catalog
+ * one term runs from start to stop; with a shared catalog (PostgreSQL) a term runs while this
+ * coordinator holds the leader lease, and a standby answers catalog reads only (ha/standby-gate.ts).
  */
 import { readFileSync } from "node:fs";
 import path from "node:path";
@@ -19,7 +23,7 @@ import { CapabilitySigner } from "../common/capability";
 import type { Logger } from "../common/log";
 import { serverCredentials, tlsFiles } from "../common/tls";
 import { VERSION } from "../common/version";
-import { BackupServiceDefinition } from "../gen/rbdbackup/v1/backup_service";
+import { BackupServiceDefinition, CoordinatorRole } from "../gen/rbdbackup/v1/backup_service";
 import { CoordinatorAgentServiceDefinition } from "../gen/rbdbackup/v1/session";
 import { backupService, errorStatus } from "./api/service";
 import { auditCalls } from "./api-audit";
@@ -28,12 +32,16 @@ import { authInterceptor } from "./auth";
 import type { Catalog } from "./catalog/catalog";
 import { openCatalog } from "./catalog/open";
 import type { CoordinatorConfig } from "./config";
+import { HaControl, identity } from "./ha/control";
+import { SchedulerRelay } from "./ha/scheduler-relay";
+import { standbyGate } from "./ha/standby-gate";
+import { Term } from "./ha/term";
 import { Relays } from "./interchange/relays";
 import { CoordinatorMetrics } from "./metrics";
 import { PolicyMetrics } from "./policy/metrics";
-import { PolicyRunner } from "./policy/runner";
-import { PolicyVerifyRunner } from "./policy/verify-runner";
-import { Scheduler } from "./scheduler";
+import type { PolicyRunner } from "./policy/runner";
+import type { PolicyVerifyRunner } from "./policy/verify-runner";
+import type { Scheduler } from "./scheduler";
 import { sessionService } from "./session-service";
 import { Sessions } from "./sessions";
 import { TokenStore } from "./tokens";
@@ -50,6 +58,8 @@ export class Coordinator {
   scheduler: Scheduler | null = null;
   policyRunner: PolicyRunner | null = null;
   verifyRunner: PolicyVerifyRunner | null = null;
+  /** Leadership and terms (ha/): the scheduler and runners above are the current term's (null on a standby). */
+  ha: HaControl | null = null;
   #server: Server | null = null;
   #metrics: CoordinatorMetrics | null = null;
   metricsAddress = "";
@@ -70,29 +80,34 @@ export class Coordinator {
     this.audit = audit;
     if (cfg.tls.insecure && tokens.size === 0)
       this.log.warn("insecure mode without API tokens: anyone who reaches the port can use the API");
-    const catalog = openCatalog({
+    const opened = openCatalog({
       path: cfg.catalogPath,
       url: cfg.catalogUrl,
       statementTimeoutMs: cfg.catalogStatementTimeoutMs,
     });
-    this.catalog = catalog;
+    this.catalog = opened;
     // Leases carry transfer capabilities signed with the coordinator's own TLS key (none in insecure mode).
     const tls = cfg.tls.insecure ? null : tlsFiles(cfg.tls, "the coordinator");
     const signer = tls ? new CapabilitySigner(tls.cert, tls.key) : undefined;
-    const scheduler = new Scheduler({ catalog, sessions: this.sessions, cfg: cfg.scheduler, log: this.log, signer });
-    this.scheduler = scheduler;
+    // Schedulers and runners live for a term (ha/term.ts); the long-lived parts see the relay.
+    const relay = new SchedulerRelay(cfg.scheduler, this.sessions);
     const policyMetrics = new PolicyMetrics(() => this.policyRunner?.samples() ?? []);
-    const policyRunner = new PolicyRunner({
-      catalog,
-      store: catalog.policies,
+    const ha = new HaControl({
+      catalog: opened,
       sessions: this.sessions,
-      scheduler,
+      relay,
       log: this.log,
-      cfg: cfg.policy,
-      maxAttempts: cfg.scheduler.maxAttempts,
-      metrics: policyMetrics,
+      leaseMs: cfg.ha.leaseSeconds * 1000,
+      renewMs: cfg.ha.renewMs,
+      newTerm: (catalog) => new Term({ catalog, sessions: this.sessions, cfg, log: this.log, signer, policyMetrics }),
+      onTerm: (t) => {
+        this.scheduler = t?.scheduler ?? null;
+        this.policyRunner = t?.policyRunner ?? null;
+        this.verifyRunner = t?.verifyRunner ?? null;
+      },
     });
-    this.policyRunner = policyRunner;
+    this.ha = ha;
+    const catalog = ha.catalog;
     const accepting = () => this.state === "serving";
     // ExportBackup/ImportBackup calls ↔ the agents' ExportData/ImportData (interchange/).
     const relays = new Relays();
@@ -103,25 +118,39 @@ export class Coordinator {
       "grpc.keepalive_permit_without_calls": 1,
       "grpc.http2.min_ping_interval_without_data_ms": 5_000,
     } as unknown as Parameters<typeof createServer>[0]);
+    const self = this;
     server
       .with(auditCalls(audit))
       .with(errorStatus(this.log, path.dirname(path.resolve(cfg.catalogPath))))
+      .with(standbyGate(ha))
       .add(
         BackupServiceDefinition,
         backupService({
           catalog,
           sessions: this.sessions,
-          scheduler,
+          scheduler: relay.surface(),
           log: this.log,
           maxAttempts: cfg.scheduler.maxAttempts,
-          policies: policyRunner,
+          get policies() {
+            return self.policyRunner ?? undefined;
+          },
           policyMinIntervalSeconds: cfg.policy.minIntervalSeconds,
-          interchange: { relays, scheduler },
+          interchange: { relays, scheduler: relay.surface() },
+          coordinatorStatus: () => ha.status(),
         }),
       );
     server.add(
       CoordinatorAgentServiceDefinition,
-      sessionService({ catalog, sessions: this.sessions, scheduler, log: this.log, audit, accepting, relays }),
+      sessionService({
+        catalog,
+        sessions: this.sessions,
+        scheduler: relay,
+        leadership: ha,
+        log: this.log,
+        audit,
+        accepting,
+        relays,
+      }),
     );
     server.add(HealthDefinition, HealthServiceImpl(this.health));
     server.add(
@@ -137,25 +166,22 @@ export class Coordinator {
     this.#server = server;
     this.address = `${host}:${port || portText}`;
     if (cfg.metricsListen) {
-      this.#metrics = new CoordinatorMetrics(VERSION, catalog, this.sessions, scheduler, [
+      this.#metrics = new CoordinatorMetrics(VERSION, catalog, this.sessions, relay.surface(), [
         audit.refusals,
         ...policyMetrics.all(),
-        ...new VerifyMetrics(catalog, scheduler).all(),
+        ...new VerifyMetrics(catalog, relay.surface()).all(),
       ]);
       this.metricsAddress = await this.#metrics.listen(cfg.metricsListen, this.log);
     }
-    scheduler.start();
-    policyRunner.start();
-    const verifyDeps = { catalog, store: catalog.policies, scheduler, log: this.log, tickMs: cfg.policy.tickMs };
-    this.verifyRunner = new PolicyVerifyRunner({ ...verifyDeps, maxAttempts: cfg.scheduler.maxAttempts });
-    this.verifyRunner.start();
     process.on("SIGHUP", this.#onSighup);
     this.state = "serving";
+    ha.start(identity(cfg.ha, this.address));
     this.health.setStatus("healthy");
     this.log.info("coordinator serving", {
       address: this.address,
       metricsAddress: this.metricsAddress,
       catalog: cfg.catalogPath,
+      role: CoordinatorRole[ha.role],
     });
   }
 
@@ -181,9 +207,7 @@ export class Coordinator {
     this.log.info("draining", { graceSeconds });
     // Health answers NOT_SERVING during the grace period (watchers and load balancers see it).
     if (graceSeconds > 0) await new Promise((r) => setTimeout(r, Math.min(graceSeconds, 2) * 1000));
-    this.policyRunner?.stop();
-    this.verifyRunner?.stop();
-    this.scheduler?.stop();
+    this.ha?.stop();
     for (const s of this.sessions.all()) s.close("coordinator stopping");
     const server = this.#server;
     if (server) {

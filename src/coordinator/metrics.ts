@@ -30,7 +30,7 @@ export class CoordinatorMetrics {
     version: string,
     catalog: Catalog,
     sessions: Sessions,
-    scheduler: Scheduler,
+    scheduler: Pick<Scheduler, "on">,
     /** Metrics kept elsewhere (the audit's refusal counter). */
     extra: client.Metric[] = [],
   ) {

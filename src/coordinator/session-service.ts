@@ -21,6 +21,7 @@ import type {
 import type { Audit } from "./audit";
 import { type Caller, callerName, callerOf, checkRegistration, type Refusal, SESSION_SERVICE } from "./authz";
 import type { Catalog } from "./catalog/catalog";
+import { type LeaderView, standbyError } from "./ha/standby-gate";
 import { agentDataService } from "./interchange/agent-data";
 import type { Relays } from "./interchange/relays";
 import type { AgentRecord } from "./model";
@@ -72,10 +73,18 @@ function saveLastSeen(catalog: Catalog, session: AgentSession, log: Logger): voi
   }
 }
 
+/** The part of the scheduler the sessions report to (the Scheduler, or the coordinator's ha/SchedulerRelay). */
+export type SessionScheduler = Pick<
+  Scheduler,
+  "cfg" | "onRegister" | "onHeartbeat" | "onProgress" | "onOutcome" | "onDisconnect"
+>;
+
 export function sessionService(deps: {
   catalog: Catalog;
   sessions: Sessions;
-  scheduler: Scheduler;
+  scheduler: SessionScheduler;
+  /** Several coordinators: sessions only on the leader (absent = always leading). */
+  leadership?: LeaderView;
   log: Logger;
   audit: Audit;
   accepting: () => boolean;
@@ -88,6 +97,8 @@ export function sessionService(deps: {
     ...agentDataService({ catalog, relays: deps.relays, audit, log }),
     async *session(requests: AsyncIterable<AgentMessage>, context): AsyncGenerator<CoordinatorMessage> {
       if (!deps.accepting()) throw new ServerError(Status.UNAVAILABLE, "the coordinator is shutting down");
+      const ha = deps.leadership;
+      if (ha && !ha.leading()) throw standbyError(ha, context.trailer);
       const it = requests[Symbol.asyncIterator]();
       let timer: NodeJS.Timeout | undefined;
       const first = await Promise.race([
@@ -127,6 +138,9 @@ export function sessionService(deps: {
         });
         throw new ServerError(refusal.code, refusal.message);
       }
+      if (ha && !ha.leading()) throw standbyError(ha, context.trailer);
+      /** Aborted when this coordinator steps down: the session then ends UNAVAILABLE naming the new leader. */
+      const term = ha?.termSignal();
       audit.record({ ...entry, result: "OK" });
       const previous = catalog.listAgents().find((a) => a.agentId === reg.agentId);
       const record: AgentRecord = {
@@ -198,6 +212,7 @@ export function sessionService(deps: {
       );
       try {
         for await (const m of session.out) yield m;
+        if (ha && term?.aborted) throw standbyError(ha, context.trailer, "this coordinator stepped down");
       } finally {
         context.signal.removeEventListener("abort", onAbort);
         session.close("session ended");

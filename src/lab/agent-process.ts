@@ -129,6 +129,8 @@ export interface AgentProcessOptions {
   env?: Record<string, string>;
   /** host:port of a coordinator to dial. */
   coordinator?: string;
+  /** Several coordinators (a leader and its standbys), tried in this order (replaces `coordinator`). */
+  coordinators?: string[];
   /** Default agent-<cluster>; a second agent of one cluster needs its own. */
   agentId?: string;
   /** Detach: log to this file and outlive the caller (see src/lab/daemon.ts). */
@@ -142,7 +144,11 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
   const stateDir = opts.stateDir ?? scratchDir(`rbdbackup-${agentId}-`);
   const config = {
     agentId,
-    ...(opts.coordinator ? { coordinator: { address: opts.coordinator } } : {}),
+    ...(opts.coordinators?.length
+      ? { coordinator: { addresses: opts.coordinators } }
+      : opts.coordinator
+        ? { coordinator: { address: opts.coordinator } }
+        : {}),
     cluster: {
       name: cluster,
       conf: c.conf,

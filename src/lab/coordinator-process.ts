@@ -47,6 +47,10 @@ export interface CoordinatorProcessOptions {
   logFile?: string;
   /** Fixed ports (the demo's daemons keep theirs across runs); default: free ones. */
   metricsListen?: string;
+  /** catalog.url: a PostgreSQL catalog (several coordinators may share it); default: SQLite in `dir`. */
+  catalogUrl?: string;
+  /** The ha block (id, advertise, leaseSeconds, renewMs). */
+  ha?: Record<string, string | number>;
 }
 
 /** A tokens file's text: one "<role> <token>" per line. */
@@ -68,7 +72,8 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = 
     metricsListen: opts.metricsListen ?? "127.0.0.1:0",
     tls: opts.insecure ? { insecure: true } : labTls("coordinator"),
     auth: { tokensFile, auditLog: opts.auditLog ?? "" },
-    catalog: { path: catalogPath },
+    catalog: { path: catalogPath, ...(opts.catalogUrl ? { url: opts.catalogUrl } : {}) },
+    ...(opts.ha ? { ha: opts.ha } : {}),
     scheduler: opts.scheduler ?? {},
     policy: opts.policy ?? {},
     shutdownGraceSeconds: opts.shutdownGraceSeconds ?? 2,

@@ -1,5 +1,6 @@
 /** What the BackupService handlers work with: the catalog, the connected agents, the scheduler, a log. */
 import type { Logger } from "../../common/log";
+import type { CoordinatorStatus } from "../../gen/rbdbackup/v1/backup_service";
 import type { Catalog } from "../catalog/catalog";
 import type { InterchangeDeps } from "../interchange/run";
 import type { PolicyRunnerPort } from "../policy/runner-port";
@@ -28,4 +29,6 @@ export interface ApiDeps {
    * service) and the scheduler's hooks they use; without it both methods are UNAVAILABLE.
    */
   interchange?: InterchangeDeps;
+  /** GetCoordinatorStatus (ha/control.ts); without it the coordinator reports itself as the only one. */
+  coordinatorStatus?: () => CoordinatorStatus;
 }

@@ -7,8 +7,11 @@
  * This file only routes each method to the file of its concern. Handlers throw AppError; the server
  * adds them behind errorStatus (error-status.ts), which turns every failure into a status.
  */
-import { ServerError, Status } from "nice-grpc-common";
-import type { BackupServiceImplementation } from "../../gen/rbdbackup/v1/backup_service";
+import {
+  type BackupServiceImplementation,
+  CoordinatorRole,
+  type CoordinatorStatus,
+} from "../../gen/rbdbackup/v1/backup_service";
 import { Admission } from "./admission";
 import { getBackup, listBackupSnapshots, listBackups } from "./backups";
 import { checkCluster, listAgents } from "./clusters";
@@ -30,9 +33,15 @@ import { watchJob } from "./watch";
 export type { ApiDeps } from "./deps";
 export { errorStatus } from "./error-status";
 
-/** A contract on main whose implementation is being built (issue 15). */
-function notYet(method: string): never {
-  throw new ServerError(Status.UNIMPLEMENTED, `${method} is not implemented yet`);
+/** GetCoordinatorStatus of a coordinator built without HA wiring (tests): the only one, always leading. */
+function soleCoordinator(deps: ApiDeps): CoordinatorStatus {
+  const c = deps.catalog;
+  return {
+    ...{ id: "", address: "", leaderId: "", leaderAddress: "", fencingToken: 0, leaseExpiresAt: undefined },
+    role: CoordinatorRole.COORDINATOR_ROLE_SINGLE,
+    catalog: c.kind,
+    schemaVersion: c.schemaVersion,
+  };
 }
 
 export function backupService(deps: ApiDeps): BackupServiceImplementation {
@@ -68,6 +77,6 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
     importBackup: (req, ctx) => importBackup(deps, adm, req, ctx),
     // High availability and disaster recovery of the control plane (issue 15): owners replace these.
     rebuildCatalog: (req, ctx) => rebuildCatalog(deps, adm, req, ctx),
-    getCoordinatorStatus: async () => notYet("GetCoordinatorStatus"),
+    getCoordinatorStatus: async () => deps.coordinatorStatus?.() ?? soleCoordinator(deps),
   };
 }

@@ -6,7 +6,7 @@
  */
 import { ServerCredentials } from "@grpc/grpc-js";
 import { createServer, type Server } from "nice-grpc";
-import { ServerError, Status } from "nice-grpc-common";
+import { type Metadata, ServerError, Status } from "nice-grpc-common";
 import { Changes } from "../../../agents/agent/changes";
 import type { SessionOperations } from "../../../agents/agent/operations";
 import type { Progress } from "../../../agents/engine/progress";
@@ -64,6 +64,8 @@ export class FakeCoordinator {
   /** Streams refused with UNAVAILABLE (counted). */
   refused = 0;
   refuse = false;
+  /** As a standby: refuse every stream UNAVAILABLE naming this leader address in the rbdbackup-leader trailer. */
+  standbyOf = "";
   /** Acknowledge every outcome at once (as the real coordinator does). */
   autoAck = false;
   /** Answer Register with Registered. */
@@ -75,7 +77,7 @@ export class FakeCoordinator {
   async start(): Promise<this> {
     const server = createServer();
     server.add(CoordinatorAgentServiceDefinition, {
-      session: (req, ctx) => this.#session(req, ctx.signal),
+      session: (req, ctx) => this.#session(req, ctx.signal, ctx.trailer),
       exportData: async () => {
         throw new ServerError(Status.UNIMPLEMENTED, "not in the fake");
       },
@@ -119,7 +121,17 @@ export class FakeCoordinator {
     return s.received.flatMap((m) => (m.msg?.$case === kind ? [m.msg.value as never] : []));
   }
 
-  async *#session(requests: AsyncIterable<AgentMessage>, signal: AbortSignal): AsyncGenerator<CoordinatorMessage> {
+  async *#session(
+    requests: AsyncIterable<AgentMessage>,
+    signal: AbortSignal,
+    trailer?: Metadata,
+  ): AsyncGenerator<CoordinatorMessage> {
+    if (this.standbyOf) {
+      this.refused++;
+      changes.notify();
+      trailer?.set("rbdbackup-leader", this.standbyOf);
+      throw new ServerError(Status.UNAVAILABLE, `this coordinator is a standby; the leader is l at ${this.standbyOf}`);
+    }
     if (this.refuse) {
       this.refused++;
       changes.notify();

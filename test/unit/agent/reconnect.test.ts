@@ -75,6 +75,39 @@ describe("coordinator session: several coordinator addresses", () => {
     }
   });
 
+  it("a standby names the leader (rbdbackup-leader): dialed next, past the addresses between", async () => {
+    const leader = await new FakeCoordinator().start();
+    const other = await new FakeCoordinator().start();
+    const standby = await new FakeCoordinator().start();
+    standby.standbyOf = leader.address;
+    other.refuse = true;
+    const session = sessionOn([standby.address, other.address, leader.address]);
+    try {
+      session.start();
+      await waitFor("registered with the leader", () => session.connected && session.address === leader.address);
+      assert.equal(standby.refused, 1);
+      assert.equal(other.refused, 0, "the address between was not dialed");
+    } finally {
+      await session.stop(0);
+      await Promise.all([leader.stop(), other.stop(), standby.stop()]);
+    }
+  });
+
+  it("a leader that is not in the list is dialed too", async () => {
+    const leader = await new FakeCoordinator().start();
+    const standby = await new FakeCoordinator().start();
+    standby.standbyOf = leader.address;
+    const session = sessionOn([standby.address, await deadAddress()]);
+    try {
+      session.start();
+      await waitFor("registered with the named leader", () => session.connected && session.address === leader.address);
+      assert.equal(standby.refused, 1);
+    } finally {
+      await session.stop(0);
+      await Promise.all([leader.stop(), standby.stop()]);
+    }
+  });
+
   it("a dial that fails (nothing listens) moves to the next address", async () => {
     const coord = await new FakeCoordinator().start();
     const session = sessionOn([await deadAddress(), coord.address]);

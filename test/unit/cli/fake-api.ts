@@ -39,6 +39,11 @@ export class FakeApi {
     this.#server = server;
   }
 
+  /** host:port it listens on (after start). */
+  get address(): string {
+    return this.#address;
+  }
+
   stop(): void {
     this.#server?.forceShutdown();
   }

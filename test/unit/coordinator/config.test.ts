@@ -84,6 +84,7 @@ describe("configuration", () => {
         confirmTimeoutMs: 600_000,
       },
       policy: { tickMs: 1_000, discoveryIntervalMs: 60_000, minIntervalSeconds: 30 },
+      ha: { id: "", advertise: "", leaseSeconds: 5, renewMs: 1_000 },
       shutdownGraceSeconds: 10,
     });
     assert.deepEqual(parseCoordinatorConfig(["--insecure"]), parse(insecure));

@@ -1,0 +1,152 @@
+/**
+ * The leadership loop of a coordinator sharing its catalog with others (PostgreSQL): every `renewMs` it
+ * calls `tryAcquire(me, leaseMs)` on the catalog's LeaderLease — a standby takes the lease once it has
+ * lapsed, the leader renews it (rbd-mirror's heartbeats: with the defaults, 5 s lease and 1 s renewal,
+ * a dead leader is replaced within about 6 s).
+ *
+ * Becoming leader calls `onLead` (the coordinator starts a term: scheduler and runners built from the
+ * catalog). Stepping down calls `onStepDown` at once, synchronously, in three cases:
+ *  - the lease record names another holder (or a new token: someone held it in between);
+ *  - no renewal succeeded for `leaseMs - margin`, measured from the START of the last successful
+ *    `tryAcquire` (the lease may have lapsed; a standby may lead already) — checked before each try, so
+ *    a process resumed after a pause steps down before it asks again;
+ *  - a catalog write was fenced (`fenced()`, called by fenced-catalog.ts).
+ * A stepped-down coordinator keeps trying: it leads again (a new term) when the lease is granted again.
+ * Time comes from the deps, so a test drives the clock and calls `check()` itself.
+ */
+import type { Logger } from "../../common/log";
+import type { CoordinatorIdentity, FencedError, LeaderLease, LeaderRecord } from "../catalog/leader-lease";
+
+export type LeaderRole = "leader" | "standby";
+
+export interface LeadershipDeps {
+  lease: LeaderLease;
+  me: CoordinatorIdentity;
+  /** Lease time asked for at each try (ha.leaseSeconds × 1000). */
+  leaseMs: number;
+  /** How often to try (ha.renewMs). */
+  renewMs: number;
+  log: Logger;
+  /** This coordinator just became leader under `record` (its token fences the writes of the term). */
+  onLead(record: LeaderRecord): void;
+  /** This coordinator stops leading now; `leader` is the record in force as far as known. */
+  onStepDown(reason: string, leader: LeaderRecord | undefined): void;
+  /** Epoch ms (default Date.now). */
+  now?: () => number;
+}
+
+/** How long before the lease's end (measured locally) the leader gives up when renewals fail. */
+export function stepDownMargin(leaseMs: number, renewMs: number): number {
+  return Math.min(renewMs, leaseMs / 5);
+}
+
+export class Leadership {
+  #role: LeaderRole = "standby";
+  #record: LeaderRecord | undefined;
+  /** Token of the term this coordinator leads (while leader). */
+  #token = 0;
+  /** Local time at the start of the last tryAcquire that granted (or renewed) the lease to me. */
+  #renewedAt = 0;
+  #timer: NodeJS.Timeout | null = null;
+  readonly #now: () => number;
+
+  constructor(readonly deps: LeadershipDeps) {
+    this.#now = deps.now ?? Date.now;
+    if (deps.renewMs * 3 > deps.leaseMs)
+      throw new Error(
+        `ha.renewMs (${deps.renewMs} ms) must be at most a third of ha.leaseSeconds (${deps.leaseMs} ms): two renewals may be missed before the lease lapses`,
+      );
+  }
+
+  get role(): LeaderRole {
+    return this.#role;
+  }
+
+  /** The fencing token of the current term (0 while standby). */
+  get token(): number {
+    return this.#role === "leader" ? this.#token : 0;
+  }
+
+  /** The last lease record read (from tryAcquire, or current() after a fenced write). */
+  get record(): LeaderRecord | undefined {
+    return this.#record;
+  }
+
+  /** The leader to send clients to: the record's holder while its lease runs, unless it is me as a standby. */
+  leader(): { id: string; address: string } | undefined {
+    if (this.#role === "leader") return { id: this.deps.me.id, address: this.deps.me.address };
+    const r = this.#record;
+    if (!r || r.holder === "" || r.holder === this.deps.me.id || r.expiresAt <= this.#now()) return undefined;
+    return { id: r.holder, address: r.address };
+  }
+
+  /** Tries at once, then every renewMs until stop(). */
+  start(): void {
+    this.check();
+    this.#timer ??= setInterval(() => this.check(), this.deps.renewMs);
+  }
+
+  /** One round: the lapse check, then tryAcquire, then lead / renew / step down. */
+  check(): void {
+    const { lease, me, leaseMs, renewMs, log } = this.deps;
+    const startedAt = this.#now();
+    if (this.#role === "leader" && startedAt - this.#renewedAt >= leaseMs - stepDownMargin(leaseMs, renewMs)) {
+      this.stepDown(`no renewal of the leader lease for ${startedAt - this.#renewedAt} ms: it may have lapsed`);
+    }
+    let record: LeaderRecord;
+    try {
+      record = lease.tryAcquire(me, leaseMs);
+    } catch (err) {
+      log.warn("could not renew or take the leader lease", { err, role: this.#role });
+      return;
+    }
+    this.#record = record;
+    if (record.holder !== me.id) {
+      if (this.#role === "leader") this.stepDown(`the leader lease is held by ${record.holder} (${record.address})`);
+      return;
+    }
+    if (this.#role === "leader" && record.token !== this.#token) {
+      this.stepDown(`the leader lease changed hands (token ${this.#token} → ${record.token})`);
+    }
+    this.#renewedAt = startedAt;
+    if (this.#role === "leader") return;
+    this.#role = "leader";
+    this.#token = record.token;
+    log.info("leading", { id: me.id, address: me.address, token: record.token });
+    this.deps.onLead(record);
+  }
+
+  /** A catalog write of this coordinator was refused by fencing: step down, learn who leads. */
+  fenced(err: FencedError): void {
+    if (this.#role !== "leader") return;
+    this.deps.log.error("a catalog write was fenced: another coordinator leads; stepping down", { err });
+    try {
+      this.#record = this.deps.lease.current();
+    } catch (e) {
+      this.deps.log.warn("could not read the leader lease", { err: e });
+    }
+    this.stepDown(`a catalog write was fenced (token ${err.heldToken} is no longer current)`);
+  }
+
+  /** Stops leading now (idempotent). */
+  stepDown(reason: string): void {
+    if (this.#role !== "leader") return;
+    this.#role = "standby";
+    this.#token = 0;
+    this.deps.log.warn("stepping down: no longer the leader", { reason, leader: this.leader() });
+    this.deps.onStepDown(reason, this.#record);
+  }
+
+  /** Stops the loop; a leader steps down and gives the lease up so a standby takes over at once. */
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    if (this.#role !== "leader") return;
+    this.stepDown("stopping");
+    try {
+      this.deps.lease.release(this.deps.me);
+    } catch (err) {
+      this.deps.log.warn("could not release the leader lease (a standby takes over when it lapses)", { err });
+    }
+  }
+}

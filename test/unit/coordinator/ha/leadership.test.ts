@@ -1,0 +1,149 @@
+/**
+ * The leadership loop (src/coordinator/ha/leadership.ts) on a fake clock and an in-memory lease row:
+ * who leads, when a standby takes over, and each way a leader steps down at once.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { FencedError } from "../../../../src/coordinator/catalog/leader-lease";
+import { Leadership, stepDownMargin } from "../../../../src/coordinator/ha/leadership";
+import { memoryLogger } from "../harness";
+import { FakeLease, LeaseRow } from "./fake-lease";
+
+const LEASE_MS = 5_000;
+const RENEW_MS = 1_000;
+
+function world() {
+  let now = 1_000_000;
+  const row = new LeaseRow(() => now);
+  const events: string[] = [];
+  const make = (id: string) => {
+    const lease = new FakeLease(row);
+    const l = new Leadership({
+      lease,
+      me: { id, address: `${id}.example:7300` },
+      leaseMs: LEASE_MS,
+      renewMs: RENEW_MS,
+      log: memoryLogger(),
+      now: () => now,
+      onLead: (r) => events.push(`${id} leads (token ${r.token})`),
+      onStepDown: (reason) => events.push(`${id} steps down: ${reason}`),
+    });
+    return { l, lease };
+  };
+  return { row, events, make, advance: (ms: number) => (now += ms) };
+}
+
+describe("leadership loop", () => {
+  it("the first coordinator leads; the other stands by and names it", () => {
+    const w = world();
+    const a = w.make("a");
+    const b = w.make("b");
+    a.l.check();
+    b.l.check();
+    assert.equal(a.l.role, "leader");
+    assert.equal(a.l.token, 1);
+    assert.equal(b.l.role, "standby");
+    assert.deepEqual(b.l.leader(), { id: "a", address: "a.example:7300" });
+    assert.deepEqual(w.events, ["a leads (token 1)"]);
+  });
+
+  it("a dead leader is replaced once its lease lapses; resumed, it steps down and does not lead again", () => {
+    const w = world();
+    const a = w.make("a");
+    const b = w.make("b");
+    a.l.check();
+    // a stops renewing (killed or paused); b keeps trying every second.
+    let tookOverAfter = 0;
+    for (let t = RENEW_MS; t <= 3 * LEASE_MS && b.l.role !== "leader"; t += RENEW_MS) {
+      w.advance(RENEW_MS);
+      b.l.check();
+      tookOverAfter = t;
+    }
+    assert.equal(b.l.role, "leader");
+    assert.equal(b.l.token, 2, "a change of holder increments the fencing token");
+    assert.ok(tookOverAfter <= LEASE_MS + RENEW_MS, `took over after ${tookOverAfter} ms`);
+    // a resumes: it finds the lease lapsed by its own clock and steps down before asking again.
+    a.l.check();
+    assert.equal(a.l.role, "standby");
+    assert.deepEqual(a.l.leader(), { id: "b", address: "b.example:7300" });
+    assert.match(w.events.join("\n"), /a steps down: no renewal of the leader lease for \d+ ms/);
+  });
+
+  it("a leader whose record names another holder steps down at once", () => {
+    const w = world();
+    const a = w.make("a");
+    a.l.check();
+    w.row.record = { holder: "c", address: "c:1", token: 7, expiresAt: w.row.now() + LEASE_MS };
+    w.advance(RENEW_MS);
+    a.l.check();
+    assert.equal(a.l.role, "standby");
+    assert.match(w.events.at(-1) ?? "", /a steps down: the leader lease is held by c \(c:1\)/);
+  });
+
+  it("failed renewals: the leader steps down leaseMs - margin after its last renewal, before a standby may lead", () => {
+    const w = world();
+    const a = w.make("a");
+    a.l.check();
+    w.row.failing = true;
+    const limit = LEASE_MS - stepDownMargin(LEASE_MS, RENEW_MS);
+    let steppedDownAt = 0;
+    for (let t = RENEW_MS; t <= LEASE_MS && !steppedDownAt; t += RENEW_MS) {
+      w.advance(RENEW_MS);
+      a.l.check();
+      if (a.l.role === "standby") steppedDownAt = t;
+    }
+    assert.equal(steppedDownAt, limit, "steps down at the first check past the limit");
+    assert.ok(steppedDownAt < LEASE_MS);
+    // The database is back and nobody took over: it leads again, a new term.
+    w.row.failing = false;
+    w.advance(RENEW_MS);
+    a.l.check();
+    assert.equal(a.l.role, "leader");
+    assert.deepEqual(
+      w.events.filter((e) => e.startsWith("a leads")),
+      ["a leads (token 1)", "a leads (token 2)"],
+    );
+  });
+
+  it("a fenced write makes the leader step down at once and learn the new leader", () => {
+    const w = world();
+    const a = w.make("a");
+    a.l.check();
+    w.row.record = { holder: "b", address: "b:2", token: 2, expiresAt: w.row.now() + LEASE_MS };
+    a.l.fenced(new FencedError(1));
+    assert.equal(a.l.role, "standby");
+    assert.deepEqual(a.l.leader(), { id: "b", address: "b:2" });
+    assert.match(w.events.at(-1) ?? "", /fenced \(token 1 is no longer current\)/);
+    a.l.fenced(new FencedError(1)); // idempotent
+    assert.equal(w.events.filter((e) => e.includes("steps down")).length, 1);
+  });
+
+  it("stop() gives the lease up: a standby leads at its next try, without waiting for the lapse", () => {
+    const w = world();
+    const a = w.make("a");
+    const b = w.make("b");
+    a.l.check();
+    a.l.stop();
+    assert.equal(a.l.role, "standby");
+    w.advance(10);
+    b.l.check();
+    assert.equal(b.l.role, "leader");
+  });
+
+  it("refuses a renewal interval above a third of the lease", () => {
+    const w = world();
+    assert.throws(
+      () =>
+        new Leadership({
+          lease: new FakeLease(w.row),
+          me: { id: "a", address: "a:1" },
+          leaseMs: 2_000,
+          renewMs: 1_000,
+          log: memoryLogger(),
+          onLead: () => {},
+          onStepDown: () => {},
+        }),
+      /ha.renewMs \(1000 ms\) must be at most a third of ha.leaseSeconds/,
+    );
+  });
+});
