@@ -37,6 +37,12 @@ export class SqlitePolicyStore implements PolicyStore {
    * never stale; only the current documents are kept. Callers treat the policies as read-only.
    */
   #parsed = new Map<string, Policy>();
+  /**
+   * protectionOfPolicy's parses by document text, per policy (only its current documents are kept): the
+   * runner's full passes and every metrics scrape read every record of every policy. Records are handed
+   * out as copies, since callers change the records they get.
+   */
+  #parsedRecords = new Map<string, Map<string, ProtectionRecord>>();
 
   constructor(private readonly db: Database.Database) {
     this.#sql = statementCache(db);
@@ -105,11 +111,19 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   protectionOfPolicy(policy: string): ProtectionRecord[] {
-    return (
-      this.#sql("SELECT doc FROM protection WHERE policy = ? ORDER BY volume_key").all(policy) as {
-        doc: string;
-      }[]
-    ).map((r) => parseProtection(r.doc));
+    const rows = this.#sql("SELECT doc FROM protection WHERE policy = ? ORDER BY volume_key").all(policy) as {
+      doc: string;
+    }[];
+    const known = this.#parsedRecords.get(policy);
+    const parsed = new Map<string, ProtectionRecord>();
+    const out = rows.map((r) => {
+      const rec = known?.get(r.doc) ?? parseProtection(r.doc);
+      parsed.set(r.doc, rec);
+      return { ...rec, volume: { ...rec.volume } };
+    });
+    if (parsed.size) this.#parsedRecords.set(policy, parsed);
+    else this.#parsedRecords.delete(policy);
+    return out;
   }
 
   protectionOfVolume(key: string): ProtectionRecord[] {
