@@ -38,17 +38,32 @@ export class SqlitePolicyStore implements PolicyStore {
    */
   #parsed = new Map<string, Policy>();
   /**
-   * protectionOfPolicy's parses by document text, per policy (only its current documents are kept): the
-   * runner's full passes and every metrics scrape read every record of every policy. Records are handed
-   * out as copies, since callers change the records they get.
+   * allPolicies' answer while no policy has been written since: this store is the only writer of the
+   * file's policies (one coordinator per SQLite file). Dropped by every write of a policy, and by a
+   * transaction that throws (invalidate(), from SqliteCatalog.transaction: a rollback may undo writes).
    */
-  #parsedRecords = new Map<string, Map<string, ProtectionRecord>>();
+  #all: Policy[] | undefined;
+  /**
+   * protectionOfPolicy's parses by document text, per policy: the runner's full passes and every metrics
+   * scrape read every record of every policy. Kept in place (an entry is marked by the read that saw it,
+   * and the others dropped), so that the kept documents stay the same strings read after read and the
+   * garbage collector does not copy a new thousand of them each time. Handed out as copies, since callers
+   * change the records they get.
+   */
+  #parsedRecords = new Map<string, Map<string, { rec: ProtectionRecord; read: number }>>();
+  #reads = 0;
 
   constructor(private readonly db: Database.Database) {
     this.#sql = statementCache(db);
   }
 
+  /** Forgets what is kept in memory (a transaction rolled back). */
+  invalidate(): void {
+    this.#all = undefined;
+  }
+
   insertPolicy(p: Policy): void {
+    this.#all = undefined;
     this.#sql("INSERT INTO policies (name, doc) VALUES (?, ?)").run(p.name, policyDoc(p));
   }
 
@@ -58,11 +73,14 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   updatePolicy(p: Policy): void {
+    this.#all = undefined;
     const r = this.#sql("UPDATE policies SET doc = ? WHERE name = ?").run(policyDoc(p), p.name);
     if (r.changes !== 1) throw new Error(`policy ${p.name} is not in the catalog`);
   }
 
   deletePolicy(name: string): void {
+    this.#all = undefined;
+    this.#parsedRecords.delete(name);
     this.db.transaction(() => {
       this.#sql("DELETE FROM protection WHERE policy = ?").run(name);
       this.#sql("DELETE FROM policies WHERE name = ?").run(name);
@@ -78,6 +96,7 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   allPolicies(): Policy[] {
+    if (this.#all) return [...this.#all];
     const rows = this.#sql("SELECT doc FROM policies ORDER BY name").all() as { doc: string }[];
     const parsed = new Map<string, Policy>();
     const out = rows.map((r) => {
@@ -86,7 +105,8 @@ export class SqlitePolicyStore implements PolicyStore {
       return p;
     });
     this.#parsed = parsed;
-    return out;
+    this.#all = out;
+    return [...out];
   }
 
   upsertProtection(r: ProtectionRecord): void {
@@ -114,15 +134,23 @@ export class SqlitePolicyStore implements PolicyStore {
     const rows = this.#sql("SELECT doc FROM protection WHERE policy = ? ORDER BY volume_key").all(policy) as {
       doc: string;
     }[];
-    const known = this.#parsedRecords.get(policy);
-    const parsed = new Map<string, ProtectionRecord>();
+    let known = this.#parsedRecords.get(policy);
+    if (!known) {
+      known = new Map();
+      this.#parsedRecords.set(policy, known);
+    }
+    const read = ++this.#reads;
     const out = rows.map((r) => {
-      const rec = known?.get(r.doc) ?? parseProtection(r.doc);
-      parsed.set(r.doc, rec);
-      return { ...rec, volume: { ...rec.volume } };
+      let e = known.get(r.doc);
+      if (e) e.read = read;
+      else {
+        e = { rec: parseProtection(r.doc), read };
+        known.set(r.doc, e);
+      }
+      return { ...e.rec, volume: { ...e.rec.volume } };
     });
-    if (parsed.size) this.#parsedRecords.set(policy, parsed);
-    else this.#parsedRecords.delete(policy);
+    if (known.size > rows.length) for (const [doc, e] of known) if (e.read !== read) known.delete(doc);
+    if (!rows.length) this.#parsedRecords.delete(policy);
     return out;
   }
 
