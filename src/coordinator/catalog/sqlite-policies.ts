@@ -37,33 +37,12 @@ export class SqlitePolicyStore implements PolicyStore {
    * never stale; only the current documents are kept. Callers treat the policies as read-only.
    */
   #parsed = new Map<string, Policy>();
-  /**
-   * allPolicies' answer while no policy has been written since: this store is the only writer of the
-   * file's policies (one coordinator per SQLite file). Dropped by every write of a policy, and by a
-   * transaction that throws (invalidate(), from SqliteCatalog.transaction: a rollback may undo writes).
-   */
-  #all: Policy[] | undefined;
-  /**
-   * protectionOfPolicy's parses by document text, per policy: the runner's full passes and every metrics
-   * scrape read every record of every policy. Kept in place (an entry is marked by the read that saw it,
-   * and the others dropped), so that the kept documents stay the same strings read after read and the
-   * garbage collector does not copy a new thousand of them each time. Handed out as copies, since callers
-   * change the records they get.
-   */
-  #parsedRecords = new Map<string, Map<string, { rec: ProtectionRecord; read: number }>>();
-  #reads = 0;
 
   constructor(private readonly db: Database.Database) {
     this.#sql = statementCache(db);
   }
 
-  /** Forgets what is kept in memory (a transaction rolled back). */
-  invalidate(): void {
-    this.#all = undefined;
-  }
-
   insertPolicy(p: Policy): void {
-    this.#all = undefined;
     this.#sql("INSERT INTO policies (name, doc) VALUES (?, ?)").run(p.name, policyDoc(p));
   }
 
@@ -73,14 +52,11 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   updatePolicy(p: Policy): void {
-    this.#all = undefined;
     const r = this.#sql("UPDATE policies SET doc = ? WHERE name = ?").run(policyDoc(p), p.name);
     if (r.changes !== 1) throw new Error(`policy ${p.name} is not in the catalog`);
   }
 
   deletePolicy(name: string): void {
-    this.#all = undefined;
-    this.#parsedRecords.delete(name);
     this.db.transaction(() => {
       this.#sql("DELETE FROM protection WHERE policy = ?").run(name);
       this.#sql("DELETE FROM policies WHERE name = ?").run(name);
@@ -96,7 +72,6 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   allPolicies(): Policy[] {
-    if (this.#all) return [...this.#all];
     const rows = this.#sql("SELECT doc FROM policies ORDER BY name").all() as { doc: string }[];
     const parsed = new Map<string, Policy>();
     const out = rows.map((r) => {
@@ -105,8 +80,7 @@ export class SqlitePolicyStore implements PolicyStore {
       return p;
     });
     this.#parsed = parsed;
-    this.#all = out;
-    return [...out];
+    return out;
   }
 
   upsertProtection(r: ProtectionRecord): void {
@@ -131,27 +105,11 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   protectionOfPolicy(policy: string): ProtectionRecord[] {
-    const rows = this.#sql("SELECT doc FROM protection WHERE policy = ? ORDER BY volume_key").all(policy) as {
-      doc: string;
-    }[];
-    let known = this.#parsedRecords.get(policy);
-    if (!known) {
-      known = new Map();
-      this.#parsedRecords.set(policy, known);
-    }
-    const read = ++this.#reads;
-    const out = rows.map((r) => {
-      let e = known.get(r.doc);
-      if (e) e.read = read;
-      else {
-        e = { rec: parseProtection(r.doc), read };
-        known.set(r.doc, e);
-      }
-      return { ...e.rec, volume: { ...e.rec.volume } };
-    });
-    if (known.size > rows.length) for (const [doc, e] of known) if (e.read !== read) known.delete(doc);
-    if (!rows.length) this.#parsedRecords.delete(policy);
-    return out;
+    return (
+      this.#sql("SELECT doc FROM protection WHERE policy = ? ORDER BY volume_key").all(policy) as {
+        doc: string;
+      }[]
+    ).map((r) => parseProtection(r.doc));
   }
 
   protectionOfVolume(key: string): ProtectionRecord[] {

@@ -146,7 +146,6 @@ export class SqliteCatalog implements Catalog {
       // Rolled back (to its savepoint, when nested): the indexes may hold writes that are undone.
       this.#available.invalidate();
       this.#active.invalidate();
-      this.policies.invalidate();
       throw e;
     }
   }
