@@ -17,6 +17,7 @@
  *
  *   node dist/test/bench/policy-scale.js [--volumes 1000] [--minutes 4] [--fast-interval 60]
  *        [--backup-ms 1000] [--phases idle,hourly,fast] [--json-out FILE]
+ *        [--coordinator-node-args "--cpu-prof --cpu-prof-dir=DIR"] [--coordinator-main OTHER/dist/src/coordinator/main.js]
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -40,6 +41,10 @@ const FAST_INTERVAL = Number(arg("fast-interval", "60"));
 const BACKUP_MS = Number(arg("backup-ms", "1000"));
 const PHASES = arg("phases", "idle,hourly,fast").split(",");
 const JSON_OUT = arg("json-out", "");
+/** Node options for the coordinator process (e.g. "--cpu-prof --cpu-prof-dir=DIR"), space-separated. */
+const COORD_NODE_ARGS = arg("coordinator-node-args", "").split(" ").filter(Boolean);
+/** The coordinator's entry point (another build's dist/src/coordinator/main.js, for before/after runs). */
+const COORD_MAIN = arg("coordinator-main", path.join(repoRoot, "dist/src/coordinator/main.js"));
 const SRC = "site-a";
 const DST = "site-b";
 const SRC_AGENTS = 4;
@@ -228,7 +233,7 @@ async function phase(name: string, tlsOf: (n: string) => TlsConfig, ids: string[
   writeFileSync(path.join(dir, "coordinator.json"), JSON.stringify(config));
   const daemon = await startDaemon<{ address: string; metricsAddress: string }>(
     "the coordinator",
-    [path.join(repoRoot, "dist/src/coordinator/main.js"), "--config", path.join(dir, "coordinator.json")],
+    [...COORD_NODE_ARGS, COORD_MAIN, "--config", path.join(dir, "coordinator.json")],
     { timeoutMs: 30_000 },
   );
   const pid = daemon.proc.pid as number;

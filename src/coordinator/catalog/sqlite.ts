@@ -9,6 +9,7 @@ import path from "node:path";
 import Database from "better-sqlite3";
 import { Backup as BackupMsg, BackupStatus, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../model";
+import { ActiveJobIndex, type ActiveJobRow } from "./active-jobs";
 import { type AvailableBackup, AvailableIndex } from "./available-index";
 import type { Catalog, ClusterPin, Page } from "./catalog";
 import { decodePageToken, keysetPage, pageScope } from "./page-token";
@@ -79,6 +80,7 @@ export class SqliteCatalog implements Catalog {
   readonly #sql: (sql: string) => Database.Statement;
   readonly policies: SqlitePolicyStore;
   readonly #available: AvailableIndex;
+  readonly #active: ActiveJobIndex;
   readonly kind = "sqlite" as const;
   readonly schemaVersion = 1;
   readonly pagingKey: Buffer;
@@ -110,6 +112,12 @@ export class SqliteCatalog implements Catalog {
         }[]
       ).map((r) => parseBackup(r.doc)),
     );
+    this.#active = new ActiveJobIndex(
+      () =>
+        this.#sql(
+          `SELECT id, created_at AS createdAt, doc FROM jobs WHERE state IN (${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING})`,
+        ).all() as ActiveJobRow[],
+    );
   }
 
   /** Adds the columns an older catalog lacks (ADDED_COLUMNS), filled from the records, in one transaction. */
@@ -136,8 +144,9 @@ export class SqliteCatalog implements Catalog {
     try {
       return this.#db.transaction(f)();
     } catch (e) {
-      // Rolled back (to its savepoint, when nested): the index may hold writes that are undone.
+      // Rolled back (to its savepoint, when nested): the indexes may hold writes that are undone.
       this.#available.invalidate();
+      this.#active.invalidate();
       throw e;
     }
   }
@@ -250,9 +259,11 @@ export class SqliteCatalog implements Catalog {
   }
 
   insertJob(j: JobRecord): void {
+    const row = this.#jobRow(j);
     this.#sql(
       "INSERT INTO jobs (id, state, kind, backup_id, idempotency_key, created_at, doc) VALUES (@id, @state, @kind, @backup_id, @idempotency_key, @created_at, @doc)",
-    ).run(this.#jobRow(j));
+    ).run(row);
+    this.#active.put(j, row.doc);
   }
 
   getJob(id: string): JobRecord | undefined {
@@ -261,8 +272,10 @@ export class SqliteCatalog implements Catalog {
   }
 
   updateJob(j: JobRecord): void {
-    const r = this.#sql("UPDATE jobs SET state = @state, doc = @doc WHERE id = @id").run(this.#jobRow(j));
+    const row = this.#jobRow(j);
+    const r = this.#sql("UPDATE jobs SET state = @state, doc = @doc WHERE id = @id").run(row);
     if (r.changes !== 1) throw new Error(`job ${j.id} is not in the catalog`);
+    this.#active.put(j, row.doc);
   }
 
   jobByIdempotencyKey(key: string): JobRecord | undefined {
@@ -270,12 +283,9 @@ export class SqliteCatalog implements Catalog {
     return r ? parseJob(r.doc) : undefined;
   }
 
+  /** From memory (active-jobs.ts): no query, one parse per job. */
   activeJobs(): JobRecord[] {
-    return (
-      this.#sql(
-        `SELECT doc FROM jobs WHERE state IN (${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING}) ORDER BY created_at, id`,
-      ).all() as { doc: string }[]
-    ).map((r) => parseJob(r.doc));
+    return this.#active.all();
   }
 
   listJobs(f: JobFilter, pageSize: number, pageToken: string): Page<JobRecord> {

@@ -17,6 +17,22 @@ interface Seen {
   at: number;
 }
 
+/**
+ * A policy's selector as text, by Policy object: the store hands out the same object while the policy's
+ * document is unchanged (and policies are read-only), and a selector of 100 explicit volumes costs more
+ * to serialise each tick than the rest of an idle tick.
+ */
+const selectorText = new WeakMap<Policy, string>();
+
+function selectorOf(p: Policy): string {
+  let s = selectorText.get(p);
+  if (s === undefined) {
+    s = JSON.stringify(p.selector ?? {});
+    selectorText.set(p, s);
+  }
+  return s;
+}
+
 export class TickPlan {
   readonly #seen = new Map<string, Seen>();
   /** "policy\0volume key" of records whose last run is not settled yet. */
@@ -27,7 +43,7 @@ export class TickPlan {
    * null when none), needs a full pass at `now`. Records the pass as done when it does.
    */
   needsFullPass(p: Policy, images: string[] | null, now: number): boolean {
-    const selector = JSON.stringify(p.selector ?? {});
+    const selector = selectorOf(p);
     const s = this.#seen.get(p.name);
     if (s && s.selector === selector && s.images === images && now - s.at < FULL_PASS_MS && now >= s.at) return false;
     this.#seen.set(p.name, { selector, images, at: now });

@@ -104,7 +104,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       this.#broker.expire(jobs);
       this.#confirmer.run(jobs);
       this.#dispatcher.dispatch(jobs);
-      this.#hygiene.run(this.#ctx.catalog.activeJobs());
+      if (this.#hygiene.waiting) this.#hygiene.run(this.#ctx.catalog.activeJobs());
     } catch (err) {
       this.#ctx.log.error("scheduler tick failed", { err });
     }

@@ -51,6 +51,11 @@ export class SnapshotHygiene {
     this.ctx.kick();
   }
 
+  /** Whether a sweep waits to start (so the tick reads the active jobs for run() only then). */
+  get waiting(): boolean {
+    return this.#pending.size > 0;
+  }
+
   /** Starts the sweeps that are due; `active` are the catalog's active jobs. */
   run(active: JobRecord[]): void {
     const now = this.ctx.now();

@@ -1,0 +1,89 @@
+/**
+ * The jobs that are QUEUED or RUNNING, in memory: the scheduler's tick (every second and on every
+ * kick), the policy runner, the API's admission checks and the metrics scrape all ask for them, and
+ * a query plus a parse of each row on every ask is what this saves (issue 15). A store is the only
+ * writer of its jobs table: it loads the index once, on first use, keeps it in step in insertJob and
+ * updateJob (the document it wrote), and drops it whenever a transaction throws (a rollback may undo
+ * writes it saw), so the next read loads it again. A store shared by several coordinators (PostgreSQL)
+ * must also drop it whenever this coordinator is granted leadership: a standby's copy is stale.
+ *
+ * What it hands out is parsed from the documents as written, fresh on each call: callers change the
+ * records they get and write them back, as they did with records read from the rows.
+ */
+import { JobState } from "../../gen/rbdbackup/v1/backup_service";
+import type { JobRecord } from "../model";
+
+/** A job's row as the index keeps it: its creation time (the listing's order) and the document written. */
+export interface ActiveJobRow {
+  id: string;
+  createdAt: number;
+  doc: string;
+}
+
+export const isActiveState = (s: JobState): boolean =>
+  s === JobState.JOB_STATE_QUEUED || s === JobState.JOB_STATE_RUNNING;
+
+/** Oldest first: created_at, then id (as the rows' ORDER BY created_at, id; ids are ASCII). */
+const byCreation = (a: ActiveJobRow, b: ActiveJobRow): number =>
+  a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+export class ActiveJobIndex {
+  /** id → row; undefined until loaded (or after invalidate()). */
+  #byId: Map<string, ActiveJobRow> | undefined;
+  /** The rows in order; undefined when a job came or went since it was sorted. */
+  #ordered: ActiveJobRow[] | undefined;
+
+  /** `load` returns the rows of every QUEUED or RUNNING job (called on first use and after invalidate()). */
+  constructor(private readonly load: () => ActiveJobRow[]) {}
+
+  invalidate(): void {
+    this.#byId = undefined;
+    this.#ordered = undefined;
+  }
+
+  /**
+   * A job was inserted or updated with `doc` (call after the row is written). An update keeps the
+   * creation time the row was inserted with, as the row's column does.
+   */
+  put(j: JobRecord, doc: string): void {
+    const m = this.#byId;
+    if (!m) return;
+    const had = m.get(j.id);
+    if (!isActiveState(j.state)) {
+      if (had) {
+        m.delete(j.id);
+        this.#ordered = undefined;
+      }
+      return;
+    }
+    if (had) {
+      had.doc = doc; // same row object in #ordered: its place does not change
+      return;
+    }
+    m.set(j.id, { id: j.id, createdAt: j.createdAt, doc });
+    this.#ordered = undefined;
+  }
+
+  /** How many jobs are QUEUED or RUNNING. */
+  get size(): number {
+    return this.#index().size;
+  }
+
+  /** Every QUEUED or RUNNING job, oldest first, each a fresh record. */
+  all(): JobRecord[] {
+    return this.#rows().map((r) => JSON.parse(r.doc) as JobRecord);
+  }
+
+  #rows(): ActiveJobRow[] {
+    if (!this.#ordered) this.#ordered = [...this.#index().values()].sort(byCreation);
+    return this.#ordered;
+  }
+
+  #index(): Map<string, ActiveJobRow> {
+    if (!this.#byId) {
+      this.#byId = new Map(this.load().map((r) => [r.id, r]));
+      this.#ordered = undefined;
+    }
+    return this.#byId;
+  }
+}
