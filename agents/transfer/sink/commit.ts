@@ -27,10 +27,11 @@ export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Lo
     if (meta.status === "rejected") throw meta.reason;
     // The journal learns of the metadata object (recovery removes it if the snapshot never came) while
     // the snapshot is made: once the snapshot exists the entry no longer matters.
-    const journalled =
-      fp.metaCreated && fp.journal
-        ? deps.journal.write((fp.journal = { ...fp.journal, metaCreated: true }))
-        : Promise.resolve();
+    let journalled: Promise<void> = Promise.resolve();
+    if (fp.metaCreated && fp.journal) {
+      fp.journal = { ...fp.journal, metaCreated: true };
+      journalled = deps.journal.write(fp.journal);
+    }
     // The backup exists from here on.
     const [snap, entry] = await Promise.allSettled([image.snapCreate(h.toSnapshot), journalled]);
     if (snap.status === "rejected") throw snap.reason;
