@@ -86,9 +86,11 @@ async function fill(io: IoCtx, image: string, bytes: number): Promise<void> {
   await img.close();
 }
 
+/** Follows a job to its end; a job that takes over 5 minutes fails the bench (e.g. a full pool retrying). */
 async function follow(api: BackupServiceClient, job: Job): Promise<Job> {
   let last = job;
-  for await (const e of api.watchJob({ jobId: job.id })) if (e.job) last = e.job;
+  for await (const e of api.watchJob({ jobId: job.id }, { signal: AbortSignal.timeout(300_000) }))
+    if (e.job) last = e.job;
   if (last.state !== JobState.JOB_STATE_SUCCEEDED) throw new Error(`job ${last.id}: ${last.errorMessage}`);
   return last;
 }
