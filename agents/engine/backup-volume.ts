@@ -15,6 +15,7 @@
 import { alreadyExists, failedPrecondition, notFound, toAppError, withCleanupErrors } from "../../src/common/errors";
 import { backupSnapName, baseImageName } from "../../src/common/ids";
 import type { Logger } from "../../src/common/log";
+import { PhaseTimer } from "../../src/common/phase-timer";
 import type { BackupRequest, BackupResult } from "../../src/gen/rbdbackup/v1/agent";
 import type { ImageRef } from "../../src/gen/rbdbackup/v1/common";
 import type { ListChainsResponse, TransferHeader, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
@@ -39,20 +40,22 @@ const PHASE_AFTER: Record<string, string> = {
   prune: "done",
 };
 
-/** Seconds spent in each phase (for the log), and the phase progress reports show. */
+/** Milliseconds spent in each phase (monotonic; for the log), and the phase progress reports show. */
 class PhaseClock {
-  readonly seconds: Record<string, number> = {};
+  readonly timer = new PhaseTimer();
   readonly started = Date.now();
-  #mark = this.started;
 
   constructor(readonly progress: Progress) {}
 
+  get ms(): Record<string, number> {
+    return this.timer.ms;
+  }
+
   /** The named phase ended. */
   ended(name: string): void {
-    const now = Date.now();
-    this.seconds[name] = (now - this.#mark) / 1000;
-    this.#mark = now;
-    this.progress.phase = PHASE_AFTER[name] ?? name;
+    this.timer.mark(name);
+    const next = PHASE_AFTER[name];
+    if (next) this.progress.phase = next;
   }
 }
 
@@ -118,8 +121,16 @@ class VolumeBackup {
   }
 
   async run(): Promise<BackupResult> {
-    const head = await this.open();
-    const chains = await this.target.listChains(this.dest.pool, this.dest.namespace, this.vol.image, this.signal);
+    // The destination's chains are asked for while the volume opens (the answers meet at the plan).
+    const listing = this.target.listChains(this.dest.pool, this.dest.namespace, this.vol.image, this.signal);
+    let head: Image;
+    try {
+      head = await this.open();
+    } catch (e) {
+      listing.catch(() => {}); // the volume's error is the one to report
+      throw e;
+    }
+    const chains = await listing;
     this.clock.ended("listChains");
     const earlier = await this.settleEarlierAttempt(head, chains);
     if (earlier) return earlier;
@@ -128,6 +139,7 @@ class VolumeBackup {
     const others = chains.chains.filter((c) => c.baseImage !== own);
     const plan = choosePlan(this.req, this.vol.image, await this.sourceSnapNames(head), others);
     if (plan.forcedFullReason) this.log.info("forcing a full backup", { reason: plan.forcedFullReason });
+    this.clock.ended("plan");
     const snap = await this.snapshot(head);
     const sent = await this.transfer(plan, snap, { ...this.dest, fsid: chains.clusterFsid });
     this.clock.ended("transfer");
@@ -207,9 +219,17 @@ class VolumeBackup {
       this.snapName = backupSnapName(this.req.backupId);
       await head.snapCreate(this.snapName);
     }
-    const imageMeta = await head.metaList();
-    this.snapImage = await this.io.imageOpen(this.vol.image, { snapshot: this.snapName });
-    const info = await this.snapImage.stat();
+    this.clock.ended("snapCreate");
+    // The volume's image-meta is listed while the snapshot opens; both settle, so close() sees the image.
+    const [listed, opened] = await Promise.allSettled([
+      head.metaList(),
+      this.io.imageOpen(this.vol.image, { snapshot: this.snapName }),
+    ]);
+    if (opened.status === "fulfilled") this.snapImage = opened.value;
+    if (listed.status === "rejected") throw listed.reason;
+    if (opened.status === "rejected") throw opened.reason;
+    const imageMeta = listed.value;
+    const info = await opened.value.stat();
     this.clock.ended("snapshot");
     this.progress.bytesTotal = info.size;
     return { info, imageMeta };
@@ -301,7 +321,7 @@ class VolumeBackup {
     const { plan, stats, summary } = sent;
     const seconds = (Date.now() - this.clock.started) / 1000;
     this.log.info("backup done", {
-      phases: this.clock.seconds,
+      phases: this.clock.ms,
       incremental: plan.incremental,
       dataBytes: stats.dataBytes,
       zeroRanges: stats.zeroRanges,

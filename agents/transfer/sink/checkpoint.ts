@@ -3,8 +3,9 @@
  * known to be written, kept in the image's own image-meta (`rbdbackup.resume`, JSON) so that it
  * travels with the image and survives the agent.
  *
- * A checkpoint is taken at a record boundary, at most every `everyBytes` of image offset or
- * `everyMs` (whichever comes first): the digest of the records so far (a copy of the running hash)
+ * A checkpoint is taken at a record boundary, at most every `everyBytes` of records received (data and
+ * zero bytes: the work a resume saves — not image offset, so a sparse image or a small incremental spread
+ * over a large one takes none it does not need) or `everyMs` (whichever comes first): the digest of the records so far (a copy of the running hash)
  * and the counts are captured there, then — without stopping the receive loop — every write started
  * up to that record is awaited, the image flushed, and only then the record written. So a checkpoint
  * claims only bytes that are on disk. One checkpoint runs at a time; a failed one is only a warning
@@ -68,6 +69,9 @@ export function checkpointRecord(h: TransferHeader, transferId: string, base: Re
   };
 }
 
+/** The bytes of records a checkpoint's counts stand for. */
+const workOf = (c: Counts) => c.dataBytes + c.zeroBytes;
+
 const isCount = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) >= 0;
 
 /** Parses a stored checkpoint; null when absent or not one we wrote (never trusted blindly). */
@@ -126,7 +130,8 @@ export interface CheckpointOptions {
 
 /** Takes a resumable transfer's checkpoints as records arrive (see the module comment). */
 export class Checkpointer {
-  #lastOffset: number;
+  /** Data + zero bytes received when the last checkpoint was taken. */
+  #lastWork: number;
   #lastAt = Date.now();
   #running: Promise<void> | null = null;
   /** The newest checkpoint on disk (null: none yet — a transfer cut short now cleans up). */
@@ -144,19 +149,21 @@ export class Checkpointer {
     resumedFrom: CheckpointRecord | null = null,
   ) {
     this.written = resumedFrom;
-    this.#lastOffset = resumedFrom?.offset ?? 0;
+    this.#lastWork = resumedFrom ? workOf(resumedFrom.counts) : 0;
   }
 
   /** Called after each record (ending at `end`) was handed to the write window. */
   after(end: number): void {
     if (this.#running) return;
-    if (end - this.#lastOffset < this.opts.everyBytes && Date.now() - this.#lastAt < this.opts.everyMs) return;
+    const counts = this.progress.counts();
+    const work = workOf(counts);
+    if (work - this.#lastWork < this.opts.everyBytes && Date.now() - this.#lastAt < this.opts.everyMs) return;
     const rec = checkpointRecord(this.h, this.h.transferId, {
       offset: end,
       prefixDigest: this.progress.prefixDigest(),
-      counts: this.progress.counts(),
+      counts,
     });
-    this.#lastOffset = end;
+    this.#lastWork = work;
     this.#lastAt = Date.now();
     this.#running = this.#take(rec).finally(() => {
       this.#running = null;

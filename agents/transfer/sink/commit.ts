@@ -19,24 +19,27 @@ export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Lo
   const image = fp.image as SinkImage;
   const io = fp.io as SinkIoCtx;
   if (h.kind === TransferKind.BACKUP_FULL || h.kind === TransferKind.BACKUP_INCREMENTAL) {
-    await writeDigests(fp);
-    if (h.metadataJson.length > 0) {
-      try {
-        await io.objCreateExclusive(metaObjectName(h.backupId), Buffer.from(h.metadataJson));
-      } catch (e) {
-        if (isCephError(e, "EEXIST"))
-          throw alreadyExists(`${metaObjectName(h.backupId)} already exists (backup id reused?)`);
-        throw e;
-      }
-      fp.metaCreated = true;
-      if (fp.journal) {
-        fp.journal = { ...fp.journal, metaCreated: true };
-        await deps.journal.write(fp.journal);
-      }
+    // The digest map and the metadata object are written side by side (neither counts without the
+    // snapshot); both settle before a failure is thrown, so cleanup sees what exists.
+    const [digests, meta] = await Promise.allSettled([writeDigests(fp), createMeta(io, h.backupId, h.metadataJson)]);
+    if (meta.status === "fulfilled" && meta.value) fp.metaCreated = true;
+    if (digests.status === "rejected") throw digests.reason;
+    if (meta.status === "rejected") throw meta.reason;
+    // The journal learns of the metadata object (recovery removes it if the snapshot never came) while
+    // the snapshot is made: once the snapshot exists the entry no longer matters.
+    let journalled: Promise<void> = Promise.resolve();
+    if (fp.metaCreated && fp.journal) {
+      fp.journal = { ...fp.journal, metaCreated: true };
+      journalled = deps.journal.write(fp.journal);
     }
     // The backup exists from here on.
-    await image.snapCreate(h.toSnapshot);
+    const [snap, entry] = await Promise.allSettled([image.snapCreate(h.toSnapshot), journalled]);
+    if (snap.status === "rejected") throw snap.reason;
     fp.snapshotCreated = true;
+    if (entry.status === "rejected") {
+      fp.warnings.push(`could not journal the metadata object: ${(entry.reason as Error).message}`);
+      log.warn("journal write failed after the snapshot was made", { err: entry.reason });
+    }
   } else {
     for (const [k, v] of Object.entries(h.imageMeta)) await image.metaSet(k, v);
   }
@@ -46,4 +49,16 @@ export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Lo
       log.warn("marker removal failed", { err: e });
     });
   }
+}
+
+/** Creates backup.<id>.meta (exclusive); false when the header carries no metadata. */
+async function createMeta(io: SinkIoCtx, backupId: string, json: Uint8Array): Promise<boolean> {
+  if (json.length === 0) return false;
+  try {
+    await io.objCreateExclusive(metaObjectName(backupId), Buffer.from(json));
+  } catch (e) {
+    if (isCephError(e, "EEXIST")) throw alreadyExists(`${metaObjectName(backupId)} already exists (backup id reused?)`);
+    throw e;
+  }
+  return true;
 }

@@ -59,6 +59,9 @@ function journalEntry(deps: Deps, fp: Footprint): JournalEntry {
     startedAt: new Date().toISOString(),
     ...(h.toSnapshot ? { toSnapshot: h.toSnapshot } : {}),
     ...(h.backupId ? { backupId: h.backupId } : {}),
+    // Said at once, so markResumable (resume.ts) need not write the entry again: an entry is held for a
+    // retry only once the image carries its checkpoint (keep.ts), so saying it early changes nothing.
+    ...(h.resumable ? { resumable: true } : {}),
   };
 }
 
@@ -113,14 +116,22 @@ async function openBaseImage(deps: Deps, fp: Footprint, log: Logger): Promise<vo
   if (snaps.some((s) => s.name === h.toSnapshot)) {
     throw alreadyExists(`snapshot ${h.toSnapshot} already exists on base image ${fp.where}`);
   }
-  if (await headDiffers(image, h.fromSnapshot)) {
+  // The entry (undo = roll the head back to the from-snapshot) is written while the head is compared
+  // with that snapshot: both take milliseconds, and undoing to the from-snapshot is right either way.
+  fp.journal = { ...journalEntry(deps, fp), rollbackTo: h.fromSnapshot };
+  // Both settle before either's failure is thrown: cleanup must not race the entry's write.
+  const [differs, written] = await Promise.allSettled([
+    headDiffers(image, h.fromSnapshot),
+    deps.journal.write(fp.journal),
+  ]);
+  if (written.status === "rejected") throw written.reason;
+  if (differs.status === "rejected") throw differs.reason;
+  if (differs.value) {
     // A failed attempt left the head written (or newer backups exist): start from the parent's state.
     await image.snapRollback(h.fromSnapshot);
     fp.warnings.push(`rolled the head of ${fp.where} back to ${h.fromSnapshot} before writing`);
     log.info("rolled base image head back", { image: fp.where, to: h.fromSnapshot });
   }
-  fp.journal = { ...journalEntry(deps, fp), rollbackTo: h.fromSnapshot };
-  await deps.journal.write(fp.journal);
   if ((await image.stat()).size !== h.imageSize) await image.resize(h.imageSize);
 }
 

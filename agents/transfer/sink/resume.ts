@@ -166,7 +166,7 @@ export async function takeOver(
 /** A resumable transfer without resume_offset: its journal entry says so (recovery keeps it only then). */
 export async function markResumable(deps: Deps, fp: Footprint): Promise<void> {
   const h = fp.h;
-  if (!h.resumable) return;
+  if (!h.resumable || fp.journal?.resumable) return; // prepare.ts journalled it so already
   const d = h.destination as NonNullable<TransferHeader["destination"]>;
   // RESTORE_ORIGINAL journals nothing (nothing to undo); a resumable one needs an entry to be held.
   fp.journal ??= {

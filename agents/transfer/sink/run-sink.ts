@@ -12,6 +12,7 @@
  */
 import { resourceExhausted, toAppError, withCleanupErrors } from "../../../src/common/errors";
 import type { Logger } from "../../../src/common/log";
+import { PhaseTimer } from "../../../src/common/phase-timer";
 import {
   type TransferHeader,
   TransferKind,
@@ -46,8 +47,10 @@ export async function runSink(
   opts: { remote?: boolean } = {},
 ): Promise<TransferSummary> {
   const started = Date.now();
+  const t = new PhaseTimer();
   const it = messages[Symbol.asyncIterator]();
   const h = await readHeader(it, deps);
+  t.mark("header");
   const log = deps.log.child({ transfer: h.transferId, job: h.jobId || undefined });
   const dest = h.destination as NonNullable<TransferHeader["destination"]>;
   const { ac, unlink } = transferAbort(callSignal);
@@ -55,6 +58,7 @@ export async function runSink(
   try {
     await checkPool(deps.cluster, dest.pool, deps.clusterName);
     await checkRoom(deps.cluster, h, deps.clusterName);
+    t.mark("poolChecks");
     const watch = watchPool(deps.cluster, dest.pool, deps.clusterName, deps.limits.fullCheckIntervalMs, ac);
     const fp = newFootprint(h);
     const window = new WriteWindow(
@@ -75,27 +79,35 @@ export async function runSink(
       // release, unwatch and removal (cleanup) still go through.
       fp.io = await deps.cluster.openIoCtx(dest.pool, { namespace: dest.namespace, poolFullTry: true });
       resumedFrom = await prepareTarget(deps, fp, checks, log);
+      t.mark("prepare");
       await startDigests(fp, deps.checksum, log);
+      t.mark("digestsStart");
       // A resumed backup never sees the records below the offset: its map reads those blocks back.
       if (resumedFrom) fp.digests?.builder.readBackRange(0, resumedFrom.offset);
       cp = checkpointer(deps, fp, checks, window, log, resumedFrom);
       if (cp && resumedFrom) await cp.write(resumedFrom);
       ac.signal.throwIfAborted();
       const zeroBytes = await receive(it, fp, checks, window, ac.signal, cp);
+      t.mark("receive");
       await writesDone(fp, checks, window, ac.signal);
       await cp?.idle();
+      t.mark("drainFlush");
       await finishDigests(fp, ac.signal);
+      t.mark("digestsWrite");
       await commit(deps, fp, log);
+      t.mark("commit");
       await dropCheckpoint(fp, cp, log);
       await (fp.image as SinkImage).close();
       fp.image = undefined;
       await deps.journal.remove(h.transferId);
+      t.mark("close");
       const seconds = (Date.now() - started) / 1000;
       log.info("transfer committed", {
         image: fp.where,
         dataBytes: checks.dataBytes,
         zeroRanges: checks.zeroRanges,
         seconds,
+        phases: t.ms,
       });
       return {
         dataBytesWritten: checks.dataBytes,
