@@ -123,13 +123,10 @@ class VolumeBackup {
   async run(): Promise<BackupResult> {
     // The destination's chains are asked for while the volume opens (the answers meet at the plan).
     const listing = this.target.listChains(this.dest.pool, this.dest.namespace, this.vol.image, this.signal);
-    let head: Image;
-    try {
-      head = await this.open();
-    } catch (e) {
-      listing.catch(() => {}); // the volume's error is the one to report
-      throw e;
-    }
+    // Handled at once: a listing that fails while the volume still opens must not be an unhandled rejection
+    // (which ends the process); its error is thrown by the await below, or the volume's error wins.
+    listing.catch(() => {});
+    const head = await this.open();
     const chains = await listing;
     this.clock.ended("listChains");
     const earlier = await this.settleEarlierAttempt(head, chains);

@@ -297,6 +297,9 @@ describe("failures are clean", () => {
     );
     assert.ok(Date.now() - started < 60_000);
     assert.deepEqual(await vols.snapNames("site-a", vol), []);
+    // The UNAVAILABLE is the source's answer, not its death (a crash would read the same to the client).
+    assert.equal(a.proc.exitCode, null, `the source agent exited: ${a.logs().slice(-2000)}`);
+    assert.equal(a.proc.signalCode, null);
   });
 
   describe("bad input gets the right status", () => {
