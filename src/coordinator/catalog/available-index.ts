@@ -93,14 +93,19 @@ export class AvailableIndex {
       e = { volume: { cluster: v.cluster, pool: v.pool, namespace: v.namespace, image: v.image }, backups: new Map() };
       idx.set(key, e);
     }
-    e.backups.set(b.id, {
-      id: b.id,
-      location: b.location ? { ...b.location } : undefined,
-      createdAt: b.createdAt?.getTime() ?? 0,
-      completedAt: b.completedAt?.getTime(),
-      policy: b.policy,
-      clones: b.clones.length,
-    });
+    e.backups.set(b.id, availableOf(b));
     this.#volumeOf.set(b.id, key);
   }
+}
+
+/** What the index keeps of an AVAILABLE backup (also what a store without the index answers from SQL). */
+export function availableOf(b: Backup): AvailableBackup {
+  return {
+    id: b.id,
+    location: b.location ? { ...b.location } : undefined,
+    createdAt: b.createdAt?.getTime() ?? 0,
+    completedAt: b.completedAt?.getTime(),
+    policy: b.policy,
+    clones: b.clones.length,
+  };
 }

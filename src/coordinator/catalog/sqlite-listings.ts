@@ -7,6 +7,7 @@
  */
 import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
 import type { BackupFilter, JobFilter } from "../model";
+import { backupFilterColumns } from "./filters";
 import type { KeysetPosition } from "./page-token";
 
 /**
@@ -59,18 +60,9 @@ const whereOf = (where: string[]) => (where.length ? `WHERE ${where.join(" AND "
 export function backupListing(f: BackupFilter, pageSize: number, after?: KeysetPosition): Listing {
   const where: string[] = [];
   const args: Record<string, unknown> = {};
-  for (const [col, v] of [
-    ["cluster", f.cluster],
-    ["pool", f.pool],
-    ["image", f.image],
-    ["volume_id", f.volumeId],
-    ["location_cluster", f.locationCluster],
-    ["policy", f.policy],
-  ] as const) {
-    if (v) {
-      where.push(`${col} = @${col}`);
-      args[col] = v;
-    }
+  for (const [col, v] of backupFilterColumns(f)) {
+    where.push(`${col} = @${col}`);
+    args[col] = v;
   }
   // A partial index is used only when the query states its condition (a parameter could be '').
   if (f.volumeId) where.push("volume_id <> ''");

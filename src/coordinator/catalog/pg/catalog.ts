@@ -10,7 +10,7 @@
  */
 import { BackupStatus, JobState } from "../../../gen/rbdbackup/v1/backup_service";
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../../model";
-import { type AvailableBackup, AvailableIndex } from "../available-index";
+import { type AvailableBackup, AvailableIndex, availableOf } from "../available-index";
 import type { Catalog, ClusterPin, Page } from "../catalog";
 import { FencedError } from "../leader-lease";
 import { decodePageToken, keysetPage, pageScope } from "../page-token";
@@ -18,16 +18,7 @@ import { SyncBridge } from "./bridge";
 import { PgLeaderLease } from "./lease";
 import { PgPolicyStore } from "./policies";
 import type { Step, StepResult, TxMode } from "./protocol";
-import {
-  availableOf,
-  BACKUP_COLUMNS,
-  backupParams,
-  backupWhere,
-  jobParams,
-  jobWhere,
-  parseBackup,
-  parseJob,
-} from "./rows";
+import { BACKUP_COLUMNS, backupParams, backupWhere, jobParams, jobWhere, parseBackup, parseJob } from "./rows";
 import { migrate } from "./schema";
 
 export interface PgCatalogOptions {

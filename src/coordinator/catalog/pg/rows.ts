@@ -4,7 +4,7 @@
  */
 import { Backup as BackupMsg, BackupStatus } from "../../../gen/rbdbackup/v1/backup_service";
 import type { Backup, BackupFilter, JobFilter, JobRecord } from "../../model";
-import type { AvailableBackup } from "../available-index";
+import { backupFilterColumns } from "../filters";
 import type { KeysetPosition } from "../page-token";
 
 export const parseBackup = (doc: string): Backup => BackupMsg.fromJSON(JSON.parse(doc));
@@ -37,18 +37,6 @@ export function jobParams(j: JobRecord): unknown[] {
   return [j.id, j.state, j.kind, j.backupId, j.idempotencyKey || null, j.createdAt, JSON.stringify(j)];
 }
 
-/** What the AVAILABLE-backups view keeps of a backup (as available-index.ts does). */
-export function availableOf(b: Backup): AvailableBackup {
-  return {
-    id: b.id,
-    location: b.location ? { ...b.location } : undefined,
-    createdAt: b.createdAt?.getTime() ?? 0,
-    completedAt: b.completedAt?.getTime(),
-    policy: b.policy,
-    clones: b.clones.length,
-  };
-}
-
 /** A WHERE clause built with $n parameters. */
 export class Where {
   readonly parts: string[] = [];
@@ -75,16 +63,7 @@ export class Where {
 
 export function backupWhere(f: BackupFilter): Where {
   const w = new Where();
-  for (const [col, v] of [
-    ["cluster", f.cluster],
-    ["pool", f.pool],
-    ["image", f.image],
-    ["volume_id", f.volumeId],
-    ["location_cluster", f.locationCluster],
-    ["policy", f.policy],
-  ] as const) {
-    if (v) w.add(`${col} = ?`, v);
-  }
+  for (const [col, v] of backupFilterColumns(f)) w.add(`${col} = ?`, v);
   if (f.statuses?.length) w.add("status = ANY(?::int[])", f.statuses.map(Number));
   else if (f.excludeDeleted) w.parts.push(`status <> ${BackupStatus.BACKUP_STATUS_DELETED}`);
   return w;
