@@ -10,39 +10,10 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
-import { type ProtectionRecord, volumeKey } from "../../../src/coordinator/policy/model";
-import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
-import { Policy } from "../../../src/gen/rbdbackup/v1/policy";
+import { volumeKey } from "../../../src/coordinator/policy/model";
+import { policy, protection, vol } from "../../helpers/catalog-cases/records";
 
 const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-policy-store-"));
-const vol = (image: string, cluster = "a"): VolumeRef => ({ cluster, pool: "rbd", namespace: "", image });
-
-const policy = (name: string): Policy =>
-  Policy.fromPartial({
-    name,
-    selector: { volumes: [vol("v1")] },
-    destination: { cluster: "b" },
-    schedule: { intervalSeconds: 60 },
-    retention: { keepLast: 1 },
-    revision: 1,
-    createdAt: new Date(Date.UTC(2026, 0, 1)),
-  });
-
-const record = (p: string, v: VolumeRef): ProtectionRecord => ({
-  policy: p,
-  volume: v,
-  source: "explicit",
-  nextSlotAt: 1,
-  nextRunAt: 2,
-  lastSlotAt: 0,
-  lastJobId: "",
-  lastError: "",
-  consecutiveFailures: 0,
-  missedRuns: 0,
-  pausedReason: "",
-  lastSeenAt: 0,
-  createdAt: 0,
-});
 
 describe("SqlitePolicyStore", () => {
   after(() => rmSync(dir, { recursive: true, force: true }));
@@ -52,10 +23,10 @@ describe("SqlitePolicyStore", () => {
     let c = new SqliteCatalog(file);
     for (const n of ["c", "a", "b"]) c.policies.insertPolicy(policy(n));
     assert.throws(() => c.policies.insertPolicy(policy("a")), /UNIQUE/);
-    c.policies.upsertProtection(record("a", vol("v1")));
-    c.policies.upsertProtection(record("a", vol("v2", "z")));
-    c.policies.upsertProtection({ ...record("b", vol("v1")), missedRuns: 3 });
-    c.policies.upsertProtection({ ...record("b", vol("v1")), missedRuns: 4 });
+    c.policies.upsertProtection(protection("a", vol("v1")));
+    c.policies.upsertProtection(protection("a", vol("v2", "z")));
+    c.policies.upsertProtection({ ...protection("b", vol("v1")), missedRuns: 3 });
+    c.policies.upsertProtection({ ...protection("b", vol("v1")), missedRuns: 4 });
     c.close();
 
     c = new SqliteCatalog(file);
