@@ -13,6 +13,7 @@
  *    `shutdownGraceSeconds` to finish (both servers send GOAWAY and let calls in flight end), then
  *    calls are cancelled.
  */
+
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { createServer, type Server } from "nice-grpc";
@@ -33,6 +34,7 @@ import { Journal } from "../transfer/journal";
 import { receivePool } from "../transfer/message-reader";
 import { Peers, peerChannelOptions } from "../transfer/peers";
 import { MAX_MESSAGE_BYTES } from "../transfer/protocol";
+import { shapedTarget } from "../transfer/shaping";
 import { recoverInterrupted, resumePoint, runSink, type SinkDeps, sweepHeld } from "../transfer/sink";
 import { authorizeResumePoint, authorizeTransfer } from "../transfer/transfer-authz";
 import { framePool } from "../transfer/wire";
@@ -164,7 +166,7 @@ export class Agent {
         readsInFlight: cfg.limits.readsInFlight,
         ...(cfg.testFaults?.corruptChunk ? { corruptChunk: cfg.testFaults.corruptChunk } : {}),
       },
-      target: (address) => peers.target(address),
+      target: (address, options) => shapedTarget(peers.target(address), options, { zstdLevel: 1, log }, address === ""),
       sourcePaths: cfg.sourcePaths,
     };
     const accepting = () => this.state === "serving";

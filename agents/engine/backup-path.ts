@@ -40,7 +40,7 @@ export async function backupPath(
     throw failedPrecondition("a file or block device source can only be backed up in full (mode AUTO or FULL)");
   }
   const destPool = req.destinationPool || ctx.defaultBackupPool;
-  const target = ctx.target(req.destination?.address ?? "");
+  const target = ctx.target(req.destination?.address ?? "", req.transferOptions);
   let size: number;
   try {
     size = await sourceSize(path);
@@ -85,6 +85,7 @@ export async function backupPath(
     resumeOffset: 0,
     resumePrefixDigest: new Uint8Array(0),
     resumable: false,
+    compression: 0, // COMPRESSION_NONE; a shaped target (agents/transfer/shaping) sets it
   };
   const fh = await openFile(path, "r");
   try {

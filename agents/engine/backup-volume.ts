@@ -115,7 +115,7 @@ class VolumeBackup {
   ) {
     this.label = `${vol.pool}/${vol.namespace ? `${vol.namespace}/` : ""}${vol.image}`;
     this.dest = { pool: req.destinationPool || ctx.defaultBackupPool, namespace: req.destinationNamespace };
-    this.target = ctx.target(req.destination?.address ?? "");
+    this.target = ctx.target(req.destination?.address ?? "", req.transferOptions);
     this.log = ctx.log.child({ op: "backup", backup: req.backupId, volume: this.label, job: req.jobId || undefined });
     this.clock = new PhaseClock(progress);
   }

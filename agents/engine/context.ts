@@ -5,6 +5,7 @@
  */
 
 import type { Logger } from "../../src/common/log";
+import type { TransferOptions } from "../../src/gen/rbdbackup/v1/common";
 import type { Cluster } from "../ceph";
 import type { TransferMeter } from "../transfer/meter";
 import type { SourceOptions } from "../transfer/source";
@@ -23,6 +24,9 @@ export interface EngineContext {
   meter: TransferMeter;
   /** Files and block devices a path source may read (config sourcePaths; absent or [] = none). */
   sourcePaths?: readonly string[];
-  /** "" = this agent's own sink; else host:port of a peer agent. */
-  target(address: string): TransferTarget;
+  /**
+   * "" = this agent's own sink; else host:port of a peer agent. `options` (the request's
+   * TransferOptions: compression, bandwidth cap) shape what goes to a peer (agents/transfer/shaping).
+   */
+  target(address: string, options?: TransferOptions): TransferTarget;
 }

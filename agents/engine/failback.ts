@@ -84,6 +84,7 @@ export async function failback(
       resumeOffset: 0,
       resumePrefixDigest: new Uint8Array(0),
       resumable: false,
+      compression: 0, // COMPRESSION_NONE; a shaped target (agents/transfer/shaping) sets it
     });
     progress.phase = "transfer";
     progress.bytesTotal = size;
@@ -94,7 +95,7 @@ export async function failback(
       const o = fromSnapshot ? { fullCopy: false, includeParent: false, wholeObject: true } : { fullCopy: true };
       const opts = { ...ctx.source, meter: ctx.meter, meterPool: source.pool };
       return ctx
-        .target(req.targetAgent?.address ?? "")
+        .target(req.targetAgent?.address ?? "", req.transferOptions)
         .transfer(
           rbdMessages(img as Image, header(fromSnapshot), o, opts, stats),
           signal,

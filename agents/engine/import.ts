@@ -154,6 +154,7 @@ function importHeader(
   return {
     transferId: crypto.randomUUID(),
     resumable: false,
+    compression: 0, // COMPRESSION_NONE; a shaped target (agents/transfer/shaping) sets it
     jobId: req.jobId,
     kind: req.fromSnapshot ? TransferKind.BACKUP_INCREMENTAL : TransferKind.BACKUP_FULL,
     destination: { pool: req.pool, namespace: req.namespace, image: req.baseImage },

@@ -105,6 +105,7 @@ export async function restore(
       resumeOffset: 0,
       resumePrefixDigest: new Uint8Array(0),
       resumable: req.resumable,
+      compression: 0, // COMPRESSION_NONE; a shaped target (agents/transfer/shaping) sets it
     };
     let stats = newStats();
     progress.phase = "transfer";
@@ -118,7 +119,7 @@ export async function restore(
     };
     // A job's attempt asks where an earlier one stopped (nothing kept: a plain start).
     const sent = await sendResumable(
-      ctx.target(req.targetAgent?.address ?? ""),
+      ctx.target(req.targetAgent?.address ?? "", req.transferOptions),
       header,
       messages,
       signal,

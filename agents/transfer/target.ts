@@ -2,6 +2,7 @@
  * The destination of a transfer as the source sees it, wherever it runs: a peer agent over gRPC
  * (peers.ts) or this agent's own sink in-process (the same-cluster shortcut).
  */
+import type { Compression } from "../../src/gen/rbdbackup/v1/common";
 import type {
   ListChainsResponse,
   ResumePointResponse,
@@ -26,4 +27,16 @@ export interface TransferTarget {
   resumePoint(header: TransferHeader, signal: AbortSignal, capability?: string): Promise<ResumePointResponse>;
   /** For messages: "this agent" or the peer's address. */
   readonly label: string;
+  /**
+   * What the destination supports, learnt when connecting (the bulk channel's ALPN): absent or
+   * `bulk: false` = an agent that only speaks the HTTP/2 Transfer call (no compression).
+   */
+  features?(signal: AbortSignal): Promise<TransferFeatures>;
+}
+
+export interface TransferFeatures {
+  /** The destination speaks the bulk channel (transfer.proto BulkOpen). */
+  bulk: boolean;
+  /** Chunk compressions it decompresses (none when !bulk). */
+  compression: readonly Compression[];
 }

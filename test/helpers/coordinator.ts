@@ -102,6 +102,7 @@ export function backupRequest(volume: VolumeRef, extra: Partial<CreateBackupRequ
     volumeMetadata: {},
     idempotencyKey: "",
     maxSnapshots: 0,
+    transfer: undefined,
     ...extra,
   };
 }

@@ -73,6 +73,7 @@ export async function failoverVolume(
       idempotencyKey: req.idempotencyKey,
       flatten: req.flatten,
       allowCorrupt: false,
+      transfer: undefined,
     },
     ctx,
   );

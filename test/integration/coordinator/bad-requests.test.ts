@@ -212,6 +212,7 @@ describe("coordinator: bad requests fail with their exact status and change noth
       idempotencyKey: "",
       allowCorrupt: false,
       flatten: false,
+      transfer: undefined,
       ...o,
     };
   }

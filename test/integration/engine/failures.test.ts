@@ -405,6 +405,7 @@ describe("failures are clean", () => {
             resumeOffset: 0,
             resumePrefixDigest: new Uint8Array(0),
             resumable: false,
+            compression: 0,
             jobId: "",
             kind: TransferKind.RESTORE_NEW,
             destination: { pool: "rbd", namespace: "", image },
@@ -445,7 +446,7 @@ describe("failures are clean", () => {
       const h = header(image);
       await assert.rejects(
         client().transfer(
-          stream(h, { body: { $case: "chunk", value: { offset: 4 * MiB, data, crc32: checksum(data) } } }),
+          stream(h, { body: { $case: "chunk", value: { offset: 4 * MiB, data, crc32: checksum(data), compression: 0, rawLength: 0 } } }),
           allowed(h),
         ),
         grpcStatus(Status.INVALID_ARGUMENT, /beyond the image size/),

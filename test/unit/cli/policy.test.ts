@@ -50,6 +50,7 @@ const stored: Policy = {
   },
   retention: { keepLast: 4, hourly: 0, daily: 7, weekly: 0, monthly: 0, yearly: 0, minAgeSeconds: 0 },
   paused: false,
+  transfer: undefined,
   revision: 3,
   createdAt: new Date(Date.UTC(2026, 0, 1)),
   updatedAt: new Date(Date.UTC(2026, 0, 2)),

@@ -189,6 +189,7 @@ describe("transfer digest and header", () => {
     resumeOffset: 0,
     resumePrefixDigest: new Uint8Array(0),
     resumable: false,
+    compression: 0,
   };
 
   it("accepts a good header and rejects bad fields with INVALID_ARGUMENT", () => {
@@ -237,7 +238,7 @@ describe("fast chunk encoding", () => {
       [4096, 300, 0x7f],
     ] as const) {
       const data = Buffer.alloc(len, 0xab);
-      const msg = { body: { $case: "chunk" as const, value: { offset, data, crc32: crc } } };
+      const msg = { body: { $case: "chunk" as const, value: { offset, data, crc32: crc, compression: 0, rawLength: 0 } } };
       const generic = Buffer.from(TransferMessage.encode(msg).finish());
       const fast = encodeChunkMessage(offset, data, crc);
       assert.deepEqual(fast, generic, `offset ${offset} len ${len} crc ${crc}`);

@@ -35,6 +35,7 @@ const policy = (p: Partial<Policy> = {}): Policy => ({
   createdAt: undefined,
   updatedAt: undefined,
   selectedVolumes: 1,
+  transfer: undefined,
   ...p,
 });
 

@@ -97,7 +97,7 @@ function chunks(n: number, size: number, frames: FramePool, pulled = { n: 0, clo
         f.data.fill(i & 0xff);
         finishChunkFrame(f, i * size, i);
         const m = {
-          body: { $case: "chunk", value: { offset: i * size, data: f.data, crc32: i } },
+          body: { $case: "chunk", value: { offset: i * size, data: f.data, crc32: i, compression: 0, rawLength: 0 } },
         } as TransferMessage & {
           [FRAME]?: unknown;
         };
@@ -324,7 +324,7 @@ describe("nice-grpc client → our server", () => {
       yield { body: { $case: "header", value: {} } } as TransferMessage;
       for (let i = 0; i < 16; i++) {
         yield {
-          body: { $case: "chunk", value: { offset: i * MiB, data: Buffer.alloc(MiB, i), crc32: i } },
+          body: { $case: "chunk", value: { offset: i * MiB, data: Buffer.alloc(MiB, i), crc32: i, compression: 0, rawLength: 0 } },
         } as TransferMessage;
       }
       yield { body: { $case: "trailer", value: {} } } as TransferMessage;
@@ -343,7 +343,7 @@ describe("nice-grpc client → our server", () => {
     const msgs = (async function* () {
       yield { body: { $case: "header", value: {} } } as TransferMessage;
       yield {
-        body: { $case: "chunk", value: { offset: 0, data: Buffer.alloc(6 * MiB), crc32: 0 } },
+        body: { $case: "chunk", value: { offset: 0, data: Buffer.alloc(6 * MiB), crc32: 0, compression: 0, rawLength: 0 } },
       } as TransferMessage;
     })();
     await assert.rejects(client().transfer(msgs), { code: Status.RESOURCE_EXHAUSTED, details: /exceeds the limit/ });
@@ -386,7 +386,7 @@ describe("nice-grpc client → our server", () => {
       for (let i = 0; i < 200; i++) {
         pulled++;
         yield {
-          body: { $case: "chunk", value: { offset: i * MiB, data: Buffer.alloc(MiB, i), crc32: i } },
+          body: { $case: "chunk", value: { offset: i * MiB, data: Buffer.alloc(MiB, i), crc32: i, compression: 0, rawLength: 0 } },
         } as TransferMessage;
       }
       yield { body: { $case: "trailer", value: {} } } as TransferMessage;

@@ -20,6 +20,7 @@ export function header(over: Partial<TransferHeader> = {}): TransferHeader {
     resumeOffset: 0,
     resumePrefixDigest: new Uint8Array(0),
     resumable: false,
+    compression: 0,
     jobId: "",
     kind,
     destination: { pool: "backups", namespace: "", image: `vol.backup.${backupId}` },
@@ -83,7 +84,7 @@ export function messages(
     const i = chunks++;
     dataBytes += data.length;
     if (o.corrupt === i) data[0] = (data[0] ?? 0) ^ 0xff;
-    const m: Releasable = { body: { $case: "chunk", value: { offset: p.offset, data, crc32: crc } } };
+    const m: Releasable = { body: { $case: "chunk", value: { offset: p.offset, data, crc32: crc, compression: 0, rawLength: 0 } } };
     if (o.released) {
       const counts = o.released.counts;
       counts[i] = 0;
