@@ -117,7 +117,9 @@ class Emitter {
       this.stats.dataBytes += buf.length;
       this.meter.sent(this.pool, buf.length);
       if (this.opts.corruptChunk === this.stats.dataChunks) buf[0] = (buf[0] ?? 0) ^ 0xff;
-      const m: MaybeFramed = { body: { $case: "chunk", value: { offset, data: buf, crc32: crc, compression: 0, rawLength: 0 } } };
+      const m: MaybeFramed = {
+        body: { $case: "chunk", value: { offset, data: buf, crc32: crc, compression: 0, rawLength: 0 } },
+      };
       finishChunkFrame(frame, offset, crc);
       m[FRAME] = frame;
       out.push(m);
@@ -136,7 +138,9 @@ class Emitter {
       this.stats.dataBytes += s.length;
       this.meter.sent(this.pool, s.length);
       if (this.opts.corruptChunk === this.stats.dataChunks) data[0] = (data[0] ?? 0) ^ 0xff;
-      out.push({ body: { $case: "chunk", value: { offset: s.offset, data, crc32: crc, compression: 0, rawLength: 0 } } });
+      out.push({
+        body: { $case: "chunk", value: { offset: s.offset, data, crc32: crc, compression: 0, rawLength: 0 } },
+      });
     }
   }
 

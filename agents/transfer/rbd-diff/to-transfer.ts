@@ -82,7 +82,9 @@ export async function* diffToTransfer(
           stats.dataChunks++;
           stats.dataBytes += s.length;
           stats.position = Math.max(stats.position, s.offset + s.length);
-          yield { body: { $case: "chunk", value: { offset: s.offset, data, crc32: crc, compression: 0, rawLength: 0 } } };
+          yield {
+            body: { $case: "chunk", value: { offset: s.offset, data, crc32: crc, compression: 0, rawLength: 0 } },
+          };
         }
         break;
       case "end":

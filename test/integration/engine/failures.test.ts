@@ -446,7 +446,12 @@ describe("failures are clean", () => {
       const h = header(image);
       await assert.rejects(
         client().transfer(
-          stream(h, { body: { $case: "chunk", value: { offset: 4 * MiB, data, crc32: checksum(data), compression: 0, rawLength: 0 } } }),
+          stream(h, {
+            body: {
+              $case: "chunk",
+              value: { offset: 4 * MiB, data, crc32: checksum(data), compression: 0, rawLength: 0 },
+            },
+          }),
           allowed(h),
         ),
         grpcStatus(Status.INVALID_ARGUMENT, /beyond the image size/),

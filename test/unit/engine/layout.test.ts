@@ -238,7 +238,9 @@ describe("fast chunk encoding", () => {
       [4096, 300, 0x7f],
     ] as const) {
       const data = Buffer.alloc(len, 0xab);
-      const msg = { body: { $case: "chunk" as const, value: { offset, data, crc32: crc, compression: 0, rawLength: 0 } } };
+      const msg = {
+        body: { $case: "chunk" as const, value: { offset, data, crc32: crc, compression: 0, rawLength: 0 } },
+      };
       const generic = Buffer.from(TransferMessage.encode(msg).finish());
       const fast = encodeChunkMessage(offset, data, crc);
       assert.deepEqual(fast, generic, `offset ${offset} len ${len} crc ${crc}`);

@@ -42,7 +42,12 @@ function resumedMessages(
     digest.chunk(p.offset, p.data.length, crc);
     chunks++;
     bytes += p.data.length;
-    out.push({ body: { $case: "chunk", value: { offset: p.offset, data: Buffer.from(p.data), crc32: crc, compression: 0, rawLength: 0 } } });
+    out.push({
+      body: {
+        $case: "chunk",
+        value: { offset: p.offset, data: Buffer.from(p.data), crc32: crc, compression: 0, rawLength: 0 },
+      },
+    });
   }
   out.push({
     body: {

@@ -324,7 +324,10 @@ describe("nice-grpc client → our server", () => {
       yield { body: { $case: "header", value: {} } } as TransferMessage;
       for (let i = 0; i < 16; i++) {
         yield {
-          body: { $case: "chunk", value: { offset: i * MiB, data: Buffer.alloc(MiB, i), crc32: i, compression: 0, rawLength: 0 } },
+          body: {
+            $case: "chunk",
+            value: { offset: i * MiB, data: Buffer.alloc(MiB, i), crc32: i, compression: 0, rawLength: 0 },
+          },
         } as TransferMessage;
       }
       yield { body: { $case: "trailer", value: {} } } as TransferMessage;
@@ -343,7 +346,10 @@ describe("nice-grpc client → our server", () => {
     const msgs = (async function* () {
       yield { body: { $case: "header", value: {} } } as TransferMessage;
       yield {
-        body: { $case: "chunk", value: { offset: 0, data: Buffer.alloc(6 * MiB), crc32: 0, compression: 0, rawLength: 0 } },
+        body: {
+          $case: "chunk",
+          value: { offset: 0, data: Buffer.alloc(6 * MiB), crc32: 0, compression: 0, rawLength: 0 },
+        },
       } as TransferMessage;
     })();
     await assert.rejects(client().transfer(msgs), { code: Status.RESOURCE_EXHAUSTED, details: /exceeds the limit/ });
@@ -386,7 +392,10 @@ describe("nice-grpc client → our server", () => {
       for (let i = 0; i < 200; i++) {
         pulled++;
         yield {
-          body: { $case: "chunk", value: { offset: i * MiB, data: Buffer.alloc(MiB, i), crc32: i, compression: 0, rawLength: 0 } },
+          body: {
+            $case: "chunk",
+            value: { offset: i * MiB, data: Buffer.alloc(MiB, i), crc32: i, compression: 0, rawLength: 0 },
+          },
         } as TransferMessage;
       }
       yield { body: { $case: "trailer", value: {} } } as TransferMessage;

@@ -84,7 +84,9 @@ export function messages(
     const i = chunks++;
     dataBytes += data.length;
     if (o.corrupt === i) data[0] = (data[0] ?? 0) ^ 0xff;
-    const m: Releasable = { body: { $case: "chunk", value: { offset: p.offset, data, crc32: crc, compression: 0, rawLength: 0 } } };
+    const m: Releasable = {
+      body: { $case: "chunk", value: { offset: p.offset, data, crc32: crc, compression: 0, rawLength: 0 } },
+    };
     if (o.released) {
       const counts = o.released.counts;
       counts[i] = 0;
