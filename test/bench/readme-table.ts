@@ -29,7 +29,7 @@ export interface SuiteReport {
 
 const dash = "—";
 const num = (x: number | null | undefined, unit = "") => (x === null || x === undefined ? dash : `${x}${unit}`);
-const cell = (s: string) => s.replaceAll("|", "\\|").replaceAll("\n", " ");
+const cell = (s: string) => s.replaceAll("|", "\\|").replace(/[\r\n]+/g, " ");
 
 /** The table's columns, in order. */
 export const COLUMNS = [

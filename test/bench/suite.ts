@@ -72,7 +72,8 @@ async function runSuite(): Promise<{ report: SuiteReport; failed: number }> {
     } catch (e) {
       failed++;
       log(`scenario ${s.name} failed: ${(e as Error).stack ?? e}`);
-      skipped.push({ scenario: s.name, reason: `failed: ${(e as Error).message}` });
+      const first = ((e as Error).message ?? String(e)).trim().split("\n")[0];
+      skipped.push({ scenario: s.name, reason: `failed: ${first}` });
     }
   }
   const report: SuiteReport = {

@@ -1,8 +1,8 @@
 /**
- * restore: an image fully written (`--mib`) is backed up once both ways (ours through the API; the CLI into
- * backups/<copy>@c1), then restored to a new volume on site-a — RestoreBackup (mode NEW) against `rbd
- * create` + `rbd export-diff backups/<copy>@c1 - | rbd import-diff - rbd/<new>`. Here site-b's agent is
- * the source and site-a's the destination.
+ * restore: an image fully written (`--mib`) is backed up once both ways (ours through the API; the CLI
+ * into backups/<copy>, where import-diff makes the snapshot c1), then restored to a new volume on site-a:
+ * RestoreBackup (mode NEW) against `rbd create` + `rbd export-diff backups/<copy>@c1 - | rbd import-diff -
+ * rbd/<new>`. Here site-b's agent is the source and site-a's the destination.
  */
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { rbd, uniqueName } from "../../helpers/lab";
@@ -38,7 +38,6 @@ export const restore: Scenario = {
           await rig.backups.imageCreate(cliCopy, ctx.mib * MiB);
           await rbd("site-a", ["snap", "create", `rbd/${vol}@c1`]);
           await cliPipe("site-a", `rbd/${vol}@c1`, null, "site-b", `backups/${cliCopy}`);
-          await rbd("site-b", ["snap", "create", `backups/${cliCopy}@c1`]);
           const b = await rig.backup(vol, BackupMode.BACKUP_MODE_FULL);
           backups.push(b.id);
           await alternate(
