@@ -83,9 +83,27 @@ export function renderBlock(report: SuiteReport, indent = "  "): string {
     ". CPU-s/GiB: CPU seconds of each process per GiB of image data moved.";
   const notes = rows.filter((r) => r.note).map((r) => `${indent}- ${cell(r.scenario)}: ${cell(r.note as string)}`);
   const skipped = report.skipped.map((s) => `${indent}- not run: ${s.scenario} (${cell(s.reason)})`);
-  return [caption, "", renderTable(rows, indent), ...(notes.length || skipped.length ? ["", ...notes, ...skipped] : [])]
+  return [
+    wrap(caption, indent),
+    "",
+    renderTable(rows, indent),
+    ...(notes.length || skipped.length ? ["", ...notes, ...skipped] : []),
+  ]
     .join("\n")
     .replace(/[ \t]+$/gm, "");
+}
+
+/** Words of `text` (which starts with `indent`) on lines of at most `width` characters, each indented. */
+export function wrap(text: string, indent: string, width = 110): string {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.slice(indent.length).split(" ")) {
+    if (line && indent.length + line.length + 1 + word.length > width) {
+      lines.push(indent + line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  return [...lines, indent + line].join("\n");
 }
 
 /** `readme` with the text between the markers replaced by `block`; throws naming the markers if absent. */

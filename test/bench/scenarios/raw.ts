@@ -30,7 +30,7 @@ export const raw: Scenario = {
         ratio: null,
         oursMiBps: +mibps.toFixed(1),
         bound: "OSD",
-        note: `${ctx.mib} MiB written; rounds ${rates.map((x) => x.toFixed(0)).join(", ")} MiB/s`,
+        note: `rbd bench itself in the rbdbackup columns; ${ctx.mib} MiB written; rounds ${rates.map((x) => x.toFixed(0)).join(", ")} MiB/s`,
       },
     ];
   },
