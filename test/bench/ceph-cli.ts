@@ -4,6 +4,7 @@
  * bandwidth (`rbd bench`).
  */
 import { execFile, spawn } from "node:child_process";
+import type { Readable, Writable } from "node:stream";
 import { promisify } from "node:util";
 import type { IoCtx } from "../../agents/ceph";
 import { labCluster, uniqueName } from "../helpers/lab";
@@ -34,31 +35,71 @@ export async function rawWriteMiBps(cluster: string, io: IoCtx, mib: number): Pr
   }
 }
 
-export function cliPipe(srcCluster: string, src: string, fromSnap: string | null, dstCluster: string, dst: string) {
-  return new Promise<void>((resolve, reject) => {
-    const exp = spawn(
-      "rbd",
-      [
-        "-c",
-        labCluster(srcCluster).conf,
-        "export-diff",
-        "--no-progress",
-        ...(fromSnap ? ["--from-snap", fromSnap] : []),
-        src,
-        "-",
-      ],
-      { stdio: ["ignore", "pipe", "inherit"] },
-    );
-    const imp = spawn("rbd", ["-c", labCluster(dstCluster).conf, "import-diff", "--no-progress", "-", dst], {
-      stdio: ["pipe", "ignore", "inherit"],
-    });
-    exp.stdout.pipe(imp.stdin);
-    let done = 0;
-    const end = (w: string) => (code: number | null) => {
-      if (code !== 0) reject(new Error(`${w} exited ${code}`));
-      else if (++done === 2) resolve();
-    };
-    exp.on("exit", end("rbd export-diff"));
-    imp.on("exit", end("rbd import-diff"));
+/** CPU seconds (user + system) each process of the CLI pipe used. */
+export interface CliPipeCpu {
+  exportSeconds: number;
+  importSeconds: number;
+}
+
+/**
+ * Each rbd runs under `bash -c 'rbd "$@"; rc=$?; times >&3; exit $rc'`: bash waits for rbd, so its `times`
+ * builtin prints rbd's exact rusage (children's user and system time) on fd 3 — no race with Node reaping
+ * the process (reading /proc/<pid>/stat would), no extra package (/usr/bin/time). Bash itself adds ~1 ms.
+ */
+const TIMED = 'rbd "$@"; rc=$?; times >&3; exit $rc';
+
+/** The children line of bash's `times` ("0m1.234s 0m0.056s" after the shell's own line), seconds. */
+export function parseBashTimes(out: string): number {
+  const line = out.trim().split("\n")[1] ?? "";
+  let secs = 0;
+  for (const m of line.matchAll(/(\d+)m([\d.]+)s/g)) secs += Number(m[1]) * 60 + Number(m[2]);
+  return secs;
+}
+
+function timedRbd(args: string[], stdio: ["ignore", "pipe"] | ["pipe", "ignore"]) {
+  const p = spawn("bash", ["-c", TIMED, "rbd", ...args], { stdio: [...stdio, "inherit", "pipe"] });
+  let times = "";
+  (p.stdio[3] as Readable).on("data", (b: Buffer) => {
+    times += b.toString();
   });
+  const cpu = new Promise<number>((resolve, reject) => {
+    p.on("error", reject);
+    p.on("close", (code) => {
+      if (code !== 0) reject(new Error(`rbd ${args.slice(2, 3).join("")} exited ${code}`));
+      else resolve(parseBashTimes(times));
+    });
+  });
+  return { p, cpu };
+}
+
+/**
+ * `rbd export-diff [--from-snap S] SRC - | rbd import-diff - DST` between two lab clusters, as the Cinder
+ * driver runs it; resolves with each side's CPU.
+ */
+export async function cliPipe(
+  srcCluster: string,
+  src: string,
+  fromSnap: string | null,
+  dstCluster: string,
+  dst: string,
+): Promise<CliPipeCpu> {
+  const exp = timedRbd(
+    [
+      "-c",
+      labCluster(srcCluster).conf,
+      "export-diff",
+      "--no-progress",
+      ...(fromSnap ? ["--from-snap", fromSnap] : []),
+      src,
+      "-",
+    ],
+    ["ignore", "pipe"],
+  );
+  const imp = timedRbd(
+    ["-c", labCluster(dstCluster).conf, "import-diff", "--no-progress", "-", dst],
+    ["pipe", "ignore"],
+  );
+  (exp.p.stdout as Readable).pipe(imp.p.stdin as Writable);
+  const [exportSeconds, importSeconds] = await Promise.all([exp.cpu, imp.cpu]);
+  return { exportSeconds, importSeconds };
 }

@@ -1,5 +1,6 @@
 /** What every benchmark here shares: its command-line options, medians, and a process's CPU and memory from /proc. */
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
 
 /** `--name value` from the command line, or `def`. */
 export function arg(name: string, def: string): string {
@@ -45,4 +46,23 @@ export function procMemMiB(pid: number, key: "VmHWM" | "VmRSS"): number {
 /** Starts a new peak-RSS measurement (VmHWM := current RSS). */
 export function resetPeakRss(pid: number): void {
   writeFileSync(`/proc/${pid}/clear_refs`, "5");
+}
+
+/** The OSD daemons of a lab cluster (`<labDir>/<site>/run/osd.N.pid`), for their CPU. */
+export function osdPids(labDir: string, sites: string[]): number[] {
+  const pids: number[] = [];
+  for (const site of sites) {
+    const run = path.join(labDir, site, "run");
+    for (const f of existsSync(run) ? readdirSync(run) : []) {
+      if (/^osd\.\d+\.pid$/.test(f)) pids.push(Number(readFileSync(path.join(run, f), "utf8").trim()));
+    }
+  }
+  return pids.filter((p) => Number.isInteger(p) && p > 0 && existsSync(`/proc/${p}`));
+}
+
+/** The machine's CPU jiffies so far, all cores (/proc/stat): busy = everything but idle and iowait. */
+export function machineJiffies(): { busy: number; total: number } {
+  const f = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "").trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((t, x) => t + x, 0);
+  return { busy: total - (f[3] ?? 0) - (f[4] ?? 0), total };
 }
