@@ -130,10 +130,7 @@ async function client(variant: Variant, port: number, mib: number): Promise<void
           f.data.set(data); // stands for the Ceph read into the frame
           finishChunkFrame(f, i * CHUNK, 1);
           const m = {
-            body: {
-              $case: "chunk",
-              value: { offset: i * CHUNK, data: f.data, crc32: 1, compression: 0, rawLength: 0 },
-            },
+            body: { $case: "chunk", value: { offset: i * CHUNK, data: f.data, crc32: 1, compression: 0, rawLength: 0 } },
           } as TransferMessage & {
             [FRAME]?: unknown;
           };
