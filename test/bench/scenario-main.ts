@@ -4,6 +4,7 @@
  * one `JSON {...}` line. The suite (test/bench/suite.ts) is the usual way to run several.
  */
 import { labDir } from "../helpers/lab";
+import { interrupting } from "./interrupt";
 import { arg, limitsArg } from "./measure";
 import type { Row, Scenario } from "./scenarios/types";
 
@@ -40,6 +41,7 @@ export function runAlone(scenario: Scenario): void {
       );
     },
     (e) => {
+      if (interrupting()) return; // the interrupt's cleanup exits when done
       console.error(e);
       process.exit(1);
     },

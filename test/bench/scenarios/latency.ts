@@ -30,7 +30,7 @@ import { backupRequest, startCoordinator, waitAgents } from "../../helpers/coord
 import { connectLab, labCluster, rbd, repoRoot, uniqueName } from "../../helpers/lab";
 import { rawWriteMiBps } from "../ceph-cli";
 import { busyFraction, hostCpu } from "../host-cpu";
-import { onInterrupt } from "../interrupt";
+import { interrupting, onInterrupt } from "../interrupt";
 import { arg, cpuOf, median, procMemMiB, resetPeakRss } from "../measure";
 import { runAlone } from "../scenario-main";
 import type { Row, Scenario, ScenarioContext } from "./types";
@@ -147,8 +147,8 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
   const bytes = mib * MiB;
   const stops: Array<() => Promise<unknown>> = [];
   const cleanup = async () => {
-    for (const s of stops.reverse()) await s().catch((e) => log(`latency cleanup: ${(e as Error).message}`));
-    stops.length = 0;
+    // Taken at once: the interrupt's cleanup and the finally's may overlap; each step runs once.
+    for (const s of stops.splice(0).reverse()) await s().catch((e) => log(`latency cleanup: ${(e as Error).message}`));
   };
   const unhook = onInterrupt(cleanup);
   try {
@@ -277,7 +277,10 @@ async function run(ctx: ScenarioContext): Promise<Row[]> {
   const lab = (...args: string[]) =>
     execFileP(path.join(repoRoot, "deploy/lab/lab.sh"), args, { env, timeout: 300_000 });
   let child: ReturnType<typeof spawn> | undefined;
-  const cleanup = async () => {
+  // Once, whoever asks first (the interrupt's handler or the finally).
+  let cleaning: Promise<void> | undefined;
+  const cleanup = () => (cleaning ??= stopAll());
+  const stopAll = async () => {
     if (child && child.exitCode === null && child.signalCode === null) {
       child.kill("SIGTERM");
       await new Promise((r) => {
@@ -351,6 +354,7 @@ if (require.main === module) {
     ).then(
       (row) => process.stdout.write(`ROW ${JSON.stringify(row)}\n`),
       (e) => {
+        if (interrupting()) return; // the interrupt's cleanup exits when done
         console.error(e);
         process.exit(1);
       },

@@ -103,8 +103,8 @@ async function run(ctx: ScenarioContext): Promise<Row[]> {
   const rawSecs: number[] = [];
   const stops: Array<() => Promise<unknown>> = [];
   const cleanup = async () => {
-    for (const s of stops.reverse()) await s().catch((e) => ctx.log(`wan cleanup: ${(e as Error).message}`));
-    stops.length = 0;
+    // Taken at once: the interrupt's cleanup and the finally's may overlap; each step runs once.
+    for (const s of stops.splice(0).reverse()) await s().catch((e) => ctx.log(`wan cleanup: ${(e as Error).message}`));
   };
   const unhook = onInterrupt(cleanup);
   try {
