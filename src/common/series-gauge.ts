@@ -4,6 +4,11 @@
  * label set through `labels().set()` on every scrape — most of a scrape's CPU at 1,000 volumes. The
  * exposition is the same: labels are written in the order of `labelNames` (give each series' labels
  * in that order), values as numbers. Read-only: set/inc/labels are not for this gauge.
+ *
+ * The text exposition (prom-client's `getForPromString` hook) hands each series to the registry with
+ * its labels already written into the sample name: escaping five labels of 1,000 series through
+ * prom-client's formatLabels was half of a scrape. The registry must have no default labels (it would
+ * append them after the written ones); the coordinator's has none. JSON (`get`) is unchanged.
  */
 import client from "prom-client";
 
@@ -26,4 +31,25 @@ export class SeriesGauge<T extends string> extends client.Gauge<T> {
     const { name, help } = this.#cfg;
     return { name, help, type: "gauge", aggregator: "sum", values: [...this.#series()] } as unknown as Collected<T>;
   }
+
+  /** The registry's text path: each sample's name carries its written labels (see the module comment). */
+  async getForPromString(): Promise<Collected<T>> {
+    const { name, help } = this.#cfg;
+    const values: Array<{ metricName: string; labels: object; sharedLabels: object; value: number }> = [];
+    for (const s of this.#series()) {
+      let text = "";
+      for (const k in s.labels) text += `${text ? "," : ""}${k}="${escapeLabel(s.labels[k as T])}"`;
+      values.push({ metricName: text ? `${name}{${text}}` : name, labels: NONE, sharedLabels: NONE, value: s.value });
+    }
+    return { name, help, type: "gauge", aggregator: "sum", values } as unknown as Collected<T>;
+  }
+}
+
+/** Shared empty label sets (prom-client caches a shared set's text by identity). */
+const NONE = Object.freeze({});
+
+/** prom-client's escaping of a label value (backslash, newline, double quote), skipped when none occurs. */
+function escapeLabel(v: string): string {
+  if (!/[\\\n"]/.test(v)) return v;
+  return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
 }

@@ -30,6 +30,9 @@ const parsePolicy = (doc: string): Policy => PolicyMsg.fromJSON(JSON.parse(doc))
 const parseProtection = (doc: string): ProtectionRecord => JSON.parse(doc) as ProtectionRecord;
 const policyDoc = (p: Policy): string => JSON.stringify(PolicyMsg.toJSON(p));
 
+/** Parsed protection records kept at most (then forgotten all at once; current ones parse again). */
+const MAX_PARSED_RECORDS = 4_096;
+
 export class SqlitePolicyStore implements PolicyStore {
   readonly #sql: (sql: string) => Database.Statement;
   /**
@@ -38,6 +41,20 @@ export class SqlitePolicyStore implements PolicyStore {
    * never stale; only the current documents are kept. Callers treat the policies as read-only.
    */
   #parsed = new Map<string, Policy>();
+  /**
+   * allPolicies' answer, kept until this store writes a policy (this process is the file's only writer):
+   * the runners, the verify runner and every scrape ask for it, and reading the documents (a policy of
+   * 100 explicit volumes is 10 KB of text to read and hash) cost more than the rest of an idle tick.
+   * Filled only outside a transaction, so a rolled-back write can never leave it stale. getPolicy
+   * answers from it too while it is current.
+   */
+  #all: Policy[] | null = null;
+  /**
+   * Protection records parsed, by document text (the text fixes the record; only the documents of the
+   * last read are kept, per read kind). Callers get a shallow copy, as they may assign fields of what
+   * they read; a record's `volume` is never modified in place.
+   */
+  #records = new Map<string, ProtectionRecord>();
 
   constructor(
     private readonly db: Database.Database,
@@ -47,20 +64,25 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   insertPolicy(p: Policy): void {
+    this.#all = null;
     this.#sql("INSERT INTO policies (name, doc) VALUES (?, ?)").run(p.name, policyDoc(p));
   }
 
   getPolicy(name: string): Policy | undefined {
+    // Served from allPolicies' answer while it is current (read-only, like allPolicies' policies).
+    if (this.#all) return this.#all.find((p) => p.name === name);
     const r = this.#sql("SELECT doc FROM policies WHERE name = ?").get(name) as { doc: string } | undefined;
     return r ? parsePolicy(r.doc) : undefined;
   }
 
   updatePolicy(p: Policy): void {
+    this.#all = null;
     const r = this.#sql("UPDATE policies SET doc = ? WHERE name = ?").run(policyDoc(p), p.name);
     if (r.changes !== 1) throw new Error(`policy ${p.name} is not in the catalog`);
   }
 
   deletePolicy(name: string): void {
+    this.#all = null;
     this.db.transaction(() => {
       this.#sql("DELETE FROM protection WHERE policy = ?").run(name);
       this.#sql("DELETE FROM policies WHERE name = ?").run(name);
@@ -84,6 +106,7 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   allPolicies(): Policy[] {
+    if (this.#all) return this.#all.slice();
     const rows = this.#sql("SELECT doc FROM policies ORDER BY name").all() as { doc: string }[];
     const parsed = new Map<string, Policy>();
     const out = rows.map((r) => {
@@ -92,6 +115,23 @@ export class SqlitePolicyStore implements PolicyStore {
       return p;
     });
     this.#parsed = parsed;
+    if (!this.db.inTransaction) this.#all = out.slice();
+    return out;
+  }
+
+  /** Rows' documents as records (parsed once per document text; see #records). */
+  #recordsOf(rows: { doc: string }[]): ProtectionRecord[] {
+    const out: ProtectionRecord[] = new Array(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const doc = (rows[i] as { doc: string }).doc;
+      let r = this.#records.get(doc);
+      if (!r) {
+        r = parseProtection(doc);
+        if (this.#records.size >= MAX_PARSED_RECORDS) this.#records.clear();
+        this.#records.set(doc, r);
+      }
+      out[i] = { ...r };
+    }
     return out;
   }
 
@@ -102,11 +142,11 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   dueProtection(nowMs: number): ProtectionRecord[] {
-    return (
+    return this.#recordsOf(
       this.#sql("SELECT doc FROM protection WHERE next_run_at <= ? ORDER BY policy, volume_key").all(nowMs) as {
         doc: string;
-      }[]
-    ).map((r) => parseProtection(r.doc));
+      }[],
+    );
   }
 
   getProtection(policy: string, key: string): ProtectionRecord | undefined {
@@ -117,11 +157,11 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   protectionOfPolicy(policy: string): ProtectionRecord[] {
-    return (
+    return this.#recordsOf(
       this.#sql("SELECT doc FROM protection WHERE policy = ? ORDER BY volume_key").all(policy) as {
         doc: string;
-      }[]
-    ).map((r) => parseProtection(r.doc));
+      }[],
+    );
   }
 
   protectionOfVolume(key: string): ProtectionRecord[] {

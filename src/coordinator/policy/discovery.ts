@@ -59,7 +59,9 @@ export class Discovery {
         "images",
         LIST_TIMEOUT_MS,
       );
-      p.images = r.images;
+      // An unchanged listing keeps its array: the tick plan compares listings by identity, and a
+      // listing that changed nothing needs no full pass of its policies.
+      if (!sameList(p.images, r.images)) p.images = r.images;
       p.listedAt = nowMs;
       this.onListed();
     } catch (err) {
@@ -76,6 +78,12 @@ export class Discovery {
   retain(keys: Set<string>): void {
     for (const k of this.#pools.keys()) if (!keys.has(k)) this.#pools.delete(k);
   }
+}
+
+function sameList(a: string[] | null, b: string[]): boolean {
+  if (!a || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** The images of `images` the selector's regex matches (anchored; empty regex = all). */

@@ -54,6 +54,8 @@ export class PolicyRunner implements PolicyRunnerPort {
   readonly #discovery: Discovery;
   readonly #selected = new Map<string, VolumeRef[]>();
   readonly #schedules = new Map<string, string>();
+  /** The Policy object each policy's schedule was last compared from (see #reschedule). */
+  readonly #scheduled = new Map<string, Policy>();
   readonly #settled = new Set<string>();
   readonly #launching = new Set<string>();
   readonly #plan = new TickPlan();
@@ -183,6 +185,9 @@ export class PolicyRunner implements PolicyRunnerPort {
 
   /** A changed schedule moves every record's next run to the new schedule's next slot. */
   #reschedule(p: Policy, now: number): void {
+    // The store hands out the same Policy object while its document is unchanged: nothing to compare.
+    if (this.#scheduled.get(p.name) === p) return;
+    this.#scheduled.set(p.name, p);
     const s = JSON.stringify(p.schedule ?? {});
     const before = this.#schedules.get(p.name);
     this.#schedules.set(p.name, s);
@@ -330,6 +335,7 @@ export class PolicyRunner implements PolicyRunnerPort {
     if (!p) {
       this.#selected.delete(name);
       this.#schedules.delete(name);
+      this.#scheduled.delete(name);
     } else if (p.selector?.pool) this.#discovery.expire(p.selector);
     this.#plan.forget(name);
     this.soon();
