@@ -181,3 +181,29 @@ export function limitStream(
     }
   })();
 }
+
+/** Which bucket a wait was on (the metrics' `limiter` label). */
+export type LimiterKind = "agent" | "job";
+
+/**
+ * An agent's limiters, made once at start: its own bucket (none when `agentBytesPerSecond` is 0), shared
+ * by all its transfers, and a factory of a job's bucket per transfer; bursts of at least one chunk.
+ */
+export function agentLimiters(o: {
+  agentBytesPerSecond: number;
+  chunkBytes: number;
+  onWait?(limiter: LimiterKind, seconds: number): void;
+  clock?: Clock;
+}): { agentLimiter?: RateLimiter; jobLimiter(bytesPerSecond: number): RateLimiter } {
+  const bucket = (bytesPerSecond: number, kind: LimiterKind) =>
+    new TokenBucket({
+      bytesPerSecond,
+      burstBytes: defaultBurst(bytesPerSecond, o.chunkBytes + CHUNK_OVERHEAD_BYTES),
+      ...(o.clock ? { clock: o.clock } : {}),
+      ...(o.onWait ? { onWait: (s: number) => o.onWait?.(kind, s) } : {}),
+    });
+  return {
+    ...(o.agentBytesPerSecond > 0 ? { agentLimiter: bucket(o.agentBytesPerSecond, "agent") } : {}),
+    jobLimiter: (bytesPerSecond) => bucket(bytesPerSecond, "job"),
+  };
+}
