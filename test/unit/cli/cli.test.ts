@@ -266,6 +266,7 @@ describe("rbdbackup CLI against a fake coordinator", () => {
       volumeMetadata: { a: "1", b: "x=y" },
       idempotencyKey: "",
       maxSnapshots: 3,
+      transfer: undefined,
     });
   });
 
