@@ -7,8 +7,8 @@ import client from "prom-client";
 import type { Logger } from "../../src/common/log";
 import { MetricsServer, registerDefaultMetrics } from "../../src/common/metrics-server";
 import type { RefusalReason } from "../transfer/authz-audit";
-import type { LimiterKind } from "../transfer/shaping/rate-limit";
 import type { TransferMeter } from "../transfer/meter";
+import type { LimiterKind } from "../transfer/shaping/rate-limit";
 
 export class AgentMetrics {
   readonly registry = new client.Registry();
