@@ -213,10 +213,7 @@ export const backupHelp: NounHelp = {
         ...transferFlagHelp,
         ["--wait", WAIT_HELP],
       ],
-      examples: [
-        "backup create --volume site-a/rbd/vol-1 --to site-b/backups --wait",
-        "backup create --volume site-a/rbd/vol-1 --to site-b --compression zstd --bandwidth-limit 100M",
-      ],
+      examples: ["backup create --volume site-a/rbd/vol-1 --to site-b/backups --wait"],
     },
     list: {
       synopsis:

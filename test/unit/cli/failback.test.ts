@@ -43,6 +43,7 @@ describe("CLI: volume failback", () => {
       source: { cluster: "site-b", pool: "rbd", namespace: "", image: "vol-1-over" },
       backupId: ID,
       idempotencyKey: "back-1",
+      transfer: undefined,
     });
     assert.match(r.stdout, /job-fb/);
     assert.match(r.stderr, new RegExp(`backup ${ID}`));
