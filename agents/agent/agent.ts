@@ -35,6 +35,7 @@ import { receivePool } from "../transfer/message-reader";
 import { Peers, peerChannelOptions } from "../transfer/peers";
 import { MAX_MESSAGE_BYTES } from "../transfer/protocol";
 import { shapedTarget } from "../transfer/shaping";
+import { agentLimiters } from "../transfer/shaping/rate-limit";
 import { recoverInterrupted, resumePoint, runSink, type SinkDeps, sweepHeld } from "../transfer/sink";
 import { authorizeResumePoint, authorizeTransfer } from "../transfer/transfer-authz";
 import { framePool } from "../transfer/wire";
@@ -154,6 +155,13 @@ export class Agent {
     };
     this.#peers = new Peers(cfg.tls, localTarget, this.log);
     const peers = this.#peers;
+    const bandwidth = metrics.bandwidth(cfg.limits.bandwidthBytesPerSecond);
+    const limiters = agentLimiters({
+      agentBytesPerSecond: cfg.limits.bandwidthBytesPerSecond,
+      chunkBytes: cfg.limits.chunkSizeBytes,
+      onWait: bandwidth.waited,
+    });
+    const shaping = { zstdLevel: 1, log, ...limiters };
     const ctx: EngineContext = {
       cluster,
       clusterName: cfg.cluster.name,
@@ -166,7 +174,7 @@ export class Agent {
         readsInFlight: cfg.limits.readsInFlight,
         ...(cfg.testFaults?.corruptChunk ? { corruptChunk: cfg.testFaults.corruptChunk } : {}),
       },
-      target: (address, options) => shapedTarget(peers.target(address), options, { zstdLevel: 1, log }, address === ""),
+      target: (address, options) => shapedTarget(peers.target(address), options, shaping, address === ""),
       sourcePaths: cfg.sourcePaths,
     };
     const accepting = () => this.state === "serving";

@@ -51,6 +51,12 @@ const Limits = block("Throughput and concurrency limits.", {
     2 ** 31 - 1,
     16 * MiB,
   ),
+  bandwidthBytesPerSecond: int(
+    "Source: cap on the bytes per second all this agent's transfers to other agents put on the wire together, after compression (0 = none; else at least 1048576). A job's TransferOptions cap applies on top.",
+    0,
+    2 ** 40,
+    0,
+  ),
 });
 
 const Transfer = block("Resumable transfers (this agent as a destination).", {

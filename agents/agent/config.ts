@@ -27,6 +27,8 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
   const { keyring, ...clusterRest } = cluster;
   if (rest.transferListen === rest.listen && !rest.listen.endsWith(":0"))
     fail(`transferListen "${rest.transferListen}" must differ from listen (the data plane has its own port)`);
+  const bw = rest.limits.bandwidthBytesPerSecond;
+  if (bw > 0 && bw < 1048576) fail(`limits.bandwidthBytesPerSecond ${bw} is below 1048576 (1 MiB/s); 0 means no cap`);
   return {
     ...rest,
     agentId: agentId ?? `${hostname()}-${cluster.name}`,

@@ -8,6 +8,7 @@ import type { Logger } from "../../src/common/log";
 import { MetricsServer, registerDefaultMetrics } from "../../src/common/metrics-server";
 import type { RefusalReason } from "../transfer/authz-audit";
 import type { TransferMeter } from "../transfer/meter";
+import type { LimiterKind } from "../transfer/shaping/rate-limit";
 
 export class AgentMetrics {
   readonly registry = new client.Registry();
@@ -137,6 +138,24 @@ export class AgentMetrics {
   /** Counts one refused call (AuthzAudit's counter). */
   refused(service: string, reason: RefusalReason): void {
     this.refusals.labels(service, reason).inc();
+  }
+
+  // ── Bandwidth caps (agents/transfer/shaping/rate-limit.ts) ──────────────────────────────────────
+  /** Registers the caps' metrics (once, at start): seconds waited per bucket kind, the agent's cap. */
+  bandwidth(agentBytesPerSecond: number): { waited(limiter: LimiterKind, seconds: number): void } {
+    const wait = new client.Counter({
+      name: "rbdbackup_agent_bandwidth_wait_seconds_total",
+      help: "Seconds transfers this agent sourced waited on a bandwidth cap, by limiter (agent: limits.bandwidthBytesPerSecond; job: TransferOptions.bandwidth_limit_bytes_per_second).",
+      labelNames: ["limiter"],
+      registers: [this.registry],
+    });
+    for (const l of ["agent", "job"]) wait.labels(l).inc(0);
+    new client.Gauge({
+      name: "rbdbackup_agent_bandwidth_limit_bytes_per_second",
+      help: "This agent's cap on the bytes per second all its transfers send together (limits.bandwidthBytesPerSecond; 0 = none).",
+      registers: [this.registry],
+    }).set(agentBytesPerSecond);
+    return { waited: (limiter, seconds) => wait.labels(limiter).inc(seconds) };
   }
 
   /** Classifies a forced-full reason into a low-cardinality label. */

@@ -8,6 +8,7 @@ import {
   type VolumeProtection,
 } from "../gen/rbdbackup/v1/policy";
 import { formatSeconds, formatTime, keyValues, locationSpec, table, volumeSpec } from "./format";
+import { transferText } from "./transfer-flags";
 
 export const protectionStateName = (s: ProtectionState): string =>
   s === ProtectionState.PROTECTION_STATE_UNSPECIFIED ? "-" : protectionStateToJSON(s).slice(17).toLowerCase();
@@ -75,6 +76,7 @@ export function policyBlock(p: Policy): string {
     ["schedule", scheduleText(p.schedule)],
     ["retention", retentionText(p.retention)],
     ["max snapshots", p.maxSnapshots ? String(p.maxSnapshots) : undefined],
+    ["transfer", transferText(p.transfer)],
     ["metadata", meta.length ? meta.map(([k, v]) => `${k}=${v}`).join(", ") : undefined],
     ["paused", p.paused ? "yes" : "no"],
     ["selected now", String(p.selectedVolumes)],

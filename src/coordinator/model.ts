@@ -5,7 +5,7 @@
  */
 import type { BackupMode, RestoreMode, VerifyMode } from "../gen/rbdbackup/v1/agent";
 import type { Backup, JobKind, JobState } from "../gen/rbdbackup/v1/backup_service";
-import type { VolumeRef } from "../gen/rbdbackup/v1/common";
+import type { TransferOptions, VolumeRef } from "../gen/rbdbackup/v1/common";
 
 export type { Backup };
 
@@ -39,13 +39,21 @@ export type JobOperation =
   /**
    * forcedFull: set when an attempt is leased as FULL because the chain it would extend holds a CORRUPT
    * backup (scheduler/verify.ts): the reason, which the backup takes as its forced_full_reason.
+   * transfer (here and on a restore): the request's TransferOptions, absent when they ask for nothing.
    */
-  | { kind: "backup"; mode: BackupMode; maxSnapshots: number; forcedFull?: string }
+  | { kind: "backup"; mode: BackupMode; maxSnapshots: number; forcedFull?: string; transfer?: TransferOptions }
   /**
    * flatten (CLONE only): queue a FLATTEN job for the target once the clone exists. source (FAILBACK
    * only): the failed-over volume whose content the target takes.
    */
-  | { kind: "restore"; target: VolumeRef; mode: RestoreMode; flatten?: boolean; source?: VolumeRef }
+  | {
+      kind: "restore";
+      target: VolumeRef;
+      mode: RestoreMode;
+      flatten?: boolean;
+      source?: VolumeRef;
+      transfer?: TransferOptions;
+    }
   | { kind: "delete" }
   /** Detach `target`, a CLONE restore of the job's backup, from the backup's snapshot. */
   | { kind: "flatten"; target: VolumeRef }

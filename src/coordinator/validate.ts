@@ -6,7 +6,7 @@ import { invalidArgument } from "../common/errors";
 import { isUuid } from "../common/ids";
 import { BackupMode, RestoreMode, VerifyMode } from "../gen/rbdbackup/v1/agent";
 import { BackupStatus, DiffFormat, JobKind, JobState } from "../gen/rbdbackup/v1/backup_service";
-import type { BackupLocation, VolumeRef } from "../gen/rbdbackup/v1/common";
+import { type BackupLocation, Compression, type TransferOptions, type VolumeRef } from "../gen/rbdbackup/v1/common";
 
 /** Cluster names (as agents register them). */
 export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -129,4 +129,32 @@ export function page<T>(list: () => T): T {
 export function maxSnapshots(v: number): number {
   if (v > 1000) throw invalidArgument(`max_snapshots ${v} is above 1000`);
   return v;
+}
+
+/** TransferOptions.bandwidth_limit_bytes_per_second when set: at least 1 MiB/s, at most 1 TiB/s. */
+export const MIN_BANDWIDTH = 1048576;
+export const MAX_BANDWIDTH = 2 ** 40;
+
+/**
+ * A request's TransferOptions (common.proto), `field` naming them: compression a known value, the cap 0
+ * or in [MIN_BANDWIDTH, MAX_BANDWIDTH]. Returns them, or undefined when they ask for nothing (absent, or
+ * every field at its default), so that a job keeps only options that do something.
+ */
+export function transferOptions(t: TransferOptions | undefined, field = "transfer"): TransferOptions | undefined {
+  if (!t) return undefined;
+  enumValue(Compression, t.compression, `${field}.compression`);
+  const bw = t.bandwidthLimitBytesPerSecond;
+  if (!Number.isInteger(bw) || bw < 0 || (bw > 0 && bw < MIN_BANDWIDTH) || bw > MAX_BANDWIDTH) {
+    throw invalidArgument(
+      `${field}.bandwidth_limit_bytes_per_second: ${bw} is not 0 (no cap) or in [${MIN_BANDWIDTH} (1 MiB/s), ${MAX_BANDWIDTH} (1 TiB/s)]`,
+    );
+  }
+  if (t.compression === Compression.COMPRESSION_NONE && bw === 0) return undefined;
+  return { compression: t.compression, bandwidthLimitBytesPerSecond: bw };
+}
+
+/** `{ transfer }` for a job's operation when the options do something, else nothing. */
+export function transferField(t: TransferOptions | undefined): { transfer?: TransferOptions } {
+  const checked = transferOptions(t);
+  return checked ? { transfer: checked } : {};
 }

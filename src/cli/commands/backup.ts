@@ -24,6 +24,7 @@ import { backupBlock, backupTable, snapshotTable } from "../format";
 import type { NounHelp } from "../help";
 import { print, printJson } from "../output";
 import { listPages } from "../paging";
+import { TRANSFER_SYNOPSIS, transferField, transferFlagHelp, transferFlags } from "../transfer-flags";
 import { afterQueued } from "../watch";
 import { verify, verifyHelp } from "./backup-verify";
 import { exportVerb, importVerb, interchangeHelp } from "./interchange";
@@ -59,6 +60,7 @@ async function create(argv: string[]): Promise<number> {
     "idempotency-key": { type: "string" },
     "max-snapshots": { type: "string" },
     wait: { type: "boolean" },
+    ...transferFlags,
   });
   positionals("backup create", pos, []);
   const volume = parseVolumeSpec(requiredFlag(values.volume, "volume", "backup create"), "--volume");
@@ -71,6 +73,7 @@ async function create(argv: string[]): Promise<number> {
     volumeMetadata: parseMeta(values.meta),
     idempotencyKey: idempotencyKey(values["idempotency-key"]),
     maxSnapshots: parseIntFlag(values["max-snapshots"], "max-snapshots", 0, 100_000) ?? 0,
+    ...transferField(values),
   };
   return withConnection(values, async (conn) => {
     const job = await conn.call((o) => conn.client.createBackup(request, o));
@@ -144,6 +147,7 @@ async function restore(argv: string[]): Promise<number> {
     "allow-corrupt": { type: "boolean" },
     "idempotency-key": { type: "string" },
     wait: { type: "boolean" },
+    ...transferFlags,
   });
   const [backupId = ""] = positionals("backup restore", pos, ["BACKUP_ID"]);
   const mode = parseChoice(values.mode, "mode", restoreModes) ?? RestoreMode.RESTORE_MODE_NEW;
@@ -155,6 +159,7 @@ async function restore(argv: string[]): Promise<number> {
     idempotencyKey: idempotencyKey(values["idempotency-key"]),
     flatten: values.flatten === true,
     allowCorrupt: values["allow-corrupt"] === true,
+    ...transferField(values),
   };
   return withConnection(values, async (conn) => {
     const job = await conn.call((o) => conn.client.restoreBackup(request, o));
@@ -186,7 +191,7 @@ export const backupHelp: NounHelp = {
     create: {
       synopsis:
         "--volume CLUSTER/POOL[/NAMESPACE]/IMAGE --to CLUSTER[/POOL[/NAMESPACE]] [--mode auto|full|incremental] " +
-        "[--volume-id ID] [--meta KEY=VALUE]... [--idempotency-key KEY] [--max-snapshots N] [--wait]",
+        `[--volume-id ID] [--meta KEY=VALUE]... [--idempotency-key KEY] [--max-snapshots N] ${TRANSFER_SYNOPSIS} [--wait]`,
       summary: "queue a backup of a volume into a pool of a cluster (no pool: that cluster's default backup pool)",
       flags: [
         ["--volume CLUSTER/POOL[/NAMESPACE]/IMAGE", "the volume to back up (required)"],
@@ -205,6 +210,7 @@ export const backupHelp: NounHelp = {
           "--max-snapshots N",
           "backup snapshots to keep on the source volume, 0 to 100000 (default 0: what chains need)",
         ],
+        ...transferFlagHelp,
         ["--wait", WAIT_HELP],
       ],
       examples: ["backup create --volume site-a/rbd/vol-1 --to site-b/backups --wait"],
@@ -245,7 +251,7 @@ export const backupHelp: NounHelp = {
     restore: {
       synopsis:
         "BACKUP_ID --target CLUSTER/POOL[/NAMESPACE]/IMAGE [--mode new|original|clone] [--flatten] " +
-        "[--allow-corrupt] [--idempotency-key KEY] [--wait]",
+        `[--allow-corrupt] [--idempotency-key KEY] ${TRANSFER_SYNOPSIS} [--wait]`,
       summary: "queue a restore of an available backup to a new volume (default), over an existing one, or as a clone",
       args: [["BACKUP_ID", "the backup to restore"]],
       flags: [
@@ -261,6 +267,7 @@ export const backupHelp: NounHelp = {
         ["--flatten", "clone only: then copy the backup's data in (a FLATTEN job), so the backup can be deleted"],
         ["--allow-corrupt", "restore a backup a verification found CORRUPT anyway (else refused)"],
         [KEY, KEY_HELP],
+        ...transferFlagHelp,
         ["--wait", WAIT_HELP],
       ],
       examples: [

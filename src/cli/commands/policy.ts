@@ -24,6 +24,7 @@ import { policyBlock, policyTable } from "../format-policy";
 import type { NounHelp } from "../help";
 import { note, print, printJson } from "../output";
 import { listPages } from "../paging";
+import { parseTransfer, transferFlagHelp, transferFlags } from "../transfer-flags";
 
 const modes = {
   auto: BackupMode.BACKUP_MODE_AUTO,
@@ -76,6 +77,7 @@ const policyFlags = {
   "max-snapshots": { type: "string" },
   meta: { type: "string", multiple: true },
   paused: { type: "boolean" },
+  ...transferFlags,
 } as const;
 
 type PolicyValues = ReturnType<typeof parseFlags<typeof policyFlags>>["values"];
@@ -130,6 +132,7 @@ export function applyFlags(base: Policy, values: PolicyValues): Policy {
   p.maxSnapshots = parseIntFlag(values["max-snapshots"], "max-snapshots", 0, 100_000) ?? p.maxSnapshots;
   if (values.meta) p.volumeMetadata = parseMeta(values.meta);
   if (values.paused) p.paused = true;
+  p.transfer = parseTransfer(values, p.transfer);
   return p;
 }
 
@@ -246,6 +249,7 @@ const policyFlagHelp: Array<[string, string]> = [
   ["--min-age DURATION", "retention: never delete a backup younger than this"],
   ["--mode auto|full|incremental", "backup mode (default auto)"],
   ["--max-snapshots N", "backup snapshots to keep on each source volume"],
+  ...transferFlagHelp,
   ["--meta KEY=VALUE", "metadata saved with each backup ({cluster} {pool} {namespace} {image} {policy} expand)"],
   ["--description TEXT", "what the policy is for"],
   ["--paused", "create it paused"],
@@ -275,7 +279,11 @@ export const policyHelp: NounHelp = {
       summary: "change a policy: the flags given replace their fields (refused if it changed meanwhile)",
       args: [nameArg],
       flags: policyFlagHelp.filter(([f]) => f !== "--paused"),
-      examples: ["policy update gold --every 5m", "policy update db --file db.policy.json"],
+      examples: [
+        "policy update gold --every 5m",
+        "policy update gold --compression zstd --bandwidth-limit 200M",
+        "policy update db --file db.policy.json",
+      ],
     },
     show: { synopsis: "NAME", summary: "one policy", args: [nameArg], examples: ["policy show gold --json"] },
     list: {

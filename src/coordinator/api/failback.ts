@@ -22,7 +22,7 @@ import {
   JobKind,
   JobState,
 } from "../../gen/rbdbackup/v1/backup_service";
-import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
+import { TransferOptions, type VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Catalog } from "../catalog/catalog";
 import { fingerprint } from "../jobs/new-job";
 import { probe } from "../jobs/probes";
@@ -89,7 +89,13 @@ export async function failbackVolume(
   const source = v.volumeRef(req.source, "source");
   if (same(volume, source)) throw invalidArgument("source: the failed-over volume cannot be the volume itself");
   v.idempotencyKey(req.idempotencyKey);
-  const fp = fingerprint("failback", { volume: volumeKey(volume), source: volumeKey(source), backup: req.backupId });
+  const transfer = v.transferField(req.transfer);
+  const fp = fingerprint("failback", {
+    volume: volumeKey(volume),
+    source: volumeKey(source),
+    backup: req.backupId,
+    ...(transfer.transfer ? { transfer: TransferOptions.toJSON(transfer.transfer) } : {}),
+  });
   const again = adm.replay(req.idempotencyKey, fp);
   if (again) return { job: adm.view(again), backup: deps.catalog.getBackup(again.backupId) };
   adm.knownCluster(volume.cluster, "volume.cluster");
@@ -114,7 +120,7 @@ export async function failbackVolume(
     kind: JobKind.JOB_KIND_RESTORE,
     backupId: b.id,
     volume,
-    operation: { kind: "restore", target: volume, mode: RestoreMode.RESTORE_MODE_FAILBACK, source },
+    operation: { kind: "restore", target: volume, mode: RestoreMode.RESTORE_MODE_FAILBACK, source, ...transfer },
     idempotencyKey: req.idempotencyKey,
     fingerprint: fp,
     locks: [lockOfVolume(volume), lockOfVolume(source), lockOfBackup(b.id)],

@@ -44,7 +44,11 @@ export async function restoreBackup(
   const clone = req.mode === RestoreMode.RESTORE_MODE_CLONE;
   if (req.flatten && !clone) throw invalidArgument("flatten: only a CLONE restore can be flattened (mode CLONE)");
   v.idempotencyKey(req.idempotencyKey);
-  const fp = fingerprint("restore", RestoreBackupRequest.toJSON({ ...req, idempotencyKey: "" }));
+  v.transferOptions(req.transfer);
+  const fp = fingerprint(
+    "restore",
+    RestoreBackupRequest.toJSON({ ...req, idempotencyKey: "", transfer: v.transferOptions(req.transfer) }),
+  );
   const again = adm.replay(req.idempotencyKey, fp);
   if (again) return adm.view(again);
   const b = deps.catalog.getBackup(req.backupId);
@@ -63,7 +67,13 @@ export async function restoreBackup(
     kind: JobKind.JOB_KIND_RESTORE,
     backupId: b.id,
     volume: target,
-    operation: { kind: "restore", target, mode: req.mode, ...(req.flatten ? { flatten: true } : {}) },
+    operation: {
+      kind: "restore",
+      target,
+      mode: req.mode,
+      ...(req.flatten ? { flatten: true } : {}),
+      ...v.transferField(req.transfer),
+    },
     idempotencyKey: req.idempotencyKey,
     fingerprint: fp,
     locks: [lockOfVolume(target), lockOfBackup(b.id)],

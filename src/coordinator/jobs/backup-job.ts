@@ -41,6 +41,7 @@ export function validateBackupRequest(req: CreateBackupRequest): { vol: VolumeRe
   v.volumeMetadata(req.volumeId, req.volumeMetadata);
   v.idempotencyKey(req.idempotencyKey);
   v.maxSnapshots(req.maxSnapshots);
+  v.transferOptions(req.transfer);
   return { vol, loc };
 }
 
@@ -48,7 +49,12 @@ export function validateBackupRequest(req: CreateBackupRequest): { vol: VolumeRe
 export function backupFingerprint(req: CreateBackupRequest): string {
   return fingerprint(
     "backup",
-    CreateBackupRequest.toJSON({ ...req, idempotencyKey: "", volumeMetadata: sortedMeta(req.volumeMetadata) }),
+    CreateBackupRequest.toJSON({
+      ...req,
+      idempotencyKey: "",
+      volumeMetadata: sortedMeta(req.volumeMetadata),
+      transfer: v.transferOptions(req.transfer),
+    }),
   );
 }
 
@@ -69,7 +75,7 @@ export async function buildBackupJob(
       kind: JobKind.JOB_KIND_BACKUP,
       backupId: backup.id,
       volume: vol,
-      operation: { kind: "backup", mode: req.mode, maxSnapshots: req.maxSnapshots },
+      operation: { kind: "backup", mode: req.mode, maxSnapshots: req.maxSnapshots, ...v.transferField(req.transfer) },
       idempotencyKey: req.idempotencyKey,
       fingerprint: checked.fingerprint,
       locks: [lockOfVolume(vol)],

@@ -114,6 +114,7 @@ export function runRequest(p: Policy, vol: VolumeRef, key: string): CreateBackup
     mode: p.mode,
     maxSnapshots: p.maxSnapshots,
     volumeMetadata: volumeMetadata(p, vol),
+    transfer: p.transfer,
     idempotencyKey: key,
   });
 }

@@ -66,6 +66,7 @@ export function validatePolicy(p: Policy | undefined, ctx: PolicyContext): Polic
   under(() => v.backupMode(p.mode));
   under(() => v.maxSnapshots(p.maxSnapshots));
   under(() => v.volumeMetadata("", p.volumeMetadata));
+  const transfer = under(() => v.transferOptions(p.transfer, "transfer"));
   if (!p.schedule) throw invalidArgument("policy.schedule is required");
   validateSchedule(p.schedule, ctx.minIntervalSeconds);
   if (!p.retention) throw invalidArgument("policy.retention is required");
@@ -79,7 +80,14 @@ export function validatePolicy(p: Policy | undefined, ctx: PolicyContext): Polic
     seen.add(vol.cluster);
     ctx.knownCluster(vol.cluster, `policy.selector.volumes[${i}].cluster`);
   }
-  const clean: Policy = { ...p, revision: 0, createdAt: undefined, updatedAt: undefined, selectedVolumes: 0 };
+  const clean: Policy = {
+    ...p,
+    revision: 0,
+    createdAt: undefined,
+    updatedAt: undefined,
+    selectedVolumes: 0,
+    transfer,
+  };
   checkOverlap(clean, ctx);
   return clean;
 }

@@ -126,7 +126,7 @@ function backupRequest(
     jobId: j.id,
     transferCapability: "",
     resumable: false,
-    transferOptions: undefined,
+    transferOptions: op.transfer,
   };
 }
 
@@ -149,7 +149,7 @@ function restoreRequest(
     transferCapability: "",
     source: op.source ? { pool: op.source.pool, namespace: op.source.namespace, image: op.source.image } : undefined,
     resumable: false,
-    transferOptions: undefined,
+    transferOptions: op.transfer,
   };
 }
 

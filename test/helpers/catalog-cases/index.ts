@@ -10,6 +10,7 @@ import { policies } from "./policies";
 import type { OpenCatalog } from "./records";
 import { recordsCrud } from "./records-crud";
 import { transactions } from "./transactions";
+import { transferOptions } from "./transfer-options";
 
 export type { OpenCatalog };
 
@@ -22,4 +23,6 @@ export const CATALOG_CASES: Array<(open: OpenCatalog) => void> = [
   // Keyset pages stable under inserts and deletes, tokens bound to the filter and the catalog (q3-paging).
   pagingCases,
   policyPagingCases,
+  // TransferOptions on jobs and policies (r3-limits).
+  transferOptions,
 ];

@@ -21,7 +21,7 @@ import {
   JobState,
   type RestoreBackupRequest,
 } from "../../../src/gen/rbdbackup/v1/backup_service";
-import type { ImageRef, VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
+import { Compression, type ImageRef, type VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import { backupRequest, type Deployment, deploy, succeeded, waitJob } from "../../helpers/coordinator";
 import { uniqueName } from "../../helpers/lab";
 import { MiB, Volumes } from "../../helpers/volumes";
@@ -375,6 +375,25 @@ describe("coordinator: bad requests fail with their exact status and change noth
       cb("idempotency_key with spaces", IA, /idempotency_key/, { idempotencyKey: "my key" }),
       cb("idempotency_key of 200 characters", IA, /idempotency_key/, { idempotencyKey: "k".repeat(200) }),
       cb("max_snapshots 100000", IA, /max_snapshots 100000/, { maxSnapshots: 100000 }),
+      // CreateBackup and RestoreBackup: TransferOptions (common.proto).
+      cb("transfer.compression 9 (unknown)", IA, /transfer\.compression: unknown value 9/, {
+        transfer: { compression: 9 as Compression, bandwidthLimitBytesPerSecond: 0 },
+      }),
+      cb("a bandwidth cap of 1 byte/s", IA, /transfer\.bandwidth_limit_bytes_per_second: 1 is not 0/, {
+        transfer: { compression: Compression.COMPRESSION_NONE, bandwidthLimitBytesPerSecond: 1 },
+      }),
+      cb("a bandwidth cap of 1048575 bytes/s", IA, /transfer\.bandwidth_limit_bytes_per_second: 1048575/, {
+        transfer: { compression: Compression.COMPRESSION_ZSTD, bandwidthLimitBytesPerSecond: 1048575 },
+      }),
+      cb("a bandwidth cap above 1 TiB/s", IA, /transfer\.bandwidth_limit_bytes_per_second: 1099511627777/, {
+        transfer: { compression: Compression.COMPRESSION_NONE, bandwidthLimitBytesPerSecond: 2 ** 40 + 1 },
+      }),
+      rb("transfer.compression 3 (unknown)", IA, /transfer\.compression: unknown value 3/, {
+        transfer: { compression: 3 as Compression, bandwidthLimitBytesPerSecond: 0 },
+      }),
+      rb("a restore's bandwidth cap of 1000 bytes/s", IA, /transfer\.bandwidth_limit_bytes_per_second: 1000/, {
+        transfer: { compression: Compression.COMPRESSION_NONE, bandwidthLimitBytesPerSecond: 1000 },
+      }),
       cb("idempotency_key of another request", AE, new RegExp(`idempotency_key "${createKey}"`), {
         idempotencyKey: createKey,
         mode: BackupMode.BACKUP_MODE_FULL,

@@ -88,6 +88,7 @@ describe("agent configuration", () => {
         maxConcurrentJobs: 4,
         fullCheckIntervalMs: 2000,
         http2WindowBytes: 16 * 1024 * 1024,
+        bandwidthBytesPerSecond: 0,
       },
       shutdownGraceSeconds: 30,
     });
@@ -208,6 +209,18 @@ describe("agent configuration", () => {
       /cluster\.opTimeoutSeconds must be an integer in \[1, 3600\]/,
     );
     refused({ ...minimal, shutdownGraceSeconds: -1 }, /shutdownGraceSeconds must be an integer in \[0, 3600\]/);
+  });
+
+  it("limits.bandwidthBytesPerSecond: 0 (none, the default) or at least 1 MiB/s", () => {
+    assert.equal(parse(minimal).limits.bandwidthBytesPerSecond, 0);
+    assert.equal(
+      parse({ ...minimal, limits: { bandwidthBytesPerSecond: 1048576 } }).limits.bandwidthBytesPerSecond,
+      1048576,
+    );
+    refused(
+      { ...minimal, limits: { bandwidthBytesPerSecond: 1048575 } },
+      "agent config: limits.bandwidthBytesPerSecond 1048575 is below 1048576 (1 MiB/s); 0 means no cap",
+    );
   });
 
   it("strings: wrong types and empty required strings are refused naming the field (and its flag)", () => {

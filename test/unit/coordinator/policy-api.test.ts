@@ -13,10 +13,11 @@ import type { ApiDeps } from "../../../src/coordinator/api/deps";
 import { targetOf } from "../../../src/coordinator/api-audit";
 import { type ProtectionRecord, volumeKey } from "../../../src/coordinator/policy/model";
 import type { PolicyRunnerPort } from "../../../src/coordinator/policy/runner-port";
+import { runRequest } from "../../../src/coordinator/policy/slots";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus } from "../../../src/gen/rbdbackup/v1/backup_service";
-import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
+import { Compression, type VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { DeepPartial, Policy, ProtectionState } from "../../../src/gen/rbdbackup/v1/policy";
 import type { Answer } from "../../helpers/fake-agent";
 import { type Api, type ApiServer, assertStatus, serveApi } from "./api-server";
@@ -174,6 +175,18 @@ describe("policy API", () => {
         /^policy\.mode: unknown value 42/,
       ],
       [
+        "an unknown compression",
+        policy("p", { transfer: { compression: 7 as Compression } }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.transfer\.compression: unknown value 7/,
+      ],
+      [
+        "a bandwidth cap under 1 MiB/s",
+        policy("p", { transfer: { bandwidthLimitBytesPerSecond: 1000 } }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.transfer\.bandwidth_limit_bytes_per_second: 1000 is not 0/,
+      ],
+      [
         "too many snapshots",
         policy("p", { maxSnapshots: 5000 }),
         Status.INVALID_ARGUMENT,
@@ -305,6 +318,20 @@ describe("policy API", () => {
       assert.equal(u2.description, "");
       await assertStatus(api.updatePolicy({ policy: policy("p9") }), Status.NOT_FOUND, /^policy p9 not found/);
       assert.deepEqual(runner.changes, ["p1", "p1", "p1"]);
+    });
+
+    it("a policy's TransferOptions are kept, replaced by an update, and go into every run's CreateBackup", async () => {
+      const transfer = { compression: Compression.COMPRESSION_LZ4, bandwidthLimitBytesPerSecond: 8 * 1048576 };
+      const p = await api.createPolicy({ policy: policy("p1", { transfer }) });
+      assert.deepEqual(p.transfer, transfer);
+      assert.deepEqual((await api.getPolicy({ name: "p1" })).transfer, transfer);
+      assert.deepEqual(runRequest(p, vol("v1"), "k").transfer, transfer);
+      const capped = { compression: Compression.COMPRESSION_NONE, bandwidthLimitBytesPerSecond: 1048576 };
+      const u = await api.updatePolicy({ policy: policy("p1", { transfer: capped }) });
+      assert.deepEqual(u.transfer, capped);
+      const none = await api.updatePolicy({ policy: policy("p1", { transfer: { compression: 0 } }) });
+      assert.equal(none.transfer, undefined, "options that ask for nothing are not kept");
+      assert.equal(runRequest(none, vol("v1"), "k").transfer, undefined);
     });
 
     it("pause and resume bump the revision once; again is a no-op", async () => {
