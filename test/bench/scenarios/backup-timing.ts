@@ -95,14 +95,20 @@ export interface Timed {
   done: number;
 }
 
-/** One backup of site-a's rbd/<image> through the API, timed from the client. */
-export async function backupTimed(api: BackupServiceClient, image: string, mode: BackupMode): Promise<Timed> {
+/** One backup of site-a's rbd/<image> through the API, timed from the client; its id goes into `ids` at once (cleanup). */
+export async function backupTimed(
+  api: BackupServiceClient,
+  image: string,
+  mode: BackupMode,
+  ids: string[],
+): Promise<Timed> {
   const t0 = Date.now();
   const h0 = process.hrtime.bigint();
   const created = await api.createBackup(
     backupRequest({ cluster: "site-a", pool: "rbd", namespace: "", image }, { mode }),
   );
   const tc = Date.now();
+  ids.push(created.backupId);
   const job = await follow(api, created);
   const seconds = Number(process.hrtime.bigint() - h0) / 1e9;
   return { seconds, job, t0, created: tc, done: Date.now() };

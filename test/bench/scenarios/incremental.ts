@@ -65,9 +65,9 @@ export async function incrementalRuns(
     await ioB.imageCreate(cliTarget, size);
     await rbd("site-a", ["snap", "create", `rbd/${vol}@c0`]);
     await cliPipe("site-a", `rbd/${vol}@c0`, null, "site-b", `backups/${cliTarget}`);
-    ids.push((await backupTimed(d.api, vol, BackupMode.BACKUP_MODE_FULL)).job.backupId);
+    await backupTimed(d.api, vol, BackupMode.BACKUP_MODE_FULL, ids);
     await scatterExtents(ioA, vol, size, count, EXTENT);
-    ids.push((await backupTimed(d.api, vol, BackupMode.BACKUP_MODE_INCREMENTAL)).job.backupId);
+    await backupTimed(d.api, vol, BackupMode.BACKUP_MODE_INCREMENTAL, ids);
     await rbd("site-a", ["snap", "create", `rbd/${vol}@c1`]);
     await cliPipe("site-a", `rbd/${vol}@c1`, "c0", "site-b", `backups/${cliTarget}`);
     let prev = "c1";
@@ -84,11 +84,10 @@ export async function incrementalRuns(
       };
       const runOurs = async () => {
         const [a0, b0] = d.agentCpu();
-        const r = await backupTimed(d.api, vol, BackupMode.BACKUP_MODE_INCREMENTAL);
+        const r = await backupTimed(d.api, vol, BackupMode.BACKUP_MODE_INCREMENTAL, ids);
         const [a1, b1] = d.agentCpu();
         out.ours.push(r.seconds);
         out.cpuOurs.push([a1 - a0, b1 - b0]);
-        ids.push(r.job.backupId);
         await settleLogs();
         out.phases.push(breakdown(r, d));
       };

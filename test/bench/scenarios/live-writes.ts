@@ -110,7 +110,7 @@ async function liveWrites(ctx: ScenarioContext, d: Deployment): Promise<Row[]> {
     await ioB.imageCreate(cliTarget, size);
     await rbd("site-a", ["snap", "create", `${spec}@c0`]);
     await cliPipe("site-a", `${spec}@c0`, null, "site-b", `backups/${cliTarget}`);
-    ids.push((await backupTimed(d.api, vol, BackupMode.BACKUP_MODE_FULL)).job.backupId);
+    await backupTimed(d.api, vol, BackupMode.BACKUP_MODE_FULL, ids);
     // Calibration: the writer's rate on this box now.
     const cal = writer(spec, 4096);
     const rate = 4096 / (await cal.done);
@@ -118,8 +118,7 @@ async function liveWrites(ctx: ScenarioContext, d: Deployment): Promise<Row[]> {
 
     const ours = async (into: Side, live: boolean) => {
       const before = live ? await lockOwner(spec) : "";
-      const r = await backupTimed(d.api, vol, BackupMode.BACKUP_MODE_INCREMENTAL);
-      ids.push(r.job.backupId);
+      const r = await backupTimed(d.api, vol, BackupMode.BACKUP_MODE_INCREMENTAL, ids);
       into.seconds.push(r.seconds);
       const b = await d.api.getBackup({ backupId: r.job.backupId });
       into.mib.push(b.dataBytesSent / MiB);

@@ -59,11 +59,10 @@ export const scenario: Scenario = {
             };
             const runOurs = async () => {
               const [a0, b0] = d.agentCpu();
-              const r = await backupTimed(d.api, vol, BackupMode.BACKUP_MODE_FULL);
+              const r = await backupTimed(d.api, vol, BackupMode.BACKUP_MODE_FULL, ids);
               const [a1, b1] = d.agentCpu();
               ours.push(r.seconds);
               cpuOurs.push([a1 - a0, b1 - b0]);
-              ids.push(r.job.backupId);
               await settleLogs();
               phases.push(breakdown(r, d));
             };
