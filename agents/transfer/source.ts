@@ -2,7 +2,7 @@
  * The source side of a transfer: turns an RBD snapshot's diff (or a file) into the message stream.
  *
  * Reads run ahead of the consumer by at most `readsInFlight` chunks' worth of buffers (small reads take
- * small buffers, so up to 8 × readsInFlight of them fly at once), and messages come out in ascending
+ * small buffers, so up to 2 × readsInFlight of them fly at once), and messages come out in ascending
  * offset order. The consumer (gRPC, which waits for HTTP/2 flow
  * control, or an in-process sink) pulls; nothing is read that it has not made room for, so memory is
  * bounded by readsInFlight × chunkSize whatever the image size.

@@ -50,6 +50,7 @@ function writer(spec: string): ChildProcess {
 const VARIANTS = {
   before: { readsInFlight: 1, together: false },
   together8: { readsInFlight: 1, together: true },
+  together16: { readsInFlight: 2, together: true },
   now: { readsInFlight: 8, together: true },
 } as const;
 type Variant = keyof typeof VARIANTS;
@@ -100,6 +101,7 @@ async function main(): Promise<void> {
     const at1 = await io.imageOpen(vol, { snapshot: "s1" });
     await ab("idle, 328 extents of 64 KiB", at1, "s0");
     await at1.close();
+    if (arg("only", "") === "idle") return;
     // The writer's changes of ~5 s, then read while it keeps writing.
     w = writer(spec);
     await new Promise((r) => setTimeout(r, 5000));

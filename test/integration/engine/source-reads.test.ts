@@ -87,7 +87,7 @@ describe("rbdMessages with the read plan", () => {
     assert.equal(out.at(-1)?.body?.$case, "trailer");
   });
 
-  it("keeps up to 8 × readsInFlight small reads in flight", async () => {
+  it("keeps up to 2 × readsInFlight small reads in flight", async () => {
     const extents = Array.from({ length: 100 }, (_, i) => ({ offset: i * 4 * MiB, length: 64 * KiB, exists: true }));
     const f = fakeImage(extents);
     const header = { imageSize: 400 * MiB } as TransferHeader;
@@ -96,6 +96,6 @@ describe("rbdMessages with the read plan", () => {
     for await (const m of rbdMessages(f.image, header, { fullCopy: false }, opts, newStats()))
       if (m.body?.$case === "chunk") chunks++;
     assert.equal(chunks, 100);
-    assert.equal(f.max(), 16);
+    assert.equal(f.max(), 4);
   });
 });

@@ -61,8 +61,8 @@ describe("read plan", () => {
     assert.equal(capacityFor(5000, o.chunkSize), 8 * KiB);
     assert.equal(capacityFor(1 * MiB, o.chunkSize), 4 * MiB);
     assert.equal(windowFull(0, 0, 4 * MiB, o), false);
-    assert.equal(windowFull(63, 63 * 64 * KiB, 64 * KiB, o), false);
-    assert.equal(windowFull(64, 64 * 64 * KiB, 64 * KiB, o), true, "count bound: 8 per slot");
+    assert.equal(windowFull(15, 15 * 64 * KiB, 64 * KiB, o), false);
+    assert.equal(windowFull(16, 16 * 64 * KiB, 64 * KiB, o), true, "count bound: SMALL_READS_PER_SLOT (2) per slot");
     assert.equal(windowFull(8, 8 * 4 * MiB, 4 * MiB, o), true, "byte bound: readsInFlight chunks");
     assert.equal(windowFull(7, 7 * 4 * MiB, 4 * MiB, o), false);
   });
