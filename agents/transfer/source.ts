@@ -1,8 +1,9 @@
 /**
  * The source side of a transfer: turns an RBD snapshot's diff (or a file) into the message stream.
  *
- * Reads run ahead of the consumer by at most `readsInFlight` chunks (each at most `chunkSize`), and
- * messages come out in ascending offset order. The consumer (gRPC, which waits for HTTP/2 flow
+ * Reads run ahead of the consumer by at most `readsInFlight` chunks' worth of buffers (small reads take
+ * small buffers, so up to 2 × readsInFlight of them fly at once), and messages come out in ascending
+ * offset order. The consumer (gRPC, which waits for HTTP/2 flow
  * control, or an in-process sink) pulls; nothing is read that it has not made room for, so memory is
  * bounded by readsInFlight × chunkSize whatever the image size.
  */
@@ -11,6 +12,15 @@ import type { TransferHeader, TransferMessage } from "../../src/gen/rbdbackup/v1
 import type { Image } from "../ceph";
 import { noMeter, type TransferMeter } from "./meter";
 import { checksum, segments, TransferDigest } from "./protocol";
+import {
+  capacityFor,
+  type Piece,
+  type ReadPlan,
+  ReadPlanner,
+  SMALL_READS_PER_SLOT,
+  split,
+  windowFull,
+} from "./read-plan";
 import { type ChunkFrame, FRAME, type FramePool, finishChunkFrame, framePool, type MaybeFramed } from "./wire";
 
 export interface SourceOptions {
@@ -45,8 +55,6 @@ export function newStats(): SourceStats {
 export class SourceReadError extends Error {
   override readonly name = "SourceReadError";
 }
-
-type Piece = { offset: number; length: number };
 
 /**
  * A resumed transfer (ResumePoint's answer): only records at or after `offset` are sent, the digest
@@ -165,7 +173,8 @@ class Emitter {
 
 type Item =
   | { zero: true; offset: number; length: number }
-  | { zero: false; offset: number; buf: Buffer; frame?: ChunkFrame };
+  /** `parts`: the pieces of `buf` to send (a read that covered several extents), null: all of it. */
+  | { zero: false; offset: number; buf: Buffer; frame?: ChunkFrame; parts?: Piece[] | null };
 
 /**
  * An ordered window of work: reads start when pushed; items are turned into messages (digest,
@@ -173,10 +182,15 @@ type Item =
  */
 class Window {
   #slots: Array<Promise<Item>> = [];
+  #bytes: number[] = [];
+  #held = 0;
   constructor(readonly em: Emitter) {}
-  push(p: Promise<Item>): void {
+  /** `bytes`: the buffer capacity the slot holds until it is shifted. */
+  push(p: Promise<Item>, bytes = 0): void {
     p.catch(() => {}); // awaited in order; silence "unhandled" for slots behind a failed one
     this.#slots.push(p);
+    this.#bytes.push(bytes);
+    this.#held += bytes;
   }
   zero(offset: number, length: number): void {
     if (length > 0) this.push(Promise.resolve({ zero: true, offset, length }));
@@ -184,12 +198,20 @@ class Window {
   get size(): number {
     return this.#slots.length;
   }
+  /** Bytes of read buffers the slots hold. */
+  get held(): number {
+    return this.#held;
+  }
   async shift(): Promise<TransferMessage[]> {
+    this.#held -= this.#bytes.shift() ?? 0;
     const item = await this.#slots.shift();
     const out: TransferMessage[] = [];
     if (!item) return out;
     if (item.zero) this.em.zero(item.offset, item.length, out);
-    else this.em.data(item.buf, item.offset, out, item.frame);
+    else if (item.parts) {
+      for (const p of item.parts)
+        this.em.data(item.buf.subarray(p.offset - item.offset, p.offset - item.offset + p.length), p.offset, out);
+    } else this.em.data(item.buf, item.offset, out, item.frame);
     return out;
   }
   /** What is left once all slots are drained: a pending zero range, then the trailer. */
@@ -197,17 +219,6 @@ class Window {
     const out: TransferMessage[] = [];
     this.em.trailer(out);
     return out;
-  }
-}
-
-function* split(offset: number, length: number, chunk: number): Generator<Piece> {
-  // Cut at multiples of the chunk size, so pieces line up with RBD objects.
-  let pos = offset;
-  const end = offset + length;
-  while (pos < end) {
-    const next = Math.min(end, (Math.floor(pos / chunk) + 1) * chunk);
-    yield { offset: pos, length: next - pos };
-    pos = next;
   }
 }
 
@@ -239,6 +250,35 @@ export async function* rbdMessages(
   const frames = opts.frames ?? framePool;
   const from = o.resume?.offset ?? 0;
   let cursor = from;
+  // A full copy sends the gaps between extents as zero ranges, in order: each extent is read alone there.
+  const planner = new ReadPlanner(opts.chunkSize, o.fullCopy ? 0 : undefined);
+  /** Starts the planned reads (waiting for room in the window), yielding what the window gives back. */
+  async function* readAll(plans: ReadPlan[]): AsyncGenerator<TransferMessage> {
+    for (const p of plans) {
+      const capacity = capacityFor(p.length, opts.chunkSize);
+      while (windowFull(win.size, win.held, capacity, opts)) yield* await win.shift();
+      const frame = frames.acquire(p.length, capacity);
+      const buf = frame.data;
+      const t0 = performance.now();
+      em.meter.ioStarted();
+      win.push(
+        image.read(buf, p.offset).then(
+          (n): Item => {
+            em.meter.ioFinished();
+            em.meter.io("read", (performance.now() - t0) / 1000);
+            em.meter.read(em.pool, n);
+            stats.bytesRead += n;
+            return { zero: false, offset: p.offset, buf, frame, parts: p.parts };
+          },
+          (err: Error) => {
+            em.meter.ioFinished();
+            throw new SourceReadError(`reading ${image.label} at ${p.offset}: ${err.message}`, { cause: err });
+          },
+        ),
+        capacity,
+      );
+    }
+  }
   yield { body: { $case: "header", value: header } };
 
   const diff = image.diff({
@@ -258,37 +298,22 @@ export async function* rbdMessages(
       if (whole.offset + whole.length <= from) continue; // sent by an earlier attempt
       const e = whole.offset >= from ? whole : { ...whole, offset: from, length: whole.offset + whole.length - from };
       stats.extents++;
-      if (o.fullCopy && e.offset > cursor) win.zero(cursor, e.offset - cursor);
+      if (o.fullCopy && e.offset > cursor) {
+        yield* readAll(planner.flush()); // the reads gathered so far go first: the window keeps offset order
+        win.zero(cursor, e.offset - cursor);
+      }
       cursor = Math.max(cursor, e.offset + e.length);
       if (!e.exists) {
+        yield* readAll(planner.flush());
         win.zero(e.offset, e.length);
       } else {
-        for (const p of split(e.offset, e.length, opts.chunkSize)) {
-          const frame = frames.acquire(p.length, opts.chunkSize);
-          const buf = frame.data;
-          const t0 = performance.now();
-          em.meter.ioStarted();
-          win.push(
-            image.read(buf, p.offset).then(
-              (n): Item => {
-                em.meter.ioFinished();
-                em.meter.io("read", (performance.now() - t0) / 1000);
-                em.meter.read(em.pool, n);
-                stats.bytesRead += n;
-                return { zero: false, offset: p.offset, buf, frame };
-              },
-              (err: Error) => {
-                em.meter.ioFinished();
-                throw new SourceReadError(`reading ${image.label} at ${p.offset}: ${err.message}`, { cause: err });
-              },
-            ),
-          );
-          while (win.size >= opts.readsInFlight) yield* await win.shift();
-        }
+        yield* readAll(planner.add(e.offset, e.length));
       }
-      while (win.size >= opts.readsInFlight) yield* await win.shift();
+      // Zero ranges hold no buffer: bounded by count only.
+      while (win.size >= opts.readsInFlight * SMALL_READS_PER_SLOT) yield* await win.shift();
     }
   }
+  yield* readAll(planner.flush());
   if (o.fullCopy && cursor < size) win.zero(cursor, size - cursor);
   while (win.size > 0) yield* await win.shift();
   yield* win.finish();

@@ -78,10 +78,16 @@ export async function runSink(
       // FULL_TRY: on a full pool, writes fail with ENOSPC instead of waiting, and the image's lock
       // release, unwatch and removal (cleanup) still go through.
       fp.io = await deps.cluster.openIoCtx(dest.pool, { namespace: dest.namespace, poolFullTry: true });
-      resumedFrom = await prepareTarget(deps, fp, checks, log);
+      // The parent's digest map is read while the image is prepared; both settle before either's failure
+      // is thrown, so cleanup sees what prepare made.
+      const [prepared, mapRead] = await Promise.allSettled([
+        prepareTarget(deps, fp, checks, log),
+        startDigests(fp, deps.checksum, log),
+      ]);
+      if (prepared.status === "rejected") throw prepared.reason;
+      if (mapRead.status === "rejected") throw mapRead.reason;
+      resumedFrom = prepared.value;
       t.mark("prepare");
-      await startDigests(fp, deps.checksum, log);
-      t.mark("digestsStart");
       // A resumed backup never sees the records below the offset: its map reads those blocks back.
       if (resumedFrom) fp.digests?.builder.readBackRange(0, resumedFrom.offset);
       cp = checkpointer(deps, fp, checks, window, log, resumedFrom);

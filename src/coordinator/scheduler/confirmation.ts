@@ -145,13 +145,19 @@ async function verdict(agent: AgentSession, b: Backup, r: BackupResult): Promise
   const asked = `agent ${agent.agentId} of cluster ${loc.cluster}`;
   try {
     const image = { pool, namespace: loc.namespace, image: r.baseImage };
-    const snaps = await agent.call({ $case: "snapshots", value: { image } }, "snapshots", CONFIRM_CALL_TIMEOUT_MS);
-    const snap = snaps.snapshots.find((s) => s.name === r.snapshot);
+    const req = { backupId: b.id, pool, namespace: loc.namespace };
+    // Both questions at once (one round trip, not two); the snapshot's answer is judged first.
+    const [snapsAsked, metaAsked] = await Promise.allSettled([
+      agent.call({ $case: "snapshots", value: { image } }, "snapshots", CONFIRM_CALL_TIMEOUT_MS),
+      agent.call({ $case: "metadata", value: req }, "metadata", CONFIRM_CALL_TIMEOUT_MS),
+    ]);
+    if (snapsAsked.status === "rejected") throw snapsAsked.reason;
+    const snap = snapsAsked.value.snapshots.find((s) => s.name === r.snapshot);
     if (!snap || snap.backupId !== b.id) {
       return { kind: "denied", why: `the destination has no snapshot ${r.snapshot} on ${where} (${asked})` };
     }
-    const req = { backupId: b.id, pool, namespace: loc.namespace };
-    const meta = await agent.call({ $case: "metadata", value: req }, "metadata", CONFIRM_CALL_TIMEOUT_MS);
+    if (metaAsked.status === "rejected") throw metaAsked.reason;
+    const meta = metaAsked.value;
     if (!meta.found) {
       return {
         kind: "denied",

@@ -3,13 +3,13 @@
  * One module per scenario (contract: ./types.ts); raw comes last so it does not warm the clusters first.
  */
 import { full } from "./full";
-import { incremental } from "./incremental";
+import { scenario as incremental } from "./incremental";
 import { latency } from "./latency";
-import { liveWrites } from "./live-writes";
+import { scenario as liveWrites } from "./live-writes";
 import { raw } from "./raw";
 import { restore } from "./restore";
 import { small } from "./small";
-import { sparse } from "./sparse";
+import { scenario as sparse } from "./sparse";
 import type { Scenario } from "./types";
 import { wan } from "./wan";
 

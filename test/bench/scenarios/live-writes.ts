@@ -1,10 +1,193 @@
-/** Placeholder: the real live-writes scenario is built by r4-fixed in its own branch; the lead takes that file when merging. */
-import type { Scenario } from "./types";
+/**
+ * Scenario "live-writes": an incremental of a volume that `rbd bench --io-type write --io-size 4K
+ * --io-pattern rand` writes to, next to the same incremental once the writer stopped (idle) — ours
+ * through the API and the CLI (`rbd snap create` + `rbd export-diff --from-snap | rbd import-diff`) under
+ * the same writer, alternating who goes first. The writer is a separate rbd process (it owns the
+ * image's exclusive lock); it is bounded by `--io-total`, sized from a calibration run to outlast both
+ * incrementals, so it always ends cleanly (a killed librbd client would leave its lock and watch behind).
+ * The note says whether the exclusive lock left the writer during our incremental, and the MiB each
+ * side moved (the writer's changes since the previous snapshot of each).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
+import { connectLab, labCluster, rbd, uniqueName } from "../../helpers/lab";
+import { cliPipe } from "../ceph-cli";
+import { median } from "../measure";
+import {
+  backupTimed,
+  breakdown,
+  cleanUp,
+  type Deployment,
+  fill,
+  groupedNote,
+  MiB,
+  settleLogs,
+  withDeployment,
+} from "./backup-timing";
+import type { Row, Scenario, ScenarioContext } from "./types";
 
-export const liveWrites: Scenario = {
+/** How long the writer should run per live round, seconds (it must outlast both incrementals). */
+const WRITER_SECONDS = 40;
+
+/** `rbd bench` 4 KiB random writes to `spec` (16 threads), `ops` of them; resolves with its elapsed seconds. */
+function writer(spec: string, ops: number): { proc: ChildProcess; done: Promise<number> } {
+  const proc = spawn(
+    "rbd",
+    [
+      "-c",
+      labCluster("site-a").conf,
+      "bench",
+      "--io-type",
+      "write",
+      "--io-size",
+      "4K",
+      "--io-pattern",
+      "rand",
+      "--io-threads",
+      "16",
+      "--io-total",
+      String(ops * 4096),
+      spec,
+    ],
+    { stdio: ["ignore", "ignore", "inherit"] },
+  );
+  const t0 = process.hrtime.bigint();
+  const done = new Promise<number>((resolve, reject) => {
+    proc.on("exit", (code) =>
+      code === 0 ? resolve(Number(process.hrtime.bigint() - t0) / 1e9) : reject(new Error(`rbd bench exited ${code}`)),
+    );
+  });
+  done.catch(() => {});
+  return { proc, done };
+}
+
+/** Who holds the image's exclusive lock (the locker's client id), "" when nobody does. */
+async function lockOwner(spec: string): Promise<string> {
+  const out = await rbd("site-a", ["lock", "ls", "--format", "json", spec]).catch(() => "[]");
+  const locks = JSON.parse(out || "[]") as Array<{ locker?: string }> | Record<string, { locker?: string }>;
+  const list = Array.isArray(locks) ? locks : Object.values(locks);
+  return list.map((l) => l.locker ?? "").join(",");
+}
+
+/** Bytes of `rbd diff --from-snap from spec@to`. */
+async function diffBytes(spec: string, from: string, to: string): Promise<number> {
+  const out = await rbd("site-a", ["diff", "--format", "json", "--from-snap", from, `${spec}@${to}`]);
+  return (JSON.parse(out) as Array<{ length: number }>).reduce((t, e) => t + e.length, 0);
+}
+
+interface Side {
+  seconds: number[];
+  mib: number[];
+}
+const side = (): Side => ({ seconds: [], mib: [] });
+
+export const scenario: Scenario = {
   name: "live-writes",
-  describe: "incremental of a volume while rbd bench writes 4 KiB random I/O to it, next to the idle figure",
-  run: async () => {
-    throw new Error("scenario live-writes: not built in this branch");
+  describe: "incremental of a volume under rbd bench 4 KiB random writes vs idle, ours vs the CLI",
+  async run(ctx: ScenarioContext): Promise<Row[]> {
+    return withDeployment(ctx, (d) => liveWrites(ctx, d));
   },
 };
+
+async function liveWrites(ctx: ScenarioContext, d: Deployment): Promise<Row[]> {
+  const ca = await connectLab("site-a");
+  const cb = await connectLab("site-b");
+  const ioA = await ca.openIoCtx("rbd");
+  const ioB = await cb.openIoCtx("backups");
+  const size = ctx.mib * MiB;
+  const vol = uniqueName("bench-live");
+  const spec = `rbd/${vol}`;
+  const cliTarget = uniqueName("bench-livecli");
+  const ids: string[] = [];
+  const res = { idleOurs: side(), idleCli: side(), liveOurs: side(), liveCli: side() };
+  const phases: Array<Record<string, number>> = [];
+  const lockMoves: string[] = [];
+  let prev = "c0";
+  let n = 1;
+  try {
+    await ioA.imageCreate(vol, size);
+    await fill(ioA, vol, size);
+    await ioB.imageCreate(cliTarget, size);
+    await rbd("site-a", ["snap", "create", `${spec}@c0`]);
+    await cliPipe("site-a", `${spec}@c0`, null, "site-b", `backups/${cliTarget}`);
+    await backupTimed(d.api, vol, BackupMode.BACKUP_MODE_FULL, ids);
+    // Calibration: the writer's rate on this box now.
+    const cal = writer(spec, 4096);
+    const rate = 4096 / (await cal.done);
+    ctx.log(`live-writes: rbd bench writes ${rate.toFixed(0)} 4 KiB ops/s here`);
+
+    const ours = async (into: Side, live: boolean) => {
+      const before = live ? await lockOwner(spec) : "";
+      const r = await backupTimed(d.api, vol, BackupMode.BACKUP_MODE_INCREMENTAL, ids);
+      into.seconds.push(r.seconds);
+      const b = await d.api.getBackup({ backupId: r.job.backupId });
+      into.mib.push(b.dataBytesSent / MiB);
+      if (live) {
+        const after = await lockOwner(spec);
+        lockMoves.push(before === after ? "kept" : `${before}→${after}`);
+        await settleLogs();
+        phases.push(breakdown(r, d));
+      }
+    };
+    const cli = async (into: Side) => {
+      const snap = `c${n++}`;
+      const t = process.hrtime.bigint();
+      await rbd("site-a", ["snap", "create", `${spec}@${snap}`]);
+      await cliPipe("site-a", `${spec}@${snap}`, prev, "site-b", `backups/${cliTarget}`);
+      into.seconds.push(Number(process.hrtime.bigint() - t) / 1e9);
+      into.mib.push((await diffBytes(spec, prev, snap)) / MiB);
+      await rbd("site-a", ["snap", "rm", `${spec}@${prev}`]);
+      prev = snap;
+    };
+    for (let i = 0; i < Math.max(2, ctx.rounds); i++) {
+      // Idle: the changes of a short write burst, with the writer gone.
+      await writer(spec, Math.round(rate * 3)).done;
+      await ours(res.idleOurs, false);
+      await cli(res.idleCli);
+      // Live: both while the writer runs (it started 3 s before).
+      const w = writer(spec, Math.round(rate * WRITER_SECONDS));
+      await new Promise((r) => setTimeout(r, 3000));
+      if (i % 2 === 0) {
+        await ours(res.liveOurs, true);
+        await cli(res.liveCli);
+      } else {
+        await cli(res.liveCli);
+        await ours(res.liveOurs, true);
+      }
+      const running = w.proc.exitCode === null;
+      await w.done;
+      ctx.log(
+        `live-writes ${i + 1}: idle ours ${res.idleOurs.seconds.at(-1)?.toFixed(2)} s, cli ${res.idleCli.seconds.at(-1)?.toFixed(2)} s; ` +
+          `live ours ${res.liveOurs.seconds.at(-1)?.toFixed(2)} s (${res.liveOurs.mib.at(-1)?.toFixed(1)} MiB), ` +
+          `cli ${res.liveCli.seconds.at(-1)?.toFixed(2)} s (${res.liveCli.mib.at(-1)?.toFixed(1)} MiB)` +
+          `${running ? "" : " — the writer ended before both finished"}; lock ${lockMoves.at(-1)}`,
+      );
+    }
+  } finally {
+    await cleanUp(d.api, ids, [
+      ["site-a", spec],
+      ["site-b", `backups/${cliTarget}`],
+    ]);
+    await ioA.close();
+    await ioB.close();
+    await ca.close();
+    await cb.close();
+  }
+  const row = (label: string, o: Side, c: Side, note: string): Row => ({
+    scenario: label,
+    cliSeconds: median(c.seconds),
+    oursSeconds: median(o.seconds),
+    ratio: median(c.seconds) / median(o.seconds),
+    wireMiB: median(o.mib),
+    note: `${note}ours ${o.seconds.map((x) => x.toFixed(2)).join("/")} s for ${o.mib.map((x) => x.toFixed(1)).join("/")} MiB; CLI ${c.seconds.map((x) => x.toFixed(2)).join("/")} s for ${c.mib.map((x) => x.toFixed(1)).join("/")} MiB`,
+  });
+  return [
+    row(`incremental of ${ctx.mib} MiB after 3 s of 4 KiB random writes, idle`, res.idleOurs, res.idleCli, ""),
+    row(
+      `incremental of ${ctx.mib} MiB under rbd bench 4 KiB random writes`,
+      res.liveOurs,
+      res.liveCli,
+      `exclusive lock during ours: ${lockMoves.join(", ")}; ms p50: ${groupedNote(phases)}; `,
+    ),
+  ];
+}
