@@ -18,8 +18,7 @@ import { FRAME, FramePool, finishChunkFrame, RELEASE, type Releasable } from "..
 import { serverCredentials, type TlsConfig } from "../../../src/common/tls";
 import { Compression } from "../../../src/gen/rbdbackup/v1/common";
 import { type TransferMessage, TransferServiceDefinition } from "../../../src/gen/rbdbackup/v1/transfer";
-import { labTls } from "../../../src/lab/agent-process";
-import { mint, serve, stopAll } from "./fakes/bulk";
+import { labTls, mint, serve, stopAll } from "./fakes/bulk";
 import { FakeCeph, poolState } from "./fakes/fake-ceph";
 import { type LogLine, quietLogger, sinkDeps, until } from "./fakes/sink-deps";
 import { chunkParts, Feed, header, KiB, messages } from "./fakes/stream";

@@ -16,15 +16,26 @@ import type { TransferEntry } from "../../../../agents/transfer/transfer-server"
 import { encodeTransferMessage, grpcFrame } from "../../../../agents/transfer/wire";
 import { CapabilitySigner, CapabilityVerifier } from "../../../../src/common/capability";
 import { transferAsks } from "../../../../src/common/grants";
-import { tlsFiles } from "../../../../src/common/tls";
+import { type TlsConfig, tlsFiles } from "../../../../src/common/tls";
 import {
   BulkOpen,
   type BulkResult,
   type TransferHeader,
   type TransferMessage,
 } from "../../../../src/gen/rbdbackup/v1/transfer";
-import { labTls } from "../../../../src/lab/agent-process";
+import { labTls as makeLabTls } from "../../../../src/lab/agent-process";
 import { type LogLine, quietLogger } from "./sink-deps";
+
+const tlsByName = new Map<string, TlsConfig>();
+/** The lab's certificate `name` (made once per process: the script that checks them takes seconds). */
+export function labTls(name: string): TlsConfig {
+  let t = tlsByName.get(name);
+  if (!t) {
+    t = makeLabTls(name);
+    tlsByName.set(name, t);
+  }
+  return t;
+}
 
 /** The destination's cluster (sinkDeps' fsid). */
 export const FSID = "fsid-b";
