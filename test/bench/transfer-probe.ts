@@ -79,10 +79,15 @@ async function main(): Promise<void> {
     for (let r = 0; r < runs; r++) {
       for (const mode of bulkModes) {
         const transfer = { bulk: mode };
-        const [a, b] = await Promise.all([
+        const started = await Promise.allSettled([
           startAgent("site-a", { insecure, limits, transfer }),
           startAgent("site-b", { insecure, limits, transfer }),
         ]);
+        const [a, b] = started.map((x) => (x.status === "fulfilled" ? x.value : null));
+        if (!a || !b) {
+          await Promise.all([a?.stop(), b?.stop()]);
+          throw started.find((x) => x.status === "rejected")?.reason;
+        }
         try {
           const pids = [a.proc.pid as number, b.proc.pid as number];
           for (const p of pids) resetPeakRss(p);

@@ -73,6 +73,7 @@ function identityOf(socket: TLSSocket): Identity | null {
 /** Serves one bulk connection; resolves once it is closed. `insecure`: no certificate checks (tests). */
 export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = false): Promise<void> {
   socket.allowHalfOpen = true; // the client's close ends its side only: the answer still goes back
+  socket.setNoDelay(true); // no Nagle: the answer (and TLS records ending a chunk) leave at once
   const ac = new AbortController();
   const reader = new MessageReader<Incoming>(socket, {
     maxMessageBytes: o.maxMessageBytes,

@@ -160,6 +160,29 @@ describe("bulk channel", () => {
     assert.ok(Date.now() - t0 < 5000);
   });
 
+  it("shutdown: a bulk transfer in flight gets the grace period, then its connection is closed and its entry aborted", async () => {
+    let aborted = false;
+    const served = await serve(async (m, signal) => {
+      for await (const _ of m) {
+      }
+      await new Promise<void>((r) => signal.addEventListener("abort", () => r(), { once: true }));
+      aborted = true;
+      throw signal.reason;
+    });
+    const c = client(served.address);
+    const h = header();
+    const call = c.transfer(new Feed(messages(h, [])), AbortSignal.timeout(10_000), mint(h)).catch((e: unknown) => e);
+    await until("the transfer admitted", () => served.reached === 1);
+    assert.equal(served.server.connections, 1);
+    const t0 = Date.now();
+    await served.server.shutdown(300);
+    assert.ok(Date.now() - t0 >= 250 && Date.now() - t0 < 5000, `shutdown took ${Date.now() - t0} ms`);
+    assert.equal(served.server.state, "stopped");
+    assert.equal(served.server.connections, 0);
+    await until("the entry aborted", () => aborted);
+    assert.equal(((await call) as { code?: Status }).code, Status.UNAVAILABLE);
+  });
+
   it("bulk transfers count toward maxConcurrentTransfers: one too many gets RESOURCE_EXHAUSTED", async () => {
     let release = () => {};
     const held = new Promise<void>((r) => {
