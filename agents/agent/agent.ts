@@ -153,7 +153,10 @@ export class Agent {
       }),
       resumePoint: (header) => resumePoint(sink, header),
     };
-    this.#peers = new Peers(cfg.tls, localTarget, this.log);
+    this.#peers = new Peers(cfg.tls, localTarget, this.log, {
+      bulk: cfg.transfer.bulk,
+      bulkIdleTimeoutMs: cfg.transfer.bulkIdleTimeoutMs,
+    });
     const peers = this.#peers;
     const bandwidth = metrics.bandwidth(cfg.limits.bandwidthBytesPerSecond);
     const limiters = agentLimiters({
@@ -201,6 +204,7 @@ export class Agent {
       maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers,
       accepting,
       windowBytes: cfg.limits.http2WindowBytes,
+      bulk: cfg.transfer.bulk === "auto" && { idleTimeoutMs: cfg.transfer.bulkIdleTimeoutMs },
       keepaliveMs: PEER_KEEPALIVE_MS,
       keepaliveTimeoutMs: PEER_KEEPALIVE_TIMEOUT_MS,
       log,

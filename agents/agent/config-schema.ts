@@ -66,6 +66,17 @@ const Transfer = block("Resumable transfers (this agent as a destination).", {
     30 * 86400,
     3600,
   ),
+  bulk: Type.Union([Type.Literal("auto"), Type.Literal("off")], {
+    description:
+      'The bulk channel (transfer.proto BulkOpen: TLS without HTTP/2, ALPN "rbdbackup-bulk/1"): "auto" offers it as a destination and uses it as a source when the peer offers it (else the HTTP/2 Transfer call); "off" neither.',
+    default: "auto",
+  }),
+  bulkIdleTimeoutMs: int(
+    "Bulk channel: a destination that receives nothing (or a source whose bytes are not taken) for this long ends the transfer with DEADLINE_EXCEEDED.",
+    100,
+    3_600_000,
+    30_000,
+  ),
 });
 
 const TestFaults = Type.Optional(

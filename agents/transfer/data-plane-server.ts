@@ -1,25 +1,28 @@
 /**
- * The agent's data-plane listener: a node:http2 server this code owns, serving the whole
- * `rbdbackup.v1.TransferService` (Transfer and ListChains, transfer-server.ts; ResumePoint,
- * resume-point-server.ts) in standard gRPC framing
- * on its own port (`transferListen`), beside the agent's grpc-js server (AgentService, health).
+ * The agent's data-plane listener: a TLS server this code owns on its own port (`transferListen`),
+ * beside the agent's grpc-js server (AgentService, health). Each connection's ALPN picks its protocol:
+ * "h2" → a node:http2 server serving the whole `rbdbackup.v1.TransferService` (Transfer and ListChains,
+ * transfer-server.ts; ResumePoint, resume-point-server.ts) in standard gRPC framing; "rbdbackup-bulk/1"
+ * → the bulk channel (bulk/server.ts: one Transfer without HTTP/2, fed to the same entry).
  *
  * - Mutual TLS with the agent's files: a client certificate signed by the CA is required and
- *   verified in the handshake, TLS ≥ 1.2 (plaintext h2c only with `insecure`, for tests).
+ *   verified in the handshake, TLS ≥ 1.2 (plaintext h2c only with `insecure`, for tests: no bulk
+ *   channel then).
  * - Receive window: every stream and the connection advertise `windowBytes` (HTTP/2 SETTINGS and
  *   the session's local window), so 2 MiB chunks do not stall on 64 KiB WINDOW_UPDATEs.
  * - Keepalive: each connection is pinged every `keepaliveMs`; one that does not answer within
  *   `keepaliveTimeoutMs` is destroyed (its calls see a cancellation).
- * - Admission: at most `maxConcurrentTransfers` Transfer calls at once (RESOURCE_EXHAUSTED beyond),
- *   none once the agent stops accepting (UNAVAILABLE).
+ * - Admission: at most `maxConcurrentTransfers` transfers at once, Transfer calls and bulk
+ *   connections together (RESOURCE_EXHAUSTED beyond), none once the agent stops accepting (UNAVAILABLE).
  * - Routing: gRPC content-type required (else HTTP 415), identity encoding only, unknown methods
  *   UNIMPLEMENTED; callers whose certificate does not name an agent PERMISSION_DENIED (transfer-authz.ts).
- * - Lifecycle: listening → draining (shutdown: listener closed, GOAWAY on every connection, calls in
- *   flight may finish within the grace period) → stopped (remaining connections destroyed, which
- *   cancels their calls). Every wait is bounded.
+ * - Lifecycle: listening → draining (shutdown: listener closed, GOAWAY on every connection, calls and
+ *   bulk transfers in flight may finish within the grace period) → stopped (remaining connections
+ *   destroyed, which cancels their transfers). Every wait is bounded.
  */
 import http2 from "node:http2";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Server } from "node:net";
+import tls, { type TLSSocket } from "node:tls";
 import { Status } from "nice-grpc-common";
 import { splitHostPort } from "../../src/common/address";
 import { AppError } from "../../src/common/errors";
@@ -28,7 +31,9 @@ import { delay } from "../../src/common/retry";
 import { type TlsConfig, tlsFiles } from "../../src/common/tls";
 import { TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
 import type { AuthzAudit } from "./authz-audit";
-import type { ReceivePool } from "./message-reader";
+import { ALPN_BULK, ALPN_H2, DEFAULT_IDLE_TIMEOUT_MS } from "./bulk/protocol";
+import { serveBulk } from "./bulk/server";
+import { type ReceivePool, receivePool } from "./message-reader";
 import { type ResumePointEntry, resumePointMethod } from "./resume-point-server";
 import { ServerCall } from "./server-call";
 import { auditDataPlaneRefusal, dataPlaneRefusal, transferCallerOf } from "./transfer-authz";
@@ -65,6 +70,8 @@ export interface DataPlaneOptions {
   log?: Logger;
   /** Audits (and counts) refused callers. */
   audit?: AuthzAudit;
+  /** The bulk channel (TLS only): offered unless `false`; its idle bound (transfer.bulkIdleTimeoutMs). */
+  bulk?: false | { idleTimeoutMs?: number };
 }
 
 export type DataPlaneState = "idle" | "listening" | "draining" | "stopped";
@@ -91,8 +98,11 @@ function admitted(entry: TransferEntry, max: number, accepting: () => boolean): 
 
 export class DataPlaneServer {
   state: DataPlaneState = "idle";
-  readonly #server: http2.Http2SecureServer | http2.Http2Server;
+  /** What listens: the TLS server (h2 and bulk), or the h2c server itself in insecure mode. */
+  readonly #server: Server;
+  readonly #h2: http2.Http2Server;
   readonly #sessions = new Set<http2.ServerHttp2Session>();
+  readonly #bulk = new Set<TLSSocket>();
   readonly #routes = new Map<string, MethodHandler>();
   readonly #opts: DataPlaneOptions;
   #sessionsGone: (() => void) | null = null;
@@ -122,21 +132,48 @@ export class DataPlaneServer {
       // have in flight is bounded by the receive window and the readers' queues instead.
       maxSessionMemory: Number.MAX_SAFE_INTEGER,
     };
-    this.#server = opts.tls.insecure
-      ? http2.createServer(common)
-      : http2.createSecureServer({
-          ...common,
-          ...tlsFiles(opts.tls, "transfer server"),
-          requestCert: true,
-          rejectUnauthorized: true,
-          minVersion: "TLSv1.2",
-        });
-    this.#server.on("session", (s: http2.ServerHttp2Session) => this.#onSession(s));
-    this.#server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) =>
+    this.#h2 = http2.createServer(common);
+    this.#h2.on("session", (s: http2.ServerHttp2Session) => this.#onSession(s));
+    this.#h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) =>
       this.#onStream(stream, headers),
     );
-    this.#server.on("tlsClientError", (err: Error) => opts.log?.debug("data plane: TLS handshake refused", { err }));
-    this.#server.on("sessionError", (err: Error) => opts.log?.debug("data plane: connection error", { err }));
+    this.#h2.on("sessionError", (err: Error) => opts.log?.debug("data plane: connection error", { err }));
+    if (opts.tls.insecure) {
+      this.#server = this.#h2;
+      return;
+    }
+    const bulk = opts.bulk === false ? null : { idleTimeoutMs: opts.bulk?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS };
+    const server = tls.createServer({
+      ...tlsFiles(opts.tls, "transfer server"),
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: "TLSv1.2",
+      ALPNProtocols: bulk ? [ALPN_BULK, ALPN_H2] : [ALPN_H2],
+    });
+    server.on("secureConnection", (socket: TLSSocket) => {
+      if (socket.alpnProtocol === ALPN_H2) this.#h2.emit("connection", socket);
+      else if (socket.alpnProtocol === ALPN_BULK && bulk) this.#onBulk(socket, entry, bulk.idleTimeoutMs);
+      else socket.destroy(); // no ALPN (or another): neither gRPC nor the bulk channel
+    });
+    server.on("tlsClientError", (err: Error) => opts.log?.debug("data plane: TLS handshake refused", { err }));
+    this.#server = server;
+  }
+
+  /** A bulk connection: one transfer to the same (admitted) entry as the Transfer call's. */
+  #onBulk(socket: TLSSocket, entry: TransferEntry, idleTimeoutMs: number): void {
+    this.#bulk.add(socket);
+    const o = this.#opts;
+    void serveBulk(socket, {
+      entry,
+      maxMessageBytes: o.maxMessageBytes,
+      pool: o.pool ?? receivePool,
+      idleTimeoutMs,
+      ...(o.log ? { log: o.log } : {}),
+      ...(o.audit ? { audit: o.audit } : {}),
+    }).finally(() => {
+      this.#bulk.delete(socket);
+      this.#maybeAllClosed();
+    });
   }
 
   /** Listens on host:port (port 0: a free one); resolves with the bound host:port. */
@@ -158,7 +195,7 @@ export class DataPlaneServer {
 
   /** Connections open now (for tests and logs). */
   get connections(): number {
-    return this.#sessions.size;
+    return this.#sessions.size + this.#bulk.size;
   }
 
   /**
@@ -175,11 +212,12 @@ export class DataPlaneServer {
     const cancel = new AbortController();
     const gone = this.#allClosed();
     await Promise.race([gone, delay(graceMs, cancel.signal).catch(() => {})]);
-    if (this.#sessions.size > 0) {
+    if (this.connections > 0) {
       this.#opts.log?.info("data plane: grace period over, cancelling transfers still running", {
-        connections: this.#sessions.size,
+        connections: this.connections,
       });
       for (const s of this.#sessions) s.destroy();
+      for (const s of this.#bulk) s.destroy();
       await Promise.race([gone, delay(CLOSE_WAIT_MS, cancel.signal).catch(() => {})]);
     }
     cancel.abort();
@@ -187,10 +225,14 @@ export class DataPlaneServer {
   }
 
   #allClosed(): Promise<void> {
-    if (this.#sessions.size === 0) return Promise.resolve();
+    if (this.connections === 0) return Promise.resolve();
     return new Promise((r) => {
       this.#sessionsGone = r;
     });
+  }
+
+  #maybeAllClosed(): void {
+    if (this.connections === 0) this.#sessionsGone?.();
   }
 
   #onSession(session: http2.ServerHttp2Session): void {
@@ -200,7 +242,7 @@ export class DataPlaneServer {
     session.once("close", () => {
       stopPings();
       this.#sessions.delete(session);
-      if (this.#sessions.size === 0) this.#sessionsGone?.();
+      this.#maybeAllClosed();
     });
     if (this.state !== "listening") {
       session.close(); // accepted while draining: GOAWAY at once

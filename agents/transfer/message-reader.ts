@@ -1,16 +1,16 @@
 /**
- * The receiving half of gRPC's framing on a node:http2 server stream: bytes → length-prefixed
- * messages → decoded messages, as a pull-based async iterable (the data-plane server's methods read
- * their requests through it).
+ * The receiving half of gRPC's framing on a node:http2 server stream or a socket (the bulk channel,
+ * bulk/server.ts): bytes → length-prefixed messages → decoded messages, as a pull-based async iterable
+ * (the data-plane server's methods read their requests through it).
  *
  * Large messages (a transfer's chunks) are assembled in buffers from a ReceivePool; the decoder gets
  * a `release` callback that gives the buffer back, and the sink calls it once librbd has written the
  * chunk — so a transfer reuses a few dozen buffers whatever its size.
  *
  * Flow control: at most QUEUE_MESSAGES decoded messages wait for the consumer; beyond that the stream
- * is paused, HTTP/2 stops granting window, and the sender stops sending — backpressure end to end.
+ * is paused, HTTP/2 stops granting window (a socket stops reading: TCP's window closes), and the
+ * sender stops sending — backpressure end to end.
  */
-import type http2 from "node:http2";
 import { Status } from "nice-grpc-common";
 import { AppError } from "../../src/common/errors";
 import { abortError } from "../../src/common/retry";
@@ -48,6 +48,16 @@ export const receivePool = new ReceivePool();
  */
 export type Decoder<T> = (bytes: Buffer, release: (() => void) | null) => T;
 
+/** What a reader reads: a node:http2 stream or a socket (`aborted`/`rstCode`: HTTP/2 streams only). */
+export interface ByteSource {
+  on(event: "data", f: (d: Buffer) => void): unknown;
+  on(event: "aborted" | "end", f: () => void): unknown;
+  pause(): unknown;
+  resume(): unknown;
+  readonly aborted?: boolean;
+  readonly rstCode?: number;
+}
+
 export interface ReaderOptions<T> {
   maxMessageBytes: number;
   decode: Decoder<T>;
@@ -67,7 +77,7 @@ export class MessageReader<T> implements AsyncIterable<T> {
   #pooled = false;
 
   constructor(
-    readonly stream: http2.ServerHttp2Stream,
+    readonly stream: ByteSource,
     readonly opts: ReaderOptions<T>,
   ) {
     stream.on("data", (d: Buffer) => {
@@ -86,6 +96,11 @@ export class MessageReader<T> implements AsyncIterable<T> {
       this.#ended = true;
       this.#poke();
     });
+  }
+
+  /** Whether the source ended cleanly (every message complete). */
+  get ended(): boolean {
+    return this.#ended && !this.#error;
   }
 
   /** Stops reading: the consumer sees `e` once the messages already queued are taken. */

@@ -1,14 +1,17 @@
 /**
  * Reaching the destination of a transfer: a peer agent over gRPC (mutual TLS, kept open per address:
- * a grpc-js channel for the small calls, a TransferClient — node:http2, owning its buffers — for the
- * bulk Transfer stream), or this agent's own sink in-process when the destination is the same cluster
- * (the shortcut: no network, no serialization, same engine).
+ * a grpc-js channel for the small calls; for the data, the bulk channel — bulk/client.ts, a TLS
+ * connection per transfer without HTTP/2 — when `transfer.bulk` is "auto" and the peer offers it,
+ * else a TransferClient — node:http2, owning its buffers — for the Transfer call), or this agent's own
+ * sink in-process when the destination is the same cluster (the shortcut: no network, no
+ * serialization, same engine). Insecure mode (tests) has no bulk channel.
  */
 import { type Channel, type ChannelOptions, createChannel, createClient, Metadata } from "nice-grpc";
 import { CAPABILITY_HEADER } from "../../src/common/capability";
 import type { Logger } from "../../src/common/log";
 import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../../src/common/tls";
 import { type TransferServiceClient, TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
+import { BulkClient, H2_FEATURES } from "./bulk/client";
 import { MAX_MESSAGE_BYTES } from "./protocol";
 import type { TransferTarget } from "./target";
 import { TransferClient } from "./transfer-client";
@@ -29,10 +32,14 @@ function withDeadline(signal: AbortSignal, ms: number): AbortSignal {
   return AbortSignal.any([signal, AbortSignal.timeout(ms)]);
 }
 
-export function remoteTarget(address: string, client: TransferServiceClient, bulk: TransferClient): TransferTarget {
+/** The data's way to a peer: the bulk channel (falling back to HTTP/2 by itself), or HTTP/2 only. */
+type DataClient = TransferClient | BulkClient;
+
+export function remoteTarget(address: string, client: TransferServiceClient, bulk: DataClient): TransferTarget {
   return {
     label: `agent ${address}`,
     transfer: (messages, signal, capability) => bulk.transfer(messages, signal, capability),
+    features: async (signal) => (bulk instanceof BulkClient ? bulk.features(signal) : H2_FEATURES),
     listChains: (pool, namespace, volumeImage, signal) =>
       client.listChains({ pool, namespace, volumeImage }, { signal: withDeadline(signal, UNARY_DEADLINE_MS) }),
     resumePoint: (header, signal, capability) =>
@@ -46,13 +53,24 @@ export function remoteTarget(address: string, client: TransferServiceClient, bul
   };
 }
 
+export interface PeersOptions {
+  /** transfer.bulk: "auto" uses the bulk channel with peers that offer it; "off" only HTTP/2. */
+  bulk?: "auto" | "off";
+  /** transfer.bulkIdleTimeoutMs. */
+  bulkIdleTimeoutMs?: number;
+}
+
 export class Peers {
-  #clients = new Map<string, { channel: Channel; client: TransferServiceClient; bulk: TransferClient }>();
+  #clients = new Map<
+    string,
+    { channel: Channel; client: TransferServiceClient; h2: TransferClient; bulk: DataClient }
+  >();
 
   constructor(
     readonly tls: TlsConfig,
     readonly local: TransferTarget,
     readonly log?: Logger,
+    readonly opts: PeersOptions = {},
   ) {}
 
   target(address: string): TransferTarget {
@@ -63,10 +81,15 @@ export class Peers {
         ...peerChannelOptions,
         ...tlsChannelOptions(address, this.tls),
       });
+      const log = this.log ? { log: this.log.child({ peer: address }) } : {};
+      const h2 = new TransferClient(address, this.tls, log);
+      const useBulk = (this.opts.bulk ?? "auto") === "auto" && !this.tls.insecure;
+      const idle = this.opts.bulkIdleTimeoutMs ? { idleTimeoutMs: this.opts.bulkIdleTimeoutMs } : {};
       c = {
         channel,
         client: createClient(TransferServiceDefinition, channel),
-        bulk: new TransferClient(address, this.tls, this.log ? { log: this.log.child({ peer: address }) } : {}),
+        h2,
+        bulk: useBulk ? new BulkClient(address, this.tls, h2, { ...log, ...idle }) : h2,
       };
       this.#clients.set(address, c);
     }
@@ -74,9 +97,9 @@ export class Peers {
   }
 
   close(): void {
-    for (const { channel, bulk } of this.#clients.values()) {
+    for (const { channel, h2 } of this.#clients.values()) {
       channel.close();
-      bulk.close();
+      h2.close();
     }
     this.#clients.clear();
   }

@@ -106,6 +106,8 @@ export interface AgentProcessOptions {
   /** Default: a new directory, removed when this process exits (src/lab/scratch.ts). */
   stateDir?: string;
   limits?: Record<string, number>;
+  /** The agent config's `transfer` section (e.g. `{ bulk: "off" }`). */
+  transfer?: Record<string, unknown>;
   testFaults?: { corruptChunk?: number; writeDelayMs?: number; dieBeforeOutcome?: boolean };
   opTimeoutSeconds?: number;
   backupPool?: string;
@@ -165,6 +167,7 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
     backupPool: opts.backupPool ?? "backups",
     sourcePaths: opts.sourcePaths ?? [tmpdir()],
     limits: opts.limits ?? {},
+    ...(opts.transfer ? { transfer: opts.transfer } : {}),
     shutdownGraceSeconds: 5,
     ...(opts.testFaults ? { testFaults: opts.testFaults } : {}),
   };

@@ -6,7 +6,9 @@
  *   grpc-js      nice-grpc client → grpc-js server (the agents' transport before transfer-client.ts
  *                and transfer-server.ts)
  *   ours→grpc-js TransferClient (node:http2, pooled zero-copy frames) → grpc-js server
- *   ours         TransferClient → the data-plane server (node:http2, pooled receive buffers: agents now)
+ *   ours         TransferClient → the data-plane server (node:http2, pooled receive buffers)
+ *   bulk         BulkClient → the data-plane server's bulk channel (ALPN "rbdbackup-bulk/1": TLS without
+ *                HTTP/2, the same frames and pools; agents with transfer.bulk "auto")
  *   raw TLS      the same bytes over a bare TLS socket: the floor for any TLS transport in Node
  *
  *   node dist/test/bench/transport.js [--mib 1024] [--rounds 3]
@@ -19,6 +21,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import tls from "node:tls";
 import { createChannel, createClient, createServer } from "nice-grpc";
+import { BulkClient } from "../../agents/transfer/bulk/client";
 import { DataPlaneServer } from "../../agents/transfer/data-plane-server";
 import { TransferClient } from "../../agents/transfer/transfer-client";
 import { FRAME, finishChunkFrame, framePool, RELEASE, type Releasable } from "../../agents/transfer/wire";
@@ -33,7 +36,7 @@ const cpuSeconds = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
 };
-type Variant = "grpc-js" | "ours→grpc-js" | "ours" | "raw TLS";
+type Variant = "grpc-js" | "ours→grpc-js" | "ours" | "bulk" | "raw TLS";
 const serverTls = labTls("agent-site-b");
 const clientTls = labTls("agent-site-a");
 
@@ -68,7 +71,7 @@ async function server(variant: Variant): Promise<void> {
     report();
     return { dataBytesWritten: bytes };
   };
-  if (variant === "ours") {
+  if (variant === "ours" || variant === "bulk") {
     const dp = new DataPlaneServer({
       tls: serverTls,
       transfer: consume,
@@ -122,7 +125,8 @@ async function client(variant: Variant, port: number, mib: number): Promise<void
       })(),
     );
   } else {
-    const cl = new TransferClient(address, clientTls);
+    const h2 = new TransferClient(address, clientTls);
+    const cl = variant === "bulk" ? new BulkClient(address, clientTls, h2) : h2;
     await cl.transfer(
       (async function* () {
         for (let i = 0; i < n; i++) {
@@ -143,7 +147,8 @@ async function client(variant: Variant, port: number, mib: number): Promise<void
       })(),
       new AbortController().signal,
     );
-    cl.close();
+    if (variant === "bulk" && !(cl as BulkClient).negotiated) throw new Error("the bulk channel was not negotiated");
+    h2.close();
   }
   process.stdout.write(`${JSON.stringify({ cpu: cpuSeconds() - cpu0, seconds: (performance.now() - t0) / 1000 })}\n`);
   process.exit(0);
@@ -168,7 +173,9 @@ function lines(p: ChildProcess): AsyncIterator<Record<string, number>> {
 async function drive(): Promise<void> {
   const mib = Number(arg("mib", "1024"));
   const rounds = Number(arg("rounds", "3"));
-  const variants: Variant[] = ["grpc-js", "ours→grpc-js", "ours", "raw TLS"];
+  const variants: Variant[] = (arg("variants", "grpc-js,ours→grpc-js,ours,bulk,raw TLS") as string).split(
+    ",",
+  ) as Variant[];
   const results = new Map<Variant, Array<{ mibps: number; client: number; server: number }>>();
   const self = process.argv[1] as string;
   for (let r = 0; r < rounds; r++) {

@@ -1,0 +1,182 @@
+/**
+ * The destination's side of the bulk channel: one TLS connection that negotiated "rbdbackup-bulk/1"
+ * (data-plane-server.ts hands it here) carries one transfer — BulkOpen, the TransferMessages, the
+ * client's close — and gets one BulkResult back, then the connection is closed.
+ *
+ * - Framing and buffers as the Transfer call's (message-reader.ts): chunks assembled in ReceivePool
+ *   buffers, released by the sink once written; at most a couple of messages queued, then the socket
+ *   is paused (TCP's window closes, the source's writes stop draining) — backpressure end to end.
+ * - Who: the caller's verified certificate must name an agent (transfer-authz.ts dataPlaneRefusal,
+ *   audited like the HTTP/2 path); its BulkOpen.capability is what Transfer takes as the
+ *   rbdbackup-capability header — the entry checks it against the header (authorizeTransfer), so the
+ *   entry is the very function the Transfer call feeds (same admission, same sink).
+ * - Bounded: receiving nothing for `idleTimeoutMs` while this side wants bytes (not paused by
+ *   backpressure) ends the transfer with DEADLINE_EXCEEDED; the entry's signal is aborted (it cleans
+ *   up) when that happens or the connection is lost. After the answer the client has LINGER_MS to close.
+ */
+import type { TLSSocket } from "node:tls";
+import { Status } from "nice-grpc-common";
+import { AppError } from "../../../src/common/errors";
+import { type Identity, identityOfCertificate } from "../../../src/common/identity";
+import type { Logger } from "../../../src/common/log";
+import { abortError } from "../../../src/common/retry";
+import { BulkOpen, TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
+import type { AuthzAudit } from "../authz-audit";
+import { MessageReader, type ReceivePool } from "../message-reader";
+import { auditDataPlaneRefusal, dataPlaneRefusal, TRANSFER_METHOD, type TransferCaller } from "../transfer-authz";
+import type { TransferEntry } from "../transfer-server";
+import { RELEASE, type Releasable } from "../wire";
+import { BULK_VERSION, resultFrame } from "./protocol";
+
+/** After the answer: how long the client may take to close before the connection is destroyed. */
+const LINGER_MS = 10_000;
+
+export interface BulkServerOptions {
+  /** The transfer entry, with the server's admission (the same one the Transfer call feeds). */
+  entry: TransferEntry;
+  maxMessageBytes: number;
+  pool: ReceivePool;
+  idleTimeoutMs: number;
+  log?: Logger;
+  audit?: AuthzAudit;
+}
+
+type Incoming = TransferMessage | { open: BulkOpen };
+
+function decoder() {
+  let first = true;
+  return (bytes: Buffer, release: (() => void) | null): Incoming => {
+    const what = first ? "a BulkOpen" : "a TransferMessage";
+    try {
+      if (first) {
+        first = false;
+        return { open: BulkOpen.decode(bytes) };
+      }
+      const m = TransferMessage.decode(bytes);
+      if (release && m.body?.$case === "chunk") (m as Releasable)[RELEASE] = release;
+      return m;
+    } catch (e) {
+      throw new AppError(Status.INVALID_ARGUMENT, `a message that is not ${what}: ${(e as Error).message}`);
+    }
+  };
+}
+
+function identityOf(socket: TLSSocket): Identity | null {
+  try {
+    const raw = socket.getPeerCertificate?.(true)?.raw;
+    return raw ? identityOfCertificate(raw) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Serves one bulk connection; resolves once it is closed. `insecure`: no certificate checks (tests). */
+export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = false): Promise<void> {
+  socket.allowHalfOpen = true; // the client's close ends its side only: the answer still goes back
+  socket.setNoDelay(true); // no Nagle: the answer (and TLS records ending a chunk) leave at once
+  const ac = new AbortController();
+  const reader = new MessageReader<Incoming>(socket, {
+    maxMessageBytes: o.maxMessageBytes,
+    pool: o.pool,
+    decode: decoder(),
+  });
+  let timedOut = false;
+  const idle = watchIdle(socket, o.idleTimeoutMs, () => {
+    timedOut = true;
+    const e = new AppError(
+      Status.DEADLINE_EXCEEDED,
+      `the source sent nothing for ${o.idleTimeoutMs} ms (transfer.bulkIdleTimeoutMs)`,
+    );
+    reader.fail(e);
+    ac.abort(e);
+  });
+  const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+  socket.on("error", (err) => o.log?.debug("bulk channel: connection failed", { err }));
+  socket.once("close", () => {
+    idle.stop();
+    if (!reader.ended) reader.fail(new AppError(Status.UNAVAILABLE, "the source's connection was lost"));
+    ac.abort(abortError());
+  });
+
+  const answer = (outcome: Parameters<typeof resultFrame>[0]) => {
+    idle.stop();
+    if (socket.destroyed) return;
+    socket.end(resultFrame(outcome));
+    const t = setTimeout(() => socket.destroy(), LINGER_MS);
+    t.unref();
+    socket.once("close", () => clearTimeout(t));
+  };
+
+  run(socket, reader, ac.signal, o, insecure).then(
+    (summary) => answer({ summary }),
+    (error) =>
+      answer({
+        error: timedOut
+          ? new AppError(Status.DEADLINE_EXCEEDED, `the source sent nothing for ${o.idleTimeoutMs} ms`, {
+              cause: error,
+            })
+          : error,
+      }),
+  );
+  return closed;
+}
+
+/** BulkOpen checked, the caller admitted, then the rest of the stream to the entry. */
+async function run(
+  socket: TLSSocket,
+  reader: MessageReader<Incoming>,
+  signal: AbortSignal,
+  o: BulkServerOptions,
+  insecure: boolean,
+) {
+  const it = reader[Symbol.asyncIterator]();
+  const first = await it.next();
+  const open = first.done ? null : "open" in first.value ? first.value.open : null;
+  if (!open) throw new AppError(Status.INVALID_ARGUMENT, "the bulk channel must start with a BulkOpen");
+  if (open.version !== BULK_VERSION) {
+    throw new AppError(
+      Status.UNIMPLEMENTED,
+      `bulk protocol version ${open.version} is not supported (this agent speaks ${BULK_VERSION})`,
+    );
+  }
+  const caller: TransferCaller = insecure
+    ? { checked: false, identity: null, capability: open.capability || undefined }
+    : { checked: true, identity: identityOf(socket), capability: open.capability || undefined };
+  const refusal = dataPlaneRefusal(caller);
+  if (refusal) {
+    o.log?.warn("data plane: refused a bulk transfer", { reason: refusal });
+    auditDataPlaneRefusal(o.audit, caller, TRANSFER_METHOD, refusal);
+    throw new AppError(Status.PERMISSION_DENIED, refusal);
+  }
+  const messages: AsyncIterable<TransferMessage> = {
+    [Symbol.asyncIterator]: () => it as AsyncIterator<TransferMessage>,
+  };
+  return o.entry(messages, signal, caller);
+}
+
+/**
+ * Calls `onIdle` when no byte came for `ms` while the socket was flowing (a socket paused by
+ * backpressure is not idle: the sink is busy, not the source).
+ */
+function watchIdle(socket: TLSSocket, ms: number, onIdle: () => void): { stop(): void } {
+  let last = Date.now();
+  const seen = () => {
+    last = Date.now();
+  };
+  socket.on("data", seen);
+  const timer = setInterval(
+    () => {
+      if (socket.isPaused()) return seen();
+      if (Date.now() - last < ms) return;
+      stop();
+      onIdle();
+    },
+    Math.max(10, Math.floor(ms / 4)),
+  );
+  timer.unref();
+  const stop = () => {
+    clearInterval(timer);
+    socket.off("data", seen);
+  };
+  return { stop };
+}

@@ -1,0 +1,203 @@
+/**
+ * Bad input on the bulk channel, over real loopback TLS with the lab's certificates, into the agent's
+ * own transfer entry (authorizeTransfer, then the real sink on an in-memory cluster): each case gets
+ * its exact status in the BulkResult (or the client's ClientError), nothing is committed (the pool is
+ * as before, no journal entry), a refused caller's stream never reaches the sink, and every answer
+ * comes within a bound.
+ */
+import assert from "node:assert/strict";
+import { after, describe, it } from "node:test";
+import { Status } from "nice-grpc-common";
+import { BulkClient } from "../../../agents/transfer/bulk/client";
+import { MAX_MESSAGE_BYTES } from "../../../agents/transfer/protocol";
+import { runSink } from "../../../agents/transfer/sink";
+import { TransferClient } from "../../../agents/transfer/transfer-client";
+import { statusOf } from "../../../src/common/errors";
+import type { TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
+import { frameOf, labTls, mint, openOf, rawBulk, serve, stopAll } from "./fakes/bulk";
+import { FakeCeph, poolState } from "./fakes/fake-ceph";
+import { quietLogger, sinkDeps, until } from "./fakes/sink-deps";
+import { chunkParts, Feed, header, KiB, messages } from "./fakes/stream";
+
+const CHUNK = 64 * KiB;
+const closers: Array<() => unknown> = [];
+after(async () => {
+  for (const c of closers.splice(0)) await c();
+  await stopAll();
+});
+
+/** A destination whose transfers go to the real sink; `clean()` asserts nothing was committed or kept. */
+async function destination(o: { idleTimeoutMs?: number } = {}) {
+  const ceph = new FakeCeph("backups");
+  const before = poolState(ceph, "backups");
+  const deps = sinkDeps(ceph);
+  const served = await serve((m, signal) => runSink(deps, m, signal, { remote: true }), o);
+  const clean = async () => {
+    await until("the sink's cleanup", () => poolState(ceph, "backups") === before && deps.journal.entries.size === 0);
+  };
+  return { ceph, deps, served, clean };
+}
+
+function bulkClient(address: string, idleTimeoutMs?: number): BulkClient {
+  const tls = labTls("agent-site-a");
+  const log = quietLogger();
+  const h2 = new TransferClient(address, tls, { log });
+  closers.push(() => h2.close());
+  return new BulkClient(address, tls, h2, { log, ...(idleTimeoutMs ? { idleTimeoutMs } : {}) });
+}
+
+/** BulkOpen with a capability for `h`, then `h`'s header and first `n` messages after it, as frames. */
+function start(n = 0) {
+  const h = header();
+  const msgs = messages(h, chunkParts(4, CHUNK));
+  return { h, frames: [openOf(mint(h)), ...msgs.slice(0, 1 + n).map(frameOf)], msgs };
+}
+
+describe("bulk channel: bad input", () => {
+  it("a frame longer than the limit: RESOURCE_EXHAUSTED, nothing committed", async () => {
+    const d = await destination();
+    const { frames } = start(1);
+    const big = Buffer.from([0, 0, 0, 0, 0]);
+    big.writeUInt32BE(MAX_MESSAGE_BYTES + 1, 1);
+    const r = await rawBulk(d.served.address, [...frames, big], { end: false });
+    assert.equal(r.result?.code, Status.RESOURCE_EXHAUSTED, r.result?.message);
+    assert.match(r.result?.message ?? "", /exceeds the limit/);
+    await d.clean();
+  });
+
+  it("a truncated frame, then the close: the stream is cut short, INTERNAL, nothing committed", async () => {
+    const d = await destination();
+    const { frames, msgs } = start(1);
+    const next = frameOf(msgs[2] as TransferMessage);
+    const r = await rawBulk(d.served.address, [...frames, next.subarray(0, next.length - 100)]);
+    assert.equal(r.result?.code, Status.INTERNAL, r.result?.message);
+    assert.match(r.result?.message ?? "", /ended inside a message/);
+    await d.clean();
+  });
+
+  it("a close before the trailer: the transfer is cut short, nothing committed", async () => {
+    const d = await destination();
+    const { frames } = start(2);
+    const r = await rawBulk(d.served.address, frames);
+    // What a half-closed Transfer call gets from the sink: the source went away (UNAVAILABLE, retried).
+    assert.equal(r.result?.code, Status.UNAVAILABLE, r.result?.message);
+    await d.clean();
+  });
+
+  it("a nonzero flags byte: UNIMPLEMENTED, nothing committed", async () => {
+    const d = await destination();
+    const { frames, msgs } = start(1);
+    const next = frameOf(msgs[2] as TransferMessage);
+    next[0] = 1;
+    const r = await rawBulk(d.served.address, [...frames, next], { end: false });
+    assert.equal(r.result?.code, Status.UNIMPLEMENTED, r.result?.message);
+    await d.clean();
+  });
+
+  it("a chunk whose checksum does not match: DATA_LOSS from the sink, nothing committed", async () => {
+    const d = await destination();
+    const h = header();
+    const c = bulkClient(d.served.address);
+    await assert.rejects(
+      c.transfer(new Feed(messages(h, chunkParts(4, CHUNK), { corrupt: 1 })), AbortSignal.timeout(10_000), mint(h)),
+      { code: Status.DATA_LOSS },
+    );
+    assert.equal(c.negotiated, true);
+    assert.equal(d.deps.counts.checksumFailures, 1);
+    await d.clean();
+  });
+
+  it("a destination that stops reading: the client fails with DEADLINE_EXCEEDED within its idle bound", async () => {
+    // The entry reads the header, then nothing until the client gave up; then it finds the stream cut.
+    let clientGaveUp = () => {};
+    const gaveUp = new Promise<void>((r) => {
+      clientGaveUp = r;
+    });
+    let seen = "";
+    const served = await serve(async (m) => {
+      const it = m[Symbol.asyncIterator]();
+      await it.next();
+      await gaveUp;
+      try {
+        for (let r = await it.next(); !r.done; r = await it.next()) {
+          if (r.value.body?.$case === "trailer") seen = "trailer";
+        }
+        seen ||= "an end without trailer";
+      } catch (e) {
+        seen = `error ${statusOf(e)}`;
+      }
+      throw new Error("cut short");
+    });
+    const c = bulkClient(served.address, 300);
+    const h = header();
+    // 64 MiB (more than loopback's socket buffers hold), cheap to make: this entry checks nothing.
+    const data = Buffer.alloc(1024 * KiB, 7);
+    const chunks: TransferMessage[] = Array.from({ length: 64 }, (_, i) => ({
+      body: { $case: "chunk", value: { offset: i * data.length, data, crc32: 1, compression: 0, rawLength: 0 } },
+    }));
+    const t0 = Date.now();
+    await assert.rejects(
+      c.transfer(new Feed([{ body: { $case: "header", value: h } }, ...chunks]), AbortSignal.timeout(20_000), mint(h)),
+      { code: Status.DEADLINE_EXCEEDED, message: /took no bytes for 300 ms/ },
+    );
+    assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
+    clientGaveUp();
+    await until("the destination finding its stream cut", () => seen !== "");
+    // Cut mid-frame (INTERNAL: ended inside a message), lost (UNAVAILABLE), or between frames.
+    assert.match(seen, /^(error 13|error 14|an end without trailer)$/);
+  });
+
+  it("a source that never sends its trailer: DEADLINE_EXCEEDED after the server's idle bound, cleaned up", async () => {
+    const d = await destination({ idleTimeoutMs: 300 });
+    const h = header();
+    const c = bulkClient(d.served.address);
+    const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "hang" });
+    const t0 = Date.now();
+    await assert.rejects(c.transfer(feed, AbortSignal.timeout(20_000), mint(h)), {
+      code: Status.DEADLINE_EXCEEDED,
+      message: /sent nothing for 300 ms/,
+    });
+    assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
+    await d.clean();
+  });
+
+  it("a BulkOpen without a capability: PERMISSION_DENIED, audited, the sink never sees the stream", async () => {
+    const d = await destination();
+    const { frames, msgs } = start(3);
+    const r = await rawBulk(d.served.address, [openOf(""), ...frames.slice(1)]);
+    assert.equal(r.result?.code, Status.PERMISSION_DENIED, r.result?.message);
+    assert.equal(d.served.reached, 0);
+    assert.ok(d.served.lines.some((l) => l.level === "warn" || /refused|denied/.test(JSON.stringify(l))));
+    const c = bulkClient(d.served.address);
+    await assert.rejects(c.transfer(new Feed(msgs), AbortSignal.timeout(10_000)), { code: Status.PERMISSION_DENIED });
+    assert.equal(d.served.reached, 0);
+    await d.clean();
+  });
+
+  it("a certificate that does not name an agent: PERMISSION_DENIED before the entry is called", async () => {
+    const d = await destination();
+    const { frames } = start(3);
+    const r = await rawBulk(d.served.address, frames, { name: "test-client" });
+    assert.equal(r.result?.code, Status.PERMISSION_DENIED, r.result?.message);
+    assert.match(r.result?.message ?? "", /only for agents/);
+    assert.equal(d.served.entered, 0);
+    assert.ok(d.served.lines.length > 0, "audited");
+    await d.clean();
+  });
+
+  it("an unknown protocol version: UNIMPLEMENTED before the entry is called", async () => {
+    const d = await destination();
+    const { frames, h } = start(3);
+    const r = await rawBulk(d.served.address, [openOf(mint(h), 2), ...frames.slice(1)]);
+    assert.equal(r.result?.code, Status.UNIMPLEMENTED, r.result?.message);
+    assert.match(r.result?.message ?? "", /version 2/);
+    assert.equal(d.served.entered, 0);
+  });
+
+  it("a connection closed before its BulkOpen: INVALID_ARGUMENT, the entry never called", async () => {
+    const d = await destination();
+    const r = await rawBulk(d.served.address, []);
+    assert.equal(r.result?.code, Status.INVALID_ARGUMENT, r.result?.message);
+    assert.equal(d.served.entered, 0);
+  });
+});

@@ -1,0 +1,153 @@
+/**
+ * For the bulk channel's tests (bulk-*.test.ts): the agents' data-plane server on 127.0.0.1 with the
+ * lab's certificates and the agent's own transfer entry (authorizeTransfer — same function, same
+ * audit — then the sink or any function), the capability minted for a header, and a raw bulk client
+ * that writes arbitrary bytes and reads the one BulkResult.
+ */
+import { readFileSync } from "node:fs";
+import tls from "node:tls";
+import { AuthzAudit } from "../../../../agents/transfer/authz-audit";
+import { ALPN_BULK, parseResult } from "../../../../agents/transfer/bulk/protocol";
+import { DataPlaneServer } from "../../../../agents/transfer/data-plane-server";
+import { ReceivePool } from "../../../../agents/transfer/message-reader";
+import { MAX_MESSAGE_BYTES } from "../../../../agents/transfer/protocol";
+import { authorizeTransfer } from "../../../../agents/transfer/transfer-authz";
+import type { TransferEntry } from "../../../../agents/transfer/transfer-server";
+import { encodeTransferMessage, grpcFrame } from "../../../../agents/transfer/wire";
+import { CapabilitySigner, CapabilityVerifier } from "../../../../src/common/capability";
+import { transferAsks } from "../../../../src/common/grants";
+import { type TlsConfig, tlsFiles } from "../../../../src/common/tls";
+import {
+  BulkOpen,
+  type BulkResult,
+  type TransferHeader,
+  type TransferMessage,
+} from "../../../../src/gen/rbdbackup/v1/transfer";
+import { labTls as makeLabTls } from "../../../../src/lab/agent-process";
+import { type LogLine, quietLogger } from "./sink-deps";
+
+const tlsByName = new Map<string, TlsConfig>();
+/** The lab's certificate `name` (made once per process: the script that checks them takes seconds). */
+export function labTls(name: string): TlsConfig {
+  let t = tlsByName.get(name);
+  if (!t) {
+    t = makeLabTls(name);
+    tlsByName.set(name, t);
+  }
+  return t;
+}
+
+/** The destination's cluster (sinkDeps' fsid). */
+export const FSID = "fsid-b";
+const coord = labTls("coordinator");
+const signer = new CapabilitySigner(readFileSync(coord.cert as string), readFileSync(coord.key as string));
+const verifier = new CapabilityVerifier(readFileSync(coord.ca as string));
+
+/** The coordinator's capability for `h`, held by agent-site-a. */
+export const mint = (h: TransferHeader) =>
+  signer.sign(
+    {
+      scope: "transfer",
+      job: "j",
+      attempt: 1,
+      holder: { cluster: "site-a", agentId: "agent-site-a" },
+      allows: transferAsks(h, FSID),
+    },
+    60_000,
+  );
+
+export type Inner = (messages: AsyncIterable<TransferMessage>, signal: AbortSignal) => ReturnType<TransferEntry>;
+
+export interface Served {
+  server: DataPlaneServer;
+  address: string;
+  /** How many streams passed authorization (reached the sink). */
+  reached: number;
+  /** How many times the server called the entry at all. */
+  entered: number;
+  /** The audit's lines. */
+  lines: LogLine[];
+  pool: ReceivePool;
+}
+
+const running: DataPlaneServer[] = [];
+export async function stopAll(): Promise<void> {
+  for (const s of running.splice(0)) await s.shutdown(0);
+}
+
+/** The data-plane server as the agent builds it (site-b's certificate), its transfers going to `inner`. */
+export async function serve(
+  inner: Inner,
+  o: { idleTimeoutMs?: number; bulk?: false; maxConcurrentTransfers?: number } = {},
+): Promise<Served> {
+  const lines: LogLine[] = [];
+  const audit = new AuthzAudit(quietLogger(lines));
+  const pool = new ReceivePool(8);
+  const served = { reached: 0, entered: 0, lines, pool } as Served;
+  served.server = new DataPlaneServer({
+    tls: labTls("agent-site-b"),
+    transfer: async (messages, signal, caller) => {
+      served.entered++;
+      const authorized = await authorizeTransfer(verifier, messages, caller, FSID, audit);
+      served.reached++;
+      return inner(authorized, signal);
+    },
+    listChains: async () => ({}),
+    maxMessageBytes: MAX_MESSAGE_BYTES,
+    maxConcurrentTransfers: o.maxConcurrentTransfers ?? 8,
+    pool,
+    audit,
+    log: quietLogger(),
+    bulk: o.bulk === false ? false : { idleTimeoutMs: o.idleTimeoutMs ?? 30_000 },
+  });
+  served.address = await served.server.listen("127.0.0.1:0");
+  running.push(served.server);
+  return served;
+}
+
+export const openOf = (capability: string, version = 1) => grpcFrame(BulkOpen.encode({ version, capability }).finish());
+export const frameOf = (m: TransferMessage) => grpcFrame(encodeTransferMessage(m));
+
+/**
+ * Connects as lab certificate `name` offering only the bulk channel, writes `bytes`, then closes its
+ * side (unless `end: false`); resolves with the server's BulkResult (null if none) once the server
+ * closed, and how long that took. Rejects after `ms`.
+ */
+export function rawBulk(
+  address: string,
+  bytes: Buffer[],
+  o: { name?: string; end?: boolean; ms?: number } = {},
+): Promise<{ result: BulkResult | null; ms: number }> {
+  const t0 = Date.now();
+  const [host, port] = address.split(":");
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({
+      host,
+      port: Number(port),
+      servername: "localhost",
+      ...tlsFiles(labTls(o.name ?? "agent-site-a"), "test"),
+      ALPNProtocols: [ALPN_BULK],
+    });
+    socket.allowHalfOpen = true;
+    const got: Buffer[] = [];
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no answer within ${o.ms ?? 10_000} ms`));
+    }, o.ms ?? 10_000);
+    socket.on("error", () => {});
+    socket.on("data", (d: Buffer) => got.push(d));
+    socket.on("end", () => socket.end());
+    socket.on("secureConnect", () => {
+      for (const b of bytes) socket.write(b);
+      if (o.end !== false) socket.end();
+    });
+    socket.on("close", () => {
+      clearTimeout(timer);
+      try {
+        resolve({ result: parseResult(Buffer.concat(got)), ms: Date.now() - t0 });
+      } catch (e) {
+        reject(e);
+      }
+    });
+  });
+}
