@@ -166,7 +166,13 @@ export class Agent {
         readsInFlight: cfg.limits.readsInFlight,
         ...(cfg.testFaults?.corruptChunk ? { corruptChunk: cfg.testFaults.corruptChunk } : {}),
       },
-      target: (address, options) => shapedTarget(peers.target(address), options, { zstdLevel: 1, log }, address === ""),
+      target: (address, options) =>
+        shapedTarget(
+          peers.target(address),
+          options,
+          { zstdLevel: cfg.transfer.zstdLevel, log, meter: metrics.meter },
+          address === "",
+        ),
       sourcePaths: cfg.sourcePaths,
     };
     const accepting = () => this.state === "serving";

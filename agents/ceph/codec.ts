@@ -28,7 +28,8 @@ export interface Codec {
 }
 
 function algorithmOf(value: unknown): number {
-  if (value !== "zstd" && value !== "lz4") throw new RangeError(`algorithm must be "zstd" or "lz4", got ${String(value)}`);
+  if (value !== "zstd" && value !== "lz4")
+    throw new RangeError(`algorithm must be "zstd" or "lz4", got ${String(value)}`);
   return ALGORITHM[value];
 }
 
@@ -81,5 +82,5 @@ export const nativeCodec: Codec = { compress, decompress };
 
 /** True for data that did not decompress (not valid, or not to the expected length). */
 export function isCorruptData(e: unknown): boolean {
-  return isCephError(e, "EBADMSG");
+  return isCephError(e, "EBADMSG") || (e as { code?: unknown } | null)?.code === "EBADMSG";
 }

@@ -8,6 +8,7 @@ import { type Channel, type ChannelOptions, createChannel, createClient, Metadat
 import { CAPABILITY_HEADER } from "../../src/common/capability";
 import type { Logger } from "../../src/common/log";
 import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../../src/common/tls";
+import { Compression } from "../../src/gen/rbdbackup/v1/common";
 import { type TransferServiceClient, TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
 import { MAX_MESSAGE_BYTES } from "./protocol";
 import type { TransferTarget } from "./target";
@@ -33,6 +34,10 @@ export function remoteTarget(address: string, client: TransferServiceClient, bul
   return {
     label: `agent ${address}`,
     transfer: (messages, signal, capability) => bulk.transfer(messages, signal, capability),
+    // TEMPORARY (r2-compress, until r1's bulk channel negotiates features): every peer of this build
+    // decompresses chunks on the HTTP/2 Transfer call too (sink/decompress.ts). r1 replaces this with
+    // the negotiated answer (bulk ⇒ [ZSTD, LZ4]); a peer of an older build would fail such a transfer (DATA_LOSS).
+    features: async () => ({ bulk: false, compression: [Compression.COMPRESSION_ZSTD, Compression.COMPRESSION_LZ4] }),
     listChains: (pool, namespace, volumeImage, signal) =>
       client.listChains({ pool, namespace, volumeImage }, { signal: withDeadline(signal, UNARY_DEADLINE_MS) }),
     resumePoint: (header, signal, capability) =>
