@@ -164,7 +164,7 @@ export class Agent {
       chunkBytes: cfg.limits.chunkSizeBytes,
       onWait: bandwidth.waited,
     });
-    const shaping = { zstdLevel: 1, log, ...limiters };
+    const shaping = { zstdLevel: cfg.transfer.zstdLevel, log, meter: metrics.meter, ...limiters };
     const ctx: EngineContext = {
       cluster,
       clusterName: cfg.cluster.name,

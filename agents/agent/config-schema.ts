@@ -59,7 +59,7 @@ const Limits = block("Throughput and concurrency limits.", {
   ),
 });
 
-const Transfer = block("Resumable transfers (this agent as a destination).", {
+const Transfer = block("Transfers between agents: resuming (as a destination), compression (as a source).", {
   resumeTtlSeconds: int(
     "How long a transfer cut short (source gone, network cut, this agent killed) keeps its half-written image and checkpoint for a retry to resume; then it is undone.",
     0,
@@ -76,6 +76,12 @@ const Transfer = block("Resumable transfers (this agent as a destination).", {
     100,
     3_600_000,
     30_000,
+  ),
+  zstdLevel: int(
+    "Source: the zstd level of transfers sent with compression ZSTD (1 = fastest, the default; up to 19).",
+    1,
+    19,
+    1,
   ),
 });
 

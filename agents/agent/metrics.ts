@@ -96,6 +96,16 @@ export class AgentMetrics {
       labelNames: ["pool"],
       registers: [r],
     });
+    const compression = (name: string, help: string) =>
+      new client.Counter({ name, help, labelNames: ["direction", "algorithm"], registers: [r] });
+    const rawBytes = compression(
+      "rbdbackup_agent_transfer_raw_bytes_total",
+      "Data bytes of compressed transfers before compression, by direction (sent, received) and algorithm (zstd, lz4).",
+    );
+    const wireBytes = compression(
+      "rbdbackup_agent_transfer_wire_bytes_total",
+      "Data bytes of compressed transfers as they went on the wire (a chunk compression did not shrink counts as it was), by direction and algorithm.",
+    );
     const ioSeconds = new client.Histogram({
       name: "rbdbackup_librbd_io_duration_seconds",
       help: "Latency of librbd aio operations issued by transfers.",
@@ -125,6 +135,10 @@ export class AgentMetrics {
       received: (pool, n) => recvBytes.labels(pool).inc(n),
       written: (pool, n) => writtenBytes.labels(pool).inc(n),
       checksumFailure: (pool) => crcFailures.labels(pool).inc(),
+      compression: (direction, algorithm, raw, wire) => {
+        rawBytes.labels(direction, algorithm).inc(raw);
+        wireBytes.labels(direction, algorithm).inc(wire);
+      },
       io: (op, s) => ioSeconds.labels(op).observe(s),
       ioStarted: () => {
         this.#inflight++;

@@ -12,6 +12,17 @@
 import "./status"; // registers how CephError maps to gRPC statuses
 
 export { Cluster, type ConnectOptions, connect, libraryVersions } from "./cluster";
+export {
+  type Codec,
+  type CodecAlgorithm,
+  codecVersions,
+  compress,
+  compressBound,
+  decompress,
+  isCorruptData,
+  nativeCodec,
+  ZSTD_MAX_LEVEL,
+} from "./codec";
 export { crc32c, crc32cHardware } from "./crc32c";
 export { CephError, ClosedError, errnoName, isCephError, NativeError } from "./errors";
 export { type DiffOptions, type Extent, Image } from "./image";

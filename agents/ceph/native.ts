@@ -153,6 +153,11 @@ interface NativeModule {
   versions(): { librados: string; librbd: string };
   crc32c(data: Uint8Array): number;
   crc32cHardware: boolean;
+  /** Compressed bytes written to dst (0: they do not fit); algorithm 1 zstd, 2 lz4. */
+  compress(algorithm: number, level: number, src: Buffer, dst: Buffer): Promise<number>;
+  /** Decompresses exactly dst.length bytes into dst (rejects EBADMSG otherwise). */
+  decompress(algorithm: number, src: Buffer, dst: Buffer): Promise<number>;
+  codecVersions(): { zstd: string; lz4: string; zstdMaxLevel: number };
   testing?: NativeTesting;
 }
 

@@ -15,7 +15,8 @@
         "src/image.cc",
         "src/image-aio.cc",
         "src/diff-iterator.cc",
-        "src/crc32c.cc"
+        "src/crc32c.cc",
+        "src/codec.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [
@@ -27,7 +28,7 @@
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
-      "libraries": ["-lrados", "-lrbd"]
+      "libraries": ["-lrados", "-lrbd", "-lzstd", "-llz4"]
     }
   ]
 }

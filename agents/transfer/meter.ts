@@ -15,6 +15,11 @@ export interface TransferMeter {
   /** Destination: bytes written to RBD. */
   written(pool: string, bytes: number): void;
   checksumFailure(pool: string): void;
+  /**
+   * A chunk of a compressed stream sent or received: its bytes before (`raw`) and after (`wire`)
+   * compression (equal when it went as it was).
+   */
+  compression?(direction: "sent" | "received", algorithm: string, raw: number, wire: number): void;
   /** A librbd aio op finished after `seconds`. */
   io(op: "read" | "write" | "zeroes", seconds: number): void;
   ioStarted(): void;

@@ -26,13 +26,21 @@ function writeVarint(buf: Buffer, pos: number, v: number): number {
   return pos;
 }
 
-/** TransferMessage{chunk: DataChunk{offset=1, data=2, crc32=3}} in wire format. */
-export function encodeChunkMessage(offset: number, data: Uint8Array, crc32: number): Buffer {
+/** TransferMessage{chunk: DataChunk{offset=1, data=2, crc32=3, compression=4, raw_length=5}} in wire format. */
+export function encodeChunkMessage(
+  offset: number,
+  data: Uint8Array,
+  crc32: number,
+  compression = 0,
+  rawLength = 0,
+): Buffer {
   // DataChunk fields are written only when not default, like the generated encoder.
   const inner =
     (offset !== 0 ? 1 + varintSize(offset) : 0) +
     (data.length !== 0 ? 1 + varintSize(data.length) + data.length : 0) +
-    (crc32 !== 0 ? 1 + varintSize(crc32) : 0);
+    (crc32 !== 0 ? 1 + varintSize(crc32) : 0) +
+    (compression !== 0 ? 1 + varintSize(compression) : 0) +
+    (rawLength !== 0 ? 1 + varintSize(rawLength) : 0);
   const buf = Buffer.allocUnsafe(1 + varintSize(inner) + inner);
   let p = 0;
   buf[p++] = 0x12; // TransferMessage.chunk: field 2, length-delimited
@@ -50,6 +58,14 @@ export function encodeChunkMessage(offset: number, data: Uint8Array, crc32: numb
   if (crc32 !== 0) {
     buf[p++] = 0x18; // crc32: field 3, varint
     p = writeVarint(buf, p, crc32);
+  }
+  if (compression !== 0) {
+    buf[p++] = 0x20; // compression: field 4, varint
+    p = writeVarint(buf, p, compression);
+  }
+  if (rawLength !== 0) {
+    buf[p++] = 0x28; // raw_length: field 5, varint
+    p = writeVarint(buf, p, rawLength);
   }
   return buf;
 }
@@ -162,7 +178,7 @@ export type MaybeFramed = TransferMessage & { [FRAME]?: ChunkFrame };
 export function encodeTransferMessage(m: TransferMessage): Uint8Array {
   if (m.body?.$case === "chunk") {
     const c = m.body.value;
-    return encodeChunkMessage(c.offset, c.data, c.crc32);
+    return encodeChunkMessage(c.offset, c.data, c.crc32, c.compression, c.rawLength);
   }
   // Like a generated client: missing fields take their defaults (fromPartial) before encoding.
   return TransferMessage.encode(TransferMessage.fromPartial(m)).finish();

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Idempotently installs what rbdbackup needs from Debian 12's packages: the Ceph daemons for the lab,
-# the Ceph CLI, the librados/librbd headers the native addon builds against, protoc (the .proto
-# contracts are compiled to TypeScript at build time) and openssl (the lab's TLS material).
+# the Ceph CLI, the librados/librbd headers the native addon builds against (and the libzstd/liblz4
+# headers for its wire-compression codecs), protoc (the .proto contracts are compiled to TypeScript at
+# build time) and openssl (the lab's TLS material).
 # Skips apt entirely when everything is already present.
 set -euo pipefail
 
-packages=(ceph-mon ceph-osd ceph-common librbd-dev librados-dev protobuf-compiler libprotobuf-dev openssl)
+packages=(ceph-mon ceph-osd ceph-common librbd-dev librados-dev libzstd-dev liblz4-dev protobuf-compiler libprotobuf-dev openssl)
 # Extra packages may be asked for by the caller (e.g. prometheus for the metrics tests).
 packages+=("$@")
 

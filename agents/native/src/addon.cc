@@ -3,6 +3,7 @@
 // methods that open things. Every function and method is wrapped by the exception boundary
 // (boundary.h); node-addon-api's own catch-all covers Init itself.
 #include "cluster.h"
+#include "codec.h"
 #include "common.h"
 #include "crc32c.h"
 #include "diff-iterator.h"
@@ -44,6 +45,9 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("versions", GuardedFunction<Versions>(env, "versions"));
   exports.Set("crc32c", GuardedFunction<Crc32cFn>(env, "crc32c"));
   exports.Set("crc32cHardware", Napi::Boolean::New(env, Crc32cHardware()));
+  exports.Set("compress", GuardedFunction<CodecCompress>(env, "compress"));
+  exports.Set("decompress", GuardedFunction<CodecDecompress>(env, "decompress"));
+  exports.Set("codecVersions", GuardedFunction<CodecVersions>(env, "codecVersions"));
   InitTestFaults(env, exports);
   return exports;
 }

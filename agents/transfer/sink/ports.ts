@@ -4,7 +4,7 @@
  * the real classes satisfy them as they are), its limits, and its dependencies.
  */
 import type { Logger } from "../../../src/common/log";
-import type { Cluster, Image, IoCtx } from "../../ceph";
+import type { Cluster, Codec, Image, IoCtx } from "../../ceph";
 import type { JournalStore } from "../journal";
 import type { TransferMeter } from "../meter";
 
@@ -62,6 +62,8 @@ export interface SinkDeps<C extends SinkCluster = Cluster> {
   limits: SinkLimits;
   /** A chunk's checksum; default: the protocol's CRC-32C from the addon (a test without it passes its own). */
   checksum?: (data: Uint8Array) => number;
+  /** Decompression of compressed chunks; default: the addon's codecs (a test without it passes its own). */
+  codec?: Codec;
   /** Test-only: delay every write (to make transfers slow enough to interrupt). */
   writeDelayMs?: number;
   /** Resumable transfers (sink/resume.ts): how long a checkpoint is kept, how often one is taken. */

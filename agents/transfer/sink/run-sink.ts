@@ -26,6 +26,7 @@ import { abortable, transferAbort } from "./abort";
 import type { Checkpointer, CheckpointRecord } from "./checkpoint";
 import { cleanup } from "./cleanup";
 import { commit } from "./commit";
+import { inflated } from "./decompress";
 import { digestFields, digestRecord, finishDigests, startDigests } from "./digests";
 import { type Footprint, newFootprint } from "./footprint";
 import { holdForResume } from "./keep";
@@ -93,7 +94,8 @@ export async function runSink(
       cp = checkpointer(deps, fp, checks, window, log, resumedFrom);
       if (cp && resumedFrom) await cp.write(resumedFrom);
       ac.signal.throwIfAborted();
-      const zeroBytes = await receive(it, fp, checks, window, ac.signal, cp);
+      const chunks = inflated(it, h, { meter: deps.meter, ...(deps.codec ? { codec: deps.codec } : {}) });
+      const zeroBytes = await receive(chunks, fp, checks, window, ac.signal, cp);
       t.mark("receive");
       await writesDone(fp, checks, window, ac.signal);
       await cp?.idle();

@@ -9,6 +9,7 @@ import type { TransferHeader, TransferMessage, TransferTrailer } from "../../../
 import type { TransferMeter } from "../meter";
 import { checksum as crc32c, TransferDigest, validateHeader } from "../protocol";
 import type { Counts, ResumeBase } from "./checkpoint";
+import { checkHeaderCompression } from "./decompress";
 
 /** Reads and checks the first message: a valid header, for a cluster with this fsid. */
 export async function readHeader(
@@ -19,6 +20,7 @@ export async function readHeader(
   if (first.done || first.value.body?.$case !== "header")
     throw invalidArgument("the transfer must start with a header");
   const h = validateHeader(first.value.body.value);
+  checkHeaderCompression(h);
   if (h.expectedFsid && h.expectedFsid !== cluster.fsid) {
     throw failedPrecondition(
       `this agent serves cluster ${cluster.clusterName} (fsid ${cluster.fsid}), not the expected fsid ${h.expectedFsid}`,
@@ -63,6 +65,9 @@ export class StreamChecks {
         throw invalidArgument("a second header in the same transfer");
       case "chunk": {
         const c = body.value;
+        // Compressed chunks were decompressed before (decompress.ts): one still compressed means NONE.
+        if ((c.compression ?? 0) !== 0)
+          throw invalidArgument(`chunk at ${c.offset} is compressed in a transfer whose header says compression NONE`);
         const len = c.data.length;
         if (len === 0 || len > this.h.chunkSize)
           throw invalidArgument(`chunk at ${c.offset}: ${len} bytes, limit ${this.h.chunkSize}`);

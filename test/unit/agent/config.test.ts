@@ -74,7 +74,7 @@ describe("agent configuration", () => {
       coordinator: { addresses: [] },
       metricsListen: "127.0.0.1:9740",
       tls: { insecure: true },
-      transfer: { resumeTtlSeconds: 3600, bulk: "auto", bulkIdleTimeoutMs: 30_000 },
+      transfer: { resumeTtlSeconds: 3600, bulk: "auto", bulkIdleTimeoutMs: 30_000, zstdLevel: 1 },
       stateDir: "/var/lib/rbdbackup/agent",
       backupPool: "backups",
       sourcePaths: [],
