@@ -43,15 +43,20 @@ export async function follow(api: BackupServiceClient, job: Job): Promise<Job> {
   return last;
 }
 
-/** Writes `bytes` of random data from offset 0, 16 writes of 4 MiB in flight. */
-export async function fill(io: IoCtx, image: string, bytes: number): Promise<void> {
+/** Writes `bytes` from offset 0 (random data unless `data` makes it), 16 writes of 4 MiB in flight. */
+export async function fill(
+  io: IoCtx,
+  image: string,
+  bytes: number,
+  data: (n: number) => Buffer = randomBytes,
+): Promise<void> {
   const img = await io.imageOpen(image);
   try {
     for (let off = 0; off < bytes; off += 64 * MiB) {
       await Promise.all(
         Array.from({ length: 16 }, (_, i) => {
           const at = off + i * 4 * MiB;
-          return at < bytes ? img.write(randomBytes(Math.min(4 * MiB, bytes - at)), at) : 0;
+          return at < bytes ? img.write(data(Math.min(4 * MiB, bytes - at)), at) : 0;
         }),
       );
     }

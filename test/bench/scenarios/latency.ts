@@ -18,7 +18,6 @@
  *   node dist/test/bench/scenarios/latency.js [--mib 256] [--rounds 1] [--delay-ms 100]
  */
 import { execFile, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -32,6 +31,7 @@ import { rawWriteMiBps } from "../ceph-cli";
 import { busyFraction, hostCpu } from "../host-cpu";
 import { interrupting, onInterrupt } from "../interrupt";
 import { arg, cpuOf, median, procMemMiB, resetPeakRss } from "../measure";
+import { fill } from "../rig";
 import { runAlone } from "../scenario-main";
 import type { Row, Scenario, ScenarioContext } from "./types";
 
@@ -77,24 +77,6 @@ async function writeLatencyMs(cluster: string, io: IoCtx): Promise<number> {
     return 1000 / Number(/ops\/sec:\s*([\d.]+)/.exec(out)?.[1] ?? Number.NaN);
   } finally {
     await io.imageRemove(name);
-  }
-}
-
-/** Writes `bytes` of random data, 16 writes of 4 MiB in flight. */
-async function fill(io: IoCtx, image: string, bytes: number): Promise<void> {
-  const img = await io.imageOpen(image);
-  try {
-    for (let off = 0; off < bytes; off += 64 * MiB) {
-      await Promise.all(
-        Array.from({ length: 16 }, (_, i) => {
-          const at = off + i * 4 * MiB;
-          return at < bytes ? img.write(randomBytes(Math.min(4 * MiB, bytes - at)), at) : 0;
-        }),
-      );
-    }
-    await img.flush();
-  } finally {
-    await img.close();
   }
 }
 

@@ -15,7 +15,6 @@
  */
 import { randomBytes } from "node:crypto";
 import path from "node:path";
-import type { IoCtx } from "../../../agents/ceph";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { type BackupServiceClient, type Job, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { Compression } from "../../../src/gen/rbdbackup/v1/common";
@@ -27,6 +26,7 @@ import { busyFraction, hostCpu } from "../host-cpu";
 import { onInterrupt } from "../interrupt";
 import { arg, cpuOf, median, procMemMiB, resetPeakRss } from "../measure";
 import { measureRttMs, measureThroughputMiBps, probeServer, startWanPath, type WanPath } from "../netns";
+import { fill } from "../rig";
 import { runAlone } from "../scenario-main";
 import type { Row, Scenario, ScenarioContext } from "./types";
 
@@ -50,23 +50,6 @@ function halfCompressible(bytes: number): Buffer {
     for (let p = off + 32 * 1024; p < Math.min(off + 64 * 1024, bytes); p += text.length) text.copy(b, p);
   }
   return b;
-}
-
-async function fillHalfCompressible(io: IoCtx, image: string, bytes: number): Promise<void> {
-  const img = await io.imageOpen(image);
-  try {
-    for (let off = 0; off < bytes; off += 64 * MiB) {
-      await Promise.all(
-        Array.from({ length: 16 }, (_, i) => {
-          const at = off + i * 4 * MiB;
-          return at < bytes ? img.write(halfCompressible(Math.min(4 * MiB, bytes - at)), at) : 0;
-        }),
-      );
-    }
-    await img.flush();
-  } finally {
-    await img.close();
-  }
 }
 
 /** Follows a job to its end (bounded); throws unless it succeeded. */
@@ -155,7 +138,7 @@ async function run(ctx: ScenarioContext): Promise<Row[]> {
       await rbd("site-a", ["snap", "purge", "--no-progress", `rbd/${image}`]).catch(() => {});
       await io.imageRemove(image);
     });
-    await fillHalfCompressible(io, image, mib * MiB);
+    await fill(io, image, mib * MiB, halfCompressible);
 
     const pids = [src.proc.pid as number, dst.proc.pid as number] as const;
     for (let r = 0; r < ctx.rounds; r++) {
