@@ -3,7 +3,7 @@
  * Cinder driver runs it (`rbd export-diff … - | rbd import-diff - …`), and a cluster's raw write
  * bandwidth (`rbd bench`).
  */
-import { execFile, spawn } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import type { Readable, Writable } from "node:stream";
 import { promisify } from "node:util";
 import type { IoCtx } from "../../agents/ceph";
@@ -102,4 +102,12 @@ export async function cliPipe(
   (exp.p.stdout as Readable).pipe(imp.p.stdin as Writable);
   const [exportSeconds, importSeconds] = await Promise.all([exp.cpu, imp.cpu]);
   return { exportSeconds, importSeconds };
+}
+
+/** `rbd bench` 4 KiB random writes to `spec` on site-a (16 threads) until `totalBytes` are written or it is killed. */
+export function randomWriter(spec: string, totalBytes: number): ChildProcess {
+  const args = ["bench", "--io-type", "write", "--io-size", "4K", "--io-pattern", "rand", "--io-threads", "16"];
+  return spawn("rbd", ["-c", labCluster("site-a").conf, ...args, "--io-total", String(totalBytes), spec], {
+    stdio: ["ignore", "ignore", "inherit"],
+  });
 }

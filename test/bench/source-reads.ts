@@ -11,40 +11,17 @@
  *
  *   node dist/test/bench/source-reads.js [--runs 5]
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import type { Image } from "../../agents/ceph";
 import { newStats, rbdMessages } from "../../agents/transfer/source";
 import { FramePool } from "../../agents/transfer/wire";
 import type { TransferHeader } from "../../src/gen/rbdbackup/v1/transfer";
-import { connectLab, labCluster, rbd, uniqueName } from "../helpers/lab";
+import { connectLab, rbd, uniqueName } from "../helpers/lab";
+import { randomWriter } from "./ceph-cli";
 import { arg, median } from "./measure";
 import { MiB, scatterExtents } from "./scenarios/backup-timing";
 
 const runs = Number(arg("runs", "5"));
-
-/** 4 KiB random writes until killed. */
-function writer(spec: string): ChildProcess {
-  return spawn(
-    "rbd",
-    [
-      "-c",
-      labCluster("site-a").conf,
-      "bench",
-      "--io-type",
-      "write",
-      "--io-size",
-      "4K",
-      "--io-pattern",
-      "rand",
-      "--io-threads",
-      "16",
-      "--io-total",
-      String(2 ** 40),
-      spec,
-    ],
-    { stdio: ["ignore", "ignore", "inherit"] },
-  );
-}
 
 /** The read plans compared: before (one read per extent, 8 in flight), 8 in flight reading nearby extents together, and today's. */
 const VARIANTS = {
@@ -103,7 +80,7 @@ async function main(): Promise<void> {
     await at1.close();
     if (arg("only", "") === "idle") return;
     // The writer's changes of ~5 s, then read while it keeps writing.
-    w = writer(spec);
+    w = randomWriter(spec, 2 ** 40);
     await new Promise((r) => setTimeout(r, 5000));
     await rbd("site-a", ["snap", "create", `${spec}@s2`]);
     const at2 = await io.imageOpen(vol, { snapshot: "s2" });

@@ -8,10 +8,10 @@
  * The note says whether the exclusive lock left the writer during our incremental, and the MiB each
  * side moved (the writer's changes since the previous snapshot of each).
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { connectLab, labCluster, rbd, uniqueName } from "../../helpers/lab";
-import { cliPipe } from "../ceph-cli";
+import { connectLab, rbd, uniqueName } from "../../helpers/lab";
+import { cliPipe, randomWriter } from "../ceph-cli";
 import { median } from "../measure";
 import {
   backupTimed,
@@ -31,26 +31,7 @@ const WRITER_SECONDS = 40;
 
 /** `rbd bench` 4 KiB random writes to `spec` (16 threads), `ops` of them; resolves with its elapsed seconds. */
 function writer(spec: string, ops: number): { proc: ChildProcess; done: Promise<number> } {
-  const proc = spawn(
-    "rbd",
-    [
-      "-c",
-      labCluster("site-a").conf,
-      "bench",
-      "--io-type",
-      "write",
-      "--io-size",
-      "4K",
-      "--io-pattern",
-      "rand",
-      "--io-threads",
-      "16",
-      "--io-total",
-      String(ops * 4096),
-      spec,
-    ],
-    { stdio: ["ignore", "ignore", "inherit"] },
-  );
+  const proc = randomWriter(spec, ops * 4096);
   const t0 = process.hrtime.bigint();
   const done = new Promise<number>((resolve, reject) => {
     proc.on("exit", (code) =>
