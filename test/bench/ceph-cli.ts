@@ -14,20 +14,24 @@ export async function rawWriteMiBps(cluster: string, io: IoCtx, mib: number): Pr
   const name = uniqueName("bench-raw");
   await io.imageCreate(name, mib << 20);
   try {
-    const { stdout } = await promisify(execFile)("rbd", [
-      "-c",
-      labCluster(cluster).conf,
-      "bench",
-      "--io-type",
-      "write",
-      "--io-size",
-      "4M",
-      "--io-threads",
-      "16",
-      "--io-total",
-      String(mib << 20),
-      `${io.pool}/${name}`,
-    ]);
+    const { stdout } = await promisify(execFile)(
+      "rbd",
+      [
+        "-c",
+        labCluster(cluster).conf,
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "4M",
+        "--io-threads",
+        "16",
+        "--io-total",
+        String(mib << 20),
+        `${io.pool}/${name}`,
+      ],
+      { timeout: CLI_DEADLINE_MS, killSignal: "SIGKILL" },
+    );
     // "ops/sec: 333.3" of 4 MiB writes (its bytes/sec is humanized, e.g. "1.3 GiB/s").
     return Number(/ops\/sec:\s*([\d.]+)/.exec(stdout)?.[1] ?? 0) * 4;
   } finally {
@@ -48,6 +52,12 @@ export interface CliPipeCpu {
  */
 const TIMED = 'rbd "$@"; rc=$?; times >&3; exit $rc';
 
+/**
+ * No rbd of a bench runs longer than this (RBDBACKUP_BENCH_CLI_DEADLINE_S, default 600 s): a full OSD
+ * makes `import-diff` wait forever, and a bench must fail, not hang.
+ */
+const CLI_DEADLINE_MS = Number(process.env.RBDBACKUP_BENCH_CLI_DEADLINE_S ?? 600) * 1000;
+
 /** The children line of bash's `times` ("0m1.234s 0m0.056s" after the shell's own line), seconds. */
 export function parseBashTimes(out: string): number {
   const line = out.trim().split("\n")[1] ?? "";
@@ -57,15 +67,28 @@ export function parseBashTimes(out: string): number {
 }
 
 function timedRbd(args: string[], stdio: ["ignore", "pipe"] | ["pipe", "ignore"]) {
-  const p = spawn("bash", ["-c", TIMED, "rbd", ...args], { stdio: [...stdio, "inherit", "pipe"] });
+  const p = spawn("bash", ["-c", TIMED, "rbd", ...args], {
+    stdio: [...stdio, "inherit", "pipe"],
+    detached: true, // its own process group, so the deadline kills rbd with its bash
+  });
   let times = "";
   (p.stdio[3] as Readable).on("data", (b: Buffer) => {
     times += b.toString();
   });
+  let timedOut = false;
+  const deadline = setTimeout(() => {
+    timedOut = true;
+    if (p.pid) process.kill(-p.pid, "SIGKILL");
+  }, CLI_DEADLINE_MS);
   const cpu = new Promise<number>((resolve, reject) => {
     p.on("error", reject);
     p.on("close", (code) => {
-      if (code !== 0) reject(new Error(`rbd ${args.slice(2, 3).join("")} exited ${code}`));
+      clearTimeout(deadline);
+      if (timedOut)
+        reject(
+          new Error(`rbd ${args.slice(2, 3).join("")} ran past ${CLI_DEADLINE_MS / 1000} s (is an OSD full?): killed`),
+        );
+      else if (code !== 0) reject(new Error(`rbd ${args.slice(2, 3).join("")} exited ${code}`));
       else resolve(parseBashTimes(times));
     });
   });
