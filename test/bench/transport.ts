@@ -15,7 +15,10 @@
  *                floor for any TLS transport on this machine — AES-GCM plus loopback copies
  *   native TCP   the same, plaintext (the kernel's loopback copies alone)
  *
- *   node dist/test/bench/transport.js [--mib 1024] [--rounds 3]
+ *   node dist/test/bench/transport.js [--mib 1024] [--rounds 3] [--variants bulk,native TLS] [--node-args "--max-semi-space-size=64"]
+ *
+ * `--node-args`: every Node variant also runs as "V+" with those flags for node (both roles), in the
+ * same rounds, alternating with the plain run.
  *
  * Prints, per variant, the median MiB/s and CPU seconds per GiB of each side (the client's from
  * connecting to the answer, the server's from listening to the last byte; the client's includes
@@ -174,7 +177,8 @@ function lines(p: ChildProcess): AsyncIterator<Record<string, number>> {
       buf += d.toString();
       let i = buf.indexOf("\n");
       while (i >= 0) {
-        yield JSON.parse(buf.slice(0, i));
+        const line = buf.slice(0, i);
+        if (line.startsWith("{")) yield JSON.parse(line);
         buf = buf.slice(i + 1);
         i = buf.indexOf("\n");
       }
@@ -188,20 +192,32 @@ async function drive(): Promise<void> {
   const variants: Variant[] = (
     arg("variants", "grpc-js,ours→grpc-js,ours,bulk,raw TLS,raw TCP,native TLS,native TCP") as string
   ).split(",") as Variant[];
-  const results = new Map<Variant, Array<{ mibps: number; client: number; server: number }>>();
+  const nodeArgs = arg("node-args", "").split(" ").filter(Boolean);
+  const runs: Array<[string, Variant, string[]]> = variants.flatMap(
+    (v): Array<[string, Variant, string[]]> =>
+      nodeArgs.length && !isNative(v)
+        ? [
+            [v, v, []],
+            [`${v}+`, v, nodeArgs],
+          ]
+        : [[v, v, []]],
+  );
+  const results = new Map<string, Array<{ mibps: number; client: number; server: number }>>();
   const self = process.argv[1] as string;
   for (let r = 0; r < rounds; r++) {
-    for (const v of variants) {
+    for (const [name, v, flags] of runs) {
       const srv = isNative(v)
         ? spawn("python3", nativeArgs(v, "server", serverTls), { stdio: ["ignore", "pipe", "inherit"] })
-        : spawn(process.execPath, [self, "--role", "server", "--variant", v], { stdio: ["ignore", "pipe", "inherit"] });
+        : spawn(process.execPath, [...flags, self, "--role", "server", "--variant", v], {
+            stdio: ["ignore", "pipe", "inherit"],
+          });
       const out = lines(srv);
       const { port, cpu: before } = (await out.next()).value as { port: number; cpu: number };
       const cli = isNative(v)
         ? spawn("python3", nativeArgs(v, "client", clientTls, port, mib), { stdio: ["ignore", "pipe", "inherit"] })
         : spawn(
             process.execPath,
-            [self, "--role", "client", "--variant", v, "--port", String(port), "--mib", String(mib)],
+            [...flags, self, "--role", "client", "--variant", v, "--port", String(port), "--mib", String(mib)],
             {
               stdio: ["ignore", "pipe", "inherit"],
             },
@@ -210,17 +226,18 @@ async function drive(): Promise<void> {
       const s = (await out.next()).value as { cpu: number };
       srv.kill();
       const gib = mib / 1024;
-      const list = results.get(v) ?? [];
+      const list = results.get(name) ?? [];
       list.push({ mibps: mib / c.seconds, client: c.cpu / gib, server: (s.cpu - before) / gib });
-      results.set(v, list);
+      results.set(name, list);
     }
   }
   console.log(
     `transport only (no Ceph), ${mib} MiB of ${CHUNK / MiB} MiB messages, mutual TLS on loopback, ${rounds} rounds, medians`,
   );
   console.log("variant         MiB/s   client CPU s/GiB   server CPU s/GiB   (CPU from connect to last byte)");
+  if (nodeArgs.length) console.log(`V+: node ${nodeArgs.join(" ")}`);
   const base = results.get("grpc-js") ?? [];
-  for (const v of variants) {
+  for (const [v] of runs) {
     const l = results.get(v) ?? [];
     const m = median(l.map((x) => x.mibps));
     console.log(
@@ -235,7 +252,7 @@ async function drive(): Promise<void> {
   if (floor) {
     const [fc, fs] = [median(floor.map((x) => x.client)), median(floor.map((x) => x.server))];
     console.log(`above the native TLS floor (${fc.toFixed(2)} + ${fs.toFixed(2)} CPU-s/GiB), client + server:`);
-    for (const v of variants.filter((x) => !isNative(x))) {
+    for (const [v] of runs.filter(([, x]) => !isNative(x))) {
       const l = results.get(v) ?? [];
       const [c, s] = [median(l.map((x) => x.client)), median(l.map((x) => x.server))];
       console.log(`${v.padEnd(14)} ${(c - fc).toFixed(2).padStart(6)} + ${(s - fs).toFixed(2)}`);
