@@ -7,6 +7,15 @@
  * a `release` callback that gives the buffer back, and the sink calls it once librbd has written the
  * chunk — so a transfer reuses a few dozen buffers whatever its size.
  *
+ * On a socket (the bulk channel) the reader can take the bytes straight into its buffers (`direct`):
+ * Node's `onread` mode, where the TLS layer copies each decrypted record into the buffer the reader
+ * names — the rest of the message being assembled — instead of allocating a Buffer per 16 KiB record,
+ * pushing it through the socket's stream and 'data' events, and copying it again. That per-record
+ * garbage (1 GiB of ArrayBuffers per GiB received) drove V8 into a major GC every few dozen MiB.
+ * Node documents `onread` for sockets it creates (net/tls.connect); an accepted TLS socket gets it
+ * here through the same handle method and socket fields — looked up at run time, and where they are
+ * missing (another Node) the reader reads 'data' events as before.
+ *
  * Flow control: at most QUEUE_MESSAGES decoded messages wait for the consumer; beyond that the stream
  * is paused, HTTP/2 stops granting window (a socket stops reading: TCP's window closes), and the
  * sender stops sending — backpressure end to end.
@@ -63,7 +72,32 @@ export interface ReaderOptions<T> {
   decode: Decoder<T>;
   /** Without a pool every message gets a fresh buffer. */
   pool?: ReceivePool;
+  /** On a socket: read into the reader's buffers (see above) when this Node allows it. */
+  direct?: boolean;
 }
+
+/** Where a socket keeps its `onread` state (net.Socket's own symbols, found by their descriptions). */
+interface UserBufferSlots {
+  buffer: symbol;
+  callback: symbol;
+  generator: symbol;
+}
+
+function userBufferSlots(stream: object): UserBufferSlots | null {
+  const handle = (stream as { _handle?: { useUserBuffer?: unknown } })._handle;
+  if (typeof handle?.useUserBuffer !== "function") return null;
+  const syms = Object.getOwnPropertySymbols(stream);
+  const find = (d: string) => syms.find((x) => x.description === d);
+  const [buffer, callback, generator] = [find("kBuffer"), find("kBufferCb"), find("kBufferGen")];
+  // All three exist (as null) on every net.Socket of the Node versions this was written for; a socket
+  // already in onread mode, or a Node that named them otherwise, keeps its 'data' events.
+  const rec = stream as Record<symbol, unknown>;
+  if (!buffer || !callback || !generator || rec[buffer] != null || rec[callback] != null) return null;
+  return { buffer, callback, generator };
+}
+
+/** Absorbs bytes that arrive after the reader failed (they are dropped). */
+let scratch: Buffer | null = null;
 
 export class MessageReader<T> implements AsyncIterable<T> {
   #queue: T[] = [];
@@ -75,18 +109,26 @@ export class MessageReader<T> implements AsyncIterable<T> {
   #msg: Buffer | null = null;
   #msgHave = 0;
   #pooled = false;
+  /** Bytes read so far (what the bulk channel's idle bound watches). */
+  received = 0;
+  /** Whether bytes go straight into the reader's buffers (see above). */
+  readonly direct: boolean;
 
   constructor(
     readonly stream: ByteSource,
     readonly opts: ReaderOptions<T>,
   ) {
-    stream.on("data", (d: Buffer) => {
-      try {
-        this.#consume(d);
-      } catch (e) {
-        this.fail(e);
-      }
-    });
+    this.direct = !!opts.direct && this.#readDirect();
+    if (!this.direct) {
+      stream.on("data", (d: Buffer) => {
+        this.received += d.length;
+        try {
+          this.#consume(d);
+        } catch (e) {
+          this.fail(e);
+        }
+      });
+    }
     // A client's reset (cancel) can also end the readable side: never mistake it for a clean end.
     stream.on("aborted", () => this.fail(abortError()));
     stream.on("end", () => {
@@ -108,6 +150,65 @@ export class MessageReader<T> implements AsyncIterable<T> {
     this.#error ??= e;
     this.stream.pause();
     this.#poke();
+  }
+
+  /**
+   * Switches the socket to onread mode: what it already buffered is taken first, then every read lands
+   * in #target() and is accounted by #advance. False when the socket cannot (it keeps 'data' events).
+   */
+  #readDirect(): boolean {
+    const slots = userBufferSlots(this.stream);
+    if (!slots) return false;
+    const socket = this.stream as unknown as {
+      read(): Buffer | null;
+      _handle: { useUserBuffer(b: Uint8Array): void };
+    } & Record<symbol, unknown>;
+    try {
+      for (let d = socket.read(); d !== null; d = socket.read()) {
+        this.received += d.length;
+        this.#consume(d);
+      }
+    } catch (e) {
+      this.fail(e);
+    }
+    const first = this.#target();
+    socket[slots.buffer] = first;
+    socket[slots.callback] = (n: number) => {
+      this.received += n;
+      if (this.#error) return;
+      try {
+        this.#advance(n);
+      } catch (e) {
+        this.fail(e);
+      }
+    };
+    socket[slots.generator] = () => this.#target();
+    socket._handle.useUserBuffer(first);
+    return true;
+  }
+
+  /** Where the next bytes go: the rest of the prefix, or of the message being assembled. */
+  #target(): Buffer {
+    if (this.#error) {
+      scratch ??= Buffer.allocUnsafe(64 * 1024);
+      return scratch;
+    }
+    if (!this.#msg) return this.#prefix.subarray(this.#prefixHave);
+    return this.#msg.subarray(this.#msgHave);
+  }
+
+  /** `n` bytes were read into #target(). */
+  #advance(n: number): void {
+    if (!this.#msg) {
+      this.#prefixHave += n;
+      if (this.#prefixHave < 5) return;
+      this.#prefixHave = 0;
+      if (this.#startMessage() > 0) return;
+    } else {
+      this.#msgHave += n;
+      if (this.#msgHave < this.#msg.length) return;
+    }
+    this.#complete();
   }
 
   #poke(): void {

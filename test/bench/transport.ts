@@ -10,8 +10,15 @@
  *   bulk         BulkClient → the data-plane server's bulk channel (ALPN "rbdbackup-bulk/1": TLS without
  *                HTTP/2, the same frames and pools; agents with transfer.bulk "auto")
  *   raw TLS      the same bytes over a bare TLS socket: the floor for any TLS transport in Node
+ *   raw TCP      the same bytes over a bare plaintext socket in Node (what TLS adds, by difference)
+ *   native TLS   the same bytes, mutual TLS, by CPython's ssl over OpenSSL (native-floor.ts): the
+ *                floor for any TLS transport on this machine — AES-GCM plus loopback copies
+ *   native TCP   the same, plaintext (the kernel's loopback copies alone)
  *
- *   node dist/test/bench/transport.js [--mib 1024] [--rounds 3]
+ *   node dist/test/bench/transport.js [--mib 1024] [--rounds 3] [--variants bulk,native TLS] [--node-args "--max-semi-space-size=64"]
+ *
+ * `--node-args`: every Node variant also runs as "V+" with those flags for node (both roles), in the
+ * same rounds, alternating with the plain run.
  *
  * Prints, per variant, the median MiB/s and CPU seconds per GiB of each side (the client's from
  * connecting to the answer, the server's from listening to the last byte; the client's includes
@@ -19,6 +26,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import net from "node:net";
 import tls from "node:tls";
 import { createChannel, createClient, createServer } from "nice-grpc";
 import { BulkClient } from "../../agents/transfer/bulk/client";
@@ -29,6 +37,7 @@ import { channelCredentials, serverCredentials, tlsChannelOptions, tlsFiles } fr
 import { type TransferMessage, TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
 import { labTls } from "../../src/lab/agent-process";
 import { arg, median } from "./measure";
+import { NATIVE_VARIANTS, type NativeVariant, nativeArgs } from "./native-floor";
 
 const MiB = 1 << 20;
 const CHUNK = 2 * MiB;
@@ -36,27 +45,26 @@ const cpuSeconds = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
 };
-type Variant = "grpc-js" | "ours→grpc-js" | "ours" | "bulk" | "raw TLS";
+type Variant = "grpc-js" | "ours→grpc-js" | "ours" | "bulk" | "raw TLS" | "raw TCP" | NativeVariant;
+const isNative = (v: Variant): v is NativeVariant => (NATIVE_VARIANTS as readonly string[]).includes(v);
 const serverTls = labTls("agent-site-b");
 const clientTls = labTls("agent-site-a");
 
 // --- server role: `--role server --variant V`; prints {"port"} then {"cpu"} after every transfer ----------
 async function server(variant: Variant): Promise<void> {
   const report = () => process.stdout.write(`${JSON.stringify({ cpu: cpuSeconds() })}\n`);
-  if (variant === "raw TLS") {
-    const s = tls.createServer(
-      {
-        ...tlsFiles(serverTls, "bench server"),
-        requestCert: true,
-      },
-      (c) => {
-        c.on("data", () => {});
-        c.on("end", () => {
-          report();
-          c.end();
-        });
-      },
-    );
+  if (variant === "raw TLS" || variant === "raw TCP") {
+    const onConnection = (c: net.Socket) => {
+      c.on("data", () => {});
+      c.on("end", () => {
+        report();
+        c.end();
+      });
+    };
+    const s =
+      variant === "raw TCP"
+        ? net.createServer(onConnection)
+        : tls.createServer({ ...tlsFiles(serverTls, "bench server"), requestCert: true }, onConnection);
     s.listen(0, "127.0.0.1", () =>
       process.stdout.write(`${JSON.stringify({ port: (s.address() as { port: number }).port, cpu: cpuSeconds() })}\n`),
     );
@@ -107,6 +115,13 @@ async function client(variant: Variant, port: number, mib: number): Promise<void
       servername: "localhost",
     });
     await once(c, "secureConnect");
+    for (let i = 0; i < n; i++) if (!c.write(data)) await once(c, "drain");
+    c.end();
+    c.on("data", () => {});
+    await once(c, "end");
+  } else if (variant === "raw TCP") {
+    const c = net.connect(port, "127.0.0.1");
+    await once(c, "connect");
     for (let i = 0; i < n; i++) if (!c.write(data)) await once(c, "drain");
     c.end();
     c.on("data", () => {});
@@ -162,7 +177,8 @@ function lines(p: ChildProcess): AsyncIterator<Record<string, number>> {
       buf += d.toString();
       let i = buf.indexOf("\n");
       while (i >= 0) {
-        yield JSON.parse(buf.slice(0, i));
+        const line = buf.slice(0, i);
+        if (line.startsWith("{")) yield JSON.parse(line);
         buf = buf.slice(i + 1);
         i = buf.indexOf("\n");
       }
@@ -173,40 +189,55 @@ function lines(p: ChildProcess): AsyncIterator<Record<string, number>> {
 async function drive(): Promise<void> {
   const mib = Number(arg("mib", "1024"));
   const rounds = Number(arg("rounds", "3"));
-  const variants: Variant[] = (arg("variants", "grpc-js,ours→grpc-js,ours,bulk,raw TLS") as string).split(
-    ",",
-  ) as Variant[];
-  const results = new Map<Variant, Array<{ mibps: number; client: number; server: number }>>();
+  const variants: Variant[] = (
+    arg("variants", "grpc-js,ours→grpc-js,ours,bulk,raw TLS,raw TCP,native TLS,native TCP") as string
+  ).split(",") as Variant[];
+  const nodeArgs = arg("node-args", "").split(" ").filter(Boolean);
+  const runs: Array<[string, Variant, string[]]> = variants.flatMap(
+    (v): Array<[string, Variant, string[]]> =>
+      nodeArgs.length && !isNative(v)
+        ? [
+            [v, v, []],
+            [`${v}+`, v, nodeArgs],
+          ]
+        : [[v, v, []]],
+  );
+  const results = new Map<string, Array<{ mibps: number; client: number; server: number }>>();
   const self = process.argv[1] as string;
   for (let r = 0; r < rounds; r++) {
-    for (const v of variants) {
-      const srv = spawn(process.execPath, [self, "--role", "server", "--variant", v], {
-        stdio: ["ignore", "pipe", "inherit"],
-      });
+    for (const [name, v, flags] of runs) {
+      const srv = isNative(v)
+        ? spawn("python3", nativeArgs(v, "server", serverTls), { stdio: ["ignore", "pipe", "inherit"] })
+        : spawn(process.execPath, [...flags, self, "--role", "server", "--variant", v], {
+            stdio: ["ignore", "pipe", "inherit"],
+          });
       const out = lines(srv);
       const { port, cpu: before } = (await out.next()).value as { port: number; cpu: number };
-      const cli = spawn(
-        process.execPath,
-        [self, "--role", "client", "--variant", v, "--port", String(port), "--mib", String(mib)],
-        {
-          stdio: ["ignore", "pipe", "inherit"],
-        },
-      );
+      const cli = isNative(v)
+        ? spawn("python3", nativeArgs(v, "client", clientTls, port, mib), { stdio: ["ignore", "pipe", "inherit"] })
+        : spawn(
+            process.execPath,
+            [...flags, self, "--role", "client", "--variant", v, "--port", String(port), "--mib", String(mib)],
+            {
+              stdio: ["ignore", "pipe", "inherit"],
+            },
+          );
       const c = (await lines(cli).next()).value as { cpu: number; seconds: number };
       const s = (await out.next()).value as { cpu: number };
       srv.kill();
       const gib = mib / 1024;
-      const list = results.get(v) ?? [];
+      const list = results.get(name) ?? [];
       list.push({ mibps: mib / c.seconds, client: c.cpu / gib, server: (s.cpu - before) / gib });
-      results.set(v, list);
+      results.set(name, list);
     }
   }
   console.log(
     `transport only (no Ceph), ${mib} MiB of ${CHUNK / MiB} MiB messages, mutual TLS on loopback, ${rounds} rounds, medians`,
   );
   console.log("variant         MiB/s   client CPU s/GiB   server CPU s/GiB   (CPU from connect to last byte)");
+  if (nodeArgs.length) console.log(`V+: node ${nodeArgs.join(" ")}`);
   const base = results.get("grpc-js") ?? [];
-  for (const v of variants) {
+  for (const [v] of runs) {
     const l = results.get(v) ?? [];
     const m = median(l.map((x) => x.mibps));
     console.log(
@@ -216,6 +247,16 @@ async function drive(): Promise<void> {
         .toFixed(2)
         .padStart(16)}   ${(m / median(base.map((x) => x.mibps))).toFixed(2)}× grpc-js`,
     );
+  }
+  const floor = results.get("native TLS");
+  if (floor) {
+    const [fc, fs] = [median(floor.map((x) => x.client)), median(floor.map((x) => x.server))];
+    console.log(`above the native TLS floor (${fc.toFixed(2)} + ${fs.toFixed(2)} CPU-s/GiB), client + server:`);
+    for (const [v] of runs.filter(([, x]) => !isNative(x))) {
+      const l = results.get(v) ?? [];
+      const [c, s] = [median(l.map((x) => x.client)), median(l.map((x) => x.server))];
+      console.log(`${v.padEnd(14)} ${(c - fc).toFixed(2).padStart(6)} + ${(s - fs).toFixed(2)}`);
+    }
   }
   console.log(JSON.stringify({ transport: Object.fromEntries(results) }));
 }

@@ -4,7 +4,8 @@
  * client's close — and gets one BulkResult back, then the connection is closed.
  *
  * - Framing and buffers as the Transfer call's (message-reader.ts): chunks assembled in ReceivePool
- *   buffers, released by the sink once written; at most a couple of messages queued, then the socket
+ *   buffers — the TLS layer decrypts straight into them (the reader's `direct` mode) — released by the
+ *   sink once written; at most a couple of messages queued, then the socket
  *   is paused (TCP's window closes, the source's writes stop draining) — backpressure end to end.
  * - Who: the caller's verified certificate must name an agent (transfer-authz.ts dataPlaneRefusal,
  *   audited like the HTTP/2 path); its BulkOpen.capability is what Transfer takes as the
@@ -79,9 +80,10 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
     maxMessageBytes: o.maxMessageBytes,
     pool: o.pool,
     decode: decoder(),
+    direct: true,
   });
   let timedOut = false;
-  const idle = watchIdle(socket, o.idleTimeoutMs, () => {
+  const idle = watchIdle(socket, reader, o.idleTimeoutMs, () => {
     timedOut = true;
     const e = new AppError(
       Status.DEADLINE_EXCEEDED,
@@ -155,18 +157,25 @@ async function run(
 }
 
 /**
- * Calls `onIdle` when no byte came for `ms` while the socket was flowing (a socket paused by
- * backpressure is not idle: the sink is busy, not the source).
+ * Calls `onIdle` when the reader got no byte for `ms` while the socket was flowing (a socket paused by
+ * backpressure is not idle: the sink is busy, not the source). Polls the reader's byte count: nothing
+ * runs per read.
  */
-function watchIdle(socket: TLSSocket, ms: number, onIdle: () => void): { stop(): void } {
+function watchIdle(
+  socket: TLSSocket,
+  reader: { readonly received: number },
+  ms: number,
+  onIdle: () => void,
+): { stop(): void } {
   let last = Date.now();
-  const seen = () => {
-    last = Date.now();
-  };
-  socket.on("data", seen);
+  let count = reader.received;
   const timer = setInterval(
     () => {
-      if (socket.isPaused()) return seen();
+      if (socket.isPaused() || reader.received !== count) {
+        count = reader.received;
+        last = Date.now();
+        return;
+      }
       if (Date.now() - last < ms) return;
       stop();
       onIdle();
@@ -174,9 +183,6 @@ function watchIdle(socket: TLSSocket, ms: number, onIdle: () => void): { stop():
     Math.max(10, Math.floor(ms / 4)),
   );
   timer.unref();
-  const stop = () => {
-    clearInterval(timer);
-    socket.off("data", seen);
-  };
+  const stop = () => clearInterval(timer);
   return { stop };
 }
