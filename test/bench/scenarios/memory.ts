@@ -8,6 +8,7 @@
  * (native: malloc arenas of librados/librbd, thread stacks, code). The source image is removed before the
  * restore so a 4 GiB run fits an 8G lab.
  */
+import { execFileSync } from "node:child_process";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import type { RunningAgent } from "../../helpers/agents";
 import { scrape } from "../../helpers/coordinator";
@@ -36,6 +37,27 @@ interface AgentMemory {
   /** The scraped sample with the highest resident memory. */
   atPeak?: Composition;
   cpu: number;
+  /** Resident MiB once it is over, and after glibc's malloc_trim(0) (RBDBACKUP_BENCH_TRIM=1: through gdb). */
+  after?: number;
+  trimmed?: number;
+}
+
+/**
+ * With RBDBACKUP_BENCH_TRIM=1 (needs gdb and ptrace rights): calls malloc_trim(0) in each agent and reads its
+ * resident memory before and after — how much of what stays resident after a transfer is free memory glibc
+ * keeps (what a malloc_trim in the agent after each transfer would give back).
+ */
+function trimProbe(pids: number[], mem: AgentMemory[]): void {
+  pids.forEach((p, i) => {
+    const m = mem[i] as AgentMemory;
+    m.after = procMemMiB(p, "VmRSS");
+    if (process.env.RBDBACKUP_BENCH_TRIM !== "1") return;
+    execFileSync("gdb", ["-p", String(p), "-batch", "-ex", "call (int) malloc_trim(0)"], {
+      stdio: "ignore",
+      timeout: 60_000,
+    });
+    m.trimmed = procMemMiB(p, "VmRSS");
+  });
 }
 
 const gauge = (text: string, name: string) => {
@@ -96,6 +118,7 @@ async function sampled(
     m.peak = procMemMiB(p, "VmHWM");
     m.cpu = cpuOf(p) - m.cpu;
   });
+  trimProbe(pids, mem);
   return { seconds, mem };
 }
 
@@ -106,7 +129,11 @@ function describe(who: string, m: AgentMemory): string {
   const parts = c
     ? `heap ${r0(c.heapUsed)}/${r0(c.heapTotal)}, external ${r0(c.external)}, rest ${r0(c.rss - c.heapTotal - c.external)} of ${r0(c.rss)}`
     : "no scrape";
-  return `${who} peak ${r0(m.peak)} MiB at ${m.peakAt.toFixed(1)} s (at rest ${r0(m.rest)}; at its highest scrape ${parts})`;
+  const after =
+    m.after === undefined
+      ? ""
+      : `; after ${r0(m.after)}${m.trimmed === undefined ? "" : `, ${r0(m.trimmed)} after malloc_trim`}`;
+  return `${who} peak ${r0(m.peak)} MiB at ${m.peakAt.toFixed(1)} s (at rest ${r0(m.rest)}${after}; at its highest scrape ${parts})`;
 }
 
 function row(label: string, bytes: number, runs: Array<{ seconds: number; mem: AgentMemory[] }>): Row {
