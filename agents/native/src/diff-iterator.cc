@@ -111,12 +111,15 @@ int OnExtent(uint64_t off, size_t len, int exists, void* arg) noexcept {
   const std::shared_ptr<DiffState>& s = static_cast<CallbackArg*>(arg)->s;
   try {
     std::unique_lock<std::mutex> lock(s->m);
-    if (s->batch.empty()) s->cv.wait(lock, [&] { return s->want || s->cancel; });
+    // A full batch waits for the consumer to take it (next() takes it directly, or sets `want`).
+    s->cv.wait(lock, [&] { return s->batch.size() / 3 < s->params.batchSize || s->cancel; });
     if (s->cancel) return -ECANCELED;
     s->batch.push_back(static_cast<double>(off));
     s->batch.push_back(static_cast<double>(len));
     s->batch.push_back(exists ? 1 : 0);
-    if (s->batch.size() / 3 >= s->params.batchSize) Deliver(s, std::make_unique<BatchTask>(), false, 0);
+    // The consumer is waiting: it gets what there is now rather than when a batch is full (a sparse
+    // image's few extents would otherwise wait for the whole walk).
+    if (s->want) Deliver(s, std::make_unique<BatchTask>(), false, 0);
     return 0;
   } catch (...) {
     try {
@@ -227,13 +230,29 @@ Napi::Value DiffIterator::Next(const Napi::CallbackInfo& info) {
     }
     s_->started = true;
   }
-  s_->pending = std::move(d);
-  addon_->Hold();
+  // Extents gathered while JS was busy are handed over at once; otherwise the producer delivers the next
+  // one it finds (`want`). One critical section, so no extent can slip in between the two.
+  std::vector<double> ready;
   {
     std::lock_guard<std::mutex> lock(s_->m);
-    s_->want = true;
+    if (!s_->batch.empty()) {
+      ready.swap(s_->batch);
+    } else {
+      s_->pending = std::move(d);
+      s_->want = true;
+    }
   }
   s_->cv.notify_all();
+  if (!ready.empty()) {
+    Napi::Float64Array arr = Napi::Float64Array::New(env, ready.size());
+    for (size_t i = 0; i < ready.size(); i++) arr[i] = ready[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("extents", arr);
+    o.Set("done", Napi::Boolean::New(env, false));
+    d->Resolve(o);
+    return p;
+  }
+  addon_->Hold();  // answered by the BatchTask the producer posts
   return p;
 }
 

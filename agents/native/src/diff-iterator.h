@@ -1,8 +1,10 @@
 // DiffIterator: rbd_diff_iterate2 delivered to JS in batches of extents, strictly on demand.
 //
 // A dedicated thread runs rbd_diff_iterate2 (it blocks for as long as JS takes to consume). The librbd
-// callback appends extents to the current batch; before it starts a new batch it waits until JS has
-// asked for one (next()), so at most one batch exists ahead of the consumer. close() cancels: the
+// callback appends extents to the current batch while JS works on the previous one, and waits only when
+// it holds `batchSize` extents, so at most one batch exists ahead of the consumer. next() takes what has
+// gathered at once; when nothing has, the producer hands over the first extent it finds (a sparse image's
+// few extents no longer wait for the walk over the whole image to fill a batch). close() cancels: the
 // callback returns -ECANCELED and librbd unwinds. The thread starts on the first next(); when it cannot
 // (std::system_error), that next() rejects with ERR_RBDBACKUP_NATIVE. After a rejected batch every
 // later next() rejects too (its extents are gone, so a "done" would lie).

@@ -6,6 +6,7 @@ import { full } from "./full";
 import { scenario as incremental } from "./incremental";
 import { latency } from "./latency";
 import { scenario as liveWrites } from "./live-writes";
+import { memory } from "./memory";
 import { raw } from "./raw";
 import { restore } from "./restore";
 import { small } from "./small";
@@ -22,6 +23,7 @@ export const scenarios: readonly Scenario[] = [
   restore,
   latency,
   wan,
+  memory,
   raw,
 ];
 
