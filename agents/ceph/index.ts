@@ -27,5 +27,6 @@ export { crc32c, crc32cHardware } from "./crc32c";
 export { CephError, ClosedError, errnoName, isCephError, NativeError } from "./errors";
 export { type DiffOptions, type Extent, Image } from "./image";
 export { featureNames, type ImageCreateOptions, IoCtx, RbdFeature } from "./io-ctx";
+export { releaseFreeMemory } from "./memory";
 export type { ChildImage, ClusterStat, ImageStat, PoolStat, SnapInfo } from "./native";
 export { cephErrorStatus } from "./status";

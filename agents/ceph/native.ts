@@ -158,6 +158,8 @@ interface NativeModule {
   /** Decompresses exactly dst.length bytes into dst (rejects EBADMSG otherwise). */
   decompress(algorithm: number, src: Buffer, dst: Buffer): Promise<number>;
   codecVersions(): { zstd: string; lz4: string; zstdMaxLevel: number };
+  /** glibc malloc_trim(0) on libuv's pool: true when memory went back to the kernel. */
+  mallocTrim(): Promise<boolean>;
   testing?: NativeTesting;
 }
 

@@ -3,18 +3,22 @@
  * buffers (the source's frames, wire.ts; the destination's receive buffers, transfer-server.ts). A
  * transfer of any size then reuses a few dozen buffers instead of allocating — and garbage-collecting —
  * its own size again. At most `maxIdle` buffers wait (the agent sets it from its windows); a buffer
- * that is never given back is simply garbage-collected.
+ * that is never given back is simply garbage-collected. When the data plane goes quiet the agent drops
+ * the idle ones (`trim`, see quiet-release.ts): one role's buffers are not carried into the next.
  */
 export class BufferPool {
   #idle = new Map<number, Buffer[]>();
   #count = 0;
   allocated = 0;
   reused = 0;
+  /** Date.now() of the last take or give: when the pool was last in use. */
+  lastUsed = 0;
 
   constructor(public maxIdle: number) {}
 
   /** A buffer of exactly `capacity` bytes, contents undefined. */
   protected take(capacity: number): Buffer {
+    this.lastUsed = Date.now();
     const b = this.#idle.get(capacity)?.pop();
     if (b) {
       this.#count--;
@@ -27,6 +31,7 @@ export class BufferPool {
 
   /** Back to the pool: nothing may read or write `b` afterwards. */
   protected give(b: Buffer): void {
+    this.lastUsed = Date.now();
     if (this.#count >= this.maxIdle) return;
     let list = this.#idle.get(b.length);
     if (!list) {
@@ -35,6 +40,15 @@ export class BufferPool {
     }
     list.push(b);
     this.#count++;
+  }
+
+  /** Drops every idle buffer (they are garbage-collected); returns how many bytes they held. */
+  trim(): number {
+    let bytes = 0;
+    for (const [capacity, list] of this.#idle) bytes += capacity * list.length;
+    this.#idle.clear();
+    this.#count = 0;
+    return bytes;
   }
 
   get idle(): number {

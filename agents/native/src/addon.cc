@@ -11,6 +11,8 @@
 #include "io-ctx.h"
 #include "test-faults.h"
 
+#include <malloc.h>
+
 namespace rbdb {
 
 static Napi::Value Versions(const Napi::CallbackInfo& info) {
@@ -34,6 +36,20 @@ static Napi::Value Crc32cFn(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, Crc32c(0, a.Data(), a.ByteLength()));
 }
 
+// mallocTrim(): glibc's malloc_trim(0) on libuv's pool — gives the free memory of every arena back to
+// the kernel (librados' read buffers and librbd's request state are freed into arenas glibc keeps).
+// Resolves true when some memory was released. Called when the data plane goes quiet.
+static Napi::Value MallocTrim(const Napi::CallbackInfo& info) {
+  auto released = std::make_shared<int>(0);
+  return RunAsync(
+      info.Env(), "malloc_trim",
+      [released]() {
+        *released = malloc_trim(0);
+        return 0;
+      },
+      [released](Napi::Env env) { return Napi::Boolean::New(env, *released != 0); });
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* addon = new Addon(env);
   env.SetInstanceData<Addon>(addon);
@@ -48,6 +64,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("compress", GuardedFunction<CodecCompress>(env, "compress"));
   exports.Set("decompress", GuardedFunction<CodecDecompress>(env, "decompress"));
   exports.Set("codecVersions", GuardedFunction<CodecVersions>(env, "codecVersions"));
+  exports.Set("mallocTrim", GuardedFunction<MallocTrim>(env, "mallocTrim"));
   InitTestFaults(env, exports);
   return exports;
 }
