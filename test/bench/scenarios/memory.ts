@@ -6,7 +6,7 @@
  * 250 ms; the row gives each agent's peak RSS (VmHWM, reset before the run), its resident memory at rest
  * before it, and what made up its memory at its highest scraped sample: heap, external, and the rest
  * (native: malloc arenas of librados/librbd, thread stacks, code). The source image is removed before the
- * restore so a 4 GiB run fits an 8G lab.
+ * restore so a 4 GiB run fits an 8G lab. RBDBACKUP_BENCH_REST_S=N lets the agents rest N s between the two.
  */
 import { execFileSync } from "node:child_process";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
@@ -182,6 +182,10 @@ export const memory: Scenario = {
             }),
           );
           await rig.removeImages([["site-a", `rbd/${vol}`]]);
+          // RBDBACKUP_BENCH_REST_S: the agents rest this long between the roles (an agent gives memory
+          // back after 1 s of a quiet data plane: quiet-release.ts); 0 runs the restore at once.
+          const rest = Number(process.env.RBDBACKUP_BENCH_REST_S ?? 0);
+          if (rest > 0) await new Promise((res) => setTimeout(res, rest * 1000));
           restores.push(
             await sampled([b, a], async () => {
               await rig.restoreNew(ids[0] as string, restored);
