@@ -150,9 +150,7 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   dueProtection(nowMs: number): ProtectionRecord[] {
-    return this.#recordsOf(
-      this.#sql(DUE_PROTECTION_SQL).all(nowMs) as { doc: string }[],
-    );
+    return this.#recordsOf(this.#sql(DUE_PROTECTION_SQL).all(nowMs) as { doc: string }[]);
   }
 
   getProtection(policy: string, key: string): ProtectionRecord | undefined {

@@ -91,7 +91,10 @@ describe("SqlitePolicyStore", () => {
       (r) => r.detail,
     );
     db.close();
-    assert.ok(plan.some((d) => /SEARCH protection USING INDEX protection_due/.test(d)), plan.join("; "));
+    assert.ok(
+      plan.some((d) => /SEARCH protection USING INDEX protection_due/.test(d)),
+      plan.join("; "),
+    );
     assert.ok(!plan.some((d) => /^SCAN protection/.test(d)), plan.join("; "));
     c.close();
   });
