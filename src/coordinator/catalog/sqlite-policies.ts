@@ -63,6 +63,14 @@ export class SqlitePolicyStore implements PolicyStore {
    * they read; a record's `volume` is never modified in place.
    */
   #records = new Map<string, ProtectionRecord>();
+  /**
+   * protectionOfPolicy's answers by policy, each kept until a record of that policy is written (this
+   * process is the file's only writer): the runner's full passes and every /metrics scrape read every
+   * record of every policy, and reading 1,000 documents' text was most of a scrape. A write drops its
+   * policy's answer before it runs, and an answer is kept only when read outside a transaction, so a
+   * rolled-back write never leaves one stale. Callers get shallow copies, as from #recordsOf.
+   */
+  readonly #ofPolicy = new Map<string, ProtectionRecord[]>();
 
   constructor(
     private readonly db: Database.Database,
@@ -91,6 +99,7 @@ export class SqlitePolicyStore implements PolicyStore {
 
   deletePolicy(name: string): void {
     this.#all = null;
+    this.#ofPolicy.delete(name);
     this.db.transaction(() => {
       this.#sql("DELETE FROM protection WHERE policy = ?").run(name);
       this.#sql("DELETE FROM policies WHERE name = ?").run(name);
@@ -144,6 +153,7 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   upsertProtection(r: ProtectionRecord): void {
+    this.#ofPolicy.delete(r.policy);
     this.#sql(
       "INSERT INTO protection (policy, volume_key, cluster, next_run_at, doc) VALUES (?, ?, ?, ?, ?) ON CONFLICT(policy, volume_key) DO UPDATE SET next_run_at = excluded.next_run_at, doc = excluded.doc",
     ).run(r.policy, volumeKey(r.volume), r.volume.cluster, r.nextRunAt, JSON.stringify(r));
@@ -161,11 +171,15 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   protectionOfPolicy(policy: string): ProtectionRecord[] {
-    return this.#recordsOf(
+    const kept = this.#ofPolicy.get(policy);
+    if (kept) return kept.map((r) => ({ ...r }));
+    const out = this.#recordsOf(
       this.#sql("SELECT doc FROM protection WHERE policy = ? ORDER BY volume_key").all(policy) as {
         doc: string;
       }[],
     );
+    if (!this.db.inTransaction) this.#ofPolicy.set(policy, out.map((r) => ({ ...r })));
+    return out;
   }
 
   protectionOfVolume(key: string): ProtectionRecord[] {
@@ -206,6 +220,7 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   deleteProtection(policy: string, key: string): void {
+    this.#ofPolicy.delete(policy);
     this.#sql("DELETE FROM protection WHERE policy = ? AND volume_key = ?").run(policy, key);
   }
 }

@@ -98,4 +98,39 @@ describe("SqlitePolicyStore", () => {
     assert.ok(!plan.some((d) => /^SCAN protection/.test(d)), plan.join("; "));
     c.close();
   });
+
+  it("answers protectionOfPolicy as the rows do through writes, deletes and a rolled-back transaction", () => {
+    const c = new SqliteCatalog(path.join(dir, "kept.sqlite"));
+    const p = c.policies;
+    const rows = () => p.listProtection({ policy: "a" }, 1000, "").items;
+    const inStep = (what: string) => assert.deepEqual(p.protectionOfPolicy("a"), rows(), what);
+    p.upsertProtection(protection("a", vol("v1")));
+    p.upsertProtection(protection("b", vol("v1")));
+    inStep("first read");
+    p.upsertProtection({ ...protection("a", vol("v1")), missedRuns: 7 });
+    inStep("after an update");
+    p.upsertProtection(protection("a", vol("v2")));
+    inStep("after an insert");
+    assert.throws(() =>
+      c.transaction(() => {
+        p.upsertProtection({ ...protection("a", vol("v1")), missedRuns: 9 });
+        p.deleteProtection("a", volumeKey(vol("v2")));
+        assert.equal(p.protectionOfPolicy("a").length, 1, "the transaction sees its own writes");
+        throw new Error("rolled back");
+      }),
+    );
+    inStep("after a rollback");
+    assert.equal(p.protectionOfPolicy("a")[0]?.missedRuns, 7);
+    // What a caller changes in what it read is not what the next caller reads.
+    const mine = p.protectionOfPolicy("a");
+    (mine[0] as { missedRuns: number }).missedRuns = 100;
+    inStep("after a caller changed its copy");
+    p.deleteProtection("a", volumeKey(vol("v1")));
+    inStep("after a delete");
+    c.policies.insertPolicy(policy("a"));
+    p.deletePolicy("a");
+    assert.deepEqual(p.protectionOfPolicy("a"), []);
+    assert.equal(p.protectionOfPolicy("b").length, 1);
+    c.close();
+  });
 });
