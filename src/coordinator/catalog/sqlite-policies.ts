@@ -178,7 +178,11 @@ export class SqlitePolicyStore implements PolicyStore {
         doc: string;
       }[],
     );
-    if (!this.db.inTransaction) this.#ofPolicy.set(policy, out.map((r) => ({ ...r })));
+    if (!this.db.inTransaction)
+      this.#ofPolicy.set(
+        policy,
+        out.map((r) => ({ ...r })),
+      );
     return out;
   }
 
