@@ -20,6 +20,10 @@
  *   node dist/test/bench/policy-scale.js [--volumes 1000] [--minutes 4] [--fast-interval 60]
  *        [--backup-ms 1000] [--phases idle,static,hourly,fast] [--json-out FILE]
  *        [--coordinator-node-args "--cpu-prof --cpu-prof-dir=DIR"] [--coordinator-main OTHER/dist/src/coordinator/main.js]
+ *
+ * Before/after: `--coordinator-main A/dist/src/coordinator/main.js,B/dist/src/coordinator/main.js` runs
+ * each phase with each build in turn (idle A, idle B, static A, static B, …; `--rounds N` repeats the
+ * whole sequence), so both see the same machine; each build's marginal column uses its own idle floor.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -45,8 +49,11 @@ const PHASES = arg("phases", "idle,hourly,fast").split(",");
 const JSON_OUT = arg("json-out", "");
 /** Node options for the coordinator process (e.g. "--cpu-prof --cpu-prof-dir=DIR"), space-separated. */
 const COORD_NODE_ARGS = arg("coordinator-node-args", "").split(" ").filter(Boolean);
-/** The coordinator's entry point (another build's dist/src/coordinator/main.js, for before/after runs). */
-const COORD_MAIN = arg("coordinator-main", path.join(repoRoot, "dist/src/coordinator/main.js"));
+/** The coordinators' entry points (other builds' dist/src/coordinator/main.js, comma-separated: alternated). */
+const COORD_MAINS = arg("coordinator-main", path.join(repoRoot, "dist/src/coordinator/main.js")).split(",");
+const ROUNDS = Number(arg("rounds", "1"));
+/** A build's label in the report: its tree (the path before /dist/). */
+const buildOf = (main: string) => main.replace(/\/dist\/src\/coordinator\/main\.js$/, "");
 const SRC = "site-a";
 const DST = "site-b";
 const SRC_AGENTS = 4;
@@ -202,6 +209,7 @@ async function half(
 
 interface PhaseResult {
   phase: string;
+  build: string;
   interval: number;
   quiet: Half;
   loaded: Half;
@@ -213,7 +221,12 @@ interface PhaseResult {
   warnings: number;
 }
 
-async function phase(name: string, tlsOf: (n: string) => TlsConfig, ids: string[][]): Promise<PhaseResult> {
+async function phase(
+  name: string,
+  tlsOf: (n: string) => TlsConfig,
+  ids: string[][],
+  main: string,
+): Promise<PhaseResult> {
   const interval = name === "hourly" || name === "static" ? 3600 : FAST_INTERVAL;
   const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-policy-bench-"));
   const world = new SimWorld();
@@ -235,7 +248,7 @@ async function phase(name: string, tlsOf: (n: string) => TlsConfig, ids: string[
   writeFileSync(path.join(dir, "coordinator.json"), JSON.stringify(config));
   const daemon = await startDaemon<{ address: string; metricsAddress: string }>(
     "the coordinator",
-    [...COORD_NODE_ARGS, COORD_MAIN, "--config", path.join(dir, "coordinator.json")],
+    [...COORD_NODE_ARGS, main, "--config", path.join(dir, "coordinator.json")],
     { timeoutMs: 30_000 },
   );
   const pid = daemon.proc.pid as number;
@@ -282,6 +295,7 @@ async function phase(name: string, tlsOf: (n: string) => TlsConfig, ids: string[
     const text = await (await fetch(`http://${ctx.metrics}/metrics`)).text();
     return {
       phase: name,
+      build: buildOf(main),
       interval: name === "idle" ? 0 : interval,
       quiet,
       loaded,
@@ -303,9 +317,29 @@ async function phase(name: string, tlsOf: (n: string) => TlsConfig, ids: string[
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : "-");
 const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : "-");
 
-function report(results: PhaseResult[]): void {
+function report(all: PhaseResult[]): void {
+  const builds = [...new Set(all.map((r) => r.build))];
+  for (const b of builds) reportBuild(all.filter((r) => r.build === b));
+  if (builds.length > 1) {
+    console.log("\nSide by side (quiet halves, mean over rounds): % of one core, and marginal s per 1,000 backups:");
+    for (const name of [...new Set(all.map((r) => r.phase))]) {
+      const cells = builds.map((b) => {
+        const rs = all.filter((r) => r.build === b && r.phase === name);
+        const pct = rs.reduce((a, r) => a + (100 * r.quiet.cpuSeconds) / r.quiet.seconds, 0) / rs.length;
+        const idle = all.filter((r) => r.build === b && r.phase === "idle");
+        const floor = idle.reduce((a, r) => a + r.quiet.cpuSeconds / r.quiet.seconds, 0) / (idle.length || Number.NaN);
+        const bk = rs.reduce((a, r) => a + r.quiet.backups, 0);
+        const over = rs.reduce((a, r) => a + r.quiet.cpuSeconds - floor * r.quiet.seconds, 0);
+        return `${b}: ${f2(pct)} %${bk ? `, marginal ${f2((over / bk) * 1000)} s/1k` : ""}`;
+      });
+      console.log(`  ${name}: ${cells.join("  |  ")}`);
+    }
+  }
+}
+
+function reportBuild(results: PhaseResult[]): void {
   console.log(
-    `\npolicy-scale: ${VOLUMES} volumes, 10 policies, ${SRC_AGENTS}+${DST_AGENTS} simulated agents, backup ${BACKUP_MS} ms, window ${MINUTES} min per phase (half quiet, half with API load)\n`,
+    `\npolicy-scale [${results[0]?.build}]: ${VOLUMES} volumes, 10 policies, ${SRC_AGENTS}+${DST_AGENTS} simulated agents, backup ${BACKUP_MS} ms, window ${MINUTES} min per phase (half quiet, half with API load)\n`,
   );
   // The idle phase's quiet half is the floor (sessions, heartbeats, ticks, scrapes with no policies):
   // what a phase costs above it, per backup, is the tick and dispatch CPU of its runs.
@@ -386,9 +420,13 @@ async function main(): Promise<void> {
       ids.map(([id, cluster]) => ({ id: id as string, cluster: cluster as string })),
     );
     const results: PhaseResult[] = [];
-    for (const p of PHASES) {
-      console.error(`policy-scale: phase ${p} (${MINUTES} min)…`);
-      results.push(await phase(p, tlsOf, ids));
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const p of PHASES) {
+        for (const main of COORD_MAINS) {
+          console.error(`policy-scale: phase ${p} (${MINUTES} min), ${buildOf(main)}, round ${round + 1}…`);
+          results.push(await phase(p, tlsOf, ids, main));
+        }
+      }
     }
     report(results);
     if (JSON_OUT) writeFileSync(JSON_OUT, JSON.stringify(results, null, 2));

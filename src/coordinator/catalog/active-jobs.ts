@@ -69,6 +69,12 @@ export class ActiveJobIndex {
     return this.#index().size;
   }
 
+  /** The job if it is QUEUED or RUNNING (a fresh record), else undefined. */
+  get(id: string): JobRecord | undefined {
+    const r = this.#index().get(id);
+    return r ? (JSON.parse(r.doc) as JobRecord) : undefined;
+  }
+
   /** Every QUEUED or RUNNING job, oldest first, each a fresh record. */
   all(): JobRecord[] {
     return this.#rows().map((r) => JSON.parse(r.doc) as JobRecord);

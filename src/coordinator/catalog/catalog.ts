@@ -65,6 +65,12 @@ export interface Catalog {
   jobByIdempotencyKey(key: string): JobRecord | undefined;
   /** Jobs that are QUEUED or RUNNING, oldest first. */
   activeJobs(): JobRecord[];
+  /**
+   * The job when it is QUEUED or RUNNING, else undefined (a fresh record, like getJob's). A store that
+   * keeps its active jobs in memory answers without a query: agents' heartbeats, progress and outcomes,
+   * and the policy runner's tick, ask it for jobs that are mostly running.
+   */
+  activeJob(id: string): JobRecord | undefined;
   listJobs(filter: JobFilter, pageSize: number, pageToken: string): Page<JobRecord>;
 
   close(): void;

@@ -30,6 +30,14 @@ const parsePolicy = (doc: string): Policy => PolicyMsg.fromJSON(JSON.parse(doc))
 const parseProtection = (doc: string): ProtectionRecord => JSON.parse(doc) as ProtectionRecord;
 const policyDoc = (p: Policy): string => JSON.stringify(PolicyMsg.toJSON(p));
 
+/**
+ * The due records, through the next_run_at index. Without `INDEXED BY`, SQLite (no statistics: the
+ * catalog is never ANALYZEd) answers the ORDER BY from the primary key and scans every record each
+ * runner tick (1 s) to find the few that are due; through the index it reads only those, then sorts them.
+ */
+export const DUE_PROTECTION_SQL =
+  "SELECT doc FROM protection INDEXED BY protection_due WHERE next_run_at <= ? ORDER BY policy, volume_key";
+
 /** Parsed protection records kept at most (then forgotten all at once; current ones parse again). */
 const MAX_PARSED_RECORDS = 4_096;
 
@@ -55,6 +63,14 @@ export class SqlitePolicyStore implements PolicyStore {
    * they read; a record's `volume` is never modified in place.
    */
   #records = new Map<string, ProtectionRecord>();
+  /**
+   * protectionOfPolicy's answers by policy, each kept until a record of that policy is written (this
+   * process is the file's only writer): the runner's full passes and every /metrics scrape read every
+   * record of every policy, and reading 1,000 documents' text was most of a scrape. A write drops its
+   * policy's answer before it runs, and an answer is kept only when read outside a transaction, so a
+   * rolled-back write never leaves one stale. Callers get shallow copies, as from #recordsOf.
+   */
+  readonly #ofPolicy = new Map<string, ProtectionRecord[]>();
 
   constructor(
     private readonly db: Database.Database,
@@ -83,6 +99,7 @@ export class SqlitePolicyStore implements PolicyStore {
 
   deletePolicy(name: string): void {
     this.#all = null;
+    this.#ofPolicy.delete(name);
     this.db.transaction(() => {
       this.#sql("DELETE FROM protection WHERE policy = ?").run(name);
       this.#sql("DELETE FROM policies WHERE name = ?").run(name);
@@ -136,17 +153,14 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   upsertProtection(r: ProtectionRecord): void {
+    this.#ofPolicy.delete(r.policy);
     this.#sql(
       "INSERT INTO protection (policy, volume_key, cluster, next_run_at, doc) VALUES (?, ?, ?, ?, ?) ON CONFLICT(policy, volume_key) DO UPDATE SET next_run_at = excluded.next_run_at, doc = excluded.doc",
     ).run(r.policy, volumeKey(r.volume), r.volume.cluster, r.nextRunAt, JSON.stringify(r));
   }
 
   dueProtection(nowMs: number): ProtectionRecord[] {
-    return this.#recordsOf(
-      this.#sql("SELECT doc FROM protection WHERE next_run_at <= ? ORDER BY policy, volume_key").all(nowMs) as {
-        doc: string;
-      }[],
-    );
+    return this.#recordsOf(this.#sql(DUE_PROTECTION_SQL).all(nowMs) as { doc: string }[]);
   }
 
   getProtection(policy: string, key: string): ProtectionRecord | undefined {
@@ -157,11 +171,19 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   protectionOfPolicy(policy: string): ProtectionRecord[] {
-    return this.#recordsOf(
+    const kept = this.#ofPolicy.get(policy);
+    if (kept) return kept.map((r) => ({ ...r }));
+    const out = this.#recordsOf(
       this.#sql("SELECT doc FROM protection WHERE policy = ? ORDER BY volume_key").all(policy) as {
         doc: string;
       }[],
     );
+    if (!this.db.inTransaction)
+      this.#ofPolicy.set(
+        policy,
+        out.map((r) => ({ ...r })),
+      );
+    return out;
   }
 
   protectionOfVolume(key: string): ProtectionRecord[] {
@@ -202,6 +224,7 @@ export class SqlitePolicyStore implements PolicyStore {
   }
 
   deleteProtection(policy: string, key: string): void {
+    this.#ofPolicy.delete(policy);
     this.#sql("DELETE FROM protection WHERE policy = ? AND volume_key = ?").run(policy, key);
   }
 }

@@ -288,6 +288,11 @@ export class SqliteCatalog implements Catalog {
     return this.#active.all();
   }
 
+  /** From memory (active-jobs.ts): no query. */
+  activeJob(id: string): JobRecord | undefined {
+    return this.#active.get(id);
+  }
+
   listJobs(f: JobFilter, pageSize: number, pageToken: string): Page<JobRecord> {
     const scope = pageScope("jobs", f);
     const q = jobListing(f, pageSize, decodePageToken(this.pagingKey, scope, pageToken));

@@ -119,7 +119,10 @@ export class PolicyRunner implements PolicyRunnerPort {
     }
     // The others: only the records with a run to settle, and the due ones (the next_run_at index).
     if (fast.size) {
-      for (const { policy, key } of this.#plan.pendingOf((n) => fast.has(n))) {
+      for (const { policy, key, jobId } of this.#plan.pendingOf((n) => fast.has(n))) {
+        // Its run's job still queued or running (the catalog's active jobs, in memory): nothing to settle
+        // yet. A record whose job changed since is settled once this one ends, or by the next full pass.
+        if (jobId && this.deps.catalog.activeJob(jobId)) continue;
         const rec = store.getProtection(policy, key);
         if (rec) this.#settle(fast.get(policy) as Policy, rec, now);
         else this.#plan.pending(policy, key, false);
@@ -199,7 +202,8 @@ export class PolicyRunner implements PolicyRunnerPort {
   /** #settleRun, and whether the record still has a run to settle (tick-plan.ts). */
   #settle(p: Policy, rec: ProtectionRecord, now: number): void {
     this.#settleRun(p, rec, now);
-    this.#plan.pending(p.name, volumeKey(rec.volume), !!rec.lastJobId && !this.#settled.has(rec.lastJobId));
+    const id = rec.lastJobId;
+    this.#plan.pending(p.name, volumeKey(rec.volume), !!id && !this.#settled.has(id), id);
   }
 
   /** The last run finished: failures counted once (the job id is in lastError), retention after a success. */
@@ -303,7 +307,7 @@ export class PolicyRunner implements PolicyRunnerPort {
     this.#launching.add(launchKey);
     try {
       const id = await insertRun(this.deps, this.#now, p, vol, key, update, still);
-      if (id) this.#plan.pending(p.name, volumeKey(vol), true);
+      if (id) this.#plan.pending(p.name, volumeKey(vol), true, id);
       return id;
     } finally {
       this.#launching.delete(launchKey);

@@ -3,8 +3,10 @@
  * with its selection, settle every record's last run) is needed only when the policy's selection may
  * have changed: the first tick, a changed selector, a new listing of its pool, `changed()` from the API
  * — and, as a safety net, every FULL_PASS_MS. Otherwise the tick reads only the records whose run is
- * due (the catalog's next_run_at index) and those whose last run has not been settled yet (kept here),
- * so 1,000 protected volumes cost a tick next to nothing while nothing is due.
+ * due (the catalog's next_run_at index) and those whose last run has not been settled yet (kept here,
+ * with the run's job id: while that job is still queued or running there is nothing to settle, and the
+ * tick reads neither the record nor the job's row), so 1,000 protected volumes cost a tick next to
+ * nothing while nothing is due.
  */
 import type { Policy } from "../../gen/rbdbackup/v1/policy";
 
@@ -35,8 +37,8 @@ function selectorOf(p: Policy): string {
 
 export class TickPlan {
   readonly #seen = new Map<string, Seen>();
-  /** "policy\0volume key" of records whose last run is not settled yet. */
-  readonly #pending = new Set<string>();
+  /** "policy\0volume key" of records whose last run is not settled yet → that run's job id ("" unknown). */
+  readonly #pending = new Map<string, string>();
 
   /**
    * Whether policy `p`, whose pool listing is `images` (the Discovery's array, compared by identity;
@@ -53,22 +55,25 @@ export class TickPlan {
   /** Next tick makes a full pass of `policy` (changed through the API, or deleted). */
   forget(policy: string): void {
     this.#seen.delete(policy);
-    for (const k of this.#pending) if (k.startsWith(`${policy}\0`)) this.#pending.delete(k);
+    for (const k of this.#pending.keys()) if (k.startsWith(`${policy}\0`)) this.#pending.delete(k);
   }
 
-  /** The record (policy, volume key) has a run that is not settled yet (true) or none (false). */
-  pending(policy: string, key: string, yes: boolean): void {
-    if (yes) this.#pending.add(`${policy}\0${key}`);
+  /**
+   * The record (policy, volume key) has a run that is not settled yet (true; `jobId` its job when known)
+   * or none (false).
+   */
+  pending(policy: string, key: string, yes: boolean, jobId = ""): void {
+    if (yes) this.#pending.set(`${policy}\0${key}`, jobId);
     else this.#pending.delete(`${policy}\0${key}`);
   }
 
-  /** The records with a run not settled yet, of the policies `of` accepts. */
-  pendingOf(of: (policy: string) => boolean): Array<{ policy: string; key: string }> {
-    const out: Array<{ policy: string; key: string }> = [];
-    for (const k of this.#pending) {
+  /** The records with a run not settled yet, of the policies `of` accepts, with the run's job id ("" unknown). */
+  pendingOf(of: (policy: string) => boolean): Array<{ policy: string; key: string; jobId: string }> {
+    const out: Array<{ policy: string; key: string; jobId: string }> = [];
+    for (const [k, jobId] of this.#pending) {
       const i = k.indexOf("\0");
       const policy = k.slice(0, i);
-      if (of(policy)) out.push({ policy, key: k.slice(i + 1) });
+      if (of(policy)) out.push({ policy, key: k.slice(i + 1), jobId });
     }
     return out;
   }

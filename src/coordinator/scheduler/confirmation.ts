@@ -97,7 +97,7 @@ export class Confirmer {
   /** Applies a verdict to the job, if it is still confirming the same attempt. */
   #apply(jobId: string, attempt: number, v: Verdict): void {
     const { ctx } = this;
-    const j = ctx.catalog.getJob(jobId);
+    const j = ctx.catalog.activeJob(jobId);
     if (!j?.confirming || j.state !== JobState.JOB_STATE_RUNNING || j.attempts !== attempt) return;
     const isRestore = j.confirming.kind === "restore";
     const what = isRestore ? `the restore of backup ${j.backupId}` : `backup ${j.backupId}`;

@@ -177,9 +177,9 @@ export class LeaseBroker {
     for (const token of this.#renewed.keys()) if (!live.has(token)) this.#renewed.delete(token);
   }
 
-  /** The running job whose current lease has this token. */
+  /** The running job whose current lease has this token (from the catalog's active jobs: no query in SQLite). */
   #current(jobId: string, token: string): JobRecord | undefined {
-    const j = this.ctx.catalog.getJob(jobId);
+    const j = this.ctx.catalog.activeJob(jobId);
     return j?.state === JobState.JOB_STATE_RUNNING && j.lease?.token === token ? j : undefined;
   }
 

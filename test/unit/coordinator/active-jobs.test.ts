@@ -1,6 +1,6 @@
 /**
  * The catalog's in-memory index of active jobs (catalog/active-jobs.ts) answers activeJobs() as the
- * rows do: through inserts, state changes, jobs ending, a rolled-back transaction (nested too), a
+ * rows do (activeJobs(), and activeJob(id) per job): through inserts, state changes, jobs ending, a rolled-back transaction (nested too), a
  * catalog opened again on the same file, and records handed out that their callers change.
  */
 import assert from "node:assert/strict";
@@ -46,6 +46,12 @@ function fromRows(c: SqliteCatalog): JobRecord[] {
 
 function assertInStep(c: SqliteCatalog, what: string): void {
   assert.deepEqual(c.activeJobs(), fromRows(c), what);
+  // activeJob(id): the job's row when it is QUEUED or RUNNING, nothing once it ended.
+  for (const j of c.listJobs({}, 1000, "").items) {
+    const active = j.state === JobState.JOB_STATE_QUEUED || j.state === JobState.JOB_STATE_RUNNING;
+    assert.deepEqual(c.activeJob(j.id), active ? j : undefined, `${what}: activeJob(${j.id})`);
+  }
+  assert.equal(c.activeJob("no-such-job"), undefined);
 }
 
 describe("the catalog's index of active jobs", () => {

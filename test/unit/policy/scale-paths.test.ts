@@ -128,6 +128,7 @@ describe("the runner between full passes", () => {
   let h: Harness;
   let runner: PolicyRunner;
   let fullReads: number;
+  let recordReads: number;
 
   const answer = (req: CallRequest): Answer => {
     if (req.$case === "probe")
@@ -144,11 +145,13 @@ describe("the runner between full passes", () => {
     h.connect("agent-a", "a").answer = answer;
     h.connect("agent-b", "b").answer = answer;
     fullReads = 0;
+    recordReads = 0;
     const store = h.catalog.policies;
     const counting = new Proxy(store, {
       get(target, prop, recv) {
         const v = Reflect.get(target, prop, recv);
         if (prop === "protectionOfPolicy") fullReads++;
+        if (prop === "getProtection") recordReads++;
         return typeof v === "function" ? v.bind(target) : v;
       },
     });
@@ -221,5 +224,42 @@ describe("the runner between full passes", () => {
     runner.changed("gold");
     await runner.tick();
     assert.equal(fullReads, 3, "and after the API changed the policy");
+  });
+
+  it("reads no record while its run's job is still active, and settles the run once it ends", async () => {
+    const vols = ["v1", "v2"].map((i) => vol(i));
+    h.catalog.policies.insertPolicy(
+      Policy.fromPartial({
+        name: "gold",
+        selector: { volumes: vols },
+        destination: { cluster: "b", pool: "backups", namespace: "" },
+        mode: BackupMode.BACKUP_MODE_AUTO,
+        schedule: { intervalSeconds: 30 },
+        retention: { keepLast: 1 },
+      }),
+    );
+    const start = h.t;
+    await runner.tick(); // full pass: the records made
+    h.t += 20_000; // the first slot (every 30 s; the clock starts 10 s past one)
+    await runner.tick(); // their runs queued
+    const jobs = h.catalog.activeJobs();
+    assert.equal(jobs.length, 2, "one run per volume queued");
+    const reads = recordReads;
+    for (let i = 0; i < 5; i++) {
+      h.t += 1000;
+      await runner.tick();
+    }
+    assert.equal(recordReads, reads, "no record read while the runs' jobs are queued or running");
+    for (const j of jobs)
+      h.catalog.updateJob({ ...j, state: JobState.JOB_STATE_FAILED, finishedAt: h.t, errorMessage: "boom" });
+    h.t += 1000;
+    await runner.tick();
+    assert.ok(h.t - start < FULL_PASS_MS);
+    assert.equal(fullReads, 1, "settled by the fast path, not by a full pass");
+    for (const v of vols) {
+      const rec = h.catalog.policies.getProtection("gold", volumeKey(v));
+      assert.equal(rec?.consecutiveFailures, 1, "the failed run counted once it ended");
+      assert.match(rec?.lastError ?? "", /boom/);
+    }
   });
 });

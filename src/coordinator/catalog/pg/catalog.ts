@@ -269,6 +269,14 @@ export class PgCatalog implements Catalog {
     ).map((r) => parseJob(r.doc));
   }
 
+  activeJob(id: string): JobRecord | undefined {
+    const [r] = this.#read<Doc>(
+      `SELECT doc FROM jobs WHERE id = $1 AND state IN (${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING})`,
+      [id],
+    );
+    return r ? parseJob(r.doc) : undefined;
+  }
+
   listJobs(f: JobFilter, pageSize: number, pageToken: string): Page<JobRecord> {
     const scope = pageScope("jobs", f);
     const w = jobWhere(f);
