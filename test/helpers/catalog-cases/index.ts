@@ -3,6 +3,7 @@
  * Run against SQLite (test/unit/catalog/conformance-sqlite.test.ts) and PostgreSQL
  * (test/integration/catalog/conformance-postgres.test.ts); a case must pass on both.
  */
+import { activeJob } from "./active-job";
 import { available } from "./available";
 import { listings } from "./listings";
 import { pagingCases, policyPagingCases } from "./paging";
@@ -25,4 +26,6 @@ export const CATALOG_CASES: Array<(open: OpenCatalog) => void> = [
   policyPagingCases,
   // TransferOptions on jobs and policies (r3-limits).
   transferOptions,
+  // The active-job lookup lease reports, confirmations and the runner use (Catalog.activeJob).
+  activeJob,
 ];
