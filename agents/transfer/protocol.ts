@@ -91,32 +91,54 @@ export interface Segment {
   zero: boolean;
 }
 
+/** Whether buf[start, end) is all zeros: compared against the zero buffer, no views allocated. */
+function zeroAt(buf: Buffer, start: number, end: number): boolean {
+  for (let s = start; s < end; s += zeros.length) {
+    const n = Math.min(zeros.length, end - s);
+    if (zeros.compare(buf, s, s + n, 0, n) !== 0) return false;
+  }
+  return true;
+}
+
 /**
- * Cuts a buffer read at `offset` into data and zero segments: runs of whole zero blocks at least
- * MIN_ZERO_RUN long become zero segments (or the whole buffer, when it is all zeros); everything
- * else stays data, so short zero runs do not fragment the stream. Offsets are absolute.
+ * Cuts a buffer read at `offset` into data and zero segments: runs of whole zero blocks (aligned to the
+ * buffer's start) at least MIN_ZERO_RUN long become zero segments (or the whole buffer, when it is all
+ * zeros); everything else stays data, so short zero runs do not fragment the stream. Offsets are
+ * absolute. A zero run is extended by doubling spans (then halving at its end) instead of block by
+ * block, and nothing is allocated per block: a sparse image's objects read as megabytes of zeros around
+ * a little data, and block by block that cost the source ~0.3–2 CPU-s per GiB read (test/unit/source
+ * checks the cuts against the block-by-block definition).
  */
 export function segments(buf: Buffer, offset: number): Segment[] {
-  if (isAllZero(buf)) return [{ offset, length: buf.length, zero: true }];
+  const len = buf.length;
+  if (zeroAt(buf, 0, len)) return [{ offset, length: len, zero: true }];
+  const B = ZERO_BLOCK;
   const out: Segment[] = [];
   let dataStart = 0;
   let pos = 0;
-  while (pos < buf.length) {
-    // Find the next run of zero blocks starting at a block boundary.
-    if (pos % ZERO_BLOCK === 0 && pos + ZERO_BLOCK <= buf.length && isAllZero(buf.subarray(pos, pos + ZERO_BLOCK))) {
-      let end = pos + ZERO_BLOCK;
-      while (end + ZERO_BLOCK <= buf.length && isAllZero(buf.subarray(end, end + ZERO_BLOCK))) end += ZERO_BLOCK;
-      if (end - pos >= MIN_ZERO_RUN) {
-        if (pos > dataStart) out.push({ offset: offset + dataStart, length: pos - dataStart, zero: false });
-        out.push({ offset: offset + pos, length: end - pos, zero: true });
-        dataStart = end;
-      }
-      pos = end;
-    } else {
-      pos = (Math.floor(pos / ZERO_BLOCK) + 1) * ZERO_BLOCK;
+  while (pos + B <= len) {
+    if (!zeroAt(buf, pos, pos + B)) {
+      pos += B;
+      continue;
     }
+    let end = pos + B;
+    let step = B;
+    while (end + B <= len) {
+      const n = Math.min(step, Math.floor((len - end) / B) * B);
+      if (zeroAt(buf, end, end + n)) {
+        end += n;
+        step = n * 2;
+      } else if (n === B) break;
+      else step = Math.max(B, Math.floor(n / 2 / B) * B);
+    }
+    if (end - pos >= MIN_ZERO_RUN) {
+      if (pos > dataStart) out.push({ offset: offset + dataStart, length: pos - dataStart, zero: false });
+      out.push({ offset: offset + pos, length: end - pos, zero: true });
+      dataStart = end;
+    }
+    pos = end;
   }
-  if (dataStart < buf.length) out.push({ offset: offset + dataStart, length: buf.length - dataStart, zero: false });
+  if (dataStart < len) out.push({ offset: offset + dataStart, length: len - dataStart, zero: false });
   return out;
 }
 

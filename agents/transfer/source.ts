@@ -11,7 +11,7 @@ import type { FileHandle } from "node:fs/promises";
 import type { TransferHeader, TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
 import type { Image } from "../ceph";
 import { noMeter, type TransferMeter } from "./meter";
-import { checksum, MIN_ZERO_RUN, type Segment, TransferDigest, ZERO_BLOCK } from "./protocol";
+import { checksum, segments, TransferDigest } from "./protocol";
 import {
   capacityFor,
   type Piece,
@@ -51,57 +51,6 @@ export interface SourceStats {
 
 export function newStats(): SourceStats {
   return { extents: 0, bytesRead: 0, dataChunks: 0, dataBytes: 0, zeroRanges: 0, zeroBytes: 0, position: 0 };
-}
-
-const ZEROS = Buffer.alloc(1024 * 1024);
-
-/** Whether buf[start, end) is all zeros: memcmp against a zero buffer, no views allocated. */
-function zeroAt(buf: Buffer, start: number, end: number): boolean {
-  for (let s = start; s < end; s += ZEROS.length) {
-    const n = Math.min(ZEROS.length, end - s);
-    if (ZEROS.compare(buf, s, s + n, 0, n) !== 0) return false;
-  }
-  return true;
-}
-
-/**
- * protocol.ts's `segments`, the same cuts (runs of whole ZERO_BLOCKs, aligned to the buffer's start, at
- * least MIN_ZERO_RUN long, become zero segments; a buffer of zeros is one zero segment), found with few
- * comparisons: a zero run is extended by doubling spans (then halving at its end) instead of block by
- * block, and nothing is allocated per block. A sparse image's objects read as megabytes of zeros around
- * a little data: block by block that cost the source ~0.3–2 CPU-s per GiB read (test/unit/source).
- */
-export function zeroSegments(buf: Buffer, offset: number): Segment[] {
-  const len = buf.length;
-  if (zeroAt(buf, 0, len)) return [{ offset, length: len, zero: true }];
-  const B = ZERO_BLOCK;
-  const out: Segment[] = [];
-  let dataStart = 0;
-  let pos = 0;
-  while (pos + B <= len) {
-    if (!zeroAt(buf, pos, pos + B)) {
-      pos += B;
-      continue;
-    }
-    let end = pos + B;
-    let step = B;
-    while (end + B <= len) {
-      const n = Math.min(step, Math.floor((len - end) / B) * B);
-      if (zeroAt(buf, end, end + n)) {
-        end += n;
-        step = n * 2;
-      } else if (n === B) break;
-      else step = Math.max(B, Math.floor(n / 2 / B) * B);
-    }
-    if (end - pos >= MIN_ZERO_RUN) {
-      if (pos > dataStart) out.push({ offset: offset + dataStart, length: pos - dataStart, zero: false });
-      out.push({ offset: offset + pos, length: end - pos, zero: true });
-      dataStart = end;
-    }
-    pos = end;
-  }
-  if (dataStart < len) out.push({ offset: offset + dataStart, length: len - dataStart, zero: false });
-  return out;
 }
 
 /** Marks a failure of the source's own diff/read (so AUTO mode can fall back to a full backup). */
@@ -178,7 +127,7 @@ class Emitter {
    */
   data(buf: Buffer, offset: number, out: TransferMessage[], frame?: ChunkFrame): void {
     this.stats.position = Math.max(this.stats.position, offset + buf.length);
-    const segs = zeroSegments(buf, offset);
+    const segs = segments(buf, offset);
     const only = segs[0];
     if (frame && segs.length === 1 && only && !only.zero) {
       // All data: the read buffer already is the message (wire.ts, zero-copy chunks).

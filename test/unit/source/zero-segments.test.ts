@@ -1,10 +1,33 @@
-/** The source's zero detection (zeroSegments) cuts exactly where protocol.ts's block-by-block `segments` does. */
+/** The zero detection (protocol.ts `segments`, doubling spans) cuts exactly where the block-by-block definition does. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { MIN_ZERO_RUN, segments, ZERO_BLOCK } from "../../../agents/transfer/protocol";
-import { zeroSegments } from "../../../agents/transfer/source";
+import { isAllZero, MIN_ZERO_RUN, type Segment, segments, ZERO_BLOCK } from "../../../agents/transfer/protocol";
 
 const KiB = 1024;
+
+/** The definition, block by block: runs of whole zero blocks of at least MIN_ZERO_RUN are zero segments. */
+function byBlocks(buf: Buffer, offset: number): Segment[] {
+  if (isAllZero(buf)) return [{ offset, length: buf.length, zero: true }];
+  const out: Segment[] = [];
+  let dataStart = 0;
+  let pos = 0;
+  while (pos < buf.length) {
+    if (pos % ZERO_BLOCK === 0 && pos + ZERO_BLOCK <= buf.length && isAllZero(buf.subarray(pos, pos + ZERO_BLOCK))) {
+      let end = pos + ZERO_BLOCK;
+      while (end + ZERO_BLOCK <= buf.length && isAllZero(buf.subarray(end, end + ZERO_BLOCK))) end += ZERO_BLOCK;
+      if (end - pos >= MIN_ZERO_RUN) {
+        if (pos > dataStart) out.push({ offset: offset + dataStart, length: pos - dataStart, zero: false });
+        out.push({ offset: offset + pos, length: end - pos, zero: true });
+        dataStart = end;
+      }
+      pos = end;
+    } else {
+      pos = (Math.floor(pos / ZERO_BLOCK) + 1) * ZERO_BLOCK;
+    }
+  }
+  if (dataStart < buf.length) out.push({ offset: offset + dataStart, length: buf.length - dataStart, zero: false });
+  return out;
+}
 
 /** A small deterministic generator (xorshift32), so a failure names its seed. */
 function rng(seed: number): () => number {
@@ -32,14 +55,14 @@ function patterned(seed: number, len: number): Buffer {
   return b;
 }
 
-describe("zeroSegments", () => {
+describe("segments (zero detection)", () => {
   it("agrees with segments on random layouts, sizes and offsets", () => {
     const sizes = [4 * KiB, 60 * KiB, 64 * KiB, 68 * KiB + 5, 256 * KiB, 1024 * KiB + 100, 2048 * KiB, 4096 * KiB];
     for (let seed = 1; seed <= 400; seed++) {
       const len = sizes[seed % sizes.length] as number;
       const buf = patterned(seed, len);
       const offset = seed * 7 * ZERO_BLOCK;
-      assert.deepEqual(zeroSegments(buf, offset), segments(buf, offset), `seed ${seed}, ${len} bytes`);
+      assert.deepEqual(segments(buf, offset), byBlocks(buf, offset), `seed ${seed}, ${len} bytes`);
     }
   });
 
@@ -47,14 +70,14 @@ describe("zeroSegments", () => {
     const b = Buffer.alloc(MIN_ZERO_RUN * 4);
     b[0] = 1; // data, then a zero run one block short of MIN_ZERO_RUN
     b[MIN_ZERO_RUN] = 1; // data again, then zeros to the end (3 runs' worth minus a block)
-    assert.deepEqual(zeroSegments(b, 0), [
+    assert.deepEqual(segments(b, 0), [
       { offset: 0, length: MIN_ZERO_RUN + ZERO_BLOCK, zero: false },
       { offset: MIN_ZERO_RUN + ZERO_BLOCK, length: 3 * MIN_ZERO_RUN - ZERO_BLOCK, zero: true },
     ]);
-    assert.deepEqual(zeroSegments(Buffer.alloc(100), 8), [{ offset: 8, length: 100, zero: true }]);
+    assert.deepEqual(segments(Buffer.alloc(100), 8), [{ offset: 8, length: 100, zero: true }]);
     const tail = Buffer.alloc(MIN_ZERO_RUN + 100);
     tail[MIN_ZERO_RUN + 99] = 1; // the partial last block is data, never a zero run
-    assert.deepEqual(zeroSegments(tail, 0), [
+    assert.deepEqual(segments(tail, 0), [
       { offset: 0, length: MIN_ZERO_RUN, zero: true },
       { offset: MIN_ZERO_RUN, length: 100, zero: false },
     ]);
