@@ -13,12 +13,15 @@ export class BufferPool {
   reused = 0;
   /** Date.now() of the last take or give: when the pool was last in use. */
   lastUsed = 0;
+  /** Takes and gives so far: whether the pool was used since a moment (a clock's millisecond may not tell). */
+  uses = 0;
 
   constructor(public maxIdle: number) {}
 
   /** A buffer of exactly `capacity` bytes, contents undefined. */
   protected take(capacity: number): Buffer {
     this.lastUsed = Date.now();
+    this.uses++;
     const b = this.#idle.get(capacity)?.pop();
     if (b) {
       this.#count--;
@@ -32,6 +35,7 @@ export class BufferPool {
   /** Back to the pool: nothing may read or write `b` afterwards. */
   protected give(b: Buffer): void {
     this.lastUsed = Date.now();
+    this.uses++;
     if (this.#count >= this.maxIdle) return;
     let list = this.#idle.get(b.length);
     if (!list) {

@@ -21,8 +21,8 @@ export interface QuietReleaseOptions {
 
 export class QuietRelease {
   #timer: NodeJS.Timeout | null = null;
-  /** lastUsed of the pools when memory was last released: nothing happened since, nothing to do. */
-  #releasedAt = -1;
+  /** The pools' uses when memory was last released: none since, nothing to do. */
+  #releasedUses = -1;
   #running: Promise<void> | null = null;
   releases = 0;
 
@@ -46,10 +46,11 @@ export class QuietRelease {
   /** One check (the timer's): releases when every pool has been quiet for quietMs since last used. */
   async check(): Promise<boolean> {
     if (this.#running) return false;
+    const uses = this.opts.pools.reduce((n, p) => n + p.uses, 0);
+    if (uses === this.#releasedUses) return false;
     const last = Math.max(0, ...this.opts.pools.map((p) => p.lastUsed));
-    if (last === this.#releasedAt) return false;
     if ((this.opts.now ?? Date.now)() - last < this.quietMs) return false;
-    this.#releasedAt = last;
+    this.#releasedUses = uses;
     const bytes = this.opts.pools.reduce((n, p) => n + p.trim(), 0);
     this.#running = this.opts
       .releaseNative()
