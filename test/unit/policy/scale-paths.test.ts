@@ -33,6 +33,18 @@ const available = (c: SqliteCatalog, image: string) =>
     .map((b) => b.id);
 const indexed = (c: SqliteCatalog, image: string) => c.availableBackupsOfVolume("a", "rbd", "", image).map((b) => b.id);
 
+/** Policy "gold": the volumes to cluster b's backups pool every `intervalSeconds`, keeping the last one. */
+function gold(volumes: ReturnType<typeof vol>[], intervalSeconds: number): Policy {
+  return Policy.fromPartial({
+    name: "gold",
+    selector: { volumes },
+    destination: { cluster: "b", pool: "backups", namespace: "" },
+    mode: BackupMode.BACKUP_MODE_AUTO,
+    schedule: { intervalSeconds },
+    retention: { keepLast: 1 },
+  });
+}
+
 describe("the catalog's index of available backups", () => {
   it("answers as the rows do, through inserts, status changes and a rolled-back transaction", () => {
     const c = new SqliteCatalog(":memory:");
@@ -173,16 +185,7 @@ describe("the runner between full passes", () => {
 
   it("reads only due and unsettled records, yet runs, settles and keeps retention as a full pass does", async () => {
     const vols = ["v1", "v2", "v3"].map((i) => vol(i));
-    h.catalog.policies.insertPolicy(
-      Policy.fromPartial({
-        name: "gold",
-        selector: { volumes: vols },
-        destination: { cluster: "b", pool: "backups", namespace: "" },
-        mode: BackupMode.BACKUP_MODE_AUTO,
-        schedule: { intervalSeconds: 10 },
-        retention: { keepLast: 1 },
-      }),
-    );
+    h.catalog.policies.insertPolicy(gold(vols, 10));
     await runner.tick();
     assert.equal(fullReads, 1, "the first tick is a full pass");
     const finishAll = () => {
@@ -228,16 +231,7 @@ describe("the runner between full passes", () => {
 
   it("reads no record while its run's job is still active, and settles the run once it ends", async () => {
     const vols = ["v1", "v2"].map((i) => vol(i));
-    h.catalog.policies.insertPolicy(
-      Policy.fromPartial({
-        name: "gold",
-        selector: { volumes: vols },
-        destination: { cluster: "b", pool: "backups", namespace: "" },
-        mode: BackupMode.BACKUP_MODE_AUTO,
-        schedule: { intervalSeconds: 30 },
-        retention: { keepLast: 1 },
-      }),
-    );
+    h.catalog.policies.insertPolicy(gold(vols, 30));
     const start = h.t;
     await runner.tick(); // full pass: the records made
     h.t += 20_000; // the first slot (every 30 s; the clock starts 10 s past one)
