@@ -61,6 +61,16 @@ void MarkFailed(DiffState& s) noexcept {
   s.cv.notify_all();
 }
 
+// next()'s answer: {extents: Float64Array of (offset, length, exists) triples, done}.
+Napi::Object BatchObject(Napi::Env env, const std::vector<double>& triples, bool done) {
+  Napi::Float64Array arr = Napi::Float64Array::New(env, triples.size());
+  for (size_t i = 0; i < triples.size(); i++) arr[i] = triples[i];
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("extents", arr);
+  o.Set("done", Napi::Boolean::New(env, done));
+  return o;
+}
+
 void BatchTask::Run(Napi::Env env) {
   d = std::move(s->pending);
   if (done) s->finished = true;
@@ -75,12 +85,7 @@ void BatchTask::Run(Napi::Env env) {
     d->Reject(CephError(env, rc, "rbd_diff_iterate2").Value());
     return;
   }
-  Napi::Float64Array arr = Napi::Float64Array::New(env, triples.size());
-  for (size_t i = 0; i < triples.size(); i++) arr[i] = triples[i];
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("extents", arr);
-  o.Set("done", Napi::Boolean::New(env, done));
-  d->Resolve(o);
+  d->Resolve(BatchObject(env, triples, done));
 }
 
 void BatchTask::Fail(Napi::Env env, std::exception_ptr e) noexcept {
@@ -244,12 +249,7 @@ Napi::Value DiffIterator::Next(const Napi::CallbackInfo& info) {
   }
   s_->cv.notify_all();
   if (!ready.empty()) {
-    Napi::Float64Array arr = Napi::Float64Array::New(env, ready.size());
-    for (size_t i = 0; i < ready.size(); i++) arr[i] = ready[i];
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("extents", arr);
-    o.Set("done", Napi::Boolean::New(env, false));
-    d->Resolve(o);
+    d->Resolve(BatchObject(env, ready, false));
     return p;
   }
   addon_->Hold();  // answered by the BatchTask the producer posts
