@@ -23,7 +23,7 @@ export {
   nativeCodec,
   ZSTD_MAX_LEVEL,
 } from "./codec";
-export { crc32c, crc32cHardware } from "./crc32c";
+export { crc32c, crc32cHardware, crc32cPieces } from "./crc32c";
 export { CephError, ClosedError, errnoName, isCephError, NativeError } from "./errors";
 export { type DiffOptions, type Extent, Image } from "./image";
 export { featureNames, type ImageCreateOptions, IoCtx, RbdFeature } from "./io-ctx";

@@ -152,6 +152,8 @@ interface NativeModule {
   }): Promise<NativeCluster>;
   versions(): { librados: string; librbd: string };
   crc32c(data: Uint8Array): number;
+  /** CRC-32C of data in one pass as pieces (first bytes, then blockSize each) into out; returns the whole's. */
+  crc32cPieces(data: Uint8Array, first: number, blockSize: number, out: Uint32Array): number;
   crc32cHardware: boolean;
   /** Compressed bytes written to dst (0: they do not fit); algorithm 1 zstd, 2 lz4. */
   compress(algorithm: number, level: number, src: Buffer, dst: Buffer): Promise<number>;

@@ -11,16 +11,13 @@ export class BufferPool {
   #count = 0;
   allocated = 0;
   reused = 0;
-  /** Date.now() of the last take or give: when the pool was last in use. */
-  lastUsed = 0;
-  /** Takes and gives so far: whether the pool was used since a moment (a clock's millisecond may not tell). */
+  /** Takes and gives so far: whether the pool was used since a moment (quiet-release.ts; no clock read per buffer). */
   uses = 0;
 
   constructor(public maxIdle: number) {}
 
   /** A buffer of exactly `capacity` bytes, contents undefined. */
   protected take(capacity: number): Buffer {
-    this.lastUsed = Date.now();
     this.uses++;
     const b = this.#idle.get(capacity)?.pop();
     if (b) {
@@ -34,7 +31,6 @@ export class BufferPool {
 
   /** Back to the pool: nothing may read or write `b` afterwards. */
   protected give(b: Buffer): void {
-    this.lastUsed = Date.now();
     this.uses++;
     if (this.#count >= this.maxIdle) return;
     let list = this.#idle.get(b.length);

@@ -2,10 +2,12 @@
  * Gives memory back when the data plane goes quiet. An agent's resident size grows during a transfer —
  * chunk buffers in the pools, and glibc's arenas holding what librados and librbd freed — and without
  * this a restore starts from what the previous backup left (measured: 134–184 MiB at rest after a
- * 4 GiB backup, the restore then peaking at 210–260 MiB). Once no pool has been used for `quietMs` (1 s), the
- * pools' idle buffers are dropped and `releaseNative` (glibc malloc_trim) runs — once per quiet spell.
+ * 4 GiB backup, the restore then peaking at 210–260 MiB). Once no pool has been used for a whole check
+ * period (`quietMs`, 1 s: the pools' use counts did not move between two checks), the pools' idle
+ * buffers are dropped and `releaseNative` (glibc malloc_trim) runs — once per quiet spell, between one
+ * and two periods after the last use.
  *
- * Cost while busy: a Date.now() per buffer taken or given (buffer-pool.ts) and one check per `quietMs`.
+ * Cost while busy: a counter per buffer taken or given (buffer-pool.ts; no clock read) and one check per `quietMs`.
  */
 import type { BufferPool } from "./buffer-pool";
 
@@ -13,9 +15,8 @@ export interface QuietReleaseOptions {
   pools: BufferPool[];
   /** Gives the C libraries' free memory back (releaseFreeMemory); errors are logged, never thrown. */
   releaseNative: () => Promise<unknown>;
-  /** Quiet time before releasing (default 1 s: with 5 s a restore right after a backup still peaked at 197 MiB, with 1 s 135); also the check period. */
+  /** The check period: quiet for a whole one releases (default 1 s: with 5 s a restore right after a backup still peaked at 197 MiB, with 1 s 135). */
   quietMs?: number;
-  now?: () => number;
   log?: { debug(msg: string, fields?: Record<string, unknown>): void };
 }
 
@@ -23,6 +24,8 @@ export class QuietRelease {
   #timer: NodeJS.Timeout | null = null;
   /** The pools' uses when memory was last released: none since, nothing to do. */
   #releasedUses = -1;
+  /** The pools' uses at the previous check: unchanged since, the pools were quiet for a whole period. */
+  #seenUses = -1;
   #running: Promise<void> | null = null;
   releases = 0;
 
@@ -43,13 +46,16 @@ export class QuietRelease {
     this.#timer = null;
   }
 
-  /** One check (the timer's): releases when every pool has been quiet for quietMs since last used. */
+  /**
+   * One check (the timer's, every quietMs): releases when no pool was used since the previous check
+   * and something was used since the last release.
+   */
   async check(): Promise<boolean> {
     if (this.#running) return false;
     const uses = this.opts.pools.reduce((n, p) => n + p.uses, 0);
-    if (uses === this.#releasedUses) return false;
-    const last = Math.max(0, ...this.opts.pools.map((p) => p.lastUsed));
-    if ((this.opts.now ?? Date.now)() - last < this.quietMs) return false;
+    const quiet = uses === this.#seenUses;
+    this.#seenUses = uses;
+    if (!quiet || uses === this.#releasedUses) return false;
     this.#releasedUses = uses;
     const bytes = this.opts.pools.reduce((n, p) => n + p.trim(), 0);
     this.#running = this.opts

@@ -36,6 +36,33 @@ static Napi::Value Crc32cFn(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, Crc32c(0, a.Data(), a.ByteLength()));
 }
 
+// crc32cPieces(data, first, blockSize, out: Uint32Array): CRC-32C of data, computed once as pieces (the
+// first `first` bytes, then `blockSize` each); each piece's CRC goes to out, the whole's is returned
+// (combined, not computed twice). Synchronous.
+static Napi::Value Crc32cPiecesFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsNumber() ||
+      !info[3].IsTypedArray()) {
+    throw Napi::TypeError::New(env, "crc32cPieces(data, first, blockSize, out)");
+  }
+  Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
+  Napi::TypedArray t = info[3].As<Napi::TypedArray>();
+  if (t.TypedArrayType() != napi_uint32_array) throw Napi::TypeError::New(env, "crc32cPieces: out must be a Uint32Array");
+  Napi::Uint32Array out = t.As<Napi::Uint32Array>();
+  double first = info[1].As<Napi::Number>().DoubleValue();
+  double block = info[2].As<Napi::Number>().DoubleValue();
+  if (!(block >= 1 && block <= 1u << 30 && block == static_cast<double>(static_cast<size_t>(block))) ||
+      !(first >= 1 && first <= block && first == static_cast<double>(static_cast<size_t>(first)))) {
+    throw Napi::RangeError::New(env, "crc32cPieces: need 1 <= first <= blockSize <= 2^30, integers");
+  }
+  size_t len = a.ByteLength();
+  size_t f = static_cast<size_t>(first);
+  size_t b = static_cast<size_t>(block);
+  size_t pieces = len == 0 ? 0 : 1 + (len > f ? (len - f + b - 1) / b : 0);
+  if (out.ElementLength() < pieces) throw Napi::RangeError::New(env, "crc32cPieces: out is too short");
+  return Napi::Number::New(env, Crc32cPieces(a.Data(), len, f, b, out.Data()));
+}
+
 // mallocTrim(): glibc's malloc_trim(0) on libuv's pool — gives the free memory of every arena back to
 // the kernel (librados' read buffers and librbd's request state are freed into arenas glibc keeps).
 // Resolves true when some memory was released. Called when the data plane goes quiet.
@@ -60,6 +87,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("connect", GuardedFunction<&Cluster::Connect>(env, "connect"));
   exports.Set("versions", GuardedFunction<Versions>(env, "versions"));
   exports.Set("crc32c", GuardedFunction<Crc32cFn>(env, "crc32c"));
+  exports.Set("crc32cPieces", GuardedFunction<Crc32cPiecesFn>(env, "crc32cPieces"));
   exports.Set("crc32cHardware", Napi::Boolean::New(env, Crc32cHardware()));
   exports.Set("compress", GuardedFunction<CodecCompress>(env, "compress"));
   exports.Set("decompress", GuardedFunction<CodecDecompress>(env, "decompress"));

@@ -164,6 +164,73 @@ const Fn impl = Pick();
 
 uint32_t Crc32c(uint32_t crc, const uint8_t* data, size_t length) { return impl(crc, data, length); }
 
+namespace {
+constexpr uint32_t kPoly = 0x82F63B78u;
+
+// a·b modulo the polynomial (reflected, bit 31 is x^0): zlib's multmodp.
+uint32_t MultModP(uint32_t a, uint32_t b) {
+  uint32_t m = 1u << 31;
+  uint32_t p = 0;
+  for (;;) {
+    if (a & m) {
+      p ^= b;
+      if ((a & (m - 1)) == 0) break;
+    }
+    m >>= 1;
+    b = (b & 1) ? (b >> 1) ^ kPoly : b >> 1;
+  }
+  return p;
+}
+
+// x^(2^n) modulo the polynomial, n = 0..63.
+struct X2n {
+  uint32_t t[64];
+  X2n() {
+    uint32_t p = 1u << 30;  // x^1
+    t[0] = p;
+    for (int n = 1; n < 64; n++) t[n] = p = MultModP(p, p);
+  }
+};
+const X2n x2n;
+
+}  // namespace
+
+uint32_t Crc32cShiftOp(uint64_t length) {
+  uint32_t p = 1u << 31;  // x^0
+  unsigned k = 3;         // 8 bits per byte
+  for (; length; length >>= 1, k++)
+    if (length & 1) p = MultModP(x2n.t[k & 63], p);
+  return p;
+}
+
+uint32_t Crc32cCombineOp(uint32_t crc1, uint32_t crc2, uint32_t op) { return MultModP(op, crc1) ^ crc2; }
+
+uint32_t Crc32cPieces(const uint8_t* data, size_t length, size_t first, size_t blockSize, uint32_t* out) {
+  if (length == 0) return 0;
+  size_t n = first < length ? first : length;
+  uint32_t whole = Crc32c(0, data, n);
+  *out++ = whole;
+  size_t pos = n;
+  uint32_t blockOp = 0;
+  bool haveOp = false;
+  while (pos < length) {
+    n = length - pos < blockSize ? length - pos : blockSize;
+    uint32_t c = Crc32c(0, data + pos, n);
+    *out++ = c;
+    if (n == blockSize) {
+      if (!haveOp) {
+        blockOp = Crc32cShiftOp(blockSize);
+        haveOp = true;
+      }
+      whole = Crc32cCombineOp(whole, c, blockOp);
+    } else {
+      whole = Crc32cCombineOp(whole, c, Crc32cShiftOp(n));
+    }
+    pos += n;
+  }
+  return whole;
+}
+
 bool Crc32cHardware() {
 #if defined(__x86_64__)
   return impl == Hardware;

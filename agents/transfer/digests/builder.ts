@@ -7,6 +7,9 @@
  * parent's data, a block touched again after it closed, a resized last block, a resumed prefix
  * (`readBackRange`) — it is marked for read-back: after the flush, `readBack` reads those blocks
  * from the image head. An incremental starts from its parent's map (`overlay`); a full from nothing.
+ * A data record may come with its blocks' CRCs already computed (`data`'s `pieces`: the sink's chunk
+ * check computes them in the same pass as the chunk's CRC, protocol.ts checksumPieces), so whole
+ * blocks cost no second pass over their bytes.
  */
 import { blockCount, blockLength, type DigestMap, zeroCrcOf } from "./format";
 import { type ReadBlocksOptions, readBlocks } from "./read-blocks";
@@ -62,9 +65,13 @@ export class DigestMapBuilder {
     return b;
   }
 
-  /** A data record: `data` now lies at `offset`. Copies what it keeps (the caller may reuse `data`). */
-  data(offset: number, data: Uint8Array): void {
-    this.#record(offset, data.length, data);
+  /**
+   * A data record: `data` now lies at `offset`. Copies what it keeps (the caller may reuse `data`).
+   * `pieces`, when given: the CRC-32C of each piece of `data` cut at multiples of the block size
+   * (pieces[0] is the one starting at `offset`), as protocol.ts checksumPieces gives them.
+   */
+  data(offset: number, data: Uint8Array, pieces?: Uint32Array): void {
+    this.#record(offset, data.length, data, pieces);
   }
 
   /** A zero record: [offset, offset+length) now reads as zeros. */
@@ -123,13 +130,13 @@ export class DigestMapBuilder {
   }
 
   /** The block's content is `block` (or all zeros when null): PRESENT with its CRC unless zero. */
-  #set(i: number, block: Uint8Array | null): void {
+  #set(i: number, block: Uint8Array | null, crc?: number): void {
     const keep = ((this.#state[i] as number) & (TOUCHED | BASE_PRESENT)) | TOUCHED;
     if (block === null) {
       this.#state[i] = keep;
       return;
     }
-    const c = this.crc32c(block) >>> 0;
+    const c = crc ?? this.crc32c(block) >>> 0;
     if (c === this.#zeroCrc(block.length) && isZero(block)) {
       this.#state[i] = keep;
       return;
@@ -138,12 +145,13 @@ export class DigestMapBuilder {
     this.#state[i] = keep | PRESENT;
   }
 
-  #record(offset: number, length: number, data: Uint8Array | null): void {
+  #record(offset: number, length: number, data: Uint8Array | null, pieces?: Uint32Array): void {
     if (length <= 0) return;
     const B = this.blockSize;
     const end = offset + length;
     const last = Math.floor((end - 1) / B);
-    for (let i = Math.floor(offset / B); i <= last && i < this.count; i++) {
+    const firstBlock = Math.floor(offset / B);
+    for (let i = firstBlock; i <= last && i < this.count; i++) {
       const bs = i * B;
       const be = bs + this.#len(i);
       const s = Math.max(offset, bs);
@@ -151,7 +159,7 @@ export class DigestMapBuilder {
       if (s === bs && e === be) {
         // The whole block: its content is this record's.
         if (i === this.#open) this.#open = -1;
-        this.#set(i, data ? data.subarray(s - offset, e - offset) : null);
+        this.#set(i, data ? data.subarray(s - offset, e - offset) : null, pieces?.[i - firstBlock]);
       } else {
         this.#partial(i, s - bs, e - bs, data ? data.subarray(s - offset, e - offset) : null);
       }

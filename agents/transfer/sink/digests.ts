@@ -2,7 +2,8 @@
  * The backup's digest map, as the sink builds and commits it (format: ../digests/README.md). A full
  * backup starts from nothing with the block size of its image size; an incremental from its parent's
  * map (one object read; the parent is the backup of the from-snapshot) and keeps its block size. Every
- * record checked is fed to the builder before it is written (hot path: CRCs of whole blocks, no I/O);
+ * record checked is fed to the builder before it is written (hot path: no I/O, and the CRCs of whole
+ * blocks come from the chunk check's single pass over the bytes: StreamChecks.blockSize);
  * after the flush, blocks written only in part over older data are read back from the head; at
  * commit, `backup.<id>.digests` is written before `backup.<id>.meta`.
  *
@@ -79,7 +80,7 @@ export async function startDigests(
 export function digestRecord(fp: Footprint, m: Checked): void {
   const b = fp.digests?.builder;
   if (!b) return;
-  if (m.$case === "chunk") b.data(m.offset, m.data);
+  if (m.$case === "chunk") b.data(m.offset, m.data, m.pieces);
   else if (m.$case === "zero") b.zero(m.offset, m.length);
 }
 

@@ -7,7 +7,7 @@
 import { AppError, dataLoss, failedPrecondition, invalidArgument, Status } from "../../../src/common/errors";
 import type { TransferHeader, TransferMessage, TransferTrailer } from "../../../src/gen/rbdbackup/v1/transfer";
 import type { TransferMeter } from "../meter";
-import { checksum as crc32c, TransferDigest, validateHeader } from "../protocol";
+import { checksumPieces, checksum as crc32c, TransferDigest, validateHeader } from "../protocol";
 import type { Counts, ResumeBase } from "./checkpoint";
 import { checkHeaderCompression } from "./decompress";
 
@@ -29,9 +29,13 @@ export async function readHeader(
   return h;
 }
 
-/** A message that passed the checks: what to write. */
+/**
+ * A message that passed the checks: what to write. A chunk checked with `blockSize` set carries the
+ * CRC-32C of each digest-map block it meets (`pieces`, see checksumPieces): a view valid until the
+ * next message is checked.
+ */
 export type Checked =
-  | { $case: "chunk"; offset: number; data: Buffer }
+  | { $case: "chunk"; offset: number; data: Buffer; pieces?: Uint32Array }
   | { $case: "zero"; offset: number; length: number }
   | { $case: "trailer" };
 
@@ -45,13 +49,20 @@ export class StreamChecks {
   zeroBytes = 0;
   /** A resumed transfer: records must start at or after this offset (sink/resume.ts). */
   minOffset = 0;
+  /**
+   * The digest map's block size when the sink builds one (sink/digests.ts), else 0: the chunk's CRC
+   * then comes with its blocks' CRCs from the same pass over the bytes.
+   */
+  blockSize = 0;
+  #pieces: Uint32Array | null = null;
 
   constructor(
     readonly h: TransferHeader,
     readonly meter: TransferMeter,
     /** Label of the metrics (the destination pool). */
     readonly pool: string,
-    readonly checksum: (data: Uint8Array) => number = crc32c,
+    /** Injected by tests without the addon (the CRC-32C in plain JS). */
+    readonly checksum?: (data: Uint8Array) => number,
   ) {}
 
   /** Checks one message; throws INVALID_ARGUMENT or DATA_LOSS for one that must not be written. */
@@ -74,7 +85,12 @@ export class StreamChecks {
         if (!Number.isSafeInteger(c.offset) || c.offset + len > size || c.offset < this.minOffset) {
           throw invalidArgument(`chunk at ${c.offset}+${len} lies beyond the image size ${size}${this.#before()}`);
         }
-        const crc = this.checksum(c.data);
+        let pieces: Uint32Array | undefined;
+        let crc: number;
+        if (this.blockSize > 0) {
+          pieces = this.#piecesFor(len);
+          crc = checksumPieces(c.data, c.offset, this.blockSize, pieces, this.checksum);
+        } else crc = (this.checksum ?? crc32c)(c.data) >>> 0;
         if (crc !== c.crc32) {
           this.meter.checksumFailure(this.pool);
           throw dataLoss(`checksum mismatch in the chunk at offset ${c.offset} (${len} bytes): corrupted in transit`);
@@ -87,6 +103,7 @@ export class StreamChecks {
           $case: "chunk",
           offset: c.offset,
           data: Buffer.from(c.data.buffer, c.data.byteOffset, c.data.byteLength),
+          ...(pieces ? { pieces } : {}),
         };
       }
       case "zero": {
@@ -111,6 +128,14 @@ export class StreamChecks {
         this.#trailer = body.value;
         return { $case: "trailer" };
     }
+  }
+
+  /** Room for the CRCs of the blocks a chunk of `len` bytes meets (reused from chunk to chunk). */
+  #piecesFor(len: number): Uint32Array {
+    const need = Math.ceil(len / this.blockSize) + 1;
+    if (!this.#pieces || this.#pieces.length < need)
+      this.#pieces = new Uint32Array(Math.max(need, Math.ceil(this.h.chunkSize / this.blockSize) + 1));
+    return this.#pieces;
   }
 
   #before(): string {

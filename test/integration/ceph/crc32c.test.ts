@@ -3,9 +3,9 @@
  * An integration test because it runs native code (it needs the built addon, not a cluster).
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomInt } from "node:crypto";
 import { describe, it } from "node:test";
-import { crc32c, crc32cHardware } from "../../../agents/ceph";
+import { crc32c, crc32cHardware, crc32cPieces } from "../../../agents/ceph";
 
 function reference(data: Uint8Array): number {
   let c = 0xffffffff;
@@ -45,7 +45,30 @@ describe("crc32c", () => {
     console.log(`# crc32c uses ${crc32cHardware() ? "the SSE4.2 instruction" : "the table"}`);
   });
 
-  it("a bad argument is a TypeError, not a crash", () => {
+  it("crc32cPieces: each piece's CRC and the whole's, combined, equal the plain CRC over random layouts", () => {
+    for (let round = 0; round < 200; round++) {
+      const blockSize = [1, 7, 256, 4096, 65536][randomInt(5)] as number;
+      const len = round % 7 === 0 ? 0 : 1 + randomInt(4 * blockSize + 300);
+      const first = 1 + randomInt(blockSize);
+      const data = round % 9 === 0 ? Buffer.alloc(len) : randomBytes(len + 3).subarray(3);
+      const want: number[] = [];
+      for (let pos = 0, n = first; pos < len; pos += n, n = blockSize)
+        want.push(crc32c(data.subarray(pos, Math.min(len, pos + n))) >>> 0);
+      const out = new Uint32Array(want.length + 1).fill(0xdeadbeef);
+      const where = `length ${len}, first ${first}, block ${blockSize}`;
+      assert.equal(crc32cPieces(data, first, blockSize, out) >>> 0, crc32c(data) >>> 0, where);
+      assert.deepEqual([...out.subarray(0, want.length)], want, where);
+      assert.equal(out[want.length], 0xdeadbeef, `nothing written past the pieces, ${where}`);
+    }
+  });
+
+  it("a bad argument is a TypeError or RangeError, not a crash", () => {
     assert.throws(() => crc32c("abc" as unknown as Uint8Array), TypeError);
+    const d = Buffer.alloc(100);
+    assert.throws(() => crc32cPieces(d, 10, 10, new Int32Array(20) as unknown as Uint32Array), TypeError);
+    assert.throws(() => crc32cPieces(d, 10, 10, new Uint32Array(9)), RangeError);
+    assert.throws(() => crc32cPieces(d, 11, 10, new Uint32Array(20)), RangeError);
+    assert.throws(() => crc32cPieces(d, 0, 10, new Uint32Array(20)), RangeError);
+    assert.throws(() => crc32cPieces(d, 1.5, 10, new Uint32Array(20)), RangeError);
   });
 });

@@ -1,6 +1,7 @@
 /**
  * QuietRelease (agents/transfer/quiet-release.ts): when the data plane has been quiet, the pools drop
- * their idle buffers and the C libraries give their free memory back — once per quiet spell.
+ * their idle buffers and the C libraries give their free memory back — once per quiet spell. The
+ * timer's checks are called directly: quiet means no take or give between two checks.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -16,54 +17,46 @@ class TestPool extends BufferPool {
   }
 }
 
-function rig(quietMs = 1000) {
-  const pool = new TestPool(8);
-  let clock = 0;
+function rig() {
+  const pools = [new TestPool(8), new TestPool(8)];
   let nativeCalls = 0;
   const q = new QuietRelease({
-    pools: [pool],
-    quietMs,
-    now: () => clock,
+    pools,
     releaseNative: async () => {
       nativeCalls++;
       return true;
     },
   });
-  return {
-    pool,
-    q,
-    at: (t: number) => {
-      clock = t;
-    },
-    native: () => nativeCalls,
-  };
+  return { pool: pools[0] as TestPool, other: pools[1] as TestPool, q, native: () => nativeCalls };
 }
 
-test("idle buffers are dropped and malloc_trim runs once the pools have been quiet for quietMs, once per quiet spell", async () => {
+test("idle buffers are dropped and malloc_trim runs once no pool was used for a whole check period, once per quiet spell", async () => {
   const r = rig();
   const a = r.pool.get(4096);
   const b = r.pool.get(4096);
   r.pool.put(a);
-  r.pool.put(b);
-  const used = r.pool.lastUsed;
-  assert.equal(r.pool.idle, 2);
-  r.at(used + 999); // still busy
+  assert.equal(await r.q.check(), false, "used since the previous check");
+  r.pool.put(b); // a use in the next period: still busy
   assert.equal(await r.q.check(), false);
   assert.equal(r.pool.idle, 2);
   assert.equal(r.native(), 0);
-  r.at(used + 1000);
-  assert.equal(await r.q.check(), true);
+  assert.equal(await r.q.check(), true, "a whole period without a take or give");
   assert.equal(r.pool.idle, 0);
   assert.equal(r.native(), 1);
-  r.at(used + 50_000); // nothing happened since: nothing to do
+  assert.equal(await r.q.check(), false, "nothing happened since the release: nothing to do");
   assert.equal(await r.q.check(), false);
   assert.equal(r.native(), 1);
-  // Used again: the next quiet spell releases again, and the pool allocates afresh.
+  // Used again (another pool this time): the next quiet spell releases again, and the pool allocates afresh.
   const allocated = r.pool.allocated;
   r.pool.put(r.pool.get(4096));
   assert.equal(r.pool.allocated, allocated + 1);
-  r.at(r.pool.lastUsed + 1000);
+  r.other.put(r.other.get(1024));
+  assert.equal(await r.q.check(), false);
+  r.other.put(r.other.get(1024));
+  assert.equal(await r.q.check(), false, "the other pool was used in this period");
+  assert.equal(r.other.idle, 1);
   assert.equal(await r.q.check(), true);
+  assert.equal(r.other.idle, 0);
   assert.equal(r.native(), 2);
 });
 
@@ -82,10 +75,10 @@ test("a failing malloc_trim is logged, never thrown", async () => {
   const q = new QuietRelease({
     pools: [pool],
     quietMs: 10,
-    now: () => 1_000_000,
     releaseNative: () => Promise.reject(new Error("no addon")),
     log: { debug: (m) => logged.push(m) },
   });
+  assert.equal(await q.check(), false, "the first check only sees the pools' use count");
   assert.equal(await q.check(), true);
   assert.deepEqual(logged, ["data plane quiet: malloc_trim failed"]);
 });
