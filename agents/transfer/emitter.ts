@@ -1,14 +1,14 @@
 /**
- * What the source sends for the bytes it read: zero detection (protocol.ts `segments`, skipped where
- * zero-probe.ts proves a read is all data), adjacent zero ranges merged, data segments framed as chunk
- * messages with their CRC-32C, the transfer digest and the counters kept, and the trailer. Reading, and the order reads come back in, are source.ts's job.
+ * What the source sends for the bytes it read: zero detection (protocol.ts `segments`, which skips the
+ * per-block scan where `provablyData` shows a read is all data), adjacent zero ranges merged, data
+ * segments framed as chunk messages with their CRC-32C, the transfer digest and the counters kept, and
+ * the trailer. Reading, and the order reads come back in, are source.ts's job.
  */
 import type { TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
 import { noMeter, type TransferMeter } from "./meter";
 import { checksum, segments, TransferDigest } from "./protocol";
 import { capacityFor, type Piece } from "./read-plan";
 import { type ChunkFrame, FRAME, type FramePool, finishChunkFrame, framePool, type MaybeFramed } from "./wire";
-import { provablyData } from "./zero-probe";
 
 /** The emitter's part of the source's options (source.ts `SourceOptions`). */
 export interface EmitOptions {
@@ -110,7 +110,7 @@ export class Emitter {
    */
   data(buf: Buffer, offset: number, out: TransferMessage[], frame?: ChunkFrame): void {
     this.stats.position = Math.max(this.stats.position, offset + buf.length);
-    const segs = provablyData(buf) ? [{ offset, length: buf.length, zero: false }] : segments(buf, offset);
+    const segs = segments(buf, offset);
     const only = segs[0];
     if (frame && segs.length === 1 && only && !only.zero) {
       // All data: the read buffer already is the message (wire.ts, zero-copy chunks).

@@ -171,6 +171,27 @@ function zeroAt(buf: Buffer, start: number, end: number): boolean {
   return true;
 }
 
+/** provablyData looks at one block per PROBE_STRIDE bytes. */
+const PROBE_STRIDE = Math.max(1, Math.floor(MIN_ZERO_RUN / ZERO_BLOCK)) * ZERO_BLOCK;
+
+/**
+ * Whether `segments` would answer "all of it is data", decided from one block per MIN_ZERO_RUN instead of
+ * every block: a zero segment is a run of at least MIN_ZERO_RUN bytes of whole ZERO_BLOCKs aligned to the
+ * buffer's start, so it holds a whole block starting at a multiple of PROBE_STRIDE (any PROBE_STRIDE /
+ * ZERO_BLOCK consecutive block numbers include a multiple of it). When each of those blocks holds data,
+ * there is no zero segment. A read of written data then costs a few byte loads per 64 KiB instead of a
+ * native compare per 4 KiB block (~6 % of the source's JS thread before). False: look at every block.
+ */
+export function provablyData(buf: Buffer): boolean {
+  if (buf.length < ZERO_BLOCK) return false; // a short buffer of zeros is a zero segment
+  for (let at = 0; at + ZERO_BLOCK <= buf.length; at += PROBE_STRIDE) {
+    // Three bytes first (no call into the runtime); a block they do not decide is compared whole.
+    if (buf[at] !== 0 || buf[at + ZERO_BLOCK - 1] !== 0 || buf[at + ZERO_BLOCK / 2] !== 0) continue;
+    if (isAllZero(buf.subarray(at, at + ZERO_BLOCK))) return false;
+  }
+  return true;
+}
+
 /**
  * Cuts a buffer read at `offset` into data and zero segments: runs of whole zero blocks (aligned to the
  * buffer's start) at least MIN_ZERO_RUN long become zero segments (or the whole buffer, when it is all
@@ -182,6 +203,7 @@ function zeroAt(buf: Buffer, start: number, end: number): boolean {
  */
 export function segments(buf: Buffer, offset: number): Segment[] {
   const len = buf.length;
+  if (provablyData(buf)) return [{ offset, length: len, zero: false }];
   if (zeroAt(buf, 0, len)) return [{ offset, length: len, zero: true }];
   const B = ZERO_BLOCK;
   const out: Segment[] = [];

@@ -1,8 +1,8 @@
-/** zero-probe.ts: a read it calls all data is one data segment by `segments`, and it never hides a zero run. */
+/** protocol.ts provablyData: a read it calls all data is one data segment by the block-by-block definition, and it never hides a zero run. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { MIN_ZERO_RUN, segments, ZERO_BLOCK } from "../../../agents/transfer/protocol";
-import { provablyData } from "../../../agents/transfer/zero-probe";
+import { MIN_ZERO_RUN, provablyData, segments, ZERO_BLOCK } from "../../../agents/transfer/protocol";
+import { byBlocks } from "../../helpers/zero-oracle";
 
 const KiB = 1024;
 
@@ -35,7 +35,7 @@ function holed(seed: number, len: number, holes: number): Buffer {
 const whole = (b: Buffer) => [{ offset: 0, length: b.length, zero: false }];
 
 describe("provablyData", () => {
-  it("agrees with segments wherever it answers, on random layouts and sizes", () => {
+  it("agrees with the definition wherever it answers, on random layouts and sizes", () => {
     const sizes = [4 * KiB, 60 * KiB, 64 * KiB, 68 * KiB + 5, 256 * KiB, 1024 * KiB + 100, 2048 * KiB];
     let proven = 0;
     for (let seed = 1; seed <= 300; seed++) {
@@ -43,6 +43,7 @@ describe("provablyData", () => {
       const b = holed(seed, len, seed % 4);
       if (!provablyData(b)) continue;
       proven++;
+      assert.deepEqual(byBlocks(b, 0), whole(b), `seed ${seed}, ${len} bytes`);
       assert.deepEqual(segments(b, 0), whole(b), `seed ${seed}, ${len} bytes`);
     }
     assert.ok(proven > 100, `only ${proven} buffers proven data`);
@@ -52,7 +53,7 @@ describe("provablyData", () => {
     const b = holed(7, 2048 * KiB, 0);
     b.fill(0, ZERO_BLOCK, ZERO_BLOCK + MIN_ZERO_RUN - 1); // one byte short of a zero run, over a probed block
     assert.equal(provablyData(b), true);
-    assert.deepEqual(segments(b, 0), whole(b));
+    assert.deepEqual(byBlocks(b, 0), whole(b));
   });
 
   it("never hides a zero run, wherever it starts", () => {
@@ -61,8 +62,8 @@ describe("provablyData", () => {
       b.fill(0, at, at + MIN_ZERO_RUN);
       assert.equal(provablyData(b), false, `a zero run at ${at}`);
       assert.ok(
-        segments(b, 0).some((s) => s.zero),
-        `segments finds the run at ${at}`,
+        segments(b, 0).some((s) => s.zero) && byBlocks(b, 0).some((s) => s.zero),
+        `segments and the definition find the run at ${at}`,
       );
     }
   });

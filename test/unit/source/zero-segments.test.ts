@@ -1,33 +1,10 @@
 /** The zero detection (protocol.ts `segments`, doubling spans) cuts exactly where the block-by-block definition does. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { isAllZero, MIN_ZERO_RUN, type Segment, segments, ZERO_BLOCK } from "../../../agents/transfer/protocol";
+import { MIN_ZERO_RUN, segments, ZERO_BLOCK } from "../../../agents/transfer/protocol";
+import { byBlocks } from "../../helpers/zero-oracle";
 
 const KiB = 1024;
-
-/** The definition, block by block: runs of whole zero blocks of at least MIN_ZERO_RUN are zero segments. */
-function byBlocks(buf: Buffer, offset: number): Segment[] {
-  if (isAllZero(buf)) return [{ offset, length: buf.length, zero: true }];
-  const out: Segment[] = [];
-  let dataStart = 0;
-  let pos = 0;
-  while (pos < buf.length) {
-    if (pos % ZERO_BLOCK === 0 && pos + ZERO_BLOCK <= buf.length && isAllZero(buf.subarray(pos, pos + ZERO_BLOCK))) {
-      let end = pos + ZERO_BLOCK;
-      while (end + ZERO_BLOCK <= buf.length && isAllZero(buf.subarray(end, end + ZERO_BLOCK))) end += ZERO_BLOCK;
-      if (end - pos >= MIN_ZERO_RUN) {
-        if (pos > dataStart) out.push({ offset: offset + dataStart, length: pos - dataStart, zero: false });
-        out.push({ offset: offset + pos, length: end - pos, zero: true });
-        dataStart = end;
-      }
-      pos = end;
-    } else {
-      pos = (Math.floor(pos / ZERO_BLOCK) + 1) * ZERO_BLOCK;
-    }
-  }
-  if (dataStart < buf.length) out.push({ offset: offset + dataStart, length: buf.length - dataStart, zero: false });
-  return out;
-}
 
 /** A small deterministic generator (xorshift32), so a failure names its seed. */
 function rng(seed: number): () => number {
