@@ -23,10 +23,11 @@
 import { Status } from "nice-grpc-common";
 import { messageOf, statusOf } from "../../common/errors";
 import { backoffDelay } from "../../common/retry";
-import { BackupResult, RestoreResult } from "../../gen/rbdbackup/v1/agent";
+import { BackupResult, type GetBackupMetadataResponse, RestoreResult } from "../../gen/rbdbackup/v1/agent";
 import { JobState } from "../../gen/rbdbackup/v1/backup_service";
-import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
+import type { ImageRef, VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { JobOutcome } from "../../gen/rbdbackup/v1/session";
+import type { BackupSnapshot } from "../../gen/rbdbackup/v1/transfer";
 import type { Backup, JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
 import type { SchedulerContext } from "./context";
@@ -105,7 +106,8 @@ export class Confirmer {
       const result: JobOutcome["result"] = isRestore
         ? { $case: "restore", value: RestoreResult.fromJSON(j.confirming.result) }
         : { $case: "backup", value: BackupResult.fromJSON(j.confirming.result) };
-      succeeded(ctx, j, { jobId, token: "", code: Status.OK, message: "", result });
+      const listed = { sourceSnapshots: [], sourceSnapshotsListed: false };
+      succeeded(ctx, j, { jobId, token: "", code: Status.OK, message: "", result, ...listed });
     } else if (v.kind === "denied") {
       ctx.log.error("the cluster that must hold the data does not, though an agent reported it done", {
         job: jobId,
@@ -145,19 +147,10 @@ async function verdict(agent: AgentSession, b: Backup, r: BackupResult): Promise
   const asked = `agent ${agent.agentId} of cluster ${loc.cluster}`;
   try {
     const image = { pool, namespace: loc.namespace, image: r.baseImage };
-    const req = { backupId: b.id, pool, namespace: loc.namespace };
-    // Both questions at once (one round trip, not two); the snapshot's answer is judged first.
-    const [snapsAsked, metaAsked] = await Promise.allSettled([
-      agent.call({ $case: "snapshots", value: { image } }, "snapshots", CONFIRM_CALL_TIMEOUT_MS),
-      agent.call({ $case: "metadata", value: req }, "metadata", CONFIRM_CALL_TIMEOUT_MS),
-    ]);
-    if (snapsAsked.status === "rejected") throw snapsAsked.reason;
-    const snap = snapsAsked.value.snapshots.find((s) => s.name === r.snapshot);
+    const { snap, meta } = await askDestination(agent, image, b.id, r.snapshot);
     if (!snap || snap.backupId !== b.id) {
       return { kind: "denied", why: `the destination has no snapshot ${r.snapshot} on ${where} (${asked})` };
     }
-    if (metaAsked.status === "rejected") throw metaAsked.reason;
-    const meta = metaAsked.value;
     if (!meta.found) {
       return {
         kind: "denied",
@@ -174,6 +167,42 @@ async function verdict(agent: AgentSession, b: Backup, r: BackupResult): Promise
     }
     return { kind: "unknown", why: `${asked} did not answer: ${Status[statusOf(e)]}: ${messageOf(e)}` };
   }
+}
+
+/** Which ability of the agent's answers a backup's confirmation in one question (session.proto). */
+export const CONFIRM_FEATURE = "confirm_backup";
+
+/**
+ * The snapshot named `snapshot` on `image` (undefined: none) and backup.<id>.meta, from `agent`: in one
+ * Call (confirm_backup) when the agent named that ability in Register, else `snapshots` and `metadata`
+ * asked at once (an older agent). Failures throw: the listing's first (NOT_FOUND = no image), then the
+ * metadata's.
+ */
+async function askDestination(
+  agent: AgentSession,
+  image: ImageRef,
+  backupId: string,
+  snapshot: string,
+): Promise<{ snap: BackupSnapshot | undefined; meta: GetBackupMetadataResponse }> {
+  if (agent.features.has(CONFIRM_FEATURE)) {
+    const r = await agent.call(
+      { $case: "confirmBackup", value: { image, backupId, snapshot } },
+      "confirmBackup",
+      CONFIRM_CALL_TIMEOUT_MS,
+    );
+    return { snap: r.snapshot, meta: r.metadata ?? { found: false, json: "" } };
+  }
+  const req = { backupId, pool: image.pool, namespace: image.namespace };
+  const [snapsAsked, metaAsked] = await Promise.allSettled([
+    agent.call({ $case: "snapshots", value: { image } }, "snapshots", CONFIRM_CALL_TIMEOUT_MS),
+    agent.call({ $case: "metadata", value: req }, "metadata", CONFIRM_CALL_TIMEOUT_MS),
+  ]);
+  if (snapsAsked.status === "rejected") throw snapsAsked.reason;
+  const snap = snapsAsked.value.snapshots.find((s) => s.name === snapshot);
+  // The snapshot's absence is judged before the metadata's failure (as before the one-call form).
+  if (!snap || snap.backupId !== backupId) return { snap: undefined, meta: { found: false, json: "" } };
+  if (metaAsked.status === "rejected") throw metaAsked.reason;
+  return { snap, meta: metaAsked.value };
 }
 
 /** Asks `agent` (of the restore's target cluster) whether the target image is there, at the restored size. */

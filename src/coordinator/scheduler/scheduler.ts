@@ -147,6 +147,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   /** An attempt's result; a backup made is confirmed with its destination at once (see confirmation.ts). */
   onOutcome(session: AgentSession, o: JobOutcome): boolean {
+    // Before the broker: a final failure ends the job (and starts its sweep) inside onOutcome.
+    this.#hygiene.onOutcome(o);
     const current = this.#broker.onOutcome(session, o);
     if (current && !this.#stopped) this.#confirmer.run(this.#ctx.catalog.activeJobs());
     return current;
