@@ -2,7 +2,8 @@
  * An outcome counts only when the side that holds its data confirms it. A backup becomes AVAILABLE
  * after the source agent reports it made and an agent of the DESTINATION cluster, asked over its
  * session, shows the backup snapshot on the base image (`snapshots`) and the backup's metadata object
- * (`metadata`). A restore becomes SUCCEEDED after the agent that ran it reports it done and an agent of
+ * (`metadata`) — both in one `confirm_backup` Call when that agent named the ability in
+ * Register.features (an older agent is asked the two). A restore becomes SUCCEEDED after the agent that ran it reports it done and an agent of
  * the TARGET cluster shows the target image, at the restored size (`probe`). (Deletes need no second
  * word: the agent that runs one is an agent of the cluster that holds the backup.) The job stays
  * RUNNING (its locks held) with `confirming` set until then:

@@ -86,6 +86,8 @@ describe("session service: Register.features", () => {
   it("names that are not [a-z0-9_], or more than 64 of them: INVALID_ARGUMENT, nothing registered", async () => {
     for (const features of [["Confirm Backup"], [""], Array.from({ length: 65 }, (_, i) => `f${i}`)]) {
       const s = open(features);
+      await until(() => s.state.error !== undefined || s.received.length > 0, "the session's answer");
+      s.inbox.close();
       await s.pump;
       assert.equal(s.state.error?.code, Status.INVALID_ARGUMENT, JSON.stringify(features));
       assert.match(s.state.error?.details ?? "", /^Register: features must be/);
