@@ -51,13 +51,17 @@ export class SnapshotHygiene {
 
   constructor(private readonly ctx: SchedulerContext) {}
 
+  /** An outcome of the job arrived: an earlier attempt's list is forgotten (the sweep then asks). */
+  forget(jobId: string): void {
+    this.#listed.delete(jobId);
+  }
+
   /**
-   * An attempt's outcome (before the scheduler applies it): the source's snapshots it listed
-   * (JobOutcome.source_snapshots), kept for the job's end; an outcome without a list forgets an earlier
-   * attempt's. (A stale attempt's list is at worst older: a list that misses newer snapshots only keeps
-   * some longer — hygiene-plan.ts keeps each location's newest listed one.)
+   * A successful outcome of the job's CURRENT attempt (its lease holder's: the scheduler checked the
+   * token, so no other agent's word is taken): the source's snapshots it listed
+   * (JobOutcome.source_snapshots), kept for the job's end.
    */
-  onOutcome(o: JobOutcome): void {
+  listed(o: JobOutcome): void {
     this.#listed.delete(o.jobId);
     if (!o.sourceSnapshotsListed || o.code !== 0) return;
     if (this.#listed.size >= LISTED_MAX) this.#listed.delete(this.#listed.keys().next().value as string);

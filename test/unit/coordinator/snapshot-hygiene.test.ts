@@ -176,6 +176,35 @@ describe("snapshot hygiene: the scheduler sweeps the source after a backup or a 
     );
   });
 
+  it("only the lease holder's list counts: another agent's outcome with a list is not used", async () => {
+    const x = await backup();
+    const j = h.queueBackup(vol("v1"));
+    h.tick();
+    src.add(backupResult(j.backupId).snapshot, j.backupId);
+    const r = backupResult(j.backupId);
+    h.commit(h.job(j.id), r);
+    // The holder reports it made, without a list (an older agent) ...
+    assert.equal(h.outcome(src.agent, j.id, Status.OK, "", { $case: "backup", value: r }), true);
+    // ... and before the confirmation, another agent (b1) sends an outcome of the job with an empty list,
+    // which would hide x's snapshot from the sweep: refused (stale token) and not used.
+    const forged = {
+      jobId: j.id,
+      token: "forged",
+      code: Status.OK,
+      message: "",
+      result: { $case: "backup" as const, value: r },
+      sourceSnapshots: [],
+      sourceSnapshotsListed: true,
+    };
+    assert.equal(h.scheduler.onOutcome(b1, forged), false);
+    await h.settle();
+    h.tick();
+    await h.settle();
+    assert.equal(h.job(j.id).state, JobState.JOB_STATE_SUCCEEDED);
+    assert.equal(src.calls.filter((c) => c.$case === "snapshots").length, 2, "both sweeps asked the source");
+    assert.deepEqual(src.prunes(), [[x]]);
+  });
+
   it("a list that misses a snapshot never gets it removed", async () => {
     const x = await backup();
     // y's outcome lists only y's snapshot, though the source holds x's too: x stays.
