@@ -28,7 +28,10 @@ interface Running {
   lastSent: string;
 }
 
-type OutcomeFields = Omit<JobOutcome, "jobId" | "token" | "result"> & { result?: JobOutcome["result"] };
+type Listed = "sourceSnapshots" | "sourceSnapshotsListed";
+type OutcomeFields = Omit<JobOutcome, "jobId" | "token" | "result" | Listed> & {
+  result?: JobOutcome["result"];
+} & Partial<Pick<JobOutcome, Listed>>;
 
 export class LeaseRunner {
   #running = new Map<string, Running>();
@@ -93,10 +96,12 @@ export class LeaseRunner {
       lastSent: "",
     };
     this.log.info("lease received", { job: l.jobId, attempt: l.attempt, operation: l.operation?.$case });
-    this.#attempt(l, entry).then(
-      (result) => this.#finish(l, { code: Status.OK, message: "", result }),
-      (e) => this.#finish(l, this.#failure(entry.reason, e)),
-    );
+    this.#attempt(l, entry)
+      .then(async (result) => ({ code: Status.OK, message: "", result, ...(await this.#sourceSnapshots(l)) }))
+      .then(
+        (o) => this.#finish(l, o),
+        (e) => this.#finish(l, this.#failure(entry.reason, e)),
+      );
     this.#running.set(l.token, entry);
   }
 
@@ -177,6 +182,26 @@ export class LeaseRunner {
     }
   }
 
+  /**
+   * A successful backup of a volume: the backup snapshots now on it, for the coordinator's snapshot
+   * hygiene (JobOutcome.source_snapshots; it then need not ask). A listing that fails is left out.
+   */
+  async #sourceSnapshots(l: Lease): Promise<Partial<Pick<JobOutcome, Listed>>> {
+    const op = l.operation;
+    if (op?.$case !== "backup" || op.value.source?.$case !== "volume") return {};
+    const v = op.value.source.value;
+    try {
+      const r = await this.ops.listBackupSnapshots({ image: { pool: v.pool, namespace: v.namespace, image: v.image } });
+      return { sourceSnapshots: r.snapshots, sourceSnapshotsListed: true };
+    } catch (e) {
+      this.log.warn("could not list the source's backup snapshots after the backup", {
+        job: l.jobId,
+        error: messageOf(e),
+      });
+      return {};
+    }
+  }
+
   /** The coordinator streams an EXPORT or IMPORT lease's bytes go through. */
   #dataStreams(l: Lease): CoordinatorData {
     if (!this.data) throw new AppError(Status.UNAVAILABLE, `no data stream to the coordinator for job ${l.jobId}`);
@@ -202,7 +227,14 @@ export class LeaseRunner {
 
   /** Keeps the outcome until acknowledged and sends it. */
   #report(l: Lease, o: OutcomeFields): void {
-    const outcome: JobOutcome = { jobId: l.jobId, token: l.token, result: undefined, ...o };
+    const outcome: JobOutcome = {
+      jobId: l.jobId,
+      token: l.token,
+      result: undefined,
+      sourceSnapshots: [],
+      sourceSnapshotsListed: false,
+      ...o,
+    };
     this.#outcomes.set(l.token, outcome);
     this.changes.notify();
     this.send({ $case: "outcome", value: outcome });

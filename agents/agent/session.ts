@@ -8,7 +8,7 @@
 import type { Logger } from "../../src/common/log";
 import type { TlsConfig } from "../../src/common/tls";
 import type { AgentMessage, CoordinatorMessage } from "../../src/gen/rbdbackup/v1/session";
-import { answerCall } from "./calls";
+import { AGENT_FEATURES, answerCall } from "./calls";
 import { Changes } from "./changes";
 import { coordinatorData } from "./coordinator-data";
 import { CoordinatorLink, DEFAULT_LINK_OPTIONS, type LinkOptions } from "./coordinator-link";
@@ -20,6 +20,9 @@ const ABORTED_CLEANUP_MS = 60_000;
 /** How long stop() waits for the coordinator to acknowledge the last outcomes. */
 const OUTCOME_DELIVERY_MS = 3_000;
 
+/** Sees each session message's kind as it is sent or received (benches count them); the opening messages are not told. */
+export type SessionTap = (way: "sent" | "received", what: string) => void;
+
 export interface SessionIdentity {
   agentId: string;
   clusterName: string;
@@ -29,12 +32,15 @@ export interface SessionIdentity {
   transferAddress: string;
   capacity: number;
   defaultBackupPool: string;
+  /** Abilities named in Register.features (default AGENT_FEATURES; tests name fewer to play an older agent). */
+  features?: readonly string[];
 }
 
 export class CoordinatorSession {
   readonly #changes = new Changes();
   readonly #runner: LeaseRunner;
   readonly #link: CoordinatorLink;
+  readonly #tap: SessionTap | undefined;
 
   constructor(
     /** The coordinator's addresses, tried in this order (at least one). */
@@ -45,9 +51,11 @@ export class CoordinatorSession {
     readonly log: Logger,
     /** Test-only faults (config testFaults, honoured only with RBDBACKUP_ENABLE_TEST_FAULTS=1). */
     readonly faults: { dieBeforeOutcome?: boolean } = {},
-    options: Partial<LinkOptions> = {},
+    options: Partial<LinkOptions> & { tap?: SessionTap } = {},
   ) {
-    const send = (msg: AgentMessage["msg"]) => this.#link.send(msg);
+    const { tap, ...linkOptions } = options;
+    this.#tap = tap;
+    const send = (msg: AgentMessage["msg"]) => this.#send(msg);
     const data = coordinatorData(() => this.#link.client());
     this.#runner = new LeaseRunner(identity.agentId, ops, log, send, this.#changes, faults, data);
     this.#link = new CoordinatorLink(
@@ -55,14 +63,25 @@ export class CoordinatorSession {
       tls,
       {
         opening: () => this.#opening(),
-        heartbeat: () => ({ $case: "heartbeat", value: { leases: this.#runner.held() } }),
-        onMessage: (msg) => this.#dispatch(msg),
+        heartbeat: () => {
+          this.#tap?.("sent", "heartbeat");
+          return { $case: "heartbeat", value: { leases: this.#runner.held() } };
+        },
+        onMessage: (msg) => {
+          this.#tap?.("received", msg.$case === "call" ? `call:${msg.value.request?.$case}` : msg.$case);
+          this.#dispatch(msg);
+        },
         onTick: () => this.#runner.reportProgress(),
       },
       log,
       this.#changes,
-      { ...DEFAULT_LINK_OPTIONS, ...options },
+      { ...DEFAULT_LINK_OPTIONS, ...linkOptions },
     );
+  }
+
+  #send(msg: AgentMessage["msg"]): void {
+    if (msg) this.#tap?.("sent", msg.$case);
+    this.#link.send(msg);
   }
 
   /** The coordinator address the link is on. */
@@ -120,6 +139,7 @@ export class CoordinatorSession {
           librbdVersion: id.librbdVersion,
           defaultBackupPool: id.defaultBackupPool,
           cephClientAddrs: this.ops.ctx.cluster.addrs(),
+          features: [...(id.features ?? AGENT_FEATURES)],
         },
       },
       ...this.#runner.unacknowledged.map((o) => ({ $case: "outcome" as const, value: o })),
@@ -142,7 +162,7 @@ export class CoordinatorSession {
         this.#runner.cancel(msg.value);
         break;
       case "call":
-        answerCall(this.ops, msg.value).then((reply) => this.#link.send({ $case: "callReply", value: reply }));
+        answerCall(this.ops, msg.value).then((reply) => this.#send({ $case: "callReply", value: reply }));
         break;
     }
   }

@@ -41,6 +41,8 @@ function validateRegister(r: Register): void {
   if (!/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(r.transferAddress))
     throw bad("transfer_address must be host:port");
   if (r.capacity < 1 || r.capacity > 1024) throw bad("capacity must be in [1, 1024]");
+  if (r.features.length > 64 || r.features.some((f) => !/^[a-z0-9_]{1,64}$/.test(f)))
+    throw bad("features must be at most 64 names of 1-64 characters of [a-z0-9_]");
 }
 
 /** Whether this registration may proceed: its identity, its cluster's fsid, no other live session. */
@@ -155,13 +157,14 @@ export function sessionService(deps: {
         lastSeen: Date.now(),
       };
       catalog.upsertAgent(record);
-      const session = new AgentSession(record);
+      const session = new AgentSession(record, reg.features);
       sessions.add(session);
       log.info("agent registered", {
         agent: reg.agentId,
         cluster: reg.clusterName,
         address: reg.transferAddress,
         leases: reg.leases.length,
+        features: reg.features,
       });
       const revoked = scheduler.onRegister(session, reg.leases, previous?.cephClientAddrs ?? "");
       session.send({

@@ -28,8 +28,15 @@ export class AgentSession {
   /** The last_seen the catalog holds for this agent (`info` was written at registration). */
   #persistedSeen: number;
 
-  constructor(readonly info: AgentRecord) {
+  /** Optional abilities the agent named in Register.features (session.proto, "Versions"). */
+  readonly features: ReadonlySet<string>;
+
+  constructor(
+    readonly info: AgentRecord,
+    features: Iterable<string> = [],
+  ) {
     this.#persistedSeen = info.lastSeen;
+    this.features = new Set(features);
   }
 
   /**

@@ -15,10 +15,13 @@
  * A phase's window (idle: 2 min at most) is split in two halves: quiet (only a Prometheus-like /metrics scrape every 15 s) and
  * loaded (an API client calling GetVolumeProtection, ListVolumeProtection, ListBackups and GetJob in a
  * loop, ~4 calls per 250 ms pause): coordinator CPU from /proc/<pid>/stat (utime+stime) before/after each
- * half, RSS (VmRSS, VmHWM), latency p50/p99 per call, /metrics scrape time. Figures only — no assertions.
+ * half, RSS (VmRSS, VmHWM), latency p50/p99 per call, /metrics scrape time, and the session messages
+ * per backup by kind (counted by the simulated agents: heartbeats and their answers apart, since they
+ * do not follow backups). Figures only — no assertions.
+ * `--agent-features none` plays agents of before Register.features (the coordinator must fall back).
  *
  *   node dist/test/bench/policy-scale.js [--volumes 1000] [--minutes 4] [--fast-interval 60]
- *        [--backup-ms 1000] [--phases idle,static,hourly,fast] [--json-out FILE]
+ *        [--backup-ms 1000] [--phases idle,static,hourly,fast] [--json-out FILE] [--agent-features none]
  *        [--coordinator-node-args "--cpu-prof --cpu-prof-dir=DIR"] [--coordinator-main OTHER/dist/src/coordinator/main.js]
  *
  * Before/after: `--coordinator-main A/dist/src/coordinator/main.js,B/dist/src/coordinator/main.js` runs
@@ -52,6 +55,8 @@ const COORD_NODE_ARGS = arg("coordinator-node-args", "").split(" ").filter(Boole
 /** The coordinators' entry points (other builds' dist/src/coordinator/main.js, comma-separated: alternated). */
 const COORD_MAINS = arg("coordinator-main", path.join(repoRoot, "dist/src/coordinator/main.js")).split(",");
 const ROUNDS = Number(arg("rounds", "1"));
+/** "none": the simulated agents name no features in Register (an older agent); "" = their own. */
+const AGENT_FEATURES = arg("agent-features", "");
 /** A build's label in the report: its tree (the path before /dist/). */
 const buildOf = (main: string) => main.replace(/\/dist\/src\/coordinator\/main\.js$/, "");
 const SRC = "site-a";
@@ -138,6 +143,8 @@ interface Half {
   deletes: number;
   latency: Record<string, number[]>;
   scrapeMs: number[];
+  /** Session messages in this half by "sent:<kind>" / "received:<kind>" (the agents' view). */
+  messages: Record<string, number>;
 }
 
 /** Runs the API probe loop (when `load`) and the /metrics scrape until `ms` passed. */
@@ -157,6 +164,7 @@ async function half(
   const t0 = performance.now();
   const cpu0 = cpuOf(pid);
   const b0 = world.counts.backups;
+  const m0 = new Map(world.messages);
   const d0 = world.counts.deletes;
   const end = t0 + ms;
   const timed = async <T>(what: string, f: () => Promise<T>): Promise<T | undefined> => {
@@ -204,6 +212,9 @@ async function half(
     deletes: world.counts.deletes - d0,
     latency,
     scrapeMs,
+    messages: Object.fromEntries(
+      [...world.messages].map(([k, n]) => [k, n - (m0.get(k) ?? 0)] as const).filter(([, n]) => n > 0),
+    ),
   };
 }
 
@@ -257,7 +268,10 @@ async function phase(
   try {
     for (const [id, cluster] of ids) {
       const a = { agentId: id as string, cluster: cluster as string, coordinator: daemon.serving.address };
-      agents.push(startSimAgent(world, { ...a, tls: tlsOf(a.agentId), capacity: CAPACITY, backupMs: BACKUP_MS }));
+      const features = AGENT_FEATURES === "none" ? { features: [] } : {};
+      agents.push(
+        startSimAgent(world, { ...a, tls: tlsOf(a.agentId), capacity: CAPACITY, backupMs: BACKUP_MS, ...features }),
+      );
     }
     await waitFor(async () => (await client.listAgents({})).agents.filter((a) => a.connected).length === ids.length, {
       what: () => `${ids.length} simulated agents connected`,
@@ -399,6 +413,23 @@ function reportBuild(results: PhaseResult[]): void {
     console.log(
       `  ${r.phase}: ${f1(r.rssMiB)} / ${f1(r.peakRssMiB)}  missed ${r.missedRuns}  ${JSON.stringify(r.jobsFinished)}  ${JSON.stringify(r.protectedByState)}${r.warnings ? `  agent warnings ${r.warnings}` : ""}`,
     );
+  console.log("\nSession messages per backup (quiet half; heartbeats and their acks left out of the total):");
+  for (const r of results) {
+    const x = r.quiet;
+    if (!x.backups) continue;
+    const m = x.messages;
+    // An outcome's ack is a HeartbeatAck too: those beyond one per heartbeat follow backups.
+    const acks = (m["received:heartbeatAck"] ?? 0) - (m["sent:heartbeat"] ?? 0);
+    const kinds = Object.entries(m)
+      .filter(([k]) => k !== "sent:heartbeat" && k !== "received:heartbeatAck")
+      .concat([["received:heartbeatAck (beyond heartbeats)", acks]]);
+    const total = kinds.reduce((a, [, n]) => a + n, 0);
+    const per = kinds
+      .sort((a, b) => (a[0] < b[0] ? -1 : 1))
+      .map(([k, n]) => `${k} ${f2(n / x.backups)}`)
+      .join(", ");
+    console.log(`  ${r.phase}: ${f2(total / x.backups)} per backup (${x.backups} backups): ${per}`);
+  }
   const hourly = results.find((r) => r.phase === "hourly");
   if (hourly) {
     const pctCore = (100 * hourly.quiet.cpuSeconds) / hourly.quiet.seconds;

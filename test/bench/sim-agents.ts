@@ -6,7 +6,10 @@
  * and metadata object in the destination cluster's simulated backup pool and reports a BackupResult, so
  * the coordinator's confirmation (scheduler/confirmation.ts: the `snapshots` and `metadata` calls to an
  * agent of the destination) finds them. DELETE jobs remove them. Discovery's `images` call lists the
- * source pool. Nothing here touches Ceph: this is for measuring the coordinator, not the data plane.
+ * source pool. A backup leaves its snapshot on the source volume too (the parent of the next
+ * incremental), so the coordinator's source snapshot hygiene finds the previous one to prune, as with a
+ * real cluster. Every session message is counted by kind (`SimWorld.messages`, the session's tap).
+ * Nothing here touches Ceph: this is for measuring the coordinator, not the data plane.
  */
 import { randomUUID } from "node:crypto";
 import { Status } from "nice-grpc-common";
@@ -41,6 +44,13 @@ export class SimWorld {
   /** Source side: "cluster/pool/namespace/image" → the base image of its chain at the destination. */
   readonly chains = new Map<string, string>();
   counts = { backups: 0, deletes: 0, calls: 0, warnings: 0 };
+  /** Session messages by "sent:<kind>" (agents to the coordinator) and "received:<kind>" (calls by case). */
+  readonly messages = new Map<string, number>();
+
+  tap(way: string, what: string): void {
+    const k = `${way}:${what}`;
+    this.messages.set(k, (this.messages.get(k) ?? 0) + 1);
+  }
 
   fsidOf(cluster: string): string {
     let f = this.fsids.get(cluster);
@@ -62,6 +72,9 @@ function quietLogger(world: SimWorld, name: string): Logger {
   const l: Logger = { debug: () => {}, info: () => {}, warn: loud, error: loud, child: () => l };
   return l;
 }
+
+/** RBD snapshot ids (one counter for the simulated world: only their order matters). */
+let snapIds = 0;
 
 /** The operations of one simulated agent of `cluster`. */
 function simOperations(world: SimWorld, cluster: string, backupMs: number): SessionOperations {
@@ -92,8 +105,11 @@ function simOperations(world: SimWorld, cluster: string, backupMs: number): Sess
       const chainKey = key(destCluster, req.destinationPool, ns, baseImage);
       const list = world.snaps.get(chainKey) ?? [];
       const prev = list.at(-1)?.name ?? "";
-      list.push({ name: snapshot, backupId: req.backupId, timestamp: at, snapId: list.length + 1, size: 10 * GiB });
+      const snap = { name: snapshot, backupId: req.backupId, timestamp: at, snapId: ++snapIds, size: 10 * GiB };
+      list.push(snap);
       world.snaps.set(chainKey, list);
+      // The source keeps its snapshot too (the next incremental's parent); hygiene prunes older ones.
+      world.snaps.set(volKey, [...(world.snaps.get(volKey) ?? []), snap]);
       world.metas.set(
         key(destCluster, req.destinationPool, ns, req.backupId),
         JSON.stringify({
@@ -179,9 +195,17 @@ function simOperations(world: SimWorld, cluster: string, backupMs: number): Sess
       world.counts.calls++;
       return { images: world.images.get(key(cluster, req.pool, req.namespace)) ?? [] };
     },
-    async pruneBackupSnapshots() {
+    async pruneBackupSnapshots(req) {
       world.counts.calls++;
-      return { removed: [], warnings: [] };
+      const im = req.image;
+      const k = key(cluster, im?.pool ?? "", im?.namespace ?? "", im?.image ?? "");
+      const ids = new Set(req.backupIds);
+      const list = world.snaps.get(k) ?? [];
+      world.snaps.set(
+        k,
+        list.filter((s) => !ids.has(s.backupId)),
+      );
+      return { removed: list.filter((s) => ids.has(s.backupId)).map((s) => s.name), warnings: [] };
     },
   };
 }
@@ -195,7 +219,16 @@ export interface SimAgent {
 /** Starts one simulated agent (its session dials `coordinator` with `tls`, which must name it). */
 export function startSimAgent(
   world: SimWorld,
-  o: { agentId: string; cluster: string; coordinator: string; tls: TlsConfig; capacity: number; backupMs: number },
+  o: {
+    agentId: string;
+    cluster: string;
+    coordinator: string;
+    tls: TlsConfig;
+    capacity: number;
+    backupMs: number;
+    /** Register.features (undefined: the agent's own; [] plays an agent of before them). */
+    features?: string[];
+  },
 ): SimAgent {
   const session = new CoordinatorSession(
     [o.coordinator],
@@ -209,9 +242,12 @@ export function startSimAgent(
       transferAddress: "127.0.0.1:9",
       capacity: o.capacity,
       defaultBackupPool: "backups",
+      ...(o.features ? { features: o.features } : {}),
     },
     simOperations(world, o.cluster, o.backupMs),
     quietLogger(world, o.agentId),
+    {},
+    { tap: (way, what) => world.tap(way, what) },
   );
   session.start();
   return { agentId: o.agentId, cluster: o.cluster, session };

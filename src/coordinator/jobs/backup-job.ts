@@ -3,6 +3,17 @@
  * the request checked, both clusters asked (the volume exists and is not empty, the destination pool and
  * namespace exist), an INCREMENTAL's parent required, then the backup record (CREATING) and its job
  * (QUEUED), ready to be inserted together. Idempotency and the insert stay with the caller.
+ *
+ * A policy's scheduled run is not probed (`Unprobed`, from the runner) unless the volume's previous
+ * run failed: no API caller waits for a NOT_FOUND, the policy's destination was checked when the policy
+ * was written, discovery lists a pool selector's images, and the two questions were most of a
+ * scheduled backup's session messages. Agents of both clusters must still be connected (UNAVAILABLE
+ * otherwise, as with the probes, so the runner's "no agent" handling is unchanged); the destination
+ * pool and fsid are resolved as the probed path resolves them. Should the volume (or the pool) be gone,
+ * the lease fails NOT_FOUND (not retried), the run counts as failed in the volume's protection status,
+ * and that failure makes the next run probe again (one failed job, not one a slot). The record's size
+ * is the previous backup's until the agent reports the image's (0 for a first run). API calls
+ * (CreateBackup, RunPolicyNow) are always probed.
  */
 import { randomUUID } from "node:crypto";
 import { failedPrecondition, notFound } from "../../common/errors";
@@ -58,6 +69,11 @@ export function backupFingerprint(req: CreateBackupRequest): string {
   );
 }
 
+/** A run admitted without probes: the volume's size as last known (0 = unknown until the agent reports). */
+export interface Unprobed {
+  sizeBytes: number;
+}
+
 /** The backup (CREATING) and its job (QUEUED) of a validated request; not inserted yet. */
 export async function buildBackupJob(
   deps: BackupJobDeps,
@@ -65,9 +81,12 @@ export async function buildBackupJob(
   checked: { vol: VolumeRef; loc: BackupLocation; fingerprint: string },
   signal: AbortSignal,
   nowMs: number = Date.now(),
+  known?: Unprobed,
 ): Promise<{ backup: Backup; job: JobRecord }> {
   const { vol, loc } = checked;
-  const { src, dest } = await probeBoth(deps.sessions, vol, loc, signal);
+  const incremental = req.mode === BackupMode.BACKUP_MODE_INCREMENTAL;
+  const trusted = known && !incremental ? unprobed(deps.sessions, vol, loc, known) : null;
+  const { src, dest } = trusted ?? (await probeBoth(deps.sessions, vol, loc, signal));
   if (req.mode === BackupMode.BACKUP_MODE_INCREMENTAL) requireParent(deps.catalog, vol, dest, src);
   const backup = newBackup(req, vol, dest, src.imageSize, nowMs);
   const job = newJobRecord(
@@ -87,6 +106,26 @@ export async function buildBackupJob(
   );
   backup.jobId = job.id;
   return { backup, job };
+}
+
+/** A run that is not probed (see above): the destination resolved; UNAVAILABLE when no agent of either cluster is connected. */
+function unprobed(
+  sessions: Sessions,
+  vol: VolumeRef,
+  loc: BackupLocation,
+  known: Unprobed,
+): { src: ProbeResponse; dest: Destination } {
+  sessions.any(vol.cluster);
+  const dst = sessions.any(loc.cluster);
+  const pool = loc.pool || dst.info.defaultBackupPool;
+  const src = {
+    missingPools: [],
+    missingNamespaces: [],
+    imageExists: true,
+    imageSize: known.sizeBytes,
+    imageSnapshots: [],
+  };
+  return { src, dest: { cluster: loc.cluster, pool, namespace: loc.namespace, fsid: dst.info.clusterFsid } };
 }
 
 /** Asks the source cluster about the volume and the destination cluster about the pool, at once. */

@@ -4,14 +4,18 @@
  * in one transaction under the run's idempotency key. A key already used (a retried tick, a restart)
  * inserts nothing and returns that job; `still` is asked in the transaction, after the agents answered:
  * false (paused or deleted meanwhile) inserts nothing and returns "".
+ * `known` (a scheduled run whose volume's previous run did not fail: unprobedRun) skips the agents'
+ * probes (jobs/backup-job.ts).
  */
 import type { Logger } from "../../common/log";
+import { BackupStatus, JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Policy } from "../../gen/rbdbackup/v1/policy";
 import type { Catalog } from "../catalog/catalog";
 import type { PolicyStore } from "../catalog/policy-store";
-import { backupFingerprint, buildBackupJob } from "../jobs/backup-job";
+import { backupFingerprint, buildBackupJob, type Unprobed } from "../jobs/backup-job";
 import { isUniqueViolation } from "../jobs/new-job";
+import type { JobRecord } from "../model";
 import type { Sessions } from "../sessions";
 import { type ProtectionRecord, volumeKey } from "./model";
 import { saveRunnerFields } from "./records";
@@ -26,6 +30,24 @@ export interface RunDeps {
   maxAttempts: number;
 }
 
+/**
+ * A scheduled run admitted without probes, unless the volume's previous run failed (its record counts
+ * failures, or that job did not succeed): then undefined, and the run is probed (a volume or pool that
+ * is gone gives NOT_FOUND at admission, not a failed job each slot). The size is the previous run's
+ * backup's (0 when there is none).
+ */
+export function unprobedRun(
+  catalog: Catalog,
+  rec: ProtectionRecord,
+  prev: JobRecord | undefined,
+): Unprobed | undefined {
+  if (rec.consecutiveFailures || rec.lastError) return undefined;
+  if (!prev) return { sizeBytes: 0 };
+  if (prev.state !== JobState.JOB_STATE_SUCCEEDED || prev.kind !== JobKind.JOB_KIND_BACKUP) return undefined;
+  const b = catalog.getBackup(prev.backupId);
+  return { sizeBytes: b?.status === BackupStatus.BACKUP_STATUS_AVAILABLE ? b.sizeBytes : 0 };
+}
+
 export async function insertRun(
   deps: RunDeps,
   now: () => number,
@@ -34,6 +56,7 @@ export async function insertRun(
   key: string,
   update: (jobId: string) => ProtectionRecord | undefined,
   still: () => boolean,
+  known?: Unprobed,
 ): Promise<string> {
   const { catalog } = deps;
   const existing = catalog.jobByIdempotencyKey(key);
@@ -49,8 +72,10 @@ export async function insertRun(
     deps,
     req,
     { vol, loc: dest, fingerprint: fp },
-    AbortSignal.timeout(30_000),
+    // Probed questions have their own deadlines; this bounds the pair (no timer when none is asked).
+    known ? new AbortController().signal : AbortSignal.timeout(30_000),
     now(),
+    known,
   );
   backup.policy = p.name;
   try {

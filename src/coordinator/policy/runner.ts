@@ -18,10 +18,11 @@ import type { Policy } from "../../gen/rbdbackup/v1/policy";
 import type { Catalog } from "../catalog/catalog";
 import type { PolicyStore } from "../catalog/policy-store";
 import type { PolicySettings } from "../config-schema";
+import type { Unprobed } from "../jobs/backup-job";
 import { isFinal } from "../scheduler";
 import type { Sessions } from "../sessions";
 import { Discovery, matching, poolKey } from "./discovery";
-import { insertRun } from "./insert-run";
+import { insertRun, unprobedRun } from "./insert-run";
 import { type PolicyMetrics, type VolumeSample, volumeSamples } from "./metrics";
 import { type ProtectionRecord, volumeKey } from "./model";
 import { saveRunnerFields, stillDue } from "./records";
@@ -261,6 +262,7 @@ export class PolicyRunner implements PolicyRunnerPort {
         return next;
       },
       () => stillDue(this.deps.store, p, rec.volume),
+      unprobedRun(this.deps.catalog, rec, prev),
     );
     await queue.catch((err) => {
       const lastError = `slot ${new Date(rec.nextSlotAt).toISOString()}: ${(err as Error).message}`;
@@ -302,11 +304,12 @@ export class PolicyRunner implements PolicyRunnerPort {
     key: string,
     update: (jobId: string) => ProtectionRecord | undefined,
     still: () => boolean = () => true,
+    known?: Unprobed,
   ): Promise<string> {
     const launchKey = `${p.name}\0${volumeKey(vol)}`;
     this.#launching.add(launchKey);
     try {
-      const id = await insertRun(this.deps, this.#now, p, vol, key, update, still);
+      const id = await insertRun(this.deps, this.#now, p, vol, key, update, still, known);
       if (id) this.#plan.pending(p.name, volumeKey(vol), true, id);
       return id;
     } finally {

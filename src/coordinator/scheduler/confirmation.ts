@@ -2,7 +2,8 @@
  * An outcome counts only when the side that holds its data confirms it. A backup becomes AVAILABLE
  * after the source agent reports it made and an agent of the DESTINATION cluster, asked over its
  * session, shows the backup snapshot on the base image (`snapshots`) and the backup's metadata object
- * (`metadata`). A restore becomes SUCCEEDED after the agent that ran it reports it done and an agent of
+ * (`metadata`) — both in one `confirm_backup` Call when that agent named the ability in
+ * Register.features (an older agent is asked the two). A restore becomes SUCCEEDED after the agent that ran it reports it done and an agent of
  * the TARGET cluster shows the target image, at the restored size (`probe`). (Deletes need no second
  * word: the agent that runs one is an agent of the cluster that holds the backup.) The job stays
  * RUNNING (its locks held) with `confirming` set until then:
@@ -23,10 +24,11 @@
 import { Status } from "nice-grpc-common";
 import { messageOf, statusOf } from "../../common/errors";
 import { backoffDelay } from "../../common/retry";
-import { BackupResult, RestoreResult } from "../../gen/rbdbackup/v1/agent";
+import { BackupResult, type GetBackupMetadataResponse, RestoreResult } from "../../gen/rbdbackup/v1/agent";
 import { JobState } from "../../gen/rbdbackup/v1/backup_service";
-import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
+import type { ImageRef, VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { JobOutcome } from "../../gen/rbdbackup/v1/session";
+import type { BackupSnapshot } from "../../gen/rbdbackup/v1/transfer";
 import type { Backup, JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
 import type { SchedulerContext } from "./context";
@@ -105,7 +107,8 @@ export class Confirmer {
       const result: JobOutcome["result"] = isRestore
         ? { $case: "restore", value: RestoreResult.fromJSON(j.confirming.result) }
         : { $case: "backup", value: BackupResult.fromJSON(j.confirming.result) };
-      succeeded(ctx, j, { jobId, token: "", code: Status.OK, message: "", result });
+      const listed = { sourceSnapshots: [], sourceSnapshotsListed: false };
+      succeeded(ctx, j, { jobId, token: "", code: Status.OK, message: "", result, ...listed });
     } else if (v.kind === "denied") {
       ctx.log.error("the cluster that must hold the data does not, though an agent reported it done", {
         job: jobId,
@@ -145,19 +148,10 @@ async function verdict(agent: AgentSession, b: Backup, r: BackupResult): Promise
   const asked = `agent ${agent.agentId} of cluster ${loc.cluster}`;
   try {
     const image = { pool, namespace: loc.namespace, image: r.baseImage };
-    const req = { backupId: b.id, pool, namespace: loc.namespace };
-    // Both questions at once (one round trip, not two); the snapshot's answer is judged first.
-    const [snapsAsked, metaAsked] = await Promise.allSettled([
-      agent.call({ $case: "snapshots", value: { image } }, "snapshots", CONFIRM_CALL_TIMEOUT_MS),
-      agent.call({ $case: "metadata", value: req }, "metadata", CONFIRM_CALL_TIMEOUT_MS),
-    ]);
-    if (snapsAsked.status === "rejected") throw snapsAsked.reason;
-    const snap = snapsAsked.value.snapshots.find((s) => s.name === r.snapshot);
+    const { snap, meta } = await askDestination(agent, image, b.id, r.snapshot);
     if (!snap || snap.backupId !== b.id) {
       return { kind: "denied", why: `the destination has no snapshot ${r.snapshot} on ${where} (${asked})` };
     }
-    if (metaAsked.status === "rejected") throw metaAsked.reason;
-    const meta = metaAsked.value;
     if (!meta.found) {
       return {
         kind: "denied",
@@ -174,6 +168,42 @@ async function verdict(agent: AgentSession, b: Backup, r: BackupResult): Promise
     }
     return { kind: "unknown", why: `${asked} did not answer: ${Status[statusOf(e)]}: ${messageOf(e)}` };
   }
+}
+
+/** Which ability of the agent's answers a backup's confirmation in one question (session.proto). */
+export const CONFIRM_FEATURE = "confirm_backup";
+
+/**
+ * The snapshot named `snapshot` on `image` (undefined: none) and backup.<id>.meta, from `agent`: in one
+ * Call (confirm_backup) when the agent named that ability in Register, else `snapshots` and `metadata`
+ * asked at once (an older agent). Failures throw: the listing's first (NOT_FOUND = no image), then the
+ * metadata's.
+ */
+async function askDestination(
+  agent: AgentSession,
+  image: ImageRef,
+  backupId: string,
+  snapshot: string,
+): Promise<{ snap: BackupSnapshot | undefined; meta: GetBackupMetadataResponse }> {
+  if (agent.features.has(CONFIRM_FEATURE)) {
+    const r = await agent.call(
+      { $case: "confirmBackup", value: { image, backupId, snapshot } },
+      "confirmBackup",
+      CONFIRM_CALL_TIMEOUT_MS,
+    );
+    return { snap: r.snapshot, meta: r.metadata ?? { found: false, json: "" } };
+  }
+  const req = { backupId, pool: image.pool, namespace: image.namespace };
+  const [snapsAsked, metaAsked] = await Promise.allSettled([
+    agent.call({ $case: "snapshots", value: { image } }, "snapshots", CONFIRM_CALL_TIMEOUT_MS),
+    agent.call({ $case: "metadata", value: req }, "metadata", CONFIRM_CALL_TIMEOUT_MS),
+  ]);
+  if (snapsAsked.status === "rejected") throw snapsAsked.reason;
+  const snap = snapsAsked.value.snapshots.find((s) => s.name === snapshot);
+  // The snapshot's absence is judged before the metadata's failure (as before the one-call form).
+  if (!snap || snap.backupId !== backupId) return { snap: undefined, meta: { found: false, json: "" } };
+  if (metaAsked.status === "rejected") throw metaAsked.reason;
+  return { snap, meta: metaAsked.value };
 }
 
 /** Asks `agent` (of the restore's target cluster) whether the target image is there, at the restored size. */

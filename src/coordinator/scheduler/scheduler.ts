@@ -147,7 +147,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   /** An attempt's result; a backup made is confirmed with its destination at once (see confirmation.ts). */
   onOutcome(session: AgentSession, o: JobOutcome): boolean {
+    // Any outcome forgets an earlier attempt's list first (a final failure ends the job, and starts its
+    // sweep, inside the broker); only the current holder's successful outcome gives a new one.
+    this.#hygiene.forget(o.jobId);
     const current = this.#broker.onOutcome(session, o);
+    if (current && o.code === 0 && this.#ctx.catalog.activeJob(o.jobId)) this.#hygiene.listed(o);
     if (current && !this.#stopped) this.#confirmer.run(this.#ctx.catalog.activeJobs());
     return current;
   }

@@ -1,7 +1,11 @@
 /**
  * Source snapshot hygiene: after a DELETE or a BACKUP job of a volume ends, the volume is swept — an agent
  * of its cluster lists its backup snapshots (Call `snapshots`), hygiene-plan.ts decides which may go, and
- * the same agent removes exactly those (Call `prune_snapshots`, named backup ids on the named image).
+ * an agent of the cluster removes exactly those (Call `prune_snapshots`, named backup ids on the named
+ * image). After a backup whose last outcome carried the source's list (JobOutcome.source_snapshots: the
+ * source agent listed them when the attempt ended, and no BACKUP or DELETE job of the volume ran since —
+ * its lock was held until the job ended) the first try decides from that list and asks nothing; with
+ * nothing to remove, the sweep sends no message at all. Retries ask again.
  *
  * A sweep waits while a BACKUP or DELETE job of the volume is active (queued or running): that job's end
  * sweeps again, so no sweep races a backup choosing its parent. With no agent of the cluster connected,
@@ -13,9 +17,10 @@ import { messageOf, statusOf } from "../../common/errors";
 import { backoffDelay } from "../../common/retry";
 import { JobKind } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
+import type { JobOutcome } from "../../gen/rbdbackup/v1/session";
 import { type JobRecord, volumeLabel } from "../model";
 import type { SchedulerContext } from "./context";
-import { snapshotsToRemove } from "./hygiene-plan";
+import { type SourceSnap, snapshotsToRemove } from "./hygiene-plan";
 import { lockOfVolume } from "./jobs";
 
 /** How long one question to the source cluster's agent may take, ms. */
@@ -28,7 +33,12 @@ interface Pending {
   volume: VolumeRef;
   attempts: number;
   nextAt: number;
+  /** The source's backup snapshots as the job's last outcome listed them (first try only). */
+  listed?: SourceSnap[] | undefined;
 }
+
+/** At most this many outcomes' lists wait for their jobs' end (older ones are forgotten: the sweep asks). */
+const LISTED_MAX = 10_000;
 
 /** Status NOT_FOUND: the volume (or its pool) is gone, nothing to sweep. */
 const NOT_FOUND = 5;
@@ -36,18 +46,42 @@ const NOT_FOUND = 5;
 export class SnapshotHygiene {
   readonly #pending = new Map<string, Pending>();
   readonly #inFlight = new Map<string, Promise<void>>();
+  /** Job id → the source's snapshots its last outcome listed (taken when the job ends). */
+  readonly #listed = new Map<string, SourceSnap[]>();
 
   constructor(private readonly ctx: SchedulerContext) {}
 
-  /** A job ended: a BACKUP or DELETE job's volume is swept (soon). */
-  onFinished(j: JobRecord): void {
-    if (j.kind !== JobKind.JOB_KIND_BACKUP && j.kind !== JobKind.JOB_KIND_DELETE) return;
-    this.request(j.volume);
+  /** An outcome of the job arrived: an earlier attempt's list is forgotten (the sweep then asks). */
+  forget(jobId: string): void {
+    this.#listed.delete(jobId);
   }
 
-  /** Sweeps `volume` on the next run (attempts start over). */
-  request(volume: VolumeRef): void {
-    this.#pending.set(lockOfVolume(volume), { volume, attempts: 0, nextAt: this.ctx.now() });
+  /**
+   * A successful outcome of the job's CURRENT attempt (its lease holder's: the scheduler checked the
+   * token, so no other agent's word is taken): the source's snapshots it listed
+   * (JobOutcome.source_snapshots), kept for the job's end.
+   */
+  listed(o: JobOutcome): void {
+    this.#listed.delete(o.jobId);
+    if (!o.sourceSnapshotsListed || o.code !== 0) return;
+    if (this.#listed.size >= LISTED_MAX) this.#listed.delete(this.#listed.keys().next().value as string);
+    this.#listed.set(
+      o.jobId,
+      o.sourceSnapshots.map((s) => ({ name: s.name, backupId: s.backupId, snapId: s.snapId })),
+    );
+  }
+
+  /** A job ended: a BACKUP or DELETE job's volume is swept (soon). */
+  onFinished(j: JobRecord): void {
+    const listed = this.#listed.get(j.id);
+    this.#listed.delete(j.id);
+    if (j.kind !== JobKind.JOB_KIND_BACKUP && j.kind !== JobKind.JOB_KIND_DELETE) return;
+    this.request(j.volume, j.kind === JobKind.JOB_KIND_BACKUP ? listed : undefined);
+  }
+
+  /** Sweeps `volume` on the next run (attempts start over); `listed`: its snapshots, if known. */
+  request(volume: VolumeRef, listed?: SourceSnap[]): void {
+    this.#pending.set(lockOfVolume(volume), { volume, attempts: 0, nextAt: this.ctx.now(), listed });
     this.ctx.kick();
   }
 
@@ -84,19 +118,24 @@ export class SnapshotHygiene {
     const { ctx } = this;
     const v = p.volume;
     const label = volumeLabel(v);
-    const agent = ctx.sessions.ofCluster(v.cluster).sort((x, y) => x.jobs.size - y.jobs.size)[0];
+    const agent = () => {
+      const a = ctx.sessions.ofCluster(v.cluster).sort((x, y) => x.jobs.size - y.jobs.size)[0];
+      if (!a) throw new Error(`no agent of cluster ${v.cluster} is connected`);
+      return a;
+    };
     try {
-      if (!agent) throw new Error(`no agent of cluster ${v.cluster} is connected`);
       const image = { pool: v.pool, namespace: v.namespace, image: v.image };
-      const listed = await agent.call({ $case: "snapshots", value: { image } }, "snapshots", HYGIENE_CALL_TIMEOUT_MS);
+      const listed =
+        p.listed ??
+        (await agent().call({ $case: "snapshots", value: { image } }, "snapshots", HYGIENE_CALL_TIMEOUT_MS)).snapshots;
       const removals = snapshotsToRemove(
-        listed.snapshots.map((s) => ({ name: s.name, backupId: s.backupId, snapId: s.snapId })),
+        listed.map((s) => ({ name: s.name, backupId: s.backupId, snapId: s.snapId })),
         ctx.catalog.backupsOfVolume(v.cluster, v.pool, v.namespace, v.image),
         this.#maxSnapshots(v),
       );
       if (this.#pending.get(key) === p) this.#pending.delete(key);
       if (removals.length === 0) return;
-      const r = await agent.call(
+      const r = await agent().call(
         { $case: "pruneSnapshots", value: { image, backupIds: [...new Set(removals.map((x) => x.backupId))] } },
         "pruneSnapshots",
         HYGIENE_CALL_TIMEOUT_MS,
@@ -129,7 +168,7 @@ export class SnapshotHygiene {
       return;
     }
     const delay = backoffDelay(attempts, BACKOFF, this.ctx.random);
-    this.#pending.set(key, { ...p, attempts, nextAt: this.ctx.now() + delay });
+    this.#pending.set(key, { ...p, attempts, nextAt: this.ctx.now() + delay, listed: undefined });
     this.ctx.log.info("source snapshot sweep failed; trying again", { volume: label, attempts, error: messageOf(err) });
   }
 

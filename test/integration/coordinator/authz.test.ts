@@ -311,6 +311,7 @@ function register(agentId: string, clusterName: string, clusterFsid = FSID): Reg
     librbdVersion: "",
     defaultBackupPool: "backups",
     cephClientAddrs: "",
+    features: [],
   };
 }
 

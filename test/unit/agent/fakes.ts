@@ -21,6 +21,8 @@ import type {
   DeleteBackupDataResult,
   FlattenRequest,
   FlattenResult,
+  GetBackupMetadataRequest,
+  ListImageSnapshotsRequest,
   RestoreRequest,
   RestoreResult,
   VerifyRequest,
@@ -34,6 +36,7 @@ import {
   type DigestMapResponse,
   type ProbeResponse,
 } from "../../../src/gen/rbdbackup/v1/session";
+import type { BackupSnapshot } from "../../../src/gen/rbdbackup/v1/transfer";
 
 /** Everything observable in these tests notifies this; `waitFor` wakes on it. */
 export const changes = new Changes();
@@ -226,11 +229,22 @@ export class FakeOps implements SessionOperations {
   async checkCluster(): Promise<never> {
     throw new AppError(Status.PERMISSION_DENIED, "no caps in this fake");
   }
-  async listBackupSnapshots(): Promise<never> {
-    throw new AppError(Status.NOT_FOUND, "no such image in this fake");
+  /** Backup snapshots by image name (an image not named here is NOT_FOUND); metadata JSON by backup id. */
+  snapshots = new Map<string, BackupSnapshot[]>();
+  metadata = new Map<string, string>();
+  /** The listing and metadata questions asked, in order ("list <image>", "meta <id>"). */
+  asked: string[] = [];
+  async listBackupSnapshots(req: ListImageSnapshotsRequest): Promise<{ snapshots: BackupSnapshot[] }> {
+    this.asked.push(`list ${req.image?.image}`);
+    const s = this.snapshots.get(req.image?.image ?? "");
+    if (!s) throw new AppError(Status.NOT_FOUND, "no such image in this fake");
+    return { snapshots: s };
   }
-  async getBackupMetadata(): Promise<never> {
-    throw new AppError(Status.NOT_FOUND, "no metadata in this fake");
+  async getBackupMetadata(req: GetBackupMetadataRequest): Promise<{ found: boolean; json: string }> {
+    this.asked.push(`meta ${req.backupId}`);
+    if (!this.metadata.size) throw new AppError(Status.NOT_FOUND, "no metadata in this fake");
+    const json = this.metadata.get(req.backupId);
+    return { found: json !== undefined, json: json ?? "" };
   }
   async listImages(): Promise<{ images: string[] }> {
     return { images: ["vol-a", "vol-b"] };

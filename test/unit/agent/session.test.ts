@@ -44,11 +44,11 @@ describe("coordinator session", () => {
   let session: CoordinatorSession | null = null;
   const log = recordingLogger();
 
-  const open = (options: Partial<LinkOptions> = {}) => {
+  const open = (options: Partial<LinkOptions> = {}, id: Partial<SessionIdentity> = {}) => {
     session = new CoordinatorSession(
       [coord.address],
       { insecure: true },
-      identity,
+      { ...identity, ...id },
       ops,
       log,
       {},
@@ -102,6 +102,7 @@ describe("coordinator session", () => {
       librbdVersion: "19.2.0",
       defaultBackupPool: "backups",
       cephClientAddrs: "10.0.0.1:0/111",
+      features: ["confirm_backup"],
     });
     await waitFor("connected", () => session?.connected === true);
   });
@@ -169,6 +170,9 @@ describe("coordinator session", () => {
       code: Status.OK,
       message: "",
       result: { $case: "backup", value: result },
+      // The lease names no source volume: nothing to list.
+      sourceSnapshots: [],
+      sourceSnapshotsListed: false,
     });
     assert.equal(session?.runningCount, 0);
 
@@ -188,6 +192,38 @@ describe("coordinator session", () => {
     assert.deepEqual(of(s2, "register")[0]?.leases, []);
     assert.equal(of(s2, "outcome").length, 0);
     assert.equal(ops.attempts.length, 1, "a finished attempt is never run again");
+  });
+
+  it("a backup of a volume: its outcome lists the source's backup snapshots (JobOutcome.source_snapshots)", async () => {
+    const source = { pool: "rbd", namespace: "", image: "vol-9" };
+    const listed = [{ name: "backup.b9.snap.1", backupId: "b9", timestamp: 1, snapId: 4, size: 8 }];
+    ops.snapshots.set("vol-9", listed);
+    open();
+    const s = await coord.stream(0);
+    const req = BackupRequest.fromPartial({ backupId: "backup-9", source: { $case: "volume", value: source } });
+    coord.send(s, { $case: "lease", value: lease(9, { operation: { $case: "backup", value: req } }) });
+    await waitFor("the attempt", () => ops.attempts.length === 1);
+    ops.attempts[0]?.resolve(BackupResult.fromPartial({ backupId: "backup-9" }));
+    await waitFor("the outcome", () => of(s, "outcome").length === 1);
+    const o = of(s, "outcome")[0];
+    assert.equal(o?.sourceSnapshotsListed, true);
+    assert.deepEqual(o?.sourceSnapshots, listed);
+    assert.deepEqual(ops.asked, ["list vol-9"]);
+    // A listing that fails leaves the list out (the coordinator then asks, as of an older agent).
+    ops.snapshots.clear();
+    coord.send(s, { $case: "lease", value: lease(10, { operation: { $case: "backup", value: req } }) });
+    await waitFor("the second attempt", () => ops.attempts.length === 2);
+    ops.attempts[1]?.resolve(BackupResult.fromPartial({ backupId: "backup-9" }));
+    await waitFor("the second outcome", () => of(s, "outcome").length === 2);
+    assert.equal(of(s, "outcome")[1]?.code, Status.OK);
+    assert.equal(of(s, "outcome")[1]?.sourceSnapshotsListed, false);
+  });
+
+  it("an agent told to name no features registers without them (plays an older agent)", async () => {
+    open({}, { features: [] });
+    const s = await coord.stream(0);
+    await waitFor("register", () => of(s, "register").length === 1);
+    assert.deepEqual(of(s, "register")[0]?.features, []);
   });
 
   it("cancel aborts the attempt's signal and reports CANCELLED", async () => {

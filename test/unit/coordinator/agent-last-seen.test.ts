@@ -90,6 +90,7 @@ describe("session service: heartbeats and the catalog", () => {
           cephClientAddrs: "v2:127.0.0.1:6800/1",
           librbdVersion: "",
           leases: [],
+          features: [],
         },
       },
     });

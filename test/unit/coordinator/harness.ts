@@ -22,6 +22,7 @@ import { BackupMode, type BackupResult, RestoreMode, RestoreResult } from "../..
 import { BackupStatus, JobKind } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { JobOutcome } from "../../../src/gen/rbdbackup/v1/session";
+import type { BackupSnapshot } from "../../../src/gen/rbdbackup/v1/transfer";
 import { type Answer, agentRecord, FakeAgentSession, fsidOf } from "../../helpers/fake-agent";
 
 /** A backup as its destination holds it: base image, snapshot and metadata object. */
@@ -135,10 +136,10 @@ export class Harness {
   }
 
   /** An agent of `cluster` registers (known to the catalog) and connects (its session is live). */
-  connect(agentId: string, cluster: string, capacity = 4): FakeAgentSession {
+  connect(agentId: string, cluster: string, capacity = 4, features: string[] = []): FakeAgentSession {
     const rec = agentRecord(agentId, cluster, { capacity, lastSeen: this.t });
     this.catalog.upsertAgent(rec);
-    const s = new FakeAgentSession(rec);
+    const s = new FakeAgentSession(rec, features);
     s.answer = (req) => this.destinationAnswer(cluster, req);
     this.sessions.add(s);
     return s;
@@ -157,6 +158,21 @@ export class Harness {
     if (req.$case === "metadata") {
       const c = held.find((x) => x.backupId === req.value.backupId && x.pool === req.value.pool);
       return { $case: "metadata", value: { found: !!c, json: c?.meta ?? "" } };
+    }
+    if (req.$case === "confirmBackup") {
+      // What `snapshots` and `metadata` answer, together (agents/agent/calls.ts does the same).
+      const { image, backupId, snapshot } = req.value;
+      const listed = this.destinationAnswer(cluster, { $case: "snapshots", value: { image } });
+      if (listed instanceof AppError) return listed;
+      const snaps = listed.$case === "snapshots" ? listed.value.snapshots : [];
+      const snap = snaps.find((s) => s.name === snapshot);
+      const req2 = { backupId, pool: image?.pool ?? "", namespace: image?.namespace ?? "" };
+      const meta = this.destinationAnswer(cluster, { $case: "metadata", value: req2 });
+      const metadata = meta instanceof AppError || meta.$case !== "metadata" ? undefined : meta.value;
+      return {
+        $case: "confirmBackup",
+        value: { snapshot: snap, metadata: snap ? metadata : { found: false, json: "" } },
+      };
     }
     if (req.$case === "probe") {
       const im = req.value.image;
@@ -277,19 +293,28 @@ export class Harness {
   }
 
   /** The agent reports the outcome of its current attempt of a job. */
-  outcome(agent: FakeAgentSession, jobId: string, code: Status, message = "", result?: JobOutcome["result"]): boolean {
+  outcome(
+    agent: FakeAgentSession,
+    jobId: string,
+    code: Status,
+    message = "",
+    result?: JobOutcome["result"],
+    /** The source's backup snapshots the outcome lists (JobOutcome.source_snapshots); undefined = not listed. */
+    sourceSnapshots?: BackupSnapshot[],
+  ): boolean {
     const l = agent.lease(jobId);
-    return this.scheduler.onOutcome(agent, { jobId, token: l.token, code, message, result });
+    const listed = { sourceSnapshots: sourceSnapshots ?? [], sourceSnapshotsListed: sourceSnapshots !== undefined };
+    return this.scheduler.onOutcome(agent, { jobId, token: l.token, code, message, result, ...listed });
   }
 
   /**
    * The destination commits the backup, the agent reports it made (snapshot named after the backup),
    * and the confirmation is awaited: false when the report was stale.
    */
-  async backupDone(agent: FakeAgentSession, j: JobRecord): Promise<boolean> {
+  async backupDone(agent: FakeAgentSession, j: JobRecord, sourceSnapshots?: BackupSnapshot[]): Promise<boolean> {
     const r = backupResult(j.backupId);
     this.commit(j, r);
-    const current = this.outcome(agent, j.id, Status.OK, "", { $case: "backup", value: r });
+    const current = this.outcome(agent, j.id, Status.OK, "", { $case: "backup", value: r }, sourceSnapshots);
     await this.settle();
     return current;
   }

@@ -182,6 +182,8 @@ describe("scheduler: backups are confirmed by their destination", () => {
       code: Status.OK,
       message: "",
       result: { $case: "backup", value: backupResult(j.backupId) },
+      sourceSnapshots: [],
+      sourceSnapshotsListed: false,
     });
     assert.equal(stale, false, "the outcome re-sent after a reconnect is not applied twice");
   });

@@ -9,6 +9,7 @@ import { Status } from "nice-grpc-common";
 import { FENCE_SECONDS } from "../../../src/coordinator/scheduler/config";
 import { DeleteBackupDataResult, RestoreResult } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { JobOutcome } from "../../../src/gen/rbdbackup/v1/session";
 import type { FakeAgentSession } from "../../helpers/fake-agent";
 import { backupResult, Harness, vol } from "./harness";
 
@@ -257,7 +258,7 @@ describe("scheduler", () => {
     it("a stale outcome is ignored; an outcome that is not transient fails the job at once", async () => {
       const j = h.queueBackup(vol("v1"));
       h.tick();
-      const stale = { jobId: j.id, token: "old", code: Status.OK, message: "", result: undefined };
+      const stale = JobOutcome.fromPartial({ jobId: j.id, token: "old", code: Status.OK });
       assert.equal(h.scheduler.onOutcome(a1, stale), false);
       assert.equal(h.job(j.id).state, RUNNING);
       h.outcome(a1, j.id, Status.NOT_FOUND, "image v1 not found");
@@ -385,6 +386,8 @@ describe("scheduler", () => {
         code: Status.OK,
         message: "",
         result: { $case: "backup" as const, value: result },
+        sourceSnapshots: [],
+        sourceSnapshotsListed: false,
       };
       assert.equal(h.scheduler.onOutcome(back, outcome), true);
       await h.settle();

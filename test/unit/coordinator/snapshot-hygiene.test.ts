@@ -109,12 +109,16 @@ describe("snapshot hygiene: the scheduler sweeps the source after a backup or a 
   });
   afterEach(() => h.close());
 
-  /** A backup of v1 made: its snapshot on the source (the agent's own pruning plays no part here). */
-  async function backup(): Promise<string> {
+  /**
+   * A backup of v1 made: its snapshot on the source (the agent's own pruning plays no part here).
+   * `listed`: its outcome carries the source's snapshots (JobOutcome.source_snapshots), as a current agent's does.
+   */
+  async function backup(listed = false): Promise<string> {
     const j = h.queueBackup(vol("v1"));
     h.tick();
     src.add(backupResult(j.backupId).snapshot, j.backupId);
-    assert.equal(await h.backupDone(src.agent, j), true);
+    const snapshots = listed ? src.snaps.map((s) => ({ ...s, timestamp: 1, size: 1 })) : undefined;
+    assert.equal(await h.backupDone(src.agent, j, snapshots), true);
     assert.equal(h.job(j.id).state, JobState.JOB_STATE_SUCCEEDED);
     h.tick();
     await h.settle();
@@ -148,6 +152,72 @@ describe("snapshot hygiene: the scheduler sweeps the source after a backup or a 
       namespace: "",
       image: "v1",
     });
+  });
+
+  it("an outcome that lists the source's snapshots: the sweep asks nothing and prunes what the list shows", async () => {
+    const x = await backup(true);
+    const asked = () => src.calls.filter((c) => c.$case === "snapshots").length;
+    assert.equal(asked(), 0, "the first backup's sweep decided from its outcome's list");
+    assert.deepEqual(src.calls, [], "nothing to remove: no message at all");
+    const y = await backup(true);
+    assert.equal(asked(), 0);
+    assert.deepEqual(src.prunes(), [[x]], "x is no longer needed once y is available");
+    assert.deepEqual(
+      src.snaps.map((s) => s.backupId),
+      [y],
+    );
+    // An outcome without a list (an older agent): the sweep asks, as before.
+    const z = await backup(false);
+    assert.equal(asked(), 1);
+    assert.deepEqual(src.prunes().at(-1), [y]);
+    assert.deepEqual(
+      src.snaps.map((s) => s.backupId),
+      [z],
+    );
+  });
+
+  it("only the lease holder's list counts: another agent's outcome with a list is not used", async () => {
+    const x = await backup();
+    const j = h.queueBackup(vol("v1"));
+    h.tick();
+    src.add(backupResult(j.backupId).snapshot, j.backupId);
+    const r = backupResult(j.backupId);
+    h.commit(h.job(j.id), r);
+    // The holder reports it made, without a list (an older agent) ...
+    assert.equal(h.outcome(src.agent, j.id, Status.OK, "", { $case: "backup", value: r }), true);
+    // ... and before the confirmation, another agent (b1) sends an outcome of the job with an empty list,
+    // which would hide x's snapshot from the sweep: refused (stale token) and not used.
+    const forged = {
+      jobId: j.id,
+      token: "forged",
+      code: Status.OK,
+      message: "",
+      result: { $case: "backup" as const, value: r },
+      sourceSnapshots: [],
+      sourceSnapshotsListed: true,
+    };
+    assert.equal(h.scheduler.onOutcome(b1, forged), false);
+    await h.settle();
+    h.tick();
+    await h.settle();
+    assert.equal(h.job(j.id).state, JobState.JOB_STATE_SUCCEEDED);
+    assert.equal(src.calls.filter((c) => c.$case === "snapshots").length, 2, "both sweeps asked the source");
+    assert.deepEqual(src.prunes(), [[x]]);
+  });
+
+  it("a list that misses a snapshot never gets it removed", async () => {
+    const x = await backup();
+    // y's outcome lists only y's snapshot, though the source holds x's too: x stays.
+    const j = h.queueBackup(vol("v1"));
+    h.tick();
+    src.add(backupResult(j.backupId).snapshot, j.backupId);
+    const onlyY = src.snaps.filter((s) => s.backupId === j.backupId).map((s) => ({ ...s, timestamp: 1, size: 1 }));
+    assert.equal(await h.backupDone(src.agent, h.job(j.id), onlyY), true);
+    h.tick();
+    await h.settle();
+    assert.equal(h.job(j.id).state, JobState.JOB_STATE_SUCCEEDED);
+    assert.deepEqual(src.prunes(), []);
+    assert.ok(src.snaps.some((s) => s.backupId === x));
   });
 
   it("waits while a backup of the volume is active, sweeps when it ends", async () => {

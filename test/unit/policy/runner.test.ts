@@ -13,7 +13,7 @@ import type { CallRequest } from "../../../src/coordinator/sessions";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { Policy } from "../../../src/gen/rbdbackup/v1/policy";
-import type { Answer } from "../../helpers/fake-agent";
+import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
 import { Harness, vol } from "../coordinator/harness";
 
 const INTERVAL = 60;
@@ -113,6 +113,49 @@ describe("policy runner", () => {
     assert.equal(after?.lastSlotAt, rec.nextSlotAt);
     assert.equal(after?.nextSlotAt, rec.nextSlotAt + INTERVAL * 1000);
     assert.equal(after?.missedRuns, 0);
+  });
+
+  it("a scheduled run is not probed unless the volume's previous run failed; RunPolicyNow always is", async () => {
+    const asked: string[] = [];
+    for (const s of h.sessions.all() as FakeAgentSession[]) {
+      const answer = s.answer;
+      s.answer = (req) => {
+        asked.push(`${s.cluster}:${req.$case}`);
+        return answer(req);
+      };
+    }
+    h.catalog.policies.insertPolicy(policy());
+    await runner.tick();
+    h.t = record()?.nextSlotAt ?? 0;
+    await runner.tick();
+    assert.equal(jobs().length, 1);
+    assert.deepEqual(asked, [], "a first run with no failure: no probe");
+    assert.equal(h.backup(jobs()[0]?.backupId ?? "").location?.pool, "backups");
+    assert.equal(h.backup(jobs()[0]?.backupId ?? "").sizeBytes, 0, "unknown until the agent reports it");
+    finishAll();
+    h.catalog.updateBackup({ ...h.backup(jobs()[0]?.backupId ?? ""), sizeBytes: 1 << 30 });
+    h.t += INTERVAL * 1000;
+    await runner.tick();
+    await runner.tick();
+    assert.equal(jobs().length, 2);
+    assert.deepEqual(asked, [], "after a success: no probe");
+    assert.equal(h.backup(jobs()[1]?.backupId ?? "").sizeBytes, 1 << 30, "the previous backup's size");
+    // The run fails: the next one is probed.
+    const j2 = jobs()[1];
+    assert.ok(j2);
+    h.catalog.updateJob({ ...j2, state: JobState.JOB_STATE_FAILED, finishedAt: h.t, errorMessage: "NOT_FOUND" });
+    h.t += INTERVAL * 1000;
+    await runner.tick();
+    await runner.tick();
+    assert.equal(record()?.consecutiveFailures, 1);
+    assert.deepEqual(asked.sort(), ["a:probe", "b:probe"], "after a failure the run is probed");
+    assert.equal(jobs().length, 3);
+    // RunPolicyNow (an API caller waits): probed.
+    finishAll();
+    asked.length = 0;
+    await runner.tick();
+    await runner.runNow(h.catalog.policies.getPolicy("gold") as Policy);
+    assert.deepEqual(asked.sort(), ["a:probe", "b:probe"]);
   });
 
   it("a slot whose previous run is still going is missed (counted), not queued", async () => {
@@ -215,8 +258,13 @@ describe("policy runner", () => {
     await runner.tick();
     assert.equal(h.catalog.policies.protectionOfPolicy("gold").length, 3);
   });
-  /** The agents' first probe runs `during` first: something the API does while a run is being queued. */
+  /**
+   * The agents' first probe runs `during` first: something the API does while a run is being queued.
+   * A scheduled run is probed only after a failed one (jobs/backup-job.ts), so the record gets one.
+   */
   const duringProbe = (during: () => void) => {
+    const r = record();
+    if (r) h.catalog.policies.upsertProtection({ ...r, consecutiveFailures: 1, lastError: "job x: failed" });
     let done = false;
     const answer = (req: CallRequest): Answer => {
       if (req.$case === "probe" && !done) {
