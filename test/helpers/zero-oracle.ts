@@ -1,4 +1,4 @@
-/** The zero detection's definition, for tests of protocol.ts `segments` and `provablyData`. */
+/** The zero detection's definition (and a seeded generator), for tests of protocol.ts `segments` and `provablyData`. */
 import { isAllZero, MIN_ZERO_RUN, type Segment, ZERO_BLOCK } from "../../agents/transfer/protocol";
 
 /** The definition, block by block: runs of whole zero blocks of at least MIN_ZERO_RUN are zero segments. */
@@ -23,4 +23,17 @@ export function byBlocks(buf: Buffer, offset: number): Segment[] {
   }
   if (dataStart < buf.length) out.push({ offset: offset + dataStart, length: buf.length - dataStart, zero: false });
   return out;
+}
+
+/** A small deterministic generator (xorshift32), so a failure names its seed. */
+export function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 2 ** 32;
+  };
 }

@@ -2,22 +2,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { MIN_ZERO_RUN, provablyData, segments, ZERO_BLOCK } from "../../../agents/transfer/protocol";
-import { byBlocks } from "../../helpers/zero-oracle";
+import { byBlocks, rng } from "../../helpers/zero-oracle";
 
 const KiB = 1024;
-
-/** xorshift32: a failure names its seed. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 2 ** 32;
-  };
-}
 
 /** Data everywhere (non-zero bytes), with `holes` zero runs of random block-aligned or odd place and size. */
 function holed(seed: number, len: number, holes: number): Buffer {

@@ -2,22 +2,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { MIN_ZERO_RUN, segments, ZERO_BLOCK } from "../../../agents/transfer/protocol";
-import { byBlocks } from "../../helpers/zero-oracle";
+import { byBlocks, rng } from "../../helpers/zero-oracle";
 
 const KiB = 1024;
-
-/** A small deterministic generator (xorshift32), so a failure names its seed. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 2 ** 32;
-  };
-}
 
 /** A buffer of `len` bytes: zeros with data runs (some a single byte) placed at random, block-aligned or not. */
 function patterned(seed: number, len: number): Buffer {
