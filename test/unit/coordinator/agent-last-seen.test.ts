@@ -6,17 +6,11 @@
  */
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { AsyncQueue } from "../../../src/common/queue";
-import { Audit } from "../../../src/coordinator/audit";
-import { CALLER_METADATA_KEY } from "../../../src/coordinator/authz";
-import { Relays } from "../../../src/coordinator/interchange/relays";
 import type { AgentRecord, JobRecord } from "../../../src/coordinator/model";
-import { sessionService } from "../../../src/coordinator/session-service";
 import { AgentSession, LAST_SEEN_PERSIST_MS } from "../../../src/coordinator/sessions";
 import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
-import type { AgentMessage } from "../../../src/gen/rbdbackup/v1/session";
-import { agentRecord, fsidOf } from "../../helpers/fake-agent";
-import { Harness, vol } from "./harness";
+import { agentRecord } from "../../helpers/fake-agent";
+import { Harness, openSession, until, vol } from "./harness";
 
 describe("AgentSession.seen: last_seen written at most every LAST_SEEN_PERSIST_MS", () => {
   it("moves last_seen in memory; due only once the window passed; unsaved() reports the rest", () => {
@@ -32,15 +26,6 @@ describe("AgentSession.seen: last_seen written at most every LAST_SEEN_PERSIST_M
     assert.equal(s.seen(t0), true, "a clock that went back writes at once");
   });
 });
-
-/** Waits (with a deadline) until `cond` holds. */
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setImmediate(r));
-  }
-}
 
 describe("session service: heartbeats and the catalog", () => {
   let h: Harness;
@@ -58,42 +43,7 @@ describe("session service: heartbeats and the catalog", () => {
   afterEach(() => h.close());
 
   it("a heartbeat inside the window writes nothing; the disconnect writes the last one", async () => {
-    const svc = sessionService({
-      catalog: h.catalog,
-      sessions: h.sessions,
-      scheduler: h.scheduler,
-      log: h.log,
-      audit: new Audit(h.log),
-      accepting: () => true,
-      relays: new Relays(),
-    });
-    const inbox = new AsyncQueue<AgentMessage>();
-    const abort = new AbortController();
-    const metadata = new Map([[CALLER_METADATA_KEY, JSON.stringify({ via: "insecure" })]]);
-    // biome-ignore lint/suspicious/noExplicitAny: the handler reads only metadata and signal of its context
-    const out = svc.session(inbox, { metadata, signal: abort.signal } as any);
-    const received: unknown[] = [];
-    const pump = (async () => {
-      for await (const m of out) received.push(m);
-    })();
-    inbox.push({
-      msg: {
-        $case: "register",
-        value: {
-          agentId: "a1",
-          clusterName: "a",
-          clusterFsid: fsidOf("a"),
-          version: "test",
-          transferAddress: "127.0.0.1:7401",
-          capacity: 4,
-          defaultBackupPool: "backups",
-          cephClientAddrs: "v2:127.0.0.1:6800/1",
-          librbdVersion: "",
-          leases: [],
-          features: [],
-        },
-      },
-    });
+    const { inbox, received, pump } = openSession(h, { cephClientAddrs: "v2:127.0.0.1:6800/1" });
     await until(() => received.length === 1, "Registered");
     assert.equal(writes.length, 1, "registration writes the agent");
     const registeredAt = writes[0]?.lastSeen ?? 0;

@@ -13,15 +13,20 @@ import type { CapabilitySigner } from "../../../src/common/capability";
 import { AppError } from "../../../src/common/errors";
 import { backupSnapName, baseImageName } from "../../../src/common/ids";
 import type { Logger } from "../../../src/common/log";
+import { AsyncQueue } from "../../../src/common/queue";
 import { Admission } from "../../../src/coordinator/api/admission";
+import { Audit } from "../../../src/coordinator/audit";
+import { CALLER_METADATA_KEY } from "../../../src/coordinator/authz";
 import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
+import { Relays } from "../../../src/coordinator/interchange/relays";
 import type { Backup, JobRecord } from "../../../src/coordinator/model";
 import { lockOfBackup, lockOfVolume, Scheduler, type SchedulerConfig } from "../../../src/coordinator/scheduler";
+import { sessionService } from "../../../src/coordinator/session-service";
 import { type CallRequest, Sessions } from "../../../src/coordinator/sessions";
 import { BackupMode, type BackupResult, RestoreMode, RestoreResult } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobKind } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
-import type { JobOutcome } from "../../../src/gen/rbdbackup/v1/session";
+import type { AgentMessage, JobOutcome, Register } from "../../../src/gen/rbdbackup/v1/session";
 import type { BackupSnapshot } from "../../../src/gen/rbdbackup/v1/transfer";
 import { type Answer, agentRecord, FakeAgentSession, fsidOf } from "../../helpers/fake-agent";
 
@@ -387,4 +392,58 @@ export function backupResult(backupId: string): BackupResult {
     resumedFrom: 0,
     resumeFallbackReason: "",
   };
+}
+
+/** Waits (with a deadline) until `cond` holds. */
+export async function until(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+/**
+ * The real session service over `h`, driven without gRPC: one Session stream whose first message
+ * registers agent a1 of cluster "a" (`register` overrides fields). `received`: what the coordinator sent;
+ * `pump` settles when the stream ends (its error, if any, is thrown by it).
+ */
+export function openSession(h: Harness, register: Partial<Register> = {}, signal = new AbortController().signal) {
+  const svc = sessionService({
+    catalog: h.catalog,
+    sessions: h.sessions,
+    scheduler: h.scheduler,
+    log: h.log,
+    audit: new Audit(h.log),
+    accepting: () => true,
+    relays: new Relays(),
+  });
+  const inbox = new AsyncQueue<AgentMessage>();
+  const metadata = new Map([[CALLER_METADATA_KEY, JSON.stringify({ via: "insecure" })]]);
+  // biome-ignore lint/suspicious/noExplicitAny: the handler reads only metadata and signal of its context
+  const out = svc.session(inbox, { metadata, signal } as any);
+  const received: unknown[] = [];
+  const pump = (async () => {
+    for await (const m of out) received.push(m);
+  })();
+  inbox.push({
+    msg: {
+      $case: "register",
+      value: {
+        agentId: "a1",
+        clusterName: "a",
+        clusterFsid: fsidOf("a"),
+        version: "test",
+        transferAddress: "127.0.0.1:7401",
+        capacity: 4,
+        defaultBackupPool: "backups",
+        cephClientAddrs: "",
+        librbdVersion: "",
+        leases: [],
+        features: [],
+        ...register,
+      },
+    },
+  });
+  return { inbox, received, pump };
 }

@@ -6,22 +6,7 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
-import { AsyncQueue } from "../../../src/common/queue";
-import { Audit } from "../../../src/coordinator/audit";
-import { CALLER_METADATA_KEY } from "../../../src/coordinator/authz";
-import { Relays } from "../../../src/coordinator/interchange/relays";
-import { sessionService } from "../../../src/coordinator/session-service";
-import type { AgentMessage } from "../../../src/gen/rbdbackup/v1/session";
-import { fsidOf } from "../../helpers/fake-agent";
-import { Harness } from "./harness";
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setImmediate(r));
-  }
-}
+import { Harness, openSession, until } from "./harness";
 
 describe("session service: Register.features", () => {
   let h: Harness;
@@ -32,45 +17,10 @@ describe("session service: Register.features", () => {
 
   /** Opens a session that registers agent a1 naming `features`; the outcome of its stream so far. */
   function open(features: string[]) {
-    const svc = sessionService({
-      catalog: h.catalog,
-      sessions: h.sessions,
-      scheduler: h.scheduler,
-      log: h.log,
-      audit: new Audit(h.log),
-      accepting: () => true,
-      relays: new Relays(),
-    });
-    const inbox = new AsyncQueue<AgentMessage>();
-    const metadata = new Map([[CALLER_METADATA_KEY, JSON.stringify({ via: "insecure" })]]);
-    // biome-ignore lint/suspicious/noExplicitAny: the handler reads only metadata and signal of its context
-    const out = svc.session(inbox, { metadata, signal: new AbortController().signal } as any);
-    const received: unknown[] = [];
+    const { inbox, received, pump: stream } = openSession(h, { features });
     const state: { error?: { code: Status; details: string } } = {};
-    const pump = (async () => {
-      try {
-        for await (const m of out) received.push(m);
-      } catch (e) {
-        state.error = e as { code: Status; details: string };
-      }
-    })();
-    inbox.push({
-      msg: {
-        $case: "register",
-        value: {
-          agentId: "a1",
-          clusterName: "a",
-          clusterFsid: fsidOf("a"),
-          version: "test",
-          transferAddress: "127.0.0.1:7401",
-          capacity: 4,
-          defaultBackupPool: "backups",
-          cephClientAddrs: "",
-          librbdVersion: "",
-          leases: [],
-          features,
-        },
-      },
+    const pump = stream.catch((e) => {
+      state.error = e as { code: Status; details: string };
     });
     return { inbox, received, state, pump };
   }
