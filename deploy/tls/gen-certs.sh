@@ -18,6 +18,10 @@ set -euo pipefail
 out="$1"; shift
 mkdir -p "$out"
 chmod 700 "$out"
+# One writer at a time: two processes sharing OUTDIR (test files run side by side) must not both
+# create a CA, or write a key while the other re-issues it. Waits at most 120 s for the other one.
+exec 9>"$out/.lock"
+flock -w 120 9 || { echo "gen-certs: $out is locked by another run for over 120 s" >&2; exit 1; }
 if [ ! -f "$out/ca.pem" ]; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
     -subj "/CN=rbdbackup CA $(date +%s)" -keyout "$out/ca.key" -out "$out/ca.pem" 2>/dev/null
