@@ -13,13 +13,13 @@
 #        agent-site-a=rbdbackup://agent/site-a/agent-site-a client-ops=rbdbackup://client/operator/ops
 # A NAME without =IDENTITY gets none: every service but health refuses it. An existing NAME.pem is kept
 # when it already names IDENTITY, and re-issued otherwise (rotation: remove NAME.pem, run again).
+# Runs on one OUTDIR take turns (OUTDIR/.lock, flock, at most 120 s of waiting).
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 OUTDIR NAME..." >&2; exit 2; }
 out="$1"; shift
 mkdir -p "$out"
 chmod 700 "$out"
-# One writer at a time: two processes sharing OUTDIR (test files run side by side) must not both
-# create a CA, or write a key while the other re-issues it. Waits at most 120 s for the other one.
+# Two processes sharing OUTDIR (test files run side by side) must not both create a CA.
 exec 9>"$out/.lock"
 flock -w 120 9 || { echo "gen-certs: $out is locked by another run for over 120 s" >&2; exit 1; }
 if [ ! -f "$out/ca.pem" ]; then
