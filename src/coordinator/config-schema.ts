@@ -25,6 +25,12 @@ export const SchedulerSchema = block(
   {
     leaseTtlMs: int("How long a job's lease lives without a heartbeat, ms.", 1000, 3_600_000, 15_000),
     heartbeatIntervalMs: int("How often agents renew their leases, ms.", 100, 600_000, 3_000),
+    idleHeartbeatIntervalMs: int(
+      "How often an agent holding no lease sends a heartbeat (it only refreshes the agent's last seen time; HTTP/2 keepalive tells a dead agent), ms (a value below scheduler.heartbeatIntervalMs means that).",
+      100,
+      600_000,
+      30_000,
+    ),
     maxAttempts: int("Attempts of a job before it is FAILED.", 1, 100, 3),
     backoffBaseMs: int("Delay before a job's second attempt, ms (doubles each attempt).", 10, 3_600_000, 1_000),
     backoffMaxMs: int("Longest delay between two attempts of a job, ms.", 10, 86_400_000, 60_000),
