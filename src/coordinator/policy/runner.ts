@@ -116,7 +116,7 @@ export class PolicyRunner implements PolicyRunnerPort {
       .finally(() => {
         this.#ticking = null;
         this.#arm();
-        if (this.#again && this.#started) this.soon();
+        if (this.#again) this.soon();
       });
     return this.#ticking;
   }
