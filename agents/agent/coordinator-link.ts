@@ -2,7 +2,7 @@
  * The reconnecting transport of the agent's coordinator session (session.proto): one bidirectional
  * Session stream at a time, over one gRPC channel per coordinator address. Each stream opens with the
  * messages the handler gives (Register first); once the coordinator answers Registered, heartbeats go
- * out at the interval it asks for. The addresses (a coordinator and its standby, or its old and new
+ * out at the interval it asks for (at its idle interval while the agent holds no lease). The addresses (a coordinator and its standby, or its old and new
  * address) are tried round robin: a failed dial or a lost stream moves to the next one at once, and
  * after a full round of failures the link waits with exponential backoff and jitter
  * (src/common/retry.ts) until `close()`. A standby (several coordinators on one catalog) refuses the
@@ -67,6 +67,11 @@ export interface LinkHandler {
   opening(): AgentMessage["msg"][];
   /** The heartbeat to send now. */
   heartbeat(): AgentMessage["msg"];
+  /**
+   * Whether the agent holds a lease or an unacknowledged outcome (a heartbeat would list something).
+   * While it holds nothing, heartbeats go out only every Registered.idle_heartbeat_interval_ms.
+   */
+  holding(): boolean;
   /** Every message from the coordinator (Registered included, after the link has noted it). */
   onMessage(msg: NonNullable<CoordinatorMessage["msg"]>): void;
   /** Called every `tickMs` while a stream is open (e.g. to report progress). */
@@ -239,6 +244,22 @@ export class CoordinatorLink {
     }
   }
 
+  /**
+   * The heartbeat timer of a registered stream: it fires every `everyMs`; a beat goes out when the agent
+   * holds something (so a lease is listed within `everyMs` of its arrival, as the coordinator expects)
+   * or when `idleMs` (0: a coordinator that does not say = `everyMs`) has passed since the last beat.
+   */
+  #heartbeats(everyMs: number, idleMs: number): NodeJS.Timeout {
+    const idle = Math.max(everyMs, idleMs);
+    let last = Date.now();
+    return setInterval(() => {
+      const now = Date.now();
+      if (!this.handler.holding() && now - last < idle - everyMs / 2) return;
+      last = now;
+      this.send(this.handler.heartbeat());
+    }, everyMs);
+  }
+
   /** One Session stream, from its opening messages until it ends. */
   async #stream(client: SessionClient, address: string): Promise<void> {
     const out = new AsyncQueue<AgentMessage>();
@@ -260,7 +281,7 @@ export class CoordinatorLink {
           this.#setConnected(true);
           this.log.info("registered with the coordinator", { coordinator: address });
           clearInterval(heartbeat);
-          heartbeat = setInterval(() => this.send(this.handler.heartbeat()), msg.value.heartbeatIntervalMs);
+          heartbeat = this.#heartbeats(msg.value.heartbeatIntervalMs, msg.value.idleHeartbeatIntervalMs);
         }
         this.handler.onMessage(msg);
       }

@@ -70,6 +70,11 @@ export class LeaseRunner {
     this.#draining = true;
   }
 
+  /** Whether held() lists anything (a running attempt, or an outcome not yet acknowledged). */
+  get holding(): boolean {
+    return this.#running.size > 0 || this.#outcomes.size > 0;
+  }
+
   /**
    * Leases this agent holds: running attempts, and finished ones whose outcome is unacknowledged
    * (the coordinator must not fail them as lost before it has read the outcome).

@@ -67,6 +67,7 @@ export class CoordinatorSession {
           this.#tap?.("sent", "heartbeat");
           return { $case: "heartbeat", value: { leases: this.#runner.held() } };
         },
+        holding: () => this.#runner.holding,
         onMessage: (msg) => {
           this.#tap?.("received", msg.$case === "call" ? `call:${msg.value.request?.$case}` : msg.$case);
           this.#dispatch(msg);

@@ -25,11 +25,22 @@ export const SchedulerSchema = block(
   {
     leaseTtlMs: int("How long a job's lease lives without a heartbeat, ms.", 1000, 3_600_000, 15_000),
     heartbeatIntervalMs: int("How often agents renew their leases, ms.", 100, 600_000, 3_000),
+    idleHeartbeatIntervalMs: int(
+      "How often an agent holding no lease sends a heartbeat (it only refreshes the agent's last seen time; HTTP/2 keepalive tells a dead agent), ms (a value below scheduler.heartbeatIntervalMs means that).",
+      100,
+      600_000,
+      30_000,
+    ),
     maxAttempts: int("Attempts of a job before it is FAILED.", 1, 100, 3),
     backoffBaseMs: int("Delay before a job's second attempt, ms (doubles each attempt).", 10, 3_600_000, 1_000),
     backoffMaxMs: int("Longest delay between two attempts of a job, ms.", 10, 86_400_000, 60_000),
     perClusterLimit: int("Jobs running at once on one cluster (as source, destination or target).", 1, 1024, 4),
-    tickMs: int("How often the scheduler looks for work, ms.", 50, 60_000, 1_000),
+    tickMs: int(
+      "How often the scheduler looks again at work that is due but waits on something no event announces (a job held by a limit or a lock), ms; otherwise it sleeps until the next lease expiry, retry or check (at most 30 s).",
+      50,
+      60_000,
+      1_000,
+    ),
     fullPoolBackoffMs: int(
       "Delay before retrying a job whose attempt failed RESOURCE_EXHAUSTED (full pool), ms; doubles per attempt, at most 4×.",
       1000,
@@ -55,7 +66,12 @@ export const SchedulerSchema = block(
 export type SchedulerSettings = Static<typeof SchedulerSchema>;
 
 export const PolicySchema = block("Protection policies: how often the runner looks for due runs and new images.", {
-  tickMs: int("How often the policy runner looks for runs that are due, ms.", 50, 60_000, 1_000),
+  tickMs: int(
+    "How often the policy runner (and verify runner) look again at work that is due but not done (a run with no agent yet, one to settle), ms; otherwise they sleep until the next run is due (at most 30 s).",
+    50,
+    60_000,
+    1_000,
+  ),
   discoveryIntervalMs: int(
     "How often the images of a policy's pool are listed (through an agent of the cluster) to find volumes its selector matches, ms.",
     1000,

@@ -171,6 +171,8 @@ export function sessionService(deps: {
         $case: "registered",
         value: {
           heartbeatIntervalMs: scheduler.cfg.heartbeatIntervalMs,
+          // An agent holding nothing beats this rarely: its beats would renew nothing (session.proto).
+          idleHeartbeatIntervalMs: Math.max(scheduler.cfg.idleHeartbeatIntervalMs, scheduler.cfg.heartbeatIntervalMs),
           leaseTtlMs: scheduler.cfg.leaseTtlMs,
           revokedTokens: revoked,
         },

@@ -43,6 +43,7 @@ export class Term {
       cfg: cfg.policy,
       maxAttempts: cfg.scheduler.maxAttempts,
       ...(deps.policyMetrics ? { metrics: deps.policyMetrics } : {}),
+      onChanged: () => this.verifyRunner.soon(),
     });
     this.verifyRunner = new PolicyVerifyRunner({
       catalog,
@@ -51,6 +52,19 @@ export class Term {
       log,
       tickMs: cfg.policy.tickMs,
       maxAttempts: cfg.scheduler.maxAttempts,
+    });
+    // The runners sleep until something is due; a job's end is an event they act on (a run to settle,
+    // retention, a new backup to verify), outside the scheduler's stack.
+    let pending = false;
+    this.scheduler.on("finished", () => {
+      if (pending) return;
+      pending = true;
+      setImmediate(() => {
+        pending = false;
+        if (this.#stopped) return;
+        this.policyRunner.soon();
+        this.verifyRunner.soon();
+      });
     });
   }
 

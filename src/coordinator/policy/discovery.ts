@@ -43,6 +43,13 @@ export class Discovery {
     return p.images;
   }
 
+  /** When the next listing falls due (Infinity: no pool; a listing in flight reports through onListed). */
+  nextListingAt(): number {
+    let at = Number.POSITIVE_INFINITY;
+    for (const p of this.#pools.values()) if (!p.inflight) at = Math.min(at, p.askedAt + this.intervalMs);
+    return at;
+  }
+
   /** The pool's listing is due at the next `images()` call. */
   expire(sel: PolicySelector): void {
     const p = this.#pools.get(poolKey(sel));

@@ -8,6 +8,12 @@
  * restart, agents reconnecting) keeps its slot and is tried again shortly. It settles finished runs
  * (failures counted, retention after a success) and answers the API (PolicyRunnerPort). Time comes from
  * `now` (a test moves a fake clock and awaits tick()).
+ *
+ * When it ticks: each tick sets one timer to the next time something falls due (nextWake): the earliest
+ * record's next run (the next_run_at index, looked ahead SAFETY_PASS_MS), a policy's next full pass, a
+ * pool's next listing; cfg.tickMs while a run waits to be settled (its job still active) or something
+ * due was not done; at most SAFETY_PASS_MS. Events tick at once (soon()): the API's changed() and
+ * runNow, a pool listed, a job finished (Term wires the scheduler's "finished").
  */
 import { Status } from "nice-grpc-common";
 import { AppError, failedPrecondition } from "../../common/errors";
@@ -42,6 +48,8 @@ export interface PolicyRunnerDeps {
   maxAttempts: number;
   now?: () => number;
   metrics?: PolicyMetrics;
+  /** Told after changed() (the verify runner, which reads the same policies). */
+  onChanged?: () => void;
 }
 
 /** A run not queued for want of an agent is tried again this much later (while its slot is current). */
@@ -49,6 +57,9 @@ const SLOT_RETRY_MS = 5_000;
 
 /** Runs being queued at once (each asks two agents first). */
 const LAUNCH_CONCURRENCY = 16;
+
+/** The longest the runner sleeps with nothing due (a safety pass; also how far it looks ahead for due runs). */
+export const SAFETY_PASS_MS = 30_000;
 
 export class PolicyRunner implements PolicyRunnerPort {
   readonly #now: () => number;
@@ -62,6 +73,11 @@ export class PolicyRunner implements PolicyRunnerPort {
   readonly #plan = new TickPlan();
   #timer: NodeJS.Timeout | null = null;
   #ticking: Promise<void> | null = null;
+  /** soon() was called during a tick: another follows it. */
+  #again = false;
+  #started = false;
+  /** What the last tick found next due (nextWake). */
+  #wakeAt = Number.POSITIVE_INFINITY;
 
   constructor(private readonly deps: PolicyRunnerDeps) {
     this.#now = deps.now ?? Date.now;
@@ -69,27 +85,79 @@ export class PolicyRunner implements PolicyRunnerPort {
   }
 
   start(): void {
-    this.#timer = setInterval(() => this.soon(), this.deps.cfg.tickMs);
+    this.#started = true;
     this.soon();
   }
 
   stop(): void {
-    if (this.#timer) clearInterval(this.#timer);
+    this.#started = false;
+    if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
   }
 
-  /** A tick now unless one is running (errors logged, never thrown). */
+  /** A tick now, or right after the running one (errors logged, never thrown). */
   soon(): void {
-    if (this.#ticking) return;
+    if (this.#ticking) {
+      this.#again = true;
+      return;
+    }
     this.tick().catch((err) => this.deps.log.error("policy runner tick failed", { err }));
   }
 
   async tick(): Promise<void> {
     if (this.#ticking) return this.#ticking;
-    this.#ticking = this.#tick().finally(() => {
-      this.#ticking = null;
-    });
+    this.#again = false;
+    this.#ticking = this.#tick()
+      .catch((err) => {
+        // Tried again at the usual cadence.
+        this.#wakeAt = this.#now() + this.deps.cfg.tickMs;
+        throw err;
+      })
+      .finally(() => {
+        this.#ticking = null;
+        this.#arm();
+        if (this.#again) this.soon();
+      });
     return this.#ticking;
+  }
+
+  /**
+   * When the last tick found the next thing due (epoch ms of `now`): a record's next run, a policy's
+   * full pass, a pool's listing; `now + cfg.tickMs` while a run waits to be settled or a due record was
+   * not run; at most `now + SAFETY_PASS_MS`.
+   */
+  get nextWake(): number {
+    return this.#wakeAt;
+  }
+
+  /** The timer, to the last tick's nextWake. */
+  #arm(): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    if (!this.#started) return;
+    const ms = Math.max(0, this.#wakeAt - this.#now()) + 1;
+    this.#timer = setTimeout(
+      () => {
+        this.#timer = null;
+        this.soon();
+      },
+      Math.min(ms, SAFETY_PASS_MS),
+    );
+    this.#timer.unref?.();
+  }
+
+  /** See nextWake; after a tick at `now` whose runs have been queued. */
+  #nextWake(now: number): number {
+    const { cfg } = this.deps;
+    // A run whose job is still active is settled when the job ends (the scheduler's "finished" calls
+    // soon()); one whose job is unknown or over is settled by polling, as is a run being queued.
+    const { catalog } = this.deps;
+    const unsettled = this.#plan.pendingOf(() => true).some(({ jobId }) => !jobId || !catalog.activeJob(jobId));
+    if (unsettled || this.#launching.size) return now + cfg.tickMs;
+    let at = Math.min(this.#plan.nextFullPassAt(), this.#discovery.nextListingAt(), now + SAFETY_PASS_MS);
+    for (const rec of this.deps.store.dueProtection(now + SAFETY_PASS_MS)) at = Math.min(at, rec.nextRunAt);
+    // Due already yet not run (no agent: retried; a record of a policy the store no longer has): polled.
+    return at <= now ? now + cfg.tickMs : at;
   }
 
   async #tick(): Promise<void> {
@@ -137,6 +205,7 @@ export class PolicyRunner implements PolicyRunnerPort {
     for (let i = 0; i < due.length; i += LAUNCH_CONCURRENCY) {
       await Promise.all(due.slice(i, i + LAUNCH_CONCURRENCY).map(([p, rec]) => this.#runDue(p, rec, now)));
     }
+    this.#wakeAt = this.#nextWake(now);
   }
 
   /** The policy's pool as last listed (null: not listed yet, or no pool selector); asks again when due. */
@@ -346,6 +415,7 @@ export class PolicyRunner implements PolicyRunnerPort {
     } else if (p.selector?.pool) this.#discovery.expire(p.selector);
     this.#plan.forget(name);
     this.soon();
+    this.deps.onChanged?.();
   }
 
   selected(name: string): VolumeRef[] {

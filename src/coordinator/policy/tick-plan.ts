@@ -52,6 +52,13 @@ export class TickPlan {
     return true;
   }
 
+  /** When the next full pass of a policy falls due (Infinity: no policy seen). */
+  nextFullPassAt(): number {
+    let at = Number.POSITIVE_INFINITY;
+    for (const s of this.#seen.values()) at = Math.min(at, s.at + FULL_PASS_MS);
+    return at;
+  }
+
   /** Next tick makes a full pass of `policy` (changed through the API, or deleted). */
   forget(policy: string): void {
     this.#seen.delete(policy);

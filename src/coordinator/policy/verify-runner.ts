@@ -7,6 +7,10 @@
  * already has a VERIFY queued or running is left alone; one without a digest map is verified in mode
  * METADATA (the other modes need the map). Clock injected; the tick is synchronous (no agent asked:
  * the scheduler places the job).
+ *
+ * When it ticks: with no policy verifying, only on soon() (a policy changed; a job finished — Term wires
+ * both) and every SAFETY_PASS_MS; with one, each tick also sets the timer to the earliest verification
+ * it saw falling due (nextWake), cfg tickMs while one is due but was not queued.
  */
 import { createHash } from "node:crypto";
 import type { Logger } from "../../common/log";
@@ -39,26 +43,50 @@ export function verifyKey(policy: string, backupId: string, slot: number): strin
   return `policy-verify:${h}`;
 }
 
+/** The longest the verify runner sleeps (a safety pass). */
+export const SAFETY_PASS_MS = 30_000;
+
 export class PolicyVerifyRunner {
   readonly #now: () => number;
   #timer: NodeJS.Timeout | null = null;
+  #started = false;
+  #soon = false;
+  #wakeAt = Number.POSITIVE_INFINITY;
 
   constructor(private readonly deps: VerifyRunnerDeps) {
     this.#now = deps.now ?? Date.now;
   }
 
   start(): void {
-    this.#timer = setInterval(() => this.#safeTick(), this.deps.tickMs);
+    this.#started = true;
     this.#safeTick();
   }
 
   stop(): void {
-    if (this.#timer) clearInterval(this.#timer);
+    this.#started = false;
+    if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
+  }
+
+  /** A tick soon (coalesced; never inside the caller's stack). */
+  soon(): void {
+    if (this.#soon || !this.#started) return;
+    this.#soon = true;
+    setImmediate(() => {
+      this.#soon = false;
+      if (this.#started) this.#safeTick();
+    });
+  }
+
+  /** When the last tick found the next verification due (epoch ms of `now`); at most SAFETY_PASS_MS on. */
+  get nextWake(): number {
+    return this.#wakeAt;
   }
 
   /** Queues the verifications that are due; returns the jobs queued. */
   tick(): string[] {
+    const now = this.#now();
+    this.#wakeAt = now + SAFETY_PASS_MS;
     const { catalog, store } = this.deps;
     const policies = store.allPolicies().filter((p) => !p.paused && (p.verify?.intervalSeconds ?? 0) > 0);
     if (policies.length === 0) return [];
@@ -73,12 +101,18 @@ export class PolicyVerifyRunner {
       for (const rec of store.protectionOfPolicy(p.name)) {
         if (rec.pausedReason) continue;
         const b = newestAvailable(catalog, rec.volume, atDestination(p));
-        if (!b || busy.has(b.id) || !this.#due(p, b)) continue;
+        // Busy: its VERIFY job's end ticks again (soon()).
+        if (!b || busy.has(b.id)) continue;
+        const dueAt = this.#dueAt(p, b);
+        if (dueAt > now) {
+          this.#wakeAt = Math.min(this.#wakeAt, dueAt);
+          continue;
+        }
         const id = this.#queue(p, b);
         if (id) {
           busy.add(b.id);
           queued.push(id);
-        }
+        } else this.#wakeAt = Math.min(this.#wakeAt, now + this.deps.tickMs); // due, not queued: polled
       }
     }
     if (queued.length) this.deps.scheduler.kick();
@@ -89,13 +123,28 @@ export class PolicyVerifyRunner {
     try {
       this.tick();
     } catch (err) {
+      this.#wakeAt = this.#now() + this.deps.tickMs;
       this.deps.log.error("policy verify tick failed", { err });
     }
+    this.#arm();
   }
 
-  #due(p: Policy, b: Backup): boolean {
+  #arm(): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    if (!this.#started) return;
+    const ms = Math.min(Math.max(0, this.#wakeAt - this.#now()) + 1, SAFETY_PASS_MS);
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      this.#safeTick();
+    }, ms);
+    this.#timer.unref?.();
+  }
+
+  /** When `b` falls due for verification under `p`. */
+  #dueAt(p: Policy, b: Backup): number {
     const last = b.integrity?.lastVerifiedAt?.getTime() ?? 0;
-    return this.#now() - last >= (p.verify?.intervalSeconds ?? 0) * 1000;
+    return last + (p.verify?.intervalSeconds ?? 0) * 1000;
   }
 
   /** The VERIFY job of `b` for this slot; undefined when the slot's job exists already. */

@@ -70,6 +70,20 @@ export class Confirmer {
     }
   }
 
+  /**
+   * When the next check among `jobs` is due (Infinity: none confirming). A check in flight counts as due
+   * now (its answer kicks the scheduler, a lost one is asked again); so does a job waiting for an agent.
+   */
+  nextAt(jobs: JobRecord[]): number {
+    let at = Number.POSITIVE_INFINITY;
+    for (const j of jobs) {
+      const c = j.confirming;
+      if (j.state !== JobState.JOB_STATE_RUNNING || !c) continue;
+      at = Math.min(at, this.#inFlight.has(j.id) ? 0 : Math.min(c.nextCheckAt, c.deadline));
+    }
+    return at;
+  }
+
   /** Resolves when no check is in flight (tests; a stopping coordinator). */
   async settle(): Promise<void> {
     while (this.#inFlight.size) await Promise.all(this.#inFlight.values());

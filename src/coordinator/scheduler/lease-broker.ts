@@ -73,6 +73,14 @@ export class LeaseBroker {
     changed(ctx, j);
   }
 
+  /** When the first lease among `jobs` expires (Infinity: none running under a lease). */
+  nextExpiry(jobs: JobRecord[]): number {
+    let at = Number.POSITIVE_INFINITY;
+    for (const j of jobs)
+      if (j.state === JobState.JOB_STATE_RUNNING && j.lease) at = Math.min(at, this.#expiresAt(j.lease));
+    return at;
+  }
+
   /** Fails the attempts whose lease has expired (the jobs are updated in place). */
   expire(jobs: JobRecord[]): void {
     this.#forgetEnded(jobs);

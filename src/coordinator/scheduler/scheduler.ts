@@ -13,11 +13,17 @@
  *    (capabilities.ts); progress.ts: live progress.
  *
  * Everything is level-triggered: tick() compares the catalog with the connected agents and converges;
- * it runs on a timer and whenever something changed, and every step is safe to repeat. Time and
- * randomness come from the deps, so a test drives the clock and calls tick() itself.
+ * it runs whenever something changed (kick(): a job queued, an outcome, an agent registered or gone, an
+ * answer) and on a timer that each tick sets to the next time something falls due by itself (nextWake():
+ * a lease's expiry, a retry's backoff, a confirmation's next check or deadline, a sweep's retry). While
+ * a queued job waits for something no event announces (a limit, a lock) the timer keeps the old cadence
+ * (cfg.tickMs); with nothing due it still fires every SAFETY_PASS_MS at least, so a missed kick delays
+ * work, never blocks it. Every step is safe to repeat. Time and randomness come from the deps, so a test
+ * drives the clock and calls tick() itself.
  */
 import { EventEmitter } from "node:events";
 import type { Status } from "nice-grpc-common";
+import { JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { HeldLease, JobOutcome, JobProgressReport } from "../../gen/rbdbackup/v1/session";
 import type { JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
@@ -31,6 +37,9 @@ import type { LiveProgress } from "./progress";
 import { SnapshotHygiene } from "./snapshot-hygiene";
 import { abandon, cancel } from "./transitions";
 
+/** The longest the scheduler sleeps with nothing due (a safety pass: a kick some path forgot). */
+export const SAFETY_PASS_MS = 30_000;
+
 export class Scheduler extends EventEmitter<SchedulerEvents> {
   readonly progress = new Map<string, LiveProgress>();
   readonly cfg: SchedulerDeps["cfg"];
@@ -41,8 +50,13 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   readonly #maps: DigestMaps;
   readonly #hygiene: SnapshotHygiene;
   #timer: NodeJS.Timeout | null = null;
+  /** When the timer fires (epoch ms of the clock `now`); Infinity when not armed. */
+  #timerAt = Number.POSITIVE_INFINITY;
+  #started = false;
   #kicked = false;
   #stopped = false;
+  /** What the last tick found next due (nextWake). */
+  #wakeAt = Number.POSITIVE_INFINITY;
 
   constructor(deps: SchedulerDeps) {
     super();
@@ -73,14 +87,52 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   start(): void {
     this.#broker.recover();
     this.#confirmer.recover();
-    this.#timer = setInterval(() => this.tick(), this.cfg.tickMs);
+    this.#started = true;
     this.kick();
   }
 
   stop(): void {
     this.#stopped = true;
-    if (this.#timer) clearInterval(this.#timer);
+    if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
+    this.#timerAt = Number.POSITIVE_INFINITY;
+  }
+
+  /**
+   * When the last tick found the next thing due by itself (epoch ms): the earliest lease expiry, queued
+   * retry, confirmation check or deadline, sweep retry; `now + cfg.tickMs` while something waits that
+   * only polling notices; at most `now + SAFETY_PASS_MS`.
+   */
+  get nextWake(): number {
+    return this.#wakeAt;
+  }
+
+  /** The next wake-up after a tick at `now` over the active `jobs`. */
+  #nextWake(jobs: JobRecord[], now: number): number {
+    let at = Math.min(this.#broker.nextExpiry(jobs), this.#confirmer.nextAt(jobs), this.#hygiene.nextAt());
+    for (const j of jobs) if (j.state === JobState.JOB_STATE_QUEUED) at = Math.min(at, j.nextAttemptAt);
+    // Due already yet not done (a queued job held by a limit or a lock, an agent awaited, a check in
+    // flight): polled at the configured cadence, as before.
+    if (at <= now) return now + this.cfg.tickMs;
+    return Math.min(at, now + SAFETY_PASS_MS);
+  }
+
+  /** Sets the timer to fire at `at` (clock `now`), unless it already fires earlier. */
+  #arm(at: number, now: number): void {
+    if (!this.#started || this.#stopped) return;
+    if (this.#timer && this.#timerAt <= at && this.#timerAt >= now) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timerAt = at;
+    // +1: a lease is expired once its expiry is strictly past.
+    this.#timer = setTimeout(
+      () => {
+        this.#timer = null;
+        this.#timerAt = Number.POSITIVE_INFINITY;
+        this.tick();
+      },
+      Math.max(0, at - now) + 1,
+    );
+    this.#timer.unref?.();
   }
 
   /** Runs tick() soon (coalesced). */
@@ -99,15 +151,21 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
    */
   tick(): void {
     if (this.#stopped) return;
+    const now = this.#ctx.now();
+    let wake = now + this.cfg.tickMs;
     try {
       const jobs = this.#ctx.catalog.activeJobs();
       this.#broker.expire(jobs);
       this.#confirmer.run(jobs);
       this.#dispatcher.dispatch(jobs);
-      if (this.#hygiene.waiting) this.#hygiene.run(this.#ctx.catalog.activeJobs());
+      const after = this.#ctx.catalog.activeJobs();
+      if (this.#hygiene.waiting) this.#hygiene.run(after);
+      wake = this.#nextWake(after, now);
     } catch (err) {
       this.#ctx.log.error("scheduler tick failed", { err });
     }
+    this.#wakeAt = wake;
+    this.#arm(wake, now);
   }
 
   /** Resolves when no confirmation question, digest map fetch nor snapshot sweep is in flight (tests drive the clock and await this). */

@@ -90,6 +90,13 @@ export class SnapshotHygiene {
     return this.#pending.size > 0;
   }
 
+  /** When the next sweep is due (Infinity: none waits; a sweep in flight counts as due now). */
+  nextAt(): number {
+    let at = Number.POSITIVE_INFINITY;
+    for (const [key, p] of this.#pending) at = Math.min(at, this.#inFlight.has(key) ? 0 : p.nextAt);
+    return at;
+  }
+
   /** Starts the sweeps that are due; `active` are the catalog's active jobs. */
   run(active: JobRecord[]): void {
     const now = this.ctx.now();

@@ -57,6 +57,8 @@ export function recordingLogger(lines: string[] = []): Logger & { lines: string[
 
 export interface FakeStream {
   received: AgentMessage[];
+  /** When each of `received` arrived (Date.now()). */
+  receivedAt: number[];
   out: AsyncQueue<CoordinatorMessage>;
   ended: boolean;
 }
@@ -74,6 +76,8 @@ export class FakeCoordinator {
   /** Answer Register with Registered. */
   autoRegister = true;
   heartbeatIntervalMs = 60_000;
+  /** Registered.idle_heartbeat_interval_ms (0: unset, as a coordinator of before that field). */
+  idleHeartbeatIntervalMs = 0;
   #server: Server | null = null;
   address = "";
 
@@ -140,16 +144,22 @@ export class FakeCoordinator {
       changes.notify();
       throw new ServerError(Status.UNAVAILABLE, "refused by the fake coordinator");
     }
-    const s: FakeStream = { received: [], out: new AsyncQueue(), ended: false };
+    const s: FakeStream = { received: [], receivedAt: [], out: new AsyncQueue(), ended: false };
     this.streams.push(s);
     signal.addEventListener("abort", () => s.out.close(), { once: true });
     (async () => {
       for await (const m of requests) {
         s.received.push(m);
+        s.receivedAt.push(Date.now());
         if (m.msg?.$case === "register" && this.autoRegister) {
           this.send(s, {
             $case: "registered",
-            value: { heartbeatIntervalMs: this.heartbeatIntervalMs, leaseTtlMs: 60_000, revokedTokens: [] },
+            value: {
+              heartbeatIntervalMs: this.heartbeatIntervalMs,
+              leaseTtlMs: 60_000,
+              revokedTokens: [],
+              idleHeartbeatIntervalMs: this.idleHeartbeatIntervalMs,
+            },
           });
         }
         if (m.msg?.$case === "outcome" && this.autoAck) {

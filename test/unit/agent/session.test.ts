@@ -262,7 +262,12 @@ describe("coordinator session", () => {
     assert.deepEqual(of(s1, "register")[0]?.leases, [{ jobId: "job-6", attempt: 1, token: "token-6" }]);
     coord.send(s1, {
       $case: "registered",
-      value: { heartbeatIntervalMs: 60_000, leaseTtlMs: 60_000, revokedTokens: ["token-6"] },
+      value: {
+        heartbeatIntervalMs: 60_000,
+        leaseTtlMs: 60_000,
+        revokedTokens: ["token-6"],
+        idleHeartbeatIntervalMs: 0,
+      },
     });
     await waitFor("the second outcome", () => of(s1, "outcome").some((o) => o.token === "token-6"));
     assert.equal(ops.attempts[1]?.signal?.aborted, true);
@@ -299,6 +304,31 @@ describe("coordinator session", () => {
     await waitFor("a heartbeat holding the lease", () =>
       of(s, "heartbeat").some((h) => h.leases.some((l) => l.token === "token-7")),
     );
+  });
+
+  it("an agent holding nothing beats at the idle interval; one holding a lease at the short one", async () => {
+    coord.heartbeatIntervalMs = 20;
+    coord.idleHeartbeatIntervalMs = 300;
+    open();
+    const s = await coord.stream(0);
+    /** Arrival times of the heartbeats that list nothing / the lease `token`. */
+    const beats = (held: boolean) =>
+      s.received.flatMap((m, i) =>
+        m.msg?.$case === "heartbeat" && m.msg.value.leases.length > 0 === held ? [s.receivedAt[i] as number] : [],
+      );
+    await waitFor("register", () => of(s, "register").length === 1);
+    const registeredAt = s.receivedAt[0] as number;
+    await waitFor("two idle heartbeats", () => beats(false).length >= 2, 5_000);
+    const idle = [registeredAt, ...beats(false)];
+    for (let i = 1; i < idle.length; i++)
+      assert.ok((idle[i] as number) - (idle[i - 1] as number) >= 200, `idle beats ${idle.join(", ")}`);
+    // A lease held: it is listed at the short interval (the coordinator renews it as often as ever).
+    const leasedAt = Date.now();
+    coord.send(s, { $case: "lease", value: lease(21) });
+    await waitFor("three heartbeats listing the lease", () => beats(true).length >= 3, 5_000);
+    const held = beats(true);
+    assert.ok((held[0] as number) - leasedAt < 200, `first beat with the lease ${(held[0] as number) - leasedAt} ms`);
+    assert.ok((held[2] as number) - (held[0] as number) < 300, `beats with the lease ${held.join(", ")}`);
   });
 
   it("shutdown aborts running attempts and reports a transient failure; a draining agent refuses leases", async () => {

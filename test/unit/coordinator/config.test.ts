@@ -74,6 +74,7 @@ describe("configuration", () => {
       scheduler: {
         leaseTtlMs: 15_000,
         heartbeatIntervalMs: 3_000,
+        idleHeartbeatIntervalMs: 30_000,
         maxAttempts: 3,
         backoffBaseMs: 1_000,
         backoffMaxMs: 60_000,

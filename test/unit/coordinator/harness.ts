@@ -72,6 +72,7 @@ export const testConfig: SchedulerConfig = {
   confirmTimeoutMs: 600_000,
   leaseTtlMs: 15_000,
   heartbeatIntervalMs: 3_000,
+  idleHeartbeatIntervalMs: 30_000,
   maxAttempts: 3,
   backoffBaseMs: 1_000,
   backoffMaxMs: 60_000,

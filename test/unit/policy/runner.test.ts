@@ -6,8 +6,9 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
 import { AppError } from "../../../src/common/errors";
+import type { JobRecord } from "../../../src/coordinator/model";
 import { volumeKey } from "../../../src/coordinator/policy/model";
-import { PolicyRunner } from "../../../src/coordinator/policy/runner";
+import { PolicyRunner, SAFETY_PASS_MS } from "../../../src/coordinator/policy/runner";
 import { slotKey } from "../../../src/coordinator/policy/slots";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
@@ -328,6 +329,36 @@ describe("policy runner", () => {
     assert.equal(record()?.lastError, "", "cleared by the success");
   });
 
+  it("sleeps until a record's next run is due; a slot 30 min away: the safety pass bounds the sleep", async () => {
+    h.catalog.policies.insertPolicy(policy());
+    await runner.tick();
+    const rec = record();
+    assert.ok(rec);
+    assert.equal(rec.nextRunAt, Date.UTC(2026, 11, 1, 0, 1, 0));
+    assert.equal(runner.nextWake, Math.min(rec.nextRunAt, h.t + SAFETY_PASS_MS));
+    h.t = runner.nextWake;
+    await runner.tick();
+    if (h.t < rec.nextRunAt) {
+      assert.equal(jobs().length, 0);
+      assert.equal(runner.nextWake, rec.nextRunAt);
+      h.t = rec.nextRunAt;
+      await runner.tick();
+    }
+    assert.equal(jobs().length, 1, "queued at its due time");
+    // A policy whose next slot is 30 minutes away still wakes within the safety pass.
+    h.catalog.policies.insertPolicy(
+      policy({
+        name: "slow",
+        ...({ selector: { volumes: [vol("v2")] }, schedule: { intervalSeconds: 3600 } } as Partial<Policy>),
+      }),
+    );
+    runner.changed("slow");
+    await runner.tick();
+    h.catalog.updateJob({ ...(jobs()[0] as JobRecord), state: JobState.JOB_STATE_SUCCEEDED, finishedAt: h.t });
+    await runner.tick();
+    assert.ok(runner.nextWake > h.t && runner.nextWake <= h.t + SAFETY_PASS_MS, `${runner.nextWake - h.t} ms`);
+  });
+
   it("no agent until the following slot: the slot is missed (not failed), once, with the reason", async () => {
     h.catalog.policies.insertPolicy(policy());
     await runner.tick();
@@ -341,5 +372,40 @@ describe("policy runner", () => {
     assert.match(record()?.lastError ?? "", /no agent/);
     assert.equal(record()?.nextSlotAt, slot + INTERVAL * 1000);
     assert.equal(jobs().length, 0);
+  });
+});
+
+describe("policy runner wake-ups (real clock and timers)", () => {
+  let h: Harness;
+  let runner: PolicyRunner;
+  afterEach(() => {
+    runner.stop();
+    h.close();
+  });
+
+  it("a started runner with a one-minute tick queues a run at its due time (its timer set to it)", async () => {
+    h = new Harness();
+    const answer = (): Answer => new AppError(Status.UNIMPLEMENTED, "no calls here");
+    h.connect("agent-a", "a").answer = answer;
+    h.connect("agent-b", "b").answer = answer;
+    runner = new PolicyRunner({
+      catalog: h.catalog,
+      store: h.catalog.policies,
+      sessions: h.sessions,
+      scheduler: { kick() {} },
+      log: h.log,
+      cfg: { tickMs: 60_000, discoveryIntervalMs: 60_000, minIntervalSeconds: 1 },
+      maxAttempts: 3,
+    });
+    h.catalog.policies.insertPolicy(policy({ ...({ schedule: { intervalSeconds: 1 } } as Partial<Policy>) }));
+    runner.start();
+    const end = Date.now() + 5_000;
+    const queued = () => h.catalog.listJobs({}, 10, "").items.length > 0;
+    while (!queued()) {
+      if (Date.now() > end) throw new Error("timed out waiting for the run (the runner slept past its due time)");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const rec = h.catalog.policies.getProtection("gold", volumeKey(vol("v1")));
+    assert.ok(rec && rec.lastJobId !== "");
   });
 });

@@ -12,7 +12,7 @@ import { AppError } from "../../../src/common/errors";
 import type { Backup } from "../../../src/coordinator/model";
 import { newRecord } from "../../../src/coordinator/policy/slots";
 import { validatePolicy } from "../../../src/coordinator/policy/validate";
-import { PolicyVerifyRunner, verifyKey } from "../../../src/coordinator/policy/verify-runner";
+import { PolicyVerifyRunner, SAFETY_PASS_MS, verifyKey } from "../../../src/coordinator/policy/verify-runner";
 import { validateVerifySchedule, verifyStatus } from "../../../src/coordinator/policy/verify-schedule";
 import { BackupMode, VerifyMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
@@ -118,8 +118,22 @@ describe("policy verify runner", () => {
     }
     h.advance(HOUR * 1000 - 1);
     assert.deepEqual(runner.tick(), []);
+    assert.equal(runner.nextWake, h.t + 1, "its timer is set to the next verification's due time");
     h.advance(1);
     assert.equal(runner.tick().length, 2);
+  });
+
+  it("sleeps for the safety pass with no verification due (none verifying; one verified an interval ago)", () => {
+    assert.deepEqual(runner.tick(), []);
+    assert.equal(runner.nextWake, h.t + SAFETY_PASS_MS);
+    protect(policy());
+    const b = backupOf(vol("v1"));
+    h.catalog.updateBackup({
+      ...b,
+      integrity: { ...(b.integrity as NonNullable<Backup["integrity"]>), lastVerifiedAt: new Date(h.t) },
+    });
+    assert.deepEqual(runner.tick(), []);
+    assert.equal(runner.nextWake, h.t + SAFETY_PASS_MS);
   });
 
   it("a failed verification is tried again in the next slot, not in the same one", () => {
