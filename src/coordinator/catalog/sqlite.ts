@@ -13,6 +13,7 @@ import { ActiveJobIndex, type ActiveJobRow } from "./active-jobs";
 import { type AvailableBackup, AvailableIndex } from "./available-index";
 import type { Catalog, ClusterPin, Page } from "./catalog";
 import { decodePageToken, keysetPage, pageScope } from "./page-token";
+import { ParsedBackups } from "./parsed-backups";
 import { migratePolicyColumns } from "./policy-columns";
 import { backupListing, jobListing, LISTING_INDEXES } from "./sqlite-listings";
 import { POLICY_SCHEMA, SqlitePolicyStore } from "./sqlite-policies";
@@ -81,6 +82,7 @@ export class SqliteCatalog implements Catalog {
   readonly policies: SqlitePolicyStore;
   readonly #available: AvailableIndex;
   readonly #active: ActiveJobIndex;
+  readonly #parsed = new ParsedBackups();
   readonly kind = "sqlite" as const;
   readonly schemaVersion = 1;
   readonly pagingKey: Buffer;
@@ -115,7 +117,7 @@ export class SqliteCatalog implements Catalog {
     this.#active = new ActiveJobIndex(
       () =>
         this.#sql(
-          `SELECT id, created_at AS createdAt, doc FROM jobs WHERE state IN (${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING})`,
+          `SELECT id, created_at AS createdAt, backup_id AS backupId, doc FROM jobs WHERE state IN (${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING})`,
         ).all() as ActiveJobRow[],
     );
   }
@@ -147,6 +149,7 @@ export class SqliteCatalog implements Catalog {
       // Rolled back (to its savepoint, when nested): the indexes may hold writes that are undone.
       this.#available.invalidate();
       this.#active.invalidate();
+      this.#parsed.clear();
       throw e;
     }
   }
@@ -197,23 +200,28 @@ export class SqliteCatalog implements Catalog {
   }
 
   insertBackup(b: Backup): void {
+    const row = this.#backupRow(b);
     this.#sql(
       "INSERT INTO backups (id, status, cluster, pool, namespace, image, volume_id, location_cluster, created_at, policy, verified_at, doc) VALUES (@id, @status, @cluster, @pool, @namespace, @image, @volume_id, @location_cluster, @created_at, @policy, @verified_at, @doc)",
-    ).run(this.#backupRow(b));
+    ).run(row);
     this.#available.put(b);
+    this.#parsed.wrote(row.id, row.doc);
   }
 
+  /** The row's document parsed once while it is unchanged (parsed-backups.ts). */
   getBackup(id: string): Backup | undefined {
     const r = this.#sql("SELECT doc FROM backups WHERE id = ?").get(id) as { doc: string } | undefined;
-    return r ? parseBackup(r.doc) : undefined;
+    return r ? this.#parsed.read(id, r.doc) : undefined;
   }
 
   updateBackup(b: Backup): void {
+    const row = this.#backupRow(b);
     const r = this.#sql(
       "UPDATE backups SET status = @status, policy = @policy, verified_at = @verified_at, doc = @doc WHERE id = @id",
-    ).run(this.#backupRow(b));
+    ).run(row);
     if (r.changes !== 1) throw new Error(`backup ${b.id} is not in the catalog`);
     this.#available.put(b);
+    this.#parsed.wrote(row.id, row.doc);
   }
 
   listBackups(f: BackupFilter, pageSize: number, pageToken: string): Page<Backup> {
@@ -238,12 +246,18 @@ export class SqliteCatalog implements Catalog {
     return this.#available.of(cluster, pool, namespace, image);
   }
 
-  backupsOfVolume(cluster: string, pool: string, namespace: string, image: string): Backup[] {
-    return (
-      this.#sql(
-        "SELECT doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ? ORDER BY created_at, id",
-      ).all(cluster, pool, namespace, image) as { doc: string }[]
-    ).map((r) => parseBackup(r.doc));
+  /** Each row's document parsed once while it is unchanged (parsed-backups.ts). */
+  backupsOfVolume(cluster: string, pool: string, namespace: string, image: string, status?: BackupStatus): Backup[] {
+    const rows = (
+      status === undefined
+        ? this.#sql(
+            "SELECT id, doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ? ORDER BY created_at, id",
+          ).all(cluster, pool, namespace, image)
+        : this.#sql(
+            "SELECT id, doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ? AND status = ? ORDER BY created_at, id",
+          ).all(cluster, pool, namespace, image, status)
+    ) as { id: string; doc: string }[];
+    return rows.map((r) => this.#parsed.read(r.id, r.doc));
   }
 
   #jobRow(j: JobRecord) {
@@ -286,6 +300,11 @@ export class SqliteCatalog implements Catalog {
   /** From memory (active-jobs.ts): no query, one parse per job. */
   activeJobs(): JobRecord[] {
     return this.#active.all();
+  }
+
+  /** From memory (active-jobs.ts): no query, no parse. */
+  backupInUse(backupId: string): boolean {
+    return this.#active.usesBackup(backupId);
   }
 
   /** From memory (active-jobs.ts): no query. */
