@@ -13,7 +13,6 @@ import { ActiveJobIndex, type ActiveJobRow } from "./active-jobs";
 import { type AvailableBackup, AvailableIndex } from "./available-index";
 import type { Catalog, ClusterPin, Page } from "./catalog";
 import { decodePageToken, keysetPage, pageScope } from "./page-token";
-import { ParsedBackups } from "./parsed-backups";
 import { migratePolicyColumns } from "./policy-columns";
 import { backupListing, jobListing, LISTING_INDEXES } from "./sqlite-listings";
 import { POLICY_SCHEMA, SqlitePolicyStore } from "./sqlite-policies";
@@ -82,7 +81,6 @@ export class SqliteCatalog implements Catalog {
   readonly policies: SqlitePolicyStore;
   readonly #available: AvailableIndex;
   readonly #active: ActiveJobIndex;
-  readonly #parsed = new ParsedBackups();
   readonly kind = "sqlite" as const;
   readonly schemaVersion = 1;
   readonly pagingKey: Buffer;
@@ -149,7 +147,6 @@ export class SqliteCatalog implements Catalog {
       // Rolled back (to its savepoint, when nested): the indexes may hold writes that are undone.
       this.#available.invalidate();
       this.#active.invalidate();
-      this.#parsed.clear();
       throw e;
     }
   }
@@ -205,13 +202,11 @@ export class SqliteCatalog implements Catalog {
       "INSERT INTO backups (id, status, cluster, pool, namespace, image, volume_id, location_cluster, created_at, policy, verified_at, doc) VALUES (@id, @status, @cluster, @pool, @namespace, @image, @volume_id, @location_cluster, @created_at, @policy, @verified_at, @doc)",
     ).run(row);
     this.#available.put(b);
-    this.#parsed.wrote(row.id, row.doc);
   }
 
-  /** The row's document parsed once while it is unchanged (parsed-backups.ts). */
   getBackup(id: string): Backup | undefined {
     const r = this.#sql("SELECT doc FROM backups WHERE id = ?").get(id) as { doc: string } | undefined;
-    return r ? this.#parsed.read(id, r.doc) : undefined;
+    return r ? parseBackup(r.doc) : undefined;
   }
 
   updateBackup(b: Backup): void {
@@ -221,7 +216,6 @@ export class SqliteCatalog implements Catalog {
     ).run(row);
     if (r.changes !== 1) throw new Error(`backup ${b.id} is not in the catalog`);
     this.#available.put(b);
-    this.#parsed.wrote(row.id, row.doc);
   }
 
   listBackups(f: BackupFilter, pageSize: number, pageToken: string): Page<Backup> {
@@ -246,18 +240,17 @@ export class SqliteCatalog implements Catalog {
     return this.#available.of(cluster, pool, namespace, image);
   }
 
-  /** Each row's document parsed once while it is unchanged (parsed-backups.ts). */
   backupsOfVolume(cluster: string, pool: string, namespace: string, image: string, status?: BackupStatus): Backup[] {
     const rows = (
       status === undefined
         ? this.#sql(
-            "SELECT id, doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ? ORDER BY created_at, id",
+            "SELECT doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ? ORDER BY created_at, id",
           ).all(cluster, pool, namespace, image)
         : this.#sql(
-            "SELECT id, doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ? AND status = ? ORDER BY created_at, id",
+            "SELECT doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ? AND status = ? ORDER BY created_at, id",
           ).all(cluster, pool, namespace, image, status)
-    ) as { id: string; doc: string }[];
-    return rows.map((r) => this.#parsed.read(r.id, r.doc));
+    ) as { doc: string }[];
+    return rows.map((r) => parseBackup(r.doc));
   }
 
   #jobRow(j: JobRecord) {

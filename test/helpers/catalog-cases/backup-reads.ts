@@ -1,7 +1,6 @@
 /**
  * Conformance: what `getBackup` and `backupsOfVolume` hand out is a fresh record each time, equal to the
- * row as last written — whether the store parses each row (PostgreSQL) or keeps a parse per document
- * (SQLite, parsed-backups.ts): editing an answer (nested messages, arrays, the metadata map, Dates in
+ * row as last written (a store that ever caches parses must keep this): editing an answer (nested messages, arrays, the metadata map, Dates in
  * place) changes nothing stored, an update is seen at once, and a rolled-back update is not.
  * `backupInUse(id)` (retention's pin) follows the QUEUED and RUNNING jobs of a backup through
  * inserts, updates, a rollback and a second job on the same backup.

@@ -29,6 +29,6 @@ export const CATALOG_CASES: Array<(open: OpenCatalog) => void> = [
   transferOptions,
   // The active-job lookup lease reports, confirmations and the runner use (Catalog.activeJob).
   activeJob,
-  // Fresh backup records from a store that parses each document once; retention's in-use pin (issue 13).
+  // Fresh backup records, backups of a volume by status, retention's in-use pin (issue 13).
   backupReads,
 ];
