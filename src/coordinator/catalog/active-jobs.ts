@@ -13,10 +13,11 @@
 import { JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { JobRecord } from "../model";
 
-/** A job's row as the index keeps it: its creation time (the listing's order) and the document written. */
+/** A job's row as the index keeps it: its creation time (the listing's order), its backup and the document written. */
 export interface ActiveJobRow {
   id: string;
   createdAt: number;
+  backupId: string;
   doc: string;
 }
 
@@ -32,6 +33,8 @@ export class ActiveJobIndex {
   #byId: Map<string, ActiveJobRow> | undefined;
   /** The rows in order; undefined when a job came or went since it was sorted. */
   #ordered: ActiveJobRow[] | undefined;
+  /** backup id → how many of the jobs use it (built with #byId). */
+  #byBackup = new Map<string, number>();
 
   /** `load` returns the rows of every QUEUED or RUNNING job (called on first use and after invalidate()). */
   constructor(private readonly load: () => ActiveJobRow[]) {}
@@ -39,6 +42,7 @@ export class ActiveJobIndex {
   invalidate(): void {
     this.#byId = undefined;
     this.#ordered = undefined;
+    this.#byBackup = new Map();
   }
 
   /**
@@ -52,16 +56,39 @@ export class ActiveJobIndex {
     if (!isActiveState(j.state)) {
       if (had) {
         m.delete(j.id);
+        this.#unuse(had.backupId);
         this.#ordered = undefined;
       }
       return;
     }
     if (had) {
       had.doc = doc; // same row object in #ordered: its place does not change
+      if (had.backupId !== j.backupId) {
+        this.#unuse(had.backupId);
+        had.backupId = j.backupId;
+        this.#use(j.backupId);
+      }
       return;
     }
-    m.set(j.id, { id: j.id, createdAt: j.createdAt, doc });
+    m.set(j.id, { id: j.id, createdAt: j.createdAt, backupId: j.backupId, doc });
+    this.#use(j.backupId);
     this.#ordered = undefined;
+  }
+
+  /** Whether a QUEUED or RUNNING job uses the backup (no parse). */
+  usesBackup(backupId: string): boolean {
+    this.#index();
+    return (this.#byBackup.get(backupId) ?? 0) > 0;
+  }
+
+  #use(backupId: string): void {
+    this.#byBackup.set(backupId, (this.#byBackup.get(backupId) ?? 0) + 1);
+  }
+
+  #unuse(backupId: string): void {
+    const n = (this.#byBackup.get(backupId) ?? 0) - 1;
+    if (n > 0) this.#byBackup.set(backupId, n);
+    else this.#byBackup.delete(backupId);
   }
 
   /** How many jobs are QUEUED or RUNNING. */
@@ -87,7 +114,10 @@ export class ActiveJobIndex {
 
   #index(): Map<string, ActiveJobRow> {
     if (!this.#byId) {
-      this.#byId = new Map(this.load().map((r) => [r.id, r]));
+      const rows = this.load();
+      this.#byId = new Map(rows.map((r) => [r.id, r]));
+      this.#byBackup = new Map();
+      for (const r of rows) this.#use(r.backupId);
       this.#ordered = undefined;
     }
     return this.#byId;

@@ -4,6 +4,7 @@
  * each is atomic; `transaction` groups several. The catalog is an index: everything a restore needs
  * also lives in the backup cluster (base image, snapshots, metadata objects).
  */
+import type { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../model";
 import type { AvailableBackup } from "./available-index";
 import type { LeaderLease } from "./leader-lease";
@@ -55,8 +56,11 @@ export interface Catalog {
   lastSuccessByVolume(): Array<{ cluster: string; pool: string; namespace: string; image: string; at: number }>;
   /** The AVAILABLE backups of a volume, oldest first, as kept in memory (available-index.ts: no row read). */
   availableBackupsOfVolume(cluster: string, pool: string, namespace: string, image: string): AvailableBackup[];
-  /** Every backup of a volume (any status), oldest first. */
-  backupsOfVolume(cluster: string, pool: string, namespace: string, image: string): Backup[];
+  /**
+   * Every backup of a volume (any status; only those in `status` when it is given), oldest first. With
+   * a status the store reads only those rows (a volume's history grows by a DELETED row a run).
+   */
+  backupsOfVolume(cluster: string, pool: string, namespace: string, image: string, status?: BackupStatus): Backup[];
 
   /** Fails with a UNIQUE error when the idempotency key is taken. */
   insertJob(j: JobRecord): void;
@@ -71,6 +75,11 @@ export interface Catalog {
    * and the policy runner's tick, ask it for jobs that are mostly running.
    */
   activeJob(id: string): JobRecord | undefined;
+  /**
+   * Whether a QUEUED or RUNNING job uses the backup (its backup_id): retention's pin, asked for each
+   * backup it weighs, without reading every active job (SQLite: from memory).
+   */
+  backupInUse(backupId: string): boolean;
   listJobs(filter: JobFilter, pageSize: number, pageToken: string): Page<JobRecord>;
 
   close(): void;

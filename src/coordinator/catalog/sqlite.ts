@@ -115,7 +115,7 @@ export class SqliteCatalog implements Catalog {
     this.#active = new ActiveJobIndex(
       () =>
         this.#sql(
-          `SELECT id, created_at AS createdAt, doc FROM jobs WHERE state IN (${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING})`,
+          `SELECT id, created_at AS createdAt, backup_id AS backupId, doc FROM jobs WHERE state IN (${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING})`,
         ).all() as ActiveJobRow[],
     );
   }
@@ -197,9 +197,10 @@ export class SqliteCatalog implements Catalog {
   }
 
   insertBackup(b: Backup): void {
+    const row = this.#backupRow(b);
     this.#sql(
       "INSERT INTO backups (id, status, cluster, pool, namespace, image, volume_id, location_cluster, created_at, policy, verified_at, doc) VALUES (@id, @status, @cluster, @pool, @namespace, @image, @volume_id, @location_cluster, @created_at, @policy, @verified_at, @doc)",
-    ).run(this.#backupRow(b));
+    ).run(row);
     this.#available.put(b);
   }
 
@@ -209,9 +210,10 @@ export class SqliteCatalog implements Catalog {
   }
 
   updateBackup(b: Backup): void {
+    const row = this.#backupRow(b);
     const r = this.#sql(
       "UPDATE backups SET status = @status, policy = @policy, verified_at = @verified_at, doc = @doc WHERE id = @id",
-    ).run(this.#backupRow(b));
+    ).run(row);
     if (r.changes !== 1) throw new Error(`backup ${b.id} is not in the catalog`);
     this.#available.put(b);
   }
@@ -238,12 +240,17 @@ export class SqliteCatalog implements Catalog {
     return this.#available.of(cluster, pool, namespace, image);
   }
 
-  backupsOfVolume(cluster: string, pool: string, namespace: string, image: string): Backup[] {
-    return (
-      this.#sql(
-        "SELECT doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ? ORDER BY created_at, id",
-      ).all(cluster, pool, namespace, image) as { doc: string }[]
-    ).map((r) => parseBackup(r.doc));
+  backupsOfVolume(cluster: string, pool: string, namespace: string, image: string, status?: BackupStatus): Backup[] {
+    const rows = (
+      status === undefined
+        ? this.#sql(
+            "SELECT doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ? ORDER BY created_at, id",
+          ).all(cluster, pool, namespace, image)
+        : this.#sql(
+            "SELECT doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ? AND status = ? ORDER BY created_at, id",
+          ).all(cluster, pool, namespace, image, status)
+    ) as { doc: string }[];
+    return rows.map((r) => parseBackup(r.doc));
   }
 
   #jobRow(j: JobRecord) {
@@ -286,6 +293,11 @@ export class SqliteCatalog implements Catalog {
   /** From memory (active-jobs.ts): no query, one parse per job. */
   activeJobs(): JobRecord[] {
     return this.#active.all();
+  }
+
+  /** From memory (active-jobs.ts): no query, no parse. */
+  backupInUse(backupId: string): boolean {
+    return this.#active.usesBackup(backupId);
   }
 
   /** From memory (active-jobs.ts): no query. */

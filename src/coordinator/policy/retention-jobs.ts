@@ -41,11 +41,10 @@ export function enforceRetention(
   const { catalog } = deps;
   if (!p.retention) return 0;
   const backups = policyBackups(catalog, p, vol);
-  const inUse = new Set(catalog.activeJobs().map((j) => j.backupId));
   const candidates: RetentionCandidate[] = backups.map((b) => ({
     id: b.id,
     at: b.createdAt,
-    pinned: inUse.has(b.id) ? "in use" : b.clones ? "has clones" : undefined,
+    pinned: catalog.backupInUse(b.id) ? "in use" : b.clones ? "has clones" : undefined,
   }));
   const plan = planRetention(p.retention, candidates, nowMs, p.schedule?.timeZone ?? "");
   let queued = 0;
@@ -69,7 +68,7 @@ function queueDelete(
     return catalog.transaction(() => {
       const b = catalog.getBackup(backupId);
       if (!b || b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE || catalog.jobByIdempotencyKey(key)) return undefined;
-      if (catalog.activeJobs().some((j) => j.backupId === b.id)) return undefined;
+      if (catalog.backupInUse(b.id)) return undefined;
       const job = newJobRecord(deleteJobSpec(b, key), deps.maxAttempts, nowMs);
       b.status = BackupStatus.BACKUP_STATUS_DELETING;
       catalog.updateBackup(b);

@@ -51,8 +51,10 @@ export function verifyStatus(catalog: Catalog, p: Policy, vol: VolumeRef): Verif
   const here = atDestination(p);
   const newest = newestAvailable(catalog, vol, here);
   let corruptBackups = 0;
-  for (const b of catalog.backupsOfVolume(vol.cluster, vol.pool, vol.namespace, vol.image)) {
-    if (b.status === BackupStatus.BACKUP_STATUS_CORRUPT && b.location && here(b.location)) corruptBackups++;
+  // Only the CORRUPT rows are read: the volume's history (a DELETED row a run) is not parsed per view.
+  const corrupt = BackupStatus.BACKUP_STATUS_CORRUPT;
+  for (const b of catalog.backupsOfVolume(vol.cluster, vol.pool, vol.namespace, vol.image, corrupt)) {
+    if (b.status === corrupt && b.location && here(b.location)) corruptBackups++;
   }
   return {
     lastVerifiedAt: newest?.integrity?.lastVerifiedAt,

@@ -5,6 +5,7 @@
  */
 import { activeJob } from "./active-job";
 import { available } from "./available";
+import { backupReads } from "./backup-reads";
 import { listings } from "./listings";
 import { pagingCases, policyPagingCases } from "./paging";
 import { policies } from "./policies";
@@ -28,4 +29,6 @@ export const CATALOG_CASES: Array<(open: OpenCatalog) => void> = [
   transferOptions,
   // The active-job lookup lease reports, confirmations and the runner use (Catalog.activeJob).
   activeJob,
+  // Fresh backup records, backups of a volume by status, retention's in-use pin (issue 13).
+  backupReads,
 ];

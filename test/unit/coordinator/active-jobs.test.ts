@@ -181,7 +181,7 @@ describe("the catalog's index of active jobs", () => {
     const b = job("b", T);
     idx.put(a, JSON.stringify(a)); // not loaded yet: ignored (the load reads the rows)
     assert.equal(loads, 0);
-    rows.push({ id: a.id, createdAt: a.createdAt, doc: JSON.stringify(a) });
+    rows.push({ id: a.id, createdAt: a.createdAt, backupId: a.backupId, doc: JSON.stringify(a) });
     assert.equal(idx.size, 1);
     assert.equal(loads, 1);
     idx.put(b, JSON.stringify(b));

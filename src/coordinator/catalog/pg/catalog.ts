@@ -230,10 +230,17 @@ export class PgCatalog implements Catalog {
     ).map((r) => availableOf(parseBackup(r.doc)));
   }
 
-  backupsOfVolume(cluster: string, pool: string, namespace: string, image: string): Backup[] {
-    return this.#read<Doc>(
-      "SELECT doc FROM backups WHERE cluster = $1 AND pool = $2 AND namespace = $3 AND image = $4 ORDER BY created_at, id",
-      [cluster, pool, namespace, image],
+  backupsOfVolume(cluster: string, pool: string, namespace: string, image: string, status?: BackupStatus): Backup[] {
+    return (
+      status === undefined
+        ? this.#read<Doc>(
+            "SELECT doc FROM backups WHERE cluster = $1 AND pool = $2 AND namespace = $3 AND image = $4 ORDER BY created_at, id",
+            [cluster, pool, namespace, image],
+          )
+        : this.#read<Doc>(
+            "SELECT doc FROM backups WHERE cluster = $1 AND pool = $2 AND namespace = $3 AND image = $4 AND status = $5 ORDER BY created_at, id",
+            [cluster, pool, namespace, image, status],
+          )
     ).map((r) => parseBackup(r.doc));
   }
 
@@ -275,6 +282,15 @@ export class PgCatalog implements Catalog {
       [id],
     );
     return r ? parseJob(r.doc) : undefined;
+  }
+
+  backupInUse(backupId: string): boolean {
+    return (
+      this.#read(
+        `SELECT 1 FROM jobs WHERE backup_id = $1 AND state IN (${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING}) LIMIT 1`,
+        [backupId],
+      ).length > 0
+    );
   }
 
   listJobs(f: JobFilter, pageSize: number, pageToken: string): Page<JobRecord> {
