@@ -10,6 +10,7 @@ import { Status } from "nice-grpc-common";
 import { AppError, messageOf, statusOf } from "../../src/common/errors";
 import type { Logger } from "../../src/common/log";
 import type { AgentMessage, Cancel, HeldLease, JobOutcome, Lease } from "../../src/gen/rbdbackup/v1/session";
+import { SOURCE_SNAPSHOTS, type WithSourceSnapshots } from "../engine/backup-result";
 import { newProgress, type Progress, snapshotOf } from "../engine/progress";
 import type { Changes } from "./changes";
 import type { CoordinatorData } from "./coordinator-data";
@@ -102,7 +103,7 @@ export class LeaseRunner {
     };
     this.log.info("lease received", { job: l.jobId, attempt: l.attempt, operation: l.operation?.$case });
     this.#attempt(l, entry)
-      .then(async (result) => ({ code: Status.OK, message: "", result, ...(await this.#sourceSnapshots(l)) }))
+      .then(async (result) => ({ code: Status.OK, message: "", result, ...(await this.#sourceSnapshots(l, result)) }))
       .then(
         (o) => this.#finish(l, o),
         (e) => this.#finish(l, this.#failure(entry.reason, e)),
@@ -189,11 +190,14 @@ export class LeaseRunner {
 
   /**
    * A successful backup of a volume: the backup snapshots now on it, for the coordinator's snapshot
-   * hygiene (JobOutcome.source_snapshots; it then need not ask). A listing that fails is left out.
+   * hygiene (JobOutcome.source_snapshots; it then need not ask) — those the backup's own prune listed
+   * and left (backup-result.ts SOURCE_SNAPSHOTS), else listed here. A listing that fails is left out.
    */
-  async #sourceSnapshots(l: Lease): Promise<Partial<Pick<JobOutcome, Listed>>> {
+  async #sourceSnapshots(l: Lease, result: JobOutcome["result"]): Promise<Partial<Pick<JobOutcome, Listed>>> {
     const op = l.operation;
     if (op?.$case !== "backup" || op.value.source?.$case !== "volume") return {};
+    const carried = result?.$case === "backup" ? (result.value as WithSourceSnapshots)[SOURCE_SNAPSHOTS] : undefined;
+    if (carried) return { sourceSnapshots: carried, sourceSnapshotsListed: true };
     const v = op.value.source.value;
     try {
       const r = await this.ops.listBackupSnapshots({ image: { pool: v.pool, namespace: v.namespace, image: v.image } });

@@ -52,7 +52,7 @@ import { type ImportSource, importBackup } from "../engine/import";
 import { newProgress, type Progress } from "../engine/progress";
 import { readMetadata, restore } from "../engine/restore";
 import { scanBackups } from "../engine/scan-backups";
-import { listImageBackupSnapshots } from "../engine/snapshots";
+import { backupSnapshots, listImageBackupSnapshots } from "../engine/snapshots";
 import { pruneBackupSnapshots } from "../engine/source-prune";
 import { verifyBackup } from "../engine/verify";
 import { digestsObjectName } from "../transfer/digests";
@@ -320,22 +320,25 @@ export class AgentOperations {
       if (!req.image) return r;
       const im = validImage(req.image);
       if (!(await poolOk(im.pool)) || !(await namespaceOk(im.pool, im.namespace))) return r;
+      // One open for the size and the backup snapshots (the API waits on this probe before it queues a job).
       const io = await cluster.openIoCtx(im.pool, { namespace: im.namespace });
       try {
         const img = await io.imageOpen(im.image, { readOnly: true });
         try {
           r.imageSize = (await img.stat()).size;
+          r.imageSnapshots = backupSnapshots(await img.snapList());
           r.imageExists = true;
         } finally {
           await img.close();
         }
       } catch (e) {
         if (!isCephError(e, "ENOENT")) throw e;
+        r.imageSize = 0;
+        r.imageSnapshots = [];
         return r;
       } finally {
         await io.close();
       }
-      r.imageSnapshots = await listImageBackupSnapshots(cluster, im.pool, im.namespace, im.image);
       return r;
     });
   }

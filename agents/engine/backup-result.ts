@@ -4,7 +4,17 @@
  * outcome": its agent stopped before the coordinator heard, so the retry reports it, with a warning).
  */
 import type { BackupRequest, BackupResult } from "../../src/gen/rbdbackup/v1/agent";
+import type { BackupSnapshot } from "../../src/gen/rbdbackup/v1/transfer";
 import { newStats, type SourceStats } from "../transfer/source";
+
+/**
+ * The backup snapshots left on the volume after a backup's prune (listed there, minus what it removed),
+ * carried on the BackupResult object under a symbol — never encoded, so nothing goes on the wire: the
+ * lease runner puts them into JobOutcome.source_snapshots instead of opening the volume again to list
+ * them. Absent when the prune's listing failed (the runner then lists).
+ */
+export const SOURCE_SNAPSHOTS: unique symbol = Symbol("sourceSnapshots");
+export type WithSourceSnapshots = BackupResult & { [SOURCE_SNAPSHOTS]?: BackupSnapshot[] };
 
 /** The warning of a result whose backup an earlier attempt completed. */
 export const COMPLETED_EARLIER_WARNING =

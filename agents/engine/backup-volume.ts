@@ -18,18 +18,23 @@ import type { Logger } from "../../src/common/log";
 import { PhaseTimer } from "../../src/common/phase-timer";
 import type { BackupRequest, BackupResult } from "../../src/gen/rbdbackup/v1/agent";
 import type { ImageRef } from "../../src/gen/rbdbackup/v1/common";
-import type { ListChainsResponse, TransferHeader, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
+import type {
+  BackupSnapshot,
+  ListChainsResponse,
+  TransferHeader,
+  TransferSummary,
+} from "../../src/gen/rbdbackup/v1/transfer";
 import type { Image, IoCtx } from "../ceph";
 import { isCephError } from "../ceph";
 import { newStats, rbdMessages, type SourceResume, type SourceStats } from "../transfer/source";
 import type { TransferTarget } from "../transfer/target";
 import { backupHeader, type Destination, type SourceImageInfo, volumeMetadata } from "./backup-header";
 import { choosePlan, earlierAttempt, fallbackPlan, type Plan } from "./backup-plan";
-import { completedEarlier, sentFields } from "./backup-result";
+import { completedEarlier, SOURCE_SNAPSHOTS, sentFields, type WithSourceSnapshots } from "./backup-result";
 import type { EngineContext } from "./context";
 import type { Progress } from "./progress";
 import { keepsForRetry, sendResumable } from "./resume";
-import { snapshotsToPrune } from "./snapshots";
+import { backupSnapshots, snapshotsToPrune } from "./snapshots";
 
 /** The phase that starts when the named one ends (for progress reports). */
 const PHASE_AFTER: Record<string, string> = {
@@ -141,9 +146,11 @@ class VolumeBackup {
     const sent = await this.transfer(plan, snap, { ...this.dest, fsid: chains.clusterFsid });
     this.clock.ended("transfer");
     const warnings = [...this.earlyWarnings, ...sent.summary.warnings];
-    const removed = await this.prune(head, sent.plan, warnings);
+    const pruned = await this.prune(head, sent.plan, warnings);
     this.clock.ended("prune");
-    return this.result(sent, snap.info, removed, warnings);
+    const result: WithSourceSnapshots = this.result(sent, snap.info, pruned.removed, warnings);
+    if (pruned.left) result[SOURCE_SNAPSHOTS] = pruned.left;
+    return result;
   }
 
   /** Opens the volume; refuses a missing or empty one. */
@@ -288,13 +295,23 @@ class VolumeBackup {
     };
   }
 
-  /** Hygiene once the backup exists: removes the source snapshots no chain needs; failures become warnings. */
-  async prune(head: Image, plan: Plan, warnings: string[]): Promise<string[]> {
+  /**
+   * Hygiene once the backup exists: removes the source snapshots no chain needs; failures become
+   * warnings. `left`: the backup snapshots still on the volume (the listing minus what was removed;
+   * null when the listing failed).
+   */
+  async prune(
+    head: Image,
+    plan: Plan,
+    warnings: string[],
+  ): Promise<{ removed: string[]; left: BackupSnapshot[] | null }> {
     const removed: string[] = [];
+    let left: BackupSnapshot[] | null = null;
     try {
       const chainSnaps = new Set([...plan.chainSnapshots, this.snapName]);
+      const listed = await head.snapList();
       const prune = snapshotsToPrune(
-        await head.snapList(),
+        listed,
         this.snapName,
         chainSnaps,
         this.req.maxSnapshots,
@@ -308,10 +325,12 @@ class VolumeBackup {
           warnings.push(`could not remove source snapshot ${name}: ${(e as Error).message}`);
         }
       }
+      const gone = new Set(removed);
+      left = backupSnapshots(listed.filter((s) => !gone.has(s.name)));
     } catch (e) {
       warnings.push(`source snapshot pruning failed: ${(e as Error).message}`);
     }
-    return removed;
+    return { removed, left };
   }
 
   result(sent: Sent, info: SourceImageInfo, removed: string[], warnings: string[]): BackupResult {
@@ -323,6 +342,7 @@ class VolumeBackup {
       dataBytes: stats.dataBytes,
       zeroRanges: stats.zeroRanges,
       seconds,
+      ...(stats.ms ? { sourceMs: stats.ms } : {}),
     });
     return {
       backupId: this.req.backupId,

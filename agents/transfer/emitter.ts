@@ -35,6 +35,11 @@ export interface SourceStats {
   zeroBytes: number;
   /** End of the furthest range emitted so far (the diff runs in offset order): progress through the image. */
   position: number;
+  /**
+   * Milliseconds from the first message pulled: the diff's first batch, the diff's end, the last read
+   * done (for the log: where a small incremental's transfer time goes).
+   */
+  ms?: { diffFirst: number; diffDone: number; readsDone: number };
 }
 
 export function newStats(): SourceStats {

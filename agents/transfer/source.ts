@@ -145,6 +145,10 @@ export async function* rbdMessages(
   }
   yield { body: { $case: "header", value: header } };
 
+  const t0 = performance.now();
+  const ms = { diffFirst: -1, diffDone: -1, readsDone: -1 };
+  stats.ms = ms;
+  const since = () => Math.round((performance.now() - t0) * 10) / 10;
   const diff = image.diff({
     ...(o.fromSnapshot ? { fromSnapshot: o.fromSnapshot } : {}),
     ...(o.includeParent === false ? { includeParent: false } : {}),
@@ -157,6 +161,7 @@ export async function* rbdMessages(
     } catch (e) {
       throw new SourceReadError(`reading the diff of ${image.label}: ${(e as Error).message}`, { cause: e });
     }
+    if (ms.diffFirst < 0) ms.diffFirst = since();
     if (step.done) break;
     for (const whole of step.value) {
       if (whole.offset + whole.length <= from) continue; // sent by an earlier attempt
@@ -177,9 +182,11 @@ export async function* rbdMessages(
       while (win.size >= opts.readsInFlight * SMALL_READS_PER_SLOT) yield* await win.shift();
     }
   }
+  ms.diffDone = since();
   yield* readAll(planner.flush());
   if (o.fullCopy && cursor < size) win.zero(cursor, size - cursor);
   while (win.size > 0) yield* await win.shift();
+  ms.readsDone = since();
   yield* win.finish();
 }
 

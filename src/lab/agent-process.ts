@@ -14,6 +14,11 @@ import { LabMinter, labAgentClient, registerLabAgent } from "./lab-leases";
 import { scratchDir } from "./scratch";
 
 export const repoRoot = path.resolve(__dirname, "../../..");
+/**
+ * The build whose daemons (agents, coordinator) the lab starts: this checkout's dist, or the one named
+ * by RBDBACKUP_DAEMONS_DIST (a benchmark comparing two builds runs the other's daemons).
+ */
+export const daemonsDist = process.env.RBDBACKUP_DAEMONS_DIST ?? path.join(repoRoot, "dist");
 export const labDir = process.env.RBDBACKUP_LAB_DIR ?? "/tmp/rbdbackup-lab";
 
 export interface LabClusterInfo {
@@ -175,7 +180,7 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
   writeFileSync(cfgFile, JSON.stringify(config, null, 2));
   const daemon = await startDaemon<{ address: string; transferAddress: string; metricsAddress: string; fsid: string }>(
     name,
-    [...(opts.nodeArgs ?? []), path.join(repoRoot, "dist/agents/agent/main.js"), "--config", cfgFile],
+    [...(opts.nodeArgs ?? []), path.join(daemonsDist, "agents/agent/main.js"), "--config", cfgFile],
     {
       // As deploy/systemd/rbdbackup-agent@.service: two malloc arenas (see there).
       env: { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? "2", ...(opts.env ?? {}) },

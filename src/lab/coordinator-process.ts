@@ -9,7 +9,7 @@ import { type Channel, createChannel, createClient, Metadata } from "nice-grpc";
 import type { Role } from "../common/identity";
 import { channelCredentials, channelCredentialsCaOnly, type TlsConfig, tlsChannelOptions } from "../common/tls";
 import { type BackupServiceClient, BackupServiceDefinition } from "../gen/rbdbackup/v1/backup_service";
-import { labTls, repoRoot } from "./agent-process";
+import { daemonsDist, labTls } from "./agent-process";
 import { startDaemon } from "./daemon";
 import { scratchDir } from "./scratch";
 
@@ -82,7 +82,7 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = 
   writeFileSync(cfgFile, JSON.stringify(config, null, 2));
   const daemon = await startDaemon<{ address: string; metricsAddress: string }>(
     "the coordinator",
-    [path.join(repoRoot, "dist/src/coordinator/main.js"), "--config", cfgFile],
+    [path.join(daemonsDist, "src/coordinator/main.js"), "--config", cfgFile],
     { verbose: !!opts.verbose, timeoutMs: 30_000, ...(opts.logFile ? { logFile: opts.logFile } : {}) },
   );
   const { proc, serving } = daemon;

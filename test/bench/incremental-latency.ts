@@ -6,7 +6,11 @@
  * each against the CLI in the same run. Prints each row and the detailed phases (p50 [min–max] ms).
  *
  *   node dist/test/bench/incremental-latency.js [--mib 1024] [--runs 5] [--only incremental,sparse,live-writes]
- *                                              [--limits '{"readsInFlight":8}']
+ *                                              [--limits '{"readsInFlight":8}'] [--incr-sizes 1024,4096]
+ *
+ * `--incr-sizes 1024`: the incremental scenario on the --mib image only (not the 4 GiB one as well). The
+ * daemons are this checkout's, or RBDBACKUP_DAEMONS_DIST's build; incremental-ab.sh alternates two builds,
+ * a fresh lab per run (an incremental's copy-on-write clones stay in the memstore OSDs).
  */
 import { labDir } from "../helpers/lab";
 import { arg, limitsArg } from "./measure";

@@ -67,9 +67,11 @@ export class BulkClient {
     this.#connect = {
       host: host.startsWith("[") ? host.slice(1, -1) : host,
       port: Number(port),
-      ...tlsFiles(tlsConfig, "transfer client"),
+      // One context for every connection to this peer: the CA, certificate and key are parsed once, not
+      // per transfer (~2.5 ms of the JS thread each time); the peer's certificate is verified on every
+      // handshake against it all the same.
+      secureContext: tls.createSecureContext({ ...tlsFiles(tlsConfig, "transfer client"), minVersion: "TLSv1.2" }),
       ...(servername ? { servername } : {}),
-      minVersion: "TLSv1.2",
       ALPNProtocols: [ALPN_BULK, ALPN_H2],
     };
   }

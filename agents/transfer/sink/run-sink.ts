@@ -99,7 +99,8 @@ export async function runSink(
       if (cp && resumedFrom) await cp.write(resumedFrom);
       ac.signal.throwIfAborted();
       const chunks = inflated(it, h, { meter: deps.meter, ...(deps.codec ? { codec: deps.codec } : {}) });
-      const zeroBytes = await receive(chunks, fp, checks, window, ac.signal, cp);
+      const waits = { data: 0, room: 0 };
+      const zeroBytes = await receive(chunks, fp, checks, window, ac.signal, cp, waits);
       t.mark("receive");
       await writesDone(fp, checks, window, ac.signal);
       await cp?.idle();
@@ -120,6 +121,9 @@ export async function runSink(
         zeroRanges: checks.zeroRanges,
         seconds,
         phases: t.ms,
+        // Of receive: waiting for the next message, waiting for room in the write window (ms).
+        receiveWaits: { data: Math.round(waits.data), room: Math.round(waits.room) },
+        writes: window.latency,
       });
       return {
         dataBytesWritten: checks.dataBytes,
@@ -165,11 +169,14 @@ async function receive(
   window: WriteWindow,
   signal: AbortSignal,
   cp: Checkpointer | null,
+  waits: { data: number; room: number },
 ): Promise<number> {
   const image = fp.image as SinkImage;
   let zeroBytes = 0;
   for (;;) {
+    const t0 = performance.now();
     const next = await abortable(it.next(), signal);
+    waits.data += performance.now() - t0;
     if (next.done) return zeroBytes;
     // The buffer a received chunk lives in goes back to its pool once written (transfer-server.ts).
     const release = (next.value as Releasable)[RELEASE];
@@ -183,7 +190,9 @@ async function receive(
     }
     if (m.$case === "chunk") {
       const { data, offset } = m;
+      const t1 = performance.now();
       await window.submit(data.length, "write", () => image.write(data, offset), release);
+      waits.room += performance.now() - t1;
       fp.wrote = true;
       cp?.after(offset + data.length);
       continue;

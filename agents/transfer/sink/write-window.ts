@@ -29,6 +29,10 @@ export class WriteWindow {
   #bytes = 0;
   #error: unknown = null;
   #submitted = 0;
+  /** Milliseconds librbd took over all finished ops, and the longest one (for the log). */
+  #opMs = 0;
+  #opMaxMs = 0;
+  #ops = 0;
   readonly #stop = new AbortController();
 
   /** `signal`: waits for room end when it aborts (with its reason). */
@@ -45,6 +49,12 @@ export class WriteWindow {
   /** Bytes held by writes in flight now. */
   get bytesHeld(): number {
     return this.#bytes;
+  }
+
+  /** Finished ops: how many, their mean and longest latency (ms). */
+  get latency(): { ops: number; meanMs: number; maxMs: number } {
+    const r = (x: number) => Math.round(x * 10) / 10;
+    return { ops: this.#ops, meanMs: r(this.#ops ? this.#opMs / this.#ops : 0), maxMs: r(this.#opMaxMs) };
   }
 
   /** Writes started so far (the image may have changed once this is > 0). */
@@ -114,7 +124,11 @@ export class WriteWindow {
       } finally {
         meter.ioFinished();
       }
-      meter.io(kind, (performance.now() - t0) / 1000);
+      const ms = performance.now() - t0;
+      this.#ops++;
+      this.#opMs += ms;
+      if (ms > this.#opMaxMs) this.#opMaxMs = ms;
+      meter.io(kind, ms / 1000);
       if (kind === "write") meter.written(this.o.pool, bytes);
     } catch (e) {
       this.#error ??= e;

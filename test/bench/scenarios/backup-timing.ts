@@ -173,7 +173,13 @@ export function breakdown(r: Timed, d: Deployment): Record<string, number> {
   };
   for (const [k, v] of Object.entries(doneLine?.phases ?? {})) out[`source: ${k}`] = v;
   out["source: lease received → backup done (wall)"] = agentDone - received;
+  for (const [k, v] of Object.entries((doneLine?.sourceMs as Record<string, number>) ?? {}))
+    out[`  source transfer: ${k} (from the stream's start)`] = v;
   for (const [k, v] of Object.entries(sink?.phases ?? {})) out[`  destination: ${k}`] = v;
+  for (const [k, v] of Object.entries((sink?.receiveWaits as Record<string, number>) ?? {}))
+    out[`  destination: receive waiting for ${k}`] = v;
+  for (const [k, v] of Object.entries((sink?.writes as Record<string, number>) ?? {}))
+    out[`  destination: writes ${k}`] = v;
   out["outcome: backup done → coordinator has it"] = reported - agentDone;
   out["confirm: → job succeeded"] = succeeded - reported;
   out["watch: succeeded → client sees it"] = r.done - succeeded;

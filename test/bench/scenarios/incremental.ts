@@ -9,7 +9,7 @@
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { connectLab, rbd, uniqueName } from "../../helpers/lab";
 import { cliPipe } from "../ceph-cli";
-import { childrenCpu, median } from "../measure";
+import { arg, childrenCpu, median } from "../measure";
 import {
   backupTimed,
   breakdown,
@@ -146,10 +146,10 @@ export const scenario: Scenario = {
     return withDeployment(ctx, async (d) => {
       const rows: Row[] = [];
       const runs = Math.max(3, ctx.rounds);
-      for (const [size, filled] of [
-        [ctx.mib, ctx.mib],
-        [4096, 1024],
-      ] as const) {
+      // --incr-sizes 1024: only the image of --mib (skips the 4 GiB one).
+      const sizes = arg("incr-sizes", `${ctx.mib},4096`).split(",").map(Number);
+      for (const size of sizes) {
+        const filled = size === ctx.mib ? size : Math.min(size, 1024);
         const r = await incrementalRuns(ctx, d, size, filled, runs);
         for (const l of detailLines(r.phases)) ctx.log(l);
         rows.push(incrementalRow(`incremental 20 MiB in 64 KiB extents, ${size} MiB image`, r));

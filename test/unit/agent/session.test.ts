@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import type { LinkOptions } from "../../../agents/agent/coordinator-link";
 import { CoordinatorSession, type SessionIdentity } from "../../../agents/agent/session";
+import { SOURCE_SNAPSHOTS, type WithSourceSnapshots } from "../../../agents/engine/backup-result";
 import { Status } from "../../../src/common/errors";
 import { BackupRequest, BackupResult } from "../../../src/gen/rbdbackup/v1/agent";
 import type { Lease } from "../../../src/gen/rbdbackup/v1/session";
@@ -217,6 +218,26 @@ describe("coordinator session", () => {
     await waitFor("the second outcome", () => of(s, "outcome").length === 2);
     assert.equal(of(s, "outcome")[1]?.code, Status.OK);
     assert.equal(of(s, "outcome")[1]?.sourceSnapshotsListed, false);
+  });
+
+  it("a backup whose result carries the snapshots its prune left: the outcome lists those, nothing is asked again", async () => {
+    const source = { pool: "rbd", namespace: "", image: "vol-11" };
+    const carried = [{ name: "backup.b11.snap.1", backupId: "b11", timestamp: 1, snapId: 7, size: 8 }];
+    // What a listing would answer (it must not be asked).
+    ops.snapshots.set("vol-11", [{ name: "backup.other.snap.1", backupId: "other", timestamp: 1, snapId: 1, size: 8 }]);
+    open();
+    const s = await coord.stream(0);
+    const req = BackupRequest.fromPartial({ backupId: "backup-11", source: { $case: "volume", value: source } });
+    coord.send(s, { $case: "lease", value: lease(11, { operation: { $case: "backup", value: req } }) });
+    await waitFor("the attempt", () => ops.attempts.length === 1);
+    const result: WithSourceSnapshots = BackupResult.fromPartial({ backupId: "backup-11" });
+    result[SOURCE_SNAPSHOTS] = carried;
+    ops.attempts[0]?.resolve(result);
+    await waitFor("the outcome", () => of(s, "outcome").length === 1);
+    const o = of(s, "outcome")[0];
+    assert.equal(o?.sourceSnapshotsListed, true);
+    assert.deepEqual(o?.sourceSnapshots, carried);
+    assert.deepEqual(ops.asked, []);
   });
 
   it("an agent told to name no features registers without them (plays an older agent)", async () => {

@@ -9,12 +9,17 @@ import { describe, it } from "node:test";
 import { backup } from "../../../agents/engine/backup";
 import { backupHeader, baseImageFeatures, isStriped } from "../../../agents/engine/backup-header";
 import { earlierAttempt, fallbackPlan, fullPlan } from "../../../agents/engine/backup-plan";
-import { COMPLETED_EARLIER_WARNING, completedEarlier } from "../../../agents/engine/backup-result";
+import {
+  COMPLETED_EARLIER_WARNING,
+  completedEarlier,
+  SOURCE_SNAPSHOTS,
+  type WithSourceSnapshots,
+} from "../../../agents/engine/backup-result";
 import { SourceReadError } from "../../../agents/transfer/source";
 import { AppError, Status } from "../../../src/common/errors";
 import { backupSnapName, parseBackupSnap } from "../../../src/common/ids";
 import type { Logger } from "../../../src/common/log";
-import { BackupMode, BackupRequest } from "../../../src/gen/rbdbackup/v1/agent";
+import { BackupMode, BackupRequest, BackupResult } from "../../../src/gen/rbdbackup/v1/agent";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { FakeBackupCluster } from "./fake-cluster";
 
@@ -153,6 +158,29 @@ describe("backup phases against a fake cluster", () => {
       vol.snaps.map((s) => s.name),
       [r.snapshot],
     );
+  });
+
+  it("the backup snapshots its prune left on the volume ride on the result (the lease runner lists nothing more)", async () => {
+    const fc = new FakeBackupCluster();
+    const vol = fc.volume("vol");
+    const names = fc.chain("vol.backup.x", [randomUUID(), randomUUID()]);
+    for (const n of names) vol.addSnap(n);
+    vol.addSnap("not-a-backup-snapshot");
+    // Kept by request: pruned neither on the volume nor from the carried list.
+    const keep = names[0] as string;
+    const r: WithSourceSnapshots = await run(fc, request({ keepSnapshots: [keep] }));
+    assert.deepEqual(r.sourceSnapshotsRemoved, [names[1]]);
+    const left = vol.snaps.filter((s) => parseBackupSnap(s.name)).map((s) => s.name);
+    assert.deepEqual(left, [keep, r.snapshot]);
+    assert.deepEqual(
+      r[SOURCE_SNAPSHOTS]?.map((s) => s.name),
+      left,
+    );
+    assert.equal(r[SOURCE_SNAPSHOTS]?.[1]?.backupId, r.backupId);
+    // Never on the wire: the generated encoder knows only the message's fields.
+    const plain = BackupResult.fromPartial({ backupId: r.backupId });
+    const carrying: WithSourceSnapshots = { ...plain, [SOURCE_SNAPSHOTS]: r[SOURCE_SNAPSHOTS] };
+    assert.deepEqual(BackupResult.encode(carrying).finish(), BackupResult.encode(plain).finish());
   });
 
   it("a job's retry that finds its backup committed reports it (lost outcome) without a new snapshot", async () => {

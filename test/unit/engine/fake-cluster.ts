@@ -31,7 +31,9 @@ export interface FakeSnap {
 
 export class FakeImage {
   snaps: FakeSnap[] = [];
+  /** Handles open now, and opened in all. */
   open = 0;
+  opened = 0;
   #nextId = 1;
 
   constructor(
@@ -45,6 +47,7 @@ export class FakeImage {
 
   handle() {
     this.open++;
+    this.opened++;
     const img = this;
     return {
       label: img.name,

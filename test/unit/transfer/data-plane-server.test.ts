@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import { createChannel, createClient, Status } from "nice-grpc";
+import { BulkClient } from "../../../agents/transfer/bulk/client";
 import { type DataPlaneOptions, DataPlaneServer } from "../../../agents/transfer/data-plane-server";
 import { TransferClient } from "../../../agents/transfer/transfer-client";
 import { notFound } from "../../../src/common/errors";
@@ -179,6 +180,32 @@ describe("data-plane server: who may connect", () => {
       return true;
     });
     client.close();
+    assert.equal(called, 0);
+  });
+
+  it("the bulk client refuses a server whose certificate another CA signed, on every connection", async () => {
+    let called = 0;
+    const { address } = await start({
+      tls: {
+        ca: serverTls.ca,
+        cert: path.join(foreignDir, "intruder.pem"),
+        key: path.join(foreignDir, "intruder.key"),
+      },
+      transfer: async () => {
+        called++;
+        return {};
+      },
+    });
+    const h2 = new TransferClient(address, clientTls);
+    const bulk = new BulkClient(address, clientTls, h2, { connectTimeoutMs: 20_000 });
+    // Twice: the client's TLS context is made once and reused; each handshake still checks the peer.
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(bulk.transfer(messages(header), AbortSignal.timeout(20_000)), (e: { code?: Status }) => {
+        assert.equal(e.code, Status.UNAVAILABLE);
+        return true;
+      });
+    }
+    h2.close();
     assert.equal(called, 0);
   });
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# A/B of the small incremental (issue 16) between two builds' daemons, alternating A,B,A,B…: each run
+# gets a fresh lab (an incremental's copy-on-write clones stay in the destination's memstore: a 1 GiB
+# image's runs fill a 16G lab after two or three), then runs this checkout's
+# incremental-latency bench with the agents and coordinator of one build (RBDBACKUP_DAEMONS_DIST).
+#
+#   RBDBACKUP_LAB_DIR=/tmp/lab-x test/bench/incremental-ab.sh /work/main/dist dist [pairs=2] [runs=3]
+# Prints per run: the build, the machine load before it, and the bench's row (ours, the CLI, where the ms went).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+a="$(realpath "$1")" b="$(realpath "$2")" pairs="${3:-2}" runs="${4:-3}"
+: "${RBDBACKUP_LAB_DIR:?set RBDBACKUP_LAB_DIR to a lab directory of your own}"
+trap 'deploy/lab/lab.sh down >/dev/null 2>&1 || true' EXIT
+for ((i = 0; i < pairs; i++)); do
+  for build in "$a" "$b"; do
+    deploy/lab/lab.sh down >/dev/null 2>&1 || true
+    deploy/lab/lab.sh up --capacity 16G site-a site-b >/dev/null
+    for c in site-a site-b; do
+      timeout 60 ceph -c "$RBDBACKUP_LAB_DIR/$c/ceph.conf" --connect-timeout 20 osd set nosnaptrim >/dev/null 2>&1
+    done
+    echo "== pair $((i + 1)) build $build · load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    RBDBACKUP_DAEMONS_DIST="$build" timeout 600 node dist/test/bench/incremental-latency.js --mib 1024 \
+      --runs "$runs" --only incremental --incr-sizes 1024 2>&1 | grep -v '^JSON' || echo "(run failed)"
+    echo "   load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  done
+done

@@ -1,0 +1,58 @@
+/**
+ * AgentOperations.probe against the engine's fake cluster (test/unit/engine/fake-cluster.ts): the API
+ * waits on this probe before it queues a backup, so the volume is opened once for its size and its
+ * backup snapshots; a missing volume or pool is reported, not thrown.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { AgentOperations } from "../../../agents/agent/operations";
+import { backupSnapName } from "../../../src/common/ids";
+import type { Logger } from "../../../src/common/log";
+import { FakeBackupCluster } from "../engine/fake-cluster";
+
+const quiet: Logger = { debug() {}, info() {}, warn() {}, error() {}, child: () => quiet };
+
+describe("probe", () => {
+  it("a volume: its size and its backup snapshots (oldest first) from one open; foreign snapshots left out", async () => {
+    const fc = new FakeBackupCluster();
+    const vol = fc.volume("vol");
+    const a = backupSnapName("11111111-1111-4111-8111-111111111111", 1_000_000);
+    const b = backupSnapName("22222222-2222-4222-8222-222222222222", 2_000_000);
+    vol.addSnap(a);
+    vol.addSnap("someone-elses");
+    vol.addSnap(b);
+    const ops = new AgentOperations(fc.context(quiet), () => true);
+    const r = await ops.probe({
+      pools: [],
+      namespaces: [],
+      image: { pool: "rbd", namespace: "", image: "vol" },
+    });
+    assert.equal(r.imageExists, true);
+    assert.equal(r.imageSize, vol.size);
+    assert.deepEqual(
+      r.imageSnapshots.map((s) => [s.name, s.snapId]),
+      [
+        [a, 1],
+        [b, 3],
+      ],
+    );
+    assert.equal(r.imageSnapshots[0]?.backupId, "11111111-1111-4111-8111-111111111111");
+    assert.equal(vol.opened, 1, "the volume is opened once");
+    assert.deepEqual([vol.open, fc.ioOpen], [0, 0], "everything closed");
+  });
+
+  it("a volume that does not exist, or a pool that does not: reported, nothing thrown", async () => {
+    const fc = new FakeBackupCluster();
+    const ops = new AgentOperations(fc.context(quiet), () => true);
+    const gone = await ops.probe({ pools: [], namespaces: [], image: { pool: "rbd", namespace: "", image: "gone" } });
+    assert.deepEqual([gone.imageExists, gone.imageSize, gone.imageSnapshots], [false, 0, []]);
+    const noPool = await ops.probe({
+      pools: ["nopool"],
+      namespaces: [],
+      image: { pool: "nopool", namespace: "", image: "v" },
+    });
+    assert.deepEqual(noPool.missingPools, ["nopool"]);
+    assert.equal(noPool.imageExists, false);
+    assert.equal(fc.ioOpen, 0);
+  });
+});
