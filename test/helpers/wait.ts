@@ -39,6 +39,14 @@ export async function waitFor<T>(condition: () => T | Promise<T>, opts: WaitOpti
   }
 }
 
+/**
+ * `waitFor` for the synchronous conditions of unit tests: polls `cond` every 2 ms until it holds;
+ * throws naming `what` after `ms`.
+ */
+export async function until(cond: () => boolean, what: string, ms = 5_000): Promise<void> {
+  await waitFor(cond, { what, timeoutMs: ms, intervalMs: 2 });
+}
+
 /** Waits until `proc` has exited (bounded); returns its exit code or signal. */
 export async function exited(proc: ChildProcess, what: string, timeoutMs = 30_000): Promise<number | string> {
   const status = () => proc.exitCode ?? proc.signalCode;

@@ -10,7 +10,8 @@ import type { AgentRecord, JobRecord } from "../../../src/coordinator/model";
 import { AgentSession, LAST_SEEN_PERSIST_MS } from "../../../src/coordinator/sessions";
 import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { agentRecord } from "../../helpers/fake-agent";
-import { Harness, openSession, until, vol } from "./harness";
+import { until } from "../../helpers/wait";
+import { Harness, openSession, vol } from "./harness";
 
 describe("AgentSession.seen: last_seen written at most every LAST_SEEN_PERSIST_MS", () => {
   it("moves last_seen in memory; due only once the window passed; unsaved() reports the rest", () => {

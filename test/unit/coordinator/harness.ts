@@ -395,15 +395,6 @@ export function backupResult(backupId: string): BackupResult {
   };
 }
 
-/** Waits (with a deadline) until `cond` holds. */
-export async function until(cond: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setImmediate(r));
-  }
-}
-
 /**
  * The real session service over `h`, driven without gRPC: one Session stream whose first message
  * registers agent a1 of cluster "a" (`register` overrides fields). `received`: what the coordinator sent;

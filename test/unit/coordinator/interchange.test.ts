@@ -28,6 +28,7 @@ import {
 } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { CoordinatorAgentServiceDefinition, type ExportDataMessage } from "../../../src/gen/rbdbackup/v1/session";
 import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
+import { until } from "../../helpers/wait";
 import { refused } from "./api-server";
 import { backupResult, Harness, newBackup, vol } from "./harness";
 
@@ -36,15 +37,6 @@ const agentCaller = (agentId: string, cluster = "b"): Caller => ({
   identity: { kind: "agent", cluster, agentId },
 });
 const as = (c: Caller) => ({ metadata: Metadata({ [CALLER_METADATA_KEY]: JSON.stringify(c) }) });
-
-/** Waits (bounded) until `f` holds. */
-async function until(f: () => boolean, what: string, ms = 5_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 function probeAnswer(req: CallRequest): Answer {
   if (req.$case === "probe") {

@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
-import { Harness, openSession, until } from "./harness";
+import { until } from "../../helpers/wait";
+import { Harness, openSession } from "./harness";
 
 describe("session service: Register.features", () => {
   let h: Harness;

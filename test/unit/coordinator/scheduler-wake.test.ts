@@ -13,16 +13,8 @@ import { Scheduler } from "../../../src/coordinator/scheduler";
 import { SAFETY_PASS_MS } from "../../../src/coordinator/scheduler/scheduler";
 import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { FakeAgentSession } from "../../helpers/fake-agent";
+import { until } from "../../helpers/wait";
 import { Harness, vol } from "./harness";
-
-/** Waits (on the event loop, with a deadline) until `f` holds. */
-async function until(f: () => boolean, what: string, ms = 5_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 describe("scheduler wake-ups (fake clock)", () => {
   let h: Harness;

@@ -15,6 +15,7 @@ import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { Policy } from "../../../src/gen/rbdbackup/v1/policy";
 import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
+import { until } from "../../helpers/wait";
 import { Harness, vol } from "../coordinator/harness";
 
 const INTERVAL = 60;
@@ -29,15 +30,6 @@ function policy(over: Partial<Policy> = {}): Policy {
     retention: { keepLast: 2 },
     ...over,
   });
-}
-
-/** Waits (on the event loop, with a deadline) until `f` holds. */
-async function until(f: () => boolean, what: string): Promise<void> {
-  const end = Date.now() + 2000;
-  while (!f()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setImmediate(r));
-  }
 }
 
 describe("policy runner", () => {

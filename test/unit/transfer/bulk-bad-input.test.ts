@@ -14,9 +14,10 @@ import { runSink } from "../../../agents/transfer/sink";
 import { TransferClient } from "../../../agents/transfer/transfer-client";
 import { statusOf } from "../../../src/common/errors";
 import type { TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
+import { until } from "../../helpers/wait";
 import { frameOf, labTls, mint, openOf, rawBulk, serve, stopAll } from "./fakes/bulk";
 import { FakeCeph, poolState } from "./fakes/fake-ceph";
-import { quietLogger, sinkDeps, until } from "./fakes/sink-deps";
+import { quietLogger, sinkDeps } from "./fakes/sink-deps";
 import { chunkParts, Feed, header, KiB, messages } from "./fakes/stream";
 
 const CHUNK = 64 * KiB;
@@ -33,7 +34,7 @@ async function destination(o: { idleTimeoutMs?: number } = {}) {
   const deps = sinkDeps(ceph);
   const served = await serve((m, signal) => runSink(deps, m, signal, { remote: true }), o);
   const clean = async () => {
-    await until("the sink's cleanup", () => poolState(ceph, "backups") === before && deps.journal.entries.size === 0);
+    await until(() => poolState(ceph, "backups") === before && deps.journal.entries.size === 0, "the sink's cleanup");
   };
   return { ceph, deps, served, clean };
 }
@@ -142,7 +143,7 @@ describe("bulk channel: bad input", () => {
     );
     assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
     clientGaveUp();
-    await until("the destination finding its stream cut", () => seen !== "");
+    await until(() => seen !== "", "the destination finding its stream cut");
     // Cut mid-frame (INTERNAL: ended inside a message), lost (UNAVAILABLE), or between frames.
     assert.match(seen, /^(error 13|error 14|an end without trailer)$/);
   });

@@ -18,9 +18,10 @@ import { FRAME, FramePool, finishChunkFrame, RELEASE, type Releasable } from "..
 import { serverCredentials, type TlsConfig } from "../../../src/common/tls";
 import { Compression } from "../../../src/gen/rbdbackup/v1/common";
 import { type TransferMessage, TransferServiceDefinition } from "../../../src/gen/rbdbackup/v1/transfer";
+import { until } from "../../helpers/wait";
 import { labTls, mint, serve, stopAll } from "./fakes/bulk";
 import { FakeCeph, poolState } from "./fakes/fake-ceph";
-import { type LogLine, quietLogger, sinkDeps, until } from "./fakes/sink-deps";
+import { type LogLine, quietLogger, sinkDeps } from "./fakes/sink-deps";
 import { chunkParts, Feed, header, KiB, messages } from "./fakes/stream";
 
 const CHUNK = 64 * KiB;
@@ -58,7 +59,7 @@ describe("bulk channel", () => {
       bulk: true,
       compression: [Compression.COMPRESSION_ZSTD, Compression.COMPRESSION_LZ4],
     });
-    await until("the receive buffers given back", () => served.pool.idle > 0);
+    await until(() => served.pool.idle > 0, "the receive buffers given back");
   });
 
   it("pre-framed chunks are written as they are and their frames go back to the pool", async () => {
@@ -150,7 +151,7 @@ describe("bulk channel", () => {
     const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "hang" });
     const ac = new AbortController();
     const call = c.transfer(feed, ac.signal, mint(h));
-    await until("the destination writing", () => ceph.log.some((l) => l.startsWith(`write ${h.destination?.image}`)));
+    await until(() => ceph.log.some((l) => l.startsWith(`write ${h.destination?.image}`)), "the destination writing");
     const t0 = Date.now();
     ac.abort();
     const e = await call.catch((x: unknown) => x);
@@ -172,14 +173,14 @@ describe("bulk channel", () => {
     const c = client(served.address);
     const h = header();
     const call = c.transfer(new Feed(messages(h, [])), AbortSignal.timeout(10_000), mint(h)).catch((e: unknown) => e);
-    await until("the transfer admitted", () => served.reached === 1);
+    await until(() => served.reached === 1, "the transfer admitted");
     assert.equal(served.server.connections, 1);
     const t0 = Date.now();
     await served.server.shutdown(300);
     assert.ok(Date.now() - t0 >= 250 && Date.now() - t0 < 5000, `shutdown took ${Date.now() - t0} ms`);
     assert.equal(served.server.state, "stopped");
     assert.equal(served.server.connections, 0);
-    await until("the entry aborted", () => aborted);
+    await until(() => aborted, "the entry aborted");
     assert.equal(((await call) as { code?: Status }).code, Status.UNAVAILABLE);
   });
 
@@ -200,7 +201,7 @@ describe("bulk channel", () => {
     const c = client(served.address);
     const h = header();
     const first = c.transfer(new Feed(messages(h, [])), AbortSignal.timeout(10_000), mint(h));
-    await until("the first transfer admitted", () => served.reached === 1);
+    await until(() => served.reached === 1, "the first transfer admitted");
     await assert.rejects(c.transfer(new Feed(messages(h, [])), AbortSignal.timeout(10_000), mint(h)), {
       code: Status.RESOURCE_EXHAUSTED,
     });

@@ -18,7 +18,6 @@ import { BulkClient } from "../../../agents/transfer/bulk/client";
 import { type DataPlaneOptions, DataPlaneServer } from "../../../agents/transfer/data-plane-server";
 import { TransferClient } from "../../../agents/transfer/transfer-client";
 import { notFound } from "../../../src/common/errors";
-import { delay } from "../../../src/common/retry";
 import {
   channelCredentials,
   channelCredentialsCaOnly,
@@ -33,6 +32,7 @@ import {
   TransferServiceDefinition,
 } from "../../../src/gen/rbdbackup/v1/transfer";
 import { labTls, repoRoot } from "../../../src/lab/agent-process";
+import { until } from "../../helpers/wait";
 
 const MiB = 1 << 20;
 const serverTls = labTls("agent-site-b");
@@ -61,15 +61,6 @@ async function start(opts: Partial<DataPlaneOptions> = {}): Promise<{ server: Da
 
 function grpcClient(address: string, creds = channelCredentials(clientTls)) {
   return createClient(TransferServiceDefinition, createChannel(address, creds, tlsChannelOptions(address, clientTls)));
-}
-
-/** Waits until `cond()` holds, polling; fails naming `what` after `ms`. */
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-    await delay(10);
-  }
 }
 
 /** A promise with its resolver, for handlers that wait on a test. */

@@ -13,8 +13,8 @@ import { Status } from "nice-grpc-common";
 import { MessageReader, ReceivePool } from "../../../agents/transfer/message-reader";
 import { statusOf } from "../../../src/common/errors";
 import { tlsFiles } from "../../../src/common/tls";
+import { until } from "../../helpers/wait";
 import { labTls } from "./fakes/bulk";
-import { until } from "./fakes/sink-deps";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -98,7 +98,7 @@ describe("message reader: direct reads on a TLS socket", () => {
       // Part of the stream arrives before the reader exists: the socket has buffered it.
       server.pause();
       client.write(all.subarray(0, 100 * KiB));
-      await until("bytes buffered by the server socket", () => server.readableLength > 0);
+      await until(() => server.readableLength > 0, "bytes buffered by the server socket");
       const pool = new ReceivePool(8);
       const { r } = reader(server, pool, direct);
       assert.equal(r.direct, direct);
@@ -153,9 +153,9 @@ describe("message reader: direct reads on a TLS socket", () => {
     const n = 48;
     const frames = Array.from({ length: n }, (_, i) => frame(MiB, i));
     for (const f of frames) client.write(f); // queued: the socket's buffer grows while the peer does not read
-    await until("the server paused its socket", () => server.isPaused(), 10_000);
+    await until(() => server.isPaused(), "the server paused its socket", 10_000);
     // The sender's bytes stop draining: at least 16 MiB are still queued on its side.
-    await until("the sender's writes stopped draining", () => client.writableLength > 16 * MiB, 10_000);
+    await until(() => client.writableLength > 16 * MiB, "the sender's writes stopped draining", 10_000);
     assert.ok(r.received < n * (MiB + 5) - 16 * MiB, `received ${r.received}`);
     client.end();
     const got = await collect(r);

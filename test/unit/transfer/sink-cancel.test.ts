@@ -14,8 +14,9 @@ import { runSink } from "../../../agents/transfer/sink";
 import { TransferClient } from "../../../agents/transfer/transfer-client";
 import type { TransferEntry } from "../../../agents/transfer/transfer-server";
 import type { TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
+import { until } from "../../helpers/wait";
 import { FakeCeph, poolState } from "./fakes/fake-ceph";
-import { type LogLine, quietLogger, sinkDeps, until } from "./fakes/sink-deps";
+import { type LogLine, quietLogger, sinkDeps } from "./fakes/sink-deps";
 import { chunkParts, Feed, header, KiB, messages, pattern } from "./fakes/stream";
 
 const CHUNK = 64 * KiB;
@@ -65,7 +66,7 @@ describe("cancel: the source settles only once the destination cleaned up", () =
     const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "hang" });
     const ac = new AbortController();
     const call = c.transfer(feed, ac.signal);
-    await until("the destination writing", () => ceph.log.some((l) => l.startsWith(`write ${h.destination?.image}`)));
+    await until(() => ceph.log.some((l) => l.startsWith(`write ${h.destination?.image}`)), "the destination writing");
     ac.abort();
     const e = await call.catch((x: unknown) => x);
     assert.equal((e as Error).name, "AbortError");
@@ -89,7 +90,7 @@ describe("cancel: the source settles only once the destination cleaned up", () =
     const msgs = messages(h, chunkParts(4, CHUNK));
     const failing = (async function* (): AsyncGenerator<TransferMessage> {
       yield* msgs.slice(0, 3);
-      await until("the destination writing", () => ceph.log.some((l) => l.startsWith("write")));
+      await until(() => ceph.log.some((l) => l.startsWith("write")), "the destination writing");
       throw new Error("read failed at 42");
     })();
     const e = await c.transfer(failing, new AbortController().signal).catch((x: unknown) => x);
@@ -110,7 +111,7 @@ describe("cancel: the source settles only once the destination cleaned up", () =
     const h = header();
     const ac = new AbortController();
     const call = c.transfer(new Feed(messages(h, chunkParts(2, CHUNK))), ac.signal);
-    await until("the destination flushing", () => ceph.inFlightAtFlush.length > 0);
+    await until(() => ceph.inFlightAtFlush.length > 0, "the destination flushing");
     ac.abort();
     openGate();
     const s = await call;
@@ -142,7 +143,7 @@ describe("cancel: the source settles only once the destination cleaned up", () =
       lines.some((l) => l.level === "warn" && /did not confirm its cleanup/.test(l.msg)),
       JSON.stringify(lines),
     );
-    await until("the reset to reach the destination", () => handlerAborted);
+    await until(() => handlerAborted, "the reset to reach the destination");
     c.close();
   });
 });

@@ -13,9 +13,10 @@ import { recoverInterrupted, resumePoint, runSink, sweepHeld } from "../../../ag
 import { parseCheckpoint, RESUME_KEY } from "../../../agents/transfer/sink/checkpoint";
 import { Status, statusOf } from "../../../src/common/errors";
 import type { TransferHeader, TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
+import { until } from "../../helpers/wait";
 import { crc32c } from "./fakes/crc32c";
 import { FakeCeph } from "./fakes/fake-ceph";
-import { sinkDeps, type TestDeps, until } from "./fakes/sink-deps";
+import { sinkDeps, type TestDeps } from "./fakes/sink-deps";
 import { chunkParts, Feed, header, KiB, messages, type Part } from "./fakes/stream";
 
 const CHUNK = 64 * KiB;
@@ -75,8 +76,8 @@ async function cutShort(d: TestDeps, ceph: FakeCeph) {
   const name = h.destination?.image as string;
   await feed.held;
   await until(
-    "a checkpoint",
     () => !!parseCheckpoint(ceph.pool("backups").images.get(name)?.meta.get(RESUME_KEY) ?? null),
+    "a checkpoint",
   );
   call.abort();
   await assert.rejects(running);
@@ -148,7 +149,7 @@ describe("resumable transfers: the destination", () => {
     running.catch(() => {});
     await feed.held;
     const name = h.destination?.image as string;
-    await until("a checkpoint", () => !!ceph.pool("backups").images.get(name)?.meta.get(RESUME_KEY));
+    await until(() => !!ceph.pool("backups").images.get(name)?.meta.get(RESUME_KEY), "a checkpoint");
     feed.release();
     await assert.rejects(running, (e) => statusOf(e) === Status.UNAVAILABLE);
     assert.equal(ceph.pool("backups").images.size, 0);

@@ -10,8 +10,9 @@ import { INCOMPLETE_KEY, runSink } from "../../../agents/transfer/sink";
 import { AppError, Status } from "../../../src/common/errors";
 import { metaObjectName } from "../../../src/common/ids";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
+import { until } from "../../helpers/wait";
 import { cephError, FakeCeph, poolState } from "./fakes/fake-ceph";
-import { sinkDeps, until } from "./fakes/sink-deps";
+import { sinkDeps } from "./fakes/sink-deps";
 import { chunkParts, Feed, header, KiB, messages, pattern, type Released } from "./fakes/stream";
 
 const CHUNK = 64 * KiB;
@@ -190,7 +191,7 @@ describe("runSink: failures", () => {
     const ac = new AbortController();
     const run = runSink(deps, feed, ac.signal);
     await feed.held;
-    await until("a write", () => at(ceph.log, "write") >= 0);
+    await until(() => at(ceph.log, "write") >= 0, "a write");
     ac.abort();
     const e = await run.catch((x) => x);
     assert.equal(status(e), Status.CANCELLED);
@@ -209,7 +210,7 @@ describe("runSink: failures", () => {
     const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "end" });
     const run = runSink(deps, feed);
     await feed.held;
-    await until("a write", () => at(ceph.log, `write ${name}`) >= 0);
+    await until(() => at(ceph.log, `write ${name}`) >= 0, "a write");
     feed.release(); // the stream ends without its trailer: the source gave up
     const e = await run.catch((x) => x);
     assert.equal(status(e), Status.UNAVAILABLE);
@@ -249,7 +250,7 @@ describe("runSink: failures", () => {
     const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "end" });
     const run = runSink(sinkDeps(ceph), feed);
     await feed.held;
-    await until("a write", () => at(ceph.log, "write volume-1") >= 0);
+    await until(() => at(ceph.log, "write volume-1") >= 0, "a write");
     feed.release();
     const e = await run.catch((x) => x);
     assert.equal(status(e), Status.UNAVAILABLE);

@@ -30,6 +30,7 @@ import {
   type TransferSummary,
 } from "../../../src/gen/rbdbackup/v1/transfer";
 import { labTls, repoRoot } from "../../../src/lab/agent-process";
+import { until } from "../../helpers/wait";
 
 const MiB = 1 << 20;
 const summary = (n: number): TransferSummary => ({
@@ -51,15 +52,6 @@ const summary = (n: number): TransferSummary => ({
 /** What the test servers do with a transfer (whoever called: these tests are not about authorization). */
 type Behaviour = (messages: AsyncIterable<TransferMessage>, signal: AbortSignal) => ReturnType<TransferEntry>;
 let behaviour: Behaviour = async () => summary(0);
-
-/** Waits until `cond()` holds, polling; fails naming `what` after `ms`. */
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-    await delay(10);
-  }
-}
 
 /** grpc-js's server with the same handler: the standard server TransferClient must work against. */
 async function serveGrpcJs(): Promise<{ server: Server; address: string }> {

@@ -53,12 +53,3 @@ export function sinkDeps(ceph: FakeCeph, over: Partial<SinkDeps<SinkCluster>> = 
     lines,
   } as TestDeps;
 }
-
-/** Waits (event-loop turns, no timers) until `cond` holds, failing after `ms`. */
-export async function until(what: string, cond: () => boolean, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise<void>((r) => setImmediate(r));
-  }
-}
