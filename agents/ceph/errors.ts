@@ -84,6 +84,20 @@ export async function nativeCall<T>(target: string, fn: () => Promise<T>): Promi
   }
 }
 
+/**
+ * nativeCall for the per-chunk I/O path (reads, writes, zeroes, discards, flushes: hundreds of calls in
+ * a small incremental): no stack is captured up front — `Error.captureStackTrace` on every call was
+ * ~5 % of an agent's main thread in an incremental of 64 KiB extents (`perf`) — and the target is
+ * named only on failure. The error keeps its message, op and errno; its stack is the completion's.
+ */
+export async function nativeIo<T>(target: () => string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    throw rewrite(e, target(), undefined);
+  }
+}
+
 /** Same for synchronous native calls (which throw on a closed handle or bad arguments). */
 export function nativeCallSync<T>(target: string, fn: () => T): T {
   try {

@@ -3,7 +3,7 @@
  * may be in flight); the Buffer must not be touched until its promise settles. close() waits for the
  * I/O still in flight, then closes.
  */
-import { ClosedError, nativeCall } from "./errors";
+import { ClosedError, nativeCall, nativeIo } from "./errors";
 import type { ChildImage, ImageStat, NativeImage, SnapInfo } from "./native";
 import * as v from "./validate";
 
@@ -62,11 +62,12 @@ export class Image {
     return nativeCall(`${what} ${this.label}`, fn);
   }
 
-  async #aio(what: string, fn: () => Promise<number>): Promise<number> {
+  /** An I/O call; `what` names it only if it fails (nativeIo). */
+  async #aio(what: () => string, fn: () => Promise<number>): Promise<number> {
     this.#check();
     this.#inflight++;
     try {
-      return await nativeCall(`${what} ${this.label}`, fn);
+      return await nativeIo(() => `${what()} ${this.label}`, fn);
     } finally {
       if (--this.#inflight === 0 && this.#idle) this.#idle();
     }
@@ -145,7 +146,10 @@ export class Image {
   read(buffer: Buffer, offset: number): Promise<number> {
     v.buffer(buffer, "buffer");
     v.range(offset, buffer.length, "offset", "buffer.length");
-    return this.#aio(`read ${buffer.length} bytes at ${offset} from`, () => this.#h.read(buffer, offset));
+    return this.#aio(
+      () => `read ${buffer.length} bytes at ${offset} from`,
+      () => this.#h.read(buffer, offset),
+    );
   }
 
   /** Writes buffer at offset; resolves with the bytes written. */
@@ -153,25 +157,37 @@ export class Image {
     v.buffer(buffer, "buffer");
     v.range(offset, buffer.length, "offset", "buffer.length");
     // librbd reports 0 for a successful write.
-    return this.#aio(`write ${buffer.length} bytes at ${offset} to`, async () => {
-      await this.#h.write(buffer, offset);
-      return buffer.length;
-    });
+    return this.#aio(
+      () => `write ${buffer.length} bytes at ${offset} to`,
+      async () => {
+        await this.#h.write(buffer, offset);
+        return buffer.length;
+      },
+    );
   }
 
   /** Makes the range read as zeros, deallocating whole objects where it can. */
   writeZeroes(offset: number, length: number): Promise<number> {
     v.range(offset, length);
-    return this.#aio(`write zeroes ${offset}+${length} to`, () => this.#h.writeZeroes(offset, length));
+    return this.#aio(
+      () => `write zeroes ${offset}+${length} to`,
+      () => this.#h.writeZeroes(offset, length),
+    );
   }
 
   discard(offset: number, length: number): Promise<number> {
     v.range(offset, length);
-    return this.#aio(`discard ${offset}+${length} of`, () => this.#h.discard(offset, length));
+    return this.#aio(
+      () => `discard ${offset}+${length} of`,
+      () => this.#h.discard(offset, length),
+    );
   }
 
   flush(): Promise<number> {
-    return this.#aio("flush", () => this.#h.flush());
+    return this.#aio(
+      () => "flush",
+      () => this.#h.flush(),
+    );
   }
 
   /**

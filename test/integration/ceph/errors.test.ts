@@ -103,6 +103,22 @@ describe("error codes are exact", () => {
     assert.equal(await cluster.poolExists("rbd"), true);
   });
 
+  it("a failed aio write -> its errno, a message naming the write, its range and the image", async () => {
+    const im = await io.imageOpen(name);
+    await im.snapCreate("ro");
+    await im.close();
+    const at = await io.imageOpen(name, { snapshot: "ro" });
+    try {
+      // librbd refuses writes to an image open at a snapshot; the target is named only on failure (nativeIo).
+      const e = await at.write(Buffer.alloc(4096, 1), 8192).catch((x: unknown) => x);
+      assert.ok(e instanceof CephError, `expected a CephError, got ${String(e)}`);
+      assert.equal(e.code, "EROFS", e.message);
+      assert.match(e.message, new RegExp(`write 4096 bytes at 8192 to rbd/${name}@ro`));
+    } finally {
+      await at.close();
+    }
+  });
+
   it("the error carries the caller's stack", async () => {
     const e = await io.imageOpen(uniqueName("missing")).catch((x: unknown) => x);
     assert.ok(e instanceof CephError);
