@@ -3,7 +3,8 @@
  * may be in flight); the Buffer must not be touched until its promise settles. close() waits for the
  * I/O still in flight, then closes.
  */
-import { ClosedError, nativeCall, nativeIo } from "./errors";
+import { constants } from "node:os";
+import { CephError, ClosedError, nativeCall, nativeIo } from "./errors";
 import type { ChildImage, ImageStat, NativeImage, SnapInfo } from "./native";
 import * as v from "./validate";
 
@@ -39,6 +40,7 @@ export class Image {
     handle: NativeImage,
     /** pool[/namespace]/name[@snapshot], for messages. */
     readonly label: string,
+    /** No writes: opened read-only, or at a snapshot. */
     readonly readOnly: boolean,
   ) {
     this.#h = handle;
@@ -60,6 +62,18 @@ export class Image {
   async #call<T>(what: string, fn: () => Promise<T>): Promise<T> {
     this.#check();
     return nativeCall(`${what} ${this.label}`, fn);
+  }
+
+  /**
+   * A write to an image open read-only or at a snapshot is refused here with EROFS: through the addon,
+   * `rbd_aio_write2` on such an image never completed (write zeroes and discard do fail with EROFS;
+   * the cause is not found yet), and a wait that never ends is worse than any error.
+   */
+  #refuseReadOnly(what: () => string, op: string): Promise<number> | null {
+    if (!this.readOnly) return null;
+    return Promise.reject(
+      new CephError(constants.errno.EROFS, op, `${what()} ${this.label}`, "the image is open read-only"),
+    );
   }
 
   /** An I/O call; `what` names it only if it fails (nativeIo). */
@@ -156,14 +170,14 @@ export class Image {
   write(buffer: Buffer, offset: number): Promise<number> {
     v.buffer(buffer, "buffer");
     v.range(offset, buffer.length, "offset", "buffer.length");
+    const what = () => `write ${buffer.length} bytes at ${offset} to`;
+    const refused = this.#refuseReadOnly(what, "rbd_aio_write2");
+    if (refused) return refused;
     // librbd reports 0 for a successful write.
-    return this.#aio(
-      () => `write ${buffer.length} bytes at ${offset} to`,
-      async () => {
-        await this.#h.write(buffer, offset);
-        return buffer.length;
-      },
-    );
+    return this.#aio(what, async () => {
+      await this.#h.write(buffer, offset);
+      return buffer.length;
+    });
   }
 
   /** Makes the range read as zeros, deallocating whole objects where it can. */

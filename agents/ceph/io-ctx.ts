@@ -170,7 +170,8 @@ export class IoCtx {
     const h = await nativeCall(`open image ${label}`, () =>
       this.#h.imageOpen(name, { readOnly, ...(snapshot ? { snapshot } : {}) }),
     );
-    return new Image(h, label, readOnly);
+    // At a snapshot the image takes no writes, whichever way librbd opened it.
+    return new Image(h, label, readOnly || snapshot !== undefined);
   }
 
   /**

@@ -1,7 +1,7 @@
 /** The facade rejects bad arguments with TypeError/RangeError naming the argument, before any native call. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { connect } from "../../../agents/ceph";
+import { CephError, connect } from "../../../agents/ceph";
 import { Image } from "../../../agents/ceph/image";
 import { IoCtx } from "../../../agents/ceph/io-ctx";
 import type { NativeImage, NativeIoCtx } from "../../../agents/ceph/native";
@@ -65,5 +65,17 @@ describe("argument validation", () => {
       connect({ conf: "/x", clientId: "a", config: { k: 1 as unknown as string } }),
       (e: unknown) => e instanceof TypeError && /config\.k/.test(e.message),
     );
+  });
+});
+
+describe("writes to an image open read-only or at a snapshot", () => {
+  it("are refused with EROFS before any native call (the addon's write never completed there)", async () => {
+    const at = new Image(tripwire<NativeImage>(), "rbd/x@s1", true);
+    await assert.rejects(at.write(Buffer.alloc(4096), 8192), (e: unknown) => {
+      assert.ok(e instanceof CephError, `expected a CephError, got ${String(e)}`);
+      assert.equal(e.code, "EROFS");
+      assert.match(e.message, /write 4096 bytes at 8192 to rbd\/x@s1/);
+      return true;
+    });
   });
 });
