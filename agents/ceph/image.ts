@@ -65,9 +65,10 @@ export class Image {
   }
 
   /**
-   * A write to an image open read-only or at a snapshot is refused here with EROFS: through the addon,
-   * `rbd_aio_write2` on such an image never completed (write zeroes and discard do fail with EROFS;
-   * the cause is not found yet), and a wait that never ends is worse than any error.
+   * A write to an image open read-only or at a snapshot is refused here with EROFS: with the settings
+   * connect() gives librbd (rbd_cache=false, zero-copy writes), Ceph 16.2's `rbd_aio_write2` on such an
+   * image never completes — reproduced with the C API alone; write zeroes and discard do fail with
+   * EROFS — and a wait that never ends is worse than any error.
    */
   #refuseReadOnly(what: () => string, op: string): Promise<number> | null {
     if (!this.readOnly) return null;

@@ -109,7 +109,7 @@ describe("error codes are exact", () => {
     await im.close();
     const at = await io.imageOpen(name, { snapshot: "ro" });
     try {
-      // A write is refused before librbd (through the addon rbd_aio_write2 never completed there); write
+      // A write is refused before librbd (librbd's rbd_aio_write2 never completes there with rbd_cache off and zero-copy writes); write
       // zeroes and discard fail in librbd. Each within the test's bound, naming what failed (nativeIo).
       const e = await at.write(Buffer.alloc(4096, 1), 8192).catch((x: unknown) => x);
       assert.ok(e instanceof CephError, `expected a CephError, got ${String(e)}`);

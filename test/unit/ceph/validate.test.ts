@@ -69,7 +69,7 @@ describe("argument validation", () => {
 });
 
 describe("writes to an image open read-only or at a snapshot", () => {
-  it("are refused with EROFS before any native call (the addon's write never completed there)", async () => {
+  it("are refused with EROFS before any native call (librbd's write never completes there with our settings)", async () => {
     const at = new Image(tripwire<NativeImage>(), "rbd/x@s1", true);
     await assert.rejects(at.write(Buffer.alloc(4096), 8192), (e: unknown) => {
       assert.ok(e instanceof CephError, `expected a CephError, got ${String(e)}`);
