@@ -32,6 +32,24 @@ function policy(over: Partial<Policy> = {}): Policy {
   });
 }
 
+/** A runner over `h`'s catalog and sessions; `now`: a fake clock (none: the real one). */
+function runnerOver(
+  h: Harness,
+  cfg: { tickMs: number; discoveryIntervalMs: number },
+  now?: () => number,
+): PolicyRunner {
+  return new PolicyRunner({
+    catalog: h.catalog,
+    store: h.catalog.policies,
+    sessions: h.sessions,
+    scheduler: { kick() {} },
+    log: h.log,
+    cfg: { ...cfg, minIntervalSeconds: 1 },
+    maxAttempts: 3,
+    ...(now ? { now } : {}),
+  });
+}
+
 describe("policy runner", () => {
   let h: Harness;
   let images: string[];
@@ -46,17 +64,7 @@ describe("policy runner", () => {
     if (req.$case === "images") return { $case: "images", value: { images: [...images] } };
     return new AppError(Status.UNIMPLEMENTED, req.$case);
   };
-  const newRunner = () =>
-    new PolicyRunner({
-      catalog: h.catalog,
-      store: h.catalog.policies,
-      sessions: h.sessions,
-      scheduler: { kick() {} },
-      log: h.log,
-      cfg: { tickMs: 1000, discoveryIntervalMs: 30_000, minIntervalSeconds: 1 },
-      maxAttempts: 3,
-      now: () => h.t,
-    });
+  const newRunner = () => runnerOver(h, { tickMs: 1000, discoveryIntervalMs: 30_000 }, () => h.t);
   const jobs = (kind = JobKind.JOB_KIND_BACKUP) =>
     h.catalog
       .listJobs({}, 1000, "")
@@ -380,23 +388,10 @@ describe("policy runner wake-ups (real clock and timers)", () => {
     const answer = (): Answer => new AppError(Status.UNIMPLEMENTED, "no calls here");
     h.connect("agent-a", "a").answer = answer;
     h.connect("agent-b", "b").answer = answer;
-    runner = new PolicyRunner({
-      catalog: h.catalog,
-      store: h.catalog.policies,
-      sessions: h.sessions,
-      scheduler: { kick() {} },
-      log: h.log,
-      cfg: { tickMs: 60_000, discoveryIntervalMs: 60_000, minIntervalSeconds: 1 },
-      maxAttempts: 3,
-    });
+    runner = runnerOver(h, { tickMs: 60_000, discoveryIntervalMs: 60_000 });
     h.catalog.policies.insertPolicy(policy({ ...({ schedule: { intervalSeconds: 1 } } as Partial<Policy>) }));
     runner.start();
-    const end = Date.now() + 5_000;
-    const queued = () => h.catalog.listJobs({}, 10, "").items.length > 0;
-    while (!queued()) {
-      if (Date.now() > end) throw new Error("timed out waiting for the run (the runner slept past its due time)");
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await until(() => h.catalog.listJobs({}, 10, "").items.length > 0, "the run (the runner slept past its due time)");
     const rec = h.catalog.policies.getProtection("gold", volumeKey(vol("v1")));
     assert.ok(rec && rec.lastJobId !== "");
   });
