@@ -25,7 +25,7 @@ import type { Catalog } from "../catalog/catalog";
 import type { PolicyStore } from "../catalog/policy-store";
 import type { PolicySettings } from "../config-schema";
 import type { Unprobed } from "../jobs/backup-job";
-import { isFinal } from "../scheduler";
+import { isFinal, SAFETY_PASS_MS } from "../scheduler";
 import type { Sessions } from "../sessions";
 import { Discovery, matching, poolKey } from "./discovery";
 import { insertRun, unprobedRun } from "./insert-run";
@@ -58,8 +58,8 @@ const SLOT_RETRY_MS = 5_000;
 /** Runs being queued at once (each asks two agents first). */
 const LAUNCH_CONCURRENCY = 16;
 
-/** The longest the runner sleeps with nothing due (a safety pass; also how far it looks ahead for due runs). */
-export const SAFETY_PASS_MS = 30_000;
+/** The longest the runner sleeps with nothing due — the scheduler's safety pass — and how far it looks ahead for due runs. */
+export { SAFETY_PASS_MS };
 
 export class PolicyRunner implements PolicyRunnerPort {
   readonly #now: () => number;
@@ -148,10 +148,9 @@ export class PolicyRunner implements PolicyRunnerPort {
 
   /** See nextWake; after a tick at `now` whose runs have been queued. */
   #nextWake(now: number): number {
-    const { cfg } = this.deps;
+    const { cfg, catalog } = this.deps;
     // A run whose job is still active is settled when the job ends (the scheduler's "finished" calls
     // soon()); one whose job is unknown or over is settled by polling, as is a run being queued.
-    const { catalog } = this.deps;
     const unsettled = this.#plan.pendingOf(() => true).some(({ jobId }) => !jobId || !catalog.activeJob(jobId));
     if (unsettled || this.#launching.size) return now + cfg.tickMs;
     let at = Math.min(this.#plan.nextFullPassAt(), this.#discovery.nextListingAt(), now + SAFETY_PASS_MS);

@@ -21,6 +21,7 @@ import type { PolicyStore } from "../catalog/policy-store";
 import { isUniqueViolation, newJobRecord } from "../jobs/new-job";
 import { verifyJobSpec } from "../jobs/verify-job";
 import type { Backup } from "../model";
+import { SAFETY_PASS_MS } from "../scheduler";
 import type { Policy } from "./model";
 import { newestAvailable } from "./recovery-point";
 import { atDestination } from "./verify-schedule";
@@ -43,8 +44,8 @@ export function verifyKey(policy: string, backupId: string, slot: number): strin
   return `policy-verify:${h}`;
 }
 
-/** The longest the verify runner sleeps (a safety pass). */
-export const SAFETY_PASS_MS = 30_000;
+/** The longest the verify runner sleeps: the scheduler's safety pass. */
+export { SAFETY_PASS_MS };
 
 export class PolicyVerifyRunner {
   readonly #now: () => number;

@@ -3,7 +3,7 @@ export type { SchedulerConfig } from "./config";
 export type { SchedulerDeps, SchedulerEvents } from "./context";
 export { clustersOf, isFinal, lockOfBackup, lockOfVolume, type RunningCounts } from "./jobs";
 export type { LiveProgress } from "./progress";
-export { Scheduler } from "./scheduler";
+export { SAFETY_PASS_MS, Scheduler } from "./scheduler";
 export {
   corruptChainReason,
   DEFAULT_SAMPLE_PERCENT,
