@@ -5,6 +5,9 @@
 # incremental-latency bench with the agents and coordinator of one build (RBDBACKUP_DAEMONS_DIST).
 #
 #   RBDBACKUP_LAB_DIR=/tmp/lab-x test/bench/incremental-ab.sh /work/main/dist dist [pairs=2] [runs=3]
+#
+# One build with two agent settings: give the same dist twice and LIMITS_A / LIMITS_B, e.g.
+#   LIMITS_A='{}' LIMITS_B='{"writesInFlight":16}' test/bench/incremental-ab.sh dist dist
 # Prints per run: the build, the machine load before it, and the bench's row (ours, the CLI, where the ms went).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -12,15 +15,16 @@ a="$(realpath "$1")" b="$(realpath "$2")" pairs="${3:-2}" runs="${4:-3}"
 : "${RBDBACKUP_LAB_DIR:?set RBDBACKUP_LAB_DIR to a lab directory of your own}"
 trap 'deploy/lab/lab.sh down >/dev/null 2>&1 || true' EXIT
 for ((i = 0; i < pairs; i++)); do
-  for build in "$a" "$b"; do
+  for side in A B; do
+    if [[ $side == A ]]; then build="$a" limits="${LIMITS_A:-{\}}"; else build="$b" limits="${LIMITS_B:-{\}}"; fi
     deploy/lab/lab.sh down >/dev/null 2>&1 || true
     deploy/lab/lab.sh up --capacity 16G site-a site-b >/dev/null
     for c in site-a site-b; do
       timeout 60 ceph -c "$RBDBACKUP_LAB_DIR/$c/ceph.conf" --connect-timeout 20 osd set nosnaptrim >/dev/null 2>&1
     done
-    echo "== pair $((i + 1)) build $build · load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "== pair $((i + 1)) $side build $build limits $limits · load before: $(cut -d' ' -f1-3 /proc/loadavg)"
     RBDBACKUP_DAEMONS_DIST="$build" timeout 600 node dist/test/bench/incremental-latency.js --mib 1024 \
-      --runs "$runs" --only incremental --incr-sizes 1024 2>&1 | grep -v '^JSON' || echo "(run failed)"
+      --runs "$runs" --only incremental --incr-sizes 1024 --limits "$limits" 2>&1 | grep -v '^JSON' || echo "(run failed)"
     echo "   load after: $(cut -d' ' -f1-3 /proc/loadavg)"
   done
 done

@@ -102,7 +102,8 @@ export async function incrementalRuns(
       await rbd("site-a", ["snap", "rm", `rbd/${vol}@${prev}`]);
       prev = snap;
       ctx.log(
-        `incremental ${sizeMiB} MiB ${i + 1}/${runs}: ours ${out.ours.at(-1)?.toFixed(3)} s, cli ${out.cli.at(-1)?.toFixed(3)} s`,
+        `incremental ${sizeMiB} MiB ${i + 1}/${runs}: ours ${out.ours.at(-1)?.toFixed(3)} s, cli ${out.cli.at(-1)?.toFixed(3)} s` +
+          ` · CPU-s agents ${out.cpuOurs.at(-1)?.map((x) => x.toFixed(3)).join(" + ")}, CLI ${out.cpuCli.at(-1)?.toFixed(3)}`,
       );
     }
   } finally {
