@@ -103,7 +103,10 @@ export async function incrementalRuns(
       prev = snap;
       ctx.log(
         `incremental ${sizeMiB} MiB ${i + 1}/${runs}: ours ${out.ours.at(-1)?.toFixed(3)} s, cli ${out.cli.at(-1)?.toFixed(3)} s` +
-          ` · CPU-s agents ${out.cpuOurs.at(-1)?.map((x) => x.toFixed(3)).join(" + ")}, CLI ${out.cpuCli.at(-1)?.toFixed(3)}`,
+          ` · CPU-s agents ${out.cpuOurs
+            .at(-1)
+            ?.map((x) => x.toFixed(3))
+            .join(" + ")}, CLI ${out.cpuCli.at(-1)?.toFixed(3)}`,
       );
     }
   } finally {
