@@ -58,6 +58,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   readonly #wake: WakeTimer;
   #kicked = false;
   #stopped = false;
+  /** Events emitted through the context so far (tick(): did this pass change a job?). */
+  #announced = 0;
 
   constructor(deps: SchedulerDeps) {
     super();
@@ -72,8 +74,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       random: deps.random ?? Math.random,
       signer: deps.signer,
       progress: this.progress,
-      // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's typed emit cannot take a generic event
-      emit: (event, ...args) => this.emit(event, ...(args as any)),
+      emit: (event, ...args) => {
+        this.#announced++;
+        // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's typed emit cannot take a generic event
+        this.emit(event, ...(args as any));
+      },
       kick: () => this.kick(),
     };
     this.#broker = new LeaseBroker(this.#ctx);
@@ -134,6 +139,13 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   /**
    * One pass: expired leases fail their attempts, due confirmations are asked, queued jobs start where
    * they may, then due source snapshot sweeps run (on the jobs as they are after dispatch).
+   *
+   * One read of the active jobs when the pass changed nothing (the common case while queued jobs wait on
+   * a limit or a lock, or leases run on): every change of a job is announced (an event through the
+   * context: transitions.ts, lease-broker.ts issue), and only those events run code outside these parts,
+   * so a pass that announced nothing left the catalog's active jobs as it read them. A pass that changed
+   * something reads them again: a part may have changed a job through another copy of it than `jobs`
+   * (the confirmer applies a verdict to `activeJob(id)`), and an event's listener may queue a job.
    */
   tick(): void {
     if (this.#stopped) return;
@@ -141,10 +153,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     let wake = now + this.cfg.tickMs;
     try {
       const jobs = this.#ctx.catalog.activeJobs();
+      const announced = this.#announced;
       this.#broker.expire(jobs);
       this.#confirmer.run(jobs);
       this.#dispatcher.dispatch(jobs);
-      const after = this.#ctx.catalog.activeJobs();
+      const after = this.#announced === announced ? jobs : this.#ctx.catalog.activeJobs();
       if (this.#hygiene.waiting) this.#hygiene.run(after);
       wake = this.#nextWake(after, now);
     } catch (err) {
