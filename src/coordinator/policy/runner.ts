@@ -25,7 +25,7 @@ import type { Catalog } from "../catalog/catalog";
 import type { PolicyStore } from "../catalog/policy-store";
 import type { PolicySettings } from "../config-schema";
 import type { Unprobed } from "../jobs/backup-job";
-import { isFinal, SAFETY_PASS_MS } from "../scheduler";
+import { isFinal, SAFETY_PASS_MS, WakeTimer } from "../scheduler";
 import type { Sessions } from "../sessions";
 import { Discovery, matching, poolKey } from "./discovery";
 import { insertRun, unprobedRun } from "./insert-run";
@@ -71,28 +71,25 @@ export class PolicyRunner implements PolicyRunnerPort {
   readonly #settled = new Set<string>();
   readonly #launching = new Set<string>();
   readonly #plan = new TickPlan();
-  #timer: NodeJS.Timeout | null = null;
+  /** Its `next`: what the last tick found next due (nextWake); re-armed after each tick, at most SAFETY_PASS_MS on. */
+  readonly #wake: WakeTimer;
   #ticking: Promise<void> | null = null;
   /** soon() was called during a tick: another follows it. */
   #again = false;
-  #started = false;
-  /** What the last tick found next due (nextWake). */
-  #wakeAt = Number.POSITIVE_INFINITY;
 
   constructor(private readonly deps: PolicyRunnerDeps) {
     this.#now = deps.now ?? Date.now;
+    this.#wake = new WakeTimer(() => this.soon(), { now: this.#now });
     this.#discovery = new Discovery(deps.sessions, deps.cfg.discoveryIntervalMs, deps.log, () => this.soon());
   }
 
   start(): void {
-    this.#started = true;
+    this.#wake.start();
     this.soon();
   }
 
   stop(): void {
-    this.#started = false;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = null;
+    this.#wake.stop();
   }
 
   /** A tick now, or right after the running one (errors logged, never thrown). */
@@ -110,12 +107,12 @@ export class PolicyRunner implements PolicyRunnerPort {
     this.#ticking = this.#tick()
       .catch((err) => {
         // Tried again at the usual cadence.
-        this.#wakeAt = this.#now() + this.deps.cfg.tickMs;
+        this.#wake.next = this.#now() + this.deps.cfg.tickMs;
         throw err;
       })
       .finally(() => {
         this.#ticking = null;
-        this.#arm();
+        this.#wake.arm();
         if (this.#again) this.soon();
       });
     return this.#ticking;
@@ -127,23 +124,7 @@ export class PolicyRunner implements PolicyRunnerPort {
    * not run; at most `now + SAFETY_PASS_MS`.
    */
   get nextWake(): number {
-    return this.#wakeAt;
-  }
-
-  /** The timer, to the last tick's nextWake. */
-  #arm(): void {
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = null;
-    if (!this.#started) return;
-    const ms = Math.max(0, this.#wakeAt - this.#now()) + 1;
-    this.#timer = setTimeout(
-      () => {
-        this.#timer = null;
-        this.soon();
-      },
-      Math.min(ms, SAFETY_PASS_MS),
-    );
-    this.#timer.unref?.();
+    return this.#wake.next;
   }
 
   /** See nextWake; after a tick at `now` whose runs have been queued. */
@@ -204,7 +185,7 @@ export class PolicyRunner implements PolicyRunnerPort {
     for (let i = 0; i < due.length; i += LAUNCH_CONCURRENCY) {
       await Promise.all(due.slice(i, i + LAUNCH_CONCURRENCY).map(([p, rec]) => this.#runDue(p, rec, now)));
     }
-    this.#wakeAt = this.#nextWake(now);
+    this.#wake.next = this.#nextWake(now);
   }
 
   /** The policy's pool as last listed (null: not listed yet, or no pool selector); asks again when due. */

@@ -21,7 +21,7 @@ import type { PolicyStore } from "../catalog/policy-store";
 import { isUniqueViolation, newJobRecord } from "../jobs/new-job";
 import { verifyJobSpec } from "../jobs/verify-job";
 import type { Backup } from "../model";
-import { SAFETY_PASS_MS } from "../scheduler";
+import { SAFETY_PASS_MS, WakeTimer } from "../scheduler";
 import type { Policy } from "./model";
 import { newestAvailable } from "./recovery-point";
 import { atDestination } from "./verify-schedule";
@@ -49,24 +49,25 @@ export { SAFETY_PASS_MS };
 
 export class PolicyVerifyRunner {
   readonly #now: () => number;
-  #timer: NodeJS.Timeout | null = null;
+  /** Its `next`: what the last tick found next due (nextWake); re-armed after each tick, at most SAFETY_PASS_MS on. */
+  readonly #wake: WakeTimer;
   #started = false;
   #soon = false;
-  #wakeAt = Number.POSITIVE_INFINITY;
 
   constructor(private readonly deps: VerifyRunnerDeps) {
     this.#now = deps.now ?? Date.now;
+    this.#wake = new WakeTimer(() => this.#safeTick(), { now: this.#now });
   }
 
   start(): void {
     this.#started = true;
+    this.#wake.start();
     this.#safeTick();
   }
 
   stop(): void {
     this.#started = false;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = null;
+    this.#wake.stop();
   }
 
   /** A tick soon (coalesced; never inside the caller's stack). */
@@ -81,13 +82,14 @@ export class PolicyVerifyRunner {
 
   /** When the last tick found the next verification due (epoch ms of `now`); at most SAFETY_PASS_MS on. */
   get nextWake(): number {
-    return this.#wakeAt;
+    return this.#wake.next;
   }
 
   /** Queues the verifications that are due; returns the jobs queued. */
   tick(): string[] {
     const now = this.#now();
-    this.#wakeAt = now + SAFETY_PASS_MS;
+    const wake = this.#wake;
+    wake.next = now + SAFETY_PASS_MS;
     const { catalog, store } = this.deps;
     const policies = store.allPolicies().filter((p) => !p.paused && (p.verify?.intervalSeconds ?? 0) > 0);
     if (policies.length === 0) return [];
@@ -106,14 +108,14 @@ export class PolicyVerifyRunner {
         if (!b || busy.has(b.id)) continue;
         const dueAt = this.#dueAt(p, b);
         if (dueAt > now) {
-          this.#wakeAt = Math.min(this.#wakeAt, dueAt);
+          wake.next = Math.min(wake.next, dueAt);
           continue;
         }
         const id = this.#queue(p, b);
         if (id) {
           busy.add(b.id);
           queued.push(id);
-        } else this.#wakeAt = Math.min(this.#wakeAt, now + this.deps.tickMs); // due, not queued: polled
+        } else wake.next = Math.min(wake.next, now + this.deps.tickMs); // due, not queued: polled
       }
     }
     if (queued.length) this.deps.scheduler.kick();
@@ -124,22 +126,10 @@ export class PolicyVerifyRunner {
     try {
       this.tick();
     } catch (err) {
-      this.#wakeAt = this.#now() + this.deps.tickMs;
+      this.#wake.next = this.#now() + this.deps.tickMs;
       this.deps.log.error("policy verify tick failed", { err });
     }
-    this.#arm();
-  }
-
-  #arm(): void {
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = null;
-    if (!this.#started) return;
-    const ms = Math.min(Math.max(0, this.#wakeAt - this.#now()) + 1, SAFETY_PASS_MS);
-    this.#timer = setTimeout(() => {
-      this.#timer = null;
-      this.#safeTick();
-    }, ms);
-    this.#timer.unref?.();
+    this.#wake.arm();
   }
 
   /** When `b` falls due for verification under `p`. */

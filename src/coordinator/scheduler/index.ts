@@ -11,3 +11,4 @@ export {
   verifyModeName,
   verifyModeOf,
 } from "./verify";
+export { WakeTimer, type WakeTimerOptions } from "./wake-timer";

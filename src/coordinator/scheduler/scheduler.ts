@@ -36,9 +36,10 @@ import { LeaseBroker } from "./lease-broker";
 import type { LiveProgress } from "./progress";
 import { SnapshotHygiene } from "./snapshot-hygiene";
 import { abandon, cancel } from "./transitions";
+import { SAFETY_PASS_MS, WakeTimer } from "./wake-timer";
 
 /** The longest the scheduler sleeps with nothing due (a safety pass: a kick some path forgot). */
-export const SAFETY_PASS_MS = 30_000;
+export { SAFETY_PASS_MS };
 
 export class Scheduler extends EventEmitter<SchedulerEvents> {
   readonly progress = new Map<string, LiveProgress>();
@@ -49,14 +50,16 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   readonly #confirmer: Confirmer;
   readonly #maps: DigestMaps;
   readonly #hygiene: SnapshotHygiene;
-  #timer: NodeJS.Timeout | null = null;
-  /** When the timer fires (epoch ms of the clock `now`); Infinity when not armed. */
-  #timerAt = Number.POSITIVE_INFINITY;
-  #started = false;
+  /**
+   * Its `next`: what the last tick found next due (nextWake). Armed by each tick (a kick's tick never
+   * pushes back an earlier wake-up); no longest sleep of its own: #nextWake caps what is due at
+   * SAFETY_PASS_MS, and the polling cadence (cfg.tickMs, up to a minute) is kept as configured.
+   */
+  readonly #wake: WakeTimer;
   #kicked = false;
   #stopped = false;
-  /** What the last tick found next due (nextWake). */
-  #wakeAt = Number.POSITIVE_INFINITY;
+  /** Events emitted through the context so far (tick(): did this pass change a job?). */
+  #announced = 0;
 
   constructor(deps: SchedulerDeps) {
     super();
@@ -71,8 +74,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       random: deps.random ?? Math.random,
       signer: deps.signer,
       progress: this.progress,
-      // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's typed emit cannot take a generic event
-      emit: (event, ...args) => this.emit(event, ...(args as any)),
+      emit: (event, ...args) => {
+        this.#announced++;
+        // biome-ignore lint/suspicious/noExplicitAny: EventEmitter's typed emit cannot take a generic event
+        this.emit(event, ...(args as any));
+      },
       kick: () => this.kick(),
     };
     this.#broker = new LeaseBroker(this.#ctx);
@@ -80,6 +86,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.#dispatcher = new Dispatcher(this.#ctx, this.#broker, this.#maps);
     this.#confirmer = new Confirmer(this.#ctx);
     this.#hygiene = new SnapshotHygiene(this.#ctx);
+    this.#wake = new WakeTimer(() => this.tick(), {
+      now: this.#ctx.now,
+      keepEarlier: true,
+      maxSleepMs: Number.POSITIVE_INFINITY,
+    });
     this.on("finished", (j) => this.#hygiene.onFinished(j));
   }
 
@@ -87,15 +98,13 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   start(): void {
     this.#broker.recover();
     this.#confirmer.recover();
-    this.#started = true;
+    this.#wake.start();
     this.kick();
   }
 
   stop(): void {
     this.#stopped = true;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = null;
-    this.#timerAt = Number.POSITIVE_INFINITY;
+    this.#wake.stop();
   }
 
   /**
@@ -104,7 +113,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
    * only polling notices; at most `now + SAFETY_PASS_MS`.
    */
   get nextWake(): number {
-    return this.#wakeAt;
+    return this.#wake.next;
   }
 
   /** The next wake-up after a tick at `now` over the active `jobs`. */
@@ -115,24 +124,6 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     // flight): polled at the configured cadence, as before.
     if (at <= now) return now + this.cfg.tickMs;
     return Math.min(at, now + SAFETY_PASS_MS);
-  }
-
-  /** Sets the timer to fire at `at` (clock `now`), unless it already fires earlier. */
-  #arm(at: number, now: number): void {
-    if (!this.#started || this.#stopped) return;
-    if (this.#timer && this.#timerAt <= at && this.#timerAt >= now) return;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timerAt = at;
-    // +1: a lease is expired once its expiry is strictly past.
-    this.#timer = setTimeout(
-      () => {
-        this.#timer = null;
-        this.#timerAt = Number.POSITIVE_INFINITY;
-        this.tick();
-      },
-      Math.max(0, at - now) + 1,
-    );
-    this.#timer.unref?.();
   }
 
   /** Runs tick() soon (coalesced). */
@@ -148,6 +139,13 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   /**
    * One pass: expired leases fail their attempts, due confirmations are asked, queued jobs start where
    * they may, then due source snapshot sweeps run (on the jobs as they are after dispatch).
+   *
+   * One read of the active jobs when the pass changed nothing (the common case while queued jobs wait on
+   * a limit or a lock, or leases run on): every change of a job is announced (an event through the
+   * context: transitions.ts, lease-broker.ts issue), and only those events run code outside these parts,
+   * so a pass that announced nothing left the catalog's active jobs as it read them. A pass that changed
+   * something reads them again: a part may have changed a job through another copy of it than `jobs`
+   * (the confirmer applies a verdict to `activeJob(id)`), and an event's listener may queue a job.
    */
   tick(): void {
     if (this.#stopped) return;
@@ -155,17 +153,18 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     let wake = now + this.cfg.tickMs;
     try {
       const jobs = this.#ctx.catalog.activeJobs();
+      const announced = this.#announced;
       this.#broker.expire(jobs);
       this.#confirmer.run(jobs);
       this.#dispatcher.dispatch(jobs);
-      const after = this.#ctx.catalog.activeJobs();
+      const after = this.#announced === announced ? jobs : this.#ctx.catalog.activeJobs();
       if (this.#hygiene.waiting) this.#hygiene.run(after);
       wake = this.#nextWake(after, now);
     } catch (err) {
       this.#ctx.log.error("scheduler tick failed", { err });
     }
-    this.#wakeAt = wake;
-    this.#arm(wake, now);
+    this.#wake.next = wake;
+    this.#wake.arm(now);
   }
 
   /** Resolves when no confirmation question, digest map fetch nor snapshot sweep is in flight (tests drive the clock and await this). */

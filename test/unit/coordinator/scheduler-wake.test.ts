@@ -5,6 +5,10 @@
  * tick computes), then with the real clock and timers: a started scheduler whose tickMs is a minute
  * still notices an expired lease and runs the retry at its backoff time — which it only does because
  * its timer is set to those times (with a fixed one-minute tick the test times out).
+ *
+ * A pass that changes nothing reads the active jobs once; one that changes a job reads them again for
+ * nextWake — also when the change was made to another copy of the job than the pass read (the confirmer
+ * fails an attempt whose confirmation deadline passed through activeJob(id)).
  */
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
@@ -14,7 +18,7 @@ import { SAFETY_PASS_MS } from "../../../src/coordinator/scheduler/scheduler";
 import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { FakeAgentSession } from "../../helpers/fake-agent";
 import { until } from "../../helpers/wait";
-import { Harness, vol } from "./harness";
+import { backupResult, Harness, vol } from "./harness";
 
 describe("scheduler wake-ups (fake clock)", () => {
   let h: Harness;
@@ -53,6 +57,57 @@ describe("scheduler wake-ups (fake clock)", () => {
     h.tick();
     assert.equal(h.job(j.id).state, JobState.JOB_STATE_QUEUED, "no agent of cluster a");
     assert.equal(h.scheduler.nextWake, h.t + h.cfg.tickMs);
+  });
+
+  it("one read of the active jobs for a pass that changes nothing, two for one that changes a job", () => {
+    let reads = 0;
+    const read = h.catalog.activeJobs.bind(h.catalog);
+    h.catalog.activeJobs = () => {
+      reads++;
+      return read();
+    };
+    const pass = (): number => {
+      reads = 0;
+      h.tick();
+      return reads;
+    };
+    const running = h.queueBackup(vol("v1"));
+    assert.equal(pass(), 2, "leased: a change");
+    assert.equal(h.job(running.id).state, JobState.JOB_STATE_RUNNING);
+    const waiting = h.queueBackup(vol("v2", "c"));
+    assert.equal(pass(), 2, "its waiting reason set: a change");
+    h.advance(1_000);
+    assert.equal(pass(), 1, "nothing changed");
+    assert.equal(h.job(waiting.id).waitingReason, "waiting for an agent of cluster c to connect");
+    assert.equal(h.scheduler.nextWake, h.t + h.cfg.tickMs, "the waiting job: polled");
+    h.advance(h.cfg.leaseTtlMs);
+    assert.equal(pass(), 2, "the lease expired: a change");
+    assert.equal(h.job(running.id).attempts, 1);
+    assert.equal(h.job(running.id).state, JobState.JOB_STATE_QUEUED);
+  });
+
+  it("a pass that fails an attempt through another copy of its job: nextWake is the retry's time, as the catalog has it", async () => {
+    h.close();
+    h = new Harness({ tickMs: 1_000, confirmTimeoutMs: 10_000, backoffBaseMs: 5_000 });
+    a1 = h.connect("a1", "a");
+    const b1 = h.connect("b1", "b");
+    const j = h.queueBackup(vol("v1"));
+    h.tick();
+    h.commit(j);
+    h.disconnect(b1);
+    h.outcome(a1, j.id, Status.OK, "", { $case: "backup", value: backupResult(j.backupId) });
+    await h.settle();
+    assert.equal(h.job(j.id).state, JobState.JOB_STATE_RUNNING);
+    assert.ok(h.job(j.id).confirming, "confirming, with no agent of its destination to ask");
+    h.advance(10_000);
+    h.tick();
+    const queued = h.job(j.id);
+    assert.equal(queued.state, JobState.JOB_STATE_QUEUED, "the confirmation's deadline passed: retried");
+    assert.equal(queued.errorCode, "DEADLINE_EXCEEDED");
+    assert.equal(queued.nextAttemptAt, h.t + 5_000);
+    // The pass read the job RUNNING and confirming, past its deadline: from that copy nextWake would be
+    // the polling cadence (h.t + 1 s), not the retry's backoff.
+    assert.equal(h.scheduler.nextWake, queued.nextAttemptAt);
   });
 });
 
