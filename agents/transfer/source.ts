@@ -135,7 +135,8 @@ class DiffSource {
   readonly chunkSize: number;
   readonly readsInFlight: number;
   readonly maxCount: number;
-  readonly t0 = performance.now();
+  /** When the consumer pulled past the header (the stats' ms count from there). */
+  t0 = performance.now();
   readonly ms = { diffFirst: -1, diffDone: -1, readsDone: -1 };
   cursor: number;
   /** Steps of the current batch, reused from batch to batch. */
@@ -284,6 +285,7 @@ export async function* rbdMessages(
 ): AsyncGenerator<TransferMessage> {
   const s = new DiffSource(image, o, opts, stats, header.imageSize);
   yield { body: { $case: "header", value: header } };
+  s.t0 = performance.now();
   const diff = image.diff({
     ...(o.fromSnapshot ? { fromSnapshot: o.fromSnapshot } : {}),
     ...(o.includeParent === false ? { includeParent: false } : {}),
