@@ -99,12 +99,16 @@ class Window {
   }
 }
 
-/** One step of a diff's transfer, in send order: a read to start (`plan`), or a zero range. */
+/**
+ * One step of a diff's transfer, in send order: a read to start (`plan`, taking a buffer of `capacity`
+ * bytes from the frame pool), or a zero range (no plan, no buffer).
+ */
 class Step {
   constructor(
     readonly plan: ReadPlan | null,
     readonly offset: number,
     readonly length: number,
+    readonly capacity: number,
   ) {}
 }
 
@@ -199,12 +203,12 @@ class DiffSource {
     this.stats.extents++;
     if (this.fullCopy && offset > this.cursor) {
       this.reads(this.planner.flush(), steps); // the reads gathered so far go first: the window keeps offset order
-      steps.push(new Step(null, this.cursor, offset - this.cursor));
+      steps.push(new Step(null, this.cursor, offset - this.cursor, 0));
     }
     if (end > this.cursor) this.cursor = end;
     if (!exists) {
       this.reads(this.planner.flush(), steps);
-      steps.push(new Step(null, offset, length));
+      steps.push(new Step(null, offset, length, 0));
     } else this.reads(this.planner.add(offset, length), steps);
   }
 
@@ -214,14 +218,14 @@ class DiffSource {
     steps.length = 0;
     this.ms.diffDone = this.since();
     this.reads(this.planner.flush(), steps);
-    if (this.fullCopy && this.cursor < this.size) steps.push(new Step(null, this.cursor, this.size - this.cursor));
+    if (this.fullCopy && this.cursor < this.size) steps.push(new Step(null, this.cursor, this.size - this.cursor, 0));
     return steps;
   }
 
   reads(plans: ReadPlan[], steps: Step[]): void {
     for (let i = 0; i < plans.length; i++) {
       const p = plans[i] as ReadPlan;
-      steps.push(new Step(p, p.offset, p.length));
+      steps.push(new Step(p, p.offset, p.length, capacityFor(p.length, this.chunkSize)));
     }
   }
 
@@ -230,8 +234,7 @@ class DiffSource {
     const win = this.win;
     // Zero ranges hold no buffer: bounded by count only.
     if (!step.plan) return win.size >= this.maxCount;
-    const capacity = capacityFor(step.length, this.chunkSize);
-    return windowFull(win.size, win.held, capacity, this);
+    return windowFull(win.size, win.held, step.capacity, this);
   }
 
   /** Starts `step` (there is room: see full()). */
@@ -241,9 +244,8 @@ class DiffSource {
       this.win.zero(step.offset, step.length);
       return;
     }
-    const capacity = capacityFor(p.length, this.chunkSize);
-    const frame = this.frames.acquire(p.length, capacity);
-    this.win.push(this.read(p, frame), capacity);
+    const frame = this.frames.acquire(p.length, step.capacity);
+    this.win.push(this.read(p, frame), step.capacity);
   }
 
   async read(p: ReadPlan, frame: ChunkFrame): Promise<Item> {
@@ -291,15 +293,14 @@ export async function* rbdMessages(
     ...(o.includeParent === false ? { includeParent: false } : {}),
     ...(o.wholeObject ? { wholeObject: true } : {}),
   });
-  for (let extents = await s.batch(diff); extents; extents = await s.batch(diff)) {
-    for (const step of s.plan(extents)) {
+  // Each batch of the diff, then (null: the diff ended) what is left: the last read gathered, a full copy's tail.
+  for (;;) {
+    const extents = await s.batch(diff);
+    for (const step of extents ? s.plan(extents) : s.last()) {
       while (s.full(step)) yield* await s.win.shift();
       s.start(step);
     }
-  }
-  for (const step of s.last()) {
-    while (s.full(step)) yield* await s.win.shift();
-    s.start(step);
+    if (!extents) break;
   }
   while (s.win.size > 0) yield* await s.win.shift();
   s.ms.readsDone = s.since();

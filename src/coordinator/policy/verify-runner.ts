@@ -51,7 +51,6 @@ export class PolicyVerifyRunner {
   readonly #now: () => number;
   /** Its `next`: what the last tick found next due (nextWake); re-armed after each tick, at most SAFETY_PASS_MS on. */
   readonly #wake: WakeTimer;
-  #started = false;
   #soon = false;
 
   constructor(private readonly deps: VerifyRunnerDeps) {
@@ -60,23 +59,21 @@ export class PolicyVerifyRunner {
   }
 
   start(): void {
-    this.#started = true;
     this.#wake.start();
     this.#safeTick();
   }
 
   stop(): void {
-    this.#started = false;
     this.#wake.stop();
   }
 
   /** A tick soon (coalesced; never inside the caller's stack). */
   soon(): void {
-    if (this.#soon || !this.#started) return;
+    if (this.#soon || !this.#wake.started) return;
     this.#soon = true;
     setImmediate(() => {
       this.#soon = false;
-      if (this.#started) this.#safeTick();
+      if (this.#wake.started) this.#safeTick();
     });
   }
 

@@ -57,6 +57,11 @@ export class WakeTimer {
     return this.#at;
   }
 
+  /** Between start() and stop(): arm() sets the timer. */
+  get started(): boolean {
+    return this.#on;
+  }
+
   /** From now on arm() sets the timer. */
   start(): void {
     this.#on = true;
