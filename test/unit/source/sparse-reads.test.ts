@@ -131,4 +131,69 @@ describe("rbdMessages on a sparse image", () => {
     }
     assert.ok(replay(held, size).equals(bytes), "a chunk's data was overwritten through the pool");
   });
+
+  it("keeps the diff's order: data read together, a discarded extent between, a resume clipping the first", async () => {
+    // One chunk-aligned window: data, a discarded extent (exists: false), data, a gap, data. The first and
+    // third are close enough to be read together were it not for the discard between them.
+    const extents = [
+      { offset: 0, length: 64 * KiB, exists: true },
+      { offset: 64 * KiB, length: 64 * KiB, exists: false },
+      { offset: 128 * KiB, length: 64 * KiB, exists: true },
+      { offset: 320 * KiB, length: 64 * KiB, exists: true },
+    ];
+    const bytes = Buffer.alloc(1 * MiB, 0x11);
+    const image = {
+      label: "fake/order",
+      async *diff() {
+        yield extents.slice(0, 2);
+        yield extents.slice(2);
+      },
+      async read(buf: Buffer, offset: number) {
+        bytes.copy(buf, 0, offset, offset + buf.length);
+        return buf.length;
+      },
+    } as unknown as Image;
+    const sent = async (resume?: number) => {
+      const frames = new FramePool(10);
+      const msgs = await collect(
+        rbdMessages(
+          image,
+          header(1 * MiB),
+          {
+            fullCopy: false,
+            ...(resume === undefined
+              ? {}
+              : {
+                  resume: {
+                    offset: resume,
+                    prefixDigest: new Uint8Array(0),
+                    dataChunks: 0,
+                    dataBytes: 0,
+                    zeroRanges: 0,
+                    zeroBytes: 0,
+                  },
+                }),
+          },
+          { chunkSize: 4 * MiB, readsInFlight: 4, frames, checksum: crc32c },
+          newStats(),
+        ),
+        frames,
+      );
+      return msgs.map((m) => {
+        const b = m.body;
+        if (b?.$case === "chunk") return `data ${b.value.offset / KiB}+${b.value.data.length / KiB}`;
+        if (b?.$case === "zero") return `zero ${b.value.offset / KiB}+${b.value.length / KiB}`;
+        return b?.$case;
+      });
+    };
+    assert.deepEqual(await sent(), ["header", "data 0+64", "zero 64+64", "data 128+64", "data 320+64", "trailer"]);
+    assert.deepEqual(await sent(32 * KiB), [
+      "header",
+      "data 32+32",
+      "zero 64+64",
+      "data 128+64",
+      "data 320+64",
+      "trailer",
+    ]);
+  });
 });
