@@ -8,6 +8,7 @@
 #      the whole run, in their own directory
 #   4b. starts a throwaway PostgreSQL on loopback (deploy/lab/postgres.sh; RBDBACKUP_TEST_PG_URL)
 #   5. runs every test under dist/test (unit and integration, node:test)
+#   5b. after a failure, prints the output of the daemons the failed test files started
 #   6. fails if the tests left anything new in /tmp or a daemon of ours running (every test removes
 #      what it creates)
 #   7. stops the clusters (also on failure or Ctrl-C)
@@ -62,8 +63,20 @@ tmp_before="$(tmp_entries)"
 our_daemons() { pgrep -f -- "$PWD/dist/" | LC_ALL=C sort || true; }
 daemons_before="$(our_daemons)"
 
+# A failed test file's daemons leave their output here (src/lab/failure-logs.ts); printed below.
+export RBDBACKUP_FAILURE_LOG_DIR="$RBDBACKUP_LAB_DIR/failed-test-logs"
+rm -rf "$RBDBACKUP_FAILURE_LOG_DIR"
+
 status=0
 node --test --test-concurrency=1 --test-timeout=900000 "${files[@]}" || status=$?
+
+if [ "$status" -ne 0 ] && [ -d "$RBDBACKUP_FAILURE_LOG_DIR" ]; then
+  for f in "$RBDBACKUP_FAILURE_LOG_DIR"/*.log; do
+    [ -e "$f" ] || continue
+    echo "===== daemon output of a failed test file: $(basename "$f") (last 64 KiB) =====" >&2
+    tail -c 65536 "$f" >&2
+  done
+fi
 
 leftovers="$(LC_ALL=C comm -13 <(echo "$tmp_before") <(tmp_entries))"
 if [ -n "$leftovers" ]; then

@@ -3,10 +3,12 @@
  * its {"event":"serving",...} line on stdout. Attached: its output is piped to us and it dies with us.
  * Detached (`logFile`): stdout and stderr go to that file and it outlives us (the demo leaves its
  * daemons running; `deploy/lab/lab.sh down` stops them). An attached daemon still running when we exit
- * is killed then (src/lab/scratch.ts), even if the caller never stopped it.
+ * is killed then (src/lab/scratch.ts), even if the caller never stopped it; its output is written out
+ * if the test process fails (src/lab/failure-logs.ts).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync, statSync } from "node:fs";
+import { keepLogsOnFailure } from "./failure-logs";
 import { killAtExit } from "./scratch";
 
 export interface Daemon<S> {
@@ -51,6 +53,7 @@ export async function startDaemon<S>(
     });
     logs = () => err;
     output = () => out;
+    keepLogsOnFailure(name, proc.pid, () => `${out}${err}`);
   }
   const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
   const running = () => proc.exitCode === null && proc.signalCode === null;
