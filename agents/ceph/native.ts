@@ -141,6 +141,8 @@ export interface NativeTesting {
   disarm(): void;
   /** Where final closes of native handles ran: on a pool/diff thread, on the closer thread, or inline as a fallback. */
   handleStats(): { worker: number; closer: number; fallback: number; queued: number };
+  /** Ends the process as a C++ crash would: a new thread throws std::system_error(EINVAL), uncaught. */
+  terminateOnThread(): void;
 }
 
 interface NativeModule {

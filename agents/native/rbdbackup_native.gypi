@@ -16,7 +16,8 @@
         "src/image-aio.cc",
         "src/diff-iterator.cc",
         "src/crc32c.cc",
-        "src/codec.cc"
+        "src/codec.cc",
+        "src/crash-report.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [

@@ -33,7 +33,8 @@ function writeFailureLogs(): void {
     for (const d of kept) {
       const text = d.output();
       const tail = text.length > LIMIT ? `[… ${text.length - LIMIT} bytes before]\n${text.slice(-LIMIT)}` : text;
-      writeFileSync(path.join(dir, `${test}.${d.name}.${d.pid}.log`), tail);
+      const name = d.name.replace(/[^A-Za-z0-9_.-]+/g, "-");
+      writeFileSync(path.join(dir, `${test}.${name}.${d.pid}.log`), tail);
     }
   } catch {
     // best effort: exiting anyway

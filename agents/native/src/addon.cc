@@ -5,6 +5,7 @@
 #include "cluster.h"
 #include "codec.h"
 #include "common.h"
+#include "crash-report.h"
 #include "crc32c.h"
 #include "diff-iterator.h"
 #include "image.h"
@@ -78,6 +79,7 @@ static Napi::Value MallocTrim(const Napi::CallbackInfo& info) {
 }
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  InstallCrashReport();
   auto* addon = new Addon(env);
   env.SetInstanceData<Addon>(addon);
   addon->clusterCtor = Napi::Persistent(Cluster::Init(env));

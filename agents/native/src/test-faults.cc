@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
 
 #include "handles.h"
 
@@ -82,6 +83,13 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// terminateOnThread(): a thread whose exception nobody catches, as a crash inside librbd would be
+// (std::terminate; crash-report.cc writes the stack). The process ends; the call never returns.
+Napi::Value TerminateOnThread(const Napi::CallbackInfo& info) {
+  std::thread([] { throw std::system_error(std::make_error_code(std::errc::invalid_argument)); }).join();
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void FaultPoint(Fault where) {
@@ -101,6 +109,7 @@ void InitTestFaults(Napi::Env env, Napi::Object exports) {
   t.Set("arm", Napi::Function::New(env, Arm, "arm"));
   t.Set("disarm", Napi::Function::New(env, Disarm, "disarm"));
   t.Set("handleStats", Napi::Function::New(env, Stats, "handleStats"));
+  t.Set("terminateOnThread", Napi::Function::New(env, TerminateOnThread, "terminateOnThread"));
   exports.Set("testing", t);
 }
 
