@@ -181,6 +181,9 @@ export class Agent {
       },
       target: (address, options) => shapedTarget(peers.target(address), options, shaping, address === ""),
       sourcePaths: cfg.sourcePaths,
+      ...(cfg.testFaults?.growBeforeSnapshotBytes
+        ? { growBeforeSnapshotBytes: cfg.testFaults.growBeforeSnapshotBytes }
+        : {}),
     };
     const accepting = () => this.state === "serving";
     // Idle chunk buffers kept for reuse follow the configured windows, so memory stays bounded by them.

@@ -92,6 +92,9 @@ const TestFaults = Type.Optional(
   block("Test-only faults; honoured only when the environment has RBDBACKUP_ENABLE_TEST_FAULTS=1.", {
     corruptChunk: Type.Optional(int("Flip a byte of this data chunk (1-based) when sending.", 0, 2 ** 31 - 1)),
     writeDelayMs: Type.Optional(int("Delay every write on the destination by this many ms.", 0, 600_000)),
+    growBeforeSnapshotBytes: Type.Optional(
+      int("Grow a volume by this many bytes just before its backup snapshot is made.", 0, 2 ** 40),
+    ),
     dieBeforeOutcome: Type.Optional(
       Type.Boolean({ description: "Die (SIGKILL) when a backup attempt succeeded, before its outcome is sent." }),
     ),

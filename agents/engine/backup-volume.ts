@@ -7,12 +7,24 @@
  *              resumes that attempt's transfer), opened read-only;
  *  transfer  — the diff streamed to the destination, which writes, verifies, flushes and only then
  *              creates the same snapshot on the base image (AUTO redoes a failed incremental in full);
- *              a retry asks the destination where to resume and sends only the rest (resume.ts);
+ *              a retry asks the destination where to resume and sends only the rest (resume.ts).
+ *              A new snapshot is made while the header is already on its way (the destination prepares
+ *              its image meanwhile, not after): the header carries the volume's facts as opened, and the
+ *              diff starts once the snapshot is open and shows the same facts — should it not (resized
+ *              or features changed in between), that stream ends before any data, the destination
+ *              cleans up, and the backup is sent again with the snapshot's facts;
  *  prune     — source snapshots no chain needs any more (failures are warnings: the backup exists).
  * On failure the new source snapshot is removed — unless the transfer was cut short and the coordinator
  * retries (req.resumable): the retry resumes from it; the destination cleans up (or keeps) its side itself.
  */
-import { alreadyExists, failedPrecondition, notFound, toAppError, withCleanupErrors } from "../../src/common/errors";
+import {
+  aborted,
+  alreadyExists,
+  failedPrecondition,
+  notFound,
+  toAppError,
+  withCleanupErrors,
+} from "../../src/common/errors";
 import { backupSnapName, baseImageName } from "../../src/common/ids";
 import type { Logger } from "../../src/common/log";
 import { PhaseTimer } from "../../src/common/phase-timer";
@@ -22,6 +34,7 @@ import type {
   BackupSnapshot,
   ListChainsResponse,
   TransferHeader,
+  TransferMessage,
   TransferSummary,
 } from "../../src/gen/rbdbackup/v1/transfer";
 import type { Image, IoCtx } from "../ceph";
@@ -62,6 +75,19 @@ class PhaseClock {
     const next = PHASE_AFTER[name];
     if (next) this.progress.phase = next;
   }
+}
+
+/** The header's facts that the snapshot must show for the diff to follow it (null: it does). */
+function factsChanged(header: SourceImageInfo, snap: SourceImageInfo): Record<string, unknown> | null {
+  const keys = ["size", "features", "order", "stripeUnit", "stripeCount"] as const;
+  const changed = keys.filter((k) => header[k] !== snap[k]);
+  if (changed.length === 0) return null;
+  return Object.fromEntries(changed.map((k) => [k, { opened: String(header[k]), snapshot: String(snap[k]) }]));
+}
+
+interface SnapFacts {
+  info: SourceImageInfo;
+  imageMeta: Record<string, string>;
 }
 
 interface Sent {
@@ -109,6 +135,14 @@ class VolumeBackup {
   earlyWarnings: string[] = [];
   /** The volume's snapshot names (null: to be listed). */
   #snapNames: string[] | null = null;
+  /** The volume's facts as opened (the header's while its snapshot is made). */
+  #headInfo: SourceImageInfo | null = null;
+  /** Snapshot creation and opening (ms) when made alongside the transfer's start (not a phase of its own). */
+  snapshotMs: number | undefined;
+  /** This attempt's snapshot exists on the volume (made now, or an earlier attempt's). */
+  #snapshotMade = false;
+  /** Set when the snapshot's facts differed from the header's (the stream was abandoned before data). */
+  #changed: Record<string, unknown> | null = null;
 
   constructor(
     readonly ctx: EngineContext,
@@ -142,8 +176,10 @@ class VolumeBackup {
     const plan = choosePlan(this.req, this.vol.image, await this.sourceSnapNames(head), others);
     if (plan.forcedFullReason) this.log.info("forcing a full backup", { reason: plan.forcedFullReason });
     this.clock.ended("plan");
-    const snap = await this.snapshot(head);
-    const sent = await this.transfer(plan, snap, { ...this.dest, fsid: chains.clusterFsid });
+    const dest = { ...this.dest, fsid: chains.clusterFsid };
+    const { snap, sent } = this.reusedSnapshot
+      ? await this.snapshotThenSend(head, plan, dest)
+      : await this.sendWhileSnapshotting(head, plan, dest);
     this.clock.ended("transfer");
     const warnings = [...this.earlyWarnings, ...sent.summary.warnings];
     const pruned = await this.prune(head, sent.plan, warnings);
@@ -163,6 +199,7 @@ class VolumeBackup {
     }
     const info = await this.head.stat();
     if (info.size === 0) throw failedPrecondition(`volume ${this.label} has size 0: there is nothing to back up`);
+    this.#headInfo = info;
     this.#snapNames = (await this.head.snapList()).map((s) => s.name);
     this.clock.ended("open");
     return this.head;
@@ -217,49 +254,93 @@ class VolumeBackup {
     }
   }
 
-  /** Creates this backup's snapshot on the volume and opens the volume at it. */
-  async snapshot(head: Image): Promise<{ info: SourceImageInfo; imageMeta: Record<string, string> }> {
-    if (!this.reusedSnapshot) {
-      this.snapName = backupSnapName(this.req.backupId);
-      await head.snapCreate(this.snapName);
-    }
+  /** A retry's snapshot (it exists): opened, then the transfer (resumed where the destination can). */
+  async snapshotThenSend(head: Image, plan: Plan, dest: Destination): Promise<{ snap: SnapFacts; sent: Sent }> {
+    this.#snapshotMade = true;
     this.clock.ended("snapCreate");
-    // The volume's image-meta is listed while the snapshot opens; both settle, so close() sees the image.
-    const [listed, opened] = await Promise.allSettled([
-      head.metaList(),
-      this.io.imageOpen(this.vol.image, { snapshot: this.snapName }),
-    ]);
-    if (opened.status === "fulfilled") this.snapImage = opened.value;
-    if (listed.status === "rejected") throw listed.reason;
-    if (opened.status === "rejected") throw opened.reason;
-    const imageMeta = listed.value;
-    const info = await opened.value.stat();
+    const [imageMeta, info] = await this.settledTogether(head.metaList(), this.openSnapshot());
     this.clock.ended("snapshot");
+    const snap = { info, imageMeta };
+    return { snap, sent: await this.transfer(plan, snap, dest) };
+  }
+
+  /**
+   * A new snapshot, made while the header (with the volume's facts as opened) is on its way; the diff
+   * follows once the snapshot is open and shows the same facts. Otherwise that stream ends before any
+   * data and the backup is sent again with the snapshot's facts. Whatever happens, the snapshot's
+   * creation settles before this returns or throws (cleanup must see it).
+   */
+  async sendWhileSnapshotting(head: Image, plan: Plan, dest: Destination): Promise<{ snap: SnapFacts; sent: Sent }> {
+    const imageMeta = await head.metaList();
+    this.snapName = backupSnapName(this.req.backupId);
+    const snapshotting = this.createSnapshot(head);
+    snapshotting.catch(() => {}); // awaited below, whatever the transfer does
+    const early = { info: this.#headInfo as SourceImageInfo, imageMeta };
+    try {
+      try {
+        const sent = await this.transfer(plan, early, dest, snapshotting);
+        return { snap: { info: await snapshotting, imageMeta }, sent };
+      } catch (e) {
+        if (!this.#changed) throw e;
+        const snap = { info: await snapshotting, imageMeta };
+        this.log.info("the volume changed while its snapshot was made; sending again with the snapshot's facts", {
+          changed: this.#changed,
+        });
+        this.#changed = null;
+        return { snap, sent: await this.transfer(plan, snap, dest) };
+      }
+    } finally {
+      await snapshotting.catch(() => {});
+    }
+  }
+
+  /** Creates this backup's snapshot on the volume and opens the volume at it: the snapshot's facts. */
+  async createSnapshot(head: Image): Promise<SourceImageInfo> {
+    const t0 = performance.now();
+    const grow = this.ctx.growBeforeSnapshotBytes;
+    if (grow) await head.resize((this.#headInfo?.size ?? 0) + grow); // test fault: the header's facts go stale
+    await head.snapCreate(this.snapName);
+    this.#snapshotMade = true;
+    const info = await this.openSnapshot();
+    this.snapshotMs = Math.round((performance.now() - t0) * 10) / 10;
+    return info;
+  }
+
+  /** Opens the volume at this backup's snapshot: its facts. */
+  async openSnapshot(): Promise<SourceImageInfo> {
+    this.snapImage = await this.io.imageOpen(this.vol.image, { snapshot: this.snapName });
+    const info = await this.snapImage.stat();
     this.progress.bytesTotal = info.size;
-    return { info, imageMeta };
+    return info;
+  }
+
+  /** Both settle before either's failure is thrown (close() must see what opened). */
+  async settledTogether<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
+    const [x, y] = await Promise.allSettled([a, b]);
+    if (x.status === "rejected") throw x.reason;
+    if (y.status === "rejected") throw y.reason;
+    return [x.value, y.value];
   }
 
   /** Streams the plan's diff; AUTO redoes an incremental whose diff failed on our side in full. */
   async transfer(
     plan: Plan,
-    snap: { info: SourceImageInfo; imageMeta: Record<string, string> },
+    snap: SnapFacts,
     dest: Destination,
+    snapshotting?: Promise<SourceImageInfo>,
   ): Promise<Sent> {
     try {
-      return await this.send(plan, snap, dest);
+      return await this.send(plan, snap, dest, snapshotting);
     } catch (e) {
       const full = fallbackPlan(this.req, this.vol.image, plan, e);
       if (!full) throw e;
       this.log.warn("incremental diff failed, forcing a full backup", { reason: full.forcedFullReason });
-      return await this.send(full, snap, dest);
+      return await this.send(full, { info: (await snapshotting) ?? snap.info, imageMeta: snap.imageMeta }, dest);
     }
   }
 
-  async send(
-    plan: Plan,
-    snap: { info: SourceImageInfo; imageMeta: Record<string, string> },
-    dest: Destination,
-  ): Promise<Sent> {
+  /** `snapshotting`: the snapshot is still being made; the diff waits for it after the header. */
+  async send(plan: Plan, snap: SnapFacts, dest: Destination, snapshotting?: Promise<SourceImageInfo>): Promise<Sent> {
     const { ctx, req, vol } = this;
     let stats = newStats();
     const source = {
@@ -275,13 +356,15 @@ class VolumeBackup {
     const messages = (h: TransferHeader, resume?: SourceResume) => {
       stats = newStats();
       this.progress.stats = stats;
-      return rbdMessages(
-        this.snapImage as Image,
-        h,
-        { ...(plan.parent ? { fromSnapshot: plan.parent } : {}), fullCopy: false, ...(resume ? { resume } : {}) },
-        { ...ctx.source, meter: ctx.meter, meterPool: vol.pool },
-        stats,
-      );
+      const diff = () =>
+        rbdMessages(
+          this.snapImage as Image,
+          h,
+          { ...(plan.parent ? { fromSnapshot: plan.parent } : {}), fullCopy: false, ...(resume ? { resume } : {}) },
+          { ...ctx.source, meter: ctx.meter, meterPool: vol.pool },
+          stats,
+        );
+      return snapshotting ? this.afterSnapshot(h, snap.info, snapshotting, diff) : diff();
     };
     this.transferring = true;
     const cap = req.transferCapability || undefined;
@@ -293,6 +376,27 @@ class VolumeBackup {
       resumedFrom: sent.resumedFrom,
       resumeFallbackReason: sent.fallbackReason,
     };
+  }
+
+  /**
+   * The header at once, then — once the snapshot is open and shows the facts the header gave — the
+   * diff (its own header skipped). A snapshot that differs ends the stream before any data (#changed).
+   */
+  async *afterSnapshot(
+    header: TransferHeader,
+    facts: SourceImageInfo,
+    snapshotting: Promise<SourceImageInfo>,
+    diff: () => AsyncGenerator<TransferMessage>,
+  ): AsyncGenerator<TransferMessage> {
+    yield { body: { $case: "header", value: header } };
+    const changed = factsChanged(facts, await snapshotting);
+    if (changed) {
+      this.#changed = changed;
+      throw aborted(`volume ${this.label} changed while its snapshot was made: ${JSON.stringify(changed)}`);
+    }
+    const rest = diff();
+    await rest.next(); // its header: sent above
+    yield* rest;
   }
 
   /**
@@ -338,6 +442,7 @@ class VolumeBackup {
     const seconds = (Date.now() - this.clock.started) / 1000;
     this.log.info("backup done", {
       phases: this.clock.ms,
+      ...(this.snapshotMs !== undefined ? { snapshotMsDuringTransfer: this.snapshotMs } : {}),
       incremental: plan.incremental,
       dataBytes: stats.dataBytes,
       zeroRanges: stats.zeroRanges,
@@ -374,7 +479,7 @@ class VolumeBackup {
       this.snapImage = null;
     }
     const snapName = this.snapName;
-    if (snapName && this.transferring && keepsForRetry(this.req.resumable, this.signal, e)) {
+    if (snapName && this.transferring && this.#snapshotMade && keepsForRetry(this.req.resumable, this.signal, e)) {
       this.log.warn("transfer cut short: the source snapshot stays for the retry to resume", { snapshot: snapName });
     } else if (snapName && this.head) {
       await this.head.snapRemove(snapName).catch((x) => {

@@ -24,6 +24,8 @@ export interface EngineContext {
   meter: TransferMeter;
   /** Files and block devices a path source may read (config sourcePaths; absent or [] = none). */
   sourcePaths?: readonly string[];
+  /** Test-only (config testFaults, with RBDBACKUP_ENABLE_TEST_FAULTS=1): grow a volume by this many bytes just before its backup snapshot is made. */
+  growBeforeSnapshotBytes?: number;
   /**
    * "" = this agent's own sink; else host:port of a peer agent. `options` (the request's
    * TransferOptions: compression, bandwidth cap) shape what goes to a peer (agents/transfer/shaping).

@@ -27,6 +27,7 @@ export const resourceExhausted = (m: string) => new AppError(Status.RESOURCE_EXH
 export const unavailable = (m: string) => new AppError(Status.UNAVAILABLE, m);
 export const dataLoss = (m: string) => new AppError(Status.DATA_LOSS, m);
 export const cancelled = (m: string) => new AppError(Status.CANCELLED, m);
+export const aborted = (m: string) => new AppError(Status.ABORTED, m);
 
 /** How a kind of failure that is not ours (a library's error) becomes a status and a message. */
 export type ErrorMapping = (e: unknown) => { status: Status; message: string } | undefined;

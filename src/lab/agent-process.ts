@@ -113,7 +113,12 @@ export interface AgentProcessOptions {
   limits?: Record<string, number>;
   /** The agent config's `transfer` section (e.g. `{ bulk: "off" }`). */
   transfer?: Record<string, unknown>;
-  testFaults?: { corruptChunk?: number; writeDelayMs?: number; dieBeforeOutcome?: boolean };
+  testFaults?: {
+    corruptChunk?: number;
+    writeDelayMs?: number;
+    dieBeforeOutcome?: boolean;
+    growBeforeSnapshotBytes?: number;
+  };
   opTimeoutSeconds?: number;
   backupPool?: string;
   listen?: string;

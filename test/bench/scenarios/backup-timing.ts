@@ -173,6 +173,10 @@ export function breakdown(r: Timed, d: Deployment): Record<string, number> {
   };
   for (const [k, v] of Object.entries(doneLine?.phases ?? {})) out[`source: ${k}`] = v;
   out["source: lease received → backup done (wall)"] = agentDone - received;
+  // A new snapshot is made while the header is on its way (inside the transfer phase, overlapping the
+  // destination's prepare): its time is not a phase of its own.
+  if (typeof doneLine?.snapshotMsDuringTransfer === "number")
+    out["  source: snapshot made during the transfer's start"] = doneLine.snapshotMsDuringTransfer;
   for (const [k, v] of Object.entries((doneLine?.sourceMs as Record<string, number>) ?? {}))
     out[`  source transfer: ${k} (from the stream's start)`] = v;
   for (const [k, v] of Object.entries(sink?.phases ?? {})) out[`  destination: ${k}`] = v;

@@ -153,7 +153,9 @@ describe("policy runner on the lab", () => {
     });
     const pickedUp = Date.now() - createdAt;
     console.log(`# a new image was picked up ${pickedUp} ms after it was created`);
-    assert.ok(pickedUp <= DISCOVERY_MS + 1000, `picked up in ${pickedUp} ms (discovery every ${DISCOVERY_MS} ms)`);
+    // Within the next discovery pass, or the one after when the lab's 2 cores are busy (a pass that
+    // misses the image would show as a third interval).
+    assert.ok(pickedUp <= 2 * DISCOVERY_MS + 2000, `picked up in ${pickedUp} ms (discovery every ${DISCOVERY_MS} ms)`);
     protectedVols.push(late);
 
     // Runs go on, each one after writes: until retention has deleted at least one backup of every volume.
