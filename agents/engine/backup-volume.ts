@@ -271,6 +271,8 @@ class VolumeBackup {
    * creation settles before this returns or throws (cleanup must see it).
    */
   async sendWhileSnapshotting(head: Image, plan: Plan, dest: Destination): Promise<{ snap: SnapFacts; sent: Sent }> {
+    // The snapshot is part of the transfer's start now (progress shows the transfer).
+    this.progress.phase = PHASE_AFTER.snapshot as string;
     const imageMeta = await head.metaList();
     this.snapName = backupSnapName(this.req.backupId);
     const snapshotting = this.createSnapshot(head);
