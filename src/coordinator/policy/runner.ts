@@ -59,7 +59,6 @@ const SLOT_RETRY_MS = 5_000;
 const LAUNCH_CONCURRENCY = 16;
 
 /** The longest the runner sleeps with nothing due — the scheduler's safety pass — and how far it looks ahead for due runs. */
-export { SAFETY_PASS_MS };
 
 export class PolicyRunner implements PolicyRunnerPort {
   readonly #now: () => number;

@@ -45,7 +45,6 @@ export function verifyKey(policy: string, backupId: string, slot: number): strin
 }
 
 /** The longest the verify runner sleeps: the scheduler's safety pass. */
-export { SAFETY_PASS_MS };
 
 export class PolicyVerifyRunner {
   readonly #now: () => number;

@@ -3,7 +3,7 @@ export type { SchedulerConfig } from "./config";
 export type { SchedulerDeps, SchedulerEvents } from "./context";
 export { clustersOf, isFinal, lockOfBackup, lockOfVolume, type RunningCounts } from "./jobs";
 export type { LiveProgress } from "./progress";
-export { SAFETY_PASS_MS, Scheduler } from "./scheduler";
+export { Scheduler } from "./scheduler";
 export {
   corruptChainReason,
   DEFAULT_SAMPLE_PERCENT,
@@ -11,4 +11,4 @@ export {
   verifyModeName,
   verifyModeOf,
 } from "./verify";
-export { WakeTimer, type WakeTimerOptions } from "./wake-timer";
+export { SAFETY_PASS_MS, WakeTimer, type WakeTimerOptions } from "./wake-timer";

@@ -39,7 +39,6 @@ import { abandon, cancel } from "./transitions";
 import { SAFETY_PASS_MS, WakeTimer } from "./wake-timer";
 
 /** The longest the scheduler sleeps with nothing due (a safety pass: a kick some path forgot). */
-export { SAFETY_PASS_MS };
 
 export class Scheduler extends EventEmitter<SchedulerEvents> {
   readonly progress = new Map<string, LiveProgress>();

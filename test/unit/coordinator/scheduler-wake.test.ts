@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
 import { Scheduler } from "../../../src/coordinator/scheduler";
-import { SAFETY_PASS_MS } from "../../../src/coordinator/scheduler/scheduler";
+import { SAFETY_PASS_MS } from "../../../src/coordinator/scheduler/wake-timer";
 import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { FakeAgentSession } from "../../helpers/fake-agent";
 import { until } from "../../helpers/wait";
