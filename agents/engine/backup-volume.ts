@@ -137,6 +137,8 @@ class VolumeBackup {
   #snapNames: string[] | null = null;
   /** The volume's facts as opened (the header's while its snapshot is made). */
   #headInfo: SourceImageInfo | null = null;
+  /** The volume's image-meta, listed with its snapshots when it opened (the header's and backup.<id>.meta's). */
+  #imageMeta: Record<string, string> = {};
   /** Snapshot creation and opening (ms) when made alongside the transfer's start (not a phase of its own). */
   snapshotMs: number | undefined;
   /** This attempt's snapshot exists on the volume (made now, or an earlier attempt's). */
@@ -178,7 +180,7 @@ class VolumeBackup {
     this.clock.ended("plan");
     const dest = { ...this.dest, fsid: chains.clusterFsid };
     const { snap, sent } = this.reusedSnapshot
-      ? await this.snapshotThenSend(head, plan, dest)
+      ? await this.snapshotThenSend(plan, dest)
       : await this.sendWhileSnapshotting(head, plan, dest);
     this.clock.ended("transfer");
     const warnings = [...this.earlyWarnings, ...sent.summary.warnings];
@@ -200,7 +202,10 @@ class VolumeBackup {
     const info = await this.head.stat();
     if (info.size === 0) throw failedPrecondition(`volume ${this.label} has size 0: there is nothing to back up`);
     this.#headInfo = info;
-    this.#snapNames = (await this.head.snapList()).map((s) => s.name);
+    // Listed side by side: the image-meta goes into the header, which then waits for nothing more.
+    const [snaps, imageMeta] = await Promise.all([this.head.snapList(), this.head.metaList()]);
+    this.#snapNames = snaps.map((s) => s.name);
+    this.#imageMeta = imageMeta;
     this.clock.ended("open");
     return this.head;
   }
@@ -255,12 +260,12 @@ class VolumeBackup {
   }
 
   /** A retry's snapshot (it exists): opened, then the transfer (resumed where the destination can). */
-  async snapshotThenSend(head: Image, plan: Plan, dest: Destination): Promise<{ snap: SnapFacts; sent: Sent }> {
+  async snapshotThenSend(plan: Plan, dest: Destination): Promise<{ snap: SnapFacts; sent: Sent }> {
     this.#snapshotMade = true;
     this.clock.ended("snapCreate");
-    const [imageMeta, info] = await this.settledTogether(head.metaList(), this.openSnapshot());
+    const info = await this.openSnapshot();
     this.clock.ended("snapshot");
-    const snap = { info, imageMeta };
+    const snap = { info, imageMeta: this.#imageMeta };
     return { snap, sent: await this.transfer(plan, snap, dest) };
   }
 
@@ -272,8 +277,8 @@ class VolumeBackup {
    */
   async sendWhileSnapshotting(head: Image, plan: Plan, dest: Destination): Promise<{ snap: SnapFacts; sent: Sent }> {
     // The snapshot is part of the transfer's start now (progress shows the transfer).
-    this.progress.phase = PHASE_AFTER.snapshot as string;
-    const imageMeta = await head.metaList();
+    this.progress.phase = "transfer";
+    const imageMeta = this.#imageMeta;
     this.snapName = backupSnapName(this.req.backupId);
     const snapshotting = this.createSnapshot(head);
     snapshotting.catch(() => {}); // awaited below, whatever the transfer does
@@ -298,13 +303,13 @@ class VolumeBackup {
 
   /** Creates this backup's snapshot on the volume and opens the volume at it: the snapshot's facts. */
   async createSnapshot(head: Image): Promise<SourceImageInfo> {
-    const t0 = performance.now();
+    const t = new PhaseTimer();
     const grow = this.ctx.growBeforeSnapshotBytes;
     if (grow) await head.resize((this.#headInfo?.size ?? 0) + grow); // test fault: the header's facts go stale
     await head.snapCreate(this.snapName);
     this.#snapshotMade = true;
     const info = await this.openSnapshot();
-    this.snapshotMs = Math.round((performance.now() - t0) * 10) / 10;
+    this.snapshotMs = t.elapsedMs();
     return info;
   }
 
@@ -314,14 +319,6 @@ class VolumeBackup {
     const info = await this.snapImage.stat();
     this.progress.bytesTotal = info.size;
     return info;
-  }
-
-  /** Both settle before either's failure is thrown (close() must see what opened). */
-  async settledTogether<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
-    const [x, y] = await Promise.allSettled([a, b]);
-    if (x.status === "rejected") throw x.reason;
-    if (y.status === "rejected") throw y.reason;
-    return [x.value, y.value];
   }
 
   /** Streams the plan's diff; AUTO redoes an incremental whose diff failed on our side in full. */
