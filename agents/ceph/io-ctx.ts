@@ -166,12 +166,12 @@ export class IoCtx {
     v.name(name, "name");
     const snapshot = v.optionalName(opts.snapshot, "snapshot");
     const readOnly = opts.readOnly === undefined ? snapshot !== undefined : v.bool(opts.readOnly, "readOnly");
-    const label = `${this.label}/${name}${snapshot ? `@${snapshot}` : ""}`;
-    const h = await nativeCall(`open image ${label}`, () =>
+    const label = `${this.label}/${name}`;
+    const h = await nativeCall(`open image ${label}${snapshot ? `@${snapshot}` : ""}`, () =>
       this.#h.imageOpen(name, { readOnly, ...(snapshot ? { snapshot } : {}) }),
     );
-    // At a snapshot the image takes no writes, whichever way librbd opened it.
-    return new Image(h, label, readOnly || snapshot !== undefined);
+    // At a snapshot the image takes no writes, whichever way librbd opened it (Image.readOnly).
+    return new Image(h, label, readOnly, snapshot ?? null);
   }
 
   /**

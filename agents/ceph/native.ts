@@ -102,6 +102,8 @@ export interface NativeImage {
   snapProtect(name: string): Promise<void>;
   snapUnprotect(name: string): Promise<void>;
   snapRollback(name: string): Promise<void>;
+  /** rbd_snap_set: the handle moves to the snapshot, or back to the head with null. */
+  snapSet(name: string | null): Promise<void>;
   flatten(): Promise<void>;
   listChildren(): Promise<ChildImage[]>;
   metaGet(key: string): Promise<string | null>;

@@ -4,7 +4,9 @@
  *  plan      — the destination's chains; what an earlier attempt of this backup left (a job's retry
  *              that finds its backup committed reports it: the "lost outcome"); full or incremental;
  *  snapshot  — "backup.<id>.snap.<ts>" on the volume (an earlier attempt's, when one left it: a retry
- *              resumes that attempt's transfer), opened read-only;
+ *              resumes that attempt's transfer); the volume's handle is moved to it (rbd_snap_set: no
+ *              second open, no second watch for the snapshot's removal to notify) and back to the head
+ *              before the prune;
  *  transfer  — the diff streamed to the destination, which writes, verifies, flushes and only then
  *              creates the same snapshot on the base image (AUTO redoes a failed incremental in full);
  *              a retry asks the destination where to resume and sends only the rest (resume.ts).
@@ -125,6 +127,7 @@ class VolumeBackup {
   readonly log: Logger;
   readonly clock: PhaseClock;
   head: Image | null = null;
+  /** The head handle once moved to this backup's snapshot (the diff reads it), until moved back. */
   snapImage: Image | null = null;
   snapName = "";
   /** The snapshot is an earlier attempt's (a retry): its transfer may resume. */
@@ -313,10 +316,12 @@ class VolumeBackup {
     return info;
   }
 
-  /** Opens the volume at this backup's snapshot: its facts. */
+  /** Moves the volume's handle to this backup's snapshot: its facts. */
   async openSnapshot(): Promise<SourceImageInfo> {
-    this.snapImage = await this.io.imageOpen(this.vol.image, { snapshot: this.snapName });
-    const info = await this.snapImage.stat();
+    const head = this.head as Image;
+    await head.snapSet(this.snapName);
+    this.snapImage = head;
+    const info = await head.stat();
     this.progress.bytesTotal = info.size;
     return info;
   }
@@ -411,6 +416,7 @@ class VolumeBackup {
     const removed: string[] = [];
     let left: BackupSnapshot[] | null = null;
     try {
+      await this.backToHead();
       const chainSnaps = new Set([...plan.chainSnapshots, this.snapName]);
       const listed = await head.snapList();
       const prune = snapshotsToPrune(
@@ -470,13 +476,17 @@ class VolumeBackup {
     };
   }
 
+  /** Moves the volume's handle back from the snapshot to the head (snapshots are removed from there). */
+  async backToHead(): Promise<void> {
+    if (!this.snapImage) return;
+    await this.snapImage.snapSet(null);
+    this.snapImage = null;
+  }
+
   /** Removes this attempt's source snapshot; the error to throw names every cleanup failure too. */
   async cleanupAfterFailure(e: unknown): Promise<unknown> {
     const cleanupErrors: unknown[] = [];
-    if (this.snapImage) {
-      await this.snapImage.close().catch((x) => cleanupErrors.push(x));
-      this.snapImage = null;
-    }
+    await this.backToHead().catch((x) => cleanupErrors.push(x));
     const snapName = this.snapName;
     if (snapName && this.transferring && this.#snapshotMade && keepsForRetry(this.req.resumable, this.signal, e)) {
       this.log.warn("transfer cut short: the source snapshot stays for the retry to resume", { snapshot: snapName });
@@ -490,7 +500,6 @@ class VolumeBackup {
   }
 
   async close(): Promise<void> {
-    await this.snapImage?.close().catch(() => {});
     await this.head?.close().catch(() => {});
     await this.io.close().catch(() => {});
   }

@@ -19,6 +19,7 @@ Napi::Function Image::Init(Napi::Env env) {
                          GuardedMethod<Image, &Image::SnapProtect>("snapProtect"),
                          GuardedMethod<Image, &Image::SnapUnprotect>("snapUnprotect"),
                          GuardedMethod<Image, &Image::SnapRollback>("snapRollback"),
+                         GuardedMethod<Image, &Image::SnapSet>("snapSet"),
                          GuardedMethod<Image, &Image::Flatten>("flatten"),
                          GuardedMethod<Image, &Image::ListChildren>("listChildren"),
                          GuardedMethod<Image, &Image::MetaGet>("metaGet"),
@@ -107,6 +108,16 @@ SNAP_OP(SnapProtect, rbd_snap_protect)
 SNAP_OP(SnapUnprotect, rbd_snap_unprotect)
 SNAP_OP(SnapRollback, rbd_snap_rollback)
 #undef SNAP_OP
+
+// Moves this handle to a snapshot (reads see it, writes fail), or back to the head with null. The
+// caller lets the I/O in flight drain first (agents/ceph/image.ts).
+Napi::Value Image::SnapSet(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  bool head = info.Length() < 1 || info[0].IsNull() || info[0].IsUndefined();
+  std::string snap = head ? std::string() : ArgString(info, 0, "snapshot");
+  return RunAsync(info.Env(), "rbd_snap_set",
+                  [h, snap, head]() -> int { return rbd_snap_set(h->image, head ? nullptr : snap.c_str()); });
+}
 
 Napi::Value Image::SnapList(const Napi::CallbackInfo& info) {
   auto h = handle(info.Env());

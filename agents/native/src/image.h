@@ -27,6 +27,7 @@ class Image : public Napi::ObjectWrap<Image>, public Releasable {
   Napi::Value SnapProtect(const Napi::CallbackInfo& info);
   Napi::Value SnapUnprotect(const Napi::CallbackInfo& info);
   Napi::Value SnapRollback(const Napi::CallbackInfo& info);
+  Napi::Value SnapSet(const Napi::CallbackInfo& info);
   Napi::Value Flatten(const Napi::CallbackInfo& info);
   Napi::Value ListChildren(const Napi::CallbackInfo& info);
   Napi::Value MetaGet(const Napi::CallbackInfo& info);

@@ -102,6 +102,41 @@ describe("addon API", () => {
     await im2.close();
   });
 
+  it("snapSet: the head handle reads the snapshot (size, data, diff), refuses writes there, and takes them again back at the head", async () => {
+    const name = uniqueName("api-snapset");
+    await io.imageCreate(name, 4 * MiB);
+    cleanup.push(() => io.imageRemove(name));
+    const im = await io.imageOpen(name);
+    const a = randomBytes(4 * MiB);
+    await im.write(a, 0);
+    await im.snapCreate("a");
+    await im.resize(6 * MiB);
+    const b = randomBytes(MiB);
+    await im.write(b, 5 * MiB);
+    await im.snapSet("a");
+    assert.equal(im.snapshot, "a");
+    assert.equal((await im.stat()).size, 4 * MiB, "stat at the snapshot");
+    const read = Buffer.alloc(4 * MiB);
+    await im.read(read, 0);
+    assert.ok(read.equals(a), "reads see the snapshot");
+    const extents = [];
+    for await (const batch of im.diff()) extents.push(...batch);
+    assert.equal(
+      extents.reduce((n, e) => n + e.length, 0),
+      4 * MiB,
+      "the diff ends at the snapshot",
+    );
+    await assert.rejects(im.write(Buffer.alloc(4096), 0), (e: unknown) => (e as { code?: string }).code === "EROFS");
+    await assert.rejects(im.snapSet("missing"), (e: unknown) => (e as { code?: string }).code === "ENOENT");
+    await im.snapSet(null);
+    assert.equal((await im.stat()).size, 6 * MiB, "stat at the head");
+    await im.write(Buffer.alloc(4096, 7), 0);
+    await im.snapRemove("a");
+    await im.close();
+    const expected = Buffer.concat([Buffer.alloc(4096, 7), a.subarray(4096), Buffer.alloc(MiB), b]);
+    assert.equal((await rbdExportSha256("site-a", `rbd/${name}`)).sha256, sha256(expected));
+  });
+
   it("image-meta: set, get, list, remove; a missing key is null", async () => {
     const name = uniqueName("api-meta");
     await io.imageCreate(name, MiB);

@@ -70,12 +70,72 @@ describe("argument validation", () => {
 
 describe("writes to an image open read-only or at a snapshot", () => {
   it("are refused with EROFS before any native call (librbd's write never completes there with our settings)", async () => {
-    const at = new Image(tripwire<NativeImage>(), "rbd/x@s1", true);
+    const at = new Image(tripwire<NativeImage>(), "rbd/x", true, "s1");
     await assert.rejects(at.write(Buffer.alloc(4096), 8192), (e: unknown) => {
       assert.ok(e instanceof CephError, `expected a CephError, got ${String(e)}`);
       assert.equal(e.code, "EROFS");
       assert.match(e.message, /write 4096 bytes at 8192 to rbd\/x@s1/);
       return true;
     });
+  });
+});
+
+describe("a handle moved to a snapshot and back (snapSet)", () => {
+  /** A native image whose reads settle when the test says, and which records the calls it got. */
+  function fakeImage() {
+    const calls: string[] = [];
+    let settleRead: () => void = () => {};
+    const native = {
+      read: () =>
+        new Promise<number>((resolve) => {
+          calls.push("read");
+          settleRead = () => {
+            calls.push("read settled");
+            resolve(4096);
+          };
+        }),
+      snapSet: async (name: string | null) => {
+        calls.push(`snapSet ${name}`);
+      },
+    } as unknown as NativeImage;
+    return { native, calls, settleRead: () => settleRead() };
+  }
+
+  it("refuses writes at the snapshot (EROFS, no native call), takes them again at the head; the label follows", async () => {
+    const { native, calls } = fakeImage();
+    const img = new Image(native, "rbd/x", false);
+    assert.equal(img.readOnly, false);
+    await img.snapSet("s1");
+    assert.equal(img.snapshot, "s1");
+    assert.equal(img.readOnly, true);
+    assert.equal(img.label, "rbd/x@s1");
+    await assert.rejects(img.write(Buffer.alloc(4096), 0), (e: unknown) => e instanceof CephError && e.code === "EROFS");
+    await img.snapSet(null);
+    assert.equal(img.readOnly, false);
+    assert.equal(img.label, "rbd/x");
+    assert.deepEqual(calls, ["snapSet s1", "snapSet null"]);
+  });
+
+  it("an image opened read-only stays read-only at the head", async () => {
+    const img = new Image(fakeImage().native, "rbd/x", true, "s1");
+    await img.snapSet(null);
+    assert.equal(img.readOnly, true);
+  });
+
+  it("waits for the I/O in flight before moving", async () => {
+    const { native, calls, settleRead } = fakeImage();
+    const img = new Image(native, "rbd/x", false);
+    const reading = img.read(Buffer.alloc(4096), 0);
+    const moving = img.snapSet("s1");
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(calls, ["read"], "moved while a read was in flight");
+    settleRead();
+    await Promise.all([reading, moving]);
+    assert.deepEqual(calls, ["read", "read settled", "snapSet s1"]);
+  });
+
+  it("bad names are refused before any native call", () => {
+    throwsNamed(() => image.snapSet(""), RangeError, "snapshot");
+    throwsNamed(() => image.snapSet(7 as unknown as string), TypeError, "snapshot");
   });
 });
