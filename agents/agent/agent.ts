@@ -37,7 +37,7 @@ import { MAX_MESSAGE_BYTES } from "../transfer/protocol";
 import { QuietRelease } from "../transfer/quiet-release";
 import { shapedTarget } from "../transfer/shaping";
 import { agentLimiters } from "../transfer/shaping/rate-limit";
-import { recoverInterrupted, resumePoint, runSink, type SinkDeps, sweepHeld } from "../transfer/sink";
+import { RecentCommits, recoverInterrupted, resumePoint, runSink, type SinkDeps, sweepHeld } from "../transfer/sink";
 import { authorizeResumePoint, authorizeTransfer } from "../transfer/transfer-authz";
 import { framePool } from "../transfer/wire";
 import { agentServiceInterceptor, LeaseCheck } from "./authz";
@@ -121,6 +121,7 @@ export class Agent {
     this.#metrics = metrics;
     const audit = new AuthzAudit(log, (service, reason) => metrics.refused(service, reason), cfg.audit.file);
     this.#audit = audit;
+    const commits = new RecentCommits();
     const sink: SinkDeps = {
       meter: metrics.meter,
       cluster,
@@ -128,6 +129,7 @@ export class Agent {
       clusterName: cfg.cluster.name,
       fsid: this.fsid,
       journal: new Journal(cfg.stateDir),
+      commits,
       log,
       limits: {
         writesInFlight: cfg.limits.writesInFlight,
@@ -224,7 +226,7 @@ export class Agent {
       ...peerChannelOptions,
       interceptors: [agentServiceInterceptor({ insecure: cfg.tls.insecure === true, log, audit })],
     });
-    const ops = new AgentOperations(ctx, accepting, metrics);
+    const ops = new AgentOperations(ctx, accepting, metrics, commits);
     server.add(
       AgentServiceDefinition,
       agentService(

@@ -40,7 +40,9 @@ async function run(ops: SessionOperations, req: Call["request"]): Promise<CallRe
  * confirm_backup: what `snapshots` (of the base image) and `metadata` answer, in one reply. Both are
  * asked at once; the listing's failure (NOT_FOUND: no such image or pool) is the reply's; with no such
  * snapshot the metadata is not reported; else the metadata's failure is the reply's. Each checks its
- * own arguments as the call it replaces does.
+ * own arguments as the call it replaces does. A backup this agent's sink committed moments ago on
+ * exactly that image and snapshot is answered from its commit (transfer/sink/recent-commits.ts) without
+ * reading Ceph.
  */
 async function confirmBackup(ops: SessionOperations, req: ConfirmBackupRequest): Promise<ConfirmBackupResponse> {
   const image = req.image;
@@ -48,6 +50,9 @@ async function confirmBackup(ops: SessionOperations, req: ConfirmBackupRequest):
   if (!isUuid(req.backupId)) throw invalidArgument("confirm_backup: backup_id must be a lowercase UUID");
   if (!req.snapshot || req.snapshot.length > 256)
     throw invalidArgument("confirm_backup: snapshot must be 1-256 characters");
+  // A backup this agent committed moments ago: the snapshot and the metadata as they were made.
+  const committed = ops.recentCommit?.(req.backupId, image, req.snapshot);
+  if (committed) return committed;
   const [listed, meta] = await Promise.allSettled([
     ops.listBackupSnapshots({ image }),
     ops.getBackupMetadata({ backupId: req.backupId, pool: image.pool, namespace: image.namespace }),

@@ -29,7 +29,9 @@ import type {
   VerifyRequest,
   VerifyResult,
 } from "../../src/gen/rbdbackup/v1/agent";
+import type { ImageRef } from "../../src/gen/rbdbackup/v1/common";
 import type {
+  ConfirmBackupResponse,
   DigestMapRequest,
   DigestMapResponse,
   ListImagesRequest,
@@ -49,6 +51,7 @@ import type { EngineContext } from "../engine/context";
 import { deleteBackup } from "../engine/delete";
 import { type ExportSink, exportBackup } from "../engine/export";
 import { type ImportSource, importBackup } from "../engine/import";
+import { decodeMetadata } from "../engine/metadata";
 import { newProgress, type Progress } from "../engine/progress";
 import { readMetadata, restore } from "../engine/restore";
 import { scanBackups } from "../engine/scan-backups";
@@ -57,6 +60,7 @@ import { pruneBackupSnapshots } from "../engine/source-prune";
 import { verifyBackup } from "../engine/verify";
 import { digestsObjectName } from "../transfer/digests";
 import { validName } from "../transfer/protocol";
+import type { RecentCommits } from "../transfer/sink";
 import type { FencingCluster } from "./fencing";
 import { AgentMetrics } from "./metrics";
 
@@ -112,13 +116,17 @@ export type SessionOperations = Pick<
   | "pruneBackupSnapshots"
   | "scanBackups"
 > &
-  Partial<Pick<AgentOperations, "exportBackup" | "importBackup">> & { ctx: { cluster: FencingCluster } };
+  Partial<Pick<AgentOperations, "exportBackup" | "importBackup" | "recentCommit">> & {
+    ctx: { cluster: FencingCluster };
+  };
 
 export class AgentOperations {
   constructor(
     readonly ctx: EngineContext,
     readonly accepting: () => boolean,
     readonly metrics?: AgentMetrics,
+    /** Backups this agent's sink committed moments ago (confirmations answered from them). */
+    readonly commits?: RecentCommits,
   ) {}
 
   get log(): Logger {
@@ -171,6 +179,8 @@ export class AgentOperations {
 
   async deleteBackup(req: DeleteBackupDataRequest): Promise<DeleteBackupDataResult> {
     this.#gate();
+    // From here its confirmation, should one still be asked, reads Ceph.
+    this.commits?.forget(req.backupId);
     return handle(this.log, "DeleteBackup", () => this.#observe("delete", () => deleteBackup(this.ctx, req)));
   }
 
@@ -229,6 +239,23 @@ export class AgentOperations {
     return handle(this.log, "Import", () =>
       this.#observe("import", () => importBackup(this.ctx, req, source, signal, progress)),
     );
+  }
+
+  /**
+   * confirm_backup's answer from the commit of backup `backupId` onto exactly that image and snapshot,
+   * if this agent made it moments ago; the metadata decoded as `getBackupMetadata` decodes what it reads.
+   */
+  recentCommit(backupId: string, image: ImageRef, snapshot: string): ConfirmBackupResponse | undefined {
+    const c = this.commits?.find(backupId, image, snapshot);
+    if (!c) return undefined;
+    try {
+      return {
+        snapshot: c.snapshot,
+        metadata: { found: true, json: JSON.stringify(decodeMetadata(Buffer.from(c.metadata), backupId)) },
+      };
+    } catch {
+      return undefined; // read back from Ceph, which says what is wrong with it
+    }
   }
 
   async listBackupSnapshots(req: ListImageSnapshotsRequest): Promise<ListBackupSnapshotsResponse> {

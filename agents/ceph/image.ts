@@ -33,7 +33,8 @@ export class Image {
   #h: NativeImage;
   #closed = false;
   #inflight = 0;
-  #idle: (() => void) | null = null;
+  /** Waiting for the I/O in flight to drain (close, snapSet). */
+  #idle: Array<() => void> = [];
   /** pool[/namespace]/name, without the snapshot. */
   readonly #name: string;
   readonly #openedReadOnly: boolean;
@@ -109,7 +110,7 @@ export class Image {
     try {
       return await nativeIo(() => `${what()} ${this.label}`, fn);
     } finally {
-      if (--this.#inflight === 0 && this.#idle) this.#idle();
+      if (--this.#inflight === 0 && this.#idle.length > 0) for (const resolve of this.#idle.splice(0)) resolve();
     }
   }
 
@@ -290,11 +291,7 @@ export class Image {
 
   /** Resolves once no I/O is in flight. */
   async #drained(): Promise<void> {
-    while (this.#inflight > 0) {
-      await new Promise<void>((resolve) => {
-        this.#idle = resolve;
-      });
-    }
+    while (this.#inflight > 0) await new Promise<void>((resolve) => this.#idle.push(resolve));
   }
 
   /** Waits for in-flight I/O, then closes. Idempotent. */

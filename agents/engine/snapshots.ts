@@ -5,17 +5,17 @@
  */
 
 import { notFound } from "../../src/common/errors";
-import { parseBackupSnap, parseBaseImage } from "../../src/common/ids";
+import { parseBaseImage } from "../../src/common/ids";
 import type { BackupSnapshot, Chain } from "../../src/gen/rbdbackup/v1/transfer";
 import type { Cluster, Image, SnapInfo } from "../ceph";
 import { isCephError } from "../ceph";
+import { backupSnapshotOf } from "../transfer/sink";
 
 export function backupSnapshots(snaps: SnapInfo[]): BackupSnapshot[] {
   const out: BackupSnapshot[] = [];
   for (const s of snaps) {
-    const p = parseBackupSnap(s.name);
-    if (!p) continue;
-    out.push({ name: s.name, backupId: p.backupId, timestamp: p.timestamp, snapId: s.id, size: s.size });
+    const b = backupSnapshotOf(s);
+    if (b) out.push(b);
   }
   return out.sort((a, b) => a.snapId - b.snapId);
 }

@@ -7,6 +7,7 @@ import type { Logger } from "../../../src/common/log";
 import type { Cluster, Codec, Image, IoCtx } from "../../ceph";
 import type { JournalStore } from "../journal";
 import type { TransferMeter } from "../meter";
+import type { RecentCommits } from "./recent-commits";
 
 /** The methods of an open RBD image the sink uses. */
 export type SinkImage = Pick<
@@ -68,6 +69,8 @@ export interface SinkDeps<C extends SinkCluster = Cluster> {
   writeDelayMs?: number;
   /** Resumable transfers (sink/resume.ts): how long a checkpoint is kept, how often one is taken. */
   resume?: ResumeOptions;
+  /** Backups committed here, for their confirmation (recent-commits.ts); absent: not remembered. */
+  commits?: RecentCommits;
 }
 
 export interface ResumeOptions {

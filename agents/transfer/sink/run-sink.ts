@@ -32,6 +32,7 @@ import { type Footprint, newFootprint } from "./footprint";
 import { holdForResume } from "./keep";
 import { checkPool, type PoolWatch, watchPool } from "./pool-watch";
 import type { SinkCluster, SinkDeps, SinkImage } from "./ports";
+import { backupSnapshotOf } from "./recent-commits";
 import { checkpointer, dropCheckpoint, prepareTarget } from "./resume";
 import { checkRoom } from "./room";
 import { claimImage } from "./running";
@@ -109,7 +110,9 @@ export async function runSink(
       t.mark("digestsWrite");
       await commit(deps, fp, log);
       t.mark("commit");
+      const recording = recordCommit(deps, fp, log);
       await dropCheckpoint(fp, cp, log);
+      await recording;
       await (fp.image as SinkImage).close();
       fp.image = undefined;
       await deps.journal.remove(h.transferId);
@@ -208,6 +211,32 @@ async function receive(
       }
     }
     if (m.$case === "zero") cp?.after(m.offset + m.length);
+  }
+}
+
+/**
+ * A committed backup is remembered for its confirmation (recent-commits.ts): its snapshot as the
+ * handle that made it lists it, and the metadata bytes written. Never fails the transfer: without the
+ * entry the confirmation reads Ceph.
+ */
+async function recordCommit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Logger): Promise<void> {
+  const h = fp.h;
+  if (!deps.commits || !fp.snapshotCreated || !fp.metaCreated) return;
+  try {
+    const snapshot = (await (fp.image as SinkImage).snapList())
+      .map(backupSnapshotOf)
+      .find((s) => s?.name === h.toSnapshot);
+    if (!snapshot || snapshot.backupId !== h.backupId) return;
+    const d = h.destination as NonNullable<TransferHeader["destination"]>;
+    deps.commits.record(h.backupId, {
+      pool: d.pool,
+      namespace: d.namespace,
+      baseImage: d.image,
+      snapshot,
+      metadata: h.metadataJson,
+    });
+  } catch (e) {
+    log.warn("could not list the snapshot just made (its confirmation reads it back)", { err: e });
   }
 }
 

@@ -7,6 +7,11 @@ import { randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
 import { answerCall } from "../../../agents/agent/calls";
+import { AgentOperations } from "../../../agents/agent/operations";
+import type { EngineContext } from "../../../agents/engine/context";
+import { type BackupMetadataV1, encodeMetadata } from "../../../agents/engine/metadata";
+import { RecentCommits } from "../../../agents/transfer/sink";
+import type { ConfirmBackupResponse } from "../../../src/gen/rbdbackup/v1/session";
 import { FakeOps } from "./fakes";
 
 describe("agent: session calls", () => {
@@ -76,5 +81,98 @@ describe("agent: session calls", () => {
       assert.match(reply.message, /^confirm_backup: /);
     }
     assert.deepEqual(ops.asked, [], "nothing was read");
+  });
+
+  it("confirm_backup of a backup this agent just committed is answered from the commit: nothing is read", async () => {
+    const ops = new FakeOps();
+    const id = randomUUID();
+    const answer: ConfirmBackupResponse = { snapshot: snap(id), metadata: { found: true, json: '{"m":1}' } };
+    const asked: unknown[] = [];
+    const withCommit = Object.assign(ops, {
+      recentCommit: (...args: unknown[]) => {
+        asked.push(args);
+        return args[0] === id ? answer : undefined;
+      },
+    });
+    const value = { image, backupId: id, snapshot: `backup.${id}.snap.7` };
+    const reply = await answerCall(withCommit, { callId: "c4", request: { $case: "confirmBackup", value } });
+    assert.equal(reply.code, Status.OK);
+    assert.deepEqual(reply.result, { $case: "confirmBackup", value: answer });
+    assert.deepEqual(ops.asked, [], "Ceph was not asked");
+    assert.deepEqual(asked, [[id, image, value.snapshot]]);
+    // Any other backup reads Ceph as before.
+    const other = randomUUID();
+    ops.snapshots.set(image.image, [snap(other)]);
+    ops.metadata.set(other, '{"m":2}');
+    const read = await answerCall(withCommit, {
+      callId: "c5",
+      request: { $case: "confirmBackup", value: { image, backupId: other, snapshot: `backup.${other}.snap.7` } },
+    });
+    assert.equal(read.code, Status.OK);
+    assert.deepEqual(ops.asked.sort(), [`list ${image.image}`, `meta ${other}`].sort());
+  });
+});
+
+describe("agent: confirmations from recent commits", () => {
+  const id = randomUUID();
+  const where = { pool: "backups", namespace: "ns", image: "v1.backup.x" };
+  const snapshot = { name: `backup.${id}.snap.7`, backupId: id, timestamp: 7, snapId: 9, size: 4096 };
+  const committed = (metadata: Uint8Array = new Uint8Array()) => ({
+    pool: where.pool,
+    namespace: where.namespace,
+    baseImage: where.image,
+    snapshot,
+    metadata,
+  });
+
+  it("found only for exactly that backup, pool, namespace, base image and snapshot", () => {
+    const commits = new RecentCommits();
+    commits.record(id, committed());
+    assert.deepEqual(commits.find(id, where, snapshot.name)?.snapshot, snapshot);
+    assert.equal(commits.find(randomUUID(), where, snapshot.name), undefined);
+    assert.equal(commits.find(id, { ...where, pool: "rbd" }, snapshot.name), undefined);
+    assert.equal(commits.find(id, { ...where, namespace: "" }, snapshot.name), undefined);
+    assert.equal(commits.find(id, { ...where, image: "v1.backup.y" }, snapshot.name), undefined);
+    assert.equal(commits.find(id, where, `backup.${id}.snap.8`), undefined);
+  });
+
+  it("an entry lasts the TTL; the oldest go past the bound; a delete forgets", () => {
+    let now = 1_000;
+    const commits = new RecentCommits(60_000, 2, () => now);
+    commits.record(id, committed());
+    now += 60_000;
+    assert.ok(commits.find(id, where, snapshot.name), "still within the TTL");
+    now += 1;
+    assert.equal(commits.find(id, where, snapshot.name), undefined, "past the TTL");
+    assert.equal(commits.size, 0);
+    const ids = [randomUUID(), randomUUID(), randomUUID()];
+    for (const x of ids)
+      commits.record(x, { ...committed(), snapshot: { ...snapshot, name: `backup.${x}.snap.7`, backupId: x } });
+    assert.equal(commits.size, 2);
+    assert.equal(commits.find(ids[0] as string, where, `backup.${ids[0]}.snap.7`), undefined, "the oldest went");
+    commits.forget(ids[1] as string);
+    assert.equal(commits.find(ids[1] as string, where, `backup.${ids[1]}.snap.7`), undefined);
+    assert.ok(commits.find(ids[2] as string, where, `backup.${ids[2]}.snap.7`));
+  });
+
+  it("the agent answers with the metadata decoded as a read would; bytes that do not decode are read back instead", () => {
+    const commits = new RecentCommits();
+    const ops = new AgentOperations({} as EngineContext, () => true, undefined, commits);
+    const meta: BackupMetadataV1 = {
+      version: 1,
+      backup_id: id,
+      created_at: "2026-12-03T16:00:00.000Z",
+      volume: { id: "vol-1", metadata: { k: "v" } },
+      source: { kind: "rbd", cluster_fsid: "f", pool: "rbd", namespace: "", image: "v1", snapshot: snapshot.name },
+      image: { size: 4096, features: "1", order: 22, stripe_unit: 0, stripe_count: 0, image_meta: {} },
+      chain: { base_image: where.image, incremental: false, parent_snapshot: null, snapshot: snapshot.name },
+    };
+    commits.record(id, committed(encodeMetadata(meta)));
+    const answer = ops.recentCommit(id, where, snapshot.name);
+    assert.deepEqual(answer?.snapshot, snapshot);
+    assert.equal(answer?.metadata?.found, true);
+    assert.deepEqual(JSON.parse(answer?.metadata?.json ?? ""), meta);
+    commits.record(id, committed(Buffer.from("{not json")));
+    assert.equal(ops.recentCommit(id, where, snapshot.name), undefined);
   });
 });

@@ -97,6 +97,9 @@ describe("a handle moved to a snapshot and back (snapSet)", () => {
       snapSet: async (name: string | null) => {
         calls.push(`snapSet ${name}`);
       },
+      close: async () => {
+        calls.push("close");
+      },
     } as unknown as NativeImage;
     return { native, calls, settleRead: () => settleRead() };
   }
@@ -109,7 +112,10 @@ describe("a handle moved to a snapshot and back (snapSet)", () => {
     assert.equal(img.snapshot, "s1");
     assert.equal(img.readOnly, true);
     assert.equal(img.label, "rbd/x@s1");
-    await assert.rejects(img.write(Buffer.alloc(4096), 0), (e: unknown) => e instanceof CephError && e.code === "EROFS");
+    await assert.rejects(
+      img.write(Buffer.alloc(4096), 0),
+      (e: unknown) => e instanceof CephError && e.code === "EROFS",
+    );
     await img.snapSet(null);
     assert.equal(img.readOnly, false);
     assert.equal(img.label, "rbd/x");
@@ -132,6 +138,19 @@ describe("a handle moved to a snapshot and back (snapSet)", () => {
     settleRead();
     await Promise.all([reading, moving]);
     assert.deepEqual(calls, ["read", "read settled", "snapSet s1"]);
+  });
+
+  it("two moves waiting on the same I/O both go on once it drains", async () => {
+    const { native, calls, settleRead } = fakeImage();
+    const img = new Image(native, "rbd/x", false);
+    const reading = img.read(Buffer.alloc(4096), 0);
+    const first = img.snapSet("s1");
+    const second = img.snapSet("s2");
+    await new Promise((r) => setImmediate(r));
+    settleRead();
+    await Promise.all([reading, first, second]);
+    assert.deepEqual(calls.slice(0, 2), ["read", "read settled"]);
+    assert.deepEqual(calls.slice(2).sort(), ["snapSet s1", "snapSet s2"]);
   });
 
   it("bad names are refused before any native call", () => {

@@ -143,6 +143,8 @@ describe("backup phases against a fake cluster", () => {
     assert.equal(parseBackupSnap(r.snapshot)?.backupId, req.backupId);
     assert.match(r.forcedFullReason, /no earlier backup/);
     assert.deepEqual([vol.open, fc.ioOpen], [0, 0]);
+    assert.equal(vol.opened, 1, "the volume is opened once: its handle moves to the snapshot and back");
+    assert.deepEqual(vol.moves, [r.snapshot, null]);
   });
 
   it("an incremental diffs from the common snapshot and prunes the chain's older ones", async () => {

@@ -34,6 +34,8 @@ export class FakeImage {
   /** Handles open now, and opened in all. */
   open = 0;
   opened = 0;
+  /** Every snapSet of its handles, in order (null: back to the head). */
+  moves: Array<string | null> = [];
   #nextId = 1;
 
   constructor(
@@ -49,10 +51,21 @@ export class FakeImage {
     this.open++;
     this.opened++;
     const img = this;
+    /** The snapshot this handle was moved to (snapSet), null at the head. */
+    let at: string | null = null;
     return {
-      label: img.name,
+      get label() {
+        return at === null ? img.name : `${img.name}@${at}`;
+      },
       async stat() {
-        return { size: img.size, features: 61n, order: 22, stripeUnit: 4 << 20, stripeCount: 1 };
+        const size = at === null ? img.size : (img.snaps.find((s) => s.name === at)?.size ?? 0);
+        return { size, features: 61n, order: 22, stripeUnit: 4 << 20, stripeCount: 1 };
+      },
+      async snapSet(name: string | null) {
+        if (name !== null && !img.snaps.some((s) => s.name === name))
+          throw new CephError(ENOENT, "rbd_snap_set", `image ${img.name}`, "no such snapshot");
+        at = name;
+        img.moves.push(name);
       },
       async snapList() {
         return img.snaps.map((s) => ({ ...s }));
@@ -61,6 +74,8 @@ export class FakeImage {
         img.addSnap(name);
       },
       async snapRemove(name: string) {
+        // The engine moves its handle back to the head before removing snapshots.
+        if (at !== null) throw new Error(`snapRemove(${name}) on a handle at snapshot ${at}`);
         const i = img.snaps.findIndex((s) => s.name === name);
         if (i < 0) throw new CephError(ENOENT, "rbd_snap_remove", `image ${img.name}`, "no such snapshot");
         img.snaps.splice(i, 1);

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { INCOMPLETE_KEY, runSink } from "../../../agents/transfer/sink";
+import { INCOMPLETE_KEY, RecentCommits, runSink } from "../../../agents/transfer/sink";
 import { AppError, Status } from "../../../src/common/errors";
 import { metaObjectName } from "../../../src/common/ids";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
@@ -73,6 +73,41 @@ describe("runSink: commit", () => {
     assert.equal(s.dataChunks, 4);
     assert.equal(s.dataBytesWritten, 4 * CHUNK);
     assert.equal(s.destinationFsid, "fsid-b");
+  });
+
+  it("a committed backup is remembered for its confirmation: the snapshot as listed, the metadata bytes written", async () => {
+    const ceph = cluster();
+    const commits = new RecentCommits();
+    const deps = sinkDeps(ceph, { commits });
+    const h = header();
+    const dest = h.destination as NonNullable<typeof h.destination>;
+    await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK))));
+    const c = commits.find(h.backupId, dest, h.toSnapshot);
+    assert.ok(c, "recorded");
+    const size = ceph.pool("backups").images.get(dest.image)?.snaps[0]?.data.length;
+    assert.equal(size, h.imageSize, "the snapshot's size is the image's");
+    assert.deepEqual(c.snapshot, {
+      name: h.toSnapshot,
+      backupId: h.backupId,
+      timestamp: 1,
+      snapId: 1,
+      size,
+    });
+    assert.deepEqual(Buffer.from(c.metadata), ceph.pool("backups").objects.get(metaObjectName(h.backupId)));
+  });
+
+  it("a restore, or a backup that fails at its snapshot, is not remembered", async () => {
+    const ceph = cluster();
+    const commits = new RecentCommits();
+    ceph.faults.snapCreate = cephError("EIO", "rbd_snap_create");
+    const h = header();
+    await assert.rejects(runSink(sinkDeps(ceph, { commits }), new Feed(messages(h, chunkParts(2, CHUNK)))));
+    const r = header({
+      kind: TransferKind.RESTORE_NEW,
+      destination: { pool: "rbd", namespace: "", image: "restored" },
+    });
+    await runSink(sinkDeps(new FakeCeph("rbd"), { commits }), new Feed(messages(r, chunkParts(1, CHUNK))));
+    assert.equal(commits.size, 0);
   });
 
   it("an incremental: a dirty head is rolled back first; zero ranges are written; committed on top of the chain", async () => {
