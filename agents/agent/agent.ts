@@ -73,6 +73,7 @@ export class Agent {
   #peers: Peers | null = null;
   #metrics: AgentMetrics | null = null;
   #sweep: NodeJS.Timeout | null = null;
+  #commits: RecentCommits | null = null;
   #quiet: QuietRelease | null = null;
   session: CoordinatorSession | null = null;
   metricsAddress = "";
@@ -122,6 +123,7 @@ export class Agent {
     const audit = new AuthzAudit(log, (service, reason) => metrics.refused(service, reason), cfg.audit.file);
     this.#audit = audit;
     const commits = new RecentCommits();
+    this.#commits = commits;
     const sink: SinkDeps = {
       meter: metrics.meter,
       cluster,
@@ -297,6 +299,8 @@ export class Agent {
       this.log.info("waiting for cancelled work to clean up", { operations: running.size });
       await Promise.race([Promise.allSettled([...running]), new Promise((r) => setTimeout(r, CLEANUP_WAIT_MS))]);
     }
+    // Listings of snapshots just committed (recent-commits.ts) end before the cluster closes (bounded).
+    await this.#commits?.idle(CLEANUP_WAIT_MS);
     if (this.#sweep) clearInterval(this.#sweep);
     this.#quiet?.stop();
     this.#peers?.close();

@@ -51,7 +51,7 @@ async function confirmBackup(ops: SessionOperations, req: ConfirmBackupRequest):
   if (!req.snapshot || req.snapshot.length > 256)
     throw invalidArgument("confirm_backup: snapshot must be 1-256 characters");
   // A backup this agent committed moments ago: the snapshot and the metadata as they were made.
-  const committed = ops.recentCommit?.(req.backupId, image, req.snapshot);
+  const committed = await ops.recentCommit?.(req.backupId, image, req.snapshot);
   if (committed) return committed;
   const [listed, meta] = await Promise.allSettled([
     ops.listBackupSnapshots({ image }),

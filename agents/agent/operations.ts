@@ -243,16 +243,16 @@ export class AgentOperations {
 
   /**
    * confirm_backup's answer from the commit of backup `backupId` onto exactly that image and snapshot,
-   * if this agent made it moments ago; the metadata decoded as `getBackupMetadata` decodes what it reads.
+   * if this agent made it moments ago and listed the snapshot after it (undefined: read Ceph); the
+   * metadata decoded as `getBackupMetadata` decodes what it reads.
    */
-  recentCommit(backupId: string, image: ImageRef, snapshot: string): ConfirmBackupResponse | undefined {
+  async recentCommit(backupId: string, image: ImageRef, snapshot: string): Promise<ConfirmBackupResponse | undefined> {
     const c = this.commits?.find(backupId, image, snapshot);
-    if (!c) return undefined;
+    const listed = await c?.snapshot;
+    if (!c || !listed || listed.backupId !== backupId) return undefined;
     try {
-      return {
-        snapshot: c.snapshot,
-        metadata: { found: true, json: JSON.stringify(decodeMetadata(Buffer.from(c.metadata), backupId)) },
-      };
+      const json = JSON.stringify(decodeMetadata(Buffer.from(c.committed.metadata), backupId));
+      return { snapshot: listed, metadata: { found: true, json } };
     } catch {
       return undefined; // read back from Ceph, which says what is wrong with it
     }

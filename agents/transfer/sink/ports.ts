@@ -32,7 +32,7 @@ export type SinkImage = Pick<
 /** The methods of a pool (I/O context) the sink uses. */
 export interface SinkIoCtx
   extends Pick<IoCtx, "imageCreate" | "imageRemove" | "objCreateExclusive" | "objRemove" | "objRead" | "objWriteFull"> {
-  imageOpen(name: string): Promise<SinkImage>;
+  imageOpen(name: string, opts?: { readOnly?: boolean }): Promise<SinkImage>;
   close(): Promise<void>;
 }
 

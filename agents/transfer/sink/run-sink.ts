@@ -14,6 +14,7 @@ import { resourceExhausted, toAppError, withCleanupErrors } from "../../../src/c
 import type { Logger } from "../../../src/common/log";
 import { PhaseTimer } from "../../../src/common/phase-timer";
 import {
+  type BackupSnapshot,
   type TransferHeader,
   TransferKind,
   type TransferMessage,
@@ -110,9 +111,8 @@ export async function runSink(
       t.mark("digestsWrite");
       await commit(deps, fp, log);
       t.mark("commit");
-      const recording = recordCommit(deps, fp, log);
+      recordCommit(deps, fp, log);
       await dropCheckpoint(fp, cp, log);
-      await recording;
       await (fp.image as SinkImage).close();
       fp.image = undefined;
       await deps.journal.remove(h.transferId);
@@ -215,28 +215,45 @@ async function receive(
 }
 
 /**
- * A committed backup is remembered for its confirmation (recent-commits.ts): its snapshot as the
- * handle that made it lists it, and the metadata bytes written. Never fails the transfer: without the
- * entry the confirmation reads Ceph.
+ * A committed backup is remembered for its confirmation (recent-commits.ts): the metadata bytes written,
+ * and its snapshot as a read-only handle of its own lists it — in the background: the transfer does not
+ * wait (the listing settles to null on any failure; the confirmation then reads Ceph).
  */
-async function recordCommit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Logger): Promise<void> {
+function recordCommit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Logger): void {
   const h = fp.h;
   if (!deps.commits || !fp.snapshotCreated || !fp.metaCreated) return;
+  const d = h.destination as NonNullable<TransferHeader["destination"]>;
+  const committed = {
+    pool: d.pool,
+    namespace: d.namespace,
+    baseImage: d.image,
+    snapshotName: h.toSnapshot,
+    metadata: h.metadataJson,
+  };
+  deps.commits.record(h.backupId, committed, listSnapshot(deps.cluster, committed, log));
+}
+
+async function listSnapshot(
+  cluster: SinkCluster,
+  c: { pool: string; namespace: string; baseImage: string; snapshotName: string },
+  log: Logger,
+): Promise<BackupSnapshot | null> {
   try {
-    const snapshot = (await (fp.image as SinkImage).snapList())
-      .map(backupSnapshotOf)
-      .find((s) => s?.name === h.toSnapshot);
-    if (!snapshot || snapshot.backupId !== h.backupId) return;
-    const d = h.destination as NonNullable<TransferHeader["destination"]>;
-    deps.commits.record(h.backupId, {
-      pool: d.pool,
-      namespace: d.namespace,
-      baseImage: d.image,
-      snapshot,
-      metadata: h.metadataJson,
-    });
+    const io = await cluster.openIoCtx(c.pool, { namespace: c.namespace });
+    try {
+      const image = await io.imageOpen(c.baseImage, { readOnly: true });
+      try {
+        const listed = (await image.snapList()).find((s) => s.name === c.snapshotName);
+        return listed ? backupSnapshotOf(listed) : null;
+      } finally {
+        await image.close();
+      }
+    } finally {
+      await io.close();
+    }
   } catch (e) {
-    log.warn("could not list the snapshot just made (its confirmation reads it back)", { err: e });
+    log.warn("could not list the snapshot just made (its confirmation will read it back)", { err: e });
+    return null;
   }
 }
 

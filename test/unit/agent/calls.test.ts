@@ -89,7 +89,7 @@ describe("agent: session calls", () => {
     const answer: ConfirmBackupResponse = { snapshot: snap(id), metadata: { found: true, json: '{"m":1}' } };
     const asked: unknown[] = [];
     const withCommit = Object.assign(ops, {
-      recentCommit: (...args: unknown[]) => {
+      recentCommit: async (...args: unknown[]) => {
         asked.push(args);
         return args[0] === id ? answer : undefined;
       },
@@ -117,18 +117,19 @@ describe("agent: confirmations from recent commits", () => {
   const id = randomUUID();
   const where = { pool: "backups", namespace: "ns", image: "v1.backup.x" };
   const snapshot = { name: `backup.${id}.snap.7`, backupId: id, timestamp: 7, snapId: 9, size: 4096 };
-  const committed = (metadata: Uint8Array = new Uint8Array()) => ({
+  const committed = (metadata: Uint8Array = new Uint8Array(), name = snapshot.name) => ({
     pool: where.pool,
     namespace: where.namespace,
     baseImage: where.image,
-    snapshot,
+    snapshotName: name,
     metadata,
   });
+  const listed = (x = snapshot) => Promise.resolve(x);
 
-  it("found only for exactly that backup, pool, namespace, base image and snapshot", () => {
+  it("found only for exactly that backup, pool, namespace, base image and snapshot", async () => {
     const commits = new RecentCommits();
-    commits.record(id, committed());
-    assert.deepEqual(commits.find(id, where, snapshot.name)?.snapshot, snapshot);
+    commits.record(id, committed(), listed());
+    assert.deepEqual(await commits.find(id, where, snapshot.name)?.snapshot, snapshot);
     assert.equal(commits.find(randomUUID(), where, snapshot.name), undefined);
     assert.equal(commits.find(id, { ...where, pool: "rbd" }, snapshot.name), undefined);
     assert.equal(commits.find(id, { ...where, namespace: "" }, snapshot.name), undefined);
@@ -136,26 +137,33 @@ describe("agent: confirmations from recent commits", () => {
     assert.equal(commits.find(id, where, `backup.${id}.snap.8`), undefined);
   });
 
-  it("an entry lasts the TTL; the oldest go past the bound; a delete forgets", () => {
+  it("an entry lasts the TTL; the oldest go past the bound; a delete forgets; idle waits for the listings", async () => {
     let now = 1_000;
     const commits = new RecentCommits(60_000, 2, () => now);
-    commits.record(id, committed());
+    commits.record(id, committed(), listed());
     now += 60_000;
     assert.ok(commits.find(id, where, snapshot.name), "still within the TTL");
     now += 1;
     assert.equal(commits.find(id, where, snapshot.name), undefined, "past the TTL");
     assert.equal(commits.size, 0);
     const ids = [randomUUID(), randomUUID(), randomUUID()];
-    for (const x of ids)
-      commits.record(x, { ...committed(), snapshot: { ...snapshot, name: `backup.${x}.snap.7`, backupId: x } });
+    for (const x of ids) commits.record(x, committed(undefined, `backup.${x}.snap.7`), listed());
     assert.equal(commits.size, 2);
     assert.equal(commits.find(ids[0] as string, where, `backup.${ids[0]}.snap.7`), undefined, "the oldest went");
     commits.forget(ids[1] as string);
     assert.equal(commits.find(ids[1] as string, where, `backup.${ids[1]}.snap.7`), undefined);
     assert.ok(commits.find(ids[2] as string, where, `backup.${ids[2]}.snap.7`));
+    let settle: (v: null) => void = () => {};
+    commits.record(id, committed(), new Promise((r) => (settle = r)));
+    let idle = false;
+    const waiting = commits.idle(60_000).then(() => (idle = true));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(idle, false, "a listing is still in flight");
+    settle(null);
+    await waiting;
   });
 
-  it("the agent answers with the metadata decoded as a read would; bytes that do not decode are read back instead", () => {
+  it("the agent answers with the metadata decoded as a read would; otherwise (no listing, bytes that do not decode) Ceph is read", async () => {
     const commits = new RecentCommits();
     const ops = new AgentOperations({} as EngineContext, () => true, undefined, commits);
     const meta: BackupMetadataV1 = {
@@ -167,12 +175,14 @@ describe("agent: confirmations from recent commits", () => {
       image: { size: 4096, features: "1", order: 22, stripe_unit: 0, stripe_count: 0, image_meta: {} },
       chain: { base_image: where.image, incremental: false, parent_snapshot: null, snapshot: snapshot.name },
     };
-    commits.record(id, committed(encodeMetadata(meta)));
-    const answer = ops.recentCommit(id, where, snapshot.name);
+    commits.record(id, committed(encodeMetadata(meta)), listed());
+    const answer = await ops.recentCommit(id, where, snapshot.name);
     assert.deepEqual(answer?.snapshot, snapshot);
     assert.equal(answer?.metadata?.found, true);
     assert.deepEqual(JSON.parse(answer?.metadata?.json ?? ""), meta);
-    commits.record(id, committed(Buffer.from("{not json")));
-    assert.equal(ops.recentCommit(id, where, snapshot.name), undefined);
+    commits.record(id, committed(encodeMetadata(meta)), Promise.resolve(null));
+    assert.equal(await ops.recentCommit(id, where, snapshot.name), undefined, "the listing did not show it");
+    commits.record(id, committed(Buffer.from("{not json")), listed());
+    assert.equal(await ops.recentCommit(id, where, snapshot.name), undefined, "bytes that do not decode");
   });
 });

@@ -86,14 +86,34 @@ describe("runSink: commit", () => {
     assert.ok(c, "recorded");
     const size = ceph.pool("backups").images.get(dest.image)?.snaps[0]?.data.length;
     assert.equal(size, h.imageSize, "the snapshot's size is the image's");
-    assert.deepEqual(c.snapshot, {
+    assert.deepEqual(await c.snapshot, {
       name: h.toSnapshot,
       backupId: h.backupId,
       timestamp: 1,
       snapId: 1,
       size,
     });
-    assert.deepEqual(Buffer.from(c.metadata), ceph.pool("backups").objects.get(metaObjectName(h.backupId)));
+    assert.deepEqual(Buffer.from(c.committed.metadata), ceph.pool("backups").objects.get(metaObjectName(h.backupId)));
+    await commits.idle(5_000);
+    assert.equal(ceph.pool("backups").images.get(dest.image)?.opens, 0, "the listing's handle was closed");
+  });
+
+  it("a listing that fails leaves the entry without a snapshot (the confirmation reads Ceph)", async () => {
+    const ceph = cluster();
+    const commits = new RecentCommits();
+    const h = header();
+    const dest = h.destination as NonNullable<typeof h.destination>;
+    const deps = sinkDeps(ceph, { commits });
+    let opens = 0;
+    const openIoCtx = ceph.openIoCtx.bind(ceph);
+    ceph.openIoCtx = async (pool, opts) => {
+      // The transfer's own I/O context is the first; the listing's the second.
+      if (++opens === 2) throw cephError("ETIMEDOUT", "rados_ioctx_create");
+      return openIoCtx(pool, opts);
+    };
+    await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK))));
+    assert.equal(await commits.find(h.backupId, dest, h.toSnapshot)?.snapshot, null);
+    assert.ok(deps.lines.some((l) => l.msg.startsWith("could not list the snapshot just made")));
   });
 
   it("a restore, or a backup that fails at its snapshot, is not remembered", async () => {
