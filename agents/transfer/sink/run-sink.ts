@@ -142,6 +142,8 @@ export async function runSink(
         resumedFrom: resumedFrom?.offset ?? 0,
       };
     } catch (e) {
+      // A failure after the commit (closing, the journal): its confirmation, if ever asked, reads Ceph.
+      deps.commits?.forget(h.backupId);
       await window.settle();
       await cp?.idle();
       // Cut short (the network call aborted before its stream ended), with a checkpoint: kept for a retry.

@@ -116,6 +116,19 @@ describe("runSink: commit", () => {
     assert.ok(deps.lines.some((l) => l.msg.startsWith("could not list the snapshot just made")));
   });
 
+  it("a failure after the commit (the journal) forgets it: that confirmation would read Ceph", async () => {
+    const ceph = cluster();
+    const commits = new RecentCommits();
+    const deps = sinkDeps(ceph, { commits });
+    deps.journal.remove = async () => {
+      throw new Error("journal unwritable");
+    };
+    const h = header();
+    await assert.rejects(runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK)))));
+    assert.equal(commits.find(h.backupId, h.destination as NonNullable<typeof h.destination>, h.toSnapshot), undefined);
+    await commits.idle(5_000);
+  });
+
   it("a restore, or a backup that fails at its snapshot, is not remembered", async () => {
     const ceph = cluster();
     const commits = new RecentCommits();
