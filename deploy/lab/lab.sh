@@ -43,7 +43,8 @@ cephc() { local dir="$1"; shift; timeout "$CEPH_TIMEOUT" ceph -c "$dir/ceph.conf
 pid_alive() {
   # A pid counts as ours only if it is alive and its command line names our conf file.
   local pid="$1" conf="$2"
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$conf"
+  # (A process that exits between the check and the read is not alive: its error stays quiet.)
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "$conf"
 }
 
 cluster_running() {
