@@ -9,41 +9,9 @@ import { parseBaseImage } from "../../src/common/ids";
 import type { BackupSnapshot, Chain } from "../../src/gen/rbdbackup/v1/transfer";
 import type { Cluster, Image, SnapInfo } from "../ceph";
 import { isCephError } from "../ceph";
-import { backupSnapshotOf } from "../transfer/sink";
+import { backupSnapshots } from "../transfer/backup-snapshots";
 
-export function backupSnapshots(snaps: SnapInfo[]): BackupSnapshot[] {
-  const out: BackupSnapshot[] = [];
-  for (const s of snaps) {
-    const b = backupSnapshotOf(s);
-    if (b) out.push(b);
-  }
-  return out.sort((a, b) => a.snapId - b.snapId);
-}
-
-/** Backup snapshots of an image (NOT_FOUND when the pool or image does not exist). */
-export async function listImageBackupSnapshots(
-  cluster: Cluster,
-  pool: string,
-  namespace: string,
-  image: string,
-): Promise<BackupSnapshot[]> {
-  if (!(await cluster.poolExists(pool))) throw notFound(`pool ${pool} not found`);
-  const io = await cluster.openIoCtx(pool, { namespace });
-  try {
-    const img = await io.imageOpen(image, { readOnly: true }).catch((e) => {
-      if (isCephError(e, "ENOENT"))
-        throw notFound(`image ${pool}/${namespace ? `${namespace}/` : ""}${image} not found`);
-      throw e;
-    });
-    try {
-      return backupSnapshots(await img.snapList());
-    } finally {
-      await img.close();
-    }
-  } finally {
-    await io.close();
-  }
-}
+export { backupSnapshots, listImageBackupSnapshots } from "../transfer/backup-snapshots";
 
 /** Chains of `volumeImage` kept in pool/namespace: base images "<volumeImage>.backup.<id>" and their snapshots. */
 export async function listChains(

@@ -4,7 +4,9 @@
  *   open  — a second rbd_open at the new snapshot (what the engine did), closed after the "transfer";
  *   set   — the head handle itself moved to the snapshot (rbd_snap_set) and back to HEAD before the prune;
  *   early — a second handle opened at HEAD beside the first, moved to the snapshot once it exists;
- *   ro    — a second handle opened read-only at the snapshot (no watch of its own).
+ *   ro    — a second handle opened read-only at the snapshot (no watch of its own);
+ *   list  — no reading: the snapshots listed on the handle that made it (what the destination's sink
+ *           would pay to learn the new snapshot's id there: the handle refreshes first).
  * Each round then prunes the previous round's snapshot through the head handle, as the engine does.
  * With `vm` another client (a "VM") holds the image's exclusive lock throughout, as on an attached volume.
  * Run it against a lab with OSD latency injected (ms_inject_delay_*) to see round trips. Removes what it
@@ -69,10 +71,10 @@ int main(int argc, char **argv) {
     char b[4096] = {1};
     check((int)rbd_write(held, 0, sizeof b, b), "vm write");
   }
-  const char *modes[] = {"open", "set", "early", "ro"};
-  char prev[4][32] = {"", "", "", ""};
+  const char *modes[] = {"open", "set", "early", "ro", "list"};
+  char prev[5][32] = {"", "", "", "", ""};
   for (int round = 0; round < rounds; round++) {
-    for (int m = 0; m < 4; m++) {
+    for (int m = 0; m < 5; m++) {
       char snap[32];
       snprintf(snap, sizeof snap, "%s-%d", modes[m], round);
       rbd_image_t head, second = NULL;
@@ -85,9 +87,15 @@ int main(int argc, char **argv) {
       if (m == 3) STEP("openAtSnapRO", rbd_open_read_only(io, name, &second, snap));
       if (m == 1) STEP("setSnap", rbd_snap_set(head, snap));
       if (m == 2) STEP("setSnap", rbd_snap_set(second, snap));
+      if (m == 4) {
+        rbd_snap_info_t infos[16];
+        int max = 16;
+        STEP("snapListOnHead", rbd_snap_list(head, infos, &max));
+        rbd_snap_list_end(infos);
+      }
       double ready = ms() - t0;
       char b[4096];
-      check((int)rbd_read(m == 1 ? head : second, 0, sizeof b, b), "read");
+      check((int)rbd_read(m == 1 || m == 4 ? head : second, 0, sizeof b, b), "read");
       if (m == 1) STEP("setHead", rbd_snap_set(head, NULL));
       if (prev[m][0]) STEP("prune", rbd_snap_remove(head, prev[m]));
       if (second) STEP("closeSecond", rbd_close(second));
@@ -98,7 +106,7 @@ int main(int argc, char **argv) {
   }
   rbd_image_t im;
   check(rbd_open(io, name, &im, NULL), "open");
-  for (int m = 0; m < 4; m++) rbd_snap_remove(im, prev[m]);
+  for (int m = 0; m < 5; m++) rbd_snap_remove(im, prev[m]);
   rbd_close(im);
   if (held) {
     rbd_close(held);

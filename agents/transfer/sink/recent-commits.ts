@@ -9,9 +9,7 @@
  * failed or did not show the snapshot, another agent of the cluster asked — reads Ceph as before.
  * Bounded: at most `max` entries, oldest dropped; an entry goes when this agent deletes the backup.
  */
-import { parseBackupSnap } from "../../../src/common/ids";
 import type { BackupSnapshot } from "../../../src/gen/rbdbackup/v1/transfer";
-import type { SnapInfo } from "../../ceph";
 
 export interface CommittedBackup {
   pool: string;
@@ -93,10 +91,4 @@ export class RecentCommits {
     ]);
     clearTimeout(timer);
   }
-}
-
-/** A listed snapshot as a backup snapshot (null: its name is not a backup snapshot's). */
-export function backupSnapshotOf(s: SnapInfo): BackupSnapshot | null {
-  const p = parseBackupSnap(s.name);
-  return p ? { name: s.name, backupId: p.backupId, timestamp: p.timestamp, snapId: s.id, size: s.size } : null;
 }

@@ -21,6 +21,7 @@ import {
   type TransferSummary,
 } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
+import { listImageBackupSnapshots } from "../backup-snapshots";
 import { MAX_DISCARD_BYTES } from "../protocol";
 import { RELEASE, type Releasable } from "../wire";
 import { abortable, transferAbort } from "./abort";
@@ -33,7 +34,6 @@ import { type Footprint, newFootprint } from "./footprint";
 import { holdForResume } from "./keep";
 import { checkPool, type PoolWatch, watchPool } from "./pool-watch";
 import type { SinkCluster, SinkDeps, SinkImage } from "./ports";
-import { backupSnapshotOf } from "./recent-commits";
 import { checkpointer, dropCheckpoint, prepareTarget } from "./resume";
 import { checkRoom } from "./room";
 import { claimImage } from "./running";
@@ -241,18 +241,8 @@ async function listSnapshot(
   log: Logger,
 ): Promise<BackupSnapshot | null> {
   try {
-    const io = await cluster.openIoCtx(c.pool, { namespace: c.namespace });
-    try {
-      const image = await io.imageOpen(c.baseImage, { readOnly: true });
-      try {
-        const listed = (await image.snapList()).find((s) => s.name === c.snapshotName);
-        return listed ? backupSnapshotOf(listed) : null;
-      } finally {
-        await image.close();
-      }
-    } finally {
-      await io.close();
-    }
+    const listed = await listImageBackupSnapshots(cluster, c.pool, c.namespace, c.baseImage);
+    return listed.find((s) => s.name === c.snapshotName) ?? null;
   } catch (e) {
     log.warn("could not list the snapshot just made (its confirmation will read it back)", { err: e });
     return null;
