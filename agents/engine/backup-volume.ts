@@ -15,7 +15,9 @@
  *              diff starts once the snapshot is open and shows the same facts — should it not (resized
  *              or features changed in between), that stream ends before any data, the destination
  *              cleans up, and the backup is sent again with the snapshot's facts;
- *  prune     — source snapshots no chain needs any more (failures are warnings: the backup exists).
+ *  prune     — source snapshots no chain needs any more (failures are warnings: the backup exists);
+ *              a coordinator's lease (skip_source_prune) only lists them for the job's outcome: its
+ *              snapshot hygiene removes them once the job has ended, off the path the caller waits on.
  * On failure the new source snapshot is removed — unless the transfer was cut short and the coordinator
  * retries (req.resumable): the retry resumes from it; the destination cleans up (or keeps) its side itself.
  */
@@ -406,7 +408,9 @@ class VolumeBackup {
   /**
    * Hygiene once the backup exists: removes the source snapshots no chain needs; failures become
    * warnings. `left`: the backup snapshots still on the volume (the listing minus what was removed;
-   * null when the listing failed).
+   * null when the listing failed). With req.skipSourcePrune (a coordinator's lease) nothing is removed:
+   * the listing goes into the job's outcome and the coordinator's hygiene removes what may go after the
+   * job has ended (the handle was refreshed when it moved to the snapshot: the listing reads no OSD).
    */
   async prune(
     head: Image,
@@ -417,8 +421,9 @@ class VolumeBackup {
     let left: BackupSnapshot[] | null = null;
     try {
       await this.backToHead();
-      const chainSnaps = new Set([...plan.chainSnapshots, this.snapName]);
       const listed = await head.snapList();
+      if (this.req.skipSourcePrune) return { removed, left: backupSnapshots(listed) };
+      const chainSnaps = new Set([...plan.chainSnapshots, this.snapName]);
       const prune = snapshotsToPrune(
         listed,
         this.snapName,

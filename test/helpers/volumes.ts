@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import type { Cluster, IoCtx } from "../../agents/ceph";
 import type { ImageRef } from "../../src/gen/rbdbackup/v1/common";
 import { connectLab, rbdExportSha256, uniqueName } from "./lab";
+import { waitFor } from "./wait";
 
 export const MiB = 1 << 20;
 
@@ -73,6 +74,24 @@ export class Volumes {
     } finally {
       await img.close();
     }
+  }
+
+  /**
+   * Waits until the volume's backup snapshots are exactly `want` (in creation order): the coordinator's
+   * snapshot hygiene removes what no chain needs right after a backup job ends, not within it.
+   */
+  async settledBackupSnaps(cluster: string, v: ImageRef, want: string[], timeoutMs = 30_000): Promise<void> {
+    let seen: string[] = [];
+    await waitFor(
+      async () => {
+        seen = (await this.snapNames(cluster, v)).filter((s) => s.startsWith("backup."));
+        return JSON.stringify(seen) === JSON.stringify(want);
+      },
+      {
+        what: () => `backup snapshots of ${v.pool}/${v.image} to be ${want.join(", ")} (seen: ${seen.join(", ")})`,
+        timeoutMs,
+      },
+    );
   }
 
   async exists(cluster: string, pool: string, image: string): Promise<boolean> {

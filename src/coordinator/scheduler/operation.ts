@@ -127,6 +127,8 @@ function backupRequest(
     transferCapability: "",
     resumable: false,
     transferOptions: op.transfer,
+    // Removals are snapshot-hygiene.ts's, once the job has ended: the job does not wait for them.
+    skipSourcePrune: true,
   };
 }
 

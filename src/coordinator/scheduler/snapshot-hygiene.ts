@@ -1,5 +1,8 @@
 /**
- * Source snapshot hygiene: after a DELETE or a BACKUP job of a volume ends, the volume is swept — an agent
+ * Source snapshot hygiene — the only removal of a leased backup's source snapshots: the lease says
+ * skip_source_prune (operation.ts), so a backup job does not wait for removals (one took 20 s on a
+ * volume under heavy writes); the parent an incremental no longer needs goes here, right after the job.
+ * After a DELETE or a BACKUP job of a volume ends, the volume is swept — an agent
  * of its cluster lists its backup snapshots (Call `snapshots`), hygiene-plan.ts decides which may go, and
  * an agent of the cluster removes exactly those (Call `prune_snapshots`, named backup ids on the named
  * image). After a backup whose last outcome carried the source's list (JobOutcome.source_snapshots: the

@@ -8,12 +8,14 @@
  */
 import { randomBytes } from "node:crypto";
 import type { IoCtx } from "../../../agents/ceph";
+import { parseBackupSnap } from "../../../src/common/ids";
 import type { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { type BackupServiceClient, type Job, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { CoordinatorProcess } from "../../../src/lab/coordinator-process";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
 import { backupRequest, startCoordinator, waitAgents } from "../../helpers/coordinator";
 import { rbd } from "../../helpers/lab";
+import { waitFor } from "../../helpers/wait";
 import { cpuOf, median } from "../measure";
 import type { ScenarioContext } from "./types";
 
@@ -112,6 +114,33 @@ export async function backupTimed(
   const job = await follow(api, created);
   const seconds = Number(process.hrtime.bigint() - h0) / 1e9;
   return { seconds, job, t0, created: tc, done: Date.now() };
+}
+
+/**
+ * Waits (after a timed backup, untimed) until the coordinator's snapshot hygiene has left only the
+ * named backup's snapshot among the volume's backup snapshots — so its removals do not run during the
+ * next measurement (the CLI's `snap rm` of its previous snapshot is outside its timing too). Seconds waited.
+ */
+export async function hygieneSettled(io: IoCtx, image: string, backupId: string): Promise<number> {
+  const t = process.hrtime.bigint();
+  let seen: string[] = [];
+  await waitFor(
+    async () => {
+      const img = await io.imageOpen(image, { readOnly: true });
+      try {
+        seen = (await img.snapList()).map((x) => x.name).filter((n) => parseBackupSnap(n));
+      } finally {
+        await img.close();
+      }
+      return seen.length === 1 && parseBackupSnap(seen[0] as string)?.backupId === backupId;
+    },
+    {
+      what: () => `the hygiene to leave only backup ${backupId}'s snapshot on ${image} (seen ${seen})`,
+      timeoutMs: 120_000,
+      intervalMs: 20,
+    },
+  );
+  return Number(process.hrtime.bigint() - t) / 1e9;
 }
 
 /** Deletes the backups (newest first) and the named images with their snapshots; failures are ignored. */

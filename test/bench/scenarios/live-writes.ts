@@ -20,6 +20,7 @@ import {
   type Deployment,
   fill,
   groupedNote,
+  hygieneSettled,
   MiB,
   settleLogs,
   withDeployment,
@@ -83,6 +84,9 @@ async function liveWrites(ctx: ScenarioContext, d: Deployment): Promise<Row[]> {
   const res = { idleOurs: side(), idleCli: side(), liveOurs: side(), liveCli: side() };
   const phases: Array<Record<string, number>> = [];
   const lockMoves: string[] = [];
+  /** Seconds after each of ours until the coordinator's hygiene had removed the parent snapshot. */
+  const hygieneIdle: number[] = [];
+  const hygieneLive: number[] = [];
   let prev = "c0";
   let n = 1;
   try {
@@ -103,6 +107,9 @@ async function liveWrites(ctx: ScenarioContext, d: Deployment): Promise<Row[]> {
       into.seconds.push(r.seconds);
       const b = await d.api.getBackup({ backupId: r.job.backupId });
       into.mib.push(b.dataBytesSent / MiB);
+      // Untimed, like the CLI's `snap rm` of its previous snapshot: the hygiene's removal after the job.
+      const settled = await hygieneSettled(ioA, vol, r.job.backupId);
+      (live ? hygieneLive : hygieneIdle).push(settled);
       if (live) {
         const after = await lockOwner(spec);
         lockMoves.push(before === after ? "kept" : `${before}→${after}`);
@@ -163,12 +170,22 @@ async function liveWrites(ctx: ScenarioContext, d: Deployment): Promise<Row[]> {
     note: `${note}ours ${o.seconds.map((x) => x.toFixed(2)).join("/")} s for ${o.mib.map((x) => x.toFixed(1)).join("/")} MiB; CLI ${c.seconds.map((x) => x.toFixed(2)).join("/")} s for ${c.mib.map((x) => x.toFixed(1)).join("/")} MiB`,
   });
   return [
-    row(`incremental of ${ctx.mib} MiB after 3 s of 4 KiB random writes, idle`, res.idleOurs, res.idleCli, ""),
+    row(
+      `incremental of ${ctx.mib} MiB after 3 s of 4 KiB random writes, idle`,
+      res.idleOurs,
+      res.idleCli,
+      `${hygieneNote(hygieneIdle)}; `,
+    ),
     row(
       `incremental of ${ctx.mib} MiB under rbd bench 4 KiB random writes`,
       res.liveOurs,
       res.liveCli,
-      `exclusive lock during ours: ${lockMoves.join(", ")}; ms p50: ${groupedNote(phases)}; `,
+      `exclusive lock during ours: ${lockMoves.join(", ")}; ms p50: ${groupedNote(phases)}; ${hygieneNote(hygieneLive)}; `,
     ),
   ];
+}
+
+/** The hygiene's removal of the parent snapshot after each of ours (not part of the job any more). */
+function hygieneNote(seconds: number[]): string {
+  return `parent snapshot removed by the hygiene ${seconds.map((x) => x.toFixed(2)).join("/")} s after the job (untimed)`;
 }

@@ -45,10 +45,7 @@ describe("coordinator: crashes", () => {
       (await api.restoreBackup({ backupId: bk.id, target, mode: RestoreMode.RESTORE_MODE_NEW, idempotencyKey: "" })).id,
     );
     assert.equal(await sha("site-b", spec(target)), await sha("site-a", spec(v, bk.snapshot)));
-    assert.deepEqual(
-      (await vols.snapNames("site-a", v)).filter((s) => s.startsWith("backup.")),
-      [bk.snapshot],
-    );
+    await vols.settledBackupSnaps("site-a", v, [bk.snapshot]);
     const bases = (await (await vols.io("site-b", "backups")).imageList()).filter((i) => i.startsWith(`${v.image}.`));
     assert.deepEqual(bases, [bk.baseImage]);
   }

@@ -38,6 +38,7 @@ describe("scheduler", () => {
       if (lease.operation?.$case !== "backup") return;
       assert.equal(lease.operation.value.destination?.address, b1.info.transferAddress);
       assert.equal(lease.operation.value.destinationPool, "backups");
+      assert.equal(lease.operation.value.skipSourcePrune, true, "removals are the hygiene's, after the job");
       assert.equal(b1.leases().length, 0, "the destination's agent gets no lease");
       const running = h.job(j.id);
       assert.equal(running.state, RUNNING);

@@ -185,6 +185,28 @@ describe("backup phases against a fake cluster", () => {
     assert.deepEqual(BackupResult.encode(carrying).finish(), BackupResult.encode(plain).finish());
   });
 
+  it("a coordinator's lease (skip_source_prune) removes no snapshot and carries them all to the outcome", async () => {
+    const fc = new FakeBackupCluster();
+    const vol = fc.volume("vol");
+    const names = fc.chain("vol.backup.x", [randomUUID(), randomUUID()]);
+    for (const n of names) vol.addSnap(n);
+    const r: WithSourceSnapshots = await run(fc, request({ skipSourcePrune: true, maxSnapshots: 1 }));
+    assert.deepEqual([r.incremental, r.parentSnapshot], [true, names[1]]);
+    assert.deepEqual(r.sourceSnapshotsRemoved, []);
+    assert.deepEqual(r.warnings, []);
+    const all = [...(names as string[]), r.snapshot];
+    assert.deepEqual(
+      vol.snaps.map((s) => s.name),
+      all,
+      "every snapshot stays (max_snapshots is the hygiene's to apply)",
+    );
+    assert.deepEqual(
+      r[SOURCE_SNAPSHOTS]?.map((s) => s.name),
+      all,
+    );
+    assert.deepEqual(vol.moves, [r.snapshot, null], "the listing is made at the head");
+  });
+
   it("a job's retry that finds its backup committed reports it (lost outcome) without a new snapshot", async () => {
     const fc = new FakeBackupCluster();
     const vol = fc.volume("vol");
