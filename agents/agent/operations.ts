@@ -70,6 +70,9 @@ import { AgentMetrics } from "./metrics";
  */
 export const running = new Set<Promise<unknown>>();
 
+/** How long a delete waits for a backup committed moments ago to close its handle (ms; it takes milliseconds). */
+const COMMIT_SETTLE_WAIT_MS = 5_000;
+
 /** Runs an operation; maps its failure to a status, logging the ones that are ours to fix. */
 export async function handle<T>(log: Logger, method: string, f: () => Promise<T>): Promise<T> {
   const work = f();
@@ -179,6 +182,8 @@ export class AgentOperations {
 
   async deleteBackup(req: DeleteBackupDataRequest): Promise<DeleteBackupDataResult> {
     this.#gate();
+    // A backup committed moments ago may still be closing its handle (run-sink.ts settleCommitted).
+    await this.commits?.settled(req.backupId, COMMIT_SETTLE_WAIT_MS);
     // From here its confirmation, should one still be asked, reads Ceph.
     this.commits?.forget(req.backupId);
     return handle(this.log, "DeleteBackup", () => this.#observe("delete", () => deleteBackup(this.ctx, req)));

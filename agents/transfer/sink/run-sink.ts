@@ -2,7 +2,8 @@
  * The destination side of one transfer, as named phases: read the header → check the pool (and keep
  * watching it) and that the transfer fits with a free-space margin → prepare the target image → receive (every message checked, chunks written through
  * the aio window) → writes done (trailer verified, all writes finished, flushed) → commit (metadata
- * object, then the snapshot) → the summary.
+ * object, then the snapshot) → the summary (a backup recorded for its confirmation: before its handle
+ * closes, settleCommitted).
  *
  * Failure is clean: no snapshot unless everything was written and flushed; writes not yet started
  * never start; then cleanup undoes what the footprint records. `runSink` settles only once that
@@ -21,7 +22,7 @@ import {
   type TransferSummary,
 } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
-import { listImageBackupSnapshots } from "../backup-snapshots";
+import { backupSnapshotOf } from "../backup-snapshots";
 import { MAX_DISCARD_BYTES } from "../protocol";
 import { RELEASE, type Releasable } from "../wire";
 import { abortable, transferAbort } from "./abort";
@@ -111,11 +112,8 @@ export async function runSink(
       t.mark("digestsWrite");
       await commit(deps, fp, log);
       t.mark("commit");
-      recordCommit(deps, fp, log);
-      await dropCheckpoint(fp, cp, log);
-      await (fp.image as SinkImage).close();
-      fp.image = undefined;
-      await deps.journal.remove(h.transferId);
+      const settling = settleCommitted(deps, fp, cp, log);
+      if (!settling.afterSummary) fp.warnings.push(...(await settling.done));
       t.mark("close");
       const seconds = (Date.now() - started) / 1000;
       log.info("transfer committed", {
@@ -142,7 +140,8 @@ export async function runSink(
         resumedFrom: resumedFrom?.offset ?? 0,
       };
     } catch (e) {
-      // A failure after the commit (closing, the journal): its confirmation, if ever asked, reads Ceph.
+      // Nothing after the commit throws (settleCommitted only warns); kept so that a failure there, were
+      // it ever to come, makes the confirmation read Ceph.
       deps.commits?.forget(h.backupId);
       await window.settle();
       await cp?.idle();
@@ -217,32 +216,65 @@ async function receive(
 }
 
 /**
- * A committed backup is remembered for its confirmation (recent-commits.ts): the metadata bytes written,
- * and its snapshot as a read-only handle of its own lists it — in the background: the transfer does not
- * wait (the listing settles to null on any failure; the confirmation then reads Ceph).
+ * What follows a commit — the checkpoint dropped, the snapshot listed, the handle and the pool closed,
+ * the journal entry removed — and when. A backup this agent keeps for its confirmation
+ * (recent-commits.ts: the metadata bytes written, and the snapshot as the committing handle lists it —
+ * one refresh, no second open) settles AFTER the summary is returned: the backup exists from the
+ * commit, the source reports meanwhile, and the confirmation waits for the listing only; this agent's
+ * delete of that backup and its stop wait for all of it. Anything else (a restore: the image is the
+ * caller's once answered; no record kept) settles before. Never rejects: a failure here is a warning —
+ * the snapshot already counts, and a journal entry left behind is recovery's at the next start, which
+ * finds the snapshot and undoes nothing.
  */
-function recordCommit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Logger): void {
+function settleCommitted(
+  deps: SinkDeps<SinkCluster>,
+  fp: Footprint,
+  cp: Checkpointer | null,
+  log: Logger,
+): { afterSummary: boolean; done: Promise<string[]> } {
   const h = fp.h;
-  if (!deps.commits || !fp.snapshotCreated || !fp.metaCreated) return;
-  const d = h.destination as NonNullable<TransferHeader["destination"]>;
-  const committed = {
-    pool: d.pool,
-    namespace: d.namespace,
-    baseImage: d.image,
-    snapshotName: h.toSnapshot,
-    metadata: h.metadataJson,
+  const image = fp.image as SinkImage;
+  const io = fp.io;
+  // From here the handle and the pool are this function's (the sink's own cleanup no longer closes them).
+  fp.image = undefined;
+  fp.io = undefined;
+  const warnings: string[] = [];
+  const settle = async (what: string, f: () => Promise<unknown>) => {
+    try {
+      await f();
+    } catch (e) {
+      warnings.push(`could not ${what}: ${(e as Error).message}`);
+      log.warn(`could not ${what} after the commit`, { err: e });
+    }
   };
-  deps.commits.record(h.backupId, committed, listSnapshot(deps.cluster, committed, log));
+  const record = deps.commits && fp.snapshotCreated && fp.metaCreated ? deps.commits : null;
+  const listed = record ? listCommitted(image, h.toSnapshot, log) : Promise.resolve(null);
+  const t0 = performance.now();
+  const done = (async () => {
+    await settle("remove the checkpoint", () => dropCheckpoint({ ...fp, image, warnings }, cp, log));
+    await listed;
+    await settle("close the image", () => image.close());
+    if (io) await settle("close the pool", () => io.close());
+    await settle("remove the journal entry", () => deps.journal.remove(h.transferId));
+    if (record) log.debug("closed after the summary", { ms: Math.round(performance.now() - t0) });
+    return warnings;
+  })();
+  if (!record) return { afterSummary: false, done };
+  const d = h.destination as NonNullable<TransferHeader["destination"]>;
+  record.record(
+    h.backupId,
+    { pool: d.pool, namespace: d.namespace, baseImage: d.image, snapshotName: h.toSnapshot, metadata: h.metadataJson },
+    listed,
+    done,
+  );
+  return { afterSummary: true, done };
 }
 
-async function listSnapshot(
-  cluster: SinkCluster,
-  c: { pool: string; namespace: string; baseImage: string; snapshotName: string },
-  log: Logger,
-): Promise<BackupSnapshot | null> {
+/** The snapshot just made, as the committing handle lists it (null when that fails: the confirmation reads Ceph). */
+async function listCommitted(image: SinkImage, name: string, log: Logger): Promise<BackupSnapshot | null> {
   try {
-    const listed = await listImageBackupSnapshots(cluster, c.pool, c.namespace, c.baseImage);
-    return listed.find((s) => s.name === c.snapshotName) ?? null;
+    const s = (await image.snapList()).find((x) => x.name === name);
+    return s ? backupSnapshotOf(s) : null;
   } catch (e) {
     log.warn("could not list the snapshot just made (its confirmation will read it back)", { err: e });
     return null;

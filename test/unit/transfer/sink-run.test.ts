@@ -95,7 +95,41 @@ describe("runSink: commit", () => {
     });
     assert.deepEqual(Buffer.from(c.committed.metadata), ceph.pool("backups").objects.get(metaObjectName(h.backupId)));
     await commits.idle(5_000);
-    assert.equal(ceph.pool("backups").images.get(dest.image)?.opens, 0, "the listing's handle was closed");
+    assert.equal(ceph.pool("backups").images.get(dest.image)?.opens, 0, "the committing handle was closed");
+  });
+
+  it("a recorded backup answers before its handle closes; a delete's wait and the stop's wait cover the closing", {
+    timeout: 10_000,
+  }, async () => {
+    const ceph = cluster();
+    const commits = new RecentCommits();
+    const deps = sinkDeps(ceph, { commits });
+    let open!: () => void;
+    ceph.gates.close = new Promise<void>((r) => {
+      open = r;
+    });
+    const h = header();
+    const dest = h.destination as NonNullable<typeof h.destination>;
+    // Never blocks: a sink that waited for its close before answering gets it after 2 s (and fails below).
+    const safety = setTimeout(() => open(), 2_000);
+    const summary = await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK))));
+    assert.equal(summary.snapshotCreated, h.toSnapshot);
+    const img = ceph.pool("backups").images.get(dest.image);
+    assert.equal(img?.opens, 1, "answered while the committing handle is still open");
+    // The listing came from the committing handle, before it closes: the confirmation need not wait.
+    assert.equal((await commits.find(h.backupId, dest, h.toSnapshot)?.snapshot)?.name, h.toSnapshot);
+    let settled = false;
+    const waiting = commits.settled(h.backupId, 5_000).then(() => {
+      settled = true;
+    });
+    await new Promise((r) => setImmediate(r));
+    assert.equal(settled, false, "a delete of that backup waits for the close");
+    clearTimeout(safety);
+    open();
+    await waiting;
+    assert.equal(img?.opens, 0);
+    assert.ok(ceph.log.indexOf(`snapCreate ${dest.image} ${h.toSnapshot}`) >= 0);
+    assert.equal(deps.journal.entries.size, 0, "the journal entry is gone once settled");
   });
 
   it("a listing that fails leaves the entry without a snapshot (the confirmation reads Ceph)", async () => {
@@ -104,19 +138,14 @@ describe("runSink: commit", () => {
     const h = header();
     const dest = h.destination as NonNullable<typeof h.destination>;
     const deps = sinkDeps(ceph, { commits });
-    let opens = 0;
-    const openIoCtx = ceph.openIoCtx.bind(ceph);
-    ceph.openIoCtx = async (pool, opts) => {
-      // The transfer's own I/O context is the first; the listing's the second.
-      if (++opens === 2) throw cephError("ETIMEDOUT", "rados_ioctx_create");
-      return openIoCtx(pool, opts);
-    };
+    // The sink lists nothing before its commit: the first listing is the committed snapshot's.
+    ceph.faults.snapList = cephError("ETIMEDOUT", "rbd_snap_list");
     await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK))));
     assert.equal(await commits.find(h.backupId, dest, h.toSnapshot)?.snapshot, null);
     assert.ok(deps.lines.some((l) => l.msg.startsWith("could not list the snapshot just made")));
   });
 
-  it("a failure after the commit (the journal) forgets it: that confirmation would read Ceph", async () => {
+  it("a failure after the commit (the journal, the close) is a warning: the backup stands and is answered", async () => {
     const ceph = cluster();
     const commits = new RecentCommits();
     const deps = sinkDeps(ceph, { commits });
@@ -124,9 +153,19 @@ describe("runSink: commit", () => {
       throw new Error("journal unwritable");
     };
     const h = header();
-    await assert.rejects(runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK)))));
-    assert.equal(commits.find(h.backupId, h.destination as NonNullable<typeof h.destination>, h.toSnapshot), undefined);
+    const summary = await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK))));
+    assert.equal(summary.snapshotCreated, h.toSnapshot);
     await commits.idle(5_000);
+    const dest = h.destination as NonNullable<typeof h.destination>;
+    assert.equal((await commits.find(h.backupId, dest, h.toSnapshot)?.snapshot)?.name, h.toSnapshot);
+    assert.ok(deps.lines.some((l) => l.msg === "could not remove the journal entry after the commit"));
+    assert.deepEqual(
+      ceph
+        .pool("backups")
+        .images.get(dest.image)
+        ?.snaps.map((x) => x.name),
+      [h.toSnapshot],
+    );
   });
 
   it("a restore, or a backup that fails at its snapshot, is not remembered", async () => {

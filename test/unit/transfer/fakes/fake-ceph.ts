@@ -32,12 +32,15 @@ export interface Faults {
   flush?: Error;
   objCreate?: Error;
   snapCreate?: Error;
+  snapList?: Error;
   imageCreate?: Error;
 }
 
 /** Calls that wait for the test before they go on. */
 export interface Gates {
   flush?: Promise<void>;
+  /** An image handle's close(). */
+  close?: Promise<void>;
 }
 
 export class FakeCeph implements SinkCluster {
@@ -247,6 +250,7 @@ export class FakeImage implements SinkImage {
     if (this.#closed) return;
     this.#closed = true;
     await Promise.allSettled([...this.#inflight]);
+    await this.ceph.gates.close;
     this.s.opens--;
   }
 
@@ -283,6 +287,7 @@ export class FakeImage implements SinkImage {
 
   async snapList() {
     this.#check();
+    if (this.ceph.faults.snapList) throw this.ceph.faults.snapList;
     return this.s.snaps.map((x, i) => ({
       id: i + 1,
       name: x.name,
