@@ -33,7 +33,7 @@ import {
 } from "./checkpoint";
 import type { Footprint } from "./footprint";
 import { INCOMPLETE_KEY } from "./image-ops";
-import type { SinkCluster, SinkDeps, SinkIoCtx } from "./ports";
+import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
 import { prepare } from "./prepare";
 import { isRunning, keyOfEntry, keyOfHeader } from "./running";
 import type { StreamChecks } from "./stream-checks";
@@ -210,11 +210,19 @@ export function checkpointer(
 
 // ---- the end of a resumable transfer ---------------------------------------------------------------
 
-/** After the commit, or before a cleanup that keeps the image: the checkpoint goes (a warning if it cannot). */
-export async function dropCheckpoint(fp: Footprint, cp: Checkpointer | null, log: Logger): Promise<void> {
-  if (!cp?.written || !fp.image) return;
-  await fp.image.metaRemove(RESUME_KEY).catch((e: Error) => {
-    fp.warnings.push(`could not remove the ${RESUME_KEY} checkpoint: ${e.message}`);
+/**
+ * After the commit, or before a cleanup that keeps the image: the checkpoint goes from `image` (a warning
+ * into `warnings` if it cannot).
+ */
+export async function dropCheckpoint(
+  image: SinkImage | undefined,
+  cp: Checkpointer | null,
+  warnings: string[],
+  log: Logger,
+): Promise<void> {
+  if (!cp?.written || !image) return;
+  await image.metaRemove(RESUME_KEY).catch((e: Error) => {
+    warnings.push(`could not remove the ${RESUME_KEY} checkpoint: ${e.message}`);
     log.warn("checkpoint removal failed", { err: e });
   });
 }

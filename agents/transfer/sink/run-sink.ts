@@ -149,7 +149,7 @@ export async function runSink(
       const cut = opts.remote === true && callSignal?.aborted === true;
       if (cut && !(await watch.isFull()) && (await holdForResume(deps, fp, cp, log)))
         throw toAppError(ac.signal.reason);
-      if (!fp.createdImage) await dropCheckpoint(fp, cp, log);
+      if (!fp.createdImage) await dropCheckpoint(fp.image, cp, fp.warnings, log);
       throw await failed(deps, fp, e, ac.signal, watch, log);
     } finally {
       watch.stop();
@@ -251,7 +251,7 @@ function settleCommitted(
   const listed = record ? listCommitted(image, h.toSnapshot, log) : Promise.resolve(null);
   const t0 = performance.now();
   const done = (async () => {
-    await settle("remove the checkpoint", () => dropCheckpoint({ ...fp, image, warnings }, cp, log));
+    await dropCheckpoint(image, cp, warnings, log); // warns by itself
     await listed;
     await settle("close the image", () => image.close());
     if (io) await settle("close the pool", () => io.close());
