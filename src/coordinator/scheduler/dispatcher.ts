@@ -1,6 +1,7 @@
 /**
  * The dispatcher: one pass over the queue, oldest job first. A queued job starts only when
  *  - no earlier job holds one of its locks (one mutating job per volume chain, in order of creation),
+ *    and no source snapshot sweep of its volume is in flight (snapshot-hygiene.ts `sweeping`),
  *  - its retry backoff has passed,
  *  - every cluster it touches has a free slot (per-cluster limit),
  *  - an agent of its cluster has capacity, and a peer agent is connected for a transfer.
@@ -34,18 +35,24 @@ export class Dispatcher {
     private readonly maps: DigestMaps,
   ) {}
 
-  /** Starts every queued job that may start now (`jobs`: the active jobs, oldest first). */
-  dispatch(jobs: JobRecord[]): void {
+  /**
+   * Starts every queued job that may start now (`jobs`: the active jobs, oldest first; `sweeping`: the
+   * volume locks of source snapshot sweeps in flight).
+   */
+  dispatch(jobs: JobRecord[], sweeping: Pick<ReadonlySet<string>, "has">): void {
     const active = jobs.filter((j) => !isFinal(j.state));
     const counts = runningCounts(active);
     const held = heldLocks(active);
     this.maps.prune(new Set(active.map((j) => j.id)));
     for (const j of active) {
       if (j.state !== JobState.JOB_STATE_QUEUED) continue;
+      const sweep = j.locks.some((k) => sweeping.has(k));
       const blocker = takeLocks(held, j);
       const placed = blocker
         ? `waiting for job ${blocker}, which uses the same volume or backup`
-        : this.#place(j, counts);
+        : sweep
+          ? "waiting for the source snapshot sweep of its volume (after the volume's previous job)"
+          : this.#place(j, counts);
       if (typeof placed === "string") wait(this.ctx, j, placed);
       else this.#start(j, placed, counts);
     }

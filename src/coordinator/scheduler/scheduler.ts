@@ -136,8 +136,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   }
 
   /**
-   * One pass: expired leases fail their attempts, due confirmations are asked, queued jobs start where
-   * they may, then due source snapshot sweeps run (on the jobs as they are after dispatch).
+   * One pass: expired leases fail their attempts, due confirmations are asked, due source snapshot
+   * sweeps start (a sweep holds its volume's lock), then queued jobs start where they may.
    *
    * One read of the active jobs when the pass changed nothing (the common case while queued jobs wait on
    * a limit or a lock, or leases run on): every change of a job is announced (an event through the
@@ -151,13 +151,16 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     const now = this.#ctx.now();
     let wake = now + this.cfg.tickMs;
     try {
-      const jobs = this.#ctx.catalog.activeJobs();
-      const announced = this.#announced;
+      let jobs = this.#ctx.catalog.activeJobs();
+      let announced = this.#announced;
       this.#broker.expire(jobs);
       this.#confirmer.run(jobs);
-      this.#dispatcher.dispatch(jobs);
+      if (this.#hygiene.waiting) {
+        if (this.#announced !== announced) [jobs, announced] = [this.#ctx.catalog.activeJobs(), this.#announced];
+        this.#hygiene.run(jobs);
+      }
+      this.#dispatcher.dispatch(jobs, this.#hygiene.sweeping);
       const after = this.#announced === announced ? jobs : this.#ctx.catalog.activeJobs();
-      if (this.#hygiene.waiting) this.#hygiene.run(after);
       wake = this.#nextWake(after, now);
     } catch (err) {
       this.#ctx.log.error("scheduler tick failed", { err });

@@ -10,20 +10,24 @@
  * its lock was held until the job ended) the first try decides from that list and asks nothing; with
  * nothing to remove, the sweep sends no message at all. Retries ask again.
  *
- * A sweep waits while a BACKUP or DELETE job of the volume is active (queued or running): that job's end
- * sweeps again, so no sweep races a backup choosing its parent. With no agent of the cluster connected,
- * or a call failing, the sweep is tried again after a backoff, a few times; then it is left to the
- * volume's next backup or delete (a warning is logged). Level-triggered like the rest: `run` (every
- * tick) starts the sweeps that are due; a failure never touches a job.
+ * A sweep runs before the volume's next job: `run` comes before the dispatcher in each tick, and while
+ * a sweep is in flight its volume's lock is held (`sweeping`: the dispatcher keeps a queued job of the
+ * volume waiting, at most two calls' timeouts), so no sweep races a backup choosing its parent, and
+ * back-to-back jobs of a volume cannot pile up its snapshots (each job's end sweeps before the next
+ * starts). A sweep whose volume has a BACKUP or DELETE job RUNNING (a retry that fell due meanwhile) is
+ * dropped: that job's end sweeps again. With no agent of the cluster connected, or a call failing, the
+ * sweep is tried again after a backoff, a few times; then it is left to the volume's next backup or
+ * delete (a warning is logged). Level-triggered like the rest: `run` (every tick) starts the sweeps that
+ * are due, and a sweep's end kicks the scheduler (the job it held back); a failure never touches a job.
  */
 import { messageOf, statusOf } from "../../common/errors";
 import { backoffDelay } from "../../common/retry";
-import { JobKind } from "../../gen/rbdbackup/v1/backup_service";
+import { JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { JobOutcome } from "../../gen/rbdbackup/v1/session";
 import { type JobRecord, volumeLabel } from "../model";
 import type { SchedulerContext } from "./context";
-import { type SourceSnap, snapshotsToRemove } from "./hygiene-plan";
+import { type Removal, type SourceSnap, snapshotsToRemove } from "./hygiene-plan";
 import { lockOfVolume } from "./jobs";
 
 /** How long one question to the source cluster's agent may take, ms. */
@@ -100,12 +104,21 @@ export class SnapshotHygiene {
     return at;
   }
 
-  /** Starts the sweeps that are due; `active` are the catalog's active jobs. */
+  /** The volume locks of the sweeps in flight: the dispatcher starts no job holding one of them. */
+  get sweeping(): Pick<ReadonlySet<string>, "has"> {
+    return this.#inFlight;
+  }
+
+  /**
+   * Starts the sweeps that are due; `active` are the catalog's active jobs (a RUNNING backup or delete of
+   * the volume drops its sweep; a queued one waits for it). Run before the dispatcher.
+   */
   run(active: JobRecord[]): void {
     const now = this.ctx.now();
     const busy = new Set(
       active
         .filter((j) => j.kind === JobKind.JOB_KIND_BACKUP || j.kind === JobKind.JOB_KIND_DELETE)
+        .filter((j) => j.state === JobState.JOB_STATE_RUNNING)
         .map((j) => lockOfVolume(j.volume)),
     );
     for (const [key, p] of this.#pending) {
@@ -114,9 +127,32 @@ export class SnapshotHygiene {
         this.#pending.delete(key); // that job's end sweeps again
         continue;
       }
-      const work = this.#sweep(key, p).finally(() => this.#inFlight.delete(key));
+      if (this.#decidedWithoutAsking(key, p)) continue;
+      const work = this.#sweep(key, p).finally(() => {
+        this.#inFlight.delete(key);
+        this.ctx.kick(); // a queued job of the volume may start now
+      });
       this.#inFlight.set(key, work);
     }
+  }
+
+  /**
+   * A first try whose outcome listed the snapshots and where nothing may go ends here, synchronously —
+   * the volume's next job is not held back for it (the common case: an incremental's parent is still
+   * the newest).
+   */
+  #decidedWithoutAsking(key: string, p: Pending): boolean {
+    if (!p.listed || this.#removals(p.volume, p.listed).length > 0) return false;
+    this.#pending.delete(key);
+    return true;
+  }
+
+  #removals(v: VolumeRef, listed: SourceSnap[]): Removal[] {
+    return snapshotsToRemove(
+      listed.map((s) => ({ name: s.name, backupId: s.backupId, snapId: s.snapId })),
+      this.ctx.catalog.backupsOfVolume(v.cluster, v.pool, v.namespace, v.image),
+      this.#maxSnapshots(v),
+    );
   }
 
   /** Resolves when no sweep is in flight (tests; a stopping coordinator). */
@@ -138,11 +174,7 @@ export class SnapshotHygiene {
       const listed =
         p.listed ??
         (await agent().call({ $case: "snapshots", value: { image } }, "snapshots", HYGIENE_CALL_TIMEOUT_MS)).snapshots;
-      const removals = snapshotsToRemove(
-        listed.map((s) => ({ name: s.name, backupId: s.backupId, snapId: s.snapId })),
-        ctx.catalog.backupsOfVolume(v.cluster, v.pool, v.namespace, v.image),
-        this.#maxSnapshots(v),
-      );
+      const removals = this.#removals(v, listed);
       if (this.#pending.get(key) === p) this.#pending.delete(key);
       if (removals.length === 0) return;
       const r = await agent().call(

@@ -212,6 +212,16 @@ export class Harness {
     return c;
   }
 
+  /**
+   * A pass after a BACKUP or DELETE job ended: its volume's source snapshot sweep runs first (and holds
+   * the volume's next job) until the fake source answers it, then a second pass dispatches.
+   */
+  async tickAfterSweep(): Promise<void> {
+    this.tick();
+    await this.settle();
+    this.tick();
+  }
+
   /** Waits until the scheduler's confirmation questions are answered and applied. */
   async settle(): Promise<void> {
     await this.scheduler.settle();

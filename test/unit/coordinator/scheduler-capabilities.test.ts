@@ -54,7 +54,7 @@ describe("scheduler: transfer capabilities name the destination cluster and the 
       assert.equal(await h.backupDone(a1, j1), true);
 
       const j2 = h.queueBackup(vol("img"));
-      h.tick();
+      await h.tickAfterSweep();
       const op2 = a1.lease(j2.id).operation;
       assert.ok(op2?.$case === "backup");
       const g2 = verifier.verify(op2.value.transferCapability, "transfer", { cluster: "a", agentId: "a1" });

@@ -90,7 +90,7 @@ describe("scheduler", () => {
       h.tick();
       await h.backupDone(a1, elsewhere);
       const j = h.queueBackup(vol("v1"), "b");
-      h.tick();
+      await h.tickAfterSweep();
       const op = a1.lease(j.id).operation;
       assert.equal(op?.$case, "backup");
       if (op?.$case === "backup") assert.deepEqual(op.value.keepSnapshots, [h.backup(elsewhere.backupId).snapshot]);
@@ -111,7 +111,7 @@ describe("scheduler", () => {
       h.tick();
       assert.equal(h.job(second.id).state, QUEUED, "ticking again changes nothing");
       await h.backupDone(a1, first);
-      h.tick();
+      await h.tickAfterSweep();
       assert.equal(h.job(second.id).state, RUNNING);
     });
 
@@ -121,7 +121,7 @@ describe("scheduler", () => {
       const earlier = h.queueBackup(vol("v1"));
       const later = h.queueBackup(vol("v1"));
       await h.backupDone(a1, blocker);
-      h.tick();
+      await h.tickAfterSweep();
       assert.equal(h.job(earlier.id).state, RUNNING);
       assert.equal(
         h.job(later.id).waitingReason,
@@ -345,7 +345,7 @@ describe("scheduler", () => {
       h.tick();
       await h.backupDone(a1, j);
       const d = h.queueDelete(j.backupId);
-      h.tick();
+      await h.tickAfterSweep();
       h.outcome(b1, d.id, Status.PERMISSION_DENIED, "no");
       assert.equal(h.job(d.id).state, FAILED);
       assert.equal(h.backup(j.backupId).status, BackupStatus.BACKUP_STATUS_AVAILABLE);

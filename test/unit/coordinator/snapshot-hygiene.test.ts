@@ -1,13 +1,15 @@
 /**
  * Source snapshot hygiene without Ceph: the decision (hygiene-plan.ts) on plain records, then the
  * scheduler's sweep against a fake source agent that keeps the volume's backup snapshots in memory —
- * a delete sweeps its snapshot away, a sweep waits while a backup or delete of the volume is active,
- * and retries after a backoff when no agent of the source cluster is connected.
+ * a delete sweeps its snapshot away, the volume's next job waits for the sweep after its previous one
+ * (back-to-back backups never pile up snapshots), a sweep that falls due while a backup runs waits for
+ * its end, and retries after a backoff when no agent of the source cluster is connected.
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
+import { AppError } from "../../../src/common/errors";
 import { backupSnapName } from "../../../src/common/ids";
 import type { Backup } from "../../../src/coordinator/model";
 import { type SourceSnap, snapshotsToRemove } from "../../../src/coordinator/scheduler/hygiene-plan";
@@ -220,19 +222,69 @@ describe("snapshot hygiene: the scheduler sweeps the source after a backup or a 
     assert.ok(src.snaps.some((s) => s.backupId === x));
   });
 
-  it("waits while a backup of the volume is active, sweeps when it ends", async () => {
+  it("the volume's next job waits for the sweep after its previous job, then starts", async () => {
     const x = await backup();
     const d = h.queueDelete(x);
-    const running = h.queueBackup(vol("v1")); // queued behind the delete (same volume lock)
+    const next = h.queueBackup(vol("v1")); // queued behind the delete (same volume lock)
     h.tick();
     h.outcome(b1, d.id, Status.OK, "", {
       $case: "delete",
       value: { removedSnapshot: "", removedBaseImage: false, removedMetadata: true, warnings: [] },
     });
+    h.tick(); // the delete's sweep starts before the dispatcher looks at the queue
+    assert.equal(h.job(next.id).state, JobState.JOB_STATE_QUEUED);
+    assert.match(h.job(next.id).waitingReason, /snapshot sweep of its volume/);
+    await h.settle();
+    assert.deepEqual(src.snaps, [], "the deleted backup's snapshot went first");
+    h.tick();
+    assert.equal(h.job(next.id).state, JobState.JOB_STATE_RUNNING);
+    const sent = src.agent.sent;
+    const pruned = sent.findIndex((m) => m.$case === "call" && m.value.request?.$case === "pruneSnapshots");
+    const leased = sent.findIndex((m) => m.$case === "lease" && m.value.jobId === next.id);
+    assert.ok(pruned >= 0 && leased > pruned, `the sweep (${pruned}) before the next job's lease (${leased})`);
+  });
+
+  it("back-to-back backups of a volume never pile up its snapshots", async () => {
+    const jobs = [0, 1, 2, 3].map(() => h.queueBackup(vol("v1")));
+    const most: number[] = [];
+    for (const j of jobs) {
+      for (let i = 0; i < 3 && h.job(j.id).state === JobState.JOB_STATE_QUEUED; i++) {
+        h.tick();
+        await h.settle();
+      }
+      assert.equal(h.job(j.id).state, JobState.JOB_STATE_RUNNING, `job ${jobs.indexOf(j)} leased`);
+      src.add(backupResult(j.backupId).snapshot, j.backupId);
+      most.push(src.snaps.length);
+      const listed = src.snaps.map((s) => ({ ...s, timestamp: 1, size: 1 }));
+      assert.equal(await h.backupDone(src.agent, h.job(j.id), listed), true);
+      assert.equal(h.job(j.id).state, JobState.JOB_STATE_SUCCEEDED);
+    }
     h.tick();
     await h.settle();
-    assert.equal(src.snaps.length, 1, "not swept while the backup is active");
+    assert.deepEqual(most, [1, 2, 2, 2], "while each backup ran: its own snapshot and its parent's");
+    assert.deepEqual(
+      src.snaps.map((s) => s.backupId),
+      [jobs[3]?.backupId],
+    );
+  });
+
+  it("a sweep that falls due while a backup of the volume runs waits for that backup's end", async () => {
+    const x = await backup();
+    let refuse = true;
+    const answer = src.agent.answer;
+    src.agent.answer = (req) =>
+      refuse && req.$case === "pruneSnapshots" ? new AppError(Status.UNAVAILABLE, "busy") : answer(req);
+    await remove(x);
+    assert.equal(src.snaps.length, 1, "the first try failed");
+    refuse = false;
+    const running = h.queueBackup(vol("v1"));
+    h.tick(); // the retry is not due yet: the backup starts
+    assert.equal(h.job(running.id).state, JobState.JOB_STATE_RUNNING);
+    h.advance(5_000); // past the retry's backoff (2 s, jittered), inside the lease
     h.tick();
+    await h.settle();
+    assert.equal(h.job(running.id).state, JobState.JOB_STATE_RUNNING);
+    assert.equal(src.snaps.length, 1, "not swept while the backup runs");
     src.add(backupResult(running.backupId).snapshot, running.backupId);
     await h.backupDone(src.agent, h.job(running.id));
     h.tick();

@@ -253,7 +253,7 @@ describe("verification (coordinator)", () => {
 
     // The chain after it is a new one: the backup after that is AUTO again.
     const after = h.queueBackup(v, "b");
-    h.tick();
+    await h.tickAfterSweep();
     const l2 = a1.lease(after.id);
     assert.ok(l2.operation?.$case === "backup");
     assert.equal(l2.operation.value.mode, BackupMode.BACKUP_MODE_AUTO);
