@@ -8,6 +8,8 @@
 #
 # One build with two agent settings: give the same dist twice and LIMITS_A / LIMITS_B, e.g.
 #   LIMITS_A='{}' LIMITS_B='{"writesInFlight":16}' test/bench/incremental-ab.sh dist dist
+# One build with two node flag sets for the agents: NODE_ARGS_A / NODE_ARGS_B (RBDBACKUP_AGENT_NODE_ARGS),
+#   e.g. NODE_ARGS_B=--initial-old-space-size=32 test/bench/incremental-ab.sh dist dist
 # OSD latency: OSD_DELAY_S=0.004 holds each client message at the OSDs of both clusters 0–4 ms
 # (ms_inject_delay_*, as test/bench/scenarios/latency.ts), set on each fresh lab before the bench's
 # agents connect. MIB=256: a smaller image (default 1024).
@@ -19,7 +21,9 @@ a="$(realpath "$1")" b="$(realpath "$2")" pairs="${3:-2}" runs="${4:-3}"
 trap 'deploy/lab/lab.sh down >/dev/null 2>&1 || true' EXIT
 for ((i = 0; i < pairs; i++)); do
   for side in A B; do
-    if [[ $side == A ]]; then build="$a" limits="${LIMITS_A:-{\}}"; else build="$b" limits="${LIMITS_B:-{\}}"; fi
+    if [[ $side == A ]]; then build="$a" limits="${LIMITS_A:-{\}}" node_args="${NODE_ARGS_A:-}"; else
+      build="$b" limits="${LIMITS_B:-{\}}" node_args="${NODE_ARGS_B:-}"
+    fi
     deploy/lab/lab.sh down >/dev/null 2>&1 || true
     deploy/lab/lab.sh up --capacity 16G site-a site-b >/dev/null
     for c in site-a site-b; do
@@ -31,8 +35,8 @@ for ((i = 0; i < pairs; i++)); do
         done
       fi
     done
-    echo "== pair $((i + 1)) $side build $build limits $limits${OSD_DELAY_S:+ osd delay ≤ $OSD_DELAY_S s} · load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-    RBDBACKUP_DAEMONS_DIST="$build" timeout 600 node dist/test/bench/incremental-latency.js --mib "${MIB:-1024}" \
+    echo "== pair $((i + 1)) $side build $build limits $limits${node_args:+ agent node args $node_args}${OSD_DELAY_S:+ osd delay ≤ $OSD_DELAY_S s} · load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    RBDBACKUP_AGENT_NODE_ARGS="$node_args" RBDBACKUP_DAEMONS_DIST="$build" timeout 600 node dist/test/bench/incremental-latency.js --mib "${MIB:-1024}" \
       --runs "$runs" --only incremental --incr-sizes "${MIB:-1024}" --limits "$limits" 2>&1 | grep -v '^JSON' || echo "(run failed)"
     echo "   load after: $(cut -d' ' -f1-3 /proc/loadavg)"
   done
