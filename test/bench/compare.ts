@@ -92,7 +92,8 @@ export function boundOf(s: OursSample): "CPU" | "OSD" {
   return s.machineBusy >= BUSY_CPU || oneCore >= BUSY_CPU ? "CPU" : "OSD";
 }
 
-const r = (x: number, digits: number) => +x.toFixed(digits);
+/** `x` rounded to `digits` decimals (the table's figures). */
+export const r = (x: number, digits: number) => +x.toFixed(digits);
 
 /** The row of a comparison moving `bytes` of image data: medians of each column over the rounds. */
 export function comparisonRow(scenario: string, bytes: number, s: { cli: CliSample[]; ours: OursSample[] }): Row {

@@ -7,6 +7,7 @@
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { connectLab, rbd, uniqueName } from "../../helpers/lab";
 import { cliPipe } from "../ceph-cli";
+import { r } from "../compare";
 import { childrenCpu, median } from "../measure";
 import {
   backupTimed,
@@ -94,15 +95,15 @@ export const scenario: Scenario = {
       return [
         {
           scenario: "sparse 4 GiB image, 64 MiB written, full backup",
-          cliSeconds: c,
-          oursSeconds: o,
-          ratio: c / o,
-          oursMiBps: WRITTEN / MiB / o,
+          cliSeconds: r(c, 3),
+          oursSeconds: r(o, 3),
+          ratio: r(c / o, 2),
+          oursMiBps: r(WRITTEN / MiB / o, 1),
           wireMiB: WRITTEN / MiB,
           cpuPerGiB: {
-            sourceAgent: median(cpuOurs.map((x) => x[0])) / gib,
-            destinationAgent: median(cpuOurs.map((x) => x[1])) / gib,
-            cliExport: median(cpuCli) / gib,
+            sourceAgent: r(median(cpuOurs.map((x) => x[0])) / gib, 2),
+            destinationAgent: r(median(cpuOurs.map((x) => x[1])) / gib, 2),
+            cliExport: r(median(cpuCli) / gib, 2),
           },
           note: `ms p50: ${groupedNote(phases)}; CLI CPU is both rbd processes together`,
         },
