@@ -11,11 +11,15 @@
  *    image in the way is the previous attempt's, whose destination may still be cleaning it up — after a
  *    lease expiry (agent lost) the coordinator cannot know when the old stream's destination notices
  *    that its peer is gone. The retry waits `leftoverWaitMs` and tries again, up to LEFTOVER_RETRIES
- *    times, without spending the job's attempts (issue 12 (c)). On a first attempt it stays final.
+ *    times, without spending the job's attempts (issue 12 (c)). The same for a restore to a new volume:
+ *    the target its first attempt was refused for ALREADY_EXISTS never reaches a retry (final at once),
+ *    so on a retry the image is the previous attempt's, kept for a resume once its sink has wound down,
+ *    or removed. On a first attempt it stays final.
  *  - Other transient failures (jobs.ts `isTransient`): exponential backoff with jitter, while attempts remain.
  */
 import { Status } from "nice-grpc-common";
 import { backoffDelay } from "../../common/retry";
+import { RestoreMode } from "../../gen/rbdbackup/v1/agent";
 import type { JobRecord } from "../model";
 import type { SchedulerConfig } from "./config";
 import { isTransient } from "./jobs";
@@ -51,7 +55,14 @@ export function retryDecision(
   return { delayMs: backoffDelay(j.attempts, o, random), extraAttempt: false };
 }
 
-/** A backup's retry that ran into a base image of its own backup id: the previous attempt's. */
+/**
+ * A retry that ran into the image its previous attempt made: a backup's base image of its own backup id,
+ * or a restore-to-new's target — whose earlier sink may still be winding down (seen under a loaded,
+ * nearly full lab: the source gave up on a slow destination, the retry came ~1 s later, the destination
+ * still held the image and had not yet kept it for a resume, so the retry started over and met it).
+ */
 export function isLeftover(j: JobRecord, code: Status): boolean {
-  return code === Status.ALREADY_EXISTS && j.operation.kind === "backup" && j.attempts > 1;
+  if (code !== Status.ALREADY_EXISTS || j.attempts <= 1) return false;
+  const op = j.operation;
+  return op.kind === "backup" || (op.kind === "restore" && op.mode === RestoreMode.RESTORE_MODE_NEW);
 }

@@ -89,6 +89,39 @@ describe("scheduler: retry policy", () => {
     assert.match(f.errorMessage, /the previous attempt's image is still there after 3 waits of 30000 ms/);
   });
 
+  it("a restore to a new volume: ALREADY_EXISTS is final on a first attempt, a leftover wait on a retry", async () => {
+    const made = h.queueBackup(vol("v1"));
+    h.tick();
+    await h.backupDone(a1, made);
+    const b1 = h.sessions.ofCluster("b")[0] as FakeAgentSession;
+    const first = h.queueRestore(made.backupId, vol("taken"));
+    await h.tickAfterSweep();
+    h.outcome(
+      b1,
+      first.id,
+      Status.ALREADY_EXISTS,
+      "image rbd/taken already exists: restore to a new volume needs a free name",
+    );
+    assert.equal(h.job(first.id).state, FAILED, "someone else's image: final");
+
+    const j = h.queueRestore(made.backupId, vol("new"));
+    h.tick();
+    h.outcome(b1, j.id, Status.UNAVAILABLE, "the connection to the destination was lost");
+    h.advance(60_000);
+    h.tick();
+    assert.equal(b1.lease(j.id).attempt, 2);
+    h.outcome(
+      b1,
+      j.id,
+      Status.ALREADY_EXISTS,
+      "image rbd/new already exists: restore to a new volume needs a free name",
+    );
+    const q = h.job(j.id);
+    assert.equal(q.state, QUEUED, "the previous attempt's image: waited for");
+    assert.equal(q.extraAttempts, 1);
+    assert.equal(q.nextAttemptAt, h.t + 30_000);
+  });
+
   it("leftover waits do not hide real failures: other transient failures still end at maxAttempts", () => {
     const j = h.queueBackup(vol("v1"));
     h.tick();
