@@ -28,7 +28,10 @@ export interface SuiteReport {
 }
 
 const dash = "—";
-const num = (x: number | null | undefined, unit = "") => (x === null || x === undefined ? dash : `${x}${unit}`);
+/** `x` with at most `digits` decimals (a scenario may hand over raw medians). */
+const fixed = (x: number, digits: number) => +x.toFixed(digits);
+const num = (x: number | null | undefined, unit = "", digits = 2) =>
+  x === null || x === undefined ? dash : `${fixed(x, digits)}${unit}`;
 const cell = (s: string) => s.replaceAll("|", "\\|").replace(/[\r\n]+/g, " ");
 
 /** The table's columns, in order. */
@@ -51,12 +54,12 @@ export function rowCells(r: Row): string[] {
   const c = r.cpuPerGiB ?? {};
   return [
     cell(r.scenario),
-    r.cliSeconds === null ? dash : `${r.cliSeconds} s`,
-    `${r.oursSeconds} s`,
-    r.ratio === null ? dash : `${r.ratio}×`,
-    num(r.oursMiBps),
-    num(r.wireMiB, " MiB"),
-    num(r.agentPeakRssMiB, " MiB"),
+    r.cliSeconds === null ? dash : `${fixed(r.cliSeconds, 3)} s`,
+    `${fixed(r.oursSeconds, 3)} s`,
+    r.ratio === null ? dash : `${fixed(r.ratio, 2)}×`,
+    num(r.oursMiBps, "", 1),
+    num(r.wireMiB, " MiB", 1),
+    num(r.agentPeakRssMiB, " MiB", 0),
     num(c.sourceAgent),
     num(c.destinationAgent),
     num(c.cliExport),

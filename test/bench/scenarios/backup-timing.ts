@@ -146,7 +146,10 @@ export async function hygieneSettled(io: IoCtx, image: string, backupId: string)
 /** Deletes the backups (newest first) and the named images with their snapshots; failures are ignored. */
 export async function cleanUp(api: BackupServiceClient, backupIds: string[], images: Array<[string, string]>) {
   for (const id of [...backupIds].reverse())
-    await follow(api, await api.deleteBackup({ backupId: id, idempotencyKey: "" })).catch(() => {});
+    await api
+      .deleteBackup({ backupId: id, idempotencyKey: "" })
+      .then((job) => follow(api, job))
+      .catch(() => {}); // a refused delete (its backup's job still active) must not hide the scenario's own error
   for (const [cluster, spec] of images) {
     await rbd(cluster, ["snap", "purge", "--no-progress", spec]).catch(() => {});
     await rbd(cluster, ["rm", "--no-progress", spec]).catch(() => {});
