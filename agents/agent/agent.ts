@@ -157,7 +157,7 @@ export class Agent {
         chains: await listChains(cluster, pool, namespace, volumeImage),
         clusterFsid: this.fsid,
       }),
-      resumePoint: (header) => resumePoint(sink, header),
+      resumePoint: (header, signal) => resumePoint(sink, header, signal),
     };
     this.#peers = new Peers(cfg.tls, localTarget, this.log, {
       bulk: cfg.transfer.bulk,
@@ -206,10 +206,10 @@ export class Agent {
         handle(log, "Transfer", async () =>
           receiveTransfer(await authorizeTransfer(verifier, messages, caller, this.fsid, audit), signal, true),
         ),
-      resumePoint: (req, _signal, caller) =>
+      resumePoint: (req, signal, caller) =>
         handle(log, "ResumePoint", async () => {
           authorizeResumePoint(verifier, req.header, caller, this.fsid, audit);
-          return resumePoint(sink, req.header);
+          return resumePoint(sink, req.header, signal);
         }),
       listChains: listChainsService(cluster, this.fsid, log),
       maxMessageBytes: MAX_MESSAGE_BYTES,

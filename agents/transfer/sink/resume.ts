@@ -35,11 +35,17 @@ import type { Footprint } from "./footprint";
 import { INCOMPLETE_KEY } from "./image-ops";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
 import { prepare } from "./prepare";
-import { isRunning, keyOfEntry, keyOfHeader } from "./running";
+import { keyOfEntry, keyOfHeader, released } from "./running";
 import type { StreamChecks } from "./stream-checks";
 import type { WriteWindow } from "./write-window";
 
 type Deps = SinkDeps<SinkCluster>;
+
+/**
+ * How long ResumePoint waits for an earlier transfer into the image to wind down (its writes in flight,
+ * then keeping or removing the image): inside the caller's 30 s deadline (peers.ts UNARY_DEADLINE_MS).
+ */
+export const EARLIER_TRANSFER_WAIT_MS = 20_000;
 
 // ---- the held checkpoint of an image ----------------------------------------------------------------
 
@@ -79,7 +85,11 @@ export async function findHeld(deps: Deps, io: SinkIoCtx, h: TransferHeader): Pr
 }
 
 /** TransferService.ResumePoint (the caller's capability was checked against `h` already). */
-export async function resumePoint(deps: Deps, header: TransferHeader | undefined): Promise<ResumePointResponse> {
+export async function resumePoint(
+  deps: Deps,
+  header: TransferHeader | undefined,
+  signal?: AbortSignal,
+): Promise<ResumePointResponse> {
   const h = validateHeader(header);
   const none = (reason: string): ResumePointResponse => ({
     offset: 0,
@@ -95,7 +105,10 @@ export async function resumePoint(deps: Deps, header: TransferHeader | undefined
       `this agent serves cluster ${deps.clusterName} (fsid ${deps.fsid}), not ${h.expectedFsid}`,
     );
   if (h.kind === TransferKind.FAILBACK) return none("a failback does not resume");
-  if (isRunning(keyOfHeader(h))) return none("an earlier transfer into the image is still running here");
+  // A retry can come while the attempt it replaces still winds down here (its source gave up on it
+  // first): that transfer keeps its image for the retry, or removes it, before it lets the image go.
+  if (!(await released(keyOfHeader(h), EARLIER_TRANSFER_WAIT_MS, signal)))
+    return none("an earlier transfer into the image is still running here");
   const dest = h.destination as NonNullable<TransferHeader["destination"]>;
   if (!(await deps.cluster.poolExists(dest.pool))) return none(`pool ${dest.pool} not found`);
   const io = await deps.cluster.openIoCtx(dest.pool, { namespace: dest.namespace });

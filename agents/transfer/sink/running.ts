@@ -1,11 +1,14 @@
 /**
  * Which destination images a transfer of this process is writing now: ResumePoint does not offer a
- * checkpoint of an image still being written, and an expired hold is not undone under a transfer.
+ * checkpoint of an image still being written (it waits a while for that transfer to wind down first),
+ * and an expired hold is not undone under a transfer.
  */
 import type { TransferHeader } from "../../../src/gen/rbdbackup/v1/transfer";
 import type { JournalEntry } from "../journal";
 
 const running = new Map<string, number>();
+/** Key → who waits for its last claim to go (`released`). */
+const waiting = new Map<string, Set<() => void>>();
 const keyOf = (pool: string, namespace: string, image: string) => `${pool}/${namespace}/${image}`;
 export const keyOfHeader = (h: TransferHeader) =>
   keyOf(h.destination?.pool ?? "", h.destination?.namespace ?? "", h.destination?.image ?? "");
@@ -20,9 +23,37 @@ export function claimImage(h: TransferHeader): () => void {
     if (released) return;
     released = true;
     const n = (running.get(k) ?? 1) - 1;
-    if (n > 0) running.set(k, n);
-    else running.delete(k);
+    if (n > 0) return void running.set(k, n);
+    running.delete(k);
+    for (const wake of waiting.get(k) ?? []) wake();
+    waiting.delete(k);
   };
+}
+
+/**
+ * Resolves true once no transfer of this process writes the image (at once when none does), false
+ * after `ms` or when `signal` aborts. A transfer cut short keeps its image for a retry (or removes it)
+ * before it lets the image go, so a retry that waits here finds the hold instead of the image in its way.
+ */
+export function released(key: string, ms: number, signal?: AbortSignal): Promise<boolean> {
+  if (!running.has(key)) return Promise.resolve(true);
+  if (signal?.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const set = waiting.get(key) ?? new Set<() => void>();
+    waiting.set(key, set);
+    const done = (v: boolean) => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      set.delete(wake);
+      if (set.size === 0 && waiting.get(key) === set) waiting.delete(key);
+      resolve(v);
+    };
+    const wake = () => done(true);
+    const onAbort = () => done(false);
+    const timer = setTimeout(() => done(false), ms);
+    set.add(wake);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 export const isRunning = (key: string): boolean => running.has(key);

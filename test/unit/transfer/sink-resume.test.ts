@@ -113,6 +113,59 @@ describe("resumable transfers: the destination", () => {
     assert.equal(d.journal.entries.size, 0);
   });
 
+  it("ResumePoint asked while the cut transfer still winds down waits for it, then answers the hold", async () => {
+    const ceph = new FakeCeph("backups");
+    const d = deps(ceph);
+    let open = () => {};
+    const gate = new Promise<void>((r) => {
+      open = r;
+    });
+    let closing = false; // the sink reached its image's close (a thenable: awaiting it says so)
+    ceph.gates.close = {
+      // biome-ignore lint/suspicious/noThenProperty: a gate that notices being awaited
+      then: (ok: () => void, ko: (e: unknown) => void) => {
+        closing = true;
+        return gate.then(ok, ko);
+      },
+    } as unknown as Promise<void>;
+    const safety = setTimeout(() => open(), 10_000); // bounded should the test's own order break
+    try {
+      const h = header({ imageSize: SIZE, chunkSize: CHUNK, resumable: true });
+      const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "hang" });
+      const call = new AbortController();
+      const cut = runSink(d, feed, call.signal, { remote: true });
+      cut.catch(() => {});
+      const name = h.destination?.image as string;
+      await feed.held;
+      await until(
+        () => !!parseCheckpoint(ceph.pool("backups").images.get(name)?.meta.get(RESUME_KEY) ?? null),
+        "a checkpoint",
+      );
+      call.abort(); // the sink winds down: it waits in its image's close (the gate) before the hold is written
+      await until(() => closing, "the cut sink closing its image");
+      const retry = { ...h, transferId: randomUUID() };
+      // A caller that gives up meanwhile gets the reason at once.
+      const gaveUp = await resumePoint(d, retry, AbortSignal.abort());
+      assert.equal(gaveUp.offset, 0);
+      assert.match(gaveUp.reason, /still running here/);
+      let answered = false;
+      const asked = resumePoint(d, retry).then((r) => {
+        answered = true;
+        return r;
+      });
+      await new Promise((r) => setImmediate(r));
+      assert.equal(answered, false, "waits while the earlier transfer holds the image");
+      open();
+      const rp = await asked;
+      assert.equal(rp.reason, "");
+      assert.ok(rp.offset >= CHUNK, `offset ${rp.offset}`);
+      await assert.rejects(cut);
+    } finally {
+      clearTimeout(safety);
+      open();
+    }
+  });
+
   it("a resume whose offset or prefix digest is not the checkpoint's is refused (FAILED_PRECONDITION); the hold stays", async () => {
     const ceph = new FakeCeph("backups");
     const d = deps(ceph);
