@@ -65,8 +65,8 @@ function resumedMessages(
   return out;
 }
 
-/** Runs a resumable full backup that is cut short (the network call aborts) once a checkpoint is on disk. */
-async function cutShort(d: TestDeps, ceph: FakeCeph) {
+/** Runs a resumable full backup until a checkpoint is on disk and the stream hangs; `call` cuts it short. */
+async function checkpointed(d: TestDeps, ceph: FakeCeph) {
   const h = header({ imageSize: SIZE, chunkSize: CHUNK, resumable: true });
   const parts = chunkParts(4, CHUNK);
   const feed = new Feed(messages(h, parts), { holdAfter: 3, after: "hang" });
@@ -79,6 +79,12 @@ async function cutShort(d: TestDeps, ceph: FakeCeph) {
     () => !!parseCheckpoint(ceph.pool("backups").images.get(name)?.meta.get(RESUME_KEY) ?? null),
     "a checkpoint",
   );
+  return { h, parts, name, call, running };
+}
+
+/** Runs a resumable full backup that is cut short (the network call aborts) once a checkpoint is on disk. */
+async function cutShort(d: TestDeps, ceph: FakeCeph) {
+  const { h, parts, name, call, running } = await checkpointed(d, ceph);
   call.abort();
   await assert.rejects(running);
   return { h, parts, name };
@@ -130,17 +136,7 @@ describe("resumable transfers: the destination", () => {
     } as unknown as Promise<void>;
     const safety = setTimeout(() => open(), 10_000); // bounded should the test's own order break
     try {
-      const h = header({ imageSize: SIZE, chunkSize: CHUNK, resumable: true });
-      const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "hang" });
-      const call = new AbortController();
-      const cut = runSink(d, feed, call.signal, { remote: true });
-      cut.catch(() => {});
-      const name = h.destination?.image as string;
-      await feed.held;
-      await until(
-        () => !!parseCheckpoint(ceph.pool("backups").images.get(name)?.meta.get(RESUME_KEY) ?? null),
-        "a checkpoint",
-      );
+      const { h, call, running: cut } = await checkpointed(d, ceph);
       call.abort(); // the sink winds down: it waits in its image's close (the gate) before the hold is written
       await until(() => closing, "the cut sink closing its image");
       const retry = { ...h, transferId: randomUUID() };
