@@ -12,7 +12,7 @@
  */
 import { cpus } from "node:os";
 import type { CliPipeCpu } from "./ceph-cli";
-import { cpuOf, machineJiffies, median, procMemMiB, resetPeakRss } from "./measure";
+import { cpuOf, machineJiffies, median, procMemMiB, round as r, resetPeakRss } from "./measure";
 import type { Row } from "./scenarios/types";
 
 const MiB = 1 << 20;
@@ -91,9 +91,6 @@ export function boundOf(s: OursSample): "CPU" | "OSD" {
   const oneCore = Math.max(s.sourceCpu, s.destinationCpu) / s.seconds;
   return s.machineBusy >= BUSY_CPU || oneCore >= BUSY_CPU ? "CPU" : "OSD";
 }
-
-/** `x` rounded to `digits` decimals (the table's figures). */
-export const r = (x: number, digits: number) => +x.toFixed(digits);
 
 /** The row of a comparison moving `bytes` of image data: medians of each column over the rounds. */
 export function comparisonRow(scenario: string, bytes: number, s: { cli: CliSample[]; ours: OursSample[] }): Row {

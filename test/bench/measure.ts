@@ -13,6 +13,9 @@ export function limitsArg(): Record<string, number> {
   return JSON.parse(arg("limits", "{}")) as Record<string, number>;
 }
 
+/** `x` rounded to `digits` decimals (the figures of a row and of the README table). */
+export const round = (x: number, digits: number): number => +x.toFixed(digits);
+
 export function median(xs: number[]): number {
   if (xs.length === 0) return Number.NaN;
   const s = [...xs].sort((a, b) => a - b);

@@ -4,6 +4,7 @@
  * Markdown table; `replaceBetweenMarkers` puts it between `<!-- bench:table:begin -->` and
  * `<!-- bench:table:end -->`, keeping everything else of the README as it is.
  */
+import { round } from "./measure";
 import type { Row } from "./scenarios/types";
 
 export const BEGIN_MARKER = "<!-- bench:table:begin -->";
@@ -28,10 +29,9 @@ export interface SuiteReport {
 }
 
 const dash = "—";
-/** `x` with at most `digits` decimals (a scenario may hand over raw medians). */
-const fixed = (x: number, digits: number) => +x.toFixed(digits);
+/** A figure with at most `digits` decimals (a scenario may hand over raw medians). */
 const num = (x: number | null | undefined, unit = "", digits = 2) =>
-  x === null || x === undefined ? dash : `${fixed(x, digits)}${unit}`;
+  x === null || x === undefined ? dash : `${round(x, digits)}${unit}`;
 const cell = (s: string) => s.replaceAll("|", "\\|").replace(/[\r\n]+/g, " ");
 
 /** The table's columns, in order. */
@@ -54,9 +54,9 @@ export function rowCells(r: Row): string[] {
   const c = r.cpuPerGiB ?? {};
   return [
     cell(r.scenario),
-    r.cliSeconds === null ? dash : `${fixed(r.cliSeconds, 3)} s`,
-    `${fixed(r.oursSeconds, 3)} s`,
-    r.ratio === null ? dash : `${fixed(r.ratio, 2)}×`,
+    r.cliSeconds === null ? dash : `${round(r.cliSeconds, 3)} s`,
+    `${round(r.oursSeconds, 3)} s`,
+    r.ratio === null ? dash : `${round(r.ratio, 2)}×`,
     num(r.oursMiBps, "", 1),
     num(r.wireMiB, " MiB", 1),
     num(r.agentPeakRssMiB, " MiB", 0),

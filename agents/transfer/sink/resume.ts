@@ -45,7 +45,7 @@ type Deps = SinkDeps<SinkCluster>;
  * How long ResumePoint waits for an earlier transfer into the image to wind down (its writes in flight,
  * then keeping or removing the image): inside the caller's 30 s deadline (peers.ts UNARY_DEADLINE_MS).
  */
-export const EARLIER_TRANSFER_WAIT_MS = 20_000;
+const EARLIER_TRANSFER_WAIT_MS = 20_000;
 
 // ---- the held checkpoint of an image ----------------------------------------------------------------
 

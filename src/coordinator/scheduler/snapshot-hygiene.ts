@@ -127,24 +127,20 @@ export class SnapshotHygiene {
         this.#pending.delete(key); // that job's end sweeps again
         continue;
       }
-      if (this.#decidedWithoutAsking(key, p)) continue;
-      const work = this.#sweep(key, p).finally(() => {
+      // A first try whose outcome listed the snapshots decides here, synchronously; with nothing to remove
+      // it ends here, and the volume's next job is not held back (the common case: the parent is still
+      // the newest).
+      const decided = p.listed && this.#removals(p.volume, p.listed);
+      if (decided && decided.length === 0) {
+        this.#pending.delete(key);
+        continue;
+      }
+      const work = this.#sweep(key, p, decided).finally(() => {
         this.#inFlight.delete(key);
         this.ctx.kick(); // a queued job of the volume may start now
       });
       this.#inFlight.set(key, work);
     }
-  }
-
-  /**
-   * A first try whose outcome listed the snapshots and where nothing may go ends here, synchronously —
-   * the volume's next job is not held back for it (the common case: an incremental's parent is still
-   * the newest).
-   */
-  #decidedWithoutAsking(key: string, p: Pending): boolean {
-    if (!p.listed || this.#removals(p.volume, p.listed).length > 0) return false;
-    this.#pending.delete(key);
-    return true;
   }
 
   #removals(v: VolumeRef, listed: SourceSnap[]): Removal[] {
@@ -160,7 +156,8 @@ export class SnapshotHygiene {
     while (this.#inFlight.size) await Promise.all(this.#inFlight.values());
   }
 
-  async #sweep(key: string, p: Pending): Promise<void> {
+  /** One sweep; `decided`: the removals run() worked out from the outcome's list (else the agent is asked). */
+  async #sweep(key: string, p: Pending, decided?: Removal[]): Promise<void> {
     const { ctx } = this;
     const v = p.volume;
     const label = volumeLabel(v);
@@ -171,10 +168,13 @@ export class SnapshotHygiene {
     };
     try {
       const image = { pool: v.pool, namespace: v.namespace, image: v.image };
-      const listed =
-        p.listed ??
-        (await agent().call({ $case: "snapshots", value: { image } }, "snapshots", HYGIENE_CALL_TIMEOUT_MS)).snapshots;
-      const removals = this.#removals(v, listed);
+      const removals =
+        decided ??
+        this.#removals(
+          v,
+          (await agent().call({ $case: "snapshots", value: { image } }, "snapshots", HYGIENE_CALL_TIMEOUT_MS))
+            .snapshots,
+        );
       if (this.#pending.get(key) === p) this.#pending.delete(key);
       if (removals.length === 0) return;
       const r = await agent().call(

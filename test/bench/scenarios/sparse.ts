@@ -7,8 +7,7 @@
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { connectLab, rbd, uniqueName } from "../../helpers/lab";
 import { cliPipe } from "../ceph-cli";
-import { r } from "../compare";
-import { childrenCpu, median } from "../measure";
+import { childrenCpu, median, round as r } from "../measure";
 import {
   backupTimed,
   breakdown,
