@@ -122,6 +122,7 @@ export class MessageReader<T> implements AsyncIterable<T> {
     if (!this.direct) {
       stream.on("data", (d: Buffer) => {
         this.received += d.length;
+        if (this.#error) return; // failed or answered: nothing more is assembled
         try {
           this.#consume(d);
         } catch (e) {
@@ -143,6 +144,15 @@ export class MessageReader<T> implements AsyncIterable<T> {
   /** Whether the source ended cleanly (every message complete). */
   get ended(): boolean {
     return this.#ended && !this.#error;
+  }
+
+  /**
+   * The answer went back: reads on, dropping what still arrives, so that the peer's close is seen (a
+   * paused socket reads nothing, its FIN or reset included, and would stay open until destroyed).
+   */
+  discard(): void {
+    this.#error ??= new AppError(Status.CANCELLED, "the transfer was already answered");
+    this.stream.resume();
   }
 
   /** Stops reading: the consumer sees `e` once the messages already queued are taken. */

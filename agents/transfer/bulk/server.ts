@@ -13,7 +13,9 @@
  *   entry is the very function the Transfer call feeds (same admission, same sink).
  * - Bounded: receiving nothing for `idleTimeoutMs` while this side wants bytes (not paused by
  *   backpressure) ends the transfer with DEADLINE_EXCEEDED; the entry's signal is aborted (it cleans
- *   up) when that happens or the connection is lost. After the answer the client has LINGER_MS to close.
+ *   up) when that happens or the connection is lost. After the answer the server reads on (dropping
+ *   what still arrives, so the client's close is seen even by a socket paused by backpressure), and the
+ *   client has LINGER_MS to close.
  */
 import type { TLSSocket } from "node:tls";
 import { Status } from "nice-grpc-common";
@@ -104,6 +106,7 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
     idle.stop();
     if (socket.destroyed) return;
     socket.end(resultFrame(outcome));
+    reader.discard(); // a reader paused by backpressure would never see the client's close
     const t = setTimeout(() => socket.destroy(), LINGER_MS);
     t.unref();
     socket.once("close", () => clearTimeout(t));

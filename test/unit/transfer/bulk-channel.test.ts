@@ -15,6 +15,7 @@ import { BulkClient } from "../../../agents/transfer/bulk/client";
 import { runSink } from "../../../agents/transfer/sink";
 import { TransferClient } from "../../../agents/transfer/transfer-client";
 import { FRAME, FramePool, finishChunkFrame, RELEASE, type Releasable } from "../../../agents/transfer/wire";
+import { AppError } from "../../../src/common/errors";
 import { serverCredentials, type TlsConfig } from "../../../src/common/tls";
 import { Compression } from "../../../src/gen/rbdbackup/v1/common";
 import { type TransferMessage, TransferServiceDefinition } from "../../../src/gen/rbdbackup/v1/transfer";
@@ -182,6 +183,25 @@ describe("bulk channel", () => {
     assert.equal(served.server.connections, 0);
     await until(() => aborted, "the entry aborted");
     assert.equal(((await call) as { code?: Status }).code, Status.UNAVAILABLE);
+  });
+
+  it("a destination that fails while the source still sends: the connection closes once answered, not after the linger", async () => {
+    // The entry takes the header, then stops reading: the server's reader queues what it can and pauses
+    // the socket (a paused socket reads nothing, not even the source's close). Then it fails.
+    const served = await serve(async (m) => {
+      const it = m[Symbol.asyncIterator]();
+      await it.next();
+      await until(() => served.pool.allocated >= 2, "the reader to queue chunks and pause");
+      throw new AppError(Status.RESOURCE_EXHAUSTED, "the pool is full");
+    });
+    const c = client(served.address);
+    const h = header();
+    await assert.rejects(
+      c.transfer(new Feed(messages(h, chunkParts(256, CHUNK))), AbortSignal.timeout(10_000), mint(h)),
+      { code: Status.RESOURCE_EXHAUSTED },
+    );
+    // The server's linger after an answer is 10 s; the source closed at once, and that must be seen.
+    await until(() => served.server.connections === 0, "the answered connection closed", 3000);
   });
 
   it("bulk transfers count toward maxConcurrentTransfers: one too many gets RESOURCE_EXHAUSTED", async () => {
