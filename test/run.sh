@@ -8,7 +8,8 @@
 #      the whole run, in their own directory
 #   4b. starts a throwaway PostgreSQL on loopback (deploy/lab/postgres.sh; RBDBACKUP_TEST_PG_URL)
 #   5. runs every test under dist/test (unit and integration, node:test)
-#   5b. after a failure, prints the output of the daemons the failed test files started
+#   5b. after a failure, prints the output of the daemons the failed test files started, then (last,
+#       so that the end of the output says it) the failed tests with their errors and any crash line
 #   6. fails if the tests left anything new in /tmp or a daemon of ours running (every test removes
 #      what it creates)
 #   7. stops the clusters (also on failure or Ctrl-C)
@@ -67,8 +68,11 @@ daemons_before="$(our_daemons)"
 export RBDBACKUP_FAILURE_LOG_DIR="$RBDBACKUP_LAB_DIR/failed-test-logs"
 rm -rf "$RBDBACKUP_FAILURE_LOG_DIR"
 
-status=0
-node --test --test-concurrency=1 --test-timeout=900000 "${files[@]}" || status=$?
+tap="$RBDBACKUP_LAB_DIR/test-output.tap"
+set +e
+node --test --test-concurrency=1 --test-timeout=900000 "${files[@]}" 2>&1 | tee "$tap"
+status=${PIPESTATUS[0]}
+set -e
 
 if [ "$status" -ne 0 ] && [ -d "$RBDBACKUP_FAILURE_LOG_DIR" ]; then
   for f in "$RBDBACKUP_FAILURE_LOG_DIR"/*.log; do
@@ -76,6 +80,22 @@ if [ "$status" -ne 0 ] && [ -d "$RBDBACKUP_FAILURE_LOG_DIR" ]; then
     echo "===== daemon output of a failed test file: $(basename "$f") (last 64 KiB) =====" >&2
     tail -c 65536 "$f" >&2
   done
+fi
+
+# Last, where a reader of only the end of the output sees it: which tests failed and why, and any
+# daemon that crashed (the lines above scroll out of view).
+if [ "$status" -ne 0 ]; then
+  echo "===== failed tests (node --test exit $status) =====" >&2
+  awk '
+    /^ *not ok [0-9]+ - / { print; n = 0; inblock = 1; next }
+    inblock && /^ *(ok|not ok|# Subtest:) / { inblock = 0 }
+    inblock && /^ *(location|failureType|error|code|expected|actual):/ && n < 8 { print; n++ }
+  ' "$tap" >&2 || true
+  if [ -d "$RBDBACKUP_FAILURE_LOG_DIR" ]; then
+    grep -H -m 5 -E "std::terminate|terminate called|Segmentation fault|SIGSEGV|SIGABRT|uncaught exception" \
+      "$RBDBACKUP_FAILURE_LOG_DIR"/*.log >&2 || true
+  fi
+  grep -m 5 -E "^# rbdbackup native: std::terminate|^# terminate called" "$tap" >&2 || true
 fi
 
 leftovers="$(LC_ALL=C comm -13 <(echo "$tmp_before") <(tmp_entries))"
