@@ -21,8 +21,17 @@ export const ZSTD_MAX_LEVEL = 22;
 
 /** Compression and decompression of one buffer (the addon's; tests inject their own). */
 export interface Codec {
-  /** The compressed form of `src`, or null when it does not fit in `maxLength` bytes (default: always fits). */
-  compress(algorithm: CodecAlgorithm, level: number, src: Buffer, maxLength?: number): Promise<Buffer | null>;
+  /**
+   * The compressed form of `src`, or null when it does not fit in `maxLength` bytes (default: always
+   * fits). With `into` (at least that long), it is written there and the result is `into`'s first bytes.
+   */
+  compress(
+    algorithm: CodecAlgorithm,
+    level: number,
+    src: Buffer,
+    maxLength?: number,
+    into?: Buffer,
+  ): Promise<Buffer | null>;
   /** Exactly `rawLength` bytes from `src` (into `into` when given: its length must be rawLength). */
   decompress(algorithm: CodecAlgorithm, src: Buffer, rawLength: number, into?: Buffer): Promise<Buffer>;
 }
@@ -45,13 +54,16 @@ export async function compress(
   level: number,
   src: Buffer,
   maxLength?: number,
+  into?: Buffer,
 ): Promise<Buffer | null> {
   const a = algorithmOf(algorithm);
   const l = algorithm === "zstd" ? v.positiveInt(level, "level", ZSTD_MAX_LEVEL) : 1;
   v.buffer(src, "src");
   const cap = maxLength === undefined ? compressBound(algorithm, src.length) : v.uint(maxLength, "maxLength");
+  if (into !== undefined && (!Buffer.isBuffer(into) || into.length < cap))
+    throw new RangeError(`into must be a Buffer of at least ${cap} bytes (maxLength, or the compress bound)`);
   if (cap === 0) return null;
-  const dst = Buffer.allocUnsafe(cap);
+  const dst = into ? into.subarray(0, cap) : Buffer.allocUnsafe(cap);
   const n = await nativeCall(`compress ${algorithm}`, () => native().compress(a, l, src, dst));
   return n === 0 ? null : dst.subarray(0, n);
 }

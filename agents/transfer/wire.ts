@@ -124,10 +124,27 @@ export class FramePool extends BufferPool {
 /** The process's frame pool (shared by every transfer this agent sends). */
 export const framePool = new FramePool();
 
-/** Encodes TransferMessage{chunk} around data already in place (see FramePool.acquire); returns its bytes. */
-export function finishChunkFrame(f: ChunkFrame, offset: number, crc32: number): Buffer {
+/** Bytes a frame needs beyond its data for a compressed chunk's two more fields (compression, raw_length). */
+export const COMPRESSED_TAIL = 1 + 1 + 1 + 5;
+
+/** The same frame with only its first `length` data bytes (≤ its data's): e.g. what a compressor wrote into it. */
+export function frameOfLength(f: ChunkFrame, length: number): ChunkFrame {
+  if (length > f.data.length) throw new RangeError(`a frame of ${f.data.length} data bytes cannot hold ${length}`);
+  return { buffer: f.buffer, capacity: f.capacity, data: f.data.subarray(0, length), start: 0, end: 0 };
+}
+
+/**
+ * Encodes TransferMessage{chunk} around data already in place (see FramePool.acquire); returns its bytes.
+ * A compressed chunk's `compression` and `rawLength` follow the crc: the frame's capacity must exceed its
+ * data by COMPRESSED_TAIL then.
+ */
+export function finishChunkFrame(f: ChunkFrame, offset: number, crc32: number, compression = 0, rawLength = 0): Buffer {
   const length = f.data.length;
-  const inner = (offset !== 0 ? 1 + varintSize(offset) : 0) + 1 + varintSize(length) + length + FRAME_TAIL;
+  const extra =
+    (compression !== 0 ? 1 + varintSize(compression) : 0) + (rawLength !== 0 ? 1 + varintSize(rawLength) : 0);
+  if (extra > 0 && DATA_AT + length + FRAME_TAIL + extra > f.buffer.length)
+    throw new RangeError(`no room after ${length} data bytes for the compressed chunk's fields`);
+  const inner = (offset !== 0 ? 1 + varintSize(offset) : 0) + 1 + varintSize(length) + length + FRAME_TAIL + extra;
   const prefixLen = 1 + varintSize(inner) + (offset !== 0 ? 1 + varintSize(offset) : 0) + 1 + varintSize(length);
   const start = DATA_AT - prefixLen;
   const buf = f.buffer;
@@ -148,6 +165,14 @@ export function finishChunkFrame(f: ChunkFrame, offset: number, crc32: number): 
   buf[p++] = ((c >>> 14) & 0x7f) | 0x80;
   buf[p++] = ((c >>> 21) & 0x7f) | 0x80;
   buf[p++] = (c >>> 28) & 0x0f;
+  if (compression !== 0) {
+    buf[p++] = 0x20; // compression: field 4, varint
+    p = writeVarint(buf, p, compression);
+  }
+  if (rawLength !== 0) {
+    buf[p++] = 0x28; // raw_length: field 5, varint
+    p = writeVarint(buf, p, rawLength);
+  }
   f.start = start;
   f.end = p;
   return buf.subarray(start, p);

@@ -7,15 +7,24 @@
  *
  * Order and backpressure (in-order.ts): at most `inFlight` chunks are being compressed at once, pulled
  * from the source only when the transport asks for a message, so the source reads no further ahead
- * than that. A chunk whose compressed form is sent gives its pooled read frame back at once; one sent
- * as it is keeps its frame, which the transport gives back once written (transfer-client.ts).
+ * than that. A chunk is compressed into a pooled frame of its own (wire.ts; the transport writes it as
+ * it is and gives it back once written) and its read frame goes back at once; one sent as it is keeps
+ * its read frame, which the transport gives back once written (transfer-client.ts, bulk/send.ts).
  */
 import type { Logger } from "../../../src/common/log";
 import { Compression } from "../../../src/gen/rbdbackup/v1/common";
 import type { TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
 import { type Codec, type CodecAlgorithm, nativeCodec } from "../../ceph";
 import type { TransferMeter } from "../meter";
-import { FRAME, type FramePool, framePool, type MaybeFramed } from "../wire";
+import {
+  COMPRESSED_TAIL,
+  FRAME,
+  type FramePool,
+  finishChunkFrame,
+  frameOfLength,
+  framePool,
+  type MaybeFramed,
+} from "../wire";
 import { inOrder } from "./in-order";
 
 export interface CompressDeps {
@@ -76,16 +85,40 @@ async function shape(
   if (body?.$case !== "chunk") return m;
   const c = body.value;
   const raw = Buffer.from(c.data.buffer, c.data.byteOffset, c.data.byteLength);
-  const codec = deps.codec ?? nativeCodec;
-  const out = raw.length > 0 ? await codec.compress(algorithm, deps.zstdLevel, raw, worthItBelow(raw.length)) : null;
-  deps.meter?.compression?.("sent", algorithm, raw.length, out ? out.length : raw.length);
-  if (!out) return m; // sent as it is, with its frame
+  const frames = deps.frames ?? framePool;
   const frame = (m as MaybeFramed)[FRAME];
-  if (frame) (deps.frames ?? framePool).release(frame);
-  return {
+  // Compressed straight into a pooled frame with the read frame's capacity (the same pool bucket), which
+  // the transport writes as it is and gives back once written: per chunk, no allocation and no copy
+  // into a message (before: a maxLength buffer, then the encoded message and its gRPC frame — three
+  // allocations of garbage per chunk, which V8 collects only every ~64 MiB of them).
+  const capacity = frame?.capacity ?? raw.length;
+  const max = Math.min(worthItBelow(raw.length), capacity - COMPRESSED_TAIL);
+  if (raw.length === 0 || max <= 0) {
+    deps.meter?.compression?.("sent", algorithm, raw.length, raw.length);
+    return m;
+  }
+  const own = frames.acquire(max, capacity);
+  let out: Buffer | null;
+  try {
+    out = await (deps.codec ?? nativeCodec).compress(algorithm, deps.zstdLevel, raw, max, own.data);
+  } catch (e) {
+    frames.release(own);
+    throw e;
+  }
+  deps.meter?.compression?.("sent", algorithm, raw.length, out ? out.length : raw.length);
+  if (!out) {
+    frames.release(own);
+    return m; // sent as it is, with its frame
+  }
+  if (frame) frames.release(frame);
+  const f = frameOfLength(own, out.length);
+  finishChunkFrame(f, c.offset, c.crc32, compression, raw.length);
+  const shaped: MaybeFramed = {
     body: {
       $case: "chunk",
-      value: { offset: c.offset, data: out, crc32: c.crc32, compression, rawLength: raw.length },
+      value: { offset: c.offset, data: f.data, crc32: c.crc32, compression, rawLength: raw.length },
     },
   };
+  shaped[FRAME] = f;
+  return shaped;
 }

@@ -62,6 +62,17 @@ describe("codec (addon)", () => {
       const into = Buffer.alloc(65536, 0xee);
       assert.equal(await decompress(a, c, 65536, into), into);
       assert.ok(into.equals(compressible(65536)));
+      // Compress into a given buffer: the result is its first bytes, nothing written past maxLength.
+      const dst = Buffer.alloc(65536 + 64, 0xaa);
+      const inPlace = (await compress(a, 1, compressible(65536), 65535, dst)) as Buffer;
+      assert.equal(inPlace.buffer, dst.buffer);
+      assert.equal(inPlace.byteOffset, dst.byteOffset);
+      assert.ok(inPlace.equals(c), "the same bytes as into a buffer of its own");
+      assert.ok(
+        dst.subarray(65535).every((x) => x === 0xaa),
+        "nothing written past maxLength",
+      );
+      assert.equal(await compress(a, 1, src, src.length - 1, Buffer.alloc(src.length)), null);
     });
 
     it(`${a}: garbage, truncated, too short or too long for rawLength: EBADMSG, nothing past the buffer`, async () => {
@@ -88,6 +99,7 @@ describe("codec (addon)", () => {
     await assert.rejects(compress("zstd", 0, Buffer.alloc(1)), RangeError);
     await assert.rejects(compress("zstd", 23, Buffer.alloc(1)), RangeError);
     await assert.rejects(compress("zstd", 1, "x" as unknown as Buffer), TypeError);
+    await assert.rejects(compress("zstd", 1, Buffer.alloc(100), 50, Buffer.alloc(49)), RangeError);
     await assert.rejects(decompress("lz4", Buffer.alloc(1), 0), RangeError);
     await assert.rejects(decompress("lz4", Buffer.alloc(1), 10, Buffer.alloc(9)), RangeError);
   });

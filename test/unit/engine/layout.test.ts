@@ -286,6 +286,31 @@ describe("zero-copy chunk frames", () => {
     }
   });
 
+  it("a compressed chunk's frame carries compression and raw_length after the crc; a frame without room for them is refused", async () => {
+    const { COMPRESSED_TAIL, FramePool, finishChunkFrame, frameOfLength } = await import(
+      "../../../agents/transfer/wire"
+    );
+    const { TransferMessage } = await import("../../../src/gen/rbdbackup/v1/transfer");
+    for (const [offset, n, raw, compression] of [
+      [0, 1, 4096, 1],
+      [4 << 20, 70_000, 4 << 20, 2],
+      [2 ** 45, (4 << 20) - COMPRESSED_TAIL, 4 << 20, 1],
+    ] as const) {
+      const f = frameOfLength(new FramePool().acquire(n, 4 << 20), n);
+      f.data.fill(0x5a);
+      const back = TransferMessage.decode(finishChunkFrame(f, offset, 0xdeadbeef, compression, raw));
+      assert.ok(back.body?.$case === "chunk", `offset ${offset} n ${n}`);
+      assert.equal(back.body.value.offset, offset);
+      assert.equal(back.body.value.crc32, 0xdeadbeef);
+      assert.equal(back.body.value.compression, compression);
+      assert.equal(back.body.value.rawLength, raw);
+      assert.equal(Buffer.compare(Buffer.from(back.body.value.data), f.data), 0);
+    }
+    const full = new FramePool().acquire(1 << 20, 1 << 20);
+    assert.throws(() => finishChunkFrame(full, 0, 1, 1, 1 << 21), RangeError);
+    assert.throws(() => frameOfLength(full, (1 << 20) + 1), RangeError);
+  });
+
   it("a pool hands released frames out again, bounded, and any smaller length fits", async () => {
     const { FramePool, finishChunkFrame } = await import("../../../agents/transfer/wire");
     const pool = new FramePool(2);

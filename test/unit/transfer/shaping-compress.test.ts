@@ -16,6 +16,7 @@ import {
   FRAME,
   FramePool,
   finishChunkFrame,
+  grpcFramed,
   type MaybeFramed,
 } from "../../../agents/transfer/wire";
 import { Compression } from "../../../src/gen/rbdbackup/v1/common";
@@ -147,11 +148,11 @@ describe("compressStream", () => {
     assert.equal(worthItBelow(10), 9);
   });
 
-  it("a compressed chunk's frame goes back to the pool; a raw chunk keeps its frame for the transport", async () => {
+  it("a compressed chunk goes out in a pooled frame of its own, its read frame back at once; a raw chunk keeps its read frame", async () => {
     class CountingPool extends FramePool {
-      released = 0;
+      released: Buffer[] = [];
       override release(f: Parameters<FramePool["release"]>[0]): void {
-        this.released++;
+        this.released.push(f.buffer);
         super.release(f);
       }
     }
@@ -167,11 +168,25 @@ describe("compressStream", () => {
       };
     };
     const src = [framed(0, text(CHUNK, 2)), framed(CHUNK, randomBytes(CHUNK))];
+    const readFrames = src.map((m) => m[FRAME]?.buffer);
     const out = (await collect(
       compressStream(new Feed(src), Compression.COMPRESSION_ZSTD, { zstdLevel: 1, codec: new ZlibCodec(), frames }),
     )) as MaybeFramed[];
-    assert.equal(frames.released, 1, "the compressed chunk's frame only");
-    assert.equal(out[0]?.[FRAME], undefined, "the compressed message has no frame");
+    // Given back: the compressed chunk's read frame, and the frame the random chunk was tried in.
+    assert.equal(frames.released.length, 2);
+    assert.equal(frames.released[0], readFrames[0]);
+    const own = out[0]?.[FRAME];
+    assert.ok(own, "the compressed message is in a frame");
+    assert.notEqual(own.buffer, readFrames[0]);
+    assert.equal(frames.allocated, 4, "the two read frames, and one to compress each into (both at once)");
+    // The frame's bytes are the message's exact encoding, compression and raw_length included.
+    const wire = grpcFramed(own);
+    const m = out[0] as TransferMessage;
+    assert.deepEqual(wire.subarray(5), Buffer.from(encodeTransferMessage(m)));
+    const back = chunkOf(TransferMessage.decode(wire.subarray(5)));
+    assert.equal(back.compression, Compression.COMPRESSION_ZSTD);
+    assert.equal(back.rawLength, CHUNK);
+    assert.ok(back.data.length < CHUNK);
     assert.equal(out[1]?.[FRAME], src[1]?.[FRAME], "the raw one keeps its frame");
   });
 

@@ -37,13 +37,23 @@ export class ZlibCodec implements Codec {
     }
   }
 
-  compress(algorithm: CodecAlgorithm, level: number, src: Buffer, maxLength?: number): Promise<Buffer | null> {
+  compress(
+    algorithm: CodecAlgorithm,
+    level: number,
+    src: Buffer,
+    maxLength?: number,
+    into?: Buffer,
+  ): Promise<Buffer | null> {
     return this.#busy(async () => {
       this.compressed++;
       this.levels.push(level);
       const body = await deflate(src);
       const out = Buffer.concat([Buffer.from([TAG[algorithm]]), body]);
-      return maxLength !== undefined && out.length > maxLength ? null : out;
+      if (maxLength !== undefined && out.length > maxLength) return null;
+      if (!into) return out;
+      if (into.length < (maxLength ?? out.length)) throw new RangeError("into is shorter than maxLength");
+      out.copy(into);
+      return into.subarray(0, out.length);
     });
   }
 
