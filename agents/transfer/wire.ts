@@ -26,6 +26,24 @@ function writeVarint(buf: Buffer, pos: number, v: number): number {
   return pos;
 }
 
+/** The size of a DataChunk's compression and raw_length fields (each written only when not 0). */
+function compressionFieldsSize(compression: number, rawLength: number): number {
+  return (compression !== 0 ? 1 + varintSize(compression) : 0) + (rawLength !== 0 ? 1 + varintSize(rawLength) : 0);
+}
+
+/** Writes a DataChunk's compression and raw_length fields at `p`; returns the position after them. */
+function writeCompressionFields(buf: Buffer, p: number, compression: number, rawLength: number): number {
+  if (compression !== 0) {
+    buf[p++] = 0x20; // compression: field 4, varint
+    p = writeVarint(buf, p, compression);
+  }
+  if (rawLength !== 0) {
+    buf[p++] = 0x28; // raw_length: field 5, varint
+    p = writeVarint(buf, p, rawLength);
+  }
+  return p;
+}
+
 /** TransferMessage{chunk: DataChunk{offset=1, data=2, crc32=3, compression=4, raw_length=5}} in wire format. */
 export function encodeChunkMessage(
   offset: number,
@@ -39,8 +57,7 @@ export function encodeChunkMessage(
     (offset !== 0 ? 1 + varintSize(offset) : 0) +
     (data.length !== 0 ? 1 + varintSize(data.length) + data.length : 0) +
     (crc32 !== 0 ? 1 + varintSize(crc32) : 0) +
-    (compression !== 0 ? 1 + varintSize(compression) : 0) +
-    (rawLength !== 0 ? 1 + varintSize(rawLength) : 0);
+    compressionFieldsSize(compression, rawLength);
   const buf = Buffer.allocUnsafe(1 + varintSize(inner) + inner);
   let p = 0;
   buf[p++] = 0x12; // TransferMessage.chunk: field 2, length-delimited
@@ -59,14 +76,7 @@ export function encodeChunkMessage(
     buf[p++] = 0x18; // crc32: field 3, varint
     p = writeVarint(buf, p, crc32);
   }
-  if (compression !== 0) {
-    buf[p++] = 0x20; // compression: field 4, varint
-    p = writeVarint(buf, p, compression);
-  }
-  if (rawLength !== 0) {
-    buf[p++] = 0x28; // raw_length: field 5, varint
-    p = writeVarint(buf, p, rawLength);
-  }
+  p = writeCompressionFields(buf, p, compression, rawLength);
   return buf;
 }
 
@@ -140,8 +150,7 @@ export function frameOfLength(f: ChunkFrame, length: number): ChunkFrame {
  */
 export function finishChunkFrame(f: ChunkFrame, offset: number, crc32: number, compression = 0, rawLength = 0): Buffer {
   const length = f.data.length;
-  const extra =
-    (compression !== 0 ? 1 + varintSize(compression) : 0) + (rawLength !== 0 ? 1 + varintSize(rawLength) : 0);
+  const extra = compressionFieldsSize(compression, rawLength);
   if (extra > 0 && DATA_AT + length + FRAME_TAIL + extra > f.buffer.length)
     throw new RangeError(`no room after ${length} data bytes for the compressed chunk's fields`);
   const inner = (offset !== 0 ? 1 + varintSize(offset) : 0) + 1 + varintSize(length) + length + FRAME_TAIL + extra;
@@ -165,14 +174,7 @@ export function finishChunkFrame(f: ChunkFrame, offset: number, crc32: number, c
   buf[p++] = ((c >>> 14) & 0x7f) | 0x80;
   buf[p++] = ((c >>> 21) & 0x7f) | 0x80;
   buf[p++] = (c >>> 28) & 0x0f;
-  if (compression !== 0) {
-    buf[p++] = 0x20; // compression: field 4, varint
-    p = writeVarint(buf, p, compression);
-  }
-  if (rawLength !== 0) {
-    buf[p++] = 0x28; // raw_length: field 5, varint
-    p = writeVarint(buf, p, rawLength);
-  }
+  p = writeCompressionFields(buf, p, compression, rawLength);
   f.start = start;
   f.end = p;
   return buf.subarray(start, p);
