@@ -7,7 +7,8 @@
 #      (256 MiB, to fill) once for
 #      the whole run, in their own directory
 #   4b. starts a throwaway PostgreSQL on loopback (deploy/lab/postgres.sh; RBDBACKUP_TEST_PG_URL)
-#   5. runs every test under dist/test (unit and integration, node:test)
+#   5. runs every test under dist/test (unit and integration, node:test), with throw-trace preloaded
+#      (test/diagnostics/throw-trace.cc: the stack of a std::system_error thrown on a Ceph thread)
 #   5b. after a failure, prints the output of the daemons the failed test files started, then (last,
 #       so that the end of the output says it) the failed tests with their errors and any crash line
 #   6. fails if the tests left anything new in /tmp or a daemon of ours running (every test removes
@@ -68,9 +69,20 @@ daemons_before="$(our_daemons)"
 export RBDBACKUP_FAILURE_LOG_DIR="$RBDBACKUP_LAB_DIR/failed-test-logs"
 rm -rf "$RBDBACKUP_FAILURE_LOG_DIR"
 
+# throw-trace (test/diagnostics/throw-trace.cc), preloaded into the tests and every daemon they start:
+# a std::system_error thrown on one of Ceph's own threads gets its stack printed at the throw (the rare
+# agent abort in librados' io_context showed only the thread's entry). Without a compiler: run without it.
+trace="$RBDBACKUP_LAB_DIR/throw-trace.so"
+preload=()
+if g++ -O1 -shared -fPIC -o "$trace" test/diagnostics/throw-trace.cc -ldl; then
+  preload=(env "LD_PRELOAD=$trace${LD_PRELOAD:+:$LD_PRELOAD}")
+else
+  echo "throw-trace not built: the tests run without it" >&2
+fi
+
 tap="$RBDBACKUP_LAB_DIR/test-output.tap"
 set +e
-node --test --test-concurrency=1 --test-timeout=900000 "${files[@]}" 2>&1 | tee "$tap"
+"${preload[@]}" node --test --test-concurrency=1 --test-timeout=900000 "${files[@]}" 2>&1 | tee "$tap"
 status=${PIPESTATUS[0]}
 set -e
 
@@ -92,10 +104,10 @@ if [ "$status" -ne 0 ]; then
     inblock && /^ *(location|failureType|error|code|expected|actual):/ && n < 8 { print; n++ }
   ' "$tap" >&2 || true
   if [ -d "$RBDBACKUP_FAILURE_LOG_DIR" ]; then
-    grep -H -m 5 -E "std::terminate|terminate called|Segmentation fault|SIGSEGV|SIGABRT|uncaught exception" \
+    grep -H -m 5 -E "std::terminate|terminate called|Segmentation fault|SIGSEGV|SIGABRT|uncaught exception|rbdbackup throw-trace" \
       "$RBDBACKUP_FAILURE_LOG_DIR"/*.log >&2 || true
   fi
-  grep -m 5 -E "^# rbdbackup native: std::terminate|^# terminate called" "$tap" >&2 || true
+  grep -m 5 -E "^# rbdbackup native: std::terminate|^# terminate called|rbdbackup throw-trace" "$tap" >&2 || true
 fi
 
 leftovers="$(LC_ALL=C comm -13 <(echo "$tmp_before") <(tmp_entries))"
