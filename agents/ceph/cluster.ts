@@ -44,12 +44,6 @@ export async function connect(opts: ConnectOptions): Promise<Cluster> {
     client_mount_timeout: String(connectTimeout),
     rados_mon_op_timeout: String(opTimeout),
     rados_osd_op_timeout: String(opTimeout),
-    // One thread for librados' io_context (Ceph's default: 2), where librbd's state machines and every
-    // aio completion run. An agent died, rarely (3 of ~35 suite runs), of std::system_error(EINVAL)
-    // thrown by a handler on one of those two threads — a lock of a mutex already freed, which points at
-    // two handlers racing over an object; one thread runs them one after the other. Our completions
-    // only hand work to the JS thread, so one thread is not the bottleneck (measured: README, #16).
-    librados_thread_count: "1",
   };
   if (opts.config !== undefined) {
     for (const [k, val] of Object.entries(v.object(opts.config, "config"))) {
