@@ -31,7 +31,8 @@ export RBDBACKUP_LAB_DIR="${RBDBACKUP_TEST_LAB_DIR:-/tmp/rbdbackup-test-lab}"
 pg_dir="$RBDBACKUP_LAB_DIR-pg"
 deploy/lab/postgres.sh down "$pg_dir" # leftovers of an interrupted run
 deploy/lab/lab.sh down
-trap 'deploy/lab/postgres.sh down "$pg_dir"; deploy/lab/lab.sh down' EXIT
+# (The run's own files in the lab directory go first, so that `lab.sh down` can remove the directory.)
+trap 'rm -f "$RBDBACKUP_LAB_DIR/test-output.tap" "$RBDBACKUP_LAB_DIR/throw-trace.so"; deploy/lab/postgres.sh down "$pg_dir"; deploy/lab/lab.sh down' EXIT
 started=$(date +%s)
 # Memstore's capacity is only an accounting figure (RAM holds what is written), and its accounting
 # drifts upward with snapshot trims, shrinks and rollbacks (measured: +8 MiB per shrink-after-snapshot):
