@@ -1,5 +1,5 @@
-// throw-trace: an LD_PRELOAD library for the test run's daemons (test/run.sh builds it and sets
-// RBDBACKUP_DAEMON_PRELOAD; src/lab/daemon.ts preloads it into agents and coordinators). It interposes
+// throw-trace: an LD_PRELOAD library for the test run (test/run.sh builds it and preloads it into
+// `node --test`, so the test processes and every daemon and tool they start inherit it). It interposes
 // __cxa_throw and, when a std::system_error is thrown on a thread not named "node" (that is, on one of
 // librados/librbd's own threads: io_context_pool, msgr-worker-N, ...), writes the exception and the
 // stack *at the throw* to stderr, then throws as usual. Why: an exception leaving such a thread ends in

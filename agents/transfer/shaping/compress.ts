@@ -90,24 +90,22 @@ async function shape(
   // Compressed straight into a pooled frame with the read frame's capacity (the same pool bucket), which
   // the transport writes as it is and gives back once written: per chunk, no allocation and no copy
   // into a message (before: a maxLength buffer, then the encoded message and its gRPC frame — three
-  // allocations of garbage per chunk, which V8 collects only every ~64 MiB of them).
+  // allocations left to the garbage collector per chunk).
   const capacity = frame?.capacity ?? raw.length;
   const max = Math.min(worthItBelow(raw.length), capacity - COMPRESSED_TAIL);
-  if (raw.length === 0 || max <= 0) {
-    deps.meter?.compression?.("sent", algorithm, raw.length, raw.length);
-    return m;
-  }
-  const own = frames.acquire(max, capacity);
-  let out: Buffer | null;
-  try {
-    out = await (deps.codec ?? nativeCodec).compress(algorithm, deps.zstdLevel, raw, max, own.data);
-  } catch (e) {
-    frames.release(own);
-    throw e;
+  const own = raw.length > 0 && max > 0 ? frames.acquire(max, capacity) : null;
+  let out: Buffer | null = null;
+  if (own) {
+    try {
+      out = await (deps.codec ?? nativeCodec).compress(algorithm, deps.zstdLevel, raw, max, own.data);
+    } catch (e) {
+      frames.release(own);
+      throw e;
+    }
   }
   deps.meter?.compression?.("sent", algorithm, raw.length, out ? out.length : raw.length);
-  if (!out) {
-    frames.release(own);
+  if (!own || !out) {
+    if (own) frames.release(own);
     return m; // sent as it is, with its frame
   }
   if (frame) frames.release(frame);
