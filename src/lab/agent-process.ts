@@ -120,6 +120,8 @@ export interface AgentProcessOptions {
     growBeforeSnapshotBytes?: number;
   };
   opTimeoutSeconds?: number;
+  /** How long running calls get after SIGTERM before they are cancelled (default 5). */
+  shutdownGraceSeconds?: number;
   backupPool?: string;
   listen?: string;
   /** host:port of the data plane (default: a free port). */
@@ -178,7 +180,7 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
     sourcePaths: opts.sourcePaths ?? [tmpdir()],
     limits: opts.limits ?? {},
     ...(opts.transfer ? { transfer: opts.transfer } : {}),
-    shutdownGraceSeconds: 5,
+    shutdownGraceSeconds: opts.shutdownGraceSeconds ?? 5,
     ...(opts.testFaults ? { testFaults: opts.testFaults } : {}),
   };
   const cfgFile = path.join(stateDir, "agent.json");

@@ -68,7 +68,7 @@ describe("failures are clean", () => {
    * A backup in progress that will not finish soon: a 64 MiB volume with ~48 MiB of data, its own
    * source agent, and a destination agent that writes slowly; resolves once the destination is writing.
    */
-  const slowBackup = async () => {
+  const slowBackup = async (sourceOpts: { shutdownGraceSeconds?: number } = {}) => {
     const vol = await vols.create("site-a", "rbd", 64, 0);
     await vols.change(vol, "site-a", { writes: 48, maxWrite: MiB });
     const stateDir = tempDir("rbdbackup-slow-dest-");
@@ -79,7 +79,7 @@ describe("failures are clean", () => {
     });
     let source: RunningAgent | undefined;
     try {
-      source = await startAgent("site-a");
+      source = await startAgent("site-a", sourceOpts);
       const req = {
         backupId: randomUUID(),
         source: { $case: "volume" as const, value: vol },
@@ -88,7 +88,10 @@ describe("failures are clean", () => {
       };
       const running = source.client.backup(req);
       running.catch(() => {});
+      // Mid-transfer means data flowing: the destination journals the transfer while the source's snapshot
+      // may still be in the making (it is made beside the destination's prepare), so wait for data too.
       await transferJournaled(stateDir);
+      await wroteData(slow);
       return { vol, slow, source, req, running };
     } catch (e) {
       await Promise.all([source?.stop(), slow.stop()]);
@@ -227,7 +230,9 @@ describe("failures are clean", () => {
   });
 
   it("SIGTERM during a backup: the agent refuses new work, and its cancelled backup cleans up before it exits", async () => {
-    const { vol, slow, source, running } = await slowBackup();
+    // A short grace, so the cancellation lands while data still flows: once the source has sent its last
+    // chunk and trailer, the destination's commit decides and a committed backup keeps its snapshot.
+    const { vol, slow, source, running } = await slowBackup({ shutdownGraceSeconds: 1 });
     try {
       source.proc.kill("SIGTERM");
       await waitFor(() => /SIGTERM: draining/.test(source.logs()), { what: "the source agent to start draining" });
