@@ -83,7 +83,7 @@ describe("agent configuration", () => {
         chunkSizeBytes: 2 * 1024 * 1024,
         readsInFlight: 8,
         writesInFlight: 16,
-        windowBytes: 16 * 1024 * 1024,
+        windowBytes: 32 * 1024 * 1024,
         maxConcurrentTransfers: 8,
         maxConcurrentJobs: 4,
         fullCheckIntervalMs: 2000,
