@@ -2,7 +2,10 @@
  * Committing a transfer, once every write is done and flushed. A backup writes its digest map
  * (backup.<id>.digests), its metadata object (backup.<id>.meta, exclusive create) and then creates its snapshot — the point from which the
  * backup exists; a restore applies the image-meta it carries. An image this transfer created loses
- * its incomplete marker last (a failure there is only a warning: the snapshot already counts).
+ * its incomplete marker last (a failure there is only a warning: the snapshot already counts) — a
+ * restore's here, a backup's in what follows the commit (run-sink.ts settleCommitted: after the summary
+ * when the backup is recorded for its confirmation; until its journal entry goes, recovery removes the
+ * marker of an image whose snapshot exists).
  */
 import { alreadyExists } from "../../../src/common/errors";
 import { metaObjectName } from "../../../src/common/ids";
@@ -42,13 +45,17 @@ export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Lo
     }
   } else {
     for (const [k, v] of Object.entries(h.imageMeta)) await image.metaSet(k, v);
+    await removeMarker(image, fp, fp.warnings, log);
   }
-  if (fp.createdImage) {
-    await image.metaRemove(INCOMPLETE_KEY).catch((e: Error) => {
-      fp.warnings.push(`could not remove the ${INCOMPLETE_KEY} marker: ${e.message}`);
-      log.warn("marker removal failed", { err: e });
-    });
-  }
+}
+
+/** The committed image this transfer created loses its incomplete marker; a failure is a warning. */
+export async function removeMarker(image: SinkImage, fp: Footprint, warnings: string[], log: Logger): Promise<void> {
+  if (!fp.createdImage) return;
+  await image.metaRemove(INCOMPLETE_KEY).catch((e: Error) => {
+    warnings.push(`could not remove the ${INCOMPLETE_KEY} marker: ${e.message}`);
+    log.warn("marker removal failed", { err: e });
+  });
 }
 
 /** Creates backup.<id>.meta (exclusive); false when the header carries no metadata. */

@@ -28,7 +28,7 @@ import { RELEASE, type Releasable } from "../wire";
 import { abortable, transferAbort } from "./abort";
 import type { Checkpointer, CheckpointRecord } from "./checkpoint";
 import { cleanup } from "./cleanup";
-import { commit } from "./commit";
+import { commit, removeMarker } from "./commit";
 import { inflated } from "./decompress";
 import { digestFields, digestRecord, finishDigests, startDigests } from "./digests";
 import { type Footprint, newFootprint } from "./footprint";
@@ -216,8 +216,8 @@ async function receive(
 }
 
 /**
- * What follows a commit — the checkpoint dropped, the snapshot listed, the handle and the pool closed,
- * the journal entry removed — and when. A backup this agent keeps for its confirmation
+ * What follows a commit — a backup's image loses its incomplete marker (commit.ts), the checkpoint is
+ * dropped, the snapshot listed, the handle and the pool closed, the journal entry removed — and when. A backup this agent keeps for its confirmation
  * (recent-commits.ts: the metadata bytes written, and the snapshot as the committing handle lists it —
  * one refresh, no second open) settles AFTER the summary is returned: the backup exists from the
  * commit, the source reports meanwhile, and the confirmation waits for the listing only; this agent's
@@ -250,7 +250,9 @@ function settleCommitted(
   const record = deps.commits && fp.snapshotCreated && fp.metaCreated ? deps.commits : null;
   const listed = record ? listCommitted(image, h.toSnapshot, log) : Promise.resolve(null);
   const t0 = performance.now();
+  const backup = h.kind === TransferKind.BACKUP_FULL || h.kind === TransferKind.BACKUP_INCREMENTAL;
   const done = (async () => {
+    if (backup) await removeMarker(image, fp, warnings, log); // warns by itself
     await dropCheckpoint(image, cp, warnings, log); // warns by itself
     await listed;
     await settle("close the image", () => image.close());

@@ -132,6 +132,55 @@ describe("runSink: commit", () => {
     assert.equal(deps.journal.entries.size, 0, "the journal entry is gone once settled");
   });
 
+  it("a recorded backup answers before its image loses the incomplete marker; the marker goes before the journal entry", {
+    timeout: 10_000,
+  }, async () => {
+    const ceph = cluster();
+    const commits = new RecentCommits();
+    const deps = sinkDeps(ceph, { commits });
+    let open!: () => void;
+    ceph.gates.metaRemove = new Promise<void>((r) => {
+      open = r;
+    });
+    // Never blocks: a sink that removed the marker before answering gets it after 2 s (and fails below).
+    const safety = setTimeout(() => open(), 2_000);
+    const h = header();
+    const dest = h.destination as NonNullable<typeof h.destination>;
+    const summary = await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK))));
+    assert.equal(summary.snapshotCreated, h.toSnapshot);
+    const img = ceph.pool("backups").images.get(dest.image);
+    assert.equal(img?.meta.get(INCOMPLETE_KEY), h.transferId, "answered with the marker still on the image");
+    assert.equal(deps.journal.entries.size, 1, "the journal entry stays while the marker is there");
+    clearTimeout(safety);
+    open();
+    await commits.settled(h.backupId, 5_000);
+    assert.equal(img?.meta.has(INCOMPLETE_KEY), false);
+    assert.equal(deps.journal.entries.size, 0);
+    assert.equal(img?.opens, 0);
+  });
+
+  it("a restore loses the marker before it answers", async () => {
+    const ceph = cluster();
+    const deps = sinkDeps(ceph, { commits: new RecentCommits() });
+    let open!: () => void;
+    ceph.gates.metaRemove = new Promise<void>((r) => {
+      open = r;
+    });
+    const h = header({ kind: TransferKind.RESTORE_NEW });
+    const dest = h.destination as NonNullable<typeof h.destination>;
+    let answered = false;
+    const running = runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK)))).then((s) => {
+      answered = true;
+      return s;
+    });
+    await until(() => at(ceph.log, "flush") >= 0, "the flush");
+    await new Promise((r) => setImmediate(r));
+    assert.equal(answered, false, "no answer while the marker is being removed");
+    open();
+    await running;
+    assert.equal(ceph.pool("backups").images.get(dest.image)?.meta.has(INCOMPLETE_KEY), false);
+  });
+
   it("a listing that fails leaves the entry without a snapshot (the confirmation reads Ceph)", async () => {
     const ceph = cluster();
     const commits = new RecentCommits();

@@ -41,6 +41,8 @@ export interface Gates {
   flush?: Promise<void>;
   /** An image handle's close(). */
   close?: Promise<void>;
+  /** An image handle's metaRemove(). */
+  metaRemove?: Promise<void>;
 }
 
 export class FakeCeph implements SinkCluster {
@@ -318,6 +320,7 @@ export class FakeImage implements SinkImage {
 
   async metaRemove(key: string): Promise<void> {
     this.#check();
+    await this.ceph.gates.metaRemove;
     this.s.meta.delete(key);
     this.ceph.log.push(`metaRemove ${this.name} ${key}`);
   }
