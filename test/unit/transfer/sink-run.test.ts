@@ -11,7 +11,7 @@ import { AppError, Status } from "../../../src/common/errors";
 import { metaObjectName } from "../../../src/common/ids";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { until } from "../../helpers/wait";
-import { cephError, FakeCeph, poolState } from "./fakes/fake-ceph";
+import { cephError, FakeCeph, type Gates, poolState } from "./fakes/fake-ceph";
 import { sinkDeps } from "./fakes/sink-deps";
 import { chunkParts, Feed, header, KiB, messages, pattern, type Released } from "./fakes/stream";
 
@@ -33,6 +33,22 @@ function status(e: unknown): Status {
 /** Index of the first log line starting with `prefix` (−1 if none). */
 const at = (log: string[], prefix: string) => log.findIndex((l) => l.startsWith(prefix));
 const lastAt = (log: string[], prefix: string) => log.findLastIndex((l) => l.startsWith(prefix));
+
+/**
+ * Holds the fake's `gate` shut; returns what opens it. Never blocks: it opens by itself after 2 s — a sink
+ * that waited for the gated step before answering gets its answer then, and the test's asserts fail.
+ */
+function shut(ceph: FakeCeph, gate: keyof Gates): () => void {
+  let open!: () => void;
+  ceph.gates[gate] = new Promise<void>((r) => {
+    open = r;
+  });
+  const safety = setTimeout(() => open(), 2_000);
+  return () => {
+    clearTimeout(safety);
+    open();
+  };
+}
 
 describe("runSink: commit", () => {
   it("a full backup: all writes done → flush → metadata object → snapshot; data byte-identical; buffers released once", async () => {
@@ -104,14 +120,9 @@ describe("runSink: commit", () => {
     const ceph = cluster();
     const commits = new RecentCommits();
     const deps = sinkDeps(ceph, { commits });
-    let open!: () => void;
-    ceph.gates.close = new Promise<void>((r) => {
-      open = r;
-    });
+    const open = shut(ceph, "close");
     const h = header();
     const dest = h.destination as NonNullable<typeof h.destination>;
-    // Never blocks: a sink that waited for its close before answering gets it after 2 s (and fails below).
-    const safety = setTimeout(() => open(), 2_000);
     const summary = await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK))));
     assert.equal(summary.snapshotCreated, h.toSnapshot);
     const img = ceph.pool("backups").images.get(dest.image);
@@ -124,7 +135,6 @@ describe("runSink: commit", () => {
     });
     await new Promise((r) => setImmediate(r));
     assert.equal(settled, false, "a delete of that backup waits for the close");
-    clearTimeout(safety);
     open();
     await waiting;
     assert.equal(img?.opens, 0);
@@ -138,12 +148,7 @@ describe("runSink: commit", () => {
     const ceph = cluster();
     const commits = new RecentCommits();
     const deps = sinkDeps(ceph, { commits });
-    let open!: () => void;
-    ceph.gates.metaRemove = new Promise<void>((r) => {
-      open = r;
-    });
-    // Never blocks: a sink that removed the marker before answering gets it after 2 s (and fails below).
-    const safety = setTimeout(() => open(), 2_000);
+    const open = shut(ceph, "metaRemove");
     const h = header();
     const dest = h.destination as NonNullable<typeof h.destination>;
     const summary = await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK))));
@@ -151,7 +156,6 @@ describe("runSink: commit", () => {
     const img = ceph.pool("backups").images.get(dest.image);
     assert.equal(img?.meta.get(INCOMPLETE_KEY), h.transferId, "answered with the marker still on the image");
     assert.equal(deps.journal.entries.size, 1, "the journal entry stays while the marker is there");
-    clearTimeout(safety);
     open();
     await commits.settled(h.backupId, 5_000);
     assert.equal(img?.meta.has(INCOMPLETE_KEY), false);
@@ -162,10 +166,7 @@ describe("runSink: commit", () => {
   it("a restore loses the marker before it answers", async () => {
     const ceph = cluster();
     const deps = sinkDeps(ceph, { commits: new RecentCommits() });
-    let open!: () => void;
-    ceph.gates.metaRemove = new Promise<void>((r) => {
-      open = r;
-    });
+    const open = shut(ceph, "metaRemove");
     const h = header({ kind: TransferKind.RESTORE_NEW });
     const dest = h.destination as NonNullable<typeof h.destination>;
     let answered = false;
