@@ -217,7 +217,8 @@ async function receive(
 
 /**
  * What follows a commit — a backup's image loses its incomplete marker (commit.ts), the checkpoint is
- * dropped, the snapshot listed, the handle and the pool closed, the journal entry removed — and when. A backup this agent keeps for its confirmation
+ * dropped, the snapshot listed, the handle and the pool closed, the journal entry removed — and when.
+ * A backup this agent keeps for its confirmation
  * (recent-commits.ts: the metadata bytes written, and the snapshot as the committing handle lists it —
  * one refresh, no second open) settles AFTER the summary is returned: the backup exists from the
  * commit, the source reports meanwhile, and the confirmation waits for the listing only; this agent's
