@@ -2,10 +2,9 @@
  * Committing a transfer, once every write is done and flushed. A backup writes its digest map
  * (backup.<id>.digests), its metadata object (backup.<id>.meta, exclusive create) and then creates its snapshot — the point from which the
  * backup exists; a restore applies the image-meta it carries. An image this transfer created loses
- * its incomplete marker last (a failure there is only a warning: the snapshot already counts) — a
- * restore's here, a backup's in what follows the commit (run-sink.ts settleCommitted: after the summary
- * when the backup is recorded for its confirmation; until its journal entry goes, recovery removes the
- * marker of an image whose snapshot exists).
+ * its incomplete marker last, in what follows the commit (run-sink.ts settleCommitted: before the answer,
+ * or after it for a backup recorded for its confirmation — until its journal entry goes, recovery removes
+ * the marker of an image whose snapshot exists); a failure there is only a warning.
  */
 import { alreadyExists } from "../../../src/common/errors";
 import { metaObjectName } from "../../../src/common/ids";
@@ -45,7 +44,6 @@ export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Lo
     }
   } else {
     for (const [k, v] of Object.entries(h.imageMeta)) await image.metaSet(k, v);
-    await removeMarker(image, fp, fp.warnings, log);
   }
 }
 

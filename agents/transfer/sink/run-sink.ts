@@ -216,10 +216,9 @@ async function receive(
 }
 
 /**
- * What follows a commit — a backup's image loses its incomplete marker (commit.ts), the checkpoint is
- * dropped, the snapshot listed, the handle and the pool closed, the journal entry removed — and when.
- * A backup this agent keeps for its confirmation
- * (recent-commits.ts: the metadata bytes written, and the snapshot as the committing handle lists it —
+ * What follows a commit — an image this transfer created loses its incomplete marker (commit.ts), the
+ * checkpoint is dropped, the snapshot listed, the handle and the pool closed, the journal entry removed —
+ * and when. A backup this agent keeps for its confirmation (recent-commits.ts: the metadata bytes written, and the snapshot as the committing handle lists it —
  * one refresh, no second open) settles AFTER the summary is returned: the backup exists from the
  * commit, the source reports meanwhile, and the confirmation waits for the listing only; this agent's
  * delete of that backup and its stop wait for all of it. Anything else (a restore: the image is the
@@ -251,9 +250,8 @@ function settleCommitted(
   const record = deps.commits && fp.snapshotCreated && fp.metaCreated ? deps.commits : null;
   const listed = record ? listCommitted(image, h.toSnapshot, log) : Promise.resolve(null);
   const t0 = performance.now();
-  const backup = h.kind === TransferKind.BACKUP_FULL || h.kind === TransferKind.BACKUP_INCREMENTAL;
   const done = (async () => {
-    if (backup) await removeMarker(image, fp, warnings, log); // warns by itself
+    await removeMarker(image, fp, warnings, log); // warns by itself
     await dropCheckpoint(image, cp, warnings, log); // warns by itself
     await listed;
     await settle("close the image", () => image.close());

@@ -228,6 +228,7 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
     }
 
     const cli = median(s.cli);
+    const cliPipe = median(s.cliPipe);
     const ours = median(s.ours);
     const perGiB = (x: number[]) => +((median(x) / bytes) * GiB).toFixed(2);
     const oursMiBps = mib / ours;
@@ -249,7 +250,7 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
       bound: busy >= 0.9 ? "CPU" : "OSD",
       note: [
         `raw rbd bench write (4 MiB × 16) ${rawAfter.toFixed(0)} MiB/s with the delay (${rawBefore.toFixed(0)} without)`,
-        `ours ${((oursMiBps / rawAfter) * 100).toFixed(0)}% of raw (aim ≥ 90%), CLI ${((mib / cli / rawAfter) * 100).toFixed(0)}% (${((mib / median(s.cliPipe) / rawAfter) * 100).toFixed(0)}% timing its pipe alone, ${median(s.cliPipe).toFixed(2)} s)`,
+        `ours ${((oursMiBps / rawAfter) * 100).toFixed(0)}% of raw (aim ≥ 90%), CLI ${((mib / cli / rawAfter) * 100).toFixed(0)}% (${((mib / cliPipe / rawAfter) * 100).toFixed(0)}% timing its pipe alone, ${cliPipe.toFixed(2)} s)`,
         `4 KiB write ${latBefore.toFixed(1)} → ${latAfter.toFixed(1)} ms`,
         `host CPU ${(busy * 100).toFixed(0)}% busy during ours`,
       ].join("; "),
