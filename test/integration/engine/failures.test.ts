@@ -4,7 +4,7 @@
  * an unreachable peer fail in bounded time with a clear cause; bad input gets the right status.
  */
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { existsSync, readdirSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { ClientError, createChannel, createClient, Metadata, Status } from "nice-grpc";
@@ -69,8 +69,18 @@ describe("failures are clean", () => {
    * source agent, and a destination agent that writes slowly; resolves once the destination is writing.
    */
   const slowBackup = async (sourceOpts: { shutdownGraceSeconds?: number } = {}) => {
+    // Every byte written: more than the source can read ahead plus what the sockets hold (~26 MiB), so its
+    // last chunk and trailer leave seconds after the slow destination's first write (with ~21 MB of random
+    // writes the source had sent everything 1.3 s in, and a cancellation after that is the destination's
+    // commit to finish).
     const vol = await vols.create("site-a", "rbd", 64, 0);
-    await vols.change(vol, "site-a", { writes: 48, maxWrite: MiB });
+    const img = await (await vols.io("site-a", "rbd")).imageOpen(vol.image);
+    try {
+      for (let off = 0; off < 64 * MiB; off += MiB) await img.write(randomBytes(MiB), off);
+      await img.flush();
+    } finally {
+      await img.close();
+    }
     const stateDir = tempDir("rbdbackup-slow-dest-");
     const slow = await startAgent("site-b", {
       stateDir,
