@@ -147,6 +147,14 @@ export class MessageReader<T> implements AsyncIterable<T> {
   }
 
   /**
+   * Whether the consumer waits for the next message and none is ready: only then is the source late
+   * (a consumer busy elsewhere — preparing the image, draining writes, committing — is not waiting).
+   */
+  get waiting(): boolean {
+    return this.#wake !== null;
+  }
+
+  /**
    * The answer went back: reads on, dropping what still arrives, so that the peer's close is seen (a
    * paused socket reads nothing, its FIN or reset included, and would stay open until destroyed).
    */

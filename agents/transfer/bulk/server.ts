@@ -160,13 +160,15 @@ async function run(
 }
 
 /**
- * Calls `onIdle` when the reader got no byte for `ms` while the socket was flowing (a socket paused by
- * backpressure is not idle: the sink is busy, not the source). Polls the reader's byte count: nothing
- * runs per read.
+ * Calls `onIdle` when the sink waited `ms` for the source's next message and no byte came. Time the
+ * sink spends elsewhere does not count: preparing the image before it reads, writing with the socket
+ * paused by backpressure, or draining, flushing and committing after the whole stream came in — each of
+ * those is bounded by the cluster's op timeout, and a complete stream must not be failed because its
+ * commit was slow. Polls the reader's byte count: nothing runs per read.
  */
 function watchIdle(
   socket: TLSSocket,
-  reader: { readonly received: number },
+  reader: { readonly received: number; readonly waiting: boolean },
   ms: number,
   onIdle: () => void,
 ): { stop(): void } {
@@ -174,7 +176,7 @@ function watchIdle(
   let count = reader.received;
   const timer = setInterval(
     () => {
-      if (socket.isPaused() || reader.received !== count) {
+      if (!reader.waiting || socket.isPaused() || reader.received !== count) {
         count = reader.received;
         last = Date.now();
         return;

@@ -13,7 +13,7 @@ import { MAX_MESSAGE_BYTES } from "../../../agents/transfer/protocol";
 import { runSink } from "../../../agents/transfer/sink";
 import { TransferClient } from "../../../agents/transfer/transfer-client";
 import { statusOf } from "../../../src/common/errors";
-import type { TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
+import { type TransferMessage, TransferSummary } from "../../../src/gen/rbdbackup/v1/transfer";
 import { until } from "../../helpers/wait";
 import { frameOf, labTls, mint, openOf, rawBulk, serve, stopAll } from "./fakes/bulk";
 import { FakeCeph, poolState } from "./fakes/fake-ceph";
@@ -160,6 +160,67 @@ describe("bulk channel: bad input", () => {
     });
     assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
     await d.clean();
+  });
+
+  it("a complete stream whose flush outlasts the idle bound: committed, not DEADLINE_EXCEEDED", async () => {
+    // The idle bound is for a source that stops sending. After the trailer the sink drains, flushes and
+    // commits at Ceph's pace (bounded by the cluster's op timeout): a slow flush must not fail the backup,
+    // nor send it down the cut-short path.
+    const d = await destination({ idleTimeoutMs: 200 });
+    let atFlush = false;
+    let open = () => {};
+    d.ceph.gates.flush = {
+      // biome-ignore lint/suspicious/noThenProperty: a thenable gate, so the test sees the sink reach it
+      then: (resolve: () => void) => {
+        atFlush = true;
+        open = resolve;
+      },
+    } as PromiseLike<void>;
+    const h = header();
+    const c = bulkClient(d.served.address);
+    const outcome = c.transfer(new Feed(messages(h, chunkParts(4, CHUNK))), AbortSignal.timeout(20_000), mint(h));
+    await until(() => atFlush, "the sink at its flush, the whole stream received");
+    // The flush takes 5 idle bounds (the watcher polls every 50 ms here: 20 chances to fire).
+    await new Promise((r) => setTimeout(r, 1000));
+    open();
+    const s = await outcome;
+    assert.equal(s.dataChunks, 4);
+    const img = d.ceph.pool("backups").images.get(h.destination?.image ?? "");
+    assert.deepEqual(
+      img?.snaps.map((x) => x.name),
+      [h.toSnapshot],
+      "committed: the backup's snapshot exists",
+    );
+    assert.equal(d.deps.journal.entries.size, 0, "nothing kept for a resume");
+  });
+
+  it("a sink preparing longer than the idle bound, the source done sending: not DEADLINE_EXCEEDED", async () => {
+    // A stream of a header and its trailer only (an unchanged volume's incremental) is all in at once; the
+    // sink then prepares the image — the source is not late while the sink has not asked for more.
+    let preparing = false;
+    let open = () => {};
+    const h = header();
+    const served = await serve(
+      async (m) => {
+        const it = m[Symbol.asyncIterator]();
+        const first = await it.next();
+        preparing = true;
+        await new Promise<void>((r) => {
+          open = r;
+        });
+        let n = first.done ? 0 : 1;
+        for (let r = await it.next(); !r.done; r = await it.next()) n++;
+        return TransferSummary.fromPartial({ dataChunks: n });
+      },
+      { idleTimeoutMs: 200 },
+    );
+    const c = bulkClient(served.address);
+    const outcome = c.transfer(new Feed(messages(h, [])), AbortSignal.timeout(20_000), mint(h));
+    await until(() => preparing, "the entry preparing after the header");
+    await new Promise((r) => setTimeout(r, 1000)); // 5 idle bounds
+    open();
+    const s = await outcome;
+    assert.equal(s.dataChunks, 2, "the header and the trailer, read after the wait");
   });
 
   it("a BulkOpen without a capability: PERMISSION_DENIED, audited, the sink never sees the stream", async () => {

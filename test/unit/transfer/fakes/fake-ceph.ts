@@ -38,7 +38,8 @@ export interface Faults {
 
 /** Calls that wait for the test before they go on. */
 export interface Gates {
-  flush?: Promise<void>;
+  /** An image's flush (a thenable: a test can see the sink reach it). */
+  flush?: PromiseLike<void>;
   /** An image handle's close(). */
   close?: Promise<void>;
   /** An image handle's metaRemove(). */
