@@ -108,6 +108,30 @@ describe("bulk channel: bad input", () => {
     await d.clean();
   });
 
+  it("a trailer whose digest does not match: DATA_LOSS, nothing committed", async () => {
+    const d = await destination();
+    const h = header();
+    const c = bulkClient(d.served.address);
+    const msgs = messages(h, chunkParts(4, CHUNK), { trailer: "wrong-digest" });
+    await assert.rejects(c.transfer(new Feed(msgs), AbortSignal.timeout(10_000), mint(h)), {
+      code: Status.DATA_LOSS,
+      message: /digest/,
+    });
+    assert.equal(c.negotiated, true, "over the bulk channel");
+    await d.clean();
+  });
+
+  it("a connection offering no ALPN, or another protocol: closed unanswered, the entry never runs", async () => {
+    const d = await destination();
+    const { frames } = start(3);
+    for (const alpn of [null, ["rbdbackup-bulk/2"]]) {
+      const r = await rawBulk(d.served.address, frames, { alpn });
+      assert.equal(r.result, null, `no answer (ALPN ${JSON.stringify(alpn)})`);
+    }
+    assert.equal(d.served.entered, 0);
+    await d.clean();
+  });
+
   it("a destination that stops reading: the client fails with DEADLINE_EXCEEDED within its idle bound", async () => {
     // The entry reads the header, then nothing until the client gave up; then it finds the stream cut.
     let clientGaveUp = () => {};

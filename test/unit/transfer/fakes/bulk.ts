@@ -116,7 +116,8 @@ export const frameOf = (m: TransferMessage) => grpcFrame(encodeTransferMessage(m
 export function rawBulk(
   address: string,
   bytes: Buffer[],
-  o: { name?: string; end?: boolean; ms?: number } = {},
+  /** `alpn`: the protocols offered (default the bulk channel's; null: none). */
+  o: { name?: string; end?: boolean; ms?: number; alpn?: string[] | null } = {},
 ): Promise<{ result: BulkResult | null; ms: number }> {
   const t0 = Date.now();
   const [host, port] = address.split(":");
@@ -126,7 +127,7 @@ export function rawBulk(
       port: Number(port),
       servername: "localhost",
       ...tlsFiles(labTls(o.name ?? "agent-site-a"), "test"),
-      ALPNProtocols: [ALPN_BULK],
+      ...(o.alpn === null ? {} : { ALPNProtocols: o.alpn ?? [ALPN_BULK] }),
     });
     socket.allowHalfOpen = true;
     const got: Buffer[] = [];
