@@ -293,14 +293,22 @@ export async function* rbdMessages(
     ...(o.includeParent === false ? { includeParent: false } : {}),
     ...(o.wholeObject ? { wholeObject: true } : {}),
   });
-  // Each batch of the diff, then (null: the diff ended) what is left: the last read gathered, a full copy's tail.
-  for (;;) {
-    const extents = await s.batch(diff);
-    for (const step of extents ? s.plan(extents) : s.last()) {
-      while (s.full(step)) yield* await s.win.shift();
-      s.start(step);
+  // A transfer that stops early (cancelled, refused, a failed read, a lost peer) returns this generator at
+  // a yield: the diff is closed here, or its native iterator would stay parked inside rbd_diff_iterate2,
+  // holding the image handle (no rbd_close) until garbage collection, while the caller removes the
+  // snapshot or starts another diff on the same handle.
+  try {
+    // Each batch of the diff, then (null: the diff ended) what is left: the last read gathered, a full copy's tail.
+    for (;;) {
+      const extents = await s.batch(diff);
+      for (const step of extents ? s.plan(extents) : s.last()) {
+        while (s.full(step)) yield* await s.win.shift();
+        s.start(step);
+      }
+      if (!extents) break;
     }
-    if (!extents) break;
+  } finally {
+    await diff.return();
   }
   while (s.win.size > 0) yield* await s.win.shift();
   s.ms.readsDone = s.since();
