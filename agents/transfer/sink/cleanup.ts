@@ -35,6 +35,7 @@ export async function cleanup(deps: SinkDeps<SinkCluster>, fp: Footprint, log: L
     fp.image = undefined;
   }
   if (fp.snapshotCreated) return errors; // committed: nothing to undo
+  if (fp.commitUnknown) return errors; // perhaps committed: recovery decides by the snapshot (its entry stays)
   const io = fp.io;
   if (!io) return errors;
   if (fp.metaCreated)

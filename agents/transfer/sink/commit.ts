@@ -36,7 +36,7 @@ export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Lo
     }
     // The backup exists from here on.
     const [snap, entry] = await Promise.allSettled([image.snapCreate(h.toSnapshot), journalled]);
-    if (snap.status === "rejected") throw snap.reason;
+    if (snap.status === "rejected") await madeAnyway(image, fp, snap.reason, log);
     fp.snapshotCreated = true;
     if (entry.status === "rejected") {
       fp.warnings.push(`could not journal the metadata object: ${(entry.reason as Error).message}`);
@@ -45,6 +45,30 @@ export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Lo
   } else {
     for (const [k, v] of Object.entries(h.imageMeta)) await image.metaSet(k, v);
   }
+}
+
+/**
+ * A snapshot create that failed may still have been made (an op timeout whose request went through, a
+ * lost reply): the backup then exists, and undoing the transfer would strip a committed backup of its
+ * metadata object and digest map. Returns when the snapshot is there (committed after all); throws the
+ * creation's error when it is not, or — with `commitUnknown` set, so cleanup undoes nothing and recovery
+ * decides — when the listing fails too.
+ */
+async function madeAnyway(image: SinkImage, fp: Footprint, error: unknown, log: Logger): Promise<void> {
+  const name = fp.h.toSnapshot;
+  let made: boolean;
+  try {
+    made = (await image.snapList()).some((s) => s.name === name);
+  } catch (e) {
+    fp.commitUnknown = true;
+    log.error("the snapshot's creation failed and its listing too: left for recovery", { err: e, snapshot: name });
+    throw error;
+  }
+  if (!made) throw error;
+  log.warn("the snapshot's creation reported an error, yet the snapshot exists: committed", {
+    err: error,
+    snapshot: name,
+  });
 }
 
 /** The committed image this transfer created loses its incomplete marker; a failure is a warning. */

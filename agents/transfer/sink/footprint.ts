@@ -21,6 +21,12 @@ export interface Footprint {
   wrote: boolean;
   metaCreated: boolean;
   snapshotCreated: boolean;
+  /**
+   * The snapshot's creation failed and whether it was made anyway is unknown (the listing that would
+   * say failed too): nothing may be undone — the journal entry stays for recovery, which decides by the
+   * snapshot (commit.ts).
+   */
+  commitUnknown?: boolean;
   /** A backup's digest map being built (digests.ts), and whether backup.<id>.digests was written. */
   digests?: SinkDigests;
   digestsCreated: boolean;

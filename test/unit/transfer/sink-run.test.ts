@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { digestsObjectName } from "../../../agents/transfer/digests";
 import { INCOMPLETE_KEY, RecentCommits, runSink } from "../../../agents/transfer/sink";
 import { AppError, Status } from "../../../src/common/errors";
 import { metaObjectName } from "../../../src/common/ids";
@@ -338,6 +339,45 @@ describe("runSink: failures", () => {
       assert.equal(deps.journal.entries.size, 0);
     });
   }
+
+  it("the snapshot made although its creation failed (an op timeout that went through): committed, nothing undone", async () => {
+    const ceph = cluster();
+    ceph.faults.snapCreateAfter = cephError("ETIMEDOUT");
+    const deps = sinkDeps(ceph);
+    const h = header();
+    const name = h.destination?.image as string;
+    const s = await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK))));
+    assert.equal(s.snapshotCreated, h.toSnapshot);
+    const pool = ceph.pool("backups");
+    assert.deepEqual(
+      pool.images.get(name)?.snaps.map((x) => x.name),
+      [h.toSnapshot],
+    );
+    assert.deepEqual(pool.objects.get(metaObjectName(h.backupId)), Buffer.from(h.metadataJson), "metadata kept");
+    assert.ok(pool.objects.has(digestsObjectName(h.backupId)), "digest map kept");
+    assert.equal(pool.images.get(name)?.meta.has(INCOMPLETE_KEY), false, "marker removed: complete");
+    assert.equal(deps.journal.entries.size, 0);
+  });
+
+  it("the snapshot's creation and its listing both fail: nothing undone, the entry left for recovery", async () => {
+    const ceph = cluster();
+    ceph.faults.snapCreateAfter = cephError("ETIMEDOUT");
+    ceph.faults.snapList = cephError("ETIMEDOUT");
+    const deps = sinkDeps(ceph);
+    const h = header();
+    const name = h.destination?.image as string;
+    const e = await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK)))).catch((x) => x);
+    assert.equal(status(e), Status.UNAVAILABLE, e.message);
+    const pool = ceph.pool("backups");
+    assert.ok(pool.images.has(name), "the image kept (its snapshot exists)");
+    assert.ok(pool.objects.has(metaObjectName(h.backupId)), "metadata kept");
+    assert.ok(pool.objects.has(digestsObjectName(h.backupId)), "digest map kept");
+    assert.deepEqual(
+      [...deps.journal.entries.values()].map((x) => x.transferId),
+      [h.transferId],
+      "recovery will decide",
+    );
+  });
 
   it("cancelled mid-stream (full backup): CANCELLED, and the new base image is already gone when runSink settles", async () => {
     const ceph = cluster();

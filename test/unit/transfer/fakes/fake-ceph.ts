@@ -32,6 +32,8 @@ export interface Faults {
   flush?: Error;
   objCreate?: Error;
   snapCreate?: Error;
+  /** The snapshot is made, then its creation fails (an op timeout whose request went through). */
+  snapCreateAfter?: Error;
   snapList?: Error;
   imageCreate?: Error;
 }
@@ -286,6 +288,7 @@ export class FakeImage implements SinkImage {
     if (this.s.snaps.some((x) => x.name === name)) throw cephError("EEXIST", "rbd_snap_create");
     this.s.snaps.push({ name, data: Buffer.from(this.s.data) });
     this.ceph.log.push(`snapCreate ${this.name} ${name}`);
+    if (this.ceph.faults.snapCreateAfter) throw this.ceph.faults.snapCreateAfter;
   }
 
   async snapList() {
