@@ -9,7 +9,7 @@ import type { TransferHeader } from "../../../src/gen/rbdbackup/v1/transfer";
 import type { JournalEntry } from "../journal";
 import type { SinkCluster, SinkDeps, SinkIoCtx } from "./ports";
 import { recoverOne } from "./recovery";
-import { isRunning, keyOfEntry } from "./running";
+import { beginSweep, isRunning, isSwept, keyOfEntry } from "./running";
 
 type Deps = SinkDeps<SinkCluster>;
 
@@ -35,7 +35,10 @@ export async function discardHeld(deps: Deps, io: SinkIoCtx, h: TransferHeader, 
 export async function sweepHeld(deps: Deps, now = Date.now()): Promise<string[]> {
   const done: string[] = [];
   for (const e of await deps.journal.list()) {
-    if (!e.heldUntil || Date.parse(e.heldUntil) > now || isRunning(keyOfEntry(e))) continue;
+    const key = keyOfEntry(e);
+    if (!e.heldUntil || Date.parse(e.heldUntil) > now || isRunning(key) || isSwept(key)) continue;
+    // Claimed before the first await: a transfer into this image starting meanwhile waits (prepareTarget).
+    const swept = beginSweep(key);
     try {
       if (await deps.cluster.poolExists(e.pool)) {
         const io = await deps.cluster.openIoCtx(e.pool, { namespace: e.namespace, poolFullTry: true });
@@ -50,6 +53,8 @@ export async function sweepHeld(deps: Deps, now = Date.now()): Promise<string[]>
       done.push(`the transfer into ${whereOf(e)} kept for a resume expired and was undone`);
     } catch (err) {
       deps.log.warn("undoing an expired resumable transfer failed; will retry", { image: whereOf(e), err });
+    } finally {
+      swept();
     }
   }
   for (const d of done) deps.log.info(d);

@@ -41,7 +41,8 @@ export async function holdForResume(deps: Deps, fp: Footprint, cp: Checkpointer 
 
 /**
  * At start (recovery), an entry of a transfer that died mid-way: held (true) while it is a resumable
- * transfer whose image carries its checkpoint and the hold has not expired.
+ * transfer whose image carries its checkpoint, has not committed (a backup's snapshot is not there) and
+ * the hold has not expired.
  */
 export async function holdAtStart(deps: Deps, e: JournalEntry, done: string[]): Promise<boolean> {
   if (e.heldUntil) return Date.parse(e.heldUntil) > Date.now();
@@ -54,6 +55,8 @@ export async function holdAtStart(deps: Deps, e: JournalEntry, done: string[]): 
       try {
         const rec = parseCheckpoint(await img.metaGet(RESUME_KEY));
         if (rec?.transferId !== e.transferId) return false;
+        // Killed after its snapshot was made: committed, not a transfer to resume (recovery completes it).
+        if (e.toSnapshot && (await img.snapList()).some((s) => s.name === e.toSnapshot)) return false;
         await deps.journal.write({ ...e, heldUntil: new Date(Date.now() + ttlMs(deps)).toISOString() });
         done.push(
           `kept ${e.pool}/${e.image} of interrupted transfer ${e.transferId} for a retry (checkpoint at ${rec.offset})`,

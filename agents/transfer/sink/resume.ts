@@ -35,7 +35,7 @@ import type { Footprint } from "./footprint";
 import { INCOMPLETE_KEY } from "./image-ops";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
 import { prepare } from "./prepare";
-import { keyOfEntry, keyOfHeader, released } from "./running";
+import { keyOfEntry, keyOfHeader, released, sweptFirst } from "./running";
 import type { StreamChecks } from "./stream-checks";
 import type { WriteWindow } from "./write-window";
 
@@ -57,6 +57,9 @@ export async function findHeld(deps: Deps, io: SinkIoCtx, h: TransferHeader): Pr
   const where = key.replace("//", "/");
   const entry = (await deps.journal.list()).find((e) => e.heldUntil && keyOfEntry(e) === key);
   if (!entry) return { reason: `no checkpoint of an earlier attempt is kept for ${where}` };
+  // An expired hold is the sweep's (abandon.ts) to undo, perhaps right now: never taken over.
+  if (Date.parse(entry.heldUntil as string) <= Date.now())
+    return { reason: `the checkpoint kept for ${where} expired (transfer.resumeTtlSeconds)` };
   let img: Awaited<ReturnType<SinkIoCtx["imageOpen"]>>;
   try {
     img = await io.imageOpen(h.destination?.image as string);
@@ -73,9 +76,10 @@ export async function findHeld(deps: Deps, io: SinkIoCtx, h: TransferHeader): Pr
     if (entry.createdImage && (await img.metaGet(INCOMPLETE_KEY)) !== entry.transferId) {
       return { reason: `${where} changed since the checkpoint (its incomplete marker is not the transfer's)` };
     }
-    if (h.kind === TransferKind.BACKUP_INCREMENTAL) {
+    if (h.kind === TransferKind.BACKUP_INCREMENTAL || h.kind === TransferKind.BACKUP_FULL) {
       const names = new Set((await img.snapList()).map((s) => s.name));
-      if (!names.has(h.fromSnapshot) || names.has(h.toSnapshot))
+      if (names.has(h.toSnapshot)) return { reason: `${where} already holds ${h.toSnapshot}: that backup committed` };
+      if (h.kind === TransferKind.BACKUP_INCREMENTAL && !names.has(h.fromSnapshot))
         return { reason: `${where} changed since the checkpoint (its snapshots differ)` };
     }
     return { entry, record };
@@ -251,6 +255,7 @@ export async function prepareTarget(
   checks: StreamChecks,
   log: Logger,
 ): Promise<CheckpointRecord | null> {
+  await sweptFirst(keyOfHeader(fp.h));
   if (fp.h.resumeOffset > 0) return takeOver(deps, fp, checks, log);
   await discardHeld(deps, fp.io as SinkIoCtx, fp.h, log);
   await prepare(deps, fp, log);

@@ -1,7 +1,8 @@
 /**
  * Which destination images a transfer of this process is writing now: ResumePoint does not offer a
  * checkpoint of an image still being written (it waits a while for that transfer to wind down first),
- * and an expired hold is not undone under a transfer.
+ * and an expired hold is not undone under a transfer — nor does a transfer prepare an image whose
+ * expired hold the sweep is undoing (it waits for the sweep).
  */
 import type { TransferHeader } from "../../../src/gen/rbdbackup/v1/transfer";
 import type { JournalEntry } from "../journal";
@@ -57,3 +58,30 @@ export function released(key: string, ms: number, signal?: AbortSignal): Promise
 }
 
 export const isRunning = (key: string): boolean => running.has(key);
+
+/** Images whose expired hold the sweep (abandon.ts) is undoing now, and when it is done. */
+const sweeps = new Map<string, Promise<void>>();
+
+/** Marks `key` as being swept; returns the end of it. The caller checked isRunning and isSwept first. */
+export function beginSweep(key: string): () => void {
+  let end = () => {};
+  sweeps.set(
+    key,
+    new Promise<void>((r) => {
+      end = r;
+    }),
+  );
+  return () => {
+    sweeps.delete(key);
+    end();
+  };
+}
+
+export const isSwept = (key: string): boolean => sweeps.has(key);
+
+/**
+ * Resolves once no sweep undoes the image's expired hold (at once when none does): a transfer into the
+ * image prepares only then, so a rollback or removal of the old attempt never lands under its writes.
+ * Bounded by the sweep's own Ceph operations (each under the cluster's op timeout).
+ */
+export const sweptFirst = (key: string): Promise<void> => sweeps.get(key) ?? Promise.resolve();

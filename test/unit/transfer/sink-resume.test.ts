@@ -220,6 +220,44 @@ describe("resumable transfers: the destination", () => {
     assert.equal(d.journal.entries.size, 0);
   });
 
+  it("killed after its snapshot was made: recovery completes the backup instead of holding it; no resume is offered", async () => {
+    const ceph = new FakeCeph("backups");
+    const d = deps(ceph);
+    const { h, name } = await cutShort(d, ceph);
+    const img = ceph.pool("backups").images.get(name);
+    assert.ok(img);
+    // As if the agent had died right after the commit's snapshot: checkpoint and marker still on the image.
+    img.snaps.push({ name: h.toSnapshot, data: Buffer.from(img.data) });
+    const retry = { ...h, transferId: randomUUID() };
+    assert.match((await resumePoint(d, retry)).reason, /already holds .*committed/, "a held entry is not taken over");
+    for (const e of d.journal.entries.values()) e.heldUntil = undefined;
+    const done = await recoverInterrupted(d);
+    assert.doesNotMatch(done.join("\n"), /kept .* for a retry/);
+    assert.deepEqual(
+      img.snaps.map((x) => x.name),
+      [h.toSnapshot],
+    );
+    assert.deepEqual([...img.meta.keys()], [], "the incomplete marker and the checkpoint are gone: a complete backup");
+    assert.equal(d.journal.entries.size, 0);
+  });
+
+  it("an expired hold is not taken over (the sweep's to undo): the resume is refused, FAILED_PRECONDITION", async () => {
+    const ceph = new FakeCeph("backups");
+    const d = deps(ceph);
+    const { h, parts } = await cutShort(d, ceph);
+    const retry = { ...h, transferId: randomUUID() };
+    const rp = await resumePoint(d, retry);
+    assert.ok(rp.offset > 0, "held and offered while the hold lasts");
+    for (const e of d.journal.entries.values()) e.heldUntil = new Date(Date.now() - 1).toISOString();
+    assert.match((await resumePoint(d, retry)).reason, /expired/);
+    const resumed = { ...retry, resumeOffset: rp.offset, resumePrefixDigest: rp.prefixDigest };
+    const e = await runSink(d, new Feed(resumedMessages(resumed, parts, rp)), undefined, { remote: true }).catch(
+      (x) => x,
+    );
+    assert.equal(statusOf(e), Status.FAILED_PRECONDITION, e.message);
+    assert.match(e.message, /expired/);
+  });
+
   it("recovery after a kill holds a checkpointed resumable transfer; the sweep undoes it once the hold expired", async () => {
     const ceph = new FakeCeph("backups");
     const d = deps(ceph);
