@@ -32,6 +32,20 @@ export interface JournalEntry {
   heldUntil?: string;
 }
 
+/** The fields recovery relies on, with their types. */
+function isEntry(e: unknown): e is JournalEntry {
+  if (typeof e !== "object" || e === null) return false;
+  const o = e as Record<string, unknown>;
+  return (
+    typeof o.transferId === "string" &&
+    typeof o.kind === "number" &&
+    typeof o.pool === "string" &&
+    typeof o.namespace === "string" &&
+    typeof o.image === "string" &&
+    typeof o.createdImage === "boolean"
+  );
+}
+
 /** The journal as the sink uses it (Journal on disk; an in-memory one in unit tests). */
 export interface JournalStore {
   /** Writes (or replaces) an entry durably before it resolves. */
@@ -53,6 +67,7 @@ export class Journal implements JournalStore {
     return path.join(this.dir, `${id}.json`);
   }
 
+  /** The file's data, then its name: the rename is durable only once the directory is synced too. */
   async write(e: JournalEntry): Promise<void> {
     const tmp = `${this.#file(e.transferId)}.tmp`;
     const fh = await open(tmp, "w", 0o600);
@@ -63,18 +78,34 @@ export class Journal implements JournalStore {
       await fh.close();
     }
     await rename(tmp, this.#file(e.transferId));
+    await this.#syncDir();
   }
 
+  /**
+   * Not synced: an entry that comes back after a power loss is one recovery checks again against the
+   * cluster (the image's marker, the snapshot) before it undoes anything.
+   */
   async remove(id: string): Promise<void> {
     await rm(this.#file(id), { force: true });
   }
 
+  async #syncDir(): Promise<void> {
+    const dh = await open(this.dir, "r");
+    try {
+      await dh.sync();
+    } finally {
+      await dh.close();
+    }
+  }
+
+  /** The entries on disk; files that are unreadable or not an entry are skipped (recovery must start). */
   async list(): Promise<JournalEntry[]> {
     const out: JournalEntry[] = [];
     for (const f of await readdir(this.dir)) {
       if (!f.endsWith(".json")) continue;
       try {
-        out.push(JSON.parse(await readFile(path.join(this.dir, f), "utf8")) as JournalEntry);
+        const e: unknown = JSON.parse(await readFile(path.join(this.dir, f), "utf8"));
+        if (isEntry(e)) out.push(e);
       } catch {
         // A torn write of the tmp file never reaches *.json (rename is atomic); skip anything unreadable.
       }

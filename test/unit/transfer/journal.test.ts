@@ -1,0 +1,65 @@
+/**
+ * The destination's journal on disk (agents/transfer/journal.ts): entries written, replaced, listed and
+ * removed; files that are not entries (torn, null, another shape, a leftover .tmp) are skipped so that
+ * recovery at start never fails on them.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, describe, it } from "node:test";
+import { Journal, type JournalEntry } from "../../../agents/transfer/journal";
+
+const dirs: string[] = [];
+after(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+
+const entry = (id: string, over: Partial<JournalEntry> = {}): JournalEntry => ({
+  transferId: id,
+  kind: 1,
+  pool: "backups",
+  namespace: "",
+  image: `vol.${id}`,
+  createdImage: true,
+  startedAt: new Date(0).toISOString(),
+  ...over,
+});
+
+async function journal(): Promise<Journal> {
+  const d = await mkdtemp(path.join(tmpdir(), "rbdbackup-journal-"));
+  dirs.push(d);
+  return new Journal(d);
+}
+
+describe("Journal on disk", () => {
+  it("writes, replaces, lists and removes entries", async () => {
+    const j = await journal();
+    await j.write(entry("a"));
+    await j.write(entry("b"));
+    await j.write(entry("a", { heldUntil: "2030-01-01T00:00:00.000Z" }));
+    const byId = new Map((await j.list()).map((e) => [e.transferId, e]));
+    assert.deepEqual([...byId.keys()].sort(), ["a", "b"]);
+    assert.equal(byId.get("a")?.heldUntil, "2030-01-01T00:00:00.000Z", "replaced");
+    await j.remove("a");
+    await j.remove("missing");
+    assert.deepEqual(
+      (await j.list()).map((e) => e.transferId),
+      ["b"],
+    );
+    assert.deepEqual((await readdir(j.dir)).sort(), ["b.json"], "no temporary file left");
+  });
+
+  it("skips files that are not entries: torn JSON, null, another shape, a leftover .tmp", async () => {
+    const j = await journal();
+    await j.write(entry("good"));
+    await writeFile(path.join(j.dir, "torn.json"), '{"transferId":"torn","po');
+    await writeFile(path.join(j.dir, "null.json"), "null");
+    await writeFile(path.join(j.dir, "shape.json"), JSON.stringify({ transferId: 7, pool: "backups" }));
+    await writeFile(path.join(j.dir, "left.json.tmp"), JSON.stringify(entry("left")));
+    assert.deepEqual(
+      (await j.list()).map((e) => e.transferId),
+      ["good"],
+    );
+  });
+});
