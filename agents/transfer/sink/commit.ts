@@ -71,12 +71,33 @@ async function madeAnyway(image: SinkImage, fp: Footprint, error: unknown, log: 
   });
 }
 
-/** The committed image this transfer created loses its incomplete marker; a failure is a warning. */
-export async function removeMarker(image: SinkImage, fp: Footprint, warnings: string[], log: Logger): Promise<void> {
+/**
+ * The committed image this transfer created loses its incomplete marker; a failure is a warning (false).
+ * A restore has no snapshot to prove its commit, so an image that keeps the marker must not stay this
+ * transfer's to remove: its journal entry is rewritten without `createdImage` first — else, should
+ * the entry outlive the transfer (its removal failing too), recovery would remove the restored volume
+ * the caller was told is done.
+ */
+export async function removeMarker(
+  deps: SinkDeps<SinkCluster>,
+  image: SinkImage,
+  fp: Footprint,
+  warnings: string[],
+  log: Logger,
+): Promise<void> {
   if (!fp.createdImage) return;
-  await image.metaRemove(INCOMPLETE_KEY).catch((e: Error) => {
-    warnings.push(`could not remove the ${INCOMPLETE_KEY} marker: ${e.message}`);
+  try {
+    await image.metaRemove(INCOMPLETE_KEY);
+    return;
+  } catch (e) {
+    warnings.push(`could not remove the ${INCOMPLETE_KEY} marker: ${(e as Error).message}`);
     log.warn("marker removal failed", { err: e });
+  }
+  if (fp.snapshotCreated || !fp.journal) return; // a backup: recovery keeps an image whose snapshot exists
+  fp.journal = { ...fp.journal, createdImage: false };
+  await deps.journal.write(fp.journal).catch((e: Error) => {
+    warnings.push(`could not journal the restored image as complete: ${e.message}`);
+    log.error("the restored image keeps its marker and its journal entry could not be rewritten", { err: e });
   });
 }
 

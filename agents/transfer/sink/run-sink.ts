@@ -251,7 +251,7 @@ function settleCommitted(
   const listed = record ? listCommitted(image, h.toSnapshot, log) : Promise.resolve(null);
   const t0 = performance.now();
   const done = (async () => {
-    await removeMarker(image, fp, warnings, log); // warns by itself
+    await removeMarker(deps, image, fp, warnings, log); // warns by itself
     await dropCheckpoint(image, cp, warnings, log); // warns by itself
     await listed;
     await settle("close the image", () => image.close());

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { digestsObjectName } from "../../../agents/transfer/digests";
-import { INCOMPLETE_KEY, RecentCommits, runSink } from "../../../agents/transfer/sink";
+import { INCOMPLETE_KEY, RecentCommits, recoverInterrupted, runSink } from "../../../agents/transfer/sink";
 import { AppError, Status } from "../../../src/common/errors";
 import { metaObjectName } from "../../../src/common/ids";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
@@ -181,6 +181,29 @@ describe("runSink: commit", () => {
     open();
     await running;
     assert.equal(ceph.pool("backups").images.get(dest.image)?.meta.has(INCOMPLETE_KEY), false);
+  });
+
+  it("a restore whose marker cannot be removed: answered with a warning, and recovery never removes the volume", async () => {
+    const ceph = cluster();
+    ceph.faults.metaRemove = cephError("ETIMEDOUT", "rbd_metadata_remove");
+    const deps = sinkDeps(ceph);
+    const h = header({ kind: TransferKind.RESTORE_NEW });
+    const name = h.destination?.image as string;
+    // The journal entry's removal fails too: it outlives the transfer, as after a crash.
+    const remove = deps.journal.remove.bind(deps.journal);
+    deps.journal.remove = async () => {
+      throw new Error("EIO: cannot remove the entry");
+    };
+    const s = await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK))));
+    assert.ok(s.warnings.some((w) => /marker/.test(w)));
+    const img = ceph.pool("backups").images.get(name);
+    assert.equal(img?.meta.get(INCOMPLETE_KEY), h.transferId, "the marker stayed");
+    assert.equal(deps.journal.entries.get(h.transferId)?.createdImage, false, "no longer this transfer's to remove");
+    deps.journal.remove = remove;
+    delete ceph.faults.metaRemove;
+    await recoverInterrupted(deps);
+    assert.ok(ceph.pool("backups").images.get(name), "the restored volume is still there");
+    assert.equal(deps.journal.entries.size, 0);
   });
 
   it("a listing that fails leaves the entry without a snapshot (the confirmation reads Ceph)", async () => {

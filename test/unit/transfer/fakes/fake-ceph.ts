@@ -32,6 +32,7 @@ export interface Faults {
   flush?: Error;
   objCreate?: Error;
   snapCreate?: Error;
+  metaRemove?: Error;
   /** The snapshot is made, then its creation fails (an op timeout whose request went through). */
   snapCreateAfter?: Error;
   snapList?: Error;
@@ -325,6 +326,7 @@ export class FakeImage implements SinkImage {
   async metaRemove(key: string): Promise<void> {
     this.#check();
     await this.ceph.gates.metaRemove;
+    if (this.ceph.faults.metaRemove) throw this.ceph.faults.metaRemove;
     this.s.meta.delete(key);
     this.ceph.log.push(`metaRemove ${this.name} ${key}`);
   }
