@@ -38,8 +38,13 @@ export async function cleanup(deps: SinkDeps<SinkCluster>, fp: Footprint, log: L
   if (fp.commitUnknown) return errors; // perhaps committed: recovery decides by the snapshot (its entry stays)
   const io = fp.io;
   if (!io) return errors;
-  if (fp.metaCreated)
-    await attempt(`removing ${metaObjectName(h.backupId)}`, () => io.objRemove(metaObjectName(h.backupId)));
+  if (fp.metaCreated) {
+    await attempt(`removing ${metaObjectName(h.backupId)}`, () =>
+      io.objRemove(metaObjectName(h.backupId)).catch((e) => {
+        if (!isCephError(e, "ENOENT")) throw e;
+      }),
+    );
+  }
   if (fp.digestsCreated) {
     await attempt(`removing ${digestsObjectName(h.backupId)}`, () =>
       io.objRemove(digestsObjectName(h.backupId)).catch((e) => {

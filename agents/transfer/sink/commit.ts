@@ -23,25 +23,12 @@ export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Lo
   if (h.kind === TransferKind.BACKUP_FULL || h.kind === TransferKind.BACKUP_INCREMENTAL) {
     // The digest map and the metadata object are written side by side (neither counts without the
     // snapshot); both settle before a failure is thrown, so cleanup sees what exists.
-    const [digests, meta] = await Promise.allSettled([writeDigests(fp), createMeta(io, h.backupId, h.metadataJson)]);
-    if (meta.status === "fulfilled" && meta.value) fp.metaCreated = true;
+    const [digests, meta] = await Promise.allSettled([writeDigests(fp), createMeta(deps, io, fp)]);
     if (digests.status === "rejected") throw digests.reason;
     if (meta.status === "rejected") throw meta.reason;
-    // The journal learns of the metadata object (recovery removes it if the snapshot never came) while
-    // the snapshot is made: once the snapshot exists the entry no longer matters.
-    let journalled: Promise<void> = Promise.resolve();
-    if (fp.metaCreated && fp.journal) {
-      fp.journal = { ...fp.journal, metaCreated: true };
-      journalled = deps.journal.write(fp.journal);
-    }
     // The backup exists from here on.
-    const [snap, entry] = await Promise.allSettled([image.snapCreate(h.toSnapshot), journalled]);
-    if (snap.status === "rejected") await madeAnyway(image, fp, snap.reason, log);
+    await image.snapCreate(h.toSnapshot).catch((e) => madeAnyway(image, fp, e, log));
     fp.snapshotCreated = true;
-    if (entry.status === "rejected") {
-      fp.warnings.push(`could not journal the metadata object: ${(entry.reason as Error).message}`);
-      log.warn("journal write failed after the snapshot was made", { err: entry.reason });
-    }
   } else {
     for (const [k, v] of Object.entries(h.imageMeta)) await image.metaSet(k, v);
   }
@@ -101,14 +88,32 @@ export async function removeMarker(
   });
 }
 
-/** Creates backup.<id>.meta (exclusive); false when the header carries no metadata. */
-async function createMeta(io: SinkIoCtx, backupId: string, json: Uint8Array): Promise<boolean> {
-  if (json.length === 0) return false;
+/**
+ * Creates backup.<id>.meta (exclusive), unless the header carries no metadata. The journal says so
+ * first — recovery removes it when the snapshot never came, and a kill between the object and the
+ * journal left it behind (then every retry of that backup met "already exists"). Another's object
+ * (EEXIST) is unsaid before the error; a failure that may have created it (a timeout) leaves it to
+ * cleanup (`metaCreated`; its removal takes a missing object as removed).
+ */
+async function createMeta(deps: SinkDeps<SinkCluster>, io: SinkIoCtx, fp: Footprint): Promise<void> {
+  const { backupId, metadataJson } = fp.h;
+  if (metadataJson.length === 0) return;
+  if (fp.journal) {
+    fp.journal = { ...fp.journal, metaCreated: true };
+    await deps.journal.write(fp.journal);
+  }
   try {
-    await io.objCreateExclusive(metaObjectName(backupId), Buffer.from(json));
+    await io.objCreateExclusive(metaObjectName(backupId), Buffer.from(metadataJson));
   } catch (e) {
-    if (isCephError(e, "EEXIST")) throw alreadyExists(`${metaObjectName(backupId)} already exists (backup id reused?)`);
+    if (isCephError(e, "EEXIST")) {
+      if (fp.journal) {
+        fp.journal = { ...fp.journal, metaCreated: false };
+        await deps.journal.write(fp.journal).catch(() => {}); // cleanup removes the entry anyway
+      }
+      throw alreadyExists(`${metaObjectName(backupId)} already exists (backup id reused?)`);
+    }
+    fp.metaCreated = true;
     throw e;
   }
-  return true;
+  fp.metaCreated = true;
 }

@@ -87,6 +87,12 @@ async function createImage(deps: Deps, fp: Footprint, log: Logger): Promise<void
       await createImageWithFeatures(ioOf(fp), nameOf(fp), h.imageSize, layout, fp.warnings);
     else await ioOf(fp).imageCreate(nameOf(fp), h.imageSize, layout);
   } catch (e) {
+    if (!isCephError(e, "EEXIST") && h.kind === TransferKind.BACKUP_FULL) {
+      // The create may have gone through (an op timeout, a lost reply): a base image is ours by its name,
+      // so the failure's cleanup removes it if it is there, and the entry stays until that is done.
+      fp.createdImage = true;
+      throw e;
+    }
     await deps.journal.remove(h.transferId);
     fp.journal = undefined;
     if (isCephError(e, "EEXIST")) {

@@ -68,6 +68,19 @@ async function fenceDeadClients(deps: Deps, entries: JournalEntry[], done: strin
   }
 }
 
+/**
+ * A full backup's base image left between its creation and its incomplete marker (a kill there, or a
+ * create that timed out yet went through): named for the backup (only this product makes
+ * vol.backup.<id>), no snapshot, and never written — writes come after the marker — so it is removed
+ * (else every retry of that backup met "already exists"). A restore's new volume bears the caller's
+ * name: without this transfer's marker it is never touched.
+ */
+async function unmarkedBase(img: SinkImage, e: JournalEntry): Promise<boolean> {
+  if (e.kind !== TransferKind.BACKUP_FULL) return false;
+  for await (const batch of img.diff({ batchSize: 1, wholeObject: true })) if (batch.length > 0) return false;
+  return true;
+}
+
 export async function recoverOne(io: SinkIoCtx, e: JournalEntry, where: string, done: string[]): Promise<void> {
   let img: SinkImage;
   try {
@@ -83,8 +96,9 @@ export async function recoverOne(io: SinkIoCtx, e: JournalEntry, where: string, 
     committed = e.toSnapshot ? snaps.some((s) => s.name === e.toSnapshot) : false;
     if (committed) {
       if (e.createdImage) await img.metaRemove(INCOMPLETE_KEY).catch(() => {});
-    } else if (e.createdImage) {
-      removable = snaps.length === 0 && (await img.metaGet(INCOMPLETE_KEY)) === e.transferId;
+    } else if (e.createdImage && snaps.length === 0) {
+      const marker = await img.metaGet(INCOMPLETE_KEY);
+      removable = marker === e.transferId || (marker === null && (await unmarkedBase(img, e)));
     } else if (e.rollbackTo && (await headDiffers(img, e.rollbackTo))) {
       await img.snapRollback(e.rollbackTo);
       done.push(`rolled ${where} back to ${e.rollbackTo} after interrupted transfer ${e.transferId}`);

@@ -74,6 +74,28 @@ describe("sink crash recovery", () => {
     assert.equal(poolState(ceph, "backups"), after, "a second run changes nothing");
   });
 
+  it("killed between creating a base image and marking it: the empty base image goes; a restore's volume stays", async () => {
+    const ceph = new FakeCeph("backups");
+    const deps = sinkDeps(ceph);
+    const size = 64 * KiB;
+    // A full backup's base image, created, never marked nor written: removed.
+    const bare = entry({ image: "vol.backup.b", createdImage: true, toSnapshot: "backup.b.snap.1", backupId: "b" });
+    ceph.addImage("backups", "vol.backup.b", Buffer.alloc(size));
+    // The same, but written (not ours to judge without the marker): kept.
+    const written = entry({ image: "vol.backup.w", createdImage: true, toSnapshot: "backup.w.snap.1", backupId: "w" });
+    ceph.addImage("backups", "vol.backup.w", pattern(size, 5));
+    // A restore's new volume without the marker (the caller's name; perhaps the caller's image): kept.
+    const restore = entry({ kind: TransferKind.RESTORE_NEW, image: "users-volume", createdImage: true });
+    ceph.addImage("backups", "users-volume", Buffer.alloc(size));
+    for (const e of [bare, written, restore]) await deps.journal.write(e);
+    const done = await recoverInterrupted(deps);
+    const images = ceph.pool("backups").images;
+    assert.equal(images.has("vol.backup.b"), false, done.join("\n"));
+    assert.ok(images.has("vol.backup.w"));
+    assert.ok(images.has("users-volume"));
+    assert.equal(deps.journal.entries.size, 0);
+  });
+
   it("an entry whose recovery fails stays for the next start", async () => {
     const ceph = new FakeCeph("backups");
     const deps = sinkDeps(ceph);

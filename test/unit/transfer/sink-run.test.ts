@@ -363,6 +363,33 @@ describe("runSink: failures", () => {
     });
   }
 
+  it("the journal says the metadata object is this transfer's before it is created (a kill in between leaves none behind)", async () => {
+    const ceph = cluster();
+    const deps = sinkDeps(ceph);
+    const write = deps.journal.write.bind(deps.journal);
+    deps.journal.write = async (e) => {
+      if (e.metaCreated) ceph.log.push(`journal ${e.transferId} metaCreated`);
+      await write(e);
+    };
+    const h = header();
+    await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK))));
+    const journalled = at(ceph.log, `journal ${h.transferId} metaCreated`);
+    assert.ok(journalled >= 0, "journalled");
+    assert.ok(journalled < at(ceph.log, `objCreate ${metaObjectName(h.backupId)}`), ceph.log.join("\n"));
+  });
+
+  it("a base image created although its creation failed (an op timeout that went through): removed, UNAVAILABLE", async () => {
+    const ceph = cluster();
+    const before = poolState(ceph, "backups");
+    ceph.faults.imageCreateAfter = cephError("ETIMEDOUT", "rbd_create");
+    const deps = sinkDeps(ceph);
+    const h = header();
+    const e = await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK)))).catch((x) => x);
+    assert.equal(status(e), Status.UNAVAILABLE, e.message);
+    assert.equal(poolState(ceph, "backups"), before, "the image the create made is gone");
+    assert.equal(deps.journal.entries.size, 0);
+  });
+
   it("the snapshot made although its creation failed (an op timeout that went through): committed, nothing undone", async () => {
     const ceph = cluster();
     ceph.faults.snapCreateAfter = cephError("ETIMEDOUT");

@@ -37,6 +37,8 @@ export interface Faults {
   snapCreateAfter?: Error;
   snapList?: Error;
   imageCreate?: Error;
+  /** The image is created, then its creation fails (an op timeout whose request went through). */
+  imageCreateAfter?: Error;
 }
 
 /** Calls that wait for the test before they go on. */
@@ -130,6 +132,7 @@ class FakeIoCtx implements SinkIoCtx {
     if (this.#pool.images.has(name)) throw cephError("EEXIST", "rbd_create");
     this.#pool.images.set(name, { data: Buffer.alloc(size), snaps: [], meta: new Map(), opens: 0 });
     this.ceph.log.push(`imageCreate ${name}`);
+    if (this.ceph.faults.imageCreateAfter) throw this.ceph.faults.imageCreateAfter;
   }
 
   async imageRemove(name: string): Promise<void> {
