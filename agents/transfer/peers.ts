@@ -82,9 +82,9 @@ export class Peers {
         ...tlsChannelOptions(address, this.tls),
       });
       const log = this.log ? { log: this.log.child({ peer: address }) } : {};
-      const h2 = new TransferClient(address, this.tls, log);
-      const useBulk = (this.opts.bulk ?? "auto") === "auto" && !this.tls.insecure;
       const idle = this.opts.bulkIdleTimeoutMs ? { idleTimeoutMs: this.opts.bulkIdleTimeoutMs } : {};
+      const h2 = new TransferClient(address, this.tls, { ...log, ...idle });
+      const useBulk = (this.opts.bulk ?? "auto") === "auto" && !this.tls.insecure;
       c = {
         channel,
         client: createClient(TransferServiceDefinition, channel),

@@ -32,6 +32,7 @@ import { type Logger, logger } from "../../src/common/log";
 import type { TlsConfig } from "../../src/common/tls";
 import { VERSION } from "../../src/common/version";
 import { type TransferMessage, TransferServiceDefinition, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
+import { DEFAULT_IDLE_TIMEOUT_MS } from "./bulk/protocol";
 import { PeerConnection } from "./peer-connection";
 import { REASON_HEADER } from "./protocol";
 import {
@@ -60,6 +61,12 @@ export interface TransferClientOptions {
   frames?: FramePool;
   /** After giving up (cancel, source failure): how long to wait for the destination's final status. */
   cancelWaitMs?: number;
+  /**
+   * A destination whose HTTP/2 window stays full this long (it took none of our data: a hung sink on a
+   * live connection, which still answers pings) ends the transfer with DEADLINE_EXCEEDED and a reset
+   * stream — as the bulk channel's idle bound (transfer.bulkIdleTimeoutMs, the same default).
+   */
+  idleTimeoutMs?: number;
   log?: Logger;
 }
 
@@ -104,7 +111,7 @@ function headerOf(h: http2.IncomingHttpHeaders, name: string): string | undefine
 /** Transfers to one peer agent, over one HTTP/2 connection they share (peer-connection.ts). */
 export class TransferClient {
   readonly #conn: PeerConnection;
-  readonly #opts: { frames: FramePool; cancelWaitMs: number; log: Logger };
+  readonly #opts: { frames: FramePool; cancelWaitMs: number; idleTimeoutMs: number; log: Logger };
 
   constructor(
     readonly address: string,
@@ -119,6 +126,7 @@ export class TransferClient {
     this.#opts = {
       frames: opts.frames ?? framePool,
       cancelWaitMs: opts.cancelWaitMs ?? CANCEL_WAIT_MS,
+      idleTimeoutMs: opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
       log: opts.log ?? logger({ component: "transfer-client" }),
     };
   }
@@ -317,7 +325,20 @@ export class TransferClient {
       // given up (the caller cancelled) and closes the message source, so the source's reads stop too.
       const drained = () =>
         new Promise<void>((ok) => {
+          const idleMs = this.#opts.idleTimeoutMs;
+          const timer = setTimeout(() => {
+            done();
+            finish(
+              new ClientError(
+                TRANSFER_PATH,
+                Status.DEADLINE_EXCEEDED,
+                `the destination ${this.address} took no data for ${idleMs} ms (transfer.bulkIdleTimeoutMs)`,
+              ),
+            );
+            if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+          }, idleMs);
           const done = () => {
+            clearTimeout(timer);
             stream.off("drain", done);
             stream.off("close", done);
             ok();

@@ -115,6 +115,8 @@ export class BulkClient {
 
   /** A handshaken connection (its ALPN noted); UNAVAILABLE when the peer cannot be reached in time. */
   #open(signal: AbortSignal): Promise<TLSSocket> {
+    // An abort listener added to an aborted signal never fires: the handshake would run its course.
+    if (signal.aborted) return Promise.reject(new AbortError());
     return new Promise<TLSSocket>((resolve, reject) => {
       const socket = tls.connect(this.#connect);
       socket.allowHalfOpen = true; // closing our side (the end of the stream) leaves the answer's way open

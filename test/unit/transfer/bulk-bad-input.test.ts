@@ -172,6 +172,37 @@ describe("bulk channel: bad input", () => {
     assert.match(seen, /^(error 13|error 14|an end without trailer)$/);
   });
 
+  it("the HTTP/2 Transfer call too: a destination that stops reading fails the source DEADLINE_EXCEEDED in its bound", async () => {
+    let release = () => {};
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    const served = await serve(
+      async (m) => {
+        await m[Symbol.asyncIterator]().next(); // the header, then nothing until the test is done
+        await held;
+        throw new Error("cut short");
+      },
+      { bulk: false },
+    );
+    const log = quietLogger();
+    const h2 = new TransferClient(served.address, labTls("agent-site-a"), { log, idleTimeoutMs: 300 });
+    closers.push(() => h2.close());
+    const h = header();
+    // 64 MiB: more than the server's HTTP/2 window and the socket buffers hold.
+    const data = Buffer.alloc(1024 * KiB, 7);
+    const chunks: TransferMessage[] = Array.from({ length: 64 }, (_, i) => ({
+      body: { $case: "chunk", value: { offset: i * data.length, data, crc32: 1, compression: 0, rawLength: 0 } },
+    }));
+    const t0 = Date.now();
+    await assert.rejects(
+      h2.transfer(new Feed([{ body: { $case: "header", value: h } }, ...chunks]), AbortSignal.timeout(20_000), mint(h)),
+      { code: Status.DEADLINE_EXCEEDED, message: /took no data for 300 ms/ },
+    );
+    assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
+    release();
+  });
+
   it("a source that never sends its trailer: DEADLINE_EXCEEDED after the server's idle bound, cleaned up", async () => {
     const d = await destination({ idleTimeoutMs: 300 });
     const h = header();

@@ -63,6 +63,15 @@ describe("bulk channel", () => {
     await until(() => served.pool.idle > 0, "the receive buffers given back");
   });
 
+  it("features() with a signal already aborted rejects with AbortError at once, no handshake", async () => {
+    // Nothing listens there: a connect attempt would fail UNAVAILABLE (or hang until its timeout) instead.
+    const c = client("127.0.0.1:9");
+    const ac = new AbortController();
+    ac.abort();
+    await assert.rejects(c.features(ac.signal), AbortError);
+    await assert.rejects(c.transfer(new Feed([]), ac.signal), AbortError);
+  });
+
   it("pre-framed chunks are written as they are and their frames go back to the pool", async () => {
     const size = 256 * KiB;
     const n = 24;
