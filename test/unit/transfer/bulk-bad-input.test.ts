@@ -47,6 +47,18 @@ function bulkClient(address: string, idleTimeoutMs?: number): BulkClient {
   return new BulkClient(address, tls, h2, { log, ...(idleTimeoutMs ? { idleTimeoutMs } : {}) });
 }
 
+/**
+ * `h`'s header, then 64 MiB of chunks — more than loopback's socket buffers and the server's HTTP/2
+ * window hold — cheap to make, for entries that check nothing and stop reading.
+ */
+function unread(h: ReturnType<typeof header>): Feed {
+  const data = Buffer.alloc(1024 * KiB, 7);
+  const chunks: TransferMessage[] = Array.from({ length: 64 }, (_, i) => ({
+    body: { $case: "chunk", value: { offset: i * data.length, data, crc32: 1, compression: 0, rawLength: 0 } },
+  }));
+  return new Feed([{ body: { $case: "header", value: h } }, ...chunks]);
+}
+
 /** BulkOpen with a capability for `h`, then `h`'s header and first `n` messages after it, as frames. */
 function start(n = 0) {
   const h = header();
@@ -155,16 +167,11 @@ describe("bulk channel: bad input", () => {
     });
     const c = bulkClient(served.address, 300);
     const h = header();
-    // 64 MiB (more than loopback's socket buffers hold), cheap to make: this entry checks nothing.
-    const data = Buffer.alloc(1024 * KiB, 7);
-    const chunks: TransferMessage[] = Array.from({ length: 64 }, (_, i) => ({
-      body: { $case: "chunk", value: { offset: i * data.length, data, crc32: 1, compression: 0, rawLength: 0 } },
-    }));
     const t0 = Date.now();
-    await assert.rejects(
-      c.transfer(new Feed([{ body: { $case: "header", value: h } }, ...chunks]), AbortSignal.timeout(20_000), mint(h)),
-      { code: Status.DEADLINE_EXCEEDED, message: /took no bytes for 300 ms/ },
-    );
+    await assert.rejects(c.transfer(unread(h), AbortSignal.timeout(20_000), mint(h)), {
+      code: Status.DEADLINE_EXCEEDED,
+      message: /took no bytes for 300 ms/,
+    });
     assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
     clientGaveUp();
     await until(() => seen !== "", "the destination finding its stream cut");
@@ -189,16 +196,11 @@ describe("bulk channel: bad input", () => {
     const h2 = new TransferClient(served.address, labTls("agent-site-a"), { log, idleTimeoutMs: 300 });
     closers.push(() => h2.close());
     const h = header();
-    // 64 MiB: more than the server's HTTP/2 window and the socket buffers hold.
-    const data = Buffer.alloc(1024 * KiB, 7);
-    const chunks: TransferMessage[] = Array.from({ length: 64 }, (_, i) => ({
-      body: { $case: "chunk", value: { offset: i * data.length, data, crc32: 1, compression: 0, rawLength: 0 } },
-    }));
     const t0 = Date.now();
-    await assert.rejects(
-      h2.transfer(new Feed([{ body: { $case: "header", value: h } }, ...chunks]), AbortSignal.timeout(20_000), mint(h)),
-      { code: Status.DEADLINE_EXCEEDED, message: /took no data for 300 ms/ },
-    );
+    await assert.rejects(h2.transfer(unread(h), AbortSignal.timeout(20_000), mint(h)), {
+      code: Status.DEADLINE_EXCEEDED,
+      message: /took no data for 300 ms/,
+    });
     assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
     release();
   });
