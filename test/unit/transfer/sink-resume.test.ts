@@ -258,6 +258,34 @@ describe("resumable transfers: the destination", () => {
     assert.match(e.message, /expired/);
   });
 
+  it("a retry into an image whose expired hold the sweep is undoing waits for the sweep, then starts over", async () => {
+    const ceph = new FakeCeph("backups");
+    const d = deps(ceph);
+    const { h, name } = await cutShort(d, ceph);
+    const img = ceph.pool("backups").images.get(name);
+    assert.ok(img);
+    const opensBefore = img.opens;
+    let open = () => {};
+    ceph.gates.close = new Promise<void>((r) => {
+      open = r;
+    });
+    const sweep = sweepHeld(d, Date.now() + 3_600_000 * 24);
+    await until(() => img.opens === opensBefore + 1, "the sweep inside the held image");
+    const retry = { ...h, transferId: randomUUID(), resumable: false };
+    const parts = chunkParts(4, CHUNK);
+    const running = runSink(d, new Feed(messages(retry, parts)), undefined, { remote: true });
+    for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(img.opens, opensBefore + 1, "the retry did not touch the image while the sweep held it");
+    open();
+    delete ceph.gates.close;
+    assert.ok((await sweep).length > 0, "the sweep undid the expired hold");
+    const s = await running;
+    assert.equal(s.snapshotCreated, retry.toSnapshot);
+    const now = ceph.pool("backups").images.get(name);
+    assert.ok(now?.data.equals(Buffer.concat(parts.map((p) => ("data" in p ? p.data : Buffer.alloc(0))))));
+    assert.equal(d.journal.entries.size, 0);
+  });
+
   it("recovery after a kill holds a checkpointed resumable transfer; the sweep undoes it once the hold expired", async () => {
     const ceph = new FakeCeph("backups");
     const d = deps(ceph);
