@@ -59,7 +59,7 @@ async function madeAnyway(image: SinkImage, fp: Footprint, error: unknown, log: 
 }
 
 /**
- * The committed image this transfer created loses its incomplete marker; a failure is a warning (false).
+ * The committed image this transfer created loses its incomplete marker; a failure is a warning.
  * A restore has no snapshot to prove its commit, so an image that keeps the marker must not stay this
  * transfer's to remove: its journal entry is rewritten without `createdImage` first — else, should
  * the entry outlive the transfer (its removal failing too), recovery would remove the restored volume
@@ -102,18 +102,16 @@ async function createMeta(deps: SinkDeps<SinkCluster>, io: SinkIoCtx, fp: Footpr
     fp.journal = { ...fp.journal, metaCreated: true };
     await deps.journal.write(fp.journal);
   }
+  fp.metaCreated = true; // from here it may exist: cleanup removes it unless another's is there
   try {
     await io.objCreateExclusive(metaObjectName(backupId), Buffer.from(metadataJson));
   } catch (e) {
-    if (isCephError(e, "EEXIST")) {
-      if (fp.journal) {
-        fp.journal = { ...fp.journal, metaCreated: false };
-        await deps.journal.write(fp.journal).catch(() => {}); // cleanup removes the entry anyway
-      }
-      throw alreadyExists(`${metaObjectName(backupId)} already exists (backup id reused?)`);
+    if (!isCephError(e, "EEXIST")) throw e;
+    fp.metaCreated = false;
+    if (fp.journal) {
+      fp.journal = { ...fp.journal, metaCreated: false };
+      await deps.journal.write(fp.journal).catch(() => {}); // cleanup removes the entry anyway
     }
-    fp.metaCreated = true;
-    throw e;
+    throw alreadyExists(`${metaObjectName(backupId)} already exists (backup id reused?)`);
   }
-  fp.metaCreated = true;
 }

@@ -90,6 +90,16 @@ async function cutShort(d: TestDeps, ceph: FakeCeph) {
   return { h, parts, name };
 }
 
+/** A resumable full backup cut short after a checkpoint, on a fresh cluster: its held image. */
+async function heldImage() {
+  const ceph = new FakeCeph("backups");
+  const d = deps(ceph);
+  const { h, name } = await cutShort(d, ceph);
+  const img = ceph.pool("backups").images.get(name);
+  assert.ok(img);
+  return { ceph, d, h, name, img };
+}
+
 describe("resumable transfers: the destination", () => {
   it("cut short after a checkpoint: held; ResumePoint answers it; the retry sends the rest and commits byte-identical data", async () => {
     const ceph = new FakeCeph("backups");
@@ -221,11 +231,7 @@ describe("resumable transfers: the destination", () => {
   });
 
   it("killed after its snapshot was made: recovery completes the backup instead of holding it; no resume is offered", async () => {
-    const ceph = new FakeCeph("backups");
-    const d = deps(ceph);
-    const { h, name } = await cutShort(d, ceph);
-    const img = ceph.pool("backups").images.get(name);
-    assert.ok(img);
+    const { d, h, img } = await heldImage();
     // As if the agent had died right after the commit's snapshot: checkpoint and marker still on the image.
     img.snaps.push({ name: h.toSnapshot, data: Buffer.from(img.data) });
     const retry = { ...h, transferId: randomUUID() };
@@ -259,11 +265,7 @@ describe("resumable transfers: the destination", () => {
   });
 
   it("a retry into an image whose expired hold the sweep is undoing waits for the sweep, then starts over", async () => {
-    const ceph = new FakeCeph("backups");
-    const d = deps(ceph);
-    const { h, name } = await cutShort(d, ceph);
-    const img = ceph.pool("backups").images.get(name);
-    assert.ok(img);
+    const { ceph, d, h, name, img } = await heldImage();
     const opensBefore = img.opens;
     let open = () => {};
     ceph.gates.close = new Promise<void>((r) => {
