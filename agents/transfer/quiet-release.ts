@@ -3,9 +3,12 @@
  * chunk buffers in the pools, and glibc's arenas holding what librados and librbd freed — and without
  * this a restore starts from what the previous backup left (measured: 134–184 MiB at rest after a
  * 4 GiB backup, the restore then peaking at 210–260 MiB). Once no pool has been used for a whole check
- * period (`quietMs`, 1 s: the pools' use counts did not move between two checks), the pools' idle
- * buffers are dropped and `releaseNative` (glibc malloc_trim) runs — once per quiet spell, between one
- * and two periods after the last use.
+ * period (`quietMs`, 250 ms: the pools' use counts did not move between two checks), the pools' idle
+ * buffers are dropped, `collectGarbage` frees them (a dropped Buffer's memory goes back to glibc only
+ * when V8 collects it, and a quiet agent allocates nothing that would make it collect), and after
+ * `settleMs` — V8 frees the memory of dead ArrayBuffers on a background thread after the collection —
+ * `releaseNative` (glibc malloc_trim) runs: once per quiet spell, between one and two periods after
+ * the last use.
  *
  * Cost while busy: a counter per buffer taken or given (buffer-pool.ts; no clock read) and one check per `quietMs`.
  */
@@ -13,9 +16,17 @@ import type { BufferPool } from "./buffer-pool";
 
 export interface QuietReleaseOptions {
   pools: BufferPool[];
-  /** Gives the C libraries' free memory back (releaseFreeMemory); errors are logged, never thrown. */
+  /** Gives the C libraries' free memory back (releaseFreeMemory); its errors and collectGarbage's are logged, never thrown. */
   releaseNative: () => Promise<unknown>;
-  /** The check period: quiet for a whole one releases (default 1 s: with 5 s a restore right after a backup still peaked at 197 MiB, with 1 s 135). */
+  /** A full garbage collection (agents/agent/gc.ts), run after the pools dropped their idle buffers. */
+  collectGarbage?: () => void;
+  /** Wait between the collection and releaseNative (default 250 ms; without it the trim ran before V8 had freed the buffers, and 54 MiB stayed resident). */
+  settleMs?: number;
+  /**
+   * The check period: quiet for a whole one releases. Default 250 ms: a restore started right after a
+   * backup peaked at 197 MiB with 5 s, 135 with 1 s (4 GiB), and with 1 s still at 166–199 MiB (1 GiB,
+   * memory rows, 2026-12-04: the restore began before the backup's memory was back), 134–163 with 250 ms.
+   */
   quietMs?: number;
   log?: { debug(msg: string, fields?: Record<string, unknown>): void };
 }
@@ -32,7 +43,7 @@ export class QuietRelease {
   constructor(readonly opts: QuietReleaseOptions) {}
 
   get quietMs(): number {
-    return this.opts.quietMs ?? 1000;
+    return this.opts.quietMs ?? 250;
   }
 
   start(): void {
@@ -58,11 +69,11 @@ export class QuietRelease {
     if (!quiet || uses === this.#releasedUses) return false;
     this.#releasedUses = uses;
     const bytes = this.opts.pools.reduce((n, p) => n + p.trim(), 0);
-    this.#running = this.opts
-      .releaseNative()
+    this.#running = this.#collect()
+      .then(() => this.opts.releaseNative())
       .then(
         (released) => this.opts.log?.debug("data plane quiet: memory released", { poolBytes: bytes, released }),
-        (e) => this.opts.log?.debug("data plane quiet: malloc_trim failed", { error: String(e) }),
+        (e) => this.opts.log?.debug("data plane quiet: memory release failed", { error: String(e) }),
       )
       .finally(() => {
         this.#running = null;
@@ -70,5 +81,18 @@ export class QuietRelease {
     await this.#running;
     this.releases++;
     return true;
+  }
+
+  /** The collection, then the settle wait. */
+  async #collect(): Promise<void> {
+    const { collectGarbage, settleMs = 250 } = this.opts;
+    if (!collectGarbage) return;
+    try {
+      collectGarbage();
+    } catch (e) {
+      this.opts.log?.debug("data plane quiet: garbage collection failed", { error: String(e) });
+    }
+    if (settleMs <= 0) return;
+    await new Promise<void>((resolve) => setTimeout(resolve, settleMs));
   }
 }

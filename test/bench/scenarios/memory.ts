@@ -183,7 +183,7 @@ export const memory: Scenario = {
           );
           await rig.removeImages([["site-a", `rbd/${vol}`]]);
           // RBDBACKUP_BENCH_REST_S: the agents rest this long between the roles (an agent gives memory
-          // back after 1 s of a quiet data plane: quiet-release.ts); 0 runs the restore at once.
+          // back after 250–500 ms of a quiet data plane: quiet-release.ts); 0 runs the restore at once.
           const rest = Number(process.env.RBDBACKUP_BENCH_REST_S ?? 0);
           if (rest > 0) await new Promise((res) => setTimeout(res, rest * 1000));
           restores.push(

@@ -80,5 +80,45 @@ test("a failing malloc_trim is logged, never thrown", async () => {
   });
   assert.equal(await q.check(), false, "the first check only sees the pools' use count");
   assert.equal(await q.check(), true);
-  assert.deepEqual(logged, ["data plane quiet: malloc_trim failed"]);
+  assert.deepEqual(logged, ["data plane quiet: memory release failed"]);
+});
+
+test("the dropped buffers are collected before malloc_trim runs, after the settle wait", async () => {
+  const pool = new TestPool(8);
+  const order: string[] = [];
+  const q = new QuietRelease({
+    pools: [pool],
+    settleMs: 20,
+    collectGarbage: () => order.push(`collect (idle ${pool.idle})`),
+    releaseNative: async () => {
+      order.push("malloc_trim");
+      return true;
+    },
+  });
+  pool.put(pool.get(4096));
+  assert.equal(await q.check(), false);
+  const started = performance.now();
+  assert.equal(await q.check(), true);
+  assert.deepEqual(order, ["collect (idle 0)", "malloc_trim"], "pools trimmed, then collected, then malloc_trim");
+  assert.ok(performance.now() - started >= 15, "malloc_trim waited for the settle period");
+});
+
+test("a failing collection is logged, never thrown, and malloc_trim still runs", async () => {
+  const pool = new TestPool(8);
+  const logged: string[] = [];
+  let trimmed = 0;
+  const q = new QuietRelease({
+    pools: [pool],
+    settleMs: 0,
+    collectGarbage: () => {
+      throw new Error("no gc");
+    },
+    releaseNative: async () => ++trimmed,
+    log: { debug: (m) => logged.push(m) },
+  });
+  pool.put(pool.get(4096));
+  await q.check();
+  assert.equal(await q.check(), true);
+  assert.deepEqual(logged, ["data plane quiet: garbage collection failed", "data plane quiet: memory released"]);
+  assert.equal(trimmed, 1);
 });
