@@ -89,6 +89,7 @@ test("the dropped buffers are collected before malloc_trim runs, after the settl
   const q = new QuietRelease({
     pools: [pool],
     settleMs: 20,
+    collectFromBytes: 4096,
     collectGarbage: () => order.push(`collect (idle ${pool.idle})`),
     releaseNative: async () => {
       order.push("malloc_trim");
@@ -110,6 +111,7 @@ test("a failing collection is logged, never thrown, and malloc_trim still runs",
   const q = new QuietRelease({
     pools: [pool],
     settleMs: 0,
+    collectFromBytes: 0,
     collectGarbage: () => {
       throw new Error("no gc");
     },
@@ -121,4 +123,26 @@ test("a failing collection is logged, never thrown, and malloc_trim still runs",
   assert.equal(await q.check(), true);
   assert.deepEqual(logged, ["data plane quiet: garbage collection failed", "data plane quiet: memory released"]);
   assert.equal(trimmed, 1);
+});
+
+test("no collection when the pools dropped less than collectFromBytes; malloc_trim still runs", async () => {
+  const pool = new TestPool(8);
+  let collections = 0;
+  let trims = 0;
+  const q = new QuietRelease({
+    pools: [pool],
+    settleMs: 0,
+    collectFromBytes: 8192,
+    collectGarbage: () => collections++,
+    releaseNative: async () => ++trims,
+  });
+  pool.put(pool.get(4096)); // 4 KiB idle: under the bound
+  await q.check();
+  assert.equal(await q.check(), true);
+  assert.deepEqual([collections, trims], [0, 1]);
+  const bufs = [pool.get(4096), pool.get(4096)]; // 8 KiB idle: at the bound
+  for (const b of bufs) pool.put(b);
+  await q.check();
+  assert.equal(await q.check(), true);
+  assert.deepEqual([collections, trims], [1, 2]);
 });
