@@ -30,7 +30,7 @@ export interface QuietReleaseOptions {
   settleMs?: number;
   /**
    * The check period: quiet for a whole one releases. Default 250 ms: a restore started right after a
-   * backup peaked at 197 MiB with 5 s, 135 with 1 s (4 GiB), and with 1 s still at 166–199 MiB (1 GiB,
+   * backup peaked at 197 MiB with 5 s, 135 with 1 s (4 GiB), and with 1 s still at 147–199 MiB (1 GiB,
    * memory rows, 2026-12-04: the restore began before the backup's memory was back), 134–163 with 250 ms.
    */
   quietMs?: number;
