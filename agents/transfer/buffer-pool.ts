@@ -13,6 +13,9 @@ export class BufferPool {
   reused = 0;
   /** Takes and gives so far: whether the pool was used since a moment (quiet-release.ts; no clock read per buffer). */
   uses = 0;
+  /** Called when a take finds no idle buffer and allocates (quiet-release.ts: another role may be starting). */
+  onAllocate: (() => void) | null = null;
+  #idleBytes = 0;
 
   constructor(public maxIdle: number) {}
 
@@ -22,10 +25,12 @@ export class BufferPool {
     const b = this.#idle.get(capacity)?.pop();
     if (b) {
       this.#count--;
+      this.#idleBytes -= capacity;
       this.reused++;
       return b;
     }
     this.allocated++;
+    this.onAllocate?.();
     return Buffer.allocUnsafeSlow(capacity);
   }
 
@@ -40,6 +45,7 @@ export class BufferPool {
     }
     list.push(b);
     this.#count++;
+    this.#idleBytes += b.length;
   }
 
   /** Drops every idle buffer (they are garbage-collected); returns how many bytes they held. */
@@ -48,7 +54,13 @@ export class BufferPool {
     for (const [capacity, list] of this.#idle) bytes += capacity * list.length;
     this.#idle.clear();
     this.#count = 0;
+    this.#idleBytes = 0;
     return bytes;
+  }
+
+  /** Bytes the idle buffers hold. */
+  get idleBytes(): number {
+    return this.#idleBytes;
   }
 
   get idle(): number {

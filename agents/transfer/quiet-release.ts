@@ -46,7 +46,9 @@ export class QuietRelease {
   #running: Promise<void> | null = null;
   releases = 0;
 
-  constructor(readonly opts: QuietReleaseOptions) {}
+  constructor(readonly opts: QuietReleaseOptions) {
+    for (const pool of opts.pools) pool.onAllocate = () => this.#allocating(pool);
+  }
 
   get quietMs(): number {
     return this.opts.quietMs ?? 250;
@@ -74,25 +76,49 @@ export class QuietRelease {
     this.#seenUses = uses;
     if (!quiet || uses === this.#releasedUses) return false;
     this.#releasedUses = uses;
-    const bytes = this.opts.pools.reduce((n, p) => n + p.trim(), 0);
+    await this.#release(this.opts.pools, "data plane quiet");
+    return true;
+  }
+
+  /**
+   * A pool had to allocate — a transfer is starting or growing. When the other pools still hold
+   * `collectFromBytes` or more idle (the agent's previous role, e.g. a restore's source right after it
+   * received a backup), they are released now instead of on the timer: a restore begun 250–750 ms
+   * after a backup started from the backup's 151 MiB and peaked at 201 (README table, 2026-12-04). The
+   * new role then reuses that memory. Nothing when a release is running.
+   */
+  #allocating(pool: BufferPool): void {
+    if (this.#running) return;
+    const others = this.opts.pools.filter((p) => p !== pool);
+    const idle = others.reduce((n, p) => n + p.idleBytes, 0);
+    if (idle === 0 || idle < this.#collectFromBytes) return;
+    void this.#release(others, "another role starting");
+  }
+
+  /** Drops `pools`' idle buffers, collects them, then the C libraries' free memory goes back. */
+  #release(pools: BufferPool[], why: string): Promise<void> {
+    const bytes = pools.reduce((n, p) => n + p.trim(), 0);
     this.#running = this.#collect(bytes)
       .then(() => this.opts.releaseNative())
       .then(
-        (released) => this.opts.log?.debug("data plane quiet: memory released", { poolBytes: bytes, released }),
-        (e) => this.opts.log?.debug("data plane quiet: memory release failed", { error: String(e) }),
+        (released) => this.opts.log?.debug(`${why}: memory released`, { poolBytes: bytes, released }),
+        (e) => this.opts.log?.debug(`${why}: memory release failed`, { error: String(e) }),
       )
       .finally(() => {
         this.#running = null;
+        this.releases++;
       });
-    await this.#running;
-    this.releases++;
-    return true;
+    return this.#running;
+  }
+
+  get #collectFromBytes(): number {
+    return this.opts.collectFromBytes ?? 8 << 20;
   }
 
   /** The collection, then the settle wait; nothing when the pools dropped little. */
   async #collect(droppedBytes: number): Promise<void> {
-    const { collectGarbage, settleMs = 250, collectFromBytes = 8 << 20 } = this.opts;
-    if (!collectGarbage || droppedBytes < collectFromBytes) return;
+    const { collectGarbage, settleMs = 250 } = this.opts;
+    if (!collectGarbage || droppedBytes < this.#collectFromBytes) return;
     try {
       collectGarbage();
     } catch (e) {

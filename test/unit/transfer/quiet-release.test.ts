@@ -146,3 +146,42 @@ test("no collection when the pools dropped less than collectFromBytes; malloc_tr
   assert.equal(await q.check(), true);
   assert.deepEqual([collections, trims], [1, 2]);
 });
+
+test("another role starting (a pool allocates) releases the other pools' idle buffers at once, not its own", async () => {
+  const source = new TestPool(8);
+  const destination = new TestPool(8);
+  const events: string[] = [];
+  let done: () => void = () => {};
+  const trimmed = new Promise<void>((resolve) => {
+    done = resolve;
+  });
+  new QuietRelease({
+    pools: [source, destination],
+    settleMs: 0,
+    collectFromBytes: 8192,
+    collectGarbage: () => events.push(`collect (destination idle ${destination.idleBytes})`),
+    releaseNative: async () => {
+      events.push("malloc_trim");
+      done();
+      return true;
+    },
+  });
+  // The destination's role ends with 4 KiB idle: under the bound, a new source allocation releases nothing.
+  destination.put(destination.get(4096));
+  source.put(source.get(4096));
+  assert.deepEqual(events, []);
+  // With 12 KiB idle there, the source's next allocation releases the destination's pool; its own stays.
+  const bufs = [destination.get(4096), destination.get(4096), destination.get(4096)];
+  for (const b of bufs) destination.put(b);
+  assert.equal(destination.idleBytes, 12288);
+  source.put(source.get(4096)); // served from the source's idle buffer: no allocation, nothing happens
+  assert.deepEqual(events, []);
+  const fresh = source.get(65536); // allocates
+  const bound = setTimeout(done, 5000); // never wait forever: the assertions below tell
+  await trimmed;
+  clearTimeout(bound);
+  assert.deepEqual(events, ["collect (destination idle 0)", "malloc_trim"]);
+  assert.equal(destination.idle, 0);
+  assert.equal(source.idle, 1, "the starting role's own idle buffer is kept");
+  source.put(fresh);
+});
