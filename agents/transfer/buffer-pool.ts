@@ -50,8 +50,7 @@ export class BufferPool {
 
   /** Drops every idle buffer (they are garbage-collected); returns how many bytes they held. */
   trim(): number {
-    let bytes = 0;
-    for (const [capacity, list] of this.#idle) bytes += capacity * list.length;
+    const bytes = this.#idleBytes;
     this.#idle.clear();
     this.#count = 0;
     this.#idleBytes = 0;

@@ -98,7 +98,7 @@ export class QuietRelease {
   /** Drops `pools`' idle buffers, collects them, then the C libraries' free memory goes back. */
   #release(pools: BufferPool[], why: string): Promise<void> {
     const bytes = pools.reduce((n, p) => n + p.trim(), 0);
-    this.#running = this.#collect(bytes)
+    this.#running = this.#collect(bytes, why)
       .then(() => this.opts.releaseNative())
       .then(
         (released) => this.opts.log?.debug(`${why}: memory released`, { poolBytes: bytes, released }),
@@ -116,13 +116,13 @@ export class QuietRelease {
   }
 
   /** The collection, then the settle wait; nothing when the pools dropped little. */
-  async #collect(droppedBytes: number): Promise<void> {
+  async #collect(droppedBytes: number, why: string): Promise<void> {
     const { collectGarbage, settleMs = 250 } = this.opts;
     if (!collectGarbage || droppedBytes < this.#collectFromBytes) return;
     try {
       collectGarbage();
     } catch (e) {
-      this.opts.log?.debug("data plane quiet: garbage collection failed", { error: String(e) });
+      this.opts.log?.debug(`${why}: garbage collection failed`, { error: String(e) });
     }
     if (settleMs <= 0) return;
     await new Promise<void>((resolve) => setTimeout(resolve, settleMs));
