@@ -16,12 +16,14 @@ export class BufferPool {
   /** Called when a take finds no idle buffer and allocates (quiet-release.ts: another role may be starting). */
   onAllocate: (() => void) | null = null;
   #idleBytes = 0;
+  #out = 0;
 
   constructor(public maxIdle: number) {}
 
   /** A buffer of exactly `capacity` bytes, contents undefined. */
   protected take(capacity: number): Buffer {
     this.uses++;
+    this.#out++;
     const b = this.#idle.get(capacity)?.pop();
     if (b) {
       this.#count--;
@@ -37,6 +39,7 @@ export class BufferPool {
   /** Back to the pool: nothing may read or write `b` afterwards. */
   protected give(b: Buffer): void {
     this.uses++;
+    if (this.#out > 0) this.#out--;
     if (this.#count >= this.maxIdle) return;
     let list = this.#idle.get(b.length);
     if (!list) {
@@ -60,6 +63,15 @@ export class BufferPool {
   /** Bytes the idle buffers hold. */
   get idleBytes(): number {
     return this.#idleBytes;
+  }
+
+  /**
+   * Buffers taken and not given back: a transfer is using the pool. It over-counts a buffer a failed
+   * transfer dropped instead of giving back (left to the garbage collector): quiet-release.ts treats a
+   * pool that did not move for a whole check period as unused whatever this says.
+   */
+  get out(): number {
+    return this.#out;
   }
 
   get idle(): number {

@@ -44,6 +44,8 @@ export class QuietRelease {
   /** The pools' uses at the previous check: unchanged since, the pools were quiet for a whole period. */
   #seenUses = -1;
   #running: Promise<void> | null = null;
+  /** Each pool's uses at the previous check, and whether they had not moved in the period before it. */
+  #poolSeen = new Map<BufferPool, { uses: number; still: boolean }>();
   releases = 0;
 
   constructor(readonly opts: QuietReleaseOptions) {
@@ -70,6 +72,10 @@ export class QuietRelease {
    * and something was used since the last release.
    */
   async check(): Promise<boolean> {
+    for (const p of this.opts.pools) {
+      const seen = this.#poolSeen.get(p);
+      this.#poolSeen.set(p, { uses: p.uses, still: seen?.uses === p.uses });
+    }
     if (this.#running) return false;
     const uses = this.opts.pools.reduce((n, p) => n + p.uses, 0);
     const quiet = uses === this.#seenUses;
@@ -86,13 +92,24 @@ export class QuietRelease {
    * received a backup), they are released now instead of on the timer: a restore begun 250–750 ms
    * after a backup started from the backup's 151 MiB and peaked at 201 (README table, 2026-12-04). The
    * new role then reuses that memory. Nothing when a release is running.
+   *
+   * Only pools no transfer is using are released: every buffer given back (`out` 0), or no take or give
+   * for a whole check period and since (a buffer a failed transfer never gave back keeps `out` above 0).
+   * An agent that is source and destination at once would otherwise drop the busy role's idle buffers
+   * whenever the other allocated — each time a full collection, and that role reallocating them.
    */
   #allocating(pool: BufferPool): void {
     if (this.#running) return;
-    const others = this.opts.pools.filter((p) => p !== pool);
+    const others = this.opts.pools.filter((p) => p !== pool && this.#unused(p));
     const idle = others.reduce((n, p) => n + p.idleBytes, 0);
-    if (idle === 0 || idle < this.#collectFromBytes) return;
+    if (others.length === 0 || idle === 0 || idle < this.#collectFromBytes) return;
     void this.#release(others, "another role starting");
+  }
+
+  #unused(p: BufferPool): boolean {
+    if (p.out === 0) return true;
+    const seen = this.#poolSeen.get(p);
+    return seen?.still === true && seen.uses === p.uses;
   }
 
   /** Drops `pools`' idle buffers, collects them, then the C libraries' free memory goes back. */

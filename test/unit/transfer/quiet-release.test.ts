@@ -185,3 +185,54 @@ test("another role starting (a pool allocates) releases the other pools' idle bu
   assert.equal(source.idle, 1, "the starting role's own idle buffer is kept");
   source.put(fresh);
 });
+
+test("a role still using its pool (buffers out) is not released when another allocates; one unmoved for a whole period is", async () => {
+  const source = new TestPool(8);
+  const destination = new TestPool(8);
+  let trims = 0;
+  let done = () => {};
+  const q = new QuietRelease({
+    pools: [source, destination],
+    settleMs: 0,
+    collectFromBytes: 8192,
+    releaseNative: async () => {
+      trims++;
+      done();
+      return true;
+    },
+  });
+  // The source is mid-transfer: 12 KiB idle in its pool, one frame still out.
+  const frames = [source.get(4096), source.get(4096), source.get(4096), source.get(4096)];
+  for (const f of frames.slice(1)) source.put(f);
+  assert.equal(source.out, 1);
+  assert.equal(source.idleBytes, 12288);
+  // The same agent receives: its receive pool allocates. The busy source's buffers stay.
+  const received = destination.get(65536);
+  await q.check(); // a check runs between: a release started here would show below
+  assert.equal(trims, 0, "nothing released while the source uses its pool");
+  assert.equal(source.idleBytes, 12288);
+  // The frame out was lost (a failed transfer dropped it) and the source has not moved since: after a
+  // whole check period without a take or give, the next allocation releases its idle buffers.
+  destination.put(received);
+  await q.check(); // period 1: the destination moved, so the timer does not release
+  await q.check(); // period 2 begins: neither moved in period 1 — the timer itself releases everything
+  assert.equal(trims, 1, "the timer's release when every pool was quiet");
+  assert.equal(source.idleBytes, 0);
+  // Again, only the source still: it holds 12 KiB idle with one frame out, the destination keeps moving.
+  for (const f of [source.get(4096), source.get(4096), source.get(4096)]) source.put(f);
+  const released = new Promise<void>((resolve) => {
+    done = resolve;
+  });
+  destination.put(destination.get(65536));
+  await q.check();
+  destination.put(destination.get(65536));
+  await q.check(); // the source did not move for this whole period
+  assert.equal(trims, 1, "the destination moved: no timer release");
+  const bound = setTimeout(done, 5000); // never wait forever: the assertions below tell
+  const more = destination.get(131072); // allocates
+  await released;
+  clearTimeout(bound);
+  assert.equal(trims, 2, "the still source was released when the destination allocated");
+  assert.equal(source.idleBytes, 0);
+  destination.put(more);
+});
