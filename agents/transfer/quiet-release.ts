@@ -118,7 +118,12 @@ export class QuietRelease {
     this.#running = this.#collect(bytes, why)
       .then(() => this.opts.releaseNative())
       .then(
-        (released) => this.opts.log?.debug(`${why}: memory released`, { poolBytes: bytes, released }),
+        (released) =>
+          this.opts.log?.debug(`${why}: memory released`, {
+            poolBytes: bytes,
+            released,
+            buffersOut: pools.map((p) => p.out),
+          }),
         (e) => this.opts.log?.debug(`${why}: memory release failed`, { error: String(e) }),
       )
       .finally(() => {
