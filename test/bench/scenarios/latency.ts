@@ -25,7 +25,7 @@ import type { IoCtx } from "../../../agents/ceph";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { type BackupServiceClient, type Job, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
-import { backupRequest, startCoordinator, waitAgents } from "../../helpers/coordinator";
+import { startCoordinator, waitAgents } from "../../helpers/coordinator";
 import { connectLab, labCluster, rbd, repoRoot, uniqueName } from "../../helpers/lab";
 import { rawWriteMiBps } from "../ceph-cli";
 import { busyFraction, hostCpu } from "../host-cpu";
@@ -33,6 +33,7 @@ import { interrupting, onInterrupt } from "../interrupt";
 import { arg, cpuOf, median, procMemMiB, resetPeakRss } from "../measure";
 import { fill } from "../rig";
 import { runAlone } from "../scenario-main";
+import { backupTimed, breakdown, type Deployment, detailLines, groupedNote, settleLogs } from "./backup-timing";
 import type { Row, Scenario, ScenarioContext } from "./types";
 
 const execFileP = promisify(execFile);
@@ -172,6 +173,15 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
     const api = coord.client;
     await waitAgents(api, 2);
     const pids = agents.map((a) => a.proc.pid as number);
+    const [agentA, agentB] = agents as [RunningAgent, RunningAgent];
+    const deployment: Deployment = {
+      api,
+      coord,
+      a: agentA,
+      b: agentB,
+      agentCpu: () => [cpuOf(pids[0] as number), cpuOf(pids[1] as number)],
+    };
+    const phases: Array<Record<string, number>> = [];
 
     const s = {
       cli: [] as number[],
@@ -206,27 +216,23 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
         for (const p of pids) resetPeakRss(p);
         const cpu0 = pids.map(cpuOf);
         const host0 = hostCpu();
-        const t = performance.now();
-        const job = await follow(
-          api,
-          await api.createBackup(
-            backupRequest(
-              { cluster: "site-a", pool: "rbd", namespace: "", image },
-              { mode: BackupMode.BACKUP_MODE_FULL },
-            ),
-          ),
-        );
-        s.ours.push((performance.now() - t) / 1000);
+        const ids: string[] = [];
+        const timed = await backupTimed(api, image, BackupMode.BACKUP_MODE_FULL, ids);
+        s.ours.push(timed.seconds);
         o.busy.push(busyFraction(host0, hostCpu()));
         o.cpuSrc.push(cpuOf(pids[0] as number) - (cpu0[0] as number));
         o.cpuDst.push(cpuOf(pids[1] as number) - (cpu0[1] as number));
         o.rss.push(Math.max(...pids.map((p) => procMemMiB(p, "VmHWM"))));
-        await follow(api, await api.deleteBackup({ backupId: job.backupId, idempotencyKey: "" }));
+        await settleLogs();
+        phases.push(breakdown(timed, deployment));
+        await follow(api, await api.deleteBackup({ backupId: timed.job.backupId, idempotencyKey: "" }));
       };
       for (const side of r % 2 === 0 ? [cliSide, oursSide] : [oursSide, cliSide]) await side();
       log(`latency round ${r + 1}/${rounds}: CLI ${s.cli.at(-1)?.toFixed(2)} s, ours ${s.ours.at(-1)?.toFixed(2)} s`);
     }
 
+    log("latency: where ours' milliseconds went (p50 [min–max] over the rounds):");
+    for (const l of detailLines(phases)) log(l);
     const cli = median(s.cli);
     const cliPipe = median(s.cliPipe);
     const ours = median(s.ours);
@@ -253,6 +259,7 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
         `ours ${((oursMiBps / rawAfter) * 100).toFixed(0)}% of raw (aim ≥ 90%), CLI ${((mib / cli / rawAfter) * 100).toFixed(0)}% (${((mib / cliPipe / rawAfter) * 100).toFixed(0)}% timing its pipe alone, ${cliPipe.toFixed(2)} s)`,
         `4 KiB write ${latBefore.toFixed(1)} → ${latAfter.toFixed(1)} ms`,
         `host CPU ${(busy * 100).toFixed(0)}% busy during ours`,
+        `ms p50: ${groupedNote(phases)}`,
       ].join("; "),
     };
   } finally {
