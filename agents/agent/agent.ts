@@ -27,6 +27,7 @@ import type { TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
 import { type Cluster, connect, libraryVersions, releaseFreeMemory } from "../ceph";
 import { ADVISORY_CHECKS, clusterChecks, localChecks } from "../engine/checks";
 import type { EngineContext, TransferTarget } from "../engine/context";
+import { OpenVolumes } from "../engine/open-volumes";
 import { listChains } from "../engine/snapshots";
 import { AuthzAudit } from "../transfer/authz-audit";
 import { DataPlaneServer } from "../transfer/data-plane-server";
@@ -76,6 +77,7 @@ export class Agent {
   #sweep: NodeJS.Timeout | null = null;
   #commits: RecentCommits | null = null;
   #quiet: QuietRelease | null = null;
+  readonly #openVolumes = new OpenVolumes();
   session: CoordinatorSession | null = null;
   metricsAddress = "";
   readonly health = HealthState();
@@ -185,6 +187,7 @@ export class Agent {
         ...(cfg.testFaults?.corruptChunk ? { corruptChunk: cfg.testFaults.corruptChunk } : {}),
       },
       target: (address, options) => shapedTarget(peers.target(address), options, shaping, address === ""),
+      openVolumes: this.#openVolumes,
       sourcePaths: cfg.sourcePaths,
       ...(cfg.testFaults?.growBeforeSnapshotBytes
         ? { growBeforeSnapshotBytes: cfg.testFaults.growBeforeSnapshotBytes }
@@ -308,6 +311,8 @@ export class Agent {
     }
     // Listings of snapshots just committed (recent-commits.ts) end before the cluster closes (bounded).
     await this.#commits?.idle(CLEANUP_WAIT_MS);
+    // Volumes held for backups that will not come now (open-volumes.ts) close before the cluster does.
+    await this.#openVolumes.close();
     if (this.#sweep) clearInterval(this.#sweep);
     this.#quiet?.stop();
     this.#peers?.close();

@@ -52,6 +52,7 @@ import { deleteBackup } from "../engine/delete";
 import { type ExportSink, exportBackup } from "../engine/export";
 import { type ImportSource, importBackup } from "../engine/import";
 import { decodeMetadata } from "../engine/metadata";
+import { OpenVolumes } from "../engine/open-volumes";
 import { newProgress, type Progress } from "../engine/progress";
 import { readMetadata, restore } from "../engine/restore";
 import { scanBackups } from "../engine/scan-backups";
@@ -353,15 +354,23 @@ export class AgentOperations {
       const im = validImage(req.image);
       if (!(await poolOk(im.pool)) || !(await namespaceOk(im.pool, im.namespace))) return r;
       // One open for the size and the backup snapshots (the API waits on this probe before it queues a job).
+      // For a backup about to be queued (keep_open) it is read-write, as the backup's own, and the handle
+      // is held for that backup (engine/open-volumes.ts) instead of closed.
+      const held = req.keepOpen ? this.ctx.openVolumes : undefined;
       const io = await cluster.openIoCtx(im.pool, { namespace: im.namespace });
+      let kept = false;
       try {
-        const img = await io.imageOpen(im.image, { readOnly: true });
+        const img = await io.imageOpen(im.image, { readOnly: !held });
         try {
           r.imageSize = (await img.stat()).size;
           r.imageSnapshots = backupSnapshots(await img.snapList());
           r.imageExists = true;
+          if (held) {
+            held.put(OpenVolumes.key(im.pool, im.namespace, im.image), { io, image: img });
+            kept = true;
+          }
         } finally {
-          await img.close();
+          if (!kept) await img.close();
         }
       } catch (e) {
         if (!isCephError(e, "ENOENT")) throw e;
@@ -369,7 +378,7 @@ export class AgentOperations {
         r.imageSnapshots = [];
         return r;
       } finally {
-        await io.close();
+        if (!kept) await io.close();
       }
       return r;
     });

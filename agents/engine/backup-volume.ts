@@ -49,6 +49,7 @@ import { backupHeader, type Destination, type SourceImageInfo, volumeMetadata } 
 import { choosePlan, earlierAttempt, fallbackPlan, type Plan } from "./backup-plan";
 import { completedEarlier, SOURCE_SNAPSHOTS, sentFields, type WithSourceSnapshots } from "./backup-result";
 import type { EngineContext } from "./context";
+import { OpenVolumes } from "./open-volumes";
 import type { Progress } from "./progress";
 import { keepsForRetry, sendResumable } from "./resume";
 import { backupSnapshots, snapshotsToPrune } from "./snapshots";
@@ -109,10 +110,12 @@ export async function backupVolume(
   signal: AbortSignal,
   progress: Progress,
 ): Promise<BackupResult> {
-  if (!(await ctx.cluster.poolExists(vol.pool)))
+  // The volume as the API's probe opened it moments ago, when this agent holds it (open-volumes.ts).
+  const held = ctx.openVolumes?.take(OpenVolumes.key(vol.pool, vol.namespace, vol.image)) ?? null;
+  if (!held && !(await ctx.cluster.poolExists(vol.pool)))
     throw notFound(`pool ${vol.pool} not found on cluster ${ctx.clusterName}`);
-  const io = await ctx.cluster.openIoCtx(vol.pool, { namespace: vol.namespace });
-  const b = new VolumeBackup(ctx, req, vol, io, signal, progress);
+  const io = held?.io ?? (await ctx.cluster.openIoCtx(vol.pool, { namespace: vol.namespace }));
+  const b = new VolumeBackup(ctx, req, vol, io, signal, progress, held?.image ?? null);
   try {
     return await b.run();
   } catch (e) {
@@ -158,6 +161,8 @@ class VolumeBackup {
     readonly io: IoCtx,
     readonly signal: AbortSignal,
     readonly progress: Progress,
+    /** The volume already open (the probe's handle), or null: open() opens it. */
+    readonly opened: Image | null = null,
   ) {
     this.label = `${vol.pool}/${vol.namespace ? `${vol.namespace}/` : ""}${vol.image}`;
     this.dest = { pool: req.destinationPool || ctx.defaultBackupPool, namespace: req.destinationNamespace };
@@ -199,7 +204,7 @@ class VolumeBackup {
   /** Opens the volume; refuses a missing or empty one. */
   async open(): Promise<Image> {
     try {
-      this.head = await this.io.imageOpen(this.vol.image);
+      this.head = this.opened ?? (await this.io.imageOpen(this.vol.image));
     } catch (e) {
       if (isCephError(e, "ENOENT")) throw notFound(`volume ${this.label} not found on cluster ${this.ctx.clusterName}`);
       throw e;

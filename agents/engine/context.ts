@@ -10,6 +10,7 @@ import type { Cluster } from "../ceph";
 import type { TransferMeter } from "../transfer/meter";
 import type { SourceOptions } from "../transfer/source";
 import type { TransferTarget } from "../transfer/target";
+import type { OpenVolumes } from "./open-volumes";
 
 export type { TransferTarget };
 
@@ -31,4 +32,6 @@ export interface EngineContext {
    * TransferOptions: compression, bandwidth cap) shape what goes to a peer (agents/transfer/shaping).
    */
   target(address: string, options?: TransferOptions): TransferTarget;
+  /** Volumes probes opened for the backup that follows them (open-volumes.ts; absent: none are kept). */
+  openVolumes?: OpenVolumes;
 }

@@ -138,7 +138,7 @@ async function probeBoth(
   const dst = sessions.any(loc.cluster);
   const pool = loc.pool || dst.info.defaultBackupPool;
   const [src] = await Promise.all([
-    probe(sessions, vol.cluster, { pools: [], image: vol }, signal, "volume"),
+    probe(sessions, vol.cluster, { pools: [], image: vol, keepOpen: true }, signal, "volume"),
     probe(
       sessions,
       loc.cluster,

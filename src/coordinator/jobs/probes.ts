@@ -26,6 +26,8 @@ export interface ProbeQuestion {
   pools: string[];
   namespaces?: Array<{ pool: string; namespace: string }>;
   image?: VolumeRef;
+  /** The backup about to be queued will open the image: the agent keeps it open for that (ProbeRequest.keep_open). */
+  keepOpen?: boolean;
 }
 
 /** Asks an agent of the cluster whether pools, namespaces and an image exist; NOT_FOUND for what is missing. */
@@ -40,7 +42,7 @@ export async function probe(
   const namespaces = (q.namespaces ?? []).filter((n) => n.namespace).map((n) => ({ ...n, image: "" }));
   const r = await ask(
     sessions.any(cluster),
-    { $case: "probe", value: { pools: q.pools, image, namespaces } },
+    { $case: "probe", value: { pools: q.pools, image, namespaces, keepOpen: q.keepOpen === true && !!image } },
     "probe",
     signal,
   );

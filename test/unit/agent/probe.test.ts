@@ -26,6 +26,7 @@ describe("probe", () => {
       pools: [],
       namespaces: [],
       image: { pool: "rbd", namespace: "", image: "vol" },
+      keepOpen: false,
     });
     assert.equal(r.imageExists, true);
     assert.equal(r.imageSize, vol.size);
@@ -44,12 +45,18 @@ describe("probe", () => {
   it("a volume that does not exist, or a pool that does not: reported, nothing thrown", async () => {
     const fc = new FakeBackupCluster();
     const ops = new AgentOperations(fc.context(quiet), () => true);
-    const gone = await ops.probe({ pools: [], namespaces: [], image: { pool: "rbd", namespace: "", image: "gone" } });
+    const gone = await ops.probe({
+      pools: [],
+      namespaces: [],
+      image: { pool: "rbd", namespace: "", image: "gone" },
+      keepOpen: false,
+    });
     assert.deepEqual([gone.imageExists, gone.imageSize, gone.imageSnapshots], [false, 0, []]);
     const noPool = await ops.probe({
       pools: ["nopool"],
       namespaces: [],
       image: { pool: "nopool", namespace: "", image: "v" },
+      keepOpen: false,
     });
     assert.deepEqual(noPool.missingPools, ["nopool"]);
     assert.equal(noPool.imageExists, false);

@@ -64,7 +64,10 @@ describe("coordinator session", () => {
     const callId = `barrier-${s.received.length}-${Math.random()}`;
     coord.send(s, {
       $case: "call",
-      value: { callId, request: { $case: "probe", value: { pools: [], namespaces: [], image: undefined } } },
+      value: {
+        callId,
+        request: { $case: "probe", value: { pools: [], namespaces: [], image: undefined, keepOpen: false } },
+      },
     });
     await waitFor("the barrier call's reply", () => of(s, "callReply").some((r) => r.callId === callId));
   };
@@ -396,7 +399,7 @@ describe("coordinator session", () => {
       $case: "call",
       value: {
         callId: "c1",
-        request: { $case: "probe", value: { pools: ["nope"], namespaces: [], image: undefined } },
+        request: { $case: "probe", value: { pools: ["nope"], namespaces: [], image: undefined, keepOpen: false } },
       },
     });
     coord.send(s, { $case: "call", value: { callId: "c2", request: { $case: "check", value: { backupPool: "" } } } });

@@ -194,6 +194,23 @@ describe("BackupService admission", () => {
       await api.cancelJob({ jobId: j.id });
     });
 
+    it("the volume's probe asks its agent to keep the volume open for the backup (keep_open)", async () => {
+      const asked: Array<[string, boolean]> = [];
+      const record = (cluster: string, answer: (req: CallRequest) => Answer) => (req: CallRequest) => {
+        if (req.$case === "probe")
+          asked.push([req.value.image ? `${cluster} volume` : `${cluster} location`, req.value.keepOpen]);
+        return answer(req);
+      };
+      a1.answer = record("a", clusterAnswer("a"));
+      try {
+        const j = await api.createBackup(request({ volume: vol("v2") }));
+        await api.cancelJob({ jobId: j.id });
+      } finally {
+        a1.answer = clusterAnswer("a");
+      }
+      assert.deepEqual(asked, [["a volume", true]]);
+    });
+
     it("an idempotency key returns the same job; reused for another request, ALREADY_EXISTS naming the job", async () => {
       const meta = { x: "1", y: "2" };
       const first = await api.createBackup(request({ idempotencyKey: "k-1", volumeMetadata: meta }));

@@ -56,7 +56,12 @@ describe("scheduler: restores are confirmed by their target cluster", () => {
     assert.deepEqual(callsTo(a1).slice(before), [
       {
         $case: "probe",
-        value: { pools: [], namespaces: [], image: { pool: "rbd", namespace: "", image: "v1-restored" } },
+        value: {
+          pools: [],
+          namespaces: [],
+          image: { pool: "rbd", namespace: "", image: "v1-restored" },
+          keepOpen: false,
+        },
       },
     ]);
     assert.equal(callsTo(b1).filter((c) => c.$case === "probe").length, 0, "the agent that ran it is not asked");
