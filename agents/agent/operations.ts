@@ -355,7 +355,8 @@ export class AgentOperations {
       if (!(await poolOk(im.pool)) || !(await namespaceOk(im.pool, im.namespace))) return r;
       // One open for the size and the backup snapshots (the API waits on this probe before it queues a job).
       // For a backup about to be queued (keep_open) it is read-write, as the backup's own, and the handle
-      // is held for that backup (engine/open-volumes.ts) instead of closed.
+      // is held for that backup (engine/open-volumes.ts) instead of closed — not an empty volume's: the
+      // API refuses that backup.
       const held = req.keepOpen ? this.ctx.openVolumes : undefined;
       const io = await cluster.openIoCtx(im.pool, { namespace: im.namespace });
       let kept = false;
@@ -365,7 +366,7 @@ export class AgentOperations {
           r.imageSize = (await img.stat()).size;
           r.imageSnapshots = backupSnapshots(await img.snapList());
           r.imageExists = true;
-          if (held) {
+          if (held && r.imageSize > 0) {
             held.put(OpenVolumes.key(im.pool, im.namespace, im.image), { io, image: img });
             kept = true;
           }

@@ -6,9 +6,11 @@
  *
  * - A handle is read-write with its watch, as the backup's own open: librbd refreshes it when the
  *   volume changes (a snapshot, a resize), so what the backup reads through it is current.
- * - A handle is taken at most once. One not taken within `ttlMs` (2 s; a job that waits for its
- *   volume's lock, or a CreateBackup refused after its probe) is closed: its watch would otherwise keep
- *   `rbd rm` of the volume refused. A newer probe of the same volume replaces it; at most `max` are held.
+ * - A handle is taken at most once. One not taken within `ttlMs` (1 s: the lease comes 20–40 ms after
+ *   the probe on the lab; a job that waits for its volume's lock, or a CreateBackup refused after its
+ *   probe — an INCREMENTAL without a parent — does not take it) is closed: while it is held the volume
+ *   has a watcher, and `rbd rm` of it is refused ("image still has watchers"), as during any backup. A
+ *   newer probe of the same volume replaces it; at most `max` are held.
  * - close() (the agent's stop) closes all of them.
  */
 import type { Image, IoCtx } from "../ceph";
@@ -26,7 +28,7 @@ export class OpenVolumes<V extends { io: Closable; image: Closable } = OpenVolum
   #closing = new Set<Promise<void>>();
 
   constructor(
-    readonly ttlMs = 2000,
+    readonly ttlMs = 1000,
     readonly max = 8,
   ) {}
 

@@ -14,7 +14,7 @@ import { OpenVolumes as Holder } from "../../../agents/engine/open-volumes";
 import type { Logger } from "../../../src/common/log";
 import { BackupMode, BackupRequest } from "../../../src/gen/rbdbackup/v1/agent";
 import { waitFor } from "../../helpers/wait";
-import { FakeBackupCluster } from "./fake-cluster";
+import { FakeBackupCluster, FakeImage } from "./fake-cluster";
 
 const quiet: Logger = { debug() {}, info() {}, warn() {}, error() {}, child: () => quiet };
 
@@ -92,6 +92,21 @@ describe("a CreateBackup's probe and its backup", () => {
     assert.ok(result.snapshot, "the backup ran");
     assert.equal(vol.opened, 1, "the backup did not open the volume again");
     assert.deepEqual([vol.open, fc.ioOpen, ctx.openVolumes.size], [0, 0, 0], "everything closed");
+  });
+
+  it("an empty volume is not held (the API refuses its backup)", async () => {
+    const fc = new FakeBackupCluster();
+    const empty = new FakeImage("empty", 0);
+    fc.images.set("empty", empty);
+    const ctx = { ...fc.context(quiet), openVolumes: new Holder(60_000) };
+    const r = await new AgentOperations(ctx, () => true).probe({
+      pools: [],
+      namespaces: [],
+      image: { ...image, image: "empty" },
+      keepOpen: true,
+    });
+    assert.deepEqual([r.imageExists, r.imageSize], [true, 0]);
+    assert.deepEqual([empty.open, fc.ioOpen, ctx.openVolumes.size], [0, 0, 0]);
   });
 
   it("without keep_open (or without a holder) the probe closes what it opened; the backup opens the volume itself", async () => {
