@@ -79,6 +79,9 @@ export class PeerConnection {
 
   #ping(): void {
     const session = this.#session;
+    // A connection the peer sent GOAWAY on is closed and forgotten (transfers already on it finish there):
+    // Node cancels any ping on a closed session at once (ERR_HTTP2_PING_CANCEL, measured 2026-12-04), so
+    // those transfers are bounded by their own idle limits (transfer-client.ts), not by pings.
     if (!session || session.closed || session.destroyed || session.connecting) return;
     const timer = setTimeout(() => {
       session.destroy(
