@@ -27,6 +27,8 @@ export type SinkImage = Pick<
   | "metaRemove"
   | "diff"
   | "read"
+  | "updateFeatures"
+  | "rebuildObjectMap"
 >;
 
 /** The methods of a pool (I/O context) the sink uses. */
