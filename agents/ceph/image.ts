@@ -174,18 +174,6 @@ export class Image {
     return this.#call("flatten", () => this.#h.flatten());
   }
 
-  /** Enables (or disables) feature bits, e.g. object-map and fast-diff after the data is written. */
-  updateFeatures(features: bigint, enabled: boolean): Promise<void> {
-    return this.#call(`${enabled ? "enable" : "disable"} features ${features}`, () =>
-      this.#h.updateFeatures(features, enabled),
-    );
-  }
-
-  /** Rebuilds the head's object map by scanning every object (~15 ms per GiB of image on the lab). */
-  rebuildObjectMap(): Promise<void> {
-    return this.#call("rebuild the object map", () => this.#h.rebuildObjectMap());
-  }
-
   /** Clones of the snapshot this image is open at (any pool of the cluster; v1 and v2 clones). */
   listChildren(): Promise<ChildImage[]> {
     return this.#call("list children of", () => this.#h.listChildren());

@@ -105,8 +105,6 @@ export interface NativeImage {
   /** rbd_snap_set: the handle moves to the snapshot, or back to the head with null. */
   snapSet(name: string | null): Promise<void>;
   flatten(): Promise<void>;
-  updateFeatures(features: bigint, enabled: boolean): Promise<void>;
-  rebuildObjectMap(): Promise<void>;
   listChildren(): Promise<ChildImage[]>;
   metaGet(key: string): Promise<string | null>;
   metaSet(key: string, value: string): Promise<void>;

@@ -21,8 +21,6 @@ Napi::Function Image::Init(Napi::Env env) {
                          GuardedMethod<Image, &Image::SnapRollback>("snapRollback"),
                          GuardedMethod<Image, &Image::SnapSet>("snapSet"),
                          GuardedMethod<Image, &Image::Flatten>("flatten"),
-                         GuardedMethod<Image, &Image::UpdateFeatures>("updateFeatures"),
-                         GuardedMethod<Image, &Image::RebuildObjectMap>("rebuildObjectMap"),
                          GuardedMethod<Image, &Image::ListChildren>("listChildren"),
                          GuardedMethod<Image, &Image::MetaGet>("metaGet"),
                          GuardedMethod<Image, &Image::MetaSet>("metaSet"),
@@ -179,23 +177,6 @@ Napi::Value Image::SnapList(const Napi::CallbackInfo& info) {
 Napi::Value Image::Flatten(const Napi::CallbackInfo& info) {
   auto h = handle(info.Env());
   return RunAsync(info.Env(), "rbd_flatten", [h]() -> int { return rbd_flatten(h->image); });
-}
-
-// Enables or disables feature bits on the image (rbd_update_features; the handle takes the exclusive lock).
-Napi::Value Image::UpdateFeatures(const Napi::CallbackInfo& info) {
-  auto h = handle(info.Env());
-  uint64_t features = ArgU64(info, 0, "features");
-  bool enabled = ArgBool(info, 1, "enabled");
-  return RunAsync(info.Env(), "rbd_update_features",
-                  [h, features, enabled]() -> int { return rbd_update_features(h->image, features, enabled ? 1 : 0); });
-}
-
-// Rebuilds the object map of the head (or of the snapshot the handle is at) by scanning every object.
-Napi::Value Image::RebuildObjectMap(const Napi::CallbackInfo& info) {
-  auto h = handle(info.Env());
-  return RunAsync(info.Env(), "rbd_rebuild_object_map", [h]() -> int {
-    return rbd_rebuild_object_map(h->image, [](uint64_t, uint64_t, void*) -> int { return 0; }, nullptr);
-  });
 }
 
 // Clones of the snapshot this image is open at (rbd_list_children3), in any pool of the cluster the

@@ -29,8 +29,6 @@ class Image : public Napi::ObjectWrap<Image>, public Releasable {
   Napi::Value SnapRollback(const Napi::CallbackInfo& info);
   Napi::Value SnapSet(const Napi::CallbackInfo& info);
   Napi::Value Flatten(const Napi::CallbackInfo& info);
-  Napi::Value UpdateFeatures(const Napi::CallbackInfo& info);
-  Napi::Value RebuildObjectMap(const Napi::CallbackInfo& info);
   Napi::Value ListChildren(const Napi::CallbackInfo& info);
   Napi::Value MetaGet(const Napi::CallbackInfo& info);
   Napi::Value MetaSet(const Napi::CallbackInfo& info);

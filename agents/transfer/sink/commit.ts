@@ -14,7 +14,6 @@ import { isCephError } from "../../ceph";
 import { writeDigests } from "./digests";
 import type { Footprint } from "./footprint";
 import { INCOMPLETE_KEY } from "./image-ops";
-import { buildObjectMap, headerFeatures } from "./object-map";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
 
 export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Logger): Promise<void> {
@@ -22,12 +21,6 @@ export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Lo
   const image = fp.image as SinkImage;
   const io = fp.io as SinkIoCtx;
   if (h.kind === TransferKind.BACKUP_FULL || h.kind === TransferKind.BACKUP_INCREMENTAL) {
-    // A full backup's base image was written without its object map (object-map.ts): built first, so
-    // the snapshot's map is the built one.
-    if (h.kind === TransferKind.BACKUP_FULL) {
-      if (await buildObjectMap(image, headerFeatures(h.features)))
-        log.debug("object map built after the data", { image: fp.where });
-    }
     // The digest map and the metadata object are written side by side (neither counts without the
     // snapshot); both settle before a failure is thrown, so cleanup sees what exists.
     const [digests, meta] = await Promise.allSettled([writeDigests(fp), createMeta(deps, io, fp)]);

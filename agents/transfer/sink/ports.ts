@@ -27,8 +27,6 @@ export type SinkImage = Pick<
   | "metaRemove"
   | "diff"
   | "read"
-  | "updateFeatures"
-  | "rebuildObjectMap"
 >;
 
 /** The methods of a pool (I/O context) the sink uses. */

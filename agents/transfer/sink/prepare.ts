@@ -23,8 +23,9 @@ import { MAX_DISCARD_BYTES, NO_COMMON_SNAPSHOT, RefusalReason, withReason } from
 import { createImageWithFeatures } from "./create-image";
 import type { Footprint } from "./footprint";
 import { headDiffers, INCOMPLETE_KEY } from "./image-ops";
-import { deferredFeatures, headerFeatures } from "./object-map";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
+
+const RBD_BASE_FEATURES = 1n | 4n | 8n | 16n | 32n; // layering, exclusive-lock, object-map, fast-diff, deep-flatten
 
 type Deps = SinkDeps<SinkCluster>;
 
@@ -73,7 +74,7 @@ async function createImage(deps: Deps, fp: Footprint, log: Logger): Promise<void
   // Journal the intent first: recovery removes the image only if it carries our marker.
   fp.journal = { ...journalEntry(deps, fp), createdImage: true };
   await deps.journal.write(fp.journal);
-  const features = headerFeatures(h.features);
+  const features = h.features === 0 ? RBD_BASE_FEATURES : BigInt(h.features);
   try {
     const layout = {
       features,
@@ -84,12 +85,7 @@ async function createImage(deps: Deps, fp: Footprint, log: Logger): Promise<void
     // A restore's features the target cluster refuses are dropped, with a warning (create-image.ts).
     if (h.kind === TransferKind.RESTORE_NEW)
       await createImageWithFeatures(ioOf(fp), nameOf(fp), h.imageSize, layout, fp.warnings);
-    // A base image's object map is built at the commit, after the data (object-map.ts).
-    else
-      await ioOf(fp).imageCreate(nameOf(fp), h.imageSize, {
-        ...layout,
-        features: features & ~deferredFeatures(features, h.imageSize),
-      });
+    else await ioOf(fp).imageCreate(nameOf(fp), h.imageSize, layout);
   } catch (e) {
     if (!isCephError(e, "EEXIST") && h.kind === TransferKind.BACKUP_FULL) {
       // The create may have gone through (an op timeout, a lost reply): a base image is ours by its name,

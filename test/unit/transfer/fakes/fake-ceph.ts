@@ -24,8 +24,6 @@ export interface ImageState {
   meta: Map<string, string>;
   /** Open handles (an image with any cannot be removed). */
   opens: number;
-  /** Feature bits (imageCreate's, then updateFeatures'). */
-  features?: bigint;
 }
 
 export interface Faults {
@@ -129,12 +127,11 @@ class FakeIoCtx implements SinkIoCtx {
     return this.ceph.pool(this.poolName);
   }
 
-  async imageCreate(name: string, size: number, opts?: ImageCreateOptions): Promise<void> {
+  async imageCreate(name: string, size: number, _opts?: ImageCreateOptions): Promise<void> {
     if (this.ceph.faults.imageCreate) throw this.ceph.faults.imageCreate;
     if (this.#pool.images.has(name)) throw cephError("EEXIST", "rbd_create");
-    const features = opts?.features === undefined ? 0n : BigInt(opts.features);
-    this.#pool.images.set(name, { data: Buffer.alloc(size), snaps: [], meta: new Map(), opens: 0, features });
-    this.ceph.log.push(`imageCreate ${name} features ${features}`);
+    this.#pool.images.set(name, { data: Buffer.alloc(size), snaps: [], meta: new Map(), opens: 0 });
+    this.ceph.log.push(`imageCreate ${name}`);
     if (this.ceph.faults.imageCreateAfter) throw this.ceph.faults.imageCreateAfter;
   }
 
@@ -274,23 +271,11 @@ export class FakeImage implements SinkImage {
       objectSize: 4 << 20,
       numObjects: 1,
       order: 22,
-      features: this.s.features ?? 0n,
+      features: 0n,
       flags: 0,
       stripeUnit: 0,
       stripeCount: 0,
     };
-  }
-
-  async updateFeatures(features: bigint, enabled: boolean): Promise<void> {
-    this.#check();
-    const had = this.s.features ?? 0n;
-    this.s.features = enabled ? had | features : had & ~features;
-    this.ceph.log.push(`updateFeatures ${this.name} ${features} ${enabled}`);
-  }
-
-  async rebuildObjectMap(): Promise<void> {
-    this.#check();
-    this.ceph.log.push(`rebuildObjectMap ${this.name}`);
   }
 
   async resize(size: number): Promise<void> {
