@@ -102,7 +102,7 @@ export class QuietRelease {
     if (this.#running) return;
     const others = this.opts.pools.filter((p) => p !== pool && this.#unused(p));
     const idle = others.reduce((n, p) => n + p.idleBytes, 0);
-    if (others.length === 0 || idle === 0 || idle < this.#collectFromBytes) return;
+    if (idle === 0 || idle < this.#collectFromBytes) return;
     void this.#release(others, "another role starting");
   }
 
