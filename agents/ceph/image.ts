@@ -123,9 +123,18 @@ export class Image {
     return this.#call("resize", () => this.#h.resize(size));
   }
 
-  snapCreate(name: string): Promise<void> {
+  /**
+   * Creates a snapshot. Other clients watching the image are asked to quiesce first (their hooks, e.g.
+   * rbd-nbd's fsfreeze, run; the client's rbd_default_snapshot_quiesce_mode applies) unless
+   * `skipQuiesce`, which is for images no other client maps — it saves two watch-notify round trips.
+   */
+  snapCreate(name: string, opts: { skipQuiesce?: boolean } = {}): Promise<void> {
     v.name(name, "snapshot");
-    return this.#call(`create snapshot ${name} of`, () => this.#h.snapCreate(name));
+    v.object(opts, "options");
+    const skip = v.bool(opts.skipQuiesce ?? false, "skipQuiesce");
+    return this.#call(`create snapshot ${name} of`, () =>
+      skip ? this.#h.snapCreate(name, true) : this.#h.snapCreate(name),
+    );
   }
 
   snapRemove(name: string): Promise<void> {

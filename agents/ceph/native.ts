@@ -96,7 +96,8 @@ export interface SnapInfo {
 export interface NativeImage {
   stat(): Promise<ImageStat>;
   resize(size: number): Promise<void>;
-  snapCreate(name: string): Promise<void>;
+  /** skipQuiesce: rbd_snap_create2 with RBD_SNAP_CREATE_SKIP_QUIESCE; otherwise rbd_snap_create. */
+  snapCreate(name: string, skipQuiesce?: boolean): Promise<void>;
   snapRemove(name: string): Promise<void>;
   snapList(): Promise<SnapInfo[]>;
   snapProtect(name: string): Promise<void>;

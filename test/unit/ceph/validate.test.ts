@@ -39,6 +39,7 @@ describe("argument validation", () => {
   it("names", () => {
     throwsNamed(() => image.snapCreate(""), RangeError, "snapshot");
     throwsNamed(() => image.snapCreate("x".repeat(4097)), RangeError, "snapshot");
+    throwsNamed(() => image.snapCreate("s", { skipQuiesce: 1 as unknown as boolean }), TypeError, "skipQuiesce");
     throwsNamed(() => image.snapRemove(7 as unknown as string), TypeError, "snapshot");
     throwsNamed(() => image.metaSet("k", 5 as unknown as string), TypeError, "value");
     throwsNamed(() => image.metaGet("a\0b"), RangeError, "key");

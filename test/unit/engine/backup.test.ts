@@ -140,6 +140,7 @@ describe("backup phases against a fake cluster", () => {
       vol.snaps.map((s) => s.name),
       [r.snapshot],
     );
+    assert.equal(vol.snaps[0]?.quiesced, true, "a volume's snapshot asks its clients to quiesce (their hooks run)");
     assert.equal(parseBackupSnap(r.snapshot)?.backupId, req.backupId);
     assert.match(r.forcedFullReason, /no earlier backup/);
     assert.deepEqual([vol.open, fc.ioOpen], [0, 0]);

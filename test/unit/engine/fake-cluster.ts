@@ -27,6 +27,8 @@ export interface FakeSnap {
   size: number;
   timestamp: number;
   protected: boolean;
+  /** Made with the image's watchers asked to quiesce (snapCreate without skipQuiesce). */
+  quiesced?: boolean;
 }
 
 export class FakeImage {
@@ -43,8 +45,15 @@ export class FakeImage {
     readonly size = 1 << 30,
   ) {}
 
-  addSnap(name: string): void {
-    this.snaps.push({ id: this.#nextId++, name, size: this.size, timestamp: 0, protected: false });
+  addSnap(name: string, quiesced?: boolean): void {
+    this.snaps.push({
+      id: this.#nextId++,
+      name,
+      size: this.size,
+      timestamp: 0,
+      protected: false,
+      ...(quiesced === undefined ? {} : { quiesced }),
+    });
   }
 
   handle() {
@@ -70,8 +79,8 @@ export class FakeImage {
       async snapList() {
         return img.snaps.map((s) => ({ ...s }));
       },
-      async snapCreate(name: string) {
-        img.addSnap(name);
+      async snapCreate(name: string, opts: { skipQuiesce?: boolean } = {}) {
+        img.addSnap(name, !opts.skipQuiesce);
       },
       async snapRemove(name: string) {
         // The engine moves its handle back to the head before removing snapshots.

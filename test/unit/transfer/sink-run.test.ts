@@ -79,6 +79,7 @@ describe("runSink: commit", () => {
       img.snaps.map((x) => x.name),
       [h.toSnapshot],
     );
+    assert.equal(img.snaps[0]?.quiesced, false, "the base image's snapshot skips quiesce (no other client maps it)");
     assert.equal(img.meta.has(INCOMPLETE_KEY), false);
     assert.deepEqual(ceph.pool("backups").objects.get(metaObjectName(h.backupId)), Buffer.from(h.metadataJson));
     assert.equal(img.opens, 0, "the image was closed");

@@ -20,7 +20,8 @@ const turn = () => new Promise<void>((r) => setImmediate(r));
 
 export interface ImageState {
   data: Buffer;
-  snaps: Array<{ name: string; data: Buffer }>;
+  /** quiesced: made with its watchers asked to quiesce (snapCreate without skipQuiesce). */
+  snaps: Array<{ name: string; data: Buffer; quiesced?: boolean }>;
   meta: Map<string, string>;
   /** Open handles (an image with any cannot be removed). */
   opens: number;
@@ -286,11 +287,11 @@ export class FakeImage implements SinkImage {
     this.ceph.log.push(`resize ${this.name} ${size}`);
   }
 
-  async snapCreate(name: string): Promise<void> {
+  async snapCreate(name: string, opts: { skipQuiesce?: boolean } = {}): Promise<void> {
     this.#check();
     if (this.ceph.faults.snapCreate) throw this.ceph.faults.snapCreate;
     if (this.s.snaps.some((x) => x.name === name)) throw cephError("EEXIST", "rbd_snap_create");
-    this.s.snaps.push({ name, data: Buffer.from(this.s.data) });
+    this.s.snaps.push({ name, data: Buffer.from(this.s.data), quiesced: !opts.skipQuiesce });
     this.ceph.log.push(`snapCreate ${this.name} ${name}`);
     if (this.ceph.faults.snapCreateAfter) throw this.ceph.faults.snapCreateAfter;
   }
