@@ -33,7 +33,8 @@ deploy/lab/install-deps.sh
 [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund
 npm run build >/dev/null
 deploy/lab/lab.sh up --capacity 16G site-a site-b >/dev/null
-# Memstore OSDs can crash trimming snapshots (test/run.sh says more); the benchmarks never need that space back.
+# Memstore OSDs can crash trimming snapshots under load (test/run.sh says more): trimming is held off and
+# the suite lets the OSDs trim only between scenarios, with no I/O running (test/bench/lab-trim.ts).
 for c in site-a site-b; do
   timeout 60 ceph -c "${RBDBACKUP_LAB_DIR:-/tmp/rbdbackup-lab}/$c/ceph.conf" --connect-timeout 20 osd set nosnaptrim >/dev/null
 done

@@ -11,15 +11,19 @@
  *       [--limits '{"chunkSizeBytes":2097152}'] [--json-out FILE] [--note TEXT] [--readme README.md]
  *   node dist/test/bench/suite.js --from-json dist/bench-results.json --readme README.md [--note TEXT]
  *
+ * Before each scenario the lab's OSDs trim the snapshots removed so far (lab-trim.ts: the bench lab holds
+ * trimming off, and memstore keeps removed snapshots' data in RAM until trimmed).
+ *
  * Default scenarios: every one that does not need root, plus the root ones when run as root.
  * `--readme FILE` rewrites FILE's table between the bench markers (readme-table.ts) — `npm run bench:readme`;
  * with `--from-json` nothing runs: the table is re-rendered from an earlier run's JSON.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import path from "node:path";
 import { labDir } from "../helpers/lab";
+import { trimRemovedSnapshots } from "./lab-trim";
 import { arg, limitsArg } from "./measure";
 import { renderBlock, renderTable, replaceBetweenMarkers, type SuiteReport } from "./readme-table";
 import { scenarioByName, scenarios } from "./scenarios";
@@ -65,7 +69,10 @@ async function runSuite(): Promise<{ report: SuiteReport; failed: number }> {
   const { run, skipped } = chosen(process.getuid?.() === 0);
   const results: SuiteReport["results"] = [];
   let failed = 0;
+  const sites = ["site-a", "site-b"].filter((c) => existsSync(path.join(labDir, c, "ceph.conf")));
   for (const s of run) {
+    // What the previous scenarios removed leaves the OSDs' RAM first (lab-trim.ts).
+    await trimRemovedSnapshots(labDir, sites, log);
     log(`scenario ${s.name}: ${s.describe}`);
     try {
       results.push({ scenario: s.name, rows: await s.run({ mib, rounds, limits, labDir, log }) });
