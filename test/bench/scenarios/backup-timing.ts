@@ -118,10 +118,12 @@ export async function backupTimed(
 
 /**
  * Waits (after a timed backup, untimed) until the coordinator's snapshot hygiene has left only the
- * named backup's snapshot among the volume's backup snapshots — so its removals do not run during the
- * next measurement (the CLI's `snap rm` of its previous snapshot is outside its timing too). Seconds waited.
+ * named backup's snapshot among the volume's backup snapshots (none, with `backupId` null: after the
+ * delete of its last backup) — so its removals do not run during the next measurement, where the sweep
+ * would hold the volume's lock and delay the next job (the CLI's `snap rm` of its previous snapshot is
+ * outside its timing too). Seconds waited.
  */
-export async function hygieneSettled(io: IoCtx, image: string, backupId: string): Promise<number> {
+export async function hygieneSettled(io: IoCtx, image: string, backupId: string | null): Promise<number> {
   const t = process.hrtime.bigint();
   let seen: string[] = [];
   await waitFor(
@@ -132,10 +134,12 @@ export async function hygieneSettled(io: IoCtx, image: string, backupId: string)
       } finally {
         await img.close();
       }
+      if (backupId === null) return seen.length === 0;
       return seen.length === 1 && parseBackupSnap(seen[0] as string)?.backupId === backupId;
     },
     {
-      what: () => `the hygiene to leave only backup ${backupId}'s snapshot on ${image} (seen ${seen})`,
+      what: () =>
+        `the hygiene to leave ${backupId === null ? "no backup snapshot" : `only backup ${backupId}'s snapshot`} on ${image} (seen ${seen})`,
       timeoutMs: 120_000,
       intervalMs: 20,
     },

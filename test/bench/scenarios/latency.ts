@@ -33,7 +33,15 @@ import { interrupting, onInterrupt } from "../interrupt";
 import { arg, cpuOf, median, procMemMiB, resetPeakRss } from "../measure";
 import { fill } from "../rig";
 import { runAlone } from "../scenario-main";
-import { backupTimed, breakdown, type Deployment, detailLines, groupedNote, settleLogs } from "./backup-timing";
+import {
+  backupTimed,
+  breakdown,
+  type Deployment,
+  detailLines,
+  groupedNote,
+  hygieneSettled,
+  settleLogs,
+} from "./backup-timing";
 import type { Row, Scenario, ScenarioContext } from "./types";
 
 const execFileP = promisify(execFile);
@@ -226,6 +234,8 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
         await settleLogs();
         phases.push(breakdown(timed, deployment));
         await follow(api, await api.deleteBackup({ backupId: timed.job.backupId, idempotencyKey: "" }));
+        // The delete's sweep of the volume's snapshot holds the volume until done: not in the next round's time.
+        await hygieneSettled(ioA, image, null);
       };
       for (const side of r % 2 === 0 ? [cliSide, oursSide] : [oursSide, cliSide]) await side();
       log(`latency round ${r + 1}/${rounds}: CLI ${s.cli.at(-1)?.toFixed(2)} s, ours ${s.ours.at(-1)?.toFixed(2)} s`);
