@@ -41,7 +41,7 @@ export function adminSocket(sock: string, command: Record<string, unknown>, time
 }
 
 /** PGs of one OSD still trimming (a non-empty snap_trimq, or a snaptrim / snaptrim_wait state). */
-async function trimming(sock: string): Promise<number> {
+export async function trimmingPgs(sock: string): Promise<number> {
   const hist = (await adminSocket(sock, { prefix: "dump_pgstate_history" })) as { pgs: Array<{ pg: string }> };
   let busy = 0;
   for (const { pg } of hist.pgs) {
@@ -98,7 +98,7 @@ export async function trimRemovedSnapshots(
         await ceph(conf, ["osd", "unset", "nosnaptrim"]);
         while (Date.now() - t0 < deadlineMs) {
           left = 0;
-          for (const o of osds) left += await trimming(path.join(runDir, `${o}.asok`));
+          for (const o of osds) left += await trimmingPgs(path.join(runDir, `${o}.asok`));
           if (left === 0) break;
           await new Promise((r) => setTimeout(r, 500));
         }
