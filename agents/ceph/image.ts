@@ -132,9 +132,7 @@ export class Image {
     v.name(name, "snapshot");
     v.object(opts, "options");
     const skip = v.bool(opts.skipQuiesce ?? false, "skipQuiesce");
-    return this.#call(`create snapshot ${name} of`, () =>
-      skip ? this.#h.snapCreate(name, true) : this.#h.snapCreate(name),
-    );
+    return this.#call(`create snapshot ${name} of`, () => this.#h.snapCreate(name, skip));
   }
 
   snapRemove(name: string): Promise<void> {

@@ -15,6 +15,8 @@ import { readdirSync, readFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { promisify } from "node:util";
+import { waitFor } from "../helpers/wait";
+import { procMemMiB } from "./measure";
 
 const execFileP = promisify(execFile);
 
@@ -54,11 +56,10 @@ export async function trimmingPgs(sock: string): Promise<number> {
 const ceph = (conf: string, args: string[]) =>
   execFileP("ceph", ["-c", conf, "--connect-timeout", "20", ...args], { timeout: 60_000 });
 
+/** An OSD's resident MiB, from its pid file (0 when it is gone). */
 function rssMiB(runDir: string, osd: string): number {
   try {
-    const pid = readFileSync(path.join(runDir, `${osd}.pid`), "utf8").trim();
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Math.round(Number(m[1]) / 1024) : 0;
+    return Math.round(procMemMiB(Number(readFileSync(path.join(runDir, `${osd}.pid`), "utf8").trim()), "VmRSS"));
   } catch {
     return 0;
   }
@@ -89,19 +90,21 @@ export async function trimRemovedSnapshots(
         .map((f) => f.replace(/\.asok$/, ""));
       const before = osds.map((o) => rssMiB(runDir, o));
       const t0 = Date.now();
-      let left = -1;
+      let left = -1; // PGs still trimming at the last look; -1: never looked
       try {
         // Without a pause between trim batches (a memstore OSD counts as rotational: 5 s each, which made
         // trimming 128 MiB take ~50 s).
         for (const k of ["osd_snap_trim_sleep_hdd", "osd_snap_trim_sleep_hybrid", "osd_snap_trim_sleep_ssd"])
           await ceph(conf, ["config", "set", "osd", k, "0"]);
         await ceph(conf, ["osd", "unset", "nosnaptrim"]);
-        while (Date.now() - t0 < deadlineMs) {
-          left = 0;
-          for (const o of osds) left += await trimmingPgs(path.join(runDir, `${o}.asok`));
-          if (left === 0) break;
-          await new Promise((r) => setTimeout(r, 500));
-        }
+        await waitFor(
+          async () => {
+            left = 0;
+            for (const o of osds) left += await trimmingPgs(path.join(runDir, `${o}.asok`));
+            return left === 0;
+          },
+          { what: () => `${site}'s OSDs to trim (${left} PGs left)`, timeoutMs: deadlineMs, intervalMs: 500 },
+        );
       } catch (e) {
         log(`lab trim: ${site}: ${(e as Error).message.split("\n")[0]}`);
       } finally {
