@@ -139,6 +139,7 @@ export class Agent {
       limits: {
         writesInFlight: cfg.limits.writesInFlight,
         windowBytes: cfg.limits.windowBytes,
+        maxWindowBytes: cfg.limits.maxWindowBytes,
         fullCheckIntervalMs: cfg.limits.fullCheckIntervalMs,
       },
       ...(cfg.testFaults?.writeDelayMs ? { writeDelayMs: cfg.testFaults.writeDelayMs } : {}),
@@ -184,6 +185,7 @@ export class Agent {
       source: {
         chunkSize: cfg.limits.chunkSizeBytes,
         readsInFlight: cfg.limits.readsInFlight,
+        maxReadsInFlight: cfg.limits.maxReadsInFlight,
         ...(cfg.testFaults?.corruptChunk ? { corruptChunk: cfg.testFaults.corruptChunk } : {}),
       },
       target: (address, options) => shapedTarget(peers.target(address), options, shaping, address === ""),
@@ -195,8 +197,9 @@ export class Agent {
     };
     const accepting = () => this.state === "serving";
     // Idle chunk buffers kept for reuse follow the configured windows, so memory stays bounded by them.
-    framePool.maxIdle = cfg.limits.readsInFlight + 2;
-    receivePool.maxIdle = cfg.limits.writesInFlight + 4;
+    framePool.maxIdle = cfg.limits.maxReadsInFlight + 2;
+    receivePool.maxIdle =
+      Math.ceil((cfg.limits.writesInFlight * cfg.limits.maxWindowBytes) / cfg.limits.windowBytes) + 4;
     // ...and once the data plane is quiet, they and glibc's free arenas go back (one role's memory is
     // not carried into the next: a restore after a backup started from 134–184 MiB), the dropped
     // buffers collected first (gc.ts: without it an agent at rest kept 150–193 MiB).

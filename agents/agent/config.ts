@@ -29,8 +29,22 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
     fail(`transferListen "${rest.transferListen}" must differ from listen (the data plane has its own port)`);
   const bw = rest.limits.bandwidthBytesPerSecond;
   if (bw > 0 && bw < 1048576) fail(`limits.bandwidthBytesPerSecond ${bw} is below 1048576 (1 MiB/s); 0 means no cap`);
+  const { windowBytes, maxWindowBytes, readsInFlight, maxReadsInFlight } = rest.limits;
+  if (maxReadsInFlight !== 0 && maxReadsInFlight < readsInFlight)
+    fail(
+      `limits.maxReadsInFlight ${maxReadsInFlight} is below limits.readsInFlight ${readsInFlight}: set it to readsInFlight or more (equal keeps the window fixed), or 0 for twice readsInFlight`,
+    );
+  if (maxWindowBytes !== 0 && maxWindowBytes < windowBytes)
+    fail(
+      `limits.maxWindowBytes ${maxWindowBytes} is below limits.windowBytes ${windowBytes}: set it to windowBytes or more (equal keeps the window fixed), or 0 for twice windowBytes`,
+    );
   return {
     ...rest,
+    limits: {
+      ...rest.limits,
+      maxWindowBytes: maxWindowBytes || 2 * windowBytes,
+      maxReadsInFlight: maxReadsInFlight || 2 * readsInFlight,
+    },
     agentId: agentId ?? `${hostname()}-${cluster.name}`,
     coordinator: { addresses: [...new Set([coordinator.address, ...coordinator.addresses].filter((a) => a !== ""))] },
     cluster: { ...clusterRest, ...(keyring ? { keyring } : {}) },

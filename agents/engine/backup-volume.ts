@@ -463,6 +463,7 @@ class VolumeBackup {
       zeroRanges: stats.zeroRanges,
       seconds,
       ...(stats.ms ? { sourceMs: stats.ms } : {}),
+      ...(stats.readWindowPeak ? { readWindowPeak: stats.readWindowPeak } : {}),
     });
     return {
       backupId: this.req.backupId,

@@ -40,6 +40,8 @@ export interface SourceStats {
    * done (for the log: where a small incremental's transfer time goes).
    */
   ms?: { diffFirst: number; diffDone: number; readsDone: number };
+  /** The read window's largest size (reads in flight, in chunks' worth): it grows while reads are slow. */
+  readWindowPeak?: number;
 }
 
 export function newStats(): SourceStats {

@@ -6,6 +6,11 @@
  * offset order; emitter.ts turns what was read into messages. The consumer (gRPC, which waits for HTTP/2 flow
  * control, or an in-process sink) pulls; nothing is read that it has not made room for, so memory is
  * bounded by readsInFlight × chunkSize whatever the image size.
+ *
+ * Slow reads widen the window, up to `maxReadsInFlight`, by the sink's rule (sink/write-window.ts):
+ * when it is full and the reads finished since it last changed (at least as many as it holds) took
+ * GROW_AT_MS or more on average, it grows by half its starting size. Reads that slow wait on round trips
+ * (OSD latency), where more in flight means more throughput; reads that keep up never grow it.
  */
 import type { FileHandle } from "node:fs/promises";
 import type { TransferHeader, TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
@@ -20,6 +25,7 @@ import {
   split,
   windowFull,
 } from "./read-plan";
+import { GROW_AT_MS } from "./sink/write-window";
 import { type ChunkFrame, type FramePool, framePool } from "./wire";
 
 export { newStats, type SourceResume, type SourceStats } from "./emitter";
@@ -27,6 +33,10 @@ export { newStats, type SourceResume, type SourceStats } from "./emitter";
 export interface SourceOptions extends EmitOptions {
   /** Reads ahead of the consumer, in chunks' worth of buffers (read-plan.ts `windowFull`). */
   readsInFlight: number;
+  /** While reads are slow the window grows up to this many (the module comment); absent: fixed. */
+  maxReadsInFlight?: number;
+  /** Milliseconds now (default performance.now); tests give their own clock. */
+  now?: () => number;
 }
 
 /** Marks a failure of the source's own diff/read (so AUTO mode can fall back to a full backup). */
@@ -137,8 +147,15 @@ class DiffSource {
   readonly from: number;
   readonly size: number;
   readonly chunkSize: number;
-  readonly readsInFlight: number;
-  readonly maxCount: number;
+  /** The read window now (grows while reads are slow, up to maxReadsInFlight), and its count bound. */
+  readsInFlight: number;
+  maxCount: number;
+  readonly baseReads: number;
+  readonly maxReads: number;
+  readonly now: () => number;
+  /** Reads finished since the window last changed, and their total latency (ms). */
+  sampleReads = 0;
+  sampleMs = 0;
   /** When the consumer pulled past the header (the stats' ms count from there). */
   t0 = performance.now();
   readonly ms = { diffFirst: -1, diffDone: -1, readsDone: -1 };
@@ -163,6 +180,10 @@ class DiffSource {
     this.chunkSize = opts.chunkSize;
     this.readsInFlight = opts.readsInFlight;
     this.maxCount = opts.readsInFlight * SMALL_READS_PER_SLOT;
+    this.baseReads = opts.readsInFlight;
+    this.maxReads = Math.max(opts.readsInFlight, opts.maxReadsInFlight ?? opts.readsInFlight);
+    this.now = opts.now ?? (() => performance.now());
+    stats.readWindowPeak = opts.readsInFlight;
     // A full copy sends the gaps between extents as zero ranges, in order: each extent is read alone there.
     this.planner = new ReadPlanner(opts.chunkSize, o.fullCopy ? 0 : undefined);
     stats.ms = this.ms;
@@ -233,8 +254,22 @@ class DiffSource {
   full(step: Step): boolean {
     const win = this.win;
     // Zero ranges hold no buffer: bounded by count only.
-    if (!step.plan) return win.size >= this.maxCount;
-    return windowFull(win.size, win.held, step.capacity, this);
+    const full = () => (step.plan ? windowFull(win.size, win.held, step.capacity, this) : win.size >= this.maxCount);
+    while (full()) if (!this.grow()) return true;
+    return false;
+  }
+
+  /** The window is full: widen it if the reads are slow (see the module comment). */
+  grow(): boolean {
+    if (this.readsInFlight >= this.maxReads) return false;
+    if (this.sampleReads < this.readsInFlight) return false; // not yet a window's worth at this size
+    if (this.sampleMs / this.sampleReads < GROW_AT_MS) return false;
+    this.readsInFlight = Math.min(this.maxReads, this.readsInFlight + Math.ceil(this.baseReads / 2));
+    this.maxCount = this.readsInFlight * SMALL_READS_PER_SLOT;
+    this.stats.readWindowPeak = Math.max(this.stats.readWindowPeak ?? 0, this.readsInFlight);
+    this.sampleReads = 0;
+    this.sampleMs = 0;
+    return true;
   }
 
   /** Starts `step` (there is room: see full()). */
@@ -251,7 +286,7 @@ class DiffSource {
   async read(p: ReadPlan, frame: ChunkFrame): Promise<Item> {
     const em = this.em;
     const buf = frame.data;
-    const t0 = performance.now();
+    const t0 = this.now();
     em.meter.ioStarted();
     let n: number;
     try {
@@ -263,7 +298,10 @@ class DiffSource {
       });
     }
     em.meter.ioFinished();
-    em.meter.io("read", (performance.now() - t0) / 1000);
+    const ms = this.now() - t0;
+    this.sampleReads++;
+    this.sampleMs += ms;
+    em.meter.io("read", ms / 1000);
     em.meter.read(em.pool, n);
     this.stats.bytesRead += n;
     return new Item(false, p.offset, p.length, buf, frame, p.parts);

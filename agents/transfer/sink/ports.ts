@@ -46,6 +46,8 @@ export interface SinkLimits {
   writesInFlight: number;
   /** Bytes of chunk data held (received, not yet written). */
   windowBytes: number;
+  /** While writes are slow the window grows up to this (write-window.ts); absent: fixed at windowBytes. */
+  maxWindowBytes?: number;
   /** How often to check the pool's full flag during a transfer. */
   fullCheckIntervalMs: number;
 }

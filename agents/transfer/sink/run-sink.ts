@@ -69,6 +69,7 @@ export async function runSink(
       {
         writesInFlight: deps.limits.writesInFlight,
         windowBytes: deps.limits.windowBytes,
+        ...(deps.limits.maxWindowBytes ? { maxWindowBytes: deps.limits.maxWindowBytes } : {}),
         meter: deps.meter,
         pool: dest.pool,
         ...(deps.writeDelayMs ? { writeDelayMs: deps.writeDelayMs } : {}),

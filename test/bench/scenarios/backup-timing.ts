@@ -215,6 +215,7 @@ export function breakdown(r: Timed, d: Deployment): Record<string, number> {
     out["  source: snapshot made during the transfer's start"] = doneLine.snapshotMsDuringTransfer;
   for (const [k, v] of Object.entries((doneLine?.sourceMs as Record<string, number>) ?? {}))
     out[`  source transfer: ${k} (from the stream's start)`] = v;
+  if (typeof doneLine?.readWindowPeak === "number") out["  source: reads in flight, peak"] = doneLine.readWindowPeak;
   for (const [k, v] of Object.entries(sink?.phases ?? {})) out[`  destination: ${k}`] = v;
   for (const [k, v] of Object.entries((sink?.receiveWaits as Record<string, number>) ?? {}))
     out[`  destination: receive waiting for ${k}`] = v;

@@ -237,7 +237,18 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
         // The delete's sweep of the volume's snapshot holds the volume until done: not in the next round's time.
         await hygieneSettled(ioA, image, null);
       };
-      for (const side of r % 2 === 0 ? [cliSide, oursSide] : [oursSide, cliSide]) await side();
+      try {
+        for (const side of r % 2 === 0 ? [cliSide, oursSide] : [oursSide, cliSide]) await side();
+      } catch (e) {
+        // What the daemons were doing: their logs go with the lab otherwise.
+        for (const [who, d] of [
+          ["coordinator", coord],
+          ["site-a agent", agentA],
+          ["site-b agent", agentB],
+        ] as const)
+          log(`latency: the last of the ${who}'s log:\n${d.logs().split("\n").slice(-60).join("\n")}`);
+        throw e;
+      }
       log(`latency round ${r + 1}/${rounds}: CLI ${s.cli.at(-1)?.toFixed(2)} s, ours ${s.ours.at(-1)?.toFixed(2)} s`);
     }
 

@@ -27,6 +27,7 @@ function parse(cfg: unknown, flags: string[] = []) {
   return parseAgentConfig(["--config", f, ...flags]);
 }
 
+const MiB = 1024 * 1024;
 const minimal = { cluster: { name: "site-a", conf: "/etc/ceph/ceph.conf" }, tls: { insecure: true } };
 
 function refused(cfg: unknown, message: string | RegExp, flags: string[] = []) {
@@ -82,8 +83,10 @@ describe("agent configuration", () => {
       limits: {
         chunkSizeBytes: 2 * 1024 * 1024,
         readsInFlight: 8,
+        maxReadsInFlight: 16,
         writesInFlight: 16,
         windowBytes: 32 * 1024 * 1024,
+        maxWindowBytes: 64 * 1024 * 1024,
         maxConcurrentTransfers: 8,
         maxConcurrentJobs: 4,
         fullCheckIntervalMs: 2000,
@@ -197,7 +200,9 @@ describe("agent configuration", () => {
     for (const [name, s] of Object.entries(limits)) {
       const { minimum, maximum } = s as { minimum: number; maximum: number };
       const msg = `agent config: limits.${name} must be an integer in [${minimum}, ${maximum}]`;
-      assert.equal(parse({ ...minimal, limits: { [name]: minimum } }).limits[name as keyof typeof limits], minimum);
+      // maxWindowBytes 0 means twice windowBytes (its own test below).
+      const atMinimum = { maxWindowBytes: 64 * MiB, maxReadsInFlight: 16 }[name] ?? minimum;
+      assert.equal(parse({ ...minimal, limits: { [name]: minimum } }).limits[name as keyof typeof limits], atMinimum);
       assert.equal(parse({ ...minimal, limits: { [name]: maximum } }).limits[name as keyof typeof limits], maximum);
       refused({ ...minimal, limits: { [name]: minimum - 1 } }, msg);
       refused({ ...minimal, limits: { [name]: maximum + 1 } }, msg);
@@ -220,6 +225,24 @@ describe("agent configuration", () => {
     refused(
       { ...minimal, limits: { bandwidthBytesPerSecond: 1048575 } },
       "agent config: limits.bandwidthBytesPerSecond 1048575 is below 1048576 (1 MiB/s); 0 means no cap",
+    );
+  });
+
+  it("limits.maxWindowBytes, maxReadsInFlight: 0 (the default) is twice windowBytes, readsInFlight; below them is refused", () => {
+    assert.equal(parse({ ...minimal, limits: { windowBytes: 8 * MiB } }).limits.maxWindowBytes, 16 * MiB);
+    assert.equal(
+      parse({ ...minimal, limits: { windowBytes: 8 * MiB, maxWindowBytes: 8 * MiB } }).limits.maxWindowBytes,
+      8 * MiB,
+    );
+    assert.equal(parse({ ...minimal, limits: { readsInFlight: 4 } }).limits.maxReadsInFlight, 8);
+    assert.equal(parse({ ...minimal, limits: { readsInFlight: 4, maxReadsInFlight: 4 } }).limits.maxReadsInFlight, 4);
+    refused(
+      { ...minimal, limits: { readsInFlight: 4, maxReadsInFlight: 3 } },
+      "agent config: limits.maxReadsInFlight 3 is below limits.readsInFlight 4: set it to readsInFlight or more (equal keeps the window fixed), or 0 for twice readsInFlight",
+    );
+    refused(
+      { ...minimal, limits: { windowBytes: 8 * MiB, maxWindowBytes: 4 * MiB } },
+      "agent config: limits.maxWindowBytes 4194304 is below limits.windowBytes 8388608: set it to windowBytes or more (equal keeps the window fixed), or 0 for twice windowBytes",
     );
   });
 

@@ -184,3 +184,69 @@ describe("sink write window", () => {
     assert.equal(w.inFlight, 0);
   });
 });
+
+describe("sink write window: growing while writes are slow", () => {
+  const MiB = 1 << 20;
+  /**
+   * 40 writes of 1 MiB through a window of 4 writes / 4 MiB (max `max`), each write taking `opMs` on the
+   * test's clock: the window's size after every submit, and the most bytes and writes ever in flight.
+   */
+  async function run(opMs: number, max: number | undefined) {
+    let clock = 0;
+    const ops = new Ops();
+    const w = new WriteWindow(
+      {
+        writesInFlight: 4,
+        windowBytes: 4 * MiB,
+        ...(max !== undefined ? { maxWindowBytes: max } : {}),
+        meter: noMeter,
+        pool: "backups",
+        now: () => clock,
+      },
+      new AbortController().signal,
+    );
+    const sizes: number[] = [];
+    let submitting = true;
+    const completer = (async () => {
+      while (submitting || ops.pending.length > 0) {
+        await turn();
+        clock += opMs; // every op in flight has now taken opMs more
+        ops.complete(0);
+      }
+    })();
+    for (let i = 0; i < 40; i++) {
+      await w.submit(MiB, "write", ops.op(i, MiB));
+      sizes.push(w.size.bytes / MiB);
+      assert.ok(w.inFlight <= w.size.writes && w.bytesHeld <= w.size.bytes);
+    }
+    await w.drain();
+    submitting = false;
+    await completer;
+    return { sizes, maxBytes: ops.maxBytes / MiB, maxInFlight: ops.maxInFlight, latency: w.latency };
+  }
+
+  it("slow writes widen it by half its start at a time, writes in proportion, never past the maximum", async () => {
+    const r = await run(60, 8 * MiB);
+    assert.deepEqual([...new Set(r.sizes)], [4, 6, 8], `window sizes ${r.sizes}`);
+    // The first growth waits for a window's worth of finished writes at the starting size.
+    assert.ok(r.sizes.indexOf(6) >= 4, `grew after ${r.sizes.indexOf(6)} submits`);
+    assert.equal(r.maxBytes, 8);
+    assert.equal(r.maxInFlight, 8);
+    assert.equal(r.latency.windowPeakMiB, 8);
+  });
+
+  it("writes that keep up (under 50 ms on average) leave it at its start", async () => {
+    const r = await run(10, 8 * MiB);
+    assert.deepEqual([...new Set(r.sizes)], [4]);
+    assert.equal(r.maxBytes, 4);
+    assert.equal(r.latency.windowPeakMiB, 4);
+  });
+
+  it("without maxWindowBytes (or with it at windowBytes) it never grows", async () => {
+    for (const max of [undefined, 4 * MiB]) {
+      const r = await run(200, max);
+      assert.deepEqual([...new Set(r.sizes)], [4], `max ${max}`);
+      assert.equal(r.maxBytes, 4);
+    }
+  });
+});
