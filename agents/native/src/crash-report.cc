@@ -4,17 +4,34 @@
 // standard handler (which prints "terminate called after throwing ..." and aborts) runs. The stack is
 // still the thrower's then: nothing was unwound. Symbols are the exported ones (addr2line or gdb with
 // Ceph's debug symbols turns the offsets into lines).
+//
+// A fault (SIGSEGV, SIGBUS, SIGILL, SIGFPE: ours, librados' or librbd's) leaves the same account: the
+// signal, the faulting address and the stack of the thread that faulted, then the process dies of that
+// signal as it would have. SIGSEGV goes through node::RegisterSignalHandler, which runs our handler only
+// after V8's WebAssembly trap handler declined the fault (an out-of-bounds wasm access stays a JS
+// RuntimeError, not a report). Writing a report from a crashing process is best effort: backtrace() was
+// loaded at install time, so the handler does not allocate.
 #include "crash-report.h"
 
 #include <execinfo.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <mutex>
 #include <system_error>
+
+// node.h's (exported by the node binary since Node 10); declared here rather than included, as node.h
+// brings V8's headers and its own NAPI_VERSION into an addon built against Node-API alone.
+namespace node {
+void RegisterSignalHandler(int signal, void (*handler)(int signal, siginfo_t* info, void* ucontext),
+                           bool reset_handler);
+}  // namespace node
 
 namespace rbdb {
 
@@ -60,6 +77,37 @@ void Write(const char* s) noexcept {
   std::abort();
 }
 
+const char* SignalName(int sig) noexcept {
+  switch (sig) {
+    case SIGSEGV:
+      return "SIGSEGV";
+    case SIGBUS:
+      return "SIGBUS";
+    case SIGILL:
+      return "SIGILL";
+    case SIGFPE:
+      return "SIGFPE";
+    default:
+      return "a fatal signal";
+  }
+}
+
+void OnFatalSignal(int sig, siginfo_t* info, void*) {
+  char line[256];
+  std::snprintf(line, sizeof line, "rbdbackup native: %s (address %p) on thread %ld; its stack:\n", SignalName(sig),
+                info != nullptr ? info->si_addr : nullptr, static_cast<long>(::syscall(SYS_gettid)));
+  Write(line);
+  void* frames[64];
+  int n = ::backtrace(frames, 64);
+  ::backtrace_symbols_fd(frames, n, 2);
+  // Die of the signal, as without us: the default action, raised again (delivered when this returns).
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_DFL;
+  ::sigaction(sig, &sa, nullptr);
+  ::raise(sig);
+}
+
 }  // namespace
 
 void InstallCrashReport() noexcept {
@@ -70,6 +118,15 @@ void InstallCrashReport() noexcept {
       void* warm[1];
       ::backtrace(warm, 1);
       gPrevious = std::set_terminate(OnTerminate);
+      node::RegisterSignalHandler(SIGSEGV, OnFatalSignal, false);
+      for (int sig : {SIGBUS, SIGILL, SIGFPE}) {
+        struct sigaction sa;
+        std::memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = OnFatalSignal;
+        sa.sa_flags = SA_SIGINFO;
+        sigfillset(&sa.sa_mask);
+        ::sigaction(sig, &sa, nullptr);
+      }
     });
   } catch (...) {
     // No report then; the standard handler still prints the exception.

@@ -90,6 +90,16 @@ Napi::Value TerminateOnThread(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// segfaultOnThread(): a thread that reads through a null pointer, as a bug in native code would
+// (SIGSEGV; crash-report.cc writes the stack). The process ends; the call never returns.
+Napi::Value SegfaultOnThread(const Napi::CallbackInfo& info) {
+  std::thread([] {
+    volatile int* nowhere = nullptr;
+    (void)*nowhere;
+  }).join();
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void FaultPoint(Fault where) {
@@ -110,6 +120,7 @@ void InitTestFaults(Napi::Env env, Napi::Object exports) {
   t.Set("disarm", Napi::Function::New(env, Disarm, "disarm"));
   t.Set("handleStats", Napi::Function::New(env, Stats, "handleStats"));
   t.Set("terminateOnThread", Napi::Function::New(env, TerminateOnThread, "terminateOnThread"));
+  t.Set("segfaultOnThread", Napi::Function::New(env, SegfaultOnThread, "segfaultOnThread"));
   exports.Set("testing", t);
 }
 

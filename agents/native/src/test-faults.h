@@ -3,7 +3,8 @@
 // exception a real failure would (kind: "system_error" = EAGAIN as from std::thread, "bad_alloc",
 // "runtime_error", "unknown" = a non-std exception), so tests can show each becomes a JS error and the
 // process lives on; disarm(); handleStats() reports where final closes ran (handles.h);
-// terminateOnThread() ends the process through std::terminate on another thread (crash-report.cc). Points:
+// terminateOnThread() ends the process through std::terminate on another thread, segfaultOnThread()
+// through a null read on another thread (both reported by crash-report.cc). Points:
 //   method  - inside a method or module function, before it runs (GuardedMethod/GuardedFunction)
 //   execute - in AsyncWorker::Execute on libuv's pool, before the librados/librbd call
 //   task    - in a thread-safe-function task on the JS thread (aio completion, diff batch), before it settles
