@@ -105,10 +105,10 @@ if [ "$status" -ne 0 ]; then
     inblock && /^ *(location|failureType|error|code|expected|actual):/ && n < 8 { print; n++ }
   ' "$tap" >&2 || true
   if [ -d "$RBDBACKUP_FAILURE_LOG_DIR" ]; then
-    grep -H -m 5 -E "std::terminate|terminate called|Segmentation fault|SIGSEGV|SIGABRT|uncaught exception|rbdbackup throw-trace" \
+    grep -H -m 5 -E "std::terminate|terminate called|Segmentation fault|SIGSEGV|SIGABRT|uncaught exception|rbdbackup throw-trace|rbdbackup native: " \
       "$RBDBACKUP_FAILURE_LOG_DIR"/*.log >&2 || true
   fi
-  grep -m 5 -E "^# rbdbackup native: std::terminate|^# terminate called|rbdbackup throw-trace" "$tap" >&2 || true
+  grep -m 5 -E "^# rbdbackup native: (std::terminate|SIG)|^# terminate called|rbdbackup throw-trace" "$tap" >&2 || true
 fi
 
 leftovers="$(LC_ALL=C comm -13 <(echo "$tmp_before") <(tmp_entries))"
