@@ -16,6 +16,7 @@ import { startAgent } from "../helpers/agents";
 import { scrape } from "../helpers/coordinator";
 import { connectLab, labCluster, labDir, uniqueName } from "../helpers/lab";
 import { arg, cpuOf, limitsArg, procMemMiB, resetPeakRss } from "./measure";
+import { settleLogs } from "./scenarios/backup-timing";
 
 const MiB = 1 << 20;
 const mib = Number(arg("mib", "512"));
@@ -101,6 +102,17 @@ async function main(): Promise<void> {
             mode: BackupMode.BACKUP_MODE_FULL,
           });
           const secs = (Date.now() - t) / 1000;
+          // How far the windows grew (they grow only while reads or writes take ≥ 50 ms on average).
+          const peakOf = (logs: string, msg: string, key: string) =>
+            logs
+              .split("\n")
+              .filter((l) => l.includes(`"msg":"${msg}"`))
+              .map((l) => {
+                const o = JSON.parse(l.slice(l.indexOf("{"))) as Record<string, Record<string, unknown>>;
+                return o[key] ?? o.writes?.[key];
+              })
+              .at(-1);
+          await settleLogs(); // the log lines follow the reply
           const used = [...pids, ...osds].map((p, i) => (cpuOf(p) - (before[i] as number)).toFixed(2));
           rows.push({
             mode,
@@ -113,7 +125,8 @@ async function main(): Promise<void> {
           console.log(
             `bulk ${mode} ${insecure ? "plaintext" : "mTLS"} ${JSON.stringify(limits)} ${mib} MiB in ${secs.toFixed(2)} s = ${(mib / secs).toFixed(0)} MiB/s; ` +
               `CPU s: source ${used[0]}, destination ${used[1]}, OSDs ${used.slice(2).join(" ")}; ` +
-              `peak RSS MiB: source ${mem(pids[0] as number, "VmHWM")}, destination ${mem(pids[1] as number, "VmHWM")}; RSS now ${mem(pids[0] as number, "VmRSS")}, ${mem(pids[1] as number, "VmRSS")}`,
+              `peak RSS MiB: source ${mem(pids[0] as number, "VmHWM")}, destination ${mem(pids[1] as number, "VmHWM")}; RSS now ${mem(pids[0] as number, "VmRSS")}, ${mem(pids[1] as number, "VmRSS")}; ` +
+              `windows at most: ${peakOf(a.logs(), "backup done", "readWindowPeak")} reads, ${peakOf(b.logs(), "transfer committed", "windowPeakMiB")} MiB of writes`,
           );
           if (process.argv.includes("--memory")) {
             // Where each agent's memory is: V8 heap, external (Buffers), resident (from their /metrics).
