@@ -31,14 +31,17 @@ const Cluster = block("The Ceph cluster this agent serves.", {
   opTimeoutSeconds: int("Seconds a single librados/librbd operation may take.", 1, 3600, 60),
 });
 
+export const MAX_WINDOW_BYTES = 4096 * MiB;
+export const MAX_READS_IN_FLIGHT = 1024;
+
 const Limits = block("Throughput and concurrency limits.", {
   chunkSizeBytes: int("Largest data chunk sent, bytes (at most 4 MiB).", 4096, MAX_CHUNK_BYTES, DEFAULT_CHUNK_BYTES),
   // × 2 MiB chunks: 16 MiB read ahead at most; 4, 8 and 16 within noise, small extents (incrementals) want more.
-  readsInFlight: int("Source: reads ahead of the network.", 1, 1024, 8),
+  readsInFlight: int("Source: reads ahead of the network.", 1, MAX_READS_IN_FLIGHT, 8),
   maxReadsInFlight: int(
-    "Source: while reads are slow (50 ms or more on average: OSD latency) the read window grows, in steps of half readsInFlight, up to this many; 0 = twice readsInFlight; = readsInFlight keeps it fixed.",
+    "Source: while reads are slow (50 ms or more on average: OSD latency) the read window may grow, in steps of half readsInFlight each kept only if throughput rose, up to this many; 0 = twice readsInFlight; = readsInFlight keeps it fixed.",
     0,
-    1024,
+    MAX_READS_IN_FLIGHT,
     0,
   ),
   // Issue 16: the window's bytes bound the memory (agent peak RSS ≤ 192 MiB), the count bounds small writes:
@@ -48,13 +51,13 @@ const Limits = block("Throughput and concurrency limits.", {
   // window fills only then, so the destination's peak grew 124–131 → 141–148 MiB there and not at all when
   // writes keep up (README, Measured).
   writesInFlight: int("Destination: aio writes in flight.", 1, 1024, 16),
-  windowBytes: int("Destination: bytes held for the writes in flight.", MAX_CHUNK_BYTES, 4096 * MiB, 32 * MiB),
+  windowBytes: int("Destination: bytes held for the writes in flight.", MAX_CHUNK_BYTES, MAX_WINDOW_BYTES, 32 * MiB),
   // 0–100 ms of OSD latency: 64 MiB (32 writes) took the receive from 80 % to 107 % of raw `rbd bench` write, at
-  // +20 MiB of peak; a fixed 64 MiB would cost that everywhere, growing only while writes are slow does not.
+  // +20 MiB of peak; a fixed 64 MiB would cost that everywhere, growing only while it pays does not (widening.ts).
   maxWindowBytes: int(
-    "Destination: while writes are slow (50 ms or more on average: OSD or network latency) the window grows, in steps of half windowBytes, up to this many bytes, writesInFlight in proportion; 0 = twice windowBytes; = windowBytes keeps it fixed.",
+    "Destination: while writes are slow (50 ms or more on average: OSD or network latency) the window may grow, in steps of half windowBytes each kept only if throughput rose, up to this many bytes, writesInFlight in proportion; 0 = twice windowBytes; = windowBytes keeps it fixed.",
     0,
-    4096 * MiB,
+    MAX_WINDOW_BYTES,
     0,
   ),
   maxConcurrentTransfers: int("Destination: transfers served at once (more get RESOURCE_EXHAUSTED).", 1, 1024, 8),

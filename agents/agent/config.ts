@@ -7,7 +7,7 @@ import { hostname } from "node:os";
 import { checkedTls } from "../../src/common/config/fields";
 import { configFailure, loadConfig } from "../../src/common/config/load";
 import type { TlsConfig } from "../../src/common/tls";
-import { AgentConfigSchema, type AgentFile, agentFlags } from "./config-schema";
+import { AgentConfigSchema, type AgentFile, agentFlags, MAX_READS_IN_FLIGHT, MAX_WINDOW_BYTES } from "./config-schema";
 
 export type AgentConfig = Omit<AgentFile, "agentId" | "tls" | "coordinator"> & {
   tls: TlsConfig;
@@ -42,8 +42,9 @@ export function parseAgentConfig(argv: string[]): AgentConfig {
     ...rest,
     limits: {
       ...rest.limits,
-      maxWindowBytes: maxWindowBytes || 2 * windowBytes,
-      maxReadsInFlight: maxReadsInFlight || 2 * readsInFlight,
+      // 0: twice the start, within the schema's own bounds.
+      maxWindowBytes: maxWindowBytes || Math.min(2 * windowBytes, MAX_WINDOW_BYTES),
+      maxReadsInFlight: maxReadsInFlight || Math.min(2 * readsInFlight, MAX_READS_IN_FLIGHT),
     },
     agentId: agentId ?? `${hostname()}-${cluster.name}`,
     coordinator: { addresses: [...new Set([coordinator.address, ...coordinator.addresses].filter((a) => a !== ""))] },

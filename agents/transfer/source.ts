@@ -5,12 +5,9 @@
  * small buffers, so up to 2 × readsInFlight of them fly at once), and messages come out in ascending
  * offset order; emitter.ts turns what was read into messages. The consumer (gRPC, which waits for HTTP/2 flow
  * control, or an in-process sink) pulls; nothing is read that it has not made room for, so memory is
- * bounded by readsInFlight × chunkSize whatever the image size.
- *
- * Slow reads widen the window, up to `maxReadsInFlight`, by the sink's rule (sink/write-window.ts):
- * when it is full and the reads finished since it last changed (at least as many as it holds) took
- * GROW_AT_MS or more on average, it grows by half its starting size. Reads that slow wait on round trips
- * (OSD latency), where more in flight means more throughput; reads that keep up never grow it.
+ * bounded by maxReadsInFlight × chunkSize whatever the image size: an image's reads widen the window
+ * from `readsInFlight` up to `maxReadsInFlight` only while they are slow and widening pays (widening.ts,
+ * the destination's write window's rule); a file's stay at `readsInFlight`.
  */
 import type { FileHandle } from "node:fs/promises";
 import type { TransferHeader, TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
@@ -25,7 +22,7 @@ import {
   split,
   windowFull,
 } from "./read-plan";
-import { GROW_AT_MS } from "./sink/write-window";
+import { Widening } from "./widening";
 import { type ChunkFrame, type FramePool, framePool } from "./wire";
 
 export { newStats, type SourceResume, type SourceStats } from "./emitter";
@@ -147,15 +144,11 @@ class DiffSource {
   readonly from: number;
   readonly size: number;
   readonly chunkSize: number;
-  /** The read window now (grows while reads are slow, up to maxReadsInFlight), and its count bound. */
+  /** The read window now (widening.ts: from readsInFlight up to maxReadsInFlight), and its count bound. */
   readsInFlight: number;
   maxCount: number;
-  readonly baseReads: number;
-  readonly maxReads: number;
+  readonly widening: Widening;
   readonly now: () => number;
-  /** Reads finished since the window last changed, and their total latency (ms). */
-  sampleReads = 0;
-  sampleMs = 0;
   /** When the consumer pulled past the header (the stats' ms count from there). */
   t0 = performance.now();
   readonly ms = { diffFirst: -1, diffDone: -1, readsDone: -1 };
@@ -180,9 +173,12 @@ class DiffSource {
     this.chunkSize = opts.chunkSize;
     this.readsInFlight = opts.readsInFlight;
     this.maxCount = opts.readsInFlight * SMALL_READS_PER_SLOT;
-    this.baseReads = opts.readsInFlight;
-    this.maxReads = Math.max(opts.readsInFlight, opts.maxReadsInFlight ?? opts.readsInFlight);
     this.now = opts.now ?? (() => performance.now());
+    this.widening = new Widening({
+      base: opts.readsInFlight,
+      max: Math.max(opts.readsInFlight, opts.maxReadsInFlight ?? opts.readsInFlight),
+      now: this.now,
+    });
     stats.readWindowPeak = opts.readsInFlight;
     // A full copy sends the gaps between extents as zero ranges, in order: each extent is read alone there.
     this.planner = new ReadPlanner(opts.chunkSize, o.fullCopy ? 0 : undefined);
@@ -255,20 +251,16 @@ class DiffSource {
     const win = this.win;
     // Zero ranges hold no buffer: bounded by count only.
     const full = () => (step.plan ? windowFull(win.size, win.held, step.capacity, this) : win.size >= this.maxCount);
-    while (full()) if (!this.grow()) return true;
+    while (full()) if (!this.resize()) return true;
     return false;
   }
 
-  /** The window is full: widen it if the reads are slow (see the module comment). */
-  grow(): boolean {
-    if (this.readsInFlight >= this.maxReads) return false;
-    if (this.sampleReads < this.readsInFlight) return false; // not yet a window's worth at this size
-    if (this.sampleMs / this.sampleReads < GROW_AT_MS) return false;
-    this.readsInFlight = Math.min(this.maxReads, this.readsInFlight + Math.ceil(this.baseReads / 2));
+  /** The window is full: it may widen, or go back (widening.ts). */
+  resize(): boolean {
+    if (!this.widening.decide(this.readsInFlight)) return false;
+    this.readsInFlight = this.widening.size;
     this.maxCount = this.readsInFlight * SMALL_READS_PER_SLOT;
-    this.stats.readWindowPeak = Math.max(this.stats.readWindowPeak ?? 0, this.readsInFlight);
-    this.sampleReads = 0;
-    this.sampleMs = 0;
+    this.stats.readWindowPeak = this.widening.peak;
     return true;
   }
 
@@ -299,8 +291,7 @@ class DiffSource {
     }
     em.meter.ioFinished();
     const ms = this.now() - t0;
-    this.sampleReads++;
-    this.sampleMs += ms;
+    this.widening.finished(ms);
     em.meter.io("read", ms / 1000);
     em.meter.read(em.pool, n);
     this.stats.bytesRead += n;

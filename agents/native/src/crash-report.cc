@@ -10,7 +10,9 @@
 // signal as it would have. SIGSEGV goes through node::RegisterSignalHandler, which runs our handler only
 // after V8's WebAssembly trap handler declined the fault (an out-of-bounds wasm access stays a JS
 // RuntimeError, not a report). Writing a report from a crashing process is best effort: backtrace() was
-// loaded at install time, so the handler does not allocate.
+// loaded at install time, so the handler does not allocate. Not covered: a thread's stack overflow (the
+// handler has no alternate stack to run on), and a Node built without the trap handler (there Node
+// installs ours without SA_SIGINFO; Linux on x86-64 passes the siginfo all the same).
 #include "crash-report.h"
 
 #include <execinfo.h>
@@ -38,6 +40,9 @@ namespace rbdb {
 namespace {
 
 std::terminate_handler gPrevious = nullptr;
+// The actions SIGBUS, SIGILL and SIGFPE had before ours (SIG_DFL unless someone else set one): what the
+// signal does after the report. SIGSEGV's goes through Node, whose own fallback is SIG_DFL.
+struct sigaction gPreviousAction[NSIG];
 
 void Write(const char* s) noexcept {
   size_t n = std::strlen(s);
@@ -100,11 +105,12 @@ void OnFatalSignal(int sig, siginfo_t* info, void*) {
   void* frames[64];
   int n = ::backtrace(frames, 64);
   ::backtrace_symbols_fd(frames, n, 2);
-  // Die of the signal, as without us: the default action, raised again (delivered when this returns).
+  // Then what the signal did before us (for SIGSEGV, and unless another handler was set: the default
+  // action, the process dies of it), raised again — delivered once this returns.
   struct sigaction sa;
   std::memset(&sa, 0, sizeof sa);
   sa.sa_handler = SIG_DFL;
-  ::sigaction(sig, &sa, nullptr);
+  ::sigaction(sig, sig == SIGSEGV ? &sa : &gPreviousAction[sig], nullptr);
   ::raise(sig);
 }
 
@@ -125,7 +131,7 @@ void InstallCrashReport() noexcept {
         sa.sa_sigaction = OnFatalSignal;
         sa.sa_flags = SA_SIGINFO;
         sigfillset(&sa.sa_mask);
-        ::sigaction(sig, &sa, nullptr);
+        ::sigaction(sig, &sa, &gPreviousAction[sig]);
       }
     });
   } catch (...) {

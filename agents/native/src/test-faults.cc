@@ -90,12 +90,15 @@ Napi::Value TerminateOnThread(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Null, but the compiler cannot know it (a read through a literal null may compile to a trap instead).
+int* volatile gNowhere = nullptr;
+
 // segfaultOnThread(): a thread that reads through a null pointer, as a bug in native code would
 // (SIGSEGV; crash-report.cc writes the stack). The process ends; the call never returns.
 Napi::Value SegfaultOnThread(const Napi::CallbackInfo& info) {
   std::thread([] {
-    volatile int* nowhere = nullptr;
-    (void)*nowhere;
+    volatile int x = *gNowhere;
+    (void)x;
   }).join();
   return info.Env().Undefined();
 }

@@ -4,19 +4,17 @@
  * the receive loop — and through it HTTP/2 flow control and the source — runs only as far ahead as
  * the window allows.
  *
- * Slow writes widen it, up to `maxWindowBytes`: when the window is full and the writes finished since
- * it last changed (at least as many as it holds) took `growAtMs` or more on average, it grows by half
- * its starting size, the count in proportion (the write size stays). Writes that slow are waiting on
- * round trips (OSD or network latency), where more in flight means more throughput; writes that keep
- * up (a local, CPU-bound cluster: 8–22 ms) never grow it, so the memory stays that of `windowBytes`.
- * It never shrinks within a transfer; each transfer starts at `windowBytes`. A chunk's buffer goes back to its pool (its `release`) exactly once: after
- * librbd wrote it, or at once when the write never started.
+ * Slow writes widen it, up to `maxWindowBytes`, while widening pays (../widening.ts: a step of half
+ * `windowBytes` on trial, kept only if throughput rose), the count in proportion (the write size
+ * stays); each transfer starts at `windowBytes`. A chunk's buffer goes back to its pool (its `release`)
+ * exactly once: after librbd wrote it, or at once when the write never started.
  *
  * The first failed write stops the window: the next `submit` or `drain` throws its error. `settle`
  * (on any failure) keeps writes that have not started from starting and waits for those librbd holds.
  */
 import { delay } from "../../../src/common/retry";
 import type { TransferMeter } from "../meter";
+import { Widening } from "../widening";
 import { abortable } from "./abort";
 
 export interface WriteWindowOptions {
@@ -24,7 +22,7 @@ export interface WriteWindowOptions {
   windowBytes: number;
   /** The window may grow to this many bytes while writes are slow (default: `windowBytes`, no growth). */
   maxWindowBytes?: number;
-  /** Mean write latency (ms) at or above which a full window grows (default GROW_AT_MS). */
+  /** Mean write latency (ms) from which a full window tries to grow (default: widening.ts GROW_AT_MS). */
   growAtMs?: number;
   meter: TransferMeter;
   /** Label of the metrics (the destination pool). */
@@ -37,9 +35,6 @@ export interface WriteWindowOptions {
 
 export type WriteKind = "write" | "zeroes";
 
-/** A 2 MiB write on a local cluster takes 8–22 ms even CPU-bound (README, Measured); 0–100 ms of OSD latency made it ~200. */
-export const GROW_AT_MS = 50;
-
 export class WriteWindow {
   readonly #inflight = new Set<Promise<void>>();
   #bytes = 0;
@@ -49,13 +44,9 @@ export class WriteWindow {
   #opMs = 0;
   #opMaxMs = 0;
   #ops = 0;
-  /** The window now (bytes, writes), and the largest it was. */
-  #windowBytes: number;
+  /** The window's size in bytes (its count follows: #maxWrites). */
+  readonly #widening: Widening;
   #maxWrites: number;
-  #peakBytes: number;
-  /** Ops finished since the window last changed, and their total latency (ms). */
-  #sampleOps = 0;
-  #sampleMs = 0;
   readonly #stop = new AbortController();
 
   /** `signal`: waits for room end when it aborts (with its reason). */
@@ -63,9 +54,13 @@ export class WriteWindow {
     readonly o: WriteWindowOptions,
     readonly signal: AbortSignal,
   ) {
-    this.#windowBytes = o.windowBytes;
+    this.#widening = new Widening({
+      base: o.windowBytes,
+      max: Math.max(o.windowBytes, o.maxWindowBytes ?? o.windowBytes),
+      ...(o.growAtMs !== undefined ? { growAtMs: o.growAtMs } : {}),
+      now: o.now ?? (() => performance.now()),
+    });
     this.#maxWrites = o.writesInFlight;
-    this.#peakBytes = o.windowBytes;
   }
 
   /** Writes in flight now. */
@@ -85,13 +80,13 @@ export class WriteWindow {
       ops: this.#ops,
       meanMs: r(this.#ops ? this.#opMs / this.#ops : 0),
       maxMs: r(this.#opMaxMs),
-      windowPeakMiB: r(this.#peakBytes / 2 ** 20),
+      windowPeakMiB: r(this.#widening.peak / 2 ** 20),
     };
   }
 
   /** The window's size now: bytes and writes. */
   get size(): { bytes: number; writes: number } {
-    return { bytes: this.#windowBytes, writes: this.#maxWrites };
+    return { bytes: this.#widening.size, writes: this.#maxWrites };
   }
 
   /** Writes started so far (the image may have changed once this is > 0). */
@@ -106,7 +101,7 @@ export class WriteWindow {
   async submit(bytes: number, kind: WriteKind, op: () => Promise<unknown>, release?: () => void): Promise<void> {
     try {
       while (this.#inflight.size > 0 && !this.#fits(bytes)) {
-        if (this.#grow()) continue;
+        if (this.#resize()) continue;
         await abortable(Promise.race(this.#inflight), this.signal);
       }
       if (this.#error) throw this.#error;
@@ -147,20 +142,13 @@ export class WriteWindow {
   }
 
   #fits(bytes: number): boolean {
-    return this.#inflight.size < this.#maxWrites && this.#bytes + bytes <= this.#windowBytes;
+    return this.#inflight.size < this.#maxWrites && this.#bytes + bytes <= this.#widening.size;
   }
 
-  /** The window is full: widen it if the writes are slow (see the module comment). */
-  #grow(): boolean {
-    const max = this.o.maxWindowBytes ?? this.o.windowBytes;
-    if (this.#windowBytes >= max) return false;
-    if (this.#sampleOps < this.#maxWrites) return false; // not yet a window's worth at this size
-    if (this.#sampleMs / this.#sampleOps < (this.o.growAtMs ?? GROW_AT_MS)) return false;
-    this.#windowBytes = Math.min(max, this.#windowBytes + Math.ceil(this.o.windowBytes / 2));
-    this.#maxWrites = Math.ceil((this.o.writesInFlight * this.#windowBytes) / this.o.windowBytes);
-    this.#peakBytes = Math.max(this.#peakBytes, this.#windowBytes);
-    this.#sampleOps = 0;
-    this.#sampleMs = 0;
+  /** The window is full: it may widen, or go back (../widening.ts). */
+  #resize(): boolean {
+    if (!this.#widening.decide(this.#maxWrites)) return false;
+    this.#maxWrites = Math.ceil((this.o.writesInFlight * this.#widening.size) / this.o.windowBytes);
     return true;
   }
 
@@ -180,8 +168,7 @@ export class WriteWindow {
       const ms = now() - t0;
       this.#ops++;
       this.#opMs += ms;
-      this.#sampleOps++;
-      this.#sampleMs += ms;
+      this.#widening.finished(ms, kind === "write");
       if (ms > this.#opMaxMs) this.#opMaxMs = ms;
       meter.io(kind, ms / 1000);
       if (kind === "write") meter.written(this.o.pool, bytes);

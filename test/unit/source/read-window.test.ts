@@ -1,8 +1,10 @@
 /**
- * The source's read window (agents/transfer/source.ts) grows while reads are slow: a fake image whose
- * reads the test completes one at a time on its own clock, no Ceph, no timers. Slow reads (60 ms each on
- * that clock) widen it by half its start up to maxReadsInFlight; reads that keep up (10 ms), or no
- * maximum, leave it where it started. The data sent stays the image's either way.
+ * The source's read window (agents/transfer/source.ts, widening.ts) grows while reads are slow and it
+ * pays: a fake image whose reads finish on the test's clock, no Ceph, no timers. Reads slow by round
+ * trips (each takes 60 ms whatever else is in flight) widen it by half its start up to maxReadsInFlight;
+ * reads slow because the cluster is at its throughput (one finishes every 20 ms) get one step on trial,
+ * then it goes back; reads that keep up, or no maximum, leave it where it started. The data sent stays
+ * the image's either way.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -16,13 +18,14 @@ const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;
 const turn = () => new Promise<void>((r) => setImmediate(r));
 
-async function run(opMs: number, maxReadsInFlight: number | undefined) {
+async function run(cluster: "latency" | "throughput", opMs: number, maxReadsInFlight: number | undefined) {
   let clock = 0;
   const bytes = Buffer.alloc(SIZE);
   for (let i = 0; i < SIZE; i += 4096) bytes.writeUInt32LE(i, i);
-  const pending: Array<() => void> = [];
+  const pending: Array<{ started: number; done: () => void }> = [];
   let inFlight = 0;
   let maxInFlight = 0;
+  let lastInFlight = 0;
   const image = {
     label: "fake/slow",
     async *diff() {
@@ -30,12 +33,16 @@ async function run(opMs: number, maxReadsInFlight: number | undefined) {
     },
     read(buf: Buffer, offset: number) {
       inFlight++;
+      lastInFlight = inFlight;
       maxInFlight = Math.max(maxInFlight, inFlight);
       return new Promise<number>((resolve) =>
-        pending.push(() => {
-          inFlight--;
-          bytes.copy(buf, 0, offset, offset + buf.length);
-          resolve(buf.length);
+        pending.push({
+          started: clock,
+          done: () => {
+            inFlight--;
+            bytes.copy(buf, 0, offset, offset + buf.length);
+            resolve(buf.length);
+          },
         }),
       );
     },
@@ -43,12 +50,19 @@ async function run(opMs: number, maxReadsInFlight: number | undefined) {
   const frames = new FramePool(40);
   const stats = newStats();
   let done = false;
-  // Completes the oldest read each turn, every read in flight having taken opMs more.
   const completer = (async () => {
     while (!done) {
       await turn();
-      clock += opMs;
-      pending.shift()?.();
+      if (cluster === "latency") {
+        clock += 5;
+        for (const p of pending.filter((x) => x.started + opMs <= clock)) {
+          pending.splice(pending.indexOf(p), 1);
+          p.done();
+        }
+      } else {
+        clock += opMs;
+        pending.shift()?.done();
+      }
     }
   })();
   const got = Buffer.alloc(SIZE);
@@ -73,25 +87,32 @@ async function run(opMs: number, maxReadsInFlight: number | undefined) {
   done = true;
   await completer;
   assert.ok(got.equals(bytes), "the messages carry the image");
-  return { maxInFlight, peak: stats.readWindowPeak };
+  return { maxInFlight, peak: stats.readWindowPeak, last: lastInFlight };
 }
 
 describe("source read window", () => {
-  it("slow reads widen it by half its start, up to maxReadsInFlight", async () => {
-    const r = await run(60, 8);
+  it("round-trip-bound reads widen it by half its start while it pays, up to maxReadsInFlight", async () => {
+    const r = await run("latency", 60, 8);
     assert.equal(r.maxInFlight, 8);
     assert.equal(r.peak, 8);
   });
 
+  it("a cluster at its throughput: one step on trial, then back to readsInFlight", async () => {
+    const r = await run("throughput", 20, 8);
+    assert.equal(r.peak, 6);
+    assert.equal(r.maxInFlight, 6);
+    assert.equal(r.last, 4);
+  });
+
   it("reads that keep up (under 50 ms on average) leave it at readsInFlight", async () => {
-    const r = await run(10, 8);
+    const r = await run("latency", 30, 8);
     assert.equal(r.maxInFlight, 4);
     assert.equal(r.peak, 4);
   });
 
   it("without maxReadsInFlight (or with it at readsInFlight) it never grows", async () => {
     for (const max of [undefined, 4]) {
-      const r = await run(200, max);
+      const r = await run("latency", 200, max);
       assert.equal(r.maxInFlight, 4, `max ${max}`);
       assert.equal(r.peak, 4);
     }

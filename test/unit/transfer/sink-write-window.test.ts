@@ -185,15 +185,19 @@ describe("sink write window", () => {
   });
 });
 
-describe("sink write window: growing while writes are slow", () => {
+describe("sink write window: widening while writes are slow", () => {
   const MiB = 1 << 20;
   /**
-   * 40 writes of 1 MiB through a window of 4 writes / 4 MiB (max `max`), each write taking `opMs` on the
-   * test's clock: the window's size after every submit, and the most bytes and writes ever in flight.
+   * 60 writes of 1 MiB (and a zero-fill every 10th) through a window of 4 writes / 4 MiB (max `max`) on
+   * the test's clock. `cluster`: "latency" — each write takes `opMs` whatever else is in flight (round
+   * trips); "throughput" — one write finishes every `opMs` (a cluster at its limit: latency grows with
+   * what is in flight). The window's size after every submit, and the most bytes ever in flight.
    */
-  async function run(opMs: number, max: number | undefined) {
+  async function run(cluster: "latency" | "throughput", opMs: number, max: number | undefined) {
     let clock = 0;
-    const ops = new Ops();
+    const pending: Array<{ started: number; done: () => void }> = [];
+    let bytesInFlight = 0;
+    let maxBytes = 0;
     const w = new WriteWindow(
       {
         writesInFlight: 4,
@@ -205,38 +209,65 @@ describe("sink write window: growing while writes are slow", () => {
       },
       new AbortController().signal,
     );
-    const sizes: number[] = [];
+    const op = (bytes: number) => () =>
+      new Promise<void>((resolve) => {
+        bytesInFlight += bytes;
+        maxBytes = Math.max(maxBytes, bytesInFlight);
+        pending.push({
+          started: clock,
+          done: () => {
+            bytesInFlight -= bytes;
+            resolve();
+          },
+        });
+      });
     let submitting = true;
     const completer = (async () => {
-      while (submitting || ops.pending.length > 0) {
+      while (submitting || pending.length > 0) {
         await turn();
-        clock += opMs; // every op in flight has now taken opMs more
-        ops.complete(0);
+        if (cluster === "latency") {
+          clock += 5;
+          for (const p of pending.filter((x) => x.started + opMs <= clock)) {
+            pending.splice(pending.indexOf(p), 1);
+            p.done();
+          }
+        } else {
+          clock += opMs;
+          pending.shift()?.done();
+        }
       }
     })();
-    for (let i = 0; i < 40; i++) {
-      await w.submit(MiB, "write", ops.op(i, MiB));
+    const sizes: number[] = [];
+    for (let i = 0; i < 60; i++) {
+      await w.submit(MiB, i % 10 === 9 ? "zeroes" : "write", op(MiB));
       sizes.push(w.size.bytes / MiB);
-      assert.ok(w.inFlight <= w.size.writes && w.bytesHeld <= w.size.bytes);
+      assert.ok(w.inFlight <= w.size.writes, `${w.inFlight} writes in a window of ${w.size.writes}`);
     }
     await w.drain();
     submitting = false;
     await completer;
-    return { sizes, maxBytes: ops.maxBytes / MiB, maxInFlight: ops.maxInFlight, latency: w.latency };
+    return { sizes, maxBytes: maxBytes / MiB, latency: w.latency };
   }
 
-  it("slow writes widen it by half its start at a time, writes in proportion, never past the maximum", async () => {
-    const r = await run(60, 8 * MiB);
+  it("round-trip-bound writes: widened by half its start at a time while it pays, writes in proportion, up to the maximum", async () => {
+    const r = await run("latency", 60, 8 * MiB);
     assert.deepEqual([...new Set(r.sizes)], [4, 6, 8], `window sizes ${r.sizes}`);
-    // The first growth waits for a window's worth of finished writes at the starting size.
+    // The first step waits for a window's worth of finished writes at the starting size.
     assert.ok(r.sizes.indexOf(6) >= 4, `grew after ${r.sizes.indexOf(6)} submits`);
     assert.equal(r.maxBytes, 8);
-    assert.equal(r.maxInFlight, 8);
     assert.equal(r.latency.windowPeakMiB, 8);
   });
 
+  it("a cluster at its throughput (slow because of what is in flight): one step on trial, then back for good", async () => {
+    const r = await run("throughput", 20, 8 * MiB);
+    const steps = r.sizes.filter((x, i) => i === 0 || x !== r.sizes[i - 1]);
+    assert.deepEqual(steps, [4, 6, 4], `window sizes ${r.sizes}`);
+    assert.equal(r.sizes.at(-1), 4);
+    assert.equal(r.latency.windowPeakMiB, 6);
+  });
+
   it("writes that keep up (under 50 ms on average) leave it at its start", async () => {
-    const r = await run(10, 8 * MiB);
+    const r = await run("latency", 30, 8 * MiB);
     assert.deepEqual([...new Set(r.sizes)], [4]);
     assert.equal(r.maxBytes, 4);
     assert.equal(r.latency.windowPeakMiB, 4);
@@ -244,7 +275,7 @@ describe("sink write window: growing while writes are slow", () => {
 
   it("without maxWindowBytes (or with it at windowBytes) it never grows", async () => {
     for (const max of [undefined, 4 * MiB]) {
-      const r = await run(200, max);
+      const r = await run("latency", 200, max);
       assert.deepEqual([...new Set(r.sizes)], [4], `max ${max}`);
       assert.equal(r.maxBytes, 4);
     }
