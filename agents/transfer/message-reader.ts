@@ -33,7 +33,7 @@ const POOL_GRAIN = 64 * 1024;
 
 /** Reusable receive buffers, by capacity (a multiple of 64 KiB). */
 export class ReceivePool extends BufferPool {
-  /** `maxIdle`: the agent sets it from its write window (writesInFlight + 4). */
+  /** `maxIdle`: the agent sets it from its write window (writesInFlight + 4, scaled to maxWindowBytes). */
   constructor(maxIdle = 24) {
     super(maxIdle);
   }

@@ -115,7 +115,7 @@ export interface ChunkFrame {
  * rather than store.
  */
 export class FramePool extends BufferPool {
-  /** `maxIdle`: the agent sets it from its read window (readsInFlight + 2). */
+  /** `maxIdle`: the agent sets it from its read window (maxReadsInFlight + 2). */
   constructor(maxIdle = 16) {
     super(maxIdle);
   }
