@@ -24,9 +24,17 @@ function child(script: string) {
   });
 }
 
-/** backtrace_symbols_fd: one "object(symbol+offset) [address]" line per frame after line `from`. */
-function framesAfter(lines: string[], from: number): string[] {
-  return lines.slice(from + 1).filter((l) => /\[0x[0-9a-f]+\]$/.test(l));
+/** stderr holds a line matching `report`, then a stack (backtrace_symbols_fd: one "object(symbol+offset) [address]" line per frame) with a frame of the addon. */
+function assertReport(stderr: string, report: RegExp): void {
+  const lines = stderr.split("\n");
+  const at = lines.findIndex((l) => report.test(l));
+  assert.ok(at >= 0, `the report line, in:\n${stderr}`);
+  const frames = lines.slice(at + 1).filter((l) => /\[0x[0-9a-f]+\]$/.test(l));
+  assert.ok(frames.length >= 3, `frames after the report:\n${stderr}`);
+  assert.ok(
+    frames.some((l) => l.includes("rbdbackup_native.node")),
+    `a frame of the addon:\n${stderr}`,
+  );
 }
 
 describe("native crash report", () => {
@@ -34,18 +42,9 @@ describe("native crash report", () => {
     const script = `require(${JSON.stringify(facade)}).native().testing.terminateOnThread()`;
     const r = child(script);
     assert.equal(r.signal, "SIGABRT", `status ${r.status}, signal ${r.signal}, stderr:\n${r.stderr}`);
-    const lines = r.stderr.split("\n");
-    const report = lines.findIndex((l) =>
-      /^rbdbackup native: std::terminate on thread \d+: std::system_error \(generic 22\): Invalid argument; the thrower's stack:$/.test(
-        l,
-      ),
-    );
-    assert.ok(report >= 0, `the report line, in:\n${r.stderr}`);
-    const frames = framesAfter(lines, report);
-    assert.ok(frames.length >= 3, `frames after the report:\n${r.stderr}`);
-    assert.ok(
-      frames.some((l) => l.includes("rbdbackup_native.node")),
-      `a frame of the addon:\n${r.stderr}`,
+    assertReport(
+      r.stderr,
+      /^rbdbackup native: std::terminate on thread \d+: std::system_error \(generic 22\): Invalid argument; the thrower's stack:$/,
     );
     // Then the standard handler, which names the exception too.
     assert.match(r.stderr, /terminate called after throwing an instance of 'std::system_error'/);
@@ -54,17 +53,7 @@ describe("native crash report", () => {
   it("a segfault on a thread: SIGSEGV, the address and the faulting thread's stack on stderr", () => {
     const r = child(`require(${JSON.stringify(facade)}).native().testing.segfaultOnThread()`);
     assert.equal(r.signal, "SIGSEGV", `status ${r.status}, signal ${r.signal}, stderr:\n${r.stderr}`);
-    const lines = r.stderr.split("\n");
-    const report = lines.findIndex((l) =>
-      /^rbdbackup native: SIGSEGV \(address \(nil\)\) on thread \d+; its stack:$/.test(l),
-    );
-    assert.ok(report >= 0, `the report line, in:\n${r.stderr}`);
-    const frames = framesAfter(lines, report);
-    assert.ok(frames.length >= 3, `frames after the report:\n${r.stderr}`);
-    assert.ok(
-      frames.some((l) => l.includes("rbdbackup_native.node")),
-      `a frame of the addon:\n${r.stderr}`,
-    );
+    assertReport(r.stderr, /^rbdbackup native: SIGSEGV \(address \(nil\)\) on thread \d+; its stack:$/);
   });
 
   it("a WebAssembly out-of-bounds load (V8 traps it through SIGSEGV) stays a RuntimeError, no report", () => {

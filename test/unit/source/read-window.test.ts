@@ -13,16 +13,15 @@ import { newStats, rbdMessages } from "../../../agents/transfer/source";
 import { FRAME, FramePool, type MaybeFramed } from "../../../agents/transfer/wire";
 import type { TransferHeader } from "../../../src/gen/rbdbackup/v1/transfer";
 import { crc32c } from "../transfer/fakes/crc32c";
+import { SlowCluster } from "../transfer/fakes/slow-cluster";
 
 const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;
-const turn = () => new Promise<void>((r) => setImmediate(r));
 
-async function run(cluster: "latency" | "throughput", opMs: number, maxReadsInFlight: number | undefined) {
-  let clock = 0;
+async function run(kind: "latency" | "throughput", opMs: number, maxReadsInFlight: number | undefined) {
+  const cluster = new SlowCluster(kind, opMs);
   const bytes = Buffer.alloc(SIZE);
   for (let i = 0; i < SIZE; i += 4096) bytes.writeUInt32LE(i, i);
-  const pending: Array<{ started: number; done: () => void }> = [];
   let inFlight = 0;
   let maxInFlight = 0;
   let lastInFlight = 0;
@@ -36,35 +35,16 @@ async function run(cluster: "latency" | "throughput", opMs: number, maxReadsInFl
       lastInFlight = inFlight;
       maxInFlight = Math.max(maxInFlight, inFlight);
       return new Promise<number>((resolve) =>
-        pending.push({
-          started: clock,
-          done: () => {
-            inFlight--;
-            bytes.copy(buf, 0, offset, offset + buf.length);
-            resolve(buf.length);
-          },
+        cluster.start(() => {
+          inFlight--;
+          bytes.copy(buf, 0, offset, offset + buf.length);
+          resolve(buf.length);
         }),
       );
     },
   } as unknown as Image;
   const frames = new FramePool(40);
   const stats = newStats();
-  let done = false;
-  const completer = (async () => {
-    while (!done) {
-      await turn();
-      if (cluster === "latency") {
-        clock += 5;
-        for (const p of pending.filter((x) => x.started + opMs <= clock)) {
-          pending.splice(pending.indexOf(p), 1);
-          p.done();
-        }
-      } else {
-        clock += opMs;
-        pending.shift()?.done();
-      }
-    }
-  })();
   const got = Buffer.alloc(SIZE);
   for await (const m of rbdMessages(
     image,
@@ -76,7 +56,7 @@ async function run(cluster: "latency" | "throughput", opMs: number, maxReadsInFl
       ...(maxReadsInFlight !== undefined ? { maxReadsInFlight } : {}),
       frames,
       checksum: crc32c,
-      now: () => clock,
+      now: cluster.now,
     },
     stats,
   )) {
@@ -84,8 +64,7 @@ async function run(cluster: "latency" | "throughput", opMs: number, maxReadsInFl
     const f = (m as MaybeFramed)[FRAME];
     if (f) frames.release(f);
   }
-  done = true;
-  await completer;
+  await cluster.stop();
   assert.ok(got.equals(bytes), "the messages carry the image");
   return { maxInFlight, peak: stats.readWindowPeak, last: lastInFlight };
 }

@@ -9,6 +9,7 @@ import { noMeter } from "../../../agents/transfer/meter";
 import { WriteWindow } from "../../../agents/transfer/sink/write-window";
 import { cancelled, Status } from "../../../src/common/errors";
 import { cephError } from "./fakes/fake-ceph";
+import { SlowCluster } from "./fakes/slow-cluster";
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
 
@@ -193,9 +194,8 @@ describe("sink write window: widening while writes are slow", () => {
    * trips); "throughput" — one write finishes every `opMs` (a cluster at its limit: latency grows with
    * what is in flight). The window's size after every submit, and the most bytes ever in flight.
    */
-  async function run(cluster: "latency" | "throughput", opMs: number, max: number | undefined) {
-    let clock = 0;
-    const pending: Array<{ started: number; done: () => void }> = [];
+  async function run(kind: "latency" | "throughput", opMs: number, max: number | undefined) {
+    const cluster = new SlowCluster(kind, opMs);
     let bytesInFlight = 0;
     let maxBytes = 0;
     const w = new WriteWindow(
@@ -205,7 +205,7 @@ describe("sink write window: widening while writes are slow", () => {
         ...(max !== undefined ? { maxWindowBytes: max } : {}),
         meter: noMeter,
         pool: "backups",
-        now: () => clock,
+        now: cluster.now,
       },
       new AbortController().signal,
     );
@@ -213,30 +213,11 @@ describe("sink write window: widening while writes are slow", () => {
       new Promise<void>((resolve) => {
         bytesInFlight += bytes;
         maxBytes = Math.max(maxBytes, bytesInFlight);
-        pending.push({
-          started: clock,
-          done: () => {
-            bytesInFlight -= bytes;
-            resolve();
-          },
+        cluster.start(() => {
+          bytesInFlight -= bytes;
+          resolve();
         });
       });
-    let submitting = true;
-    const completer = (async () => {
-      while (submitting || pending.length > 0) {
-        await turn();
-        if (cluster === "latency") {
-          clock += 5;
-          for (const p of pending.filter((x) => x.started + opMs <= clock)) {
-            pending.splice(pending.indexOf(p), 1);
-            p.done();
-          }
-        } else {
-          clock += opMs;
-          pending.shift()?.done();
-        }
-      }
-    })();
     const sizes: number[] = [];
     for (let i = 0; i < 60; i++) {
       await w.submit(MiB, i % 10 === 9 ? "zeroes" : "write", op(MiB));
@@ -244,8 +225,7 @@ describe("sink write window: widening while writes are slow", () => {
       assert.ok(w.inFlight <= w.size.writes, `${w.inFlight} writes in a window of ${w.size.writes}`);
     }
     await w.drain();
-    submitting = false;
-    await completer;
+    await cluster.stop();
     return { sizes, maxBytes: maxBytes / MiB, latency: w.latency };
   }
 
