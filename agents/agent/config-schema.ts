@@ -39,7 +39,7 @@ const Limits = block("Throughput and concurrency limits.", {
   // × 2 MiB chunks: 16 MiB read ahead at most; 4, 8 and 16 within noise, small extents (incrementals) want more.
   readsInFlight: int("Source: reads ahead of the network.", 1, MAX_READS_IN_FLIGHT, 8),
   maxReadsInFlight: int(
-    "Source: while reads are slow (50 ms or more on average: OSD latency) the read window may grow, in steps of half readsInFlight each kept only if throughput rose, up to this many; 0 = twice readsInFlight; = readsInFlight keeps it fixed.",
+    "Source: while reads are slow (50 ms or more on average: OSD latency) the read window may grow, in steps of half readsInFlight each kept only if throughput rose, up to this many; 0 = one and a half times readsInFlight; = readsInFlight keeps it fixed.",
     0,
     MAX_READS_IN_FLIGHT,
     0,

@@ -230,7 +230,9 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
         o.busy.push(busyFraction(host0, hostCpu()));
         o.cpuSrc.push(cpuOf(pids[0] as number) - (cpu0[0] as number));
         o.cpuDst.push(cpuOf(pids[1] as number) - (cpu0[1] as number));
-        o.rss.push(Math.max(...pids.map((p) => procMemMiB(p, "VmHWM"))));
+        const [peakA, peakB] = pids.map((p) => procMemMiB(p, "VmHWM")) as [number, number];
+        o.rss.push(Math.max(peakA, peakB));
+        log(`latency: peak RSS source ${peakA.toFixed(0)} MiB, destination ${peakB.toFixed(0)} MiB`);
         await settleLogs();
         phases.push(breakdown(timed, deployment));
         await follow(api, await api.deleteBackup({ backupId: timed.job.backupId, idempotencyKey: "" }));

@@ -83,7 +83,7 @@ describe("agent configuration", () => {
       limits: {
         chunkSizeBytes: 2 * 1024 * 1024,
         readsInFlight: 8,
-        maxReadsInFlight: 16,
+        maxReadsInFlight: 12,
         writesInFlight: 16,
         windowBytes: 32 * 1024 * 1024,
         maxWindowBytes: 64 * 1024 * 1024,
@@ -201,7 +201,7 @@ describe("agent configuration", () => {
       const { minimum, maximum } = s as { minimum: number; maximum: number };
       const msg = `agent config: limits.${name} must be an integer in [${minimum}, ${maximum}]`;
       // maxWindowBytes 0 means twice windowBytes (its own test below).
-      const atMinimum = { maxWindowBytes: 64 * MiB, maxReadsInFlight: 16 }[name] ?? minimum;
+      const atMinimum = { maxWindowBytes: 64 * MiB, maxReadsInFlight: 12 }[name] ?? minimum;
       assert.equal(parse({ ...minimal, limits: { [name]: minimum } }).limits[name as keyof typeof limits], atMinimum);
       assert.equal(parse({ ...minimal, limits: { [name]: maximum } }).limits[name as keyof typeof limits], maximum);
       refused({ ...minimal, limits: { [name]: minimum - 1 } }, msg);
@@ -228,17 +228,18 @@ describe("agent configuration", () => {
     );
   });
 
-  it("limits.maxWindowBytes, maxReadsInFlight: 0 (the default) is twice windowBytes, readsInFlight; below them is refused", () => {
+  it("limits.maxWindowBytes, maxReadsInFlight: 0 (the default) is twice windowBytes, one and a half times readsInFlight; below them is refused", () => {
     assert.equal(parse({ ...minimal, limits: { windowBytes: 8 * MiB } }).limits.maxWindowBytes, 16 * MiB);
     assert.equal(
       parse({ ...minimal, limits: { windowBytes: 8 * MiB, maxWindowBytes: 8 * MiB } }).limits.maxWindowBytes,
       8 * MiB,
     );
-    assert.equal(parse({ ...minimal, limits: { readsInFlight: 4 } }).limits.maxReadsInFlight, 8);
+    assert.equal(parse({ ...minimal, limits: { readsInFlight: 4 } }).limits.maxReadsInFlight, 6);
+    assert.equal(parse({ ...minimal, limits: { readsInFlight: 1 } }).limits.maxReadsInFlight, 2);
     assert.equal(parse({ ...minimal, limits: { readsInFlight: 4, maxReadsInFlight: 4 } }).limits.maxReadsInFlight, 4);
     refused(
       { ...minimal, limits: { readsInFlight: 4, maxReadsInFlight: 3 } },
-      "agent config: limits.maxReadsInFlight 3 is below limits.readsInFlight 4: set it to readsInFlight or more (equal keeps the window fixed), or 0 for twice readsInFlight",
+      "agent config: limits.maxReadsInFlight 3 is below limits.readsInFlight 4: set it to readsInFlight or more (equal keeps the window fixed), or 0 for one and a half times readsInFlight",
     );
     refused(
       { ...minimal, limits: { windowBytes: 8 * MiB, maxWindowBytes: 4 * MiB } },
