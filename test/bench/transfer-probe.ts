@@ -16,7 +16,7 @@ import { startAgent } from "../helpers/agents";
 import { scrape } from "../helpers/coordinator";
 import { connectLab, labCluster, labDir, uniqueName } from "../helpers/lab";
 import { arg, cpuOf, limitsArg, procMemMiB, resetPeakRss } from "./measure";
-import { settleLogs } from "./scenarios/backup-timing";
+import { parseLogs, settleLogs } from "./scenarios/backup-timing";
 
 const MiB = 1 << 20;
 const mib = Number(arg("mib", "512"));
@@ -103,15 +103,10 @@ async function main(): Promise<void> {
           });
           const secs = (Date.now() - t) / 1000;
           // How far the windows grew (they grow only while reads or writes take ≥ 50 ms on average).
-          const peakOf = (logs: string, msg: string, key: string) =>
-            logs
-              .split("\n")
-              .filter((l) => l.includes(`"msg":"${msg}"`))
-              .map((l) => {
-                const o = JSON.parse(l.slice(l.indexOf("{"))) as Record<string, Record<string, unknown>>;
-                return o[key] ?? o.writes?.[key];
-              })
-              .at(-1);
+          const peakOf = (logs: string, msg: string, key: string) => {
+            const line = parseLogs(logs).findLast((l) => l.msg === msg);
+            return line?.[key] ?? (line?.writes as Record<string, unknown> | undefined)?.[key];
+          };
           await settleLogs(); // the log lines follow the reply
           const used = [...pids, ...osds].map((p, i) => (cpuOf(p) - (before[i] as number)).toFixed(2));
           rows.push({

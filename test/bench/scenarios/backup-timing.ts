@@ -169,7 +169,7 @@ interface LogLine {
   [k: string]: unknown;
 }
 
-function parseLogs(text: string): LogLine[] {
+export function parseLogs(text: string): LogLine[] {
   const out: LogLine[] = [];
   for (const l of text.split("\n")) {
     if (!l.startsWith("{")) continue;
