@@ -2,7 +2,8 @@
  * Getting the target image ready, per kind of transfer. Each step that leaves something cleanup must
  * undo is journalled first and recorded in the footprint:
  *
- * - BACKUP_FULL, RESTORE_NEW: create the image (it must not exist), marked incomplete until commit.
+ * - BACKUP_FULL, RESTORE_NEW: create the image (it must not exist), marked incomplete until commit
+ *   (the marker is set while the first writes go in: `fp.marking`, awaited before the commit).
  * - BACKUP_INCREMENTAL: the base image and its from-snapshot must exist and the to-snapshot must not;
  *   a head left dirty by a failed attempt is rolled back to the from-snapshot; resized to the new size.
  * - RESTORE_ORIGINAL: the image must exist; what lies beyond the backup's size is discarded, then the
@@ -107,7 +108,13 @@ async function createImage(deps: Deps, fp: Footprint, log: Logger): Promise<void
   fp.createdImage = true;
   fp.fresh = true;
   fp.image = await ioOf(fp).imageOpen(nameOf(fp));
-  await fp.image.metaSet(INCOMPLETE_KEY, h.transferId);
+  // The marker goes on while the first writes go in: both wait for the image's exclusive lock, and the
+  // metadata change after it (its header update and the notify to watchers) is two more round trips
+  // the data need not wait for — ~300 ms with OSD messages held 0–100 ms. Recovery still finds the
+  // image by its journal entry, written before the create; the commit waits for the marker and a
+  // failure to set it is the transfer's (run-sink.ts awaitMarker).
+  fp.marking = fp.image.metaSet(INCOMPLETE_KEY, h.transferId);
+  fp.marking.catch(() => {}); // observed by run-sink.ts; never an unhandled rejection meanwhile
   log.debug("created image", { image: fp.where, size: h.imageSize });
 }
 

@@ -93,6 +93,24 @@ describe("runSink: commit", () => {
     assert.equal(s.destinationFsid, "fsid-b");
   });
 
+  it("a new image's incomplete marker goes on beside the first writes; the metadata object and the snapshot wait for it", async () => {
+    const ceph = cluster();
+    const open = shut(ceph, "metaSet");
+    const deps = sinkDeps(ceph);
+    const h = header();
+    const name = h.destination?.image as string;
+    const run = runSink(deps, new Feed(messages(h, chunkParts(4, CHUNK))));
+    await until(() => at(ceph.log, `flush ${name}`) >= 0, "every write done and flushed while the marker waits");
+    assert.equal(at(ceph.log, "metaSet"), -1, "the marker is not set yet");
+    assert.equal(at(ceph.log, "objCreate"), -1, "no metadata object before the marker");
+    assert.equal(at(ceph.log, "snapCreate"), -1, "no snapshot before the marker");
+    open();
+    const s = await run;
+    assert.equal(s.snapshotCreated, h.toSnapshot);
+    assert.ok(at(ceph.log, `metaSet ${name} ${INCOMPLETE_KEY}`) < at(ceph.log, "objCreate"), "marker, then the commit");
+    assert.equal(ceph.pool("backups").images.get(name)?.meta.has(INCOMPLETE_KEY), false, "removed after the commit");
+  });
+
   it("a committed backup is remembered for its confirmation: the snapshot as listed, the metadata bytes written", async () => {
     const ceph = cluster();
     const commits = new RecentCommits();
@@ -326,6 +344,23 @@ describe("runSink: failures", () => {
     assert.equal(poolState(ceph, "backups"), before, "nothing else changed");
     assert.equal(deps.journal.entries.size, 0);
     assert.deepEqual(released.counts, [1, 1, 1, 0], "written and rejected buffers released once; the 4th never pulled");
+  });
+
+  it("a new image whose incomplete marker cannot be set: the transfer fails without waiting for the data, the image removed", async () => {
+    const ceph = cluster();
+    const before = poolState(ceph, "backups");
+    ceph.faults.metaSet = cephError("EIO", "rbd_metadata_set");
+    const deps = sinkDeps(ceph);
+    const h = header();
+    // The stream never ends: only the marker's failure can end this transfer.
+    const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "hang" });
+    const e = await runSink(deps, feed).catch((x) => x);
+    assert.equal(status(e), Status.INTERNAL);
+    assert.match(e.message, /^setting the incomplete marker on backups\/\S+: .*rbd_metadata_set/);
+    assert.equal(at(ceph.log, "objCreate"), -1, "no metadata object");
+    assert.equal(at(ceph.log, "snapCreate"), -1, "no snapshot");
+    assert.equal(poolState(ceph, "backups"), before, "the new image removed, nothing else changed");
+    assert.equal(deps.journal.entries.size, 0);
   });
 
   it("a failed write stops the stream and is reported with its status (a full pool: RESOURCE_EXHAUSTED)", async () => {

@@ -34,6 +34,7 @@ export interface Faults {
   objCreate?: Error;
   snapCreate?: Error;
   metaRemove?: Error;
+  metaSet?: Error;
   /** The snapshot is made, then its creation fails (an op timeout whose request went through). */
   snapCreateAfter?: Error;
   snapList?: Error;
@@ -50,6 +51,8 @@ export interface Gates {
   close?: Promise<void>;
   /** An image handle's metaRemove(). */
   metaRemove?: Promise<void>;
+  /** An image handle's metaSet(). */
+  metaSet?: Promise<void>;
 }
 
 export class FakeCeph implements SinkCluster {
@@ -321,10 +324,14 @@ export class FakeImage implements SinkImage {
     return this.s.meta.get(key) ?? null;
   }
 
-  async metaSet(key: string, value: string): Promise<void> {
-    this.#check();
-    this.s.meta.set(key, value);
-    this.ceph.log.push(`metaSet ${this.name} ${key}`);
+  /** An op on the handle, as librbd's: close() waits for it. */
+  metaSet(key: string, value: string): Promise<void> {
+    return this.#aio(async () => {
+      await this.ceph.gates.metaSet;
+      if (this.ceph.faults.metaSet) throw this.ceph.faults.metaSet;
+      this.s.meta.set(key, value);
+      this.ceph.log.push(`metaSet ${this.name} ${key}`);
+    });
   }
 
   async metaRemove(key: string): Promise<void> {
