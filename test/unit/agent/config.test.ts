@@ -47,6 +47,8 @@ describe("agent configuration", () => {
     assert.equal(c.agentId, "agent-site-a-1");
     assert.deepEqual(c.coordinator.addresses, ["127.0.0.1:7300", "127.0.0.1:7310"]);
     assert.equal(c.limits.maxConcurrentJobs, 4);
+    assert.equal(c.limits.maxReadsInFlight, 12, "the widest read window, as the default derives it");
+    assert.equal(c.limits.maxWindowBytes, 64 * 2 ** 20, "the widest write window, as the default derives it");
     assert.equal(c.transferListen, "127.0.0.1:7401");
     assert.equal(c.cluster.keyring, "/etc/ceph/ceph.client.rbdbackup.keyring");
     assert.deepEqual(c.tls, {
