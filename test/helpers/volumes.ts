@@ -59,7 +59,10 @@ export class Volumes {
         const len = 4096 + rnd(2 * MiB);
         ops.push(img.discard(rnd(size - len), len));
       }
-      await Promise.all(ops);
+      // Every op settles before the handle closes, even when one fails: librbd aborts the process
+      // (AsyncOpTracker) when a handle is closed under its own ops.
+      const failed = (await Promise.allSettled(ops)).find((r) => r.status === "rejected");
+      if (failed) throw failed.reason;
       await img.flush();
     } finally {
       await img.close();
