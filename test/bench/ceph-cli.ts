@@ -12,7 +12,7 @@ import { labCluster, uniqueName } from "../helpers/lab";
 /** `rbd bench --io-type write --io-size 4M --io-threads 16` over `mib` MiB of a new image in io's pool; MiB/s. */
 export async function rawWriteMiBps(cluster: string, io: IoCtx, mib: number): Promise<number> {
   const name = uniqueName("bench-raw");
-  await io.imageCreate(name, mib << 20);
+  await io.imageCreate(name, mib * 2 ** 20);
   try {
     const { stdout } = await promisify(execFile)(
       "rbd",
@@ -27,7 +27,7 @@ export async function rawWriteMiBps(cluster: string, io: IoCtx, mib: number): Pr
         "--io-threads",
         "16",
         "--io-total",
-        String(mib << 20),
+        String(mib * 2 ** 20),
         `${io.pool}/${name}`,
       ],
       { timeout: CLI_DEADLINE_MS, killSignal: "SIGKILL" },

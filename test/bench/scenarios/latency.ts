@@ -10,7 +10,7 @@
  * with `rbd bench` (cache off, 4 KiB, 1 thread): ~0.3 ms → ~15 ms per write at D = 20 ms, and 16
  * threads ~18× one. (`osd_debug_inject_dispatch_delay_*` instead sleeps in the dispatch thread: it
  * serializes clients, 16 threads barely 2× one — not a latency.) It is set on both clusters of a lab of
- * the scenario's own (deploy/lab/lab.sh, 4G each, in a new directory; never the shared lab), before the
+ * the scenario's own (deploy/lab/lab.sh, 4G each — more for images over 1 GiB — in a new directory; never the shared lab), before the
  * agents connect (a connection picks the delay up when it is made), and the lab is stopped at the end —
  * also on failure or Ctrl-C. The measuring runs in a child process whose RBDBACKUP_LAB_DIR names that
  * lab (the test helpers read it when loaded).
@@ -38,6 +38,7 @@ import {
   breakdown,
   type Deployment,
   detailLines,
+  grouped,
   groupedNote,
   hygieneSettled,
   settleLogs,
@@ -262,6 +263,9 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
     const perGiB = (x: number[]) => +((median(x) / bytes) * GiB).toFixed(2);
     const oursMiBps = mib / ours;
     const busy = median(o.busy);
+    // The data phase alone: the destination's receive (every chunk written through its window).
+    const receiveMs = median(phases.map((p) => grouped(p).diffTransfer as number));
+    const dataMiBps = mib / (receiveMs / 1000);
     return {
       scenario: `full ${mib} MiB random, OSD ops delayed 0–${delayMs} ms`,
       cliSeconds: +cli.toFixed(3),
@@ -280,6 +284,7 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
       note: [
         `raw rbd bench write (4 MiB × 16) ${rawAfter.toFixed(0)} MiB/s with the delay (${rawBefore.toFixed(0)} without)`,
         `ours ${((oursMiBps / rawAfter) * 100).toFixed(0)}% of raw (aim ≥ 90%), CLI ${((mib / cli / rawAfter) * 100).toFixed(0)}% (${((mib / cliPipe / rawAfter) * 100).toFixed(0)}% timing its pipe alone, ${cliPipe.toFixed(2)} s)`,
+        `its data phase (the destination's receive, ${Math.round(receiveMs)} ms) ${dataMiBps.toFixed(0)} MiB/s, ${((dataMiBps / rawAfter) * 100).toFixed(0)}% of raw; the rest of its ${ours.toFixed(2)} s is the job's fixed round trips`,
         `4 KiB write ${latBefore.toFixed(1)} → ${latAfter.toFixed(1)} ms`,
         `host CPU ${(busy * 100).toFixed(0)}% busy during ours`,
         `ms p50: ${groupedNote(phases)}`,
@@ -318,8 +323,11 @@ async function run(ctx: ScenarioContext): Promise<Row[]> {
   };
   const unhook = onInterrupt(cleanup);
   try {
-    ctx.log(`latency: starting a lab of its own in ${labDir} (site-a, site-b, 4G each)`);
-    await lab("up", "--capacity", "4G", "site-a", "site-b");
+    // Each site holds the image (or its copy) and the raw bench's data at once: 4G up to 1 GiB images,
+    // then room for 2.5 × the image (2 GiB: 6G per site, RAM the memstore OSDs keep).
+    const capacityG = Math.max(4, Math.ceil((ctx.mib * 2.5) / 1024) + 1);
+    ctx.log(`latency: starting a lab of its own in ${labDir} (site-a, site-b, ${capacityG}G each)`);
+    await lab("up", "--capacity", `${capacityG}G`, "site-a", "site-b");
     for (const c of ["site-a", "site-b"])
       await execFileP(
         "ceph",
