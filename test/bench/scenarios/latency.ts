@@ -26,10 +26,11 @@ import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { type BackupServiceClient, type Job, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
 import { startCoordinator, waitAgents } from "../../helpers/coordinator";
-import { connectLab, labCluster, rbd, repoRoot, uniqueName } from "../../helpers/lab";
+import { connectLab, labCluster, labDir, rbd, repoRoot, uniqueName } from "../../helpers/lab";
 import { rawWriteMiBps } from "../ceph-cli";
 import { busyFraction, hostCpu } from "../host-cpu";
 import { interrupting, onInterrupt } from "../interrupt";
+import { trimRemovedSnapshots } from "../lab-trim";
 import { arg, cpuOf, median, procMemMiB, resetPeakRss } from "../measure";
 import { fill } from "../rig";
 import { runAlone } from "../scenario-main";
@@ -241,7 +242,13 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
         await hygieneSettled(ioA, image, null);
       };
       try {
-        for (const side of r % 2 === 0 ? [cliSide, oursSide] : [oursSide, cliSide]) await side();
+        for (const side of r % 2 === 0 ? [cliSide, oursSide] : [oursSide, cliSide]) {
+          // The lab holds trimming off (nosnaptrim): what the other side removed stays in the OSDs' RAM,
+          // and counts as used, until trimmed — without this the pool filled up (RESOURCE_EXHAUSTED, the
+          // job retried until the bench's watch gave up: the "hang" of the seventeenth round).
+          await trimRemovedSnapshots(labDir, ["site-a", "site-b"], log);
+          await side();
+        }
       } catch (e) {
         // What the daemons were doing: their logs go with the lab otherwise.
         for (const [who, d] of [
