@@ -82,8 +82,14 @@ export async function fill(io: IoCtx, image: string, bytes: number): Promise<voi
 /** Follows a job to its end; one that takes over 5 minutes fails the bench (e.g. a full pool retrying). */
 export async function follow(api: BackupServiceClient, job: Job): Promise<Job> {
   let last = job;
-  for await (const e of api.watchJob({ jobId: job.id }, { signal: AbortSignal.timeout(300_000) }))
-    if (e.job) last = e.job;
+  for await (const e of api.watchJob({ jobId: job.id }, { signal: AbortSignal.timeout(300_000) })) {
+    if (!e.job) continue;
+    last = e.job;
+    // A failed attempt the coordinator will retry (backoff and all) is no measurement: said at once, not
+    // after the watch's 5 minutes (a full lab pool once looked like a hang that way).
+    if (last.errorCode && last.state !== JobState.JOB_STATE_SUCCEEDED)
+      throw new Error(`job ${last.id}: attempt ${last.attempts} failed: ${last.errorCode}: ${last.errorMessage}`);
+  }
   if (last.state !== JobState.JOB_STATE_SUCCEEDED) throw new Error(`job ${last.id}: ${last.errorMessage}`);
   return last;
 }
