@@ -20,11 +20,6 @@ export interface Footprint {
   /** Writes were started: the image's content may have changed. */
   wrote: boolean;
   metaCreated: boolean;
-  /**
-   * The incomplete marker being set on an image this transfer created (prepare.ts), beside the first
-   * writes: awaited before the commit, and settled before the handle closes on failure.
-   */
-  marking?: Promise<void>;
   snapshotCreated: boolean;
   /**
    * The snapshot's creation failed and whether it was made anyway is unknown (the listing that would

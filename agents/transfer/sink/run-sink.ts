@@ -1,7 +1,6 @@
 /**
  * The destination side of one transfer, as named phases: read the header → check the pool (and keep
- * watching it) and that the transfer fits with a free-space margin → prepare the target image (a new
- * image's incomplete marker goes on beside the first writes) → receive (every message checked, chunks written through
+ * watching it) and that the transfer fits with a free-space margin → prepare the target image → receive (every message checked, chunks written through
  * the aio window) → writes done (trailer verified, all writes finished, flushed) → commit (metadata
  * object, then the snapshot) → the summary (a backup recorded for its confirmation: before its handle
  * closes, settleCommitted).
@@ -93,8 +92,6 @@ export async function runSink(
       if (prepared.status === "rejected") throw prepared.reason;
       if (mapRead.status === "rejected") throw mapRead.reason;
       resumedFrom = prepared.value;
-      // The marker that failed to go on fails the transfer now, not after the data (prepare.ts).
-      fp.marking?.catch((e) => ac.abort(toAppError(e, `setting the incomplete marker on ${fp.where}`)));
       // A backup's map: the chunk check computes its blocks' CRCs in the same pass as the chunk's (when
       // a chunk can hold a whole block: images over 1 TiB have blocks over 4 MiB, assembled as before).
       const blockSize = fp.digests?.builder.blockSize ?? 0;
@@ -114,7 +111,6 @@ export async function runSink(
       t.mark("drainFlush");
       await finishDigests(fp, ac.signal);
       t.mark("digestsWrite");
-      await fp.marking; // long done: it went on beside the first writes
       await commit(deps, fp, log);
       t.mark("commit");
       const settling = settleCommitted(deps, fp, cp, log);
@@ -148,16 +144,10 @@ export async function runSink(
       // Nothing after the commit throws (settleCommitted only warns); kept so that a failure there, were
       // it ever to come, makes the confirmation read Ceph.
       deps.commits?.forget(h.backupId);
-      // Nothing of this transfer's may still be running on the handle when cleanup closes it.
-      const marked = await fp.marking?.then(
-        () => true,
-        () => false,
-      );
       await window.settle();
       await cp?.idle();
-      // Cut short (the network call aborted before its stream ended), with a checkpoint: kept for a retry
-      // (not an image without its marker: a retry could not take it over, resume.ts findHeld).
-      const cut = opts.remote === true && callSignal?.aborted === true && marked !== false;
+      // Cut short (the network call aborted before its stream ended), with a checkpoint: kept for a retry.
+      const cut = opts.remote === true && callSignal?.aborted === true;
       if (cut && !(await watch.isFull()) && (await holdForResume(deps, fp, cp, log)))
         throw toAppError(ac.signal.reason);
       if (!fp.createdImage) await dropCheckpoint(fp.image, cp, fp.warnings, log);
