@@ -35,10 +35,19 @@ export interface Rig {
   stop(): Promise<void>;
 }
 
-/** Follows a job to its end; throws unless it succeeded. */
-export async function follow(api: BackupServiceClient, job: Job): Promise<Job> {
+/**
+ * Follows a job to its end, within `timeoutMs`; throws unless it succeeded. A failed attempt the
+ * coordinator would retry (backoff and all) is no measurement: it throws at once with that attempt's
+ * status and message, not after the watch's deadline (a full lab pool once looked like a hang that way).
+ */
+export async function follow(api: BackupServiceClient, job: Job, timeoutMs = 900_000): Promise<Job> {
   let last = job;
-  for await (const e of api.watchJob({ jobId: job.id })) if (e.job) last = e.job;
+  for await (const e of api.watchJob({ jobId: job.id }, { signal: AbortSignal.timeout(timeoutMs) })) {
+    if (!e.job) continue;
+    last = e.job;
+    if (last.errorCode && last.state !== JobState.JOB_STATE_SUCCEEDED)
+      throw new Error(`job ${last.id}: attempt ${last.attempts} failed: ${last.errorCode}: ${last.errorMessage}`);
+  }
   if (last.state !== JobState.JOB_STATE_SUCCEEDED) throw new Error(`job ${last.id}: ${last.errorMessage}`);
   return last;
 }

@@ -10,13 +10,14 @@ import { randomBytes } from "node:crypto";
 import type { IoCtx } from "../../../agents/ceph";
 import { parseBackupSnap } from "../../../src/common/ids";
 import type { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { type BackupServiceClient, type Job, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import type { BackupServiceClient, Job } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { CoordinatorProcess } from "../../../src/lab/coordinator-process";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
 import { backupRequest, startCoordinator, waitAgents } from "../../helpers/coordinator";
 import { rbd } from "../../helpers/lab";
 import { waitFor } from "../../helpers/wait";
 import { cpuOf, median } from "../measure";
+import { follow } from "../rig";
 import type { ScenarioContext } from "./types";
 
 export const MiB = 1 << 20;
@@ -79,21 +80,6 @@ export async function fill(io: IoCtx, image: string, bytes: number): Promise<voi
   }
 }
 
-/** Follows a job to its end; one that takes over 5 minutes fails the bench (e.g. a full pool retrying). */
-export async function follow(api: BackupServiceClient, job: Job): Promise<Job> {
-  let last = job;
-  for await (const e of api.watchJob({ jobId: job.id }, { signal: AbortSignal.timeout(300_000) })) {
-    if (!e.job) continue;
-    last = e.job;
-    // A failed attempt the coordinator will retry (backoff and all) is no measurement: said at once, not
-    // after the watch's 5 minutes (a full lab pool once looked like a hang that way).
-    if (last.errorCode && last.state !== JobState.JOB_STATE_SUCCEEDED)
-      throw new Error(`job ${last.id}: attempt ${last.attempts} failed: ${last.errorCode}: ${last.errorMessage}`);
-  }
-  if (last.state !== JobState.JOB_STATE_SUCCEEDED) throw new Error(`job ${last.id}: ${last.errorMessage}`);
-  return last;
-}
-
 export interface Timed {
   seconds: number;
   job: Job;
@@ -117,7 +103,7 @@ export async function backupTimed(
   );
   const tc = Date.now();
   ids.push(created.backupId);
-  const job = await follow(api, created);
+  const job = await follow(api, created, 300_000);
   const seconds = Number(process.hrtime.bigint() - h0) / 1e9;
   return { seconds, job, t0, created: tc, done: Date.now() };
 }

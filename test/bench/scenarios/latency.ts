@@ -23,7 +23,6 @@ import path from "node:path";
 import { promisify } from "node:util";
 import type { IoCtx } from "../../../agents/ceph";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { type BackupServiceClient, type Job, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
 import { startCoordinator, waitAgents } from "../../helpers/coordinator";
 import { connectLab, labCluster, labDir, rbd, repoRoot, uniqueName } from "../../helpers/lab";
@@ -32,7 +31,7 @@ import { busyFraction, hostCpu } from "../host-cpu";
 import { interrupting, onInterrupt } from "../interrupt";
 import { trimRemovedSnapshots } from "../lab-trim";
 import { arg, cpuOf, median, procMemMiB, resetPeakRss } from "../measure";
-import { fill } from "../rig";
+import { fill, follow } from "../rig";
 import { runAlone } from "../scenario-main";
 import {
   backupTimed,
@@ -124,14 +123,6 @@ async function cliPipeCpu(src: string, dst: string): Promise<{ exportCpu: number
   exp.p.stdout?.pipe(imp.p.stdin as NodeJS.WritableStream);
   const [exportCpu, importCpu] = await Promise.all([exp.done, imp.done]);
   return { exportCpu, importCpu };
-}
-
-async function follow(api: BackupServiceClient, job: Job, timeoutMs = 900_000): Promise<Job> {
-  let last = job;
-  for await (const e of api.watchJob({ jobId: job.id }, { signal: AbortSignal.timeout(timeoutMs) }))
-    if (e.job) last = e.job;
-  if (last.state !== JobState.JOB_STATE_SUCCEEDED) throw new Error(`job ${last.id}: ${last.errorMessage}`);
-  return last;
 }
 
 /** The measuring half, in the child process whose RBDBACKUP_LAB_DIR is the scenario's own lab. */

@@ -16,7 +16,6 @@
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { type BackupServiceClient, type Job, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { Compression } from "../../../src/gen/rbdbackup/v1/common";
 import { startAgentProcess } from "../../../src/lab/agent-process";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
@@ -26,7 +25,7 @@ import { busyFraction, hostCpu } from "../host-cpu";
 import { onInterrupt } from "../interrupt";
 import { arg, cpuOf, median, procMemMiB, resetPeakRss } from "../measure";
 import { measureRttMs, measureThroughputMiBps, probeServer, startWanPath, type WanPath } from "../netns";
-import { fill } from "../rig";
+import { fill, follow } from "../rig";
 import { runAlone } from "../scenario-main";
 import type { Row, Scenario, ScenarioContext } from "./types";
 
@@ -50,15 +49,6 @@ function halfCompressible(bytes: number): Buffer {
     for (let p = off + 32 * 1024; p < Math.min(off + 64 * 1024, bytes); p += text.length) text.copy(b, p);
   }
   return b;
-}
-
-/** Follows a job to its end (bounded); throws unless it succeeded. */
-async function follow(api: BackupServiceClient, job: Job, timeoutMs = 900_000): Promise<Job> {
-  let last = job;
-  for await (const e of api.watchJob({ jobId: job.id }, { signal: AbortSignal.timeout(timeoutMs) }))
-    if (e.job) last = e.job;
-  if (last.state !== JobState.JOB_STATE_SUCCEEDED) throw new Error(`job ${last.id}: ${last.errorMessage}`);
-  return last;
 }
 
 interface Sample {
