@@ -75,16 +75,19 @@ function pump(from: Socket, to: Socket, delayMs: number, window: number, count: 
     timer ??= setTimeout(flush, delayMs);
   });
   to.on("drain", maybeResume);
-  from.on("end", () => {
+  // The sender's end — or its close, which comes right after it when the other way ended first — still
+  // lets what it sent before go through, as a real link does: the queue drains, then `to` ends.
+  const finish = () => {
+    if (ended) return;
     ended = true;
     if (queue.length === 0) to.end();
-  });
-  const stop = () => {
+  };
+  from.on("end", finish);
+  from.on("close", finish);
+  to.on("close", () => {
     if (timer) clearTimeout(timer);
     queue.length = 0;
-  };
-  from.on("close", stop);
-  to.on("close", stop);
+  });
 }
 
 export function startRelay(o: RelayOptions): Promise<Relay> {
@@ -102,8 +105,6 @@ export function startRelay(o: RelayOptions): Promise<Relay> {
         outbound.destroy();
       });
     }
-    inbound.on("close", () => outbound.destroySoon());
-    outbound.on("close", () => inbound.destroySoon());
     pump(inbound, outbound, o.delayFwdMs ?? 0, window, (n) => o.onBytes?.("fwd", n));
     pump(outbound, inbound, o.delayBackMs ?? 0, window, (n) => o.onBytes?.("back", n));
   });

@@ -156,7 +156,15 @@ async function run(ctx: ScenarioContext): Promise<Row[]> {
             transfer: { compression: v.compression, bandwidthLimitBytesPerSecond: v.capBytesPerSecond },
           },
         );
-        const job = await follow(api, await api.createBackup(req));
+        const job = await follow(api, await api.createBackup(req)).catch((e) => {
+          // What the agents were doing: their logs go with them otherwise.
+          for (const [who, d] of [
+            ["source agent", src],
+            ["destination agent", dst],
+          ] as const)
+            ctx.log(`wan: the last of the ${who}'s log:\n${d.logs().split("\n").slice(-40).join("\n")}`);
+          throw e;
+        });
         s.secs.push((performance.now() - t) / 1000);
         s.busy.push(busyFraction(host0, hostCpu()));
         s.cpuSrc.push(cpuOf(pids[0]) - (cpu0[0] as number));

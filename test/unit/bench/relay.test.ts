@@ -68,3 +68,41 @@ describe("bench relay", () => {
     assert.equal(counted.back, payload.length);
   });
 });
+
+describe("bench relay: a reply sent just before the far side closes", () => {
+  it("still arrives, held back by the delay, before the end (as on a real link)", async () => {
+    // Answers once its peer ended, then closes at once — as the bulk channel's server does.
+    const server = createServer({ allowHalfOpen: true }, (s) => {
+      s.resume();
+      s.on("end", () => s.end(Buffer.from("result")));
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as { port: number }).port;
+    const relay = await startRelay({
+      listen: "tcp:127.0.0.1:0",
+      connect: () => `tcp:127.0.0.1:${port}`,
+      delayFwdMs: 10,
+      delayBackMs: 40,
+    });
+    try {
+      const [host, rport] = relay.hostPort.split(":") as [string, string];
+      const s: Socket = connect({ host, port: Number(rport), allowHalfOpen: true });
+      const got = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("no end within 10 s")), 10_000);
+        const chunks: Buffer[] = [];
+        s.on("connect", () => s.end(randomBytes(64 << 10)));
+        s.on("data", (d: Buffer) => chunks.push(d));
+        s.on("end", () => {
+          clearTimeout(timer);
+          resolve(Buffer.concat(chunks).toString());
+        });
+        s.on("error", reject);
+      });
+      s.destroy();
+      assert.equal(got, "result", "the reply written before the close arrived");
+    } finally {
+      await relay.close();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+});
