@@ -52,6 +52,17 @@ export async function follow(api: BackupServiceClient, job: Job, timeoutMs = 900
   return last;
 }
 
+/** After a failure: the last `lines` of each daemon's log, since its logs go with it otherwise. */
+export function logTails(
+  log: (line: string) => void,
+  scenario: string,
+  daemons: Array<readonly [string, { logs(): string }]>,
+  lines = 60,
+): void {
+  for (const [who, d] of daemons)
+    log(`${scenario}: the last of the ${who}'s log:\n${d.logs().split("\n").slice(-lines).join("\n")}`);
+}
+
 /** Writes `bytes` from offset 0 (random data unless `data` makes it), 16 writes of 4 MiB in flight. */
 export async function fill(
   io: IoCtx,

@@ -31,7 +31,7 @@ import { busyFraction, hostCpu } from "../host-cpu";
 import { interrupting, onInterrupt } from "../interrupt";
 import { trimRemovedSnapshots } from "../lab-trim";
 import { arg, cpuOf, median, procMemMiB, resetPeakRss } from "../measure";
-import { fill, follow } from "../rig";
+import { fill, follow, logTails } from "../rig";
 import { runAlone } from "../scenario-main";
 import {
   backupTimed,
@@ -241,13 +241,11 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
           await side();
         }
       } catch (e) {
-        // What the daemons were doing: their logs go with the lab otherwise.
-        for (const [who, d] of [
+        logTails(log, "latency", [
           ["coordinator", coord],
           ["site-a agent", agentA],
           ["site-b agent", agentB],
-        ] as const)
-          log(`latency: the last of the ${who}'s log:\n${d.logs().split("\n").slice(-60).join("\n")}`);
+        ]);
         throw e;
       }
       log(`latency round ${r + 1}/${rounds}: CLI ${s.cli.at(-1)?.toFixed(2)} s, ours ${s.ours.at(-1)?.toFixed(2)} s`);

@@ -25,7 +25,7 @@ import { busyFraction, hostCpu } from "../host-cpu";
 import { onInterrupt } from "../interrupt";
 import { arg, cpuOf, median, procMemMiB, resetPeakRss } from "../measure";
 import { measureRttMs, measureThroughputMiBps, probeServer, startWanPath, type WanPath } from "../netns";
-import { fill, follow } from "../rig";
+import { fill, follow, logTails } from "../rig";
 import { runAlone } from "../scenario-main";
 import type { Row, Scenario, ScenarioContext } from "./types";
 
@@ -157,12 +157,10 @@ async function run(ctx: ScenarioContext): Promise<Row[]> {
           },
         );
         const job = await follow(api, await api.createBackup(req)).catch((e) => {
-          // What the agents were doing: their logs go with them otherwise.
-          for (const [who, d] of [
+          logTails(ctx.log, "wan", [
             ["source agent", src],
             ["destination agent", dst],
-          ] as const)
-            ctx.log(`wan: the last of the ${who}'s log:\n${d.logs().split("\n").slice(-40).join("\n")}`);
+          ]);
           throw e;
         });
         s.secs.push((performance.now() - t) / 1000);
