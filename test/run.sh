@@ -104,11 +104,23 @@ if [ "$status" -ne 0 ]; then
     inblock && /^ *(ok|not ok|# Subtest:) / { inblock = 0 }
     inblock && /^ *(location|failureType|error|code|expected|actual):/ && n < 8 { print; n++ }
   ' "$tap" >&2 || true
-  if [ -d "$RBDBACKUP_FAILURE_LOG_DIR" ]; then
-    grep -H -m 5 -E "std::terminate|terminate called|Segmentation fault|SIGSEGV|SIGABRT|uncaught exception|rbdbackup throw-trace|rbdbackup native: " \
-      "$RBDBACKUP_FAILURE_LOG_DIR"/*.log >&2 || true
-  fi
-  grep -m 5 -E "^# rbdbackup native: (std::terminate|SIG)|^# terminate called|rbdbackup throw-trace" "$tap" >&2 || true
+  # Crash reports, each header with the stack under it (the frames say where; the header alone does
+  # not): the daemons' first, then the test processes'.
+  crash_reports() {
+    awk '
+      FNR == 1 { reports = 0; frames = 0 }
+      /rbdbackup native: (std::terminate|SIG)|terminate called|rbdbackup throw-trace|Segmentation fault|uncaught exception/ {
+        if (++reports > 3) nextfile
+        print FILENAME ": " $0; frames = 1; next
+      }
+      frames && /\[0x[0-9a-f]+\]/ && frames++ <= 24 { print; next }
+      { frames = 0 }
+    ' "$@" >&2 || true
+  }
+  shopt -s nullglob
+  logs=("$RBDBACKUP_FAILURE_LOG_DIR"/*.log)
+  [ ${#logs[@]} -eq 0 ] || crash_reports "${logs[@]}"
+  crash_reports "$tap"
 fi
 
 leftovers="$(LC_ALL=C comm -13 <(echo "$tmp_before") <(tmp_entries))"
