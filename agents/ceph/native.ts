@@ -143,7 +143,14 @@ export interface NativeTesting {
   ): void;
   disarm(): void;
   /** Where final closes of native handles ran: on a pool/diff thread, on the closer thread, or inline as a fallback. */
-  handleStats(): { worker: number; closer: number; fallback: number; queued: number };
+  handleStats(): { worker: number; closer: number; fallback: number; queued: number; barrierTimeouts: number };
+  /** Parks a completion handler on librados' finish strand of `io`'s cluster until releaseFinishStrand() (≤ 60 s). */
+  holdFinishStrand(io: NativeIoCtx): void;
+  /** True while the handler holdFinishStrand() parked runs. */
+  finishStrandHeld(): boolean;
+  releaseFinishStrand(): void;
+  /** How long an image close waits for the finish strand before it goes ahead (default 10,000 ms). */
+  setCloseBarrierTimeout(ms: number): void;
   /** Ends the process as a C++ crash would: a new thread throws std::system_error(EINVAL), uncaught. */
   terminateOnThread(): void;
 }

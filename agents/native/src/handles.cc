@@ -17,7 +17,77 @@ IoCtxHandle::~IoCtxHandle() {
 }  // then `cluster` lets go of the parent (Dispose again, on this same thread)
 
 ImageHandle::~ImageHandle() {
-  if (image != nullptr) rbd_close(image);
+  if (image != nullptr) CloseImage(*this);
+}
+
+namespace {
+
+// The barrier's state, shared by the waiting thread and librados' callback (either may finish last).
+struct StrandBarrier {
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+};
+
+void OnStrandBarrier(rados_completion_t, void* arg) noexcept {
+  auto* held = static_cast<std::shared_ptr<StrandBarrier>*>(arg);
+  try {
+    std::lock_guard<std::mutex> lock((*held)->m);
+    (*held)->done = true;
+  } catch (...) {
+  }
+  (*held)->cv.notify_all();
+  delete held;
+}
+
+}  // namespace
+
+bool FinishStrandBarrier(rados_ioctx_t io, std::chrono::milliseconds timeout) noexcept {
+  try {
+    auto b = std::make_shared<StrandBarrier>();
+    auto* arg = new std::shared_ptr<StrandBarrier>(b);
+    rados_completion_t c = nullptr;
+    if (rados_aio_create_completion2(arg, OnStrandBarrier, &c) != 0) {
+      delete arg;
+      return false;
+    }
+    // With no librados aio writes pending on `io` (the addon issues none), librados defers the
+    // completion straight onto the finish strand, where it runs after every handler already there.
+    if (rados_aio_flush_async(io, c) != 0) {
+      rados_aio_release(c);
+      delete arg;
+      return false;
+    }
+    bool done;
+    {
+      std::unique_lock<std::mutex> lock(b->m);
+      done = b->cv.wait_for(lock, timeout, [&] { return b->done; });
+    }
+    // Released even on a timeout: the handler librados deferred holds its own reference to the
+    // completion, and its callback frees `arg` whenever it runs.
+    rados_aio_release(c);
+    return done;
+  } catch (...) {
+    return false;  // no memory: close without the barrier
+  }
+}
+
+namespace {
+std::atomic<int64_t> gBarrierTimeoutMs{10'000};
+std::atomic<uint64_t> gBarrierTimeouts{0};
+}  // namespace
+
+void SetCloseBarrierTimeout(std::chrono::milliseconds timeout) noexcept { gBarrierTimeoutMs = timeout.count(); }
+
+int CloseImage(ImageHandle& h) noexcept {
+  if (h.image == nullptr) return 0;
+  if (h.ioctx && h.ioctx->io != nullptr &&
+      !FinishStrandBarrier(h.ioctx->io, std::chrono::milliseconds(gBarrierTimeoutMs.load()))) {
+    gBarrierTimeouts++;
+  }
+  int rc = rbd_close(h.image);
+  h.image = nullptr;
+  return rc;
 }
 
 namespace {
@@ -130,7 +200,7 @@ void MayBlockHere() noexcept {
 bool DrainCloser(std::chrono::milliseconds timeout) noexcept { return TheCloser().Drain(timeout); }
 
 HandleStats GetHandleStats() noexcept {
-  return HandleStats{gWorker.load(), gCloser.load(), gFallback.load(), TheCloser().Queued()};
+  return HandleStats{gWorker.load(), gCloser.load(), gFallback.load(), TheCloser().Queued(), gBarrierTimeouts.load()};
 }
 
 }  // namespace rbdb

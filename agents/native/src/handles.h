@@ -47,6 +47,24 @@ struct ImageHandle final : Handle {
   ~ImageHandle() override;
 };
 
+// Closes the image (rbd_close), after librados' finish strand has run every handler it held. Ceph 16's
+// librbd ends a read-write open (and a snapshot open of an image with an object map) inside a librados
+// completion handler on that strand: ImageState::complete_action_unlock wakes the opener, then relocks
+// the image's state. An opener that read and closed at once could have librbd free that state before
+// the relock. Diagnosed (from the thrower's frames) as the rare abort with std::system_error(EINVAL) on
+// an io_context_pool thread, in the agents and in leak.test.js. The barrier is a librados aio flush with
+// nothing to flush, whose completion librados defers onto the same strand; it waits at most 10 s, then
+// closes regardless (counted in HandleStats::barrierTimeouts). Not covered: opens and closes librbd makes
+// inside one call of its own (rbd_remove, rbd_clone3). Returns rbd_close's result; sets h.image to null.
+int CloseImage(ImageHandle& h) noexcept;
+
+// Test-only (test-faults.cc): CloseImage's wait on the strand, 10 s unless set.
+void SetCloseBarrierTimeout(std::chrono::milliseconds timeout) noexcept;
+
+// The barrier CloseImage uses: true once a completion deferred onto `io`'s cluster's finish strand ran
+// (so every handler queued there before it had returned), false on timeout or failure to queue it.
+bool FinishStrandBarrier(rados_ioctx_t io, std::chrono::milliseconds timeout) noexcept;
+
 // The deleter of every handle: closes it here when this thread may block, else on the closer thread.
 void Dispose(Handle* h) noexcept;
 
@@ -68,6 +86,7 @@ struct HandleStats {
   uint64_t closer;    // on the closer thread (the last reference was dropped on a JS thread)
   uint64_t fallback;  // inline on a thread that may not block, because the closer could not take it
   size_t queued;      // waiting for the closer now
+  uint64_t barrierTimeouts;  // image closes that went ahead after CloseImage's strand wait timed out
 };
 HandleStats GetHandleStats() noexcept;
 

@@ -340,10 +340,7 @@ Napi::Value Image::Close(const Napi::CallbackInfo& info) {
     int rc = 0;
     // Close explicitly (reporting its error) when nothing else holds the image; otherwise the last
     // in-flight op closes it.
-    if (h && h.use_count() == 1 && h->image != nullptr) {
-      rc = rbd_close(h->image);
-      h->image = nullptr;
-    }
+    if (h && h.use_count() == 1 && h->image != nullptr) rc = CloseImage(*h);
     h.reset();
     return rc;
   });

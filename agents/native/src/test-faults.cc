@@ -1,6 +1,9 @@
 #include "test-faults.h"
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -11,6 +14,7 @@
 #include <thread>
 
 #include "handles.h"
+#include "io-ctx.h"
 
 namespace rbdb {
 
@@ -80,7 +84,68 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   o.Set("closer", Napi::Number::New(env, static_cast<double>(s.closer)));
   o.Set("fallback", Napi::Number::New(env, static_cast<double>(s.fallback)));
   o.Set("queued", Napi::Number::New(env, static_cast<double>(s.queued)));
+  o.Set("barrierTimeouts", Napi::Number::New(env, static_cast<double>(s.barrierTimeouts)));
   return o;
+}
+
+// holdFinishStrand(ioctx): a completion handler on librados' finish strand of ioctx's cluster that
+// stays there (as a librbd handler preempted on that strand would) until releaseFinishStrand(), at
+// most 60 s. finishStrandHeld() is true while it runs.
+struct StrandHold {
+  std::mutex m;
+  std::condition_variable cv;
+  bool running = false;
+  bool released = false;
+};
+StrandHold gHold;
+
+void HoldOnStrand(rados_completion_t c, void*) noexcept {
+  try {
+    std::unique_lock<std::mutex> lock(gHold.m);
+    gHold.running = true;
+    gHold.cv.wait_for(lock, std::chrono::seconds(60), [] { return gHold.released; });
+    gHold.running = false;
+  } catch (...) {
+  }
+  (void)c;  // the hook never releases its reference: a test-only leak of one completion per hold
+}
+
+Napi::Value HoldFinishStrand(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject() || !info[0].As<Napi::Object>().CheckTypeTag(&kIoCtxTag)) {
+    throw Napi::TypeError::New(env, "holdFinishStrand(ioctx)");
+  }
+  std::shared_ptr<IoCtxHandle> h = IoCtx::Unwrap(info[0].As<Napi::Object>())->handle(env);
+  {
+    std::lock_guard<std::mutex> lock(gHold.m);
+    gHold.released = false;
+  }
+  rados_completion_t c = nullptr;
+  int rc = rados_aio_create_completion2(nullptr, HoldOnStrand, &c);
+  if (rc == 0) rc = rados_aio_flush_async(h->io, c);
+  if (rc != 0) throw Napi::Error::New(env, "holdFinishStrand: " + std::to_string(rc));
+  return env.Undefined();
+}
+
+Napi::Value FinishStrandHeld(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(gHold.m);
+  return Napi::Boolean::New(info.Env(), gHold.running);
+}
+
+Napi::Value ReleaseFinishStrand(const Napi::CallbackInfo& info) {
+  {
+    std::lock_guard<std::mutex> lock(gHold.m);
+    gHold.released = true;
+  }
+  gHold.cv.notify_all();
+  return info.Env().Undefined();
+}
+
+// setCloseBarrierTimeout(ms): how long an image close waits for the finish strand (handles.h).
+Napi::Value SetBarrierTimeout(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "setCloseBarrierTimeout(ms)");
+  SetCloseBarrierTimeout(std::chrono::milliseconds(info[0].As<Napi::Number>().Int64Value()));
+  return info.Env().Undefined();
 }
 
 // terminateOnThread(): a thread whose exception nobody catches, as a crash inside librbd would be
@@ -122,6 +187,10 @@ void InitTestFaults(Napi::Env env, Napi::Object exports) {
   t.Set("arm", Napi::Function::New(env, Arm, "arm"));
   t.Set("disarm", Napi::Function::New(env, Disarm, "disarm"));
   t.Set("handleStats", Napi::Function::New(env, Stats, "handleStats"));
+  t.Set("holdFinishStrand", Napi::Function::New(env, HoldFinishStrand, "holdFinishStrand"));
+  t.Set("finishStrandHeld", Napi::Function::New(env, FinishStrandHeld, "finishStrandHeld"));
+  t.Set("releaseFinishStrand", Napi::Function::New(env, ReleaseFinishStrand, "releaseFinishStrand"));
+  t.Set("setCloseBarrierTimeout", Napi::Function::New(env, SetBarrierTimeout, "setCloseBarrierTimeout"));
   t.Set("terminateOnThread", Napi::Function::New(env, TerminateOnThread, "terminateOnThread"));
   t.Set("segfaultOnThread", Napi::Function::New(env, SegfaultOnThread, "segfaultOnThread"));
   exports.Set("testing", t);

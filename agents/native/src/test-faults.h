@@ -2,7 +2,10 @@
 // `testing`: arm(point, kind[, count]) makes the next `count` passes through a point throw the C++
 // exception a real failure would (kind: "system_error" = EAGAIN as from std::thread, "bad_alloc",
 // "runtime_error", "unknown" = a non-std exception), so tests can show each becomes a JS error and the
-// process lives on; disarm(); handleStats() reports where final closes ran (handles.h);
+// process lives on; disarm(); handleStats() reports where final closes ran (handles.h) and how many
+// image closes went ahead after their finish-strand wait timed out; holdFinishStrand(ioctx) parks a
+// handler on librados' finish strand until releaseFinishStrand() (finishStrandHeld() while it runs),
+// and setCloseBarrierTimeout(ms) shortens an image close's wait for that strand;
 // terminateOnThread() ends the process through std::terminate on another thread, segfaultOnThread()
 // through a null read on another thread (both reported by crash-report.cc). Points:
 //   method  - inside a method or module function, before it runs (GuardedMethod/GuardedFunction)
