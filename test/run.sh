@@ -105,22 +105,28 @@ if [ "$status" -ne 0 ]; then
     inblock && /^ *(location|failureType|error|code|expected|actual):/ && n < 8 { print; n++ }
   ' "$tap" >&2 || true
   # Crash reports, each header with the stack under it (the frames say where; the header alone does
-  # not): the daemons' first, then the test processes'.
-  crash_reports() {
-    awk '
+  # not): the daemons' first, then the test processes'; throw-trace's last (the thrower's own frames, the
+  # most telling when only the end of the output is shown).
+  crash_reports() { # PATTERN FILE...
+    local pattern=$1
+    shift
+    awk -v pattern="$pattern" '
       FNR == 1 { reports = 0; frames = 0 }
-      /rbdbackup native: (std::terminate|SIG)|terminate called|rbdbackup throw-trace|Segmentation fault|uncaught exception/ {
+      $0 ~ pattern {
         if (++reports > 3) nextfile
         print FILENAME ": " $0; frames = 1; next
       }
-      frames && /\[0x[0-9a-f]+\]/ && frames++ <= 24 { print; next }
+      frames && /\[0x[0-9a-f]+\]/ && frames++ <= 20 { print; next }
       { frames = 0 }
     ' "$@" >&2 || true
   }
+  fatal='rbdbackup native: (std::terminate|SIG)|terminate called|Segmentation fault|uncaught exception'
   shopt -s nullglob
   logs=("$RBDBACKUP_FAILURE_LOG_DIR"/*.log)
-  [ ${#logs[@]} -eq 0 ] || crash_reports "${logs[@]}"
-  crash_reports "$tap"
+  for pattern in "$fatal" 'rbdbackup throw-trace'; do
+    [ ${#logs[@]} -eq 0 ] || crash_reports "$pattern" "${logs[@]}"
+    crash_reports "$pattern" "$tap"
+  done
 fi
 
 leftovers="$(LC_ALL=C comm -13 <(echo "$tmp_before") <(tmp_entries))"
