@@ -53,7 +53,8 @@ export async function trimmingPgs(sock: string): Promise<number> {
   return busy;
 }
 
-const ceph = (conf: string, args: string[]) =>
+/** `ceph -c conf …args` with a 20 s connect timeout and a 60 s deadline. */
+export const ceph = (conf: string, args: string[]) =>
   execFileP("ceph", ["-c", conf, "--connect-timeout", "20", ...args], { timeout: 60_000 });
 
 /** An OSD's resident MiB, from its pid file (0 when it is gone). */

@@ -29,7 +29,7 @@ import { connectLab, labCluster, labDir, rbd, repoRoot, uniqueName } from "../..
 import { rawWriteMiBps } from "../ceph-cli";
 import { busyFraction, hostCpu } from "../host-cpu";
 import { interrupting, onInterrupt } from "../interrupt";
-import { trimRemovedSnapshots } from "../lab-trim";
+import { ceph as cephAt, trimRemovedSnapshots } from "../lab-trim";
 import { arg, cpuOf, median, procMemMiB, resetPeakRss } from "../measure";
 import { fill, follow, logTails } from "../rig";
 import { runAlone } from "../scenario-main";
@@ -50,8 +50,7 @@ const MiB = 1 << 20;
 const GiB = 1 << 30;
 const DELAY_KEYS = ["ms_inject_delay_type", "ms_inject_delay_max", "ms_inject_delay_probability"];
 
-const ceph = (cluster: string, args: string[]) =>
-  execFileP("ceph", ["-c", labCluster(cluster).conf, "--connect-timeout", "20", ...args], { timeout: 60_000 });
+const ceph = (cluster: string, args: string[]) => cephAt(labCluster(cluster).conf, args);
 
 async function setDelay(delayMs: number): Promise<void> {
   for (const c of ["site-a", "site-b"]) {
