@@ -10,7 +10,8 @@
 #   5. runs every test under dist/test (unit and integration, node:test), with throw-trace preloaded
 #      (test/diagnostics/throw-trace.cc: the stack of a std::system_error thrown on a Ceph thread)
 #   5b. after a failure, prints the output of the daemons the failed test files started, then (last,
-#       so that the end of the output says it) the failed tests with their errors and any crash line
+#       so that the end of the output says it) the failed tests with their errors and each crash report
+#       with its stack
 #   6. fails if the tests left anything new in /tmp or a daemon of ours running (every test removes
 #      what it creates)
 #   7. stops the clusters (also on failure or Ctrl-C)
