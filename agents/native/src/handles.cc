@@ -22,6 +22,9 @@ ImageHandle::~ImageHandle() {
 
 namespace {
 
+std::atomic<int64_t> gBarrierTimeoutMs{10'000};  // CloseImage's wait (test hooks may shorten it)
+std::atomic<uint64_t> gBarrierTimeouts{0};
+
 // The barrier's state, shared by the waiting thread and librados' callback (either may finish last).
 struct StrandBarrier {
   std::mutex m;
@@ -71,11 +74,6 @@ bool FinishStrandBarrier(rados_ioctx_t io, std::chrono::milliseconds timeout) no
     return false;  // no memory: close without the barrier
   }
 }
-
-namespace {
-std::atomic<int64_t> gBarrierTimeoutMs{10'000};
-std::atomic<uint64_t> gBarrierTimeouts{0};
-}  // namespace
 
 void SetCloseBarrierTimeout(std::chrono::milliseconds timeout) noexcept { gBarrierTimeoutMs = timeout.count(); }
 
