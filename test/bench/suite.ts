@@ -12,7 +12,8 @@
  *   node dist/test/bench/suite.js --from-json dist/bench-results.json --readme README.md [--note TEXT]
  *
  * Before each scenario the lab's OSDs trim the snapshots removed so far (lab-trim.ts: the bench lab holds
- * trimming off, and memstore keeps removed snapshots' data in RAM until trimmed).
+ * trimming off, and memstore keeps removed snapshots' data in RAM until trimmed), and a scenario whose
+ * writes (Scenario.writes) a cluster has no room for is not run, with the reason (lab-room.ts; exit code 1).
  *
  * Default scenarios: every one that does not need root, plus the root ones when run as root.
  * `--readme FILE` rewrites FILE's table between the bench markers (readme-table.ts) — `npm run bench:readme`;
@@ -23,6 +24,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import path from "node:path";
 import { labDir } from "../helpers/lab";
+import { roomVerdict, siteRoom } from "./lab-room";
 import { trimRemovedSnapshots } from "./lab-trim";
 import { arg, limitsArg } from "./measure";
 import { renderBlock, renderTable, replaceBetweenMarkers, type SuiteReport } from "./readme-table";
@@ -70,12 +72,21 @@ async function runSuite(): Promise<{ report: SuiteReport; failed: number }> {
   const results: SuiteReport["results"] = [];
   let failed = 0;
   const sites = ["site-a", "site-b"].filter((c) => existsSync(path.join(labDir, c, "ceph.conf")));
+  const ctx = { mib, rounds, limits, labDir, log };
   for (const s of run) {
     // What the previous scenarios removed leaves the OSDs' RAM first (lab-trim.ts).
     await trimRemovedSnapshots(labDir, sites, log);
+    // A cluster without room for what the scenario writes would make the CLI wait out its deadline.
+    const noRoom = s.writes ? roomVerdict(s.writes(ctx), await siteRoom(labDir, sites)) : null;
+    if (noRoom) {
+      failed++;
+      log(`scenario ${s.name} not run: ${noRoom}`);
+      skipped.push({ scenario: s.name, reason: noRoom });
+      continue;
+    }
     log(`scenario ${s.name}: ${s.describe}`);
     try {
-      results.push({ scenario: s.name, rows: await s.run({ mib, rounds, limits, labDir, log }) });
+      results.push({ scenario: s.name, rows: await s.run(ctx) });
     } catch (e) {
       failed++;
       log(`scenario ${s.name} failed: ${(e as Error).stack ?? e}`);

@@ -7,11 +7,20 @@ import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { rbd, uniqueName } from "../../helpers/lab";
 import { cliPipe } from "../ceph-cli";
 import { alternate, type CliSample, comparisonRow, type OursSample, timeCli, timeOurs } from "../compare";
+import type { SiteWrite } from "../lab-room";
 import { osdPids } from "../measure";
 import { fill, startRig } from "../rig";
 import type { Row, Scenario, ScenarioContext } from "./types";
 
 const MiB = 1 << 20;
+
+/** What fullBackupRow writes: each round's volume on site-a; the CLI's copy and our base image on site-b. */
+export function fullBackupWrites(ctx: ScenarioContext, sizeMiB: number): SiteWrite[] {
+  return [
+    { site: "site-a", mib: sizeMiB * ctx.rounds },
+    { site: "site-b", mib: 2 * sizeMiB * ctx.rounds },
+  ];
+}
 
 /** Full backup of a `sizeMiB` image fully written, ours vs the CLI, `ctx.rounds` rounds. */
 export async function fullBackupRow(ctx: ScenarioContext, label: string, sizeMiB: number): Promise<Row> {
@@ -65,4 +74,5 @@ export const full: Scenario = {
   name: "full",
   describe: "full backup of an image fully written with random data (--mib), site-a → site-b, vs the CLI pipe",
   run: async (ctx) => [await fullBackupRow(ctx, `full ${ctx.mib} MiB random`, ctx.mib)],
+  writes: (ctx) => fullBackupWrites(ctx, ctx.mib),
 };

@@ -159,18 +159,31 @@ export function incrementalRow(label: string, r: IncrementalRun): Row {
   };
 }
 
+/** The images' sizes, MiB: --mib and 4 GiB (`--incr-sizes 1024`: only the image of --mib). */
+const incrementalSizes = (ctx: ScenarioContext) => arg("incr-sizes", `${ctx.mib},4096`).split(",").map(Number);
+/** How much of an image is written before the runs: all of --mib's, the first GiB of a larger one. */
+const filledMiB = (ctx: ScenarioContext, size: number) => (size === ctx.mib ? size : Math.min(size, 1024));
+
 export const scenario: Scenario = {
   name: "incremental",
   describe: "incremental of ~2% of 1 GiB in 64 KiB extents through the API (and over a 4 GiB image) vs the CLI",
+  // Per image: its filled part (site-a; the CLI's copy and our base image on site-b) and each run's 20 MiB
+  // change, kept by a snapshot on each side.
+  writes(ctx) {
+    const runs = Math.max(3, ctx.rounds);
+    const filled = incrementalSizes(ctx).reduce((sum, size) => sum + filledMiB(ctx, size), 0);
+    const sizes = incrementalSizes(ctx).length;
+    return [
+      { site: "site-a", mib: filled + 20 * runs * sizes },
+      { site: "site-b", mib: 2 * filled + 2 * 20 * runs * sizes },
+    ];
+  },
   async run(ctx: ScenarioContext): Promise<Row[]> {
     return withDeployment(ctx, async (d) => {
       const rows: Row[] = [];
       const runs = Math.max(3, ctx.rounds);
-      // --incr-sizes 1024: only the image of --mib (skips the 4 GiB one).
-      const sizes = arg("incr-sizes", `${ctx.mib},4096`).split(",").map(Number);
-      for (const size of sizes) {
-        const filled = size === ctx.mib ? size : Math.min(size, 1024);
-        const r = await incrementalRuns(ctx, d, size, filled, runs);
+      for (const size of incrementalSizes(ctx)) {
+        const r = await incrementalRuns(ctx, d, size, filledMiB(ctx, size), runs);
         for (const l of detailLines(r.phases)) ctx.log(l);
         rows.push(incrementalRow(`incremental 20 MiB in 64 KiB extents, ${size} MiB image`, r));
       }

@@ -73,6 +73,16 @@ const side = (): Side => ({ seconds: [], mib: [] });
 export const scenario: Scenario = {
   name: "live-writes",
   describe: "incremental of a volume under rbd bench 4 KiB random writes vs idle, ours vs the CLI",
+  // The volume, and a snapshot holding a copy of nearly all of it per incremental on each side (MAX_MIB's
+  // note): about three per round.
+  writes(ctx) {
+    const mib = Math.min(ctx.mib, MAX_MIB);
+    const rounds = Math.max(2, ctx.rounds);
+    return [
+      { site: "site-a", mib: mib * (1 + 3 * rounds) },
+      { site: "site-b", mib: mib * (2 + 3 * rounds) },
+    ];
+  },
   async run(ctx: ScenarioContext): Promise<Row[]> {
     return withDeployment(ctx, (d) => liveWrites(ctx, d));
   },

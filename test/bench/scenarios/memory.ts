@@ -162,6 +162,11 @@ function row(label: string, bytes: number, runs: Array<{ seconds: number; mem: A
 export const memory: Scenario = {
   name: "memory",
   describe: "both agents' peak RSS and what it is made of during a full backup and a restore of --mib",
+  // Each round: the volume and its restore on site-a, the base image on site-b.
+  writes: (ctx) => [
+    { site: "site-a", mib: 2 * ctx.mib * ctx.rounds },
+    { site: "site-b", mib: ctx.mib * ctx.rounds },
+  ],
   async run(ctx: ScenarioContext): Promise<Row[]> {
     const rig = await startRig(ctx);
     const a = rig.agents["site-a"];

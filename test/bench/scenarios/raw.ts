@@ -11,6 +11,7 @@ import type { Scenario } from "./types";
 export const raw: Scenario = {
   name: "raw",
   describe: "rbd bench write (4 MiB, 16 threads) on the destination cluster: the physical limit",
+  writes: (ctx) => [{ site: "site-b", mib: ctx.mib * ctx.rounds }],
   async run(ctx) {
     const cluster = await connectLab("site-b");
     const io = await cluster.openIoCtx("backups");

@@ -17,6 +17,11 @@ const MiB = 1 << 20;
 export const restore: Scenario = {
   name: "restore",
   describe: "restore of a full backup (--mib) to a new volume on site-a, vs the CLI pipe from the CLI's copy",
+  // Each round: the volume and both restores on site-a; the CLI's copy and our base image on site-b.
+  writes: (ctx) => [
+    { site: "site-a", mib: 3 * ctx.mib * ctx.rounds },
+    { site: "site-b", mib: 2 * ctx.mib * ctx.rounds },
+  ],
   async run(ctx: ScenarioContext) {
     const rig = await startRig(ctx);
     const samples: { cli: CliSample[]; ours: OursSample[] } = { cli: [], ours: [] };

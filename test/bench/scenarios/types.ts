@@ -9,6 +9,8 @@
  * it is given, agents, coordinator, network namespaces), and never asserts a time.
  */
 
+import type { SiteWrite } from "../lab-room";
+
 /** CPU seconds per GiB moved, per process (what each side of the work cost). */
 export interface CpuPerGiB {
   sourceAgent?: number;
@@ -60,5 +62,11 @@ export interface Scenario {
   describe: string;
   /** Needs root (network namespaces, tc); the suite skips it, saying so, without. */
   needsRoot?: boolean;
+  /**
+   * What it writes into the shared lab's clusters at most, MiB per site over all its rounds (removed
+   * snapshots keep their data until the suite's trim): the suite skips it at once when a cluster has
+   * less room (lab-room.ts). Absent: it writes nothing there (a lab of its own).
+   */
+  writes?(ctx: ScenarioContext): SiteWrite[];
   run(ctx: ScenarioContext): Promise<Row[]>;
 }

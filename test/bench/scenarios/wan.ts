@@ -228,6 +228,11 @@ export const wan: Scenario = {
   name: "wan",
   describe: `full backup across an emulated WAN (${RTT_MS} ms RTT, ${RATE_MBIT / 1000} Gbit/s): compression none/zstd/lz4, bandwidth cap`,
   needsRoot: true,
+  // The volume on site-a; each variant's base image, each round, on site-b.
+  writes: (ctx) => [
+    { site: "site-a", mib: ctx.mib },
+    { site: "site-b", mib: 4 * ctx.mib * ctx.rounds },
+  ],
   run,
 };
 export default wan;
