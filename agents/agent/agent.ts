@@ -39,7 +39,7 @@ import { QuietRelease } from "../transfer/quiet-release";
 import { shapedTarget } from "../transfer/shaping";
 import { agentLimiters } from "../transfer/shaping/rate-limit";
 import { RecentCommits, recoverInterrupted, resumePoint, runSink, type SinkDeps, sweepHeld } from "../transfer/sink";
-import { authorizeResumePoint, authorizeTransfer } from "../transfer/transfer-authz";
+import { admitTransferCaller, authorizeResumePoint, authorizeTransfer } from "../transfer/transfer-authz";
 import { framePool } from "../transfer/wire";
 import { agentServiceInterceptor, LeaseCheck } from "./authz";
 import type { AgentConfig } from "./config";
@@ -226,6 +226,7 @@ export class Agent {
           authorizeResumePoint(verifier, req.header, caller, this.fsid, audit);
           return resumePoint(sink, req.header, signal);
         }),
+      admit: (caller) => admitTransferCaller(verifier, caller, audit),
       listChains: listChainsService(cluster, this.fsid, log),
       maxMessageBytes: MAX_MESSAGE_BYTES,
       audit,
@@ -233,6 +234,7 @@ export class Agent {
       accepting,
       windowBytes: cfg.limits.http2WindowBytes,
       bulk: cfg.transfer.bulk === "auto" && { idleTimeoutMs: cfg.transfer.bulkIdleTimeoutMs },
+      idleTimeoutMs: cfg.transfer.bulkIdleTimeoutMs,
       keepaliveMs: PEER_KEEPALIVE_MS,
       keepaliveTimeoutMs: PEER_KEEPALIVE_TIMEOUT_MS,
       log,

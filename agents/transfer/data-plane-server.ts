@@ -13,7 +13,9 @@
  * - Keepalive: each connection is pinged every `keepaliveMs`; one that does not answer within
  *   `keepaliveTimeoutMs` is destroyed (its calls see a cancellation).
  * - Admission: at most `maxConcurrentTransfers` transfers at once, Transfer calls and bulk
- *   connections together (RESOURCE_EXHAUSTED beyond), none once the agent stops accepting (UNAVAILABLE).
+ *   connections together (RESOURCE_EXHAUSTED beyond), none once the agent stops accepting (UNAVAILABLE);
+ *   a caller is judged (`admit`: an agent with a valid capability) before it takes a slot, and a slot's
+ *   wait for the next message, the header first, is bounded by the idle timeout on both paths.
  * - Routing: gRPC content-type required (else HTTP 415), identity encoding only, unknown methods
  *   UNIMPLEMENTED; callers whose certificate does not name an agent PERMISSION_DENIED (transfer-authz.ts).
  * - Lifecycle: listening → draining (shutdown: listener closed, GOAWAY on every connection, calls and
@@ -36,7 +38,7 @@ import { serveBulk } from "./bulk/server";
 import { type ReceivePool, receivePool } from "./message-reader";
 import { type ResumePointEntry, resumePointMethod } from "./resume-point-server";
 import { ServerCall } from "./server-call";
-import { auditDataPlaneRefusal, dataPlaneRefusal, transferCallerOf } from "./transfer-authz";
+import { auditDataPlaneRefusal, dataPlaneRefusal, type TransferCaller, transferCallerOf } from "./transfer-authz";
 import {
   type ListChainsEntry,
   listChainsMethod,
@@ -70,17 +72,37 @@ export interface DataPlaneOptions {
   log?: Logger;
   /** Audits (and counts) refused callers. */
   audit?: AuthzAudit;
-  /** The bulk channel (TLS only): offered unless `false`; its idle bound (transfer.bulkIdleTimeoutMs). */
+  /**
+   * The bulk channel (TLS only): offered unless `false`; its idle bound (transfer.bulkIdleTimeoutMs) is
+   * also the Transfer call's (default DEFAULT_IDLE_TIMEOUT_MS).
+   */
   bulk?: false | { idleTimeoutMs?: number };
+  /** The Transfer call's idle bound when the bulk channel is off (default DEFAULT_IDLE_TIMEOUT_MS). */
+  idleTimeoutMs?: number;
+  /**
+   * Who may take a transfer slot, judged before it is taken (before any message): throws the refusal
+   * (transfer-authz.ts admitTransferCaller). Absent: anyone the TLS handshake let in.
+   */
+  admit?: (caller: TransferCaller) => void;
 }
 
 export type DataPlaneState = "idle" | "listening" | "draining" | "stopped";
 
-/** Wraps the transfer entry with the server's admission: serving at all, and the concurrency limit. */
-function admitted(entry: TransferEntry, max: number, accepting: () => boolean): TransferEntry {
+/**
+ * Wraps the transfer entry with the server's admission: serving at all, a caller that may transfer at
+ * all (`admit`: a caller without a valid capability cannot take the slots real transfers need), and the
+ * concurrency limit.
+ */
+function admitted(
+  entry: TransferEntry,
+  max: number,
+  accepting: () => boolean,
+  admit: (caller: TransferCaller) => void,
+): TransferEntry {
   let active = 0;
   return async (messages, signal, caller) => {
     if (!accepting()) throw new AppError(Status.UNAVAILABLE, "this agent is shutting down");
+    admit(caller);
     if (active >= max) {
       throw new AppError(
         Status.RESOURCE_EXHAUSTED,
@@ -111,10 +133,16 @@ export class DataPlaneServer {
     this.#opts = opts;
     const svc = TransferServiceDefinition;
     const accepting = opts.accepting ?? (() => this.state === "listening");
-    const entry = admitted(opts.transfer, opts.maxConcurrentTransfers, accepting);
+    const entry = admitted(opts.transfer, opts.maxConcurrentTransfers, accepting, opts.admit ?? (() => {}));
+    const idleTimeoutMs =
+      (opts.bulk ? opts.bulk.idleTimeoutMs : undefined) ?? opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     this.#routes.set(
       `/${svc.fullName}/${svc.methods.transfer.name}`,
-      transferMethod(entry, { maxMessageBytes: opts.maxMessageBytes, ...(opts.pool ? { pool: opts.pool } : {}) }),
+      transferMethod(entry, {
+        maxMessageBytes: opts.maxMessageBytes,
+        idleTimeoutMs,
+        ...(opts.pool ? { pool: opts.pool } : {}),
+      }),
     );
     this.#routes.set(
       `/${svc.fullName}/${svc.methods.listChains.name}`,
@@ -142,7 +170,7 @@ export class DataPlaneServer {
       this.#server = this.#h2;
       return;
     }
-    const bulk = opts.bulk === false ? null : { idleTimeoutMs: opts.bulk?.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS };
+    const bulk = opts.bulk === false ? null : { idleTimeoutMs };
     const server = tls.createServer({
       ...tlsFiles(opts.tls, "transfer server"),
       requestCert: true,

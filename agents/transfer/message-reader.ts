@@ -301,3 +301,38 @@ export class MessageReader<T> implements AsyncIterable<T> {
     }
   }
 }
+
+/**
+ * Calls `onIdle` when the sink waited `ms` for the source's next message and no byte came (the bulk
+ * channel's socket, or a Transfer call's HTTP/2 stream: a caller that opens a transfer and sends nothing
+ * — not even its header — must not hold the transfer's slot). Time the
+ * sink spends elsewhere does not count: preparing the image before it reads, writing with the socket
+ * paused by backpressure, or draining, flushing and committing after the whole stream came in — each of
+ * those is bounded by the cluster's op timeout, and a complete stream must not be failed because its
+ * commit was slow. Polls the reader's byte count: nothing runs per read.
+ */
+export function watchIdle(
+  socket: { isPaused(): boolean },
+  reader: { readonly received: number; readonly waiting: boolean },
+  ms: number,
+  onIdle: () => void,
+): { stop(): void } {
+  let last = Date.now();
+  let count = reader.received;
+  const timer = setInterval(
+    () => {
+      if (!reader.waiting || socket.isPaused() || reader.received !== count) {
+        count = reader.received;
+        last = Date.now();
+        return;
+      }
+      if (Date.now() - last < ms) return;
+      stop();
+      onIdle();
+    },
+    Math.max(10, Math.floor(ms / 4)),
+  );
+  timer.unref();
+  const stop = () => clearInterval(timer);
+  return { stop };
+}

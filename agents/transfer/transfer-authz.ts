@@ -103,6 +103,42 @@ function prepend(first: TransferMessage, it: AsyncIterator<TransferMessage>): As
 }
 
 /**
+ * Before a transfer takes one of the destination's slots (data-plane-server.ts `admit`): the caller must
+ * be an agent presenting a capability that verifies — signed by the deployment, unexpired, issued to this
+ * very caller. What it allows is judged against the header once that comes (authorizeTransfer). So a
+ * caller without one is refused at once and cannot hold the slots real transfers need by opening
+ * streams and sending nothing. PERMISSION_DENIED (audited, without a target: no message was read);
+ * `verifier` null = insecure mode.
+ */
+export function admitTransferCaller(
+  verifier: CapabilityVerifier | null,
+  caller: TransferCaller,
+  audit?: AuthzAudit,
+): void {
+  if (!caller.checked || !verifier) return;
+  const id = caller.identity;
+  if (id?.kind !== "agent") {
+    const why = dataPlaneRefusal(caller) ?? "not an agent";
+    auditDataPlaneRefusal(audit, caller, TRANSFER_METHOD, why, "");
+    throw new AppError(Status.PERMISSION_DENIED, why);
+  }
+  try {
+    verifier.verify(caller.capability, "transfer", { cluster: id.cluster, agentId: id.agentId });
+  } catch (e) {
+    if (e instanceof CapabilityError) {
+      audit?.refused({
+        identity: identityName(id),
+        method: TRANSFER_METHOD,
+        target: "",
+        reason: capabilityReason(e),
+        message: e.message,
+      });
+    }
+    throw e;
+  }
+}
+
+/**
  * The stream to hand to the sink once the caller's capability allows what its header asks for on this
  * agent's cluster (`fsid`); PERMISSION_DENIED (AppError) otherwise, before anything is written.
  * `verifier` null = insecure mode.

@@ -4,7 +4,8 @@
  *
  * - Transfer: the request stream is parsed into TransferMessages handed to the transfer entry one at
  *   a time (message-reader.ts: backpressure, pooled chunk buffers); the answer is its TransferSummary,
- *   or the status of its failure. The entry is a plain function — the sink behind it is the same one
+ *   or the status of its failure. Waiting for a message that does not come — the header included — is
+ *   bounded by the idle timeout, as on the bulk channel (DEADLINE_EXCEEDED). The entry is a plain function — the sink behind it is the same one
  *   the same-cluster shortcut calls in-process.
  * - ListChains: unary; the request is decoded with the generated codec, the answer encoded with it.
  *
@@ -22,7 +23,7 @@ import {
   TransferServiceDefinition,
   TransferSummary,
 } from "../../src/gen/rbdbackup/v1/transfer";
-import { MessageReader, type ReceivePool, receivePool } from "./message-reader";
+import { MessageReader, type ReceivePool, receivePool, watchIdle } from "./message-reader";
 import type { ServerCall } from "./server-call";
 import type { TransferCaller } from "./transfer-authz";
 import { unaryMethod } from "./unary-method";
@@ -55,7 +56,10 @@ function decodeTransferMessage(bytes: Buffer, release: (() => void) | null): Tra
 }
 
 /** TransferService.Transfer: client-streaming, chunks in pooled buffers. */
-export function transferMethod(entry: TransferEntry, opts: { maxMessageBytes: number; pool?: ReceivePool }) {
+export function transferMethod(
+  entry: TransferEntry,
+  opts: { maxMessageBytes: number; pool?: ReceivePool; idleTimeoutMs: number },
+) {
   const pool = opts.pool ?? receivePool;
   return (call: ServerCall, caller: TransferCaller): void => {
     const reader = new MessageReader(call.stream, {
@@ -63,8 +67,20 @@ export function transferMethod(entry: TransferEntry, opts: { maxMessageBytes: nu
       pool,
       decode: decodeTransferMessage,
     });
+    // Bounded like the bulk channel: waiting for the next message (the header first) while nothing
+    // arrives for idleTimeoutMs ends the transfer (the entry's reader fails; the sink cleans up).
+    const idle = watchIdle(call.stream, reader, opts.idleTimeoutMs, () =>
+      reader.fail(
+        new AppError(
+          Status.DEADLINE_EXCEEDED,
+          `the source sent nothing for ${opts.idleTimeoutMs} ms (transfer.bulkIdleTimeoutMs)`,
+        ),
+      ),
+    );
+    call.stream.once("close", () => idle.stop());
     entry(reader, call.signal, caller).then(
       (summary) => {
+        idle.stop();
         let body: Uint8Array;
         try {
           body = TransferSummary.encode(TransferSummary.fromPartial(summary)).finish();
@@ -74,7 +90,10 @@ export function transferMethod(entry: TransferEntry, opts: { maxMessageBytes: nu
         }
         call.reply(body);
       },
-      (e) => call.failWith(e),
+      (e) => {
+        idle.stop();
+        call.failWith(e);
+      },
     );
   };
 }

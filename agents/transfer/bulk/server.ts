@@ -25,7 +25,7 @@ import type { Logger } from "../../../src/common/log";
 import { abortError } from "../../../src/common/retry";
 import { BulkOpen, TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
 import type { AuthzAudit } from "../authz-audit";
-import { MessageReader, type ReceivePool } from "../message-reader";
+import { MessageReader, type ReceivePool, watchIdle } from "../message-reader";
 import { auditDataPlaneRefusal, dataPlaneRefusal, TRANSFER_METHOD, type TransferCaller } from "../transfer-authz";
 import type { TransferEntry } from "../transfer-server";
 import { RELEASE, type Releasable } from "../wire";
@@ -157,37 +157,4 @@ async function run(
     [Symbol.asyncIterator]: () => it as AsyncIterator<TransferMessage>,
   };
   return o.entry(messages, signal, caller);
-}
-
-/**
- * Calls `onIdle` when the sink waited `ms` for the source's next message and no byte came. Time the
- * sink spends elsewhere does not count: preparing the image before it reads, writing with the socket
- * paused by backpressure, or draining, flushing and committing after the whole stream came in — each of
- * those is bounded by the cluster's op timeout, and a complete stream must not be failed because its
- * commit was slow. Polls the reader's byte count: nothing runs per read.
- */
-function watchIdle(
-  socket: TLSSocket,
-  reader: { readonly received: number; readonly waiting: boolean },
-  ms: number,
-  onIdle: () => void,
-): { stop(): void } {
-  let last = Date.now();
-  let count = reader.received;
-  const timer = setInterval(
-    () => {
-      if (!reader.waiting || socket.isPaused() || reader.received !== count) {
-        count = reader.received;
-        last = Date.now();
-        return;
-      }
-      if (Date.now() - last < ms) return;
-      stop();
-      onIdle();
-    },
-    Math.max(10, Math.floor(ms / 4)),
-  );
-  timer.unref();
-  const stop = () => clearInterval(timer);
-  return { stop };
 }

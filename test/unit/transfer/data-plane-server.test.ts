@@ -17,7 +17,8 @@ import { createChannel, createClient, Status } from "nice-grpc";
 import { BulkClient } from "../../../agents/transfer/bulk/client";
 import { type DataPlaneOptions, DataPlaneServer } from "../../../agents/transfer/data-plane-server";
 import { TransferClient } from "../../../agents/transfer/transfer-client";
-import { notFound } from "../../../src/common/errors";
+import { CAPABILITY_HEADER } from "../../../src/common/capability";
+import { AppError, notFound } from "../../../src/common/errors";
 import {
   channelCredentials,
   channelCredentialsCaOnly,
@@ -77,6 +78,30 @@ function rawSession(address: string, tls: TlsConfig = clientTls): http2.ClientHt
   const s = http2.connect(`https://${address}`, { ...tlsFiles(tls, "test client"), servername: "localhost" });
   s.on("error", () => {});
   return s;
+}
+
+/** A request stream opened and left open (never a byte, never its end); resolves with its answer's headers and trailers. */
+function openStream(
+  session: http2.ClientHttp2Session,
+  headers: http2.OutgoingHttpHeaders,
+): Promise<{ headers: http2.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const req = session.request({ ":method": "POST", te: "trailers", ...headers }, { endStream: false });
+    let h: http2.IncomingHttpHeaders = {};
+    // The answer (a trailers-only response carries its status in the headers); the stream itself may
+    // linger on the server's side (server-call.ts), so its close is not waited for.
+    req.on("response", (x) => {
+      h = { ...h, ...x };
+      if (x["grpc-status"] !== undefined) resolve({ headers: h });
+    });
+    req.on("trailers", (x) => {
+      h = { ...h, ...x };
+      resolve({ headers: h });
+    });
+    req.on("data", () => {});
+    req.on("error", reject);
+    req.on("close", () => resolve({ headers: h }));
+  });
 }
 
 function rawCall(
@@ -335,6 +360,90 @@ describe("data-plane server: limits and HTTP/2 settings", () => {
     assert.equal((await first).dataBytesWritten, 7);
     assert.equal((await client.transfer(messages(header), new AbortController().signal)).dataBytesWritten, 7);
     client.close();
+  });
+
+  it("a caller the admission refuses never takes a slot: streams that send nothing without a valid capability cannot crowd out a real transfer", {
+    timeout: 20_000,
+  }, async () => {
+    let started = 0;
+    const { address } = await start({
+      maxConcurrentTransfers: 1,
+      admit: (caller) => {
+        if (caller.capability !== "valid") throw new AppError(Status.PERMISSION_DENIED, "capability refused: bad");
+      },
+      transfer: async (msgs) => {
+        started++;
+        for await (const _ of msgs) {
+          // consume
+        }
+        return { dataBytesWritten: 7 };
+      },
+    });
+    const s = rawSession(address);
+    try {
+      // Three streams that never send a byte nor end: each is answered at once, none reaches the entry.
+      const silent = await Promise.all(
+        [undefined, "forged", ""].map((cap) =>
+          openStream(s, {
+            ":path": "/rbdbackup.v1.TransferService/Transfer",
+            "content-type": "application/grpc",
+            ...(cap !== undefined ? { [CAPABILITY_HEADER]: cap } : {}),
+          }),
+        ),
+      );
+      for (const r of silent) assert.equal(r.headers["grpc-status"], String(Status.PERMISSION_DENIED));
+      const client = new TransferClient(address, clientTls);
+      assert.equal(
+        (await client.transfer(messages(header), new AbortController().signal, "valid")).dataBytesWritten,
+        7,
+      );
+      assert.equal(started, 1, "only the admitted transfer reached the entry");
+      client.close();
+    } finally {
+      s.destroy(); // the silent streams stay open on this side: no graceful close to wait for
+    }
+  });
+
+  it("a transfer that sends nothing, not even its header, ends DEADLINE_EXCEEDED after the idle timeout and frees its slot", {
+    timeout: 20_000,
+  }, async () => {
+    let ended: unknown = null;
+    const { address } = await start({
+      maxConcurrentTransfers: 1,
+      idleTimeoutMs: 300,
+      transfer: async (msgs) => {
+        try {
+          for await (const _ of msgs) {
+            // consume
+          }
+        } catch (e) {
+          ended = e;
+          throw e;
+        }
+        return { dataBytesWritten: 7 };
+      },
+    });
+    const s = rawSession(address);
+    try {
+      const t0 = Date.now();
+      const r = await openStream(s, {
+        ":path": "/rbdbackup.v1.TransferService/Transfer",
+        "content-type": "application/grpc",
+      });
+      assert.equal(r.headers["grpc-status"], String(Status.DEADLINE_EXCEEDED));
+      assert.match(decodeURIComponent(String(r.headers["grpc-message"])), /sent nothing for 300 ms/);
+      assert.ok(Date.now() - t0 >= 300, "not before the idle timeout");
+      assert.equal(
+        (ended as { status?: number } | null)?.status,
+        Status.DEADLINE_EXCEEDED,
+        "the entry's reader failed",
+      );
+      const client = new TransferClient(address, clientTls);
+      assert.equal((await client.transfer(messages(header), new AbortController().signal)).dataBytesWritten, 7);
+      client.close();
+    } finally {
+      s.destroy(); // the silent streams stay open on this side: no graceful close to wait for
+    }
   });
 
   it("not accepting (the agent drains): UNAVAILABLE", async () => {
