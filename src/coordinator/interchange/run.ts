@@ -11,6 +11,7 @@
  */
 import { Status } from "nice-grpc-common";
 import { AppError, cancelled } from "../../common/errors";
+import { logger } from "../../common/log";
 import { JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { Catalog } from "../catalog/catalog";
 import type { JobRecord } from "../model";
@@ -20,6 +21,8 @@ import type { Direction, Relays } from "./relays";
 
 /** The part of the scheduler a run uses. */
 export type RunScheduler = Pick<Scheduler, "on" | "off" | "cancel" | "fail">;
+
+const log = logger({ component: "interchange" });
 
 export interface InterchangeTimeouts {
   startMs: number;
@@ -123,7 +126,8 @@ export class InterchangeRun {
     this.deps.scheduler.off("attempt", this.#listenAttempt);
     this.signal.removeEventListener("abort", this.#onAbort);
     const j = this.#job();
-    if (j && !isFinal(j.state) && !j.confirming && !j.cancelRequested) this.deps.scheduler.cancel(j);
+    if (j && !isFinal(j.state) && !j.confirming && !j.cancelRequested)
+      this.#tell("cancel", () => this.deps.scheduler.cancel(j));
     this.pipe.fail(cancelled(`the ${this.direction} call of job ${this.jobId} ended`));
   }
 
@@ -169,15 +173,30 @@ export class InterchangeRun {
     this.#onFinish?.();
   }
 
+  /**
+   * A scheduler call from a timer, an abort listener or close(): it throws once this coordinator is no
+   * longer the leader ("not the leader", after a step-down or while stopping — the term's end aborts
+   * the calls in flight) or the catalog refuses the write. Thrown from a timer or a listener, that would
+   * be an uncaught exception and end the process; so it is logged, and the job is left to the leader
+   * (or to recovery), which will fail or cancel it on its own terms.
+   */
+  #tell(what: "cancel" | "fail", f: () => void): void {
+    try {
+      f();
+    } catch (err) {
+      log.warn(`interchange: could not ${what} the job; left to the leader`, { job: this.jobId, err });
+    }
+  }
+
   #fail(j: JobRecord, message: string): void {
-    this.deps.scheduler.fail(j, Status.DEADLINE_EXCEEDED, message);
+    this.#tell("fail", () => this.deps.scheduler.fail(j, Status.DEADLINE_EXCEEDED, message));
     const now = this.#job();
     this.pipe.fail(now && isFinal(now.state) ? jobError(now) : new AppError(Status.DEADLINE_EXCEEDED, message));
   }
 
   #callerGone(): void {
     const j = this.#job();
-    if (j && !isFinal(j.state) && !j.confirming) this.deps.scheduler.cancel(j);
+    if (j && !isFinal(j.state) && !j.confirming) this.#tell("cancel", () => this.deps.scheduler.cancel(j));
     this.pipe.fail(cancelled(`the ${this.direction} call of job ${this.jobId} was cancelled by its caller`));
   }
 }
