@@ -7,7 +7,9 @@
  * serialization, same engine). Insecure mode (tests) has no bulk channel.
  */
 import { type Channel, type ChannelOptions, createChannel, createClient, Metadata } from "nice-grpc";
+import { Status } from "nice-grpc-common";
 import { CAPABILITY_HEADER } from "../../src/common/capability";
+import { AppError } from "../../src/common/errors";
 import type { Logger } from "../../src/common/log";
 import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../../src/common/tls";
 import { type TransferServiceClient, TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
@@ -26,29 +28,58 @@ export const peerChannelOptions: ChannelOptions = {
 };
 
 /** Deadline for the small unary calls to a peer. */
-const UNARY_DEADLINE_MS = 30_000;
+export const UNARY_DEADLINE_MS = 30_000;
 
-function withDeadline(signal: AbortSignal, ms: number): AbortSignal {
-  return AbortSignal.any([signal, AbortSignal.timeout(ms)]);
+/**
+ * A unary call to the peer, bounded by `ms`. Its deadline passing is DEADLINE_EXCEEDED naming the peer
+ * and the call: the timeout's own reason (a DOMException "TimeoutError", which nice-grpc rejects with)
+ * would reach the job as INTERNAL "internal error (see the server's log)". The caller's own abort stays
+ * what it was.
+ */
+async function bounded<T>(
+  label: string,
+  what: string,
+  ms: number,
+  signal: AbortSignal,
+  call: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  const timeout = AbortSignal.timeout(ms);
+  try {
+    return await call(AbortSignal.any([signal, timeout]));
+  } catch (e) {
+    if (timeout.aborted && !signal.aborted) {
+      throw new AppError(Status.DEADLINE_EXCEEDED, `${label} did not answer ${what} within ${ms / 1000} s`, {
+        cause: e,
+      });
+    }
+    throw e;
+  }
 }
 
 /** The data's way to a peer: the bulk channel (falling back to HTTP/2 by itself), or HTTP/2 only. */
 type DataClient = TransferClient | BulkClient;
 
-export function remoteTarget(address: string, client: TransferServiceClient, bulk: DataClient): TransferTarget {
+export function remoteTarget(
+  address: string,
+  client: TransferServiceClient,
+  bulk: DataClient,
+  unaryDeadlineMs = UNARY_DEADLINE_MS,
+): TransferTarget {
+  const label = `agent ${address}`;
   return {
-    label: `agent ${address}`,
+    label,
     transfer: (messages, signal, capability) => bulk.transfer(messages, signal, capability),
     features: async (signal) => (bulk instanceof BulkClient ? bulk.features(signal) : H2_FEATURES),
     listChains: (pool, namespace, volumeImage, signal) =>
-      client.listChains({ pool, namespace, volumeImage }, { signal: withDeadline(signal, UNARY_DEADLINE_MS) }),
+      bounded(label, "ListChains", unaryDeadlineMs, signal, (s) =>
+        client.listChains({ pool, namespace, volumeImage }, { signal: s }),
+      ),
     resumePoint: (header, signal, capability) =>
-      client.resumePoint(
-        { header },
-        {
-          signal: withDeadline(signal, UNARY_DEADLINE_MS),
-          ...(capability ? { metadata: Metadata({ [CAPABILITY_HEADER]: capability }) } : {}),
-        },
+      bounded(label, "ResumePoint", unaryDeadlineMs, signal, (s) =>
+        client.resumePoint(
+          { header },
+          { signal: s, ...(capability ? { metadata: Metadata({ [CAPABILITY_HEADER]: capability }) } : {}) },
+        ),
       ),
   };
 }

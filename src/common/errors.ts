@@ -58,6 +58,7 @@ export function statusOf(e: unknown): Status {
   const m = mapped(e);
   if (m) return m.status;
   if (isAbortError(e)) return Status.CANCELLED;
+  if (isTimeoutError(e)) return Status.DEADLINE_EXCEEDED;
   const code = (e as { code?: unknown })?.code;
   if (typeof code === "number" && code >= 0 && code <= 16 && (e as { details?: unknown }).details !== undefined) {
     return code as Status; // a nice-grpc ClientError from a peer
@@ -71,6 +72,7 @@ export function messageOf(e: unknown): string {
   const m = mapped(e);
   if (m) return m.message;
   if (isAbortError(e)) return "the operation was cancelled";
+  if (isTimeoutError(e)) return "the operation timed out";
   const details = (e as { details?: unknown })?.details;
   if (typeof details === "string") return details;
   return "internal error (see the server's log)";
@@ -94,6 +96,11 @@ export function toServerError(e: unknown): ServerError {
 
 export function isAbortError(e: unknown): boolean {
   return (e as { name?: string })?.name === "AbortError";
+}
+
+/** AbortSignal.timeout()'s reason (a DOMException named TimeoutError), which calls reject with. */
+export function isTimeoutError(e: unknown): boolean {
+  return (e as { name?: string })?.name === "TimeoutError";
 }
 
 /** Collects cleanup failures so none is swallowed: the operation's error names them too. */
