@@ -5,7 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import { invalidArgument } from "../../src/common/errors";
-import { isUuid } from "../../src/common/ids";
+import { isUuid, parseBackupSnap } from "../../src/common/ids";
 import { type TransferHeader, TransferKind } from "../../src/gen/rbdbackup/v1/transfer";
 import { crc32c, crc32cPieces } from "../ceph/crc32c";
 
@@ -298,6 +298,14 @@ export function validateHeader(h: TransferHeader | undefined): TransferHeader {
   if (backup) {
     if (!isUuid(h.backupId)) throw invalidArgument("header.backup_id must be a lowercase UUID for a backup");
     validName(h.toSnapshot, "header.to_snapshot");
+    // The snapshot names its backup (what the capability allows is a backup id, not a snapshot name):
+    // else a stream allowed to write backup X could plant a snapshot of backup Y in the chain, which
+    // finding and deleting Y would then take for its own.
+    if (parseBackupSnap(h.toSnapshot)?.backupId !== h.backupId) {
+      throw invalidArgument(
+        `header.to_snapshot "${h.toSnapshot}" is not a snapshot of backup ${h.backupId} (backup.<backup_id>.snap.<time>)`,
+      );
+    }
   } else if (h.toSnapshot !== "") {
     throw invalidArgument("header.to_snapshot must be empty for a restore");
   }

@@ -203,6 +203,9 @@ describe("transfer digest and header", () => {
       { destination: { pool: "", namespace: "", image: "x" } },
       { destination: { pool: "p", namespace: "", image: "a/b" } },
       { toSnapshot: "x".repeat(4097) },
+      // A backup's snapshot must name that backup: not another's, nor a name that is not a backup snapshot.
+      { toSnapshot: backupSnapName(randomUUID()) },
+      { toSnapshot: "user-snap" },
       { kind: TransferKind.BACKUP_INCREMENTAL, fromSnapshot: "" },
       { kind: TransferKind.RESTORE_NEW },
       { order: 40 },
