@@ -190,8 +190,10 @@ export function backupOperationAsks(r: BackupRequest): Fields {
   };
 }
 
+/** Each mode its own word: a grant for a restore to a new volume does not cover a clone (or back). */
 const RESTORE_MODE_WORDS: Partial<Record<RestoreMode, string>> = {
   [RestoreMode.RESTORE_MODE_ORIGINAL]: "original",
+  [RestoreMode.RESTORE_MODE_CLONE]: "clone",
   [RestoreMode.RESTORE_MODE_FAILBACK]: "failback",
 };
 

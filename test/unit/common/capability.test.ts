@@ -8,7 +8,9 @@ import path from "node:path";
 import { after, describe, it } from "node:test";
 import { CapabilitySigner, CapabilityVerifier, checkAllows } from "../../../src/common/capability";
 import { AppError, Status } from "../../../src/common/errors";
+import { restoreOperationAsks } from "../../../src/common/grants";
 import { identityOfCertificate, parseIdentityUri, roleAllows } from "../../../src/common/identity";
+import { RestoreMode, RestoreRequest } from "../../../src/gen/rbdbackup/v1/agent";
 
 const repoRoot = path.resolve(__dirname, "../../../..");
 const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-capability-"));
@@ -91,6 +93,26 @@ describe("capabilities", () => {
     holder,
     allows: { image: "v.backup.x", pool: "backups" },
   };
+
+  it("an operation grant for a restore to a new volume does not cover a clone of the same backup (nor back)", () => {
+    const req = (mode: RestoreMode) =>
+      RestoreRequest.fromPartial({
+        backupId: "b1",
+        backupPool: "backups",
+        baseImage: "v.backup.b1",
+        snapshot: "backup.b1.snap.1",
+        target: { pool: "rbd", namespace: "", image: "restored" },
+        mode,
+      });
+    const asNew = restoreOperationAsks(req(RestoreMode.RESTORE_MODE_NEW));
+    const asClone = restoreOperationAsks(req(RestoreMode.RESTORE_MODE_CLONE));
+    const g = (allows: typeof asNew) =>
+      verifier.verify(signer.sign({ ...grant, scope: "operation", allows }, 60_000), "operation", holder);
+    checkAllows(g(asNew), asNew);
+    checkAllows(g(asClone), asClone);
+    refused(() => checkAllows(g(asNew), asClone), /mode/);
+    refused(() => checkAllows(g(asClone), asNew), /mode/);
+  });
 
   it("a genuine capability verifies, and allows exactly what it names", () => {
     const g = verifier.verify(signer.sign(grant, 60_000), "transfer", holder);
