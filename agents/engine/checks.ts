@@ -109,8 +109,12 @@ export async function clusterChecks(cluster: Cluster, backupPool: string): Promi
       RbdFeature.deepFlatten;
     await io.imageCreate(probe, 1 << 20, { features });
     const img = await io.imageOpen(probe);
-    const st = await img.stat();
-    await img.close();
+    let st: Awaited<ReturnType<typeof img.stat>>;
+    try {
+      st = await img.stat();
+    } finally {
+      await img.close(); // open (its watch held), the probe could not be removed below
+    }
     await io.imageRemove(probe);
     const ok = (st.features & features) === features;
     out.push({

@@ -93,9 +93,11 @@ export async function deleteBackup(ctx: EngineContext, req: DeleteBackupDataRequ
         img = null;
         if (remaining.length === 0) {
           const others = (await io.imageOpen(located.baseImage, { readOnly: true }).then(async (i) => {
-            const n = (await i.snapList()).length;
-            await i.close();
-            return n;
+            try {
+              return (await i.snapList()).length;
+            } finally {
+              await i.close();
+            }
           })) as number;
           if (others > 0) {
             result.warnings.push(

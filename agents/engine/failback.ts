@@ -50,7 +50,10 @@ export async function failback(
   if (!(await ctx.cluster.poolExists(req.backupPool))) throw notFound(`backup pool ${req.backupPool} not found`);
   if (!(await ctx.cluster.poolExists(source.pool))) throw notFound(`source pool ${source.pool} not found`);
   const backups = await ctx.cluster.openIoCtx(req.backupPool, { namespace: req.backupNamespace });
-  const io = await ctx.cluster.openIoCtx(source.pool, { namespace: source.namespace });
+  const io = await ctx.cluster.openIoCtx(source.pool, { namespace: source.namespace }).catch(async (e) => {
+    await backups.close().catch(() => {});
+    throw e;
+  });
   const transferId = randomUUID();
   const snap = failbackSnapshot(transferId);
   let head: Image | null = null;

@@ -124,7 +124,13 @@ async function openSource(
         throw failedPrecondition(`the source ${s.pool}/${s.image} no longer has the snapshot ${req.snapshot}`);
       throw e;
     });
-    const size = (await image.stat()).size;
+    let size: number;
+    try {
+      size = (await image.stat()).size;
+    } catch (e) {
+      await image.close().catch(() => {});
+      throw e;
+    }
     if (size !== map.imageSize) {
       await image.close();
       throw new NotOk(`the source snapshot has ${size} bytes, the digest map describes ${map.imageSize}`);
