@@ -76,10 +76,14 @@ export class AgentSession {
     timeoutMs: number,
     signal?: AbortSignal,
   ): Promise<CallAnswer<C>> {
+    // Already cancelled: not asked at all (a listener added to an aborted signal never fires, so the
+    // call would have waited out its whole timeout).
+    if (signal?.aborted) throw new AppError(Status.CANCELLED, "the call was cancelled");
     const callId = randomUUID();
     const reply = await new Promise<CallReply>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#calls.delete(callId);
+        signal?.removeEventListener("abort", onAbort);
         reject(unavailable(`agent ${this.agentId} (cluster ${this.cluster}) did not answer within ${timeoutMs} ms`));
       }, timeoutMs);
       const onAbort = () => {

@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
+import { Status } from "../../../src/common/errors";
 import type { AgentRecord, JobRecord } from "../../../src/coordinator/model";
 import { AgentSession, LAST_SEEN_PERSIST_MS } from "../../../src/coordinator/sessions";
 import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
@@ -25,6 +26,34 @@ describe("AgentSession.seen: last_seen written at most every LAST_SEEN_PERSIST_M
     assert.equal(s.unsaved(), true, "the last beat is newer than the catalog's copy");
     assert.equal(s.unsaved(), false, "now written");
     assert.equal(s.seen(t0), true, "a clock that went back writes at once");
+  });
+});
+
+describe("AgentSession.call with a cancelled signal", () => {
+  it("already aborted: CANCELLED at once, nothing sent to the agent (it waited out its whole timeout)", async () => {
+    const s = new AgentSession(agentRecord("a1", "a"));
+    const sent: unknown[] = [];
+    s.send = (m) => sent.push(m);
+    const ac = new AbortController();
+    ac.abort();
+    const t0 = Date.now();
+    await assert.rejects(s.call({ $case: "probe", value: {} } as never, "probe", 60_000, ac.signal), {
+      status: Status.CANCELLED,
+    });
+    assert.ok(Date.now() - t0 < 5_000, "not after the timeout");
+    assert.deepEqual(sent, []);
+  });
+
+  it("aborted while asked: CANCELLED, the answer's slot gone (a late answer is dropped)", async () => {
+    const s = new AgentSession(agentRecord("a1", "a"));
+    const sent: Array<{ value: { callId: string } }> = [];
+    s.send = (m) => sent.push(m as never);
+    const ac = new AbortController();
+    const call = s.call({ $case: "probe", value: {} } as never, "probe", 60_000, ac.signal);
+    assert.equal(sent.length, 1);
+    ac.abort();
+    await assert.rejects(call, { status: Status.CANCELLED });
+    s.onCallReply({ callId: sent[0]?.value.callId ?? "", code: 0, message: "" } as never); // dropped, no throw
   });
 });
 
