@@ -132,8 +132,23 @@ export async function deleteBackup(
   const fp = deleteFingerprint(req.backupId);
   const again = adm.replay(req.idempotencyKey, fp);
   if (again) return adm.view(again);
-  const b = catalog.getBackup(req.backupId);
-  if (!b?.volume || !b.location) throw notFound(`backup ${req.backupId} not found`);
+  const b = deletable(deps, adm, req.backupId);
+  await refuseWhileCloned(deps, b, signal);
+  const job = adm.newJob(deleteJobSpec(b, req.idempotencyKey));
+  // Checked again in the transaction, on the backup as it is now: the clones' probes awaited, and in
+  // that time another delete, a verify (its CORRUPT mark) or a restore may have been admitted.
+  return adm.submit(job, () => {
+    const now = deletable(deps, adm, req.backupId);
+    now.status = BackupStatus.BACKUP_STATUS_DELETING;
+    catalog.updateBackup(now);
+  });
+}
+
+/** The backup, if it may be deleted now: found, no job on it, AVAILABLE or CORRUPT (else the refusal). */
+function deletable(deps: ApiDeps, adm: Admission, backupId: string): Backup {
+  const { catalog } = deps;
+  const b = catalog.getBackup(backupId);
+  if (!b?.volume || !b.location) throw notFound(`backup ${backupId} not found`);
   const holder = adm.activeHolder([lockOfBackup(b.id)]) ?? catalog.activeJobs().find((j) => j.backupId === b.id);
   if (holder) {
     throw failedPrecondition(
@@ -145,10 +160,5 @@ export async function deleteBackup(
       `backup ${b.id} is ${BackupStatus[b.status]}; only an available (or corrupt) backup can be deleted`,
     );
   }
-  await refuseWhileCloned(deps, b, signal);
-  const job = adm.newJob(deleteJobSpec(b, req.idempotencyKey));
-  return adm.submit(job, () => {
-    b.status = BackupStatus.BACKUP_STATUS_DELETING;
-    catalog.updateBackup(b);
-  });
+  return b;
 }

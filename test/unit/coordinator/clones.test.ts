@@ -16,7 +16,9 @@ import type { CallRequest } from "../../../src/coordinator/sessions";
 import { RestoreMode, type RestoreResult } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
+import type { CallReply } from "../../../src/gen/rbdbackup/v1/session";
 import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
+import { until } from "../../helpers/wait";
 import { type Api, type ApiServer, assertStatus, serveApi } from "./api-server";
 import { backupResult, Harness, newBackup, vol } from "./harness";
 
@@ -232,6 +234,38 @@ describe("CLONE restore, FLATTEN and failover (coordinator)", () => {
     assert.deepEqual(h.backup(b.id).clones, []);
     assert.equal(h.backup(b.id).status, BackupStatus.BACKUP_STATUS_DELETING);
     await api.cancelJob({ jobId: d.id });
+  });
+
+  it("two deletes admitted while the clones are probed: one DELETE job, the other FAILED_PRECONDITION (checked again in the transaction)", async () => {
+    const b = available(vol("v1"));
+    const target = vol("gone", "b");
+    const r = await api.restoreBackup({ backupId: b.id, target, mode: RestoreMode.RESTORE_MODE_CLONE });
+    h.tick();
+    images.b?.add("rbd/gone");
+    h.outcome(b1, r.id, Status.OK, "", { $case: "restore", value: restoreResult(b.id, target) });
+    await h.settle();
+    images.b?.delete("rbd/gone"); // removed outside rbdbackup: each delete probes it, then goes ahead
+    // The clone's probes are held until both deletes have passed their first checks and wait on them.
+    const held: CallReply[] = [];
+    const reply = b1.onCallReply.bind(b1);
+    b1.onCallReply = (r) => held.push(r);
+    const racing = Promise.allSettled([api.deleteBackup({ backupId: b.id }), api.deleteBackup({ backupId: b.id })]);
+    try {
+      await until(() => held.length === 2, "both deletes to probe the clone");
+    } finally {
+      b1.onCallReply = reply;
+      for (const r of held.splice(0)) reply(r);
+    }
+    const both = await racing;
+    const ok = both.filter((x) => x.status === "fulfilled");
+    const refused = both.filter((x): x is PromiseRejectedResult => x.status === "rejected");
+    assert.equal(ok.length, 1, "exactly one delete admitted");
+    assert.equal(refused.length, 1);
+    assert.equal((refused[0] as PromiseRejectedResult).reason.code, Status.FAILED_PRECONDITION);
+    const deletes = h.catalog.activeJobs().filter((j) => j.backupId === b.id && j.kind === JobKind.JOB_KIND_DELETE);
+    assert.equal(deletes.length, 1, "one DELETE job for the backup");
+    assert.equal(h.backup(b.id).status, BackupStatus.BACKUP_STATUS_DELETING);
+    await api.cancelJob({ jobId: (deletes[0] as { id: string }).id });
   });
 
   it("a failed CLONE restore lists no clone and queues no FLATTEN", async () => {
