@@ -41,7 +41,9 @@ const queued = { id: "job-1", state: JobState.JOB_STATE_QUEUED, confirming: fals
 const catalog = { getJob: (id: string) => (id === queued.id ? queued : undefined) } as unknown as Catalog;
 
 describe("interchange run after a step-down", () => {
-  it("the caller's abort: no uncaught exception, the pipe fails cancelled, the cancel was asked once", { timeout: 10_000 }, async () => {
+  it("the caller's abort: no uncaught exception, the pipe fails cancelled, the cancel was asked once", {
+    timeout: 10_000,
+  }, async () => {
     const uncaught: unknown[] = [];
     const onUncaught = (e: unknown) => uncaught.push(e);
     process.on("uncaughtException", onUncaught);
@@ -67,7 +69,9 @@ describe("interchange run after a step-down", () => {
     }
   });
 
-  it("the start timer's failure of a job never started: no throw out of the timer, the pipe fails DEADLINE_EXCEEDED", { timeout: 10_000 }, async () => {
+  it("the start timer's failure of a job never started: no throw out of the timer, the pipe fails DEADLINE_EXCEEDED", {
+    timeout: 10_000,
+  }, async () => {
     const calls: string[] = [];
     const run = new InterchangeRun(
       { relays: new Relays(), scheduler: steppedDown(calls), catalog, timeouts: { startMs: 10 } },
