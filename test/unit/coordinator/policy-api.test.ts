@@ -157,6 +157,12 @@ describe("policy API", () => {
         /^policy\.selector\.image_regex "vol-\(" does not compile/,
       ],
       [
+        "a regex that cannot be matched in linear time (a backreference)",
+        policy("p", { selector: { cluster: "a", pool: "rbd", imageRegex: "(vol)-\\1" } }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.selector\.image_regex "\(vol\)-\\1" does not compile: .*linear time/,
+      ],
+      [
         "a regex of 257 characters",
         policy("p", { selector: { cluster: "a", pool: "rbd", imageRegex: "a".repeat(257) } }),
         Status.INVALID_ARGUMENT,
