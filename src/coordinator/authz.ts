@@ -23,6 +23,7 @@ export type RefusalReason =
   | "wrong_kind"
   | "identity_mismatch"
   | "fsid_mismatch"
+  | "agent_id_taken"
   | "duplicate_session"
   | "no_lease"
   | "unknown_method";

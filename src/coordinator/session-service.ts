@@ -56,6 +56,16 @@ function admitRegister(r: Register, caller: Caller, catalog: Catalog, sessions: 
       reason: "fsid_mismatch",
       message: `cluster ${r.clusterName} is pinned to fsid ${pin.fsid} (first registered by agent ${pin.pinnedBy}), but agent ${r.agentId}'s cluster has fsid ${r.clusterFsid}: give each cluster its own name`,
     };
+  // Agent ids are the catalog's key (jobs, leases, sessions): one id serves one cluster. An agent of
+  // another cluster registering under a known id would take over its record — its running jobs failed,
+  // its Ceph client queued for blocklisting, the real agent locked out while the impostor's session lives.
+  const known = catalog.listAgents().find((a) => a.agentId === r.agentId);
+  if (known && known.clusterName !== r.clusterName)
+    return {
+      code: Status.FAILED_PRECONDITION,
+      reason: "agent_id_taken",
+      message: `agent id ${r.agentId} belongs to cluster ${known.clusterName}; the agent of cluster ${r.clusterName} needs an id of its own (agent.id in its configuration)`,
+    };
   if (sessions.get(r.agentId))
     return {
       code: Status.ALREADY_EXISTS,

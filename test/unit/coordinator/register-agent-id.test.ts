@@ -1,0 +1,60 @@
+/**
+ * One agent id serves one cluster: an agent of another cluster registering under an id the catalog
+ * knows for its own cluster is refused FAILED_PRECONDITION (reason agent_id_taken) before anything is
+ * written — it would have taken over the record: the real agent's jobs failed, its Ceph client queued
+ * for blocklisting, the real agent locked out while the impostor's session lived. The real session
+ * service, driven without gRPC; no Ceph.
+ */
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { Status } from "nice-grpc-common";
+import { fsidOf } from "../../helpers/fake-agent";
+import { until } from "../../helpers/wait";
+import { Harness, openSession } from "./harness";
+
+describe("session service: an agent id belongs to one cluster", () => {
+  let h: Harness;
+  beforeEach(() => {
+    h = new Harness();
+  });
+  afterEach(() => h.close());
+
+  function open(clusterName: string) {
+    const {
+      inbox,
+      received,
+      pump: stream,
+    } = openSession(h, { agentId: "a1", clusterName, clusterFsid: fsidOf(clusterName) });
+    const state: { error?: { code: Status; details: string } } = {};
+    const pump = stream.catch((e) => {
+      state.error = e as { code: Status; details: string };
+    });
+    return { inbox, received, state, pump };
+  }
+
+  it("a1 of cluster b, while the catalog knows a1 of cluster a: refused, the record untouched; a1 of a still registers", async () => {
+    const first = open("a");
+    await until(() => first.received.length === 1, "a1 of a registered");
+    first.inbox.close();
+    await first.pump;
+    const before = JSON.stringify(h.catalog.listAgents());
+
+    const impostor = open("b");
+    await until(() => impostor.state.error !== undefined || impostor.received.length > 0, "the answer");
+    impostor.inbox.close();
+    await impostor.pump;
+    assert.equal(impostor.state.error?.code, Status.FAILED_PRECONDITION);
+    assert.match(
+      impostor.state.error?.details ?? "",
+      /agent id a1 belongs to cluster a; the agent of cluster b needs an id of its own/,
+    );
+    assert.equal(JSON.stringify(h.catalog.listAgents()), before, "the catalog's record is a1 of a, as it was");
+    assert.equal(h.sessions.get("a1"), undefined);
+
+    const again = open("a");
+    await until(() => again.received.length === 1, "a1 of a registered again");
+    assert.equal(h.sessions.get("a1")?.cluster, "a");
+    again.inbox.close();
+    await again.pump;
+  });
+});
