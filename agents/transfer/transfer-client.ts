@@ -22,7 +22,8 @@
  * `cancelWaitMs` (30 s) the stream is reset (CANCEL) with a logged warning: the destination still
  * cleans up, but after the call settled. A cancel that reaches a stream already complete (trailer
  * sent) cannot stop its commit: the destination's answer is taken as it is (the summary when it
- * committed).
+ * committed). After the last message the answer is awaited at most `resultWaitMs` (10 min, as on the
+ * bulk channel): a live destination stuck in its commit would otherwise hold the job's lease forever.
  */
 import http2 from "node:http2";
 import { AbortError } from "abort-controller-x";
@@ -32,7 +33,7 @@ import { type Logger, logger } from "../../src/common/log";
 import type { TlsConfig } from "../../src/common/tls";
 import { VERSION } from "../../src/common/version";
 import { type TransferMessage, TransferServiceDefinition, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
-import { DEFAULT_IDLE_TIMEOUT_MS } from "./bulk/protocol";
+import { DEFAULT_IDLE_TIMEOUT_MS, RESULT_WAIT_MS } from "./bulk/protocol";
 import { PeerConnection } from "./peer-connection";
 import { REASON_HEADER } from "./protocol";
 import {
@@ -67,6 +68,11 @@ export interface TransferClientOptions {
    * stream — as the bulk channel's idle bound (transfer.bulkIdleTimeoutMs, the same default).
    */
   idleTimeoutMs?: number;
+  /**
+   * After the last message: how long the destination may take to commit and answer (RESULT_WAIT_MS,
+   * as on the bulk channel) before the call ends DEADLINE_EXCEEDED and the stream is reset.
+   */
+  resultWaitMs?: number;
   log?: Logger;
 }
 
@@ -111,7 +117,7 @@ function headerOf(h: http2.IncomingHttpHeaders, name: string): string | undefine
 /** Transfers to one peer agent, over one HTTP/2 connection they share (peer-connection.ts). */
 export class TransferClient {
   readonly #conn: PeerConnection;
-  readonly #opts: { frames: FramePool; cancelWaitMs: number; idleTimeoutMs: number; log: Logger };
+  readonly #opts: { frames: FramePool; cancelWaitMs: number; idleTimeoutMs: number; resultWaitMs: number; log: Logger };
 
   constructor(
     readonly address: string,
@@ -127,6 +133,7 @@ export class TransferClient {
       frames: opts.frames ?? framePool,
       cancelWaitMs: opts.cancelWaitMs ?? CANCEL_WAIT_MS,
       idleTimeoutMs: opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+      resultWaitMs: opts.resultWaitMs ?? RESULT_WAIT_MS,
       log: opts.log ?? logger({ component: "transfer-client" }),
     };
   }
@@ -177,10 +184,13 @@ export class TransferClient {
 
       /** Set once this side gave up: why, and the bound on waiting for the peer's answer. */
       let gaveUp: { error: unknown; timer: NodeJS.Timeout } | null = null;
+      /** Set once the whole stream was sent: the bound on waiting for the peer's answer. */
+      let resultTimer: NodeJS.Timeout | null = null;
 
       const finish = (err: unknown, value?: TransferSummary) => {
         if (settled) return;
         settled = true;
+        if (resultTimer) clearTimeout(resultTimer);
         signal.removeEventListener("abort", onAbort);
         session.off("error", onSessionError);
         if (gaveUp) {
@@ -363,7 +373,21 @@ export class TransferClient {
             const more = stream.write(bytes, frame ? (err) => (err ? undefined : frames.release(frame)) : undefined);
             if (!more) await drained();
           }
-          if (!stream.closed && !gaveUp) stream.end();
+          if (!stream.closed && !gaveUp) {
+            stream.end();
+            const waitMs = this.#opts.resultWaitMs;
+            resultTimer = setTimeout(() => {
+              finish(
+                new ClientError(
+                  TRANSFER_PATH,
+                  Status.DEADLINE_EXCEEDED,
+                  `no result from ${this.address} within ${waitMs} ms of the transfer's end`,
+                ),
+              );
+              if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+            }, waitMs);
+            resultTimer.unref();
+          }
         } catch (e) {
           // The source failed (e.g. a Ceph read): that is the call's error, once the peer cleaned up.
           giveUp(e);

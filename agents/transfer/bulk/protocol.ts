@@ -24,6 +24,11 @@ export const BULK_PATH = "/rbdbackup.v1.TransferService/Transfer";
 export const MAX_RESULT_BYTES = 1024 * 1024;
 /** Default for `transfer.bulkIdleTimeoutMs`. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
+/**
+ * After the last byte of a transfer (either path): how long the destination may take to drain, flush,
+ * commit and answer (keepalive pings meanwhile) before the source gives up with DEADLINE_EXCEEDED.
+ */
+export const RESULT_WAIT_MS = 10 * 60_000;
 
 export function openFrame(capability: string | undefined): Buffer {
   return grpcFrame(BulkOpen.encode({ version: BULK_VERSION, capability: capability ?? "" }).finish());

@@ -19,10 +19,8 @@ import { ClientError, Status } from "nice-grpc-common";
 import type { Logger } from "../../../src/common/log";
 import { type BulkResult, type TransferMessage, TransferSummary } from "../../../src/gen/rbdbackup/v1/transfer";
 import { encodeTransferMessage, FRAME, type FramePool, grpcFrame, grpcFramed, type MaybeFramed } from "../wire";
-import { BULK_PATH, openFrame, parseResult, resultError } from "./protocol";
+import { BULK_PATH, openFrame, parseResult, RESULT_WAIT_MS, resultError } from "./protocol";
 
-/** After the last byte: how long the destination may take to commit and answer (TCP keepalive meanwhile). */
-const RESULT_WAIT_MS = 10 * 60_000;
 const KEEPALIVE_MS = 15_000;
 
 export interface SendOptions {

@@ -446,6 +446,32 @@ describe("data-plane server: limits and HTTP/2 settings", () => {
     }
   });
 
+  it("a destination that took the whole stream and never answers: the source ends DEADLINE_EXCEEDED after resultWaitMs, the stream reset", {
+    timeout: 20_000,
+  }, async () => {
+    let consumed = false;
+    let aborted = false;
+    const { address } = await start({
+      transfer: async (msgs, signal) => {
+        for await (const _ of msgs) {
+          // consume
+        }
+        consumed = true;
+        await new Promise((r) => signal.addEventListener("abort", r, { once: true })); // a commit that hangs
+        aborted = true;
+        throw new AppError(Status.CANCELLED, "reset");
+      },
+    });
+    const client = new TransferClient(address, clientTls, { resultWaitMs: 300 });
+    await assert.rejects(client.transfer(messages(header), new AbortController().signal), {
+      code: Status.DEADLINE_EXCEEDED,
+      details: `no result from ${address} within 300 ms of the transfer's end`,
+    });
+    assert.equal(consumed, true, "the whole stream had been taken");
+    await until(() => aborted, "the destination to see the reset");
+    client.close();
+  });
+
   it("not accepting (the agent drains): UNAVAILABLE", async () => {
     const { address } = await start({ accepting: () => false });
     const client = new TransferClient(address, clientTls);
