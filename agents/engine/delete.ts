@@ -6,7 +6,7 @@
  */
 
 import { failedPrecondition, invalidArgument } from "../../src/common/errors";
-import { isUuid, metaObjectName, parseBackupSnap } from "../../src/common/ids";
+import { isBaseImage, isUuid, metaObjectName, parseBackupSnap } from "../../src/common/ids";
 import { retry } from "../../src/common/retry";
 import type { DeleteBackupDataRequest, DeleteBackupDataResult } from "../../src/gen/rbdbackup/v1/agent";
 import type { Image, IoCtx } from "../ceph";
@@ -58,6 +58,10 @@ export async function deleteBackup(ctx: EngineContext, req: DeleteBackupDataRequ
   validName(req.pool, "pool");
   validName(req.namespace, "namespace", { allowEmpty: true });
   validName(req.baseImage, "base_image", { allowEmpty: true });
+  // Only a base image (this product's layout) is ever removed here: never a volume named by mistake.
+  if (req.baseImage && !isBaseImage(req.baseImage)) {
+    throw invalidArgument(`base_image "${req.baseImage}" is not a base image name (<volume>.backup.<backup uuid>)`);
+  }
   const log = ctx.log.child({ op: "delete", backup: req.backupId, job: req.jobId || undefined });
   const result: DeleteBackupDataResult = {
     removedSnapshot: "",

@@ -6,7 +6,7 @@
  */
 import type { CallContext } from "nice-grpc-common";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, Status, statusOf } from "../../common/errors";
-import { parseBackupSnap } from "../../common/ids";
+import { isBaseImage, parseBackupSnap } from "../../common/ids";
 import {
   type Backup,
   BackupStatus,
@@ -78,6 +78,13 @@ function validateRecord(req: ImportBackupRecordRequest): { b: Backup; loc: Backu
   const loc = v.location(b.location, "record.backup.location");
   v.rbdName(loc.pool, "record.backup.location.pool");
   v.rbdName(b.baseImage, "record.backup.base_image");
+  // Deleting the backup removes its base image once no backup snapshot is left on it: a record naming
+  // a live volume as its base image would have DeleteBackup take that volume's matching snapshot, then it.
+  if (!isBaseImage(b.baseImage)) {
+    throw invalidArgument(
+      `record.backup.base_image "${b.baseImage}" is not a base image name (<volume>.backup.<backup uuid>)`,
+    );
+  }
   if (parseBackupSnap(b.snapshot)?.backupId !== b.id) {
     throw invalidArgument(`record.backup.snapshot "${b.snapshot}" is not a snapshot of backup ${b.id}`);
   }

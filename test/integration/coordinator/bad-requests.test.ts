@@ -642,7 +642,18 @@ describe("coordinator: bad requests fail with their exact status and change noth
       ),
       imp("another cluster's fsid", FP, /fsid/, freshRec({ locationFsid: "00000000-0000-4000-8000-000000000000" })),
       imp("a snapshot that is not on the base image", FP, /snapshot .* not on/, freshRec({})),
-      imp("a base image that does not exist", FP, /bad-nobase/, freshRec({ baseImage: uniqueName("bad-nobase") })),
+      imp(
+        "a base image that is not a base image name (a volume's)",
+        IA,
+        /record\.backup\.base_image "bad-volume.*" is not a base image name/,
+        freshRec({ baseImage: uniqueName("bad-volume") }),
+      ),
+      imp(
+        "a base image that does not exist",
+        FP,
+        /bad-nobase/,
+        freshRec({ baseImage: `${uniqueName("bad-nobase")}.backup.${randomUUID()}` }),
+      ),
     ];
   }
 

@@ -124,6 +124,15 @@ describe("BackupService admission", () => {
         Status.INVALID_ARGUMENT,
         /^record\.version 2 is not supported/,
       );
+      const notBase = newBackup(vol("v1"), "b", 0);
+      notBase.baseImage = "prod-volume";
+      notBase.snapshot = `backup.${notBase.id}.snap.1`;
+      notBase.status = BackupStatus.BACKUP_STATUS_AVAILABLE;
+      await assertStatus(
+        api.importBackupRecord({ record: { version: 1, backup: notBase } }),
+        Status.INVALID_ARGUMENT,
+        /^record\.backup\.base_image "prod-volume" is not a base image name/,
+      );
     });
 
     it("WatchJob refuses a bad id with the same status (through the streaming path)", async () => {
