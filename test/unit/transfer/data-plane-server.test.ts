@@ -104,6 +104,24 @@ function openStream(
   });
 }
 
+/** A Transfer call opened and left silent (openStream), with or without a capability header. */
+const silentTransfer = (session: http2.ClientHttp2Session, capability?: string) =>
+  openStream(session, {
+    ":path": "/rbdbackup.v1.TransferService/Transfer",
+    "content-type": "application/grpc",
+    ...(capability !== undefined ? { [CAPABILITY_HEADER]: capability } : {}),
+  });
+
+/** A whole (header-only) transfer from a real client; resolves with what the entry reported written. */
+async function transferOnce(address: string, capability?: string): Promise<number> {
+  const client = new TransferClient(address, clientTls);
+  try {
+    return (await client.transfer(messages(header), new AbortController().signal, capability)).dataBytesWritten;
+  } finally {
+    client.close();
+  }
+}
+
 function rawCall(
   session: http2.ClientHttp2Session,
   headers: http2.OutgoingHttpHeaders,
@@ -382,23 +400,10 @@ describe("data-plane server: limits and HTTP/2 settings", () => {
     const s = rawSession(address);
     try {
       // Three streams that never send a byte nor end: each is answered at once, none reaches the entry.
-      const silent = await Promise.all(
-        [undefined, "forged", ""].map((cap) =>
-          openStream(s, {
-            ":path": "/rbdbackup.v1.TransferService/Transfer",
-            "content-type": "application/grpc",
-            ...(cap !== undefined ? { [CAPABILITY_HEADER]: cap } : {}),
-          }),
-        ),
-      );
+      const silent = await Promise.all([undefined, "forged", ""].map((cap) => silentTransfer(s, cap)));
       for (const r of silent) assert.equal(r.headers["grpc-status"], String(Status.PERMISSION_DENIED));
-      const client = new TransferClient(address, clientTls);
-      assert.equal(
-        (await client.transfer(messages(header), new AbortController().signal, "valid")).dataBytesWritten,
-        7,
-      );
+      assert.equal(await transferOnce(address, "valid"), 7);
       assert.equal(started, 1, "only the admitted transfer reached the entry");
-      client.close();
     } finally {
       s.destroy(); // the silent streams stay open on this side: no graceful close to wait for
     }
@@ -426,10 +431,7 @@ describe("data-plane server: limits and HTTP/2 settings", () => {
     const s = rawSession(address);
     try {
       const t0 = Date.now();
-      const r = await openStream(s, {
-        ":path": "/rbdbackup.v1.TransferService/Transfer",
-        "content-type": "application/grpc",
-      });
+      const r = await silentTransfer(s);
       assert.equal(r.headers["grpc-status"], String(Status.DEADLINE_EXCEEDED));
       assert.match(decodeURIComponent(String(r.headers["grpc-message"])), /sent nothing for 300 ms/);
       assert.ok(Date.now() - t0 >= 300, "not before the idle timeout");
@@ -438,9 +440,7 @@ describe("data-plane server: limits and HTTP/2 settings", () => {
         Status.DEADLINE_EXCEEDED,
         "the entry's reader failed",
       );
-      const client = new TransferClient(address, clientTls);
-      assert.equal((await client.transfer(messages(header), new AbortController().signal)).dataBytesWritten, 7);
-      client.close();
+      assert.equal(await transferOnce(address), 7, "the slot is free again");
     } finally {
       s.destroy(); // the silent streams stay open on this side: no graceful close to wait for
     }
