@@ -10,6 +10,7 @@ import type { JobRecord } from "../model";
 import type { Sessions } from "../sessions";
 import type { SchedulerConfig } from "./config";
 import type { LiveProgress } from "./progress";
+import type { StallWatch } from "./stall-watch";
 
 export interface SchedulerEvents {
   /** A job changed (state, attempt, waiting reason). */
@@ -38,6 +39,12 @@ export interface SchedulerDeps {
    * insecure mode, where leases carry an empty capability and agents check none.
    */
   signer?: CapabilitySigner;
+  /**
+   * Watches for the coordinator's own stalls, whose time running leases get back (stall-watch.ts).
+   * Default: a watch on the real clock — none when `now` is injected (a test driving the clock); null:
+   * none.
+   */
+  stallWatch?: StallWatch | null;
 }
 
 export interface SchedulerContext {

@@ -19,13 +19,44 @@ import type { AgentSession } from "../sessions";
 import { FENCE_SECONDS } from "./config";
 import type { SchedulerContext } from "./context";
 import { nextProgress } from "./progress";
+import type { StallWatch } from "./stall-watch";
 import { attemptFailed, awaitConfirmation, changed, finish, succeeded } from "./transitions";
 
 export class LeaseBroker {
   /** Lease token → its expiry as last renewed by a heartbeat (not written to the catalog). */
   readonly #renewed = new Map<string, number>();
 
-  constructor(private readonly ctx: SchedulerContext) {}
+  constructor(
+    private readonly ctx: SchedulerContext,
+    /** The coordinator's own stalls (stall-watch.ts); null: not watched (a test driving the clock). */
+    private readonly stall: StallWatch | null = null,
+  ) {}
+
+  /** Starts watching for the coordinator's stalls (its own timer). */
+  start(): void {
+    this.stall?.start((ms) => this.#giveBack(ms));
+  }
+
+  stop(): void {
+    this.stall?.stop();
+  }
+
+  /**
+   * The coordinator did not run for `ms` (stall-watch.ts): its agents were not heard, not silent. Every
+   * running lease gets that time back, in memory like a heartbeat's renewal.
+   */
+  #giveBack(ms: number): void {
+    let leases = 0;
+    for (const j of this.ctx.catalog.activeJobs()) {
+      if (j.state !== JobState.JOB_STATE_RUNNING || !j.lease) continue;
+      this.#renewed.set(j.lease.token, this.#expiresAt(j.lease) + ms);
+      leases++;
+    }
+    this.ctx.log.warn("the coordinator did not run for a while; its running leases get that time back", {
+      stalledMs: ms,
+      leases,
+    });
+  }
 
   /** When the lease expires: the later of its catalog expiry and its last in-memory renewal. */
   #expiresAt(lease: NonNullable<JobRecord["lease"]>): number {
@@ -83,6 +114,9 @@ export class LeaseBroker {
 
   /** Fails the attempts whose lease has expired (the jobs are updated in place). */
   expire(jobs: JobRecord[]): void {
+    // A stall just ended (this pass's timer may run before the watch's): its time is given back first.
+    const stalled = this.stall?.take() ?? 0;
+    if (stalled > 0) this.#giveBack(stalled);
     this.#forgetEnded(jobs);
     const now = this.ctx.now();
     for (const j of jobs) {

@@ -35,6 +35,7 @@ import { type RunningCounts, runningCounts } from "./jobs";
 import { LeaseBroker } from "./lease-broker";
 import type { LiveProgress } from "./progress";
 import { SnapshotHygiene } from "./snapshot-hygiene";
+import { StallWatch } from "./stall-watch";
 import { abandon, cancel } from "./transitions";
 import { SAFETY_PASS_MS, WakeTimer } from "./wake-timer";
 
@@ -80,7 +81,10 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       },
       kick: () => this.kick(),
     };
-    this.#broker = new LeaseBroker(this.#ctx);
+    // The coordinator's own stalls are watched on a real clock; a test that drives the clock passes a
+    // watch of its own, or none.
+    const stall = deps.stallWatch !== undefined ? deps.stallWatch : deps.now ? null : new StallWatch();
+    this.#broker = new LeaseBroker(this.#ctx, stall);
     this.#maps = new DigestMaps(this.#ctx);
     this.#dispatcher = new Dispatcher(this.#ctx, this.#broker, this.#maps);
     this.#confirmer = new Confirmer(this.#ctx);
@@ -97,12 +101,14 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   start(): void {
     this.#broker.recover();
     this.#confirmer.recover();
+    this.#broker.start();
     this.#wake.start();
     this.kick();
   }
 
   stop(): void {
     this.#stopped = true;
+    this.#broker.stop();
     this.#wake.stop();
   }
 

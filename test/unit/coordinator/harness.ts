@@ -21,6 +21,7 @@ import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
 import { Relays } from "../../../src/coordinator/interchange/relays";
 import type { Backup, JobRecord } from "../../../src/coordinator/model";
 import { lockOfBackup, lockOfVolume, Scheduler, type SchedulerConfig } from "../../../src/coordinator/scheduler";
+import type { StallWatch } from "../../../src/coordinator/scheduler/stall-watch";
 import { sessionService } from "../../../src/coordinator/session-service";
 import { type CallRequest, Sessions } from "../../../src/coordinator/sessions";
 import { BackupMode, type BackupResult, RestoreMode, RestoreResult } from "../../../src/gen/rbdbackup/v1/agent";
@@ -102,6 +103,8 @@ export class Harness {
     cfg: Partial<SchedulerConfig> = {},
     catalog = new SqliteCatalog(":memory:"),
     readonly signer?: CapabilitySigner,
+    /** The scheduler's watch for the coordinator's own stalls (none unless a test brings one). */
+    readonly stallWatch: StallWatch | null = null,
   ) {
     this.cfg = { ...testConfig, ...cfg };
     this.catalog = catalog;
@@ -124,6 +127,7 @@ export class Harness {
       log: this.log,
       now: () => this.t,
       random: () => this.rnd,
+      stallWatch: this.stallWatch,
       ...(this.signer ? { signer: this.signer } : {}),
     });
   }
