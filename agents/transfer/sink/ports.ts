@@ -50,6 +50,8 @@ export interface SinkLimits {
   maxWindowBytes?: number;
   /** How often to check the pool's full flag during a transfer. */
   fullCheckIntervalMs: number;
+  /** How long a transfer waits for an earlier one into the same image to let go (default 20 s; tests). */
+  earlierTransferWaitMs?: number;
 }
 
 /** `C`: the agent passes its Cluster (other handlers use it too); the sink needs only SinkCluster. */

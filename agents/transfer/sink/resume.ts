@@ -35,17 +35,11 @@ import type { Footprint } from "./footprint";
 import { INCOMPLETE_KEY } from "./image-ops";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
 import { prepare } from "./prepare";
-import { keyOfEntry, keyOfHeader, released, sweptFirst } from "./running";
+import { EARLIER_TRANSFER_WAIT_MS, keyOfEntry, keyOfHeader, released, sweptFirst } from "./running";
 import type { StreamChecks } from "./stream-checks";
 import type { WriteWindow } from "./write-window";
 
 type Deps = SinkDeps<SinkCluster>;
-
-/**
- * How long ResumePoint waits for an earlier transfer into the image to wind down (its writes in flight,
- * then keeping or removing the image): inside the caller's 30 s deadline (peers.ts UNARY_DEADLINE_MS).
- */
-const EARLIER_TRANSFER_WAIT_MS = 20_000;
 
 // ---- the held checkpoint of an image ----------------------------------------------------------------
 

@@ -11,7 +11,7 @@
  * in-process shortcut) knows the destination is clean. When cleanup itself fails, its error is part of
  * the reported error and the journal entry stays for recovery at the next start.
  */
-import { resourceExhausted, toAppError, withCleanupErrors } from "../../../src/common/errors";
+import { resourceExhausted, toAppError, unavailable, withCleanupErrors } from "../../../src/common/errors";
 import type { Logger } from "../../../src/common/log";
 import { PhaseTimer } from "../../../src/common/phase-timer";
 import {
@@ -37,7 +37,7 @@ import { checkPool, type PoolWatch, watchPool } from "./pool-watch";
 import type { SinkCluster, SinkDeps, SinkImage } from "./ports";
 import { checkpointer, dropCheckpoint, prepareTarget } from "./resume";
 import { checkRoom } from "./room";
-import { claimImage } from "./running";
+import { claimImageAlone, EARLIER_TRANSFER_WAIT_MS } from "./running";
 import { type Checked, readHeader, StreamChecks } from "./stream-checks";
 import { WriteWindow } from "./write-window";
 
@@ -57,8 +57,14 @@ export async function runSink(
   t.mark("header");
   const log = deps.log.child({ transfer: h.transferId, job: h.jobId || undefined });
   const dest = h.destination as NonNullable<TransferHeader["destination"]>;
+  const unclaim = await claimImageAlone(h, deps.limits.earlierTransferWaitMs ?? EARLIER_TRANSFER_WAIT_MS, callSignal);
+  if (!unclaim) {
+    await it.return?.(undefined).catch(() => {});
+    throw unavailable(
+      `image ${dest.pool}/${dest.namespace ? `${dest.namespace}/` : ""}${dest.image} is still being written by an earlier transfer on this agent (winding down); retry shortly`,
+    );
+  }
   const { ac, unlink } = transferAbort(callSignal);
-  const unclaim = claimImage(h);
   try {
     await checkPool(deps.cluster, dest.pool, deps.clusterName);
     await checkRoom(deps.cluster, h, deps.clusterName);

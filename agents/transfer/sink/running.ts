@@ -1,11 +1,19 @@
 /**
- * Which destination images a transfer of this process is writing now: ResumePoint does not offer a
+ * Which destination images a transfer of this process is writing now: one transfer per image at a time
+ * (claimImageAlone: a second waits for the first to let go, or is refused); ResumePoint does not offer a
  * checkpoint of an image still being written (it waits a while for that transfer to wind down first),
  * and an expired hold is not undone under a transfer — nor does a transfer prepare an image whose
  * expired hold the sweep is undoing (it waits for the sweep).
  */
 import type { TransferHeader } from "../../../src/gen/rbdbackup/v1/transfer";
 import type { JournalEntry } from "../journal";
+
+/**
+ * How long a transfer (and ResumePoint) waits for an earlier transfer into the image to wind down (its
+ * writes in flight, then keeping or removing the image): inside the caller's 30 s deadline (peers.ts
+ * UNARY_DEADLINE_MS) and the source's idle bound (transfer.bulkIdleTimeoutMs, 30 s by default).
+ */
+export const EARLIER_TRANSFER_WAIT_MS = 20_000;
 
 const running = new Map<string, number>();
 /** Key → who waits for its last claim to go (`released`). */
@@ -14,6 +22,28 @@ const keyOf = (pool: string, namespace: string, image: string) => `${pool}/${nam
 export const keyOfHeader = (h: TransferHeader) =>
   keyOf(h.destination?.pool ?? "", h.destination?.namespace ?? "", h.destination?.image ?? "");
 export const keyOfEntry = (e: JournalEntry) => keyOf(e.pool, e.namespace, e.image);
+
+/**
+ * Claims the header's image for this transfer alone: a transfer of this process still writing it (an
+ * earlier attempt winding down: its source gave up first, its idle bound or drain still running) is
+ * waited for, up to `ms`; null when it did not let go in time, or `signal` aborted. Two transfers in one
+ * image would undo each other: the earlier attempt's cleanup (a rollback to the from-snapshot) landing
+ * under the retry's writes, which would then commit a backup missing data.
+ */
+export async function claimImageAlone(
+  h: TransferHeader,
+  ms: number,
+  signal?: AbortSignal,
+): Promise<(() => void) | null> {
+  const k = keyOfHeader(h);
+  const deadline = Date.now() + ms;
+  // Another waiter woken by the same release may claim first: look again after every wake-up.
+  while (running.has(k)) {
+    const left = deadline - Date.now();
+    if (left <= 0 || !(await released(k, left, signal))) return null;
+  }
+  return claimImage(h);
+}
 
 /** Marks the header's image as being written by a transfer of this process; returns the release. */
 export function claimImage(h: TransferHeader): () => void {
