@@ -1,13 +1,14 @@
 /**
  * Crash recovery: at start, the journal entries left by a previous run are transfers that died
- * mid-way. For each: an image the transfer created is removed unless its snapshot shows it committed
- * (and only while it still carries that transfer's incomplete marker and no snapshot at all); a base
- * image's head is rolled back to its parent snapshot; a metadata object of an uncommitted backup is
- * removed. First the dead run's Ceph client is blocklisted, so the watches and locks it held go now.
+ * mid-way. For each: an image the transfer created is removed unless a snapshot shows the backup
+ * committed — by this attempt or by a later one of the same backup — (and only while it still carries
+ * that transfer's incomplete marker and no snapshot at all); a base image's head is rolled back to its
+ * parent snapshot; an uncommitted backup's metadata object and digest map are removed, also when its
+ * image is already gone. First the dead run's Ceph client is blocklisted, so the watches and locks it held go now.
  * A resumable transfer that left a checkpoint is kept instead, for a retry to resume (sink/resume.ts).
  * Safe to run twice; an entry whose recovery fails stays for the next start.
  */
-import { metaObjectName } from "../../../src/common/ids";
+import { metaObjectName, parseBackupSnap } from "../../../src/common/ids";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
 import { digestsObjectName } from "../digests";
@@ -86,14 +87,23 @@ export async function recoverOne(io: SinkIoCtx, e: JournalEntry, where: string, 
   try {
     img = await io.imageOpen(e.image);
   } catch (err) {
-    if (isCephError(err, "ENOENT")) return;
-    throw err;
+    if (!isCephError(err, "ENOENT")) throw err;
+    // The image is gone (removed by the transfer's own cleanup, whose later steps failed): the backup
+    // was not committed there, and what it wrote beside the image goes too — else its metadata object
+    // makes every retry of the backup fail ALREADY_EXISTS.
+    await removeUncommitted(io, e);
+    return;
   }
   let committed = false;
   let removable = false;
   try {
     const snaps = await img.snapList();
-    committed = e.toSnapshot ? snaps.some((s) => s.name === e.toSnapshot) : false;
+    // Committed by this attempt (its snapshot) — or by a later attempt of the same backup (a retry that
+    // made its own snapshot of it while this entry stayed, its cleanup having failed): its metadata
+    // object and digest map are that backup's now, and stay.
+    const ofThisBackup = (name: string) =>
+      name === e.toSnapshot || (!!e.backupId && parseBackupSnap(name)?.backupId === e.backupId);
+    committed = e.toSnapshot ? snaps.some((s) => ofThisBackup(s.name)) : false;
     if (committed) {
       if (e.createdImage) await img.metaRemove(INCOMPLETE_KEY).catch(() => {});
     } else if (e.createdImage && snaps.length === 0) {
@@ -111,12 +121,17 @@ export async function recoverOne(io: SinkIoCtx, e: JournalEntry, where: string, 
     await removeImageRetrying(io, e.image);
     done.push(`removed ${where}, left half-written by interrupted transfer ${e.transferId}`);
   }
-  if (!committed && e.metaCreated && e.backupId) {
+  if (!committed) await removeUncommitted(io, e);
+}
+
+/** An uncommitted backup's metadata object (when this transfer made it) and digest map. */
+async function removeUncommitted(io: SinkIoCtx, e: JournalEntry): Promise<void> {
+  if (e.metaCreated && e.backupId) {
     await io.objRemove(metaObjectName(e.backupId)).catch(() => {});
   }
   // The digest map is written just before the metadata object: an uncommitted backup's goes too.
   const backup = e.kind === TransferKind.BACKUP_FULL || e.kind === TransferKind.BACKUP_INCREMENTAL;
-  if (!committed && backup && e.backupId) {
+  if (backup && e.backupId) {
     await io.objRemove(digestsObjectName(e.backupId)).catch(() => {});
   }
 }

@@ -112,3 +112,62 @@ describe("sink crash recovery", () => {
     assert.ok(deps.lines.some((l) => l.level === "error" && /will retry at next start/.test(l.msg)));
   });
 });
+
+describe("sink crash recovery: a backup committed by a later attempt, and an image already gone", () => {
+  it("a stale entry of backup X whose retry committed X under its own snapshot: X's metadata and digest map stay, nothing rolled back", async () => {
+    const ceph = new FakeCeph("backups");
+    const deps = sinkDeps(ceph);
+    const size = 64 * KiB;
+    const x = randomUUID();
+    // Attempt 1 (snapshot N1) failed and its cleanup failed too, so its entry stayed; the retry
+    // committed X as N2 on the same chain.
+    const stale = entry({
+      kind: TransferKind.BACKUP_INCREMENTAL,
+      image: "vol.backup.chain",
+      rollbackTo: "backup.p.snap.1",
+      toSnapshot: `backup.${x}.snap.1`,
+      backupId: x,
+      metaCreated: true,
+    });
+    const img = ceph.addImage("backups", "vol.backup.chain", pattern(size, 4), [
+      "backup.p.snap.1",
+      `backup.${x}.snap.2`,
+    ]);
+    img.data.fill(7, 0, 4096); // the head after the retry's commit (X's data)
+    const objects = ceph.pool("backups").objects;
+    objects.set(`backup.${x}.meta`, Buffer.from("{}"));
+    objects.set(`backup.${x}.digests`, Buffer.from("map"));
+    await deps.journal.write(stale);
+    const head = Buffer.from(img.data);
+
+    await recoverInterrupted(deps);
+    assert.ok(objects.has(`backup.${x}.meta`), "X's metadata object stays");
+    assert.ok(objects.has(`backup.${x}.digests`), "X's digest map stays");
+    assert.ok(img.data.equals(head), "the head is not rolled back");
+    assert.deepEqual(await deps.journal.list(), [], "the entry is gone");
+  });
+
+  it("an entry whose image is already gone: the uncommitted backup's metadata object and digest map are removed", async () => {
+    const ceph = new FakeCeph("backups");
+    const deps = sinkDeps(ceph);
+    const x = randomUUID();
+    const objects = ceph.pool("backups").objects;
+    objects.set(`backup.${x}.meta`, Buffer.from("{}"));
+    objects.set(`backup.${x}.digests`, Buffer.from("map"));
+    objects.set("backup.other.meta", Buffer.from("{}"));
+    await deps.journal.write(
+      entry({
+        image: `vol.backup.${x}`,
+        createdImage: true,
+        toSnapshot: `backup.${x}.snap.1`,
+        backupId: x,
+        metaCreated: true,
+      }),
+    );
+    await recoverInterrupted(deps);
+    assert.equal(objects.has(`backup.${x}.meta`), false, "else every retry of X fails ALREADY_EXISTS");
+    assert.equal(objects.has(`backup.${x}.digests`), false);
+    assert.ok(objects.has("backup.other.meta"), "nothing else touched");
+    assert.deepEqual(await deps.journal.list(), []);
+  });
+});
