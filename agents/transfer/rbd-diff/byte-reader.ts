@@ -37,6 +37,7 @@ export class ByteReader {
 
   /** Exactly `n` bytes (copied when they span pieces); null when the stream ends first. */
   async exact(n: number): Promise<Buffer | null> {
+    if (n === 0) return Buffer.alloc(0); // whatever the pieces are: none may be buffered at all
     if (!(await this.#fill(n))) return null;
     const first = this.#pieces[0] as Buffer;
     if (first.length - this.#head >= n) {

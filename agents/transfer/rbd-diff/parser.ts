@@ -100,6 +100,8 @@ class RecordParser {
         case TAG.to: {
           this.#meta(at, tag);
           const n = await this.#u32(at, tag);
+          // rbd import-diff refuses an empty name too (EINVAL); an empty from-name would read as a full diff.
+          if (n === 0) throw streamError(at, `${tagName(tag)} snapshot name is empty`);
           if (n > MAX_SNAP_NAME_BYTES)
             throw streamError(at, `${tagName(tag)} snapshot name of ${n} bytes (limit ${MAX_SNAP_NAME_BYTES})`);
           this.#length(at, tag, len, 4 + n);

@@ -311,6 +311,30 @@ describe("rbd-diff parser refusals (INVALID_ARGUMENT naming the offset)", () => 
     await refused(Buffer.concat([ch("rbd diff v1\n"), ch("s"), huge, ch("e")]), 13, /beyond 2\^53/);
     await refused(Buffer.concat([handV1(), ch("x")]), 73, /bytes follow the 'e' record/);
   });
+
+  it("an empty snapshot name: refused alike however the bytes are cut (it was accepted whole, INTERNAL when cut after its length)", async () => {
+    const empty = Buffer.concat([ch("rbd diff v1\n"), ch("f"), le32(0), ch("s"), le64(1 << 20), ch("e")]);
+    // Cut right after the 4-byte length (the name's length field ends a message), and whole.
+    for (const src of [[empty.subarray(0, 17), empty.subarray(17)], [empty]]) {
+      await assert.rejects(
+        (async () => {
+          for await (const _ of parseRbdDiff(
+            (async function* () {
+              yield* src;
+            })(),
+            { maxPiece: 1 << 20 },
+          )) {
+            // nothing is expected
+          }
+        })(),
+        (e: unknown) =>
+          e instanceof AppError &&
+          e.status === Status.INVALID_ARGUMENT &&
+          /byte offset 12\b/.test(e.message) &&
+          /snapshot name is empty/.test(e.message),
+      );
+    }
+  });
 });
 
 describe("rbd-diff parser: the 'p' record's length", () => {
