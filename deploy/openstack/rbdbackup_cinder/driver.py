@@ -23,8 +23,9 @@ backup id is the idempotency key of CreateBackup, so a repeated call never makes
 from __future__ import annotations
 
 import json
+import threading
 import uuid
-from typing import Optional
+from typing import Dict, Optional
 
 from oslo_log import log as logging
 
@@ -39,6 +40,22 @@ from .volumes import SNAPSHOT_PATTERN, VolumeLocator, file_is_rbd
 LOG = logging.getLogger(__name__)
 CONF = options.CONF
 GiB = 1 << 30
+
+# One client per process and configuration. Cinder's backup manager makes a driver object for every
+# operation and never closes it: each would open its own channels and TLS connections, left open until
+# garbage collection. Client.close() only drops the channels (the next call reopens them), so a caller
+# that closes the shared client breaks nothing.
+_clients: Dict[str, Client] = {}
+_clients_lock = threading.Lock()
+
+
+def _shared_client(config) -> Client:
+    key = repr(config)  # a dataclass: every field
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = Client(config)
+        return client
 
 
 def _service_metadata(backup) -> dict:
@@ -76,7 +93,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
     def client(self) -> Client:
         if self._client is None:
             try:
-                self._client = Client(options.client_config(CONF))
+                self._client = _shared_client(options.client_config(CONF))
             except ValueError as e:
                 raise exception.BackupDriverException(reason=str(e)) from None
         return self._client
@@ -177,6 +194,11 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                   {"v": volume.id, "mode": agent_pb2.BackupMode.Name(mode)})
         try:
             job = self.client.create_backup(req)
+            # Recorded before the job is followed: should this call fail from here on (its deadline, a
+            # lost watch, a cancel that comes too late), delete_backup still finds the backup the job
+            # makes instead of leaving it unreferenced in the backup pool.
+            backup.service_metadata = json.dumps({"rbdbackup_id": job.backup_id})
+            backup.save()
             done = self._follow(job, _("backup %s") % backup.id, cancel=True)
         except JobFailed as e:
             LOG.error("rbdbackup backup of volume %(v)s failed: %(err)s", {"v": volume.id, "err": e})

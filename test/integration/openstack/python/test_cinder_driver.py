@@ -15,6 +15,7 @@ import re
 import socket
 import uuid
 
+import grpc
 from cinder import context, db, exception, objects
 from cinder.backup.drivers import ceph
 from cinder.tests.unit import test
@@ -23,7 +24,7 @@ from cinder.tests.unit import utils as test_utils
 from lab import GiB, Lab, test_config
 from rbdbackup_cinder import RbdbackupBackupDriver
 from rbdbackup_cinder.driver import rbdbackup_id
-from rbdbackup_client import Client, ClientConfig, backup_service_pb2 as pb
+from rbdbackup_client import Client, ClientConfig, RbdbackupError, backup_service_pb2 as pb
 
 CFG = test_config()
 LAB = Lab(CFG["lab_dir"])
@@ -255,7 +256,38 @@ class ErrorTest(DriverTestCase):
         self.assertRaises(exception.BackupDriverException, driver.check_for_setup_error)
 
 
+class BackupRecordedFirstTest(DriverTestCase):
+    def test_a_backup_whose_follow_fails_is_still_found_and_deleted(self):
+        # The job is made, then following it fails (a deadline, a lost watch): the rbdbackup id is in the
+        # Cinder backup already, so delete_backup removes what the job made instead of leaving it behind.
+        vol = self.volume(writes=1)
+        b = self.cinder_backup(vol)
+        made = []
+
+        def lost(job, what, cancel):
+            made.append(job)
+            raise RbdbackupError(grpc.StatusCode.DEADLINE_EXCEEDED, "the watch was lost (injected)")
+
+        self.driver._follow = lost
+        self.assertRaises(exception.BackupDriverException, self.driver.backup, b, self.volume_file(vol))
+        saved = objects.Backup.get_by_id(self.ctxt, b.id)
+        self.assertEqual(made[0].backup_id, rbdbackup_id(saved))
+        # The job itself ran on: once it ends, the backup manager's delete finds and deletes its backup.
+        self.driver.client.wait(made[0], timeout=120)
+        del self.driver._follow
+        self.driver.delete_backup(saved)
+        self.assertEqual(pb.BACKUP_STATUS_DELETED, self.driver.client.get_backup(made[0].backup_id).status)
+
+
 class SetupAndOptionsTest(DriverTestCase):
+    def test_drivers_share_one_client(self):
+        # Cinder makes a driver per operation and never closes it: one client (its channels) per process.
+        a = RbdbackupBackupDriver(self.ctxt)
+        b = RbdbackupBackupDriver(self.ctxt)
+        self.assertIs(a.client, b.client)
+        a.client.close()  # as a test's cleanup does: the next call reopens its channel
+        b.check_for_setup_error()
+
     def test_check_for_setup_error(self):
         self.driver.check_for_setup_error()
         self.override_config("rbdbackup_backup_pool", "no-such-pool")
