@@ -19,6 +19,8 @@ export class BytePipe {
   #writerWake: (() => void) | null = null;
   /** Bytes written so far. */
   written = 0;
+  /** Bytes the reader took so far. */
+  taken = 0;
 
   constructor(readonly limitBytes: number) {}
 
@@ -71,6 +73,7 @@ export class BytePipe {
       const c = this.#chunks.shift();
       if (c) {
         this.#buffered -= c.length;
+        this.taken += c.length;
         this.#wakeWriter();
         yield c;
         continue;

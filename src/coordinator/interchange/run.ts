@@ -28,6 +28,11 @@ export interface InterchangeTimeouts {
   startMs: number;
   connectMs: number;
   endMs: number;
+  /**
+   * Once the agent is connected: no byte moving through the relay for this long (the caller stopped
+   * sending or reading, or the agent did) fails the job — its locks held the volume or backup until then.
+   */
+  idleMs: number;
   /** Bytes the relay buffers at most between the two streams. */
   bufferBytes: number;
 }
@@ -36,6 +41,7 @@ export const DEFAULT_TIMEOUTS: InterchangeTimeouts = {
   startMs: 600_000,
   connectMs: 60_000,
   endMs: 600_000,
+  idleMs: 600_000,
   bufferBytes: 8 << 20,
 };
 
@@ -59,6 +65,7 @@ export class InterchangeRun {
   readonly pipe: BytePipe;
   readonly #t: InterchangeTimeouts;
   #timer: NodeJS.Timeout | undefined;
+  #idle: NodeJS.Timeout | undefined;
   #claimed = false;
   #closed = false;
   #finished: JobRecord | null = null;
@@ -121,6 +128,7 @@ export class InterchangeRun {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#timer);
+    this.#stopIdle();
     this.deps.relays.close(this.jobId);
     this.deps.scheduler.off("finished", this.#listenFinished);
     this.deps.scheduler.off("attempt", this.#listenAttempt);
@@ -149,6 +157,41 @@ export class InterchangeRun {
   #claim(): void {
     this.#claimed = true;
     clearTimeout(this.#timer);
+    this.#watchIdle();
+  }
+
+  /**
+   * While the data moves: a relay through which no byte went for idleMs (and whose stream has not ended)
+   * fails the job, naming the side that stalled — the writer (nothing buffered) or the reader (full).
+   */
+  #watchIdle(): void {
+    const every = Math.max(10, Math.floor(this.#t.idleMs / 4));
+    let moved = -1;
+    let since = Date.now();
+    this.#idle = setInterval(() => {
+      const p = this.pipe;
+      if (p.done || this.#closed) return this.#stopIdle();
+      const now = p.written + p.taken;
+      if (now !== moved) {
+        moved = now;
+        since = Date.now();
+        return;
+      }
+      if (Date.now() - since < this.#t.idleMs) return;
+      this.#stopIdle();
+      const j = this.#job();
+      if (!j || isFinal(j.state)) return;
+      const caller = this.direction === "import" ? p.buffered === 0 : p.buffered > 0;
+      const who = caller ? "the caller" : `agent ${j.lease?.agentId ?? j.agentId}`;
+      const what = (this.direction === "import") === caller ? "sent" : "read";
+      this.#fail(j, `${who} ${what} nothing for ${this.#t.idleMs / 1000} s; job ${j.id} was ended`);
+    }, every);
+    this.#idle.unref?.();
+  }
+
+  #stopIdle(): void {
+    if (this.#idle) clearInterval(this.#idle);
+    this.#idle = undefined;
   }
 
   /** A lease was issued: the agent must connect for the data within connectMs. */

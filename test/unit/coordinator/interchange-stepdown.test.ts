@@ -3,7 +3,10 @@
  * the term's end aborts the call in flight, and the run's abort listener asks the scheduler to cancel
  * the job — which throws "not the leader" (ha/scheduler-relay.ts). Thrown from an abort listener (or a
  * timer), that was an uncaught exception that ended the process. Now the run logs it, leaves the job to
- * the leader and still fails its pipe, so the handler answers. Fakes only: catalog and scheduler.
+ * the leader and still fails its pipe, so the handler answers. And once the agent is connected, a relay
+ * through which no byte moves for idleMs (a caller that stopped sending or reading) fails the job
+ * naming who stalled: its locks held the volume or the backup until then. Fakes only: catalog and
+ * scheduler.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -13,6 +16,7 @@ import { Relays } from "../../../src/coordinator/interchange/relays";
 import { InterchangeRun, type RunScheduler } from "../../../src/coordinator/interchange/run";
 import type { JobRecord } from "../../../src/coordinator/model";
 import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { until } from "../../helpers/wait";
 
 /** A scheduler of a coordinator that stepped down: cancel and fail throw, as the relay's do. */
 function steppedDown(calls: string[]): RunScheduler {
@@ -89,4 +93,57 @@ describe("interchange run after a step-down", () => {
       clearInterval(alive);
     }
   });
+});
+
+describe("interchange run: a relay through which nothing moves", () => {
+  /** A scheduler that records the failures asked of it (and fails nothing else). */
+  function recording(fails: string[]): RunScheduler {
+    return {
+      on: () => {},
+      off: () => {},
+      cancel: (j: JobRecord) => j,
+      fail: (_j: JobRecord, _code: unknown, message: string) => {
+        fails.push(message);
+      },
+    } as unknown as RunScheduler;
+  }
+  const running = {
+    id: "job-2",
+    state: JobState.JOB_STATE_RUNNING,
+    confirming: false,
+    agentId: "b1",
+    lease: { agentId: "b1" },
+  } as unknown as JobRecord;
+  const catalogOf = (j: JobRecord) => ({ getJob: (id: string) => (id === j.id ? j : undefined) }) as unknown as Catalog;
+
+  for (const [direction, stallBy, expected] of [
+    ["import", "the caller stops sending", /^the caller sent nothing for 0\.1 s; job job-2 was ended$/],
+    ["export", "the caller stops reading", /^the caller read nothing for 0\.1 s; job job-2 was ended$/],
+  ] as const) {
+    it(`${direction}: ${stallBy} once the agent is connected → the job fails naming who, and the pipe fails`, {
+      timeout: 10_000,
+    }, async () => {
+      const fails: string[] = [];
+      const relays = new Relays();
+      const run = new InterchangeRun(
+        { relays, scheduler: recording(fails), catalog: catalogOf(running), timeouts: { idleMs: 100 } },
+        "job-2",
+        direction,
+        new AbortController().signal,
+      );
+      const alive = setInterval(() => {}, 1000); // the run's timers are unref'd
+      try {
+        run.open();
+        assert.ok("relay" in relays.claim("job-2", direction, "b1"), "the agent connects");
+        await run.pipe.write(new Uint8Array(16)); // some bytes go in, then nothing moves: in an import nobody
+        if (direction === "import") for await (const _ of run.pipe.read()) break; // the agent took them
+        await until(() => fails.length > 0, "the idle bound to fail the job");
+        assert.match(fails[0] as string, expected);
+        assert.equal(run.pipe.done, true, "the pipe failed too");
+      } finally {
+        clearInterval(alive);
+        run.close();
+      }
+    });
+  }
 });
