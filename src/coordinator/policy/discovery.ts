@@ -7,7 +7,7 @@
 import type { Logger } from "../../common/log";
 import type { PolicySelector } from "../../gen/rbdbackup/v1/policy";
 import type { Sessions } from "../sessions";
-import { imageRegex } from "./validate";
+import { regexMatches } from "./validate";
 
 /** How long one listing may take. */
 const LIST_TIMEOUT_MS = 15_000;
@@ -97,6 +97,6 @@ function sameList(a: string[] | null, b: string[]): boolean {
 /** The images of `images` the selector's regex matches (anchored; empty regex = all). */
 export function matching(sel: PolicySelector, images: string[]): string[] {
   if (!sel.imageRegex) return images;
-  const re = imageRegex(sel.imageRegex);
-  return images.filter((n) => re.test(n));
+  const re = sel.imageRegex;
+  return images.filter((n) => regexMatches(re, n));
 }

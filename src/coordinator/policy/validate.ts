@@ -8,6 +8,7 @@
  */
 import { setFlagsFromString } from "node:v8";
 import { AppError, failedPrecondition, invalidArgument } from "../../common/errors";
+import { logger } from "../../common/log";
 import type { BackupLocation, VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Policy, PolicySelector } from "../../gen/rbdbackup/v1/policy";
 import { volumeLabel } from "../model";
@@ -160,11 +161,38 @@ export function imageRegex(re: string): RegExp {
   }
 }
 
+const log = logger({ component: "policy" });
+
+/** Stored regexes already reported as not matchable (one warning each per process). */
+const unmatchable = new Set<string>();
+
+/**
+ * Whether an image name matches a stored selector's regex. A regex written before they were matched in
+ * linear time may not compile now (a backreference): it matches nothing, with one warning — one policy
+ * then protects no discovered volume until it is fixed, instead of every policy's pass failing on it.
+ */
+export function regexMatches(re: string, image: string): boolean {
+  let r: RegExp;
+  try {
+    r = imageRegex(re);
+  } catch (e) {
+    if (!unmatchable.has(re)) {
+      unmatchable.add(re);
+      log.warn("a policy's image_regex cannot be matched in linear time: it matches no image until fixed", {
+        imageRegex: re.slice(0, 80),
+        err: e,
+      });
+    }
+    return false;
+  }
+  return r.test(image);
+}
+
 /** Whether the selector's pool part (cluster + pool + namespace + regex) takes this volume. */
 function poolMatches(s: PolicySelector, vol: VolumeRef): boolean {
   if (!s.cluster || !s.pool) return false;
   if (vol.cluster !== s.cluster || vol.pool !== s.pool || vol.namespace !== s.namespace) return false;
-  return imageRegex(s.imageRegex).test(vol.image);
+  return regexMatches(s.imageRegex, vol.image);
 }
 
 const destKey = (d: BackupLocation | undefined, ctx: PolicyContext): string =>

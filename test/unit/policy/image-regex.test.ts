@@ -34,4 +34,9 @@ describe("policy image_regex in linear time", () => {
     const sel = { cluster: "a", pool: "rbd", imageRegex: "vol-(a|b)+" } as PolicySelector;
     assert.deepEqual(matching(sel, ["vol-ab", "vol-c", "xvol-a"]), ["vol-ab"]);
   });
+
+  it("a stored regex that cannot be matched in linear time (written before) matches nothing instead of throwing", () => {
+    const sel = { cluster: "a", pool: "rbd", imageRegex: "(vol)-\\1" } as PolicySelector;
+    assert.deepEqual(matching(sel, ["vol-vol", "vol-x"]), []);
+  });
 });
