@@ -4,6 +4,7 @@
  * exclusive lock and watches they held go now instead of when their watch times out (Nomad + Ceph
  * blocklist). A failure is only logged: it delays the attempt's locks, it does not fail the attempt.
  */
+import { isClientAddr } from "../../src/common/address";
 import { messageOf } from "../../src/common/errors";
 import type { Logger } from "../../src/common/log";
 import type { Lease } from "../../src/gen/rbdbackup/v1/session";
@@ -23,6 +24,11 @@ export async function fenceEarlierHolders(
   const own = cluster.addrs();
   for (const addr of lease.fenceClientAddrs) {
     if (addr === own) continue;
+    if (!isClientAddr(addr)) {
+      // Not one client instance (e.g. "IP:0/0", every client of a host): never blocklisted from here.
+      log.warn("not fencing an address that names no single Ceph client", { job: lease.jobId, addr });
+      continue;
+    }
     try {
       await cluster.blocklistAdd(addr, lease.fenceSeconds || DEFAULT_FENCE_SECONDS);
       log.info("fenced the Ceph client of an agent that died holding this job", { job: lease.jobId, addr });

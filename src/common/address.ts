@@ -4,3 +4,22 @@ export function splitHostPort(addr: string): [string, string] {
   if (i < 0) throw new Error(`address "${addr}" must be host:port`);
   return [addr.slice(0, i), addr.slice(i + 1)];
 }
+
+/** One address: [v1:|v2:|any:]IPv4:PORT/NONCE or [v1:|v2:|any:][IPv6]:PORT/NONCE; the nonce is group 1. */
+const CLIENT_ADDR = /^(?:(?:v1|v2|any):)?(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):\d{1,5}\/(\d{1,10})$/;
+
+/**
+ * Whether `s` names Ceph client instances as librados reports its own (`rados_getaddrs`): one address
+ * IP:PORT/NONCE (with a v1:/v2: prefix or not), or a bracketed list of such, every nonce nonzero. A
+ * zero nonce with port 0 ("IP:0/0") is how Ceph blocklists every client of a host: an agent's own
+ * address never looks like that, so an address that does is refused rather than blocklisted.
+ */
+export function isClientAddr(s: string): boolean {
+  if (s.length === 0 || s.length > 1024) return false;
+  const vector = /^\[(?:v1|v2|any):/.test(s) && s.endsWith("]");
+  const parts = vector ? s.slice(1, -1).split(",") : [s];
+  return parts.every((p) => {
+    const m = CLIENT_ADDR.exec(p);
+    return m !== null && Number(m[1]) !== 0;
+  });
+}

@@ -10,6 +10,7 @@
  * the old session ended. Every registration, accepted or refused, is audited.
  */
 import { ServerError, Status } from "nice-grpc-common";
+import { isClientAddr } from "../common/address";
 import { isUuid } from "../common/ids";
 import type { Logger } from "../common/log";
 import type {
@@ -41,6 +42,11 @@ function validateRegister(r: Register): void {
   if (!/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(r.transferAddress))
     throw bad("transfer_address must be host:port");
   if (r.capacity < 1 || r.capacity > 1024) throw bad("capacity must be in [1, 1024]");
+  // Another agent blocklists these when this one dies holding a lease: never a whole host ("IP:0/0").
+  if (r.cephClientAddrs && !isClientAddr(r.cephClientAddrs))
+    throw bad(
+      "ceph_client_addrs must be this agent's Ceph client address as librados reports it (IP:PORT/NONCE, a nonzero nonce)",
+    );
   if (r.features.length > 64 || r.features.some((f) => !/^[a-z0-9_]{1,64}$/.test(f)))
     throw bad("features must be at most 64 names of 1-64 characters of [a-z0-9_]");
 }

@@ -57,4 +57,18 @@ describe("session service: an agent id belongs to one cluster", () => {
     again.inbox.close();
     await again.pump;
   });
+
+  it("a Register whose ceph_client_addrs names every client of a host (IP:0/0): INVALID_ARGUMENT, nothing registered", async () => {
+    const { inbox, received, pump: stream } = openSession(h, { cephClientAddrs: "10.0.0.1:0/0" });
+    const state: { error?: { code: Status; details: string } } = {};
+    const pump = stream.catch((e) => {
+      state.error = e as { code: Status; details: string };
+    });
+    await until(() => state.error !== undefined || received.length > 0, "the answer");
+    inbox.close();
+    await pump;
+    assert.equal(state.error?.code, Status.INVALID_ARGUMENT);
+    assert.match(state.error?.details ?? "", /^Register: ceph_client_addrs must be this agent's Ceph client address/);
+    assert.deepEqual(h.catalog.listAgents(), []);
+  });
 });
