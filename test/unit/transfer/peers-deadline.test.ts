@@ -52,7 +52,7 @@ describe("calls to a peer agent that does not answer", () => {
     return remoteTarget(address, client, new TransferClient(address, clientTls), deadlineMs);
   }
 
-  it("ListChains past its deadline: DEADLINE_EXCEEDED naming the peer and the call", async () => {
+  it("ListChains past its deadline: DEADLINE_EXCEEDED naming the peer and the call", { timeout: 10_000 }, async () => {
     const before = asked;
     const e = await target(200)
       .listChains("backups", "", "vol", new AbortController().signal)
@@ -65,7 +65,7 @@ describe("calls to a peer agent that does not answer", () => {
     assert.equal(messageOf(e), `agent ${address} did not answer ListChains within 0.2 s`);
   });
 
-  it("ResumePoint past its deadline: the same", async () => {
+  it("ResumePoint past its deadline: the same", { timeout: 10_000 }, async () => {
     const e = await target(200)
       .resumePoint({} as never, new AbortController().signal, undefined)
       .then(
@@ -76,7 +76,7 @@ describe("calls to a peer agent that does not answer", () => {
     assert.equal(messageOf(e), `agent ${address} did not answer ResumePoint within 0.2 s`);
   });
 
-  it("the caller's own cancellation stays a cancellation", async () => {
+  it("the caller's own cancellation stays a cancellation", { timeout: 10_000 }, async () => {
     const ac = new AbortController();
     const call = target(30_000).listChains("backups", "", "vol", ac.signal);
     setTimeout(() => ac.abort(), 50);
