@@ -233,7 +233,7 @@ export class Agent {
       maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers,
       accepting,
       windowBytes: cfg.limits.http2WindowBytes,
-      bulk: cfg.transfer.bulk === "auto" && { idleTimeoutMs: cfg.transfer.bulkIdleTimeoutMs },
+      bulk: cfg.transfer.bulk === "auto",
       idleTimeoutMs: cfg.transfer.bulkIdleTimeoutMs,
       keepaliveMs: PEER_KEEPALIVE_MS,
       keepaliveTimeoutMs: PEER_KEEPALIVE_TIMEOUT_MS,

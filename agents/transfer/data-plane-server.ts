@@ -72,12 +72,12 @@ export interface DataPlaneOptions {
   log?: Logger;
   /** Audits (and counts) refused callers. */
   audit?: AuthzAudit;
+  /** The bulk channel (TLS only): offered unless `false`. */
+  bulk?: boolean;
   /**
-   * The bulk channel (TLS only): offered unless `false`; its idle bound (transfer.bulkIdleTimeoutMs) is
-   * also the Transfer call's (default DEFAULT_IDLE_TIMEOUT_MS).
+   * How long a transfer may wait for the source's next message with no byte coming, on either path
+   * (transfer.bulkIdleTimeoutMs; default DEFAULT_IDLE_TIMEOUT_MS).
    */
-  bulk?: false | { idleTimeoutMs?: number };
-  /** The Transfer call's idle bound when the bulk channel is off (default DEFAULT_IDLE_TIMEOUT_MS). */
   idleTimeoutMs?: number;
   /**
    * Who may take a transfer slot, judged before it is taken (before any message): throws the refusal
@@ -134,8 +134,7 @@ export class DataPlaneServer {
     const svc = TransferServiceDefinition;
     const accepting = opts.accepting ?? (() => this.state === "listening");
     const entry = admitted(opts.transfer, opts.maxConcurrentTransfers, accepting, opts.admit ?? (() => {}));
-    const idleTimeoutMs =
-      (opts.bulk ? opts.bulk.idleTimeoutMs : undefined) ?? opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    const idleTimeoutMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     this.#routes.set(
       `/${svc.fullName}/${svc.methods.transfer.name}`,
       transferMethod(entry, {
@@ -170,7 +169,7 @@ export class DataPlaneServer {
       this.#server = this.#h2;
       return;
     }
-    const bulk = opts.bulk === false ? null : { idleTimeoutMs };
+    const bulk = opts.bulk !== false;
     const server = tls.createServer({
       ...tlsFiles(opts.tls, "transfer server"),
       requestCert: true,
@@ -180,7 +179,7 @@ export class DataPlaneServer {
     });
     server.on("secureConnection", (socket: TLSSocket) => {
       if (socket.alpnProtocol === ALPN_H2) this.#h2.emit("connection", socket);
-      else if (socket.alpnProtocol === ALPN_BULK && bulk) this.#onBulk(socket, entry, bulk.idleTimeoutMs);
+      else if (socket.alpnProtocol === ALPN_BULK && bulk) this.#onBulk(socket, entry, idleTimeoutMs);
       else socket.destroy(); // no ALPN (or another): neither gRPC nor the bulk channel
     });
     server.on("tlsClientError", (err: Error) => opts.log?.debug("data plane: TLS handshake refused", { err }));

@@ -19,7 +19,13 @@
  */
 import type http2 from "node:http2";
 import type { TLSSocket } from "node:tls";
-import { CAPABILITY_HEADER, CapabilityError, type CapabilityVerifier, checkAllows } from "../../src/common/capability";
+import {
+  CAPABILITY_HEADER,
+  CapabilityError,
+  type CapabilityVerifier,
+  checkAllows,
+  type Grant,
+} from "../../src/common/capability";
 import { AppError, invalidArgument, Status } from "../../src/common/errors";
 import { transferAsks } from "../../src/common/grants";
 import { describeIdentity, type Identity, identityOfCertificate } from "../../src/common/identity";
@@ -103,39 +109,48 @@ function prepend(first: TransferMessage, it: AsyncIterator<TransferMessage>): As
 }
 
 /**
+ * The one judgement of a data-plane caller (secure mode): an agent certificate, else PERMISSION_DENIED;
+ * a transfer capability that verifies — signed by the deployment, unexpired, issued to this very caller —
+ * then `check` on what it grants. Every refusal is audited naming `target` (empty when no message was
+ * read) and thrown.
+ */
+function judge(
+  verifier: CapabilityVerifier,
+  caller: TransferCaller,
+  method: string,
+  target: string,
+  audit: AuthzAudit | undefined,
+  check: (grant: Grant) => void = () => {},
+): void {
+  const id = caller.identity;
+  if (id?.kind !== "agent") {
+    const why = dataPlaneRefusal(caller) ?? "not an agent";
+    auditDataPlaneRefusal(audit, caller, method, why, target);
+    throw new AppError(Status.PERMISSION_DENIED, why);
+  }
+  try {
+    check(verifier.verify(caller.capability, "transfer", { cluster: id.cluster, agentId: id.agentId }));
+  } catch (e) {
+    if (e instanceof CapabilityError) {
+      audit?.refused({ identity: identityName(id), method, target, reason: capabilityReason(e), message: e.message });
+    }
+    throw e;
+  }
+}
+
+/**
  * Before a transfer takes one of the destination's slots (data-plane-server.ts `admit`): the caller must
- * be an agent presenting a capability that verifies — signed by the deployment, unexpired, issued to this
- * very caller. What it allows is judged against the header once that comes (authorizeTransfer). So a
- * caller without one is refused at once and cannot hold the slots real transfers need by opening
- * streams and sending nothing. PERMISSION_DENIED (audited, without a target: no message was read);
- * `verifier` null = insecure mode.
+ * be an agent presenting a capability that verifies. What it allows is judged against the header once
+ * that comes (authorizeTransfer). So a caller without one is refused at once and cannot hold the slots
+ * real transfers need by opening streams and sending nothing. PERMISSION_DENIED (audited, without a
+ * target: no message was read); `verifier` null = insecure mode.
  */
 export function admitTransferCaller(
   verifier: CapabilityVerifier | null,
   caller: TransferCaller,
   audit?: AuthzAudit,
 ): void {
-  if (!caller.checked || !verifier) return;
-  const id = caller.identity;
-  if (id?.kind !== "agent") {
-    const why = dataPlaneRefusal(caller) ?? "not an agent";
-    auditDataPlaneRefusal(audit, caller, TRANSFER_METHOD, why, "");
-    throw new AppError(Status.PERMISSION_DENIED, why);
-  }
-  try {
-    verifier.verify(caller.capability, "transfer", { cluster: id.cluster, agentId: id.agentId });
-  } catch (e) {
-    if (e instanceof CapabilityError) {
-      audit?.refused({
-        identity: identityName(id),
-        method: TRANSFER_METHOD,
-        target: "",
-        reason: capabilityReason(e),
-        message: e.message,
-      });
-    }
-    throw e;
-  }
+  if (caller.checked && verifier) judge(verifier, caller, TRANSFER_METHOD, "", audit);
 }
 
 /**
@@ -151,9 +166,7 @@ export async function authorizeTransfer(
   audit?: AuthzAudit,
 ): Promise<AsyncIterable<TransferMessage>> {
   if (!caller.checked || !verifier) return messages;
-  const id = caller.identity;
   const it = messages[Symbol.asyncIterator]();
-  let target = "";
   try {
     // The header is read (not judged) first, so that a refusal's audit line names what the stream
     // asked for; the capability is checked before the header's validity, so a caller without the
@@ -161,27 +174,13 @@ export async function authorizeTransfer(
     // (sink/stream-checks.ts readHeader).
     const first = await it.next();
     const header = !first.done && first.value.body?.$case === "header" ? first.value.body.value : null;
-    if (header) target = headerTarget(header);
-    if (id?.kind !== "agent") {
-      const why = dataPlaneRefusal(caller) ?? "not an agent";
-      auditDataPlaneRefusal(audit, caller, TRANSFER_METHOD, why, target);
-      throw new AppError(Status.PERMISSION_DENIED, why);
-    }
-    const grant = verifier.verify(caller.capability, "transfer", { cluster: id.cluster, agentId: id.agentId });
-    if (!header) throw invalidArgument("the transfer must start with a header");
-    checkAllows(grant, transferAsks(header, fsid));
+    judge(verifier, caller, TRANSFER_METHOD, header ? headerTarget(header) : "", audit, (grant) => {
+      if (!header) throw invalidArgument("the transfer must start with a header");
+      checkAllows(grant, transferAsks(header, fsid));
+    });
     return prepend(first.value as TransferMessage, it);
   } catch (e) {
     await it.return?.(undefined).catch(() => {});
-    if (e instanceof CapabilityError && id?.kind === "agent") {
-      audit?.refused({
-        identity: identityName(id),
-        method: TRANSFER_METHOD,
-        target,
-        reason: capabilityReason(e),
-        message: e.message,
-      });
-    }
     throw e;
   }
 }
@@ -199,27 +198,8 @@ export function authorizeResumePoint(
   audit?: AuthzAudit,
 ): void {
   if (!caller.checked || !verifier) return;
-  const id = caller.identity;
-  const target = header ? headerTarget(header) : "";
-  if (id?.kind !== "agent") {
-    const why = dataPlaneRefusal(caller) ?? "not an agent";
-    auditDataPlaneRefusal(audit, caller, RESUME_POINT_METHOD, why, target);
-    throw new AppError(Status.PERMISSION_DENIED, why);
-  }
-  try {
-    const grant = verifier.verify(caller.capability, "transfer", { cluster: id.cluster, agentId: id.agentId });
+  judge(verifier, caller, RESUME_POINT_METHOD, header ? headerTarget(header) : "", audit, (grant) => {
     if (!header) throw invalidArgument("ResumePointRequest.header is required");
     checkAllows(grant, transferAsks(header, fsid));
-  } catch (e) {
-    if (e instanceof CapabilityError) {
-      audit?.refused({
-        identity: identityName(id),
-        method: RESUME_POINT_METHOD,
-        target,
-        reason: capabilityReason(e),
-        message: e.message,
-      });
-    }
-    throw e;
-  }
+  });
 }

@@ -5,8 +5,8 @@
  * - Transfer: the request stream is parsed into TransferMessages handed to the transfer entry one at
  *   a time (message-reader.ts: backpressure, pooled chunk buffers); the answer is its TransferSummary,
  *   or the status of its failure. Waiting for a message that does not come — the header included — is
- *   bounded by the idle timeout, as on the bulk channel (DEADLINE_EXCEEDED). The entry is a plain function — the sink behind it is the same one
- *   the same-cluster shortcut calls in-process.
+ *   bounded by the idle timeout, as on the bulk channel (DEADLINE_EXCEEDED). The entry is a plain
+ *   function — the sink behind it is the same one the same-cluster shortcut calls in-process.
  * - ListChains: unary; the request is decoded with the generated codec, the answer encoded with it.
  *
  * Why not grpc-js: it assembles every 2 MiB message into a freshly allocated buffer, so a transfer

@@ -52,7 +52,14 @@ function validateRegister(r: Register): void {
 }
 
 /** Whether this registration may proceed: its identity, its cluster's fsid, no other live session. */
-function admitRegister(r: Register, caller: Caller, catalog: Catalog, sessions: Sessions): Refusal | null {
+function admitRegister(
+  r: Register,
+  caller: Caller,
+  catalog: Catalog,
+  sessions: Sessions,
+  /** The catalog's record of this agent id, if any. */
+  known: AgentRecord | undefined,
+): Refusal | null {
   const mismatch = checkRegistration(caller, r.agentId, r.clusterName);
   if (mismatch) return mismatch;
   const pin = catalog.pinClusterFsid(r.clusterName, r.clusterFsid, r.agentId);
@@ -65,7 +72,6 @@ function admitRegister(r: Register, caller: Caller, catalog: Catalog, sessions: 
   // Agent ids are the catalog's key (jobs, leases, sessions): one id serves one cluster. An agent of
   // another cluster registering under a known id would take over its record — its running jobs failed,
   // its Ceph client queued for blocklisting, the real agent locked out while the impostor's session lives.
-  const known = catalog.listAgents().find((a) => a.agentId === r.agentId);
   if (known && known.clusterName !== r.clusterName)
     return {
       code: Status.FAILED_PRECONDITION,
@@ -144,8 +150,10 @@ export function sessionService(deps: {
         audit.record({ ...entry, result: Status[(e as ServerError).code], message: (e as ServerError).details });
         throw e;
       }
+      // The catalog's record of this agent id: judged here, and what the registration replaces.
+      const previous = catalog.listAgents().find((a) => a.agentId === reg.agentId);
       const refusal = caller
-        ? admitRegister(reg, caller, catalog, sessions)
+        ? admitRegister(reg, caller, catalog, sessions, previous)
         : ({ code: Status.UNAUTHENTICATED, reason: "no_credential", message: "no caller" } as Refusal);
       if (refusal) {
         audit.refused(SESSION_SERVICE, {
@@ -160,7 +168,6 @@ export function sessionService(deps: {
       /** Aborted when this coordinator steps down: the session then ends UNAVAILABLE naming the new leader. */
       const term = ha?.termSignal();
       audit.record({ ...entry, result: "OK" });
-      const previous = catalog.listAgents().find((a) => a.agentId === reg.agentId);
       const record: AgentRecord = {
         agentId: reg.agentId,
         clusterName: reg.clusterName,

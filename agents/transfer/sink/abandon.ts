@@ -7,16 +7,15 @@
 import type { Logger } from "../../../src/common/log";
 import type { TransferHeader } from "../../../src/gen/rbdbackup/v1/transfer";
 import type { JournalEntry } from "../journal";
+import { imageWhere } from "./footprint";
 import type { SinkCluster, SinkDeps, SinkIoCtx } from "./ports";
 import { recoverOne } from "./recovery";
 import { beginSweep, isRunning, isSwept, keyOfEntry } from "./running";
 
 type Deps = SinkDeps<SinkCluster>;
 
-const whereOf = (e: JournalEntry) => `${e.pool}${e.namespace ? `/${e.namespace}` : ""}/${e.image}`;
-
 async function undo(deps: Deps, io: SinkIoCtx, e: JournalEntry, done: string[]): Promise<void> {
-  await recoverOne(io, { ...e, heldUntil: undefined }, whereOf(e), done);
+  await recoverOne(io, { ...e, heldUntil: undefined }, imageWhere(e), done);
   await deps.journal.remove(e.transferId);
 }
 
@@ -27,7 +26,7 @@ export async function discardHeld(deps: Deps, io: SinkIoCtx, h: TransferHeader, 
     if (!e.heldUntil || e.pool !== d.pool || e.namespace !== d.namespace || e.image !== d.image) continue;
     const done: string[] = [];
     await undo(deps, io, e, done);
-    log.info("a retry starts over: discarded the transfer kept for a resume", { image: whereOf(e), done });
+    log.info("a retry starts over: discarded the transfer kept for a resume", { image: imageWhere(e), done });
   }
 }
 
@@ -50,9 +49,9 @@ export async function sweepHeld(deps: Deps, now = Date.now()): Promise<string[]>
       } else {
         await deps.journal.remove(e.transferId);
       }
-      done.push(`the transfer into ${whereOf(e)} kept for a resume expired and was undone`);
+      done.push(`the transfer into ${imageWhere(e)} kept for a resume expired and was undone`);
     } catch (err) {
-      deps.log.warn("undoing an expired resumable transfer failed; will retry", { image: whereOf(e), err });
+      deps.log.warn("undoing an expired resumable transfer failed; will retry", { image: imageWhere(e), err });
     } finally {
       swept();
     }

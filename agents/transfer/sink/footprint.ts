@@ -34,11 +34,15 @@ export interface Footprint {
   warnings: string[];
 }
 
+/** pool[/namespace]/image, for messages and logs. */
+export const imageWhere = (d: { pool: string; namespace: string; image: string }): string =>
+  `${d.pool}${d.namespace ? `/${d.namespace}` : ""}/${d.image}`;
+
 export function newFootprint(h: TransferHeader): Footprint {
   const d = h.destination as NonNullable<TransferHeader["destination"]>;
   return {
     h,
-    where: `${d.pool}${d.namespace ? `/${d.namespace}` : ""}/${d.image}`,
+    where: imageWhere(d),
     createdImage: false,
     fresh: false,
     wrote: false,

@@ -14,6 +14,7 @@ import { isCephError } from "../../ceph";
 import { digestsObjectName } from "../digests";
 import type { JournalEntry } from "../journal";
 import { RESUME_KEY } from "./checkpoint";
+import { imageWhere } from "./footprint";
 import { headDiffers, INCOMPLETE_KEY, removeImageRetrying } from "./image-ops";
 import { holdAtStart } from "./keep";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
@@ -27,7 +28,7 @@ export async function recoverInterrupted(deps: Deps): Promise<string[]> {
   await fenceDeadClients(deps, entries, done);
   for (const e of entries) {
     if (await holdAtStart(deps, e, done)) continue; // cut short with a checkpoint: kept for a retry
-    const where = `${e.pool}${e.namespace ? `/${e.namespace}` : ""}/${e.image}`;
+    const where = imageWhere(e);
     try {
       if (await deps.cluster.poolExists(e.pool)) {
         const io = await deps.cluster.openIoCtx(e.pool, { namespace: e.namespace, poolFullTry: true });

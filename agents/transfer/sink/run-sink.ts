@@ -31,7 +31,7 @@ import { cleanup } from "./cleanup";
 import { commit, removeMarker } from "./commit";
 import { inflated } from "./decompress";
 import { digestFields, digestRecord, finishDigests, startDigests } from "./digests";
-import { type Footprint, newFootprint } from "./footprint";
+import { type Footprint, imageWhere, newFootprint } from "./footprint";
 import { holdForResume } from "./keep";
 import { checkPool, type PoolWatch, watchPool } from "./pool-watch";
 import type { SinkCluster, SinkDeps, SinkImage } from "./ports";
@@ -61,7 +61,7 @@ export async function runSink(
   if (!unclaim) {
     await it.return?.(undefined).catch(() => {});
     throw unavailable(
-      `image ${dest.pool}/${dest.namespace ? `${dest.namespace}/` : ""}${dest.image} is still being written by an earlier transfer on this agent (winding down); retry shortly`,
+      `image ${imageWhere(dest)} is still being written by an earlier transfer on this agent (winding down); retry shortly`,
     );
   }
   const { ac, unlink } = transferAbort(callSignal);

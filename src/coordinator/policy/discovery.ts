@@ -97,6 +97,5 @@ function sameList(a: string[] | null, b: string[]): boolean {
 /** The images of `images` the selector's regex matches (anchored; empty regex = all). */
 export function matching(sel: PolicySelector, images: string[]): string[] {
   if (!sel.imageRegex) return images;
-  const re = sel.imageRegex;
-  return images.filter((n) => regexMatches(re, n));
+  return images.filter((n) => regexMatches(sel.imageRegex, n));
 }

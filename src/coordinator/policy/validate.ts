@@ -172,6 +172,7 @@ const unmatchable = new Set<string>();
  * then protects no discovered volume until it is fixed, instead of every policy's pass failing on it.
  */
 export function regexMatches(re: string, image: string): boolean {
+  if (unmatchable.has(re)) return false; // not compiled again for every image name
   let r: RegExp;
   try {
     r = imageRegex(re);

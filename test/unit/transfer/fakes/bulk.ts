@@ -98,7 +98,8 @@ export async function serve(
     pool,
     audit,
     log: quietLogger(),
-    bulk: o.bulk === false ? false : { idleTimeoutMs: o.idleTimeoutMs ?? 30_000 },
+    bulk: o.bulk !== false,
+    idleTimeoutMs: o.idleTimeoutMs ?? 30_000,
   });
   served.address = await served.server.listen("127.0.0.1:0");
   running.push(served.server);
