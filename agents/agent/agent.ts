@@ -227,7 +227,7 @@ export class Agent {
           return resumePoint(sink, req.header, signal);
         }),
       admit: (caller) => admitTransferCaller(verifier, caller, audit),
-      listChains: listChainsService(cluster, this.fsid, log),
+      listChains: listChainsService(cluster, this.fsid, log, { verifier, audit }),
       maxMessageBytes: MAX_MESSAGE_BYTES,
       audit,
       maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers,

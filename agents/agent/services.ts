@@ -3,6 +3,8 @@
  * under the coordinator's lease, authz.ts) and TransferService.ListChains (on the data-plane server,
  * agents/transfer/data-plane-server.ts).
  */
+
+import type { CapabilityVerifier } from "../../src/common/capability";
 import { toServerError } from "../../src/common/errors";
 import {
   backupOperationAsks,
@@ -16,8 +18,9 @@ import type { AgentServiceImplementation } from "../../src/gen/rbdbackup/v1/agen
 import type { ListChainsRequest, ListChainsResponse } from "../../src/gen/rbdbackup/v1/transfer";
 import { type Cluster, libraryVersions } from "../ceph";
 import { listChains } from "../engine/snapshots";
-import { messageOf, resultOf } from "../transfer/authz-audit";
+import { type AuthzAudit, messageOf, resultOf } from "../transfer/authz-audit";
 import { validName } from "../transfer/protocol";
+import { authorizeListChains, type TransferCaller } from "../transfer/transfer-authz";
 import { describeAsks, LeaseCheck } from "./authz";
 import { type AgentOperations, handle } from "./operations";
 
@@ -27,15 +30,19 @@ import { VERSION } from "../../src/common/version";
 
 /**
  * TransferService.ListChains as the data-plane server calls it: the backup chains of one volume in a
- * pool of this cluster (validated names; the same listing the same-cluster shortcut uses).
+ * pool of this cluster (validated names; the same listing the same-cluster shortcut uses), for a caller
+ * whose capability is a backup's of that volume into that pool (transfer-authz.ts authorizeListChains).
  */
 export function listChainsService(
   cluster: Cluster,
   fsid: string,
   log: Logger,
-): (req: ListChainsRequest) => Promise<ListChainsResponse> {
-  return (req) =>
+  authz: { verifier: CapabilityVerifier | null; audit?: AuthzAudit },
+): (req: ListChainsRequest, signal: AbortSignal, caller: TransferCaller) => Promise<ListChainsResponse> {
+  return (req, _signal, caller) =>
     handle(log, "ListChains", async () => {
+      // The capability first: a caller without the right one learns nothing, not even which names are valid.
+      authorizeListChains(authz.verifier, req, caller, fsid, authz.audit);
       validName(req.pool, "pool");
       validName(req.namespace, "namespace", { allowEmpty: true });
       validName(req.volumeImage, "volume_image");

@@ -51,7 +51,13 @@ export async function backupPath(
   if (size === 0) throw failedPrecondition(`source ${path} has size 0: there is nothing to back up`);
   const snapName = backupSnapName(req.backupId);
   const baseImage = baseImageName(req.sourceName, req.backupId);
-  const chains = await target.listChains(destPool, req.destinationNamespace, req.sourceName, signal);
+  const chains = await target.listChains(
+    destPool,
+    req.destinationNamespace,
+    req.sourceName,
+    signal,
+    req.transferCapability || undefined,
+  );
   const stats = newStats();
   progress.phase = "transfer";
   progress.bytesTotal = size;

@@ -173,7 +173,13 @@ class VolumeBackup {
 
   async run(): Promise<BackupResult> {
     // The destination's chains are asked for while the volume opens (the answers meet at the plan).
-    const listing = this.target.listChains(this.dest.pool, this.dest.namespace, this.vol.image, this.signal);
+    const listing = this.target.listChains(
+      this.dest.pool,
+      this.dest.namespace,
+      this.vol.image,
+      this.signal,
+      this.req.transferCapability || undefined,
+    );
     // Handled at once: a listing that fails while the volume still opens must not be an unhandled rejection
     // (which ends the process); its error is thrown by the await below, or the volume's error wins.
     listing.catch(() => {});

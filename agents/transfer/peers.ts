@@ -56,6 +56,12 @@ async function bounded<T>(
   }
 }
 
+/** A unary call's options: its signal, and the capability as `rbdbackup-capability` metadata when there is one. */
+const withCapability = (signal: AbortSignal, capability: string | undefined) => ({
+  signal,
+  ...(capability ? { metadata: Metadata({ [CAPABILITY_HEADER]: capability }) } : {}),
+});
+
 /** The data's way to a peer: the bulk channel (falling back to HTTP/2 by itself), or HTTP/2 only. */
 type DataClient = TransferClient | BulkClient;
 
@@ -70,16 +76,13 @@ export function remoteTarget(
     label,
     transfer: (messages, signal, capability) => bulk.transfer(messages, signal, capability),
     features: async (signal) => (bulk instanceof BulkClient ? bulk.features(signal) : H2_FEATURES),
-    listChains: (pool, namespace, volumeImage, signal) =>
+    listChains: (pool, namespace, volumeImage, signal, capability) =>
       bounded(label, "ListChains", unaryDeadlineMs, signal, (s) =>
-        client.listChains({ pool, namespace, volumeImage }, { signal: s }),
+        client.listChains({ pool, namespace, volumeImage }, withCapability(s, capability)),
       ),
     resumePoint: (header, signal, capability) =>
       bounded(label, "ResumePoint", unaryDeadlineMs, signal, (s) =>
-        client.resumePoint(
-          { header },
-          { signal: s, ...(capability ? { metadata: Metadata({ [CAPABILITY_HEADER]: capability }) } : {}) },
-        ),
+        client.resumePoint({ header }, withCapability(s, capability)),
       ),
   };
 }

@@ -22,7 +22,17 @@ export interface TransferTarget {
     signal: AbortSignal,
     capability?: string,
   ): Promise<TransferSummary>;
-  listChains(pool: string, namespace: string, volumeImage: string, signal: AbortSignal): Promise<ListChainsResponse>;
+  /**
+   * The destination's backup chains of `volumeImage` (TransferService.ListChains). A peer requires
+   * `capability`, the backup's transfer capability (it covers the volume's chains in that pool).
+   */
+  listChains(
+    pool: string,
+    namespace: string,
+    volumeImage: string,
+    signal: AbortSignal,
+    capability?: string,
+  ): Promise<ListChainsResponse>;
   /** Where a retry with `header` may resume (TransferService.ResumePoint; the same capability as its Transfer). */
   resumePoint(header: TransferHeader, signal: AbortSignal, capability?: string): Promise<ResumePointResponse>;
   /** For messages: "this agent" or the peer's address. */

@@ -3,7 +3,7 @@
  *
  * - Who: the caller's identity comes from its verified TLS client certificate (the data plane
  *   requires one). Only agents of the deployment (rbdbackup://agent/…) may call TransferService at all
- *   (Transfer and ListChains); anyone else gets PERMISSION_DENIED (data-plane-server.ts asks here).
+ *   (Transfer, ResumePoint, ListChains); anyone else gets PERMISSION_DENIED (data-plane-server.ts asks here).
  * - What: a Transfer must carry, in the HTTP/2 request header `rbdbackup-capability`, the transfer
  *   capability the coordinator minted for the CALLER (holder = the caller's cluster and agent id), and
  *   the stream's header (its first message) must ask for exactly what the capability allows
@@ -12,6 +12,10 @@
  *   against another cluster is refused; a backup stream only ever writes a base image named by the
  *   layout). This runs before the sink sees the stream: nothing is created, written or journalled for a
  *   refused stream. The sink checks the header's expected_fsid too (sink/stream-checks.ts).
+ *
+ * - ListChains reveals which backups of a volume exist: the caller's capability must be the one for a
+ *   backup of exactly that volume into exactly that pool and namespace on this cluster (listChainsAsks;
+ *   authorizeListChains), so an agent learns the chains only of the volume it is about to back up there.
  *
  * The same-cluster shortcut (the agent's own sink in-process) does not pass here: no network, no
  * foreign caller. Insecure mode (tests only) has no certificates: both checks are off.
@@ -27,13 +31,19 @@ import {
   type Grant,
 } from "../../src/common/capability";
 import { AppError, invalidArgument, Status } from "../../src/common/errors";
-import { transferAsks } from "../../src/common/grants";
+import { listChainsAsks, transferAsks } from "../../src/common/grants";
 import { describeIdentity, type Identity, identityOfCertificate } from "../../src/common/identity";
-import { type TransferHeader, type TransferMessage, transferKindToJSON } from "../../src/gen/rbdbackup/v1/transfer";
+import {
+  type ListChainsRequest,
+  type TransferHeader,
+  type TransferMessage,
+  transferKindToJSON,
+} from "../../src/gen/rbdbackup/v1/transfer";
 import { type AuthzAudit, capabilityReason, identityName, TRANSFER_SERVICE } from "./authz-audit";
 
 export const TRANSFER_METHOD = `/${TRANSFER_SERVICE}/Transfer`;
 export const RESUME_POINT_METHOD = `/${TRANSFER_SERVICE}/ResumePoint`;
+export const LIST_CHAINS_METHOD = `/${TRANSFER_SERVICE}/ListChains`;
 
 /** Who is calling the data plane, and the capability it presented. */
 export interface TransferCaller {
@@ -202,4 +212,21 @@ export function authorizeResumePoint(
     if (!header) throw invalidArgument("ResumePointRequest.header is required");
     checkAllows(grant, transferAsks(header, fsid));
   });
+}
+
+/**
+ * ListChains: the caller's capability must be a backup's of exactly this volume into exactly this pool
+ * and namespace of this agent's cluster (`fsid`). PERMISSION_DENIED (audited) otherwise, before the
+ * cluster is read; `verifier` null = insecure mode.
+ */
+export function authorizeListChains(
+  verifier: CapabilityVerifier | null,
+  req: ListChainsRequest,
+  caller: TransferCaller,
+  fsid: string,
+  audit?: AuthzAudit,
+): void {
+  if (!caller.checked || !verifier) return;
+  const target = `chains of ${req.pool}/${req.namespace}/${req.volumeImage}`;
+  judge(verifier, caller, LIST_CHAINS_METHOD, target, audit, (grant) => checkAllows(grant, listChainsAsks(req, fsid)));
 }

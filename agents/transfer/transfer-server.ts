@@ -37,7 +37,12 @@ export type TransferEntry = (
   caller: TransferCaller,
 ) => Promise<Partial<TransferSummary>>;
 
-export type ListChainsEntry = (req: ListChainsRequest, signal: AbortSignal) => Promise<Partial<ListChainsResponse>>;
+/** ListChains' handler: it gets the caller, whose capability must cover the volume (authorizeListChains). */
+export type ListChainsEntry = (
+  req: ListChainsRequest,
+  signal: AbortSignal,
+  caller: TransferCaller,
+) => Promise<Partial<ListChainsResponse>>;
 
 /** A method's handler on the data-plane server. */
 export type MethodHandler = (call: ServerCall, caller: TransferCaller) => void;

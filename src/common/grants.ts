@@ -43,6 +43,16 @@ export function backupTransferAllows(b: {
   };
 }
 
+/**
+ * TransferService.ListChains on the cluster with `fsid`: the chains of `volumeImage` in this pool and
+ * namespace. Covered by the capability of a backup of that volume into that pool (backupTransferAllows;
+ * its backup id and chain are not asked), so only the agent about to back the volume up there learns
+ * which backups of it exist.
+ */
+export function listChainsAsks(r: { pool: string; namespace: string; volumeImage: string }, fsid: string): Fields {
+  return { purpose: "backup", pool: r.pool, namespace: r.namespace, volumeImage: r.volumeImage, fsid };
+}
+
 /** A full backup's chain (base image): `<volume>.backup.<backup id>`. */
 export const ownChain = (volumeImage: string, backupId: string) => `${volumeImage}.backup.${backupId}`;
 

@@ -15,7 +15,7 @@ import { after, before, describe, it } from "node:test";
 import { ChannelCredentials } from "@grpc/grpc-js";
 import { type CallOptions, createChannel, createClient, Metadata, Status } from "nice-grpc";
 import { CAPABILITY_HEADER, LEASE_METADATA_KEY } from "../../../src/common/capability";
-import { deleteOperationAsks, restoreTransferAllows } from "../../../src/common/grants";
+import { backupTransferAllows, deleteOperationAsks, ownChain, restoreTransferAllows } from "../../../src/common/grants";
 import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../../../src/common/tls";
 import {
   type AgentServiceClient,
@@ -261,6 +261,59 @@ describe("least privilege on the agents", () => {
     });
   });
 
+  describe("3b: TransferService.ListChains (which backups of a volume exist)", () => {
+    const capFor = (over: { volumeImage?: string; fsid?: string } = {}, holder = SITE_A) => {
+      const backupId = randomUUID();
+      const volumeImage = over.volumeImage ?? prodA.image;
+      return labMinter(holder).mint(
+        "transfer",
+        backupTransferAllows({
+          backupId,
+          pool: "backups",
+          namespace: "",
+          volumeImage,
+          fsid: over.fsid ?? b.fsid,
+          chains: [ownChain(volumeImage, backupId)],
+        }),
+      );
+    };
+    const req = () => ({ pool: "backups", namespace: "", volumeImage: prodA.image });
+
+    it("with the capability of a backup of that volume into that pool: the chains, the backup's among them", async () => {
+      const res = await transferClient(b, labTls("agent-site-a")).listChains(req(), withCapability(capFor()));
+      assert.equal(res.clusterFsid, b.fsid);
+      assert.ok(
+        res.chains.some((c) => c.baseImage === r.baseImage),
+        `${r.baseImage} among ${res.chains.map((c) => c.baseImage)}`,
+      );
+    });
+
+    it("none, another volume's, another cluster's, a restore's, another holder's → PERMISSION_DENIED, nothing listed", async () => {
+      const client = transferClient(b, labTls("agent-site-a"));
+      const restoreCap = labMinter(SITE_A).mint(
+        "transfer",
+        restoreTransferAllows({
+          backupId: r.backupId,
+          pool: "backups",
+          namespace: "",
+          image: prodA.image,
+          mode: "new",
+          fsid: b.fsid,
+        }),
+      );
+      const refused: Array<[string, CallOptions, RegExp]> = [
+        ["none", {}, /none presented/],
+        ["another volume's", withCapability(capFor({ volumeImage: uniqueName("other") })), /volumeImage/],
+        ["another cluster's", withCapability(capFor({ fsid: a.fsid })), /fsid/],
+        ["a restore's", withCapability(restoreCap), /purpose/],
+        ["site-b's agent's", withCapability(capFor({}, { cluster: "site-b", agentId: "agent-site-b" })), /issued to/],
+      ];
+      for (const [what, opts, re] of refused) {
+        await assert.rejects(client.listChains(req(), opts), denied(re), what);
+      }
+    });
+  });
+
   describe("4: AgentService.Backup of a file path", () => {
     const keyring = () => labClusterInfo("site-a").keyring;
     const request = () => ({
@@ -366,7 +419,7 @@ describe("least privilege on the agents", () => {
         const agent = createClient(AgentServiceDefinition, ch);
         const transfer = createClient(TransferServiceDefinition, tch);
         const missing = { pool: "rbd", namespace: "", image: uniqueName("absent") };
-        const calls: Array<[string, "agent" | "transfer", "read" | "mutate", () => Promise<unknown>]> = [
+        const calls: Array<[string, "agent" | "transfer", "read" | "guarded", () => Promise<unknown>]> = [
           ["GetInfo", "agent", "read", () => agent.getInfo({})],
           ["CheckCluster", "agent", "read", () => agent.checkCluster({ backupPool: "backups" })],
           ["ListBackupSnapshots", "agent", "read", () => agent.listBackupSnapshots({ image: prodA })],
@@ -379,7 +432,7 @@ describe("least privilege on the agents", () => {
           [
             "Backup",
             "agent",
-            "mutate",
+            "guarded",
             () =>
               agent.backup({
                 backupId: randomUUID(),
@@ -390,19 +443,19 @@ describe("least privilege on the agents", () => {
           [
             "Restore",
             "agent",
-            "mutate",
+            "guarded",
             () => agent.restore({ backupId: r.backupId, backupPool: "backups", target: missing }),
           ],
           [
             "DeleteBackup",
             "agent",
-            "mutate",
+            "guarded",
             () => agent.deleteBackup({ backupId: r.backupId, pool: "backups", baseImage: r.baseImage }),
           ],
           [
             "Flatten",
             "agent",
-            "mutate",
+            "guarded",
             () =>
               agent.flatten({
                 image: prodA,
@@ -416,13 +469,13 @@ describe("least privilege on the agents", () => {
           [
             "ListChains",
             "transfer",
-            "read",
+            "guarded",
             () => transfer.listChains({ pool: "backups", namespace: "", volumeImage: prodA.image }),
           ],
           [
             "Transfer",
             "transfer",
-            "mutate",
+            "guarded",
             () =>
               transfer.transfer(
                 (async function* () {
@@ -446,7 +499,7 @@ describe("least privilege on the agents", () => {
           [
             "ResumePoint",
             "transfer",
-            "mutate",
+            "guarded",
             () =>
               transfer.resumePoint({
                 header: {
@@ -481,12 +534,12 @@ describe("least privilege on the agents", () => {
           const wantCode =
             want === "handshake"
               ? Status.UNAVAILABLE
-              : want === "identity" || kind === "mutate"
+              : want === "identity" || kind === "guarded"
                 ? Status.PERMISSION_DENIED
                 : Status.OK;
           assert.equal(got, wantCode, `${k} × ${method}: ${Status[got]} ${details}`);
           if (want === "identity") assert.match(details, /only for (the coordinator|agents)/, `${k} × ${method}`);
-          if (want === "through" && kind === "mutate") assert.match(details, /capability refused/, `${k} × ${method}`);
+          if (want === "through" && kind === "guarded") assert.match(details, /capability refused/, `${k} × ${method}`);
         }
       }
       assert.deepEqual(await fingerprint(), before);

@@ -8,14 +8,16 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { ClientError, createChannel, createClient, Status } from "nice-grpc";
+import { ClientError, createChannel, createClient, Metadata, Status } from "nice-grpc";
 import { isCephError } from "../../../agents/ceph";
+import { CAPABILITY_HEADER } from "../../../src/common/capability";
+import { backupTransferAllows, ownChain } from "../../../src/common/grants";
 import { channelCredentials, tlsChannelOptions } from "../../../src/common/tls";
 import { type BackupResult, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
 import { TransferServiceDefinition } from "../../../src/gen/rbdbackup/v1/transfer";
 import { labTls } from "../../../src/lab/agent-process";
-import { type RunningAgent, startAgent } from "../../helpers/agents";
+import { labMinter, type RunningAgent, startAgent } from "../../helpers/agents";
 import { scrape } from "../../helpers/coordinator";
 import { rbd, rbdJson, uniqueName } from "../../helpers/lab";
 import { sample } from "../../helpers/metrics";
@@ -68,7 +70,13 @@ describe("operations", () => {
     const req = { pool: "backups", namespace: "", volumeImage: uniqueName("none") };
     try {
       assert.notEqual(b.transferAddress, b.address);
-      assert.deepEqual(await dataPlane?.listChains(req), { chains: [], clusterFsid: b.fsid });
+      const backupId = randomUUID();
+      const cap = labMinter().mint(
+        "transfer",
+        backupTransferAllows({ backupId, ...req, fsid: b.fsid, chains: [ownChain(req.volumeImage, backupId)] }),
+      );
+      const withCap = { metadata: Metadata({ [CAPABILITY_HEADER]: cap }) };
+      assert.deepEqual(await dataPlane?.listChains(req, withCap), { chains: [], clusterFsid: b.fsid });
       await assert.rejects(main?.listChains(req) as Promise<unknown>, { code: Status.UNIMPLEMENTED });
     } finally {
       for (const ch of channels) ch.close();

@@ -8,9 +8,14 @@ import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { Status } from "nice-grpc";
-import { authorizeTransfer, dataPlaneRefusal, type TransferCaller } from "../../../agents/transfer/transfer-authz";
+import {
+  authorizeListChains,
+  authorizeTransfer,
+  dataPlaneRefusal,
+  type TransferCaller,
+} from "../../../agents/transfer/transfer-authz";
 import { CapabilitySigner, CapabilityVerifier } from "../../../src/common/capability";
-import { restoreJobTransferAllows, transferAsks } from "../../../src/common/grants";
+import { backupTransferAllows, ownChain, restoreJobTransferAllows, transferAsks } from "../../../src/common/grants";
 import type { Identity } from "../../../src/common/identity";
 import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { type TransferHeader, TransferKind, type TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
@@ -258,5 +263,66 @@ describe("transfer authorization", () => {
       "header",
       "zero",
     ]);
+  });
+
+  describe("ListChains: only with the capability of a backup of that volume into that pool", () => {
+    const req = { pool: "backups", namespace: "", volumeImage: "vol-1" };
+    const backupCap = (
+      over: Partial<Parameters<typeof backupTransferAllows>[0]> = {},
+      holder = { cluster: "site-a", agentId: "agent-site-a" },
+    ) => {
+      const backupId = randomUUID();
+      const allows = backupTransferAllows({
+        backupId,
+        pool: "backups",
+        namespace: "",
+        volumeImage: "vol-1",
+        fsid: FSID,
+        chains: [ownChain("vol-1", backupId)],
+        ...over,
+      });
+      return signer.sign({ scope: "transfer", job: "j", attempt: 1, holder, allows }, 60_000);
+    };
+
+    it("the backup's own capability, held by the caller: allowed; insecure mode checks nothing", () => {
+      authorizeListChains(verifier, req, caller(backupCap()), FSID);
+      authorizeListChains(null, req, { checked: false, identity: null, capability: undefined }, FSID);
+    });
+
+    it("none, another volume's, pool's, namespace's or cluster's, a restore's, another holder's → PERMISSION_DENIED with its reason", () => {
+      const refused: Array<[string, TransferCaller, RegExp]> = [
+        ["none", caller(undefined), /none presented/],
+        ["another volume", caller(backupCap({ volumeImage: "vol-2" })), /volumeImage/],
+        ["another pool", caller(backupCap({ pool: "other" })), /pool/],
+        ["another namespace", caller(backupCap({ namespace: "ns" })), /namespace/],
+        ["another cluster", caller(backupCap({ fsid: OTHER_FSID })), /fsid/],
+        [
+          "a restore's",
+          caller(
+            signer.sign(
+              {
+                scope: "transfer",
+                job: "j",
+                attempt: 1,
+                holder: { cluster: "site-a", agentId: "agent-site-a" },
+                allows: restoreJobTransferAllows(
+                  randomUUID(),
+                  { pool: "backups", namespace: "", image: "vol-1" },
+                  RestoreMode.RESTORE_MODE_NEW,
+                  FSID,
+                ),
+              },
+              60_000,
+            ),
+          ),
+          /purpose|volumeImage/,
+        ],
+        ["another holder's", caller(backupCap({}, siteB)), /issued to agent site-b/],
+        ["not an agent", caller(backupCap(), { kind: "coordinator", id: "lab" }), /only for agents/],
+      ];
+      for (const [what, c, re] of refused) {
+        assert.throws(() => authorizeListChains(verifier, req, c, FSID), denied(re), what);
+      }
+    });
   });
 });
