@@ -4,7 +4,9 @@
  * and turned into a transfer's messages for this agent's own sink — the same code that writes, commits
  * (flush, backup.<id>.meta, then the snapshot) and cleans up any backup. A stream without a
  * from-snapshot makes a new base image (BACKUP_FULL); one with an 'f' record is applied onto the
- * parent's base image at `from_snapshot` (BACKUP_INCREMENTAL). A truncated or malformed stream fails
+ * parent's base image at `from_snapshot` (BACKUP_INCREMENTAL) — only when the 'f' record names the state
+ * the parent holds (its snapshot, or the to-snapshot of the stream it was imported from, kept in its
+ * backup.<id>.meta `import`): a diff applied onto anything else would be a backup of no volume. A truncated or malformed stream fails
  * with INVALID_ARGUMENT naming the byte offset, and the sink leaves nothing: no image it created, no
  * snapshot, no metadata object.
  */
@@ -20,6 +22,7 @@ import { newStats } from "../transfer/source";
 import type { EngineContext } from "./context";
 import { type BackupMetadataV1, encodeMetadata } from "./metadata";
 import { newProgress, type Progress } from "./progress";
+import { readMetadata } from "./restore";
 
 /** Features of a base image an import creates when the metadata names none: layering, exclusive-lock, object-map, fast-diff, deep-flatten. */
 const DEFAULT_BASE_FEATURES = 1 | 4 | 8 | 16 | 32;
@@ -35,6 +38,12 @@ export function validateImportRequest(req: ImportRequest): BackupMetadataV1 {
   validName(req.toSnapshot, "to_snapshot");
   if (parseBackupSnap(req.toSnapshot)?.backupId !== req.backupId) {
     throw invalidArgument(`to_snapshot ${req.toSnapshot} is not a snapshot name of backup ${req.backupId}`);
+  }
+  if (req.fromSnapshot && !parseBackupSnap(req.fromSnapshot)) {
+    throw invalidArgument(`from_snapshot ${req.fromSnapshot} is not a backup snapshot name (backup.<id>.snap.<time>)`);
+  }
+  if (req.format !== 0 && req.format !== 1 && req.format !== 2) {
+    throw invalidArgument(`format ${req.format} is neither 1 (rbd diff v1) nor 2 (rbd diff v2); 0 detects it`);
   }
   let meta: BackupMetadataV1;
   try {
@@ -73,7 +82,10 @@ export async function importBackup(
   progress.phase = "import";
   progress.stats = stats;
   const chunk = Math.min(ctx.source.chunkSize || MAX_CHUNK_BYTES, MAX_CHUNK_BYTES);
-  const records = parseRbdDiff(source, { ...(opts.version ? { version: opts.version } : {}), maxPiece: chunk });
+  // The names a stream's 'f' may carry to apply onto the parent (read before a byte is parsed).
+  const parentNames = req.fromSnapshot ? await parentSnapshotNames(ctx, req) : [];
+  const version = opts.version ?? (req.format === 1 || req.format === 2 ? req.format : undefined);
+  const records = parseRbdDiff(source, { ...(version ? { version } : {}), maxPiece: chunk });
   let size = 0;
   let streamTo: string | null = null;
   const header = (m: DiffMeta): TransferHeader => {
@@ -86,6 +98,17 @@ export async function importBackup(
     if (m.fromSnapshot === null && req.fromSnapshot) {
       throw invalidArgument(
         `the stream has no 'f' (from-snapshot) record: it is a full image, but a parent backup (snapshot ${req.fromSnapshot}) was given`,
+      );
+    }
+    if (m.fromSnapshot !== null && !parentNames.includes(m.fromSnapshot)) {
+      // Applied onto anything but the state it was made from, a diff leaves an image that is neither.
+      const [own, streamTo] = parentNames;
+      const held = streamTo ? `"${own}" (imported from a stream whose to-snapshot was "${streamTo}")` : `"${own}"`;
+      throw streamError(
+        m.fromAt,
+        `the stream is a diff from snapshot "${m.fromSnapshot}" ('f' record), but the parent backup's snapshot is ${held}: ` +
+          "applied onto it, the diff would not reproduce the volume. Give the backup the diff was made from as " +
+          "parent_backup_id, or import a full stream to start a new chain",
       );
     }
     size = m.size;
@@ -133,6 +156,22 @@ export async function importBackup(
   };
 }
 
+/**
+ * What a stream's 'f' record may name to apply onto the parent (req.from_snapshot): that snapshot itself
+ * (a diff made on this deployment, or from a volume whose snapshot has the same name), or — for a parent
+ * that was imported — the to-snapshot of the stream it was imported from (its backup.<id>.meta `import`).
+ */
+async function parentSnapshotNames(ctx: EngineContext, req: ImportRequest): Promise<string[]> {
+  const parentId = parseBackupSnap(req.fromSnapshot)?.backupId as string;
+  const io = await ctx.cluster.openIoCtx(req.pool, { namespace: req.namespace });
+  try {
+    const streamTo = (await readMetadata(io, parentId))?.import?.stream_to_snapshot;
+    return streamTo && streamTo !== req.fromSnapshot ? [req.fromSnapshot, streamTo] : [req.fromSnapshot];
+  } finally {
+    await io.close().catch(() => {});
+  }
+}
+
 /** The sink's header: the base image, snapshots, size from the stream, backup.<id>.meta with that size. */
 function importHeader(
   ctx: EngineContext,
@@ -150,7 +189,11 @@ function importHeader(
   }
   const order =
     Number.isInteger(meta.image.order) && meta.image.order >= 12 && meta.image.order <= 26 ? meta.image.order : 0;
-  const stored: BackupMetadataV1 = { ...meta, image: { ...meta.image, size: m.size } };
+  const stored: BackupMetadataV1 = {
+    ...meta,
+    image: { ...meta.image, size: m.size },
+    import: { stream_from_snapshot: m.fromSnapshot, stream_to_snapshot: m.toSnapshot },
+  };
   return {
     transferId: crypto.randomUUID(),
     resumable: false,

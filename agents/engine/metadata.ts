@@ -46,6 +46,13 @@ export interface BackupMetadataV1 {
     /** Why AUTO made a full backup ("" or absent when it did not; absent in older objects). */
     forced_full_reason?: string;
   };
+  /**
+   * An imported backup (agents/engine/import.ts): the snapshot names its `rbd export-diff` stream carried
+   * ('f' and 't' records; null when it had none). A later incremental stream applies onto this backup
+   * only when its 'f' names this backup's snapshot or `stream_to_snapshot`. Absent in other backups and
+   * in imports made before it existed.
+   */
+  import?: { stream_from_snapshot: string | null; stream_to_snapshot: string | null };
 }
 
 export function encodeMetadata(m: BackupMetadataV1): Buffer {

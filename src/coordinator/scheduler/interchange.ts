@@ -45,5 +45,6 @@ export function importRequest(b: Located, j: JobRecord, op: Op<"import">): Impor
     toSnapshot: op.toSnapshot,
     metadataJson: Buffer.from(op.metadataJson),
     jobId: j.id,
+    format: op.format,
   };
 }

@@ -198,6 +198,36 @@ describe("rbd-diff interchange through the API (site-a volume, site-b backups)",
     assert.equal(await restoredSha(b), shas.s2);
   });
 
+  it("the same diff again, now onto the backup it made (the chain's newest): INVALID_ARGUMENT naming its 'f' record; the chain as it was", async () => {
+    const b = await readFile(file("incr.v1"));
+    const f = (await records(b)).find((r) => r.type === "from");
+    assert.ok(f, "the stream has an 'f' record");
+    const before = await state(volume);
+    await refused(
+      importStream(b, volume, imported[1]?.id),
+      new RegExp(
+        `byte offset ${f.at}: the stream is a diff from snapshot "[^"]+" \\('f' record\\), but the parent backup's snapshot is`,
+      ),
+    );
+    const now = await state(volume);
+    assert.deepEqual(now.bases, before.bases);
+    assert.deepEqual(now.snaps, before.snaps, "no new snapshot");
+    assert.deepEqual(now.usable, before.usable, "no new usable backup");
+    const base = imported[0]?.baseImage as string;
+    assert.equal(await sha("site-b", `backups/${base}`), shas.s2, "the base image's head is still the newest backup's");
+  });
+
+  it("a declared format is the only one taken: a v1 stream declared v2 is INVALID_ARGUMENT at byte 0, nothing made", async () => {
+    const before = await state(volume);
+    await refused(
+      importStream(await readFile(file("full.v1")), volume, "", DiffFormat.DIFF_FORMAT_RBD_V2),
+      /byte offset 0: the stream is format v1, but v2 was asked for/,
+    );
+    const now = await state(volume);
+    assert.deepEqual(now.bases, before.bases, "no base image");
+    assert.deepEqual(now.usable, before.usable, "no new usable backup");
+  });
+
   it("our v1 export | rbd import-diff, full then --from: byte-identical to the source's snapshots", async () => {
     const [b1, b2] = imported as [Backup, Backup];
     const target = uniqueName("importdiff");

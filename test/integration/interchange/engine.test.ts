@@ -98,6 +98,7 @@ function importRequest(id: string, baseImage: string, fromSnapshot = ""): Import
     toSnapshot: snap,
     metadataJson: Buffer.from(JSON.stringify(meta)),
     jobId: "",
+    format: 0,
   };
 }
 

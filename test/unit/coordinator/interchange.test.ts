@@ -235,7 +235,7 @@ describe("rbd-diff interchange (coordinator side)", () => {
           volumeMetadata: { k: "v" },
           parentBackupId: "",
           idempotencyKey: "imp-1",
-          format: DiffFormat.DIFF_FORMAT_UNSPECIFIED,
+          format: DiffFormat.DIFF_FORMAT_RBD_V2,
         },
       },
     };
@@ -259,6 +259,7 @@ describe("rbd-diff interchange (coordinator side)", () => {
     assert.equal(op?.pool, "backups");
     assert.equal(op?.fromSnapshot, "");
     assert.match(String(op?.toSnapshot), new RegExp(`^backup\\.${b.id}\\.snap\\.`));
+    assert.equal(op?.format, DiffFormat.DIFF_FORMAT_RBD_V2, "the declared format reaches the agent");
     const meta = JSON.parse(Buffer.from(op?.metadataJson ?? []).toString());
     assert.equal(meta.backup_id, b.id);
     assert.deepEqual(meta.volume, { id: "vid-1", metadata: { k: "v" } });

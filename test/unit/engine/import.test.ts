@@ -28,7 +28,7 @@ const SIZE = 1 << 20;
 function context(ceph: FakeCeph): EngineContext {
   const deps = sinkDeps(ceph);
   return {
-    cluster: undefined as never,
+    cluster: ceph as never, // the parent's backup.<id>.meta is read through it
     clusterName: "site-b",
     fsid: deps.fsid,
     log: quietLogger(),
@@ -71,6 +71,7 @@ function request(over: Partial<ImportRequest> = {}): ImportRequest {
     toSnapshot: SNAP,
     metadataJson: Buffer.from(JSON.stringify(meta)),
     jobId: "job-1",
+    format: 0,
     ...over,
   };
 }
@@ -130,6 +131,7 @@ describe("importBackup", () => {
       const meta = JSON.parse((ceph.pool("backups").objects.get(metaObjectName(ID)) as Buffer).toString());
       assert.equal(meta.image.size, SIZE);
       assert.equal(meta.volume.id, "vol-1");
+      assert.deepEqual(meta.import, { stream_from_snapshot: null, stream_to_snapshot: "snap2" });
       assert.equal(r.imageSize, SIZE);
       assert.equal(r.incremental, false);
       assert.equal(r.snapshot, SNAP);
@@ -139,30 +141,137 @@ describe("importBackup", () => {
     });
   }
 
-  it("an incremental stream ('f') is applied onto the parent's base image and snapshotted", async () => {
+  for (const [what, from, parentImport] of [
+    ["its 'f' names the parent's snapshot", PARENT_SNAP, undefined],
+    [
+      "its 'f' names the to-snapshot of the stream the parent was imported from",
+      "what-ceph-called-it",
+      { stream_from_snapshot: null, stream_to_snapshot: "what-ceph-called-it" },
+    ],
+  ] as const) {
+    it(`an incremental stream ('f') is applied onto the parent's base image and snapshotted: ${what}`, async () => {
+      const ceph = new FakeCeph("backups");
+      const base = pattern(SIZE, 9);
+      const baseImage = `vol.backup.${PARENT_ID}`;
+      ceph.addImage("backups", baseImage, base, [PARENT_SNAP]);
+      if (parentImport) parentMeta(ceph, parentImport);
+      const s = stream(1, base, from);
+      const r = await importBackup(
+        context(ceph),
+        request({ baseImage, fromSnapshot: PARENT_SNAP }),
+        pieces(s.bytes, 4099),
+        new AbortController().signal,
+        undefined,
+        { checksum: crc32c },
+      );
+      const img = ceph.pool("backups").images.get(baseImage);
+      assert.ok(img);
+      assert.ok(img.data.equals(s.image), "the head is the parent plus the diff");
+      assert.deepEqual(
+        img.snaps.map((x) => x.name),
+        [PARENT_SNAP, SNAP],
+      );
+      assert.ok((img.snaps[0] as { data: Buffer }).data.equals(base), "the parent's snapshot is untouched");
+      assert.equal(r.incremental, true);
+      assert.equal(r.parentSnapshot, PARENT_SNAP);
+    });
+  }
+
+  it("a declared format is the only one taken: the other one refused at byte 0; a format neither 0, 1 nor 2 refused", async () => {
+    const ceph = new FakeCeph("backups");
+    const before = poolState(ceph, "backups");
+    const v2 = stream(2, Buffer.alloc(SIZE));
+    await refused(
+      importBackup(context(ceph), request({ format: 1 }), pieces(v2.bytes), new AbortController().signal, undefined, {
+        checksum: crc32c,
+      }),
+      /byte offset 0: the stream is format v2, but v1 was asked for/,
+    );
+    await refused(
+      importBackup(context(ceph), request({ format: 3 }), pieces(v2.bytes), new AbortController().signal, undefined, {
+        checksum: crc32c,
+      }),
+      /format 3 is neither 1/,
+    );
+    assert.equal(poolState(ceph, "backups"), before);
+    await importBackup(
+      context(ceph),
+      request({ format: 2 }),
+      pieces(v2.bytes),
+      new AbortController().signal,
+      undefined,
+      {
+        checksum: crc32c,
+      },
+    );
+    assert.ok(ceph.pool("backups").images.has(`vol.backup.${ID}`), "the declared format imports");
+  });
+});
+
+/** The parent's backup.<id>.meta, with the `import` section an import leaves. */
+function parentMeta(
+  ceph: FakeCeph,
+  imported: { stream_from_snapshot: string | null; stream_to_snapshot: string | null },
+) {
+  const meta = JSON.parse(Buffer.from(request().metadataJson).toString());
+  ceph
+    .pool("backups")
+    .objects.set(
+      metaObjectName(PARENT_ID),
+      Buffer.from(JSON.stringify({ ...meta, backup_id: PARENT_ID, import: imported })),
+    );
+}
+
+describe("importBackup of an incremental onto the wrong parent: INVALID_ARGUMENT naming the 'f' record, nothing changed", () => {
+  for (const [what, parentImport] of [
+    ["a parent made by a backup (its own snapshot name only)", undefined],
+    [
+      "a parent imported from a stream with another to-snapshot",
+      { stream_from_snapshot: null, stream_to_snapshot: "s1" },
+    ],
+    ["a parent imported from a stream without a to-snapshot", { stream_from_snapshot: null, stream_to_snapshot: null }],
+  ] as const) {
+    it(what, async () => {
+      const ceph = new FakeCeph("backups");
+      const baseImage = `vol.backup.${PARENT_ID}`;
+      const base = pattern(SIZE, 5);
+      ceph.addImage("backups", baseImage, base, [PARENT_SNAP]);
+      if (parentImport) parentMeta(ceph, parentImport);
+      const before = poolState(ceph, "backups");
+      const s = stream(1, base, "s0");
+      await refused(
+        importBackup(
+          context(ceph),
+          request({ baseImage, fromSnapshot: PARENT_SNAP }),
+          pieces(s.bytes),
+          new AbortController().signal,
+          undefined,
+          { checksum: crc32c },
+        ),
+        /byte offset 12: the stream is a diff from snapshot "s0" \('f' record\), but the parent backup's snapshot is/,
+      );
+      assert.equal(poolState(ceph, "backups"), before, "the parent's image, snapshots and objects as they were");
+    });
+  }
+});
+
+describe("importBackup's record of the stream", () => {
+  it("an incremental's backup.<id>.meta keeps the stream's 'f' and 't' names (the next diff may start at 't')", async () => {
     const ceph = new FakeCeph("backups");
     const base = pattern(SIZE, 9);
     const baseImage = `vol.backup.${PARENT_ID}`;
     ceph.addImage("backups", baseImage, base, [PARENT_SNAP]);
-    const s = stream(1, base, "whatever-ceph-called-it");
-    const r = await importBackup(
+    const s = stream(2, base, PARENT_SNAP);
+    await importBackup(
       context(ceph),
       request({ baseImage, fromSnapshot: PARENT_SNAP }),
-      pieces(s.bytes, 4099),
+      pieces(s.bytes),
       new AbortController().signal,
       undefined,
       { checksum: crc32c },
     );
-    const img = ceph.pool("backups").images.get(baseImage);
-    assert.ok(img);
-    assert.ok(img.data.equals(s.image), "the head is the parent plus the diff");
-    assert.deepEqual(
-      img.snaps.map((x) => x.name),
-      [PARENT_SNAP, SNAP],
-    );
-    assert.ok((img.snaps[0] as { data: Buffer }).data.equals(base), "the parent's snapshot is untouched");
-    assert.equal(r.incremental, true);
-    assert.equal(r.parentSnapshot, PARENT_SNAP);
+    const meta = JSON.parse((ceph.pool("backups").objects.get(metaObjectName(ID)) as Buffer).toString());
+    assert.deepEqual(meta.import, { stream_from_snapshot: PARENT_SNAP, stream_to_snapshot: "snap2" });
   });
 });
 
