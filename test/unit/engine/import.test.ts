@@ -112,14 +112,18 @@ async function refused(p: Promise<unknown>, text: RegExp) {
   });
 }
 
+/** importBackup of `bytes` (in pieces of `n`) with the request `over` changes, into `ceph`'s sink. */
+const imp = (ceph: FakeCeph, over: Partial<ImportRequest>, bytes: Buffer, n?: number) =>
+  importBackup(context(ceph), request(over), pieces(bytes, n), new AbortController().signal, undefined, {
+    checksum: crc32c,
+  });
+
 describe("importBackup", () => {
   for (const version of [1, 2] as const) {
     it(`v${version}: a full stream becomes a new base image, its snapshot and backup.<id>.meta with the stream's size`, async () => {
       const ceph = new FakeCeph("backups");
       const s = stream(version, Buffer.alloc(SIZE));
-      const r = await importBackup(context(ceph), request(), pieces(s.bytes), new AbortController().signal, undefined, {
-        checksum: crc32c,
-      });
+      const r = await imp(ceph, {}, s.bytes);
       const img = ceph.pool("backups").images.get(`vol.backup.${ID}`);
       assert.ok(img, "the base image exists");
       assert.ok(img.data.equals(s.image), "its head is the stream's image");
@@ -156,14 +160,7 @@ describe("importBackup", () => {
       ceph.addImage("backups", baseImage, base, [PARENT_SNAP]);
       if (parentImport) parentMeta(ceph, parentImport);
       const s = stream(1, base, from);
-      const r = await importBackup(
-        context(ceph),
-        request({ baseImage, fromSnapshot: PARENT_SNAP }),
-        pieces(s.bytes, 4099),
-        new AbortController().signal,
-        undefined,
-        { checksum: crc32c },
-      );
+      const r = await imp(ceph, { baseImage, fromSnapshot: PARENT_SNAP }, s.bytes, 4099);
       const img = ceph.pool("backups").images.get(baseImage);
       assert.ok(img);
       assert.ok(img.data.equals(s.image), "the head is the parent plus the diff");
@@ -181,29 +178,10 @@ describe("importBackup", () => {
     const ceph = new FakeCeph("backups");
     const before = poolState(ceph, "backups");
     const v2 = stream(2, Buffer.alloc(SIZE));
-    await refused(
-      importBackup(context(ceph), request({ format: 1 }), pieces(v2.bytes), new AbortController().signal, undefined, {
-        checksum: crc32c,
-      }),
-      /byte offset 0: the stream is format v2, but v1 was asked for/,
-    );
-    await refused(
-      importBackup(context(ceph), request({ format: 3 }), pieces(v2.bytes), new AbortController().signal, undefined, {
-        checksum: crc32c,
-      }),
-      /format 3 is neither 1/,
-    );
+    await refused(imp(ceph, { format: 1 }, v2.bytes), /byte offset 0: the stream is format v2, but v1 was asked for/);
+    await refused(imp(ceph, { format: 3 }, v2.bytes), /format 3 is neither 1/);
     assert.equal(poolState(ceph, "backups"), before);
-    await importBackup(
-      context(ceph),
-      request({ format: 2 }),
-      pieces(v2.bytes),
-      new AbortController().signal,
-      undefined,
-      {
-        checksum: crc32c,
-      },
-    );
+    await imp(ceph, { format: 2 }, v2.bytes);
     assert.ok(ceph.pool("backups").images.has(`vol.backup.${ID}`), "the declared format imports");
   });
 });
@@ -240,14 +218,7 @@ describe("importBackup of an incremental onto the wrong parent: INVALID_ARGUMENT
       const before = poolState(ceph, "backups");
       const s = stream(1, base, "s0");
       await refused(
-        importBackup(
-          context(ceph),
-          request({ baseImage, fromSnapshot: PARENT_SNAP }),
-          pieces(s.bytes),
-          new AbortController().signal,
-          undefined,
-          { checksum: crc32c },
-        ),
+        imp(ceph, { baseImage, fromSnapshot: PARENT_SNAP }, s.bytes),
         /byte offset 12: the stream is a diff from snapshot "s0" \('f' record\), but the parent backup's snapshot is/,
       );
       assert.equal(poolState(ceph, "backups"), before, "the parent's image, snapshots and objects as they were");
@@ -262,14 +233,7 @@ describe("importBackup's record of the stream", () => {
     const baseImage = `vol.backup.${PARENT_ID}`;
     ceph.addImage("backups", baseImage, base, [PARENT_SNAP]);
     const s = stream(2, base, PARENT_SNAP);
-    await importBackup(
-      context(ceph),
-      request({ baseImage, fromSnapshot: PARENT_SNAP }),
-      pieces(s.bytes),
-      new AbortController().signal,
-      undefined,
-      { checksum: crc32c },
-    );
+    await imp(ceph, { baseImage, fromSnapshot: PARENT_SNAP }, s.bytes);
     const meta = JSON.parse((ceph.pool("backups").objects.get(metaObjectName(ID)) as Buffer).toString());
     assert.deepEqual(meta.import, { stream_from_snapshot: PARENT_SNAP, stream_to_snapshot: "snap2" });
   });
@@ -305,12 +269,7 @@ describe("importBackup refusals: INVALID_ARGUMENT naming the offset, nothing com
       ceph.addImage("backups", "other.backup.x", pattern(4096, 1), ["backup.x.snap.1"]);
       const before = poolState(ceph, "backups");
       const s = stream(1, Buffer.alloc(SIZE));
-      await refused(
-        importBackup(context(ceph), request(), pieces(cut(s.bytes)), new AbortController().signal, undefined, {
-          checksum: crc32c,
-        }),
-        text,
-      );
+      await refused(imp(ceph, {}, cut(s.bytes)), text);
       assert.equal(poolState(ceph, "backups"), before, "no image, no snapshot, no metadata object");
     });
   }
@@ -319,12 +278,7 @@ describe("importBackup refusals: INVALID_ARGUMENT naming the offset, nothing com
     const ceph = new FakeCeph("backups");
     const before = poolState(ceph, "backups");
     const s = stream(2, Buffer.alloc(SIZE), "snap1");
-    await refused(
-      importBackup(context(ceph), request(), pieces(s.bytes), new AbortController().signal, undefined, {
-        checksum: crc32c,
-      }),
-      /byte offset 12: the stream is a diff from snapshot "snap1"/,
-    );
+    await refused(imp(ceph, {}, s.bytes), /byte offset 12: the stream is a diff from snapshot "snap1"/);
     assert.equal(poolState(ceph, "backups"), before);
   });
 
@@ -334,19 +288,7 @@ describe("importBackup refusals: INVALID_ARGUMENT naming the offset, nothing com
     ceph.addImage("backups", baseImage, pattern(SIZE, 2), [PARENT_SNAP]);
     const before = poolState(ceph, "backups");
     const s = stream(1, Buffer.alloc(SIZE));
-    await refused(
-      importBackup(
-        context(ceph),
-        request({ baseImage, fromSnapshot: PARENT_SNAP }),
-        pieces(s.bytes),
-        new AbortController().signal,
-        undefined,
-        {
-          checksum: crc32c,
-        },
-      ),
-      /no 'f' \(from-snapshot\) record/,
-    );
+    await refused(imp(ceph, { baseImage, fromSnapshot: PARENT_SNAP }, s.bytes), /no 'f' \(from-snapshot\) record/);
     assert.equal(poolState(ceph, "backups"), before);
   });
 });
