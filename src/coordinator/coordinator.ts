@@ -166,11 +166,14 @@ export class Coordinator {
     this.#server = server;
     this.address = `${host}:${port || portText}`;
     if (cfg.metricsListen) {
-      this.#metrics = new CoordinatorMetrics(VERSION, catalog, this.sessions, relay.surface(), [
-        audit.refusals,
-        ...policyMetrics.all(),
-        ...new VerifyMetrics(catalog, relay.surface()).all(),
-      ]);
+      this.#metrics = new CoordinatorMetrics(
+        VERSION,
+        catalog,
+        this.sessions,
+        relay.surface(),
+        [audit.refusals, ...policyMetrics.all(), ...new VerifyMetrics(catalog, relay.surface()).all()],
+        () => ha.leading(),
+      );
       this.metricsAddress = await this.#metrics.listen(cfg.metricsListen, this.log);
     }
     process.on("SIGHUP", this.#onSighup);

@@ -2,8 +2,9 @@
  * The coordinator's Prometheus metrics (one registry per process), served on `metricsListen` at
  * /metrics. Counters follow the scheduler's events; point-in-time gauges (queue, running jobs, agents,
  * last success per volume) are computed in collect() from the catalog and the sessions. Labels stay
- * low-cardinality (operation, result, cause, cluster); the per-volume last-success gauge is bounded to
- * volumes that have an available backup.
+ * low-cardinality (operation, result, cause, cluster), but for the per-volume last-success gauge: one
+ * series per volume that has an available backup. Agents connect only to the leader (HA), so only the
+ * leader reports agents_connected; every coordinator reports whether it leads.
  */
 import client from "prom-client";
 import type { Logger } from "../common/log";
@@ -33,6 +34,8 @@ export class CoordinatorMetrics {
     scheduler: Pick<Scheduler, "on">,
     /** Metrics kept elsewhere (the audit's refusal counter). */
     extra: client.Metric[] = [],
+    /** Whether this coordinator leads now (HA): agents connect only to the leader. */
+    leading: () => boolean = () => true,
   ) {
     const r = this.registry;
     registerDefaultMetrics(r);
@@ -133,18 +136,32 @@ export class CoordinatorMetrics {
       help: "Age of the oldest queued job (0 when none waits): a stuck queue grows it.",
       registers: [r],
       collect() {
-        const q = catalog.activeJobs().filter((j) => j.state === JobState.JOB_STATE_QUEUED);
-        const oldest = Math.min(...q.map((j) => j.createdAt));
-        this.set(q.length ? (Date.now() - oldest) / 1000 : 0);
+        // A loop, not Math.min(...): spread arguments overflow the stack past ~120,000 queued jobs.
+        let oldest = Number.POSITIVE_INFINITY;
+        for (const j of catalog.activeJobs()) {
+          if (j.state === JobState.JOB_STATE_QUEUED && j.createdAt < oldest) oldest = j.createdAt;
+        }
+        this.set(Number.isFinite(oldest) ? (Date.now() - oldest) / 1000 : 0);
+      },
+    });
+    new client.Gauge({
+      name: "rbdbackup_coordinator_leading",
+      help: "1 while this coordinator leads (a single coordinator always does), 0 while it is a standby.",
+      registers: [r],
+      collect() {
+        this.set(leading() ? 1 : 0);
       },
     });
     new client.Gauge({
       name: "rbdbackup_agents_connected",
-      help: "Agents connected to this coordinator, by cluster (0 for a known cluster with none).",
+      help:
+        "Agents connected to this coordinator, by cluster (0 for a known cluster with none). Only the leader " +
+        "reports it: a standby has no agents by design, and reporting 0 there would say every cluster has none.",
       labelNames: ["cluster"],
       registers: [r],
       collect() {
         this.reset();
+        if (!leading()) return;
         for (const a of catalog.listAgents()) this.labels(a.clusterName).set(0);
         for (const s of sessions.all()) this.labels(s.cluster).inc();
       },

@@ -8,9 +8,10 @@
 import type { CallContext } from "nice-grpc-common";
 import { invalidArgument, notFound } from "../../common/errors";
 import { RestoreMode } from "../../gen/rbdbackup/v1/agent";
-import type { Backup, FailoverVolumeRequest, FailoverVolumeResponse } from "../../gen/rbdbackup/v1/backup_service";
+import { Backup, FailoverVolumeRequest, type FailoverVolumeResponse } from "../../gen/rbdbackup/v1/backup_service";
 import type { BackupLocation, VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Catalog } from "../catalog/catalog";
+import { fingerprint } from "../jobs/new-job";
 import { volumeKey, volumeLabel } from "../model";
 import { newestAvailable } from "../policy/recovery-point";
 import * as v from "../validate";
@@ -27,6 +28,14 @@ export function newestAt(catalog: Catalog, volume: VolumeRef, at: BackupLocation
     volume,
     (l) => l.cluster === at.cluster && (!at.pool || (l.pool === at.pool && l.namespace === at.namespace)),
   );
+}
+
+/** The policies whose protection of the volume is paused now (a replayed failover's answer). */
+function pausedFor(catalog: Catalog, volume: VolumeRef): string[] {
+  return catalog.policies
+    .protectionOfVolume(volumeKey(volume))
+    .filter((r) => r.pausedReason)
+    .map((r) => r.policy);
 }
 
 /**
@@ -58,6 +67,18 @@ export async function failoverVolume(
   }
   if (req.reason.length > MAX_REASON) throw invalidArgument(`reason: at most ${MAX_REASON} characters`);
   v.idempotencyKey(req.idempotencyKey);
+  // The key stands for this request (volume, location, target, flatten, reason), not for the restore it
+  // became: a retry gets the same job even when a newer backup completed meanwhile, and pauses nothing
+  // again (the operator may have resumed protection since).
+  const fp = fingerprint("failover", FailoverVolumeRequest.toJSON({ ...req, idempotencyKey: "" }));
+  const again = adm.replay(req.idempotencyKey, fp);
+  if (again) {
+    return {
+      job: adm.view(again),
+      backup: deps.catalog.getBackup(again.backupId) ?? Backup.fromPartial({ id: again.backupId }),
+      pausedPolicies: pausedFor(deps.catalog, volume),
+    };
+  }
   const b = newestAt(deps.catalog, volume, at);
   if (!b) {
     const where = `${at.cluster}${at.pool ? `/${at.pool}${at.namespace ? `/${at.namespace}` : ""}` : ""}`;
@@ -76,6 +97,7 @@ export async function failoverVolume(
       transfer: undefined,
     },
     ctx,
+    fp,
   );
   const why = `failed over to ${volumeLabel(target)} from backup ${b.id} (job ${job.id})${req.reason ? `: ${req.reason}` : ""}`;
   const pausedPolicies = pauseProtection(deps.catalog, volume, why);

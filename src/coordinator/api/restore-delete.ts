@@ -34,6 +34,8 @@ export async function restoreBackup(
   adm: Admission,
   req: RestoreBackupRequest,
   ctx: CallContext,
+  /** The fingerprint the job's idempotency key is kept with (FailoverVolume's own: its request, not this one). */
+  keptFingerprint?: string,
 ): Promise<Job> {
   v.uuid(req.backupId, "backup_id");
   const target = v.volumeRef(req.target, "target");
@@ -49,7 +51,7 @@ export async function restoreBackup(
     "restore",
     RestoreBackupRequest.toJSON({ ...req, idempotencyKey: "", transfer: v.transferOptions(req.transfer) }),
   );
-  const again = adm.replay(req.idempotencyKey, fp);
+  const again = adm.replay(req.idempotencyKey, keptFingerprint ?? fp);
   if (again) return adm.view(again);
   const b = deps.catalog.getBackup(req.backupId);
   if (!b?.location) throw notFound(`backup ${req.backupId} not found`);
@@ -75,12 +77,13 @@ export async function restoreBackup(
       ...v.transferField(req.transfer),
     },
     idempotencyKey: req.idempotencyKey,
-    fingerprint: fp,
+    fingerprint: keptFingerprint ?? fp,
     locks: [lockOfVolume(target), lockOfBackup(b.id)],
     execCluster: b.location.cluster,
     peerCluster: clone ? "" : target.cluster,
   });
-  return adm.submit(job);
+  // Again with the insert: another restore onto the target may have been admitted while the probe ran.
+  return adm.submit(job, () => requireTargetFree(deps, target));
 }
 
 /** AVAILABLE; CORRUPT only when the caller says so (allow_corrupt). */

@@ -22,8 +22,17 @@ import {
 import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { CoordinatorProcess } from "../../../src/lab/coordinator-process";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
-import { backupRequest, FINAL, freePort, startCoordinator, succeeded, waitAgents } from "../../helpers/coordinator";
+import {
+  backupRequest,
+  FINAL,
+  freePort,
+  scrape,
+  startCoordinator,
+  succeeded,
+  waitAgents,
+} from "../../helpers/coordinator";
 import { uniqueName } from "../../helpers/lab";
+import { sample } from "../../helpers/metrics";
 import { freshDatabase, pgSkip, type TestDatabase } from "../../helpers/postgres";
 import { sha, spec, Volumes } from "../../helpers/volumes";
 import { waitFor } from "../../helpers/wait";
@@ -130,6 +139,16 @@ describe("two coordinators on one PostgreSQL catalog", { skip: pgSkip }, () => {
         e.code === 14 && e.details === `this coordinator is a standby; the leader is coord-a at ${a.address}`,
     );
     assert.equal(trailer, a.address);
+    // /metrics: the role, and agents only where they connect — a standby's 0 would page "no agent" forever.
+    const [leaderText, standbyText] = await Promise.all([scrape(a.metricsAddress), scrape(b.metricsAddress)]);
+    assert.equal(sample(leaderText, "rbdbackup_coordinator_leading"), 1);
+    assert.equal(sample(standbyText, "rbdbackup_coordinator_leading"), 0);
+    assert.equal(sample(leaderText, "rbdbackup_agents_connected", { cluster: "site-a" }), 1);
+    assert.equal(
+      sample(standbyText, "rbdbackup_agents_connected"),
+      null,
+      "a standby reports no agents_connected series",
+    );
   });
 
   it("kill -9 of the leader mid-run: the standby leads within 10 s and every job succeeds exactly once", async () => {

@@ -14,7 +14,7 @@ import type { Backup } from "../../../src/coordinator/model";
 import type { ProtectionRecord } from "../../../src/coordinator/policy/model";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { RestoreMode, type RestoreResult } from "../../../src/gen/rbdbackup/v1/agent";
-import { BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { BackupStatus, type Job, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { CallReply } from "../../../src/gen/rbdbackup/v1/session";
 import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
@@ -301,6 +301,56 @@ describe("CLONE restore, FLATTEN and failover (coordinator)", () => {
     assert.equal(protection[1]?.pausedReason, "earlier reason", "an earlier pause keeps its reason");
     assert.equal(protection[2]?.pausedReason, "", "another volume's record is untouched");
     await api.cancelJob({ jobId: j.id });
+  });
+
+  it("failover's idempotency key stands for its request: a retry gets the same job after a newer backup and pauses nothing again; another reason is ALREADY_EXISTS", async () => {
+    const v = vol("fo-key", "a");
+    available(v, 60_000);
+    protection.push(record("gold", v));
+    const location = { cluster: "b", pool: "backups", namespace: "" };
+    const req = { volume: v, location, target: vol("fo-key", "b"), reason: "drill", idempotencyKey: "fo-key-1" };
+    const first = await api.failoverVolume(req);
+    assert.deepEqual(first.pausedPolicies, ["gold"]);
+    const newer = available(v, 0); // a backup that completed after the first call
+    const rec = protection.find((r) => r.policy === "gold" && r.volume.image === "fo-key");
+    assert.ok(rec);
+    rec.pausedReason = ""; // the operator resumed protection meanwhile
+    const again = await api.failoverVolume(req);
+    assert.equal(again.job?.id, first.job?.id, "the same job");
+    assert.equal(again.backup?.id, first.backup?.id);
+    assert.notEqual(again.backup?.id, newer.id);
+    assert.deepEqual(again.pausedPolicies, [], "nothing paused now, nothing paused again");
+    assert.equal(rec.pausedReason, "", "the resumed record stays resumed");
+    await assert.rejects(api.failoverVolume({ ...req, reason: "another" }), { code: Status.ALREADY_EXISTS });
+    await api.cancelJob({ jobId: first.job?.id ?? "" });
+  });
+
+  it("two ORIGINAL restores onto one volume admitted while the target is probed: one job, the other FAILED_PRECONDITION (checked again in the transaction)", async () => {
+    const target = vol("busy", "b");
+    images.b?.add("rbd/busy");
+    const [x, y] = [available(vol("src-1")), available(vol("src-2"))];
+    const held: CallReply[] = [];
+    const reply = b1.onCallReply.bind(b1);
+    b1.onCallReply = (r) => held.push(r);
+    const racing = Promise.allSettled(
+      [x, y].map((b) => api.restoreBackup({ backupId: b.id, target, mode: RestoreMode.RESTORE_MODE_ORIGINAL })),
+    );
+    try {
+      await until(() => held.length === 2, "both restores to probe the target");
+    } finally {
+      b1.onCallReply = reply;
+      for (const r of held.splice(0)) reply(r);
+    }
+    const both = await racing;
+    const ok = both.filter((r): r is PromiseFulfilledResult<Job> => r.status === "fulfilled");
+    const refused = both.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+    assert.equal(ok.length, 1, "exactly one restore admitted");
+    assert.equal(refused[0]?.reason.code, Status.FAILED_PRECONDITION);
+    assert.match(refused[0]?.reason.details ?? "", /target b\/rbd\/busy is in use by job/);
+    const onTarget = h.catalog.activeJobs().filter((j) => j.volume?.image === "busy");
+    assert.equal(onTarget.length, 1, "one job on the target");
+    await api.cancelJob({ jobId: ok[0]?.value.id ?? "" });
+    images.b?.delete("rbd/busy");
   });
 
   it("failover: bad input and no backup: exact statuses, nothing queued or paused", async () => {

@@ -1,0 +1,53 @@
+/**
+ * The coordinator's point-in-time gauges (src/coordinator/metrics.ts) over a fake catalog and sessions:
+ * a standby reports its role and no agents_connected series (its 0s would page "no agent" for every
+ * cluster), and the queue-age gauge survives a queue far past what spread arguments allow.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { Catalog } from "../../../src/coordinator/catalog/catalog";
+import { CoordinatorMetrics } from "../../../src/coordinator/metrics";
+import type { Scheduler } from "../../../src/coordinator/scheduler";
+import type { Sessions } from "../../../src/coordinator/sessions";
+import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { sample } from "../../helpers/metrics";
+
+function metrics(opts: { leading: boolean; queued?: number }) {
+  const now = Date.now();
+  const jobs = Array.from({ length: opts.queued ?? 0 }, (_, i) => ({
+    id: `j${i}`,
+    state: JobState.JOB_STATE_QUEUED,
+    createdAt: now - 60_000 + i,
+    operation: { kind: "backup" },
+  }));
+  const catalog = {
+    activeJobs: () => jobs,
+    listAgents: () => [{ clusterName: "site-a" }, { clusterName: "site-b" }],
+    lastSuccessByVolume: () => [],
+  } as unknown as Catalog;
+  const sessions = { all: () => (opts.leading ? [{ cluster: "site-a" }] : []) } as unknown as Sessions;
+  const scheduler = { on: () => {} } as unknown as Pick<Scheduler, "on">;
+  return new CoordinatorMetrics("test", catalog, sessions, scheduler, [], () => opts.leading);
+}
+
+describe("coordinator gauges", () => {
+  it("the leader: leading 1 and every known cluster's agents (0 where none is connected)", async () => {
+    const text = await metrics({ leading: true }).registry.metrics();
+    assert.equal(sample(text, "rbdbackup_coordinator_leading"), 1);
+    assert.equal(sample(text, "rbdbackup_agents_connected", { cluster: "site-a" }), 1);
+    assert.equal(sample(text, "rbdbackup_agents_connected", { cluster: "site-b" }), 0);
+  });
+
+  it("a standby: leading 0 and no agents_connected series at all", async () => {
+    const text = await metrics({ leading: false }).registry.metrics();
+    assert.equal(sample(text, "rbdbackup_coordinator_leading"), 0);
+    assert.equal(sample(text, "rbdbackup_agents_connected"), null);
+  });
+
+  it("the oldest queued job's age with 200,000 queued jobs (a spread Math.min overflows the stack there)", async () => {
+    const text = await metrics({ leading: true, queued: 200_000 }).registry.metrics();
+    const age = sample(text, "rbdbackup_oldest_queued_job_age_seconds");
+    assert.ok(age !== null && age >= 59 && age < 120, `age ${age}`);
+    assert.equal(sample(text, "rbdbackup_jobs", { operation: "backup", state: "queued" }), 200_000);
+  });
+});
