@@ -33,6 +33,8 @@ const label = (t: Ref): string => `${t.pool}/${t.namespace ? `${t.namespace}/` :
 
 /** The failback's own snapshot of V' (never a backup snapshot: backup.<id>.snap.* is not touched). */
 export const failbackSnapshot = (transferId: string): string => `failback.${transferId}`;
+/** A failback snapshot an earlier attempt left (transfer ids are UUIDs). */
+const LEFTOVER = /^failback\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export async function failback(
   ctx: EngineContext,
@@ -157,7 +159,8 @@ export async function failback(
 /** Snapshots of earlier attempts that died before removing theirs (the job locks V': none is running). */
 async function removeLeftovers(img: Image, log: EngineContext["log"]): Promise<void> {
   for (const s of await img.snapList()) {
-    if (!s.name.startsWith("failback.")) continue;
+    // Only names failbackSnapshot() makes: a user's own "failback.safety" is not ours to remove.
+    if (!LEFTOVER.test(s.name)) continue;
     await img.snapRemove(s.name);
     log.info("removed the snapshot of an earlier failback attempt", { snapshot: s.name });
   }

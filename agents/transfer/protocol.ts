@@ -321,7 +321,11 @@ export function validateHeader(h: TransferHeader | undefined): TransferHeader {
     throw invalidArgument(`header.chunk_size must be between 1 and ${MAX_CHUNK_BYTES}`);
   }
   for (const [k, v] of Object.entries(h.imageMeta)) {
-    validName(k, "header.image_meta key");
+    // Keys are not names: tools put "/" in them (Ceph-CSI's "rbd.csi.ceph.com/thick-provisioned").
+    if (k === "" || k.includes("\0")) throw invalidArgument("header.image_meta keys must be non-empty, without NUL");
+    if (Buffer.byteLength(k) > MAX_NAME_BYTES) {
+      throw invalidArgument(`header.image_meta key is longer than ${MAX_NAME_BYTES} bytes`);
+    }
     if (v.includes("\0")) throw invalidArgument(`header.image_meta.${k} must not contain NUL`);
   }
   if (h.metadataJson.length > 1 * MiB) throw invalidArgument("header.metadata_json is larger than 1 MiB");

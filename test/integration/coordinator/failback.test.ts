@@ -9,7 +9,7 @@
  * the original gone (re-created), the failed-over volume flattened.
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { ClientError, Status } from "nice-grpc";
 import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
@@ -100,8 +100,11 @@ describe("coordinator: failback without a full copy", () => {
     const changed = 2 * OBJECT;
     const want = await sha("site-b", spec(target));
 
-    // A snapshot left by an attempt that died: the next attempt removes it.
-    await rbd("site-b", ["snap", "create", "--no-progress", spec(target, "failback.leftover")]);
+    // A snapshot left by an attempt that died: the next attempt removes it; a user's own snapshot whose
+    // name merely starts the same way stays.
+    const leftover = `failback.${randomUUID()}`;
+    await rbd("site-b", ["snap", "create", "--no-progress", spec(target, leftover)]);
+    await rbd("site-b", ["snap", "create", "--no-progress", spec(target, "failback.safety")]);
 
     // The failback: rollback + the clone's own objects only.
     const j1 = await failback(volume, target);
@@ -115,7 +118,12 @@ describe("coordinator: failback without a full copy", () => {
     assert.ok(zeros >= OBJECT, "the trimmed object travels as a zero range");
     assert.equal(await sha("site-a", spec(volume)), want, "V reads exactly as V' (size included)");
     const snaps = await vols.snapNames("site-b", target);
-    assert.ok(!snaps.some((s) => s.startsWith("failback.")), `the failback snapshots of V' are gone: ${snaps}`);
+    assert.deepEqual(
+      snaps.filter((s) => s.startsWith("failback.")),
+      ["failback.safety"],
+      `the failback snapshots of V' are gone, the user's stays: ${snaps}`,
+    );
+    await rbd("site-b", ["snap", "rm", "--no-progress", spec(target, "failback.safety")]);
 
     // Not possible: V lacks the snapshot → a full copy, the reason in the job.
     await write("site-b", target, [70 * OBJECT], MiB);

@@ -219,6 +219,7 @@ describe("operations", () => {
     const img = await srcIo.imageOpen(vol.image);
     await img.metaSet("conf_rbd_qos_iops_limit", "500");
     await img.metaSet("user.team", "storage");
+    await img.metaSet("rbd.csi.ceph.com/thick-provisioned", "false"); // a key with "/" (Ceph-CSI's)
     await img.close();
     const r = await backupOf(vol, { volumeId: "cinder-vol-7", volumeMetadata: { env: "prod", tier: "gold" } });
     const m = await b.client.getBackupMetadata({ backupId: r.backupId, pool: "backups" });
@@ -228,7 +229,12 @@ describe("operations", () => {
     assert.equal(meta.backup_id, r.backupId);
     assert.deepEqual(meta.volume, { id: "cinder-vol-7", metadata: { env: "prod", tier: "gold" } });
     assert.equal(meta.image.size, 8 * MiB);
-    assert.deepEqual(meta.image.image_meta, { conf_rbd_qos_iops_limit: "500", "user.team": "storage" });
+    const imageMeta = {
+      conf_rbd_qos_iops_limit: "500",
+      "user.team": "storage",
+      "rbd.csi.ceph.com/thick-provisioned": "false",
+    };
+    assert.deepEqual(meta.image.image_meta, imageMeta);
     assert.equal((await b.client.getBackupMetadata({ backupId: randomUUID(), pool: "backups" })).found, false);
 
     // Written once: a second exclusive create is refused and the content stays.
@@ -242,7 +248,7 @@ describe("operations", () => {
     assert.equal(rr.volumeId, "cinder-vol-7");
     assert.deepEqual(rr.volumeMetadata, { env: "prod", tier: "gold" });
     const applied = await rbdJson<Record<string, string>>("site-a", ["image-meta", "list", spec(target)]);
-    assert.deepEqual(applied, { conf_rbd_qos_iops_limit: "500", "user.team": "storage" });
+    assert.deepEqual(applied, imageMeta);
 
     await io.objWriteFull(oid, Buffer.from(JSON.stringify({ ...meta, version: 99 })));
     const t2 = { pool: "rbd", namespace: "", image: uniqueName("never") };

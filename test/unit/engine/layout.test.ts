@@ -194,6 +194,8 @@ describe("transfer digest and header", () => {
 
   it("accepts a good header and rejects bad fields with INVALID_ARGUMENT", () => {
     validateHeader(good);
+    // Image-meta keys are not names: "/" and "@" are theirs to use (Ceph-CSI sets such keys).
+    validateHeader({ ...good, imageMeta: { "rbd.csi.ceph.com/thick-provisioned": "true", "a@b": "x" } });
     const bad: Array<Partial<TransferHeader>> = [
       { transferId: "x" },
       { kind: 9 as TransferKind },
@@ -209,6 +211,10 @@ describe("transfer digest and header", () => {
       { kind: TransferKind.BACKUP_INCREMENTAL, fromSnapshot: "" },
       { kind: TransferKind.RESTORE_NEW },
       { order: 40 },
+      { imageMeta: { "": "x" } },
+      { imageMeta: { "a\0b": "x" } },
+      { imageMeta: { k: "a\0b" } },
+      { imageMeta: { ["k".repeat(4097)]: "x" } },
     ];
     for (const b of bad) {
       assert.throws(
