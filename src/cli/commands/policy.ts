@@ -20,6 +20,7 @@ import {
 import { withConnection } from "../connection";
 import { dispatch } from "../dispatch";
 import { ExitCode } from "../exit-codes";
+import { volumeSpec } from "../format";
 import { policyBlock, policyTable } from "../format-policy";
 import type { NounHelp } from "../help";
 import { note, print, printJson } from "../output";
@@ -223,9 +224,12 @@ async function run(argv: string[]): Promise<number> {
   const volume = values.volume !== undefined ? parseVolumeSpec(values.volume, "--volume") : undefined;
   return withConnection(values, async (conn) => {
     const r = await conn.call((o) => conn.client.runPolicyNow({ name, volume }, o));
-    if (values.json) printJson({ jobIds: r.jobIds });
+    if (values.json) printJson({ jobIds: r.jobIds, skipped: r.skipped });
     else print(r.jobIds.length ? r.jobIds.join("\n") : "");
-    if (!values.json) note(`${r.jobIds.length} backup job(s) queued (rbdbackup job watch JOB_ID follows one)`);
+    if (!values.json) {
+      note(`${r.jobIds.length} backup job(s) queued (rbdbackup job watch JOB_ID follows one)`);
+      for (const s of r.skipped) note(`skipped ${volumeSpec(s.volume)}: ${s.reason}`);
+    }
     return ExitCode.Ok;
   });
 }

@@ -8,9 +8,9 @@
  *  - A job is built (jobs/new-job.ts) in its initial state (QUEUED, no attempt yet) and inserted in one transaction
  *    with whatever the request writes besides (a new backup record, a backup marked DELETING).
  */
-import { alreadyExists, notFound } from "../../common/errors";
+import { alreadyExists, invalidArgument, notFound } from "../../common/errors";
 import { type Job, JobKind } from "../../gen/rbdbackup/v1/backup_service";
-import { isUniqueViolation, type JobSpec, newJobRecord } from "../jobs/new-job";
+import { isUniqueViolation, type JobSpec, newJobRecord, RUNNER_KEY_PREFIXES } from "../jobs/new-job";
 import { type JobRecord, volumeLabel } from "../model";
 import { jobView } from "../views";
 
@@ -37,6 +37,10 @@ export class Admission {
   /** The job an idempotency key already names, or an error when the key was used for another request. */
   replay(key: string, fp: string): JobRecord | undefined {
     if (!key) return undefined;
+    // The policy runner's keys (slots, retention deletes) are predictable: a caller could pre-claim one
+    // and have a policy run adopt its job, or keep retention from ever deleting a backup.
+    const reserved = RUNNER_KEY_PREFIXES.find((p) => key.startsWith(p));
+    if (reserved) throw invalidArgument(`idempotency_key may not start with "${reserved}": policy runs use those`);
     const j = this.deps.catalog.jobByIdempotencyKey(key);
     if (j && j.fingerprint !== fp) {
       throw alreadyExists(`idempotency_key "${key}" was used for a different request (job ${j.id})`);

@@ -215,7 +215,7 @@ async function runPolicyNow(deps: ApiDeps, req: RunPolicyNowRequest): Promise<Ru
     }
   }
   if (!deps.policies) throw unavailable("the policy runner is not running on this coordinator");
-  const jobIds = await deps.policies.runNow(p, only);
-  deps.log.info("policy run now", { policy: p.name, jobs: jobIds.length });
-  return { jobIds };
+  const { jobIds, skipped } = await deps.policies.runNow(p, only);
+  deps.log.info("policy run now", { policy: p.name, jobs: jobIds.length, skipped: skipped.length });
+  return { jobIds, skipped };
 }

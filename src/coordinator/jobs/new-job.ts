@@ -60,3 +60,9 @@ export function newJobRecord(spec: JobSpec, maxAttempts: number, nowMs: number =
     fence: [],
   };
 }
+
+/**
+ * Idempotency keys the policy runner makes (policy/slots.ts, retention-jobs.ts, verify-runner.ts): derived
+ * from public data, so API callers may not use them (admission.ts refuses them).
+ */
+export const RUNNER_KEY_PREFIXES: readonly string[] = ["pol:", "policy-verify:"];

@@ -1,7 +1,8 @@
 /**
  * Retention after a successful policy backup: the available backups this policy made (Backup.policy) of
  * the volume at its destination — from the catalog's in-memory index, no row read — go through planRetention (retention.ts); each one it drops becomes an ordinary DELETE
- * job (jobs/delete-job.ts), keyed by the backup so a second pass never queues two. Pinned, whatever the
+ * job (jobs/delete-job.ts), keyed by the backup so a second pass never queues two while one is active
+ * (one that ended without deleting it is followed by another on a later pass). Pinned, whatever the
  * rules: a backup a queued or running job uses, and a backup an RBD clone depends on.
  */
 import type { Logger } from "../../common/log";
@@ -11,6 +12,7 @@ import type { Policy } from "../../gen/rbdbackup/v1/policy";
 import type { AvailableBackup, Catalog } from "../catalog/catalog";
 import { deleteJobSpec } from "../jobs/delete-job";
 import { isUniqueViolation, newJobRecord } from "../jobs/new-job";
+import { isFinal } from "../scheduler";
 import { planRetention, type RetentionCandidate } from "./retention";
 
 /** Idempotency keys of a policy's jobs start with this. */
@@ -55,6 +57,26 @@ export function enforceRetention(
   return queued;
 }
 
+/** DELETE attempts of one backup a retention pass may queue over time (each after the last one ended). */
+const MAX_DELETE_KEYS = 100;
+
+/**
+ * The idempotency key of the next retention DELETE of `backupId`: "pol:<p>:del:<id>", then ":2", ":3"…
+ * for each earlier one that ended without deleting it (FAILED or CANCELLED put the backup back to
+ * AVAILABLE: the next pass tries again rather than never). undefined while one is still active, or
+ * after MAX_DELETE_KEYS attempts.
+ */
+function deleteKey(catalog: Catalog, p: Policy, backupId: string): string | undefined {
+  const base = `${policyKeyPrefix(p.name)}del:${backupId}`;
+  for (let n = 1; n <= MAX_DELETE_KEYS; n++) {
+    const key = n === 1 ? base : `${base}:${n}`;
+    const j = catalog.jobByIdempotencyKey(key);
+    if (!j) return key;
+    if (!isFinal(j.state)) return undefined;
+  }
+  return undefined;
+}
+
 /** One DELETE job, if the backup is still available and no job uses it (checked in the transaction). */
 function queueDelete(
   deps: { catalog: Catalog; log: Logger; maxAttempts: number },
@@ -63,11 +85,12 @@ function queueDelete(
   nowMs: number,
 ): string | undefined {
   const { catalog, log } = deps;
-  const key = `${policyKeyPrefix(p.name)}del:${backupId}`;
   try {
     return catalog.transaction(() => {
       const b = catalog.getBackup(backupId);
-      if (!b || b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE || catalog.jobByIdempotencyKey(key)) return undefined;
+      if (!b || b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE) return undefined;
+      const key = deleteKey(catalog, p, backupId);
+      if (!key) return undefined;
       if (catalog.backupInUse(b.id)) return undefined;
       const job = newJobRecord(deleteJobSpec(b, key), deps.maxAttempts, nowMs);
       b.status = BackupStatus.BACKUP_STATUS_DELETING;

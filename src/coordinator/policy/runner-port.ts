@@ -5,9 +5,19 @@
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Policy } from "../../gen/rbdbackup/v1/policy";
 
+/** What RunPolicyNow did: the jobs it queued, and each selected volume it did not queue, with why. */
+export interface RunNowResult {
+  jobIds: string[];
+  skipped: Array<{ volume: VolumeRef; reason: string }>;
+}
+
 export interface PolicyRunnerPort {
-  /** Queue a backup of each selected volume now (or only `volume`); returns the job ids. */
-  runNow(policy: Policy, volume?: VolumeRef): Promise<string[]>;
+  /**
+   * Queue a backup of each selected volume now (or only `volume`). A volume that cannot be queued (its
+   * protection paused, a run still going or being queued, or queuing failed) is skipped with why, and the
+   * others still run; with `volume` named, its refusal is the call's error instead.
+   */
+  runNow(policy: Policy, volume?: VolumeRef): Promise<RunNowResult>;
   /** A policy was created, updated, paused, resumed or deleted: re-read it (selection, next runs). */
   changed(name: string): void;
   /** Volumes the policy selects now (explicit + discovered). */

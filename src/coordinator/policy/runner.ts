@@ -33,7 +33,7 @@ import { type PolicyMetrics, type VolumeSample, volumeSamples } from "./metrics"
 import { type ProtectionRecord, volumeKey } from "./model";
 import { saveRunnerFields, stillDue } from "./records";
 import { enforceRetention } from "./retention-jobs";
-import type { PolicyRunnerPort } from "./runner-port";
+import type { PolicyRunnerPort, RunNowResult } from "./runner-port";
 import { advance, isDue, manualKey, newRecord, nextRun, retrySlot, slotKey } from "./slots";
 import { TickPlan } from "./tick-plan";
 
@@ -67,7 +67,8 @@ export class PolicyRunner implements PolicyRunnerPort {
   readonly #schedules = new Map<string, string>();
   /** The Policy object each policy's schedule was last compared from (see #reschedule). */
   readonly #scheduled = new Map<string, Policy>();
-  readonly #settled = new Set<string>();
+  /** The last run settled per record ("<policy>\0<volume key>" → job id): one entry per record, not per run. */
+  readonly #settled = new Map<string, string>();
   readonly #launching = new Set<string>();
   readonly #plan = new TickPlan();
   /** Its `next`: what the last tick found next due (nextWake); re-armed after each tick, at most SAFETY_PASS_MS on. */
@@ -252,16 +253,18 @@ export class PolicyRunner implements PolicyRunnerPort {
   #settle(p: Policy, rec: ProtectionRecord, now: number): void {
     this.#settleRun(p, rec, now);
     const id = rec.lastJobId;
-    this.#plan.pending(p.name, volumeKey(rec.volume), !!id && !this.#settled.has(id), id);
+    const key = volumeKey(rec.volume);
+    this.#plan.pending(p.name, key, !!id && this.#settled.get(`${p.name}\0${key}`) !== id, id);
   }
 
   /** The last run finished: failures counted once (the job id is in lastError), retention after a success. */
   #settleRun(p: Policy, rec: ProtectionRecord, now: number): void {
     const id = rec.lastJobId;
-    if (!id || this.#settled.has(id)) return;
+    const settledKey = `${p.name}\0${volumeKey(rec.volume)}`;
+    if (!id || this.#settled.get(settledKey) === id) return;
     const job = this.deps.catalog.getJob(id);
     if (job && !isFinal(job.state)) return;
-    this.#settled.add(id);
+    this.#settled.set(settledKey, id);
     if (!job) return;
     const ok = job.state === JobState.JOB_STATE_SUCCEEDED;
     this.deps.metrics?.runDuration
@@ -367,22 +370,45 @@ export class PolicyRunner implements PolicyRunnerPort {
 
   // ---- PolicyRunnerPort ----
 
-  async runNow(policy: Policy, volume?: VolumeRef): Promise<string[]> {
+  async runNow(policy: Policy, volume?: VolumeRef): Promise<RunNowResult> {
     const selected = this.selected(policy.name);
     const vols = volume ? selected.filter((v) => volumeKey(v) === volumeKey(volume)) : selected;
     if (volume && vols.length === 0)
       throw failedPrecondition(`volume ${volumeKey(volume)} is not selected by policy ${policy.name}`);
     const now = this.#now();
-    const ids: string[] = [];
+    const out: RunNowResult = { jobIds: [], skipped: [] };
+    const { store } = this.deps;
     for (const vol of vols) {
-      const rec = this.deps.store.getProtection(policy.name, volumeKey(vol)) ?? newRecord(policy, vol, "explicit", now);
+      const key = volumeKey(vol);
+      const rec = store.getProtection(policy.name, key) ?? newRecord(policy, vol, "explicit", now);
       const prev = rec.lastJobId ? this.deps.catalog.getJob(rec.lastJobId) : undefined;
-      if (prev && !isFinal(prev.state)) continue;
-      ids.push(
-        await this.#queue(policy, vol, manualKey(policy.name, vol, now), (jobId) => ({ ...rec, lastJobId: jobId })),
-      );
+      // A paused protection (FailoverVolume's: the volume's history goes on elsewhere) is not run, and a
+      // volume is never backed up twice at once by its policy.
+      const why = rec.pausedReason
+        ? `its protection is paused (${rec.pausedReason}); ResumePolicy with this volume resumes it`
+        : prev && !isFinal(prev.state)
+          ? `a run of policy ${policy.name} is still going (job ${prev.id})`
+          : this.#launching.has(`${policy.name}\0${key}`)
+            ? `a run of policy ${policy.name} is being queued`
+            : "";
+      try {
+        if (why) throw failedPrecondition(`volume ${key} not run: ${why}`);
+        const id = await this.#queue(
+          policy,
+          vol,
+          manualKey(policy.name, vol, now),
+          (jobId) => ({ ...rec, lastJobId: jobId }),
+          () => !store.getProtection(policy.name, key)?.pausedReason && !!store.getPolicy(policy.name),
+        );
+        if (id) out.jobIds.push(id);
+        else out.skipped.push({ volume: vol, reason: "paused or deselected while it was queued" });
+      } catch (e) {
+        if (volume) throw e;
+        out.skipped.push({ volume: vol, reason: (e as Error).message });
+        this.deps.log.warn("policy run now: volume skipped", { policy: policy.name, volume: key, err: e });
+      }
     }
-    return ids;
+    return out;
   }
 
   changed(name: string): void {
@@ -391,6 +417,7 @@ export class PolicyRunner implements PolicyRunnerPort {
       this.#selected.delete(name);
       this.#schedules.delete(name);
       this.#scheduled.delete(name);
+      for (const k of this.#settled.keys()) if (k.startsWith(`${name}\0`)) this.#settled.delete(k);
     } else if (p.selector?.pool) this.#discovery.expire(p.selector);
     this.#plan.forget(name);
     this.soon();

@@ -97,6 +97,16 @@ describe("BackupService admission", () => {
       ],
       ["an unknown mode", { mode: 42 as BackupMode }, /^mode: unknown value 42/],
       ["a bad idempotency key", { idempotencyKey: "not ok" }, /^idempotency_key must be/],
+      [
+        "a policy run's idempotency key",
+        { idempotencyKey: "pol:gold:1764547260000:0123abcd" },
+        /^idempotency_key may not start with "pol:": policy runs use those/,
+      ],
+      [
+        "a policy verification's idempotency key",
+        { idempotencyKey: "policy-verify:0123abcd" },
+        /^idempotency_key may not start with "policy-verify:"/,
+      ],
       ["too many snapshots", { maxSnapshots: 5000 }, /^max_snapshots 5000 is above 1000/],
       ["an empty metadata key", { volumeMetadata: { "": "x" } }, /volume_metadata keys must not be empty/],
     ];

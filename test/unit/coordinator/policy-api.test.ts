@@ -12,7 +12,7 @@ import { AppError } from "../../../src/common/errors";
 import type { ApiDeps } from "../../../src/coordinator/api/deps";
 import { targetOf } from "../../../src/coordinator/api-audit";
 import { type ProtectionRecord, volumeKey } from "../../../src/coordinator/policy/model";
-import type { PolicyRunnerPort } from "../../../src/coordinator/policy/runner-port";
+import type { PolicyRunnerPort, RunNowResult } from "../../../src/coordinator/policy/runner-port";
 import { runRequest } from "../../../src/coordinator/policy/slots";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
@@ -46,9 +46,9 @@ class FakeRunner implements PolicyRunnerPort {
   runs: Array<{ policy: string; volume?: VolumeRef }> = [];
   discovered = new Map<string, VolumeRef[]>();
   constructor(private readonly deps: () => ApiDeps) {}
-  async runNow(policy: Policy, volume?: VolumeRef): Promise<string[]> {
+  async runNow(policy: Policy, volume?: VolumeRef): Promise<RunNowResult> {
     this.runs.push({ policy: policy.name, ...(volume ? { volume } : {}) });
-    return (volume ? [volume] : this.selected(policy.name)).map(() => randomUUID());
+    return { jobIds: (volume ? [volume] : this.selected(policy.name)).map(() => randomUUID()), skipped: [] };
   }
   changed(name: string): void {
     this.changes.push(name);

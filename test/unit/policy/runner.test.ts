@@ -14,7 +14,7 @@ import { SAFETY_PASS_MS } from "../../../src/coordinator/scheduler/wake-timer";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
-import { Policy } from "../../../src/gen/rbdbackup/v1/policy";
+import { Policy, RetentionRule } from "../../../src/gen/rbdbackup/v1/policy";
 import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
 import { until } from "../../helpers/wait";
 import { Harness, vol } from "../coordinator/harness";
@@ -160,6 +160,50 @@ describe("policy runner", () => {
     assert.deepEqual(asked.sort(), ["a:probe", "b:probe"]);
   });
 
+  it("RunPolicyNow: a volume whose protection is paused or whose run still goes is skipped with why, one that cannot be queued too; the others run", async () => {
+    const vols = [vol("v1"), vol("v2"), vol("gone"), vol("v4")];
+    h.catalog.policies.insertPolicy(
+      policy({ selector: { volumes: vols, cluster: "", pool: "", namespace: "", imageRegex: "" } }),
+    );
+    await runner.tick();
+    const paused = record("gold", vol("v2"));
+    assert.ok(paused);
+    h.catalog.policies.upsertProtection({ ...paused, pausedReason: "failed over to b/rbd/v2-copy" });
+    const gone = (req: CallRequest): Answer =>
+      req.$case === "probe" && req.value.image?.image === "gone"
+        ? {
+            $case: "probe",
+            value: { missingPools: [], missingNamespaces: [], imageExists: false, imageSize: 0, imageSnapshots: [] },
+          }
+        : srcAnswer(req);
+    (h.sessions.any("a") as unknown as FakeAgentSession).answer = gone;
+    const p = h.catalog.policies.getPolicy("gold") as Policy;
+    const first = await runner.runNow(p);
+    assert.equal(first.jobIds.length, 2, "v1 and v4 queued");
+    const queued = first.jobIds.map((id) => h.job(id).volume?.image).sort();
+    assert.deepEqual(queued, ["v1", "v4"]);
+    const why = Object.fromEntries(first.skipped.map((x) => [x.volume.image, x.reason]));
+    assert.deepEqual(Object.keys(why).sort(), ["gone", "v2"]);
+    assert.match(why.v2 ?? "", /protection is paused \(failed over to b\/rbd\/v2-copy\)/);
+    assert.match(why.gone ?? "", /not found/);
+    // Again while v1's and v4's runs still go: nothing queued twice.
+    const second = await runner.runNow(p);
+    assert.deepEqual(second.jobIds, []);
+    assert.ok(
+      second.skipped.some((x) => x.volume.image === "v1" && /still going \(job /.test(x.reason)),
+      JSON.stringify(second.skipped),
+    );
+    assert.equal(jobs().length, 2, "no second job for a volume whose run still goes");
+    // Named alone, a paused volume's refusal is the call's error.
+    await assert.rejects(runner.runNow(p, vol("v2")), (e: unknown) => {
+      assert.ok(e instanceof AppError);
+      assert.equal(e.status, Status.FAILED_PRECONDITION);
+      assert.match(e.message, /protection is paused/);
+      return true;
+    });
+    assert.equal(jobs().length, 2);
+  });
+
   it("a slot whose previous run is still going is missed (counted), not queued", async () => {
     h.catalog.policies.insertPolicy(policy());
     await runner.tick();
@@ -211,6 +255,34 @@ describe("policy runner", () => {
     );
     for (const id of backups.slice(0, 2)) assert.equal(h.backup(id).status, BackupStatus.BACKUP_STATUS_DELETING);
     for (const id of backups.slice(2)) assert.equal(h.backup(id).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+  });
+
+  it("a retention DELETE that failed (the backup AVAILABLE again) is followed by another on the next pass, never two at once", async () => {
+    h.catalog.policies.insertPolicy(policy({ retention: RetentionRule.fromPartial({ keepLast: 1 }) }));
+    await runner.tick();
+    const backupRun = async () => {
+      h.t = record()?.nextRunAt ?? 0;
+      await runner.tick();
+      finishAll();
+      h.t += 1000;
+      await runner.tick();
+    };
+    await backupRun();
+    await backupRun();
+    const [first] = jobs(JobKind.JOB_KIND_DELETE);
+    assert.ok(first, "the older backup's DELETE");
+    const victim = first.backupId;
+    // The DELETE fails (the base image was busy): the backup is AVAILABLE again, as transitions.ts does.
+    h.catalog.updateJob({ ...first, state: JobState.JOB_STATE_FAILED, finishedAt: h.t, errorMessage: "busy" });
+    h.catalog.updateBackup({ ...h.backup(victim), status: BackupStatus.BACKUP_STATUS_AVAILABLE });
+    await backupRun();
+    const forVictim = jobs(JobKind.JOB_KIND_DELETE).filter((d) => d.backupId === victim);
+    assert.equal(forVictim.length, 2, "a second DELETE of the backup the first one failed to delete");
+    assert.equal(forVictim[1]?.idempotencyKey, `${first.idempotencyKey}:2`);
+    assert.equal(h.backup(victim).status, BackupStatus.BACKUP_STATUS_DELETING);
+    // While that one is active, another pass queues nothing more for it.
+    await backupRun();
+    assert.equal(jobs(JobKind.JOB_KIND_DELETE).filter((d) => d.backupId === victim).length, 2);
   });
 
   it("a failed run counts once as a consecutive failure", async () => {
