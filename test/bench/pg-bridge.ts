@@ -54,7 +54,7 @@ async function main(): Promise<void> {
     );
     time("pg listBackups (page of 50, all)", calls / 5, () => pg.listBackups({}, 50, ""));
     time("pg insertJob (unfenced, autocommit)", calls / 5, (i) => pg.insertJob(job(T0 + i)));
-    pg.leadership.tryAcquire({ id: "bench", address: "127.0.0.1:1" }, 600_000);
+    pg.leadership.tryAcquire({ id: "bench", address: "127.0.0.1:1", instance: "bench" }, 600_000);
     time("pg insertJob (fenced: BEGIN, check, INSERT, COMMIT)", calls / 5, (i) => pg.insertJob(job(T0 + i)));
     time("pg transaction (3 writes, fenced)", calls / 10, (i) =>
       pg.transaction(() => {

@@ -14,10 +14,17 @@ export interface CoordinatorIdentity {
   id: string;
   /** host:port clients and agents should use to reach it (config ha.advertise). */
   address: string;
+  /**
+   * This process (random at each start): two processes with one ha.id — a copied config, a replacement
+   * started while the old one still runs — are two holders, so only one can lead at a time.
+   */
+  instance: string;
 }
 
 export interface LeaderRecord {
   holder: string;
+  /** The holder's process (CoordinatorIdentity.instance). */
+  instance: string;
   address: string;
   /** Fencing token: +1 at every change of holder (a renewal keeps it). */
   token: number;
@@ -28,8 +35,9 @@ export interface LeaderRecord {
 export interface LeaderLease {
   /**
    * Atomically: takes the lease when nobody holds it or it has lapsed (token + 1), renews it when `me`
-   * holds it (same token, new expiry), else leaves it. Returns the record in force afterwards — `me`
-   * leads iff `holder === me.id`. From a grant on, this catalog's writes are fenced with that token.
+   * holds it — the same id AND the same process instance — (same token, new expiry), else leaves it.
+   * Returns the record in force afterwards — `me` leads iff holds(record, me). From a grant on, this
+   * catalog's writes are fenced with that token.
    */
   tryAcquire(me: CoordinatorIdentity, ttlMs: number): LeaderRecord;
   /** The record in force, or undefined when no coordinator ever led. */
@@ -47,3 +55,7 @@ export class FencedError extends AppError {
     );
   }
 }
+
+/** Whether `r` names this very process (id and instance) as the holder. */
+export const holds = (r: LeaderRecord | undefined, me: CoordinatorIdentity): boolean =>
+  !!r && r.holder === me.id && r.instance === me.instance;

@@ -8,6 +8,7 @@
  * policy runs nor verifications) and every agent session is dropped from the registry and closed, so
  * its agent is told UNAVAILABLE naming the new leader (session-service.ts) and dials it.
  */
+import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { splitHostPort } from "../../common/address";
 import type { Logger } from "../../common/log";
@@ -41,6 +42,7 @@ export function identity(ha: Pick<HaSettings, "id" | "advertise">, listening: st
   return {
     id: ha.id || `${hostname()}:${splitHostPort(listening)[1]}`,
     address: ha.advertise || listening,
+    instance: randomUUID(),
   };
 }
 
@@ -48,7 +50,7 @@ export class HaControl implements LeaderView {
   /** The catalog the coordinator's parts use: a fenced write makes this coordinator step down. */
   readonly catalog: Catalog;
   #leadership: Leadership | null = null;
-  #me: CoordinatorIdentity = { id: "", address: "" };
+  #me: CoordinatorIdentity = { id: "", address: "", instance: "" };
   #term: Term | null = null;
   #termAbort: AbortController | null = null;
 

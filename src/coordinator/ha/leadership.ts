@@ -15,7 +15,13 @@
  * Time comes from the deps, so a test drives the clock and calls `check()` itself.
  */
 import type { Logger } from "../../common/log";
-import type { CoordinatorIdentity, FencedError, LeaderLease, LeaderRecord } from "../catalog/leader-lease";
+import {
+  type CoordinatorIdentity,
+  type FencedError,
+  holds,
+  type LeaderLease,
+  type LeaderRecord,
+} from "../catalog/leader-lease";
 
 export type LeaderRole = "leader" | "standby";
 
@@ -48,6 +54,8 @@ export class Leadership {
   /** Local time at the start of the last tryAcquire that granted (or renewed) the lease to me. */
   #renewedAt = 0;
   #timer: NodeJS.Timeout | null = null;
+  /** A twin (another process with this ha.id) was reported. */
+  #twinWarned = false;
   readonly #now: () => number;
 
   constructor(readonly deps: LeadershipDeps) {
@@ -76,7 +84,7 @@ export class Leadership {
   leader(): { id: string; address: string } | undefined {
     if (this.#role === "leader") return { id: this.deps.me.id, address: this.deps.me.address };
     const r = this.#record;
-    if (!r || r.holder === "" || r.holder === this.deps.me.id || r.expiresAt <= this.#now()) return undefined;
+    if (!r || r.holder === "" || holds(r, this.deps.me) || r.expiresAt <= this.#now()) return undefined;
     return { id: r.holder, address: r.address };
   }
 
@@ -101,8 +109,19 @@ export class Leadership {
       return;
     }
     this.#record = record;
-    if (record.holder !== me.id) {
-      if (this.#role === "leader") this.stepDown(`the leader lease is held by ${record.holder} (${record.address})`);
+    if (!holds(record, me)) {
+      if (record.holder === me.id && record.expiresAt > this.#now() && !this.#twinWarned) {
+        // Another process runs with this ha.id: it leads, this one waits (and says so once).
+        this.#twinWarned = true;
+        log.warn("another coordinator process holds the leader lease with this same ha.id; give each its own", {
+          id: me.id,
+          address: record.address,
+        });
+      }
+      if (this.#role === "leader") {
+        const who = record.holder === me.id ? "another process with this ha.id" : record.holder;
+        this.stepDown(`the leader lease is held by ${who} (${record.address})`);
+      }
       return;
     }
     if (this.#role === "leader" && record.token !== this.#token) {
@@ -113,7 +132,20 @@ export class Leadership {
     this.#role = "leader";
     this.#token = record.token;
     log.info("leading", { id: me.id, address: me.address, token: record.token });
-    this.deps.onLead(record);
+    try {
+      this.deps.onLead(record);
+    } catch (err) {
+      // Starting the term reads and writes the catalog (recovery): a database that fails now — often why
+      // the leadership moved — must not end the process (this runs from a timer). Step down, give the
+      // lease up, and try again on the next round.
+      log.error("could not start the term; stepping down", { err });
+      this.stepDown(`starting the term failed: ${(err as Error).message}`);
+      try {
+        lease.release(me);
+      } catch {
+        // the lease lapses by itself
+      }
+    }
   }
 
   /** A catalog write of this coordinator was refused by fencing: step down, learn who leads. */

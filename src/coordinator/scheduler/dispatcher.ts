@@ -8,6 +8,7 @@
  * Otherwise it stays queued with the reason as its waiting reason. Safe to run any number of times.
  */
 import { Status } from "nice-grpc-common";
+import { AppError } from "../../common/errors";
 import { VerifyMode } from "../../gen/rbdbackup/v1/agent";
 import { JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { Lease as LeaseMsg } from "../../gen/rbdbackup/v1/session";
@@ -90,6 +91,12 @@ export class Dispatcher {
       op = leaseOperation(this.ctx.catalog, j, peer, runner);
       this.maps.drop(j.id);
     } catch (e) {
+      // The catalog failing for now (PostgreSQL unreachable, a fenced write) is not the job's fault: it
+      // stays queued and the next pass tries again. Anything else means the job cannot be leased.
+      if (e instanceof AppError && (e.status === Status.UNAVAILABLE || e.status === Status.ABORTED)) {
+        this.ctx.log.warn("could not build a job's lease; it stays queued", { job: j.id, err: e });
+        return;
+      }
       finish(this.ctx, j, JobState.JOB_STATE_FAILED, Status.FAILED_PRECONDITION, (e as Error).message);
       return;
     }

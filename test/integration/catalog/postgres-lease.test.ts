@@ -15,8 +15,8 @@ import { agent, backup, job, policy, T0, vol } from "../../helpers/catalog-cases
 import { freshDatabase, pgSkip, type TestDatabase } from "../../helpers/postgres";
 import { waitFor } from "../../helpers/wait";
 
-const A = { id: "coord-a", address: "127.0.0.1:7301" };
-const B = { id: "coord-b", address: "127.0.0.1:7302" };
+const A = { id: "coord-a", address: "127.0.0.1:7301", instance: "a-1" };
+const B = { id: "coord-b", address: "127.0.0.1:7302", instance: "b-1" };
 
 describe("PostgreSQL leader lease and fencing", { skip: pgSkip }, () => {
   let db: TestDatabase | undefined;
@@ -106,6 +106,31 @@ describe("PostgreSQL leader lease and fencing", { skip: pgSkip }, () => {
     b.updateBackup({ ...kept, status: BackupStatus.BACKUP_STATUS_DELETING });
     assert.equal(b.availableBackupsOfVolume("a", "rbd", "", "v1").length, 0);
     assert.equal(a.availableBackupsOfVolume("a", "rbd", "", "v1").length, 0, "the standby answers from SQL");
+  });
+
+  it("two processes with one ha.id: the second is not the holder while the first's lease lives; after the lapse it takes it (token + 1) and the first's writes are fenced", async () => {
+    const a = catalog();
+    const twin = catalog();
+    const A2 = { ...A, instance: "a-2" };
+    assert.equal(a.leadership.tryAcquire(A, 300).token, 1);
+    const seen = twin.leadership.tryAcquire(A2, 60_000);
+    assert.deepEqual([seen.holder, seen.instance, seen.token], [A.id, A.instance, 1], "the twin is told, not granted");
+    assert.equal(twin.leadership.leadingToken, undefined);
+    const took = await waitFor(
+      () => {
+        const r = twin.leadership.tryAcquire(A2, 60_000);
+        return r.instance === A2.instance && r;
+      },
+      { what: "the twin to take over after the first's 300 ms lease lapses", timeoutMs: 10_000, intervalMs: 50 },
+    );
+    assert.equal(took.token, 2, "a new token, though the id is the same");
+    assert.throws(
+      () => a.insertJob(job(T0)),
+      (e: unknown) => e instanceof FencedError && e.heldToken === 1,
+    );
+    a.leadership.release(A); // the first process's release does not end the twin's lease
+    assert.equal(twin.leadership.current()?.instance, A2.instance);
+    assert.ok((twin.leadership.current()?.expiresAt ?? 0) > Date.now());
   });
 
   it("a write racing a takeover waits for the takeover's lock, then is refused; nothing of it commits", async () => {

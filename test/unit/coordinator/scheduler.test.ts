@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
+import { AppError } from "../../../src/common/errors";
 import { FENCE_SECONDS } from "../../../src/coordinator/scheduler/config";
 import { DeleteBackupDataResult, RestoreResult } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
@@ -55,6 +56,28 @@ describe("scheduler", () => {
       assert.match(b.snapshot, new RegExp(`^backup\\.${b.id}\\.snap\\.`));
       assert.equal(b.completedAt?.getTime(), h.t);
       assert.equal(a1.jobs.size, 0);
+    });
+
+    it("the catalog failing while a lease is built (UNAVAILABLE) leaves the job queued for the next pass, not FAILED", async () => {
+      const j = h.queueBackup(vol("v1"));
+      const getBackup = h.catalog.getBackup.bind(h.catalog);
+      // One read fails (a database blip); the catalog answers again at once.
+      let failures = 1;
+      h.catalog.getBackup = (id: string) => {
+        if (failures-- > 0) throw new AppError(Status.UNAVAILABLE, "catalog database unreachable (fake)");
+        return getBackup(id);
+      };
+      try {
+        h.tick();
+        assert.equal(h.job(j.id).state, QUEUED, "still queued");
+        assert.equal(a1.leases().length, 0, "no lease sent");
+        assert.equal(h.backup(j.backupId).status, BackupStatus.BACKUP_STATUS_CREATING, "the backup not FAILED");
+        h.tick();
+        assert.equal(h.job(j.id).state, RUNNING);
+        assert.equal(a1.lease(j.id).attempt, 1);
+      } finally {
+        h.catalog.getBackup = getBackup;
+      }
     });
 
     it("a restore runs on the backup's cluster and streams to an agent of the target's; a delete marks DELETED", async () => {

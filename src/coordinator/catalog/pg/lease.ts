@@ -1,12 +1,13 @@
 /**
  * The coordinators' leader lease in PostgreSQL (see ../leader-lease.ts): one row of
  * `coordinator_leader`, taken, renewed or left by ONE statement on the database's clock (now()), so two
- * coordinators never both believe they were granted it. The token grows by one at every change of
+ * coordinators never both believe they were granted it. The holder is an id and a process instance: a
+ * second process with the same ha.id is another holder. The token grows by one at every change of
  * holder. The catalog fences its writes with the token this lease last granted (`fence`): each write
  * transaction first reads the row FOR SHARE and is refused unless it still names us with that token; a
  * takeover's UPDATE waits for that lock, so a write either commits before the takeover or is refused.
  */
-import type { CoordinatorIdentity, LeaderLease, LeaderRecord } from "../leader-lease";
+import { type CoordinatorIdentity, holds, type LeaderLease, type LeaderRecord } from "../leader-lease";
 import type { SyncBridge } from "./bridge";
 import type { Fence } from "./protocol";
 
@@ -16,26 +17,28 @@ import type { Fence } from "./protocol";
  */
 const ACQUIRE = `
 WITH up AS (
-INSERT INTO coordinator_leader AS l (id, holder, address, token, expires_at)
-VALUES (1, $1, $2, 1, now() + $3 * interval '1 millisecond')
+INSERT INTO coordinator_leader AS l (id, holder, instance, address, token, expires_at)
+VALUES (1, $1, $4, $2, 1, now() + $3 * interval '1 millisecond')
 ON CONFLICT (id) DO UPDATE SET
-  token = CASE WHEN l.holder = excluded.holder THEN l.token ELSE l.token + 1 END,
+  token = CASE WHEN l.holder = excluded.holder AND l.instance = excluded.instance THEN l.token ELSE l.token + 1 END,
   holder = excluded.holder,
+  instance = excluded.instance,
   address = excluded.address,
   expires_at = excluded.expires_at
-WHERE l.holder = excluded.holder OR l.expires_at <= now()
-RETURNING holder, address, token, (extract(epoch FROM expires_at) * 1000)::bigint AS expires_at
+WHERE (l.holder = excluded.holder AND l.instance = excluded.instance) OR l.expires_at <= now()
+RETURNING holder, instance, address, token, (extract(epoch FROM expires_at) * 1000)::bigint AS expires_at
 )
 SELECT * FROM up
 UNION ALL
-SELECT holder, address, token, (extract(epoch FROM expires_at) * 1000)::bigint FROM coordinator_leader
+SELECT holder, instance, address, token, (extract(epoch FROM expires_at) * 1000)::bigint FROM coordinator_leader
 WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM up)`;
 
 const CURRENT =
-  "SELECT holder, address, token, (extract(epoch FROM expires_at) * 1000)::bigint AS expires_at FROM coordinator_leader WHERE id = 1";
+  "SELECT holder, instance, address, token, (extract(epoch FROM expires_at) * 1000)::bigint AS expires_at FROM coordinator_leader WHERE id = 1";
 
 interface Row {
   holder: string;
+  instance: string;
   address: string;
   token: number;
   expires_at: number;
@@ -43,6 +46,7 @@ interface Row {
 
 const record = (r: Row): LeaderRecord => ({
   holder: r.holder,
+  instance: r.instance,
   address: r.address,
   token: Number(r.token),
   expiresAt: Number(r.expires_at),
@@ -65,10 +69,10 @@ export class PgLeaderLease implements LeaderLease {
     this.#contender = true;
     const sent = Date.now();
     // Not fenced: this is the statement that moves the lease. Returns no row when someone else holds it.
-    const [got] = this.db.query<Row>(ACQUIRE, [me.id, me.address, Math.max(1, Math.round(ttlMs))]);
+    const [got] = this.db.query<Row>(ACQUIRE, [me.id, me.address, Math.max(1, Math.round(ttlMs)), me.instance]);
     if (!got) throw new Error("the leader lease row is missing after tryAcquire");
     const r = record(got);
-    if (r.holder === me.id) {
+    if (holds(r, me)) {
       this.#granted = { holder: r.holder, token: r.token };
       this.#leadingUntil = sent + ttlMs;
     } else this.#leadingUntil = 0;
@@ -84,8 +88,8 @@ export class PgLeaderLease implements LeaderLease {
     this.#leadingUntil = 0;
     // Lapses it now (same token: the next holder's grant adds one).
     this.db.query(
-      "UPDATE coordinator_leader SET expires_at = now() - interval '1 millisecond' WHERE id = 1 AND holder = $1",
-      [me.id],
+      "UPDATE coordinator_leader SET expires_at = now() - interval '1 millisecond' WHERE id = 1 AND holder = $1 AND instance = $2",
+      [me.id, me.instance],
     );
   }
 

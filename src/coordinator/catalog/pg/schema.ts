@@ -77,6 +77,8 @@ CREATE TABLE coordinator_leader (
   expires_at TIMESTAMPTZ NOT NULL
 );
 `,
+  // 1 → 2: the holder's process instance (two processes with one ha.id must not share a lease).
+  `ALTER TABLE coordinator_leader ADD COLUMN instance TEXT NOT NULL DEFAULT '';`,
 ];
 
 /** The version this code brings a database to. */

@@ -3,7 +3,8 @@
  * the catalog's thread posts, one at a time, replying on the port and then waking the blocked caller
  * through the shared flag (the id of the reply just posted). The connection is made on first use and
  * again after it is lost; a "reset" (the caller gave up waiting) drops it at once, which also ends the
- * server's work on it (its transaction rolls back). statement_timeout is set on the server too.
+ * server's work on it (its transaction rolls back). statement_timeout and idle_in_transaction_session_timeout
+ * are set on the server too.
  */
 import { type MessagePort, workerData } from "node:worker_threads";
 import { Client, types } from "pg";
@@ -32,6 +33,10 @@ async function connection(): Promise<Client> {
     connectionString: url,
     connectionTimeoutMillis: statementTimeoutMs,
     statement_timeout: statementTimeoutMs,
+    // A session left idle inside a transaction (this process paused, or cut off from the server between
+    // two statements of a fenced write) holds the leader row's lock: the server ends it after this long,
+    // or a standby's takeover would wait for it until TCP keepalive gave up (hours).
+    idle_in_transaction_session_timeout: statementTimeoutMs,
     application_name: "rbdbackup-coordinator",
     // A peer that vanished without a word (no RST) is noticed; a call also has its deadline.
     keepAlive: true,

@@ -72,8 +72,8 @@ describe("HaControl", () => {
     const leaseB = new FakeLease(row);
     const a = coordinator(h, leasedCatalog(h.catalog, leaseA, "a"));
     const b = coordinator(h, leasedCatalog(h.catalog, leaseB, "b"));
-    a.ctl.start({ id: "a", address: "127.0.0.1:1" });
-    b.ctl.start({ id: "b", address: "127.0.0.1:2" });
+    a.ctl.start({ id: "a", address: "127.0.0.1:1", instance: "a-1" });
+    b.ctl.start({ id: "b", address: "127.0.0.1:2", instance: "b-1" });
     stops.push(
       () => a.ctl.stop(),
       () => b.ctl.stop(),

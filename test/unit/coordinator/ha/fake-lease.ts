@@ -10,6 +10,7 @@ import type { Catalog } from "../../../../src/coordinator/catalog/catalog";
 import {
   type CoordinatorIdentity,
   FencedError,
+  holds,
   type LeaderLease,
   type LeaderRecord,
 } from "../../../../src/coordinator/catalog/leader-lease";
@@ -31,12 +32,18 @@ export class FakeLease implements LeaderLease {
     const now = this.row.now();
     const r = this.row.record;
     if (!r || r.holder === "" || r.expiresAt <= now) {
-      this.row.record = { holder: me.id, address: me.address, token: (r?.token ?? 0) + 1, expiresAt: now + ttlMs };
-    } else if (r.holder === me.id) {
+      this.row.record = {
+        holder: me.id,
+        instance: me.instance,
+        address: me.address,
+        token: (r?.token ?? 0) + 1,
+        expiresAt: now + ttlMs,
+      };
+    } else if (holds(r, me)) {
       r.expiresAt = now + ttlMs;
     }
     const out = { ...(this.row.record as LeaderRecord) };
-    if (out.holder === me.id) this.granted = out.token;
+    if (holds(out, me)) this.granted = out.token;
     return out;
   }
 
@@ -45,7 +52,7 @@ export class FakeLease implements LeaderLease {
   }
 
   release(me: CoordinatorIdentity): void {
-    if (this.row.record?.holder === me.id) this.row.record = { ...this.row.record, holder: "", address: "" };
+    if (holds(this.row.record, me)) this.row.record = { ...(this.row.record as LeaderRecord), holder: "", address: "" };
   }
 
   /** Throws FencedError when this coordinator was granted a token that is no longer the row's. */

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { FencedError } from "../../../../src/coordinator/catalog/leader-lease";
+import { FencedError, type LeaderRecord } from "../../../../src/coordinator/catalog/leader-lease";
 import { Leadership, stepDownMargin } from "../../../../src/coordinator/ha/leadership";
 import { memoryLogger } from "../harness";
 import { FakeLease, LeaseRow } from "./fake-lease";
@@ -16,16 +16,19 @@ function world() {
   let now = 1_000_000;
   const row = new LeaseRow(() => now);
   const events: string[] = [];
-  const make = (id: string) => {
+  const make = (id: string, instance = `${id}-1`, onLead?: (r: LeaderRecord) => void) => {
     const lease = new FakeLease(row);
     const l = new Leadership({
       lease,
-      me: { id, address: `${id}.example:7300` },
+      me: { id, address: `${id}.example:7300`, instance },
       leaseMs: LEASE_MS,
       renewMs: RENEW_MS,
       log: memoryLogger(),
       now: () => now,
-      onLead: (r) => events.push(`${id} leads (token ${r.token})`),
+      onLead: (r) => {
+        onLead?.(r);
+        events.push(`${id} leads (token ${r.token})`);
+      },
       onStepDown: (reason) => events.push(`${id} steps down: ${reason}`),
     });
     return { l, lease };
@@ -73,7 +76,7 @@ describe("leadership loop", () => {
     const w = world();
     const a = w.make("a");
     a.l.check();
-    w.row.record = { holder: "c", address: "c:1", token: 7, expiresAt: w.row.now() + LEASE_MS };
+    w.row.record = { holder: "c", instance: "c-1", address: "c:1", token: 7, expiresAt: w.row.now() + LEASE_MS };
     w.advance(RENEW_MS);
     a.l.check();
     assert.equal(a.l.role, "standby");
@@ -105,11 +108,47 @@ describe("leadership loop", () => {
     );
   });
 
+  it("two processes with one ha.id: the second waits for the lease to lapse, then leads with a new token that fences the first", () => {
+    const w = world();
+    const a = w.make("a");
+    const twin = w.make("a", "a-2");
+    a.l.check();
+    twin.l.check();
+    assert.equal(a.l.role, "leader");
+    assert.equal(twin.l.role, "standby", "the same id is not the same holder");
+    assert.deepEqual(twin.l.leader(), { id: "a", address: "a.example:7300" });
+    assert.equal(w.row.record?.token, 1);
+    // The first stops renewing (its node was cut off): once the lease lapses the twin takes it.
+    w.advance(LEASE_MS + 1);
+    twin.l.check();
+    assert.equal(twin.l.role, "leader");
+    assert.equal(w.row.record?.token, 2, "a new token: the first process's writes are fenced");
+    assert.throws(() => a.lease.fence("a"), FencedError);
+    a.l.check();
+    assert.equal(a.l.role, "standby");
+  });
+
+  it("a term that fails to start (the catalog fails in onLead) steps down and gives the lease up; the next round leads", () => {
+    const w = world();
+    let failing = true;
+    const a = w.make("a", "a-1", () => {
+      if (failing) throw new Error("database unreachable (fake)");
+    });
+    assert.doesNotThrow(() => a.l.check());
+    assert.equal(a.l.role, "standby");
+    assert.match(w.events.join("\n"), /a steps down: starting the term failed: database unreachable/);
+    assert.equal(w.row.record?.holder, "", "the lease was given up");
+    failing = false;
+    w.advance(RENEW_MS);
+    a.l.check();
+    assert.equal(a.l.role, "leader");
+  });
+
   it("a fenced write makes the leader step down at once and learn the new leader", () => {
     const w = world();
     const a = w.make("a");
     a.l.check();
-    w.row.record = { holder: "b", address: "b:2", token: 2, expiresAt: w.row.now() + LEASE_MS };
+    w.row.record = { holder: "b", instance: "b-1", address: "b:2", token: 2, expiresAt: w.row.now() + LEASE_MS };
     a.l.fenced(new FencedError(1));
     assert.equal(a.l.role, "standby");
     assert.deepEqual(a.l.leader(), { id: "b", address: "b:2" });
@@ -136,7 +175,7 @@ describe("leadership loop", () => {
       () =>
         new Leadership({
           lease: new FakeLease(w.row),
-          me: { id: "a", address: "a:1" },
+          me: { id: "a", address: "a:1", instance: "a-1" },
           leaseMs: 2_000,
           renewMs: 1_000,
           log: memoryLogger(),
