@@ -5,7 +5,7 @@
  */
 import { constants } from "node:os";
 import { CephError, ClosedError, nativeCall, nativeIo } from "./errors";
-import type { ChildImage, ImageStat, NativeImage, SnapInfo } from "./native";
+import type { ChildImage, ImageStat, ImageWatcher, NativeImage, SnapInfo } from "./native";
 import * as v from "./validate";
 
 export interface Extent {
@@ -138,6 +138,11 @@ export class Image {
   snapRemove(name: string): Promise<void> {
     v.name(name, "snapshot");
     return this.#call(`remove snapshot ${name} of`, () => this.#h.snapRemove(name));
+  }
+
+  /** The clients watching the image (this handle too, when it is open read-write). */
+  watchers(): Promise<ImageWatcher[]> {
+    return this.#call("list the watchers of", () => this.#h.watchers());
   }
 
   /** User snapshots, oldest first, with id, size, creation timestamp and protection. */

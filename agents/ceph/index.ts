@@ -28,5 +28,5 @@ export { CephError, ClosedError, errnoName, isCephError, NativeError } from "./e
 export { type DiffOptions, type Extent, Image } from "./image";
 export { featureNames, type ImageCreateOptions, IoCtx, RbdFeature } from "./io-ctx";
 export { releaseFreeMemory } from "./memory";
-export type { ChildImage, ClusterStat, ImageStat, PoolStat, SnapInfo } from "./native";
+export type { ChildImage, ClusterStat, ImageStat, ImageWatcher, PoolStat, SnapInfo } from "./native";
 export { cephErrorStatus } from "./status";

@@ -93,6 +93,12 @@ export interface SnapInfo {
   protected: boolean;
 }
 
+/** A client watching an image: its address (IP:PORT/NONCE) and its RADOS global id. */
+export interface ImageWatcher {
+  addr: string;
+  id: number;
+}
+
 export interface NativeImage {
   stat(): Promise<ImageStat>;
   resize(size: number): Promise<void>;
@@ -107,6 +113,8 @@ export interface NativeImage {
   snapSet(name: string | null): Promise<void>;
   flatten(): Promise<void>;
   listChildren(): Promise<ChildImage[]>;
+  /** rbd_watchers_list: the clients watching the image's header (every read-write open, rbd map, a VM). */
+  watchers(): Promise<ImageWatcher[]>;
   metaGet(key: string): Promise<string | null>;
   metaSet(key: string, value: string): Promise<void>;
   metaRemove(key: string): Promise<void>;

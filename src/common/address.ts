@@ -23,3 +23,26 @@ export function isClientAddr(s: string): boolean {
     return m !== null && Number(m[1]) !== 0;
   });
 }
+
+/**
+ * The client instances an address names, as "IP/NONCE" (the port and the v1:/v2: prefix dropped: one
+ * client's v1 and v2 addresses, and a watcher's address as librbd lists it, name the same instance).
+ * `s` is one address or a bracketed list (rados_getaddrs); anything unparsable names none.
+ */
+export function clientInstances(s: string): Set<string> {
+  const vector = s.startsWith("[") && s.endsWith("]") && /^\[(?:v1|v2|any):/.test(s);
+  const parts = vector ? s.slice(1, -1).split(",") : [s];
+  const out = new Set<string>();
+  for (const p of parts) {
+    const m = /^(?:(?:v1|v2|any):)?(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):\d{1,5}\/(\d{1,10})$/.exec(p.trim());
+    if (m) out.add(`${m[1]}/${m[2]}`);
+  }
+  return out;
+}
+
+/** Whether two addresses name the same client instance (see clientInstances). */
+export function sameClientInstance(a: string, b: string): boolean {
+  const mine = clientInstances(b);
+  for (const x of clientInstances(a)) if (mine.has(x)) return true;
+  return false;
+}

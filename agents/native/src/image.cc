@@ -26,6 +26,7 @@ Napi::Function Image::Init(Napi::Env env) {
                          GuardedMethod<Image, &Image::MetaSet>("metaSet"),
                          GuardedMethod<Image, &Image::MetaRemove>("metaRemove"),
                          GuardedMethod<Image, &Image::MetaList>("metaList"),
+                         GuardedMethod<Image, &Image::Watchers>("watchers"),
                          GuardedMethod<Image, &Image::AioRead>("read"),
                          GuardedMethod<Image, &Image::AioWrite>("write"),
                          GuardedMethod<Image, &Image::AioWriteZeroes>("writeZeroes"),
@@ -316,6 +317,41 @@ Napi::Value Image::MetaList(const Napi::CallbackInfo& info) {
         Napi::Object o = Napi::Object::New(env);
         for (const auto& p : *kv) o.Set(p.first, p.second);
         return o;
+      });
+}
+
+Napi::Value Image::Watchers(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  auto out = std::make_shared<std::vector<std::pair<std::string, int64_t>>>();
+  return RunAsync(
+      info.Env(), "rbd_watchers_list",
+      [h, out]() -> int {
+        size_t max = 8;
+        for (int tries = 0; tries < 8; tries++) {
+          std::vector<rbd_image_watcher_t> w(max);
+          size_t n = max;
+          int rc = rbd_watchers_list(h->image, w.data(), &n);
+          if (rc == -ERANGE && n > max) {
+            max = n;  // more watchers than room: again with room for all of them
+            continue;
+          }
+          if (rc < 0) return rc;
+          out->clear();
+          for (size_t i = 0; i < n; i++) out->emplace_back(w[i].addr != nullptr ? w[i].addr : "", w[i].id);
+          rbd_watchers_list_cleanup(w.data(), n);
+          return 0;
+        }
+        return -ERANGE;
+      },
+      [out](Napi::Env env) -> Napi::Value {
+        Napi::Array a = Napi::Array::New(env, out->size());
+        for (size_t i = 0; i < out->size(); i++) {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("addr", (*out)[i].first);
+          o.Set("id", Napi::Number::New(env, static_cast<double>((*out)[i].second)));
+          a.Set(static_cast<uint32_t>(i), o);
+        }
+        return a;
       });
 }
 

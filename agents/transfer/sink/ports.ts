@@ -22,6 +22,7 @@ export type SinkImage = Pick<
   | "snapCreate"
   | "snapList"
   | "snapRollback"
+  | "watchers"
   | "metaGet"
   | "metaSet"
   | "metaRemove"

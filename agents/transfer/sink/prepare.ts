@@ -14,6 +14,7 @@
  * Not abortable half-way (it creates what cleanup must know about); each step is bounded by the
  * cluster's op timeout.
  */
+import { sameClientInstance } from "../../../src/common/address";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../../../src/common/errors";
 import type { Logger } from "../../../src/common/log";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
@@ -37,10 +38,10 @@ export async function prepare(deps: Deps, fp: Footprint, log: Logger): Promise<v
     case TransferKind.BACKUP_INCREMENTAL:
       return openBaseImage(deps, fp, log);
     case TransferKind.RESTORE_ORIGINAL:
-      return openOriginal(fp);
+      return openOriginal(deps, fp);
     case TransferKind.FAILBACK:
-      if (fp.h.fromSnapshot) return rollBackOriginal(fp, log);
-      return (await exists(fp)) ? openOriginal(fp) : createImage(deps, fp, log);
+      if (fp.h.fromSnapshot) return rollBackOriginal(deps, fp, log);
+      return (await exists(fp)) ? openOriginal(deps, fp) : createImage(deps, fp, log);
     default:
       throw invalidArgument(`unknown transfer kind ${fp.h.kind}`);
   }
@@ -145,10 +146,27 @@ async function openBaseImage(deps: Deps, fp: Footprint, log: Logger): Promise<vo
   if ((await image.stat()).size !== h.imageSize) await image.resize(h.imageSize);
 }
 
+/**
+ * An existing volume is written over only while no other client has it open: a VM, `rbd map` (krbd,
+ * rbd-nbd) or any read-write open watches its header, and librbd would hand it the exclusive lock back
+ * and forth while both write — the guest's filesystem corrupted. This agent's own handle is a watcher
+ * too (same client instance): not counted. FAILED_PRECONDITION, before anything is changed.
+ */
+async function refuseInUse(deps: Deps, fp: Footprint, image: SinkImage): Promise<void> {
+  const others = (await image.watchers()).filter((w) => !sameClientInstance(w.addr, deps.clientAddr));
+  if (others.length === 0) return;
+  const who = others.map((w) => `client.${w.id} at ${w.addr}`).join(", ");
+  throw failedPrecondition(
+    `image ${fp.where} is in use (watched by ${who}): a VM, rbd map or another client has it open. ` +
+      "Stop or unmap it, then restore again; nothing was changed",
+  );
+}
+
 /** RESTORE_ORIGINAL: the existing image, cut or grown to the backup's size. */
-async function openOriginal(fp: Footprint): Promise<void> {
+async function openOriginal(deps: Deps, fp: Footprint): Promise<void> {
   const want = fp.h.imageSize;
   const image = await open(fp, `image ${fp.where} not found (restore over the original needs it)`);
+  await refuseInUse(deps, fp, image);
   const size = (await image.stat()).size;
   if (size > want) {
     // Discard what lies beyond the backup's size, in pieces under 2 GiB, then shrink.
@@ -160,7 +178,7 @@ async function openOriginal(fp: Footprint): Promise<void> {
 }
 
 /** FAILBACK with a from-snapshot: the original volume at that snapshot, at the new size. */
-async function rollBackOriginal(fp: Footprint, log: Logger): Promise<void> {
+async function rollBackOriginal(deps: Deps, fp: Footprint, log: Logger): Promise<void> {
   const h = fp.h;
   const noCommon = (why: string) =>
     withReason(failedPrecondition(`${NO_COMMON_SNAPSHOT}: ${fp.where} ${why}`), RefusalReason.NO_COMMON_SNAPSHOT);
@@ -169,6 +187,7 @@ async function rollBackOriginal(fp: Footprint, log: Logger): Promise<void> {
   if (!(await image.snapList()).some((s) => s.name === h.fromSnapshot)) {
     throw noCommon(`has no snapshot ${h.fromSnapshot}`);
   }
+  await refuseInUse(deps, fp, image);
   // Not undoable, like RESTORE_ORIGINAL; a retry rolls back again, so the result does not depend on it.
   await image.snapRollback(h.fromSnapshot);
   log.info("rolled the original volume back", { image: fp.where, to: h.fromSnapshot });

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
+import { ClientError, Status } from "nice-grpc";
 import { BackupMode, type BackupResult, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
@@ -145,13 +146,30 @@ describe("backup chains", () => {
         it("restore over the original volume after it was overwritten and grown", async () => {
           await vols.change(vol, "site-a", { resizeMiB: 72, writes: 40 });
           const r = results[1] as BackupResult;
-          const rr = await b.client.restore({
-            backupId: r.backupId,
-            backupPool: sc.destPool,
-            targetAgent: { address: a.transferAddress, clusterFsid: a.fsid },
-            target: vol,
-            mode: RestoreMode.RESTORE_MODE_ORIGINAL,
-          });
+          const restore = () =>
+            b.client.restore({
+              backupId: r.backupId,
+              backupPool: sc.destPool,
+              targetAgent: { address: a.transferAddress, clusterFsid: a.fsid },
+              target: vol,
+              mode: RestoreMode.RESTORE_MODE_ORIGINAL,
+            });
+          // While another client has the volume open read-write (as a VM would): refused, nothing changed.
+          const changed = await sha("site-a", spec(vol));
+          const user = await (await vols.io("site-a", "rbd")).imageOpen(vol.image);
+          try {
+            await assert.rejects(
+              restore(),
+              (e: unknown) =>
+                e instanceof ClientError &&
+                e.code === Status.FAILED_PRECONDITION &&
+                /is in use \(watched by client\.\d+ at /.test(e.details),
+            );
+          } finally {
+            await user.close();
+          }
+          assert.equal(await sha("site-a", spec(vol)), changed, "the volume in use was not touched");
+          const rr = await restore();
           assert.equal(rr.imageSize, 48 * MiB);
           assert.equal(await sha("site-a", spec(vol)), shas[1]);
         });

@@ -57,6 +57,42 @@ describe("runSink: FAILBACK", () => {
     assert.equal(s.snapshotCreated, "");
   });
 
+  it("a volume another client has open (a VM, rbd map) is refused before anything is changed: FAILBACK rollback, full copy, RESTORE_ORIGINAL", async () => {
+    for (const [what, h] of [
+      ["rollback", failbackHeader(true)],
+      ["full copy", failbackHeader(false)],
+      [
+        "restore over the original",
+        header({
+          kind: TransferKind.RESTORE_ORIGINAL,
+          destination: { pool: "rbd", namespace: "", image: "volume-1" },
+          imageSize: 128 * KiB,
+        }),
+      ],
+    ] as const) {
+      const ceph = new FakeCeph("rbd");
+      const v = ceph.addImage("rbd", "volume-1", pattern(256 * KiB, 1), ["user-snap", h.fromSnapshot].filter(Boolean));
+      v.data.fill(9, 0, CHUNK); // what the VM wrote since
+      v.watchers = [{ addr: "192.168.7.5:0/2834712", id: 24107 }];
+      const before = poolState(ceph, "rbd");
+      const e = await runSink(sinkDeps(ceph), new Feed(messages(h, [{ offset: 0, data: pattern(CHUNK, 2) }]))).catch(
+        (x) => x,
+      );
+      assert.equal(status(e), Status.FAILED_PRECONDITION, what);
+      assert.match(
+        e.message,
+        /image rbd\/volume-1 is in use \(watched by client\.24107 at 192\.168\.7\.5:0\/2834712\)/,
+        what,
+      );
+      assert.equal(poolState(ceph, "rbd"), before, `${what}: nothing rolled back, resized or written`);
+      assert.equal(v.opens, 0, `${what}: closed`);
+      // Once the other client has let go, the same stream goes through.
+      v.watchers = [];
+      await runSink(sinkDeps(ceph), new Feed(messages(h, [{ offset: 0, data: pattern(CHUNK, 2) }])));
+      assert.ok(v.data.subarray(0, CHUNK).equals(pattern(CHUNK, 2)), `${what}: written once free`);
+    }
+  });
+
   it("the original lacks the snapshot, or is gone: FAILED_PRECONDITION, nothing written or created", async () => {
     const ceph = new FakeCeph("rbd");
     ceph.addImage("rbd", "volume-1", pattern(256 * KiB, 1), ["user-snap"]);

@@ -25,6 +25,8 @@ export interface ImageState {
   meta: Map<string, string>;
   /** Open handles (an image with any cannot be removed). */
   opens: number;
+  /** Other clients watching it (a VM, rbd map): what watchers() lists beside this agent's own handles. */
+  watchers?: Array<{ addr: string; id: number }>;
 }
 
 export interface Faults {
@@ -194,6 +196,15 @@ export class FakeImage implements SinkImage {
 
   #check(): void {
     if (this.#closed) throw new Error(`image ${this.name} is closed`);
+  }
+
+  /** This agent's handles (the fake sink's clientAddr, sink-deps.ts) and the image's other watchers. */
+  async watchers(): Promise<Array<{ addr: string; id: number }>> {
+    this.#check();
+    return [
+      ...Array.from({ length: this.s.opens }, () => ({ addr: "10.0.0.1:0/1", id: 4100 })),
+      ...(this.s.watchers ?? []),
+    ];
   }
 
   #aio<T>(f: () => Promise<T>): Promise<T> {
