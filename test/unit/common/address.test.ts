@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { type FencingCluster, fenceEarlierHolders } from "../../../agents/agent/fencing";
-import { isClientAddr } from "../../../src/common/address";
+import { clientInstances, isClientAddr, sameClientInstance } from "../../../src/common/address";
 import type { Logger } from "../../../src/common/log";
 
 describe("Ceph client addresses", () => {
@@ -49,5 +49,17 @@ describe("Ceph client addresses", () => {
     );
     assert.deepEqual(added, ["10.0.0.2:0/222"]);
     assert.equal(warned.length, 1, "the whole-host address is named in a warning");
+  });
+
+  it("the same client instance: librbd's watcher address against rados_getaddrs' own (v1/v2 list), not another nonce or host", () => {
+    const own = "[v2:127.0.0.1:0/3012345678,v1:127.0.0.1:0/3012345678]";
+    assert.deepEqual([...clientInstances(own)], ["127.0.0.1/3012345678"]);
+    assert.equal(sameClientInstance("127.0.0.1:0/3012345678", own), true);
+    assert.equal(sameClientInstance("v1:127.0.0.1:0/3012345678", own), true);
+    assert.equal(sameClientInstance("127.0.0.1:0/3012345679", own), false, "another client of the host");
+    assert.equal(sameClientInstance("127.0.0.2:0/3012345678", own), false, "another host");
+    assert.equal(sameClientInstance("[::1]:0/77", "[v2:[::1]:0/77,v1:[::1]:0/77]"), true);
+    assert.equal(sameClientInstance("", own), false);
+    assert.equal(sameClientInstance("garbage", "garbage"), false, "unparsable names no instance");
   });
 });
