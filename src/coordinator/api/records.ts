@@ -51,7 +51,17 @@ export async function importBackupRecord(
     );
   }
   await requireSnapshot(agent, b, loc, ctx.signal);
-  const imported: Backup = { ...b, jobId: "", locationFsid: agent.info.clusterFsid, warnings: [] };
+  // A policy name is the exporting coordinator's: a policy of the same name here would take the backup
+  // under its retention (and delete it). An imported backup belongs to no policy.
+  const imported: Backup = {
+    ...b,
+    jobId: "",
+    locationFsid: agent.info.clusterFsid,
+    policy: "",
+    warnings: b.policy
+      ? [`made by policy ${b.policy} of the coordinator it was exported from; no policy manages it here`]
+      : [],
+  };
   try {
     deps.catalog.insertBackup(imported);
   } catch (e) {
@@ -64,6 +74,9 @@ export async function importBackupRecord(
   });
   return imported;
 }
+
+/** Clones one record may list (each a volume the coordinator probes before a delete). */
+const MAX_CLONES = 1000;
 
 /** Every field of the record that the catalog relies on; INVALID_ARGUMENT naming the field. */
 function validateRecord(req: ImportBackupRecordRequest): { b: Backup; loc: BackupLocation } {
@@ -89,6 +102,9 @@ function validateRecord(req: ImportBackupRecordRequest): { b: Backup; loc: Backu
     throw invalidArgument(`record.backup.snapshot "${b.snapshot}" is not a snapshot of backup ${b.id}`);
   }
   v.volumeMetadata(b.volumeId, b.volumeMetadata);
+  // The clones reach agents (DeleteBackup probes them, FlattenVolume names them): each a valid volume.
+  if (b.clones.length > MAX_CLONES) throw invalidArgument(`record.backup.clones: at most ${MAX_CLONES}`);
+  for (const [i, c] of b.clones.entries()) v.volumeRef(c, `record.backup.clones[${i}]`);
   if (b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE)
     throw invalidArgument("record.backup.status must be AVAILABLE");
   return { b, loc };

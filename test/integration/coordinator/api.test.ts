@@ -326,8 +326,13 @@ describe("coordinator: public API", () => {
     const agentB2 = await startAgent("site-b", { coordinator: fresh.address, agentId: "agent-site-b-2" });
     try {
       await waitAgents(fresh.client, 1);
+      // Made by a policy of the exporting coordinator: none manages it here (a same-named policy's
+      // retention would delete it).
+      if (record.backup) record.backup.policy = "gold";
       const imported = await fresh.client.importBackupRecord({ record });
       assert.equal(imported.id, b.id);
+      assert.equal(imported.policy, "");
+      assert.match(imported.warnings.join("\n"), /made by policy gold of the coordinator it was exported from/);
       assert.equal(imported.status, BackupStatus.BACKUP_STATUS_AVAILABLE);
       await assert.rejects(fresh.client.importBackupRecord({ record }), /ALREADY_EXISTS/);
       const target = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName("restored") };

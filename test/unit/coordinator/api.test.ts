@@ -143,6 +143,16 @@ describe("BackupService admission", () => {
         Status.INVALID_ARGUMENT,
         /^record\.backup\.base_image "prod-volume" is not a base image name/,
       );
+      const badClone = newBackup(vol("v1"), "b", 0);
+      badClone.baseImage = `v1.backup.${badClone.id}`;
+      badClone.snapshot = `backup.${badClone.id}.snap.1`;
+      badClone.status = BackupStatus.BACKUP_STATUS_AVAILABLE;
+      badClone.clones = [{ cluster: "", pool: "rbd", namespace: "", image: "a@b" }];
+      await assertStatus(
+        api.importBackupRecord({ record: { version: 1, backup: badClone } }),
+        Status.INVALID_ARGUMENT,
+        /^record\.backup\.clones\[0\]/,
+      );
     });
 
     it("WatchJob refuses a bad id with the same status (through the streaming path)", async () => {
