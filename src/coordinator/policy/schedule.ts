@@ -141,6 +141,29 @@ function windowOpenAt(w: Window, timeZone: string, t: number): number {
   throw new Error(`schedule window ${w.startMin}-${w.endMin} min never opens in ${timeZone} after ${t}`);
 }
 
+/** The end of the window that holds t (t inside it); t when t is outside every window. */
+function windowCloseAt(w: Window, timeZone: string, t: number): number {
+  const today = Math.floor(wallOf(timeZone, t) / DAY_MS);
+  for (let d = today - 1; d <= today + 1; d++) {
+    const open = instantOf(timeZone, d * DAY_MS + w.startMin * MINUTE_MS);
+    const close = instantOf(timeZone, (w.endMin > w.startMin ? d : d + 1) * DAY_MS + w.endMin * MINUTE_MS);
+    if (open <= t && t < close) return close;
+  }
+  return t;
+}
+
+/**
+ * When a run of the slot at `slotMs` starts: the slot plus the volume's jitter, kept inside the window
+ * that holds the slot (a jitter longer than what is left of the window wraps within it), so a run never
+ * starts outside the schedule's window.
+ */
+export function runStart(s: PolicySchedule, slotMs: number, jitter: number): number {
+  const w = parseWindow(s.window);
+  if (!w || jitter <= 0) return slotMs + jitter;
+  const room = windowCloseAt(w, s.timeZone, slotMs) - slotMs;
+  return room > 0 ? slotMs + (jitter % room) : slotMs;
+}
+
 /** Epoch ms of the first slot strictly after afterMs, moved to the window's next opening when outside it. */
 export function nextSlot(s: PolicySchedule, afterMs: number): number {
   const raw = rawNext(s, afterMs);

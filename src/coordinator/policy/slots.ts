@@ -11,18 +11,18 @@ import { CreateBackupRequest } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Policy, PolicySchedule } from "../../gen/rbdbackup/v1/policy";
 import { type ProtectionRecord, volumeKey } from "./model";
-import { countSlots, jitterMs, nextSlot } from "./schedule";
+import { countSlots, jitterMs, nextSlot, runStart } from "./schedule";
 
 /** Most slots counted missed in one go (a policy paused for years does not loop for long). */
 const MISSED_LIMIT = 100_000;
 
 const scheduleOf = (p: Policy): PolicySchedule => p.schedule ?? ({ intervalSeconds: 0 } as PolicySchedule);
 
-/** The slot after `afterMs` and when the volume's run of it starts (slot + the volume's jitter). */
+/** The slot after `afterMs` and when the volume's run of it starts (slot + the volume's jitter, inside the window). */
 export function nextRun(p: Policy, vol: VolumeRef, afterMs: number): { nextSlotAt: number; nextRunAt: number } {
   const s = scheduleOf(p);
   const nextSlotAt = nextSlot(s, afterMs);
-  return { nextSlotAt, nextRunAt: nextSlotAt + jitterMs(s, p.name, volumeKey(vol)) };
+  return { nextSlotAt, nextRunAt: runStart(s, nextSlotAt, jitterMs(s, p.name, volumeKey(vol))) };
 }
 
 /** The record of a volume newly selected: its first run is the first slot after now. */

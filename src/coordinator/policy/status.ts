@@ -6,7 +6,12 @@
  * twice the schedule's period around it, LATE after that; with no backup yet, PENDING until the first
  * slot after the record was created plus one period, LATE after that.
  */
-import { type Policy, ProtectionState, type VolumeProtection } from "../../gen/rbdbackup/v1/policy";
+import {
+  type Policy,
+  type PolicySchedule,
+  ProtectionState,
+  type VolumeProtection,
+} from "../../gen/rbdbackup/v1/policy";
 import type { ProtectionRecord } from "./model";
 import { nextSlot, periodMs } from "./schedule";
 
@@ -57,13 +62,24 @@ export function stateOf(
   const s = policy.schedule;
   if (newest) {
     if (!s) return ProtectionState.PROTECTION_STATE_OK;
-    return nowMs - newest.at > 2 * periodMs(s, newest.at)
+    return nowMs > lateAfter(s, newest.at)
       ? ProtectionState.PROTECTION_STATE_LATE
       : ProtectionState.PROTECTION_STATE_OK;
   }
   if (!s) return ProtectionState.PROTECTION_STATE_PENDING;
   const firstSlot = nextSlot(s, rec.createdAt);
-  return nowMs > firstSlot + periodMs(s, firstSlot)
-    ? ProtectionState.PROTECTION_STATE_LATE
-    : ProtectionState.PROTECTION_STATE_PENDING;
+  const due = hasWindow(s) ? nextSlot(s, firstSlot) + s.jitterSeconds * 1000 : firstSlot + periodMs(s, firstSlot);
+  return nowMs > due ? ProtectionState.PROTECTION_STATE_LATE : ProtectionState.PROTECTION_STATE_PENDING;
+}
+
+const hasWindow = (s: PolicySchedule): boolean => !!s.window && (s.window.start !== "" || s.window.end !== "");
+
+/**
+ * When a recovery point made at `atMs` turns LATE: twice the schedule's period later; with a window, once
+ * the second slot after it (the window's hours, not the clock's: an hourly 22:00–06:00 schedule's 05:00
+ * backup is due again by 23:00, not 07:00) and the jitter have passed without a newer one.
+ */
+function lateAfter(s: PolicySchedule, atMs: number): number {
+  if (!hasWindow(s)) return atMs + 2 * periodMs(s, atMs);
+  return nextSlot(s, nextSlot(s, atMs)) + s.jitterSeconds * 1000;
 }

@@ -6,7 +6,14 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { AppError, Status } from "../../../src/common/errors";
-import { countSlots, jitterMs, nextSlot, periodMs, validateSchedule } from "../../../src/coordinator/policy/schedule";
+import {
+  countSlots,
+  jitterMs,
+  nextSlot,
+  periodMs,
+  runStart,
+  validateSchedule,
+} from "../../../src/coordinator/policy/schedule";
 import type { PolicySchedule } from "../../../src/gen/rbdbackup/v1/policy";
 
 const HOUR = 3_600_000;
@@ -248,6 +255,35 @@ describe("jitterMs", () => {
     }
     for (const b of buckets) assert.ok(b >= 60 && b <= 140, `bucket sizes ${buckets.join(",")}`);
     assert.ok(seconds.size > 400, `only ${seconds.size} distinct start seconds`);
+  });
+});
+
+describe("runStart (slot + jitter, inside the window)", () => {
+  it("without a window: slot + jitter", () => {
+    assert.equal(
+      runStart(sched({ cron: "0 1 * * *" }), T("2026-12-01T01:00:00Z"), 3 * HOUR),
+      T("2026-12-01T04:00:00Z"),
+    );
+  });
+
+  it("with a window: a jitter longer than what is left of the window wraps within it; every start is inside", () => {
+    const s = sched({ cron: "0 1 * * *", jitterSeconds: 3 * 3600, window: { start: "01:00", end: "02:00" } });
+    const slot = T("2026-12-01T01:00:00Z");
+    for (let j = 0; j < 3 * HOUR; j += 7 * 60_000) {
+      const at = runStart(s, slot, j);
+      assert.ok(at >= slot && at < T("2026-12-01T02:00:00Z"), `jitter ${j / 60_000} min starts at ${iso(at)}`);
+    }
+    assert.equal(runStart(s, slot, 30 * 60_000), slot + 30 * 60_000, "a jitter that fits is kept as is");
+    // A window wrapping midnight, in a time zone: a slot at 05:30 local has 30 min left.
+    const ny = sched({
+      intervalSeconds: 3600,
+      timeZone: "America/New_York",
+      jitterSeconds: 3000,
+      window: { start: "22:00", end: "06:00" },
+    });
+    const late = T("2026-12-01T10:30:00Z"); // 05:30 in New York (UTC-5)
+    const at = runStart(ny, late, 45 * 60_000);
+    assert.ok(at >= late && at < T("2026-12-01T11:00:00Z"), `starts at ${iso(at)}, before 06:00 local`);
   });
 });
 

@@ -119,6 +119,19 @@ describe("protectionView", () => {
     );
   });
 
+  it("a window: due again by the second slot after the backup in the window's hours, not the clock's", () => {
+    // Hourly, 22:00–06:00 UTC; the last backup at 05:00: slots 22:00 and 23:00 come next.
+    const p = policy({ schedule: schedule({ intervalSeconds: 3600, window: { start: "22:00", end: "06:00" } }) });
+    const b = { id: "b", at: Date.parse("2024-01-02T05:00:00Z"), completedAt: Date.parse("2024-01-02T05:05:00Z") };
+    for (const ok of ["2024-01-02T07:30:00Z", "2024-01-02T15:00:00Z", "2024-01-02T22:59:00Z"]) {
+      assert.equal(protectionView(p, record(), b, Date.parse(ok)).state, ProtectionState.PROTECTION_STATE_OK, ok);
+    }
+    assert.equal(
+      protectionView(p, record(), b, Date.parse("2024-01-02T23:01:00Z")).state,
+      ProtectionState.PROTECTION_STATE_LATE,
+    );
+  });
+
   it("FAILING when the last run failed, whatever the lag", () => {
     const v = protectionView(
       policy(),
