@@ -15,6 +15,7 @@ import type { FlattenRequest, FlattenResult, RestoreRequest, RestoreResult } fro
 import type { ChildImage, Image, IoCtx } from "../ceph";
 import { isCephError } from "../ceph";
 import { validName } from "../transfer/protocol";
+import { applyImageMeta } from "../transfer/sink";
 import type { EngineContext } from "./context";
 import { locateBackup } from "./locate";
 import { readMetadata } from "./restore";
@@ -72,6 +73,8 @@ export async function restoreClone(ctx: EngineContext, req: RestoreRequest): Pro
   const io = await ctx.cluster.openIoCtx(req.backupPool, { namespace: req.backupNamespace });
   let dest: IoCtx | null = null;
   let clone: Image | null = null;
+  /** This attempt made the clone and has not finished it. */
+  let made = false;
   try {
     const loc = await locateBackup(io, req.backupId, req.baseImage || undefined);
     if (req.snapshot && req.snapshot !== loc.snapshot) {
@@ -94,10 +97,12 @@ export async function restoreClone(ctx: EngineContext, req: RestoreRequest): Pro
         if (isCephError(e, "EEXIST")) throw alreadyExists(`target ${label(target)} exists; clone to a new name`);
         throw e;
       }
+      made = true;
     }
     const imageMeta = meta?.image.image_meta ?? {};
     clone = await dest.imageOpen(target.image);
-    for (const [k, v] of Object.entries(imageMeta)) await clone.metaSet(k, v);
+    await applyImageMeta(clone, imageMeta, warnings);
+    made = false; // done: the clone is the result
     log.info("clone restore done", { target: label(target), parent: `${loc.baseImage}@${loc.snapshot}` });
     return {
       backupId: req.backupId,
@@ -118,6 +123,14 @@ export async function restoreClone(ctx: EngineContext, req: RestoreRequest): Pro
     };
   } finally {
     await clone?.close().catch(() => {});
+    // A clone this attempt made, then failed to finish: removed, or it would outlive the job untracked
+    // (Backup.clones lists only the clones of succeeded jobs) and block the backup's deletion.
+    if (made && dest) {
+      await dest.imageRemove(target.image).then(
+        () => log.info("removed the clone this attempt made before it failed", { target: label(target) }),
+        (err: Error) => log.warn("could not remove the clone this attempt made", { target: label(target), err }),
+      );
+    }
     await dest?.close().catch(() => {});
     await io.close().catch(() => {});
   }

@@ -13,7 +13,7 @@ import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
 import { writeDigests } from "./digests";
 import type { Footprint } from "./footprint";
-import { INCOMPLETE_KEY } from "./image-ops";
+import { applyImageMeta, INCOMPLETE_KEY } from "./image-ops";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
 
 export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Logger): Promise<void> {
@@ -32,7 +32,7 @@ export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Lo
     await image.snapCreate(h.toSnapshot, { skipQuiesce: true }).catch((e) => madeAnyway(image, fp, e, log));
     fp.snapshotCreated = true;
   } else {
-    for (const [k, v] of Object.entries(h.imageMeta)) await image.metaSet(k, v);
+    await applyImageMeta(image, h.imageMeta, fp.warnings);
   }
 }
 

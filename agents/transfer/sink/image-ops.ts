@@ -1,7 +1,7 @@
 /**
  * Image operations the destination shares between its phases, its crash recovery and the engine's
- * delete: the marker of an uncommitted image, removal that waits out a stale watch, and whether a
- * head moved away from a snapshot.
+ * delete and clone restore: the marker of an uncommitted image, removal that waits out a stale watch,
+ * whether a head moved away from a snapshot, and a backup's image-meta applied to a restored image.
  */
 import { retry } from "../../../src/common/retry";
 import { type IoCtx, isCephError } from "../../ceph";
@@ -53,4 +53,24 @@ export async function headDiffers(
     if (batch.length > 0) return true;
   }
   return false;
+}
+
+/**
+ * A backup's image-meta set on a restored image. A `conf_` key this cluster refuses (EINVAL: an option
+ * its Ceph does not know, or not allowed per image — a backup from a newer release) is a warning, not a
+ * failed restore: the data is what matters, and the override can be set by hand. Any other failure throws.
+ */
+export async function applyImageMeta(
+  image: Pick<SinkImage, "metaSet">,
+  meta: Record<string, string>,
+  warnings: string[],
+): Promise<void> {
+  for (const [k, v] of Object.entries(meta)) {
+    try {
+      await image.metaSet(k, v);
+    } catch (e) {
+      if (!k.startsWith("conf_") || !isCephError(e, "EINVAL")) throw e;
+      warnings.push(`image-meta ${k}=${v} not applied: this cluster refuses it as a per-image option (EINVAL)`);
+    }
+  }
 }

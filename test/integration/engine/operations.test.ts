@@ -250,6 +250,20 @@ describe("operations", () => {
     const applied = await rbdJson<Record<string, string>>("site-a", ["image-meta", "list", spec(target)]);
     assert.deepEqual(applied, imageMeta);
 
+    // A conf_ override this cluster refuses (a backup from a newer Ceph, say): a warning, not a failed restore.
+    await io.objWriteFull(
+      oid,
+      Buffer.from(
+        JSON.stringify({ ...meta, image: { ...meta.image, image_meta: { ...imageMeta, conf_no_such_option: "1" } } }),
+      ),
+    );
+    const again = await restoreNew(r);
+    assert.deepEqual(
+      await rbdJson<Record<string, string>>("site-a", ["image-meta", "list", spec(again.target)]),
+      imageMeta,
+    );
+    assert.match(again.rr.warnings.join("\n"), /image-meta conf_no_such_option=1 not applied/);
+
     await io.objWriteFull(oid, Buffer.from(JSON.stringify({ ...meta, version: 99 })));
     const t2 = { pool: "rbd", namespace: "", image: uniqueName("never") };
     await assert.rejects(
