@@ -14,7 +14,8 @@ import {
   runStart,
   validateSchedule,
 } from "../../../src/coordinator/policy/schedule";
-import type { PolicySchedule } from "../../../src/gen/rbdbackup/v1/policy";
+import { advance, newRecord } from "../../../src/coordinator/policy/slots";
+import { Policy, type PolicySchedule } from "../../../src/gen/rbdbackup/v1/policy";
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -255,6 +256,20 @@ describe("jitterMs", () => {
     }
     for (const b of buckets) assert.ok(b >= 60 && b <= 140, `bucket sizes ${buckets.join(",")}`);
     assert.ok(seconds.size > 400, `only ${seconds.size} distinct start seconds`);
+  });
+});
+
+describe("advance (missed slots after downtime)", () => {
+  it("a minutely cron a week behind counts at most 1,000 missed slots (plus the due one), for every volume of the policy alike", () => {
+    const p = Policy.fromPartial({ name: "gold", schedule: sched({ cron: "* * * * *" }) });
+    const t0 = T("2026-12-01T00:00:30Z");
+    const week = t0 + 7 * DAY;
+    for (const image of ["v1", "v2", "v3"]) {
+      const rec = newRecord(p, { cluster: "a", pool: "rbd", namespace: "", image }, "explicit", t0);
+      const next = advance(p, rec, week, "");
+      assert.equal(next.missedRuns, 1_001, image);
+      assert.equal(next.nextSlotAt, T("2026-12-08T00:01:00Z"));
+    }
   });
 });
 
