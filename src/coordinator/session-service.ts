@@ -9,8 +9,9 @@
  * agent id is refused (ALREADY_EXISTS) — the first keeps its leases; the agent retries with backoff once
  * the old session ended. Every registration, accepted or refused, is audited.
  */
-import { ServerError, Status } from "nice-grpc-common";
+import { type CallContext, ServerError, Status } from "nice-grpc-common";
 import { isClientAddr } from "../common/address";
+import { toServerError } from "../common/errors";
 import { isUuid } from "../common/ids";
 import type { Logger } from "../common/log";
 import type {
@@ -119,136 +120,152 @@ export function sessionService(deps: {
   return {
     // EXPORT/IMPORT data: only the agent holding the job's live lease (interchange/agent-data.ts).
     ...agentDataService({ catalog, relays: deps.relays, audit, log }),
+    // Every failure reaches the agent as a status (a catalog error as UNAVAILABLE, not UNKNOWN).
     async *session(requests: AsyncIterable<AgentMessage>, context): AsyncGenerator<CoordinatorMessage> {
-      if (!deps.accepting()) throw new ServerError(Status.UNAVAILABLE, "the coordinator is shutting down");
-      const ha = deps.leadership;
-      if (ha && !ha.leading()) throw standbyError(ha, context.trailer);
-      const it = requests[Symbol.asyncIterator]();
-      let timer: NodeJS.Timeout | undefined;
-      const first = await Promise.race([
-        it.next(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new ServerError(Status.DEADLINE_EXCEEDED, "no Register within 10 s")),
-            REGISTER_TIMEOUT_MS,
-          );
-        }),
-      ]).finally(() => clearTimeout(timer));
-      if (first.done || first.value.msg?.$case !== "register") {
-        throw new ServerError(Status.INVALID_ARGUMENT, "the first message of a session must be Register");
-      }
-      const reg = first.value.msg.value;
-      const caller = callerOf(context.metadata);
-      const entry = {
-        identity: callerName(caller),
-        method: REGISTER_METHOD,
-        target: `agent ${reg.agentId} of cluster ${reg.clusterName}`,
-      };
       try {
-        validateRegister(reg);
+        yield* session(requests, context);
       } catch (e) {
-        audit.record({ ...entry, result: Status[(e as ServerError).code], message: (e as ServerError).details });
-        throw e;
-      }
-      // The catalog's record of this agent id: judged here, and what the registration replaces.
-      const previous = catalog.listAgents().find((a) => a.agentId === reg.agentId);
-      const refusal = caller
-        ? admitRegister(reg, caller, catalog, sessions, previous)
-        : ({ code: Status.UNAUTHENTICATED, reason: "no_credential", message: "no caller" } as Refusal);
-      if (refusal) {
-        audit.refused(SESSION_SERVICE, {
-          ...entry,
-          result: Status[refusal.code],
-          reason: refusal.reason,
-          message: refusal.message,
-        });
-        throw new ServerError(refusal.code, refusal.message);
-      }
-      if (ha && !ha.leading()) throw standbyError(ha, context.trailer);
-      /** Aborted when this coordinator steps down: the session then ends UNAVAILABLE naming the new leader. */
-      const term = ha?.termSignal();
-      audit.record({ ...entry, result: "OK" });
-      const record: AgentRecord = {
-        agentId: reg.agentId,
-        clusterName: reg.clusterName,
-        clusterFsid: reg.clusterFsid,
-        version: reg.version,
-        transferAddress: reg.transferAddress,
-        capacity: reg.capacity,
-        defaultBackupPool: reg.defaultBackupPool,
-        cephClientAddrs: reg.cephClientAddrs,
-        lastSeen: Date.now(),
-      };
-      catalog.upsertAgent(record);
-      const session = new AgentSession(record, reg.features);
-      sessions.add(session);
-      log.info("agent registered", {
-        agent: reg.agentId,
-        cluster: reg.clusterName,
-        address: reg.transferAddress,
-        leases: reg.leases.length,
-        features: reg.features,
-      });
-      const revoked = scheduler.onRegister(session, reg.leases, previous?.cephClientAddrs ?? "");
-      session.send({
-        $case: "registered",
-        value: {
-          heartbeatIntervalMs: scheduler.cfg.heartbeatIntervalMs,
-          // An agent holding nothing beats this rarely: its beats would renew nothing (session.proto).
-          idleHeartbeatIntervalMs: Math.max(scheduler.cfg.idleHeartbeatIntervalMs, scheduler.cfg.heartbeatIntervalMs),
-          leaseTtlMs: scheduler.cfg.leaseTtlMs,
-          revokedTokens: revoked,
-        },
-      });
-      const onAbort = () => session.close("stream cancelled");
-      context.signal.addEventListener("abort", onAbort);
-      const reader = (async () => {
-        for (;;) {
-          const n = await it.next();
-          if (n.done) break;
-          const m = n.value.msg;
-          if (!m) continue;
-          switch (m.$case) {
-            case "heartbeat": {
-              // last_seen: in memory on each beat, written at most every LAST_SEEN_PERSIST_MS (and at disconnect).
-              if (session.seen(Date.now())) catalog.upsertAgent(record);
-              const r = scheduler.onHeartbeat(session, m.value.leases);
-              session.send({ $case: "heartbeatAck", value: { revokedTokens: r, outcomesReceived: [] } });
-              break;
-            }
-            case "progress":
-              scheduler.onProgress(session, m.value);
-              break;
-            case "outcome":
-              scheduler.onOutcome(session, m.value);
-              session.send({ $case: "heartbeatAck", value: { revokedTokens: [], outcomesReceived: [m.value.token] } });
-              break;
-            case "callReply":
-              session.onCallReply(m.value);
-              break;
-            case "register":
-              throw new ServerError(Status.INVALID_ARGUMENT, "Register may only be the first message of a session");
-          }
-        }
-      })();
-      reader.then(
-        () => session.close("the agent ended the session"),
-        (e) => {
-          log.info("agent session ended", { agent: reg.agentId, reason: (e as Error).message });
-          session.close((e as Error).message);
-        },
-      );
-      try {
-        for await (const m of session.out) yield m;
-        if (ha && term?.aborted) throw standbyError(ha, context.trailer, "this coordinator stepped down");
-      } finally {
-        context.signal.removeEventListener("abort", onAbort);
-        session.close("session ended");
-        if (sessions.remove(session)) {
-          saveLastSeen(catalog, session, log);
-          scheduler.onDisconnect(session);
-        }
+        throw toServerError(e);
       }
     },
   };
+
+  async function* session(
+    requests: AsyncIterable<AgentMessage>,
+    context: CallContext,
+  ): AsyncGenerator<CoordinatorMessage> {
+    if (!deps.accepting()) throw new ServerError(Status.UNAVAILABLE, "the coordinator is shutting down");
+    const ha = deps.leadership;
+    if (ha && !ha.leading()) throw standbyError(ha, context.trailer);
+    const it = requests[Symbol.asyncIterator]();
+    let timer: NodeJS.Timeout | undefined;
+    const first = await Promise.race([
+      it.next(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new ServerError(Status.DEADLINE_EXCEEDED, "no Register within 10 s")),
+          REGISTER_TIMEOUT_MS,
+        );
+      }),
+    ]).finally(() => clearTimeout(timer));
+    if (first.done || first.value.msg?.$case !== "register") {
+      throw new ServerError(Status.INVALID_ARGUMENT, "the first message of a session must be Register");
+    }
+    const reg = first.value.msg.value;
+    const caller = callerOf(context.metadata);
+    const entry = {
+      identity: callerName(caller),
+      method: REGISTER_METHOD,
+      target: `agent ${reg.agentId} of cluster ${reg.clusterName}`,
+    };
+    try {
+      validateRegister(reg);
+    } catch (e) {
+      audit.record({ ...entry, result: Status[(e as ServerError).code], message: (e as ServerError).details });
+      throw e;
+    }
+    // The catalog's record of this agent id: judged here, and what the registration replaces.
+    const previous = catalog.listAgents().find((a) => a.agentId === reg.agentId);
+    const refusal = caller
+      ? admitRegister(reg, caller, catalog, sessions, previous)
+      : ({ code: Status.UNAUTHENTICATED, reason: "no_credential", message: "no caller" } as Refusal);
+    if (refusal) {
+      audit.refused(SESSION_SERVICE, {
+        ...entry,
+        result: Status[refusal.code],
+        reason: refusal.reason,
+        message: refusal.message,
+      });
+      throw new ServerError(refusal.code, refusal.message);
+    }
+    if (ha && !ha.leading()) throw standbyError(ha, context.trailer);
+    /** Aborted when this coordinator steps down: the session then ends UNAVAILABLE naming the new leader. */
+    const term = ha?.termSignal();
+    audit.record({ ...entry, result: "OK" });
+    const record: AgentRecord = {
+      agentId: reg.agentId,
+      clusterName: reg.clusterName,
+      clusterFsid: reg.clusterFsid,
+      version: reg.version,
+      transferAddress: reg.transferAddress,
+      capacity: reg.capacity,
+      defaultBackupPool: reg.defaultBackupPool,
+      cephClientAddrs: reg.cephClientAddrs,
+      lastSeen: Date.now(),
+    };
+    catalog.upsertAgent(record);
+    const session = new AgentSession(record, reg.features);
+    sessions.add(session);
+    log.info("agent registered", {
+      agent: reg.agentId,
+      cluster: reg.clusterName,
+      address: reg.transferAddress,
+      leases: reg.leases.length,
+      features: reg.features,
+    });
+    const revoked = scheduler.onRegister(session, reg.leases, previous?.cephClientAddrs ?? "");
+    session.send({
+      $case: "registered",
+      value: {
+        heartbeatIntervalMs: scheduler.cfg.heartbeatIntervalMs,
+        // An agent holding nothing beats this rarely: its beats would renew nothing (session.proto).
+        idleHeartbeatIntervalMs: Math.max(scheduler.cfg.idleHeartbeatIntervalMs, scheduler.cfg.heartbeatIntervalMs),
+        leaseTtlMs: scheduler.cfg.leaseTtlMs,
+        revokedTokens: revoked,
+      },
+    });
+    const onAbort = () => session.close("stream cancelled");
+    context.signal.addEventListener("abort", onAbort);
+    const reader = (async () => {
+      for (;;) {
+        const n = await it.next();
+        if (n.done) break;
+        const m = n.value.msg;
+        if (!m) continue;
+        switch (m.$case) {
+          case "heartbeat": {
+            // last_seen: in memory on each beat, written at most every LAST_SEEN_PERSIST_MS (and at disconnect).
+            if (session.seen(Date.now())) catalog.upsertAgent(record);
+            const r = scheduler.onHeartbeat(session, m.value.leases);
+            session.send({ $case: "heartbeatAck", value: { revokedTokens: r, outcomesReceived: [] } });
+            break;
+          }
+          case "progress":
+            scheduler.onProgress(session, m.value);
+            break;
+          case "outcome":
+            scheduler.onOutcome(session, m.value);
+            session.send({ $case: "heartbeatAck", value: { revokedTokens: [], outcomesReceived: [m.value.token] } });
+            break;
+          case "callReply":
+            session.onCallReply(m.value);
+            break;
+          case "register":
+            throw new ServerError(Status.INVALID_ARGUMENT, "Register may only be the first message of a session");
+        }
+      }
+    })();
+    /** Why the reader stopped, when it failed (a catalog error, a second Register): the call's status. */
+    let failed: unknown;
+    reader.then(
+      () => session.close("the agent ended the session"),
+      (e) => {
+        failed = e;
+        log.info("agent session ended", { agent: reg.agentId, reason: (e as Error).message });
+        session.close((e as Error).message);
+      },
+    );
+    try {
+      for await (const m of session.out) yield m;
+      if (ha && term?.aborted) throw standbyError(ha, context.trailer, "this coordinator stepped down");
+      if (failed !== undefined && !context.signal.aborted) throw toServerError(failed);
+    } finally {
+      context.signal.removeEventListener("abort", onAbort);
+      session.close("session ended");
+      if (sessions.remove(session)) {
+        saveLastSeen(catalog, session, log);
+        scheduler.onDisconnect(session);
+      }
+    }
+  }
 }

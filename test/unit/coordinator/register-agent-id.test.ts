@@ -8,6 +8,8 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
+import { AppError } from "../../../src/common/errors";
+import { Register } from "../../../src/gen/rbdbackup/v1/session";
 import { fsidOf } from "../../helpers/fake-agent";
 import { until } from "../../helpers/wait";
 import { Harness, openSession } from "./harness";
@@ -70,5 +72,34 @@ describe("session service: an agent id belongs to one cluster", () => {
     assert.equal(state.error?.code, Status.INVALID_ARGUMENT);
     assert.match(state.error?.details ?? "", /^Register: ceph_client_addrs must be this agent's Ceph client address/);
     assert.deepEqual(h.catalog.listAgents(), []);
+  });
+
+  it("the catalog failing during Register: the agent gets UNAVAILABLE (not UNKNOWN), nothing registered", async () => {
+    const upsert = h.catalog.upsertAgent.bind(h.catalog);
+    h.catalog.upsertAgent = () => {
+      throw new AppError(Status.UNAVAILABLE, "the catalog's database is unreachable (fake)");
+    };
+    try {
+      const s = open("a");
+      await until(() => s.state.error !== undefined || s.received.length > 0, "the answer");
+      s.inbox.close();
+      await s.pump;
+      assert.equal(s.state.error?.code, Status.UNAVAILABLE);
+      assert.match(s.state.error?.details ?? "", /database is unreachable/);
+      assert.equal(h.sessions.get("a1"), undefined);
+    } finally {
+      h.catalog.upsertAgent = upsert;
+    }
+  });
+
+  it("a second Register in a session ends it INVALID_ARGUMENT (not OK)", async () => {
+    const s = open("a");
+    await until(() => s.received.length === 1, "registered");
+    const again = Register.fromPartial({ agentId: "a1", clusterName: "a", clusterFsid: fsidOf("a") });
+    s.inbox.push({ msg: { $case: "register", value: again } });
+    await s.pump;
+    assert.equal(s.state.error?.code, Status.INVALID_ARGUMENT);
+    assert.match(s.state.error?.details ?? "", /Register may only be the first message of a session/);
+    assert.equal(h.sessions.get("a1"), undefined, "the session is gone");
   });
 });
