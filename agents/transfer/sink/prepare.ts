@@ -168,6 +168,8 @@ async function openOriginal(deps: Deps, fp: Footprint): Promise<void> {
   const image = await open(fp, `image ${fp.where} not found (restore over the original needs it)`);
   await refuseInUse(deps, fp, image);
   const size = (await image.stat()).size;
+  // From here the volume is changed: a failure now says so (run-sink.ts), even before the first chunk.
+  if (size !== want) fp.wrote = true;
   if (size > want) {
     // Discard what lies beyond the backup's size, in pieces under 2 GiB, then shrink.
     for (let off = want; off < size; off += MAX_DISCARD_BYTES) {
@@ -189,6 +191,8 @@ async function rollBackOriginal(deps: Deps, fp: Footprint, log: Logger): Promise
   }
   await refuseInUse(deps, fp, image);
   // Not undoable, like RESTORE_ORIGINAL; a retry rolls back again, so the result does not depend on it.
+  // A failure from here on says the volume was changed (run-sink.ts), even before the first chunk.
+  fp.wrote = true;
   await image.snapRollback(h.fromSnapshot);
   log.info("rolled the original volume back", { image: fp.where, to: h.fromSnapshot });
   if ((await image.stat()).size !== h.imageSize) await image.resize(h.imageSize);

@@ -93,6 +93,22 @@ describe("runSink: FAILBACK", () => {
     }
   });
 
+  it("a stream cut short right after the rollback (no chunk written yet): the error says the volume was changed", async () => {
+    const ceph = new FakeCeph("rbd");
+    const h = failbackHeader(true);
+    const v = ceph.addImage("rbd", "volume-1", pattern(256 * KiB, 1), [h.fromSnapshot]);
+    v.data.fill(9, 0, CHUNK); // written since the snapshot: the rollback drops it
+    const feed = new Feed(messages(h, [{ offset: 0, data: pattern(CHUNK, 2) }]), { holdAfter: 1, after: "end" });
+    const run = runSink(sinkDeps(ceph), feed);
+    await feed.held;
+    feed.release();
+    const e = await run.catch((x) => x);
+    assert.equal(status(e), Status.UNAVAILABLE);
+    assert.ok(ceph.log.includes(`snapRollback volume-1 ${h.fromSnapshot}`), "rolled back");
+    assert.ok(!ceph.log.some((l) => l.startsWith("write volume-1")), "nothing written");
+    assert.match(e.message, /the image rbd\/volume-1 was partly overwritten; fail back again/);
+  });
+
   it("the original lacks the snapshot, or is gone: FAILED_PRECONDITION, nothing written or created", async () => {
     const ceph = new FakeCeph("rbd");
     ceph.addImage("rbd", "volume-1", pattern(256 * KiB, 1), ["user-snap"]);
