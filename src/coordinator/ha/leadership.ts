@@ -37,8 +37,13 @@ export interface LeadershipDeps {
   onLead(record: LeaderRecord): void;
   /** This coordinator stops leading now; `leader` is the record in force as far as known. */
   onStepDown(reason: string, leader: LeaderRecord | undefined): void;
-  /** Epoch ms (default Date.now). */
+  /** Epoch ms (default Date.now): compared with the lease record's expiry (the database's clock). */
   now?: () => number;
+  /**
+   * A monotonic clock, ms (default performance.now; `now` when a test gives one): the local lapse check,
+   * which a wall clock stepped back would stretch past the lease — two leaders at once.
+   */
+  monotonic?: () => number;
 }
 
 /** How long before the lease's end (measured locally) the leader gives up when renewals fail. */
@@ -51,15 +56,17 @@ export class Leadership {
   #record: LeaderRecord | undefined;
   /** Token of the term this coordinator leads (while leader). */
   #token = 0;
-  /** Local time at the start of the last tryAcquire that granted (or renewed) the lease to me. */
+  /** Monotonic time at the start of the last tryAcquire that granted (or renewed) the lease to me. */
   #renewedAt = 0;
   #timer: NodeJS.Timeout | null = null;
   /** A twin (another process with this ha.id) was reported. */
   #twinWarned = false;
   readonly #now: () => number;
+  readonly #mono: () => number;
 
   constructor(readonly deps: LeadershipDeps) {
     this.#now = deps.now ?? Date.now;
+    this.#mono = deps.monotonic ?? deps.now ?? (() => performance.now());
     if (deps.renewMs * 3 > deps.leaseMs)
       throw new Error(
         `ha.renewMs (${deps.renewMs} ms) must be at most a third of ha.leaseSeconds (${deps.leaseMs} ms): two renewals may be missed before the lease lapses`,
@@ -97,7 +104,7 @@ export class Leadership {
   /** One round: the lapse check, then tryAcquire, then lead / renew / step down. */
   check(): void {
     const { lease, me, leaseMs, renewMs, log } = this.deps;
-    const startedAt = this.#now();
+    const startedAt = this.#mono();
     if (this.#role === "leader" && startedAt - this.#renewedAt >= leaseMs - stepDownMargin(leaseMs, renewMs)) {
       this.stepDown(`no renewal of the leader lease for ${startedAt - this.#renewedAt} ms: it may have lapsed`);
     }

@@ -56,7 +56,7 @@ export class PgLeaderLease implements LeaderLease {
   /** The lease this catalog was last granted (fences its writes); undefined = never granted. */
   #granted: Fence | undefined;
   /**
-   * Until when (this process's clock, epoch ms) we surely lead: the lease was granted after we sent the
+   * Until when (this process's monotonic clock, performance.now ms) we surely lead: the lease was granted after we sent the
    * request, so it lasts at least until send time + ttl. 0 = not leading (never, released, or fenced).
    */
   #leadingUntil = 0;
@@ -67,7 +67,7 @@ export class PgLeaderLease implements LeaderLease {
 
   tryAcquire(me: CoordinatorIdentity, ttlMs: number): LeaderRecord {
     this.#contender = true;
-    const sent = Date.now();
+    const sent = performance.now(); // local durations only: a wall clock stepped back would stretch them
     // Not fenced: this is the statement that moves the lease. Returns no row when someone else holds it.
     const [got] = this.db.query<Row>(ACQUIRE, [me.id, me.address, Math.max(1, Math.round(ttlMs)), me.instance]);
     if (!got) throw new Error("the leader lease row is missing after tryAcquire");
@@ -105,7 +105,7 @@ export class PgLeaderLease implements LeaderLease {
 
   /** The token of the lease while this catalog surely leads; undefined otherwise (or never asked). */
   get leadingToken(): number | undefined {
-    return Date.now() < this.#leadingUntil ? this.#granted?.token : undefined;
+    return performance.now() < this.#leadingUntil ? this.#granted?.token : undefined;
   }
 
   get contender(): boolean {

@@ -128,6 +128,32 @@ describe("leadership loop", () => {
     assert.equal(a.l.role, "standby");
   });
 
+  it("the wall clock stepped back does not stretch the leadership: the lapse check runs on the monotonic clock", () => {
+    let wall = 1_000_000;
+    let mono = 50;
+    const row = new LeaseRow(() => wall);
+    const events: string[] = [];
+    const l = new Leadership({
+      lease: new FakeLease(row),
+      me: { id: "a", address: "a:1", instance: "a-1" },
+      leaseMs: LEASE_MS,
+      renewMs: RENEW_MS,
+      log: memoryLogger(),
+      now: () => wall,
+      monotonic: () => mono,
+      onLead: () => events.push("leads"),
+      onStepDown: (reason) => events.push(`steps down: ${reason}`),
+    });
+    l.check();
+    assert.equal(l.role, "leader");
+    row.failing = true; // the database is unreachable: no renewal from here on
+    wall -= 3_600_000; // NTP steps the wall clock back an hour
+    mono += LEASE_MS; // while the lease's time passes
+    l.check();
+    assert.equal(l.role, "standby");
+    assert.match(events.at(-1) ?? "", /steps down: no renewal of the leader lease for \d+ ms/);
+  });
+
   it("a term that fails to start (the catalog fails in onLead) steps down and gives the lease up; the next round leads", () => {
     const w = world();
     let failing = true;
