@@ -38,7 +38,15 @@ import { MAX_MESSAGE_BYTES } from "../transfer/protocol";
 import { QuietRelease } from "../transfer/quiet-release";
 import { shapedTarget } from "../transfer/shaping";
 import { agentLimiters } from "../transfer/shaping/rate-limit";
-import { RecentCommits, recoverInterrupted, resumePoint, runSink, type SinkDeps, sweepHeld } from "../transfer/sink";
+import {
+  discardHeldInto,
+  RecentCommits,
+  recoverInterrupted,
+  resumePoint,
+  runSink,
+  type SinkDeps,
+  sweepHeld,
+} from "../transfer/sink";
 import { admitTransferCaller, authorizeResumePoint, authorizeTransfer } from "../transfer/transfer-authz";
 import { framePool } from "../transfer/wire";
 import { agentServiceInterceptor, LeaseCheck } from "./authz";
@@ -245,7 +253,9 @@ export class Agent {
       ...peerChannelOptions,
       interceptors: [agentServiceInterceptor({ insecure: cfg.tls.insecure === true, log, audit })],
     });
-    const ops = new AgentOperations(ctx, accepting, metrics, commits);
+    const ops = new AgentOperations(ctx, accepting, metrics, commits, (where, backupId) =>
+      discardHeldInto(sink, where, backupId),
+    );
     server.add(
       AgentServiceDefinition,
       agentService(

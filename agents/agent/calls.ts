@@ -1,8 +1,9 @@
 /**
  * The coordinator's request/response calls over the session (Call → CallReply): cluster checks,
  * backup snapshots, backup metadata, probes, image lists (policy discovery), digest maps (SOURCE
- * verification), source snapshot hygiene (prune_snapshots), the catalog rebuild's scan (scan_backups) and a backup's
- * confirmation (confirm_backup: snapshots + metadata in one reply), answered by the agent's operations. A failure is a
+ * verification), source snapshot hygiene (prune_snapshots), the catalog rebuild's scan (scan_backups), a backup's
+ * confirmation (confirm_backup: snapshots + metadata in one reply) and a cancelled job's held transfer
+ * undone (discard_held), answered by the agent's operations. A failure is a
  * reply with its gRPC status, never an error of the session.
  */
 import { Status } from "nice-grpc-common";
@@ -31,6 +32,9 @@ async function run(ops: SessionOperations, req: Call["request"]): Promise<CallRe
       return { $case: "scanBackups", value: await ops.scanBackups(req.value) };
     case "confirmBackup":
       return { $case: "confirmBackup", value: await confirmBackup(ops, req.value) };
+    case "discardHeld":
+      if (!ops.discardHeld) throw new AppError(Status.UNIMPLEMENTED, "discard_held is not served here");
+      return { $case: "discardHeld", value: await ops.discardHeld(req.value) };
     default:
       throw new AppError(Status.UNIMPLEMENTED, "a call this agent does not know");
   }
@@ -66,7 +70,7 @@ async function confirmBackup(ops: SessionOperations, req: ConfirmBackupRequest):
 }
 
 /** Optional abilities this agent names in Register.features (session.proto, "Versions"). */
-export const AGENT_FEATURES: readonly string[] = ["confirm_backup"];
+export const AGENT_FEATURES: readonly string[] = ["confirm_backup", "discard_held"];
 
 /** The reply to `call`: its result with OK, or its failure's status and message. */
 export async function answerCall(ops: SessionOperations, call: Call): Promise<CallReply> {

@@ -34,6 +34,8 @@ import type {
   ConfirmBackupResponse,
   DigestMapRequest,
   DigestMapResponse,
+  DiscardHeldRequest,
+  DiscardHeldResponse,
   ListImagesRequest,
   ListImagesResponse,
   ProbeRequest,
@@ -120,7 +122,7 @@ export type SessionOperations = Pick<
   | "pruneBackupSnapshots"
   | "scanBackups"
 > &
-  Partial<Pick<AgentOperations, "exportBackup" | "importBackup" | "recentCommit">> & {
+  Partial<Pick<AgentOperations, "exportBackup" | "importBackup" | "recentCommit" | "discardHeld">> & {
     ctx: { cluster: FencingCluster };
   };
 
@@ -131,6 +133,8 @@ export class AgentOperations {
     readonly metrics?: AgentMetrics,
     /** Backups this agent's sink committed moments ago (confirmations answered from them). */
     readonly commits?: RecentCommits,
+    /** Undoes the transfers this agent's sink holds into an image for a backup (sink/abandon.ts). */
+    readonly held?: (where: { pool: string; namespace: string; image: string }, backupId: string) => Promise<string[]>,
   ) {}
 
   get log(): Logger {
@@ -280,6 +284,17 @@ export class AgentOperations {
       if (r.removed.length) this.log.info("removed source snapshots", { image: req.image, removed: r.removed });
       for (const w of r.warnings) this.log.warn(w);
       return r;
+    });
+  }
+
+  /** discard_held: a cancelled job's transfer held here for a resume, undone now (session.proto). */
+  async discardHeld(req: DiscardHeldRequest): Promise<DiscardHeldResponse> {
+    return handle(this.log, "DiscardHeld", async () => {
+      const im = validImage(req.image);
+      if (!isUuid(req.backupId)) throw invalidArgument("discard_held: backup_id must be a lowercase UUID");
+      const done = (await this.held?.(im, req.backupId)) ?? [];
+      for (const d of done) this.log.info(d);
+      return { done };
     });
   }
 

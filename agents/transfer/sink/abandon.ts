@@ -1,8 +1,9 @@
 /**
  * Transfers held for a resume (resume.ts) that will not be resumed: undone like any interrupted
  * transfer (recovery.ts recoverOne: the image it created removed, a base image's head rolled back,
- * the checkpoint removed) — when the hold expires (`sweepHeld`, run periodically by the agent), or
- * when a retry starts over into the same image (`discardHeld`, before it prepares the image).
+ * the checkpoint removed) — when the hold expires (`sweepHeld`, run periodically by the agent), when a
+ * retry starts over into the same image (`discardHeld`, before it prepares the image), or when the job
+ * was cancelled (`discardHeldInto`, the coordinator's discard_held call).
  */
 import type { Logger } from "../../../src/common/log";
 import type { TransferHeader } from "../../../src/gen/rbdbackup/v1/transfer";
@@ -31,11 +32,33 @@ export async function discardHeld(deps: Deps, io: SinkIoCtx, h: TransferHeader, 
 }
 
 /** Undoes held transfers whose hold expired; returns what it did. Failures stay for the next sweep. */
-export async function sweepHeld(deps: Deps, now = Date.now()): Promise<string[]> {
+export function sweepHeld(deps: Deps, now = Date.now()): Promise<string[]> {
+  return undoHeld(deps, (e) => Date.parse(e.heldUntil as string) <= now, "expired");
+}
+
+/**
+ * Undoes the transfers held into `where` (pool, namespace, image) for `backupId`, whatever their hold:
+ * the job they were kept for was cancelled (session call discard_held). Returns what it did.
+ */
+export function discardHeldInto(
+  deps: Deps,
+  where: { pool: string; namespace: string; image: string },
+  backupId: string,
+): Promise<string[]> {
+  return undoHeld(
+    deps,
+    (e) =>
+      e.pool === where.pool && e.namespace === where.namespace && e.image === where.image && e.backupId === backupId,
+    "discarded: its job was cancelled",
+  );
+}
+
+/** Undoes the held transfers `match` picks (none running or being swept); failures stay for the next sweep. */
+async function undoHeld(deps: Deps, match: (e: JournalEntry) => boolean, why: string): Promise<string[]> {
   const done: string[] = [];
   for (const e of await deps.journal.list()) {
     const key = keyOfEntry(e);
-    if (!e.heldUntil || Date.parse(e.heldUntil) > now || isRunning(key) || isSwept(key)) continue;
+    if (!e.heldUntil || !match(e) || isRunning(key) || isSwept(key)) continue;
     // Claimed before the first await: a transfer into this image starting meanwhile waits (prepareTarget).
     const swept = beginSweep(key);
     try {
@@ -49,9 +72,9 @@ export async function sweepHeld(deps: Deps, now = Date.now()): Promise<string[]>
       } else {
         await deps.journal.remove(e.transferId);
       }
-      done.push(`the transfer into ${imageWhere(e)} kept for a resume expired and was undone`);
+      done.push(`the transfer into ${imageWhere(e)} kept for a resume was undone (${why})`);
     } catch (err) {
-      deps.log.warn("undoing an expired resumable transfer failed; will retry", { image: imageWhere(e), err });
+      deps.log.warn("undoing a transfer kept for a resume failed; the sweep retries", { image: imageWhere(e), err });
     } finally {
       swept();
     }

@@ -236,10 +236,45 @@ function backupMade(ctx: SchedulerContext, b: Backup, x: BackupResult, forcedFul
   ctx.catalog.updateBackup(b);
 }
 
+/** How long the agents have to undo a cancelled restore's held transfer (nothing waits on it). */
+const DISCARD_CALL_TIMEOUT_MS = 30_000;
+
+/**
+ * A restore cancelled between its attempts: an earlier attempt cut short may have left its transfer held
+ * for a resume at the destination (the partial volume, for transfer.resumeTtlSeconds). Every agent of the
+ * target's cluster that serves discard_held is asked to undo it now, best effort, without waiting (a
+ * hold nobody discards still expires). NEW and ORIGINAL only: a CLONE writes no transfer.
+ */
+function discardHeldRestore(ctx: SchedulerContext, j: JobRecord): void {
+  const op = j.operation;
+  if (op.kind !== "restore" || j.attempts === 0 || isCloneRestore(j)) return;
+  const image = { pool: op.target.pool, namespace: op.target.namespace, image: op.target.image };
+  for (const a of ctx.sessions.ofCluster(op.target.cluster)) {
+    if (!a.features.has("discard_held")) continue;
+    a.call(
+      { $case: "discardHeld", value: { image, backupId: j.backupId } },
+      "discardHeld",
+      DISCARD_CALL_TIMEOUT_MS,
+    ).then(
+      (r) => {
+        if (r.done.length)
+          ctx.log.info("cancelled restore: held transfer undone", { job: j.id, agent: a.agentId, done: r.done });
+      },
+      (err) =>
+        ctx.log.warn("cancelled restore: could not undo a held transfer (its hold expires)", {
+          job: j.id,
+          agent: a.agentId,
+          err,
+        }),
+    );
+  }
+}
+
 /** Cancels a job: at once when queued; a running one is asked to stop and ends when its agent reports. */
 export function cancel(ctx: SchedulerContext, j: JobRecord): JobRecord {
   if (j.state === JobState.JOB_STATE_QUEUED) {
     finish(ctx, j, JobState.JOB_STATE_CANCELLED, Status.CANCELLED, "cancelled");
+    discardHeldRestore(ctx, j);
   } else if (j.state === JobState.JOB_STATE_RUNNING && !j.cancelRequested) {
     j.cancelRequested = true;
     ctx.catalog.updateJob(j);

@@ -185,4 +185,37 @@ describe("agent: confirmations from recent commits", () => {
     commits.record(id, committed(Buffer.from("{not json")), listed());
     assert.equal(await ops.recentCommit(id, where, snapshot.name), undefined, "bytes that do not decode");
   });
+
+  it("discard_held reaches the sink's undo with the image and backup; bad names or ids are INVALID_ARGUMENT, never undone", async () => {
+    const undone: Array<[string, string]> = [];
+    const log = { info: () => {}, warn: () => {}, debug: () => {}, error: () => {}, child: () => log };
+    const ops = new AgentOperations(
+      { log } as unknown as EngineContext,
+      () => true,
+      undefined,
+      undefined,
+      async (w, id) => {
+        undone.push([`${w.pool}/${w.namespace}/${w.image}`, id]);
+        return [`undone ${w.image}`];
+      },
+    );
+    const id = randomUUID();
+    const ok = await answerCall(ops, {
+      callId: "d1",
+      request: {
+        $case: "discardHeld",
+        value: { image: { pool: "rbd", namespace: "", image: "restored" }, backupId: id },
+      },
+    });
+    assert.equal(ok.code, Status.OK, ok.message);
+    assert.deepEqual(ok.result, { $case: "discardHeld", value: { done: ["undone restored"] } });
+    for (const [image, backupId] of [
+      [{ pool: "rbd", namespace: "", image: "a/b" }, id],
+      [{ pool: "rbd", namespace: "", image: "restored" }, "not-a-uuid"],
+    ] as const) {
+      const r = await answerCall(ops, { callId: "d2", request: { $case: "discardHeld", value: { image, backupId } } });
+      assert.equal(r.code, Status.INVALID_ARGUMENT, r.message);
+    }
+    assert.deepEqual(undone, [["rbd//restored", id]]);
+  });
 });

@@ -106,7 +106,7 @@ describe("coordinator session", () => {
       librbdVersion: "19.2.0",
       defaultBackupPool: "backups",
       cephClientAddrs: "10.0.0.1:0/111",
-      features: ["confirm_backup"],
+      features: ["confirm_backup", "discard_held"],
     });
     await waitFor("connected", () => session?.connected === true);
   });

@@ -8,10 +8,12 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
 import { AppError } from "../../../src/common/errors";
 import { FENCE_SECONDS } from "../../../src/coordinator/scheduler/config";
+import type { CallRequest } from "../../../src/coordinator/sessions";
 import { DeleteBackupDataResult, RestoreResult } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { JobOutcome } from "../../../src/gen/rbdbackup/v1/session";
 import type { FakeAgentSession } from "../../helpers/fake-agent";
+import { until } from "../../helpers/wait";
 import { backupResult, Harness, vol } from "./harness";
 
 const { JOB_STATE_QUEUED: QUEUED, JOB_STATE_RUNNING: RUNNING } = JobState;
@@ -343,6 +345,34 @@ describe("scheduler", () => {
       h.connect("c1", "c");
       h.tick();
       assert.equal(a1.leases().length, 0, "a cancelled job is never leased");
+    });
+
+    it("a restore cancelled between attempts: the target cluster's agents that serve discard_held are asked to undo its held transfer", async () => {
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      await h.backupDone(a1, j);
+      const asked: CallRequest[] = [];
+      const a2 = h.connect("a2", "a", 4, ["discard_held"]);
+      a2.answer = (req) => {
+        asked.push(req);
+        return { $case: "discardHeld", value: { done: ["the transfer into rbd/v1-restored was undone"] } };
+      };
+      const target = vol("v1-restored");
+      const r = h.queueRestore(j.backupId, target);
+      h.tick();
+      h.outcome(b1, r.id, Status.UNAVAILABLE, "the destination went away"); // cut short: retried later
+      assert.equal(h.job(r.id).state, QUEUED);
+      h.scheduler.cancel(h.job(r.id));
+      assert.equal(h.job(r.id).state, CANCELLED);
+      await until(() => asked.length === 1, "the discard_held call");
+      assert.deepEqual(asked[0], {
+        $case: "discardHeld",
+        value: { image: { pool: target.pool, namespace: target.namespace, image: target.image }, backupId: j.backupId },
+      });
+      // A job never attempted holds nothing: no call.
+      const fresh = h.queueRestore(j.backupId, vol("v1-other"));
+      h.scheduler.cancel(h.job(fresh.id));
+      assert.equal(asked.length, 1);
     });
 
     it("a running job is asked to stop and ends CANCELLED when its agent reports", async () => {

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
 import { TransferDigest } from "../../../agents/transfer/protocol";
-import { recoverInterrupted, resumePoint, runSink, sweepHeld } from "../../../agents/transfer/sink";
+import { discardHeldInto, recoverInterrupted, resumePoint, runSink, sweepHeld } from "../../../agents/transfer/sink";
 import { parseCheckpoint, RESUME_KEY } from "../../../agents/transfer/sink/checkpoint";
 import { Status, statusOf } from "../../../src/common/errors";
 import type { TransferHeader, TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
@@ -303,6 +303,24 @@ describe("resumable transfers: the destination", () => {
     const swept = await sweepHeld(d, Date.parse(held.heldUntil) + 1);
     assert.equal(swept.length > 0, true);
     assert.equal(ceph.pool("backups").images.size, 0);
+    assert.equal(d.journal.entries.size, 0);
+  });
+
+  it("a cancelled job's held transfer is undone at once (discard_held), only for its image and backup", async () => {
+    const { ceph, d, h, name } = await heldImage();
+    const [held] = [...d.journal.entries.values()];
+    assert.ok(held?.heldUntil && Date.parse(held.heldUntil) > Date.now(), "held, not expired");
+    const where = { pool: "backups", namespace: "", image: name };
+    assert.deepEqual(await discardHeldInto(d, where, randomUUID()), [], "another backup's: untouched");
+    assert.deepEqual(
+      await discardHeldInto(d, { ...where, image: "other" }, h.backupId),
+      [],
+      "another image: untouched",
+    );
+    assert.ok(ceph.pool("backups").images.get(name));
+    const done = await discardHeldInto(d, where, h.backupId);
+    assert.match(done.join("\n"), /kept for a resume was undone \(discarded: its job was cancelled\)/);
+    assert.equal(ceph.pool("backups").images.size, 0, "the partial image is gone");
     assert.equal(d.journal.entries.size, 0);
   });
 });
