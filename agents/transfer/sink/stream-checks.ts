@@ -57,6 +57,8 @@ export class StreamChecks {
    */
   blockSize = 0;
   #pieces: Uint32Array | null = null;
+  /** Where the last record ended: a resumable transfer's records must come after it (see #inOrder). */
+  #end = 0;
 
   constructor(
     readonly h: TransferHeader,
@@ -87,6 +89,7 @@ export class StreamChecks {
         if (!Number.isSafeInteger(c.offset) || c.offset + len > size || c.offset < this.minOffset) {
           throw invalidArgument(`chunk at ${c.offset}+${len} lies beyond the image size ${size}${this.#before()}`);
         }
+        this.#inOrder(c.offset, len, "chunk");
         let pieces: Uint32Array | undefined;
         let crc: number;
         if (this.blockSize > 0) {
@@ -122,6 +125,7 @@ export class StreamChecks {
             `zero range ${z.offset}+${z.length} is empty or lies beyond the image size ${size}${this.#before()}`,
           );
         }
+        this.#inOrder(z.offset, z.length, "zero range");
         this.#digest.zero(z.offset, z.length);
         this.zeroRanges++;
         this.zeroBytes += z.length;
@@ -141,6 +145,22 @@ export class StreamChecks {
     return this.#pieces;
   }
 
+  /**
+   * A resumable transfer's checkpoint says "everything below this offset is written": true only when the
+   * records come in ascending, non-overlapping order (as every source sends them). A record below the end
+   * of the one before would make a checkpoint taken after it claim what has not come yet — a resume would
+   * then skip it and commit zeros there, under a digest that still matches. INVALID_ARGUMENT.
+   */
+  #inOrder(offset: number, length: number, what: string): void {
+    if (!this.h.resumable) return;
+    if (offset < this.#end) {
+      throw invalidArgument(
+        `${what} at ${offset}+${length} after a record ending at ${this.#end}: a resumable transfer's records must come in ascending, non-overlapping offset order`,
+      );
+    }
+    this.#end = offset + length;
+  }
+
   #before(): string {
     return this.minOffset > 0 ? ` or before the resume offset ${this.minOffset}` : "";
   }
@@ -153,6 +173,7 @@ export class StreamChecks {
     this.zeroRanges = base.counts.zeroRanges;
     this.zeroBytes = base.counts.zeroBytes;
     this.minOffset = base.offset;
+    this.#end = base.offset;
   }
 
   /** The digest of the records so far (a checkpoint's prefix digest) and the counts. */

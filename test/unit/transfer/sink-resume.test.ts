@@ -323,4 +323,34 @@ describe("resumable transfers: the destination", () => {
     assert.equal(ceph.pool("backups").images.size, 0, "the partial image is gone");
     assert.equal(d.journal.entries.size, 0);
   });
+
+  it("a resumable transfer's records out of order or overlapping: INVALID_ARGUMENT, nothing kept (a checkpoint after them would claim what never came)", async () => {
+    for (const [what, parts] of [
+      ["a chunk below the one before", [chunkParts(4, CHUNK)[3], chunkParts(4, CHUNK)[0]]],
+      [
+        "overlapping",
+        [
+          { offset: 0, data: Buffer.alloc(CHUNK, 7) },
+          { offset: CHUNK / 2, data: Buffer.alloc(CHUNK, 8) },
+        ],
+      ],
+      ["a zero range below a chunk", [chunkParts(4, CHUNK)[2], { offset: 0, zero: CHUNK }]],
+    ] as Array<[string, Part[]]>) {
+      const ceph = new FakeCeph("backups");
+      const d = deps(ceph);
+      const h = header({ imageSize: SIZE, chunkSize: CHUNK, resumable: true });
+      const e = await runSink(d, new Feed(messages(h, parts)), new AbortController().signal, { remote: true }).catch(
+        (x) => x,
+      );
+      assert.equal(statusOf(e), Status.INVALID_ARGUMENT, what);
+      assert.match((e as Error).message, /must come in ascending, non-overlapping offset order/, what);
+      assert.equal(ceph.pool("backups").images.size, 0, `${what}: nothing kept for a resume`);
+      assert.equal(d.journal.entries.size, 0, what);
+    }
+    // Not resumable: any order is the source's to choose (transfer.proto); the same records commit.
+    const ceph = new FakeCeph("backups");
+    const h = header({ imageSize: SIZE, chunkSize: CHUNK });
+    const [c0, , , c3] = chunkParts(4, CHUNK);
+    await runSink(deps(ceph), new Feed(messages(h, [c3 as Part, c0 as Part])));
+  });
 });
