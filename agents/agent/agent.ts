@@ -139,6 +139,7 @@ export class Agent {
       meter: metrics.meter,
       cluster,
       clientAddr: cluster.addrs(),
+      clientId: cluster.instanceId(),
       clusterName: cfg.cluster.name,
       fsid: this.fsid,
       journal: new Journal(cfg.stateDir),

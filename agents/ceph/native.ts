@@ -14,6 +14,8 @@ export interface NativeCluster {
   openIoCtx(pool: string, opts: { namespace?: string; poolFullTry?: boolean }): Promise<NativeIoCtx>;
   monCommand(command: string): Promise<{ output: string; status: string }>;
   addrs(): string;
+  /** rados_get_instance_id: this client's global id (client.<id>), as watchers are listed with. */
+  instanceId(): number;
   blocklistAdd(address: string, expireSeconds: number): Promise<void>;
   close(): Promise<void>;
 }

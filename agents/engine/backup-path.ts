@@ -91,6 +91,7 @@ export async function backupPath(
     resumeOffset: 0,
     resumePrefixDigest: new Uint8Array(0),
     resumable: false,
+    allowOpen: false,
     compression: 0, // COMPRESSION_NONE; a shaped target (agents/transfer/shaping) sets it
   };
   const fh = await openFile(path, "r");

@@ -66,6 +66,7 @@ export async function exportBackup(
       {
         transferId: "",
         resumable: false,
+        allowOpen: false,
         compression: 0, // COMPRESSION_NONE; a shaped target (agents/transfer/shaping) sets it
         jobId: req.jobId,
         kind: TransferKind.BACKUP_FULL,

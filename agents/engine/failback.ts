@@ -89,6 +89,7 @@ export async function failback(
       resumeOffset: 0,
       resumePrefixDigest: new Uint8Array(0),
       resumable: false,
+      allowOpen: false,
       compression: 0, // COMPRESSION_NONE; a shaped target (agents/transfer/shaping) sets it
     });
     progress.phase = "transfer";

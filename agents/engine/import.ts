@@ -84,6 +84,7 @@ export async function importBackup(
   const chunk = Math.min(ctx.source.chunkSize || MAX_CHUNK_BYTES, MAX_CHUNK_BYTES);
   // The names a stream's 'f' may carry to apply onto the parent (read before a byte is parsed).
   const parentNames = req.fromSnapshot ? await parentSnapshotNames(ctx, req) : [];
+  let legacyWarning = "";
   const version = opts.version ?? (req.format === 1 || req.format === 2 ? req.format : undefined);
   const records = parseRbdDiff(source, { ...(version ? { version } : {}), maxPiece: chunk });
   let size = 0;
@@ -100,7 +101,10 @@ export async function importBackup(
         `the stream has no 'f' (from-snapshot) record: it is a full image, but a parent backup (snapshot ${req.fromSnapshot}) was given`,
       );
     }
-    if (m.fromSnapshot !== null && !parentNames.includes(m.fromSnapshot)) {
+    if (m.fromSnapshot !== null && parentNames === null) {
+      legacyWarning = `the stream's from-snapshot "${m.fromSnapshot}" was not checked against the parent: it was imported before the names of its stream were kept`;
+    }
+    if (m.fromSnapshot !== null && parentNames !== null && !parentNames.includes(m.fromSnapshot)) {
       // Applied onto anything but the state it was made from, a diff leaves an image that is neither.
       const [own, streamTo] = parentNames;
       const held = streamTo ? `"${own}" (imported from a stream whose to-snapshot was "${streamTo}")` : `"${own}"`;
@@ -129,6 +133,7 @@ export async function importBackup(
   });
   const warnings = [...summary.warnings];
   if (streamTo) warnings.push(`the stream's to-snapshot "${streamTo}" is kept as ${req.toSnapshot}`);
+  if (legacyWarning) warnings.push(legacyWarning);
   return {
     backupId: req.backupId,
     baseImage: req.baseImage,
@@ -160,12 +165,16 @@ export async function importBackup(
  * What a stream's 'f' record may name to apply onto the parent (req.from_snapshot): that snapshot itself
  * (a diff made on this deployment, or from a volume whose snapshot has the same name), or — for a parent
  * that was imported — the to-snapshot of the stream it was imported from (its backup.<id>.meta `import`).
+ * null: anything (with a warning) — an imported parent from before `import` was kept.
  */
-async function parentSnapshotNames(ctx: EngineContext, req: ImportRequest): Promise<string[]> {
+async function parentSnapshotNames(ctx: EngineContext, req: ImportRequest): Promise<string[] | null> {
   const parentId = parseBackupSnap(req.fromSnapshot)?.backupId as string;
   const io = await ctx.cluster.openIoCtx(req.pool, { namespace: req.namespace });
   try {
-    const streamTo = (await readMetadata(io, parentId))?.import?.stream_to_snapshot;
+    const meta = await readMetadata(io, parentId);
+    // An imported parent whose metadata predates the `import` section: its stream's names are unknown.
+    if (req.parentImported && !meta?.import) return null;
+    const streamTo = meta?.import?.stream_to_snapshot;
     return streamTo && streamTo !== req.fromSnapshot ? [req.fromSnapshot, streamTo] : [req.fromSnapshot];
   } finally {
     await io.close().catch(() => {});
@@ -197,6 +206,7 @@ function importHeader(
   return {
     transferId: crypto.randomUUID(),
     resumable: false,
+    allowOpen: false,
     compression: 0, // COMPRESSION_NONE; a shaped target (agents/transfer/shaping) sets it
     jobId: req.jobId,
     kind: req.fromSnapshot ? TransferKind.BACKUP_INCREMENTAL : TransferKind.BACKUP_FULL,

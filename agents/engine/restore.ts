@@ -106,6 +106,7 @@ export async function restore(
       resumePrefixDigest: new Uint8Array(0),
       resumable: req.resumable,
       compression: 0, // COMPRESSION_NONE; a shaped target (agents/transfer/shaping) sets it
+      allowOpen: fullCopy && req.allowOpen,
     };
     let stats = newStats();
     progress.phase = "transfer";

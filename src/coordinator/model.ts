@@ -51,6 +51,8 @@ export type JobOperation =
       target: VolumeRef;
       mode: RestoreMode;
       flatten?: boolean;
+      /** ORIGINAL: restore while other clients have the target open (RestoreBackupRequest.allow_open). */
+      allowOpen?: boolean;
       source?: VolumeRef;
       transfer?: TransferOptions;
     }
@@ -73,6 +75,8 @@ export type JobOperation =
       fromSnapshot: string;
       toSnapshot: string;
       metadataJson: string;
+      /** The parent backup was itself imported (its stream's names may predate backup.<id>.meta's `import`). */
+      parentImported?: boolean;
     };
 
 export interface JobRecord {

@@ -16,6 +16,7 @@ Napi::Function Cluster::Init(Napi::Env env) {
                          GuardedMethod<Cluster, &Cluster::OpenIoCtx>("openIoCtx"),
                          GuardedMethod<Cluster, &Cluster::MonCommand>("monCommand"),
                          GuardedMethod<Cluster, &Cluster::Addrs>("addrs"),
+                         GuardedMethod<Cluster, &Cluster::InstanceId>("instanceId"),
                          GuardedMethod<Cluster, &Cluster::BlocklistAdd>("blocklistAdd"),
                          GuardedMethod<Cluster, &Cluster::Close>("close"),
                      });
@@ -231,6 +232,12 @@ Napi::Value Cluster::Addrs(const Napi::CallbackInfo& info) {
   std::string s(addrs != nullptr ? addrs : "");
   if (addrs != nullptr) rados_buffer_free(addrs);
   return Napi::String::New(info.Env(), s);
+}
+
+Napi::Value Cluster::InstanceId(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  // The client's global id (client.<id>): what rbd_watchers_list reports as a watcher's id.
+  return Napi::Number::New(info.Env(), static_cast<double>(rados_get_instance_id(h->cluster)));
 }
 
 Napi::Value Cluster::BlocklistAdd(const Napi::CallbackInfo& info) {

@@ -29,6 +29,7 @@ class Cluster : public Napi::ObjectWrap<Cluster>, public Releasable {
   Napi::Value OpenIoCtx(const Napi::CallbackInfo& info);
   Napi::Value MonCommand(const Napi::CallbackInfo& info);
   Napi::Value Addrs(const Napi::CallbackInfo& info);
+  Napi::Value InstanceId(const Napi::CallbackInfo& info);
   Napi::Value BlocklistAdd(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 

@@ -61,6 +61,8 @@ export interface SinkDeps<C extends SinkCluster = Cluster> {
   meter: TransferMeter;
   /** This process's Ceph client address (recorded in the journal; see recoverInterrupted). */
   clientAddr: string;
+  /** This process's RADOS client id (client.<id>): its own watch on an image is not "another client". */
+  clientId?: number;
   clusterName: string;
   fsid: string;
   journal: JournalStore;

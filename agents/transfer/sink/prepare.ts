@@ -152,8 +152,11 @@ async function openBaseImage(deps: Deps, fp: Footprint, log: Logger): Promise<vo
  * and forth while both write — the guest's filesystem corrupted. This agent's own handle is a watcher
  * too (same client instance): not counted. FAILED_PRECONDITION, before anything is changed.
  */
-async function refuseInUse(deps: Deps, fp: Footprint, image: SinkImage): Promise<void> {
-  const others = (await image.watchers()).filter((w) => !sameClientInstance(w.addr, deps.clientAddr));
+export async function refuseInUse(deps: Deps, fp: Footprint, image: SinkImage): Promise<void> {
+  if (fp.h.kind === TransferKind.RESTORE_ORIGINAL && fp.h.allowOpen) return; // the caller holds it open itself
+  const mine = (w: { addr: string; id: number }) =>
+    (deps.clientId !== undefined && w.id === deps.clientId) || sameClientInstance(w.addr, deps.clientAddr);
+  const others = (await image.watchers()).filter((w) => !mine(w));
   if (others.length === 0) return;
   const who = others.map((w) => `client.${w.id} at ${w.addr}`).join(", ");
   throw failedPrecondition(

@@ -34,7 +34,7 @@ import {
 import type { Footprint } from "./footprint";
 import { INCOMPLETE_KEY } from "./image-ops";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
-import { prepare } from "./prepare";
+import { prepare, refuseInUse } from "./prepare";
 import { EARLIER_TRANSFER_WAIT_MS, keyOfEntry, keyOfHeader, released, sweptFirst } from "./running";
 import type { StreamChecks } from "./stream-checks";
 import type { WriteWindow } from "./write-window";
@@ -162,6 +162,8 @@ export async function takeOver(
   await deps.journal.write(entry);
   fp.journal = entry;
   fp.image = await io.imageOpen(h.destination?.image as string);
+  // A volume restored over may have been opened by a VM since the attempt was cut short.
+  if (h.kind === TransferKind.RESTORE_ORIGINAL) await refuseInUse(deps, fp, fp.image);
   if (entry.createdImage) await fp.image.metaSet(INCOMPLETE_KEY, h.transferId);
   await deps.journal.remove(held.entry.transferId);
   fp.createdImage = entry.createdImage;

@@ -234,6 +234,9 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             backup_id=rid,
             target=self.locator.volume_ref(target, volume_file),
             mode=agent_pb2.RESTORE_MODE_ORIGINAL,
+            # cinder-backup holds the volume open (volume_file) for the whole restore and writes nothing
+            # through it: its own watch must not make rbdbackup refuse the volume as in use.
+            allow_open=True,
             # One key per restore call, so that its retries never start a second restore.
             idempotency_key=f"cinder-restore-{uuid.uuid4()}",
         )

@@ -95,6 +95,7 @@ export async function failoverVolume(
       flatten: req.flatten,
       allowCorrupt: false,
       transfer: undefined,
+      allowOpen: false,
     },
     ctx,
     fp,

@@ -45,6 +45,9 @@ export async function restoreBackup(
   }
   const clone = req.mode === RestoreMode.RESTORE_MODE_CLONE;
   if (req.flatten && !clone) throw invalidArgument("flatten: only a CLONE restore can be flattened (mode CLONE)");
+  if (req.allowOpen && req.mode !== RestoreMode.RESTORE_MODE_ORIGINAL) {
+    throw invalidArgument("allow_open: only a restore over an existing volume (mode ORIGINAL) writes a volume in use");
+  }
   v.idempotencyKey(req.idempotencyKey);
   v.transferOptions(req.transfer);
   const fp = fingerprint(
@@ -74,6 +77,7 @@ export async function restoreBackup(
       target,
       mode: req.mode,
       ...(req.flatten ? { flatten: true } : {}),
+      ...(req.allowOpen ? { allowOpen: true } : {}),
       ...v.transferField(req.transfer),
     },
     idempotencyKey: req.idempotencyKey,
@@ -82,8 +86,11 @@ export async function restoreBackup(
     execCluster: b.location.cluster,
     peerCluster: clone ? "" : target.cluster,
   });
-  // Again with the insert: another restore onto the target may have been admitted while the probe ran.
-  return adm.submit(job, () => requireTargetFree(deps, target));
+  // Again with the insert: another restore onto the target may have been admitted while the probe ran —
+  // unless that one is this very request again (its retry): the insert then answers with its job.
+  return adm.submit(job, () => {
+    if (!(req.idempotencyKey && deps.catalog.jobByIdempotencyKey(req.idempotencyKey))) requireTargetFree(deps, target);
+  });
 }
 
 /** AVAILABLE; CORRUPT only when the caller says so (allow_corrupt). */

@@ -89,6 +89,7 @@ export function importJob(catalog: Catalog, s: ImportSpec, nowMs = Date.now()): 
         fromSnapshot: p?.snapshot ?? "",
         toSnapshot,
         metadataJson: JSON.stringify(meta),
+        ...(p && catalog.getJob(p.jobId)?.kind === JobKind.JOB_KIND_IMPORT ? { parentImported: true } : {}),
       },
       idempotencyKey: s.idempotencyKey,
       fingerprint: s.fingerprint,

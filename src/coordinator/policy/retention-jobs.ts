@@ -6,7 +6,7 @@
  * rules: a backup a queued or running job uses, and a backup an RBD clone depends on.
  */
 import type { Logger } from "../../common/log";
-import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
+import { BackupStatus, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Policy } from "../../gen/rbdbackup/v1/policy";
 import type { AvailableBackup, Catalog } from "../catalog/catalog";
@@ -62,9 +62,9 @@ const MAX_DELETE_KEYS = 100;
 
 /**
  * The idempotency key of the next retention DELETE of `backupId`: "pol:<p>:del:<id>", then ":2", ":3"…
- * for each earlier one that ended without deleting it (FAILED or CANCELLED put the backup back to
- * AVAILABLE: the next pass tries again rather than never). undefined while one is still active, or
- * after MAX_DELETE_KEYS attempts.
+ * for each earlier one that FAILED (the backup back to AVAILABLE: the next pass tries again rather than
+ * never). undefined while one is still active, once one was CANCELLED (an operator's choice to keep
+ * the backup), or after MAX_DELETE_KEYS attempts.
  */
 function deleteKey(catalog: Catalog, p: Policy, backupId: string): string | undefined {
   const base = `${policyKeyPrefix(p.name)}del:${backupId}`;
@@ -73,6 +73,8 @@ function deleteKey(catalog: Catalog, p: Policy, backupId: string): string | unde
     const j = catalog.jobByIdempotencyKey(key);
     if (!j) return key;
     if (!isFinal(j.state)) return undefined;
+    // An operator who cancelled the DELETE meant to keep the backup: retention does not overrule it.
+    if (j.state === JobState.JOB_STATE_CANCELLED) return undefined;
   }
   return undefined;
 }

@@ -46,5 +46,6 @@ export function importRequest(b: Located, j: JobRecord, op: Op<"import">): Impor
     metadataJson: Buffer.from(op.metadataJson),
     jobId: j.id,
     format: op.format,
+    parentImported: op.parentImported === true,
   };
 }

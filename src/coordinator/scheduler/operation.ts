@@ -152,6 +152,7 @@ function restoreRequest(
     source: op.source ? { pool: op.source.pool, namespace: op.source.namespace, image: op.source.image } : undefined,
     resumable: false,
     transferOptions: op.transfer,
+    allowOpen: op.allowOpen === true,
   };
 }
 

@@ -213,6 +213,7 @@ describe("coordinator: bad requests fail with their exact status and change noth
       allowCorrupt: false,
       flatten: false,
       transfer: undefined,
+      allowOpen: false,
       ...o,
     };
   }

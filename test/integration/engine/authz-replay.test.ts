@@ -147,6 +147,7 @@ describe("capabilities name the destination cluster and the chain", () => {
       resumeOffset: 0,
       resumePrefixDigest: new Uint8Array(0),
       resumable: false,
+      allowOpen: false,
       compression: 0,
     });
     async function* stream(h: TransferHeader): AsyncIterable<TransferMessage> {

@@ -157,6 +157,7 @@ describe("least privilege on the agents", () => {
       resumeOffset: 0,
       resumePrefixDigest: new Uint8Array(0),
       resumable: false,
+      allowOpen: false,
       compression: 0,
       jobId: "",
       kind,

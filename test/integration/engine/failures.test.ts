@@ -420,6 +420,7 @@ describe("failures are clean", () => {
             resumeOffset: 0,
             resumePrefixDigest: new Uint8Array(0),
             resumable: false,
+            allowOpen: false,
             compression: 0,
             jobId: "",
             kind: TransferKind.RESTORE_NEW,

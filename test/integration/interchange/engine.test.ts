@@ -99,6 +99,7 @@ function importRequest(id: string, baseImage: string, fromSnapshot = ""): Import
     metadataJson: Buffer.from(JSON.stringify(meta)),
     jobId: "",
     format: 0,
+    parentImported: false,
   };
 }
 

@@ -172,6 +172,7 @@ describe("agent audit: Transfer", () => {
     resumeOffset: 0,
     resumePrefixDigest: new Uint8Array(0),
     resumable: false,
+    allowOpen: false,
     compression: 0,
   });
   const stream = (h: TransferHeader): AsyncIterable<TransferMessage> => ({

@@ -353,6 +353,32 @@ describe("CLONE restore, FLATTEN and failover (coordinator)", () => {
     images.b?.delete("rbd/busy");
   });
 
+  it("the same restore twice at once (a client's retry, one idempotency key): both answered with one job", async () => {
+    const target = vol("retried", "b");
+    images.b?.add("rbd/retried");
+    const b = available(vol("src-3"));
+    const held: CallReply[] = [];
+    const reply = b1.onCallReply.bind(b1);
+    b1.onCallReply = (r) => held.push(r);
+    const req = {
+      backupId: b.id,
+      target,
+      mode: RestoreMode.RESTORE_MODE_ORIGINAL,
+      idempotencyKey: "restore-retried-1",
+    };
+    const racing = Promise.all([api.restoreBackup(req), api.restoreBackup(req)]);
+    try {
+      await until(() => held.length === 2, "both calls to probe the target");
+    } finally {
+      b1.onCallReply = reply;
+      for (const r of held.splice(0)) reply(r);
+    }
+    const [x, y] = await racing;
+    assert.equal(x.id, y.id, "one job");
+    await api.cancelJob({ jobId: x.id });
+    images.b?.delete("rbd/retried");
+  });
+
   it("failover: bad input and no backup: exact statuses, nothing queued or paused", async () => {
     const v = vol("none", "a");
     protection.push(record("gold", v));

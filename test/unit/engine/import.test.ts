@@ -72,6 +72,7 @@ function request(over: Partial<ImportRequest> = {}): ImportRequest {
     metadataJson: Buffer.from(JSON.stringify(meta)),
     jobId: "job-1",
     format: 0,
+    parentImported: false,
     ...over,
   };
 }
@@ -224,6 +225,25 @@ describe("importBackup of an incremental onto the wrong parent: INVALID_ARGUMENT
       assert.equal(poolState(ceph, "backups"), before, "the parent's image, snapshots and objects as they were");
     });
   }
+});
+
+describe("importBackup onto a parent imported before the stream's names were kept", () => {
+  it("any 'f' applies, with a warning, when the coordinator says the parent was imported; not otherwise", async () => {
+    const ceph = new FakeCeph("backups");
+    const base = pattern(SIZE, 5);
+    const baseImage = `vol.backup.${PARENT_ID}`;
+    ceph.addImage("backups", baseImage, base, [PARENT_SNAP]);
+    // Its backup.<id>.meta has no `import` section (made before it existed).
+    const legacy = JSON.parse(Buffer.from(request().metadataJson).toString());
+    ceph
+      .pool("backups")
+      .objects.set(metaObjectName(PARENT_ID), Buffer.from(JSON.stringify({ ...legacy, backup_id: PARENT_ID })));
+    const s = stream(1, base, "s1");
+    await refused(imp(ceph, { baseImage, fromSnapshot: PARENT_SNAP }, s.bytes), /but the parent backup's snapshot is/);
+    const r = await imp(ceph, { baseImage, fromSnapshot: PARENT_SNAP, parentImported: true }, s.bytes);
+    assert.match(r.warnings.join("\n"), /from-snapshot "s1" was not checked against the parent/);
+    assert.ok(ceph.pool("backups").images.get(baseImage)?.data.equals(s.image));
+  });
 });
 
 describe("importBackup's record of the stream", () => {

@@ -189,6 +189,7 @@ describe("transfer digest and header", () => {
     resumeOffset: 0,
     resumePrefixDigest: new Uint8Array(0),
     resumable: false,
+    allowOpen: false,
     compression: 0,
   };
 

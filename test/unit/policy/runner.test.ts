@@ -283,6 +283,13 @@ describe("policy runner", () => {
     // While that one is active, another pass queues nothing more for it.
     await backupRun();
     assert.equal(jobs(JobKind.JOB_KIND_DELETE).filter((d) => d.backupId === victim).length, 2);
+    // An operator cancels it (to keep the backup): retention does not queue it again.
+    const second = jobs(JobKind.JOB_KIND_DELETE).filter((d) => d.backupId === victim)[1];
+    assert.ok(second);
+    h.catalog.updateJob({ ...second, state: JobState.JOB_STATE_CANCELLED, finishedAt: h.t });
+    h.catalog.updateBackup({ ...h.backup(victim), status: BackupStatus.BACKUP_STATUS_AVAILABLE });
+    await backupRun();
+    assert.equal(jobs(JobKind.JOB_KIND_DELETE).filter((d) => d.backupId === victim).length, 2, "not again");
   });
 
   it("a failed run counts once as a consecutive failure", async () => {

@@ -91,6 +91,18 @@ describe("runSink: FAILBACK", () => {
       await runSink(sinkDeps(ceph), new Feed(messages(h, [{ offset: 0, data: pattern(CHUNK, 2) }])));
       assert.ok(v.data.subarray(0, CHUNK).equals(pattern(CHUNK, 2)), `${what}: written once free`);
     }
+    // A restore over the original that says it may (allow_open: cinder-backup holds the volume itself).
+    const ceph = new FakeCeph("rbd");
+    const v = ceph.addImage("rbd", "volume-1", pattern(256 * KiB, 1));
+    v.watchers = [{ addr: "10.0.0.7:0/77", id: 5001 }];
+    const h = header({
+      kind: TransferKind.RESTORE_ORIGINAL,
+      destination: { pool: "rbd", namespace: "", image: "volume-1" },
+      imageSize: 128 * KiB,
+      allowOpen: true,
+    });
+    await runSink(sinkDeps(ceph), new Feed(messages(h, [{ offset: 0, data: pattern(CHUNK, 3) }])));
+    assert.ok(v.data.subarray(0, CHUNK).equals(pattern(CHUNK, 3)), "written while watched, as asked");
   });
 
   it("a stream cut short right after the rollback (no chunk written yet): the error says the volume was changed", async () => {

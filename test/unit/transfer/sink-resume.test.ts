@@ -12,7 +12,7 @@ import { TransferDigest } from "../../../agents/transfer/protocol";
 import { discardHeldInto, recoverInterrupted, resumePoint, runSink, sweepHeld } from "../../../agents/transfer/sink";
 import { parseCheckpoint, RESUME_KEY } from "../../../agents/transfer/sink/checkpoint";
 import { Status, statusOf } from "../../../src/common/errors";
-import type { TransferHeader, TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
+import { type TransferHeader, TransferKind, type TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
 import { until } from "../../helpers/wait";
 import { crc32c } from "./fakes/crc32c";
 import { FakeCeph } from "./fakes/fake-ceph";
@@ -352,5 +352,40 @@ describe("resumable transfers: the destination", () => {
     const h = header({ imageSize: SIZE, chunkSize: CHUNK });
     const [c0, , , c3] = chunkParts(4, CHUNK);
     await runSink(deps(ceph), new Feed(messages(h, [c3 as Part, c0 as Part])));
+  });
+
+  it("a restore over the original resumed after a VM opened the volume: FAILED_PRECONDITION, the held transfer kept for later", async () => {
+    const ceph = new FakeCeph("backups");
+    const d = deps(ceph);
+    const v = ceph.addImage("backups", "vol-1", Buffer.alloc(SIZE));
+    const h = header({
+      kind: TransferKind.RESTORE_ORIGINAL,
+      destination: { pool: "backups", namespace: "", image: "vol-1" },
+      imageSize: SIZE,
+      chunkSize: CHUNK,
+      resumable: true,
+    });
+    const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "hang" });
+    const call = new AbortController();
+    const running = runSink(d, feed, call.signal, { remote: true });
+    running.catch(() => {});
+    await feed.held;
+    await until(() => !!parseCheckpoint(v.meta.get(RESUME_KEY) ?? null), "a checkpoint");
+    call.abort();
+    await assert.rejects(running);
+    const retry = { ...h, transferId: randomUUID() };
+    const rp = await resumePoint(d, retry);
+    assert.ok(rp.offset > 0, `a resume point (${rp.reason})`);
+    v.watchers = [{ addr: "192.168.7.5:0/2834712", id: 24107 }]; // the VM started meanwhile
+    const before = Buffer.from(v.data);
+    const resumed: TransferHeader = { ...retry, resumeOffset: rp.offset, resumePrefixDigest: rp.prefixDigest };
+    const e = await runSink(d, new Feed([{ body: { $case: "header", value: resumed } }])).catch((x) => x);
+    assert.equal(statusOf(e), Status.FAILED_PRECONDITION);
+    assert.match((e as Error).message, /is in use \(watched by client\.24107/);
+    assert.ok(v.data.equals(before), "nothing written under the VM");
+    assert.ok(
+      [...d.journal.entries.values()].some((x) => x.heldUntil),
+      "the earlier attempt's hold stays",
+    );
   });
 });

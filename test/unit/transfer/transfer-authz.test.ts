@@ -55,6 +55,7 @@ const header = (kind: TransferKind, image: string, pool = "backups"): TransferHe
     resumeOffset: 0,
     resumePrefixDigest: new Uint8Array(0),
     resumable: false,
+    allowOpen: false,
     compression: 0,
   };
 };

@@ -20,6 +20,7 @@ export function header(over: Partial<TransferHeader> = {}): TransferHeader {
     resumeOffset: 0,
     resumePrefixDigest: new Uint8Array(0),
     resumable: false,
+    allowOpen: false,
     compression: 0,
     jobId: "",
     kind,
