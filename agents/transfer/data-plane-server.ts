@@ -118,6 +118,11 @@ function admitted(
   };
 }
 
+/** Limits of the unary requests and of the streams of one HTTP/2 connection (see the constructor). */
+const MAX_LIST_CHAINS_BYTES = 64 * 1024;
+const MAX_RESUME_POINT_BYTES = 2 * 1024 * 1024;
+const MAX_STREAMS_PER_CONNECTION = 128;
+
 export class DataPlaneServer {
   state: DataPlaneState = "idle";
   /** What listens: the TLS server (h2 and bulk), or the h2c server itself in insecure mode. */
@@ -145,16 +150,22 @@ export class DataPlaneServer {
     );
     this.#routes.set(
       `/${svc.fullName}/${svc.methods.listChains.name}`,
-      listChainsMethod(opts.listChains, { maxMessageBytes: opts.maxMessageBytes }),
+      // A ListChainsRequest is three names: a peer gets no big buffer for it.
+      listChainsMethod(opts.listChains, { maxMessageBytes: MAX_LIST_CHAINS_BYTES, idleTimeoutMs }),
     );
     if (opts.resumePoint) {
       this.#routes.set(
         `/${svc.fullName}/${svc.methods.resumePoint.name}`,
-        resumePointMethod(opts.resumePoint, { maxMessageBytes: opts.maxMessageBytes }),
+        // A header (its metadata_json at most 1 MiB), not data.
+        resumePointMethod(opts.resumePoint, { maxMessageBytes: MAX_RESUME_POINT_BYTES, idleTimeoutMs }),
       );
     }
     const common: http2.ServerOptions = {
-      ...(opts.windowBytes ? { settings: { initialWindowSize: opts.windowBytes } } : {}),
+      settings: {
+        ...(opts.windowBytes ? { initialWindowSize: opts.windowBytes } : {}),
+        // Streams one connection may have open (Node's default is ~2^32): each may hold a message buffer.
+        maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION,
+      },
       // Like grpc-js: no session memory cap (Node degrades badly when it is hit); what a peer may
       // have in flight is bounded by the receive window and the readers' queues instead.
       maxSessionMemory: Number.MAX_SAFE_INTEGER,

@@ -69,6 +69,8 @@ export interface ByteSource {
 
 export interface ReaderOptions<T> {
   maxMessageBytes: number;
+  /** A lower limit for the first message (a small opening message: BulkOpen, a unary request). */
+  maxFirstMessageBytes?: number;
   decode: Decoder<T>;
   /** Without a pool every message gets a fresh buffer. */
   pool?: ReceivePool;
@@ -107,6 +109,8 @@ export class MessageReader<T> implements AsyncIterable<T> {
   #prefix = Buffer.alloc(5);
   #prefixHave = 0;
   #msg: Buffer | null = null;
+  /** A message was started (the first one has its own limit). */
+  #started = false;
   #msgHave = 0;
   #pooled = false;
   /** Bytes read so far (what the bulk channel's idle bound watches). */
@@ -263,11 +267,12 @@ export class MessageReader<T> implements AsyncIterable<T> {
       throw new AppError(Status.UNIMPLEMENTED, "compressed messages are not accepted (send grpc-encoding identity)");
     }
     const len = this.#prefix.readUInt32BE(1);
-    if (len > this.opts.maxMessageBytes) {
-      throw new AppError(
-        Status.RESOURCE_EXHAUSTED,
-        `a message of ${len} bytes exceeds the limit of ${this.opts.maxMessageBytes} bytes`,
-      );
+    const limit = this.#started
+      ? this.opts.maxMessageBytes
+      : (this.opts.maxFirstMessageBytes ?? this.opts.maxMessageBytes);
+    this.#started = true;
+    if (len > limit) {
+      throw new AppError(Status.RESOURCE_EXHAUSTED, `a message of ${len} bytes exceeds the limit of ${limit} bytes`);
     }
     const pool = this.opts.pool;
     this.#pooled = !!pool && len >= POOLED_FROM;

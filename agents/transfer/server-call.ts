@@ -15,6 +15,9 @@ import { grpcFrame } from "./wire";
 /** After an early failure: how long a client may keep sending before its stream is closed. */
 const LINGER_MS = 10_000;
 
+/** The longest delay setTimeout honours (a longer one fires after 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** grpc-timeout units, in ms (gRPC over HTTP/2: "H", "M", "S", "m", "u", "n"). */
 const TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
 
@@ -53,6 +56,8 @@ export class ServerCall {
       return;
     }
     const ms = Math.ceil(Number(m[1]) * (TIMEOUT_UNIT_MS[m[2] as string] as number));
+    // setTimeout takes at most 2^31-1 ms (~24.8 days) and fires at once beyond it: a longer deadline is none.
+    if (ms > MAX_TIMER_MS) return;
     this.#deadline = setTimeout(() => {
       this.fail(Status.DEADLINE_EXCEEDED, "Deadline exceeded");
       this.#ac.abort(Object.assign(new Error("the call's deadline passed"), { name: "AbortError" }));

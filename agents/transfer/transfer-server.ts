@@ -97,6 +97,8 @@ export function transferMethod(
       },
       (e) => {
         idle.stop();
+        // Refused or failed: what the source still sends is read and dropped, not held in pooled buffers.
+        reader.discard();
         call.failWith(e);
       },
     );
@@ -104,6 +106,6 @@ export function transferMethod(
 }
 
 /** TransferService.ListChains: unary — exactly one request message, then one answer. */
-export function listChainsMethod(entry: ListChainsEntry, opts: { maxMessageBytes: number }) {
+export function listChainsMethod(entry: ListChainsEntry, opts: { maxMessageBytes: number; idleTimeoutMs?: number }) {
   return unaryMethod(TransferServiceDefinition.fullName, TransferServiceDefinition.methods.listChains, entry, opts);
 }

@@ -73,6 +73,9 @@ function identityOf(socket: TLSSocket): Identity | null {
   }
 }
 
+/** The largest BulkOpen accepted (the first frame of a connection). */
+const MAX_OPEN_BYTES = 64 * 1024;
+
 /** Serves one bulk connection; resolves once it is closed. `insecure`: no certificate checks (tests). */
 export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = false): Promise<void> {
   socket.allowHalfOpen = true; // the client's close ends its side only: the answer still goes back
@@ -80,6 +83,8 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
   const ac = new AbortController();
   const reader = new MessageReader<Incoming>(socket, {
     maxMessageBytes: o.maxMessageBytes,
+    // The BulkOpen: a version and a capability (a few KiB); no caller gets a big buffer for it.
+    maxFirstMessageBytes: MAX_OPEN_BYTES,
     pool: o.pool,
     decode: decoder(),
     direct: true,
@@ -91,8 +96,9 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
       Status.DEADLINE_EXCEEDED,
       `the source sent nothing for ${o.idleTimeoutMs} ms (transfer.bulkIdleTimeoutMs)`,
     );
+    // Like the HTTP/2 path: the sink's next read fails and it cleans up (transfer.proto) — not an abort,
+    // which it would take for a cut-short stream and keep for a resume.
     reader.fail(e);
-    ac.abort(e);
   });
   const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
   socket.on("error", (err) => o.log?.debug("bulk channel: connection failed", { err }));
@@ -112,6 +118,17 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
     socket.once("close", () => clearTimeout(t));
   };
 
+  // Who calls is known from the TLS handshake: anyone but an agent is refused before a byte is read.
+  if (!insecure) {
+    const caller: TransferCaller = { checked: true, identity: identityOf(socket), capability: undefined };
+    const refusal = dataPlaneRefusal(caller);
+    if (refusal) {
+      o.log?.warn("data plane: refused a bulk connection", { reason: refusal });
+      auditDataPlaneRefusal(o.audit, caller, TRANSFER_METHOD, refusal);
+      answer({ error: new AppError(Status.PERMISSION_DENIED, refusal) });
+      return closed;
+    }
+  }
   run(socket, reader, ac.signal, o, insecure).then(
     (summary) => answer({ summary }),
     (error) =>

@@ -219,6 +219,25 @@ describe("bulk channel: bad input", () => {
     await d.clean();
   });
 
+  it("a resumable source that never sends its trailer: DEADLINE_EXCEEDED, cleaned up too (not kept for a resume)", async () => {
+    const d = await destination({ idleTimeoutMs: 300 });
+    const h = header({ resumable: true });
+    const c = bulkClient(d.served.address);
+    const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "hang" });
+    await assert.rejects(c.transfer(feed, AbortSignal.timeout(20_000), mint(h)), { code: Status.DEADLINE_EXCEEDED });
+    await d.clean();
+  });
+
+  it("a BulkOpen longer than 64 KiB: RESOURCE_EXHAUSTED before a buffer for it is taken", async () => {
+    const d = await destination();
+    const big = Buffer.from([0, 0, 0, 0, 0]);
+    big.writeUInt32BE(64 * 1024 + 1, 1);
+    const r = await rawBulk(d.served.address, [big], { end: false });
+    assert.equal(r.result?.code, Status.RESOURCE_EXHAUSTED, r.result?.message);
+    assert.match(r.result?.message ?? "", /exceeds the limit of 65536 bytes/);
+    assert.equal(d.served.entered, 0);
+  });
+
   it("a complete stream whose flush outlasts the idle bound: committed, not DEADLINE_EXCEEDED", async () => {
     // The idle bound is for a source that stops sending. After the trailer the sink drains, flushes and
     // commits at Ceph's pace (bounded by the cluster's op timeout): a slow flush must not fail the backup,
@@ -302,6 +321,16 @@ describe("bulk channel: bad input", () => {
     assert.equal(d.served.entered, 0);
     assert.ok(d.served.lines.length > 0, "audited");
     await d.clean();
+  });
+
+  it("a certificate that does not name an agent is refused before anything it sends is read (a 4 MiB BulkOpen declared)", async () => {
+    const d = await destination();
+    const prefix = Buffer.from([0, 0, 0, 0, 0]);
+    prefix.writeUInt32BE(MAX_MESSAGE_BYTES, 1);
+    const r = await rawBulk(d.served.address, [prefix], { name: "test-client", end: false });
+    assert.equal(r.result?.code, Status.PERMISSION_DENIED, r.result?.message);
+    assert.match(r.result?.message ?? "", /only for agents/);
+    assert.equal(d.served.entered, 0);
   });
 
   it("an unknown protocol version: UNIMPLEMENTED before the entry is called", async () => {

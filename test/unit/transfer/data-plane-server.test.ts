@@ -321,6 +321,79 @@ describe("data-plane server: what it serves", () => {
     }
   });
 
+  it("ListChains: a request over 64 KiB is RESOURCE_EXHAUSTED; one declared and never sent is DEADLINE_EXCEEDED within the idle bound", async () => {
+    let called = 0;
+    const { address } = await start({
+      idleTimeoutMs: 300,
+      listChains: async () => {
+        called++;
+        return {};
+      },
+    });
+    const s = rawSession(address);
+    try {
+      const big = grpcFrameOf(
+        ListChainsRequest.encode({ pool: "p", namespace: "", volumeImage: "v".repeat(70_000) }).finish(),
+      );
+      const r1 = await rawCall(
+        s,
+        { ":path": "/rbdbackup.v1.TransferService/ListChains", "content-type": "application/grpc" },
+        big,
+      );
+      assert.equal(r1.trailers["grpc-status"] ?? r1.headers["grpc-status"], String(Status.RESOURCE_EXHAUSTED));
+      // 5 bytes declaring a 60 KiB request, then nothing (the stream left open).
+      const prefix = Buffer.from([0, 0, 0, 0, 0]);
+      prefix.writeUInt32BE(60 * 1024, 1);
+      const t0 = Date.now();
+      const r2 = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+        const req = s.request(
+          {
+            ":method": "POST",
+            te: "trailers",
+            ":path": "/rbdbackup.v1.TransferService/ListChains",
+            "content-type": "application/grpc",
+          },
+          { endStream: false },
+        );
+        let h: http2.IncomingHttpHeaders = {};
+        req.on("response", (x) => {
+          h = { ...h, ...x };
+          if (x["grpc-status"] !== undefined) resolve(h); // trailers-only answer
+        });
+        req.on("trailers", (x) => resolve({ ...h, ...x }));
+        req.on("data", () => {});
+        req.on("error", reject);
+        req.on("close", () => resolve(h));
+        req.write(prefix);
+      });
+      assert.equal(r2["grpc-status"], String(Status.DEADLINE_EXCEEDED));
+      assert.ok(Date.now() - t0 < 5_000, `took ${Date.now() - t0} ms`);
+      assert.equal(called, 0);
+    } finally {
+      s.close();
+    }
+  });
+
+  it("a grpc-timeout beyond setTimeout's range (30 days) is no deadline, not an instant one", async () => {
+    const { address } = await start({ listChains: async () => ({ chains: [], clusterFsid: "f" }) });
+    const s = rawSession(address);
+    try {
+      const body = grpcFrameOf(ListChainsRequest.encode({ pool: "p", namespace: "", volumeImage: "v" }).finish());
+      const r = await rawCall(
+        s,
+        {
+          ":path": "/rbdbackup.v1.TransferService/ListChains",
+          "content-type": "application/grpc",
+          "grpc-timeout": "2592000S",
+        },
+        body,
+      );
+      assert.equal(r.trailers["grpc-status"], String(Status.OK));
+    } finally {
+      s.close();
+    }
+  });
+
   it("the client's deadline (grpc-timeout): DEADLINE_EXCEEDED, the handler's signal aborts", async () => {
     let aborted = false;
     const { address } = await start({
