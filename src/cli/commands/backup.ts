@@ -145,6 +145,7 @@ async function restore(argv: string[]): Promise<number> {
     mode: { type: "string" },
     flatten: { type: "boolean" },
     "allow-corrupt": { type: "boolean" },
+    "allow-open": { type: "boolean" },
     "idempotency-key": { type: "string" },
     wait: { type: "boolean" },
     ...transferFlags,
@@ -152,6 +153,9 @@ async function restore(argv: string[]): Promise<number> {
   const [backupId = ""] = positionals("backup restore", pos, ["BACKUP_ID"]);
   const mode = parseChoice(values.mode, "mode", restoreModes) ?? RestoreMode.RESTORE_MODE_NEW;
   if (values.flatten && mode !== RestoreMode.RESTORE_MODE_CLONE) throw new UsageError("--flatten needs --mode clone");
+  if (values["allow-open"] && mode !== RestoreMode.RESTORE_MODE_ORIGINAL) {
+    throw new UsageError("--allow-open needs --mode original");
+  }
   const request = {
     backupId,
     target: parseVolumeSpec(requiredFlag(values.target, "target", "backup restore"), "--target"),
@@ -159,6 +163,7 @@ async function restore(argv: string[]): Promise<number> {
     idempotencyKey: idempotencyKey(values["idempotency-key"]),
     flatten: values.flatten === true,
     allowCorrupt: values["allow-corrupt"] === true,
+    allowOpen: values["allow-open"] === true,
     ...transferField(values),
   };
   return withConnection(values, async (conn) => {
@@ -251,7 +256,7 @@ export const backupHelp: NounHelp = {
     restore: {
       synopsis:
         "BACKUP_ID --target CLUSTER/POOL[/NAMESPACE]/IMAGE [--mode new|original|clone] [--flatten] " +
-        `[--allow-corrupt] [--idempotency-key KEY] ${TRANSFER_SYNOPSIS} [--wait]`,
+        `[--allow-corrupt] [--allow-open] [--idempotency-key KEY] ${TRANSFER_SYNOPSIS} [--wait]`,
       summary: "queue a restore of an available backup to a new volume (default), over an existing one, or as a clone",
       args: [["BACKUP_ID", "the backup to restore"]],
       flags: [
@@ -266,6 +271,10 @@ export const backupHelp: NounHelp = {
         ],
         ["--flatten", "clone only: then copy the backup's data in (a FLATTEN job), so the backup can be deleted"],
         ["--allow-corrupt", "restore a backup a verification found CORRUPT anyway (else refused)"],
+        [
+          "--allow-open",
+          "original only: write the volume even while another client has it open (else refused, nothing changed)",
+        ],
         [KEY, KEY_HELP],
         ...transferFlagHelp,
         ["--wait", WAIT_HELP],
