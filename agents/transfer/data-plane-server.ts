@@ -121,7 +121,8 @@ function admitted(
 /** Limits of the unary requests and of the streams of one HTTP/2 connection (see the constructor). */
 const MAX_LIST_CHAINS_BYTES = 64 * 1024;
 const MAX_RESUME_POINT_BYTES = 2 * 1024 * 1024;
-const MAX_STREAMS_PER_CONNECTION = 128;
+/** Streams one connection may hold beyond the transfers this agent admits (ListChains, ResumePoint). */
+const UNARY_STREAMS_HEADROOM = 64;
 
 export class DataPlaneServer {
   state: DataPlaneState = "idle";
@@ -164,7 +165,8 @@ export class DataPlaneServer {
       settings: {
         ...(opts.windowBytes ? { initialWindowSize: opts.windowBytes } : {}),
         // Streams one connection may have open (Node's default is ~2^32): each may hold a message buffer.
-        maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION,
+        // A peer multiplexes all its transfers to this agent on one connection: room for all it may run.
+        maxConcurrentStreams: opts.maxConcurrentTransfers + UNARY_STREAMS_HEADROOM,
       },
       // Like grpc-js: no session memory cap (Node degrades badly when it is hit); what a peer may
       // have in flight is bounded by the receive window and the readers' queues instead.

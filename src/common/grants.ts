@@ -64,6 +64,8 @@ export function restoreTransferAllows(r: {
   image: string;
   mode: "new" | "original";
   fsid: string;
+  /** ORIGINAL written while other clients have it open (allow_open): granted only when asked for. */
+  allowOpen?: boolean;
 }): Fields {
   return {
     purpose: "restore",
@@ -73,6 +75,7 @@ export function restoreTransferAllows(r: {
     image: r.image,
     mode: r.mode,
     fsid: r.fsid,
+    ...(r.allowOpen ? { allowOpen: "true" } : {}),
   };
 }
 
@@ -106,10 +109,12 @@ export function restoreJobTransferAllows(
   target: { pool: string; namespace: string; image: string },
   mode: RestoreMode,
   fsid: string,
+  allowOpen = false,
 ): Fields {
   const at = { backupId, pool: target.pool, namespace: target.namespace, image: target.image, fsid };
   if (mode === RestoreMode.RESTORE_MODE_FAILBACK) return failbackTransferAllows(at);
-  return restoreTransferAllows({ ...at, mode: mode === RestoreMode.RESTORE_MODE_ORIGINAL ? "original" : "new" });
+  const original = mode === RestoreMode.RESTORE_MODE_ORIGINAL;
+  return restoreTransferAllows({ ...at, mode: original ? "original" : "new", allowOpen: original && allowOpen });
 }
 
 /** The snapshot names of backup `id` on a source volume (design: backup.<id>.snap.<unix seconds>). */
@@ -159,6 +164,7 @@ export function transferAsks(h: TransferHeader, fsid: string): Fields {
         image: d.image,
         mode: h.kind === TransferKind.RESTORE_NEW ? "new" : "original",
         fsid,
+        allowOpen: h.kind === TransferKind.RESTORE_ORIGINAL && h.allowOpen,
       });
     case TransferKind.FAILBACK:
       if (h.fromSnapshot && !snapshotOf(h.backupId, h.fromSnapshot)) {
@@ -218,6 +224,7 @@ export function restoreOperationAsks(r: RestoreRequest): Fields {
     target: `${r.target?.pool ?? ""}/${r.target?.namespace ?? ""}/${r.target?.image ?? ""}`,
     targetAgent: r.targetAgent?.address ?? "",
     mode: RESTORE_MODE_WORDS[r.mode] ?? "new",
+    ...(r.allowOpen ? { allowOpen: "true" } : {}),
   };
 }
 

@@ -102,6 +102,7 @@ export function restoreTransferFields(req: RestoreRequest, holder: LabHolder): F
     { pool: req.target?.pool ?? "", namespace: req.target?.namespace ?? "", image: req.target?.image ?? "" },
     req.mode,
     fsidOfPeer(req.targetAgent, holder.fsid ?? ""),
+    req.allowOpen,
   );
 }
 

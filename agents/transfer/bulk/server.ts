@@ -96,9 +96,10 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
       Status.DEADLINE_EXCEEDED,
       `the source sent nothing for ${o.idleTimeoutMs} ms (transfer.bulkIdleTimeoutMs)`,
     );
-    // Like the HTTP/2 path: the sink's next read fails and it cleans up (transfer.proto) — not an abort,
-    // which it would take for a cut-short stream and keep for a resume.
+    // The bulk channel has no pings: a silent source may be a dead host or a cut network, so the stream
+    // is aborted like one cut short — a resumable transfer is kept for its retry (transfer.proto).
     reader.fail(e);
+    ac.abort(e);
   });
   const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
   socket.on("error", (err) => o.log?.debug("bulk channel: connection failed", { err }));

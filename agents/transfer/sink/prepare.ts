@@ -161,7 +161,7 @@ export async function refuseInUse(deps: Deps, fp: Footprint, image: SinkImage): 
   const who = others.map((w) => `client.${w.id} at ${w.addr}`).join(", ");
   throw failedPrecondition(
     `image ${fp.where} is in use (watched by ${who}): a VM, rbd map or another client has it open. ` +
-      "Stop or unmap it, then restore again; nothing was changed",
+      "Stop or unmap it, then restore again; this attempt changed nothing",
   );
 }
 

@@ -176,6 +176,22 @@ export async function takeOver(
   return checkpointRecord(h, h.transferId, baseOf(r));
 }
 
+/** refuseInUse on the existing image (RESTORE_ORIGINAL), opened for the check alone; a missing one is prepare()'s to report. */
+async function refuseInUseNow(deps: Deps, fp: Footprint): Promise<void> {
+  let image: SinkImage;
+  try {
+    image = await (fp.io as SinkIoCtx).imageOpen(fp.h.destination?.image as string);
+  } catch (e) {
+    if (isCephError(e, "ENOENT")) return;
+    throw e;
+  }
+  try {
+    await refuseInUse(deps, fp, image);
+  } finally {
+    await image.close();
+  }
+}
+
 /** A resumable transfer without resume_offset: its journal entry says so (recovery keeps it only then). */
 export async function markResumable(deps: Deps, fp: Footprint): Promise<void> {
   const h = fp.h;
@@ -253,6 +269,8 @@ export async function prepareTarget(
 ): Promise<CheckpointRecord | null> {
   await sweptFirst(keyOfHeader(fp.h));
   if (fp.h.resumeOffset > 0) return takeOver(deps, fp, checks, log);
+  // A volume in use is refused before a kept checkpoint is dropped: the retry, once it is free, resumes.
+  if (fp.h.kind === TransferKind.RESTORE_ORIGINAL) await refuseInUseNow(deps, fp);
   await discardHeld(deps, fp.io as SinkIoCtx, fp.h, log);
   await prepare(deps, fp, log);
   await markResumable(deps, fp);

@@ -78,7 +78,7 @@ export function transferCapability(
           chains: to.chains,
         })
       : op.kind === "restore"
-        ? restoreJobTransferAllows(b.id, op.target, op.mode, to.fsid)
+        ? restoreJobTransferAllows(b.id, op.target, op.mode, to.fsid, op.allowOpen === true)
         : null;
   if (!allows) return "";
   return signer.sign(

@@ -219,7 +219,7 @@ describe("bulk channel: bad input", () => {
     await d.clean();
   });
 
-  it("a resumable source that never sends its trailer: DEADLINE_EXCEEDED, cleaned up too (not kept for a resume)", async () => {
+  it("a resumable source that goes silent before its first checkpoint: DEADLINE_EXCEEDED, nothing kept (no checkpoint to resume from)", async () => {
     const d = await destination({ idleTimeoutMs: 300 });
     const h = header({ resumable: true });
     const c = bulkClient(d.served.address);

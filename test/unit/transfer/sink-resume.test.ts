@@ -387,5 +387,15 @@ describe("resumable transfers: the destination", () => {
       [...d.journal.entries.values()].some((x) => x.heldUntil),
       "the earlier attempt's hold stays",
     );
+    // The source then starts over (no resume offset): refused too, before the kept checkpoint is dropped.
+    const over = { ...h, transferId: randomUUID() };
+    const e2 = await runSink(d, new Feed(messages(over, chunkParts(4, CHUNK)))).catch((x) => x);
+    assert.equal(statusOf(e2), Status.FAILED_PRECONDITION);
+    assert.ok(v.data.equals(before), "still nothing written");
+    assert.ok(parseCheckpoint(v.meta.get(RESUME_KEY) ?? null), "the checkpoint is still there for a later resume");
+    assert.ok(
+      [...d.journal.entries.values()].some((x) => x.heldUntil),
+      "and its hold",
+    );
   });
 });

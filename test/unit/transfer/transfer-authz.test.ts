@@ -326,4 +326,43 @@ describe("transfer authorization", () => {
       }
     });
   });
+
+  it("allow_open must be granted: a capability minted without it does not cover a header that asks for it", async () => {
+    const h = { ...header(TransferKind.RESTORE_ORIGINAL, "vol-1", "rbd"), allowOpen: true };
+    const withoutIt = signer.sign(
+      {
+        scope: "transfer",
+        job: "j",
+        attempt: 1,
+        holder: { cluster: "site-a", agentId: "agent-site-a" },
+        allows: transferAsks({ ...h, allowOpen: false }, FSID),
+      },
+      60_000,
+    );
+    await assert.rejects(
+      authorizeTransfer(verifier, source(h).messages, caller(withoutIt), FSID),
+      denied(/does not cover allowOpen/),
+    );
+    // The coordinator's own minting for a restore that asked for it covers it.
+    const granted = signer.sign(
+      {
+        scope: "transfer",
+        job: "j",
+        attempt: 1,
+        holder: { cluster: "site-a", agentId: "agent-site-a" },
+        allows: restoreJobTransferAllows(
+          h.backupId,
+          { pool: "rbd", namespace: "", image: "vol-1" },
+          RestoreMode.RESTORE_MODE_ORIGINAL,
+          FSID,
+          true,
+        ),
+      },
+      60_000,
+    );
+    assert.deepEqual(await drain(await authorizeTransfer(verifier, source(h).messages, caller(granted), FSID)), [
+      "header",
+      "zero",
+    ]);
+  });
 });
