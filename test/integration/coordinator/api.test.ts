@@ -144,15 +144,23 @@ describe("coordinator: public API", () => {
     assert.ok(withBytes.length > 0, "progress carried bytes");
     assert.equal(withBytes.at(-1)?.job?.progress?.bytesTotal, 256 * MiB);
 
-    // Cancel a second (full) backup mid-transfer.
-    const job2 = await c.createBackup(backupRequest(volRef("site-a", v), { mode: BackupMode.BACKUP_MODE_FULL }));
-    for await (const e of c.watchJob({ jobId: job2.id })) {
-      if ((e.job?.progress?.bytesDone ?? 0) > 0) break;
+    // Cancel a second (full) backup mid-transfer. A cancel that reaches the destination after it had
+    // every byte cannot stop the commit (the job SUCCEEDS: CancelJob in backup_service.proto); on a
+    // loaded machine the first progress report may come that late, so up to three tries.
+    let end: Job | undefined;
+    let seconds = 0;
+    for (let tries = 0; tries < 3 && end?.state !== JobState.JOB_STATE_CANCELLED; tries++) {
+      const job2 = await c.createBackup(backupRequest(volRef("site-a", v), { mode: BackupMode.BACKUP_MODE_FULL }));
+      for await (const e of c.watchJob({ jobId: job2.id })) {
+        if ((e.job?.progress?.bytesDone ?? 0) > 0) break;
+      }
+      const t0 = Date.now();
+      await c.cancelJob({ jobId: job2.id });
+      end = await waitJob(c, job2.id, 30_000);
+      seconds = (Date.now() - t0) / 1000;
+      if (end.state === JobState.JOB_STATE_SUCCEEDED) console.log("# the cancel came after the commit; again");
     }
-    const t0 = Date.now();
-    await c.cancelJob({ jobId: job2.id });
-    const end = await waitJob(c, job2.id, 30_000);
-    const seconds = (Date.now() - t0) / 1000;
+    assert.ok(end);
     assert.equal(end.state, JobState.JOB_STATE_CANCELLED);
     assert.ok(seconds < 15, `cancelled in ${seconds} s`);
     console.log(`# cancel → CANCELLED in ${seconds.toFixed(2)} s`);
