@@ -151,6 +151,18 @@ const grpcFrameOf = (b: Uint8Array) => {
   return out;
 };
 
+/** A ListChains request over a raw session, with grpc-timeout `timeout`. */
+const listChainsWithin = (s: http2.ClientHttp2Session, timeout: string) =>
+  rawCall(
+    s,
+    {
+      ":path": "/rbdbackup.v1.TransferService/ListChains",
+      "content-type": "application/grpc",
+      "grpc-timeout": timeout,
+    },
+    grpcFrameOf(ListChainsRequest.encode({ pool: "p", namespace: "", volumeImage: "v" }).finish()),
+  );
+
 async function* messages(...m: TransferMessage[]) {
   yield* m;
 }
@@ -378,16 +390,7 @@ describe("data-plane server: what it serves", () => {
     const { address } = await start({ listChains: async () => ({ chains: [], clusterFsid: "f" }) });
     const s = rawSession(address);
     try {
-      const body = grpcFrameOf(ListChainsRequest.encode({ pool: "p", namespace: "", volumeImage: "v" }).finish());
-      const r = await rawCall(
-        s,
-        {
-          ":path": "/rbdbackup.v1.TransferService/ListChains",
-          "content-type": "application/grpc",
-          "grpc-timeout": "2592000S",
-        },
-        body,
-      );
+      const r = await listChainsWithin(s, "2592000S");
       assert.equal(r.trailers["grpc-status"], String(Status.OK));
     } finally {
       s.close();
@@ -407,16 +410,7 @@ describe("data-plane server: what it serves", () => {
     });
     const s = rawSession(address);
     try {
-      const body = grpcFrameOf(ListChainsRequest.encode({ pool: "p", namespace: "", volumeImage: "v" }).finish());
-      const r = await rawCall(
-        s,
-        {
-          ":path": "/rbdbackup.v1.TransferService/ListChains",
-          "content-type": "application/grpc",
-          "grpc-timeout": "200m",
-        },
-        body,
-      );
+      const r = await listChainsWithin(s, "200m");
       assert.equal(r.headers["grpc-status"], String(Status.DEADLINE_EXCEEDED));
       await until(() => aborted, "the handler's signal to abort");
     } finally {
