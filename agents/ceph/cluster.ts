@@ -142,12 +142,12 @@ export class Cluster {
     };
   }
 
-  /** This client's address(es) as the cluster sees them, e.g. "[v2:127.0.0.1:0/1234]". */
   /** This client's RADOS global id (client.<id>): an image's watcher with this id is this client. */
   instanceId(): number {
     return nativeCallSync("client instance id", () => this.#h.instanceId());
   }
 
+  /** This client's address(es) as the cluster sees them, e.g. "[v2:127.0.0.1:0/1234]". */
   addrs(): string {
     return nativeCallSync("client addresses", () => this.#h.addrs());
   }

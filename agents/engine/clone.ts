@@ -15,7 +15,7 @@ import type { FlattenRequest, FlattenResult, RestoreRequest, RestoreResult } fro
 import type { ChildImage, Image, IoCtx } from "../ceph";
 import { isCephError } from "../ceph";
 import { validName } from "../transfer/protocol";
-import { applyImageMeta } from "../transfer/sink";
+import { applyImageMeta, removeImageRetrying } from "../transfer/sink";
 import type { EngineContext } from "./context";
 import { locateBackup } from "./locate";
 import { readMetadata } from "./restore";
@@ -126,7 +126,7 @@ export async function restoreClone(ctx: EngineContext, req: RestoreRequest): Pro
     // A clone this attempt made, then failed to finish: removed, or it would outlive the job untracked
     // (Backup.clones lists only the clones of succeeded jobs) and block the backup's deletion.
     if (made && dest) {
-      await dest.imageRemove(target.image).then(
+      await removeImageRetrying(dest, target.image).then(
         () => log.info("removed the clone this attempt made before it failed", { target: label(target) }),
         (err: Error) => log.warn("could not remove the clone this attempt made", { target: label(target), err }),
       );

@@ -258,7 +258,7 @@ export function sessionService(deps: {
     try {
       for await (const m of session.out) yield m;
       if (ha && term?.aborted) throw standbyError(ha, context.trailer, "this coordinator stepped down");
-      if (failed !== undefined && !context.signal.aborted) throw toServerError(failed);
+      if (failed !== undefined && !context.signal.aborted) throw failed; // a status by the wrapper above
     } finally {
       context.signal.removeEventListener("abort", onAbort);
       session.close("session ended");

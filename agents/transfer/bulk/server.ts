@@ -120,17 +120,15 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
   };
 
   // Who calls is known from the TLS handshake: anyone but an agent is refused before a byte is read.
-  if (!insecure) {
-    const caller: TransferCaller = { checked: true, identity: identityOf(socket), capability: undefined };
-    const refusal = dataPlaneRefusal(caller);
-    if (refusal) {
-      o.log?.warn("data plane: refused a bulk connection", { reason: refusal });
-      auditDataPlaneRefusal(o.audit, caller, TRANSFER_METHOD, refusal);
-      answer({ error: new AppError(Status.PERMISSION_DENIED, refusal) });
-      return closed;
-    }
+  const identity = insecure ? null : identityOf(socket);
+  const refusal = dataPlaneRefusal({ checked: !insecure, identity, capability: undefined });
+  if (refusal) {
+    o.log?.warn("data plane: refused a bulk connection", { reason: refusal });
+    auditDataPlaneRefusal(o.audit, { checked: true, identity, capability: undefined }, TRANSFER_METHOD, refusal);
+    answer({ error: new AppError(Status.PERMISSION_DENIED, refusal) });
+    return closed;
   }
-  run(socket, reader, ac.signal, o, insecure).then(
+  run(reader, ac.signal, o, { checked: !insecure, identity }).then(
     (summary) => answer({ summary }),
     (error) =>
       answer({
@@ -144,13 +142,12 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
   return closed;
 }
 
-/** BulkOpen checked, the caller admitted, then the rest of the stream to the entry. */
+/** BulkOpen checked, then the rest of the stream to the entry, as `who` (an agent, admitted by serveBulk). */
 async function run(
-  socket: TLSSocket,
   reader: MessageReader<Incoming>,
   signal: AbortSignal,
   o: BulkServerOptions,
-  insecure: boolean,
+  who: Omit<TransferCaller, "capability">,
 ) {
   const it = reader[Symbol.asyncIterator]();
   const first = await it.next();
@@ -162,15 +159,8 @@ async function run(
       `bulk protocol version ${open.version} is not supported (this agent speaks ${BULK_VERSION})`,
     );
   }
-  const caller: TransferCaller = insecure
-    ? { checked: false, identity: null, capability: open.capability || undefined }
-    : { checked: true, identity: identityOf(socket), capability: open.capability || undefined };
-  const refusal = dataPlaneRefusal(caller);
-  if (refusal) {
-    o.log?.warn("data plane: refused a bulk transfer", { reason: refusal });
-    auditDataPlaneRefusal(o.audit, caller, TRANSFER_METHOD, refusal);
-    throw new AppError(Status.PERMISSION_DENIED, refusal);
-  }
+  // Who it is was judged before the BulkOpen was read (serveBulk); the capability is the entry's to judge.
+  const caller: TransferCaller = { ...who, capability: open.capability || undefined };
   const messages: AsyncIterable<TransferMessage> = {
     [Symbol.asyncIterator]: () => it as AsyncIterator<TransferMessage>,
   };

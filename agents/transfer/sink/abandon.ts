@@ -20,11 +20,15 @@ async function undo(deps: Deps, io: SinkIoCtx, e: JournalEntry, done: string[]):
   await deps.journal.remove(e.transferId);
 }
 
+/** Whether journal entry `e` is a transfer held for a resume into the image `d` names. */
+export const isHeldInto = (e: JournalEntry, d: { pool: string; namespace: string; image: string }): boolean =>
+  !!e.heldUntil && e.pool === d.pool && e.namespace === d.namespace && e.image === d.image;
+
 /** A retry starting over (no resume_offset) into `h`'s image: the checkpoint kept for it goes first. */
 export async function discardHeld(deps: Deps, io: SinkIoCtx, h: TransferHeader, log: Logger): Promise<void> {
   const d = h.destination as NonNullable<TransferHeader["destination"]>;
   for (const e of await deps.journal.list()) {
-    if (!e.heldUntil || e.pool !== d.pool || e.namespace !== d.namespace || e.image !== d.image) continue;
+    if (!isHeldInto(e, d)) continue;
     const done: string[] = [];
     await undo(deps, io, e, done);
     log.info("a retry starts over: discarded the transfer kept for a resume", { image: imageWhere(e), done });
@@ -45,12 +49,7 @@ export function discardHeldInto(
   where: { pool: string; namespace: string; image: string },
   backupId: string,
 ): Promise<string[]> {
-  return undoHeld(
-    deps,
-    (e) =>
-      e.pool === where.pool && e.namespace === where.namespace && e.image === where.image && e.backupId === backupId,
-    "discarded: its job was cancelled",
-  );
+  return undoHeld(deps, (e) => isHeldInto(e, where) && e.backupId === backupId, "discarded: its job was cancelled");
 }
 
 /** Undoes the held transfers `match` picks (none running or being swept); failures stay for the next sweep. */

@@ -19,7 +19,7 @@ import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
 import type { JournalEntry } from "../journal";
 import { validateHeader } from "../protocol";
-import { discardHeld } from "./abandon";
+import { discardHeld, isHeldInto } from "./abandon";
 import {
   baseOf,
   Checkpointer,
@@ -176,6 +176,12 @@ export async function takeOver(
   return checkpointRecord(h, h.transferId, baseOf(r));
 }
 
+/** Whether a transfer into `h`'s image is held for a resume here (discardHeld would undo it). */
+async function holdsFor(deps: Deps, h: TransferHeader): Promise<boolean> {
+  const d = h.destination as NonNullable<TransferHeader["destination"]>;
+  return (await deps.journal.list()).some((e) => isHeldInto(e, d));
+}
+
 /** refuseInUse on the existing image (RESTORE_ORIGINAL), opened for the check alone; a missing one is prepare()'s to report. */
 async function refuseInUseNow(deps: Deps, fp: Footprint): Promise<void> {
   let image: SinkImage;
@@ -270,7 +276,8 @@ export async function prepareTarget(
   await sweptFirst(keyOfHeader(fp.h));
   if (fp.h.resumeOffset > 0) return takeOver(deps, fp, checks, log);
   // A volume in use is refused before a kept checkpoint is dropped: the retry, once it is free, resumes.
-  if (fp.h.kind === TransferKind.RESTORE_ORIGINAL) await refuseInUseNow(deps, fp);
+  // (Nothing held: prepare's own check, on the handle it opens anyway, is enough.)
+  if (fp.h.kind === TransferKind.RESTORE_ORIGINAL && (await holdsFor(deps, fp.h))) await refuseInUseNow(deps, fp);
   await discardHeld(deps, fp.io as SinkIoCtx, fp.h, log);
   await prepare(deps, fp, log);
   await markResumable(deps, fp);

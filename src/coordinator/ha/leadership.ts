@@ -146,12 +146,7 @@ export class Leadership {
       // the leadership moved — must not end the process (this runs from a timer). Step down, give the
       // lease up, and try again on the next round.
       log.error("could not start the term; stepping down", { err });
-      this.stepDown(`starting the term failed: ${(err as Error).message}`);
-      try {
-        lease.release(me);
-      } catch {
-        // the lease lapses by itself
-      }
+      this.#stepDownAndRelease(`starting the term failed: ${(err as Error).message}`);
     }
   }
 
@@ -181,7 +176,12 @@ export class Leadership {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = null;
     if (this.#role !== "leader") return;
-    this.stepDown("stopping");
+    this.#stepDownAndRelease("stopping");
+  }
+
+  /** Steps down and gives the lease up, so a standby need not wait for it to lapse. */
+  #stepDownAndRelease(reason: string): void {
+    this.stepDown(reason);
     try {
       this.deps.lease.release(this.deps.me);
     } catch (err) {

@@ -101,6 +101,9 @@ interface Window {
   endMin: number;
 }
 
+/** Whether the schedule has a daily window (both times empty = none). */
+export const hasWindow = (s: PolicySchedule): boolean => !!s.window && (s.window.start !== "" || s.window.end !== "");
+
 /** "HH:MM" pair → minutes of the day; undefined = no window. Throws INVALID_ARGUMENT naming the field. */
 function parseWindow(w: ScheduleWindow | undefined): Window | undefined {
   if (!w || (w.start === "" && w.end === "")) return undefined;

@@ -13,7 +13,7 @@ import {
   type VolumeProtection,
 } from "../../gen/rbdbackup/v1/policy";
 import type { ProtectionRecord } from "./model";
-import { nextSlot, periodMs } from "./schedule";
+import { hasWindow, nextSlot, periodMs } from "./schedule";
 
 export interface NewestBackup {
   id: string;
@@ -68,11 +68,9 @@ export function stateOf(
   }
   if (!s) return ProtectionState.PROTECTION_STATE_PENDING;
   const firstSlot = nextSlot(s, rec.createdAt);
-  const due = hasWindow(s) ? nextSlot(s, firstSlot) + s.jitterSeconds * 1000 : firstSlot + periodMs(s, firstSlot);
+  const due = hasWindow(s) ? lateAfter(s, rec.createdAt) : firstSlot + periodMs(s, firstSlot);
   return nowMs > due ? ProtectionState.PROTECTION_STATE_LATE : ProtectionState.PROTECTION_STATE_PENDING;
 }
-
-const hasWindow = (s: PolicySchedule): boolean => !!s.window && (s.window.start !== "" || s.window.end !== "");
 
 /**
  * When a recovery point made at `atMs` turns LATE: twice the schedule's period later; with a window, once
