@@ -169,7 +169,7 @@ export class LeaseRunner {
       case "delete":
         return { $case: "delete", value: await this.ops.deleteBackup(op.value) };
       case "flatten":
-        return { $case: "flatten", value: await this.ops.flatten(op.value, signal) };
+        return { $case: "flatten", value: await this.ops.flatten(op.value, signal, r.progress) };
       case "verify":
         return { $case: "verify", value: await this.ops.verify(op.value, signal, r.progress) };
       case "export": {

@@ -194,9 +194,11 @@ export class AgentOperations {
     return handle(this.log, "DeleteBackup", () => this.#observe("delete", () => deleteBackup(this.ctx, req)));
   }
 
-  async flatten(req: FlattenRequest, signal: AbortSignal): Promise<FlattenResult> {
+  async flatten(req: FlattenRequest, signal: AbortSignal, progress: Progress = newProgress()): Promise<FlattenResult> {
     this.#gate();
-    return handle(this.log, "Flatten", () => this.#observe("flatten", () => flattenClone(this.ctx, req, signal)));
+    return handle(this.log, "Flatten", () =>
+      this.#observe("flatten", () => flattenClone(this.ctx, req, signal, progress)),
+    );
   }
 
   async verify(req: VerifyRequest, signal: AbortSignal, progress: Progress = newProgress()): Promise<VerifyResult> {

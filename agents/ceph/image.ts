@@ -8,6 +8,9 @@ import { CephError, ClosedError, nativeCall, nativeIo } from "./errors";
 import type { ChildImage, ImageStat, ImageWatcher, NativeImage, SnapInfo } from "./native";
 import * as v from "./validate";
 
+/** How often a flatten's progress is read while it runs (Image.flatten's onProgress). */
+export const FLATTEN_POLL_MS = 250;
+
 export interface Extent {
   offset: number;
   length: number;
@@ -182,8 +185,32 @@ export class Image {
     this.#snapshot = name;
   }
 
-  flatten(): Promise<void> {
-    return this.#call("flatten", () => this.#h.flatten());
+  /**
+   * Copies the parent's data into this clone, which then no longer depends on it (rbd_flatten).
+   * `signal`: once it aborts, librbd starts no further object copy (the few in flight finish) and the
+   * call rejects with ECANCELED; the image stays a clone whose copied objects are its own, and a later
+   * flatten copies the rest. `onProgress(done, total)`: the objects started so far and their total,
+   * polled every `FLATTEN_POLL_MS` and once at the end. A flatten librbd hands to another client that
+   * holds the image's exclusive lock (a VM using the clone) runs there, to its end, whatever the signal.
+   */
+  async flatten(o: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {}): Promise<void> {
+    const what = `flatten ${this.label}`;
+    if (o.signal?.aborted)
+      throw new CephError(constants.errno.ECANCELED, "rbd_flatten_with_progress", what, "cancelled before it began");
+    if (!o.signal && !o.onProgress) return this.#call("flatten", () => this.#h.flatten());
+    // [0] cancel (set here), [1] objects started, [2] their total (set by librbd's thread): image.cc.
+    const ctl = new BigInt64Array(new SharedArrayBuffer(3 * 8));
+    const cancel = () => Atomics.store(ctl, 0, 1n);
+    const report = () => o.onProgress?.(Number(Atomics.load(ctl, 1)), Number(Atomics.load(ctl, 2)));
+    o.signal?.addEventListener("abort", cancel, { once: true });
+    const poll = o.onProgress ? setInterval(report, FLATTEN_POLL_MS).unref() : null;
+    try {
+      await this.#call("flatten", () => this.#h.flatten(ctl));
+    } finally {
+      o.signal?.removeEventListener("abort", cancel);
+      if (poll) clearInterval(poll);
+      report();
+    }
   }
 
   /** Clones of the snapshot this image is open at (any pool of the cluster; v1 and v2 clones). */

@@ -113,7 +113,8 @@ export interface NativeImage {
   snapRollback(name: string): Promise<void>;
   /** rbd_snap_set: the handle moves to the snapshot, or back to the head with null. */
   snapSet(name: string | null): Promise<void>;
-  flatten(): Promise<void>;
+  /** ctl: BigInt64Array(3), [0] non-zero cancels, [1]/[2] objects started and their total (image.cc). */
+  flatten(ctl?: BigInt64Array): Promise<void>;
   listChildren(): Promise<ChildImage[]>;
   /** rbd_watchers_list: the clients watching the image's header (every read-write open, rbd map, a VM). */
   watchers(): Promise<ImageWatcher[]>;

@@ -16,8 +16,10 @@ import type { ChildImage, Image, IoCtx } from "../ceph";
 import { isCephError } from "../ceph";
 import { validName } from "../transfer/protocol";
 import { applyImageMeta, removeImageRetrying } from "../transfer/sink";
+import { newStats } from "../transfer/source";
 import type { EngineContext } from "./context";
 import { locateBackup } from "./locate";
+import { newProgress, type Progress } from "./progress";
 import { readMetadata } from "./restore";
 
 type Target = NonNullable<RestoreRequest["target"]>;
@@ -155,6 +157,7 @@ export async function flattenClone(
   ctx: EngineContext,
   req: FlattenRequest,
   signal: AbortSignal,
+  progress: Progress = newProgress(),
 ): Promise<FlattenResult> {
   validateFlattenRequest(req);
   const started = Date.now();
@@ -183,7 +186,19 @@ export async function flattenClone(
       result.warnings.push(`${label(target)} is not a clone of backup ${req.backupId} (already flattened)`);
     } else {
       signal.throwIfAborted();
-      await img.flatten();
+      // Cancelled, librbd stops starting object copies; the clone stays a clone (Image.flatten).
+      const size = (await img.stat()).size;
+      const stats = newStats();
+      progress.phase = "flatten";
+      progress.bytesTotal = size;
+      progress.stats = stats;
+      await img.flatten({
+        signal,
+        onProgress: (done, total) => {
+          stats.position = total > 0 ? Math.min(size, Math.round((done / total) * size)) : 0;
+        },
+      });
+      stats.position = size;
       result.flattened = true;
     }
     result.seconds = (Date.now() - started) / 1000;

@@ -136,6 +136,11 @@ export interface AgentProcessOptions {
   clientCert?: string;
   /** Paths a path source may read (agent config sourcePaths; default: the system's temp directory). */
   sourcePaths?: string[];
+  /**
+   * Lines added to a copy of the lab cluster's ceph.conf that this agent alone reads (e.g. a `[client]`
+   * section that delays OSD replies, to slow librbd down for a test).
+   */
+  cephConfExtra?: string;
   /** Extra node flags, e.g. ["--cpu-prof"]. */
   nodeArgs?: string[];
   /** Forward the agent's log lines to our stderr. */
@@ -149,6 +154,13 @@ export interface AgentProcessOptions {
   agentId?: string;
   /** Detach: log to this file and outlive the caller (see src/lab/daemon.ts). */
   logFile?: string;
+}
+
+/** A copy of `conf` in `dir` with `extra` appended (AgentProcessOptions.cephConfExtra); its path. */
+function ownConf(conf: string, dir: string, extra: string): string {
+  const file = path.join(dir, "ceph.conf");
+  writeFileSync(file, `${readFileSync(conf, "utf8")}\n${extra}\n`);
+  return file;
 }
 
 export async function startAgentProcess(cluster: string, opts: AgentProcessOptions = {}): Promise<AgentProcess> {
@@ -165,7 +177,7 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
         : {}),
     cluster: {
       name: cluster,
-      conf: c.conf,
+      conf: opts.cephConfExtra ? ownConf(c.conf, stateDir, opts.cephConfExtra) : c.conf,
       clientId: "rbdbackup",
       keyring: c.rbdbackupKeyring,
       connectTimeoutSeconds: 10,

@@ -1,5 +1,6 @@
 #include "image.h"
 
+#include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <vector>
@@ -193,9 +194,42 @@ Napi::Value Image::SnapList(const Napi::CallbackInfo& info) {
       });
 }
 
+namespace {
+
+// Shared with JS through a BigInt64Array of 3 (agents/ceph/image.ts flatten): [0] set non-zero by JS to
+// cancel, [1] and [2] the objects librbd started so far and their total, stored here. JS and this
+// thread touch it only atomically (Atomics.load/store there).
+int FlattenProgress(uint64_t done, uint64_t total, void* arg) {
+  auto* ctl = static_cast<int64_t*>(arg);
+  // librbd names the object it just started (0-based): started = that + 1.
+  __atomic_store_n(&ctl[1], static_cast<int64_t>(done < total ? done + 1 : total), __ATOMIC_RELAXED);
+  __atomic_store_n(&ctl[2], static_cast<int64_t>(total), __ATOMIC_RELAXED);
+  // librbd starts no further object copy once this is negative (the copies in flight finish), and
+  // rbd_flatten_with_progress returns it: the clone stays a clone, a later flatten copies the rest.
+  return __atomic_load_n(&ctl[0], __ATOMIC_RELAXED) != 0 ? -ECANCELED : 0;
+}
+
+}  // namespace
+
+// flatten(ctl?: BigInt64Array(3)): with ctl, cancellable and observable (FlattenProgress).
 Napi::Value Image::Flatten(const Napi::CallbackInfo& info) {
   auto h = handle(info.Env());
-  return RunAsync(info.Env(), "rbd_flatten", [h]() -> int { return rbd_flatten(h->image); });
+  if (info.Length() == 0 || info[0].IsUndefined()) {
+    return RunAsync(info.Env(), "rbd_flatten", [h]() -> int { return rbd_flatten(h->image); });
+  }
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_bigint64_array ||
+      info[0].As<Napi::TypedArray>().ElementLength() < 3) {
+    throw Napi::TypeError::New(info.Env(), "ctl must be a BigInt64Array of at least 3");
+  }
+  auto arr = info[0].As<Napi::TypedArrayOf<int64_t>>();
+  int64_t* ctl = arr.Data();
+  // The array's memory stays valid while the worker runs: `done` holds a reference to it, and the worker
+  // lets go of `done` on the JS thread once it completed (exec is let go of on libuv's pool: it holds none).
+  auto keep = std::make_shared<Napi::ObjectReference>(Napi::Persistent(arr.As<Napi::Object>()));
+  return RunAsync(
+      info.Env(), "rbd_flatten_with_progress",
+      [h, ctl]() -> int { return rbd_flatten_with_progress(h->image, FlattenProgress, ctl); },
+      [keep](Napi::Env env) -> Napi::Value { return env.Undefined(); });
 }
 
 // Clones of the snapshot this image is open at (rbd_list_children3), in any pool of the cluster the

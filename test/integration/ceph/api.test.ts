@@ -183,6 +183,51 @@ describe("addon API", () => {
     await dest.close();
   });
 
+  it("flatten: cancelled, librbd stops and the image stays a clone; a later flatten finishes it, with progress", async () => {
+    // 64 KiB objects: 256 of them, more than librbd copies at once (rbd_concurrent_management_ops, 10).
+    const parent = uniqueName("api-fparent");
+    const child = uniqueName("api-fchild");
+    await io.imageCreate(parent, 16 * MiB, { order: 16 });
+    const im = await io.imageOpen(parent);
+    const data = randomBytes(16 * MiB);
+    await im.write(data, 0);
+    await im.snapCreate("base");
+    await im.snapProtect("base");
+    await io.imageClone(parent, "base", io, child);
+    cleanup.push(async () => {
+      await io.imageRemove(child).catch(() => {});
+      await im.snapUnprotect("base").catch(() => {});
+      await im.snapRemove("base").catch(() => {});
+      await im.close();
+      await io.imageRemove(parent);
+    });
+    const info = () => rbdJson<{ parent?: { image: string } }>("site-a", ["info", `rbd/${child}`]);
+    const c = await io.imageOpen(child);
+    try {
+      const ac = new AbortController();
+      const seen: Array<[number, number]> = [];
+      const cancelled = c.flatten({ signal: ac.signal, onProgress: (d, t) => seen.push([d, t]) });
+      ac.abort();
+      await assert.rejects(cancelled, (e: Error & { code?: string }) => e.code === "ECANCELED");
+      assert.equal((await info()).parent?.image, parent, "still a clone of its parent");
+      const [started, total] = seen.at(-1) ?? [0, 0];
+      assert.equal(total, 256, "librbd counted the objects to copy");
+      assert.ok(started < total, `stopped after ${started} of ${total} objects`);
+      await assert.rejects(
+        c.flatten({ signal: AbortSignal.abort() }),
+        (e: Error & { code?: string }) => e.code === "ECANCELED",
+      );
+
+      seen.length = 0;
+      await c.flatten({ onProgress: (d, t) => seen.push([d, t]) });
+      assert.deepEqual(seen.at(-1), [256, 256]);
+      assert.equal((await info()).parent, undefined, "flattened: no parent");
+    } finally {
+      await c.close();
+    }
+    assert.equal((await rbdExportSha256("site-a", `rbd/${child}`)).sha256, sha256(data));
+  });
+
   it("RADOS namespaces keep objects apart", async () => {
     const nsA = await cluster.openIoCtx("backups", { namespace: "tenant-a" });
     const nsB = await cluster.openIoCtx("backups", { namespace: "tenant-b" });
