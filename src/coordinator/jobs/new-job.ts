@@ -65,4 +65,8 @@ export function newJobRecord(spec: JobSpec, maxAttempts: number, nowMs: number =
  * Idempotency keys the policy runner makes (policy/slots.ts, retention-jobs.ts, verify-runner.ts): derived
  * from public data, so API callers may not use them (admission.ts refuses them).
  */
-export const RUNNER_KEY_PREFIXES: readonly string[] = ["pol:", "policy-verify:"];
+/** A scheduled run's or a retention delete's key starts with it (policy/slots.ts, retention-jobs.ts). */
+export const POLICY_RUN_KEY_PREFIX = "pol:";
+/** A scheduled verification's key starts with it (policy/verify-runner.ts). */
+export const POLICY_VERIFY_KEY_PREFIX = "policy-verify:";
+export const RUNNER_KEY_PREFIXES: readonly string[] = [POLICY_RUN_KEY_PREFIX, POLICY_VERIFY_KEY_PREFIX];

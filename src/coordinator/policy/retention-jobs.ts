@@ -11,12 +11,12 @@ import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Policy } from "../../gen/rbdbackup/v1/policy";
 import type { AvailableBackup, Catalog } from "../catalog/catalog";
 import { deleteJobSpec } from "../jobs/delete-job";
-import { isUniqueViolation, newJobRecord } from "../jobs/new-job";
+import { isUniqueViolation, newJobRecord, POLICY_RUN_KEY_PREFIX } from "../jobs/new-job";
 import { isFinal } from "../scheduler";
 import { planRetention, type RetentionCandidate } from "./retention";
 
 /** Idempotency keys of a policy's jobs start with this. */
-export const policyKeyPrefix = (policy: string): string => `pol:${policy}:`;
+export const policyKeyPrefix = (policy: string): string => `${POLICY_RUN_KEY_PREFIX}${policy}:`;
 
 /** The available backups `p` made of `vol` at its destination (Backup.policy, set by the runner). */
 export function policyBackups(catalog: Catalog, p: Policy, vol: VolumeRef): AvailableBackup[] {

@@ -35,7 +35,7 @@ import { saveRunnerFields, stillDue } from "./records";
 import { enforceRetention } from "./retention-jobs";
 import type { PolicyRunnerPort, RunNowResult } from "./runner-port";
 import { advance, isDue, manualKey, newRecord, nextRun, retrySlot, slotKey } from "./slots";
-import { TickPlan } from "./tick-plan";
+import { recordKey, recordKeyPrefix, TickPlan } from "./tick-plan";
 
 export interface PolicyRunnerDeps {
   catalog: Catalog;
@@ -147,7 +147,7 @@ export class PolicyRunner implements PolicyRunnerPort {
     this.#discovery.retain(new Set(policies.flatMap((p) => (p.selector?.pool ? [poolKey(p.selector)] : []))));
     const dueOf = new Map<string, Array<[Policy, ProtectionRecord]>>();
     const push = (p: Policy, rec: ProtectionRecord) => {
-      if (!isDue(rec, now) || this.#launching.has(`${p.name}\0${volumeKey(rec.volume)}`)) return;
+      if (!isDue(rec, now) || this.#launching.has(recordKey(p.name, volumeKey(rec.volume)))) return;
       const list = dueOf.get(p.name) ?? [];
       list.push([p, rec]);
       dueOf.set(p.name, list);
@@ -254,13 +254,13 @@ export class PolicyRunner implements PolicyRunnerPort {
     this.#settleRun(p, rec, now);
     const id = rec.lastJobId;
     const key = volumeKey(rec.volume);
-    this.#plan.pending(p.name, key, !!id && this.#settled.get(`${p.name}\0${key}`) !== id, id);
+    this.#plan.pending(p.name, key, !!id && this.#settled.get(recordKey(p.name, key)) !== id, id);
   }
 
   /** The last run finished: failures counted once (the job id is in lastError), retention after a success. */
   #settleRun(p: Policy, rec: ProtectionRecord, now: number): void {
     const id = rec.lastJobId;
-    const settledKey = `${p.name}\0${volumeKey(rec.volume)}`;
+    const settledKey = recordKey(p.name, volumeKey(rec.volume));
     if (!id || this.#settled.get(settledKey) === id) return;
     const job = this.deps.catalog.getJob(id);
     if (job && !isFinal(job.state)) return;
@@ -357,7 +357,7 @@ export class PolicyRunner implements PolicyRunnerPort {
     still: () => boolean = () => true,
     known?: Unprobed,
   ): Promise<string> {
-    const launchKey = `${p.name}\0${volumeKey(vol)}`;
+    const launchKey = recordKey(p.name, volumeKey(vol));
     this.#launching.add(launchKey);
     try {
       const id = await insertRun(this.deps, this.#now, p, vol, key, update, still, known);
@@ -388,7 +388,7 @@ export class PolicyRunner implements PolicyRunnerPort {
         ? `its protection is paused (${rec.pausedReason}); ResumePolicy with this volume resumes it`
         : prev && !isFinal(prev.state)
           ? `a run of policy ${policy.name} is still going (job ${prev.id})`
-          : this.#launching.has(`${policy.name}\0${key}`)
+          : this.#launching.has(recordKey(policy.name, key))
             ? `a run of policy ${policy.name} is being queued`
             : "";
       try {
@@ -417,7 +417,7 @@ export class PolicyRunner implements PolicyRunnerPort {
       this.#selected.delete(name);
       this.#schedules.delete(name);
       this.#scheduled.delete(name);
-      for (const k of this.#settled.keys()) if (k.startsWith(`${name}\0`)) this.#settled.delete(k);
+      for (const k of this.#settled.keys()) if (k.startsWith(recordKeyPrefix(name))) this.#settled.delete(k);
     } else if (p.selector?.pool) this.#discovery.expire(p.selector);
     this.#plan.forget(name);
     this.soon();

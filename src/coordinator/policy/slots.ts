@@ -10,6 +10,7 @@ import { createHash } from "node:crypto";
 import { CreateBackupRequest } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Policy, PolicySchedule } from "../../gen/rbdbackup/v1/policy";
+import { POLICY_RUN_KEY_PREFIX } from "../jobs/new-job";
 import { type ProtectionRecord, volumeKey } from "./model";
 import { countSlots, jitterMs, nextSlot, runStart } from "./schedule";
 
@@ -17,19 +18,24 @@ import { countSlots, jitterMs, nextSlot, runStart } from "./schedule";
 const MISSED_LIMIT = 1_000;
 
 /**
- * The last counts of missed slots, by schedule and range: every record of a policy shares its slots, so
- * a tick after downtime counts them once per policy, not once per volume (a minutely cron a week behind
- * took ~0.6 s per count). Small: the counts of one tick.
+ * The last counts of missed slots, per schedule object and range: every record of a policy shares its
+ * slots, so a tick after downtime counts them once per policy, not once per volume (a minutely cron a week
+ * behind took ~0.6 s per count). An entry goes with its policy object; a policy's own counts stay few.
  */
-const counted = new Map<string, number>();
+const counted = new WeakMap<PolicySchedule, Map<string, number>>();
 
 function missedBetween(s: PolicySchedule, fromMs: number, toMs: number): number {
-  const key = `${JSON.stringify(s)}\0${fromMs}\0${toMs}`;
-  let n = counted.get(key);
+  let counts = counted.get(s);
+  if (!counts) {
+    counts = new Map();
+    counted.set(s, counts);
+  }
+  const key = `${fromMs}\0${toMs}`;
+  let n = counts.get(key);
   if (n === undefined) {
     n = countSlots(s, fromMs, toMs, MISSED_LIMIT);
-    if (counted.size >= 256) counted.clear();
-    counted.set(key, n);
+    if (counts.size >= 256) counts.clear();
+    counts.set(key, n);
   }
   return n;
 }
@@ -103,7 +109,7 @@ export function slotKey(policy: string, vol: VolumeRef, slotAt: number): string 
     .update(`${policy}\0${volumeKey(vol)}\0${slotAt}`)
     .digest("hex")
     .slice(0, 32);
-  return `pol:${policy}:${slotAt}:${h}`;
+  return `${POLICY_RUN_KEY_PREFIX}${policy}:${slotAt}:${h}`;
 }
 
 /** The idempotency key of a run asked for by RunPolicyNow at `nowMs`. */
@@ -112,7 +118,7 @@ export function manualKey(policy: string, vol: VolumeRef, nowMs: number): string
     .update(`${policy}\0${volumeKey(vol)}\0now\0${nowMs}`)
     .digest("hex")
     .slice(0, 32);
-  return `pol:${policy}:now${nowMs}:${h}`;
+  return `${POLICY_RUN_KEY_PREFIX}${policy}:now${nowMs}:${h}`;
 }
 
 /** "{cluster}", "{pool}", "{namespace}", "{image}" and "{policy}" in the policy's metadata values replaced. */

@@ -35,6 +35,16 @@ function selectorOf(p: Policy): string {
   return s;
 }
 
+/** The key of a protection record in the runner's maps: "<policy>\0<volume key>". */
+export function recordKey(policy: string, volumeKey: string): string {
+  return `${policy}\0${volumeKey}`;
+}
+
+/** The prefix every record key of `policy` starts with. */
+export function recordKeyPrefix(policy: string): string {
+  return `${policy}\0`;
+}
+
 export class TickPlan {
   readonly #seen = new Map<string, Seen>();
   /** "policy\0volume key" of records whose last run is not settled yet → that run's job id ("" unknown). */
@@ -62,7 +72,7 @@ export class TickPlan {
   /** Next tick makes a full pass of `policy` (changed through the API, or deleted). */
   forget(policy: string): void {
     this.#seen.delete(policy);
-    for (const k of this.#pending.keys()) if (k.startsWith(`${policy}\0`)) this.#pending.delete(k);
+    for (const k of this.#pending.keys()) if (k.startsWith(recordKeyPrefix(policy))) this.#pending.delete(k);
   }
 
   /**
@@ -70,8 +80,8 @@ export class TickPlan {
    * or none (false).
    */
   pending(policy: string, key: string, yes: boolean, jobId = ""): void {
-    if (yes) this.#pending.set(`${policy}\0${key}`, jobId);
-    else this.#pending.delete(`${policy}\0${key}`);
+    if (yes) this.#pending.set(recordKey(policy, key), jobId);
+    else this.#pending.delete(recordKey(policy, key));
   }
 
   /** The records with a run not settled yet, of the policies `of` accepts, with the run's job id ("" unknown). */

@@ -18,7 +18,7 @@ import { VerifyMode } from "../../gen/rbdbackup/v1/agent";
 import { JobKind } from "../../gen/rbdbackup/v1/backup_service";
 import type { Catalog } from "../catalog/catalog";
 import type { PolicyStore } from "../catalog/policy-store";
-import { isUniqueViolation, newJobRecord } from "../jobs/new-job";
+import { isUniqueViolation, newJobRecord, POLICY_VERIFY_KEY_PREFIX } from "../jobs/new-job";
 import { verifyJobSpec } from "../jobs/verify-job";
 import type { Backup } from "../model";
 import { SAFETY_PASS_MS, WakeTimer } from "../scheduler";
@@ -41,7 +41,7 @@ export interface VerifyRunnerDeps {
 /** The idempotency key of a policy's verification of a backup in one slot. */
 export function verifyKey(policy: string, backupId: string, slot: number): string {
   const h = createHash("sha256").update(`${policy}\0${backupId}\0${slot}`).digest("hex").slice(0, 32);
-  return `policy-verify:${h}`;
+  return `${POLICY_VERIFY_KEY_PREFIX}${h}`;
 }
 
 /** The longest the verify runner sleeps: the scheduler's safety pass. */
