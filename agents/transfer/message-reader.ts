@@ -341,3 +341,18 @@ export function watchIdle(
   const stop = () => clearInterval(timer);
   return { stop };
 }
+
+/**
+ * watchIdle for a server call's request stream: the reader fails with DEADLINE_EXCEEDED (`message`) when
+ * nothing came for `ms` while it waited; the watch ends when the stream closes (or by stop()).
+ */
+export function failWhenIdle(
+  stream: { isPaused(): boolean; once(event: "close", fn: () => void): unknown },
+  reader: MessageReader<unknown>,
+  ms: number,
+  message: string,
+): { stop(): void } {
+  const idle = watchIdle(stream, reader, ms, () => reader.fail(new AppError(Status.DEADLINE_EXCEEDED, message)));
+  stream.once("close", () => idle.stop());
+  return idle;
+}

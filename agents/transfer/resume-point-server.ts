@@ -18,6 +18,6 @@ export type ResumePointEntry = (
   caller: TransferCaller,
 ) => Promise<Partial<ResumePointResponse>>;
 
-export function resumePointMethod(entry: ResumePointEntry, opts: { maxMessageBytes: number; idleTimeoutMs?: number }) {
+export function resumePointMethod(entry: ResumePointEntry, opts: { maxMessageBytes: number; idleTimeoutMs: number }) {
   return unaryMethod(TransferServiceDefinition.fullName, TransferServiceDefinition.methods.resumePoint, entry, opts);
 }

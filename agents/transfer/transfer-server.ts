@@ -23,7 +23,7 @@ import {
   TransferServiceDefinition,
   TransferSummary,
 } from "../../src/gen/rbdbackup/v1/transfer";
-import { MessageReader, type ReceivePool, receivePool, watchIdle } from "./message-reader";
+import { failWhenIdle, MessageReader, type ReceivePool, receivePool } from "./message-reader";
 import type { ServerCall } from "./server-call";
 import type { TransferCaller } from "./transfer-authz";
 import { unaryMethod } from "./unary-method";
@@ -74,15 +74,12 @@ export function transferMethod(
     });
     // Bounded like the bulk channel: waiting for the next message (the header first) while nothing
     // arrives for idleTimeoutMs ends the transfer (the entry's reader fails; the sink cleans up).
-    const idle = watchIdle(call.stream, reader, opts.idleTimeoutMs, () =>
-      reader.fail(
-        new AppError(
-          Status.DEADLINE_EXCEEDED,
-          `the source sent nothing for ${opts.idleTimeoutMs} ms (transfer.bulkIdleTimeoutMs)`,
-        ),
-      ),
+    const idle = failWhenIdle(
+      call.stream,
+      reader,
+      opts.idleTimeoutMs,
+      `the source sent nothing for ${opts.idleTimeoutMs} ms (transfer.bulkIdleTimeoutMs)`,
     );
-    call.stream.once("close", () => idle.stop());
     entry(reader, call.signal, caller).then(
       (summary) => {
         idle.stop();
@@ -106,6 +103,6 @@ export function transferMethod(
 }
 
 /** TransferService.ListChains: unary — exactly one request message, then one answer. */
-export function listChainsMethod(entry: ListChainsEntry, opts: { maxMessageBytes: number; idleTimeoutMs?: number }) {
+export function listChainsMethod(entry: ListChainsEntry, opts: { maxMessageBytes: number; idleTimeoutMs: number }) {
   return unaryMethod(TransferServiceDefinition.fullName, TransferServiceDefinition.methods.listChains, entry, opts);
 }

@@ -5,7 +5,7 @@
  */
 import { Status } from "nice-grpc-common";
 import { AppError } from "../../src/common/errors";
-import { MessageReader, watchIdle } from "./message-reader";
+import { failWhenIdle, MessageReader } from "./message-reader";
 import type { ServerCall } from "./server-call";
 import type { TransferCaller } from "./transfer-authz";
 
@@ -23,7 +23,7 @@ export function unaryMethod<Req, Res>(
   def: UnaryDefinition<Req, Res>,
   entry: UnaryEntry<Req, Res>,
   /** idleTimeoutMs: a request that does not arrive whole, with nothing received for this long, fails. */
-  opts: { maxMessageBytes: number; idleTimeoutMs?: number },
+  opts: { maxMessageBytes: number; idleTimeoutMs: number },
 ): (call: ServerCall, caller: TransferCaller) => void {
   const path = `/${serviceName}/${def.name}`;
   const requestName = `${def.name}Request`;
@@ -41,17 +41,12 @@ export function unaryMethod<Req, Res>(
         }
       },
     });
-    const idle = opts.idleTimeoutMs
-      ? watchIdle(call.stream, reader, opts.idleTimeoutMs, () =>
-          reader.fail(
-            new AppError(
-              Status.DEADLINE_EXCEEDED,
-              `the ${requestName} did not arrive: nothing came for ${opts.idleTimeoutMs} ms`,
-            ),
-          ),
-        )
-      : null;
-    call.stream.once("close", () => idle?.stop());
+    const idle = failWhenIdle(
+      call.stream,
+      reader,
+      opts.idleTimeoutMs,
+      `the ${requestName} did not arrive: nothing came for ${opts.idleTimeoutMs} ms`,
+    );
     (async () => {
       let req: Req | undefined;
       for await (const m of reader) {
@@ -59,7 +54,7 @@ export function unaryMethod<Req, Res>(
         req = m;
       }
       if (!req) throw new AppError(Status.UNIMPLEMENTED, `received no request message for unary method ${path}`);
-      idle?.stop();
+      idle.stop();
       const res = await entry(req, call.signal, caller);
       return def.responseType.encode(def.responseType.fromPartial(res as never)).finish();
     })().then(
