@@ -292,7 +292,9 @@ export class AgentOperations {
   /** discard_held: a cancelled job's transfer held here for a resume, undone now (session.proto). */
   async discardHeld(req: DiscardHeldRequest): Promise<DiscardHeldResponse> {
     return handle(this.log, "DiscardHeld", async () => {
-      const im = validImage(req.image);
+      // image "" (a cancelled backup: its agent chose the image): any image of the pool held for the backup.
+      const im =
+        req.image?.image === "" ? validImage({ ...req.image, image: "x" }) && req.image : validImage(req.image);
       if (!isUuid(req.backupId)) throw invalidArgument("discard_held: backup_id must be a lowercase UUID");
       const done = (await this.held?.(im, req.backupId)) ?? [];
       for (const d of done) this.log.info(d);

@@ -42,14 +42,19 @@ export function sweepHeld(deps: Deps, now = Date.now()): Promise<string[]> {
 
 /**
  * Undoes the transfers held into `where` (pool, namespace, image) for `backupId`, whatever their hold:
- * the job they were kept for was cancelled (session call discard_held). Returns what it did.
+ * the job they were kept for was cancelled (session call discard_held). `where.image` "": any image of
+ * that pool and namespace (a cancelled backup, whose image its source agent chose). Returns what it did.
  */
 export function discardHeldInto(
   deps: Deps,
   where: { pool: string; namespace: string; image: string },
   backupId: string,
 ): Promise<string[]> {
-  return undoHeld(deps, (e) => isHeldInto(e, where) && e.backupId === backupId, "discarded: its job was cancelled");
+  const into = (e: JournalEntry) =>
+    where.image === ""
+      ? !!e.heldUntil && e.pool === where.pool && e.namespace === where.namespace
+      : isHeldInto(e, where);
+  return undoHeld(deps, (e) => into(e) && e.backupId === backupId, "discarded: its job was cancelled");
 }
 
 /** Undoes the held transfers `match` picks (none running or being swept); failures stay for the next sweep. */

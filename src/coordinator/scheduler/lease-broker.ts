@@ -185,9 +185,11 @@ export class LeaseBroker {
       return false;
     }
     if (o.code === Status.OK) this.#succeeded(j, o);
-    else if (j.cancelRequested || o.code === Status.CANCELLED) {
-      const message = j.cancelRequested ? "cancelled" : o.message;
-      finish(this.ctx, j, JobState.JOB_STATE_CANCELLED, Status.CANCELLED, message);
+    else if (j.cancelRequested) finish(this.ctx, j, JobState.JOB_STATE_CANCELLED, Status.CANCELLED, "cancelled");
+    else if (o.code === Status.CANCELLED) {
+      // CANCELLED means CancelJob's (backup_service.proto): an attempt the agent's side called off (its
+      // shutdown, a peer that reset the stream) is a failed attempt, retried while attempts remain.
+      attemptFailed(this.ctx, j, Status.ABORTED, `the attempt was called off on the agents' side: ${o.message}`);
     } else attemptFailed(this.ctx, j, o.code as Status, o.message);
     this.ctx.kick();
     return true;

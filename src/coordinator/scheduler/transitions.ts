@@ -60,8 +60,19 @@ export function attemptFailed(ctx: SchedulerContext, j: JobRecord, code: Status,
   j.errorCode = Status[code] ?? String(code);
   j.errorMessage = message;
   j.lease = null;
+  const confirming = j.confirming;
   j.confirming = null;
-  if (j.cancelRequested) {
+  if (j.cancelRequested && confirming && code !== Status.DATA_LOSS) {
+    // The cancel came after the agent reported the work done (the data may well be there): too late to
+    // stop it, and CANCELLED would say nothing exists. The attempt is retried like any failed confirmation
+    // (a retry finds the backup committed and reports it); the cancel no longer applies.
+    j.cancelRequested = false;
+    ctx.log.warn("a cancel came after the work was reported done; its confirmation failed and is retried", {
+      job: j.id,
+      code: j.errorCode,
+      message,
+    });
+  } else if (j.cancelRequested) {
     finish(ctx, j, JobState.JOB_STATE_CANCELLED, Status.CANCELLED, "cancelled");
     return;
   }
@@ -102,6 +113,7 @@ export function finish(ctx: SchedulerContext, j: JobRecord, state: JobState, cod
   });
   ctx.log.info("job finished", { job: j.id, state: JobState[state], code: j.errorCode, message: j.errorMessage });
   changed(ctx, j);
+  if (state === JobState.JOB_STATE_CANCELLED) discardHeld(ctx, j);
 }
 
 /** A backup being made failed with its job; a backup being deleted is as it was again (AVAILABLE or CORRUPT). */
@@ -140,7 +152,8 @@ export function awaitConfirmation(
   };
   j.waitingReason = confirmingReason(j, "asking an agent of the cluster that holds it");
   ctx.catalog.updateJob(j);
-  ctx.progress.delete(j.id);
+  // The attempt's last progress stays while it is confirmed: Job.progress and the bytes of all attempts
+  // do not go back meanwhile, and a failed confirmation counts its bytes (attemptFailed).
   ctx.log.info(`${r.$case} reported done; confirming it with the cluster that holds it`, {
     job: j.id,
     backup: j.backupId,
@@ -236,20 +249,35 @@ function backupMade(ctx: SchedulerContext, b: Backup, x: BackupResult, forcedFul
   ctx.catalog.updateBackup(b);
 }
 
-/** How long the agents have to undo a cancelled restore's held transfer (nothing waits on it). */
+/** How long the agents have to undo a cancelled job's held transfer (nothing waits on it). */
 const DISCARD_CALL_TIMEOUT_MS = 30_000;
 
 /**
- * A restore cancelled between its attempts: an earlier attempt cut short may have left its transfer held
- * for a resume at the destination (the partial volume, for transfer.resumeTtlSeconds). Every agent of the
- * target's cluster that serves discard_held is asked to undo it now, best effort, without waiting (a
- * hold nobody discards still expires). NEW and ORIGINAL only: a CLONE writes no transfer.
+ * A job that ended CANCELLED after an attempt ran — cancelled between its attempts, or while running
+ * with an attempt cut short before the cancel reached it — may have left that attempt's transfer held
+ * for a resume at the destination (a partial volume or base image, a base image's head part-written,
+ * for transfer.resumeTtlSeconds). Every agent of the destination's cluster that serves discard_held is
+ * asked to undo it now, best effort, without waiting (a hold nobody discards still expires; a transfer
+ * that is not held is left alone). A restore names its target (NEW, ORIGINAL, FAILBACK: a CLONE writes
+ * no transfer); a backup's image is chosen by its agent (a new chain's base image, or the chain it
+ * continues), so it names the location's pool and namespace with no image: any image there held for
+ * this backup id.
  */
-function discardHeldRestore(ctx: SchedulerContext, j: JobRecord): void {
+function discardHeld(ctx: SchedulerContext, j: JobRecord): void {
   const op = j.operation;
-  if (op.kind !== "restore" || j.attempts === 0 || isCloneRestore(j)) return;
-  const image = { pool: op.target.pool, namespace: op.target.namespace, image: op.target.image };
-  for (const a of ctx.sessions.ofCluster(op.target.cluster)) {
+  if (j.attempts === 0) return;
+  let cluster: string;
+  let image: { pool: string; namespace: string; image: string };
+  if (op.kind === "restore" && !isCloneRestore(j)) {
+    cluster = op.target.cluster;
+    image = { pool: op.target.pool, namespace: op.target.namespace, image: op.target.image };
+  } else if (op.kind === "backup") {
+    const loc = ctx.catalog.getBackup(j.backupId)?.location;
+    if (!loc) return;
+    cluster = loc.cluster;
+    image = { pool: loc.pool, namespace: loc.namespace, image: "" };
+  } else return;
+  for (const a of ctx.sessions.ofCluster(cluster)) {
     if (!a.features.has("discard_held")) continue;
     a.call(
       { $case: "discardHeld", value: { image, backupId: j.backupId } },
@@ -258,10 +286,10 @@ function discardHeldRestore(ctx: SchedulerContext, j: JobRecord): void {
     ).then(
       (r) => {
         if (r.done.length)
-          ctx.log.info("cancelled restore: held transfer undone", { job: j.id, agent: a.agentId, done: r.done });
+          ctx.log.info("cancelled job: held transfer undone", { job: j.id, agent: a.agentId, done: r.done });
       },
       (err) =>
-        ctx.log.warn("cancelled restore: could not undo a held transfer (its hold expires)", {
+        ctx.log.warn("cancelled job: could not undo a held transfer (its hold expires)", {
           job: j.id,
           agent: a.agentId,
           err,
@@ -274,7 +302,6 @@ function discardHeldRestore(ctx: SchedulerContext, j: JobRecord): void {
 export function cancel(ctx: SchedulerContext, j: JobRecord): JobRecord {
   if (j.state === JobState.JOB_STATE_QUEUED) {
     finish(ctx, j, JobState.JOB_STATE_CANCELLED, Status.CANCELLED, "cancelled");
-    discardHeldRestore(ctx, j);
   } else if (j.state === JobState.JOB_STATE_RUNNING && !j.cancelRequested) {
     j.cancelRequested = true;
     ctx.catalog.updateJob(j);

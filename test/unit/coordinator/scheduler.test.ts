@@ -9,6 +9,7 @@ import { Status } from "nice-grpc-common";
 import { AppError } from "../../../src/common/errors";
 import { FENCE_SECONDS } from "../../../src/coordinator/scheduler/config";
 import type { CallRequest } from "../../../src/coordinator/sessions";
+import { jobView } from "../../../src/coordinator/views";
 import { DeleteBackupDataResult, RestoreResult } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { JobOutcome } from "../../../src/gen/rbdbackup/v1/session";
@@ -391,6 +392,97 @@ describe("scheduler", () => {
       const c = h.job(j.id);
       assert.equal(c.state, CANCELLED, "a failure after a cancel is not retried");
       assert.equal(c.errorCode, "CANCELLED");
+    });
+
+    it("an attempt its agent reports CANCELLED without a CancelJob (a shutdown, a peer's reset) is retried, not ended CANCELLED", () => {
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      h.outcome(a1, j.id, Status.CANCELLED, "stream reset by peer (NGHTTP2_CANCEL)");
+      const x = h.job(j.id);
+      assert.equal(x.state, QUEUED);
+      assert.equal(x.errorCode, "ABORTED");
+      assert.match(x.errorMessage, /called off on the agents' side: stream reset by peer/);
+      assert.equal(h.backup(j.backupId).status, BackupStatus.BACKUP_STATUS_CREATING);
+    });
+
+    it("a cancel that came while the agent's report was confirmed, whose confirmation then timed out: retried (the data may be there), not CANCELLED", async () => {
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      const tok = a1.lease(j.id).token;
+      h.scheduler.onProgress(a1, {
+        jobId: j.id,
+        token: tok,
+        phase: "transfer",
+        bytesDone: 1 << 20,
+        bytesTotal: 1 << 20,
+        bytesTransferred: 900_000,
+      });
+      const r = backupResult(j.backupId);
+      h.commit(j, r);
+      h.disconnect(b1); // the destination's agent away: the confirmation waits
+      h.outcome(a1, j.id, Status.OK, "", { $case: "backup", value: r });
+      await h.settle();
+      const all = () => jobView(h.job(j.id), h.catalog, h.scheduler.progress.get(j.id)).bytesTransferredAllAttempts;
+      assert.equal(all(), 900_000, "the bytes sent do not drop while confirming");
+      h.scheduler.cancel(h.job(j.id));
+      assert.equal(h.job(j.id).cancelRequested, true);
+      h.advance(h.cfg.confirmTimeoutMs + 1);
+      h.tick();
+      await h.settle();
+      const x = h.job(j.id);
+      assert.equal(x.state, QUEUED, `${x.errorCode}: ${x.errorMessage}`);
+      assert.equal(x.errorCode, "DEADLINE_EXCEEDED");
+      assert.equal(x.cancelRequested, false, "the cancel came too late: no longer carried out");
+      assert.equal(h.backup(j.backupId).status, BackupStatus.BACKUP_STATUS_CREATING, "not FAILED: it may exist");
+      assert.equal(all(), 900_000, "the failed confirmation's attempt still counts its bytes");
+    });
+
+    it("a backup cancelled between attempts, and a restore cut short before its cancel reached it: discard_held asked", async () => {
+      const asked: CallRequest[] = [];
+      const b2 = h.connect("b2", "b", 4, ["discard_held"]);
+      b2.answer = (req) => {
+        asked.push(req);
+        return { $case: "discardHeld", value: { done: [] } };
+      };
+      // The backup's image is its agent's choice: any image of the location's pool held for the backup.
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      h.outcome(a1, j.id, Status.UNAVAILABLE, "the destination went away"); // cut short: held, retried later
+      h.scheduler.cancel(h.job(j.id));
+      assert.equal(h.job(j.id).state, CANCELLED);
+      await until(() => asked.length === 1, "the backup's discard_held call");
+      const loc = h.backup(j.backupId).location;
+      assert.ok(loc);
+      assert.deepEqual(asked[0], {
+        $case: "discardHeld",
+        value: { image: { pool: loc.pool, namespace: loc.namespace, image: "" }, backupId: j.backupId },
+      });
+
+      // A restore running when cancelled, whose attempt had been cut short before the cancel reached it.
+      const done = h.queueBackup(vol("v2"));
+      h.tick();
+      await h.backupDone(a1, done);
+      const a2 = h.connect("a2", "a", 4, ["discard_held"]);
+      a2.answer = (req) => {
+        asked.push(req);
+        return { $case: "discardHeld", value: { done: [] } };
+      };
+      const target = vol("v2-restored");
+      const r = h.queueRestore(done.backupId, target);
+      h.tick();
+      const runner = [b1, b2].find((s) => s.leases().some((l) => l.jobId === r.id));
+      assert.ok(runner, "the restore was leased");
+      h.scheduler.cancel(h.job(r.id));
+      h.outcome(runner, r.id, Status.UNAVAILABLE, "cut short before the cancel came");
+      assert.equal(h.job(r.id).state, CANCELLED);
+      await until(() => asked.length === 2, "the restore's discard_held call");
+      assert.deepEqual(asked[1], {
+        $case: "discardHeld",
+        value: {
+          image: { pool: target.pool, namespace: target.namespace, image: target.image },
+          backupId: done.backupId,
+        },
+      });
     });
 
     it("a delete that fails leaves its backup AVAILABLE again", async () => {
