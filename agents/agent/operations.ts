@@ -94,11 +94,15 @@ export async function handle<T>(log: Logger, method: string, f: () => Promise<T>
   }
 }
 
-function validImage(im: { pool: string; namespace: string; image: string } | undefined, what = "image") {
+function validImage(
+  im: { pool: string; namespace: string; image: string } | undefined,
+  what = "image",
+  { allowAnyImage = false } = {},
+) {
   if (!im) throw invalidArgument(`${what} is required`);
   validName(im.pool, `${what}.pool`);
   validName(im.namespace, `${what}.namespace`, { allowEmpty: true });
-  validName(im.image, `${what}.image`);
+  validName(im.image, `${what}.image`, { allowEmpty: allowAnyImage });
   return im;
 }
 
@@ -293,8 +297,7 @@ export class AgentOperations {
   async discardHeld(req: DiscardHeldRequest): Promise<DiscardHeldResponse> {
     return handle(this.log, "DiscardHeld", async () => {
       // image "" (a cancelled backup: its agent chose the image): any image of the pool held for the backup.
-      const im =
-        req.image?.image === "" ? validImage({ ...req.image, image: "x" }) && req.image : validImage(req.image);
+      const im = validImage(req.image, "image", { allowAnyImage: true });
       if (!isUuid(req.backupId)) throw invalidArgument("discard_held: backup_id must be a lowercase UUID");
       const done = (await this.held?.(im, req.backupId)) ?? [];
       for (const d of done) this.log.info(d);

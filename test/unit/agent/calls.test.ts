@@ -209,13 +209,23 @@ describe("agent: confirmations from recent commits", () => {
     });
     assert.equal(ok.code, Status.OK, ok.message);
     assert.deepEqual(ok.result, { $case: "discardHeld", value: { done: ["undone restored"] } });
+    // A cancelled backup names no image (its agent chose it): image "" means any of the pool's.
+    const anyImage = await answerCall(ops, {
+      callId: "d3",
+      request: { $case: "discardHeld", value: { image: { pool: "backups", namespace: "", image: "" }, backupId: id } },
+    });
+    assert.equal(anyImage.code, Status.OK, anyImage.message);
     for (const [image, backupId] of [
       [{ pool: "rbd", namespace: "", image: "a/b" }, id],
+      [{ pool: "", namespace: "", image: "" }, id],
       [{ pool: "rbd", namespace: "", image: "restored" }, "not-a-uuid"],
     ] as const) {
       const r = await answerCall(ops, { callId: "d2", request: { $case: "discardHeld", value: { image, backupId } } });
       assert.equal(r.code, Status.INVALID_ARGUMENT, r.message);
     }
-    assert.deepEqual(undone, [["rbd//restored", id]]);
+    assert.deepEqual(undone, [
+      ["rbd//restored", id],
+      ["backups//", id],
+    ]);
   });
 });

@@ -324,6 +324,19 @@ describe("resumable transfers: the destination", () => {
     assert.equal(d.journal.entries.size, 0);
   });
 
+  it("a cancelled backup's held transfer, image not named (its agent chose it): any image of the pool held for that backup", async () => {
+    const { ceph, d, h, name } = await heldImage();
+    const anyImage = { pool: "backups", namespace: "", image: "" };
+    assert.deepEqual(await discardHeldInto(d, anyImage, randomUUID()), [], "another backup's: untouched");
+    assert.deepEqual(await discardHeldInto(d, { ...anyImage, pool: "rbd" }, h.backupId), [], "another pool: untouched");
+    assert.deepEqual(await discardHeldInto(d, { ...anyImage, namespace: "ns" }, h.backupId), [], "another namespace");
+    assert.ok(ceph.pool("backups").images.get(name));
+    const done = await discardHeldInto(d, anyImage, h.backupId);
+    assert.match(done.join("\n"), /discarded: its job was cancelled/);
+    assert.equal(ceph.pool("backups").images.size, 0, "the partial image is gone");
+    assert.equal(d.journal.entries.size, 0);
+  });
+
   it("a resumable transfer's records out of order or overlapping: INVALID_ARGUMENT, nothing kept (a checkpoint after them would claim what never came)", async () => {
     for (const [what, parts] of [
       ["a chunk below the one before", [chunkParts(4, CHUNK)[3], chunkParts(4, CHUNK)[0]]],
