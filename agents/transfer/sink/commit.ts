@@ -11,6 +11,7 @@ import { metaObjectName } from "../../../src/common/ids";
 import type { Logger } from "../../../src/common/log";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
+import { digestsObjectName } from "../digests";
 import { writeDigests } from "./digests";
 import type { Footprint } from "./footprint";
 import { applyImageMeta, INCOMPLETE_KEY } from "./image-ops";
@@ -21,11 +22,28 @@ export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Lo
   const image = fp.image as SinkImage;
   const io = fp.io as SinkIoCtx;
   if (h.kind === TransferKind.BACKUP_FULL || h.kind === TransferKind.BACKUP_INCREMENTAL) {
-    // The digest map and the metadata object are written side by side (neither counts without the
-    // snapshot); both settle before a failure is thrown, so cleanup sees what exists.
+    // The digest map and the metadata object are created side by side, both exclusively (neither counts
+    // without the snapshot); both settle before a failure is thrown, so cleanup sees what exists and
+    // removes only what this transfer made. A backup id that is not this transfer's (its metadata object
+    // already there) touches neither object of the backup that has it.
+    if (fp.journal && h.metadataJson.length > 0) {
+      // Journalled before either create: recovery removes this backup's two objects only when it says so.
+      fp.journal = { ...fp.journal, metaCreated: true };
+      await deps.journal.write(fp.journal);
+    }
     const [digests, meta] = await Promise.allSettled([writeDigests(fp), createMeta(deps, io, fp)]);
-    if (digests.status === "rejected") throw digests.reason;
+    const ours = fp.metaCreated;
+    if (digests.status === "rejected" && ours && !isCephError(digests.reason, "EEXIST")) fp.digestsCreated = true; // a create that failed may have gone through: this backup's to remove
     if (meta.status === "rejected") throw meta.reason;
+    if (digests.status === "rejected") {
+      if (!ours || !isCephError(digests.reason, "EEXIST")) {
+        if (isCephError(digests.reason, "EEXIST"))
+          throw alreadyExists(`${digestsObjectName(h.backupId)} already exists (backup id reused?)`);
+        throw digests.reason;
+      }
+      // The id is this transfer's: the map there is an earlier attempt's of this backup, written over.
+      await writeDigests(fp, { overwrite: true });
+    }
     // The backup exists from here on. No quiesce: a base image is this agent's alone (no client maps it
     // to freeze), and asking its watchers costs two notify round trips (~200 ms with OSD messages held
     // 0–100 ms, ~10 ms at 0–4 ms: test/bench/snapshot-quiesce.c).
@@ -100,10 +118,6 @@ export async function removeMarker(
 async function createMeta(deps: SinkDeps<SinkCluster>, io: SinkIoCtx, fp: Footprint): Promise<void> {
   const { backupId, metadataJson } = fp.h;
   if (metadataJson.length === 0) return;
-  if (fp.journal) {
-    fp.journal = { ...fp.journal, metaCreated: true };
-    await deps.journal.write(fp.journal);
-  }
   fp.metaCreated = true; // from here it may exist: cleanup removes it unless another's is there
   try {
     await io.objCreateExclusive(metaObjectName(backupId), Buffer.from(metadataJson));

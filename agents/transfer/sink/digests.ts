@@ -97,12 +97,24 @@ export async function finishDigests(fp: Footprint, signal: AbortSignal): Promise
   d.digest = mapDigest(d.encoded);
 }
 
-/** At commit, before the metadata object: writes backup.<id>.digests (over one a failed attempt left). */
-export async function writeDigests(fp: Footprint): Promise<void> {
+/**
+ * At commit, beside the metadata object: creates backup.<id>.digests exclusively — a map already there may
+ * be another backup's (a reused id), never to be overwritten or removed by this transfer: `digestsCreated`
+ * only once this create made it. With `overwrite` (the backup id is known to be this transfer's: its
+ * metadata object was created exclusively), writes over one an earlier attempt of this backup left.
+ */
+export async function writeDigests(fp: Footprint, { overwrite = false } = {}): Promise<void> {
   const d = fp.digests;
   if (!d?.encoded) return;
-  fp.digestsCreated = true; // before the write: a write that fails half-way is removed too
-  await (fp.io as SinkIoCtx).objWriteFull(digestsObjectName(fp.h.backupId), d.encoded);
+  const io = fp.io as SinkIoCtx;
+  const name = digestsObjectName(fp.h.backupId);
+  if (overwrite) {
+    fp.digestsCreated = true; // before the write: a write that fails half-way is removed too
+    await io.objWriteFull(name, d.encoded);
+    return;
+  }
+  await io.objCreateExclusive(name, d.encoded);
+  fp.digestsCreated = true;
 }
 
 /** The summary's fields. */

@@ -125,14 +125,15 @@ export async function recoverOne(io: SinkIoCtx, e: JournalEntry, where: string, 
   if (!committed) await removeUncommitted(io, e);
 }
 
-/** An uncommitted backup's metadata object (when this transfer made it) and digest map. */
+/**
+ * An uncommitted backup's metadata object and digest map, when this transfer may have made them: both
+ * are created at commit, after the entry says `metaCreated` (commit.ts), and the flag is taken back when
+ * the backup id turned out to be another's. A transfer that never reached its commit made neither, and
+ * must not remove those of a backup that reused its id.
+ */
 async function removeUncommitted(io: SinkIoCtx, e: JournalEntry): Promise<void> {
-  if (e.metaCreated && e.backupId) {
-    await io.objRemove(metaObjectName(e.backupId)).catch(() => {});
-  }
-  // The digest map is written just before the metadata object: an uncommitted backup's goes too.
+  if (!e.metaCreated || !e.backupId) return;
+  await io.objRemove(metaObjectName(e.backupId)).catch(() => {});
   const backup = e.kind === TransferKind.BACKUP_FULL || e.kind === TransferKind.BACKUP_INCREMENTAL;
-  if (backup && e.backupId) {
-    await io.objRemove(digestsObjectName(e.backupId)).catch(() => {});
-  }
+  if (backup) await io.objRemove(digestsObjectName(e.backupId)).catch(() => {});
 }

@@ -1,8 +1,9 @@
 /**
  * The digest map the sink writes for a backup (agents/transfer/sink/digests.ts) against an in-memory
- * cluster: written before the metadata object, equal to the map of the committed snapshot, reported in
- * the summary; an incremental starts from its parent's map and reads back only blocks it wrote in part
- * over data; a parent without a map gives none (a warning); a failed commit leaves no map behind.
+ * cluster: created beside the metadata object, both exclusively, equal to the map of the committed snapshot,
+ * reported in the summary; an incremental starts from its parent's map and reads back only blocks it wrote
+ * in part over data; a parent without a map gives none (a warning); a failed commit leaves no map behind;
+ * a reused backup id leaves the map of the backup that has it alone.
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -34,7 +35,7 @@ function reference(image: Buffer): DigestMap {
 const at = (log: string[], prefix: string) => log.findIndex((l) => l.startsWith(prefix));
 
 describe("runSink: digest maps", () => {
-  it("a full backup writes backup.<id>.digests before its metadata object; the summary names its SHA-256", async () => {
+  it("a full backup creates backup.<id>.digests beside its metadata object; the summary names its SHA-256", async () => {
     const ceph = new FakeCeph("backups");
     const deps = sinkDeps(ceph);
     const h = header({ imageSize: 8 * B + 4 * KiB, chunkSize: 2 * B });
@@ -49,7 +50,7 @@ describe("runSink: digest maps", () => {
     const oid = digestsObjectName(h.backupId);
     const obj = ceph.pool("backups").objects.get(oid) as Buffer;
     assert.ok(obj, `${oid} written`);
-    assert.ok(at(ceph.log, `objWriteFull ${oid}`) < at(ceph.log, `objCreate ${metaObjectName(h.backupId)}`));
+    assert.ok(at(ceph.log, `objCreate ${oid}`) >= 0 && at(ceph.log, `objCreate ${metaObjectName(h.backupId)}`) >= 0);
     const img = ceph.pool("backups").images.get(h.destination?.image as string);
     const snap = img?.snaps.find((x) => x.name === h.toSnapshot)?.data as Buffer;
     assert.deepEqual(decodeDigestMap(obj), reference(snap));
@@ -98,11 +99,41 @@ describe("runSink: digest maps", () => {
   it("a commit that fails after the map was written removes it with the rest", async () => {
     const ceph = new FakeCeph("backups");
     const before = poolState(ceph, "backups");
-    ceph.faults.objCreate = cephError("EIO", "rados_write_op_operate");
     const deps = sinkDeps(ceph);
     const h = header();
+    ceph.faults.objCreate = cephError("EIO", "rados_write_op_operate");
+    ceph.faults.objCreateOid = metaObjectName(h.backupId);
     await assert.rejects(runSink(deps, new Feed(messages(h, [{ offset: 0, data: pattern(B, 1) }]))));
-    assert.ok(at(ceph.log, `objWriteFull ${digestsObjectName(h.backupId)}`) >= 0, "the map was written");
+    assert.ok(at(ceph.log, `objCreate ${digestsObjectName(h.backupId)}`) >= 0, "the map was written");
     assert.equal(poolState(ceph, "backups"), before, "image, map and metadata gone");
+  });
+
+  it("a backup id that is another backup's (its metadata object there): ALREADY_EXISTS, that backup's map and metadata untouched", async () => {
+    const ceph = new FakeCeph("backups");
+    const h = header();
+    const objects = ceph.pool("backups").objects;
+    const theirs = { map: Buffer.from("the other backup's map"), meta: Buffer.from('{"version":1}') };
+    objects.set(digestsObjectName(h.backupId), theirs.map);
+    objects.set(metaObjectName(h.backupId), theirs.meta);
+    const before = poolState(ceph, "backups");
+    const err = await runSink(sinkDeps(ceph), new Feed(messages(h, [{ offset: 0, data: pattern(B, 1) }]))).then(
+      () => null,
+      (e: Error & { code?: number }) => e,
+    );
+    assert.ok(err, "refused");
+    assert.match(err.message, /already exists \(backup id reused\?\)/);
+    assert.deepEqual(objects.get(digestsObjectName(h.backupId)), theirs.map, "their map as it was");
+    assert.deepEqual(objects.get(metaObjectName(h.backupId)), theirs.meta);
+    assert.equal(poolState(ceph, "backups"), before, "nothing of this transfer left");
+  });
+
+  it("a retry whose earlier attempt left its map (cleanup failed): the map is written over, the backup commits", async () => {
+    const ceph = new FakeCeph("backups");
+    const h = header();
+    ceph.pool("backups").objects.set(digestsObjectName(h.backupId), Buffer.from("an earlier attempt's map"));
+    const s = await runSink(sinkDeps(ceph), new Feed(messages(h, [{ offset: 0, data: pattern(B, 1) }])));
+    const obj = ceph.pool("backups").objects.get(digestsObjectName(h.backupId)) as Buffer;
+    assert.equal(s.imageDigest, createHash("sha256").update(obj).digest("hex"));
+    assert.ok(at(ceph.log, `objWriteFull ${digestsObjectName(h.backupId)}`) >= 0, "written over");
   });
 });

@@ -29,6 +29,26 @@ function entry(over: Partial<JournalEntry>): JournalEntry {
 }
 
 describe("sink crash recovery", () => {
+  it("an uncommitted backup's map and metadata go only when its commit had begun (metaCreated); otherwise they are another backup's", async () => {
+    const ceph = new FakeCeph("backups");
+    const deps = sinkDeps(ceph);
+    const objects = ceph.pool("backups").objects;
+    // Crashed before its commit, under a backup id another backup has: that backup's objects stay.
+    const early = entry({ kind: TransferKind.BACKUP_INCREMENTAL, image: "c1", backupId: "reused" });
+    ceph.addImage("backups", "c1", pattern(64 * KiB, 1));
+    objects.set("backup.reused.meta", Buffer.from("{}"));
+    objects.set("backup.reused.digests", Buffer.from("map"));
+    // Crashed in its commit: its own two objects go.
+    const late = entry({ kind: TransferKind.BACKUP_INCREMENTAL, image: "c2", backupId: "mine", metaCreated: true });
+    ceph.addImage("backups", "c2", pattern(64 * KiB, 2));
+    objects.set("backup.mine.meta", Buffer.from("{}"));
+    objects.set("backup.mine.digests", Buffer.from("map"));
+    for (const e of [early, late]) await deps.journal.write(e);
+    await recoverInterrupted(deps);
+    assert.ok(objects.has("backup.reused.meta") && objects.has("backup.reused.digests"), "another backup's: untouched");
+    assert.equal(objects.has("backup.mine.meta") || objects.has("backup.mine.digests"), false, "its own: removed");
+  });
+
   it("removes, rolls back or keeps exactly what each interrupted transfer left; fences the dead client; safe twice", async () => {
     const ceph = new FakeCeph("backups");
     const deps = sinkDeps(ceph);

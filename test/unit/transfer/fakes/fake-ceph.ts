@@ -34,6 +34,8 @@ export interface Faults {
   writeAt?: { offset: number; error: Error };
   flush?: Error;
   objCreate?: Error;
+  /** objCreate fails only for this object (default: any). */
+  objCreateOid?: string;
   snapCreate?: Error;
   metaRemove?: Error;
   metaSet?: Error;
@@ -157,7 +159,8 @@ class FakeIoCtx implements SinkIoCtx {
   }
 
   async objCreateExclusive(oid: string, data: Buffer): Promise<void> {
-    if (this.ceph.faults.objCreate) throw this.ceph.faults.objCreate;
+    const f = this.ceph.faults;
+    if (f.objCreate && (f.objCreateOid === undefined || f.objCreateOid === oid)) throw f.objCreate;
     if (this.#pool.objects.has(oid)) throw cephError("EEXIST", "rados_write_op_operate");
     this.#pool.objects.set(oid, Buffer.from(data));
     this.ceph.log.push(`objCreate ${oid}`);
