@@ -162,7 +162,7 @@ export class Agent {
     // The destination's entry: the network server (data-plane-server.ts) and the same-cluster
     // shortcut (localTarget) both hand a transfer's messages to this one function.
     const receiveTransfer = (messages: AsyncIterable<TransferMessage>, signal: AbortSignal, remote = false) =>
-      runSink(sink, messages, signal, { remote });
+      runSink(sink, messages, signal, remote ? { remote } : { local: true });
     const localTarget: TransferTarget = {
       label: "this agent",
       transfer: (messages, signal) => receiveTransfer(messages, signal),

@@ -47,12 +47,32 @@ export async function runSink(
   deps: Deps,
   messages: AsyncIterable<TransferMessage>,
   callSignal?: AbortSignal,
-  /** The call came over the network: its abort means the stream was cut short, not cancelled (resume.ts). */
-  opts: { remote?: boolean } = {},
+  /**
+   * remote: the call came over the network: its abort means the stream was cut short, not cancelled
+   * (resume.ts). local: the messages are the source's own generator (a same-cluster transfer,
+   * rbdMessages): a failure returns it before runSink settles, so that it closes its diff (the native
+   * iterator parked in rbd_diff_iterate2 holds the volume's image open) before the caller removes the
+   * snapshot — after the message it is producing, if any (its reads are bounded by the op timeout).
+   */
+  opts: { remote?: boolean; local?: boolean } = {},
+): Promise<TransferSummary> {
+  const it = messages[Symbol.asyncIterator]();
+  try {
+    return await sinkFrom(deps, it, callSignal, opts);
+  } catch (e) {
+    if (opts.local === true) await it.return?.(undefined).catch(() => {});
+    throw e;
+  }
+}
+
+async function sinkFrom(
+  deps: Deps,
+  it: AsyncIterator<TransferMessage>,
+  callSignal: AbortSignal | undefined,
+  opts: { remote?: boolean },
 ): Promise<TransferSummary> {
   const started = Date.now();
   const t = new PhaseTimer();
-  const it = messages[Symbol.asyncIterator]();
   const h = await readHeader(it, deps);
   t.mark("header");
   const log = deps.log.child({ transfer: h.transferId, job: h.jobId || undefined });

@@ -568,4 +568,29 @@ describe("runSink: failures", () => {
     assert.match(e.message, /became full/);
     assert.equal(poolState(ceph, "backups"), before);
   });
+
+  it("a same-cluster transfer that fails (a corrupt chunk, a cancel) returns the source's generator, whose cleanup runs before runSink settles", async () => {
+    for (const how of ["corrupt", "cancel", "not local"] as const) {
+      const ceph = cluster();
+      const h = header();
+      const msgs = messages(h, chunkParts(4, CHUNK), how === "corrupt" ? { corrupt: 1 } : {});
+      const ac = new AbortController();
+      let returned = false;
+      // As rbdMessages: its finally closes the volume's diff (the native iterator holds the image open).
+      const source = (async function* () {
+        try {
+          for (const [i, m] of msgs.entries()) {
+            if (how !== "corrupt" && i === 3) ac.abort();
+            yield m;
+          }
+        } finally {
+          returned = true;
+        }
+      })();
+      await assert.rejects(runSink(sinkDeps(ceph), source, ac.signal, how === "not local" ? {} : { local: true }));
+      // Another stream (a network call's) is its server's to wind down: runSink leaves it.
+      assert.equal(returned, how !== "not local", how);
+      if (how === "not local") await source.return(undefined);
+    }
+  });
 });
