@@ -79,7 +79,7 @@ export class Image {
     return this.#closed;
   }
 
-  /** Number of aio operations in flight. */
+  /** Number of aio operations (and a flatten) in flight. */
   get inflight(): number {
     return this.#inflight;
   }
@@ -113,8 +113,13 @@ export class Image {
     try {
       return await nativeIo(() => `${what()} ${this.label}`, fn);
     } finally {
-      if (--this.#inflight === 0 && this.#idle.length > 0) for (const resolve of this.#idle.splice(0)) resolve();
+      this.#settled();
     }
+  }
+
+  /** One operation counted in `inflight` ended. */
+  #settled(): void {
+    if (--this.#inflight === 0 && this.#idle.length > 0) for (const resolve of this.#idle.splice(0)) resolve();
   }
 
   stat(): Promise<ImageStat> {
@@ -190,23 +195,39 @@ export class Image {
    * `signal`: once it aborts, librbd starts no further object copy (the few in flight finish) and the
    * call rejects with ECANCELED; the image stays a clone whose copied objects are its own, and a later
    * flatten copies the rest. `onProgress(done, total)`: the objects started so far and their total,
-   * polled every `FLATTEN_POLL_MS` and once at the end. A flatten librbd hands to another client that
-   * holds the image's exclusive lock (a VM using the clone) runs there, to its end, whatever the signal.
+   * polled every `FLATTEN_POLL_MS` and once at the end (what it throws is ignored: an observer's failure is
+   * not the flatten's). A flatten librbd hands to another client that holds the image's exclusive lock (a
+   * VM using the clone) runs there, to its end, whatever the signal. Counted in `inflight`: close() and
+   * snapSet() wait for it.
    */
   async flatten(o: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {}): Promise<void> {
-    const what = `flatten ${this.label}`;
-    if (o.signal?.aborted)
+    if (o.signal !== undefined && !(o.signal instanceof AbortSignal))
+      throw new TypeError("flatten: signal must be an AbortSignal");
+    if (o.onProgress !== undefined && typeof o.onProgress !== "function")
+      throw new TypeError("flatten: onProgress must be a function");
+    this.#check();
+    if (o.signal?.aborted) {
+      const what = `flatten ${this.label}`;
       throw new CephError(constants.errno.ECANCELED, "rbd_flatten_with_progress", what, "cancelled before it began");
-    if (!o.signal && !o.onProgress) return this.#call("flatten", () => this.#h.flatten());
+    }
     // [0] cancel (set here), [1] objects started, [2] their total (set by librbd's thread): image.cc.
+    // Shared memory: it cannot be detached or moved while librbd's thread uses it.
     const ctl = new BigInt64Array(new SharedArrayBuffer(3 * 8));
     const cancel = () => Atomics.store(ctl, 0, 1n);
-    const report = () => o.onProgress?.(Number(Atomics.load(ctl, 1)), Number(Atomics.load(ctl, 2)));
+    const report = () => {
+      try {
+        o.onProgress?.(Number(Atomics.load(ctl, 1)), Number(Atomics.load(ctl, 2)));
+      } catch {
+        // the observer's own failure
+      }
+    };
     o.signal?.addEventListener("abort", cancel, { once: true });
     const poll = o.onProgress ? setInterval(report, FLATTEN_POLL_MS).unref() : null;
+    this.#inflight++;
     try {
-      await this.#call("flatten", () => this.#h.flatten(ctl));
+      await nativeCall(`flatten ${this.label}`, () => this.#h.flatten(ctl));
     } finally {
+      this.#settled();
       o.signal?.removeEventListener("abort", cancel);
       if (poll) clearInterval(poll);
       report();

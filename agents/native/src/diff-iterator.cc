@@ -25,6 +25,13 @@ struct BatchTask : Task {
 }  // namespace
 
 struct DiffState {
+  // A producer whose close() work never ran (dropped before it could: a failed queue at teardown) must
+  // not take the process down: a joinable std::thread destroyed is std::terminate. It ends on its own
+  // (cancel is set, or the walk finishes) and holds what it uses.
+  ~DiffState() {
+    if (thread.joinable()) thread.detach();
+  }
+
   // Set once on the JS thread before the producer starts.
   std::shared_ptr<ImageHandle> image;
   DiffParams params;

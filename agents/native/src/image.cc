@@ -222,6 +222,11 @@ Napi::Value Image::Flatten(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(info.Env(), "ctl must be a BigInt64Array of at least 3");
   }
   auto arr = info[0].As<Napi::TypedArrayOf<int64_t>>();
+  // Only shared memory stays where it is: an ArrayBuffer can be transferred away (detached) while
+  // librbd's thread still writes through `ctl`. (V8's IsArrayBuffer is false for a SharedArrayBuffer.)
+  if (arr.ArrayBuffer().IsArrayBuffer()) {
+    throw Napi::TypeError::New(info.Env(), "ctl must be backed by a SharedArrayBuffer");
+  }
   int64_t* ctl = arr.Data();
   // The array's memory stays valid while the worker runs: `done` holds a reference to it, and the worker
   // lets go of `done` on the JS thread once it completed (exec is let go of on libuv's pool: it holds none).

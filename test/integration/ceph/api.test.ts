@@ -218,8 +218,17 @@ describe("addon API", () => {
         (e: Error & { code?: string }) => e.code === "ECANCELED",
       );
 
+      await assert.rejects(c.flatten({ onProgress: 1 as never }), TypeError);
+      await assert.rejects(c.flatten({ signal: {} as never }), TypeError);
+
       seen.length = 0;
-      await c.flatten({ onProgress: (d, t) => seen.push([d, t]) });
+      // An observer that throws neither fails the flatten nor the process.
+      await c.flatten({
+        onProgress: (d, t) => {
+          seen.push([d, t]);
+          throw new Error("the observer's own bug");
+        },
+      });
       assert.deepEqual(seen.at(-1), [256, 256]);
       assert.equal((await info()).parent, undefined, "flattened: no parent");
     } finally {
