@@ -161,12 +161,16 @@ export async function takeOver(
   };
   await deps.journal.write(entry);
   fp.journal = entry;
+  // From here what the held transfer made is this one's to undo on failure — before the marker is
+  // re-labelled: a relabel that fails after it went through (an op timeout) would leave an image whose
+  // marker names neither entry, which no recovery removes.
+  fp.createdImage = entry.createdImage;
+  fp.metaCreated = entry.metaCreated === true;
   fp.image = await io.imageOpen(h.destination?.image as string);
   // A volume restored over may have been opened by a VM since the attempt was cut short.
   if (h.kind === TransferKind.RESTORE_ORIGINAL) await refuseInUse(deps, fp, fp.image);
   if (entry.createdImage) await fp.image.metaSet(INCOMPLETE_KEY, h.transferId);
   await deps.journal.remove(held.entry.transferId);
-  fp.createdImage = entry.createdImage;
   // Everything ever written into the image is the source snapshot's content, so a created image is
   // still "fresh": what the earlier attempts never wrote reads as the zeros it is.
   fp.fresh = entry.createdImage;

@@ -15,7 +15,7 @@ import { Status, statusOf } from "../../../src/common/errors";
 import { type TransferHeader, TransferKind, type TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
 import { until } from "../../helpers/wait";
 import { crc32c } from "./fakes/crc32c";
-import { FakeCeph } from "./fakes/fake-ceph";
+import { cephError, FakeCeph } from "./fakes/fake-ceph";
 import { sinkDeps, type TestDeps } from "./fakes/sink-deps";
 import { chunkParts, Feed, header, KiB, messages, type Part } from "./fakes/stream";
 
@@ -303,6 +303,22 @@ describe("resumable transfers: the destination", () => {
     const swept = await sweepHeld(d, Date.parse(held.heldUntil) + 1);
     assert.equal(swept.length > 0, true);
     assert.equal(ceph.pool("backups").images.size, 0);
+    assert.equal(d.journal.entries.size, 0);
+  });
+
+  it("a resume whose re-labelling of the image's marker fails after it went through: the image is still removed (by the retry's cleanup)", async () => {
+    const { ceph, d, h } = await heldImage();
+    const retry = { ...h, transferId: randomUUID() };
+    const rp = await resumePoint(d, retry);
+    assert.equal(rp.reason, "");
+    const resumed = { ...retry, resumeOffset: rp.offset, resumePrefixDigest: rp.prefixDigest };
+    ceph.faults.metaSetAfter = cephError("ETIMEDOUT", "rbd_metadata_set");
+    await assert.rejects(runSink(d, new Feed(resumedMessages(resumed, chunkParts(4, CHUNK), rp))));
+    ceph.faults.metaSetAfter = undefined;
+    // Whatever the journal still holds is undone when its hold expires; nothing may stay behind.
+    for (const e of d.journal.entries.values()) e.heldUntil = new Date(0).toISOString();
+    await sweepHeld(d);
+    assert.equal(ceph.pool("backups").images.size, 0, "no image left whose marker names no entry");
     assert.equal(d.journal.entries.size, 0);
   });
 

@@ -39,6 +39,8 @@ export interface Faults {
   snapCreate?: Error;
   metaRemove?: Error;
   metaSet?: Error;
+  /** The image-meta is set, then the call fails (an op timeout whose request went through). */
+  metaSetAfter?: Error;
   /** The snapshot is made, then its creation fails (an op timeout whose request went through). */
   snapCreateAfter?: Error;
   snapList?: Error;
@@ -345,6 +347,7 @@ export class FakeImage implements SinkImage {
       if (this.ceph.faults.metaSet) throw this.ceph.faults.metaSet;
       this.s.meta.set(key, value);
       this.ceph.log.push(`metaSet ${this.name} ${key}`);
+      if (this.ceph.faults.metaSetAfter) throw this.ceph.faults.metaSetAfter;
     });
   }
 
