@@ -23,11 +23,12 @@ export async function agentMain(argv: string[]): Promise<number> {
     return 2;
   }
   // libuv's pool runs every blocking librados/librbd call: a flatten, a rollback or the removal of a large
-  // image holds a thread for minutes, and up to maxConcurrentJobs of them may run — with Node's default
-  // of 4 threads they would stall everything else that needs one (opens, stats, snapshots, the data
-  // plane's compression). Sized from the job limit unless the environment says otherwise; libuv reads it
-  // when the pool is first used, which nothing has done yet.
-  process.env.UV_THREADPOOL_SIZE ??= String(threadPoolSize(cfg.limits.maxConcurrentJobs));
+  // image holds a thread for minutes — up to maxConcurrentJobs of them for leased jobs, and as many as
+  // maxConcurrentTransfers undoing incoming transfers — and with Node's default of 4 threads they would
+  // stall everything else that needs one (opens, stats, snapshots, the data plane's compression). Sized
+  // from the limits unless the environment says otherwise; libuv reads it when the pool is first used,
+  // which nothing has done yet.
+  process.env.UV_THREADPOOL_SIZE ??= String(threadPoolSize(cfg.limits));
   const log = logger({ component: "agent", agent: cfg.agentId, cluster: cfg.cluster.name });
   const agent = new Agent(cfg, log);
   try {
@@ -74,7 +75,7 @@ if (require.main === module) {
   );
 }
 
-/** libuv threads for an agent running up to `maxConcurrentJobs` jobs: one each, twice, plus 8 (at most 128). */
-export function threadPoolSize(maxConcurrentJobs: number): number {
-  return Math.min(128, 2 * maxConcurrentJobs + 8);
+/** libuv threads for an agent's limits: 2 per job, 1 per incoming transfer, 8 more (at most 128). */
+export function threadPoolSize(l: { maxConcurrentJobs: number; maxConcurrentTransfers: number }): number {
+  return Math.min(128, 2 * l.maxConcurrentJobs + l.maxConcurrentTransfers + 8);
 }

@@ -89,8 +89,13 @@ export async function sendResumable(
   return { summary, resumedFrom: 0, fallbackReason };
 }
 
-/** Failures a retry may resume after: the transfer cut short, not cancelled, not refused, not bad data. */
+/**
+ * Failures a retry may resume after: the transfer cut short, not cancelled, not refused, not bad data.
+ * CANCELLED here is the peer's (a destination that reset the stream, e.g. shutting down): a cancel of
+ * this attempt's own is its aborted signal (keepsForRetry).
+ */
 const CUT_SHORT = new Set<Status>([
+  Status.CANCELLED,
   Status.UNAVAILABLE,
   Status.ABORTED,
   Status.DEADLINE_EXCEEDED,

@@ -6,12 +6,12 @@
  * was cancelled (`discardHeldInto`, the coordinator's discard_held call).
  */
 import type { Logger } from "../../../src/common/log";
-import type { TransferHeader } from "../../../src/gen/rbdbackup/v1/transfer";
+import { type TransferHeader, TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import type { JournalEntry } from "../journal";
 import { imageWhere } from "./footprint";
 import type { SinkCluster, SinkDeps, SinkIoCtx } from "./ports";
 import { recoverOne } from "./recovery";
-import { beginSweep, isRunning, isSwept, keyOfEntry } from "./running";
+import { beginSweep, isRunning, isSwept, keyOfEntry, rememberDiscard } from "./running";
 
 type Deps = SinkDeps<SinkCluster>;
 
@@ -42,19 +42,22 @@ export function sweepHeld(deps: Deps, now = Date.now()): Promise<string[]> {
 
 /**
  * Undoes the transfers held into `where` (pool, namespace, image) for `backupId`, whatever their hold:
- * the job they were kept for was cancelled (session call discard_held). `where.image` "": any image of
- * that pool and namespace (a cancelled backup, whose image its source agent chose). Returns what it did.
+ * the job they were kept for was cancelled (session call discard_held). `where.image` "": any backup's
+ * image of that pool and namespace (a cancelled backup, whose image its source agent chose). One still
+ * winding down is not held when it ends (rememberDiscard). Returns what it did.
  */
 export function discardHeldInto(
   deps: Deps,
   where: { pool: string; namespace: string; image: string },
   backupId: string,
 ): Promise<string[]> {
-  const into = (e: JournalEntry) =>
-    where.image === ""
-      ? !!e.heldUntil && e.pool === where.pool && e.namespace === where.namespace
-      : isHeldInto(e, where);
-  return undoHeld(deps, (e) => into(e) && e.backupId === backupId, "discarded: its job was cancelled");
+  const backup = (e: JournalEntry) => e.kind === TransferKind.BACKUP_FULL || e.kind === TransferKind.BACKUP_INCREMENTAL;
+  const here = (e: JournalEntry) => e.pool === where.pool && e.namespace === where.namespace;
+  const into = (e: JournalEntry) => here(e) && (where.image === "" ? backup(e) : e.image === where.image);
+  const match = (e: JournalEntry) => into(e) && e.backupId === backupId;
+  // A transfer still winding down (not held yet) is cleaned up instead of held when it ends.
+  rememberDiscard(match);
+  return undoHeld(deps, match, "discarded: its job was cancelled");
 }
 
 /** Undoes the held transfers `match` picks (none running or being swept); failures stay for the next sweep. */

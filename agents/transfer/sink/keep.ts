@@ -9,6 +9,7 @@ import type { JournalEntry } from "../journal";
 import { type Checkpointer, parseCheckpoint, RESUME_KEY } from "./checkpoint";
 import type { Footprint } from "./footprint";
 import type { SinkCluster, SinkDeps } from "./ports";
+import { discardAsked } from "./running";
 
 type Deps = SinkDeps<SinkCluster>;
 
@@ -22,6 +23,12 @@ const ttlMs = (deps: Deps) => (deps.resume?.ttlSeconds ?? DEFAULT_RESUME_TTL_SEC
  */
 export async function holdForResume(deps: Deps, fp: Footprint, cp: Checkpointer | null, log: Logger): Promise<boolean> {
   if (!cp?.written || !fp.journal) return false;
+  if (discardAsked(fp.journal)) {
+    log.info("transfer cut short, but its job was cancelled (discard_held): cleaning up, not kept", {
+      image: fp.where,
+    });
+    return false;
+  }
   try {
     await fp.image?.close();
     fp.image = undefined;

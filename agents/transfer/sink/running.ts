@@ -115,3 +115,27 @@ export const isSwept = (key: string): boolean => sweeps.has(key);
  * Bounded by the sweep's own Ceph operations (each under the cluster's op timeout).
  */
 export const sweptFirst = (key: string): Promise<void> => sweeps.get(key) ?? Promise.resolve();
+
+/** How long a discard_held is remembered for transfers still winding down when it came. */
+export const DISCARD_MEMORY_MS = 10 * 60_000;
+const discarded: Array<{ match: (e: JournalEntry) => boolean; until: number }> = [];
+
+/**
+ * A cancelled job's discard_held asked to undo the held transfers `match` picks: one still winding down
+ * (not held yet: its source gave up first, its destination has not noticed) is not held when it ends,
+ * but cleaned up (keep.ts holdForResume asks `discardAsked`). Remembered for DISCARD_MEMORY_MS.
+ */
+export function rememberDiscard(match: (e: JournalEntry) => boolean, now = Date.now()): void {
+  forgetOldDiscards(now);
+  discarded.push({ match, until: now + DISCARD_MEMORY_MS });
+}
+
+/** Whether a discard_held of late asked for the transfer of journal entry `e` to be undone. */
+export function discardAsked(e: JournalEntry, now = Date.now()): boolean {
+  forgetOldDiscards(now);
+  return discarded.some((d) => d.match(e));
+}
+
+function forgetOldDiscards(now: number): void {
+  for (let i = discarded.length - 1; i >= 0; i--) if ((discarded[i]?.until ?? 0) <= now) discarded.splice(i, 1);
+}

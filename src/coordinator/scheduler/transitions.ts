@@ -62,10 +62,17 @@ export function attemptFailed(ctx: SchedulerContext, j: JobRecord, code: Status,
   j.lease = null;
   const confirming = j.confirming;
   j.confirming = null;
-  if (j.cancelRequested && confirming && code !== Status.DATA_LOSS) {
-    // The cancel came after the agent reported the work done (the data may well be there): too late to
-    // stop it, and CANCELLED would say nothing exists. The attempt is retried like any failed confirmation
-    // (a retry finds the backup committed and reports it); the cancel no longer applies.
+  if (
+    j.cancelRequested &&
+    confirming?.kind === "backup" &&
+    j.operation.kind === "backup" &&
+    code !== Status.DATA_LOSS
+  ) {
+    // The cancel came after the agent reported the backup made (it may well exist): too late to stop it,
+    // and CANCELLED would say nothing exists. The attempt is retried like any failed confirmation (a
+    // retry finds the backup committed and reports it); the cancel no longer applies. A restore has no
+    // such retry (it would write the target again after the user said stop): it ends CANCELLED, as a
+    // cancelled restore may leave its target written.
     j.cancelRequested = false;
     ctx.log.warn("a cancel came after the work was reported done; its confirmation failed and is retried", {
       job: j.id,

@@ -340,6 +340,18 @@ describe("resumable transfers: the destination", () => {
     assert.equal(d.journal.entries.size, 0);
   });
 
+  it("a discard_held that comes while the transfer still winds down (not held yet): the transfer is cleaned up, not held, when it ends", async () => {
+    const ceph = new FakeCeph("backups");
+    const d = deps(ceph);
+    const { h, call, running } = await checkpointed(d, ceph);
+    const anyImage = { pool: "backups", namespace: "", image: "" };
+    assert.deepEqual(await discardHeldInto(d, anyImage, h.backupId), [], "nothing held yet: the transfer runs");
+    call.abort(); // now cut short, with a checkpoint on disk
+    await assert.rejects(running);
+    assert.equal(ceph.pool("backups").images.size, 0, "not kept for a resume: removed");
+    assert.equal(d.journal.entries.size, 0);
+  });
+
   it("a cancelled backup's held transfer, image not named (its agent chose it): any image of the pool held for that backup", async () => {
     const { ceph, d, h, name } = await heldImage();
     const anyImage = { pool: "backups", namespace: "", image: "" };
