@@ -3,8 +3,9 @@
  * that dial it over mutual TLS, plus helpers to follow jobs through the public API.
  */
 import { createServer } from "node:net";
-import { BackupMode } from "../../src/gen/rbdbackup/v1/agent";
+import { BackupMode, RestoreMode } from "../../src/gen/rbdbackup/v1/agent";
 import {
+  type Backup,
   type BackupServiceClient,
   type CreateBackupRequest,
   type Job,
@@ -17,6 +18,8 @@ import {
   startCoordinatorProcess,
 } from "../../src/lab/coordinator-process";
 import { type RunningAgent, startAgent } from "./agents";
+import { uniqueName } from "./lab";
+import { sha, spec, type Volumes } from "./volumes";
 import { waitFor } from "./wait";
 
 export interface Deployment {
@@ -124,4 +127,37 @@ export async function scrape(address: string): Promise<string> {
   const r = await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(10_000) });
   if (r.status !== 200) throw new Error(`GET http://${address}/metrics: ${r.status}`);
   return r.text();
+}
+
+/**
+ * A full backup of `volume` through the API (into site-b/backups), its base image tracked in `vols` for
+ * removal: the backup, and the sha256 of `rbd export` of its source snapshot.
+ */
+export async function backedUp(
+  client: BackupServiceClient,
+  vols: Volumes,
+  volume: VolumeRef,
+): Promise<{ backup: Backup; source: string }> {
+  const backup = (await succeeded(client, (await client.createBackup(backupRequest(volume))).id)).backup;
+  if (!backup) throw new Error(`the backup job of ${volume.image} names no backup`);
+  vols.track("site-b", "backups", backup.baseImage);
+  return { backup, source: await sha(volume.cluster, spec(volume, backup.snapshot)) };
+}
+
+/** A CLONE restore of `backupId` to a new volume in site-b's rbd pool (name from `prefix`), tracked in `vols`. */
+export async function cloneRestored(
+  client: BackupServiceClient,
+  vols: Volumes,
+  backupId: string,
+  prefix: string,
+  timeoutMs?: number,
+): Promise<VolumeRef> {
+  const target: VolumeRef = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName(prefix) };
+  await succeeded(
+    client,
+    (await client.restoreBackup({ backupId, target, mode: RestoreMode.RESTORE_MODE_CLONE })).id,
+    timeoutMs,
+  );
+  vols.track("site-b", "rbd", target.image);
+  return target;
 }

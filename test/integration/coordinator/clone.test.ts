@@ -15,7 +15,7 @@ import { ClientError, Status } from "nice-grpc";
 import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
-import { backupRequest, type Deployment, deploy, succeeded } from "../../helpers/coordinator";
+import { backedUp, type Deployment, deploy, succeeded } from "../../helpers/coordinator";
 import { rbd, uniqueName } from "../../helpers/lab";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
 import { waitFor } from "../../helpers/wait";
@@ -51,10 +51,7 @@ describe("coordinator: CLONE restore, delete guard, failover", () => {
     await img.close();
     const volume: VolumeRef = { cluster: "site-a", pool: "rbd", namespace: "", image };
 
-    const b = (await succeeded(c, (await c.createBackup(backupRequest(volume))).id)).backup;
-    assert.ok(b);
-    vols.track("site-b", "backups", b.baseImage);
-    const source = await sha("site-a", spec(volume, b.snapshot));
+    const { backup: b, source } = await backedUp(c, vols, volume);
 
     // CLONE restore: time from the call to a SUCCEEDED job.
     const t1: VolumeRef = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName("instant") };

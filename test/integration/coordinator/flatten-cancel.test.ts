@@ -11,12 +11,11 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
-import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { type Job, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { CoordinatorProcess } from "../../../src/lab/coordinator-process";
 import { startAgent } from "../../helpers/agents";
-import { backupRequest, startCoordinator, succeeded, waitAgents, waitJob } from "../../helpers/coordinator";
+import { backedUp, cloneRestored, startCoordinator, succeeded, waitAgents, waitJob } from "../../helpers/coordinator";
 import { rbd, uniqueName } from "../../helpers/lab";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
 import { waitFor } from "../../helpers/wait";
@@ -58,17 +57,8 @@ describe("coordinator: CancelJob on a running FLATTEN", () => {
     await img.flush();
     await img.close();
     const volume: VolumeRef = { cluster: "site-a", pool: "rbd", namespace: "", image };
-    const b = (await succeeded(c, (await c.createBackup(backupRequest(volume))).id)).backup;
-    assert.ok(b);
-    vols.track("site-b", "backups", b.baseImage);
-    const source = await sha("site-a", spec(volume, b.snapshot));
-    const target: VolumeRef = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName("flatcancel-clone") };
-    await succeeded(
-      c,
-      (await c.restoreBackup({ backupId: b.id, target, mode: RestoreMode.RESTORE_MODE_CLONE })).id,
-      120_000,
-    );
-    vols.track("site-b", "rbd", target.image);
+    const { backup: b, source } = await backedUp(c, vols, volume);
+    const target = await cloneRestored(c, vols, b.id, "flatcancel-clone", 120_000);
     const isClone = async () => (await rbd("site-b", ["info", spec(target)])).includes("parent:");
     assert.ok(await isClone());
 

@@ -9,10 +9,9 @@ import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { ClientError, Status } from "nice-grpc";
-import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobKind } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
-import { backupRequest, type Deployment, deploy, succeeded } from "../../helpers/coordinator";
+import { backedUp, cloneRestored, type Deployment, deploy, succeeded } from "../../helpers/coordinator";
 import { rbd, uniqueName } from "../../helpers/lab";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
 
@@ -50,20 +49,8 @@ describe("coordinator: FlattenVolume", () => {
     await img.flush();
     await img.close();
     const volume: VolumeRef = { cluster: "site-a", pool: "rbd", namespace: "", image };
-    const b = (await succeeded(c, (await c.createBackup(backupRequest(volume))).id)).backup;
-    assert.ok(b);
-    vols.track("site-b", "backups", b.baseImage);
-    const source = await sha("site-a", spec(volume, b.snapshot));
-
-    const clone = async (name: string): Promise<VolumeRef> => {
-      const t: VolumeRef = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName(name) };
-      await succeeded(
-        c,
-        (await c.restoreBackup({ backupId: b.id, target: t, mode: RestoreMode.RESTORE_MODE_CLONE })).id,
-      );
-      vols.track("site-b", "rbd", t.image);
-      return t;
-    };
+    const { backup: b, source } = await backedUp(c, vols, volume);
+    const clone = (name: string) => cloneRestored(c, vols, b.id, name);
     const byHand = await clone("byhand");
     const real = await clone("real");
     const removed = await clone("removed");
