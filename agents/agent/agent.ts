@@ -46,6 +46,7 @@ import {
   runSink,
   type SinkDeps,
   sweepHeld,
+  sweepLeftovers,
 } from "../transfer/sink";
 import { admitTransferCaller, authorizeResumePoint, authorizeTransfer } from "../transfer/transfer-authz";
 import { framePool } from "../transfer/wire";
@@ -156,7 +157,12 @@ export class Agent {
     };
     await recoverInterrupted(sink);
     // Transfers kept for a resume that did not come are undone once their hold expires.
-    this.#sweep = setInterval(() => void sweepHeld(sink).catch((err) => log.warn("sweep failed", { err })), 60_000);
+    // So are entries left behind by a cleanup that failed (otherwise they wait for the next start).
+    const sweep = async () => {
+      await sweepHeld(sink);
+      await sweepLeftovers(sink);
+    };
+    this.#sweep = setInterval(() => void sweep().catch((err) => log.warn("sweep failed", { err })), 60_000);
     this.#sweep.unref();
 
     // The destination's entry: the network server (data-plane-server.ts) and the same-cluster

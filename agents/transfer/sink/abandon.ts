@@ -40,6 +40,24 @@ export function sweepHeld(deps: Deps, now = Date.now()): Promise<string[]> {
   return undoHeld(deps, (e) => Date.parse(e.heldUntil as string) <= now, "expired");
 }
 
+/** How long after its start a journal entry that is neither held nor running counts as a leftover. */
+export const LEFTOVER_GRACE_MS = 10 * 60_000;
+
+/**
+ * Undoes the entries of transfers that ended but whose cleanup failed (an image busy for the cleanup's
+ * ~40 s of retries, a pool unreachable) or whose settling after the commit did — neither held nor
+ * running, started more than `graceMs` ago: as the next start's recovery would (recoverOne: a committed
+ * backup keeps everything and loses its marker), so that a retry of that backup need not wait for a
+ * restart. Failures stay for the next sweep. Returns what it did.
+ */
+export function sweepLeftovers(deps: Deps, now = Date.now(), graceMs = LEFTOVER_GRACE_MS): Promise<string[]> {
+  return undoEntries(
+    deps,
+    (e) => !e.heldUntil && Date.parse(e.startedAt) <= now - graceMs,
+    (e) => `the transfer into ${imageWhere(e)} left behind by a failed cleanup was undone`,
+  );
+}
+
 /**
  * Undoes the transfers held into `where` (pool, namespace, image) for `backupId`, whatever their hold:
  * the job they were kept for was cancelled (session call discard_held). `where.image` "": any backup's
@@ -61,11 +79,24 @@ export function discardHeldInto(
 }
 
 /** Undoes the held transfers `match` picks (none running or being swept); failures stay for the next sweep. */
-async function undoHeld(deps: Deps, match: (e: JournalEntry) => boolean, why: string): Promise<string[]> {
+function undoHeld(deps: Deps, match: (e: JournalEntry) => boolean, why: string): Promise<string[]> {
+  return undoEntries(
+    deps,
+    (e) => !!e.heldUntil && match(e),
+    (e) => `the transfer into ${imageWhere(e)} kept for a resume was undone (${why})`,
+  );
+}
+
+/** Undoes the journal entries `pick` picks (none running or being swept); failures stay for the next sweep. */
+async function undoEntries(
+  deps: Deps,
+  pick: (e: JournalEntry) => boolean,
+  said: (e: JournalEntry) => string,
+): Promise<string[]> {
   const done: string[] = [];
   for (const e of await deps.journal.list()) {
     const key = keyOfEntry(e);
-    if (!e.heldUntil || !match(e) || isRunning(key) || isSwept(key)) continue;
+    if (!pick(e) || isRunning(key) || isSwept(key)) continue;
     // Claimed before the first await: a transfer into this image starting meanwhile waits (prepareTarget).
     const swept = beginSweep(key);
     try {
@@ -79,9 +110,12 @@ async function undoHeld(deps: Deps, match: (e: JournalEntry) => boolean, why: st
       } else {
         await deps.journal.remove(e.transferId);
       }
-      done.push(`the transfer into ${imageWhere(e)} kept for a resume was undone (${why})`);
+      done.push(said(e));
     } catch (err) {
-      deps.log.warn("undoing a transfer kept for a resume failed; the sweep retries", { image: imageWhere(e), err });
+      deps.log.warn("undoing a transfer (held, or left by a failed cleanup) failed; the sweep retries", {
+        image: imageWhere(e),
+        err,
+      });
     } finally {
       swept();
     }

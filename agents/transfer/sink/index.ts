@@ -3,7 +3,7 @@
  * an image and commits it; `recoverInterrupted` undoes what transfers cut short by a crash left.
  */
 
-export { discardHeldInto, sweepHeld } from "./abandon";
+export { discardHeldInto, sweepHeld, sweepLeftovers } from "./abandon";
 export { applyImageMeta, headDiffers, INCOMPLETE_KEY, removeImageRetrying } from "./image-ops";
 export { DEFAULT_RESUME_TTL_SECONDS } from "./keep";
 export type { ResumeOptions, SinkCluster, SinkDeps, SinkImage, SinkIoCtx, SinkLimits } from "./ports";

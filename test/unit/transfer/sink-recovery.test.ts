@@ -6,8 +6,10 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
 import type { JournalEntry } from "../../../agents/transfer/journal";
-import { INCOMPLETE_KEY, recoverInterrupted } from "../../../agents/transfer/sink";
-import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
+import { INCOMPLETE_KEY, recoverInterrupted, sweepLeftovers } from "../../../agents/transfer/sink";
+import { LEFTOVER_GRACE_MS } from "../../../agents/transfer/sink/abandon";
+import { claimImageAlone } from "../../../agents/transfer/sink/running";
+import { TransferHeader, TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { FakeCeph, poolState } from "./fakes/fake-ceph";
 import { sinkDeps } from "./fakes/sink-deps";
 import { KiB, pattern } from "./fakes/stream";
@@ -29,6 +31,36 @@ function entry(over: Partial<JournalEntry>): JournalEntry {
 }
 
 describe("sink crash recovery", () => {
+  it("the periodic sweep undoes an entry a failed cleanup left (not held, not running, old enough); a recent or a running one stays", async () => {
+    const ceph = new FakeCeph("backups");
+    const deps = sinkDeps(ceph);
+    const size = 64 * KiB;
+    const old = new Date(Date.now() - LEFTOVER_GRACE_MS - 1000).toISOString();
+    const left = entry({ image: "left", createdImage: true, toSnapshot: "backup.l.snap.1", startedAt: old });
+    ceph.addImage("backups", "left", pattern(size, 1)).meta.set(INCOMPLETE_KEY, left.transferId);
+    const recent = entry({ image: "recent", createdImage: true, toSnapshot: "backup.r.snap.1" });
+    ceph.addImage("backups", "recent", pattern(size, 2)).meta.set(INCOMPLETE_KEY, recent.transferId);
+    const busy = entry({ image: "busy", createdImage: true, toSnapshot: "backup.b.snap.1", startedAt: old });
+    ceph.addImage("backups", "busy", pattern(size, 3)).meta.set(INCOMPLETE_KEY, busy.transferId);
+    for (const e of [left, recent, busy]) await deps.journal.write(e);
+    const unclaim = await claimImageAlone(
+      TransferHeader.fromPartial({ destination: { pool: "backups", namespace: "", image: "busy" } }),
+      0,
+    );
+    assert.ok(unclaim, "a transfer into busy runs");
+    try {
+      const done = (await sweepLeftovers(deps)).join("\n");
+      assert.match(done, /backups\/left left behind by a failed cleanup was undone/);
+      assert.doesNotMatch(done, /recent|busy/);
+      const p = ceph.pool("backups");
+      assert.equal(p.images.has("left"), false, "the leftover is undone");
+      assert.ok(p.images.has("recent") && p.images.has("busy"), "a recent entry and a running transfer's stay");
+      assert.deepEqual([...deps.journal.entries.values()].map((e) => e.image).sort(), ["busy", "recent"]);
+    } finally {
+      unclaim();
+    }
+  });
+
   it("an uncommitted backup's map and metadata go only when its commit had begun (metaCreated); otherwise they are another backup's", async () => {
     const ceph = new FakeCeph("backups");
     const deps = sinkDeps(ceph);
