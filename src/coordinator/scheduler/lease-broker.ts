@@ -34,8 +34,21 @@ export class LeaseBroker {
 
   /** Starts watching for the coordinator's stalls (its own timer). */
   start(): void {
-    this.stall?.start((ms) => this.#giveBack(ms));
+    // The watch's own timer: a catalog that does not answer (the stall's likely cause) must not throw out
+    // of it and take the process down — the time is owed and given back by the next tick's expire().
+    this.stall?.start((ms) => {
+      try {
+        this.#giveBack(this.#owed + ms);
+        this.#owed = 0;
+      } catch (err) {
+        this.#owed += ms;
+        this.ctx.log.warn("could not give running leases a stall's time back yet (the catalog failed)", { err });
+      }
+    });
   }
+
+  /** Stall time not yet given back (the catalog failed when the watch reported it). */
+  #owed = 0;
 
   stop(): void {
     this.stall?.stop();
@@ -115,8 +128,11 @@ export class LeaseBroker {
   /** Fails the attempts whose lease has expired (the jobs are updated in place). */
   expire(jobs: JobRecord[]): void {
     // A stall just ended (this pass's timer may run before the watch's): its time is given back first.
-    const stalled = this.stall?.take() ?? 0;
-    if (stalled > 0) this.#giveBack(stalled);
+    const stalled = (this.stall?.take() ?? 0) + this.#owed;
+    if (stalled > 0) {
+      this.#giveBack(stalled);
+      this.#owed = 0;
+    }
     this.#forgetEnded(jobs);
     const now = this.ctx.now();
     for (const j of jobs) {

@@ -68,4 +68,37 @@ describe("leases across a stall of the coordinator", () => {
     h.tick();
     assert.equal(h.job(j.id).state, JobState.JOB_STATE_QUEUED);
   });
+
+  it("a stall reported while the catalog fails (a hung database): no crash out of the watch's timer; the time is given back by the next pass", () => {
+    // The watch's timer, driven by hand.
+    class HandWatch extends StallWatch {
+      onStall: ((ms: number) => void) | null = null;
+      override start(onStall: (ms: number) => void): void {
+        this.onStall = onStall;
+      }
+      override stop(): void {}
+    }
+    const watch = new HandWatch(() => mono, 500, 2_000);
+    const hw = new Harness({}, new SqliteCatalog(":memory:"), undefined, watch);
+    try {
+      hw.connect("a1", "a");
+      hw.connect("b1", "b");
+      hw.scheduler.start();
+      const j = hw.queueBackup(vol("v1"));
+      hw.tick();
+      assert.equal(hw.job(j.id).state, JobState.JOB_STATE_RUNNING);
+      const stall = hw.cfg.leaseTtlMs + 1_000;
+      hw.advance(stall);
+      const activeJobs = hw.catalog.activeJobs.bind(hw.catalog);
+      hw.catalog.activeJobs = () => {
+        throw new Error("the catalog database did not answer");
+      };
+      assert.doesNotThrow(() => watch.onStall?.(stall), "the timer's callback does not throw");
+      hw.catalog.activeJobs = activeJobs;
+      hw.tick();
+      assert.equal(hw.job(j.id).state, JobState.JOB_STATE_RUNNING, "the owed stall was given back");
+    } finally {
+      hw.close();
+    }
+  });
 });
