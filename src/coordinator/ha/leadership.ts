@@ -105,14 +105,15 @@ export class Leadership {
   check(): void {
     const { lease, me, leaseMs, renewMs, log } = this.deps;
     const startedAt = this.#mono();
-    if (this.#role === "leader" && startedAt - this.#renewedAt >= leaseMs - stepDownMargin(leaseMs, renewMs)) {
-      this.stepDown(`no renewal of the leader lease for ${startedAt - this.#renewedAt} ms: it may have lapsed`);
-    }
+    this.#stepDownIfLapsed(startedAt);
     let record: LeaderRecord;
     try {
       record = lease.tryAcquire(me, leaseMs);
     } catch (err) {
       log.warn("could not renew or take the leader lease", { err, role: this.#role });
+      // A try that failed after a while (a database that did not answer within its statement timeout):
+      // the lease may have lapsed meanwhile, and a standby may lead already — not after one more round.
+      this.#stepDownIfLapsed(this.#mono());
       return;
     }
     this.#record = record;
@@ -177,6 +178,14 @@ export class Leadership {
     this.#timer = null;
     if (this.#role !== "leader") return;
     this.#stepDownAndRelease("stopping");
+  }
+
+  /** A leader that has not renewed for nearly a lease (by its own monotonic clock) steps down. */
+  #stepDownIfLapsed(at: number): void {
+    const { leaseMs, renewMs } = this.deps;
+    if (this.#role === "leader" && at - this.#renewedAt >= leaseMs - stepDownMargin(leaseMs, renewMs)) {
+      this.stepDown(`no renewal of the leader lease for ${at - this.#renewedAt} ms: it may have lapsed`);
+    }
   }
 
   /** Steps down and gives the lease up, so a standby need not wait for it to lapse. */

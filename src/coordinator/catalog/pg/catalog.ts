@@ -101,6 +101,8 @@ export class PgCatalog implements Catalog {
       return this.#db.run(steps, tx, tx === "self" || tx === "open" ? fence : undefined);
     } catch (e) {
       if (e instanceof FencedError) this.leadership.deposed();
+      // A write abandoned at its deadline may still have committed: the index is rebuilt from the table.
+      if (write) this.#available.invalidate();
       throw e;
     }
   }

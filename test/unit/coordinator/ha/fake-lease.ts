@@ -19,6 +19,8 @@ export class LeaseRow {
   record: LeaderRecord | undefined;
   /** Every tryAcquire throws while set (the database is unreachable). */
   failing = false;
+  /** Runs when a failing tryAcquire is called, before it throws (a call that took a while to fail). */
+  onFail: (() => void) | null = null;
   constructor(public now: () => number) {}
 }
 
@@ -28,7 +30,10 @@ export class FakeLease implements LeaderLease {
   constructor(readonly row: LeaseRow) {}
 
   tryAcquire(me: CoordinatorIdentity, ttlMs: number): LeaderRecord {
-    if (this.row.failing) throw new Error("connection refused (fake)");
+    if (this.row.failing) {
+      this.row.onFail?.();
+      throw new Error("connection refused (fake)");
+    }
     const now = this.row.now();
     const r = this.row.record;
     if (!r || r.holder === "" || r.expiresAt <= now) {

@@ -72,6 +72,20 @@ describe("leadership loop", () => {
     assert.match(w.events.join("\n"), /a steps down: no renewal of the leader lease for \d+ ms/);
   });
 
+  it("a leader whose renewal fails only after its statement timeout steps down as that try returns, not a round later", () => {
+    const w = world();
+    const a = w.make("a");
+    a.l.check();
+    assert.equal(a.l.role, "leader");
+    w.advance(RENEW_MS);
+    // The database does not answer: the try fails after 10 s (catalog.statementTimeoutMs), past the lease.
+    w.row.failing = true;
+    w.row.onFail = () => w.advance(10_000);
+    a.l.check();
+    assert.equal(a.l.role, "standby", "stepped down: a standby may lead by now");
+    assert.match(w.events.join("\n"), /a steps down: no renewal of the leader lease for 11000 ms/);
+  });
+
   it("a leader whose record names another holder steps down at once", () => {
     const w = world();
     const a = w.make("a");
