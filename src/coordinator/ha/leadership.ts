@@ -103,7 +103,7 @@ export class Leadership {
 
   /** One round: the lapse check, then tryAcquire, then lead / renew / step down. */
   check(): void {
-    const { lease, me, leaseMs, renewMs, log } = this.deps;
+    const { lease, me, leaseMs, log } = this.deps;
     const startedAt = this.#mono();
     this.#stepDownIfLapsed(startedAt);
     let record: LeaderRecord;

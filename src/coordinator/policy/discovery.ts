@@ -40,7 +40,9 @@ export class Discovery {
       p = { images: null, listedAt: 0, askedAt: 0, inflight: false };
       this.#pools.set(key, p);
     }
-    if (!p.inflight && (p.askedAt === 0 || nowMs - p.askedAt >= this.intervalMs)) void this.#list(sel, p, nowMs);
+    // A clock stepped back (nowMs < askedAt) lists again at once rather than after the step plus the interval.
+    const due = p.askedAt === 0 || nowMs - p.askedAt >= this.intervalMs || nowMs < p.askedAt;
+    if (!p.inflight && due) void this.#list(sel, p, nowMs);
     return p.images;
   }
 

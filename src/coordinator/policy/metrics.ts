@@ -57,6 +57,13 @@ export class PolicyMetrics {
   readonly recoveryPointAge: SeriesGauge<"cluster" | "pool" | "namespace" | "image" | "policy">;
   readonly volumesProtected: client.Gauge;
 
+  /** A deleted policy's series go (they would stay until the coordinator restarts). */
+  forget(policy: string): void {
+    this.missedRuns.remove(policy);
+    this.retentionDeletions.remove(policy);
+    for (const result of ["succeeded", "failed"]) this.runDuration.remove(policy, result);
+  }
+
   constructor(sampleNow: () => VolumeSample[]) {
     // Both gauges of one scrape share one computation (it reads every protected volume's backups).
     let memo: { at: number; samples: VolumeSample[] } | undefined;

@@ -21,11 +21,15 @@ export const policyKeyPrefix = (policy: string): string => `${POLICY_RUN_KEY_PRE
 /** The available backups `p` made of `vol` at its destination (Backup.policy, set by the runner). */
 export function policyBackups(catalog: Catalog, p: Policy, vol: VolumeRef): AvailableBackup[] {
   const dest = p.destination;
+  // A policy made again under a deleted one's name does not inherit its backups ("its backups stay"):
+  // only backups made since this policy was created are its own.
+  const since = p.createdAt?.getTime() ?? 0;
   return catalog
     .availableBackupsOfVolume(vol.cluster, vol.pool, vol.namespace, vol.image)
     .filter(
       (b) =>
         b.policy === p.name &&
+        b.createdAt >= since &&
         b.location !== undefined &&
         b.location.cluster === dest?.cluster &&
         (!dest.pool || b.location.pool === dest.pool) &&

@@ -221,6 +221,7 @@ export class PolicyRunner implements PolicyRunnerPort {
       else {
         store.deleteProtection(p.name, key);
         this.#plan.pending(p.name, key, false);
+        this.#settled.delete(recordKey(p.name, key));
       }
     }
     for (const [key, { vol, source }] of want) {
@@ -393,11 +394,15 @@ export class PolicyRunner implements PolicyRunnerPort {
             : "";
       try {
         if (why) throw failedPrecondition(`volume ${key} not run: ${why}`);
+        // The previous run is counted (its failure, its retention) before its job id is replaced.
+        if (prev) this.#settleRun(policy, rec, now);
         const id = await this.#queue(
           policy,
           vol,
           manualKey(policy.name, vol, now),
-          (jobId) => ({ ...rec, lastJobId: jobId }),
+          // Read again inside the queueing transaction: the tick may have changed the record while the
+          // agents were probed (a new schedule's next slot, a settled failure) — this run changes only lastJobId.
+          (jobId) => ({ ...(store.getProtection(policy.name, key) ?? rec), lastJobId: jobId }),
           () => !store.getProtection(policy.name, key)?.pausedReason && !!store.getPolicy(policy.name),
         );
         if (id) out.jobIds.push(id);
@@ -418,6 +423,7 @@ export class PolicyRunner implements PolicyRunnerPort {
       this.#schedules.delete(name);
       this.#scheduled.delete(name);
       for (const k of this.#settled.keys()) if (k.startsWith(recordKeyPrefix(name))) this.#settled.delete(k);
+      this.deps.metrics?.forget(name);
     } else if (p.selector?.pool) this.#discovery.expire(p.selector);
     this.#plan.forget(name);
     this.soon();

@@ -157,13 +157,14 @@ function windowCloseAt(w: Window, timeZone: string, t: number): number {
 
 /**
  * When a run of the slot at `slotMs` starts: the slot plus the volume's jitter, kept inside the window
- * that holds the slot (a jitter longer than what is left of the window wraps within it), so a run never
- * starts outside the schedule's window.
+ * that holds the slot and before the next slot (a jitter longer than that wraps within it), so a run never
+ * starts outside the schedule's window, nor after the next slot — a window can move a slot to its opening,
+ * close to the next one, and a run past the next slot would count that slot missed.
  */
 export function runStart(s: PolicySchedule, slotMs: number, jitter: number): number {
   const w = parseWindow(s.window);
   if (!w || jitter <= 0) return slotMs + jitter;
-  const room = windowCloseAt(w, s.timeZone, slotMs) - slotMs;
+  const room = Math.min(windowCloseAt(w, s.timeZone, slotMs), nextSlot(s, slotMs)) - slotMs;
   return room > 0 ? slotMs + (jitter % room) : slotMs;
 }
 

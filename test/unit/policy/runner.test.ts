@@ -14,7 +14,7 @@ import { SAFETY_PASS_MS } from "../../../src/coordinator/scheduler/wake-timer";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
-import { Policy, RetentionRule } from "../../../src/gen/rbdbackup/v1/policy";
+import { Policy, PolicySchedule, RetentionRule } from "../../../src/gen/rbdbackup/v1/policy";
 import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
 import { until } from "../../helpers/wait";
 import { Harness, vol } from "../coordinator/harness";
@@ -56,7 +56,14 @@ describe("policy runner", () => {
   let images: string[];
   let runner: PolicyRunner;
 
+  /** Runs once, at the next probe (while RunPolicyNow awaits its agents). */
+  let onProbe: (() => void) | undefined;
   const srcAnswer = (req: CallRequest): Answer => {
+    if (req.$case === "probe") {
+      const f = onProbe;
+      onProbe = undefined;
+      f?.();
+    }
     if (req.$case === "probe")
       return {
         $case: "probe",
@@ -86,6 +93,7 @@ describe("policy runner", () => {
     h = new Harness();
     h.t = Date.UTC(2026, 11, 1, 0, 0, 10);
     images = [];
+    onProbe = undefined;
     h.connect("agent-a", "a").answer = srcAnswer;
     h.connect("agent-b", "b").answer = srcAnswer;
     runner = newRunner();
@@ -93,6 +101,70 @@ describe("policy runner", () => {
   afterEach(() => {
     runner.stop();
     h.close();
+  });
+
+  it("RunPolicyNow changes only the record's last job: a schedule change and a failure settled while it probed stay", async () => {
+    h.catalog.policies.insertPolicy(policy({ schedule: PolicySchedule.fromPartial({ intervalSeconds: 86_400 }) }));
+    await runner.tick();
+    const daily = record()?.nextSlotAt;
+    onProbe = () => {
+      // UpdatePolicy lands while RunPolicyNow awaits its probes: the record gets the new schedule's slot.
+      const p = h.catalog.policies.getPolicy("gold") as Policy;
+      const schedule = PolicySchedule.fromPartial({ intervalSeconds: INTERVAL });
+      h.catalog.policies.updatePolicy({ ...p, schedule, revision: p.revision + 1 });
+      runner.changed("gold");
+    };
+    const r = await runner.runNow(h.catalog.policies.getPolicy("gold") as Policy);
+    assert.equal(r.jobIds.length, 1);
+    const rec = record();
+    assert.ok(rec && daily);
+    assert.ok(rec.nextSlotAt < daily, "the new schedule's next slot is kept, not the daily one read before");
+    assert.equal(rec.lastJobId, r.jobIds[0]);
+
+    // A failed run: the next RunPolicyNow counts it before it replaces the record's last job.
+    const failed = jobs().at(-1) as JobRecord;
+    h.catalog.updateJob({ ...failed, state: JobState.JOB_STATE_FAILED, errorMessage: "boom", finishedAt: h.t });
+    await runner.runNow(h.catalog.policies.getPolicy("gold") as Policy);
+    assert.equal(record()?.consecutiveFailures, 1, "the failure is counted");
+    assert.match(record()?.lastError ?? "", /boom/);
+  });
+
+  it("a policy made again under a deleted policy's name does not apply its retention to the old policy's backups", async () => {
+    h.catalog.policies.insertPolicy(
+      policy({ retention: RetentionRule.fromPartial({ keepLast: 10 }), createdAt: new Date(h.t) }),
+    );
+    await runner.tick();
+    for (let i = 0; i < 3; i++) {
+      h.t = (record()?.nextRunAt ?? 0) + 1;
+      await runner.tick();
+      finishAll();
+      h.t += 1000;
+      await runner.tick();
+    }
+    const old = jobs().map((j) => j.backupId);
+    assert.equal(old.length, 3);
+    h.catalog.policies.deletePolicy("gold");
+    runner.changed("gold");
+    h.t += 1000;
+    h.catalog.policies.insertPolicy(
+      policy({ retention: RetentionRule.fromPartial({ keepLast: 1 }), createdAt: new Date(h.t) }),
+    );
+    runner.changed("gold");
+    await runner.tick();
+    for (let i = 0; i < 2; i++) {
+      h.t = (record()?.nextRunAt ?? 0) + 1;
+      await runner.tick();
+      finishAll();
+      h.t += 1000;
+      await runner.tick();
+    }
+    const deleted = jobs(JobKind.JOB_KIND_DELETE).map((d) => d.backupId);
+    assert.deepEqual(
+      old.filter((id) => deleted.includes(id)),
+      [],
+      "the deleted policy's backups stay",
+    );
+    assert.equal(deleted.length, 1, "its own first backup goes (keep_last 1)");
   });
 
   it("queues one backup per slot, keyed by (policy, volume, slot); a retried tick queues nothing", async () => {

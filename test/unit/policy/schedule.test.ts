@@ -300,6 +300,16 @@ describe("runStart (slot + jitter, inside the window)", () => {
     const at = runStart(ny, late, 45 * 60_000);
     assert.ok(at >= late && at < T("2026-12-01T11:00:00Z"), `starts at ${iso(at)}, before 06:00 local`);
   });
+
+  it("a slot the window moved to its opening, close to the next slot: the run starts before that next slot", () => {
+    // Every 30 min, window 23:50–01:00: the 23:30 slot opens at 23:50, 10 minutes before the 00:00 slot.
+    const s = sched({ intervalSeconds: 1800, jitterSeconds: 1500, window: { start: "23:50", end: "01:00" } });
+    const slot = T("2026-12-01T23:50:00Z");
+    for (let j = 0; j < 25 * 60_000; j += 60_000) {
+      const at = runStart(s, slot, j);
+      assert.ok(at >= slot && at < T("2026-12-02T00:00:00Z"), `jitter ${j / 60_000} min starts at ${iso(at)}`);
+    }
+  });
 });
 
 describe("periodMs", () => {
