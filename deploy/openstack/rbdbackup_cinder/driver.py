@@ -272,16 +272,33 @@ class RbdbackupBackupDriver(driver.BackupDriver):
 
     def delete_backup(self, backup) -> None:
         rid = rbdbackup_id(backup)
-        if not rid:
-            LOG.warning("Backup %s has no rbdbackup backup: nothing to delete.", backup.id)
-            return
         try:
+            if not rid:
+                # CreateBackup's answer never came (cinder-backup stopped, or the call failed after its job
+                # was made): the backup that job made carries this Cinder backup's id in its volume metadata.
+                orphan = self._made_for(backup)
+                if orphan is None:
+                    LOG.warning("Backup %s has no rbdbackup backup: nothing to delete.", backup.id)
+                    return
+                rid = orphan.id
+                LOG.warning("Backup %(id)s recorded no rbdbackup backup; %(rid)s was made for it: deleting that.",
+                            {"id": backup.id, "rid": rid})
             found = self.client.get_backup(rid)
+            if found.status == pb.BACKUP_STATUS_CREATING and found.job_id:
+                # Still being made: its job is cancelled (a cancelled backup leaves nothing), or ends anyway.
+                ended = self.client.wait(self.client.cancel_job(found.job_id), timeout=CONF.rbdbackup_job_timeout,
+                                         raise_on_failure=False)
+                LOG.info("The job making rbdbackup backup %(rid)s ended %(s)s.",
+                         {"rid": rid, "s": pb.JobState.Name(ended.state)})
+                found = self.client.get_backup(rid)
             if found.status in (pb.BACKUP_STATUS_DELETED, pb.BACKUP_STATUS_FAILED):
                 LOG.warning("rbdbackup backup %(rid)s of backup %(id)s is already %(s)s.",
                             {"rid": rid, "id": backup.id, "s": pb.BackupStatus.Name(found.status)})
                 return
-            job = self.client.delete_backup(rid, idempotency_key=f"cinder-delete-{backup.id}")
+            # A key of its own per call: a key names one job forever, and a delete that failed must be
+            # possible again (the client's own retries within this call reuse it).
+            key = f"cinder-delete-{backup.id}-{uuid.uuid4().hex[:12]}"
+            job = self.client.delete_backup(rid, idempotency_key=key)
             self._follow(job, _("delete of backup %s") % backup.id, cancel=False)
         except RbdbackupError as e:
             if e.code.name == "NOT_FOUND":
@@ -291,6 +308,13 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             raise exception.BackupOperationError(str(e)) from None
         LOG.debug("Delete of backup '%(backup)s' for volume '%(volume)s' finished.",
                   {"backup": backup.id, "volume": backup.volume_id})
+
+    def _made_for(self, backup) -> Optional[pb.Backup]:
+        """The rbdbackup backup a job made for Cinder backup `backup` (its id in the volume metadata)."""
+        for b in self.client.list_backups(volume_id=backup.volume_id):
+            if b.volume_metadata.get(metadata.BACKUP_KEY) == backup.id:
+                return b
+        return None
 
     # --- records --------------------------------------------------------------------------------
 

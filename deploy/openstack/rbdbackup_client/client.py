@@ -26,6 +26,13 @@ from .errors import JobFailed, RbdbackupError
 T = TypeVar("T")
 LEADER_TRAILER = "rbdbackup-leader"
 FINAL_STATES = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
+# Statuses a retryable call is retried on (Client.call).
+RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# HTTP/2 keepalive of the channels: a ping after 30 s without a frame, the connection dropped 10 s later.
+KEEPALIVE_TIME_MS = 30_000
+KEEPALIVE_TIMEOUT_MS = 10_000
+# Longest single WatchJob stream, seconds (then a new one).
+WATCH_STREAM_S = 300.0
 
 
 def _in_native_thread(fn: Callable[[], T]) -> T:
@@ -86,7 +93,16 @@ class Client:
         if address not in self._channels:
             # WatchJob streams on the calling thread: grpcio's default runs a Python "channel spin" thread
             # per stream, which eventlet turns into a green thread that never runs (a hang).
-            opts = [(grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]
+            opts = [
+                (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
+                # A coordinator whose host died, or a network that split without closing the connection,
+                # is noticed in ~40 s: a WatchJob stream is quiet while its job does not change. (The
+                # coordinator accepts pings every 5 s or more.)
+                ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+                ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
+            ]
             if self._credentials is None:
                 channel = grpc.insecure_channel(address, options=opts)
             else:
@@ -113,8 +129,10 @@ class Client:
         return addrs[(addrs.index(failed) + 1) % len(addrs)] if failed in addrs else addrs[0]
 
     def call(self, method: str, request, retry: bool = True, timeout: Optional[float] = None):
-        """One unary BackupService call by name; retries UNAVAILABLE (when `retry`), else raises
-        RbdbackupError with the status."""
+        """One unary BackupService call by name; when `retry` (a read, or a call with an idempotency key:
+        the same key returns the same job), retries UNAVAILABLE and DEADLINE_EXCEEDED — a CreateBackup
+        that probes both clusters may pass its deadline after its job was made, and only a retry learns
+        that job — else raises RbdbackupError with the status."""
         attempts = self.config.attempts if retry else 1
         last: Optional[RbdbackupError] = None
         for attempt in range(1, attempts + 1):
@@ -127,13 +145,14 @@ class Client:
             except grpc.RpcError as e:
                 code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
                 last = RbdbackupError(code, e.details() if hasattr(e, "details") else str(e), address, method)
-                if code != grpc.StatusCode.UNAVAILABLE or attempt == attempts:
+                if code not in RETRIED or attempt == attempts:
                     raise last from None
                 leader = _leader_of(e)
                 if leader and leader != address:
                     self._current = leader  # a standby named the leader: go there without waiting
                     continue
-                self._current = self._next_address(address)
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    self._current = self._next_address(address)  # a slow coordinator is asked again
                 sleep(backoff_delay(attempt, self.config.backoff_base, self.config.backoff_max))
         assert last is not None
         raise last
@@ -188,8 +207,9 @@ class Client:
     def _watch(self, job_id: str, remaining: float, on_event: Callable[[pb.Job], None]) -> Optional[pb.Job]:
         """One WatchJob stream: the final job, or None when the stream ended early."""
         address = self._current
+        # At most WATCH_STREAM_S per stream, then a new one (WatchJob sends the job as it is first).
         stream: Iterable[pb.JobEvent] = self._stub(address).WatchJob(
-            pb.WatchJobRequest(job_id=job_id), timeout=remaining, metadata=self._metadata
+            pb.WatchJobRequest(job_id=job_id), timeout=min(remaining, WATCH_STREAM_S), metadata=self._metadata
         )
         try:
             for event in stream:

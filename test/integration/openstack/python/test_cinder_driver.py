@@ -279,6 +279,31 @@ class BackupRecordedFirstTest(DriverTestCase):
         self.assertEqual(pb.BACKUP_STATUS_DELETED, self.driver.client.get_backup(made[0].backup_id).status)
 
 
+    def test_a_backup_whose_create_answer_never_came_is_found_by_its_cinder_id_and_deleted(self):
+        # CreateBackup made the job, but its answer was lost: the Cinder backup records no rbdbackup id.
+        # delete_backup finds the backup by the Cinder id in its volume metadata: a job still running is
+        # cancelled (nothing left), a finished one's backup is deleted.
+        vol = self.volume(writes=1)
+        b = self.cinder_backup(vol)
+        real = self.driver.client.create_backup
+        made = []
+
+        def answer_lost(req):
+            made.append(real(req))
+            raise RbdbackupError(grpc.StatusCode.DEADLINE_EXCEEDED, "the answer was lost (injected)")
+
+        self.driver.client.create_backup = answer_lost
+        try:
+            self.assertRaises(exception.BackupDriverException, self.driver.backup, b, self.volume_file(vol))
+        finally:
+            self.driver.client.create_backup = real
+        saved = objects.Backup.get_by_id(self.ctxt, b.id)
+        self.assertIsNone(rbdbackup_id(saved), "nothing recorded")
+        self.driver.delete_backup(saved)
+        left = self.driver.client.get_backup(made[0].backup_id)
+        self.assertIn(left.status, (pb.BACKUP_STATUS_DELETED, pb.BACKUP_STATUS_FAILED), pb.BackupStatus.Name(left.status))
+
+
 class SetupAndOptionsTest(DriverTestCase):
     def test_drivers_share_one_client(self):
         # Cinder makes a driver per operation and never closes it: one client (its channels) per process.
