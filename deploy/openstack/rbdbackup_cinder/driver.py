@@ -286,8 +286,13 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             found = self.client.get_backup(rid)
             if found.status == pb.BACKUP_STATUS_CREATING and found.job_id:
                 # Still being made: its job is cancelled (a cancelled backup leaves nothing), or ends anyway.
-                ended = self.client.wait(self.client.cancel_job(found.job_id), timeout=CONF.rbdbackup_job_timeout,
-                                         raise_on_failure=False)
+                try:
+                    job = self.client.cancel_job(found.job_id)
+                except RbdbackupError as e:
+                    if e.code.name != "FAILED_PRECONDITION":  # the job ended meanwhile
+                        raise
+                    job = self.client.get_job(found.job_id)
+                ended = self.client.wait(job, timeout=float(CONF.rbdbackup_job_timeout), raise_on_failure=False)
                 LOG.info("The job making rbdbackup backup %(rid)s ended %(s)s.",
                          {"rid": rid, "s": pb.JobState.Name(ended.state)})
                 found = self.client.get_backup(rid)
