@@ -23,9 +23,10 @@ backup id is the idempotency key of CreateBackup, so a repeated call never makes
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from oslo_log import log as logging
 
@@ -45,17 +46,33 @@ GiB = 1 << 30
 # operation and never closes it: each would open its own channels and TLS connections, left open until
 # garbage collection. Client.close() only drops the channels (the next call reopens them), so a caller
 # that closes the shared client breaks nothing.
-_clients: Dict[str, Client] = {}
+# A client reads its TLS files once: when one of them changes on disk (a renewed certificate), the
+# next driver gets a new client that reads them again.
+_clients: Dict[str, Tuple[Client, tuple]] = {}
 _clients_lock = threading.Lock()
+
+
+def _files_stamp(config) -> tuple:
+    """When the client's TLS files last changed (0: not configured, -1: unreadable)."""
+    out = []
+    for path in (config.ca_file, config.cert_file, config.key_file):
+        try:
+            out.append(os.stat(path).st_mtime_ns if path else 0)
+        except OSError:
+            out.append(-1)
+    return tuple(out)
 
 
 def _shared_client(config) -> Client:
     key = repr(config)  # a dataclass: every field
+    stamp = _files_stamp(config)
     with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = Client(config)
-        return client
+        entry = _clients.get(key)
+        if entry is None or entry[1] != stamp:
+            if entry is not None:
+                entry[0].close()  # its channels go; a call still using it reopens them
+            entry = _clients[key] = (Client(config), stamp)
+        return entry[0]
 
 
 def _service_metadata(backup) -> dict:

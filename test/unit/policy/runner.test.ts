@@ -89,6 +89,17 @@ describe("policy runner", () => {
     }
   };
 
+  /** `n` slots of "gold" for v1 run and finish, each settled by the tick after it. */
+  const runSlots = async (n: number) => {
+    for (let i = 0; i < n; i++) {
+      h.t = (record()?.nextRunAt ?? 0) + 1;
+      await runner.tick();
+      finishAll();
+      h.t += 1000;
+      await runner.tick();
+    }
+  };
+
   beforeEach(() => {
     h = new Harness();
     h.t = Date.UTC(2026, 11, 1, 0, 0, 10);
@@ -134,13 +145,7 @@ describe("policy runner", () => {
       policy({ retention: RetentionRule.fromPartial({ keepLast: 10 }), createdAt: new Date(h.t) }),
     );
     await runner.tick();
-    for (let i = 0; i < 3; i++) {
-      h.t = (record()?.nextRunAt ?? 0) + 1;
-      await runner.tick();
-      finishAll();
-      h.t += 1000;
-      await runner.tick();
-    }
+    await runSlots(3);
     const old = jobs().map((j) => j.backupId);
     assert.equal(old.length, 3);
     h.catalog.policies.deletePolicy("gold");
@@ -151,13 +156,7 @@ describe("policy runner", () => {
     );
     runner.changed("gold");
     await runner.tick();
-    for (let i = 0; i < 2; i++) {
-      h.t = (record()?.nextRunAt ?? 0) + 1;
-      await runner.tick();
-      finishAll();
-      h.t += 1000;
-      await runner.tick();
-    }
+    await runSlots(2);
     const deleted = jobs(JobKind.JOB_KIND_DELETE).map((d) => d.backupId);
     assert.deepEqual(
       old.filter((id) => deleted.includes(id)),

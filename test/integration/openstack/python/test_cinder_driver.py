@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import socket
 import uuid
@@ -312,6 +313,18 @@ class SetupAndOptionsTest(DriverTestCase):
         self.assertIs(a.client, b.client)
         a.client.close()  # as a test's cleanup does: the next call reopens its channel
         b.check_for_setup_error()
+
+    def test_a_renewed_certificate_file_gets_a_new_client(self):
+        # A client reads its TLS files once: after one changes on disk, the next driver reads them again.
+        a = RbdbackupBackupDriver(self.ctxt)
+        first = a.client
+        st = os.stat(CFG["cert"])
+        os.utime(CFG["cert"], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        self.addCleanup(os.utime, CFG["cert"], ns=(st.st_atime_ns, st.st_mtime_ns))
+        b = RbdbackupBackupDriver(self.ctxt)
+        self.assertIsNot(first, b.client)
+        b.check_for_setup_error()
+        self.assertIs(b.client, RbdbackupBackupDriver(self.ctxt).client, "the same files: the same client")
 
     def test_check_for_setup_error(self):
         self.driver.check_for_setup_error()
