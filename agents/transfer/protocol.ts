@@ -235,6 +235,10 @@ export function segments(buf: Buffer, offset: number): Segment[] {
   return out;
 }
 
+/** Whether a transfer of this kind makes a backup (FULL or INCREMENTAL), not a restore. */
+export const isBackupKind = (kind: TransferKind): boolean =>
+  kind === TransferKind.BACKUP_FULL || kind === TransferKind.BACKUP_INCREMENTAL;
+
 export function validName(value: string, what: string, { allowEmpty = false } = {}): string {
   if (typeof value !== "string") throw invalidArgument(`${what} must be a string`);
   if (value === "" && !allowEmpty) throw invalidArgument(`${what} must not be empty`);
@@ -294,8 +298,7 @@ export function validateHeader(h: TransferHeader | undefined): TransferHeader {
   if (!Number.isSafeInteger(h.imageSize) || h.imageSize <= 0) {
     throw invalidArgument("header.image_size must be a positive integer below 2^53");
   }
-  const backup = h.kind === TransferKind.BACKUP_FULL || h.kind === TransferKind.BACKUP_INCREMENTAL;
-  if (backup) {
+  if (isBackupKind(h.kind)) {
     if (!isUuid(h.backupId)) throw invalidArgument("header.backup_id must be a lowercase UUID for a backup");
     validName(h.toSnapshot, "header.to_snapshot");
     // The snapshot names its backup (what the capability allows is a backup id, not a snapshot name):

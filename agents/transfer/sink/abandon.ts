@@ -6,8 +6,9 @@
  * was cancelled (`discardHeldInto`, the coordinator's discard_held call).
  */
 import type { Logger } from "../../../src/common/log";
-import { type TransferHeader, TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
+import type { TransferHeader } from "../../../src/gen/rbdbackup/v1/transfer";
 import type { JournalEntry } from "../journal";
+import { isBackupKind } from "../protocol";
 import { imageWhere } from "./footprint";
 import type { SinkCluster, SinkDeps, SinkIoCtx } from "./ports";
 import { recoverOne } from "./recovery";
@@ -20,9 +21,14 @@ async function undo(deps: Deps, io: SinkIoCtx, e: JournalEntry, done: string[]):
   await deps.journal.remove(e.transferId);
 }
 
+type Where = { pool: string; namespace: string; image: string };
+
+/** Whether journal entry `e` is a transfer into the image `d` names (image "": any backup's of its pool). */
+const isInto = (e: JournalEntry, d: Where): boolean =>
+  e.pool === d.pool && e.namespace === d.namespace && (d.image === "" ? isBackupKind(e.kind) : e.image === d.image);
+
 /** Whether journal entry `e` is a transfer held for a resume into the image `d` names. */
-export const isHeldInto = (e: JournalEntry, d: { pool: string; namespace: string; image: string }): boolean =>
-  !!e.heldUntil && e.pool === d.pool && e.namespace === d.namespace && e.image === d.image;
+export const isHeldInto = (e: JournalEntry, d: Where): boolean => !!e.heldUntil && isInto(e, d);
 
 /** A retry starting over (no resume_offset) into `h`'s image: the checkpoint kept for it goes first. */
 export async function discardHeld(deps: Deps, io: SinkIoCtx, h: TransferHeader, log: Logger): Promise<void> {
@@ -64,15 +70,8 @@ export function sweepLeftovers(deps: Deps, now = Date.now(), graceMs = LEFTOVER_
  * image of that pool and namespace (a cancelled backup, whose image its source agent chose). One still
  * winding down is not held when it ends (rememberDiscard). Returns what it did.
  */
-export function discardHeldInto(
-  deps: Deps,
-  where: { pool: string; namespace: string; image: string },
-  backupId: string,
-): Promise<string[]> {
-  const backup = (e: JournalEntry) => e.kind === TransferKind.BACKUP_FULL || e.kind === TransferKind.BACKUP_INCREMENTAL;
-  const here = (e: JournalEntry) => e.pool === where.pool && e.namespace === where.namespace;
-  const into = (e: JournalEntry) => here(e) && (where.image === "" ? backup(e) : e.image === where.image);
-  const match = (e: JournalEntry) => into(e) && e.backupId === backupId;
+export function discardHeldInto(deps: Deps, where: Where, backupId: string): Promise<string[]> {
+  const match = (e: JournalEntry) => isInto(e, where) && e.backupId === backupId;
   // A transfer still winding down (not held yet) is cleaned up instead of held when it ends.
   rememberDiscard(match);
   return undoHeld(deps, match, "discarded: its job was cancelled");

@@ -9,9 +9,9 @@
 import { alreadyExists } from "../../../src/common/errors";
 import { metaObjectName } from "../../../src/common/ids";
 import type { Logger } from "../../../src/common/log";
-import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
 import { digestsObjectName } from "../digests";
+import { isBackupKind } from "../protocol";
 import { writeDigests } from "./digests";
 import type { Footprint } from "./footprint";
 import { applyImageMeta, INCOMPLETE_KEY } from "./image-ops";
@@ -21,7 +21,7 @@ export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Lo
   const h = fp.h;
   const image = fp.image as SinkImage;
   const io = fp.io as SinkIoCtx;
-  if (h.kind === TransferKind.BACKUP_FULL || h.kind === TransferKind.BACKUP_INCREMENTAL) {
+  if (isBackupKind(h.kind)) {
     // The digest map and the metadata object are created side by side, both exclusively (neither counts
     // without the snapshot); both settle before a failure is thrown, so cleanup sees what exists and
     // removes only what this transfer made. A backup id that is not this transfer's (its metadata object
@@ -32,15 +32,13 @@ export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Lo
       await deps.journal.write(fp.journal);
     }
     const [digests, meta] = await Promise.allSettled([writeDigests(fp), createMeta(deps, io, fp)]);
-    const ours = fp.metaCreated;
-    if (digests.status === "rejected" && ours && !isCephError(digests.reason, "EEXIST")) fp.digestsCreated = true; // a create that failed may have gone through: this backup's to remove
+    const taken = digests.status === "rejected" && isCephError(digests.reason, "EEXIST");
+    // A create that failed otherwise may have gone through: this backup's to remove, once the id is its own.
+    if (digests.status === "rejected" && !taken && fp.metaCreated) fp.digestsCreated = true;
     if (meta.status === "rejected") throw meta.reason;
     if (digests.status === "rejected") {
-      if (!ours || !isCephError(digests.reason, "EEXIST")) {
-        if (isCephError(digests.reason, "EEXIST"))
-          throw alreadyExists(`${digestsObjectName(h.backupId)} already exists (backup id reused?)`);
-        throw digests.reason;
-      }
+      if (!taken) throw digests.reason;
+      if (!fp.metaCreated) throw alreadyExists(`${digestsObjectName(h.backupId)} already exists (backup id reused?)`);
       // The id is this transfer's: the map there is an earlier attempt's of this backup, written over.
       await writeDigests(fp, { overwrite: true });
     }

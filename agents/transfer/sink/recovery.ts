@@ -13,6 +13,7 @@ import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
 import { digestsObjectName } from "../digests";
 import type { JournalEntry } from "../journal";
+import { isBackupKind } from "../protocol";
 import { RESUME_KEY } from "./checkpoint";
 import { imageWhere } from "./footprint";
 import { headDiffers, INCOMPLETE_KEY, removeImageRetrying } from "./image-ops";
@@ -134,6 +135,5 @@ export async function recoverOne(io: SinkIoCtx, e: JournalEntry, where: string, 
 async function removeUncommitted(io: SinkIoCtx, e: JournalEntry): Promise<void> {
   if (!e.metaCreated || !e.backupId) return;
   await io.objRemove(metaObjectName(e.backupId)).catch(() => {});
-  const backup = e.kind === TransferKind.BACKUP_FULL || e.kind === TransferKind.BACKUP_INCREMENTAL;
-  if (backup) await io.objRemove(digestsObjectName(e.backupId)).catch(() => {});
+  if (isBackupKind(e.kind)) await io.objRemove(digestsObjectName(e.backupId)).catch(() => {});
 }

@@ -18,7 +18,7 @@ import type { ResumePointResponse, TransferHeader } from "../../../src/gen/rbdba
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
 import type { JournalEntry } from "../journal";
-import { validateHeader } from "../protocol";
+import { isBackupKind, validateHeader } from "../protocol";
 import { discardHeld, isHeldInto } from "./abandon";
 import {
   baseOf,
@@ -70,7 +70,7 @@ export async function findHeld(deps: Deps, io: SinkIoCtx, h: TransferHeader): Pr
     if (entry.createdImage && (await img.metaGet(INCOMPLETE_KEY)) !== entry.transferId) {
       return { reason: `${where} changed since the checkpoint (its incomplete marker is not the transfer's)` };
     }
-    if (h.kind === TransferKind.BACKUP_INCREMENTAL || h.kind === TransferKind.BACKUP_FULL) {
+    if (isBackupKind(h.kind)) {
       const names = new Set((await img.snapList()).map((s) => s.name));
       if (names.has(h.toSnapshot)) return { reason: `${where} already holds ${h.toSnapshot}: that backup committed` };
       if (h.kind === TransferKind.BACKUP_INCREMENTAL && !names.has(h.fromSnapshot))

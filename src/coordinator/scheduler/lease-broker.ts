@@ -38,8 +38,7 @@ export class LeaseBroker {
     // of it and take the process down — the time is owed and given back by the next tick's expire().
     this.stall?.start((ms) => {
       try {
-        this.#giveBack(this.#owed + ms);
-        this.#owed = 0;
+        this.#payBack(ms);
       } catch (err) {
         this.#owed += ms;
         this.ctx.log.warn("could not give running leases a stall's time back yet (the catalog failed)", { err });
@@ -49,6 +48,14 @@ export class LeaseBroker {
 
   /** Stall time not yet given back (the catalog failed when the watch reported it). */
   #owed = 0;
+
+  /** Gives `ms` of stall back to the running leases, with what is still owed. */
+  #payBack(ms: number): void {
+    const stalled = ms + this.#owed;
+    if (stalled <= 0) return;
+    this.#giveBack(stalled);
+    this.#owed = 0;
+  }
 
   stop(): void {
     this.stall?.stop();
@@ -128,11 +135,7 @@ export class LeaseBroker {
   /** Fails the attempts whose lease has expired (the jobs are updated in place). */
   expire(jobs: JobRecord[]): void {
     // A stall just ended (this pass's timer may run before the watch's): its time is given back first.
-    const stalled = (this.stall?.take() ?? 0) + this.#owed;
-    if (stalled > 0) {
-      this.#giveBack(stalled);
-      this.#owed = 0;
-    }
+    this.#payBack(this.stall?.take() ?? 0);
     this.#forgetEnded(jobs);
     const now = this.ctx.now();
     for (const j of jobs) {

@@ -14,7 +14,7 @@ import type { FakeAgentSession } from "../../helpers/fake-agent";
 import { Harness, vol } from "./harness";
 
 const { JOB_STATE_QUEUED: QUEUED, JOB_STATE_RUNNING: RUNNING } = JobState;
-const { JOB_STATE_SUCCEEDED: SUCCEEDED, JOB_STATE_FAILED: FAILED } = JobState;
+const { JOB_STATE_SUCCEEDED: SUCCEEDED, JOB_STATE_FAILED: FAILED, JOB_STATE_CANCELLED: CANCELLED } = JobState;
 
 const callsTo = (s: FakeAgentSession): CallRequest[] =>
   s.sent.flatMap((m) => (m.$case === "call" && m.value.request ? [m.value.request] : []));
@@ -136,5 +136,21 @@ describe("scheduler: restores are confirmed by their target cluster", () => {
     const j = h.job(r.id);
     assert.equal(j.errorCode, "INTERNAL");
     assert.match(j.errorMessage, /reported a restore done without its result/);
+  });
+
+  it("a restore cancelled while its report was confirmed, whose confirmation then timed out: CANCELLED, never run again", async () => {
+    const r = await leasedRestore(h);
+    h.disconnect(a1); // the target cluster's agent away: the confirmation waits
+    h.outcome(b1, r.id, Status.OK, "", { $case: "restore", value: result(8 << 20) });
+    await h.settle();
+    h.scheduler.cancel(h.job(r.id));
+    h.advance(h.cfg.confirmTimeoutMs + 1);
+    h.tick();
+    await h.settle();
+    assert.equal(h.job(r.id).state, CANCELLED);
+    h.connect("a1", "a");
+    h.advance(120_000);
+    h.tick();
+    assert.equal(b1.leases().filter((l) => l.jobId === r.id).length, 1, "the restore was not leased again");
   });
 });

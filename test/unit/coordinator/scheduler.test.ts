@@ -437,30 +437,6 @@ describe("scheduler", () => {
       assert.equal(all(), 900_000, "the failed confirmation's attempt still counts its bytes");
     });
 
-    it("a restore cancelled while its report was confirmed, whose confirmation then timed out: CANCELLED, never run again", async () => {
-      const j = h.queueBackup(vol("v1"));
-      h.tick();
-      await h.backupDone(a1, j);
-      const r = h.queueRestore(j.backupId, vol("v1-restored"));
-      h.tick();
-      assert.equal(b1.lease(r.id).operation?.$case, "restore");
-      h.disconnect(a1); // the target cluster's agent away: the confirmation waits
-      h.outcome(b1, r.id, Status.OK, "", {
-        $case: "restore",
-        value: RestoreResult.fromPartial({ imageSize: 8 << 20 }),
-      });
-      await h.settle();
-      h.scheduler.cancel(h.job(r.id));
-      h.advance(h.cfg.confirmTimeoutMs + 1);
-      h.tick();
-      await h.settle();
-      assert.equal(h.job(r.id).state, CANCELLED);
-      h.connect("a1", "a");
-      h.advance(120_000);
-      h.tick();
-      assert.equal(b1.leases().filter((l) => l.jobId === r.id).length, 1, "the restore was not leased again");
-    });
-
     it("a backup cancelled between attempts, and a restore cut short before its cancel reached it: discard_held asked", async () => {
       const asked: CallRequest[] = [];
       const b2 = h.connect("b2", "b", 4, ["discard_held"]);
