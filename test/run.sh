@@ -100,10 +100,18 @@ fi
 # daemon that crashed (the lines above scroll out of view).
 if [ "$status" -ne 0 ]; then
   echo "===== failed tests (node --test exit $status) =====" >&2
+  # The lines under error:, expected: and actual: too (an assertion's message and its values are YAML
+  # blocks there), a few of each.
   awk '
-    /^ *not ok [0-9]+ - / { print; n = 0; inblock = 1; next }
-    inblock && /^ *(ok|not ok|# Subtest:) / { inblock = 0 }
-    inblock && /^ *(location|failureType|error|code|expected|actual):/ && n < 8 { print; n++ }
+    function indent(l) { match(l, /^ */); return RLENGTH }
+    /^ *not ok [0-9]+ - / { print; n = 0; inblock = 1; under = 0; next }
+    inblock && /^ *(ok|not ok|# Subtest:) / { inblock = 0; under = 0 }
+    inblock && under && indent($0) > keyindent { if (shown++ < 12) print; next }
+    { under = 0 }
+    inblock && /^ *(location|failureType|error|code|expected|actual):/ && n < 8 {
+      print; n++
+      if ($0 ~ /^ *(error|expected|actual):/) { under = 1; shown = 0; keyindent = indent($0) }
+    }
   ' "$tap" >&2 || true
   # Crash reports, each header with the stack under it (the frames say where; the header alone does
   # not): the daemons' first, then the test processes'; throw-trace's last (the thrower's own frames, the
@@ -113,6 +121,7 @@ if [ "$status" -ne 0 ]; then
     shift
     awk -v pattern="$pattern" '
       FNR == 1 { reports = 0; frames = 0 }
+      /^ *(# Subtest:|ok [0-9]+ - |not ok [0-9]+ - )/ { frames = 0; next } # a test title, not a crash
       $0 ~ pattern {
         if (++reports > 3) nextfile
         print FILENAME ": " $0; frames = 1; next

@@ -205,7 +205,13 @@ describe("coordinator: source snapshot hygiene and restore fidelity", () => {
       });
       const done = await succeeded(c, rj.id);
       assert.deepEqual(done.restore?.warnings ?? [], [], "nothing dropped on a cluster that supports it all");
-      assert.deepEqual(await facts(cluster, spec(target)), layout, `the restore on ${cluster} has the backup's layout`);
+      const got = await facts(cluster, spec(target));
+      // Both in the message, on one line: the run's failure summary prints the message line, not YAML blocks.
+      assert.deepEqual(
+        got,
+        layout,
+        `the restore on ${cluster} has the backup's layout: got ${JSON.stringify(got)}, want ${JSON.stringify(layout)}`,
+      );
       assert.equal(await sha(cluster, spec(target)), sum, `the restore on ${cluster} is byte-identical`);
       assert.equal(layout.size, 16 * MiB);
     }
