@@ -109,18 +109,25 @@ export async function removeMarker(
 /**
  * Creates backup.<id>.meta (exclusive), unless the header carries no metadata. The journal says so
  * first — recovery removes it when the snapshot never came, and a kill between the object and the
- * journal left it behind (then every retry of that backup met "already exists"). Another's object
- * (EEXIST) is unsaid before the error; a failure that may have created it (a timeout) leaves it to
- * cleanup (`metaCreated`; its removal takes a missing object as removed).
+ * journal left it behind (then every retry of that backup met "already exists"). An object already
+ * there that an earlier attempt of this very backup wrote (`earlierAttempts`: a resumed transfer whose
+ * held attempt got that far, or one whose cleanup failed) is written over; another's (EEXIST) is
+ * unsaid before the error; a failure that may have created it (a timeout) leaves it to cleanup
+ * (`metaCreated`; its removal takes a missing object as removed).
  */
 async function createMeta(deps: SinkDeps<SinkCluster>, io: SinkIoCtx, fp: Footprint): Promise<void> {
   const { backupId, metadataJson } = fp.h;
   if (metadataJson.length === 0) return;
   fp.metaCreated = true; // from here it may exist: cleanup removes it unless another's is there
+  const oid = metaObjectName(backupId);
   try {
-    await io.objCreateExclusive(metaObjectName(backupId), Buffer.from(metadataJson));
+    await io.objCreateExclusive(oid, Buffer.from(metadataJson));
   } catch (e) {
     if (!isCephError(e, "EEXIST")) throw e;
+    if (earlierAttempts(await io.objRead(oid).catch(() => null), fp)) {
+      await io.objWriteFull(oid, Buffer.from(metadataJson));
+      return;
+    }
     fp.metaCreated = false;
     if (fp.journal) {
       fp.journal = { ...fp.journal, metaCreated: false };
@@ -128,4 +135,26 @@ async function createMeta(deps: SinkDeps<SinkCluster>, io: SinkIoCtx, fp: Footpr
     }
     throw alreadyExists(`${metaObjectName(backupId)} already exists (backup id reused?)`);
   }
+}
+
+/**
+ * Whether a metadata object already there was written by an earlier attempt of this transfer's
+ * backup: the same backup id, snapshot and base image (a reused backup id names another snapshot or
+ * image). An unreadable or foreign object is not.
+ */
+function earlierAttempts(existing: Buffer | null, fp: Footprint): boolean {
+  if (!existing) return false;
+  let m: { backup_id?: unknown; chain?: { base_image?: unknown; snapshot?: unknown } };
+  try {
+    m = JSON.parse(existing.toString());
+  } catch {
+    return false;
+  }
+  const h = fp.h;
+  return (
+    m?.backup_id === h.backupId &&
+    m.chain?.snapshot === h.toSnapshot &&
+    m.chain?.base_image === h.destination?.image &&
+    h.toSnapshot !== ""
+  );
 }

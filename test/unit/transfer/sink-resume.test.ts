@@ -12,6 +12,7 @@ import { TransferDigest } from "../../../agents/transfer/protocol";
 import { discardHeldInto, recoverInterrupted, resumePoint, runSink, sweepHeld } from "../../../agents/transfer/sink";
 import { parseCheckpoint, RESUME_KEY } from "../../../agents/transfer/sink/checkpoint";
 import { Status, statusOf } from "../../../src/common/errors";
+import { metaObjectName } from "../../../src/common/ids";
 import { type TransferHeader, TransferKind, type TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
 import { until } from "../../helpers/wait";
 import { crc32c } from "./fakes/crc32c";
@@ -66,8 +67,8 @@ function resumedMessages(
 }
 
 /** Runs a resumable full backup until a checkpoint is on disk and the stream hangs; `call` cuts it short. */
-async function checkpointed(d: TestDeps, ceph: FakeCeph) {
-  const h = header({ imageSize: SIZE, chunkSize: CHUNK, resumable: true });
+async function checkpointed(d: TestDeps, ceph: FakeCeph, over: Partial<TransferHeader> = {}) {
+  const h = header({ imageSize: SIZE, chunkSize: CHUNK, resumable: true, ...over });
   const parts = chunkParts(4, CHUNK);
   const feed = new Feed(messages(h, parts), { holdAfter: 3, after: "hang" });
   const call = new AbortController();
@@ -83,8 +84,8 @@ async function checkpointed(d: TestDeps, ceph: FakeCeph) {
 }
 
 /** Runs a resumable full backup that is cut short (the network call aborts) once a checkpoint is on disk. */
-async function cutShort(d: TestDeps, ceph: FakeCeph) {
-  const { h, parts, name, call, running } = await checkpointed(d, ceph);
+async function cutShort(d: TestDeps, ceph: FakeCeph, over: Partial<TransferHeader> = {}) {
+  const { h, parts, name, call, running } = await checkpointed(d, ceph, over);
   call.abort();
   await assert.rejects(running);
   return { h, parts, name };
@@ -245,6 +246,44 @@ describe("resumable transfers: the destination", () => {
     );
     assert.deepEqual([...img.meta.keys()], [], "the incomplete marker and the checkpoint are gone: a complete backup");
     assert.equal(d.journal.entries.size, 0);
+  });
+
+  it("killed in the commit after its metadata object was made: held at the next start; the retry's commit takes that object as its earlier attempt's and writes it over", async () => {
+    const ceph = new FakeCeph("backups");
+    const d = deps(ceph);
+    const backupId = randomUUID();
+    const image = `vol.backup.${backupId}`;
+    const snap = `backup.${backupId}.snap.1`;
+    /** backup.<id>.meta as the source encodes it (agents/engine/backup-header.ts), for one attempt. */
+    const metaOf = (attempt: number, chain = { base_image: image, snapshot: snap }) =>
+      Buffer.from(JSON.stringify({ version: 1, backup_id: backupId, created_at: `attempt ${attempt}`, chain }));
+    const over = { backupId, destination: { pool: "backups", namespace: "", image }, toSnapshot: snap };
+    const { h, parts } = await cutShort(d, ceph, { ...over, metadataJson: metaOf(1) });
+    // As if the agent had died in the commit, its metadata object made, its snapshot not.
+    const objects = ceph.pool("backups").objects;
+    objects.set(metaObjectName(backupId), metaOf(1));
+    for (const e of d.journal.entries.values()) Object.assign(e, { heldUntil: undefined, metaCreated: true });
+    assert.match((await recoverInterrupted(d)).join("\n"), /kept .* for a retry/);
+
+    const retry = { ...h, transferId: randomUUID(), metadataJson: metaOf(2) };
+    const rp = await resumePoint(d, retry);
+    assert.equal(rp.reason, "");
+    const resumed = { ...retry, resumeOffset: rp.offset, resumePrefixDigest: rp.prefixDigest };
+    const summary = await runSink(d, new Feed(resumedMessages(resumed, parts, rp)), undefined, { remote: true });
+    assert.equal(summary.snapshotCreated, snap);
+    assert.equal(objects.get(metaObjectName(backupId))?.toString(), metaOf(2).toString(), "written over by the retry");
+    assert.equal(d.journal.entries.size, 0);
+
+    // Another backup's object under the same id (another snapshot): refused, and left as it was.
+    const ceph2 = new FakeCeph("backups");
+    const d2 = deps(ceph2);
+    const foreign = metaOf(0, { base_image: image, snapshot: `backup.${backupId}.snap.0` });
+    ceph2.pool("backups").objects.set(metaObjectName(backupId), foreign);
+    const h2 = header({ ...over, imageSize: SIZE, chunkSize: CHUNK, metadataJson: metaOf(3) });
+    const err = await runSink(d2, new Feed(messages(h2, chunkParts(4, CHUNK)))).catch((e: unknown) => e);
+    assert.equal(statusOf(err), Status.ALREADY_EXISTS, String(err));
+    assert.equal(ceph2.pool("backups").objects.get(metaObjectName(backupId))?.toString(), foreign.toString());
+    assert.equal(ceph2.pool("backups").images.size, 0, "its image removed");
   });
 
   it("an expired hold is not taken over (the sweep's to undo): the resume is refused, FAILED_PRECONDITION", async () => {
