@@ -10,7 +10,8 @@
  *
  * When it ticks: with no policy verifying, only on soon() (a policy changed; a job finished — Term wires
  * both) and every SAFETY_PASS_MS; with one, each tick also sets the timer to the earliest verification
- * it saw falling due (nextWake), cfg tickMs while one is due but was not queued.
+ * it saw falling due (nextWake); one due whose slot's job exists already (it failed) counts from the
+ * next slot's start, when another may be queued (before, it was polled every cfg tickMs until then).
  */
 import { createHash } from "node:crypto";
 import type { Logger } from "../../common/log";
@@ -107,11 +108,11 @@ export class PolicyVerifyRunner {
           wake.next = Math.min(wake.next, dueAt);
           continue;
         }
-        const id = this.#queue(p, b);
-        if (id) {
+        const q = this.#queue(p, b);
+        if ("id" in q) {
           busy.add(b.id);
-          queued.push(id);
-        } else wake.next = Math.min(wake.next, now + this.deps.tickMs); // due, not queued: polled
+          queued.push(q.id);
+        } else wake.next = Math.min(wake.next, q.nextSlotAt); // this slot's job exists (it failed): the next slot
       }
     }
     if (queued.length) this.deps.scheduler.kick();
@@ -134,13 +135,18 @@ export class PolicyVerifyRunner {
     return last + (p.verify?.intervalSeconds ?? 0) * 1000;
   }
 
-  /** The VERIFY job of `b` for this slot; undefined when the slot's job exists already. */
-  #queue(p: Policy, b: Backup): string | undefined {
+  /**
+   * The VERIFY job of `b` for this slot; when the slot's job exists already (it ended without a
+   * verification: FAILED or CANCELLED), when the next slot starts — the earliest another may be queued.
+   */
+  #queue(p: Policy, b: Backup): { id: string } | { nextSlotAt: number } {
     const s = p.verify;
-    if (!s) return undefined;
-    const slot = Math.floor(this.#now() / (s.intervalSeconds * 1000));
+    const intervalMs = (s?.intervalSeconds ?? 0) * 1000;
+    if (!s || intervalMs <= 0) return { nextSlotAt: this.#now() + SAFETY_PASS_MS }; // tick() picks none such
+    const slot = Math.floor(this.#now() / intervalMs);
+    const taken = { nextSlotAt: (slot + 1) * intervalMs };
     const key = verifyKey(p.name, b.id, slot);
-    if (this.deps.catalog.jobByIdempotencyKey(key)) return undefined;
+    if (this.deps.catalog.jobByIdempotencyKey(key)) return taken;
     const mapless = !b.integrity?.imageDigest;
     const mode = mapless ? VerifyMode.VERIFY_MODE_METADATA : s.mode;
     const percent = mapless ? 0 : s.samplePercent;
@@ -148,10 +154,10 @@ export class PolicyVerifyRunner {
     try {
       this.deps.catalog.insertJob(job);
     } catch (e) {
-      if (isUniqueViolation(e)) return undefined;
+      if (isUniqueViolation(e)) return taken;
       throw e;
     }
     this.deps.log.info("policy verification queued", { policy: p.name, backup: b.id, job: job.id });
-    return job.id;
+    return { id: job.id };
   }
 }
