@@ -145,7 +145,11 @@ describe("policy verify runner", () => {
     h.catalog.updateJob({ ...j, state: JobState.JOB_STATE_FAILED, finishedAt: h.t });
     assert.deepEqual(runner.tick(), [], "the slot's key is taken");
     const nextSlot = (Math.floor(h.t / (HOUR * 1000)) + 1) * HOUR * 1000;
-    assert.equal(runner.nextWake, Math.min(nextSlot, h.t + SAFETY_PASS_MS), "it sleeps until the next slot, not a tick");
+    assert.equal(
+      runner.nextWake,
+      Math.min(nextSlot, h.t + SAFETY_PASS_MS),
+      "it sleeps until the next slot, not a tick",
+    );
     h.advance(HOUR * 1000);
     assert.equal(runner.tick().length, 1);
   });
