@@ -77,8 +77,12 @@ export class PolicyRunner implements PolicyRunnerPort {
   /** soon() was called during a tick: another follows it. */
   #again = false;
 
+  /** When this runner was made: a run that finished before was observed by its predecessor's metrics. */
+  readonly #since: number;
+
   constructor(private readonly deps: PolicyRunnerDeps) {
     this.#now = deps.now ?? Date.now;
+    this.#since = this.#now();
     this.#wake = new WakeTimer(() => this.soon(), { now: this.#now });
     this.#discovery = new Discovery(deps.sessions, deps.cfg.discoveryIntervalMs, deps.log, () => this.soon());
   }
@@ -268,9 +272,14 @@ export class PolicyRunner implements PolicyRunnerPort {
     this.#settled.set(settledKey, id);
     if (!job) return;
     const ok = job.state === JobState.JOB_STATE_SUCCEEDED;
-    this.deps.metrics?.runDuration
-      .labels(p.name, ok ? "succeeded" : "failed")
-      .observe(Math.max(0, (job.finishedAt || now) - job.createdAt) / 1000);
+    // Once per run across restarts and leader changes: a run that ended before this runner existed was
+    // settled (and observed) by the one before it — observed again, a restart added a run to the histogram.
+    const ended = job.finishedAt || now;
+    if (ended >= this.#since) {
+      this.deps.metrics?.runDuration
+        .labels(p.name, ok ? "succeeded" : "failed")
+        .observe(Math.max(0, ended - job.createdAt) / 1000);
+    }
     const mark = `job ${id}: `;
     if (ok) {
       if (rec.consecutiveFailures || rec.lastError) this.#save({ ...rec, consecutiveFailures: 0, lastError: "" }, rec);

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
 import { AppError } from "../../../src/common/errors";
 import type { JobRecord } from "../../../src/coordinator/model";
+import { PolicyMetrics } from "../../../src/coordinator/policy/metrics";
 import { volumeKey } from "../../../src/coordinator/policy/model";
 import { PolicyRunner } from "../../../src/coordinator/policy/runner";
 import { slotKey } from "../../../src/coordinator/policy/slots";
@@ -304,6 +305,46 @@ describe("policy runner", () => {
     assert.equal(js[1]?.idempotencyKey, slotKey("gold", vol("v1"), due));
     assert.equal(record()?.missedRuns, 4);
     assert.ok((record()?.nextRunAt ?? 0) > h.t);
+  });
+
+  it("a run's duration is observed once: a run that ended before a restart is not observed again by the new runner", async () => {
+    const metrics = new PolicyMetrics(() => []);
+    const withMetrics = () =>
+      new PolicyRunner({
+        catalog: h.catalog,
+        store: h.catalog.policies,
+        sessions: h.sessions,
+        scheduler: { kick() {} },
+        log: h.log,
+        cfg: { tickMs: 1000, discoveryIntervalMs: 30_000, minIntervalSeconds: 1 },
+        maxAttempts: 3,
+        now: () => h.t,
+        metrics,
+      });
+    const observed = async (result: string) =>
+      (await metrics.runDuration.get()).values.find(
+        (v) => v.metricName?.endsWith("_count") && v.labels.result === result,
+      )?.value ?? 0;
+    runner.stop();
+    runner = withMetrics();
+    h.catalog.policies.insertPolicy(policy());
+    await runner.tick();
+    h.t = record()?.nextSlotAt ?? 0;
+    await runner.tick();
+    const [j] = jobs();
+    assert.ok(j);
+    h.catalog.updateJob({ ...j, state: JobState.JOB_STATE_FAILED, errorMessage: "boom", finishedAt: h.t });
+    h.t += 1000;
+    await runner.tick();
+    assert.equal(await observed("failed"), 1);
+    assert.equal(record()?.consecutiveFailures, 1);
+    // The coordinator restarts: the new runner settles the same run again, counting nothing twice.
+    runner.stop();
+    h.t += 1000;
+    runner = withMetrics();
+    await runner.tick();
+    assert.equal(await observed("failed"), 1, "not observed again");
+    assert.equal(record()?.consecutiveFailures, 1, "not counted again");
   });
 
   it("retention queues DELETE jobs for what keep_last no longer keeps, once", async () => {
