@@ -39,6 +39,12 @@ export async function removeImageRetrying(
   );
 }
 
+/** Whether any object of `image` exists (whole objects: one object-map comparison with fast-diff). */
+export async function holdsData(image: Pick<SinkImage, "diff">): Promise<boolean> {
+  for await (const batch of image.diff({ batchSize: 1, wholeObject: true })) if (batch.length > 0) return true;
+  return false;
+}
+
 /** True when the head of `image` differs from `snapshot` (data or size). */
 export async function headDiffers(
   image: Pick<SinkImage, "snapList" | "stat" | "diff">,

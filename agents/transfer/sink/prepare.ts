@@ -23,7 +23,7 @@ import type { JournalEntry } from "../journal";
 import { MAX_DISCARD_BYTES, NO_COMMON_SNAPSHOT, RefusalReason, withReason } from "../protocol";
 import { createImageWithFeatures } from "./create-image";
 import type { Footprint } from "./footprint";
-import { headDiffers, INCOMPLETE_KEY } from "./image-ops";
+import { headDiffers, holdsData, INCOMPLETE_KEY } from "./image-ops";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
 
 const RBD_BASE_FEATURES = 1n | 4n | 8n | 16n | 32n; // layering, exclusive-lock, object-map, fast-diff, deep-flatten
@@ -94,6 +94,8 @@ async function createImage(deps: Deps, fp: Footprint, log: Logger): Promise<void
       fp.createdImage = true;
       throw e;
     }
+    // A new volume (RESTORE_NEW, FAILBACK) bears the caller's name: removed only when provably untouched.
+    if (!isCephError(e, "EEXIST")) await removeLostCreate(deps, fp, log);
     await deps.journal.remove(h.transferId);
     fp.journal = undefined;
     if (isCephError(e, "EEXIST")) {
@@ -114,6 +116,48 @@ async function createImage(deps: Deps, fp: Footprint, log: Logger): Promise<void
   // latency, the job no less — the source's snapshot bounds the transfer's start as much.
   await fp.image.metaSet(INCOMPLETE_KEY, h.transferId);
   log.debug("created image", { image: fp.where, size: h.imageSize });
+}
+
+/**
+ * A new volume whose create failed yet may have gone through (an op timeout whose request went through,
+ * a lost reply): left behind, it made the job's retry fail ALREADY_EXISTS and kept the caller's name
+ * taken. It is removed when it is exactly what that create leaves — the size asked, no snapshot, no data,
+ * no other client watching (a name that existed before the create fails EEXIST, not here); otherwise it
+ * stays, logged. Failures here are logged: the create's own error is the one reported.
+ */
+async function removeLostCreate(deps: Deps, fp: Footprint, log: Logger): Promise<void> {
+  const io = ioOf(fp);
+  const name = nameOf(fp);
+  let image: SinkImage;
+  try {
+    image = await io.imageOpen(name);
+  } catch (e) {
+    if (!isCephError(e, "ENOENT"))
+      log.warn("a create failed; whether it made the image is unknown", { image: fp.where, err: e });
+    return;
+  }
+  let untouched = false;
+  try {
+    untouched =
+      (await image.stat()).size === fp.h.imageSize &&
+      (await image.snapList()).length === 0 &&
+      (await image.watchers()).every((w) => isOwnWatch(deps, w)) &&
+      !(await holdsData(image));
+  } catch (e) {
+    log.warn("a create failed, and the image it may have made could not be checked: left", { image: fp.where, err: e });
+  } finally {
+    await image.close().catch(() => {});
+  }
+  if (!untouched) {
+    log.warn("a create failed, and an image of that name is there that it did not leave as is: left", {
+      image: fp.where,
+    });
+    return;
+  }
+  await io.imageRemove(name).then(
+    () => log.info("removed the image a failed create made anyway", { image: fp.where }),
+    (e: unknown) => log.warn("could not remove the image a failed create made anyway", { image: fp.where, err: e }),
+  );
 }
 
 /** BACKUP_INCREMENTAL: the chain's base image, its head at the from-snapshot, at the new size. */
@@ -146,6 +190,10 @@ async function openBaseImage(deps: Deps, fp: Footprint, log: Logger): Promise<vo
   if ((await image.stat()).size !== h.imageSize) await image.resize(h.imageSize);
 }
 
+/** Whether watch `w` is this agent's own (same client instance): its handles are watchers too. */
+const isOwnWatch = (deps: Deps, w: { addr: string; id: number }): boolean =>
+  (deps.clientId !== undefined && w.id === deps.clientId) || sameClientInstance(w.addr, deps.clientAddr);
+
 /**
  * An existing volume is written over only while no other client has it open: a VM, `rbd map` (krbd,
  * rbd-nbd) or any read-write open watches its header, and librbd would hand it the exclusive lock back
@@ -154,9 +202,7 @@ async function openBaseImage(deps: Deps, fp: Footprint, log: Logger): Promise<vo
  */
 export async function refuseInUse(deps: Deps, fp: Footprint, image: SinkImage): Promise<void> {
   if (fp.h.kind === TransferKind.RESTORE_ORIGINAL && fp.h.allowOpen) return; // the caller holds it open itself
-  const mine = (w: { addr: string; id: number }) =>
-    (deps.clientId !== undefined && w.id === deps.clientId) || sameClientInstance(w.addr, deps.clientAddr);
-  const others = (await image.watchers()).filter((w) => !mine(w));
+  const others = (await image.watchers()).filter((w) => !isOwnWatch(deps, w));
   if (others.length === 0) return;
   const who = others.map((w) => `client.${w.id} at ${w.addr}`).join(", ");
   throw failedPrecondition(

@@ -16,7 +16,7 @@ import type { JournalEntry } from "../journal";
 import { isBackupKind } from "../protocol";
 import { RESUME_KEY } from "./checkpoint";
 import { imageWhere } from "./footprint";
-import { headDiffers, INCOMPLETE_KEY, removeImageRetrying } from "./image-ops";
+import { headDiffers, holdsData, INCOMPLETE_KEY, removeImageRetrying } from "./image-ops";
 import { holdAtStart } from "./keep";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
 
@@ -76,12 +76,11 @@ async function fenceDeadClients(deps: Deps, entries: JournalEntry[], done: strin
  * create that timed out yet went through): named for the backup (only this product makes
  * vol.backup.<id>), no snapshot, and never written — writes come after the marker — so it is removed
  * (else every retry of that backup met "already exists"). A restore's new volume bears the caller's
- * name: without this transfer's marker it is never touched.
+ * name: without this transfer's marker recovery never touches it (the transfer's own failed create
+ * removes what it provably made: prepare.ts removeLostCreate).
  */
 async function unmarkedBase(img: SinkImage, e: JournalEntry): Promise<boolean> {
-  if (e.kind !== TransferKind.BACKUP_FULL) return false;
-  for await (const batch of img.diff({ batchSize: 1, wholeObject: true })) if (batch.length > 0) return false;
-  return true;
+  return e.kind === TransferKind.BACKUP_FULL && !(await holdsData(img));
 }
 
 export async function recoverOne(io: SinkIoCtx, e: JournalEntry, where: string, done: string[]): Promise<void> {

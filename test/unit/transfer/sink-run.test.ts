@@ -5,6 +5,7 @@
  * or cancel — settled before runSink settles, and nothing touched outside the transfer's image.
  */
 import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
 import { digestsObjectName } from "../../../agents/transfer/digests";
 import { INCOMPLETE_KEY, RecentCommits, recoverInterrupted, runSink } from "../../../agents/transfer/sink";
@@ -429,6 +430,35 @@ describe("runSink: failures", () => {
     const e = await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK)))).catch((x) => x);
     assert.equal(status(e), Status.UNAVAILABLE, e.message);
     assert.equal(poolState(ceph, "backups"), before, "the image the create made is gone");
+    assert.equal(deps.journal.entries.size, 0);
+  });
+
+  it("a new volume created although its creation failed (an op timeout that went through): removed, so the retry can create it", async () => {
+    for (const kind of [TransferKind.RESTORE_NEW, TransferKind.FAILBACK]) {
+      const ceph = cluster();
+      const before = poolState(ceph, "backups");
+      ceph.faults.imageCreateAfter = cephError("ETIMEDOUT", "rbd_create");
+      const deps = sinkDeps(ceph);
+      // A failback without a from-snapshot into a volume that is gone creates it, as RESTORE_NEW.
+      const h = header({ kind, ...(kind === TransferKind.FAILBACK ? { backupId: randomUUID() } : {}) });
+      const e = await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK)))).catch((x) => x);
+      assert.equal(status(e), Status.UNAVAILABLE, e.message);
+      assert.equal(poolState(ceph, "backups"), before, `${TransferKind[kind]}: the image the create made is gone`);
+      assert.equal(deps.journal.entries.size, 0);
+    }
+  });
+
+  it("a new volume's create that failed, with an image of that name holding data: the image is left as it is", async () => {
+    const ceph = cluster();
+    const h = header({ kind: TransferKind.RESTORE_NEW });
+    const name = h.destination?.image as string;
+    ceph.addImage("backups", name, pattern(h.imageSize, 3));
+    const before = poolState(ceph, "backups");
+    ceph.faults.imageCreate = cephError("ETIMEDOUT", "rbd_create");
+    const deps = sinkDeps(ceph);
+    const e = await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK)))).catch((x) => x);
+    assert.equal(status(e), Status.UNAVAILABLE, e.message);
+    assert.equal(poolState(ceph, "backups"), before, "not removed, not changed");
     assert.equal(deps.journal.entries.size, 0);
   });
 
