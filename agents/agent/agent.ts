@@ -45,6 +45,7 @@ import {
   resumePoint,
   runSink,
   type SinkDeps,
+  type SinkOptions,
   sweepHeld,
   sweepLeftovers,
 } from "../transfer/sink";
@@ -167,11 +168,14 @@ export class Agent {
 
     // The destination's entry: the network server (data-plane-server.ts) and the same-cluster
     // shortcut (localTarget) both hand a transfer's messages to this one function.
-    const receiveTransfer = (messages: AsyncIterable<TransferMessage>, signal: AbortSignal, remote = false) =>
-      runSink(sink, messages, signal, remote ? { remote } : { local: true });
+    const receiveTransfer = (
+      messages: AsyncIterable<TransferMessage>,
+      signal: AbortSignal,
+      from: NonNullable<SinkOptions["from"]>,
+    ) => runSink(sink, messages, signal, { from });
     const localTarget: TransferTarget = {
       label: "this agent",
-      transfer: (messages, signal) => receiveTransfer(messages, signal),
+      transfer: (messages, signal) => receiveTransfer(messages, signal, "local"),
       listChains: async (pool, namespace, volumeImage) => ({
         chains: await listChains(cluster, pool, namespace, volumeImage),
         clusterFsid: this.fsid,
@@ -234,7 +238,7 @@ export class Agent {
       tls: cfg.tls,
       transfer: (messages, signal, caller) =>
         handle(log, "Transfer", async () =>
-          receiveTransfer(await authorizeTransfer(verifier, messages, caller, this.fsid, audit), signal, true),
+          receiveTransfer(await authorizeTransfer(verifier, messages, caller, this.fsid, audit), signal, "network"),
         ),
       resumePoint: (req, signal, caller) =>
         handle(log, "ResumePoint", async () => {

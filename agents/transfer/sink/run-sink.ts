@@ -47,29 +47,34 @@ export async function runSink(
   deps: Deps,
   messages: AsyncIterable<TransferMessage>,
   callSignal?: AbortSignal,
-  /**
-   * remote: the call came over the network: its abort means the stream was cut short, not cancelled
-   * (resume.ts). local: the messages are the source's own generator (a same-cluster transfer,
-   * rbdMessages): a failure returns it before runSink settles, so that it closes its diff (the native
-   * iterator parked in rbd_diff_iterate2 holds the volume's image open) before the caller removes the
-   * snapshot — after the message it is producing, if any (its reads are bounded by the op timeout).
-   */
-  opts: { remote?: boolean; local?: boolean } = {},
+  opts: SinkOptions = {},
 ): Promise<TransferSummary> {
   const it = messages[Symbol.asyncIterator]();
   try {
     return await sinkFrom(deps, it, callSignal, opts);
   } catch (e) {
-    if (opts.local === true) await it.return?.(undefined).catch(() => {});
+    if (opts.from === "local") await it.return?.(undefined).catch(() => {});
     throw e;
   }
+}
+
+export interface SinkOptions {
+  /**
+   * Where the messages come from. "network": a call from another agent, whose abort means the stream
+   * was cut short, not cancelled (resume.ts). "local": the source's own generator (a same-cluster
+   * transfer, rbdMessages): a failure returns it before runSink settles, so that it closes its diff (the
+   * native iterator parked in rbd_diff_iterate2 holds the volume's image open) before the caller removes
+   * the snapshot — after the message it is producing, if any (its reads are bounded by the op timeout).
+   * Unset (tests): neither.
+   */
+  from?: "network" | "local";
 }
 
 async function sinkFrom(
   deps: Deps,
   it: AsyncIterator<TransferMessage>,
   callSignal: AbortSignal | undefined,
-  opts: { remote?: boolean },
+  opts: SinkOptions,
 ): Promise<TransferSummary> {
   const started = Date.now();
   const t = new PhaseTimer();
@@ -173,7 +178,7 @@ async function sinkFrom(
       await window.settle();
       await cp?.idle();
       // Cut short (the network call aborted before its stream ended), with a checkpoint: kept for a retry.
-      const cut = opts.remote === true && callSignal?.aborted === true;
+      const cut = opts.from === "network" && callSignal?.aborted === true;
       if (cut && !(await watch.isFull()) && (await holdForResume(deps, fp, cp, log)))
         throw toAppError(ac.signal.reason);
       if (!fp.createdImage) await dropCheckpoint(fp.image, cp, fp.warnings, log);

@@ -32,7 +32,7 @@ async function destination(o: { idleTimeoutMs?: number } = {}) {
   const ceph = new FakeCeph("backups");
   const before = poolState(ceph, "backups");
   const deps = sinkDeps(ceph);
-  const served = await serve((m, signal) => runSink(deps, m, signal, { remote: true }), o);
+  const served = await serve((m, signal) => runSink(deps, m, signal, { from: "network" }), o);
   const clean = async () => {
     await until(() => poolState(ceph, "backups") === before && deps.journal.entries.size === 0, "the sink's cleanup");
   };

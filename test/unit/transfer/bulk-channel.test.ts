@@ -44,7 +44,7 @@ describe("bulk channel", () => {
   it("a transfer goes over the bulk channel into the sink and commits; features say bulk", async () => {
     const ceph = new FakeCeph("backups");
     const deps = sinkDeps(ceph);
-    const served = await serve((m, signal) => runSink(deps, m, signal, { remote: true }));
+    const served = await serve((m, signal) => runSink(deps, m, signal, { from: "network" }));
     const c = client(served.address);
     const h = header();
     const parts = chunkParts(4, CHUNK);
@@ -142,7 +142,7 @@ describe("bulk channel", () => {
   it("our server with bulk off answers h2 too: the fallback reaches the same entry", async () => {
     const ceph = new FakeCeph("backups");
     const deps = sinkDeps(ceph);
-    const served = await serve((m, signal) => runSink(deps, m, signal, { remote: true }), { bulk: false });
+    const served = await serve((m, signal) => runSink(deps, m, signal, { from: "network" }), { bulk: false });
     const c = client(served.address);
     const h = header();
     const s = await c.transfer(new Feed(messages(h, chunkParts(2, CHUNK))), AbortSignal.timeout(10_000), mint(h));
@@ -155,7 +155,7 @@ describe("bulk channel", () => {
     const ceph = new FakeCeph("backups");
     const before = poolState(ceph, "backups");
     const deps = sinkDeps(ceph);
-    const served = await serve((m, signal) => runSink(deps, m, signal, { remote: true }));
+    const served = await serve((m, signal) => runSink(deps, m, signal, { from: "network" }));
     const c = client(served.address);
     const h = header();
     const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "hang" });

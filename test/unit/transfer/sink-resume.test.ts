@@ -72,7 +72,7 @@ async function checkpointed(d: TestDeps, ceph: FakeCeph, over: Partial<TransferH
   const parts = chunkParts(4, CHUNK);
   const feed = new Feed(messages(h, parts), { holdAfter: 3, after: "hang" });
   const call = new AbortController();
-  const running = runSink(d, feed, call.signal, { remote: true });
+  const running = runSink(d, feed, call.signal, { from: "network" });
   running.catch(() => {});
   const name = h.destination?.image as string;
   await feed.held;
@@ -122,7 +122,7 @@ describe("resumable transfers: the destination", () => {
     assert.match(other.reason, /checkpoint is of/);
 
     const resumed = { ...retry, resumeOffset: rp.offset, resumePrefixDigest: rp.prefixDigest };
-    const summary = await runSink(d, new Feed(resumedMessages(resumed, parts, rp)), undefined, { remote: true });
+    const summary = await runSink(d, new Feed(resumedMessages(resumed, parts, rp)), undefined, { from: "network" });
     assert.equal(summary.resumedFrom, rp.offset);
     assert.equal(summary.snapshotCreated, h.toSnapshot);
     assert.ok(img.data.equals(Buffer.concat(parts.map((p) => ("data" in p ? p.data : Buffer.alloc(0))))));
@@ -205,7 +205,7 @@ describe("resumable transfers: the destination", () => {
     const d = deps(ceph);
     const h = header({ imageSize: SIZE, chunkSize: CHUNK, resumable: true });
     const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "end" });
-    const running = runSink(d, feed, new AbortController().signal, { remote: true });
+    const running = runSink(d, feed, new AbortController().signal, { from: "network" });
     running.catch(() => {});
     await feed.held;
     const name = h.destination?.image as string;
@@ -222,7 +222,7 @@ describe("resumable transfers: the destination", () => {
     const h = header({ imageSize: SIZE, chunkSize: CHUNK });
     const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "hang" });
     const call = new AbortController();
-    const running = runSink(d, feed, call.signal, { remote: true });
+    const running = runSink(d, feed, call.signal, { from: "network" });
     running.catch(() => {});
     await feed.held;
     call.abort();
@@ -269,7 +269,7 @@ describe("resumable transfers: the destination", () => {
     const rp = await resumePoint(d, retry);
     assert.equal(rp.reason, "");
     const resumed = { ...retry, resumeOffset: rp.offset, resumePrefixDigest: rp.prefixDigest };
-    const summary = await runSink(d, new Feed(resumedMessages(resumed, parts, rp)), undefined, { remote: true });
+    const summary = await runSink(d, new Feed(resumedMessages(resumed, parts, rp)), undefined, { from: "network" });
     assert.equal(summary.snapshotCreated, snap);
     assert.equal(objects.get(metaObjectName(backupId))?.toString(), metaOf(2).toString(), "written over by the retry");
     assert.equal(d.journal.entries.size, 0);
@@ -296,7 +296,7 @@ describe("resumable transfers: the destination", () => {
     for (const e of d.journal.entries.values()) e.heldUntil = new Date(Date.now() - 1).toISOString();
     assert.match((await resumePoint(d, retry)).reason, /expired/);
     const resumed = { ...retry, resumeOffset: rp.offset, resumePrefixDigest: rp.prefixDigest };
-    const e = await runSink(d, new Feed(resumedMessages(resumed, parts, rp)), undefined, { remote: true }).catch(
+    const e = await runSink(d, new Feed(resumedMessages(resumed, parts, rp)), undefined, { from: "network" }).catch(
       (x) => x,
     );
     assert.equal(statusOf(e), Status.FAILED_PRECONDITION, e.message);
@@ -314,7 +314,7 @@ describe("resumable transfers: the destination", () => {
     await until(() => img.opens === opensBefore + 1, "the sweep inside the held image");
     const retry = { ...h, transferId: randomUUID(), resumable: false };
     const parts = chunkParts(4, CHUNK);
-    const running = runSink(d, new Feed(messages(retry, parts)), undefined, { remote: true });
+    const running = runSink(d, new Feed(messages(retry, parts)), undefined, { from: "network" });
     for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
     assert.equal(img.opens, opensBefore + 1, "the retry did not touch the image while the sweep held it");
     open();
@@ -419,7 +419,7 @@ describe("resumable transfers: the destination", () => {
       const ceph = new FakeCeph("backups");
       const d = deps(ceph);
       const h = header({ imageSize: SIZE, chunkSize: CHUNK, resumable: true });
-      const e = await runSink(d, new Feed(messages(h, parts)), new AbortController().signal, { remote: true }).catch(
+      const e = await runSink(d, new Feed(messages(h, parts)), new AbortController().signal, { from: "network" }).catch(
         (x) => x,
       );
       assert.equal(statusOf(e), Status.INVALID_ARGUMENT, what);
@@ -447,7 +447,7 @@ describe("resumable transfers: the destination", () => {
     });
     const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "hang" });
     const call = new AbortController();
-    const running = runSink(d, feed, call.signal, { remote: true });
+    const running = runSink(d, feed, call.signal, { from: "network" });
     running.catch(() => {});
     await feed.held;
     await until(() => !!parseCheckpoint(v.meta.get(RESUME_KEY) ?? null), "a checkpoint");

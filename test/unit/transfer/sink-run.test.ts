@@ -617,7 +617,7 @@ describe("runSink: failures", () => {
           returned = true;
         }
       })();
-      await assert.rejects(runSink(sinkDeps(ceph), source, ac.signal, how === "not local" ? {} : { local: true }));
+      await assert.rejects(runSink(sinkDeps(ceph), source, ac.signal, how === "not local" ? {} : { from: "local" }));
       // Another stream (a network call's) is its server's to wind down: runSink leaves it.
       assert.equal(returned, how !== "not local", how);
       if (how === "not local") await source.return(undefined);
