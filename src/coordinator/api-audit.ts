@@ -24,7 +24,10 @@ const vol = (v: VolumeLike | undefined) =>
  * out; a policy is `name`, or `policy.name` in CreatePolicy/UpdatePolicy).
  */
 export function targetOf(req: unknown): string {
-  const r = (req ?? {}) as Record<string, unknown>;
+  const msg = (req ?? {}) as Record<string, unknown>;
+  // ImportBackup's first message: { body: { $case: "header", value: ImportBackupHeader } }.
+  const body = msg.body as { $case?: string; value?: unknown } | undefined;
+  const r = (body?.$case === "header" ? body.value : msg) as Record<string, unknown>;
   const record = (r.record as { backup?: { id?: string; volume?: VolumeLike } } | undefined)?.backup;
   const policy = typeof r.policy === "object" ? (r.policy as { name?: string } | null)?.name : undefined;
   const parts: Array<[string, string]> = [
@@ -35,6 +38,9 @@ export function targetOf(req: unknown): string {
     ["source", vol(r.source as VolumeLike | undefined)], // FailbackVolume: the failed-over volume
     ["backup", (r.backupId as string | undefined) || record?.id || ""],
     ["job", (r.jobId as string | undefined) ?? ""],
+    // RebuildCatalog: the cluster scanned and its pools.
+    ["cluster", typeof r.cluster === "string" ? r.cluster : ""],
+    ["pools", Array.isArray(r.pools) ? r.pools.join(",") : ""],
   ];
   return parts
     .filter(([, v]) => v)
@@ -45,19 +51,39 @@ export function targetOf(req: unknown): string {
 export function auditCalls(audit: Audit) {
   return async function* auditMiddleware<Req, Res>(call: ServerMiddlewareCall<Req, Res>, context: CallContext) {
     if (!MUTATING.has(call.method.path.split("/").pop() ?? "")) return yield* call.next(call.request, context);
-    const entry = {
+    // A client stream (ImportBackup): its target is its first message's, seen as the handler reads it.
+    let first: unknown;
+    const request = isAsyncIterable(call.request)
+      ? (tapFirst(call.request, (m) => {
+          first = m;
+        }) as Req)
+      : call.request;
+    const entry = () => ({
       identity: callerName(callerOf(context.metadata)),
       method: call.method.path,
-      target: targetOf(call.request),
-    };
+      target: targetOf(isAsyncIterable(call.request) ? first : call.request),
+    });
     try {
-      const r = yield* call.next(call.request, context);
-      audit.record({ ...entry, result: "OK" });
+      const r = yield* call.next(request, context);
+      audit.record({ ...entry(), result: "OK" });
       return r;
     } catch (err) {
       const code = statusOf(err);
-      audit.record({ ...entry, result: Status[code] ?? String(code), message: messageOf(err) });
+      audit.record({ ...entry(), result: Status[code] ?? String(code), message: messageOf(err) });
       throw err;
     }
   };
+}
+
+function isAsyncIterable(x: unknown): x is AsyncIterable<unknown> {
+  return typeof (x as AsyncIterable<unknown> | null)?.[Symbol.asyncIterator] === "function";
+}
+
+/** `it` as it is, telling `seen` its first message. */
+async function* tapFirst<T>(it: AsyncIterable<T>, seen: (m: T) => void): AsyncGenerator<T> {
+  let n = 0;
+  for await (const m of it) {
+    if (n++ === 0) seen(m);
+    yield m;
+  }
 }

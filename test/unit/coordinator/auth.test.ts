@@ -270,6 +270,20 @@ describe("audit", () => {
       "volume=a/rbd/v source=b/rbd/v-over",
       "FailbackVolume names the failed-over volume too",
     );
+    assert.equal(
+      targetOf({
+        body: {
+          $case: "header",
+          value: {
+            volume: { cluster: "a", pool: "rbd", namespace: "", image: "v" },
+            location: { cluster: "b", pool: "backups", namespace: "" },
+          },
+        },
+      }),
+      "volume=a/rbd/v location=b/backups",
+      "ImportBackup: its first message's header",
+    );
+    assert.equal(targetOf({ cluster: "b", pools: ["backups", "cold"], dryRun: false }), "cluster=b pools=backups,cold");
   });
 });
 

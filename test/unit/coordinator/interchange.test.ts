@@ -12,6 +12,7 @@ import { type Client, createChannel, createClient, createServer, Metadata } from
 import { Status } from "nice-grpc-common";
 import { AppError } from "../../../src/common/errors";
 import { backupService, errorStatus } from "../../../src/coordinator/api/service";
+import { auditCalls } from "../../../src/coordinator/api-audit";
 import { Audit } from "../../../src/coordinator/audit";
 import { CALLER_METADATA_KEY, type Caller } from "../../../src/coordinator/authz";
 import { agentDataService, leaseRefusal } from "../../../src/coordinator/interchange/agent-data";
@@ -76,7 +77,7 @@ describe("rbd-diff interchange (coordinator side)", () => {
       maxAttempts: 3,
       interchange: { relays, scheduler: h.scheduler, timeouts },
     };
-    server.with(errorStatus(h.log)).add(BackupServiceDefinition, backupService(deps));
+    server.with(auditCalls(audit)).with(errorStatus(h.log)).add(BackupServiceDefinition, backupService(deps));
     server.add(CoordinatorAgentServiceDefinition, {
       ...agentDataService({ catalog: h.catalog, relays, audit, log: h.log }),
       // biome-ignore lint/correctness/useYield: not used here
@@ -357,6 +358,12 @@ describe("rbd-diff interchange (coordinator side)", () => {
     const e = await refused(api.importBackup(stream()));
     assert.equal(Status[e.code], "FAILED_PRECONDITION");
     assert.match(e.details, /not the newest of its chain/);
+    // Audited with what the stream's header named (a client stream: its first message).
+    const line = h.log.lines
+      .filter((l) => l.fields?.audit && l.fields.method === "/rbdbackup.v1.BackupService/ImportBackup")
+      .at(-1);
+    assert.equal(line?.fields?.result, "FAILED_PRECONDITION");
+    assert.match(String(line?.fields?.target), /volume=a\/rbd\/i3 location=b\/backups/);
   });
 
   it("the relay's pipe holds at most its limit: the writer waits for the reader", async () => {
