@@ -178,6 +178,13 @@ describe("coordinator: source snapshot hygiene and restore fidelity", () => {
     const backupNow = async () => {
       const b = (await succeeded(c, (await c.createBackup(backupRequest(vol))).id)).backup;
       assert.ok(b);
+      // The job's end starts the removal of the older source snapshot (snapshot hygiene); while librbd
+      // removes it, it sits in the snapshot trash and `rbd info` lists the feature "operations"
+      // (op_features snap-trash), which a restore never carries. The layout is read once that is over.
+      await waitFor(
+        async () => (await rbdJson<{ op_features: string[] }>("site-a", ["info", spec(v)])).op_features.length === 0,
+        { what: `no snapshot removal in flight on ${spec(v)}`, timeoutMs: 60_000, intervalMs: 100 },
+      );
       made.push({ id: b.id, loc: "site-b/backups", snapshot: b.snapshot, baseImage: b.baseImage, live: true });
       return { b, layout: await facts("site-a", spec(v, b.snapshot)), sum: await sha("site-a", spec(v, b.snapshot)) };
     };
