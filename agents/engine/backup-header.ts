@@ -3,8 +3,10 @@
  * snapshots, geometry, features the base image may carry) and the backup.<id>.meta it stores at
  * commit. Pure: built from the request, the plan and the source image's facts.
  */
+
 import type { BackupRequest } from "../../src/gen/rbdbackup/v1/agent";
 import { type TransferHeader, TransferKind } from "../../src/gen/rbdbackup/v1/transfer";
+import { RbdFeature } from "../ceph";
 import type { Plan } from "./backup-plan";
 import type { EngineContext } from "./context";
 import { type BackupMetadataV1, encodeMetadata } from "./metadata";
@@ -21,6 +23,18 @@ export interface SourceImageInfo {
   order: number;
   stripeUnit: number;
   stripeCount: number;
+}
+
+/**
+ * The facts of a source image as a backup records and compares them: its features without
+ * `operations`, the bit librbd sets itself while the image has op_features — for a while during any
+ * snapshot's removal (snap-trash: another client's, or the coordinator's hygiene after the previous
+ * backup), for clone v2 parents and children. Not part of the layout: recorded, it only earned a restore
+ * a "features dropped" warning; compared, a removal in flight looked like the volume changing under its
+ * snapshot.
+ */
+export function sourceFacts<T extends SourceImageInfo>(stat: T): T {
+  return { ...stat, features: stat.features & ~RbdFeature.operations };
 }
 
 /** Whether the image is really striped (not the default stripe unit = object size, count 1). */

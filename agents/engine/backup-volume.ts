@@ -45,7 +45,7 @@ import type { Image, IoCtx } from "../ceph";
 import { isCephError } from "../ceph";
 import { newStats, rbdMessages, type SourceResume, type SourceStats } from "../transfer/source";
 import type { TransferTarget } from "../transfer/target";
-import { backupHeader, type Destination, type SourceImageInfo, volumeMetadata } from "./backup-header";
+import { backupHeader, type Destination, type SourceImageInfo, sourceFacts, volumeMetadata } from "./backup-header";
 import { choosePlan, earlierAttempt, fallbackPlan, type Plan } from "./backup-plan";
 import { completedEarlier, SOURCE_SNAPSHOTS, sentFields, type WithSourceSnapshots } from "./backup-result";
 import type { EngineContext } from "./context";
@@ -215,7 +215,7 @@ class VolumeBackup {
       if (isCephError(e, "ENOENT")) throw notFound(`volume ${this.label} not found on cluster ${this.ctx.clusterName}`);
       throw e;
     }
-    const info = await this.head.stat();
+    const info = sourceFacts(await this.head.stat());
     if (info.size === 0) throw failedPrecondition(`volume ${this.label} has size 0: there is nothing to back up`);
     this.#headInfo = info;
     // Listed side by side: the image-meta goes into the header, which then waits for nothing more.
@@ -334,7 +334,7 @@ class VolumeBackup {
     const head = this.head as Image;
     await head.snapSet(this.snapName);
     this.snapImage = head;
-    const info = await head.stat();
+    const info = sourceFacts(await head.stat());
     this.progress.bytesTotal = info.size;
     return info;
   }
