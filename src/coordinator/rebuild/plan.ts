@@ -2,10 +2,12 @@
  * The rebuild planner, pure: given the meta objects a scan found on a backup cluster and what the
  * catalog holds, decide for each one — present (the catalog has its id: left as it is), import (a
  * Backup record, AVAILABLE, from what the meta holds), or skip with a reason a person can act on:
- * the meta does not parse; its snapshot is missing on its base image; its parent is neither in the
- * catalog nor imported with it (a skipped parent skips its children, naming why); its id was found
- * in two places; its source cluster cannot be named. Imports are grouped by chain (base image), parents
- * before children, so the writer can commit one chain per transaction.
+ * the meta does not parse; its snapshot is missing on its base image; its parent is on another base
+ * image, or its chain loops; its id was found in two places; its source cluster cannot be named. An
+ * incremental whose parent is gone (deleted by retention or DeleteBackup: its meta and snapshot
+ * removed) or not importable is imported on its own, with a warning naming the parent — it stays
+ * restorable, and is its chain's newest backup the next incremental builds on. Imports are grouped by
+ * chain (base image), parents before children, so the writer can commit one chain per transaction.
  */
 
 import { type Backup, BackupStatus, type RebuildFinding } from "../../gen/rbdbackup/v1/backup_service";
@@ -110,10 +112,11 @@ function sourceCluster(
   };
 }
 
-function record(input: PlanInput, e: Entry, m: RebuildMeta, volume: VolumeRef): Backup {
+function record(input: PlanInput, e: Entry, m: RebuildMeta, volume: VolumeRef, more: string[]): Backup {
   const s = e.s;
   const warnings = [
     `rebuilt from backup.${s.backupId}.meta on ${input.cluster}/${where(s)} at ${input.now.toISOString()}`,
+    ...more,
   ];
   if (s.digestsError)
     warnings.push(`backup.${s.backupId}.digests is malformed (${s.digestsError}): no digest recorded`);
@@ -158,24 +161,41 @@ function record(input: PlanInput, e: Entry, m: RebuildMeta, volume: VolumeRef): 
   };
 }
 
-/** Where `e`'s parent stands: in the catalog, imported with it (its depth), or why it cannot be. */
-function parentOf(input: PlanInput, byId: Map<string, Entry[]>, e: Entry, m: RebuildMeta): number | { reason: string } {
+const LOOP = "its chain loops back on itself";
+
+/**
+ * Where `e`'s parent stands: in the catalog or imported with it (its depth: -1 for the catalog's), or
+ * why `e` cannot be imported (its parent on another base image, a loop). A parent that is gone — deleted
+ * (retention and DeleteBackup remove a chain's older backups; their children stay restorable: a
+ * restore reads the backup's own snapshot) or not importable itself — does not keep `e` out: `e` is
+ * imported on its own (depth -1), with a warning saying so.
+ */
+function parentOf(
+  input: PlanInput,
+  byId: Map<string, Entry[]>,
+  e: Entry,
+  m: RebuildMeta,
+): { depth: number; warning?: string } | { reason: string } {
   const held = input.inCatalog(m.parentId);
   if (held) {
     if (held.baseImage !== m.baseImage) {
       return { reason: `parent ${m.parentId} is on base image ${held.baseImage}, this backup on ${m.baseImage}` };
     }
-    return -1;
+    return { depth: -1 };
   }
+  const alone = (why: string) => ({
+    depth: -1,
+    warning: `its parent backup ${m.parentId} ${why}: imported without it (a restore reads this backup's own snapshot)`,
+  });
   const candidates = byId.get(m.parentId) ?? [];
   const p = candidates.find((c) => !c.reason) ?? candidates[0];
-  if (!p) return { reason: `parent ${m.parentId} neither in the catalog nor found` };
+  if (!p) return alone("is neither in the catalog nor found (deleted)");
   const d = decide(input, byId, p);
-  if (d.kind === "skip") return { reason: `parent ${m.parentId} skipped (${d.reason})` };
+  if (d.kind === "skip") return d.reason === LOOP ? { reason: LOOP } : alone(`is not imported (${d.reason})`);
   if (p.s.pool !== e.s.pool || p.s.namespace !== e.s.namespace || p.meta?.baseImage !== m.baseImage) {
     return { reason: `parent ${m.parentId} is in another chain (${where(p.s)} ${p.meta?.baseImage ?? ""})` };
   }
-  return d.kind === "import" ? d.depth : -1;
+  return { depth: d.kind === "import" ? d.depth : -1 };
 }
 
 function decideOnce(input: PlanInput, byId: Map<string, Entry[]>, e: Entry): Decision {
@@ -195,18 +215,20 @@ function decideOnce(input: PlanInput, byId: Map<string, Entry[]>, e: Entry): Dec
   const cluster = sourceCluster(input, m.source);
   if (typeof cluster !== "string") return { kind: "skip", ...cluster };
   let depth = 0;
+  const warnings: string[] = [];
   if (m.incremental) {
     const p = parentOf(input, byId, e, m);
-    if (typeof p !== "number") return { kind: "skip", ...p };
-    depth = p + 1;
+    if ("reason" in p) return { kind: "skip", ...p };
+    depth = p.depth + 1;
+    if (p.warning) warnings.push(p.warning);
   }
   const { pool, namespace, image } = m.source;
-  return { kind: "import", record: record(input, e, m, { cluster, pool, namespace, image }), depth };
+  return { kind: "import", record: record(input, e, m, { cluster, pool, namespace, image }, warnings), depth };
 }
 
 function decide(input: PlanInput, byId: Map<string, Entry[]>, e: Entry): Decision {
   if (e.decision) return e.decision;
-  if (e.visiting) return { kind: "skip", reason: "its chain loops back on itself" };
+  if (e.visiting) return { kind: "skip", reason: LOOP };
   e.visiting = true;
   e.decision = decideOnce(input, byId, e);
   e.visiting = false;

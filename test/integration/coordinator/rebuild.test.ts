@@ -4,7 +4,8 @@
  * stopped and its catalog file deleted; a fresh coordinator on an empty catalog rebuilds it from
  * site-b's meta objects. Every backup comes back with its chain and restores byte-identical to the
  * source at its snapshot (sums taken at backup time); a meta object overwritten with garbage (`rados
- * put`) is reported skipped with its reason, its child too, and neither is imported; a dry run writes
+ * put`) is reported skipped with its reason, and its child is imported without it (a warning names it);
+ * a chain whose full backup was deleted (as retention does) comes back without it; a dry run writes
  * nothing; a second rebuild finds everything present; the next AUTO backup continues the rebuilt chain.
  */
 import assert from "node:assert/strict";
@@ -106,12 +107,22 @@ describe("catalog rebuild from a backup cluster (control plane DR)", () => {
   });
 
   let damaged: Made[] = [];
+  /** A chain whose full backup was deleted before the catalog was lost: its incremental is what is left. */
+  let pruned: Made[] = [];
+  /** The incrementals that come back without their parent. */
+  const orphans = (): [Made, Made] => [damaged[1] as Made, pruned[1] as Made];
 
   it("backups of three volumes (one chain in an RBD namespace) through coordinator #1", async () => {
     made.push(...(await chainOf(coord.client, "", 2)), ...(await chainOf(coord.client, ns, 1)));
     damaged = await chainOf(coord.client, "", 1);
+    pruned = await chainOf(coord.client, "", 1);
     assert.equal(made.length, 5);
-    for (const m of [...made, ...damaged]) assert.equal(m.backup.status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+    for (const m of [...made, ...damaged, ...pruned]) {
+      assert.equal(m.backup.status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+    }
+    // As retention does: the chain's oldest backup deleted, its incremental kept.
+    const full = pruned[0]?.backup as Backup;
+    await succeeded(coord.client, (await coord.client.deleteBackup({ backupId: full.id, idempotencyKey: "" })).id);
   });
 
   it("coordinator #1 stopped and its catalog deleted; one meta object overwritten with garbage", async () => {
@@ -171,15 +182,26 @@ describe("catalog rebuild from a backup cluster (control plane DR)", () => {
     assert.equal((await coord.client.listBackups(ListBackupsRequest.fromPartial({ pageSize: 10 }))).backups.length, 0);
   });
 
-  it("rebuild: every backup back with its chain, as coordinator #1 recorded it; the damaged ones skipped", async () => {
+  it("rebuild: every backup back with its chain, as coordinator #1 recorded it; the damaged one skipped, its child and the pruned chain imported", async () => {
     const r = await coord.client.rebuildCatalog({ cluster: "site-b", pools: [POOL], dryRun: false });
     console.log(
       `# rebuild of site-b/${POOL}: found ${r.found}, imported ${r.imported.length}, skipped ${r.skipped.length}`,
     );
     assertDamagedSkipped(r.skipped, damaged);
-    for (const d of damaged) {
-      const e = await coord.client.getBackup({ backupId: d.backup.id }).catch((x) => x);
-      assert.equal(e.code, Status.NOT_FOUND, `damaged chain ${d.backup.id} is not imported`);
+    for (const gone of [damaged[0], pruned[0]] as Made[]) {
+      const e = await coord.client.getBackup({ backupId: gone.backup.id }).catch((x) => x);
+      assert.equal(e.code, Status.NOT_FOUND, `${gone.backup.id} is not imported`);
+    }
+    const [child, rest] = orphans();
+    for (const [m, why] of [
+      [child, `is not imported \\(meta object does not parse`],
+      [rest, "is neither in the catalog nor found \\(deleted\\)"],
+    ] as const) {
+      const b = await coord.client.getBackup({ backupId: m.backup.id });
+      assert.equal(b.status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+      assert.equal(b.incremental, true);
+      assert.equal(b.baseImage, m.backup.baseImage);
+      assert.match(b.warnings.join("\n"), new RegExp(`its parent backup [0-9a-f-]+ ${why}`), m.backup.id);
     }
     for (const { backup: was } of made) {
       const b = await coord.client.getBackup({ backupId: was.id });
@@ -198,7 +220,7 @@ describe("catalog rebuild from a backup cluster (control plane DR)", () => {
   });
 
   it("each rebuilt backup restores byte-identical to its source at its snapshot", async () => {
-    for (const m of made) {
+    for (const m of [...made, ...orphans()]) {
       const target = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName("rebuilt") };
       vols.track("site-b", "rbd", target.image);
       const req = { backupId: m.backup.id, target, mode: RestoreMode.RESTORE_MODE_NEW, idempotencyKey: "" };
@@ -230,7 +252,7 @@ function assertDamagedSkipped(skipped: Array<{ backupId: string; reason: string 
     reason(full.backup.id),
     new RegExp(`^meta object does not parse: backup\\.${full.backup.id}\\.meta is not valid JSON`),
   );
-  assert.match(reason(child.backup.id), new RegExp(`^parent ${full.backup.id} skipped \\(meta object does not parse`));
+  assert.equal(reason(child.backup.id), "(not skipped)", "its child is imported without it");
 }
 
 /** Removes base images (with their snapshots) and meta/digest objects this test left on site-b. */

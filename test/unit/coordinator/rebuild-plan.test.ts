@@ -76,22 +76,24 @@ describe("catalog rebuild planner", () => {
     assert.deepEqual(p.chains.map((c) => c.backups.length).sort(), [2, 3]);
   });
 
-  it("a damaged meta is skipped with its reason, and so are its children, naming their parent", () => {
+  it("a damaged meta is skipped with its reason; its children are imported without it, a warning naming it", () => {
     const [full, inc1, inc2] = chain(2) as [Meta, Meta, Meta];
     const scan = [scanned({ raw: "\u0000garbage{", id: full.backup_id }), scanned(inc1), scanned(inc2)];
     const p = planRebuild(input(scan));
-    assert.equal(p.imported.length, 0);
     assert.match(reasonOf(p, full.backup_id) ?? "", /^meta object does not parse: not JSON/);
-    assert.match(
-      reasonOf(p, inc1.backup_id) ?? "",
-      new RegExp(`^parent ${full.backup_id} skipped \\(meta object does not parse`),
+    assert.deepEqual(ids(p.imported), ids([{ backupId: inc1.backup_id }, { backupId: inc2.backup_id }]));
+    const written = p.chains[0]?.backups ?? [];
+    assert.deepEqual(
+      written.map((b) => b.id),
+      [inc1.backup_id, inc2.backup_id],
+      "parents before children",
     );
     assert.match(
-      reasonOf(p, inc2.backup_id) ?? "",
-      new RegExp(`^parent ${inc1.backup_id} skipped \\(parent ${full.backup_id} skipped`),
+      written[0]?.warnings.join("\n") ?? "",
+      new RegExp(`its parent backup ${full.backup_id} is not imported \\(meta object does not parse`),
     );
-    assert.equal(p.volumes, 0);
-    assert.equal(p.chains.length, 0);
+    assert.equal(written[1]?.warnings.length, 1, "its own parent was imported with it: only the rebuild line");
+    assert.equal(written[1]?.parentSnapshot, inc1.chain.snapshot);
   });
 
   it("skips what the agent could not read, and metas missing fields, naming what is wrong", () => {
@@ -121,11 +123,22 @@ describe("catalog rebuild planner", () => {
     );
   });
 
-  it("skips an incremental whose parent is neither in the catalog nor found", () => {
-    const [, inc] = chain(1) as [Meta, Meta];
-    const p = planRebuild(input([scanned(inc)]));
-    const parentId = /^backup\.(.+?)\.snap/.exec(inc.chain.parent_snapshot ?? "")?.[1];
-    assert.equal(reasonOf(p, inc.backup_id), `parent ${parentId} neither in the catalog nor found`);
+  it("retention deleted a chain's oldest backups: the rest is imported as a chain, the oldest left noting its parent is gone", () => {
+    const [, , inc2, inc3] = chain(3) as [Meta, Meta, Meta, Meta];
+    const p = planRebuild(input([scanned(inc3), scanned(inc2)]));
+    assert.equal(p.skipped.length, 0);
+    const written = p.chains[0]?.backups ?? [];
+    assert.deepEqual(
+      written.map((b) => b.id),
+      [inc2.backup_id, inc3.backup_id],
+    );
+    const parentId = /^backup\.(.+?)\.snap/.exec(inc2.chain.parent_snapshot ?? "")?.[1];
+    assert.match(
+      written[0]?.warnings[1] ?? "",
+      new RegExp(`its parent backup ${parentId} is neither in the catalog nor found \\(deleted\\)`),
+    );
+    assert.equal(written[0]?.incremental, true, "as its meta records it");
+    assert.equal(written[0]?.parentSnapshot, inc2.chain.parent_snapshot);
   });
 
   it("imports an incremental whose parent is in the catalog; refuses one whose parent is on another base image", () => {
