@@ -72,12 +72,17 @@ function checkedMap(bytes: Uint8Array, req: VerifyRequest, warnings: string[]): 
   }
 }
 
-/** METADATA on the backup's cluster: the open snapshot and the checked map (NotOk otherwise). */
+/**
+ * METADATA on the backup's cluster: the open snapshot and the checked map (NotOk otherwise). A backup
+ * without a digest map (made before digest maps, or its parent had none; the catalog has no digest
+ * either) has `map` null in METADATA mode — its snapshot and metadata object are what there is to
+ * check, with a warning saying so; the modes that read blocks need the map (FAILED_PRECONDITION).
+ */
 async function checkMetadata(
   io: IoCtx,
   req: VerifyRequest,
   warnings: string[],
-): Promise<{ image: Image; map: DigestMap; snapshot: string }> {
+): Promise<{ image: Image; map: DigestMap | null; snapshot: string }> {
   const id = req.backupId;
   let loc: Awaited<ReturnType<typeof locateBackup>>;
   try {
@@ -96,11 +101,12 @@ async function checkMetadata(
   if ((await read(metaObjectName(id))) === null) throw new NotOk(`${metaObjectName(id)} is missing`);
   const bytes = await read(digestsObjectName(id));
   if (bytes === null) {
-    if (!req.imageDigest)
-      throw failedPrecondition(
-        `backup ${id} has no digest map (made before digest maps, or its parent had none): only a restore can check it`,
-      );
-    throw new NotOk(`${digestsObjectName(id)} is missing`);
+    if (req.imageDigest) throw new NotOk(`${digestsObjectName(id)} is missing`);
+    const why = `backup ${id} has no digest map (made before digest maps, or its parent had none)`;
+    if (req.mode !== VerifyMode.VERIFY_MODE_METADATA) throw failedPrecondition(`${why}: only a restore can check it`);
+    warnings.push(`${why}: its snapshot and metadata object were checked, not its data`);
+    const image = await io.imageOpen(loc.baseImage, { snapshot: loc.snapshot });
+    return { image, map: null, snapshot: loc.snapshot };
   }
   const map = checkedMap(bytes, req, warnings);
   if (map.imageSize !== loc.size)
@@ -169,14 +175,14 @@ export async function verifyBackup(
   let image: Image | null = null;
   try {
     progress.phase = "metadata";
-    let map: DigestMap;
+    let map: DigestMap | null;
     if (source) {
       ({ io, image, map } = await openSource(ctx, req, result.warnings));
     } else {
       io = await ctx.cluster.openIoCtx(req.backupPool, { namespace: req.backupNamespace });
       ({ image, map } = await checkMetadata(io, req, result.warnings));
     }
-    if (req.mode !== VerifyMode.VERIFY_MODE_METADATA) {
+    if (req.mode !== VerifyMode.VERIFY_MODE_METADATA && map) {
       const blocks = req.mode === VerifyMode.VERIFY_MODE_SAMPLE ? sampleBlocks(map, req.samplePercent) : allBlocks(map);
       const stats = newStats();
       progress.phase = "verify";

@@ -20,6 +20,7 @@ import type { EngineContext } from "../../../agents/engine/context";
 import { newProgress } from "../../../agents/engine/progress";
 import { verifyBackup } from "../../../agents/engine/verify";
 import { decodeDigestMap, digestsObjectName, mapDigest } from "../../../agents/transfer/digests";
+import { Status, statusOf } from "../../../src/common/errors";
 import { logger } from "../../../src/common/log";
 import { type BackupResult, VerifyMode, VerifyRequest } from "../../../src/gen/rbdbackup/v1/agent";
 import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
@@ -176,6 +177,31 @@ describe("digest maps and VERIFY", () => {
     const wrongDigest = await verify(full, VerifyMode.VERIFY_MODE_METADATA, { imageDigest: "0".repeat(64) });
     assert.equal(wrongDigest.ok, false);
     assert.match(wrongDigest.reason, /hashes to/);
+  });
+
+  it("a backup without a digest map (made before maps): METADATA passes with a warning; SAMPLE and FULL are FAILED_PRECONDITION", async () => {
+    vol = await vols.create("site-a", "rbd", 8, 4);
+    const r = await backup();
+    const io = await siteB.openIoCtx("backups");
+    try {
+      await io.objRemove(digestsObjectName(r.backupId));
+    } finally {
+      await io.close();
+    }
+    const nomap = { imageDigest: "" }; // the catalog of a backup made before maps has no digest either
+    const v = await verify(r, VerifyMode.VERIFY_MODE_METADATA, nomap);
+    assert.equal(v.ok, true, v.reason);
+    assert.match(
+      v.warnings.join("\n"),
+      /has no digest map .*: its snapshot and metadata object were checked, not its data/,
+    );
+    assert.equal(v.bytesRead, 0);
+    for (const mode of [VerifyMode.VERIFY_MODE_SAMPLE, VerifyMode.VERIFY_MODE_FULL]) {
+      await assert.rejects(verify(r, mode, nomap), (e: unknown) => {
+        assert.equal(statusOf(e), Status.FAILED_PRECONDITION, String(e));
+        return true;
+      });
+    }
   });
 
   it("deleting the backups removes their digest maps", async () => {
