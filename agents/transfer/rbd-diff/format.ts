@@ -22,9 +22,12 @@ export const TAG = {
 } as const;
 
 /**
- * Ceph's v2 exporter writes the 'p' record as `'p' le64 8 u8`: its length field says 8 but one byte
- * follows (Export.cc sets len = 8 before encoding a bool; the importer reads the one byte). Seen in
- * `rbd export --export-format 2` output (pacific). We write it the same way and read either 8 or 1.
+ * Ceph pacific's v2 exporter writes the 'p' record as `'p' le64 8 u8`: its length field says 8 but one
+ * byte follows (seen in `rbd export --export-format 2` of 16.2.15 here; later releases and the format
+ * declare 1). Every Ceph importer reads the one byte whatever the declared length. We write it as the
+ * installed Ceph does (our streams re-write its own byte for byte: test/integration/interchange) and
+ * read either 8 or 1. A third-party reader that skips this record by its declared length misreads
+ * pacific's streams and ours alike.
  */
 export const PROTECT_DECLARED_LENGTH = 8;
 
