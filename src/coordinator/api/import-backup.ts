@@ -78,18 +78,28 @@ function requireParent(
     );
   }
   const v2 = p.volume;
-  const newer = deps.catalog
+  const chain = deps.catalog
     .backupsOfVolume(v2.cluster, v2.pool, v2.namespace, v2.image)
-    .find(
-      (o) =>
-        o.id !== p.id &&
-        o.baseImage === p.baseImage &&
-        (o.status === BackupStatus.BACKUP_STATUS_AVAILABLE || o.status === BackupStatus.BACKUP_STATUS_CREATING) &&
-        (o.createdAt?.getTime() ?? 0) > (p.createdAt?.getTime() ?? 0),
-    );
+    .filter((o) => o.id !== p.id && o.baseImage === p.baseImage);
+  const live = [
+    BackupStatus.BACKUP_STATUS_AVAILABLE,
+    BackupStatus.BACKUP_STATUS_CREATING,
+    BackupStatus.BACKUP_STATUS_CORRUPT,
+  ];
+  const newer = chain.find(
+    (o) => live.includes(o.status) && (o.createdAt?.getTime() ?? 0) > (p.createdAt?.getTime() ?? 0),
+  );
   if (newer) {
     throw failedPrecondition(
       `header.parent_backup_id: backup ${id} is not the newest of its chain (backup ${newer.id} is newer); import onto the newest`,
+    );
+  }
+  // As a scheduled backup would start a new chain (scheduler/verify.ts corruptChainReason): its data
+  // shares the base image's objects with a backup a verification found corrupt.
+  const corrupt = chain.find((o) => o.status === BackupStatus.BACKUP_STATUS_CORRUPT);
+  if (corrupt) {
+    throw failedPrecondition(
+      `header.parent_backup_id: the chain of backup ${id} holds backup ${corrupt.id}, which is CORRUPT; import a full stream (no parent) to start a new chain`,
     );
   }
   return p;

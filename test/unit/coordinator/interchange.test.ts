@@ -366,6 +366,38 @@ describe("rbd-diff interchange (coordinator side)", () => {
     assert.match(String(line?.fields?.target), /volume=a\/rbd\/i3 location=b\/backups/);
   });
 
+  it("ImportBackup refuses a parent whose chain holds a CORRUPT backup, newer or older than it", async () => {
+    for (const [image, offset, why] of [
+      ["i4", 10, /is not the newest of its chain/],
+      ["i5", -10, /the chain of backup .* holds backup .*, which is CORRUPT; import a full stream/],
+    ] as const) {
+      const first = available(image);
+      const fb = h.backup(first);
+      const bad = newBackup(vol(image), "b", (fb.createdAt?.getTime() ?? 0) + offset);
+      Object.assign(bad, { status: BackupStatus.BACKUP_STATUS_CORRUPT, baseImage: fb.baseImage, snapshot: "sx" });
+      h.catalog.insertBackup(bad);
+      async function* stream(): AsyncIterable<ImportBackupMessage> {
+        yield {
+          body: {
+            $case: "header",
+            value: {
+              volume: vol(image),
+              location: { cluster: "b", pool: "backups", namespace: "" },
+              volumeId: "",
+              volumeMetadata: {},
+              parentBackupId: first,
+              idempotencyKey: "",
+              format: 0,
+            },
+          },
+        };
+      }
+      const e = await refused(api.importBackup(stream()));
+      assert.equal(Status[e.code], "FAILED_PRECONDITION", image);
+      assert.match(e.details, why);
+    }
+  });
+
   it("the relay's pipe holds at most its limit: the writer waits for the reader", async () => {
     const p = new BytePipe(1000);
     let written = 0;
