@@ -107,8 +107,30 @@ function validateRecord(req: ImportBackupRecordRequest): { b: Backup; loc: Backu
   for (const [i, c] of b.clones.entries()) v.volumeRef(c, `record.backup.clones[${i}]`);
   if (b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE)
     throw invalidArgument("record.backup.status must be AVAILABLE");
+  // Every later SAMPLE, FULL or SOURCE verification checks the digest map against this digest.
+  const digest = b.integrity?.imageDigest ?? "";
+  if (digest !== "" && !/^[0-9a-f]{64}$/.test(digest)) {
+    throw invalidArgument("record.backup.integrity.image_digest must be empty or a lowercase hex SHA-256");
+  }
+  const block = b.integrity?.digestBlockSize ?? 0;
+  if (digest !== "" && !(block >= 4096 && block <= 2 ** 31 && (block & (block - 1)) === 0)) {
+    throw invalidArgument("record.backup.integrity.digest_block_size must be a power of two from 4 KiB to 2 GiB");
+  }
+  // Listings order by creation time; the catalogs store years 0000-9999 alike (ISO text, epoch ms).
+  for (const [field, d] of [
+    ["created_at", b.createdAt],
+    ["completed_at", b.completedAt],
+  ] as const) {
+    const t = d?.getTime();
+    if (t !== undefined && !(t >= 0 && t <= MAX_TIME_MS)) {
+      throw invalidArgument(`record.backup.${field} must be between 1970 and 9999`);
+    }
+  }
   return { b, loc };
 }
+
+/** 9999-12-31T23:59:59.999Z. */
+const MAX_TIME_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
 
 /** FAILED_PRECONDITION unless the record's base image and snapshot are on the cluster. */
 async function requireSnapshot(agent: AgentSession, b: Backup, loc: BackupLocation, signal: AbortSignal) {

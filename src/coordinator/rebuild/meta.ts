@@ -90,7 +90,10 @@ export function parseRebuildMeta(raw: Uint8Array, objectId: string): RebuildMeta
   const id = str(o, "backup_id", "");
   if (id !== objectId) throw new Error(`backup_id "${id.slice(0, 80)}" is not the object's id`);
   const createdAt = new Date(str(o, "created_at", ""));
-  if (Number.isNaN(createdAt.getTime())) throw new Error("created_at is not a date");
+  // Listings order by creation time; the catalogs store years 1970-9999 alike (ISO text, epoch ms).
+  const t = createdAt.getTime();
+  if (!(t >= 0 && t <= Date.UTC(9999, 11, 31, 23, 59, 59, 999)))
+    throw new Error("created_at is not a date in 1970-9999");
   if (!isObject(o.volume)) throw new Error("volume is not an object");
   const image = o.image;
   if (!isObject(image) || typeof image.size !== "number" || !Number.isSafeInteger(image.size) || image.size < 0) {

@@ -153,6 +153,39 @@ describe("BackupService admission", () => {
         Status.INVALID_ARGUMENT,
         /^record\.backup\.clones\[0\]/,
       );
+      const good = () => {
+        const b = newBackup(vol("v1"), "b", 0);
+        Object.assign(b, {
+          baseImage: `v1.backup.${b.id}`,
+          snapshot: `backup.${b.id}.snap.1`,
+          status: BackupStatus.BACKUP_STATUS_AVAILABLE,
+        });
+        return b;
+      };
+      const integrity = (imageDigest: string, digestBlockSize: number) => ({
+        imageDigest,
+        digestBlockSize,
+        lastVerifiedAt: undefined,
+        lastVerifyMode: 0,
+        lastVerifyOk: false,
+        corruptReason: "",
+        firstBadOffset: 0,
+        firstBadLength: 0,
+      });
+      for (const [over, why] of [
+        [{ integrity: integrity("AB".repeat(32), 65536) }, /^record\.backup\.integrity\.image_digest/],
+        [{ integrity: integrity("ab".repeat(32), 1000) }, /^record\.backup\.integrity\.digest_block_size/],
+        [
+          { createdAt: new Date("+010000-01-01T00:00:00Z") },
+          /^record\.backup\.created_at must be between 1970 and 9999/,
+        ],
+      ] as const) {
+        await assertStatus(
+          api.importBackupRecord({ record: { version: 1, backup: { ...good(), ...over } } }),
+          Status.INVALID_ARGUMENT,
+          why,
+        );
+      }
     });
 
     it("WatchJob refuses a bad id with the same status (through the streaming path)", async () => {

@@ -102,13 +102,17 @@ describe("catalog rebuild planner", () => {
     const c = meta();
     const noSize = { ...b, image: { ...b.image, size: "big" } };
     const otherId = { ...c, backup_id: randomUUID() };
+    const d = meta();
+    const farFuture = { ...d, created_at: "+010000-01-01T00:00:00.000Z" };
     const p = planRebuild(
       input([
         scanned(a, { metaError: "backup.x.meta has incompatible version 7" }),
         scanned({ raw: JSON.stringify(noSize), id: b.backup_id }),
         scanned({ raw: JSON.stringify(otherId), id: c.backup_id }),
+        scanned({ raw: JSON.stringify(farFuture), id: d.backup_id }),
       ]),
     );
+    assert.equal(reasonOf(p, d.backup_id), "meta object does not parse: created_at is not a date in 1970-9999");
     assert.equal(reasonOf(p, a.backup_id), "meta object does not parse: backup.x.meta has incompatible version 7");
     assert.equal(reasonOf(p, b.backup_id), "meta object does not parse: image.size is not a size");
     assert.match(reasonOf(p, c.backup_id) ?? "", /backup_id ".*" is not the object's id/);
