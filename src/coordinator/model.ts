@@ -3,6 +3,7 @@
  * Backup message itself; a job carries, besides what the API shows, what the scheduler needs (the
  * operation's parameters, its lease, the locks it takes, the clusters whose slots it uses).
  */
+import { timingSafeEqual } from "node:crypto";
 import type { BackupMode, RestoreMode, VerifyMode } from "../gen/rbdbackup/v1/agent";
 import type { Backup, JobKind, JobState } from "../gen/rbdbackup/v1/backup_service";
 import type { TransferOptions, VolumeRef } from "../gen/rbdbackup/v1/common";
@@ -160,3 +161,10 @@ export interface JobFilter {
 export const volumeKey = (v: VolumeRef): string => `${v.cluster}/${v.pool}/${v.namespace}/${v.image}`;
 export const volumeLabel = (v: VolumeRef): string =>
   `${v.cluster}/${v.pool}/${v.namespace ? `${v.namespace}/` : ""}${v.image}`;
+
+/** Whether two lease tokens are equal, in time that does not depend on where they differ. */
+export function sameToken(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}

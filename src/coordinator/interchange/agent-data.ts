@@ -22,6 +22,7 @@ import type {
 import type { Audit } from "../audit";
 import { type Caller, callerName, callerOf, SESSION_SERVICE } from "../authz";
 import type { Catalog } from "../catalog/catalog";
+import { sameToken } from "../model";
 import type { Direction, Relay, Relays } from "./relays";
 
 export const FIRST_MESSAGE_TIMEOUT_MS = 10_000;
@@ -56,7 +57,7 @@ export function leaseRefusal(
   const what = `${direction.toUpperCase()} job ${jobId || "(none)"}`;
   if (!j || j.kind !== KIND[direction]) return `there is no ${what}`;
   const lease = j.lease;
-  if (j.state !== JobState.JOB_STATE_RUNNING || !lease || !token || lease.token !== token) {
+  if (j.state !== JobState.JOB_STATE_RUNNING || !lease || !token || !sameToken(lease.token, token)) {
     return `${who ?? "the caller"} holds no live lease of ${what} with that token`;
   }
   if (who && caller.via === "certificate" && caller.identity?.kind === "agent") {

@@ -14,7 +14,7 @@ import { randomUUID } from "node:crypto";
 import { Status } from "nice-grpc-common";
 import { JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { HeldLease, JobOutcome, JobProgressReport, Lease as LeaseMsg } from "../../gen/rbdbackup/v1/session";
-import type { JobRecord } from "../model";
+import { type JobRecord, sameToken } from "../model";
 import type { AgentSession } from "../sessions";
 import { FENCE_SECONDS } from "./config";
 import type { SchedulerContext } from "./context";
@@ -188,8 +188,8 @@ export class LeaseBroker {
   }
 
   /** Progress of a current attempt; reports of stale attempts are dropped. */
-  onProgress(_session: AgentSession, r: JobProgressReport): void {
-    const j = this.#current(r.jobId, r.token);
+  onProgress(session: AgentSession, r: JobProgressReport): void {
+    const j = this.#current(r.jobId, r.token, session);
     if (!j) return;
     this.ctx.progress.set(j.id, nextProgress(this.ctx.progress.get(j.id), r, this.ctx.now()));
     this.ctx.emit("progress", j.id);
@@ -198,7 +198,7 @@ export class LeaseBroker {
   /** An attempt's result. False when its token is stale (the report is ignored). */
   onOutcome(session: AgentSession, o: JobOutcome): boolean {
     session.jobs.delete(o.jobId);
-    const j = this.#current(o.jobId, o.token);
+    const j = this.#current(o.jobId, o.token, session);
     if (!j) {
       this.ctx.log.warn("ignored the outcome of a stale attempt", { job: o.jobId, agent: session.agentId });
       return false;
@@ -240,10 +240,17 @@ export class LeaseBroker {
     for (const token of this.#renewed.keys()) if (!live.has(token)) this.#renewed.delete(token);
   }
 
-  /** The running job whose current lease has this token (from the catalog's active jobs: no query in SQLite). */
-  #current(jobId: string, token: string): JobRecord | undefined {
+  /**
+   * The running job whose current lease has this token (from the catalog's active jobs: no query in
+   * SQLite), as `session` may speak for it: an agent of the job's cluster (a lease may pass between the
+   * agents of one cluster — a restarted agent, a second one — never to another cluster's). Tokens are
+   * compared in constant time.
+   */
+  #current(jobId: string, token: string, session: AgentSession): JobRecord | undefined {
     const j = this.ctx.catalog.activeJob(jobId);
-    return j?.state === JobState.JOB_STATE_RUNNING && j.lease?.token === token ? j : undefined;
+    if (j?.state !== JobState.JOB_STATE_RUNNING || !j.lease || j.execCluster !== session.info.clusterName)
+      return undefined;
+    return sameToken(j.lease.token, token) ? j : undefined;
   }
 
   /**
@@ -260,7 +267,7 @@ export class LeaseBroker {
     const revoked: string[] = [];
     const until = this.ctx.now() + this.ctx.cfg.leaseTtlMs;
     for (const l of leases) {
-      const j = this.#current(l.jobId, l.token);
+      const j = this.#current(l.jobId, l.token, session);
       if (!j?.lease) {
         revoked.push(l.token);
         continue;

@@ -282,6 +282,20 @@ describe("scheduler", () => {
       assert.equal(h.job(j.id).nextAttemptAt, h.t + Math.round(5_000 * 1.49));
     });
 
+    it("an agent of another cluster that presents a job's lease token is refused: not renewed, no outcome, the lease stays", async () => {
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      const held = a1.held(j.id);
+      const b1 = h.connect("b1-thief", "b");
+      assert.deepEqual(h.scheduler.onHeartbeat(b1, [held]), [held.token], "revoked for it");
+      const forged = JobOutcome.fromPartial({ jobId: j.id, token: held.token, code: Status.NOT_FOUND, message: "x" });
+      assert.equal(h.scheduler.onOutcome(b1, forged), false);
+      const now = h.job(j.id);
+      assert.equal(now.state, RUNNING);
+      assert.equal(now.lease?.agentId, "a1", "the lease did not change hands");
+      assert.deepEqual(h.scheduler.onHeartbeat(a1, [held]), [], "its holder still renews it");
+    });
+
     it("a stale outcome is ignored; an outcome that is not transient fails the job at once", async () => {
       const j = h.queueBackup(vol("v1"));
       h.tick();
