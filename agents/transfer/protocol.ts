@@ -287,6 +287,27 @@ export function reasonOf(e: unknown): string {
 }
 
 /** Everything in a header, checked before the destination touches its cluster. */
+/**
+ * A backup's metadata object (written as the stream carries it, read by the coordinator's confirmation
+ * and by a catalog rebuild) must name what the stream writes: this backup, its base image, its snapshot.
+ * Else a stream allowed to write backup X could leave a metadata object describing another chain.
+ */
+function checkMetadataNames(h: TransferHeader): void {
+  let m: { backup_id?: unknown; chain?: { base_image?: unknown; snapshot?: unknown } };
+  try {
+    m = JSON.parse(Buffer.from(h.metadataJson).toString("utf8"));
+  } catch {
+    throw invalidArgument("header.metadata_json is not valid JSON");
+  }
+  const want = { backup_id: h.backupId, base_image: h.destination?.image, snapshot: h.toSnapshot };
+  const got = { backup_id: m?.backup_id, base_image: m?.chain?.base_image, snapshot: m?.chain?.snapshot };
+  for (const k of ["backup_id", "base_image", "snapshot"] as const) {
+    if (got[k] !== want[k]) {
+      throw invalidArgument(`header.metadata_json names ${k} ${JSON.stringify(got[k])}, the stream writes ${want[k]}`);
+    }
+  }
+}
+
 export function validateHeader(h: TransferHeader | undefined): TransferHeader {
   if (!h) throw invalidArgument("the transfer must start with a header");
   if (!isUuid(h.transferId)) throw invalidArgument("header.transfer_id must be a lowercase UUID");
@@ -309,6 +330,7 @@ export function validateHeader(h: TransferHeader | undefined): TransferHeader {
         `header.to_snapshot "${h.toSnapshot}" is not a snapshot of backup ${h.backupId} (backup.<backup_id>.snap.<time>)`,
       );
     }
+    if (h.metadataJson.length > 0) checkMetadataNames(h);
   } else if (h.toSnapshot !== "") {
     throw invalidArgument("header.to_snapshot must be empty for a restore");
   }

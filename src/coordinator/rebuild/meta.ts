@@ -4,7 +4,7 @@
  * checked here again, strictly: a meta that lacks one is damaged, never guessed at). Fields added
  * after version 1 was first written (source.cluster_name, chain.forced_full_reason) are optional.
  */
-import { isUuid, parseBackupSnap } from "../../common/ids";
+import { isUuid, parseBackupSnap, parseBaseImage } from "../../common/ids";
 
 export interface RebuildMeta {
   backupId: string;
@@ -99,13 +99,22 @@ export function parseRebuildMeta(raw: Uint8Array, objectId: string): RebuildMeta
   if (!isObject(image) || typeof image.size !== "number" || !Number.isSafeInteger(image.size) || image.size < 0) {
     throw new Error("image.size is not a size");
   }
+  const src = source(o.source);
+  const c = chain(o.chain, id);
+  // As ImportBackupRecord requires (api/records.ts): deleting the backup removes its base image once no
+  // backup snapshot is left on it, so a meta naming a live volume as its base image must not be imported.
+  if (src.kind === "rbd" && parseBaseImage(c.baseImage, src.image) === null) {
+    throw new Error(
+      `chain.base_image "${c.baseImage.slice(0, 200)}" is not a base image of ${src.image} (<volume>.backup.<uuid>)`,
+    );
+  }
   return {
     backupId: id,
     createdAt,
     volumeId: str(o.volume, "id", "volume."),
     volumeMetadata: stringMap(o.volume.metadata, "volume.metadata"),
-    source: source(o.source),
+    source: src,
     sizeBytes: image.size,
-    ...chain(o.chain, id),
+    ...c,
   };
 }

@@ -89,6 +89,11 @@ export class Confirmer {
     while (this.#inFlight.size) await Promise.all(this.#inFlight.values());
   }
 
+  /** The fsid the agents of cluster `name` registered with ("" when none ever did). */
+  #fsidOf(name: string): string {
+    return this.ctx.catalog.listAgents().find((a) => a.clusterName === name)?.clusterFsid ?? "";
+  }
+
   #check(j: JobRecord): void {
     const b = this.ctx.catalog.getBackup(j.backupId);
     const restore = j.confirming?.kind === "restore" && j.operation.kind === "restore" ? j.operation : null;
@@ -102,7 +107,7 @@ export class Confirmer {
     const attempt = j.attempts;
     const asked = restore
       ? restoreVerdict(agent, restore.target, RestoreResult.fromJSON(j.confirming?.result))
-      : verdict(agent, b, BackupResult.fromJSON(j.confirming?.result));
+      : verdict(agent, b, BackupResult.fromJSON(j.confirming?.result), this.#fsidOf(b.volume?.cluster ?? ""));
     const p = asked
       .then((v) => this.#apply(j.id, attempt, v))
       .catch((err) => this.ctx.log.error("confirming an outcome failed", { job: j.id, err }))
@@ -155,7 +160,7 @@ export class Confirmer {
 }
 
 /** Asks `agent` (of the destination) whether the snapshot and the metadata object of the backup are there. */
-async function verdict(agent: AgentSession, b: Backup, r: BackupResult): Promise<Verdict> {
+async function verdict(agent: AgentSession, b: Backup, r: BackupResult, sourceFsid: string): Promise<Verdict> {
   const loc = b.location as NonNullable<Backup["location"]>;
   const pool = r.destinationPool || loc.pool;
   const where = `${loc.cluster}/${pool}/${loc.namespace ? `${loc.namespace}/` : ""}${r.baseImage}`;
@@ -172,7 +177,7 @@ async function verdict(agent: AgentSession, b: Backup, r: BackupResult): Promise
         why: `the destination has no metadata object backup.${b.id}.meta in ${pool} (${asked})`,
       };
     }
-    const wrong = metadataMismatch(meta.json, b, r);
+    const wrong = metadataMismatch(meta.json, b, r, sourceFsid);
     return wrong
       ? { kind: "denied", why: `the destination's backup.${b.id}.meta ${wrong} (${asked})` }
       : { kind: "confirmed" };
@@ -247,11 +252,22 @@ async function restoreVerdict(agent: AgentSession, target: VolumeRef, r: Restore
   }
 }
 
-/** What in the metadata object contradicts the backup, or "" when it names this backup, chain and volume. */
-export function metadataMismatch(json: string, b: Backup, r: BackupResult): string {
+/**
+ * What in the metadata object contradicts the backup, or "" when it names this backup, chain and volume
+ * — the volume's cluster too (its name, and its fsid when `sourceFsid`, the one that cluster's agents
+ * registered with, is known): a catalog rebuild reads the volume from this object alone.
+ */
+export function metadataMismatch(json: string, b: Backup, r: BackupResult, sourceFsid = ""): string {
   let m: {
     backup_id?: unknown;
-    source?: { kind?: unknown; pool?: unknown; namespace?: unknown; image?: unknown };
+    source?: {
+      kind?: unknown;
+      cluster_fsid?: unknown;
+      cluster_name?: unknown;
+      pool?: unknown;
+      namespace?: unknown;
+      image?: unknown;
+    };
     chain?: { base_image?: unknown; snapshot?: unknown };
   };
   try {
@@ -267,6 +283,9 @@ export function metadataMismatch(json: string, b: Backup, r: BackupResult): stri
   const s = m.source;
   if (s?.kind !== "rbd" || s.pool !== v?.pool || s.namespace !== v?.namespace || s.image !== v?.image) {
     return `names source ${String(s?.pool)}/${String(s?.namespace)}/${String(s?.image)}, not volume ${v?.pool}/${v?.namespace}/${v?.image}`;
+  }
+  if (s.cluster_name !== v?.cluster || (sourceFsid && s.cluster_fsid !== sourceFsid)) {
+    return `names source cluster ${String(s.cluster_name)} (fsid ${String(s.cluster_fsid)}), not ${v?.cluster}${sourceFsid ? ` (fsid ${sourceFsid})` : ""}`;
   }
   return "";
 }

@@ -200,7 +200,15 @@ export class Harness {
     const meta = {
       version: 1,
       backup_id: b.id,
-      source: { kind: "rbd", pool: v.pool, namespace: v.namespace, image: v.image },
+      source: {
+        kind: "rbd",
+        // As the source agent writes them: its cluster's name and fsid (agents/engine/backup-header.ts).
+        cluster_name: v.cluster,
+        cluster_fsid: this.catalog.listAgents().find((a) => a.clusterName === v.cluster)?.clusterFsid ?? "",
+        pool: v.pool,
+        namespace: v.namespace,
+        image: v.image,
+      },
       chain: { base_image: r.baseImage, snapshot: r.snapshot },
     };
     const c: Committed = {

@@ -104,13 +104,20 @@ describe("catalog rebuild planner", () => {
     const otherId = { ...c, backup_id: randomUUID() };
     const d = meta();
     const farFuture = { ...d, created_at: "+010000-01-01T00:00:00.000Z" };
+    const e = meta();
+    const liveVolume = { ...e, chain: { ...e.chain, base_image: "vol1" } };
     const p = planRebuild(
       input([
         scanned(a, { metaError: "backup.x.meta has incompatible version 7" }),
         scanned({ raw: JSON.stringify(noSize), id: b.backup_id }),
         scanned({ raw: JSON.stringify(otherId), id: c.backup_id }),
         scanned({ raw: JSON.stringify(farFuture), id: d.backup_id }),
+        scanned({ raw: JSON.stringify(liveVolume), id: e.backup_id }),
       ]),
+    );
+    assert.equal(
+      reasonOf(p, e.backup_id),
+      'meta object does not parse: chain.base_image "vol1" is not a base image of vol1 (<volume>.backup.<uuid>)',
     );
     assert.equal(reasonOf(p, d.backup_id), "meta object does not parse: created_at is not a date in 1970-9999");
     assert.equal(reasonOf(p, a.backup_id), "meta object does not parse: backup.x.meta has incompatible version 7");

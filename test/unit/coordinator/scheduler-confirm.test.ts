@@ -96,6 +96,23 @@ describe("scheduler: backups are confirmed by their destination", () => {
     assert.match(f.errorMessage, /meta names source rbd\/\/production, not volume rbd\/\/v1/);
   });
 
+  it("denied: the metadata object names the volume's pool and image on another cluster (its fsid)", async () => {
+    const j = h.queueBackup(vol("v1"));
+    h.tick();
+    const c = h.commit(j);
+    const m = JSON.parse(c.meta);
+    c.meta = JSON.stringify({ ...m, source: { ...m.source, cluster_fsid: "11111111-2222-3333-4444-555555555555" } });
+    reportMade(h, a1, j.id);
+    await h.settle();
+    const f = h.job(j.id);
+    assert.equal(f.state, FAILED);
+    assert.equal(f.errorCode, "DATA_LOSS");
+    assert.match(
+      f.errorMessage,
+      /meta names source cluster a \(fsid 11111111-2222-3333-4444-555555555555\), not a \(fsid /,
+    );
+  });
+
   it("denied: no metadata object", async () => {
     const j = h.queueBackup(vol("v1"));
     h.tick();

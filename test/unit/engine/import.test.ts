@@ -53,6 +53,7 @@ function context(ceph: FakeCeph): EngineContext {
 }
 
 function request(over: Partial<ImportRequest> = {}): ImportRequest {
+  const baseImage = over.baseImage ?? `vol.backup.${ID}`;
   const meta = {
     version: 1,
     backup_id: ID,
@@ -60,13 +61,14 @@ function request(over: Partial<ImportRequest> = {}): ImportRequest {
     volume: { id: "vol-1", metadata: { k: "v" } },
     source: { kind: "rbd", cluster_fsid: "", pool: "volumes", namespace: "", image: "vol", snapshot: SNAP },
     image: { size: 0, features: "0", order: 22, stripe_unit: 0, stripe_count: 0, image_meta: {} },
-    chain: { base_image: `vol.backup.${ID}`, incremental: false, parent_snapshot: null, snapshot: SNAP },
+    // As the coordinator writes it (interchange-jobs.ts importMetadata): the chain the import writes.
+    chain: { base_image: baseImage, incremental: false, parent_snapshot: null, snapshot: SNAP },
   };
   return {
     backupId: ID,
     pool: "backups",
     namespace: "",
-    baseImage: `vol.backup.${ID}`,
+    baseImage,
     fromSnapshot: "",
     toSnapshot: SNAP,
     metadataJson: Buffer.from(JSON.stringify(meta)),

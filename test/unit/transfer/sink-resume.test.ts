@@ -117,7 +117,13 @@ describe("resumable transfers: the destination", () => {
     assert.ok(rp.offset === CHUNK || rp.offset === 2 * CHUNK, `offset ${rp.offset}`);
     assert.equal(rp.dataBytes, rp.offset);
     // Another backup's header gets no checkpoint, with the reason.
-    const other = await resumePoint(d, { ...retry, toSnapshot: `${h.toSnapshot}0` });
+    const otherSnap = `${h.toSnapshot}0`;
+    const otherMeta = { version: 1, backup_id: h.backupId, chain: { base_image: name, snapshot: otherSnap } };
+    const other = await resumePoint(d, {
+      ...retry,
+      toSnapshot: otherSnap,
+      metadataJson: Buffer.from(JSON.stringify(otherMeta)),
+    });
     assert.equal(other.offset, 0);
     assert.match(other.reason, /checkpoint is of/);
 

@@ -50,6 +50,24 @@ describe("sink stream checks", () => {
     ],
     ["a header that is not valid", messages(header({ imageSize: 0 }), []), Status.INVALID_ARGUMENT, /image_size/],
     [
+      "a backup's metadata object naming another chain",
+      messages(
+        {
+          ...h,
+          metadataJson: Buffer.from(
+            JSON.stringify({
+              version: 1,
+              backup_id: h.backupId,
+              chain: { base_image: "x.backup.y", snapshot: h.toSnapshot },
+            }),
+          ),
+        },
+        [],
+      ),
+      Status.INVALID_ARGUMENT,
+      /metadata_json names base_image "x\.backup\.y", the stream writes vol\.backup\./,
+    ],
+    [
       "a pool that does not exist",
       messages(header({ destination: { pool: "nope", namespace: "", image: "x" } }), []),
       Status.NOT_FOUND,

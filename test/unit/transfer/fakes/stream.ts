@@ -12,6 +12,15 @@ import { crc32c } from "./crc32c";
 export const KiB = 1024;
 
 export function header(over: Partial<TransferHeader> = {}): TransferHeader {
+  const h = baseHeader(over);
+  const backup = h.kind === TransferKind.BACKUP_FULL || h.kind === TransferKind.BACKUP_INCREMENTAL;
+  if (over.metadataJson || !backup) return h;
+  // The metadata object names what the stream writes (validateHeader checks it).
+  const chain = { base_image: h.destination?.image, snapshot: h.toSnapshot };
+  return { ...h, metadataJson: Buffer.from(JSON.stringify({ version: 1, backup_id: h.backupId, chain })) };
+}
+
+function baseHeader(over: Partial<TransferHeader>): TransferHeader {
   const backupId = randomUUID();
   const kind = over.kind ?? TransferKind.BACKUP_FULL;
   const backup = kind === TransferKind.BACKUP_FULL || kind === TransferKind.BACKUP_INCREMENTAL;
