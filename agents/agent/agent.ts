@@ -49,7 +49,12 @@ import {
   sweepHeld,
   sweepLeftovers,
 } from "../transfer/sink";
-import { admitTransferCaller, authorizeResumePoint, authorizeTransfer } from "../transfer/transfer-authz";
+import {
+  admitTransferCaller,
+  authorizeResumePoint,
+  authorizeTransfer,
+  SpentCapabilities,
+} from "../transfer/transfer-authz";
 import { framePool } from "../transfer/wire";
 import { agentServiceInterceptor, LeaseCheck } from "./authz";
 import type { AgentConfig } from "./config";
@@ -234,12 +239,16 @@ export class Agent {
     // TransferService on its own listener (node:http2, ours); grpc-js serves the rest on `listen`.
     // Capabilities are checked against the deployment's CA (none in insecure mode: tests only).
     const verifier = cfg.tls.insecure || !cfg.tls.ca ? null : new CapabilityVerifier(readFileSync(cfg.tls.ca));
+    const spent = new SpentCapabilities();
     const dataPlane = new DataPlaneServer({
       tls: cfg.tls,
       transfer: (messages, signal, caller) =>
-        handle(log, "Transfer", async () =>
-          receiveTransfer(await authorizeTransfer(verifier, messages, caller, this.fsid, audit), signal, "network"),
-        ),
+        handle(log, "Transfer", async () => {
+          const authorized = await authorizeTransfer(verifier, messages, caller, this.fsid, audit, spent);
+          const summary = await receiveTransfer(authorized, signal, "network");
+          spent.spend(caller.capability); // committed: its capability is spent (transfer-authz.ts)
+          return summary;
+        }),
       resumePoint: (req, signal, caller) =>
         handle(log, "ResumePoint", async () => {
           authorizeResumePoint(verifier, req.header, caller, this.fsid, audit);

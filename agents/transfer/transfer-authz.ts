@@ -21,6 +21,7 @@
  * foreign caller. Insecure mode (tests only) has no certificates: both checks are off.
  * Every refusal is an audit line and counts in the refusal metric (authz-audit.ts).
  */
+import { createHash } from "node:crypto";
 import type http2 from "node:http2";
 import type { TLSSocket } from "node:tls";
 import {
@@ -164,9 +165,44 @@ export function admitTransferCaller(
 }
 
 /**
+ * Transfer capabilities that have been used by a stream that committed here: each is good for one
+ * committed stream. The coordinator mints one per attempt, valid for an hour (scheduler/capabilities.ts)
+ * — without this, its holder could replay it after its job ended, e.g. write a restore over a volume a
+ * VM has opened since (allow_open), or bring back a deleted backup. A stream cut short (not committed)
+ * leaves it usable: the attempt's resume presents it again. Kept in memory (a restart forgets them; the
+ * hour bounds what is left), as SHA-256 digests until the capability's own expiry.
+ */
+export class SpentCapabilities {
+  readonly #until = new Map<string, number>();
+
+  constructor(
+    private readonly ttlMs = 3_600_000 + 60_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  static #key(capability: string): string {
+    return createHash("sha256").update(capability).digest("hex");
+  }
+
+  /** A stream that presented `capability` committed. */
+  spend(capability: string | undefined): void {
+    if (!capability) return;
+    const now = this.now();
+    for (const [k, until] of this.#until) if (until <= now) this.#until.delete(k);
+    this.#until.set(SpentCapabilities.#key(capability), now + this.ttlMs);
+  }
+
+  spent(capability: string | undefined): boolean {
+    if (!capability) return false;
+    const until = this.#until.get(SpentCapabilities.#key(capability));
+    return until !== undefined && until > this.now();
+  }
+}
+
+/**
  * The stream to hand to the sink once the caller's capability allows what its header asks for on this
- * agent's cluster (`fsid`); PERMISSION_DENIED (AppError) otherwise, before anything is written.
- * `verifier` null = insecure mode.
+ * agent's cluster (`fsid`) and has not been spent by a stream that committed here (`spent`);
+ * PERMISSION_DENIED (AppError) otherwise, before anything is written. `verifier` null = insecure mode.
  */
 export async function authorizeTransfer(
   verifier: CapabilityVerifier | null,
@@ -174,6 +210,7 @@ export async function authorizeTransfer(
   caller: TransferCaller,
   fsid: string,
   audit?: AuthzAudit,
+  spent?: SpentCapabilities,
 ): Promise<AsyncIterable<TransferMessage>> {
   if (!caller.checked || !verifier) return messages;
   const it = messages[Symbol.asyncIterator]();
@@ -184,10 +221,23 @@ export async function authorizeTransfer(
     // (sink/stream-checks.ts readHeader).
     const first = await it.next();
     const header = !first.done && first.value.body?.$case === "header" ? first.value.body.value : null;
-    judge(verifier, caller, TRANSFER_METHOD, header ? headerTarget(header) : "", audit, (grant) => {
+    const target = header ? headerTarget(header) : "";
+    judge(verifier, caller, TRANSFER_METHOD, target, audit, (grant) => {
       if (!header) throw invalidArgument("the transfer must start with a header");
       checkAllows(grant, transferAsks(header, fsid));
     });
+    if (spent?.spent(caller.capability)) {
+      const why =
+        "this transfer capability was already used by a stream that committed here (one committed stream each; the coordinator mints one per attempt)";
+      audit?.refused({
+        identity: identityName(caller.identity),
+        method: TRANSFER_METHOD,
+        target,
+        reason: "bad_capability",
+        message: why,
+      });
+      throw new AppError(Status.PERMISSION_DENIED, why);
+    }
     return prepend(first.value as TransferMessage, it);
   } catch (e) {
     await it.return?.(undefined).catch(() => {});

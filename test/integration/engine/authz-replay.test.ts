@@ -6,7 +6,7 @@
  * refused; and genuine full and incremental backups (capabilities naming fsid and chains) still work.
  */
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { createChannel, createClient, Metadata, Status } from "nice-grpc";
 import { CAPABILITY_HEADER } from "../../../src/common/capability";
@@ -22,7 +22,8 @@ import {
 import { labTls } from "../../../src/lab/agent-process";
 import { backupTransferFields } from "../../../src/lab/lab-leases";
 import { labMinter, type RunningAgent, startAgent, transferCapabilityFor } from "../../helpers/agents";
-import { MiB, Volumes } from "../../helpers/volumes";
+import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
+import { messages } from "../../unit/transfer/fakes/stream";
 
 const SITE_A = { cluster: "site-a", agentId: "agent-site-a" };
 
@@ -163,6 +164,34 @@ describe("capabilities name the destination cluster and the chain", () => {
       const forB = transferCapabilityFor(h, SITE_A, "site-b");
       await assert.rejects(client(small).transfer(stream(h), withCapability(forB)), denied(/fsid/));
       assert.deepEqual(await state(), before);
+    });
+
+    it("a capability is good for one committed stream: replayed after its restore committed → PERMISSION_DENIED, the volume unchanged", async () => {
+      const target = await vols.create("site-b", "rbd", 8, 2, "replay-target");
+      const id = randomUUID();
+      const h: TransferHeader = {
+        ...header(TransferKind.RESTORE_ORIGINAL, target.image, id),
+        destination: { pool: "rbd", namespace: "", image: target.image },
+        toSnapshot: "",
+      };
+      const cap = transferCapabilityFor(h, SITE_A, "site-b");
+      const from = (msgs: TransferMessage[]) =>
+        (async function* () {
+          yield* msgs;
+        })();
+      const summary = await client(b).transfer(
+        from(messages(h, [{ offset: 0, data: randomBytes(MiB) }])),
+        withCapability(cap),
+      );
+      assert.equal(summary.dataBytesWritten, MiB, "the first stream committed");
+      const restored = await sha("site-b", spec(target));
+      // The same capability again (its job is over): a new stream of other bytes over the volume.
+      const replay = messages({ ...h, transferId: randomUUID() }, [{ offset: 0, data: randomBytes(MiB) }]);
+      await assert.rejects(
+        client(b).transfer(from(replay), withCapability(cap)),
+        denied(/already used by a stream that committed here/),
+      );
+      assert.equal(await sha("site-b", spec(target)), restored, "nothing written");
     });
 
     it("an incremental into a chain the capability does not name → PERMISSION_DENIED, nothing changed", async () => {

@@ -12,6 +12,7 @@ import {
   authorizeListChains,
   authorizeTransfer,
   dataPlaneRefusal,
+  SpentCapabilities,
   type TransferCaller,
 } from "../../../agents/transfer/transfer-authz";
 import { CapabilitySigner, CapabilityVerifier } from "../../../src/common/capability";
@@ -106,6 +107,30 @@ describe("transfer authorization", () => {
       "header",
       "zero",
     ]);
+  });
+
+  it("a capability spent by a committed stream is refused until it would have expired; another is not", async () => {
+    let now = 1_000_000;
+    const spent = new SpentCapabilities(60_000, () => now);
+    const h = header(TransferKind.RESTORE_ORIGINAL, "prod", "rbd");
+    const used = mint(h);
+    spent.spend(used);
+    await assert.rejects(
+      authorizeTransfer(verifier, source(h).messages, caller(used), FSID, undefined, spent),
+      denied(/already used by a stream that committed here/),
+    );
+    const holder = { cluster: "site-a", agentId: "agent-site-a" };
+    const fresh = signer.sign(
+      { scope: "transfer", job: "j", attempt: 2, holder, allows: transferAsks(h, FSID) },
+      60_000,
+    );
+    assert.notEqual(fresh, used);
+    assert.deepEqual(
+      await drain(await authorizeTransfer(verifier, source(h).messages, caller(fresh), FSID, undefined, spent)),
+      ["header", "zero"],
+    );
+    now += 60_001;
+    assert.equal(spent.spent(used), false, "forgotten once past its lifetime");
   });
 
   it("no capability, another image's, another holder's, a forged one → PERMISSION_DENIED, nothing passed on", async () => {
