@@ -38,6 +38,9 @@ export interface ParseOptions {
   maxPiece: number;
 }
 
+/** Snapshot names: UTF-8, strictly. */
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
 /** INVALID_ARGUMENT naming the byte offset in the stream. */
 export function streamError(at: number, message: string) {
   return invalidArgument(`invalid rbd-diff stream at byte offset ${at}: ${message}`);
@@ -106,7 +109,15 @@ class RecordParser {
             throw streamError(at, `${tagName(tag)} snapshot name of ${n} bytes (limit ${MAX_SNAP_NAME_BYTES})`);
           this.#length(at, tag, len, 4 + n);
           const name = await this.#bytes(at, tag, n);
-          yield { type: tag === TAG.from ? "from" : "to", name: name.toString("utf8"), at };
+          // Names are compared ('f' against the parent's snapshot) and kept: bytes that are not UTF-8 would
+          // all read as U+FFFD, so different names would compare equal.
+          let text: string;
+          try {
+            text = UTF8.decode(name);
+          } catch {
+            throw streamError(at, `${tagName(tag)} snapshot name is not valid UTF-8`);
+          }
+          yield { type: tag === TAG.from ? "from" : "to", name: text, at };
           break;
         }
         case TAG.size: {

@@ -273,6 +273,13 @@ describe("rbd-diff parser refusals (INVALID_ARGUMENT naming the offset)", () => 
     );
     await refused(handV1().subarray(0, 72), 72, /without its 'e' record/);
   });
+  it("a snapshot name that is not UTF-8 (its bytes would read as U+FFFD, equal to another's)", async () => {
+    const name = Buffer.from([0xfe, 0x41]);
+    const u32 = Buffer.alloc(4);
+    u32.writeUInt32LE(name.length);
+    const b = Buffer.concat([ch("rbd diff v1\n"), ch("t"), u32, name, ch("s"), le64(4096), ch("e")]);
+    await refused(b, 12, /'t' snapshot name is not valid UTF-8/);
+  });
   it("a wrong banner", async () => {
     await refused(Buffer.concat([ch("rbd image v2\n"), ch("e")]), 0, /not an rbd diff stream/);
     await refused(handV1(), 0, /format v1, but v2 was asked/, 2);
