@@ -109,8 +109,15 @@ function openChannel(address: string, tls: TlsConfig, log: Logger) {
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.initial_reconnect_backoff_ms": 250,
     "grpc.max_reconnect_backoff_ms": 5_000,
+    // A SOURCE verification's lease carries the backup's digest map (up to 6 MiB: a chain starts anew
+    // before its map outgrows that, src/coordinator/scheduler/verify.ts): above grpc's 4 MiB default, a
+    // message over the limit ended the whole session.
+    "grpc.max_receive_message_length": SESSION_MAX_MESSAGE_BYTES,
   });
 }
+
+/** The largest message on the coordinator session, either way. */
+export const SESSION_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 
 export class CoordinatorLink {
   #out: AsyncQueue<AgentMessage> | null = null;

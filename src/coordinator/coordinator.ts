@@ -117,6 +117,10 @@ export class Coordinator {
       "grpc.keepalive_timeout_ms": 5_000,
       "grpc.keepalive_permit_without_calls": 1,
       "grpc.http2.min_ping_interval_without_data_ms": 5_000,
+      // As the agents (agents/agent/coordinator-link.ts SESSION_MAX_MESSAGE_BYTES): an agent's answer may
+      // carry a backup's digest map (up to 6 MiB, scheduler/verify.ts
+      // MAX_CHAIN_MAP_BLOCKS): above grpc's 4 MiB default, it ended the agent's whole session.
+      "grpc.max_receive_message_length": 16 * 1024 * 1024,
     } as unknown as Parameters<typeof createServer>[0]);
     const self = this;
     server

@@ -20,7 +20,7 @@ import type { JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
 import { knownChains, type Located, transferCapability } from "./capabilities";
 import { exportRequest, importRequest } from "./interchange";
-import { corruptChainReason, verifyRequest } from "./verify";
+import { corruptChainReason, grownChainReason, verifyRequest } from "./verify";
 
 type Operation = NonNullable<LeaseMsg["operation"]>;
 type PeerRef = BackupRequest["destination"];
@@ -74,8 +74,9 @@ export function leaseOperation(catalog: Catalog, j: JobRecord, peer: AgentSessio
 }
 
 /**
- * A backup whose chain holds a CORRUPT backup is leased as FULL: the reason goes on the job (saved when
- * the lease is issued) and becomes the backup's forced_full_reason. A FULL asked for needs no reason.
+ * A backup whose chain holds a CORRUPT backup, or whose volume outgrew the chain's digest map, is leased
+ * as FULL: the reason goes on the job (saved when the lease is issued) and becomes the backup's
+ * forced_full_reason. A FULL asked for needs no reason.
  */
 function forceFullAfterCorrupt(
   catalog: Catalog,
@@ -83,7 +84,7 @@ function forceFullAfterCorrupt(
   op: Extract<JobRecord["operation"], { kind: "backup" }>,
 ): void {
   if (op.mode === BackupMode.BACKUP_MODE_FULL) return;
-  const why = corruptChainReason(catalog, b);
+  const why = corruptChainReason(catalog, b) || grownChainReason(catalog, b);
   if (why) op.forcedFull = why;
   else delete op.forcedFull;
 }

@@ -91,6 +91,33 @@ export const statusBeforeDelete = (b: Backup): BackupStatus =>
 const locationOf = (b: Backup): string => `${b.location?.cluster}/${b.location?.pool}/${b.location?.namespace}`;
 
 /**
+ * The most blocks a chain's digest map may have: a chain keeps the block size its full backup chose
+ * (≤ 2^18 blocks: agents/transfer/digests/format.ts blockSizeFor), so a volume that grows adds blocks.
+ * Past three times that (a 6 MiB map; a SOURCE verification carries the map in one session message),
+ * the next backup starts a new chain, whose full backup sizes its blocks for the volume as it is.
+ */
+export const MAX_CHAIN_MAP_BLOCKS = 3 * 2 ** 18;
+
+/**
+ * Why a backup of `b` (sizeBytes: the volume's size when it was queued) to `b`'s location must be FULL
+ * because its volume outgrew the chain's digest map: "" when it need not.
+ */
+export function grownChainReason(catalog: Catalog, b: Located): string {
+  const v = b.volume;
+  const here = locationOf(b);
+  const newest = catalog
+    .backupsOfVolume(v.cluster, v.pool, v.namespace, v.image)
+    .filter((o) => o.id !== b.id && o.baseImage && locationOf(o) === here)
+    .filter((o) => o.status === BackupStatus.BACKUP_STATUS_AVAILABLE)
+    .at(-1);
+  const block = newest?.integrity?.digestBlockSize ?? 0;
+  if (!newest || block <= 0 || b.sizeBytes <= 0) return "";
+  const blocks = Math.ceil(b.sizeBytes / block);
+  if (blocks <= MAX_CHAIN_MAP_BLOCKS) return "";
+  return `the volume grew to ${b.sizeBytes} bytes: chain ${newest.baseImage}'s digest map (${block}-byte blocks) would hold ${blocks} blocks, over ${MAX_CHAIN_MAP_BLOCKS}: a new chain starts with a full backup`;
+}
+
+/**
  * Why a backup of `b`'s volume to `b`'s location must be FULL: the chain it would extend (the base
  * image of the newest AVAILABLE or CORRUPT backup there) holds a CORRUPT backup. "" when it need not.
  */

@@ -261,6 +261,30 @@ describe("verification (coordinator)", () => {
     assert.equal(h.backup(after.backupId).forcedFullReason, "");
   });
 
+  it("a volume that outgrew its chain's digest map (over 3·2^18 blocks of the chain's size): the next backup is FULL, with the reason", async () => {
+    for (const [blocks, mode] of [
+      [3 * 2 ** 18, BackupMode.BACKUP_MODE_AUTO],
+      [3 * 2 ** 18 + 1, BackupMode.BACKUP_MODE_FULL],
+    ] as const) {
+      const v = vol(`grown-${blocks}`);
+      available(v); // its chain's map has 64 KiB blocks
+      const next = h.queueBackup(v, "b");
+      h.catalog.updateBackup({ ...h.backup(next.backupId), sizeBytes: blocks * 65536 }); // as the probe found it
+      await h.tickAfterSweep();
+      const lease = a1.lease(next.id);
+      assert.ok(lease.operation?.$case === "backup");
+      assert.equal(BackupMode[lease.operation.value.mode], BackupMode[mode], `${blocks} blocks`);
+      await h.backupDone(a1, next);
+      const reason = h.backup(next.backupId).forcedFullReason;
+      if (mode === BackupMode.BACKUP_MODE_FULL) {
+        assert.match(
+          reason,
+          new RegExp(`^the volume grew to ${blocks * 65536} bytes: chain .* would hold ${blocks} blocks`),
+        );
+      } else assert.equal(reason, "");
+    }
+  });
+
   it("a backup to another location is not forced FULL by a corrupt chain elsewhere", async () => {
     const v = vol("elsewhere");
     const bad = available(v);
