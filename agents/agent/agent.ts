@@ -254,7 +254,7 @@ export class Agent {
           authorizeResumePoint(verifier, req.header, caller, this.fsid, audit);
           return resumePoint(sink, req.header, signal);
         }),
-      admit: (caller) => admitTransferCaller(verifier, caller, audit),
+      admit: (caller, method) => admitTransferCaller(verifier, caller, audit, method),
       listChains: listChainsService(cluster, this.fsid, log, { verifier, audit }),
       maxMessageBytes: MAX_MESSAGE_BYTES,
       audit,

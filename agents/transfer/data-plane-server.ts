@@ -38,7 +38,15 @@ import { serveBulk } from "./bulk/server";
 import { type ReceivePool, receivePool } from "./message-reader";
 import { type ResumePointEntry, resumePointMethod } from "./resume-point-server";
 import { ServerCall } from "./server-call";
-import { auditDataPlaneRefusal, dataPlaneRefusal, type TransferCaller, transferCallerOf } from "./transfer-authz";
+import {
+  auditDataPlaneRefusal,
+  dataPlaneRefusal,
+  LIST_CHAINS_METHOD,
+  RESUME_POINT_METHOD,
+  TRANSFER_METHOD,
+  type TransferCaller,
+  transferCallerOf,
+} from "./transfer-authz";
 import {
   type ListChainsEntry,
   listChainsMethod,
@@ -83,7 +91,7 @@ export interface DataPlaneOptions {
    * Who may take a transfer slot, judged before it is taken (before any message): throws the refusal
    * (transfer-authz.ts admitTransferCaller). Absent: anyone the TLS handshake let in.
    */
-  admit?: (caller: TransferCaller) => void;
+  admit?: (caller: TransferCaller, method: string) => void;
 }
 
 export type DataPlaneState = "idle" | "listening" | "draining" | "stopped";
@@ -97,12 +105,12 @@ function admitted(
   entry: TransferEntry,
   max: number,
   accepting: () => boolean,
-  admit: (caller: TransferCaller) => void,
+  admit: (caller: TransferCaller, method: string) => void,
 ): TransferEntry {
   let active = 0;
   return async (messages, signal, caller) => {
     if (!accepting()) throw new AppError(Status.UNAVAILABLE, "this agent is shutting down");
-    admit(caller);
+    admit(caller, TRANSFER_METHOD);
     if (active >= max) {
       throw new AppError(
         Status.RESOURCE_EXHAUSTED,
@@ -139,7 +147,9 @@ export class DataPlaneServer {
     this.#opts = opts;
     const svc = TransferServiceDefinition;
     const accepting = opts.accepting ?? (() => this.state === "listening");
-    const entry = admitted(opts.transfer, opts.maxConcurrentTransfers, accepting, opts.admit ?? (() => {}));
+    // Every method checks its caller before reading a byte (an agent presenting a capability that verifies).
+    const admit = opts.admit ?? (() => {});
+    const entry = admitted(opts.transfer, opts.maxConcurrentTransfers, accepting, admit);
     const idleTimeoutMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     this.#routes.set(
       `/${svc.fullName}/${svc.methods.transfer.name}`,
@@ -152,13 +162,21 @@ export class DataPlaneServer {
     this.#routes.set(
       `/${svc.fullName}/${svc.methods.listChains.name}`,
       // A ListChainsRequest is three names: a peer gets no big buffer for it.
-      listChainsMethod(opts.listChains, { maxMessageBytes: MAX_LIST_CHAINS_BYTES, idleTimeoutMs }),
+      listChainsMethod(opts.listChains, {
+        maxMessageBytes: MAX_LIST_CHAINS_BYTES,
+        idleTimeoutMs,
+        admit: (caller) => admit(caller, LIST_CHAINS_METHOD),
+      }),
     );
     if (opts.resumePoint) {
       this.#routes.set(
         `/${svc.fullName}/${svc.methods.resumePoint.name}`,
         // A header (its metadata_json at most 1 MiB), not data.
-        resumePointMethod(opts.resumePoint, { maxMessageBytes: MAX_RESUME_POINT_BYTES, idleTimeoutMs }),
+        resumePointMethod(opts.resumePoint, {
+          maxMessageBytes: MAX_RESUME_POINT_BYTES,
+          idleTimeoutMs,
+          admit: (caller) => admit(caller, RESUME_POINT_METHOD),
+        }),
       );
     }
     const common: http2.ServerOptions = {

@@ -10,7 +10,7 @@ import {
   TransferServiceDefinition,
 } from "../../src/gen/rbdbackup/v1/transfer";
 import type { TransferCaller } from "./transfer-authz";
-import { unaryMethod } from "./unary-method";
+import { type UnaryOptions, unaryMethod } from "./unary-method";
 
 export type ResumePointEntry = (
   req: ResumePointRequest,
@@ -18,6 +18,6 @@ export type ResumePointEntry = (
   caller: TransferCaller,
 ) => Promise<Partial<ResumePointResponse>>;
 
-export function resumePointMethod(entry: ResumePointEntry, opts: { maxMessageBytes: number; idleTimeoutMs: number }) {
+export function resumePointMethod(entry: ResumePointEntry, opts: UnaryOptions) {
   return unaryMethod(TransferServiceDefinition.fullName, TransferServiceDefinition.methods.resumePoint, entry, opts);
 }

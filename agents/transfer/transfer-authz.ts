@@ -160,8 +160,9 @@ export function admitTransferCaller(
   verifier: CapabilityVerifier | null,
   caller: TransferCaller,
   audit?: AuthzAudit,
+  method = TRANSFER_METHOD,
 ): void {
-  if (caller.checked && verifier) judge(verifier, caller, TRANSFER_METHOD, "", audit);
+  if (caller.checked && verifier) judge(verifier, caller, method, "", audit);
 }
 
 /**

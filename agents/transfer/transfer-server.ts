@@ -26,7 +26,7 @@ import {
 import { failWhenIdle, MessageReader, type ReceivePool, receivePool } from "./message-reader";
 import type { ServerCall } from "./server-call";
 import type { TransferCaller } from "./transfer-authz";
-import { unaryMethod } from "./unary-method";
+import { type UnaryOptions, unaryMethod } from "./unary-method";
 import { RELEASE, type Releasable } from "./wire";
 
 /** Where a transfer's messages go: the destination's sink (or, in tests, any function). */
@@ -103,6 +103,6 @@ export function transferMethod(
 }
 
 /** TransferService.ListChains: unary — exactly one request message, then one answer. */
-export function listChainsMethod(entry: ListChainsEntry, opts: { maxMessageBytes: number; idleTimeoutMs: number }) {
+export function listChainsMethod(entry: ListChainsEntry, opts: UnaryOptions) {
   return unaryMethod(TransferServiceDefinition.fullName, TransferServiceDefinition.methods.listChains, entry, opts);
 }

@@ -18,16 +18,32 @@ export interface UnaryDefinition<Req, Res> {
 
 export type UnaryEntry<Req, Res> = (req: Req, signal: AbortSignal, caller: TransferCaller) => Promise<Partial<Res>>;
 
+export interface UnaryOptions {
+  maxMessageBytes: number;
+  idleTimeoutMs: number;
+  admit?: (caller: TransferCaller) => void;
+}
+
 export function unaryMethod<Req, Res>(
   serviceName: string,
   def: UnaryDefinition<Req, Res>,
   entry: UnaryEntry<Req, Res>,
-  /** idleTimeoutMs: a request that does not arrive whole, with nothing received for this long, fails. */
-  opts: { maxMessageBytes: number; idleTimeoutMs: number },
+  /**
+   * idleTimeoutMs: a request that does not arrive whole, with nothing received for this long, fails.
+   * admit: the caller's check before a byte of the request is read (the data plane: an agent with a
+   * capability that verifies), so a refused caller never holds a request buffer.
+   */
+  opts: UnaryOptions,
 ): (call: ServerCall, caller: TransferCaller) => void {
   const path = `/${serviceName}/${def.name}`;
   const requestName = `${def.name}Request`;
   return (call, caller) => {
+    try {
+      opts.admit?.(caller);
+    } catch (e) {
+      call.failWith(e);
+      return;
+    }
     const reader = new MessageReader(call.stream, {
       maxMessageBytes: opts.maxMessageBytes,
       decode: (bytes) => {

@@ -476,6 +476,46 @@ describe("data-plane server: limits and HTTP/2 settings", () => {
     }
   });
 
+  it("ResumePoint and ListChains judge the caller before reading a byte: refused at once, the entry never called, the method named", {
+    timeout: 20_000,
+  }, async () => {
+    const called: string[] = [];
+    const judged: string[] = [];
+    const { address } = await start({
+      admit: (caller, method) => {
+        judged.push(method);
+        if (caller.capability !== "valid") throw new AppError(Status.PERMISSION_DENIED, "capability refused: bad");
+      },
+      listChains: async () => {
+        called.push("listChains");
+        return { chains: [], clusterFsid: "" };
+      },
+      resumePoint: async () => {
+        called.push("resumePoint");
+        return {};
+      },
+    });
+    const s = rawSession(address);
+    try {
+      for (const method of ["ResumePoint", "ListChains"]) {
+        // The request never comes (nor its end): before, each held a request buffer until the idle timeout.
+        const r = await openStream(s, {
+          ":path": `/rbdbackup.v1.TransferService/${method}`,
+          "content-type": "application/grpc",
+          [CAPABILITY_HEADER]: "forged",
+        });
+        assert.equal(r.headers["grpc-status"], String(Status.PERMISSION_DENIED), method);
+      }
+      assert.deepEqual(called, []);
+      assert.deepEqual(judged, [
+        "/rbdbackup.v1.TransferService/ResumePoint",
+        "/rbdbackup.v1.TransferService/ListChains",
+      ]);
+    } finally {
+      s.destroy();
+    }
+  });
+
   it("a transfer that sends nothing, not even its header, ends DEADLINE_EXCEEDED after the idle timeout and frees its slot", {
     timeout: 20_000,
   }, async () => {
