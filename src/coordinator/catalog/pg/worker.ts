@@ -86,7 +86,8 @@ const lostTx = (id: number): Reply => ({
   },
 });
 
-async function run(req: Request): Promise<Reply> {
+/** `posted`: the epoch when the request came — one a reset abandoned while it waited never runs. */
+async function run(req: Request, posted: number): Promise<Reply> {
   const { tx } = req;
   if (tx === "in" || tx === "commit" || tx === "rollback") {
     const lost = !txConn || txConn !== client;
@@ -94,9 +95,8 @@ async function run(req: Request): Promise<Reply> {
     if (lost) return tx === "rollback" ? { id: req.id, ok: true, results: [] } : lostTx(req.id);
   }
   let c: Client | undefined;
-  const began = epoch;
   const live = (conn: Client): Client => {
-    if (epoch !== began) throw Object.assign(new Error("the call was abandoned (deadline)"), { code: "57014" });
+    if (epoch !== posted) throw Object.assign(new Error("the call was abandoned (deadline)"), { code: "57014" });
     return conn;
   };
   try {
@@ -143,8 +143,11 @@ port.on("message", (req: Request) => {
     drop(client);
     return;
   }
+  // The epoch now: a request still queued behind a stuck one when its caller gave up (a reset) must not
+  // run later under the next epoch — its caller was told UNAVAILABLE and moved on.
+  const posted = epoch;
   chain = chain
-    .then(() => run(req))
+    .then(() => run(req, posted))
     .catch((e): Reply => ({ id: req.id, ok: false, error: { kind: "sql", code: "", message: String(e) } }))
     .then((reply) => {
       port.postMessage(reply);
