@@ -90,6 +90,15 @@ export const statusBeforeDelete = (b: Backup): BackupStatus =>
 
 const locationOf = (b: Backup): string => `${b.location?.cluster}/${b.location?.pool}/${b.location?.namespace}`;
 
+/** The other backups of `b`'s volume at `b`'s location, in one of `statuses`, oldest first. */
+function othersAt(catalog: Catalog, b: Located, statuses: BackupStatus[]): Backup[] {
+  const v = b.volume;
+  const here = locationOf(b);
+  return catalog
+    .backupsOfVolume(v.cluster, v.pool, v.namespace, v.image)
+    .filter((o) => o.id !== b.id && o.baseImage && locationOf(o) === here && statuses.includes(o.status));
+}
+
 /**
  * The most blocks a chain's digest map may have: a chain keeps the block size its full backup chose
  * (≤ 2^18 blocks: agents/transfer/digests/format.ts blockSizeFor), so a volume that grows adds blocks.
@@ -103,13 +112,7 @@ export const MAX_CHAIN_MAP_BLOCKS = 3 * 2 ** 18;
  * because its volume outgrew the chain's digest map: "" when it need not.
  */
 export function grownChainReason(catalog: Catalog, b: Located): string {
-  const v = b.volume;
-  const here = locationOf(b);
-  const newest = catalog
-    .backupsOfVolume(v.cluster, v.pool, v.namespace, v.image)
-    .filter((o) => o.id !== b.id && o.baseImage && locationOf(o) === here)
-    .filter((o) => o.status === BackupStatus.BACKUP_STATUS_AVAILABLE)
-    .at(-1);
+  const newest = othersAt(catalog, b, [BackupStatus.BACKUP_STATUS_AVAILABLE]).at(-1);
   const block = newest?.integrity?.digestBlockSize ?? 0;
   if (!newest || block <= 0 || b.sizeBytes <= 0) return "";
   const blocks = Math.ceil(b.sizeBytes / block);
@@ -122,14 +125,7 @@ export function grownChainReason(catalog: Catalog, b: Located): string {
  * image of the newest AVAILABLE or CORRUPT backup there) holds a CORRUPT backup. "" when it need not.
  */
 export function corruptChainReason(catalog: Catalog, b: Located): string {
-  const v = b.volume;
-  const here = locationOf(b);
-  const chainOf = catalog
-    .backupsOfVolume(v.cluster, v.pool, v.namespace, v.image)
-    .filter((o) => o.id !== b.id && o.baseImage && locationOf(o) === here)
-    .filter(
-      (o) => o.status === BackupStatus.BACKUP_STATUS_AVAILABLE || o.status === BackupStatus.BACKUP_STATUS_CORRUPT,
-    );
+  const chainOf = othersAt(catalog, b, [BackupStatus.BACKUP_STATUS_AVAILABLE, BackupStatus.BACKUP_STATUS_CORRUPT]);
   const newest = chainOf.at(-1);
   if (!newest) return "";
   const bad = chainOf.filter(

@@ -333,29 +333,31 @@ describe("rbd-diff interchange (coordinator side)", () => {
     await it.return?.();
   });
 
+  /** An ImportBackup stream of only its header: a diff of `image` onto backup `parentBackupId`, kept on b. */
+  async function* headerOnto(image: string, parentBackupId: string): AsyncIterable<ImportBackupMessage> {
+    yield {
+      body: {
+        $case: "header",
+        value: {
+          volume: vol(image),
+          location: { cluster: "b", pool: "backups", namespace: "" },
+          volumeId: "",
+          volumeMetadata: {},
+          parentBackupId,
+          idempotencyKey: "",
+          format: 0,
+        },
+      },
+    };
+  }
+
   it("ImportBackup refuses a parent that is not the newest of its chain", async () => {
     const first = available("i3");
     const fb = h.backup(first);
     const second = newBackup(vol("i3"), "b", h.t + 10);
     Object.assign(second, { status: BackupStatus.BACKUP_STATUS_AVAILABLE, baseImage: fb.baseImage, snapshot: "s2" });
     h.catalog.insertBackup(second);
-    async function* stream(): AsyncIterable<ImportBackupMessage> {
-      yield {
-        body: {
-          $case: "header",
-          value: {
-            volume: vol("i3"),
-            location: { cluster: "b", pool: "backups", namespace: "" },
-            volumeId: "",
-            volumeMetadata: {},
-            parentBackupId: first,
-            idempotencyKey: "",
-            format: 0,
-          },
-        },
-      };
-    }
-    const e = await refused(api.importBackup(stream()));
+    const e = await refused(api.importBackup(headerOnto("i3", first)));
     assert.equal(Status[e.code], "FAILED_PRECONDITION");
     assert.match(e.details, /not the newest of its chain/);
     // Audited with what the stream's header named (a client stream: its first message).
@@ -376,23 +378,7 @@ describe("rbd-diff interchange (coordinator side)", () => {
       const bad = newBackup(vol(image), "b", (fb.createdAt?.getTime() ?? 0) + offset);
       Object.assign(bad, { status: BackupStatus.BACKUP_STATUS_CORRUPT, baseImage: fb.baseImage, snapshot: "sx" });
       h.catalog.insertBackup(bad);
-      async function* stream(): AsyncIterable<ImportBackupMessage> {
-        yield {
-          body: {
-            $case: "header",
-            value: {
-              volume: vol(image),
-              location: { cluster: "b", pool: "backups", namespace: "" },
-              volumeId: "",
-              volumeMetadata: {},
-              parentBackupId: first,
-              idempotencyKey: "",
-              format: 0,
-            },
-          },
-        };
-      }
-      const e = await refused(api.importBackup(stream()));
+      const e = await refused(api.importBackup(headerOnto(image, first)));
       assert.equal(Status[e.code], "FAILED_PRECONDITION", image);
       assert.match(e.details, why);
     }

@@ -34,11 +34,12 @@ function policy(over: Partial<Policy> = {}): Policy {
   });
 }
 
-/** A runner over `h`'s catalog and sessions; `now`: a fake clock (none: the real one). */
+/** A runner over `h`'s catalog and sessions; `now`: a fake clock (none: the real one); `metrics`: its metrics. */
 function runnerOver(
   h: Harness,
   cfg: { tickMs: number; discoveryIntervalMs: number },
   now?: () => number,
+  metrics?: PolicyMetrics,
 ): PolicyRunner {
   return new PolicyRunner({
     catalog: h.catalog,
@@ -49,6 +50,7 @@ function runnerOver(
     cfg: { ...cfg, minIntervalSeconds: 1 },
     maxAttempts: 3,
     ...(now ? { now } : {}),
+    ...(metrics ? { metrics } : {}),
   });
 }
 
@@ -334,18 +336,7 @@ describe("policy runner", () => {
 
   it("a run's duration is observed once: a run that ended before a restart is not observed again by the new runner", async () => {
     const metrics = new PolicyMetrics(() => []);
-    const withMetrics = () =>
-      new PolicyRunner({
-        catalog: h.catalog,
-        store: h.catalog.policies,
-        sessions: h.sessions,
-        scheduler: { kick() {} },
-        log: h.log,
-        cfg: { tickMs: 1000, discoveryIntervalMs: 30_000, minIntervalSeconds: 1 },
-        maxAttempts: 3,
-        now: () => h.t,
-        metrics,
-      });
+    const withMetrics = () => runnerOver(h, { tickMs: 1000, discoveryIntervalMs: 30_000 }, () => h.t, metrics);
     const observed = async (result: string) =>
       (await metrics.runDuration.get()).values.find(
         (v) => v.metricName?.endsWith("_count") && v.labels.result === result,
