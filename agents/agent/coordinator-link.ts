@@ -18,7 +18,7 @@ import { ChannelCredentials } from "@grpc/grpc-js";
 import { createChannel, createClient } from "nice-grpc";
 import { type Metadata, Status } from "nice-grpc-common";
 import { messageOf, statusOf } from "../../src/common/errors";
-import { describeIdentity, identityOfCertificate } from "../../src/common/identity";
+import { notCoordinator } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
 import { AsyncQueue } from "../../src/common/queue";
 import { type BackoffOptions, backoffDelay, delay } from "../../src/common/retry";
@@ -30,21 +30,10 @@ import {
 } from "../../src/gen/rbdbackup/v1/session";
 import type { Changes } from "./changes";
 
-/**
- * Why the server certificate `cert` is not the coordinator's (null when it is): the far end of the
- * session gives this agent its leases, so a peer whose certificate does not name a coordinator
- * (rbdbackup://coordinator/<id>) — another agent, an API client — is refused in the handshake.
- */
-export function notCoordinator(cert: { raw?: Buffer } | undefined): string | null {
-  let id = null;
-  try {
-    id = cert?.raw ? identityOfCertificate(cert.raw) : null;
-  } catch {
-    id = null;
-  }
-  if (id?.kind === "coordinator") return null;
-  return `the server's certificate names ${describeIdentity(id)}, not a coordinator (rbdbackup://coordinator/<id>)`;
-}
+// The far end of the session gives this agent its leases: a peer whose certificate does not name a
+// coordinator (src/common/identity.ts notCoordinator) — another agent, an API client — is refused in
+// the handshake.
+export { notCoordinator };
 
 /** Mutual TLS to the coordinator: the usual checks (CA, host name), plus "the server is a coordinator". */
 export function coordinatorCredentials(tls: TlsConfig, address: string, log: Logger): ChannelCredentials {

@@ -4,9 +4,11 @@
  * addresses the calls follow the leader (leader-follower.ts).
  */
 import { readFileSync } from "node:fs";
+import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { ChannelCredentials } from "@grpc/grpc-js";
 import { ClientError, createChannel, createClient, Metadata } from "nice-grpc";
-import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../common/tls";
+import { notCoordinator } from "../common/identity";
+import { type TlsConfig, tlsChannelOptions } from "../common/tls";
 import { type BackupServiceClient, BackupServiceDefinition } from "../gen/rbdbackup/v1/backup_service";
 import { type ConnectionSettings, connectionSettings, UsageError } from "./args";
 import { DeadlineError } from "./exit-codes";
@@ -20,22 +22,35 @@ function readPem(path: string, flag: string): Buffer {
   }
 }
 
+/**
+ * With the deployment's CA (--ca), the server must also be a coordinator: its certificate names
+ * rbdbackup://coordinator/<id> — an agent's or another client's certificate from the same CA (valid for
+ * its host name too) would otherwise collect the caller's bearer token and requests.
+ */
+const aCoordinator = {
+  checkServerIdentity: (host: string, cert: PeerCertificate): Error | undefined => {
+    const hostError = checkServerIdentity(host, cert);
+    if (hostError) return hostError;
+    const why = notCoordinator(cert);
+    return why ? new Error(`refusing the server at ${host}: ${why}`) : undefined;
+  },
+};
+
 /** Plaintext when asked; mutual TLS with a client certificate; else server-verified TLS (token auth). */
 function credentials(tls: TlsConfig): ChannelCredentials {
   if (tls.insecure) return ChannelCredentials.createInsecure();
   if (tls.ca && tls.cert && tls.key) {
-    // Read here first so an unreadable file is a usage error naming the flag.
-    for (const [path, flag] of [
-      [tls.ca, "ca"],
-      [tls.cert, "cert"],
-      [tls.key, "key"],
-    ] as const) {
-      readPem(path, flag);
-    }
-    return channelCredentials(tls);
+    // Read here so an unreadable file is a usage error naming the flag.
+    const ca = readPem(tls.ca, "ca");
+    const cert = readPem(tls.cert, "cert");
+    const key = readPem(tls.key, "key");
+    return ChannelCredentials.createSsl(ca, key, cert, aCoordinator);
   }
-  // Only a CA: verify the server and rely on the bearer token. No CA: the system's roots.
-  return tls.ca ? ChannelCredentials.createSsl(readPem(tls.ca, "ca")) : ChannelCredentials.createSsl();
+  // Only a CA: verify the server and rely on the bearer token. No CA: the system's roots (a server
+  // certificate from a public CA names no rbdbackup identity: only its host name is checked).
+  return tls.ca
+    ? ChannelCredentials.createSsl(readPem(tls.ca, "ca"), null, null, aCoordinator)
+    : ChannelCredentials.createSsl();
 }
 
 function token(settings: ConnectionSettings): string | undefined {

@@ -116,3 +116,20 @@ export function identityOfCertificate(cert: Buffer | string | X509Certificate): 
 export function roleAllows(role: Role, needed: Role): boolean {
   return ROLES.indexOf(role) >= ROLES.indexOf(needed);
 }
+
+/**
+ * Why the server certificate `cert` is not a coordinator's (null when it is: its subjectAltName names
+ * rbdbackup://coordinator/<id>). An agent's session and the CLI with the deployment's CA refuse such a
+ * server in the handshake: another agent or an API client posing as the coordinator would get the
+ * agent's leases or the caller's bearer token.
+ */
+export function notCoordinator(cert: { raw?: Buffer } | undefined): string | null {
+  let id: Identity | null = null;
+  try {
+    id = cert?.raw ? identityOfCertificate(cert.raw) : null;
+  } catch {
+    id = null;
+  }
+  if (id?.kind === "coordinator") return null;
+  return `the server's certificate names ${describeIdentity(id)}, not a coordinator (rbdbackup://coordinator/<id>)`;
+}

@@ -10,7 +10,9 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { ServerCredentials } from "@grpc/grpc-js";
 import { type CallContext, createServer, type Server, ServerError, Status } from "nice-grpc";
+import { tlsFiles } from "../../../src/common/tls";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import {
   type Backup,
@@ -23,6 +25,7 @@ import {
   JobKind,
   JobState,
 } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { labTls } from "../../../src/lab/agent-process";
 
 const CLI = path.join(__dirname, "../../../src/cli/main.js");
 const TOKEN = "t0ken";
@@ -186,6 +189,42 @@ describe("rbdbackup CLI against a fake coordinator", () => {
     assert.match(r.stdout, new RegExp(`^id: +${ID}$`, "m"));
     assert.match(r.stdout, /^size: +10\.0 GiB$/m);
     assert.equal(r.stderr, "");
+  });
+
+  it("with the deployment's CA the server must be a coordinator: one presenting an agent's certificate is refused", async () => {
+    const serve = async (name: string) => {
+      const t = tlsFiles(labTls(name), "test server");
+      const s = createServer();
+      s.add(BackupServiceDefinition, impl);
+      const port = await s.listen(
+        "127.0.0.1:0",
+        ServerCredentials.createSsl(t.ca, [{ private_key: t.key, cert_chain: t.cert }], true),
+      );
+      return { s, at: `127.0.0.1:${port}` };
+    };
+    const client = labTls("test-client");
+    const env = {
+      RBDBACKUP_TOKEN: TOKEN,
+      RBDBACKUP_TLS_CA: client.ca as string,
+      RBDBACKUP_TLS_CERT: client.cert as string,
+      RBDBACKUP_TLS_KEY: client.key as string,
+    };
+    for (const [name, ok] of [
+      ["agent-site-b", false],
+      ["coordinator", true],
+    ] as const) {
+      const { s, at } = await serve(name);
+      try {
+        const r = await cli(["backup", "show", ID], { ...env, RBDBACKUP_COORDINATOR: at });
+        if (ok) assert.equal(r.code, 0, r.stderr);
+        else {
+          assert.notEqual(r.code, 0, r.stdout);
+          assert.match(r.stderr, /not a coordinator/, name);
+        }
+      } finally {
+        s.forceShutdown();
+      }
+    }
   });
 
   it("--json: the API's JSON and nothing else", async () => {
