@@ -43,6 +43,7 @@ import type {
 } from "../../src/gen/rbdbackup/v1/transfer";
 import type { Image, IoCtx } from "../ceph";
 import { isCephError } from "../ceph";
+import { MAX_MAPPED_IMAGE_BYTES } from "../transfer/digests";
 import { newStats, rbdMessages, type SourceResume, type SourceStats } from "../transfer/source";
 import type { TransferTarget } from "../transfer/target";
 import { backupHeader, type Destination, type SourceImageInfo, sourceFacts, volumeMetadata } from "./backup-header";
@@ -217,6 +218,11 @@ class VolumeBackup {
     }
     const info = sourceFacts(await this.head.stat());
     if (info.size === 0) throw failedPrecondition(`volume ${this.label} has size 0: there is nothing to back up`);
+    if (info.size > MAX_MAPPED_IMAGE_BYTES) {
+      throw failedPrecondition(
+        `volume ${this.label} has ${info.size} bytes: backups of volumes over 512 TiB are not supported (their digest map)`,
+      );
+    }
     this.#headInfo = info;
     // Listed side by side: the image-meta goes into the header, which then waits for nothing more.
     const [snaps, imageMeta] = await Promise.all([this.head.snapList(), this.head.metaList()]);

@@ -8,6 +8,7 @@ import { invalidArgument } from "../../src/common/errors";
 import { isUuid, parseBackupSnap } from "../../src/common/ids";
 import { type TransferHeader, TransferKind } from "../../src/gen/rbdbackup/v1/transfer";
 import { crc32c, crc32cPieces } from "../ceph/crc32c";
+import { MAX_MAPPED_IMAGE_BYTES } from "./digests";
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -331,6 +332,11 @@ export function validateHeader(h: TransferHeader | undefined): TransferHeader {
       );
     }
     if (h.metadataJson.length > 0) checkMetadataNames(h);
+    if (h.imageSize > MAX_MAPPED_IMAGE_BYTES) {
+      throw invalidArgument(
+        `header.image_size ${h.imageSize}: a backup's digest map describes images up to ${MAX_MAPPED_IMAGE_BYTES} bytes (512 TiB)`,
+      );
+    }
   } else if (h.toSnapshot !== "") {
     throw invalidArgument("header.to_snapshot must be empty for a restore");
   }

@@ -37,6 +37,13 @@ export class DigestMapError extends Error {
   override name = "DigestMapError";
 }
 
+/**
+ * The largest image a digest map describes: its block size is a u32 (at most 2^31 here), and 2^18
+ * blocks of that is 2^49 bytes (512 TiB). Backups of larger images are refused before anything is
+ * written (a map that cannot be encoded failed the commit after all the data had been written).
+ */
+export const MAX_MAPPED_IMAGE_BYTES = 2 ** 49;
+
 /** B = max(64 KiB, the smallest power of two ≥ image_size / 2^18). */
 export function blockSizeFor(imageSize: number): number {
   let b = MIN_BLOCK_BYTES;

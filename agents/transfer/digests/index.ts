@@ -13,6 +13,7 @@ export {
   digestsObjectName,
   encodeDigestMap,
   MAGIC,
+  MAX_MAPPED_IMAGE_BYTES,
   MIN_BLOCK_BYTES,
   mapDigest,
   zeroCrcOf,

@@ -50,6 +50,12 @@ describe("sink stream checks", () => {
     ],
     ["a header that is not valid", messages(header({ imageSize: 0 }), []), Status.INVALID_ARGUMENT, /image_size/],
     [
+      "a backup of an image over 512 TiB (its digest map's block size would not fit)",
+      messages(header({ imageSize: 2 ** 49 + 4096 }), []),
+      Status.INVALID_ARGUMENT,
+      /describes images up to 562949953421312 bytes/,
+    ],
+    [
       "a backup's metadata object naming another chain",
       messages(
         {
