@@ -4,7 +4,8 @@
 # OUTDIR/ca.pem + ca.key (a new CA, created once and reused), and for every NAME a certificate
 # OUTDIR/NAME.pem + NAME.key signed by it, valid for both server and client use, for the names
 # NAME and localhost and the addresses 127.0.0.1 and ::1 (set RBDBACKUP_TLS_SANS to add more, e.g.
-# "DNS:backup.example.org,IP:10.0.0.5"). Keys are EC P-256; certificates last 825 days.
+# "DNS:backup.example.org,IP:10.0.0.5"). An API client's (rbdbackup://client/...) is for client use
+# only and names no host: only its identity. Keys are EC P-256; certificates last 825 days.
 # IDENTITY says who the holder is and what it may do (a subjectAltName URI; src/common/identity.ts):
 #   rbdbackup://coordinator/<id>                    the coordinator
 #   rbdbackup://agent/<cluster>/<agent-id>          an agent of one cluster (its config's agentId)
@@ -41,11 +42,19 @@ for spec in "$@"; do
       continue
     fi
   fi
-  sans="DNS:$name,DNS:localhost,IP:127.0.0.1,IP:::1${identity:+,URI:$identity}${RBDBACKUP_TLS_SANS:+,$RBDBACKUP_TLS_SANS}"
+  if [[ "$identity" == rbdbackup://client/* ]]; then
+    # An API client never serves: client authentication only, and no host names — a client's
+    # certificate cannot pose as a coordinator or an agent to anyone checking host names alone.
+    sans="URI:$identity"
+    eku="clientAuth"
+  else
+    sans="DNS:$name,DNS:localhost,IP:127.0.0.1,IP:::1${identity:+,URI:$identity}${RBDBACKUP_TLS_SANS:+,$RBDBACKUP_TLS_SANS}"
+    eku="serverAuth,clientAuth"
+  fi
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$name" \
     -keyout "$out/$name.key" -out "$out/$name.csr" 2>/dev/null
   openssl x509 -req -in "$out/$name.csr" -CA "$out/ca.pem" -CAkey "$out/ca.key" -CAcreateserial -days 825 \
-    -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature,keyEncipherment\nbasicConstraints=CA:FALSE\n' "$sans") \
+    -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=%s\nkeyUsage=digitalSignature,keyEncipherment\nbasicConstraints=CA:FALSE\n' "$sans" "$eku") \
     -out "$out/$name.pem" 2>/dev/null
   rm -f "$out/$name.csr"
   chmod 600 "$out/$name.key"
