@@ -245,9 +245,14 @@ export class Agent {
       transfer: (messages, signal, caller) =>
         handle(log, "Transfer", async () => {
           const authorized = await authorizeTransfer(verifier, messages, caller, this.fsid, audit, spent);
-          const summary = await receiveTransfer(authorized, signal, "network");
-          spent.spend(caller.capability); // committed: its capability is spent (transfer-authz.ts)
-          return summary;
+          let committed = false;
+          try {
+            const summary = await receiveTransfer(authorized, signal, "network");
+            committed = true; // its capability is spent (transfer-authz.ts SpentCapabilities)
+            return summary;
+          } finally {
+            if (verifier) spent.end(caller.capability, committed);
+          }
         }),
       resumePoint: (req, signal, caller) =>
         handle(log, "ResumePoint", async () => {

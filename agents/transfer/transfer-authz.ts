@@ -175,6 +175,8 @@ export function admitTransferCaller(
  */
 export class SpentCapabilities {
   readonly #until = new Map<string, number>();
+  /** Capabilities of streams running now: one stream at a time each (a second one is refused). */
+  readonly #running = new Set<string>();
 
   constructor(
     private readonly ttlMs = 3_600_000 + 60_000,
@@ -198,12 +200,39 @@ export class SpentCapabilities {
     const until = this.#until.get(SpentCapabilities.#key(capability));
     return until !== undefined && until > this.now();
   }
+
+  /**
+   * Why a stream presenting `capability` may not start ("" when it may, and it is now running): spent,
+   * or another stream with it still running — a holder's second stream, kept alive beside the real one,
+   * would otherwise commit after the job ended. An attempt's streams follow one another (a resume
+   * refused, then the transfer from the start; AUTO's full after a failed incremental): the first ended
+   * (`end`) before its answer reached the source.
+   */
+  begin(capability: string | undefined): string {
+    if (!capability) return "";
+    if (this.spent(capability)) {
+      return "this transfer capability was already used by a stream that committed here (one committed stream each; the coordinator mints one per attempt)";
+    }
+    const k = SpentCapabilities.#key(capability);
+    if (this.#running.has(k))
+      return "another stream with this transfer capability is running here (one stream at a time each)";
+    this.#running.add(k);
+    return "";
+  }
+
+  /** The stream `begin` let start ended; `committed`: the capability is spent. */
+  end(capability: string | undefined, committed: boolean): void {
+    if (!capability) return;
+    this.#running.delete(SpentCapabilities.#key(capability));
+    if (committed) this.spend(capability);
+  }
 }
 
 /**
  * The stream to hand to the sink once the caller's capability allows what its header asks for on this
- * agent's cluster (`fsid`) and has not been spent by a stream that committed here (`spent`);
- * PERMISSION_DENIED (AppError) otherwise, before anything is written. `verifier` null = insecure mode.
+ * agent's cluster (`fsid`), and `spent` lets it begin (not spent, no other stream with it running: the
+ * caller then owes `spent.end`); PERMISSION_DENIED (AppError) otherwise, before anything is written.
+ * `verifier` null = insecure mode.
  */
 export async function authorizeTransfer(
   verifier: CapabilityVerifier | null,
@@ -227,9 +256,8 @@ export async function authorizeTransfer(
       if (!header) throw invalidArgument("the transfer must start with a header");
       checkAllows(grant, transferAsks(header, fsid));
     });
-    if (spent?.spent(caller.capability)) {
-      const why =
-        "this transfer capability was already used by a stream that committed here (one committed stream each; the coordinator mints one per attempt)";
+    const why = spent?.begin(caller.capability) ?? "";
+    if (why) {
       audit?.refused({
         identity: identityName(caller.identity),
         method: TRANSFER_METHOD,

@@ -129,6 +129,18 @@ describe("transfer authorization", () => {
       await drain(await authorizeTransfer(verifier, source(h).messages, caller(fresh), FSID, undefined, spent)),
       ["header", "zero"],
     );
+    // `fresh` is running now: a second stream with it is refused until the first ended uncommitted.
+    await assert.rejects(
+      authorizeTransfer(verifier, source(h).messages, caller(fresh), FSID, undefined, spent),
+      denied(/another stream with this transfer capability is running here/),
+    );
+    spent.end(fresh, false);
+    await drain(await authorizeTransfer(verifier, source(h).messages, caller(fresh), FSID, undefined, spent));
+    spent.end(fresh, true);
+    await assert.rejects(
+      authorizeTransfer(verifier, source(h).messages, caller(fresh), FSID, undefined, spent),
+      denied(/already used by a stream that committed here/),
+    );
     now += 60_001;
     assert.equal(spent.spent(used), false, "forgotten once past its lifetime");
   });
