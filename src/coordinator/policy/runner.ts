@@ -159,15 +159,13 @@ export class PolicyRunner implements PolicyRunnerPort {
     // Policies whose selection may have changed: every record reconciled and settled (tick-plan.ts).
     const fast = new Map<string, Policy>();
     for (const p of policies) {
-      // A first sight is a full pass too (the tick plan has not seen the policy either).
-      const first = this.#reschedule(p, now);
+      this.#reschedule(p, now);
       const images = this.#images(p, now);
       if (!this.#plan.needsFullPass(p, images, now)) {
         fast.set(p.name, p);
         continue;
       }
       for (const rec of this.#reconcile(p, now, images)) {
-        if (first) this.#realign(p, rec, now);
         this.#settle(p, rec, now);
         push(p, rec);
       }
@@ -244,31 +242,16 @@ export class PolicyRunner implements PolicyRunnerPort {
   }
 
   /** A changed schedule moves every record's next run to the new schedule's next slot. */
-  /** Whether this is the runner's first sight of `p` (see #realign). */
-  #reschedule(p: Policy, now: number): boolean {
+  #reschedule(p: Policy, now: number): void {
     // The store hands out the same Policy object while its document is unchanged: nothing to compare.
-    if (this.#scheduled.get(p.name) === p) return false;
+    if (this.#scheduled.get(p.name) === p) return;
     this.#scheduled.set(p.name, p);
     const s = JSON.stringify(p.schedule ?? {});
     const before = this.#schedules.get(p.name);
     this.#schedules.set(p.name, s);
-    if (before === undefined) return true;
-    if (before === s) return false;
+    if (before === undefined || before === s) return;
     for (const rec of this.deps.store.protectionOfPolicy(p.name))
       this.deps.store.upsertProtection({ ...rec, ...nextRun(p, rec.volume, now) });
-    return false;
-  }
-
-  /**
-   * On this runner's first sight of a policy (it just started, or took the lead): the schedule may have
-   * changed while no runner saw it — UpdatePolicy commits the document only, and the coordinator died or
-   * lost the lead before its runner's next tick. A record whose next slot, still ahead, is not the
-   * schedule's next slot was computed from another schedule: moved to this one's. (One already due runs;
-   * its next slot is then computed from this schedule.)
-   */
-  #realign(p: Policy, rec: ProtectionRecord, now: number): void {
-    const next = nextRun(p, rec.volume, now);
-    if (rec.nextSlotAt > now && rec.nextSlotAt !== next.nextSlotAt) this.#save({ ...rec, ...next }, rec);
   }
 
   /** #settleRun, and whether the record still has a run to settle (tick-plan.ts). */

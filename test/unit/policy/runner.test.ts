@@ -309,31 +309,6 @@ describe("policy runner", () => {
     assert.ok((record()?.nextRunAt ?? 0) > h.t);
   });
 
-  it("a schedule changed while no runner saw it (the coordinator died before its runner's tick): the restarted runner moves its records to it", async () => {
-    h.catalog.policies.insertPolicy(policy({ schedule: PolicySchedule.fromPartial({ intervalSeconds: 86_400 }) }));
-    await runner.tick();
-    const daily = record()?.nextSlotAt ?? 0;
-    assert.ok(daily > h.t + 3_600_000, "a daily slot");
-    runner.stop();
-    // UpdatePolicy committed the document; the runner that would have moved the records is gone.
-    const p = h.catalog.policies.getPolicy("gold") as Policy;
-    h.catalog.policies.updatePolicy({
-      ...p,
-      schedule: PolicySchedule.fromPartial({ intervalSeconds: INTERVAL }),
-      revision: p.revision + 1,
-    });
-    h.t += 1000;
-    runner = newRunner();
-    await runner.tick();
-    const next = record()?.nextSlotAt ?? 0;
-    assert.ok(next > h.t && next <= h.t + INTERVAL * 1000, `the new schedule's next slot (${next - h.t} ms ahead)`);
-    // A record already on the schedule is left as it is by the next restart.
-    runner.stop();
-    runner = newRunner();
-    await runner.tick();
-    assert.equal(record()?.nextSlotAt, next);
-  });
-
   it("a run's duration is observed once: a run that ended before a restart is not observed again by the new runner", async () => {
     const metrics = new PolicyMetrics(() => []);
     const withMetrics = () => runnerOver(h, { tickMs: 1000, discoveryIntervalMs: 30_000 }, () => h.t, metrics);
