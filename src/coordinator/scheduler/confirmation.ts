@@ -255,7 +255,8 @@ async function restoreVerdict(agent: AgentSession, target: VolumeRef, r: Restore
 /**
  * What in the metadata object contradicts the backup, or "" when it names this backup, chain and volume
  * — the volume's cluster too (its name, and its fsid when `sourceFsid`, the one that cluster's agents
- * registered with, is known): a catalog rebuild reads the volume from this object alone.
+ * registered with, is known; each only when the object names it): a catalog rebuild reads the volume
+ * from this object alone.
  */
 export function metadataMismatch(json: string, b: Backup, r: BackupResult, sourceFsid = ""): string {
   let m: {
@@ -284,7 +285,11 @@ export function metadataMismatch(json: string, b: Backup, r: BackupResult, sourc
   if (s?.kind !== "rbd" || s.pool !== v?.pool || s.namespace !== v?.namespace || s.image !== v?.image) {
     return `names source ${String(s?.pool)}/${String(s?.namespace)}/${String(s?.image)}, not volume ${v?.pool}/${v?.namespace}/${v?.image}`;
   }
-  if (s.cluster_name !== v?.cluster || (sourceFsid && s.cluster_fsid !== sourceFsid)) {
+  // Each as far as the object says it: agents before 2026-12-02 wrote no cluster_name, and an import's
+  // fsid is "" when no agent of the volume's cluster had registered yet.
+  const nameWrong = s.cluster_name !== undefined && s.cluster_name !== v?.cluster;
+  const fsidWrong = !!sourceFsid && !!s.cluster_fsid && s.cluster_fsid !== sourceFsid;
+  if (nameWrong || fsidWrong) {
     return `names source cluster ${String(s.cluster_name)} (fsid ${String(s.cluster_fsid)}), not ${v?.cluster}${sourceFsid ? ` (fsid ${sourceFsid})` : ""}`;
   }
   return "";

@@ -113,6 +113,19 @@ describe("scheduler: backups are confirmed by their destination", () => {
     );
   });
 
+  it("confirmed: an older agent's metadata object names no cluster_name; an import's names no fsid", async () => {
+    for (const drop of ["cluster_name", "cluster_fsid"] as const) {
+      const j = h.queueBackup(vol(`older-${drop}`));
+      h.tick();
+      const c = h.commit(j);
+      const m = JSON.parse(c.meta);
+      c.meta = JSON.stringify({ ...m, source: { ...m.source, [drop]: drop === "cluster_fsid" ? "" : undefined } });
+      reportMade(h, a1, j.id);
+      await h.settle();
+      assert.equal(h.job(j.id).state, SUCCEEDED, `${drop}: ${h.job(j.id).errorMessage}`);
+    }
+  });
+
   it("denied: no metadata object", async () => {
     const j = h.queueBackup(vol("v1"));
     h.tick();
