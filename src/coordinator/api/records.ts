@@ -113,8 +113,11 @@ function validateRecord(req: ImportBackupRecordRequest): { b: Backup; loc: Backu
     throw invalidArgument("record.backup.integrity.image_digest must be empty or a lowercase hex SHA-256");
   }
   const block = b.integrity?.digestBlockSize ?? 0;
-  if (digest !== "" && !(block >= 4096 && block <= 2 ** 31 && (block & (block - 1)) === 0)) {
-    throw invalidArgument("record.backup.integrity.digest_block_size must be a power of two from 4 KiB to 2 GiB");
+  if (digest !== "" && !(block >= 65536 && block <= 2 ** 31 && (block & (block - 1)) === 0)) {
+    throw invalidArgument("record.backup.integrity.digest_block_size must be a power of two from 64 KiB to 2 GiB");
+  }
+  if (digest === "" && block !== 0) {
+    throw invalidArgument("record.backup.integrity.digest_block_size must be 0 without an image_digest");
   }
   // Listings order by creation time; the catalogs store years 0000-9999 alike (ISO text, epoch ms).
   for (const [field, d] of [

@@ -113,7 +113,8 @@ export const MAX_CHAIN_MAP_BLOCKS = 3 * 2 ** 18;
  */
 export function grownChainReason(catalog: Catalog, b: Located): string {
   const newest = othersAt(catalog, b, [BackupStatus.BACKUP_STATUS_AVAILABLE]).at(-1);
-  const block = newest?.integrity?.digestBlockSize ?? 0;
+  // Only a chain with a map (its newest backup has a digest): the block size is the map's.
+  const block = newest?.integrity?.imageDigest ? newest.integrity.digestBlockSize : 0;
   if (!newest || block <= 0 || b.sizeBytes <= 0) return "";
   const blocks = Math.ceil(b.sizeBytes / block);
   if (blocks <= MAX_CHAIN_MAP_BLOCKS) return "";

@@ -174,7 +174,8 @@ describe("BackupService admission", () => {
       });
       for (const [over, why] of [
         [{ integrity: integrity("AB".repeat(32), 65536) }, /^record\.backup\.integrity\.image_digest/],
-        [{ integrity: integrity("ab".repeat(32), 1000) }, /^record\.backup\.integrity\.digest_block_size/],
+        [{ integrity: integrity("ab".repeat(32), 4096) }, /^record\.backup\.integrity\.digest_block_size/],
+        [{ integrity: integrity("", 65536) }, /^record\.backup\.integrity\.digest_block_size must be 0/],
         [
           { createdAt: new Date("+010000-01-01T00:00:00Z") },
           /^record\.backup\.created_at must be between 1970 and 9999/,
