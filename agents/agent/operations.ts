@@ -5,7 +5,7 @@
  * maps its failure to a gRPC status (ServerError).
  */
 import { ServerError, Status } from "nice-grpc-common";
-import { invalidArgument, notFound, statusOf, toServerError } from "../../src/common/errors";
+import { failedPrecondition, invalidArgument, notFound, statusOf, toServerError } from "../../src/common/errors";
 import { isBaseImage, isUuid } from "../../src/common/ids";
 import type { Logger } from "../../src/common/log";
 import type {
@@ -64,6 +64,7 @@ import { verifyBackup } from "../engine/verify";
 import { digestsObjectName } from "../transfer/digests";
 import { validName } from "../transfer/protocol";
 import type { RecentCommits } from "../transfer/sink";
+import { SESSION_MAX_MESSAGE_BYTES } from "./coordinator-link";
 import type { FencingCluster } from "./fencing";
 import { AgentMetrics } from "./metrics";
 
@@ -221,7 +222,15 @@ export class AgentOperations {
       if (!(await this.ctx.cluster.poolExists(req.pool))) throw notFound(`pool ${req.pool} not found`);
       const io = await this.ctx.cluster.openIoCtx(req.pool, { namespace: req.namespace });
       try {
-        return { found: true, map: await io.objRead(digestsObjectName(req.backupId)) };
+        const map = await io.objRead(digestsObjectName(req.backupId));
+        // Answered on the coordinator session, and carried on in a SOURCE verification's lease: a message
+        // over the session's limit would end the whole session (and the coordinator ask again).
+        if (map.length > SESSION_MAX_MESSAGE_BYTES - 64 * 1024) {
+          throw failedPrecondition(
+            `the digest map of backup ${req.backupId} is ${map.length} bytes, over what the coordinator session carries: SOURCE verification cannot use it (its volume outgrew its chain's map; the chain's next backup starts a new one)`,
+          );
+        }
+        return { found: true, map };
       } catch (e) {
         if (isCephError(e, "ENOENT")) return { found: false, map: Buffer.alloc(0) };
         throw e;
