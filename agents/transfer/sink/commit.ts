@@ -124,7 +124,7 @@ async function createMeta(deps: SinkDeps<SinkCluster>, io: SinkIoCtx, fp: Footpr
     await io.objCreateExclusive(oid, Buffer.from(metadataJson));
   } catch (e) {
     if (!isCephError(e, "EEXIST")) throw e;
-    if (earlierAttempts(await io.objRead(oid).catch(() => null), fp)) {
+    if (await earlierAttempts(await io.objRead(oid).catch(() => null), fp)) {
       await io.objWriteFull(oid, Buffer.from(metadataJson));
       return;
     }
@@ -139,10 +139,12 @@ async function createMeta(deps: SinkDeps<SinkCluster>, io: SinkIoCtx, fp: Footpr
 
 /**
  * Whether a metadata object already there was written by an earlier attempt of this transfer's
- * backup: the same backup id, snapshot and base image (a reused backup id names another snapshot or
- * image). An unreadable or foreign object is not.
+ * backup: the same backup id and base image, and either the same snapshot (a resumed attempt) or a
+ * snapshot that is not on the base image — never committed (an attempt whose cleanup failed; a retry
+ * takes its own snapshot name). A reused backup id names another base image, or a snapshot that is
+ * there. An unreadable or foreign object is not.
  */
-function earlierAttempts(existing: Buffer | null, fp: Footprint): boolean {
+async function earlierAttempts(existing: Buffer | null, fp: Footprint): Promise<boolean> {
   if (!existing) return false;
   let m: { backup_id?: unknown; chain?: { base_image?: unknown; snapshot?: unknown } };
   try {
@@ -151,10 +153,10 @@ function earlierAttempts(existing: Buffer | null, fp: Footprint): boolean {
     return false;
   }
   const h = fp.h;
-  return (
-    m?.backup_id === h.backupId &&
-    m.chain?.snapshot === h.toSnapshot &&
-    m.chain?.base_image === h.destination?.image &&
-    h.toSnapshot !== ""
-  );
+  if (m?.backup_id !== h.backupId || m.chain?.base_image !== h.destination?.image || h.toSnapshot === "") return false;
+  const snap = m.chain?.snapshot;
+  if (snap === h.toSnapshot) return true;
+  if (typeof snap !== "string" || !fp.image) return false;
+  const snaps = await fp.image.snapList().catch(() => null); // unknown: not taken for ours
+  return snaps !== null && !snaps.some((s) => s.name === snap);
 }

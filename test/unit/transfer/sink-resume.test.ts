@@ -280,10 +280,18 @@ describe("resumable transfers: the destination", () => {
     assert.equal(objects.get(metaObjectName(backupId))?.toString(), metaOf(2).toString(), "written over by the retry");
     assert.equal(d.journal.entries.size, 0);
 
-    // Another backup's object under the same id (another snapshot): refused, and left as it was.
+    // An attempt whose cleanup failed left its object (another snapshot name, never made): taken over.
+    const ceph3 = new FakeCeph("backups");
+    const left = metaOf(4, { base_image: image, snapshot: `backup.${backupId}.snap.0` });
+    ceph3.pool("backups").objects.set(metaObjectName(backupId), left);
+    const h3 = header({ ...over, imageSize: SIZE, chunkSize: CHUNK, metadataJson: metaOf(5) });
+    assert.equal((await runSink(deps(ceph3), new Feed(messages(h3, chunkParts(4, CHUNK))))).snapshotCreated, snap);
+    assert.equal(ceph3.pool("backups").objects.get(metaObjectName(backupId))?.toString(), metaOf(5).toString());
+
+    // Another backup's object under the same id (another base image): refused, and left as it was.
     const ceph2 = new FakeCeph("backups");
     const d2 = deps(ceph2);
-    const foreign = metaOf(0, { base_image: image, snapshot: `backup.${backupId}.snap.0` });
+    const foreign = metaOf(0, { base_image: `vol.backup.${randomUUID()}`, snapshot: `backup.${backupId}.snap.0` });
     ceph2.pool("backups").objects.set(metaObjectName(backupId), foreign);
     const h2 = header({ ...over, imageSize: SIZE, chunkSize: CHUNK, metadataJson: metaOf(3) });
     const err = await runSink(d2, new Feed(messages(h2, chunkParts(4, CHUNK)))).catch((e: unknown) => e);
