@@ -141,6 +141,8 @@ async function removeLostCreate(deps: Deps, fp: Footprint, log: Logger): Promise
     untouched =
       (await image.stat()).size === fp.h.imageSize &&
       (await image.snapList()).length === 0 &&
+      // Another transfer's image carries its incomplete marker from right after its create.
+      !(await image.metaGet(INCOMPLETE_KEY)) &&
       (await image.watchers()).every((w) => isOwnWatch(deps, w)) &&
       !(await holdsData(image));
   } catch (e) {

@@ -448,18 +448,25 @@ describe("runSink: failures", () => {
     }
   });
 
-  it("a new volume's create that failed, with an image of that name holding data: the image is left as it is", async () => {
-    const ceph = cluster();
-    const h = header({ kind: TransferKind.RESTORE_NEW });
-    const name = h.destination?.image as string;
-    ceph.addImage("backups", name, pattern(h.imageSize, 3));
-    const before = poolState(ceph, "backups");
-    ceph.faults.imageCreate = cephError("ETIMEDOUT", "rbd_create");
-    const deps = sinkDeps(ceph);
-    const e = await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK)))).catch((x) => x);
-    assert.equal(status(e), Status.UNAVAILABLE, e.message);
-    assert.equal(poolState(ceph, "backups"), before, "not removed, not changed");
-    assert.equal(deps.journal.entries.size, 0);
+  it("a new volume's create that failed, with an image of that name holding data, or another transfer's marker: left as it is", async () => {
+    for (const other of ["data", "marker"] as const) {
+      const ceph = cluster();
+      const h = header({ kind: TransferKind.RESTORE_NEW });
+      const name = h.destination?.image as string;
+      const img = ceph.addImage(
+        "backups",
+        name,
+        other === "data" ? pattern(h.imageSize, 3) : Buffer.alloc(h.imageSize),
+      );
+      if (other === "marker") img.meta.set(INCOMPLETE_KEY, "another-transfer");
+      const before = poolState(ceph, "backups");
+      ceph.faults.imageCreate = cephError("ETIMEDOUT", "rbd_create");
+      const deps = sinkDeps(ceph);
+      const e = await runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK)))).catch((x) => x);
+      assert.equal(status(e), Status.UNAVAILABLE, e.message);
+      assert.equal(poolState(ceph, "backups"), before, `${other}: not removed, not changed`);
+      assert.equal(deps.journal.entries.size, 0);
+    }
   });
 
   it("the snapshot made although its creation failed (an op timeout that went through): committed, nothing undone", async () => {

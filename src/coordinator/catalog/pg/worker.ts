@@ -95,11 +95,13 @@ async function run(req: Request, posted: number): Promise<Reply> {
     if (lost) return tx === "rollback" ? { id: req.id, ok: true, results: [] } : lostTx(req.id);
   }
   let c: Client | undefined;
+  const abandoned = () => Object.assign(new Error("the call was abandoned (deadline)"), { code: "57014" });
   const live = (conn: Client): Client => {
-    if (epoch !== posted) throw Object.assign(new Error("the call was abandoned (deadline)"), { code: "57014" });
+    if (epoch !== posted) throw abandoned();
     return conn;
   };
   try {
+    if (epoch !== posted) throw abandoned(); // abandoned while it waited: no connection opened for it
     c = live(await connection());
     if (tx === "self" || tx === "open") {
       await c.query("BEGIN");
