@@ -13,7 +13,8 @@
 # e.g. gen-certs.sh /etc/rbdbackup/tls coordinator=rbdbackup://coordinator/main \
 #        agent-site-a=rbdbackup://agent/site-a/agent-site-a client-ops=rbdbackup://client/operator/ops
 # A NAME without =IDENTITY gets none: every service but health refuses it. An existing NAME.pem is kept
-# when it already names IDENTITY, and re-issued otherwise (rotation: remove NAME.pem, run again).
+# when it already names IDENTITY, and re-issued otherwise (rotation: remove NAME.pem, run again); an API
+# client's issued before client certificates became client-only is re-issued too.
 # Runs on one OUTDIR take turns (OUTDIR/.lock, flock, at most 120 s of waiting).
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 OUTDIR NAME..." >&2; exit 2; }
@@ -39,7 +40,11 @@ for spec in "$@"; do
   fi
   if [ -f "$out/$name.pem" ]; then
     if [ -z "$identity" ] || openssl x509 -in "$out/$name.pem" -noout -ext subjectAltName 2>/dev/null | grep -qF "URI:$identity"; then
-      continue
+      # An API client's certificate issued before it became client-only (serverAuth, host names): re-issued.
+      if ! [[ "$identity" == rbdbackup://client/* ]] ||
+        ! openssl x509 -in "$out/$name.pem" -noout -ext extendedKeyUsage 2>/dev/null | grep -q "Server Authentication"; then
+        continue
+      fi
     fi
   fi
   if [[ "$identity" == rbdbackup://client/* ]]; then
