@@ -22,6 +22,7 @@ import { notCoordinator } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
 import { AsyncQueue } from "../../src/common/queue";
 import { type BackoffOptions, backoffDelay, delay } from "../../src/common/retry";
+import { SESSION_MAX_MESSAGE_BYTES } from "../../src/common/session-limits";
 import { channelCredentials, type TlsConfig, tlsChannelOptions, tlsFiles } from "../../src/common/tls";
 import {
   type AgentMessage,
@@ -98,15 +99,9 @@ function openChannel(address: string, tls: TlsConfig, log: Logger) {
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.initial_reconnect_backoff_ms": 250,
     "grpc.max_reconnect_backoff_ms": 5_000,
-    // A SOURCE verification's lease carries the backup's digest map (up to 6 MiB: a chain starts anew
-    // before its map outgrows that, src/coordinator/scheduler/verify.ts): above grpc's 4 MiB default, a
-    // message over the limit ended the whole session.
     "grpc.max_receive_message_length": SESSION_MAX_MESSAGE_BYTES,
   });
 }
-
-/** The largest message on the coordinator session, either way. */
-export const SESSION_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 
 export class CoordinatorLink {
   #out: AsyncQueue<AgentMessage> | null = null;

@@ -8,6 +8,7 @@ import { ServerError, Status } from "nice-grpc-common";
 import { failedPrecondition, invalidArgument, notFound, statusOf, toServerError } from "../../src/common/errors";
 import { isBaseImage, isUuid } from "../../src/common/ids";
 import type { Logger } from "../../src/common/log";
+import { SESSION_MAX_MESSAGE_BYTES } from "../../src/common/session-limits";
 import type {
   BackupRequest,
   BackupResult,
@@ -64,7 +65,6 @@ import { verifyBackup } from "../engine/verify";
 import { digestsObjectName } from "../transfer/digests";
 import { validName } from "../transfer/protocol";
 import type { RecentCommits } from "../transfer/sink";
-import { SESSION_MAX_MESSAGE_BYTES } from "./coordinator-link";
 import type { FencingCluster } from "./fencing";
 import { AgentMetrics } from "./metrics";
 

@@ -21,6 +21,7 @@ import { ServerReflection, ServerReflectionService } from "nice-grpc-server-refl
 import { splitHostPort } from "../common/address";
 import { CapabilitySigner } from "../common/capability";
 import type { Logger } from "../common/log";
+import { SESSION_MAX_MESSAGE_BYTES } from "../common/session-limits";
 import { serverCredentials, tlsFiles } from "../common/tls";
 import { VERSION } from "../common/version";
 import { BackupServiceDefinition, CoordinatorRole } from "../gen/rbdbackup/v1/backup_service";
@@ -117,10 +118,8 @@ export class Coordinator {
       "grpc.keepalive_timeout_ms": 5_000,
       "grpc.keepalive_permit_without_calls": 1,
       "grpc.http2.min_ping_interval_without_data_ms": 5_000,
-      // As the agents (agents/agent/coordinator-link.ts SESSION_MAX_MESSAGE_BYTES): an agent's answer may
-      // carry a backup's digest map (up to 6 MiB, scheduler/verify.ts
-      // MAX_CHAIN_MAP_BLOCKS): above grpc's 4 MiB default, it ended the agent's whole session.
-      "grpc.max_receive_message_length": 16 * 1024 * 1024,
+      // An agent's answer may carry a backup's digest map (session-limits.ts).
+      "grpc.max_receive_message_length": SESSION_MAX_MESSAGE_BYTES,
     } as unknown as Parameters<typeof createServer>[0]);
     const self = this;
     server

@@ -26,6 +26,11 @@ export interface ClusterPin {
   pinnedAt: number;
 }
 
+/** The fsid the agents of cluster `name` registered with ("" when none ever did). */
+export function registeredFsid(catalog: Pick<Catalog, "listAgents">, name: string): string {
+  return catalog.listAgents().find((a) => a.clusterName === name)?.clusterFsid ?? "";
+}
+
 export interface Catalog {
   transaction<T>(f: () => T): T;
 

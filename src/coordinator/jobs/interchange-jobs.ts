@@ -14,7 +14,7 @@ import { randomUUID } from "node:crypto";
 import { backupSnapName, baseImageName } from "../../common/ids";
 import { type Backup, JobKind } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
-import type { Catalog } from "../catalog/catalog";
+import { type Catalog, registeredFsid } from "../catalog/catalog";
 import type { JobRecord } from "../model";
 import { lockOfBackup, lockOfVolume } from "../scheduler";
 import { creatingBackup } from "./backup-job";
@@ -107,7 +107,7 @@ export function importJob(catalog: Catalog, s: ImportSpec, nowMs = Date.now()): 
 /** backup.<id>.meta of an imported backup, as a volume backup's (agents/engine/metadata.ts, version 1). */
 export function importMetadata(catalog: Catalog, b: Backup, baseImage: string, snapshot: string, nowMs: number) {
   const v = b.volume as VolumeRef;
-  const fsid = catalog.listAgents().find((a) => a.clusterName === v.cluster)?.clusterFsid ?? "";
+  const fsid = registeredFsid(catalog, v.cluster);
   return {
     version: 1,
     backup_id: b.id,

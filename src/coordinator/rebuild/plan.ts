@@ -10,7 +10,7 @@
  * chain (base image), parents before children, so the writer can commit one chain per transaction.
  */
 
-import { type Backup, BackupStatus, type RebuildFinding } from "../../gen/rbdbackup/v1/backup_service";
+import { type Backup, BackupIntegrity, BackupStatus, type RebuildFinding } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { ScannedBackup } from "../../gen/rbdbackup/v1/session";
 import { volumeKey } from "../model";
@@ -122,16 +122,7 @@ function record(input: PlanInput, e: Entry, m: RebuildMeta, volume: VolumeRef, m
     warnings.push(`backup.${s.backupId}.digests is malformed (${s.digestsError}): no digest recorded`);
   const integrity =
     s.digestsExists && s.digestsSha256
-      ? {
-          imageDigest: s.digestsSha256,
-          digestBlockSize: s.digestBlockSize,
-          lastVerifiedAt: undefined,
-          lastVerifyMode: 0,
-          lastVerifyOk: false,
-          corruptReason: "",
-          firstBadOffset: 0,
-          firstBadLength: 0,
-        }
+      ? BackupIntegrity.fromPartial({ imageDigest: s.digestsSha256, digestBlockSize: s.digestBlockSize })
       : undefined;
   return {
     id: m.backupId,

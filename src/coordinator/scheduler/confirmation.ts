@@ -21,6 +21,7 @@
  * Level-triggered like the rest: `run` (every tick, and at once after a report) starts the checks that
  * are due; the answer is applied only if the job is still in the same confirming attempt.
  */
+
 import { Status } from "nice-grpc-common";
 import { messageOf, statusOf } from "../../common/errors";
 import { backoffDelay } from "../../common/retry";
@@ -29,6 +30,7 @@ import { JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { ImageRef, VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { JobOutcome } from "../../gen/rbdbackup/v1/session";
 import type { BackupSnapshot } from "../../gen/rbdbackup/v1/transfer";
+import { registeredFsid } from "../catalog/catalog";
 import type { Backup, JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
 import type { SchedulerContext } from "./context";
@@ -89,11 +91,6 @@ export class Confirmer {
     while (this.#inFlight.size) await Promise.all(this.#inFlight.values());
   }
 
-  /** The fsid the agents of cluster `name` registered with ("" when none ever did). */
-  #fsidOf(name: string): string {
-    return this.ctx.catalog.listAgents().find((a) => a.clusterName === name)?.clusterFsid ?? "";
-  }
-
   #check(j: JobRecord): void {
     const b = this.ctx.catalog.getBackup(j.backupId);
     const restore = j.confirming?.kind === "restore" && j.operation.kind === "restore" ? j.operation : null;
@@ -107,7 +104,12 @@ export class Confirmer {
     const attempt = j.attempts;
     const asked = restore
       ? restoreVerdict(agent, restore.target, RestoreResult.fromJSON(j.confirming?.result))
-      : verdict(agent, b, BackupResult.fromJSON(j.confirming?.result), this.#fsidOf(b.volume?.cluster ?? ""));
+      : verdict(
+          agent,
+          b,
+          BackupResult.fromJSON(j.confirming?.result),
+          registeredFsid(this.ctx.catalog, b.volume?.cluster ?? ""),
+        );
     const p = asked
       .then((v) => this.#apply(j.id, attempt, v))
       .catch((err) => this.ctx.log.error("confirming an outcome failed", { job: j.id, err }))

@@ -24,7 +24,7 @@ import {
   RestoreResult,
   VerifyResult,
 } from "../../gen/rbdbackup/v1/agent";
-import { BackupStatus, JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
+import { BackupIntegrity, BackupStatus, JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { JobOutcome } from "../../gen/rbdbackup/v1/session";
 import { type Backup, type JobRecord, volumeLabel } from "../model";
 import { cloneDetached, cloneMade, isCloneRestore } from "./clones";
@@ -241,16 +241,7 @@ function backupMade(ctx: SchedulerContext, b: Backup, x: BackupResult, forcedFul
     error: "",
   } satisfies Partial<Backup>);
   if (x.imageDigest) {
-    b.integrity = {
-      imageDigest: x.imageDigest,
-      digestBlockSize: x.digestBlockSize,
-      lastVerifiedAt: undefined,
-      lastVerifyMode: 0,
-      lastVerifyOk: false,
-      corruptReason: "",
-      firstBadOffset: 0,
-      firstBadLength: 0,
-    };
+    b.integrity = BackupIntegrity.fromPartial({ imageDigest: x.imageDigest, digestBlockSize: x.digestBlockSize });
   }
   if (b.location) b.location.pool = x.destinationPool || b.location.pool;
   ctx.catalog.updateBackup(b);

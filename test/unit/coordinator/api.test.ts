@@ -10,7 +10,12 @@ import { AppError } from "../../../src/common/errors";
 import type { Catalog } from "../../../src/coordinator/catalog/catalog";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { BackupStatus, type CreateBackupRequest, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import {
+  BackupIntegrity,
+  BackupStatus,
+  type CreateBackupRequest,
+  JobState,
+} from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
 import { type Api, type ApiServer, assertStatus, serveApi } from "./api-server";
 import { backupResult, Harness, newBackup, vol } from "./harness";
@@ -162,16 +167,8 @@ describe("BackupService admission", () => {
         });
         return b;
       };
-      const integrity = (imageDigest: string, digestBlockSize: number) => ({
-        imageDigest,
-        digestBlockSize,
-        lastVerifiedAt: undefined,
-        lastVerifyMode: 0,
-        lastVerifyOk: false,
-        corruptReason: "",
-        firstBadOffset: 0,
-        firstBadLength: 0,
-      });
+      const integrity = (imageDigest: string, digestBlockSize: number) =>
+        BackupIntegrity.fromPartial({ imageDigest, digestBlockSize });
       for (const [over, why] of [
         [{ integrity: integrity("AB".repeat(32), 65536) }, /^record\.backup\.integrity\.image_digest/],
         [{ integrity: integrity("ab".repeat(32), 4096) }, /^record\.backup\.integrity\.digest_block_size/],

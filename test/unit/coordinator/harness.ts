@@ -17,6 +17,7 @@ import { AsyncQueue } from "../../../src/common/queue";
 import { Admission } from "../../../src/coordinator/api/admission";
 import { Audit } from "../../../src/coordinator/audit";
 import { CALLER_METADATA_KEY } from "../../../src/coordinator/authz";
+import { registeredFsid } from "../../../src/coordinator/catalog/catalog";
 import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
 import { Relays } from "../../../src/coordinator/interchange/relays";
 import type { Backup, JobRecord } from "../../../src/coordinator/model";
@@ -204,7 +205,7 @@ export class Harness {
         kind: "rbd",
         // As the source agent writes them: its cluster's name and fsid (agents/engine/backup-header.ts).
         cluster_name: v.cluster,
-        cluster_fsid: this.catalog.listAgents().find((a) => a.clusterName === v.cluster)?.clusterFsid ?? "",
+        cluster_fsid: registeredFsid(this.catalog, v.cluster),
         pool: v.pool,
         namespace: v.namespace,
         image: v.image,

@@ -20,7 +20,13 @@ import type { Backup } from "../../../src/coordinator/model";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { VerifyMetrics } from "../../../src/coordinator/verify-metrics";
 import { BackupMode, RestoreMode, VerifyMode, type VerifyResult } from "../../../src/gen/rbdbackup/v1/agent";
-import { Backup as BackupMsg, BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import {
+  BackupIntegrity,
+  Backup as BackupMsg,
+  BackupStatus,
+  JobKind,
+  JobState,
+} from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
 import { type Api, type ApiServer, assertStatus, serveApi } from "./api-server";
@@ -89,16 +95,7 @@ describe("verification (coordinator)", () => {
       completedAt: new Date(h.t),
     });
     if (digest) {
-      b.integrity = {
-        imageDigest: digest,
-        digestBlockSize: 65536,
-        lastVerifiedAt: undefined,
-        lastVerifyMode: 0,
-        lastVerifyOk: false,
-        corruptReason: "",
-        firstBadOffset: 0,
-        firstBadLength: 0,
-      };
+      b.integrity = BackupIntegrity.fromPartial({ imageDigest: digest, digestBlockSize: 65536 });
     }
     h.catalog.insertBackup(b);
     return b;

@@ -16,7 +16,7 @@ import { PolicyVerifyRunner, verifyKey } from "../../../src/coordinator/policy/v
 import { validateVerifySchedule, verifyStatus } from "../../../src/coordinator/policy/verify-schedule";
 import { SAFETY_PASS_MS } from "../../../src/coordinator/scheduler/wake-timer";
 import { BackupMode, VerifyMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { BackupIntegrity, BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import { Policy } from "../../../src/gen/rbdbackup/v1/policy";
 import { Harness, newBackup, vol } from "../coordinator/harness";
@@ -49,16 +49,7 @@ describe("policy verify runner", () => {
     h.advance(1000);
     Object.assign(b, { status: BackupStatus.BACKUP_STATUS_AVAILABLE, baseImage: `img.${b.id}`, snapshot: "s" }, over);
     if (digest) {
-      b.integrity = {
-        imageDigest: digest,
-        digestBlockSize: 65536,
-        lastVerifiedAt: undefined,
-        lastVerifyMode: 0,
-        lastVerifyOk: false,
-        corruptReason: "",
-        firstBadOffset: 0,
-        firstBadLength: 0,
-      };
+      b.integrity = BackupIntegrity.fromPartial({ imageDigest: digest, digestBlockSize: 65536 });
     }
     h.catalog.insertBackup(b);
     return b;
