@@ -21,6 +21,7 @@ import type {
 } from "../../gen/rbdbackup/v1/policy";
 import { volumeLabel } from "../model";
 import { volumeKey } from "../policy/model";
+import { reslot, sameSchedule } from "../policy/records";
 import { checkOverlap, type PolicyContext, policyName, validatePolicy } from "../policy/validate";
 import * as v from "../validate";
 import { isUniqueViolation } from "./admission";
@@ -160,8 +161,11 @@ async function updatePolicy(deps: ApiDeps, req: UpdatePolicyRequest, ctx: CallCo
       );
     }
     checkOverlap(clean, context(deps, name));
-    const next: Policy = { ...clean, revision: old.revision + 1, createdAt: old.createdAt, updatedAt: new Date() };
+    const at = new Date();
+    const next: Policy = { ...clean, revision: old.revision + 1, createdAt: old.createdAt, updatedAt: at };
     deps.catalog.policies.updatePolicy(next);
+    // The records follow a new schedule from now on, in this transaction (records.ts reslot).
+    if (!sameSchedule(old, next)) reslot(deps.catalog.policies, next, at.getTime());
     return next;
   });
   deps.log.info("policy updated", { policy: name, revision: p.revision });

@@ -9,6 +9,7 @@ import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Policy } from "../../gen/rbdbackup/v1/policy";
 import type { PolicyStore } from "../catalog/policy-store";
 import { type ProtectionRecord, volumeKey } from "./model";
+import { nextRun } from "./slots";
 
 /** Saves `next` with the stored pausedReason; nothing when the store no longer has it. Returns what was saved. */
 export function saveRunnerFields(store: PolicyStore, next: ProtectionRecord): ProtectionRecord | undefined {
@@ -23,4 +24,25 @@ export function saveRunnerFields(store: PolicyStore, next: ProtectionRecord): Pr
 export function stillDue(store: PolicyStore, p: Policy, vol: VolumeRef): boolean {
   const cur = store.getProtection(p.name, volumeKey(vol));
   return !!cur && !cur.pausedReason && store.getPolicy(p.name)?.paused === false;
+}
+
+/** Whether `a` and `b` have the same schedule (what their records' slots follow). */
+export function sameSchedule(a: Policy, b: Policy): boolean {
+  return JSON.stringify(a.schedule ?? {}) === JSON.stringify(b.schedule ?? {});
+}
+
+/**
+ * `p`'s schedule changed at `sinceMs`: every record of it moves to the new schedule's first slot after
+ * that. UpdatePolicy does it in the transaction that stores the document (`sinceMs` = its updated_at),
+ * so the change holds even if no runner's tick sees it before a restart or a new leader. The runner does
+ * it again when it sees the change, from the same instant (the policy's updated_at, unless its own
+ * clock is behind): the same slots, and a record that a run being built wrote back with the old
+ * schedule's slot meanwhile is mended.
+ */
+export function reslot(store: PolicyStore, p: Policy, sinceMs: number): void {
+  for (const rec of store.protectionOfPolicy(p.name)) {
+    const next = nextRun(p, rec.volume, sinceMs);
+    if (next.nextSlotAt !== rec.nextSlotAt || next.nextRunAt !== rec.nextRunAt)
+      store.upsertProtection({ ...rec, ...next });
+  }
 }

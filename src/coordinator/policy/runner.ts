@@ -31,7 +31,7 @@ import { Discovery, matching, poolKey } from "./discovery";
 import { insertRun, unprobedRun } from "./insert-run";
 import { type PolicyMetrics, type VolumeSample, volumeSamples } from "./metrics";
 import { type ProtectionRecord, volumeKey } from "./model";
-import { saveRunnerFields, stillDue } from "./records";
+import { reslot, saveRunnerFields, stillDue } from "./records";
 import { enforceRetention } from "./retention-jobs";
 import type { PolicyRunnerPort, RunNowResult } from "./runner-port";
 import { advance, isDue, manualKey, newRecord, nextRun, retrySlot, slotKey } from "./slots";
@@ -250,8 +250,7 @@ export class PolicyRunner implements PolicyRunnerPort {
     const before = this.#schedules.get(p.name);
     this.#schedules.set(p.name, s);
     if (before === undefined || before === s) return;
-    for (const rec of this.deps.store.protectionOfPolicy(p.name))
-      this.deps.store.upsertProtection({ ...rec, ...nextRun(p, rec.volume, now) });
+    reslot(this.deps.store, p, Math.min(now, p.updatedAt?.getTime() ?? now));
   }
 
   /** #settleRun, and whether the record still has a run to settle (tick-plan.ts). */

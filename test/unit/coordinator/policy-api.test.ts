@@ -13,7 +13,7 @@ import type { ApiDeps } from "../../../src/coordinator/api/deps";
 import { targetOf } from "../../../src/coordinator/api-audit";
 import { type ProtectionRecord, volumeKey } from "../../../src/coordinator/policy/model";
 import type { PolicyRunnerPort, RunNowResult } from "../../../src/coordinator/policy/runner-port";
-import { runRequest } from "../../../src/coordinator/policy/slots";
+import { nextRun, runRequest } from "../../../src/coordinator/policy/slots";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus } from "../../../src/gen/rbdbackup/v1/backup_service";
@@ -324,6 +324,31 @@ describe("policy API", () => {
       assert.equal(u2.description, "");
       await assertStatus(api.updatePolicy({ policy: policy("p9") }), Status.NOT_FOUND, /^policy p9 not found/);
       assert.deepEqual(runner.changes, ["p1", "p1", "p1"]);
+    });
+
+    it("UpdatePolicy with a new schedule moves every record to its next slot in the same commit; other changes leave them", async () => {
+      // No runner sees it (the fake one touches no record): a coordinator that dies right after the
+      // commit, before its runner's tick, keeps the change.
+      await api.createPolicy({ policy: policy("p1", { selector: { volumes: [vol("v1"), vol("v2")] } }) });
+      const daily = Date.now() + 86_400_000;
+      for (const v of [vol("v1"), vol("v2")])
+        h.catalog.policies.upsertProtection({ ...record("p1", v), nextSlotAt: daily, nextRunAt: daily });
+      const volumes = [vol("v1"), vol("v2")];
+      await api.updatePolicy({ policy: policy("p1", { selector: { volumes }, description: "same schedule" }) });
+      for (const v of volumes) assert.equal(h.catalog.policies.getProtection("p1", volumeKey(v))?.nextSlotAt, daily);
+      const before = Date.now();
+      const u = await api.updatePolicy({
+        policy: policy("p1", { selector: { volumes }, schedule: { intervalSeconds: 60 } }),
+      });
+      for (const v of volumes) {
+        const rec = h.catalog.policies.getProtection("p1", volumeKey(v));
+        const stored = h.catalog.policies.getPolicy("p1") as Policy;
+        assert.deepEqual(
+          { nextSlotAt: rec?.nextSlotAt, nextRunAt: rec?.nextRunAt },
+          nextRun(stored, v, u.updatedAt?.getTime() ?? 0),
+        );
+        assert.ok((rec?.nextSlotAt ?? daily) <= before + 61_000, `${volumeKey(v)} on the minutely schedule`);
+      }
     });
 
     it("a policy's TransferOptions are kept, replaced by an update, and go into every run's CreateBackup", async () => {
