@@ -88,7 +88,7 @@ export class ServerCall {
         ":status": 200,
         "content-type": "application/grpc+proto",
         "grpc-status": String(code),
-        "grpc-message": encodeURIComponent(message), // gRPC's percent-encoding: every peer decodes it
+        "grpc-message": encodeGrpcMessage(message),
         ...(reason ? { [REASON_HEADER]: reason } : {}),
       },
       { endStream: true },
@@ -107,4 +107,20 @@ export class ServerCall {
     const se = toServerError(e);
     this.fail(se.code, se.details, reasonOf(e));
   }
+}
+
+/**
+ * gRPC's percent-encoding of grpc-message (PROTOCOL-HTTP2.md): each UTF-8 byte outside 0x20–0x7E, and
+ * '%', as %XX; everything else as it is. Not encodeURIComponent: grpc-js decodes with decodeURI, which
+ * leaves %3A, %2C, %2F… encoded, so a message's ':' reached its callers as "%3A".
+ */
+export function encodeGrpcMessage(message: string): string {
+  let out = "";
+  for (const b of Buffer.from(message, "utf8")) {
+    out +=
+      b >= 0x20 && b <= 0x7e && b !== 0x25
+        ? String.fromCharCode(b)
+        : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
 }

@@ -274,14 +274,15 @@ describe("data-plane server: what it serves", () => {
   it("a handler's failure reaches the client with its status and message; an unexpected one is INTERNAL", async () => {
     const { address } = await start({
       listChains: async (req) => {
-        if (req.pool === "gone") throw notFound("pool gone does not exist — créez-le");
+        if (req.pool === "gone") throw notFound("pool gone: does not exist, see /var/log?x#y (100%) — créez-le");
         throw new Error("secret internals");
       },
     });
     const client = grpcClient(address);
     await assert.rejects(client.listChains({ pool: "gone", namespace: "", volumeImage: "v" }), {
       code: Status.NOT_FOUND,
-      details: "pool gone does not exist — créez-le",
+      // grpc-js reads grpc-message with decodeURI: ':' ',' '/' '?' '#' must travel as they are.
+      details: "pool gone: does not exist, see /var/log?x#y (100%) — créez-le",
     });
     await assert.rejects(client.listChains({ pool: "p", namespace: "", volumeImage: "v" }), {
       code: Status.INTERNAL,
