@@ -53,6 +53,7 @@ import {
   admitTransferCaller,
   authorizeResumePoint,
   authorizeTransfer,
+  SPENT_CAPABILITIES_FILE,
   SpentCapabilities,
 } from "../transfer/transfer-authz";
 import { framePool } from "../transfer/wire";
@@ -239,12 +240,13 @@ export class Agent {
     // TransferService on its own listener (node:http2, ours); grpc-js serves the rest on `listen`.
     // Capabilities are checked against the deployment's CA (none in insecure mode: tests only).
     const verifier = cfg.tls.insecure || !cfg.tls.ca ? null : new CapabilityVerifier(readFileSync(cfg.tls.ca));
-    const spent = new SpentCapabilities();
+    const spent = new SpentCapabilities({ file: path.join(cfg.stateDir, SPENT_CAPABILITIES_FILE), log });
+    const here = { fsid: this.fsid, agentId: cfg.agentId };
     const dataPlane = new DataPlaneServer({
       tls: cfg.tls,
       transfer: (messages, signal, caller) =>
         handle(log, "Transfer", async () => {
-          const authorized = await authorizeTransfer(verifier, messages, caller, this.fsid, audit, spent);
+          const authorized = await authorizeTransfer(verifier, messages, caller, here, audit, spent);
           let committed = false;
           try {
             const summary = await receiveTransfer(authorized, signal, "network");
@@ -256,11 +258,11 @@ export class Agent {
         }),
       resumePoint: (req, signal, caller) =>
         handle(log, "ResumePoint", async () => {
-          authorizeResumePoint(verifier, req.header, caller, this.fsid, audit);
+          authorizeResumePoint(verifier, req.header, caller, here, audit);
           return resumePoint(sink, req.header, signal);
         }),
       admit: (caller, method) => admitTransferCaller(verifier, caller, audit, method),
-      listChains: listChainsService(cluster, this.fsid, log, { verifier, audit }),
+      listChains: listChainsService(cluster, here, log, { verifier, audit }),
       maxMessageBytes: MAX_MESSAGE_BYTES,
       audit,
       maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers,

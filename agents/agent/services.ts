@@ -20,7 +20,7 @@ import { type Cluster, libraryVersions } from "../ceph";
 import { listChains } from "../engine/snapshots";
 import { type AuthzAudit, messageOf, resultOf } from "../transfer/authz-audit";
 import { validName } from "../transfer/protocol";
-import { authorizeListChains, type TransferCaller } from "../transfer/transfer-authz";
+import { authorizeListChains, type Here, type TransferCaller } from "../transfer/transfer-authz";
 import { describeAsks, LeaseCheck } from "./authz";
 import { type AgentOperations, handle } from "./operations";
 
@@ -35,20 +35,20 @@ import { VERSION } from "../../src/common/version";
  */
 export function listChainsService(
   cluster: Cluster,
-  fsid: string,
+  here: Here,
   log: Logger,
   authz: { verifier: CapabilityVerifier | null; audit?: AuthzAudit },
 ): (req: ListChainsRequest, signal: AbortSignal, caller: TransferCaller) => Promise<ListChainsResponse> {
   return (req, _signal, caller) =>
     handle(log, "ListChains", async () => {
       // The capability first: a caller without the right one learns nothing, not even which names are valid.
-      authorizeListChains(authz.verifier, req, caller, fsid, authz.audit);
+      authorizeListChains(authz.verifier, req, caller, here, authz.audit);
       validName(req.pool, "pool");
       validName(req.namespace, "namespace", { allowEmpty: true });
       validName(req.volumeImage, "volume_image");
       return {
         chains: await listChains(cluster, req.pool, req.namespace, req.volumeImage),
-        clusterFsid: fsid,
+        clusterFsid: here.fsid,
       };
     });
 }

@@ -22,6 +22,7 @@
  * Every refusal is an audit line and counts in the refusal metric (authz-audit.ts).
  */
 import { createHash } from "node:crypto";
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
 import type http2 from "node:http2";
 import type { TLSSocket } from "node:tls";
 import {
@@ -29,11 +30,13 @@ import {
   CapabilityError,
   type CapabilityVerifier,
   checkAllows,
+  checkDestinationAgent,
   type Grant,
 } from "../../src/common/capability";
 import { AppError, invalidArgument, Status } from "../../src/common/errors";
 import { listChainsAsks, transferAsks } from "../../src/common/grants";
 import { describeIdentity, type Identity, identityOfCertificate } from "../../src/common/identity";
+import type { Logger } from "../../src/common/log";
 import {
   type ListChainsRequest,
   type TransferHeader,
@@ -45,6 +48,17 @@ import { type AuthzAudit, capabilityReason, identityName, TRANSFER_SERVICE } fro
 export const TRANSFER_METHOD = `/${TRANSFER_SERVICE}/Transfer`;
 export const RESUME_POINT_METHOD = `/${TRANSFER_SERVICE}/ResumePoint`;
 export const LIST_CHAINS_METHOD = `/${TRANSFER_SERVICE}/ListChains`;
+
+/**
+ * This agent, as a destination: its cluster's fsid and its agent id. A transfer capability names the
+ * destination agent the coordinator chose (`toAgent`), so another agent of the same cluster — which
+ * keeps its own spent set — refuses it (as does every agent a capability that names none: minted by a
+ * coordinator older than 2026-12-05).
+ */
+export interface Here {
+  fsid: string;
+  agentId: string;
+}
 
 /** Who is calling the data plane, and the capability it presented. */
 export interface TransferCaller {
@@ -132,6 +146,7 @@ function judge(
   target: string,
   audit: AuthzAudit | undefined,
   check: (grant: Grant) => void = () => {},
+  here?: Here,
 ): void {
   const id = caller.identity;
   if (id?.kind !== "agent") {
@@ -140,7 +155,9 @@ function judge(
     throw new AppError(Status.PERMISSION_DENIED, why);
   }
   try {
-    check(verifier.verify(caller.capability, "transfer", { cluster: id.cluster, agentId: id.agentId }));
+    const grant = verifier.verify(caller.capability, "transfer", { cluster: id.cluster, agentId: id.agentId });
+    check(grant);
+    if (here) checkDestinationAgent(grant, here.agentId);
   } catch (e) {
     if (e instanceof CapabilityError) {
       audit?.refused({ identity: identityName(id), method, target, reason: capabilityReason(e), message: e.message });
@@ -165,40 +182,110 @@ export function admitTransferCaller(
   if (caller.checked && verifier) judge(verifier, caller, method, "", audit);
 }
 
+/** The file in the agent's state dir that keeps its spent transfer capabilities across restarts. */
+export const SPENT_CAPABILITIES_FILE = "spent-capabilities";
+
 /**
  * Transfer capabilities that have been used by a stream that committed here: each is good for one
  * committed stream. The coordinator mints one per attempt, valid for an hour (scheduler/capabilities.ts)
  * — without this, its holder could replay it after its job ended, e.g. write a restore over a volume a
  * VM has opened since (allow_open), or bring back a deleted backup. A stream cut short (not committed)
- * leaves it usable: the attempt's resume presents it again. Kept in memory (a restart forgets them; the
- * hour bounds what is left), as SHA-256 digests until the capability's own expiry.
+ * leaves it usable: the attempt's resume presents it again. Kept as SHA-256 digests until the
+ * capability's own expiry; with `file` (the agent's state dir) also on disk, one line
+ * "<digest> <until ms>" appended (and fsync'd) per spend, so a restart does not forget them; the file is
+ * rewritten without the expired lines when they outnumber the live ones. The capability names this
+ * agent (`toAgent`), so no other agent of the cluster takes it either.
  */
 export class SpentCapabilities {
   readonly #until = new Map<string, number>();
   /** Capabilities of streams running now: one stream at a time each (a second one is refused). */
   readonly #running = new Set<string>();
+  readonly #ttlMs: number;
+  readonly #now: () => number;
+  readonly #file: string | undefined;
+  readonly #log: Logger | undefined;
+  /** Lines in the file now (live and expired). */
+  #lines = 0;
 
-  constructor(
-    private readonly ttlMs = 3_600_000 + 60_000,
-    private readonly now: () => number = Date.now,
-  ) {}
+  constructor(o: { ttlMs?: number; now?: () => number; file?: string; log?: Logger } = {}) {
+    this.#ttlMs = o.ttlMs ?? 3_600_000 + 60_000;
+    this.#now = o.now ?? Date.now;
+    this.#file = o.file;
+    this.#log = o.log;
+    if (this.#file) this.#load(this.#file);
+  }
 
   static #key(capability: string): string {
     return createHash("sha256").update(capability).digest("hex");
   }
 
+  /** The file's unexpired lines; a damaged line is skipped (it can only be a torn last append). */
+  #load(file: string): void {
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw new Error(`cannot read the spent transfer capabilities in ${file}: ${(e as Error).message}`);
+    }
+    const now = this.#now();
+    for (const line of text.split("\n")) {
+      const m = /^([0-9a-f]{64}) ([0-9]{1,16})$/.exec(line);
+      if (!m) continue;
+      this.#lines++;
+      const until = Number(m[2]);
+      if (until > now) this.#until.set(m[1] as string, Math.max(until, this.#until.get(m[1] as string) ?? 0));
+    }
+  }
+
+  /** Appends one spend to the file (fsync'd), or rewrites it without the expired ones. */
+  #persist(key: string, until: number): void {
+    const file = this.#file;
+    if (!file) return;
+    try {
+      if (this.#lines >= 2 * this.#until.size + 64) {
+        const tmp = `${file}.tmp`;
+        const text = [...this.#until].map(([k, u]) => `${k} ${u}\n`).join("");
+        writeFileSync(tmp, text, { mode: 0o600 });
+        const fd = openSync(tmp, "r");
+        try {
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+        renameSync(tmp, file);
+        this.#lines = this.#until.size;
+        return;
+      }
+      const fd = openSync(file, "a", 0o600);
+      try {
+        writeSync(fd, `${key} ${until}\n`);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      this.#lines++;
+    } catch (e) {
+      // Still refused here until a restart; after one, the capability's own expiry is the bound.
+      this.#log?.error("cannot record a spent transfer capability on disk", { file, error: (e as Error).message });
+    }
+  }
+
   /** A stream that presented `capability` committed. */
   spend(capability: string | undefined): void {
     if (!capability) return;
-    const now = this.now();
+    const now = this.#now();
     for (const [k, until] of this.#until) if (until <= now) this.#until.delete(k);
-    this.#until.set(SpentCapabilities.#key(capability), now + this.ttlMs);
+    const key = SpentCapabilities.#key(capability);
+    const until = now + this.#ttlMs;
+    this.#until.set(key, until);
+    this.#persist(key, until);
   }
 
   spent(capability: string | undefined): boolean {
     if (!capability) return false;
     const until = this.#until.get(SpentCapabilities.#key(capability));
-    return until !== undefined && until > this.now();
+    return until !== undefined && until > this.#now();
   }
 
   /**
@@ -238,7 +325,7 @@ export async function authorizeTransfer(
   verifier: CapabilityVerifier | null,
   messages: AsyncIterable<TransferMessage>,
   caller: TransferCaller,
-  fsid: string,
+  here: Here,
   audit?: AuthzAudit,
   spent?: SpentCapabilities,
 ): Promise<AsyncIterable<TransferMessage>> {
@@ -252,10 +339,18 @@ export async function authorizeTransfer(
     const first = await it.next();
     const header = !first.done && first.value.body?.$case === "header" ? first.value.body.value : null;
     const target = header ? headerTarget(header) : "";
-    judge(verifier, caller, TRANSFER_METHOD, target, audit, (grant) => {
-      if (!header) throw invalidArgument("the transfer must start with a header");
-      checkAllows(grant, transferAsks(header, fsid));
-    });
+    judge(
+      verifier,
+      caller,
+      TRANSFER_METHOD,
+      target,
+      audit,
+      (grant) => {
+        if (!header) throw invalidArgument("the transfer must start with a header");
+        checkAllows(grant, transferAsks(header, here.fsid));
+      },
+      here,
+    );
     const why = spent?.begin(caller.capability) ?? "";
     if (why) {
       audit?.refused({
@@ -283,14 +378,15 @@ export function authorizeResumePoint(
   verifier: CapabilityVerifier | null,
   header: TransferHeader | undefined,
   caller: TransferCaller,
-  fsid: string,
+  here: Here,
   audit?: AuthzAudit,
 ): void {
   if (!caller.checked || !verifier) return;
-  judge(verifier, caller, RESUME_POINT_METHOD, header ? headerTarget(header) : "", audit, (grant) => {
+  const check = (grant: Grant) => {
     if (!header) throw invalidArgument("ResumePointRequest.header is required");
-    checkAllows(grant, transferAsks(header, fsid));
-  });
+    checkAllows(grant, transferAsks(header, here.fsid));
+  };
+  judge(verifier, caller, RESUME_POINT_METHOD, header ? headerTarget(header) : "", audit, check, here);
 }
 
 /**
@@ -302,10 +398,11 @@ export function authorizeListChains(
   verifier: CapabilityVerifier | null,
   req: ListChainsRequest,
   caller: TransferCaller,
-  fsid: string,
+  here: Here,
   audit?: AuthzAudit,
 ): void {
   if (!caller.checked || !verifier) return;
   const target = `chains of ${req.pool}/${req.namespace}/${req.volumeImage}`;
-  judge(verifier, caller, LIST_CHAINS_METHOD, target, audit, (grant) => checkAllows(grant, listChainsAsks(req, fsid)));
+  const check = (grant: Grant) => checkAllows(grant, listChainsAsks(req, here.fsid));
+  judge(verifier, caller, LIST_CHAINS_METHOD, target, audit, check, here);
 }

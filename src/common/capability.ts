@@ -176,6 +176,19 @@ export class CapabilityVerifier {
  * grant's, or for a LIST_FIELDS field be one of its alternatives (a field the grant does not name is
  * refused: older grants never cover newer fields). PERMISSION_DENIED (not_covered) names the first mismatch.
  */
+/**
+ * A transfer capability names the destination agent the coordinator sent its holder to
+ * (`allows.toAgent`): any other agent — of the same cluster too — refuses it (not_covered), so the
+ * spent set of the agent that took its stream cannot be dodged. One without it, minted by a coordinator
+ * older than 2026-12-05, is refused like one without an fsid (upgrade the coordinator first).
+ */
+export function checkDestinationAgent(g: Grant, agentId: string): void {
+  const to = g.allows.toAgent;
+  if (to === undefined)
+    throw denied("it names no destination agent (minted by an older coordinator: upgrade it)", "not_covered");
+  if (to !== agentId) throw denied(`it is for destination agent ${to}, and this is agent ${agentId}`, "not_covered");
+}
+
 export function checkAllows(g: Grant, actual: Record<string, string>): void {
   for (const [k, v] of Object.entries(actual)) {
     const allowed = g.allows[k];

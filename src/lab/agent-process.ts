@@ -216,7 +216,7 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
     opts.insecure || certName !== "coordinator"
       ? undefined
       : LabMinter.fromTls(tls, { cluster, agentId, backupPool: config.backupPool, fsid: serving.fsid });
-  registerLabAgent(serving.transferAddress, serving.fsid);
+  registerLabAgent(serving.transferAddress, serving.fsid, agentId);
   const { client, close } = labAgentClient(serving.address, tls, minter);
   const waitExit = async (signal: NodeJS.Signals) => {
     await daemon.stop(signal);

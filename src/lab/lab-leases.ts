@@ -7,8 +7,8 @@
  * carries a transfer capability, or a call that already carries a lease, is left as it is (attack
  * tests set their own).
  *
- * Like the coordinator, it names the destination cluster's fsid (from the agents the lab started in this
- * process: registerLabAgent) and the chains a backup may write: the base images of the backups it made
+ * Like the coordinator, it names the destination cluster's fsid and agent (from the agents the lab started
+ * in this process: registerLabAgent) and the chains a backup may write: the base images of the backups it made
  * before of that volume at that place (this process's memory, its "catalog"), and the backup's own.
  */
 import { readFileSync } from "node:fs";
@@ -48,14 +48,14 @@ export interface LabHolder {
   fsid?: string;
 }
 
-/** Transfer address → cluster fsid of the agents started in this process (agent-process.ts). */
-const fsidOfAddress = new Map<string, string>();
+/** Transfer address → cluster fsid and agent id of the agents started in this process (agent-process.ts). */
+const agentOfAddress = new Map<string, { fsid: string; agentId: string }>();
 /** "<fsid>/<pool>/<namespace>/<volume image>" → base images of the backups made there (this process). */
 const chainsOf = new Map<string, Set<string>>();
 
-/** An agent the lab started: its transfer address serves the cluster with `fsid`. */
-export function registerLabAgent(transferAddress: string, fsid: string): void {
-  fsidOfAddress.set(transferAddress, fsid);
+/** An agent the lab started: its transfer address serves the cluster with `fsid`, as agent `agentId`. */
+export function registerLabAgent(transferAddress: string, fsid: string, agentId: string): void {
+  agentOfAddress.set(transferAddress, { fsid, agentId });
 }
 
 /** A chain the lab's "coordinator" knows from now on (a backup it made, or a test planted on purpose). */
@@ -67,10 +67,18 @@ export function recordLabChain(
   chainsOf.set(key, (chainsOf.get(key) ?? new Set()).add(base));
 }
 
+type PeerRef = { address: string; clusterFsid: string } | undefined;
+
 /** The fsid of the cluster a peer reference points at (`self` for an empty address). */
-function fsidOfPeer(peer: { address: string; clusterFsid: string } | undefined, self: string): string {
+function fsidOfPeer(peer: PeerRef, self: string): string {
   if (!peer?.address) return self;
-  return peer.clusterFsid || fsidOfAddress.get(peer.address) || "";
+  return peer.clusterFsid || agentOfAddress.get(peer.address)?.fsid || "";
+}
+
+/** The agent a peer reference points at (the holder itself for an empty address; "" when unknown). */
+function agentOfPeer(peer: PeerRef, holder: LabHolder): string {
+  if (!peer?.address) return holder.agentId;
+  return agentOfAddress.get(peer.address)?.agentId ?? "";
 }
 
 /** Where a backup request writes: fsid, pool, namespace, volume image. */
@@ -88,22 +96,28 @@ function backupPlace(req: BackupRequest, holder: LabHolder) {
 export function backupTransferFields(req: BackupRequest, holder: LabHolder): Fields {
   const at = backupPlace(req, holder);
   const known = chainsOf.get(`${at.fsid}/${at.pool}/${at.namespace}/${at.volumeImage}`) ?? new Set<string>();
-  return backupTransferAllows({
-    backupId: req.backupId,
-    ...at,
-    chains: [...known, ownChain(at.volumeImage, req.backupId)],
-  });
+  return {
+    ...backupTransferAllows({
+      backupId: req.backupId,
+      ...at,
+      chains: [...known, ownChain(at.volumeImage, req.backupId)],
+    }),
+    toAgent: agentOfPeer(req.destination, holder),
+  };
 }
 
 /** A transfer capability for a restore's stream, as the coordinator mints it. */
 export function restoreTransferFields(req: RestoreRequest, holder: LabHolder): Fields {
-  return restoreJobTransferAllows(
-    req.backupId,
-    { pool: req.target?.pool ?? "", namespace: req.target?.namespace ?? "", image: req.target?.image ?? "" },
-    req.mode,
-    fsidOfPeer(req.targetAgent, holder.fsid ?? ""),
-    req.allowOpen,
-  );
+  return {
+    ...restoreJobTransferAllows(
+      req.backupId,
+      { pool: req.target?.pool ?? "", namespace: req.target?.namespace ?? "", image: req.target?.image ?? "" },
+      req.mode,
+      fsidOfPeer(req.targetAgent, holder.fsid ?? ""),
+      req.allowOpen,
+    ),
+    toAgent: agentOfPeer(req.targetAgent, holder),
+  };
 }
 
 /** Mints the lab coordinator's capabilities for one holder agent. */

@@ -35,12 +35,13 @@ export function labMinter(holder = { cluster: "site-a", agentId: "agent-site-a" 
 
 /**
  * A transfer capability allowing exactly what `header` asks for on `destination` (a lab cluster: its
- * fsid), held by `holder`.
+ * fsid) to its agent `toAgent` (default: the lab's standard agent of that cluster), held by `holder`.
  */
 export function transferCapabilityFor(
   header: TransferHeader,
   holder = { cluster: "site-a", agentId: "agent-site-a" },
   destination = "site-b",
+  toAgent = `agent-${destination}`,
 ): string {
-  return labMinter(holder).mint("transfer", transferAsks(header, labCluster(destination).fsid));
+  return labMinter(holder).mint("transfer", { ...transferAsks(header, labCluster(destination).fsid), toAgent });
 }

@@ -11,7 +11,8 @@
  * in which a stolen token is any use, and it only ever allows this job's one destination image.
  *
  * Both kinds name the destination cluster's fsid (the one its agents registered with, pinned in the
- * catalog), so the token is refused by an agent of any other cluster. A backup's capability names the
+ * catalog), so the token is refused by an agent of any other cluster, and the destination agent
+ * (`toAgent`), so it is refused by any other agent of that cluster. A backup's capability names the
  * chains it may write (`chains`): the base images of this volume's AVAILABLE backups at this location
  * (the newest MAX_CHAINS), and the backup's own `<volume>.backup.<id>` should it be a full one — the
  * source picks among them (incremental: the newest backup snapshot present on both sides). A chain the
@@ -34,9 +35,14 @@ export interface Holder {
   agentId: string;
 }
 
-/** Where the stream goes: the destination cluster's fsid; for a backup, the chains it may write. */
+/**
+ * Where the stream goes: the destination cluster's fsid and the agent of it the source is sent to (the
+ * capability names it: another agent of that cluster refuses it, so its spent set — kept by the agent
+ * that took the stream — cannot be dodged); for a backup, the chains it may write.
+ */
 export interface StreamTarget {
   fsid: string;
+  agentId: string;
   chains: string[];
 }
 
@@ -82,7 +88,7 @@ export function transferCapability(
         : null;
   if (!allows) return "";
   return signer.sign(
-    { scope: "transfer", job: j.id, attempt, holder: { ...holder }, allows },
+    { scope: "transfer", job: j.id, attempt, holder: { ...holder }, allows: { ...allows, toAgent: to.agentId } },
     TRANSFER_CAPABILITY_TTL_MS,
   );
 }

@@ -44,6 +44,7 @@ export function leaseOperation(catalog: Catalog, j: JobRecord, peer: AgentSessio
   // The stream's destination: the peer's cluster, or the runner's own when it writes there itself.
   const to = {
     fsid: (peer ?? runner.agent).info.clusterFsid,
+    agentId: (peer ?? runner.agent).agentId,
     chains: j.operation.kind === "backup" && runner.signer ? knownChains(catalog, located) : [],
   };
   const capability = transferCapability(runner.signer, located, j, runner.attempt, holder, to);

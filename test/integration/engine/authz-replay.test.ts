@@ -192,6 +192,26 @@ describe("capabilities name the destination cluster and the chain", () => {
         denied(/already used by a stream that committed here/),
       );
       assert.equal(await sha("site-b", spec(target)), restored, "nothing written");
+      // site-b's agent restarted (the same state dir): it still knows the capability was spent.
+      await b.stop();
+      b = await startAgent("site-b", { stateDir: b.stateDir });
+      const again = messages({ ...h, transferId: randomUUID() }, [{ offset: 0, data: randomBytes(MiB) }]);
+      await assert.rejects(
+        client(b).transfer(from(again), withCapability(cap)),
+        denied(/already used by a stream that committed here/),
+      );
+      // A second agent of site-b (its own state dir, so its own spent set): the capability is not for it.
+      const b2 = await startAgent("site-b", { agentId: "agent-site-b-2" });
+      try {
+        const other = messages({ ...h, transferId: randomUUID() }, [{ offset: 0, data: randomBytes(MiB) }]);
+        await assert.rejects(
+          client(b2).transfer(from(other), withCapability(cap)),
+          denied(/it is for destination agent agent-site-b, and this is agent agent-site-b-2/),
+        );
+      } finally {
+        await b2.stop();
+      }
+      assert.equal(await sha("site-b", spec(target)), restored, "nothing written");
     });
 
     it("an incremental into a chain the capability does not name → PERMISSION_DENIED, nothing changed", async () => {

@@ -266,9 +266,8 @@ describe("least privilege on the agents", () => {
     const capFor = (over: { volumeImage?: string; fsid?: string } = {}, holder = SITE_A) => {
       const backupId = randomUUID();
       const volumeImage = over.volumeImage ?? prodA.image;
-      return labMinter(holder).mint(
-        "transfer",
-        backupTransferAllows({
+      return labMinter(holder).mint("transfer", {
+        ...backupTransferAllows({
           backupId,
           pool: "backups",
           namespace: "",
@@ -276,7 +275,8 @@ describe("least privilege on the agents", () => {
           fsid: over.fsid ?? b.fsid,
           chains: [ownChain(volumeImage, backupId)],
         }),
-      );
+        toAgent: "agent-site-b",
+      });
     };
     const req = () => ({ pool: "backups", namespace: "", volumeImage: prodA.image });
 

@@ -71,10 +71,10 @@ describe("operations", () => {
     try {
       assert.notEqual(b.transferAddress, b.address);
       const backupId = randomUUID();
-      const cap = labMinter().mint(
-        "transfer",
-        backupTransferAllows({ backupId, ...req, fsid: b.fsid, chains: [ownChain(req.volumeImage, backupId)] }),
-      );
+      const cap = labMinter().mint("transfer", {
+        ...backupTransferAllows({ backupId, ...req, fsid: b.fsid, chains: [ownChain(req.volumeImage, backupId)] }),
+        toAgent: "agent-site-b",
+      });
       const withCap = { metadata: Metadata({ [CAPABILITY_HEADER]: cap }) };
       assert.deepEqual(await dataPlane?.listChains(req, withCap), { chains: [], clusterFsid: b.fsid });
       await assert.rejects(main?.listChains(req) as Promise<unknown>, { code: Status.UNIMPLEMENTED });

@@ -192,7 +192,7 @@ describe("agent audit: Transfer", () => {
       60_000,
     );
     const caller = { checked: true, identity: { kind: "agent" as const, ...self }, capability: cap };
-    await assert.rejects(authorizeTransfer(verifier, stream(h), caller, "fsid-b", audit), {
+    await assert.rejects(authorizeTransfer(verifier, stream(h), caller, { fsid: "fsid-b", agentId: "b1" }, audit), {
       status: Status.PERMISSION_DENIED,
     });
     assert.equal(await count("rbdbackup.v1.TransferService", "not_covered"), 1);
@@ -207,7 +207,7 @@ describe("agent audit: Transfer", () => {
       identity: { kind: "client" as const, role: "admin" as const, name: "x" },
       capability: cap,
     };
-    await assert.rejects(authorizeTransfer(verifier, stream(h), client, "fsid-b", audit), {
+    await assert.rejects(authorizeTransfer(verifier, stream(h), client, { fsid: "fsid-b", agentId: "b1" }, audit), {
       status: Status.PERMISSION_DENIED,
     });
     assert.equal(await count("rbdbackup.v1.TransferService", "wrong_kind"), 1);
@@ -216,7 +216,7 @@ describe("agent audit: Transfer", () => {
 
     // No capability, or one held by another agent: the line still names what the stream asked for.
     const none = { ...caller, capability: undefined };
-    await assert.rejects(authorizeTransfer(verifier, stream(h), none, "fsid-b", audit), {
+    await assert.rejects(authorizeTransfer(verifier, stream(h), none, { fsid: "fsid-b", agentId: "b1" }, audit), {
       status: Status.PERMISSION_DENIED,
     });
     assert.equal(audits()[2]?.reason, "no_capability");

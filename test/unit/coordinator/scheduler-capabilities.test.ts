@@ -10,7 +10,13 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
-import { CapabilityError, CapabilitySigner, CapabilityVerifier, checkAllows } from "../../../src/common/capability";
+import {
+  CapabilityError,
+  CapabilitySigner,
+  CapabilityVerifier,
+  checkAllows,
+  checkDestinationAgent,
+} from "../../../src/common/capability";
 import { transferAsks } from "../../../src/common/grants";
 import { baseImageName } from "../../../src/common/ids";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
@@ -45,6 +51,14 @@ describe("scheduler: transfer capabilities name the destination cluster and the 
       const own1 = baseImageName("img", j1.backupId);
       assert.equal(g1.allows.fsid, fsidOf("b"));
       assert.equal(g1.allows.chain, own1, "no chain catalogued yet: only a full backup's own");
+      // The destination agent the lease sends the source to (its transfer address), and no other.
+      assert.equal(g1.allows.toAgent, "b1");
+      assert.equal(op1.value.destination?.address, h.sessions.get("b1")?.info.transferAddress);
+      checkDestinationAgent(g1, "b1");
+      assert.throws(
+        () => checkDestinationAgent(g1, "b2"),
+        notCovered(/for destination agent b1, and this is agent b2/),
+      );
       checkAllows(g1, transferAsks(header(TransferKind.BACKUP_FULL, own1, j1.backupId), fsidOf("b")));
       // Replayed against another cluster with the same pool and image names: refused.
       assert.throws(
@@ -85,6 +99,7 @@ describe("scheduler: transfer capabilities name the destination cluster and the 
       assert.ok(op?.$case === "restore");
       const g = verifier.verify(op.value.transferCapability, "transfer", { cluster: "b", agentId: "b1" });
       assert.equal(g.allows.fsid, fsidOf("a"));
+      assert.equal(g.allows.toAgent, "a1");
       const rh = header(TransferKind.RESTORE_NEW, "img-restored", j.backupId, "rbd");
       checkAllows(g, transferAsks(rh, fsidOf("a")));
       assert.throws(() => checkAllows(g, transferAsks(rh, fsidOf("b"))), notCovered(/fsid/));

@@ -207,6 +207,7 @@ describe("scheduler: transfer capabilities", () => {
         image: "v1-restored",
         mode: "new",
         fsid: fsidOf("a"),
+        toAgent: "a1",
       });
     } finally {
       h.close();

@@ -5,11 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { appendFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { describe, it } from "node:test";
 import { Status } from "nice-grpc";
 import {
   authorizeListChains,
+  authorizeResumePoint,
   authorizeTransfer,
   dataPlaneRefusal,
   SpentCapabilities,
@@ -23,13 +26,20 @@ import { type TransferHeader, TransferKind, type TransferMessage } from "../../.
 import { labTls } from "../../../src/lab/agent-process";
 
 const coord = labTls("coordinator");
-const signer = new CapabilitySigner(readFileSync(coord.cert as string), readFileSync(coord.key as string));
+const coordinator = new CapabilitySigner(readFileSync(coord.cert as string), readFileSync(coord.key as string));
+/** Signs as the coordinator does for a stream sent to agent b1 (HERE): the grant names it, unless it names another. */
+const signer = {
+  sign: (g: Parameters<CapabilitySigner["sign"]>[0], ttlMs: number) =>
+    coordinator.sign({ ...g, allows: { toAgent: "b1", ...g.allows } }, ttlMs),
+};
 const verifier = new CapabilityVerifier(readFileSync(coord.ca as string));
 const siteA: Identity = { kind: "agent", cluster: "site-a", agentId: "agent-site-a" };
 const siteB = { cluster: "site-b", agentId: "agent-site-b" };
 /** The destination's cluster (the agent running the check), and another one. */
 const FSID = "6c1d4c4e-0000-4000-8000-00000000000b";
 const OTHER_FSID = "6c1d4c4e-0000-4000-8000-00000000000c";
+/** The destination agent judging the streams: agent b1 of the cluster with FSID. */
+const HERE = { fsid: FSID, agentId: "b1" };
 
 const header = (kind: TransferKind, image: string, pool = "backups"): TransferHeader => {
   const backupId = randomUUID();
@@ -103,7 +113,7 @@ describe("transfer authorization", () => {
   it("a capability for exactly this stream, held by the caller: the sink gets every message, header first", async () => {
     const h = header(TransferKind.BACKUP_FULL, "vol.backup.$ID");
     const { messages } = source(h);
-    assert.deepEqual(await drain(await authorizeTransfer(verifier, messages, caller(mint(h)), FSID)), [
+    assert.deepEqual(await drain(await authorizeTransfer(verifier, messages, caller(mint(h)), HERE)), [
       "header",
       "zero",
     ]);
@@ -111,12 +121,12 @@ describe("transfer authorization", () => {
 
   it("a capability spent by a committed stream is refused until it would have expired; another is not", async () => {
     let now = 1_000_000;
-    const spent = new SpentCapabilities(60_000, () => now);
+    const spent = new SpentCapabilities({ ttlMs: 60_000, now: () => now });
     const h = header(TransferKind.RESTORE_ORIGINAL, "prod", "rbd");
     const used = mint(h);
     spent.spend(used);
     await assert.rejects(
-      authorizeTransfer(verifier, source(h).messages, caller(used), FSID, undefined, spent),
+      authorizeTransfer(verifier, source(h).messages, caller(used), HERE, undefined, spent),
       denied(/already used by a stream that committed here/),
     );
     const holder = { cluster: "site-a", agentId: "agent-site-a" };
@@ -126,23 +136,90 @@ describe("transfer authorization", () => {
     );
     assert.notEqual(fresh, used);
     assert.deepEqual(
-      await drain(await authorizeTransfer(verifier, source(h).messages, caller(fresh), FSID, undefined, spent)),
+      await drain(await authorizeTransfer(verifier, source(h).messages, caller(fresh), HERE, undefined, spent)),
       ["header", "zero"],
     );
     // `fresh` is running now: a second stream with it is refused until the first ended uncommitted.
     await assert.rejects(
-      authorizeTransfer(verifier, source(h).messages, caller(fresh), FSID, undefined, spent),
+      authorizeTransfer(verifier, source(h).messages, caller(fresh), HERE, undefined, spent),
       denied(/another stream with this transfer capability is running here/),
     );
     spent.end(fresh, false);
-    await drain(await authorizeTransfer(verifier, source(h).messages, caller(fresh), FSID, undefined, spent));
+    await drain(await authorizeTransfer(verifier, source(h).messages, caller(fresh), HERE, undefined, spent));
     spent.end(fresh, true);
     await assert.rejects(
-      authorizeTransfer(verifier, source(h).messages, caller(fresh), FSID, undefined, spent),
+      authorizeTransfer(verifier, source(h).messages, caller(fresh), HERE, undefined, spent),
       denied(/already used by a stream that committed here/),
     );
     now += 60_001;
     assert.equal(spent.spent(used), false, "forgotten once past its lifetime");
+  });
+
+  it("spent capabilities outlive a restart (the state dir's file); expired and torn lines are dropped, the file compacted", () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "spent-"));
+    try {
+      const file = path.join(dir, "spent-capabilities");
+      let now = 1_000_000;
+      const first = new SpentCapabilities({ ttlMs: 60_000, now: () => now, file });
+      const caps = Array.from({ length: 3 }, (_, i) => `capability-${i}`);
+      for (const c of caps) first.spend(c);
+      appendFileSync(file, "0123 torn line");
+      // A restarted agent: a new instance over the same file.
+      const again = new SpentCapabilities({ ttlMs: 60_000, now: () => now, file });
+      for (const c of caps) assert.equal(again.spent(c), true, c);
+      assert.equal(again.spent("another"), false);
+      assert.match(again.begin(caps[0]), /already used by a stream that committed here/);
+      // Past their lifetime they are forgotten, and many expired lines are rewritten away.
+      now += 60_001;
+      assert.equal(new SpentCapabilities({ ttlMs: 60_000, now: () => now, file }).spent(caps[0]), false);
+      const busy = new SpentCapabilities({ ttlMs: 1, now: () => now, file });
+      for (let i = 0; i < 200; i++) {
+        busy.spend(`short-${i}`);
+        now += 2;
+      }
+      const lines = readFileSync(file, "utf8").split("\n").filter(Boolean).length;
+      assert.ok(lines < 80, `the file was compacted: ${lines} lines after 200 spends`);
+      busy.spend("last");
+      assert.equal(new SpentCapabilities({ ttlMs: 1, now: () => now, file }).spent("last"), true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a capability naming another destination agent of this cluster → PERMISSION_DENIED on every data-plane call", async () => {
+    const h = header(TransferKind.BACKUP_FULL, "vol.backup.$ID");
+    const holder = { cluster: "site-a", agentId: "agent-site-a" };
+    const to = (toAgent?: string) =>
+      coordinator.sign(
+        {
+          scope: "transfer",
+          job: "j",
+          attempt: 1,
+          holder,
+          allows: { ...transferAsks(h, FSID), ...(toAgent === undefined ? {} : { toAgent }) },
+        },
+        60_000,
+      );
+    const spent = new SpentCapabilities();
+    const other = to("b2");
+    await assert.rejects(
+      authorizeTransfer(verifier, source(h).messages, caller(other), HERE, undefined, spent),
+      denied(/it is for destination agent b2, and this is agent b1/),
+    );
+    assert.equal(spent.begin(other), "", "a refused stream neither ran nor spent it");
+    spent.end(other, false);
+    assert.throws(() => authorizeResumePoint(verifier, h, caller(other), HERE), denied(/destination agent b2/));
+    const chains = { pool: h.destination?.pool ?? "", namespace: "", volumeImage: "vol" };
+    assert.throws(() => authorizeListChains(verifier, chains, caller(other), HERE), denied(/destination agent b2/));
+    // Naming none (a coordinator before 2026-12-05): refused too; named for this agent: taken.
+    await assert.rejects(
+      authorizeTransfer(verifier, source(h).messages, caller(to()), HERE),
+      denied(/names no destination agent/),
+    );
+    assert.deepEqual(await drain(await authorizeTransfer(verifier, source(h).messages, caller(to("b1")), HERE)), [
+      "header",
+      "zero",
+    ]);
   });
 
   it("no capability, another image's, another holder's, a forged one → PERMISSION_DENIED, nothing passed on", async () => {
@@ -159,7 +236,7 @@ describe("transfer authorization", () => {
     ];
     for (const [cap, re] of cases) {
       const { messages, seen } = source(h);
-      await assert.rejects(authorizeTransfer(verifier, messages, caller(cap), FSID), denied(re));
+      await assert.rejects(authorizeTransfer(verifier, messages, caller(cap), HERE), denied(re));
       assert.ok(seen.read <= 1, "nothing beyond the header was read");
     }
   });
@@ -189,7 +266,7 @@ describe("transfer authorization", () => {
     ];
     for (const [h, cap, re] of cases) {
       const { messages, seen } = source(h);
-      await assert.rejects(authorizeTransfer(verifier, messages, caller(cap), FSID), denied(re));
+      await assert.rejects(authorizeTransfer(verifier, messages, caller(cap), HERE), denied(re));
       assert.equal(seen.read, 1, "only the header was read");
       assert.equal(seen.closed, true);
     }
@@ -214,7 +291,7 @@ describe("transfer authorization", () => {
       60_000,
     );
     const { messages, seen } = source(h);
-    await assert.rejects(authorizeTransfer(verifier, messages, caller(cap), FSID), denied(/base image/));
+    await assert.rejects(authorizeTransfer(verifier, messages, caller(cap), HERE), denied(/base image/));
     assert.equal(seen.closed, true);
   });
 
@@ -235,13 +312,13 @@ describe("transfer authorization", () => {
       );
     const ok = source(h);
     const cap = coordinatorMint(RestoreMode.RESTORE_MODE_FAILBACK);
-    assert.deepEqual(await drain(await authorizeTransfer(verifier, ok.messages, caller(cap), FSID)), [
+    assert.deepEqual(await drain(await authorizeTransfer(verifier, ok.messages, caller(cap), HERE)), [
       "header",
       "zero",
     ]);
     // A full-copy failback (no from-snapshot) is the same grant.
     const full = { ...h, fromSnapshot: "", transferId: randomUUID() };
-    assert.deepEqual(await drain(await authorizeTransfer(verifier, source(full).messages, caller(cap), FSID)), [
+    assert.deepEqual(await drain(await authorizeTransfer(verifier, source(full).messages, caller(cap), HERE)), [
       "header",
       "zero",
     ]);
@@ -257,7 +334,7 @@ describe("transfer authorization", () => {
     ];
     for (const [hdr, c, re] of cases) {
       const { messages, seen } = source(hdr);
-      await assert.rejects(authorizeTransfer(verifier, messages, caller(c), FSID), denied(re));
+      await assert.rejects(authorizeTransfer(verifier, messages, caller(c), HERE), denied(re));
       assert.ok(seen.read <= 1, "nothing beyond the header was read");
     }
   });
@@ -275,7 +352,7 @@ describe("transfer authorization", () => {
       60_000,
     );
     await assert.rejects(
-      authorizeTransfer(verifier, source(h).messages, caller(lease), FSID),
+      authorizeTransfer(verifier, source(h).messages, caller(lease), HERE),
       denied(/not a transfer/),
     );
   });
@@ -290,14 +367,14 @@ describe("transfer authorization", () => {
       assert.match(dataPlaneRefusal(caller(undefined, id)) ?? "", /only for agents/);
       const h = header(TransferKind.RESTORE_NEW, "x", "rbd");
       await assert.rejects(
-        authorizeTransfer(verifier, source(h).messages, caller(mint(h), id), FSID),
+        authorizeTransfer(verifier, source(h).messages, caller(mint(h), id), HERE),
         denied(/only for agents/),
       );
     }
     const insecure: TransferCaller = { checked: false, identity: null, capability: undefined };
     assert.equal(dataPlaneRefusal(insecure), null);
     const h = header(TransferKind.RESTORE_NEW, "x", "rbd");
-    assert.deepEqual(await drain(await authorizeTransfer(null, source(h).messages, insecure, FSID)), [
+    assert.deepEqual(await drain(await authorizeTransfer(null, source(h).messages, insecure, HERE)), [
       "header",
       "zero",
     ]);
@@ -323,8 +400,8 @@ describe("transfer authorization", () => {
     };
 
     it("the backup's own capability, held by the caller: allowed; insecure mode checks nothing", () => {
-      authorizeListChains(verifier, req, caller(backupCap()), FSID);
-      authorizeListChains(null, req, { checked: false, identity: null, capability: undefined }, FSID);
+      authorizeListChains(verifier, req, caller(backupCap()), HERE);
+      authorizeListChains(null, req, { checked: false, identity: null, capability: undefined }, HERE);
     });
 
     it("none, another volume's, pool's, namespace's or cluster's, a restore's, another holder's → PERMISSION_DENIED with its reason", () => {
@@ -359,7 +436,7 @@ describe("transfer authorization", () => {
         ["not an agent", caller(backupCap(), { kind: "coordinator", id: "lab" }), /only for agents/],
       ];
       for (const [what, c, re] of refused) {
-        assert.throws(() => authorizeListChains(verifier, req, c, FSID), denied(re), what);
+        assert.throws(() => authorizeListChains(verifier, req, c, HERE), denied(re), what);
       }
     });
   });
@@ -377,7 +454,7 @@ describe("transfer authorization", () => {
       60_000,
     );
     await assert.rejects(
-      authorizeTransfer(verifier, source(h).messages, caller(withoutIt), FSID),
+      authorizeTransfer(verifier, source(h).messages, caller(withoutIt), HERE),
       denied(/does not cover allowOpen/),
     );
     // The coordinator's own minting for a restore that asked for it covers it.
@@ -397,7 +474,7 @@ describe("transfer authorization", () => {
       },
       60_000,
     );
-    assert.deepEqual(await drain(await authorizeTransfer(verifier, source(h).messages, caller(granted), FSID)), [
+    assert.deepEqual(await drain(await authorizeTransfer(verifier, source(h).messages, caller(granted), HERE)), [
       "header",
       "zero",
     ]);

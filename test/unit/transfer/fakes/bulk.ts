@@ -51,7 +51,7 @@ export const mint = (h: TransferHeader) =>
       job: "j",
       attempt: 1,
       holder: { cluster: "site-a", agentId: "agent-site-a" },
-      allows: transferAsks(h, FSID),
+      allows: { ...transferAsks(h, FSID), toAgent: "b1" },
     },
     60_000,
   );
@@ -88,7 +88,7 @@ export async function serve(
     tls: labTls("agent-site-b"),
     transfer: async (messages, signal, caller) => {
       served.entered++;
-      const authorized = await authorizeTransfer(verifier, messages, caller, FSID, audit);
+      const authorized = await authorizeTransfer(verifier, messages, caller, { fsid: FSID, agentId: "b1" }, audit);
       served.reached++;
       return inner(authorized, signal);
     },
