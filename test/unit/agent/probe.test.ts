@@ -5,9 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { Status } from "nice-grpc-common";
 import { AgentOperations } from "../../../agents/agent/operations";
+import { digestsObjectName } from "../../../agents/transfer/digests";
 import { backupSnapName } from "../../../src/common/ids";
 import type { Logger } from "../../../src/common/log";
+import { SESSION_MAX_MESSAGE_BYTES } from "../../../src/common/session-limits";
 import { FakeBackupCluster } from "../engine/fake-cluster";
 
 const quiet: Logger = { debug() {}, info() {}, warn() {}, error() {}, child: () => quiet };
@@ -61,5 +64,27 @@ describe("probe", () => {
     assert.deepEqual(noPool.missingPools, ["nopool"]);
     assert.equal(noPool.imageExists, false);
     assert.equal(fc.ioOpen, 0);
+  });
+
+  it("DigestMap: the stored map; none; one over what the coordinator session carries → FAILED_PRECONDITION, not sent", async () => {
+    const fc = new FakeBackupCluster();
+    const ops = new AgentOperations(fc.context(quiet), () => true);
+    const id = "33333333-3333-4333-8333-333333333333";
+    const ask = () => ops.digestMap({ pool: "rbd", namespace: "", backupId: id });
+    assert.deepEqual(await ask(), { found: false, map: Buffer.alloc(0) });
+    fc.objects.set(digestsObjectName(id), Buffer.alloc(4096, 7));
+    const small = await ask();
+    assert.equal(small.found, true);
+    assert.equal(Buffer.compare(Buffer.from(small.map), Buffer.alloc(4096, 7)), 0);
+    // A volume that outgrew its chain's map: sent on the session, it would end the session itself.
+    fc.objects.set(digestsObjectName(id), Buffer.alloc(SESSION_MAX_MESSAGE_BYTES));
+    await assert.rejects(ask(), {
+      code: Status.FAILED_PRECONDITION,
+      details: new RegExp(`digest map of backup ${id} is 16777216 bytes, over what the coordinator session carries`),
+    });
+    await assert.rejects(ops.digestMap({ pool: "rbd", namespace: "", backupId: "nope" }), {
+      code: Status.INVALID_ARGUMENT,
+    });
+    assert.equal(fc.ioOpen, 0, "every IoCtx closed");
   });
 });

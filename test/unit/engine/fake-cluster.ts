@@ -107,6 +107,8 @@ export class FakeBackupCluster {
   chains: Chain[] = [];
   headers: TransferHeader[] = [];
   ioOpen = 0;
+  /** RADOS objects of the pool "rbd" by name (objRead). */
+  objects = new Map<string, Uint8Array>();
   onTransfer: TransferBehaviour = async () => ({ destinationFsid: "fsid-b", warnings: [] }) as never;
   /** What ResumePoint answers (default: no checkpoint). */
   onResumePoint: (h: TransferHeader) => Promise<ResumePointResponse> = async () => ({
@@ -162,6 +164,11 @@ export class FakeBackupCluster {
         const img = fc.images.get(name);
         if (!img) throw new CephError(ENOENT, "rbd_open", `image ${name}`, "no such image");
         return img.handle();
+      },
+      async objRead(name: string) {
+        const o = fc.objects.get(name);
+        if (!o) throw new CephError(ENOENT, "rados_read", `object ${name}`, "no such object");
+        return Buffer.from(o);
       },
       async close() {
         fc.ioOpen--;
