@@ -4,15 +4,7 @@
  * leaves out must read as zeros. Counts what it read and checked; remembers the first bad block (lowest
  * offset) and why.
  */
-import {
-  blockLength,
-  type Crc32c,
-  type DigestMap,
-  isZero,
-  type ReadAt,
-  readBlocks,
-  zeroCrcOf,
-} from "../transfer/digests";
+import { blockLength, type Crc32c, type DigestMap, type ReadAt, readBlocks } from "../transfer/digests";
 
 export interface BlockCheck {
   blocksChecked: number;
@@ -49,7 +41,6 @@ export async function checkBlocks(
 ): Promise<BlockCheck> {
   const count = Math.ceil(map.imageSize / map.blockSize);
   const { crc, present } = dense(map, count);
-  const zeroCrc = zeroCrcOf(o.crc32c);
   const r: BlockCheck = { blocksChecked: 0, bytesRead: 0, badBlocks: 0, firstBad: -1, firstBadReason: "" };
   const bad = (i: number, why: string) => {
     r.badBlocks++;
@@ -63,16 +54,17 @@ export async function checkBlocks(
     map.imageSize,
     blocks,
     read,
+    o.crc32c,
     { inFlight: o.inFlight ?? 8, ...(o.signal ? { signal: o.signal } : {}) },
     (i, block) => {
       r.blocksChecked++;
       r.bytesRead += block.length;
       o.onRead?.(block.length);
-      const c = o.crc32c(block) >>> 0;
       if (present[i]) {
-        if (c !== crc[i]) bad(i, `CRC-32C ${hex(c)} read from ${o.what}, ${hex(crc[i] as number)} in the digest map`);
-      } else if (c !== zeroCrc(block.length) || !isZero(block)) {
-        bad(i, `${o.what} has data where the digest map has zeros (CRC-32C ${hex(c)})`);
+        if (block.crc !== crc[i])
+          bad(i, `CRC-32C ${hex(block.crc)} read from ${o.what}, ${hex(crc[i] as number)} in the digest map`);
+      } else if (!block.zero) {
+        bad(i, `${o.what} has data where the digest map has zeros (CRC-32C ${hex(block.crc)})`);
       }
     },
   );

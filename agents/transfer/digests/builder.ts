@@ -12,7 +12,7 @@
  * blocks cost no second pass over their bytes.
  */
 import { blockCount, blockLength, type DigestMap, zeroCrcOf } from "./format";
-import { type ReadBlocksOptions, readBlocks } from "./read-blocks";
+import { type BlockRead, type ReadBlocksOptions, readBlocks } from "./read-blocks";
 
 export type Crc32c = (data: Uint8Array) => number;
 /** Reads `buf.length` bytes at `offset` of the image (librbd's read). */
@@ -103,7 +103,7 @@ export class DigestMapBuilder {
   /** Reads the blocks marked for read-back from the image (after the flush), a few reads in flight. */
   async readBack(read: ReadAt, opts: ReadBlocksOptions = {}): Promise<number> {
     const list = this.readBackList();
-    await readBlocks(this.blockSize, this.imageSize, list, read, opts, (i, block) => this.#set(i, block));
+    await readBlocks(this.blockSize, this.imageSize, list, read, this.crc32c, opts, (i, b) => this.#setRead(i, b));
     return list.length;
   }
 
@@ -127,6 +127,17 @@ export class DigestMapBuilder {
 
   #len(i: number): number {
     return blockLength(this.blockSize, this.imageSize, i);
+  }
+
+  /** The block as read back from the image: PRESENT with its CRC unless all zeros. */
+  #setRead(i: number, b: BlockRead): void {
+    const keep = ((this.#state[i] as number) & (TOUCHED | BASE_PRESENT)) | TOUCHED;
+    if (b.zero) {
+      this.#state[i] = keep;
+      return;
+    }
+    this.#crc[i] = b.crc;
+    this.#state[i] = keep | PRESENT;
   }
 
   /** The block's content is `block` (or all zeros when null): PRESENT with its CRC unless zero. */

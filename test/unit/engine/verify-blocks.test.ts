@@ -11,17 +11,17 @@ import { crc32c } from "../transfer/fakes/crc32c";
 
 const B = 64 * 1024;
 
-function mapOf(image: Buffer): DigestMap {
+function mapOf(image: Buffer, blockSize = B): DigestMap {
   const idx: number[] = [];
   const crcs: number[] = [];
-  for (let i = 0; i * B < image.length; i++) {
-    const b = image.subarray(i * B, Math.min(image.length, (i + 1) * B));
+  for (let i = 0; i * blockSize < image.length; i++) {
+    const b = image.subarray(i * blockSize, Math.min(image.length, (i + 1) * blockSize));
     if (b.some((x) => x !== 0)) {
       idx.push(i);
       crcs.push(crc32c(b));
     }
   }
-  return { blockSize: B, imageSize: image.length, indices: Uint32Array.from(idx), crcs: Uint32Array.from(crcs) };
+  return { blockSize, imageSize: image.length, indices: Uint32Array.from(idx), crcs: Uint32Array.from(crcs) };
 }
 
 function image(): Buffer {
@@ -64,6 +64,29 @@ describe("verify: block checks", () => {
     const r = await checkBlocks(map, allBlocks(map), reader(img), opts);
     assert.equal(r.firstBad, 4);
     assert.match(r.firstBadReason, /has data where the digest map has zeros/);
+  });
+
+  it("blocks larger than a read (a big image's 8–64 MiB blocks): read in 4 MiB pieces, checked whole", async () => {
+    const big = 8 * 1024 * 1024;
+    const img = Buffer.alloc(2 * big + big / 2 + 4096);
+    for (let i = 0; i < img.length; i += 4099) img[i] = (i % 13) + 1;
+    img.fill(0, big, 2 * big); // block 1 all zeros
+    const map = mapOf(img, big);
+    assert.deepEqual(Array.from(map.indices), [0, 2]);
+    let largest = 0;
+    const read = async (buf: Buffer, off: number) => {
+      largest = Math.max(largest, buf.length);
+      return img.copy(buf, 0, off, off + buf.length);
+    };
+    const clean = await checkBlocks(map, allBlocks(map), read, opts);
+    assert.deepEqual([clean.blocksChecked, clean.bytesRead, clean.badBlocks], [3, img.length, 0]);
+    assert.equal(largest, 4 * 1024 * 1024, "no read over 4 MiB, whatever the block size");
+    // A byte changed in the second piece of block 0, and data in the zero block 1.
+    img[5 * 1024 * 1024] = (img[5 * 1024 * 1024] as number) ^ 0xff;
+    img[big + 6 * 1024 * 1024] = 1;
+    const r = await checkBlocks(map, allBlocks(map), read, opts);
+    assert.deepEqual([r.badBlocks, r.firstBad], [2, 0]);
+    assert.match(r.firstBadReason, /in the digest map/);
   });
 
   it("SAMPLE: the asked share of the map's blocks, ascending, at least one; 100 % is all of them", () => {

@@ -262,6 +262,27 @@ describe("DigestMapBuilder", () => {
     assert.deepEqual(b.finish(), reference(image, B));
   });
 
+  it("blocks larger than a read (images over 1 TiB): read back in pieces, the same map, no read over maxReadBytes", async () => {
+    const big = 1 * MiB;
+    const size = 3 * big + 5000;
+    const image = Buffer.alloc(size);
+    for (let i = 0; i < size; i += 997) image[i] = (i % 7) + 1;
+    image.fill(0, big, 2 * big); // block 1 reads as zeros
+    const b = DigestMapBuilder.fresh(big, size, crc32c);
+    b.readBackRange(0, size);
+    let largest = 0;
+    const n = await b.readBack(
+      async (buf, off) => {
+        largest = Math.max(largest, buf.length);
+        return image.copy(buf, 0, off, off + buf.length);
+      },
+      { inFlight: 2, maxReadBytes: 256 * KiB },
+    );
+    assert.equal(n, 4);
+    assert.equal(largest, 256 * KiB);
+    assert.deepEqual(b.finish(), reference(image, big));
+  });
+
   it("a failed read-back rejects once every read settled", async () => {
     const b = DigestMapBuilder.fresh(B, 8 * B, crc32c);
     b.readBackRange(0, 8 * B);

@@ -1,0 +1,44 @@
+/**
+ * CRC-32C of a concatenation from the CRCs of its parts (zlib's crc32_combine_op, for the Castagnoli
+ * polynomial): a chunk's CRC from its blocks' (protocol.ts checksumPieces), a large block's from the
+ * pieces it is read in (read-blocks.ts).
+ */
+
+const POLY = 0x82f63b78;
+
+/** a·b modulo the CRC-32C polynomial (reflected: bit 31 is x^0) — zlib's multmodp. */
+function multModP(a: number, b: number): number {
+  let m = 0x80000000;
+  let p = 0;
+  for (;;) {
+    if (a & m) {
+      p ^= b;
+      if ((a & (m - 1)) === 0) break;
+    }
+    m >>>= 1;
+    b = b & 1 ? (b >>> 1) ^ POLY : b >>> 1;
+  }
+  return p >>> 0;
+}
+
+/** x^(2^n) modulo the polynomial, n = 0..63. */
+const X2N = (() => {
+  const t = new Uint32Array(64);
+  let p = 0x40000000; // x^1
+  t[0] = p;
+  for (let n = 1; n < 64; n++) t[n] = p = multModP(p, p);
+  return t;
+})();
+
+/** The operator that appends `length` bytes to a CRC-32C (for `crc32cCombine`): x^(8·length) mod P. */
+export function crc32cShiftOp(length: number): number {
+  let p = 0x80000000; // x^0
+  let k = 3; // 8 bits per byte
+  for (let n = length; n > 0; n = Math.floor(n / 2), k++) if (n % 2 === 1) p = multModP(X2N[k & 63] as number, p);
+  return p;
+}
+
+/** CRC-32C of A‖B from CRC(A), CRC(B) and `crc32cShiftOp(|B|)` (zlib's crc32_combine_op). */
+export function crc32cCombine(crc1: number, crc2: number, op: number): number {
+  return (multModP(op, crc1 >>> 0) ^ crc2) >>> 0;
+}
