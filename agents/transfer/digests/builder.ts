@@ -11,7 +11,8 @@
  * check computes them in the same pass as the chunk's CRC, protocol.ts checksumPieces), so whole
  * blocks cost no second pass over their bytes.
  */
-import { blockCount, blockLength, type DigestMap, zeroCrcOf } from "./format";
+import { crc32cCombine, crc32cShiftOp, zeroCrc32c } from "./crc-combine";
+import { blockCount, blockLength, type DigestMap } from "./format";
 import { type BlockRead, type ReadBlocksOptions, readBlocks } from "./read-blocks";
 
 export type Crc32c = (data: Uint8Array) => number;
@@ -27,11 +28,16 @@ export class DigestMapBuilder {
   readonly count: number;
   readonly #crc: Uint32Array;
   readonly #state: Uint8Array;
-  readonly #zeroCrc: (length: number) => number;
+  /**
+   * The open block (−1: none) as a running digest of its bytes [0, #reach): their CRC-32C, whether all
+   * are zero, and how many of them records covered (the rest were gaps, zeros until the block closes).
+   * No copy of the block is kept, whatever its size (a 16 TiB image has 64 MiB blocks).
+   */
   #open = -1;
-  #buf: Buffer | null = null;
-  /** Pieces of the open block that records covered, [start, end) relative to the block. */
-  #pieces: Array<[number, number]> = [];
+  #reach = 0;
+  #openCrc = 0;
+  #openZero = true;
+  #covered = 0;
 
   private constructor(
     readonly blockSize: number,
@@ -41,7 +47,6 @@ export class DigestMapBuilder {
     this.count = blockCount(blockSize, imageSize);
     this.#crc = new Uint32Array(this.count);
     this.#state = new Uint8Array(this.count);
-    this.#zeroCrc = zeroCrcOf(crc32c);
   }
 
   /** A full backup into a new image: every block not written reads as zeros. */
@@ -148,7 +153,7 @@ export class DigestMapBuilder {
       return;
     }
     const c = crc ?? this.crc32c(block) >>> 0;
-    if (c === this.#zeroCrc(block.length) && isZero(block)) {
+    if (c === zeroCrc32c(block.length) && isZero(block)) {
       this.#state[i] = keep;
       return;
     }
@@ -172,13 +177,18 @@ export class DigestMapBuilder {
         if (i === this.#open) this.#open = -1;
         this.#set(i, data ? data.subarray(s - offset, e - offset) : null, pieces?.[i - firstBlock]);
       } else {
-        this.#partial(i, s - bs, e - bs, data ? data.subarray(s - offset, e - offset) : null);
+        this.#partial(i, s - bs, e - bs, data ? data.subarray(s - offset, e - offset) : null, pieces?.[i - firstBlock]);
       }
     }
   }
 
-  /** A record covers [s, e) of block i (relative), not all of it. */
-  #partial(i: number, s: number, e: number, piece: Uint8Array | null): void {
+  /**
+   * A record covers [s, e) of block i (relative), not all of it; `pieceCrc`: its bytes' CRC-32C, when
+   * the chunk check computed it. Records arrive in ascending offsets: a gap before one reads as zeros
+   * (for now: a block that held data before needs it covered, else it is read back), and one that
+   * reaches back into what the block already has (not sent that way) has the block read back.
+   */
+  #partial(i: number, s: number, e: number, piece: Uint8Array | null, pieceCrc?: number): void {
     if (i !== this.#open) {
       this.#closeOpen();
       const st = this.#state[i] as number;
@@ -188,15 +198,34 @@ export class DigestMapBuilder {
         return;
       }
       this.#open = i;
-      if (!this.#buf) this.#buf = Buffer.alloc(this.blockSize);
-      else this.#buf.fill(0);
-      this.#pieces = [];
+      this.#reach = 0;
+      this.#openCrc = 0;
+      this.#openZero = true;
+      this.#covered = 0;
       this.#state[i] = st | TOUCHED;
     }
-    const buf = this.#buf as Buffer;
-    if (piece) buf.set(piece, s);
-    else buf.fill(0, s, e);
-    this.#pieces.push([s, e]);
+    if (s < this.#reach) {
+      this.#open = -1;
+      this.#state[i] = (this.#state[i] as number) | READBACK;
+      return;
+    }
+    this.#extend(s - this.#reach, zeroCrc32c(s - this.#reach), true);
+    const n = e - s;
+    if (piece) {
+      const c = pieceCrc ?? this.crc32c(piece) >>> 0;
+      this.#extend(n, c, c === zeroCrc32c(n) && isZero(piece));
+    } else {
+      this.#extend(n, zeroCrc32c(n), true);
+    }
+    this.#covered += n;
+  }
+
+  /** The open block's bytes go on by `n` bytes whose CRC-32C is `crc`. */
+  #extend(n: number, crc: number, zero: boolean): void {
+    if (n <= 0) return;
+    this.#openCrc = this.#reach === 0 ? crc : crc32cCombine(this.#openCrc, crc, crc32cShiftOp(n));
+    this.#openZero &&= zero;
+    this.#reach += n;
   }
 
   #closeOpen(): void {
@@ -206,25 +235,19 @@ export class DigestMapBuilder {
     const len = this.#len(i);
     const st = this.#state[i] as number;
     if (st & READBACK) return;
-    if (!(st & BASE_PRESENT) || covered(this.#pieces) >= len) {
-      this.#set(i, (this.#buf as Buffer).subarray(0, len));
-    } else {
+    if (st & BASE_PRESENT && this.#covered < len) {
       this.#state[i] = st | READBACK;
+      return;
     }
+    this.#extend(len - this.#reach, zeroCrc32c(len - this.#reach), true);
+    const keep = (st & (TOUCHED | BASE_PRESENT)) | TOUCHED;
+    if (this.#openZero) {
+      this.#state[i] = keep;
+      return;
+    }
+    this.#crc[i] = this.#openCrc;
+    this.#state[i] = keep | PRESENT;
   }
-}
-
-/** Bytes covered by the union of the pieces. */
-function covered(pieces: Array<[number, number]>): number {
-  const sorted = [...pieces].sort((a, b) => a[0] - b[0]);
-  let total = 0;
-  let reach = 0;
-  for (const [s, e] of sorted) {
-    const from = Math.max(s, reach);
-    if (e > from) total += e - from;
-    reach = Math.max(reach, e);
-  }
-  return total;
 }
 
 const ZEROS = Buffer.alloc(64 * 1024);

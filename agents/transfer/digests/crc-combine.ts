@@ -42,3 +42,36 @@ export function crc32cShiftOp(length: number): number {
 export function crc32cCombine(crc1: number, crc2: number, op: number): number {
   return (multModP(op, crc1 >>> 0) ^ crc2) >>> 0;
 }
+
+/** CRC-32C (init and final XOR 0xFFFFFFFF) of one zero byte. */
+const ONE_ZERO = (() => {
+  let c = 0xffffffff;
+  for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ POLY : c >>> 1;
+  return ~c >>> 0;
+})();
+
+/** CRC-32C of 2^k zero bytes, k = 0..52. */
+const ZERO_POW = (() => {
+  const t = new Uint32Array(53);
+  t[0] = ONE_ZERO;
+  for (let k = 1; k < 53; k++)
+    t[k] = crc32cCombine(t[k - 1] as number, t[k - 1] as number, crc32cShiftOp(2 ** (k - 1)));
+  return t;
+})();
+
+/**
+ * The CRC-32C of `length` zero bytes, by arithmetic (no buffer of zeros, whatever the length): a zero
+ * run's checksum for the digest map, and the test of a block being all zeros (a CRC match first).
+ */
+export function zeroCrc32c(length: number): number {
+  let crc = 0;
+  let n = 0;
+  for (let k = 52; k >= 0; k--) {
+    const p = 2 ** k;
+    if (length - n >= p) {
+      crc = n === 0 ? (ZERO_POW[k] as number) : crc32cCombine(crc, ZERO_POW[k] as number, crc32cShiftOp(p));
+      n += p;
+    }
+  }
+  return crc >>> 0;
+}

@@ -115,16 +115,3 @@ export function decodeDigestMap(buf: Uint8Array): DigestMap {
 export function mapDigest(encoded: Uint8Array): string {
   return createHash("sha256").update(encoded).digest("hex");
 }
-
-/** The CRC-32C of `length` zero bytes, memoised per length (a zero block's checksum is a constant). */
-export function zeroCrcOf(crc: (d: Uint8Array) => number): (length: number) => number {
-  const memo = new Map<number, number>();
-  return (length) => {
-    let c = memo.get(length);
-    if (c === undefined) {
-      c = crc(Buffer.alloc(length)) >>> 0;
-      memo.set(length, c);
-    }
-    return c;
-  };
-}

@@ -16,6 +16,5 @@ export {
   MAX_MAPPED_IMAGE_BYTES,
   MIN_BLOCK_BYTES,
   mapDigest,
-  zeroCrcOf,
 } from "./format";
 export { type ReadBlocksOptions, readBlocks } from "./read-blocks";

@@ -9,8 +9,8 @@
  */
 import type { Crc32c, ReadAt } from "./builder";
 import { isZero } from "./builder";
-import { crc32cCombine, crc32cShiftOp } from "./crc-combine";
-import { blockLength, zeroCrcOf } from "./format";
+import { crc32cCombine, crc32cShiftOp, zeroCrc32c } from "./crc-combine";
+import { blockLength } from "./format";
 
 export interface ReadBlocksOptions {
   /** Reads in flight (default 8). */
@@ -59,10 +59,9 @@ export async function readBlocks(
   each: (i: number, block: BlockRead) => void,
 ): Promise<void> {
   const maxRead = Math.max(1, opts.maxReadBytes ?? 4 * 1024 * 1024);
-  const zeroCrc = zeroCrcOf(crc32c);
   const digest = (b: Uint8Array): BlockRead => {
     const crc = crc32c(b) >>> 0;
-    return { crc, zero: crc === zeroCrc(b.length) && isZero(b), length: b.length };
+    return { crc, zero: crc === zeroCrc32c(b.length) && isZero(b), length: b.length };
   };
   const readFully = async (buf: Buffer, at: number) => {
     const got = await read(buf, at);

@@ -123,10 +123,9 @@ async function sinkFrom(
       if (prepared.status === "rejected") throw prepared.reason;
       if (mapRead.status === "rejected") throw mapRead.reason;
       resumedFrom = prepared.value;
-      // A backup's map: the chunk check computes its blocks' CRCs in the same pass as the chunk's (when
-      // a chunk can hold a whole block: images over 1 TiB have blocks over 4 MiB, assembled as before).
-      const blockSize = fp.digests?.builder.blockSize ?? 0;
-      checks.blockSize = blockSize <= h.chunkSize ? blockSize : 0;
+      // A backup's map: the chunk check computes its blocks' CRCs (the pieces of the chunk cut at block
+      // boundaries) in the same pass as the chunk's; the builder combines them, whatever the block size.
+      checks.blockSize = fp.digests?.builder.blockSize ?? 0;
       t.mark("prepare");
       // A resumed backup never sees the records below the offset: its map reads those blocks back.
       if (resumedFrom) fp.digests?.builder.readBackRange(0, resumedFrom.offset);

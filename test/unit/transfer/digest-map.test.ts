@@ -17,6 +17,8 @@ import {
   encodeDigestMap,
   mapDigest,
 } from "../../../agents/transfer/digests";
+import { zeroCrc32c } from "../../../agents/transfer/digests/crc-combine";
+import { checksumPieces } from "../../../agents/transfer/protocol";
 import { crc32c } from "./fakes/crc32c";
 
 const KiB = 1024;
@@ -172,6 +174,36 @@ describe("DigestMapBuilder", () => {
       feed(b, recs);
       assert.deepEqual(b.readBackList(), [], `seed ${seed}`);
       assert.deepEqual(b.finish(), reference(image, B), `seed ${seed}`);
+    }
+  });
+
+  it("large blocks (images over 1 TiB) built from records, with or without the chunk check's piece CRCs", () => {
+    const big = 512 * KiB;
+    for (let seed = 1; seed <= 10; seed++) {
+      const r = rng(seed + 50);
+      const size = 3 * big + r(8) * 4 * KiB + 300;
+      const image = Buffer.alloc(size);
+      const recs = records(image, r);
+      for (const withPieces of [false, true]) {
+        const b = DigestMapBuilder.fresh(big, size, crc32c);
+        for (const rec of recs) {
+          if (!("data" in rec)) {
+            b.zero(rec.offset, rec.zero);
+            continue;
+          }
+          const pieces = new Uint32Array(Math.ceil(rec.data.length / big) + 1);
+          checksumPieces(rec.data, rec.offset, big, pieces, crc32c);
+          b.data(rec.offset, Buffer.from(rec.data), withPieces ? pieces : undefined);
+        }
+        assert.deepEqual(b.readBackList(), [], `seed ${seed}`);
+        assert.deepEqual(b.finish(), reference(image, big), `seed ${seed} pieces ${withPieces}`);
+      }
+    }
+  });
+
+  it("zeroCrc32c: the CRC-32C of n zero bytes, by arithmetic", () => {
+    for (const n of [0, 1, 2, 3, 7, 4096, 65_535, 65_536, 1_000_003, 4 * MiB, 9 * MiB + 5]) {
+      assert.equal(zeroCrc32c(n), crc32c(Buffer.alloc(n)) >>> 0, `${n} bytes`);
     }
   });
 
