@@ -33,7 +33,15 @@ from oslo_log import log as logging
 from cinder import exception, interface, objects
 from cinder.backup import driver
 from cinder.i18n import _
-from rbdbackup_client import Client, JobFailed, RbdbackupError, agent_pb2, backup_service_pb2 as pb, common_pb2
+from rbdbackup_client import (
+    FINAL_STATES,
+    Client,
+    JobFailed,
+    RbdbackupError,
+    agent_pb2,
+    backup_service_pb2 as pb,
+    common_pb2,
+)
 
 from . import metadata, options
 from .volumes import SNAPSHOT_PATTERN, VolumeLocator, file_is_rbd
@@ -69,10 +77,19 @@ def _shared_client(config) -> Client:
     with _clients_lock:
         entry = _clients.get(key)
         if entry is None or entry[1] != stamp:
-            if entry is not None:
-                entry[0].close()  # its channels go; a call still using it reopens them
+            # The replaced client is not closed: a backup's or restore's watch still running on it would
+            # end CANCELLED ("Channel closed!"). Its channels go once no driver holds it.
             entry = _clients[key] = (Client(config), stamp)
         return entry[0]
+
+
+# A coordinator or agent not up yet: check_for_setup_error warns instead of failing the service.
+TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+
+def _restore_key_prefix() -> str:
+    """The idempotency key prefix of this host's restores (Cinder's `host` option)."""
+    return f"cinder-restore-{CONF.host}-"
 
 
 def _service_metadata(backup) -> dict:
@@ -124,12 +141,44 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         try:
             r = self.client.check_cluster(CONF.rbdbackup_backup_cluster, CONF.rbdbackup_backup_pool or "")
         except RbdbackupError as e:
+            if e.code.name in TRANSIENT:
+                # Cinder runs this check once (its looping call stops at the first exception, leaving the
+                # service down until restarted): a coordinator or agent still starting is only a warning,
+                # and each backup call then says what is wrong.
+                LOG.warning("rbdbackup is not reachable yet (%(err)s): backups fail until it is.", {"err": e})
+                self._cancel_leftover_restores()
+                return
             raise exception.BackupDriverException(reason=str(e)) from None
+        self._cancel_leftover_restores()
         if not r.ok:
             failed = "; ".join(f"{c.name}: {c.message}" for c in r.checks if not c.ok)
             raise exception.BackupDriverException(
                 reason=_("rbdbackup cluster %(c)s is not ready: %(f)s") % {"c": CONF.rbdbackup_backup_cluster, "f": failed}
             )
+
+    def _cancel_leftover_restores(self) -> None:
+        """Restores this host started before it restarted are cancelled: Cinder's cleanup has marked
+        their volumes error_restoring and will not wait for them, so they must not write on."""
+        prefix = _restore_key_prefix()
+        try:
+            jobs = [
+                j
+                for state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING)
+                for j in self.client.list_jobs(kind=pb.JOB_KIND_RESTORE, state=state)
+            ]
+        except RbdbackupError as e:
+            LOG.warning("Could not list rbdbackup restore jobs to cancel this host's leftovers: %(err)s", {"err": e})
+            return
+        for job in jobs:
+            if job.state in FINAL_STATES or not job.idempotency_key.startswith(prefix):
+                continue
+            try:
+                self.client.cancel_job(job.id)
+                LOG.warning("Cancelled rbdbackup restore job %(job)s, left running by this host before it restarted.",
+                            {"job": job.id})
+            except RbdbackupError as e:
+                if e.code.name != "FAILED_PRECONDITION":  # it ended meanwhile
+                    LOG.warning("Could not cancel rbdbackup job %(job)s: %(err)s", {"job": job.id, "err": e})
 
     # --- backup ---------------------------------------------------------------------------------
 
@@ -154,13 +203,15 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         return found
 
     def _follow(self, job: pb.Job, what: str, cancel: bool) -> pb.Job:
-        """Waits for a job (rbdbackup_job_timeout); a job still running then is cancelled when asked."""
+        """Waits for a job (rbdbackup_job_timeout). When asked, a job this call stops following for any
+        reason (its deadline, a lost or refused watch) is cancelled: Cinder gives up on the operation,
+        so a restore must not write on over a volume it marks failed."""
         try:
             return self.client.wait(job, timeout=float(CONF.rbdbackup_job_timeout))
         except JobFailed:
             raise
         except RbdbackupError as e:
-            if cancel and e.code.name == "DEADLINE_EXCEEDED":
+            if cancel:
                 try:
                     self.client.cancel_job(job.id)
                 except RbdbackupError as ce:
@@ -254,8 +305,9 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             # cinder-backup holds the volume open (volume_file) for the whole restore and writes nothing
             # through it: its own watch must not make rbdbackup refuse the volume as in use.
             allow_open=True,
-            # One key per restore call, so that its retries never start a second restore.
-            idempotency_key=f"cinder-restore-{uuid.uuid4()}",
+            # One key per restore call, so that its retries never start a second restore; it names this
+            # host, whose restores left running when it restarts are cancelled (check_for_setup_error).
+            idempotency_key=f"{_restore_key_prefix()}{backup.id}-{uuid.uuid4().hex[:12]}",
         )
         LOG.debug("Restoring rbdbackup backup %(rid)s over volume %(v)s.", {"rid": rid, "v": target.name})
         try:
@@ -263,6 +315,8 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         except RbdbackupError as e:
             LOG.error("Restore to volume %(volume)s finished with error - %(error)s.", {"volume": volume_id, "error": e})
             raise exception.BackupOperationError(str(e)) from None
+        for w in done.warnings:
+            LOG.warning("Restore of backup %(id)s: %(w)s", {"id": backup.id, "w": w})
         self._grow_to_volume_size(target, volume_file, done.restore.image_size)
         self._restore_metadata(backup, volume_id, done.restore)
 
@@ -276,6 +330,12 @@ class RbdbackupBackupDriver(driver.BackupDriver):
     def _restore_metadata(self, backup, volume_id: str, result) -> None:
         json_meta = metadata.unpack(result.volume_metadata)
         if json_meta is None:
+            if backup.encryption_key_id and metadata.BACKUP_KEY not in result.volume_metadata:
+                # Every backup this driver makes carries its Cinder id: none means the metadata object was
+                # lost, and with it the volume's encryption key id — the restored volume would not open.
+                msg = _("the metadata of backup %s is gone (its encryption key id with it)") % backup.id
+                LOG.error(msg)
+                raise exception.BackupOperationError(msg)
             LOG.debug("Volume %s has no backed up metadata.", backup.volume_id)
             return
         try:
@@ -301,6 +361,13 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                 LOG.warning("Backup %(id)s recorded no rbdbackup backup; %(rid)s was made for it: deleting that.",
                             {"id": backup.id, "rid": rid})
             found = self.client.get_backup(rid)
+            if found.status == pb.BACKUP_STATUS_DELETING:
+                # A delete already runs (one this host started before it restarted, or one whose wait
+                # ran out): it is followed, not asked for again — a second one would be refused.
+                for state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING):
+                    for job in self.client.list_jobs(backup_id=rid, kind=pb.JOB_KIND_DELETE, state=state):
+                        self._follow(job, _("delete of backup %s") % backup.id, cancel=False)
+                found = self.client.get_backup(rid)
             if found.status == pb.BACKUP_STATUS_CREATING and found.job_id:
                 # Still being made: its job is cancelled (a cancelled backup leaves nothing), or ends anyway.
                 try:
@@ -365,9 +432,18 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             except RbdbackupError as e:
                 if e.code.name != "ALREADY_EXISTS":
                     raise
-                imported = self.client.get_backup(record.backup.id)  # known here already: fine
+                imported = self.client.get_backup(record.backup.id)  # known here already: fine if usable
         except RbdbackupError as e:
             raise exception.BackupOperationError(str(e)) from None
+        if imported.status not in (pb.BACKUP_STATUS_AVAILABLE, pb.BACKUP_STATUS_CORRUPT):
+            # The catalog keeps deleted backups' records: such a record names no data any more.
+            raise exception.InvalidBackup(
+                reason=_("rbdbackup backup %(id)s is %(s)s: its record cannot be imported")
+                % {"id": imported.id, "s": pb.BackupStatus.Name(imported.status)}
+            )
+        if imported.status == pb.BACKUP_STATUS_CORRUPT:
+            LOG.warning("rbdbackup backup %s is CORRUPT: a restore of it is refused until it is verified again.",
+                        imported.id)
         if rbdbackup_id(backup) != imported.id:
             backup.service_metadata = json.dumps({"rbdbackup_id": imported.id, "base": imported.base_image})
             backup.save()

@@ -46,6 +46,9 @@ rbdbackup_opts = [
     cfg.IntOpt("rbdbackup_job_timeout", default=86400, min=1,
                help="How long a backup, restore or delete may take before the driver gives up (a "
                     "backup or restore is then cancelled), seconds."),
+    cfg.IntOpt("rbdbackup_unreachable_timeout", default=600, min=1,
+               help="How long no coordinator may answer while the driver follows a job before it gives "
+                    "up on it, seconds."),
 ]
 
 CONF = cfg.CONF
@@ -64,4 +67,5 @@ def client_config(conf: cfg.ConfigOpts = CONF) -> ClientConfig:
         call_timeout=float(conf.rbdbackup_call_timeout),
         attempts=conf.rbdbackup_call_attempts,
         backoff_base=conf.rbdbackup_backoff_base,
+        unreachable_timeout=float(conf.rbdbackup_unreachable_timeout),
     )

@@ -189,6 +189,17 @@ class Client:
             if not token:
                 return out
 
+    def list_jobs(self, **filters) -> List[pb.Job]:
+        """Every job matching the filters (ListJobsRequest fields), following the pages."""
+        out: List[pb.Job] = []
+        token = ""
+        while True:
+            r = self.call("ListJobs", pb.ListJobsRequest(page_token=token, **filters))
+            out.extend(r.jobs)
+            token = r.next_page_token
+            if not token:
+                return out
+
     def check_cluster(self, cluster: str, backup_pool: str = "") -> agent_pb2.ClusterCheckResponse:
         return self.call("CheckCluster", pb.CheckClusterRequest(cluster=cluster, backup_pool=backup_pool))
 
@@ -232,6 +243,7 @@ class Client:
         deadline = time.monotonic() + timeout
         last = job
         attempt = 0
+        unreachable_since: Optional[float] = None
 
         def seen(j: pb.Job) -> None:
             nonlocal last
@@ -251,12 +263,23 @@ class Client:
                 )
             try:
                 final = _in_native_thread(lambda: self._watch(job.id, remaining, seen))
+                unreachable_since = None
                 if final is not None:
                     break
             except RbdbackupError as e:
                 if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise
                 if e.code == grpc.StatusCode.UNAVAILABLE:
+                    now = time.monotonic()
+                    unreachable_since = now if unreachable_since is None else unreachable_since
+                    if now - unreachable_since >= self.config.unreachable_timeout:
+                        raise RbdbackupError(
+                            grpc.StatusCode.UNAVAILABLE,
+                            f"no coordinator reachable for {now - unreachable_since:.0f} s while following job "
+                            f"{job.id} (last state {pb.JobState.Name(last.state)}): {e.details}",
+                            self._current,
+                            "WatchJob",
+                        ) from None
                     self._current = self._next_address(self._current)
             attempt += 1
             sleep(min(backoff_delay(attempt, self.config.backoff_base, self.config.backoff_max),

@@ -29,6 +29,10 @@ class ClientConfig:
     attempts: int = 5
     backoff_base: float = 0.5
     backoff_max: float = 10.0
+    # wait(): how long no coordinator may be reachable while following a job before it gives up
+    # (UNAVAILABLE), seconds — shorter than a job's own timeout, so that a coordinator lost mid-job does
+    # not keep the caller (and Cinder's volume) waiting for a day.
+    unreachable_timeout: float = 600.0
 
     def validate(self) -> "ClientConfig":
         if not self.addresses:
@@ -46,4 +50,6 @@ class ClientConfig:
                 raise ValueError("rbdbackup client: give a client certificate (cert_file, key_file) or a token")
         if self.call_timeout <= 0 or self.attempts < 1 or self.backoff_base < 0 or self.backoff_max < 0:
             raise ValueError("rbdbackup client: call_timeout > 0, attempts >= 1, backoff >= 0")
+        if self.unreachable_timeout <= 0:
+            raise ValueError("rbdbackup client: unreachable_timeout > 0")
         return self
