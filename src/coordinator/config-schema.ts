@@ -141,10 +141,10 @@ export const CoordinatorConfigSchema = daemonSchema("rbdbackup coordinator confi
       'PostgreSQL connection string postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE: when set, the catalog is kept there (several coordinators may share it; catalog.path is not used). "" = the SQLite file.',
     ),
     statementTimeoutMs: int(
-      "Deadline of one PostgreSQL catalog call, ms (also the server's statement_timeout and idle_in_transaction_session_timeout): past it the call fails UNAVAILABLE and the connection is remade.",
+      "Deadline of one PostgreSQL catalog call, ms (also the server's statement_timeout and idle_in_transaction_session_timeout): past it the call fails UNAVAILABLE and the connection is remade. At most half of ha.leaseSeconds: the call blocks the leader's lease renewal.",
       100,
       600_000,
-      10_000,
+      2_000,
     ),
   }),
   scheduler: SchedulerSchema,

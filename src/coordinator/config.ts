@@ -30,6 +30,12 @@ export function parseCoordinatorConfig(argv: string[]): CoordinatorConfig {
   );
   if (rest.scheduler.heartbeatIntervalMs * 2 > rest.scheduler.leaseTtlMs)
     fail("scheduler.leaseTtlMs must be at least twice scheduler.heartbeatIntervalMs");
+  // A catalog call blocks the coordinator's thread up to its deadline, the leader's lease renewal with
+  // it: one that may outlast the lease lets a standby take over while the leader cannot step down.
+  if (catalog.url && catalog.statementTimeoutMs * 2 > rest.ha.leaseSeconds * 1000)
+    fail(
+      `catalog.statementTimeoutMs (${catalog.statementTimeoutMs} ms) must be at most half of ha.leaseSeconds (${rest.ha.leaseSeconds} s) with a PostgreSQL catalog: a hung call blocks the leader's lease renewal`,
+    );
   return {
     ...rest,
     tls: checkedTls(tls, fail),

@@ -11,6 +11,7 @@
  *    `tryAcquire` (the lease may have lapsed; a standby may lead already) — checked before each try, so
  *    a process resumed after a pause steps down before it asks again;
  *  - a catalog write was fenced (`fenced()`, called by fenced-catalog.ts).
+ * A grant whose answer took `leaseMs - margin` or more is not counted (nor does a standby lead on it).
  * A stepped-down coordinator keeps trying: it leads again (a new term) when the lease is granted again.
  * Time comes from the deps, so a test drives the clock and calls `check()` itself.
  */
@@ -134,6 +135,15 @@ export class Leadership {
     }
     if (this.#role === "leader" && record.token !== this.#token) {
       this.stepDown(`the leader lease changed hands (token ${this.#token} → ${record.token})`);
+    }
+    // A grant answered late (a slow database or network) may have lapsed before its answer came — the
+    // lease runs from when the database granted it, at or after startedAt: not counted, a standby may
+    // lead already. The next round asks again.
+    const took = this.#mono() - startedAt;
+    if (took >= leaseMs - stepDownMargin(leaseMs, this.deps.renewMs)) {
+      log.warn("the leader lease was granted, but its answer came too late to count", { ms: took });
+      this.stepDown(`the renewal of the leader lease answered after ${took} ms: it may have lapsed`);
+      return;
     }
     this.#renewedAt = startedAt;
     if (this.#role === "leader") return;

@@ -74,6 +74,8 @@ export class PolicyRunner implements PolicyRunnerPort {
   /** Its `next`: what the last tick found next due (nextWake); re-armed after each tick, at most SAFETY_PASS_MS on. */
   readonly #wake: WakeTimer;
   #ticking: Promise<void> | null = null;
+  /** stop() was called: no tick starts, a running one launches no more runs. */
+  #stopped = false;
   /** soon() was called during a tick: another follows it. */
   #again = false;
 
@@ -88,16 +90,23 @@ export class PolicyRunner implements PolicyRunnerPort {
   }
 
   start(): void {
+    this.#stopped = false;
     this.#wake.start();
     this.soon();
   }
 
+  /**
+   * Stops: no tick starts after this (a term ended: a new leader's runner protects the volumes), and a
+   * tick under way queues no further batch of runs.
+   */
   stop(): void {
+    this.#stopped = true;
     this.#wake.stop();
   }
 
   /** A tick now, or right after the running one (errors logged, never thrown). */
   soon(): void {
+    if (this.#stopped) return;
     if (this.#ticking) {
       this.#again = true;
       return;
@@ -106,6 +115,7 @@ export class PolicyRunner implements PolicyRunnerPort {
   }
 
   async tick(): Promise<void> {
+    if (this.#stopped) return;
     if (this.#ticking) return this.#ticking;
     this.#again = false;
     this.#ticking = this.#tick()
@@ -186,7 +196,7 @@ export class PolicyRunner implements PolicyRunnerPort {
       }
     }
     const due = policies.flatMap((p) => dueOf.get(p.name) ?? []);
-    for (let i = 0; i < due.length; i += LAUNCH_CONCURRENCY) {
+    for (let i = 0; i < due.length && !this.#stopped; i += LAUNCH_CONCURRENCY) {
       await Promise.all(due.slice(i, i + LAUNCH_CONCURRENCY).map(([p, rec]) => this.#runDue(p, rec, now)));
     }
     this.#wake.next = this.#nextWake(now);

@@ -50,6 +50,25 @@ describe("configuration", () => {
     assert.throws(() => parse({ tls: { insecure: "yes" } }), /tls\.insecure \(--insecure\) must be true or false/);
   });
 
+  it("with a PostgreSQL catalog, a statement timeout over half the leader lease is refused", () => {
+    const pg = { ...insecure, catalog: { url: "postgresql://u@127.0.0.1:5432/db", statementTimeoutMs: 3000 } };
+    assert.throws(
+      () => parse(pg),
+      /catalog\.statementTimeoutMs \(3000 ms\) must be at most half of ha\.leaseSeconds \(5 s\)/,
+    );
+    assert.equal(parse({ ...pg, ha: { leaseSeconds: 6 } }).catalogStatementTimeoutMs, 3000);
+    assert.equal(
+      parse({ ...pg, catalog: { url: pg.catalog.url } }).catalogStatementTimeoutMs,
+      2000,
+      "the default fits",
+    );
+    assert.equal(
+      parse({ ...insecure, catalog: { statementTimeoutMs: 9000 } }).catalogStatementTimeoutMs,
+      9000,
+      "SQLite: unused",
+    );
+  });
+
   it("a lease shorter than two heartbeats is refused", () => {
     assert.throws(
       () => parse({ ...insecure, scheduler: { leaseTtlMs: 2000, heartbeatIntervalMs: 1500 } }),
@@ -70,7 +89,7 @@ describe("configuration", () => {
       auditLog: "",
       catalogPath: "/var/lib/rbdbackup/coordinator/catalog.sqlite",
       catalogUrl: "",
-      catalogStatementTimeoutMs: 10_000,
+      catalogStatementTimeoutMs: 2_000,
       scheduler: {
         leaseTtlMs: 15_000,
         heartbeatIntervalMs: 3_000,

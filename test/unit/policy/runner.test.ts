@@ -289,6 +289,20 @@ describe("policy runner", () => {
     assert.equal(record()?.missedRuns, 1);
   });
 
+  it("a stopped runner (its term ended) starts no tick: a due slot is left to the next leader's runner", async () => {
+    h.catalog.policies.insertPolicy(policy());
+    await runner.tick();
+    h.t = (record()?.nextRunAt ?? 0) + 1;
+    runner.stop();
+    runner.changed("gold"); // an API call's wake-up after the term ended
+    runner.soon();
+    await runner.tick();
+    assert.equal(jobs().length, 0, "nothing queued by the stopped runner");
+    runner = newRunner();
+    await runner.tick();
+    assert.equal(jobs().length, 1, "the next runner runs the slot");
+  });
+
   it("after a restart, slots passed while down run once and the others count as missed", async () => {
     h.catalog.policies.insertPolicy(policy());
     await runner.tick();

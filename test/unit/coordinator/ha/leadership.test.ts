@@ -72,6 +72,38 @@ describe("leadership loop", () => {
     assert.match(w.events.join("\n"), /a steps down: no renewal of the leader lease for \d+ ms/);
   });
 
+  it("a grant whose answer comes after the lease may have lapsed is not counted: never two leaders", () => {
+    const w = world();
+    const a = w.make("a");
+    a.l.check();
+    assert.equal(a.l.role, "leader");
+    // The renewal runs in the database at once, but its answer takes 6 s (a slow network or database).
+    const granted = a.lease.tryAcquire.bind(a.lease);
+    w.advance(RENEW_MS);
+    a.lease.tryAcquire = (me, ttl) => {
+      const r = granted(me, ttl);
+      w.advance(6_000);
+      return r;
+    };
+    a.l.check();
+    a.lease.tryAcquire = granted;
+    const b = w.make("b");
+    b.l.check();
+    assert.equal(b.l.role, "leader", "the lease lapsed: b takes it");
+    assert.equal(a.l.role, "standby", "a does not count the late grant");
+    assert.match(w.events.join("\n"), /a steps down: the renewal of the leader lease answered after 6000 ms/);
+    // A standby that gets a late grant does not lead on it either.
+    const c = w.make("c");
+    w.advance(LEASE_MS + 1);
+    c.lease.tryAcquire = (me, ttl) => {
+      const r = FakeLease.prototype.tryAcquire.call(c.lease, me, ttl);
+      w.advance(6_000);
+      return r;
+    };
+    c.l.check();
+    assert.equal(c.l.role, "standby");
+  });
+
   it("a leader whose renewal fails only after its statement timeout steps down as that try returns, not a round later", () => {
     const w = world();
     const a = w.make("a");
