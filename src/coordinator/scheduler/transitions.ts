@@ -323,11 +323,14 @@ export function cancel(ctx: SchedulerContext, j: JobRecord): JobRecord {
 export function abandon(ctx: SchedulerContext, j: JobRecord, code: Status, message: string): void {
   if (isFinal(j.state) || j.confirming) return;
   const lease = j.lease;
-  if (j.state === JobState.JOB_STATE_RUNNING && lease) {
+  const running = j.state === JobState.JOB_STATE_RUNNING;
+  // The write first (fenced: a coordinator that no longer leads stops here), then the agent is told —
+  // as cancel() does; told first, a deposed leader stopped an attempt the new leader still counts.
+  finish(ctx, j, JobState.JOB_STATE_FAILED, code, message);
+  if (running && lease) {
     const s = ctx.sessions.get(lease.agentId);
     s?.jobs.delete(j.id);
     s?.send({ $case: "cancel", value: { jobId: j.id, token: lease.token, reason: message } });
   }
-  finish(ctx, j, JobState.JOB_STATE_FAILED, code, message);
   ctx.kick();
 }
