@@ -84,6 +84,10 @@ export async function failoverVolume(
     const where = `${at.cluster}${at.pool ? `/${at.pool}${at.namespace ? `/${at.namespace}` : ""}` : ""}`;
     throw notFound(`volume ${volumeLabel(volume)} has no available backup at ${where}`);
   }
+  // The protection is paused in the transaction that queues the restore: both or neither (a write
+  // fenced between two transactions left a failover whose policies kept backing up the lost volume).
+  let pausedPolicies: string[] = [];
+  let madeId = "";
   const job = await restoreBackup(
     deps,
     adm,
@@ -99,9 +103,14 @@ export async function failoverVolume(
     },
     ctx,
     fp,
+    (made) => {
+      madeId = made.id;
+      const why = `failed over to ${volumeLabel(target)} from backup ${b.id} (job ${made.id})${req.reason ? `: ${req.reason}` : ""}`;
+      pausedPolicies = pauseProtection(deps.catalog, volume, why);
+    },
   );
-  const why = `failed over to ${volumeLabel(target)} from backup ${b.id} (job ${job.id})${req.reason ? `: ${req.reason}` : ""}`;
-  const pausedPolicies = pauseProtection(deps.catalog, volume, why);
+  // Another call with the same key queued its job first (this transaction rolled back): what it paused.
+  if (job.id !== madeId) pausedPolicies = pausedFor(deps.catalog, volume);
   deps.log.info("volume failed over", { volume: volumeLabel(volume), backup: b.id, job: job.id, pausedPolicies });
   return { job, backup: deps.catalog.getBackup(b.id) ?? b, pausedPolicies };
 }

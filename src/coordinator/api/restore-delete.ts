@@ -22,7 +22,7 @@ import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import { deleteFingerprint, deleteJobSpec } from "../jobs/delete-job";
 import { fingerprint } from "../jobs/new-job";
 import { probe } from "../jobs/probes";
-import { volumeLabel } from "../model";
+import { type JobRecord, volumeLabel } from "../model";
 import { lockOfBackup, lockOfVolume } from "../scheduler";
 import * as v from "../validate";
 import type { Admission } from "./admission";
@@ -36,6 +36,8 @@ export async function restoreBackup(
   ctx: CallContext,
   /** The fingerprint the job's idempotency key is kept with (FailoverVolume's own: its request, not this one). */
   keptFingerprint?: string,
+  /** More writes in the transaction that queues the job (FailoverVolume pauses the volume's protection). */
+  alsoWrite?: (job: JobRecord) => void,
 ): Promise<Job> {
   v.uuid(req.backupId, "backup_id");
   const target = v.volumeRef(req.target, "target");
@@ -90,6 +92,7 @@ export async function restoreBackup(
   // unless that one is this very request again (its retry): the insert then answers with its job.
   return adm.submit(job, () => {
     if (!(req.idempotencyKey && deps.catalog.jobByIdempotencyKey(req.idempotencyKey))) requireTargetFree(deps, target);
+    alsoWrite?.(job);
   });
 }
 

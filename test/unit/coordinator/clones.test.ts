@@ -43,6 +43,9 @@ function clusterAnswer(cluster: string) {
   };
 }
 
+/** Set: the next protection write fails (once). */
+let failNextPause = false;
+
 /** An in-memory PolicyStore holding only protection records (what failover touches). */
 function protectionStore(records: ProtectionRecord[]): PolicyStore {
   const key = (v: VolumeRef) => `${v.cluster}/${v.pool}/${v.namespace}/${v.image}`;
@@ -55,6 +58,10 @@ function protectionStore(records: ProtectionRecord[]): PolicyStore {
     listPolicies: none,
     allPolicies: none,
     upsertProtection: (r) => {
+      if (failNextPause) {
+        failNextPause = false;
+        throw new Error("fenced (injected)");
+      }
       const i = records.findIndex((x) => x.policy === r.policy && key(x.volume) === key(r.volume));
       if (i >= 0) records[i] = r;
       else records.push(r);
@@ -377,6 +384,23 @@ describe("CLONE restore, FLATTEN and failover (coordinator)", () => {
     assert.equal(x.id, y.id, "one job");
     await api.cancelJob({ jobId: x.id });
     images.b?.delete("rbd/retried");
+  });
+
+  it("failover: the restore is queued and the protection paused in one transaction — a pause that fails queues nothing", async () => {
+    const v = vol("fo-tx", "a");
+    available(v);
+    protection.push(record("gold", v));
+    const before = h.catalog.activeJobs().length;
+    const location = { cluster: "b", pool: "backups", namespace: "" };
+    // The pause's write fails (a fenced write: another coordinator took the lead meanwhile).
+    failNextPause = true;
+    await assertStatus(
+      api.failoverVolume({ volume: v, location, target: vol("fo-tx", "b"), reason: "x" }),
+      Status.INTERNAL,
+      /internal error/,
+    );
+    assert.equal(h.catalog.activeJobs().length, before, "no restore queued without its pause");
+    assert.equal(failNextPause, false, "the pause was tried");
   });
 
   it("failover: bad input and no backup: exact statuses, nothing queued or paused", async () => {
