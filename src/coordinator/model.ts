@@ -16,6 +16,13 @@ export interface Lease {
   agentId: string;
   /** Epoch ms. */
   expiresAt: number;
+  /**
+   * Epoch ms of the last time a new term (a restart, a new leader) gave it a lease time for its agent to
+   * reconnect. The next term gives it another only if its agent renewed it in the catalog since (it
+   * registered again: expiresAt is past gracedAt + the lease time), so a leader that steps down and leads
+   * again every few seconds does not keep a dead agent's lease alive forever.
+   */
+  gracedAt?: number;
 }
 
 /**
@@ -34,6 +41,8 @@ export interface Confirmation {
   /** Epoch ms of the next check, and the checks that could not get an answer so far. */
   nextCheckAt: number;
   checks: number;
+  /** Epoch ms of the new term that gave it a full timeout again: once (a flapping leader gives no more). */
+  gracedAt?: number;
 }
 
 export type JobOperation =

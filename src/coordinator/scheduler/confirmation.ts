@@ -52,12 +52,19 @@ export class Confirmer {
 
   constructor(private readonly ctx: SchedulerContext) {}
 
-  /** After a restart: confirmations get a full timeout again (the destination's agents reconnect). */
+  /**
+   * After a restart or at a new leader's term: a confirmation gets a full timeout again (the destination's
+   * agents reconnect) — once (Confirmation.gracedAt), not at every term of a flapping leader.
+   */
   recover(): void {
-    const until = this.ctx.now() + this.ctx.cfg.confirmTimeoutMs;
+    const now = this.ctx.now();
+    const timeout = this.ctx.cfg.confirmTimeoutMs;
     for (const j of this.ctx.catalog.activeJobs()) {
-      if (j.state !== JobState.JOB_STATE_RUNNING || !j.confirming) continue;
-      j.confirming.deadline = Math.max(j.confirming.deadline, until);
+      const c = j.confirming;
+      if (j.state !== JobState.JOB_STATE_RUNNING || !c) continue;
+      if (c.gracedAt !== undefined) continue;
+      c.deadline = Math.max(c.deadline, now + timeout);
+      c.gracedAt = now;
       this.ctx.catalog.updateJob(j);
     }
   }

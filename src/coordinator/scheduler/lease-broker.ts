@@ -83,14 +83,21 @@ export class LeaseBroker {
     return Math.max(lease.expiresAt, this.#renewed.get(lease.token) ?? 0);
   }
 
-  /** After a restart: running jobs get one lease time for their agents to reconnect and claim them. */
+  /**
+   * After a restart or at a new leader's term: running jobs get one lease time for their agents to
+   * reconnect and claim them — again at a later term only when the agent did (Lease.gracedAt): a leader
+   * that flaps every few seconds must not push a dead agent's lease on forever.
+   */
   recover(): void {
-    const until = this.ctx.now() + this.ctx.cfg.leaseTtlMs;
+    const now = this.ctx.now();
+    const ttl = this.ctx.cfg.leaseTtlMs;
     for (const j of this.ctx.catalog.activeJobs()) {
-      if (j.state === JobState.JOB_STATE_RUNNING && j.lease) {
-        j.lease.expiresAt = Math.max(j.lease.expiresAt, until);
-        this.ctx.catalog.updateJob(j);
-      }
+      const lease = j.lease;
+      if (j.state !== JobState.JOB_STATE_RUNNING || !lease) continue;
+      if (lease.gracedAt !== undefined && lease.expiresAt <= lease.gracedAt + ttl) continue;
+      lease.expiresAt = Math.max(lease.expiresAt, now + ttl);
+      lease.gracedAt = now;
+      this.ctx.catalog.updateJob(j);
     }
   }
 

@@ -147,4 +147,53 @@ describe("lease renewals by heartbeat", () => {
     h.tick();
     assert.equal(h.job(j.id).state, JobState.JOB_STATE_RUNNING);
   });
+
+  it("a leader that leads again every few seconds gives a dead agent's lease one lease time, not one per term", () => {
+    h = new Harness();
+    h.connect("a1", "a");
+    h.connect("b1", "b");
+    const j = h.queueBackup(vol("v1"));
+    h.tick();
+    const leased = h.job(j.id).lease?.expiresAt ?? 0;
+    // The agent dies (no heartbeat again); the coordinator's terms end and start every 3 s.
+    const newTerm = () => {
+      h.scheduler.stop();
+      h.scheduler = h.newScheduler();
+      h.scheduler.start();
+    };
+    h.advance(3_000);
+    newTerm();
+    const graced = h.job(j.id).lease?.expiresAt ?? 0;
+    assert.equal(graced, h.t + h.cfg.leaseTtlMs, "the first new term gives one lease time");
+    assert.ok(graced > leased);
+    const first = h.job(j.id).lease?.token;
+    const sameAttempt = () => h.job(j.id).state === JobState.JOB_STATE_RUNNING && h.job(j.id).lease?.token === first;
+    for (let t = 0; t < 3 * h.cfg.leaseTtlMs && sameAttempt(); t += 3_000) {
+      h.advance(3_000);
+      newTerm();
+      h.tick();
+    }
+    assert.equal(sameAttempt(), false, "the dead agent's attempt was given up");
+    assert.ok(h.t <= graced + 3_000, `it ran out one lease time after the first new term (${h.t - graced} ms late)`);
+  });
+
+  it("a live agent that registers again at each new term keeps its lease through them", () => {
+    h = new Harness();
+    const a1 = h.connect("a1", "a");
+    h.connect("b1", "b");
+    const j = h.queueBackup(vol("v1"));
+    h.tick();
+    const first = h.job(j.id).lease?.token;
+    for (let i = 0; i < 12; i++) {
+      h.advance(3_000);
+      h.scheduler.stop();
+      h.scheduler = h.newScheduler();
+      h.scheduler.start();
+      h.advance(500);
+      h.scheduler.onRegister(a1, [a1.held(j.id)]); // it reconnects to the new term and claims its lease
+      h.tick();
+    }
+    assert.equal(h.job(j.id).lease?.token, first, "the same attempt, 42 s and 12 terms later");
+    assert.equal(h.job(j.id).state, JobState.JOB_STATE_RUNNING);
+  });
 });
