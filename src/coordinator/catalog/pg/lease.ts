@@ -3,7 +3,8 @@
  * `coordinator_leader`, taken, renewed or left by ONE statement on the database's clock (now()), so two
  * coordinators never both believe they were granted it. The holder is an id and a process instance: a
  * second process with the same ha.id is another holder. The token grows by one at every change of
- * holder. The catalog fences its writes with the token this lease last granted (`fence`): each write
+ * holder, and when a holder takes its own lease back after it lapsed (the fake in the unit tests does
+ * the same). The catalog fences its writes with the token this lease last granted (`fence`): each write
  * transaction first reads the row FOR SHARE and is refused unless it still names us with that token; a
  * takeover's UPDATE waits for that lock, so a write either commits before the takeover or is refused.
  */
@@ -12,15 +13,16 @@ import type { SyncBridge } from "./bridge";
 import type { Fence } from "./protocol";
 
 /**
- * Takes (nobody / lapsed: token + 1), renews (us: same token) or leaves the lease, and returns the row in
- * force either way: the row written, else (someone else holds it) the row as it is.
+ * Takes (nobody / lapsed: token + 1 — ours too: a lapsed lease retaken is a new term), renews (ours,
+ * still running: same token) or leaves the lease, and returns the row in force either way: the row
+ * written, else (someone else holds it) the row as it is.
  */
 const ACQUIRE = `
 WITH up AS (
 INSERT INTO coordinator_leader AS l (id, holder, instance, address, token, expires_at)
 VALUES (1, $1, $4, $2, 1, now() + $3 * interval '1 millisecond')
 ON CONFLICT (id) DO UPDATE SET
-  token = CASE WHEN l.holder = excluded.holder AND l.instance = excluded.instance THEN l.token ELSE l.token + 1 END,
+  token = CASE WHEN l.holder = excluded.holder AND l.instance = excluded.instance AND l.expires_at > now() THEN l.token ELSE l.token + 1 END,
   holder = excluded.holder,
   instance = excluded.instance,
   address = excluded.address,
