@@ -193,7 +193,13 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             except RbdbackupError as e:
                 if e.code.name != "NOT_FOUND":
                     raise exception.BackupDriverException(reason=str(e)) from None
-        if found is None or found.status != pb.BACKUP_STATUS_AVAILABLE:
+        container = backup.container or CONF.rbdbackup_backup_pool
+        elsewhere = found is not None and (
+            found.location.cluster != self.locator.backup_cluster() or found.location.pool != container
+        )
+        if found is None or found.status != pb.BACKUP_STATUS_AVAILABLE or elsewhere:
+            # Ceph's driver looks for the parent's base image in this backup's pool: a parent kept in
+            # another container cannot be extended either (rbdbackup would chain from another backup).
             msg = _("Can't find snapshot from parent %(incr)s and base name image %(base)s.") % {
                 "incr": backup.parent_id,
                 "base": _service_metadata(parent).get("base", "-"),

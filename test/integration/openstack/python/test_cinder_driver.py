@@ -211,6 +211,15 @@ class ErrorTest(DriverTestCase):
         # No backup was made by either refusal.
         statuses = [pb.BackupStatus.Name(x.status) for x in self.driver.client.list_backups(volume_id=vol.id, status=0)]
         self.assertEqual([], statuses)
+        # A parent kept in another container (pool) than this backup's: Ceph's driver cannot find its base
+        # image there either; rbdbackup would have chained from another backup.
+        b3 = self.do_backup(vol)
+        b4 = self.cinder_backup(vol, parent=b3)
+        b4.container = "rbd"
+        b4.save()
+        e = self.assertRaises(exception.BackupRBDOperationFailed, self.driver.backup, b4, self.volume_file(vol))
+        self.assertIn(f"Can't find snapshot from parent {b3.id}", str(e))
+        self.assertEqual([rbdbackup_id(b3)], [x.id for x in self.driver.client.list_backups(volume_id=vol.id)])
 
     def test_non_rbd_volume(self):
         vol = self.volume(image=False)
