@@ -23,6 +23,7 @@
  */
 import { createHash } from "node:crypto";
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
+import path from "node:path";
 import type http2 from "node:http2";
 import type { TLSSocket } from "node:tls";
 import {
@@ -178,8 +179,20 @@ export function admitTransferCaller(
   caller: TransferCaller,
   audit?: AuthzAudit,
   method = TRANSFER_METHOD,
+  here?: Here,
 ): void {
-  if (caller.checked && verifier) judge(verifier, caller, method, "", audit);
+  // A capability for another destination agent does not take a slot here either.
+  if (caller.checked && verifier) judge(verifier, caller, method, "", audit, () => {}, here);
+}
+
+/** Makes a rename in `dir` durable. */
+function syncDir(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** The file in the agent's state dir that keeps its spent transfer capabilities across restarts. */
@@ -206,6 +219,8 @@ export class SpentCapabilities {
   readonly #log: Logger | undefined;
   /** Lines in the file now (live and expired). */
   #lines = 0;
+  /** The file ends without a newline (an append torn by a crash): the next append starts a line first. */
+  #torn = false;
 
   constructor(o: { ttlMs?: number; now?: () => number; file?: string; log?: Logger } = {}) {
     this.#ttlMs = o.ttlMs ?? 3_600_000 + 60_000;
@@ -215,8 +230,14 @@ export class SpentCapabilities {
     if (this.#file) this.#load(this.#file);
   }
 
+  /**
+   * A capability's key: the digest of its signed body (the part before the first "."), which the
+   * signature covers byte for byte — not of the whole token, whose signature and certificate parts have
+   * other encodings that verify just as well (a base64url character's unused low bits, an ECDSA
+   * signature's second form), so a spent one re-encoded would have been new.
+   */
   static #key(capability: string): string {
-    return createHash("sha256").update(capability).digest("hex");
+    return createHash("sha256").update(capability.split(".", 1)[0] as string).digest("hex");
   }
 
   /** The file's unexpired lines; a damaged line is skipped (it can only be a torn last append). */
@@ -228,6 +249,7 @@ export class SpentCapabilities {
       if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
       throw new Error(`cannot read the spent transfer capabilities in ${file}: ${(e as Error).message}`);
     }
+    this.#torn = text.length > 0 && !text.endsWith("\n");
     const now = this.#now();
     for (const line of text.split("\n")) {
       const m = /^([0-9a-f]{64}) ([0-9]{1,16})$/.exec(line);
@@ -254,16 +276,19 @@ export class SpentCapabilities {
           closeSync(fd);
         }
         renameSync(tmp, file);
+        syncDir(path.dirname(file));
         this.#lines = this.#until.size;
+        this.#torn = false;
         return;
       }
       const fd = openSync(file, "a", 0o600);
       try {
-        writeSync(fd, `${key} ${until}\n`);
+        writeSync(fd, `${this.#torn ? "\n" : ""}${key} ${until}\n`);
         fsyncSync(fd);
       } finally {
         closeSync(fd);
       }
+      this.#torn = false;
       this.#lines++;
     } catch (e) {
       // Still refused here until a restart; after one, the capability's own expiry is the bound.

@@ -172,11 +172,6 @@ export class CapabilityVerifier {
 }
 
 /**
- * Compares what a grant allows with what the request asks for: every field of `actual` must equal the
- * grant's, or for a LIST_FIELDS field be one of its alternatives (a field the grant does not name is
- * refused: older grants never cover newer fields). PERMISSION_DENIED (not_covered) names the first mismatch.
- */
-/**
  * A transfer capability names the destination agent the coordinator sent its holder to
  * (`allows.toAgent`): any other agent — of the same cluster too — refuses it (not_covered), so the
  * spent set of the agent that took its stream cannot be dodged. One without it, minted by a coordinator
@@ -189,6 +184,11 @@ export function checkDestinationAgent(g: Grant, agentId: string): void {
   if (to !== agentId) throw denied(`it is for destination agent ${to}, and this is agent ${agentId}`, "not_covered");
 }
 
+/**
+ * Compares what a grant allows with what the request asks for: every field of `actual` must equal the
+ * grant's, or for a LIST_FIELDS field be one of its alternatives (a field the grant does not name is
+ * refused: older grants never cover newer fields). PERMISSION_DENIED (not_covered) names the first mismatch.
+ */
 export function checkAllows(g: Grant, actual: Record<string, string>): void {
   for (const [k, v] of Object.entries(actual)) {
     const allowed = g.allows[k];

@@ -41,7 +41,10 @@ export interface Confirmation {
   /** Epoch ms of the next check, and the checks that could not get an answer so far. */
   nextCheckAt: number;
   checks: number;
-  /** Epoch ms of the new term that gave it a full timeout again: once (a flapping leader gives no more). */
+  /**
+   * Epoch ms of the new term that gave it a full timeout again: once (a flapping leader gives no more),
+   * unless its deadline passed while no coordinator ran.
+   */
   gracedAt?: number;
 }
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import uuid
 from typing import Dict, Optional, Tuple
@@ -90,6 +91,18 @@ TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 def _restore_key_prefix() -> str:
     """The idempotency key prefix of this host's restores (Cinder's `host` option)."""
     return f"cinder-restore-{CONF.host}-"
+
+
+def _watching_clients(volume_file) -> list:
+    """The addresses of the clients watching the volume: cinder-backup's own open handle is one of them
+    (each operation connects a client of its own); [] when it cannot be told (no watchers_list)."""
+    image = getattr(volume_file, "rbd_image", None)  # os-brick's wrapper: the open rbd.Image
+    try:
+        watchers = list(image.watchers_list()) if image is not None else []
+    except Exception as e:  # an older librbd, or the listing failed: the agent's checks stand
+        LOG.debug("Could not list the watchers of the restore target: %s", e)
+        return []
+    return sorted({str(w.get("addr", "?")) for w in watchers})
 
 
 def _service_metadata(backup) -> dict:
@@ -159,7 +172,9 @@ class RbdbackupBackupDriver(driver.BackupDriver):
     def _cancel_leftover_restores(self) -> None:
         """Restores this host started before it restarted are cancelled: Cinder's cleanup has marked
         their volumes error_restoring and will not wait for them, so they must not write on."""
-        prefix = _restore_key_prefix()
+        # This host's keys exactly: "cinder-restore-<host>-<backup uuid>-<12 hex>" (a host named "backup"
+        # must not match the keys of "backup-2").
+        mine = re.compile(re.escape(_restore_key_prefix()) + r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}-[0-9a-f]{12}$")
         try:
             jobs = [
                 j
@@ -170,7 +185,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             LOG.warning("Could not list rbdbackup restore jobs to cancel this host's leftovers: %(err)s", {"err": e})
             return
         for job in jobs:
-            if job.state in FINAL_STATES or not job.idempotency_key.startswith(prefix):
+            if job.state in FINAL_STATES or not mine.match(job.idempotency_key):
                 continue
             try:
                 self.client.cancel_job(job.id)
@@ -194,8 +209,10 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                 if e.code.name != "NOT_FOUND":
                     raise exception.BackupDriverException(reason=str(e)) from None
         container = backup.container or CONF.rbdbackup_backup_pool
+        # An empty container is the backup cluster's default pool, whose name the driver does not know.
         elsewhere = found is not None and (
-            found.location.cluster != self.locator.backup_cluster() or found.location.pool != container
+            found.location.cluster != self.locator.backup_cluster()
+            or (bool(container) and found.location.pool != container)
         )
         if found is None or found.status != pb.BACKUP_STATUS_AVAILABLE or elsewhere:
             # Ceph's driver looks for the parent's base image in this backup's pool: a parent kept in
@@ -303,6 +320,14 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         if not file_is_rbd(volume_file):
             raise exception.NotSupportedOperation(
                 operation=_("restore to volume %s, which is not an RBD volume") % volume_id
+            )
+        clients = _watching_clients(volume_file)
+        if len(clients) > 1:
+            # allow_open (below) turns the agent's own in-use check off for cinder-backup's handle: a
+            # second client (a VM still mapping a volume reset to available) is refused here instead.
+            raise exception.BackupOperationError(
+                _("volume %(v)s is open by another client besides cinder-backup (watchers %(w)s): it is "
+                  "not restored over while in use") % {"v": volume_id, "w": ", ".join(clients)}
             )
         req = pb.RestoreBackupRequest(
             backup_id=rid,

@@ -246,8 +246,9 @@ class Client:
         unreachable_since: Optional[float] = None
 
         def seen(j: pb.Job) -> None:
-            nonlocal last
+            nonlocal last, unreachable_since
             last = j
+            unreachable_since = None  # a coordinator answered: an outage later is counted from its start
             if on_event:
                 on_event(j)
 

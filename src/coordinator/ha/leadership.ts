@@ -142,7 +142,8 @@ export class Leadership {
     const took = this.#mono() - startedAt;
     if (took >= leaseMs - stepDownMargin(leaseMs, this.deps.renewMs)) {
       log.warn("the leader lease was granted, but its answer came too late to count", { ms: took });
-      this.stepDown(`the renewal of the leader lease answered after ${took} ms: it may have lapsed`);
+      // Given up, not kept: renewed at the next round, it would start a term under the same token.
+      this.#stepDownAndRelease(`the renewal of the leader lease answered after ${took} ms: it may have lapsed`);
       return;
     }
     this.#renewedAt = startedAt;

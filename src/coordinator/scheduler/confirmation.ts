@@ -54,7 +54,8 @@ export class Confirmer {
 
   /**
    * After a restart or at a new leader's term: a confirmation gets a full timeout again (the destination's
-   * agents reconnect) — once (Confirmation.gracedAt), not at every term of a flapping leader.
+   * agents reconnect) — once (Confirmation.gracedAt), not at every term of a flapping leader; again only
+   * when its deadline passed while no coordinator ran (a tick of a running term would have failed it).
    */
   recover(): void {
     const now = this.ctx.now();
@@ -62,7 +63,7 @@ export class Confirmer {
     for (const j of this.ctx.catalog.activeJobs()) {
       const c = j.confirming;
       if (j.state !== JobState.JOB_STATE_RUNNING || !c) continue;
-      if (c.gracedAt !== undefined) continue;
+      if (c.gracedAt !== undefined && c.deadline > now) continue;
       c.deadline = Math.max(c.deadline, now + timeout);
       c.gracedAt = now;
       this.ctx.catalog.updateJob(j);

@@ -12,7 +12,7 @@ import { AgentSession, LAST_SEEN_PERSIST_MS } from "../../../src/coordinator/ses
 import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { agentRecord } from "../../helpers/fake-agent";
 import { until } from "../../helpers/wait";
-import { Harness, openSession, vol } from "./harness";
+import { backupResult, Harness, openSession, vol } from "./harness";
 
 describe("AgentSession.seen: last_seen written at most every LAST_SEEN_PERSIST_MS", () => {
   it("moves last_seen in memory; due only once the window passed; unsaved() reports the rest", () => {
@@ -175,6 +175,34 @@ describe("lease renewals by heartbeat", () => {
     }
     assert.equal(sameAttempt(), false, "the dead agent's attempt was given up");
     assert.ok(h.t <= graced + 3_000, `it ran out one lease time after the first new term (${h.t - graced} ms late)`);
+  });
+
+  it("a confirmation gets its full timeout again at one new term, not at each; again when it ran out while no coordinator ran", () => {
+    h = new Harness();
+    const a1 = h.connect("a1", "a");
+    const b1 = h.connect("b1", "b");
+    const j = h.queueBackup(vol("v1"));
+    h.tick();
+    // The backup is made, but no agent of the destination is there to confirm it.
+    h.disconnect(b1);
+    h.outcome(a1, j.id, Status.OK, "", { $case: "backup", value: backupResult(h.job(j.id).backupId) });
+    const deadline = () => h.job(j.id).confirming?.deadline ?? 0;
+    assert.ok(deadline() > 0, "awaiting its confirmation");
+    const newTerm = () => {
+      h.scheduler.stop();
+      h.scheduler = h.newScheduler();
+      h.scheduler.start();
+    };
+    h.advance(3_000);
+    newTerm();
+    const graced = deadline();
+    assert.equal(graced, h.t + h.cfg.confirmTimeoutMs);
+    h.advance(3_000);
+    newTerm();
+    assert.equal(deadline(), graced, "not pushed on by a second term");
+    h.advance(h.cfg.confirmTimeoutMs); // no coordinator ran meanwhile: the deadline passed
+    newTerm();
+    assert.equal(deadline(), h.t + h.cfg.confirmTimeoutMs, "the destination's agents get their time again");
   });
 
   it("a live agent that registers again at each new term keeps its lease through them", () => {

@@ -155,6 +155,30 @@ describe("transfer authorization", () => {
     assert.equal(spent.spent(used), false, "forgotten once past its lifetime");
   });
 
+  it("a spent capability re-encoded (another base64url spelling of its signature) is still spent", async () => {
+    const h = header(TransferKind.RESTORE_ORIGINAL, "prod", "rbd");
+    const A = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    // A signature whose encoding has unused low bits in its last character (70 or 71 bytes of DER).
+    let used = "";
+    let variant = "";
+    for (let i = 0; i < 50 && !variant; i++) {
+      used = mint(h);
+      const [body, sig, der] = used.split(".") as [string, string, string];
+      if (Buffer.from(sig, "base64url").length % 3 === 0) continue;
+      const last = sig[sig.length - 1] as string;
+      variant = [body, sig.slice(0, -1) + A[A.indexOf(last) ^ 1], der].join(".");
+    }
+    assert.ok(variant && variant !== used, "a signature with unused bits was minted");
+    verifier.verify(variant, "transfer", { cluster: "site-a", agentId: "agent-site-a" }); // it verifies
+    const spent = new SpentCapabilities();
+    spent.spend(used);
+    assert.equal(spent.spent(variant), true);
+    await assert.rejects(
+      authorizeTransfer(verifier, source(h).messages, caller(variant), HERE, undefined, spent),
+      denied(/already used by a stream that committed here/),
+    );
+  });
+
   it("spent capabilities outlive a restart (the state dir's file); expired and torn lines are dropped, the file compacted", () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), "spent-"));
     try {
@@ -167,6 +191,9 @@ describe("transfer authorization", () => {
       // A restarted agent: a new instance over the same file.
       const again = new SpentCapabilities({ ttlMs: 60_000, now: () => now, file });
       for (const c of caps) assert.equal(again.spent(c), true, c);
+      // Its first spend after the torn line is kept on a line of its own: known after the next restart.
+      again.spend("after-the-tear");
+      assert.equal(new SpentCapabilities({ ttlMs: 60_000, now: () => now, file }).spent("after-the-tear"), true);
       assert.equal(again.spent("another"), false);
       assert.match(again.begin(caps[0]), /already used by a stream that committed here/);
       // Past their lifetime they are forgotten, and many expired lines are rewritten away.

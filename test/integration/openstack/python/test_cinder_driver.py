@@ -186,6 +186,29 @@ class BackupRestoreDeleteTest(DriverTestCase):
         listed = self.driver.client.list_backups(volume_id=vol.id)
         self.assertEqual([rbdbackup_id(b)], [x.id for x in listed])
 
+    def test_a_volume_another_client_has_open_is_not_restored_over(self):
+        import rados
+        import rbd
+
+        vol = self.volume(writes=3)
+        b = self.do_backup(vol)
+        LAB.write_random(*SRC, vol.name, 5)
+        before = LAB.export_sha256("site-a", f"rbd/{vol.name}")
+        # A VM still maps it (a volume reset to available while attached): another client's watch.
+        client = rados.Rados(conffile=LAB.conf(SRC[0]), rados_id="admin")
+        client.connect(timeout=30)
+        io = client.open_ioctx(SRC[1])
+        vm = rbd.Image(io, vol.name)
+        try:
+            e = self.assertRaises(exception.BackupOperationError, self.driver.restore, b, vol.id, self.volume_file(vol))
+            self.assertIn("is open by another client besides cinder-backup", str(e))
+        finally:
+            vm.close()
+            io.close()
+            client.shutdown()
+        self.assertEqual(before, LAB.export_sha256("site-a", f"rbd/{vol.name}"), "nothing written")
+        self.driver.restore(b, vol.id, self.volume_file(vol))  # closed: restored
+
     def test_metadata_of_an_unknown_version_fails_the_restore_clearly(self):
         self.override_config("backup_metadata_version", 3)
         vol = self.volume(metadata={"k": "v"})
@@ -357,9 +380,10 @@ class GivingUpTest(DriverTestCase):
                 mode=agent_pb2.RESTORE_MODE_ORIGINAL, allow_open=True, idempotency_key=key)
             return self.driver.client.restore_backup(req)
 
-        # One of another host's, and one left running by this host before it restarted (made last, so
-        # that it still runs when the check lists the jobs).
-        other = restore(1, f"cinder-restore-another-host-{b.id}-{uuid.uuid4().hex[:12]}")
+        # One of another host's (named as this one with "-2": its keys start like ours), and one left
+        # running by this host before it restarted (made last, so that it still runs when the check
+        # lists the jobs).
+        other = restore(1, f"{_restore_key_prefix()[:-1]}-2-{b.id}-{uuid.uuid4().hex[:12]}")
         mine = restore(0, f"{_restore_key_prefix()}{b.id}-{uuid.uuid4().hex[:12]}")
         cancelled = []
         real_cancel = self.driver.client.cancel_job

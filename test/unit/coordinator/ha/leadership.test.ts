@@ -92,6 +92,7 @@ describe("leadership loop", () => {
     assert.equal(b.l.role, "leader", "the lease lapsed: b takes it");
     assert.equal(a.l.role, "standby", "a does not count the late grant");
     assert.match(w.events.join("\n"), /a steps down: the renewal of the leader lease answered after 6000 ms/);
+
     // A standby that gets a late grant does not lead on it either.
     const c = w.make("c");
     w.advance(LEASE_MS + 1);
@@ -102,6 +103,29 @@ describe("leadership loop", () => {
     };
     c.l.check();
     assert.equal(c.l.role, "standby");
+  });
+
+  it("a late grant is given up: the next round leads again under a new token, not the old term's", () => {
+    const w = world();
+    const a = w.make("a");
+    a.l.check();
+    const granted = a.lease.tryAcquire.bind(a.lease);
+    w.advance(RENEW_MS);
+    // Queued 3 s in the database, granted, answered 1.5 s later: too late to count, though the lease
+    // (from the grant) still runs when the next round asks.
+    a.lease.tryAcquire = (me, ttl) => {
+      w.advance(3_000);
+      const r = granted(me, ttl);
+      w.advance(1_500);
+      return r;
+    };
+    a.l.check();
+    a.lease.tryAcquire = granted;
+    assert.equal(a.l.role, "standby");
+    w.advance(RENEW_MS);
+    a.l.check();
+    assert.equal(a.l.role, "leader");
+    assert.equal(a.l.token, 2, "a new term, a new token");
   });
 
   it("a leader whose renewal fails only after its statement timeout steps down as that try returns, not a round later", () => {
