@@ -23,8 +23,8 @@
  */
 import { createHash } from "node:crypto";
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
-import path from "node:path";
 import type http2 from "node:http2";
+import path from "node:path";
 import type { TLSSocket } from "node:tls";
 import {
   CAPABILITY_HEADER,
@@ -237,7 +237,9 @@ export class SpentCapabilities {
    * signature's second form), so a spent one re-encoded would have been new.
    */
   static #key(capability: string): string {
-    return createHash("sha256").update(capability.split(".", 1)[0] as string).digest("hex");
+    return createHash("sha256")
+      .update(capability.split(".", 1)[0] as string)
+      .digest("hex");
   }
 
   /** The file's unexpired lines; a damaged line is skipped (it can only be a torn last append). */
