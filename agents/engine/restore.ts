@@ -81,7 +81,8 @@ export async function restore(
     const fullCopy = req.mode === RestoreMode.RESTORE_MODE_ORIGINAL;
     const layout = restoreLayout(meta, info);
     if (!fullCopy) warnings.push(...layout.warnings);
-    const imageMeta = meta?.image.image_meta ?? {};
+    // Skipped when the caller owns the target's settings (the Cinder driver: its volume type's QoS).
+    const imageMeta = req.skipImageMeta ? {} : (meta?.image.image_meta ?? {});
     const header: TransferHeader = {
       transferId: crypto.randomUUID(),
       jobId: req.jobId,

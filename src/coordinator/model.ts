@@ -66,6 +66,8 @@ export type JobOperation =
       flatten?: boolean;
       /** ORIGINAL: restore while other clients have the target open (RestoreBackupRequest.allow_open). */
       allowOpen?: boolean;
+      /** NEW, ORIGINAL: the backup's image-meta is not applied (RestoreBackupRequest.skip_image_meta). */
+      skipImageMeta?: boolean;
       source?: VolumeRef;
       transfer?: TransferOptions;
     }

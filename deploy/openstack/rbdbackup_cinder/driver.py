@@ -336,6 +336,9 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             # cinder-backup holds the volume open (volume_file) for the whole restore and writes nothing
             # through it: its own watch must not make rbdbackup refuse the volume as in use.
             allow_open=True,
+            # Ceph's driver restores the data only (rbd import-diff): the target volume's own type keeps
+            # deciding its QoS (Cinder's conf_rbd_qos_* image-meta), not the backed-up volume's.
+            skip_image_meta=True,
             # One key per restore call, so that its retries never start a second restore; it names this
             # host, whose restores left running when it restarts are cancelled (check_for_setup_error).
             idempotency_key=f"{_restore_key_prefix()}{backup.id}-{uuid.uuid4().hex[:12]}",

@@ -146,6 +146,7 @@ async function restore(argv: string[]): Promise<number> {
     flatten: { type: "boolean" },
     "allow-corrupt": { type: "boolean" },
     "allow-open": { type: "boolean" },
+    "skip-image-meta": { type: "boolean" },
     "idempotency-key": { type: "string" },
     wait: { type: "boolean" },
     ...transferFlags,
@@ -164,6 +165,7 @@ async function restore(argv: string[]): Promise<number> {
     flatten: values.flatten === true,
     allowCorrupt: values["allow-corrupt"] === true,
     allowOpen: values["allow-open"] === true,
+    skipImageMeta: values["skip-image-meta"] === true,
     ...transferField(values),
   };
   return withConnection(values, async (conn) => {
@@ -256,7 +258,7 @@ export const backupHelp: NounHelp = {
     restore: {
       synopsis:
         "BACKUP_ID --target CLUSTER/POOL[/NAMESPACE]/IMAGE [--mode new|original|clone] [--flatten] " +
-        `[--allow-corrupt] [--allow-open] [--idempotency-key KEY] ${TRANSFER_SYNOPSIS} [--wait]`,
+        `[--allow-corrupt] [--allow-open] [--skip-image-meta] [--idempotency-key KEY] ${TRANSFER_SYNOPSIS} [--wait]`,
       summary: "queue a restore of an available backup to a new volume (default), over an existing one, or as a clone",
       args: [["BACKUP_ID", "the backup to restore"]],
       flags: [
@@ -275,6 +277,7 @@ export const backupHelp: NounHelp = {
           "--allow-open",
           "original only: write the volume even while another client has it open (else refused, nothing changed)",
         ],
+        ["--skip-image-meta", "new, original: leave the backup's image-meta (e.g. QoS limits) off the target"],
         [KEY, KEY_HELP],
         ...transferFlagHelp,
         ["--wait", WAIT_HELP],

@@ -100,6 +100,7 @@ export async function failoverVolume(
       allowCorrupt: false,
       transfer: undefined,
       allowOpen: false,
+      skipImageMeta: false,
     },
     ctx,
     fp,

@@ -80,6 +80,7 @@ export async function restoreBackup(
       mode: req.mode,
       ...(req.flatten ? { flatten: true } : {}),
       ...(req.allowOpen ? { allowOpen: true } : {}),
+      ...(req.skipImageMeta && !clone ? { skipImageMeta: true } : {}),
       ...v.transferField(req.transfer),
     },
     idempotencyKey: req.idempotencyKey,

@@ -155,6 +155,7 @@ function restoreRequest(
     resumable: false,
     transferOptions: op.transfer,
     allowOpen: op.allowOpen === true,
+    skipImageMeta: op.skipImageMeta === true,
   };
 }
 

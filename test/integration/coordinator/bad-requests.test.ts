@@ -214,6 +214,7 @@ describe("coordinator: bad requests fail with their exact status and change noth
       flatten: false,
       transfer: undefined,
       allowOpen: false,
+      skipImageMeta: false,
       ...o,
     };
   }

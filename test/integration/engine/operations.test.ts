@@ -38,7 +38,7 @@ describe("operations", () => {
       destinationPool: "backups",
       ...extra,
     });
-  const restoreNew = async (r: BackupResult) => {
+  const restoreNew = async (r: BackupResult, o: { skipImageMeta?: boolean } = {}) => {
     const target = { pool: "rbd", namespace: "", image: uniqueName("restored") };
     vols.track("site-a", "rbd", target.image);
     const rr = await b.client.restore({
@@ -47,6 +47,7 @@ describe("operations", () => {
       targetAgent: { address: a.transferAddress, clusterFsid: a.fsid },
       target,
       mode: RestoreMode.RESTORE_MODE_NEW,
+      ...o,
     });
     return { target, rr };
   };
@@ -249,6 +250,16 @@ describe("operations", () => {
     assert.deepEqual(rr.volumeMetadata, { env: "prod", tier: "gold" });
     const applied = await rbdJson<Record<string, string>>("site-a", ["image-meta", "list", spec(target)]);
     assert.deepEqual(applied, imageMeta);
+    // skip_image_meta (the Cinder driver: the target volume's type owns its QoS): none applied.
+    const bare = await restoreNew(r, { skipImageMeta: true });
+    const bareImg = await (await vols.io("site-a", "rbd")).imageOpen(bare.target.image);
+    try {
+      assert.deepEqual(await bareImg.metaList(), {}); // (`rbd image-meta list` prints nothing then)
+    } finally {
+      await bareImg.close();
+    }
+    assert.deepEqual(bare.rr.imageMeta, {});
+    assert.deepEqual(bare.rr.volumeMetadata, { env: "prod", tier: "gold" }, "the volume's metadata still comes back");
 
     // A conf_ override this cluster refuses (a backup from a newer Ceph, say): a warning, not a failed restore.
     await io.objWriteFull(

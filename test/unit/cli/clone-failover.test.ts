@@ -53,6 +53,15 @@ describe("CLI: clone restore and failover", () => {
     assert.match(r.stdout, /job-r/);
   });
 
+  it("backup restore --mode original --allow-open --skip-image-meta: both in the request; without them both false", async () => {
+    const args = ["backup", "restore", ID, "--target", "site-b/rbd/vol-1", "--mode", "original"];
+    const r = await cli([...args, "--allow-open", "--skip-image-meta"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual([restored?.allowOpen, restored?.skipImageMeta], [true, true]);
+    assert.equal((await cli(args)).code, 0);
+    assert.deepEqual([restored?.allowOpen, restored?.skipImageMeta], [false, false]);
+  });
+
   it("--flatten without --mode clone: usage error, no call", async () => {
     const before = calls;
     const r = await cli(["backup", "restore", ID, "--target", "site-b/rbd/x", "--flatten"]);

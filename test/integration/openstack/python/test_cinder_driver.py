@@ -209,6 +209,24 @@ class BackupRestoreDeleteTest(DriverTestCase):
         self.assertEqual(before, LAB.export_sha256("site-a", f"rbd/{vol.name}"), "nothing written")
         self.driver.restore(b, vol.id, self.volume_file(vol))  # closed: restored
 
+    def test_the_targets_own_qos_image_meta_is_kept(self):
+        # Cinder's RBD driver keeps a volume type's QoS as conf_rbd_qos_* image-meta: a restore into a
+        # volume of another type must not carry the backed-up volume's limits over (Ceph's driver does not).
+        import rbd
+
+        vol = self.volume(writes=2)
+        io = LAB.ioctx(*SRC)
+        with rbd.Image(io, vol.name) as img:
+            img.metadata_set("conf_rbd_qos_iops_limit", "100")
+        b = self.do_backup(vol)
+        target = self.volume(writes=0)
+        with rbd.Image(io, target.name) as img:
+            img.metadata_set("conf_rbd_qos_iops_limit", "5000")
+        self.driver.restore(b, target.id, self.volume_file(target))
+        with rbd.Image(io, target.name, read_only=True) as img:
+            self.assertEqual({"conf_rbd_qos_iops_limit": "5000"}, dict(img.metadata_list()))
+        io.close()
+
     def test_metadata_of_an_unknown_version_fails_the_restore_clearly(self):
         self.override_config("backup_metadata_version", 3)
         vol = self.volume(metadata={"k": "v"})
