@@ -178,27 +178,24 @@ class Client:
     def get_job(self, job_id: str) -> pb.Job:
         return self.call("GetJob", pb.GetJobRequest(job_id=job_id))
 
-    def list_backups(self, **filters) -> List[pb.Backup]:
-        """Every backup matching the filters (ListBackupsRequest fields), following the pages."""
-        out: List[pb.Backup] = []
+    def _all_pages(self, method: str, request_type, field: str, filters: dict) -> list:
+        """Every item of a paged listing (`method`, its request type, the response's repeated `field`)."""
+        out: list = []
         token = ""
         while True:
-            r = self.call("ListBackups", pb.ListBackupsRequest(page_token=token, **filters))
-            out.extend(r.backups)
+            r = self.call(method, request_type(page_token=token, **filters))
+            out.extend(getattr(r, field))
             token = r.next_page_token
             if not token:
                 return out
 
+    def list_backups(self, **filters) -> List[pb.Backup]:
+        """Every backup matching the filters (ListBackupsRequest fields), following the pages."""
+        return self._all_pages("ListBackups", pb.ListBackupsRequest, "backups", filters)
+
     def list_jobs(self, **filters) -> List[pb.Job]:
         """Every job matching the filters (ListJobsRequest fields), following the pages."""
-        out: List[pb.Job] = []
-        token = ""
-        while True:
-            r = self.call("ListJobs", pb.ListJobsRequest(page_token=token, **filters))
-            out.extend(r.jobs)
-            token = r.next_page_token
-            if not token:
-                return out
+        return self._all_pages("ListJobs", pb.ListJobsRequest, "jobs", filters)
 
     def check_cluster(self, cluster: str, backup_pool: str = "") -> agent_pb2.ClusterCheckResponse:
         return self.call("CheckCluster", pb.CheckClusterRequest(cluster=cluster, backup_pool=backup_pool))

@@ -14,6 +14,13 @@ import { agentRecord } from "../../helpers/fake-agent";
 import { until } from "../../helpers/wait";
 import { backupResult, Harness, openSession, vol } from "./harness";
 
+/** The coordinator restarts, or leads again: a new scheduler over the same catalog starts (a new term). */
+function newTerm(h: Harness): void {
+  h.scheduler.stop();
+  h.scheduler = h.newScheduler();
+  h.scheduler.start();
+}
+
 describe("AgentSession.seen: last_seen written at most every LAST_SEEN_PERSIST_MS", () => {
   it("moves last_seen in memory; due only once the window passed; unsaved() reports the rest", () => {
     const t0 = 1_000_000;
@@ -139,9 +146,7 @@ describe("lease renewals by heartbeat", () => {
       h.advance(h.cfg.leaseTtlMs - 1);
       h.scheduler.onHeartbeat(a1, [a1.held(j.id)]);
     }
-    h.scheduler.stop();
-    h.scheduler = h.newScheduler();
-    h.scheduler.start();
+    newTerm(h);
     assert.equal(h.job(j.id).lease?.expiresAt, h.t + h.cfg.leaseTtlMs);
     h.advance(h.cfg.leaseTtlMs - 1);
     h.tick();
@@ -156,13 +161,8 @@ describe("lease renewals by heartbeat", () => {
     h.tick();
     const leased = h.job(j.id).lease?.expiresAt ?? 0;
     // The agent dies (no heartbeat again); the coordinator's terms end and start every 3 s.
-    const newTerm = () => {
-      h.scheduler.stop();
-      h.scheduler = h.newScheduler();
-      h.scheduler.start();
-    };
     h.advance(3_000);
-    newTerm();
+    newTerm(h);
     const graced = h.job(j.id).lease?.expiresAt ?? 0;
     assert.equal(graced, h.t + h.cfg.leaseTtlMs, "the first new term gives one lease time");
     assert.ok(graced > leased);
@@ -170,7 +170,7 @@ describe("lease renewals by heartbeat", () => {
     const sameAttempt = () => h.job(j.id).state === JobState.JOB_STATE_RUNNING && h.job(j.id).lease?.token === first;
     for (let t = 0; t < 3 * h.cfg.leaseTtlMs && sameAttempt(); t += 3_000) {
       h.advance(3_000);
-      newTerm();
+      newTerm(h);
       h.tick();
     }
     assert.equal(sameAttempt(), false, "the dead agent's attempt was given up");
@@ -188,20 +188,15 @@ describe("lease renewals by heartbeat", () => {
     h.outcome(a1, j.id, Status.OK, "", { $case: "backup", value: backupResult(h.job(j.id).backupId) });
     const deadline = () => h.job(j.id).confirming?.deadline ?? 0;
     assert.ok(deadline() > 0, "awaiting its confirmation");
-    const newTerm = () => {
-      h.scheduler.stop();
-      h.scheduler = h.newScheduler();
-      h.scheduler.start();
-    };
     h.advance(3_000);
-    newTerm();
+    newTerm(h);
     const graced = deadline();
     assert.equal(graced, h.t + h.cfg.confirmTimeoutMs);
     h.advance(3_000);
-    newTerm();
+    newTerm(h);
     assert.equal(deadline(), graced, "not pushed on by a second term");
     h.advance(h.cfg.confirmTimeoutMs); // no coordinator ran meanwhile: the deadline passed
-    newTerm();
+    newTerm(h);
     assert.equal(deadline(), h.t + h.cfg.confirmTimeoutMs, "the destination's agents get their time again");
   });
 
@@ -214,9 +209,7 @@ describe("lease renewals by heartbeat", () => {
     const first = h.job(j.id).lease?.token;
     for (let i = 0; i < 12; i++) {
       h.advance(3_000);
-      h.scheduler.stop();
-      h.scheduler = h.newScheduler();
-      h.scheduler.start();
+      newTerm(h);
       h.advance(500);
       h.scheduler.onRegister(a1, [a1.held(j.id)]); // it reconnects to the new term and claims its lease
       h.tick();
