@@ -139,6 +139,7 @@ export class Agent {
     claimStateDir(cfg.stateDir);
     const metrics = new AgentMetrics(cfg.cluster.name, VERSION, libraryVersions().librbd);
     this.#metrics = metrics;
+    metrics.knownPool(cfg.backupPool);
     const audit = new AuthzAudit(log, (service, reason) => metrics.refused(service, reason), cfg.audit.file);
     this.#audit = audit;
     const commits = new RecentCommits();

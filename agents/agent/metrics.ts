@@ -6,7 +6,7 @@
 import client from "prom-client";
 import type { Logger } from "../../src/common/log";
 import { MetricsServer, registerDefaultMetrics } from "../../src/common/metrics-server";
-import type { RefusalReason } from "../transfer/authz-audit";
+import { AGENT_SERVICE, REFUSAL_REASONS, type RefusalReason, TRANSFER_SERVICE } from "../transfer/authz-audit";
 import type { TransferMeter } from "../transfer/meter";
 import type { LimiterKind } from "../transfer/shaping/rate-limit";
 
@@ -18,6 +18,7 @@ export class AgentMetrics {
   readonly forcedFull: client.Counter<"reason">;
   /** Refused AgentService/TransferService callers (the coordinator's metric name, src/coordinator/audit.ts). */
   readonly refusals: client.Counter<"service" | "reason">;
+  #crcFailures: client.Counter<"pool"> | undefined;
   readonly #http = new MetricsServer(this.registry);
   #inflight = 0;
 
@@ -96,6 +97,11 @@ export class AgentMetrics {
       labelNames: ["pool"],
       registers: [r],
     });
+    this.#crcFailures = crcFailures;
+    // Series alerts take increase() of exist at 0 from the start (a series born at 1 reads as no increase):
+    // the refusals by service and reason; the checksum failures of the backup pool (knownPool()).
+    for (const service of [AGENT_SERVICE, TRANSFER_SERVICE])
+      for (const reason of REFUSAL_REASONS) this.refusals.labels(service, reason).inc(0);
     const compression = (name: string, help: string) =>
       new client.Counter({ name, help, labelNames: ["direction", "algorithm"], registers: [r] });
     const rawBytes = compression(
@@ -147,6 +153,14 @@ export class AgentMetrics {
         this.#inflight--;
       },
     };
+  }
+
+  /**
+   * A pool this agent writes backups into (its default backup pool): its checksum-failure series exists
+   * at 0 from the start, so the first corrupt chunk counts as an increase.
+   */
+  knownPool(pool: string): void {
+    if (pool) this.#crcFailures?.labels(pool).inc(0);
   }
 
   /** Counts one refused call (AuthzAudit's counter). */

@@ -27,6 +27,16 @@ import type { Logger } from "../../src/common/log";
  */
 export type RefusalReason = "no_identity" | "wrong_kind" | CapabilityRefusalReason;
 
+/** Every refusal reason of an agent (the refusal metric's `reason` values). */
+export const REFUSAL_REASONS: readonly RefusalReason[] = [
+  "no_identity",
+  "wrong_kind",
+  "no_capability",
+  "bad_capability",
+  "identity_mismatch",
+  "not_covered",
+];
+
 export const AGENT_SERVICE = "rbdbackup.v1.AgentService";
 export const TRANSFER_SERVICE = "rbdbackup.v1.TransferService";
 

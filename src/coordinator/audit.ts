@@ -8,7 +8,10 @@
 import client from "prom-client";
 import { type AuditLine, AuditLog } from "../common/audit";
 import type { Logger } from "../common/log";
-import type { RefusalReason } from "./authz";
+import { BACKUP_SERVICE, REFUSAL_REASONS, type RefusalReason, SESSION_SERVICE } from "./authz";
+
+/** The services the refusal metric names; any other path a caller sends counts as "other" (bounded labels). */
+const COUNTED_SERVICES = [BACKUP_SERVICE, SESSION_SERVICE];
 
 /** An audit line of the coordinator: the caller as authz.ts callerName names it, its reasons. */
 export type AuditEntry = AuditLine & { reason?: RefusalReason };
@@ -27,6 +30,9 @@ export class Audit {
     readonly file = "",
   ) {
     this.#out = new AuditLog(log, file);
+    // Every series the alert takes increase() of exists at 0 from the start (one born at 6 reads as 0).
+    for (const service of COUNTED_SERVICES)
+      for (const reason of REFUSAL_REASONS) this.refusals.labels(service, reason).inc(0);
   }
 
   record(e: AuditEntry): void {
@@ -35,7 +41,7 @@ export class Audit {
 
   /** A refused call: counted by service and reason, and written. */
   refused(service: string, e: AuditEntry & { reason: RefusalReason }): void {
-    this.refusals.labels(service || "unknown", e.reason).inc();
+    this.refusals.labels(COUNTED_SERVICES.includes(service) ? service : "other", e.reason).inc();
     this.record(e);
   }
 

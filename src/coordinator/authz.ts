@@ -15,18 +15,20 @@ export type Caller =
   | { via: "insecure" };
 
 /** Why a call was refused (the label of rbdbackup_authorization_refusals_total; keep it short and fixed). */
-export type RefusalReason =
-  | "no_credential"
-  | "bad_token"
-  | "no_identity"
-  | "wrong_role"
-  | "wrong_kind"
-  | "identity_mismatch"
-  | "fsid_mismatch"
-  | "agent_id_taken"
-  | "duplicate_session"
-  | "no_lease"
-  | "unknown_method";
+export const REFUSAL_REASONS = [
+  "no_credential",
+  "bad_token",
+  "no_identity",
+  "wrong_role",
+  "wrong_kind",
+  "identity_mismatch",
+  "fsid_mismatch",
+  "agent_id_taken",
+  "duplicate_session",
+  "no_lease",
+  "unknown_method",
+] as const;
+export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 
 export interface Refusal {
   code: Status;

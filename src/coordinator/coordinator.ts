@@ -174,7 +174,11 @@ export class Coordinator {
         catalog,
         this.sessions,
         relay.surface(),
-        [audit.refusals, ...policyMetrics.all(), ...new VerifyMetrics(catalog, relay.surface()).all()],
+        [
+          audit.refusals,
+          ...policyMetrics.all(),
+          ...new VerifyMetrics(catalog, relay.surface(), () => ha.leading()).all(),
+        ],
         () => ha.leading(),
       );
       this.metricsAddress = await this.#metrics.listen(cfg.metricsListen, this.log);

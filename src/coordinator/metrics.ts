@@ -3,8 +3,12 @@
  * /metrics. Counters follow the scheduler's events; point-in-time gauges (queue, running jobs, agents,
  * last success per volume) are computed in collect() from the catalog and the sessions. Labels stay
  * low-cardinality (operation, result, cause, cluster), but for the per-volume last-success gauge: one
- * series per volume that has an available backup. Agents connect only to the leader (HA), so only the
- * leader reports agents_connected; every coordinator reports whether it leads.
+ * series per volume that has an available backup. Only the leader reports what it computes from the
+ * catalog or its sessions (agents connect to the leader only; a standby's copies of catalog gauges
+ * would double every sum and page once per coordinator); every coordinator reports whether it leads.
+ * Counters an alert takes increase() of start at 0 for every operation and result; a catalog read
+ * that fails in a scrape drops that metric for the scrape and counts in
+ * rbdbackup_metrics_collect_errors_total instead of failing the scrape.
  */
 import client from "prom-client";
 import type { Logger } from "../common/log";
@@ -22,6 +26,38 @@ const STATE_RESULT: Partial<Record<JobState, string>> = {
   [JobState.JOB_STATE_FAILED]: "failed",
   [JobState.JOB_STATE_CANCELLED]: "cancelled",
 };
+
+/** Every job operation (the `operation` label's values). */
+export const OPERATIONS: ReadonlyArray<JobRecord["operation"]["kind"]> = [
+  "backup",
+  "restore",
+  "delete",
+  "flatten",
+  "verify",
+  "export",
+  "import",
+];
+
+/**
+ * A collect() that reads the catalog: a read that fails (a database blip, a statement timeout) leaves
+ * this metric without series for this scrape and is counted — the rest of the scrape (the role, the
+ * process, the counters) still answers, so `up` does not drop and page "coordinator down".
+ */
+function guarded<T extends client.Gauge<string>>(
+  name: string,
+  errors: client.Counter<"metric">,
+  body: (g: T) => void,
+): (this: T) => void {
+  return function (this: T) {
+    this.reset();
+    try {
+      body(this);
+    } catch {
+      this.reset();
+      errors.labels(name).inc();
+    }
+  };
+}
 
 export class CoordinatorMetrics {
   readonly registry = new client.Registry();
@@ -48,9 +84,16 @@ export class CoordinatorMetrics {
     })
       .labels(version, "coordinator")
       .set(1);
+    // Registered last (below): a scrape reads metrics in order, so the errors of this scrape show in it.
+    const collectErrors = new client.Counter({
+      name: "rbdbackup_metrics_collect_errors_total",
+      help: "Scrapes in which a catalog-backed metric could not be read (it had no series in that scrape), by metric.",
+      labelNames: ["metric"],
+      registers: [],
+    });
     const started = new client.Counter({
       name: "rbdbackup_jobs_started_total",
-      help: "Jobs whose first attempt started, by operation (backup, restore, delete).",
+      help: "Jobs whose first attempt started, by operation (backup, restore, delete, flatten, verify, export, import).",
       labelNames: ["operation"],
       registers: [r],
     });
@@ -97,6 +140,13 @@ export class CoordinatorMetrics {
       buckets: [1 << 20, 16 << 20, 128 << 20, 1 << 30, 8 * 2 ** 30, 64 * 2 ** 30, 512 * 2 ** 30],
       registers: [r],
     });
+    // Every series an alert takes increase() of exists from the start at 0: a series born at 1 (the first
+    // failure after a restart) reads as no increase at all.
+    for (const o of OPERATIONS) {
+      for (const c of [started, attempts, expirations]) c.labels(o).inc(0);
+      for (const res of Object.values(STATE_RESULT)) finished.labels(o, res as string).inc(0);
+    }
+    for (const o of ["backup", "restore"]) dataBytes.labels(o).inc(0);
     const op = (j: JobRecord) => j.operation.kind;
     scheduler.on("attempt", (j) => {
       attempts.labels(op(j)).inc();
@@ -122,27 +172,29 @@ export class CoordinatorMetrics {
       help: "Jobs not yet finished, by operation and state (queued, running).",
       labelNames: ["operation", "state"],
       registers: [r],
-      collect() {
-        this.reset();
-        for (const o of ["backup", "restore", "delete", "flatten"])
-          for (const s of ["queued", "running"]) this.labels(o, s).set(0);
+      // The leader's only: standbys read the same catalog, and their copies would double every sum and
+      // page once per coordinator.
+      collect: guarded("rbdbackup_jobs", collectErrors, (g) => {
+        if (!leading()) return;
+        for (const o of OPERATIONS) for (const s of ["queued", "running"]) g.labels(o, s).set(0);
         for (const j of catalog.activeJobs()) {
-          this.labels(op(j), j.state === JobState.JOB_STATE_RUNNING ? "running" : "queued").inc();
+          g.labels(op(j), j.state === JobState.JOB_STATE_RUNNING ? "running" : "queued").inc();
         }
-      },
+      }),
     });
     new client.Gauge({
       name: "rbdbackup_oldest_queued_job_age_seconds",
       help: "Age of the oldest queued job (0 when none waits): a stuck queue grows it.",
       registers: [r],
-      collect() {
+      collect: guarded("rbdbackup_oldest_queued_job_age_seconds", collectErrors, (g) => {
+        if (!leading()) return;
         // A loop, not Math.min(...): spread arguments overflow the stack past ~120,000 queued jobs.
         let oldest = Number.POSITIVE_INFINITY;
         for (const j of catalog.activeJobs()) {
           if (j.state === JobState.JOB_STATE_QUEUED && j.createdAt < oldest) oldest = j.createdAt;
         }
-        this.set(Number.isFinite(oldest) ? (Date.now() - oldest) / 1000 : 0);
-      },
+        g.set(Number.isFinite(oldest) ? (Date.now() - oldest) / 1000 : 0);
+      }),
     });
     new client.Gauge({
       name: "rbdbackup_coordinator_leading",
@@ -159,12 +211,11 @@ export class CoordinatorMetrics {
         "reports it: a standby has no agents by design, and reporting 0 there would say every cluster has none.",
       labelNames: ["cluster"],
       registers: [r],
-      collect() {
-        this.reset();
+      collect: guarded("rbdbackup_agents_connected", collectErrors, (g) => {
         if (!leading()) return;
-        for (const a of catalog.listAgents()) this.labels(a.clusterName).set(0);
-        for (const s of sessions.all()) this.labels(s.cluster).inc();
-      },
+        for (const a of catalog.listAgents()) g.labels(a.clusterName).set(0);
+        for (const s of sessions.all()) g.labels(s.cluster).inc();
+      }),
     });
     r.registerMetric(
       new SeriesGauge(
@@ -173,13 +224,21 @@ export class CoordinatorMetrics {
           help: "When the newest available backup of a volume completed (Unix time), per backed-up volume.",
           labelNames: ["cluster", "pool", "namespace", "image"],
         },
-        () =>
-          catalog.lastSuccessByVolume().map((v) => ({
-            labels: { cluster: v.cluster, pool: v.pool, namespace: v.namespace, image: v.image },
-            value: v.at / 1000,
-          })),
+        () => {
+          if (!leading()) return [];
+          try {
+            return catalog.lastSuccessByVolume().map((v) => ({
+              labels: { cluster: v.cluster, pool: v.pool, namespace: v.namespace, image: v.image },
+              value: v.at / 1000,
+            }));
+          } catch {
+            collectErrors.labels("rbdbackup_last_success_timestamp_seconds").inc();
+            return [];
+          }
+        },
       ),
     );
+    r.registerMetric(collectErrors);
   }
 
   listen(address: string, log: Logger): Promise<string> {

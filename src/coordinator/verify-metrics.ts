@@ -30,7 +30,7 @@ export class VerifyMetrics {
   });
   readonly corrupt: client.Gauge;
 
-  constructor(catalog: Catalog, scheduler: Pick<Scheduler, "on">) {
+  constructor(catalog: Catalog, scheduler: Pick<Scheduler, "on">, leading: () => boolean = () => true) {
     this.corrupt = new client.Gauge({
       name: "rbdbackup_backups_corrupt",
       help: "Backups a verification found CORRUPT (kept until deleted), by the cluster that keeps them.",
@@ -38,15 +38,22 @@ export class VerifyMetrics {
       registers: [],
       collect() {
         this.reset();
-        for (const a of catalog.listAgents()) this.labels(a.clusterName).set(0);
-        let token = "";
-        do {
-          const page = catalog.listBackups({ statuses: [BackupStatus.BACKUP_STATUS_CORRUPT] }, 1000, token);
-          for (const b of page.items) this.labels(b.location?.cluster ?? "").inc();
-          token = page.next;
-        } while (token);
+        if (!leading()) return; // a standby's copy would page once per coordinator
+        try {
+          for (const a of catalog.listAgents()) this.labels(a.clusterName).set(0);
+          let token = "";
+          do {
+            const page = catalog.listBackups({ statuses: [BackupStatus.BACKUP_STATUS_CORRUPT] }, 1000, token);
+            for (const b of page.items) this.labels(b.location?.cluster ?? "").inc();
+            token = page.next;
+          } while (token);
+        } catch {
+          this.reset(); // a failed catalog read: no series this scrape, not a failed scrape
+        }
       },
     });
+    for (const mode of ["metadata", "sample", "full", "source"])
+      for (const result of ["ok", "corrupt", "failed"]) this.runs.labels(mode, result).inc(0);
     scheduler.on("finished", (j) => {
       const l = verifyRunLabels(j);
       if (l) this.runs.labels(l.mode, l.result).inc();

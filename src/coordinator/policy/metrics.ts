@@ -57,8 +57,22 @@ export class PolicyMetrics {
   readonly recoveryPointAge: SeriesGauge<"cluster" | "pool" | "namespace" | "image" | "policy">;
   readonly volumesProtected: client.Gauge;
 
+  readonly #known = new Set<string>();
+
+  /**
+   * A policy the runner sees: its counters exist at 0 (a series born at 60 — a day of missed slots after
+   * downtime — reads as no increase to an alert); known ones are not touched again.
+   */
+  know(policy: string): void {
+    if (this.#known.has(policy)) return;
+    this.#known.add(policy);
+    this.missedRuns.labels(policy).inc(0);
+    this.retentionDeletions.labels(policy).inc(0);
+  }
+
   /** A deleted policy's series go (they would stay until the coordinator restarts). */
   forget(policy: string): void {
+    this.#known.delete(policy);
     this.missedRuns.remove(policy);
     this.retentionDeletions.remove(policy);
     for (const result of ["succeeded", "failed"]) this.runDuration.remove(policy, result);

@@ -169,6 +169,7 @@ export class PolicyRunner implements PolicyRunnerPort {
     // Policies whose selection may have changed: every record reconciled and settled (tick-plan.ts).
     const fast = new Map<string, Policy>();
     for (const p of policies) {
+      this.deps.metrics?.know(p.name);
       this.#reschedule(p, now);
       const images = this.#images(p, now);
       if (!this.#plan.needsFullPass(p, images, now)) {

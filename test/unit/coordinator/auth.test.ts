@@ -242,11 +242,21 @@ describe("audit", () => {
     assert.equal(lines[1].result, "PERMISSION_DENIED");
     assert.ok(typeof lines[0].time === "string");
     assert.equal(log.lines.filter((l) => l.fields?.audit === true).length, 2);
+    a.refused("no.such.Service", {
+      identity: "",
+      method: "/no.such.Service/X",
+      target: "",
+      result: "UNIMPLEMENTED",
+      reason: "unknown_method",
+    });
     const m = await a.refusals.get();
-    assert.deepEqual(
-      m.values.map((v) => [v.labels, v.value]),
-      [[{ service: "rbdbackup.v1.BackupService", reason: "wrong_kind" }, 1]],
-    );
+    const counted = m.values.filter((v) => v.value > 0).map((v) => [v.labels, v.value]);
+    assert.deepEqual(counted, [
+      [{ service: "rbdbackup.v1.BackupService", reason: "wrong_kind" }, 1],
+      [{ service: "other", reason: "unknown_method" }, 1],
+    ]);
+    // Every known service and reason is there from the start (at 0), and nothing a caller names.
+    assert.equal(m.values.length, 2 * 11 + 1);
   });
 
   it("the target names the request's volume, backup and job ids", () => {

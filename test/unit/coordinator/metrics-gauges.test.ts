@@ -12,7 +12,7 @@ import type { Sessions } from "../../../src/coordinator/sessions";
 import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { sample } from "../../helpers/metrics";
 
-function metrics(opts: { leading: boolean; queued?: number }) {
+function metrics(opts: { leading: boolean; queued?: number; failingCatalog?: boolean }) {
   const now = Date.now();
   const jobs = Array.from({ length: opts.queued ?? 0 }, (_, i) => ({
     id: `j${i}`,
@@ -20,10 +20,14 @@ function metrics(opts: { leading: boolean; queued?: number }) {
     createdAt: now - 60_000 + i,
     operation: { kind: "backup" },
   }));
+  const fail = () => {
+    throw new Error("the catalog database did not answer within 2000 ms (injected)");
+  };
   const catalog = {
-    activeJobs: () => jobs,
-    listAgents: () => [{ clusterName: "site-a" }, { clusterName: "site-b" }],
-    lastSuccessByVolume: () => [],
+    activeJobs: () => (opts.failingCatalog ? fail() : jobs),
+    listAgents: () => (opts.failingCatalog ? fail() : [{ clusterName: "site-a" }, { clusterName: "site-b" }]),
+    lastSuccessByVolume: () =>
+      opts.failingCatalog ? fail() : [{ cluster: "site-a", pool: "rbd", namespace: "", image: "v1", at: now }],
   } as unknown as Catalog;
   const sessions = { all: () => (opts.leading ? [{ cluster: "site-a" }] : []) } as unknown as Sessions;
   const scheduler = { on: () => {} } as unknown as Pick<Scheduler, "on">;
@@ -38,10 +42,35 @@ describe("coordinator gauges", () => {
     assert.equal(sample(text, "rbdbackup_agents_connected", { cluster: "site-b" }), 0);
   });
 
-  it("a standby: leading 0 and no agents_connected series at all", async () => {
-    const text = await metrics({ leading: false }).registry.metrics();
+  it("a standby: leading 0 and none of the leader's catalog gauges (they would double sums and page twice)", async () => {
+    const text = await metrics({ leading: false, queued: 3 }).registry.metrics();
     assert.equal(sample(text, "rbdbackup_coordinator_leading"), 0);
-    assert.equal(sample(text, "rbdbackup_agents_connected"), null);
+    for (const name of ["rbdbackup_agents_connected", "rbdbackup_jobs", "rbdbackup_last_success_timestamp_seconds"])
+      assert.equal(sample(text, name), null, name);
+    assert.equal(sample(text, "rbdbackup_oldest_queued_job_age_seconds"), 0, "a gauge without labels: 0, never a page");
+    const leader = await metrics({ leading: true, queued: 3 }).registry.metrics();
+    assert.equal(sample(leader, "rbdbackup_last_success_timestamp_seconds", { image: "v1" }) !== null, true);
+  });
+
+  it("counters alerts take increase() of exist at 0 from the start, for every operation and result", async () => {
+    const text = await metrics({ leading: true }).registry.metrics();
+    for (const operation of ["backup", "restore", "delete", "flatten", "verify", "export", "import"]) {
+      for (const result of ["succeeded", "failed", "cancelled"])
+        assert.equal(sample(text, "rbdbackup_jobs_finished_total", { operation, result }), 0, `${operation} ${result}`);
+      assert.equal(sample(text, "rbdbackup_lease_expirations_total", { operation }), 0, operation);
+      assert.equal(sample(text, "rbdbackup_jobs", { operation, state: "queued" }), 0, operation);
+    }
+  });
+
+  it("a catalog read that fails drops its metrics for that scrape and counts; the scrape itself answers", async () => {
+    const text = await metrics({ leading: true, failingCatalog: true }).registry.metrics();
+    assert.equal(sample(text, "rbdbackup_coordinator_leading"), 1);
+    assert.equal(sample(text, "rbdbackup_jobs"), null);
+    assert.equal(sample(text, "rbdbackup_metrics_collect_errors_total", { metric: "rbdbackup_jobs" }), 1);
+    assert.equal(
+      sample(text, "rbdbackup_metrics_collect_errors_total", { metric: "rbdbackup_last_success_timestamp_seconds" }),
+      1,
+    );
   });
 
   it("the oldest queued job's age with 200,000 queued jobs (a spread Math.min overflows the stack there)", async () => {
