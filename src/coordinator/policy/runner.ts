@@ -323,49 +323,56 @@ export class PolicyRunner implements PolicyRunnerPort {
       return;
     }
     const key = slotKey(p.name, rec.volume, rec.nextSlotAt);
+    // Counted once the run's transaction committed: one that fails is counted by its failure's path.
+    let missed = 0;
     const queue = this.#queue(
       p,
       rec.volume,
       key,
       (jobId) => {
         const next = advance(p, rec, now, jobId);
-        metrics?.missedRuns.labels(p.name).inc(next.missedRuns - rec.missedRuns);
+        missed = next.missedRuns - rec.missedRuns;
         return next;
       },
       () => stillDue(this.deps.store, p, rec.volume),
       unprobedRun(this.deps.catalog, rec, prev),
     );
-    await queue.catch((err) => {
-      const lastError = `slot ${new Date(rec.nextSlotAt).toISOString()}: ${(err as Error).message}`;
-      // No agent yet (a restart: agents are reconnecting): the same slot again soon, not a failure.
-      const unavailable = err instanceof AppError && err.status === Status.UNAVAILABLE;
-      const again = unavailable ? retrySlot(p, rec, this.#now() + SLOT_RETRY_MS) : undefined;
-      if (again) {
-        saveRunnerFields(this.deps.store, { ...again, lastError: `${lastError} (retrying)` });
-        this.deps.log.warn("policy run not queued yet", { policy: p.name, volume: volumeKey(rec.volume), err });
-        return;
-      }
-      const next = advance(p, rec, now, "");
-      if (unavailable) {
-        // No agent until the next slot came: this slot is missed (advance() counted it), not failed —
-        // the volume turns LATE as its recovery point ages, and lastError says why.
-        metrics?.missedRuns.labels(p.name).inc(next.missedRuns - rec.missedRuns);
-        saveRunnerFields(this.deps.store, { ...next, lastError });
-        this.deps.log.warn("policy run missed: no agent", { policy: p.name, volume: volumeKey(rec.volume), err });
-        return;
-      }
-      // Not queued for another reason (volume gone, refused): a failed run of this slot.
-      // advance() counted this slot as not run; it ran and failed.
-      const missedRuns = next.missedRuns - 1;
-      metrics?.missedRuns.labels(p.name).inc(missedRuns - rec.missedRuns);
-      saveRunnerFields(this.deps.store, {
-        ...next,
-        missedRuns,
-        consecutiveFailures: rec.consecutiveFailures + 1,
-        lastError,
-      });
-      this.deps.log.warn("policy run not queued", { policy: p.name, volume: volumeKey(rec.volume), err });
-    });
+    await queue.then(
+      () => {
+        if (missed > 0) metrics?.missedRuns.labels(p.name).inc(missed);
+      },
+      (err) => {
+        const lastError = `slot ${new Date(rec.nextSlotAt).toISOString()}: ${(err as Error).message}`;
+        // No agent yet (a restart: agents are reconnecting): the same slot again soon, not a failure.
+        const unavailable = err instanceof AppError && err.status === Status.UNAVAILABLE;
+        const again = unavailable ? retrySlot(p, rec, this.#now() + SLOT_RETRY_MS) : undefined;
+        if (again) {
+          saveRunnerFields(this.deps.store, { ...again, lastError: `${lastError} (retrying)` });
+          this.deps.log.warn("policy run not queued yet", { policy: p.name, volume: volumeKey(rec.volume), err });
+          return;
+        }
+        const next = advance(p, rec, now, "");
+        if (unavailable) {
+          // No agent until the next slot came: this slot is missed (advance() counted it), not failed —
+          // the volume turns LATE as its recovery point ages, and lastError says why.
+          saveRunnerFields(this.deps.store, { ...next, lastError });
+          metrics?.missedRuns.labels(p.name).inc(next.missedRuns - rec.missedRuns);
+          this.deps.log.warn("policy run missed: no agent", { policy: p.name, volume: volumeKey(rec.volume), err });
+          return;
+        }
+        // Not queued for another reason (volume gone, refused): a failed run of this slot.
+        // advance() counted this slot as not run; it ran and failed.
+        const missedRuns = next.missedRuns - 1;
+        saveRunnerFields(this.deps.store, {
+          ...next,
+          missedRuns,
+          consecutiveFailures: rec.consecutiveFailures + 1,
+          lastError,
+        });
+        metrics?.missedRuns.labels(p.name).inc(missedRuns - rec.missedRuns);
+        this.deps.log.warn("policy run not queued", { policy: p.name, volume: volumeKey(rec.volume), err });
+      },
+    );
   }
 
   /** One run of `vol` under `key` (insert-run.ts); its record then has a run to settle. */

@@ -149,13 +149,14 @@ export class LeaseBroker {
       const lease = j.lease;
       if (j.state !== JobState.JOB_STATE_RUNNING || !lease || this.#expiresAt(lease) >= now) continue;
       this.ctx.log.warn("lease expired", { job: j.id, attempt: lease.attempt, agent: lease.agentId });
-      this.ctx.emit("leaseExpired", j);
       const s = this.ctx.sessions.get(lease.agentId);
       s?.jobs.delete(j.id);
       // Gone (not merely slow): its Ceph client may still hold the volume's lock; fence it.
       if (!s) fence(j, this.ctx.catalog.listAgents().find((a) => a.agentId === lease.agentId)?.cephClientAddrs);
       const why = `the lease of attempt ${lease.attempt} expired: agent ${lease.agentId} stopped reporting`;
       attemptFailed(this.ctx, j, Status.UNAVAILABLE, why);
+      // Once its end is written (fenced): a deposed leader's expiry is not counted.
+      this.ctx.emit("leaseExpired", j);
     }
   }
 
