@@ -184,16 +184,21 @@ export class CoordinatorMetrics {
     });
     new client.Gauge({
       name: "rbdbackup_oldest_queued_job_age_seconds",
-      help: "Age of the oldest queued job (0 when none waits): a stuck queue grows it.",
+      help: "How long the oldest queued job has been able to run (since its creation, or since its retry backoff ended; 0 when none waits): a stuck queue grows it.",
       registers: [r],
       collect: guarded("rbdbackup_oldest_queued_job_age_seconds", collectErrors, (g) => {
         if (!leading()) return;
         // A loop, not Math.min(...): spread arguments overflow the stack past ~120,000 queued jobs.
+        // A job waiting out its retry backoff (a full pool waits up to 20 min) is not stuck: its wait counts
+        // from when it may run again.
+        const now = Date.now();
         let oldest = Number.POSITIVE_INFINITY;
         for (const j of catalog.activeJobs()) {
-          if (j.state === JobState.JOB_STATE_QUEUED && j.createdAt < oldest) oldest = j.createdAt;
+          if (j.state !== JobState.JOB_STATE_QUEUED) continue;
+          const since = Math.max(j.createdAt, j.nextAttemptAt || 0);
+          if (since <= now && since < oldest) oldest = since;
         }
-        g.set(Number.isFinite(oldest) ? (Date.now() - oldest) / 1000 : 0);
+        g.set(Number.isFinite(oldest) ? (now - oldest) / 1000 : 0);
       }),
     });
     new client.Gauge({

@@ -12,14 +12,32 @@ import type { Sessions } from "../../../src/coordinator/sessions";
 import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { sample } from "../../helpers/metrics";
 
-function metrics(opts: { leading: boolean; queued?: number; failingCatalog?: boolean }) {
+function metrics(opts: { leading: boolean; queued?: number; failingCatalog?: boolean; backingOff?: boolean }) {
   const now = Date.now();
   const jobs = Array.from({ length: opts.queued ?? 0 }, (_, i) => ({
     id: `j${i}`,
     state: JobState.JOB_STATE_QUEUED,
     createdAt: now - 60_000 + i,
+    nextAttemptAt: 0,
     operation: { kind: "backup" },
   }));
+  if (opts.backingOff) {
+    // Created 2 h ago, failed, waits out its backoff for 10 more minutes; another's backoff ended 30 s ago.
+    jobs.push({
+      id: "r1",
+      state: JobState.JOB_STATE_QUEUED,
+      createdAt: now - 7_200_000,
+      nextAttemptAt: now + 600_000,
+      operation: { kind: "backup" },
+    });
+    jobs.push({
+      id: "r2",
+      state: JobState.JOB_STATE_QUEUED,
+      createdAt: now - 7_200_000,
+      nextAttemptAt: now - 30_000,
+      operation: { kind: "backup" },
+    });
+  }
   const fail = () => {
     throw new Error("the catalog database did not answer within 2000 ms (injected)");
   };
@@ -60,6 +78,12 @@ describe("coordinator gauges", () => {
       assert.equal(sample(text, "rbdbackup_lease_expirations_total", { operation }), 0, operation);
       assert.equal(sample(text, "rbdbackup_jobs", { operation, state: "queued" }), 0, operation);
     }
+  });
+
+  it("the queue's age counts from when a job may run: a retry's backoff is not a stuck queue", async () => {
+    const text = await metrics({ leading: true, backingOff: true }).registry.metrics();
+    const age = sample(text, "rbdbackup_oldest_queued_job_age_seconds");
+    assert.ok(age !== null && age >= 29 && age < 90, `age ${age} (the backoff that ended 30 s ago), not 2 h`);
   });
 
   it("a catalog read that fails drops its metrics for that scrape and counts; the scrape itself answers", async () => {
