@@ -21,6 +21,7 @@ import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-serv
 import { splitHostPort } from "../../src/common/address";
 import { CapabilityVerifier } from "../../src/common/capability";
 import type { Logger } from "../../src/common/log";
+import { TransientStartError } from "../../src/common/start-failure";
 import { serverCredentials } from "../../src/common/tls";
 import { AgentServiceDefinition } from "../../src/gen/rbdbackup/v1/agent";
 import type { TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
@@ -123,7 +124,8 @@ export class Agent {
         opTimeoutSeconds: cfg.cluster.opTimeoutSeconds,
       });
     } catch (e) {
-      throw new StartupError(
+      // Monitors still booting, a network not up yet: a later start may connect (exit 1, restarted).
+      throw new TransientStartError(
         `connect: cannot connect to cluster ${cfg.cluster.name} as client.${cfg.cluster.clientId}: ${(e as Error).message}`,
       );
     }

@@ -7,6 +7,7 @@
  */
 import { ConfigHelp } from "../../src/common/config/load";
 import { logger } from "../../src/common/log";
+import { startFailureExitCode } from "../../src/common/start-failure";
 import { Agent, StartupError } from "./agent";
 import { parseAgentConfig } from "./config";
 
@@ -34,10 +35,12 @@ export async function agentMain(argv: string[]): Promise<number> {
   try {
     await agent.start();
   } catch (e) {
-    if (e instanceof StartupError) {
-      process.stderr.write(`agent ${cfg.agentId}: cannot start, prerequisites not met:\n${e.message}\n`);
+    const code = startFailureExitCode(e);
+    if (e instanceof StartupError || code === 1) {
+      const why = code === 1 ? "its cluster is not reachable yet (systemd starts it again)" : "prerequisites not met";
+      process.stderr.write(`agent ${cfg.agentId}: cannot start, ${why}:\n${(e as Error).message}\n`);
       await agent.stop(0).catch(() => {});
-      return 2;
+      return code;
     }
     throw e;
   }

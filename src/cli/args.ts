@@ -3,6 +3,7 @@
  * fallbacks), volume and location specs, and checked conversions of flag values. Everything here is
  * local validation: a bad value throws UsageError (exit code 2) with a message naming the flag.
  */
+import { randomUUID } from "node:crypto";
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import type { TlsConfig } from "../common/tls";
 import type { BackupLocation, VolumeRef } from "../gen/rbdbackup/v1/common";
@@ -139,9 +140,24 @@ export function requiredFlag(value: string | undefined, flag: string, verb: stri
   return value;
 }
 
-/** An idempotency key as the API accepts it (≤ 128 characters of [A-Za-z0-9._:-]); "" when absent. */
+/** The key this invocation made up for its mutating call (none given): named when the call's answer was lost. */
+let madeUpKey = "";
+
+/** The key idempotencyKey() made up in this process, "" when none. */
+export function madeUpIdempotencyKey(): string {
+  return madeUpKey;
+}
+
+/**
+ * An idempotency key as the API accepts it (≤ 128 characters of [A-Za-z0-9._:-]). None given: one is
+ * made up (`cli-<uuid>`), so a call whose answer is lost (a deadline, an unreachable leader) can be
+ * asked again with it (the error names it) and gets its job instead of queuing a second one.
+ */
 export function idempotencyKey(value: string | undefined): string {
-  if (value === undefined) return "";
+  if (value === undefined) {
+    madeUpKey = `cli-${randomUUID()}`;
+    return madeUpKey;
+  }
   if (!/^[A-Za-z0-9._:-]{1,128}$/.test(value)) {
     throw new UsageError(`--idempotency-key must be 1 to 128 characters of A-Z a-z 0-9 . _ : -, got "${value}"`);
   }

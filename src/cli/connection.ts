@@ -53,16 +53,36 @@ function credentials(tls: TlsConfig): ChannelCredentials {
     : ChannelCredentials.createSsl();
 }
 
+/**
+ * A bearer token travels in a header: one line of printable ASCII. Anything else (a comment line above
+ * it, a stray control character) is refused here, naming where it came from and never echoing it —
+ * left to gRPC, the whole value was printed in its error.
+ */
+function checkedToken(t: string | undefined, from: string): string | undefined {
+  if (t === undefined) return undefined;
+  if (!/^[\x21-\x7e]+$/.test(t)) {
+    throw new UsageError(
+      `${from}: a token is one line of printable characters without spaces (the value is not shown)`,
+    );
+  }
+  return t;
+}
+
 function token(settings: ConnectionSettings): string | undefined {
-  if (settings.tokenFile === undefined) return settings.token?.trim() || undefined;
+  if (settings.tokenFile === undefined)
+    return checkedToken(settings.token?.trim() || undefined, "--token / RBDBACKUP_TOKEN");
+  return checkedToken(tokenFromFile(settings.tokenFile), `--token-file ${settings.tokenFile}`);
+}
+
+function tokenFromFile(tokenFile: string): string {
   let text: string;
   try {
-    text = readFileSync(settings.tokenFile, "utf8");
+    text = readFileSync(tokenFile, "utf8");
   } catch (e) {
-    throw new UsageError(`cannot read the --token-file ${settings.tokenFile}: ${(e as Error).message}`);
+    throw new UsageError(`cannot read the --token-file ${tokenFile}: ${(e as Error).message}`);
   }
   const t = text.trim();
-  if (t === "") throw new UsageError(`--token-file ${settings.tokenFile} is empty`);
+  if (t === "") throw new UsageError(`--token-file ${tokenFile} is empty`);
   return t;
 }
 

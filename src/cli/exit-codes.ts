@@ -4,7 +4,7 @@
  */
 import { ClientError, Status } from "nice-grpc-common";
 import { JobState } from "../gen/rbdbackup/v1/backup_service";
-import { UsageError } from "./args";
+import { madeUpIdempotencyKey, UsageError } from "./args";
 
 export enum ExitCode {
   /** Success; for --wait and `job watch`: the job SUCCEEDED. */
@@ -90,15 +90,28 @@ export interface ErrorReport {
 }
 
 /** How a failure is reported: `rbdbackup: <STATUS_NAME>: <details>` for API errors. */
+/** After a lost answer to a mutating call: how to ask again without queuing a second job. */
+function askAgainHint(): string {
+  const key = madeUpIdempotencyKey();
+  return key
+    ? `\nrbdbackup: the request may have been acted on: run it again with --idempotency-key ${key} to get its job, not a second one`
+    : "";
+}
+
 export function reportError(e: unknown): ErrorReport {
   if (e instanceof UsageError) return { exitCode: ExitCode.Usage, message: `rbdbackup: ${e.message}` };
   if (e instanceof CliFailure) return { exitCode: e.exitCode, message: `rbdbackup: ${e.message}` };
   if (e instanceof DeadlineError) {
-    return { exitCode: ExitCode.Unavailable, message: `rbdbackup: DEADLINE_EXCEEDED: ${e.message}` };
+    return {
+      exitCode: ExitCode.Unavailable,
+      message: `rbdbackup: DEADLINE_EXCEEDED: ${e.message}${askAgainHint()}`,
+    };
   }
   if (e instanceof ClientError) {
     const details = e.details || "(no details)";
-    return { exitCode: exitCodeForStatus(e.code), message: `rbdbackup: ${statusName(e.code)}: ${details}` };
+    const code = exitCodeForStatus(e.code);
+    const hint = code === ExitCode.Unavailable ? askAgainHint() : "";
+    return { exitCode: code, message: `rbdbackup: ${statusName(e.code)}: ${details}${hint}` };
   }
   const err = e as Error | undefined;
   return { exitCode: ExitCode.JobFailed, message: `rbdbackup: ${err?.stack ?? String(e)}` };

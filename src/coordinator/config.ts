@@ -30,6 +30,10 @@ export function parseCoordinatorConfig(argv: string[]): CoordinatorConfig {
   );
   if (rest.scheduler.heartbeatIntervalMs * 2 > rest.scheduler.leaseTtlMs)
     fail("scheduler.leaseTtlMs must be at least twice scheduler.heartbeatIntervalMs");
+  if (rest.ha.renewMs * 3 > rest.ha.leaseSeconds * 1000)
+    fail(
+      `ha.renewMs (${rest.ha.renewMs} ms) must be at most a third of ha.leaseSeconds (${rest.ha.leaseSeconds} s): two renewals may be missed before the lease lapses`,
+    );
   // A catalog call blocks the coordinator's thread up to its deadline, the leader's lease renewal with
   // it: one that may outlast the lease lets a standby take over while the leader cannot step down.
   if (catalog.url && catalog.statementTimeoutMs * 2 > rest.ha.leaseSeconds * 1000)

@@ -6,6 +6,7 @@
 import { setFlagsFromString } from "node:v8";
 import { ConfigHelp } from "../common/config/load";
 import { logger } from "../common/log";
+import { startFailureExitCode } from "../common/start-failure";
 import { parseCoordinatorConfig } from "./config";
 import { Coordinator } from "./coordinator";
 
@@ -36,9 +37,11 @@ export async function coordinatorMain(argv: string[]): Promise<number> {
   try {
     await c.start();
   } catch (e) {
-    process.stderr.write(`coordinator: cannot start: ${(e as Error).message}\n`);
+    const code = startFailureExitCode(e);
+    const then = code === 1 ? " (something it needs is not there yet: systemd starts it again)" : "";
+    process.stderr.write(`coordinator: cannot start: ${(e as Error).message}${then}\n`);
     await c.stop(0).catch(() => {});
-    return 2;
+    return code;
   }
   process.stdout.write(
     `${JSON.stringify({ event: "serving", address: c.address, metricsAddress: c.metricsAddress, pid: process.pid })}\n`,

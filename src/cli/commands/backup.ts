@@ -188,7 +188,7 @@ async function snapshots(argv: string[]): Promise<number> {
 
 const KEY = "--idempotency-key KEY";
 const KEY_HELP =
-  "the same key again returns the same job instead of queuing another (1 to 128 characters of A-Z a-z 0-9 . _ : -)";
+  "the same key again returns the same job instead of queuing another (1 to 128 characters of A-Z a-z 0-9 . _ : -; default: a new cli-<uuid>, named in the error when the answer is lost)";
 const WAIT_HELP = "follow the job to its end; the exit code says how it ended (0 succeeded, 1 failed, 3 cancelled)";
 
 export const backupHelp: NounHelp = {

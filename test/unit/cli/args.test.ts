@@ -15,6 +15,7 @@ import {
   splitLeadingGlobalFlags,
   UsageError,
 } from "../../../src/cli/args";
+import { DeadlineError, reportError } from "../../../src/cli/exit-codes";
 
 function usageError(fn: () => unknown, pattern: RegExp) {
   assert.throws(fn, (e: unknown) => {
@@ -99,7 +100,11 @@ describe("flag values", () => {
   });
 
   it("idempotency keys", () => {
-    assert.equal(idempotencyKey(undefined), "");
+    const made = idempotencyKey(undefined);
+    assert.match(made, /^cli-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, "none given: made up");
+    assert.notEqual(idempotencyKey(undefined), made, "a new one per call");
+    const hint = reportError(new DeadlineError("no answer within 1 s")).message;
+    assert.match(hint, /run it again with --idempotency-key cli-[0-9a-f-]{36} to get its job, not a second one/);
     assert.equal(idempotencyKey("req-1:a.b_c"), "req-1:a.b_c");
     usageError(() => idempotencyKey("has space"), /--idempotency-key/);
     usageError(() => idempotencyKey("x".repeat(129)), /--idempotency-key/);

@@ -256,6 +256,14 @@ describe("rbdbackup CLI against a fake coordinator", () => {
     const missing = await cli(["backup", "show", ID, "--insecure", "--token-file", path.join(dir, "none")], {});
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /cannot read the --token-file/);
+    // A comment line above the token: refused as a usage error that never shows the token.
+    const commented = path.join(dir, "token-commented");
+    writeFileSync(commented, `# ops token\n${TOKEN}\n`);
+    const bad = await cli(["backup", "show", ID, "--insecure", "--token-file", commented], {});
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /a token is one line of printable characters/);
+    assert.ok(!bad.stderr.includes(TOKEN), "the token is not echoed");
+    assert.ok(!bad.stderr.includes("    at "), "no stack trace");
   });
 
   it("list --all follows the page tokens; --json is one document", async () => {
@@ -303,10 +311,11 @@ describe("rbdbackup CLI against a fake coordinator", () => {
       mode: BackupMode.BACKUP_MODE_FULL,
       volumeId: "cinder-1",
       volumeMetadata: { a: "1", b: "x=y" },
-      idempotencyKey: "",
+      idempotencyKey: created?.idempotencyKey,
       maxSnapshots: 3,
       transfer: undefined,
     });
+    assert.match(created?.idempotencyKey ?? "", /^cli-[0-9a-f-]{36}$/, "none given: one made up for the call");
   });
 
   it("usage errors: exit code 2 before any call", async () => {

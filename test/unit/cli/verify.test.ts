@@ -105,11 +105,12 @@ describe("CLI: backup verify, restore --allow-corrupt, CORRUPT shown", () => {
   it("backup verify: SAMPLE by default; --mode and --sample make the request", async () => {
     let r = await cli(["backup", "verify", ID]);
     assert.equal(r.code, 0, r.stderr);
+    assert.match(verified?.idempotencyKey ?? "", /^cli-[0-9a-f-]{36}$/, "a key made up for the call");
     assert.deepEqual(verified, {
       backupId: ID,
       mode: VerifyMode.VERIFY_MODE_SAMPLE,
       samplePercent: 0,
-      idempotencyKey: "",
+      idempotencyKey: verified?.idempotencyKey,
     });
     assert.match(r.stdout, /job-v/);
     r = await cli(["backup", "verify", ID, "--sample", "25"]);

@@ -50,6 +50,13 @@ describe("configuration", () => {
     assert.throws(() => parse({ tls: { insecure: "yes" } }), /tls\.insecure \(--insecure\) must be true or false/);
   });
 
+  it("a lease renewal slower than a third of the lease is refused when the file is read, not after the start's work", () => {
+    assert.throws(
+      () => parse({ ...insecure, ha: { leaseSeconds: 5, renewMs: 6000 } }),
+      /ha\.renewMs \(6000 ms\) must be at most a third of ha\.leaseSeconds \(5 s\)/,
+    );
+  });
+
   it("with a PostgreSQL catalog, a statement timeout over half the leader lease is refused", () => {
     const pg = { ...insecure, catalog: { url: "postgresql://u@127.0.0.1:5432/db", statementTimeoutMs: 3000 } };
     assert.throws(
