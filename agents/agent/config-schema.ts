@@ -183,7 +183,12 @@ export const agentFlags: Record<string, FlagSpec> = {
   "transfer-listen": { path: "transferListen" },
   "transfer-advertise-address": { path: "transferAdvertiseAddress" },
   // Repeated or comma-separated: the whole list (it replaces both fields of the file).
-  coordinator: { path: "coordinator.addresses", kind: "list", replaces: ["coordinator.address"] },
+  coordinator: {
+    path: "coordinator.addresses",
+    kind: "list",
+    replaces: ["coordinator.address"],
+    help: "Every coordinator address (host:port), tried in order: replaces both coordinator.address and coordinator.addresses of the file",
+  },
   "metrics-listen": { path: "metricsListen" },
   "tls-ca": { path: "tls.ca" },
   "tls-cert": { path: "tls.cert" },

@@ -21,6 +21,8 @@ export interface FlagSpec {
   kind?: "string" | "boolean" | "number" | "list";
   /** Other fields the flag stands in for: removed from the file when the flag is given. */
   replaces?: string[];
+  /** What --help says of it, when the field's own description does not fit the flag. */
+  help?: string;
 }
 
 export interface DaemonConfigSpec<S extends TSchema> {
@@ -155,7 +157,7 @@ export function flagsHelp<S extends TSchema>(spec: DaemonConfigSpec<S>): string 
     const arg =
       f.kind === "boolean" ? "" : f.kind === "number" ? " N" : f.kind === "list" ? " VALUE[,VALUE...]" : " VALUE";
     const def = s && "default" in s && s.default !== "" ? `; default ${JSON.stringify(s.default)}` : "";
-    const what = (s?.description ?? "").replace(/\.$/, "");
+    const what = (f.help ?? s?.description ?? "").replace(/\.$/, "");
     rows.push([`--${flag}${arg}`, `${what} (${f.path}${def})`]);
   }
   rows.push(["-h, --help", "this text"]);
