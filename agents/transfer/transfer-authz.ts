@@ -181,8 +181,12 @@ export function admitTransferCaller(
   method = TRANSFER_METHOD,
   here?: Here,
 ): void {
-  // A capability for another destination agent does not take a slot here either.
-  if (caller.checked && verifier) judge(verifier, caller, method, "", audit, () => {}, here);
+  // A capability naming another destination agent does not take a slot here either (one naming none is
+  // refused once its header is read, after what it asks for: the more telling reason).
+  const notForMe = (grant: Grant) => {
+    if (here && grant.allows.toAgent !== undefined) checkDestinationAgent(grant, here.agentId);
+  };
+  if (caller.checked && verifier) judge(verifier, caller, method, "", audit, notForMe);
 }
 
 /** Makes a rename in `dir` durable. */

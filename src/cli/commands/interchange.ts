@@ -19,7 +19,7 @@ import {
   UsageError,
 } from "../args";
 import { withConnection } from "../connection";
-import { ExitCode, exitCodeForJobState } from "../exit-codes";
+import { CliFailure, ExitCode, exitCodeForJobState } from "../exit-codes";
 import type { NounHelp } from "../help";
 import { note } from "../output";
 import { afterQueued } from "../watch";
@@ -32,6 +32,11 @@ function interruptible(): { signal: AbortSignal; done: () => void } {
   const onSigint = () => ac.abort();
   process.once("SIGINT", onSigint);
   return { signal: ac.signal, done: () => process.off("SIGINT", onSigint) };
+}
+
+/** The error to report: a stream cut by Ctrl-C is one line and exit code 130, not a stack and "job failed". */
+function interrupted(signal: AbortSignal, e: unknown, what: string): unknown {
+  return signal.aborted ? new CliFailure(ExitCode.Interrupted, `interrupted: ${what}`) : e;
 }
 
 /** Writes with the sink's backpressure. */
@@ -79,6 +84,12 @@ async function exportVerb(argv: string[]): Promise<number> {
     });
     ok = true;
     return code;
+  } catch (e) {
+    throw interrupted(
+      stop.signal,
+      e,
+      `the export stopped${toFile ? ` (${values.out} removed)` : ""}; its job ends with the stream`,
+    );
   } finally {
     stop.done();
     if (toFile) {
@@ -138,6 +149,8 @@ async function importVerb(argv: string[]): Promise<number> {
       const code = await afterQueued(conn, job, { wait: false, json: values.json === true });
       return code === ExitCode.Ok ? (exitCodeForJobState(job.state) ?? code) : code;
     });
+  } catch (e) {
+    throw interrupted(stop.signal, e, "the import stream was cut; its job does not complete");
   } finally {
     stop.done();
     input.destroy();

@@ -4,8 +4,8 @@
  * exit codes of each outcome. No Ceph involved.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFile, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -63,6 +63,13 @@ const unimplemented = async () => {
   throw new ServerError(Status.UNIMPLEMENTED, "not in the fake");
 };
 
+/** The fake's ExportBackup: refuses, unless a test puts another in (the server holds `impl`'s methods). */
+// biome-ignore lint/correctness/useYield: a fake that refuses
+const refuseExport = async function* (): AsyncGenerator<never> {
+  throw new ServerError(Status.UNIMPLEMENTED, "not in the fake");
+};
+let exportFake: BackupServiceImplementation["exportBackup"] = refuseExport;
+
 const impl: BackupServiceImplementation = {
   createPolicy: unimplemented,
   flattenVolume: unimplemented,
@@ -70,10 +77,7 @@ const impl: BackupServiceImplementation = {
   rebuildCatalog: unimplemented,
   getCoordinatorStatus: unimplemented,
   importBackup: unimplemented,
-  // biome-ignore lint/correctness/useYield: a fake that refuses
-  exportBackup: async function* () {
-    throw new ServerError(Status.UNIMPLEMENTED, "not in the fake");
-  },
+  exportBackup: (req, ctx) => exportFake(req, ctx),
   failbackVolume: unimplemented,
   updatePolicy: unimplemented,
   getPolicy: unimplemented,
@@ -264,6 +268,42 @@ describe("rbdbackup CLI against a fake coordinator", () => {
     assert.match(bad.stderr, /a token is one line of printable characters/);
     assert.ok(!bad.stderr.includes(TOKEN), "the token is not echoed");
     assert.ok(!bad.stderr.includes("    at "), "no stack trace");
+  });
+
+  it("Ctrl-C during backup export: one line, exit code 130, the partial file removed", async () => {
+    let streaming: () => void = () => {};
+    const started = new Promise<void>((resolve) => {
+      streaming = resolve;
+    });
+    exportFake = async function* (_req: unknown, ctx: CallContext) {
+      yield { jobId: "job-x", data: Buffer.alloc(1024, 7) };
+      streaming();
+      // Streams on until the caller goes away (no more data: the fake's job is "slow").
+      await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
+    } as unknown as BackupServiceImplementation["exportBackup"];
+    try {
+      const out = path.join(dir, "partial.diff");
+      const p = spawn(process.execPath, [CLI, "backup", "export", ID, "--out", out, "--insecure"], {
+        env: { PATH: process.env.PATH ?? "", RBDBACKUP_COORDINATOR: address },
+      });
+      let stderr = "";
+      p.stderr.on("data", (d: Buffer) => {
+        stderr += d.toString();
+      });
+      const exited = new Promise<number | null>((resolve) => p.on("exit", (code) => resolve(code)));
+      // Streaming, or the CLI gave up first (then its exit code and stderr say why).
+      const first = await Promise.race([started.then(() => "streaming" as const), exited, sleep(15_000)]);
+      assert.equal(first, "streaming", stderr);
+      p.kill("SIGINT");
+      const code = await Promise.race([exited, sleep(15_000).then(() => "timeout" as const)]);
+      if (code === "timeout") p.kill("SIGKILL");
+      assert.equal(code, 130, stderr);
+      assert.match(stderr, /^rbdbackup: interrupted: the export stopped \(.*partial\.diff removed\)/);
+      assert.ok(!stderr.includes("    at "), "no stack trace");
+      assert.equal(existsSync(out), false, "the partial file is removed");
+    } finally {
+      exportFake = refuseExport;
+    }
   });
 
   it("list --all follows the page tokens; --json is one document", async () => {
