@@ -162,7 +162,10 @@ describe("capabilities name the destination cluster and the chain", () => {
       const id = randomUUID();
       const h = header(TransferKind.BACKUP_FULL, `${prod.image}.backup.${id}`, id);
       const forB = transferCapabilityFor(h, SITE_A, "site-b");
-      await assert.rejects(client(small).transfer(stream(h), withCapability(forB)), denied(/fsid|for destination agent agent-site-b/));
+      await assert.rejects(
+        client(small).transfer(stream(h), withCapability(forB)),
+        denied(/fsid|for destination agent agent-site-b/),
+      );
       assert.deepEqual(await state(), before);
     });
 
