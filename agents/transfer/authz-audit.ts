@@ -25,17 +25,16 @@ import type { Logger } from "../../src/common/log";
  * - identity_mismatch: a genuine capability issued to another agent;
  * - not_covered: a genuine capability that does not allow what the request asks.
  */
-export type RefusalReason = "no_identity" | "wrong_kind" | CapabilityRefusalReason;
-
 /** Every refusal reason of an agent (the refusal metric's `reason` values). */
-export const REFUSAL_REASONS: readonly RefusalReason[] = [
+export const REFUSAL_REASONS = [
   "no_identity",
   "wrong_kind",
   "no_capability",
   "bad_capability",
   "identity_mismatch",
   "not_covered",
-];
+] as const satisfies readonly ("no_identity" | "wrong_kind" | CapabilityRefusalReason)[];
+export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 
 export const AGENT_SERVICE = "rbdbackup.v1.AgentService";
 export const TRANSFER_SERVICE = "rbdbackup.v1.TransferService";

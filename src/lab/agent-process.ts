@@ -30,6 +30,11 @@ export interface LabClusterInfo {
   rbdbackupKeyring: string;
 }
 
+/** The id of a lab cluster's standard agent (startAgentProcess without an agentId). */
+export function labAgentId(cluster: string): string {
+  return `agent-${cluster}`;
+}
+
 export function labClusterInfo(name: string): LabClusterInfo {
   const file = path.join(labDir, name, "cluster.json");
   try {
@@ -165,7 +170,7 @@ function ownConf(conf: string, dir: string, extra: string): string {
 
 export async function startAgentProcess(cluster: string, opts: AgentProcessOptions = {}): Promise<AgentProcess> {
   const c = labClusterInfo(cluster);
-  const name = `agent-${cluster}`;
+  const name = labAgentId(cluster);
   const agentId = opts.agentId ?? name;
   const stateDir = opts.stateDir ?? scratchDir(`rbdbackup-${agentId}-`);
   const config = {

@@ -7,6 +7,7 @@ import type { TransferHeader } from "../../src/gen/rbdbackup/v1/transfer";
 import {
   type AgentProcess,
   type AgentProcessOptions,
+  labAgentId,
   labTls,
   labTlsDir,
   startAgentProcess,
@@ -41,7 +42,7 @@ export function transferCapabilityFor(
   header: TransferHeader,
   holder = { cluster: "site-a", agentId: "agent-site-a" },
   destination = "site-b",
-  toAgent = `agent-${destination}`,
+  toAgent = labAgentId(destination),
 ): string {
   return labMinter(holder).mint("transfer", { ...transferAsks(header, labCluster(destination).fsid), toAgent });
 }

@@ -13,7 +13,7 @@
  */
 import { crc32cCombine, crc32cShiftOp, zeroCrc32c } from "./crc-combine";
 import { blockCount, blockLength, type DigestMap } from "./format";
-import { type BlockRead, type ReadBlocksOptions, readBlocks } from "./read-blocks";
+import { type ReadBlocksOptions, readBlocks } from "./read-blocks";
 
 export type Crc32c = (data: Uint8Array) => number;
 /** Reads `buf.length` bytes at `offset` of the image (librbd's read). */
@@ -108,7 +108,9 @@ export class DigestMapBuilder {
   /** Reads the blocks marked for read-back from the image (after the flush), a few reads in flight. */
   async readBack(read: ReadAt, opts: ReadBlocksOptions = {}): Promise<number> {
     const list = this.readBackList();
-    await readBlocks(this.blockSize, this.imageSize, list, read, this.crc32c, opts, (i, b) => this.#setRead(i, b));
+    await readBlocks(this.blockSize, this.imageSize, list, read, this.crc32c, opts, (i, b) =>
+      this.#store(i, b.zero, b.crc),
+    );
     return list.length;
   }
 
@@ -134,31 +136,21 @@ export class DigestMapBuilder {
     return blockLength(this.blockSize, this.imageSize, i);
   }
 
-  /** The block as read back from the image: PRESENT with its CRC unless all zeros. */
-  #setRead(i: number, b: BlockRead): void {
+  /** Block i holds bytes whose CRC-32C is `crc` (all zeros when `zero`): PRESENT with its CRC unless zero. */
+  #store(i: number, zero: boolean, crc: number): void {
     const keep = ((this.#state[i] as number) & (TOUCHED | BASE_PRESENT)) | TOUCHED;
-    if (b.zero) {
+    if (zero) {
       this.#state[i] = keep;
       return;
     }
-    this.#crc[i] = b.crc;
+    this.#crc[i] = crc;
     this.#state[i] = keep | PRESENT;
   }
 
-  /** The block's content is `block` (or all zeros when null): PRESENT with its CRC unless zero. */
+  /** The block's content is `block` (or all zeros when null), its CRC `crc` when already known. */
   #set(i: number, block: Uint8Array | null, crc?: number): void {
-    const keep = ((this.#state[i] as number) & (TOUCHED | BASE_PRESENT)) | TOUCHED;
-    if (block === null) {
-      this.#state[i] = keep;
-      return;
-    }
-    const c = crc ?? this.crc32c(block) >>> 0;
-    if (c === zeroCrc32c(block.length) && isZero(block)) {
-      this.#state[i] = keep;
-      return;
-    }
-    this.#crc[i] = c;
-    this.#state[i] = keep | PRESENT;
+    const c = block === null ? 0 : (crc ?? this.crc32c(block) >>> 0);
+    this.#store(i, block === null || isZeroData(block, c), c);
   }
 
   #record(offset: number, length: number, data: Uint8Array | null, pieces?: Uint32Array): void {
@@ -213,7 +205,7 @@ export class DigestMapBuilder {
     const n = e - s;
     if (piece) {
       const c = pieceCrc ?? this.crc32c(piece) >>> 0;
-      this.#extend(n, c, c === zeroCrc32c(n) && isZero(piece));
+      this.#extend(n, c, isZeroData(piece, c));
     } else {
       this.#extend(n, zeroCrc32c(n), true);
     }
@@ -240,17 +232,16 @@ export class DigestMapBuilder {
       return;
     }
     this.#extend(len - this.#reach, zeroCrc32c(len - this.#reach), true);
-    const keep = (st & (TOUCHED | BASE_PRESENT)) | TOUCHED;
-    if (this.#openZero) {
-      this.#state[i] = keep;
-      return;
-    }
-    this.#crc[i] = this.#openCrc;
-    this.#state[i] = keep | PRESENT;
+    this.#store(i, this.#openZero, this.#openCrc);
   }
 }
 
 const ZEROS = Buffer.alloc(64 * 1024);
+
+/** Whether `data`, whose CRC-32C is `crc`, is all zeros (the CRC rules most data out without a scan). */
+export function isZeroData(data: Uint8Array, crc: number): boolean {
+  return crc === zeroCrc32c(data.length) && isZero(data);
+}
 
 /** Whether every byte is zero. */
 export function isZero(b: Uint8Array): boolean {

@@ -8,8 +8,8 @@
  * `each` gets each block's CRC, whether it is all zeros, and its length, in no particular order.
  */
 import type { Crc32c, ReadAt } from "./builder";
-import { isZero } from "./builder";
-import { crc32cCombine, crc32cShiftOp, zeroCrc32c } from "./crc-combine";
+import { isZeroData } from "./builder";
+import { crc32cCombine, crc32cShiftOp } from "./crc-combine";
 import { blockLength } from "./format";
 
 export interface ReadBlocksOptions {
@@ -61,7 +61,7 @@ export async function readBlocks(
   const maxRead = Math.max(1, opts.maxReadBytes ?? 4 * 1024 * 1024);
   const digest = (b: Uint8Array): BlockRead => {
     const crc = crc32c(b) >>> 0;
-    return { crc, zero: crc === zeroCrc32c(b.length) && isZero(b), length: b.length };
+    return { crc, zero: isZeroData(b, crc), length: b.length };
   };
   const readFully = async (buf: Buffer, at: number) => {
     const got = await read(buf, at);

@@ -93,6 +93,18 @@ def _restore_key_prefix() -> str:
     return f"cinder-restore-{CONF.host}-"
 
 
+def _restore_key(backup_id: str) -> str:
+    """A restore's idempotency key: "cinder-restore-<host>-<backup uuid>-<12 hex>", one per call."""
+    return f"{_restore_key_prefix()}{backup_id}-{uuid.uuid4().hex[:12]}"
+
+
+def _is_my_restore_key(key: str) -> bool:
+    """Whether `key` is a _restore_key of this host, exactly (a host named "backup" must not match the keys
+    of "backup-2")."""
+    rest = r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}-[0-9a-f]{12}$"
+    return re.match(re.escape(_restore_key_prefix()) + rest, key) is not None
+
+
 def _watching_clients(volume_file) -> list:
     """The addresses of the clients watching the volume: cinder-backup's own open handle is one of them
     (each operation connects a client of its own); [] when it cannot be told (no watchers_list)."""
@@ -172,9 +184,6 @@ class RbdbackupBackupDriver(driver.BackupDriver):
     def _cancel_leftover_restores(self) -> None:
         """Restores this host started before it restarted are cancelled: Cinder's cleanup has marked
         their volumes error_restoring and will not wait for them, so they must not write on."""
-        # This host's keys exactly: "cinder-restore-<host>-<backup uuid>-<12 hex>" (a host named "backup"
-        # must not match the keys of "backup-2").
-        mine = re.compile(re.escape(_restore_key_prefix()) + r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}-[0-9a-f]{12}$")
         try:
             jobs = [
                 j
@@ -185,7 +194,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             LOG.warning("Could not list rbdbackup restore jobs to cancel this host's leftovers: %(err)s", {"err": e})
             return
         for job in jobs:
-            if job.state in FINAL_STATES or not mine.match(job.idempotency_key):
+            if job.state in FINAL_STATES or not _is_my_restore_key(job.idempotency_key):
                 continue
             try:
                 self.client.cancel_job(job.id)
@@ -341,7 +350,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             skip_image_meta=True,
             # One key per restore call, so that its retries never start a second restore; it names this
             # host, whose restores left running when it restarts are cancelled (check_for_setup_error).
-            idempotency_key=f"{_restore_key_prefix()}{backup.id}-{uuid.uuid4().hex[:12]}",
+            idempotency_key=_restore_key(backup.id),
         )
         LOG.debug("Restoring rbdbackup backup %(rid)s over volume %(v)s.", {"rid": rid, "v": target.name})
         try:

@@ -140,7 +140,7 @@ export class Leadership {
     // lease runs from when the database granted it, at or after startedAt: not counted, a standby may
     // lead already. The next round asks again.
     const took = this.#mono() - startedAt;
-    if (took >= leaseMs - stepDownMargin(leaseMs, this.deps.renewMs)) {
+    if (this.#mayHaveLapsed(took)) {
       log.warn("the leader lease was granted, but its answer came too late to count", { ms: took });
       // Given up, not kept: renewed at the next round, it would start a term under the same token.
       this.#stepDownAndRelease(`the renewal of the leader lease answered after ${took} ms: it may have lapsed`);
@@ -192,9 +192,14 @@ export class Leadership {
   }
 
   /** A leader that has not renewed for nearly a lease (by its own monotonic clock) steps down. */
-  #stepDownIfLapsed(at: number): void {
+  /** Whether a lease granted `ms` ago (or answered `ms` after it was asked for) may have lapsed. */
+  #mayHaveLapsed(ms: number): boolean {
     const { leaseMs, renewMs } = this.deps;
-    if (this.#role === "leader" && at - this.#renewedAt >= leaseMs - stepDownMargin(leaseMs, renewMs)) {
+    return ms >= leaseMs - stepDownMargin(leaseMs, renewMs);
+  }
+
+  #stepDownIfLapsed(at: number): void {
+    if (this.#role === "leader" && this.#mayHaveLapsed(at - this.#renewedAt)) {
       this.stepDown(`no renewal of the leader lease for ${at - this.#renewedAt} ms: it may have lapsed`);
     }
   }

@@ -387,7 +387,7 @@ class GivingUpTest(DriverTestCase):
         vol = self.volume(writes=400)  # ~50 MiB: a restore that takes a moment
         b = self.do_backup(vol)
         rid = rbdbackup_id(b)
-        from rbdbackup_cinder.driver import _restore_key_prefix
+        from rbdbackup_cinder.driver import _restore_key, _restore_key_prefix
 
         targets = [self.volume(writes=0) for _ in range(2)]
         files = [self.volume_file(t) for t in targets]
@@ -402,7 +402,7 @@ class GivingUpTest(DriverTestCase):
         # running by this host before it restarted (made last, so that it still runs when the check
         # lists the jobs).
         other = restore(1, f"{_restore_key_prefix()[:-1]}-2-{b.id}-{uuid.uuid4().hex[:12]}")
-        mine = restore(0, f"{_restore_key_prefix()}{b.id}-{uuid.uuid4().hex[:12]}")
+        mine = restore(0, _restore_key(b.id))
         cancelled = []
         real_cancel = self.driver.client.cancel_job
 
