@@ -26,9 +26,14 @@ export function stillDue(store: PolicyStore, p: Policy, vol: VolumeRef): boolean
   return !!cur && !cur.pausedReason && store.getPolicy(p.name)?.paused === false;
 }
 
-/** Whether `a` and `b` have the same schedule (what their records' slots follow). */
+/** A policy's schedule as a comparable string (what its records' slots follow). */
+export function scheduleKey(p: Policy): string {
+  return JSON.stringify(p.schedule ?? {});
+}
+
+/** Whether `a` and `b` have the same schedule. */
 export function sameSchedule(a: Policy, b: Policy): boolean {
-  return JSON.stringify(a.schedule ?? {}) === JSON.stringify(b.schedule ?? {});
+  return scheduleKey(a) === scheduleKey(b);
 }
 
 /**

@@ -31,7 +31,7 @@ import { Discovery, matching, poolKey } from "./discovery";
 import { insertRun, unprobedRun } from "./insert-run";
 import { type PolicyMetrics, type VolumeSample, volumeSamples } from "./metrics";
 import { type ProtectionRecord, volumeKey } from "./model";
-import { reslot, saveRunnerFields, stillDue } from "./records";
+import { reslot, saveRunnerFields, scheduleKey, stillDue } from "./records";
 import { enforceRetention } from "./retention-jobs";
 import type { PolicyRunnerPort, RunNowResult } from "./runner-port";
 import { advance, isDue, manualKey, newRecord, nextRun, retrySlot, slotKey } from "./slots";
@@ -257,7 +257,7 @@ export class PolicyRunner implements PolicyRunnerPort {
     // The store hands out the same Policy object while its document is unchanged: nothing to compare.
     if (this.#scheduled.get(p.name) === p) return;
     this.#scheduled.set(p.name, p);
-    const s = JSON.stringify(p.schedule ?? {});
+    const s = scheduleKey(p);
     const before = this.#schedules.get(p.name);
     this.#schedules.set(p.name, s);
     if (before === undefined || before === s) return;
