@@ -14,7 +14,7 @@
  *    calls are cancelled.
  */
 
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { createServer, type Server } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
@@ -65,6 +65,7 @@ import { AgentMetrics } from "./metrics";
 import { AgentOperations, handle, running } from "./operations";
 import { agentService, listChainsService, VERSION } from "./services";
 import { CoordinatorSession } from "./session";
+import { claimStateDir, StateDirInUseError } from "./state-dir";
 
 /** How long a stopping agent waits for cancelled operations to finish their cleanup. */
 const CLEANUP_WAIT_MS = 60_000;
@@ -88,6 +89,8 @@ export class Agent {
   #server: Server | null = null;
   #dataPlane: DataPlaneServer | null = null;
   #audit: AuthzAudit | null = null;
+  /** Removes this agent's claim on its state dir (state-dir.ts) at a clean stop. */
+  #releaseStateDir: (() => void) | null = null;
   #cluster: Cluster | null = null;
   #peers: Peers | null = null;
   #metrics: AgentMetrics | null = null;
@@ -138,7 +141,12 @@ export class Agent {
     }
 
     const log = this.log;
-    claimStateDir(cfg.stateDir);
+    mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
+    try {
+      this.#releaseStateDir = claimStateDir(cfg.stateDir);
+    } catch (e) {
+      throw e instanceof StateDirInUseError ? new StartupError(e.message) : e;
+    }
     const metrics = new AgentMetrics(cfg.cluster.name, VERSION, libraryVersions().librbd);
     this.#metrics = metrics;
     metrics.knownPool(cfg.backupPool);
@@ -366,35 +374,9 @@ export class Agent {
     await this.#metrics?.close().catch(() => {});
     await this.#cluster?.close().catch(() => {});
     this.#audit?.close();
+    this.#releaseStateDir?.();
+    this.#releaseStateDir = null;
     this.state = "stopped";
     this.log.info("agent stopped");
   }
-}
-
-/**
- * One agent per state directory: its recovery journal describes this agent's own transfers only (a
- * dead predecessor's Ceph client gets blocklisted at start). A live pid in agent.pid refuses the start.
- */
-function claimStateDir(dir: string): void {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const pidFile = path.join(dir, "agent.pid");
-  try {
-    const pid = Number(readFileSync(pidFile, "utf8").trim());
-    if (pid && pid !== process.pid) {
-      let alive = true;
-      try {
-        process.kill(pid, 0);
-      } catch {
-        alive = false;
-      }
-      if (alive && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("node")) {
-        throw new StartupError(
-          `stateDir: ${dir} is in use by another agent (pid ${pid}); give each agent its own stateDir`,
-        );
-      }
-    }
-  } catch (e) {
-    if (e instanceof StartupError) throw e;
-  }
-  writeFileSync(pidFile, `${process.pid}\n`);
 }
