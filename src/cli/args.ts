@@ -62,6 +62,21 @@ export function splitLeadingGlobalFlags(argv: string[]): { leading: string[]; re
   return { leading: argv.slice(0, Math.min(i, argv.length)), rest: argv.slice(Math.min(i, argv.length)) };
 }
 
+/** The words of argv without its global flags (and their values): what `help` is asked about. */
+export function withoutGlobalFlags(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] ?? "";
+    const name = a.startsWith("--") ? (a.slice(2).split("=")[0] ?? "") : "";
+    if (name && Object.hasOwn(globalOptions, name)) {
+      if (globalOptions[name as keyof typeof globalOptions].type === "string" && !a.includes("=")) i++;
+      continue;
+    }
+    out.push(a);
+  }
+  return out;
+}
+
 /** The positional arguments of a verb, by name; a missing or extra one is a usage error. */
 export function positionals(verb: string, got: string[], names: string[]): string[] {
   if (got.length < names.length) {

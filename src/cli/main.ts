@@ -5,7 +5,7 @@
  * here, once, with the exit codes of exit-codes.ts (listed in usage.ts).
  */
 import path from "node:path";
-import { splitLeadingGlobalFlags, UsageError } from "./args";
+import { splitLeadingGlobalFlags, UsageError, withoutGlobalFlags } from "./args";
 import { agentClientCommand } from "./commands/agent";
 import { backupCommand } from "./commands/backup";
 import { catalogCommand } from "./commands/catalog";
@@ -46,7 +46,8 @@ function loadCoordinator(): CoordinatorModule {
  * `rbdbackup COMMAND [VERB] --help`); `help agent` and `help coordinator` are the daemons' flags.
  */
 function help(args: string[]): Promise<number> {
-  const [about, ...verb] = args;
+  // Flags say nothing about which help: `rbdbackup --json help` arrives as `help --json`.
+  const [about, ...verb] = withoutGlobalFlags(args);
   if (about === undefined || about === "help") {
     process.stdout.write(usage);
     return Promise.resolve(ExitCode.Ok);

@@ -133,6 +133,21 @@ describe("per-verb help", () => {
     }
   });
 
+  it("global flags before or after help do not change which help: --json help, help --json backup", async () => {
+    const whole = await inProcess(["help"]);
+    const verbs = await inProcess(["help", "backup"]);
+    for (const [args, want] of [
+      [["--json", "help"], whole],
+      [["help", "--json"], whole],
+      [["--json", "help", "backup"], verbs],
+      [["--timeout", "5", "help", "backup"], verbs],
+    ] as const) {
+      const r = await inProcess([...args]);
+      assert.equal(r.code, 0, `${args.join(" ")}: ${r.err}`);
+      assert.equal(r.out, want.out, args.join(" "));
+    }
+  });
+
   it("help for something unknown is a usage error (exit 2), not the whole usage", async () => {
     for (const args of [
       ["backup", "nope", "--help"],
