@@ -12,6 +12,10 @@
 #   rbdbackup://client/<admin|operator|reader>/<name>   an API client with that role
 # e.g. gen-certs.sh /etc/rbdbackup/tls coordinator=rbdbackup://coordinator/main \
 #        agent-site-a=rbdbackup://agent/site-a/agent-site-a client-ops=rbdbackup://client/operator/ops
+# A coordinator's certificate also names the host coordinator.rbdbackup.invalid (a reserved name that
+# never resolves): a client that can check only host names (grpcio: the Cinder driver) checks that one
+# and so accepts only a coordinator — every certificate here is valid for localhost and 127.0.0.1, an
+# agent's too. No other certificate may name it (RBDBACKUP_TLS_SANS with it is refused for them).
 # A NAME without =IDENTITY gets none: every service but health refuses it. An existing NAME.pem is kept
 # when it already names IDENTITY, and re-issued otherwise (rotation: remove NAME.pem, run again); an API
 # client's issued before client certificates became client-only is re-issued too.
@@ -19,6 +23,8 @@
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 OUTDIR NAME..." >&2; exit 2; }
 out="$1"; shift
+# The host name only a coordinator's certificate names (src/common/identity.ts COORDINATOR_DNS_NAME).
+COORDINATOR_DNS=coordinator.rbdbackup.invalid
 mkdir -p "$out"
 chmod 700 "$out"
 # Two processes sharing OUTDIR (test files run side by side) must not both create a CA.
@@ -38,8 +44,17 @@ for spec in "$@"; do
     [[ "$identity" =~ ^rbdbackup://(coordinator/[A-Za-z0-9._-]+|agent/[A-Za-z0-9._-]+/[A-Za-z0-9._-]+|client/(admin|operator|reader)/[A-Za-z0-9._-]+)$ ]] ||
       { echo "bad identity $identity for $name (see the top of $0)" >&2; exit 2; }
   fi
+  coordinator_dns=""
+  [[ "$identity" == rbdbackup://coordinator/* ]] && coordinator_dns="DNS:$COORDINATOR_DNS,"
+  if [ -z "$coordinator_dns" ] && [[ "${RBDBACKUP_TLS_SANS:-}" == *"$COORDINATOR_DNS"* ]]; then
+    echo "RBDBACKUP_TLS_SANS names $COORDINATOR_DNS, which only a coordinator's certificate may name ($name is not one)" >&2
+    exit 2
+  fi
   if [ -f "$out/$name.pem" ]; then
-    if [ -z "$identity" ] || openssl x509 -in "$out/$name.pem" -noout -ext subjectAltName 2>/dev/null | grep -qF "URI:$identity"; then
+    sans_now=$(openssl x509 -in "$out/$name.pem" -noout -ext subjectAltName 2>/dev/null || true)
+    # A coordinator's issued before it named the reserved host: re-issued.
+    if { [ -z "$identity" ] || grep -qF "URI:$identity" <<<"$sans_now"; } &&
+      { [ -z "$coordinator_dns" ] || grep -qF "DNS:$COORDINATOR_DNS" <<<"$sans_now"; }; then
       # An API client's certificate issued before it became client-only (serverAuth, host names): re-issued.
       if ! [[ "$identity" == rbdbackup://client/* ]] ||
         ! openssl x509 -in "$out/$name.pem" -noout -ext extendedKeyUsage 2>/dev/null | grep -q "Server Authentication"; then
@@ -53,7 +68,7 @@ for spec in "$@"; do
     sans="URI:$identity"
     eku="clientAuth"
   else
-    sans="DNS:$name,DNS:localhost,IP:127.0.0.1,IP:::1${identity:+,URI:$identity}${RBDBACKUP_TLS_SANS:+,$RBDBACKUP_TLS_SANS}"
+    sans="${coordinator_dns}DNS:$name,DNS:localhost,IP:127.0.0.1,IP:::1${identity:+,URI:$identity}${RBDBACKUP_TLS_SANS:+,$RBDBACKUP_TLS_SANS}"
     eku="serverAuth,clientAuth"
   fi
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$name" \

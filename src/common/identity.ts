@@ -21,6 +21,14 @@ export type Identity =
   | { kind: "client"; role: Role; name: string };
 
 export const URI_PREFIX = "rbdbackup://";
+
+/**
+ * The host name a coordinator's certificate names besides its hosts (deploy/tls/gen-certs.sh; no other
+ * certificate may): a reserved name that never resolves. A client that can check only host names (grpcio,
+ * so the Cinder driver) checks this one and so accepts only a coordinator: every certificate of the
+ * deployment names localhost and 127.0.0.1, an agent's too. The TypeScript clients check the URI instead.
+ */
+export const COORDINATOR_DNS_NAME = "coordinator.rbdbackup.invalid";
 const NAME = "[A-Za-z0-9._-]{1,128}";
 const PATTERNS: Array<[RegExp, (m: RegExpExecArray) => Identity]> = [
   [

@@ -20,8 +20,10 @@ rbdbackup_opts = [
                help="API bearer token (role operator; admin for import_record), instead of a client "
                     "certificate."),
     cfg.StrOpt("rbdbackup_tls_server_name",
-               help="Name to check the coordinator's certificate against (default: the host of the "
-                    "address; 'localhost' for a loopback IP)."),
+               help="Host name the coordinator's certificate must name. Default: "
+                    "coordinator.rbdbackup.invalid, which deploy/tls/gen-certs.sh gives a coordinator's "
+                    "certificate only (so an agent's certificate from the same CA is refused). Set it to "
+                    "the coordinator's host name for certificates from another CA."),
     cfg.BoolOpt("rbdbackup_insecure", default=False,
                 help="Plaintext gRPC, no authentication. Only for tests."),
     cfg.StrOpt("rbdbackup_backup_cluster",

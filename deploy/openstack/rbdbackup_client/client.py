@@ -31,6 +31,8 @@ RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 # HTTP/2 keepalive of the channels: a ping after 30 s without a frame, the connection dropped 10 s later.
 KEEPALIVE_TIME_MS = 30_000
 KEEPALIVE_TIMEOUT_MS = 10_000
+# The host name only a coordinator's certificate names (deploy/tls/gen-certs.sh; src/common/identity.ts).
+COORDINATOR_DNS_NAME = "coordinator.rbdbackup.invalid"
 # Longest single WatchJob stream, seconds (then a new one).
 WATCH_STREAM_S = 300.0
 
@@ -46,11 +48,13 @@ def _in_native_thread(fn: Callable[[], T]) -> T:
     return fn()
 
 
-def _server_name(address: str, configured: Optional[str]) -> Optional[str]:
-    if configured:
-        return configured
-    host = address[1 : address.index("]")] if address.startswith("[") else address.rpartition(":")[0]
-    return "localhost" if host in ("127.0.0.1", "::1") else None
+def _server_name(configured: Optional[str]) -> str:
+    """The host name the coordinator's certificate must name: the configured one, else the name only a
+    coordinator's certificate carries (deploy/tls/gen-certs.sh). grpcio checks host names only, and every
+    certificate of the deployment's CA names localhost and 127.0.0.1 — an agent's too: checked against the
+    address's host, an agent (or anyone holding a server certificate of that CA) could pose as the
+    coordinator and collect the driver's token and requests."""
+    return configured or COORDINATOR_DNS_NAME
 
 
 def _leader_of(err: grpc.RpcError) -> Optional[str]:
@@ -106,9 +110,7 @@ class Client:
             if self._credentials is None:
                 channel = grpc.insecure_channel(address, options=opts)
             else:
-                name = _server_name(address, self.config.server_name)
-                if name:
-                    opts.append(("grpc.ssl_target_name_override", name))
+                opts.append(("grpc.ssl_target_name_override", _server_name(self.config.server_name)))
                 channel = grpc.secure_channel(address, self._credentials, options=opts)
             self._channels[address] = (channel, rpc.BackupServiceStub(channel))
         return self._channels[address][1]

@@ -20,7 +20,9 @@ class ClientConfig:
     token: Optional[str] = None
     # Plaintext: only for tests against a coordinator started with tls.insecure.
     insecure: bool = False
-    # Name to check the server certificate against (default: "localhost" for a loopback IP literal).
+    # Host name the coordinator's certificate must name (default: coordinator.rbdbackup.invalid, which
+    # deploy/tls/gen-certs.sh puts in a coordinator's certificate only; set it for certificates from
+    # another CA, to the coordinator's host name).
     server_name: Optional[str] = None
     # Deadline of each unary call, seconds.
     call_timeout: float = 30.0

@@ -24,7 +24,7 @@ const PYTHON = "/usr/bin/python3";
 const PY_TESTS = path.join(repoRoot, "test/integration/openstack/python");
 const PY_DEADLINE_MS = 600_000;
 /** The Python test modules and how many tests each must run (a module that runs fewer failed to load some). */
-const SUITES = { test_client: 6, test_cinder_driver: 22 };
+const SUITES = { test_client: 7, test_cinder_driver: 22 };
 /**
  * The cluster keeping the backups, and the one the second coordinator's agent serves (restore target of
  * the import case): site-b; RBDBACKUP_CINDER_SITE=site-a runs the same tests same-cluster when the shared
@@ -101,6 +101,7 @@ describe("openstack: the Cinder backup driver against Cinder 21 and the lab", ()
     assert.ok(d && coord2);
     const client = tlsFor("test-client");
     const server = tlsFor("coordinator");
+    const agent = tlsFor("agent-site-a");
     const config = path.join(dir, "config.json");
     writeFileSync(
       config,
@@ -113,6 +114,8 @@ describe("openstack: the Cinder backup driver against Cinder 21 and the lab", ()
         key: client.key,
         server_cert: server.cert,
         server_key: server.key,
+        agent_cert: agent.cert,
+        agent_key: agent.key,
         lab_dir: labDir,
         backup_cluster: SITE,
         second_site: SITE,

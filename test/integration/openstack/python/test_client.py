@@ -58,10 +58,10 @@ class Standby(rpc.BackupServiceServicer):
         self.stop.wait(10)
 
 
-def serve(servicer) -> tuple:
+def serve(servicer, key: str = CFG["server_key"], cert: str = CFG["server_cert"]) -> tuple:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     rpc.add_BackupServiceServicer_to_server(servicer, server)
-    with open(CFG["server_key"], "rb") as k, open(CFG["server_cert"], "rb") as c:
+    with open(key, "rb") as k, open(cert, "rb") as c:
         creds = grpc.ssl_server_credentials([(k.read(), c.read())])
     port = server.add_secure_port("127.0.0.1:0", creds)
     server.start()
@@ -127,6 +127,26 @@ class ClientTest(unittest.TestCase):
         self.addCleanup(c.close)
         self.assertRaises(RbdbackupError, c.get_backup, str(uuid.uuid4()))
         self.assertEqual("Bearer t0ken", self.standby.calls[0][1].get("authorization"))
+
+    def test_only_a_coordinator_certificate_is_accepted(self):
+        # An agent's certificate from the same CA names localhost and 127.0.0.1 too: a server holding one
+        # is refused at the handshake, before the token or any request reaches it.
+        impostor = Standby("")
+        server, address = serve(impostor, CFG["agent_key"], CFG["agent_cert"])
+        self.addCleanup(lambda: (impostor.stop.set(), server.stop(0)))
+        c = Client(ClientConfig(addresses=[address], ca_file=CFG["ca"], token="t0ken", attempts=2,
+                                backoff_base=0.05, call_timeout=5))
+        self.addCleanup(c.close)
+        with self.assertRaises(RbdbackupError) as e:
+            c.get_backup(str(uuid.uuid4()))
+        self.assertEqual(grpc.StatusCode.UNAVAILABLE, e.exception.code)
+        self.assertEqual([], impostor.calls, "no call, so no token, reached the agent's server")
+        # The same stand-in with the coordinator's certificate is reached (and sent the token).
+        self.standby.leader = ""
+        c2 = Client(ClientConfig(addresses=[self.address], ca_file=CFG["ca"], token="t0ken", attempts=1))
+        self.addCleanup(c2.close)
+        self.assertRaises(RbdbackupError, c2.get_backup, str(uuid.uuid4()))
+        self.assertEqual(1, len(self.standby.calls))
 
     def test_wait(self):
         c = self.client([self.address])

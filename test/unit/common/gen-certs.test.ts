@@ -1,0 +1,80 @@
+/**
+ * deploy/tls/gen-certs.sh: who each certificate names. A coordinator's names the reserved host
+ * COORDINATOR_DNS_NAME, which a host-name-only client (the Cinder driver on grpcio) checks to accept
+ * only a coordinator; an agent's never does (it names localhost and 127.0.0.1 like every server's), and
+ * RBDBACKUP_TLS_SANS cannot give it one; a coordinator's issued before the name existed is re-issued.
+ * Node's checkServerIdentity does the host-name check grpcio does.
+ */
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { X509Certificate } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, describe, it } from "node:test";
+import { checkServerIdentity, type PeerCertificate } from "node:tls";
+import { COORDINATOR_DNS_NAME } from "../../../src/common/identity";
+
+const repoRoot = path.join(__dirname, "../../../..");
+const GEN = path.join(repoRoot, "deploy/tls/gen-certs.sh");
+const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-gen-certs-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const gen = (out: string, specs: string[], env: NodeJS.ProcessEnv = {}) =>
+  spawnSync(GEN, [out, ...specs], { encoding: "utf8", env: { ...process.env, ...env }, timeout: 60_000 });
+const cert = (out: string, name: string) => new X509Certificate(readFileSync(path.join(out, `${name}.pem`)));
+
+/** grpcio's check: does the certificate name this host? (checkServerIdentity reads subjectaltname.) */
+function names(c: X509Certificate, host: string): boolean {
+  const peer = { subject: { CN: "" }, subjectaltname: c.subjectAltName ?? "" } as unknown as PeerCertificate;
+  return checkServerIdentity(host, peer) === undefined;
+}
+
+describe("gen-certs.sh", () => {
+  const out = path.join(dir, "tls");
+  it("only a coordinator's certificate names the reserved coordinator host; an agent's names localhost too", () => {
+    const r = gen(out, [
+      "coordinator=rbdbackup://coordinator/main",
+      "agent-a=rbdbackup://agent/site-a/agent-a",
+      "ops=rbdbackup://client/operator/ops",
+    ]);
+    assert.equal(r.status, 0, r.stderr);
+    const coordinator = cert(out, "coordinator");
+    const agent = cert(out, "agent-a");
+    const client = cert(out, "ops");
+    assert.ok(names(coordinator, COORDINATOR_DNS_NAME), coordinator.subjectAltName);
+    assert.ok(names(coordinator, "localhost"));
+    assert.equal(names(agent, COORDINATOR_DNS_NAME), false, agent.subjectAltName);
+    assert.ok(
+      names(agent, "localhost"),
+      "an agent's certificate passes a check against localhost: why the name exists",
+    );
+    assert.equal(names(client, COORDINATOR_DNS_NAME), false);
+  });
+
+  it("RBDBACKUP_TLS_SANS naming the reserved host is refused for anything but a coordinator", () => {
+    const r = gen(out, ["evil=rbdbackup://agent/site-a/evil"], { RBDBACKUP_TLS_SANS: `DNS:${COORDINATOR_DNS_NAME}` });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /only a coordinator's certificate may name/);
+    assert.equal(existsSync(path.join(out, "evil.pem")), false, "nothing issued");
+  });
+
+  it("a coordinator's certificate without the reserved host (issued before it) is re-issued; a current one kept", () => {
+    const key = path.join(out, "old.key");
+    const csr = path.join(out, "old.csr");
+    const pem = path.join(out, "old.pem");
+    const ext = path.join(out, "old.ext");
+    execFileSync("sh", [
+      "-c",
+      `openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=old -keyout ${key} -out ${csr} 2>/dev/null && ` +
+        `printf 'subjectAltName=DNS:old,DNS:localhost,URI:rbdbackup://coordinator/old\\n' > ${ext} && ` +
+        `openssl x509 -req -in ${csr} -CA ${out}/ca.pem -CAkey ${out}/ca.key -CAcreateserial -days 2 -extfile ${ext} -out ${pem} 2>/dev/null`,
+    ]);
+    assert.equal(names(cert(out, "old"), COORDINATOR_DNS_NAME), false);
+    assert.equal(gen(out, ["old=rbdbackup://coordinator/old"]).status, 0);
+    assert.ok(names(cert(out, "old"), COORDINATOR_DNS_NAME), "re-issued with the reserved host");
+    const current = readFileSync(pem, "utf8");
+    assert.equal(gen(out, ["old=rbdbackup://coordinator/old"]).status, 0);
+    assert.equal(readFileSync(pem, "utf8"), current, "a current certificate is kept");
+  });
+});
