@@ -59,8 +59,8 @@ function help(args: string[]): Promise<number> {
 async function run(cmd: string | undefined, rest: string[]): Promise<number> {
   switch (cmd) {
     case "agent": {
-      // `agent list` is the client verb; anything else runs the daemon (loaded only then: it needs librbd).
-      if (rest[0] === "list" || rest[0] === "help") return agentClientCommand(rest);
+      // `agent list` and `agent forget` are client verbs; anything else runs the daemon (loaded only then: it needs librbd).
+      if (rest[0] === "list" || rest[0] === "forget" || rest[0] === "help") return agentClientCommand(rest);
       const { agentMain } = await import("../../agents/agent/main");
       return agentMain(rest);
     }

@@ -48,6 +48,7 @@ export const METHOD_ROLES: Readonly<Record<string, Role>> = {
   ListJobs: "reader",
   WatchJob: "reader",
   ListAgents: "reader",
+  ForgetAgent: "admin", // frees an agent id for another cluster: as trusted as the agents' own registration
   CheckCluster: "reader",
   ExportBackupRecord: "reader",
   CreateBackup: "operator",
@@ -95,6 +96,7 @@ export const MUTATING = new Set([
   "ExportBackup",
   "ImportBackup",
   "RebuildCatalog",
+  "ForgetAgent",
 ]);
 
 /** Services any API client role may use besides BackupService (read-only). */

@@ -1,35 +1,75 @@
 /**
  * Agents and clusters: ListAgents (catalog + live sessions; a connected agent's last_seen is its session's,
- * the catalog's copy is written only every LAST_SEEN_PERSIST_MS), CheckCluster (asked of an agent).
+ * the catalog's copy is written only every LAST_SEEN_PERSIST_MS), ForgetAgent (a retired agent's record
+ * out of the catalog), CheckCluster (asked of an agent).
  */
 import type { CallContext } from "nice-grpc-common";
+import { failedPrecondition, invalidArgument, notFound } from "../../common/errors";
 import type { ClusterCheckResponse } from "../../gen/rbdbackup/v1/agent";
-import type { CheckClusterRequest, ListAgentsResponse } from "../../gen/rbdbackup/v1/backup_service";
+import type {
+  AgentStatus,
+  CheckClusterRequest,
+  ForgetAgentRequest,
+  ForgetAgentResponse,
+  ListAgentsResponse,
+} from "../../gen/rbdbackup/v1/backup_service";
 import { ask } from "../jobs/probes";
+import type { AgentRecord } from "../model";
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
 
-export function listAgents(deps: ApiDeps): ListAgentsResponse {
-  const { catalog, sessions, scheduler } = deps;
-  const running = scheduler.runningCounts(catalog.activeJobs()).byAgent;
+function agentStatus(deps: ApiDeps, a: AgentRecord, running: ReadonlyMap<string, number>): AgentStatus {
+  const live = deps.sessions.get(a.agentId);
   return {
-    agents: catalog.listAgents().map((a) => {
-      const live = sessions.get(a.agentId);
-      return {
-        agentId: a.agentId,
-        clusterName: a.clusterName,
-        clusterFsid: a.clusterFsid,
-        version: a.version,
-        transferAddress: a.transferAddress,
-        connected: live !== undefined,
-        capacity: a.capacity,
-        runningJobs: running.get(a.agentId) ?? 0,
-        lastSeen: new Date(live ? Math.max(live.info.lastSeen, a.lastSeen) : a.lastSeen),
-        defaultBackupPool: a.defaultBackupPool,
-      };
-    }),
+    agentId: a.agentId,
+    clusterName: a.clusterName,
+    clusterFsid: a.clusterFsid,
+    version: a.version,
+    transferAddress: a.transferAddress,
+    connected: live !== undefined,
+    capacity: a.capacity,
+    runningJobs: running.get(a.agentId) ?? 0,
+    lastSeen: new Date(live ? Math.max(live.info.lastSeen, a.lastSeen) : a.lastSeen),
+    defaultBackupPool: a.defaultBackupPool,
   };
+}
+
+export function listAgents(deps: ApiDeps): ListAgentsResponse {
+  const running = deps.scheduler.runningCounts(deps.catalog.activeJobs()).byAgent;
+  return { agents: deps.catalog.listAgents().map((a) => agentStatus(deps, a, running)) };
+}
+
+/** Agent ids, as certificates name them (src/common/identity.ts). */
+const AGENT_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
+
+/**
+ * ForgetAgent: a retired agent's record leaves the catalog. Not while it is connected (it would write
+ * itself back at its next heartbeat, and its work would lose its agent) nor while a job's lease names it
+ * (the lease's expiry blocklists the agent's Ceph client by the addresses its record keeps).
+ */
+export function forgetAgent(deps: ApiDeps, req: ForgetAgentRequest): ForgetAgentResponse {
+  v.clusterName(req.cluster, "cluster");
+  if (!AGENT_ID_RE.test(req.agentId))
+    throw invalidArgument(`agent_id "${req.agentId.slice(0, 80)}" must be 1-128 characters of [A-Za-z0-9._-]`);
+  const { catalog, sessions } = deps;
+  const a = catalog.listAgents().find((x) => x.agentId === req.agentId);
+  if (!a || a.clusterName !== req.cluster) {
+    const other = a ? ` (agent ${a.agentId} is of cluster ${a.clusterName})` : "";
+    throw notFound(`no agent ${req.agentId} of cluster ${req.cluster} is known${other}`);
+  }
+  if (sessions.get(a.agentId))
+    throw failedPrecondition(`agent ${a.agentId} is connected: stop it first, then forget it`);
+  const leased = catalog.activeJobs().filter((j) => j.lease?.agentId === a.agentId);
+  if (leased.length > 0)
+    throw failedPrecondition(
+      `agent ${a.agentId} holds the lease of job ${leased.map((j) => j.id).join(", ")}: forget it once the lease has expired (its Ceph client is blocklisted then)`,
+    );
+  const running = deps.scheduler.runningCounts(catalog.activeJobs()).byAgent;
+  const status = agentStatus(deps, a, running);
+  if (!catalog.removeAgent(a.agentId)) throw notFound(`no agent ${req.agentId} of cluster ${req.cluster} is known`);
+  deps.log.info("agent forgotten", { agent: a.agentId, cluster: a.clusterName });
+  return { agent: status };
 }
 
 export async function checkCluster(

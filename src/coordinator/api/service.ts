@@ -14,7 +14,7 @@ import {
 } from "../../gen/rbdbackup/v1/backup_service";
 import { Admission } from "./admission";
 import { getBackup, listBackupSnapshots, listBackups } from "./backups";
-import { checkCluster, listAgents } from "./clusters";
+import { checkCluster, forgetAgent, listAgents } from "./clusters";
 import { createBackup } from "./create-backup";
 import type { ApiDeps } from "./deps";
 import { exportBackup } from "./export-backup";
@@ -62,6 +62,7 @@ export function backupService(deps: ApiDeps): BackupServiceImplementation {
     cancelJob: async (req) => cancelJob(deps, adm, req),
     // Agents and clusters.
     listAgents: async () => listAgents(deps),
+    forgetAgent: async (req) => forgetAgent(deps, req),
     checkCluster: (req, ctx) => checkCluster(deps, adm, req, ctx),
     // Records.
     exportBackupRecord: async (req) => exportBackupRecord(deps, req),

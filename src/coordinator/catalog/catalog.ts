@@ -50,6 +50,8 @@ export interface Catalog {
 
   upsertAgent(a: AgentRecord): void;
   listAgents(): AgentRecord[];
+  /** Removes the agent's record (ForgetAgent); false when none had that id. */
+  removeAgent(agentId: string): boolean;
   /** Pins `cluster` to `fsid` unless it is pinned already; returns the pin in force (compare its fsid). */
   pinClusterFsid(cluster: string, fsid: string, agentId: string): ClusterPin;
 

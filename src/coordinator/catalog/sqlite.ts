@@ -157,6 +157,10 @@ export class SqliteCatalog implements Catalog {
     ).run(a.agentId, a.clusterName, JSON.stringify(a));
   }
 
+  removeAgent(agentId: string): boolean {
+    return this.#sql("DELETE FROM agents WHERE agent_id = ?").run(agentId).changes > 0;
+  }
+
   pinClusterFsid(cluster: string, fsid: string, agentId: string): ClusterPin {
     this.#sql("INSERT OR IGNORE INTO clusters (name, fsid, pinned_by, pinned_at) VALUES (?, ?, ?, ?)").run(
       cluster,

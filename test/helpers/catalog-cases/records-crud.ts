@@ -33,6 +33,21 @@ export function recordsCrud(open: OpenCatalog): void {
         );
       }));
 
+    it("agents: remove takes one record out, once; the cluster's pin stays", () =>
+      using(open, (c) => {
+        c.pinClusterFsid("a", "fsid-1", "a1");
+        c.upsertAgent(agent("a1", "a"));
+        c.upsertAgent(agent("a2", "a"));
+        assert.equal(c.removeAgent("a1"), true);
+        assert.equal(c.removeAgent("a1"), false, "already gone");
+        assert.equal(c.removeAgent("nobody"), false);
+        assert.deepEqual(
+          c.listAgents().map((a) => a.agentId),
+          ["a2"],
+        );
+        assert.equal(c.pinClusterFsid("a", "fsid-2", "a3").fsid, "fsid-1", "the pin is not the agents'");
+      }));
+
     it("cluster pins: the first fsid wins", () =>
       using(open, (c) => {
         const p = c.pinClusterFsid("a", "fsid-1", "agent-1");

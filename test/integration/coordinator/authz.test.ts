@@ -111,6 +111,12 @@ const METHODS: Record<string, { role: Role; call: (c: BackupServiceClient, refus
     },
   },
   ListAgents: { role: "reader", call: (c) => c.listAgents({}) },
+  // Refused: a real agent (it would be gone); allowed (admin): one nobody knows, NOT_FOUND, nothing changed.
+  ForgetAgent: {
+    role: "admin",
+    call: (c, r) =>
+      c.forgetAgent(r ? { cluster: "site-a", agentId: "agent-site-a" } : { cluster: "site-a", agentId: "nobody" }),
+  },
   CheckCluster: { role: "reader", call: (c) => c.checkCluster({ cluster: "nowhere", backupPool: "" }) },
   ExportBackupRecord: { role: "reader", call: (c) => c.exportBackupRecord({ backupId: SEEDED }) },
   CreateBackup: {
@@ -409,7 +415,13 @@ describe("coordinator: who may call what", () => {
     });
     const j = await admin.listJobs({ state: 0, kind: 0, backupId: "", pageSize: 1000, pageToken: "" });
     const p = await admin.listPolicies({ pageSize: 1000, pageToken: "" });
-    return JSON.stringify({ backups: b.backups, jobs: j.jobs, policies: p.policies });
+    const a = await admin.listAgents({});
+    return JSON.stringify({
+      backups: b.backups,
+      jobs: j.jobs,
+      policies: p.policies,
+      agents: a.agents.map((x) => `${x.clusterName}/${x.agentId}`),
+    });
   };
   const agentConnected = async (agentId: string) =>
     (await admin.listAgents({})).agents.find((a) => a.agentId === agentId)?.connected ?? false;

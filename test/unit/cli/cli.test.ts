@@ -15,6 +15,7 @@ import { type CallContext, createServer, type Server, ServerError, Status } from
 import { tlsFiles } from "../../../src/common/tls";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import {
+  type AgentStatus,
   type Backup,
   BackupServiceDefinition,
   type BackupServiceImplementation,
@@ -146,6 +147,12 @@ const impl: BackupServiceImplementation = {
   listJobs: unimplemented,
   cancelJob: unimplemented,
   listAgents: unimplemented,
+  async forgetAgent(req, ctx) {
+    auth(ctx);
+    if (req.agentId !== "agent-old")
+      throw new ServerError(Status.NOT_FOUND, `no agent ${req.agentId} of cluster ${req.cluster} is known`);
+    return { agent: { agentId: req.agentId, clusterName: req.cluster, connected: false } as AgentStatus };
+  },
   checkCluster: unimplemented,
 };
 
@@ -433,6 +440,22 @@ describe("rbdbackup CLI against a fake coordinator", () => {
     const imp = await cli(["record", "import", file, "--insecure"]);
     assert.equal(imp.code, 7);
     assert.equal(imp.stderr, `rbdbackup: ALREADY_EXISTS: backup ${ID} is known\n`);
+  });
+
+  it("agent forget CLUSTER/AGENT_ID: the request, its answer; a malformed spec is a usage error before any call", async () => {
+    const ok = await cli(["agent", "forget", "site-a/agent-old", "--insecure"]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout, "forgot agent agent-old of cluster site-a\n");
+    const json = await cli(["agent", "forget", "site-a/agent-old", "--insecure", "--json"]);
+    assert.equal(JSON.parse(json.stdout).agent.clusterName, "site-a");
+    const missing = await cli(["agent", "forget", "site-a/nobody", "--insecure"]);
+    assert.equal(missing.code, 4);
+    assert.match(missing.stderr, /NOT_FOUND: no agent nobody of cluster site-a is known/);
+    for (const bad of ["agent-old", "site-a/", "site-a/x/y"]) {
+      const r = await cli(["agent", "forget", bad, "--insecure"]);
+      assert.equal(r.code, 2, bad);
+      assert.match(r.stderr, /is not CLUSTER\/AGENT_ID/, bad);
+    }
   });
 
   it("help: usage with the exit codes", async () => {

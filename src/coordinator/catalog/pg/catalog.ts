@@ -165,6 +165,11 @@ export class PgCatalog implements Catalog {
     );
   }
 
+  removeAgent(agentId: string): boolean {
+    const [r] = this.#write([{ sql: "DELETE FROM agents WHERE agent_id = $1", params: [agentId] }]);
+    return (r?.rowCount ?? 0) > 0;
+  }
+
   pinClusterFsid(cluster: string, fsid: string, agentId: string): ClusterPin {
     const [r] = (this.#write([
       {
