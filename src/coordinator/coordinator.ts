@@ -47,6 +47,7 @@ import { sessionService } from "./session-service";
 import { Sessions } from "./sessions";
 import { TokenStore } from "./tokens";
 import { VerifyMetrics } from "./verify-metrics";
+import { VolumePresence } from "./volume-presence";
 
 export type CoordinatorState = "starting" | "serving" | "draining" | "stopped";
 
@@ -63,6 +64,7 @@ export class Coordinator {
   ha: HaControl | null = null;
   #server: Server | null = null;
   #metrics: CoordinatorMetrics | null = null;
+  #presence: VolumePresence | null = null;
   metricsAddress = "";
   tokens: TokenStore | null = null;
   audit: Audit | null = null;
@@ -169,6 +171,14 @@ export class Coordinator {
     this.#server = server;
     this.address = `${host}:${port || portText}`;
     if (cfg.metricsListen) {
+      // Volumes deleted at their source leave the last-success gauge (its alert would fire forever).
+      const presence = new VolumePresence({
+        catalog,
+        sessions: this.sessions,
+        log: this.log,
+        leading: () => ha.leading(),
+      });
+      this.#presence = presence;
       this.#metrics = new CoordinatorMetrics(
         VERSION,
         catalog,
@@ -180,8 +190,10 @@ export class Coordinator {
           ...new VerifyMetrics(catalog, relay.surface(), () => ha.leading()).all(),
         ],
         () => ha.leading(),
+        (v) => presence.isGone(v),
       );
       this.metricsAddress = await this.#metrics.listen(cfg.metricsListen, this.log);
+      presence.start();
     }
     process.on("SIGHUP", this.#onSighup);
     this.state = "serving";
@@ -218,6 +230,7 @@ export class Coordinator {
     // Health answers NOT_SERVING during the grace period (watchers and load balancers see it).
     if (graceSeconds > 0) await new Promise((r) => setTimeout(r, Math.min(graceSeconds, 2) * 1000));
     this.ha?.stop();
+    await this.#presence?.stop();
     for (const s of this.sessions.all()) s.close("coordinator stopping");
     const server = this.#server;
     if (server) {

@@ -72,6 +72,8 @@ export class CoordinatorMetrics {
     extra: client.Metric[] = [],
     /** Whether this coordinator leads now (HA): agents connect only to the leader. */
     leading: () => boolean = () => true,
+    /** A backed-up volume whose source no longer exists (volume-presence.ts): no last-success series. */
+    gone: (v: { cluster: string; pool: string; namespace: string; image: string }) => boolean = () => false,
   ) {
     const r = this.registry;
     registerDefaultMetrics(r);
@@ -226,16 +228,19 @@ export class CoordinatorMetrics {
       new SeriesGauge(
         {
           name: "rbdbackup_last_success_timestamp_seconds",
-          help: "When the newest available backup of a volume completed (Unix time), per backed-up volume.",
+          help: "When the newest available backup of a volume completed (Unix time), per backed-up volume whose source volume still exists (the leader checks volumes without a backup for 20 h every 15 min).",
           labelNames: ["cluster", "pool", "namespace", "image"],
         },
         () => {
           if (!leading()) return [];
           try {
-            return catalog.lastSuccessByVolume().map((v) => ({
-              labels: { cluster: v.cluster, pool: v.pool, namespace: v.namespace, image: v.image },
-              value: v.at / 1000,
-            }));
+            return catalog
+              .lastSuccessByVolume()
+              .filter((v) => !gone(v))
+              .map((v) => ({
+                labels: { cluster: v.cluster, pool: v.pool, namespace: v.namespace, image: v.image },
+                value: v.at / 1000,
+              }));
           } catch {
             collectErrors.labels("rbdbackup_last_success_timestamp_seconds").inc();
             return [];

@@ -1,0 +1,128 @@
+/**
+ * Which backed-up volumes no longer exist where they were backed up from — for the last-success gauge
+ * (metrics.ts): a volume deleted on purpose keeps its backups (Cinder keeps a deleted volume's backups),
+ * and its `rbdbackup_last_success_timestamp_seconds` only aged, so RbdbackupNoRecentBackup fired for it
+ * forever. The leader asks an agent of the volume's cluster (a probe: pool, namespace, image) about each
+ * volume whose newest available backup is older than `staleAfterMs` — the only ones that can alert — every
+ * `intervalMs`, one question at a time, each with the session call's deadline; a volume found missing is
+ * left out of the gauge until a later sweep finds it again (recreated under its name) or its backups are
+ * gone. A cluster without a connected agent, or a question that fails, changes nothing: a volume is
+ * "gone" only on an agent's word. What it knows lives in memory: a new leader sweeps soon after it leads
+ * (`firstSweepMs`), well inside the alert's `for: 10m`.
+ */
+import type { Logger } from "../common/log";
+import type { VolumeRef } from "../gen/rbdbackup/v1/common";
+import type { Catalog } from "./catalog/catalog";
+import { ask } from "./jobs/probes";
+import type { Sessions } from "./sessions";
+
+export const PRESENCE_INTERVAL_MS = 15 * 60_000;
+export const PRESENCE_FIRST_SWEEP_MS = 60_000;
+/** Below the shipped alert's 26 h: a volume is checked before it can alert. */
+export const PRESENCE_STALE_AFTER_MS = 20 * 3600_000;
+
+export interface VolumePresenceDeps {
+  catalog: Pick<Catalog, "lastSuccessByVolume">;
+  sessions: Pick<Sessions, "ofCluster" | "any">;
+  log: Logger;
+  leading: () => boolean;
+  staleAfterMs?: number;
+  intervalMs?: number;
+  firstSweepMs?: number;
+  now?: () => number;
+}
+
+const key = (v: Pick<VolumeRef, "cluster" | "pool" | "namespace" | "image">) =>
+  `${v.cluster}\0${v.pool}\0${v.namespace}\0${v.image}`;
+
+export class VolumePresence {
+  readonly #d: VolumePresenceDeps;
+  readonly #gone = new Set<string>();
+  #timer: NodeJS.Timeout | null = null;
+  #ac = new AbortController();
+  #sweeping: Promise<unknown> | null = null;
+  #wasLeading = false;
+
+  constructor(deps: VolumePresenceDeps) {
+    this.#d = deps;
+  }
+
+  /** The volume's source image was found missing by the last sweep that asked about it. */
+  isGone(v: Pick<VolumeRef, "cluster" | "pool" | "namespace" | "image">): boolean {
+    return this.#gone.has(key(v));
+  }
+
+  /**
+   * One sweep (the timer's, or a test's): asks about every stale volume of a cluster with a connected
+   * agent. Returns what it learned. On a standby: nothing (agents connect to the leader only).
+   */
+  async sweep(): Promise<{ asked: number; gone: number }> {
+    const d = this.#d;
+    if (!d.leading()) return { asked: 0, gone: 0 };
+    const now = (d.now ?? Date.now)();
+    const staleAfter = d.staleAfterMs ?? PRESENCE_STALE_AFTER_MS;
+    const all = d.catalog.lastSuccessByVolume();
+    const stale = all.filter((v) => now - v.at > staleAfter);
+    const present = new Set(all.map(key));
+    // Forget what no longer has an available backup (the gauge has no series for it anyway).
+    for (const k of this.#gone) if (!present.has(k)) this.#gone.delete(k);
+    let asked = 0;
+    for (const v of stale) {
+      if (this.#ac.signal.aborted || !d.leading()) break;
+      if (d.sessions.ofCluster(v.cluster).length === 0) continue;
+      const image = { pool: v.pool, namespace: v.namespace, image: v.image };
+      try {
+        const r = await ask(
+          d.sessions.any(v.cluster),
+          { $case: "probe", value: { pools: [v.pool], image, namespaces: [], keepOpen: false } },
+          "probe",
+          this.#ac.signal,
+        );
+        asked++;
+        const missing = r.missingPools.length > 0 || r.missingNamespaces.length > 0 || !r.imageExists;
+        if (missing && !this.#gone.has(key(v))) {
+          d.log.info("a backed-up volume no longer exists at its source: left out of the last-success metric", {
+            volume: `${v.cluster}/${v.pool}/${v.namespace ? `${v.namespace}/` : ""}${v.image}`,
+          });
+        }
+        if (missing) this.#gone.add(key(v));
+        else this.#gone.delete(key(v));
+      } catch (err) {
+        d.log.debug("volume presence: question not answered; the volume's state is kept", { cluster: v.cluster, err });
+      }
+    }
+    return { asked, gone: this.#gone.size };
+  }
+
+  /** Sweeps every intervalMs, and soon after this coordinator starts leading. */
+  start(): void {
+    const d = this.#d;
+    const first = d.firstSweepMs ?? PRESENCE_FIRST_SWEEP_MS;
+    const interval = d.intervalMs ?? PRESENCE_INTERVAL_MS;
+    let nextAt = Date.now() + first;
+    const tick = () => {
+      const leading = d.leading();
+      // A new term: sweep soon, not up to an interval later.
+      if (leading && !this.#wasLeading) nextAt = Math.min(nextAt, Date.now() + first);
+      this.#wasLeading = leading;
+      if (leading && !this.#sweeping && Date.now() >= nextAt) {
+        nextAt = Date.now() + interval;
+        this.#sweeping = this.sweep()
+          .catch((err) => d.log.warn("volume presence sweep failed", { err }))
+          .finally(() => {
+            this.#sweeping = null;
+          });
+      }
+    };
+    this.#timer = setInterval(tick, Math.min(first, interval, 10_000));
+    this.#timer.unref();
+  }
+
+  /** Stops the timer and any question in flight (bounded by the session call's deadline otherwise). */
+  async stop(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    this.#ac.abort();
+    await this.#sweeping;
+  }
+}
