@@ -17,7 +17,7 @@ import type { Catalog } from "../catalog/catalog";
 import type { CoordinatorIdentity, LeaderRecord } from "../catalog/leader-lease";
 import type { HaSettings } from "../config-schema";
 import type { Sessions } from "../sessions";
-import { fencedCatalog } from "./fenced-catalog";
+import { fencedCatalog, termCatalog } from "./fenced-catalog";
 import { Leadership } from "./leadership";
 import type { SchedulerRelay } from "./scheduler-relay";
 import type { LeaderRef, LeaderView } from "./standby-gate";
@@ -53,6 +53,8 @@ export class HaControl implements LeaderView {
   #me: CoordinatorIdentity = { id: "", address: "", instance: "" };
   #term: Term | null = null;
   #termAbort: AbortController | null = null;
+  /** Whether the current term is live: its catalog view (termCatalog) refuses every call once not. */
+  #termLive: { live: boolean } | null = null;
 
   constructor(private readonly deps: HaControlDeps) {
     this.catalog = deps.catalog.leadership
@@ -123,12 +125,17 @@ export class HaControl implements LeaderView {
 
   #lead(record: LeaderRecord): void {
     this.deps.log.info("became the leader: reloading the active jobs from the catalog", { token: record.token });
-    this.#startTerm();
+    this.#startTerm(record.token);
   }
 
-  #startTerm(): void {
+  #startTerm(token = 0): void {
     if (this.#term) return;
-    const term = this.deps.newTerm(this.catalog);
+    // With leadership, the term's work reaches the catalog through a view that dies with the term.
+    const state = { live: true };
+    this.#termLive = state;
+    const term = this.deps.newTerm(
+      this.deps.catalog.leadership ? termCatalog(this.catalog, () => state.live, token) : this.catalog,
+    );
     this.#term = term;
     this.#termAbort = new AbortController();
     this.deps.relay.attach(term.scheduler);
@@ -140,6 +147,8 @@ export class HaControl implements LeaderView {
     const term = this.#term;
     if (!term) return;
     this.#term = null;
+    if (this.#termLive) this.#termLive.live = false;
+    this.#termLive = null;
     this.deps.relay.detach();
     term.stop();
     this.#termAbort?.abort(new Error(reason));

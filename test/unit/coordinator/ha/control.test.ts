@@ -23,6 +23,8 @@ const cfg = parseCoordinatorConfig(["--insecure"]);
 function coordinator(h: Harness, catalog: Catalog) {
   const sessions = new Sessions();
   const relay = new SchedulerRelay(cfg.scheduler, sessions);
+  /** The catalog each term was built over, oldest first. */
+  const termCatalogs: Catalog[] = [];
   const ctl = new HaControl({
     catalog,
     sessions,
@@ -30,9 +32,12 @@ function coordinator(h: Harness, catalog: Catalog) {
     log: h.log,
     leaseMs: 5_000,
     renewMs: 1_000,
-    newTerm: (c) => new Term({ catalog: c, sessions, cfg, log: h.log }),
+    newTerm: (c) => {
+      termCatalogs.push(c);
+      return new Term({ catalog: c, sessions, cfg, log: h.log });
+    },
   });
-  return { ctl, sessions, relay };
+  return { ctl, sessions, relay, termCatalogs };
 }
 
 describe("HaControl", () => {
@@ -116,5 +121,44 @@ describe("HaControl", () => {
       h.log.lines.some((l) => l.level === "error" && /fenced/.test(l.msg)),
       "the FencedError is logged",
     );
+  });
+
+  it("work an ended term left running cannot write when the same coordinator leads again (a new term)", () => {
+    let now = Date.now();
+    const row = new LeaseRow(() => now);
+    const leaseA = new FakeLease(row);
+    const leaseB = new FakeLease(row);
+    const a = coordinator(h, leasedCatalog(h.catalog, leaseA, "a"));
+    const b = coordinator(h, leasedCatalog(h.catalog, leaseB, "b"));
+    const meA = { id: "a", address: "127.0.0.1:1", instance: "a-1" };
+    a.ctl.start(meA);
+    b.ctl.start({ id: "b", address: "127.0.0.1:2", instance: "b-1" });
+    stops.push(
+      () => a.ctl.stop(),
+      () => b.ctl.stop(),
+    );
+    const job = h.queueBackup(vol("v1"));
+    const [first] = a.termCatalogs;
+    assert.ok(first, "a's first term");
+    // a pauses; b takes over; a steps down (a fenced write), then b stops and a leads again: a new term.
+    now += 6_000;
+    b.ctl.leadership?.check();
+    assert.throws(() => a.ctl.catalog.updateJob({ ...job }), FencedError);
+    assert.equal(a.ctl.term, null);
+    b.ctl.stop();
+    a.ctl.leadership?.check();
+    assert.equal(a.ctl.role, CoordinatorRole.COORDINATOR_ROLE_LEADER, "a leads again");
+    assert.equal(a.termCatalogs.length, 2, "a second term");
+    const second = a.termCatalogs[1] as Catalog;
+    // The first term's leftover work (an answer it awaited, a tick in flight) writes now: refused, for
+    // reads and writes alike, without a step-down; the second term's own writes commit.
+    const before = h.catalog.getJob(job.id);
+    assert.throws(() => first.updateJob({ ...job, waitingReason: "the first term's leftover" }), FencedError);
+    assert.throws(() => first.getJob(job.id), FencedError);
+    assert.throws(() => first.policies.allPolicies(), FencedError, "the policy store too");
+    assert.deepEqual(h.catalog.getJob(job.id), before, "nothing of the ended term committed");
+    assert.equal(a.ctl.role, CoordinatorRole.COORDINATOR_ROLE_LEADER, "the current term is not stepped down");
+    second.updateJob({ ...(before as NonNullable<typeof before>), waitingReason: "the second term" });
+    assert.equal(h.catalog.getJob(job.id)?.waitingReason, "the second term");
   });
 });
