@@ -38,6 +38,7 @@ import { SchedulerRelay } from "./ha/scheduler-relay";
 import { standbyGate } from "./ha/standby-gate";
 import { Term } from "./ha/term";
 import { Relays } from "./interchange/relays";
+import { collectErrorsCounter } from "./metric-guard";
 import { CoordinatorMetrics } from "./metrics";
 import { PolicyMetrics } from "./policy/metrics";
 import type { PolicyRunner } from "./policy/runner";
@@ -179,19 +180,18 @@ export class Coordinator {
         leading: () => ha.leading(),
       });
       this.#presence = presence;
-      this.#metrics = new CoordinatorMetrics(
-        VERSION,
-        catalog,
-        this.sessions,
-        relay.surface(),
-        [
+      // One counter of failed catalog reads for every catalog-backed metric (metric-guard.ts).
+      const collectErrors = collectErrorsCounter();
+      this.#metrics = new CoordinatorMetrics(VERSION, catalog, this.sessions, relay.surface(), {
+        extra: [
           audit.refusals,
           ...policyMetrics.all(),
-          ...new VerifyMetrics(catalog, relay.surface(), () => ha.leading()).all(),
+          ...new VerifyMetrics(catalog, relay.surface(), () => ha.leading(), collectErrors).all(),
         ],
-        () => ha.leading(),
-        (v) => presence.isGone(v),
-      );
+        leading: () => ha.leading(),
+        gone: (v) => presence.isGone(v),
+        collectErrors,
+      });
       this.metricsAddress = await this.#metrics.listen(cfg.metricsListen, this.log);
       presence.start();
     }

@@ -17,6 +17,7 @@ import { SeriesGauge } from "../common/series-gauge";
 import { BackupResult, RestoreResult } from "../gen/rbdbackup/v1/agent";
 import { JobState } from "../gen/rbdbackup/v1/backup_service";
 import type { Catalog } from "./catalog/catalog";
+import { type CollectErrors, collectErrorsCounter, guarded, guardedList } from "./metric-guard";
 import type { JobRecord } from "./model";
 import type { Scheduler } from "./scheduler";
 import type { Sessions } from "./sessions";
@@ -38,25 +39,15 @@ export const OPERATIONS: ReadonlyArray<JobRecord["operation"]["kind"]> = [
   "import",
 ];
 
-/**
- * A collect() that reads the catalog: a read that fails (a database blip, a statement timeout) leaves
- * this metric without series for this scrape and is counted — the rest of the scrape (the role, the
- * process, the counters) still answers, so `up` does not drop and page "coordinator down".
- */
-function guarded<T extends client.Gauge<string>>(
-  name: string,
-  errors: client.Counter<"metric">,
-  body: (g: T) => void,
-): (this: T) => void {
-  return function (this: T) {
-    this.reset();
-    try {
-      body(this);
-    } catch {
-      this.reset();
-      errors.labels(name).inc();
-    }
-  };
+export interface CoordinatorMetricsOptions {
+  /** Metrics kept elsewhere (the audit's refusal counter, the policies', the verifications'). */
+  extra?: client.Metric[];
+  /** Whether this coordinator leads now (HA): agents connect only to the leader. */
+  leading?: () => boolean;
+  /** A backed-up volume whose source no longer exists (volume-presence.ts): no last-success series. */
+  gone?: (v: { cluster: string; pool: string; namespace: string; image: string }) => boolean;
+  /** The collect-errors counter the `extra` metrics count in too (metric-guard.ts); made here when absent. */
+  collectErrors?: CollectErrors;
 }
 
 export class CoordinatorMetrics {
@@ -68,13 +59,9 @@ export class CoordinatorMetrics {
     catalog: Catalog,
     sessions: Sessions,
     scheduler: Pick<Scheduler, "on">,
-    /** Metrics kept elsewhere (the audit's refusal counter). */
-    extra: client.Metric[] = [],
-    /** Whether this coordinator leads now (HA): agents connect only to the leader. */
-    leading: () => boolean = () => true,
-    /** A backed-up volume whose source no longer exists (volume-presence.ts): no last-success series. */
-    gone: (v: { cluster: string; pool: string; namespace: string; image: string }) => boolean = () => false,
+    opts: CoordinatorMetricsOptions = {},
   ) {
+    const { extra = [], leading = () => true, gone = () => false } = opts;
     const r = this.registry;
     registerDefaultMetrics(r);
     for (const m of extra) r.registerMetric(m);
@@ -87,12 +74,7 @@ export class CoordinatorMetrics {
       .labels(version, "coordinator")
       .set(1);
     // Registered last (below): a scrape reads metrics in order, so the errors of this scrape show in it.
-    const collectErrors = new client.Counter({
-      name: "rbdbackup_metrics_collect_errors_total",
-      help: "Scrapes in which a catalog-backed metric could not be read (it had no series in that scrape), by metric.",
-      labelNames: ["metric"],
-      registers: [],
-    });
+    const collectErrors = opts.collectErrors ?? collectErrorsCounter();
     const started = new client.Counter({
       name: "rbdbackup_jobs_started_total",
       help: "Jobs whose first attempt started, by operation (backup, restore, delete, flatten, verify, export, import).",
@@ -231,21 +213,16 @@ export class CoordinatorMetrics {
           help: "When the newest available backup of a volume completed (Unix time), per backed-up volume whose source volume still exists (the leader checks volumes without a backup for 20 h every 15 min).",
           labelNames: ["cluster", "pool", "namespace", "image"],
         },
-        () => {
+        guardedList("rbdbackup_last_success_timestamp_seconds", collectErrors, () => {
           if (!leading()) return [];
-          try {
-            return catalog
-              .lastSuccessByVolume()
-              .filter((v) => !gone(v))
-              .map((v) => ({
-                labels: { cluster: v.cluster, pool: v.pool, namespace: v.namespace, image: v.image },
-                value: v.at / 1000,
-              }));
-          } catch {
-            collectErrors.labels("rbdbackup_last_success_timestamp_seconds").inc();
-            return [];
-          }
-        },
+          return catalog
+            .lastSuccessByVolume()
+            .filter((v) => !gone(v))
+            .map((v) => ({
+              labels: { cluster: v.cluster, pool: v.pool, namespace: v.namespace, image: v.image },
+              value: v.at / 1000,
+            }));
+        }),
       ),
     );
     r.registerMetric(collectErrors);

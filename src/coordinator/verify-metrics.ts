@@ -10,6 +10,7 @@ import client from "prom-client";
 import { VerifyResult } from "../gen/rbdbackup/v1/agent";
 import { BackupStatus, JobState } from "../gen/rbdbackup/v1/backup_service";
 import type { Catalog } from "./catalog/catalog";
+import { type CollectErrors, collectErrorsCounter, guarded } from "./metric-guard";
 import type { JobRecord } from "./model";
 import { type Scheduler, verifyModeName } from "./scheduler";
 
@@ -30,27 +31,29 @@ export class VerifyMetrics {
   });
   readonly corrupt: client.Gauge;
 
-  constructor(catalog: Catalog, scheduler: Pick<Scheduler, "on">, leading: () => boolean = () => true) {
+  constructor(
+    catalog: Catalog,
+    scheduler: Pick<Scheduler, "on">,
+    leading: () => boolean = () => true,
+    /** Where a failed catalog read is counted (metric-guard.ts; the coordinator's shared counter). */
+    errors: CollectErrors = collectErrorsCounter(),
+  ) {
     this.corrupt = new client.Gauge({
       name: "rbdbackup_backups_corrupt",
       help: "Backups a verification found CORRUPT (kept until deleted), by the cluster that keeps them.",
       labelNames: ["location_cluster"],
       registers: [],
-      collect() {
-        this.reset();
+      // A failed catalog read: no series this scrape (counted), not a failed scrape.
+      collect: guarded("rbdbackup_backups_corrupt", errors, (g) => {
         if (!leading()) return; // a standby's copy would page once per coordinator
-        try {
-          for (const a of catalog.listAgents()) this.labels(a.clusterName).set(0);
-          let token = "";
-          do {
-            const page = catalog.listBackups({ statuses: [BackupStatus.BACKUP_STATUS_CORRUPT] }, 1000, token);
-            for (const b of page.items) this.labels(b.location?.cluster ?? "").inc();
-            token = page.next;
-          } while (token);
-        } catch {
-          this.reset(); // a failed catalog read: no series this scrape, not a failed scrape
-        }
-      },
+        for (const a of catalog.listAgents()) g.labels(a.clusterName).set(0);
+        let token = "";
+        do {
+          const page = catalog.listBackups({ statuses: [BackupStatus.BACKUP_STATUS_CORRUPT] }, 1000, token);
+          for (const b of page.items) g.labels(b.location?.cluster ?? "").inc();
+          token = page.next;
+        } while (token);
+      }),
     });
     for (const mode of ["metadata", "sample", "full", "source"])
       for (const result of ["ok", "corrupt", "failed"]) this.runs.labels(mode, result).inc(0);

@@ -6,9 +6,11 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Catalog } from "../../../src/coordinator/catalog/catalog";
+import { collectErrorsCounter } from "../../../src/coordinator/metric-guard";
 import { CoordinatorMetrics } from "../../../src/coordinator/metrics";
 import type { Scheduler } from "../../../src/coordinator/scheduler";
 import type { Sessions } from "../../../src/coordinator/sessions";
+import { VerifyMetrics } from "../../../src/coordinator/verify-metrics";
 import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { sample } from "../../helpers/metrics";
 
@@ -44,12 +46,19 @@ function metrics(opts: { leading: boolean; queued?: number; failingCatalog?: boo
   const catalog = {
     activeJobs: () => (opts.failingCatalog ? fail() : jobs),
     listAgents: () => (opts.failingCatalog ? fail() : [{ clusterName: "site-a" }, { clusterName: "site-b" }]),
+    listBackups: () => (opts.failingCatalog ? fail() : { items: [], next: "" }),
     lastSuccessByVolume: () =>
       opts.failingCatalog ? fail() : [{ cluster: "site-a", pool: "rbd", namespace: "", image: "v1", at: now }],
   } as unknown as Catalog;
   const sessions = { all: () => (opts.leading ? [{ cluster: "site-a" }] : []) } as unknown as Sessions;
   const scheduler = { on: () => {} } as unknown as Pick<Scheduler, "on">;
-  return new CoordinatorMetrics("test", catalog, sessions, scheduler, [], () => opts.leading);
+  // As the coordinator wires them: the verification metrics count their failed reads in the same counter.
+  const collectErrors = collectErrorsCounter();
+  return new CoordinatorMetrics("test", catalog, sessions, scheduler, {
+    leading: () => opts.leading,
+    extra: new VerifyMetrics(catalog, scheduler, () => opts.leading, collectErrors).all(),
+    collectErrors,
+  });
 }
 
 describe("coordinator gauges", () => {
@@ -95,6 +104,11 @@ describe("coordinator gauges", () => {
       sample(text, "rbdbackup_metrics_collect_errors_total", { metric: "rbdbackup_last_success_timestamp_seconds" }),
       1,
     );
+    assert.equal(sample(text, "rbdbackup_backups_corrupt"), null);
+    assert.equal(sample(text, "rbdbackup_metrics_collect_errors_total", { metric: "rbdbackup_backups_corrupt" }), 1);
+    const fine = await metrics({ leading: true }).registry.metrics();
+    assert.equal(sample(fine, "rbdbackup_backups_corrupt", { location_cluster: "site-b" }), 0);
+    assert.equal(sample(fine, "rbdbackup_metrics_collect_errors_total", { metric: "rbdbackup_backups_corrupt" }), null);
   });
 
   it("the oldest queued job's age with 200,000 queued jobs (a spread Math.min overflows the stack there)", async () => {

@@ -71,9 +71,7 @@ function setup(vols: Vol[], opts: { leading?: boolean; firstSweepMs?: number } =
     { ...catalog, activeJobs: () => [], listAgents: () => [] } as unknown as Catalog,
     sessions,
     { on: () => {} } as unknown as Pick<Scheduler, "on">,
-    [],
-    () => true,
-    (x) => presence.isGone(x),
+    { gone: (x) => presence.isGone(x) },
   );
   const series = async () =>
     (await metrics.registry.getSingleMetricAsString("rbdbackup_last_success_timestamp_seconds"))
