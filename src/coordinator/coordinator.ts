@@ -95,7 +95,9 @@ export class Coordinator {
     const signer = tls ? new CapabilitySigner(tls.cert, tls.key) : undefined;
     // Schedulers and runners live for a term (ha/term.ts); the long-lived parts see the relay.
     const relay = new SchedulerRelay(cfg.scheduler, this.sessions);
-    const policyMetrics = new PolicyMetrics(() => this.policyRunner?.samples() ?? []);
+    // One counter of failed catalog reads for every catalog-backed metric (metric-guard.ts).
+    const collectErrors = collectErrorsCounter();
+    const policyMetrics = new PolicyMetrics(() => this.policyRunner?.samples() ?? [], collectErrors);
     const ha = new HaControl({
       catalog: opened,
       sessions: this.sessions,
@@ -180,8 +182,6 @@ export class Coordinator {
         leading: () => ha.leading(),
       });
       this.#presence = presence;
-      // One counter of failed catalog reads for every catalog-backed metric (metric-guard.ts).
-      const collectErrors = collectErrorsCounter();
       this.#metrics = new CoordinatorMetrics(VERSION, catalog, this.sessions, relay.surface(), {
         extra: [
           audit.refusals,

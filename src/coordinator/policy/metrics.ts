@@ -8,6 +8,7 @@ import client from "prom-client";
 import { SeriesGauge } from "../../common/series-gauge";
 import { ProtectionState } from "../../gen/rbdbackup/v1/policy";
 import type { Catalog } from "../catalog/catalog";
+import { type CollectErrors, collectErrorsCounter } from "../metric-guard";
 import type { PolicyStore } from "../catalog/policy-store";
 import { recoveryPoint } from "./recovery-point";
 import { stateOf } from "./status";
@@ -78,12 +79,25 @@ export class PolicyMetrics {
     for (const result of ["succeeded", "failed"]) this.runDuration.remove(policy, result);
   }
 
-  constructor(sampleNow: () => VolumeSample[]) {
-    // Both gauges of one scrape share one computation (it reads every protected volume's backups).
+  constructor(
+    sampleNow: () => VolumeSample[],
+    /** Where a failed catalog read is counted (metric-guard.ts; the coordinator's shared counter). */
+    errors: CollectErrors = collectErrorsCounter(),
+  ) {
+    // Both gauges of one scrape share one computation (it reads every protected volume's backups). A
+    // catalog read that fails leaves both without series for the scrape (counted), not a failed scrape.
     let memo: { at: number; samples: VolumeSample[] } | undefined;
     const samples = (): VolumeSample[] => {
       const now = Date.now();
-      if (!memo || now - memo.at >= SAMPLES_TTL_MS || now < memo.at) memo = { at: now, samples: sampleNow() };
+      if (!memo || now - memo.at >= SAMPLES_TTL_MS || now < memo.at) {
+        let computed: VolumeSample[] = [];
+        try {
+          computed = sampleNow();
+        } catch {
+          errors.labels("rbdbackup_volumes_protected").inc();
+        }
+        memo = { at: now, samples: computed };
+      }
       return memo.samples;
     };
     this.recoveryPointAge = new SeriesGauge(
