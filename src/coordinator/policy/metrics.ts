@@ -8,8 +8,8 @@ import client from "prom-client";
 import { SeriesGauge } from "../../common/series-gauge";
 import { ProtectionState } from "../../gen/rbdbackup/v1/policy";
 import type { Catalog } from "../catalog/catalog";
-import { type CollectErrors, collectErrorsCounter } from "../metric-guard";
 import type { PolicyStore } from "../catalog/policy-store";
+import { type CollectErrors, collectErrorsCounter } from "../metric-guard";
 import { recoveryPoint } from "./recovery-point";
 import { stateOf } from "./status";
 
