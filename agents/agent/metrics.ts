@@ -48,7 +48,7 @@ export class AgentMetrics {
       name: "rbdbackup_agent_operation_duration_seconds",
       help: "Wall time of operations this agent ran.",
       labelNames: ["operation"],
-      buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400],
+      buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400, 43200, 86400],
       registers: [r],
     });
     this.forcedFull = new client.Counter({

@@ -91,7 +91,7 @@ export class CoordinatorMetrics {
       name: "rbdbackup_job_duration_seconds",
       help: "Time from a job's creation to its final state, by operation and result.",
       labelNames: ["operation", "result"],
-      buckets: [0.5, 1, 5, 15, 60, 300, 900, 3600, 14400, 86400],
+      buckets: [0.5, 1, 5, 15, 60, 300, 900, 3600, 14400, 43200, 86400, 259200],
       registers: [r],
     });
     const attempts = new client.Counter({

@@ -52,7 +52,7 @@ export class PolicyMetrics {
     name: "rbdbackup_policy_run_duration_seconds",
     help: "Scheduled or RunPolicyNow backups of a policy: from queued to finished, seconds, by policy and result.",
     labelNames: ["policy", "result"],
-    buckets: [5, 15, 30, 60, 120, 300, 900, 1800, 3600, 7200, 21600],
+    buckets: [5, 15, 30, 60, 120, 300, 900, 1800, 3600, 7200, 21600, 43200, 86400],
     registers: [],
   });
   readonly recoveryPointAge: SeriesGauge<"cluster" | "pool" | "namespace" | "image" | "policy">;
