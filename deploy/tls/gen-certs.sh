@@ -19,14 +19,29 @@
 # A NAME without =IDENTITY gets none: every service but health refuses it. An existing NAME.pem is kept
 # when it already names IDENTITY, and re-issued otherwise (rotation: remove NAME.pem, run again); an API
 # client's issued before client certificates became client-only is re-issued too.
+# Keys are readable by their owner only; with RBDBACKUP_TLS_GROUP=GROUP (e.g. rbdbackup, the systemd
+# units' group) every issued key (NAME.key) and OUTDIR belong to GROUP with group read (0640, 0750), so
+# the daemons can read their keys while ca.key stays owner-only (0600): the daemons' user never reads the
+# CA's key. Copy to other hosts only NAME.pem, NAME.key and ca.pem — ca.key stays where certificates are
+# issued (whoever holds it can make any identity).
 # Runs on one OUTDIR take turns (OUTDIR/.lock, flock, at most 120 s of waiting).
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 OUTDIR NAME..." >&2; exit 2; }
 out="$1"; shift
 # The host name only a coordinator's certificate names (src/common/identity.ts COORDINATOR_DNS_NAME).
 COORDINATOR_DNS=coordinator.rbdbackup.invalid
+group="${RBDBACKUP_TLS_GROUP:-}"
+if [ -n "$group" ] && ! getent group "$group" >/dev/null; then
+  echo "RBDBACKUP_TLS_GROUP: no group $group" >&2
+  exit 2
+fi
 mkdir -p "$out"
-chmod 700 "$out"
+if [ -n "$group" ]; then
+  chgrp "$group" "$out"
+  chmod 750 "$out"
+else
+  chmod 700 "$out"
+fi
 # Two processes sharing OUTDIR (test files run side by side) must not both create a CA.
 exec 9>"$out/.lock"
 flock -w 120 9 || { echo "gen-certs: $out is locked by another run for over 120 s" >&2; exit 1; }
@@ -79,4 +94,13 @@ for spec in "$@"; do
   rm -f "$out/$name.csr"
   chmod 600 "$out/$name.key"
 done
+# The group's read of every key named here (issued now or kept), never of ca.key.
+if [ -n "$group" ]; then
+  for spec in "$@"; do
+    name="${spec%%=*}"
+    chgrp "$group" "$out/$name.key" "$out/$name.pem"
+    chmod 640 "$out/$name.key"
+  done
+fi
+chmod 600 "$out/ca.key"
 echo "$out"

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
@@ -50,6 +50,29 @@ describe("gen-certs.sh", () => {
       "an agent's certificate passes a check against localhost: why the name exists",
     );
     assert.equal(names(client, COORDINATOR_DNS_NAME), false);
+  });
+
+  it("RBDBACKUP_TLS_GROUP: keys and the directory readable by that group; ca.key by its owner only", () => {
+    const g = path.join(dir, "grouped");
+    // Debian's "daemon" group (gid 1) stands for the systemd units' rbdbackup group.
+    const r = gen(g, ["agent-a=rbdbackup://agent/site-a/agent-a"], { RBDBACKUP_TLS_GROUP: "daemon" });
+    assert.equal(r.status, 0, r.stderr);
+    const mode = (f: string) => statSync(path.join(g, f)).mode & 0o777;
+    const gid = (f: string) => statSync(path.join(g, f)).gid;
+    assert.equal(mode("agent-a.key"), 0o640);
+    assert.equal(gid("agent-a.key"), 1);
+    assert.equal(mode("."), 0o750);
+    assert.equal(gid("."), 1);
+    assert.equal(mode("ca.key"), 0o600, "the daemons' group never reads the CA's key");
+    assert.notEqual(gid("ca.key"), 1);
+    // Without it: owner only, as before.
+    const plain = path.join(dir, "plain");
+    assert.equal(gen(plain, ["agent-a=rbdbackup://agent/site-a/agent-a"]).status, 0);
+    assert.equal(statSync(path.join(plain, "agent-a.key")).mode & 0o777, 0o600);
+    assert.equal(statSync(plain).mode & 0o777, 0o700);
+    const bad = gen(g, ["x"], { RBDBACKUP_TLS_GROUP: "no-such-group-here" });
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /no group no-such-group-here/);
   });
 
   it("RBDBACKUP_TLS_SANS naming the reserved host is refused for anything but a coordinator", () => {
