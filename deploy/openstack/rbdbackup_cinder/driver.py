@@ -34,11 +34,13 @@ from oslo_log import log as logging
 from cinder import exception, interface, objects
 from cinder.backup import driver
 from cinder.i18n import _
+from cinder.objects import fields
 from rbdbackup_client import (
     FINAL_STATES,
     Client,
     JobFailed,
     RbdbackupError,
+    Stopped,
     agent_pb2,
     backup_service_pb2 as pb,
     common_pb2,
@@ -234,21 +236,37 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             raise exception.BackupRBDOperationFailed(msg)
         return found
 
-    def _follow(self, job: pb.Job, what: str, cancel: bool) -> pb.Job:
+    def _follow(self, job: pb.Job, what: str, cancel: bool, stop_when=None) -> pb.Job:
         """Waits for a job (rbdbackup_job_timeout). When asked, a job this call stops following for any
-        reason (its deadline, a lost or refused watch) is cancelled: Cinder gives up on the operation,
-        so a restore must not write on over a volume it marks failed."""
+        reason (its deadline, a lost or refused watch, `stop_when` — read every
+        rbdbackup_status_check_interval — turning true) is cancelled: Cinder gives up on the operation,
+        so a restore must not write on over a volume it marks failed. `stop_when` turning true raises
+        Stopped."""
         try:
-            return self.client.wait(job, timeout=float(CONF.rbdbackup_job_timeout))
+            return self.client.wait(
+                job,
+                timeout=float(CONF.rbdbackup_job_timeout),
+                should_stop=stop_when,
+                check_interval=float(CONF.rbdbackup_status_check_interval),
+            )
         except JobFailed:
             raise
-        except RbdbackupError as e:
+        except (RbdbackupError, Stopped) as e:
             if cancel:
                 try:
                     self.client.cancel_job(job.id)
                 except RbdbackupError as ce:
                     LOG.warning("Could not cancel rbdbackup job %(job)s: %(err)s", {"job": job.id, "err": ce})
+            if isinstance(e, Stopped):
+                raise
             raise exception.BackupOperationError(_("%(what)s: %(err)s") % {"what": what, "err": e}) from None
+
+    @staticmethod
+    def _status_now(backup) -> str:
+        """The Cinder backup's status in the database now (a deleted row included)."""
+        with backup.as_read_deleted():
+            backup.refresh()
+        return backup.status
 
     def backup(self, backup, volume_file, backup_metadata: bool = True) -> dict:
         volume = self.db.volume_get(self.context, backup.volume_id)
@@ -299,7 +317,19 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             # makes instead of leaving it unreferenced in the backup pool.
             backup.service_metadata = json.dumps({"rbdbackup_id": job.backup_id})
             backup.save()
-            done = self._follow(job, _("backup %s") % backup.id, cancel=True)
+            # A force-delete of this backup (status deleting) cancels its job, as Cinder's chunked
+            # drivers stop; the delete itself runs in the manager's delete_backup.
+            done = self._follow(
+                job,
+                _("backup %s") % backup.id,
+                cancel=True,
+                stop_when=lambda: self._status_now(backup)
+                in (fields.BackupStatus.DELETING, fields.BackupStatus.DELETED),
+            )
+        except Stopped:
+            LOG.info("Backup %(id)s is being deleted: its rbdbackup job %(job)s is cancelled.",
+                     {"id": backup.id, "job": job.id})
+            return {}
         except JobFailed as e:
             LOG.error("rbdbackup backup of volume %(v)s failed: %(err)s", {"v": volume.id, "err": e})
             raise exception.BackupRBDOperationFailed(str(e)) from None
@@ -354,7 +384,19 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         )
         LOG.debug("Restoring rbdbackup backup %(rid)s over volume %(v)s.", {"rid": rid, "v": target.name})
         try:
-            done = self._follow(self.client.restore_backup(req), _("restore of backup %s") % backup.id, cancel=True)
+            job = self.client.restore_backup(req)
+            # Cinder cancels a restore by moving its backup out of 'restoring' (reset-state): the job is
+            # cancelled and Cinder's BackupRestoreCancel raised (the manager marks the volume error).
+            done = self._follow(
+                job,
+                _("restore of backup %s") % backup.id,
+                cancel=True,
+                stop_when=lambda: self._status_now(backup) != fields.BackupStatus.RESTORING,
+            )
+        except Stopped:
+            LOG.info("Restore of backup %(id)s to volume %(v)s cancelled: the backup is no longer restoring; "
+                     "rbdbackup job %(job)s is cancelled.", {"id": backup.id, "v": volume_id, "job": job.id})
+            raise exception.BackupRestoreCancel(back_id=backup.id, vol_id=volume_id) from None
         except RbdbackupError as e:
             LOG.error("Restore to volume %(volume)s finished with error - %(error)s.", {"volume": volume_id, "error": e})
             raise exception.BackupOperationError(str(e)) from None

@@ -51,6 +51,11 @@ rbdbackup_opts = [
     cfg.IntOpt("rbdbackup_unreachable_timeout", default=600, min=1,
                help="How long no coordinator may answer while the driver follows a job before it gives "
                     "up on it, seconds."),
+    cfg.FloatOpt("rbdbackup_status_check_interval", default=10.0, min=0.05,
+                 help="While a backup or restore runs, how often the driver reads the Cinder backup's "
+                      "status, seconds: a backup being force-deleted (deleting) has its job cancelled, "
+                      "and a restore whose backup left 'restoring' (reset-state) is cancelled and ends "
+                      "as Cinder's BackupRestoreCancel — as Cinder's chunked drivers check it."),
 ]
 
 CONF = cfg.CONF

@@ -9,7 +9,7 @@ from rbdbackup.v1 import agent_pb2, backup_service_pb2, common_pb2
 
 from .client import FINAL_STATES, Client
 from .config import ClientConfig
-from .errors import JobFailed, RbdbackupError, status_of
+from .errors import JobFailed, RbdbackupError, Stopped, status_of
 
 __all__ = [
     "Client",
@@ -17,6 +17,7 @@ __all__ = [
     "FINAL_STATES",
     "JobFailed",
     "RbdbackupError",
+    "Stopped",
     "agent_pb2",
     "backup_service_pb2",
     "common_pb2",

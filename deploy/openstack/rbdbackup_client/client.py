@@ -21,7 +21,7 @@ from rbdbackup.v1 import agent_pb2, backup_service_pb2 as pb, backup_service_pb2
 
 from .backoff import backoff_delay, sleep
 from .config import ClientConfig
-from .errors import JobFailed, RbdbackupError
+from .errors import JobFailed, RbdbackupError, Stopped
 
 T = TypeVar("T")
 LEADER_TRAILER = "rbdbackup-leader"
@@ -236,9 +236,16 @@ class Client:
         timeout: float,
         on_event: Optional[Callable[[pb.Job], None]] = None,
         raise_on_failure: bool = True,
+        should_stop: Optional[Callable[[], bool]] = None,
+        check_interval: float = 10.0,
     ) -> pb.Job:
         """Follows `job` until it ends, at most `timeout` seconds: the SUCCEEDED job, or JobFailed (a
-        FAILED or CANCELLED job), or RbdbackupError DEADLINE_EXCEEDED naming the last state seen."""
+        FAILED or CANCELLED job), or RbdbackupError DEADLINE_EXCEEDED naming the last state seen.
+
+        `should_stop`, when given, is asked before the job is watched and then every `check_interval`
+        seconds, on the calling thread (it may read Cinder's database; the watch itself runs in a native
+        thread): True raises Stopped with the last state seen — the job goes on unless the caller cancels
+        it."""
         deadline = time.monotonic() + timeout
         last = job
         attempt = 0
@@ -252,6 +259,8 @@ class Client:
                 on_event(j)
 
         while last.state not in FINAL_STATES:
+            if should_stop is not None and should_stop():
+                raise Stopped(last)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise RbdbackupError(
@@ -261,12 +270,16 @@ class Client:
                     self._current,
                     "WatchJob",
                 )
+            # With should_stop, each watch lasts at most check_interval: its end is a check, not a retry.
+            window = min(remaining, check_interval) if should_stop is not None else remaining
             try:
-                final = _in_native_thread(lambda: self._watch(job.id, remaining, seen))
+                final = _in_native_thread(lambda: self._watch(job.id, window, seen))
                 unreachable_since = None
                 if final is not None:
                     break
             except RbdbackupError as e:
+                if e.code == grpc.StatusCode.DEADLINE_EXCEEDED and window < remaining:
+                    continue  # the check's window ended, not the job's time: check, then watch again
                 if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise
                 if e.code == grpc.StatusCode.UNAVAILABLE:

@@ -38,6 +38,15 @@ class JobFailed(RbdbackupError):
         super().__init__(code or grpc.StatusCode.UNKNOWN, details, address, "WatchJob")
 
 
+class Stopped(Exception):
+    """Client.wait stopped following a job because its caller's `should_stop` said so (the job itself
+    goes on: cancelling it is the caller's call); `job` is the last state seen."""
+
+    def __init__(self, job: pb.Job):
+        self.job = job
+        super().__init__(f"stopped following job {job.id} (last state {pb.JobState.Name(job.state)})")
+
+
 def status_of(err: BaseException) -> Optional[grpc.StatusCode]:
     """The gRPC status code of a client error (None when it is not one)."""
     if isinstance(err, RbdbackupError):

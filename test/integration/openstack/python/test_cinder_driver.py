@@ -18,6 +18,7 @@ import uuid
 
 import grpc
 from cinder import context, db, exception, objects
+from cinder.objects import fields
 from cinder.backup.drivers import ceph
 from cinder.tests.unit import test
 from cinder.tests.unit import utils as test_utils
@@ -93,6 +94,18 @@ class DriverTestCase(test.TestCase):
         self.addCleanup(self.delete_quietly, b)
         return b
 
+    def restore(self, b, volume_id, volume_file, driver=None):
+        """driver.restore as the backup manager calls it: the backup is 'restoring' meanwhile (the
+        driver cancels a restore whose backup leaves that status), then available again."""
+        b = objects.Backup.get_by_id(self.ctxt, b.id)
+        b.status = fields.BackupStatus.RESTORING
+        b.save()
+        try:
+            return (driver or self.driver).restore(b, volume_id, volume_file)
+        finally:
+            b.status = fields.BackupStatus.AVAILABLE
+            b.save()
+
     def delete_quietly(self, b):
         # The backup manager's delete, at the end of every test that made one (a second delete warns only).
         self.driver.delete_backup(objects.Backup.get_by_id(self.ctxt, b.id))
@@ -139,14 +152,14 @@ class BackupRestoreDeleteTest(DriverTestCase):
         LAB.write_random(*SRC, vol.name, 20)
         db.volume_metadata_update(self.ctxt, vol.id, {"purpose": "scratch", "extra": "x"}, True)
         db.volume_update(self.ctxt, vol.id, {"display_name": "renamed"})
-        self.driver.restore(b2, vol.id, self.volume_file(vol))
+        self.restore(b2, vol.id, self.volume_file(vol))
         self.assertEqual(sha2, LAB.export_sha256("site-a", f"rbd/{vol.name}"))
         self.assertEqual({"purpose": "db"}, db.volume_metadata_get(self.ctxt, vol.id))
         # Cinder's v2 rule: the name comes back only to a volume named restore_backup_*.
         self.assertEqual("renamed", db.volume_get(self.ctxt, vol.id).display_name)
         self.assertEqual(1 * GiB, LAB.size(*SRC, vol.name))
         # Restoring the full backup (any point of the chain, one pass).
-        self.driver.restore(b1, vol.id, self.volume_file(vol))
+        self.restore(b1, vol.id, self.volume_file(vol))
         self.assertEqual(sha1, LAB.export_sha256("site-a", f"rbd/{vol.name}"))
 
         # Delete, newest first (Cinder refuses to delete a backup with dependents).
@@ -168,7 +181,7 @@ class BackupRestoreDeleteTest(DriverTestCase):
         want = LAB.export_sha256("site-a", f"rbd/{vol.name}@{r.snapshot}", pad_zeros=1 * GiB)
         big = self.volume(size_gib=2, writes=0)
         LAB.write_random(*SRC, big.name, 5, span=2 * GiB)
-        self.driver.restore(b, big.id, self.volume_file(big))
+        self.restore(b, big.id, self.volume_file(big))
         self.assertEqual(2 * GiB, LAB.size(*SRC, big.name))
         self.assertEqual(want, LAB.export_sha256("site-a", f"rbd/{big.name}"))
 
@@ -200,14 +213,14 @@ class BackupRestoreDeleteTest(DriverTestCase):
         io = client.open_ioctx(SRC[1])
         vm = rbd.Image(io, vol.name)
         try:
-            e = self.assertRaises(exception.BackupOperationError, self.driver.restore, b, vol.id, self.volume_file(vol))
+            e = self.assertRaises(exception.BackupOperationError, self.restore, b, vol.id, self.volume_file(vol))
             self.assertIn("is open by another client besides cinder-backup", str(e))
         finally:
             vm.close()
             io.close()
             client.shutdown()
         self.assertEqual(before, LAB.export_sha256("site-a", f"rbd/{vol.name}"), "nothing written")
-        self.driver.restore(b, vol.id, self.volume_file(vol))  # closed: restored
+        self.restore(b, vol.id, self.volume_file(vol))  # closed: restored
 
     def test_the_targets_own_qos_image_meta_is_kept(self):
         # Cinder's RBD driver keeps a volume type's QoS as conf_rbd_qos_* image-meta: a restore into a
@@ -222,7 +235,7 @@ class BackupRestoreDeleteTest(DriverTestCase):
         target = self.volume(writes=0)
         with rbd.Image(io, target.name) as img:
             img.metadata_set("conf_rbd_qos_iops_limit", "5000")
-        self.driver.restore(b, target.id, self.volume_file(target))
+        self.restore(b, target.id, self.volume_file(target))
         with rbd.Image(io, target.name, read_only=True) as img:
             self.assertEqual({"conf_rbd_qos_iops_limit": "5000"}, dict(img.metadata_list()))
         io.close()
@@ -231,7 +244,7 @@ class BackupRestoreDeleteTest(DriverTestCase):
         self.override_config("backup_metadata_version", 3)
         vol = self.volume(metadata={"k": "v"})
         b = self.do_backup(vol)
-        e = self.assertRaises(exception.BackupOperationError, self.driver.restore, b, vol.id, self.volume_file(vol))
+        e = self.assertRaises(exception.BackupOperationError, self.restore, b, vol.id, self.volume_file(vol))
         self.assertEqual("Metadata restore failed due to incompatible version", str(e))
 
 
@@ -316,7 +329,7 @@ class BackupRecordedFirstTest(DriverTestCase):
         b = self.cinder_backup(vol)
         made = []
 
-        def lost(job, what, cancel):
+        def lost(job, what, cancel, stop_when=None):
             made.append(job)
             raise RbdbackupError(grpc.StatusCode.DEADLINE_EXCEEDED, "the watch was lost (injected)")
 
@@ -426,6 +439,56 @@ class GivingUpTest(DriverTestCase):
             self.assertEqual(pb.JOB_STATE_SUCCEEDED, ended.state)
         print(f"leftover restore: cancel asked {mine.id in cancelled}, ended {pb.JobState.Name(ended.state)}")
 
+    def test_a_restore_whose_backup_leaves_restoring_is_cancelled(self):
+        # Cinder cancels a restore by moving its backup out of 'restoring' (reset-state): the driver
+        # reads the status while the job runs, cancels the job and raises BackupRestoreCancel.
+        self.override_config("rbdbackup_status_check_interval", 0.05)
+        vol = self.volume(writes=400)  # ~50 MiB: a restore that takes a moment
+        b = self.do_backup(vol)
+        target = self.volume(writes=0)
+        jobs, checks = [], []
+        real_restore, real_status = self.driver.client.restore_backup, self.driver._status_now
+
+        def restore_backup(req):
+            jobs.append(real_restore(req))
+            return jobs[-1]
+
+        def status_now(backup):
+            checks.append(1)
+            if len(checks) == 2:  # the admin's reset-state, after the first window of the watch
+                row = objects.Backup.get_by_id(self.ctxt, backup.id)
+                row.status = fields.BackupStatus.AVAILABLE
+                row.save()
+            return real_status(backup)
+
+        self.driver.client.restore_backup = restore_backup
+        self.driver._status_now = status_now
+        try:
+            self.assertRaises(exception.BackupRestoreCancel, self.restore, b, target.id, self.volume_file(target))
+        finally:
+            del self.driver.client.restore_backup
+            del self.driver._status_now
+        self.assertEqual(2, len(checks), "stopped at the check that saw the new status")
+        ended = self.driver.client.wait(jobs[0], timeout=120, raise_on_failure=False)
+        self.assertEqual(pb.JOB_STATE_CANCELLED, ended.state, ended.error_message)
+
+    def test_a_backup_being_force_deleted_has_its_job_cancelled(self):
+        # Cinder's force-delete of a backup being made sets it 'deleting' (then the manager's
+        # delete_backup runs): the driver cancels the job and returns, as Cinder's chunked drivers stop.
+        vol = self.volume(writes=400)
+        b = self.cinder_backup(vol)
+        b.status = fields.BackupStatus.DELETING
+        b.save()
+        self.assertEqual({}, self.driver.backup(b, self.volume_file(vol)))
+        rid = rbdbackup_id(objects.Backup.get_by_id(self.ctxt, b.id))
+        made = self.driver.client.get_backup(rid)
+        ended = self.driver.client.wait(self.driver.client.get_job(made.job_id), timeout=120, raise_on_failure=False)
+        self.assertEqual(pb.JOB_STATE_CANCELLED, ended.state, ended.error_message)
+        self.assertEqual(pb.BACKUP_STATUS_FAILED, self.driver.client.get_backup(rid).status)
+        self.assertFalse(LAB.exists(BACKUPS, "backups", made.base_image), "nothing left in the backup pool")
+        # The manager's delete_backup of the force-delete: nothing left to delete, and no error.
+        self.driver.delete_backup(objects.Backup.get_by_id(self.ctxt, b.id))
+
     def test_a_backup_already_being_deleted_is_followed_not_deleted_again(self):
         vol = self.volume(writes=2)
         b = self.do_backup(vol)
@@ -510,7 +573,7 @@ class RecordTest(DriverTestCase):
         self.assertEqual(pb.BACKUP_STATUS_AVAILABLE, client2.get_backup(r.id).status)
 
         target = self.volume(where=DST, writes=3)
-        driver2.restore(imported, target.id, self.volume_file(target, where=DST))
+        self.restore(imported, target.id, self.volume_file(target, where=DST), driver=driver2)
         self.assertEqual(sha, LAB.export_sha256(DST[0], f"rbd/{target.name}"))
         self.assertEqual({"tier": "gold"}, db.volume_metadata_get(self.ctxt, target.id))
 
