@@ -32,6 +32,11 @@ export async function serveApi(deps: ApiDeps): Promise<ApiServer> {
   };
 }
 
+/** The API over a harness's catalog, sessions and scheduler (3 attempts per job). */
+export function serveHarness(h: Pick<ApiDeps, "catalog" | "sessions" | "scheduler" | "log">): Promise<ApiServer> {
+  return serveApi({ catalog: h.catalog, sessions: h.sessions, scheduler: h.scheduler, log: h.log, maxAttempts: 3 });
+}
+
 /** Awaits a call that must fail; returns its status and message. */
 export async function refused(p: Promise<unknown>): Promise<{ code: Status; details: string }> {
   try {

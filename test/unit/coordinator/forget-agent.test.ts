@@ -10,7 +10,7 @@ import { after, before, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
 import { CoordinatorMetrics } from "../../../src/coordinator/metrics";
 import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
-import { type Api, type ApiServer, assertStatus, serveApi } from "./api-server";
+import { type Api, type ApiServer, assertStatus, serveHarness } from "./api-server";
 import { Harness, vol } from "./harness";
 
 describe("ForgetAgent (API, fake agents)", () => {
@@ -21,13 +21,7 @@ describe("ForgetAgent (API, fake agents)", () => {
 
   before(async () => {
     h = new Harness();
-    served = await serveApi({
-      catalog: h.catalog,
-      sessions: h.sessions,
-      scheduler: h.scheduler,
-      log: h.log,
-      maxAttempts: 3,
-    });
+    served = await serveHarness(h);
     api = served.api;
     metrics = new CoordinatorMetrics("test", h.catalog, h.sessions, h.scheduler);
   });

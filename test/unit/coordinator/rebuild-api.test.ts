@@ -11,7 +11,7 @@ import type { CallRequest } from "../../../src/coordinator/sessions";
 import { BackupStatus } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { ScannedBackup } from "../../../src/gen/rbdbackup/v1/session";
 import { type Answer, type FakeAgentSession, fsidOf } from "../../helpers/fake-agent";
-import { type Api, type ApiServer, assertStatus, serveApi } from "./api-server";
+import { type Api, type ApiServer, assertStatus, serveHarness } from "./api-server";
 import { Harness } from "./harness";
 import { chain, type Meta, scanned } from "./rebuild-fixtures";
 
@@ -40,13 +40,7 @@ describe("RebuildCatalog (API, fake agents)", () => {
   before(async () => {
     h = new Harness();
     h.scheduler.stop();
-    served = await serveApi({
-      catalog: h.catalog,
-      sessions: h.sessions,
-      scheduler: h.scheduler,
-      log: h.log,
-      maxAttempts: 3,
-    });
+    served = await serveHarness(h);
     api = served.api;
     h.connect("a1", "a");
     b1 = h.connect("b1", "b");

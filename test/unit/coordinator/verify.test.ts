@@ -29,7 +29,7 @@ import {
 } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
-import { type Api, type ApiServer, assertStatus, serveApi } from "./api-server";
+import { type Api, type ApiServer, assertStatus, serveHarness } from "./api-server";
 import { backupResult, Harness, newBackup, vol } from "./harness";
 
 const DIGEST = "ab".repeat(32);
@@ -114,13 +114,7 @@ describe("verification (coordinator)", () => {
 
   before(async () => {
     h = new Harness();
-    served = await serveApi({
-      catalog: h.catalog,
-      sessions: h.sessions,
-      scheduler: h.scheduler,
-      log: h.log,
-      maxAttempts: 3,
-    });
+    served = await serveHarness(h);
     api = served.api;
     a1 = h.connect("a1", "a");
     a1.answer = answerOf(h, "a");

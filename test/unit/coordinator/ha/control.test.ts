@@ -70,19 +70,23 @@ describe("HaControl", () => {
     assert.equal(relay.current, null);
   });
 
-  it("a deposed leader's write is fenced: it steps down at once, its sessions close, nothing commits", () => {
-    let now = Date.now();
-    const row = new LeaseRow(() => now);
-    const leaseA = new FakeLease(row);
-    const leaseB = new FakeLease(row);
-    const a = coordinator(h, leasedCatalog(h.catalog, leaseA, "a"));
-    const b = coordinator(h, leasedCatalog(h.catalog, leaseB, "b"));
+  /** Coordinators a (started first: it leads) and b on one catalog and one lease row; `clock.now` moves time. */
+  function pair() {
+    const clock = { now: Date.now() };
+    const row = new LeaseRow(() => clock.now);
+    const a = coordinator(h, leasedCatalog(h.catalog, new FakeLease(row), "a"));
+    const b = coordinator(h, leasedCatalog(h.catalog, new FakeLease(row), "b"));
     a.ctl.start({ id: "a", address: "127.0.0.1:1", instance: "a-1" });
     b.ctl.start({ id: "b", address: "127.0.0.1:2", instance: "b-1" });
     stops.push(
       () => a.ctl.stop(),
       () => b.ctl.stop(),
     );
+    return { a, b, clock };
+  }
+
+  it("a deposed leader's write is fenced: it steps down at once, its sessions close, nothing commits", () => {
+    const { a, b, clock } = pair();
     assert.equal(a.ctl.role, CoordinatorRole.COORDINATOR_ROLE_LEADER);
     assert.equal(b.ctl.role, CoordinatorRole.COORDINATOR_ROLE_STANDBY);
     assert.equal(b.ctl.leading(), false);
@@ -95,7 +99,7 @@ describe("HaControl", () => {
     assert.ok(signal && !signal.aborted);
 
     // a pauses (its loop does not run); its lease lapses; b takes over.
-    now += 6_000;
+    clock.now += 6_000;
     b.ctl.leadership?.check();
     assert.equal(b.ctl.role, CoordinatorRole.COORDINATOR_ROLE_LEADER);
     assert.equal(b.ctl.status().fencingToken, 2);
@@ -124,24 +128,12 @@ describe("HaControl", () => {
   });
 
   it("work an ended term left running cannot write when the same coordinator leads again (a new term)", () => {
-    let now = Date.now();
-    const row = new LeaseRow(() => now);
-    const leaseA = new FakeLease(row);
-    const leaseB = new FakeLease(row);
-    const a = coordinator(h, leasedCatalog(h.catalog, leaseA, "a"));
-    const b = coordinator(h, leasedCatalog(h.catalog, leaseB, "b"));
-    const meA = { id: "a", address: "127.0.0.1:1", instance: "a-1" };
-    a.ctl.start(meA);
-    b.ctl.start({ id: "b", address: "127.0.0.1:2", instance: "b-1" });
-    stops.push(
-      () => a.ctl.stop(),
-      () => b.ctl.stop(),
-    );
+    const { a, b, clock } = pair();
     const job = h.queueBackup(vol("v1"));
     const [first] = a.termCatalogs;
     assert.ok(first, "a's first term");
     // a pauses; b takes over; a steps down (a fenced write), then b stops and a leads again: a new term.
-    now += 6_000;
+    clock.now += 6_000;
     b.ctl.leadership?.check();
     assert.throws(() => a.ctl.catalog.updateJob({ ...job }), FencedError);
     assert.equal(a.ctl.term, null);
