@@ -11,7 +11,7 @@
  */
 import type { FileHandle } from "node:fs/promises";
 import type { TransferHeader, TransferMessage } from "../../src/gen/rbdbackup/v1/transfer";
-import type { Extent, Image } from "../ceph";
+import { type Extent, type Image, prunedDiff } from "../ceph";
 import { type EmitOptions, Emitter, type SourceResume, type SourceStats } from "./emitter";
 import {
   capacityFor,
@@ -317,7 +317,9 @@ export async function* rbdMessages(
   const s = new DiffSource(image, o, opts, stats, header.imageSize);
   yield { body: { $case: "header", value: header } };
   s.t0 = performance.now();
-  const diff = image.diff({
+  // Walked only over the objects that changed when the object map can say which (pruned-diff.ts): an
+  // incremental's diff then follows the changed data, not the image's size.
+  const diff = prunedDiff(image, {
     ...(o.fromSnapshot ? { fromSnapshot: o.fromSnapshot } : {}),
     ...(o.includeParent === false ? { includeParent: false } : {}),
     ...(o.wholeObject ? { wholeObject: true } : {}),

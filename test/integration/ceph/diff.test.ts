@@ -1,11 +1,12 @@
 /**
  * Our diff iterator against `rbd diff --format json` on a real cluster: scattered writes, discards and
- * a resize between snapshots; with and without a from-snapshot, with and without whole-object.
+ * a resize between snapshots; with and without a from-snapshot, with and without whole-object — and
+ * prunedDiff (changed objects from the object map first, then the exact walk over them) the same.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
-import type { Cluster, Extent, Image, IoCtx } from "../../../agents/ceph";
+import { type Cluster, type Extent, type Image, type IoCtx, objectMapAnswers, prunedDiff } from "../../../agents/ceph";
 import { connectLab, rbdJson, uniqueName } from "../../helpers/lab";
 
 const MiB = 1 << 20;
@@ -97,12 +98,29 @@ describe("diff iterator equals rbd diff", () => {
           const theirs = await cli(`rbd/${name}${c.at ? `@${c.at}` : ""}`, c.from, wholeObject);
           assert.ok(theirs.length > 0, "the scenario must produce extents");
           assert.deepEqual(ours, theirs);
+          // The walk over changed objects only (what a transfer's source uses) gives the same extents.
+          const pruned: Extent[] = [];
+          for await (const b of prunedDiff(im, { ...(c.from ? { fromSnapshot: c.from } : {}), wholeObject }))
+            pruned.push(...b);
+          assert.deepEqual(pruned, theirs, "prunedDiff");
         } finally {
           if (im !== image) await im.close();
         }
       });
     }
   }
+
+  it("the lab's images have an object map that answers (so prunedDiff walks changed objects only)", async () => {
+    for (const at of ["s1", "s2", "s3"]) {
+      const im = await io.imageOpen(name, { snapshot: at });
+      try {
+        assert.ok(objectMapAnswers(await im.stat()), at);
+      } finally {
+        await im.close();
+      }
+    }
+    assert.ok(objectMapAnswers(await image.stat()), "head");
+  });
 
   it("stops librbd's iteration when the consumer breaks out", async () => {
     let seen = 0;

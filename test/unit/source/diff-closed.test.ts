@@ -11,6 +11,7 @@ import { newStats, rbdMessages } from "../../../agents/transfer/source";
 import { FRAME, FramePool, type MaybeFramed } from "../../../agents/transfer/wire";
 import type { TransferHeader, TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
 import { crc32c } from "../transfer/fakes/crc32c";
+import { statWithoutObjectMap } from "./fake-stat";
 
 const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;
@@ -20,6 +21,7 @@ function image(o: { failReadAt?: number } = {}) {
   const state = { closed: false, batches: 0 };
   const img = {
     label: "fake/diff",
+    stat: statWithoutObjectMap(SIZE),
     async *diff() {
       try {
         for (let off = 0; off < SIZE; off += 4 * MiB) {

@@ -14,6 +14,7 @@ import { FRAME, FramePool, type MaybeFramed } from "../../../agents/transfer/wir
 import type { TransferHeader } from "../../../src/gen/rbdbackup/v1/transfer";
 import { crc32c } from "../transfer/fakes/crc32c";
 import { SlowCluster } from "../transfer/fakes/slow-cluster";
+import { statWithoutObjectMap } from "./fake-stat";
 
 const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;
@@ -27,6 +28,7 @@ async function run(kind: "latency" | "throughput", opMs: number, maxReadsInFligh
   let lastInFlight = 0;
   const image = {
     label: "fake/slow",
+    stat: statWithoutObjectMap(SIZE),
     async *diff() {
       yield [{ offset: 0, length: SIZE, exists: true }];
     },

@@ -3,6 +3,7 @@
  * and copied data chunks in frames of their own, every read buffer goes back to the pool, and no message
  * refers to a buffer the pool hands out again.
  */
+
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Image } from "../../../agents/ceph";
@@ -10,6 +11,7 @@ import { newStats, rbdMessages } from "../../../agents/transfer/source";
 import { FRAME, FramePool, type MaybeFramed } from "../../../agents/transfer/wire";
 import type { TransferHeader, TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
 import { crc32c } from "../transfer/fakes/crc32c";
+import { statWithoutObjectMap } from "./fake-stat";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -33,6 +35,7 @@ function sparseImage(size: number, objectSize: number, writes: Array<[number, nu
     .map(([o, end]) => ({ offset: o * objectSize, length: end, exists: true }));
   const image = {
     label: "fake/sparse",
+    stat: statWithoutObjectMap(bytes.length),
     async *diff() {
       yield extents;
     },
@@ -144,6 +147,7 @@ describe("rbdMessages on a sparse image", () => {
     const bytes = Buffer.alloc(1 * MiB, 0x11);
     const image = {
       label: "fake/order",
+      stat: statWithoutObjectMap(bytes.length),
       async *diff() {
         yield extents.slice(0, 2);
         yield extents.slice(2);
