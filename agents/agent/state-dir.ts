@@ -5,12 +5,13 @@
  * whoever got that number next: after a reboot or a crash, a pid file naming a reused pid (another
  * node process, the coordinator) refused the agent's start for good. A claim whose process is gone, or
  * whose pid now belongs to a process that started at another time or in another boot, is stale and taken
- * over. The file is made with link(2) (atomic: of two agents starting at once, one gets it), and removed
- * by a clean stop.
+ * over — moved aside with rename(2) first, so that of two agents taking over one stale claim only one
+ * can. The file is made with link(2) (atomic: of two agents starting at once, one gets it), and removed
+ * by a clean stop. A claim naming this very pid is stale (no other live process has it).
  *
  * A file of the earlier format (the pid alone) is honoured only while that pid runs `rbdbackup agent`.
  */
-import { linkSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { linkSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
 export const PID_FILE = "agent.pid";
@@ -85,6 +86,60 @@ export function holderAlive(h: Holder, view: ProcessView): boolean {
   return started === h.startTime && (h.bootId === undefined || h.bootId === view.bootId());
 }
 
+/** Links `tmp` as `file`, taking a stale claim over; throws StateDirInUseError when it cannot. */
+function claim(dir: string, file: string, tmp: string, self: number, view: ProcessView): void {
+  // A few rounds at most: each round either links the claim, or finds a live holder (refused), or moves
+  // a stale claim aside; a claim that keeps changing means another agent is starting on this directory.
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      linkSync(tmp, file);
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    }
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") continue; // removed in between: link again
+      throw new StateDirInUseError(
+        `stateDir: cannot read ${file} (${(e as Error).message}); remove it if no agent runs with this stateDir`,
+      );
+    }
+    const holder = parseHolder(text);
+    // This process's own pid cannot be another live process: a file from before a restart that got the
+    // same pid again (a container's pid 1) is stale.
+    if (holder && holder.pid !== self && holderAlive(holder, view)) {
+      throw new StateDirInUseError(
+        `stateDir: ${dir} is in use by another agent (pid ${holder.pid}); give each agent its own stateDir`,
+      );
+    }
+    // Stale: moved aside atomically (of two agents taking it over, one renames it), then judged again —
+    // a claim another agent made in between is put back, and this one gives up.
+    const aside = `${file}.stale.${self}`;
+    try {
+      renameSync(file, aside);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") continue;
+      throw e;
+    }
+    const moved = readFileSync(aside, "utf8");
+    if (moved !== text) {
+      try {
+        linkSync(aside, file);
+      } catch {
+        // a third claim took the place meanwhile: it stands
+      }
+      rmSync(aside, { force: true });
+      throw new StateDirInUseError(`stateDir: ${dir} was claimed by another agent while this one started`);
+    }
+    rmSync(aside, { force: true });
+  }
+  throw new StateDirInUseError(
+    `stateDir: ${dir}: its ${PID_FILE} kept changing while this agent claimed it; another agent is starting with this stateDir`,
+  );
+}
+
 /**
  * Claims `dir` for this process (`self`, this process by default) and returns the release (a clean
  * stop's: removes the file if it is still ours). Throws StateDirInUseError when a live agent holds it.
@@ -96,34 +151,7 @@ export function claimStateDir(dir: string, view: ProcessView = procView, self = 
   const tmp = `${file}.${self}.tmp`;
   writeFileSync(tmp, mine, { mode: 0o600 });
   try {
-    // Twice at most: a stale file is removed once; finding another new one after that means another
-    // agent claimed the directory in between.
-    for (let attempt = 0; ; attempt++) {
-      try {
-        linkSync(tmp, file);
-        break;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-      }
-      let text: string;
-      try {
-        text = readFileSync(file, "utf8");
-      } catch {
-        continue; // removed in between: link again
-      }
-      const holder = parseHolder(text);
-      if (holder && holder.pid === self && holder.startTime === me.startTime) break; // ours already
-      if (holder && holderAlive(holder, view)) {
-        throw new StateDirInUseError(
-          `stateDir: ${dir} is in use by another agent (pid ${holder.pid}); give each agent its own stateDir`,
-        );
-      }
-      if (attempt > 0) {
-        throw new StateDirInUseError(`stateDir: ${dir} was claimed by another agent while this one started`);
-      }
-      // Stale: only the text just judged is removed (a newer claim, made meanwhile, stays).
-      if (readFileSync(file, "utf8") === text) unlinkSync(file);
-    }
+    claim(dir, file, tmp, self, view);
   } finally {
     rmSync(tmp, { force: true });
   }

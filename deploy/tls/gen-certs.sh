@@ -22,7 +22,8 @@
 # Keys are readable by their owner only; with RBDBACKUP_TLS_GROUP=GROUP (e.g. rbdbackup, the systemd
 # units' group) every issued key (NAME.key) and OUTDIR belong to GROUP with group read (0640, 0750), so
 # the daemons can read their keys while ca.key stays owner-only (0600): the daemons' user never reads the
-# CA's key. Copy to other hosts only NAME.pem, NAME.key and ca.pem — ca.key stays where certificates are
+# CA's key (a later run without it on that directory keeps its group). Copy to other hosts only
+# NAME.pem, NAME.key and ca.pem — ca.key stays where certificates are
 # issued (whoever holds it can make any identity).
 # Runs on one OUTDIR take turns (OUTDIR/.lock, flock, at most 120 s of waiting).
 set -euo pipefail
@@ -31,6 +32,11 @@ out="$1"; shift
 # The host name only a coordinator's certificate names (src/common/identity.ts COORDINATOR_DNS_NAME).
 COORDINATOR_DNS=coordinator.rbdbackup.invalid
 group="${RBDBACKUP_TLS_GROUP:-}"
+# Run again without it on a directory made with it (group-readable): the same group, so that a key
+# issued now stays readable by the daemons.
+if [ -z "$group" ] && [ -d "$out" ] && [ -n "$(find "$out" -maxdepth 0 -perm -g=r)" ]; then
+  group="$(stat -c %G "$out")"
+fi
 if [ -n "$group" ] && ! getent group "$group" >/dev/null; then
   echo "RBDBACKUP_TLS_GROUP: no group $group" >&2
   exit 2
@@ -61,8 +67,11 @@ for spec in "$@"; do
   fi
   coordinator_dns=""
   [[ "$identity" == rbdbackup://coordinator/* ]] && coordinator_dns="DNS:$COORDINATOR_DNS,"
-  if [ -z "$coordinator_dns" ] && [[ "${RBDBACKUP_TLS_SANS:-}" == *"$COORDINATOR_DNS"* ]]; then
-    echo "RBDBACKUP_TLS_SANS names $COORDINATOR_DNS, which only a coordinator's certificate may name ($name is not one)" >&2
+  # Host names match without regard to case, and a wildcard (*.rbdbackup.invalid) would match too: any
+  # name under rbdbackup.invalid, in the SANs or as NAME (it becomes a DNS name), is a coordinator's only.
+  extra_sans="${RBDBACKUP_TLS_SANS:-}"
+  if [ -z "$coordinator_dns" ] && [[ "${extra_sans,,} ${name,,}" == *"${COORDINATOR_DNS#coordinator.}"* ]]; then
+    echo "$name: names under ${COORDINATOR_DNS#coordinator.} (in RBDBACKUP_TLS_SANS or as NAME) are for a coordinator's certificate only ($COORDINATOR_DNS)" >&2
     exit 2
   fi
   if [ -f "$out/$name.pem" ]; then

@@ -25,6 +25,7 @@ export function guarded<T extends client.Gauge<string>>(
   errors: CollectErrors,
   body: (g: T) => void,
 ): (this: T) => void {
+  errors.labels(name).inc(0); // the series exists from the start (an alert's increase() misses one born at 1)
   return function (this: T) {
     this.reset();
     try {
@@ -38,6 +39,7 @@ export function guarded<T extends client.Gauge<string>>(
 
 /** The same for a computed list of samples (SeriesGauge): a throw is counted and yields none. */
 export function guardedList<T>(name: string, errors: CollectErrors, body: () => T[]): () => T[] {
+  errors.labels(name).inc(0);
   return () => {
     try {
       return body();

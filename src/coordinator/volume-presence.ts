@@ -64,8 +64,10 @@ export class VolumePresence {
     const all = d.catalog.lastSuccessByVolume();
     const stale = all.filter((v) => now - v.at > staleAfter);
     const present = new Set(all.map(key));
-    // Forget what no longer has an available backup (the gauge has no series for it anyway).
+    // Forget what no longer has an available backup (the gauge has no series for it anyway), and what was
+    // backed up again since (recreated under its name): it is not asked about again until it is stale.
     for (const k of this.#gone) if (!present.has(k)) this.#gone.delete(k);
+    for (const v of all) if (now - v.at <= staleAfter) this.#gone.delete(key(v));
     let asked = 0;
     for (const v of stale) {
       if (this.#ac.signal.aborted || !d.leading()) break;
@@ -96,6 +98,7 @@ export class VolumePresence {
 
   /** Sweeps every intervalMs, and soon after this coordinator starts leading. */
   start(): void {
+    if (this.#timer) return;
     const d = this.#d;
     const first = d.firstSweepMs ?? PRESENCE_FIRST_SWEEP_MS;
     const interval = d.intervalMs ?? PRESENCE_INTERVAL_MS;

@@ -50,6 +50,8 @@ from . import metadata, options
 from .volumes import SNAPSHOT_PATTERN, VolumeLocator, file_is_rbd
 
 LOG = logging.getLogger(__name__)
+# How long a cancelled job is waited for before the driver reports the operation over, seconds.
+CANCEL_WAIT_S = 60.0
 CONF = options.CONF
 GiB = 1 << 30
 
@@ -140,6 +142,9 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         super().__init__(context)
         self._client = client
         self.locator = VolumeLocator(CONF)
+        # `backup delete --force` of a backup being made: the manager's delete_backup cancels its job (a
+        # cancelled backup leaves nothing), and backup() returns without a result (Cinder: "aborted").
+        self.support_force_delete = True
 
     @staticmethod
     def get_driver_options() -> list:
@@ -251,15 +256,25 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             )
         except JobFailed:
             raise
-        except (RbdbackupError, Stopped) as e:
+        except Exception as e:
+            # Whatever ended the wait — a lost watch, its deadline, `stop_when`, or `stop_when` itself failing
+            # (Cinder's database away) — the job is not left running on its own.
             if cancel:
-                try:
-                    self.client.cancel_job(job.id)
-                except RbdbackupError as ce:
-                    LOG.warning("Could not cancel rbdbackup job %(job)s: %(err)s", {"job": job.id, "err": ce})
-            if isinstance(e, Stopped):
-                raise
-            raise exception.BackupOperationError(_("%(what)s: %(err)s") % {"what": what, "err": e}) from None
+                self._cancel_and_wait(job)
+            if isinstance(e, RbdbackupError):
+                raise exception.BackupOperationError(_("%(what)s: %(err)s") % {"what": what, "err": e}) from None
+            raise
+
+    def _cancel_and_wait(self, job: pb.Job) -> None:
+        """Cancels a job and waits (bounded) until it ended, so that Cinder, told the operation is over,
+        does not detach a volume the job still writes to. Failures are logged: the caller's error stands."""
+        try:
+            self.client.cancel_job(job.id)
+            ended = self.client.wait(job, timeout=CANCEL_WAIT_S, raise_on_failure=False)
+            LOG.info("rbdbackup job %(job)s ended %(s)s after its cancel.",
+                     {"job": job.id, "s": pb.JobState.Name(ended.state)})
+        except Exception as ce:  # noqa: BLE001 - logged; the operation's own error is the one raised
+            LOG.warning("Could not cancel rbdbackup job %(job)s (or see it end): %(err)s", {"job": job.id, "err": ce})
 
     @staticmethod
     def _status_now(backup) -> str:
@@ -331,6 +346,15 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                      {"id": backup.id, "job": job.id})
             return {}
         except JobFailed as e:
+            # Cancelled by the delete of this backup (delete_backup cancels a job still making it): the
+            # backup is being deleted, not failed.
+            if e.job.state == pb.JOB_STATE_CANCELLED and self._status_now(backup) in (
+                fields.BackupStatus.DELETING,
+                fields.BackupStatus.DELETED,
+            ):
+                LOG.info("Backup %(id)s was deleted while it was made: its rbdbackup job %(job)s was cancelled.",
+                         {"id": backup.id, "job": job.id})
+                return {}
             LOG.error("rbdbackup backup of volume %(v)s failed: %(err)s", {"v": volume.id, "err": e})
             raise exception.BackupRBDOperationFailed(str(e)) from None
         except RbdbackupError as e:

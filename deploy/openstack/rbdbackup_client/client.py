@@ -272,14 +272,21 @@ class Client:
                 )
             # With should_stop, each watch lasts at most check_interval: its end is a check, not a retry.
             window = min(remaining, check_interval) if should_stop is not None else remaining
+            opened = time.monotonic()
             try:
                 final = _in_native_thread(lambda: self._watch(job.id, window, seen))
                 unreachable_since = None
                 if final is not None:
                     break
             except RbdbackupError as e:
-                if e.code == grpc.StatusCode.DEADLINE_EXCEEDED and window < remaining:
-                    continue  # the check's window ended, not the job's time: check, then watch again
+                # The check's window ran out (not the job's time): check, then watch again. A
+                # DEADLINE_EXCEEDED well before the window's end came from elsewhere: retried with backoff.
+                if (
+                    e.code == grpc.StatusCode.DEADLINE_EXCEEDED
+                    and window < remaining
+                    and time.monotonic() - opened >= window * 0.9
+                ):
+                    continue
                 if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise
                 if e.code == grpc.StatusCode.UNAVAILABLE:

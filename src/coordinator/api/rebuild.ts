@@ -7,6 +7,7 @@
  */
 import type { CallContext } from "nice-grpc-common";
 import type { RebuildCatalogRequest, RebuildCatalogResponse } from "../../gen/rbdbackup/v1/backup_service";
+import { knownClusters } from "../catalog/catalog";
 import { planRebuild } from "../rebuild/plan";
 import { scanCluster } from "../rebuild/scan";
 import { writePlan } from "../rebuild/write";
@@ -25,15 +26,16 @@ export async function rebuildCatalog(
   adm.knownCluster(req.cluster, "cluster");
   const agent = deps.sessions.any(req.cluster);
   const scan = await scanCluster(agent, req.pools, ctx.signal);
-  const agents = deps.catalog.listAgents();
+  // Names and fsids from the pins (they outlive a forgotten agent), then agents' records.
+  const clusters = knownClusters(deps.catalog);
   const plan = planRebuild({
     cluster: req.cluster,
     fsid: scan.fsid || agent.info.clusterFsid,
     scanned: scan.backups,
     inCatalog: (id) => deps.catalog.getBackup(id),
     clusters: {
-      nameOfFsid: (fsid) => agents.find((a) => a.clusterFsid === fsid)?.clusterName,
-      fsidOfName: (name) => agents.find((a) => a.clusterName === name)?.clusterFsid,
+      nameOfFsid: (fsid) => clusters.find((c) => c.fsid === fsid)?.name,
+      fsidOfName: (name) => clusters.find((c) => c.name === name)?.fsid,
     },
     now: new Date(),
   });

@@ -26,9 +26,27 @@ export interface ClusterPin {
   pinnedAt: number;
 }
 
-/** The fsid the agents of cluster `name` registered with ("" when none ever did). */
-export function registeredFsid(catalog: Pick<Catalog, "listAgents">, name: string): string {
-  return catalog.listAgents().find((a) => a.clusterName === name)?.clusterFsid ?? "";
+/**
+ * The fsid cluster `name` is pinned to (its first agent's registration), "" when none ever registered.
+ * The pin, not the agents: it stays when a retired agent is forgotten (ForgetAgent). An agent's record
+ * answers for a catalog whose agents registered before pins existed.
+ */
+export function registeredFsid(catalog: Pick<Catalog, "listAgents" | "clusterPins">, name: string): string {
+  return (
+    catalog.clusterPins().find((p) => p.name === name)?.fsid ??
+    catalog.listAgents().find((a) => a.clusterName === name)?.clusterFsid ??
+    ""
+  );
+}
+
+/** Every cluster name ↔ fsid the catalog knows: the pins, then agents' records of clusters without one. */
+export function knownClusters(
+  catalog: Pick<Catalog, "listAgents" | "clusterPins">,
+): Array<{ name: string; fsid: string }> {
+  const out = catalog.clusterPins().map((p) => ({ name: p.name, fsid: p.fsid }));
+  for (const a of catalog.listAgents())
+    if (!out.some((c) => c.name === a.clusterName)) out.push({ name: a.clusterName, fsid: a.clusterFsid });
+  return out;
 }
 
 export interface Catalog {
@@ -52,6 +70,8 @@ export interface Catalog {
   listAgents(): AgentRecord[];
   /** Removes the agent's record (ForgetAgent); false when none had that id. */
   removeAgent(agentId: string): boolean;
+  /** Every cluster's pin (name → fsid), by name. */
+  clusterPins(): Array<{ name: string; fsid: string }>;
   /** Pins `cluster` to `fsid` unless it is pinned already; returns the pin in force (compare its fsid). */
   pinClusterFsid(cluster: string, fsid: string, agentId: string): ClusterPin;
 

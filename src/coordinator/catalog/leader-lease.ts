@@ -56,6 +56,20 @@ export class FencedError extends AppError {
   }
 }
 
+/**
+ * A call of work a leadership term left running, made after that term ended (ha/fenced-catalog.ts
+ * termCatalog): refused, whatever the database would say. Not a fencing of the current term — nothing
+ * steps down — and expected at every step-down with work in flight: logged at debug level.
+ */
+export class TermEndedError extends AppError {
+  constructor(readonly token: number) {
+    super(
+      Status.UNAVAILABLE,
+      `the leadership term (fencing token ${token}) this work started in has ended; the current leader redoes what is needed`,
+    );
+  }
+}
+
 /** Whether `r` names this very process (id and instance) as the holder. */
 export const holds = (r: LeaderRecord | undefined, me: CoordinatorIdentity): boolean =>
   !!r && r.holder === me.id && r.instance === me.instance;

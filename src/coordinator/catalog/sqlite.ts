@@ -157,6 +157,10 @@ export class SqliteCatalog implements Catalog {
     ).run(a.agentId, a.clusterName, JSON.stringify(a));
   }
 
+  clusterPins(): Array<{ name: string; fsid: string }> {
+    return this.#sql("SELECT name, fsid FROM clusters ORDER BY name").all() as Array<{ name: string; fsid: string }>;
+  }
+
   removeAgent(agentId: string): boolean {
     return this.#sql("DELETE FROM agents WHERE agent_id = ?").run(agentId).changes > 0;
   }

@@ -8,11 +8,11 @@
  * A term's own view (termCatalog): the database fences writes by the token this process holds now, so
  * work a term left running (an agent's answer awaited across a step-down) would commit under the token of
  * a later term of the same process, as if that term had decided it. Each term gets a view that refuses
- * every call once the term has ended (FencedError with the term's token; the leadership is not told —
- * the current term is not the one at fault).
+ * every call once the term has ended (TermEndedError, not a FencedError: the leadership is not told —
+ * the current term is not the one at fault — and the ended term's catch sites log it at debug level).
  */
 import type { Catalog } from "../catalog/catalog";
-import { FencedError } from "../catalog/leader-lease";
+import { FencedError, TermEndedError } from "../catalog/leader-lease";
 
 function watched<T extends object>(target: T, onFenced: (e: FencedError) => void, nested: Set<PropertyKey>): T {
   const wrappers = new Map<PropertyKey, unknown>();
@@ -52,7 +52,7 @@ export function fencedCatalog(catalog: Catalog, onFenced: (e: FencedError) => vo
 }
 
 /**
- * `catalog` for one term: every call (and every call of `catalog.policies`) throws FencedError once
+ * `catalog` for one term: every call (and every call of `catalog.policies`) throws TermEndedError once
  * `live()` is false.
  */
 export function termCatalog(catalog: Catalog, live: () => boolean, token: number): Catalog {
@@ -77,7 +77,7 @@ function ended<T extends object>(target: T, live: () => boolean, token: number, 
       let w = wrappers.get(key);
       if (!w) {
         w = (...args: unknown[]) => {
-          if (!live()) throw new FencedError(token);
+          if (!live()) throw new TermEndedError(token);
           return (value as (...a: unknown[]) => unknown).apply(t, args);
         };
         wrappers.set(key, w);

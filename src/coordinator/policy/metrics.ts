@@ -20,6 +20,9 @@ const STATE_LABEL: Record<number, string> = Object.fromEntries(
     .map(([k, v]) => [v, k.replace("PROTECTION_STATE_", "").toLowerCase()]),
 );
 
+/** The gauges computed from the per-volume samples (a failed computation counts for both). */
+const SAMPLED = ["rbdbackup_volume_recovery_point_age_seconds", "rbdbackup_volumes_protected"];
+
 /** How long one computation of the per-volume samples serves collects (the gauges of one scrape). */
 const SAMPLES_TTL_MS = 1_000;
 
@@ -84,6 +87,7 @@ export class PolicyMetrics {
     /** Where a failed catalog read is counted (metric-guard.ts; the coordinator's shared counter). */
     errors: CollectErrors = collectErrorsCounter(),
   ) {
+    for (const name of SAMPLED) errors.labels(name).inc(0);
     // Both gauges of one scrape share one computation (it reads every protected volume's backups). A
     // catalog read that fails leaves both without series for the scrape (counted), not a failed scrape.
     let memo: { at: number; samples: VolumeSample[] } | undefined;
@@ -94,7 +98,7 @@ export class PolicyMetrics {
         try {
           computed = sampleNow();
         } catch {
-          errors.labels("rbdbackup_volumes_protected").inc();
+          for (const name of SAMPLED) errors.labels(name).inc();
         }
         memo = { at: now, samples: computed };
       }

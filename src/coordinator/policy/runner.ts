@@ -22,6 +22,7 @@ import { JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Policy } from "../../gen/rbdbackup/v1/policy";
 import type { Catalog } from "../catalog/catalog";
+import { TermEndedError } from "../catalog/leader-lease";
 import type { PolicyStore } from "../catalog/policy-store";
 import type { PolicySettings } from "../config-schema";
 import type { Unprobed } from "../jobs/backup-job";
@@ -111,7 +112,12 @@ export class PolicyRunner implements PolicyRunnerPort {
       this.#again = true;
       return;
     }
-    this.tick().catch((err) => this.deps.log.error("policy runner tick failed", { err }));
+    this.tick().catch((err) =>
+      // A tick in flight when its term ended: expected at a step-down, not a failure.
+      err instanceof TermEndedError
+        ? this.deps.log.debug("policy runner tick of an ended term dropped", { err })
+        : this.deps.log.error("policy runner tick failed", { err }),
+    );
   }
 
   async tick(): Promise<void> {

@@ -31,6 +31,7 @@ import type { ImageRef, VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { JobOutcome } from "../../gen/rbdbackup/v1/session";
 import type { BackupSnapshot } from "../../gen/rbdbackup/v1/transfer";
 import { registeredFsid } from "../catalog/catalog";
+import { TermEndedError } from "../catalog/leader-lease";
 import type { Backup, JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
 import type { SchedulerContext } from "./context";
@@ -120,7 +121,12 @@ export class Confirmer {
         );
     const p = asked
       .then((v) => this.#apply(j.id, attempt, v))
-      .catch((err) => this.ctx.log.error("confirming an outcome failed", { job: j.id, err }))
+      .catch((err) =>
+        // An answer that came after its term ended: the next leader confirms the job again.
+        err instanceof TermEndedError
+          ? this.ctx.log.debug("a confirmation of an ended term dropped", { job: j.id, err })
+          : this.ctx.log.error("confirming an outcome failed", { job: j.id, err }),
+      )
       .finally(() => this.#inFlight.delete(j.id));
     this.#inFlight.set(j.id, p);
   }

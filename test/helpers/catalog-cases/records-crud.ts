@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { registeredFsid } from "../../../src/coordinator/catalog/catalog";
 import { isUniqueViolation } from "../../../src/coordinator/jobs/new-job";
 import { BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { agent, backup, job, type OpenCatalog, T0, using, vol } from "./records";
@@ -46,6 +47,13 @@ export function recordsCrud(open: OpenCatalog): void {
           ["a2"],
         );
         assert.equal(c.pinClusterFsid("a", "fsid-2", "a3").fsid, "fsid-1", "the pin is not the agents'");
+        c.pinClusterFsid("b", "fsid-b", "b1");
+        assert.deepEqual(c.clusterPins(), [
+          { name: "a", fsid: "fsid-1" },
+          { name: "b", fsid: "fsid-b" },
+        ]);
+        c.removeAgent("a2");
+        assert.equal(registeredFsid(c, "a"), "fsid-1", "a cluster's fsid outlives its agents' records");
       }));
 
     it("cluster pins: the first fsid wins", () =>

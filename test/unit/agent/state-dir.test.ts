@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
@@ -116,6 +116,54 @@ describe("agent state dir claim", () => {
     const release = claimStateDir(d, coordinatorRunning, 77);
     assert.equal(parseHolder(readFileSync(pidFile(d), "utf8"))?.pid, 77);
     release();
+  });
+
+  it("a claim naming this very pid (a restart that got the same pid, e.g. a container's pid 1) is stale", () => {
+    for (const text of ["77\n", formatHolder({ pid: 77, startTime: "400", bootId: "boot-1" })]) {
+      const d = freshDir();
+      writeFileSync(pidFile(d), text);
+      // The earlier format naming pid 77, which now runs `rbdbackup agent`: this agent itself.
+      const view = fakeView({ 77: "500" }, "boot-1", { 77: ["node", "main.js", "agent"] });
+      const release = claimStateDir(d, view, 77);
+      assert.deepEqual(parseHolder(readFileSync(pidFile(d), "utf8")), { pid: 77, startTime: "500", bootId: "boot-1" });
+      release();
+    }
+  });
+
+  it("an agent.pid that cannot be read (a directory, no permission) is refused at once, naming it", () => {
+    const d = freshDir();
+    mkdirSync(pidFile(d));
+    assert.throws(
+      () => claimStateDir(d, fakeView({ 77: "500" }), 77),
+      (e: unknown) => e instanceof StateDirInUseError && /cannot read .*agent\.pid/.test((e as Error).message),
+    );
+  });
+
+  it("a stale claim another agent takes over while this one judges it: this one gives up, the other's claim stands", () => {
+    const d = freshDir();
+    writeFileSync(pidFile(d), formatHolder({ pid: 4242, startTime: "1000", bootId: "boot-1" }));
+    const theirs = formatHolder({ pid: 88, startTime: "600", bootId: "boot-1" });
+    const view = fakeView({ 77: "500", 88: "600" });
+    // While this agent looks at the stale holder, agent 88 removes it and links its own claim.
+    const startTime = view.startTime;
+    view.startTime = (pid) => {
+      if (pid === 4242) {
+        rmSync(pidFile(d));
+        writeFileSync(pidFile(d), theirs);
+      }
+      return startTime(pid);
+    };
+    assert.throws(
+      () => claimStateDir(d, view, 77),
+      (e: unknown) =>
+        e instanceof StateDirInUseError && /claimed by another agent while this one started/.test((e as Error).message),
+    );
+    assert.equal(readFileSync(pidFile(d), "utf8"), theirs, "the other agent's claim is back in place");
+    assert.deepEqual(
+      readdirSync(d).filter((f) => f !== PID_FILE),
+      [],
+      "nothing left aside",
+    );
   });
 
   it("release leaves a claim that is not this process's alone", () => {

@@ -65,7 +65,12 @@ describe("gen-certs.sh", () => {
     assert.equal(gid("."), 1);
     assert.equal(mode("ca.key"), 0o600, "the daemons' group never reads the CA's key");
     assert.notEqual(gid("ca.key"), 1);
-    // Without it: owner only, as before.
+    // Run again without it (re-issuing a certificate): the directory's group stays, the key readable.
+    rmSync(path.join(g, "agent-a.pem"));
+    assert.equal(gen(g, ["agent-a=rbdbackup://agent/site-a/agent-a"]).status, 0);
+    assert.equal(mode("agent-a.key"), 0o640, "a key issued again keeps the group's read");
+    assert.equal(mode("."), 0o750);
+    // Without it, on a new directory: owner only, as before.
     const plain = path.join(dir, "plain");
     assert.equal(gen(plain, ["agent-a=rbdbackup://agent/site-a/agent-a"]).status, 0);
     assert.equal(statSync(path.join(plain, "agent-a.key")).mode & 0o777, 0o600);
@@ -75,11 +80,19 @@ describe("gen-certs.sh", () => {
     assert.match(bad.stderr, /no group no-such-group-here/);
   });
 
-  it("RBDBACKUP_TLS_SANS naming the reserved host is refused for anything but a coordinator", () => {
-    const r = gen(out, ["evil=rbdbackup://agent/site-a/evil"], { RBDBACKUP_TLS_SANS: `DNS:${COORDINATOR_DNS_NAME}` });
-    assert.equal(r.status, 2);
-    assert.match(r.stderr, /only a coordinator's certificate may name/);
-    assert.equal(existsSync(path.join(out, "evil.pem")), false, "nothing issued");
+  it("a name under rbdbackup.invalid, in RBDBACKUP_TLS_SANS or as NAME, any case or a wildcard, is a coordinator's only", () => {
+    for (const [spec, sans] of [
+      ["evil=rbdbackup://agent/site-a/evil", `DNS:${COORDINATOR_DNS_NAME}`],
+      ["evil=rbdbackup://agent/site-a/evil", "DNS:Coordinator.RBDBACKUP.invalid"],
+      ["evil=rbdbackup://agent/site-a/evil", "DNS:*.rbdbackup.invalid"],
+      [`${COORDINATOR_DNS_NAME}=rbdbackup://agent/site-a/evil`, undefined],
+      ["Coordinator.Rbdbackup.Invalid", undefined],
+    ] as Array<[string, string | undefined]>) {
+      const r = gen(out, [spec], sans ? { RBDBACKUP_TLS_SANS: sans } : {});
+      assert.equal(r.status, 2, `${spec} ${sans ?? ""}: ${r.stderr}`);
+      assert.match(r.stderr, /are for a coordinator's certificate only/);
+      assert.equal(existsSync(path.join(out, `${spec.split("=")[0]}.pem`)), false, "nothing issued");
+    }
   });
 
   it("a coordinator's certificate without the reserved host (issued before it) is re-issued; a current one kept", () => {

@@ -79,6 +79,7 @@ function setup(vols: Vol[], opts: { leading?: boolean; firstSweepMs?: number } =
       .filter((l) => l.startsWith("rbdbackup_last_success_timestamp_seconds{"))
       .map((l) => /image="([^"]+)"/.exec(l)?.[1]);
   return {
+    vols,
     presence,
     agent,
     existing,
@@ -105,6 +106,18 @@ describe("volume presence and the last-success gauge", () => {
     t.existing.add("a/deleted");
     await t.presence.sweep();
     assert.deepEqual(await t.series(), ["deleted", "kept", "fresh"]);
+    // Gone again, then recreated and backed up (a fresh backup): back at once, without a question.
+    t.existing.delete("a/deleted");
+    await t.presence.sweep();
+    assert.deepEqual(await t.series(), ["kept", "fresh"]);
+    (t.vols[0] as Vol).at = NOW - HOUR;
+    const asked = t.asked.length;
+    await t.presence.sweep();
+    assert.deepEqual(await t.series(), ["deleted", "kept", "fresh"]);
+    assert.equal(
+      t.asked.filter((x) => x === "a/deleted").length,
+      t.asked.slice(0, asked).filter((x) => x === "a/deleted").length,
+    );
   });
 
   it("no agent of the cluster, or a question that fails: nothing changes (gone only on an agent's word)", async () => {

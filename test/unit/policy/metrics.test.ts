@@ -52,6 +52,7 @@ describe("PolicyMetrics", () => {
     const bad = await registry(failing, [errors]).metrics();
     assert.equal(sample(bad, "rbdbackup_volume_recovery_point_age_seconds"), null);
     assert.equal(sample(bad, "rbdbackup_volumes_protected"), null);
-    assert.equal(sample(bad, "rbdbackup_metrics_collect_errors_total", { metric: "rbdbackup_volumes_protected" }), 1);
+    for (const metric of ["rbdbackup_volumes_protected", "rbdbackup_volume_recovery_point_age_seconds"])
+      assert.equal(sample(bad, "rbdbackup_metrics_collect_errors_total", { metric }), 1, metric);
   });
 });

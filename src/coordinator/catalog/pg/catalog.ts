@@ -165,6 +165,10 @@ export class PgCatalog implements Catalog {
     );
   }
 
+  clusterPins(): Array<{ name: string; fsid: string }> {
+    return this.#read<{ name: string; fsid: string }>("SELECT name, fsid FROM clusters ORDER BY name");
+  }
+
   removeAgent(agentId: string): boolean {
     const [r] = this.#write([{ sql: "DELETE FROM agents WHERE agent_id = $1", params: [agentId] }]);
     return (r?.rowCount ?? 0) > 0;

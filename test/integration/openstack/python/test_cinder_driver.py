@@ -472,9 +472,41 @@ class GivingUpTest(DriverTestCase):
         ended = self.driver.client.wait(jobs[0], timeout=120, raise_on_failure=False)
         self.assertEqual(pb.JOB_STATE_CANCELLED, ended.state, ended.error_message)
 
-    def test_a_backup_being_force_deleted_has_its_job_cancelled(self):
-        # Cinder's force-delete of a backup being made sets it 'deleting' (then the manager's
-        # delete_backup runs): the driver cancels the job and returns, as Cinder's chunked drivers stop.
+    def test_a_backup_deleted_while_it_is_made_is_aborted_not_failed(self):
+        # `backup delete --force` of a backup being made (the driver supports it): the API sets it
+        # 'deleting' and the manager's delete_backup runs beside backup() — it cancels the job. backup()
+        # then sees its job CANCELLED and returns without a result (Cinder logs "aborted"), not an error.
+        self.assertTrue(self.driver.support_force_delete)
+        self.override_config("rbdbackup_status_check_interval", 0.05)
+        vol = self.volume(writes=400)
+        b = self.cinder_backup(vol)
+        real_status = self.driver._status_now
+        deleted = []
+
+        def status_now(backup):
+            if not deleted:  # the force-delete arrives now; this read of the status came just before it
+                deleted.append(1)
+                row = objects.Backup.get_by_id(self.ctxt, backup.id)
+                row.status = fields.BackupStatus.DELETING
+                row.save()
+                self.driver.delete_backup(row)  # the manager's delete: cancels the job, waits for its end
+                return fields.BackupStatus.CREATING
+            return real_status(backup)
+
+        self.driver._status_now = status_now
+        try:
+            self.assertEqual({}, self.driver.backup(b, self.volume_file(vol)))
+        finally:
+            del self.driver._status_now
+        rid = rbdbackup_id(objects.Backup.get_by_id(self.ctxt, b.id))
+        made = self.driver.client.get_backup(rid)
+        self.assertEqual(pb.BACKUP_STATUS_FAILED, made.status)
+        self.assertEqual(pb.JOB_STATE_CANCELLED, self.driver.client.get_job(made.job_id).state)
+        self.assertFalse(LAB.exists(BACKUPS, "backups", made.base_image), "nothing left in the backup pool")
+
+    def test_a_backup_seen_deleting_at_a_status_check_has_its_job_cancelled(self):
+        # The same, when the status check sees 'deleting' before the delete's cancel lands: the driver
+        # cancels the job itself and returns, as Cinder's chunked drivers stop.
         vol = self.volume(writes=400)
         b = self.cinder_backup(vol)
         b.status = fields.BackupStatus.DELETING

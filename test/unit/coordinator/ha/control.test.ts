@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import type { Catalog } from "../../../../src/coordinator/catalog/catalog";
-import { FencedError } from "../../../../src/coordinator/catalog/leader-lease";
+import { FencedError, TermEndedError } from "../../../../src/coordinator/catalog/leader-lease";
 import { parseCoordinatorConfig } from "../../../../src/coordinator/config";
 import { HaControl, identity } from "../../../../src/coordinator/ha/control";
 import { SchedulerRelay } from "../../../../src/coordinator/ha/scheduler-relay";
@@ -145,9 +145,9 @@ describe("HaControl", () => {
     // The first term's leftover work (an answer it awaited, a tick in flight) writes now: refused, for
     // reads and writes alike, without a step-down; the second term's own writes commit.
     const before = h.catalog.getJob(job.id);
-    assert.throws(() => first.updateJob({ ...job, waitingReason: "the first term's leftover" }), FencedError);
-    assert.throws(() => first.getJob(job.id), FencedError);
-    assert.throws(() => first.policies.allPolicies(), FencedError, "the policy store too");
+    assert.throws(() => first.updateJob({ ...job, waitingReason: "the first term's leftover" }), TermEndedError);
+    assert.throws(() => first.getJob(job.id), TermEndedError);
+    assert.throws(() => first.policies.allPolicies(), TermEndedError, "the policy store too");
     assert.deepEqual(h.catalog.getJob(job.id), before, "nothing of the ended term committed");
     assert.equal(a.ctl.role, CoordinatorRole.COORDINATOR_ROLE_LEADER, "the current term is not stepped down");
     second.updateJob({ ...(before as NonNullable<typeof before>), waitingReason: "the second term" });
