@@ -14,7 +14,11 @@
 import type { Catalog } from "../catalog/catalog";
 import { FencedError, TermEndedError } from "../catalog/leader-lease";
 
-function watched<T extends object>(target: T, onFenced: (e: FencedError) => void, nested: Set<PropertyKey>): T {
+/**
+ * `target` with every method call made through `around(call)` (`call` runs the method), and the objects
+ * under the `nested` keys wrapped the same way (their own nested: none). A Proxy, so no method is missed.
+ */
+function wrapped<T extends object>(target: T, around: (call: () => unknown) => unknown, nested: Set<PropertyKey>): T {
   const wrappers = new Map<PropertyKey, unknown>();
   const children = new Map<PropertyKey, unknown>();
   return new Proxy(target, {
@@ -23,7 +27,7 @@ function watched<T extends object>(target: T, onFenced: (e: FencedError) => void
       if (nested.has(key) && typeof value === "object" && value !== null) {
         let child = children.get(key);
         if (!child) {
-          child = watched(value as object, onFenced, new Set());
+          child = wrapped(value as object, around, new Set());
           children.set(key, child);
         }
         return child;
@@ -31,14 +35,7 @@ function watched<T extends object>(target: T, onFenced: (e: FencedError) => void
       if (typeof value !== "function") return value;
       let w = wrappers.get(key);
       if (!w) {
-        w = (...args: unknown[]) => {
-          try {
-            return (value as (...a: unknown[]) => unknown).apply(t, args);
-          } catch (e) {
-            if (e instanceof FencedError) onFenced(e);
-            throw e;
-          }
-        };
+        w = (...args: unknown[]) => around(() => (value as (...a: unknown[]) => unknown).apply(t, args));
         wrappers.set(key, w);
       }
       return w;
@@ -48,7 +45,18 @@ function watched<T extends object>(target: T, onFenced: (e: FencedError) => void
 
 /** `catalog`, with FencedError reported to `onFenced` before it is thrown on. */
 export function fencedCatalog(catalog: Catalog, onFenced: (e: FencedError) => void): Catalog {
-  return watched(catalog, onFenced, new Set(["policies"]));
+  return wrapped(
+    catalog,
+    (call) => {
+      try {
+        return call();
+      } catch (e) {
+        if (e instanceof FencedError) onFenced(e);
+        throw e;
+      }
+    },
+    new Set(["policies"]),
+  );
 }
 
 /**
@@ -56,33 +64,12 @@ export function fencedCatalog(catalog: Catalog, onFenced: (e: FencedError) => vo
  * `live()` is false.
  */
 export function termCatalog(catalog: Catalog, live: () => boolean, token: number): Catalog {
-  return ended(catalog, live, token, new Set(["policies"]));
-}
-
-function ended<T extends object>(target: T, live: () => boolean, token: number, nested: Set<PropertyKey>): T {
-  const wrappers = new Map<PropertyKey, unknown>();
-  const children = new Map<PropertyKey, unknown>();
-  return new Proxy(target, {
-    get(t, key) {
-      const value = Reflect.get(t, key, t);
-      if (nested.has(key) && typeof value === "object" && value !== null) {
-        let child = children.get(key);
-        if (!child) {
-          child = ended(value as object, live, token, new Set());
-          children.set(key, child);
-        }
-        return child;
-      }
-      if (typeof value !== "function") return value;
-      let w = wrappers.get(key);
-      if (!w) {
-        w = (...args: unknown[]) => {
-          if (!live()) throw new TermEndedError(token);
-          return (value as (...a: unknown[]) => unknown).apply(t, args);
-        };
-        wrappers.set(key, w);
-      }
-      return w;
+  return wrapped(
+    catalog,
+    (call) => {
+      if (!live()) throw new TermEndedError(token);
+      return call();
     },
-  });
+    new Set(["policies"]),
+  );
 }
