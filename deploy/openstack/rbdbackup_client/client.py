@@ -33,6 +33,8 @@ KEEPALIVE_TIME_MS = 30_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 # The host name only a coordinator's certificate names (deploy/tls/gen-certs.sh; src/common/identity.ts).
 COORDINATOR_DNS_NAME = "coordinator.rbdbackup.invalid"
+# What gRPC's TLS says of a server certificate that does not name the host checked.
+_NAME_MISMATCH = ("No match found for server name", "is not in peer certificate", "Peer name")
 # Longest single WatchJob stream, seconds (then a new one).
 WATCH_STREAM_S = 300.0
 
@@ -115,6 +117,26 @@ class Client:
             self._channels[address] = (channel, rpc.BackupServiceStub(channel))
         return self._channels[address][1]
 
+    def _error(self, e: grpc.RpcError, address: str, method: str) -> RbdbackupError:
+        """The RbdbackupError of a failed call. A server whose certificate does not name the coordinator's
+        host name (gRPC reports UNAVAILABLE, as for a coordinator that is down) is UNAUTHENTICATED, not
+        retried, and says what to do: a configuration to fix, not an outage to wait out."""
+        code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
+        details = e.details() if hasattr(e, "details") else str(e)
+        if code == grpc.StatusCode.UNAVAILABLE and any(m in (details or "") for m in _NAME_MISMATCH):
+            name = _server_name(self.config.server_name)
+            return RbdbackupError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"the server's certificate does not name {name}, so it is not taken for a coordinator "
+                f"({details}). A coordinator's certificate from deploy/tls/gen-certs.sh names "
+                f"{COORDINATOR_DNS_NAME} (run it again to re-issue one made before 2026-12-06, then restart the "
+                "coordinator); with certificates from another CA, set rbdbackup_tls_server_name to a name "
+                "only the coordinators' certificates carry",
+                address,
+                method,
+            )
+        return RbdbackupError(code, details, address, method)
+
     def close(self) -> None:
         for channel, _ in self._channels.values():
             channel.close()
@@ -145,8 +167,8 @@ class Client:
                     lambda: fn(request, timeout=timeout or self.config.call_timeout, metadata=self._metadata)
                 )
             except grpc.RpcError as e:
-                code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
-                last = RbdbackupError(code, e.details() if hasattr(e, "details") else str(e), address, method)
+                last = self._error(e, address, method)
+                code = last.code
                 if code not in RETRIED or attempt == attempts:
                     raise last from None
                 leader = _leader_of(e)
@@ -227,7 +249,7 @@ class Client:
                 if event.job.state in FINAL_STATES:
                     return event.job
         except grpc.RpcError as e:
-            raise RbdbackupError(e.code(), e.details(), address, "WatchJob") from None
+            raise self._error(e, address, "WatchJob") from None
         return None
 
     def wait(

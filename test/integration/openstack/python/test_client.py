@@ -139,7 +139,10 @@ class ClientTest(unittest.TestCase):
         self.addCleanup(c.close)
         with self.assertRaises(RbdbackupError) as e:
             c.get_backup(str(uuid.uuid4()))
-        self.assertEqual(grpc.StatusCode.UNAVAILABLE, e.exception.code)
+        # Not UNAVAILABLE (an outage to wait out): a configuration to fix, and the error says what.
+        self.assertEqual(grpc.StatusCode.UNAUTHENTICATED, e.exception.code, e.exception.details)
+        self.assertIn("does not name coordinator.rbdbackup.invalid", e.exception.details)
+        self.assertIn("gen-certs.sh", e.exception.details)
         self.assertEqual([], impostor.calls, "no call, so no token, reached the agent's server")
         # The same stand-in with the coordinator's certificate is reached (and sent the token).
         self.standby.leader = ""
