@@ -10,6 +10,7 @@ import type { Image } from "../../../agents/ceph";
 import { newStats, rbdMessages } from "../../../agents/transfer/source";
 import { FramePool } from "../../../agents/transfer/wire";
 import type { TransferHeader, TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
+import { statWithoutObjectMap } from "../../helpers/fake-image-stat";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -21,6 +22,7 @@ function fakeImage(extents: Array<{ offset: number; length: number; exists: bool
   let maxInFlight = 0;
   const image = {
     label: "rbd/fake@s",
+    stat: statWithoutObjectMap(16 * MiB),
     async *diff() {
       yield extents;
     },

@@ -12,9 +12,9 @@ import type { Image } from "../../../agents/ceph";
 import { newStats, rbdMessages } from "../../../agents/transfer/source";
 import { FRAME, FramePool, type MaybeFramed } from "../../../agents/transfer/wire";
 import type { TransferHeader } from "../../../src/gen/rbdbackup/v1/transfer";
+import { statWithoutObjectMap } from "../../helpers/fake-image-stat";
 import { crc32c } from "../transfer/fakes/crc32c";
 import { SlowCluster } from "../transfer/fakes/slow-cluster";
-import { statWithoutObjectMap } from "./fake-stat";
 
 const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;

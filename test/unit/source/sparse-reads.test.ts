@@ -10,8 +10,8 @@ import type { Image } from "../../../agents/ceph";
 import { newStats, rbdMessages } from "../../../agents/transfer/source";
 import { FRAME, FramePool, type MaybeFramed } from "../../../agents/transfer/wire";
 import type { TransferHeader, TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
+import { statWithoutObjectMap } from "../../helpers/fake-image-stat";
 import { crc32c } from "../transfer/fakes/crc32c";
-import { statWithoutObjectMap } from "./fake-stat";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
