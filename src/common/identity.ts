@@ -30,6 +30,8 @@ export const URI_PREFIX = "rbdbackup://";
  */
 export const COORDINATOR_DNS_NAME = "coordinator.rbdbackup.invalid";
 const NAME = "[A-Za-z0-9._-]{1,128}";
+/** A name an identity URI may carry (an agent id, a cluster, a coordinator or client name), whole. */
+export const IDENTITY_NAME_RE = new RegExp(`^${NAME}$`);
 const PATTERNS: Array<[RegExp, (m: RegExpExecArray) => Identity]> = [
   [
     new RegExp(`^rbdbackup://agent/(${NAME})/(${NAME})$`),

@@ -13,7 +13,7 @@
 import type { Logger } from "../common/log";
 import type { VolumeRef } from "../gen/rbdbackup/v1/common";
 import type { Catalog } from "./catalog/catalog";
-import { ask } from "./jobs/probes";
+import { ask, probeRequest } from "./jobs/probes";
 import type { Sessions } from "./sessions";
 
 export const PRESENCE_INTERVAL_MS = 15 * 60_000;
@@ -72,14 +72,9 @@ export class VolumePresence {
     for (const v of stale) {
       if (this.#ac.signal.aborted || !d.leading()) break;
       if (d.sessions.ofCluster(v.cluster).length === 0) continue;
-      const image = { pool: v.pool, namespace: v.namespace, image: v.image };
+      const q = { pools: [v.pool], image: v };
       try {
-        const r = await ask(
-          d.sessions.any(v.cluster),
-          { $case: "probe", value: { pools: [v.pool], image, namespaces: [], keepOpen: false } },
-          "probe",
-          this.#ac.signal,
-        );
+        const r = await ask(d.sessions.any(v.cluster), probeRequest(q), "probe", this.#ac.signal);
         asked++;
         const missing = r.missingPools.length > 0 || r.missingNamespaces.length > 0 || !r.imageExists;
         if (missing && !this.#gone.has(key(v))) {

@@ -5,6 +5,7 @@
  */
 import type { CallContext } from "nice-grpc-common";
 import { failedPrecondition, invalidArgument, notFound } from "../../common/errors";
+import { IDENTITY_NAME_RE } from "../../common/identity";
 import type { ClusterCheckResponse } from "../../gen/rbdbackup/v1/agent";
 import type {
   AgentStatus,
@@ -40,9 +41,6 @@ export function listAgents(deps: ApiDeps): ListAgentsResponse {
   return { agents: deps.catalog.listAgents().map((a) => agentStatus(deps, a, running)) };
 }
 
-/** Agent ids, as certificates name them (src/common/identity.ts). */
-const AGENT_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
-
 /**
  * ForgetAgent: a retired agent's record leaves the catalog. Not while it is connected (it would write
  * itself back at its next heartbeat, and its work would lose its agent) nor while a job's lease names it
@@ -50,7 +48,7 @@ const AGENT_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
  */
 export function forgetAgent(deps: ApiDeps, req: ForgetAgentRequest): ForgetAgentResponse {
   v.clusterName(req.cluster, "cluster");
-  if (!AGENT_ID_RE.test(req.agentId))
+  if (!IDENTITY_NAME_RE.test(req.agentId))
     throw invalidArgument(`agent_id "${req.agentId.slice(0, 80)}" must be 1-128 characters of [A-Za-z0-9._-]`);
   const { catalog, sessions } = deps;
   const a = catalog.listAgents().find((x) => x.agentId === req.agentId);

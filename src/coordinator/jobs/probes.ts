@@ -30,6 +30,13 @@ export interface ProbeQuestion {
   keepOpen?: boolean;
 }
 
+/** The session call asking `q`. */
+export function probeRequest(q: ProbeQuestion): CallRequest {
+  const image = q.image ? { pool: q.image.pool, namespace: q.image.namespace, image: q.image.image } : undefined;
+  const namespaces = (q.namespaces ?? []).filter((n) => n.namespace).map((n) => ({ ...n, image: "" }));
+  return { $case: "probe", value: { pools: q.pools, image, namespaces, keepOpen: q.keepOpen === true && !!image } };
+}
+
 /** Asks an agent of the cluster whether pools, namespaces and an image exist; NOT_FOUND for what is missing. */
 export async function probe(
   sessions: Sessions,
@@ -38,14 +45,7 @@ export async function probe(
   signal: AbortSignal,
   field: string,
 ): Promise<ProbeResponse> {
-  const image = q.image ? { pool: q.image.pool, namespace: q.image.namespace, image: q.image.image } : undefined;
-  const namespaces = (q.namespaces ?? []).filter((n) => n.namespace).map((n) => ({ ...n, image: "" }));
-  const r = await ask(
-    sessions.any(cluster),
-    { $case: "probe", value: { pools: q.pools, image, namespaces, keepOpen: q.keepOpen === true && !!image } },
-    "probe",
-    signal,
-  );
+  const r = await ask(sessions.any(cluster), probeRequest(q), "probe", signal);
   if (r.missingPools.length)
     throw notFound(`${field}.pool: pool ${r.missingPools.join(", ")} not found on cluster ${cluster}`);
   if (r.missingNamespaces.length) {
