@@ -10,7 +10,7 @@
 # Leak detection is off (detect_leaks=0): LeakSanitizer reports whatever is still allocated at exit, and
 # that is mostly others' on purpose — librados keeps process-lifetime state (CephContext, its threads,
 # caches) and Node never frees its heap at exit — so a report would be thousands of lines that are not
-# ours. Our leaks are what leak.test.js measures (RSS over 20,000 open/read/close cycles) in the normal
+# ours. Our leaks are what leak.test.js measures (RSS over 8,000 open/read/close cycles) in the normal
 # suite; here it runs with RBDBACKUP_LEAK_CYCLES (default 2000) for its churn, and RBDBACKUP_SANITIZER=asan
 # tells it not to assert RSS (ASan's quarantine and shadow memory grow RSS by design).
 # Environment: RBDBACKUP_LAB_DIR, RBDBACKUP_ASAN_FILES (test files, default every ceph integration test),
