@@ -89,7 +89,7 @@ fi
 # waiting (leases, restarts, OSD round trips), so two share the machine's 2 cores well. These run alone,
 # after the others: engine/failures fills site-small's pool (which authz-replay uses) and asserts a bounded
 # time for it; ha/two-coordinators asserts a takeover within 10 s; policy/runner asserts a bounded lag.
-exclusive='/(engine/failures|ha/two-coordinators|policy/runner)\.test\.js$'
+exclusive='/integration/(engine/failures|ha/two-coordinators|policy/runner)\.test\.js$'
 shared=()
 alone=()
 for f in "${files[@]}"; do
