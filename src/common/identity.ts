@@ -30,8 +30,12 @@ export const URI_PREFIX = "rbdbackup://";
  */
 export const COORDINATOR_DNS_NAME = "coordinator.rbdbackup.invalid";
 const NAME = "[A-Za-z0-9._-]{1,128}";
-/** A name an identity URI may carry (an agent id, a cluster, a coordinator or client name), whole. */
-export const IDENTITY_NAME_RE = new RegExp(`^${NAME}$`);
+/**
+ * An agent id as an agent may register it: an identity name, or — registered without a certificate
+ * identity (insecure mode, a certificate without the URI) — one with ':' or '@' too, e.g. "host:1@site".
+ */
+export const AGENT_ID_RE = /^[A-Za-z0-9._:@-]{1,128}$/;
+export const AGENT_ID_RULE = "1-128 characters of [A-Za-z0-9._:@-]";
 const PATTERNS: Array<[RegExp, (m: RegExpExecArray) => Identity]> = [
   [
     new RegExp(`^rbdbackup://agent/(${NAME})/(${NAME})$`),

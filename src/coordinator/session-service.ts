@@ -12,6 +12,7 @@
 import { type CallContext, ServerError, Status } from "nice-grpc-common";
 import { isClientAddr } from "../common/address";
 import { toServerError } from "../common/errors";
+import { AGENT_ID_RE, AGENT_ID_RULE } from "../common/identity";
 import { isUuid } from "../common/ids";
 import type { Logger } from "../common/log";
 import type {
@@ -37,7 +38,7 @@ const REGISTER_METHOD = `/${SESSION_SERVICE}/Session`;
 
 function validateRegister(r: Register): void {
   const bad = (m: string) => new ServerError(Status.INVALID_ARGUMENT, `Register: ${m}`);
-  if (!/^[A-Za-z0-9._:@-]{1,128}$/.test(r.agentId)) throw bad("agent_id must be 1-128 characters of [A-Za-z0-9._:@-]");
+  if (!AGENT_ID_RE.test(r.agentId)) throw bad(`agent_id must be ${AGENT_ID_RULE}`);
   if (!NAME_RE.test(r.clusterName)) throw bad("cluster_name must be 1-64 characters of [A-Za-z0-9._-]");
   if (!isUuid(r.clusterFsid)) throw bad("cluster_fsid must be a lowercase UUID");
   if (!/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(r.transferAddress))

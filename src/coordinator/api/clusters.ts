@@ -5,7 +5,7 @@
  */
 import type { CallContext } from "nice-grpc-common";
 import { failedPrecondition, invalidArgument, notFound } from "../../common/errors";
-import { IDENTITY_NAME_RE } from "../../common/identity";
+import { AGENT_ID_RE, AGENT_ID_RULE } from "../../common/identity";
 import type { ClusterCheckResponse } from "../../gen/rbdbackup/v1/agent";
 import type {
   AgentStatus,
@@ -48,8 +48,9 @@ export function listAgents(deps: ApiDeps): ListAgentsResponse {
  */
 export function forgetAgent(deps: ApiDeps, req: ForgetAgentRequest): ForgetAgentResponse {
   v.clusterName(req.cluster, "cluster");
-  if (!IDENTITY_NAME_RE.test(req.agentId))
-    throw invalidArgument(`agent_id "${req.agentId.slice(0, 80)}" must be 1-128 characters of [A-Za-z0-9._-]`);
+  // Any id an agent may register with (an insecure-mode one may hold ':' or '@'), not only a certificate's.
+  if (!AGENT_ID_RE.test(req.agentId))
+    throw invalidArgument(`agent_id "${req.agentId.slice(0, 80)}" must be ${AGENT_ID_RULE}`);
   const { catalog, sessions } = deps;
   const a = catalog.listAgents().find((x) => x.agentId === req.agentId);
   if (!a || a.clusterName !== req.cluster) {

@@ -82,6 +82,14 @@ describe("ForgetAgent (API, fake agents)", () => {
     await assertStatus(api.forgetAgent({ cluster: "retired", agentId: "old" }), Status.NOT_FOUND, /no agent old/);
   });
 
+  it("an id registered without a certificate identity (':' and '@' allowed there) can be forgotten", async () => {
+    const s = h.connect("host:7001@dc1", "retired2");
+    h.disconnect(s);
+    const r = await api.forgetAgent({ cluster: "retired2", agentId: "host:7001@dc1" });
+    assert.equal(r.agent?.agentId, "host:7001@dc1");
+    assert.equal(known().includes("host:7001@dc1"), false);
+  });
+
   it("an agent a job's lease names is refused until the lease has expired", async () => {
     const src = h.connect("src1", "s");
     h.connect("dst1", "b");
