@@ -4,7 +4,7 @@
  * and its `rbdbackup_last_success_timestamp_seconds` only aged, so RbdbackupNoRecentBackup fired for it
  * forever. The leader asks an agent of the volume's cluster (a probe: pool, namespace, image) about each
  * volume whose newest available backup is older than `staleAfterMs` — the only ones that can alert — every
- * `intervalMs`, one question at a time, each with the session call's deadline; a volume found missing is
+ * `intervalMs`, a few questions at a time (`concurrency`), each with the session call's deadline; a volume found missing is
  * left out of the gauge until a later sweep finds it again (recreated under its name) or its backups are
  * gone. A cluster without a connected agent, or a question that fails, changes nothing: a volume is
  * "gone" only on an agent's word. What it knows lives in memory: a new leader sweeps soon after it leads
@@ -20,6 +20,8 @@ export const PRESENCE_INTERVAL_MS = 15 * 60_000;
 export const PRESENCE_FIRST_SWEEP_MS = 60_000;
 /** Below the shipped alert's 26 h: a volume is checked before it can alert. */
 export const PRESENCE_STALE_AFTER_MS = 20 * 3600_000;
+/** Questions in flight at once (across clusters; an agent's probe is a few metadata reads). */
+export const PRESENCE_CONCURRENCY = 8;
 
 export interface VolumePresenceDeps {
   catalog: Pick<Catalog, "lastSuccessByVolume">;
@@ -29,6 +31,7 @@ export interface VolumePresenceDeps {
   staleAfterMs?: number;
   intervalMs?: number;
   firstSweepMs?: number;
+  concurrency?: number;
   now?: () => number;
 }
 
@@ -69,9 +72,8 @@ export class VolumePresence {
     for (const k of this.#gone) if (!present.has(k)) this.#gone.delete(k);
     for (const v of all) if (now - v.at <= staleAfter) this.#gone.delete(key(v));
     let asked = 0;
-    for (const v of stale) {
-      if (this.#ac.signal.aborted || !d.leading()) break;
-      if (d.sessions.ofCluster(v.cluster).length === 0) continue;
+    const askAbout = async (v: (typeof stale)[number]) => {
+      if (d.sessions.ofCluster(v.cluster).length === 0) return;
       const q = { pools: [v.pool], image: v };
       try {
         const r = await ask(d.sessions.any(v.cluster), probeRequest(q), "probe", this.#ac.signal);
@@ -87,7 +89,15 @@ export class VolumePresence {
       } catch (err) {
         d.log.debug("volume presence: question not answered; the volume's state is kept", { cluster: v.cluster, err });
       }
-    }
+    };
+    // A few questions at a time: a backlog of stale volumes (thousands of deleted Cinder volumes whose
+    // backups are kept) answered one by one could outlast the alert's 10 min after a leader change.
+    let next = 0;
+    const worker = async () => {
+      while (next < stale.length && !this.#ac.signal.aborted && d.leading())
+        await askAbout(stale[next++] as (typeof stale)[number]);
+    };
+    await Promise.all(Array.from({ length: Math.min(d.concurrency ?? PRESENCE_CONCURRENCY, stale.length) }, worker));
     return { asked, gone: this.#gone.size };
   }
 

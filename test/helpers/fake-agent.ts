@@ -38,8 +38,8 @@ export function agentRecord(agentId: string, cluster: string, o: Partial<AgentRe
 
 export class FakeAgentSession extends AgentSession {
   readonly sent: Msg[] = [];
-  /** Answers the coordinator's calls; by default every call fails UNIMPLEMENTED. */
-  answer: (req: CallRequest) => Answer = (req) =>
+  /** Answers the coordinator's calls (at once, or when a promise settles); by default every call fails UNIMPLEMENTED. */
+  answer: (req: CallRequest) => Answer | Promise<Answer> = (req) =>
     new AppError(Status.UNIMPLEMENTED, `the fake agent has no answer for ${req.$case}`);
 
   override send(msg: CoordinatorMessage["msg"]): void {
@@ -48,11 +48,11 @@ export class FakeAgentSession extends AgentSession {
     if (msg.$case === "call") {
       const { callId, request } = msg.value;
       const a = request ? this.answer(request) : new AppError(Status.INVALID_ARGUMENT, "empty call");
-      const reply: CallReply =
-        a instanceof AppError
-          ? { callId, code: a.status, message: a.message, result: undefined }
-          : { callId, code: Status.OK, message: "", result: a };
-      queueMicrotask(() => this.onCallReply(reply));
+      const reply = (x: Answer): CallReply =>
+        x instanceof AppError
+          ? { callId, code: x.status, message: x.message, result: undefined }
+          : { callId, code: Status.OK, message: "", result: x };
+      void Promise.resolve(a).then((x) => this.onCallReply(reply(x)));
     }
   }
 

@@ -14,7 +14,7 @@ import { CoordinatorMetrics } from "../../../src/coordinator/metrics";
 import type { Scheduler } from "../../../src/coordinator/scheduler";
 import { Sessions } from "../../../src/coordinator/sessions";
 import { VolumePresence } from "../../../src/coordinator/volume-presence";
-import { agentRecord, FakeAgentSession } from "../../helpers/fake-agent";
+import { type Answer, agentRecord, FakeAgentSession } from "../../helpers/fake-agent";
 import { waitFor } from "../../helpers/wait";
 import { memoryLogger } from "./harness";
 
@@ -30,7 +30,7 @@ const v = (cluster: string, image: string, ageHours: number): Vol => ({
   at: NOW - ageHours * HOUR,
 });
 
-function setup(vols: Vol[], opts: { leading?: boolean; firstSweepMs?: number } = {}) {
+function setup(vols: Vol[], opts: { leading?: boolean; firstSweepMs?: number; concurrency?: number } = {}) {
   const sessions = new Sessions();
   const existing = new Set<string>(); // "cluster/image" the fake clusters hold
   const asked: string[] = [];
@@ -65,6 +65,7 @@ function setup(vols: Vol[], opts: { leading?: boolean; firstSweepMs?: number } =
     leading: () => state.leading,
     now: () => NOW,
     ...(opts.firstSweepMs ? { firstSweepMs: opts.firstSweepMs } : {}),
+    ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
   });
   const metrics = new CoordinatorMetrics(
     "test",
@@ -130,6 +131,39 @@ describe("volume presence and the last-success gauge", () => {
     t.existing.add("a/x");
     assert.deepEqual(await t.presence.sweep(), { asked: 0, gone: 1 }, "a failed question keeps what was known");
     assert.deepEqual(await t.series(), ["y"]);
+  });
+
+  it("asks a few at a time, never more, until every stale volume is answered", async () => {
+    const vols = Array.from({ length: 11 }, (_, i) => v(i % 2 ? "a" : "b", `gone-${i}`, 30));
+    const t = setup(vols, { concurrency: 3 });
+    const held: Array<() => void> = [];
+    let inFlight = 0;
+    let peak = 0;
+    for (const cluster of ["a", "b"]) {
+      const s = t.agent(cluster);
+      const quick = s.answer;
+      s.answer = (req) => {
+        inFlight++;
+        peak = Math.max(peak, inFlight);
+        return new Promise((resolve) =>
+          held.push(() => {
+            inFlight--;
+            resolve(quick(req) as Answer);
+          }),
+        );
+      };
+    }
+    const sweep = t.presence.sweep();
+    let released = 0;
+    while (released < vols.length) {
+      const expected = Math.min(3, vols.length - released);
+      await waitFor(() => held.length === expected, { what: `${expected} questions in flight`, timeoutMs: 10_000 });
+      (held.shift() as () => void)();
+      released++;
+    }
+    assert.deepEqual(await sweep, { asked: 11, gone: 11 });
+    assert.equal(peak, 3);
+    assert.deepEqual(await t.series(), []);
   });
 
   it("a standby asks nothing", async () => {
