@@ -19,38 +19,41 @@
 # A NAME without =IDENTITY gets none: every service but health refuses it. An existing NAME.pem is kept
 # when it already names IDENTITY, and re-issued otherwise (rotation: remove NAME.pem, run again); an API
 # client's issued before client certificates became client-only is re-issued too.
-# Keys are readable by their owner only; with RBDBACKUP_TLS_GROUP=GROUP (e.g. rbdbackup, the systemd
-# units' group) every issued key (NAME.key) and OUTDIR belong to GROUP with group read (0640, 0750), so
-# the daemons can read their keys while ca.key stays owner-only (0600): the daemons' user never reads the
-# CA's key (a later run without it on that directory keeps its group). Copy to other hosts only
-# NAME.pem, NAME.key and ca.pem — ca.key stays where certificates are
-# issued (whoever holds it can make any identity).
+# Keys are readable by their owner only; with RBDBACKUP_TLS_GROUP=GROUP every key named in that run
+# (NAME.key) and OUTDIR belong to GROUP with group read (0640, 0750) while ca.key stays owner-only (0600):
+# for a directory that serves one daemon's user (e.g. RBDBACKUP_TLS_GROUP=rbdbackup-agent for the agents'
+# keys; a later run without it on that directory keeps its group). Never give one group both a
+# coordinator's and an agent's key: the units run as two users so that neither reads the other's. Copy to
+# other hosts only NAME.pem, NAME.key and ca.pem — ca.key stays where certificates are issued (whoever
+# holds it can make any identity); the README's Deploying installs each key owned by its daemon's user.
 # Runs on one OUTDIR take turns (OUTDIR/.lock, flock, at most 120 s of waiting).
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 OUTDIR NAME..." >&2; exit 2; }
 out="$1"; shift
 # The host name only a coordinator's certificate names (src/common/identity.ts COORDINATOR_DNS_NAME).
 COORDINATOR_DNS=coordinator.rbdbackup.invalid
+# A new OUTDIR starts private; its mode and group are settled below, under the lock.
+(umask 077 && mkdir -p "$out")
+# Two processes sharing OUTDIR (test files run side by side) must not both create a CA, nor both decide
+# the directory's group.
+exec 9>"$out/.lock"
+flock -w 120 9 || { echo "gen-certs: $out is locked by another run for over 120 s" >&2; exit 1; }
 group="${RBDBACKUP_TLS_GROUP:-}"
 # Run again without it on a directory made with it (group-readable): the same group, so that a key
 # issued now stays readable by the daemons.
-if [ -z "$group" ] && [ -d "$out" ] && [ -n "$(find "$out" -maxdepth 0 -perm -g=r)" ]; then
+if [ -z "$group" ] && [ -n "$(find "$out" -maxdepth 0 -perm -g=r)" ]; then
   group="$(stat -c %G "$out")"
 fi
 if [ -n "$group" ] && ! getent group "$group" >/dev/null; then
   echo "RBDBACKUP_TLS_GROUP: no group $group" >&2
   exit 2
 fi
-mkdir -p "$out"
 if [ -n "$group" ]; then
   chgrp "$group" "$out"
   chmod 750 "$out"
 else
   chmod 700 "$out"
 fi
-# Two processes sharing OUTDIR (test files run side by side) must not both create a CA.
-exec 9>"$out/.lock"
-flock -w 120 9 || { echo "gen-certs: $out is locked by another run for over 120 s" >&2; exit 1; }
 if [ ! -f "$out/ca.pem" ]; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
     -subj "/CN=rbdbackup CA $(date +%s)" -keyout "$out/ca.key" -out "$out/ca.pem" 2>/dev/null
