@@ -92,6 +92,8 @@ export type JobOperation =
       metadataJson: string;
       /** The parent backup was itself imported (its stream's names may predate backup.<id>.meta's `import`). */
       parentImported?: boolean;
+      /** Epoch ms: when the stream's data was taken (header.taken_at), the backup's completed_at once made. */
+      takenAtMs?: number;
     };
 
 export interface JobRecord {

@@ -109,8 +109,12 @@ async function importVerb(argv: string[]): Promise<number> {
     format: { type: "string" },
     in: { type: "string", short: "i" },
     "idempotency-key": { type: "string" },
+    "taken-at": { type: "string" },
   });
   positionals("backup import", pos, []);
+  const takenAt = values["taken-at"] === undefined ? undefined : new Date(values["taken-at"]);
+  if (takenAt && Number.isNaN(takenAt.getTime()))
+    throw new UsageError(`--taken-at "${values["taken-at"]}" is not a time (e.g. 2026-12-01T03:00:00Z)`);
   const volume = parseVolumeSpec(requiredFlag(values.volume, "volume", "backup import"), "--volume");
   const location = parseLocationSpec(requiredFlag(values.location, "location", "backup import"), "--location");
   const fromFile = values.in !== undefined && values.in !== "-";
@@ -135,6 +139,7 @@ async function importVerb(argv: string[]): Promise<number> {
         parentBackupId: values.parent ?? "",
         idempotencyKey: idempotencyKey(values["idempotency-key"]),
         format: parseChoice(values.format, "format", formats) ?? DiffFormat.DIFF_FORMAT_UNSPECIFIED,
+        takenAt,
       },
     },
   };
@@ -180,7 +185,8 @@ export const interchangeHelp: NounHelp["verbs"] = {
   import: {
     synopsis:
       "--volume CLUSTER/POOL[/NAMESPACE]/IMAGE --location CLUSTER[/POOL[/NAMESPACE]] [--parent BACKUP_ID] " +
-      "[--volume-id ID] [--meta KEY=VALUE]... [--format rbd-diff-v1|rbd-diff-v2] [--in FILE] [--idempotency-key KEY]",
+      "[--volume-id ID] [--meta KEY=VALUE]... [--format rbd-diff-v1|rbd-diff-v2] [--taken-at TIME] [--in FILE] " +
+      "[--idempotency-key KEY]",
     summary: "a backup made from an `rbd export-diff` stream (stdin, or --in FILE); answers once it is made",
     details: "A truncated or malformed stream is refused (exit code 7) and nothing is kept.",
     flags: [
@@ -193,11 +199,17 @@ export const interchangeHelp: NounHelp["verbs"] = {
       ["--volume-id ID", "the control plane's id of the volume, kept with the backup"],
       ["--meta KEY=VALUE", "metadata kept with the backup and returned on restore (repeat for more)"],
       ["--format rbd-diff-v1|rbd-diff-v2", "default: detected from the stream"],
+      [
+        "--taken-at TIME",
+        "when the stream's data was taken (ISO 8601, e.g. the exported backup's created_at): the backup's time; " +
+          "default: the import's, as a fresh backup",
+      ],
       ["-i, --in FILE", 'read the stream from FILE ("-": stdin, the default)'],
       ["--idempotency-key KEY", "the same key again returns the first import's job"],
     ],
     examples: [
       "backup import --volume site-a/rbd/vol-1 --location site-b/backups < vol-1.rbddiff",
+      "backup import --volume site-a/rbd/vol-1 --location site-b --taken-at 2026-12-01T03:00:00Z -i vol-1.rbddiff",
       "backup import --volume site-a/rbd/vol-1 --location site-b --parent 0b5f4c2e-4f3b-4a8e-9a63-1d2c3b4a5f60 -i d",
     ],
   },

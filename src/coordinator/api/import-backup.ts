@@ -46,14 +46,40 @@ async function header(it: AsyncIterator<ImportBackupMessage>): Promise<ImportBac
   }
 }
 
-function validateHeader(h: ImportBackupHeader) {
+/** How far ahead of this coordinator's clock header.taken_at may be (another host's clock): taken as now. */
+export const TAKEN_AT_SKEW_MS = 5 * 60_000;
+const TAKEN_AT_MIN = Date.parse("2000-01-01T00:00:00Z");
+
+function validateHeader(h: ImportBackupHeader, nowMs: number) {
   const vol = v.volumeRef(h.volume, "header.volume");
   const loc = v.location(h.location, "header.location");
   v.volumeMetadata(h.volumeId, h.volumeMetadata);
   v.idempotencyKey(h.idempotencyKey);
   if (h.parentBackupId) v.uuid(h.parentBackupId, "header.parent_backup_id");
   v.diffFormat(h.format);
-  return { vol, loc };
+  return { vol, loc, takenAtMs: takenAt(h, nowMs) };
+}
+
+/** header.taken_at as epoch ms (at most now), or undefined when not given. */
+function takenAt(h: ImportBackupHeader, nowMs: number): number | undefined {
+  if (!h.takenAt) return undefined;
+  const t = h.takenAt.getTime();
+  if (!Number.isFinite(t) || t < TAKEN_AT_MIN)
+    throw invalidArgument("header.taken_at must be a time after 2000-01-01 (when the stream's data was taken)");
+  if (t > nowMs + TAKEN_AT_SKEW_MS) {
+    throw invalidArgument(
+      `header.taken_at ${h.takenAt.toISOString()} is in the future (this coordinator's clock reads ${new Date(nowMs).toISOString()}); give the time the stream's to-snapshot was taken`,
+    );
+  }
+  return Math.min(t, nowMs);
+}
+
+/** An incremental's data is newer than its parent's: its taken_at must be later than the parent's created_at. */
+function requireAfterParent(takenAtMs: number | undefined, parent: Backup | undefined): void {
+  if (takenAtMs === undefined || !parent?.createdAt || takenAtMs > parent.createdAt.getTime()) return;
+  throw invalidArgument(
+    `header.taken_at ${new Date(takenAtMs).toISOString()} is not later than the parent backup ${parent.id}'s created_at ${parent.createdAt.toISOString()}: an incremental's data is newer than its parent's`,
+  );
 }
 
 /** The parent of an incremental import: AVAILABLE, of this volume at this location, the newest of its chain. */
@@ -113,7 +139,7 @@ export async function importBackup(
 ): Promise<Job> {
   const it = requests[Symbol.asyncIterator]();
   const h = await header(it);
-  const { vol, loc } = validateHeader(h);
+  const { vol, loc, takenAtMs } = validateHeader(h, Date.now());
   const fp = fingerprint(
     "import",
     ImportBackupHeader.toJSON({ ...h, idempotencyKey: "", volumeMetadata: sortedMeta(h.volumeMetadata) }),
@@ -134,6 +160,7 @@ export async function importBackup(
     "header.location",
   );
   const parent = h.parentBackupId ? requireParent(deps, h.parentBackupId, vol, dest) : undefined;
+  requireAfterParent(takenAtMs, parent);
   const busy = adm.activeHolder([`vol:${volumeKey(vol)}`]);
   if (busy)
     throw failedPrecondition(`volume ${volumeKey(vol)} is in use by job ${busy.id}; retry when it has finished`);
@@ -147,6 +174,7 @@ export async function importBackup(
     format: h.format,
     idempotencyKey: h.idempotencyKey,
     fingerprint: fp,
+    ...(takenAtMs !== undefined ? { takenAtMs } : {}),
   });
   const run = new InterchangeRun({ ...ix, catalog: deps.catalog }, job.id, "import", ctx.signal);
   run.open();

@@ -53,6 +53,8 @@ export interface ImportSpec {
   volumeMetadata: Record<string, string>;
   parent: Backup | undefined;
   format: number;
+  /** Epoch ms, ≤ now: when the stream's data was taken (header.taken_at); the backup's times then. */
+  takenAtMs?: number;
   idempotencyKey: string;
   fingerprint: string;
 }
@@ -63,6 +65,8 @@ export function importJob(catalog: Catalog, s: ImportSpec, nowMs = Date.now()): 
   const p = s.parent;
   const baseImage = p ? p.baseImage : baseImageName(s.volume.image, id);
   const toSnapshot = backupSnapName(id, nowMs);
+  // The data's time when the caller knows it (header.taken_at), else the import's.
+  const at = s.takenAtMs ?? nowMs;
   const backup: Backup = creatingBackup({
     id,
     volume: s.volume,
@@ -73,10 +77,10 @@ export function importJob(catalog: Catalog, s: ImportSpec, nowMs = Date.now()): 
     incremental: !!p,
     parentSnapshot: p?.snapshot ?? "",
     sizeBytes: p?.sizeBytes ?? 0,
-    createdAt: new Date(nowMs),
+    createdAt: new Date(at),
   });
 
-  const meta = importMetadata(catalog, backup, baseImage, toSnapshot, nowMs);
+  const meta = importMetadata(catalog, backup, baseImage, toSnapshot, at);
   const job = newJobRecord(
     {
       kind: JobKind.JOB_KIND_IMPORT,
@@ -90,6 +94,7 @@ export function importJob(catalog: Catalog, s: ImportSpec, nowMs = Date.now()): 
         toSnapshot,
         metadataJson: JSON.stringify(meta),
         ...(p && catalog.getJob(p.jobId)?.kind === JobKind.JOB_KIND_IMPORT ? { parentImported: true } : {}),
+        ...(s.takenAtMs !== undefined ? { takenAtMs: s.takenAtMs } : {}),
       },
       idempotencyKey: s.idempotencyKey,
       fingerprint: s.fingerprint,

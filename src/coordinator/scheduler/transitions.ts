@@ -181,7 +181,10 @@ export function succeeded(ctx: SchedulerContext, j: JobRecord, o: JobOutcome): v
   ctx.catalog.transaction(() => {
     const b = ctx.catalog.getBackup(j.backupId);
     if (r?.$case === "backup" && b) {
-      backupMade(ctx, b, r.value, j.operation.kind === "backup" ? (j.operation.forcedFull ?? "") : "");
+      const op = j.operation;
+      // An import of older data: its completion is the data's time too (ImportBackupHeader.taken_at).
+      const completedAt = op.kind === "import" && op.takenAtMs !== undefined ? op.takenAtMs : ctx.now();
+      backupMade(ctx, b, r.value, op.kind === "backup" ? (op.forcedFull ?? "") : "", completedAt);
       j.warnings = r.value.warnings;
       j.result = BackupResult.toJSON(r.value);
     } else if (r?.$case === "delete" && b) {
@@ -222,8 +225,8 @@ export function succeeded(ctx: SchedulerContext, j: JobRecord, o: JobOutcome): v
   }
 }
 
-/** `forcedFull`: why the coordinator leased it as FULL (a corrupt chain), when it did. */
-function backupMade(ctx: SchedulerContext, b: Backup, x: BackupResult, forcedFull: string): void {
+/** `forcedFull`: why the coordinator leased it as FULL (a corrupt chain), when it did; `completedAt`: epoch ms. */
+function backupMade(ctx: SchedulerContext, b: Backup, x: BackupResult, forcedFull: string, completedAt: number): void {
   Object.assign(b, {
     status: BackupStatus.BACKUP_STATUS_AVAILABLE,
     baseImage: x.baseImage,
@@ -236,7 +239,7 @@ function backupMade(ctx: SchedulerContext, b: Backup, x: BackupResult, forcedFul
     zeroBytes: x.zeroBytes,
     transferSeconds: x.seconds,
     locationFsid: x.destinationFsid,
-    completedAt: new Date(ctx.now()),
+    completedAt: new Date(completedAt),
     warnings: x.warnings,
     error: "",
   } satisfies Partial<Backup>);

@@ -55,6 +55,7 @@ describe("rbd-diff interchange through the API (site-a volume, site-b backups)",
       parentBackupId: parent,
       idempotencyKey: "",
       format,
+      takenAt: undefined,
     };
     async function* messages(): AsyncGenerator<ImportBackupMessage> {
       yield { body: { $case: "header", value: header } };

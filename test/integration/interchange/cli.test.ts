@@ -86,6 +86,9 @@ describe("CLI backup export / import against a real coordinator", () => {
       "site-b/backups",
       "--volume-id",
       "cli-imported",
+      // The exported backup's own time: the imported one is as old as its data.
+      "--taken-at",
+      b.createdAt?.toISOString() ?? "",
       "--in",
       file("a.diff"),
       "--json",
@@ -97,6 +100,8 @@ describe("CLI backup export / import against a real coordinator", () => {
     backups.push(nb.id);
     assert.equal(nb.status, BackupStatus.BACKUP_STATUS_AVAILABLE);
     assert.equal(nb.volumeId, "cli-imported");
+    assert.equal(nb.createdAt?.getTime(), b.createdAt?.getTime(), "--taken-at: the data's time");
+    assert.equal(nb.completedAt?.getTime(), b.createdAt?.getTime());
     assert.equal(nb.baseImage, `${copy}.backup.${nb.id}`);
     assert.equal(await sha("site-b", `backups/${nb.baseImage}@${nb.snapshot}`), want);
   });

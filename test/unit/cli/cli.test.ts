@@ -374,6 +374,7 @@ describe("rbdbackup CLI against a fake coordinator", () => {
       ["backup", "show"],
       ["backup", "frobnicate"],
       ["backup", "show", ID, "--bogus"],
+      ["backup", "import", "--volume", "a/b/c", "--location", "b", "--taken-at", "yesterday", "--in", "/dev/null"],
       ["nonsense"],
     ]) {
       const r = await cli([...args, "--insecure"]);

@@ -237,6 +237,7 @@ describe("rbd-diff interchange (coordinator side)", () => {
           parentBackupId: "",
           idempotencyKey: "imp-1",
           format: DiffFormat.DIFF_FORMAT_RBD_V2,
+          takenAt: undefined,
         },
       },
     };
@@ -245,16 +246,7 @@ describe("rbd-diff interchange (coordinator side)", () => {
       for (const d of data) yield { body: { $case: "data", value: d } };
     }
     const answer = api.importBackup(stream());
-    let jobId = "";
-    await until(() => {
-      jobId = h.catalog.listJobs({ kind: JobKind.JOB_KIND_IMPORT }, 10, "").items[0]?.id ?? "";
-      return !!jobId && b1.leases().some((l) => l.jobId === jobId);
-    }, "the IMPORT lease");
-    const lease = b1.lease(jobId);
-    assert.equal(lease.operation?.$case, "import");
-    const op = lease.operation?.$case === "import" ? lease.operation.value : undefined;
-    const j = h.job(jobId);
-    const b = h.backup(j.backupId);
+    const { op, b, complete } = await leasedImport("i1");
     assert.equal(b.status, BackupStatus.BACKUP_STATUS_CREATING);
     assert.equal(op?.baseImage, `i1.backup.${b.id}`);
     assert.equal(op?.pool, "backups");
@@ -266,26 +258,58 @@ describe("rbd-diff interchange (coordinator side)", () => {
     assert.deepEqual(meta.volume, { id: "vid-1", metadata: { k: "v" } });
     assert.equal(meta.chain.base_image, op?.baseImage);
     assert.equal(meta.source.image, "i1");
-    const got: Buffer[] = [];
-    for await (const c of agentApi.importData({ jobId, token: lease.token }, as(agentCaller("b1")))) {
-      got.push(Buffer.from(c.data));
-    }
-    assert.ok(Buffer.concat(got).equals(Buffer.concat(data)), "the agent gets the caller's bytes in order");
-    const r = { ...backupResult(b.id), baseImage: op?.baseImage ?? "", snapshot: op?.toSnapshot ?? "" };
-    h.committed.set(b.id, {
-      cluster: "b",
-      pool: "backups",
-      baseImage: r.baseImage,
-      snapshot: r.snapshot,
-      backupId: b.id,
-      meta: Buffer.from(op?.metadataJson ?? []).toString(),
-      result: r,
-    });
-    h.outcome(b1, jobId, Status.OK, "", { $case: "backup", value: r });
+    const { got, r } = await complete();
+    assert.ok(got.equals(Buffer.concat(data)), "the agent gets the caller's bytes in order");
     const job = await answer;
     assert.equal(job.state, JobState.JOB_STATE_SUCCEEDED, job.errorMessage);
     assert.equal(job.backup?.status, BackupStatus.BACKUP_STATUS_AVAILABLE);
     assert.equal(job.backup?.snapshot, r.snapshot);
+  });
+
+  it("ImportBackup with taken_at: the backup's times are the data's, for listings, metrics and policies", async () => {
+    const takenAt = new Date(Date.now() - 3 * 86_400_000);
+    const answer = api.importBackup(importHeader("t1", { takenAt }));
+    const { op, b, complete } = await leasedImport("t1");
+    assert.equal(b.createdAt?.getTime(), takenAt.getTime());
+    assert.equal(JSON.parse(Buffer.from(op?.metadataJson ?? []).toString()).created_at, takenAt.toISOString());
+    await complete();
+    const job = await answer;
+    assert.equal(job.state, JobState.JOB_STATE_SUCCEEDED, job.errorMessage);
+    assert.equal(job.backup?.createdAt?.getTime(), takenAt.getTime());
+    assert.equal(job.backup?.completedAt?.getTime(), takenAt.getTime(), "completed when its data was, not now");
+    const last = h.catalog.lastSuccessByVolume().find((x) => x.image === "t1");
+    assert.equal(last?.at, takenAt.getTime(), "rbdbackup_last_success_timestamp_seconds: the data's age");
+    // Without it: the import's own times (a fresh backup).
+    const plain = api.importBackup(importHeader("t2"));
+    const second = await leasedImport("t2");
+    await second.complete();
+    const j2 = await plain;
+    assert.equal(j2.backup?.completedAt?.getTime(), h.t, "completed at the scheduler's now");
+  });
+
+  it("ImportBackup refuses a taken_at in the future, before 2000, or not after its parent's: INVALID_ARGUMENT, nothing queued", async () => {
+    const parent = available("t3");
+    const pb = h.backup(parent);
+    const parentAt = pb.createdAt?.getTime() ?? 0;
+    const imports = () => h.catalog.listJobs({ kind: JobKind.JOB_KIND_IMPORT }, 100, "").items.length;
+    const before = imports();
+    for (const [header, why] of [
+      [importHeader("t4", { takenAt: new Date(Date.now() + 3_600_000) }), /^header\.taken_at .* is in the future/],
+      [
+        importHeader("t4", { takenAt: new Date("1999-12-31T00:00:00Z") }),
+        /^header\.taken_at must be a time after 2000/,
+      ],
+      [
+        importHeader("t3", { takenAt: new Date(parentAt), parentBackupId: parent, pool: "backups" }),
+        /^header\.taken_at .* is not later than the parent backup .*'s created_at/,
+      ],
+    ] as const) {
+      const e = await refused(api.importBackup(header));
+      assert.equal(Status[e.code], "INVALID_ARGUMENT", e.details);
+      assert.match(e.details, why);
+    }
+    assert.equal(imports(), before, "no job");
+    assert.equal(h.catalog.backupsOfVolume("a", "rbd", "", "t4").length, 0, "no backup");
   });
 
   it("ImportBackup: the agent's failure (a malformed stream) is the caller's status, and the backup FAILED", async () => {
@@ -301,6 +325,7 @@ describe("rbd-diff interchange (coordinator side)", () => {
             parentBackupId: "",
             idempotencyKey: "",
             format: 0,
+            takenAt: undefined,
           },
         },
       };
@@ -346,9 +371,70 @@ describe("rbd-diff interchange (coordinator side)", () => {
           parentBackupId,
           idempotencyKey: "",
           format: 0,
+          takenAt: undefined,
         },
       },
     };
+  }
+
+  /** An ImportBackup stream of a header (kept on b, cluster a's `image`) and 4 data messages. */
+  async function* importHeader(
+    image: string,
+    o: { takenAt?: Date; parentBackupId?: string; pool?: string } = {},
+  ): AsyncIterable<ImportBackupMessage> {
+    yield {
+      body: {
+        $case: "header",
+        value: {
+          volume: vol(image, "a"),
+          location: { cluster: "b", pool: o.pool ?? "", namespace: "" },
+          volumeId: "",
+          volumeMetadata: {},
+          parentBackupId: o.parentBackupId ?? "",
+          idempotencyKey: "",
+          format: 0,
+          takenAt: o.takenAt,
+        },
+      },
+    };
+    for (let i = 0; i < 4; i++) yield { body: { $case: "data", value: randomBytes(1024) } };
+  }
+
+  /**
+   * The IMPORT job of `image` once leased to b1: its operation and backup; `complete()` reads the relayed
+   * bytes as the agent, then reports the backup made (and committed, for the confirmation).
+   */
+  async function leasedImport(image: string) {
+    let jobId = "";
+    await until(() => {
+      jobId =
+        h.catalog.listJobs({ kind: JobKind.JOB_KIND_IMPORT }, 100, "").items.find((x) => x.volume?.image === image)
+          ?.id ?? "";
+      return !!jobId && b1.leases().some((l) => l.jobId === jobId);
+    }, "the IMPORT lease");
+    const lease = b1.lease(jobId);
+    assert.equal(lease.operation?.$case, "import");
+    const op = lease.operation?.$case === "import" ? lease.operation.value : undefined;
+    const b = h.backup(h.job(jobId).backupId);
+    const complete = async () => {
+      const got: Buffer[] = [];
+      for await (const c of agentApi.importData({ jobId, token: lease.token }, as(agentCaller("b1")))) {
+        got.push(Buffer.from(c.data));
+      }
+      const r = { ...backupResult(b.id), baseImage: op?.baseImage ?? "", snapshot: op?.toSnapshot ?? "" };
+      h.committed.set(b.id, {
+        cluster: "b",
+        pool: "backups",
+        baseImage: r.baseImage,
+        snapshot: r.snapshot,
+        backupId: b.id,
+        meta: Buffer.from(op?.metadataJson ?? []).toString(),
+        result: r,
+      });
+      h.outcome(b1, jobId, Status.OK, "", { $case: "backup", value: r });
+      return { got: Buffer.concat(got), r };
+    };
+    return { jobId, op, b, complete };
   }
 
   it("ImportBackup refuses a parent that is not the newest of its chain", async () => {
