@@ -8,7 +8,7 @@
 #      the whole run, in their own directory
 #   4b. starts a throwaway PostgreSQL on loopback (deploy/lab/postgres.sh; RBDBACKUP_TEST_PG_URL)
 #   5. runs every test under dist/test (unit and integration, node:test), two files at a time except
-#      three that run alone after them (see below), with throw-trace preloaded
+#      five that run alone after them (see below), with throw-trace preloaded
 #      (test/diagnostics/throw-trace.cc: the stack of a std::system_error thrown on a Ceph thread)
 #   5b. after a failure, prints the output of the daemons the failed test files started, then (last,
 #       so that the end of the output says it) the failed tests with their errors and each crash report
@@ -88,8 +88,10 @@ fi
 # (ports picked by the kernel), scratch directories and PostgreSQL databases, and most of a file's time is
 # waiting (leases, restarts, OSD round trips), so two share the machine's 2 cores well. These run alone,
 # after the others: engine/failures fills site-small's pool (which authz-replay uses) and asserts a bounded
-# time for it; ha/two-coordinators asserts a takeover within 10 s; policy/runner asserts a bounded lag.
-exclusive='/integration/(engine/failures|ha/two-coordinators|policy/runner)\.test\.js$'
+# time for it; ha/two-coordinators asserts a takeover within 10 s; policy/runner asserts a bounded lag;
+# coordinator/bad-requests and engine/authz assert that a refused request left every image of whole pools
+# as it was (another file's images come and go there).
+exclusive='/integration/(engine/failures|ha/two-coordinators|policy/runner|coordinator/bad-requests|engine/authz)\.test\.js$'
 shared=()
 alone=()
 for f in "${files[@]}"; do
@@ -109,6 +111,9 @@ run_files() { # CONCURRENCY FILE...
   set -e
   [ "$rc" -eq 0 ] || status=$rc
 }
+# Ctrl-C: node's test runner exits 1 on SIGINT, which would start the next phase; stop here (the EXIT
+# trap above stops the clusters).
+trap 'exit 130' INT
 run_files "${RBDBACKUP_TEST_CONCURRENCY:-2}" "${shared[@]}"
 run_files 1 "${alone[@]}"
 
