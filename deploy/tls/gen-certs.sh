@@ -32,8 +32,9 @@ set -euo pipefail
 out="$1"; shift
 # The host name only a coordinator's certificate names (src/common/identity.ts COORDINATOR_DNS_NAME).
 COORDINATOR_DNS=coordinator.rbdbackup.invalid
-# A new OUTDIR starts private; its mode and group are settled below, under the lock.
-(umask 077 && mkdir -p "$out")
+# A new OUTDIR starts private (its parents, if made, get the usual mode); its mode and group are settled
+# below, under the lock.
+mkdir -p -m 0700 -- "$out"
 # Two processes sharing OUTDIR (test files run side by side) must not both create a CA, nor both decide
 # the directory's group.
 exec 9>"$out/.lock"

@@ -52,7 +52,10 @@ export class FakeAgentSession extends AgentSession {
         x instanceof AppError
           ? { callId, code: x.status, message: x.message, result: undefined }
           : { callId, code: Status.OK, message: "", result: x };
-      void Promise.resolve(a).then((x) => this.onCallReply(reply(x)));
+      // A rejected answer is the agent failing the call (INTERNAL), not an unhandled rejection.
+      void Promise.resolve(a)
+        .catch((e: unknown) => new AppError(Status.INTERNAL, String((e as Error)?.message ?? e)))
+        .then((x) => this.onCallReply(reply(x)));
     }
   }
 
