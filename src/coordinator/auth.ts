@@ -22,6 +22,7 @@ import {
 } from "@grpc/grpc-js";
 import { peerCertificate, refusalListener, refuseAfterRequest } from "../common/call-identity";
 import { identityOfCertificate } from "../common/identity";
+import type { RevocationList } from "../common/revocations";
 import { targetOf } from "./api-audit";
 import type { Audit } from "./audit";
 import {
@@ -43,11 +44,13 @@ export interface AuthOptions {
   insecure: boolean;
   tokens: TokenStore;
   audit: Audit;
+  /** Certificates refused whatever they say (auth.revokedCertificatesFile). */
+  revoked?: Pick<RevocationList, "revoked">;
 }
 
 /** The caller a call's credentials make, or the refusal when they make none. */
 export function establishCaller(
-  opts: { insecure: boolean; tokens: TokenStore },
+  opts: { insecure: boolean; tokens: TokenStore; revoked?: Pick<RevocationList, "revoked"> },
   peerCertDer: Buffer | undefined,
   authorization: unknown,
   sessionCall: boolean,
@@ -71,6 +74,14 @@ export function establishCaller(
     );
   }
   if (peerCertDer) {
+    // Revoked: refused, even with a bearer token beside it (the certificate is who is calling).
+    const fp = opts.revoked?.revoked(peerCertDer);
+    if (fp) {
+      return unauthenticated(
+        "revoked_certificate",
+        `this client certificate (sha256 ${fp}) is revoked (auth.revokedCertificatesFile): use a newly issued one`,
+      );
+    }
     let identity = null;
     try {
       identity = identityOfCertificate(peerCertDer);

@@ -18,6 +18,7 @@ export type Caller =
 export const REFUSAL_REASONS = [
   "no_credential",
   "bad_token",
+  "revoked_certificate",
   "no_identity",
   "wrong_role",
   "wrong_kind",

@@ -131,6 +131,9 @@ export const CoordinatorConfigSchema = daemonSchema("rbdbackup coordinator confi
     tokensFile: optionalText(
       'File of API bearer tokens, one "<role> <token>" per line (role: reader, operator or admin; token at least 16 characters; "#" starts a comment); a line without a role is refused at start. Reloaded on SIGHUP (a bad file then keeps the old tokens). "" = API clients need a client certificate.',
     ),
+    revokedCertificatesFile: optionalText(
+      'File of revoked client certificates (API clients and agents), one SHA-256 fingerprint per line as `openssl x509 -noout -fingerprint -sha256 -in CERT.pem` prints it (or bare hex; "#" starts a comment): a call presenting one is UNAUTHENTICATED. A bad line is refused at start. Reloaded on SIGHUP (a bad file then keeps the old list). "" = none revoked.',
+    ),
     auditLog: optionalText(
       'File the audit log (JSON lines: mutating API calls, agent registrations, refused calls) is appended to; "" = the audit lines go to the log only (they always do, with "audit": true).',
     ),
@@ -166,6 +169,7 @@ export const coordinatorFlags: Record<string, FlagSpec> = {
   "tls-key": { path: "tls.key" },
   insecure: { path: "tls.insecure", kind: "boolean" },
   "tokens-file": { path: "auth.tokensFile" },
+  "revoked-certificates-file": { path: "auth.revokedCertificatesFile" },
   "per-cluster-limit": { path: "scheduler.perClusterLimit", kind: "number" },
 };
 

@@ -12,6 +12,8 @@ export type CoordinatorConfig = Omit<CoordinatorFile, "auth" | "catalog" | "tls"
   tls: TlsConfig;
   /** auth.tokensFile: file of API bearer tokens; "" = API clients need a client certificate. */
   tokensFile: string;
+  /** auth.revokedCertificatesFile: SHA-256 fingerprints of refused certificates; "" = none. */
+  revokedCertificatesFile: string;
   /** auth.auditLog: file the audit lines are appended to; "" = the log only. */
   auditLog: string;
   /** catalog.path: the SQLite catalog file. */
@@ -44,6 +46,7 @@ export function parseCoordinatorConfig(argv: string[]): CoordinatorConfig {
     ...rest,
     tls: checkedTls(tls, fail),
     tokensFile: auth.tokensFile,
+    revokedCertificatesFile: auth.revokedCertificatesFile,
     auditLog: auth.auditLog,
     catalogPath: catalog.path,
     catalogUrl: catalog.url,

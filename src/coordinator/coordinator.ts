@@ -21,6 +21,7 @@ import { ServerReflection, ServerReflectionService } from "nice-grpc-server-refl
 import { splitHostPort } from "../common/address";
 import { CapabilitySigner } from "../common/capability";
 import type { Logger } from "../common/log";
+import { RevocationList } from "../common/revocations";
 import { SESSION_MAX_MESSAGE_BYTES } from "../common/session-limits";
 import { serverCredentials, tlsFiles } from "../common/tls";
 import { VERSION } from "../common/version";
@@ -68,8 +69,12 @@ export class Coordinator {
   #presence: VolumePresence | null = null;
   metricsAddress = "";
   tokens: TokenStore | null = null;
+  revoked: RevocationList | null = null;
   audit: Audit | null = null;
-  readonly #onSighup = () => this.reloadTokens();
+  readonly #onSighup = () => {
+    this.reloadTokens();
+    this.reloadRevocations();
+  };
 
   constructor(
     readonly cfg: CoordinatorConfig,
@@ -80,6 +85,8 @@ export class Coordinator {
     const cfg = this.cfg;
     const tokens = new TokenStore(cfg.tokensFile);
     this.tokens = tokens;
+    const revoked = new RevocationList(cfg.revokedCertificatesFile);
+    this.revoked = revoked;
     const audit = new Audit(this.log, cfg.auditLog);
     this.audit = audit;
     if (cfg.tls.insecure && tokens.size === 0)
@@ -118,7 +125,7 @@ export class Coordinator {
     // ExportBackup/ImportBackup calls ↔ the agents' ExportData/ImportData (interchange/).
     const relays = new Relays();
     const server = createServer({
-      interceptors: [authInterceptor({ insecure: cfg.tls.insecure === true, tokens, audit })],
+      interceptors: [authInterceptor({ insecure: cfg.tls.insecure === true, tokens, audit, revoked })],
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
       "grpc.keepalive_permit_without_calls": 1,
@@ -216,6 +223,20 @@ export class Coordinator {
     } catch (err) {
       this.log.error("API tokens NOT reloaded: the file is bad; the previous tokens stay in force", {
         file: this.tokens.file,
+        err,
+      });
+    }
+  }
+
+  /** SIGHUP: reads the revoked certificates file again; a bad file keeps the list in force. */
+  reloadRevocations(): void {
+    if (!this.revoked?.file) return;
+    try {
+      const n = this.revoked.reload();
+      this.log.info("revoked certificates reloaded", { file: this.revoked.file, revoked: n });
+    } catch (err) {
+      this.log.error("revoked certificates NOT reloaded: the file is bad; the previous list stays in force", {
+        file: this.revoked.file,
         err,
       });
     }

@@ -21,6 +21,8 @@ export interface CoordinatorProcess {
   catalogPath: string;
   /** The tokens file ("" when no tokens were given): rewrite it and SIGHUP the process to rotate. */
   tokensFile: string;
+  /** The revoked certificates file ("" when `revoked` was not given): rewrite it and SIGHUP the process. */
+  revokedFile: string;
   proc: ChildProcess;
   /** A client authenticated with the lab's test-client certificate. */
   client: BackupServiceClient;
@@ -38,6 +40,8 @@ export interface CoordinatorProcessOptions {
   policy?: Record<string, number>;
   /** API bearer tokens and their roles (written as the tokens file, "<role> <token>" per line). */
   tokens?: Array<{ role: Role; token: string }>;
+  /** auth.revokedCertificatesFile's lines (fingerprints of revoked certificates); unset: no such file. */
+  revoked?: string[];
   /** auth.auditLog: a file the audit lines are appended to. */
   auditLog?: string;
   insecure?: boolean;
@@ -67,11 +71,20 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = 
     tokensFile = path.join(dir, "tokens");
     writeFileSync(tokensFile, tokensFileText(opts.tokens), { mode: 0o600 });
   }
+  let revokedFile = "";
+  if (opts.revoked) {
+    revokedFile = path.join(dir, "revoked-certificates");
+    writeFileSync(revokedFile, opts.revoked.map((l) => `${l}\n`).join(""), { mode: 0o600 });
+  }
   const config = {
     listen: opts.listen ?? "127.0.0.1:0",
     metricsListen: opts.metricsListen ?? "127.0.0.1:0",
     tls: opts.insecure ? { insecure: true } : labTls("coordinator"),
-    auth: { tokensFile, auditLog: opts.auditLog ?? "" },
+    auth: {
+      tokensFile,
+      auditLog: opts.auditLog ?? "",
+      ...(revokedFile ? { revokedCertificatesFile: revokedFile } : {}),
+    },
     catalog: { path: catalogPath, ...(opts.catalogUrl ? { url: opts.catalogUrl } : {}) },
     ...(opts.ha ? { ha: opts.ha } : {}),
     scheduler: opts.scheduler ?? {},
@@ -97,6 +110,7 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = 
     dir,
     catalogPath,
     tokensFile,
+    revokedFile,
     proc,
     client,
     logs: daemon.logs,

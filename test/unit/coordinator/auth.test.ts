@@ -12,6 +12,7 @@ import { after, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
 import { AppError } from "../../../src/common/errors";
 import type { Identity, Role } from "../../../src/common/identity";
+import { certFingerprint, parseRevoked, RevocationList } from "../../../src/common/revocations";
 import { catalogDiskError } from "../../../src/coordinator/api/error-status";
 import { targetOf } from "../../../src/coordinator/api-audit";
 import { Audit } from "../../../src/coordinator/audit";
@@ -24,6 +25,7 @@ import {
   checkRegistration,
   METHOD_ROLES,
   MUTATING,
+  REFUSAL_REASONS,
 } from "../../../src/coordinator/authz";
 import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
 import { parseTokens, TokenStore } from "../../../src/coordinator/tokens";
@@ -73,6 +75,67 @@ describe("tokens file", () => {
     assert.throws(() => s.reload(), /line 1/);
     assert.equal(s.roleOf(T.operator), "operator", "the old tokens stay after a bad reload");
     assert.equal(s.roleOf(T.admin), null);
+  });
+});
+
+describe("revoked certificates file", () => {
+  const der = Buffer.from("a certificate's DER bytes");
+  const fp = certFingerprint(der);
+  const colons = (h: string) => (h.toUpperCase().match(/../g) ?? []).join(":");
+
+  it("openssl's output, bare hex with or without colons; comments and blank lines ignored", () => {
+    const other = certFingerprint(Buffer.from("another"));
+    const third = certFingerprint(Buffer.from("a third"));
+    const set = parseRevoked(
+      `# revoked\n\nsha256 Fingerprint=${colons(fp)}\n  ${other}  # retired agent\n${colons(third)}\n`,
+      "f",
+    );
+    assert.deepEqual([...set], [fp, other, third]);
+  });
+
+  it("a line that is not a fingerprint is refused, naming the line", () => {
+    assert.throws(
+      () => parseRevoked(`${fp}\n\nabcdef\n`, "/etc/r"),
+      /\/etc\/r line 3: expected a certificate's SHA-256/,
+    );
+    assert.throws(() => parseRevoked(`SHA1 Fingerprint=${colons(fp.slice(0, 40))}\n`, "f"), /f line 1:/);
+  });
+
+  it("only a listed certificate is revoked; reload reads the file again, a bad file keeps the list", () => {
+    const f = path.join(dir, "revoked");
+    writeFileSync(f, `${fp}\n`);
+    const r = new RevocationList(f);
+    assert.equal(r.revoked(der), fp);
+    assert.equal(r.revoked(Buffer.from("someone else")), null);
+    writeFileSync(f, "not a fingerprint\n");
+    assert.throws(() => r.reload(), /line 1/);
+    assert.equal(r.revoked(der), fp, "the old list stays in force");
+    writeFileSync(f, "# none\n");
+    assert.equal(r.reload(), 0);
+    assert.equal(r.revoked(der), null);
+    assert.equal(new RevocationList("").revoked(der), null, "no file: none revoked");
+  });
+
+  it("a revoked certificate is UNAUTHENTICATED, even with a valid token beside it; others are as before", () => {
+    const f = path.join(dir, "tokens-revoked");
+    writeFileSync(f, tokensText);
+    const opts = {
+      insecure: false,
+      tokens: new TokenStore(f),
+      revoked: { revoked: (d: Buffer) => (d.equals(der) ? fp : null) },
+    };
+    for (const [auth, session] of [
+      [undefined, false],
+      [`Bearer ${T.admin}`, false],
+      [undefined, true],
+    ] as const) {
+      const r = establishCaller(opts, der, auth, session);
+      assert.ok(!("via" in r), "refused");
+      assert.equal(r.code, Status.UNAUTHENTICATED);
+      assert.equal(r.reason, "revoked_certificate");
+      assert.match(r.message, new RegExp(`sha256 ${fp}\\) is revoked`));
+    }
+    assert.deepEqual(establishCaller(opts, Buffer.from("x"), undefined, false), { via: "certificate", identity: null });
   });
 });
 
@@ -256,7 +319,8 @@ describe("audit", () => {
       [{ service: "other", reason: "unknown_method" }, 1],
     ]);
     // Every known service and reason is there from the start (at 0), and nothing a caller names.
-    assert.equal(m.values.length, 2 * 11 + 1);
+    assert.equal(m.values.length, 2 * REFUSAL_REASONS.length + 1);
+    assert.equal(REFUSAL_REASONS.length, 12);
   });
 
   it("the target names the request's volume, backup and job ids", () => {

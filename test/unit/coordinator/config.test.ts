@@ -35,6 +35,7 @@ describe("configuration", () => {
     assert.equal(c.listen, "127.0.0.1:7300");
     assert.equal(c.scheduler.perClusterLimit, 4);
     assert.equal(c.tokensFile, "/etc/rbdbackup/api-tokens");
+    assert.equal(c.revokedCertificatesFile, "/etc/rbdbackup/revoked-certificates");
     assert.equal(c.tls.insecure, false);
   });
 
@@ -93,6 +94,7 @@ describe("configuration", () => {
       metricsListen: "127.0.0.1:9730",
       tls: { insecure: true },
       tokensFile: "",
+      revokedCertificatesFile: "",
       auditLog: "",
       catalogPath: "/var/lib/rbdbackup/coordinator/catalog.sqlite",
       catalogUrl: "",
@@ -134,15 +136,16 @@ describe("configuration", () => {
       "--tls-cert=cert",
       "--tls-key=key",
       "--tokens-file=/tokens",
+      "--revoked-certificates-file=/revoked",
       "--per-cluster-limit=9",
     ]);
     assert.deepEqual(
-      [c.listen, c.metricsListen, c.catalogPath, c.tokensFile, c.scheduler.perClusterLimit],
-      ["127.0.0.1:3", "", "/c.sqlite", "/tokens", 9],
+      [c.listen, c.metricsListen, c.catalogPath, c.tokensFile, c.revokedCertificatesFile, c.scheduler.perClusterLimit],
+      ["127.0.0.1:3", "", "/c.sqlite", "/tokens", "/revoked", 9],
     );
     assert.deepEqual(c.tls, { insecure: false, ca: "ca", cert: "cert", key: "key" });
     assert.equal(parse({ ...file, tls: {} }, ["--insecure"]).tls.insecure, true);
-    assert.equal(Object.keys(coordinatorFlags).length, 9, "every flag is exercised above");
+    assert.equal(Object.keys(coordinatorFlags).length, 10, "every flag is exercised above");
   });
 
   it("unknown keys, wrong types, values out of range and bad addresses are refused naming the field", () => {
