@@ -145,13 +145,14 @@ describe("observability", () => {
     }
   });
 
-  it("systemd-analyze verify passes on both units", (t) => {
+  it("systemd-analyze verify passes on the three units", (t) => {
     if (!has("systemd-analyze")) return t.skip("systemd-analyze not installed (no systemd on this machine)");
     const tmp = tempDir("rbdbackup-units-");
     // A template is verified as one of its instances. The units run /usr/bin/node (Debian's); where
     // node lives elsewhere, verify the copies with this node instead (the rest is unchanged).
     const units = [
       ["rbdbackup-coordinator.service", "rbdbackup-coordinator.service"],
+      ["rbdbackup-coordinator-ha.service", "rbdbackup-coordinator-ha.service"],
       ["rbdbackup-agent@.service", "rbdbackup-agent@site-a.service"],
     ].map(([from, to]) => {
       let text = readFileSync(path.join(repoRoot, "deploy/systemd", from as string), "utf8");
