@@ -65,6 +65,11 @@ export class RevocationList {
     return this.#revoked.size;
   }
 
+  /** Whether a fingerprint (certFingerprint's form) is listed. */
+  has(fingerprint: string): boolean {
+    return this.#revoked.has(fingerprint);
+  }
+
   /** The certificate's fingerprint when it is revoked, else null. */
   revoked(der: Buffer): string | null {
     if (this.#revoked.size === 0) return null;

@@ -21,8 +21,8 @@ import {
   status,
 } from "@grpc/grpc-js";
 import { peerCertificate, refusalListener, refuseAfterRequest } from "../common/call-identity";
-import { identityOfCertificate } from "../common/identity";
-import type { RevocationList } from "../common/revocations";
+import { identityOfCertificate, identityUri } from "../common/identity";
+import { certFingerprint, type RevocationList } from "../common/revocations";
 import { targetOf } from "./api-audit";
 import type { Audit } from "./audit";
 import {
@@ -77,10 +77,20 @@ export function establishCaller(
     // Revoked: refused, even with a bearer token beside it (the certificate is who is calling).
     const fp = opts.revoked?.revoked(peerCertDer);
     if (fp) {
-      return unauthenticated(
-        "revoked_certificate",
-        `this client certificate (sha256 ${fp}) is revoked (auth.revokedCertificatesFile): use a newly issued one`,
-      );
+      let who = "no identity";
+      try {
+        const id = identityOfCertificate(peerCertDer);
+        if (id) who = identityUri(id);
+      } catch {
+        // the fingerprint in the message says which certificate
+      }
+      return {
+        ...unauthenticated(
+          "revoked_certificate",
+          `this client certificate (sha256 ${fp}) is revoked (auth.revokedCertificatesFile): use a newly issued one`,
+        ),
+        who,
+      };
     }
     let identity = null;
     try {
@@ -88,7 +98,7 @@ export function establishCaller(
     } catch {
       identity = null;
     }
-    return { via: "certificate", identity };
+    return { via: "certificate", identity, fingerprint: certFingerprint(peerCertDer) };
   }
   if (sessionCall)
     return unauthenticated(
@@ -132,7 +142,7 @@ export function authInterceptor(opts: AuthOptions): ServerInterceptor {
             if (refusal) {
               return refuseAfterRequest(call, (request) => {
                 opts.audit.refused(service, {
-                  identity: callerName(caller),
+                  identity: refusal.who ?? callerName(caller),
                   method: path,
                   target: targetOf(request),
                   result: status[refusal.code] ?? String(refusal.code),

@@ -10,7 +10,7 @@ import { describeIdentity, type Identity, identityUri, type Role, roleAllows } f
 
 /** Who is calling, as the interceptor established it. Never taken from what the client sent. */
 export type Caller =
-  | { via: "certificate"; identity: Identity | null }
+  | { via: "certificate"; identity: Identity | null /** SHA-256 of its DER (revocations.ts). */; fingerprint?: string }
   | { via: "token"; role: Role }
   | { via: "insecure" };
 
@@ -35,6 +35,8 @@ export interface Refusal {
   code: Status;
   reason: RefusalReason;
   message: string;
+  /** Who the refused credential names, for the audit line, when the refusal knows (a revoked certificate's identity). */
+  who?: string;
 }
 
 export const BACKUP_SERVICE = "rbdbackup.v1.BackupService";

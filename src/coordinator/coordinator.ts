@@ -234,6 +234,19 @@ export class Coordinator {
     try {
       const n = this.revoked.reload();
       this.log.info("revoked certificates reloaded", { file: this.revoked.file, revoked: n });
+      // A session opened with a certificate revoked now ends (its agent's reconnect is refused): it would
+      // otherwise keep its leases and get new ones for as long as it lasts.
+      for (const s of this.sessions.all()) {
+        if (!s.certFingerprint || !this.revoked.has(s.certFingerprint)) continue;
+        this.audit?.record({
+          method: "/rbdbackup.v1.CoordinatorAgentService/Session",
+          identity: `agent ${s.agentId} of cluster ${s.cluster}`,
+          target: `sha256 ${s.certFingerprint}`,
+          result: "ENDED",
+          message: "its certificate was revoked",
+        });
+        s.close("its certificate was revoked");
+      }
     } catch (err) {
       this.log.error("revoked certificates NOT reloaded: the file is bad; the previous list stays in force", {
         file: this.revoked.file,

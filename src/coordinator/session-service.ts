@@ -196,6 +196,7 @@ export function sessionService(deps: {
     };
     catalog.upsertAgent(record);
     const session = new AgentSession(record, reg.features);
+    if (caller?.via === "certificate") session.certFingerprint = caller.fingerprint ?? "";
     sessions.add(session);
     log.info("agent registered", {
       agent: reg.agentId,

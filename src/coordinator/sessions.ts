@@ -30,6 +30,8 @@ export class AgentSession {
 
   /** Optional abilities the agent named in Register.features (session.proto, "Versions"). */
   readonly features: ReadonlySet<string>;
+  /** SHA-256 of the client certificate the session was opened with ("" without one): a revocation ends it. */
+  certFingerprint = "";
 
   constructor(
     readonly info: AgentRecord,

@@ -112,9 +112,7 @@ async function importVerb(argv: string[]): Promise<number> {
     "taken-at": { type: "string" },
   });
   positionals("backup import", pos, []);
-  const takenAt = values["taken-at"] === undefined ? undefined : new Date(values["taken-at"]);
-  if (takenAt && Number.isNaN(takenAt.getTime()))
-    throw new UsageError(`--taken-at "${values["taken-at"]}" is not a time (e.g. 2026-12-01T03:00:00Z)`);
+  const takenAt = values["taken-at"] === undefined ? undefined : rfc3339(values["taken-at"], "--taken-at");
   const volume = parseVolumeSpec(requiredFlag(values.volume, "volume", "backup import"), "--volume");
   const location = parseLocationSpec(requiredFlag(values.location, "location", "backup import"), "--location");
   const fromFile = values.in !== undefined && values.in !== "-";
@@ -160,6 +158,20 @@ async function importVerb(argv: string[]): Promise<number> {
     stop.done();
     input.destroy();
   }
+}
+
+/**
+ * An RFC 3339 time with its zone (Z or ±hh:mm) — a backup's time is never guessed from this host's zone —
+ * and a day that exists (Date would roll 02-30 over into March).
+ */
+export function rfc3339(s: string, flag: string): Date {
+  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/i.exec(s);
+  const d = new Date(s);
+  const [y, mo, day] = m ? [Number(m[1]), Number(m[2]), Number(m[3])] : [0, 0, 0];
+  const exists = m && new Date(Date.UTC(y, mo - 1, day)).getUTCDate() === day && mo >= 1 && mo <= 12;
+  if (!m || !exists || Number.isNaN(d.getTime()))
+    throw new UsageError(`${flag} "${s}" is not an RFC 3339 time with its zone (e.g. 2026-12-01T03:00:00Z)`);
+  return d;
 }
 
 const FORMAT_FLAG: [string, string] = [

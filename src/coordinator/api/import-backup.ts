@@ -65,7 +65,7 @@ function takenAt(h: ImportBackupHeader, nowMs: number): number | undefined {
   if (!h.takenAt) return undefined;
   const t = h.takenAt.getTime();
   if (!Number.isFinite(t) || t < TAKEN_AT_MIN)
-    throw invalidArgument("header.taken_at must be a time after 2000-01-01 (when the stream's data was taken)");
+    throw invalidArgument("header.taken_at must be a valid time after 2000-01-01 (when the stream's data was taken)");
   if (t > nowMs + TAKEN_AT_SKEW_MS) {
     throw invalidArgument(
       `header.taken_at ${h.takenAt.toISOString()} is in the future (this coordinator's clock reads ${new Date(nowMs).toISOString()}); give the time the stream's to-snapshot was taken`,

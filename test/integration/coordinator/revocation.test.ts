@@ -69,11 +69,38 @@ describe("coordinator: revoked certificates", () => {
     assert.deepEqual(agents, ["site-a"]);
   });
 
+  const reloads = () => coord.logs().match(/revoked certificates reloaded/g)?.length ?? 0;
+
   it("emptied and reloaded (SIGHUP): both are let in again", async () => {
     writeFileSync(coord.revokedFile, "# none revoked\n");
     coord.proc.kill("SIGHUP");
-    await waitFor(() => /revoked certificates reloaded/.test(coord.logs()), { what: "the reload" });
+    await waitFor(() => reloads() === 1, { what: "the reload" });
     assert.ok(await client("reader").listAgents({}));
     await waitAgents(coord.client, 2, 60_000);
+  });
+
+  it("revoked while connected: the agent's live session ends at the reload, and it stays out", async () => {
+    writeFileSync(coord.revokedFile, `${fingerprint(labTls("agent-site-b").cert as string)}\n`);
+    coord.proc.kill("SIGHUP");
+    await waitFor(() => reloads() === 2, { what: "the second reload" });
+    const connected = async () =>
+      (await coord.client.listAgents({})).agents
+        .filter((x) => x.connected)
+        .map((x) => x.clusterName)
+        .sort();
+    await waitFor(async () => (await connected()).join() === "site-a", { what: "site-b's agent disconnected" });
+    assert.match(
+      coord.logs(),
+      /"result":"ENDED".*its certificate was revoked|its certificate was revoked.*"result":"ENDED"/,
+    );
+    // Its reconnects are refused: still out once a refusal after the reload is in the audit.
+    const refusals = () =>
+      coord
+        .logs()
+        .split("\n")
+        .filter((l) => l.includes("revoked_certificate") && l.includes("rbdbackup://agent/site-b/")).length;
+    const before = refusals();
+    await waitFor(() => refusals() > before, { what: "a refused reconnect of site-b's agent", timeoutMs: 60_000 });
+    assert.deepEqual(await connected(), ["site-a"]);
   });
 });

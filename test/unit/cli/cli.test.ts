@@ -12,6 +12,7 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ServerCredentials } from "@grpc/grpc-js";
 import { type CallContext, createServer, type Server, ServerError, Status } from "nice-grpc";
+import { rfc3339 } from "../../../src/cli/commands/interchange";
 import { tlsFiles } from "../../../src/common/tls";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import {
@@ -374,7 +375,18 @@ describe("rbdbackup CLI against a fake coordinator", () => {
       ["backup", "show"],
       ["backup", "frobnicate"],
       ["backup", "show", ID, "--bogus"],
-      ["backup", "import", "--volume", "a/b/c", "--location", "b", "--taken-at", "yesterday", "--in", "/dev/null"],
+      ...["yesterday", "1", "2026-02-30T00:00:00Z", "2026-12-01T03:00:00"].map((t) => [
+        "backup",
+        "import",
+        "--volume",
+        "a/b/c",
+        "--location",
+        "b",
+        "--taken-at",
+        t,
+        "--in",
+        "/dev/null",
+      ]),
       ["nonsense"],
     ]) {
       const r = await cli([...args, "--insecure"]);
@@ -464,5 +476,14 @@ describe("rbdbackup CLI against a fake coordinator", () => {
     assert.equal(r.code, 0);
     assert.match(r.stdout, /exit codes:/);
     assert.match(r.stdout, /backup create --volume CLUSTER\/POOL\[\/NAMESPACE\]\/IMAGE/);
+  });
+});
+
+describe("backup import --taken-at", () => {
+  it("an RFC 3339 time with its zone, on a day that exists; anything else is a usage error", () => {
+    assert.equal(rfc3339("2026-12-01T03:00:00Z", "--taken-at").toISOString(), "2026-12-01T03:00:00.000Z");
+    assert.equal(rfc3339("2026-12-01T03:00:00.5+02:00", "--taken-at").toISOString(), "2026-12-01T01:00:00.500Z");
+    for (const bad of ["1", "yesterday", "2026-02-30T00:00:00Z", "2026-13-01T00:00:00Z", "2026-12-01T03:00:00"])
+      assert.throws(() => rfc3339(bad, "--taken-at"), /--taken-at ".*" is not an RFC 3339 time with its zone/, bad);
   });
 });

@@ -134,8 +134,13 @@ describe("revoked certificates file", () => {
       assert.equal(r.code, Status.UNAUTHENTICATED);
       assert.equal(r.reason, "revoked_certificate");
       assert.match(r.message, new RegExp(`sha256 ${fp}\\) is revoked`));
+      assert.equal(r.who, "no identity", "the audit line names whom the certificate names");
     }
-    assert.deepEqual(establishCaller(opts, Buffer.from("x"), undefined, false), { via: "certificate", identity: null });
+    assert.deepEqual(establishCaller(opts, Buffer.from("x"), undefined, false), {
+      via: "certificate",
+      identity: null,
+      fingerprint: certFingerprint(Buffer.from("x")),
+    });
   });
 });
 
@@ -146,7 +151,11 @@ describe("who a call's credentials make", () => {
   it("TLS: a verified certificate is its identity (or none); else a known token; else UNAUTHENTICATED", () => {
     const tls = { insecure: false, tokens };
     const bogus = Buffer.from("not a certificate");
-    assert.deepEqual(establishCaller(tls, bogus, undefined, false), { via: "certificate", identity: null });
+    assert.deepEqual(establishCaller(tls, bogus, undefined, false), {
+      via: "certificate",
+      identity: null,
+      fingerprint: certFingerprint(bogus),
+    });
     assert.deepEqual(establishCaller(tls, undefined, `Bearer ${T.operator}`, false), {
       via: "token",
       role: "operator",

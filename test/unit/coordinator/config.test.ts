@@ -5,12 +5,13 @@
  * (deploy/schema/coordinator.schema.json) is the one the code uses and accepts the example.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { parseAgentConfig } from "../../../agents/agent/config";
 import { ConfigHelp } from "../../../src/common/config/load";
+import { parseRevoked } from "../../../src/common/revocations";
 import { parseCoordinatorConfig } from "../../../src/coordinator/config";
 import { CoordinatorConfigSchema, coordinatorFlags } from "../../../src/coordinator/config-schema";
 import { describePublishedSchema } from "../../helpers/published-schema";
@@ -214,3 +215,10 @@ describePublishedSchema("coordinator", CoordinatorConfigSchema, [
   [(ex) => ({ ...ex, scheduler: { ...ex.scheduler, perClusterLimit: 0 } }), "/scheduler/perClusterLimit", "minimum"],
   [(ex) => ({ ...ex, listen: "localhost" }), "/listen", "pattern"],
 ]);
+
+describe("deploy/examples/revoked-certificates", () => {
+  it("parses: comments only, none revoked", () => {
+    const f = path.join(root, "deploy/examples/revoked-certificates");
+    assert.equal(parseRevoked(readFileSync(f, "utf8"), f).size, 0);
+  });
+});

@@ -297,7 +297,7 @@ describe("rbd-diff interchange (coordinator side)", () => {
       [importHeader("t4", { takenAt: new Date(Date.now() + 3_600_000) }), /^header\.taken_at .* is in the future/],
       [
         importHeader("t4", { takenAt: new Date("1999-12-31T00:00:00Z") }),
-        /^header\.taken_at must be a time after 2000/,
+        /^header\.taken_at must be a valid time after 2000/,
       ],
       [
         importHeader("t3", { takenAt: new Date(parentAt), parentBackupId: parent, pool: "backups" }),
