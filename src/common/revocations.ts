@@ -7,7 +7,7 @@
  * file again; a bad file keeps the list in force.
  */
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { ReloadableFile } from "./reloadable-file";
 
 /** The SHA-256 fingerprint of a DER certificate: lowercase hex, no colons. */
 export function certFingerprint(der: Buffer): string {
@@ -35,45 +35,35 @@ export function parseRevoked(text: string, file: string): Set<string> {
   return out;
 }
 
-/** The fingerprints of a revocation file; throws with a message naming the file (and the line) when it is bad. */
-export function readRevoked(file: string): Set<string> {
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (e) {
-    throw new Error(`cannot read the revoked certificates file ${file}: ${(e as Error).message}`);
-  }
-  return parseRevoked(text, file);
-}
-
 /** The revocations in force; `file` "" = none. */
 export class RevocationList {
-  #revoked: Set<string>;
+  readonly #file: ReloadableFile<Set<string>>;
 
-  constructor(readonly file: string) {
-    this.#revoked = file ? readRevoked(file) : new Set();
+  constructor(file: string) {
+    this.#file = new ReloadableFile(file, "revoked certificates file", parseRevoked, new Set());
+  }
+
+  get file(): string {
+    return this.#file.file;
   }
 
   get size(): number {
-    return this.#revoked.size;
+    return this.#file.value.size;
   }
 
   /** Reads the file again. Throws (and keeps the list in force) when the new file is bad. */
   reload(): number {
-    if (!this.file) return 0;
-    this.#revoked = readRevoked(this.file);
-    return this.#revoked.size;
+    return this.#file.reload().size;
   }
 
   /** Whether a fingerprint (certFingerprint's form) is listed. */
   has(fingerprint: string): boolean {
-    return this.#revoked.has(fingerprint);
+    return this.#file.value.has(fingerprint);
   }
 
   /** The certificate's fingerprint when it is revoked, else null. */
   revoked(der: Buffer): string | null {
-    if (this.#revoked.size === 0) return null;
     const fp = certFingerprint(der);
-    return this.#revoked.has(fp) ? fp : null;
+    return this.has(fp) ? fp : null;
   }
 }

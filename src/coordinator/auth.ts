@@ -45,12 +45,12 @@ export interface AuthOptions {
   tokens: TokenStore;
   audit: Audit;
   /** Certificates refused whatever they say (auth.revokedCertificatesFile). */
-  revoked?: Pick<RevocationList, "revoked">;
+  revoked?: Pick<RevocationList, "has">;
 }
 
 /** The caller a call's credentials make, or the refusal when they make none. */
 export function establishCaller(
-  opts: { insecure: boolean; tokens: TokenStore; revoked?: Pick<RevocationList, "revoked"> },
+  opts: { insecure: boolean; tokens: TokenStore; revoked?: Pick<RevocationList, "has"> },
   peerCertDer: Buffer | undefined,
   authorization: unknown,
   sessionCall: boolean,
@@ -74,31 +74,24 @@ export function establishCaller(
     );
   }
   if (peerCertDer) {
-    // Revoked: refused, even with a bearer token beside it (the certificate is who is calling).
-    const fp = opts.revoked?.revoked(peerCertDer);
-    if (fp) {
-      let who = "no identity";
-      try {
-        const id = identityOfCertificate(peerCertDer);
-        if (id) who = identityUri(id);
-      } catch {
-        // the fingerprint in the message says which certificate
-      }
-      return {
-        ...unauthenticated(
-          "revoked_certificate",
-          `this client certificate (sha256 ${fp}) is revoked (auth.revokedCertificatesFile): use a newly issued one`,
-        ),
-        who,
-      };
-    }
+    const fingerprint = certFingerprint(peerCertDer);
     let identity = null;
     try {
       identity = identityOfCertificate(peerCertDer);
     } catch {
       identity = null;
     }
-    return { via: "certificate", identity, fingerprint: certFingerprint(peerCertDer) };
+    // Revoked: refused, even with a bearer token beside it (the certificate is who is calling).
+    if (opts.revoked?.has(fingerprint)) {
+      return {
+        ...unauthenticated(
+          "revoked_certificate",
+          `this client certificate (sha256 ${fingerprint}) is revoked (auth.revokedCertificatesFile): use a newly issued one`,
+        ),
+        who: identity ? identityUri(identity) : "no identity",
+      };
+    }
+    return { via: "certificate", identity, fingerprint };
   }
   if (sessionCall)
     return unauthenticated(

@@ -9,8 +9,8 @@
  * constant time. `TokenStore.reload()` (SIGHUP) reads the file again; a bad file keeps the old tokens.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { ROLES, type Role } from "../common/identity";
+import { ReloadableFile } from "../common/reloadable-file";
 
 export interface TokenEntry {
   role: Role;
@@ -39,41 +39,32 @@ export function parseTokens(text: string, file: string): TokenEntry[] {
   return entries;
 }
 
-/** The entries of a tokens file; throws with a message naming the file (and the line) when it is bad. */
-export function readTokens(file: string): TokenEntry[] {
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (e) {
-    throw new Error(`cannot read the API token file ${file}: ${(e as Error).message}`);
-  }
-  return parseTokens(text, file);
-}
-
 /** The tokens in force; `file` "" = none (API clients need a certificate). */
 export class TokenStore {
-  #entries: TokenEntry[];
+  readonly #file: ReloadableFile<TokenEntry[]>;
 
-  constructor(readonly file: string) {
-    this.#entries = file ? readTokens(file) : [];
+  constructor(file: string) {
+    this.#file = new ReloadableFile(file, "API token file", parseTokens, []);
+  }
+
+  get file(): string {
+    return this.#file.file;
   }
 
   get size(): number {
-    return this.#entries.length;
+    return this.#file.value.length;
   }
 
   /** Reads the file again. Throws (and keeps the tokens in force) when the new file is bad. */
   reload(): number {
-    if (!this.file) return 0;
-    this.#entries = readTokens(this.file);
-    return this.#entries.length;
+    return this.#file.reload().length;
   }
 
   /** The role of a bearer token; null when it is not one of ours. Every entry is compared (constant time). */
   roleOf(token: string): Role | null {
     const d = digest(token);
     let found: Role | null = null;
-    for (const e of this.#entries) if (timingSafeEqual(e.digest, d) && !found) found = e.role;
+    for (const e of this.#file.value) if (timingSafeEqual(e.digest, d) && !found) found = e.role;
     return found;
   }
 }
