@@ -21,6 +21,7 @@ import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-serv
 import { splitHostPort } from "../../src/common/address";
 import { CapabilityVerifier } from "../../src/common/capability";
 import type { Logger } from "../../src/common/log";
+import { RevocationList } from "../../src/common/revocations";
 import { TransientStartError } from "../../src/common/start-failure";
 import { serverCredentials } from "../../src/common/tls";
 import { AgentServiceDefinition } from "../../src/gen/rbdbackup/v1/agent";
@@ -97,6 +98,7 @@ export class Agent {
   #sweep: NodeJS.Timeout | null = null;
   #commits: RecentCommits | null = null;
   #quiet: QuietRelease | null = null;
+  #revoked: RevocationList | null = null;
   readonly #openVolumes = new OpenVolumes();
   session: CoordinatorSession | null = null;
   metricsAddress = "";
@@ -109,6 +111,15 @@ export class Agent {
 
   async start(): Promise<void> {
     const cfg = this.cfg;
+    // Certificates refused whatever the CA says (a leaked coordinator key, a retired agent): read first, so
+    // a bad file stops the start (exit 2) before the cluster is even dialled.
+    let revoked: RevocationList;
+    try {
+      revoked = new RevocationList(cfg.auth.revokedCertificatesFile);
+    } catch (e) {
+      throw new StartupError((e as Error).message);
+    }
+    this.#revoked = revoked;
     const inputs = {
       conf: cfg.cluster.conf,
       keyring: cfg.cluster.keyring,
@@ -250,11 +261,13 @@ export class Agent {
     this.#quiet.start();
     // TransferService on its own listener (node:http2, ours); grpc-js serves the rest on `listen`.
     // Capabilities are checked against the deployment's CA (none in insecure mode: tests only).
-    const verifier = cfg.tls.insecure || !cfg.tls.ca ? null : new CapabilityVerifier(readFileSync(cfg.tls.ca));
+    const verifier =
+      cfg.tls.insecure || !cfg.tls.ca ? null : new CapabilityVerifier(readFileSync(cfg.tls.ca), Date.now, revoked);
     const spent = new SpentCapabilities({ file: path.join(cfg.stateDir, SPENT_CAPABILITIES_FILE), log });
     const here = { fsid: this.fsid, agentId: cfg.agentId };
     const dataPlane = new DataPlaneServer({
       tls: cfg.tls,
+      revoked,
       transfer: (messages, signal, caller) =>
         handle(log, "Transfer", async () => {
           const authorized = await authorizeTransfer(verifier, messages, caller, here, audit, spent);
@@ -289,7 +302,7 @@ export class Agent {
     this.transferAddress = await dataPlane.listen(cfg.transferListen);
     const server = createServer({
       ...peerChannelOptions,
-      interceptors: [agentServiceInterceptor({ insecure: cfg.tls.insecure === true, log, audit })],
+      interceptors: [agentServiceInterceptor({ insecure: cfg.tls.insecure === true, log, audit, revoked })],
     });
     const ops = new AgentOperations(ctx, accepting, metrics, commits, (where, backupId) =>
       discardHeldInto(sink, where, backupId),
@@ -300,7 +313,7 @@ export class Agent {
         ops,
         { agentId: cfg.agentId, maxConcurrentTransfers: cfg.limits.maxConcurrentTransfers },
         accepting,
-        LeaseCheck.fromTls(cfg.tls, { cluster: cfg.cluster.name, agentId: cfg.agentId }, log, audit),
+        LeaseCheck.fromTls(cfg.tls, { cluster: cfg.cluster.name, agentId: cfg.agentId }, log, audit, revoked),
       ),
     );
     server.add(HealthDefinition, HealthServiceImpl(this.health));
@@ -328,6 +341,7 @@ export class Agent {
         ops,
         log,
         { dieBeforeOutcome: !!cfg.testFaults?.dieBeforeOutcome },
+        { revoked },
       );
       this.session.start();
     }
@@ -338,6 +352,34 @@ export class Agent {
       fsid: this.fsid,
       agentId: cfg.agentId,
     });
+  }
+
+  /**
+   * Reads auth.revokedCertificatesFile again (SIGHUP). A bad file keeps the list in force (logged). A
+   * session with a coordinator whose certificate is now listed ends, and its reconnects are refused;
+   * calls and transfers already running go on to their end (as at the coordinator).
+   */
+  reloadRevocations(): void {
+    const revoked = this.#revoked;
+    if (!revoked?.file) {
+      this.log.info("SIGHUP: no auth.revokedCertificatesFile to reload");
+      return;
+    }
+    try {
+      const n = revoked.reload();
+      this.log.info("revoked certificates reloaded", { file: revoked.file, revoked: n });
+    } catch (e) {
+      this.log.error("revoked certificates NOT reloaded; the previous list stays in force", {
+        error: (e as Error).message,
+      });
+      return;
+    }
+    const dropped = this.session?.dropRevoked() ?? [];
+    if (dropped.length) {
+      this.log.warn("ended the coordinator session: the coordinator's certificate is revoked", {
+        coordinators: dropped,
+      });
+    }
   }
 
   /** Drain, then stop: running calls get `graceSeconds` before they are cancelled. */

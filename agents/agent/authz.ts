@@ -3,7 +3,9 @@
  *
  * - Who: a grpc-js server interceptor (it sees the TLS peer, which nice-grpc handlers do not) reads the
  *   identity in the caller's verified certificate (src/common/identity.ts). Only the coordinator may
- *   call AgentService; anyone else gets PERMISSION_DENIED before a handler runs. grpc.health.v1 stays
+ *   call AgentService; anyone else gets PERMISSION_DENIED before a handler runs, and a certificate in
+ *   the agent's auth.revokedCertificatesFile UNAUTHENTICATED (a leaked coordinator key is shut out
+ *   without a new CA; the leases it signs are refused too: CapabilityVerifier). grpc.health.v1 stays
  *   open; other paths are left to grpc-js (UNIMPLEMENTED).
  * - What: a mutating call (Backup, Restore, DeleteBackup, Flatten) must carry the operation lease the coordinator
  *   signed for this agent (metadata `rbdbackup-lease`), and the lease must allow exactly what the
@@ -26,13 +28,27 @@ import {
   type ServerInterceptor,
   status,
 } from "@grpc/grpc-js";
-import { callerIdentity, refusalListener, refuseAfterRequest } from "../../src/common/call-identity";
+import { callerIdentity, peerCertificate, refusalListener, refuseAfterRequest } from "../../src/common/call-identity";
 import { CapabilityVerifier, checkAllows, LEASE_METADATA_KEY } from "../../src/common/capability";
 import { backupOperationAsks, deleteOperationAsks, type Fields, restoreOperationAsks } from "../../src/common/grants";
 import { describeIdentity, type Identity } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
+import { certFingerprint, type Revoked } from "../../src/common/revocations";
 import type { TlsConfig } from "../../src/common/tls";
-import { AGENT_SERVICE, type AuthzAudit, capabilityReason, identityName } from "../transfer/authz-audit";
+import {
+  AGENT_SERVICE,
+  type AuthzAudit,
+  capabilityReason,
+  identityName,
+  type RefusalReason,
+} from "../transfer/authz-audit";
+
+/** A caller AgentService refuses: the status, the refusal metric's reason, the message. */
+export interface Refusal {
+  code: status;
+  reason: RefusalReason;
+  details: string;
+}
 
 const AGENT_SERVICE_PREFIX = `/${AGENT_SERVICE}/`;
 
@@ -63,10 +79,25 @@ export function requestTarget(path: string, request: unknown): string {
   }
 }
 
-/** Why `id` may not call AgentService; null when it may (the coordinator). */
-export function agentServiceRefusal(id: Identity | null): string | null {
+/**
+ * Why a caller may not call AgentService; null when it may (the coordinator). `revoked`: its
+ * certificate's fingerprint when this agent's revocation list names it (UNAUTHENTICATED, as at the
+ * coordinator); anyone but the coordinator is PERMISSION_DENIED.
+ */
+export function agentServiceRefusal(id: Identity | null, revoked: string | null = null): Refusal | null {
+  if (revoked) {
+    return {
+      code: status.UNAUTHENTICATED,
+      reason: "revoked_certificate",
+      details: `this certificate (sha256 ${revoked}) is revoked (this agent's auth.revokedCertificatesFile): use a newly issued one`,
+    };
+  }
   if (id?.kind === "coordinator") return null;
-  return `AgentService is only for the coordinator (the caller is ${describeIdentity(id)})`;
+  return {
+    code: status.PERMISSION_DENIED,
+    reason: id ? "wrong_kind" : "no_identity",
+    details: `AgentService is only for the coordinator (the caller is ${describeIdentity(id)})`,
+  };
 }
 
 /**
@@ -78,8 +109,16 @@ export function agentServiceInterceptor(opts: {
   log?: Logger;
   audit?: AuthzAudit;
   identityOf?: (call: ServerInterceptingCallInterface) => Identity | null;
+  /** Certificates refused whatever they name (auth.revokedCertificatesFile). */
+  revoked?: Revoked;
 }): ServerInterceptor {
   const identityOf = opts.identityOf ?? callerIdentity;
+  const revokedOf = (call: ServerInterceptingCallInterface): string | null => {
+    const raw = opts.revoked ? peerCertificate(call) : undefined;
+    if (!raw || !opts.revoked) return null;
+    const fp = certFingerprint(raw);
+    return opts.revoked.has(fp) ? fp : null;
+  };
   return (methodDescriptor, call) => {
     const path = methodDescriptor.path;
     return new ServerInterceptingCall(call, {
@@ -95,7 +134,7 @@ export function agentServiceInterceptor(opts: {
             }
             const id = identityOf(call);
             md.set(CALLER_METADATA_KEY, identityName(id));
-            const refusal = agentServiceRefusal(id);
+            const refusal = agentServiceRefusal(id, revokedOf(call));
             if (refusal === null) return mdNext(md);
             refuseAfterRequest(call, (request) => {
               const target = requestTarget(path, request);
@@ -104,10 +143,10 @@ export function agentServiceInterceptor(opts: {
                 identity: identityName(id),
                 method: path,
                 target,
-                reason: id ? "wrong_kind" : "no_identity",
-                message: refusal,
+                reason: refusal.reason,
+                message: refusal.details,
               });
-              return { code: status.PERMISSION_DENIED, details: refusal };
+              return { code: refusal.code, details: refusal.details };
             });
           },
         });
@@ -132,9 +171,10 @@ export class LeaseCheck {
     self: { cluster: string; agentId: string },
     log?: Logger,
     audit?: AuthzAudit,
+    revoked?: Revoked,
   ): LeaseCheck {
     if (tls.insecure || !tls.ca) return new LeaseCheck(null, self, log, audit);
-    return new LeaseCheck(new CapabilityVerifier(readFileSync(tls.ca)), self, log, audit);
+    return new LeaseCheck(new CapabilityVerifier(readFileSync(tls.ca), Date.now, revoked), self, log, audit);
   }
 
   /**

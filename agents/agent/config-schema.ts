@@ -160,6 +160,11 @@ export const AgentConfigSchema = daemonSchema("rbdbackup agent configuration", {
   }),
   limits: Limits,
   transfer: Transfer,
+  auth: block("Certificates this agent refuses whatever the CA says.", {
+    revokedCertificatesFile: optionalText(
+      'File of revoked certificates, one SHA-256 fingerprint per line as `openssl x509 -noout -fingerprint -sha256 -in CERT.pem` prints it (or bare hex; "#" starts a comment) — the same file as the coordinator\'s auth.revokedCertificatesFile. This agent refuses a coordinator presenting one (its session is not opened, and an open one ends at the reload), its AgentService calls and the leases and transfer capabilities signed with it, and a peer agent\'s TransferService calls presenting one. A bad line is refused at start. Reloaded on SIGHUP (a bad file then keeps the old list). "" = none revoked.',
+    ),
+  }),
   audit: block("The audit log (refused AgentService and Transfer calls, direct mutating calls).", {
     file: optionalText(
       'File the audit lines (JSON) are appended to; "" = the log only (they always go there, with "audit": true).',
@@ -194,6 +199,7 @@ export const agentFlags: Record<string, FlagSpec> = {
   "tls-cert": { path: "tls.cert" },
   "tls-key": { path: "tls.key" },
   insecure: { path: "tls.insecure", kind: "boolean" },
+  "revoked-certificates-file": { path: "auth.revokedCertificatesFile" },
   "state-dir": { path: "stateDir" },
   "backup-pool": { path: "backupPool" },
 };

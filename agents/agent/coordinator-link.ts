@@ -10,8 +10,9 @@
  * steps down ends it the same way: the link dials that address next, at once (listed or not; at most
  * one hop per address before the usual rotation and backoff resume). What the messages mean is the
  * handler's business. The far end
- * must be the coordinator, at every address: its certificate has to name one (coordinatorCredentials),
- * else no stream.
+ * must be the coordinator, at every address: its certificate has to name one and not be in the agent's
+ * revocation list (coordinatorCredentials), else no stream; `dropRevoked()` (the list reloaded) ends a
+ * stream whose coordinator presented a certificate revoked since, and its reconnect is refused.
  */
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { ChannelCredentials } from "@grpc/grpc-js";
@@ -22,6 +23,7 @@ import { notCoordinator } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
 import { AsyncQueue } from "../../src/common/queue";
 import { type BackoffOptions, backoffDelay, delay } from "../../src/common/retry";
+import { certFingerprint, type Revoked } from "../../src/common/revocations";
 import { SESSION_MAX_MESSAGE_BYTES } from "../../src/common/session-limits";
 import { channelCredentials, type TlsConfig, tlsChannelOptions, tlsFiles } from "../../src/common/tls";
 import {
@@ -36,8 +38,18 @@ import type { Changes } from "./changes";
 // the handshake.
 export { notCoordinator };
 
-/** Mutual TLS to the coordinator: the usual checks (CA, host name), plus "the server is a coordinator". */
-export function coordinatorCredentials(tls: TlsConfig, address: string, log: Logger): ChannelCredentials {
+/**
+ * Mutual TLS to the coordinator: the usual checks (CA, host name), plus "the server is a coordinator"
+ * and "its certificate is not revoked" (`revoked`: the agent's auth.revokedCertificatesFile). `verified`
+ * hears the fingerprint of every certificate let through.
+ */
+export function coordinatorCredentials(
+  tls: TlsConfig,
+  address: string,
+  log: Logger,
+  revoked?: Revoked,
+  verified: (fingerprint: string) => void = () => {},
+): ChannelCredentials {
   if (tls.insecure) return channelCredentials(tls);
   const f = tlsFiles(tls, "coordinator session");
   return ChannelCredentials.createSsl(f.ca, f.key, f.cert, {
@@ -45,9 +57,21 @@ export function coordinatorCredentials(tls: TlsConfig, address: string, log: Log
       const hostError = checkServerIdentity(host, cert);
       if (hostError) return hostError;
       const why = notCoordinator(cert);
-      if (!why) return undefined;
-      log.error("refusing the coordinator session: the server is not the coordinator", { coordinator: address, why });
-      return new Error(`refusing ${address}: ${why}`);
+      if (why) {
+        log.error("refusing the coordinator session: the server is not the coordinator", { coordinator: address, why });
+        return new Error(`refusing ${address}: ${why}`);
+      }
+      const fingerprint = certFingerprint(cert.raw);
+      if (revoked?.has(fingerprint)) {
+        const msg = `the coordinator's certificate (sha256 ${fingerprint}) is revoked (auth.revokedCertificatesFile)`;
+        log.error("refusing the coordinator session: its certificate is revoked", {
+          coordinator: address,
+          fingerprint,
+        });
+        return new Error(`refusing ${address}: ${msg}`);
+      }
+      verified(fingerprint);
+      return undefined;
     },
   });
 }
@@ -76,6 +100,8 @@ export interface LinkOptions {
   tickMs: number;
   /** The wait between reconnects (the retry helper's `delay`; tests may observe it). */
   wait: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Coordinator certificates refused (the agent's auth.revokedCertificatesFile); none when absent. */
+  revoked?: Revoked;
 }
 
 /** The trailer a standby names the leader in ("host:port"). */
@@ -90,9 +116,18 @@ export const DEFAULT_LINK_OPTIONS: LinkOptions = {
 
 type SessionClient = ReturnType<typeof createClient<typeof CoordinatorAgentServiceDefinition>>;
 
-/** The channel to one coordinator address: mutual TLS that also checks the far end is a coordinator. */
-function openChannel(address: string, tls: TlsConfig, log: Logger) {
-  return createChannel(address, coordinatorCredentials(tls, address, log), {
+/**
+ * The channel to one coordinator address: mutual TLS that also checks the far end is a coordinator whose
+ * certificate is not revoked; `verified` hears its fingerprint.
+ */
+function openChannel(
+  address: string,
+  tls: TlsConfig,
+  log: Logger,
+  revoked: Revoked | undefined,
+  verified: (fingerprint: string) => void,
+) {
+  return createChannel(address, coordinatorCredentials(tls, address, log, revoked, verified), {
     ...tlsChannelOptions(address, tls),
     "grpc.keepalive_time_ms": 10_000,
     "grpc.keepalive_timeout_ms": 5_000,
@@ -116,6 +151,10 @@ export class CoordinatorLink {
   /** One channel and client per coordinator address, while the link runs (the session's and the data streams'). */
   #channels = new Map<string, ReturnType<typeof createChannel>>();
   #clients = new Map<string, SessionClient>();
+  /** The fingerprint of the certificate each address's coordinator last presented (and was let through with). */
+  #fingerprints = new Map<string, string>();
+  /** Ends the current stream (dropRevoked). */
+  #current: AbortController | null = null;
 
   constructor(
     /** The coordinator's addresses, tried in this order (at least one). */
@@ -170,10 +209,33 @@ export class CoordinatorLink {
     return this.#stop.signal.aborted ? null : this.#clientOf(this.address);
   }
 
+  /**
+   * After the revocation list was reloaded: every channel whose coordinator presented a certificate now
+   * revoked is closed — the current stream ends with it, and the next dial's handshake is refused.
+   * Returns the addresses dropped.
+   */
+  dropRevoked(): string[] {
+    const revoked = this.options.revoked;
+    if (!revoked) return [];
+    const dropped: string[] = [];
+    for (const [address, fingerprint] of this.#fingerprints) {
+      if (!revoked.has(fingerprint)) continue;
+      dropped.push(address);
+      this.#fingerprints.delete(address);
+      this.#channels.get(address)?.close();
+      this.#channels.delete(address);
+      this.#clients.delete(address);
+      if (address === this.address) this.#current?.abort();
+    }
+    return dropped;
+  }
+
   #clientOf(address: string): SessionClient {
     let client = this.#clients.get(address);
     if (!client) {
-      const channel = openChannel(address, this.tls, this.log);
+      const channel = openChannel(address, this.tls, this.log, this.options.revoked, (fp) =>
+        this.#fingerprints.set(address, fp),
+      );
       this.#channels.set(address, channel);
       client = createClient(CoordinatorAgentServiceDefinition, channel);
       this.#clients.set(address, client);
@@ -257,6 +319,7 @@ export class CoordinatorLink {
     this.#out = out;
     for (const msg of this.handler.opening()) out.push({ msg });
     const ac = new AbortController();
+    this.#current = ac;
     const onStop = () => ac.abort();
     this.#stop.signal.addEventListener("abort", onStop, { once: true });
     let heartbeat: NodeJS.Timeout | undefined;
@@ -280,6 +343,7 @@ export class CoordinatorLink {
       clearInterval(heartbeat);
       clearInterval(tick);
       this.#stop.signal.removeEventListener("abort", onStop);
+      if (this.#current === ac) this.#current = null;
       out.close();
       if (this.#out === out) this.#out = null;
     }

@@ -90,6 +90,11 @@ export class CoordinatorSession {
     return this.#link.address;
   }
 
+  /** The revocation list was reloaded: ends the session of a coordinator whose certificate it now names. */
+  dropRevoked(): string[] {
+    return this.#link.dropRevoked();
+  }
+
   /** Registered with the coordinator now. */
   get connected(): boolean {
     return this.#link.connected;

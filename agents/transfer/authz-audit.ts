@@ -18,6 +18,8 @@ import type { Logger } from "../../src/common/log";
 
 /**
  * Why a call was refused (the metric's reason label; the coordinator's names where they mean the same):
+ * - revoked_certificate: the caller's certificate, or the one that signed its capability, is in
+ *   auth.revokedCertificatesFile;
  * - no_identity: the certificate names no rbdbackup:// identity;
  * - wrong_kind: an identity of the wrong kind (an agent calling AgentService, a client calling Transfer);
  * - no_capability: the call carries no lease/capability;
@@ -27,6 +29,7 @@ import type { Logger } from "../../src/common/log";
  */
 /** Every refusal reason of an agent (the refusal metric's `reason` values). */
 export const REFUSAL_REASONS = [
+  "revoked_certificate",
   "no_identity",
   "wrong_kind",
   "no_capability",

@@ -30,6 +30,7 @@ import { splitHostPort } from "../../src/common/address";
 import { AppError } from "../../src/common/errors";
 import type { Logger } from "../../src/common/log";
 import { delay } from "../../src/common/retry";
+import type { Revoked } from "../../src/common/revocations";
 import { type TlsConfig, tlsFiles } from "../../src/common/tls";
 import { TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
 import type { AuthzAudit } from "./authz-audit";
@@ -60,6 +61,8 @@ const CLOSE_WAIT_MS = 5_000;
 
 export interface DataPlaneOptions {
   tls: TlsConfig;
+  /** Certificates refused whatever they name (the agent's auth.revokedCertificatesFile). */
+  revoked?: Revoked;
   /** What the methods call. */
   transfer: TransferEntry;
   listChains: ListChainsEntry;
@@ -226,6 +229,7 @@ export class DataPlaneServer {
       maxMessageBytes: o.maxMessageBytes,
       pool: o.pool ?? receivePool,
       idleTimeoutMs,
+      ...(o.revoked ? { revoked: o.revoked } : {}),
       ...(o.log ? { log: o.log } : {}),
       ...(o.audit ? { audit: o.audit } : {}),
     }).finally(() => {
@@ -372,12 +376,12 @@ export class DataPlaneServer {
     }
     // Who: only agents of the deployment (transfer-authz.ts); what a Transfer may write is the
     // transfer entry's check (authorizeTransfer), before its sink sees the stream.
-    const caller = transferCallerOf(stream, headers, this.#opts.tls.insecure === true);
+    const caller = transferCallerOf(stream, headers, this.#opts.tls.insecure === true, this.#opts.revoked);
     const refusal = dataPlaneRefusal(caller);
     if (refusal) {
-      this.#opts.log?.warn("data plane: refused a call", { method: path, reason: refusal });
+      this.#opts.log?.warn("data plane: refused a call", { method: path, reason: refusal.message });
       auditDataPlaneRefusal(this.#opts.audit, caller, path, refusal);
-      call.fail(Status.PERMISSION_DENIED, refusal);
+      call.fail(refusal.status, refusal.message);
       return;
     }
     route(call, caller);

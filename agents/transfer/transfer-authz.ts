@@ -3,7 +3,9 @@
  *
  * - Who: the caller's identity comes from its verified TLS client certificate (the data plane
  *   requires one). Only agents of the deployment (rbdbackup://agent/…) may call TransferService at all
- *   (Transfer, ResumePoint, ListChains); anyone else gets PERMISSION_DENIED (data-plane-server.ts asks here).
+ *   (Transfer, ResumePoint, ListChains); anyone else gets PERMISSION_DENIED, and a certificate in this
+ *   agent's auth.revokedCertificatesFile UNAUTHENTICATED (data-plane-server.ts and the bulk channel ask
+ *   here). A capability signed with a revoked coordinator certificate is refused too (CapabilityVerifier).
  * - What: a Transfer must carry, in the HTTP/2 request header `rbdbackup-capability`, the transfer
  *   capability the coordinator minted for the CALLER (holder = the caller's cluster and agent id), and
  *   the stream's header (its first message) must ask for exactly what the capability allows
@@ -38,6 +40,7 @@ import { AppError, invalidArgument, Status } from "../../src/common/errors";
 import { listChainsAsks, transferAsks } from "../../src/common/grants";
 import { describeIdentity, type Identity, identityOfCertificate } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
+import { certFingerprint, type Revoked } from "../../src/common/revocations";
 import {
   type ListChainsRequest,
   type TransferHeader,
@@ -66,7 +69,31 @@ export interface TransferCaller {
   /** False in insecure mode: there is no certificate, nothing is checked. */
   checked: boolean;
   identity: Identity | null;
+  /** The SHA-256 fingerprint of its certificate when the agent's revocation list names it; else absent or null. */
+  revoked?: string | null;
   capability: string | undefined;
+}
+
+/** The identity in a TLS socket's verified peer certificate, and its fingerprint when `revoked` lists it. */
+export function peerOfSocket(
+  socket: TLSSocket | undefined,
+  revoked?: Revoked,
+): { identity: Identity | null; revoked: string | null } {
+  let raw: Buffer | undefined;
+  try {
+    raw = socket?.getPeerCertificate?.(true)?.raw;
+  } catch {
+    raw = undefined;
+  }
+  if (!raw) return { identity: null, revoked: null };
+  const fp = revoked ? certFingerprint(raw) : "";
+  let identity: Identity | null = null;
+  try {
+    identity = identityOfCertificate(raw);
+  } catch {
+    identity = null;
+  }
+  return { identity, revoked: revoked?.has(fp) ? fp : null };
 }
 
 /** The caller of a data-plane stream: the identity in its TLS client certificate, and its capability header. */
@@ -74,24 +101,41 @@ export function transferCallerOf(
   stream: http2.ServerHttp2Stream,
   headers: http2.IncomingHttpHeaders,
   insecure: boolean,
+  revoked?: Revoked,
 ): TransferCaller {
   const h = headers[CAPABILITY_HEADER];
   const capability = Array.isArray(h) ? h[0] : h;
   if (insecure) return { checked: false, identity: null, capability };
-  let identity: Identity | null = null;
-  try {
-    const raw = (stream.session?.socket as TLSSocket | undefined)?.getPeerCertificate?.(true)?.raw;
-    identity = raw ? identityOfCertificate(raw) : null;
-  } catch {
-    identity = null;
-  }
-  return { checked: true, identity, capability };
+  return { checked: true, ...peerOfSocket(stream.session?.socket as TLSSocket | undefined, revoked), capability };
 }
 
-/** Why `caller` may not use TransferService at all; null when it may (an agent, or insecure mode). */
-export function dataPlaneRefusal(caller: TransferCaller): string | null {
-  if (!caller.checked || caller.identity?.kind === "agent") return null;
-  return `TransferService is only for agents of this deployment (the caller is ${describeIdentity(caller.identity)})`;
+/** Why a caller may not use the data plane at all: the status, the refusal metric's reason, the message. */
+export interface DataPlaneRefusal {
+  status: Status;
+  reason: "revoked_certificate" | "wrong_kind" | "no_identity";
+  message: string;
+}
+
+/**
+ * Why `caller` may not use TransferService at all; null when it may (an agent whose certificate is not
+ * revoked, or insecure mode). A revoked certificate is UNAUTHENTICATED (as at the coordinator), any
+ * other caller PERMISSION_DENIED.
+ */
+export function dataPlaneRefusal(caller: TransferCaller): DataPlaneRefusal | null {
+  if (!caller.checked) return null;
+  if (caller.revoked) {
+    return {
+      status: Status.UNAUTHENTICATED,
+      reason: "revoked_certificate",
+      message: `this certificate (sha256 ${caller.revoked}) is revoked (this agent's auth.revokedCertificatesFile): use a newly issued one`,
+    };
+  }
+  if (caller.identity?.kind === "agent") return null;
+  return {
+    status: Status.PERMISSION_DENIED,
+    reason: caller.identity ? "wrong_kind" : "no_identity",
+    message: `TransferService is only for agents of this deployment (the caller is ${describeIdentity(caller.identity)})`,
+  };
 }
 
 /** Audits a data-plane refusal by `dataPlaneRefusal` (who may not call at all). */
@@ -99,15 +143,15 @@ export function auditDataPlaneRefusal(
   audit: AuthzAudit | undefined,
   caller: TransferCaller,
   method: string,
-  why: string,
+  refusal: DataPlaneRefusal,
   target = "",
 ) {
   audit?.refused({
     identity: identityName(caller.identity),
     method,
     target,
-    reason: caller.identity ? "wrong_kind" : "no_identity",
-    message: why,
+    reason: refusal.reason,
+    message: refusal.message,
   });
 }
 
@@ -150,10 +194,11 @@ function judge(
   here?: Here,
 ): void {
   const id = caller.identity;
-  if (id?.kind !== "agent") {
-    const why = dataPlaneRefusal(caller) ?? "not an agent";
-    auditDataPlaneRefusal(audit, caller, method, why, target);
-    throw new AppError(Status.PERMISSION_DENIED, why);
+  const refusal = dataPlaneRefusal(caller);
+  if (refusal || id?.kind !== "agent") {
+    const r = refusal ?? { status: Status.PERMISSION_DENIED, reason: "no_identity" as const, message: "not an agent" };
+    auditDataPlaneRefusal(audit, caller, method, r, target);
+    throw new AppError(r.status, r.message);
   }
   try {
     const grant = verifier.verify(caller.capability, "transfer", { cluster: id.cluster, agentId: id.agentId });

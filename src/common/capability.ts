@@ -19,6 +19,7 @@
 import { createPrivateKey, type KeyObject, sign, verify, X509Certificate } from "node:crypto";
 import { AppError, Status } from "./errors";
 import { identityOfCertificate } from "./identity";
+import { certFingerprint, type Revoked } from "./revocations";
 
 export type CapabilityScope = "operation" | "transfer";
 
@@ -50,10 +51,16 @@ const b64 = (b: Buffer | string): string => Buffer.from(b).toString("base64url")
  * Why a capability was refused (the refusal metric's reason label):
  * - no_capability: none was presented;
  * - bad_capability: malformed, expired, of the wrong scope, not signed by the coordinator;
+ * - revoked_certificate: signed with a coordinator certificate the verifier's revocation list names;
  * - identity_mismatch: a genuine capability issued to another agent;
  * - not_covered: a genuine capability that does not allow what the request asks.
  */
-export type CapabilityRefusalReason = "no_capability" | "bad_capability" | "identity_mismatch" | "not_covered";
+export type CapabilityRefusalReason =
+  | "no_capability"
+  | "bad_capability"
+  | "revoked_certificate"
+  | "identity_mismatch"
+  | "not_covered";
 
 /** A refused capability: PERMISSION_DENIED, with why in `reason` (never parse the message). */
 export class CapabilityError extends AppError {
@@ -113,6 +120,11 @@ export class CapabilityVerifier {
   constructor(
     caPem: string | Buffer,
     private readonly now: () => number = Date.now,
+    /**
+     * Certificates revoked by the agent's operator (auth.revokedCertificatesFile): a capability signed
+     * with one is refused (revoked_certificate) — a leaked coordinator key mints nothing an agent takes.
+     */
+    private readonly revoked: Revoked = { has: () => false },
   ) {
     this.#ca = new X509Certificate(caPem);
   }
@@ -141,6 +153,13 @@ export class CapabilityVerifier {
       throw denied("its signer's certificate is not valid now");
     }
     if (identityOfCertificate(cert)?.kind !== "coordinator") throw denied("not signed by the coordinator");
+    const fingerprint = certFingerprint(cert.raw);
+    if (this.revoked.has(fingerprint)) {
+      throw denied(
+        `its signer's certificate (sha256 ${fingerprint}) is revoked (auth.revokedCertificatesFile)`,
+        "revoked_certificate",
+      );
+    }
     const type = cert.publicKey.asymmetricKeyType;
     const ok = verify(
       type === "ed25519" ? null : "sha256",

@@ -35,6 +35,11 @@ export function parseRevoked(text: string, file: string): Set<string> {
   return out;
 }
 
+/** What a check needs of a revocation list (a RevocationList; a Set in tests). */
+export interface Revoked {
+  has(fingerprint: string): boolean;
+}
+
 /** The revocations in force; `file` "" = none. */
 export class RevocationList {
   readonly #file: ReloadableFile<Set<string>>;

@@ -102,6 +102,8 @@ export interface AgentProcess {
   metricsAddress: string;
   fsid: string;
   stateDir: string;
+  /** Its auth.revokedCertificatesFile ("" without AgentProcessOptions.revoked): rewrite it, then SIGHUP `proc`. */
+  revokedFile: string;
   proc: ChildProcess;
   client: AgentServiceClient;
   /** stderr so far (JSON log lines). */
@@ -159,6 +161,8 @@ export interface AgentProcessOptions {
   agentId?: string;
   /** Detach: log to this file and outlive the caller (see src/lab/daemon.ts). */
   logFile?: string;
+  /** auth.revokedCertificatesFile's lines (fingerprints of revoked certificates); unset: no such file. */
+  revoked?: string[];
 }
 
 /** A copy of `conf` in `dir` with `extra` appended (AgentProcessOptions.cephConfExtra); its path. */
@@ -173,6 +177,8 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
   const name = labAgentId(cluster);
   const agentId = opts.agentId ?? name;
   const stateDir = opts.stateDir ?? scratchDir(`rbdbackup-${agentId}-`);
+  const revokedFile = opts.revoked ? path.join(stateDir, "revoked-certificates") : "";
+  if (opts.revoked) writeFileSync(revokedFile, opts.revoked.map((l) => `${l}\n`).join(""), { mode: 0o600 });
   const config = {
     agentId,
     ...(opts.coordinators?.length
@@ -199,6 +205,7 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
     ...(opts.transfer ? { transfer: opts.transfer } : {}),
     shutdownGraceSeconds: opts.shutdownGraceSeconds ?? 5,
     ...(opts.testFaults ? { testFaults: opts.testFaults } : {}),
+    ...(revokedFile ? { auth: { revokedCertificatesFile: revokedFile } } : {}),
   };
   const cfgFile = path.join(stateDir, "agent.json");
   writeFileSync(cfgFile, JSON.stringify(config, null, 2));
@@ -235,6 +242,7 @@ export async function startAgentProcess(cluster: string, opts: AgentProcessOptio
     metricsAddress: serving.metricsAddress,
     fsid: serving.fsid,
     stateDir,
+    revokedFile,
     proc,
     client,
     logs: daemon.logs,

@@ -7,8 +7,8 @@
  *   buffers — the TLS layer decrypts straight into them (the reader's `direct` mode) — released by the
  *   sink once written; at most a couple of messages queued, then the socket
  *   is paused (TCP's window closes, the source's writes stop draining) — backpressure end to end.
- * - Who: the caller's verified certificate must name an agent (transfer-authz.ts dataPlaneRefusal,
- *   audited like the HTTP/2 path); its BulkOpen.capability is what Transfer takes as the
+ * - Who: the caller's verified certificate must name an agent and not be revoked (transfer-authz.ts
+ *   dataPlaneRefusal, audited like the HTTP/2 path); its BulkOpen.capability is what Transfer takes as the
  *   rbdbackup-capability header — the entry checks it against the header (authorizeTransfer), so the
  *   entry is the very function the Transfer call feeds (same admission, same sink).
  * - Bounded: receiving nothing for `idleTimeoutMs` while this side wants bytes (not paused by
@@ -20,13 +20,19 @@
 import type { TLSSocket } from "node:tls";
 import { Status } from "nice-grpc-common";
 import { AppError } from "../../../src/common/errors";
-import { type Identity, identityOfCertificate } from "../../../src/common/identity";
 import type { Logger } from "../../../src/common/log";
 import { abortError } from "../../../src/common/retry";
+import type { Revoked } from "../../../src/common/revocations";
 import { BulkOpen, TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
 import type { AuthzAudit } from "../authz-audit";
 import { MessageReader, type ReceivePool, watchIdle } from "../message-reader";
-import { auditDataPlaneRefusal, dataPlaneRefusal, TRANSFER_METHOD, type TransferCaller } from "../transfer-authz";
+import {
+  auditDataPlaneRefusal,
+  dataPlaneRefusal,
+  peerOfSocket,
+  TRANSFER_METHOD,
+  type TransferCaller,
+} from "../transfer-authz";
 import type { TransferEntry } from "../transfer-server";
 import { RELEASE, type Releasable } from "../wire";
 import { BULK_VERSION, resultFrame } from "./protocol";
@@ -40,6 +46,8 @@ export interface BulkServerOptions {
   maxMessageBytes: number;
   pool: ReceivePool;
   idleTimeoutMs: number;
+  /** Certificates refused whatever they name (the agent's auth.revokedCertificatesFile). */
+  revoked?: Revoked;
   log?: Logger;
   audit?: AuthzAudit;
 }
@@ -62,15 +70,6 @@ function decoder() {
       throw new AppError(Status.INVALID_ARGUMENT, `a message that is not ${what}: ${(e as Error).message}`);
     }
   };
-}
-
-function identityOf(socket: TLSSocket): Identity | null {
-  try {
-    const raw = socket.getPeerCertificate?.(true)?.raw;
-    return raw ? identityOfCertificate(raw) : null;
-  } catch {
-    return null;
-  }
 }
 
 /** The largest BulkOpen accepted (the first frame of a connection). */
@@ -120,15 +119,16 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
   };
 
   // Who calls is known from the TLS handshake: anyone but an agent is refused before a byte is read.
-  const identity = insecure ? null : identityOf(socket);
-  const refusal = dataPlaneRefusal({ checked: !insecure, identity, capability: undefined });
+  const peer = insecure ? { identity: null, revoked: null } : peerOfSocket(socket, o.revoked);
+  const caller = { checked: !insecure, ...peer, capability: undefined };
+  const refusal = dataPlaneRefusal(caller);
   if (refusal) {
-    o.log?.warn("data plane: refused a bulk connection", { reason: refusal });
-    auditDataPlaneRefusal(o.audit, { checked: true, identity, capability: undefined }, TRANSFER_METHOD, refusal);
-    answer({ error: new AppError(Status.PERMISSION_DENIED, refusal) });
+    o.log?.warn("data plane: refused a bulk connection", { reason: refusal.message });
+    auditDataPlaneRefusal(o.audit, caller, TRANSFER_METHOD, refusal);
+    answer({ error: new AppError(refusal.status, refusal.message) });
     return closed;
   }
-  run(reader, ac.signal, o, { checked: !insecure, identity }).then(
+  run(reader, ac.signal, o, { checked: !insecure, identity: peer.identity }).then(
     (summary) => answer({ summary }),
     (error) =>
       answer({

@@ -50,6 +50,7 @@ describe("agent configuration", () => {
     assert.equal(c.limits.maxReadsInFlight, 12, "the widest read window, as the default derives it");
     assert.equal(c.limits.maxWindowBytes, 64 * 2 ** 20, "the widest write window, as the default derives it");
     assert.equal(c.transferListen, "127.0.0.1:7401");
+    assert.equal(c.auth.revokedCertificatesFile, "/etc/rbdbackup/revoked-certificates");
     assert.equal(c.cluster.keyring, "/etc/ceph/ceph.client.rbdbackup.keyring");
     assert.deepEqual(c.tls, {
       insecure: false,
@@ -81,6 +82,7 @@ describe("agent configuration", () => {
       stateDir: "/var/lib/rbdbackup/agent",
       backupPool: "backups",
       sourcePaths: [],
+      auth: { revokedCertificatesFile: "" },
       audit: { file: "" },
       limits: {
         chunkSizeBytes: 2 * 1024 * 1024,
@@ -122,6 +124,7 @@ describe("agent configuration", () => {
       "--tls-key=key",
       "--state-dir=/s",
       "--backup-pool=bp",
+      "--revoked-certificates-file=/r",
     ]);
     assert.equal(c.agentId, "a1");
     assert.deepEqual(
@@ -134,10 +137,10 @@ describe("agent configuration", () => {
     );
     assert.equal(c.metricsListen, "");
     assert.deepEqual(c.tls, { insecure: false, ca: "ca", cert: "cert", key: "key" });
-    assert.deepEqual([c.stateDir, c.backupPool], ["/s", "bp"]);
+    assert.deepEqual([c.stateDir, c.backupPool, c.auth.revokedCertificatesFile], ["/s", "bp", "/r"]);
     assert.equal(parse({ ...file, tls: {} }, ["--insecure"]).tls.insecure, true);
     // Every flag of the table was exercised above (a new flag needs a line here).
-    assert.equal(Object.keys(agentFlags).length, 16);
+    assert.equal(Object.keys(agentFlags).length, 17);
   });
 
   it("several coordinator addresses: address first, then addresses, no duplicates; --coordinator is the whole list", () => {

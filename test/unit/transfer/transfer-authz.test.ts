@@ -4,13 +4,15 @@
  * otherwise PERMISSION_DENIED and the message source is closed unread beyond the header.
  */
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
+import { randomUUID, X509Certificate } from "node:crypto";
 import { appendFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { describe, it } from "node:test";
 import { Status } from "nice-grpc";
+import type { AuthzAudit } from "../../../agents/transfer/authz-audit";
 import {
+  admitTransferCaller,
   authorizeListChains,
   authorizeResumePoint,
   authorizeTransfer,
@@ -18,7 +20,7 @@ import {
   SpentCapabilities,
   type TransferCaller,
 } from "../../../agents/transfer/transfer-authz";
-import { CapabilitySigner, CapabilityVerifier } from "../../../src/common/capability";
+import { type CapabilityError, CapabilitySigner, CapabilityVerifier } from "../../../src/common/capability";
 import { backupTransferAllows, ownChain, restoreJobTransferAllows, transferAsks } from "../../../src/common/grants";
 import type { Identity } from "../../../src/common/identity";
 import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
@@ -391,7 +393,10 @@ describe("transfer authorization", () => {
       { kind: "coordinator", id: "lab" },
       { kind: "client", role: "admin", name: "x" },
     ] as Array<Identity | null>) {
-      assert.match(dataPlaneRefusal(caller(undefined, id)) ?? "", /only for agents/);
+      const r = dataPlaneRefusal(caller(undefined, id));
+      assert.equal(r?.status, Status.PERMISSION_DENIED);
+      assert.equal(r?.reason, id ? "wrong_kind" : "no_identity");
+      assert.match(r?.message ?? "", /only for agents/);
       const h = header(TransferKind.RESTORE_NEW, "x", "rbd");
       await assert.rejects(
         authorizeTransfer(verifier, source(h).messages, caller(mint(h), id), HERE),
@@ -405,6 +410,44 @@ describe("transfer authorization", () => {
       "header",
       "zero",
     ]);
+  });
+
+  it("who: an agent whose certificate is revoked is UNAUTHENTICATED, audited, before its capability is looked at", async () => {
+    const fp = "ab".repeat(32);
+    const revokedCaller: TransferCaller = { ...caller(undefined), revoked: fp };
+    const r = dataPlaneRefusal(revokedCaller);
+    assert.equal(r?.status, Status.UNAUTHENTICATED);
+    assert.equal(r?.reason, "revoked_certificate");
+    assert.match(r?.message ?? "", new RegExp(`sha256 ${fp}\\) is revoked`));
+    const h = header(TransferKind.RESTORE_NEW, "x", "rbd");
+    const lines: Array<{ reason?: string }> = [];
+    const audit = { refused: (l: { reason?: string }) => lines.push(l) } as unknown as AuthzAudit;
+    const genuine = { ...revokedCaller, capability: mint(h) };
+    assert.throws(
+      () => admitTransferCaller(verifier, genuine, audit, undefined, HERE),
+      (e: { status?: number }) => e.status === Status.UNAUTHENTICATED,
+    );
+    await assert.rejects(
+      authorizeTransfer(verifier, source(h).messages, genuine, HERE, audit),
+      (e: { status?: number }) => e.status === Status.UNAUTHENTICATED,
+    );
+    assert.deepEqual(
+      lines.map((l) => l.reason),
+      ["revoked_certificate", "revoked_certificate"],
+    );
+  });
+
+  it("what: a capability signed with a revoked coordinator certificate is refused (revoked_certificate)", () => {
+    const h = header(TransferKind.RESTORE_NEW, "x", "rbd");
+    const coordFp = new X509Certificate(readFileSync(coord.cert as string)).fingerprint256
+      .replaceAll(":", "")
+      .toLowerCase();
+    const strict = new CapabilityVerifier(readFileSync(coord.ca as string), Date.now, new Set([coordFp]));
+    assert.throws(
+      () => admitTransferCaller(strict, caller(mint(h)), undefined, undefined, HERE),
+      (e: CapabilityError) => e.reason === "revoked_certificate" && /sha256 [0-9a-f]{64}\) is revoked/.test(e.message),
+    );
+    assert.doesNotThrow(() => admitTransferCaller(verifier, caller(mint(h)), undefined, undefined, HERE));
   });
 
   describe("ListChains: only with the capability of a backup of that volume into that pool", () => {
