@@ -81,8 +81,11 @@ function simOperations(world: SimWorld, cluster: string, backupMs: number): Sess
   const unimplemented = async (): Promise<never> => {
     throw new AppError(Status.UNIMPLEMENTED, "the simulated agent only backs up and deletes");
   };
+  // A Ceph client address as librados reports one (the coordinator refuses any other): a nonzero nonce
+  // of this simulated agent's own.
+  const nonce = 1 + Math.floor(Math.random() * 2 ** 31);
   return {
-    ctx: { cluster: { addrs: () => `v2:127.0.0.1:0/${cluster}`, blocklistAdd: async () => {} } },
+    ctx: { cluster: { addrs: () => `v2:127.0.0.1:0/${nonce}`, blocklistAdd: async () => {} } },
     async backup(req: BackupRequest, signal: AbortSignal, progress?: Progress): Promise<BackupResult> {
       if (req.source?.$case !== "volume") throw new AppError(Status.INVALID_ARGUMENT, "volume sources only");
       const vol = req.source.value;
