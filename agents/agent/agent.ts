@@ -31,7 +31,7 @@ import { ADVISORY_CHECKS, clusterChecks, localChecks } from "../engine/checks";
 import type { EngineContext, TransferTarget } from "../engine/context";
 import { OpenVolumes } from "../engine/open-volumes";
 import { listChains } from "../engine/snapshots";
-import { AuthzAudit } from "../transfer/authz-audit";
+import { AuthzAudit, SESSION_METHOD } from "../transfer/authz-audit";
 import { DataPlaneServer } from "../transfer/data-plane-server";
 import { Journal } from "../transfer/journal";
 import { receivePool } from "../transfer/message-reader";
@@ -341,7 +341,19 @@ export class Agent {
         ops,
         log,
         { dieBeforeOutcome: !!cfg.testFaults?.dieBeforeOutcome },
-        { revoked },
+        {
+          revoked,
+          // A coordinator refused for its certificate is audited and counted like any refused caller.
+          onRevoked: (address, message, identity) =>
+            audit.refused({
+              identity,
+              method: SESSION_METHOD,
+              target: address,
+              reason: "revoked_certificate",
+              message,
+              result: "UNAUTHENTICATED",
+            }),
+        },
       );
       this.session.start();
     }
@@ -379,6 +391,15 @@ export class Agent {
       this.log.warn("ended the coordinator session: the coordinator's certificate is revoked", {
         coordinators: dropped,
       });
+      for (const address of dropped) {
+        this.#audit?.record({
+          identity: "coordinator",
+          method: SESSION_METHOD,
+          target: address,
+          result: "ENDED",
+          message: "its certificate was revoked",
+        });
+      }
     }
   }
 

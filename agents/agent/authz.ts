@@ -33,7 +33,7 @@ import { CapabilityVerifier, checkAllows, LEASE_METADATA_KEY } from "../../src/c
 import { backupOperationAsks, deleteOperationAsks, type Fields, restoreOperationAsks } from "../../src/common/grants";
 import { describeIdentity, type Identity } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
-import { certFingerprint, type Revoked } from "../../src/common/revocations";
+import { type Revoked, revokedFingerprint } from "../../src/common/revocations";
 import type { TlsConfig } from "../../src/common/tls";
 import {
   AGENT_SERVICE,
@@ -115,9 +115,7 @@ export function agentServiceInterceptor(opts: {
   const identityOf = opts.identityOf ?? callerIdentity;
   const revokedOf = (call: ServerInterceptingCallInterface): string | null => {
     const raw = opts.revoked ? peerCertificate(call) : undefined;
-    if (!raw || !opts.revoked) return null;
-    const fp = certFingerprint(raw);
-    return opts.revoked.has(fp) ? fp : null;
+    return raw ? revokedFingerprint(opts.revoked, raw) : null;
   };
   return (methodDescriptor, call) => {
     const path = methodDescriptor.path;
@@ -145,6 +143,7 @@ export function agentServiceInterceptor(opts: {
                 target,
                 reason: refusal.reason,
                 message: refusal.details,
+                result: status[refusal.code],
               });
               return { code: refusal.code, details: refusal.details };
             });

@@ -19,11 +19,11 @@ import { ChannelCredentials } from "@grpc/grpc-js";
 import { createChannel, createClient } from "nice-grpc";
 import { type Metadata, Status } from "nice-grpc-common";
 import { messageOf, statusOf } from "../../src/common/errors";
-import { notCoordinator } from "../../src/common/identity";
+import { identityOfCertificate, identityUri, notCoordinator } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
 import { AsyncQueue } from "../../src/common/queue";
 import { type BackoffOptions, backoffDelay, delay } from "../../src/common/retry";
-import { certFingerprint, type Revoked } from "../../src/common/revocations";
+import { certFingerprints, type Revoked } from "../../src/common/revocations";
 import { SESSION_MAX_MESSAGE_BYTES } from "../../src/common/session-limits";
 import { channelCredentials, type TlsConfig, tlsChannelOptions, tlsFiles } from "../../src/common/tls";
 import {
@@ -40,15 +40,17 @@ export { notCoordinator };
 
 /**
  * Mutual TLS to the coordinator: the usual checks (CA, host name), plus "the server is a coordinator"
- * and "its certificate is not revoked" (`revoked`: the agent's auth.revokedCertificatesFile). `verified`
- * hears the fingerprint of every certificate let through.
+ * and "its certificate is not revoked" (`revoked`: the agent's auth.revokedCertificatesFile; `onRevoked`
+ * hears each such refusal). `verified` hears the fingerprints (its own and its ECDSA twins') of every
+ * certificate let through.
  */
 export function coordinatorCredentials(
   tls: TlsConfig,
   address: string,
   log: Logger,
   revoked?: Revoked,
-  verified: (fingerprint: string) => void = () => {},
+  verified: (fingerprints: string[]) => void = () => {},
+  onRevoked: (address: string, message: string, identity: string) => void = () => {},
 ): ChannelCredentials {
   if (tls.insecure) return channelCredentials(tls);
   const f = tlsFiles(tls, "coordinator session");
@@ -61,16 +63,18 @@ export function coordinatorCredentials(
         log.error("refusing the coordinator session: the server is not the coordinator", { coordinator: address, why });
         return new Error(`refusing ${address}: ${why}`);
       }
-      const fingerprint = certFingerprint(cert.raw);
-      if (revoked?.has(fingerprint)) {
-        const msg = `the coordinator's certificate (sha256 ${fingerprint}) is revoked (auth.revokedCertificatesFile)`;
+      const fingerprints = certFingerprints(cert.raw);
+      const listed = fingerprints.find((fp) => revoked?.has(fp));
+      if (listed) {
+        const msg = `the coordinator's certificate (sha256 ${listed}) is revoked (auth.revokedCertificatesFile)`;
         log.error("refusing the coordinator session: its certificate is revoked", {
           coordinator: address,
-          fingerprint,
+          fingerprint: listed,
         });
+        onRevoked(address, msg, identityUriOf(cert));
         return new Error(`refusing ${address}: ${msg}`);
       }
-      verified(fingerprint);
+      verified(fingerprints);
       return undefined;
     },
   });
@@ -92,6 +96,16 @@ export interface LinkHandler {
   onTick(): void;
 }
 
+/** The identity URI a (coordinator's) certificate names, for audit lines. */
+function identityUriOf(cert: PeerCertificate): string {
+  try {
+    const id = identityOfCertificate(cert.raw);
+    return id ? identityUri(id) : "none";
+  } catch {
+    return "none";
+  }
+}
+
 export interface LinkOptions {
   /** Reconnect backoff: delays grow from baseMs to maxMs, with jitter. */
   reconnect: BackoffOptions;
@@ -102,6 +116,8 @@ export interface LinkOptions {
   wait: (ms: number, signal: AbortSignal) => Promise<void>;
   /** Coordinator certificates refused (the agent's auth.revokedCertificatesFile); none when absent. */
   revoked?: Revoked;
+  /** Hears each coordinator refused for its revoked certificate, and each session ended for it (audit). */
+  onRevoked?: (address: string, message: string, identity: string) => void;
 }
 
 /** The trailer a standby names the leader in ("host:port"). */
@@ -125,9 +141,10 @@ function openChannel(
   tls: TlsConfig,
   log: Logger,
   revoked: Revoked | undefined,
-  verified: (fingerprint: string) => void,
+  verified: (fingerprints: string[]) => void,
+  onRevoked: ((address: string, message: string, identity: string) => void) | undefined,
 ) {
-  return createChannel(address, coordinatorCredentials(tls, address, log, revoked, verified), {
+  return createChannel(address, coordinatorCredentials(tls, address, log, revoked, verified, onRevoked), {
     ...tlsChannelOptions(address, tls),
     "grpc.keepalive_time_ms": 10_000,
     "grpc.keepalive_timeout_ms": 5_000,
@@ -151,8 +168,11 @@ export class CoordinatorLink {
   /** One channel and client per coordinator address, while the link runs (the session's and the data streams'). */
   #channels = new Map<string, ReturnType<typeof createChannel>>();
   #clients = new Map<string, SessionClient>();
-  /** The fingerprint of the certificate each address's coordinator last presented (and was let through with). */
-  #fingerprints = new Map<string, string>();
+  /**
+   * The fingerprints of every certificate let through at each address since its channel was made (an
+   * address may resolve to several servers, and a handshake that lost the race may finish last).
+   */
+  #fingerprints = new Map<string, Set<string>>();
   /** Ends the current stream (dropRevoked). */
   #current: AbortController | null = null;
 
@@ -218,8 +238,8 @@ export class CoordinatorLink {
     const revoked = this.options.revoked;
     if (!revoked) return [];
     const dropped: string[] = [];
-    for (const [address, fingerprint] of this.#fingerprints) {
-      if (!revoked.has(fingerprint)) continue;
+    for (const [address, fingerprints] of this.#fingerprints) {
+      if (![...fingerprints].some((fp) => revoked.has(fp))) continue;
       dropped.push(address);
       this.#fingerprints.delete(address);
       this.#channels.get(address)?.close();
@@ -233,8 +253,17 @@ export class CoordinatorLink {
   #clientOf(address: string): SessionClient {
     let client = this.#clients.get(address);
     if (!client) {
-      const channel = openChannel(address, this.tls, this.log, this.options.revoked, (fp) =>
-        this.#fingerprints.set(address, fp),
+      const seen = new Set<string>();
+      this.#fingerprints.set(address, seen);
+      const channel = openChannel(
+        address,
+        this.tls,
+        this.log,
+        this.options.revoked,
+        (fps) => {
+          for (const fp of fps) seen.add(fp);
+        },
+        this.options.onRevoked,
       );
       this.#channels.set(address, channel);
       client = createClient(CoordinatorAgentServiceDefinition, channel);

@@ -6,7 +6,13 @@
 import client from "prom-client";
 import type { Logger } from "../../src/common/log";
 import { MetricsServer, registerDefaultMetrics } from "../../src/common/metrics-server";
-import { AGENT_SERVICE, REFUSAL_REASONS, type RefusalReason, TRANSFER_SERVICE } from "../transfer/authz-audit";
+import {
+  AGENT_SERVICE,
+  REFUSAL_REASONS,
+  type RefusalReason,
+  SESSION_SERVICE,
+  TRANSFER_SERVICE,
+} from "../transfer/authz-audit";
 import type { TransferMeter } from "../transfer/meter";
 import type { LimiterKind } from "../transfer/shaping/rate-limit";
 
@@ -59,7 +65,7 @@ export class AgentMetrics {
     });
     this.refusals = new client.Counter({
       name: "rbdbackup_authorization_refusals_total",
-      help: "Calls refused by authorization, by service and reason (no_identity, wrong_kind, no_capability, bad_capability, identity_mismatch, not_covered).",
+      help: "Calls refused by authorization, by service and reason (revoked_certificate, no_identity, wrong_kind, no_capability, bad_capability, identity_mismatch, not_covered); service rbdbackup.v1.CoordinatorAgentService: a coordinator refused for its revoked certificate.",
       labelNames: ["service", "reason"],
       registers: [r],
     });
@@ -102,6 +108,7 @@ export class AgentMetrics {
     // the refusals by service and reason; the checksum failures of the backup pool (knownPool()).
     for (const service of [AGENT_SERVICE, TRANSFER_SERVICE])
       for (const reason of REFUSAL_REASONS) this.refusals.labels(service, reason).inc(0);
+    this.refusals.labels(SESSION_SERVICE, "revoked_certificate").inc(0);
     const compression = (name: string, help: string) =>
       new client.Counter({ name, help, labelNames: ["direction", "algorithm"], registers: [r] });
     const rawBytes = compression(

@@ -41,6 +41,9 @@ export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 
 export const AGENT_SERVICE = "rbdbackup.v1.AgentService";
 export const TRANSFER_SERVICE = "rbdbackup.v1.TransferService";
+/** The coordinator's session service: this agent refuses a coordinator presenting a revoked certificate. */
+export const SESSION_SERVICE = "rbdbackup.v1.CoordinatorAgentService";
+export const SESSION_METHOD = `/${SESSION_SERVICE}/Session`;
 
 /** An audit line of the agent: identity is the certificate's URI, "none" or "insecure" (test mode). */
 export type AuditEntry = AuditLine & { reason?: RefusalReason };

@@ -40,7 +40,7 @@ import { AppError, invalidArgument, Status } from "../../src/common/errors";
 import { listChainsAsks, transferAsks } from "../../src/common/grants";
 import { describeIdentity, type Identity, identityOfCertificate } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
-import { certFingerprint, type Revoked } from "../../src/common/revocations";
+import { type Revoked, revokedFingerprint } from "../../src/common/revocations";
 import {
   type ListChainsRequest,
   type TransferHeader,
@@ -86,14 +86,13 @@ export function peerOfSocket(
     raw = undefined;
   }
   if (!raw) return { identity: null, revoked: null };
-  const fp = revoked ? certFingerprint(raw) : "";
   let identity: Identity | null = null;
   try {
     identity = identityOfCertificate(raw);
   } catch {
     identity = null;
   }
-  return { identity, revoked: revoked?.has(fp) ? fp : null };
+  return { identity, revoked: revokedFingerprint(revoked, raw) };
 }
 
 /** The caller of a data-plane stream: the identity in its TLS client certificate, and its capability header. */
@@ -152,6 +151,7 @@ export function auditDataPlaneRefusal(
     target,
     reason: refusal.reason,
     message: refusal.message,
+    result: Status[refusal.status],
   });
 }
 

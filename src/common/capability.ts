@@ -19,7 +19,7 @@
 import { createPrivateKey, type KeyObject, sign, verify, X509Certificate } from "node:crypto";
 import { AppError, Status } from "./errors";
 import { identityOfCertificate } from "./identity";
-import { certFingerprint, type Revoked } from "./revocations";
+import { type Revoked, revokedFingerprint } from "./revocations";
 
 export type CapabilityScope = "operation" | "transfer";
 
@@ -153,13 +153,6 @@ export class CapabilityVerifier {
       throw denied("its signer's certificate is not valid now");
     }
     if (identityOfCertificate(cert)?.kind !== "coordinator") throw denied("not signed by the coordinator");
-    const fingerprint = certFingerprint(cert.raw);
-    if (this.revoked.has(fingerprint)) {
-      throw denied(
-        `its signer's certificate (sha256 ${fingerprint}) is revoked (auth.revokedCertificatesFile)`,
-        "revoked_certificate",
-      );
-    }
     const type = cert.publicKey.asymmetricKeyType;
     const ok = verify(
       type === "ed25519" ? null : "sha256",
@@ -168,6 +161,15 @@ export class CapabilityVerifier {
       Buffer.from(sig, "base64url"),
     );
     if (!ok) throw denied("bad signature");
+    // After the signature: a forgery that merely embeds a revoked certificate is a bad capability, not the
+    // leaked key at work.
+    const listed = revokedFingerprint(this.revoked, cert.raw);
+    if (listed) {
+      throw denied(
+        `its signer's certificate (sha256 ${listed}) is revoked (auth.revokedCertificatesFile)`,
+        "revoked_certificate",
+      );
+    }
     let g: Grant;
     try {
       g = JSON.parse(Buffer.from(body, "base64url").toString("utf8")) as Grant;

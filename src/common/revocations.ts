@@ -14,6 +14,93 @@ export function certFingerprint(der: Buffer): string {
   return createHash("sha256").update(der).digest("hex");
 }
 
+/** The group orders of the NIST curves a CA may sign with (P-256, P-384, P-521). */
+const CURVE_ORDERS = [
+  0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n,
+  0xffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973n,
+  0x01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409n,
+];
+
+/** A DER element at `at`: where its content starts and ends (null when it is not well formed). */
+function element(der: Buffer, at: number): { tag: number; start: number; end: number } | null {
+  if (at + 2 > der.length) return null;
+  const tag = der[at] as number;
+  let len = der[at + 1] as number;
+  let start = at + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n === 0 || n > 4 || start + n > der.length) return null;
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + (der[start + i] as number);
+    start += n;
+  }
+  const end = start + len;
+  return end <= der.length ? { tag, start, end } : null;
+}
+
+/** DER's length octets for `n` bytes of content. */
+function lengthOctets(n: number): Buffer {
+  if (n < 0x80) return Buffer.from([n]);
+  const bytes: number[] = [];
+  for (let v = n; v > 0; v = Math.floor(v / 256)) bytes.unshift(v % 256);
+  return Buffer.from([0x80 | bytes.length, ...bytes]);
+}
+
+const tlv = (tag: number, content: Buffer) =>
+  Buffer.concat([Buffer.from([tag]), lengthOctets(content.length), content]);
+
+/** A non-negative INTEGER's DER content (minimal, a 0x00 first when the high bit is set). */
+function integerContent(v: bigint): Buffer {
+  let hex = v.toString(16);
+  if (hex.length % 2) hex = `0${hex}`;
+  const b = Buffer.from(hex, "hex");
+  return (b[0] as number) & 0x80 ? Buffer.concat([Buffer.from([0]), b]) : b;
+}
+
+/**
+ * The DER of the certificate's ECDSA twins: an ECDSA signature (r, s) verifies as well as (r, n − s), so
+ * whoever holds a certificate can make a second one the CA's signature still covers — same identity, key
+ * and serial, other bytes, other fingerprint. One twin per curve order s is below (the wrong curves' twins
+ * are never presented: their signature does not verify). None for other signatures, or unexpected DER.
+ */
+export function ecdsaTwins(der: Buffer): Buffer[] {
+  const cert = element(der, 0);
+  if (cert?.tag !== 0x30) return [];
+  const tbs = element(der, cert.start);
+  const alg = tbs && element(der, tbs.end);
+  const sigBits = alg && element(der, alg.end);
+  if (!tbs || !alg || !sigBits || sigBits.tag !== 0x03 || sigBits.end !== cert.end || der[sigBits.start] !== 0)
+    return [];
+  const sig = element(der, sigBits.start + 1);
+  if (sig?.tag !== 0x30 || sig.end !== sigBits.end) return [];
+  const r = element(der, sig.start);
+  const sv = r && element(der, r.end);
+  if (!r || !sv || r.tag !== 0x02 || sv.tag !== 0x02 || sv.end !== sig.end || sv.end === sv.start) return [];
+  const s = BigInt(`0x${der.subarray(sv.start, sv.end).toString("hex")}`);
+  const head = der.subarray(cert.start, alg.end); // tbsCertificate and signatureAlgorithm, as they are
+  const rElement = der.subarray(sig.start, r.end); // r's tag, length and value, as they are
+  return CURVE_ORDERS.filter((n) => s > 0n && s < n).map((n) => {
+    const newSig = tlv(0x30, Buffer.concat([rElement, tlv(0x02, integerContent(n - s))]));
+    const bits = tlv(0x03, Buffer.concat([Buffer.from([0]), newSig]));
+    return tlv(0x30, Buffer.concat([head, bits]));
+  });
+}
+
+/**
+ * Every fingerprint the certificate can be presented with: its own first, then its ECDSA twins'
+ * (ecdsaTwins). A revocation of any of them revokes it.
+ */
+export function certFingerprints(der: Buffer): string[] {
+  return [certFingerprint(der), ...ecdsaTwins(der).map(certFingerprint)];
+}
+
+/** The listed fingerprint of the certificate `der` (its own or a twin's); null when it is not revoked. */
+export function revokedFingerprint(revoked: Revoked | undefined, der: Buffer): string | null {
+  if (!revoked) return null;
+  for (const fp of certFingerprints(der)) if (revoked.has(fp)) return fp;
+  return null;
+}
+
 /** The fingerprints of a revocation file's text; throws naming the file and line of the first bad line. */
 export function parseRevoked(text: string, file: string): Set<string> {
   const out = new Set<string>();
@@ -66,9 +153,8 @@ export class RevocationList {
     return this.#file.value.has(fingerprint);
   }
 
-  /** The certificate's fingerprint when it is revoked, else null. */
+  /** The listed fingerprint when the certificate (or an ECDSA twin of it) is revoked, else null. */
   revoked(der: Buffer): string | null {
-    const fp = certFingerprint(der);
-    return this.has(fp) ? fp : null;
+    return revokedFingerprint(this, der);
   }
 }

@@ -22,7 +22,7 @@ import {
 } from "@grpc/grpc-js";
 import { peerCertificate, refusalListener, refuseAfterRequest } from "../common/call-identity";
 import { identityOfCertificate, identityUri } from "../common/identity";
-import { certFingerprint, type RevocationList } from "../common/revocations";
+import { certFingerprints, type RevocationList } from "../common/revocations";
 import { targetOf } from "./api-audit";
 import type { Audit } from "./audit";
 import {
@@ -74,7 +74,10 @@ export function establishCaller(
     );
   }
   if (peerCertDer) {
-    const fingerprint = certFingerprint(peerCertDer);
+    // Its own fingerprint and its ECDSA twins' (revocations.ts): a listed one of any revokes it.
+    const fingerprints = certFingerprints(peerCertDer);
+    const fingerprint = fingerprints[0] as string;
+    const listed = opts.revoked ? fingerprints.find((fp) => opts.revoked?.has(fp)) : undefined;
     let identity = null;
     try {
       identity = identityOfCertificate(peerCertDer);
@@ -82,16 +85,16 @@ export function establishCaller(
       identity = null;
     }
     // Revoked: refused, even with a bearer token beside it (the certificate is who is calling).
-    if (opts.revoked?.has(fingerprint)) {
+    if (listed) {
       return {
         ...unauthenticated(
           "revoked_certificate",
-          `this client certificate (sha256 ${fingerprint}) is revoked (auth.revokedCertificatesFile): use a newly issued one`,
+          `this client certificate (sha256 ${listed}) is revoked (auth.revokedCertificatesFile): use a newly issued one`,
         ),
         who: identity ? identityUri(identity) : "no identity",
       };
     }
-    return { via: "certificate", identity, fingerprint };
+    return { via: "certificate", identity, fingerprint, fingerprints };
   }
   if (sessionCall)
     return unauthenticated(

@@ -10,7 +10,14 @@ import { describeIdentity, type Identity, identityUri, type Role, roleAllows } f
 
 /** Who is calling, as the interceptor established it. Never taken from what the client sent. */
 export type Caller =
-  | { via: "certificate"; identity: Identity | null /** SHA-256 of its DER (revocations.ts). */; fingerprint?: string }
+  | {
+      via: "certificate";
+      identity: Identity | null;
+      /** SHA-256 of its DER (revocations.ts). */
+      fingerprint?: string;
+      /** That and its ECDSA twins' (revocations.ts certFingerprints): a revocation of any revokes it. */
+      fingerprints?: string[];
+    }
   | { via: "token"; role: Role }
   | { via: "insecure" };
 

@@ -237,7 +237,8 @@ export class Coordinator {
       // A session opened with a certificate revoked now ends (its agent's reconnect is refused): it would
       // otherwise keep its leases and get new ones for as long as it lasts.
       for (const s of this.sessions.all()) {
-        if (!s.certFingerprint || !this.revoked.has(s.certFingerprint)) continue;
+        const revoked = this.revoked;
+        if (!s.certFingerprints.some((fp) => revoked.has(fp))) continue;
         this.audit?.record({
           method: "/rbdbackup.v1.CoordinatorAgentService/Session",
           identity: `agent ${s.agentId} of cluster ${s.cluster}`,

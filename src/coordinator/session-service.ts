@@ -196,7 +196,10 @@ export function sessionService(deps: {
     };
     catalog.upsertAgent(record);
     const session = new AgentSession(record, reg.features);
-    if (caller?.via === "certificate") session.certFingerprint = caller.fingerprint ?? "";
+    if (caller?.via === "certificate") {
+      session.certFingerprint = caller.fingerprint ?? "";
+      session.certFingerprints = caller.fingerprints ?? (caller.fingerprint ? [caller.fingerprint] : []);
+    }
     sessions.add(session);
     log.info("agent registered", {
       agent: reg.agentId,

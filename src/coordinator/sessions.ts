@@ -32,6 +32,8 @@ export class AgentSession {
   readonly features: ReadonlySet<string>;
   /** SHA-256 of the client certificate the session was opened with ("" without one): a revocation ends it. */
   certFingerprint = "";
+  /** That and its ECDSA twins' fingerprints (revocations.ts certFingerprints): a revocation of any ends it. */
+  certFingerprints: string[] = [];
 
   constructor(
     readonly info: AgentRecord,

@@ -17,7 +17,7 @@ import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { labTls } from "../../../src/lab/agent-process";
 import type { CoordinatorProcess } from "../../../src/lab/coordinator-process";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
-import { backupRequest, startCoordinator, waitAgents, waitJob } from "../../helpers/coordinator";
+import { backupRequest, scrape, startCoordinator, waitAgents, waitJob } from "../../helpers/coordinator";
 import { Volumes } from "../../helpers/volumes";
 import { waitFor } from "../../helpers/wait";
 
@@ -56,6 +56,23 @@ describe("agents: revoked certificates", () => {
     running.push(a);
     await waitFor(() => a.logs().includes(REFUSED), { what: "the agent refusing the coordinator's handshake" });
     assert.deepEqual(await connected(), []);
+    // Audited (with the status the handshake's refusal means) and counted, for the alert.
+    assert.ok(
+      a
+        .logs()
+        .split("\n")
+        .some(
+          (l) =>
+            l.includes('"method":"/rbdbackup.v1.CoordinatorAgentService/Session"') &&
+            l.includes('"reason":"revoked_certificate"') &&
+            l.includes('"result":"UNAUTHENTICATED"'),
+        ),
+      "the refused session is an audit line",
+    );
+    assert.match(
+      await scrape(a.metricsAddress),
+      /^rbdbackup_authorization_refusals_total\{service="rbdbackup\.v1\.CoordinatorAgentService",reason="revoked_certificate"[^}]*\} [1-9]/m,
+    );
     // The agent's client speaks with the coordinator's certificate (and mints its leases): refused.
     await assert.rejects(a.client.checkCluster({ backupPool: "backups" }), (e: { code?: number; details?: string }) => {
       assert.equal(e.code, Status.UNAUTHENTICATED, e.details);
@@ -84,6 +101,7 @@ describe("agents: revoked certificates", () => {
     await waitFor(() => reloads(a) === 2, { what: "the agent's second reload" });
     await waitFor(async () => (await connected()).length === 0, { what: "the agent's session ended" });
     assert.match(a.logs(), /ended the coordinator session: the coordinator's certificate is revoked/);
+    assert.match(a.logs(), /"result":"ENDED"/, "the ended session is an audit line");
     await waitFor(() => count(a.logs(), REFUSED) > before, { what: "a refused reconnect", timeoutMs: 60_000 });
     assert.deepEqual(await connected(), []);
     // Back in for the next test.

@@ -140,6 +140,7 @@ describe("revoked certificates file", () => {
       via: "certificate",
       identity: null,
       fingerprint: certFingerprint(Buffer.from("x")),
+      fingerprints: [certFingerprint(Buffer.from("x"))],
     });
   });
 });
@@ -155,6 +156,7 @@ describe("who a call's credentials make", () => {
       via: "certificate",
       identity: null,
       fingerprint: certFingerprint(bogus),
+      fingerprints: [certFingerprint(bogus)],
     });
     assert.deepEqual(establishCaller(tls, undefined, `Bearer ${T.operator}`, false), {
       via: "token",

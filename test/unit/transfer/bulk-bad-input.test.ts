@@ -6,6 +6,8 @@
  * comes within a bound.
  */
 import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { after, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
 import { BulkClient } from "../../../agents/transfer/bulk/client";
@@ -13,6 +15,7 @@ import { MAX_MESSAGE_BYTES } from "../../../agents/transfer/protocol";
 import { runSink } from "../../../agents/transfer/sink";
 import { TransferClient } from "../../../agents/transfer/transfer-client";
 import { statusOf } from "../../../src/common/errors";
+import type { Revoked } from "../../../src/common/revocations";
 import { type TransferMessage, TransferSummary } from "../../../src/gen/rbdbackup/v1/transfer";
 import { until } from "../../helpers/wait";
 import { frameOf, labTls, mint, openOf, rawBulk, serve, stopAll } from "./fakes/bulk";
@@ -28,7 +31,7 @@ after(async () => {
 });
 
 /** A destination whose transfers go to the real sink; `clean()` asserts nothing was committed or kept. */
-async function destination(o: { idleTimeoutMs?: number } = {}) {
+async function destination(o: { idleTimeoutMs?: number; revoked?: Revoked } = {}) {
   const ceph = new FakeCeph("backups");
   const before = poolState(ceph, "backups");
   const deps = sinkDeps(ceph);
@@ -331,6 +334,30 @@ describe("bulk channel: bad input", () => {
     assert.equal(r.result?.code, Status.PERMISSION_DENIED, r.result?.message);
     assert.match(r.result?.message ?? "", /only for agents/);
     assert.equal(d.served.entered, 0);
+  });
+
+  it("a source whose certificate the destination lists as revoked: UNAUTHENTICATED on the bulk channel and over HTTP/2, audited, the entry never called", async () => {
+    const fp = new X509Certificate(readFileSync(labTls("agent-site-a").cert as string)).fingerprint256;
+    const d = await destination({ revoked: new Set([fp.replaceAll(":", "").toLowerCase()]) });
+    const { frames, msgs, h } = start(3);
+    const r = await rawBulk(d.served.address, frames);
+    assert.equal(r.result?.code, Status.UNAUTHENTICATED, r.result?.message);
+    assert.match(r.result?.message ?? "", /this certificate \(sha256 [0-9a-f]{64}\) is revoked/);
+    // The HTTP/2 Transfer call (an older destination's path, and ListChains/ResumePoint's): the same.
+    const log = quietLogger();
+    const h2 = new TransferClient(d.served.address, labTls("agent-site-a"), { log });
+    closers.push(() => h2.close());
+    await assert.rejects(h2.transfer(new Feed(msgs), AbortSignal.timeout(10_000), mint(h)), {
+      code: Status.UNAUTHENTICATED,
+    });
+    assert.equal(d.served.entered, 0);
+    const refusals = d.served.lines.filter((l) => JSON.stringify(l).includes("revoked_certificate"));
+    assert.equal(refusals.length, 2, "both refusals audited");
+    for (const l of refusals) assert.match(JSON.stringify(l), /"result":"UNAUTHENTICATED"/);
+    // Another agent's certificate is let in (the refusal is the certificate's, not the channel's).
+    const other = await rawBulk(d.served.address, start(3).frames, { name: "agent-site-b" });
+    assert.notEqual(other.result?.code, Status.UNAUTHENTICATED, other.result?.message);
+    await d.clean();
   });
 
   it("an unknown protocol version: UNIMPLEMENTED before the entry is called", async () => {

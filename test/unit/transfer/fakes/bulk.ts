@@ -16,6 +16,7 @@ import type { TransferEntry } from "../../../../agents/transfer/transfer-server"
 import { encodeTransferMessage, grpcFrame } from "../../../../agents/transfer/wire";
 import { CapabilitySigner, CapabilityVerifier } from "../../../../src/common/capability";
 import { transferAsks } from "../../../../src/common/grants";
+import type { Revoked } from "../../../../src/common/revocations";
 import { type TlsConfig, tlsFiles } from "../../../../src/common/tls";
 import {
   BulkOpen,
@@ -78,7 +79,7 @@ export async function stopAll(): Promise<void> {
 /** The data-plane server as the agent builds it (site-b's certificate), its transfers going to `inner`. */
 export async function serve(
   inner: Inner,
-  o: { idleTimeoutMs?: number; bulk?: false; maxConcurrentTransfers?: number } = {},
+  o: { idleTimeoutMs?: number; bulk?: false; maxConcurrentTransfers?: number; revoked?: Revoked } = {},
 ): Promise<Served> {
   const lines: LogLine[] = [];
   const audit = new AuthzAudit(quietLogger(lines));
@@ -86,6 +87,7 @@ export async function serve(
   const served = { reached: 0, entered: 0, lines, pool } as Served;
   served.server = new DataPlaneServer({
     tls: labTls("agent-site-b"),
+    ...(o.revoked ? { revoked: o.revoked } : {}),
     transfer: async (messages, signal, caller) => {
       served.entered++;
       const authorized = await authorizeTransfer(verifier, messages, caller, { fsid: FSID, agentId: "b1" }, audit);
