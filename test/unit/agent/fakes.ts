@@ -14,6 +14,7 @@ import { AppError } from "../../../src/common/errors";
 import type { Logger } from "../../../src/common/log";
 import { AsyncQueue } from "../../../src/common/queue";
 import { abortError } from "../../../src/common/retry";
+import { serverCredentials, type TlsConfig } from "../../../src/common/tls";
 import type {
   BackupRequest,
   BackupResult,
@@ -81,7 +82,8 @@ export class FakeCoordinator {
   #server: Server | null = null;
   address = "";
 
-  async start(): Promise<this> {
+  /** `tls`: mutual TLS with these files (a client certificate required); plaintext without. */
+  async start(tls?: TlsConfig): Promise<this> {
     const server = createServer();
     server.add(CoordinatorAgentServiceDefinition, {
       session: (req, ctx) => this.#session(req, ctx.signal, ctx.trailer),
@@ -93,7 +95,7 @@ export class FakeCoordinator {
         throw new ServerError(Status.UNIMPLEMENTED, "not in the fake");
       },
     });
-    const port = await server.listen("127.0.0.1:0", ServerCredentials.createInsecure());
+    const port = await server.listen("127.0.0.1:0", tls ? serverCredentials(tls) : ServerCredentials.createInsecure());
     this.#server = server;
     this.address = `127.0.0.1:${port}`;
     return this;

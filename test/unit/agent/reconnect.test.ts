@@ -5,9 +5,12 @@
  * between full rounds. No sleeps.
  */
 import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { describe, it } from "node:test";
 import { CoordinatorSession, type SessionIdentity } from "../../../agents/agent/session";
+import { labTls } from "../../../src/lab/agent-process";
 import { FakeCoordinator, FakeOps, recordingLogger, waitFor } from "./fakes";
 
 const identity: SessionIdentity = {
@@ -211,6 +214,53 @@ describe("coordinator session: reconnecting", () => {
       assert.ok(Date.now() - t < 5_000, "stop waited for the backoff");
       assert.equal(coord.refused, 1, "no dial after stop");
     } finally {
+      await coord.stop();
+    }
+  });
+});
+
+describe("coordinator session: a coordinator whose certificate the agent revoked", () => {
+  it("is refused in the handshake; let in once unlisted; listed again, dropRevoked() ends the session and its reconnects are refused", async () => {
+    const coordTls = labTls("coordinator");
+    const fp = new X509Certificate(readFileSync(coordTls.cert as string)).fingerprint256
+      .replaceAll(":", "")
+      .toLowerCase();
+    const coord = await new FakeCoordinator().start(coordTls);
+    const revoked = new Set([fp]);
+    const refusals: Array<{ address: string; identity: string }> = [];
+    const session = new CoordinatorSession(
+      [coord.address],
+      labTls("agent-site-a"),
+      { ...identity, agentId: "agent-site-a" },
+      new FakeOps(),
+      recordingLogger(),
+      {},
+      {
+        reconnect: { baseMs: 20, maxMs: 50, jitter: 0 },
+        tickMs: 10,
+        revoked,
+        onRevoked: (address, _message, who) => refusals.push({ address, identity: who }),
+      },
+    );
+    try {
+      session.start();
+      await waitFor("the handshake refused", () => refusals.length >= 1);
+      assert.deepEqual(refusals[0], { address: coord.address, identity: "rbdbackup://coordinator/lab" });
+      assert.equal(coord.streams.length, 0, "no stream reached the coordinator");
+
+      revoked.clear();
+      await waitFor("registered once unlisted", () => session.connected);
+      assert.deepEqual(session.dropRevoked(), [], "nothing listed: nothing dropped");
+      assert.ok(session.connected);
+
+      revoked.add(fp);
+      const before = refusals.length;
+      assert.deepEqual(session.dropRevoked(), [coord.address]);
+      await waitFor("the session ended", () => !session.connected && coord.streams.every((s) => s.ended));
+      await waitFor("a reconnect refused in the handshake", () => refusals.length > before);
+      assert.equal(coord.streams.length, 1, "no second stream");
+    } finally {
+      await session.stop(0);
       await coord.stop();
     }
   });
