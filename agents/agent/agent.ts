@@ -21,6 +21,7 @@ import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-serv
 import { splitHostPort } from "../../src/common/address";
 import { CapabilityVerifier } from "../../src/common/capability";
 import type { Logger } from "../../src/common/log";
+import { reloadLogged } from "../../src/common/reloadable-file";
 import { RevocationList } from "../../src/common/revocations";
 import { TransientStartError } from "../../src/common/start-failure";
 import { serverCredentials } from "../../src/common/tls";
@@ -377,15 +378,8 @@ export class Agent {
       this.log.info("SIGHUP: no auth.revokedCertificatesFile to reload");
       return;
     }
-    try {
-      const n = revoked.reload();
-      this.log.info("revoked certificates reloaded", { file: revoked.file, revoked: n });
-    } catch (e) {
-      this.log.error("revoked certificates NOT reloaded; the previous list stays in force", {
-        error: (e as Error).message,
-      });
-      return;
-    }
+    const kept = "the previous list stays in force";
+    if (!reloadLogged(revoked, this.log, { what: "revoked certificates", count: "revoked", kept })) return;
     const dropped = this.session?.dropRevoked() ?? [];
     if (dropped.length) {
       this.log.warn("ended the coordinator session: the coordinator's certificate is revoked", {

@@ -5,6 +5,7 @@
  * `file` "" = no file: the value is `empty`, and reload changes nothing.
  */
 import { readFileSync } from "node:fs";
+import type { Logger } from "./log";
 
 export class ReloadableFile<T> {
   #value: T;
@@ -37,5 +38,26 @@ export class ReloadableFile<T> {
       throw new Error(`cannot read the ${this.what} ${this.file}: ${(e as Error).message}`);
     }
     return this.parse(text, this.file);
+  }
+}
+
+/**
+ * A reload (SIGHUP), logged: "<what> reloaded" with the file and how many entries it now holds, or —
+ * the new file bad, the old value in force — "<what> NOT reloaded: the file is bad; <kept>" as an
+ * error. Returns whether it took; false at once without a file.
+ */
+export function reloadLogged(
+  f: { file: string; reload(): number },
+  log: Logger,
+  m: { what: string; count: string; kept: string },
+): boolean {
+  if (!f.file) return false;
+  try {
+    const n = f.reload();
+    log.info(`${m.what} reloaded`, { file: f.file, [m.count]: n });
+    return true;
+  } catch (err) {
+    log.error(`${m.what} NOT reloaded: the file is bad; ${m.kept}`, { file: f.file, err });
+    return false;
   }
 }

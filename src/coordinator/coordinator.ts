@@ -21,6 +21,7 @@ import { ServerReflection, ServerReflectionService } from "nice-grpc-server-refl
 import { splitHostPort } from "../common/address";
 import { CapabilitySigner } from "../common/capability";
 import type { Logger } from "../common/log";
+import { reloadLogged } from "../common/reloadable-file";
 import { RevocationList } from "../common/revocations";
 import { SESSION_MAX_MESSAGE_BYTES } from "../common/session-limits";
 import { serverCredentials, tlsFiles } from "../common/tls";
@@ -216,43 +217,32 @@ export class Coordinator {
 
   /** SIGHUP: reads the tokens file again; a bad file keeps the tokens in force (and says why in the log). */
   reloadTokens(): void {
-    if (!this.tokens?.file) return;
-    try {
-      const n = this.tokens.reload();
-      this.log.info("API tokens reloaded", { file: this.tokens.file, tokens: n });
-    } catch (err) {
-      this.log.error("API tokens NOT reloaded: the file is bad; the previous tokens stay in force", {
-        file: this.tokens.file,
-        err,
-      });
-    }
+    if (!this.tokens) return;
+    reloadLogged(this.tokens, this.log, {
+      what: "API tokens",
+      count: "tokens",
+      kept: "the previous tokens stay in force",
+    });
   }
 
   /** SIGHUP: reads the revoked certificates file again; a bad file keeps the list in force. */
   reloadRevocations(): void {
-    if (!this.revoked?.file) return;
-    try {
-      const n = this.revoked.reload();
-      this.log.info("revoked certificates reloaded", { file: this.revoked.file, revoked: n });
-      // A session opened with a certificate revoked now ends (its agent's reconnect is refused): it would
-      // otherwise keep its leases and get new ones for as long as it lasts.
-      for (const s of this.sessions.all()) {
-        const revoked = this.revoked;
-        if (!s.certFingerprints.some((fp) => revoked.has(fp))) continue;
-        this.audit?.record({
-          method: "/rbdbackup.v1.CoordinatorAgentService/Session",
-          identity: `agent ${s.agentId} of cluster ${s.cluster}`,
-          target: `sha256 ${s.certFingerprint}`,
-          result: "ENDED",
-          message: "its certificate was revoked",
-        });
-        s.close("its certificate was revoked");
-      }
-    } catch (err) {
-      this.log.error("revoked certificates NOT reloaded: the file is bad; the previous list stays in force", {
-        file: this.revoked.file,
-        err,
+    const revoked = this.revoked;
+    if (!revoked) return;
+    const kept = "the previous list stays in force";
+    if (!reloadLogged(revoked, this.log, { what: "revoked certificates", count: "revoked", kept })) return;
+    // A session opened with a certificate revoked now ends (its agent's reconnect is refused): it would
+    // otherwise keep its leases and get new ones for as long as it lasts.
+    for (const s of this.sessions.all()) {
+      if (!s.certFingerprints.some((fp) => revoked.has(fp))) continue;
+      this.audit?.record({
+        method: "/rbdbackup.v1.CoordinatorAgentService/Session",
+        identity: `agent ${s.agentId} of cluster ${s.cluster}`,
+        target: `sha256 ${s.certFingerprint}`,
+        result: "ENDED",
+        message: "its certificate was revoked",
       });
+      s.close("its certificate was revoked");
     }
   }
 
