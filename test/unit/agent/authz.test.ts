@@ -23,6 +23,41 @@ const self = { cluster: "site-a", agentId: "agent-site-a" };
 const coord = labTls("coordinator");
 const signer = new CapabilitySigner(readFileSync(coord.cert as string), readFileSync(coord.key as string));
 
+/**
+ * AgentService on 127.0.0.1 with agent-site-a's certificate, over fake operations that record the
+ * deletes that ran; `revoked` and `audit` as the agent passes them.
+ */
+async function serveAgent(ran: string[], o: { revoked?: Set<string>; audit?: AuthzAudit } = {}) {
+  const ops = {
+    ctx: {},
+    checkCluster: async () => ({ ok: true, checks: [], clusterFsid: "f" }),
+    deleteBackup: async (req: DeleteBackupDataRequest) => {
+      ran.push(req.backupId);
+      return { warnings: [] };
+    },
+  } as unknown as AgentOperations;
+  const server = createServer({
+    interceptors: [
+      agentServiceInterceptor({
+        insecure: false,
+        ...(o.revoked ? { revoked: o.revoked } : {}),
+        ...(o.audit ? { audit: o.audit } : {}),
+      }),
+    ],
+  });
+  server.add(
+    AgentServiceDefinition,
+    agentService(
+      ops,
+      { agentId: self.agentId, maxConcurrentTransfers: 1 },
+      () => true,
+      LeaseCheck.fromTls(labTls("agent-site-a"), self, undefined, undefined, o.revoked),
+    ),
+  );
+  const address = `127.0.0.1:${await server.listen("127.0.0.1:0", serverCredentials(labTls("agent-site-a")))}`;
+  return { server, address };
+}
+
 describe("AgentService authorization", () => {
   let server: Server;
   let address = "";
@@ -30,25 +65,7 @@ describe("AgentService authorization", () => {
   const channels: Array<{ close(): void }> = [];
 
   before(async () => {
-    const ops = {
-      ctx: {},
-      checkCluster: async () => ({ ok: true, checks: [], clusterFsid: "f" }),
-      deleteBackup: async (req: DeleteBackupDataRequest) => {
-        ran.push(req.backupId);
-        return { warnings: [] };
-      },
-    } as unknown as AgentOperations;
-    server = createServer({ interceptors: [agentServiceInterceptor({ insecure: false })] });
-    server.add(
-      AgentServiceDefinition,
-      agentService(
-        ops,
-        { agentId: self.agentId, maxConcurrentTransfers: 1 },
-        () => true,
-        LeaseCheck.fromTls(labTls("agent-site-a"), self),
-      ),
-    );
-    address = `127.0.0.1:${await server.listen("127.0.0.1:0", serverCredentials(labTls("agent-site-a")))}`;
+    ({ server, address } = await serveAgent(ran));
   });
   after(async () => {
     for (const c of channels) c.close();
@@ -131,26 +148,8 @@ describe("AgentService authorization: a revoked coordinator certificate (auth.re
   const audited: Array<{ reason?: string; identity: string }> = [];
 
   before(async () => {
-    const ops = {
-      ctx: {},
-      checkCluster: async () => ({ ok: true, checks: [], clusterFsid: "f" }),
-      deleteBackup: async (req: DeleteBackupDataRequest) => {
-        ran.push(req.backupId);
-        return { warnings: [] };
-      },
-    } as unknown as AgentOperations;
     const audit = { refused: (l: { reason?: string; identity: string }) => audited.push(l) } as unknown as AuthzAudit;
-    server = createServer({ interceptors: [agentServiceInterceptor({ insecure: false, revoked, audit })] });
-    server.add(
-      AgentServiceDefinition,
-      agentService(
-        ops,
-        { agentId: self.agentId, maxConcurrentTransfers: 1 },
-        () => true,
-        LeaseCheck.fromTls(labTls("agent-site-a"), self, undefined, undefined, revoked),
-      ),
-    );
-    address = `127.0.0.1:${await server.listen("127.0.0.1:0", serverCredentials(labTls("agent-site-a")))}`;
+    ({ server, address } = await serveAgent(ran, { revoked, audit }));
   });
   after(async () => {
     for (const c of channels) c.close();
