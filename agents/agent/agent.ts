@@ -214,6 +214,7 @@ export class Agent {
     this.#peers = new Peers(cfg.tls, localTarget, this.log, {
       bulk: cfg.transfer.bulk,
       bulkIdleTimeoutMs: cfg.transfer.bulkIdleTimeoutMs,
+      revoked,
     });
     const peers = this.#peers;
     const bandwidth = metrics.bandwidth(cfg.limits.bandwidthBytesPerSecond);

@@ -11,6 +11,7 @@ import { Status } from "nice-grpc-common";
 import { CAPABILITY_HEADER } from "../../src/common/capability";
 import { AppError } from "../../src/common/errors";
 import type { Logger } from "../../src/common/log";
+import type { Revoked } from "../../src/common/revocations";
 import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../../src/common/tls";
 import { type TransferServiceClient, TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
 import { BulkClient, H2_FEATURES } from "./bulk/client";
@@ -92,6 +93,8 @@ export interface PeersOptions {
   bulk?: "auto" | "off";
   /** transfer.bulkIdleTimeoutMs. */
   bulkIdleTimeoutMs?: number;
+  /** Destination certificates refused on the bulk channel (the agent's auth.revokedCertificatesFile). */
+  revoked?: Revoked;
 }
 
 export class Peers {
@@ -123,7 +126,13 @@ export class Peers {
         channel,
         client: createClient(TransferServiceDefinition, channel),
         h2,
-        bulk: useBulk ? new BulkClient(address, this.tls, h2, { ...log, ...idle }) : h2,
+        bulk: useBulk
+          ? new BulkClient(address, this.tls, h2, {
+              ...log,
+              ...idle,
+              ...(this.opts.revoked ? { revoked: this.opts.revoked } : {}),
+            })
+          : h2,
       };
       this.#clients.set(address, c);
     }

@@ -35,6 +35,7 @@ import {
   checkAllows,
   checkDestinationAgent,
   type Grant,
+  unverifiedGrant,
 } from "../../src/common/capability";
 import { AppError, invalidArgument, Status } from "../../src/common/errors";
 import { listChainsAsks, transferAsks } from "../../src/common/grants";
@@ -93,6 +94,43 @@ export function peerOfSocket(
     identity = null;
   }
   return { identity, revoked: revokedFingerprint(revoked, raw) };
+}
+
+/**
+ * Where a source may send (the bulk channel: its own TLS connection per transfer): the destination's
+ * certificate must name an agent, not be in this agent's revocation list, and — when the transfer
+ * capability names the destination agent the coordinator chose (`toAgent`) — name that very agent. So a
+ * volume's data never goes to a server that merely holds a certificate of the deployment (another part's,
+ * a retired agent's) at the destination's address. PERMISSION_DENIED (UNAUTHENTICATED when revoked);
+ * null when it may send.
+ */
+export function destinationRefusal(
+  socket: TLSSocket,
+  capability: string | undefined,
+  revoked?: Revoked,
+): { status: Status; message: string } | null {
+  const peer = peerOfSocket(socket, revoked);
+  if (peer.revoked) {
+    return {
+      status: Status.UNAUTHENTICATED,
+      message: `the destination's certificate (sha256 ${peer.revoked}) is revoked (auth.revokedCertificatesFile)`,
+    };
+  }
+  const id = peer.identity;
+  if (id?.kind !== "agent") {
+    return {
+      status: Status.PERMISSION_DENIED,
+      message: `the destination is not an agent of this deployment (its certificate names ${describeIdentity(id)})`,
+    };
+  }
+  const to = capability ? unverifiedGrant(capability)?.allows.toAgent : undefined;
+  if (to !== undefined && to !== id.agentId) {
+    return {
+      status: Status.PERMISSION_DENIED,
+      message: `the destination is agent ${id.cluster}/${id.agentId}, not agent ${to} the coordinator named`,
+    };
+  }
+  return null;
 }
 
 /** The caller of a data-plane stream: the identity in its TLS client certificate, and its capability header. */

@@ -193,6 +193,20 @@ export class CapabilityVerifier {
 }
 
 /**
+ * The grant a capability carries, read WITHOUT verifying it: for its holder, which got it from its own
+ * coordinator over an authenticated session, to learn what it names (e.g. the destination agent);
+ * null when it is not a capability. Never a substitute for CapabilityVerifier.verify.
+ */
+export function unverifiedGrant(token: string): Grant | null {
+  try {
+    const g = JSON.parse(Buffer.from(token.split(".")[0] ?? "", "base64url").toString("utf8")) as Grant;
+    return g && typeof g === "object" && typeof g.allows === "object" && g.allows !== null ? g : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
  * A transfer capability names the destination agent the coordinator sent its holder to
  * (`allows.toAgent`): any other agent — of the same cluster too — refuses it (not_covered), so the
  * spent set of the agent that took its stream cannot be dodged. One without it, minted by a coordinator

@@ -6,17 +6,21 @@
  * for `fallbackMs`, so agents of both versions work together without a wasted handshake per transfer.
  *
  * Same files and server-name rule as every channel (src/common/tls.ts), a connect deadline
- * (UNAVAILABLE, like an unreachable peer on HTTP/2), cancellation by AbortSignal while connecting.
+ * (UNAVAILABLE, like an unreachable peer on HTTP/2), cancellation by AbortSignal while connecting. The
+ * server must be the destination agent the transfer's capability names (destinationRefusal), checked
+ * on every handshake before anything is sent.
  */
 import tls, { type TLSSocket } from "node:tls";
 import { AbortError } from "abort-controller-x";
 import { ClientError, Status } from "nice-grpc-common";
 import { splitHostPort } from "../../../src/common/address";
 import { type Logger, logger } from "../../../src/common/log";
+import type { Revoked } from "../../../src/common/revocations";
 import { type TlsConfig, tlsFiles, tlsServerName } from "../../../src/common/tls";
 import { Compression } from "../../../src/gen/rbdbackup/v1/common";
 import type { TransferMessage, TransferSummary } from "../../../src/gen/rbdbackup/v1/transfer";
 import type { TransferFeatures } from "../target";
+import { destinationRefusal } from "../transfer-authz";
 import { CANCEL_WAIT_MS, type TransferClient } from "../transfer-client";
 import { type FramePool, framePool } from "../wire";
 import { ALPN_BULK, ALPN_H2, BULK_PATH, DEFAULT_IDLE_TIMEOUT_MS } from "./protocol";
@@ -38,6 +42,8 @@ export interface BulkClientOptions {
   fallbackMs?: number;
   frames?: FramePool;
   log?: Logger;
+  /** Destination certificates refused (the agent's auth.revokedCertificatesFile). */
+  revoked?: Revoked;
 }
 
 export class BulkClient {
@@ -45,7 +51,7 @@ export class BulkClient {
   #h2Until = 0;
   /** The peer selected the bulk channel last time it was asked. */
   #bulkSeen = false;
-  readonly #o: Required<BulkClientOptions>;
+  readonly #o: Required<Omit<BulkClientOptions, "revoked">> & Pick<BulkClientOptions, "revoked">;
   readonly #connect: tls.ConnectionOptions;
 
   constructor(
@@ -61,6 +67,7 @@ export class BulkClient {
       fallbackMs: opts.fallbackMs ?? FALLBACK_MS,
       frames: opts.frames ?? framePool,
       log: opts.log ?? logger({ component: "bulk-client" }),
+      ...(opts.revoked ? { revoked: opts.revoked } : {}),
     };
     const [host, port] = splitHostPort(address);
     const servername = tlsServerName(address);
@@ -99,6 +106,14 @@ export class BulkClient {
     if (signal.aborted) throw new AbortError();
     if (Date.now() < this.#h2Until) return this.fallback.transfer(messages, signal, capability);
     const socket = await this.#open(signal);
+    // Who answered, before a byte of the volume goes out (transfer-authz.ts destinationRefusal); an h2
+    // peer is judged on this handshake too, before the fallback sends over its own connection.
+    const refusal = destinationRefusal(socket, capability, this.#o.revoked);
+    if (refusal) {
+      socket.destroy();
+      this.#o.log.warn("refusing to send to the destination", { peer: this.address, why: refusal.message });
+      throw new ClientError(BULK_PATH, refusal.status, `refusing to send to ${this.address}: ${refusal.message}`);
+    }
     if (socket.alpnProtocol !== ALPN_BULK) {
       socket.destroy();
       return this.fallback.transfer(messages, signal, capability);

@@ -360,6 +360,43 @@ describe("bulk channel: bad input", () => {
     await d.clean();
   });
 
+  it("the source sends only to the agent its capability names: another agent, a non-agent or a revoked destination is refused before a byte goes out", async () => {
+    const h = header();
+    const feed = () => new Feed(messages(h, chunkParts(2, CHUNK)));
+    const refused = async (address: string, capability: string, code: Status, why: RegExp, revoked?: Revoked) => {
+      const tls = labTls("agent-site-a");
+      const log = quietLogger();
+      const h2 = new TransferClient(address, tls, { log });
+      closers.push(() => h2.close());
+      const c = new BulkClient(address, tls, h2, { log, ...(revoked ? { revoked } : {}) });
+      await assert.rejects(
+        c.transfer(feed(), AbortSignal.timeout(10_000), capability),
+        (e: { code?: number; details?: string }) => {
+          assert.equal(e.code, code, e.details);
+          assert.match(e.details ?? "", why);
+          return true;
+        },
+      );
+    };
+    // A server holding another part's certificate of the deployment, at the destination's address.
+    const impostor = await serve(async () => ({}), { tls: labTls("coordinator") });
+    await refused(impostor.address, mint(h), Status.PERMISSION_DENIED, /not an agent of this deployment/);
+    assert.equal(impostor.entered, 0);
+    // Another agent than the one the coordinator named.
+    const other = await serve(async () => ({}));
+    await refused(other.address, mint(h, "agent-elsewhere"), Status.PERMISSION_DENIED, /not agent agent-elsewhere/);
+    // The named agent, but its certificate revoked here.
+    const fp = new X509Certificate(readFileSync(labTls("agent-site-b").cert as string)).fingerprint256;
+    await refused(
+      other.address,
+      mint(h),
+      Status.UNAUTHENTICATED,
+      /is revoked/,
+      new Set([fp.replaceAll(":", "").toLowerCase()]),
+    );
+    assert.equal(other.entered, 0, "nothing reached the destination's entry");
+  });
+
   it("an unknown protocol version: UNIMPLEMENTED before the entry is called", async () => {
     const d = await destination();
     const { frames, h } = start(3);

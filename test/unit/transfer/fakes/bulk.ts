@@ -44,15 +44,15 @@ const coord = labTls("coordinator");
 const signer = new CapabilitySigner(readFileSync(coord.cert as string), readFileSync(coord.key as string));
 const verifier = new CapabilityVerifier(readFileSync(coord.ca as string));
 
-/** The coordinator's capability for `h`, held by agent-site-a. */
-export const mint = (h: TransferHeader) =>
+/** The coordinator's capability for `h`, held by agent-site-a, naming destination agent `toAgent`. */
+export const mint = (h: TransferHeader, toAgent = "agent-site-b") =>
   signer.sign(
     {
       scope: "transfer",
       job: "j",
       attempt: 1,
       holder: { cluster: "site-a", agentId: "agent-site-a" },
-      allows: { ...transferAsks(h, FSID), toAgent: "b1" },
+      allows: { ...transferAsks(h, FSID), toAgent },
     },
     60_000,
   );
@@ -79,18 +79,24 @@ export async function stopAll(): Promise<void> {
 /** The data-plane server as the agent builds it (site-b's certificate), its transfers going to `inner`. */
 export async function serve(
   inner: Inner,
-  o: { idleTimeoutMs?: number; bulk?: false; maxConcurrentTransfers?: number; revoked?: Revoked } = {},
+  o: { idleTimeoutMs?: number; bulk?: false; maxConcurrentTransfers?: number; revoked?: Revoked; tls?: TlsConfig } = {},
 ): Promise<Served> {
   const lines: LogLine[] = [];
   const audit = new AuthzAudit(quietLogger(lines));
   const pool = new ReceivePool(8);
   const served = { reached: 0, entered: 0, lines, pool } as Served;
   served.server = new DataPlaneServer({
-    tls: labTls("agent-site-b"),
+    tls: o.tls ?? labTls("agent-site-b"),
     ...(o.revoked ? { revoked: o.revoked } : {}),
     transfer: async (messages, signal, caller) => {
       served.entered++;
-      const authorized = await authorizeTransfer(verifier, messages, caller, { fsid: FSID, agentId: "b1" }, audit);
+      const authorized = await authorizeTransfer(
+        verifier,
+        messages,
+        caller,
+        { fsid: FSID, agentId: "agent-site-b" },
+        audit,
+      );
       served.reached++;
       return inner(authorized, signal);
     },
