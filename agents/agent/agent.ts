@@ -116,7 +116,11 @@ export class Agent {
     // a bad file stops the start (exit 2) before the cluster is even dialled.
     let revoked: RevocationList;
     try {
-      revoked = new RevocationList(cfg.auth.revokedCertificatesFile);
+      // The CA's curve decides the ECDSA twins a revoked certificate may be presented as (revocations.ts).
+      revoked = new RevocationList(
+        cfg.auth.revokedCertificatesFile,
+        cfg.tls.insecure || !cfg.tls.ca ? undefined : readFileSync(cfg.tls.ca),
+      );
     } catch (e) {
       throw new StartupError((e as Error).message);
     }
@@ -381,20 +385,23 @@ export class Agent {
     }
     const kept = "the previous list stays in force";
     if (!reloadLogged(revoked, this.log, { what: "revoked certificates", count: "revoked", kept })) return;
-    const dropped = this.session?.dropRevoked() ?? [];
-    if (dropped.length) {
-      this.log.warn("ended the coordinator session: the coordinator's certificate is revoked", {
-        coordinators: dropped,
+    const dropped = this.session?.dropRevoked();
+    if (dropped?.closed.length) {
+      this.log.warn("closed the channels to coordinators whose certificate is revoked", {
+        coordinators: dropped.closed,
       });
-      for (const address of dropped) {
-        this.#audit?.record({
-          identity: "coordinator",
-          method: SESSION_METHOD,
-          target: address,
-          result: "ENDED",
-          message: "its certificate was revoked",
-        });
-      }
+    }
+    if (dropped?.ended) {
+      this.log.warn("ended the coordinator session: the coordinator's certificate is revoked", {
+        coordinator: dropped.ended.address,
+      });
+      this.#audit?.record({
+        identity: dropped.ended.identity,
+        method: SESSION_METHOD,
+        target: dropped.ended.address,
+        result: "ENDED",
+        message: "its certificate was revoked",
+      });
     }
   }
 

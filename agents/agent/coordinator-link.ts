@@ -49,7 +49,7 @@ export function coordinatorCredentials(
   address: string,
   log: Logger,
   revoked?: Revoked,
-  verified: (fingerprints: string[]) => void = () => {},
+  verified: (fingerprints: string[], identity: string) => void = () => {},
   onRevoked: (address: string, message: string, identity: string) => void = () => {},
 ): ChannelCredentials {
   if (tls.insecure) return channelCredentials(tls);
@@ -63,7 +63,7 @@ export function coordinatorCredentials(
         log.error("refusing the coordinator session: the server is not the coordinator", { coordinator: address, why });
         return new Error(`refusing ${address}: ${why}`);
       }
-      const fingerprints = certFingerprints(cert.raw);
+      const fingerprints = certFingerprints(cert.raw, revoked?.orders);
       const listed = fingerprints.find((fp) => revoked?.has(fp));
       if (listed) {
         const msg = `the coordinator's certificate (sha256 ${listed}) is revoked (auth.revokedCertificatesFile)`;
@@ -74,7 +74,7 @@ export function coordinatorCredentials(
         onRevoked(address, msg, identityUriOf(cert));
         return new Error(`refusing ${address}: ${msg}`);
       }
-      verified(fingerprints);
+      verified(fingerprints, identityUriOf(cert));
       return undefined;
     },
   });
@@ -141,7 +141,7 @@ function openChannel(
   tls: TlsConfig,
   log: Logger,
   revoked: Revoked | undefined,
-  verified: (fingerprints: string[]) => void,
+  verified: (fingerprints: string[], identity: string) => void,
   onRevoked: ((address: string, message: string, identity: string) => void) | undefined,
 ) {
   return createChannel(address, coordinatorCredentials(tls, address, log, revoked, verified, onRevoked), {
@@ -172,7 +172,7 @@ export class CoordinatorLink {
    * The fingerprints of every certificate let through at each address since its channel was made (an
    * address may resolve to several servers, and a handshake that lost the race may finish last).
    */
-  #fingerprints = new Map<string, Set<string>>();
+  #fingerprints = new Map<string, Map<string, string>>();
   /** Ends the current stream (dropRevoked). */
   #current: AbortController | null = null;
 
@@ -231,37 +231,42 @@ export class CoordinatorLink {
 
   /**
    * After the revocation list was reloaded: every channel whose coordinator presented a certificate now
-   * revoked is closed — the current stream ends with it, and the next dial's handshake is refused.
-   * Returns the addresses dropped.
+   * revoked is closed (`closed`), and the next dial's handshake there is refused. `ended`: the session
+   * stream that was on one of them, ended with it (its address and the revoked certificate's identity);
+   * null when the session was elsewhere (or none was open).
    */
-  dropRevoked(): string[] {
+  dropRevoked(): { closed: string[]; ended: { address: string; identity: string } | null } {
     const revoked = this.options.revoked;
-    if (!revoked) return [];
-    const dropped: string[] = [];
-    for (const [address, fingerprints] of this.#fingerprints) {
-      if (![...fingerprints].some((fp) => revoked.has(fp))) continue;
-      dropped.push(address);
+    const out: ReturnType<CoordinatorLink["dropRevoked"]> = { closed: [], ended: null };
+    if (!revoked) return out;
+    for (const [address, seen] of this.#fingerprints) {
+      const listed = [...seen.keys()].find((fp) => revoked.has(fp));
+      if (listed === undefined) continue;
+      out.closed.push(address);
       this.#fingerprints.delete(address);
       this.#channels.get(address)?.close();
       this.#channels.delete(address);
       this.#clients.delete(address);
-      if (address === this.address) this.#current?.abort();
+      if (address === this.address && this.#current && !this.#current.signal.aborted) {
+        this.#current.abort();
+        out.ended = { address, identity: seen.get(listed) ?? "none" };
+      }
     }
-    return dropped;
+    return out;
   }
 
   #clientOf(address: string): SessionClient {
     let client = this.#clients.get(address);
     if (!client) {
-      const seen = new Set<string>();
+      const seen = new Map<string, string>(); // fingerprint → the identity its certificate names
       this.#fingerprints.set(address, seen);
       const channel = openChannel(
         address,
         this.tls,
         this.log,
         this.options.revoked,
-        (fps) => {
-          for (const fp of fps) seen.add(fp);
+        (fps, identity) => {
+          for (const fp of fps) seen.set(fp, identity);
         },
         this.options.onRevoked,
       );

@@ -91,7 +91,7 @@ export class CoordinatorSession {
   }
 
   /** The revocation list was reloaded: ends the session of a coordinator whose certificate it now names. */
-  dropRevoked(): string[] {
+  dropRevoked(): ReturnType<CoordinatorLink["dropRevoked"]> {
     return this.#link.dropRevoked();
   }
 

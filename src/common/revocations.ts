@@ -6,7 +6,7 @@
  * a comment. A bad line is refused with its line number. `RevocationList.reload()` (SIGHUP) reads the
  * file again; a bad file keeps the list in force.
  */
-import { createHash } from "node:crypto";
+import { createHash, X509Certificate } from "node:crypto";
 import { ReloadableFile } from "./reloadable-file";
 
 /** The SHA-256 fingerprint of a DER certificate: lowercase hex, no colons. */
@@ -14,12 +14,41 @@ export function certFingerprint(der: Buffer): string {
   return createHash("sha256").update(der).digest("hex");
 }
 
-/** The group orders of the NIST curves a CA may sign with (P-256, P-384, P-521). */
-const CURVE_ORDERS = [
-  0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n,
-  0xffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973n,
-  0x01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409n,
-];
+/**
+ * The group orders of the curves a CA's key may be on, by the name Node gives them
+ * (KeyObject.asymmetricKeyDetails.namedCurve), as `openssl ecparam -name NAME -param_enc explicit -text`
+ * prints them.
+ */
+export const CURVE_ORDERS: Readonly<Record<string, bigint>> = {
+  prime256v1: 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n,
+  secp384r1: 0xffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973n,
+  secp521r1:
+    0x01fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409n,
+  secp256k1: 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n,
+  brainpoolP256r1: 0xa9fb57dba1eea9bc3e660a909d838d718c397aa3b561a6f7901e0e82974856a7n,
+  brainpoolP384r1: 0x8cb91e82a3386d280f5d6f7e50e641df152f7109ed5456b31f166e6cac0425a7cf3ab6af6b7fc3103b883202e9046565n,
+  brainpoolP512r1:
+    0xaadd9db8dbe9c48b3fd4e6ae33c9fc07cb308db3b3c9d20ed6639cca70330870553e5c414ca92619418661197fac10471db1d381085ddaddb58796829ca90069n,
+};
+const ALL_ORDERS = Object.values(CURVE_ORDERS);
+
+/**
+ * The curve orders whose twins a certificate signed by this CA can have: its key's curve's; none for a
+ * CA whose signatures have no twin (RSA, Ed25519). Throws for an EC key on a curve not in CURVE_ORDERS:
+ * revocation could not be complete, and the daemon must not start believing it is.
+ */
+export function signerOrders(caPem: string | Buffer): bigint[] {
+  const key = new X509Certificate(caPem).publicKey;
+  if (key.asymmetricKeyType !== "ec") return [];
+  const curve = key.asymmetricKeyDetails?.namedCurve ?? "";
+  const order = CURVE_ORDERS[curve];
+  if (order === undefined) {
+    throw new Error(
+      `the CA's key is on curve ${curve || "(unnamed)"}, for which revocations cannot be matched completely (an ECDSA signature has a twin on it that another fingerprint would name); use a CA on ${Object.keys(CURVE_ORDERS).join(", ")}, RSA or Ed25519`,
+    );
+  }
+  return [order];
+}
 
 /** A DER element at `at`: where its content starts and ends (null when it is not well formed). */
 function element(der: Buffer, at: number): { tag: number; start: number; end: number } | null {
@@ -60,10 +89,14 @@ function integerContent(v: bigint): Buffer {
 /**
  * The DER of the certificate's ECDSA twins: an ECDSA signature (r, s) verifies as well as (r, n − s), so
  * whoever holds a certificate can make a second one the CA's signature still covers — same identity, key
- * and serial, other bytes, other fingerprint. One twin per curve order s is below (the wrong curves' twins
- * are never presented: their signature does not verify). None for other signatures, or unexpected DER.
+ * and serial, other bytes, other fingerprint. One twin per curve order in `orders` that s is below (the
+ * CA's curve's — signerOrders —; by default every curve of CURVE_ORDERS: a wrong curve's twin is never
+ * presented, its signature does not verify). None for other signatures, or unexpected DER. Other
+ * re-encodings need no twin: OpenSSL (under Node) accepts some non-DER forms of a certificate (BER lengths,
+ * trailing bytes) but hands over its re-encoded DER as `raw`, the bytes hashed here — a unit test pins that
+ * (test/unit/common/revocations.test.ts).
  */
-export function ecdsaTwins(der: Buffer): Buffer[] {
+export function ecdsaTwins(der: Buffer, orders: readonly bigint[] = ALL_ORDERS): Buffer[] {
   const cert = element(der, 0);
   if (cert?.tag !== 0x30) return [];
   const tbs = element(der, cert.start);
@@ -79,25 +112,27 @@ export function ecdsaTwins(der: Buffer): Buffer[] {
   const s = BigInt(`0x${der.subarray(sv.start, sv.end).toString("hex")}`);
   const head = der.subarray(cert.start, alg.end); // tbsCertificate and signatureAlgorithm, as they are
   const rElement = der.subarray(sig.start, r.end); // r's tag, length and value, as they are
-  return CURVE_ORDERS.filter((n) => s > 0n && s < n).map((n) => {
-    const newSig = tlv(0x30, Buffer.concat([rElement, tlv(0x02, integerContent(n - s))]));
-    const bits = tlv(0x03, Buffer.concat([Buffer.from([0]), newSig]));
-    return tlv(0x30, Buffer.concat([head, bits]));
-  });
+  return orders
+    .filter((n) => s > 0n && s < n)
+    .map((n) => {
+      const newSig = tlv(0x30, Buffer.concat([rElement, tlv(0x02, integerContent(n - s))]));
+      const bits = tlv(0x03, Buffer.concat([Buffer.from([0]), newSig]));
+      return tlv(0x30, Buffer.concat([head, bits]));
+    });
 }
 
 /**
  * Every fingerprint the certificate can be presented with: its own first, then its ECDSA twins'
  * (ecdsaTwins). A revocation of any of them revokes it.
  */
-export function certFingerprints(der: Buffer): string[] {
-  return [certFingerprint(der), ...ecdsaTwins(der).map(certFingerprint)];
+export function certFingerprints(der: Buffer, orders?: readonly bigint[]): string[] {
+  return [certFingerprint(der), ...ecdsaTwins(der, orders).map(certFingerprint)];
 }
 
 /** The listed fingerprint of the certificate `der` (its own or a twin's); null when it is not revoked. */
 export function revokedFingerprint(revoked: Revoked | undefined, der: Buffer): string | null {
   if (!revoked) return null;
-  for (const fp of certFingerprints(der)) if (revoked.has(fp)) return fp;
+  for (const fp of certFingerprints(der, revoked.orders)) if (revoked.has(fp)) return fp;
   return null;
 }
 
@@ -125,14 +160,26 @@ export function parseRevoked(text: string, file: string): Set<string> {
 /** What a check needs of a revocation list (a RevocationList; a Set in tests). */
 export interface Revoked {
   has(fingerprint: string): boolean;
+  /** The curve orders of the CA's twins (signerOrders); absent: every curve of CURVE_ORDERS. */
+  readonly orders?: readonly bigint[];
 }
 
 /** The revocations in force; `file` "" = none. */
 export class RevocationList {
   readonly #file: ReloadableFile<Set<string>>;
+  /** The twins' curve orders of the deployment's CA (signerOrders); every known curve's without a CA. */
+  readonly orders?: readonly bigint[];
 
-  constructor(file: string) {
+  /** `caPem`: the deployment's CA, whose curve the twins are on; throws when revocation could not be complete. */
+  constructor(file: string, caPem?: string | Buffer) {
     this.#file = new ReloadableFile(file, "revoked certificates file", parseRevoked, new Set());
+    if (caPem) {
+      try {
+        this.orders = signerOrders(caPem);
+      } catch (e) {
+        if (file) throw e; // no list: nothing to match, whatever the curve
+      }
+    }
   }
 
   get file(): string {

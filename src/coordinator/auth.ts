@@ -22,7 +22,7 @@ import {
 } from "@grpc/grpc-js";
 import { peerCertificate, refusalListener, refuseAfterRequest } from "../common/call-identity";
 import { identityOfCertificate, identityUri } from "../common/identity";
-import { certFingerprints, type RevocationList } from "../common/revocations";
+import { certFingerprints, type Revoked } from "../common/revocations";
 import { targetOf } from "./api-audit";
 import type { Audit } from "./audit";
 import {
@@ -45,12 +45,12 @@ export interface AuthOptions {
   tokens: TokenStore;
   audit: Audit;
   /** Certificates refused whatever they say (auth.revokedCertificatesFile). */
-  revoked?: Pick<RevocationList, "has">;
+  revoked?: Revoked;
 }
 
 /** The caller a call's credentials make, or the refusal when they make none. */
 export function establishCaller(
-  opts: { insecure: boolean; tokens: TokenStore; revoked?: Pick<RevocationList, "has"> },
+  opts: { insecure: boolean; tokens: TokenStore; revoked?: Revoked },
   peerCertDer: Buffer | undefined,
   authorization: unknown,
   sessionCall: boolean,
@@ -75,7 +75,7 @@ export function establishCaller(
   }
   if (peerCertDer) {
     // Its own fingerprint and its ECDSA twins' (revocations.ts): a listed one of any revokes it.
-    const fingerprints = certFingerprints(peerCertDer);
+    const fingerprints = certFingerprints(peerCertDer, opts.revoked?.orders);
     const fingerprint = fingerprints[0] as string;
     const listed = opts.revoked ? fingerprints.find((fp) => opts.revoked?.has(fp)) : undefined;
     let identity = null;

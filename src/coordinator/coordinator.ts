@@ -86,7 +86,11 @@ export class Coordinator {
     const cfg = this.cfg;
     const tokens = new TokenStore(cfg.tokensFile);
     this.tokens = tokens;
-    const revoked = new RevocationList(cfg.revokedCertificatesFile);
+    // The CA's curve decides the ECDSA twins a revoked certificate may be presented as (revocations.ts).
+    const revoked = new RevocationList(
+      cfg.revokedCertificatesFile,
+      cfg.tls.insecure || !cfg.tls.ca ? undefined : readFileSync(cfg.tls.ca),
+    );
     this.revoked = revoked;
     const audit = new Audit(this.log, cfg.auditLog);
     this.audit = audit;

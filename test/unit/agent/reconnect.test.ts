@@ -250,12 +250,15 @@ describe("coordinator session: a coordinator whose certificate the agent revoked
 
       revoked.clear();
       await waitFor("registered once unlisted", () => session.connected);
-      assert.deepEqual(session.dropRevoked(), [], "nothing listed: nothing dropped");
+      assert.deepEqual(session.dropRevoked(), { closed: [], ended: null }, "nothing listed: nothing dropped");
       assert.ok(session.connected);
 
       revoked.add(fp);
       const before = refusals.length;
-      assert.deepEqual(session.dropRevoked(), [coord.address]);
+      assert.deepEqual(session.dropRevoked(), {
+        closed: [coord.address],
+        ended: { address: coord.address, identity: "rbdbackup://coordinator/lab" },
+      });
       await waitFor("the session ended", () => !session.connected && coord.streams.every((s) => s.ended));
       await waitFor("a reconnect refused in the handshake", () => refusals.length > before);
       assert.equal(coord.streams.length, 1, "no second stream");

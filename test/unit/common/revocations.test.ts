@@ -6,16 +6,20 @@
  * list, the coordinator's caller check and the capability verifier must refuse it as the original.
  */
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { describe, it } from "node:test";
 import { Status } from "nice-grpc";
 import { CapabilitySigner, CapabilityVerifier } from "../../../src/common/capability";
-import { certFingerprint, certFingerprints, revokedFingerprint } from "../../../src/common/revocations";
+import { certFingerprint, certFingerprints, RevocationList, revokedFingerprint } from "../../../src/common/revocations";
 import { establishCaller } from "../../../src/coordinator/auth";
 import { TokenStore } from "../../../src/coordinator/tokens";
 import { labTls } from "../../../src/lab/agent-process";
 
+/** P-256's order, as `openssl ecparam -name prime256v1 -param_enc explicit -text` prints it. */
 const P256_ORDER = BigInt("0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551");
 
 /** A DER element: tag, header length, content length. */
@@ -43,8 +47,8 @@ function intBytes(x: bigint): Buffer {
   const b = Buffer.from(h, "hex");
   return (b[0] as number) & 0x80 ? Buffer.concat([Buffer.from([0]), b]) : b;
 }
-/** The certificate with its signature's s replaced by n − s. */
-function twin(der: Buffer): Buffer {
+/** The certificate with its signature's s replaced by n − s (n: the CA curve's order). */
+function twin(der: Buffer, order = P256_ORDER): Buffer {
   const outer = tlv(der, 0);
   const tbs = tlv(der, outer.body);
   const alg = tlv(der, tbs.end);
@@ -54,10 +58,7 @@ function twin(der: Buffer): Buffer {
   const r = tlv(body, seq.body);
   const s = tlv(body, r.end);
   const sv = BigInt(`0x${body.subarray(s.body, s.end).toString("hex")}`);
-  const ecdsa = enc(
-    0x30,
-    Buffer.concat([enc(0x02, body.subarray(r.body, r.end)), enc(0x02, intBytes(P256_ORDER - sv))]),
-  );
+  const ecdsa = enc(0x30, Buffer.concat([enc(0x02, body.subarray(r.body, r.end)), enc(0x02, intBytes(order - sv))]));
   const bits = enc(0x03, Buffer.concat([Buffer.from([0]), ecdsa]));
   return enc(0x30, Buffer.concat([der.subarray(tbs.start, tbs.end), der.subarray(alg.start, alg.end), bits]));
 }
@@ -108,5 +109,92 @@ describe("revoked certificates and their ECDSA twins", () => {
       (e: { reason?: string }) => e.reason === "revoked_certificate",
     );
     assert.doesNotThrow(() => new CapabilityVerifier(ca.raw).verify(token, "operation", holder), "genuine otherwise");
+  });
+});
+
+/** The order of `curve` as OpenSSL prints it (not typed by hand). */
+function orderOf(curve: string): bigint {
+  const text = execFileSync("openssl", ["ecparam", "-name", curve, "-param_enc", "explicit", "-text", "-noout"], {
+    encoding: "utf8",
+  });
+  const m = /Order:\s*\n([\s\S]*?)\n\S/.exec(text);
+  if (!m) throw new Error(`no order in openssl's description of ${curve}`);
+  return BigInt(`0x${(m[1] as string).replace(/[\s:]/g, "")}`);
+}
+
+/** A CA on `curve` and a leaf certificate it signed, made with openssl in `dir`. */
+function issue(dir: string, curve: string): { ca: string; leaf: Buffer } {
+  const run = (args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
+  run(["ecparam", "-name", curve, "-genkey", "-noout", "-out", "ca.key"]);
+  run(["req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=test ca", "-days", "2", "-out", "ca.pem"]);
+  run(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "leaf.key"]);
+  run(["req", "-new", "-key", "leaf.key", "-subj", "/CN=leaf", "-out", "leaf.csr"]);
+  writeFileSync(path.join(dir, "ext"), "subjectAltName=URI:rbdbackup://client/reader/leaf\n");
+  run([
+    "x509",
+    "-req",
+    "-in",
+    "leaf.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-days",
+    "2",
+    "-extfile",
+    "ext",
+    "-out",
+    "leaf.pem",
+  ]);
+  return { ca: path.join(dir, "ca.pem"), leaf: new X509Certificate(readFileSync(path.join(dir, "leaf.pem"))).raw };
+}
+
+describe("revocation on the CA key's curve", () => {
+  for (const curve of ["secp384r1", "secp521r1"]) {
+    it(`a CA on ${curve}: the twin verifies, and listing the original revokes it`, () => {
+      const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-revocations-"));
+      try {
+        const { ca, leaf } = issue(dir, curve);
+        const caCert = new X509Certificate(readFileSync(ca));
+        const t = new X509Certificate(twin(leaf, orderOf(curve)));
+        assert.ok(t.checkIssued(caCert) && t.verify(caCert.publicKey), "the twin verifies under the CA");
+        assert.notEqual(certFingerprint(t.raw), certFingerprint(leaf));
+        const list = path.join(dir, "revoked");
+        writeFileSync(list, `${certFingerprint(leaf)}\n`);
+        const revoked = new RevocationList(list, readFileSync(ca));
+        assert.equal(revoked.orders?.length, 1, "only the CA curve's twin is built");
+        assert.equal(revoked.revoked(t.raw), certFingerprint(leaf));
+        assert.equal(revokedFingerprint(new Set([certFingerprint(leaf)]), t.raw), certFingerprint(leaf));
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+
+  it("a CA on a curve whose twins cannot be matched stops the start when a list is configured, not without one", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-revocations-"));
+    try {
+      const { ca } = issue(dir, "secp224r1");
+      const list = path.join(dir, "revoked");
+      writeFileSync(list, "# none\n");
+      assert.throws(
+        () => new RevocationList(list, readFileSync(ca)),
+        /curve secp224r1, for which revocations cannot be matched/,
+      );
+      assert.doesNotThrow(() => new RevocationList("", readFileSync(ca)));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("other encodings OpenSSL accepts reach us re-encoded: a non-minimal outer length gives the original's raw", () => {
+    const der = original.raw;
+    const outerLen = der.readUInt16BE(2); // 30 82 LL LL: the lab certificates are 256..65535 bytes
+    assert.equal(der[1], 0x82);
+    const loose = Buffer.concat([Buffer.from([0x30, 0x83, 0x00, outerLen >> 8, outerLen & 0xff]), der.subarray(4)]);
+    const parsed = new X509Certificate(loose);
+    assert.ok(parsed.verify(ca.publicKey), "accepted");
+    assert.deepEqual(parsed.raw, der, "re-encoded: the fingerprint is the original's");
   });
 });
