@@ -5,9 +5,12 @@
  * connection (and its transfers) instead of blocking them.
  */
 import http2 from "node:http2";
+import type { PeerCertificate } from "node:tls";
 import { type TlsConfig, tlsFiles, tlsServerName } from "../../src/common/tls";
 
 export interface PeerConnectionOptions {
+  /** Checks the server's certificate in the handshake (transfer-authz.ts peerServerCheck); the host name alone when absent. */
+  checkServer?: (host: string, cert: PeerCertificate) => Error | undefined;
   /** Give up connecting after this long. */
   connectTimeoutMs: number;
   /** While a transfer runs: ping every `keepaliveMs`, fail the connection if one is not answered in `keepaliveTimeoutMs`. */
@@ -33,7 +36,11 @@ export class PeerConnection {
     const servername = tlsServerName(address);
     this.#connectOptions = insecure
       ? {}
-      : { ...tlsFiles(tls, "transfer client"), ...(servername ? { servername } : {}) };
+      : {
+          ...tlsFiles(tls, "transfer client"),
+          ...(servername ? { servername } : {}),
+          ...(o.checkServer ? { checkServerIdentity: o.checkServer } : {}),
+        };
   }
 
   /** The open session, or a new one (connecting; streams opened on it wait for the connection). */

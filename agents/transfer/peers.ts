@@ -6,17 +6,20 @@
  * sink in-process when the destination is the same cluster (the shortcut: no network, no
  * serialization, same engine). Insecure mode (tests) has no bulk channel.
  */
+
+import { ChannelCredentials } from "@grpc/grpc-js";
 import { type Channel, type ChannelOptions, createChannel, createClient, Metadata } from "nice-grpc";
 import { Status } from "nice-grpc-common";
 import { CAPABILITY_HEADER } from "../../src/common/capability";
 import { AppError } from "../../src/common/errors";
 import type { Logger } from "../../src/common/log";
 import type { Revoked } from "../../src/common/revocations";
-import { channelCredentials, type TlsConfig, tlsChannelOptions } from "../../src/common/tls";
+import { channelCredentials, type TlsConfig, tlsChannelOptions, tlsFiles } from "../../src/common/tls";
 import { type TransferServiceClient, TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
 import { BulkClient, H2_FEATURES } from "./bulk/client";
 import { MAX_MESSAGE_BYTES } from "./protocol";
 import type { TransferTarget } from "./target";
+import { peerServerCheck } from "./transfer-authz";
 import { TransferClient } from "./transfer-client";
 
 /** Channel settings for agent ↔ agent: large messages, keepalives so a dead peer is noticed. */
@@ -97,6 +100,13 @@ export interface PeersOptions {
   revoked?: Revoked;
 }
 
+/** The peers' gRPC channel credentials: mutual TLS whose server check is `checkServer` (plaintext in insecure mode). */
+function peerCredentials(tls: TlsConfig, checkServer: ReturnType<typeof peerServerCheck>): ChannelCredentials {
+  if (tls.insecure) return channelCredentials(tls);
+  const f = tlsFiles(tls, "peer channel");
+  return ChannelCredentials.createSsl(f.ca, f.key, f.cert, { checkServerIdentity: checkServer });
+}
+
 export class Peers {
   #clients = new Map<
     string,
@@ -114,13 +124,20 @@ export class Peers {
     if (address === "") return this.local;
     let c = this.#clients.get(address);
     if (!c) {
-      const channel = createChannel(address, channelCredentials(this.tls), {
+      // Every connection to a peer checks, in its handshake, that the server is an agent whose certificate
+      // is not revoked (the bulk channel also that it is the agent the transfer's capability names).
+      const checkServer = peerServerCheck(this.opts.revoked);
+      const channel = createChannel(address, peerCredentials(this.tls, checkServer), {
         ...peerChannelOptions,
         ...tlsChannelOptions(address, this.tls),
       });
       const log = this.log ? { log: this.log.child({ peer: address }) } : {};
       const idle = this.opts.bulkIdleTimeoutMs ? { idleTimeoutMs: this.opts.bulkIdleTimeoutMs } : {};
-      const h2 = new TransferClient(address, this.tls, { ...log, ...idle });
+      const h2 = new TransferClient(address, this.tls, {
+        ...log,
+        ...idle,
+        ...(this.tls.insecure ? {} : { checkServer }),
+      });
       const useBulk = (this.opts.bulk ?? "auto") === "auto" && !this.tls.insecure;
       c = {
         channel,

@@ -27,7 +27,7 @@ import { createHash } from "node:crypto";
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
 import type http2 from "node:http2";
 import path from "node:path";
-import type { TLSSocket } from "node:tls";
+import { checkServerIdentity, type PeerCertificate, type TLSSocket } from "node:tls";
 import {
   CAPABILITY_HEADER,
   CapabilityError,
@@ -131,6 +131,29 @@ export function destinationRefusal(
     };
   }
   return null;
+}
+
+/**
+ * A TLS client's server check for the connections to peers that carry no capability of their own — the
+ * HTTP/2 connection shared by Transfer calls, the channel of ListChains and ResumePoint: the usual host
+ * name check, then "the server is an agent, its certificate not revoked". A refusal fails the handshake.
+ */
+export function peerServerCheck(revoked?: Revoked): (host: string, cert: PeerCertificate) => Error | undefined {
+  return (host, cert) => {
+    const hostError = checkServerIdentity(host, cert);
+    if (hostError) return hostError;
+    const listed = cert.raw ? revokedFingerprint(revoked, cert.raw) : null;
+    if (listed) return new Error(`the peer's certificate (sha256 ${listed}) is revoked (auth.revokedCertificatesFile)`);
+    let id: Identity | null = null;
+    try {
+      id = cert.raw ? identityOfCertificate(cert.raw) : null;
+    } catch {
+      id = null;
+    }
+    if (id?.kind !== "agent")
+      return new Error(`the peer is not an agent of this deployment (its certificate names ${describeIdentity(id)})`);
+    return undefined;
+  };
 }
 
 /** The caller of a data-plane stream: the identity in its TLS client certificate, and its capability header. */

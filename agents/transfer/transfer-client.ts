@@ -34,7 +34,7 @@ import type { TlsConfig } from "../../src/common/tls";
 import { VERSION } from "../../src/common/version";
 import { type TransferMessage, TransferServiceDefinition, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
 import { DEFAULT_IDLE_TIMEOUT_MS, RESULT_WAIT_MS } from "./bulk/protocol";
-import { PeerConnection } from "./peer-connection";
+import { PeerConnection, type PeerConnectionOptions } from "./peer-connection";
 import { REASON_HEADER } from "./protocol";
 import {
   encodeTransferMessage,
@@ -53,6 +53,8 @@ const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
 export const CANCEL_WAIT_MS = 30_000;
 
 export interface TransferClientOptions {
+  /** The server check of its connection's handshake (transfer-authz.ts peerServerCheck). */
+  checkServer?: PeerConnectionOptions["checkServer"];
   /** Give up connecting after this long (UNAVAILABLE). */
   connectTimeoutMs?: number;
   /** While a transfer runs: ping the peer this often, fail the connection if a ping is not answered in `keepaliveTimeoutMs`. */
@@ -125,6 +127,7 @@ export class TransferClient {
     opts: TransferClientOptions = {},
   ) {
     this.#conn = new PeerConnection(address, tls, {
+      ...(opts.checkServer ? { checkServer: opts.checkServer } : {}),
       connectTimeoutMs: opts.connectTimeoutMs ?? 20_000,
       keepaliveMs: opts.keepaliveMs ?? 15_000,
       keepaliveTimeoutMs: opts.keepaliveTimeoutMs ?? 10_000,

@@ -11,8 +11,11 @@ import { readFileSync } from "node:fs";
 import { after, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
 import { BulkClient } from "../../../agents/transfer/bulk/client";
+import { Peers } from "../../../agents/transfer/peers";
 import { MAX_MESSAGE_BYTES } from "../../../agents/transfer/protocol";
 import { runSink } from "../../../agents/transfer/sink";
+import type { TransferTarget } from "../../../agents/transfer/target";
+import { peerServerCheck } from "../../../agents/transfer/transfer-authz";
 import { TransferClient } from "../../../agents/transfer/transfer-client";
 import { statusOf } from "../../../src/common/errors";
 import type { Revoked } from "../../../src/common/revocations";
@@ -395,6 +398,41 @@ describe("bulk channel: bad input", () => {
       new Set([fp.replaceAll(":", "").toLowerCase()]),
     );
     assert.equal(other.entered, 0, "nothing reached the destination's entry");
+  });
+
+  it("over HTTP/2 and on the peers' gRPC channel (ListChains): a server that is not an agent, or whose certificate is revoked, fails the handshake, named", async () => {
+    const h = header();
+    const impostor = await serve(async () => ({}), { tls: labTls("coordinator"), bulk: false });
+    const log = quietLogger();
+    const viaH2 = async (address: string, revoked: Revoked | undefined, why: RegExp) => {
+      const h2 = new TransferClient(address, labTls("agent-site-a"), { log, checkServer: peerServerCheck(revoked) });
+      closers.push(() => h2.close());
+      await assert.rejects(
+        h2.transfer(new Feed(messages(h, chunkParts(2, CHUNK))), AbortSignal.timeout(10_000), mint(h)),
+        (e: { code?: number; details?: string }) => {
+          assert.equal(e.code, Status.UNAVAILABLE, e.details);
+          assert.match(e.details ?? "", why);
+          return true;
+        },
+      );
+    };
+    await viaH2(impostor.address, undefined, /not an agent of this deployment/);
+    const real = await serve(async () => ({}), { bulk: false });
+    const fp = new X509Certificate(readFileSync(labTls("agent-site-b").cert as string)).fingerprint256;
+    const revoked = new Set([fp.replaceAll(":", "").toLowerCase()]);
+    await viaH2(real.address, revoked, /is revoked/);
+    // The peers' gRPC channel (ListChains, ResumePoint) checks the same.
+    const peers = new Peers(labTls("agent-site-a"), {} as TransferTarget, log, { bulk: "off", revoked });
+    closers.push(() => peers.close());
+    await assert.rejects(
+      peers.target(impostor.address).listChains("backups", "", "vol", AbortSignal.timeout(10_000), mint(h)),
+      /not an agent of this deployment/,
+    );
+    await assert.rejects(
+      peers.target(real.address).listChains("backups", "", "vol", AbortSignal.timeout(10_000), mint(h)),
+      /is revoked/,
+    );
+    assert.equal(impostor.entered + real.entered, 0);
   });
 
   it("an unknown protocol version: UNIMPLEMENTED before the entry is called", async () => {
