@@ -385,6 +385,11 @@ export class Agent {
     }
     const kept = "the previous list stays in force";
     if (!reloadLogged(revoked, this.log, { what: "revoked certificates", count: "revoked", kept })) return;
+    // The source's connections to peers now listed go too (their next handshake is judged afresh).
+    const peersDropped = this.#peers?.dropRevoked() ?? [];
+    if (peersDropped.length) {
+      this.log.warn("closed the connections to peers whose certificate is revoked", { peers: peersDropped });
+    }
     const dropped = this.session?.dropRevoked();
     if (dropped?.closed.length) {
       this.log.warn("closed the channels to coordinators whose certificate is revoked", {

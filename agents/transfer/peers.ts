@@ -7,6 +7,7 @@
  * serialization, same engine). Insecure mode (tests) has no bulk channel.
  */
 
+import type { TLSSocket } from "node:tls";
 import { ChannelCredentials } from "@grpc/grpc-js";
 import { type Channel, type ChannelOptions, createChannel, createClient, Metadata } from "nice-grpc";
 import { Status } from "nice-grpc-common";
@@ -19,7 +20,7 @@ import { type TransferServiceClient, TransferServiceDefinition } from "../../src
 import { BulkClient, H2_FEATURES } from "./bulk/client";
 import { MAX_MESSAGE_BYTES } from "./protocol";
 import type { TransferTarget } from "./target";
-import { peerServerCheck } from "./transfer-authz";
+import { destinationRefusal, peerServerCheck } from "./transfer-authz";
 import { TransferClient } from "./transfer-client";
 
 /** Channel settings for agent ↔ agent: large messages, keepalives so a dead peer is noticed. */
@@ -110,7 +111,14 @@ function peerCredentials(tls: TlsConfig, checkServer: ReturnType<typeof peerServ
 export class Peers {
   #clients = new Map<
     string,
-    { channel: Channel; client: TransferServiceClient; h2: TransferClient; bulk: DataClient }
+    {
+      channel: Channel;
+      client: TransferServiceClient;
+      h2: TransferClient;
+      bulk: DataClient;
+      /** The fingerprints of the certificates the channel's handshakes let through (dropRevoked). */
+      seen: Set<string>;
+    }
   >();
 
   constructor(
@@ -124,9 +132,15 @@ export class Peers {
     if (address === "") return this.local;
     let c = this.#clients.get(address);
     if (!c) {
-      // Every connection to a peer checks, in its handshake, that the server is an agent whose certificate
-      // is not revoked (the bulk channel also that it is the agent the transfer's capability names).
-      const checkServer = peerServerCheck(this.opts.revoked);
+      // Who is at the address: the channel of ListChains and ResumePoint checks in its handshake that the
+      // server is an agent whose certificate is not revoked (peerServerCheck); every transfer, over the
+      // bulk channel or HTTP/2, that it is the very agent its capability names (destinationRefusal, with
+      // the list as it is then) — exact statuses, before a byte of the volume goes out.
+      const seen = new Set<string>();
+      const revoked = this.opts.revoked;
+      const checkServer = peerServerCheck(revoked, (fps) => {
+        for (const fp of fps) seen.add(fp);
+      });
       const channel = createChannel(address, peerCredentials(this.tls, checkServer), {
         ...peerChannelOptions,
         ...tlsChannelOptions(address, this.tls),
@@ -136,7 +150,12 @@ export class Peers {
       const h2 = new TransferClient(address, this.tls, {
         ...log,
         ...idle,
-        ...(this.tls.insecure ? {} : { checkServer }),
+        ...(this.tls.insecure
+          ? {}
+          : {
+              checkDestination: (socket: TLSSocket, cap: string | undefined) =>
+                destinationRefusal(socket, cap, revoked),
+            }),
       });
       const useBulk = (this.opts.bulk ?? "auto") === "auto" && !this.tls.insecure;
       c = {
@@ -144,16 +163,32 @@ export class Peers {
         client: createClient(TransferServiceDefinition, channel),
         h2,
         bulk: useBulk
-          ? new BulkClient(address, this.tls, h2, {
-              ...log,
-              ...idle,
-              ...(this.opts.revoked ? { revoked: this.opts.revoked } : {}),
-            })
+          ? new BulkClient(address, this.tls, h2, { ...log, ...idle, ...(revoked ? { revoked } : {}) })
           : h2,
+        seen,
       };
       this.#clients.set(address, c);
     }
     return remoteTarget(address, c.client, c.bulk);
+  }
+
+  /**
+   * After the revocation list was reloaded: the connections to every peer whose channel let a certificate
+   * through that is now listed are closed (a transfer running over one fails), and the next ones are
+   * judged afresh. Returns the addresses dropped.
+   */
+  dropRevoked(): string[] {
+    const revoked = this.opts.revoked;
+    if (!revoked) return [];
+    const dropped: string[] = [];
+    for (const [address, c] of this.#clients) {
+      if (![...c.seen].some((fp) => revoked.has(fp))) continue;
+      dropped.push(address);
+      c.channel.close();
+      c.h2.close();
+      this.#clients.delete(address);
+    }
+    return dropped;
   }
 
   close(): void {

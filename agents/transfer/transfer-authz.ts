@@ -41,7 +41,7 @@ import { AppError, invalidArgument, Status } from "../../src/common/errors";
 import { listChainsAsks, transferAsks } from "../../src/common/grants";
 import { describeIdentity, type Identity, identityOfCertificate } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
-import { type Revoked, revokedFingerprint } from "../../src/common/revocations";
+import { certFingerprints, type Revoked, revokedFingerprint } from "../../src/common/revocations";
 import {
   type ListChainsRequest,
   type TransferHeader,
@@ -138,21 +138,33 @@ export function destinationRefusal(
  * HTTP/2 connection shared by Transfer calls, the channel of ListChains and ResumePoint: the usual host
  * name check, then "the server is an agent, its certificate not revoked". A refusal fails the handshake.
  */
-export function peerServerCheck(revoked?: Revoked): (host: string, cert: PeerCertificate) => Error | undefined {
+export function peerServerCheck(
+  revoked?: Revoked,
+  verified: (fingerprints: string[]) => void = () => {},
+): (host: string, cert: PeerCertificate) => Error | undefined {
   return (host, cert) => {
-    const hostError = checkServerIdentity(host, cert);
-    if (hostError) return hostError;
-    const listed = cert.raw ? revokedFingerprint(revoked, cert.raw) : null;
-    if (listed) return new Error(`the peer's certificate (sha256 ${listed}) is revoked (auth.revokedCertificatesFile)`);
-    let id: Identity | null = null;
+    // Node calls this with no try/catch around it: a throw would take the agent down.
     try {
-      id = cert.raw ? identityOfCertificate(cert.raw) : null;
-    } catch {
-      id = null;
+      const hostError = checkServerIdentity(host, cert);
+      if (hostError) return hostError;
+      if (!cert.raw) return new Error("the peer presented no certificate");
+      const fingerprints = certFingerprints(cert.raw, revoked?.orders);
+      const listed = fingerprints.find((fp) => revoked?.has(fp));
+      if (listed)
+        return new Error(`the peer's certificate (sha256 ${listed}) is revoked (auth.revokedCertificatesFile)`);
+      let id: Identity | null = null;
+      try {
+        id = identityOfCertificate(cert.raw);
+      } catch {
+        id = null;
+      }
+      if (id?.kind !== "agent")
+        return new Error(`the peer is not an agent of this deployment (its certificate names ${describeIdentity(id)})`);
+      verified(fingerprints);
+      return undefined;
+    } catch (e) {
+      return new Error(`the peer's certificate could not be checked: ${(e as Error).message}`);
     }
-    if (id?.kind !== "agent")
-      return new Error(`the peer is not an agent of this deployment (its certificate names ${describeIdentity(id)})`);
-    return undefined;
   };
 }
 

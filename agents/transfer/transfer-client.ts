@@ -26,6 +26,7 @@
  * bulk channel): a live destination stuck in its commit would otherwise hold the job's lease forever.
  */
 import http2 from "node:http2";
+import type { TLSSocket } from "node:tls";
 import { AbortError } from "abort-controller-x";
 import { ClientError, Status } from "nice-grpc-common";
 import { CAPABILITY_HEADER } from "../../src/common/capability";
@@ -55,6 +56,11 @@ export const CANCEL_WAIT_MS = 30_000;
 export interface TransferClientOptions {
   /** The server check of its connection's handshake (transfer-authz.ts peerServerCheck). */
   checkServer?: PeerConnectionOptions["checkServer"];
+  /**
+   * Judged for every transfer once the connection is up, before its stream opens (transfer-authz.ts
+   * destinationRefusal with this transfer's capability): a refusal fails the transfer with its status.
+   */
+  checkDestination?: (socket: TLSSocket, capability: string | undefined) => { status: Status; message: string } | null;
   /** Give up connecting after this long (UNAVAILABLE). */
   connectTimeoutMs?: number;
   /** While a transfer runs: ping the peer this often, fail the connection if a ping is not answered in `keepaliveTimeoutMs`. */
@@ -119,6 +125,7 @@ function headerOf(h: http2.IncomingHttpHeaders, name: string): string | undefine
 /** Transfers to one peer agent, over one HTTP/2 connection they share (peer-connection.ts). */
 export class TransferClient {
   readonly #conn: PeerConnection;
+  readonly #checkDestination: TransferClientOptions["checkDestination"];
   readonly #opts: { frames: FramePool; cancelWaitMs: number; idleTimeoutMs: number; resultWaitMs: number; log: Logger };
 
   constructor(
@@ -132,6 +139,7 @@ export class TransferClient {
       keepaliveMs: opts.keepaliveMs ?? 15_000,
       keepaliveTimeoutMs: opts.keepaliveTimeoutMs ?? 10_000,
     });
+    this.#checkDestination = opts.checkDestination;
     this.#opts = {
       frames: opts.frames ?? framePool,
       cancelWaitMs: opts.cancelWaitMs ?? CANCEL_WAIT_MS,
@@ -153,6 +161,56 @@ export class TransferClient {
     capability?: string,
   ): Promise<TransferSummary> {
     if (signal.aborted) return Promise.reject(new AbortError());
+    const check = this.#checkDestination;
+    if (!check) return this.#send(messages, signal, capability);
+    return this.#connected(signal).then((socket) => {
+      const refusal = check(socket, capability);
+      if (refusal) {
+        this.#opts.log.warn("refusing to send to the destination", { peer: this.address, why: refusal.message });
+        throw new ClientError(TRANSFER_PATH, refusal.status, `refusing to send to ${this.address}: ${refusal.message}`);
+      }
+      return this.#send(messages, signal, capability);
+    });
+  }
+
+  /**
+   * The TLS socket of the connection to the peer once it is up (the connection is shared: a transfer
+   * judges it for itself, with its own capability). UNAVAILABLE when it fails (its connect deadline is
+   * the connection's), AbortError on abort.
+   */
+  #connected(signal: AbortSignal): Promise<TLSSocket> {
+    let session: http2.ClientHttp2Session;
+    try {
+      session = this.#conn.session();
+    } catch (e) {
+      return Promise.reject(
+        new ClientError(TRANSFER_PATH, Status.UNAVAILABLE, `cannot reach ${this.address}: ${(e as Error).message}`),
+      );
+    }
+    if (!session.connecting) return Promise.resolve(session.socket as TLSSocket);
+    return new Promise<TLSSocket>((resolve, reject) => {
+      const done = (err?: unknown) => {
+        session.off("connect", onConnect);
+        session.off("close", onClose);
+        session.off("error", onError);
+        signal.removeEventListener("abort", onAbort);
+        if (err) reject(err);
+        else resolve(session.socket as TLSSocket);
+      };
+      const unreachable = (why: string) =>
+        new ClientError(TRANSFER_PATH, Status.UNAVAILABLE, `cannot reach ${this.address}: ${why}`);
+      const onConnect = () => done();
+      const onError = (e: Error) => done(unreachable(e.message));
+      const onClose = () => done(unreachable("the connection closed while connecting"));
+      const onAbort = () => done(new AbortError());
+      session.once("connect", onConnect);
+      session.once("error", onError);
+      session.once("close", onClose);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  #send(messages: AsyncIterable<TransferMessage>, signal: AbortSignal, capability?: string): Promise<TransferSummary> {
     let session: http2.ClientHttp2Session;
     let stream: http2.ClientHttp2Stream;
     try {

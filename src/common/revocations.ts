@@ -33,21 +33,29 @@ export const CURVE_ORDERS: Readonly<Record<string, bigint>> = {
 const ALL_ORDERS = Object.values(CURVE_ORDERS);
 
 /**
- * The curve orders whose twins a certificate signed by this CA can have: its key's curve's; none for a
- * CA whose signatures have no twin (RSA, Ed25519). Throws for an EC key on a curve not in CURVE_ORDERS:
- * revocation could not be complete, and the daemon must not start believing it is.
+ * The curve orders whose twins a certificate signed by this CA can have: its key's curve's — of every
+ * certificate in the file (a CA file may hold several, an old and a new CA during a rotation); none for
+ * a CA whose signatures have no twin (RSA, Ed25519). Throws for an EC key on a curve not in
+ * CURVE_ORDERS: revocation could not be complete, and the daemon must not start believing it is. (A
+ * leaf signed by an intermediate CA that is not in the file is matched on the file's curves only.)
  */
 export function signerOrders(caPem: string | Buffer): bigint[] {
-  const key = new X509Certificate(caPem).publicKey;
-  if (key.asymmetricKeyType !== "ec") return [];
-  const curve = key.asymmetricKeyDetails?.namedCurve ?? "";
-  const order = CURVE_ORDERS[curve];
-  if (order === undefined) {
-    throw new Error(
-      `the CA's key is on curve ${curve || "(unnamed)"}, for which revocations cannot be matched completely (an ECDSA signature has a twin on it that another fingerprint would name); use a CA on ${Object.keys(CURVE_ORDERS).join(", ")}, RSA or Ed25519`,
-    );
+  const text = Buffer.isBuffer(caPem) ? caPem.toString("latin1") : caPem;
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g);
+  const orders = new Set<bigint>();
+  for (const block of blocks ?? [caPem]) {
+    const key = new X509Certificate(block).publicKey;
+    if (key.asymmetricKeyType !== "ec") continue;
+    const curve = key.asymmetricKeyDetails?.namedCurve ?? "";
+    const order = CURVE_ORDERS[curve];
+    if (order === undefined) {
+      throw new Error(
+        `a CA's key is on curve ${curve || "(unnamed)"}, for which revocations cannot be matched completely (an ECDSA signature has a twin on it that another fingerprint would name); use CAs on ${Object.keys(CURVE_ORDERS).join(", ")}, RSA or Ed25519`,
+      );
+    }
+    orders.add(order);
   }
-  return [order];
+  return [...orders];
 }
 
 /** A DER element at `at`: where its content starts and ends (null when it is not well formed). */

@@ -93,8 +93,24 @@ export class BulkClient {
     if (Date.now() < this.#h2Until) return H2_FEATURES;
     if (this.#bulkSeen) return BULK_FEATURES;
     const socket = await this.#open(signal);
+    this.#judge(socket, undefined); // an agent, not revoked: only then is what it offers remembered
     socket.destroy();
     return this.negotiated ? BULK_FEATURES : H2_FEATURES;
+  }
+
+  /**
+   * Who answered, before a byte of the volume goes out and before what it offers is remembered
+   * (transfer-authz.ts destinationRefusal): throws PERMISSION_DENIED / UNAUTHENTICATED, the socket
+   * destroyed, when it is not the destination the capability names.
+   */
+  #judge(socket: TLSSocket, capability: string | undefined): void {
+    const refusal = destinationRefusal(socket, capability, this.#o.revoked);
+    if (refusal) {
+      socket.destroy();
+      this.#o.log.warn("refusing to send to the destination", { peer: this.address, why: refusal.message });
+      throw new ClientError(BULK_PATH, refusal.status, `refusing to send to ${this.address}: ${refusal.message}`);
+    }
+    this.#note(socket.alpnProtocol);
   }
 
   /** TransferTarget.transfer: over the bulk channel when the peer picks it, else over HTTP/2. */
@@ -104,16 +120,10 @@ export class BulkClient {
     capability?: string,
   ): Promise<TransferSummary> {
     if (signal.aborted) throw new AbortError();
+    // An h2 peer: the fallback judges its own connection for each transfer (TransferClient checkDestination).
     if (Date.now() < this.#h2Until) return this.fallback.transfer(messages, signal, capability);
     const socket = await this.#open(signal);
-    // Who answered, before a byte of the volume goes out (transfer-authz.ts destinationRefusal); an h2
-    // peer is judged on this handshake too, before the fallback sends over its own connection.
-    const refusal = destinationRefusal(socket, capability, this.#o.revoked);
-    if (refusal) {
-      socket.destroy();
-      this.#o.log.warn("refusing to send to the destination", { peer: this.address, why: refusal.message });
-      throw new ClientError(BULK_PATH, refusal.status, `refusing to send to ${this.address}: ${refusal.message}`);
-    }
+    this.#judge(socket, capability);
     if (socket.alpnProtocol !== ALPN_BULK) {
       socket.destroy();
       return this.fallback.transfer(messages, signal, capability);
@@ -159,8 +169,7 @@ export class BulkClient {
       socket.once("secureConnect", () => {
         cleanup();
         socket.on("error", () => {}); // from here on, sendBulk reports failures
-        this.#note(socket.alpnProtocol);
-        resolve(socket);
+        resolve(socket); // what it offers is noted once it is judged (#judge)
       });
     });
   }

@@ -172,6 +172,25 @@ describe("revocation on the CA key's curve", () => {
     });
   }
 
+  it("a CA file holding two CAs (a rotation): the twins on each one's curve are matched", () => {
+    const a = mkdtempSync(path.join(tmpdir(), "rbdbackup-revocations-"));
+    const b = mkdtempSync(path.join(tmpdir(), "rbdbackup-revocations-"));
+    try {
+      const p256 = issue(a, "prime256v1");
+      const p384 = issue(b, "secp384r1");
+      const bundle = Buffer.concat([readFileSync(p256.ca), readFileSync(p384.ca)]);
+      const list = path.join(a, "revoked");
+      writeFileSync(list, `${certFingerprint(p384.leaf)}\n${certFingerprint(p256.leaf)}\n`);
+      const revoked = new RevocationList(list, bundle);
+      assert.equal(revoked.orders?.length, 2);
+      assert.equal(revoked.revoked(twin(p384.leaf, orderOf("secp384r1"))), certFingerprint(p384.leaf));
+      assert.equal(revoked.revoked(twin(p256.leaf, orderOf("prime256v1"))), certFingerprint(p256.leaf));
+    } finally {
+      rmSync(a, { recursive: true, force: true });
+      rmSync(b, { recursive: true, force: true });
+    }
+  });
+
   it("a CA on a curve whose twins cannot be matched stops the start when a list is configured, not without one", () => {
     const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-revocations-"));
     try {

@@ -400,39 +400,58 @@ describe("bulk channel: bad input", () => {
     assert.equal(other.entered, 0, "nothing reached the destination's entry");
   });
 
-  it("over HTTP/2 and on the peers' gRPC channel (ListChains): a server that is not an agent, or whose certificate is revoked, fails the handshake, named", async () => {
+  it("over HTTP/2 too (a peer that offers only h2, or bulk off): every transfer is judged with its own capability, exact status; the ListChains channel checks in its handshake", async () => {
     const h = header();
-    const impostor = await serve(async () => ({}), { tls: labTls("coordinator"), bulk: false });
+    const feed = () => new Feed(messages(h, chunkParts(2, CHUNK)));
     const log = quietLogger();
-    const viaH2 = async (address: string, revoked: Revoked | undefined, why: RegExp) => {
-      const h2 = new TransferClient(address, labTls("agent-site-a"), { log, checkServer: peerServerCheck(revoked) });
-      closers.push(() => h2.close());
-      await assert.rejects(
-        h2.transfer(new Feed(messages(h, chunkParts(2, CHUNK))), AbortSignal.timeout(10_000), mint(h)),
+    const fp = new X509Certificate(readFileSync(labTls("agent-site-b").cert as string)).fingerprint256;
+    const revoked = new Set<string>();
+    const peers = (bulk: "auto" | "off") => {
+      const p = new Peers(labTls("agent-site-a"), {} as TransferTarget, log, { bulk, revoked });
+      closers.push(() => p.close());
+      return p;
+    };
+    const refused = async (t: TransferTarget, capability: string, code: Status, why: RegExp) =>
+      assert.rejects(
+        t.transfer(feed(), AbortSignal.timeout(10_000), capability),
         (e: { code?: number; details?: string }) => {
-          assert.equal(e.code, Status.UNAVAILABLE, e.details);
+          assert.equal(e.code, code, e.details);
           assert.match(e.details ?? "", why);
           return true;
         },
       );
-    };
-    await viaH2(impostor.address, undefined, /not an agent of this deployment/);
-    const real = await serve(async () => ({}), { bulk: false });
-    const fp = new X509Certificate(readFileSync(labTls("agent-site-b").cert as string)).fingerprint256;
-    const revoked = new Set([fp.replaceAll(":", "").toLowerCase()]);
-    await viaH2(real.address, revoked, /is revoked/);
-    // The peers' gRPC channel (ListChains, ResumePoint) checks the same.
-    const peers = new Peers(labTls("agent-site-a"), {} as TransferTarget, log, { bulk: "off", revoked });
-    closers.push(() => peers.close());
-    await assert.rejects(
-      peers.target(impostor.address).listChains("backups", "", "vol", AbortSignal.timeout(10_000), mint(h)),
+    // A server holding another part's certificate, offering only h2.
+    const impostor = await serve(async () => ({}), { tls: labTls("coordinator"), bulk: false });
+    await refused(
+      peers("off").target(impostor.address),
+      mint(h),
+      Status.PERMISSION_DENIED,
       /not an agent of this deployment/,
     );
+    // An agent, but not the one the coordinator named — twice through one Peers with bulk on: the second
+    // goes straight to HTTP/2 (the peer is remembered as h2-only) and must be judged all the same.
+    const other = await serve(async () => ({}), { bulk: false });
+    const auto = peers("auto").target(other.address);
+    await refused(auto, mint(h, "agent-elsewhere"), Status.PERMISSION_DENIED, /not agent agent-elsewhere/);
+    await refused(auto, mint(h, "agent-elsewhere"), Status.PERMISSION_DENIED, /not agent agent-elsewhere/);
+    assert.equal(impostor.entered + other.entered, 0, "nothing reached a destination's entry");
+    // ListChains' channel: refused in the handshake (UNAVAILABLE, named).
     await assert.rejects(
-      peers.target(real.address).listChains("backups", "", "vol", AbortSignal.timeout(10_000), mint(h)),
+      peers("off").target(impostor.address).listChains("backups", "", "vol", AbortSignal.timeout(10_000), mint(h)),
+      /not an agent of this deployment/,
+    );
+    // Revoked after the connections were made (a reload): the next transfer over the same HTTP/2
+    // connection is refused, and dropRevoked() closes the ListChains channel, whose next handshake fails.
+    const p = peers("off");
+    await p.target(other.address).listChains("backups", "", "vol", AbortSignal.timeout(10_000), mint(h));
+    revoked.add(fp.replaceAll(":", "").toLowerCase());
+    await refused(p.target(other.address), mint(h), Status.UNAUTHENTICATED, /is revoked/);
+    assert.deepEqual(p.dropRevoked(), [other.address]);
+    await assert.rejects(
+      p.target(other.address).listChains("backups", "", "vol", AbortSignal.timeout(10_000), mint(h)),
       /is revoked/,
     );
-    assert.equal(impostor.entered + real.entered, 0);
+    assert.equal(other.entered, 0);
   });
 
   it("an unknown protocol version: UNIMPLEMENTED before the entry is called", async () => {
