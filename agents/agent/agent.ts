@@ -375,7 +375,8 @@ export class Agent {
   /**
    * Reads auth.revokedCertificatesFile again (SIGHUP). A bad file keeps the list in force (logged). A
    * session with a coordinator whose certificate is now listed ends, and its reconnects are refused;
-   * calls and transfers already running go on to their end (as at the coordinator).
+   * calls and transfers already running go on to their end (as at the coordinator); every transfer
+   * started after it judges its destination with the new list (transfer-authz.ts destinationRefusal).
    */
   reloadRevocations(): void {
     const revoked = this.#revoked;
@@ -385,11 +386,6 @@ export class Agent {
     }
     const kept = "the previous list stays in force";
     if (!reloadLogged(revoked, this.log, { what: "revoked certificates", count: "revoked", kept })) return;
-    // The source's connections to peers now listed go too (their next handshake is judged afresh).
-    const peersDropped = this.#peers?.dropRevoked() ?? [];
-    if (peersDropped.length) {
-      this.log.warn("closed the connections to peers whose certificate is revoked", { peers: peersDropped });
-    }
     const dropped = this.session?.dropRevoked();
     if (dropped?.closed.length) {
       this.log.warn("closed the channels to coordinators whose certificate is revoked", {

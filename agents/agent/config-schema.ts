@@ -162,7 +162,7 @@ export const AgentConfigSchema = daemonSchema("rbdbackup agent configuration", {
   transfer: Transfer,
   auth: block("Certificates this agent refuses whatever the CA says.", {
     revokedCertificatesFile: optionalText(
-      'File of revoked certificates, one SHA-256 fingerprint per line as `openssl x509 -noout -fingerprint -sha256 -in CERT.pem` prints it (or bare hex; "#" starts a comment) — the same file as the coordinator\'s auth.revokedCertificatesFile. This agent refuses a coordinator presenting one (its session is not opened, and an open one ends at the reload), its AgentService calls and the leases and transfer capabilities signed with it, and a peer agent\'s TransferService calls presenting one; as a source it sends nothing to a peer presenting one. A bad line is refused at start. Reloaded on SIGHUP (a bad file then keeps the old list). "" = none revoked.',
+      'File of revoked certificates, one SHA-256 fingerprint per line as `openssl x509 -noout -fingerprint -sha256 -in CERT.pem` prints it (or bare hex; "#" starts a comment) — the same file as the coordinator\'s auth.revokedCertificatesFile. This agent refuses a coordinator presenting one (its session is not opened, and an open one ends at the reload), its AgentService calls and the leases and transfer capabilities signed with it, and a peer agent\'s TransferService calls presenting one; as a source it starts no transfer to a peer presenting one. A bad line is refused at start. Reloaded on SIGHUP (a bad file then keeps the old list). "" = none revoked.',
     ),
   }),
   audit: block("The audit log (refused AgentService and Transfer calls, direct mutating calls).", {

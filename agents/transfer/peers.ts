@@ -116,8 +116,6 @@ export class Peers {
       client: TransferServiceClient;
       h2: TransferClient;
       bulk: DataClient;
-      /** The fingerprints of the certificates the channel's handshakes let through (dropRevoked). */
-      seen: Set<string>;
     }
   >();
 
@@ -136,11 +134,8 @@ export class Peers {
       // server is an agent whose certificate is not revoked (peerServerCheck); every transfer, over the
       // bulk channel or HTTP/2, that it is the very agent its capability names (destinationRefusal, with
       // the list as it is then) — exact statuses, before a byte of the volume goes out.
-      const seen = new Set<string>();
       const revoked = this.opts.revoked;
-      const checkServer = peerServerCheck(revoked, (fps) => {
-        for (const fp of fps) seen.add(fp);
-      });
+      const checkServer = peerServerCheck(revoked);
       const channel = createChannel(address, peerCredentials(this.tls, checkServer), {
         ...peerChannelOptions,
         ...tlsChannelOptions(address, this.tls),
@@ -165,30 +160,10 @@ export class Peers {
         bulk: useBulk
           ? new BulkClient(address, this.tls, h2, { ...log, ...idle, ...(revoked ? { revoked } : {}) })
           : h2,
-        seen,
       };
       this.#clients.set(address, c);
     }
     return remoteTarget(address, c.client, c.bulk);
-  }
-
-  /**
-   * After the revocation list was reloaded: the connections to every peer whose channel let a certificate
-   * through that is now listed are closed (a transfer running over one fails), and the next ones are
-   * judged afresh. Returns the addresses dropped.
-   */
-  dropRevoked(): string[] {
-    const revoked = this.opts.revoked;
-    if (!revoked) return [];
-    const dropped: string[] = [];
-    for (const [address, c] of this.#clients) {
-      if (![...c.seen].some((fp) => revoked.has(fp))) continue;
-      dropped.push(address);
-      c.channel.close();
-      c.h2.close();
-      this.#clients.delete(address);
-    }
-    return dropped;
   }
 
   close(): void {

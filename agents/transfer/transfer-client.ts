@@ -126,6 +126,8 @@ function headerOf(h: http2.IncomingHttpHeaders, name: string): string | undefine
 export class TransferClient {
   readonly #conn: PeerConnection;
   readonly #checkDestination: TransferClientOptions["checkDestination"];
+  /** The wait for each connecting session, shared by the transfers judging it (#connected). */
+  readonly #ready = new WeakMap<http2.ClientHttp2Session, Promise<TLSSocket>>();
   readonly #opts: { frames: FramePool; cancelWaitMs: number; idleTimeoutMs: number; resultWaitMs: number; log: Logger };
 
   constructor(
@@ -164,6 +166,7 @@ export class TransferClient {
     const check = this.#checkDestination;
     if (!check) return this.#send(messages, signal, capability);
     return this.#connected(signal).then((socket) => {
+      if (signal.aborted) throw new AbortError(); // aborted while the check waited: nothing sent
       const refusal = check(socket, capability);
       if (refusal) {
         this.#opts.log.warn("refusing to send to the destination", { peer: this.address, why: refusal.message });
@@ -188,25 +191,44 @@ export class TransferClient {
       );
     }
     if (!session.connecting) return Promise.resolve(session.socket as TLSSocket);
+    // One wait per connecting session, however many transfers wait on it (no listener per transfer).
+    let ready = this.#ready.get(session);
+    if (!ready) {
+      ready = new Promise<TLSSocket>((resolve, reject) => {
+        const unreachable = (why: string) =>
+          new ClientError(TRANSFER_PATH, Status.UNAVAILABLE, `cannot reach ${this.address}: ${why}`);
+        const done = (err?: unknown) => {
+          session.off("connect", onConnect);
+          session.off("close", onClose);
+          session.off("error", onError);
+          if (err) reject(err);
+          else resolve(session.socket as TLSSocket);
+        };
+        const onConnect = () => done();
+        const onError = (e: Error) => done(unreachable(e.message));
+        const onClose = () => done(unreachable("the connection closed while connecting"));
+        session.once("connect", onConnect);
+        session.once("error", onError);
+        session.once("close", onClose);
+      });
+      ready.catch(() => {}); // every waiter gets the rejection; none left unhandled
+      this.#ready.set(session, ready);
+    }
+    const shared = ready;
+    if (signal.aborted) return Promise.reject(new AbortError());
     return new Promise<TLSSocket>((resolve, reject) => {
-      const done = (err?: unknown) => {
-        session.off("connect", onConnect);
-        session.off("close", onClose);
-        session.off("error", onError);
-        signal.removeEventListener("abort", onAbort);
-        if (err) reject(err);
-        else resolve(session.socket as TLSSocket);
-      };
-      const unreachable = (why: string) =>
-        new ClientError(TRANSFER_PATH, Status.UNAVAILABLE, `cannot reach ${this.address}: ${why}`);
-      const onConnect = () => done();
-      const onError = (e: Error) => done(unreachable(e.message));
-      const onClose = () => done(unreachable("the connection closed while connecting"));
-      const onAbort = () => done(new AbortError());
-      session.once("connect", onConnect);
-      session.once("error", onError);
-      session.once("close", onClose);
+      const onAbort = () => reject(new AbortError());
       signal.addEventListener("abort", onAbort, { once: true });
+      shared.then(
+        (socket) => {
+          signal.removeEventListener("abort", onAbort);
+          resolve(socket);
+        },
+        (e) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(e);
+        },
+      );
     });
   }
 
@@ -298,6 +320,7 @@ export class TransferClient {
       };
       signal.addEventListener("abort", onAbort, { once: true });
       session.on("error", onSessionError);
+      if (signal.aborted) onAbort(); // aborted before the listener was added: it would never fire
 
       const takeStatus = (h: http2.IncomingHttpHeaders) => {
         const s = headerOf(h, "grpc-status");

@@ -41,7 +41,10 @@ const ALL_ORDERS = Object.values(CURVE_ORDERS);
  */
 export function signerOrders(caPem: string | Buffer): bigint[] {
   const text = Buffer.isBuffer(caPem) ? caPem.toString("latin1") : caPem;
-  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g);
+  // Every block Node's TLS trusts in a CA file: CERTIFICATE, TRUSTED CERTIFICATE, X509 CERTIFICATE.
+  const blocks = text.match(
+    /-----BEGIN (?:TRUSTED |X509 )?CERTIFICATE-----[\s\S]*?-----END (?:TRUSTED |X509 )?CERTIFICATE-----/g,
+  );
   const orders = new Set<bigint>();
   for (const block of blocks ?? [caPem]) {
     const key = new X509Certificate(block).publicKey;
@@ -97,9 +100,9 @@ function integerContent(v: bigint): Buffer {
 /**
  * The DER of the certificate's ECDSA twins: an ECDSA signature (r, s) verifies as well as (r, n − s), so
  * whoever holds a certificate can make a second one the CA's signature still covers — same identity, key
- * and serial, other bytes, other fingerprint. One twin per curve order in `orders` that s is below (the
- * CA's curve's — signerOrders —; by default every curve of CURVE_ORDERS: a wrong curve's twin is never
- * presented, its signature does not verify). None for other signatures, or unexpected DER. Other
+ * and serial, other bytes, other fingerprint. One twin per curve order in `orders` (by default every
+ * curve of CURVE_ORDERS) of the signature's size (a wrong curve's twin is never presented: its signature
+ * does not verify). None for other signatures, or unexpected DER. Other
  * re-encodings need no twin: OpenSSL (under Node) accepts some non-DER forms of a certificate (BER lengths,
  * trailing bytes) but hands over its re-encoded DER as `raw`, the bytes hashed here — a unit test pins that
  * (test/unit/common/revocations.test.ts).
@@ -118,15 +121,21 @@ export function ecdsaTwins(der: Buffer, orders: readonly bigint[] = ALL_ORDERS):
   const sv = r && element(der, r.end);
   if (!r || !sv || r.tag !== 0x02 || sv.tag !== 0x02 || sv.end !== sig.end || sv.end === sv.start) return [];
   const s = BigInt(`0x${der.subarray(sv.start, sv.end).toString("hex")}`);
+  const r0 = BigInt(`0x${der.subarray(r.start, r.end).toString("hex") || "0"}`);
+  // r and s are below the signing curve's order and, but for a 2^-32 chance, within 32 bits of its size:
+  // the curves of another size are left out (their twin would never verify anyway).
+  const size = Math.max(r0.toString(2).length, s.toString(2).length);
+  const fits = (n: bigint) => {
+    const bits = n.toString(2).length;
+    return s > 0n && s < n && bits >= size && bits - size < 32;
+  };
   const head = der.subarray(cert.start, alg.end); // tbsCertificate and signatureAlgorithm, as they are
   const rElement = der.subarray(sig.start, r.end); // r's tag, length and value, as they are
-  return orders
-    .filter((n) => s > 0n && s < n)
-    .map((n) => {
-      const newSig = tlv(0x30, Buffer.concat([rElement, tlv(0x02, integerContent(n - s))]));
-      const bits = tlv(0x03, Buffer.concat([Buffer.from([0]), newSig]));
-      return tlv(0x30, Buffer.concat([head, bits]));
-    });
+  return orders.filter(fits).map((n) => {
+    const newSig = tlv(0x30, Buffer.concat([rElement, tlv(0x02, integerContent(n - s))]));
+    const bits = tlv(0x03, Buffer.concat([Buffer.from([0]), newSig]));
+    return tlv(0x30, Buffer.concat([head, bits]));
+  });
 }
 
 /**
@@ -175,19 +184,15 @@ export interface Revoked {
 /** The revocations in force; `file` "" = none. */
 export class RevocationList {
   readonly #file: ReloadableFile<Set<string>>;
-  /** The twins' curve orders of the deployment's CA (signerOrders); every known curve's without a CA. */
-  readonly orders?: readonly bigint[];
-
-  /** `caPem`: the deployment's CA, whose curve the twins are on; throws when revocation could not be complete. */
+  /**
+   * `caPem`: the deployment's CA file; with a list configured, every CA in it must be on a curve of
+   * CURVE_ORDERS (signerOrders throws otherwise: revocation could not be complete). The twins are matched
+   * on every known curve of the signature's size (ecdsaTwins), so an intermediate CA not in the file, or
+   * a block of the file misread here, cannot narrow them.
+   */
   constructor(file: string, caPem?: string | Buffer) {
     this.#file = new ReloadableFile(file, "revoked certificates file", parseRevoked, new Set());
-    if (caPem) {
-      try {
-        this.orders = signerOrders(caPem);
-      } catch (e) {
-        if (file) throw e; // no list: nothing to match, whatever the curve
-      }
-    }
+    if (caPem && file) signerOrders(caPem);
   }
 
   get file(): string {
