@@ -63,7 +63,7 @@ export function coordinatorCredentials(
         log.error("refusing the coordinator session: the server is not the coordinator", { coordinator: address, why });
         return new Error(`refusing ${address}: ${why}`);
       }
-      const fingerprints = certFingerprints(cert.raw, revoked?.orders);
+      const fingerprints = certFingerprints(cert.raw);
       const listed = fingerprints.find((fp) => revoked?.has(fp));
       if (listed) {
         const msg = `the coordinator's certificate (sha256 ${listed}) is revoked (auth.revokedCertificatesFile)`;

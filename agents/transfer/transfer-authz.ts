@@ -41,7 +41,7 @@ import { AppError, invalidArgument, Status } from "../../src/common/errors";
 import { listChainsAsks, transferAsks } from "../../src/common/grants";
 import { describeIdentity, type Identity, identityOfCertificate } from "../../src/common/identity";
 import type { Logger } from "../../src/common/log";
-import { certFingerprints, type Revoked, revokedFingerprint } from "../../src/common/revocations";
+import { type Revoked, revokedFingerprint } from "../../src/common/revocations";
 import {
   type ListChainsRequest,
   type TransferHeader,
@@ -75,6 +75,17 @@ export interface TransferCaller {
   capability: string | undefined;
 }
 
+/** The identity a verified peer certificate names, and its fingerprint when `revoked` lists it. */
+function peerOfCertificate(raw: Buffer, revoked?: Revoked): { identity: Identity | null; revoked: string | null } {
+  let identity: Identity | null = null;
+  try {
+    identity = identityOfCertificate(raw);
+  } catch {
+    identity = null;
+  }
+  return { identity, revoked: revokedFingerprint(revoked, raw) };
+}
+
 /** The identity in a TLS socket's verified peer certificate, and its fingerprint when `revoked` lists it. */
 export function peerOfSocket(
   socket: TLSSocket | undefined,
@@ -86,14 +97,25 @@ export function peerOfSocket(
   } catch {
     raw = undefined;
   }
-  if (!raw) return { identity: null, revoked: null };
-  let identity: Identity | null = null;
-  try {
-    identity = identityOfCertificate(raw);
-  } catch {
-    identity = null;
+  return raw ? peerOfCertificate(raw, revoked) : { identity: null, revoked: null };
+}
+
+/** Why a server a source reached is no agent it may send to ("destination"/"peer" names it); null: it may. */
+function notAnAgent(
+  peer: { identity: Identity | null; revoked: string | null },
+  who: "destination" | "peer",
+): { status: Status; message: string } | null {
+  if (peer.revoked) {
+    return {
+      status: Status.UNAUTHENTICATED,
+      message: `the ${who}'s certificate (sha256 ${peer.revoked}) is revoked (auth.revokedCertificatesFile)`,
+    };
   }
-  return { identity, revoked: revokedFingerprint(revoked, raw) };
+  if (peer.identity?.kind === "agent") return null;
+  return {
+    status: Status.PERMISSION_DENIED,
+    message: `the ${who} is not an agent of this deployment (its certificate names ${describeIdentity(peer.identity)})`,
+  };
 }
 
 /**
@@ -110,19 +132,9 @@ export function destinationRefusal(
   revoked?: Revoked,
 ): { status: Status; message: string } | null {
   const peer = peerOfSocket(socket, revoked);
-  if (peer.revoked) {
-    return {
-      status: Status.UNAUTHENTICATED,
-      message: `the destination's certificate (sha256 ${peer.revoked}) is revoked (auth.revokedCertificatesFile)`,
-    };
-  }
-  const id = peer.identity;
-  if (id?.kind !== "agent") {
-    return {
-      status: Status.PERMISSION_DENIED,
-      message: `the destination is not an agent of this deployment (its certificate names ${describeIdentity(id)})`,
-    };
-  }
+  const refusal = notAnAgent(peer, "destination");
+  if (refusal) return refusal;
+  const id = peer.identity as Extract<Identity, { kind: "agent" }>;
   const to = capability ? unverifiedGrant(capability)?.allows.toAgent : undefined;
   if (to !== undefined && to !== id.agentId) {
     return {
@@ -138,30 +150,15 @@ export function destinationRefusal(
  * HTTP/2 connection shared by Transfer calls, the channel of ListChains and ResumePoint: the usual host
  * name check, then "the server is an agent, its certificate not revoked". A refusal fails the handshake.
  */
-export function peerServerCheck(
-  revoked?: Revoked,
-  verified: (fingerprints: string[]) => void = () => {},
-): (host: string, cert: PeerCertificate) => Error | undefined {
+export function peerServerCheck(revoked?: Revoked): (host: string, cert: PeerCertificate) => Error | undefined {
   return (host, cert) => {
     // Node calls this with no try/catch around it: a throw would take the agent down.
     try {
       const hostError = checkServerIdentity(host, cert);
       if (hostError) return hostError;
       if (!cert.raw) return new Error("the peer presented no certificate");
-      const fingerprints = certFingerprints(cert.raw, revoked?.orders);
-      const listed = fingerprints.find((fp) => revoked?.has(fp));
-      if (listed)
-        return new Error(`the peer's certificate (sha256 ${listed}) is revoked (auth.revokedCertificatesFile)`);
-      let id: Identity | null = null;
-      try {
-        id = identityOfCertificate(cert.raw);
-      } catch {
-        id = null;
-      }
-      if (id?.kind !== "agent")
-        return new Error(`the peer is not an agent of this deployment (its certificate names ${describeIdentity(id)})`);
-      verified(fingerprints);
-      return undefined;
+      const refusal = notAnAgent(peerOfCertificate(cert.raw, revoked), "peer");
+      return refusal ? new Error(refusal.message) : undefined;
     } catch (e) {
       return new Error(`the peer's certificate could not be checked: ${(e as Error).message}`);
     }

@@ -33,32 +33,27 @@ export const CURVE_ORDERS: Readonly<Record<string, bigint>> = {
 const ALL_ORDERS = Object.values(CURVE_ORDERS);
 
 /**
- * The curve orders whose twins a certificate signed by this CA can have: its key's curve's — of every
- * certificate in the file (a CA file may hold several, an old and a new CA during a rotation); none for
- * a CA whose signatures have no twin (RSA, Ed25519). Throws for an EC key on a curve not in
- * CURVE_ORDERS: revocation could not be complete, and the daemon must not start believing it is. (A
- * leaf signed by an intermediate CA that is not in the file is matched on the file's curves only.)
+ * Checks that every CA in the file (a CA file may hold several, e.g. an old and a new CA during a
+ * rotation) signs on a curve whose twins can be matched: throws for an EC key on a curve not in
+ * CURVE_ORDERS — revocation could not be complete, and the daemon must not start believing it is. RSA
+ * and Ed25519 CAs pass (their signatures have no twin).
  */
-export function signerOrders(caPem: string | Buffer): bigint[] {
+export function checkCaCurves(caPem: string | Buffer): void {
   const text = Buffer.isBuffer(caPem) ? caPem.toString("latin1") : caPem;
   // Every block Node's TLS trusts in a CA file: CERTIFICATE, TRUSTED CERTIFICATE, X509 CERTIFICATE.
   const blocks = text.match(
     /-----BEGIN (?:TRUSTED |X509 )?CERTIFICATE-----[\s\S]*?-----END (?:TRUSTED |X509 )?CERTIFICATE-----/g,
   );
-  const orders = new Set<bigint>();
   for (const block of blocks ?? [caPem]) {
     const key = new X509Certificate(block).publicKey;
     if (key.asymmetricKeyType !== "ec") continue;
     const curve = key.asymmetricKeyDetails?.namedCurve ?? "";
-    const order = CURVE_ORDERS[curve];
-    if (order === undefined) {
+    if (CURVE_ORDERS[curve] === undefined) {
       throw new Error(
         `a CA's key is on curve ${curve || "(unnamed)"}, for which revocations cannot be matched completely (an ECDSA signature has a twin on it that another fingerprint would name); use CAs on ${Object.keys(CURVE_ORDERS).join(", ")}, RSA or Ed25519`,
       );
     }
-    orders.add(order);
   }
-  return [...orders];
 }
 
 /** A DER element at `at`: where its content starts and ends (null when it is not well formed). */
@@ -100,14 +95,13 @@ function integerContent(v: bigint): Buffer {
 /**
  * The DER of the certificate's ECDSA twins: an ECDSA signature (r, s) verifies as well as (r, n − s), so
  * whoever holds a certificate can make a second one the CA's signature still covers — same identity, key
- * and serial, other bytes, other fingerprint. One twin per curve order in `orders` (by default every
- * curve of CURVE_ORDERS) of the signature's size (a wrong curve's twin is never presented: its signature
+ * and serial, other bytes, other fingerprint. One twin per curve of CURVE_ORDERS of the signature's size (a wrong curve's twin is never presented: its signature
  * does not verify). None for other signatures, or unexpected DER. Other
  * re-encodings need no twin: OpenSSL (under Node) accepts some non-DER forms of a certificate (BER lengths,
  * trailing bytes) but hands over its re-encoded DER as `raw`, the bytes hashed here — a unit test pins that
  * (test/unit/common/revocations.test.ts).
  */
-export function ecdsaTwins(der: Buffer, orders: readonly bigint[] = ALL_ORDERS): Buffer[] {
+export function ecdsaTwins(der: Buffer): Buffer[] {
   const cert = element(der, 0);
   if (cert?.tag !== 0x30) return [];
   const tbs = element(der, cert.start);
@@ -131,7 +125,7 @@ export function ecdsaTwins(der: Buffer, orders: readonly bigint[] = ALL_ORDERS):
   };
   const head = der.subarray(cert.start, alg.end); // tbsCertificate and signatureAlgorithm, as they are
   const rElement = der.subarray(sig.start, r.end); // r's tag, length and value, as they are
-  return orders.filter(fits).map((n) => {
+  return ALL_ORDERS.filter(fits).map((n) => {
     const newSig = tlv(0x30, Buffer.concat([rElement, tlv(0x02, integerContent(n - s))]));
     const bits = tlv(0x03, Buffer.concat([Buffer.from([0]), newSig]));
     return tlv(0x30, Buffer.concat([head, bits]));
@@ -142,14 +136,14 @@ export function ecdsaTwins(der: Buffer, orders: readonly bigint[] = ALL_ORDERS):
  * Every fingerprint the certificate can be presented with: its own first, then its ECDSA twins'
  * (ecdsaTwins). A revocation of any of them revokes it.
  */
-export function certFingerprints(der: Buffer, orders?: readonly bigint[]): string[] {
-  return [certFingerprint(der), ...ecdsaTwins(der, orders).map(certFingerprint)];
+export function certFingerprints(der: Buffer): string[] {
+  return [certFingerprint(der), ...ecdsaTwins(der).map(certFingerprint)];
 }
 
 /** The listed fingerprint of the certificate `der` (its own or a twin's); null when it is not revoked. */
 export function revokedFingerprint(revoked: Revoked | undefined, der: Buffer): string | null {
   if (!revoked) return null;
-  for (const fp of certFingerprints(der, revoked.orders)) if (revoked.has(fp)) return fp;
+  for (const fp of certFingerprints(der)) if (revoked.has(fp)) return fp;
   return null;
 }
 
@@ -177,8 +171,6 @@ export function parseRevoked(text: string, file: string): Set<string> {
 /** What a check needs of a revocation list (a RevocationList; a Set in tests). */
 export interface Revoked {
   has(fingerprint: string): boolean;
-  /** The curve orders of the CA's twins (signerOrders); absent: every curve of CURVE_ORDERS. */
-  readonly orders?: readonly bigint[];
 }
 
 /** The revocations in force; `file` "" = none. */
@@ -186,13 +178,13 @@ export class RevocationList {
   readonly #file: ReloadableFile<Set<string>>;
   /**
    * `caPem`: the deployment's CA file; with a list configured, every CA in it must be on a curve of
-   * CURVE_ORDERS (signerOrders throws otherwise: revocation could not be complete). The twins are matched
+   * CURVE_ORDERS (checkCaCurves throws otherwise: revocation could not be complete). The twins are matched
    * on every known curve of the signature's size (ecdsaTwins), so an intermediate CA not in the file, or
    * a block of the file misread here, cannot narrow them.
    */
   constructor(file: string, caPem?: string | Buffer) {
     this.#file = new ReloadableFile(file, "revoked certificates file", parseRevoked, new Set());
-    if (caPem && file) signerOrders(caPem);
+    if (caPem && file) checkCaCurves(caPem);
   }
 
   get file(): string {

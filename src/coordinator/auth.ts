@@ -75,7 +75,7 @@ export function establishCaller(
   }
   if (peerCertDer) {
     // Its own fingerprint and its ECDSA twins' (revocations.ts): a listed one of any revokes it.
-    const fingerprints = certFingerprints(peerCertDer, opts.revoked?.orders);
+    const fingerprints = certFingerprints(peerCertDer);
     const fingerprint = fingerprints[0] as string;
     const listed = opts.revoked ? fingerprints.find((fp) => opts.revoked?.has(fp)) : undefined;
     let identity = null;
