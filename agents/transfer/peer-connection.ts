@@ -20,6 +20,7 @@ export interface PeerConnectionOptions {
 
 export class PeerConnection {
   #session: http2.ClientHttp2Session | null = null;
+  readonly #errors = new WeakMap<http2.ClientHttp2Session, Error>();
   #active = 0;
   #pinger: NodeJS.Timeout | null = null;
   readonly #authority: string;
@@ -57,7 +58,12 @@ export class PeerConnection {
     }, this.o.connectTimeoutMs);
     timer.unref();
     session.once("connect", () => clearTimeout(timer));
-    session.on("error", () => forget()); // reported through the streams
+    // The one 'error' listener of the session, however many transfers it carries (a listener per
+    // transfer warned MaxListenersExceeded past 10 at once): its error is kept for them (errorOf).
+    session.on("error", (e) => {
+      if (!this.#errors.has(session)) this.#errors.set(session, e);
+      forget();
+    });
     session.on("goaway", () => forget());
     session.on("close", () => {
       clearTimeout(timer);
@@ -65,6 +71,11 @@ export class PeerConnection {
     });
     if (this.#active === 0) session.unref();
     return session;
+  }
+
+  /** The first error `session` reported, if any: the transfers on it read it when their streams close. */
+  errorOf(session: http2.ClientHttp2Session): Error | undefined {
+    return this.#errors.get(session);
   }
 
   /** A transfer began on `session`: keep the process alive and ping the peer while any runs. */

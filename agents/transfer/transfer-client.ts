@@ -275,7 +275,6 @@ export class TransferClient {
         settled = true;
         if (resultTimer) clearTimeout(resultTimer);
         signal.removeEventListener("abort", onAbort);
-        session.off("error", onSessionError);
         if (gaveUp) {
           clearTimeout(gaveUp.timer);
           // The peer's answer is in: it cleaned up (or, when the stream was complete, committed).
@@ -315,11 +314,7 @@ export class TransferClient {
         }
       };
       const onAbort = () => giveUp(new AbortError());
-      const onSessionError = (e: Error) => {
-        transportError ??= e;
-      };
       signal.addEventListener("abort", onAbort, { once: true });
-      session.on("error", onSessionError);
       if (signal.aborted) onAbort(); // aborted before the listener was added: it would never fire
 
       const takeStatus = (h: http2.IncomingHttpHeaders) => {
@@ -365,6 +360,8 @@ export class TransferClient {
         this.#conn.ended();
         if (settled) return;
         if (status === undefined) {
+          // The session's own error (one listener per session: PeerConnection.errorOf), when the stream had none.
+          transportError ??= this.#conn.errorOf(session);
           const rst = stream.rstCode ?? http2.constants.NGHTTP2_INTERNAL_ERROR;
           // A connection that died (the peer killed, the network cut) cancels its streams: that is the
           // peer gone (UNAVAILABLE, retried), not a cancel of the job.

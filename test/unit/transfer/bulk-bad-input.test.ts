@@ -15,7 +15,6 @@ import { Peers } from "../../../agents/transfer/peers";
 import { MAX_MESSAGE_BYTES } from "../../../agents/transfer/protocol";
 import { runSink } from "../../../agents/transfer/sink";
 import type { TransferTarget } from "../../../agents/transfer/target";
-import { peerServerCheck } from "../../../agents/transfer/transfer-authz";
 import { TransferClient } from "../../../agents/transfer/transfer-client";
 import { statusOf } from "../../../src/common/errors";
 import type { Revoked } from "../../../src/common/revocations";

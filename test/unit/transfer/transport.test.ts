@@ -166,6 +166,31 @@ for (const side of ["grpc-js server", "our server"] as const) {
       client.close();
     });
 
+    it("16 transfers at once over one connection: all complete, no listener warning", async () => {
+      behaviour = consumeAll;
+      const warnings: Error[] = [];
+      const onWarning = (w: Error) => warnings.push(w);
+      process.on("warning", onWarning);
+      const frames = new FramePool(64);
+      const client = new TransferClient(address(), clientTls, { frames });
+      try {
+        const all = await Promise.all(
+          Array.from({ length: 16 }, () =>
+            client.transfer(chunks(4, 256 * 1024, frames), new AbortController().signal),
+          ),
+        );
+        for (const s of all) assert.equal(s.dataBytesWritten, MiB);
+        await new Promise((r) => setImmediate(r)); // a warning is emitted on the next tick
+        assert.deepEqual(
+          warnings.filter((w) => w.name === "MaxListenersExceededWarning").map((w) => w.message),
+          [],
+        );
+      } finally {
+        process.off("warning", onWarning);
+        client.close();
+      }
+    });
+
     it("an early server error: its status and message, and the client stops reading its source", async () => {
       behaviour = async (messages) => {
         for await (const _ of messages) break;
