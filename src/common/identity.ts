@@ -10,6 +10,7 @@
  * everywhere but health. Tokens carry a role the same way (tokens file: "<role> <token>").
  */
 import { X509Certificate } from "node:crypto";
+import { memoByDer } from "./der-memo";
 
 export const ROLES = ["reader", "operator", "admin"] as const;
 /** API client roles, weakest first: each role may do everything the ones before it may. */
@@ -102,13 +103,8 @@ export function identityOfSubjectAltName(subjectAltName: string | undefined): Id
   return parseIdentityUri(ours[0] as string);
 }
 
-/**
- * Identities of certificates (Buffers: DER, as a TLS peer's, or PEM) already parsed (a daemon sees the same few peers on every call, and
- * parsing one is most of an authorized call's CPU). A certificate's bytes fix its identity, so entries
- * never go stale; the map is emptied when it reaches CERT_MEMO_SIZE.
- */
-const certMemo = new Map<string, Identity | null>();
-const CERT_MEMO_SIZE = 256;
+/** Identities of DER certificates already parsed (der-memo.ts: a daemon sees the same few peers on every call). */
+const identityOfDer = memoByDer(256, (der) => identityOfSubjectAltName(new X509Certificate(der).subjectAltName));
 
 /** The identity of a DER or PEM certificate (Node's X509Certificate parses it; a Buffer's result is memoized). */
 export function identityOfCertificate(cert: Buffer | string | X509Certificate): Identity | null {
@@ -116,13 +112,7 @@ export function identityOfCertificate(cert: Buffer | string | X509Certificate): 
     const x = cert instanceof X509Certificate ? cert : new X509Certificate(cert);
     return identityOfSubjectAltName(x.subjectAltName);
   }
-  const key = cert.toString("base64");
-  let id = certMemo.get(key);
-  if (id === undefined) {
-    id = identityOfSubjectAltName(new X509Certificate(cert).subjectAltName);
-    if (certMemo.size >= CERT_MEMO_SIZE) certMemo.clear();
-    certMemo.set(key, id);
-  }
+  const id = identityOfDer(cert);
   return id ? { ...id } : null;
 }
 

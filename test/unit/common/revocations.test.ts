@@ -87,6 +87,16 @@ describe("revoked certificates and their ECDSA twins", () => {
     assert.equal(revokedFingerprint(listOf(original), other.raw), null, "another certificate is not revoked");
   });
 
+  it("memoized per certificate: each call answers the same, in an array of its own", () => {
+    const first = certFingerprints(original.raw);
+    first.push("changed by a caller");
+    const again = certFingerprints(Buffer.from(original.raw)); // the same bytes in another buffer
+    assert.equal(again.length, first.length - 1);
+    assert.ok(!again.includes("changed by a caller"));
+    assert.equal(again[0], certFingerprint(original.raw));
+    assert.notDeepEqual(certFingerprints(copy.raw), again, "another certificate has its own entry");
+  });
+
   it("the coordinator refuses the twin of a revoked client certificate (UNAUTHENTICATED)", () => {
     const r = establishCaller(
       { insecure: false, tokens: new TokenStore(""), revoked: listOf(original) },
