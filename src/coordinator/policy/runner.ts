@@ -315,8 +315,14 @@ export class PolicyRunner implements PolicyRunnerPort {
   }
 
   /** A due slot: skipped (paused: not counted; previous run still going: missed) or run. */
-  async #runDue(p: Policy, rec: ProtectionRecord, now: number): Promise<void> {
+  async #runDue(p: Policy, read: ProtectionRecord, now: number): Promise<void> {
     const { metrics } = this.deps;
+    // Read again: a tick launches its due records in batches, one after another, and a RunPolicyNow or
+    // a failover may have changed this one while the earlier batches were probed (a run of it queued,
+    // or being queued): the record as it is now decides, and the queueing transaction checks it again.
+    const vkey = volumeKey(read.volume);
+    const rec = this.deps.store.getProtection(p.name, vkey);
+    if (!rec || this.#launching.has(recordKey(p.name, vkey))) return;
     if (p.paused || rec.pausedReason) {
       saveRunnerFields(this.deps.store, { ...rec, ...nextRun(p, rec.volume, now) });
       return;
@@ -340,7 +346,10 @@ export class PolicyRunner implements PolicyRunnerPort {
         missed = next.missedRuns - rec.missedRuns;
         return next;
       },
-      () => stillDue(this.deps.store, p, rec.volume),
+      // Still due, and no other run of it queued meanwhile (its last job is still the one read here).
+      () =>
+        stillDue(this.deps.store, p, rec.volume) &&
+        this.deps.store.getProtection(p.name, vkey)?.lastJobId === rec.lastJobId,
       unprobedRun(this.deps.catalog, rec, prev),
     );
     await queue.then(

@@ -15,7 +15,7 @@ import { SAFETY_PASS_MS } from "../../../src/coordinator/scheduler/wake-timer";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
-import { Policy, PolicySchedule, RetentionRule } from "../../../src/gen/rbdbackup/v1/policy";
+import { Policy, PolicySchedule, PolicySelector, RetentionRule } from "../../../src/gen/rbdbackup/v1/policy";
 import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
 import { until } from "../../helpers/wait";
 import { Harness, vol } from "../coordinator/harness";
@@ -276,6 +276,33 @@ describe("policy runner", () => {
       return true;
     });
     assert.equal(jobs().length, 2);
+  });
+
+  it("a RunPolicyNow landing while a tick's earlier launch batch is probed: its volume is not queued twice", async () => {
+    // 17 volumes: two launch batches. v00's run is probed (its previous run failed); while it is, an
+    // operator runs v16, which is in the second batch, read at the tick's start.
+    const vols = Array.from({ length: 17 }, (_, i) => vol(`v${String(i).padStart(2, "0")}`));
+    h.catalog.policies.insertPolicy(policy({ selector: PolicySelector.fromPartial({ volumes: vols }) }));
+    await runner.tick();
+    const r0 = record("gold", vols[0]);
+    assert.ok(r0);
+    h.catalog.policies.upsertProtection({ ...r0, consecutiveFailures: 1, lastError: "job x: boom" });
+    let manual: Promise<unknown> | undefined;
+    onProbe = () => {
+      manual = runner.runNow(h.catalog.policies.getPolicy("gold") as Policy, vols[16]);
+    };
+    h.t = r0.nextRunAt + 1;
+    await runner.tick();
+    const ran = (await manual) as { jobIds: string[] };
+    assert.equal(ran.jobIds.length, 1);
+    const of16 = jobs().filter((j) => j.volume.image === "v16");
+    assert.deepEqual(
+      of16.map((j) => j.id),
+      ran.jobIds,
+      "only the operator's run of v16; its slot counts as missed (a run still going)",
+    );
+    assert.equal(record("gold", vols[16])?.lastJobId, ran.jobIds[0], "the record keeps the operator's run");
+    assert.equal(jobs().filter((j) => j.volume.image !== "v16").length, 16, "every other volume ran its slot");
   });
 
   it("a slot whose previous run is still going is missed (counted), not queued", async () => {
