@@ -106,14 +106,17 @@ export async function failbackVolume(
   }
   deps.sessions.any(at);
   deps.sessions.any(volume.cluster);
-  const busy = deps.catalog
-    .activeJobs()
-    .find((j) => j.locks.includes(lockOfVolume(volume)) || j.locks.includes(lockOfVolume(source)));
-  if (busy) {
-    throw failedPrecondition(
-      `${volumeLabel(volume)} or ${volumeLabel(source)} is in use by job ${busy.id} (${JobKind[busy.kind]}); retry when it has finished`,
-    );
-  }
+  const requireFree = () => {
+    const busy = deps.catalog
+      .activeJobs()
+      .find((j) => j.locks.includes(lockOfVolume(volume)) || j.locks.includes(lockOfVolume(source)));
+    if (busy) {
+      throw failedPrecondition(
+        `${volumeLabel(volume)} or ${volumeLabel(source)} is in use by job ${busy.id} (${JobKind[busy.kind]}); retry when it has finished`,
+      );
+    }
+  };
+  requireFree();
   const p = await probe(deps.sessions, at, { pools: [], image: source }, ctx.signal, "source");
   if (!p.imageExists) throw notFound(`source ${volumeLabel(source)} not found`);
   const job = adm.newJob({
@@ -127,7 +130,11 @@ export async function failbackVolume(
     execCluster: at,
     peerCluster: volume.cluster,
   });
-  const submitted = await adm.submit(job);
+  // Again with the insert: another failback (or restore) onto either volume may have been admitted while
+  // the source was probed — unless that one is this very request again (its retry answers with its job).
+  const submitted = await adm.submit(job, () => {
+    if (!(req.idempotencyKey && deps.catalog.jobByIdempotencyKey(req.idempotencyKey))) requireFree();
+  });
   deps.log.info("volume failback queued", {
     volume: volumeLabel(volume),
     source: volumeLabel(source),

@@ -8,10 +8,16 @@
 import type { CallContext } from "nice-grpc-common";
 import { invalidArgument, notFound } from "../../common/errors";
 import { RestoreMode } from "../../gen/rbdbackup/v1/agent";
-import { Backup, FailoverVolumeRequest, type FailoverVolumeResponse } from "../../gen/rbdbackup/v1/backup_service";
+import {
+  Backup,
+  FailoverVolumeRequest,
+  type FailoverVolumeResponse,
+  JobKind,
+  JobState,
+} from "../../gen/rbdbackup/v1/backup_service";
 import type { BackupLocation, VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Catalog } from "../catalog/catalog";
-import { fingerprint } from "../jobs/new-job";
+import { fingerprint, POLICY_RUN_KEY_PREFIX } from "../jobs/new-job";
 import { volumeKey, volumeLabel } from "../model";
 import { newestAvailable } from "../policy/recovery-point";
 import * as v from "../validate";
@@ -50,6 +56,21 @@ export function pauseProtection(catalog: Catalog, volume: VolumeRef, reason: str
       return r.policy;
     }),
   );
+}
+
+/**
+ * The volume's policy runs still queued (a slot due before the failover, waiting for the lost site's
+ * agent) are cancelled: run later, they would back the lost volume up into the chain, its newest backup.
+ * A run already going is the operator's to cancel (CancelJob).
+ */
+function cancelQueuedRuns(deps: ApiDeps, volume: VolumeRef, failover: string): void {
+  const key = volumeKey(volume);
+  for (const j of deps.catalog.activeJobs()) {
+    if (j.kind !== JobKind.JOB_KIND_BACKUP || j.state !== JobState.JOB_STATE_QUEUED) continue;
+    if (!j.idempotencyKey.startsWith(POLICY_RUN_KEY_PREFIX) || !j.volume || volumeKey(j.volume) !== key) continue;
+    deps.scheduler.cancel(j);
+    deps.log.info("queued policy run cancelled by a failover", { job: j.id, volume: key, failover });
+  }
 }
 
 export async function failoverVolume(
@@ -112,6 +133,7 @@ export async function failoverVolume(
   );
   // Another call with the same key queued its job first (this transaction rolled back): what it paused.
   if (job.id !== madeId) pausedPolicies = pausedFor(deps.catalog, volume);
+  else cancelQueuedRuns(deps, volume, job.id);
   deps.log.info("volume failed over", { volume: volumeLabel(volume), backup: b.id, job: job.id, pausedPolicies });
   return { job, backup: deps.catalog.getBackup(b.id) ?? b, pausedPolicies };
 }

@@ -89,10 +89,16 @@ export async function restoreBackup(
     execCluster: b.location.cluster,
     peerCluster: clone ? "" : target.cluster,
   });
-  // Again with the insert: another restore onto the target may have been admitted while the probe ran —
-  // unless that one is this very request again (its retry): the insert then answers with its job.
+  // Again with the insert, as things are now: another restore onto the target may have been admitted
+  // while the probe ran, and the backup may have been given to a DELETE meanwhile — unless that one is
+  // this very request again (its retry): the insert then answers with its job.
   return adm.submit(job, () => {
-    if (!(req.idempotencyKey && deps.catalog.jobByIdempotencyKey(req.idempotencyKey))) requireTargetFree(deps, target);
+    if (!(req.idempotencyKey && deps.catalog.jobByIdempotencyKey(req.idempotencyKey))) {
+      requireTargetFree(deps, target);
+      const now = deps.catalog.getBackup(b.id);
+      if (!now) throw notFound(`backup ${b.id} not found (deleted while the target was checked)`);
+      requireRestorable(now, req.allowCorrupt);
+    }
     alsoWrite?.(job);
   });
 }

@@ -299,7 +299,10 @@ export class PolicyRunner implements PolicyRunnerPort {
     const mark = `job ${id}: `;
     if (ok) {
       if (rec.consecutiveFailures || rec.lastError) this.#save({ ...rec, consecutiveFailures: 0, lastError: "" }, rec);
-      const n = enforceRetention(this.deps, p, rec.volume, now);
+      // A protection paused by a failover deletes nothing: the volume's history goes on elsewhere, and
+      // what to keep is the operator's to decide when it resumes (its next run applies retention).
+      const paused = !!this.deps.store.getProtection(p.name, volumeKey(rec.volume))?.pausedReason;
+      const n = paused ? 0 : enforceRetention(this.deps, p, rec.volume, now);
       if (n) {
         this.deps.metrics?.retentionDeletions.labels(p.name).inc(n);
         this.deps.scheduler.kick();

@@ -310,6 +310,21 @@ describe("CLONE restore, FLATTEN and failover (coordinator)", () => {
     await api.cancelJob({ jobId: j.id });
   });
 
+  it("failover cancels the volume's policy runs still queued (they would back the lost volume up later); others stay", async () => {
+    const v = vol("fo-q", "a");
+    available(v, 1_000);
+    protection.push(record("gold", v));
+    const queuedRun = h.queueBackup(v, "b", "pol:gold:slot-1");
+    const manual = h.queueBackup(vol("fo-q2", "a"), "b", "pol:gold:slot-2"); // another volume's
+    const operators = h.queueBackup(v, "b", "operator-key"); // not a policy's
+    const location = { cluster: "b", pool: "backups", namespace: "" };
+    const r = await api.failoverVolume({ volume: v, location, target: vol("fo-q", "b") });
+    assert.equal(h.job(queuedRun.id).state, JobState.JOB_STATE_CANCELLED);
+    assert.notEqual(h.job(manual.id).state, JobState.JOB_STATE_CANCELLED);
+    assert.notEqual(h.job(operators.id).state, JobState.JOB_STATE_CANCELLED);
+    for (const id of [manual.id, operators.id, r.job?.id ?? ""]) await api.cancelJob({ jobId: id });
+  });
+
   it("failover's idempotency key stands for its request: a retry gets the same job after a newer backup and pauses nothing again; another reason is ALREADY_EXISTS", async () => {
     const v = vol("fo-key", "a");
     available(v, 60_000);

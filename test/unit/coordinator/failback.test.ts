@@ -22,9 +22,15 @@ import { backupResult, Harness, newBackup, vol } from "./harness";
 /** Images that exist, by cluster ("pool/image"). */
 const images: Record<string, Set<string>> = { a: new Set(["rbd/v1"]), b: new Set(["rbd/v1-over"]) };
 
+/** Runs once, at the next probe (while a call awaits its agents). */
+let onProbe: (() => void) | undefined;
+
 function clusterAnswer(cluster: string) {
   return (req: CallRequest): Answer => {
     if (req.$case !== "probe") return new AppError(Status.UNIMPLEMENTED, req.$case);
+    const f = onProbe;
+    onProbe = undefined;
+    f?.();
     const q = req.value;
     const exists = q.image ? (images[cluster]?.has(`${q.image.pool}/${q.image.image}`) ?? false) : false;
     const value = {
@@ -74,6 +80,10 @@ describe("FailbackVolume (coordinator)", () => {
     h.catalog.insertBackup(b);
     return b;
   }
+
+  /** A job these tests queued, ended (the others start from no active job). */
+  const cancel = (id: string) =>
+    h.catalog.updateJob({ ...h.job(id), state: JobState.JOB_STATE_CANCELLED, finishedAt: h.t });
 
   before(async () => {
     h = new Harness();
@@ -147,6 +157,43 @@ describe("FailbackVolume (coordinator)", () => {
     const done = await api.getJob({ jobId: id });
     assert.equal(done.state, JobState.JOB_STATE_SUCCEEDED);
     assert.equal(done.restore?.fullCopyReason, reason, "the full copy's reason is kept in the job");
+  });
+
+  it("a job taking either volume, admitted while the source is probed: the failback is refused, not queued behind it", async () => {
+    const v = vol("v1");
+    const source = vol("v1-over", "b");
+    const b = available(v, [source]);
+    let other = "";
+    onProbe = () => {
+      other = h.queueDelete(available(v).id).id; // holds v1's volume lock
+    };
+    const before = h.catalog.activeJobs().length;
+    await assertStatus(
+      api.failbackVolume({ volume: v, source }),
+      Status.FAILED_PRECONDITION,
+      /^a\/rbd\/v1 or b\/rbd\/v1-over is in use by job .* \(JOB_KIND_DELETE\); retry when it has finished/,
+    );
+    assert.equal(h.catalog.activeJobs().length, before + 1, "only the DELETE admitted meanwhile");
+    assert.ok(h.catalog.activeJobs().some((j) => j.id === other));
+    cancel(other);
+    assert.equal(h.backup(b.id).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+  });
+
+  it("a restore whose backup is given to a DELETE while the target is probed: refused, nothing queued", async () => {
+    const v = vol("v1");
+    const b = available(v);
+    let other = "";
+    onProbe = () => {
+      other = h.queueDelete(b.id).id;
+    };
+    const before = h.catalog.activeJobs().length;
+    await assertStatus(
+      api.restoreBackup({ backupId: b.id, target: vol("fresh", "a"), mode: RestoreMode.RESTORE_MODE_NEW }),
+      Status.FAILED_PRECONDITION,
+      /is BACKUP_STATUS_DELETING; only an available backup can be restored/,
+    );
+    assert.equal(h.catalog.activeJobs().length, before + 1, "only the DELETE");
+    cancel(other);
   });
 
   it("bad input, no parent backup, a missing source, RestoreBackup with mode FAILBACK: exact statuses, nothing queued", async () => {

@@ -256,18 +256,21 @@ export class Harness {
     return b;
   }
 
-  /** A queued BACKUP job of `v` into `destCluster`/backups, with its CREATING backup. */
-  queueBackup(v: VolumeRef, destCluster = "b"): JobRecord {
+  /** A queued BACKUP job of `v` into `destCluster`/backups, with its CREATING backup (`key`: its idempotency key). */
+  queueBackup(v: VolumeRef, destCluster = "b", key = ""): JobRecord {
     const backup = newBackup(v, destCluster, this.t);
-    const job = this.#job({
-      kind: JobKind.JOB_KIND_BACKUP,
-      backupId: backup.id,
-      volume: v,
-      operation: { kind: "backup", mode: BackupMode.BACKUP_MODE_AUTO, maxSnapshots: 0 },
-      locks: [lockOfVolume(v)],
-      execCluster: v.cluster,
-      peerCluster: destCluster,
-    });
+    const job = this.#job(
+      {
+        kind: JobKind.JOB_KIND_BACKUP,
+        backupId: backup.id,
+        volume: v,
+        operation: { kind: "backup", mode: BackupMode.BACKUP_MODE_AUTO, maxSnapshots: 0 },
+        locks: [lockOfVolume(v)],
+        execCluster: v.cluster,
+        peerCluster: destCluster,
+      },
+      key,
+    );
     backup.jobId = job.id;
     this.catalog.transaction(() => {
       this.catalog.insertBackup(backup);
@@ -314,8 +317,8 @@ export class Harness {
   }
 
   /** Jobs are ordered by creation time: each new one is 1 ms younger than the previous. */
-  #job(spec: Omit<Parameters<Admission["newJob"]>[0], "idempotencyKey" | "fingerprint">): JobRecord {
-    const j = this.admission.newJob({ ...spec, idempotencyKey: "", fingerprint: "" });
+  #job(spec: Omit<Parameters<Admission["newJob"]>[0], "idempotencyKey" | "fingerprint">, key = ""): JobRecord {
+    const j = this.admission.newJob({ ...spec, idempotencyKey: key, fingerprint: "" });
     j.createdAt = this.t;
     this.advance(1);
     return j;

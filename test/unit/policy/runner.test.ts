@@ -401,8 +401,34 @@ describe("policy runner", () => {
     for (const id of backups.slice(2)) assert.equal(h.backup(id).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
   });
 
+  it("a run that succeeds once its protection was paused by a failover applies no retention", async () => {
+    h.catalog.policies.insertPolicy(
+      policy({ retention: RetentionRule.fromPartial({ keepLast: 1 }), createdAt: new Date(h.t) }),
+    );
+    await runner.tick();
+    await runSlots(2);
+    const before = jobs(JobKind.JOB_KIND_DELETE).length;
+    h.t = (record()?.nextRunAt ?? 0) + 1;
+    await runner.tick(); // a run queued before the failover
+    const rec = record();
+    assert.ok(rec);
+    h.catalog.policies.upsertProtection({ ...rec, pausedReason: "failed over to b/rbd/v1-dr" });
+    finishAll();
+    h.t += 1000;
+    await runner.tick();
+    await runner.tick();
+    assert.equal(jobs(JobKind.JOB_KIND_DELETE).length, before, "nothing more deleted while paused");
+    // Resumed: its next run applies retention again (what keep_last 1 no longer keeps goes).
+    h.catalog.policies.upsertProtection({ ...(record() as typeof rec), pausedReason: "" });
+    await runSlots(1);
+    await runner.tick();
+    assert.ok(jobs(JobKind.JOB_KIND_DELETE).length > before, "retention once resumed");
+  });
+
   it("a retention DELETE that failed (the backup AVAILABLE again) is followed by another on the next pass, never two at once", async () => {
-    h.catalog.policies.insertPolicy(policy({ retention: RetentionRule.fromPartial({ keepLast: 1 }) }));
+    h.catalog.policies.insertPolicy(
+      policy({ retention: RetentionRule.fromPartial({ keepLast: 1 }), createdAt: new Date(h.t) }),
+    );
     await runner.tick();
     const backupRun = async () => {
       h.t = record()?.nextRunAt ?? 0;
