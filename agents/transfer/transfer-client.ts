@@ -448,8 +448,11 @@ export class TransferClient {
               ended = true;
               break;
             }
-            if (settled || gaveUp || stream.closed) return;
             const frame = (r.value as MaybeFramed)[FRAME];
+            if (settled || gaveUp || stream.closed) {
+              if (frame) frames.release(frame); // pulled, never written
+              return;
+            }
             const bytes = frame ? grpcFramed(frame) : grpcFrame(encodeTransferMessage(r.value));
             const more = stream.write(bytes, frame ? (err) => (err ? undefined : frames.release(frame)) : undefined);
             if (!more) await drained();

@@ -87,6 +87,7 @@ export function sendBulk(
     };
     const onAbort = () => giveUp(new AbortError());
     signal.addEventListener("abort", onAbort, { once: true });
+    if (signal.aborted) onAbort(); // aborted before the listener was added: it would never fire
 
     const onResult = (r: BulkResult) => {
       if (r.code !== Status.OK) finish(resultError(r));

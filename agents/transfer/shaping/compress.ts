@@ -69,6 +69,11 @@ export function compressStream(
         messages[Symbol.asyncIterator](),
         (m) => shape(m, compression, algorithm, deps),
         deps.inFlight ?? DEFAULT_IN_FLIGHT,
+        // Compressed but never sent (the transport stopped early): its frame goes back to the pool.
+        (m) => {
+          const f = (m as MaybeFramed)[FRAME];
+          if (f) (deps.frames ?? framePool).release(f);
+        },
       ),
   };
 }

@@ -21,6 +21,7 @@ import {
 } from "../../../agents/transfer/wire";
 import { Compression } from "../../../src/gen/rbdbackup/v1/common";
 import { type DataChunk, TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
+import { until } from "../../helpers/wait";
 import { ZlibCodec } from "./fakes/codec";
 import { crc32c } from "./fakes/crc32c";
 import { Feed, header, KiB, messages, type Part } from "./fakes/stream";
@@ -225,6 +226,38 @@ describe("compressStream", () => {
     assert.ok(codec.maxInFlight >= 2, "compressions did overlap");
     assert.ok(maxAhead <= inFlight, `pulled at most ${inFlight} ahead of the consumer, saw ${maxAhead}`);
     assert.ok(returned);
+  });
+
+  it("a consumer that stops early: the frames of chunks compressed ahead and never taken go back to the pool", async () => {
+    const frames = new FramePool();
+    async function* src(): AsyncGenerator<MaybeFramed> {
+      for (let i = 0; i < 8; i++) {
+        const f = frames.acquire(CHUNK, CHUNK); // read as pulled, as the source does
+        text(CHUNK, i).copy(f.data);
+        const crc = crc32c(f.data);
+        finishChunkFrame(f, i * CHUNK, crc);
+        yield {
+          body: {
+            $case: "chunk",
+            value: { offset: i * CHUNK, data: f.data, crc32: crc, compression: 0, rawLength: 0 },
+          },
+          [FRAME]: f,
+        };
+      }
+    }
+    const it = compressStream(src(), Compression.COMPRESSION_ZSTD, {
+      zstdLevel: 1,
+      codec: new ZlibCodec(),
+      frames,
+      inFlight: 4,
+    })[Symbol.asyncIterator]();
+    const first = (await it.next()).value as MaybeFramed;
+    const taken = first[FRAME];
+    assert.ok(taken);
+    await it.return?.(undefined); // the transport gave up: the chunks compressed ahead are never sent
+    frames.release(taken); // the one taken is the transport's to give back (once written)
+    assert.ok(frames.allocated > 2, "chunks were compressed ahead");
+    await until(() => frames.idle === frames.allocated, "every frame back to the pool");
   });
 
   it("a consumer that stops early stops the source; a codec failure fails the stream in its place", async () => {
