@@ -91,6 +91,11 @@ export interface DataPlaneOptions {
    */
   idleTimeoutMs?: number;
   /**
+   * Whether a busy destination says so when the source asks (BulkOpen.busy_interval_ms, the Transfer
+   * call's BUSY_HEADER): default true; false answers as agents before it did (tests of that skew).
+   */
+  busyBeats?: boolean;
+  /**
    * Who may take a transfer slot, judged before it is taken (before any message): throws the refusal
    * (transfer-authz.ts admitTransferCaller). Absent: anyone the TLS handshake let in.
    */
@@ -159,6 +164,7 @@ export class DataPlaneServer {
       transferMethod(entry, {
         maxMessageBytes: opts.maxMessageBytes,
         idleTimeoutMs,
+        busyBeats: opts.busyBeats !== false,
         ...(opts.pool ? { pool: opts.pool } : {}),
       }),
     );
@@ -229,6 +235,7 @@ export class DataPlaneServer {
       maxMessageBytes: o.maxMessageBytes,
       pool: o.pool ?? receivePool,
       idleTimeoutMs,
+      busyBeats: o.busyBeats !== false,
       ...(o.revoked ? { revoked: o.revoked } : {}),
       ...(o.log ? { log: o.log } : {}),
       ...(o.audit ? { audit: o.audit } : {}),
@@ -362,7 +369,7 @@ export class DataPlaneServer {
     }
     const path = String(headers[":path"] ?? "");
     const timeout = headers["grpc-timeout"];
-    const call = new ServerCall(stream, path, timeout === undefined ? undefined : String(timeout));
+    const call = new ServerCall(stream, path, timeout === undefined ? undefined : String(timeout), headers);
     if (call.done) return; // a malformed grpc-timeout was answered
     const enc = headers["grpc-encoding"];
     if (enc !== undefined && enc !== "identity") {

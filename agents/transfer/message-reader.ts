@@ -342,6 +342,30 @@ export function watchIdle(
   return { stop };
 }
 
+/** What a source may ask for as its busy interval (BulkOpen.busy_interval_ms, the HTTP/2 header): clamped to this. */
+export const BUSY_INTERVAL_MS = { min: 50, max: 60_000 };
+
+/**
+ * The destination's half of the source's idle bound: while this side does not read — the sink has not
+ * asked for the next message (preparing the image, committing) or backpressure paused the socket (writes
+ * hold the stream back) — `beat` tells the source it is busy, not gone, every `intervalMs` (the source's
+ * ask, clamped to BUSY_INTERVAL_MS). While the sink waits for bytes, nothing is sent: then silence is
+ * the source's. The watch ends by stop().
+ */
+export function beatWhileBusy(
+  socket: { isPaused(): boolean },
+  reader: { readonly waiting: boolean },
+  intervalMs: number,
+  beat: () => void,
+): { stop(): void } {
+  const every = Math.min(BUSY_INTERVAL_MS.max, Math.max(BUSY_INTERVAL_MS.min, Math.floor(intervalMs)));
+  const timer = setInterval(() => {
+    if (!reader.waiting || socket.isPaused()) beat();
+  }, every);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}
+
 /**
  * watchIdle for a server call's request stream: the reader fails with DEADLINE_EXCEEDED (`message`) when
  * nothing came for `ms` while it waited; the watch ends when the stream closes (or by stop()).

@@ -7,6 +7,7 @@
 import http2 from "node:http2";
 import type { PeerCertificate } from "node:tls";
 import { type TlsConfig, tlsFiles, tlsServerName } from "../../src/common/tls";
+import { busyPingStream } from "./protocol";
 
 export interface PeerConnectionOptions {
   /** Checks the server's certificate in the handshake (transfer-authz.ts peerServerCheck); the host name alone when absent. */
@@ -21,6 +22,7 @@ export interface PeerConnectionOptions {
 export class PeerConnection {
   #session: http2.ClientHttp2Session | null = null;
   readonly #errors = new WeakMap<http2.ClientHttp2Session, Error>();
+  readonly #busy = new WeakMap<http2.ClientHttp2Session, Map<http2.ClientHttp2Stream, () => void>>();
   #active = 0;
   #pinger: NodeJS.Timeout | null = null;
   readonly #authority: string;
@@ -65,12 +67,32 @@ export class PeerConnection {
       forget();
     });
     session.on("goaway", () => forget());
+    // The peer's PINGs saying a transfer's stream is busy (protocol.ts busyPing): one listener per session.
+    session.on("ping", (payload: Buffer) => {
+      const id = busyPingStream(payload);
+      if (id === null) return;
+      for (const [stream, onBusy] of this.#busy.get(session) ?? []) if (stream.id === id) onBusy();
+    });
     session.on("close", () => {
       clearTimeout(timer);
       forget();
     });
     if (this.#active === 0) session.unref();
     return session;
+  }
+
+  /**
+   * Calls `onBusy` when the peer says `stream` is busy (a busy PING naming its id) until the returned
+   * function is called.
+   */
+  onBusy(session: http2.ClientHttp2Session, stream: http2.ClientHttp2Stream, onBusy: () => void): () => void {
+    let streams = this.#busy.get(session);
+    if (!streams) {
+      streams = new Map();
+      this.#busy.set(session, streams);
+    }
+    streams.set(stream, onBusy);
+    return () => streams.delete(stream);
   }
 
   /** The first error `session` reported, if any: the transfers on it read it when their streams close. */

@@ -326,3 +326,25 @@ export function validateHeader(h: TransferHeader | undefined): TransferHeader {
   if (h.metadataJson.length > 1 * MiB) throw invalidArgument("header.metadata_json is larger than 1 MiB");
   return h;
 }
+
+/**
+ * The Transfer call's ask to hear from a busy destination (as BulkOpen.busy_interval_ms: ms between
+ * beats; absent: none). The destination answers with HTTP/2 PING frames carrying BUSY_PING_TAG and the
+ * stream's id (busyPing): a PING is the connection's, so its payload says which transfer is busy.
+ */
+export const BUSY_HEADER = "rbdbackup-busy-interval-ms";
+const BUSY_PING_TAG = Buffer.from("rbdB");
+
+/** The 8 bytes of the PING saying stream `id` is busy. */
+export function busyPing(id: number): Buffer {
+  const b = Buffer.alloc(8);
+  BUSY_PING_TAG.copy(b, 0);
+  b.writeUInt32BE(id >>> 0, 4);
+  return b;
+}
+
+/** The stream a busy PING names, or null when the payload is not one (a keepalive's). */
+export function busyPingStream(payload: Buffer | undefined): number | null {
+  if (payload?.length !== 8 || !payload.subarray(0, 4).equals(BUSY_PING_TAG)) return null;
+  return payload.readUInt32BE(4);
+}

@@ -30,6 +30,8 @@ export class ServerCall {
     readonly stream: http2.ServerHttp2Stream,
     readonly path: string,
     timeout: string | undefined,
+    /** The request's headers (what the call's handler may read besides the path and timeout). */
+    readonly headers: http2.IncomingHttpHeaders = {},
   ) {
     stream.on("error", () => {}); // a reset by the client shows as close: the signal tells the handler
     stream.once("close", () => {

@@ -34,9 +34,9 @@ import { type Logger, logger } from "../../src/common/log";
 import type { TlsConfig } from "../../src/common/tls";
 import { VERSION } from "../../src/common/version";
 import { type TransferMessage, TransferServiceDefinition, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
-import { DEFAULT_IDLE_TIMEOUT_MS, RESULT_WAIT_MS } from "./bulk/protocol";
+import { busyIntervalFor, DEFAULT_IDLE_TIMEOUT_MS, RESULT_WAIT_MS } from "./bulk/protocol";
 import { PeerConnection, type PeerConnectionOptions } from "./peer-connection";
-import { REASON_HEADER } from "./protocol";
+import { BUSY_HEADER, REASON_HEADER } from "./protocol";
 import {
   encodeTransferMessage,
   FRAME,
@@ -246,6 +246,7 @@ export class TransferClient {
           "user-agent": `rbdbackup-agent/${VERSION}`,
           "grpc-accept-encoding": "identity",
           ...(capability ? { [CAPABILITY_HEADER]: capability } : {}),
+          [BUSY_HEADER]: String(busyIntervalFor(this.#opts.idleTimeoutMs)),
         },
         { endStream: false },
       );
@@ -270,9 +271,15 @@ export class TransferClient {
       /** Set once the whole stream was sent: the bound on waiting for the peer's answer. */
       let resultTimer: NodeJS.Timeout | null = null;
 
+      /** When the destination last said this stream is busy (a busy PING): its silence since is not idleness. */
+      let busyAt = 0;
+      const unbusy = this.#conn.onBusy(session, stream, () => {
+        busyAt = Date.now();
+      });
       const finish = (err: unknown, value?: TransferSummary) => {
         if (settled) return;
         settled = true;
+        unbusy();
         if (resultTimer) clearTimeout(resultTimer);
         signal.removeEventListener("abort", onAbort);
         if (gaveUp) {
@@ -417,17 +424,25 @@ export class TransferClient {
       const drained = () =>
         new Promise<void>((ok) => {
           const idleMs = this.#opts.idleTimeoutMs;
-          const timer = setTimeout(() => {
+          const since = Date.now();
+          const idle = () => {
+            // Quiet since the wait began and since its last busy PING: gone or stuck, not busy.
+            const quiet = Date.now() - Math.max(since, busyAt);
+            if (quiet < idleMs) {
+              timer = setTimeout(idle, idleMs - quiet);
+              return;
+            }
             done();
             finish(
               new ClientError(
                 TRANSFER_PATH,
                 Status.DEADLINE_EXCEEDED,
-                `the destination ${this.address} took no data for ${idleMs} ms (transfer.bulkIdleTimeoutMs)`,
+                `the destination ${this.address} took no data for ${idleMs} ms and did not say it was busy (transfer.bulkIdleTimeoutMs)`,
               ),
             );
             if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
-          }, idleMs);
+          };
+          let timer = setTimeout(idle, idleMs);
           const done = () => {
             clearTimeout(timer);
             stream.off("drain", done);

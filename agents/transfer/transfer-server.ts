@@ -23,7 +23,8 @@ import {
   TransferServiceDefinition,
   TransferSummary,
 } from "../../src/gen/rbdbackup/v1/transfer";
-import { failWhenIdle, MessageReader, type ReceivePool, receivePool } from "./message-reader";
+import { beatWhileBusy, failWhenIdle, MessageReader, type ReceivePool, receivePool } from "./message-reader";
+import { BUSY_HEADER, busyPing } from "./protocol";
 import type { ServerCall } from "./server-call";
 import type { TransferCaller } from "./transfer-authz";
 import { type UnaryOptions, unaryMethod } from "./unary-method";
@@ -63,7 +64,7 @@ function decodeTransferMessage(bytes: Buffer, release: (() => void) | null): Tra
 /** TransferService.Transfer: client-streaming, chunks in pooled buffers. */
 export function transferMethod(
   entry: TransferEntry,
-  opts: { maxMessageBytes: number; pool?: ReceivePool; idleTimeoutMs: number },
+  opts: { maxMessageBytes: number; pool?: ReceivePool; idleTimeoutMs: number; busyBeats?: boolean },
 ) {
   const pool = opts.pool ?? receivePool;
   return (call: ServerCall, caller: TransferCaller): void => {
@@ -80,9 +81,12 @@ export function transferMethod(
       opts.idleTimeoutMs,
       `the source sent nothing for ${opts.idleTimeoutMs} ms (transfer.bulkIdleTimeoutMs)`,
     );
+    // Asked for by the source (BUSY_HEADER): busy PINGs naming this stream while this side does not read.
+    const busy = opts.busyBeats === false ? { stop() {} } : busyBeat(call, reader);
     entry(reader, call.signal, caller).then(
       (summary) => {
         idle.stop();
+        busy.stop();
         let body: Uint8Array;
         try {
           body = TransferSummary.encode(TransferSummary.fromPartial(summary)).finish();
@@ -94,12 +98,31 @@ export function transferMethod(
       },
       (e) => {
         idle.stop();
+        busy.stop();
         // Refused or failed: what the source still sends is read and dropped, not held in pooled buffers.
         reader.discard();
         call.failWith(e);
       },
     );
   };
+}
+
+/** The busy PINGs a Transfer call asked for (BUSY_HEADER), until stopped or the stream closes; none when not asked. */
+function busyBeat(call: ServerCall, reader: MessageReader<TransferMessage>): { stop(): void } {
+  const asked = Number(call.headers[BUSY_HEADER]);
+  const stream = call.stream;
+  if (!Number.isFinite(asked) || asked <= 0 || stream.id === undefined) return { stop() {} };
+  const beat = beatWhileBusy(stream, reader, asked, () => {
+    const session = stream.session;
+    if (!session || session.closed || session.destroyed || stream.closed) return;
+    try {
+      session.ping(busyPing(stream.id as number), () => {}); // its answer is not waited for
+    } catch {
+      // too many PINGs unanswered (the peer is slow to ack): the next beat tries again
+    }
+  });
+  stream.once("close", () => beat.stop());
+  return beat;
 }
 
 /** TransferService.ListChains: unary — exactly one request message, then one answer. */

@@ -30,8 +30,25 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
  */
 export const RESULT_WAIT_MS = 10 * 60_000;
 
-export function openFrame(capability: string | undefined): Buffer {
-  return grpcFrame(BulkOpen.encode({ version: BULK_VERSION, capability: capability ?? "" }).finish());
+/**
+ * The BulkOpen frame; `busyIntervalMs`: how often the destination is asked to say it is busy while it
+ * does not read (BUSY_FRAME; 0: never — an agent before it ignores the field and sends none).
+ */
+export function openFrame(capability: string | undefined, busyIntervalMs = 0): Buffer {
+  return grpcFrame(BulkOpen.encode({ version: BULK_VERSION, capability: capability ?? "", busyIntervalMs }).finish());
+}
+
+/** The destination is busy, not gone (BulkOpen.busy_interval_ms): a gRPC frame of length 0. */
+export const BUSY_FRAME: Buffer = Buffer.alloc(5);
+
+/** How often a source asks to hear from a busy destination: a third of its idle bound. */
+export const busyIntervalFor = (idleTimeoutMs: number): number => Math.max(1, Math.floor(idleTimeoutMs / 3));
+
+/** The number of busy frames at the start of `bytes` (each BUSY_FRAME's five zero bytes). */
+export function leadingBusyFrames(bytes: Buffer): number {
+  let n = 0;
+  while (bytes.length >= (n + 1) * 5 && bytes.subarray(n * 5, n * 5 + 5).equals(BUSY_FRAME)) n++;
+  return n;
 }
 
 /** The frame answering a transfer: its summary, or the status its failure deserves (src/common/errors.ts). */

@@ -6,8 +6,9 @@
  *
  * Same contract as TransferClient.transfer (transfer-client.ts), so callers cannot tell the two apart:
  * - backpressure: the next message is pulled only once the socket drained the previous one; a socket
- *   that does not drain for `idleTimeoutMs` (the destination stopped reading) fails the transfer with
- *   DEADLINE_EXCEEDED and is destroyed (the destination sees the connection lost and cleans up);
+ *   that does not drain for `idleTimeoutMs` while the destination does not say it is busy (the BulkOpen
+ *   asks for a busy frame every third of it: server.ts) fails the transfer with DEADLINE_EXCEEDED and
+ *   is destroyed (the destination sees the connection lost and cleans up);
  * - giving up (the caller's abort, the source's failure) closes this side without a trailer — the
  *   destination takes the stream as cut short, cleans up, answers — and settles on that answer, or after
  *   `cancelWaitMs` with a warning;
@@ -19,7 +20,15 @@ import { ClientError, Status } from "nice-grpc-common";
 import type { Logger } from "../../../src/common/log";
 import { type BulkResult, type TransferMessage, TransferSummary } from "../../../src/gen/rbdbackup/v1/transfer";
 import { encodeTransferMessage, FRAME, type FramePool, grpcFrame, grpcFramed, type MaybeFramed } from "../wire";
-import { BULK_PATH, openFrame, parseResult, RESULT_WAIT_MS, resultError } from "./protocol";
+import {
+  BULK_PATH,
+  busyIntervalFor,
+  leadingBusyFrames,
+  openFrame,
+  parseResult,
+  RESULT_WAIT_MS,
+  resultError,
+} from "./protocol";
 
 const KEEPALIVE_MS = 15_000;
 
@@ -94,12 +103,23 @@ export function sendBulk(
       else finish(undefined, TransferSummary.fromPartial(r.summary ?? {}));
       socket.destroy(); // the server closes after its answer; nothing more is exchanged
     };
+    /** When the destination last said it is busy (BUSY_FRAME): its silence since then is not idleness. */
+    let busyAt = 0;
     socket.on("data", (d: Buffer) => {
       if (settled) return;
       received.push(d);
+      let bytes = received.length === 1 ? d : Buffer.concat(received);
+      const beats = leadingBusyFrames(bytes);
+      if (beats > 0) {
+        busyAt = Date.now();
+        bytes = bytes.subarray(beats * 5);
+        received.length = 0;
+        if (bytes.length) received.push(bytes);
+      }
+      if (!bytes.length) return;
       let r: BulkResult | null;
       try {
-        r = parseResult(received.length === 1 ? d : Buffer.concat(received));
+        r = parseResult(bytes);
       } catch (e) {
         finish(e);
         socket.destroy();
@@ -127,16 +147,24 @@ export function sendBulk(
     /** Resolves true once the socket drained; false when the transfer is over (settled, given up, closed). */
     const drained = () =>
       new Promise<boolean>((ok) => {
-        const timer = setTimeout(() => {
+        const since = Date.now();
+        const idle = () => {
+          // Quiet since the wait began and since its last busy frame: gone or stuck, not busy.
+          const quiet = Date.now() - Math.max(since, busyAt);
+          if (quiet < o.idleTimeoutMs) {
+            timer = setTimeout(idle, o.idleTimeoutMs - quiet);
+            return;
+          }
           finish(
             new ClientError(
               BULK_PATH,
               Status.DEADLINE_EXCEEDED,
-              `the destination ${o.peer} took no bytes for ${o.idleTimeoutMs} ms (transfer.bulkIdleTimeoutMs)`,
+              `the destination ${o.peer} took no bytes for ${o.idleTimeoutMs} ms and did not say it was busy (transfer.bulkIdleTimeoutMs)`,
             ),
           );
           socket.destroy();
-        }, o.idleTimeoutMs);
+        };
+        let timer = setTimeout(idle, o.idleTimeoutMs);
         const done = (v: boolean) => {
           clearTimeout(timer);
           socket.off("drain", onDrain);
@@ -153,7 +181,8 @@ export function sendBulk(
       const it = messages[Symbol.asyncIterator]();
       let ended = false;
       try {
-        if (!socket.write(openFrame(capability)) && !(await drained())) return;
+        const open = openFrame(capability, busyIntervalFor(o.idleTimeoutMs));
+        if (!socket.write(open) && !(await drained())) return;
         for (;;) {
           if (over()) return;
           const r = await it.next();

@@ -25,7 +25,7 @@ import { abortError } from "../../../src/common/retry";
 import type { Revoked } from "../../../src/common/revocations";
 import { BulkOpen, TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
 import type { AuthzAudit } from "../authz-audit";
-import { MessageReader, type ReceivePool, watchIdle } from "../message-reader";
+import { beatWhileBusy, MessageReader, type ReceivePool, watchIdle } from "../message-reader";
 import {
   auditDataPlaneRefusal,
   dataPlaneRefusal,
@@ -35,7 +35,7 @@ import {
 } from "../transfer-authz";
 import type { TransferEntry } from "../transfer-server";
 import { RELEASE, type Releasable } from "../wire";
-import { BULK_VERSION, resultFrame } from "./protocol";
+import { BULK_VERSION, BUSY_FRAME, resultFrame } from "./protocol";
 
 /** After the answer: how long the client may take to close before the connection is destroyed. */
 const LINGER_MS = 10_000;
@@ -46,6 +46,8 @@ export interface BulkServerOptions {
   maxMessageBytes: number;
   pool: ReceivePool;
   idleTimeoutMs: number;
+  /** Whether to send the busy frames a BulkOpen asks for (default true; false: as agents before them). */
+  busyBeats?: boolean;
   /** Certificates refused whatever they name (the agent's auth.revokedCertificatesFile). */
   revoked?: Revoked;
   log?: Logger;
@@ -108,8 +110,19 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
     ac.abort(abortError());
   });
 
+  // Asked for by the BulkOpen: empty frames while this side is busy (beatWhileBusy), until the answer.
+  let busy: { stop(): void } | null = null;
+  const beatFor = (open: BulkOpen) => {
+    if (!open.busyIntervalMs || o.busyBeats === false || socket.destroyed) return;
+    busy = beatWhileBusy(socket, reader, open.busyIntervalMs, () => {
+      if (!socket.destroyed && !socket.writableEnded) socket.write(BUSY_FRAME);
+    });
+  };
+  socket.once("close", () => busy?.stop());
+
   const answer = (outcome: Parameters<typeof resultFrame>[0]) => {
     idle.stop();
+    busy?.stop();
     if (socket.destroyed) return;
     socket.end(resultFrame(outcome));
     reader.discard(); // a reader paused by backpressure would never see the client's close
@@ -128,7 +141,7 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
     answer({ error: new AppError(refusal.status, refusal.message) });
     return closed;
   }
-  run(reader, ac.signal, o, { checked: !insecure, identity: peer.identity }).then(
+  run(reader, ac.signal, o, { checked: !insecure, identity: peer.identity }, beatFor).then(
     (summary) => answer({ summary }),
     (error) =>
       answer({
@@ -148,6 +161,7 @@ async function run(
   signal: AbortSignal,
   o: BulkServerOptions,
   who: Omit<TransferCaller, "capability">,
+  opened: (open: BulkOpen) => void,
 ) {
   const it = reader[Symbol.asyncIterator]();
   const first = await it.next();
@@ -159,6 +173,7 @@ async function run(
       `bulk protocol version ${open.version} is not supported (this agent speaks ${BULK_VERSION})`,
     );
   }
+  opened(open);
   // Who it is was judged before the BulkOpen was read (serveBulk); the capability is the entry's to judge.
   const caller: TransferCaller = { ...who, capability: open.capability || undefined };
   const messages: AsyncIterable<TransferMessage> = {

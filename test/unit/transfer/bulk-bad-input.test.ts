@@ -16,6 +16,7 @@ import { MAX_MESSAGE_BYTES } from "../../../agents/transfer/protocol";
 import { runSink } from "../../../agents/transfer/sink";
 import type { TransferTarget } from "../../../agents/transfer/target";
 import { TransferClient } from "../../../agents/transfer/transfer-client";
+import { RELEASE, type Releasable } from "../../../agents/transfer/wire";
 import { statusOf } from "../../../src/common/errors";
 import type { Revoked } from "../../../src/common/revocations";
 import { type TransferMessage, TransferSummary } from "../../../src/gen/rbdbackup/v1/transfer";
@@ -23,7 +24,9 @@ import { until } from "../../helpers/wait";
 import { frameOf, labTls, mint, openOf, rawBulk, serve, stopAll } from "./fakes/bulk";
 import { FakeCeph, poolState } from "./fakes/fake-ceph";
 import { quietLogger, sinkDeps } from "./fakes/sink-deps";
-import { chunkParts, Feed, header, KiB, messages } from "./fakes/stream";
+import { chunkParts, Feed, header, KiB, messages, pattern } from "./fakes/stream";
+
+const MiB = 1024 * KiB;
 
 const CHUNK = 64 * KiB;
 const closers: Array<() => unknown> = [];
@@ -149,27 +152,58 @@ describe("bulk channel: bad input", () => {
     await d.clean();
   });
 
-  it("a destination that stops reading: the client fails with DEADLINE_EXCEEDED within its idle bound", async () => {
+  it("a destination busy longer than the source's idle bound (preparing) says so: the transfer completes, on both paths", async () => {
+    for (const bulk of [true, false]) {
+      const served = await serve(
+        async (m) => {
+          const it = m[Symbol.asyncIterator]();
+          await it.next(); // the header
+          await new Promise((r) => setTimeout(r, 1500)); // prepares: 5 idle bounds without reading
+          let n = 0;
+          for (let r = await it.next(); !r.done; r = await it.next()) {
+            n++;
+            (r.value as Releasable)[RELEASE]?.();
+          }
+          return { dataChunks: n };
+        },
+        { idleTimeoutMs: 300, ...(bulk ? {} : { bulk: false as const }) },
+      );
+      const log = quietLogger();
+      const h2 = new TransferClient(served.address, labTls("agent-site-a"), { log, idleTimeoutMs: 300 });
+      closers.push(() => h2.close());
+      const c = bulk ? new BulkClient(served.address, labTls("agent-site-a"), h2, { log, idleTimeoutMs: 300 }) : h2;
+      // 64 MiB: far more than the socket buffers and the reader's queue hold while it prepares.
+      const h = header({ imageSize: 64 * MiB, chunkSize: MiB });
+      const parts = Array.from({ length: 64 }, (_, i) => ({ offset: i * MiB, data: pattern(MiB, i) }));
+      const s = await c.transfer(new Feed(messages(h, parts)), AbortSignal.timeout(20_000), mint(h));
+      assert.equal(s.dataChunks, 65, `${bulk ? "bulk" : "HTTP/2"}: the 64 chunks and the trailer`);
+    }
+  });
+
+  it("a destination of the version before busy beats that stops reading: the client fails with DEADLINE_EXCEEDED within its idle bound", async () => {
     // The entry reads the header, then nothing until the client gave up; then it finds the stream cut.
     let clientGaveUp = () => {};
     const gaveUp = new Promise<void>((r) => {
       clientGaveUp = r;
     });
     let seen = "";
-    const served = await serve(async (m) => {
-      const it = m[Symbol.asyncIterator]();
-      await it.next();
-      await gaveUp;
-      try {
-        for (let r = await it.next(); !r.done; r = await it.next()) {
-          if (r.value.body?.$case === "trailer") seen = "trailer";
+    const served = await serve(
+      async (m) => {
+        const it = m[Symbol.asyncIterator]();
+        await it.next();
+        await gaveUp;
+        try {
+          for (let r = await it.next(); !r.done; r = await it.next()) {
+            if (r.value.body?.$case === "trailer") seen = "trailer";
+          }
+          seen ||= "an end without trailer";
+        } catch (e) {
+          seen = `error ${statusOf(e)}`;
         }
-        seen ||= "an end without trailer";
-      } catch (e) {
-        seen = `error ${statusOf(e)}`;
-      }
-      throw new Error("cut short");
-    });
+        throw new Error("cut short");
+      },
+      { busyBeats: false },
+    );
     const c = bulkClient(served.address, 300);
     const h = header();
     const t0 = Date.now();
@@ -184,7 +218,7 @@ describe("bulk channel: bad input", () => {
     assert.match(seen, /^(error 13|error 14|an end without trailer)$/);
   });
 
-  it("the HTTP/2 Transfer call too: a destination that stops reading fails the source DEADLINE_EXCEEDED in its bound", async () => {
+  it("the HTTP/2 Transfer call too: a destination of the version before busy beats that stops reading fails the source DEADLINE_EXCEEDED in its bound", async () => {
     let release = () => {};
     const held = new Promise<void>((r) => {
       release = r;
@@ -195,7 +229,7 @@ describe("bulk channel: bad input", () => {
         await held;
         throw new Error("cut short");
       },
-      { bulk: false },
+      { bulk: false, busyBeats: false },
     );
     const log = quietLogger();
     const h2 = new TransferClient(served.address, labTls("agent-site-a"), { log, idleTimeoutMs: 300 });

@@ -79,7 +79,15 @@ export async function stopAll(): Promise<void> {
 /** The data-plane server as the agent builds it (site-b's certificate), its transfers going to `inner`. */
 export async function serve(
   inner: Inner,
-  o: { idleTimeoutMs?: number; bulk?: false; maxConcurrentTransfers?: number; revoked?: Revoked; tls?: TlsConfig } = {},
+  o: {
+    idleTimeoutMs?: number;
+    bulk?: false;
+    maxConcurrentTransfers?: number;
+    revoked?: Revoked;
+    tls?: TlsConfig;
+    /** false: a destination of the version before busy beats (it never says it is busy). */
+    busyBeats?: false;
+  } = {},
 ): Promise<Served> {
   const lines: LogLine[] = [];
   const audit = new AuthzAudit(quietLogger(lines));
@@ -108,13 +116,15 @@ export async function serve(
     log: quietLogger(),
     bulk: o.bulk !== false,
     idleTimeoutMs: o.idleTimeoutMs ?? 30_000,
+    ...(o.busyBeats === false ? { busyBeats: false } : {}),
   });
   served.address = await served.server.listen("127.0.0.1:0");
   running.push(served.server);
   return served;
 }
 
-export const openOf = (capability: string, version = 1) => grpcFrame(BulkOpen.encode({ version, capability }).finish());
+export const openOf = (capability: string, version = 1, busyIntervalMs = 0) =>
+  grpcFrame(BulkOpen.encode({ version, capability, busyIntervalMs }).finish());
 export const frameOf = (m: TransferMessage) => grpcFrame(encodeTransferMessage(m));
 
 /**
