@@ -12,6 +12,7 @@ import { alreadyExists, invalidArgument, notFound } from "../../common/errors";
 import { type Job, JobKind } from "../../gen/rbdbackup/v1/backup_service";
 import { isUniqueViolation, type JobSpec, newJobRecord, RUNNER_KEY_PREFIXES } from "../jobs/new-job";
 import { type JobRecord, volumeLabel } from "../model";
+import { locksConflict } from "../scheduler";
 import { jobView } from "../views";
 
 /** Job construction moved to ../jobs/new-job.ts; re-exported for the handlers that import it from here. */
@@ -48,9 +49,9 @@ export class Admission {
     return j;
   }
 
-  /** A job not yet finished that holds one of these locks. */
+  /** A job not yet finished that holds a lock excluding one of these (scheduler/jobs.ts: shared locks coexist). */
   activeHolder(locks: string[]): JobRecord | undefined {
-    return this.deps.catalog.activeJobs().find((j) => j.locks.some((k) => locks.includes(k)));
+    return this.deps.catalog.activeJobs().find((j) => j.locks.some((k) => locks.some((l) => locksConflict(k, l))));
   }
 
   newJob(spec: JobSpec): JobRecord {

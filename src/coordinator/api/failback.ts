@@ -27,7 +27,7 @@ import type { Catalog } from "../catalog/catalog";
 import { fingerprint } from "../jobs/new-job";
 import { probe } from "../jobs/probes";
 import { volumeKey, volumeLabel } from "../model";
-import { lockOfBackup, lockOfVolume } from "../scheduler";
+import { lockOfBackup, lockOfVolume, sharedLockOfBackup } from "../scheduler";
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
@@ -126,7 +126,7 @@ export async function failbackVolume(
     operation: { kind: "restore", target: volume, mode: RestoreMode.RESTORE_MODE_FAILBACK, source, ...transfer },
     idempotencyKey: req.idempotencyKey,
     fingerprint: fp,
-    locks: [lockOfVolume(volume), lockOfVolume(source), lockOfBackup(b.id)],
+    locks: [lockOfVolume(volume), lockOfVolume(source), sharedLockOfBackup(b.id)],
     execCluster: at,
     peerCluster: volume.cluster,
   });

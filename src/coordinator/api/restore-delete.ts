@@ -23,7 +23,7 @@ import { deleteFingerprint, deleteJobSpec } from "../jobs/delete-job";
 import { fingerprint } from "../jobs/new-job";
 import { probe } from "../jobs/probes";
 import { type JobRecord, volumeLabel } from "../model";
-import { lockOfBackup, lockOfVolume } from "../scheduler";
+import { lockOfBackup, lockOfVolume, sharedLockOfBackup } from "../scheduler";
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import { refuseWhileCloned } from "./clones";
@@ -85,7 +85,8 @@ export async function restoreBackup(
     },
     idempotencyKey: req.idempotencyKey,
     fingerprint: keptFingerprint ?? fp,
-    locks: [lockOfVolume(target), lockOfBackup(b.id)],
+    // The backup only read: other restores, verifies and exports of it run beside this one.
+    locks: [lockOfVolume(target), sharedLockOfBackup(b.id)],
     execCluster: b.location.cluster,
     peerCluster: clone ? "" : target.cluster,
   });

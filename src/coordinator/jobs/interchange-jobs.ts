@@ -16,7 +16,7 @@ import { type Backup, JobKind } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import { type Catalog, registeredFsid } from "../catalog/catalog";
 import type { JobRecord } from "../model";
-import { lockOfBackup, lockOfVolume } from "../scheduler";
+import { lockOfBackup, lockOfVolume, sharedLockOfBackup } from "../scheduler";
 import { creatingBackup } from "./backup-job";
 import { newJobRecord } from "./new-job";
 
@@ -34,7 +34,7 @@ export function exportJob(b: Backup, from: Backup | undefined, format: number, n
       operation: { kind: "export", fromBackupId: from?.id ?? "", format },
       idempotencyKey: "",
       fingerprint: "",
-      locks: [lockOfBackup(b.id), ...(from ? [lockOfBackup(from.id)] : [])],
+      locks: [sharedLockOfBackup(b.id), ...(from ? [sharedLockOfBackup(from.id)] : [])],
       execCluster: b.location.cluster,
       peerCluster: "",
     },
@@ -98,7 +98,7 @@ export function importJob(catalog: Catalog, s: ImportSpec, nowMs = Date.now()): 
       },
       idempotencyKey: s.idempotencyKey,
       fingerprint: s.fingerprint,
-      locks: [lockOfVolume(s.volume), ...(p ? [lockOfBackup(p.id)] : [])],
+      locks: [lockOfVolume(s.volume), ...(p ? [sharedLockOfBackup(p.id)] : [])],
       execCluster: s.location.cluster,
       peerCluster: "",
     },

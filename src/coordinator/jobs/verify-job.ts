@@ -7,7 +7,7 @@
 import { VerifyMode } from "../../gen/rbdbackup/v1/agent";
 import { JobKind } from "../../gen/rbdbackup/v1/backup_service";
 import type { Backup } from "../model";
-import { DEFAULT_SAMPLE_PERCENT, lockOfBackup, verifyModeOf } from "../scheduler";
+import { DEFAULT_SAMPLE_PERCENT, sharedLockOfBackup, verifyModeOf } from "../scheduler";
 import { fingerprint, type JobSpec } from "./new-job";
 
 /** The fingerprint of a verify request (mode and percent as they are meant: UNSPECIFIED = SAMPLE, 0 = 10). */
@@ -29,7 +29,7 @@ export function verifyJobSpec(b: Backup, mode: VerifyMode, samplePercent: number
     operation: { kind: "verify", mode: m, samplePercent: percent },
     idempotencyKey,
     fingerprint: verifyFingerprint(b.id, mode, samplePercent),
-    locks: [lockOfBackup(b.id)],
+    locks: [sharedLockOfBackup(b.id)],
     execCluster: m === VerifyMode.VERIFY_MODE_SOURCE ? b.volume.cluster : b.location.cluster,
     peerCluster: "",
   };

@@ -17,7 +17,15 @@ import type { AgentSession } from "../sessions";
 import type { Located } from "./capabilities";
 import type { SchedulerContext } from "./context";
 import type { DigestMaps } from "./digest-maps";
-import { clustersOf, countRunning, isFinal, type RunningCounts, runningCounts } from "./jobs";
+import {
+  clustersOf,
+  countRunning,
+  isFinal,
+  isSharedLock,
+  lockedResource,
+  type RunningCounts,
+  runningCounts,
+} from "./jobs";
 import type { LeaseBroker } from "./lease-broker";
 import { leaseOperation } from "./operation";
 import { finish, retryReason, wait } from "./transitions";
@@ -105,19 +113,43 @@ export class Dispatcher {
   }
 }
 
-/** Lock → the running job that holds it. */
-function heldLocks(active: JobRecord[]): Map<string, string> {
-  const held = new Map<string, string>();
-  for (const j of active) if (j.state === JobState.JOB_STATE_RUNNING) for (const k of j.locks) held.set(k, j.id);
+/** Who holds (or has claimed) a locked resource: one job exclusively, or jobs that share it. */
+interface Holders {
+  exclusive?: string;
+  shared: string[];
+}
+
+/** Resource → the running jobs that hold it (jobs.ts: exclusive and shared locks). */
+function heldLocks(active: JobRecord[]): Map<string, Holders> {
+  const held = new Map<string, Holders>();
+  for (const j of active) if (j.state === JobState.JOB_STATE_RUNNING) claim(held, j);
   return held;
 }
 
+/** j's claims: an exclusive lock unless another job claimed it first; a shared one unless an exclusive was. */
+function claim(held: Map<string, Holders>, j: JobRecord): void {
+  for (const k of j.locks) {
+    const r = lockedResource(k);
+    const h = held.get(r) ?? { shared: [] };
+    held.set(r, h);
+    if (!isSharedLock(k)) h.exclusive ??= j.id;
+    else if (h.exclusive === undefined) h.shared.push(j.id);
+  }
+}
+
 /**
- * The job that holds one of j's locks, if any; j then claims its free locks, so that later jobs wait
- * for it (first come, first served).
+ * The job that holds one of j's locks in a way j's lock excludes, if any; j then claims its locks, so
+ * that later jobs wait for it (first come, first served: a DELETE waiting for a backup's readers holds
+ * off the readers queued after it).
  */
-function takeLocks(held: Map<string, string>, j: JobRecord): string | undefined {
-  const blocker = j.locks.map((k) => held.get(k)).find((x) => x !== undefined);
-  for (const k of j.locks) if (!held.has(k)) held.set(k, j.id);
+function takeLocks(held: Map<string, Holders>, j: JobRecord): string | undefined {
+  let blocker: string | undefined;
+  for (const k of j.locks) {
+    const h = held.get(lockedResource(k));
+    if (!h) continue;
+    const by = isSharedLock(k) ? h.exclusive : (h.exclusive ?? h.shared[0]);
+    if (by !== undefined && by !== j.id) blocker ??= by;
+  }
+  claim(held, j);
   return blocker;
 }

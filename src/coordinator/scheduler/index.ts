@@ -1,7 +1,15 @@
 /** The scheduler's public surface: the Scheduler façade, its settings, and the job facts the API shares. */
 export type { SchedulerConfig } from "./config";
 export type { SchedulerDeps, SchedulerEvents } from "./context";
-export { clustersOf, isFinal, lockOfBackup, lockOfVolume, type RunningCounts } from "./jobs";
+export {
+  clustersOf,
+  isFinal,
+  lockOfBackup,
+  lockOfVolume,
+  locksConflict,
+  type RunningCounts,
+  sharedLockOfBackup,
+} from "./jobs";
 export type { LiveProgress } from "./progress";
 export { Scheduler } from "./scheduler";
 export {

@@ -27,8 +27,25 @@ export function clustersOf(j: JobRecord): string[] {
   return j.peerCluster && j.peerCluster !== j.execCluster ? [j.execCluster, j.peerCluster] : [j.execCluster];
 }
 
+/**
+ * Locks a job takes while it runs (JobRecord.locks, kept with the job): a volume's, a backup's. A lock is
+ * exclusive, or shared when it ends in SHARED: the jobs that only read a backup (restores, verifies,
+ * exports, an import's parent) hold it shared and run side by side — two volumes made from one backup at
+ * once, a failover while a verify of the same backup runs; its DELETE holds it exclusive and waits for
+ * them all, and they for it. Jobs queued before shared locks existed hold the exclusive form: they keep
+ * waiting as they did.
+ */
+const SHARED = "#shared";
 export const lockOfVolume = (v: Parameters<typeof volumeKey>[0]): string => `vol:${volumeKey(v)}`;
 export const lockOfBackup = (id: string): string => `backup:${id}`;
+/** The backup's lock, shared with every other job that only reads it. */
+export const sharedLockOfBackup = (id: string): string => `${lockOfBackup(id)}${SHARED}`;
+/** What a lock guards (a shared lock's resource is its exclusive form). */
+export const lockedResource = (k: string): string => (k.endsWith(SHARED) ? k.slice(0, -SHARED.length) : k);
+export const isSharedLock = (k: string): boolean => k.endsWith(SHARED);
+/** Whether two locks exclude each other: the same resource, not both shared. */
+export const locksConflict = (a: string, b: string): boolean =>
+  lockedResource(a) === lockedResource(b) && !(isSharedLock(a) && isSharedLock(b));
 
 export interface RunningCounts {
   byCluster: Map<string, number>;

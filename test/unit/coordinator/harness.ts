@@ -21,7 +21,13 @@ import { registeredFsid } from "../../../src/coordinator/catalog/catalog";
 import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
 import { Relays } from "../../../src/coordinator/interchange/relays";
 import type { Backup, JobRecord } from "../../../src/coordinator/model";
-import { lockOfBackup, lockOfVolume, Scheduler, type SchedulerConfig } from "../../../src/coordinator/scheduler";
+import {
+  lockOfBackup,
+  lockOfVolume,
+  Scheduler,
+  type SchedulerConfig,
+  sharedLockOfBackup,
+} from "../../../src/coordinator/scheduler";
 import type { StallWatch } from "../../../src/coordinator/scheduler/stall-watch";
 import { sessionService } from "../../../src/coordinator/session-service";
 import { type CallRequest, Sessions } from "../../../src/coordinator/sessions";
@@ -287,7 +293,7 @@ export class Harness {
       backupId,
       volume: target,
       operation: { kind: "restore", target, mode: RestoreMode.RESTORE_MODE_NEW },
-      locks: [lockOfVolume(target), lockOfBackup(backupId)],
+      locks: [lockOfVolume(target), sharedLockOfBackup(backupId)],
       execCluster: b.location?.cluster ?? "",
       peerCluster: target.cluster,
     });

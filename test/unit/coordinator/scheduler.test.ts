@@ -141,6 +141,24 @@ describe("scheduler", () => {
       assert.equal(h.job(second.id).state, RUNNING);
     });
 
+    it("a backup's readers share it: two restores run at once; its DELETE waits for them, and a reader queued after the DELETE waits for it", async () => {
+      const made = h.queueBackup(vol("v1"));
+      h.tick();
+      await h.backupDone(a1, made);
+      const r1 = h.queueRestore(made.backupId, vol("r1"));
+      const r2 = h.queueRestore(made.backupId, vol("r2"));
+      h.tick();
+      assert.equal(h.job(r1.id).state, RUNNING);
+      assert.equal(h.job(r2.id).state, RUNNING, "a second volume made from the same backup at once");
+      const d = h.queueDelete(made.backupId);
+      const r3 = h.queueRestore(made.backupId, vol("r3"));
+      h.tick();
+      assert.equal(h.job(d.id).state, QUEUED);
+      assert.equal(h.job(d.id).waitingReason, `waiting for job ${r1.id}, which uses the same volume or backup`);
+      assert.equal(h.job(r3.id).state, QUEUED, "first come, first served: the DELETE came first");
+      assert.equal(h.job(r3.id).waitingReason, `waiting for job ${d.id}, which uses the same volume or backup`);
+    });
+
     it("a queued job waits for an earlier queued job holding the same lock (first come, first served)", async () => {
       const blocker = h.queueBackup(vol("v1"));
       h.tick();
