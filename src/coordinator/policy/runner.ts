@@ -238,7 +238,10 @@ export class PolicyRunner implements PolicyRunnerPort {
     const out: ProtectionRecord[] = [];
     for (const [key, rec] of records) {
       // Not listed yet (agent missing): discovered volumes keep their records until a listing says otherwise.
-      if (want.has(key) || (discovered === null && rec.source === "discovered")) out.push(rec);
+      // A record a failover paused stays too, whatever the listing says (a lost site's pool listed
+      // without the volume, a volume re-created by a failback's full copy): it stays paused until
+      // ResumePolicy, as FailoverVolume promises, instead of coming back unpaused with the image.
+      if (want.has(key) || (discovered === null && rec.source === "discovered") || rec.pausedReason) out.push(rec);
       else {
         store.deleteProtection(p.name, key);
         this.#plan.pending(p.name, key, false);

@@ -509,6 +509,37 @@ describe("policy runner", () => {
     await runner.tick();
     assert.equal(h.catalog.policies.protectionOfPolicy("gold").length, 3);
   });
+
+  it("a discovered volume paused by a failover stays paused when a listing lacks it and it comes back", async () => {
+    images = ["vol-1", "vol-2"];
+    h.catalog.policies.insertPolicy(
+      policy({ selector: { volumes: [], cluster: "a", pool: "rbd", namespace: "", imageRegex: "vol-.*" } }),
+    );
+    runner.selected("gold");
+    await until(() => {
+      void runner.tick();
+      return runner.selected("gold").length === 2;
+    }, "both listed");
+    const v1 = { cluster: "a", pool: "rbd", namespace: "", image: "vol-1" };
+    const rec = record("gold", v1);
+    assert.ok(rec);
+    h.catalog.policies.upsertProtection({ ...rec, pausedReason: "failed over to b/rbd/vol-1" });
+    images = ["vol-2"]; // the lost site's pool listed without it (or the image re-created later)
+    h.t += 30_000;
+    await until(() => {
+      void runner.tick();
+      return runner.selected("gold").length === 2 && !images.includes("vol-1");
+    }, "listed again");
+    images = ["vol-1", "vol-2"];
+    h.t += 30_000;
+    await runner.tick();
+    await runner.tick();
+    assert.equal(
+      record("gold", v1)?.pausedReason,
+      "failed over to b/rbd/vol-1",
+      "still paused: only ResumePolicy resumes",
+    );
+  });
   /**
    * The agents' first probe runs `during` first: something the API does while a run is being queued.
    * A scheduled run is probed only after a failed one (jobs/backup-job.ts), so the record gets one.
