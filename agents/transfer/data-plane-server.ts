@@ -95,6 +95,8 @@ export interface DataPlaneOptions {
    * call's BUSY_HEADER): default true; false answers as agents before it did (tests of that skew).
    */
   busyBeats?: boolean;
+  /** An HTTP/2 session with no stream for this long is closed (default IDLE_SESSION_MS; tests shorten it). */
+  idleSessionMs?: number;
   /**
    * Who may take a transfer slot, judged before it is taken (before any message): throws the refusal
    * (transfer-authz.ts admitTransferCaller). Absent: anyone the TLS handshake let in.
@@ -139,6 +141,14 @@ const MAX_LIST_CHAINS_BYTES = 64 * 1024;
 const MAX_RESUME_POINT_BYTES = 2 * 1024 * 1024;
 /** Streams one connection may hold beyond the transfers this agent admits (ListChains, ResumePoint). */
 const UNARY_STREAMS_HEADROOM = 64;
+/**
+ * Connections a data-plane server holds at most (each a TLS socket, an HTTP/2 session's or a bulk
+ * transfer's): beyond it the kernel's backlog holds new ones. Transfers are bounded by
+ * maxConcurrentTransfers; this bounds what a peer can hold open without transferring.
+ */
+export const MAX_CONNECTIONS = 1024;
+/** An HTTP/2 session with no stream for this long is closed (GOAWAY): the source connects again when it needs to. */
+export const IDLE_SESSION_MS = 5 * 60_000;
 
 export class DataPlaneServer {
   state: DataPlaneState = "idle";
@@ -200,6 +210,7 @@ export class DataPlaneServer {
       maxSessionMemory: Number.MAX_SAFE_INTEGER,
     };
     this.#h2 = http2.createServer(common);
+    this.#h2.maxConnections = MAX_CONNECTIONS;
     this.#h2.on("session", (s: http2.ServerHttp2Session) => this.#onSession(s));
     this.#h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) =>
       this.#onStream(stream, headers),
@@ -223,6 +234,7 @@ export class DataPlaneServer {
       else socket.destroy(); // no ALPN (or another): neither gRPC nor the bulk channel
     });
     server.on("tlsClientError", (err: Error) => opts.log?.debug("data plane: TLS handshake refused", { err }));
+    server.maxConnections = MAX_CONNECTIONS;
     this.#server = server;
   }
 
@@ -308,8 +320,10 @@ export class DataPlaneServer {
     this.#sessions.add(session);
     session.on("error", (err) => this.#opts.log?.debug("data plane: connection failed", { err }));
     const stopPings = this.#keepalive(session);
+    const stopIdle = this.#closeWhenIdle(session);
     session.once("close", () => {
       stopPings();
+      stopIdle();
       this.#sessions.delete(session);
       this.#maybeAllClosed();
     });
@@ -325,6 +339,34 @@ export class DataPlaneServer {
         // the session is already closing
       }
     }
+  }
+
+  /**
+   * Closes the session (GOAWAY) once it has had no stream for `idleSessionMs` (IDLE_SESSION_MS): a peer
+   * that connected and transfers nothing does not hold a connection (and this side's pings) for ever.
+   */
+  #closeWhenIdle(session: http2.ServerHttp2Session): () => void {
+    const ms = this.#opts.idleSessionMs ?? IDLE_SESSION_MS;
+    let open = 0;
+    let timer: NodeJS.Timeout | null = null;
+    const arm = () => {
+      timer = setTimeout(() => {
+        if (open === 0 && !session.closed && !session.destroyed) session.close();
+      }, ms);
+      timer.unref();
+    };
+    session.on("stream", (stream: http2.ServerHttp2Stream) => {
+      open++;
+      if (timer) clearTimeout(timer);
+      timer = null;
+      stream.once("close", () => {
+        if (--open === 0 && !session.closed) arm();
+      });
+    });
+    arm();
+    return () => {
+      if (timer) clearTimeout(timer);
+    };
   }
 
   /** Pings every keepaliveMs; a ping not answered within keepaliveTimeoutMs destroys the session. */

@@ -612,6 +612,47 @@ describe("data-plane server: limits and HTTP/2 settings", () => {
       s.close();
     }
   });
+
+  it("a session with no stream for idleSessionMs is closed; one whose stream stays open is not", async () => {
+    const hold = gate();
+    const { address } = await start({
+      keepaliveMs: 50, // pings do not count as use
+      idleSessionMs: 200,
+      transfer: async (messages) => {
+        await hold.promise;
+        for await (const _ of messages) {
+          // consume
+        }
+        return { dataBytesWritten: 0 };
+      },
+    });
+    const idle = rawSession(address);
+    const busy = rawSession(address);
+    let idleGone = false;
+    let busyGone = false;
+    idle.on("goaway", () => {
+      idleGone = true;
+    });
+    busy.on("goaway", () => {
+      busyGone = true;
+    });
+    try {
+      // A Transfer stream left open for longer than the idle time (its handler waits).
+      const req = busy.request(
+        { ":method": "POST", ":path": "/rbdbackup.v1.TransferService/Transfer", "content-type": "application/grpc" },
+        { endStream: false },
+      );
+      req.on("error", () => {});
+      await until(() => idleGone, "the idle session's GOAWAY", 5_000);
+      assert.equal(busyGone, false, "a session with an open stream stays");
+      hold.open();
+      req.close();
+      await until(() => busyGone, "its GOAWAY once its stream ended and it was idle", 5_000);
+    } finally {
+      idle.close();
+      busy.close();
+    }
+  });
 });
 
 describe("data-plane server: lifecycle", () => {
