@@ -22,6 +22,8 @@ backup id is the idempotency key of CreateBackup, so a repeated call never makes
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import os
 import re
@@ -92,9 +94,31 @@ def _shared_client(config) -> Client:
 TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
 
+# A backup's status that left 'restoring' this soon after another restore of it ended was that restore's
+# end (Cinder's manager sets it available once its driver returns), not an admin's reset-state.
+SIBLING_END_WINDOW = datetime.timedelta(seconds=60)
+CLOCK_SKEW = datetime.timedelta(seconds=5)
+
+
+def _naive_utc(t):
+    """A Cinder timestamp as a naive UTC datetime (as protobuf's ToDatetime gives), or None."""
+    if t is None:
+        return None
+    return t.astimezone(datetime.timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+
+
+def _host_tag(host: str) -> str:
+    """Cinder's `host` as it can stand in an idempotency key (≤ 128 characters of [A-Za-z0-9._:-] in
+    all): as it is when it fits, else "h-" and 16 hex of its sha256 (a host such as "node@ceph" or a long
+    FQDN made every restore fail INVALID_ARGUMENT)."""
+    if re.fullmatch(r"[A-Za-z0-9._:-]{1,63}", host):
+        return host
+    return "h-" + hashlib.sha256(host.encode()).hexdigest()[:16]
+
+
 def _restore_key_prefix() -> str:
     """The idempotency key prefix of this host's restores (Cinder's `host` option)."""
-    return f"cinder-restore-{CONF.host}-"
+    return f"cinder-restore-{_host_tag(CONF.host)}-"
 
 
 def _restore_key(backup_id: str) -> str:
@@ -358,6 +382,16 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             LOG.error("rbdbackup backup of volume %(v)s failed: %(err)s", {"v": volume.id, "err": e})
             raise exception.BackupRBDOperationFailed(str(e)) from None
         except RbdbackupError as e:
+            if mode == agent_pb2.BACKUP_MODE_INCREMENTAL and e.code.name == "FAILED_PRECONDITION":
+                # The parent's snapshot is gone from the volume (rbdbackup checks it at CreateBackup): Ceph's
+                # error for a missing parent snapshot, not rbdbackup's advice on modes a Cinder user has not.
+                parent = objects.Backup.get_by_id(self.context, backup.parent_id)
+                msg = _("Can't find snapshot from parent %(incr)s and base name image %(base)s.") % {
+                    "incr": backup.parent_id,
+                    "base": _service_metadata(parent).get("base", "-"),
+                }
+                LOG.error("%(msg)s (%(err)s)", {"msg": msg, "err": e})
+                raise exception.BackupRBDOperationFailed(msg) from None
             raise exception.BackupDriverException(reason=str(e)) from None
         b = done.backup
         LOG.info("Backup %(id)s of volume %(v)s is rbdbackup backup %(rid)s (%(kind)s%(why)s).", {
@@ -415,7 +449,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                 job,
                 _("restore of backup %s") % backup.id,
                 cancel=True,
-                stop_when=lambda: self._status_now(backup) != fields.BackupStatus.RESTORING,
+                stop_when=lambda: self._restore_cancelled(backup, rid, job),
             )
         except Stopped:
             LOG.info("Restore of backup %(id)s to volume %(v)s cancelled: the backup is no longer restoring; "
@@ -428,6 +462,31 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             LOG.warning("Restore of backup %(id)s: %(w)s", {"id": backup.id, "w": w})
         self._grow_to_volume_size(target, volume_file, done.restore.image_size)
         self._restore_metadata(backup, volume_id, done.restore)
+
+    def _restore_cancelled(self, backup, rid: str, job: pb.Job) -> bool:
+        """Whether Cinder cancelled this restore: its backup left 'restoring' (reset-state). Another restore
+        of the same backup ending moves it out of 'restoring' too — Cinder's manager sets it available
+        when any of them ends, and volumes made from one backup at once are common (rbdbackup runs them
+        side by side) — so a status that changed within SIBLING_END_WINDOW after another Cinder restore of
+        the backup ended (one that began before or during this one) is that restore's, not a cancel; a
+        reset-state later than that still cancels."""
+        if self._status_now(backup) == fields.BackupStatus.RESTORING:
+            return False
+        changed = _naive_utc(backup.updated_at)
+        began = job.created_at.ToDatetime()
+        for other in self.client.list_jobs(kind=pb.JOB_KIND_RESTORE, backup_id=rid):
+            if other.id == job.id or not other.idempotency_key.startswith("cinder-restore-"):
+                continue
+            if other.state not in FINAL_STATES:
+                continue
+            ended = other.finished_at.ToDatetime()
+            if ended < began:
+                continue
+            if changed is None or -CLOCK_SKEW <= changed - ended <= SIBLING_END_WINDOW:
+                LOG.debug("Backup %(id)s left 'restoring' as restore job %(other)s ended: not a cancel of job "
+                          "%(job)s.", {"id": backup.id, "other": other.id, "job": job.id})
+                return False
+        return True
 
     @staticmethod
     def _grow_to_volume_size(target, volume_file, restored_size: int) -> None:

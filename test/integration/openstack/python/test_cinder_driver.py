@@ -17,6 +17,7 @@ import socket
 import uuid
 
 import grpc
+import rbd
 from cinder import context, db, exception, objects
 from cinder.objects import fields
 from cinder.backup.drivers import ceph
@@ -274,6 +275,14 @@ class ErrorTest(DriverTestCase):
         e = self.assertRaises(exception.BackupRBDOperationFailed, self.driver.backup, b4, self.volume_file(vol))
         self.assertIn(f"Can't find snapshot from parent {b3.id}", str(e))
         self.assertEqual([rbdbackup_id(b3)], [x.id for x in self.driver.client.list_backups(volume_id=vol.id)])
+        # A parent whose snapshot is gone from the volume (removed by hand): rbdbackup refuses the
+        # incremental at CreateBackup (FAILED_PRECONDITION), and the user reads Ceph's error, not its advice.
+        with LAB.ioctx(*SRC) as io, rbd.Image(io, vol.name) as img:
+            img.remove_snap(self.ours(b3).snapshot)
+        b5 = self.cinder_backup(vol, parent=b3)
+        e = self.assertRaises(exception.BackupRBDOperationFailed, self.driver.backup, b5, self.volume_file(vol))
+        self.assertIn(f"Can't find snapshot from parent {b3.id} and base name image", str(e))
+        self.assertNotIn("use AUTO or FULL", str(e))
 
     def test_non_rbd_volume(self):
         vol = self.volume(image=False)
@@ -472,6 +481,55 @@ class GivingUpTest(DriverTestCase):
         ended = self.driver.client.wait(jobs[0], timeout=120, raise_on_failure=False)
         self.assertEqual(pb.JOB_STATE_CANCELLED, ended.state, ended.error_message)
 
+    def test_two_volumes_made_from_one_backup_at_once_both_restore(self):
+        # Cinder's create-volume-from-backup twice at once. rbdbackup runs both restores side by side (they
+        # share the backup); when the other one ends, Cinder's manager sets the backup available, and this
+        # one must not take that for a reset-state (before, it was cancelled and its volume left in error).
+        # The other restore is started beside this one's job and its manager's status write made at this
+        # one's next check after it ended: one green thread, as Cinder's test fixtures need.
+        self.override_config("rbdbackup_status_check_interval", 0.05)
+        vol = self.volume(writes=400)
+        b = self.do_backup(vol)
+        sha = LAB.export_sha256("site-a", f"rbd/{vol.name}@{self.ours(b).snapshot}")
+        slow, fast = self.volume(writes=0), self.volume(writes=0)
+        jobs = {}
+        real_restore, real_status = self.driver.client.restore_backup, self.driver._status_now
+        from rbdbackup_cinder.driver import _restore_key
+
+        def restore_backup(req):
+            other = pb.RestoreBackupRequest()
+            other.CopyFrom(req)
+            other.target.image = fast.name
+            other.idempotency_key = _restore_key(b.id)
+            req.transfer.bandwidth_limit_bytes_per_second = 8 << 20  # still writing when the other ends
+            jobs["slow"] = real_restore(req)
+            jobs["fast"] = real_restore(other)
+            return jobs["slow"]
+
+        seen = {}
+
+        def status_now(backup):
+            if "fast" in jobs and "ended" not in seen:
+                fast_job = self.driver.client.get_job(jobs["fast"].id)
+                if fast_job.state == pb.JOB_STATE_SUCCEEDED:  # the other restore's manager: available again
+                    seen["ended"] = pb.JobState.Name(self.driver.client.get_job(jobs["slow"].id).state)
+                    row = objects.Backup.get_by_id(self.ctxt, backup.id)
+                    row.status = fields.BackupStatus.AVAILABLE
+                    row.save()
+            return real_status(backup)
+
+        self.driver.client.restore_backup = restore_backup
+        self.driver._status_now = status_now
+        try:
+            self.restore(b, slow.id, self.volume_file(slow))
+        finally:
+            del self.driver.client.restore_backup
+            del self.driver._status_now
+        self.assertEqual("JOB_STATE_RUNNING", seen.get("ended"), "this restore ran on after the other ended")
+        self.assertEqual(pb.JOB_STATE_SUCCEEDED, self.driver.client.get_job(jobs["slow"].id).state)
+        for v in (slow, fast):
+            self.assertEqual(sha, LAB.export_sha256("site-a", f"rbd/{v.name}"), v.name)
+
     def test_a_backup_deleted_while_it_is_made_is_aborted_not_failed(self):
         # `backup delete --force` of a backup being made (the driver supports it): the API sets it
         # 'deleting' and the manager's delete_backup runs beside backup() — it cancels the job. backup()
@@ -612,3 +670,19 @@ class RecordTest(DriverTestCase):
         bad = self.cinder_backup(vol)
         self.assertRaises(exception.InvalidBackup, driver2.import_record, bad, {"other": 1})
         self.assertRaises(exception.InvalidBackup, driver2.import_record, bad, {"rbdbackup_record": {"nope": 1}})
+
+
+class RestoreKeyTest(test.TestCase):
+    def test_a_host_that_cannot_stand_in_a_key_is_hashed_and_its_keys_are_still_its_own(self):
+        from rbdbackup_cinder.driver import _host_tag, _is_my_restore_key, _restore_key
+
+        self.assertEqual("node-1.example:x", _host_tag("node-1.example:x"), "a host that fits is kept as it is")
+        for host in ("node@ceph", "n" * 64):
+            self.override_config("host", host)
+            self.assertRegex(_host_tag(host), r"^h-[0-9a-f]{16}$")
+            key = _restore_key(str(uuid.uuid4()))
+            # What the coordinator accepts as an idempotency key (src/coordinator/validate.ts).
+            self.assertRegex(key, r"^[A-Za-z0-9._:-]{1,128}$")
+            self.assertTrue(_is_my_restore_key(key))
+            self.override_config("host", host + "2")
+            self.assertFalse(_is_my_restore_key(key), "another host's")
