@@ -71,6 +71,8 @@ export class PolicyRunner implements PolicyRunnerPort {
   /** The last run settled per record ("<policy>\0<volume key>" → job id): one entry per record, not per run. */
   readonly #settled = new Map<string, string>();
   readonly #launching = new Set<string>();
+  /** Discovered volumes another policy to the same destination already protects (warned once each). */
+  readonly #clashes = new Set<string>();
   readonly #plan = new TickPlan();
   /** Its `next`: what the last tick found next due (nextWake); re-armed after each tick, at most SAFETY_PASS_MS on. */
   readonly #wake: WakeTimer;
@@ -250,6 +252,9 @@ export class PolicyRunner implements PolicyRunnerPort {
     }
     for (const [key, { vol, source }] of want) {
       if (records.has(key)) continue;
+      // Two pool selectors whose regexes both match a new image (UpdatePolicy checks what is selected
+      // then, not what comes later): the policy that has it first keeps it — one policy per destination.
+      if (source === "discovered" && this.#protectedElsewhere(p, key)) continue;
       const rec = newRecord(p, vol, source, now);
       store.upsertProtection(rec);
       out.push(rec);
@@ -318,6 +323,29 @@ export class PolicyRunner implements PolicyRunnerPort {
 
   #save(next: ProtectionRecord, into: ProtectionRecord): void {
     Object.assign(into, saveRunnerFields(this.deps.store, next) ?? next);
+  }
+
+  /** Whether another policy to `p`'s destination has a record of the volume (warned once per pair). */
+  #protectedElsewhere(p: Policy, key: string): boolean {
+    const d = p.destination;
+    const other = this.deps.store.protectionOfVolume(key).find((r) => {
+      const o = r.policy === p.name ? undefined : this.deps.store.getPolicy(r.policy)?.destination;
+      return !!o && o.cluster === d?.cluster && o.pool === d.pool && o.namespace === d.namespace;
+    });
+    if (!other) return false;
+    const pair = `${p.name}\0${other.policy}\0${key}`;
+    if (!this.#clashes.has(pair)) {
+      this.#clashes.add(pair);
+      this.deps.log.warn(
+        "a discovered volume is already protected by another policy to the same destination: left to it",
+        {
+          policy: p.name,
+          volume: key,
+          protectedBy: other.policy,
+        },
+      );
+    }
+    return true;
   }
 
   /** A due slot: skipped (paused: not counted; previous run still going: missed) or run. */

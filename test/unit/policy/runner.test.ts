@@ -510,6 +510,30 @@ describe("policy runner", () => {
     assert.equal(h.catalog.policies.protectionOfPolicy("gold").length, 3);
   });
 
+  it("two pool selectors to one destination that both match a new image: it gets one policy's record, not two", async () => {
+    images = ["vm-1", "x-db"];
+    const pooled = (name: string, imageRegex: string) =>
+      policy({ name, selector: { volumes: [], cluster: "a", pool: "rbd", namespace: "", imageRegex } });
+    h.catalog.policies.insertPolicy(pooled("vms", "vm-.*"));
+    h.catalog.policies.insertPolicy(pooled("dbs", ".*-db"));
+    runner.selected("vms");
+    runner.selected("dbs");
+    await until(() => {
+      void runner.tick();
+      return runner.selected("vms").length === 1 && runner.selected("dbs").length === 1;
+    }, "both listed");
+    images = ["vm-1", "x-db", "vm-db"]; // matched by both regexes
+    h.t += 30_000;
+    await until(() => {
+      void runner.tick();
+      return h.catalog.policies.protectionOfVolume("a/rbd//vm-db").length > 0;
+    }, "vm-db picked up");
+    h.t += 30_000;
+    await runner.tick();
+    await runner.tick();
+    assert.equal(h.catalog.policies.protectionOfVolume("a/rbd//vm-db").length, 1, "one policy per destination");
+  });
+
   it("a discovered volume paused by a failover stays paused when a listing lacks it and it comes back", async () => {
     images = ["vol-1", "vol-2"];
     h.catalog.policies.insertPolicy(
