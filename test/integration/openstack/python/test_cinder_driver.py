@@ -107,6 +107,12 @@ class DriverTestCase(test.TestCase):
             b.status = fields.BackupStatus.AVAILABLE
             b.save()
 
+    def set_status(self, b, status):
+        """The backup's row in Cinder's database gets `status` (what the manager or an admin writes)."""
+        row = objects.Backup.get_by_id(self.ctxt, b.id)
+        row.status = status
+        row.save()
+
     def delete_quietly(self, b):
         # The backup manager's delete, at the end of every test that made one (a second delete warns only).
         self.driver.delete_backup(objects.Backup.get_by_id(self.ctxt, b.id))
@@ -465,9 +471,7 @@ class GivingUpTest(DriverTestCase):
         def status_now(backup):
             checks.append(1)
             if len(checks) == 2:  # the admin's reset-state, after the first window of the watch
-                row = objects.Backup.get_by_id(self.ctxt, backup.id)
-                row.status = fields.BackupStatus.AVAILABLE
-                row.save()
+                self.set_status(backup, fields.BackupStatus.AVAILABLE)
             return real_status(backup)
 
         self.driver.client.restore_backup = restore_backup
@@ -513,9 +517,7 @@ class GivingUpTest(DriverTestCase):
                 fast_job = self.driver.client.get_job(jobs["fast"].id)
                 if fast_job.state == pb.JOB_STATE_SUCCEEDED:  # the other restore's manager: available again
                     seen["ended"] = pb.JobState.Name(self.driver.client.get_job(jobs["slow"].id).state)
-                    row = objects.Backup.get_by_id(self.ctxt, backup.id)
-                    row.status = fields.BackupStatus.AVAILABLE
-                    row.save()
+                    self.set_status(backup, fields.BackupStatus.AVAILABLE)
             return real_status(backup)
 
         self.driver.client.restore_backup = restore_backup
@@ -544,9 +546,7 @@ class GivingUpTest(DriverTestCase):
         def status_now(backup):
             if not deleted:  # the force-delete arrives now; this read of the status came just before it
                 deleted.append(1)
-                row = objects.Backup.get_by_id(self.ctxt, backup.id)
-                row.status = fields.BackupStatus.DELETING
-                row.save()
+                self.set_status(backup, fields.BackupStatus.DELETING)
                 self.driver.delete_backup(row)  # the manager's delete: cancels the job, waits for its end
                 return fields.BackupStatus.CREATING
             return real_status(backup)
