@@ -142,11 +142,10 @@ const MAX_RESUME_POINT_BYTES = 2 * 1024 * 1024;
 /** Streams one connection may hold beyond the transfers this agent admits (ListChains, ResumePoint). */
 const UNARY_STREAMS_HEADROOM = 64;
 /**
- * Connections a data-plane server holds at most (each a TLS socket, an HTTP/2 session's or a bulk
- * transfer's): beyond it the kernel's backlog holds new ones. Transfers are bounded by
- * maxConcurrentTransfers; this bounds what a peer can hold open without transferring.
+ * How long a connection may take to complete its TLS handshake (Node's default is 120 s): connections
+ * that never start TLS do not pile up for minutes each.
  */
-export const MAX_CONNECTIONS = 1024;
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** An HTTP/2 session with no stream for this long is closed (GOAWAY): the source connects again when it needs to. */
 export const IDLE_SESSION_MS = 5 * 60_000;
 
@@ -205,12 +204,15 @@ export class DataPlaneServer {
         // A peer multiplexes all its transfers to this agent on one connection: room for all it may run.
         maxConcurrentStreams: opts.maxConcurrentTransfers + UNARY_STREAMS_HEADROOM,
       },
+      // Busy PINGs (transfer-server.ts busyBeat): one per busy stream per beat, besides the keepalive's.
+      // Node allows 10 unanswered ones per session by default and cancels the rest — the same streams'
+      // every beat, so past 10 busy transfers on one connection those sources timed out.
+      maxOutstandingPings: opts.maxConcurrentTransfers + UNARY_STREAMS_HEADROOM + 2,
       // Like grpc-js: no session memory cap (Node degrades badly when it is hit); what a peer may
       // have in flight is bounded by the receive window and the readers' queues instead.
       maxSessionMemory: Number.MAX_SAFE_INTEGER,
     };
     this.#h2 = http2.createServer(common);
-    this.#h2.maxConnections = MAX_CONNECTIONS;
     this.#h2.on("session", (s: http2.ServerHttp2Session) => this.#onSession(s));
     this.#h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) =>
       this.#onStream(stream, headers),
@@ -227,6 +229,7 @@ export class DataPlaneServer {
       rejectUnauthorized: true,
       minVersion: "TLSv1.2",
       ALPNProtocols: bulk ? [ALPN_BULK, ALPN_H2] : [ALPN_H2],
+      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
     });
     server.on("secureConnection", (socket: TLSSocket) => {
       if (socket.alpnProtocol === ALPN_H2) this.#h2.emit("connection", socket);
@@ -234,7 +237,6 @@ export class DataPlaneServer {
       else socket.destroy(); // no ALPN (or another): neither gRPC nor the bulk channel
     });
     server.on("tlsClientError", (err: Error) => opts.log?.debug("data plane: TLS handshake refused", { err }));
-    server.maxConnections = MAX_CONNECTIONS;
     this.#server = server;
   }
 
@@ -389,7 +391,10 @@ export class DataPlaneServer {
       try {
         session.ping((err) => {
           if (timer) clearTimeout(timer);
-          if (err) session.destroy();
+          // Cancelled for too many PINGs outstanding (busy beats): not a dead peer; asked again later.
+          if (err && (err as { code?: string }).code === "ERR_HTTP2_PING_CANCEL" && !session.destroyed)
+            schedule(ping, every);
+          else if (err) session.destroy();
           else schedule(ping, every);
         });
       } catch {

@@ -37,6 +37,9 @@ import type { TransferEntry } from "../transfer-server";
 import { RELEASE, type Releasable } from "../wire";
 import { BULK_VERSION, BUSY_FRAME, resultFrame } from "./protocol";
 
+/** Busy frames are not written while this much is already waiting to go out (a source not reading). */
+const BUSY_BACKLOG_BYTES = 64 * 1024;
+
 /** After the answer: how long the client may take to close before the connection is destroyed. */
 const LINGER_MS = 10_000;
 
@@ -115,7 +118,9 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
   const beatFor = (open: BulkOpen) => {
     if (!open.busyIntervalMs || o.busyBeats === false || socket.destroyed) return;
     busy = beatWhileBusy(socket, reader, open.busyIntervalMs, () => {
-      if (!socket.destroyed && !socket.writableEnded) socket.write(BUSY_FRAME);
+      // A source that does not read its beats gets no more of them (nothing piles up in memory).
+      if (!socket.destroyed && !socket.writableEnded && socket.writableLength < BUSY_BACKLOG_BYTES)
+        socket.write(BUSY_FRAME);
     });
   };
   socket.once("close", () => busy?.stop());

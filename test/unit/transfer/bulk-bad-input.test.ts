@@ -180,6 +180,38 @@ describe("bulk channel: bad input", () => {
     }
   });
 
+  it("16 busy transfers at once over one HTTP/2 connection: every one's beats get through (not only 10 PINGs)", async () => {
+    const n = 16;
+    const served = await serve(
+      async (m) => {
+        const it = m[Symbol.asyncIterator]();
+        await it.next();
+        await new Promise((r) => setTimeout(r, 1200)); // 4 idle bounds without reading
+        let got = 0;
+        for (let r = await it.next(); !r.done; r = await it.next()) {
+          got++;
+          (r.value as Releasable)[RELEASE]?.();
+        }
+        return { dataChunks: got };
+      },
+      { idleTimeoutMs: 300, bulk: false, maxConcurrentTransfers: n },
+    );
+    const h2 = new TransferClient(served.address, labTls("agent-site-a"), { log: quietLogger(), idleTimeoutMs: 300 });
+    closers.push(() => h2.close());
+    const chunk = 256 * KiB; // 4 MiB each: more than the stream's window and the reader's queue hold
+    const outcomes = await Promise.all(
+      Array.from({ length: n }, (_, k) => {
+        const h = header({ imageSize: 16 * chunk, chunkSize: chunk, transferId: `busy-${k}` });
+        const parts = Array.from({ length: 16 }, (_, i) => ({ offset: i * chunk, data: pattern(chunk, i) }));
+        return h2.transfer(new Feed(messages(h, parts)), AbortSignal.timeout(30_000), mint(h)).then(
+          (s) => `ok ${s.dataChunks}`,
+          (e: Error) => `failed: ${e.message}`,
+        );
+      }),
+    );
+    assert.deepEqual(outcomes, Array(n).fill("ok 17"));
+  });
+
   it("a destination of the version before busy beats that stops reading: the client fails with DEADLINE_EXCEEDED within its idle bound", async () => {
     // The entry reads the header, then nothing until the client gave up; then it finds the stream cut.
     let clientGaveUp = () => {};
