@@ -443,13 +443,14 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         LOG.debug("Restoring rbdbackup backup %(rid)s over volume %(v)s.", {"rid": rid, "v": target.name})
         try:
             job = self.client.restore_backup(req)
+            excused: dict = {}
             # Cinder cancels a restore by moving its backup out of 'restoring' (reset-state): the job is
             # cancelled and Cinder's BackupRestoreCancel raised (the manager marks the volume error).
             done = self._follow(
                 job,
                 _("restore of backup %s") % backup.id,
                 cancel=True,
-                stop_when=lambda: self._restore_cancelled(backup, rid, job),
+                stop_when=lambda: self._restore_cancelled(backup, rid, job, excused),
             )
         except Stopped:
             LOG.info("Restore of backup %(id)s to volume %(v)s cancelled: the backup is no longer restoring; "
@@ -463,26 +464,33 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         self._grow_to_volume_size(target, volume_file, done.restore.image_size)
         self._restore_metadata(backup, volume_id, done.restore)
 
-    def _restore_cancelled(self, backup, rid: str, job: pb.Job) -> bool:
+    def _restore_cancelled(self, backup, rid: str, job: pb.Job, excused: dict) -> bool:
         """Whether Cinder cancelled this restore: its backup left 'restoring' (reset-state). Another restore
         of the same backup ending moves it out of 'restoring' too — Cinder's manager sets it available
         when any of them ends, and volumes made from one backup at once are common (rbdbackup runs them
-        side by side) — so a status that changed within SIBLING_END_WINDOW after another Cinder restore of
-        the backup ended (one that began before or during this one) is that restore's, not a cancel; a
-        reset-state later than that still cancels."""
+        side by side) — so a status write (its updated_at) within SIBLING_END_WINDOW after another Cinder
+        restore of the backup ended (one that began before or during this one) is that restore's, not a
+        cancel. Each such restore excuses one write (`excused`, this restore's own: the writes and the
+        restores already counted), and a cancelled one none (a reset-state cancels every restore of the
+        backup; the manager's write after it is the reset's): a later reset-state still cancels."""
         if self._status_now(backup) == fields.BackupStatus.RESTORING:
             return False
         changed = _naive_utc(backup.updated_at)
+        if changed is not None and changed in excused.get("writes", ()):
+            return False
         began = job.created_at.ToDatetime()
+        used = excused.setdefault("restores", set())
         for other in self.client.list_jobs(kind=pb.JOB_KIND_RESTORE, backup_id=rid):
-            if other.id == job.id or not other.idempotency_key.startswith("cinder-restore-"):
+            if other.id == job.id or other.id in used or not other.idempotency_key.startswith("cinder-restore-"):
                 continue
-            if other.state not in FINAL_STATES:
+            if other.state not in (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED):
                 continue
             ended = other.finished_at.ToDatetime()
             if ended < began:
                 continue
             if changed is None or -CLOCK_SKEW <= changed - ended <= SIBLING_END_WINDOW:
+                used.add(other.id)
+                excused.setdefault("writes", set()).add(changed)
                 LOG.debug("Backup %(id)s left 'restoring' as restore job %(other)s ended: not a cancel of job "
                           "%(job)s.", {"id": backup.id, "other": other.id, "job": job.id})
                 return False

@@ -133,7 +133,15 @@ export async function failbackVolume(
   // Again with the insert: another failback (or restore) onto either volume may have been admitted while
   // the source was probed — unless that one is this very request again (its retry answers with its job).
   const submitted = await adm.submit(job, () => {
-    if (!(req.idempotencyKey && deps.catalog.jobByIdempotencyKey(req.idempotencyKey))) requireFree();
+    if (req.idempotencyKey && deps.catalog.jobByIdempotencyKey(req.idempotencyKey)) return;
+    requireFree();
+    // The backup too, as it is now: handed to a DELETE while the source was probed, it cannot be sent back.
+    const now = deps.catalog.getBackup(b.id);
+    if (now?.status !== BackupStatus.BACKUP_STATUS_AVAILABLE) {
+      throw failedPrecondition(
+        `backup ${b.id} is ${now ? BackupStatus[now.status] : "gone"} (changed while the source was checked); fail back again`,
+      );
+    }
   });
   deps.log.info("volume failback queued", {
     volume: volumeLabel(volume),

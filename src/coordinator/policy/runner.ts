@@ -243,7 +243,12 @@ export class PolicyRunner implements PolicyRunnerPort {
       // A record a failover paused stays too, whatever the listing says (a lost site's pool listed
       // without the volume, a volume re-created by a failback's full copy): it stays paused until
       // ResumePolicy, as FailoverVolume promises, instead of coming back unpaused with the image.
-      if (want.has(key) || (discovered === null && rec.source === "discovered") || rec.pausedReason) out.push(rec);
+      if (
+        want.has(key) ||
+        (discovered === null && rec.source === "discovered") ||
+        (rec.pausedReason && selects(p, rec.volume))
+      )
+        out.push(rec);
       else {
         store.deleteProtection(p.name, key);
         this.#plan.pending(p.name, key, false);
@@ -305,16 +310,19 @@ export class PolicyRunner implements PolicyRunnerPort {
         .observe(Math.max(0, ended - job.createdAt) / 1000);
     }
     const mark = `job ${id}: `;
+    // Paused by a failover (read now: it may have come after `rec` was read).
+    const paused = !!this.deps.store.getProtection(p.name, volumeKey(rec.volume))?.pausedReason;
     if (ok) {
       if (rec.consecutiveFailures || rec.lastError) this.#save({ ...rec, consecutiveFailures: 0, lastError: "" }, rec);
       // A protection paused by a failover deletes nothing: the volume's history goes on elsewhere, and
       // what to keep is the operator's to decide when it resumes (its next run applies retention).
-      const paused = !!this.deps.store.getProtection(p.name, volumeKey(rec.volume))?.pausedReason;
       const n = paused ? 0 : enforceRetention(this.deps, p, rec.volume, now);
       if (n) {
         this.deps.metrics?.retentionDeletions.labels(p.name).inc(n);
         this.deps.scheduler.kick();
       }
+    } else if (job.state === JobState.JOB_STATE_CANCELLED && paused) {
+      // Cancelled by the failover that paused it (api/failover.ts): not a failure of the volume's protection.
     } else if (!rec.lastError.startsWith(mark)) {
       const why = job.errorMessage || JobState[job.state];
       this.#save({ ...rec, consecutiveFailures: rec.consecutiveFailures + 1, lastError: mark + why }, rec);
@@ -329,8 +337,11 @@ export class PolicyRunner implements PolicyRunnerPort {
   #protectedElsewhere(p: Policy, key: string): boolean {
     const d = p.destination;
     const other = this.deps.store.protectionOfVolume(key).find((r) => {
-      const o = r.policy === p.name ? undefined : this.deps.store.getPolicy(r.policy)?.destination;
-      return !!o && o.cluster === d?.cluster && o.pool === d.pool && o.namespace === d.namespace;
+      const op = r.policy === p.name ? undefined : this.deps.store.getPolicy(r.policy);
+      const o = op?.destination;
+      // A record its policy no longer selects (a paused one kept, a rewritten selector) claims nothing.
+      if (!op || !o || !selects(op, r.volume)) return false;
+      return o.cluster === d?.cluster && o.pool === d.pool && o.namespace === d.namespace;
     });
     if (!other) return false;
     const pair = `${p.name}\0${other.policy}\0${key}`;
@@ -518,4 +529,19 @@ export class PolicyRunner implements PolicyRunnerPort {
   samples(): VolumeSample[] {
     return volumeSamples(this.deps.catalog, this.deps.store, this.#now());
   }
+}
+
+/** Whether `p`'s selector takes `vol`: listed, or in its pool and matched by its regex (whatever a listing said). */
+function selects(p: Policy, vol: VolumeRef): boolean {
+  const sel = p.selector;
+  if (!sel) return false;
+  if (sel.volumes.some((v) => volumeKey(v) === volumeKey(vol))) return true;
+  return (
+    !!sel.cluster &&
+    !!sel.pool &&
+    sel.cluster === vol.cluster &&
+    sel.pool === vol.pool &&
+    sel.namespace === vol.namespace &&
+    matching(sel, [vol.image]).length === 1
+  );
 }

@@ -179,6 +179,29 @@ describe("FailbackVolume (coordinator)", () => {
     assert.equal(h.backup(b.id).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
   });
 
+  it("a failback whose backup is given to a DELETE while the source is probed: refused, nothing queued", async () => {
+    const v = vol("v1");
+    const source = vol("v1-over", "b");
+    const b = available(v, [source]);
+    let other = "";
+    onProbe = () => {
+      b.clones = []; // flattened meanwhile: its delete is allowed
+      h.catalog.updateBackup(b);
+      const d = h.queueDelete(b.id);
+      other = d.id;
+      // Only the backup's lock: the failback's volumes stay free, so only the backup's status refuses it.
+      h.catalog.updateJob({ ...d, locks: [d.locks[1] as string] });
+    };
+    const before = h.catalog.activeJobs().length;
+    await assertStatus(
+      api.failbackVolume({ volume: v, source, backupId: b.id }),
+      Status.FAILED_PRECONDITION,
+      /is BACKUP_STATUS_DELETING \(changed while the source was checked\)/,
+    );
+    assert.equal(h.catalog.activeJobs().length, before + 1, "only the DELETE");
+    cancel(other);
+  });
+
   it("a restore whose backup is given to a DELETE while the target is probed: refused, nothing queued", async () => {
     const v = vol("v1");
     const b = available(v);

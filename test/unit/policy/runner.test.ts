@@ -510,6 +510,39 @@ describe("policy runner", () => {
     assert.equal(h.catalog.policies.protectionOfPolicy("gold").length, 3);
   });
 
+  it("a paused record goes once its policy no longer selects the volume; a run the failover cancelled is no failure", async () => {
+    h.catalog.policies.insertPolicy(
+      policy({ selector: PolicySelector.fromPartial({ volumes: [vol("v1"), vol("v2")] }) }),
+    );
+    await runner.tick();
+    h.t = (record()?.nextRunAt ?? 0) + 1;
+    await runner.tick(); // runs queued for both
+    for (const v of [vol("v1"), vol("v2")]) {
+      const r = record("gold", v);
+      assert.ok(r);
+      h.catalog.policies.upsertProtection({ ...r, pausedReason: "failed over" });
+    }
+    const run = jobs().find((j) => j.volume.image === "v1");
+    assert.ok(run);
+    h.catalog.updateJob({ ...run, state: JobState.JOB_STATE_CANCELLED, finishedAt: h.t }); // by the failover
+    h.t += 1000;
+    await runner.tick();
+    assert.equal(record("gold", vol("v1"))?.consecutiveFailures, 0, "not counted as a failure");
+    assert.equal(record("gold", vol("v1"))?.lastError, "");
+    // The operator takes v2 out of the policy: its paused record does not outlive the selection.
+    const p = h.catalog.policies.getPolicy("gold") as Policy;
+    h.catalog.policies.updatePolicy({
+      ...p,
+      selector: PolicySelector.fromPartial({ volumes: [vol("v1")] }),
+      revision: p.revision + 1,
+    });
+    runner.changed("gold");
+    h.t += 1000;
+    await runner.tick();
+    assert.equal(record("gold", vol("v2")), undefined, "v2's record went with its selection");
+    assert.equal(record("gold", vol("v1"))?.pausedReason, "failed over", "v1 stays paused");
+  });
+
   it("two pool selectors to one destination that both match a new image: it gets one policy's record, not two", async () => {
     images = ["vm-1", "x-db"];
     const pooled = (name: string, imageRegex: string) =>

@@ -108,10 +108,11 @@ class DriverTestCase(test.TestCase):
             b.save()
 
     def set_status(self, b, status):
-        """The backup's row in Cinder's database gets `status` (what the manager or an admin writes)."""
+        """The backup's row in Cinder's database gets `status` (what the manager or an admin writes); returns the row."""
         row = objects.Backup.get_by_id(self.ctxt, b.id)
         row.status = status
         row.save()
+        return row
 
     def delete_quietly(self, b):
         # The backup manager's delete, at the end of every test that made one (a second delete warns only).
@@ -546,8 +547,8 @@ class GivingUpTest(DriverTestCase):
         def status_now(backup):
             if not deleted:  # the force-delete arrives now; this read of the status came just before it
                 deleted.append(1)
-                self.set_status(backup, fields.BackupStatus.DELETING)
-                self.driver.delete_backup(row)  # the manager's delete: cancels the job, waits for its end
+                self.driver.delete_backup(self.set_status(backup, fields.BackupStatus.DELETING))  # the
+                # manager's delete: cancels the job, waits for its end
                 return fields.BackupStatus.CREATING
             return real_status(backup)
 
@@ -686,3 +687,59 @@ class RestoreKeyTest(test.TestCase):
             self.assertTrue(_is_my_restore_key(key))
             self.override_config("host", host + "2")
             self.assertFalse(_is_my_restore_key(key), "another host's")
+
+    def test_a_status_write_is_excused_once_by_a_sibling_restore_that_ended_not_by_a_cancelled_one(self):
+        import datetime
+        import types
+
+        from google.protobuf import timestamp_pb2
+        from rbdbackup_cinder.driver import RbdbackupBackupDriver
+
+        t0 = datetime.datetime(2026, 12, 1, 12, 0, 0)
+
+        def ts(seconds):
+            t = timestamp_pb2.Timestamp()
+            t.FromDatetime(t0 + datetime.timedelta(seconds=seconds))
+            return t
+
+        def job(jid, state, created, finished=None, key="cinder-restore-h-0123456789abcdef-x"):
+            j = pb.Job(id=jid, state=state, idempotency_key=key, created_at=ts(created))
+            if finished is not None:
+                j.finished_at.CopyFrom(ts(finished))
+            return j
+
+        class Fake:
+            status = fields.BackupStatus.RESTORING
+            updated = None
+            jobs = []
+
+            def _status_now(self, backup):
+                backup.updated_at = self.updated
+                return self.status
+
+        fake = Fake()
+        fake.client = types.SimpleNamespace(list_jobs=lambda **kw: list(fake.jobs))
+        backup = types.SimpleNamespace(id="b", updated_at=None)
+        mine = job("mine", pb.JOB_STATE_RUNNING, 0)
+
+        def cancelled(excused):
+            return RbdbackupBackupDriver._restore_cancelled(fake, backup, "rid", mine, excused)
+
+        excused = {}
+        self.assertFalse(cancelled(excused), "restoring")
+        # Another restore of the backup ended at +100; the manager wrote 'available' at +102.
+        fake.jobs = [mine, job("other", pb.JOB_STATE_SUCCEEDED, 5, 100)]
+        fake.status, fake.updated = fields.BackupStatus.AVAILABLE, t0 + datetime.timedelta(seconds=102)
+        self.assertFalse(cancelled(excused), "the other restore's end")
+        self.assertFalse(cancelled(excused), "the same write, read again")
+        fake.updated = t0 + datetime.timedelta(seconds=130)  # an admin's reset-state, 30 s later
+        self.assertTrue(cancelled(excused), "a second write: the other restore excused one")
+        # A cancelled sibling (the reset-state cancelled it first) excuses nothing.
+        fake.jobs = [mine, job("other", pb.JOB_STATE_CANCELLED, 5, 104)]
+        fake.updated = t0 + datetime.timedelta(seconds=106)
+        self.assertTrue(cancelled({}))
+        # One that ended before this restore began, or another service's restore, neither.
+        fake.jobs = [mine, job("old", pb.JOB_STATE_SUCCEEDED, -50, -10), job("x", pb.JOB_STATE_SUCCEEDED, 5, 100, key="k")]
+        fake.updated = t0 + datetime.timedelta(seconds=102)
+        self.assertTrue(cancelled({}))
+
