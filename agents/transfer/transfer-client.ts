@@ -31,10 +31,11 @@ import { AbortError } from "abort-controller-x";
 import { ClientError, Status } from "nice-grpc-common";
 import { CAPABILITY_HEADER } from "../../src/common/capability";
 import { type Logger, logger } from "../../src/common/log";
+import { abortable } from "../../src/common/retry";
 import type { TlsConfig } from "../../src/common/tls";
 import { VERSION } from "../../src/common/version";
 import { type TransferMessage, TransferServiceDefinition, TransferSummary } from "../../src/gen/rbdbackup/v1/transfer";
-import { busyIntervalFor, DEFAULT_IDLE_TIMEOUT_MS, RESULT_WAIT_MS } from "./bulk/protocol";
+import { busyIntervalFor, DEFAULT_IDLE_TIMEOUT_MS, RESULT_WAIT_MS, unlessBusy } from "./bulk/protocol";
 import { PeerConnection, type PeerConnectionOptions } from "./peer-connection";
 import { BUSY_HEADER, REASON_HEADER } from "./protocol";
 import {
@@ -214,22 +215,7 @@ export class TransferClient {
       ready.catch(() => {}); // every waiter gets the rejection; none left unhandled
       this.#ready.set(session, ready);
     }
-    const shared = ready;
-    if (signal.aborted) return Promise.reject(new AbortError());
-    return new Promise<TLSSocket>((resolve, reject) => {
-      const onAbort = () => reject(new AbortError());
-      signal.addEventListener("abort", onAbort, { once: true });
-      shared.then(
-        (socket) => {
-          signal.removeEventListener("abort", onAbort);
-          resolve(socket);
-        },
-        (e) => {
-          signal.removeEventListener("abort", onAbort);
-          reject(e);
-        },
-      );
-    });
+    return abortable(ready, signal, () => new AbortError());
   }
 
   #send(messages: AsyncIterable<TransferMessage>, signal: AbortSignal, capability?: string): Promise<TransferSummary> {
@@ -424,27 +410,23 @@ export class TransferClient {
       const drained = () =>
         new Promise<void>((ok) => {
           const idleMs = this.#opts.idleTimeoutMs;
-          const since = Date.now();
-          const idle = () => {
-            // Quiet since the wait began and since its last busy PING: gone or stuck, not busy.
-            const quiet = Date.now() - Math.max(since, busyAt);
-            if (quiet < idleMs) {
-              timer = setTimeout(idle, idleMs - quiet);
-              return;
-            }
-            done();
-            finish(
-              new ClientError(
-                TRANSFER_PATH,
-                Status.DEADLINE_EXCEEDED,
-                `the destination ${this.address} took no data for ${idleMs} ms and did not say it was busy (transfer.bulkIdleTimeoutMs)`,
-              ),
-            );
-            if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
-          };
-          let timer = setTimeout(idle, idleMs);
+          const stop = unlessBusy(
+            idleMs,
+            () => busyAt,
+            () => {
+              done();
+              finish(
+                new ClientError(
+                  TRANSFER_PATH,
+                  Status.DEADLINE_EXCEEDED,
+                  `the destination ${this.address} took no data for ${idleMs} ms and did not say it was busy (transfer.bulkIdleTimeoutMs)`,
+                ),
+              );
+              if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+            },
+          );
           const done = () => {
-            clearTimeout(timer);
+            stop();
             stream.off("drain", done);
             stream.off("close", done);
             ok();

@@ -39,6 +39,28 @@ export function abortError(signal?: AbortSignal): Error {
   return Object.assign(new Error("the operation was aborted", { cause: reason }), { name: "AbortError" });
 }
 
+/**
+ * Settles like `p`, or rejects with `why()` (default: `signal.reason`) as soon as `signal` aborts — a
+ * wait that ends with the signal, without a listener left behind.
+ */
+export function abortable<T>(p: Promise<T>, signal: AbortSignal, why: () => unknown = () => signal.reason): Promise<T> {
+  if (signal.aborted) return Promise.reject(why());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(why());
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
 /** Resolves after `ms`, or rejects with an AbortError as soon as `signal` aborts. */
 export function delay(ms: number, signal?: AbortSignal): Promise<void> {
   if (signal?.aborted) return Promise.reject(abortError(signal));

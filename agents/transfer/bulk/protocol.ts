@@ -44,6 +44,22 @@ export const BUSY_FRAME: Buffer = Buffer.alloc(5);
 /** How often a source asks to hear from a busy destination: a third of its idle bound. */
 export const busyIntervalFor = (idleTimeoutMs: number): number => Math.max(1, Math.floor(idleTimeoutMs / 3));
 
+/**
+ * A source's idle bound while it waits for the destination to take its bytes: `onIdle` once `ms` passed
+ * with neither the wait's start nor the destination's last busy signal (`busyAt()`, ms since the epoch)
+ * within them. Returns the function that stops it (the wait ended).
+ */
+export function unlessBusy(ms: number, busyAt: () => number, onIdle: () => void): () => void {
+  const since = Date.now();
+  const check = () => {
+    const quiet = Date.now() - Math.max(since, busyAt());
+    if (quiet < ms) timer = setTimeout(check, ms - quiet);
+    else onIdle();
+  };
+  let timer = setTimeout(check, ms);
+  return () => clearTimeout(timer);
+}
+
 /** The number of busy frames at the start of `bytes` (each BUSY_FRAME's five zero bytes). */
 export function leadingBusyFrames(bytes: Buffer): number {
   let n = 0;

@@ -28,6 +28,7 @@ import {
   parseResult,
   RESULT_WAIT_MS,
   resultError,
+  unlessBusy,
 } from "./protocol";
 
 const KEEPALIVE_MS = 15_000;
@@ -147,26 +148,22 @@ export function sendBulk(
     /** Resolves true once the socket drained; false when the transfer is over (settled, given up, closed). */
     const drained = () =>
       new Promise<boolean>((ok) => {
-        const since = Date.now();
-        const idle = () => {
-          // Quiet since the wait began and since its last busy frame: gone or stuck, not busy.
-          const quiet = Date.now() - Math.max(since, busyAt);
-          if (quiet < o.idleTimeoutMs) {
-            timer = setTimeout(idle, o.idleTimeoutMs - quiet);
-            return;
-          }
-          finish(
-            new ClientError(
-              BULK_PATH,
-              Status.DEADLINE_EXCEEDED,
-              `the destination ${o.peer} took no bytes for ${o.idleTimeoutMs} ms and did not say it was busy (transfer.bulkIdleTimeoutMs)`,
-            ),
-          );
-          socket.destroy();
-        };
-        let timer = setTimeout(idle, o.idleTimeoutMs);
+        const stop = unlessBusy(
+          o.idleTimeoutMs,
+          () => busyAt,
+          () => {
+            finish(
+              new ClientError(
+                BULK_PATH,
+                Status.DEADLINE_EXCEEDED,
+                `the destination ${o.peer} took no bytes for ${o.idleTimeoutMs} ms and did not say it was busy (transfer.bulkIdleTimeoutMs)`,
+              ),
+            );
+            socket.destroy();
+          },
+        );
         const done = (v: boolean) => {
-          clearTimeout(timer);
+          stop();
           socket.off("drain", onDrain);
           wake = null;
           ok(v);

@@ -5,24 +5,8 @@
  */
 import { cancelled } from "../../../src/common/errors";
 
-/** Rejects with `signal.reason` when `signal` aborts; otherwise settles like `p`. */
-export function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e);
-      },
-    );
-  });
-}
+/** Rejects with `signal.reason` when `signal` aborts; otherwise settles like `p` (src/common/retry.ts). */
+export { abortable } from "../../../src/common/retry";
 
 /** The transfer's own abort, fired by the call's signal (as CANCELLED); `unlink()` when done. */
 export function transferAbort(callSignal?: AbortSignal): { ac: AbortController; unlink(): void } {
