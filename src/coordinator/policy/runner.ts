@@ -37,6 +37,7 @@ import { enforceRetention } from "./retention-jobs";
 import type { PolicyRunnerPort, RunNowResult } from "./runner-port";
 import { advance, isDue, manualKey, newRecord, nextRun, retrySlot, slotKey } from "./slots";
 import { recordKey, recordKeyPrefix, TickPlan } from "./tick-plan";
+import { destinationKey } from "./validate";
 
 export interface PolicyRunnerDeps {
   catalog: Catalog;
@@ -335,13 +336,14 @@ export class PolicyRunner implements PolicyRunnerPort {
 
   /** Whether another policy to `p`'s destination has a record of the volume (warned once per pair). */
   #protectedElsewhere(p: Policy, key: string): boolean {
-    const d = p.destination;
+    const agents = this.deps.catalog.listAgents();
+    const defaultPool = (cluster: string) => agents.find((a) => a.clusterName === cluster)?.defaultBackupPool ?? "";
+    const mine = destinationKey(p.destination, defaultPool);
     const other = this.deps.store.protectionOfVolume(key).find((r) => {
       const op = r.policy === p.name ? undefined : this.deps.store.getPolicy(r.policy);
-      const o = op?.destination;
       // A record its policy no longer selects (a paused one kept, a rewritten selector) claims nothing.
-      if (!op || !o || !selects(op, r.volume)) return false;
-      return o.cluster === d?.cluster && o.pool === d.pool && o.namespace === d.namespace;
+      if (!op?.destination || !selects(op, r.volume)) return false;
+      return destinationKey(op.destination, defaultPool) === mine;
     });
     if (!other) return false;
     const pair = `${p.name}\0${other.policy}\0${key}`;

@@ -196,8 +196,14 @@ function poolMatches(s: PolicySelector, vol: VolumeRef): boolean {
   return regexMatches(s.imageRegex, vol.image);
 }
 
-const destKey = (d: BackupLocation | undefined, ctx: PolicyContext): string =>
-  d ? `${d.cluster}/${d.pool || ctx.defaultPool(d.cluster)}/${d.namespace}` : "";
+/**
+ * A destination as one string, its pool "" (the cluster's default backup pool) written out, so that
+ * "" and the default pool's name are one destination (validation and the runner's discovery alike).
+ */
+export const destinationKey = (d: BackupLocation | undefined, defaultPool: (cluster: string) => string): string =>
+  d ? `${d.cluster}/${d.pool || defaultPool(d.cluster)}/${d.namespace}` : "";
+
+const destKey = (d: BackupLocation | undefined, ctx: PolicyContext): string => destinationKey(d, ctx.defaultPool);
 
 /**
  * FAILED_PRECONDITION when a volume the policy selects is already in another policy to the same

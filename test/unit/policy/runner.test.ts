@@ -543,29 +543,39 @@ describe("policy runner", () => {
     assert.equal(record("gold", vol("v1"))?.pausedReason, "failed over", "v1 stays paused");
   });
 
-  it("two pool selectors to one destination that both match a new image: it gets one policy's record, not two", async () => {
-    images = ["vm-1", "x-db"];
-    const pooled = (name: string, imageRegex: string) =>
-      policy({ name, selector: { volumes: [], cluster: "a", pool: "rbd", namespace: "", imageRegex } });
-    h.catalog.policies.insertPolicy(pooled("vms", "vm-.*"));
-    h.catalog.policies.insertPolicy(pooled("dbs", ".*-db"));
-    runner.selected("vms");
-    runner.selected("dbs");
-    await until(() => {
-      void runner.tick();
-      return runner.selected("vms").length === 1 && runner.selected("dbs").length === 1;
-    }, "both listed");
-    images = ["vm-1", "x-db", "vm-db"]; // matched by both regexes
-    h.t += 30_000;
-    await until(() => {
-      void runner.tick();
-      return h.catalog.policies.protectionOfVolume("a/rbd//vm-db").length > 0;
-    }, "vm-db picked up");
-    h.t += 30_000;
-    await runner.tick();
-    await runner.tick();
-    assert.equal(h.catalog.policies.protectionOfVolume("a/rbd//vm-db").length, 1, "one policy per destination");
-  });
+  // The second: one destination written "" (the cluster's default backup pool, "backups" here) and the other by name.
+  for (const [vmsPool, dbsPool] of [
+    ["backups", "backups"],
+    ["backups", ""],
+  ] as const) {
+    it(`two pool selectors to one destination that both match a new image: it gets one policy's record, not two (pools "${vmsPool}", "${dbsPool}")`, async () => {
+      images = ["vm-1", "x-db"];
+      const pooled = (name: string, imageRegex: string, pool: string) =>
+        policy({
+          name,
+          selector: { volumes: [], cluster: "a", pool: "rbd", namespace: "", imageRegex },
+          destination: { cluster: "b", pool, namespace: "" },
+        });
+      h.catalog.policies.insertPolicy(pooled("vms", "vm-.*", vmsPool));
+      h.catalog.policies.insertPolicy(pooled("dbs", ".*-db", dbsPool));
+      runner.selected("vms");
+      runner.selected("dbs");
+      await until(() => {
+        void runner.tick();
+        return runner.selected("vms").length === 1 && runner.selected("dbs").length === 1;
+      }, "both listed");
+      images = ["vm-1", "x-db", "vm-db"]; // matched by both regexes
+      h.t += 30_000;
+      await until(() => {
+        void runner.tick();
+        return h.catalog.policies.protectionOfVolume("a/rbd//vm-db").length > 0;
+      }, "vm-db picked up");
+      h.t += 30_000;
+      await runner.tick();
+      await runner.tick();
+      assert.equal(h.catalog.policies.protectionOfVolume("a/rbd//vm-db").length, 1, "one policy per destination");
+    });
+  }
 
   it("a discovered volume paused by a failover stays paused when a listing lacks it and it comes back", async () => {
     images = ["vol-1", "vol-2"];
