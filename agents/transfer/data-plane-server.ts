@@ -37,6 +37,7 @@ import type { AuthzAudit } from "./authz-audit";
 import { ALPN_BULK, ALPN_H2, DEFAULT_IDLE_TIMEOUT_MS } from "./bulk/protocol";
 import { serveBulk } from "./bulk/server";
 import { type ReceivePool, receivePool } from "./message-reader";
+import { IDLE_SESSION_MS } from "./protocol";
 import { type ResumePointEntry, resumePointMethod } from "./resume-point-server";
 import { ServerCall } from "./server-call";
 import {
@@ -146,8 +147,6 @@ const UNARY_STREAMS_HEADROOM = 64;
  * that never start TLS do not pile up for minutes each.
  */
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
-/** An HTTP/2 session with no stream for this long is closed (GOAWAY): the source connects again when it needs to. */
-export const IDLE_SESSION_MS = 5 * 60_000;
 
 export class DataPlaneServer {
   state: DataPlaneState = "idle";

@@ -2,12 +2,13 @@
  * One HTTP/2 connection to one peer agent, shared by the transfers to it: opened on first use with a
  * connect deadline, replaced when it fails or the peer sends GOAWAY, kept alive (ref'ed) only while a
  * transfer runs, and checked with keepalive pings meanwhile — a peer that stops answering fails the
- * connection (and its transfers) instead of blocking them.
+ * connection (and its transfers) instead of blocking them. Left without a transfer for `idleCloseMs`
+ * it is closed by this side, before the peer's own idle close (GOAWAY) could race a new transfer.
  */
 import http2 from "node:http2";
 import type { PeerCertificate } from "node:tls";
 import { type TlsConfig, tlsFiles, tlsServerName } from "../../src/common/tls";
-import { busyPingStream } from "./protocol";
+import { busyPingStream, CLIENT_IDLE_SESSION_MS } from "./protocol";
 
 export interface PeerConnectionOptions {
   /** Checks the server's certificate in the handshake (transfer-authz.ts peerServerCheck); the host name alone when absent. */
@@ -17,6 +18,8 @@ export interface PeerConnectionOptions {
   /** While a transfer runs: ping every `keepaliveMs`, fail the connection if one is not answered in `keepaliveTimeoutMs`. */
   keepaliveMs: number;
   keepaliveTimeoutMs: number;
+  /** Close the connection after this long without a transfer (CLIENT_IDLE_SESSION_MS; tests shorten it). */
+  idleCloseMs?: number;
 }
 
 export class PeerConnection {
@@ -25,6 +28,7 @@ export class PeerConnection {
   readonly #busy = new WeakMap<http2.ClientHttp2Session, Map<http2.ClientHttp2Stream, () => void>>();
   #active = 0;
   #pinger: NodeJS.Timeout | null = null;
+  #idle: NodeJS.Timeout | null = null;
   readonly #authority: string;
   readonly #connectOptions: http2.SecureClientSessionOptions;
 
@@ -102,6 +106,8 @@ export class PeerConnection {
 
   /** A transfer began on `session`: keep the process alive and ping the peer while any runs. */
   began(session: http2.ClientHttp2Session): void {
+    if (this.#idle) clearTimeout(this.#idle);
+    this.#idle = null;
     if (this.#active++ === 0) {
       session.ref();
       this.#pinger = setInterval(() => this.#ping(), this.o.keepaliveMs);
@@ -114,7 +120,16 @@ export class PeerConnection {
     if (--this.#active > 0) return;
     if (this.#pinger) clearInterval(this.#pinger);
     this.#pinger = null;
-    this.#session?.unref();
+    const session = this.#session;
+    session?.unref();
+    if (!session) return;
+    this.#idle = setTimeout(() => {
+      this.#idle = null;
+      if (this.#active > 0 || this.#session !== session) return;
+      this.#session = null;
+      session.close();
+    }, this.o.idleCloseMs ?? CLIENT_IDLE_SESSION_MS);
+    this.#idle.unref();
   }
 
   #ping(): void {
@@ -140,6 +155,8 @@ export class PeerConnection {
   }
 
   close(): void {
+    if (this.#idle) clearTimeout(this.#idle);
+    this.#idle = null;
     if (this.#pinger) clearInterval(this.#pinger);
     this.#pinger = null;
     this.#session?.close();

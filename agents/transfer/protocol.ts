@@ -31,6 +31,14 @@ export const MIN_ZERO_RUN = 64 * KiB;
 /** librbd/Cinder-compatible limit for one discard (the Python API's 32-bit length). */
 export const MAX_DISCARD_BYTES = 2 * 1024 * MiB - 4 * KiB;
 export const MAX_NAME_BYTES = 4096;
+/** A data-plane server closes an HTTP/2 session with no stream for this long (GOAWAY): the source connects again when it needs to. */
+export const IDLE_SESSION_MS = 5 * 60_000;
+/**
+ * A source closes its own HTTP/2 session to a peer after this long without a transfer: a minute before
+ * the peer's IDLE_SESSION_MS, so a new transfer does not race the peer's GOAWAY (a stream the peer
+ * refuses is an attempt lost, UNAVAILABLE).
+ */
+export const CLIENT_IDLE_SESSION_MS = IDLE_SESSION_MS - 60_000;
 
 /** A chunk's checksum: CRC-32C (hardware-accelerated in the addon; zlib's CRC-32 cost ~0.45 s of a
  * main thread per GiB on each side). */

@@ -67,6 +67,8 @@ export interface TransferClientOptions {
   /** While a transfer runs: ping the peer this often, fail the connection if a ping is not answered in `keepaliveTimeoutMs`. */
   keepaliveMs?: number;
   keepaliveTimeoutMs?: number;
+  /** Close the connection after this long without a transfer (CLIENT_IDLE_SESSION_MS, before the peer's GOAWAY). */
+  idleCloseMs?: number;
   /** Where chunk frames go back once written. */
   frames?: FramePool;
   /** After giving up (cancel, source failure): how long to wait for the destination's final status. */
@@ -141,6 +143,7 @@ export class TransferClient {
       connectTimeoutMs: opts.connectTimeoutMs ?? 20_000,
       keepaliveMs: opts.keepaliveMs ?? 15_000,
       keepaliveTimeoutMs: opts.keepaliveTimeoutMs ?? 10_000,
+      ...(opts.idleCloseMs !== undefined ? { idleCloseMs: opts.idleCloseMs } : {}),
     });
     this.#checkDestination = opts.checkDestination;
     this.#opts = {

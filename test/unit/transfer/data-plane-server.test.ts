@@ -653,6 +653,19 @@ describe("data-plane server: limits and HTTP/2 settings", () => {
       busy.close();
     }
   });
+  it("a source closes its own connection idleCloseMs after its last transfer, before the server's GOAWAY; the next transfer connects again", async () => {
+    const { server, address } = await start(); // the server's own idle close: 5 minutes
+    const client = new TransferClient(address, clientTls, { idleCloseMs: 200 });
+    try {
+      assert.equal((await client.transfer(messages(header, header), new AbortController().signal)).dataBytesWritten, 0);
+      assert.equal(server.connections, 1);
+      await until(() => server.connections === 0, "the source to close its idle connection", 5_000);
+      assert.equal((await client.transfer(messages(header), new AbortController().signal)).dataBytesWritten, 0);
+      assert.equal(server.connections, 1, "a new connection");
+    } finally {
+      client.close();
+    }
+  });
 });
 
 describe("data-plane server: lifecycle", () => {
