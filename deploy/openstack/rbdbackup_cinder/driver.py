@@ -54,6 +54,13 @@ from .volumes import SNAPSHOT_PATTERN, VolumeLocator, file_is_rbd
 LOG = logging.getLogger(__name__)
 # How long a cancelled job is waited for before the driver reports the operation over, seconds.
 CANCEL_WAIT_S = 60.0
+# The sweep of this host's leftover restores runs this long after the driver's setup check (after Cinder's
+# own cleanup of the restores it gave up on), and again as long while no coordinator answers, at most
+# LEFTOVER_SWEEP_ATTEMPTS times (half an hour).
+LEFTOVER_SWEEP_DELAY_S = 60.0
+LEFTOVER_SWEEP_ATTEMPTS = 30
+# A Cinder volume a restore is writing: 'restoring-backup' (RestoreBackup), 'creating' (made from a backup).
+RESTORING_VOLUME_STATUSES = ("restoring-backup", "creating")
 CONF = options.CONF
 GiB = 1 << 30
 
@@ -98,6 +105,22 @@ TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 # end (Cinder's manager sets it available once its driver returns), not an admin's reset-state.
 SIBLING_END_WINDOW = datetime.timedelta(seconds=60)
 CLOCK_SKEW = datetime.timedelta(seconds=5)
+
+
+def _later(delay: float, fn) -> None:
+    """Calls fn after `delay` seconds, on eventlet's hub when the process is patched (cinder-backup is),
+    else on a daemon timer thread."""
+    try:
+        from eventlet import greenthread, patcher
+
+        if patcher.is_monkey_patched("thread"):
+            greenthread.spawn_after(delay, fn)
+            return
+    except ImportError:
+        pass
+    t = threading.Timer(delay, fn)
+    t.daemon = True
+    t.start()
 
 
 def _naive_utc(t):
@@ -202,19 +225,45 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                 # service down until restarted): a coordinator or agent still starting is only a warning,
                 # and each backup call then says what is wrong.
                 LOG.warning("rbdbackup is not reachable yet (%(err)s): backups fail until it is.", {"err": e})
-                self._cancel_leftover_restores()
+                self._sweep_leftover_restores_later()
                 return
             raise exception.BackupDriverException(reason=str(e)) from None
-        self._cancel_leftover_restores()
+        self._sweep_leftover_restores_later()
         if not r.ok:
             failed = "; ".join(f"{c.name}: {c.message}" for c in r.checks if not c.ok)
             raise exception.BackupDriverException(
                 reason=_("rbdbackup cluster %(c)s is not ready: %(f)s") % {"c": CONF.rbdbackup_backup_cluster, "f": failed}
             )
 
-    def _cancel_leftover_restores(self) -> None:
-        """Restores this host started before it restarted are cancelled: Cinder's cleanup has marked
-        their volumes error_restoring and will not wait for them, so they must not write on."""
+    def _sweep_leftover_restores_later(self, attempt: int = 1) -> None:
+        """Runs _cancel_leftover_restores LEFTOVER_SWEEP_DELAY_S from now: after Cinder's own cleanup, which
+        follows this check in the manager's start and marks the volumes of the restores it gave up on
+        error_restoring. Again every LEFTOVER_SWEEP_DELAY_S while no coordinator answers, at most
+        LEFTOVER_SWEEP_ATTEMPTS times."""
+
+        def sweep() -> None:
+            try:
+                done = self._cancel_leftover_restores()
+            except Exception as e:  # noqa: BLE001 - a sweep must not kill the service; logged
+                LOG.warning("Could not sweep this host's leftover rbdbackup restores: %(err)s", {"err": e})
+                done = False
+            if not done and attempt < LEFTOVER_SWEEP_ATTEMPTS:
+                self._sweep_leftover_restores_later(attempt + 1)
+
+        _later(LEFTOVER_SWEEP_DELAY_S, sweep)
+
+    def _restoring_images(self) -> set:
+        """The RBD images (volume.name) of the Cinder volumes a restore is writing now, as Cinder sees it:
+        status 'restoring-backup' (a restore) or 'creating' (a volume made from a backup)."""
+        volumes = self.db.volume_get_all(self.context, filters={"status": list(RESTORING_VOLUME_STATUSES)})
+        return {v["name"] for v in volumes}
+
+    def _cancel_leftover_restores(self) -> bool:
+        """Cancels the restores this host started whose volume Cinder no longer has restoring: left running
+        by this host before it restarted (Cinder's cleanup marked their volumes error_restoring and does not
+        wait for them) or given up by an admin (reset-state) while nobody followed them — they must not
+        write on. The restores of this host's other backup workers (backup_workers > 1 share the host)
+        have their volumes restoring and are left alone. False when the jobs could not be listed."""
         try:
             jobs = [
                 j
@@ -223,17 +272,22 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             ]
         except RbdbackupError as e:
             LOG.warning("Could not list rbdbackup restore jobs to cancel this host's leftovers: %(err)s", {"err": e})
-            return
-        for job in jobs:
-            if job.state in FINAL_STATES or not _is_my_restore_key(job.idempotency_key):
+            return False
+        mine = [j for j in jobs if j.state not in FINAL_STATES and _is_my_restore_key(j.idempotency_key)]
+        if not mine:
+            return True
+        restoring = self._restoring_images()
+        for job in mine:
+            if job.volume.image in restoring:
                 continue
             try:
                 self.client.cancel_job(job.id)
-                LOG.warning("Cancelled rbdbackup restore job %(job)s, left running by this host before it restarted.",
-                            {"job": job.id})
+                LOG.warning("Cancelled rbdbackup restore job %(job)s of this host: Cinder no longer has its volume "
+                            "%(v)s restoring.", {"job": job.id, "v": job.volume.image})
             except RbdbackupError as e:
                 if e.code.name != "FAILED_PRECONDITION":  # it ended meanwhile
                     LOG.warning("Could not cancel rbdbackup job %(job)s: %(err)s", {"job": job.id, "err": e})
+        return True
 
     # --- backup ---------------------------------------------------------------------------------
 
@@ -437,7 +491,8 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             # deciding its QoS (Cinder's conf_rbd_qos_* image-meta), not the backed-up volume's.
             skip_image_meta=True,
             # One key per restore call, so that its retries never start a second restore; it names this
-            # host, whose restores left running when it restarts are cancelled (check_for_setup_error).
+            # host, whose restores Cinder gave up on while nobody followed them are cancelled (a sweep after
+            # check_for_setup_error).
             idempotency_key=_restore_key(backup.id),
         )
         LOG.debug("Restoring rbdbackup backup %(rid)s over volume %(v)s.", {"rid": rid, "v": target.name})

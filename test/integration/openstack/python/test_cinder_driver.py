@@ -412,13 +412,16 @@ class GivingUpTest(DriverTestCase):
         self.assertEqual([job_id], cancelled)
         self.driver.delete_backup(saved)
 
-    def test_restores_this_host_left_running_are_cancelled_at_setup_others_not(self):
+    def test_restores_of_this_host_cinder_gave_up_on_are_cancelled_after_setup_others_not(self):
+        from rbdbackup_cinder import driver as drv
+        from rbdbackup_cinder.driver import _restore_key, _restore_key_prefix
+
         vol = self.volume(writes=400)  # ~50 MiB: a restore that takes a moment
         b = self.do_backup(vol)
         rid = rbdbackup_id(b)
-        from rbdbackup_cinder.driver import _restore_key, _restore_key_prefix
-
-        targets = [self.volume(writes=0) for _ in range(2)]
+        # [0]: left running by this host before it restarted — Cinder's cleanup marked its volume
+        # error_restoring; [1]: another host's; [2]: another backup worker's of this host, still running.
+        targets = [self.volume(writes=0, status=s) for s in ("error_restoring", "restoring-backup", "restoring-backup")]
         files = [self.volume_file(t) for t in targets]
 
         def restore(i, key):
@@ -427,11 +430,18 @@ class GivingUpTest(DriverTestCase):
                 mode=agent_pb2.RESTORE_MODE_ORIGINAL, allow_open=True, idempotency_key=key)
             return self.driver.client.restore_backup(req)
 
-        # One of another host's (named as this one with "-2": its keys start like ours), and one left
-        # running by this host before it restarted (made last, so that it still runs when the check
-        # lists the jobs).
+        # Another host's is named as this one with "-2": its keys start like ours. This host's are made
+        # last, so that they still run when the sweep lists the jobs.
         other = restore(1, f"{_restore_key_prefix()[:-1]}-2-{b.id}-{uuid.uuid4().hex[:12]}")
+        sibling = restore(2, _restore_key(b.id))
         mine = restore(0, _restore_key(b.id))
+
+        # The setup check only schedules the sweep, a minute on (after Cinder's own cleanup).
+        scheduled = []
+        self.mock_object(drv, "_later", lambda delay, fn: scheduled.append((delay, fn)))
+        self.driver.check_for_setup_error()
+        self.assertEqual([drv.LEFTOVER_SWEEP_DELAY_S], [d for d, _ in scheduled])
+
         cancelled = []
         real_cancel = self.driver.client.cancel_job
 
@@ -441,19 +451,45 @@ class GivingUpTest(DriverTestCase):
 
         self.driver.client.cancel_job = cancel
         try:
-            self.driver.check_for_setup_error()
+            scheduled[0][1]()
         finally:
             del self.driver.client.cancel_job
+        self.assertEqual(1, len(scheduled), "a sweep that listed the jobs is not scheduled again")
         ended = self.driver.client.wait(mine, timeout=120, raise_on_failure=False)
         theirs = self.driver.client.wait(other, timeout=120, raise_on_failure=False)
+        siblings = self.driver.client.wait(sibling, timeout=120, raise_on_failure=False)
         self.assertNotIn(other.id, cancelled, "another host's restore is left alone")
+        self.assertNotIn(sibling.id, cancelled, "a restore whose volume Cinder has restoring is left alone")
         self.assertEqual(pb.JOB_STATE_SUCCEEDED, theirs.state)
-        # Cancelled — unless it had ended before the check listed it (a small restore is quick).
+        self.assertEqual(pb.JOB_STATE_SUCCEEDED, siblings.state)
+        # Cancelled — unless it had ended before the sweep listed it (a small restore is quick).
         if mine.id in cancelled:
             self.assertIn(ended.state, (pb.JOB_STATE_CANCELLED, pb.JOB_STATE_SUCCEEDED))
         else:
             self.assertEqual(pb.JOB_STATE_SUCCEEDED, ended.state)
         print(f"leftover restore: cancel asked {mine.id in cancelled}, ended {pb.JobState.Name(ended.state)}")
+
+    def test_the_leftover_sweep_is_tried_again_while_no_coordinator_answers_and_gives_up(self):
+        from rbdbackup_cinder import driver as drv
+
+        scheduled = []
+        self.mock_object(drv, "_later", lambda delay, fn: scheduled.append(fn))
+
+        def unreachable(**_):
+            raise RbdbackupError(grpc.StatusCode.UNAVAILABLE, "down", "127.0.0.1:1", "ListJobs")
+
+        self.driver.client.list_jobs = unreachable
+        try:
+            self.driver._sweep_leftover_restores_later()
+            runs = 0
+            while scheduled and runs < drv.LEFTOVER_SWEEP_ATTEMPTS + 5:
+                runs += 1
+                scheduled.pop(0)()
+        finally:
+            del self.driver.client.list_jobs
+        self.assertEqual([], scheduled, "it stops")
+        self.assertEqual(drv.LEFTOVER_SWEEP_ATTEMPTS, runs)
+        self.assertTrue(self.driver._cancel_leftover_restores(), "with the coordinator back, the sweep lists")
 
     def test_a_restore_whose_backup_leaves_restoring_is_cancelled(self):
         # Cinder cancels a restore by moving its backup out of 'restoring' (reset-state): the driver
