@@ -14,13 +14,23 @@ import type { EngineContext } from "./context";
 import { encodeMetadata } from "./metadata";
 import type { Progress } from "./progress";
 
+/**
+ * A device number's major and minor as Linux encodes them (glibc's gnu_dev_major/minor): the minor's low
+ * 8 bits, the major's 12, then the minor's upper bits — /dev/rbd16 is 252:256, not 253:0.
+ */
+export function deviceNumbers(rdev: bigint): { major: bigint; minor: bigint } {
+  return {
+    major: ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & 0xfffff000n),
+    minor: (rdev & 0xffn) | ((rdev >> 12n) & 0xffffff00n),
+  };
+}
+
 /** Size of a regular file or a block device. */
 async function sourceSize(path: string): Promise<number> {
-  const st = await stat(path);
-  if (st.isFile()) return st.size;
+  const st = await stat(path, { bigint: true });
+  if (st.isFile()) return Number(st.size);
   if (st.isBlockDevice()) {
-    const major = Math.floor(st.rdev / 256);
-    const minor = st.rdev % 256;
+    const { major, minor } = deviceNumbers(st.rdev);
     const sectors = Number((await readFile(`/sys/dev/block/${major}:${minor}/size`, "utf8")).trim());
     return sectors * 512;
   }

@@ -40,9 +40,13 @@ export const lockOfVolume = (v: Parameters<typeof volumeKey>[0]): string => `vol
 export const lockOfBackup = (id: string): string => `backup:${id}`;
 /** The backup's lock, shared with every other job that only reads it. */
 export const sharedLockOfBackup = (id: string): string => `${lockOfBackup(id)}${SHARED}`;
+/**
+ * Whether a lock is a backup's shared lock. Only a backup's lock can be: its id is a UUID, while a
+ * volume's lock holds names a user chose (an image may be named "db#shared").
+ */
+export const isSharedLock = (k: string): boolean => k.startsWith(lockOfBackup("")) && k.endsWith(SHARED);
 /** What a lock guards (a shared lock's resource is its exclusive form). */
-export const lockedResource = (k: string): string => (k.endsWith(SHARED) ? k.slice(0, -SHARED.length) : k);
-export const isSharedLock = (k: string): boolean => k.endsWith(SHARED);
+export const lockedResource = (k: string): string => (isSharedLock(k) ? k.slice(0, -SHARED.length) : k);
 /** Whether two locks exclude each other: the same resource, not both shared. */
 export const locksConflict = (a: string, b: string): boolean =>
   lockedResource(a) === lockedResource(b) && !(isSharedLock(a) && isSharedLock(b));

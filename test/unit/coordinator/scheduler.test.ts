@@ -124,22 +124,25 @@ describe("scheduler", () => {
   });
 
   describe("locks", () => {
-    it("two jobs on one volume never run together; the second starts when the first ends", async () => {
-      const first = h.queueBackup(vol("v1"));
-      const second = h.queueBackup(vol("v1"));
-      const other = h.queueBackup(vol("v2"));
-      h.tick();
-      assert.equal(h.job(first.id).state, RUNNING);
-      assert.equal(h.job(other.id).state, RUNNING, "another volume is not blocked");
-      const waiting = h.job(second.id);
-      assert.equal(waiting.state, QUEUED);
-      assert.equal(waiting.waitingReason, `waiting for job ${first.id}, which uses the same volume or backup`);
-      h.tick();
-      assert.equal(h.job(second.id).state, QUEUED, "ticking again changes nothing");
-      await h.backupDone(a1, first);
-      await h.tickAfterSweep();
-      assert.equal(h.job(second.id).state, RUNNING);
-    });
+    // "db#shared": a name that ends as a backup's shared lock does (an image name may hold "#").
+    for (const name of ["v1", "db#shared"]) {
+      it(`two jobs on one volume never run together; the second starts when the first ends (image "${name}")`, async () => {
+        const first = h.queueBackup(vol(name));
+        const second = h.queueBackup(vol(name));
+        const other = h.queueBackup(vol("v2"));
+        h.tick();
+        assert.equal(h.job(first.id).state, RUNNING);
+        assert.equal(h.job(other.id).state, RUNNING, "another volume is not blocked");
+        const waiting = h.job(second.id);
+        assert.equal(waiting.state, QUEUED);
+        assert.equal(waiting.waitingReason, `waiting for job ${first.id}, which uses the same volume or backup`);
+        h.tick();
+        assert.equal(h.job(second.id).state, QUEUED, "ticking again changes nothing");
+        await h.backupDone(a1, first);
+        await h.tickAfterSweep();
+        assert.equal(h.job(second.id).state, RUNNING);
+      });
+    }
 
     it("a backup's readers share it: two restores run at once; its DELETE waits for them, and a reader queued after the DELETE waits for it", async () => {
       const made = h.queueBackup(vol("v1"));
