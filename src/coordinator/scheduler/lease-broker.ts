@@ -8,7 +8,8 @@
  *
  * Renewals by heartbeat live in memory (`#renewed`, by token): a heartbeat changes no job's state, so
  * it writes no row. The catalog keeps the expiry of the lease's issue (or last registration); after a
- * restart `recover()` gives every running lease one lease time from then, so nothing is lost.
+ * restart `recover()` gives every running lease one lease time and RECONNECT_GRACE_MS from then, so
+ * nothing is lost and a live agent slow to reach a new leader is not fenced.
  */
 import { randomUUID } from "node:crypto";
 import { Status } from "nice-grpc-common";
@@ -16,7 +17,7 @@ import { JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { HeldLease, JobOutcome, JobProgressReport, Lease as LeaseMsg } from "../../gen/rbdbackup/v1/session";
 import { type JobRecord, sameToken } from "../model";
 import type { AgentSession } from "../sessions";
-import { FENCE_SECONDS } from "./config";
+import { FENCE_SECONDS, RECONNECT_GRACE_MS } from "./config";
 import type { SchedulerContext } from "./context";
 import { nextProgress } from "./progress";
 import type { StallWatch } from "./stall-watch";
@@ -84,13 +85,13 @@ export class LeaseBroker {
   }
 
   /**
-   * After a restart or at a new leader's term: running jobs get one lease time for their agents to
-   * reconnect and claim them — again at a later term only when the agent did (Lease.gracedAt): a leader
-   * that flaps every few seconds must not push a dead agent's lease on forever.
+   * After a restart or at a new leader's term: running jobs get one lease time and RECONNECT_GRACE_MS
+   * for their agents to reconnect and claim them — again at a later term only when the agent did
+   * (Lease.gracedAt): a leader that flaps every few seconds must not push a dead agent's lease on forever.
    */
   recover(): void {
     const now = this.ctx.now();
-    const ttl = this.ctx.cfg.leaseTtlMs;
+    const ttl = this.ctx.cfg.leaseTtlMs + RECONNECT_GRACE_MS;
     for (const j of this.ctx.catalog.activeJobs()) {
       const lease = j.lease;
       if (j.state !== JobState.JOB_STATE_RUNNING || !lease) continue;

@@ -2,12 +2,13 @@
  * An agent's last_seen and its leases' renewals cost no catalog write per heartbeat: the session keeps
  * last_seen in memory and writes it at most every LAST_SEEN_PERSIST_MS and at disconnect; ListAgents
  * shows a live session's; a heartbeat renews leases in memory only, and a restarted coordinator still
- * gives running leases one lease time. The real session service, driven without gRPC; no Ceph.
+ * gives running leases one lease time (and the reconnect grace). The real session service, driven without gRPC; no Ceph.
  */
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { Status } from "../../../src/common/errors";
 import type { AgentRecord, JobRecord } from "../../../src/coordinator/model";
+import { RECONNECT_GRACE_MS } from "../../../src/coordinator/scheduler/config";
 import { AgentSession, LAST_SEEN_PERSIST_MS } from "../../../src/coordinator/sessions";
 import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { agentRecord } from "../../helpers/fake-agent";
@@ -136,7 +137,7 @@ describe("lease renewals by heartbeat", () => {
     assert.ok(updates.length > 0, "the expiry is a state change, written");
   });
 
-  it("a coordinator restarted after in-memory renewals gives the running lease one lease time", () => {
+  it("a coordinator restarted after in-memory renewals gives the running lease one lease time and the reconnect grace", () => {
     h = new Harness();
     const a1 = h.connect("a1", "a");
     h.connect("b1", "b");
@@ -147,13 +148,13 @@ describe("lease renewals by heartbeat", () => {
       h.scheduler.onHeartbeat(a1, [a1.held(j.id)]);
     }
     newTerm(h);
-    assert.equal(h.job(j.id).lease?.expiresAt, h.t + h.cfg.leaseTtlMs);
-    h.advance(h.cfg.leaseTtlMs - 1);
+    assert.equal(h.job(j.id).lease?.expiresAt, h.t + h.cfg.leaseTtlMs + RECONNECT_GRACE_MS);
+    h.advance(h.cfg.leaseTtlMs + RECONNECT_GRACE_MS - 1);
     h.tick();
     assert.equal(h.job(j.id).state, JobState.JOB_STATE_RUNNING);
   });
 
-  it("a leader that leads again every few seconds gives a dead agent's lease one lease time, not one per term", () => {
+  it("a leader that leads again every few seconds gives a dead agent's lease one grace, not one per term", () => {
     h = new Harness();
     h.connect("a1", "a");
     h.connect("b1", "b");
@@ -164,17 +165,21 @@ describe("lease renewals by heartbeat", () => {
     h.advance(3_000);
     newTerm(h);
     const graced = h.job(j.id).lease?.expiresAt ?? 0;
-    assert.equal(graced, h.t + h.cfg.leaseTtlMs, "the first new term gives one lease time");
+    assert.equal(
+      graced,
+      h.t + h.cfg.leaseTtlMs + RECONNECT_GRACE_MS,
+      "the first new term gives one lease time and the reconnect grace",
+    );
     assert.ok(graced > leased);
     const first = h.job(j.id).lease?.token;
     const sameAttempt = () => h.job(j.id).state === JobState.JOB_STATE_RUNNING && h.job(j.id).lease?.token === first;
-    for (let t = 0; t < 3 * h.cfg.leaseTtlMs && sameAttempt(); t += 3_000) {
+    for (let t = 0; t < 3 * (h.cfg.leaseTtlMs + RECONNECT_GRACE_MS) && sameAttempt(); t += 3_000) {
       h.advance(3_000);
       newTerm(h);
       h.tick();
     }
     assert.equal(sameAttempt(), false, "the dead agent's attempt was given up");
-    assert.ok(h.t <= graced + 3_000, `it ran out one lease time after the first new term (${h.t - graced} ms late)`);
+    assert.ok(h.t <= graced + 3_000, `it ran out one grace after the first new term (${h.t - graced} ms late)`);
   });
 
   it("a confirmation gets its full timeout again at one new term, not at each; again when it ran out while no coordinator ran", () => {

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
 import { AppError } from "../../../src/common/errors";
-import { FENCE_SECONDS } from "../../../src/coordinator/scheduler/config";
+import { FENCE_SECONDS, RECONNECT_GRACE_MS } from "../../../src/coordinator/scheduler/config";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { jobView } from "../../../src/coordinator/views";
 import { DeleteBackupDataResult, RestoreResult } from "../../../src/gen/rbdbackup/v1/agent";
@@ -546,10 +546,10 @@ describe("scheduler", () => {
       return { jobId: j.id, held };
     }
 
-    it("start() gives running jobs one lease time; the agent reconnecting with its lease keeps it", async () => {
+    it("start() gives running jobs one lease time and the reconnect grace; the agent reconnecting with its lease keeps it", async () => {
       const { jobId, held } = restarted();
-      assert.equal(h.job(jobId).lease?.expiresAt, h.t + h.cfg.leaseTtlMs);
-      h.advance(h.cfg.leaseTtlMs - 1);
+      assert.equal(h.job(jobId).lease?.expiresAt, h.t + h.cfg.leaseTtlMs + RECONNECT_GRACE_MS);
+      h.advance(h.cfg.leaseTtlMs + RECONNECT_GRACE_MS - 1);
       h.tick();
       assert.equal(h.job(jobId).state, RUNNING);
       const back = h.connect("a1", "a");
@@ -575,13 +575,18 @@ describe("scheduler", () => {
       assert.equal(h.job(jobId).state, SUCCEEDED);
     });
 
-    it("an unclaimed lease expires one lease time after the restart", async () => {
+    it("an unclaimed lease expires one lease time and the reconnect grace after the restart, its agent fenced — not after one lease time (an agent slow to reach a new leader is alive)", async () => {
       const { jobId } = restarted();
       h.advance(h.cfg.leaseTtlMs + 1);
+      h.tick();
+      assert.equal(h.job(jobId).state, RUNNING);
+      assert.deepEqual(h.job(jobId).fence ?? [], []);
+      h.advance(RECONNECT_GRACE_MS);
       h.tick();
       const j = h.job(jobId);
       assert.equal(j.state, QUEUED);
       assert.match(j.errorMessage, /lease of attempt 1 expired/);
+      assert.deepEqual(j.fence, [a1.info.cephClientAddrs]);
     });
 
     it("an agent that restarted and no longer lists its lease loses the attempt at once, fenced", async () => {
