@@ -195,6 +195,46 @@ describe("PostgreSQL leader lease and fencing", { skip: pgSkip }, () => {
     }
   });
 
+  it("a renewal racing a takeover it waits for is told of the takeover, not granted its own old row", async () => {
+    const a = catalog();
+    a.leadership.tryAcquire(A, 60_000);
+    if (!db) throw new Error("no db");
+    // Another coordinator's takeover (as if A's lease had lapsed), held open for 500 ms while A renews.
+    const taker = new Client({ connectionString: db.url });
+    await taker.connect();
+    try {
+      const takeover = taker.query(
+        "BEGIN; UPDATE coordinator_leader SET holder = 'coord-b', instance = 'b-1', address = 'x', token = token + 1, expires_at = now() + interval '60 seconds' WHERE id = 1; SELECT pg_sleep(0.5); COMMIT;",
+      );
+      const watcher = new Client({ connectionString: db.url });
+      await watcher.connect();
+      try {
+        await waitFor(
+          async () =>
+            (
+              await watcher.query(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(0.5)%' AND pid <> pg_backend_pid() AND state = 'active'",
+              )
+            ).rowCount,
+          { what: "the takeover to hold the lease row", timeoutMs: 10_000, intervalMs: 20 },
+        );
+      } finally {
+        await watcher.end();
+      }
+      const r = a.leadership.tryAcquire(A, 60_000); // waits for the takeover's row lock
+      await takeover;
+      assert.equal(r.holder, "coord-b", "the renewal is told who leads now");
+      assert.equal(r.token, 2);
+      const b = backup(vol("v1"), T0);
+      assert.throws(
+        () => a.insertBackup(b),
+        (e: unknown) => e instanceof FencedError,
+      );
+    } finally {
+      await taker.end();
+    }
+  });
+
   it("a write that took the lock first commits; the takeover then waits for it", () => {
     const a = catalog();
     const b = catalog();

@@ -14,8 +14,10 @@ import type { Fence } from "./protocol";
 
 /**
  * Takes (nobody / lapsed: token + 1 — ours too: a lapsed lease retaken is a new term), renews (ours,
- * still running: same token) or leaves the lease, and returns the row in force either way: the row
- * written, else (someone else holds it) the row as it is.
+ * still running: same token) or leaves the lease, and returns the row written (granted), else (someone
+ * else holds it) the row as the statement's snapshot saw it, not granted. That snapshot may predate a
+ * takeover the statement waited for (READ COMMITTED: the conflict's WHERE reads the newest row, the
+ * SELECT the snapshot): it can show our own old grant, so only `granted` says we lead.
  */
 const ACQUIRE = `
 WITH up AS (
@@ -30,9 +32,9 @@ ON CONFLICT (id) DO UPDATE SET
 WHERE (l.holder = excluded.holder AND l.instance = excluded.instance) OR l.expires_at <= now()
 RETURNING holder, instance, address, token, (extract(epoch FROM expires_at) * 1000)::bigint AS expires_at
 )
-SELECT * FROM up
+SELECT *, true AS granted FROM up
 UNION ALL
-SELECT holder, instance, address, token, (extract(epoch FROM expires_at) * 1000)::bigint FROM coordinator_leader
+SELECT holder, instance, address, token, (extract(epoch FROM expires_at) * 1000)::bigint, false FROM coordinator_leader
 WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM up)`;
 
 const CURRENT =
@@ -71,14 +73,25 @@ export class PgLeaderLease implements LeaderLease {
     this.#contender = true;
     const sent = performance.now(); // local durations only: a wall clock stepped back would stretch them
     // Not fenced: this is the statement that moves the lease. Returns no row when someone else holds it.
-    const [got] = this.db.query<Row>(ACQUIRE, [me.id, me.address, Math.max(1, Math.round(ttlMs)), me.instance]);
+    const [got] = this.db.query<Row & { granted: boolean }>(ACQUIRE, [
+      me.id,
+      me.address,
+      Math.max(1, Math.round(ttlMs)),
+      me.instance,
+    ]);
     if (!got) throw new Error("the leader lease row is missing after tryAcquire");
     const r = record(got);
-    if (holds(r, me)) {
+    if (got.granted && holds(r, me)) {
       this.#granted = { holder: r.holder, token: r.token };
       this.#leadingUntil = sent + ttlMs;
-    } else this.#leadingUntil = 0;
-    return r;
+      return r;
+    }
+    this.#leadingUntil = 0;
+    if (!holds(r, me)) return r;
+    // Not granted, yet our own row: the snapshot from before a takeover this statement waited for. The
+    // row as it is now says who leads; should it still name us, it is not ours to lead on (not granted).
+    const now = this.current();
+    return now && !holds(now, me) ? now : { ...r, instance: "", expiresAt: 0 };
   }
 
   current(): LeaderRecord | undefined {
