@@ -200,7 +200,9 @@ export class Leadership {
 
   #stepDownIfLapsed(at: number): void {
     if (this.#role === "leader" && this.#mayHaveLapsed(at - this.#renewedAt)) {
-      this.stepDown(`no renewal of the leader lease for ${at - this.#renewedAt} ms: it may have lapsed`);
+      // Given up, not kept, as a late grant: a lease still valid in the database would be renewed by
+      // this very round and start a term under the same token.
+      this.#stepDownAndRelease(`no renewal of the leader lease for ${at - this.#renewedAt} ms: it may have lapsed`);
     }
   }
 

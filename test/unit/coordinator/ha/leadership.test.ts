@@ -142,6 +142,24 @@ describe("leadership loop", () => {
     assert.match(w.events.join("\n"), /a steps down: no renewal of the leader lease for 11000 ms/);
   });
 
+  it("a leader that stepped down for failed renewals leads again under a new token, not the old term's, while its lease was still valid in the database", () => {
+    const w = world();
+    const a = w.make("a");
+    a.l.check();
+    w.row.failing = true;
+    for (let i = 0; i < 3; i++) {
+      w.advance(RENEW_MS);
+      a.l.check();
+    }
+    w.row.failing = false;
+    w.advance(RENEW_MS + 100); // past the margin by a's clock, yet inside the lease the row holds
+    a.l.check();
+    assert.deepEqual(w.events.slice(0, 1), ["a leads (token 1)"]);
+    assert.match(w.events[1] ?? "", /a steps down: no renewal of the leader lease/);
+    assert.equal(a.l.role, "leader");
+    assert.equal(a.l.token, 2, "a new term has a new token");
+  });
+
   it("a leader whose record names another holder steps down at once", () => {
     const w = world();
     const a = w.make("a");
