@@ -42,6 +42,8 @@ interface Pending {
   nextAt: number;
   /** The source's backup snapshots as the job's last outcome listed them (first try only). */
   listed?: SourceSnap[] | undefined;
+  /** Due, but another running job holds the volume: tried again when a job holding it ends. */
+  deferred?: boolean;
 }
 
 /** At most this many outcomes' lists wait for their jobs' end (older ones are forgotten: the sweep asks). */
@@ -80,6 +82,13 @@ export class SnapshotHygiene {
 
   /** A job ended: a BACKUP or DELETE job's volume is swept (soon). */
   onFinished(j: JobRecord): void {
+    for (const k of j.locks) {
+      const p = this.#pending.get(k);
+      if (p?.deferred) {
+        p.deferred = false;
+        this.ctx.kick();
+      }
+    }
     const listed = this.#listed.get(j.id);
     this.#listed.delete(j.id);
     if (j.kind !== JobKind.JOB_KIND_BACKUP && j.kind !== JobKind.JOB_KIND_DELETE) return;
@@ -97,10 +106,12 @@ export class SnapshotHygiene {
     return this.#pending.size > 0;
   }
 
-  /** When the next sweep is due (Infinity: none waits; a sweep in flight counts as due now). */
+  /** When the next sweep is due (Infinity: none waits; a sweep in flight counts as due now, a deferred one not at all). */
   nextAt(): number {
     let at = Number.POSITIVE_INFINITY;
-    for (const [key, p] of this.#pending) at = Math.min(at, this.#inFlight.has(key) ? 0 : p.nextAt);
+    for (const [key, p] of this.#pending) {
+      if (!p.deferred) at = Math.min(at, this.#inFlight.has(key) ? 0 : p.nextAt);
+    }
     return at;
   }
 
@@ -111,22 +122,24 @@ export class SnapshotHygiene {
 
   /**
    * Starts the sweeps that are due; `active` are the catalog's active jobs (a RUNNING backup or delete of
-   * the volume drops its sweep; a queued one waits for it). Run before the dispatcher.
+   * the volume drops its sweep; any other running job holding the volume — a restore onto it, a flatten, a
+   * failback — defers it to its end: a sweep waiting for its retry holds no lock, so the volume's next job
+   * may have started meanwhile; a queued one waits for the sweep). Run before the dispatcher.
    */
   run(active: JobRecord[]): void {
     const now = this.ctx.now();
-    const busy = new Set(
-      active
-        .filter((j) => j.kind === JobKind.JOB_KIND_BACKUP || j.kind === JobKind.JOB_KIND_DELETE)
-        .filter((j) => j.state === JobState.JOB_STATE_RUNNING)
-        .map((j) => lockOfVolume(j.volume)),
-    );
+    const running = active.filter((j) => j.state === JobState.JOB_STATE_RUNNING);
+    const sweepsAgain = (j: JobRecord) => j.kind === JobKind.JOB_KIND_BACKUP || j.kind === JobKind.JOB_KIND_DELETE;
+    const busy = new Set(running.filter(sweepsAgain).map((j) => lockOfVolume(j.volume)));
+    const held = new Set(running.flatMap((j) => j.locks));
     for (const [key, p] of this.#pending) {
       if (p.nextAt > now || this.#inFlight.has(key)) continue;
       if (busy.has(key)) {
         this.#pending.delete(key); // that job's end sweeps again
         continue;
       }
+      p.deferred = held.has(key);
+      if (p.deferred) continue;
       // A first try whose outcome listed the snapshots decides here, synchronously; with nothing to remove
       // it ends here, and the volume's next job is not held back (the common case: the parent is still
       // the newest).

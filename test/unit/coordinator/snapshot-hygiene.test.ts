@@ -14,6 +14,7 @@ import { backupSnapName } from "../../../src/common/ids";
 import type { Backup } from "../../../src/coordinator/model";
 import { type SourceSnap, snapshotsToRemove } from "../../../src/coordinator/scheduler/hygiene-plan";
 import type { CallRequest } from "../../../src/coordinator/sessions";
+import { RestoreResult } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { FakeAgentSession } from "../../helpers/fake-agent";
 import { backupResult, Harness, newBackup, vol } from "./harness";
@@ -293,6 +294,34 @@ describe("snapshot hygiene: the scheduler sweeps the source after a backup or a 
       src.snaps.map((s) => s.backupId),
       [running.backupId],
     );
+  });
+
+  it("a sweep waiting for its retry while a restore onto the volume starts runs after the restore's end, not beside it", async () => {
+    const y = await backup();
+    const x = await backup();
+    let refuse = true;
+    const answer = src.agent.answer;
+    src.agent.answer = (req) =>
+      refuse && req.$case === "pruneSnapshots" ? new AppError(Status.UNAVAILABLE, "busy") : answer(req);
+    await remove(x);
+    assert.equal(src.snaps.length, 1, "the first try failed");
+    refuse = false;
+    const restore = h.queueRestore(y, vol("v1"));
+    h.tick(); // the retry is not due yet: the restore starts (the sweep holds no lock while it waits)
+    assert.equal(h.job(restore.id).state, JobState.JOB_STATE_RUNNING);
+    const asked = src.calls.length;
+    h.advance(5_000); // past the retry's backoff (2 s, jittered), inside the lease
+    h.tick();
+    await h.settle();
+    assert.equal(src.calls.length, asked, "the source is not asked anything while the restore writes the volume");
+    const r = RestoreResult.fromPartial({ imageSize: 1 });
+    assert.equal(h.outcome(b1, restore.id, Status.OK, "", { $case: "restore", value: r }), true);
+    h.tick(); // the restore's confirmation (it ends the job)
+    await h.settle();
+    assert.equal(h.job(restore.id).state, JobState.JOB_STATE_SUCCEEDED);
+    h.tick(); // its end kicked this one
+    await h.settle();
+    assert.deepEqual(src.snaps, [], "swept after the restore");
   });
 
   it("no agent of the source cluster: tried again after a backoff, then done", async () => {
