@@ -291,7 +291,7 @@ export class Agent {
           authorizeResumePoint(verifier, req.header, caller, here, audit);
           return resumePoint(sink, req.header, signal);
         }),
-      admit: (caller, method) => admitTransferCaller(verifier, caller, audit, method, here),
+      admit: (caller, method) => admitTransferCaller(verifier, caller, audit, method, here, spent),
       listChains: listChainsService(cluster, here, log, { verifier, audit }),
       maxMessageBytes: MAX_MESSAGE_BYTES,
       audit,

@@ -115,6 +115,8 @@ export class MessageReader<T> implements AsyncIterable<T> {
   #pooled = false;
   /** Bytes read so far (what the bulk channel's idle bound watches). */
   received = 0;
+  /** Messages read whole so far (what the opening's deadline watches: failUnlessOpened). */
+  decoded = 0;
   /** Whether bytes go straight into the reader's buffers (see above). */
   readonly direct: boolean;
 
@@ -286,6 +288,7 @@ export class MessageReader<T> implements AsyncIterable<T> {
     const pool = this.#pooled ? this.opts.pool : undefined;
     this.#msg = null;
     this.#queue.push(this.opts.decode(buf, pool ? () => pool.release(buf) : null));
+    this.decoded++;
     if (this.#queue.length >= QUEUE_MESSAGES) this.stream.pause();
     this.#poke();
   }
@@ -367,8 +370,29 @@ export function beatWhileBusy(
 }
 
 /**
+ * Calls `onLate` unless the reader has read `count` whole messages within `ms` of now: the opening of a
+ * stream (a unary request; a transfer's header — after the BulkOpen on the bulk channel). A source sends
+ * it at once; the idle bound alone let a caller that trickles a byte now and then hold a transfer slot (or
+ * a request buffer) for as long as it kept trickling.
+ */
+export function failUnlessOpened(
+  reader: { readonly decoded: number; readonly received: number; readonly ended: boolean },
+  count: number,
+  ms: number,
+  onLate: () => void,
+): { stop(): void } {
+  const timer = setTimeout(() => {
+    // Nothing at all received: the idle bound says so (the more telling reason), at the same time.
+    if (reader.decoded < count && reader.received > 0 && !reader.ended) onLate();
+  }, ms);
+  timer.unref();
+  return { stop: () => clearTimeout(timer) };
+}
+
+/**
  * watchIdle for a server call's request stream: the reader fails with DEADLINE_EXCEEDED (`message`) when
- * nothing came for `ms` while it waited; the watch ends when the stream closes (or by stop()).
+ * nothing came for `ms` while it waited, or when its first message (a unary request, a transfer's
+ * header) is not whole `ms` after the call began; the watch ends when the stream closes (or by stop()).
  */
 export function failWhenIdle(
   stream: { isPaused(): boolean; once(event: "close", fn: () => void): unknown },
@@ -377,6 +401,16 @@ export function failWhenIdle(
   message: string,
 ): { stop(): void } {
   const idle = watchIdle(stream, reader, ms, () => reader.fail(new AppError(Status.DEADLINE_EXCEEDED, message)));
-  stream.once("close", () => idle.stop());
-  return idle;
+  // Its first message whole within the same bound, however the bytes trickle in.
+  const opening = failUnlessOpened(reader, 1, ms, () =>
+    reader.fail(
+      new AppError(Status.DEADLINE_EXCEEDED, `the stream's first message did not arrive whole within ${ms} ms`),
+    ),
+  );
+  const stop = () => {
+    idle.stop();
+    opening.stop();
+  };
+  stream.once("close", stop);
+  return { stop };
 }

@@ -72,6 +72,12 @@ export interface TransferCaller {
   identity: Identity | null;
   /** The SHA-256 fingerprint of its certificate when the agent's revocation list names it; else absent or null. */
   revoked?: string | null;
+  /**
+   * `revoked` as the list says now (the list is reloaded while connections stay open): every judgement
+   * asks it again, so a certificate revoked after its stream or connection opened is refused at the
+   * header (or request) it sends later.
+   */
+  revokedNow?: () => string | null;
   capability: string | undefined;
 }
 
@@ -175,7 +181,9 @@ export function transferCallerOf(
   const h = headers[CAPABILITY_HEADER];
   const capability = Array.isArray(h) ? h[0] : h;
   if (insecure) return { checked: false, identity: null, capability };
-  return { checked: true, ...peerOfSocket(stream.session?.socket as TLSSocket | undefined, revoked), capability };
+  const socket = stream.session?.socket as TLSSocket | undefined;
+  const revokedNow = () => peerOfSocket(socket, revoked).revoked;
+  return { checked: true, ...peerOfSocket(socket, revoked), revokedNow, capability };
 }
 
 /** Why a caller may not use the data plane at all: the status, the refusal metric's reason, the message. */
@@ -264,7 +272,8 @@ function judge(
   here?: Here,
 ): void {
   const id = caller.identity;
-  const refusal = dataPlaneRefusal(caller);
+  const revokedNow = caller.revokedNow?.();
+  const refusal = dataPlaneRefusal(revokedNow ? { ...caller, revoked: revokedNow } : caller);
   if (refusal || id?.kind !== "agent") {
     const r = refusal ?? { status: Status.PERMISSION_DENIED, reason: "no_identity" as const, message: "not an agent" };
     auditDataPlaneRefusal(audit, caller, method, r, target);
@@ -295,13 +304,28 @@ export function admitTransferCaller(
   audit?: AuthzAudit,
   method = TRANSFER_METHOD,
   here?: Here,
+  spent?: SpentCapabilities,
 ): void {
   // A capability naming another destination agent does not take a slot here either (one naming none is
   // refused once its header is read, after what it asks for: the more telling reason).
   const notForMe = (grant: Grant) => {
     if (here && grant.allows.toAgent !== undefined) checkDestinationAgent(grant, here.agentId);
   };
-  if (caller.checked && verifier) judge(verifier, caller, method, "", audit, notForMe);
+  if (!caller.checked || !verifier) return;
+  judge(verifier, caller, method, "", audit, notForMe);
+  // Nor a Transfer whose capability could not begin (spent, or its stream runs): it would hold a slot
+  // until its header came, only to be refused then.
+  const why = method === TRANSFER_METHOD ? (spent?.refusal(caller.capability) ?? "") : "";
+  if (why) {
+    audit?.refused({
+      identity: identityName(caller.identity),
+      method,
+      target: "",
+      reason: "bad_capability",
+      message: why,
+    });
+    throw new AppError(Status.PERMISSION_DENIED, why);
+  }
 }
 
 /** Makes a rename in `dir` durable. */
@@ -442,14 +466,19 @@ export class SpentCapabilities {
    * (`end`) before its answer reached the source.
    */
   begin(capability: string | undefined): string {
+    const why = this.refusal(capability);
+    if (!why && capability) this.#running.add(SpentCapabilities.#key(capability));
+    return why;
+  }
+
+  /** Why a stream presenting `capability` could not begin now ("" when it could); begins nothing. */
+  refusal(capability: string | undefined): string {
     if (!capability) return "";
     if (this.spent(capability)) {
       return "this transfer capability was already used by a stream that committed here (one committed stream each; the coordinator mints one per attempt)";
     }
-    const k = SpentCapabilities.#key(capability);
-    if (this.#running.has(k))
+    if (this.#running.has(SpentCapabilities.#key(capability)))
       return "another stream with this transfer capability is running here (one stream at a time each)";
-    this.#running.add(k);
     return "";
   }
 

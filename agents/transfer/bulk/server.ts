@@ -25,7 +25,7 @@ import { abortError } from "../../../src/common/retry";
 import type { Revoked } from "../../../src/common/revocations";
 import { BulkOpen, TransferMessage } from "../../../src/gen/rbdbackup/v1/transfer";
 import type { AuthzAudit } from "../authz-audit";
-import { beatWhileBusy, MessageReader, type ReceivePool, watchIdle } from "../message-reader";
+import { beatWhileBusy, failUnlessOpened, MessageReader, type ReceivePool, watchIdle } from "../message-reader";
 import {
   auditDataPlaneRefusal,
   dataPlaneRefusal,
@@ -93,9 +93,10 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
     decode: decoder(),
     direct: true,
   });
-  let timedOut = false;
+  /** Why the source's time ran out (the idle bound, or the opening's), if it did. */
+  let timedOut: string | null = null;
   const idle = watchIdle(socket, reader, o.idleTimeoutMs, () => {
-    timedOut = true;
+    timedOut = `the source sent nothing for ${o.idleTimeoutMs} ms`;
     const e = new AppError(
       Status.DEADLINE_EXCEEDED,
       `the source sent nothing for ${o.idleTimeoutMs} ms (transfer.bulkIdleTimeoutMs)`,
@@ -105,10 +106,21 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
     reader.fail(e);
     ac.abort(e);
   });
+  // The BulkOpen and the transfer's header whole within the same bound, however their bytes trickle in.
+  const opening = failUnlessOpened(reader, 2, o.idleTimeoutMs, () => {
+    timedOut = `the source's BulkOpen and header did not arrive whole within ${o.idleTimeoutMs} ms`;
+    const e = new AppError(
+      Status.DEADLINE_EXCEEDED,
+      `the source's BulkOpen and header did not arrive whole within ${o.idleTimeoutMs} ms (transfer.bulkIdleTimeoutMs)`,
+    );
+    reader.fail(e);
+    ac.abort(e);
+  });
   const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
   socket.on("error", (err) => o.log?.debug("bulk channel: connection failed", { err }));
   socket.once("close", () => {
     idle.stop();
+    opening.stop();
     if (!reader.ended) reader.fail(new AppError(Status.UNAVAILABLE, "the source's connection was lost"));
     ac.abort(abortError());
   });
@@ -127,6 +139,7 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
 
   const answer = (outcome: Parameters<typeof resultFrame>[0]) => {
     idle.stop();
+    opening.stop();
     busy?.stop();
     if (socket.destroyed) return;
     socket.end(resultFrame(outcome));
@@ -146,12 +159,16 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
     answer({ error: new AppError(refusal.status, refusal.message) });
     return closed;
   }
-  run(reader, ac.signal, o, { checked: !insecure, identity: peer.identity }, beatFor).then(
+  // Revocation is asked again when the BulkOpen's capability and the header are judged (a list reloaded
+  // since the handshake counts).
+  const revokedNow = insecure ? undefined : () => peerOfSocket(socket, o.revoked).revoked;
+  const who = { checked: !insecure, identity: peer.identity, ...(revokedNow ? { revokedNow } : {}) };
+  run(reader, ac.signal, o, who, beatFor).then(
     (summary) => answer({ summary }),
     (error) =>
       answer({
         error: timedOut
-          ? new AppError(Status.DEADLINE_EXCEEDED, `the source sent nothing for ${o.idleTimeoutMs} ms`, {
+          ? new AppError(Status.DEADLINE_EXCEEDED, timedOut, {
               cause: error,
             })
           : error,

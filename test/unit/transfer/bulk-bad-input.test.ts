@@ -21,7 +21,7 @@ import { statusOf } from "../../../src/common/errors";
 import type { Revoked } from "../../../src/common/revocations";
 import { type TransferMessage, TransferSummary } from "../../../src/gen/rbdbackup/v1/transfer";
 import { until } from "../../helpers/wait";
-import { frameOf, labTls, mint, openOf, rawBulk, serve, stopAll } from "./fakes/bulk";
+import { frameOf, labTls, mint, openOf, rawBulk, rawH2Transfer, serve, stopAll } from "./fakes/bulk";
 import { FakeCeph, poolState } from "./fakes/fake-ceph";
 import { quietLogger, sinkDeps } from "./fakes/sink-deps";
 import { chunkParts, Feed, header, KiB, messages, pattern } from "./fakes/stream";
@@ -287,6 +287,47 @@ describe("bulk channel: bad input", () => {
       message: /sent nothing for 300 ms/,
     });
     assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
+    await d.clean();
+  });
+
+  it("a source that trickles its opening a byte at a time: DEADLINE_EXCEEDED once the idle bound has passed without a whole header, on both paths, the sink never reached", async () => {
+    const d = await destination({ idleTimeoutMs: 300 });
+    const { frames, h } = start(0); // BulkOpen, header
+    const t0 = Date.now();
+    const r = await rawBulk(d.served.address, frames, { trickleMs: 20, ms: 20_000 });
+    assert.equal(r.result?.code, Status.DEADLINE_EXCEEDED, r.result?.message);
+    assert.match(r.result?.message ?? "", /BulkOpen and header did not arrive whole within 300 ms/);
+    assert.ok(Date.now() - t0 < 5_000, `took ${Date.now() - t0} ms`);
+    const over = await rawH2Transfer(d.served.address, mint(h), frames.slice(1), { trickleMs: 20, ms: 20_000 });
+    assert.equal(over.status, Status.DEADLINE_EXCEEDED, over.message);
+    assert.match(over.message, /first message did not arrive whole within 300 ms/);
+    assert.equal(d.served.reached, 0);
+    await d.clean();
+  });
+
+  it("a certificate revoked after its connection opened is refused at the header it sends later (UNAUTHENTICATED, both paths), the sink never reached", async () => {
+    const fp = new X509Certificate(readFileSync(labTls("agent-site-a").cert as string)).fingerprint256;
+    const revoked = new Set<string>();
+    const d = await destination({ revoked });
+    const { frames, h } = start(3);
+    // The connection and the BulkOpen are judged while the list does not name it; the list is reloaded
+    // (revoked.add) before the header comes.
+    const revokeOnceEntered = (n: number) => ({
+      index: 1,
+      wait: async () => {
+        await until(() => d.served.entered === n, "the stream to be admitted");
+        revoked.add(fp.replaceAll(":", "").toLowerCase());
+      },
+    });
+    const r = await rawBulk(d.served.address, frames, { before: revokeOnceEntered(1) });
+    assert.equal(r.result?.code, Status.UNAUTHENTICATED, r.result?.message);
+    assert.match(r.result?.message ?? "", /is revoked/);
+    revoked.clear();
+    const over = await rawH2Transfer(d.served.address, mint(h), frames.slice(1), {
+      before: { index: 0, wait: revokeOnceEntered(2).wait },
+    });
+    assert.equal(over.status, Status.UNAUTHENTICATED, over.message);
+    assert.equal(d.served.reached, 0);
     await d.clean();
   });
 

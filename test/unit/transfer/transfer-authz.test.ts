@@ -17,6 +17,7 @@ import {
   authorizeResumePoint,
   authorizeTransfer,
   dataPlaneRefusal,
+  RESUME_POINT_METHOD,
   SpentCapabilities,
   type TransferCaller,
 } from "../../../agents/transfer/transfer-authz";
@@ -155,6 +156,31 @@ describe("transfer authorization", () => {
     );
     now += 60_001;
     assert.equal(spent.spent(used), false, "forgotten once past its lifetime");
+  });
+
+  it("a spent capability, or one whose stream runs, takes no transfer slot: refused at admission (before its header), audited; ResumePoint and ListChains are not Transfers", async () => {
+    const spent = new SpentCapabilities();
+    const h = header(TransferKind.RESTORE_ORIGINAL, "prod", "rbd");
+    const cap = mint(h);
+    const lines: Array<{ reason?: string }> = [];
+    const audit = { refused: (l: { reason?: string }) => lines.push(l) } as unknown as AuthzAudit;
+    assert.doesNotThrow(() => admitTransferCaller(verifier, caller(cap), audit, undefined, HERE, spent));
+    assert.equal(spent.begin(cap), "");
+    assert.throws(
+      () => admitTransferCaller(verifier, caller(cap), audit, undefined, HERE, spent),
+      denied(/another stream with this transfer capability is running here/),
+    );
+    spent.end(cap, true);
+    assert.throws(
+      () => admitTransferCaller(verifier, caller(cap), audit, undefined, HERE, spent),
+      denied(/already used by a stream that committed here/),
+    );
+    assert.deepEqual(
+      lines.map((l) => l.reason),
+      ["bad_capability", "bad_capability"],
+      "both audited",
+    );
+    assert.doesNotThrow(() => admitTransferCaller(verifier, caller(cap), audit, RESUME_POINT_METHOD, HERE, spent));
   });
 
   it("a spent capability re-encoded (another base64url spelling of its signature) is still spent", async () => {

@@ -1,10 +1,11 @@
 /**
  * For the bulk channel's tests (bulk-*.test.ts): the agents' data-plane server on 127.0.0.1 with the
  * lab's certificates and the agent's own transfer entry (authorizeTransfer — same function, same
- * audit — then the sink or any function), the capability minted for a header, and a raw bulk client
- * that writes arbitrary bytes and reads the one BulkResult.
+ * audit — then the sink or any function), the capability minted for a header, a raw bulk client
+ * that writes arbitrary bytes and reads the one BulkResult, and a raw HTTP/2 Transfer call alike.
  */
 import { readFileSync } from "node:fs";
+import http2 from "node:http2";
 import tls from "node:tls";
 import { AuthzAudit } from "../../../../agents/transfer/authz-audit";
 import { ALPN_BULK, parseResult } from "../../../../agents/transfer/bulk/protocol";
@@ -14,7 +15,7 @@ import { MAX_MESSAGE_BYTES } from "../../../../agents/transfer/protocol";
 import { authorizeTransfer } from "../../../../agents/transfer/transfer-authz";
 import type { TransferEntry } from "../../../../agents/transfer/transfer-server";
 import { encodeTransferMessage, grpcFrame } from "../../../../agents/transfer/wire";
-import { CapabilitySigner, CapabilityVerifier } from "../../../../src/common/capability";
+import { CAPABILITY_HEADER, CapabilitySigner, CapabilityVerifier } from "../../../../src/common/capability";
 import { transferAsks } from "../../../../src/common/grants";
 import type { Revoked } from "../../../../src/common/revocations";
 import { type TlsConfig, tlsFiles } from "../../../../src/common/tls";
@@ -135,8 +136,18 @@ export const frameOf = (m: TransferMessage) => grpcFrame(encodeTransferMessage(m
 export function rawBulk(
   address: string,
   bytes: Buffer[],
-  /** `alpn`: the protocols offered (default the bulk channel's; null: none). */
-  o: { name?: string; end?: boolean; ms?: number; alpn?: string[] | null } = {},
+  /**
+   * `alpn`: the protocols offered (default the bulk channel's; null: none). `trickleMs`: the bytes go one
+   * at a time, this far apart. `before`: awaited before `bytes[before.index]` is written.
+   */
+  o: {
+    name?: string;
+    end?: boolean;
+    ms?: number;
+    alpn?: string[] | null;
+    trickleMs?: number;
+    before?: { index: number; wait: () => Promise<void> };
+  } = {},
 ): Promise<{ result: BulkResult | null; ms: number }> {
   const t0 = Date.now();
   const [host, port] = address.split(":");
@@ -157,9 +168,22 @@ export function rawBulk(
     socket.on("error", () => {});
     socket.on("data", (d: Buffer) => got.push(d));
     socket.on("end", () => socket.end());
+    const write = async () => {
+      for (const [i, b] of bytes.entries()) {
+        if (o.before?.index === i) await o.before.wait();
+        if (!o.trickleMs) {
+          socket.write(b);
+          continue;
+        }
+        for (let j = 0; j < b.length && !socket.destroyed; j++) {
+          socket.write(b.subarray(j, j + 1));
+          await new Promise((r) => setTimeout(r, o.trickleMs));
+        }
+      }
+      if (o.end !== false && !socket.destroyed) socket.end();
+    };
     socket.on("secureConnect", () => {
-      for (const b of bytes) socket.write(b);
-      if (o.end !== false) socket.end();
+      write().catch(() => socket.destroy());
     });
     socket.on("close", () => {
       clearTimeout(timer);
@@ -169,5 +193,71 @@ export function rawBulk(
         reject(e);
       }
     });
+  });
+}
+
+/**
+ * A Transfer call over HTTP/2 (site-a's certificate) writing `frames` raw — `trickleMs`: one byte at a
+ * time, this far apart; `before`: awaited before `frames[before.index]` — then its end; the gRPC status
+ * and message of the answer.
+ */
+export function rawH2Transfer(
+  address: string,
+  capability: string,
+  frames: Buffer[],
+  o: { trickleMs?: number; before?: { index: number; wait: () => Promise<void> }; ms?: number } = {},
+): Promise<{ status: number; message: string }> {
+  const session = http2.connect(`https://${address}`, {
+    ...tlsFiles(labTls("agent-site-a"), "test"),
+    servername: "localhost",
+  });
+  session.on("error", () => {});
+  const stream = session.request(
+    {
+      ":method": "POST",
+      ":path": "/rbdbackup.v1.TransferService/Transfer",
+      "content-type": "application/grpc",
+      te: "trailers",
+      [CAPABILITY_HEADER]: capability,
+    },
+    { endStream: false },
+  );
+  stream.on("error", () => {});
+  stream.resume();
+  const write = async () => {
+    for (const [i, b] of frames.entries()) {
+      if (o.before?.index === i) await o.before.wait();
+      if (!o.trickleMs) {
+        stream.write(b);
+        continue;
+      }
+      for (let j = 0; j < b.length && !stream.closed; j++) {
+        stream.write(b.subarray(j, j + 1));
+        await new Promise((r) => setTimeout(r, o.trickleMs));
+      }
+    }
+    if (!stream.closed) stream.end();
+  };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      session.destroy();
+      reject(new Error(`no answer within ${o.ms ?? 10_000} ms`));
+    }, o.ms ?? 10_000);
+    let headers: http2.IncomingHttpHeaders = {};
+    stream.on("response", (h) => {
+      headers = h;
+    });
+    stream.on("trailers", (t) => {
+      headers = { ...headers, ...t };
+    });
+    stream.on("close", () => {
+      clearTimeout(timer);
+      session.close();
+      resolve({
+        status: Number(headers["grpc-status"] ?? -1),
+        message: decodeURIComponent(String(headers["grpc-message"] ?? "")),
+      });
+    });
+    write().catch(() => stream.close());
   });
 }
