@@ -8,7 +8,9 @@
  * stream, a refusal or a full pool clean up as before.
  *
  * ResumePoint answers a retry's header with the held checkpoint (same kind, image, backup id,
- * snapshots and size, image unchanged); the retry's Transfer with resume_offset takes the held entry
+ * snapshots and size, the image still at that size, its marker unchanged; a restore's volume open by
+ * nobody else). What was written into the prefix while the image was held is not seen: a restore's
+ * target is the caller's to keep unused until the restore ends; the retry's Transfer with resume_offset takes the held entry
  * over (its own journal entry, the incomplete marker, the checkpoint re-labelled) and continues the
  * counts and the digest where the checkpoint left them.
  */
@@ -67,6 +69,12 @@ export async function findHeld(deps: Deps, io: SinkIoCtx, h: TransferHeader): Pr
       return { reason: `${where} carries no checkpoint of the transfer kept for it` };
     const why = mismatch(h, record);
     if (why) return { reason: why };
+    // Every attempt sized the image to the header's size before it wrote (prepare.ts): another size now
+    // is a change made while it was held (an operator's resize, a volume extended) — the transfer starts
+    // over rather than leave the size, or what lies in the prefix, as someone else left it.
+    const size = (await img.stat()).size;
+    if (size !== h.imageSize)
+      return { reason: `${where} changed since the checkpoint (its size is ${size}, the transfer's ${h.imageSize})` };
     if (entry.createdImage && (await img.metaGet(INCOMPLETE_KEY)) !== entry.transferId) {
       return { reason: `${where} changed since the checkpoint (its incomplete marker is not the transfer's)` };
     }
@@ -167,8 +175,10 @@ export async function takeOver(
   fp.createdImage = entry.createdImage;
   fp.metaCreated = entry.metaCreated === true;
   fp.image = await io.imageOpen(h.destination?.image as string);
-  // A volume restored over may have been opened by a VM since the attempt was cut short.
-  if (h.kind === TransferKind.RESTORE_ORIGINAL) await refuseInUse(deps, fp, fp.image);
+  // A volume restored into (over the original, or a new one under the caller's name) may have been
+  // opened by a VM since the attempt was cut short.
+  if (h.kind === TransferKind.RESTORE_ORIGINAL || h.kind === TransferKind.RESTORE_NEW)
+    await refuseInUse(deps, fp, fp.image);
   if (entry.createdImage) await fp.image.metaSet(INCOMPLETE_KEY, h.transferId);
   await deps.journal.remove(held.entry.transferId);
   // Everything ever written into the image is the source snapshot's content, so a created image is

@@ -448,6 +448,49 @@ describe("resumable transfers: the destination", () => {
     await runSink(deps(ceph), new Feed(messages(h, [c3 as Part, c0 as Part])));
   });
 
+  it("a restore whose volume was resized while it was held: no resume is offered, and one asked for is refused; the restart from 0 commits byte-identical data at the backup's size", async () => {
+    const ceph = new FakeCeph("backups");
+    const d = deps(ceph);
+    const v = ceph.addImage("backups", "vol-1", Buffer.alloc(SIZE));
+    const h = header({
+      kind: TransferKind.RESTORE_ORIGINAL,
+      destination: { pool: "backups", namespace: "", image: "vol-1" },
+      imageSize: SIZE,
+      chunkSize: CHUNK,
+      resumable: true,
+    });
+    const parts = chunkParts(4, CHUNK);
+    const feed = new Feed(messages(h, parts), { holdAfter: 3, after: "hang" });
+    const call = new AbortController();
+    const running = runSink(d, feed, call.signal, { from: "network" });
+    running.catch(() => {});
+    await feed.held;
+    await until(() => !!parseCheckpoint(v.meta.get(RESUME_KEY) ?? null), "a checkpoint");
+    call.abort();
+    await assert.rejects(running);
+    const retry = { ...h, transferId: randomUUID() };
+    const offered = await resumePoint(d, retry);
+    assert.ok(offered.offset > 0, `a resume point before the change (${offered.reason})`);
+    // Meanwhile: written into the restored prefix, and grown (an extend), with no client left open.
+    v.data.fill(0xab, 0, 100);
+    v.data = Buffer.concat([v.data, Buffer.alloc(CHUNK, 0xcd)]);
+    const rp = await resumePoint(d, retry);
+    assert.equal(rp.offset, 0);
+    assert.match(rp.reason, /changed since the checkpoint \(its size is 327680, the transfer's 262144\)/);
+    const asked: TransferHeader = {
+      ...retry,
+      resumeOffset: offered.offset,
+      resumePrefixDigest: offered.prefixDigest,
+    };
+    const e = await runSink(d, new Feed(resumedMessages(asked, parts, offered))).catch((x) => x);
+    assert.equal(statusOf(e), Status.FAILED_PRECONDITION);
+    assert.match((e as Error).message, /cannot resume at offset \d+: .*changed since the checkpoint/);
+    // The source starts over: every byte the backup's, at its size.
+    await runSink(d, new Feed(messages({ ...h, transferId: randomUUID() }, parts)));
+    assert.equal(v.data.length, SIZE);
+    assert.ok(v.data.equals(Buffer.concat(parts.map((p) => ("zero" in p ? Buffer.alloc(p.zero) : p.data)))));
+  });
+
   it("a restore over the original resumed after a VM opened the volume: FAILED_PRECONDITION, the held transfer kept for later", async () => {
     const ceph = new FakeCeph("backups");
     const d = deps(ceph);
