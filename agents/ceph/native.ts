@@ -84,6 +84,11 @@ export interface ImageStat {
   flags: number;
   stripeUnit: number;
   stripeCount: number;
+  /**
+   * A clone's parent overlap: how much of it still reads through to its parent (rbd_get_overlap; lowered
+   * for good when the clone is shrunk, so a clone grown back reads zeros beyond it). 0 without a parent.
+   */
+  parentOverlap: number;
 }
 
 export interface SnapInfo {

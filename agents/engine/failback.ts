@@ -10,9 +10,10 @@
  *     on the base image) and the source sends only V''s own objects (diff with include_parent false,
  *     from creation, whole objects): what was written or trimmed at the failover site, at object
  *     granularity (copy-on-write makes any object written in the clone a whole object of its own).
- *  3. Otherwise — V' flattened, or the destination refusing because V is gone or lacks S
- *     (FAILED_PRECONDITION, nothing written) — a FAILBACK transfer without from_snapshot: every byte of
- *     V', and RestoreResult.full_copy_reason says why.
+ *  3. Otherwise — V' flattened, V' shrunk since the failover (its parent overlap lowered: what reads as
+ *     zeros beyond it is in none of its objects), or the destination refusing because V is gone or lacks
+ *     S (FAILED_PRECONDITION, nothing written) — a FAILBACK transfer without from_snapshot: every byte
+ *     of V', and RestoreResult.full_copy_reason says why.
  */
 import { randomUUID } from "node:crypto";
 import { invalidArgument, messageOf, notFound, Status, statusOf } from "../../src/common/errors";
@@ -67,7 +68,8 @@ export async function failback(
     const clone = await isCloneOf(backups, loc, source);
     await head.snapCreate(snap);
     img = await io.imageOpen(source.image, { snapshot: snap });
-    const size = (await img.stat()).size;
+    const st = await img.stat();
+    const size = st.size;
     const target = req.target as NonNullable<RestoreRequest["target"]>;
     const header = (fromSnapshot: string): TransferHeader => ({
       transferId: fromSnapshot ? transferId : randomUUID(),
@@ -108,7 +110,9 @@ export async function failback(
           req.transferCapability || undefined,
         );
     };
-    let reason = clone ? "" : `${label(source)} is no longer a clone of ${loc.baseImage}@${loc.snapshot} (flattened)`;
+    let reason = clone
+      ? await shrunkBelowParent(backups, loc, st.parentOverlap, size, label(source))
+      : `${label(source)} is no longer a clone of ${loc.baseImage}@${loc.snapshot} (flattened)`;
     let stats = newStats();
     let summary: Awaited<ReturnType<typeof send>> | null = null;
     if (!reason) {
@@ -155,6 +159,31 @@ export async function failback(
     await io.close().catch(() => {});
     await backups.close().catch(() => {});
   }
+}
+
+/**
+ * Why V''s own objects would not say what changed ("" when they do): V' was shrunk below its parent's
+ * size at some point since the failover — librbd lowers a clone's parent overlap for good when it is
+ * shrunk, so V' grown back reads zeros beyond the overlap where it wrote nothing, while V rolled back to S
+ * would keep S's data there. Then every byte is sent.
+ */
+async function shrunkBelowParent(
+  backups: IoCtx,
+  loc: { baseImage: string; snapshot: string },
+  overlap: number,
+  size: number,
+  what: string,
+): Promise<string> {
+  const parent = await backups.imageOpen(loc.baseImage, { snapshot: loc.snapshot });
+  let parentSize: number;
+  try {
+    parentSize = (await parent.stat()).size;
+  } finally {
+    await parent.close().catch(() => {});
+  }
+  const reads = Math.min(parentSize, size);
+  if (overlap >= reads) return "";
+  return `${what} was shrunk since the failover (it reads its parent ${loc.baseImage}@${loc.snapshot} up to ${overlap} bytes, not ${reads}): its own objects do not show what beyond that reads as zeros`;
 }
 
 /** Snapshots of earlier attempts that died before removing theirs (the job locks V': none is running). */

@@ -16,5 +16,6 @@ export function statWithoutObjectMap(size: number): () => Promise<ImageStat> {
     flags: 0,
     stripeUnit: objectSize,
     stripeCount: 1,
+    parentOverlap: 0,
   });
 }

@@ -65,7 +65,7 @@ Napi::Value Image::Stat(const Napi::CallbackInfo& info) {
   auto h = handle(info.Env());
   struct Out {
     rbd_image_info_t info{};
-    uint64_t features = 0, flags = 0, stripeUnit = 0, stripeCount = 0;
+    uint64_t features = 0, flags = 0, stripeUnit = 0, stripeCount = 0, overlap = 0;
   };
   auto out = std::make_shared<Out>();
   return RunAsync(
@@ -76,6 +76,14 @@ Napi::Value Image::Stat(const Napi::CallbackInfo& info) {
         if (rc == 0) rc = rbd_get_flags(h->image, &out->flags);
         if (rc == 0) rc = rbd_get_stripe_unit(h->image, &out->stripeUnit);
         if (rc == 0) rc = rbd_get_stripe_count(h->image, &out->stripeCount);
+        if (rc == 0) {
+          // A clone's parent overlap (lowered for good when the clone is shrunk); 0 without a parent.
+          rc = rbd_get_overlap(h->image, &out->overlap);
+          if (rc == -ENOENT) {
+            out->overlap = 0;
+            rc = 0;
+          }
+        }
         return rc;
       },
       [out](Napi::Env env) -> Napi::Value {
@@ -88,6 +96,7 @@ Napi::Value Image::Stat(const Napi::CallbackInfo& info) {
         o.Set("flags", Napi::Number::New(env, static_cast<double>(out->flags)));
         o.Set("stripeUnit", Napi::Number::New(env, static_cast<double>(out->stripeUnit)));
         o.Set("stripeCount", Napi::Number::New(env, static_cast<double>(out->stripeCount)));
+        o.Set("parentOverlap", Napi::Number::New(env, static_cast<double>(out->overlap)));
         return o;
       });
 }

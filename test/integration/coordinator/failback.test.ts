@@ -6,7 +6,8 @@
  * travel — the job's bytes sent equal the bytes changed, not the volume — and the original reads
  * exactly as the failed-over volume (sha256 of `rbd export`, size included). Then the fallbacks, each
  * a full copy with its reason in the job and the same identity: the original without that snapshot,
- * the original gone (re-created), the failed-over volume flattened.
+ * the original gone (re-created), the failed-over volume shrunk and grown back, the failed-over volume
+ * flattened.
  */
 import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
@@ -142,6 +143,18 @@ describe("coordinator: failback without a full copy", () => {
     const j3 = await failback(volume, target);
     assert.match(j3.restore?.fullCopyReason ?? "", /does not exist/);
     assert.equal(await sha("site-a", spec(volume)), await sha("site-b", spec(target)));
+
+    // V' shrunk below the backup's object at 240 MiB, then grown back: it reads zeros there, though no
+    // object of its own says so (librbd lowered its parent overlap for good). V has a snapshot named as
+    // the backup's again (taken now: it holds the parent's object there) → a full copy, the reason in the
+    // job; its own objects alone would have left V that object.
+    await rbd("site-a", ["snap", "create", "--no-progress", spec(volume, b.snapshot)]);
+    await rbd("site-b", ["resize", "--no-progress", "--allow-shrink", "--size", `${59 * 4}M`, spec(target)]);
+    await rbd("site-b", ["resize", "--no-progress", "--size", "320M", spec(target)]);
+    const shrunk = await failback(volume, target);
+    assert.match(shrunk.restore?.fullCopyReason ?? "", /was shrunk since the failover/);
+    assert.equal(await sha("site-a", spec(volume)), await sha("site-b", spec(target)), "V reads as V' again");
+    await rbd("site-a", ["snap", "purge", "--no-progress", spec(volume)]);
 
     // V' flattened → a full copy.
     await rbd("site-b", ["flatten", "--no-progress", spec(target)]);

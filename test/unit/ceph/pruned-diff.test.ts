@@ -28,6 +28,7 @@ function fake(extents: Extent[], st: Partial<ImageStat> = {}) {
         order: 22,
         features: FAST,
         flags: 0,
+        parentOverlap: 0,
         stripeUnit: OBJ,
         stripeCount: 1,
         ...st,

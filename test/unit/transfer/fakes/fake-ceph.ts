@@ -295,6 +295,7 @@ export class FakeImage implements SinkImage {
       flags: 0,
       stripeUnit: 0,
       stripeCount: 0,
+      parentOverlap: 0,
     };
   }
 
