@@ -43,6 +43,7 @@ import { shapedTarget } from "../transfer/shaping";
 import { agentLimiters } from "../transfer/shaping/rate-limit";
 import {
   discardHeldInto,
+  overwroteTarget,
   RecentCommits,
   recoverInterrupted,
   resumePoint,
@@ -277,13 +278,18 @@ export class Agent {
       transfer: (messages, signal, caller) =>
         handle(log, "Transfer", async () => {
           const authorized = await authorizeTransfer(verifier, messages, caller, here, audit, spent);
-          let committed = false;
+          // Its capability is spent (transfer-authz.ts SpentCapabilities) by a commit, and by a failure
+          // that had written into a volume no cleanup restores (a restore over the original, a failback).
+          let spend = false;
           try {
             const summary = await receiveTransfer(authorized, signal, "network");
-            committed = true; // its capability is spent (transfer-authz.ts SpentCapabilities)
+            spend = true;
             return summary;
+          } catch (e) {
+            spend = overwroteTarget(e);
+            throw e;
           } finally {
-            if (verifier) spent.end(caller.capability, committed);
+            if (verifier) spent.end(caller.capability, spend);
           }
         }),
       resumePoint: (req, signal, caller) =>

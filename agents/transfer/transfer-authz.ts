@@ -342,11 +342,15 @@ function syncDir(dir: string): void {
 export const SPENT_CAPABILITIES_FILE = "spent-capabilities";
 
 /**
- * Transfer capabilities that have been used by a stream that committed here: each is good for one
- * committed stream. The coordinator mints one per attempt, valid for an hour (scheduler/capabilities.ts)
- * — without this, its holder could replay it after its job ended, e.g. write a restore over a volume a
- * VM has opened since (allow_open), or bring back a deleted backup. A stream cut short (not committed)
- * leaves it usable: the attempt's resume presents it again. Kept as SHA-256 digests until the
+ * Transfer capabilities that have been used by a stream that committed here — or, a restore over the
+ * original or a failback, that wrote into the volume before it failed (no cleanup restores what it
+ * overwrote: sink/run-sink.ts overwroteTarget): each is good for one such stream. The coordinator mints
+ * one per attempt, valid for an hour (scheduler/capabilities.ts) — without this, its holder could replay
+ * it after its job ended, e.g. write a restore over a volume a VM has opened since (allow_open), or bring
+ * back a deleted backup. A stream refused or failed before it wrote into such a volume, or cut short
+ * into an image cleanup removes, leaves it usable for the attempt's next stream (a start over after a
+ * refused resume, a failback's full copy after its changes were refused); a resume comes in a later
+ * attempt, with a capability of its own. Kept as SHA-256 digests until the
  * capability's own expiry; with `file` (the agent's state dir) also on disk, one line
  * "<digest> <until ms>" appended (and fsync'd) per spend, so a restart does not forget them; the file is
  * rewritten without the expired lines when they outnumber the live ones. The capability names this
@@ -475,7 +479,7 @@ export class SpentCapabilities {
   refusal(capability: string | undefined): string {
     if (!capability) return "";
     if (this.spent(capability)) {
-      return "this transfer capability was already used by a stream that committed here (one committed stream each; the coordinator mints one per attempt)";
+      return "this transfer capability was already used here by a stream that committed, or that wrote into a volume no cleanup restores (one such stream each; the coordinator mints one per attempt)";
     }
     if (this.#running.has(SpentCapabilities.#key(capability)))
       return "another stream with this transfer capability is running here (one stream at a time each)";

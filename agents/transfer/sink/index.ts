@@ -10,4 +10,4 @@ export type { ResumeOptions, SinkCluster, SinkDeps, SinkImage, SinkIoCtx, SinkLi
 export { type CommittedBackup, RECENT_COMMIT_TTL_MS, RecentCommits } from "./recent-commits";
 export { recoverInterrupted } from "./recovery";
 export { resumePoint } from "./resume";
-export { runSink, type SinkOptions } from "./run-sink";
+export { overwroteTarget, runSink, type SinkOptions } from "./run-sink";

@@ -179,9 +179,9 @@ async function sinkFrom(
       // Cut short (the network call aborted before its stream ended), with a checkpoint: kept for a retry.
       const cut = opts.from === "network" && callSignal?.aborted === true;
       if (cut && !(await watch.isFull()) && (await holdForResume(deps, fp, cp, log)))
-        throw toAppError(ac.signal.reason);
+        throw markOverwrote(fp, toAppError(ac.signal.reason));
       if (!fp.createdImage) await dropCheckpoint(fp.image, cp, fp.warnings, log);
-      throw await failed(deps, fp, e, ac.signal, watch, log);
+      throw markOverwrote(fp, await failed(deps, fp, e, ac.signal, watch, log));
     } finally {
       watch.stop();
       await fp.image?.close().catch(() => {});
@@ -320,6 +320,25 @@ async function writesDone(fp: Footprint, checks: StreamChecks, window: WriteWind
   checks.verifyTrailer();
   await abortable((fp.image as SinkImage).flush(), signal);
   signal.throwIfAborted();
+}
+
+/** Failures of transfers that wrote into a volume no cleanup restores (overwroteTarget). */
+const overwrote = new WeakSet<object>();
+
+/**
+ * Whether the transfer that failed with `e` had written into an existing volume, which cleanup does not
+ * undo (a restore over the original, a failback): its capability is spent even so (transfer-authz.ts
+ * SpentCapabilities), so that no replay of it writes the volume again.
+ */
+export function overwroteTarget(e: unknown): boolean {
+  return typeof e === "object" && e !== null && overwrote.has(e);
+}
+
+function markOverwrote<E>(fp: Footprint, e: E): E {
+  const kind = fp.h?.kind;
+  const undoable = kind !== TransferKind.RESTORE_ORIGINAL && kind !== TransferKind.FAILBACK;
+  if (!undoable && fp.wrote && typeof e === "object" && e !== null) overwrote.add(e);
+  return e;
 }
 
 /** The error to report, once cleanup is done: the cause (a full pool, not its symptom), plus cleanup's failures. */

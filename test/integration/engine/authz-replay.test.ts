@@ -192,7 +192,7 @@ describe("capabilities name the destination cluster and the chain", () => {
       const replay = messages({ ...h, transferId: randomUUID() }, [{ offset: 0, data: randomBytes(MiB) }]);
       await assert.rejects(
         client(b).transfer(from(replay), withCapability(cap)),
-        denied(/already used by a stream that committed here/),
+        denied(/already used here by a stream that committed/),
       );
       assert.equal(await sha("site-b", spec(target)), restored, "nothing written");
       // site-b's agent restarted (the same state dir): it still knows the capability was spent.
@@ -201,7 +201,7 @@ describe("capabilities name the destination cluster and the chain", () => {
       const again = messages({ ...h, transferId: randomUUID() }, [{ offset: 0, data: randomBytes(MiB) }]);
       await assert.rejects(
         client(b).transfer(from(again), withCapability(cap)),
-        denied(/already used by a stream that committed here/),
+        denied(/already used here by a stream that committed/),
       );
       // A second agent of site-b (its own state dir, so its own spent set): the capability is not for it.
       const b2 = await startAgent("site-b", { agentId: "agent-site-b-2" });
@@ -215,6 +215,44 @@ describe("capabilities name the destination cluster and the chain", () => {
         await b2.stop();
       }
       assert.equal(await sha("site-b", spec(target)), restored, "nothing written");
+    });
+
+    it("a restore over the original that wrote into the volume and then failed spends its capability too: its replay → PERMISSION_DENIED, the volume unchanged", async () => {
+      const target = await vols.create("site-b", "rbd", 8, 2, "replay-cut");
+      const h: TransferHeader = {
+        ...header(TransferKind.RESTORE_ORIGINAL, target.image, randomUUID()),
+        destination: { pool: "rbd", namespace: "", image: target.image },
+        toSnapshot: "",
+      };
+      const cap = transferCapabilityFor(h, SITE_A, "site-b");
+      // The holder sends a chunk (written), then one whose checksum is wrong: DATA_LOSS, nothing committed.
+      const before = await sha("site-b", spec(target));
+      const msgs = messages(h, [
+        { offset: 0, data: randomBytes(MiB) },
+        { offset: MiB, data: randomBytes(MiB) },
+      ]);
+      const bad = msgs[2];
+      assert.ok(bad?.body?.$case === "chunk");
+      bad.body.value.crc32 = (bad.body.value.crc32 ^ 1) >>> 0;
+      const first = (async function* () {
+        yield* msgs;
+      })();
+      await assert.rejects(client(b).transfer(first, withCapability(cap)), (e: unknown) => {
+        assert.equal((e as { code?: number }).code, Status.DATA_LOSS, String(e));
+        return true;
+      });
+      const overwritten = await sha("site-b", spec(target));
+      assert.notEqual(overwritten, before, "the first chunk was written over the volume");
+      // A whole stream this time (it would commit): refused before anything is written.
+      const replay = messages({ ...h, transferId: randomUUID() }, [{ offset: 0, data: randomBytes(MiB) }]);
+      const whole = (async function* () {
+        yield* replay;
+      })();
+      await assert.rejects(
+        client(b).transfer(whole, withCapability(cap)),
+        denied(/already used here by a stream that committed, or that wrote into a volume/),
+      );
+      assert.equal(await sha("site-b", spec(target)), overwritten, "the replay wrote nothing");
     });
 
     it("an incremental into a chain the capability does not name → PERMISSION_DENIED, nothing changed", async () => {

@@ -130,7 +130,7 @@ describe("transfer authorization", () => {
     spent.spend(used);
     await assert.rejects(
       authorizeTransfer(verifier, source(h).messages, caller(used), HERE, undefined, spent),
-      denied(/already used by a stream that committed here/),
+      denied(/already used here by a stream that committed/),
     );
     const holder = { cluster: "site-a", agentId: "agent-site-a" };
     const fresh = signer.sign(
@@ -152,7 +152,7 @@ describe("transfer authorization", () => {
     spent.end(fresh, true);
     await assert.rejects(
       authorizeTransfer(verifier, source(h).messages, caller(fresh), HERE, undefined, spent),
-      denied(/already used by a stream that committed here/),
+      denied(/already used here by a stream that committed/),
     );
     now += 60_001;
     assert.equal(spent.spent(used), false, "forgotten once past its lifetime");
@@ -173,7 +173,7 @@ describe("transfer authorization", () => {
     spent.end(cap, true);
     assert.throws(
       () => admitTransferCaller(verifier, caller(cap), audit, undefined, HERE, spent),
-      denied(/already used by a stream that committed here/),
+      denied(/already used here by a stream that committed/),
     );
     assert.deepEqual(
       lines.map((l) => l.reason),
@@ -203,7 +203,7 @@ describe("transfer authorization", () => {
     assert.equal(spent.spent(variant), true);
     await assert.rejects(
       authorizeTransfer(verifier, source(h).messages, caller(variant), HERE, undefined, spent),
-      denied(/already used by a stream that committed here/),
+      denied(/already used here by a stream that committed/),
     );
   });
 
@@ -223,7 +223,7 @@ describe("transfer authorization", () => {
       again.spend("after-the-tear");
       assert.equal(new SpentCapabilities({ ttlMs: 60_000, now: () => now, file }).spent("after-the-tear"), true);
       assert.equal(again.spent("another"), false);
-      assert.match(again.begin(caps[0]), /already used by a stream that committed here/);
+      assert.match(again.begin(caps[0]), /already used here by a stream that committed/);
       // Past their lifetime they are forgotten, and many expired lines are rewritten away.
       now += 60_001;
       assert.equal(new SpentCapabilities({ ttlMs: 60_000, now: () => now, file }).spent(caps[0]), false);
