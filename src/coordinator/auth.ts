@@ -6,15 +6,18 @@
  *  - `authorization: Bearer <token>` with a configured token → that token's role (tokens.ts);
  * then asks authz.ts whether that caller may call the method. grpc.health.v1 is open (it tells nothing
  * but SERVING/NOT_SERVING; load balancers probe it). No credential → UNAUTHENTICATED; a credential
- * without the right → PERMISSION_DENIED, before any handler runs; each refusal is audited and counted,
- * answered once the request was read (never handled) so that the audit line names its target
- * (src/common/call-identity.ts).
+ * without the right → PERMISSION_DENIED, before any handler runs; each refusal is audited and counted.
+ * A PERMISSION_DENIED is answered once the request was read (never handled) so that the audit line
+ * names its target (src/common/call-identity.ts); an UNAUTHENTICATED one at once, its request never read:
+ * anyone can connect to the API port, and reading first let callers without any credential make the
+ * coordinator hold a message of up to 16 MiB per stream (the session's limit is the server's).
  * The Caller reaches the handlers in an internal metadata key the interceptor always overwrites
  * (authz.ts CALLER_METADATA_KEY), so nothing a client sends can pose as it. A certificate from
  * another CA is never "verified": the TLS layer requests a certificate but leaves the verdict to this
  * check, so that token-only clients can connect at all.
  */
 import {
+  Metadata,
   ServerInterceptingCall,
   type ServerInterceptingCallInterface,
   type ServerInterceptor,
@@ -135,6 +138,18 @@ export function authInterceptor(opts: AuthOptions): ServerInterceptor {
                   ? authorizeSession(established)
                   : authorizeApi(path, established)
                 : established;
+            if (refusal?.code === status.UNAUTHENTICATED) {
+              // Nobody known: answered now, nothing of the request read (no target to audit).
+              opts.audit.refused(service, {
+                identity: refusal.who ?? callerName(null),
+                method: path,
+                target: "",
+                result: status[refusal.code] ?? String(refusal.code),
+                reason: refusal.reason,
+                message: refusal.message,
+              });
+              return call.sendStatus({ code: refusal.code, details: refusal.message, metadata: new Metadata() });
+            }
             if (refusal) {
               return refuseAfterRequest(call, (request) => {
                 opts.audit.refused(service, {

@@ -27,7 +27,7 @@ import type { Catalog } from "../catalog/catalog";
 import { fingerprint } from "../jobs/new-job";
 import { probe } from "../jobs/probes";
 import { volumeKey, volumeLabel } from "../model";
-import { lockOfBackup, lockOfVolume, sharedLockOfBackup } from "../scheduler";
+import { lockOfVolume, sharedLockOfBackup } from "../scheduler";
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";

@@ -16,7 +16,7 @@ import { type Backup, JobKind } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import { type Catalog, registeredFsid } from "../catalog/catalog";
 import type { JobRecord } from "../model";
-import { lockOfBackup, lockOfVolume, sharedLockOfBackup } from "../scheduler";
+import { lockOfVolume, sharedLockOfBackup } from "../scheduler";
 import { creatingBackup } from "./backup-job";
 import { newJobRecord } from "./new-job";
 

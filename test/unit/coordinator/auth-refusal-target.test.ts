@@ -1,7 +1,8 @@
 /**
- * A call the coordinator's auth interceptor refuses is answered after its request was read — never
- * handled — so its audit line names the target (src/common/call-identity.ts). A real grpc-js server on
- * loopback, plaintext with a tokens file (the interceptor then requires tokens), no Ceph.
+ * A call the coordinator's auth interceptor refuses PERMISSION_DENIED is answered after its request was
+ * read — never handled — so its audit line names the target (src/common/call-identity.ts); one refused
+ * UNAUTHENTICATED (no credential) at once, its request never read. A real grpc-js server on loopback,
+ * plaintext with a tokens file (the interceptor then requires tokens), no Ceph.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -29,6 +30,8 @@ describe("coordinator: a refused call's audit line names its target", () => {
     const tokens = path.join(dir, "tokens");
     writeFileSync(tokens, "reader reader-token-0123456789\n");
     server = createServer({
+      // Small, so that a request the server reads beyond it fails RESOURCE_EXHAUSTED.
+      "grpc.max_receive_message_length": 1024 * 1024,
       interceptors: [authInterceptor({ insecure: true, tokens: new TokenStore(tokens), audit })],
     });
     // Every method: counts a call that reached it (none may: every call here is refused).
@@ -53,9 +56,11 @@ describe("coordinator: a refused call's audit line names its target", () => {
   };
   const audits = () => log.lines.filter((l) => l.fields?.audit === true).map((l) => l.fields ?? {});
 
-  it("no credential (UNAUTHENTICATED) and a reader's token on DeleteBackup (PERMISSION_DENIED): backup named", async () => {
+  it("no credential: UNAUTHENTICATED at once, the request never read (not even one past the server's limit); a reader's token on DeleteBackup: PERMISSION_DENIED after it, backup named", async () => {
     const c = client();
-    await assert.rejects(c.deleteBackup({ backupId: "b-1", idempotencyKey: "" }), { code: Status.UNAUTHENTICATED });
+    // 2 MiB, past the server's 1 MiB: read, it would fail RESOURCE_EXHAUSTED.
+    const big = { backupId: "b-1", idempotencyKey: "k".repeat(2 * 1024 * 1024) };
+    await assert.rejects(c.deleteBackup(big), { code: Status.UNAUTHENTICATED });
     const reader = { metadata: Metadata({ authorization: "Bearer reader-token-0123456789" }) };
     await assert.rejects(c.deleteBackup({ backupId: "b-2", idempotencyKey: "" }, reader), {
       code: Status.PERMISSION_DENIED,
@@ -63,7 +68,7 @@ describe("coordinator: a refused call's audit line names its target", () => {
     const [a, b, ...rest] = audits();
     assert.deepEqual(rest, []);
     assert.equal(a?.result, "UNAUTHENTICATED");
-    assert.equal(a?.target, "backup=b-1");
+    assert.equal(a?.target, "", "nothing of an unauthenticated request is read");
     assert.equal(b?.result, "PERMISSION_DENIED");
     assert.equal(b?.identity, "token:reader");
     assert.equal(b?.target, "backup=b-2");
