@@ -64,13 +64,6 @@ function admitRegister(
 ): Refusal | null {
   const mismatch = checkRegistration(caller, r.agentId, r.clusterName);
   if (mismatch) return mismatch;
-  const pin = catalog.pinClusterFsid(r.clusterName, r.clusterFsid, r.agentId);
-  if (pin.fsid !== r.clusterFsid)
-    return {
-      code: Status.FAILED_PRECONDITION,
-      reason: "fsid_mismatch",
-      message: `cluster ${r.clusterName} is pinned to fsid ${pin.fsid} (first registered by agent ${pin.pinnedBy}), but agent ${r.agentId}'s cluster has fsid ${r.clusterFsid}: give each cluster its own name`,
-    };
   // Agent ids are the catalog's key (jobs, leases, sessions): one id serves one cluster. An agent of
   // another cluster registering under a known id would take over its record — its running jobs failed,
   // its Ceph client queued for blocklisting, the real agent locked out while the impostor's session lives.
@@ -85,6 +78,15 @@ function admitRegister(
       code: Status.ALREADY_EXISTS,
       reason: "duplicate_session",
       message: `agent ${r.agentId} already has a live session; retry after it ends`,
+    };
+  // Last: the pin is the one check that writes (a new cluster name's first fsid), so a registration
+  // refused for any other reason pins nothing.
+  const pin = catalog.pinClusterFsid(r.clusterName, r.clusterFsid, r.agentId);
+  if (pin.fsid !== r.clusterFsid)
+    return {
+      code: Status.FAILED_PRECONDITION,
+      reason: "fsid_mismatch",
+      message: `cluster ${r.clusterName} is pinned to fsid ${pin.fsid} (first registered by agent ${pin.pinnedBy}), but agent ${r.agentId}'s cluster has fsid ${r.clusterFsid}: give each cluster its own name`,
     };
   return null;
 }

@@ -51,6 +51,11 @@ describe("session service: an agent id belongs to one cluster", () => {
       /agent id a1 belongs to cluster a; the agent of cluster b needs an id of its own/,
     );
     assert.equal(JSON.stringify(h.catalog.listAgents()), before, "the catalog's record is a1 of a, as it was");
+    assert.deepEqual(
+      h.catalog.clusterPins().map((p) => p.name),
+      ["a"],
+      "the refused registration pinned no fsid to cluster b",
+    );
     assert.equal(h.sessions.get("a1"), undefined);
 
     const again = open("a");
