@@ -63,6 +63,9 @@ export function leaseRefusal(
   if (who && caller.via === "certificate" && caller.identity?.kind === "agent") {
     if (caller.identity.agentId !== lease.agentId)
       return `the lease of ${what} is agent ${lease.agentId}'s, not ${who}'s`;
+    // The certificate's cluster too: an id is unique in the catalog, not across what the CA may sign.
+    if (j.execCluster && caller.identity.cluster !== j.execCluster)
+      return `${what} runs on cluster ${j.execCluster}, and ${who}'s certificate is of cluster ${caller.identity.cluster}`;
   }
   return null;
 }

@@ -196,6 +196,26 @@ describe("rbd-diff interchange (coordinator side)", () => {
     assert.match(String(leaseRefusal(h.catalog, { via: "token", role: "admin" }, "export", j.id, "t")), /certificate/);
   });
 
+  it("leaseRefusal: the lease's agent id on a certificate of another cluster is refused (ids are unique in the catalog, not in what the CA signs)", async () => {
+    const id = available("e5");
+    const ac = new AbortController();
+    let jobId = "";
+    const reading = (async () => {
+      for await (const c of api.exportBackup({ backupId: id }, { signal: ac.signal })) if (c.jobId) jobId = c.jobId;
+    })().catch(() => {});
+    await until(() => !!jobId && b1.leases().some((l) => l.jobId === jobId), "the EXPORT lease");
+    const token = b1.lease(jobId).token;
+    assert.equal(leaseRefusal(h.catalog, agentCaller("b1"), "export", jobId, token), null);
+    assert.match(
+      String(leaseRefusal(h.catalog, agentCaller("b1", "c"), "export", jobId, token)),
+      /runs on cluster b, and agent b1's certificate is of cluster c/,
+    );
+    ac.abort();
+    await reading;
+    await until(() => h.job(jobId).cancelRequested, "the cancel");
+    h.outcome(b1, jobId, Status.CANCELLED, "cancelled");
+  });
+
   it("a caller that goes away cancels the EXPORT job", async () => {
     const id = available("e4");
     const ac = new AbortController();
