@@ -69,6 +69,12 @@ describe("PostgreSQL catalog: migrations, deadlines, lost connections, bad input
       v.rows.map((r) => r.version),
       Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1),
     );
+    assert.ok(SCHEMA_VERSION >= 3, "version 3 marks shared backup locks (older coordinators refuse it)");
+    const marks = await q.query("SELECT value FROM meta WHERE key = 'job_locks'");
+    assert.deepEqual(
+      marks.rows.map((r) => r.value),
+      ["shared"],
+    );
     // A page token of one coordinator is good at the other.
     for (let i = 0; i < 3; i++) a.insertBackup(backup(vol("v1"), T0 + i));
     const p1 = a.listBackups({}, 2, "");

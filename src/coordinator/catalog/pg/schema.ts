@@ -79,6 +79,11 @@ CREATE TABLE coordinator_leader (
 `,
   // 1 → 2: the holder's process instance (two processes with one ha.id must not share a lease).
   `ALTER TABLE coordinator_leader ADD COLUMN instance TEXT NOT NULL DEFAULT '';`,
+  // 2 → 3: no table changes — job documents may hold shared backup locks (scheduler/jobs.ts
+  // "backup:<id>#shared"), which a coordinator built before them takes for another resource: such a
+  // coordinator now refuses the database at its start (a newer schema) instead of running a DELETE beside
+  // a restore of the same backup.
+  `INSERT INTO meta (key, value) VALUES ('job_locks', 'shared') ON CONFLICT (key) DO NOTHING;`,
 ];
 
 /** The version this code brings a database to. */
