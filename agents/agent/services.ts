@@ -42,12 +42,15 @@ export function listChainsService(
   return (req, _signal, caller) =>
     handle(log, "ListChains", async () => {
       // The capability first: a caller without the right one learns nothing, not even which names are valid.
-      authorizeListChains(authz.verifier, req, caller, here, authz.audit);
+      // It sees only the chains its capability names (those it may extend): another volume of the same
+      // image name backed up into this pool (another cluster's, another pool's) stays unseen.
+      const visible = authorizeListChains(authz.verifier, req, caller, here, authz.audit);
       validName(req.pool, "pool");
       validName(req.namespace, "namespace", { allowEmpty: true });
       validName(req.volumeImage, "volume_image");
+      const chains = await listChains(cluster, req.pool, req.namespace, req.volumeImage);
       return {
-        chains: await listChains(cluster, req.pool, req.namespace, req.volumeImage),
+        chains: visible ? chains.filter((c) => visible.has(c.baseImage)) : chains,
         clusterFsid: here.fsid,
       };
     });

@@ -579,9 +579,14 @@ export function authorizeListChains(
   caller: TransferCaller,
   here: Here,
   audit?: AuthzAudit,
-): void {
-  if (!caller.checked || !verifier) return;
+): ReadonlySet<string> | null {
+  if (!caller.checked || !verifier) return null;
   const target = `chains of ${req.pool}/${req.namespace}/${req.volumeImage}`;
-  const check = (grant: Grant) => checkAllows(grant, listChainsAsks(req, here.fsid));
+  let visible: ReadonlySet<string> = new Set();
+  const check = (grant: Grant) => {
+    checkAllows(grant, listChainsAsks(req, here.fsid));
+    visible = new Set((grant.allows.chain ?? "").split(" ").filter(Boolean));
+  };
   judge(verifier, caller, LIST_CHAINS_METHOD, target, audit, check, here);
+  return visible;
 }

@@ -495,9 +495,15 @@ describe("transfer authorization", () => {
       return signer.sign({ scope: "transfer", job: "j", attempt: 1, holder, allows }, 60_000);
     };
 
-    it("the backup's own capability, held by the caller: allowed; insecure mode checks nothing", () => {
-      authorizeListChains(verifier, req, caller(backupCap()), HERE);
-      authorizeListChains(null, req, { checked: false, identity: null, capability: undefined }, HERE);
+    it("the backup's own capability, held by the caller: allowed, showing only the chains it names; insecure mode checks nothing", () => {
+      const known = `vol-1.backup.${randomUUID()}`;
+      const seen = authorizeListChains(verifier, req, caller(backupCap({ chains: [known] })), HERE);
+      // Another volume named vol-1 (another cluster's, another pool's) backed up here: not named, not shown.
+      assert.deepEqual([...(seen ?? ["everything"])], [known]);
+      assert.equal(
+        authorizeListChains(null, req, { checked: false, identity: null, capability: undefined }, HERE),
+        null,
+      );
     });
 
     it("none, another volume's, pool's, namespace's or cluster's, a restore's, another holder's → PERMISSION_DENIED with its reason", () => {
