@@ -17,10 +17,10 @@ export interface Lease {
   /** Epoch ms. */
   expiresAt: number;
   /**
-   * Epoch ms of the last time a new term (a restart, a new leader) gave it a lease time for its agent to
-   * reconnect. The next term gives it another only if its agent renewed it in the catalog since (it
-   * registered again: expiresAt is past gracedAt + the lease time), so a leader that steps down and leads
-   * again every few seconds does not keep a dead agent's lease alive forever.
+   * Set when a new term (a restart, a new leader) gave it a lease time and the reconnect grace for its
+   * agent to come back (expiresAt = gracedAt + both). The next term gives it another only if its agent
+   * claimed it since (registered again: the claim clears this field), so a leader that steps down and
+   * leads again every few seconds does not keep a dead agent's lease alive forever.
    */
   gracedAt?: number;
 }

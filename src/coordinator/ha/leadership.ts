@@ -57,6 +57,8 @@ export class Leadership {
   #record: LeaderRecord | undefined;
   /** Token of the term this coordinator leads (while leader). */
   #token = 0;
+  /** The token of the last term that ended here (0: none): never led under again (check). */
+  #endedToken = 0;
   /** Monotonic time at the start of the last tryAcquire that granted (or renewed) the lease to me. */
   #renewedAt = 0;
   #timer: NodeJS.Timeout | null = null;
@@ -136,6 +138,14 @@ export class Leadership {
     if (this.#role === "leader" && record.token !== this.#token) {
       this.stepDown(`the leader lease changed hands (token ${this.#token} → ${record.token})`);
     }
+    if (this.#role !== "leader" && record.token === this.#endedToken) {
+      // Granted the lease of a term that ended here (it stepped down without giving it up: the renewals
+      // failed): no new term under that token — what the old one still had in flight would pass the
+      // fence. Given up now; the next round takes it with a new token.
+      log.info("giving up the lease of the term that ended, to lead under a new token", { token: record.token });
+      this.#release();
+      return;
+    }
     // A grant answered late (a slow database or network) may have lapsed before its answer came — the
     // lease runs from when the database granted it, at or after startedAt: not counted, a standby may
     // lead already. The next round asks again.
@@ -178,6 +188,7 @@ export class Leadership {
   stepDown(reason: string): void {
     if (this.#role !== "leader") return;
     this.#role = "standby";
+    this.#endedToken = this.#token;
     this.#token = 0;
     this.deps.log.warn("stepping down: no longer the leader", { reason, leader: this.leader() });
     this.deps.onStepDown(reason, this.#record);
@@ -200,15 +211,19 @@ export class Leadership {
 
   #stepDownIfLapsed(at: number): void {
     if (this.#role === "leader" && this.#mayHaveLapsed(at - this.#renewedAt)) {
-      // Given up, not kept, as a late grant: a lease still valid in the database would be renewed by
-      // this very round and start a term under the same token.
-      this.#stepDownAndRelease(`no renewal of the leader lease for ${at - this.#renewedAt} ms: it may have lapsed`);
+      // Not released here: the database is what failed, and a release would block on it once more. A
+      // lease still valid there is given up when a round is next granted it (#endedToken).
+      this.stepDown(`no renewal of the leader lease for ${at - this.#renewedAt} ms: it may have lapsed`);
     }
   }
 
   /** Steps down and gives the lease up, so a standby need not wait for it to lapse. */
   #stepDownAndRelease(reason: string): void {
     this.stepDown(reason);
+    this.#release();
+  }
+
+  #release(): void {
     try {
       this.deps.lease.release(this.deps.me);
     } catch (err) {

@@ -95,9 +95,11 @@ export class LeaseBroker {
     for (const j of this.ctx.catalog.activeJobs()) {
       const lease = j.lease;
       if (j.state !== JobState.JOB_STATE_RUNNING || !lease) continue;
-      if (lease.gracedAt !== undefined && lease.expiresAt <= lease.gracedAt + ttl) continue;
+      // Graced by an earlier term and not claimed since: a claim (#renew at registration) clears gracedAt,
+      // and one written by a coordinator that did not clear it moved expiresAt off the grace's own value.
+      if (lease.gracedAt !== undefined && lease.expiresAt === lease.gracedAt + ttl) continue;
       lease.expiresAt = Math.max(lease.expiresAt, now + ttl);
-      lease.gracedAt = now;
+      lease.gracedAt = lease.expiresAt - ttl;
       this.ctx.catalog.updateJob(j);
     }
   }
@@ -285,6 +287,8 @@ export class LeaseBroker {
       if (persist || j.lease.agentId !== session.agentId) {
         j.lease.agentId = session.agentId;
         j.lease.expiresAt = until;
+        // Claimed: the next term graces it again (recover), however soon after its grace this came.
+        delete j.lease.gracedAt;
         this.ctx.catalog.updateJob(j);
       }
       session.jobs.add(j.id);

@@ -97,7 +97,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.on("finished", (j) => this.#hygiene.onFinished(j));
   }
 
-  /** After a restart: running jobs get one lease time for their agents to reconnect and claim them. */
+  /** After a restart: running jobs get one lease time and the reconnect grace for their agents to reconnect and claim them. */
   start(): void {
     this.#broker.recover();
     this.#confirmer.recover();

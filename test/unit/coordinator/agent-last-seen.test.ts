@@ -154,6 +154,34 @@ describe("lease renewals by heartbeat", () => {
     assert.equal(h.job(j.id).state, JobState.JOB_STATE_RUNNING);
   });
 
+  it("an agent that claimed its lease soon after one new term gets the grace again at the next (two failovers: not taken for dead, not fenced)", () => {
+    h = new Harness();
+    let a1 = h.connect("a1", "a");
+    h.connect("b1", "b");
+    const j = h.queueBackup(vol("v1"));
+    h.tick();
+    const held = a1.held(j.id);
+    // Failover 1: the agent is back 10 s later (well inside the grace) and claims its lease.
+    h.disconnect(a1);
+    newTerm(h);
+    h.advance(10_000);
+    a1 = h.connect("a1", "a");
+    assert.deepEqual(h.scheduler.onRegister(a1, [held], a1.info.cephClientAddrs), []);
+    // Ten minutes of heartbeats (renewals in memory only).
+    for (let i = 0; i < 200; i++) {
+      h.advance(3_000);
+      h.scheduler.onHeartbeat(a1, [held]);
+      h.tick();
+    }
+    // Failover 2: the agent has not reached the new leader yet.
+    h.disconnect(a1);
+    newTerm(h);
+    assert.equal(h.job(j.id).lease?.expiresAt, h.t + h.cfg.leaseTtlMs + RECONNECT_GRACE_MS, "graced again");
+    h.tick();
+    assert.equal(h.job(j.id).state, JobState.JOB_STATE_RUNNING);
+    assert.deepEqual(h.job(j.id).fence ?? [], [], "the live agent is not fenced");
+  });
+
   it("a leader that leads again every few seconds gives a dead agent's lease one grace, not one per term", () => {
     h = new Harness();
     h.connect("a1", "a");

@@ -156,8 +156,12 @@ describe("leadership loop", () => {
     a.l.check();
     assert.deepEqual(w.events.slice(0, 1), ["a leads (token 1)"]);
     assert.match(w.events[1] ?? "", /a steps down: no renewal of the leader lease/);
+    assert.equal(a.l.role, "standby", "granted the ended term's lease (token 1): given up, not led under");
+    w.advance(RENEW_MS);
+    a.l.check();
     assert.equal(a.l.role, "leader");
     assert.equal(a.l.token, 2, "a new term has a new token");
+    assert.deepEqual(w.events.slice(2), ["a leads (token 2)"]);
   });
 
   it("a leader whose record names another holder steps down at once", () => {
