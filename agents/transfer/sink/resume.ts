@@ -159,6 +159,10 @@ export async function takeOver(
       `cannot resume at offset ${h.resumeOffset}: the checkpoint is at ${r.offset} with another prefix digest`,
     );
   }
+  // A volume restored into (over the original, or a new one under the caller's name) may have been
+  // opened by a VM since the attempt was cut short: refused before this transfer takes anything over, so
+  // its cleanup never counts the volume as its own to remove.
+  if (h.kind === TransferKind.RESTORE_ORIGINAL || h.kind === TransferKind.RESTORE_NEW) await refuseInUseNow(deps, fp);
   const { heldUntil: _held, ...rest } = held.entry;
   const entry: JournalEntry = {
     ...rest,
@@ -175,10 +179,6 @@ export async function takeOver(
   fp.createdImage = entry.createdImage;
   fp.metaCreated = entry.metaCreated === true;
   fp.image = await io.imageOpen(h.destination?.image as string);
-  // A volume restored into (over the original, or a new one under the caller's name) may have been
-  // opened by a VM since the attempt was cut short.
-  if (h.kind === TransferKind.RESTORE_ORIGINAL || h.kind === TransferKind.RESTORE_NEW)
-    await refuseInUse(deps, fp, fp.image);
   if (entry.createdImage) await fp.image.metaSet(INCOMPLETE_KEY, h.transferId);
   await deps.journal.remove(held.entry.transferId);
   // Everything ever written into the image is the source snapshot's content, so a created image is
@@ -289,9 +289,11 @@ export async function prepareTarget(
 ): Promise<CheckpointRecord | null> {
   await sweptFirst(keyOfHeader(fp.h));
   if (fp.h.resumeOffset > 0) return takeOver(deps, fp, checks, log);
-  // A volume in use is refused before a kept checkpoint is dropped: the retry, once it is free, resumes.
-  // (Nothing held: prepare's own check, on the handle it opens anyway, is enough.)
-  if (fp.h.kind === TransferKind.RESTORE_ORIGINAL && (await holdsFor(deps, fp.h))) await refuseInUseNow(deps, fp);
+  // A volume in use is refused before a kept checkpoint is dropped (a new volume's held image would be
+  // removed under its user): the retry, once it is free, resumes. (Nothing held: prepare's own check, on
+  // the handle it opens anyway, is enough.)
+  const restore = fp.h.kind === TransferKind.RESTORE_ORIGINAL || fp.h.kind === TransferKind.RESTORE_NEW;
+  if (restore && (await holdsFor(deps, fp.h))) await refuseInUseNow(deps, fp);
   await discardHeld(deps, fp.io as SinkIoCtx, fp.h, log);
   await prepare(deps, fp, log);
   await markResumable(deps, fp);

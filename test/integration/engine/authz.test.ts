@@ -263,7 +263,7 @@ describe("least privilege on the agents", () => {
   });
 
   describe("3b: TransferService.ListChains (which backups of a volume exist)", () => {
-    const capFor = (over: { volumeImage?: string; fsid?: string } = {}, holder = SITE_A) => {
+    const capFor = (over: { volumeImage?: string; fsid?: string; chains?: string[] } = {}, holder = SITE_A) => {
       const backupId = randomUUID();
       const volumeImage = over.volumeImage ?? prodA.image;
       return labMinter(holder).mint("transfer", {
@@ -273,20 +273,25 @@ describe("least privilege on the agents", () => {
           namespace: "",
           volumeImage,
           fsid: over.fsid ?? b.fsid,
-          chains: [ownChain(volumeImage, backupId)],
+          chains: [ownChain(volumeImage, backupId), ...(over.chains ?? [])],
         }),
         toAgent: "agent-site-b",
       });
     };
     const req = () => ({ pool: "backups", namespace: "", volumeImage: prodA.image });
 
-    it("with the capability of a backup of that volume into that pool: the chains, the backup's among them", async () => {
-      const res = await transferClient(b, labTls("agent-site-a")).listChains(req(), withCapability(capFor()));
+    it("with the capability of a backup of that volume into that pool: the chains it names, the backup's among them; a chain it does not name is not shown", async () => {
+      const client = transferClient(b, labTls("agent-site-a"));
+      const res = await client.listChains(req(), withCapability(capFor({ chains: [r.baseImage] })));
       assert.equal(res.clusterFsid, b.fsid);
-      assert.ok(
-        res.chains.some((c) => c.baseImage === r.baseImage),
-        `${r.baseImage} among ${res.chains.map((c) => c.baseImage)}`,
+      assert.deepEqual(
+        res.chains.map((c) => c.baseImage),
+        [r.baseImage],
       );
+      // A capability whose chains do not include it (another volume of the same image name backed up
+      // here would be such a chain): nothing of it listed.
+      const other = await client.listChains(req(), withCapability(capFor()));
+      assert.deepEqual(other.chains, []);
     });
 
     it("none, another volume's, another cluster's, a restore's, another holder's → PERMISSION_DENIED, nothing listed", async () => {

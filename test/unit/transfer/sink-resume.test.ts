@@ -448,6 +448,49 @@ describe("resumable transfers: the destination", () => {
     await runSink(deps(ceph), new Feed(messages(h, [c3 as Part, c0 as Part])));
   });
 
+  it("a restore to a new volume that a VM opened while it was held: its resume and its start over are refused, the volume neither removed nor taken over", async () => {
+    const ceph = new FakeCeph("backups");
+    const d = deps(ceph);
+    const h = header({
+      kind: TransferKind.RESTORE_NEW,
+      destination: { pool: "backups", namespace: "", image: "new-vol" },
+      imageSize: SIZE,
+      chunkSize: CHUNK,
+      resumable: true,
+    });
+    const parts = chunkParts(4, CHUNK);
+    const feed = new Feed(messages(h, parts), { holdAfter: 3, after: "hang" });
+    const call = new AbortController();
+    const running = runSink(d, feed, call.signal, { from: "network" });
+    running.catch(() => {});
+    await feed.held;
+    const img = () => ceph.pool("backups").images.get("new-vol");
+    await until(() => !!parseCheckpoint(img()?.meta.get(RESUME_KEY) ?? null), "a checkpoint");
+    call.abort();
+    await assert.rejects(running);
+    const retry = { ...h, transferId: randomUUID() };
+    const rp = await resumePoint(d, retry);
+    assert.ok(rp.offset > 0, `a resume point (${rp.reason})`);
+    const v = img();
+    assert.ok(v);
+    v.watchers = [{ addr: "192.168.7.5:0/2834712", id: 24107 }]; // attached meanwhile
+    const before = Buffer.from(v.data);
+    const entries = () => [...d.journal.entries.values()];
+    const resumed: TransferHeader = { ...retry, resumeOffset: rp.offset, resumePrefixDigest: rp.prefixDigest };
+    const e = await runSink(d, new Feed(resumedMessages(resumed, parts, rp))).catch((x) => x);
+    assert.equal(statusOf(e), Status.FAILED_PRECONDITION);
+    assert.match((e as Error).message, /is in use \(watched by client\.24107/);
+    assert.doesNotMatch((e as Error).message, /cleanup/);
+    assert.equal(img(), v, "the volume is still there");
+    assert.ok(v.data.equals(before), "nothing written");
+    assert.equal(entries().length, 1, "only the held entry");
+    assert.ok(entries()[0]?.heldUntil, "still held");
+    const over = await runSink(d, new Feed(messages({ ...h, transferId: randomUUID() }, parts))).catch((x) => x);
+    assert.equal(statusOf(over), Status.FAILED_PRECONDITION);
+    assert.equal(img(), v, "the start over did not remove it either");
+    assert.ok(v.data.equals(before));
+  });
+
   it("a restore whose volume was resized while it was held: no resume is offered, and one asked for is refused; the restart from 0 commits byte-identical data at the backup's size", async () => {
     const ceph = new FakeCeph("backups");
     const d = deps(ceph);
