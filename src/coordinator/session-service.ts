@@ -64,6 +64,14 @@ function admitRegister(
 ): Refusal | null {
   const mismatch = checkRegistration(caller, r.agentId, r.clusterName);
   if (mismatch) return mismatch;
+  const fsidMismatch = (pin: { fsid: string; pinnedBy?: string }): Refusal => ({
+    code: Status.FAILED_PRECONDITION,
+    reason: "fsid_mismatch",
+    message: `cluster ${r.clusterName} is pinned to fsid ${pin.fsid}${pin.pinnedBy ? ` (first registered by agent ${pin.pinnedBy})` : ""}, but agent ${r.agentId}'s cluster has fsid ${r.clusterFsid}: give each cluster its own name`,
+  });
+  // The pin as it is (read only: a registration refused below must not pin a new cluster name).
+  const pinned = catalog.clusterPins().find((p) => p.name === r.clusterName);
+  if (pinned && pinned.fsid !== r.clusterFsid) return fsidMismatch(pinned);
   // Agent ids are the catalog's key (jobs, leases, sessions): one id serves one cluster. An agent of
   // another cluster registering under a known id would take over its record — its running jobs failed,
   // its Ceph client queued for blocklisting, the real agent locked out while the impostor's session lives.
@@ -79,15 +87,10 @@ function admitRegister(
       reason: "duplicate_session",
       message: `agent ${r.agentId} already has a live session; retry after it ends`,
     };
-  // Last: the pin is the one check that writes (a new cluster name's first fsid), so a registration
+  // Last: pinning is the one step that writes (a new cluster name's first fsid), so a registration
   // refused for any other reason pins nothing.
   const pin = catalog.pinClusterFsid(r.clusterName, r.clusterFsid, r.agentId);
-  if (pin.fsid !== r.clusterFsid)
-    return {
-      code: Status.FAILED_PRECONDITION,
-      reason: "fsid_mismatch",
-      message: `cluster ${r.clusterName} is pinned to fsid ${pin.fsid} (first registered by agent ${pin.pinnedBy}), but agent ${r.agentId}'s cluster has fsid ${r.clusterFsid}: give each cluster its own name`,
-    };
+  if (pin.fsid !== r.clusterFsid) return fsidMismatch(pin);
   return null;
 }
 

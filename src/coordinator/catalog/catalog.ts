@@ -71,7 +71,7 @@ export interface Catalog {
   /** Removes the agent's record (ForgetAgent); false when none had that id. */
   removeAgent(agentId: string): boolean;
   /** Every cluster's pin (name → fsid), by name. */
-  clusterPins(): Array<{ name: string; fsid: string }>;
+  clusterPins(): Array<{ name: string; fsid: string; pinnedBy: string }>;
   /** Pins `cluster` to `fsid` unless it is pinned already; returns the pin in force (compare its fsid). */
   pinClusterFsid(cluster: string, fsid: string, agentId: string): ClusterPin;
 

@@ -70,7 +70,12 @@ const ADDED_COLUMNS: Array<{ table: string; column: string; ddl: string; fill: s
   },
 ];
 
-const SCHEMA_VERSION = "1";
+/**
+ * "2": job documents may hold shared backup locks (scheduler/jobs.ts "backup:<id>#shared"); a "1"
+ * catalog is brought to it (no table changes), and a coordinator that knows only "1" (built before
+ * them, which would take such a lock for another resource) refuses it.
+ */
+const SCHEMA_VERSION = "2";
 
 const parseBackup = (doc: string): Backup => BackupMsg.fromJSON(JSON.parse(doc));
 const parseJob = (doc: string): JobRecord => JSON.parse(doc) as JobRecord;
@@ -101,6 +106,7 @@ export class SqliteCatalog implements Catalog {
     this.#db.exec(LISTING_INDEXES);
     const v = this.#sql("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string } | undefined;
     if (!v) this.#sql("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(SCHEMA_VERSION);
+    else if (v.value === "1") this.#sql("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(SCHEMA_VERSION);
     else if (v.value !== SCHEMA_VERSION)
       throw new Error(`catalog ${file} has schema version ${v.value}; this coordinator knows ${SCHEMA_VERSION}`);
     this.pagingKey = this.#pagingKey();
@@ -157,8 +163,12 @@ export class SqliteCatalog implements Catalog {
     ).run(a.agentId, a.clusterName, JSON.stringify(a));
   }
 
-  clusterPins(): Array<{ name: string; fsid: string }> {
-    return this.#sql("SELECT name, fsid FROM clusters ORDER BY name").all() as Array<{ name: string; fsid: string }>;
+  clusterPins(): Array<{ name: string; fsid: string; pinnedBy: string }> {
+    return this.#sql("SELECT name, fsid, pinned_by AS pinnedBy FROM clusters ORDER BY name").all() as Array<{
+      name: string;
+      fsid: string;
+      pinnedBy: string;
+    }>;
   }
 
   removeAgent(agentId: string): boolean {

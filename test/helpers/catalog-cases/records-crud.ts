@@ -48,10 +48,14 @@ export function recordsCrud(open: OpenCatalog): void {
         );
         assert.equal(c.pinClusterFsid("a", "fsid-2", "a3").fsid, "fsid-1", "the pin is not the agents'");
         c.pinClusterFsid("b", "fsid-b", "b1");
-        assert.deepEqual(c.clusterPins(), [
-          { name: "a", fsid: "fsid-1" },
-          { name: "b", fsid: "fsid-b" },
-        ]);
+        assert.deepEqual(
+          c.clusterPins().map(({ name, fsid }) => ({ name, fsid })),
+          [
+            { name: "a", fsid: "fsid-1" },
+            { name: "b", fsid: "fsid-b" },
+          ],
+        );
+        assert.equal(c.clusterPins().find((p) => p.name === "b")?.pinnedBy, "b1", "who pinned it");
         c.removeAgent("a2");
         assert.equal(registeredFsid(c, "a"), "fsid-1", "a cluster's fsid outlives its agents' records");
       }));

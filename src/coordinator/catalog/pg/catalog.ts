@@ -165,8 +165,10 @@ export class PgCatalog implements Catalog {
     );
   }
 
-  clusterPins(): Array<{ name: string; fsid: string }> {
-    return this.#read<{ name: string; fsid: string }>("SELECT name, fsid FROM clusters ORDER BY name");
+  clusterPins(): Array<{ name: string; fsid: string; pinnedBy: string }> {
+    return this.#read<{ name: string; fsid: string; pinnedBy: string }>(
+      'SELECT name, fsid, pinned_by AS "pinnedBy" FROM clusters ORDER BY name',
+    );
   }
 
   removeAgent(agentId: string): boolean {

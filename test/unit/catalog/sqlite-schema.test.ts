@@ -1,0 +1,41 @@
+/**
+ * The SQLite catalog's schema version: a fresh file gets the code's; a version-1 file (before shared
+ * backup locks) is brought to 2 with no table change; a file at a version this code does not know is
+ * refused — as a coordinator built before shared locks refuses a version-2 file.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, describe, it } from "node:test";
+import Database from "better-sqlite3";
+import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
+
+describe("SQLite catalog: schema version", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-sqlite-schema-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const version = (file: string) => {
+    const db = new Database(file);
+    try {
+      return (db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string }).value;
+    } finally {
+      db.close();
+    }
+  };
+  const setVersion = (file: string, v: string) => {
+    const db = new Database(file);
+    db.prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(v);
+    db.close();
+  };
+
+  it("fresh: 2; a version-1 file is brought to 2; an unknown version is refused", () => {
+    const file = path.join(dir, "catalog.db");
+    new SqliteCatalog(file).close();
+    assert.equal(version(file), "2");
+    setVersion(file, "1");
+    new SqliteCatalog(file).close();
+    assert.equal(version(file), "2", "upgraded in place");
+    setVersion(file, "3");
+    assert.throws(() => new SqliteCatalog(file), /has schema version 3; this coordinator knows 2/);
+  });
+});
