@@ -63,7 +63,12 @@ export class PeerConnection {
       session.destroy(new Error(`connecting to ${this.address} took longer than ${this.o.connectTimeoutMs} ms`));
     }, this.o.connectTimeoutMs);
     timer.unref();
-    session.once("connect", () => clearTimeout(timer));
+    session.once("connect", () => {
+      clearTimeout(timer);
+      // Connected for a transfer that then did not start (refused by the destination check, aborted):
+      // idle from now, closed like one whose transfers ended.
+      if (this.#active === 0) this.#armIdle(session);
+    });
     // The one 'error' listener of the session, however many transfers it carries (a listener per
     // transfer warned MaxListenersExceeded past 10 at once): its error is kept for them (errorOf).
     session.on("error", (e) => {
@@ -122,7 +127,12 @@ export class PeerConnection {
     this.#pinger = null;
     const session = this.#session;
     session?.unref();
-    if (!session) return;
+    if (session) this.#armIdle(session);
+  }
+
+  /** Closes `session` after idleCloseMs unless a transfer begins on it first (began clears the timer). */
+  #armIdle(session: http2.ClientHttp2Session): void {
+    if (this.#idle) clearTimeout(this.#idle);
     this.#idle = setTimeout(() => {
       this.#idle = null;
       if (this.#active > 0 || this.#session !== session) return;

@@ -324,8 +324,17 @@ export function admitTransferCaller(
       reason: "bad_capability",
       message: why,
     });
-    throw new AppError(Status.PERMISSION_DENIED, why);
+    throw new AppError(inUseOrSpent(spent, caller.capability), why);
   }
+}
+
+/**
+ * The status of a capability `spent` refuses: PERMISSION_DENIED when it is spent; UNAVAILABLE (retried)
+ * while another stream with it still runs — an attempt's next stream (a full backup after a refused
+ * incremental) can come before the first one's cleanup ended here.
+ */
+function inUseOrSpent(spent: SpentCapabilities | undefined, capability: string | undefined): Status {
+  return spent?.spent(capability) ? Status.PERMISSION_DENIED : Status.UNAVAILABLE;
 }
 
 /** Makes a rename in `dir` durable. */
@@ -539,7 +548,7 @@ export async function authorizeTransfer(
         reason: "bad_capability",
         message: why,
       });
-      throw new AppError(Status.PERMISSION_DENIED, why);
+      throw new AppError(inUseOrSpent(spent, caller.capability), why);
     }
     return prepend(first.value as TransferMessage, it);
   } catch (e) {

@@ -653,6 +653,23 @@ describe("data-plane server: limits and HTTP/2 settings", () => {
       busy.close();
     }
   });
+  it("a connection made for a transfer that then did not start (refused by the destination check) is closed idleCloseMs after it connected", async () => {
+    const { server, address } = await start();
+    const client = new TransferClient(address, clientTls, {
+      idleCloseMs: 1_000,
+      checkDestination: () => ({ status: Status.PERMISSION_DENIED, message: "not that one" }),
+    });
+    try {
+      await assert.rejects(client.transfer(messages(header), new AbortController().signal), {
+        code: Status.PERMISSION_DENIED,
+      });
+      await until(() => server.connections === 1, "the server to count the connection");
+      await until(() => server.connections === 0, "the source to close the connection it made", 5_000);
+    } finally {
+      client.close();
+    }
+  });
+
   it("a source closes its own connection idleCloseMs after its last transfer, before the server's GOAWAY; the next transfer connects again", async () => {
     const { server, address } = await start(); // the server's own idle close: 5 minutes
     const client = new TransferClient(address, clientTls, { idleCloseMs: 200 });

@@ -143,10 +143,10 @@ describe("transfer authorization", () => {
       ["header", "zero"],
     );
     // `fresh` is running now: a second stream with it is refused until the first ended uncommitted.
-    await assert.rejects(
-      authorizeTransfer(verifier, source(h).messages, caller(fresh), HERE, undefined, spent),
-      denied(/another stream with this transfer capability is running here/),
-    );
+    await assert.rejects(authorizeTransfer(verifier, source(h).messages, caller(fresh), HERE, undefined, spent), {
+      status: Status.UNAVAILABLE,
+      message: /another stream with this transfer capability is running here/,
+    });
     spent.end(fresh, false);
     await drain(await authorizeTransfer(verifier, source(h).messages, caller(fresh), HERE, undefined, spent));
     spent.end(fresh, true);
@@ -166,10 +166,10 @@ describe("transfer authorization", () => {
     const audit = { refused: (l: { reason?: string }) => lines.push(l) } as unknown as AuthzAudit;
     assert.doesNotThrow(() => admitTransferCaller(verifier, caller(cap), audit, undefined, HERE, spent));
     assert.equal(spent.begin(cap), "");
-    assert.throws(
-      () => admitTransferCaller(verifier, caller(cap), audit, undefined, HERE, spent),
-      denied(/another stream with this transfer capability is running here/),
-    );
+    assert.throws(() => admitTransferCaller(verifier, caller(cap), audit, undefined, HERE, spent), {
+      status: Status.UNAVAILABLE,
+      message: /another stream with this transfer capability is running here/,
+    });
     spent.end(cap, true);
     assert.throws(
       () => admitTransferCaller(verifier, caller(cap), audit, undefined, HERE, spent),
