@@ -55,12 +55,16 @@ LOG = logging.getLogger(__name__)
 # How long a cancelled job is waited for before the driver reports the operation over, seconds.
 CANCEL_WAIT_S = 60.0
 # The sweep of this host's leftover restores runs this long after the driver's setup check (after Cinder's
-# own cleanup of the restores it gave up on), and again as long while no coordinator answers, at most
-# LEFTOVER_SWEEP_ATTEMPTS times (half an hour).
+# own cleanup of the restores it gave up on) and again as long after a sweep that could not list the jobs;
+# after one that did, every LEFTOVER_SWEEP_INTERVAL_S for as long as the process runs (a Cinder cleanup
+# slower than the first delay, a reset-state while nobody followed the restore, a cancel that failed).
 LEFTOVER_SWEEP_DELAY_S = 60.0
-LEFTOVER_SWEEP_ATTEMPTS = 30
+LEFTOVER_SWEEP_INTERVAL_S = 600.0
 # A Cinder volume a restore is writing: 'restoring-backup' (RestoreBackup), 'creating' (made from a backup).
 RESTORING_VOLUME_STATUSES = ("restoring-backup", "creating")
+# This process's sweep (one, however often the setup check runs) and the restore jobs it follows now.
+_sweep = {"started": False}
+_following: set = set()
 CONF = options.CONF
 GiB = 1 << 30
 
@@ -149,6 +153,11 @@ def _restore_key(backup_id: str) -> str:
     return f"{_restore_key_prefix()}{backup_id}-{uuid.uuid4().hex[:12]}"
 
 
+def _restore_key_backup(key: str) -> str:
+    """The Cinder backup id in a _restore_key."""
+    return key[len(_restore_key_prefix()):][:36]
+
+
 def _is_my_restore_key(key: str) -> bool:
     """Whether `key` is a _restore_key of this host, exactly (a host named "backup" must not match the keys
     of "backup-2")."""
@@ -235,11 +244,14 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                 reason=_("rbdbackup cluster %(c)s is not ready: %(f)s") % {"c": CONF.rbdbackup_backup_cluster, "f": failed}
             )
 
-    def _sweep_leftover_restores_later(self, attempt: int = 1) -> None:
-        """Runs _cancel_leftover_restores LEFTOVER_SWEEP_DELAY_S from now: after Cinder's own cleanup, which
-        follows this check in the manager's start and marks the volumes of the restores it gave up on
-        error_restoring. Again every LEFTOVER_SWEEP_DELAY_S while no coordinator answers, at most
-        LEFTOVER_SWEEP_ATTEMPTS times."""
+    def _sweep_leftover_restores_later(self) -> None:
+        """Starts this process's sweep of its host's leftover restores (once): _cancel_leftover_restores
+        LEFTOVER_SWEEP_DELAY_S from now — after Cinder's own cleanup, which follows this check in the
+        manager's start and marks the volumes of the restores it gave up on error_restoring — then every
+        LEFTOVER_SWEEP_INTERVAL_S, or LEFTOVER_SWEEP_DELAY_S after a sweep that could not list the jobs."""
+        if _sweep["started"]:
+            return
+        _sweep["started"] = True
 
         def sweep() -> None:
             try:
@@ -247,23 +259,33 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             except Exception as e:  # noqa: BLE001 - a sweep must not kill the service; logged
                 LOG.warning("Could not sweep this host's leftover rbdbackup restores: %(err)s", {"err": e})
                 done = False
-            if not done and attempt < LEFTOVER_SWEEP_ATTEMPTS:
-                self._sweep_leftover_restores_later(attempt + 1)
+            _later(LEFTOVER_SWEEP_INTERVAL_S if done else LEFTOVER_SWEEP_DELAY_S, sweep)
 
         _later(LEFTOVER_SWEEP_DELAY_S, sweep)
 
-    def _restoring_images(self) -> set:
-        """The RBD images (volume.name) of the Cinder volumes a restore is writing now, as Cinder sees it:
-        status 'restoring-backup' (a restore) or 'creating' (a volume made from a backup)."""
-        volumes = self.db.volume_get_all(self.context, filters={"status": list(RESTORING_VOLUME_STATUSES)})
-        return {v["name"] for v in volumes}
+    def _restoring(self, job: pb.Job, volumes: dict) -> bool:
+        """Whether Cinder still has `job`'s volume restoring: 'restoring-backup'; or 'creating' (a volume made
+        from a backup) while the job's backup is 'restoring' — Cinder's cleanup leaves such a volume as it
+        is and sets the backup available."""
+        status = volumes.get(job.volume.image)
+        if status == "restoring-backup":
+            return True
+        if status != "creating":
+            return False
+        backup_id = _restore_key_backup(job.idempotency_key)
+        try:
+            backup = objects.Backup.get_by_id(self.context, backup_id)
+        except exception.BackupNotFound:
+            return False
+        return backup.status == fields.BackupStatus.RESTORING
 
     def _cancel_leftover_restores(self) -> bool:
-        """Cancels the restores this host started whose volume Cinder no longer has restoring: left running
-        by this host before it restarted (Cinder's cleanup marked their volumes error_restoring and does not
-        wait for them) or given up by an admin (reset-state) while nobody followed them — they must not
-        write on. The restores of this host's other backup workers (backup_workers > 1 share the host)
-        have their volumes restoring and are left alone. False when the jobs could not be listed."""
+        """Cancels the restores this host started, not followed by this process, whose volume Cinder no
+        longer has restoring (_restoring): left running by this host before it restarted (Cinder's cleanup
+        marked their volumes error_restoring and does not wait for them) or given up by an admin
+        (reset-state) while nobody followed them — they must not write on. The restores of this host's
+        other backup workers (backup_workers > 1 share the host) have their volumes restoring and are left
+        alone. False when the jobs could not be listed."""
         try:
             jobs = [
                 j
@@ -273,19 +295,24 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         except RbdbackupError as e:
             LOG.warning("Could not list rbdbackup restore jobs to cancel this host's leftovers: %(err)s", {"err": e})
             return False
-        mine = [j for j in jobs if j.state not in FINAL_STATES and _is_my_restore_key(j.idempotency_key)]
+        mine = [
+            j
+            for j in jobs
+            if j.state not in FINAL_STATES and _is_my_restore_key(j.idempotency_key) and j.id not in _following
+        ]
         if not mine:
             return True
-        restoring = self._restoring_images()
+        found = self.db.volume_get_all(self.context, filters={"status": list(RESTORING_VOLUME_STATUSES)})
+        volumes = {v["name"]: v["status"] for v in found}
         for job in mine:
-            if job.volume.image in restoring:
+            if self._restoring(job, volumes):
                 continue
             try:
                 self.client.cancel_job(job.id)
                 LOG.warning("Cancelled rbdbackup restore job %(job)s of this host: Cinder no longer has its volume "
                             "%(v)s restoring.", {"job": job.id, "v": job.volume.image})
             except RbdbackupError as e:
-                if e.code.name != "FAILED_PRECONDITION":  # it ended meanwhile
+                if e.code.name != "FAILED_PRECONDITION":  # it ended meanwhile; else the next sweep tries again
                     LOG.warning("Could not cancel rbdbackup job %(job)s: %(err)s", {"job": job.id, "err": e})
         return True
 
@@ -496,8 +523,10 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             idempotency_key=_restore_key(backup.id),
         )
         LOG.debug("Restoring rbdbackup backup %(rid)s over volume %(v)s.", {"rid": rid, "v": target.name})
+        job: Optional[pb.Job] = None
         try:
             job = self.client.restore_backup(req)
+            _following.add(job.id)  # this process judges it (below), not the leftover sweep
             excused: dict = {}
             # Cinder cancels a restore by moving its backup out of 'restoring' (reset-state): the job is
             # cancelled and Cinder's BackupRestoreCancel raised (the manager marks the volume error).
@@ -514,6 +543,9 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         except RbdbackupError as e:
             LOG.error("Restore to volume %(volume)s finished with error - %(error)s.", {"volume": volume_id, "error": e})
             raise exception.BackupOperationError(str(e)) from None
+        finally:
+            if job is not None:
+                _following.discard(job.id)
         for w in done.warnings:
             LOG.warning("Restore of backup %(id)s: %(w)s", {"id": backup.id, "w": w})
         self._grow_to_volume_size(target, volume_file, done.restore.image_size)

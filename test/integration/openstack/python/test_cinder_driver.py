@@ -27,7 +27,7 @@ from cinder.tests.unit import utils as test_utils
 from lab import GiB, Lab, test_config
 from rbdbackup_cinder import RbdbackupBackupDriver
 from rbdbackup_cinder.driver import rbdbackup_id
-from rbdbackup_client import Client, ClientConfig, RbdbackupError, agent_pb2, backup_service_pb2 as pb
+from rbdbackup_client import Client, ClientConfig, RbdbackupError, agent_pb2, backup_service_pb2 as pb, common_pb2
 
 CFG = test_config()
 LAB = Lab(CFG["lab_dir"])
@@ -59,6 +59,12 @@ class DriverTestCase(test.TestCase):
         self.override_config("rbdbackup_backoff_base", 0.1)
         self.driver = RbdbackupBackupDriver(self.ctxt)
         self.addCleanup(lambda: self.driver._client and self.driver._client.close())
+        # The setup check's leftover-restore sweep never runs by itself here (it would judge this suite's
+        # own restores, whose volumes are not 'restoring-backup'): the tests of it run it by hand.
+        from rbdbackup_cinder import driver as drv
+
+        drv._sweep["started"] = False
+        self.mock_object(drv, "_later", lambda delay, fn: None)
 
     # --- fixtures -------------------------------------------------------------------------------
 
@@ -420,8 +426,10 @@ class GivingUpTest(DriverTestCase):
         b = self.do_backup(vol)
         rid = rbdbackup_id(b)
         # [0]: left running by this host before it restarted — Cinder's cleanup marked its volume
-        # error_restoring; [1]: another host's; [2]: another backup worker's of this host, still running.
-        targets = [self.volume(writes=0, status=s) for s in ("error_restoring", "restoring-backup", "restoring-backup")]
+        # error_restoring; [1]: another host's; [2]: another backup worker's of this host, still running;
+        # [3]: another worker's into a volume made from the backup ('creating'), the backup 'restoring'.
+        statuses = ("error_restoring", "restoring-backup", "restoring-backup", "creating")
+        targets = [self.volume(writes=0, status=s) for s in statuses]
         files = [self.volume_file(t) for t in targets]
 
         def restore(i, key):
@@ -434,11 +442,15 @@ class GivingUpTest(DriverTestCase):
         # last, so that they still run when the sweep lists the jobs.
         other = restore(1, f"{_restore_key_prefix()[:-1]}-2-{b.id}-{uuid.uuid4().hex[:12]}")
         sibling = restore(2, _restore_key(b.id))
+        created = restore(3, _restore_key(b.id))
         mine = restore(0, _restore_key(b.id))
+        self.set_status(b, fields.BackupStatus.RESTORING)
+        self.addCleanup(self.set_status, b, fields.BackupStatus.AVAILABLE)
 
-        # The setup check only schedules the sweep, a minute on (after Cinder's own cleanup).
+        # The setup check only schedules the sweep, a minute on (after Cinder's own cleanup), once.
         scheduled = []
         self.mock_object(drv, "_later", lambda delay, fn: scheduled.append((delay, fn)))
+        self.driver.check_for_setup_error()
         self.driver.check_for_setup_error()
         self.assertEqual([drv.LEFTOVER_SWEEP_DELAY_S], [d for d, _ in scheduled])
 
@@ -454,14 +466,21 @@ class GivingUpTest(DriverTestCase):
             scheduled[0][1]()
         finally:
             del self.driver.client.cancel_job
-        self.assertEqual(1, len(scheduled), "a sweep that listed the jobs is not scheduled again")
+        self.assertEqual(
+            [drv.LEFTOVER_SWEEP_DELAY_S, drv.LEFTOVER_SWEEP_INTERVAL_S],
+            [d for d, _ in scheduled],
+            "the next sweep in ten minutes",
+        )
         ended = self.driver.client.wait(mine, timeout=120, raise_on_failure=False)
         theirs = self.driver.client.wait(other, timeout=120, raise_on_failure=False)
         siblings = self.driver.client.wait(sibling, timeout=120, raise_on_failure=False)
+        creating = self.driver.client.wait(created, timeout=120, raise_on_failure=False)
         self.assertNotIn(other.id, cancelled, "another host's restore is left alone")
         self.assertNotIn(sibling.id, cancelled, "a restore whose volume Cinder has restoring is left alone")
+        self.assertNotIn(created.id, cancelled, "a volume made from the backup while the backup is restoring too")
         self.assertEqual(pb.JOB_STATE_SUCCEEDED, theirs.state)
         self.assertEqual(pb.JOB_STATE_SUCCEEDED, siblings.state)
+        self.assertEqual(pb.JOB_STATE_SUCCEEDED, creating.state)
         # Cancelled — unless it had ended before the sweep listed it (a small restore is quick).
         if mine.id in cancelled:
             self.assertIn(ended.state, (pb.JOB_STATE_CANCELLED, pb.JOB_STATE_SUCCEEDED))
@@ -469,11 +488,11 @@ class GivingUpTest(DriverTestCase):
             self.assertEqual(pb.JOB_STATE_SUCCEEDED, ended.state)
         print(f"leftover restore: cancel asked {mine.id in cancelled}, ended {pb.JobState.Name(ended.state)}")
 
-    def test_the_leftover_sweep_is_tried_again_while_no_coordinator_answers_and_gives_up(self):
+    def test_the_leftover_sweep_is_tried_again_a_minute_on_while_no_coordinator_answers_then_every_ten(self):
         from rbdbackup_cinder import driver as drv
 
         scheduled = []
-        self.mock_object(drv, "_later", lambda delay, fn: scheduled.append(fn))
+        self.mock_object(drv, "_later", lambda delay, fn: scheduled.append((delay, fn)))
 
         def unreachable(**_):
             raise RbdbackupError(grpc.StatusCode.UNAVAILABLE, "down", "127.0.0.1:1", "ListJobs")
@@ -481,15 +500,29 @@ class GivingUpTest(DriverTestCase):
         self.driver.client.list_jobs = unreachable
         try:
             self.driver._sweep_leftover_restores_later()
-            runs = 0
-            while scheduled and runs < drv.LEFTOVER_SWEEP_ATTEMPTS + 5:
-                runs += 1
-                scheduled.pop(0)()
+            for _ in range(3):
+                scheduled[-1][1]()
         finally:
             del self.driver.client.list_jobs
-        self.assertEqual([], scheduled, "it stops")
-        self.assertEqual(drv.LEFTOVER_SWEEP_ATTEMPTS, runs)
-        self.assertTrue(self.driver._cancel_leftover_restores(), "with the coordinator back, the sweep lists")
+        self.assertEqual([drv.LEFTOVER_SWEEP_DELAY_S] * 4, [d for d, _ in scheduled])
+        scheduled[-1][1]()  # the coordinator back
+        self.assertEqual(drv.LEFTOVER_SWEEP_INTERVAL_S, scheduled[-1][0])
+
+    def test_a_creating_volume_counts_as_restoring_only_while_its_backup_is_restoring(self):
+        # Cinder's cleanup leaves a volume made from a backup 'creating' and sets the backup available.
+        from rbdbackup_cinder.driver import _restore_key
+
+        vol = self.volume(image=False)
+        b = self.cinder_backup(vol)
+        job = pb.Job(id="j", idempotency_key=_restore_key(b.id), volume=common_pb2.VolumeRef(image="volume-x"))
+        self.set_status(b, fields.BackupStatus.RESTORING)
+        self.assertTrue(self.driver._restoring(job, {"volume-x": "creating"}))
+        self.assertTrue(self.driver._restoring(job, {"volume-x": "restoring-backup"}))
+        self.set_status(b, fields.BackupStatus.AVAILABLE)
+        self.assertFalse(self.driver._restoring(job, {"volume-x": "creating"}))
+        self.assertTrue(self.driver._restoring(job, {"volume-x": "restoring-backup"}))
+        self.assertFalse(self.driver._restoring(job, {"volume-x": "error_restoring"}))
+        self.assertFalse(self.driver._restoring(job, {}))
 
     def test_a_restore_whose_backup_leaves_restoring_is_cancelled(self):
         # Cinder cancels a restore by moving its backup out of 'restoring' (reset-state): the driver
