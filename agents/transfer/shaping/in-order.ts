@@ -35,6 +35,13 @@ export function inOrder(
     [Symbol.asyncIterator]: () => self,
     async next(): Promise<IteratorResult<TransferMessage>> {
       while (!ended && queue.length < max && !queue[0]?.ready) {
+        if (queue.length > 0) {
+          // A step that is done already (the header's, a zero range's: nothing to do) flags itself on the
+          // next microtask: let it, so that the oldest goes on at once instead of waiting for the next
+          // message to be pulled (the source's snapshot and first read before a transfer's header).
+          await null;
+          if (queue[0]?.ready) break;
+        }
         const r = await it.next();
         if (r.done) {
           ended = true;

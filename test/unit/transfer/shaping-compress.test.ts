@@ -228,6 +228,33 @@ describe("compressStream", () => {
     assert.ok(returned);
   });
 
+  it("the header goes on at once, before the source yields what follows it (its snapshot, its first read)", async () => {
+    let release: () => void = () => {};
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    const [h, ...rest] = messages(header({ imageSize: CHUNK }), [{ offset: 0, data: text(CHUNK, 1) }]);
+    async function* source(): AsyncGenerator<TransferMessage> {
+      yield h as TransferMessage;
+      await held; // the snapshot is being made, the first read runs
+      yield* rest;
+    }
+    const out = compressStream(source(), Compression.COMPRESSION_ZSTD, { zstdLevel: 1, codec: new ZlibCodec() });
+    const it = out[Symbol.asyncIterator]();
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error("the header waited for the source's next message")), 5_000);
+    });
+    try {
+      const first = await Promise.race([it.next(), waited]);
+      assert.equal(first.value?.body?.$case, "header");
+    } finally {
+      clearTimeout(timer);
+      release();
+    }
+    assert.equal((await collect({ [Symbol.asyncIterator]: () => it })).length, rest.length);
+  });
+
   it("a consumer that stops early: the frames of chunks compressed ahead and never taken go back to the pool", async () => {
     const frames = new FramePool();
     async function* src(): AsyncGenerator<MaybeFramed> {
