@@ -16,6 +16,32 @@ import { freshDatabase, pgSkip, type TestDatabase } from "../../helpers/postgres
 import { waitFor } from "../../helpers/wait";
 
 const A = { id: "coord-a", address: "127.0.0.1:7301", instance: "a-1" };
+
+/**
+ * Another coordinator's takeover: `update` of the lease row in a transaction held open 500 ms on the
+ * server (pg_sleep); resolves once the transaction holds the row. `done`: its commit.
+ */
+async function holdTakeover(url: string, update: string): Promise<{ client: Client; done: Promise<unknown> }> {
+  const client = new Client({ connectionString: url });
+  await client.connect();
+  const done = client.query(`BEGIN; ${update}; SELECT pg_sleep(0.5); COMMIT;`);
+  const watcher = new Client({ connectionString: url });
+  await watcher.connect();
+  try {
+    await waitFor(
+      async () =>
+        (
+          await watcher.query(
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(0.5)%' AND pid <> pg_backend_pid() AND state = 'active'",
+          )
+        ).rowCount,
+      { what: "the takeover to hold the lease row", timeoutMs: 10_000, intervalMs: 20 },
+    );
+  } finally {
+    await watcher.end();
+  }
+  return { client, done };
+}
 const B = { id: "coord-b", address: "127.0.0.1:7302", instance: "b-1" };
 
 describe("PostgreSQL leader lease and fencing", { skip: pgSkip }, () => {
@@ -159,27 +185,12 @@ describe("PostgreSQL leader lease and fencing", { skip: pgSkip }, () => {
     a.leadership.tryAcquire(A, 60_000);
     if (!db) throw new Error("no db");
     // Another coordinator's takeover, held open for 500 ms on the server (pg_sleep) while A writes.
-    const taker = new Client({ connectionString: db.url });
-    await taker.connect();
+    const taker = await holdTakeover(
+      db.url,
+      "UPDATE coordinator_leader SET holder = 'coord-b', address = 'x', token = token + 1 WHERE id = 1",
+    );
     try {
-      const takeover = taker.query(
-        "BEGIN; UPDATE coordinator_leader SET holder = 'coord-b', address = 'x', token = token + 1 WHERE id = 1; SELECT pg_sleep(0.5); COMMIT;",
-      );
-      const watcher = new Client({ connectionString: db.url });
-      await watcher.connect();
-      try {
-        await waitFor(
-          async () =>
-            (
-              await watcher.query(
-                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(0.5)%' AND pid <> pg_backend_pid() AND state = 'active'",
-              )
-            ).rowCount,
-          { what: "the takeover to hold the lease row", timeoutMs: 10_000, intervalMs: 20 },
-        );
-      } finally {
-        await watcher.end();
-      }
+      const takeover = taker.done;
       const b = backup(vol("v1"), T0);
       const t0 = Date.now();
       assert.throws(
@@ -191,7 +202,7 @@ describe("PostgreSQL leader lease and fencing", { skip: pgSkip }, () => {
       assert.equal(a.getBackup(b.id), undefined, "the refused write left nothing");
       assert.equal(a.leadership.current()?.token, 2);
     } finally {
-      await taker.end();
+      await taker.client.end();
     }
   });
 
@@ -200,29 +211,13 @@ describe("PostgreSQL leader lease and fencing", { skip: pgSkip }, () => {
     a.leadership.tryAcquire(A, 60_000);
     if (!db) throw new Error("no db");
     // Another coordinator's takeover (as if A's lease had lapsed), held open for 500 ms while A renews.
-    const taker = new Client({ connectionString: db.url });
-    await taker.connect();
+    const taker = await holdTakeover(
+      db.url,
+      "UPDATE coordinator_leader SET holder = 'coord-b', instance = 'b-1', address = 'x', token = token + 1, expires_at = now() + interval '60 seconds' WHERE id = 1",
+    );
     try {
-      const takeover = taker.query(
-        "BEGIN; UPDATE coordinator_leader SET holder = 'coord-b', instance = 'b-1', address = 'x', token = token + 1, expires_at = now() + interval '60 seconds' WHERE id = 1; SELECT pg_sleep(0.5); COMMIT;",
-      );
-      const watcher = new Client({ connectionString: db.url });
-      await watcher.connect();
-      try {
-        await waitFor(
-          async () =>
-            (
-              await watcher.query(
-                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(0.5)%' AND pid <> pg_backend_pid() AND state = 'active'",
-              )
-            ).rowCount,
-          { what: "the takeover to hold the lease row", timeoutMs: 10_000, intervalMs: 20 },
-        );
-      } finally {
-        await watcher.end();
-      }
       const r = a.leadership.tryAcquire(A, 60_000); // waits for the takeover's row lock
-      await takeover;
+      await taker.done;
       assert.equal(r.holder, "coord-b", "the renewal is told who leads now");
       assert.equal(r.token, 2);
       const b = backup(vol("v1"), T0);
@@ -231,7 +226,7 @@ describe("PostgreSQL leader lease and fencing", { skip: pgSkip }, () => {
         (e: unknown) => e instanceof FencedError,
       );
     } finally {
-      await taker.end();
+      await taker.client.end();
     }
   });
 

@@ -91,6 +91,12 @@ async function cutShort(d: TestDeps, ceph: FakeCeph, over: Partial<TransferHeade
   return { h, parts, name };
 }
 
+/** The header fields of a restore into `image` of pool backups (for cutShort). */
+const restoreInto = (kind: TransferKind, image: string): Partial<TransferHeader> => ({
+  kind,
+  destination: { pool: "backups", namespace: "", image },
+});
+
 /** A resumable full backup cut short after a checkpoint, on a fresh cluster: its held image. */
 async function heldImage() {
   const ceph = new FakeCeph("backups");
@@ -451,23 +457,8 @@ describe("resumable transfers: the destination", () => {
   it("a restore to a new volume that a VM opened while it was held: its resume and its start over are refused, the volume neither removed nor taken over", async () => {
     const ceph = new FakeCeph("backups");
     const d = deps(ceph);
-    const h = header({
-      kind: TransferKind.RESTORE_NEW,
-      destination: { pool: "backups", namespace: "", image: "new-vol" },
-      imageSize: SIZE,
-      chunkSize: CHUNK,
-      resumable: true,
-    });
-    const parts = chunkParts(4, CHUNK);
-    const feed = new Feed(messages(h, parts), { holdAfter: 3, after: "hang" });
-    const call = new AbortController();
-    const running = runSink(d, feed, call.signal, { from: "network" });
-    running.catch(() => {});
-    await feed.held;
+    const { h, parts } = await cutShort(d, ceph, restoreInto(TransferKind.RESTORE_NEW, "new-vol"));
     const img = () => ceph.pool("backups").images.get("new-vol");
-    await until(() => !!parseCheckpoint(img()?.meta.get(RESUME_KEY) ?? null), "a checkpoint");
-    call.abort();
-    await assert.rejects(running);
     const retry = { ...h, transferId: randomUUID() };
     const rp = await resumePoint(d, retry);
     assert.ok(rp.offset > 0, `a resume point (${rp.reason})`);
@@ -495,22 +486,7 @@ describe("resumable transfers: the destination", () => {
     const ceph = new FakeCeph("backups");
     const d = deps(ceph);
     const v = ceph.addImage("backups", "vol-1", Buffer.alloc(SIZE));
-    const h = header({
-      kind: TransferKind.RESTORE_ORIGINAL,
-      destination: { pool: "backups", namespace: "", image: "vol-1" },
-      imageSize: SIZE,
-      chunkSize: CHUNK,
-      resumable: true,
-    });
-    const parts = chunkParts(4, CHUNK);
-    const feed = new Feed(messages(h, parts), { holdAfter: 3, after: "hang" });
-    const call = new AbortController();
-    const running = runSink(d, feed, call.signal, { from: "network" });
-    running.catch(() => {});
-    await feed.held;
-    await until(() => !!parseCheckpoint(v.meta.get(RESUME_KEY) ?? null), "a checkpoint");
-    call.abort();
-    await assert.rejects(running);
+    const { h, parts } = await cutShort(d, ceph, restoreInto(TransferKind.RESTORE_ORIGINAL, "vol-1"));
     const retry = { ...h, transferId: randomUUID() };
     const offered = await resumePoint(d, retry);
     assert.ok(offered.offset > 0, `a resume point before the change (${offered.reason})`);
@@ -538,21 +514,7 @@ describe("resumable transfers: the destination", () => {
     const ceph = new FakeCeph("backups");
     const d = deps(ceph);
     const v = ceph.addImage("backups", "vol-1", Buffer.alloc(SIZE));
-    const h = header({
-      kind: TransferKind.RESTORE_ORIGINAL,
-      destination: { pool: "backups", namespace: "", image: "vol-1" },
-      imageSize: SIZE,
-      chunkSize: CHUNK,
-      resumable: true,
-    });
-    const feed = new Feed(messages(h, chunkParts(4, CHUNK)), { holdAfter: 3, after: "hang" });
-    const call = new AbortController();
-    const running = runSink(d, feed, call.signal, { from: "network" });
-    running.catch(() => {});
-    await feed.held;
-    await until(() => !!parseCheckpoint(v.meta.get(RESUME_KEY) ?? null), "a checkpoint");
-    call.abort();
-    await assert.rejects(running);
+    const { h } = await cutShort(d, ceph, restoreInto(TransferKind.RESTORE_ORIGINAL, "vol-1"));
     const retry = { ...h, transferId: randomUUID() };
     const rp = await resumePoint(d, retry);
     assert.ok(rp.offset > 0, `a resume point (${rp.reason})`);

@@ -133,6 +133,28 @@ export const frameOf = (m: TransferMessage) => grpcFrame(encodeTransferMessage(m
  * side (unless `end: false`); resolves with the server's BulkResult (null if none) once the server
  * closed, and how long that took. Rejects after `ms`.
  */
+/**
+ * Writes `bytes` to `to` as a test's peer would: `trickleMs`, one byte at a time this far apart;
+ * `before`, awaited before `bytes[before.index]`. Stops once `to` is gone.
+ */
+async function writeScripted(
+  to: { write(b: Buffer): unknown; readonly destroyed: boolean },
+  bytes: Buffer[],
+  o: { trickleMs?: number; before?: { index: number; wait: () => Promise<void> } },
+): Promise<void> {
+  for (const [i, b] of bytes.entries()) {
+    if (o.before?.index === i) await o.before.wait();
+    if (!o.trickleMs) {
+      to.write(b);
+      continue;
+    }
+    for (let j = 0; j < b.length && !to.destroyed; j++) {
+      to.write(b.subarray(j, j + 1));
+      await new Promise((r) => setTimeout(r, o.trickleMs));
+    }
+  }
+}
+
 export function rawBulk(
   address: string,
   bytes: Buffer[],
@@ -168,22 +190,12 @@ export function rawBulk(
     socket.on("error", () => {});
     socket.on("data", (d: Buffer) => got.push(d));
     socket.on("end", () => socket.end());
-    const write = async () => {
-      for (const [i, b] of bytes.entries()) {
-        if (o.before?.index === i) await o.before.wait();
-        if (!o.trickleMs) {
-          socket.write(b);
-          continue;
-        }
-        for (let j = 0; j < b.length && !socket.destroyed; j++) {
-          socket.write(b.subarray(j, j + 1));
-          await new Promise((r) => setTimeout(r, o.trickleMs));
-        }
-      }
-      if (o.end !== false && !socket.destroyed) socket.end();
-    };
     socket.on("secureConnect", () => {
-      write().catch(() => socket.destroy());
+      writeScripted(socket, bytes, o)
+        .then(() => {
+          if (o.end !== false && !socket.destroyed) socket.end();
+        })
+        .catch(() => socket.destroy());
     });
     socket.on("close", () => {
       clearTimeout(timer);
@@ -225,17 +237,7 @@ export function rawH2Transfer(
   stream.on("error", () => {});
   stream.resume();
   const write = async () => {
-    for (const [i, b] of frames.entries()) {
-      if (o.before?.index === i) await o.before.wait();
-      if (!o.trickleMs) {
-        stream.write(b);
-        continue;
-      }
-      for (let j = 0; j < b.length && !stream.closed; j++) {
-        stream.write(b.subarray(j, j + 1));
-        await new Promise((r) => setTimeout(r, o.trickleMs));
-      }
-    }
+    await writeScripted(stream, frames, o);
     if (!stream.closed) stream.end();
   };
   return new Promise((resolve, reject) => {
