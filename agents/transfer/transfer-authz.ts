@@ -316,25 +316,30 @@ export function admitTransferCaller(
   // Nor a Transfer whose capability could not begin (spent, or its stream runs): it would hold a slot
   // until its header came, only to be refused then.
   const why = method === TRANSFER_METHOD ? (spent?.refusal(caller.capability) ?? "") : "";
-  if (why) {
-    audit?.refused({
-      identity: identityName(caller.identity),
-      method,
-      target: "",
-      reason: "bad_capability",
-      message: why,
-    });
-    throw new AppError(inUseOrSpent(spent, caller.capability), why);
-  }
+  if (why) throw capabilityRefused(spent, caller, method, "", why, audit);
 }
 
 /**
- * The status of a capability `spent` refuses: PERMISSION_DENIED when it is spent; UNAVAILABLE (retried)
- * while another stream with it still runs — an attempt's next stream (a full backup after a refused
- * incremental) can come before the first one's cleanup ended here.
+ * A capability `spent` would not let begin (`why`), audited, as the error to throw: PERMISSION_DENIED
+ * (a refusal, counted as bad_capability) when it is spent; UNAVAILABLE (retried; written, not counted as
+ * a refusal) while another stream with it still runs — an attempt's next stream (a full backup after a
+ * refused incremental) can come before the first one's cleanup ended here.
  */
-function inUseOrSpent(spent: SpentCapabilities | undefined, capability: string | undefined): Status {
-  return spent?.spent(capability) ? Status.PERMISSION_DENIED : Status.UNAVAILABLE;
+function capabilityRefused(
+  spent: SpentCapabilities | undefined,
+  caller: TransferCaller,
+  method: string,
+  target: string,
+  why: string,
+  audit: AuthzAudit | undefined,
+): AppError {
+  const entry = { identity: identityName(caller.identity), method, target, message: why };
+  if (spent?.spent(caller.capability)) {
+    audit?.refused({ ...entry, reason: "bad_capability" });
+    return new AppError(Status.PERMISSION_DENIED, why);
+  }
+  audit?.record({ ...entry, result: "UNAVAILABLE" });
+  return new AppError(Status.UNAVAILABLE, why);
 }
 
 /** Makes a rename in `dir` durable. */
@@ -540,16 +545,7 @@ export async function authorizeTransfer(
       here,
     );
     const why = spent?.begin(caller.capability) ?? "";
-    if (why) {
-      audit?.refused({
-        identity: identityName(caller.identity),
-        method: TRANSFER_METHOD,
-        target,
-        reason: "bad_capability",
-        message: why,
-      });
-      throw new AppError(inUseOrSpent(spent, caller.capability), why);
-    }
+    if (why) throw capabilityRefused(spent, caller, TRANSFER_METHOD, target, why, audit);
     return prepend(first.value as TransferMessage, it);
   } catch (e) {
     await it.return?.(undefined).catch(() => {});

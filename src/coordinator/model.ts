@@ -17,11 +17,14 @@ export interface Lease {
   /** Epoch ms. */
   expiresAt: number;
   /**
-   * Set when a new term (a restart, a new leader) gave it a lease time and the reconnect grace for its
-   * agent to come back (expiresAt = gracedAt + both). The next term gives it another only if its agent
-   * claimed it since (registered again: the claim clears this field), so a leader that steps down and
-   * leads again every few seconds does not keep a dead agent's lease alive forever.
+   * The expiry a new term (a restart, a new leader) gave it for its agent to come back (a lease time and
+   * the reconnect grace). The next term gives it another only if its agent claimed it since (registered
+   * again: the claim clears this field and moves expiresAt), so a leader that steps down and leads again
+   * every few seconds does not keep a dead agent's lease alive forever — whatever lease time each
+   * coordinator is configured with.
    */
+  gracedUntil?: number;
+  /** Before gracedUntil (older coordinators): when a term gave it one lease time; read, never written. */
   gracedAt?: number;
 }
 

@@ -40,7 +40,7 @@ export function inOrder(
           // next microtask: let it, so that the oldest goes on at once instead of waiting for the next
           // message to be pulled (the source's snapshot and first read before a transfer's header).
           await null;
-          if (queue[0]?.ready) break;
+          if (ended || queue[0]?.ready) break; // (return() may have run meanwhile)
         }
         const r = await it.next();
         if (r.done) {

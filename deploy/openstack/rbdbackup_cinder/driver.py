@@ -153,11 +153,6 @@ def _restore_key(backup_id: str) -> str:
     return f"{_restore_key_prefix()}{backup_id}-{uuid.uuid4().hex[:12]}"
 
 
-def _restore_key_backup(key: str) -> str:
-    """The Cinder backup id in a _restore_key."""
-    return key[len(_restore_key_prefix()):][:36]
-
-
 def _is_my_restore_key(key: str) -> bool:
     """Whether `key` is a _restore_key of this host, exactly (a host named "backup" must not match the keys
     of "backup-2")."""
@@ -255,7 +250,9 @@ class RbdbackupBackupDriver(driver.BackupDriver):
 
         def sweep() -> None:
             try:
-                done = self._cancel_leftover_restores()
+                # A driver of its own each time: the shared client as it is now (made again after a
+                # renewed certificate), as every operation's driver gets it.
+                done = type(self)(self.context)._cancel_leftover_restores()
             except Exception as e:  # noqa: BLE001 - a sweep must not kill the service; logged
                 LOG.warning("Could not sweep this host's leftover rbdbackup restores: %(err)s", {"err": e})
                 done = False
@@ -263,21 +260,13 @@ class RbdbackupBackupDriver(driver.BackupDriver):
 
         _later(LEFTOVER_SWEEP_DELAY_S, sweep)
 
-    def _restoring(self, job: pb.Job, volumes: dict) -> bool:
-        """Whether Cinder still has `job`'s volume restoring: 'restoring-backup'; or 'creating' (a volume made
-        from a backup) while the job's backup is 'restoring' — Cinder's cleanup leaves such a volume as it
-        is and sets the backup available."""
-        status = volumes.get(job.volume.image)
-        if status == "restoring-backup":
-            return True
-        if status != "creating":
-            return False
-        backup_id = _restore_key_backup(job.idempotency_key)
-        try:
-            backup = objects.Backup.get_by_id(self.context, backup_id)
-        except exception.BackupNotFound:
-            return False
-        return backup.status == fields.BackupStatus.RESTORING
+    @staticmethod
+    def _restoring(job: pb.Job, volumes: dict) -> bool:
+        """Whether `job`'s volume is one Cinder may still have a restore writing: 'restoring-backup', or
+        'creating' (a volume made from a backup: Cinder's own cleanup leaves such a volume as it is, and
+        its backup's status cannot tell — it goes back to available when any restore of it ends, while
+        others still run in other backup workers)."""
+        return volumes.get(job.volume.image) in RESTORING_VOLUME_STATUSES
 
     def _cancel_leftover_restores(self) -> bool:
         """Cancels the restores this host started, not followed by this process, whose volume Cinder no

@@ -87,7 +87,7 @@ export class SqliteCatalog implements Catalog {
   readonly #available: AvailableIndex;
   readonly #active: ActiveJobIndex;
   readonly kind = "sqlite" as const;
-  readonly schemaVersion = 1;
+  readonly schemaVersion = Number(SCHEMA_VERSION);
   readonly pagingKey: Buffer;
   readonly leadership = undefined;
 

@@ -198,8 +198,11 @@ export class Leadership {
   stop(): void {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = null;
-    if (this.#role !== "leader") return;
-    this.#stepDownAndRelease("stopping");
+    if (this.#role === "leader") this.#stepDownAndRelease("stopping");
+    // Stepped down, the lease of the ended term perhaps still ours in the database (its renewals
+    // failed): given up too, so that a standby need not wait for it to lapse.
+    else if (this.#endedToken && holds(this.#record, this.deps.me) && this.#record?.token === this.#endedToken)
+      this.#release();
   }
 
   /** A leader that has not renewed for nearly a lease (by its own monotonic clock) steps down. */

@@ -95,11 +95,13 @@ export class LeaseBroker {
     for (const j of this.ctx.catalog.activeJobs()) {
       const lease = j.lease;
       if (j.state !== JobState.JOB_STATE_RUNNING || !lease) continue;
-      // Graced by an earlier term and not claimed since: a claim (#renew at registration) clears gracedAt,
-      // and one written by a coordinator that did not clear it moved expiresAt off the grace's own value.
-      if (lease.gracedAt !== undefined && lease.expiresAt === lease.gracedAt + ttl) continue;
+      // Graced by an earlier term and not claimed since (a claim, #renew at registration, clears the mark
+      // and moves expiresAt); a mark of an older coordinator: graced at gracedAt with one lease time.
+      if (lease.gracedUntil !== undefined && lease.expiresAt <= lease.gracedUntil) continue;
+      if (lease.gracedAt !== undefined && lease.expiresAt <= lease.gracedAt + this.ctx.cfg.leaseTtlMs) continue;
       lease.expiresAt = Math.max(lease.expiresAt, now + ttl);
-      lease.gracedAt = lease.expiresAt - ttl;
+      lease.gracedUntil = lease.expiresAt;
+      delete lease.gracedAt;
       this.ctx.catalog.updateJob(j);
     }
   }
@@ -288,6 +290,7 @@ export class LeaseBroker {
         j.lease.agentId = session.agentId;
         j.lease.expiresAt = until;
         // Claimed: the next term graces it again (recover), however soon after its grace this came.
+        delete j.lease.gracedUntil;
         delete j.lease.gracedAt;
         this.ctx.catalog.updateJob(j);
       }

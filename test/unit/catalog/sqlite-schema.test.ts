@@ -30,7 +30,9 @@ describe("SQLite catalog: schema version", () => {
 
   it("fresh: 2; a version-1 file is brought to 2; an unknown version is refused", () => {
     const file = path.join(dir, "catalog.db");
-    new SqliteCatalog(file).close();
+    const c = new SqliteCatalog(file);
+    assert.equal(c.schemaVersion, 2, "what status calls report");
+    c.close();
     assert.equal(version(file), "2");
     setVersion(file, "1");
     new SqliteCatalog(file).close();

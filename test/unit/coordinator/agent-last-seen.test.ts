@@ -182,6 +182,28 @@ describe("lease renewals by heartbeat", () => {
     assert.deepEqual(h.job(j.id).fence ?? [], [], "the live agent is not fenced");
   });
 
+  it("two coordinators with different lease times leading in turn give a dead agent's lease one grace, not one per term", () => {
+    h = new Harness();
+    h.connect("a1", "a");
+    h.connect("b1", "b");
+    const j = h.queueBackup(vol("v1"));
+    h.tick();
+    const base = h.cfg.leaseTtlMs;
+    const first = h.job(j.id).lease?.token;
+    const sameAttempt = () => h.job(j.id).state === JobState.JOB_STATE_RUNNING && h.job(j.id).lease?.token === first;
+    let graced = 0;
+    for (let i = 0; i < 100 && sameAttempt(); i++) {
+      h.advance(3_000);
+      h.cfg.leaseTtlMs = base + (i % 2) * 5_000; // coord-a, then coord-b, …
+      newTerm(h);
+      if (i === 0) graced = h.job(j.id).lease?.expiresAt ?? 0;
+      h.tick();
+    }
+    h.cfg.leaseTtlMs = base;
+    assert.equal(sameAttempt(), false, "the dead agent's attempt was given up");
+    assert.ok(h.t <= graced + 3_000, `it ran out one grace after the first new term (${h.t - graced} ms late)`);
+  });
+
   it("a leader that leads again every few seconds gives a dead agent's lease one grace, not one per term", () => {
     h = new Harness();
     h.connect("a1", "a");

@@ -162,8 +162,11 @@ describe("transfer authorization", () => {
     const spent = new SpentCapabilities();
     const h = header(TransferKind.RESTORE_ORIGINAL, "prod", "rbd");
     const cap = mint(h);
-    const lines: Array<{ reason?: string }> = [];
-    const audit = { refused: (l: { reason?: string }) => lines.push(l) } as unknown as AuthzAudit;
+    const lines: Array<{ reason?: string; result?: string }> = [];
+    const audit = {
+      refused: (l: { reason?: string }) => lines.push({ ...l, result: "PERMISSION_DENIED" }),
+      record: (l: { result?: string }) => lines.push(l),
+    } as unknown as AuthzAudit;
     assert.doesNotThrow(() => admitTransferCaller(verifier, caller(cap), audit, undefined, HERE, spent));
     assert.equal(spent.begin(cap), "");
     assert.throws(() => admitTransferCaller(verifier, caller(cap), audit, undefined, HERE, spent), {
@@ -176,9 +179,12 @@ describe("transfer authorization", () => {
       denied(/already used here by a stream that committed/),
     );
     assert.deepEqual(
-      lines.map((l) => l.reason),
-      ["bad_capability", "bad_capability"],
-      "both audited",
+      lines.map((l) => [l.result, l.reason]),
+      [
+        ["UNAVAILABLE", undefined],
+        ["PERMISSION_DENIED", "bad_capability"],
+      ],
+      "both audited; only the spent one counts as a refusal",
     );
     assert.doesNotThrow(() => admitTransferCaller(verifier, caller(cap), audit, RESUME_POINT_METHOD, HERE, spent));
   });

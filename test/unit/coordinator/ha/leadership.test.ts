@@ -164,6 +164,26 @@ describe("leadership loop", () => {
     assert.deepEqual(w.events.slice(2), ["a leads (token 2)"]);
   });
 
+  it("stopped after it stepped down for failed renewals, it gives up the lease the database still holds for it: a standby leads at once", () => {
+    const w = world();
+    const a = w.make("a");
+    const b = w.make("b");
+    a.l.check();
+    w.row.failing = true;
+    for (let i = 0; i < 10 && a.l.role === "leader"; i++) {
+      w.advance(RENEW_MS);
+      a.l.check();
+    }
+    assert.equal(a.l.role, "standby", "stepped down: no renewal for nearly a lease");
+    w.row.failing = false;
+    b.l.check();
+    assert.equal(b.l.role, "standby", "the lease has not lapsed yet");
+    a.l.stop();
+    b.l.check();
+    assert.equal(b.l.role, "leader", "no wait for the lapse");
+    assert.equal(b.l.token, 2);
+  });
+
   it("a leader whose record names another holder steps down at once", () => {
     const w = world();
     const a = w.make("a");
