@@ -13,6 +13,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { Status } from "nice-grpc-common";
+import { statusOf } from "../../common/errors";
 import { JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { HeldLease, JobOutcome, JobProgressReport, Lease as LeaseMsg } from "../../gen/rbdbackup/v1/session";
 import { type JobRecord, sameToken } from "../model";
@@ -117,7 +118,15 @@ export class LeaseBroker {
     j.agentId = agent.agentId;
     j.waitingReason = "";
     if (!j.startedAt) j.startedAt = now;
-    ctx.catalog.updateJob(j);
+    try {
+      ctx.catalog.updateJob(j);
+    } catch (e) {
+      // PostgreSQL: a write abandoned at its deadline (UNAVAILABLE) may have committed all the same. Then
+      // the job is RUNNING under this token, and its agent must get the lease — else the attempt expires
+      // unrun, and a one-attempt EXPORT or IMPORT fails. Not committed: the error stands (still queued).
+      if (statusOf(e) !== Status.UNAVAILABLE || !this.#holds(j.id, token)) throw e;
+      ctx.log.warn("a lease's write answered UNAVAILABLE but had committed; the lease is sent", { job: j.id });
+    }
     agent.jobs.add(j.id);
     agent.send({
       $case: "lease",
@@ -134,6 +143,16 @@ export class LeaseBroker {
     ctx.log.info("job leased", { job: j.id, attempt: j.attempts, agent: agent.agentId, kind: JobKind[j.kind] });
     ctx.emit("attempt", j);
     changed(ctx, j);
+  }
+
+  /** Whether the catalog has job `id` RUNNING under `token` (false when it cannot be read either). */
+  #holds(id: string, token: string): boolean {
+    try {
+      const now = this.ctx.catalog.getJob(id);
+      return now?.state === JobState.JOB_STATE_RUNNING && now.lease?.token === token;
+    } catch {
+      return false;
+    }
   }
 
   /** When the first lease among `jobs` expires (Infinity: none running under a lease). */

@@ -123,6 +123,46 @@ describe("scheduler", () => {
     });
   });
 
+  describe("a lease's write that answers UNAVAILABLE (PostgreSQL: abandoned at its deadline)", () => {
+    for (const committed of [true, false]) {
+      it(
+        committed
+          ? "committed all the same: the agent gets the lease, the attempt runs (not left to expire unrun)"
+          : "not committed: the job stays queued and the next pass leases it, attempt 1",
+        async () => {
+          const j = h.queueBackup(vol("v1"));
+          const update = h.catalog.updateJob.bind(h.catalog);
+          let failed = false;
+          h.catalog.updateJob = (x) => {
+            if (!failed && x.id === j.id && x.state === RUNNING) {
+              failed = true;
+              if (committed) update(x);
+              throw new AppError(Status.UNAVAILABLE, "the statement did not answer in time (fake)");
+            }
+            update(x);
+          };
+          try {
+            h.tick();
+          } finally {
+            h.catalog.updateJob = update;
+          }
+          assert.ok(failed);
+          if (committed) {
+            assert.equal(h.job(j.id).state, RUNNING);
+            assert.equal(a1.lease(j.id).token, h.job(j.id).lease?.token, "the agent holds the catalog's lease");
+            return;
+          }
+          assert.equal(h.job(j.id).state, QUEUED);
+          assert.equal(h.job(j.id).attempts, 0);
+          h.tick();
+          assert.equal(h.job(j.id).state, RUNNING);
+          assert.equal(h.job(j.id).attempts, 1);
+          assert.equal(a1.lease(j.id).token, h.job(j.id).lease?.token);
+        },
+      );
+    }
+  });
+
   describe("locks", () => {
     // "db#shared": a name that ends as a backup's shared lock does (an image name may hold "#").
     for (const name of ["v1", "db#shared"]) {
