@@ -22,7 +22,7 @@ import type {
 import { volumeLabel } from "../model";
 import { volumeKey } from "../policy/model";
 import { reslot, sameSchedule } from "../policy/records";
-import { checkOverlap, type PolicyContext, policyName, validatePolicy } from "../policy/validate";
+import { checkOverlap, defaultPoolOf, type PolicyContext, policyName, validatePolicy } from "../policy/validate";
 import * as v from "../validate";
 import { isUniqueViolation } from "./admission";
 import type { ApiDeps } from "./deps";
@@ -96,7 +96,7 @@ function context(deps: ApiDeps, name: string): PolicyContext {
         );
       }
     },
-    defaultPool: (cluster) => agents.find((a) => a.clusterName === cluster)?.defaultBackupPool ?? "",
+    defaultPool: defaultPoolOf(deps.sessions, agents),
     others: deps.catalog.policies.allPolicies().filter((p) => p.name !== name),
     selected: (other) => {
       const o = deps.catalog.policies.getPolicy(other);

@@ -37,7 +37,7 @@ import { enforceRetention } from "./retention-jobs";
 import type { PolicyRunnerPort, RunNowResult } from "./runner-port";
 import { advance, isDue, manualKey, newRecord, nextRun, retrySlot, slotKey } from "./slots";
 import { recordKey, recordKeyPrefix, TickPlan } from "./tick-plan";
-import { destinationKey } from "./validate";
+import { defaultPoolOf, destinationKey } from "./validate";
 
 export interface PolicyRunnerDeps {
   catalog: Catalog;
@@ -336,8 +336,7 @@ export class PolicyRunner implements PolicyRunnerPort {
 
   /** Whether another policy to `p`'s destination has a record of the volume (warned once per pair). */
   #protectedElsewhere(p: Policy, key: string): boolean {
-    const agents = this.deps.catalog.listAgents();
-    const defaultPool = (cluster: string) => agents.find((a) => a.clusterName === cluster)?.defaultBackupPool ?? "";
+    const defaultPool = defaultPoolOf(this.deps.sessions, this.deps.catalog.listAgents());
     const mine = destinationKey(p.destination, defaultPool);
     const other = this.deps.store.protectionOfVolume(key).find((r) => {
       const op = r.policy === p.name ? undefined : this.deps.store.getPolicy(r.policy);

@@ -544,11 +544,18 @@ describe("policy runner", () => {
   });
 
   // The second: one destination written "" (the cluster's default backup pool, "backups" here) and the other by name.
-  for (const [vmsPool, dbsPool] of [
-    ["backups", "backups"],
-    ["backups", ""],
+  // The third: the catalog's record of b's agent names an older default pool than its live session, which
+  // the backups use — the live one counts.
+  for (const [vmsPool, dbsPool, staleRecord] of [
+    ["backups", "backups", false],
+    ["backups", "", false],
+    ["backups", "", true],
   ] as const) {
-    it(`two pool selectors to one destination that both match a new image: it gets one policy's record, not two (pools "${vmsPool}", "${dbsPool}")`, async () => {
+    it(`two pool selectors to one destination that both match a new image: it gets one policy's record, not two (pools "${vmsPool}", "${dbsPool}"${staleRecord ? ", a stale agent record" : ""})`, async () => {
+      if (staleRecord) {
+        for (const a of h.catalog.listAgents().filter((x) => x.clusterName === "b"))
+          h.catalog.upsertAgent({ ...a, defaultBackupPool: "old-backups" });
+      }
       images = ["vm-1", "x-db"];
       const pooled = (name: string, imageRegex: string, pool: string) =>
         policy({
