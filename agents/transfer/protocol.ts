@@ -212,6 +212,14 @@ export function segments(buf: Buffer, offset: number): Segment[] {
 export const isBackupKind = (kind: TransferKind): boolean =>
   kind === TransferKind.BACKUP_FULL || kind === TransferKind.BACKUP_INCREMENTAL;
 
+/** Whether a transfer of this kind restores a volume (over the original or into a new one). */
+export const isRestoreKind = (kind: TransferKind): boolean =>
+  kind === TransferKind.RESTORE_ORIGINAL || kind === TransferKind.RESTORE_NEW;
+
+/** Whether a transfer of this kind writes an existing volume in place, which no cleanup restores. */
+export const writesInPlace = (kind: TransferKind): boolean =>
+  kind === TransferKind.RESTORE_ORIGINAL || kind === TransferKind.FAILBACK;
+
 export function validName(value: string, what: string, { allowEmpty = false } = {}): string {
   if (typeof value !== "string") throw invalidArgument(`${what} must be a string`);
   if (value === "" && !allowEmpty) throw invalidArgument(`${what} must not be empty`);

@@ -106,6 +106,17 @@ export function peerOfSocket(
   return raw ? peerOfCertificate(raw, revoked) : { identity: null, revoked: null };
 }
 
+/**
+ * The caller of a data-plane socket as TransferCaller holds it: who, revoked at the handshake, and the
+ * list asked again at each later judgement (revokedNow).
+ */
+export function callerOfSocket(
+  socket: TLSSocket | undefined,
+  revoked?: Revoked,
+): Pick<TransferCaller, "identity" | "revoked" | "revokedNow"> {
+  return { ...peerOfSocket(socket, revoked), revokedNow: () => peerOfSocket(socket, revoked).revoked };
+}
+
 /** Why a server a source reached is no agent it may send to ("destination"/"peer" names it); null: it may. */
 function notAnAgent(
   peer: { identity: Identity | null; revoked: string | null },
@@ -181,9 +192,7 @@ export function transferCallerOf(
   const h = headers[CAPABILITY_HEADER];
   const capability = Array.isArray(h) ? h[0] : h;
   if (insecure) return { checked: false, identity: null, capability };
-  const socket = stream.session?.socket as TLSSocket | undefined;
-  const revokedNow = () => peerOfSocket(socket, revoked).revoked;
-  return { checked: true, ...peerOfSocket(socket, revoked), revokedNow, capability };
+  return { checked: true, ...callerOfSocket(stream.session?.socket as TLSSocket | undefined, revoked), capability };
 }
 
 /** Why a caller may not use the data plane at all: the status, the refusal metric's reason, the message. */

@@ -28,8 +28,8 @@ import type { AuthzAudit } from "../authz-audit";
 import { beatWhileBusy, failUnlessOpened, MessageReader, type ReceivePool, watchIdle } from "../message-reader";
 import {
   auditDataPlaneRefusal,
+  callerOfSocket,
   dataPlaneRefusal,
-  peerOfSocket,
   TRANSFER_METHOD,
   type TransferCaller,
 } from "../transfer-authz";
@@ -150,7 +150,10 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
   };
 
   // Who calls is known from the TLS handshake: anyone but an agent is refused before a byte is read.
-  const peer = insecure ? { identity: null, revoked: null } : peerOfSocket(socket, o.revoked);
+  // (callerOfSocket: revocation is asked again when the BulkOpen's capability and the header are judged.)
+  const peer: Pick<TransferCaller, "identity" | "revoked" | "revokedNow"> = insecure
+    ? { identity: null, revoked: null }
+    : callerOfSocket(socket, o.revoked);
   const caller = { checked: !insecure, ...peer, capability: undefined };
   const refusal = dataPlaneRefusal(caller);
   if (refusal) {
@@ -159,10 +162,11 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
     answer({ error: new AppError(refusal.status, refusal.message) });
     return closed;
   }
-  // Revocation is asked again when the BulkOpen's capability and the header are judged (a list reloaded
-  // since the handshake counts).
-  const revokedNow = insecure ? undefined : () => peerOfSocket(socket, o.revoked).revoked;
-  const who = { checked: !insecure, identity: peer.identity, ...(revokedNow ? { revokedNow } : {}) };
+  const who = {
+    checked: !insecure,
+    identity: peer.identity,
+    ...(peer.revokedNow ? { revokedNow: peer.revokedNow } : {}),
+  };
   run(reader, ac.signal, o, who, beatFor).then(
     (summary) => answer({ summary }),
     (error) =>

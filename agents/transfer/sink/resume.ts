@@ -20,7 +20,7 @@ import type { ResumePointResponse, TransferHeader } from "../../../src/gen/rbdba
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
 import type { JournalEntry } from "../journal";
-import { isBackupKind, validateHeader } from "../protocol";
+import { isBackupKind, isRestoreKind, validateHeader } from "../protocol";
 import { discardHeld, isHeldInto } from "./abandon";
 import {
   baseOf,
@@ -162,7 +162,7 @@ export async function takeOver(
   // A volume restored into (over the original, or a new one under the caller's name) may have been
   // opened by a VM since the attempt was cut short: refused before this transfer takes anything over, so
   // its cleanup never counts the volume as its own to remove.
-  if (h.kind === TransferKind.RESTORE_ORIGINAL || h.kind === TransferKind.RESTORE_NEW) await refuseInUseNow(deps, fp);
+  if (isRestoreKind(h.kind)) await refuseInUseNow(deps, fp);
   const { heldUntil: _held, ...rest } = held.entry;
   const entry: JournalEntry = {
     ...rest,
@@ -292,8 +292,7 @@ export async function prepareTarget(
   // A volume in use is refused before a kept checkpoint is dropped (a new volume's held image would be
   // removed under its user): the retry, once it is free, resumes. (Nothing held: prepare's own check, on
   // the handle it opens anyway, is enough.)
-  const restore = fp.h.kind === TransferKind.RESTORE_ORIGINAL || fp.h.kind === TransferKind.RESTORE_NEW;
-  if (restore && (await holdsFor(deps, fp.h))) await refuseInUseNow(deps, fp);
+  if (isRestoreKind(fp.h.kind) && (await holdsFor(deps, fp.h))) await refuseInUseNow(deps, fp);
   await discardHeld(deps, fp.io as SinkIoCtx, fp.h, log);
   await prepare(deps, fp, log);
   await markResumable(deps, fp);

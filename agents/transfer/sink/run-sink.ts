@@ -23,7 +23,7 @@ import {
 } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
 import { backupSnapshotOf } from "../backup-snapshots";
-import { MAX_DISCARD_BYTES } from "../protocol";
+import { MAX_DISCARD_BYTES, writesInPlace } from "../protocol";
 import { RELEASE, type Releasable } from "../wire";
 import { abortable, transferAbort } from "./abort";
 import type { Checkpointer, CheckpointRecord } from "./checkpoint";
@@ -335,9 +335,7 @@ export function overwroteTarget(e: unknown): boolean {
 }
 
 function markOverwrote<E>(fp: Footprint, e: E): E {
-  const kind = fp.h?.kind;
-  const undoable = kind !== TransferKind.RESTORE_ORIGINAL && kind !== TransferKind.FAILBACK;
-  if (!undoable && fp.wrote && typeof e === "object" && e !== null) overwrote.add(e);
+  if (fp.h && writesInPlace(fp.h.kind) && fp.wrote && typeof e === "object" && e !== null) overwrote.add(e);
   return e;
 }
 
@@ -358,7 +356,7 @@ async function failed(
         `pool ${dest.pool} on cluster ${deps.clusterName} is full (no space left): ${(e as Error).message}`,
       )
     : toAppError(signal.aborted ? signal.reason : e);
-  if ((fp.h.kind === TransferKind.RESTORE_ORIGINAL || fp.h.kind === TransferKind.FAILBACK) && fp.wrote) {
+  if (writesInPlace(fp.h.kind) && fp.wrote) {
     primary.message += ` (the image ${fp.where} was partly overwritten; ${fp.h.kind === TransferKind.FAILBACK ? "fail back" : "restore it"} again)`;
   }
   log.warn("transfer failed, cleaning up", { image: fp.where, error: primary.message });

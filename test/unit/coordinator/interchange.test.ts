@@ -188,6 +188,17 @@ describe("rbd-diff interchange (coordinator side)", () => {
     );
   });
 
+  /** An ExportBackup call of `id` whose EXPORT job is leased to b1; `ac` ends the call, `reading` its reader. */
+  async function exportLeased(id: string): Promise<{ ac: AbortController; jobId: string; reading: Promise<void> }> {
+    const ac = new AbortController();
+    let jobId = "";
+    const reading = (async () => {
+      for await (const c of api.exportBackup({ backupId: id }, { signal: ac.signal })) if (c.jobId) jobId = c.jobId;
+    })().catch(() => {});
+    await until(() => !!jobId && b1.leases().some((l) => l.jobId === jobId), "the EXPORT lease");
+    return { ac, jobId, reading };
+  }
+
   it("leaseRefusal: only the certificate's agent with the current token", () => {
     const id = available("e3");
     const j = h.job(h.backup(id).jobId);
@@ -198,12 +209,7 @@ describe("rbd-diff interchange (coordinator side)", () => {
 
   it("leaseRefusal: the lease's agent id on a certificate of another cluster is refused (ids are unique in the catalog, not in what the CA signs)", async () => {
     const id = available("e5");
-    const ac = new AbortController();
-    let jobId = "";
-    const reading = (async () => {
-      for await (const c of api.exportBackup({ backupId: id }, { signal: ac.signal })) if (c.jobId) jobId = c.jobId;
-    })().catch(() => {});
-    await until(() => !!jobId && b1.leases().some((l) => l.jobId === jobId), "the EXPORT lease");
+    const { ac, jobId, reading } = await exportLeased(id);
     const token = b1.lease(jobId).token;
     assert.equal(leaseRefusal(h.catalog, agentCaller("b1"), "export", jobId, token), null);
     assert.match(
@@ -218,12 +224,7 @@ describe("rbd-diff interchange (coordinator side)", () => {
 
   it("a caller that goes away cancels the EXPORT job", async () => {
     const id = available("e4");
-    const ac = new AbortController();
-    let jobId = "";
-    const reading = (async () => {
-      for await (const c of api.exportBackup({ backupId: id }, { signal: ac.signal })) if (c.jobId) jobId = c.jobId;
-    })().catch(() => {});
-    await until(() => !!jobId && b1.leases().some((l) => l.jobId === jobId), "the EXPORT lease");
+    const { ac, jobId, reading } = await exportLeased(id);
     ac.abort();
     await reading;
     await until(() => h.job(jobId).cancelRequested, "the cancel");

@@ -128,6 +128,17 @@ describe("snapshot hygiene: the scheduler sweeps the source after a backup or a 
     return j.backupId;
   }
 
+  /** remove(), its first sweep's prune failing (UNAVAILABLE): the sweep then waits for its retry. */
+  async function removeWithFailedSweep(backupId: string): Promise<void> {
+    let refuse = true;
+    const answer = src.agent.answer;
+    src.agent.answer = (req) =>
+      refuse && req.$case === "pruneSnapshots" ? new AppError(Status.UNAVAILABLE, "busy") : answer(req);
+    await remove(backupId);
+    assert.equal(src.snaps.length, 1, "the first try failed");
+    refuse = false;
+  }
+
   async function remove(backupId: string): Promise<void> {
     const d = h.queueDelete(backupId);
     h.tick();
@@ -271,13 +282,7 @@ describe("snapshot hygiene: the scheduler sweeps the source after a backup or a 
 
   it("a sweep that falls due while a backup of the volume runs waits for that backup's end", async () => {
     const x = await backup();
-    let refuse = true;
-    const answer = src.agent.answer;
-    src.agent.answer = (req) =>
-      refuse && req.$case === "pruneSnapshots" ? new AppError(Status.UNAVAILABLE, "busy") : answer(req);
-    await remove(x);
-    assert.equal(src.snaps.length, 1, "the first try failed");
-    refuse = false;
+    await removeWithFailedSweep(x);
     const running = h.queueBackup(vol("v1"));
     h.tick(); // the retry is not due yet: the backup starts
     assert.equal(h.job(running.id).state, JobState.JOB_STATE_RUNNING);
@@ -299,13 +304,7 @@ describe("snapshot hygiene: the scheduler sweeps the source after a backup or a 
   it("a sweep waiting for its retry while a restore onto the volume starts runs after the restore's end, not beside it", async () => {
     const y = await backup();
     const x = await backup();
-    let refuse = true;
-    const answer = src.agent.answer;
-    src.agent.answer = (req) =>
-      refuse && req.$case === "pruneSnapshots" ? new AppError(Status.UNAVAILABLE, "busy") : answer(req);
-    await remove(x);
-    assert.equal(src.snaps.length, 1, "the first try failed");
-    refuse = false;
+    await removeWithFailedSweep(x);
     const restore = h.queueRestore(y, vol("v1"));
     h.tick(); // the retry is not due yet: the restore starts (the sweep holds no lock while it waits)
     assert.equal(h.job(restore.id).state, JobState.JOB_STATE_RUNNING);
