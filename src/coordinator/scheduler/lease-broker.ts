@@ -88,7 +88,7 @@ export class LeaseBroker {
   /**
    * After a restart or at a new leader's term: running jobs get one lease time and RECONNECT_GRACE_MS
    * for their agents to reconnect and claim them — again at a later term only when the agent did
-   * (Lease.gracedAt): a leader that flaps every few seconds must not push a dead agent's lease on forever.
+   * (Lease.gracedUntil): a leader that flaps every few seconds must not push a dead agent's lease on forever.
    */
   recover(): void {
     const now = this.ctx.now();
