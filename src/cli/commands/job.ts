@@ -24,6 +24,8 @@ const kinds = {
   delete: JobKind.JOB_KIND_DELETE,
   flatten: JobKind.JOB_KIND_FLATTEN,
   verify: JobKind.JOB_KIND_VERIFY,
+  export: JobKind.JOB_KIND_EXPORT,
+  import: JobKind.JOB_KIND_IMPORT,
 };
 
 async function list(argv: string[]): Promise<number> {
@@ -90,12 +92,12 @@ export const jobHelp: NounHelp = {
   verbs: {
     list: {
       synopsis:
-        "[--state queued|running|succeeded|failed|cancelled] [--kind backup|restore|delete|flatten|verify] [--backup BACKUP_ID] " +
+        "[--state queued|running|succeeded|failed|cancelled] [--kind backup|restore|delete|flatten|verify|export|import] [--backup BACKUP_ID] " +
         "[--limit N] [--page-token T] [--all]",
       summary: "jobs, newest first (one page of --limit, 1..1000; --all: every page)",
       flags: [
         ["--state STATE", "only jobs in this state: queued, running, succeeded, failed or cancelled"],
-        ["--kind KIND", "only jobs of this kind: backup, restore, delete, flatten or verify"],
+        ["--kind KIND", "only jobs of this kind: backup, restore, delete, flatten, verify, export or import"],
         ["--backup BACKUP_ID", "only jobs of this backup"],
         ["--limit N", "jobs per page, 1 to 1000"],
         ["--page-token T", "the page after the one that printed this token"],

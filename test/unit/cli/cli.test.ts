@@ -145,7 +145,10 @@ const impl: BackupServiceImplementation = {
   failoverVolume: unimplemented,
   deleteBackup: unimplemented,
   listBackupSnapshots: unimplemented,
-  listJobs: unimplemented,
+  async listJobs(req, ctx) {
+    auth(ctx);
+    return { jobs: [job(JobState.JOB_STATE_SUCCEEDED, { id: `kind-${req.kind}`, kind: req.kind })], nextPageToken: "" };
+  },
   cancelJob: unimplemented,
   listAgents: unimplemented,
   async forgetAgent(req, ctx) {
@@ -414,6 +417,21 @@ describe("rbdbackup CLI against a fake coordinator", () => {
     assert.match(failed.stdout, /^error: +DATA_LOSS: bad chunk$/m);
     const cancelled = await cli([...base, "--idempotency-key", "cancel"]);
     assert.equal(cancelled.code, 3);
+  });
+
+  it("job list --kind: each kind the API has, export and import included, is asked for by name", async () => {
+    for (const [name, kind] of [
+      ["backup", JobKind.JOB_KIND_BACKUP],
+      ["export", JobKind.JOB_KIND_EXPORT],
+      ["import", JobKind.JOB_KIND_IMPORT],
+    ] as const) {
+      const r = await cli(["job", "list", "--kind", name, "--insecure", "--json"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`"kind-${kind}"`));
+    }
+    const bad = await cli(["job", "list", "--kind", "exports", "--insecure"]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /export/);
   });
 
   it("job watch --json: one JobEvent per line, nothing else", async () => {

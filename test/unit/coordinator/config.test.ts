@@ -40,6 +40,23 @@ describe("configuration", () => {
     assert.equal(c.tls.insecure, false);
   });
 
+  it("the examples show every field the schema has (coordinator.json, with coordinator-ha-a.json for HA), as the README says", () => {
+    const leaves = (schema: unknown, at: string): string[] => {
+      const props = (schema as { properties?: Record<string, unknown> }).properties;
+      if (!props) return [at];
+      return Object.entries(props).flatMap(([k, v]) => leaves(v, at ? `${at}.${k}` : k));
+    };
+    const has = (doc: unknown, p: string) =>
+      p.split(".").reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], doc) !== undefined;
+    const single = JSON.parse(readFileSync(example, "utf8"));
+    const ha = JSON.parse(readFileSync(path.join(root, "deploy/examples/coordinator-ha-a.json"), "utf8"));
+    // tls.insecure is for tests only: no deployment example sets it.
+    const missing = leaves(CoordinatorConfigSchema, "").filter(
+      (p) => p !== "tls.insecure" && !has(single, p) && !has(ha, p),
+    );
+    assert.deepEqual(missing, []);
+  });
+
   it("deploy/examples/agent.json parses and names its coordinator", () => {
     const c = parseAgentConfig(["--config", path.join(root, "deploy/examples/agent.json")]);
     assert.deepEqual(c.coordinator.addresses, ["127.0.0.1:7300", "127.0.0.1:7310"]);
