@@ -15,11 +15,12 @@ import {
   ImportBackupHeader,
   type ImportBackupMessage,
   type Job,
+  JobState,
 } from "../../gen/rbdbackup/v1/backup_service";
-import { InterchangeRun } from "../interchange/run";
+import { DEFAULT_TIMEOUTS, InterchangeRun, jobEnded, jobError } from "../interchange/run";
 import { importJob } from "../jobs/interchange-jobs";
 import { probe } from "../jobs/probes";
-import { volumeKey } from "../model";
+import { type JobRecord, volumeKey } from "../model";
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import { fingerprint, sortedMeta } from "./admission";
@@ -144,10 +145,10 @@ export async function importBackup(
     "import",
     ImportBackupHeader.toJSON({ ...h, idempotencyKey: "", volumeMetadata: sortedMeta(h.volumeMetadata) }),
   );
-  const again = adm.replay(h.idempotencyKey, fp);
-  if (again) return adm.view(again);
   const ix = deps.interchange;
   if (!ix) throw unavailable("this coordinator does not relay imports");
+  const again = adm.replay(h.idempotencyKey, fp);
+  if (again) return replayed(deps, adm, again, h.idempotencyKey, ctx.signal);
   adm.knownCluster(loc.cluster, "header.location.cluster");
   const agent = deps.sessions.any(loc.cluster);
   const pool = loc.pool || agent.info.defaultBackupPool;
@@ -180,13 +181,28 @@ export async function importBackup(
   run.open();
   try {
     const view = adm.submit(job, () => deps.catalog.insertBackup(backup));
-    if (view.id !== job.id) return view; // a concurrent request with the same key won
+    // A concurrent request with the same key won: its call relays the data.
+    if (view.id !== job.id)
+      return replayed(deps, adm, deps.catalog.getJob(view.id) ?? job, h.idempotencyKey, ctx.signal);
     await pump(it, run);
     await run.finished();
     return adm.view(deps.catalog.getJob(job.id) ?? job);
   } finally {
     run.close();
   }
+}
+
+/**
+ * The answer to a request whose idempotency key names an existing IMPORT job: that job's own, as the
+ * first call gets it — the job once it ended SUCCEEDED, else its status (the data this call carries is
+ * not read: the first call relays the job's). The wait is bounded like a run's end.
+ */
+async function replayed(deps: ApiDeps, adm: Admission, j: JobRecord, key: string, signal: AbortSignal): Promise<Job> {
+  const endMs = deps.interchange?.timeouts?.endMs ?? DEFAULT_TIMEOUTS.endMs;
+  const ended = await jobEnded(deps, j.id, signal, endMs);
+  if (ended.state === JobState.JOB_STATE_SUCCEEDED) return adm.view(ended);
+  const e = jobError(ended);
+  throw new AppError(e.status, `${e.message} (idempotency_key "${key}" names this job: a new import needs a new key)`);
 }
 
 /** The caller's data messages into the relay (waiting while it is full); the relay's end after the last. */

@@ -379,6 +379,35 @@ describe("rbd-diff interchange (coordinator side)", () => {
     await it.return?.();
   });
 
+  it("ImportBackup retried with its idempotency key: the first call's answer — after the job ended, never a job still running or failed as OK", async () => {
+    // Retried while the first call still relays: the answer waits for the job, then is its outcome.
+    const first = api.importBackup(importHeader("k1", { key: "imp-k1" }));
+    const { jobId, complete } = await leasedImport("k1");
+    let settled = false;
+    const retry = api.importBackup(importHeader("k1", { key: "imp-k1" })).finally(() => {
+      settled = true;
+    });
+    await new Promise((r) => setImmediate(r));
+    assert.equal(settled, false, "not answered while the job runs");
+    await complete();
+    const [a, b] = await Promise.all([first, retry]);
+    assert.equal(a.state, JobState.JOB_STATE_SUCCEEDED, a.errorMessage);
+    assert.equal(b.id, jobId);
+    assert.equal(b.state, JobState.JOB_STATE_SUCCEEDED);
+    assert.equal(b.backup?.status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+    // A job that failed: its status again, saying the key names it; nothing new queued.
+    const failing = refused(api.importBackup(importHeader("k2", { key: "imp-k2" })));
+    const second = await leasedImport("k2");
+    h.outcome(b1, second.jobId, Status.INVALID_ARGUMENT, "malformed rbd diff stream at byte offset 7");
+    assert.equal(Status[(await failing).code], "INVALID_ARGUMENT");
+    const imports = () => h.catalog.listJobs({ kind: JobKind.JOB_KIND_IMPORT }, 1000, "").items.length;
+    const before = imports();
+    const e = await refused(api.importBackup(importHeader("k2", { key: "imp-k2" })));
+    assert.equal(Status[e.code], "INVALID_ARGUMENT");
+    assert.match(e.details, /byte offset 7 .*idempotency_key "imp-k2" names this job: a new import needs a new key/);
+    assert.equal(imports(), before, "no job");
+  });
+
   /** An ImportBackup stream of only its header: a diff of `image` onto backup `parentBackupId`, kept on b. */
   async function* headerOnto(image: string, parentBackupId: string): AsyncIterable<ImportBackupMessage> {
     yield {
@@ -401,7 +430,7 @@ describe("rbd-diff interchange (coordinator side)", () => {
   /** An ImportBackup stream of a header (kept on b, cluster a's `image`) and 4 data messages. */
   async function* importHeader(
     image: string,
-    o: { takenAt?: Date; parentBackupId?: string; pool?: string } = {},
+    o: { takenAt?: Date; parentBackupId?: string; pool?: string; key?: string } = {},
   ): AsyncIterable<ImportBackupMessage> {
     yield {
       body: {
@@ -412,7 +441,7 @@ describe("rbd-diff interchange (coordinator side)", () => {
           volumeId: "",
           volumeMetadata: {},
           parentBackupId: o.parentBackupId ?? "",
-          idempotencyKey: "",
+          idempotencyKey: o.key ?? "",
           format: 0,
           takenAt: o.takenAt,
         },
