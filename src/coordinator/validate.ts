@@ -3,7 +3,7 @@
  * a message naming the field.
  */
 import { invalidArgument } from "../common/errors";
-import { isUuid } from "../common/ids";
+import { isBaseImage, isUuid } from "../common/ids";
 import { BackupMode, RestoreMode, VerifyMode } from "../gen/rbdbackup/v1/agent";
 import { BackupStatus, DiffFormat, JobKind, JobState } from "../gen/rbdbackup/v1/backup_service";
 import { type BackupLocation, Compression, type TransferOptions, type VolumeRef } from "../gen/rbdbackup/v1/common";
@@ -39,12 +39,24 @@ export function rbdName(v: string, field: string, { allowEmpty = false } = {}): 
   return v;
 }
 
-export function volumeRef(v: VolumeRef | undefined, field: string): VolumeRef {
+/**
+ * A volume the call names. A name of the backup layout's base images (`<volume>.backup.<uuid>`, which
+ * only this product makes) is refused unless `lookup` (a call that only reads what the catalog or an
+ * agent holds under it): a restore over one would rewrite a backup chain's head, a volume made or
+ * backed up under one would be taken for a chain's base image by the agents (ListChains, policy
+ * discovery, catalog rebuild).
+ */
+export function volumeRef(v: VolumeRef | undefined, field: string, { lookup = false } = {}): VolumeRef {
   if (!v) throw invalidArgument(`${field} is required`);
   clusterName(v.cluster, `${field}.cluster`);
   rbdName(v.pool, `${field}.pool`);
   rbdName(v.namespace, `${field}.namespace`, { allowEmpty: true });
   rbdName(v.image, `${field}.image`);
+  if (!lookup && isBaseImage(v.image)) {
+    throw invalidArgument(
+      `${field}.image "${v.image}" is named like a backup's base image (<volume>.backup.<uuid>), which only rbdbackup makes`,
+    );
+  }
   return v;
 }
 
@@ -70,8 +82,16 @@ export function idempotencyKey(v: string): string {
   return v;
 }
 
-export function volumeMetadata(volumeId: string, meta: Record<string, string>): void {
-  if (volumeId.length > MAX_VOLUME_ID) throw invalidArgument(`volume_id is longer than ${MAX_VOLUME_ID} characters`);
+/** A control plane's volume id: at most 256 characters, no NUL (PostgreSQL's text cannot hold one). */
+export function volumeId(v: string, field = "volume_id"): string {
+  if (v.length > MAX_VOLUME_ID) throw invalidArgument(`${field} is longer than ${MAX_VOLUME_ID} characters`);
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is what is refused
+  if (/\x00/.test(v)) throw invalidArgument(`${field} contains NUL`);
+  return v;
+}
+
+export function volumeMetadata(id: string, meta: Record<string, string>): void {
+  volumeId(id);
   const entries = Object.entries(meta);
   if (entries.length > MAX_META_ENTRIES)
     throw invalidArgument(`volume_metadata has ${entries.length} entries; at most ${MAX_META_ENTRIES}`);

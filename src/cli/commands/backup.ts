@@ -229,7 +229,10 @@ export const backupHelp: NounHelp = {
       summary:
         "backups, newest first (default: every status but deleted; one page of --limit, 1..1000; --all: every page)",
       flags: [
-        ["--cluster C, --pool P, --image I", "only backups of volumes in this cluster, pool, image"],
+        [
+          "--cluster C, --pool P, --image I",
+          "only backups of volumes in this cluster, pool, image (--pool and --image need --cluster)",
+        ],
         ["--volume-id ID", "only backups of the volume with this control-plane id"],
         ["--location CLUSTER", "only backups kept in this cluster"],
         ["--status STATUS", "only backups in this status: creating, available, failed, deleting, deleted or corrupt"],

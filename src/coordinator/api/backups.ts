@@ -1,6 +1,6 @@
 /** Reads of backups: GetBackup and ListBackups from the catalog; ListBackupSnapshots from an agent (live). */
 import type { CallContext } from "nice-grpc-common";
-import { notFound } from "../../common/errors";
+import { invalidArgument, notFound } from "../../common/errors";
 import type { ListBackupSnapshotsResponse } from "../../gen/rbdbackup/v1/agent";
 import type {
   Backup,
@@ -26,6 +26,11 @@ export function listBackups(deps: ApiDeps, req: ListBackupsRequest): ListBackups
   if (req.locationCluster) v.clusterName(req.locationCluster, "location_cluster");
   if (req.pool) v.rbdName(req.pool, "pool");
   if (req.image) v.rbdName(req.image, "image");
+  // A pool or an image is named within its cluster: without it no index serves the filter (a scan of
+  // every backup, on the coordinator's one thread).
+  if (req.pool && !req.cluster) throw invalidArgument("pool needs cluster (a pool is named within its cluster)");
+  if (req.image && !req.cluster) throw invalidArgument("image needs cluster (an image is named within its cluster)");
+  if (req.volumeId) v.volumeId(req.volumeId, "volume_id");
   v.backupStatus(req.status);
   const size = v.pageSize(req.pageSize);
   const filter = {
@@ -46,7 +51,7 @@ export async function listBackupSnapshots(
   req: ListBackupSnapshotsRequest,
   ctx: CallContext,
 ): Promise<ListBackupSnapshotsResponse> {
-  const vol = v.volumeRef(req.volume, "volume");
+  const vol = v.volumeRef(req.volume, "volume", { lookup: true });
   adm.knownCluster(vol.cluster, "volume.cluster");
   const image = { pool: vol.pool, namespace: vol.namespace, image: vol.image };
   return ask(deps.sessions.any(vol.cluster), { $case: "snapshots", value: { image } }, "snapshots", ctx.signal);

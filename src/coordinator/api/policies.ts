@@ -183,7 +183,7 @@ function listPolicies(deps: ApiDeps, req: ListPoliciesRequest): ListPoliciesResp
 /** Clears one volume's own pause (a failover's): the runner protects it again from its next slot. */
 function resumeVolume(deps: ApiDeps, name: string, volume: VolumeRef): Policy {
   const p = stored(deps, name);
-  const key = volumeKey(v.volumeRef(volume, "volume"));
+  const key = volumeKey(v.volumeRef(volume, "volume", { lookup: true }));
   const reason = deps.catalog.transaction(() => {
     const rec = deps.catalog.policies.getProtection(p.name, key);
     if (!rec) throw notFound(`policy ${p.name} has no protection record of volume ${key}`);
@@ -212,7 +212,7 @@ async function runPolicyNow(deps: ApiDeps, req: RunPolicyNowRequest): Promise<Ru
   const p = stored(deps, req.name);
   let only: VolumeRef | undefined;
   if (req.volume) {
-    only = v.volumeRef(req.volume, "volume");
+    only = v.volumeRef(req.volume, "volume", { lookup: true });
     const key = volumeKey(only);
     if (!selectedOf(deps, p).some((s) => volumeKey(s) === key)) {
       throw failedPrecondition(`volume ${volumeLabel(only)} is not selected by policy ${p.name}`);

@@ -27,7 +27,7 @@ export function view(deps: ApiDeps, p: Policy, rec: ProtectionRecord): VolumePro
 }
 
 export function getVolumeProtection(deps: ApiDeps, req: GetVolumeProtectionRequest): VolumeProtection {
-  const vol = v.volumeRef(req.volume, "volume");
+  const vol = v.volumeRef(req.volume, "volume", { lookup: true });
   const key = volumeKey(vol);
   const store = deps.catalog.policies;
   if (req.policy) {

@@ -25,6 +25,7 @@ DROP INDEX IF EXISTS jobs_created;
 CREATE INDEX IF NOT EXISTS backups_by_created ON backups (created_at, id);
 CREATE INDEX IF NOT EXISTS backups_by_volume ON backups (cluster, pool, image, created_at, id);
 CREATE INDEX IF NOT EXISTS backups_by_cluster ON backups (cluster, created_at, id);
+CREATE INDEX IF NOT EXISTS backups_by_cluster_image ON backups (cluster, image, created_at, id);
 CREATE INDEX IF NOT EXISTS backups_by_status ON backups (status, created_at, id);
 CREATE INDEX IF NOT EXISTS backups_by_location ON backups (location_cluster, created_at, id);
 CREATE INDEX IF NOT EXISTS backups_by_volume_id ON backups (volume_id, created_at, id) WHERE volume_id <> '';

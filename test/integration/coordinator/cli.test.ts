@@ -64,7 +64,7 @@ describe("CLI against a real coordinator", () => {
     assert.equal(last.state, "JOB_STATE_SUCCEEDED");
     const backupId = last.backupId as string;
 
-    const list = cli(["backup", "list", "--image", v.image, "--json"]);
+    const list = cli(["backup", "list", "--cluster", "site-a", "--image", v.image, "--json"]);
     assert.equal(list.code, 0, list.err);
     assert.deepEqual(
       JSON.parse(list.out).backups.map((b: { id: string }) => b.id),

@@ -64,6 +64,7 @@ describe("SQLite listing plans", () => {
     ["no filter (all but DELETED)", { excludeDeleted: true }, "backups_by_created"],
     ["volume", { cluster: "a", pool: "rbd", image: "v", excludeDeleted: true }, "backups_by_volume"],
     ["cluster", { cluster: "a", excludeDeleted: true }, "backups_by_cluster"],
+    ["cluster and image", { cluster: "a", image: "v", excludeDeleted: true }, "backups_by_cluster_image"],
     ["status", { statuses: [BackupStatus.BACKUP_STATUS_AVAILABLE] }, "backups_by_status"],
     ["location", { locationCluster: "b", excludeDeleted: true }, "backups_by_location"],
     ["policy", { policy: "nightly" }, "backups_by_policy"],

@@ -114,6 +114,12 @@ describe("BackupService admission", () => {
       ],
       ["too many snapshots", { maxSnapshots: 5000 }, /^max_snapshots 5000 is above 1000/],
       ["an empty metadata key", { volumeMetadata: { "": "x" } }, /volume_metadata keys must not be empty/],
+      ["a NUL in volume_id (PostgreSQL's text cannot hold it)", { volumeId: "a\u0000b" }, /^volume_id contains NUL/],
+      [
+        "a volume named like a base image",
+        { volume: vol(`v1.backup.${crypto.randomUUID()}`) },
+        /^volume\.image "v1\.backup\..*" is named like a backup's base image/,
+      ],
     ];
     for (const [what, o, message] of cases) {
       it(`CreateBackup with ${what}`, () =>
@@ -128,11 +134,22 @@ describe("BackupService admission", () => {
       );
       await assertStatus(api.getBackup({ backupId: "" }), Status.INVALID_ARGUMENT, /^backup_id is required/);
       await assertStatus(api.listBackups({ pageSize: 5000 }), Status.INVALID_ARGUMENT, /^page_size 5000/);
+      // Filters no index serves (a scan of every backup): a pool or an image without its cluster.
+      await assertStatus(api.listBackups({ image: "v1" }), Status.INVALID_ARGUMENT, /^image needs cluster/);
+      await assertStatus(api.listBackups({ pool: "rbd", image: "v1" }), Status.INVALID_ARGUMENT, /^pool needs cluster/);
+      await assertStatus(api.listBackups({ volumeId: "a\u0000b" }), Status.INVALID_ARGUMENT, /^volume_id contains NUL/);
+      assert.deepEqual((await api.listBackups({ cluster: "a", image: "nope" })).backups, []);
       await assertStatus(api.listJobs({ pageToken: "garbage" }), Status.INVALID_ARGUMENT, /page_token/);
       await assertStatus(
         api.restoreBackup({ backupId: crypto.randomUUID(), target: undefined }),
         Status.INVALID_ARGUMENT,
         /^target is required/,
+      );
+      // A restore over a chain's base image would rewrite its head (the backup need not exist: refused first).
+      await assertStatus(
+        api.restoreBackup({ backupId: crypto.randomUUID(), target: vol(`v1.backup.${crypto.randomUUID()}`, "b") }),
+        Status.INVALID_ARGUMENT,
+        /^target\.image "v1\.backup\..*" is named like a backup's base image/,
       );
       await assertStatus(
         api.importBackupRecord({ record: { version: 2, backup: newBackup(vol("v1"), "b", 0) } }),
