@@ -105,10 +105,15 @@ export function agentDataService(deps: AgentDataDeps): Handlers {
       if (!first) throw toServerError(new AppError(Status.INVALID_ARGUMENT, "ExportData: no first message"));
       const relay = admit("export", context.metadata, first.jobId, first.token);
       const pipe = relay.pipe;
+      // The agent's call cancelled wakes a write waiting for room; the relay failed on the API side (the
+      // caller gone, the idle watch) ends the wait for the agent's next message.
+      const onAbort = () =>
+        pipe.fail(new AppError(Status.UNAVAILABLE, `the agent's export stream of job ${relay.jobId} broke`));
+      context.signal.addEventListener("abort", onAbort);
       try {
         if (first.data.length) await pipe.write(first.data);
         for (;;) {
-          const n = await it.next();
+          const n = await Promise.race([it.next(), pipe.failure]);
           if (n.done) break;
           await pipe.write(n.value.data);
         }
@@ -120,6 +125,8 @@ export function agentDataService(deps: AgentDataDeps): Handlers {
           new AppError(Status.UNAVAILABLE, `the agent's export stream of job ${relay.jobId} broke`, { cause: e }),
         );
         throw toServerError(e);
+      } finally {
+        context.signal.removeEventListener("abort", onAbort);
       }
     },
 

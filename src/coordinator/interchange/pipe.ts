@@ -22,7 +22,16 @@ export class BytePipe {
   /** Bytes the reader took so far. */
   taken = 0;
 
-  constructor(readonly limitBytes: number) {}
+  /** Rejects with the pipe's error once it fails; never settles otherwise (for a wait on something else to race). */
+  readonly failure: Promise<never>;
+  #rejectFailure: (e: unknown) => void = () => {};
+
+  constructor(readonly limitBytes: number) {
+    this.failure = new Promise<never>((_, reject) => {
+      this.#rejectFailure = reject;
+    });
+    this.failure.catch(() => {}); // nobody racing it is no unhandled rejection
+  }
 
   get buffered(): number {
     return this.#buffered;
@@ -64,6 +73,7 @@ export class BytePipe {
     this.#buffered = 0;
     this.#wakeReader();
     this.#wakeWriter();
+    this.#rejectFailure(error);
   }
 
   /** The chunks in order until the end; throws the pipe's error. One reader at a time. */

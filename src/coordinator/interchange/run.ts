@@ -163,8 +163,9 @@ export class InterchangeRun {
     await new Promise<void>((resolve) => {
       this.#onFinish = resolve;
       this.#arm(this.#t.endMs, resolve);
-      if (this.#finished) resolve();
+      if (this.#finished || this.signal.aborted) resolve();
     });
+    if (this.signal.aborted) throw cancelled(`the ${this.direction} call of job ${this.jobId} was cancelled by its caller`);
     const j = this.#job();
     if (!j) throw new AppError(Status.INTERNAL, `job ${this.jobId} is not in the catalog`);
     if (!isFinal(j.state)) {
@@ -294,5 +295,6 @@ export class InterchangeRun {
     const j = this.#job();
     if (j && !isFinal(j.state) && !j.confirming) this.#tell("cancel", () => this.deps.scheduler.cancel(j));
     this.pipe.fail(cancelled(`the ${this.direction} call of job ${this.jobId} was cancelled by its caller`));
+    this.#onFinish?.(); // a wait for the job's end has nobody to answer any more
   }
 }

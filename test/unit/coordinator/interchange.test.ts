@@ -233,6 +233,33 @@ describe("rbd-diff interchange (coordinator side)", () => {
     assert.equal(h.job(jobId).state, JobState.JOB_STATE_CANCELLED);
   });
 
+  it("ExportData: the API caller gone ends the agent's data call at once, though the agent sends nothing more", async () => {
+    const id = available("e7");
+    const { ac, jobId, reading } = await exportLeased(id);
+    const token = b1.lease(jobId).token;
+    const finishedListeners = h.scheduler.listenerCount("finished");
+    let sent = false;
+    const stalled = new AbortController();
+    async function* stalling(): AsyncIterable<ExportDataMessage> {
+      yield { jobId, token, data: randomBytes(1024) };
+      sent = true;
+      // An agent that keeps its stream open without sending (its own end never comes).
+      await new Promise((r) => stalled.signal.addEventListener("abort", r));
+    }
+    const call = refused(agentApi.exportData(stalling(), as(agentCaller("b1"))));
+    await until(() => sent, "the first data message");
+    ac.abort();
+    await reading;
+    const e = await call;
+    stalled.abort();
+    assert.equal(Status[e.code], "CANCELLED", e.details);
+    assert.match(e.details, /cancelled by its caller/);
+    await until(() => h.job(jobId).cancelRequested, "the cancel");
+    h.outcome(b1, jobId, Status.CANCELLED, "cancelled");
+    await until(() => relays.size === 0, "the relay closed");
+    assert.equal(h.scheduler.listenerCount("finished"), finishedListeners - 1, "the run stopped watching the job");
+  });
+
   it("ExportBackup refuses what it cannot export", async () => {
     const id = available("e5");
     const other = available("e6");
