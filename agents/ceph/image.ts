@@ -38,6 +38,12 @@ export class Image {
   #inflight = 0;
   /** Waiting for the I/O in flight to drain (close, snapSet). */
   #idle: Array<() => void> = [];
+  /**
+   * Set while snapSet moves the handle: every call started meanwhile waits for the move to end, so none
+   * runs beside rbd_snap_set — a write let through then (the handle still at the head for readOnly)
+   * would reach librbd at a snapshot and never complete.
+   */
+  #moving: Promise<void> | null = null;
   /** pool[/namespace]/name, without the snapshot. */
   readonly #name: string;
   readonly #openedReadOnly: boolean;
@@ -79,7 +85,7 @@ export class Image {
     return this.#closed;
   }
 
-  /** Number of aio operations (and a flatten) in flight. */
+  /** Number of native calls (aio operations, a flatten, metadata calls) in flight. */
   get inflight(): number {
     return this.#inflight;
   }
@@ -88,9 +94,20 @@ export class Image {
     if (this.#closed) throw new ClosedError(`image ${this.label} is closed`);
   }
 
-  async #call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  /** A native call other than I/O, counted in `inflight` (close() waits for it); after a move in progress. */
+  #call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    if (this.#moving) return this.#moving.then(() => this.#call(what, fn));
+    return this.#native(what, fn);
+  }
+
+  async #native<T>(what: string, fn: () => Promise<T>): Promise<T> {
     this.#check();
-    return nativeCall(`${what} ${this.label}`, fn);
+    this.#inflight++;
+    try {
+      return await nativeCall(`${what} ${this.label}`, fn);
+    } finally {
+      this.#settled();
+    }
   }
 
   /**
@@ -106,8 +123,20 @@ export class Image {
     );
   }
 
-  /** An I/O call; `what` names it only if it fails (nativeIo). */
-  async #aio(what: () => string, fn: () => Promise<number>): Promise<number> {
+  /**
+   * An I/O call; `what` names it only if it fails (nativeIo). `writeOp`: a write, refused (EROFS) when
+   * the handle is read-only once any move in progress ended.
+   */
+  #aio(what: () => string, fn: () => Promise<number>, writeOp?: string): Promise<number> {
+    if (this.#moving) return this.#moving.then(() => this.#aio(what, fn, writeOp));
+    if (writeOp) {
+      const refused = this.#refuseReadOnly(what, writeOp);
+      if (refused) return refused;
+    }
+    return this.#io(what, fn);
+  }
+
+  async #io(what: () => string, fn: () => Promise<number>): Promise<number> {
     this.#check();
     this.#inflight++;
     try {
@@ -185,9 +214,21 @@ export class Image {
   }
 
   async #moveTo(name: string | null): Promise<void> {
-    await this.#drained();
-    await this.#call(name === null ? "move to the head:" : `move to snapshot ${name}:`, () => this.#h.snapSet(name));
-    this.#snapshot = name;
+    while (this.#moving) await this.#moving;
+    let moved = () => {};
+    this.#moving = new Promise<void>((resolve) => {
+      moved = resolve;
+    });
+    try {
+      await this.#drained();
+      await this.#native(name === null ? "move to the head:" : `move to snapshot ${name}:`, () =>
+        this.#h.snapSet(name),
+      );
+      this.#snapshot = name;
+    } finally {
+      this.#moving = null;
+      moved();
+    }
   }
 
   /**
@@ -275,13 +316,15 @@ export class Image {
     v.buffer(buffer, "buffer");
     v.range(offset, buffer.length, "offset", "buffer.length");
     const what = () => `write ${buffer.length} bytes at ${offset} to`;
-    const refused = this.#refuseReadOnly(what, "rbd_aio_write2");
-    if (refused) return refused;
     // librbd reports 0 for a successful write.
-    return this.#aio(what, async () => {
-      await this.#h.write(buffer, offset);
-      return buffer.length;
-    });
+    return this.#aio(
+      what,
+      async () => {
+        await this.#h.write(buffer, offset);
+        return buffer.length;
+      },
+      "rbd_aio_write2",
+    );
   }
 
   /** Makes the range read as zeros, deallocating whole objects where it can. */
@@ -322,6 +365,7 @@ export class Image {
     const wholeObject = v.bool(opts.wholeObject ?? false, "wholeObject");
     const includeParent = v.bool(opts.includeParent ?? true, "includeParent");
     const batchSize = v.positiveInt(opts.batchSize ?? 1024, "batchSize", 65536);
+    while (this.#moving) await this.#moving;
     this.#check();
     const it = this.#h.diffIterate({
       ...(fromSnapshot ? { fromSnapshot } : {}),
@@ -354,7 +398,7 @@ export class Image {
     while (this.#inflight > 0) await new Promise<void>((resolve) => this.#idle.push(resolve));
   }
 
-  /** Waits for in-flight I/O, then closes. Idempotent. */
+  /** Waits for the native calls in flight (I/O, metadata, a move), then closes. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;

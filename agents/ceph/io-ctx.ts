@@ -4,6 +4,9 @@ import { Image } from "./image";
 import type { NativeImageCreateOptions, NativeIoCtx, PoolStat } from "./native";
 import * as v from "./validate";
 
+/** The largest object objRead reads by default. */
+export const OBJ_READ_MAX_BYTES = 64 << 20;
+
 export interface ImageCreateOptions {
   /** RBD feature bits (see RbdFeature); default: the cluster's rbd_default_features. */
   features?: bigint;
@@ -101,9 +104,15 @@ export class IoCtx {
     return nativeCall(`write object ${this.label}/${oid}`, () => this.#h.objWriteFull(oid, data));
   }
 
-  objRead(oid: string): Promise<Buffer> {
+  /**
+   * The whole object. One larger than `maxBytes` (default OBJ_READ_MAX_BYTES: our objects — a backup's
+   * meta, a digest map of at most 2 MiB — are far smaller) is EFBIG, never read into memory: its size is
+   * whatever someone with write access to the pool made it.
+   */
+  objRead(oid: string, { maxBytes = OBJ_READ_MAX_BYTES }: { maxBytes?: number } = {}): Promise<Buffer> {
     v.name(oid, "oid");
-    return nativeCall(`read object ${this.label}/${oid}`, () => this.#h.objRead(oid));
+    v.uint(maxBytes, "maxBytes");
+    return nativeCall(`read object ${this.label}/${oid}`, () => this.#h.objRead(oid, maxBytes));
   }
 
   objStat(oid: string): Promise<{ size: number; mtime: number }> {

@@ -54,7 +54,7 @@ export interface ChildImage {
 export interface NativeIoCtx {
   objCreateExclusive(oid: string, data: Buffer): Promise<void>;
   objWriteFull(oid: string, data: Buffer): Promise<void>;
-  objRead(oid: string): Promise<Buffer>;
+  objRead(oid: string, maxBytes: number): Promise<Buffer>;
   objStat(oid: string): Promise<{ size: number; mtime: number }>;
   objRemove(oid: string): Promise<void>;
   objList(): Promise<string[]>;

@@ -1,5 +1,7 @@
 #include "io-ctx.h"
 
+#include <algorithm>
+#include <cerrno>
 #include <vector>
 
 #include "image.h"
@@ -82,24 +84,32 @@ Napi::Value IoCtx::ObjWriteFull(const Napi::CallbackInfo& info) {
 Napi::Value IoCtx::ObjRead(const Napi::CallbackInfo& info) {
   auto h = handle(info.Env());
   std::string oid = ArgString(info, 0, "oid");
+  // At most this many bytes (EFBIG beyond): what the caller expects such an object to hold, whatever
+  // someone with write access to the pool put there.
+  uint64_t maxBytes = ArgU64(info, 1, "maxBytes");
   auto out = std::make_shared<std::string>();
   return RunAsync(
       info.Env(), "rados_read",
-      [h, oid, out]() -> int {
+      [h, oid, out, maxBytes]() -> int {
         uint64_t size = 0;
         time_t mtime = 0;
         int rc = rados_stat(h->io, oid.c_str(), &size, &mtime);
         if (rc < 0) return rc;
-        // Read until a short read: the object may have grown since the stat.
-        size_t want = size > 0 ? size : 4096;
+        if (size > maxBytes) return -EFBIG;
+        // Read until a short read (the object may have grown since the stat), in pieces well under
+        // INT_MAX: rados_read answers the count as an int.
+        constexpr uint64_t kPiece = 16 << 20;
+        size_t want = static_cast<size_t>(size > 0 ? std::min<uint64_t>(size, kPiece) : 4096);
         uint64_t off = 0;
         for (;;) {
+          if (off + want > maxBytes + 1) want = static_cast<size_t>(maxBytes + 1 - off);
           out->resize(off + want);
           rc = rados_read(h->io, oid.c_str(), &(*out)[off], want, off);
           if (rc < 0) return rc;
           off += static_cast<uint64_t>(rc);
+          if (off > maxBytes) return -EFBIG;
           if (static_cast<size_t>(rc) < want) break;
-          want = 1 << 20;
+          want = static_cast<size_t>(kPiece);
         }
         out->resize(off);
         return 0;

@@ -165,7 +165,8 @@ export class InterchangeRun {
       this.#arm(this.#t.endMs, resolve);
       if (this.#finished || this.signal.aborted) resolve();
     });
-    if (this.signal.aborted) throw cancelled(`the ${this.direction} call of job ${this.jobId} was cancelled by its caller`);
+    if (this.signal.aborted)
+      throw cancelled(`the ${this.direction} call of job ${this.jobId} was cancelled by its caller`);
     const j = this.#job();
     if (!j) throw new AppError(Status.INTERNAL, `job ${this.jobId} is not in the catalog`);
     if (!isFinal(j.state)) {

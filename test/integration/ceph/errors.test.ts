@@ -180,6 +180,97 @@ describe("closed handles give a clear error, never a crash", () => {
   });
 });
 
+describe("the native boundary refuses what would corrupt memory or hang", () => {
+  it("a method called on an object of another class is a TypeError (V8 checks the receiver of a class's methods), not an unwrap of the wrong type", async () => {
+    const c = labCluster("site-a");
+    const cl = await native().connect({ conf: c.conf, clientId: c.clientId, keyring: c.keyring, config: {} });
+    const io = await cl.openIoCtx("rbd", {});
+    const name = uniqueName("receiver");
+    await io.imageCreate(name, 1 << 20, {});
+    const im = await io.imageOpen(name, {});
+    try {
+      const read = Object.getPrototypeOf(im).read as (this: unknown, b: Buffer, o: number) => Promise<number>;
+      assert.throws(() => read.call(io, Buffer.alloc(16), 0), TypeError);
+      assert.throws(() => read.call({}, Buffer.alloc(16), 0), TypeError);
+      const list = Object.getPrototypeOf(io).imageList as (this: unknown) => Promise<string[]>;
+      assert.throws(() => list.call(im), TypeError);
+      assert.equal(await read.call(im, Buffer.alloc(16), 0), 16, "its own receiver still works");
+    } finally {
+      await im.close();
+      await io.imageRemove(name);
+      await io.close();
+      await cl.close();
+    }
+  });
+
+  it("an object over objRead's limit is EFBIG, never read; within it, read whole across pieces", async () => {
+    const cluster = await connectLab("site-a");
+    const io = await cluster.openIoCtx("rbd");
+    const oid = uniqueName("big-object");
+    try {
+      const data = Buffer.alloc(3 << 20, 7);
+      await io.objWriteFull(oid, data);
+      await assert.rejects(io.objRead(oid, { maxBytes: 1 << 20 }), isCode("EFBIG", "rados_read"));
+      assert.ok((await io.objRead(oid, { maxBytes: 3 << 20 })).equals(data));
+      assert.ok((await io.objRead(oid)).equals(data));
+    } finally {
+      await io.objRemove(oid).catch(() => {});
+      await io.close();
+      await cluster.close();
+    }
+  });
+
+  it("I/O started while snapSet moves the handle waits for the move: a write is then EROFS, not a hang", async () => {
+    const cluster = await connectLab("site-a");
+    const io = await cluster.openIoCtx("rbd");
+    const name = uniqueName("moving");
+    await io.imageCreate(name, 1 << 20);
+    const im = await io.imageOpen(name);
+    try {
+      await im.write(Buffer.alloc(4096, 1), 0);
+      await im.snapCreate("s1");
+      await im.write(Buffer.alloc(4096, 2), 0);
+      const moving = im.snapSet("s1");
+      const written = im.write(Buffer.alloc(4096, 3), 0).catch((e: unknown) => e);
+      const buf = Buffer.alloc(4096);
+      const read = im.read(buf, 0);
+      const stat = im.stat();
+      await moving;
+      const e = await written;
+      assert.ok(e instanceof CephError && e.code === "EROFS", `a write during the move: ${String(e)}`);
+      await read;
+      assert.equal(buf[0], 1, "the read ran after the move: the snapshot's data");
+      assert.equal((await stat).size, 1 << 20);
+      await im.snapSet(null);
+      await im.write(Buffer.alloc(4096, 4), 0);
+    } finally {
+      await im.close();
+      const cleanup = await io.imageOpen(name);
+      await cleanup.snapRemove("s1");
+      await cleanup.close();
+      await io.imageRemove(name);
+      await io.close();
+      await cluster.close();
+    }
+  });
+
+  it("close() waits for metadata calls in flight: the image is closed when it resolves (its removal is not EBUSY)", async () => {
+    const cluster = await connectLab("site-a");
+    const io = await cluster.openIoCtx("rbd");
+    const name = uniqueName("close-calls");
+    await io.imageCreate(name, 1 << 20);
+    const im = await io.imageOpen(name);
+    const calls = [im.stat(), im.snapList(), im.metaList(), im.watchers()];
+    assert.ok(im.inflight >= 4, `counted: ${im.inflight}`);
+    await im.close();
+    assert.equal(im.inflight, 0);
+    await io.imageRemove(name);
+    await Promise.all(calls);
+    await io.close();
+    await cluster.close();
+  });
+});
+
 describe("connecting to a cluster whose monitor is down", () => {
   it("fails with ETIMEDOUT within the configured timeout", async () => {
     const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-deadmon-"));
