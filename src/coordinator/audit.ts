@@ -19,7 +19,7 @@ export type AuditEntry = AuditLine & { reason?: RefusalReason };
 export class Audit {
   readonly refusals = new client.Counter({
     name: "rbdbackup_authorization_refusals_total",
-    help: "Calls refused by authentication or authorization, by service and reason (no_credential, bad_token, no_identity, wrong_role, wrong_kind, identity_mismatch, fsid_mismatch, agent_id_taken, duplicate_session, no_lease, unknown_method, revoked_certificate).",
+    help: "Calls refused by authentication or authorization, by service and reason (no_credential, bad_token, no_identity, wrong_role, wrong_kind, identity_mismatch, fsid_mismatch, agent_id_taken, duplicate_session, no_lease, unknown_method, revoked_certificate, out_of_scope).",
     labelNames: ["service", "reason"],
     registers: [],
   });

@@ -24,7 +24,7 @@ import {
   status,
 } from "@grpc/grpc-js";
 import { peerCertificate, refusalListener, refuseAfterRequest } from "../common/call-identity";
-import { identityOfCertificate, identityUri } from "../common/identity";
+import { identityOfCertificate, identityUri, type Role } from "../common/identity";
 import { certFingerprints, type Revoked } from "../common/revocations";
 import { targetOf } from "./api-audit";
 import type { Audit } from "./audit";
@@ -69,8 +69,8 @@ export function establishCaller(
   });
   if (opts.insecure) {
     if (opts.tokens.size === 0 || sessionCall) return { via: "insecure" };
-    const role = bearer !== undefined ? opts.tokens.roleOf(bearer) : null;
-    if (role) return { via: "token", role };
+    const entry = bearer !== undefined ? opts.tokens.entryOf(bearer) : null;
+    if (entry) return tokenCaller(entry);
     return unauthenticated(
       bearer === undefined ? "no_credential" : "bad_token",
       "missing or unknown bearer token (metadata authorization: Bearer <token>)",
@@ -105,8 +105,8 @@ export function establishCaller(
       "agents must present a client certificate signed by the deployment's CA",
     );
   if (bearer !== undefined) {
-    const role = opts.tokens.roleOf(bearer);
-    if (role) return { via: "token", role };
+    const entry = opts.tokens.entryOf(bearer);
+    if (entry) return tokenCaller(entry);
     return unauthenticated(
       "bad_token",
       "unknown bearer token: present a configured token (metadata authorization: Bearer <token>) or a client certificate signed by the deployment's CA",
@@ -117,6 +117,9 @@ export function establishCaller(
     "no credential: present a client certificate signed by the deployment's CA, or a bearer token (metadata authorization: Bearer <token>)",
   );
 }
+
+const tokenCaller = (e: { role: Role; name: string }): Caller =>
+  e.name ? { via: "token", role: e.role, name: e.name } : { via: "token", role: e.role };
 
 export function authInterceptor(opts: AuthOptions): ServerInterceptor {
   return (methodDescriptor, call: ServerInterceptingCallInterface) => {

@@ -18,7 +18,7 @@ export type Caller =
       /** That and its ECDSA twins' (revocations.ts certFingerprints): a revocation of any revokes it. */
       fingerprints?: string[];
     }
-  | { via: "token"; role: Role }
+  | { via: "token"; role: Role /** The token line's name, when it has one. */; name?: string }
   | { via: "insecure" };
 
 /** Why a call was refused (the label of rbdbackup_authorization_refusals_total; keep it short and fixed). */
@@ -35,6 +35,7 @@ export const REFUSAL_REASONS = [
   "duplicate_session",
   "no_lease",
   "unknown_method",
+  "out_of_scope",
 ] as const;
 export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 
@@ -121,7 +122,7 @@ export function splitPath(path: string): [string, string] {
 /** How the audit log and messages name a caller: the identity URI, "token:<role>", … */
 export function callerName(c: Caller | null): string {
   if (!c) return "none";
-  if (c.via === "token") return `token:${c.role}`;
+  if (c.via === "token") return c.name ? `token:${c.role}/${c.name}` : `token:${c.role}`;
   if (c.via === "insecure") return "insecure";
   return c.identity ? identityUri(c.identity) : "certificate-without-identity";
 }

@@ -131,6 +131,9 @@ export const CoordinatorConfigSchema = daemonSchema("rbdbackup coordinator confi
     tokensFile: optionalText(
       'File of API bearer tokens, one "<role> <token>" per line (role: reader, operator or admin; token at least 16 characters; "#" starts a comment); a line without a role is refused at start. Reloaded on SIGHUP (a bad file then keeps the old tokens). "" = API clients need a client certificate.',
     ),
+    scopesFile: optionalText(
+      'File of API clients\' scopes, one "<client> <scope>…" per line (client: client/<name> of a certificate rbdbackup://client/<role>/<name>, or token/<name> of a named token; scope: <cluster>, <cluster>/<pool>, <cluster>/<pool>/<namespace>, or * for everything; "#" starts a comment): each client sees and changes only volumes in its scopes, their backups, jobs and policies. With a file, a reader or operator it does not list is refused; admins are never scoped. A bad line is refused at start. Reloaded on SIGHUP (a bad file then keeps the scopes in force). "" = nobody is scoped.',
+    ),
     revokedCertificatesFile: optionalText(
       'File of revoked client certificates (API clients and agents), one SHA-256 fingerprint per line as `openssl x509 -noout -fingerprint -sha256 -in CERT.pem` prints it (or bare hex; "#" starts a comment): a call presenting one is UNAUTHENTICATED. A bad line is refused at start. Reloaded on SIGHUP (a bad file then keeps the old list). "" = none revoked.',
     ),
@@ -170,6 +173,7 @@ export const coordinatorFlags: Record<string, FlagSpec> = {
   insecure: { path: "tls.insecure", kind: "boolean" },
   "tokens-file": { path: "auth.tokensFile" },
   "revoked-certificates-file": { path: "auth.revokedCertificatesFile" },
+  "scopes-file": { path: "auth.scopesFile" },
   "per-cluster-limit": { path: "scheduler.perClusterLimit", kind: "number" },
 };
 

@@ -12,6 +12,8 @@ export type CoordinatorConfig = Omit<CoordinatorFile, "auth" | "catalog" | "tls"
   tls: TlsConfig;
   /** auth.tokensFile: file of API bearer tokens; "" = API clients need a client certificate. */
   tokensFile: string;
+  /** auth.scopesFile: the API clients' scopes (scopes.ts); "" = nobody is scoped. */
+  scopesFile: string;
   /** auth.revokedCertificatesFile: SHA-256 fingerprints of refused certificates; "" = none. */
   revokedCertificatesFile: string;
   /** auth.auditLog: file the audit lines are appended to; "" = the log only. */
@@ -46,6 +48,7 @@ export function parseCoordinatorConfig(argv: string[]): CoordinatorConfig {
     ...rest,
     tls: checkedTls(tls, fail),
     tokensFile: auth.tokensFile,
+    scopesFile: auth.scopesFile,
     revokedCertificatesFile: auth.revokedCertificatesFile,
     auditLog: auth.auditLog,
     catalogPath: catalog.path,

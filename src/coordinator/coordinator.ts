@@ -28,7 +28,8 @@ import { serverCredentials, tlsFiles } from "../common/tls";
 import { VERSION } from "../common/version";
 import { BackupServiceDefinition, CoordinatorRole } from "../gen/rbdbackup/v1/backup_service";
 import { CoordinatorAgentServiceDefinition } from "../gen/rbdbackup/v1/session";
-import { backupService, errorStatus } from "./api/service";
+import { scopeGuard } from "./api/scoped";
+import { type ApiDeps, backupService, errorStatus } from "./api/service";
 import { auditCalls } from "./api-audit";
 import { Audit } from "./audit";
 import { authInterceptor } from "./auth";
@@ -46,6 +47,7 @@ import { PolicyMetrics } from "./policy/metrics";
 import type { PolicyRunner } from "./policy/runner";
 import type { PolicyVerifyRunner } from "./policy/verify-runner";
 import type { Scheduler } from "./scheduler";
+import { ScopeStore } from "./scopes";
 import { sessionService } from "./session-service";
 import { Sessions } from "./sessions";
 import { TokenStore } from "./tokens";
@@ -70,10 +72,12 @@ export class Coordinator {
   #presence: VolumePresence | null = null;
   metricsAddress = "";
   tokens: TokenStore | null = null;
+  scopes: ScopeStore | null = null;
   revoked: RevocationList | null = null;
   audit: Audit | null = null;
   readonly #onSighup = () => {
     this.reloadTokens();
+    this.reloadScopes();
     this.reloadRevocations();
   };
 
@@ -86,6 +90,8 @@ export class Coordinator {
     const cfg = this.cfg;
     const tokens = new TokenStore(cfg.tokensFile);
     this.tokens = tokens;
+    const scopes = new ScopeStore(cfg.scopesFile);
+    this.scopes = scopes;
     // The CA's curve decides the ECDSA twins a revoked certificate may be presented as (revocations.ts).
     const revoked = new RevocationList(
       cfg.revokedCertificatesFile,
@@ -139,26 +145,25 @@ export class Coordinator {
       "grpc.max_receive_message_length": SESSION_MAX_MESSAGE_BYTES,
     } as unknown as Parameters<typeof createServer>[0]);
     const self = this;
+    const api: ApiDeps = {
+      catalog,
+      sessions: this.sessions,
+      scheduler: relay.surface(),
+      log: this.log,
+      maxAttempts: cfg.scheduler.maxAttempts,
+      get policies() {
+        return self.policyRunner ?? undefined;
+      },
+      policyMinIntervalSeconds: cfg.policy.minIntervalSeconds,
+      interchange: { relays, scheduler: relay.surface() },
+      coordinatorStatus: () => ha.status(),
+    };
     server
       .with(auditCalls(audit))
       .with(errorStatus(this.log, path.dirname(path.resolve(cfg.catalogPath))))
       .with(standbyGate(ha))
-      .add(
-        BackupServiceDefinition,
-        backupService({
-          catalog,
-          sessions: this.sessions,
-          scheduler: relay.surface(),
-          log: this.log,
-          maxAttempts: cfg.scheduler.maxAttempts,
-          get policies() {
-            return self.policyRunner ?? undefined;
-          },
-          policyMinIntervalSeconds: cfg.policy.minIntervalSeconds,
-          interchange: { relays, scheduler: relay.surface() },
-          coordinatorStatus: () => ha.status(),
-        }),
-      );
+      .with(scopeGuard({ ...api, scopes, audit }))
+      .add(BackupServiceDefinition, backupService(api));
     server.add(
       CoordinatorAgentServiceDefinition,
       sessionService({
@@ -226,6 +231,16 @@ export class Coordinator {
       what: "API tokens",
       count: "tokens",
       kept: "the previous tokens stay in force",
+    });
+  }
+
+  /** SIGHUP: reads the API scopes file again; a bad file keeps the scopes in force. */
+  reloadScopes(): void {
+    if (!this.scopes) return;
+    reloadLogged(this.scopes, this.log, {
+      what: "API scopes",
+      count: "clients",
+      kept: "the previous scopes stay in force",
     });
   }
 

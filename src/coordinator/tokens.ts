@@ -2,7 +2,9 @@
  * API bearer tokens and the role each carries. The tokens file has one token per line:
  *
  *   # comment
- *   <role> <token>        role = reader | operator | admin; token at least 16 characters
+ *   <role> <token> [<name>]   role = reader | operator | admin; token at least 16 characters;
+ *                             name ([A-Za-z0-9._-], ≤ 128): how the audit log names its caller
+ *                             (token:<role>/<name>) and the scopes file lists it (token/<name>)
  *
  * A line without a role (or with an unknown one) is refused with its line number: an old file of bare
  * tokens must not silently grant anything. Only sha256 digests are kept in memory and compared in
@@ -14,8 +16,12 @@ import { ReloadableFile } from "../common/reloadable-file";
 
 export interface TokenEntry {
   role: Role;
+  /** "" = unnamed. */
+  name: string;
   digest: Buffer;
 }
+
+const TOKEN_NAME_RE = /^[A-Za-z0-9._-]{1,128}$/;
 
 const digest = (s: string): Buffer => createHash("sha256").update(s).digest();
 
@@ -28,13 +34,18 @@ export function parseTokens(text: string, file: string): TokenEntry[] {
     if (!line || line.startsWith("#")) continue;
     const fields = line.split(/\s+/);
     const where = `${file} line ${i + 1}`;
-    if (fields.length !== 2)
-      throw new Error(`${where}: expected "<role> <token>" with role ${ROLES.join(" | ")} (a token without a role?)`);
-    const [role, token] = fields as [string, string];
+    if (fields.length !== 2 && fields.length !== 3)
+      throw new Error(
+        `${where}: expected "<role> <token> [<name>]" with role ${ROLES.join(" | ")} (a token without a role?)`,
+      );
+    const [role, token, name = ""] = fields as [string, string, string?];
     if (!(ROLES as readonly string[]).includes(role))
       throw new Error(`${where}: unknown role "${role}" (expected ${ROLES.join(" | ")})`);
     if (token.length < 16) throw new Error(`${where}: a token must be at least 16 characters`);
-    entries.push({ role: role as Role, digest: digest(token) });
+    if (name && !TOKEN_NAME_RE.test(name))
+      throw new Error(`${where}: a token's name is 1-128 characters of [A-Za-z0-9._-]`);
+    if (name && entries.some((e) => e.name === name)) throw new Error(`${where}: the name ${name} is given twice`);
+    entries.push({ role: role as Role, name, digest: digest(token) });
   }
   return entries;
 }
@@ -60,11 +71,16 @@ export class TokenStore {
     return this.#file.reload().length;
   }
 
-  /** The role of a bearer token; null when it is not one of ours. Every entry is compared (constant time). */
+  /** The role of a bearer token; null when it is not one of ours. */
   roleOf(token: string): Role | null {
+    return this.entryOf(token)?.role ?? null;
+  }
+
+  /** The entry (role, name) of a bearer token; null when it is not one of ours. Every entry is compared (constant time). */
+  entryOf(token: string): { role: Role; name: string } | null {
     const d = digest(token);
-    let found: Role | null = null;
-    for (const e of this.#file.value) if (timingSafeEqual(e.digest, d) && !found) found = e.role;
-    return found;
+    let found: TokenEntry | null = null;
+    for (const e of this.#file.value) if (timingSafeEqual(e.digest, d) && !found) found = e;
+    return found ? { role: found.role, name: found.name } : null;
   }
 }

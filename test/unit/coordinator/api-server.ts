@@ -8,7 +8,11 @@ import { ChannelCredentials } from "@grpc/grpc-js";
 import { type Client, ClientError, createChannel, createClient, createServer } from "nice-grpc";
 import { Status } from "nice-grpc-common";
 import type { ApiDeps } from "../../../src/coordinator/api/deps";
+import { scopeGuard } from "../../../src/coordinator/api/scoped";
 import { backupService, errorStatus } from "../../../src/coordinator/api/service";
+import { auditCalls } from "../../../src/coordinator/api-audit";
+import type { Audit } from "../../../src/coordinator/audit";
+import type { ScopeStore } from "../../../src/coordinator/scopes";
 import { BackupServiceDefinition } from "../../../src/gen/rbdbackup/v1/backup_service";
 
 export type Api = Client<typeof BackupServiceDefinition>;
@@ -18,9 +22,16 @@ export interface ApiServer {
   close(): Promise<void>;
 }
 
-export async function serveApi(deps: ApiDeps): Promise<ApiServer> {
+/** `guard`: the audit and scope middlewares in front, as coordinator.ts puts them. */
+export async function serveApi(deps: ApiDeps, guard?: { scopes: ScopeStore; audit: Audit }): Promise<ApiServer> {
   const server = createServer();
-  server.with(errorStatus(deps.log)).add(BackupServiceDefinition, backupService(deps));
+  if (guard)
+    server
+      .with(auditCalls(guard.audit))
+      .with(errorStatus(deps.log))
+      .with(scopeGuard({ ...deps, ...guard }))
+      .add(BackupServiceDefinition, backupService(deps));
+  else server.with(errorStatus(deps.log)).add(BackupServiceDefinition, backupService(deps));
   const port = await server.listen("127.0.0.1:0");
   const channel = createChannel(`127.0.0.1:${port}`, ChannelCredentials.createInsecure());
   return {

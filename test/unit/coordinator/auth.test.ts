@@ -56,10 +56,13 @@ describe("tokens file", () => {
   });
 
   it("a line without a role, an unknown role or a short token is refused, naming the line", () => {
-    assert.throws(() => parseTokens(`# x\n${T.admin}\n`, "/etc/t"), /\/etc\/t line 2: expected "<role> <token>"/);
+    assert.throws(
+      () => parseTokens(`# x\n${T.admin}\n`, "/etc/t"),
+      /\/etc\/t line 2: expected "<role> <token> \[<name>\]"/,
+    );
     assert.throws(() => parseTokens(`root ${T.admin}\n`, "f"), /f line 1: unknown role "root"/);
     assert.throws(() => parseTokens("\n\nadmin short\n", "f"), /f line 3: a token must be at least 16 characters/);
-    assert.throws(() => parseTokens(`admin ${T.admin} extra\n`, "f"), /f line 1: expected/);
+    assert.throws(() => parseTokens(`admin ${T.admin} a-name extra\n`, "f"), /f line 1: expected/);
     assert.throws(() => new TokenStore(path.join(dir, "missing")), /cannot read the API token file/);
   });
 
@@ -331,7 +334,7 @@ describe("audit", () => {
     ]);
     // Every known service and reason is there from the start (at 0), and nothing a caller names.
     assert.equal(m.values.length, 2 * REFUSAL_REASONS.length + 1);
-    assert.equal(REFUSAL_REASONS.length, 12);
+    assert.equal(REFUSAL_REASONS.length, 13);
   });
 
   it("the target names the request's volume, backup and job ids", () => {

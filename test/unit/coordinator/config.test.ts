@@ -112,6 +112,7 @@ describe("configuration", () => {
       metricsListen: "127.0.0.1:9730",
       tls: { insecure: true },
       tokensFile: "",
+      scopesFile: "",
       revokedCertificatesFile: "",
       auditLog: "",
       catalogPath: "/var/lib/rbdbackup/coordinator/catalog.sqlite",
@@ -155,15 +156,24 @@ describe("configuration", () => {
       "--tls-key=key",
       "--tokens-file=/tokens",
       "--revoked-certificates-file=/revoked",
+      "--scopes-file=/scopes",
       "--per-cluster-limit=9",
     ]);
     assert.deepEqual(
-      [c.listen, c.metricsListen, c.catalogPath, c.tokensFile, c.revokedCertificatesFile, c.scheduler.perClusterLimit],
-      ["127.0.0.1:3", "", "/c.sqlite", "/tokens", "/revoked", 9],
+      [
+        c.listen,
+        c.metricsListen,
+        c.catalogPath,
+        c.tokensFile,
+        c.revokedCertificatesFile,
+        c.scopesFile,
+        c.scheduler.perClusterLimit,
+      ],
+      ["127.0.0.1:3", "", "/c.sqlite", "/tokens", "/revoked", "/scopes", 9],
     );
     assert.deepEqual(c.tls, { insecure: false, ca: "ca", cert: "cert", key: "key" });
     assert.equal(parse({ ...file, tls: {} }, ["--insecure"]).tls.insecure, true);
-    assert.equal(Object.keys(coordinatorFlags).length, 10, "every flag is exercised above");
+    assert.equal(Object.keys(coordinatorFlags).length, 11, "every flag is exercised above");
   });
 
   it("unknown keys, wrong types, values out of range and bad addresses are refused naming the field", () => {

@@ -1,0 +1,268 @@
+/**
+ * The scope guard of the BackupService (../scopes.ts says what a scope is): a middleware between the
+ * audit and the handlers that, for a scoped caller, checks what each request names before its handler
+ * runs — the volumes it backs up, restores into, fails over or back; the backups, jobs and policies it
+ * names by id — and filters what the listings answer. Anything outside the caller's scopes is
+ * PERMISSION_DENIED (reason `out_of_scope`, counted; a read is audited here, a mutating call by the
+ * audit middleware with its status), nothing changed. A request that names something malformed or
+ * unknown passes to its handler, which answers INVALID_ARGUMENT or NOT_FOUND as for anyone. Unscoped
+ * callers (no scopes file, admins, `*`) pass untouched. Every BackupService method is in CHECKS: a new
+ * one must be placed there on purpose (the guard refuses a scoped caller's call to a method it lacks).
+ */
+import { type CallContext, ServerError, type ServerMiddlewareCall, Status } from "nice-grpc-common";
+import type {
+  Backup,
+  CheckClusterRequest,
+  CreateBackupRequest,
+  FailbackVolumeRequest,
+  FailoverVolumeRequest,
+  FlattenVolumeRequest,
+  Job,
+  ListAgentsResponse,
+  ListBackupsResponse,
+  ListJobsResponse,
+  RestoreBackupRequest,
+} from "../../gen/rbdbackup/v1/backup_service";
+import type { BackupLocation, VolumeRef } from "../../gen/rbdbackup/v1/common";
+import type {
+  GetVolumeProtectionRequest,
+  ListPoliciesResponse,
+  ListVolumeProtectionResponse,
+  Policy,
+} from "../../gen/rbdbackup/v1/policy";
+import type { Audit } from "../audit";
+import { BACKUP_SERVICE, callerName, callerOf, MUTATING } from "../authz";
+import { defaultPoolOf } from "../policy/validate";
+import type { Scope, ScopeStore } from "../scopes";
+import type { ApiDeps } from "./deps";
+
+// biome-ignore lint/suspicious/noExplicitAny: requests and responses of every method pass through
+type Msg = any;
+
+class OutOfScope extends Error {}
+
+interface Guard {
+  scope: Scope;
+  deps: ApiDeps;
+  /** Throws OutOfScope naming what is outside. */
+  need(ok: boolean, what: string): void;
+  volume(v: VolumeRef | undefined, field: string): void;
+  location(l: BackupLocation | undefined, field: string): void;
+  backupId(id: string | undefined, field: string): void;
+  jobId(id: string | undefined): void;
+  policyName(name: string | undefined): void;
+  seesBackup(b: Backup | undefined): boolean;
+  seesJob(j: Pick<Job, "volume" | "backupId">): boolean;
+  seesPolicy(p: Policy): boolean;
+}
+
+/** What each method's request must keep in scope (before), and how its answer is filtered (after). */
+type Check = { before?: (g: Guard, req: Msg) => void; after?: (g: Guard, res: Msg) => Msg };
+
+const byBackup = (field = "backup_id"): Check => ({ before: (g, r) => g.backupId(r.backupId, field) });
+const byJob: Check = { before: (g, r) => g.jobId(r.jobId) };
+const byPolicy: Check = {
+  before: (g, r) => {
+    g.policyName(r.name);
+    if (r.volume) g.volume(r.volume, "volume");
+  },
+};
+
+export const CHECKS: Readonly<Record<string, Check>> = {
+  CreateBackup: {
+    before: (g, r: CreateBackupRequest) => {
+      g.volume(r.volume, "volume");
+      g.location(r.location, "location");
+    },
+  },
+  RestoreBackup: {
+    before: (g, r: RestoreBackupRequest) => {
+      g.backupId(r.backupId, "backup_id");
+      g.volume(r.target, "target");
+    },
+  },
+  DeleteBackup: byBackup(),
+  GetBackup: byBackup(),
+  ListBackups: {
+    after: (g, res: ListBackupsResponse) => ({ ...res, backups: res.backups.filter((b) => g.seesBackup(b)) }),
+  },
+  ListBackupSnapshots: { before: (g, r) => g.volume(r.volume, "volume") },
+  VerifyBackup: byBackup(),
+  ExportBackup: {
+    before: (g, r) => {
+      g.backupId(r.backupId, "backup_id");
+      if (r.fromBackupId) g.backupId(r.fromBackupId, "from_backup_id");
+    },
+  },
+  ExportBackupRecord: byBackup(),
+  GetJob: byJob,
+  WatchJob: byJob,
+  CancelJob: byJob,
+  ListJobs: {
+    before: (g, r) => {
+      if (r.backupId) g.backupId(r.backupId, "backup_id");
+    },
+    after: (g, res: ListJobsResponse) => ({ ...res, jobs: res.jobs.filter((j) => g.seesJob(j)) }),
+  },
+  ListAgents: {
+    after: (g, res: ListAgentsResponse) => ({
+      ...res,
+      agents: res.agents.filter((a) => g.scope.touches(a.clusterName)),
+    }),
+  },
+  CheckCluster: {
+    before: (g, r: CheckClusterRequest) => {
+      g.need(g.scope.touches(r.cluster), `cluster ${r.cluster}`);
+      if (r.backupPool) g.need(g.scope.covers(r.cluster, r.backupPool, ""), `pool ${r.cluster}/${r.backupPool}`);
+    },
+  },
+  FailoverVolume: {
+    before: (g, r: FailoverVolumeRequest) => {
+      g.volume(r.volume, "volume");
+      if (r.location) g.location(r.location, "location");
+      if (r.target) g.volume({ ...r.target, cluster: r.target.cluster || (r.location?.cluster ?? "") }, "target");
+    },
+  },
+  FailbackVolume: {
+    before: (g, r: FailbackVolumeRequest) => {
+      g.volume(r.volume, "volume");
+      g.volume(r.source, "source");
+      if (r.backupId) g.backupId(r.backupId, "backup_id");
+    },
+  },
+  FlattenVolume: {
+    before: (g, r: FlattenVolumeRequest) => {
+      g.volume(r.volume, "volume");
+      if (r.backupId) g.backupId(r.backupId, "backup_id");
+    },
+  },
+  CreatePolicy: { before: (g, r) => r.policy && g.need(g.seesPolicy(r.policy), `policy ${r.policy.name}`) },
+  UpdatePolicy: {
+    before: (g, r) => {
+      g.policyName(r.policy?.name);
+      if (r.policy) g.need(g.seesPolicy(r.policy), `policy ${r.policy.name} as updated`);
+    },
+  },
+  GetPolicy: byPolicy,
+  DeletePolicy: byPolicy,
+  PausePolicy: byPolicy,
+  ResumePolicy: byPolicy,
+  RunPolicyNow: byPolicy,
+  ListPolicies: {
+    after: (g, res: ListPoliciesResponse) => ({ ...res, policies: res.policies.filter((p) => g.seesPolicy(p)) }),
+  },
+  GetVolumeProtection: {
+    before: (g, r: GetVolumeProtectionRequest) => {
+      g.volume(r.volume, "volume");
+      if (r.policy) g.policyName(r.policy);
+    },
+  },
+  ListVolumeProtection: {
+    before: (g, r) => {
+      if (r.policy) g.policyName(r.policy);
+    },
+    after: (g, res: ListVolumeProtectionResponse) => ({
+      ...res,
+      volumes: res.volumes.filter((v) => g.scope.sees(v.volume)),
+    }),
+  },
+  GetCoordinatorStatus: {},
+  // Admins only, and admins are never scoped: reached by no scoped caller (the guard refuses it if one did).
+  ForgetAgent: { before: (g) => g.need(false, "an admin's call") },
+  ImportBackupRecord: { before: (g) => g.need(false, "an admin's call") },
+  ImportBackup: { before: (g) => g.need(false, "an admin's call") },
+  RebuildCatalog: { before: (g) => g.need(false, "an admin's call") },
+};
+
+function guardOf(deps: ApiDeps, scope: Scope): Guard {
+  const catalog = deps.catalog;
+  const defaultPool = defaultPoolOf(deps.sessions, catalog.listAgents());
+  const label = (v: { cluster: string; pool?: string; namespace?: string; image?: string }) =>
+    [v.cluster, v.pool, v.namespace, v.image].filter((x) => x).join("/");
+  const g: Guard = {
+    scope,
+    deps,
+    need(ok, what) {
+      if (!ok) throw new OutOfScope(`${what} is outside the scopes of ${scope.describe()}`);
+    },
+    volume(v, field) {
+      if (!v?.cluster) return; // the handler refuses what is missing
+      g.need(scope.sees(v), `${field} ${label(v)}`);
+    },
+    location(l, field) {
+      if (!l?.cluster) return;
+      const pool = l.pool || defaultPool(l.cluster);
+      g.need(scope.keeps({ ...l, pool }), `${field} ${label({ ...l, pool: pool || "(its default pool)" })}`);
+    },
+    backupId(id, field) {
+      const b = id ? catalog.getBackup(id) : undefined;
+      if (b) g.need(g.seesBackup(b), `${field} ${id} (a backup of ${label(b.volume ?? { cluster: "?" })})`);
+    },
+    jobId(id) {
+      const j = id ? catalog.getJob(id) : undefined;
+      if (j) g.need(g.seesJob(j), `job ${id} (of ${label(j.volume)})`);
+    },
+    policyName(name) {
+      const p = name ? catalog.policies.getPolicy(name) : undefined;
+      if (p) g.need(g.seesPolicy(p), `policy ${name}`);
+    },
+    seesBackup: (b) => !!b && scope.sees(b.volume),
+    seesJob(j) {
+      if (j.volume && !scope.sees(j.volume)) return false;
+      if (!j.backupId) return !!j.volume;
+      const b = catalog.getBackup(j.backupId);
+      return b ? g.seesBackup(b) : !!j.volume;
+    },
+    seesPolicy(p) {
+      const s = p.selector;
+      if (!s) return false;
+      if (!s.volumes.every((v) => scope.sees(v))) return false;
+      if (s.cluster && !scope.covers(s.cluster, s.pool || undefined, s.pool ? s.namespace : undefined)) return false;
+      const d = p.destination;
+      return !d?.cluster || scope.keeps({ ...d, pool: d.pool || defaultPool(d.cluster) });
+    },
+  };
+  return g;
+}
+
+export interface ScopeGuardDeps extends ApiDeps {
+  scopes: ScopeStore;
+  audit?: Audit;
+}
+
+export function scopeGuard(deps: ScopeGuardDeps) {
+  return async function* scopeMiddleware<Req, Res>(call: ServerMiddlewareCall<Req, Res>, context: CallContext) {
+    const method = call.method.path.split("/").pop() ?? "";
+    const verdict = deps.scopes.of(callerOf(context.metadata));
+    if ("scope" in verdict && verdict.scope === null) return yield* call.next(call.request, context);
+    const refuse = (message: string): never => {
+      const caller = callerOf(context.metadata);
+      if (deps.audit) {
+        // A mutating call's line is the audit middleware's (with this status); a read's is written here.
+        if (MUTATING.has(method)) deps.audit.refusals.labels(BACKUP_SERVICE, "out_of_scope").inc();
+        else
+          deps.audit.refused(BACKUP_SERVICE, {
+            identity: callerName(caller),
+            method: call.method.path,
+            target: "",
+            result: "PERMISSION_DENIED",
+            reason: "out_of_scope",
+            message,
+          });
+      }
+      throw new ServerError(Status.PERMISSION_DENIED, message);
+    };
+    if ("refused" in verdict) return refuse(verdict.refused);
+    const check = CHECKS[method];
+    if (!check) return refuse(`${method}: no scope check is defined for it, and the caller is scoped`);
+    const g = guardOf(deps, verdict.scope as Scope);
+    try {
+      check.before?.(g, call.request);
+    } catch (e) {
+      if (e instanceof OutOfScope) return refuse(e.message);
+      throw e;
+    }
+    const res = yield* call.next(call.request, context);
+    return check.after ? (check.after(g, res) as Res) : res;
+  };
+}
