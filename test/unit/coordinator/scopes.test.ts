@@ -13,8 +13,9 @@ import { after, before, describe, it } from "node:test";
 import { Metadata } from "nice-grpc";
 import { Status } from "nice-grpc-common";
 import { AppError } from "../../../src/common/errors";
+import { CHECKS } from "../../../src/coordinator/api/scoped";
 import { Audit } from "../../../src/coordinator/audit";
-import { CALLER_METADATA_KEY, type Caller } from "../../../src/coordinator/authz";
+import { CALLER_METADATA_KEY, type Caller, METHOD_ROLES } from "../../../src/coordinator/authz";
 import { parseScopes, ScopeStore } from "../../../src/coordinator/scopes";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { parseTokens, TokenStore } from "../../../src/coordinator/tokens";
@@ -129,6 +130,12 @@ function clusterAnswer(cluster: string) {
     };
   };
 }
+
+describe("the scope guard's table", () => {
+  it("has a check for every BackupService method, and nothing else (a new method is placed on purpose)", () => {
+    assert.deepEqual(Object.keys(CHECKS).sort(), Object.keys(METHOD_ROLES).sort());
+  });
+});
 
 describe("scoped API clients on the real BackupService", () => {
   let h: Harness;
