@@ -304,6 +304,11 @@ describe("scheduler", () => {
         tokens.push(l.token);
       }
       assert.equal(new Set(tokens).size, 3, "each attempt has its own token");
+      // The agent, still connected, was told to stop each expired attempt (it may only be stalled).
+      assert.deepEqual(
+        a1.cancels().filter((c) => c.jobId === j.id).map((c) => c.token),
+        tokens.slice(0, 2),
+      );
       await h.backupDone(a1, h.job(j.id));
       assert.equal(h.job(j.id).state, SUCCEEDED);
       assert.deepEqual(retries, ["UNAVAILABLE", "UNAVAILABLE"]);
