@@ -11,6 +11,7 @@ import { AppError, messageOf, statusOf } from "../../src/common/errors";
 import type { Logger } from "../../src/common/log";
 import type { AgentMessage, Cancel, HeldLease, JobOutcome, Lease } from "../../src/gen/rbdbackup/v1/session";
 import { SOURCE_SNAPSHOTS, type WithSourceSnapshots } from "../engine/backup-result";
+import { DeleteIncomplete } from "../engine/delete";
 import { newProgress, type Progress, snapshotOf } from "../engine/progress";
 import type { Changes } from "./changes";
 import type { CoordinatorData } from "./coordinator-data";
@@ -222,7 +223,12 @@ export class LeaseRunner {
     if (reason === "shutdown") {
       return { code: Status.UNAVAILABLE, message: `agent ${this.agentId} shut down during the attempt` };
     }
-    return { code: reason ? Status.CANCELLED : statusOf(e), message: messageOf(e) };
+    const failed = { code: reason ? Status.CANCELLED : statusOf(e), message: messageOf(e) };
+    // A delete that removed the backup's snapshot before it failed says so (the backup is gone); the
+    // operation's boundary wrapped it in a ServerError (its cause).
+    const incomplete = [e, (e as { cause?: unknown })?.cause].find((x) => x instanceof DeleteIncomplete);
+    if (incomplete) return { ...failed, result: { $case: "delete", value: (incomplete as DeleteIncomplete).partial } };
+    return failed;
   }
 
   #finish(l: Lease, o: OutcomeFields): void {

@@ -3,9 +3,14 @@
  * backup snapshot remains, backup.<id>.digests and backup.<id>.meta. A missing pool or image is a warning, not a failure;
  * a busy image is retried with backoff, then reported (FAILED_PRECONDITION). A backup whose snapshot has
  * clones (CLONE restores) is refused, FAILED_PRECONDITION naming them, before anything is removed.
+ *
+ * Once the snapshot is removed the backup's data is gone: a later step that fails (the base image busy,
+ * an object not removed) is a DeleteIncomplete — UNAVAILABLE, so the job is retried, carrying what was
+ * removed, so the coordinator records the backup DELETED and never as it was. A retry that finds the
+ * snapshot gone removes what is left: the metadata, and the named base image once no snapshot is on it.
  */
 
-import { failedPrecondition, invalidArgument } from "../../src/common/errors";
+import { AppError, failedPrecondition, invalidArgument, messageOf, Status } from "../../src/common/errors";
 import { isBaseImage, isUuid, metaObjectName, parseBackupSnap } from "../../src/common/ids";
 import { retry } from "../../src/common/retry";
 import type { DeleteBackupDataRequest, DeleteBackupDataResult } from "../../src/gen/rbdbackup/v1/agent";
@@ -44,6 +49,55 @@ async function refuseWhileCloned(io: IoCtx, backupId: string, baseImage: string,
   throw failedPrecondition(
     `backup ${backupId} has clones that depend on its snapshot: ${children.map(childLabel).join(", ")}; flatten or remove them first`,
   );
+}
+
+/** A delete that failed after the backup's snapshot was removed: what it removed, for the outcome. */
+export class DeleteIncomplete extends AppError {
+  constructor(
+    readonly partial: DeleteBackupDataResult,
+    cause: unknown,
+  ) {
+    super(
+      Status.UNAVAILABLE,
+      `snapshot ${partial.removedSnapshot || "(already gone)"} removed, but the rest of the delete failed (retried): ${messageOf(cause)}`,
+      { cause },
+    );
+  }
+}
+
+/** Removes `baseImage` when no snapshot is left on it; a warning when it is gone or still holds some. */
+async function removeEmptyBaseImage(
+  io: IoCtx,
+  baseImage: string,
+  result: DeleteBackupDataResult,
+  { warn }: { warn: boolean },
+): Promise<void> {
+  let others: number;
+  try {
+    const i = await io.imageOpen(baseImage, { readOnly: true });
+    try {
+      others = (await i.snapList()).length;
+    } finally {
+      await i.close();
+    }
+  } catch (e) {
+    if (isCephError(e, "ENOENT")) return;
+    throw e;
+  }
+  if (others > 0) {
+    if (warn)
+      result.warnings.push(`base image ${baseImage} kept: it still has ${others} snapshot(s) that are not backups`);
+    return;
+  }
+  try {
+    await removeImageRetrying(io, baseImage);
+  } catch (e) {
+    if (isCephError(e, "ENOENT")) return;
+    if (isCephError(e, "EBUSY"))
+      throw failedPrecondition(`base image ${baseImage} is busy (open by another client): try again later`);
+    throw e;
+  }
+  result.removedBaseImage = true;
 }
 
 /** backup.<id>.digests goes with the backup (absent: a backup made before digest maps, or none was made). */
@@ -95,46 +149,34 @@ export async function deleteBackup(ctx: EngineContext, req: DeleteBackupDataRequ
         const remaining = (await img.snapList()).filter((s) => parseBackupSnap(s.name));
         await img.close();
         img = null;
-        if (remaining.length === 0) {
-          const others = (await io.imageOpen(located.baseImage, { readOnly: true }).then(async (i) => {
-            try {
-              return (await i.snapList()).length;
-            } finally {
-              await i.close();
-            }
-          })) as number;
-          if (others > 0) {
-            result.warnings.push(
-              `base image ${located.baseImage} kept: it still has ${others} snapshot(s) that are not backups`,
-            );
-          } else {
-            try {
-              await removeImageRetrying(io, located.baseImage);
-            } catch (e) {
-              if (isCephError(e, "EBUSY")) {
-                throw failedPrecondition(
-                  `base image ${located.baseImage} is busy (open by another client): try again later`,
-                );
-              }
-              throw e;
-            }
-            result.removedBaseImage = true;
-          }
-        }
+        if (remaining.length === 0) await removeEmptyBaseImage(io, located.baseImage, result, { warn: true });
       } catch (e) {
         if (isCephError(e, "ENOENT")) result.warnings.push(`base image ${located.baseImage} disappeared meanwhile`);
+        else if (result.removedSnapshot) throw new DeleteIncomplete(result, e);
         else throw e;
       } finally {
         await img?.close().catch(() => {});
       }
+    } else if (req.baseImage) {
+      // The snapshot is gone (a retry of a delete that removed it): its base image goes once nothing is on it.
+      await removeEmptyBaseImage(io, req.baseImage, result, { warn: false }).catch((e) => {
+        throw new DeleteIncomplete(result, e);
+      });
     }
-    await removeDigestMap(io, req.backupId);
     try {
-      await io.objRemove(metaObjectName(req.backupId));
-      result.removedMetadata = true;
+      await removeDigestMap(io, req.backupId);
+      await io.objRemove(metaObjectName(req.backupId)).then(
+        () => {
+          result.removedMetadata = true;
+        },
+        (e) => {
+          if (!isCephError(e, "ENOENT")) throw e;
+          result.warnings.push(`${metaObjectName(req.backupId)} was already gone`);
+        },
+      );
     } catch (e) {
-      if (!isCephError(e, "ENOENT")) throw e;
-      result.warnings.push(`${metaObjectName(req.backupId)} was already gone`);
+      // The snapshot is gone (removed now or before): the backup is, whatever is left to remove.
+      throw new DeleteIncomplete(result, e);
     }
     for (const w of result.warnings) log.warn(w);
     log.info("backup deleted", { snapshot: result.removedSnapshot, baseImage: result.removedBaseImage });

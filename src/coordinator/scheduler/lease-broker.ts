@@ -22,7 +22,7 @@ import { FENCE_SECONDS, RECONNECT_GRACE_MS } from "./config";
 import type { SchedulerContext } from "./context";
 import { nextProgress } from "./progress";
 import type { StallWatch } from "./stall-watch";
-import { attemptFailed, awaitConfirmation, changed, finish, succeeded } from "./transitions";
+import { attemptFailed, awaitConfirmation, backupGone, changed, finish, succeeded } from "./transitions";
 
 export class LeaseBroker {
   /** Lease token → its expiry as last renewed by a heartbeat (not written to the catalog). */
@@ -239,7 +239,13 @@ export class LeaseBroker {
       return false;
     }
     if (o.code === Status.OK) this.#succeeded(j, o);
-    else if (j.cancelRequested) finish(this.ctx, j, JobState.JOB_STATE_CANCELLED, Status.CANCELLED, "cancelled");
+    else if (j.operation.kind === "delete" && o.result?.$case === "delete") {
+      // The delete removed the backup's snapshot, then failed: the backup is gone, whatever the job's end
+      // (a failure or a cancel must not make it AVAILABLE again); the retry removes what is left.
+      backupGone(this.ctx, j, o.result.value.warnings.concat(`the delete did not finish: ${o.message}`));
+      if (j.cancelRequested) finish(this.ctx, j, JobState.JOB_STATE_CANCELLED, Status.CANCELLED, "cancelled");
+      else attemptFailed(this.ctx, j, o.code as Status, o.message);
+    } else if (j.cancelRequested) finish(this.ctx, j, JobState.JOB_STATE_CANCELLED, Status.CANCELLED, "cancelled");
     else if (o.code === Status.CANCELLED) {
       // CANCELLED means CancelJob's (backup_service.proto): an attempt the agent's side called off (its
       // shutdown, a peer that reset the stream) is a failed attempt, retried while attempts remain.

@@ -123,6 +123,19 @@ export function finish(ctx: SchedulerContext, j: JobRecord, state: JobState, cod
   if (state === JobState.JOB_STATE_CANCELLED) discardHeld(ctx, j);
 }
 
+/**
+ * A DELETE whose attempt removed the backup's snapshot but failed after it: the backup is DELETED now (its
+ * data is gone; `warnings` say what was left), so that the job's failure or cancel cannot make it AVAILABLE.
+ */
+export function backupGone(ctx: SchedulerContext, j: JobRecord, warnings: string[]): void {
+  const b = ctx.catalog.getBackup(j.backupId);
+  if (!b || b.status === BackupStatus.BACKUP_STATUS_DELETED) return;
+  b.status = BackupStatus.BACKUP_STATUS_DELETED;
+  b.warnings = warnings;
+  ctx.catalog.updateBackup(b);
+  ctx.log.warn("backup deleted, its delete unfinished", { job: j.id, backup: b.id, warnings });
+}
+
 /** A backup being made failed with its job; a backup being deleted is as it was again (AVAILABLE or CORRUPT). */
 function backupAfterFailure(ctx: SchedulerContext, j: JobRecord, state: JobState, message: string): void {
   const b = ctx.catalog.getBackup(j.backupId);

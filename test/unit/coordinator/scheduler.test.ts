@@ -110,6 +110,41 @@ describe("scheduler", () => {
       assert.equal(h.backup(j.backupId).status, BackupStatus.BACKUP_STATUS_DELETED);
     });
 
+    it("a DELETE that removed the backup's snapshot, then failed: the backup is DELETED, retried or cancelled — never AVAILABLE again", async () => {
+      for (const cancel of [false, true]) {
+        const made = h.queueBackup(vol(cancel ? "dc" : "df"));
+        h.tick();
+        await h.backupDone(a1, made);
+        const d = h.queueDelete(made.backupId);
+        await h.tickAfterSweep();
+        if (cancel) h.scheduler.cancel(h.job(d.id));
+        const partial = DeleteBackupDataResult.fromPartial({ removedSnapshot: "backup.x.snap.1", warnings: [] });
+        h.outcome(
+          b1,
+          d.id,
+          Status.UNAVAILABLE,
+          "snapshot removed, but the rest of the delete failed (retried): EBUSY",
+          {
+            $case: "delete",
+            value: partial,
+          },
+        );
+        const b = h.backup(made.backupId);
+        assert.equal(b.status, BackupStatus.BACKUP_STATUS_DELETED, `cancel=${cancel}`);
+        assert.match(b.warnings.join("\n"), /the delete did not finish: snapshot removed/);
+        assert.equal(h.job(d.id).state, cancel ? CANCELLED : QUEUED, "a failure is retried");
+      }
+      // A failure before anything was removed (no result): the backup is as it was.
+      const kept = h.queueBackup(vol("dk"));
+      h.tick();
+      await h.backupDone(a1, kept);
+      const d = h.queueDelete(kept.backupId);
+      await h.tickAfterSweep();
+      h.outcome(b1, d.id, Status.FAILED_PRECONDITION, "backup has clones that depend on its snapshot");
+      assert.equal(h.job(d.id).state, FAILED);
+      assert.equal(h.backup(kept.backupId).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+    });
+
     it("a backup keeps the newest snapshot of every other chain of its volume", async () => {
       const elsewhere = h.queueBackup(vol("v1"), "c");
       h.connect("c1", "c");
@@ -306,7 +341,10 @@ describe("scheduler", () => {
       assert.equal(new Set(tokens).size, 3, "each attempt has its own token");
       // The agent, still connected, was told to stop each expired attempt (it may only be stalled).
       assert.deepEqual(
-        a1.cancels().filter((c) => c.jobId === j.id).map((c) => c.token),
+        a1
+          .cancels()
+          .filter((c) => c.jobId === j.id)
+          .map((c) => c.token),
         tokens.slice(0, 2),
       );
       await h.backupDone(a1, h.job(j.id));
