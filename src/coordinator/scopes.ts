@@ -7,18 +7,21 @@
  *   <client> <scope> [<scope>…]
  *
  * client: `client/<name>` (a certificate naming rbdbackup://client/<role>/<name>) or `token/<name>` (a
- * token line's name, tokens.ts); scope: `<cluster>`, `<cluster>/<pool>` or `<cluster>/<pool>/<namespace>`
- * (the namespace "" written as `<cluster>/<pool>/`), or `*` (everything). With a file configured, an
- * API client it does not list is refused every call but an admin's (admins are never scoped: the
- * calls only they may make — imports, catalog rebuild, ForgetAgent — act on every volume); without
- * one nobody is scoped. A bad line stops the coordinator at start, naming it; SIGHUP reloads the file
- * (a bad file keeps the scopes in force).
+ * token line's name, tokens.ts). scope: where the client's volumes are, `<cluster>`, `<cluster>/<pool>`
+ * or `<cluster>/<pool>/<namespace>` (the namespace "" written `<cluster>/<pool>/`); where its backups
+ * may be kept, the same after `backups:`; or `*` (everything). The two kinds are apart on purpose: a
+ * backup pool two clients share holds base images and, after a failover, volumes — a client's backup
+ * scope makes none of them its volumes. With a file configured, an API client it does not list is
+ * refused every call but an admin's (admins are never scoped: the calls only they may make — imports,
+ * catalog rebuild, ForgetAgent — act on every volume); without one nobody is scoped. A bad line stops
+ * the coordinator at start, naming it; SIGHUP reloads the file (a bad file keeps the scopes in force).
  *
- * What a scope covers: a volume (cluster, pool, namespace) is covered by an entry naming its cluster,
- * and its pool and namespace where the entry names them. A backup is the caller's when its volume —
- * the one backed up — is covered; a job when its volume is covered and, with a backup, that backup is
- * the caller's; a policy when its selector and its destination are covered. New backups must go to a
- * covered location. The checks are in api/scoped.ts.
+ * What a scope covers: a volume (cluster, pool, namespace) is covered by a volume entry naming its
+ * cluster, and its pool and namespace where the entry names them; a backup location likewise by a
+ * `backups:` entry. A backup is the caller's when its volume — the one backed up — is; a job when its
+ * volume is and, with a backup, that backup is the caller's; a policy when its selector's volumes are
+ * and its destination is a location of the caller's. New backups must go to such a location. The
+ * checks are in api/scoped.ts.
  */
 
 import { ReloadableFile } from "../common/reloadable-file";
@@ -27,6 +30,8 @@ import type { Caller } from "./authz";
 import { NAME_RE } from "./validate";
 
 export interface ScopeEntry {
+  /** Where the client's volumes are, or where its backups may be kept. */
+  kind: "volumes" | "backups";
   cluster: string;
   /** Undefined: every pool of the cluster. */
   pool?: string;
@@ -43,20 +48,21 @@ export interface ScopeLine {
 
 const PRINCIPAL_RE = /^(client|token)\/[A-Za-z0-9._-]{1,128}$/;
 // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
-const RBD_PART_RE = /^[^/@\s\x00-\x1f\x7f]{1,200}$/;
+const RBD_PART_RE = /^[^/@#*\s\x00-\x1f\x7f]{1,200}$/;
 
 /** The scope lines of a scopes file's text; throws naming the file and line of the first bad one. */
 export function parseScopes(text: string, file: string): Map<string, ScopeLine> {
   const out = new Map<string, ScopeLine>();
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
-    const line = (lines[i] as string).replace(/#.*$/, "").trim();
+    // A comment starts a line or follows a space ("#" is refused inside a scope).
+    const line = (lines[i] as string).replace(/(^|\s)#.*$/, "").trim();
     if (!line) continue;
     const where = `${file} line ${i + 1}`;
     const [principal, ...scopes] = line.split(/\s+/) as [string, ...string[]];
     if (!PRINCIPAL_RE.test(principal)) throw new Error(`${where}: "${principal}" is not client/<name> or token/<name>`);
     if (scopes.length === 0)
-      throw new Error(`${where}: ${principal} names no scope (<cluster>[/<pool>[/<namespace>]] or *)`);
+      throw new Error(`${where}: ${principal} names no scope ([backups:]<cluster>[/<pool>[/<namespace>]] or *)`);
     if (out.has(principal)) throw new Error(`${where}: ${principal} is listed twice`);
     const entries: ScopeEntry[] = [];
     let all = false;
@@ -72,17 +78,21 @@ export function parseScopes(text: string, file: string): Map<string, ScopeLine> 
   return out;
 }
 
-function parseEntry(s: string, where: string): ScopeEntry {
+function parseEntry(text: string, where: string): ScopeEntry {
+  const kind = text.startsWith("backups:") ? "backups" : "volumes";
+  const s = kind === "backups" ? text.slice("backups:".length) : text;
   const parts = s.split("/");
   const [cluster, pool, namespace] = parts;
   const bad = () =>
-    new Error(`${where}: scope "${s}" is not <cluster>, <cluster>/<pool> or <cluster>/<pool>/<namespace>`);
+    new Error(
+      `${where}: scope "${text}" is not [backups:]<cluster>, [backups:]<cluster>/<pool> or [backups:]<cluster>/<pool>/<namespace>`,
+    );
   if (parts.length > 3 || !cluster || !NAME_RE.test(cluster)) throw bad();
-  if (pool === undefined) return { cluster };
+  if (pool === undefined) return { kind, cluster };
   if (!RBD_PART_RE.test(pool)) throw bad();
-  if (namespace === undefined) return { cluster, pool };
+  if (namespace === undefined) return { kind, cluster, pool };
   if (namespace !== "" && !RBD_PART_RE.test(namespace)) throw bad();
-  return { cluster, pool, namespace };
+  return { kind, cluster, pool, namespace };
 }
 
 /** A caller's scope: what it may see and change. */
@@ -92,39 +102,46 @@ export class Scope {
     readonly entries: readonly ScopeEntry[],
   ) {}
 
-  /** Whether the place (a pool's namespace; pool undefined: anywhere on the cluster) is covered. */
-  covers(cluster: string, pool?: string, namespace?: string): boolean {
+  /**
+   * Whether an entry of `kind` covers the place: its cluster, and its pool (undefined: a whole cluster
+   * is asked for, which only a cluster-wide entry covers) and namespace where the entry names them.
+   */
+  covers(kind: ScopeEntry["kind"], cluster: string, pool?: string, namespace?: string): boolean {
     return this.entries.some(
       (e) =>
+        e.kind === kind &&
         e.cluster === cluster &&
         (e.pool === undefined || e.pool === pool) &&
         (e.namespace === undefined || e.namespace === (namespace ?? "")),
     );
   }
 
-  /** Whether the cluster is covered anywhere (an entry names it). */
+  /** Whether any entry names the cluster. */
   touches(cluster: string): boolean {
     return this.entries.some((e) => e.cluster === cluster);
   }
 
+  /** The volume is the client's. */
   sees(vol: VolumeRef | undefined): boolean {
-    return !!vol && this.covers(vol.cluster, vol.pool, vol.namespace);
+    return !!vol && this.covers("volumes", vol.cluster, vol.pool, vol.namespace);
   }
 
-  /** Keeps a location (its pool resolved) — `covers` of its cluster, pool and namespace. */
+  /** The client's backups may be kept there (the location's pool resolved). */
   keeps(loc: BackupLocation): boolean {
-    return this.covers(loc.cluster, loc.pool, loc.namespace);
+    return this.covers("backups", loc.cluster, loc.pool, loc.namespace);
   }
 
-  /** For messages: "client/cinder (scopes site-a/volumes, site-b/backups)". */
+  /** For messages: "client/cinder (scopes site-a/volumes, backups:site-b/backups)". */
   describe(): string {
-    const list = this.entries.map((e) =>
-      e.pool === undefined
-        ? e.cluster
-        : e.namespace === undefined
-          ? `${e.cluster}/${e.pool}`
-          : `${e.cluster}/${e.pool}/${e.namespace}`,
-    );
+    const list = this.entries.map((e) => {
+      const where =
+        e.pool === undefined
+          ? e.cluster
+          : e.namespace === undefined
+            ? `${e.cluster}/${e.pool}`
+            : `${e.cluster}/${e.pool}/${e.namespace}`;
+      return e.kind === "backups" ? `backups:${where}` : where;
+    });
     return `${this.principal} (scopes ${list.join(", ") || "none"})`;
   }
 }
@@ -158,11 +175,16 @@ export class ScopeStore {
     return this.#file.reload().size;
   }
 
-  /** The caller's scope: null = unscoped (no file, an admin, `*`); refused = a file that does not list it. */
+  /**
+   * The caller's scope: null = unscoped (no file, an admin, `*`, insecure mode); refused = a file that
+   * does not list it (or a caller the file cannot name: fail closed).
+   */
   of(c: Caller | null): ScopeVerdict {
-    if (!this.#file.file || !c || c.via === "insecure") return { scope: null };
-    const role = c.via === "token" ? c.role : c.identity?.kind === "client" ? c.identity.role : null;
-    if (role === "admin" || role === null) return { scope: null };
+    if (!this.#file.file || c?.via === "insecure") return { scope: null };
+    const role = !c ? null : c.via === "token" ? c.role : c.identity?.kind === "client" ? c.identity.role : null;
+    if (role === "admin") return { scope: null };
+    if (role === null || !c)
+      return { refused: "this caller is no API client the scopes file (auth.scopesFile) can name" };
     const principal = principalOf(c);
     const line = principal ? this.#file.value.get(principal) : undefined;
     if (!line) {

@@ -44,7 +44,8 @@ export class Admission {
     if (reserved) throw invalidArgument(`idempotency_key may not start with "${reserved}": policy runs use those`);
     const j = this.deps.catalog.jobByIdempotencyKey(key);
     if (j && j.fingerprint !== fp) {
-      throw alreadyExists(`idempotency_key "${key}" was used for a different request (job ${j.id})`);
+      // The job is not named: keys are one namespace, and a scoped client may not see whose job it is.
+      throw alreadyExists(`idempotency_key "${key}" was used for a different request: give each request its own key`);
     }
     return j;
   }

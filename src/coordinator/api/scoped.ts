@@ -16,6 +16,7 @@ import type {
   CreateBackupRequest,
   FailbackVolumeRequest,
   FailoverVolumeRequest,
+  FailoverVolumeResponse,
   FlattenVolumeRequest,
   Job,
   ListAgentsResponse,
@@ -29,12 +30,13 @@ import type {
   ListPoliciesResponse,
   ListVolumeProtectionResponse,
   Policy,
+  VolumeProtection,
 } from "../../gen/rbdbackup/v1/policy";
 import type { Audit } from "../audit";
 import { BACKUP_SERVICE, callerName, callerOf, MUTATING } from "../authz";
-import { defaultPoolOf } from "../policy/validate";
 import type { Scope, ScopeStore } from "../scopes";
 import type { ApiDeps } from "./deps";
+import { backupOfClone } from "./flatten";
 
 // biome-ignore lint/suspicious/noExplicitAny: requests and responses of every method pass through
 type Msg = any;
@@ -51,6 +53,8 @@ interface Guard {
   backupId(id: string | undefined, field: string): void;
   jobId(id: string | undefined): void;
   policyName(name: string | undefined): void;
+  /** A stored policy of this name the client may see (false for an unknown name). */
+  seesPolicyNamed(name: string): boolean;
   seesBackup(b: Backup | undefined): boolean;
   seesJob(j: Pick<Job, "volume" | "backupId">): boolean;
   seesPolicy(p: Policy): boolean;
@@ -112,8 +116,9 @@ export const CHECKS: Readonly<Record<string, Check>> = {
   },
   CheckCluster: {
     before: (g, r: CheckClusterRequest) => {
+      if (!r.cluster) return;
       g.need(g.scope.touches(r.cluster), `cluster ${r.cluster}`);
-      if (r.backupPool) g.need(g.scope.covers(r.cluster, r.backupPool, ""), `pool ${r.cluster}/${r.backupPool}`);
+      g.location({ cluster: r.cluster, pool: r.backupPool, namespace: "" }, "backup_pool");
     },
   },
   FailoverVolume: {
@@ -122,6 +127,11 @@ export const CHECKS: Readonly<Record<string, Check>> = {
       if (r.location) g.location(r.location, "location");
       if (r.target) g.volume({ ...r.target, cluster: r.target.cluster || (r.location?.cluster ?? "") }, "target");
     },
+    // It pauses every policy protecting the volume; the client is told only of its own.
+    after: (g, res: FailoverVolumeResponse) => ({
+      ...res,
+      pausedPolicies: res.pausedPolicies.filter((n) => g.seesPolicyNamed(n)),
+    }),
   },
   FailbackVolume: {
     before: (g, r: FailbackVolumeRequest) => {
@@ -134,6 +144,11 @@ export const CHECKS: Readonly<Record<string, Check>> = {
     before: (g, r: FlattenVolumeRequest) => {
       g.volume(r.volume, "volume");
       if (r.backupId) g.backupId(r.backupId, "backup_id");
+      else if (r.volume?.cluster) {
+        // The backup the handler would choose: the one listing the volume among its clones.
+        const b = backupOfClone(g.deps.catalog, r.volume);
+        if (b) g.need(g.seesBackup(b), `backup ${b.id} (a backup of ${label(b.volume ?? { cluster: "?" })})`);
+      }
     },
   },
   CreatePolicy: { before: (g, r) => r.policy && g.need(g.seesPolicy(r.policy), `policy ${r.policy.name}`) },
@@ -156,6 +171,11 @@ export const CHECKS: Readonly<Record<string, Check>> = {
       g.volume(r.volume, "volume");
       if (r.policy) g.policyName(r.policy);
     },
+    // Without a policy named, the handler picks the volume's record: of a policy the client may see only.
+    after: (g, res: VolumeProtection) => {
+      g.policyName(res.policy);
+      return res;
+    },
   },
   ListVolumeProtection: {
     before: (g, r) => {
@@ -163,7 +183,7 @@ export const CHECKS: Readonly<Record<string, Check>> = {
     },
     after: (g, res: ListVolumeProtectionResponse) => ({
       ...res,
-      volumes: res.volumes.filter((v) => g.scope.sees(v.volume)),
+      volumes: res.volumes.filter((v) => g.scope.sees(v.volume) && g.seesPolicyNamed(v.policy)),
     }),
   },
   GetCoordinatorStatus: {},
@@ -174,11 +194,25 @@ export const CHECKS: Readonly<Record<string, Check>> = {
   RebuildCatalog: { before: (g) => g.need(false, "an admin's call") },
 };
 
+const label = (v: { cluster: string; pool?: string; namespace?: string; image?: string }) =>
+  [v.cluster, v.pool, v.namespace, v.image].filter((x) => x).join("/");
+
 function guardOf(deps: ApiDeps, scope: Scope): Guard {
   const catalog = deps.catalog;
-  const defaultPool = defaultPoolOf(deps.sessions, catalog.listAgents());
-  const label = (v: { cluster: string; pool?: string; namespace?: string; image?: string }) =>
-    [v.cluster, v.pool, v.namespace, v.image].filter((x) => x).join("/");
+  const agents = catalog.listAgents();
+  /**
+   * A location's pool left empty is its cluster's default backup pool — the one agent the handler picks
+   * answers it: judged only when every agent of the cluster (connected or on record) names the same one,
+   * else "" (the client must name the pool).
+   */
+  const defaultPool = (cluster: string): string => {
+    const named = new Set([
+      ...deps.sessions.ofCluster(cluster).map((s) => s.info.defaultBackupPool),
+      ...agents.filter((a) => a.clusterName === cluster).map((a) => a.defaultBackupPool),
+    ]);
+    return named.size === 1 ? ([...named][0] as string) : "";
+  };
+  const policies = new Map<string, boolean>();
   const g: Guard = {
     scope,
     deps,
@@ -192,7 +226,9 @@ function guardOf(deps: ApiDeps, scope: Scope): Guard {
     location(l, field) {
       if (!l?.cluster) return;
       const pool = l.pool || defaultPool(l.cluster);
-      g.need(scope.keeps({ ...l, pool }), `${field} ${label({ ...l, pool: pool || "(its default pool)" })}`);
+      if (!pool)
+        g.need(false, `${field} ${l.cluster} (its agents do not agree on a default backup pool: name the pool)`);
+      g.need(scope.keeps({ ...l, pool }), `${field} ${label({ ...l, pool })}`);
     },
     backupId(id, field) {
       const b = id ? catalog.getBackup(id) : undefined;
@@ -206,6 +242,15 @@ function guardOf(deps: ApiDeps, scope: Scope): Guard {
       const p = name ? catalog.policies.getPolicy(name) : undefined;
       if (p) g.need(g.seesPolicy(p), `policy ${name}`);
     },
+    seesPolicyNamed(name) {
+      let seen = policies.get(name);
+      if (seen === undefined) {
+        const p = catalog.policies.getPolicy(name);
+        seen = !!p && g.seesPolicy(p);
+        policies.set(name, seen);
+      }
+      return seen;
+    },
     seesBackup: (b) => !!b && scope.sees(b.volume),
     seesJob(j) {
       if (j.volume && !scope.sees(j.volume)) return false;
@@ -217,9 +262,12 @@ function guardOf(deps: ApiDeps, scope: Scope): Guard {
       const s = p.selector;
       if (!s) return false;
       if (!s.volumes.every((v) => scope.sees(v))) return false;
-      if (s.cluster && !scope.covers(s.cluster, s.pool || undefined, s.pool ? s.namespace : undefined)) return false;
+      if (s.cluster && !scope.covers("volumes", s.cluster, s.pool || undefined, s.pool ? s.namespace : undefined))
+        return false;
       const d = p.destination;
-      return !d?.cluster || scope.keeps({ ...d, pool: d.pool || defaultPool(d.cluster) });
+      if (!d?.cluster) return false;
+      const pool = d.pool || defaultPool(d.cluster);
+      return !!pool && scope.keeps({ ...d, pool });
     },
   };
   return g;

@@ -2,17 +2,20 @@
  * Page tokens of the catalog's listings: keyset, not offsets. A token names the last item of the page
  * it ended, and the next page starts strictly after it in the listing's order, so an item that exists
  * throughout a paged listing is never skipped nor repeated, whatever is created or deleted between pages.
- * Tokens are opaque and signed with the catalog's paging key over the listing's scope (its name and
- * filter): a token altered, made by another catalog or used with another filter is a RangeError (the
- * caller's mistake → INVALID_ARGUMENT, see ../validate.ts page()), never an SQL error.
+ * Tokens are opaque — encrypted and authenticated with a key derived from the catalog's paging key
+ * (AES-256-GCM, the listing's scope — its name and filter — as associated data): what a token names
+ * (the last item of an unfiltered page: an id, a volume, a time) is nobody's to read, which matters when
+ * a scoped client's listing is filtered after the catalog's page (api/scoped.ts). A token altered, made by
+ * another catalog or used with another filter is a RangeError (the caller's mistake → INVALID_ARGUMENT,
+ * see ../validate.ts page()), never an SQL error.
  *
  *  - Backups and jobs: ordered (created_at DESC, id DESC); next page `WHERE (created_at, id) < (:c, :i)
  *    ORDER BY created_at DESC, id DESC LIMIT n + 1` (row comparison; SQLite and PostgreSQL both have it).
- *    Token = base64url(JSON {c, i}) "." base64url(HMAC-SHA256(pagingKey, scope "\n" payload)[0..16)).
+ *    Token = base64url(nonce ‖ AES-256-GCM(JSON {c, i})) "." base64url(GCM tag), nonce random (12 bytes).
  *  - Listings ordered by unique text keys (policies by name; protection records by (policy, volume key)):
  *    the same, with payload JSON {k: [key, …]} and `WHERE (a, b) > (:k0, :k1)` ascending.
  */
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHmac, randomBytes } from "node:crypto";
 import type { Page } from "./catalog";
 
 /** Where a keyset page starts: just after the item with this (created_at, id). */
@@ -21,12 +24,15 @@ export interface KeysetPosition {
   id: string;
 }
 
-const mac = (key: Buffer, scope: string, payload: string) =>
-  createHmac("sha256", key).update(scope).update("\n").update(payload).digest().subarray(0, 16);
+/** The token cipher's key: the paging key's, for this use only. */
+const cipherKey = (key: Buffer) => createHmac("sha256", key).update("rbdbackup page token cipher").digest();
 
 const sign = (key: Buffer, scope: string, value: unknown): string => {
-  const payload = Buffer.from(JSON.stringify(value), "utf8").toString("base64url");
-  return `${payload}.${mac(key, scope, payload).toString("base64url")}`;
+  const nonce = randomBytes(12);
+  const c = createCipheriv("aes-256-gcm", cipherKey(key), nonce);
+  c.setAAD(Buffer.from(scope, "utf8"));
+  const body = Buffer.concat([nonce, c.update(JSON.stringify(value), "utf8"), c.final()]);
+  return `${body.toString("base64url")}.${c.getAuthTag().toString("base64url")}`;
 };
 
 const notOurs = () =>
@@ -37,11 +43,15 @@ function verify(key: Buffer, scope: string, token: string, maxLength: number): u
   if (token.length > maxLength) throw notOurs();
   const [payload, sig, extra] = token.split(".");
   if (!payload || !sig || extra !== undefined) throw notOurs();
-  const want = mac(key, scope, payload);
-  const got = Buffer.from(sig, "base64url");
-  if (got.length !== want.length || !timingSafeEqual(got, want)) throw notOurs();
+  const body = Buffer.from(payload, "base64url");
+  const tag = Buffer.from(sig, "base64url");
+  if (body.length < 13 || tag.length !== 16) throw notOurs();
   try {
-    return JSON.parse(Buffer.from(payload, "base64url").toString("utf8"));
+    const d = createDecipheriv("aes-256-gcm", cipherKey(key), body.subarray(0, 12));
+    d.setAAD(Buffer.from(scope, "utf8"));
+    d.setAuthTag(tag);
+    const text = Buffer.concat([d.update(body.subarray(12)), d.final()]).toString("utf8");
+    return JSON.parse(text);
   } catch {
     throw notOurs();
   }

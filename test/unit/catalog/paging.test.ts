@@ -46,6 +46,28 @@ describe("SQLite paging key", () => {
   });
 });
 
+describe("page tokens are opaque", () => {
+  it("a token does not show the item it names (a scoped client's filtered page must not leak the hidden last one)", () => {
+    const c = new SqliteCatalog(path.join(dir, "opaque.sqlite"));
+    try {
+      const items = Array.from({ length: 3 }, (_, i) => pagingBackup(Date.UTC(2026, 0, 1) + i));
+      for (const b of items) c.insertBackup(b);
+      const page = c.listBackups({}, 1, "");
+      const last = page.items[0];
+      assert.ok(last && page.next);
+      const shown = page.next
+        .split(".")
+        .map((p) => Buffer.from(p, "base64url").toString("latin1"))
+        .join("");
+      assert.ok(!shown.includes(last.id), "the id is not readable");
+      assert.ok(!shown.includes(String(last.createdAt?.getTime())), "nor its time");
+      assert.equal(c.listBackups({}, 1, page.next).items.length, 1, "and it still pages");
+    } finally {
+      c.close();
+    }
+  });
+});
+
 describe("SQLite listing plans", () => {
   const file = path.join(dir, "plans.sqlite");
   new SqliteCatalog(file).close();

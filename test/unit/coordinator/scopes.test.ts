@@ -30,19 +30,19 @@ const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-scopes-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("the scopes file", () => {
-  it("parses clients, scopes at three depths, the default namespace and *", () => {
+  it("parses clients, volume and backup scopes at three depths, the default namespace and *", () => {
     const m = parseScopes(
-      "# who may touch what\nclient/cinder a/rbd b/backups  # Cinder\ntoken/k8s a/k8s/ns1 b/backups/ b\ntoken/ops *\n",
+      "# who may touch what\nclient/cinder a/rbd backups:b/backups  # Cinder\ntoken/k8s a/k8s/ns1 backups:b/backups/ b\ntoken/ops *\n",
       "f",
     );
     assert.deepEqual(m.get("client/cinder")?.entries, [
-      { cluster: "a", pool: "rbd" },
-      { cluster: "b", pool: "backups" },
+      { kind: "volumes", cluster: "a", pool: "rbd" },
+      { kind: "backups", cluster: "b", pool: "backups" },
     ]);
     assert.deepEqual(m.get("token/k8s")?.entries, [
-      { cluster: "a", pool: "k8s", namespace: "ns1" },
-      { cluster: "b", pool: "backups", namespace: "" },
-      { cluster: "b" },
+      { kind: "volumes", cluster: "a", pool: "k8s", namespace: "ns1" },
+      { kind: "backups", cluster: "b", pool: "backups", namespace: "" },
+      { kind: "volumes", cluster: "b" },
     ]);
     assert.equal(m.get("token/ops")?.all, true);
   });
@@ -54,6 +54,9 @@ describe("the scopes file", () => {
       ["\nclient/x a/b/c/d", /f line 2: scope "a\/b\/c\/d" is not/],
       ["client/x -a", /scope "-a" is not/],
       ["client/x a/r@d", /scope "a\/r@d" is not/],
+      ["client/x a/pool#1", /scope "a\/pool#1" is not/],
+      ["client/x a/*", /scope "a\/\*" is not/],
+      ["client/x backups:", /scope "backups:" is not/],
       ["client/x a\nclient/x b", /line 2: client\/x is listed twice/],
     ] as const) {
       assert.throws(() => parseScopes(text, "f"), why, text);
@@ -75,6 +78,10 @@ describe("the scopes file", () => {
       () => parseTokens("operator 0123456789abcdef-x k8s\nreader 0123456789abcdef-y k8s", "t"),
       /line 2: the name k8s is given twice/,
     );
+    assert.throws(
+      () => parseTokens("reader 0123456789abcdef-x ro\nadmin 0123456789abcdef-x", "t"),
+      /line 2: this token is on an earlier line too/,
+    );
     const f = path.join(dir, "tokens");
     writeFileSync(f, "operator 0123456789abcdef-operator k8s\n");
     assert.deepEqual(new TokenStore(f).entryOf("0123456789abcdef-operator"), { role: "operator", name: "k8s" });
@@ -82,7 +89,7 @@ describe("the scopes file", () => {
 
   it("who is scoped: listed clients; unlisted readers and operators refused; admins, * and no file unscoped", () => {
     const f = path.join(dir, "scopes");
-    writeFileSync(f, "client/cinder a/rbd\ntoken/ops *\n");
+    writeFileSync(f, "client/cinder a/rbd backups:b/backups\ntoken/ops *\n");
     const s = new ScopeStore(f);
     const cert = (role: "reader" | "operator" | "admin", name: string): Caller => ({
       via: "certificate",
@@ -90,8 +97,12 @@ describe("the scopes file", () => {
     });
     const of = (c: Caller) => s.of(c);
     const cinder = of(cert("operator", "cinder"));
-    assert.ok("scope" in cinder && cinder.scope?.covers("a", "rbd", ""));
-    assert.ok("scope" in cinder && !cinder.scope?.covers("a", "k8s", ""));
+    const sc = "scope" in cinder ? cinder.scope : null;
+    assert.ok(sc);
+    assert.ok(sc.sees(vol("v", "a", "rbd")) && !sc.sees(vol("v", "a", "k8s")));
+    assert.ok(sc.keeps({ cluster: "b", pool: "backups", namespace: "" }), "its backups may be kept there");
+    assert.ok(!sc.sees(vol("failed-over", "b", "backups")), "but the images there are not its volumes");
+    assert.ok(!sc.keeps({ cluster: "a", pool: "rbd", namespace: "" }), "and its volumes' pool is no backup location");
     assert.match(String((of(cert("operator", "other")) as { refused: string }).refused), /client\/other is not listed/);
     assert.match(
       String((of({ via: "token", role: "reader" }) as { refused: string }).refused),
@@ -100,6 +111,7 @@ describe("the scopes file", () => {
     assert.deepEqual(of(cert("admin", "root")), { scope: null });
     assert.deepEqual(of({ via: "token", role: "operator", name: "ops" }), { scope: null });
     assert.deepEqual(new ScopeStore("").of(cert("operator", "other")), { scope: null });
+    assert.ok("refused" in s.of(null), "a caller the file cannot name is refused (fail closed)");
     // A bad reload keeps the scopes in force.
     writeFileSync(f, "client/cinder\n");
     assert.throws(() => s.reload(), /names no scope/);
@@ -170,7 +182,7 @@ describe("scoped API clients on the real BackupService", () => {
     h.scheduler.stop();
     audit = new Audit(h.log);
     const f = path.join(dir, "api-scopes");
-    writeFileSync(f, "client/cinder a/rbd b/backups\nclient/k8s a/k8s b/backups\n");
+    writeFileSync(f, "client/cinder a/rbd backups:b/backups\nclient/k8s a/k8s backups:b/backups\n");
     const deps = { catalog: h.catalog, sessions: h.sessions, scheduler: h.scheduler, log: h.log, maxAttempts: 3 };
     served = await serveApi(deps, { scopes: new ScopeStore(f), audit });
     api = served.api;
@@ -197,7 +209,7 @@ describe("scoped API clients on the real BackupService", () => {
         cinder,
       ),
       Status.PERMISSION_DENIED,
-      /^volume a\/k8s\/pvc-1 is outside the scopes of client\/cinder \(scopes a\/rbd, b\/backups\)/,
+      /^volume a\/k8s\/pvc-1 is outside the scopes of client\/cinder \(scopes a\/rbd, backups:b\/backups\)/,
     );
     await assertStatus(
       api.createBackup({ volume: vol("v1"), location: { cluster: "a", pool: "k8s", namespace: "" } }, cinder),
@@ -295,6 +307,42 @@ describe("scoped API clients on the real BackupService", () => {
       ["pvcs"],
     );
     await api.deletePolicy({ name: "pvcs" }, k8s);
+  });
+
+  it("a backup pool both clients keep backups in makes none of its images a client's volume", async () => {
+    const failedOver = vol("pvc-1-fo", "b", "backups"); // k8s's failover volume, made in the backup pool
+    await assertStatus(
+      api.createBackup({ volume: failedOver, location: { cluster: "b", pool: "backups", namespace: "" } }, cinder),
+      Status.PERMISSION_DENIED,
+      /^volume b\/backups\/pvc-1-fo is outside/,
+    );
+    await assertStatus(
+      api.restoreBackup(
+        { backupId: cinderBackup, target: failedOver, mode: RestoreMode.RESTORE_MODE_ORIGINAL },
+        cinder,
+      ),
+      Status.PERMISSION_DENIED,
+      /^target b\/backups\/pvc-1-fo is outside/,
+    );
+    await assertStatus(
+      api.failbackVolume({ volume: vol("v1"), source: failedOver, backupId: cinderBackup }, cinder),
+      Status.PERMISSION_DENIED,
+      /^source b\/backups\/pvc-1-fo is outside/,
+    );
+    await assertStatus(
+      api.listBackupSnapshots({ volume: vol(h.backup(k8sBackup).baseImage, "b", "backups") }, cinder),
+      Status.PERMISSION_DENIED,
+      /is outside/,
+    );
+    // Its backup location is checked as such: the cluster's default pool, resolved (b's agents agree on it).
+    await api.checkCluster({ cluster: "b", backupPool: "" }, cinder).catch((e: unknown) => {
+      assert.doesNotMatch(String(e), /PERMISSION_DENIED|outside/);
+    });
+    await assertStatus(
+      api.checkCluster({ cluster: "a", backupPool: "" }, cinder),
+      Status.PERMISSION_DENIED,
+      /backup_pool a/,
+    );
   });
 
   it("an operator the file does not list is refused every call; a reader's refused read is audited", async () => {
