@@ -31,8 +31,9 @@ interface Running {
 }
 
 type Listed = "sourceSnapshots" | "sourceSnapshotsListed";
-type OutcomeFields = Omit<JobOutcome, "jobId" | "token" | "result" | Listed> & {
+type OutcomeFields = Omit<JobOutcome, "jobId" | "token" | "result" | "refused" | Listed> & {
   result?: JobOutcome["result"];
+  refused?: boolean;
 } & Partial<Pick<JobOutcome, Listed>>;
 
 export class LeaseRunner {
@@ -68,6 +69,11 @@ export class LeaseRunner {
   }
 
   /** New leases are refused with UNAVAILABLE from now on (the coordinator retries them elsewhere). */
+  /** Shutting down: new leases are refused. */
+  get draining(): boolean {
+    return this.#draining;
+  }
+
   drain(): void {
     this.#draining = true;
   }
@@ -92,7 +98,8 @@ export class LeaseRunner {
   start(l: Lease): void {
     if (this.#running.has(l.token)) return;
     if (this.#draining) {
-      this.#report(l, { code: Status.UNAVAILABLE, message: `agent ${this.agentId} is shutting down` });
+      const message = `agent ${this.agentId} is shutting down`;
+      this.#report(l, { code: Status.UNAVAILABLE, message, refused: true });
       return;
     }
     const entry: Running = {
@@ -248,6 +255,7 @@ export class LeaseRunner {
       result: undefined,
       sourceSnapshots: [],
       sourceSnapshotsListed: false,
+      refused: false,
       ...o,
     };
     this.#outcomes.set(l.token, outcome);

@@ -65,7 +65,7 @@ export class CoordinatorSession {
         opening: () => this.#opening(),
         heartbeat: () => {
           this.#tap?.("sent", "heartbeat");
-          return { $case: "heartbeat", value: { leases: this.#runner.held() } };
+          return { $case: "heartbeat", value: { leases: this.#runner.held(), draining: this.#runner.draining } };
         },
         holding: () => this.#runner.holding,
         onMessage: (msg) => {

@@ -140,6 +140,8 @@ export interface JobRecord {
    * leftovers to be cleaned up (scheduler/retry-policy.ts); absent = 0.
    */
   extraAttempts?: number;
+  /** Attempts an agent refused before any work (it was shutting down), given back; absent = 0. */
+  refundedAttempts?: number;
   /** Data bytes the failed attempts sent, as their last progress report said (absent = 0). */
   bytesEarlierAttempts?: number;
 }

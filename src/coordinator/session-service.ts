@@ -236,6 +236,7 @@ export function sessionService(deps: {
           case "heartbeat": {
             // last_seen: in memory on each beat, written at most every LAST_SEEN_PERSIST_MS (and at disconnect).
             if (session.seen(Date.now())) catalog.upsertAgent(record);
+            session.draining = m.value.draining;
             const r = scheduler.onHeartbeat(session, m.value.leases);
             session.send({ $case: "heartbeatAck", value: { revokedTokens: r, outcomesReceived: [] } });
             break;

@@ -24,6 +24,8 @@ export class AgentSession {
   /** Job ids whose current lease this agent holds. */
   readonly jobs = new Set<string>();
   readonly sessionId = randomUUID();
+  /** The agent said it is shutting down (Heartbeat.draining): no new lease goes to it. */
+  draining = false;
   #calls = new Map<string, { resolve: (r: CallReply) => void; reject: (e: unknown) => void }>();
   /** The last_seen the catalog holds for this agent (`info` was written at registration). */
   #persistedSeen: number;

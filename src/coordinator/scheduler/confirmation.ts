@@ -143,7 +143,7 @@ export class Confirmer {
         ? { $case: "restore", value: RestoreResult.fromJSON(j.confirming.result) }
         : { $case: "backup", value: BackupResult.fromJSON(j.confirming.result) };
       const listed = { sourceSnapshots: [], sourceSnapshotsListed: false };
-      succeeded(ctx, j, { jobId, token: "", code: Status.OK, message: "", result, ...listed });
+      succeeded(ctx, j, { jobId, token: "", code: Status.OK, message: "", result, refused: false, ...listed });
     } else if (v.kind === "denied") {
       ctx.log.error("the cluster that must hold the data does not, though an agent reported it done", {
         job: jobId,

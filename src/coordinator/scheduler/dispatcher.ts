@@ -74,11 +74,14 @@ export class Dispatcher {
     const full = clustersOf(j).find((c) => (counts.byCluster.get(c) ?? 0) >= cfg.perClusterLimit);
     if (full) return `cluster ${full} already runs ${cfg.perClusterLimit} jobs (its limit)`;
     const load = (s: AgentSession) => counts.byAgent.get(s.agentId) ?? 0;
-    const ofCluster = sessions.ofCluster(j.execCluster);
+    const connected = sessions.ofCluster(j.execCluster);
+    // An agent shutting down takes no new lease (it would refuse it).
+    const ofCluster = connected.filter((s) => !s.draining);
     const agent = ofCluster.filter((s) => load(s) < s.info.capacity).sort((a, b) => load(a) - load(b))[0];
     if (!agent) {
-      return ofCluster.length
-        ? `every agent of cluster ${j.execCluster} is at its capacity`
+      if (ofCluster.length) return `every agent of cluster ${j.execCluster} is at its capacity`;
+      return connected.length
+        ? `every agent of cluster ${j.execCluster} is shutting down; waiting for one to connect`
         : `waiting for an agent of cluster ${j.execCluster} to connect`;
     }
     if (j.operation.kind === "verify" && j.operation.mode === VerifyMode.VERIFY_MODE_SOURCE) {
@@ -88,7 +91,10 @@ export class Dispatcher {
       return typeof map === "string" ? map : { agent, peer: null, digestMap: map };
     }
     if (!j.peerCluster || j.peerCluster === j.execCluster) return { agent, peer: null };
-    const peer = sessions.ofCluster(j.peerCluster).sort((a, b) => a.jobs.size - b.jobs.size)[0];
+    const peer = sessions
+      .ofCluster(j.peerCluster)
+      .filter((s) => !s.draining)
+      .sort((a, b) => a.jobs.size - b.jobs.size)[0];
     return peer ? { agent, peer } : `waiting for an agent of cluster ${j.peerCluster} to connect`;
   }
 

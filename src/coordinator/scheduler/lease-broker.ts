@@ -24,6 +24,9 @@ import { nextProgress } from "./progress";
 import type { StallWatch } from "./stall-watch";
 import { attemptFailed, awaitConfirmation, backupGone, changed, finish, succeeded } from "./transitions";
 
+/** Attempts refused by agents shutting down that one job gets back, at most (then they count). */
+export const MAX_REFUNDED_ATTEMPTS = 10;
+
 export class LeaseBroker {
   /** Lease token → its expiry as last renewed by a heartbeat (not written to the catalog). */
   readonly #renewed = new Map<string, number>();
@@ -239,7 +242,12 @@ export class LeaseBroker {
       return false;
     }
     if (o.code === Status.OK) this.#succeeded(j, o);
-    else if (j.operation.kind === "delete" && o.result?.$case === "delete") {
+    else if (o.refused && !j.cancelRequested && (j.refundedAttempts ?? 0) < MAX_REFUNDED_ATTEMPTS) {
+      // Refused before any work (the agent is shutting down): the attempt is given back.
+      j.refundedAttempts = (j.refundedAttempts ?? 0) + 1;
+      session.draining = true;
+      attemptFailed(this.ctx, j, o.code as Status, o.message);
+    } else if (j.operation.kind === "delete" && o.result?.$case === "delete") {
       // The delete removed the backup's snapshot, then failed: the backup is gone, whatever the job's end
       // (a failure or a cancel must not make it AVAILABLE again); the retry removes what is left.
       backupGone(this.ctx, j, o.result.value.warnings.concat(`the delete did not finish: ${o.message}`));

@@ -20,6 +20,7 @@ import type { JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
 import { knownChains, type Located, transferCapability } from "./capabilities";
 import { exportRequest, importRequest } from "./interchange";
+import { attemptBudget } from "./retry-policy";
 import { corruptChainReason, grownChainReason, verifyRequest } from "./verify";
 
 type Operation = NonNullable<LeaseMsg["operation"]>;
@@ -53,7 +54,7 @@ export function leaseOperation(catalog: Catalog, j: JobRecord, peer: AgentSessio
     : { address: "", clusterFsid: "" };
   const op = j.operation;
   // Not the last attempt: a transfer cut short keeps what it did, for the next attempt to resume.
-  const resumable = runner.attempt < j.maxAttempts + (j.extraAttempts ?? 0);
+  const resumable = runner.attempt < attemptBudget(j);
   if (op.kind === "backup") {
     const keep = keepSnapshots(catalog, located);
     forceFullAfterCorrupt(catalog, located, op);

@@ -34,6 +34,10 @@ export interface RetryDecision {
   extraAttempt: boolean;
 }
 
+/** Attempts a job may make: its maxAttempts, and those granted or given back beyond them. */
+export const attemptBudget = (j: JobRecord): number =>
+  j.maxAttempts + (j.extraAttempts ?? 0) + (j.refundedAttempts ?? 0);
+
 /** Another attempt, or null when the failure is final (or attempts are spent). */
 export function retryDecision(
   cfg: SchedulerConfig,
@@ -45,7 +49,7 @@ export function retryDecision(
     if ((j.extraAttempts ?? 0) >= LEFTOVER_RETRIES) return null;
     return { delayMs: cfg.leftoverWaitMs, extraAttempt: true };
   }
-  if (!isTransient(code) || j.attempts >= j.maxAttempts + (j.extraAttempts ?? 0)) return null;
+  if (!isTransient(code) || j.attempts >= attemptBudget(j)) return null;
   if (code === Status.RESOURCE_EXHAUSTED) {
     const baseMs = cfg.fullPoolBackoffMs;
     const d = backoffDelay(j.attempts, { baseMs, maxMs: 4 * baseMs, jitter: 1 }, random);

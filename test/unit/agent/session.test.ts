@@ -177,6 +177,7 @@ describe("coordinator session", () => {
       // The lease names no source volume: nothing to list.
       sourceSnapshots: [],
       sourceSnapshotsListed: false,
+      refused: false,
     });
     assert.equal(session?.runningCount, 0);
 
@@ -328,6 +329,9 @@ describe("coordinator session", () => {
     await waitFor("a heartbeat holding the lease", () =>
       of(s, "heartbeat").some((h) => h.leases.some((l) => l.token === "token-7")),
     );
+    assert.ok(of(s, "heartbeat").every((h) => !h.draining));
+    session?.drain();
+    await waitFor("a heartbeat saying it is shutting down", () => of(s, "heartbeat").some((h) => h.draining));
   });
 
   it("an agent holding nothing beats at the idle interval; one holding a lease at the short one", async () => {
@@ -367,6 +371,7 @@ describe("coordinator session", () => {
     const refused = of(s, "outcome").find((o) => o.token === "token-9");
     assert.equal(refused?.code, Status.UNAVAILABLE);
     assert.match(refused?.message ?? "", /agent agent-a is shutting down/);
+    assert.equal(refused?.refused, true, "refused before any work: the coordinator gives the attempt back");
     assert.equal(ops.attempts.length, 1);
 
     await sess.stop(0);

@@ -87,7 +87,7 @@ describe("session service: heartbeats and the catalog", () => {
     const registeredAt = writes[0]?.lastSeen ?? 0;
     for (let i = 0; i < 3; i++) {
       await new Promise((r) => setTimeout(r, 2));
-      inbox.push({ msg: { $case: "heartbeat", value: { leases: [] } } });
+      inbox.push({ msg: { $case: "heartbeat", value: { leases: [], draining: false } } });
       await until(() => received.length === 2 + i, `heartbeat ack ${i + 1}`);
     }
     assert.equal(writes.length, 1, "heartbeats inside the window write nothing");

@@ -339,10 +339,12 @@ export class Harness {
     result?: JobOutcome["result"],
     /** The source's backup snapshots the outcome lists (JobOutcome.source_snapshots); undefined = not listed. */
     sourceSnapshots?: BackupSnapshot[],
+    /** JobOutcome.refused: the agent refused the lease before any work (shutting down). */
+    refused = false,
   ): boolean {
     const l = agent.lease(jobId);
     const listed = { sourceSnapshots: sourceSnapshots ?? [], sourceSnapshotsListed: sourceSnapshots !== undefined };
-    return this.scheduler.onOutcome(agent, { jobId, token: l.token, code, message, result, ...listed });
+    return this.scheduler.onOutcome(agent, { jobId, token: l.token, code, message, result, refused, ...listed });
   }
 
   /**

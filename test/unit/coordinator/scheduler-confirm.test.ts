@@ -214,6 +214,7 @@ describe("scheduler: backups are confirmed by their destination", () => {
       result: { $case: "backup", value: backupResult(j.backupId) },
       sourceSnapshots: [],
       sourceSnapshotsListed: false,
+      refused: false,
     });
     assert.equal(stale, false, "the outcome re-sent after a reconnect is not applied twice");
   });

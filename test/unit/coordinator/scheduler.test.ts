@@ -352,6 +352,37 @@ describe("scheduler", () => {
       assert.deepEqual(retries, ["UNAVAILABLE", "UNAVAILABLE"]);
     });
 
+    it("an agent shutting down: its refusal gives the attempt back, and new leases go to another agent", async () => {
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      for (let i = 0; i < h.cfg.maxAttempts + 1; i++) {
+        if (i > 0) {
+          a1.draining = false; // as if it had not said so yet (its heartbeat comes every few seconds)
+          h.advance(2 * h.cfg.backoffMaxMs);
+          h.tick();
+        }
+        // Refused before any work, more times than the job has attempts: never FAILED for it.
+        h.outcome(a1, j.id, Status.UNAVAILABLE, "agent a1 is shutting down", undefined, undefined, true);
+        assert.equal(h.job(j.id).state, QUEUED, `refusal ${i + 1}`);
+        assert.equal(a1.draining, true, "its refusal says it is shutting down");
+      }
+      // It said so (its refusal; Heartbeat.draining too): another agent of the cluster takes the job.
+      const a2 = h.connect("a2", "a");
+      h.advance(2 * h.cfg.backoffMaxMs);
+      h.tick();
+      const running = h.job(j.id);
+      assert.equal(running.state, RUNNING, running.waitingReason);
+      assert.equal(running.lease?.agentId, "a2");
+      await h.backupDone(a2, running);
+      assert.equal(h.job(j.id).state, SUCCEEDED);
+      // With every agent of the cluster shutting down, the job waits, saying why.
+      const next = h.queueBackup(vol("v2"));
+      a2.draining = true;
+      h.tick();
+      assert.equal(h.job(next.id).state, QUEUED);
+      assert.match(h.job(next.id).waitingReason, /every agent of cluster a is shutting down/);
+    });
+
     it("the last attempt's expiry ends the job FAILED and its backup FAILED with the cause", async () => {
       const j = h.queueBackup(vol("v1"));
       for (let attempt = 1; attempt <= h.cfg.maxAttempts; attempt++) {
@@ -652,6 +683,7 @@ describe("scheduler", () => {
         result: { $case: "backup" as const, value: result },
         sourceSnapshots: [],
         sourceSnapshotsListed: false,
+        refused: false,
       };
       assert.equal(h.scheduler.onOutcome(back, outcome), true);
       await h.settle();

@@ -209,6 +209,7 @@ describe("snapshot hygiene: the scheduler sweeps the source after a backup or a 
       result: { $case: "backup" as const, value: r },
       sourceSnapshots: [],
       sourceSnapshotsListed: true,
+      refused: false,
     };
     assert.equal(h.scheduler.onOutcome(b1, forged), false);
     await h.settle();
