@@ -270,8 +270,9 @@ export class LeaseBroker {
    */
   #succeeded(j: JobRecord, o: JobOutcome): void {
     const kind = j.operation.kind;
-    if (kind === "delete" || kind === "flatten" || kind === "export") succeeded(this.ctx, j, o);
-    else if (kind === "verify" && o.result?.$case === "verify") succeeded(this.ctx, j, o);
+    // Each succeeds only with its own result: a delete without one would leave its backup DELETING for good.
+    if ((kind === "delete" || kind === "flatten" || kind === "export" || kind === "verify") && o.result?.$case === kind)
+      succeeded(this.ctx, j, o);
     else if ((kind === "backup" || kind === "import") && o.result?.$case === "backup")
       awaitConfirmation(this.ctx, j, o.result);
     else if (kind === "restore" && o.result?.$case === "restore") awaitConfirmation(this.ctx, j, o.result);

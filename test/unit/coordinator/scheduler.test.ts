@@ -134,6 +134,15 @@ describe("scheduler", () => {
         assert.match(b.warnings.join("\n"), /the delete did not finish: snapshot removed/);
         assert.equal(h.job(d.id).state, cancel ? CANCELLED : QUEUED, "a failure is retried");
       }
+      // A success without its result is no success (the backup would stay DELETING for good): retried.
+      const bare = h.queueBackup(vol("db"));
+      h.tick();
+      await h.backupDone(a1, bare);
+      const db = h.queueDelete(bare.backupId);
+      await h.tickAfterSweep();
+      h.outcome(b1, db.id, Status.OK, "");
+      assert.equal(h.job(db.id).state, QUEUED);
+      assert.match(h.job(db.id).errorMessage, /reported a delete done without its result/);
       // A failure before anything was removed (no result): the backup is as it was.
       const kept = h.queueBackup(vol("dk"));
       h.tick();
