@@ -123,7 +123,8 @@ export class AgentMetrics {
       name: "rbdbackup_librbd_io_duration_seconds",
       help: "Latency of librbd aio operations issued by transfers.",
       labelNames: ["op"],
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+      // Up to 2 min: Ceph's slow requests (30 s and more) must show, not flatten at the top bucket.
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 10, 30, 60, 120],
       registers: [r],
     });
     const self = this;
@@ -148,6 +149,7 @@ export class AgentMetrics {
       received: (pool, n) => recvBytes.labels(pool).inc(n),
       written: (pool, n) => writtenBytes.labels(pool).inc(n),
       checksumFailure: (pool) => crcFailures.labels(pool).inc(),
+      receiving: (pool) => crcFailures.labels(pool).inc(0),
       compression: (direction, algorithm, raw, wire) => {
         rawBytes.labels(direction, algorithm).inc(raw);
         wireBytes.labels(direction, algorithm).inc(wire);

@@ -16,6 +16,11 @@ export interface TransferMeter {
   written(pool: string, bytes: number): void;
   checksumFailure(pool: string): void;
   /**
+   * Destination: a stream into `pool` opened — its checksum-failure series exists (at 0) before any
+   * chunk is checked, so that the first corrupt chunk counts as an increase for the alert.
+   */
+  receiving?(pool: string): void;
+  /**
    * A chunk of a compressed stream sent or received: its bytes before (`raw`) and after (`wire`)
    * compression (equal when it went as it was).
    */

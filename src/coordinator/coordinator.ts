@@ -115,7 +115,11 @@ export class Coordinator {
     const relay = new SchedulerRelay(cfg.scheduler, this.sessions);
     // One counter of failed catalog reads for every catalog-backed metric (metric-guard.ts).
     const collectErrors = collectErrorsCounter();
-    const policyMetrics = new PolicyMetrics(() => this.policyRunner?.samples() ?? [], collectErrors);
+    const policyMetrics = new PolicyMetrics(
+      () => this.policyRunner?.samples() ?? [],
+      collectErrors,
+      () => opened.policies.allPolicies().map((p) => p.name),
+    );
     const ha = new HaControl({
       catalog: opened,
       sessions: this.sessions,

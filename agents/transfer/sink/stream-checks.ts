@@ -67,7 +67,9 @@ export class StreamChecks {
     readonly pool: string,
     /** Injected by tests without the addon (the CRC-32C in plain JS). */
     readonly checksum?: (data: Uint8Array) => number,
-  ) {}
+  ) {
+    meter.receiving?.(pool);
+  }
 
   /** Checks one message; throws INVALID_ARGUMENT or DATA_LOSS for one that must not be written. */
   next(m: TransferMessage): Checked {

@@ -39,12 +39,7 @@ export interface VolumeSample {
 }
 
 export class PolicyMetrics {
-  readonly missedRuns = new client.Counter({
-    name: "rbdbackup_policy_missed_runs_total",
-    help: "Slots that passed without a run (coordinator down, window closed, previous run still going), by policy.",
-    labelNames: ["policy"],
-    registers: [],
-  });
+  readonly missedRuns: client.Counter<"policy">;
   readonly retentionDeletions = new client.Counter({
     name: "rbdbackup_policy_retention_deletions_total",
     help: "Backups a policy's retention queued for deletion (DELETE jobs), by policy.",
@@ -86,7 +81,32 @@ export class PolicyMetrics {
     sampleNow: () => VolumeSample[],
     /** Where a failed catalog read is counted (metric-guard.ts; the coordinator's shared counter). */
     errors: CollectErrors = collectErrorsCounter(),
+    /**
+     * Every stored policy's name, asked at each scrape: their counters exist at 0 on every coordinator,
+     * standbys too — after a failover the new leader adds the missed slots to a series Prometheus already
+     * has (a series born with them reads as no increase), and a deleted policy's go.
+     */
+    policyNames?: () => string[],
   ) {
+    const self = this;
+    this.missedRuns = new client.Counter({
+      name: "rbdbackup_policy_missed_runs_total",
+      help: "Slots that passed without a run (coordinator down, window closed, previous run still going), by policy.",
+      labelNames: ["policy"],
+      registers: [],
+      collect() {
+        if (!policyNames) return;
+        let names: string[];
+        try {
+          names = policyNames();
+        } catch {
+          return; // the catalog failing: the series stay as they are
+        }
+        const now = new Set(names);
+        for (const p of names) self.know(p);
+        for (const p of [...self.#known]) if (!now.has(p)) self.forget(p);
+      },
+    });
     for (const name of SAMPLED) errors.labels(name).inc(0);
     // Both gauges of one scrape share one computation (it reads every protected volume's backups). A
     // catalog read that fails leaves both without series for the scrape (counted), not a failed scrape.

@@ -39,6 +39,37 @@ describe("PolicyMetrics", () => {
     assert.equal(sample(await registry(m).metrics(), "rbdbackup_policy_missed_runs_total", { policy: "gold" }), 3);
   });
 
+  it("every stored policy's counters exist at 0 on any coordinator, a standby too (a failover's missed slots then show as an increase); a deleted one's go", async () => {
+    let names = ["gold", "silver"];
+    const m = new PolicyMetrics(
+      () => [],
+      undefined,
+      () => names,
+    );
+    const r = registry(m);
+    let text = await r.metrics();
+    assert.equal(sample(text, "rbdbackup_policy_missed_runs_total", { policy: "gold" }), 0);
+    assert.equal(sample(text, "rbdbackup_policy_missed_runs_total", { policy: "silver" }), 0);
+    m.missedRuns.labels("gold").inc(60); // a day of missed slots after it took over
+    names = ["gold"];
+    text = await r.metrics();
+    assert.equal(sample(text, "rbdbackup_policy_missed_runs_total", { policy: "gold" }), 60);
+    assert.equal(sample(text, "rbdbackup_policy_missed_runs_total", { policy: "silver" }), null, "deleted: gone");
+    names = [];
+    const failing = new PolicyMetrics(
+      () => [],
+      undefined,
+      () => {
+        throw new Error("catalog down");
+      },
+    );
+    assert.doesNotMatch(
+      await registry(failing).metrics(),
+      /policy=/,
+      "a failing read: nothing, and the scrape answers",
+    );
+  });
+
   it("the per-volume gauges from the samples; a failing catalog read: no series, counted, the scrape answers", async () => {
     const errors = collectErrorsCounter();
     const m = new PolicyMetrics(() => [vol("v1", "ok", 600), vol("v2", "pending")], errors);

@@ -344,6 +344,8 @@ describe("runSink: failures", () => {
     assert.equal(status(e), Status.DATA_LOSS);
     assert.match(e.message, /checksum mismatch in the chunk at offset 131072/);
     assert.equal(deps.counts.checksumFailures, 1);
+    // The pool's failure series existed before that chunk (a series born at 1 reads as no increase).
+    assert.deepEqual(deps.counts.receiving, ["backups"]);
     assert.equal(
       at(ceph.log, `write ${h.destination?.image} ${2 * CHUNK}+`),
       -1,

@@ -24,15 +24,16 @@ export function quietLogger(lines: LogLine[] = []): Logger {
 export interface TestDeps extends SinkDeps<SinkCluster> {
   cluster: FakeCeph;
   journal: MemoryJournal;
-  counts: { checksumFailures: number; written: number };
+  counts: { checksumFailures: number; written: number; receiving: string[] };
   lines: LogLine[];
 }
 
 export function sinkDeps(ceph: FakeCeph, over: Partial<SinkDeps<SinkCluster>> = {}): TestDeps {
-  const counts = { checksumFailures: 0, written: 0 };
+  const counts = { checksumFailures: 0, written: 0, receiving: [] as string[] };
   const meter: TransferMeter = {
     ...noMeter,
     checksumFailure: () => counts.checksumFailures++,
+    receiving: (pool) => counts.receiving.push(pool),
     written: (_pool, bytes) => {
       counts.written += bytes;
     },
