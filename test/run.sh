@@ -117,6 +117,13 @@ trap 'exit 130' INT
 run_files "${RBDBACKUP_TEST_CONCURRENCY:-2}" "${shared[@]}"
 run_files 1 "${alone[@]}"
 
+# A test skipped for want of what this command installs (PostgreSQL, Prometheus) is a failure here: a
+# broken install must not pass as green (skipping stays right for a hand-run file without them).
+if grep -E '# SKIP .*(RBDBACKUP_TEST_PG_URL is not set|promtool not installed|prometheus not installed)' "$tap" >&2; then
+  echo "===== tests above were skipped for want of what npm test installs: counted as failed =====" >&2
+  [ "$status" -ne 0 ] || status=1
+fi
+
 if [ "$status" -ne 0 ] && [ -d "$RBDBACKUP_FAILURE_LOG_DIR" ]; then
   for f in "$RBDBACKUP_FAILURE_LOG_DIR"/*.log; do
     [ -e "$f" ] || continue

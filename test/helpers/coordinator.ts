@@ -153,11 +153,11 @@ export async function cloneRestored(
   timeoutMs?: number,
 ): Promise<VolumeRef> {
   const target: VolumeRef = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName(prefix) };
+  vols.track("site-b", "rbd", target.image); // before the job: removed whatever it ends with
   await succeeded(
     client,
     (await client.restoreBackup({ backupId, target, mode: RestoreMode.RESTORE_MODE_CLONE })).id,
     timeoutMs,
   );
-  vols.track("site-b", "rbd", target.image);
   return target;
 }

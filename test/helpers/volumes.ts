@@ -103,7 +103,9 @@ export class Volumes {
 
   /** Removes every image this helper made (with its snapshots), then disconnects. */
   async cleanup(): Promise<void> {
-    for (const m of this.made) {
+    // Newest first: a clone (tracked after the backup it was made from) goes before the base image
+    // whose protected snapshot it depends on.
+    for (const m of [...this.made].reverse()) {
       const io = await this.io(m.cluster, m.pool).catch(() => null);
       if (!io) continue;
       const img = await io.imageOpen(m.image).catch(() => null);

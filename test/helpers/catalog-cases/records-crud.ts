@@ -86,7 +86,7 @@ export function recordsCrud(open: OpenCatalog): void {
           [b1.id, b2.id],
         );
         assert.throws(() => c.updateBackup(backup(v, T0)), /not in the catalog/);
-        assert.throws(() => c.insertBackup(b2));
+        assert.throws(() => c.insertBackup(b2), isUniqueViolation, "a second insert of one id: a unique violation");
       }));
 
     it("jobs: insert, get, update, by idempotency key; a taken key is a UNIQUE error", () =>

@@ -11,10 +11,11 @@ import { monitorEventLoopDelay } from "node:perf_hooks";
 import { after, before, describe, it } from "node:test";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import type { Cluster, IoCtx } from "../../../agents/ceph";
+import { type Cluster, type IoCtx, isCephError } from "../../../agents/ceph";
 import { type NativeTesting, native } from "../../../agents/ceph/native";
 import { delay } from "../../../src/common/retry";
 import { connectLab, uniqueName } from "../../helpers/lab";
+import { waitFor } from "../../helpers/wait";
 
 process.env.RBDBACKUP_NATIVE_TEST_FAULTS = "1";
 setFlagsFromString("--expose-gc");
@@ -48,13 +49,33 @@ describe("final closes run off the JS thread", () => {
     io = await cluster.openIoCtx("rbd");
   });
 
+  /** Images the tests made: removed in after() whatever a test ended with (a dropped handle still
+   * watching one makes its removal EBUSY until the closer got to it: retried, bounded). */
+  const made: string[] = [];
+
   after(async () => {
+    for (const n of made) {
+      await waitFor(
+        async () => {
+          try {
+            await io.imageRemove(n);
+            return true;
+          } catch (e) {
+            if (isCephError(e, "ENOENT")) return true;
+            if (isCephError(e, "EBUSY")) return false;
+            throw e;
+          }
+        },
+        { what: `the removal of ${n}`, timeoutMs: 60_000 },
+      ).catch((e: unknown) => console.log(`# gc-close: ${n} not removed: ${String(e)}`));
+    }
     await io.close();
     await cluster.close();
   });
 
   it("an open image JS drops is closed by the closer thread; its watch is gone", async () => {
     const name = uniqueName("gc-image");
+    made.push(name);
     await io.imageCreate(name, 4 << 20);
     const before = stats();
     // In its own function, so that nothing on this frame keeps the image reachable.
@@ -80,6 +101,7 @@ describe("final closes run off the JS thread", () => {
 
   it("a whole chain JS drops (cluster, I/O context, image) is closed by the closer, child first", async () => {
     const name = uniqueName("gc-chain");
+    made.push(name);
     await io.imageCreate(name, 4 << 20);
     const before = stats();
     await (async () => {
@@ -100,6 +122,7 @@ describe("final closes run off the JS thread", () => {
 
   it("an explicit close() still closes on libuv's pool before it resolves", async () => {
     const name = uniqueName("gc-explicit");
+    made.push(name);
     await io.imageCreate(name, 4 << 20);
     const before = stats();
     const im = await io.imageOpen(name);

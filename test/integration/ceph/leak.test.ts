@@ -9,6 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import type { IoCtx } from "../../../agents/ceph";
 import { connectLab, uniqueName } from "../../helpers/lab";
 
 const MiB = 1 << 20;
@@ -32,11 +33,24 @@ describe("leak check", () => {
     const io = await cluster.openIoCtx("rbd");
     const name = uniqueName("leak");
     await io.imageCreate(name, 4 * MiB);
-    const w = await io.imageOpen(name);
-    await w.write(Buffer.alloc(4 * MiB, 3), 0);
-    await w.snapCreate("s");
-    await w.close();
+    try {
+      const w = await io.imageOpen(name);
+      await w.write(Buffer.alloc(4 * MiB, 3), 0);
+      await w.snapCreate("s");
+      await w.close();
+      await cycles(io, name);
+    } finally {
+      // Whatever failed (the RSS bound is what this test is for), the image and the connection go.
+      const im = await io.imageOpen(name).catch(() => null);
+      await im?.snapRemove("s").catch(() => {});
+      await im?.close();
+      await io.imageRemove(name).catch(() => {});
+      await io.close();
+      await cluster.close();
+    }
+  });
 
+  async function cycles(io: IoCtx, name: string): Promise<void> {
     let started = 0;
     let rssAfterWarmup = 0;
     const buffers = Array.from({ length: PARALLEL }, () => Buffer.alloc(64 * 1024));
@@ -63,14 +77,7 @@ describe("leak check", () => {
       `leak check: ${CYCLES} cycles, RSS after warm-up ${(rssAfterWarmup / MiB).toFixed(1)} MiB, at end ${(rssEnd / MiB).toFixed(1)} MiB, growth ${growth.toFixed(1)} MiB`,
     );
     assertGrowth(growth, 48, `${CYCLES - WARMUP} cycles`);
-
-    const im = await io.imageOpen(name);
-    await im.snapRemove("s");
-    await im.close();
-    await io.imageRemove(name);
-    await io.close();
-    await cluster.close();
-  });
+  }
 
   it("200 connect/close cycles keep RSS bounded", { timeout: 300_000 }, async () => {
     let base = 0;

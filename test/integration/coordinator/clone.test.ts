@@ -55,13 +55,13 @@ describe("coordinator: CLONE restore, delete guard, failover", () => {
 
     // CLONE restore: time from the call to a SUCCEEDED job.
     const t1: VolumeRef = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName("instant") };
+    vols.track("site-b", "rbd", t1.image); // before the job: removed by after() whatever it ends with
     const started = performance.now();
     const r = await c.restoreBackup({ backupId: b.id, target: t1, mode: RestoreMode.RESTORE_MODE_CLONE });
     const done = await succeeded(c, r.id);
     const seconds = (performance.now() - started) / 1000;
-    vols.track("site-b", "rbd", t1.image);
+    // Reported, not asserted (no timing in tests): "instant" is that no data is copied, asserted next.
     console.log(`# CLONE restore of a ${SIZE_GIB} GiB volume (64 MiB written): usable after ${seconds.toFixed(2)} s`);
-    assert.ok(seconds < 3, `usable in < 3 s (took ${seconds.toFixed(2)} s)`);
     assert.equal(done.restore?.dataBytesSent, 0, "no data copied");
     assert.deepEqual(done.backup?.clones, [t1]);
     assert.equal(await sha("site-b", spec(t1)), source, "the clone reads as the source at the snapshot");
@@ -79,6 +79,7 @@ describe("coordinator: CLONE restore, delete guard, failover", () => {
 
     // Failover: the newest backup at site-b becomes site-b/rbd/<t2>, flattened afterwards.
     const t2: VolumeRef = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName("failover") };
+    vols.track("site-b", "rbd", t2.image);
     const fo = await c.failoverVolume({
       volume,
       location: { cluster: "site-b", pool: "backups", namespace: "" },
@@ -89,7 +90,6 @@ describe("coordinator: CLONE restore, delete guard, failover", () => {
     });
     assert.equal(fo.backup?.id, b.id);
     await succeeded(c, fo.job?.id ?? "");
-    vols.track("site-b", "rbd", t2.image);
     const flatten = await waitFor(
       async () =>
         (await c.listJobs({ kind: JobKind.JOB_KIND_FLATTEN, backupId: b.id, state: 0, pageSize: 10, pageToken: "" }))

@@ -557,7 +557,9 @@ describe("rbd-diff interchange (coordinator side)", () => {
       }
       p.end();
     })();
-    await new Promise((r) => setTimeout(r, 20));
+    // The writer fills the pipe to its limit, then waits: a few turns of the event loop change nothing.
+    await until(() => p.buffered >= 800, "the writer to fill the pipe");
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
     assert.ok(written <= 3, `the writer ran ahead: ${written} chunks`);
     assert.ok(p.buffered <= 1200);
     let n = 0;

@@ -376,17 +376,16 @@ describe("planRetention: randomised against the brute force", () => {
   });
 });
 
-describe("planRetention: performance", () => {
-  it("10,000 candidates over two years in a DST zone in well under a second", () => {
+describe("planRetention: at scale", () => {
+  // Its speed is not asserted here (no timing in tests): the 10,000 candidates are a scale check only.
+  it("10,000 candidates over two years in a DST zone: each kept or dropped exactly once", () => {
     const c: RetentionCandidate[] = [];
     const start = Date.parse("2022-01-01T00:00:00Z");
     for (let i = 0; i < 10_000; i++) c.push({ id: `id-${i}`, at: start + i * 6_317_000 });
     c.reverse();
-    const t0 = performance.now();
     const plan = planRetention(BENJI, c, start + 10_000 * 6_317_000, "Europe/Paris");
-    const ms = performance.now() - t0;
     assert.equal(plan.keep.size + plan.drop.length, 10_000);
-    assert.ok(ms < 500, `planRetention took ${ms.toFixed(1)} ms`);
+    assert.equal(new Set([...plan.keep, ...plan.drop]).size, 10_000, "no candidate both kept and dropped");
   });
 });
 

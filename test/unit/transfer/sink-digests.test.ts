@@ -103,7 +103,7 @@ describe("runSink: digest maps", () => {
     const h = header();
     ceph.faults.objCreate = cephError("EIO", "rados_write_op_operate");
     ceph.faults.objCreateOid = metaObjectName(h.backupId);
-    await assert.rejects(runSink(deps, new Feed(messages(h, [{ offset: 0, data: pattern(B, 1) }]))));
+    await assert.rejects(runSink(deps, new Feed(messages(h, [{ offset: 0, data: pattern(B, 1) }]))), /EIO/);
     assert.ok(at(ceph.log, `objCreate ${digestsObjectName(h.backupId)}`) >= 0, "the map was written");
     assert.equal(poolState(ceph, "backups"), before, "image, map and metadata gone");
   });

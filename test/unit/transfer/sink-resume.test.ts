@@ -372,7 +372,7 @@ describe("resumable transfers: the destination", () => {
     assert.equal(rp.reason, "");
     const resumed = { ...retry, resumeOffset: rp.offset, resumePrefixDigest: rp.prefixDigest };
     ceph.faults.metaSetAfter = cephError("ETIMEDOUT", "rbd_metadata_set");
-    await assert.rejects(runSink(d, new Feed(resumedMessages(resumed, chunkParts(4, CHUNK), rp))));
+    await assert.rejects(runSink(d, new Feed(resumedMessages(resumed, chunkParts(4, CHUNK), rp))), /ETIMEDOUT/);
     ceph.faults.metaSetAfter = undefined;
     // Whatever the journal still holds is undone when its hold expires; nothing may stay behind.
     for (const e of d.journal.entries.values()) e.heldUntil = new Date(0).toISOString();

@@ -275,7 +275,15 @@ describe("runSink: commit", () => {
     const commits = new RecentCommits();
     ceph.faults.snapCreate = cephError("EIO", "rbd_snap_create");
     const h = header();
-    await assert.rejects(runSink(sinkDeps(ceph, { commits }), new Feed(messages(h, chunkParts(2, CHUNK)))));
+    // It fails at the snapshot (after all its data was written), not before.
+    await assert.rejects(
+      runSink(sinkDeps(ceph, { commits }), new Feed(messages(h, chunkParts(2, CHUNK)))),
+      /rbd_snap_create/,
+    );
+    assert.ok(
+      ceph.log.some((l) => l.startsWith(`write ${h.destination?.image} ${CHUNK}+`)),
+      "its data was written",
+    );
     const r = header({
       kind: TransferKind.RESTORE_NEW,
       destination: { pool: "rbd", namespace: "", image: "restored" },
