@@ -8,7 +8,9 @@
  * left out of the gauge until a later sweep finds it again (recreated under its name) or its backups are
  * gone. A cluster without a connected agent, or a question that fails, changes nothing: a volume is
  * "gone" only on an agent's word. What it knows lives in memory: a new leader sweeps soon after it leads
- * (`firstSweepMs`), well inside the alert's `for: 10m`.
+ * (`firstSweepMs`), well inside the alert's `for: 10m`, and a sweep that left volumes unasked (their
+ * cluster's agent not back yet after the restart, a question that failed) is followed by another that
+ * soon, not an interval later.
  */
 import type { Logger } from "../common/log";
 import type { VolumeRef } from "../gen/rbdbackup/v1/common";
@@ -59,9 +61,9 @@ export class VolumePresence {
    * One sweep (the timer's, or a test's): asks about every stale volume of a cluster with a connected
    * agent. Returns what it learned. On a standby: nothing (agents connect to the leader only).
    */
-  async sweep(): Promise<{ asked: number; gone: number }> {
+  async sweep(): Promise<{ asked: number; gone: number; unasked: number }> {
     const d = this.#d;
-    if (!d.leading()) return { asked: 0, gone: 0 };
+    if (!d.leading()) return { asked: 0, gone: 0, unasked: 0 };
     const now = (d.now ?? Date.now)();
     const staleAfter = d.staleAfterMs ?? PRESENCE_STALE_AFTER_MS;
     const all = d.catalog.lastSuccessByVolume();
@@ -72,8 +74,12 @@ export class VolumePresence {
     for (const k of this.#gone) if (!present.has(k)) this.#gone.delete(k);
     for (const v of all) if (now - v.at <= staleAfter) this.#gone.delete(key(v));
     let asked = 0;
+    let unasked = 0;
     const askAbout = async (v: (typeof stale)[number]) => {
-      if (d.sessions.ofCluster(v.cluster).length === 0) return;
+      if (d.sessions.ofCluster(v.cluster).length === 0) {
+        unasked++;
+        return;
+      }
       const q = { pools: [v.pool], image: v };
       try {
         const r = await ask(d.sessions.any(v.cluster), probeRequest(q), "probe", this.#ac.signal);
@@ -87,6 +93,7 @@ export class VolumePresence {
         if (missing) this.#gone.add(key(v));
         else this.#gone.delete(key(v));
       } catch (err) {
+        unasked++;
         d.log.debug("volume presence: question not answered; the volume's state is kept", { cluster: v.cluster, err });
       }
     };
@@ -98,7 +105,7 @@ export class VolumePresence {
         await askAbout(stale[next++] as (typeof stale)[number]);
     };
     await Promise.all(Array.from({ length: Math.min(d.concurrency ?? PRESENCE_CONCURRENCY, stale.length) }, worker));
-    return { asked, gone: this.#gone.size };
+    return { asked, gone: this.#gone.size, unasked };
   }
 
   /** Sweeps every intervalMs, and soon after this coordinator starts leading. */
@@ -116,6 +123,10 @@ export class VolumePresence {
       if (leading && !this.#sweeping && Date.now() >= nextAt) {
         nextAt = Date.now() + interval;
         this.#sweeping = this.sweep()
+          .then((r) => {
+            // Some volumes not asked about: soon again, not an interval later (their alert's for: 10m).
+            if (r.unasked > 0) nextAt = Math.min(nextAt, Date.now() + first);
+          })
           .catch((err) => d.log.warn("volume presence sweep failed", { err }))
           .finally(() => {
             this.#sweeping = null;

@@ -100,7 +100,7 @@ describe("volume presence and the last-success gauge", () => {
     t.existing.add("a/kept");
     t.existing.add("a/fresh");
     assert.deepEqual(await t.series(), ["deleted", "kept", "fresh"], "before any sweep: every volume");
-    assert.deepEqual(await t.presence.sweep(), { asked: 2, gone: 1 });
+    assert.deepEqual(await t.presence.sweep(), { asked: 2, gone: 1, unasked: 0 });
     assert.deepEqual(t.asked.sort(), ["a/deleted", "a/kept"], "only volumes old enough to alert");
     assert.deepEqual(await t.series(), ["kept", "fresh"]);
     // Recreated under its name: back in the gauge at the next sweep.
@@ -124,12 +124,16 @@ describe("volume presence and the last-success gauge", () => {
   it("no agent of the cluster, or a question that fails: nothing changes (gone only on an agent's word)", async () => {
     const t = setup([v("a", "x", 30), v("b", "y", 30)]);
     t.agent("a"); // none of cluster b
-    await t.presence.sweep();
+    assert.equal((await t.presence.sweep()).unasked, 1, "b/y unasked: the next sweep comes soon (start())");
     assert.deepEqual(await t.series(), ["y"], "a/x is gone; b/y was never asked about");
     assert.deepEqual(t.asked, ["a/x"]);
     t.fail(true);
     t.existing.add("a/x");
-    assert.deepEqual(await t.presence.sweep(), { asked: 0, gone: 1 }, "a failed question keeps what was known");
+    assert.deepEqual(
+      await t.presence.sweep(),
+      { asked: 0, gone: 1, unasked: 2 },
+      "a failed question keeps what was known",
+    );
     assert.deepEqual(await t.series(), ["y"]);
   });
 
@@ -161,7 +165,7 @@ describe("volume presence and the last-success gauge", () => {
       (held.shift() as () => void)();
       released++;
     }
-    assert.deepEqual(await sweep, { asked: 11, gone: 11 });
+    assert.deepEqual(await sweep, { asked: 11, gone: 11, unasked: 0 });
     assert.equal(peak, 3);
     assert.deepEqual(await t.series(), []);
   });
@@ -169,7 +173,7 @@ describe("volume presence and the last-success gauge", () => {
   it("a standby asks nothing", async () => {
     const t = setup([v("a", "x", 30)], { leading: false });
     t.agent("a");
-    assert.deepEqual(await t.presence.sweep(), { asked: 0, gone: 0 });
+    assert.deepEqual(await t.presence.sweep(), { asked: 0, gone: 0, unasked: 0 });
     assert.deepEqual(t.asked, []);
   });
 
@@ -185,6 +189,22 @@ describe("volume presence and the last-success gauge", () => {
         what: "the sweep's answer",
         timeoutMs: 10_000,
       });
+    } finally {
+      await t.presence.stop();
+    }
+  });
+
+  it("a sweep that found its cluster without an agent (not back yet after a restart) is followed by another soon, not an interval later", async () => {
+    const t = setup([v("b", "y", 30)], { firstSweepMs: 20 }); // the interval: 15 min
+    let sweeps = 0;
+    const sweep = t.presence.sweep.bind(t.presence);
+    t.presence.sweep = () => sweep().finally(() => sweeps++);
+    t.presence.start();
+    try {
+      await waitFor(() => sweeps >= 1, { what: "the first sweep (no agent of b)", timeoutMs: 10_000 });
+      assert.deepEqual(t.asked, []);
+      t.agent("b");
+      await waitFor(() => t.asked.includes("b/y"), { what: "a sweep soon after, asking about b/y", timeoutMs: 10_000 });
     } finally {
       await t.presence.stop();
     }
