@@ -10,6 +10,8 @@
  * one must be placed there on purpose (the guard refuses a scoped caller's call to a method it lacks).
  */
 import { type CallContext, ServerError, type ServerMiddlewareCall, Status } from "nice-grpc-common";
+import { failedPrecondition, notFound } from "../../common/errors";
+import { isBaseImage } from "../../common/ids";
 import type {
   Backup,
   CheckClusterRequest,
@@ -34,6 +36,7 @@ import type {
 } from "../../gen/rbdbackup/v1/policy";
 import type { Audit } from "../audit";
 import { BACKUP_SERVICE, callerName, callerOf, MUTATING } from "../authz";
+import { volumeKey } from "../model";
 import type { Scope, ScopeStore } from "../scopes";
 import type { ApiDeps } from "./deps";
 import { backupOfClone } from "./flatten";
@@ -55,13 +58,27 @@ interface Guard {
   policyName(name: string | undefined): void;
   /** A stored policy of this name the client may see (false for an unknown name). */
   seesPolicyNamed(name: string): boolean;
+  /** A scoped client names its policy's destination pool (a default is resolved again at every run). */
+  explicitDestination(p: Policy): void;
   seesBackup(b: Backup | undefined): boolean;
   seesJob(j: Pick<Job, "volume" | "backupId">): boolean;
   seesPolicy(p: Policy): boolean;
 }
 
-/** What each method's request must keep in scope (before), and how its answer is filtered (after). */
-type Check = { before?: (g: Guard, req: Msg) => void; after?: (g: Guard, res: Msg) => Msg };
+/**
+ * What each method's request must keep in scope (before: it throws OutOfScope, or returns the request
+ * as the handler gets it), and how its answer is filtered (after). A paged listing names its items'
+ * field: its pages are read on until one is full or the listing ends, so that neither a short page nor
+ * a token tells how many of another's items were skipped.
+ */
+type Check = {
+  before?: (g: Guard, req: Msg) => Msg | undefined | void;
+  after?: (g: Guard, res: Msg) => Msg;
+  paged?: string;
+};
+
+/** Rows a scoped listing call reads at most (its page then ends where it got to, with a token). */
+export const SCOPED_LIST_MAX_ROWS = 20_000;
 
 const byBackup = (field = "backup_id"): Check => ({ before: (g, r) => g.backupId(r.backupId, field) });
 const byJob: Check = { before: (g, r) => g.jobId(r.jobId) };
@@ -89,6 +106,7 @@ export const CHECKS: Readonly<Record<string, Check>> = {
   GetBackup: byBackup(),
   ListBackups: {
     after: (g, res: ListBackupsResponse) => ({ ...res, backups: res.backups.filter((b) => g.seesBackup(b)) }),
+    paged: "backups",
   },
   ListBackupSnapshots: { before: (g, r) => g.volume(r.volume, "volume") },
   VerifyBackup: byBackup(),
@@ -107,6 +125,7 @@ export const CHECKS: Readonly<Record<string, Check>> = {
       if (r.backupId) g.backupId(r.backupId, "backup_id");
     },
     after: (g, res: ListJobsResponse) => ({ ...res, jobs: res.jobs.filter((j) => g.seesJob(j)) }),
+    paged: "jobs",
   },
   ListAgents: {
     after: (g, res: ListAgentsResponse) => ({
@@ -118,7 +137,9 @@ export const CHECKS: Readonly<Record<string, Check>> = {
     before: (g, r: CheckClusterRequest) => {
       if (!r.cluster) return;
       g.need(g.scope.touches(r.cluster), `cluster ${r.cluster}`);
-      g.location({ cluster: r.cluster, pool: r.backupPool, namespace: "" }, "backup_pool");
+      // The backup pool is judged when named, or (the default one) when the client keeps backups there.
+      if (r.backupPool || g.scope.entries.some((e) => e.kind === "backups" && e.cluster === r.cluster))
+        g.location({ cluster: r.cluster, pool: r.backupPool, namespace: "" }, "backup_pool");
     },
   },
   FailoverVolume: {
@@ -151,11 +172,19 @@ export const CHECKS: Readonly<Record<string, Check>> = {
       }
     },
   },
-  CreatePolicy: { before: (g, r) => r.policy && g.need(g.seesPolicy(r.policy), `policy ${r.policy.name}`) },
+  CreatePolicy: {
+    before: (g, r) => {
+      if (!r.policy) return;
+      g.explicitDestination(r.policy);
+      g.need(g.seesPolicy(r.policy), `policy ${r.policy.name}`);
+    },
+  },
   UpdatePolicy: {
     before: (g, r) => {
       g.policyName(r.policy?.name);
-      if (r.policy) g.need(g.seesPolicy(r.policy), `policy ${r.policy.name} as updated`);
+      if (!r.policy) return;
+      g.explicitDestination(r.policy);
+      g.need(g.seesPolicy(r.policy), `policy ${r.policy.name} as updated`);
     },
   },
   GetPolicy: byPolicy,
@@ -165,16 +194,27 @@ export const CHECKS: Readonly<Record<string, Check>> = {
   RunPolicyNow: byPolicy,
   ListPolicies: {
     after: (g, res: ListPoliciesResponse) => ({ ...res, policies: res.policies.filter((p) => g.seesPolicy(p)) }),
+    paged: "policies",
   },
   GetVolumeProtection: {
     before: (g, r: GetVolumeProtectionRequest) => {
       g.volume(r.volume, "volume");
-      if (r.policy) g.policyName(r.policy);
-    },
-    // Without a policy named, the handler picks the volume's record: of a policy the client may see only.
-    after: (g, res: VolumeProtection) => {
-      g.policyName(res.policy);
-      return res;
+      if (r.policy || !r.volume?.cluster) {
+        if (r.policy) g.policyName(r.policy);
+        return;
+      }
+      // Without a policy named, the handler would pick among every policy's record of the volume (and
+      // name them all when there are several): the client's own are its choice.
+      const own = g.deps.catalog.policies
+        .protectionOfVolume(volumeKey(r.volume))
+        .map((rec) => rec.policy)
+        .filter((name) => g.seesPolicyNamed(name));
+      if (own.length === 0) throw notFound(`volume ${label(r.volume)} is not protected by any policy`);
+      if (own.length > 1)
+        throw failedPrecondition(
+          `volume ${label(r.volume)} is in ${own.length} policies (${own.join(", ")}): name one with policy`,
+        );
+      return { ...r, policy: own[0] };
     },
   },
   ListVolumeProtection: {
@@ -185,6 +225,7 @@ export const CHECKS: Readonly<Record<string, Check>> = {
       ...res,
       volumes: res.volumes.filter((v) => g.scope.sees(v.volume) && g.seesPolicyNamed(v.policy)),
     }),
+    paged: "volumes",
   },
   GetCoordinatorStatus: {},
   // Admins only, and admins are never scoped: reached by no scoped caller (the guard refuses it if one did).
@@ -222,6 +263,8 @@ function guardOf(deps: ApiDeps, scope: Scope): Guard {
     volume(v, field) {
       if (!v?.cluster) return; // the handler refuses what is missing
       g.need(scope.sees(v), `${field} ${label(v)}`);
+      // A base image is nobody's volume, even in a pool a volume scope covers (its chain is its backups').
+      g.need(!isBaseImage(v.image), `${field} ${label(v)} (a backup's base image)`);
     },
     location(l, field) {
       if (!l?.cluster) return;
@@ -241,6 +284,13 @@ function guardOf(deps: ApiDeps, scope: Scope): Guard {
     policyName(name) {
       const p = name ? catalog.policies.getPolicy(name) : undefined;
       if (p) g.need(g.seesPolicy(p), `policy ${name}`);
+    },
+    explicitDestination(p) {
+      if (p.destination?.cluster && !p.destination.pool)
+        g.need(
+          false,
+          `policy ${p.name}'s destination ${p.destination.cluster} without a pool (a scoped client names its backup pool: a default would be resolved again at every run)`,
+        );
     },
     seesPolicyNamed(name) {
       let seen = policies.get(name);
@@ -304,13 +354,40 @@ export function scopeGuard(deps: ScopeGuardDeps) {
     const check = CHECKS[method];
     if (!check) return refuse(`${method}: no scope check is defined for it, and the caller is scoped`);
     const g = guardOf(deps, verdict.scope as Scope);
+    let req = call.request;
     try {
-      check.before?.(g, call.request);
+      req = (check.before?.(g, req) as Req | undefined) ?? req;
     } catch (e) {
       if (e instanceof OutOfScope) return refuse(e.message);
       throw e;
     }
-    const res = yield* call.next(call.request, context);
-    return check.after ? (check.after(g, res) as Res) : res;
+    const after = (res: Res): Res => {
+      try {
+        return check.after ? (check.after(g, res) as Res) : res;
+      } catch (e) {
+        if (e instanceof OutOfScope) return refuse(e.message);
+        throw e;
+      }
+    };
+    const field = check.paged;
+    if (!field) return after((yield* call.next(req, context)) as Res);
+    // A paged listing: pages read on (each asking for what is still missing) until one is full, the
+    // listing ends, or SCOPED_LIST_MAX_ROWS were read.
+    const asked = req as Msg;
+    const size: number = asked.pageSize || 100;
+    const items: unknown[] = [];
+    let token: string = asked.pageToken;
+    let rows = 0;
+    for (;;) {
+      const res = (yield* call.next(
+        { ...asked, pageSize: Math.max(1, size - items.length), pageToken: token } as Req,
+        context,
+      )) as Msg;
+      rows += res[field].length;
+      items.push(...(after(res) as Msg)[field]);
+      token = res.nextPageToken;
+      if (!token || items.length >= size || rows >= SCOPED_LIST_MAX_ROWS)
+        return { ...res, [field]: items, nextPageToken: token } as Res;
+    }
   };
 }

@@ -282,7 +282,7 @@ describe("scoped API clients on the real BackupService", () => {
       name,
       description: "",
       selector: { volumes: [], cluster: "a", pool, namespace: "", imageRegex: ".*" },
-      destination: { cluster: "b", pool: "", namespace: "" },
+      destination: { cluster: "b", pool: "backups", namespace: "" },
       mode: BackupMode.BACKUP_MODE_AUTO,
       schedule: { intervalSeconds: 3600 },
       retention: { keepLast: 3 },
@@ -291,6 +291,13 @@ describe("scoped API clients on the real BackupService", () => {
       api.createPolicy({ policy: policy("steal", "k8s") }, cinder),
       Status.PERMISSION_DENIED,
       /policy steal is outside/,
+    );
+    // Its destination's pool named: a default would be resolved again at every run, wherever it points then.
+    const unnamed = policy("unnamed", "k8s");
+    await assertStatus(
+      api.createPolicy({ policy: { ...unnamed, destination: { cluster: "b", pool: "", namespace: "" } } }, k8s),
+      Status.PERMISSION_DENIED,
+      /destination b without a pool/,
     );
     await api.createPolicy({ policy: policy("pvcs", "k8s") }, k8s);
     for (const call of [
@@ -339,10 +346,35 @@ describe("scoped API clients on the real BackupService", () => {
       assert.doesNotMatch(String(e), /PERMISSION_DENIED|outside/);
     });
     await assertStatus(
-      api.checkCluster({ cluster: "a", backupPool: "" }, cinder),
+      api.checkCluster({ cluster: "a", backupPool: "rbd" }, cinder),
       Status.PERMISSION_DENIED,
-      /backup_pool a/,
+      /backup_pool a\/rbd/,
     );
+    await assertStatus(
+      api.checkCluster({ cluster: "z", backupPool: "" }, cinder),
+      Status.PERMISSION_DENIED,
+      /cluster z/,
+    );
+  });
+
+  it("a filtered listing reads on until its page is full: no short page or token tells of another's items", async () => {
+    for (let i = 0; i < 5; i++) available(vol(`pvc-${i}`, "a", "k8s"));
+    const own = [available(vol("v1")), available(vol("v1"))];
+    // cinder, asking for k8s's pool: nothing, and no token to count what was skipped.
+    const theirs = await api.listBackups({ cluster: "a", pool: "k8s", pageSize: 1 }, cinder);
+    assert.deepEqual(theirs.backups, []);
+    assert.equal(theirs.nextPageToken, "");
+    // Its own among the others: pages of 1 hold one of its own each, until the end.
+    const seen: string[] = [];
+    let token = "";
+    do {
+      const page = await api.listBackups({ cluster: "a", pageSize: 1, pageToken: token }, cinder);
+      assert.ok(page.backups.length === 1 || (page.backups.length === 0 && !page.nextPageToken));
+      seen.push(...page.backups.map((b) => b.id));
+      token = page.nextPageToken;
+    } while (token);
+    for (const id of own) assert.ok(seen.includes(id), `its backup ${id} is listed`);
+    assert.ok(seen.every((id) => h.backup(id).volume?.pool === "rbd"));
   });
 
   it("an operator the file does not list is refused every call; a reader's refused read is audited", async () => {
