@@ -227,12 +227,12 @@ export class LeaseRunner {
 
   /** A failed attempt's outcome: its own status, unless this agent stopped it. */
   #failure(reason: StopReason, e: unknown): OutcomeFields {
-    if (reason === "shutdown") {
-      return { code: Status.UNAVAILABLE, message: `agent ${this.agentId} shut down during the attempt` };
-    }
-    const failed = { code: reason ? Status.CANCELLED : statusOf(e), message: messageOf(e) };
-    // A delete that removed the backup's snapshot before it failed says so (the backup is gone); the
-    // operation's boundary wrapped it in a ServerError (its cause).
+    const failed =
+      reason === "shutdown"
+        ? { code: Status.UNAVAILABLE, message: `agent ${this.agentId} shut down during the attempt` }
+        : { code: reason ? Status.CANCELLED : statusOf(e), message: messageOf(e) };
+    // A delete that removed the backup's snapshot before it failed says so, whatever stopped it (the
+    // backup is gone); the operation's boundary wrapped it in a ServerError (its cause).
     const incomplete = [e, (e as { cause?: unknown })?.cause].find((x) => x instanceof DeleteIncomplete);
     if (incomplete) return { ...failed, result: { $case: "delete", value: (incomplete as DeleteIncomplete).partial } };
     return failed;

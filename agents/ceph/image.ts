@@ -246,6 +246,7 @@ export class Image {
       throw new TypeError("flatten: signal must be an AbortSignal");
     if (o.onProgress !== undefined && typeof o.onProgress !== "function")
       throw new TypeError("flatten: onProgress must be a function");
+    while (this.#moving) await this.#moving;
     this.#check();
     if (o.signal?.aborted) {
       const what = `flatten ${this.label}`;

@@ -17,10 +17,10 @@ import {
   type Job,
   JobState,
 } from "../../gen/rbdbackup/v1/backup_service";
-import { DEFAULT_TIMEOUTS, InterchangeRun, jobEnded, jobError } from "../interchange/run";
+import { InterchangeRun, jobError } from "../interchange/run";
 import { importJob } from "../jobs/interchange-jobs";
 import { probe } from "../jobs/probes";
-import { type JobRecord, volumeKey } from "../model";
+import { volumeKey } from "../model";
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import { fingerprint, sortedMeta } from "./admission";
@@ -148,7 +148,7 @@ export async function importBackup(
   const ix = deps.interchange;
   if (!ix) throw unavailable("this coordinator does not relay imports");
   const again = adm.replay(h.idempotencyKey, fp);
-  if (again) return replayed(deps, adm, again, h.idempotencyKey, ctx.signal);
+  if (again) return replayed(deps, adm, again.id, h.idempotencyKey);
   adm.knownCluster(loc.cluster, "header.location.cluster");
   const agent = deps.sessions.any(loc.cluster);
   const pool = loc.pool || agent.info.defaultBackupPool;
@@ -182,8 +182,7 @@ export async function importBackup(
   try {
     const view = adm.submit(job, () => deps.catalog.insertBackup(backup));
     // A concurrent request with the same key won: its call relays the data.
-    if (view.id !== job.id)
-      return replayed(deps, adm, deps.catalog.getJob(view.id) ?? job, h.idempotencyKey, ctx.signal);
+    if (view.id !== job.id) return replayed(deps, adm, view.id, h.idempotencyKey);
     await pump(it, run);
     await run.finished();
     return adm.view(deps.catalog.getJob(job.id) ?? job);
@@ -193,15 +192,22 @@ export async function importBackup(
 }
 
 /**
- * The answer to a request whose idempotency key names an existing IMPORT job: that job's own, as the
- * first call gets it — the job once it ended SUCCEEDED, else its status (the data this call carries is
- * not read: the first call relays the job's). The wait is bounded like a run's end.
+ * The answer to a request whose idempotency key names an existing IMPORT job (its data is not read: the
+ * first call carries the job's): the job once it SUCCEEDED; its error status once it failed or was
+ * cancelled, naming the key (a new import needs a new key); ABORTED at once while it still runs, naming
+ * it — a wait here would outlast the caller's deadline for as long as the first call's upload takes.
  */
-async function replayed(deps: ApiDeps, adm: Admission, j: JobRecord, key: string, signal: AbortSignal): Promise<Job> {
-  const endMs = deps.interchange?.timeouts?.endMs ?? DEFAULT_TIMEOUTS.endMs;
-  const ended = await jobEnded(deps, j.id, signal, endMs);
-  if (ended.state === JobState.JOB_STATE_SUCCEEDED) return adm.view(ended);
-  const e = jobError(ended);
+function replayed(deps: ApiDeps, adm: Admission, jobId: string, key: string): Job {
+  const j = deps.catalog.getJob(jobId);
+  if (!j) throw unavailable(`the job idempotency_key "${key}" names cannot be read yet; retry`);
+  if (j.state === JobState.JOB_STATE_SUCCEEDED) return adm.view(j);
+  if (j.state !== JobState.JOB_STATE_FAILED && j.state !== JobState.JOB_STATE_CANCELLED) {
+    throw new AppError(
+      Status.ABORTED,
+      `idempotency_key "${key}" names job ${j.id}, still ${JobState[j.state]}: its first call carries its data; follow it with WatchJob`,
+    );
+  }
+  const e = jobError(j);
   throw new AppError(e.status, `${e.message} (idempotency_key "${key}" names this job: a new import needs a new key)`);
 }
 

@@ -23,7 +23,7 @@ import { deleteFingerprint, deleteJobSpec } from "../jobs/delete-job";
 import { fingerprint } from "../jobs/new-job";
 import { probe } from "../jobs/probes";
 import { type JobRecord, volumeLabel } from "../model";
-import { lockOfBackup, lockOfVolume, sharedLockOfBackup } from "../scheduler";
+import { deleteUnfinished, lockOfBackup, lockOfVolume, sharedLockOfBackup } from "../scheduler";
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import { refuseWhileCloned } from "./clones";
@@ -176,9 +176,13 @@ function deletable(deps: ApiDeps, adm: Admission, backupId: string): Backup {
       `backup ${b.id} has a ${JobState[holder.state]} ${JobKind[holder.kind]} job ${holder.id}; cancel it or wait for it`,
     );
   }
-  if (b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE && b.status !== BackupStatus.BACKUP_STATUS_CORRUPT) {
+  if (
+    b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE &&
+    b.status !== BackupStatus.BACKUP_STATUS_CORRUPT &&
+    !deleteUnfinished(b)
+  ) {
     throw failedPrecondition(
-      `backup ${b.id} is ${BackupStatus[b.status]}; only an available (or corrupt) backup can be deleted`,
+      `backup ${b.id} is ${BackupStatus[b.status]}; only an available (or corrupt) backup, or a deleted one whose delete did not finish, can be deleted`,
     );
   }
   return b;

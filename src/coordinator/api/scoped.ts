@@ -32,7 +32,6 @@ import type {
   ListPoliciesResponse,
   ListVolumeProtectionResponse,
   Policy,
-  VolumeProtection,
 } from "../../gen/rbdbackup/v1/policy";
 import type { Audit } from "../audit";
 import { BACKUP_SERVICE, callerName, callerOf, MUTATING } from "../authz";
@@ -72,7 +71,7 @@ interface Guard {
  * a token tells how many of another's items were skipped.
  */
 type Check = {
-  before?: (g: Guard, req: Msg) => Msg | undefined | void;
+  before?: (g: Guard, req: Msg) => Msg;
   after?: (g: Guard, res: Msg) => Msg;
   paged?: string;
 };

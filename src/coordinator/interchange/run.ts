@@ -61,59 +61,6 @@ export function jobError(j: JobRecord): AppError {
   return new AppError(typeof code === "number" ? code : Status.UNKNOWN, `${what}: ${j.errorMessage || "no reason"}`);
 }
 
-/**
- * Waits for a job someone else's call runs (an idempotent replay: the first call relays its data) to
- * end: its record once final (answered from the scheduler's event, and from the catalog every second, as
- * on a coordinator that does not lead), or DEADLINE_EXCEEDED after `ms`, or CANCELLED when `signal`
- * aborts. Nothing is changed: the job stays the first call's.
- */
-export async function jobEnded(
-  deps: { catalog: Catalog; scheduler: Pick<Scheduler, "on" | "off"> },
-  jobId: string,
-  signal: AbortSignal,
-  ms: number,
-): Promise<JobRecord> {
-  const now = () => {
-    const j = deps.catalog.getJob(jobId);
-    if (!j) throw new AppError(Status.INTERNAL, `job ${jobId} is not in the catalog`);
-    return j;
-  };
-  const first = now();
-  if (isFinal(first.state)) return first;
-  let wake: () => void = () => {};
-  const listen = (j: JobRecord) => {
-    if (j.id === jobId) wake();
-  };
-  const onAbort = () => wake();
-  deps.scheduler.on("finished", listen);
-  signal.addEventListener("abort", onAbort);
-  const until = Date.now() + ms;
-  try {
-    for (;;) {
-      const j = now();
-      if (isFinal(j.state)) return j;
-      if (signal.aborted) throw cancelled(`the call waiting for job ${jobId} was cancelled by its caller`);
-      const left = until - Date.now();
-      if (left <= 0) {
-        throw new AppError(
-          Status.DEADLINE_EXCEEDED,
-          `job ${jobId} did not end within ${ms / 1000} s; it is ${JobState[j.state]} (watch it with WatchJob)`,
-        );
-      }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(1000, left));
-        wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-    }
-  } finally {
-    deps.scheduler.off("finished", listen);
-    signal.removeEventListener("abort", onAbort);
-  }
-}
-
 export class InterchangeRun {
   readonly pipe: BytePipe;
   readonly #t: InterchangeTimeouts;
@@ -143,6 +90,11 @@ export class InterchangeRun {
     this.deps.scheduler.on("finished", this.#listenFinished);
     this.deps.scheduler.on("attempt", this.#listenAttempt);
     this.signal.addEventListener("abort", this.#onAbort);
+    this.#armStart();
+  }
+
+  /** The job must be leased within startMs (from now). */
+  #armStart(): void {
     this.#arm(this.#t.startMs, () => {
       const j = this.#job();
       if (!j || j.state !== JobState.JOB_STATE_QUEUED) return;
@@ -256,6 +208,11 @@ export class InterchangeRun {
     this.#arm(this.#t.connectMs, () => {
       const now = this.#job();
       if (!now || this.#claimed || isFinal(now.state)) return;
+      // That lease is over (refused by an agent shutting down, expired): the job waits to be leased again.
+      if (now.state !== JobState.JOB_STATE_RUNNING || now.lease?.token !== j.lease?.token) {
+        if (now.state === JobState.JOB_STATE_QUEUED) this.#armStart();
+        return;
+      }
       const what = this.direction === "export" ? "ExportData" : "ImportData";
       this.#fail(
         now,

@@ -100,7 +100,8 @@ export class PolicyMetrics {
         try {
           names = policyNames();
         } catch {
-          return; // the catalog failing: the series stay as they are
+          errors.labels("rbdbackup_policy_missed_runs_total").inc(); // the series stay as they are
+          return;
         }
         const now = new Set(names);
         for (const p of names) self.know(p);
@@ -108,6 +109,7 @@ export class PolicyMetrics {
       },
     });
     for (const name of SAMPLED) errors.labels(name).inc(0);
+    if (policyNames) errors.labels("rbdbackup_policy_missed_runs_total").inc(0);
     // Both gauges of one scrape share one computation (it reads every protected volume's backups). A
     // catalog read that fails leaves both without series for the scrape (counted), not a failed scrape.
     let memo: { at: number; samples: VolumeSample[] } | undefined;

@@ -15,6 +15,7 @@ export { Scheduler } from "./scheduler";
 export {
   corruptChainReason,
   DEFAULT_SAMPLE_PERCENT,
+  deleteUnfinished,
   statusBeforeDelete,
   verifyModeName,
   verifyModeOf,

@@ -180,11 +180,12 @@ export class LeaseBroker {
       s?.jobs.delete(j.id);
       // Gone (not merely slow): its Ceph client may still hold the volume's lock; fence it.
       if (!s) fence(j, this.ctx.catalog.listAgents().find((a) => a.agentId === lease.agentId)?.cephClientAddrs);
-      // Still connected but silent (a stalled agent): it is told to stop that attempt, so that it does as
-      // soon as it reads its stream again, not only when its next heartbeat is answered with the token revoked.
-      else s.send({ $case: "cancel", value: { jobId: j.id, token: lease.token, reason: "its lease expired" } });
       const why = `the lease of attempt ${lease.attempt} expired: agent ${lease.agentId} stopped reporting`;
       attemptFailed(this.ctx, j, Status.UNAVAILABLE, why);
+      // Still connected but silent (a stalled agent): once the expiry is written (a deposed leader's write
+      // fails first, and its agents' attempts go on), the agent is told to stop that attempt, so that it
+      // does as soon as it reads its stream again, not only when a heartbeat's answer revokes the token.
+      s?.send({ $case: "cancel", value: { jobId: j.id, token: lease.token, reason: "its lease expired" } });
       // Once its end is written (fenced): a deposed leader's expiry is not counted.
       this.ctx.emit("leaseExpired", j);
     }

@@ -31,7 +31,7 @@ import { cloneDetached, cloneMade, isCloneRestore } from "./clones";
 import type { SchedulerContext } from "./context";
 import { isFinal } from "./jobs";
 import { isLeftover, LEFTOVER_RETRIES, type RetryDecision, retryDecision } from "./retry-policy";
-import { statusBeforeDelete, verified } from "./verify";
+import { DELETE_UNFINISHED, statusBeforeDelete, verified } from "./verify";
 
 /** Announces a change; a final job also leaves the live progress. */
 export function changed(ctx: SchedulerContext, j: JobRecord): void {
@@ -129,9 +129,11 @@ export function finish(ctx: SchedulerContext, j: JobRecord, state: JobState, cod
  */
 export function backupGone(ctx: SchedulerContext, j: JobRecord, warnings: string[]): void {
   const b = ctx.catalog.getBackup(j.backupId);
-  if (!b || b.status === BackupStatus.BACKUP_STATUS_DELETED) return;
+  if (!b) return;
   b.status = BackupStatus.BACKUP_STATUS_DELETED;
   b.warnings = warnings;
+  // Another DeleteBackup may run on it, to remove what is left.
+  b.error = `${DELETE_UNFINISHED}${warnings.at(-1) ?? ""}`;
   ctx.catalog.updateBackup(b);
   ctx.log.warn("backup deleted, its delete unfinished", { job: j.id, backup: b.id, warnings });
 }
@@ -203,6 +205,7 @@ export function succeeded(ctx: SchedulerContext, j: JobRecord, o: JobOutcome): v
     } else if (r?.$case === "delete" && b) {
       b.status = BackupStatus.BACKUP_STATUS_DELETED;
       b.warnings = r.value.warnings;
+      if (b.error.startsWith(DELETE_UNFINISHED)) b.error = "";
       ctx.catalog.updateBackup(b);
       j.warnings = r.value.warnings;
       j.result = DeleteBackupDataResult.toJSON(r.value);

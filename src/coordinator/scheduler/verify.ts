@@ -84,9 +84,26 @@ export function verified(ctx: SchedulerContext, b: Backup, r: VerifyResult): voi
   ctx.catalog.updateBackup(b);
 }
 
-/** The status a backup whose delete failed goes back to: CORRUPT when a verification found it so. */
+/**
+ * Backup.error of a backup whose snapshot a delete removed before failing (transitions.ts backupGone):
+ * DELETED, with leftovers (base image, metadata) that another DeleteBackup removes.
+ */
+export const DELETE_UNFINISHED = "delete unfinished: ";
+
+/** Whether a DELETED backup's delete left something behind (DeleteBackup may run again). */
+export const deleteUnfinished = (b: Backup): boolean =>
+  b.status === BackupStatus.BACKUP_STATUS_DELETED && b.error.startsWith(DELETE_UNFINISHED);
+
+/**
+ * The status a backup whose delete failed goes back to: CORRUPT when a verification found it so; DELETED
+ * for one an earlier delete already emptied (a second delete of its leftovers that failed too).
+ */
 export const statusBeforeDelete = (b: Backup): BackupStatus =>
-  b.integrity?.corruptReason ? BackupStatus.BACKUP_STATUS_CORRUPT : BackupStatus.BACKUP_STATUS_AVAILABLE;
+  b.error.startsWith(DELETE_UNFINISHED)
+    ? BackupStatus.BACKUP_STATUS_DELETED
+    : b.integrity?.corruptReason
+      ? BackupStatus.BACKUP_STATUS_CORRUPT
+      : BackupStatus.BACKUP_STATUS_AVAILABLE;
 
 const locationOf = (b: Backup): string => `${b.location?.cluster}/${b.location?.pool}/${b.location?.namespace}`;
 

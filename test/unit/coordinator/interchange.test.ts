@@ -406,19 +406,18 @@ describe("rbd-diff interchange (coordinator side)", () => {
     await it.return?.();
   });
 
-  it("ImportBackup retried with its idempotency key: the first call's answer — after the job ended, never a job still running or failed as OK", async () => {
-    // Retried while the first call still relays: the answer waits for the job, then is its outcome.
+  it("ImportBackup retried with its idempotency key: the first call's answer — never a job still running or failed as OK", async () => {
+    // Retried while the first call still relays: ABORTED at once, naming the job to follow.
     const first = api.importBackup(importHeader("k1", { key: "imp-k1" }));
     const { jobId, complete } = await leasedImport("k1");
-    let settled = false;
-    const retry = api.importBackup(importHeader("k1", { key: "imp-k1" })).finally(() => {
-      settled = true;
-    });
-    await new Promise((r) => setImmediate(r));
-    assert.equal(settled, false, "not answered while the job runs");
+    const running = await refused(api.importBackup(importHeader("k1", { key: "imp-k1" })));
+    assert.equal(Status[running.code], "ABORTED");
+    assert.match(running.details, new RegExp(`names job ${jobId}, still JOB_STATE_RUNNING: .*WatchJob`));
     await complete();
-    const [a, b] = await Promise.all([first, retry]);
+    const a = await first;
     assert.equal(a.state, JobState.JOB_STATE_SUCCEEDED, a.errorMessage);
+    // Once it ended: the job, as the first call got it.
+    const b = await api.importBackup(importHeader("k1", { key: "imp-k1" }));
     assert.equal(b.id, jobId);
     assert.equal(b.state, JobState.JOB_STATE_SUCCEEDED);
     assert.equal(b.backup?.status, BackupStatus.BACKUP_STATUS_AVAILABLE);

@@ -132,6 +132,7 @@ describe("scheduler", () => {
         const b = h.backup(made.backupId);
         assert.equal(b.status, BackupStatus.BACKUP_STATUS_DELETED, `cancel=${cancel}`);
         assert.match(b.warnings.join("\n"), /the delete did not finish: snapshot removed/);
+        assert.match(b.error, /^delete unfinished: /, "another DeleteBackup may remove what is left");
         assert.equal(h.job(d.id).state, cancel ? CANCELLED : QUEUED, "a failure is retried");
       }
       // A success without its result is no success (the backup would stay DELETING for good): retried.
