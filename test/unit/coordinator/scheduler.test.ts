@@ -31,6 +31,16 @@ describe("scheduler", () => {
   });
   afterEach(() => h.close());
 
+  /** A backup of `image` made by a1 and its DELETE, leased to b1 (after the backup's snapshot sweep). */
+  async function leasedDelete(image: string): Promise<{ backupId: string; deleteId: string }> {
+    const made = h.queueBackup(vol(image));
+    h.tick();
+    await h.backupDone(a1, made);
+    const d = h.queueDelete(made.backupId);
+    await h.tickAfterSweep();
+    return { backupId: made.backupId, deleteId: d.id };
+  }
+
   describe("success", () => {
     it("a backup is leased to an agent of the source cluster, and its success makes the backup AVAILABLE", async () => {
       const j = h.queueBackup(vol("v1"));
@@ -112,11 +122,9 @@ describe("scheduler", () => {
 
     it("a DELETE that removed the backup's snapshot, then failed: the backup is DELETED, retried or cancelled — never AVAILABLE again", async () => {
       for (const cancel of [false, true]) {
-        const made = h.queueBackup(vol(cancel ? "dc" : "df"));
-        h.tick();
-        await h.backupDone(a1, made);
-        const d = h.queueDelete(made.backupId);
-        await h.tickAfterSweep();
+        const { backupId, deleteId } = await leasedDelete(cancel ? "dc" : "df");
+        const made = { backupId };
+        const d = { id: deleteId };
         if (cancel) h.scheduler.cancel(h.job(d.id));
         const partial = DeleteBackupDataResult.fromPartial({ removedSnapshot: "backup.x.snap.1", warnings: [] });
         h.outcome(
@@ -136,20 +144,13 @@ describe("scheduler", () => {
         assert.equal(h.job(d.id).state, cancel ? CANCELLED : QUEUED, "a failure is retried");
       }
       // A success without its result is no success (the backup would stay DELETING for good): retried.
-      const bare = h.queueBackup(vol("db"));
-      h.tick();
-      await h.backupDone(a1, bare);
-      const db = h.queueDelete(bare.backupId);
-      await h.tickAfterSweep();
+      const db = { id: (await leasedDelete("db")).deleteId };
       h.outcome(b1, db.id, Status.OK, "");
       assert.equal(h.job(db.id).state, QUEUED);
       assert.match(h.job(db.id).errorMessage, /reported a delete done without its result/);
       // A failure before anything was removed (no result): the backup is as it was.
-      const kept = h.queueBackup(vol("dk"));
-      h.tick();
-      await h.backupDone(a1, kept);
-      const d = h.queueDelete(kept.backupId);
-      await h.tickAfterSweep();
+      const kept = await leasedDelete("dk");
+      const d = { id: kept.deleteId };
       h.outcome(b1, d.id, Status.FAILED_PRECONDITION, "backup has clones that depend on its snapshot");
       assert.equal(h.job(d.id).state, FAILED);
       assert.equal(h.backup(kept.backupId).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
@@ -645,11 +646,8 @@ describe("scheduler", () => {
     });
 
     it("a delete that fails leaves its backup AVAILABLE again", async () => {
-      const j = h.queueBackup(vol("v1"));
-      h.tick();
-      await h.backupDone(a1, j);
-      const d = h.queueDelete(j.backupId);
-      await h.tickAfterSweep();
+      const j = await leasedDelete("v1");
+      const d = { id: j.deleteId };
       h.outcome(b1, d.id, Status.PERMISSION_DENIED, "no");
       assert.equal(h.job(d.id).state, FAILED);
       assert.equal(h.backup(j.backupId).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
