@@ -157,6 +157,12 @@ export const CoordinatorConfigSchema = daemonSchema("rbdbackup coordinator confi
   policy: PolicySchema,
   ha: HaSchema,
   shutdownGraceSeconds: int("Seconds to let calls finish on SIGTERM (health says NOT_SERVING meanwhile).", 0, 3600, 10),
+  volumePresenceStaleAfterHours: int(
+    "Backed-up volumes whose newest backup is older than this are checked every 15 min for their source image, and left out of rbdbackup_last_success_timestamp_seconds once it is gone (deleted on purpose, its backups kept), hours. Keep it below RbdbackupNoRecentBackup's threshold (26 h as shipped), or a deleted volume's alert fires until the check.",
+    1,
+    8760,
+    20,
+  ),
 });
 
 /** The checked file, every default filled in. */

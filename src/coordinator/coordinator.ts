@@ -197,6 +197,7 @@ export class Coordinator {
     if (cfg.metricsListen) {
       // Volumes deleted at their source leave the last-success gauge (its alert would fire forever).
       const presence = new VolumePresence({
+        staleAfterMs: cfg.volumePresenceStaleAfterHours * 3600_000,
         catalog,
         sessions: this.sessions,
         log: this.log,

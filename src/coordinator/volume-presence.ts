@@ -20,7 +20,7 @@ import type { Sessions } from "./sessions";
 
 export const PRESENCE_INTERVAL_MS = 15 * 60_000;
 export const PRESENCE_FIRST_SWEEP_MS = 60_000;
-/** Below the shipped alert's 26 h: a volume is checked before it can alert. */
+/** Below the shipped alert's 26 h: a volume is checked before it can alert (volumePresenceStaleAfterHours). */
 export const PRESENCE_STALE_AFTER_MS = 20 * 3600_000;
 /** Questions in flight at once (across clusters; an agent's probe is a few metadata reads). */
 export const PRESENCE_CONCURRENCY = 8;

@@ -134,6 +134,7 @@ describe("configuration", () => {
       policy: { tickMs: 1_000, discoveryIntervalMs: 60_000, minIntervalSeconds: 30 },
       ha: { id: "", advertise: "", leaseSeconds: 5, renewMs: 1_000 },
       shutdownGraceSeconds: 10,
+      volumePresenceStaleAfterHours: 20,
     });
     assert.deepEqual(parseCoordinatorConfig(["--insecure"]), parse(insecure));
   });
