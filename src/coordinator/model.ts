@@ -142,6 +142,12 @@ export interface JobRecord {
   extraAttempts?: number;
   /** Attempts an agent refused before any work (it was shutting down), given back; absent = 0. */
   refundedAttempts?: number;
+  /**
+   * A DELETE attempt ended without its agent's word (its lease expired, its agent restarted): it may have
+   * removed the backup's snapshot. The job failing or cancelled then leaves the backup DELETED
+   * ("delete unfinished"), never AVAILABLE with its data perhaps gone.
+   */
+  deleteFateUnknown?: boolean;
   /** Data bytes the failed attempts sent, as their last progress report said (absent = 0). */
   bytesEarlierAttempts?: number;
 }

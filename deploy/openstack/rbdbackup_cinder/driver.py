@@ -632,7 +632,10 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                 LOG.info("The job making rbdbackup backup %(rid)s ended %(s)s.",
                          {"rid": rid, "s": pb.JobState.Name(ended.state)})
                 found = self.client.get_backup(rid)
-            if found.status in (pb.BACKUP_STATUS_DELETED, pb.BACKUP_STATUS_FAILED):
+            # A delete that removed the snapshot but not the rest leaves it DELETED, "delete unfinished":
+            # deleted again below, which removes what is left (its base image, its metadata).
+            unfinished = found.status == pb.BACKUP_STATUS_DELETED and found.error.startswith("delete unfinished: ")
+            if found.status in (pb.BACKUP_STATUS_DELETED, pb.BACKUP_STATUS_FAILED) and not unfinished:
                 LOG.warning("rbdbackup backup %(rid)s of backup %(id)s is already %(s)s.",
                             {"rid": rid, "id": backup.id, "s": pb.BackupStatus.Name(found.status)})
                 return

@@ -202,8 +202,9 @@ function replayed(deps: ApiDeps, adm: Admission, jobId: string, key: string): Jo
   if (!j) throw unavailable(`the job idempotency_key "${key}" names cannot be read yet; retry`);
   if (j.state === JobState.JOB_STATE_SUCCEEDED) return adm.view(j);
   if (j.state !== JobState.JOB_STATE_FAILED && j.state !== JobState.JOB_STATE_CANCELLED) {
+    // Not ABORTED: gRPC clients read that as "retry the whole call", which would upload again.
     throw new AppError(
-      Status.ABORTED,
+      Status.FAILED_PRECONDITION,
       `idempotency_key "${key}" names job ${j.id}, still ${JobState[j.state]}: its first call carries its data; follow it with WatchJob`,
     );
   }

@@ -77,7 +77,7 @@ type Check = {
 };
 
 /** Rows a scoped listing call reads at most (its page then ends where it got to, with a token). */
-export const SCOPED_LIST_MAX_ROWS = 20_000;
+export const SCOPED_LIST_MAX_ROWS = 5_000;
 
 const byBackup = (field = "backup_id"): Check => ({ before: (g, r) => g.backupId(r.backupId, field) });
 const byJob: Check = { before: (g, r) => g.jobId(r.jobId) };
@@ -378,6 +378,10 @@ export function scopeGuard(deps: ScopeGuardDeps) {
     let token: string = asked.pageToken;
     let rows = 0;
     for (;;) {
+      // Each page is a synchronous catalog read: the event loop gets a turn between them (heartbeats,
+      // lease renewals), and a caller that left stops the reading.
+      if (rows > 0) await new Promise((r) => setImmediate(r));
+      if (context.signal.aborted) throw new ServerError(Status.CANCELLED, "the listing's caller went away");
       const res = (yield* call.next(
         { ...asked, pageSize: Math.max(1, size - items.length), pageToken: token } as Req,
         context,

@@ -112,11 +112,15 @@ export class InterchangeRun {
   async finished(): Promise<JobRecord> {
     const done = this.#job();
     if (done && isFinal(done.state)) return this.#verdict(done);
+    // Its own timer: the start and connect timers (#arm) may be re-armed meanwhile by a lease's events.
+    let end: NodeJS.Timeout | undefined;
     await new Promise<void>((resolve) => {
       this.#onFinish = resolve;
-      this.#arm(this.#t.endMs, resolve);
+      end = setTimeout(resolve, this.#t.endMs);
+      end.unref?.();
       if (this.#finished || this.signal.aborted) resolve();
     });
+    clearTimeout(end);
     if (this.signal.aborted)
       throw cancelled(`the ${this.direction} call of job ${this.jobId} was cancelled by its caller`);
     const j = this.#job();

@@ -181,6 +181,7 @@ export class LeaseBroker {
       // Gone (not merely slow): its Ceph client may still hold the volume's lock; fence it.
       if (!s) fence(j, this.ctx.catalog.listAgents().find((a) => a.agentId === lease.agentId)?.cephClientAddrs);
       const why = `the lease of attempt ${lease.attempt} expired: agent ${lease.agentId} stopped reporting`;
+      if (j.operation.kind === "delete") j.deleteFateUnknown = true;
       attemptFailed(this.ctx, j, Status.UNAVAILABLE, why);
       // Still connected but silent (a stalled agent): once the expiry is written (a deposed leader's write
       // fails first, and its agents' attempts go on), the agent is told to stop that attempt, so that it
@@ -203,6 +204,7 @@ export class LeaseBroker {
     for (const j of this.ctx.catalog.activeJobs()) {
       if (j.state === JobState.JOB_STATE_RUNNING && j.lease?.agentId === session.agentId && !listed.has(j.id)) {
         if (previousClientAddrs !== session.info.cephClientAddrs) fence(j, previousClientAddrs);
+        if (j.operation.kind === "delete") j.deleteFateUnknown = true;
         attemptFailed(
           this.ctx,
           j,

@@ -148,6 +148,11 @@ function backupAfterFailure(ctx: SchedulerContext, j: JobRecord, state: JobState
     b.completedAt = new Date(ctx.now());
     ctx.catalog.updateBackup(b);
   } else if (j.operation.kind === "delete" && b.status === BackupStatus.BACKUP_STATUS_DELETING) {
+    if (j.deleteFateUnknown) {
+      // An attempt may have removed its snapshot: not AVAILABLE again on a guess; DeleteBackup finishes it.
+      backupGone(ctx, j, [...b.warnings, `an attempt of delete job ${j.id} ended without its agent's word`]);
+      return;
+    }
     b.status = statusBeforeDelete(b);
     ctx.catalog.updateBackup(b);
   }

@@ -14,6 +14,7 @@ import {
   BackupIntegrity,
   BackupStatus,
   type CreateBackupRequest,
+  JobKind,
   JobState,
 } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
@@ -354,6 +355,26 @@ describe("BackupService admission", () => {
       await api.cancelJob({ jobId: r.id });
       const d = await api.deleteBackup({ backupId: ready.id });
       assert.equal(h.backup(ready.id).status, BackupStatus.BACKUP_STATUS_DELETING);
+      await api.cancelJob({ jobId: d.id });
+    });
+
+    it("DeleteBackup of a DELETED backup: refused, unless its delete did not finish (then it removes what is left)", async () => {
+      const gone = newBackup(vol("v1"), "b", h.t);
+      Object.assign(gone, {
+        status: BackupStatus.BACKUP_STATUS_DELETED,
+        baseImage: `v1.backup.${gone.id}`,
+        snapshot: "s",
+      });
+      catalog.insertBackup(gone);
+      await assertStatus(
+        api.deleteBackup({ backupId: gone.id }),
+        Status.FAILED_PRECONDITION,
+        /is BACKUP_STATUS_DELETED; only an available \(or corrupt\) backup, or a deleted one whose delete did not finish/,
+      );
+      gone.error = "delete unfinished: base image busy";
+      catalog.updateBackup(gone);
+      const d = await api.deleteBackup({ backupId: gone.id });
+      assert.equal(d.kind, JobKind.JOB_KIND_DELETE);
       await api.cancelJob({ jobId: d.id });
     });
 

@@ -407,11 +407,11 @@ describe("rbd-diff interchange (coordinator side)", () => {
   });
 
   it("ImportBackup retried with its idempotency key: the first call's answer — never a job still running or failed as OK", async () => {
-    // Retried while the first call still relays: ABORTED at once, naming the job to follow.
+    // Retried while the first call still relays: FAILED_PRECONDITION at once, naming the job to follow.
     const first = api.importBackup(importHeader("k1", { key: "imp-k1" }));
     const { jobId, complete } = await leasedImport("k1");
     const running = await refused(api.importBackup(importHeader("k1", { key: "imp-k1" })));
-    assert.equal(Status[running.code], "ABORTED");
+    assert.equal(Status[running.code], "FAILED_PRECONDITION");
     assert.match(running.details, new RegExp(`names job ${jobId}, still JOB_STATE_RUNNING: .*WatchJob`));
     await complete();
     const a = await first;

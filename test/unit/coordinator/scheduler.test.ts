@@ -645,6 +645,23 @@ describe("scheduler", () => {
       });
     });
 
+    it("a delete whose attempts ended without the agent's word (leases expired) leaves its backup DELETED, unfinished — not AVAILABLE on a guess", async () => {
+      const { backupId, deleteId } = await leasedDelete("dx");
+      for (let attempt = 1; attempt <= h.cfg.maxAttempts; attempt++) {
+        if (attempt > 1) {
+          h.advance(h.cfg.backoffMaxMs * 2);
+          h.tick();
+        }
+        assert.equal(b1.lease(deleteId).attempt, attempt);
+        h.advance(h.cfg.leaseTtlMs + 1);
+        h.tick();
+      }
+      assert.equal(h.job(deleteId).state, FAILED);
+      const b = h.backup(backupId);
+      assert.equal(b.status, BackupStatus.BACKUP_STATUS_DELETED, "its snapshot may be gone");
+      assert.match(b.error, /^delete unfinished: .*ended without its agent's word/);
+    });
+
     it("a delete that fails leaves its backup AVAILABLE again", async () => {
       const j = await leasedDelete("v1");
       const d = { id: j.deleteId };
