@@ -121,6 +121,11 @@ export class Scope {
     return this.entries.some((e) => e.cluster === cluster);
   }
 
+  /** Whether a `backups:` entry names the cluster (the client keeps backups somewhere on it). */
+  keepsOn(cluster: string): boolean {
+    return this.entries.some((e) => e.kind === "backups" && e.cluster === cluster);
+  }
+
   /** The volume is the client's. */
   sees(vol: VolumeRef | undefined): boolean {
     return !!vol && this.covers("volumes", vol.cluster, vol.pool, vol.namespace);

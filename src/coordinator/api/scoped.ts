@@ -137,7 +137,7 @@ export const CHECKS: Readonly<Record<string, Check>> = {
       if (!r.cluster) return;
       g.need(g.scope.touches(r.cluster), `cluster ${r.cluster}`);
       // The backup pool is judged when named, or (the default one) when the client keeps backups there.
-      if (r.backupPool || g.scope.entries.some((e) => e.kind === "backups" && e.cluster === r.cluster))
+      if (r.backupPool || g.scope.keepsOn(r.cluster))
         g.location({ cluster: r.cluster, pool: r.backupPool, namespace: "" }, "backup_pool");
     },
   },
@@ -239,13 +239,15 @@ const label = (v: { cluster: string; pool?: string; namespace?: string; image?: 
 
 function guardOf(deps: ApiDeps, scope: Scope): Guard {
   const catalog = deps.catalog;
-  const agents = catalog.listAgents();
+  // Read only when a location's default pool is judged (most calls judge none): not at every call.
+  let agents: ReturnType<typeof catalog.listAgents> | undefined;
   /**
    * A location's pool left empty is its cluster's default backup pool — the one agent the handler picks
    * answers it: judged only when every agent of the cluster (connected or on record) names the same one,
    * else "" (the client must name the pool).
    */
   const defaultPool = (cluster: string): string => {
+    agents ??= catalog.listAgents();
     const named = new Set([
       ...deps.sessions.ofCluster(cluster).map((s) => s.info.defaultBackupPool),
       ...agents.filter((a) => a.clusterName === cluster).map((a) => a.defaultBackupPool),
