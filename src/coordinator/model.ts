@@ -74,7 +74,11 @@ export type JobOperation =
       source?: VolumeRef;
       transfer?: TransferOptions;
     }
-  | { kind: "delete" }
+  /**
+   * Remove the job's backup from its destination. `failedBackup`: the backup was FAILED (its attempt may
+   * have left a snapshot and metadata there); a delete that fails leaves it FAILED again.
+   */
+  | { kind: "delete"; failedBackup?: boolean }
   /** Detach `target`, a CLONE restore of the job's backup, from the backup's snapshot. */
   | { kind: "flatten"; target: VolumeRef }
   /** Re-read the job's backup (or, SOURCE, its volume's snapshot) against its digest map. samplePercent: 1..100. */

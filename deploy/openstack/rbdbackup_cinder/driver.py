@@ -635,13 +635,25 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             # A delete that removed the snapshot but not the rest leaves it DELETED, "delete unfinished":
             # deleted again below, which removes what is left (its base image, its metadata).
             unfinished = found.status == pb.BACKUP_STATUS_DELETED and found.error.startswith("delete unfinished: ")
-            if found.status in (pb.BACKUP_STATUS_DELETED, pb.BACKUP_STATUS_FAILED) and not unfinished:
+            if found.status == pb.BACKUP_STATUS_DELETED and not unfinished:
                 LOG.warning("rbdbackup backup %(rid)s of backup %(id)s is already %(s)s.",
                             {"rid": rid, "id": backup.id, "s": pb.BackupStatus.Name(found.status)})
                 return
             # A key of its own per call: a key names one job forever, and a delete that failed must be
             # possible again (the client's own retries within this call reuse it).
             key = f"cinder-delete-{backup.id}-{uuid.uuid4().hex[:12]}"
+            if found.status == pb.BACKUP_STATUS_FAILED:
+                # A failed backup's attempt may have left its snapshot and metadata on the destination (its
+                # agent killed after the commit): deleted to remove them. The Cinder record goes whatever
+                # that delete does: the backup never was, and the rbdbackup record stays deletable.
+                try:
+                    job = self.client.delete_backup(rid, idempotency_key=key)
+                    self._follow(job, _("delete of backup %s") % backup.id, cancel=False)
+                except (RbdbackupError, exception.BackupOperationError) as e:
+                    LOG.warning("rbdbackup backup %(rid)s of backup %(id)s failed, and removing what it left "
+                                "failed too (%(e)s): `rbdbackup backup delete %(rid)s` tries again.",
+                                {"rid": rid, "id": backup.id, "e": e})
+                return
             job = self.client.delete_backup(rid, idempotency_key=key)
             self._follow(job, _("delete of backup %s") % backup.id, cancel=False)
         except RbdbackupError as e:

@@ -165,7 +165,11 @@ export async function deleteBackup(
   });
 }
 
-/** The backup, if it may be deleted now: found, no job on it, AVAILABLE or CORRUPT (else the refusal). */
+/**
+ * The backup, if it may be deleted now: found, no job on it, AVAILABLE, CORRUPT, FAILED (an attempt cut
+ * short after its commit — the agent killed before it reported — leaves the snapshot and metadata on the
+ * destination: the delete removes whatever is there), or DELETED 'delete unfinished' (else the refusal).
+ */
 function deletable(deps: ApiDeps, adm: Admission, backupId: string): Backup {
   const { catalog } = deps;
   const b = catalog.getBackup(backupId);
@@ -179,10 +183,11 @@ function deletable(deps: ApiDeps, adm: Admission, backupId: string): Backup {
   if (
     b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE &&
     b.status !== BackupStatus.BACKUP_STATUS_CORRUPT &&
+    b.status !== BackupStatus.BACKUP_STATUS_FAILED &&
     !deleteUnfinished(b)
   ) {
     throw failedPrecondition(
-      `backup ${b.id} is ${BackupStatus[b.status]}; only an available (or corrupt) backup, or a deleted one whose delete did not finish, can be deleted`,
+      `backup ${b.id} is ${BackupStatus[b.status]}; only an available, corrupt or failed backup, or a deleted one whose delete did not finish, can be deleted`,
     );
   }
   return b;

@@ -1,9 +1,10 @@
 /**
- * A DELETE job of an available backup, by DeleteBackup (api/restore-delete.ts) and by policy retention:
+ * A DELETE job of a backup (available, corrupt, failed, or deleted with its delete unfinished), by
+ * DeleteBackup (api/restore-delete.ts), and of an available one by policy retention:
  * it holds the volume's and the backup's locks and runs on an agent of the backup's cluster. The caller
  * checks the backup may go and marks it DELETING in the transaction that inserts the job.
  */
-import { JobKind } from "../../gen/rbdbackup/v1/backup_service";
+import { BackupStatus, JobKind } from "../../gen/rbdbackup/v1/backup_service";
 import type { Backup } from "../model";
 import { lockOfBackup, lockOfVolume } from "../scheduler";
 import { fingerprint, type JobSpec } from "./new-job";
@@ -17,7 +18,8 @@ export function deleteJobSpec(b: Backup, idempotencyKey: string): JobSpec {
     kind: JobKind.JOB_KIND_DELETE,
     backupId: b.id,
     volume: b.volume,
-    operation: { kind: "delete" },
+    operation:
+      b.status === BackupStatus.BACKUP_STATUS_FAILED ? { kind: "delete", failedBackup: true } : { kind: "delete" },
     idempotencyKey,
     fingerprint: deleteFingerprint(b.id),
     locks: [lockOfVolume(b.volume), lockOfBackup(b.id)],

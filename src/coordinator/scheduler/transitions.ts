@@ -138,7 +138,7 @@ export function backupGone(ctx: SchedulerContext, j: JobRecord, warnings: string
   ctx.log.warn("backup deleted, its delete unfinished", { job: j.id, backup: b.id, warnings });
 }
 
-/** A backup being made failed with its job; a backup being deleted is as it was again (AVAILABLE or CORRUPT). */
+/** A backup being made failed with its job; a backup being deleted is as it was again (AVAILABLE, CORRUPT or FAILED). */
 function backupAfterFailure(ctx: SchedulerContext, j: JobRecord, state: JobState, message: string): void {
   const b = ctx.catalog.getBackup(j.backupId);
   if (!b) return;
@@ -153,7 +153,7 @@ function backupAfterFailure(ctx: SchedulerContext, j: JobRecord, state: JobState
       backupGone(ctx, j, [...b.warnings, `an attempt of delete job ${j.id} ended without its agent's word`]);
       return;
     }
-    b.status = statusBeforeDelete(b);
+    b.status = statusBeforeDelete(b, j.operation.failedBackup === true);
     ctx.catalog.updateBackup(b);
   }
 }

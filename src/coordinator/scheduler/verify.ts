@@ -95,15 +95,18 @@ export const deleteUnfinished = (b: Backup): boolean =>
   b.status === BackupStatus.BACKUP_STATUS_DELETED && b.error.startsWith(DELETE_UNFINISHED);
 
 /**
- * The status a backup whose delete failed goes back to: CORRUPT when a verification found it so; DELETED
- * for one an earlier delete already emptied (a second delete of its leftovers that failed too).
+ * The status a backup whose delete failed goes back to: FAILED for a failed backup's (`failedBackup`, the
+ * delete job's mark); CORRUPT when a verification found it so; DELETED for one an earlier delete already
+ * emptied (a second delete of its leftovers that failed too).
  */
-export const statusBeforeDelete = (b: Backup): BackupStatus =>
-  b.error.startsWith(DELETE_UNFINISHED)
-    ? BackupStatus.BACKUP_STATUS_DELETED
-    : b.integrity?.corruptReason
-      ? BackupStatus.BACKUP_STATUS_CORRUPT
-      : BackupStatus.BACKUP_STATUS_AVAILABLE;
+export const statusBeforeDelete = (b: Backup, failedBackup = false): BackupStatus =>
+  failedBackup
+    ? BackupStatus.BACKUP_STATUS_FAILED
+    : b.error.startsWith(DELETE_UNFINISHED)
+      ? BackupStatus.BACKUP_STATUS_DELETED
+      : b.integrity?.corruptReason
+        ? BackupStatus.BACKUP_STATUS_CORRUPT
+        : BackupStatus.BACKUP_STATUS_AVAILABLE;
 
 const locationOf = (b: Backup): string => `${b.location?.cluster}/${b.location?.pool}/${b.location?.namespace}`;
 

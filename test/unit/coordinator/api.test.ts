@@ -369,13 +369,25 @@ describe("BackupService admission", () => {
       await assertStatus(
         api.deleteBackup({ backupId: gone.id }),
         Status.FAILED_PRECONDITION,
-        /is BACKUP_STATUS_DELETED; only an available \(or corrupt\) backup, or a deleted one whose delete did not finish/,
+        /is BACKUP_STATUS_DELETED; only an available, corrupt or failed backup, or a deleted one whose delete did not finish/,
       );
       gone.error = "delete unfinished: base image busy";
       catalog.updateBackup(gone);
       const d = await api.deleteBackup({ backupId: gone.id });
       assert.equal(d.kind, JobKind.JOB_KIND_DELETE);
       await api.cancelJob({ jobId: d.id });
+    });
+
+    it("DeleteBackup of a FAILED backup: a DELETE job that knows the backup failed (its attempt may have left data on the destination)", async () => {
+      const failed = newBackup(vol("v1"), "b", h.t);
+      Object.assign(failed, { status: BackupStatus.BACKUP_STATUS_FAILED, error: "UNAVAILABLE: agent gone" });
+      catalog.insertBackup(failed);
+      const d = await api.deleteBackup({ backupId: failed.id });
+      assert.equal(d.kind, JobKind.JOB_KIND_DELETE);
+      assert.equal(h.backup(failed.id).status, BackupStatus.BACKUP_STATUS_DELETING);
+      assert.deepEqual(catalog.getJob(d.id)?.operation, { kind: "delete", failedBackup: true });
+      await api.cancelJob({ jobId: d.id });
+      assert.equal(h.backup(failed.id).status, BackupStatus.BACKUP_STATUS_FAILED);
     });
 
     it("ListAgents shows which agents are connected", async () => {

@@ -7,6 +7,7 @@
  * `committed`: what the destination holds. `backupDone` commits the backup there first (as a real
  * destination does before the source reports), reports it and awaits the confirmation.
  */
+
 import { randomUUID } from "node:crypto";
 import { Status } from "nice-grpc-common";
 import type { CapabilitySigner } from "../../../src/common/capability";
@@ -20,6 +21,7 @@ import { CALLER_METADATA_KEY } from "../../../src/coordinator/authz";
 import { registeredFsid } from "../../../src/coordinator/catalog/catalog";
 import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
 import { Relays } from "../../../src/coordinator/interchange/relays";
+import { deleteJobSpec } from "../../../src/coordinator/jobs/delete-job";
 import type { Backup, JobRecord } from "../../../src/coordinator/model";
 import {
   lockOfBackup,
@@ -309,7 +311,7 @@ export class Harness {
       kind: JobKind.JOB_KIND_DELETE,
       backupId,
       volume: v,
-      operation: { kind: "delete" },
+      operation: deleteJobSpec(b, "").operation,
       locks: [lockOfVolume(v), lockOfBackup(backupId)],
       execCluster: b.location?.cluster ?? "",
       peerCluster: "",

@@ -662,6 +662,32 @@ describe("scheduler", () => {
       assert.match(b.error, /^delete unfinished: .*ended without its agent's word/);
     });
 
+    it("a FAILED backup's delete (what its cut-short attempt may have left on the destination): FAILED again if it fails, DELETED once done", async () => {
+      for (const done of [false, true]) {
+        const made = h.queueBackup(vol(done ? "fd" : "ff"));
+        h.tick();
+        h.outcome(a1, made.id, Status.PERMISSION_DENIED, "no");
+        assert.equal(h.backup(made.backupId).status, BackupStatus.BACKUP_STATUS_FAILED);
+        const d = h.queueDelete(made.backupId);
+        assert.deepEqual(h.job(d.id).operation, { kind: "delete", failedBackup: true });
+        await h.tickAfterSweep();
+        assert.equal(b1.lease(d.id).operation?.$case, "delete");
+        if (done) {
+          h.outcome(b1, d.id, Status.OK, "", { $case: "delete", value: DeleteBackupDataResult.fromPartial({}) });
+          assert.equal(h.job(d.id).state, SUCCEEDED);
+          assert.equal(h.backup(made.backupId).status, BackupStatus.BACKUP_STATUS_DELETED);
+        } else {
+          h.outcome(b1, d.id, Status.PERMISSION_DENIED, "no");
+          assert.equal(h.job(d.id).state, FAILED);
+          assert.equal(
+            h.backup(made.backupId).status,
+            BackupStatus.BACKUP_STATUS_FAILED,
+            "not AVAILABLE: it never was",
+          );
+        }
+      }
+    });
+
     it("a delete that fails leaves its backup AVAILABLE again", async () => {
       const j = await leasedDelete("v1");
       const d = { id: j.deleteId };

@@ -619,7 +619,8 @@ class GivingUpTest(DriverTestCase):
             del self.driver._status_now
         rid = rbdbackup_id(objects.Backup.get_by_id(self.ctxt, b.id))
         made = self.driver.client.get_backup(rid)
-        self.assertEqual(pb.BACKUP_STATUS_FAILED, made.status)
+        # Cancelled (FAILED), then deleted by the same delete_backup: a failed backup's leftovers are removed.
+        self.assertEqual(pb.BACKUP_STATUS_DELETED, made.status, pb.BackupStatus.Name(made.status))
         self.assertEqual(pb.JOB_STATE_CANCELLED, self.driver.client.get_job(made.job_id).state)
         self.assertFalse(LAB.exists(BACKUPS, "backups", made.base_image), "nothing left in the backup pool")
 
@@ -637,8 +638,10 @@ class GivingUpTest(DriverTestCase):
         self.assertEqual(pb.JOB_STATE_CANCELLED, ended.state, ended.error_message)
         self.assertEqual(pb.BACKUP_STATUS_FAILED, self.driver.client.get_backup(rid).status)
         self.assertFalse(LAB.exists(BACKUPS, "backups", made.base_image), "nothing left in the backup pool")
-        # The manager's delete_backup of the force-delete: nothing left to delete, and no error.
+        # The manager's delete_backup of the force-delete: nothing left to delete, and no error; the failed
+        # backup is deleted (a DELETE job that finds nothing on the destination succeeds).
         self.driver.delete_backup(objects.Backup.get_by_id(self.ctxt, b.id))
+        self.assertEqual(pb.BACKUP_STATUS_DELETED, self.driver.client.get_backup(rid).status)
 
     def test_a_backup_already_being_deleted_is_followed_not_deleted_again(self):
         vol = self.volume(writes=2)
