@@ -12,6 +12,7 @@ import type { Policy } from "../../gen/rbdbackup/v1/policy";
 import type { AvailableBackup, Catalog } from "../catalog/catalog";
 import { deleteJobSpec } from "../jobs/delete-job";
 import { isUniqueViolation, newJobRecord, POLICY_RUN_KEY_PREFIX } from "../jobs/new-job";
+import { volumeLabel } from "../model";
 import { isFinal } from "../scheduler";
 import { planRetention, type RetentionCandidate } from "./retention";
 
@@ -37,12 +38,17 @@ export function policyBackups(catalog: Catalog, p: Policy, vol: VolumeRef): Avai
     );
 }
 
-/** Queues the DELETE jobs retention asks for; returns how many it queued. */
+/**
+ * Queues the DELETE jobs retention asks for; returns how many it queued. `justMade`: the backup of the run
+ * being settled, which stays whatever the rules say (a clock behind the one that dated the others by less
+ * than retention.ts CLOCK_SKEW_MS still sorts it behind them).
+ */
 export function enforceRetention(
   deps: { catalog: Catalog; log: Logger; maxAttempts: number },
   p: Policy,
   vol: VolumeRef,
   nowMs: number,
+  justMade = "",
 ): number {
   const { catalog } = deps;
   if (!p.retention) return 0;
@@ -50,9 +56,16 @@ export function enforceRetention(
   const candidates: RetentionCandidate[] = backups.map((b) => ({
     id: b.id,
     at: b.createdAt,
-    pinned: catalog.backupInUse(b.id) ? "in use" : b.clones ? "has clones" : undefined,
+    pinned:
+      b.id === justMade ? "just made" : catalog.backupInUse(b.id) ? "in use" : b.clones ? "has clones" : undefined,
   }));
   const plan = planRetention(p.retention, candidates, nowMs, p.schedule?.timeZone ?? "");
+  if (plan.keep.values().next().value?.includes("clock")) {
+    deps.log.warn("retention held: a backup is dated after now (this coordinator's clock is behind)", {
+      policy: p.name,
+      volume: volumeLabel(vol),
+    });
+  }
   let queued = 0;
   for (const id of plan.drop) {
     const job = queueDelete(deps, p, id, nowMs);

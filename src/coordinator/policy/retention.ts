@@ -4,11 +4,17 @@
  * the same order and keeps the first (newest) backup of each new period until it has N periods. Periods
  * are wall-clock hours, days, ISO weeks (Monday first), months and years in the schedule's time zone; a
  * repeated hour (clocks set back) is one hour. Whatever the rules say, the newest backup, backups younger
- * than min_age and pinned ones (in use, cloned) stay. O(n log n); no clock, no I/O.
+ * than min_age and pinned ones (in use, cloned) stay; and while any backup is dated after now (by more
+ * than CLOCK_SKEW_MS: this clock is behind the one that dated it — it stepped back, or a new leader's is
+ * slow) every one stays, as the order by time (and min_age) cannot be trusted: the backup just made
+ * would sort behind older ones and go. O(n log n); no clock, no I/O.
  */
 import { invalidArgument } from "../../common/errors";
 import type { RetentionRule } from "../../gen/rbdbackup/v1/policy";
 import { DAY_MS, HOUR_MS, isoWeekIndex, wallOf } from "./local-time";
+
+/** A backup dated further than this after now means the clock is behind the one that dated it. */
+export const CLOCK_SKEW_MS = 5 * 60_000;
 
 /** The largest count a retention rule may ask for. */
 export const MAX_RETENTION_COUNT = 10_000;
@@ -32,7 +38,8 @@ export type RetentionReason =
   | "yearly"
   | "newest"
   | "min_age"
-  | "pinned";
+  | "pinned"
+  | "clock";
 
 export interface RetentionPlan {
   /** id → the rules that keep it (in the order of RetentionReason). */
@@ -122,12 +129,14 @@ export function planRetention(
   }
 
   const minAgeMs = rule.minAgeSeconds * 1000;
+  const clockBehind = candidates.some((c) => c.at > nowMs + CLOCK_SKEW_MS);
   const keep = new Map<string, RetentionReason[]>();
   const drop: string[] = [];
   sorted.forEach(({ c, reasons }, i) => {
     if (i === 0) reasons.push("newest");
     if (minAgeMs > 0 && nowMs - c.at < minAgeMs) reasons.push("min_age");
     if (c.pinned) reasons.push("pinned");
+    if (clockBehind) reasons.push("clock");
     if (reasons.length > 0) keep.set(c.id, reasons);
     else drop.push(c.id);
   });

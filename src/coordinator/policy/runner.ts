@@ -35,7 +35,7 @@ import { type ProtectionRecord, volumeKey } from "./model";
 import { reslot, saveRunnerFields, scheduleKey, stillDue } from "./records";
 import { enforceRetention } from "./retention-jobs";
 import type { PolicyRunnerPort, RunNowResult } from "./runner-port";
-import { advance, isDue, manualKey, newRecord, nextRun, retrySlot, slotKey } from "./slots";
+import { advance, clockBehind, isDue, manualKey, newRecord, nextRun, retrySlot, slotKey } from "./slots";
 import { recordKey, recordKeyPrefix, TickPlan } from "./tick-plan";
 import { defaultPoolOf, destinationKey } from "./validate";
 
@@ -239,7 +239,15 @@ export class PolicyRunner implements PolicyRunnerPort {
     for (const vol of explicit) want.set(volumeKey(vol), { vol, source: "explicit" });
     const records = new Map(store.protectionOfPolicy(p.name).map((r) => [volumeKey(r.volume), r]));
     const out: ProtectionRecord[] = [];
-    for (const [key, rec] of records) {
+    let moved = 0;
+    for (const [key, read] of records) {
+      // Slotted by a clock ahead of this one: back to the schedule's next slot (slots.ts clockBehind).
+      const mended = clockBehind(p, read, now);
+      if (mended) {
+        saveRunnerFields(store, mended);
+        moved++;
+      }
+      const rec = mended ?? read;
       // Not listed yet (agent missing): discovered volumes keep their records until a listing says otherwise.
       // A record a failover paused stays too, whatever the listing says (a lost site's pool listed
       // without the volume, a volume re-created by a failback's full copy): it stays paused until
@@ -255,6 +263,12 @@ export class PolicyRunner implements PolicyRunnerPort {
         this.#plan.pending(p.name, key, false);
         this.#settled.delete(recordKey(p.name, key));
       }
+    }
+    if (moved) {
+      this.deps.log.warn("runs slotted by a clock ahead of this one moved to the next slot (the clock stepped back?)", {
+        policy: p.name,
+        records: moved,
+      });
     }
     for (const [key, { vol, source }] of want) {
       if (records.has(key)) continue;
@@ -317,7 +331,7 @@ export class PolicyRunner implements PolicyRunnerPort {
       if (rec.consecutiveFailures || rec.lastError) this.#save({ ...rec, consecutiveFailures: 0, lastError: "" }, rec);
       // A protection paused by a failover deletes nothing: the volume's history goes on elsewhere, and
       // what to keep is the operator's to decide when it resumes (its next run applies retention).
-      const n = paused ? 0 : enforceRetention(this.deps, p, rec.volume, now);
+      const n = paused ? 0 : enforceRetention(this.deps, p, rec.volume, now, job.backupId);
       if (n) {
         this.deps.metrics?.retentionDeletions.labels(p.name).inc(n);
         this.deps.scheduler.kick();

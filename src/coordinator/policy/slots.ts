@@ -97,6 +97,21 @@ export function retrySlot(p: Policy, rec: ProtectionRecord, retryAt: number): Pr
   return { ...rec, nextRunAt: retryAt };
 }
 
+/** A record slotted further than this past the schedule's next slot was slotted by a clock ahead of ours. */
+export const CLOCK_STEP_MARGIN_MS = 5 * 60_000;
+
+/**
+ * The record moved to the first slot after `nowMs`, when it waits for a slot later than the schedule's
+ * next one (CLOCK_STEP_MARGIN_MS to spare): its next run was computed by a clock ahead of this one (the
+ * clock stepped back, or a new leader's is slow), and would wait out the difference — a day's step back
+ * a day without runs, nothing saying so. undefined when the record is as it should be: slotted from a
+ * time before now, it never waits past the next slot.
+ */
+export function clockBehind(p: Policy, rec: ProtectionRecord, nowMs: number): ProtectionRecord | undefined {
+  if (rec.nextSlotAt <= nextSlot(scheduleOf(p), nowMs + CLOCK_STEP_MARGIN_MS)) return undefined;
+  return { ...rec, ...nextRun(p, rec.volume, nowMs) };
+}
+
 /** The run of a slot is due. */
 export const isDue = (rec: ProtectionRecord, nowMs: number): boolean => rec.nextRunAt <= nowMs;
 

@@ -322,6 +322,18 @@ describe("planRetention: never dropped", () => {
     assert.deepEqual(plan.keep.get(YEAR[5000]?.id ?? ""), ["pinned"]);
   });
 
+  it("anything, while a backup is dated after now (the clock behind the one that dated it): reason 'clock'", () => {
+    const c = hourly("2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z");
+    const now = Date.parse("2026-01-02T00:00:00Z"); // a day behind the newest backup's clock
+    const held = planRetention(rule({ keepLast: 1 }), c, now, "");
+    assert.deepEqual(held.drop, []);
+    assert.equal(held.keep.size, c.length);
+    assert.ok([...held.keep.values()].every((r) => r.includes("clock")));
+    // Within the skew allowed (the newest 4 min ahead), the rules apply.
+    const near = planRetention(rule({ keepLast: 1 }), c, (c.at(-1)?.at ?? 0) - 4 * 60_000, "");
+    assert.equal(near.drop.length, c.length - 1);
+  });
+
   it("no candidates: nothing to do", () => {
     const plan = planRetention(BENJI, [], NOW, "");
     assert.equal(plan.keep.size, 0);

@@ -401,6 +401,30 @@ describe("policy runner", () => {
     for (const id of backups.slice(2)) assert.equal(h.backup(id).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
   });
 
+  it("the clock stepping back a day (a new leader's slow clock): runs go on at the next slot, and retention deletes nothing dated after now", async () => {
+    h.catalog.policies.insertPolicy(policy({ retention: RetentionRule.fromPartial({ keepLast: 1 }) }));
+    await runner.tick();
+    await runSlots(2);
+    const before = jobs(JobKind.JOB_KIND_DELETE).length;
+    assert.equal(before, 1, "keep_last 1: the first of two goes");
+    runner.stop();
+    h.t -= 86_400_000;
+    runner = newRunner();
+    await runner.tick();
+    const rec = record();
+    assert.ok(rec && rec.nextSlotAt <= h.t + INTERVAL * 1000, "slotted from this clock, not a day on");
+    assert.match(
+      h.log.lines.find((l) => l.msg.startsWith("runs slotted by a clock ahead"))?.msg ?? "",
+      /moved to the next slot/,
+    );
+    await runSlots(1);
+    const made = jobs().at(-1);
+    assert.ok(made);
+    assert.equal(h.backup(made.backupId).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+    assert.equal(jobs(JobKind.JOB_KIND_DELETE).length, before, "dated a day ahead, the others stay: nothing deleted");
+    assert.ok(h.log.lines.some((l) => l.msg.startsWith("retention held")));
+  });
+
   it("a run that succeeds once its protection was paused by a failover applies no retention", async () => {
     h.catalog.policies.insertPolicy(
       policy({ retention: RetentionRule.fromPartial({ keepLast: 1 }), createdAt: new Date(h.t) }),
