@@ -34,6 +34,12 @@ export async function coordinatorMain(argv: string[]): Promise<number> {
   }
   const log = logger({ component: "coordinator" });
   const c = new Coordinator(cfg, log);
+  // SIGHUP (systemctl reload) ends a process that has no handler for it, cleanly in systemd's eyes (no
+  // restart): one from now to exit. While serving, the coordinator's own handler reads the files again;
+  // before that they are about to be read for the first time, and while draining there is nothing to do.
+  process.on("SIGHUP", () => {
+    if (c.state !== "serving") log.info(`SIGHUP while ${c.state}: nothing to reload`);
+  });
   try {
     await c.start();
   } catch (e) {

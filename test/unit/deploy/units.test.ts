@@ -70,6 +70,16 @@ describe("deploy/systemd units", () => {
     assert.match(one(agent, "ExecStart"), / --state-dir \/var\/lib\/rbdbackup\/agent-%i$/);
   });
 
+  it("the coordinators' units pass only --config: a flag there would override the file's field without a word", () => {
+    for (const u of coordinators) {
+      assert.match(
+        one(service(u), "ExecStart"),
+        /^\/usr\/bin\/node \/opt\/rbdbackup\/dist\/src\/coordinator\/main\.js --config \/etc\/rbdbackup\/coordinator\.json$/,
+        u,
+      );
+    }
+  });
+
   it("the example configs write their audit logs inside their unit's log directory", () => {
     for (const f of ["coordinator.json", "coordinator-ha-a.json", "coordinator-ha-b.json"])
       assert.ok(json(f).auth.auditLog.startsWith("/var/log/rbdbackup/coordinator/"), f);
