@@ -21,6 +21,7 @@ import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-serv
 import { splitHostPort } from "../../src/common/address";
 import { CapabilityVerifier } from "../../src/common/capability";
 import type { Logger } from "../../src/common/log";
+import { ReloadMetrics } from "../../src/common/reload-metrics";
 import { reloadLogged } from "../../src/common/reloadable-file";
 import { RevocationList } from "../../src/common/revocations";
 import { TransientStartError } from "../../src/common/start-failure";
@@ -101,6 +102,8 @@ export class Agent {
   #commits: RecentCommits | null = null;
   #quiet: QuietRelease | null = null;
   #revoked: RevocationList | null = null;
+  /** Whether the revocations file's last read took (rbdbackup_config_last_reload_successful). */
+  #reloads: ReloadMetrics | null = null;
   readonly #openVolumes = new OpenVolumes();
   session: CoordinatorSession | null = null;
   metricsAddress = "";
@@ -166,6 +169,8 @@ export class Agent {
     }
     const metrics = new AgentMetrics(cfg.cluster.name, VERSION, libraryVersions().librbd);
     this.#metrics = metrics;
+    this.#reloads = new ReloadMetrics(cfg.auth.revokedCertificatesFile ? ["revocations"] : []);
+    for (const m of this.#reloads.all()) metrics.registry.registerMetric(m);
     metrics.knownPool(cfg.backupPool);
     const audit = new AuthzAudit(log, (service, reason) => metrics.refused(service, reason), cfg.audit.file);
     this.#audit = audit;
@@ -391,7 +396,8 @@ export class Agent {
       return;
     }
     const kept = "the previous list stays in force";
-    if (!reloadLogged(revoked, this.log, { what: "revoked certificates", count: "revoked", kept })) return;
+    const m = { what: "revoked certificates", count: "revoked", kept, file: "revocations" } as const;
+    if (!reloadLogged(revoked, this.log, m, this.#reloads)) return;
     const dropped = this.session?.dropRevoked();
     if (dropped?.closed.length) {
       this.log.warn("closed the channels to coordinators whose certificate is revoked", {

@@ -190,7 +190,10 @@ export class RevocationList {
    * a block of the file misread here, cannot narrow them.
    */
   constructor(file: string, caPem?: string | Buffer) {
-    this.#file = new ReloadableFile(file, "revoked certificates file", parseRevoked, new Set());
+    // A deny list: an empty file read while being rewritten would lift every revocation.
+    this.#file = new ReloadableFile(file, "revoked certificates file", parseRevoked, new Set(), {
+      refuseEmpty: (current) => current.size > 0,
+    });
     if (caPem && file) checkCaCurves(caPem);
   }
 
@@ -202,9 +205,20 @@ export class RevocationList {
     return this.#file.value.size;
   }
 
+  /** The fingerprints the last reload lifted (listed before it, not after). */
+  #lifted: string[] = [];
+
   /** Reads the file again. Throws (and keeps the list in force) when the new file is bad. */
   reload(): number {
-    return this.#file.reload().size;
+    const before = this.#file.value;
+    const now = this.#file.reload();
+    this.#lifted = [...before].filter((fp) => !now.has(fp));
+    return now.size;
+  }
+
+  /** The fingerprints the last reload lifted. */
+  removed(): string[] {
+    return this.#lifted;
   }
 
   /** Whether a fingerprint (certFingerprint's form) is listed. */

@@ -21,6 +21,7 @@ import { ServerReflection, ServerReflectionService } from "nice-grpc-server-refl
 import { splitHostPort } from "../common/address";
 import { CapabilitySigner } from "../common/capability";
 import type { Logger } from "../common/log";
+import { type ReloadedFile, ReloadMetrics } from "../common/reload-metrics";
 import { reloadLogged } from "../common/reloadable-file";
 import { RevocationList } from "../common/revocations";
 import { SESSION_MAX_MESSAGE_BYTES } from "../common/session-limits";
@@ -74,6 +75,8 @@ export class Coordinator {
   tokens: TokenStore | null = null;
   scopes: ScopeStore | null = null;
   revoked: RevocationList | null = null;
+  /** Whether each file SIGHUP reads again took (rbdbackup_config_last_reload_successful). */
+  reloads: ReloadMetrics | null = null;
   audit: Audit | null = null;
   readonly #onSighup = () => {
     this.reloadTokens();
@@ -98,6 +101,11 @@ export class Coordinator {
       cfg.tls.insecure || !cfg.tls.ca ? undefined : readFileSync(cfg.tls.ca),
     );
     this.revoked = revoked;
+    const reloadable: ReloadedFile[] = [];
+    if (cfg.tokensFile) reloadable.push("tokens");
+    if (cfg.scopesFile) reloadable.push("scopes");
+    if (cfg.revokedCertificatesFile) reloadable.push("revocations");
+    this.reloads = new ReloadMetrics(reloadable);
     const audit = new Audit(this.log, cfg.auditLog);
     this.audit = audit;
     if (cfg.tls.insecure && tokens.size === 0)
@@ -207,6 +215,7 @@ export class Coordinator {
       this.#metrics = new CoordinatorMetrics(VERSION, catalog, this.sessions, relay.surface(), {
         extra: [
           audit.refusals,
+          ...this.reloads.all(),
           ...policyMetrics.all(),
           ...new VerifyMetrics(catalog, relay.surface(), () => ha.leading(), collectErrors).all(),
         ],
@@ -232,21 +241,23 @@ export class Coordinator {
   /** SIGHUP: reads the tokens file again; a bad file keeps the tokens in force (and says why in the log). */
   reloadTokens(): void {
     if (!this.tokens) return;
-    reloadLogged(this.tokens, this.log, {
-      what: "API tokens",
-      count: "tokens",
-      kept: "the previous tokens stay in force",
-    });
+    reloadLogged(
+      this.tokens,
+      this.log,
+      { what: "API tokens", count: "tokens", kept: "the previous tokens stay in force", file: "tokens" },
+      this.reloads,
+    );
   }
 
   /** SIGHUP: reads the API scopes file again; a bad file keeps the scopes in force. */
   reloadScopes(): void {
     if (!this.scopes) return;
-    reloadLogged(this.scopes, this.log, {
-      what: "API scopes",
-      count: "clients",
-      kept: "the previous scopes stay in force",
-    });
+    reloadLogged(
+      this.scopes,
+      this.log,
+      { what: "API scopes", count: "clients", kept: "the previous scopes stay in force", file: "scopes" },
+      this.reloads,
+    );
   }
 
   /** SIGHUP: reads the revoked certificates file again; a bad file keeps the list in force. */
@@ -254,7 +265,8 @@ export class Coordinator {
     const revoked = this.revoked;
     if (!revoked) return;
     const kept = "the previous list stays in force";
-    if (!reloadLogged(revoked, this.log, { what: "revoked certificates", count: "revoked", kept })) return;
+    const m = { what: "revoked certificates", count: "revoked", kept, file: "revocations" } as const;
+    if (!reloadLogged(revoked, this.log, m, this.reloads)) return;
     // A session opened with a certificate revoked now ends (its agent's reconnect is refused): it would
     // otherwise keep its leases and get new ones for as long as it lasts.
     for (const s of this.sessions.all()) {

@@ -105,7 +105,7 @@ describe("agents: revoked certificates", () => {
     await waitFor(() => count(a.logs(), REFUSED) > before, { what: "a refused reconnect", timeoutMs: 60_000 });
     assert.deepEqual(await connected(), []);
     // Back in for the next test.
-    writeFileSync(a.revokedFile, "");
+    writeFileSync(a.revokedFile, "# none revoked\n"); // an empty file would be refused: revocations in force
     a.proc.kill("SIGHUP");
     await waitFor(() => reloads(a) === 3, { what: "the agent's third reload" });
     await waitAgents(coord.client, 1, 60_000);

@@ -12,6 +12,8 @@ import { after, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
 import { AppError } from "../../../src/common/errors";
 import type { Identity, Role } from "../../../src/common/identity";
+import { ReloadMetrics } from "../../../src/common/reload-metrics";
+import { reloadLogged } from "../../../src/common/reloadable-file";
 import { certFingerprint, parseRevoked, RevocationList } from "../../../src/common/revocations";
 import { catalogDiskError } from "../../../src/coordinator/api/error-status";
 import { targetOf } from "../../../src/coordinator/api-audit";
@@ -117,6 +119,45 @@ describe("revoked certificates file", () => {
     assert.equal(r.reload(), 0);
     assert.equal(r.revoked(der), null);
     assert.equal(new RevocationList("").revoked(der), null, "no file: none revoked");
+  });
+
+  it("a reload refuses a file read half-written: no final newline, or empty while revocations are in force; a lift is a warning, and the metric says what took", async () => {
+    const f = path.join(dir, "revoked-halfway");
+    const other = certFingerprint(Buffer.from("another"));
+    writeFileSync(f, `${fp}\n${other}\n`);
+    const r = new RevocationList(f);
+    const log = memoryLogger();
+    const metrics = new ReloadMetrics(["revocations"]);
+    const took = async () =>
+      (await metrics.successful.get()).values.find((v) => v.labels.file === "revocations")?.value;
+    const reload = () =>
+      reloadLogged(
+        r,
+        log,
+        { what: "revoked certificates", count: "revoked", kept: "kept", file: "revocations" },
+        metrics,
+      );
+    assert.equal(await took(), 1, "read at start");
+    for (const half of ["", `${fp}\n${other.slice(0, 20)}`, `${fp}`]) {
+      writeFileSync(f, half);
+      assert.equal(reload(), false, JSON.stringify(half));
+      assert.equal(r.revoked(der), fp, "the old list stays in force");
+      assert.equal(r.has(other), true);
+      assert.equal(await took(), 0);
+    }
+    assert.match(
+      String(log.lines.findLast((l) => l.level === "error")?.fields?.err),
+      /does not end with a newline: it may be half-written/,
+    );
+    writeFileSync(f, `${fp}\n`);
+    assert.equal(reload(), true);
+    assert.equal(await took(), 1);
+    assert.deepEqual(log.lines.findLast((l) => l.level === "warn")?.fields?.removed, [other], "the lifted one named");
+    writeFileSync(f, "# nothing revoked\n");
+    assert.equal(reload(), true, "a comment line lifts them all on purpose");
+    assert.equal(r.revoked(der), null);
+    writeFileSync(f, "");
+    assert.equal(reload(), true, "empty while none is revoked: nothing to lose");
   });
 
   it("a revoked certificate is UNAUTHENTICATED, even with a valid token beside it; others are as before", () => {

@@ -116,6 +116,12 @@ describe("the scopes file", () => {
     writeFileSync(f, "client/cinder\n");
     assert.throws(() => s.reload(), /names no scope/);
     assert.ok("scope" in of(cert("operator", "cinder")));
+    // A line cut short while the file is rewritten in place names a wider scope: a file without its
+    // final newline is refused on reload.
+    writeFileSync(f, "client/cinder a/r");
+    assert.throws(() => s.reload(), /does not end with a newline: it may be half-written/);
+    const still = of(cert("operator", "cinder"));
+    assert.ok("scope" in still && still.scope && !still.scope.sees(vol("v", "a", "k8s")), "the old scopes in force");
   });
 });
 
