@@ -40,7 +40,8 @@ export function parseTokens(text: string, file: string): TokenEntry[] {
       );
     const [role, token, name = ""] = fields as [string, string, string?];
     if (!(ROLES as readonly string[]).includes(role))
-      throw new Error(`${where}: unknown role "${role}" (expected ${ROLES.join(" | ")})`);
+      // The field is not echoed: a line written "<token> <role>" would put the token in the log.
+      throw new Error(`${where}: the first field is not a role (expected ${ROLES.join(" | ")}, then the token)`);
     if (token.length < 16) throw new Error(`${where}: a token must be at least 16 characters`);
     if (name && !TOKEN_NAME_RE.test(name))
       throw new Error(`${where}: a token's name is 1-128 characters of [A-Za-z0-9._-]`);

@@ -4,7 +4,7 @@
  * that are filtered, ordered or unique.
  */
 import { randomBytes } from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { closeSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { Backup as BackupMsg, BackupStatus, JobState } from "../../gen/rbdbackup/v1/backup_service";
@@ -92,7 +92,12 @@ export class SqliteCatalog implements Catalog {
   readonly leadership = undefined;
 
   constructor(file: string) {
-    if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    if (file !== ":memory:") {
+      mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+      // The catalog (its paging key, volume metadata) is the coordinator's only, whatever the umask and the
+      // directory's mode: a new file is made 0600 (SQLite gives its -wal and -shm files the same mode).
+      closeSync(openSync(file, "a", 0o600));
+    }
     this.#db = new Database(file, { timeout: 5000 });
     this.#sql = statementCache(this.#db);
     this.#db.pragma("journal_mode = WAL");

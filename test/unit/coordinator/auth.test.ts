@@ -62,7 +62,12 @@ describe("tokens file", () => {
       () => parseTokens(`# x\n${T.admin}\n`, "/etc/t"),
       /\/etc\/t line 2: expected "<role> <token> \[<name>\]"/,
     );
-    assert.throws(() => parseTokens(`root ${T.admin}\n`, "f"), /f line 1: unknown role "root"/);
+    assert.throws(() => parseTokens(`root ${T.admin}\n`, "f"), /f line 1: the first field is not a role/);
+    // Written the wrong way round, the line's error must not carry the token (it goes to the log).
+    assert.throws(
+      () => parseTokens(`${T.admin} admin\n`, "f"),
+      (e: Error) => /the first field is not a role/.test(e.message) && !e.message.includes(T.admin),
+    );
     assert.throws(() => parseTokens("\n\nadmin short\n", "f"), /f line 3: a token must be at least 16 characters/);
     assert.throws(() => parseTokens(`admin ${T.admin} a-name extra\n`, "f"), /f line 1: expected/);
     assert.throws(() => new TokenStore(path.join(dir, "missing")), /cannot read the API token file/);

@@ -80,6 +80,16 @@ describe("deploy/systemd units", () => {
     }
   });
 
+  it("every unit makes its files its own only and dumps no core; an agent reads none of a coordinator's secrets", () => {
+    for (const u of [...coordinators, "rbdbackup-agent@.service"]) {
+      assert.equal(one(service(u), "UMask"), "0077", u);
+      assert.equal(one(service(u), "LimitCORE"), "0", u);
+    }
+    const hidden = paths(agent, "InaccessiblePaths");
+    const c = json("coordinator.json");
+    for (const f of [c.tls.key, c.auth.tokensFile, "/etc/rbdbackup/pgpass"]) assert.ok(hidden.includes(f), f);
+  });
+
   it("the example configs write their audit logs inside their unit's log directory", () => {
     for (const f of ["coordinator.json", "coordinator-ha-a.json", "coordinator-ha-b.json"])
       assert.ok(json(f).auth.auditLog.startsWith("/var/log/rbdbackup/coordinator/"), f);
