@@ -235,8 +235,8 @@ export function connectionSettings(
   let timeoutMs = DEFAULT_TIMEOUT_SECONDS * 1000;
   if (values.timeout !== undefined) {
     const s = Number(values.timeout);
-    if (values.timeout.trim() === "" || !Number.isFinite(s) || s <= 0 || s > 86_400) {
-      throw new UsageError(`--timeout must be a number of seconds above 0 (at most 86400), got "${values.timeout}"`);
+    if (values.timeout.trim() === "" || !Number.isFinite(s) || s < 0.1 || s > 86_400) {
+      throw new UsageError(`--timeout must be a number of seconds from 0.1 to 86400, got "${values.timeout}"`);
     }
     timeoutMs = Math.round(s * 1000);
   }

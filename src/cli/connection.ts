@@ -3,6 +3,7 @@
  * plaintext), the bearer token metadata, and unary calls bounded by --timeout. With several coordinator
  * addresses the calls follow the leader (leader-follower.ts).
  */
+import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { ChannelCredentials } from "@grpc/grpc-js";
@@ -20,6 +21,22 @@ function readPem(path: string, flag: string): Buffer {
   } catch (e) {
     throw new UsageError(`cannot read the --${flag} file ${path}: ${(e as Error).message}`);
   }
+}
+
+/**
+ * A client certificate outside its validity is refused here, naming its dates: the server would refuse
+ * the handshake, which reaches the CLI as UNAVAILABLE (exit 6, "retry") — a retry that never helps.
+ */
+function checkValidNow(pem: Buffer, file: string): void {
+  let c: X509Certificate;
+  try {
+    c = new X509Certificate(pem);
+  } catch (e) {
+    throw new UsageError(`--cert ${file} is not a PEM certificate: ${(e as Error).message}`);
+  }
+  const now = Date.now();
+  if (Date.parse(c.validTo) < now) throw new UsageError(`--cert ${file} expired on ${c.validTo}: renew it`);
+  if (Date.parse(c.validFrom) > now) throw new UsageError(`--cert ${file} is not valid before ${c.validFrom}`);
 }
 
 /**
@@ -44,7 +61,15 @@ function credentials(tls: TlsConfig): ChannelCredentials {
     const ca = readPem(tls.ca, "ca");
     const cert = readPem(tls.cert, "cert");
     const key = readPem(tls.key, "key");
-    return ChannelCredentials.createSsl(ca, key, cert, aCoordinator);
+    checkValidNow(cert, tls.cert);
+    try {
+      return ChannelCredentials.createSsl(ca, key, cert, aCoordinator);
+    } catch (e) {
+      // OpenSSL's own words ("key values mismatch", "no start line"), without its stack.
+      throw new UsageError(
+        `--ca ${tls.ca}, --cert ${tls.cert} and --key ${tls.key} are not a usable CA, certificate and its key: ${(e as Error).message}`,
+      );
+    }
   }
   // Only a CA: verify the server and rely on the bearer token. No CA: the system's roots (a server
   // certificate from a public CA names no rbdbackup identity: only its host name is checked).
@@ -69,8 +94,7 @@ function checkedToken(t: string | undefined, from: string): string | undefined {
 }
 
 function token(settings: ConnectionSettings): string | undefined {
-  if (settings.tokenFile === undefined)
-    return checkedToken(settings.token?.trim() || undefined, "--token / RBDBACKUP_TOKEN");
+  if (settings.tokenFile === undefined) return checkedToken(settings.token?.trim() || undefined, "RBDBACKUP_TOKEN");
   return checkedToken(tokenFromFile(settings.tokenFile), `--token-file ${settings.tokenFile}`);
 }
 
@@ -86,6 +110,13 @@ function tokenFromFile(tokenFile: string): string {
   return t;
 }
 
+/**
+ * HTTP/2 keepalive while a call is open (a watch, an upload or download): a coordinator gone without a
+ * word (its host off, the path cut) ends the call within ~30 s instead of never. The coordinator accepts
+ * pings every 5 s (grpc.http2.min_ping_interval_without_data_ms).
+ */
+const KEEPALIVE = { "grpc.keepalive_time_ms": 20_000, "grpc.keepalive_timeout_ms": 10_000 };
+
 export class Connection {
   readonly client: BackupServiceClient;
   readonly #follower: LeaderFollower;
@@ -96,7 +127,7 @@ export class Connection {
     const metadata = Metadata();
     if (bearer) metadata.set("authorization", `Bearer ${bearer}`);
     this.#follower = new LeaderFollower(settings.addresses ?? [settings.address], (address) => {
-      const channel = createChannel(address, creds, tlsChannelOptions(address, settings.tls));
+      const channel = createChannel(address, creds, { ...KEEPALIVE, ...tlsChannelOptions(address, settings.tls) });
       return { channel, client: createClient(BackupServiceDefinition, channel, { "*": { metadata } }) };
     });
     this.client = this.#follower.client;

@@ -110,8 +110,16 @@ export function reportError(e: unknown): ErrorReport {
   if (e instanceof ClientError) {
     const details = e.details || "(no details)";
     const code = exitCodeForStatus(e.code);
-    const hint = code === ExitCode.Unavailable ? askAgainHint() : "";
-    return { exitCode: code, message: `rbdbackup: ${statusName(e.code)}: ${details}${hint}` };
+    // gRPC's words for a server it never reached ("No connection established", ECONNREFUSED, a name it
+    // cannot resolve) end in an empty "Resolution note:"; what to check is said after them.
+    const unreached = /No connection established|ECONNREFUSED|EHOSTUNREACH|Name resolution failed|getaddrinfo/.test(
+      details,
+    );
+    const where = unreached
+      ? "\nrbdbackup: no coordinator answered: check the address (--coordinator, or RBDBACKUP_COORDINATOR) and that it runs"
+      : "";
+    const hint = code === ExitCode.Unavailable && !unreached ? askAgainHint() : "";
+    return { exitCode: code, message: `rbdbackup: ${statusName(e.code)}: ${details}${where}${hint}` };
   }
   const err = e as Error | undefined;
   return { exitCode: ExitCode.JobFailed, message: `rbdbackup: ${err?.stack ?? String(e)}` };

@@ -100,8 +100,11 @@ export async function main(argv: string[]): Promise<number> {
   // Global flags may come first: `rbdbackup --json backup list` is `rbdbackup backup list --json`.
   const { leading, rest: args } = splitLeadingGlobalFlags(argv);
   const [cmd, ...rest] = args;
+  // Before a "--" (after it every word is an operand): `rbdbackup --json job show -- ID`.
+  const end = rest.indexOf("--");
+  const withGlobals = end < 0 ? [...rest, ...leading] : [...rest.slice(0, end), ...leading, ...rest.slice(end)];
   try {
-    return await run(cmd, [...rest, ...leading]);
+    return await run(cmd, withGlobals);
   } catch (e) {
     const r = reportError(e);
     process.stderr.write(`${r.message}\n`);

@@ -46,7 +46,8 @@ global flags (every command above but agent --config and coordinator):
   --token-file FILE        file holding the bearer token (env RBDBACKUP_TOKEN holds the token itself),
                            sent as "authorization: Bearer <token>"
   --insecure               plaintext, no TLS (tests only)
-  --timeout SECONDS        deadline of each call (default 30; watching has none)
+  --timeout SECONDS        deadline of each call, 0.1 to 86400 (default 30; a watch has none: a
+                           coordinator gone silent ends it within ~30 s by keepalive)
   --json                   machine-readable output on stdout: the API's JSON of the answer (lists: one
                            document with the array and nextPageToken); job watch and --wait: one JobEvent
                            per line

@@ -8,8 +8,10 @@
 import { OptionalKind, type Static, type TObject, type TProperties, type TSchema, Type } from "@sinclair/typebox";
 import type { TlsConfig } from "../tls";
 
-/** host:port, or [IPv6]:port (port 0 is allowed: the daemon picks a free one). */
-const HOST_PORT = "[^:]+:[0-9]+|\\[[0-9a-fA-F:]+\\]:[0-9]+";
+/** A port, 0 to 65535 (0: the daemon picks a free one), without leading zeros. */
+const PORT = "(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0)";
+/** host:port (a host name or IPv4 address without spaces), or [IPv6]:port. */
+const HOST_PORT = `[^:\\s\\[\\]]+:${PORT}|\\[[0-9a-fA-F:]+\\]:${PORT}`;
 export const HOST_PORT_PATTERN = `^(?:${HOST_PORT})$`;
 export const HOST_PORT_OR_EMPTY_PATTERN = `^(?:|${HOST_PORT})$`;
 

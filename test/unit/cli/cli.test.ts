@@ -4,7 +4,7 @@
  * exit codes of each outcome. No Ceph involved.
  */
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
+import { execFile, execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -459,6 +459,75 @@ describe("rbdbackup CLI against a fake coordinator", () => {
     const r = await cli(["backup", "show", ID, "--insecure", "--coordinator", "127.0.0.1:1"]);
     assert.equal(r.code, 6);
     assert.match(r.stderr, /^rbdbackup: UNAVAILABLE: /);
+    assert.match(r.stderr, /no coordinator answered: check the address \(--coordinator, or RBDBACKUP_COORDINATOR\)/);
+    assert.doesNotMatch(r.stderr, /may have been acted on/, "a coordinator never reached acted on nothing");
+  });
+
+  it("a certificate and key that are no pair, a file that is not PEM, an expired certificate: usage errors naming the files, no stack", async () => {
+    const a = labTls("test-client");
+    const b = labTls("coordinator");
+    const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-cli-certs-"));
+    try {
+      const expired = path.join(dir, "expired.pem");
+      const expiredKey = path.join(dir, "expired.key");
+      // Valid until a day before it was made (openssl 3.0 has no -not_after).
+      const csr = path.join(dir, "expired.csr");
+      execFileSync(
+        "openssl",
+        [
+          "req",
+          "-newkey",
+          "ec",
+          "-pkeyopt",
+          "ec_paramgen_curve:prime256v1",
+          "-nodes",
+          "-keyout",
+          expiredKey,
+          "-out",
+          csr,
+          "-subj",
+          "/CN=old",
+        ],
+        { stdio: "ignore" },
+      );
+      execFileSync("openssl", ["x509", "-req", "-in", csr, "-signkey", expiredKey, "-days", "-1", "-out", expired], {
+        stdio: "ignore",
+      });
+      for (const [cert, key, want] of [
+        [a.cert, b.key, /are not a usable CA, certificate and its key: .*key values mismatch/],
+        [a.key, a.key, /is not a PEM certificate/],
+        [expired, expiredKey, /expired\.pem expired on .* GMT: renew it/],
+      ] as const) {
+        const r = await cli([
+          "backup",
+          "show",
+          ID,
+          "--ca",
+          a.ca as string,
+          "--cert",
+          cert as string,
+          "--key",
+          key as string,
+        ]);
+        assert.equal(r.code, 2, r.stderr);
+        assert.match(r.stderr, want);
+        assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("global flags before the command land before a '--' (after it every word is an operand)", async () => {
+    const r = await cli(["--json", "backup", "show", "--insecure", "--", ID]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).id, ID);
+  });
+
+  it("--timeout below 0.1 s is a usage error (it rounded to a deadline of 0 ms)", async () => {
+    const r = await cli(["backup", "show", ID, "--insecure", "--timeout", "0.0001"]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /--timeout must be a number of seconds from 0\.1 to 86400/);
   });
 
   it("record export, then import (ALREADY_EXISTS: exit code 7)", async () => {

@@ -69,6 +69,15 @@ describe("configuration", () => {
     assert.throws(() => parse({ tls: { insecure: "yes" } }), /tls\.insecure \(--insecure\) must be true or false/);
   });
 
+  it("an address's port is 0 to 65535 and its host has no spaces", () => {
+    for (const bad of ["127.0.0.1:99999", "127.0.0.1:65536", "a host:80", "[::1]:70000", "h:080"]) {
+      assert.throws(() => parse({ ...insecure, listen: bad }), /listen/, bad);
+      assert.throws(() => parse(insecure, ["--listen", bad]), /listen/, `--listen ${bad}`);
+    }
+    for (const good of ["127.0.0.1:0", "127.0.0.1:65535", "[::1]:9443", "localhost:1"])
+      assert.equal(parse({ ...insecure, listen: good }).listen, good);
+  });
+
   it("a lease renewal slower than a third of the lease is refused when the file is read, not after the start's work", () => {
     assert.throws(
       () => parse({ ...insecure, ha: { leaseSeconds: 5, renewMs: 6000 } }),
