@@ -8,8 +8,10 @@
 import assert from "node:assert/strict";
 import { after, afterEach, beforeEach, describe, it } from "node:test";
 import { Client } from "pg";
+import { Status } from "../../../src/common/errors";
 import { FencedError } from "../../../src/coordinator/catalog/leader-lease";
 import { PgCatalog } from "../../../src/coordinator/catalog/pg/catalog";
+import { SCHEMA_VERSION } from "../../../src/coordinator/catalog/pg/schema";
 import { BackupStatus } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { agent, backup, job, policy, T0, vol } from "../../helpers/catalog-cases/records";
 import { freshDatabase, pgSkip, type TestDatabase } from "../../helpers/postgres";
@@ -65,6 +67,44 @@ describe("PostgreSQL leader lease and fencing", { skip: pgSkip }, () => {
     for (const c of open.splice(0)) c.close();
   });
 
+  it("a coordinator running when a newer one migrates the schema never leads on it: its renewal fails, once said, and a standby takes over", async () => {
+    const a = catalog();
+    const b = catalog();
+    const granted = a.leadership.tryAcquire(A, 300);
+    assert.equal(granted.token, 1);
+    const q = new Client({ connectionString: db?.url });
+    await q.connect();
+    try {
+      // What a newer coordinator's migration leaves (pg/schema.ts).
+      await q.query("INSERT INTO schema_migrations (version) VALUES ($1)", [SCHEMA_VERSION + 1]);
+      assert.throws(
+        () => a.leadership.tryAcquire(A, 300),
+        (e: Error) =>
+          (e as { status?: number }).status === Status.FAILED_PRECONDITION &&
+          new RegExp(
+            `schema version ${SCHEMA_VERSION + 1}, newer than this coordinator's ${SCHEMA_VERSION}: it will not lead`,
+          ).test(e.message),
+      );
+      const again = a.leadership.tryAcquire(A, 300);
+      assert.equal(a.leadership.leadingToken, undefined, "not renewed");
+      assert.equal(again.token, 1, "the row as it was");
+      await waitFor(() => Date.now() > granted.expiresAt + 50, {
+        what: "the old grant's lapse",
+        timeoutMs: 5_000,
+        intervalMs: 20,
+      });
+      a.leadership.tryAcquire(A, 300);
+      assert.equal(a.leadership.leadingToken, undefined, "the lease free, still not taken");
+      // A coordinator of the new schema would take it; one of the old never does, even with the lease free.
+      const row = (await q.query("SELECT holder, token::int AS token FROM coordinator_leader WHERE id = 1")).rows[0];
+      assert.deepEqual(row, { holder: A.id, token: 1 }, "nothing written by the refused tries");
+      await q.query("DELETE FROM schema_migrations WHERE version = $1", [SCHEMA_VERSION + 1]);
+      assert.equal(b.leadership.tryAcquire(B, 60_000).holder, B.id, "back at its version: a standby leads");
+    } finally {
+      await q.end();
+    }
+  });
+
   it("grant, renew (same token), refused to another while it lives, current, release → takeover token + 1", () => {
     const a = catalog();
     const b = catalog();
@@ -114,7 +154,8 @@ describe("PostgreSQL leader lease and fencing", { skip: pgSkip }, () => {
     const b = catalog();
     const kept = backup(vol("v1"), T0);
     const j = job(T0);
-    assert.equal(a.leadership.tryAcquire(A, 300).token, 1);
+    const granted = a.leadership.tryAcquire(A, 300);
+    assert.equal(granted.token, 1);
     a.insertBackup(kept);
     a.insertJob(j);
     a.policies.insertPolicy(policy("p"));
@@ -159,7 +200,8 @@ describe("PostgreSQL leader lease and fencing", { skip: pgSkip }, () => {
     const a = catalog();
     const twin = catalog();
     const A2 = { ...A, instance: "a-2" };
-    assert.equal(a.leadership.tryAcquire(A, 300).token, 1);
+    const granted = a.leadership.tryAcquire(A, 300);
+    assert.equal(granted.token, 1);
     const seen = twin.leadership.tryAcquire(A2, 60_000);
     assert.deepEqual([seen.holder, seen.instance, seen.token], [A.id, A.instance, 1], "the twin is told, not granted");
     assert.equal(twin.leadership.leadingToken, undefined);

@@ -112,11 +112,13 @@ export class SyncBridge {
   }
 
   #await(id: number, timeoutMs: number): Reply {
-    const deadline = Date.now() + timeoutMs;
+    // The monotonic clock: a wall clock stepped back would stretch the wait (the event loop blocked past
+    // the statement timeout), one stepped forward would cut it short.
+    const deadline = performance.now() + timeoutMs;
     for (;;) {
       const v = Atomics.load(this.#flag, 0);
       if (v === id) break;
-      const left = deadline - Date.now();
+      const left = deadline - performance.now();
       if (left <= 0) {
         // Give up: the worker drops the connection (the server ends the statement and its transaction).
         this.#port.postMessage({ id: 0, op: "reset", steps: [], tx: "none" } satisfies Request);
