@@ -10,6 +10,8 @@
  * - FAILBACK with a from-snapshot: the original volume must exist and hold it (FAILED_PRECONDITION
  *   otherwise, before anything is written: the source then sends a full copy); it is rolled back to the
  *   snapshot and resized. Without: a full copy, as RESTORE_ORIGINAL, or as RESTORE_NEW when it is gone.
+ *   Either way, what the original holds that the failback would lose (writes since the snapshot, or all
+ *   it holds for a full copy) is first kept in a snapshot of it, named in the warnings (keepBeforeFailback).
  *
  * Not abortable half-way (it creates what cleanup must know about); each step is bounded by the
  * cluster's op timeout.
@@ -41,7 +43,7 @@ export async function prepare(deps: Deps, fp: Footprint, log: Logger): Promise<v
       return openOriginal(deps, fp);
     case TransferKind.FAILBACK:
       if (fp.h.fromSnapshot) return rollBackOriginal(deps, fp, log);
-      return (await exists(fp)) ? openOriginal(deps, fp) : createImage(deps, fp, log);
+      return (await exists(fp)) ? openOriginal(deps, fp, log) : createImage(deps, fp, log);
     default:
       throw invalidArgument(`unknown transfer kind ${fp.h.kind}`);
   }
@@ -213,11 +215,38 @@ export async function refuseInUse(deps: Deps, fp: Footprint, image: SinkImage): 
   );
 }
 
-/** RESTORE_ORIGINAL: the existing image, cut or grown to the backup's size. */
-async function openOriginal(deps: Deps, fp: Footprint): Promise<void> {
+/** The snapshot a failback takes of the original volume before it writes over data it would lose. */
+export const failbackSafetySnapshot = (jobId: string): string => `rbdbackup-before-failback.${jobId}`;
+
+/**
+ * A failback writes over the original volume, which may hold what the failback would lose: writes made
+ * after the failover's backup (or both sites written), or, for a full copy, everything on it. When
+ * `wouldLose` says so, it is kept first in a snapshot named in the job's warnings — the operator removes it
+ * once sure (`rbd snap rm`). Once per job: a retry finds the snapshot (the volume already changed by the
+ * earlier attempt, which is not worth keeping) and goes on.
+ */
+async function keepBeforeFailback(
+  fp: Footprint,
+  image: SinkImage,
+  log: Logger,
+  wouldLose: () => Promise<boolean>,
+): Promise<void> {
+  const name = failbackSafetySnapshot(fp.h.jobId || fp.h.transferId);
+  if ((await image.snapList()).some((s) => s.name === name)) return;
+  if (!(await wouldLose())) return;
+  await image.snapCreate(name);
+  const since = fp.h.fromSnapshot ? `written since ${fp.h.fromSnapshot}` : "on it before the full copy";
+  const warning = `${fp.where} held data the failback overwrites (${since}): kept in its snapshot ${name}; remove it once sure (rbd snap rm ${fp.where}@${name})`;
+  fp.warnings.push(warning);
+  log.warn("kept the original volume's data before the failback", { image: fp.where, snapshot: name });
+}
+
+/** RESTORE_ORIGINAL (and a FAILBACK's full copy, `log` given): the existing image, cut or grown to the backup's size. */
+async function openOriginal(deps: Deps, fp: Footprint, failbackLog?: Logger): Promise<void> {
   const want = fp.h.imageSize;
   const image = await open(fp, `image ${fp.where} not found (restore over the original needs it)`);
   await refuseInUse(deps, fp, image);
+  if (failbackLog) await keepBeforeFailback(fp, image, failbackLog, () => holdsData(image));
   const size = (await image.stat()).size;
   // From here the volume is changed: a failure now says so (run-sink.ts), even before the first chunk.
   if (size !== want) fp.wrote = true;
@@ -241,6 +270,7 @@ async function rollBackOriginal(deps: Deps, fp: Footprint, log: Logger): Promise
     throw noCommon(`has no snapshot ${h.fromSnapshot}`);
   }
   await refuseInUse(deps, fp, image);
+  await keepBeforeFailback(fp, image, log, () => headDiffers(image, h.fromSnapshot));
   // Not undoable, like RESTORE_ORIGINAL; a retry rolls back again, so the result does not depend on it.
   // A failure from here on says the volume was changed (run-sink.ts), even before the first chunk.
   fp.wrote = true;

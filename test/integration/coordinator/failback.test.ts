@@ -108,7 +108,16 @@ describe("coordinator: failback without a full copy", () => {
     await rbd("site-b", ["snap", "create", "--no-progress", spec(target, "failback.safety")]);
 
     // The failback: rollback + the clone's own objects only.
+    const vBefore = await sha("site-a", spec(volume));
     const j1 = await failback(volume, target);
+    // V's lost writes (made after the backup) are kept in a snapshot before the rollback, and said.
+    const kept = `rbdbackup-before-failback.${j1.id}`;
+    assert.ok((await vols.snapNames("site-a", volume)).includes(kept), "V's data before the failback kept");
+    assert.equal(await sha("site-a", spec(volume, kept)), vBefore, "the kept snapshot reads as V did");
+    assert.ok(
+      j1.warnings.some((w) => w.includes(`kept in its snapshot ${kept}`)),
+      `the job says so: ${j1.warnings}`,
+    );
     assert.equal(j1.restore?.fullCopyReason, "", `no full copy (${j1.restore?.fullCopyReason})`);
     const sent = j1.restore?.dataBytesSent ?? 0;
     const zeros = j1.restore?.zeroBytes ?? 0;

@@ -49,12 +49,44 @@ describe("runSink: FAILBACK", () => {
     atSnapshot.copy(want);
     pattern(CHUNK, 4).copy(want, 5 * CHUNK);
     assert.ok(v.data.equals(want), "V = V at the snapshot, grown, plus the changes");
+    // What V held since the snapshot (what the rollback drops) is kept first, and said.
+    const kept = `rbdbackup-before-failback.${h.transferId}`;
     assert.deepEqual(
       v.snaps.map((x) => x.name),
-      ["user-snap", h.fromSnapshot],
+      ["user-snap", h.fromSnapshot, kept],
     );
+    const before = Buffer.from(atSnapshot);
+    before.fill(9, 0, 2 * CHUNK);
+    assert.ok(v.snaps[2]?.data.equals(before), "the kept snapshot holds V as it was before the failback");
+    assert.ok(ceph.log.indexOf(`snapCreate volume-1 ${kept}`) < rollback, "kept before the rollback");
+    assert.match(s.warnings.join("\n"), new RegExp(`kept in its snapshot ${kept}; remove it once sure`));
     assert.equal(s.imageCreated, false);
     assert.equal(s.snapshotCreated, "");
+  });
+
+  it("an original unchanged since the snapshot: nothing to keep, no snapshot; a full copy over a volume that holds data keeps it; a retry of the job keeps nothing twice", async () => {
+    const ceph = new FakeCeph("rbd");
+    const h = failbackHeader(true);
+    const v = ceph.addImage("rbd", "volume-1", pattern(256 * KiB, 1), [h.fromSnapshot]);
+    const s = await runSink(sinkDeps(ceph), new Feed(messages(h, [{ offset: 0, data: pattern(CHUNK, 4) }])));
+    assert.deepEqual(
+      v.snaps.map((x) => x.name),
+      [h.fromSnapshot],
+    );
+    assert.deepEqual(s.warnings, []);
+
+    const full = failbackHeader(false, 256 * KiB);
+    const old = Buffer.from(v.data);
+    const kept = `rbdbackup-before-failback.${full.transferId}`;
+    await runSink(sinkDeps(ceph), new Feed(messages(full, [{ offset: 0, data: pattern(CHUNK, 5) }])));
+    assert.deepEqual(
+      v.snaps.map((x) => x.name),
+      [h.fromSnapshot, kept],
+    );
+    assert.ok(v.snaps[1]?.data.equals(old), "the full copy's overwritten data kept");
+    // The same job again (its retry): V changed by the first attempt, not kept a second time.
+    await runSink(sinkDeps(ceph), new Feed(messages(full, [{ offset: 0, data: pattern(CHUNK, 6) }])));
+    assert.equal(v.snaps.length, 2);
   });
 
   it("a volume another client has open (a VM, rbd map) is refused before anything is changed: FAILBACK rollback, full copy, RESTORE_ORIGINAL", async () => {
