@@ -5,7 +5,12 @@
  * trailer, whose counts and digest over the records received must match before anything commits.
  */
 import { AppError, dataLoss, failedPrecondition, invalidArgument, Status } from "../../../src/common/errors";
-import type { TransferHeader, TransferMessage, TransferTrailer } from "../../../src/gen/rbdbackup/v1/transfer";
+import {
+  type TransferHeader,
+  TransferKind,
+  type TransferMessage,
+  type TransferTrailer,
+} from "../../../src/gen/rbdbackup/v1/transfer";
 import type { TransferMeter } from "../meter";
 import { checksumPieces, checksum as crc32c, TransferDigest, validateHeader } from "../protocol";
 import type { Counts, ResumeBase } from "./checkpoint";
@@ -212,5 +217,16 @@ export class StreamChecks {
         "the transfer digest does not match the records received (lost, duplicated or reordered messages)",
       );
     }
+    // A stream that writes over an existing volume covers every byte of it with data or zeros (source.ts
+    // rbdMessages fullCopy): a gap would leave the volume's old data there under a restore said complete.
+    if (writesEveryByte(this.h) && this.dataBytes + this.zeroBytes !== this.h.imageSize) {
+      throw dataLoss(
+        `the stream covers ${this.dataBytes} bytes of data and ${this.zeroBytes} of zeros, not the image's ${this.h.imageSize}: a restore over an existing volume must write every byte (a source that skipped a range)`,
+      );
+    }
   }
 }
+
+/** Transfers over an existing volume whose source sends every byte: RESTORE_ORIGINAL, a full-copy FAILBACK. */
+export const writesEveryByte = (h: TransferHeader): boolean =>
+  h.kind === TransferKind.RESTORE_ORIGINAL || (h.kind === TransferKind.FAILBACK && !h.fromSnapshot);

@@ -29,6 +29,12 @@ function failbackHeader(fromSnapshot: boolean, imageSize = 384 * KiB) {
   });
 }
 
+/** One chunk at 0, then zeros to the end: a stream over an existing volume covers every byte. */
+const firstChunk = (h: { imageSize: number }, data: Buffer) => [
+  { offset: 0, data },
+  { offset: data.length, zero: h.imageSize - data.length },
+];
+
 function status(e: unknown): Status {
   assert.ok(e instanceof AppError, `an AppError, got ${String(e)}`);
   return e.status;
@@ -78,14 +84,14 @@ describe("runSink: FAILBACK", () => {
     const full = failbackHeader(false, 256 * KiB);
     const old = Buffer.from(v.data);
     const kept = `rbdbackup-before-failback.${full.transferId}`;
-    await runSink(sinkDeps(ceph), new Feed(messages(full, [{ offset: 0, data: pattern(CHUNK, 5) }])));
+    await runSink(sinkDeps(ceph), new Feed(messages(full, firstChunk(full, pattern(CHUNK, 5)))));
     assert.deepEqual(
       v.snaps.map((x) => x.name),
       [h.fromSnapshot, kept],
     );
     assert.ok(v.snaps[1]?.data.equals(old), "the full copy's overwritten data kept");
     // The same job again (its retry): V changed by the first attempt, not kept a second time.
-    await runSink(sinkDeps(ceph), new Feed(messages(full, [{ offset: 0, data: pattern(CHUNK, 6) }])));
+    await runSink(sinkDeps(ceph), new Feed(messages(full, firstChunk(full, pattern(CHUNK, 6)))));
     assert.equal(v.snaps.length, 2);
   });
 
@@ -107,7 +113,7 @@ describe("runSink: FAILBACK", () => {
       v.data.fill(9, 0, CHUNK); // what the VM wrote since
       v.watchers = [{ addr: "192.168.7.5:0/2834712", id: 24107 }];
       const before = poolState(ceph, "rbd");
-      const e = await runSink(sinkDeps(ceph), new Feed(messages(h, [{ offset: 0, data: pattern(CHUNK, 2) }]))).catch(
+      const e = await runSink(sinkDeps(ceph), new Feed(messages(h, firstChunk(h, pattern(CHUNK, 2))))).catch(
         (x) => x,
       );
       assert.equal(status(e), Status.FAILED_PRECONDITION, what);
@@ -120,7 +126,7 @@ describe("runSink: FAILBACK", () => {
       assert.equal(v.opens, 0, `${what}: closed`);
       // Once the other client has let go, the same stream goes through.
       v.watchers = [];
-      await runSink(sinkDeps(ceph), new Feed(messages(h, [{ offset: 0, data: pattern(CHUNK, 2) }])));
+      await runSink(sinkDeps(ceph), new Feed(messages(h, firstChunk(h, pattern(CHUNK, 2)))));
       assert.ok(v.data.subarray(0, CHUNK).equals(pattern(CHUNK, 2)), `${what}: written once free`);
     }
     // A restore over the original that says it may (allow_open: cinder-backup holds the volume itself).
@@ -133,7 +139,7 @@ describe("runSink: FAILBACK", () => {
       imageSize: 128 * KiB,
       allowOpen: true,
     });
-    await runSink(sinkDeps(ceph), new Feed(messages(h, [{ offset: 0, data: pattern(CHUNK, 3) }])));
+    await runSink(sinkDeps(ceph), new Feed(messages(h, firstChunk(h, pattern(CHUNK, 3)))));
     assert.ok(v.data.subarray(0, CHUNK).equals(pattern(CHUNK, 3)), "written while watched, as asked");
   });
 
@@ -151,6 +157,28 @@ describe("runSink: FAILBACK", () => {
     assert.ok(ceph.log.includes(`snapRollback volume-1 ${h.fromSnapshot}`), "rolled back");
     assert.ok(!ceph.log.some((l) => l.startsWith("write volume-1")), "nothing written");
     assert.match(e.message, /the image rbd\/volume-1 was partly overwritten; fail back again/);
+  });
+
+  it("a stream over an existing volume that does not cover every byte: DATA_LOSS before the commit (its old data would stay under a restore said complete)", async () => {
+    for (const h of [
+      failbackHeader(false, 256 * KiB),
+      header({
+        kind: TransferKind.RESTORE_ORIGINAL,
+        destination: { pool: "rbd", namespace: "", image: "volume-1" },
+        imageSize: 256 * KiB,
+      }),
+    ]) {
+      const ceph = new FakeCeph("rbd");
+      ceph.addImage("rbd", "volume-1", pattern(256 * KiB, 1));
+      const gap = [
+        { offset: 0, data: pattern(CHUNK, 2) },
+        { offset: 2 * CHUNK, zero: 2 * CHUNK }, // [CHUNK, 2 CHUNK) skipped
+      ];
+      const e = await runSink(sinkDeps(ceph), new Feed(messages(h, gap))).catch((x) => x);
+      assert.equal(status(e), Status.DATA_LOSS, TransferKind[h.kind]);
+      assert.match(e.message, /covers 65536 bytes of data and 131072 of zeros, not the image's 262144/);
+      assert.ok(!ceph.log.some((l) => l.startsWith("metaRemove")), "not committed");
+    }
   });
 
   it("the original lacks the snapshot, or is gone: FAILED_PRECONDITION, nothing written or created", async () => {
