@@ -9,6 +9,8 @@ import type { SinkImage } from "./ports";
 
 /** image-meta key marking an image a transfer created and has not committed yet. */
 export const INCOMPLETE_KEY = "rbdbackup.incomplete";
+/** The prefix of this product's own image-meta keys (INCOMPLETE_KEY, checkpoint.ts RESUME_KEY). */
+export const OWN_KEY_PREFIX = "rbdbackup.";
 
 /**
  * Removes an image, retrying while it is busy: a watch outlives a close that could not reach the
@@ -65,6 +67,8 @@ export async function headDiffers(
  * A backup's image-meta set on a restored image. A `conf_` key this cluster refuses (EINVAL: an option
  * its Ceph does not know, or not allowed per image — a backup from a newer release) is a warning, not a
  * failed restore: the data is what matters, and the override can be set by hand. Any other failure throws.
+ * This product's own keys (`rbdbackup.*`: the incomplete marker, a resume checkpoint) are never set: a
+ * volume that was itself a restore target can carry a stale one into its backups.
  */
 export async function applyImageMeta(
   image: Pick<SinkImage, "metaSet">,
@@ -72,6 +76,7 @@ export async function applyImageMeta(
   warnings: string[],
 ): Promise<void> {
   for (const [k, v] of Object.entries(meta)) {
+    if (k.startsWith(OWN_KEY_PREFIX)) continue;
     try {
       await image.metaSet(k, v);
     } catch (e) {

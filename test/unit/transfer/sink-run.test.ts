@@ -323,12 +323,13 @@ describe("runSink: commit", () => {
     assert.equal(s.imageCreated, false);
   });
 
-  it("a restore to a new volume applies image-meta and leaves no snapshot", async () => {
+  it("a restore to a new volume applies image-meta (not this product's own keys) and leaves no snapshot", async () => {
     const ceph = new FakeCeph("rbd");
     const h = header({
       kind: TransferKind.RESTORE_NEW,
       destination: { pool: "rbd", namespace: "", image: "restored" },
-      imageMeta: { conf_rbd_cache: "false" },
+      // A source that was itself a restore target can carry this product's own keys: never set.
+      imageMeta: { conf_rbd_cache: "false", "rbdbackup.resume": "stale", "rbdbackup.incomplete": "x" },
     });
     const s = await runSink(sinkDeps(ceph), new Feed(messages(h, chunkParts(2, CHUNK))));
     const img = ceph.pool("rbd").images.get("restored");
