@@ -110,9 +110,11 @@ export function reportError(e: unknown): ErrorReport {
   if (e instanceof ClientError) {
     const details = e.details || "(no details)";
     const code = exitCodeForStatus(e.code);
-    // gRPC's words for a server it never reached ("No connection established", ECONNREFUSED, a name it
-    // cannot resolve) end in an empty "Resolution note:"; what to check is said after them.
-    const unreached = /No connection established|ECONNREFUSED|EHOSTUNREACH|Name resolution failed|getaddrinfo/.test(
+    // The client's own words for a coordinator it never reached (grpc-js: "No connection established…",
+    // "Name resolution failed…", ending in an empty "Resolution note:"; leader-follower.ts: "cannot connect
+    // to the coordinator at …") — at the start of the details: a server's own error can name a refused
+    // connection of its own (its database), which says nothing of whether the call was acted on.
+    const unreached = /^(No connection established|Name resolution failed|cannot connect to the coordinator at )/.test(
       details,
     );
     const where = unreached

@@ -13,7 +13,7 @@
  * one term runs from start to stop; with a shared catalog (PostgreSQL) a term runs while this
  * coordinator holds the leader lease, and a standby answers catalog reads only (ha/standby-gate.ts).
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { createServer, type Server } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
@@ -78,11 +78,14 @@ export class Coordinator {
   /** Whether each file SIGHUP reads again took (rbdbackup_config_last_reload_successful). */
   reloads: ReloadMetrics | null = null;
   audit: Audit | null = null;
-  readonly #onSighup = () => {
+  readonly #onSighup = () => this.reloadFiles();
+
+  /** SIGHUP: the tokens, scopes and revoked certificates files read again (each bad one keeps its old contents). */
+  reloadFiles(): void {
     this.reloadTokens();
     this.reloadScopes();
     this.reloadRevocations();
-  };
+  }
 
   constructor(
     readonly cfg: CoordinatorConfig,
@@ -110,12 +113,20 @@ export class Coordinator {
     this.audit = audit;
     if (cfg.tls.insecure && tokens.size === 0)
       this.log.warn("insecure mode without API tokens: anyone who reaches the port can use the API");
+    // A catalog file that is not there is made, empty: right at a first start, and a lost history when
+    // catalog.path names another file than the one in use (the unit no longer overrides it with --catalog).
+    const newCatalog = !cfg.catalogUrl && cfg.catalogPath !== ":memory:" && !existsSync(cfg.catalogPath);
     const opened = openCatalog({
       path: cfg.catalogPath,
       url: cfg.catalogUrl,
       statementTimeoutMs: cfg.catalogStatementTimeoutMs,
     });
     this.catalog = opened;
+    if (newCatalog) {
+      this.log.warn("no catalog file at catalog.path: made a new, empty one (right at a first start only)", {
+        catalog: cfg.catalogPath,
+      });
+    }
     // Leases carry transfer capabilities signed with the coordinator's own TLS key (none in insecure mode).
     const tls = cfg.tls.insecure ? null : tlsFiles(cfg.tls, "the coordinator");
     const signer = tls ? new CapabilitySigner(tls.cert, tls.key) : undefined;

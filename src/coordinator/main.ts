@@ -35,13 +35,19 @@ export async function coordinatorMain(argv: string[]): Promise<number> {
   const log = logger({ component: "coordinator" });
   const c = new Coordinator(cfg, log);
   // SIGHUP (systemctl reload) ends a process that has no handler for it, cleanly in systemd's eyes (no
-  // restart): one from now to exit. While serving, the coordinator's own handler reads the files again;
-  // before that they are about to be read for the first time, and while draining there is nothing to do.
+  // restart): one from now to exit. While serving, the coordinator's own handler reads the files again.
+  // While it starts, the files may have been read already (at the top of the start): the reload is
+  // done once it serves — a revocation sent meanwhile is not lost. While draining there is nothing to do.
+  let pendingReload = false;
   process.on("SIGHUP", () => {
-    if (c.state !== "serving") log.info(`SIGHUP while ${c.state}: nothing to reload`);
+    if (c.state === "starting") {
+      pendingReload = true;
+      log.info("SIGHUP while starting: the files are read again once serving");
+    } else if (c.state !== "serving") log.info(`SIGHUP while ${c.state}: nothing to reload`);
   });
   try {
     await c.start();
+    if (pendingReload) c.reloadFiles();
   } catch (e) {
     const code = startFailureExitCode(e);
     const then = code === 1 ? " (something it needs is not there yet: systemd starts it again)" : "";

@@ -45,7 +45,9 @@ export function parseTokens(text: string, file: string): TokenEntry[] {
     if (token.length < 16) throw new Error(`${where}: a token must be at least 16 characters`);
     if (name && !TOKEN_NAME_RE.test(name))
       throw new Error(`${where}: a token's name is 1-128 characters of [A-Za-z0-9._-]`);
-    if (name && entries.some((e) => e.name === name)) throw new Error(`${where}: the name ${name} is given twice`);
+    // Not echoed: a line written "<role> <name> <token>" makes the token the name.
+    if (name && entries.some((e) => e.name === name))
+      throw new Error(`${where}: its name is given on an earlier line too`);
     const d = digest(token);
     // One secret, one caller: a token on two lines would be whichever came first (its role, its name).
     if (entries.some((e) => e.digest.equals(d))) throw new Error(`${where}: this token is on an earlier line too`);

@@ -23,6 +23,7 @@ export type SinkImage = Pick<
   | "snapList"
   | "snapRollback"
   | "watchers"
+  | "lockAcquireExclusive"
   | "metaGet"
   | "metaSet"
   | "metaRemove"

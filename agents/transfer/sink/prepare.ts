@@ -112,6 +112,8 @@ async function createImage(deps: Deps, fp: Footprint, log: Logger): Promise<void
   fp.createdImage = true;
   fp.fresh = true;
   fp.image = await ioOf(fp).imageOpen(nameOf(fp));
+  // A new volume bears the caller's name: nobody writes it beside the restore either.
+  if (h.kind !== TransferKind.BACKUP_FULL) await holdExclusively(fp, fp.image, log);
   // Before any write: recovery removes an unmarked base image only while it holds no data
   // (recovery.ts unmarkedBase), and a restore's unmarked volume is never touched. Setting it beside
   // the first writes was tried (2026-12-05): the prepare took ~0.3 s less under 0–100 ms of OSD
@@ -194,6 +196,31 @@ async function openBaseImage(deps: Deps, fp: Footprint, log: Logger): Promise<vo
   if ((await image.stat()).size !== h.imageSize) await image.resize(h.imageSize);
 }
 
+/**
+ * A restore writes its target holding the exclusive lock against other clients (image.ts
+ * lockAcquireExclusive), from before its first change until the image is closed: the in-use check sees
+ * only who has it open now, and a VM started or an `rbd map` made while the restore runs would otherwise
+ * take turns with its writes — now their writes get EROFS. An image without the exclusive-lock feature has
+ * no lock to hold (EINVAL: nothing arbitrates, as before). Another client holding it exclusively itself
+ * is FAILED_PRECONDITION, before anything is changed.
+ */
+export async function holdExclusively(fp: Footprint, image: SinkImage, log: Logger): Promise<void> {
+  try {
+    await image.lockAcquireExclusive();
+  } catch (e) {
+    if (isCephError(e, "EINVAL")) {
+      log.debug("no exclusive-lock feature: the restore's target is not locked", { image: fp.where });
+      return;
+    }
+    if (isCephError(e, "EROFS") || isCephError(e, "EBUSY")) {
+      throw failedPrecondition(
+        `image ${fp.where} is in use: another client holds its exclusive lock and keeps it. Stop that client, then restore again; this attempt changed nothing`,
+      );
+    }
+    throw e;
+  }
+}
+
 /** Whether watch `w` is this agent's own (same client instance): its handles are watchers too. */
 const isOwnWatch = (deps: Deps, w: { addr: string; id: number }): boolean =>
   (deps.clientId !== undefined && w.id === deps.clientId) || sameClientInstance(w.addr, deps.clientAddr);
@@ -232,13 +259,32 @@ async function keepBeforeFailback(
   wouldLose: () => Promise<boolean>,
 ): Promise<void> {
   const name = failbackSafetySnapshot(fp.h.jobId || fp.h.transferId);
-  if ((await image.snapList()).some((s) => s.name === name)) return;
-  if (!(await wouldLose())) return;
-  await image.snapCreate(name);
   const since = fp.h.fromSnapshot ? `written since ${fp.h.fromSnapshot}` : "on it before the full copy";
   const warning = `${fp.where} held data the failback overwrites (${since}): kept in its snapshot ${name}; remove it once sure (rbd snap rm ${fp.where}@${name})`;
+  // Said again by a retry (a job keeps its last attempt's warnings).
+  if ((await image.snapList()).some((s) => s.name === name)) {
+    fp.warnings.push(warning);
+    return;
+  }
+  if (!(await wouldLose())) return;
+  await image.snapCreate(name);
   fp.warnings.push(warning);
   log.warn("kept the original volume's data before the failback", { image: fp.where, snapshot: name });
+}
+
+/** RBD_FEATURE_FAST_DIFF; RBD_FLAG_FAST_DIFF_INVALID. */
+const FAST_DIFF = 16n;
+const FAST_DIFF_INVALID = 2;
+
+/**
+ * Whether the failback's rollback would lose data: the head differs from the snapshot. Without a valid
+ * fast-diff the comparison reads every object's snapshot set (minutes on a large volume): the data is
+ * then kept whether it changed or not (a snapshot costs nothing until written).
+ */
+async function lostByRollback(image: SinkImage, snapshot: string): Promise<boolean> {
+  const st = await image.stat();
+  if ((BigInt(st.features) & FAST_DIFF) === 0n || (Number(st.flags) & FAST_DIFF_INVALID) !== 0) return true;
+  return headDiffers(image, snapshot);
 }
 
 /** RESTORE_ORIGINAL (and a FAILBACK's full copy, `log` given): the existing image, cut or grown to the backup's size. */
@@ -246,6 +292,7 @@ async function openOriginal(deps: Deps, fp: Footprint, failbackLog?: Logger): Pr
   const want = fp.h.imageSize;
   const image = await open(fp, `image ${fp.where} not found (restore over the original needs it)`);
   await refuseInUse(deps, fp, image);
+  await holdExclusively(fp, image, failbackLog ?? deps.log);
   if (failbackLog) await keepBeforeFailback(fp, image, failbackLog, () => holdsData(image));
   const size = (await image.stat()).size;
   // From here the volume is changed: a failure now says so (run-sink.ts), even before the first chunk.
@@ -270,7 +317,8 @@ async function rollBackOriginal(deps: Deps, fp: Footprint, log: Logger): Promise
     throw noCommon(`has no snapshot ${h.fromSnapshot}`);
   }
   await refuseInUse(deps, fp, image);
-  await keepBeforeFailback(fp, image, log, () => headDiffers(image, h.fromSnapshot));
+  await holdExclusively(fp, image, log);
+  await keepBeforeFailback(fp, image, log, () => lostByRollback(image, h.fromSnapshot));
   // Not undoable, like RESTORE_ORIGINAL; a retry rolls back again, so the result does not depend on it.
   // A failure from here on says the volume was changed (run-sink.ts), even before the first chunk.
   fp.wrote = true;

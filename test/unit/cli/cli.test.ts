@@ -109,6 +109,12 @@ const impl: BackupServiceImplementation = {
   async getJob(req, ctx) {
     auth(ctx);
     if (req.jobId === "slow") await sleep(3000, undefined, { signal: ctx.signal }).catch(() => {});
+    if (req.jobId === "db-down") {
+      throw new ServerError(
+        Status.UNAVAILABLE,
+        "the catalog database at 127.0.0.1:5432 did not answer: connect ECONNREFUSED 127.0.0.1:5432",
+      );
+    }
     return job(JobState.JOB_STATE_RUNNING, { id: req.jobId });
   },
   async *watchJob(req, ctx) {
@@ -461,6 +467,13 @@ describe("rbdbackup CLI against a fake coordinator", () => {
     assert.match(r.stderr, /^rbdbackup: UNAVAILABLE: /);
     assert.match(r.stderr, /no coordinator answered: check the address \(--coordinator, or RBDBACKUP_COORDINATOR\)/);
     assert.doesNotMatch(r.stderr, /may have been acted on/, "a coordinator never reached acted on nothing");
+  });
+
+  it("a coordinator that answered UNAVAILABLE naming a refused connection of its own was reached: no 'no coordinator answered'", async () => {
+    const r = await cli(["job", "show", "db-down", "--insecure"]);
+    assert.equal(r.code, 6, r.stderr);
+    assert.match(r.stderr, /^rbdbackup: UNAVAILABLE: the catalog database/);
+    assert.doesNotMatch(r.stderr, /no coordinator answered/);
   });
 
   it("a certificate and key that are no pair, a file that is not PEM, an expired certificate: usage errors naming the files, no stack", async () => {

@@ -46,7 +46,7 @@ describe("the coordinator's entry point", () => {
       };
       await until(() => out.includes("starting\n"), "the start");
       child.kill("SIGHUP");
-      await until(() => err.includes("SIGHUP while starting: nothing to reload"), "the log line");
+      await until(() => err.includes("SIGHUP while starting: the files are read again once serving"), "the log line");
       assert.equal(child.exitCode, null, "still running");
       assert.equal(child.signalCode, null, "not ended by the signal");
     } finally {

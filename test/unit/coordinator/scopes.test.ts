@@ -76,7 +76,7 @@ describe("the scopes file", () => {
     assert.throws(() => parseTokens("operator 0123456789abcdef-x k/8s", "t"), /a token's name is/);
     assert.throws(
       () => parseTokens("operator 0123456789abcdef-x k8s\nreader 0123456789abcdef-y k8s", "t"),
-      /line 2: the name k8s is given twice/,
+      /line 2: its name is given on an earlier line too/,
     );
     assert.throws(
       () => parseTokens("reader 0123456789abcdef-x ro\nadmin 0123456789abcdef-x", "t"),

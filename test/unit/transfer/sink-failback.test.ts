@@ -12,7 +12,7 @@ import { NO_COMMON_SNAPSHOT, RefusalReason, reasonOf } from "../../../agents/tra
 import { runSink } from "../../../agents/transfer/sink";
 import { AppError, Status } from "../../../src/common/errors";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
-import { FakeCeph, poolState } from "./fakes/fake-ceph";
+import { cephError, FakeCeph, poolState } from "./fakes/fake-ceph";
 import { sinkDeps } from "./fakes/sink-deps";
 import { Feed, header, KiB, messages, pattern } from "./fakes/stream";
 
@@ -74,12 +74,22 @@ describe("runSink: FAILBACK", () => {
     const ceph = new FakeCeph("rbd");
     const h = failbackHeader(true);
     const v = ceph.addImage("rbd", "volume-1", pattern(256 * KiB, 1), [h.fromSnapshot]);
+    v.features = 1n | 4n | 8n | 16n; // fast-diff: the comparison is cheap, and says nothing changed
     const s = await runSink(sinkDeps(ceph), new Feed(messages(h, [{ offset: 0, data: pattern(CHUNK, 4) }])));
     assert.deepEqual(
       v.snaps.map((x) => x.name),
       [h.fromSnapshot],
     );
     assert.deepEqual(s.warnings, []);
+    // Without fast-diff the comparison would read every object's snapshot set: kept without asking.
+    const h2 = { ...failbackHeader(true), fromSnapshot: h.fromSnapshot, backupId: h.backupId };
+    v.features = 0n;
+    await runSink(sinkDeps(ceph), new Feed(messages(h2, [{ offset: 0, data: pattern(CHUNK, 4) }])));
+    assert.ok(
+      v.snaps.some((x) => x.name === `rbdbackup-before-failback.${h2.transferId}`),
+      "kept, no fast-diff",
+    );
+    v.snaps = v.snaps.filter((x) => x.name === h.fromSnapshot);
 
     const full = failbackHeader(false, 256 * KiB);
     const old = Buffer.from(v.data);
@@ -90,9 +100,11 @@ describe("runSink: FAILBACK", () => {
       [h.fromSnapshot, kept],
     );
     assert.ok(v.snaps[1]?.data.equals(old), "the full copy's overwritten data kept");
-    // The same job again (its retry): V changed by the first attempt, not kept a second time.
-    await runSink(sinkDeps(ceph), new Feed(messages(full, firstChunk(full, pattern(CHUNK, 6)))));
+    // The same job again (its retry): V changed by the first attempt, not kept a second time — but said
+    // again (a job keeps its last attempt's warnings).
+    const again = await runSink(sinkDeps(ceph), new Feed(messages(full, firstChunk(full, pattern(CHUNK, 6)))));
     assert.equal(v.snaps.length, 2);
+    assert.match(again.warnings.join("\n"), new RegExp(`kept in its snapshot ${kept}`));
   });
 
   it("a volume another client has open (a VM, rbd map) is refused before anything is changed: FAILBACK rollback, full copy, RESTORE_ORIGINAL", async () => {
@@ -113,9 +125,7 @@ describe("runSink: FAILBACK", () => {
       v.data.fill(9, 0, CHUNK); // what the VM wrote since
       v.watchers = [{ addr: "192.168.7.5:0/2834712", id: 24107 }];
       const before = poolState(ceph, "rbd");
-      const e = await runSink(sinkDeps(ceph), new Feed(messages(h, firstChunk(h, pattern(CHUNK, 2))))).catch(
-        (x) => x,
-      );
+      const e = await runSink(sinkDeps(ceph), new Feed(messages(h, firstChunk(h, pattern(CHUNK, 2))))).catch((x) => x);
       assert.equal(status(e), Status.FAILED_PRECONDITION, what);
       assert.match(
         e.message,
@@ -178,6 +188,43 @@ describe("runSink: FAILBACK", () => {
       assert.equal(status(e), Status.DATA_LOSS, TransferKind[h.kind]);
       assert.match(e.message, /covers 65536 bytes of data and 131072 of zeros, not the image's 262144/);
       assert.ok(!ceph.log.some((l) => l.startsWith("metaRemove")), "not committed");
+    }
+  });
+
+  it("a restore holds its target's exclusive lock from before its first change; held by another client: FAILED_PRECONDITION, nothing changed; no exclusive-lock feature: goes on", async () => {
+    const kinds = () =>
+      [
+        ["rollback", failbackHeader(true, 256 * KiB)],
+        ["full copy", failbackHeader(false, 256 * KiB)],
+        [
+          "restore over the original",
+          header({
+            kind: TransferKind.RESTORE_ORIGINAL,
+            destination: { pool: "rbd", namespace: "", image: "volume-1" },
+            imageSize: 256 * KiB,
+          }),
+        ],
+      ] as const;
+    for (const [what, h] of kinds()) {
+      const ceph = new FakeCeph("rbd");
+      const v = ceph.addImage("rbd", "volume-1", pattern(256 * KiB, 1), [h.fromSnapshot].filter(Boolean));
+      await runSink(sinkDeps(ceph), new Feed(messages(h, firstChunk(h, pattern(CHUNK, 2)))));
+      const lock = ceph.log.indexOf("lockAcquire volume-1");
+      const firstChange = ceph.log.findIndex((l) => /^(write|snapRollback|snapCreate|resize|discard|metaSet) /.test(l));
+      assert.ok(lock >= 0 && lock < firstChange, `${what}: locked before the first change: ${ceph.log.join(", ")}`);
+      assert.ok(v.data.subarray(0, CHUNK).equals(pattern(CHUNK, 2)), what);
+    }
+    for (const [what, h] of kinds()) {
+      const ceph = new FakeCeph("rbd");
+      ceph.addImage("rbd", "volume-1", pattern(256 * KiB, 1), [h.fromSnapshot].filter(Boolean));
+      ceph.faults.lockAcquire = cephError("EROFS", "rbd_lock_acquire");
+      const before = poolState(ceph, "rbd");
+      const e = await runSink(sinkDeps(ceph), new Feed(messages(h, firstChunk(h, pattern(CHUNK, 2))))).catch((x) => x);
+      assert.equal(status(e), Status.FAILED_PRECONDITION, what);
+      assert.match(e.message, /another client holds its exclusive lock and keeps it/, what);
+      assert.equal(poolState(ceph, "rbd"), before, `${what}: nothing changed`);
+      ceph.faults.lockAcquire = cephError("EINVAL", "rbd_lock_acquire");
+      await runSink(sinkDeps(ceph), new Feed(messages(h, firstChunk(h, pattern(CHUNK, 2)))));
     }
   });
 

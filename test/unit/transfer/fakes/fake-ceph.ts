@@ -27,6 +27,8 @@ export interface ImageState {
   opens: number;
   /** Other clients watching it (a VM, rbd map): what watchers() lists beside this agent's own handles. */
   watchers?: Array<{ addr: string; id: number }>;
+  /** What stat() says of its features (default 0: none, e.g. no fast-diff). */
+  features?: bigint;
 }
 
 export interface Faults {
@@ -37,6 +39,8 @@ export interface Faults {
   /** objCreate fails only for this object (default: any). */
   objCreateOid?: string;
   snapCreate?: Error;
+  /** lockAcquireExclusive fails with it (EINVAL: no exclusive-lock feature; EROFS: held by another). */
+  lockAcquire?: Error;
   metaRemove?: Error;
   metaSet?: Error;
   /** The image-meta is set, then the call fails (an op timeout whose request went through). */
@@ -291,7 +295,7 @@ export class FakeImage implements SinkImage {
       objectSize: 4 << 20,
       numObjects: 1,
       order: 22,
-      features: 0n,
+      features: this.s.features ?? 0n,
       flags: 0,
       stripeUnit: 0,
       stripeCount: 0,
@@ -305,6 +309,12 @@ export class FakeImage implements SinkImage {
     this.s.data.copy(d, 0, 0, Math.min(size, this.s.data.length));
     this.s.data = d;
     this.ceph.log.push(`resize ${this.name} ${size}`);
+  }
+
+  async lockAcquireExclusive(): Promise<void> {
+    this.#check();
+    if (this.ceph.faults.lockAcquire) throw this.ceph.faults.lockAcquire;
+    this.ceph.log.push(`lockAcquire ${this.name}`);
   }
 
   async snapCreate(name: string, opts: { skipQuiesce?: boolean } = {}): Promise<void> {
