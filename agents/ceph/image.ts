@@ -182,15 +182,6 @@ export class Image {
     return this.#call("list the watchers of", () => this.#h.watchers());
   }
 
-  /**
-   * Takes the exclusive lock and keeps it until close(): another client that opens the image meanwhile
-   * (a VM started, `rbd map`) and writes gets EROFS instead of taking turns with this handle's writes.
-   * EINVAL (a CephError) when the image lacks the exclusive-lock feature: nothing then arbitrates.
-   */
-  lockAcquireExclusive(): Promise<void> {
-    return this.#call("take the exclusive lock of", () => this.#h.lockAcquireExclusive());
-  }
-
   /** User snapshots, oldest first, with id, size, creation timestamp and protection. */
   snapList(): Promise<SnapInfo[]> {
     return this.#call("list snapshots of", () => this.#h.snapList());

@@ -123,8 +123,6 @@ export interface NativeImage {
   listChildren(): Promise<ChildImage[]>;
   /** rbd_watchers_list: the clients watching the image's header (every read-write open, rbd map, a VM). */
   watchers(): Promise<ImageWatcher[]>;
-  /** rbd_lock_acquire(EXCLUSIVE): the exclusive lock, kept against other clients' requests until close. */
-  lockAcquireExclusive(): Promise<void>;
   metaGet(key: string): Promise<string | null>;
   metaSet(key: string, value: string): Promise<void>;
   metaRemove(key: string): Promise<void>;

@@ -28,7 +28,6 @@ Napi::Function Image::Init(Napi::Env env) {
                          GuardedMethod<Image, &Image::MetaRemove>("metaRemove"),
                          GuardedMethod<Image, &Image::MetaList>("metaList"),
                          GuardedMethod<Image, &Image::Watchers>("watchers"),
-                         GuardedMethod<Image, &Image::LockAcquireExclusive>("lockAcquireExclusive"),
                          GuardedMethod<Image, &Image::AioRead>("read"),
                          GuardedMethod<Image, &Image::AioWrite>("write"),
                          GuardedMethod<Image, &Image::AioWriteZeroes>("writeZeroes"),
@@ -119,15 +118,6 @@ SNAP_OP(SnapProtect, rbd_snap_protect)
 SNAP_OP(SnapUnprotect, rbd_snap_unprotect)
 SNAP_OP(SnapRollback, rbd_snap_rollback)
 #undef SNAP_OP
-
-// Takes the image's exclusive lock in exclusive mode (rbd_lock_acquire): until this handle closes, librbd
-// refuses other clients' requests for it, so a client that opens the image meanwhile and writes gets
-// EROFS rather than taking turns with our writes. EINVAL when the image has no exclusive-lock feature.
-Napi::Value Image::LockAcquireExclusive(const Napi::CallbackInfo& info) {
-  auto h = handle(info.Env());
-  return RunAsync(info.Env(), "rbd_lock_acquire",
-                  [h]() -> int { return rbd_lock_acquire(h->image, RBD_LOCK_MODE_EXCLUSIVE); });
-}
 
 namespace {
 int NoProgress(uint64_t, uint64_t, void*) { return 0; }

@@ -35,7 +35,6 @@ class Image : public Napi::ObjectWrap<Image>, public Releasable {
   Napi::Value MetaRemove(const Napi::CallbackInfo& info);
   Napi::Value MetaList(const Napi::CallbackInfo& info);
   Napi::Value Watchers(const Napi::CallbackInfo& info);
-  Napi::Value LockAcquireExclusive(const Napi::CallbackInfo& info);
   Napi::Value AioRead(const Napi::CallbackInfo& info);
   Napi::Value AioWrite(const Napi::CallbackInfo& info);
   Napi::Value AioWriteZeroes(const Napi::CallbackInfo& info);

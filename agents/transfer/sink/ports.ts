@@ -23,7 +23,6 @@ export type SinkImage = Pick<
   | "snapList"
   | "snapRollback"
   | "watchers"
-  | "lockAcquireExclusive"
   | "metaGet"
   | "metaSet"
   | "metaRemove"

@@ -112,8 +112,6 @@ async function createImage(deps: Deps, fp: Footprint, log: Logger): Promise<void
   fp.createdImage = true;
   fp.fresh = true;
   fp.image = await ioOf(fp).imageOpen(nameOf(fp));
-  // A new volume bears the caller's name: nobody writes it beside the restore either.
-  if (h.kind !== TransferKind.BACKUP_FULL) await holdExclusively(fp, fp.image, log);
   // Before any write: recovery removes an unmarked base image only while it holds no data
   // (recovery.ts unmarkedBase), and a restore's unmarked volume is never touched. Setting it beside
   // the first writes was tried (2026-12-05): the prepare took ~0.3 s less under 0–100 ms of OSD
@@ -196,31 +194,6 @@ async function openBaseImage(deps: Deps, fp: Footprint, log: Logger): Promise<vo
   if ((await image.stat()).size !== h.imageSize) await image.resize(h.imageSize);
 }
 
-/**
- * A restore writes its target holding the exclusive lock against other clients (image.ts
- * lockAcquireExclusive), from before its first change until the image is closed: the in-use check sees
- * only who has it open now, and a VM started or an `rbd map` made while the restore runs would otherwise
- * take turns with its writes — now their writes get EROFS. An image without the exclusive-lock feature has
- * no lock to hold (EINVAL: nothing arbitrates, as before). Another client holding it exclusively itself
- * is FAILED_PRECONDITION, before anything is changed.
- */
-export async function holdExclusively(fp: Footprint, image: SinkImage, log: Logger): Promise<void> {
-  try {
-    await image.lockAcquireExclusive();
-  } catch (e) {
-    if (isCephError(e, "EINVAL")) {
-      log.debug("no exclusive-lock feature: the restore's target is not locked", { image: fp.where });
-      return;
-    }
-    if (isCephError(e, "EROFS") || isCephError(e, "EBUSY")) {
-      throw failedPrecondition(
-        `image ${fp.where} is in use: another client holds its exclusive lock and keeps it. Stop that client, then restore again; this attempt changed nothing`,
-      );
-    }
-    throw e;
-  }
-}
-
 /** Whether watch `w` is this agent's own (same client instance): its handles are watchers too. */
 const isOwnWatch = (deps: Deps, w: { addr: string; id: number }): boolean =>
   (deps.clientId !== undefined && w.id === deps.clientId) || sameClientInstance(w.addr, deps.clientAddr);
@@ -292,7 +265,6 @@ async function openOriginal(deps: Deps, fp: Footprint, failbackLog?: Logger): Pr
   const want = fp.h.imageSize;
   const image = await open(fp, `image ${fp.where} not found (restore over the original needs it)`);
   await refuseInUse(deps, fp, image);
-  await holdExclusively(fp, image, failbackLog ?? deps.log);
   if (failbackLog) await keepBeforeFailback(fp, image, failbackLog, () => holdsData(image));
   const size = (await image.stat()).size;
   // From here the volume is changed: a failure now says so (run-sink.ts), even before the first chunk.
@@ -317,7 +289,6 @@ async function rollBackOriginal(deps: Deps, fp: Footprint, log: Logger): Promise
     throw noCommon(`has no snapshot ${h.fromSnapshot}`);
   }
   await refuseInUse(deps, fp, image);
-  await holdExclusively(fp, image, log);
   await keepBeforeFailback(fp, image, log, () => lostByRollback(image, h.fromSnapshot));
   // Not undoable, like RESTORE_ORIGINAL; a retry rolls back again, so the result does not depend on it.
   // A failure from here on says the volume was changed (run-sink.ts), even before the first chunk.

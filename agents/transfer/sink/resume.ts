@@ -36,7 +36,7 @@ import {
 import type { Footprint } from "./footprint";
 import { INCOMPLETE_KEY } from "./image-ops";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
-import { holdExclusively, prepare, refuseInUse } from "./prepare";
+import { prepare, refuseInUse } from "./prepare";
 import { EARLIER_TRANSFER_WAIT_MS, keyOfEntry, keyOfHeader, released, sweptFirst } from "./running";
 import type { StreamChecks } from "./stream-checks";
 import type { WriteWindow } from "./write-window";
@@ -179,7 +179,6 @@ export async function takeOver(
   fp.createdImage = entry.createdImage;
   fp.metaCreated = entry.metaCreated === true;
   fp.image = await io.imageOpen(h.destination?.image as string);
-  if (isRestoreKind(h.kind)) await holdExclusively(fp, fp.image, log);
   if (entry.createdImage) await fp.image.metaSet(INCOMPLETE_KEY, h.transferId);
   await deps.journal.remove(held.entry.transferId);
   // Everything ever written into the image is the source snapshot's content, so a created image is

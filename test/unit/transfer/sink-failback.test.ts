@@ -12,7 +12,7 @@ import { NO_COMMON_SNAPSHOT, RefusalReason, reasonOf } from "../../../agents/tra
 import { runSink } from "../../../agents/transfer/sink";
 import { AppError, Status } from "../../../src/common/errors";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
-import { cephError, FakeCeph, poolState } from "./fakes/fake-ceph";
+import { FakeCeph, poolState } from "./fakes/fake-ceph";
 import { sinkDeps } from "./fakes/sink-deps";
 import { Feed, header, KiB, messages, pattern } from "./fakes/stream";
 
@@ -188,43 +188,6 @@ describe("runSink: FAILBACK", () => {
       assert.equal(status(e), Status.DATA_LOSS, TransferKind[h.kind]);
       assert.match(e.message, /covers 65536 bytes of data and 131072 of zeros, not the image's 262144/);
       assert.ok(!ceph.log.some((l) => l.startsWith("metaRemove")), "not committed");
-    }
-  });
-
-  it("a restore holds its target's exclusive lock from before its first change; held by another client: FAILED_PRECONDITION, nothing changed; no exclusive-lock feature: goes on", async () => {
-    const kinds = () =>
-      [
-        ["rollback", failbackHeader(true, 256 * KiB)],
-        ["full copy", failbackHeader(false, 256 * KiB)],
-        [
-          "restore over the original",
-          header({
-            kind: TransferKind.RESTORE_ORIGINAL,
-            destination: { pool: "rbd", namespace: "", image: "volume-1" },
-            imageSize: 256 * KiB,
-          }),
-        ],
-      ] as const;
-    for (const [what, h] of kinds()) {
-      const ceph = new FakeCeph("rbd");
-      const v = ceph.addImage("rbd", "volume-1", pattern(256 * KiB, 1), [h.fromSnapshot].filter(Boolean));
-      await runSink(sinkDeps(ceph), new Feed(messages(h, firstChunk(h, pattern(CHUNK, 2)))));
-      const lock = ceph.log.indexOf("lockAcquire volume-1");
-      const firstChange = ceph.log.findIndex((l) => /^(write|snapRollback|snapCreate|resize|discard|metaSet) /.test(l));
-      assert.ok(lock >= 0 && lock < firstChange, `${what}: locked before the first change: ${ceph.log.join(", ")}`);
-      assert.ok(v.data.subarray(0, CHUNK).equals(pattern(CHUNK, 2)), what);
-    }
-    for (const [what, h] of kinds()) {
-      const ceph = new FakeCeph("rbd");
-      ceph.addImage("rbd", "volume-1", pattern(256 * KiB, 1), [h.fromSnapshot].filter(Boolean));
-      ceph.faults.lockAcquire = cephError("EROFS", "rbd_lock_acquire");
-      const before = poolState(ceph, "rbd");
-      const e = await runSink(sinkDeps(ceph), new Feed(messages(h, firstChunk(h, pattern(CHUNK, 2))))).catch((x) => x);
-      assert.equal(status(e), Status.FAILED_PRECONDITION, what);
-      assert.match(e.message, /another client holds its exclusive lock and keeps it/, what);
-      assert.equal(poolState(ceph, "rbd"), before, `${what}: nothing changed`);
-      ceph.faults.lockAcquire = cephError("EINVAL", "rbd_lock_acquire");
-      await runSink(sinkDeps(ceph), new Feed(messages(h, firstChunk(h, pattern(CHUNK, 2)))));
     }
   });
 

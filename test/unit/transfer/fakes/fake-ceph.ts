@@ -39,8 +39,6 @@ export interface Faults {
   /** objCreate fails only for this object (default: any). */
   objCreateOid?: string;
   snapCreate?: Error;
-  /** lockAcquireExclusive fails with it (EINVAL: no exclusive-lock feature; EROFS: held by another). */
-  lockAcquire?: Error;
   metaRemove?: Error;
   metaSet?: Error;
   /** The image-meta is set, then the call fails (an op timeout whose request went through). */
@@ -309,12 +307,6 @@ export class FakeImage implements SinkImage {
     this.s.data.copy(d, 0, 0, Math.min(size, this.s.data.length));
     this.s.data = d;
     this.ceph.log.push(`resize ${this.name} ${size}`);
-  }
-
-  async lockAcquireExclusive(): Promise<void> {
-    this.#check();
-    if (this.ceph.faults.lockAcquire) throw this.ceph.faults.lockAcquire;
-    this.ceph.log.push(`lockAcquire ${this.name}`);
   }
 
   async snapCreate(name: string, opts: { skipQuiesce?: boolean } = {}): Promise<void> {
