@@ -17,6 +17,7 @@ import {
   type Job,
   JobState,
 } from "../../gen/rbdbackup/v1/backup_service";
+import { madeJob } from "../ha/standby-gate";
 import { InterchangeRun, jobError } from "../interchange/run";
 import { importJob } from "../jobs/interchange-jobs";
 import { probe } from "../jobs/probes";
@@ -183,6 +184,7 @@ export async function importBackup(
     const view = adm.submit(job, () => deps.catalog.insertBackup(backup));
     // A concurrent request with the same key won: its call relays the data.
     if (view.id !== job.id) return replayed(deps, adm, view.id, h.idempotencyKey);
+    madeJob(ctx, job.id);
     await pump(it, run);
     await run.finished();
     return adm.view(deps.catalog.getJob(job.id) ?? job);

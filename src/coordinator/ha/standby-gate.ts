@@ -58,6 +58,17 @@ export function standbyError(view: LeaderView, trailer: Metadata, what = "this c
   return new ServerError(Status.UNAVAILABLE, `${what}; the leader is ${leader.id} at ${leader.address}`);
 }
 
+const MADE = Symbol("rbdbackup.madeJob");
+
+/**
+ * A handler that goes on after it made its job (ImportBackup: the upload follows) says so: a step-down
+ * after that is no "nothing was done, send it to the leader" — the caller would make a second job — but
+ * UNAVAILABLE naming the job made, without the leader trailers.
+ */
+export function madeJob(context: CallContext, jobId: string): void {
+  (context as CallContext & { [MADE]?: string })[MADE] = jobId;
+}
+
 /** BackupService middleware: standby refusals, and leader-only calls bound to the term. */
 export function standbyGate(view: LeaderView) {
   return async function* standbyGateMiddleware<Req, Res>(call: ServerMiddlewareCall<Req, Res>, context: CallContext) {
@@ -67,9 +78,19 @@ export function standbyGate(view: LeaderView) {
     if (!view.leading()) throw standbyError(view, context.trailer);
     if (!term) return yield* call.next(call.request, context);
     const signal = AbortSignal.any([context.signal, term]);
-    const lost = () => standbyError(view, context.trailer, "this coordinator lost the leadership during the call");
+    const inner: CallContext & { [MADE]?: string } = { ...context, signal };
+    const lost = () => {
+      const made = inner[MADE];
+      if (made) {
+        return new ServerError(
+          Status.UNAVAILABLE,
+          `this coordinator lost the leadership during the call, after it made job ${made}: ask the leader for that job (GetJob); sending the call again would make another`,
+        );
+      }
+      return standbyError(view, context.trailer, "this coordinator lost the leadership during the call");
+    };
     try {
-      const result = yield* call.next(call.request, { ...context, signal });
+      const result = yield* call.next(call.request, inner);
       // A stream ended by the step-down (WatchJob returns when its signal aborts) did not finish.
       if (term.aborted && !context.signal.aborted && call.responseStream) throw lost();
       return result;

@@ -6,13 +6,22 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { ChannelCredentials } from "@grpc/grpc-js";
-import { ClientError, createChannel, createClient, createServer, type Metadata, Status } from "nice-grpc";
+import {
+  type CallContext,
+  ClientError,
+  createChannel,
+  createClient,
+  createServer,
+  type Metadata,
+  Status,
+} from "nice-grpc";
 import { backupService, errorStatus } from "../../../../src/coordinator/api/service";
 import {
   LEADER_ID_TRAILER,
   LEADER_TRAILER,
   type LeaderRef,
   type LeaderView,
+  madeJob,
   standbyGate,
 } from "../../../../src/coordinator/ha/standby-gate";
 import { BackupServiceDefinition, CoordinatorRole } from "../../../../src/gen/rbdbackup/v1/backup_service";
@@ -122,6 +131,60 @@ describe("standby gate", () => {
     assert.equal(Status[r.code], "UNAVAILABLE");
     assert.match(r.details, /no coordinator leads at the moment/);
     assert.equal(r.trailer?.get(LEADER_TRAILER), undefined);
+  });
+
+  it("a step-down after the handler made its job (an import's upload going on): UNAVAILABLE naming the job, without the leader trailers", async () => {
+    view.lead = true;
+    const server = createServer();
+    let started!: () => void;
+    const inUpload = new Promise<void>((r) => {
+      started = r;
+    });
+    const unimplemented = Object.fromEntries(
+      Object.keys(BackupServiceDefinition.methods).map((m) => [
+        m,
+        async () => {
+          throw new Error("unimplemented");
+        },
+      ]),
+    );
+    server.with(standbyGate(view)).add(BackupServiceDefinition, {
+      ...unimplemented,
+      async importBackup(requests: AsyncIterable<unknown>, ctx: CallContext) {
+        madeJob(ctx, "job-made-1");
+        started();
+        void requests;
+        // The upload goes on until the term's end aborts the call (the real handler's pump watches it).
+        await new Promise((_, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason)));
+        throw new Error("not reached");
+      },
+    } as unknown as Parameters<typeof server.add<typeof BackupServiceDefinition>>[1]);
+    const port = await server.listen("127.0.0.1:0");
+    const channel = createChannel(`127.0.0.1:${port}`, ChannelCredentials.createInsecure());
+    const client = createClient(BackupServiceDefinition, channel);
+    try {
+      let trailer: Metadata | undefined;
+      const never = new AbortController();
+      async function* upload() {
+        yield { header: { volume: vol("v1") } };
+        await new Promise((r) => never.signal.addEventListener("abort", r));
+      }
+      const call = client.importBackup(upload() as never, { onTrailer: (md) => (trailer = md) });
+      await inUpload;
+      view.lead = false;
+      view.term.abort();
+      await assert.rejects(call, (e: unknown) => {
+        assert.ok(e instanceof ClientError, String(e));
+        assert.equal(e.code, Status.UNAVAILABLE);
+        assert.match(e.details, /after it made job job-made-1: ask the leader for that job \(GetJob\)/);
+        return true;
+      });
+      assert.equal(trailer?.get(LEADER_TRAILER), undefined, "no 'send it to the leader'");
+      never.abort();
+    } finally {
+      channel.close();
+      await server.shutdown();
+    }
   });
 
   it("on the leader, a WatchJob ended by the step-down fails UNAVAILABLE naming the new leader", async () => {
