@@ -11,7 +11,8 @@
  *
  * On the leader, a leader-only call runs under the term: when the term ends (step-down) its signal is
  * aborted (a WatchJob ends), and a call that ends by the step-down, or by a fenced write, fails
- * UNAVAILABLE with the trailers of the new leader.
+ * UNAVAILABLE with the trailers of the new leader — unless its handler had made its job (madeJob): then
+ * UNAVAILABLE naming the job, without the trailers.
  */
 import { type CallContext, type Metadata, ServerError, type ServerMiddlewareCall, Status } from "nice-grpc-common";
 import { splitPath } from "../authz";
