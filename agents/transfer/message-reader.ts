@@ -318,25 +318,39 @@ export class MessageReader<T> implements AsyncIterable<T> {
  * paused by backpressure, or draining, flushing and committing after the whole stream came in — each of
  * those is bounded by the cluster's op timeout, and a complete stream must not be failed because its
  * commit was slow. Polls the reader's byte count: nothing runs per read.
+ *
+ * Bytes alone do not keep it waiting: a message begun must also come whole within twice the bound (a
+ * source writes each frame at once, so only a slow link stretches one — a 16 MiB chunk at the 1 MiB/s
+ * floor of a bandwidth cap takes 16 s); a source that trickles a byte now and then into a message it never
+ * finishes would otherwise hold the transfer's slot, its image and a pooled buffer for good.
  */
 export function watchIdle(
   socket: { isPaused(): boolean },
-  reader: { readonly received: number; readonly waiting: boolean },
+  reader: { readonly received: number; readonly decoded: number; readonly waiting: boolean },
   ms: number,
-  onIdle: () => void,
+  /** `what`: "nothing for <ms> ms", or "no whole message for <2 ms> ms" (bytes trickled). */
+  onIdle: (what: string) => void,
 ): { stop(): void } {
   let last = Date.now();
   let count = reader.received;
+  let lastWhole = last;
+  let whole = reader.decoded;
   const timer = setInterval(
     () => {
+      const now = Date.now();
+      if (!reader.waiting || socket.isPaused() || reader.decoded !== whole) {
+        whole = reader.decoded;
+        lastWhole = now;
+      }
+      let what = `nothing for ${ms} ms`;
       if (!reader.waiting || socket.isPaused() || reader.received !== count) {
         count = reader.received;
-        last = Date.now();
-        return;
-      }
-      if (Date.now() - last < ms) return;
+        last = now;
+        if (now - lastWhole < 2 * ms) return;
+        what = `no whole message for ${2 * ms} ms, a few bytes at a time`;
+      } else if (now - last < ms) return;
       stop();
-      onIdle();
+      onIdle(what);
     },
     Math.max(10, Math.floor(ms / 4)),
   );
@@ -400,7 +414,9 @@ export function failWhenIdle(
   ms: number,
   message: string,
 ): { stop(): void } {
-  const idle = watchIdle(stream, reader, ms, () => reader.fail(new AppError(Status.DEADLINE_EXCEEDED, message)));
+  const idle = watchIdle(stream, reader, ms, (what) =>
+    reader.fail(new AppError(Status.DEADLINE_EXCEEDED, `${message} (${what})`)),
+  );
   // Its first message whole within the same bound, however the bytes trickle in.
   const opening = failUnlessOpened(reader, 1, ms, () =>
     reader.fail(

@@ -79,7 +79,7 @@ export function transferMethod(
       call.stream,
       reader,
       opts.idleTimeoutMs,
-      `the source sent nothing for ${opts.idleTimeoutMs} ms (transfer.bulkIdleTimeoutMs)`,
+      "the source went quiet (transfer.bulkIdleTimeoutMs)",
     );
     // Asked for by the source (BUSY_HEADER): busy PINGs naming this stream while this side does not read.
     const busy = opts.busyBeats === false ? { stop() {} } : busyBeat(call, reader);

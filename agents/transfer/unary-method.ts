@@ -57,12 +57,7 @@ export function unaryMethod<Req, Res>(
         }
       },
     });
-    const idle = failWhenIdle(
-      call.stream,
-      reader,
-      opts.idleTimeoutMs,
-      `the ${requestName} did not arrive: nothing came for ${opts.idleTimeoutMs} ms`,
-    );
+    const idle = failWhenIdle(call.stream, reader, opts.idleTimeoutMs, `the ${requestName} did not arrive`);
     (async () => {
       let req: Req | undefined;
       for await (const m of reader) {

@@ -95,12 +95,9 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
   });
   /** Why the source's time ran out (the idle bound, or the opening's), if it did. */
   let timedOut: string | null = null;
-  const idle = watchIdle(socket, reader, o.idleTimeoutMs, () => {
-    timedOut = `the source sent nothing for ${o.idleTimeoutMs} ms`;
-    const e = new AppError(
-      Status.DEADLINE_EXCEEDED,
-      `the source sent nothing for ${o.idleTimeoutMs} ms (transfer.bulkIdleTimeoutMs)`,
-    );
+  const idle = watchIdle(socket, reader, o.idleTimeoutMs, (what) => {
+    timedOut = `the source sent ${what}`;
+    const e = new AppError(Status.DEADLINE_EXCEEDED, `the source sent ${what} (transfer.bulkIdleTimeoutMs)`);
     // The bulk channel has no pings: a silent source may be a dead host or a cut network, so the stream
     // is aborted like one cut short — a resumable transfer is kept for its retry (transfer.proto).
     reader.fail(e);

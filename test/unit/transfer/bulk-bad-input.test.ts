@@ -305,6 +305,17 @@ describe("bulk channel: bad input", () => {
     await d.clean();
   });
 
+  it("a source that trickles a chunk a byte at a time after its header: DEADLINE_EXCEEDED once no message came whole in twice the idle bound, not never", async () => {
+    const d = await destination({ idleTimeoutMs: 300 });
+    const { frames } = start(1); // BulkOpen, header, a 64 KiB chunk
+    const t0 = Date.now();
+    const r = await rawBulk(d.served.address, frames, { trickleMs: 20, trickleFrom: 2, ms: 20_000 });
+    assert.equal(r.result?.code, Status.DEADLINE_EXCEEDED, r.result?.message);
+    assert.match(r.result?.message ?? "", /no whole message for 600 ms, a few bytes at a time/);
+    assert.ok(Date.now() - t0 < 5_000, `took ${Date.now() - t0} ms`);
+    await d.clean();
+  });
+
   it("a certificate revoked after its connection opened is refused at the header it sends later (UNAUTHENTICATED, both paths), the sink never reached", async () => {
     const fp = new X509Certificate(readFileSync(labTls("agent-site-a").cert as string)).fingerprint256;
     const revoked = new Set<string>();

@@ -134,17 +134,18 @@ export const frameOf = (m: TransferMessage) => grpcFrame(encodeTransferMessage(m
  * closed, and how long that took. Rejects after `ms`.
  */
 /**
- * Writes `bytes` to `to` as a test's peer would: `trickleMs`, one byte at a time this far apart;
+ * Writes `bytes` to `to` as a test's peer would: `trickleMs`, one byte at a time this far apart (from
+ * `bytes[trickleFrom]` on);
  * `before`, awaited before `bytes[before.index]`. Stops once `to` is gone.
  */
 async function writeScripted(
   to: { write(b: Buffer): unknown; readonly destroyed: boolean },
   bytes: Buffer[],
-  o: { trickleMs?: number; before?: { index: number; wait: () => Promise<void> } },
+  o: { trickleMs?: number; trickleFrom?: number; before?: { index: number; wait: () => Promise<void> } },
 ): Promise<void> {
   for (const [i, b] of bytes.entries()) {
     if (o.before?.index === i) await o.before.wait();
-    if (!o.trickleMs) {
+    if (!o.trickleMs || i < (o.trickleFrom ?? 0)) {
       to.write(b);
       continue;
     }
@@ -168,6 +169,8 @@ export function rawBulk(
     ms?: number;
     alpn?: string[] | null;
     trickleMs?: number;
+    /** The bytes before this one go whole (default 0: all trickled). */
+    trickleFrom?: number;
     before?: { index: number; wait: () => Promise<void> };
   } = {},
 ): Promise<{ result: BulkResult | null; ms: number }> {
