@@ -138,6 +138,7 @@ export class Coordinator {
       () => this.policyRunner?.samples() ?? [],
       collectErrors,
       () => opened.policies.allPolicies().map((p) => p.name),
+      () => this.policyRunner?.discoveryAges(Date.now()) ?? [],
     );
     const ha = new HaControl({
       catalog: opened,

@@ -13,10 +13,21 @@ import { regexMatches } from "./validate";
 const LIST_TIMEOUT_MS = 15_000;
 
 interface PoolImages {
+  sel: Pick<PolicySelector, "cluster" | "pool" | "namespace">;
   images: string[] | null;
   listedAt: number;
   askedAt: number;
+  /** When it was first asked for (the age of a pool never listed counts from then). */
+  since: number;
   inflight: boolean;
+}
+
+/** A discovered pool's listing age (rbdbackup_policy_discovery_age_seconds). */
+export interface DiscoveryAge {
+  cluster: string;
+  pool: string;
+  namespace: string;
+  ageSeconds: number;
 }
 
 export const poolKey = (s: Pick<PolicySelector, "cluster" | "pool" | "namespace">): string =>
@@ -37,7 +48,14 @@ export class Discovery {
     const key = poolKey(sel);
     let p = this.#pools.get(key);
     if (!p) {
-      p = { images: null, listedAt: 0, askedAt: 0, inflight: false };
+      p = {
+        sel: { cluster: sel.cluster, pool: sel.pool, namespace: sel.namespace },
+        images: null,
+        listedAt: 0,
+        askedAt: 0,
+        since: nowMs,
+        inflight: false,
+      };
       this.#pools.set(key, p);
     }
     // A clock stepped back (nowMs < askedAt) lists again at once rather than after the step plus the interval.
@@ -51,6 +69,19 @@ export class Discovery {
     let at = Number.POSITIVE_INFINITY;
     for (const p of this.#pools.values()) if (!p.inflight) at = Math.min(at, p.askedAt + this.intervalMs);
     return at;
+  }
+
+  /**
+   * How long ago each discovered pool was last listed (since it was first asked for, when never): a
+   * listing that keeps failing leaves images made since without protection, and nothing else says so.
+   */
+  ages(nowMs: number): DiscoveryAge[] {
+    return [...this.#pools.values()].map((p) => ({
+      cluster: p.sel.cluster,
+      pool: p.sel.pool,
+      namespace: p.sel.namespace,
+      ageSeconds: Math.max(0, (nowMs - (p.listedAt || p.since)) / 1000),
+    }));
   }
 
   /** The pool's listing is due at the next `images()` call. */

@@ -4,12 +4,14 @@
  * the coordinator's registry (CoordinatorMetrics' `extra`). The samples are computed once per scrape (kept
  * for a second), not once per gauge.
  */
+
 import client from "prom-client";
 import { SeriesGauge } from "../../common/series-gauge";
 import { ProtectionState } from "../../gen/rbdbackup/v1/policy";
 import type { Catalog } from "../catalog/catalog";
 import type { PolicyStore } from "../catalog/policy-store";
 import { type CollectErrors, collectErrorsCounter } from "../metric-guard";
+import type { DiscoveryAge } from "./discovery";
 import { recoveryPoint } from "./recovery-point";
 import { stateOf } from "./status";
 
@@ -55,6 +57,7 @@ export class PolicyMetrics {
   });
   readonly recoveryPointAge: SeriesGauge<"cluster" | "pool" | "namespace" | "image" | "policy">;
   readonly volumesProtected: client.Gauge;
+  readonly discoveryAge: client.Gauge;
 
   readonly #known = new Set<string>();
 
@@ -87,8 +90,20 @@ export class PolicyMetrics {
      * has (a series born with them reads as no increase), and a deleted policy's go.
      */
     policyNames?: () => string[],
+    /** The leader's discovered pools and how long ago each was listed (none on a standby). */
+    discoveryAges: () => DiscoveryAge[] = () => [],
   ) {
     const self = this;
+    this.discoveryAge = new client.Gauge({
+      name: "rbdbackup_policy_discovery_age_seconds",
+      help: "Seconds since the pool a policy's selector discovers volumes in was last listed (since the first try, while never listed): a listing that keeps failing leaves the images created since unprotected, and their volumes have no protection record to turn LATE. Reported by the leader.",
+      labelNames: ["cluster", "pool", "namespace"],
+      registers: [],
+      collect() {
+        this.reset();
+        for (const a of discoveryAges()) this.labels(a.cluster, a.pool, a.namespace).set(a.ageSeconds);
+      },
+    });
     this.missedRuns = new client.Counter({
       name: "rbdbackup_policy_missed_runs_total",
       help: "Slots that passed without a run (coordinator down, window closed, previous run still going), by policy.",
@@ -161,7 +176,14 @@ export class PolicyMetrics {
   }
 
   all(): client.Metric[] {
-    return [this.missedRuns, this.retentionDeletions, this.runDuration, this.recoveryPointAge, this.volumesProtected];
+    return [
+      this.missedRuns,
+      this.retentionDeletions,
+      this.runDuration,
+      this.recoveryPointAge,
+      this.volumesProtected,
+      this.discoveryAge,
+    ];
   }
 }
 

@@ -28,7 +28,7 @@ import type { PolicySettings } from "../config-schema";
 import type { Unprobed } from "../jobs/backup-job";
 import { isFinal, SAFETY_PASS_MS, WakeTimer } from "../scheduler";
 import type { Sessions } from "../sessions";
-import { Discovery, matching, poolKey } from "./discovery";
+import { Discovery, type DiscoveryAge, matching, poolKey } from "./discovery";
 import { insertRun, unprobedRun } from "./insert-run";
 import { type PolicyMetrics, type VolumeSample, volumeSamples } from "./metrics";
 import { type ProtectionRecord, volumeKey } from "./model";
@@ -148,6 +148,11 @@ export class PolicyRunner implements PolicyRunnerPort {
    */
   get nextWake(): number {
     return this.#wake.next;
+  }
+
+  /** How long ago each pool a selector discovers volumes in was listed (metrics). */
+  discoveryAges(now: number): DiscoveryAge[] {
+    return this.#discovery.ages(now);
   }
 
   /** See nextWake; after a tick at `now` whose runs have been queued. */

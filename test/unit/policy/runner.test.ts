@@ -526,12 +526,18 @@ describe("policy runner", () => {
       void runner.tick();
       return runner.selected("gold").length === 3;
     }, "vol-3 picked up");
-    // The agent goes: listings fail, the volumes keep their records.
+    const age = () => runner.discoveryAges(h.t).find((a) => a.cluster === "a" && a.pool === "rbd")?.ageSeconds;
+    assert.ok((age() ?? 99) < 30, `listed moments ago: ${age()}`);
+    // The agent goes: listings fail, the volumes keep their records — and the pool's listing ages.
     for (const s of h.sessions.ofCluster("a")) h.sessions.remove(s);
+    const listed = h.t;
     h.t += 30_000;
     await runner.tick();
     await runner.tick();
     assert.equal(h.catalog.policies.protectionOfPolicy("gold").length, 3);
+    h.t += 3_600_000;
+    await runner.tick();
+    assert.ok((age() ?? 0) >= (h.t - listed) / 1000 - 31, `the failed listings leave it aging: ${age()}`);
   });
 
   it("a paused record goes once its policy no longer selects the volume; a run the failover cancelled is no failure", async () => {
