@@ -80,7 +80,14 @@ export class StreamChecks {
   next(m: TransferMessage): Checked {
     const body = m.body;
     if (this.#trailer) throw invalidArgument("a message followed the trailer");
-    if (!body) throw invalidArgument("a message without a body");
+    // What decodes without a body: a kind of message a newer source sends (its field unknown here), or
+    // an empty one; said so, as the version skew it most likely is.
+    if (!body) {
+      throw new AppError(
+        Status.UNIMPLEMENTED,
+        "a message without a body this agent knows: a kind sent by a newer agent version (upgrade this one), or an empty message",
+      );
+    }
     const size = this.h.imageSize;
     switch (body.$case) {
       case "header":
