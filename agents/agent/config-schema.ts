@@ -95,7 +95,7 @@ const Transfer = block("Transfers between agents: resuming (as a destination), c
     default: "auto",
   }),
   bulkIdleTimeoutMs: int(
-    "Bulk channel and HTTP/2 Transfer call alike: a destination waiting for the source's next message (its header too) that receives nothing (or, bytes trickling, no whole message in twice this), or a source whose bytes are not taken while the destination does not say it is busy (it does every third of this, when asked), for this long ends the transfer with DEADLINE_EXCEEDED; the destination's own work (prepare, drain, flush, commit) is bounded by cluster.opTimeoutSeconds instead.",
+    "Bulk channel and HTTP/2 Transfer call alike: a destination waiting for the source's next message (its header too) that receives nothing (or a message under way that gains under 4 KiB in this time), or a source whose bytes are not taken while the destination does not say it is busy (it does every third of this, when asked), for this long ends the transfer with DEADLINE_EXCEEDED; the destination's own work (prepare, drain, flush, commit) is bounded by cluster.opTimeoutSeconds instead.",
     100,
     3_600_000,
     30_000,

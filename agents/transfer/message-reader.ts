@@ -115,6 +115,8 @@ export class MessageReader<T> implements AsyncIterable<T> {
   #pooled = false;
   /** Bytes read so far (what the bulk channel's idle bound watches). */
   received = 0;
+  /** When the message under way (its prefix included) got its first byte, Date.now() ms; 0: none under way. */
+  partialSince = 0;
   /** Messages read whole so far (what the opening's deadline watches: failUnlessOpened). */
   decoded = 0;
   /** Whether bytes go straight into the reader's buffers (see above). */
@@ -221,9 +223,15 @@ export class MessageReader<T> implements AsyncIterable<T> {
     return this.#msg.subarray(this.#msgHave);
   }
 
+  /** Bytes of the message under way so far (its prefix included). */
+  get partialBytes(): number {
+    return this.#prefixHave + (this.#msg ? 5 + this.#msgHave : 0);
+  }
+
   /** `n` bytes were read into #target(). */
   #advance(n: number): void {
     if (!this.#msg) {
+      if (this.#prefixHave === 0) this.partialSince = Date.now();
       this.#prefixHave += n;
       if (this.#prefixHave < 5) return;
       this.#prefixHave = 0;
@@ -245,6 +253,7 @@ export class MessageReader<T> implements AsyncIterable<T> {
     let p = 0;
     while (p < d.length) {
       if (!this.#msg) {
+        if (this.#prefixHave === 0) this.partialSince = Date.now();
         const n = Math.min(5 - this.#prefixHave, d.length - p);
         d.copy(this.#prefix, this.#prefixHave, p, p + n);
         this.#prefixHave += n;
@@ -287,6 +296,7 @@ export class MessageReader<T> implements AsyncIterable<T> {
     const buf = this.#msg as Buffer;
     const pool = this.#pooled ? this.opts.pool : undefined;
     this.#msg = null;
+    this.partialSince = 0;
     this.#queue.push(this.opts.decode(buf, pool ? () => pool.release(buf) : null));
     this.decoded++;
     if (this.#queue.length >= QUEUE_MESSAGES) this.stream.pause();
@@ -319,38 +329,53 @@ export class MessageReader<T> implements AsyncIterable<T> {
  * those is bounded by the cluster's op timeout, and a complete stream must not be failed because its
  * commit was slow. Polls the reader's byte count: nothing runs per read.
  *
- * Bytes alone do not keep it waiting: a message begun must also come whole within twice the bound (a
- * source writes each frame at once, so only a slow link stretches one — a 16 MiB chunk at the 1 MiB/s
- * floor of a bandwidth cap takes 16 s); a source that trickles a byte now and then into a message it never
- * finishes would otherwise hold the transfer's slot, its image and a pooled buffer for good.
+ * Bytes alone do not keep it waiting: a message under way must gain at least MIN_PROGRESS_BYTES per
+ * `ms` of waiting, counted from its first byte (a source writes each frame at once, so only the link's
+ * speed spreads one out: 4 KiB per 30 s is 136 bytes/s). A source that trickles a byte now and then into a
+ * message it never finishes would otherwise hold the transfer's slot, its image and a pooled buffer for
+ * good. Time this side does not wait (paused, busy) starts that count again.
  */
 export function watchIdle(
   socket: { isPaused(): boolean },
-  reader: { readonly received: number; readonly decoded: number; readonly waiting: boolean },
+  reader: {
+    readonly received: number;
+    readonly waiting: boolean;
+    readonly partialSince: number;
+    readonly partialBytes: number;
+  },
   ms: number,
-  /** `what`: "nothing for <ms> ms", or "no whole message for <2 ms> ms" (bytes trickled). */
+  /** `what`: "nothing for <ms> ms", or how little a message under way gained. */
   onIdle: (what: string) => void,
 ): { stop(): void } {
   let last = Date.now();
   let count = reader.received;
-  let lastWhole = last;
-  let whole = reader.decoded;
+  /** The message under way the progress count follows (its partialSince), since when, from how many bytes. */
+  let following = 0;
+  let from = 0;
+  let fromBytes = 0;
   const timer = setInterval(
     () => {
       const now = Date.now();
-      if (!reader.waiting || socket.isPaused() || reader.decoded !== whole) {
-        whole = reader.decoded;
-        lastWhole = now;
+      const waiting = reader.waiting && !socket.isPaused();
+      if (!waiting || reader.partialSince !== following) {
+        following = reader.partialSince;
+        from = now;
+        fromBytes = reader.partialBytes;
       }
-      let what = `nothing for ${ms} ms`;
-      if (!reader.waiting || socket.isPaused() || reader.received !== count) {
+      if (!waiting || reader.received !== count) {
         count = reader.received;
         last = now;
-        if (now - lastWhole < 2 * ms) return;
-        what = `no whole message for ${2 * ms} ms, a few bytes at a time`;
-      } else if (now - last < ms) return;
+      } else if (now - last >= ms) {
+        stop();
+        onIdle(`nothing for ${ms} ms`);
+        return;
+      }
+      if (!waiting || following === 0 || now - from < ms) return;
+      const windows = Math.floor((now - from) / ms);
+      const gained = reader.partialBytes - fromBytes;
+      if (gained >= MIN_PROGRESS_BYTES * windows) return;
       stop();
-      onIdle(what);
+      onIdle(`only ${gained} bytes of a message in ${now - from} ms (at least ${MIN_PROGRESS_BYTES} per ${ms} ms)`);
     },
     Math.max(10, Math.floor(ms / 4)),
   );
@@ -358,6 +383,9 @@ export function watchIdle(
   const stop = () => clearInterval(timer);
   return { stop };
 }
+
+/** What a message under way must gain per idle bound while the destination waits for it (watchIdle). */
+export const MIN_PROGRESS_BYTES = 4096;
 
 /** What a source may ask for as its busy interval (BulkOpen.busy_interval_ms, the HTTP/2 header): clamped to this. */
 export const BUSY_INTERVAL_MS = { min: 50, max: 60_000 };
@@ -405,7 +433,7 @@ export function failUnlessOpened(
 
 /**
  * watchIdle for a server call's request stream: the reader fails with DEADLINE_EXCEEDED (`message`) when
- * nothing came for `ms` while it waited, or when its first message (a unary request, a transfer's
+ * nothing came for `ms` while it waited (or a message under way gained too little), or when its first message (a unary request, a transfer's
  * header) is not whole `ms` after the call began; the watch ends when the stream closes (or by stop()).
  */
 export function failWhenIdle(

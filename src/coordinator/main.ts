@@ -47,7 +47,6 @@ export async function coordinatorMain(argv: string[]): Promise<number> {
   });
   try {
     await c.start();
-    if (pendingReload) c.reloadFiles();
   } catch (e) {
     const code = startFailureExitCode(e);
     const then = code === 1 ? " (something it needs is not there yet: systemd starts it again)" : "";
@@ -55,6 +54,7 @@ export async function coordinatorMain(argv: string[]): Promise<number> {
     await c.stop(0).catch(() => {});
     return code;
   }
+  if (pendingReload) c.reloadFiles();
   process.stdout.write(
     `${JSON.stringify({ event: "serving", address: c.address, metricsAddress: c.metricsAddress, pid: process.pid })}\n`,
   );

@@ -233,7 +233,7 @@ async function keepBeforeFailback(
 ): Promise<void> {
   const name = failbackSafetySnapshot(fp.h.jobId || fp.h.transferId);
   const since = fp.h.fromSnapshot ? `written since ${fp.h.fromSnapshot}` : "on it before the full copy";
-  const warning = `${fp.where} held data the failback overwrites (${since}): kept in its snapshot ${name}; remove it once sure (rbd snap rm ${fp.where}@${name})`;
+  const warning = `${fp.where} held (or, without fast-diff to compare, may have held) data the failback overwrites (${since}): kept in its snapshot ${name}; remove it once sure (rbd snap rm ${fp.where}@${name})`;
   // Said again by a retry (a job keeps its last attempt's warnings).
   if ((await image.snapList()).some((s) => s.name === name)) {
     fp.warnings.push(warning);

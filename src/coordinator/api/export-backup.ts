@@ -14,6 +14,7 @@ import {
   type ExportBackupChunk,
   type ExportBackupRequest,
 } from "../../gen/rbdbackup/v1/backup_service";
+import { madeJob } from "../ha/standby-gate";
 import { InterchangeRun } from "../interchange/run";
 import { exportJob } from "../jobs/interchange-jobs";
 import * as v from "../validate";
@@ -66,6 +67,7 @@ export async function* exportBackup(
   run.open();
   try {
     adm.submit(job);
+    madeJob(ctx, job.id);
     yield { jobId: job.id, data: new Uint8Array(0) };
     for await (const data of run.pipe.read()) yield { jobId: "", data };
     await run.finished();

@@ -62,7 +62,8 @@ export function standbyError(view: LeaderView, trailer: Metadata, what = "this c
 const MADE = Symbol("rbdbackup.madeJob");
 
 /**
- * A handler that goes on after it made its job (ImportBackup: the upload follows) says so: a step-down
+ * A handler that goes on after it made its job (ImportBackup: the upload follows; ExportBackup: the
+ * download) says so: a step-down
  * after that is no "nothing was done, send it to the leader" — the caller would make a second job — but
  * UNAVAILABLE naming the job made, without the leader trailers.
  */
@@ -85,7 +86,7 @@ export function standbyGate(view: LeaderView) {
       if (made) {
         return new ServerError(
           Status.UNAVAILABLE,
-          `this coordinator lost the leadership during the call, after it made job ${made}: ask the leader for that job (GetJob); sending the call again would make another`,
+          `this coordinator lost the leadership during the call, after it made job ${made}: ask the leader for that job (GetJob); sent again without the same idempotency key, the call would make another`,
         );
       }
       return standbyError(view, context.trailer, "this coordinator lost the leadership during the call");

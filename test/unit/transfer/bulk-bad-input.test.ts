@@ -305,15 +305,41 @@ describe("bulk channel: bad input", () => {
     await d.clean();
   });
 
-  it("a source that trickles a chunk a byte at a time after its header: DEADLINE_EXCEEDED once no message came whole in twice the idle bound, not never", async () => {
+  it("a source that trickles a chunk a byte at a time after its header: DEADLINE_EXCEEDED once the message gained under 4 KiB in the idle bound, on both paths — not never", async () => {
     const d = await destination({ idleTimeoutMs: 300 });
-    const { frames } = start(1); // BulkOpen, header, a 64 KiB chunk
+    const { frames, h } = start(1); // BulkOpen, header, a 64 KiB chunk
     const t0 = Date.now();
     const r = await rawBulk(d.served.address, frames, { trickleMs: 20, trickleFrom: 2, ms: 20_000 });
     assert.equal(r.result?.code, Status.DEADLINE_EXCEEDED, r.result?.message);
-    assert.match(r.result?.message ?? "", /no whole message for 600 ms, a few bytes at a time/);
+    assert.match(r.result?.message ?? "", /only \d+ bytes of a message in \d+ ms \(at least 4096 per 300 ms\)/);
     assert.ok(Date.now() - t0 < 5_000, `took ${Date.now() - t0} ms`);
+    const over = await rawH2Transfer(d.served.address, mint(h), frames.slice(1), {
+      trickleMs: 20,
+      trickleFrom: 1,
+      ms: 20_000,
+    });
+    assert.equal(over.status, Status.DEADLINE_EXCEEDED, over.message);
+    assert.match(over.message, /only \d+ bytes of a message in \d+ ms/);
     await d.clean();
+  });
+
+  it("a slow but steady source (each chunk spread over 4 idle bounds, 8 KiB at a time) completes: a slow link is no trickle", async () => {
+    const d = await destination({ idleTimeoutMs: 300 });
+    const { frames, msgs, h } = start(5); // BulkOpen, header, 4 chunks of 64 KiB, the trailer
+    assert.equal(msgs.length, 6, "header, 4 chunks, trailer");
+    const r = await rawBulk(d.served.address, frames, {
+      trickleMs: 150,
+      trickleFrom: 2,
+      trickleBytes: 8192,
+      ms: 30_000,
+    });
+    assert.equal(r.result?.code ?? -1, Status.OK, r.result?.message);
+    const img = d.ceph.pool("backups").images.get(h.destination?.image ?? "");
+    assert.deepEqual(
+      img?.snaps.map((x) => x.name),
+      [h.toSnapshot],
+      "committed: the backup's snapshot exists",
+    );
   });
 
   it("a certificate revoked after its connection opened is refused at the header it sends later (UNAUTHENTICATED, both paths), the sink never reached", async () => {

@@ -134,23 +134,29 @@ export const frameOf = (m: TransferMessage) => grpcFrame(encodeTransferMessage(m
  * closed, and how long that took. Rejects after `ms`.
  */
 /**
- * Writes `bytes` to `to` as a test's peer would: `trickleMs`, one byte at a time this far apart (from
- * `bytes[trickleFrom]` on);
+ * Writes `bytes` to `to` as a test's peer would: `trickleMs`, `trickleBytes` (default one) at a time this
+ * far apart (from `bytes[trickleFrom]` on);
  * `before`, awaited before `bytes[before.index]`. Stops once `to` is gone.
  */
 async function writeScripted(
   to: { write(b: Buffer): unknown; readonly destroyed: boolean },
   bytes: Buffer[],
-  o: { trickleMs?: number; trickleFrom?: number; before?: { index: number; wait: () => Promise<void> } },
+  o: {
+    trickleMs?: number;
+    trickleFrom?: number;
+    trickleBytes?: number;
+    before?: { index: number; wait: () => Promise<void> };
+  },
 ): Promise<void> {
+  const step = o.trickleBytes ?? 1;
   for (const [i, b] of bytes.entries()) {
     if (o.before?.index === i) await o.before.wait();
     if (!o.trickleMs || i < (o.trickleFrom ?? 0)) {
       to.write(b);
       continue;
     }
-    for (let j = 0; j < b.length && !to.destroyed; j++) {
-      to.write(b.subarray(j, j + 1));
+    for (let j = 0; j < b.length && !to.destroyed; j += step) {
+      to.write(b.subarray(j, j + step));
       await new Promise((r) => setTimeout(r, o.trickleMs));
     }
   }
@@ -171,6 +177,8 @@ export function rawBulk(
     trickleMs?: number;
     /** The bytes before this one go whole (default 0: all trickled). */
     trickleFrom?: number;
+    /** Bytes per piece when trickling (default 1). */
+    trickleBytes?: number;
     before?: { index: number; wait: () => Promise<void> };
   } = {},
 ): Promise<{ result: BulkResult | null; ms: number }> {
@@ -220,7 +228,13 @@ export function rawH2Transfer(
   address: string,
   capability: string,
   frames: Buffer[],
-  o: { trickleMs?: number; before?: { index: number; wait: () => Promise<void> }; ms?: number } = {},
+  o: {
+    trickleMs?: number;
+    trickleFrom?: number;
+    trickleBytes?: number;
+    before?: { index: number; wait: () => Promise<void> };
+    ms?: number;
+  } = {},
 ): Promise<{ status: number; message: string }> {
   const session = http2.connect(`https://${address}`, {
     ...tlsFiles(labTls("agent-site-a"), "test"),
