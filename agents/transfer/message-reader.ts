@@ -115,8 +115,9 @@ export class MessageReader<T> implements AsyncIterable<T> {
   #pooled = false;
   /** Bytes read so far (what the bulk channel's idle bound watches). */
   received = 0;
-  /** When the message under way (its prefix included) got its first byte, Date.now() ms; 0: none under way. */
+  /** Which message is under way (its prefix included): a number counted up at each one's first byte; 0: none. */
   partialSince = 0;
+  #messagesBegun = 0;
   /** Messages read whole so far (what the opening's deadline watches: failUnlessOpened). */
   decoded = 0;
   /** Whether bytes go straight into the reader's buffers (see above). */
@@ -231,7 +232,7 @@ export class MessageReader<T> implements AsyncIterable<T> {
   /** `n` bytes were read into #target(). */
   #advance(n: number): void {
     if (!this.#msg) {
-      if (this.#prefixHave === 0) this.partialSince = Date.now();
+      if (this.#prefixHave === 0) this.partialSince = ++this.#messagesBegun;
       this.#prefixHave += n;
       if (this.#prefixHave < 5) return;
       this.#prefixHave = 0;
@@ -253,7 +254,7 @@ export class MessageReader<T> implements AsyncIterable<T> {
     let p = 0;
     while (p < d.length) {
       if (!this.#msg) {
-        if (this.#prefixHave === 0) this.partialSince = Date.now();
+        if (this.#prefixHave === 0) this.partialSince = ++this.#messagesBegun;
         const n = Math.min(5 - this.#prefixHave, d.length - p);
         d.copy(this.#prefix, this.#prefixHave, p, p + n);
         this.#prefixHave += n;
@@ -330,10 +331,11 @@ export class MessageReader<T> implements AsyncIterable<T> {
  * commit was slow. Polls the reader's byte count: nothing runs per read.
  *
  * Bytes alone do not keep it waiting: a message under way must gain at least MIN_PROGRESS_BYTES per
- * `ms` of waiting, counted from its first byte (a source writes each frame at once, so only the link's
- * speed spreads one out: 4 KiB per 30 s is 136 bytes/s). A source that trickles a byte now and then into a
- * message it never finishes would otherwise hold the transfer's slot, its image and a pooled buffer for
- * good. Time this side does not wait (paused, busy) starts that count again.
+ * `ms` this side waits for it, counted from when it began waiting with that message under way (a source
+ * writes each frame at once, so only the link's speed spreads one out: 4 KiB per 30 s is 136 bytes/s). A
+ * source that trickles a byte now and then into a message it never finishes would otherwise hold the
+ * transfer's slot, its image and a pooled buffer for good. Time this side does not wait (paused, busy)
+ * starts that count again. (A source that sends a tiny whole message once per bound is not caught.)
  */
 export function watchIdle(
   socket: { isPaused(): boolean },
@@ -353,15 +355,17 @@ export function watchIdle(
   let following = 0;
   let from = 0;
   let fromBytes = 0;
+  let wasWaiting = false;
   const timer = setInterval(
     () => {
       const now = Date.now();
       const waiting = reader.waiting && !socket.isPaused();
-      if (!waiting || reader.partialSince !== following) {
+      if (!waiting || !wasWaiting || reader.partialSince !== following) {
         following = reader.partialSince;
         from = now;
         fromBytes = reader.partialBytes;
       }
+      wasWaiting = waiting;
       if (!waiting || reader.received !== count) {
         count = reader.received;
         last = now;

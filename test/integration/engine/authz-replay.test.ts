@@ -182,8 +182,14 @@ describe("capabilities name the destination cluster and the chain", () => {
         (async function* () {
           yield* msgs;
         })();
+      // A stream over an existing volume covers every byte of it (data, then zeros to the end).
       const summary = await client(b).transfer(
-        from(messages(h, [{ offset: 0, data: randomBytes(MiB) }])),
+        from(
+          messages(h, [
+            { offset: 0, data: randomBytes(MiB) },
+            { offset: MiB, zero: h.imageSize - MiB },
+          ]),
+        ),
         withCapability(cap),
       );
       assert.equal(summary.dataBytesWritten, MiB, "the first stream committed");
