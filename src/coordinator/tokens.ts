@@ -45,6 +45,12 @@ export function parseTokens(text: string, file: string): TokenEntry[] {
     if (token.length < 16) throw new Error(`${where}: a token must be at least 16 characters`);
     if (name && !TOKEN_NAME_RE.test(name))
       throw new Error(`${where}: a token's name is 1-128 characters of [A-Za-z0-9._-]`);
+    // A name that looks like a secret (32+ hex digits, as `openssl rand -hex` makes): most likely a line
+    // written "<role> <name> <token>", which would put the token in the audit log as the caller's name.
+    if (/^[0-9a-fA-F]{32,}$/.test(name))
+      throw new Error(
+        `${where}: the third field looks like a token (32 or more hex digits), not a name: a line is "<role> <token> [<name>]"`,
+      );
     // Not echoed: a line written "<role> <name> <token>" makes the token the name.
     if (name && entries.some((e) => e.name === name))
       throw new Error(`${where}: its name is given on an earlier line too`);

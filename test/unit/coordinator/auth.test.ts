@@ -63,6 +63,12 @@ describe("tokens file", () => {
       /\/etc\/t line 2: expected "<role> <token> \[<name>\]"/,
     );
     assert.throws(() => parseTokens(`root ${T.admin}\n`, "f"), /f line 1: the first field is not a role/);
+    // Written "<role> <name> <token>": the token would become the caller's name in the audit log.
+    assert.throws(
+      () => parseTokens(`operator cinder-backup-prod ${"ab12".repeat(16)}\n`, "f"),
+      (e: Error) => /the third field looks like a token/.test(e.message) && !e.message.includes("ab12ab12"),
+    );
+    assert.equal(parseTokens(`operator ${T.operator} cinder-prod-01\n`, "f")[0]?.name, "cinder-prod-01");
     // Written the wrong way round, the line's error must not carry the token (it goes to the log).
     assert.throws(
       () => parseTokens(`${T.admin} admin\n`, "f"),
