@@ -116,14 +116,18 @@ export class Volumes {
         }
         await img.close().catch(() => {});
       }
-      await io.imageRemove(m.image).catch(() => {});
+      // A name the binding refuses throws before any promise: caught too, so one bad entry cannot stop the rest.
+      await Promise.resolve()
+        .then(() => io.imageRemove(m.image))
+        .catch(() => {});
     }
     for (const io of this.#io.values()) await io.close().catch(() => {});
     for (const c of this.#clusters.values()) await c.close().catch(() => {});
   }
 
+  /** Adds an image to remove at cleanup; "" (a FAILED backup's base image, never made) is nothing to track. */
   track(cluster: string, pool: string, image: string): void {
-    this.made.push({ cluster, pool, image });
+    if (image) this.made.push({ cluster, pool, image });
   }
 }
 
