@@ -20,7 +20,7 @@ import { sameClientInstance } from "../../../src/common/address";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../../../src/common/errors";
 import type { Logger } from "../../../src/common/log";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
-import { isCephError } from "../../ceph";
+import { isCephError, objectMapAnswers } from "../../ceph";
 import type { JournalEntry } from "../journal";
 import { MAX_DISCARD_BYTES, NO_COMMON_SNAPSHOT, RefusalReason, withReason } from "../protocol";
 import { createImageWithFeatures } from "./create-image";
@@ -245,18 +245,14 @@ async function keepBeforeFailback(
   log.warn("kept the original volume's data before the failback", { image: fp.where, snapshot: name });
 }
 
-/** RBD_FEATURE_FAST_DIFF; RBD_FLAG_FAST_DIFF_INVALID. */
-const FAST_DIFF = 16n;
-const FAST_DIFF_INVALID = 2;
-
 /**
- * Whether the failback's rollback would lose data: the head differs from the snapshot. Without a valid
- * fast-diff the comparison reads every object's snapshot set (minutes on a large volume): the data is
- * then kept whether it changed or not (a snapshot costs nothing until written).
+ * Whether the failback's rollback would lose data: the head differs from the snapshot. Unless the object
+ * map can answer (pruned-diff.ts objectMapAnswers) the comparison reads every object's snapshot set
+ * (minutes on a large volume): the data is then kept whether it changed or not (a snapshot costs nothing
+ * until written).
  */
 async function lostByRollback(image: SinkImage, snapshot: string): Promise<boolean> {
-  const st = await image.stat();
-  if ((BigInt(st.features) & FAST_DIFF) === 0n || (Number(st.flags) & FAST_DIFF_INVALID) !== 0) return true;
+  if (!objectMapAnswers(await image.stat())) return true;
   return headDiffers(image, snapshot);
 }
 

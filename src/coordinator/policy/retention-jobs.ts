@@ -60,7 +60,7 @@ export function enforceRetention(
       b.id === justMade ? "just made" : catalog.backupInUse(b.id) ? "in use" : b.clones ? "has clones" : undefined,
   }));
   const plan = planRetention(p.retention, candidates, nowMs, p.schedule?.timeZone ?? "");
-  if (plan.keep.values().next().value?.includes("clock")) {
+  if (plan.clockBehind) {
     deps.log.warn("retention held: a backup is dated after now (this coordinator's clock is behind)", {
       policy: p.name,
       volume: volumeLabel(vol),

@@ -46,6 +46,8 @@ export interface RetentionPlan {
   keep: Map<string, RetentionReason[]>;
   /** ids to delete, oldest first. */
   drop: string[];
+  /** A backup is dated after now (the clock is behind): everything is kept, reason "clock". */
+  clockBehind: boolean;
 }
 
 const COUNTS = [
@@ -141,5 +143,5 @@ export function planRetention(
     else drop.push(c.id);
   });
   drop.reverse();
-  return { keep, drop };
+  return { keep, drop, clockBehind };
 }
