@@ -214,9 +214,14 @@ export class StreamChecks {
   verifyTrailer(): void {
     this.requireTrailer();
     const t = this.#trailer as TransferTrailer;
-    if (t.dataChunks !== this.chunks || t.dataBytes !== this.dataBytes || t.zeroRanges !== this.zeroRanges) {
+    if (
+      t.dataChunks !== this.chunks ||
+      t.dataBytes !== this.dataBytes ||
+      t.zeroRanges !== this.zeroRanges ||
+      t.zeroBytes !== this.zeroBytes
+    ) {
       throw dataLoss(
-        `the trailer counts ${t.dataChunks} chunks / ${t.dataBytes} bytes / ${t.zeroRanges} zero ranges, received ${this.chunks} / ${this.dataBytes} / ${this.zeroRanges}`,
+        `the trailer counts ${t.dataChunks} chunks / ${t.dataBytes} bytes / ${t.zeroRanges} zero ranges / ${t.zeroBytes} zero bytes, received ${this.chunks} / ${this.dataBytes} / ${this.zeroRanges} / ${this.zeroBytes}`,
       );
     }
     if (!Buffer.from(t.digest).equals(this.#digest.digest())) {

@@ -105,6 +105,22 @@ describe("sink stream checks", () => {
     ["a lost chunk", [...ok.slice(0, 2), trailer], Status.DATA_LOSS, /the trailer counts 2 chunks/],
     ["a chunk twice", [...ok.slice(0, 3), chunk, trailer], Status.DATA_LOSS, /the trailer counts/],
     ["a wrong digest", messages(h, chunkParts(2, CHUNK), { trailer: "wrong-digest" }), Status.DATA_LOSS, /digest/],
+    (() => {
+      // The zero bytes counted in the trailer differ from those received (the digest alone would match).
+      const z = messages(h, [
+        { offset: 0, data: Buffer.alloc(CHUNK, 7) },
+        { offset: CHUNK, zero: CHUNK },
+      ]);
+      const t = z[z.length - 1] as TransferMessage;
+      if (t.body?.$case !== "trailer") throw new Error("no trailer");
+      const wrong = { body: { $case: "trailer", value: { ...t.body.value, zeroBytes: CHUNK * 2 } } } as TransferMessage;
+      return [
+        "a trailer counting other zero bytes",
+        [...z.slice(0, -1), wrong],
+        Status.DATA_LOSS,
+        /1 zero ranges \/ 131072 zero bytes, received 1 \/ 65536 \/ 1 \/ 65536/,
+      ] as [string, TransferMessage[], Status, RegExp];
+    })(),
   ];
   for (const [what, msgs, code, msg, o] of cases) {
     it(`${what}: ${Status[code]}, nothing left`, async () => {
