@@ -298,7 +298,15 @@ export class MessageReader<T> implements AsyncIterable<T> {
     const pool = this.#pooled ? this.opts.pool : undefined;
     this.#msg = null;
     this.partialSince = 0;
-    this.#queue.push(this.opts.decode(buf, pool ? () => pool.release(buf) : null));
+    let m: T;
+    try {
+      m = this.opts.decode(buf, pool ? () => pool.release(buf) : null);
+    } catch (e) {
+      // Nothing holds a message that did not decode: its pooled buffer goes back at once.
+      pool?.release(buf);
+      throw e;
+    }
+    this.#queue.push(m);
     this.decoded++;
     if (this.#queue.length >= QUEUE_MESSAGES) this.stream.pause();
     this.#poke();

@@ -126,6 +126,27 @@ describe("message reader: direct reads on a TLS socket", () => {
     await assert.rejects(got, (e) => statusOf(e) === Status.UNIMPLEMENTED);
   });
 
+  it("a pooled message that does not decode: the error, and its buffer back in the pool", async () => {
+    const { server, client } = await pair();
+    const pool = new ReceivePool(8);
+    const r = new MessageReader<Buffer>(server, {
+      maxMessageBytes: 4 * MiB,
+      pool,
+      decode: (bytes) => {
+        if (bytes[0] !== 0) throw new Error("not a message this decoder knows");
+        return bytes;
+      },
+    });
+    const got = (async () => {
+      for await (const _ of r);
+    })();
+    const bad = frame(MiB, 3); // its first byte is 3 * 31 & 0xff, not 0
+    client.write(bad);
+    await assert.rejects(got, /not a message this decoder knows/);
+    assert.equal(pool.out, 0, "no buffer left out");
+    assert.equal(pool.idle, 1, "the message's buffer is idle in the pool");
+  });
+
   it("a message over the limit: RESOURCE_EXHAUSTED, before any of it is buffered", async () => {
     const { server, client } = await pair();
     const { r } = reader(server, new ReceivePool());
