@@ -15,7 +15,9 @@
  * - Admission: at most `maxConcurrentTransfers` transfers at once, Transfer calls and bulk
  *   connections together (RESOURCE_EXHAUSTED beyond), none once the agent stops accepting (UNAVAILABLE);
  *   a caller is judged (`admit`: an agent with a valid capability) before it takes a slot, and a slot's
- *   wait for the next message, the header first, is bounded by the idle timeout on both paths.
+ *   wait for the next message, the header first, is bounded by the idle timeout on both paths. Bulk
+ *   connections open at once are capped (`maxConcurrentTransfers` + BULK_CONNECTIONS_HEADROOM): past it a
+ *   new one is answered RESOURCE_EXHAUSTED before it is read.
  * - Routing: gRPC content-type required (else HTTP 415), identity encoding only, unknown methods
  *   UNIMPLEMENTED; callers whose certificate does not name an agent PERMISSION_DENIED (transfer-authz.ts).
  * - Lifecycle: listening → draining (shutdown: listener closed, GOAWAY on every connection, calls and
@@ -143,6 +145,13 @@ const MAX_RESUME_POINT_BYTES = 2 * 1024 * 1024;
 /** Streams one connection may hold beyond the transfers this agent admits (ListChains, ResumePoint). */
 const UNARY_STREAMS_HEADROOM = 64;
 /**
+ * Bulk connections open beyond the transfers this agent admits: the ones whose BulkOpen and header are
+ * still on their way (each may hold up to the idle bound and a 64 KiB buffer), and the answered ones
+ * lingering for their client's close. Past it a new bulk connection is answered RESOURCE_EXHAUSTED before
+ * anything it sends is read — an agent's certificate cannot pile up connections without end.
+ */
+export const BULK_CONNECTIONS_HEADROOM = 32;
+/**
  * How long a connection may take to complete its TLS handshake (Node's default is 120 s): connections
  * that never start TLS do not pile up for minutes each.
  */
@@ -241,9 +250,18 @@ export class DataPlaneServer {
 
   /** A bulk connection: one transfer to the same (admitted) entry as the Transfer call's. */
   #onBulk(socket: TLSSocket, entry: TransferEntry, idleTimeoutMs: number): void {
-    this.#bulk.add(socket);
     const o = this.#opts;
+    const limit = o.maxConcurrentTransfers + BULK_CONNECTIONS_HEADROOM;
+    const full =
+      this.#bulk.size >= limit
+        ? new AppError(
+            Status.RESOURCE_EXHAUSTED,
+            `this agent already has ${this.#bulk.size} bulk connections open (limit ${limit}: its ${o.maxConcurrentTransfers} transfers and ${BULK_CONNECTIONS_HEADROOM} opening); retry later`,
+          )
+        : null;
+    this.#bulk.add(socket);
     void serveBulk(socket, {
+      ...(full ? { refusal: full } : {}),
       entry,
       maxMessageBytes: o.maxMessageBytes,
       pool: o.pool ?? receivePool,

@@ -55,6 +55,8 @@ export interface BulkServerOptions {
   revoked?: Revoked;
   log?: Logger;
   audit?: AuthzAudit;
+  /** Answered before anything the connection sends is read (too many bulk connections open). */
+  refusal?: AppError;
 }
 
 type Incoming = TransferMessage | { open: BulkOpen };
@@ -157,6 +159,12 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
     o.log?.warn("data plane: refused a bulk connection", { reason: refusal.message });
     auditDataPlaneRefusal(o.audit, caller, TRANSFER_METHOD, refusal);
     answer({ error: new AppError(refusal.status, refusal.message) });
+    return closed;
+  }
+  if (o.refusal) {
+    // Not a warning each: a flood of connections would flood the log (the source's job says it).
+    o.log?.debug("data plane: refused a bulk connection", { reason: o.refusal.message });
+    answer({ error: o.refusal });
     return closed;
   }
   const who = {

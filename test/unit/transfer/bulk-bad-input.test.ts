@@ -9,8 +9,11 @@ import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { after, describe, it } from "node:test";
+import tls from "node:tls";
 import { Status } from "nice-grpc-common";
 import { BulkClient } from "../../../agents/transfer/bulk/client";
+import { ALPN_BULK } from "../../../agents/transfer/bulk/protocol";
+import { BULK_CONNECTIONS_HEADROOM } from "../../../agents/transfer/data-plane-server";
 import { Peers } from "../../../agents/transfer/peers";
 import { MAX_MESSAGE_BYTES } from "../../../agents/transfer/protocol";
 import { runSink } from "../../../agents/transfer/sink";
@@ -19,6 +22,7 @@ import { TransferClient } from "../../../agents/transfer/transfer-client";
 import { RELEASE, type Releasable } from "../../../agents/transfer/wire";
 import { statusOf } from "../../../src/common/errors";
 import type { Revoked } from "../../../src/common/revocations";
+import { tlsFiles } from "../../../src/common/tls";
 import { type TransferMessage, TransferSummary } from "../../../src/gen/rbdbackup/v1/transfer";
 import { until } from "../../helpers/wait";
 import { frameOf, labTls, mint, openOf, rawBulk, rawH2Transfer, serve, stopAll } from "./fakes/bulk";
@@ -604,6 +608,45 @@ describe("bulk channel: bad input", () => {
     assert.equal(r.result?.code, Status.UNIMPLEMENTED, r.result?.message);
     assert.match(r.result?.message ?? "", /version 2/);
     assert.equal(d.served.entered, 0);
+  });
+
+  it("bulk connections past the agent's transfers and the opening headroom: RESOURCE_EXHAUSTED before a byte is read; room again once they close", async () => {
+    const ceph = new FakeCeph("backups");
+    const deps = sinkDeps(ceph);
+    const served = await serve((m, signal) => runSink(deps, m, signal, { from: "network" }), {
+      maxConcurrentTransfers: 1,
+    });
+    const [host, port] = served.address.split(":");
+    const limit = 1 + BULK_CONNECTIONS_HEADROOM;
+    // Connections that open the bulk channel and send nothing (each would wait out the idle bound).
+    const holders: tls.TLSSocket[] = [];
+    closers.push(() => {
+      for (const s of holders) s.destroy();
+    });
+    for (let i = 0; i < limit; i++) {
+      const s = tls.connect({
+        host,
+        port: Number(port),
+        servername: "localhost",
+        ...tlsFiles(labTls("agent-site-a"), "test"),
+        ALPNProtocols: [ALPN_BULK],
+      });
+      s.on("error", () => {});
+      holders.push(s);
+    }
+    await until(() => served.server.connections === limit, `${limit} bulk connections open at the destination`);
+    const { frames, msgs } = start(5);
+    const over = await rawBulk(served.address, [...frames, ...msgs.slice(6).map(frameOf)]);
+    assert.equal(over.result?.code, Status.RESOURCE_EXHAUSTED, over.result?.message);
+    assert.match(
+      over.result?.message ?? "",
+      /already has 33 bulk connections open \(limit 33: its 1 transfers and 32 opening\); retry later/,
+    );
+    assert.equal(served.entered, 0, "the entry never called");
+    for (const s of holders.splice(0)) s.destroy();
+    await until(() => served.server.connections === 0, "the holders' connections closed at the destination");
+    const ok = await rawBulk(served.address, [...frames, ...msgs.slice(6).map(frameOf)]);
+    assert.equal(ok.result?.code, Status.OK, ok.result?.message);
   });
 
   it("a connection closed before its BulkOpen: INVALID_ARGUMENT, the entry never called", async () => {
