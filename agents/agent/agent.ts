@@ -24,6 +24,7 @@ import type { Logger } from "../../src/common/log";
 import { ReloadMetrics } from "../../src/common/reload-metrics";
 import { reloadLogged } from "../../src/common/reloadable-file";
 import { RevocationList } from "../../src/common/revocations";
+import { checkSecretFile } from "../../src/common/secret-file";
 import { TransientStartError } from "../../src/common/start-failure";
 import { serverCredentials } from "../../src/common/tls";
 import { AgentServiceDefinition } from "../../src/gen/rbdbackup/v1/agent";
@@ -120,6 +121,8 @@ export class Agent {
     // a bad file stops the start (exit 2) before the cluster is even dialled.
     let revoked: RevocationList;
     try {
+      // Its key proves this agent to the coordinator and its peers: not a file other users may read.
+      if (!cfg.tls.insecure && cfg.tls.key) checkSecretFile(cfg.tls.key, "TLS key");
       // The CA's curve decides the ECDSA twins a revoked certificate may be presented as (revocations.ts).
       revoked = new RevocationList(
         cfg.auth.revokedCertificatesFile,

@@ -24,6 +24,7 @@ import type { Logger } from "../common/log";
 import { type ReloadedFile, ReloadMetrics } from "../common/reload-metrics";
 import { reloadLogged } from "../common/reloadable-file";
 import { RevocationList } from "../common/revocations";
+import { checkSecretFile } from "../common/secret-file";
 import { SESSION_MAX_MESSAGE_BYTES } from "../common/session-limits";
 import { serverCredentials, tlsFiles } from "../common/tls";
 import { VERSION } from "../common/version";
@@ -94,6 +95,8 @@ export class Coordinator {
 
   async start(): Promise<void> {
     const cfg = this.cfg;
+    // Its key signs every capability an agent honours: not a file other users of the host may read.
+    if (!cfg.tls.insecure && cfg.tls.key) checkSecretFile(cfg.tls.key, "TLS key");
     const tokens = new TokenStore(cfg.tokensFile);
     this.tokens = tokens;
     const scopes = new ScopeStore(cfg.scopesFile);

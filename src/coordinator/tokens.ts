@@ -13,6 +13,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { ROLES, type Role } from "../common/identity";
 import { ReloadableFile } from "../common/reloadable-file";
+import { checkSecretFile } from "../common/secret-file";
 
 export interface TokenEntry {
   role: Role;
@@ -67,6 +68,7 @@ export class TokenStore {
   readonly #file: ReloadableFile<TokenEntry[]>;
 
   constructor(file: string) {
+    if (file) checkSecretFile(file, "API token file");
     this.#file = new ReloadableFile(file, "API token file", parseTokens, []);
   }
 
@@ -80,6 +82,7 @@ export class TokenStore {
 
   /** Reads the file again. Throws (and keeps the tokens in force) when the new file is bad. */
   reload(): number {
+    if (this.file) checkSecretFile(this.file, "API token file");
     return this.#file.reload().length;
   }
 

@@ -28,7 +28,7 @@ describe("coordinator: a refused call's audit line names its target", () => {
 
   before(async () => {
     const tokens = path.join(dir, "tokens");
-    writeFileSync(tokens, "reader reader-token-0123456789\n");
+    writeFileSync(tokens, "reader reader-token-0123456789\n", { mode: 0o600 });
     server = createServer({
       // Small, so that a request the server reads beyond it fails RESOURCE_EXHAUSTED.
       "grpc.max_receive_message_length": 1024 * 1024,

@@ -48,7 +48,7 @@ describe("tokens file", () => {
       ["reader", "operator", "admin"],
     );
     const f = path.join(dir, "tokens-ok");
-    writeFileSync(f, tokensText);
+    writeFileSync(f, tokensText, { mode: 0o600 });
     const s = new TokenStore(f);
     assert.equal(s.roleOf(T.reader), "reader");
     assert.equal(s.roleOf(T.operator), "operator");
@@ -81,7 +81,7 @@ describe("tokens file", () => {
 
   it("reload (SIGHUP) takes the new file; a bad new file keeps the tokens in force", () => {
     const f = path.join(dir, "tokens-reload");
-    writeFileSync(f, `reader ${T.reader}\n`);
+    writeFileSync(f, `reader ${T.reader}\n`, { mode: 0o600 });
     const s = new TokenStore(f);
     writeFileSync(f, `operator ${T.operator}\n`);
     assert.equal(s.reload(), 1);
@@ -173,7 +173,7 @@ describe("revoked certificates file", () => {
 
   it("a revoked certificate is UNAUTHENTICATED, even with a valid token beside it; others are as before", () => {
     const f = path.join(dir, "tokens-revoked");
-    writeFileSync(f, tokensText);
+    writeFileSync(f, tokensText, { mode: 0o600 });
     const opts = {
       insecure: false,
       tokens: new TokenStore(f),
@@ -202,7 +202,7 @@ describe("revoked certificates file", () => {
 
 describe("who a call's credentials make", () => {
   const f = path.join(dir, "tokens-callers");
-  writeFileSync(f, tokensText);
+  writeFileSync(f, tokensText, { mode: 0o600 });
   const tokens = new TokenStore(f);
   it("TLS: a verified certificate is its identity (or none); else a known token; else UNAUTHENTICATED", () => {
     const tls = { insecure: false, tokens };

@@ -83,7 +83,7 @@ describe("the scopes file", () => {
       /line 2: this token is on an earlier line too/,
     );
     const f = path.join(dir, "tokens");
-    writeFileSync(f, "operator 0123456789abcdef-operator k8s\n");
+    writeFileSync(f, "operator 0123456789abcdef-operator k8s\n", { mode: 0o600 });
     assert.deepEqual(new TokenStore(f).entryOf("0123456789abcdef-operator"), { role: "operator", name: "k8s" });
   });
 
