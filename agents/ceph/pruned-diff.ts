@@ -11,7 +11,10 @@
  *
  * Used only where the object map can answer: fast-diff and object-map on, neither flagged invalid at the
  * snapshot the image is open at, and no fancy striping (an object is then one contiguous range of the
- * image). Otherwise — or when whole objects are asked for anyway — the plain diff.
+ * image). Otherwise — or when whole objects are asked for anyway — the plain diff. Nor for a clone's
+ * diff from its creation with the parent's data (a full backup of a volume made from an image): librbd's
+ * whole-object diff in fast-diff mode left the parent's extents out before ceph/ceph#44496 (16.2.8), and
+ * the pruned walk would then send none of the data the clone reads through to its parent.
  */
 import type { DiffOptions, Extent } from "./image";
 import { RbdFeature } from "./io-ctx";
@@ -64,7 +67,8 @@ export async function* prunedDiff(
     return;
   }
   const st = await image.stat();
-  if (!objectMapAnswers(st)) {
+  const throughParent = !opts.fromSnapshot && opts.includeParent !== false && st.parentOverlap > 0;
+  if (!objectMapAnswers(st) || throughParent) {
     yield* image.diff(opts);
     return;
   }

@@ -119,6 +119,21 @@ describe("prunedDiff", () => {
     }
   });
 
+  it("a clone's diff from its creation with its parent's data: the plain diff (librbd before 16.2.8 left the parent out of the whole-object diff); without the parent, or from a snapshot: pruned", async () => {
+    const clone = { parentOverlap: 100 * OBJ };
+    for (const opts of [{}, { includeParent: true }] as DiffOptions[]) {
+      const f = fake(CHANGES, clone);
+      assert.deepEqual(await all(prunedDiff(f.image, opts)), await all(fake(CHANGES).image.diff(opts)));
+      assert.equal(f.asked.length, 1, "one walk");
+      assert.deepEqual(f.asked[0], opts, "the plain diff, as asked");
+    }
+    for (const opts of [{ includeParent: false }, { fromSnapshot: "s1" }] as DiffOptions[]) {
+      const f = fake(CHANGES, clone);
+      assert.deepEqual(await all(prunedDiff(f.image, opts)), await all(fake(CHANGES).image.diff(opts)));
+      assert.equal(f.asked[0]?.wholeObject, true, `${JSON.stringify(opts)}: pruned`);
+    }
+  });
+
   it("nothing changed: one object-map walk and no exact walk", async () => {
     const f = fake([]);
     assert.deepEqual(await all(prunedDiff(f.image, { fromSnapshot: "s1" })), []);
