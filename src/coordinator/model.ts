@@ -154,6 +154,13 @@ export interface JobRecord {
   deleteFateUnknown?: boolean;
   /** Data bytes the failed attempts sent, as their last progress report said (absent = 0). */
   bytesEarlierAttempts?: number;
+  /**
+   * The other cluster's agent of the last attempt (a transfer's destination or target). A retry goes back
+   * to it while it is connected: a cut-short transfer's hold (its resume point, a full backup's part-made
+   * image) and its cleanup are that agent's own, and another agent of the cluster would find the image
+   * held (ALREADY_EXISTS) or write beside that cleanup. Absent in older records.
+   */
+  lastPeerAgent?: string;
 }
 
 export interface AgentRecord {

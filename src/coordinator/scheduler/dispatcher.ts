@@ -91,10 +91,10 @@ export class Dispatcher {
       return typeof map === "string" ? map : { agent, peer: null, digestMap: map };
     }
     if (!j.peerCluster || j.peerCluster === j.execCluster) return { agent, peer: null };
-    const peer = sessions
-      .ofCluster(j.peerCluster)
-      .filter((s) => !s.draining)
-      .sort((a, b) => a.jobs.size - b.jobs.size)[0];
+    const peers = sessions.ofCluster(j.peerCluster).filter((s) => !s.draining);
+    // A retry goes back to the last attempt's peer while it is there (model.ts lastPeerAgent); else the least busy.
+    const peer =
+      peers.find((s) => s.agentId === j.lastPeerAgent) ?? peers.sort((a, b) => a.jobs.size - b.jobs.size)[0];
     return peer ? { agent, peer } : `waiting for an agent of cluster ${j.peerCluster} to connect`;
   }
 
@@ -114,6 +114,7 @@ export class Dispatcher {
       finish(this.ctx, j, JobState.JOB_STATE_FAILED, Status.FAILED_PRECONDITION, (e as Error).message);
       return;
     }
+    if (peer) j.lastPeerAgent = peer.agentId;
     this.broker.issue(j, agent, op);
     countRunning(counts, j, agent.agentId);
   }

@@ -204,6 +204,40 @@ describe("operations", () => {
     vols.track("site-b", "backups", r1.baseImage);
   });
 
+  it("a volume that is a clone (a volume made from an image): its full backup carries the parent's data, the restore is byte-identical", async () => {
+    const parent = await vols.create("site-a", "rbd", 24, 12, "image");
+    const io = await vols.io("site-a", "rbd");
+    let img = await io.imageOpen(parent.image);
+    await img.snapCreate("golden");
+    await img.snapProtect("golden");
+    await img.close();
+    const clone = { pool: "rbd", namespace: "", image: uniqueName("from-image") };
+    await io.imageClone(parent.image, "golden", io, clone.image, { cloneFormat: 2 });
+    vols.track("site-a", "rbd", clone.image);
+    img = await io.imageOpen(clone.image);
+    const st = await img.stat();
+    assert.ok(st.parentOverlap > 0, "a clone");
+    await img.write(randomBytes(64 * 1024), 5 * MiB + 4096); // a little of its own; the rest reads through
+    await img.close();
+    const r1 = await backupOf(clone);
+    vols.track("site-b", "backups", r1.baseImage);
+    assert.equal(r1.incremental, false);
+    assert.ok(r1.dataBytesSent > 8 * MiB, `the parent's data travelled (${r1.dataBytesSent} bytes)`);
+    const want = await sha("site-a", spec(clone, r1.snapshot));
+    assert.equal(await sha("site-b", `backups/${r1.baseImage}@${r1.snapshot}`), want);
+    const { target } = await restoreNew(r1);
+    assert.equal(await sha("site-a", spec(target)), want);
+    // An incremental of the clone: its own changes only.
+    await vols.change(clone, "site-a", { writes: 2, maxWrite: 64 * 1024 });
+    const r2 = await backupOf(clone);
+    assert.equal(r2.incremental, true);
+    assert.ok(r2.dataBytesSent < 4 * MiB, `only the clone's changes travelled (${r2.dataBytesSent} bytes)`);
+    assert.equal(
+      await sha("site-b", `backups/${r2.baseImage}@${r2.snapshot}`),
+      await sha("site-a", spec(clone, r2.snapshot)),
+    );
+  });
+
   it("max_snapshots = 1 with 3 backup snapshots on the volume removes exactly the two oldest", async () => {
     const vol = await vols.create("site-a", "rbd", 8, 4);
     const r1 = await backupOf(vol, { maxSnapshots: 5 });

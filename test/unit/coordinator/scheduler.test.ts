@@ -299,6 +299,35 @@ describe("scheduler", () => {
       assert.equal(viewed.byCluster.get("a"), 2);
     });
 
+    it("a retry goes back to the last attempt's destination agent while it is connected, however busy (its hold, its cleanup); else the least busy", async () => {
+      const b2 = h.connect("b2", "b");
+      const destOf = (jobId: string) => {
+        const op = a1.lease(jobId).operation;
+        return op?.$case === "backup" ? op.value.destination?.address : undefined;
+      };
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      const first = destOf(j.id);
+      const [was, other] = first === b1.info.transferAddress ? [b1, b2] : [b2, b1];
+      assert.equal(h.job(j.id).lastPeerAgent, was.info.agentId);
+      // The last attempt's peer is now the busier of the two.
+      was.jobs.add("some-other-job");
+      was.jobs.add("yet-another-job");
+      h.outcome(a1, j.id, Status.UNAVAILABLE, "the destination's stream was cut (fake)");
+      assert.equal(h.job(j.id).state, QUEUED);
+      h.advance(h.cfg.backoffMaxMs);
+      h.tick();
+      assert.equal(h.job(j.id).state, RUNNING);
+      assert.equal(destOf(j.id), was.info.transferAddress, "back to the same destination agent");
+      // Gone: the retry takes the other.
+      h.outcome(a1, j.id, Status.UNAVAILABLE, "cut again (fake)");
+      h.disconnect(was);
+      h.advance(h.cfg.backoffMaxMs);
+      h.tick();
+      assert.equal(destOf(j.id), other.info.transferAddress, "the other agent of the cluster once it is gone");
+      assert.equal(h.job(j.id).lastPeerAgent, other.info.agentId);
+    });
+
     it("no agent of the source or of the peer cluster: the job waits, naming the cluster", async () => {
       const j = h.queueBackup(vol("v1"), "c");
       h.tick();
