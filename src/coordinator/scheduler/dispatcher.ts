@@ -93,8 +93,7 @@ export class Dispatcher {
     if (!j.peerCluster || j.peerCluster === j.execCluster) return { agent, peer: null };
     const peers = sessions.ofCluster(j.peerCluster).filter((s) => !s.draining);
     // A retry goes back to the last attempt's peer while it is there (model.ts lastPeerAgent); else the least busy.
-    const peer =
-      peers.find((s) => s.agentId === j.lastPeerAgent) ?? peers.sort((a, b) => a.jobs.size - b.jobs.size)[0];
+    const peer = peers.find((s) => s.agentId === j.lastPeerAgent) ?? peers.sort((a, b) => a.jobs.size - b.jobs.size)[0];
     return peer ? { agent, peer } : `waiting for an agent of cluster ${j.peerCluster} to connect`;
   }
 
