@@ -17,7 +17,7 @@ import { beginSweep, isRunning, isSwept, keyOfEntry, rememberDiscard } from "./r
 type Deps = SinkDeps<SinkCluster>;
 
 async function undo(deps: Deps, io: SinkIoCtx, e: JournalEntry, done: string[]): Promise<void> {
-  await recoverOne(io, { ...e, heldUntil: undefined }, imageWhere(e), done);
+  await recoverOne(io, { ...e, heldUntil: undefined }, imageWhere(e), done, deps);
   await deps.journal.remove(e.transferId);
 }
 

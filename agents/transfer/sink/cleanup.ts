@@ -15,7 +15,7 @@ import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { isCephError } from "../../ceph";
 import { digestsObjectName } from "../digests";
 import type { Footprint } from "./footprint";
-import { removeImageRetrying } from "./image-ops";
+import { otherWriters, removeImageRetrying } from "./image-ops";
 import type { SinkCluster, SinkDeps, SinkImage } from "./ports";
 
 export async function cleanup(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Logger): Promise<unknown[]> {
@@ -58,7 +58,11 @@ export async function cleanup(deps: SinkDeps<SinkCluster>, fp: Footprint, log: L
     await attempt(`rolling ${fp.where} back to ${h.fromSnapshot}`, async () => {
       const img = await io.imageOpen(name);
       try {
-        await img.snapRollback(h.fromSnapshot);
+        // Another client writing it now (this backup's retry on another agent, image-ops.ts otherWriters)
+        // has rolled it back itself before writing: rolling back under it would erase its writes.
+        const who = await otherWriters(img, deps);
+        if (who) log.warn("base image open by another client: not rolled back under it", { image: fp.where, who });
+        else await img.snapRollback(h.fromSnapshot);
       } finally {
         await img.close();
       }

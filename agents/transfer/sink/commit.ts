@@ -14,7 +14,7 @@ import { digestsObjectName } from "../digests";
 import { isBackupKind } from "../protocol";
 import { writeDigests } from "./digests";
 import type { Footprint } from "./footprint";
-import { applyImageMeta, INCOMPLETE_KEY } from "./image-ops";
+import { applyImageMeta, baseInUse, INCOMPLETE_KEY, otherWriters } from "./image-ops";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
 
 export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Logger): Promise<void> {
@@ -22,6 +22,10 @@ export async function commit(deps: SinkDeps<SinkCluster>, fp: Footprint, log: Lo
   const image = fp.image as SinkImage;
   const io = fp.io as SinkIoCtx;
   if (isBackupKind(h.kind)) {
+    // Another client that opened the base image during the transfer may have written it (a mapped
+    // filesystem's journal replay): its bytes would be committed as the backup's. Not committed.
+    const who = await otherWriters(image, deps);
+    if (who) throw baseInUse(fp.where, who, "opened during the transfer, so it was not committed");
     // The digest map and the metadata object are created side by side, both exclusively (neither counts
     // without the snapshot); both settle before a failure is thrown, so cleanup sees what exists and
     // removes only what this transfer made. A backup id that is not this transfer's (its metadata object

@@ -3,9 +3,42 @@
  * delete and clone restore: the marker of an uncommitted image, removal that waits out a stale watch,
  * whether a head moved away from a snapshot, and a backup's image-meta applied to a restored image.
  */
+import { sameClientInstance } from "../../../src/common/address";
+import { aborted } from "../../../src/common/errors";
 import { retry } from "../../../src/common/retry";
 import { type IoCtx, isCephError } from "../../ceph";
 import type { SinkImage } from "./ports";
+
+/** This agent's Ceph client: its own handles on an image are watchers too. */
+export interface OwnClient {
+  clientAddr: string;
+  clientId?: number | undefined;
+}
+
+/** Whether watch `w` is this agent's own (same client instance). */
+export const isOwnWatch = (own: OwnClient, w: { addr: string; id: number }): boolean =>
+  (own.clientId !== undefined && w.id === own.clientId) || sameClientInstance(w.addr, own.clientAddr);
+
+/**
+ * The clients other than this agent that have `image` open for writing (librbd watches an image's header
+ * while it is open read-write): "client.N at ADDR, …", or "" when none. A base image is written by one
+ * transfer at a time, and that is a fact of the cluster, not of one agent's memory: two agents of the
+ * destination cluster (an attempt cut short on one, its retry on another; an agent restarting while
+ * another writes) each open the image before they look, so whichever looks second sees the other — a
+ * writer refuses to start beside another (baseInUse), a cleanup or recovery leaves alone an image
+ * another client has open, and a commit refuses when another client opened it meanwhile (a mapped base
+ * image's filesystem writes would be committed into the backup).
+ */
+export async function otherWriters(image: Pick<SinkImage, "watchers">, own: OwnClient): Promise<string> {
+  const others = (await image.watchers()).filter((w) => !isOwnWatch(own, w));
+  return others.map((w) => `client.${w.id} at ${w.addr}`).join(", ");
+}
+
+/** ABORTED (the coordinator waits and retries): a backup's base image open by another client (otherWriters). */
+export const baseInUse = (where: string, who: string, what: string) =>
+  aborted(
+    `base image ${where} is open by another client (${who}): ${what}; a backup writes its base image alone — an earlier attempt's agent may still be winding down, or someone mapped it (rbd map, rbd-nbd): unmap it`,
+  );
 
 /** image-meta key marking an image a transfer created and has not committed yet. */
 export const INCOMPLETE_KEY = "rbdbackup.incomplete";

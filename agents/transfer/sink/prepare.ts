@@ -16,7 +16,6 @@
  * Not abortable half-way (it creates what cleanup must know about); each step is bounded by the
  * cluster's op timeout.
  */
-import { sameClientInstance } from "../../../src/common/address";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../../../src/common/errors";
 import type { Logger } from "../../../src/common/log";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
@@ -25,7 +24,7 @@ import type { JournalEntry } from "../journal";
 import { MAX_DISCARD_BYTES, NO_COMMON_SNAPSHOT, RefusalReason, withReason } from "../protocol";
 import { createImageWithFeatures } from "./create-image";
 import type { Footprint } from "./footprint";
-import { headDiffers, holdsData, INCOMPLETE_KEY } from "./image-ops";
+import { baseInUse, headDiffers, holdsData, INCOMPLETE_KEY, isOwnWatch, otherWriters } from "./image-ops";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
 
 const RBD_BASE_FEATURES = 1n | 4n | 8n | 16n | 32n; // layering, exclusive-lock, object-map, fast-diff, deep-flatten
@@ -175,6 +174,9 @@ async function openBaseImage(deps: Deps, fp: Footprint, log: Logger): Promise<vo
   if (snaps.some((s) => s.name === h.toSnapshot)) {
     throw alreadyExists(`snapshot ${h.toSnapshot} already exists on base image ${fp.where}`);
   }
+  // Before anything is changed (the rollback below, the writes): nobody else writes this image now.
+  const who = await otherWriters(image, deps);
+  if (who) throw baseInUse(fp.where, who, "this attempt changed nothing (retried)");
   // The entry (undo = roll the head back to the from-snapshot) is written while the head is compared
   // with that snapshot: both take milliseconds, and undoing to the from-snapshot is right either way.
   fp.journal = { ...journalEntry(deps, fp), rollbackTo: h.fromSnapshot };
@@ -193,10 +195,6 @@ async function openBaseImage(deps: Deps, fp: Footprint, log: Logger): Promise<vo
   }
   if ((await image.stat()).size !== h.imageSize) await image.resize(h.imageSize);
 }
-
-/** Whether watch `w` is this agent's own (same client instance): its handles are watchers too. */
-const isOwnWatch = (deps: Deps, w: { addr: string; id: number }): boolean =>
-  (deps.clientId !== undefined && w.id === deps.clientId) || sameClientInstance(w.addr, deps.clientAddr);
 
 /**
  * An existing volume is written over only while no other client has it open: a VM, `rbd map` (krbd,

@@ -16,7 +16,7 @@ import type { JournalEntry } from "../journal";
 import { isBackupKind } from "../protocol";
 import { RESUME_KEY } from "./checkpoint";
 import { imageWhere } from "./footprint";
-import { headDiffers, holdsData, INCOMPLETE_KEY, removeImageRetrying } from "./image-ops";
+import { headDiffers, holdsData, INCOMPLETE_KEY, type OwnClient, otherWriters, removeImageRetrying } from "./image-ops";
 import { holdAtStart } from "./keep";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
 
@@ -34,7 +34,7 @@ export async function recoverInterrupted(deps: Deps): Promise<string[]> {
       if (await deps.cluster.poolExists(e.pool)) {
         const io = await deps.cluster.openIoCtx(e.pool, { namespace: e.namespace, poolFullTry: true });
         try {
-          await recoverOne(io, e, where, done);
+          await recoverOne(io, e, where, done, deps);
         } finally {
           await io.close();
         }
@@ -83,7 +83,13 @@ async function unmarkedBase(img: SinkImage, e: JournalEntry): Promise<boolean> {
   return e.kind === TransferKind.BACKUP_FULL && !(await holdsData(img));
 }
 
-export async function recoverOne(io: SinkIoCtx, e: JournalEntry, where: string, done: string[]): Promise<void> {
+export async function recoverOne(
+  io: SinkIoCtx,
+  e: JournalEntry,
+  where: string,
+  done: string[],
+  own: OwnClient,
+): Promise<void> {
   let img: SinkImage;
   try {
     img = await io.imageOpen(e.image);
@@ -98,6 +104,16 @@ export async function recoverOne(io: SinkIoCtx, e: JournalEntry, where: string, 
   let committed = false;
   let removable = false;
   try {
+    // Another client has it open (this backup's retry on another agent of the cluster, which rolled the
+    // head back itself before writing; image-ops.ts otherWriters): nothing of it is undone under that
+    // client — not the head, not the checkpoint, not the backup's objects, which may be that retry's.
+    const who = await otherWriters(img, own);
+    if (who) {
+      done.push(
+        `left ${where} to the client that has it open (${who}); interrupted transfer ${e.transferId} not undone`,
+      );
+      return;
+    }
     const snaps = await img.snapList();
     // Committed by this attempt (its snapshot) — or by a later attempt of the same backup (a retry that
     // made its own snapshot of it while this entry stayed, its cleanup having failed): its metadata

@@ -34,7 +34,7 @@ import {
   RESUME_KEY,
 } from "./checkpoint";
 import type { Footprint } from "./footprint";
-import { INCOMPLETE_KEY } from "./image-ops";
+import { baseInUse, INCOMPLETE_KEY, otherWriters } from "./image-ops";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
 import { prepare, refuseInUse } from "./prepare";
 import { EARLIER_TRANSFER_WAIT_MS, keyOfEntry, keyOfHeader, released, sweptFirst } from "./running";
@@ -163,6 +163,7 @@ export async function takeOver(
   // opened by a VM since the attempt was cut short: refused before this transfer takes anything over, so
   // its cleanup never counts the volume as its own to remove.
   if (isRestoreKind(h.kind)) await refuseInUseNow(deps, fp);
+  else await refuseOtherWritersNow(deps, fp);
   const { heldUntil: _held, ...rest } = held.entry;
   const entry: JournalEntry = {
     ...rest,
@@ -210,6 +211,18 @@ async function refuseInUseNow(deps: Deps, fp: Footprint): Promise<void> {
   } finally {
     await image.close();
   }
+}
+
+/** A backup's base image held for this resume, opened by another client meanwhile: ABORTED, nothing taken over. */
+async function refuseOtherWritersNow(deps: Deps, fp: Footprint): Promise<void> {
+  const image = await (fp.io as SinkIoCtx).imageOpen(fp.h.destination?.image as string);
+  let who: string;
+  try {
+    who = await otherWriters(image, deps);
+  } finally {
+    await image.close();
+  }
+  if (who) throw baseInUse(fp.where, who, "the transfer held for this resume was not taken over");
 }
 
 /** A resumable transfer without resume_offset: its journal entry says so (recovery keeps it only then). */

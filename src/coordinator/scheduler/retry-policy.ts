@@ -15,6 +15,10 @@
  *    the target its first attempt was refused for ALREADY_EXISTS never reaches a retry (final at once),
  *    so on a retry the image is the previous attempt's, kept for a resume once its sink has wound down,
  *    or removed. On a first attempt it stays final.
+ *  - ABORTED of a backup, on any attempt: its base image is open by another client (the destination's
+ *    sink, image-ops.ts baseInUse) — an earlier attempt's agent still winding down, or someone who mapped
+ *    it. Waited for the same way (`leftoverWaitMs`, up to LEFTOVER_RETRIES extra attempts): a backoff of
+ *    seconds would spend the attempts before a lost stream's destination notices its peer is gone.
  *  - Other transient failures (jobs.ts `isTransient`): exponential backoff with jitter, while attempts remain.
  */
 import { Status } from "nice-grpc-common";
@@ -66,7 +70,8 @@ export function retryDecision(
  * still held the image and had not yet kept it for a resume, so the retry started over and met it).
  */
 export function isLeftover(j: JobRecord, code: Status): boolean {
-  if (code !== Status.ALREADY_EXISTS || j.attempts <= 1) return false;
   const op = j.operation;
+  if (code === Status.ABORTED && op.kind === "backup") return true; // its base image open by another client
+  if (code !== Status.ALREADY_EXISTS || j.attempts <= 1) return false;
   return op.kind === "backup" || (op.kind === "restore" && op.mode === RestoreMode.RESTORE_MODE_NEW);
 }

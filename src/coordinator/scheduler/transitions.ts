@@ -86,7 +86,11 @@ export function attemptFailed(ctx: SchedulerContext, j: JobRecord, code: Status,
   const next = retryDecision(ctx.cfg, j, code, ctx.random);
   if (next) requeue(ctx, j, message, next);
   else if (isLeftover(j, code)) {
-    const waited = `the previous attempt's image is still there after ${LEFTOVER_RETRIES} waits of ${ctx.cfg.leftoverWaitMs} ms`;
+    const still =
+      code === Status.ABORTED
+        ? "the base image is still open by another client"
+        : "the previous attempt's image is still there";
+    const waited = `${still} after ${LEFTOVER_RETRIES} waits of ${ctx.cfg.leftoverWaitMs} ms`;
     finish(ctx, j, JobState.JOB_STATE_FAILED, code, `${message} (${waited}; see the leftovers check)`);
   } else finish(ctx, j, JobState.JOB_STATE_FAILED, code, message);
 }

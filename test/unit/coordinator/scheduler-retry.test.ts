@@ -122,6 +122,32 @@ describe("scheduler: retry policy", () => {
     assert.equal(q.nextAttemptAt, h.t + 30_000);
   });
 
+  it("a backup whose base image another client has open (ABORTED, on any attempt) waits leftoverWaitMs, without spending attempts, then fails naming it", () => {
+    const j = h.queueBackup(vol("v1"));
+    h.tick();
+    const inUse =
+      "base image b/backups/x is open by another client (client.9 at 10.0.0.2:0/7): this attempt changed nothing (retried)";
+    for (let n = 1; n <= LEFTOVER_RETRIES; n++) {
+      const attempt = a1.lease(j.id).attempt;
+      h.outcome(a1, j.id, Status.ABORTED, inUse);
+      const q = h.job(j.id);
+      assert.equal(q.state, QUEUED, `wait ${n}`);
+      assert.equal(q.extraAttempts, n);
+      assert.equal(q.nextAttemptAt, h.t + 30_000, "not a backoff of seconds");
+      h.advance(30_000);
+      h.tick();
+      assert.equal(a1.lease(j.id).attempt, attempt + 1);
+    }
+    h.outcome(a1, j.id, Status.ABORTED, inUse);
+    const f = h.job(j.id);
+    assert.equal(f.state, FAILED, "bounded");
+    assert.equal(f.errorCode, "ABORTED");
+    assert.match(
+      f.errorMessage,
+      /is open by another client .* \(the base image is still open by another client after 3 waits of 30000 ms/,
+    );
+  });
+
   it("leftover waits do not hide real failures: other transient failures still end at maxAttempts", () => {
     const j = h.queueBackup(vol("v1"));
     h.tick();

@@ -1,0 +1,124 @@
+/**
+ * A backup's base image is written by one transfer at a time, as a fact of the cluster (image-ops.ts
+ * otherWriters): another client that has it open — another agent of the destination cluster writing
+ * the backup's retry, or an operator who mapped it — is seen among its watchers. Then a transfer does
+ * not start on it (ABORTED, nothing changed), does not commit (ABORTED, no snapshot, nothing rolled back
+ * under the other client), and neither a cleanup, a crash recovery nor a held transfer's expiry undoes
+ * anything under it. On the in-memory cluster, another client being a watcher the fake lists.
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { describe, it } from "node:test";
+import { recoverInterrupted, runSink } from "../../../agents/transfer/sink";
+import { AppError, Status } from "../../../src/common/errors";
+import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
+import { FakeCeph, poolState } from "./fakes/fake-ceph";
+import { sinkDeps } from "./fakes/sink-deps";
+import { chunkParts, Feed, header, KiB, messages, pattern } from "./fakes/stream";
+
+const CHUNK = 64 * KiB;
+/** Another agent of the destination cluster (another Ceph client instance than the fake sink's). */
+const OTHER = { addr: "10.0.0.2:0/7070", id: 9001 };
+
+function incremental() {
+  const ceph = new FakeCeph("backups");
+  const h = header({ kind: TransferKind.BACKUP_INCREMENTAL, fromSnapshot: "backup.p.snap.1" });
+  const name = h.destination?.image as string;
+  const parent = pattern(h.imageSize, 3);
+  const img = ceph.addImage("backups", name, parent, ["backup.p.snap.1"]);
+  return { ceph, h, name, parent, img };
+}
+
+const failure = (p: Promise<unknown>) =>
+  p.then(
+    () => assert.fail("the transfer succeeded"),
+    (e: unknown) => {
+      assert.ok(e instanceof AppError, String(e));
+      return e;
+    },
+  );
+
+describe("sink: a base image another client has open", () => {
+  it("at the start: ABORTED naming the client, nothing changed — its head (written by the other) not rolled back, no entry", async () => {
+    const { ceph, h, name, img } = incremental();
+    img.data.fill(7, 0, 4096); // the other client's writes so far
+    img.watchers = [OTHER];
+    const before = poolState(ceph, "backups");
+    const deps = sinkDeps(ceph);
+    const e = await failure(runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK)))));
+    assert.equal(e.status, Status.ABORTED, e.message);
+    assert.match(
+      e.message,
+      /base image backups\/.* is open by another client \(client\.9001 at 10\.0\.0\.2:0\/7070\): this attempt changed nothing/,
+    );
+    assert.equal(poolState(ceph, "backups"), before, "the image, its head and its snapshots as they were");
+    assert.equal(
+      ceph.log.filter((l) => l.startsWith(`snapRollback ${name}`) || l.startsWith(`write ${name}`)).length,
+      0,
+    );
+    assert.equal(deps.journal.entries.size, 0);
+  });
+
+  it("opened by another client during the transfer: not committed (ABORTED), and the cleanup does not roll back under it", async () => {
+    const { ceph, h, name, img } = incremental();
+    const deps = sinkDeps(ceph);
+    // Mapped meanwhile (or another agent's attempt took it): by the time the writes are flushed.
+    ceph.gates.flush = {
+      // biome-ignore lint/suspicious/noThenProperty: a thenable gate (fake-ceph.ts Gates.flush)
+      then(resolve) {
+        img.watchers = [OTHER];
+        return Promise.resolve().then(resolve);
+      },
+    };
+    const e = await failure(runSink(deps, new Feed(messages(h, chunkParts(2, CHUNK)))));
+    assert.ok(
+      ceph.log.some((l) => l.startsWith(`write ${name}`)),
+      "written before",
+    );
+    assert.equal(e.status, Status.ABORTED, e.message);
+    assert.match(e.message, /opened during the transfer, so it was not committed/);
+    assert.deepEqual(
+      img.snaps.map((s) => s.name),
+      ["backup.p.snap.1"],
+      "no snapshot: the backup does not exist",
+    );
+    assert.equal(ceph.pool("backups").objects.has(`backup.${h.backupId}.meta`), false, "no metadata object");
+    assert.equal(ceph.log.filter((l) => l.startsWith(`snapRollback ${name}`)).length, 0, "not rolled back under it");
+    assert.equal(deps.journal.entries.size, 0, "the entry is done: the image is the other client's now");
+  });
+
+  it("crash recovery and a held transfer's expiry leave an image another client has open; without it, they undo", async () => {
+    for (const other of [true, false]) {
+      const { ceph, name, parent, img } = incremental();
+      img.data.fill(9, 0, 4096);
+      if (other) img.watchers = [OTHER];
+      const deps = sinkDeps(ceph);
+      await deps.journal.write({
+        transferId: randomUUID(),
+        kind: TransferKind.BACKUP_INCREMENTAL,
+        pool: "backups",
+        namespace: "",
+        image: name,
+        createdImage: false,
+        rollbackTo: "backup.p.snap.1",
+        clientAddr: deps.clientAddr,
+        startedAt: new Date().toISOString(),
+      });
+      const report = await recoverInterrupted(deps);
+      assert.equal(deps.journal.entries.size, 0, "the entry is done either way");
+      if (other) {
+        assert.equal(
+          img.data.subarray(0, 4096).every((b) => b === 9),
+          true,
+          "the other client's writes stay",
+        );
+        assert.match(
+          report.join("\n"),
+          /left backups\/.* to the client that has it open \(client\.9001 at 10\.0\.0\.2:0\/7070\)/,
+        );
+      } else {
+        assert.ok(img.data.equals(parent), "rolled back to its parent");
+      }
+    }
+  });
+});
