@@ -53,6 +53,12 @@ export const SchedulerSchema = block(
       3_600_000,
       30_000,
     ),
+    placementTimeoutMs: int(
+      "How long a queued job may wait for an agent of a cluster it needs to connect (a site down) before it fails UNAVAILABLE, ms; 0: without end. Until then it holds its place, and the later jobs of its volume wait behind it.",
+      0,
+      604_800_000,
+      3_600_000,
+    ),
     confirmTimeoutMs: int(
       "How long a backup (restore) reported done may wait for an agent of its destination (target) cluster to confirm it, ms.",
       1000,

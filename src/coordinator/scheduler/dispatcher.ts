@@ -62,9 +62,43 @@ export class Dispatcher {
         : sweep
           ? "waiting for the source snapshot sweep of its volume (after the volume's previous job)"
           : this.#place(j, counts);
-      if (typeof placed === "string") wait(this.ctx, j, placed);
-      else this.#start(j, placed, counts);
+      if (typeof placed === "string") {
+        if (!this.#waitedTooLong(j, placed)) wait(this.ctx, j, placed);
+      } else {
+        j.noAgentSince = undefined;
+        this.#start(j, placed, counts);
+      }
     }
+  }
+
+  /**
+   * A job that waits for an agent of a cluster to connect (a site down) is failed UNAVAILABLE once it has
+   * waited scheduler.placementTimeoutMs: queued without end, it held its place and every later job of its
+   * volume (a backup to a healthy site, a delete, a restore) waited behind it. Returns whether it failed.
+   */
+  #waitedTooLong(j: JobRecord, reason: string): boolean {
+    const { ctx } = this;
+    if (!reason.endsWith(" to connect")) {
+      j.noAgentSince = undefined; // written with the new reason (wait)
+      return false;
+    }
+    const now = ctx.now();
+    if (j.noAgentSince === undefined) {
+      j.noAgentSince = now;
+      ctx.catalog.updateJob(j);
+      return false;
+    }
+    const limit = ctx.cfg.placementTimeoutMs;
+    if (limit <= 0 || now - j.noAgentSince < limit) return false;
+    const mins = Math.round((now - j.noAgentSince) / 60_000);
+    finish(
+      ctx,
+      j,
+      JobState.JOB_STATE_FAILED,
+      Status.UNAVAILABLE,
+      `${reason}: no such agent for ${mins} min (scheduler.placementTimeoutMs ${limit} ms); the job is failed rather than left queued, holding up its volume's later jobs — submit it again once the cluster's agents are back`,
+    );
+    return true;
   }
 
   /** Where the job runs now, or why it cannot run yet. */

@@ -138,6 +138,7 @@ describe("configuration", () => {
         tickMs: 1_000,
         fullPoolBackoffMs: 300_000,
         leftoverWaitMs: 30_000,
+        placementTimeoutMs: 3_600_000,
         confirmTimeoutMs: 600_000,
       },
       policy: { tickMs: 1_000, discoveryIntervalMs: 60_000, minIntervalSeconds: 30 },

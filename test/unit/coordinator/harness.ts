@@ -79,6 +79,7 @@ export function memoryLogger(lines: LogLine[] = []): Logger & { lines: LogLine[]
 export const testConfig: SchedulerConfig = {
   fullPoolBackoffMs: 300_000,
   leftoverWaitMs: 30_000,
+  placementTimeoutMs: 3_600_000,
   confirmTimeoutMs: 600_000,
   leaseTtlMs: 15_000,
   heartbeatIntervalMs: 3_000,

@@ -328,6 +328,39 @@ describe("scheduler", () => {
       assert.equal(h.job(j.id).lastPeerAgent, other.info.agentId);
     });
 
+    it("a job waiting for an agent of a cluster that never connects fails UNAVAILABLE after placementTimeoutMs, and its volume's later jobs run; one that gets its agent in time runs", async () => {
+      const stuck = h.queueBackup(vol("v1"), "c"); // a DR site that is down
+      const next = h.queueBackup(vol("v1")); // the same volume to a healthy site
+      h.tick();
+      assert.equal(h.job(stuck.id).waitingReason, "waiting for an agent of cluster c to connect");
+      assert.match(h.job(next.id).waitingReason, /^waiting for job /);
+      h.advance(h.cfg.placementTimeoutMs - 1);
+      h.tick();
+      assert.equal(h.job(stuck.id).state, QUEUED, "not before its time");
+      h.advance(1);
+      h.tick();
+      const f = h.job(stuck.id);
+      assert.equal(f.state, FAILED);
+      assert.equal(f.errorCode, "UNAVAILABLE");
+      assert.match(
+        f.errorMessage,
+        /^waiting for an agent of cluster c to connect: no such agent for 60 min \(scheduler\.placementTimeoutMs 3600000 ms\)/,
+      );
+      assert.equal(h.backup(stuck.backupId).status, BackupStatus.BACKUP_STATUS_FAILED);
+      await h.tickAfterSweep(); // the failed backup's source snapshot sweep first
+      assert.equal(h.job(next.id).state, RUNNING, "the later job of the volume runs");
+
+      // An agent that comes within the time: the wait ends, and a later wait counts afresh.
+      const late = h.queueBackup(vol("v2"), "c");
+      h.tick();
+      h.advance(h.cfg.placementTimeoutMs - 1000);
+      h.tick();
+      h.connect("c1", "c");
+      h.tick();
+      assert.equal(h.job(late.id).state, RUNNING);
+      assert.equal(h.job(late.id).noAgentSince, undefined);
+    });
+
     it("no agent of the source or of the peer cluster: the job waits, naming the cluster", async () => {
       const j = h.queueBackup(vol("v1"), "c");
       h.tick();
