@@ -10,8 +10,10 @@
  *    snapshots stay too; the other AVAILABLE ones go. When max_snapshots is unknown (the volume's newest
  *    backup job is gone from the catalog), every AVAILABLE backup's snapshot stays;
  *  - everything else stays: backups being made or deleted (CREATING, DELETING), any other status
- *    (CORRUPT: a SOURCE verification may still want it), and names the catalog does not know (another
- *    catalog's, or a user's).
+ *    (CORRUPT: a SOURCE verification may still want it), names the catalog does not know (another
+ *    catalog's, or a user's), and the snapshots of backups a SOURCE verification queued or running reads
+ *    (`reading`: it holds only the backup's shared lock, not the volume's, so a backup of the volume may
+ *    end — and sweep — while it runs).
  */
 import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
 import type { Backup } from "../model";
@@ -36,7 +38,16 @@ const locationOf = (b: Backup): string =>
  * The snapshots of `onSource` that may go, given the catalog's backups of the volume and max_snapshots of
  * its newest backup job (null: unknown, AVAILABLE backups' snapshots all stay).
  */
-export function snapshotsToRemove(onSource: SourceSnap[], backups: Backup[], maxSnapshots: number | null): Removal[] {
+export function snapshotsToRemove(
+  onSource: SourceSnap[],
+  backups: Backup[],
+  maxSnapshots: number | null,
+  reading: ReadonlySet<string> = new Set(),
+): Removal[] {
+  return planRemovals(onSource, backups, maxSnapshots).filter((r) => !reading.has(r.backupId));
+}
+
+function planRemovals(onSource: SourceSnap[], backups: Backup[], maxSnapshots: number | null): Removal[] {
   const byId = new Map(backups.map((b) => [b.id, b]));
   const snaps = [...onSource].sort((a, b) => a.snapId - b.snapId);
   const out: Removal[] = [];

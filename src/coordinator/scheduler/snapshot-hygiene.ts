@@ -22,13 +22,14 @@
  */
 import { messageOf, statusOf } from "../../common/errors";
 import { backoffDelay } from "../../common/retry";
+import { VerifyMode } from "../../gen/rbdbackup/v1/agent";
 import { JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { JobOutcome } from "../../gen/rbdbackup/v1/session";
 import { type JobRecord, volumeLabel } from "../model";
 import type { SchedulerContext } from "./context";
 import { type Removal, type SourceSnap, snapshotsToRemove } from "./hygiene-plan";
-import { lockOfVolume } from "./jobs";
+import { isFinal, lockOfVolume } from "./jobs";
 
 /** How long one question to the source cluster's agent may take, ms. */
 export const HYGIENE_CALL_TIMEOUT_MS = 30_000;
@@ -161,6 +162,7 @@ export class SnapshotHygiene {
       listed.map((s) => ({ name: s.name, backupId: s.backupId, snapId: s.snapId })),
       this.ctx.catalog.backupsOfVolume(v.cluster, v.pool, v.namespace, v.image),
       this.#maxSnapshots(v),
+      sourceVerifications(this.ctx.catalog.activeJobs()),
     );
   }
 
@@ -238,3 +240,13 @@ export class SnapshotHygiene {
 }
 
 const time = (d: Date | undefined): number => d?.getTime() ?? 0;
+
+/** The backups whose source snapshot a SOURCE verification, queued or running, reads (hygiene-plan.ts `reading`). */
+export function sourceVerifications(active: JobRecord[]): Set<string> {
+  const ids = new Set<string>();
+  for (const j of active) {
+    if (j.operation.kind === "verify" && j.operation.mode === VerifyMode.VERIFY_MODE_SOURCE && !isFinal(j.state))
+      ids.add(j.backupId);
+  }
+  return ids;
+}

@@ -11,10 +11,11 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
 import { AppError } from "../../../src/common/errors";
 import { backupSnapName } from "../../../src/common/ids";
-import type { Backup } from "../../../src/coordinator/model";
+import type { Backup, JobRecord } from "../../../src/coordinator/model";
 import { type SourceSnap, snapshotsToRemove } from "../../../src/coordinator/scheduler/hygiene-plan";
+import { sourceVerifications } from "../../../src/coordinator/scheduler/snapshot-hygiene";
 import type { CallRequest } from "../../../src/coordinator/sessions";
-import { RestoreResult } from "../../../src/gen/rbdbackup/v1/agent";
+import { RestoreResult, VerifyMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { FakeAgentSession } from "../../helpers/fake-agent";
 import { backupResult, Harness, newBackup, vol } from "./harness";
@@ -60,6 +61,26 @@ describe("snapshot hygiene: which source snapshots may go", () => {
     assert.deepEqual(removed(src, bs, 2), [bs[2]?.id, bs[0]?.id, bs[1]?.id]);
     assert.deepEqual(removed(src, bs, 3), [bs[2]?.id, bs[0]?.id]);
     assert.deepEqual(removed(src, bs, null), [bs[2]?.id]);
+  });
+
+  it("the snapshot of a backup a SOURCE verification reads stays (queued or running); its end lets it go", () => {
+    const [a1, a2, a3] = [rec(AVAILABLE), rec(AVAILABLE), rec(AVAILABLE)];
+    const src = onSource(a1, a2, a3);
+    assert.deepEqual(removed(src, [a1, a2, a3], 0), [a1.id, a2.id]);
+    assert.deepEqual(
+      snapshotsToRemove(src, [a1, a2, a3], 0, new Set([a2.id])).map((r) => r.backupId),
+      [a1.id],
+      "a2 is being verified against its source snapshot",
+    );
+    const job = (backupId: string, mode: VerifyMode, state: JobState) =>
+      ({ backupId, state, operation: { kind: "verify", mode, samplePercent: 0 } }) as unknown as JobRecord;
+    const ids = sourceVerifications([
+      job(a1.id, VerifyMode.VERIFY_MODE_SOURCE, JobState.JOB_STATE_QUEUED),
+      job(a2.id, VerifyMode.VERIFY_MODE_SOURCE, JobState.JOB_STATE_RUNNING),
+      job(a3.id, VerifyMode.VERIFY_MODE_FULL, JobState.JOB_STATE_RUNNING),
+      job("done", VerifyMode.VERIFY_MODE_SOURCE, JobState.JOB_STATE_SUCCEEDED),
+    ]);
+    assert.deepEqual([...ids].sort(), [a1.id, a2.id].sort());
   });
 
   it("never: backups being made or deleted, other statuses, names the catalog does not know", () => {
