@@ -33,7 +33,12 @@ export async function verifyBackup(
   if (!b?.location || !b.volume) throw notFound(`backup ${req.backupId} not found`);
   requireVerifiable(b, verifyModeOf(req.mode));
   if (verifyModeOf(req.mode) === VerifyMode.VERIFY_MODE_SOURCE) await requireSourceSnapshot(deps, b, ctx.signal);
-  return adm.submit(adm.newJob(verifyJobSpec(b, req.mode, req.samplePercent, req.idempotencyKey)));
+  // Judged again with the job's insert: a DeleteBackup admitted during the probe's wait made it DELETING.
+  return adm.submit(adm.newJob(verifyJobSpec(b, req.mode, req.samplePercent, req.idempotencyKey)), () => {
+    const now = deps.catalog.getBackup(req.backupId);
+    if (!now) throw notFound(`backup ${req.backupId} not found`);
+    requireVerifiable(now, verifyModeOf(req.mode));
+  });
 }
 
 /** Only AVAILABLE and CORRUPT backups; only METADATA without a digest map. */

@@ -39,9 +39,14 @@ const MAP = new Uint8Array([82, 66, 68, 68, 77, 65, 80, 49]);
 const sourceSnaps = new Map<string, string[]>();
 const maps = new Map<string, Uint8Array>();
 
+/** Run when the volume's cluster is probed (what happens meanwhile elsewhere), then cleared. */
+let duringProbe: (() => void) | null = null;
+
 function answerOf(h: Harness, cluster: string) {
   return (req: CallRequest): Answer => {
     if (req.$case === "probe" && cluster === "a") {
+      duringProbe?.();
+      duringProbe = null;
       const q = req.value;
       const snaps = q.image ? sourceSnaps.get(q.image.image) : undefined;
       const value = {
@@ -163,6 +168,25 @@ describe("verification (coordinator)", () => {
     );
     sourceSnaps.delete("refuse");
     await assertStatus(ask(b.id, VerifyMode.VERIFY_MODE_SOURCE), Status.FAILED_PRECONDITION, /no longer exists/);
+  });
+
+  it("SOURCE: a backup that turned DELETING while its volume was probed is refused, no job queued", async () => {
+    const v = vol("deleted-meanwhile");
+    const b = available(v);
+    sourceSnaps.set("deleted-meanwhile", [b.snapshot]);
+    duringProbe = () => {
+      // DeleteBackup admitted during the probe's wait.
+      const now = h.catalog.getBackup(b.id) as Backup;
+      h.catalog.updateBackup({ ...now, status: BackupStatus.BACKUP_STATUS_DELETING });
+    };
+    const jobsBefore = h.catalog.activeJobs().length;
+    await assertStatus(
+      api.verifyBackup({ backupId: b.id, mode: VerifyMode.VERIFY_MODE_SOURCE, samplePercent: 0, idempotencyKey: "" }),
+      Status.FAILED_PRECONDITION,
+      /is BACKUP_STATUS_DELETING; only an available/,
+    );
+    assert.equal(h.catalog.activeJobs().length, jobsBefore, "no VERIFY queued on a backup being deleted");
+    sourceSnaps.delete("deleted-meanwhile");
   });
 
   it("the same idempotency key returns the same job; with another request it is ALREADY_EXISTS", async () => {
