@@ -24,6 +24,19 @@ export interface ActiveJobRow {
 export const isActiveState = (s: JobState): boolean =>
   s === JobState.JOB_STATE_QUEUED || s === JobState.JOB_STATE_RUNNING;
 
+/**
+ * The backups a job's document says it uses: its own, and those of its backup locks (an EXPORT's
+ * from-backup, an IMPORT's parent — scheduler/jobs.ts lockOfBackup, shared or not), read off the JSON
+ * without parsing it. A lock is an element of the `locks` array: right after "[" or ",", a quote that no
+ * string a user chose (an image name, escaped as \") can open.
+ */
+const BACKUP_LOCK = /(?<=[[,])"backup:([0-9a-f-]{36})(?:#shared)?"/g;
+function usedBackups(backupId: string, doc: string): string[] {
+  const ids = new Set<string>(backupId ? [backupId] : []);
+  for (const m of doc.matchAll(BACKUP_LOCK)) ids.add(m[1] as string);
+  return [...ids];
+}
+
 /** Oldest first: created_at, then id (as the rows' ORDER BY created_at, id; ids are ASCII). */
 const byCreation = (a: ActiveJobRow, b: ActiveJobRow): number =>
   a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
@@ -56,26 +69,24 @@ export class ActiveJobIndex {
     if (!isActiveState(j.state)) {
       if (had) {
         m.delete(j.id);
-        this.#unuse(had.backupId);
+        for (const id of usedBackups(had.backupId, had.doc)) this.#unuse(id);
         this.#ordered = undefined;
       }
       return;
     }
     if (had) {
+      for (const id of usedBackups(had.backupId, had.doc)) this.#unuse(id);
       had.doc = doc; // same row object in #ordered: its place does not change
-      if (had.backupId !== j.backupId) {
-        this.#unuse(had.backupId);
-        had.backupId = j.backupId;
-        this.#use(j.backupId);
-      }
+      had.backupId = j.backupId;
+      for (const id of usedBackups(had.backupId, doc)) this.#use(id);
       return;
     }
     m.set(j.id, { id: j.id, createdAt: j.createdAt, backupId: j.backupId, doc });
-    this.#use(j.backupId);
+    for (const id of usedBackups(j.backupId, doc)) this.#use(id);
     this.#ordered = undefined;
   }
 
-  /** Whether a QUEUED or RUNNING job uses the backup (no parse). */
+  /** Whether a QUEUED or RUNNING job uses the backup — as its own, or under one of its locks (no parse). */
   usesBackup(backupId: string): boolean {
     this.#index();
     return (this.#byBackup.get(backupId) ?? 0) > 0;
@@ -117,7 +128,7 @@ export class ActiveJobIndex {
       const rows = this.load();
       this.#byId = new Map(rows.map((r) => [r.id, r]));
       this.#byBackup = new Map();
-      for (const r of rows) this.#use(r.backupId);
+      for (const r of rows) for (const id of usedBackups(r.backupId, r.doc)) this.#use(id);
       this.#ordered = undefined;
     }
     return this.#byId;

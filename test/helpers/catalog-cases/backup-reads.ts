@@ -125,5 +125,26 @@ export function backupReads(open: OpenCatalog): void {
         assert.equal(c.backupInUse(b.id), false);
         assert.equal(c.backupInUse("00000000-0000-4000-8000-000000000000"), false);
       }));
+
+    it("backupInUse: also the backups a job locks (an export's from-backup, an import's parent); a volume name that looks like a lock is not one", () =>
+      using(open, (c) => {
+        const [p, q, r] = [backup(vol("p"), T0), backup(vol("q"), T0), backup(vol("r"), T0)];
+        for (const b of [p, q, r]) c.insertBackup(b);
+        const exp = job(T0, { locks: [`backup:${p.id}#shared`] });
+        const imp = job(T0 + 1, { kind: JobKind.JOB_KIND_IMPORT, locks: ["vol:a/rbd//v2", `backup:${q.id}`] });
+        // An image whose name ends like a lock: inside a JSON string its quote is escaped.
+        const odd = job(T0 + 2, { locks: [`vol:a/rbd//x"backup:${r.id}`, `vol:a/rbd//x["backup:${r.id}`] });
+        for (const j of [exp, imp, odd]) c.insertJob(j);
+        assert.deepEqual(
+          [p, q, r].map((b) => c.backupInUse(b.id)),
+          [true, true, false],
+        );
+        c.updateJob({ ...imp, state: JobState.JOB_STATE_SUCCEEDED, attempts: 1, finishedAt: T0 + 5 });
+        c.updateJob({ ...exp, locks: [] });
+        assert.deepEqual(
+          [p, q, r].map((b) => c.backupInUse(b.id)),
+          [false, false, false],
+        );
+      }));
   });
 }

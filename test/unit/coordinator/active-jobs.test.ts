@@ -55,6 +55,38 @@ function assertInStep(c: SqliteCatalog, what: string): void {
 }
 
 describe("the catalog's index of active jobs", () => {
+  it("backupInUse: a job's own backup and the backups it locks (an export's from-backup, an import's parent), loaded or put; a volume name that looks like a lock is not one", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-active-jobs-"));
+    const file = path.join(dir, "catalog.sqlite");
+    const P = "0b0e2a4c-0000-4000-8000-00000000000a";
+    const Q = "0b0e2a4c-0000-4000-8000-00000000000b";
+    const R = "0b0e2a4c-0000-4000-8000-00000000000c";
+    try {
+      let c = new SqliteCatalog(file);
+      const exp = job("v1", T);
+      exp.locks = [`backup:${exp.backupId}#shared`, `backup:${P}#shared`];
+      // An image whose name ends like a lock: inside a string, its quote is escaped.
+      const odd = job(`x"backup:${R}`, T + 1);
+      odd.locks = [`vol:a/rbd//x"backup:${R}`];
+      const imp = job("v2", T + 2);
+      imp.locks = [`vol:a/rbd//v2`, `backup:${Q}`];
+      for (const j of [exp, odd, imp]) c.insertJob(j);
+      const inUse = (cat: SqliteCatalog) => [exp.backupId, P, Q, R, "b-none"].map((id) => cat.backupInUse(id));
+      assert.deepEqual(inUse(c), [true, true, true, false, false], "put");
+      c.close();
+      c = new SqliteCatalog(file);
+      assert.deepEqual(inUse(c), [true, true, true, false, false], "loaded from the rows");
+      imp.state = JobState.JOB_STATE_SUCCEEDED;
+      c.updateJob(imp);
+      exp.locks = [`backup:${exp.backupId}#shared`];
+      c.updateJob(exp);
+      assert.deepEqual(inUse(c), [true, false, false, false, false], "ended, and a lock dropped");
+      c.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("answers as the rows do through inserts, updates, ends and rolled-back transactions", () => {
     const c = new SqliteCatalog(":memory:");
     try {

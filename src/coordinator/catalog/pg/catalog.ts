@@ -297,10 +297,12 @@ export class PgCatalog implements Catalog {
     return r ? parseJob(r.doc) : undefined;
   }
 
+  /** As its own backup or under one of its backup locks (an element of `locks`: after "[" or ","; active-jobs.ts). */
   backupInUse(backupId: string): boolean {
     return (
       this.#read(
-        `SELECT 1 FROM jobs WHERE backup_id = $1 AND state IN (${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING}) LIMIT 1`,
+        `SELECT 1 FROM jobs WHERE state IN (${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING})
+           AND (backup_id = $1 OR doc LIKE '%["backup:' || $1 || '%' OR doc LIKE '%,"backup:' || $1 || '%') LIMIT 1`,
         [backupId],
       ).length > 0
     );
