@@ -6,7 +6,10 @@ a mutating call, see GetCoordinatorStatus in backup_service.proto) the next atte
 at once. Mutating calls are retried only with an idempotency key (the same key never makes a second
 job). `wait(job)` follows a job over WatchJob until it ends, re-opening the stream after UNAVAILABLE,
 within a deadline. Blocking gRPC work runs in a native thread when eventlet has patched the process
-(cinder-backup does), so the hub is never blocked and grpcio's own threads stay real.
+(cinder-backup does), so the hub is never blocked — one call at a time in the process: grpcio, imported
+after the patching, holds eventlet's green locks, which two native threads cannot share (two calls at
+once from two native threads deadlocked, the second waiter never woken). So there, `wait(job)` polls
+GetJob every POLL_S instead of holding a WatchJob stream that would hold every other call behind it.
 """
 
 from __future__ import annotations
@@ -37,17 +40,34 @@ COORDINATOR_DNS_NAME = "coordinator.rbdbackup.invalid"
 _NAME_MISMATCH = ("No match found for server name", "is not in peer certificate", "Peer name")
 # Longest single WatchJob stream, seconds (then a new one).
 WATCH_STREAM_S = 300.0
+# Under eventlet: how often wait() asks GetJob, seconds.
+POLL_S = 2.0
+
+# Under eventlet: one gRPC call in a native thread at a time (an eventlet semaphore: green threads wait
+# for their turn without blocking the hub). Made on first use.
+_grpc_turn = None
+
+
+def _eventlet_patched() -> bool:
+    try:
+        from eventlet import patcher
+    except ImportError:
+        return False
+    return patcher.is_monkey_patched("thread")
 
 
 def _in_native_thread(fn: Callable[[], T]) -> T:
-    """Runs fn in eventlet's native thread pool when eventlet patched threading, else here."""
-    try:
-        from eventlet import patcher, tpool
-    except ImportError:
+    """Runs fn in eventlet's native thread pool, one at a time, when eventlet patched threading; else here."""
+    if not _eventlet_patched():
         return fn()
-    if patcher.is_monkey_patched("thread"):
+    global _grpc_turn
+    from eventlet import tpool
+    from eventlet.semaphore import Semaphore
+
+    if _grpc_turn is None:
+        _grpc_turn = Semaphore(1)
+    with _grpc_turn:
         return tpool.execute(fn)
-    return fn()
 
 
 def _server_name(configured: Optional[str]) -> str:
@@ -252,6 +272,22 @@ class Client:
             raise self._error(e, address, "WatchJob") from None
         return None
 
+    def _poll(self, job_id: str, window: float, on_event: Callable[[pb.Job], None]) -> Optional[pb.Job]:
+        """Under eventlet: GetJob every POLL_S for `window` seconds (each call bounded by call_timeout):
+        the final job, or None once the window has passed."""
+        end = time.monotonic() + window
+        while True:
+            left = end - time.monotonic()
+            j = self.call("GetJob", pb.GetJobRequest(job_id=job_id), retry=False,
+                          timeout=min(self.config.call_timeout, max(left, 1.0)))
+            on_event(j)
+            if j.state in FINAL_STATES:
+                return j
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            sleep(min(POLL_S, left))
+
     def wait(
         self,
         job: pb.Job,
@@ -296,7 +332,12 @@ class Client:
             window = min(remaining, check_interval) if should_stop is not None else remaining
             opened = time.monotonic()
             try:
-                final = _in_native_thread(lambda: self._watch(job.id, window, seen))
+                if _eventlet_patched():
+                    final = self._poll(job.id, window, seen)
+                    if final is None:
+                        continue  # the window passed: a check (should_stop), then polled on
+                else:
+                    final = _in_native_thread(lambda: self._watch(job.id, window, seen))
                 unreachable_since = None
                 if final is not None:
                     break

@@ -186,3 +186,67 @@ class ClientTest(unittest.TestCase):
             self.assertRaises(ValueError, Client, bad)
         self.assertRaisesRegex(ValueError, "cannot read the TLS CA", Client,
                                ClientConfig(addresses=["127.0.0.1:1"], ca_file="/nonexistent", token="t"))
+
+
+class Busy(rpc.BackupServiceServicer):
+    """Answers GetBackup at once; GetJob says RUNNING until the job is a second old, then SUCCEEDED."""
+
+    def __init__(self):
+        self.first_seen: dict = {}
+
+    def GetBackup(self, request, context):
+        return pb.Backup(id=request.backup_id, status=pb.BACKUP_STATUS_AVAILABLE)
+
+    def GetJob(self, request, context):
+        t = self.first_seen.setdefault(request.job_id, time.monotonic())
+        done = time.monotonic() - t >= 1.0
+        return pb.Job(id=request.job_id, state=pb.JOB_STATE_SUCCEEDED if done else pb.JOB_STATE_RUNNING)
+
+
+# Run with eventlet's monkey-patching (as cinder-backup runs): 6 green threads, each GetBackup x 20 then
+# wait() on its own job, at once. Prints "finished N failed M" (a deadlock prints nothing: killed).
+EVENTLET_SCRIPT = r"""
+import eventlet
+eventlet.monkey_patch()
+import sys
+from lab import test_config
+from rbdbackup_client import Client, ClientConfig, backup_service_pb2 as pb
+cfg = test_config()
+c = Client(ClientConfig(addresses=[sys.argv[1]], ca_file=cfg["ca"], cert_file=cfg["cert"], key_file=cfg["key"],
+                        backoff_base=0.05, call_timeout=10))
+done, failed = [], []
+def op(i):
+    try:
+        for _ in range(20):
+            c.get_backup("11111111-1111-4111-8111-%012d" % i)
+        j = c.wait(pb.Job(id="job-%d" % i, state=pb.JOB_STATE_QUEUED), timeout=30)
+        assert j.state == pb.JOB_STATE_SUCCEEDED
+        done.append(i)
+    except Exception as e:
+        failed.append(repr(e))
+pool = eventlet.GreenPool()
+for i in range(6):
+    pool.spawn(op, i)
+pool.waitall()
+print("finished %d failed %d %s" % (len(done), len(failed), failed[:1]), flush=True)
+c.close()
+"""
+
+
+class EventletTest(unittest.TestCase):
+    def test_concurrent_calls_under_eventlet_all_finish(self):
+        """Two or more operations at once in an eventlet-patched process (cinder-backup) used to deadlock
+        for good: grpcio's green locks shared by two native threads."""
+        import os
+        import subprocess
+        import sys
+
+        server, address = serve(Busy())
+        self.addCleanup(lambda: server.stop(0))
+        try:
+            out = subprocess.run([sys.executable, "-c", EVENTLET_SCRIPT, address], capture_output=True, text=True,
+                                 timeout=60, env=dict(os.environ))
+        except subprocess.TimeoutExpired:
+            self.fail("6 operations at once under eventlet did not finish within 60 s (deadlocked)")
+        self.assertEqual(0, out.returncode, out.stderr)
+        self.assertIn("finished 6 failed 0", out.stdout, out.stdout + out.stderr)
