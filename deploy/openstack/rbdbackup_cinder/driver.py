@@ -438,6 +438,13 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         except Stopped:
             LOG.info("Backup %(id)s is being deleted: its rbdbackup job %(job)s is cancelled.",
                      {"id": backup.id, "job": job.id})
+            # Its delete may have failed meanwhile (the backup now error): returning then would let the
+            # manager make it available, with its job cancelled and no data behind it.
+            now = self._status_now(backup)
+            if now not in (fields.BackupStatus.DELETING, fields.BackupStatus.DELETED):
+                raise exception.BackupRBDOperationFailed(
+                    _("backup %(id)s was being deleted while it was made (now %(s)s): its rbdbackup job "
+                      "was cancelled") % {"id": backup.id, "s": now}) from None
             return {}
         except JobFailed as e:
             # Cancelled by the delete of this backup (delete_backup cancels a job still making it): the
@@ -616,8 +623,11 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             if found.status == pb.BACKUP_STATUS_DELETING:
                 # A delete already runs (one this host started before it restarted, or one whose wait
                 # ran out): it is followed, not asked for again — a second one would be refused.
-                for state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING):
-                    for job in self.client.list_jobs(backup_id=rid, kind=pb.JOB_KIND_DELETE, state=state):
+                # One listing, filtered here: a retried attempt goes RUNNING -> QUEUED, and two listings
+                # (one per state) could both miss it.
+                active = (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING)
+                for job in self.client.list_jobs(backup_id=rid, kind=pb.JOB_KIND_DELETE):
+                    if job.state in active:
                         self._follow(job, _("delete of backup %s") % backup.id, cancel=False)
                 found = self.client.get_backup(rid)
             if found.status == pb.BACKUP_STATUS_CREATING and found.job_id:

@@ -41,8 +41,10 @@ rbdbackup_opts = [
                help="Backup snapshots to keep on a source volume (0 = only what the chains need)."),
     cfg.IntOpt("rbdbackup_call_timeout", default=30, min=1,
                help="Deadline of each call to the coordinator, seconds."),
-    cfg.IntOpt("rbdbackup_call_attempts", default=5, min=1,
-               help="Attempts of a call answered UNAVAILABLE (exponential backoff between them)."),
+    cfg.IntOpt("rbdbackup_call_attempts", default=10, min=1,
+               help="Attempts of a call answered UNAVAILABLE (exponential backoff between them, up to "
+                    "10 s; 10 attempts wait ~28 s on average, so a call rides out a coordinator "
+                    "failover — a standby takes over in about 6 s, then the agents reconnect)."),
     cfg.FloatOpt("rbdbackup_backoff_base", default=0.5, min=0,
                  help="First backoff between attempts, seconds (doubles, with jitter)."),
     cfg.IntOpt("rbdbackup_job_timeout", default=86400, min=1,

@@ -28,7 +28,9 @@ class ClientConfig:
     call_timeout: float = 30.0
     # Attempts of a call that gets UNAVAILABLE (no coordinator, a standby, no agent connected), and the
     # backoff between them: full jitter, base doubling up to max.
-    attempts: int = 5
+    # 10 attempts at base 0.5 s, max 10 s: ~28 s of waits on average (full jitter), longer than a
+    # coordinator failover (the lease, ~6 s, then the agents reconnecting).
+    attempts: int = 10
     backoff_base: float = 0.5
     backoff_max: float = 10.0
     # wait(): how long no coordinator may be reachable while following a job before it gives up
