@@ -664,7 +664,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                                 "failed too (%(e)s): `rbdbackup backup delete %(rid)s` tries again.",
                                 {"rid": rid, "id": backup.id, "e": e})
                 return
-            job = self.client.delete_backup(rid, idempotency_key=key)
+            job = self._delete_when_free(rid, key)
             self._follow(job, _("delete of backup %s") % backup.id, cancel=False)
         except RbdbackupError as e:
             if e.code.name == "NOT_FOUND":
@@ -674,6 +674,28 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             raise exception.BackupOperationError(str(e)) from None
         LOG.debug("Delete of backup '%(backup)s' for volume '%(volume)s' finished.",
                   {"backup": backup.id, "volume": backup.volume_id})
+
+    def _delete_when_free(self, rid: str, key: str) -> pb.Job:
+        """DeleteBackup; refused while another job reads the backup (a sibling restore Cinder let run
+        beside this delete, a restore left running across a restart, a verify or an export): those jobs
+        are waited for (each within rbdbackup_job_timeout), then the delete is asked again — a few rounds
+        at most, then the refusal stands."""
+        active = (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING)
+        for _round in range(3):
+            try:
+                return self.client.delete_backup(rid, idempotency_key=key)
+            except RbdbackupError as e:
+                if e.code.name != "FAILED_PRECONDITION":
+                    raise
+                holders = [j for j in self.client.list_jobs(backup_id=rid)
+                           if j.state in active and j.kind != pb.JOB_KIND_DELETE]
+                if not holders:
+                    raise
+                for j in holders:
+                    LOG.info("The delete of rbdbackup backup %(rid)s waits for its %(kind)s job %(job)s.",
+                             {"rid": rid, "kind": pb.JobKind.Name(j.kind), "job": j.id})
+                    self.client.wait(j, timeout=float(CONF.rbdbackup_job_timeout), raise_on_failure=False)
+        return self.client.delete_backup(rid, idempotency_key=key)
 
     def _made_for(self, backup) -> Optional[pb.Backup]:
         """The rbdbackup backup a job made for Cinder backup `backup` (its id in the volume metadata)."""

@@ -652,6 +652,27 @@ class GivingUpTest(DriverTestCase):
         self.driver.delete_backup(b)
         self.assertEqual(pb.BACKUP_STATUS_DELETED, self.driver.client.get_backup(rid).status)
 
+    def test_a_delete_while_a_restore_of_the_backup_runs_waits_for_it_then_deletes(self):
+        # Cinder lets a backup be deleted while a restore of it still runs (a sibling restore it set the
+        # backup available beside, or one left running across a restart): rbdbackup refuses that delete
+        # while the restore holds the backup; the driver waits for the restore, then deletes (before, the
+        # refusal made a good backup 'error').
+        vol = self.volume(writes=200)
+        b = self.do_backup(vol)
+        rid = rbdbackup_id(b)
+        target = self.volume(writes=0)
+        req = pb.RestoreBackupRequest(
+            backup_id=rid, target=self.driver.locator.volume_ref(target, self.volume_file(target)),
+            mode=agent_pb2.RESTORE_MODE_ORIGINAL, allow_open=True, idempotency_key=f"t-{uuid.uuid4().hex[:12]}")
+        req.transfer.bandwidth_limit_bytes_per_second = 8 << 20  # still running when the delete comes
+        restore = self.driver.client.restore_backup(req)
+        refused = self.assertRaises(RbdbackupError, self.driver.client.delete_backup, rid,
+                                    idempotency_key=f"probe-{uuid.uuid4().hex[:8]}")
+        self.assertEqual("FAILED_PRECONDITION", refused.code.name, "the restore holds the backup")
+        self.driver.delete_backup(b)
+        self.assertEqual(pb.JOB_STATE_SUCCEEDED, self.driver.client.get_job(restore.id).state, "the restore ran on")
+        self.assertEqual(pb.BACKUP_STATUS_DELETED, self.driver.client.get_backup(rid).status)
+
     def test_the_record_of_a_deleted_backup_is_not_imported(self):
         vol = self.volume(writes=1)
         b = self.do_backup(vol)
