@@ -503,6 +503,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                 _("volume %(v)s is open by another client besides cinder-backup (watchers %(w)s): it is "
                   "not restored over while in use") % {"v": volume_id, "w": ", ".join(clients)}
             )
+        self._check_restorable(backup, rid)
         req = pb.RestoreBackupRequest(
             backup_id=rid,
             target=self.locator.volume_ref(target, volume_file),
@@ -546,6 +547,30 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             LOG.warning("Restore of backup %(id)s: %(w)s", {"id": backup.id, "w": w})
         self._grow_to_volume_size(target, volume_file, done.restore.image_size)
         self._restore_metadata(backup, volume_id, done.restore)
+
+    def _check_restorable(self, backup, rid: str) -> None:
+        """What would fail the restore's metadata step after the volume was written over, asked before a
+        byte is: the backup's metadata of a version this Cinder cannot restore, and an encrypted backup
+        whose metadata (its key id) is gone. Raised as _restore_metadata raises them."""
+        try:
+            found = self.client.get_backup(rid)
+        except RbdbackupError as e:
+            raise exception.BackupOperationError(str(e)) from None
+        json_meta = metadata.unpack(found.volume_metadata)
+        if json_meta is None:
+            if backup.encryption_key_id and metadata.BACKUP_KEY not in found.volume_metadata:
+                msg = _("the metadata of backup %s is gone (its encryption key id with it)") % backup.id
+                LOG.error(msg)
+                raise exception.BackupOperationError(msg)
+            return
+        try:
+            version = json.loads(json_meta).get("version")
+        except ValueError:
+            version = None
+        if version not in (1, 2):  # BackupMetadataAPI.put restores these
+            msg = _("Metadata restore failed due to incompatible version")
+            LOG.error("%(msg)s (version %(v)s): volume not restored over", {"msg": msg, "v": version})
+            raise exception.BackupOperationError(msg)
 
     def _restore_cancelled(self, backup, rid: str, job: pb.Job, excused: dict) -> bool:
         """Whether Cinder cancelled this restore: its backup left 'restoring' (reset-state). Another restore

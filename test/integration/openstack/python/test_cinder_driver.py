@@ -258,8 +258,11 @@ class BackupRestoreDeleteTest(DriverTestCase):
         self.override_config("backup_metadata_version", 3)
         vol = self.volume(metadata={"k": "v"})
         b = self.do_backup(vol)
+        before = self.driver.client.list_jobs(backup_id=rbdbackup_id(b), kind=pb.JOB_KIND_RESTORE)
         e = self.assertRaises(exception.BackupOperationError, self.restore, b, vol.id, self.volume_file(vol))
         self.assertEqual("Metadata restore failed due to incompatible version", str(e))
+        # Known before a byte is written: no restore job was asked for, the volume is as it was.
+        self.assertEqual(before, self.driver.client.list_jobs(backup_id=rbdbackup_id(b), kind=pb.JOB_KIND_RESTORE))
 
 
 class ErrorTest(DriverTestCase):
