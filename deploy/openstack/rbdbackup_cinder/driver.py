@@ -238,6 +238,24 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             raise exception.BackupDriverException(
                 reason=_("rbdbackup cluster %(c)s is not ready: %(f)s") % {"c": CONF.rbdbackup_backup_cluster, "f": failed}
             )
+        self._check_volume_clusters()
+
+    def _check_volume_clusters(self) -> None:
+        """The clusters rbdbackup_cluster_map and rbdbackup_default_volume_cluster name must be clusters the
+        coordinator knows: a typo there made every backup of that backend fail NOT_FOUND, long after start."""
+        named = [(f"rbdbackup_cluster_map[{k}]", v) for k, v in sorted((CONF.rbdbackup_cluster_map or {}).items())]
+        if CONF.rbdbackup_default_volume_cluster:
+            named.append(("rbdbackup_default_volume_cluster", CONF.rbdbackup_default_volume_cluster))
+        for opt, cluster in named:
+            if cluster == CONF.rbdbackup_backup_cluster:
+                continue
+            try:
+                self.client.check_cluster(cluster)
+            except RbdbackupError as e:
+                if e.code.name in ("NOT_FOUND", "INVALID_ARGUMENT"):
+                    raise exception.InvalidConfigurationValue(option=opt, value=cluster) from None
+                LOG.warning("rbdbackup cluster %(c)s (%(o)s) could not be checked (%(err)s): backups of its "
+                            "volumes fail until it can.", {"c": cluster, "o": opt, "err": e})
 
     def _sweep_leftover_restores_later(self) -> None:
         """Starts this process's sweep of its host's leftover restores (once): _cancel_leftover_restores

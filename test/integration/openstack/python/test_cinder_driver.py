@@ -718,6 +718,18 @@ class SetupAndOptionsTest(DriverTestCase):
         self.override_config("rbdbackup_backup_cluster", None)
         self.assertRaises(exception.InvalidConfigurationValue, self.driver.check_for_setup_error)
 
+    def test_check_for_setup_error_names_a_volume_cluster_the_coordinator_does_not_know(self):
+        self.override_config("rbdbackup_cluster_map", {"ceph-a": "site-a", "ceph-typo": "site-aa"})
+        e = self.assertRaises(exception.InvalidConfigurationValue, self.driver.check_for_setup_error)
+        self.assertIn("rbdbackup_cluster_map[ceph-typo]", str(e))
+        self.assertIn("site-aa", str(e))
+        self.override_config("rbdbackup_cluster_map", {"ceph-a": "site-a"})
+        self.override_config("rbdbackup_default_volume_cluster", "nowhere")
+        e = self.assertRaises(exception.InvalidConfigurationValue, self.driver.check_for_setup_error)
+        self.assertIn("rbdbackup_default_volume_cluster", str(e))
+        self.override_config("rbdbackup_default_volume_cluster", "site-a")
+        self.driver.check_for_setup_error()
+
     def test_get_driver_options(self):
         names = {o.name for o in RbdbackupBackupDriver.get_driver_options()}
         self.assertLessEqual(
