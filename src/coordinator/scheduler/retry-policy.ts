@@ -15,9 +15,9 @@
  *    the target its first attempt was refused for ALREADY_EXISTS never reaches a retry (final at once),
  *    so on a retry the image is the previous attempt's, kept for a resume once its sink has wound down,
  *    or removed. On a first attempt it stays final.
- *  - ABORTED of a backup, on any attempt: its base image is open by another client (the destination's
- *    sink, image-ops.ts baseInUse) — an earlier attempt's agent still winding down, or someone who mapped
- *    it. Waited for the same way (`leftoverWaitMs`, up to LEFTOVER_RETRIES extra attempts): a backoff of
+ *  - ABORTED of a backup saying its base image is open by another client (the destination's sink,
+ *    image-ops.ts baseInUse: BASE_IN_USE in the message), on any attempt — an earlier attempt's agent
+ *    still winding down, or someone who mapped it. Waited for the same way (`leftoverWaitMs`, up to LEFTOVER_RETRIES extra attempts): a backoff of
  *    seconds would spend the attempts before a lost stream's destination notices its peer is gone.
  *  - Other transient failures (jobs.ts `isTransient`): exponential backoff with jitter, while attempts remain.
  */
@@ -48,8 +48,9 @@ export function retryDecision(
   j: JobRecord,
   code: Status,
   random: () => number,
+  message = "",
 ): RetryDecision | null {
-  if (isLeftover(j, code)) {
+  if (isLeftover(j, code, message)) {
     if ((j.extraAttempts ?? 0) >= LEFTOVER_RETRIES) return null;
     return { delayMs: cfg.leftoverWaitMs, extraAttempt: true };
   }
@@ -69,9 +70,16 @@ export function retryDecision(
  * nearly full lab: the source gave up on a slow destination, the retry came ~1 s later, the destination
  * still held the image and had not yet kept it for a resume, so the retry started over and met it).
  */
-export function isLeftover(j: JobRecord, code: Status): boolean {
+export function isLeftover(j: JobRecord, code: Status, message = ""): boolean {
   const op = j.operation;
-  if (code === Status.ABORTED && op.kind === "backup") return true; // its base image open by another client
+  if (isBaseInUse(j, code, message)) return true;
   if (code !== Status.ALREADY_EXISTS || j.attempts <= 1) return false;
   return op.kind === "backup" || (op.kind === "restore" && op.mode === RestoreMode.RESTORE_MODE_NEW);
 }
+
+/** What the destination's refusal says (agents/transfer/sink/image-ops.ts baseInUse; kept in step by a test). */
+export const BASE_IN_USE = "is open by another client (";
+
+/** A backup refused ABORTED because its base image is open by another client (not any other ABORTED). */
+export const isBaseInUse = (j: JobRecord, code: Status, message: string): boolean =>
+  code === Status.ABORTED && j.operation.kind === "backup" && message.includes(BASE_IN_USE);

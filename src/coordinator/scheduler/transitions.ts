@@ -30,7 +30,7 @@ import { type Backup, type JobRecord, volumeLabel } from "../model";
 import { cloneDetached, cloneMade, isCloneRestore } from "./clones";
 import type { SchedulerContext } from "./context";
 import { isFinal } from "./jobs";
-import { isLeftover, LEFTOVER_RETRIES, type RetryDecision, retryDecision } from "./retry-policy";
+import { isBaseInUse, isLeftover, LEFTOVER_RETRIES, type RetryDecision, retryDecision } from "./retry-policy";
 import { DELETE_UNFINISHED, statusBeforeDelete, verified } from "./verify";
 
 /** Announces a change; a final job also leaves the live progress. */
@@ -83,13 +83,12 @@ export function attemptFailed(ctx: SchedulerContext, j: JobRecord, code: Status,
     finish(ctx, j, JobState.JOB_STATE_CANCELLED, Status.CANCELLED, "cancelled");
     return;
   }
-  const next = retryDecision(ctx.cfg, j, code, ctx.random);
+  const next = retryDecision(ctx.cfg, j, code, ctx.random, message);
   if (next) requeue(ctx, j, message, next);
-  else if (isLeftover(j, code)) {
-    const still =
-      code === Status.ABORTED
-        ? "the base image is still open by another client"
-        : "the previous attempt's image is still there";
+  else if (isLeftover(j, code, message)) {
+    const still = isBaseInUse(j, code, message)
+      ? "the base image is still open by another client"
+      : "the previous attempt's image is still there";
     const waited = `${still} after ${LEFTOVER_RETRIES} waits of ${ctx.cfg.leftoverWaitMs} ms`;
     finish(ctx, j, JobState.JOB_STATE_FAILED, code, `${message} (${waited}; see the leftovers check)`);
   } else finish(ctx, j, JobState.JOB_STATE_FAILED, code, message);

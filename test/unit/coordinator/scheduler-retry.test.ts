@@ -11,9 +11,10 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, afterEach, beforeEach, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
+import { baseInUse } from "../../../agents/transfer/sink/image-ops";
 import { CapabilitySigner, CapabilityVerifier, checkAllows } from "../../../src/common/capability";
 import { transferAsks } from "../../../src/common/grants";
-import { LEFTOVER_RETRIES } from "../../../src/coordinator/scheduler/retry-policy";
+import { BASE_IN_USE, LEFTOVER_RETRIES } from "../../../src/coordinator/scheduler/retry-policy";
 import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { type FakeAgentSession, fsidOf } from "../../helpers/fake-agent";
@@ -146,6 +147,19 @@ describe("scheduler: retry policy", () => {
       f.errorMessage,
       /is open by another client .* \(the base image is still open by another client after 3 waits of 30000 ms/,
     );
+  });
+
+  it("another ABORTED of a backup (not its base image in use) is retried with the usual backoff, within maxAttempts; the sink's refusal says what the coordinator looks for", () => {
+    const j = h.queueBackup(vol("v1"));
+    h.tick();
+    h.outcome(a1, j.id, Status.ABORTED, "volume v1 changed while its snapshot was made");
+    const q = h.job(j.id);
+    assert.equal(q.state, QUEUED);
+    assert.equal(q.extraAttempts ?? 0, 0, "no extra attempt");
+    assert.ok(q.nextAttemptAt - h.t <= h.cfg.backoffMaxMs && q.nextAttemptAt - h.t < 30_000, "not the leftover wait");
+    const refusal = baseInUse("backups/v.backup.x", "client.9 at 10.0.0.2:0/7", "this attempt changed nothing");
+    assert.equal(refusal.status, Status.ABORTED);
+    assert.ok(refusal.message.includes(BASE_IN_USE), refusal.message);
   });
 
   it("leftover waits do not hide real failures: other transient failures still end at maxAttempts", () => {
