@@ -161,11 +161,6 @@ export interface JobRecord {
    * held (ALREADY_EXISTS) or write beside that cleanup. Absent in older records.
    */
   lastPeerAgent?: string;
-  /**
-   * Epoch ms since when the queued job has waited for an agent of a cluster it needs to connect (cleared
-   * once it has one): past scheduler.placementTimeoutMs it fails UNAVAILABLE. Absent = not waiting so.
-   */
-  noAgentSince?: number;
 }
 
 export interface AgentRecord {

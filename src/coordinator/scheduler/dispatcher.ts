@@ -30,6 +30,9 @@ import type { LeaseBroker } from "./lease-broker";
 import { leaseOperation } from "./operation";
 import { finish, retryReason, wait } from "./transitions";
 
+/** Longer than any wait between two dispatcher passes while leading (the scheduler sleeps at most 30 s). */
+const PASS_GAP_MS = 90_000;
+
 interface Placement {
   agent: AgentSession;
   peer: AgentSession | null;
@@ -38,6 +41,12 @@ interface Placement {
 }
 
 export class Dispatcher {
+  /**
+   * Queued jobs waiting for an agent of a cluster to connect: since when (this process's view, in memory:
+   * a restarted coordinator or a new leader counts afresh, as agents reconnect to it), and the reason.
+   */
+  readonly #noAgent = new Map<string, { reason: string; since: number; seen: number }>();
+
   constructor(
     private readonly ctx: SchedulerContext,
     private readonly broker: LeaseBroker,
@@ -52,7 +61,9 @@ export class Dispatcher {
     const active = jobs.filter((j) => !isFinal(j.state));
     const counts = runningCounts(active);
     const held = heldLocks(active);
-    this.maps.prune(new Set(active.map((j) => j.id)));
+    const ids = new Set(active.map((j) => j.id));
+    this.maps.prune(ids);
+    for (const id of this.#noAgent.keys()) if (!ids.has(id)) this.#noAgent.delete(id);
     for (const j of active) {
       if (j.state !== JobState.JOB_STATE_QUEUED) continue;
       const sweep = j.locks.some((k) => sweeping.has(k));
@@ -65,7 +76,7 @@ export class Dispatcher {
       if (typeof placed === "string") {
         if (!this.#waitedTooLong(j, placed)) wait(this.ctx, j, placed);
       } else {
-        j.noAgentSince = undefined;
+        this.#noAgent.delete(j.id);
         this.#start(j, placed, counts);
       }
     }
@@ -79,18 +90,22 @@ export class Dispatcher {
   #waitedTooLong(j: JobRecord, reason: string): boolean {
     const { ctx } = this;
     if (!reason.endsWith(" to connect")) {
-      j.noAgentSince = undefined; // written with the new reason (wait)
+      this.#noAgent.delete(j.id);
       return false;
     }
     const now = ctx.now();
-    if (j.noAgentSince === undefined) {
-      j.noAgentSince = now;
-      ctx.catalog.updateJob(j);
+    const w = this.#noAgent.get(j.id);
+    // Counted afresh for another cluster, and after a gap in the passes (a standby's term in between:
+    // passes come at least every 30 s while this coordinator leads).
+    if (!w || w.reason !== reason || now - w.seen > PASS_GAP_MS) {
+      this.#noAgent.set(j.id, { reason, since: now, seen: now });
       return false;
     }
+    w.seen = now;
     const limit = ctx.cfg.placementTimeoutMs;
-    if (limit <= 0 || now - j.noAgentSince < limit) return false;
-    const mins = Math.round((now - j.noAgentSince) / 60_000);
+    if (limit <= 0 || now - w.since < limit) return false;
+    this.#noAgent.delete(j.id);
+    const mins = Math.round((now - w.since) / 60_000);
     finish(
       ctx,
       j,
