@@ -164,6 +164,8 @@ export class DataPlaneServer {
   readonly #h2: http2.Http2Server;
   readonly #sessions = new Set<http2.ServerHttp2Session>();
   readonly #bulk = new Set<TLSSocket>();
+  /** Bulk connections whose certificate named an agent, still open (capped: BULK_CONNECTIONS_HEADROOM). */
+  #bulkAgents = 0;
   readonly #routes = new Map<string, MethodHandler>();
   readonly #opts: DataPlaneOptions;
   #sessionsGone: (() => void) | null = null;
@@ -252,16 +254,26 @@ export class DataPlaneServer {
   #onBulk(socket: TLSSocket, entry: TransferEntry, idleTimeoutMs: number): void {
     const o = this.#opts;
     const limit = o.maxConcurrentTransfers + BULK_CONNECTIONS_HEADROOM;
-    const full =
-      this.#bulk.size >= limit
-        ? new AppError(
+    // Counted once its certificate names an agent (serveBulk asks after that check): connections refused
+    // for their certificate never take a place from the agents.
+    const places = {
+      take: (): AppError | null => {
+        if (this.#bulkAgents >= limit) {
+          return new AppError(
             Status.RESOURCE_EXHAUSTED,
-            `this agent already has ${this.#bulk.size} bulk connections open (limit ${limit}: its ${o.maxConcurrentTransfers} transfers and ${BULK_CONNECTIONS_HEADROOM} opening); retry later`,
-          )
-        : null;
+            `this agent already has ${this.#bulkAgents} bulk connections of agents open (limit ${limit}: its ${o.maxConcurrentTransfers} transfers and ${BULK_CONNECTIONS_HEADROOM} opening); retry later`,
+          );
+        }
+        this.#bulkAgents++;
+        return null;
+      },
+      give: () => {
+        this.#bulkAgents--;
+      },
+    };
     this.#bulk.add(socket);
     void serveBulk(socket, {
-      ...(full ? { refusal: full } : {}),
+      places,
       entry,
       maxMessageBytes: o.maxMessageBytes,
       pool: o.pool ?? receivePool,

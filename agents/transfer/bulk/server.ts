@@ -55,8 +55,11 @@ export interface BulkServerOptions {
   revoked?: Revoked;
   log?: Logger;
   audit?: AuthzAudit;
-  /** Answered before anything the connection sends is read (too many bulk connections open). */
-  refusal?: AppError;
+  /**
+   * A place among the bulk connections of agents, taken once the certificate was judged (an AppError: too
+   * many open, answered before anything the connection sends is read) and given back at its close.
+   */
+  places?: { take(): AppError | null; give(): void };
 }
 
 type Incoming = TransferMessage | { open: BulkOpen };
@@ -161,11 +164,16 @@ export function serveBulk(socket: TLSSocket, o: BulkServerOptions, insecure = fa
     answer({ error: new AppError(refusal.status, refusal.message) });
     return closed;
   }
-  if (o.refusal) {
+  const full = o.places?.take() ?? null;
+  if (full) {
     // Not a warning each: a flood of connections would flood the log (the source's job says it).
-    o.log?.debug("data plane: refused a bulk connection", { reason: o.refusal.message });
-    answer({ error: o.refusal });
+    o.log?.debug("data plane: refused a bulk connection", { reason: full.message });
+    answer({ error: full });
     return closed;
+  }
+  if (o.places) {
+    const places = o.places;
+    socket.once("close", () => places.give());
   }
   const who = {
     checked: !insecure,
