@@ -17,8 +17,13 @@ import { beginSweep, isRunning, isSwept, keyOfEntry, rememberDiscard } from "./r
 type Deps = SinkDeps<SinkCluster>;
 
 async function undo(deps: Deps, io: SinkIoCtx, e: JournalEntry, done: string[]): Promise<void> {
-  await recoverOne(io, { ...e, heldUntil: undefined }, imageWhere(e), done, deps);
-  await deps.journal.remove(e.transferId);
+  // Left to another client that has the image open: the entry stays (no longer held), for a later sweep.
+  if (await recoverOne(io, { ...e, heldUntil: undefined }, imageWhere(e), done, deps)) {
+    await deps.journal.remove(e.transferId);
+  } else if (e.heldUntil) {
+    const { heldUntil: _held, ...rest } = e;
+    await deps.journal.write(rest);
+  }
 }
 
 type Where = { pool: string; namespace: string; image: string };

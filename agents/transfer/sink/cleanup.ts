@@ -34,6 +34,7 @@ export async function cleanup(deps: SinkDeps<SinkCluster>, fp: Footprint, log: L
     await attempt(`closing ${fp.where}`, () => (fp.image as SinkImage).close());
     fp.image = undefined;
   }
+  let left = false;
   if (fp.snapshotCreated) return errors; // committed: nothing to undo
   if (fp.commitUnknown) return errors; // perhaps committed: recovery decides by the snapshot (its entry stays)
   const io = fp.io;
@@ -61,13 +62,16 @@ export async function cleanup(deps: SinkDeps<SinkCluster>, fp: Footprint, log: L
         // Another client writing it now (this backup's retry on another agent, image-ops.ts otherWriters)
         // has rolled it back itself before writing: rolling back under it would erase its writes.
         const who = await otherWriters(img, deps);
-        if (who) log.warn("base image open by another client: not rolled back under it", { image: fp.where, who });
-        else await img.snapRollback(h.fromSnapshot);
+        if (who) {
+          // The entry stays: a later sweep (sweepLeftovers) undoes it once nobody else has the image open.
+          left = true;
+          log.warn("base image open by another client: not rolled back under it", { image: fp.where, who });
+        } else await img.snapRollback(h.fromSnapshot);
       } finally {
         await img.close();
       }
     });
   }
-  if (errors.length === 0) await deps.journal.remove(h.transferId).catch((e) => errors.push(e));
+  if (errors.length === 0 && !left) await deps.journal.remove(h.transferId).catch((e) => errors.push(e));
   return errors;
 }

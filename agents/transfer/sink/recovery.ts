@@ -31,15 +31,16 @@ export async function recoverInterrupted(deps: Deps): Promise<string[]> {
     if (await holdAtStart(deps, e, done)) continue; // cut short with a checkpoint: kept for a retry
     const where = imageWhere(e);
     try {
+      let undone = true;
       if (await deps.cluster.poolExists(e.pool)) {
         const io = await deps.cluster.openIoCtx(e.pool, { namespace: e.namespace, poolFullTry: true });
         try {
-          await recoverOne(io, e, where, done, deps);
+          undone = await recoverOne(io, e, where, done, deps);
         } finally {
           await io.close();
         }
       }
-      await deps.journal.remove(e.transferId);
+      if (undone) await deps.journal.remove(e.transferId);
     } catch (err) {
       deps.log.error("recovery of an interrupted transfer failed; will retry at next start", {
         transfer: e.transferId,
@@ -83,13 +84,18 @@ async function unmarkedBase(img: SinkImage, e: JournalEntry): Promise<boolean> {
   return e.kind === TransferKind.BACKUP_FULL && !(await holdsData(img));
 }
 
+/**
+ * Undoes one entry. Returns false when the image is left to another client that has it open: the entry
+ * then stays, for a later sweep (sweepLeftovers) or start — that client may be a dead predecessor whose
+ * watch outlived a failed blocklisting, and the undo is owed once its watch has timed out.
+ */
 export async function recoverOne(
   io: SinkIoCtx,
   e: JournalEntry,
   where: string,
   done: string[],
   own: OwnClient,
-): Promise<void> {
+): Promise<boolean> {
   let img: SinkImage;
   try {
     img = await io.imageOpen(e.image);
@@ -99,7 +105,7 @@ export async function recoverOne(
     // was not committed there, and what it wrote beside the image goes too — else its metadata object
     // makes every retry of the backup fail ALREADY_EXISTS.
     await removeUncommitted(io, e);
-    return;
+    return true;
   }
   let committed = false;
   let removable = false;
@@ -110,9 +116,9 @@ export async function recoverOne(
     const who = await otherWriters(img, own);
     if (who) {
       done.push(
-        `left ${where} to the client that has it open (${who}); interrupted transfer ${e.transferId} not undone`,
+        `left ${where} to the client that has it open (${who}); interrupted transfer ${e.transferId} not undone yet`,
       );
-      return;
+      return false;
     }
     const snaps = await img.snapList();
     // Committed by this attempt (its snapshot) — or by a later attempt of the same backup (a retry that
@@ -139,6 +145,7 @@ export async function recoverOne(
     done.push(`removed ${where}, left half-written by interrupted transfer ${e.transferId}`);
   }
   if (!committed) await removeUncommitted(io, e);
+  return true;
 }
 
 /**
