@@ -3,7 +3,8 @@
  * the coordinator's API tokens — must not be open to other users of the host. As sshd and PostgreSQL
  * do with their keys, a daemon refuses to start with one that other users may read or write, or that its
  * group may write: allowed are 0600 and 0640 (a group the service runs as may read it) or narrower.
- * (Kubernetes mounts secrets 0644 unless told: set the volume's `defaultMode: 0440`.)
+ * (Kubernetes mounts secrets 0644 unless told: set the volume's `defaultMode: 0400`, or 0440 with the
+ * pod's fsGroup; Docker secrets are 0444 unless their `mode` says otherwise.)
  */
 import { statSync } from "node:fs";
 
@@ -24,6 +25,6 @@ export function checkSecretFile(file: string, what: string): void {
     .filter(Boolean)
     .join(", ");
   throw new Error(
-    `the ${what} ${file} has mode 0${mode.toString(8)} (${who}): it holds a secret — run \`chmod 600 ${file}\` (or 640 with the group the service runs as; in Kubernetes, the secret volume's defaultMode 0440)`,
+    `the ${what} ${file} has mode 0${mode.toString(8)} (${who}): it holds a secret — run \`chmod 600 ${file}\` (or 640 with the group the service runs as; in Kubernetes, the secret volume's defaultMode 0400)`,
   );
 }
