@@ -3,15 +3,23 @@
  * writer's `write` resolves only while fewer than `limitBytes` are buffered, so a fast side waits for a
  * slow one instead of the coordinator buffering a whole stream; HTTP/2 flow control carries the wait
  * back to the writer's peer. Either side may fail the pipe (the other side's next read or write throws
- * that error); `end` is the writer's clean end.
+ * that error); `end` is the writer's clean end. Each chunk is charged at least MIN_CHARGE bytes against
+ * the limit: a caller sending 1-byte messages would otherwise queue millions of them (~100 bytes of heap
+ * each, and a reader's shift that grows with the queue) within the byte limit.
  */
 
 import { Status } from "nice-grpc-common";
 import { AppError } from "../../common/errors";
 
+/** The least a chunk counts against the pipe's limit, bytes. */
+export const MIN_CHARGE = 4096;
+const charge = (c: Uint8Array): number => Math.max(c.length, MIN_CHARGE);
+
 export class BytePipe {
   #chunks: Uint8Array[] = [];
   #buffered = 0;
+  /** What the buffered chunks are charged against limitBytes (each at least MIN_CHARGE). */
+  #charged = 0;
   #ended = false;
   #error: unknown = null;
   /** Wakes the reader (data, end, error) and the writer (room, error). */
@@ -48,9 +56,10 @@ export class BytePipe {
     if (chunk.length === 0) return;
     this.#chunks.push(chunk);
     this.#buffered += chunk.length;
+    this.#charged += charge(chunk);
     this.written += chunk.length;
     this.#wakeReader();
-    while (this.#buffered >= this.limitBytes && !this.#error) {
+    while (this.#charged >= this.limitBytes && !this.#error) {
       await new Promise<void>((resolve) => {
         this.#writerWake = resolve;
       });
@@ -71,6 +80,7 @@ export class BytePipe {
     this.#error = error;
     this.#chunks = [];
     this.#buffered = 0;
+    this.#charged = 0;
     this.#wakeReader();
     this.#wakeWriter();
     this.#rejectFailure(error);
@@ -83,6 +93,7 @@ export class BytePipe {
       const c = this.#chunks.shift();
       if (c) {
         this.#buffered -= c.length;
+        this.#charged -= charge(c);
         this.taken += c.length;
         this.#wakeWriter();
         yield c;

@@ -16,7 +16,7 @@ import { auditCalls } from "../../../src/coordinator/api-audit";
 import { Audit } from "../../../src/coordinator/audit";
 import { CALLER_METADATA_KEY, type Caller } from "../../../src/coordinator/authz";
 import { agentDataService, leaseRefusal } from "../../../src/coordinator/interchange/agent-data";
-import { BytePipe } from "../../../src/coordinator/interchange/pipe";
+import { BytePipe, MIN_CHARGE } from "../../../src/coordinator/interchange/pipe";
 import { Relays } from "../../../src/coordinator/interchange/relays";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import {
@@ -547,24 +547,37 @@ describe("rbd-diff interchange (coordinator side)", () => {
   });
 
   it("the relay's pipe holds at most its limit: the writer waits for the reader", async () => {
-    const p = new BytePipe(1000);
+    const p = new BytePipe(20_000);
     let written = 0;
     const writer = (async () => {
       for (let i = 0; i < 10; i++) {
-        await p.write(new Uint8Array(400));
+        await p.write(new Uint8Array(8000));
         written++;
       }
       p.end();
     })();
     // The writer fills the pipe to its limit, then waits: a few turns of the event loop change nothing.
-    await until(() => p.buffered >= 800, "the writer to fill the pipe");
+    await until(() => p.buffered >= 16_000, "the writer to fill the pipe");
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
     assert.ok(written <= 3, `the writer ran ahead: ${written} chunks`);
-    assert.ok(p.buffered <= 1200);
+    assert.ok(p.buffered <= 24_000);
     let n = 0;
     for await (const c of p.read()) n += c.length;
     await writer;
-    assert.equal(n, 4000);
+    assert.equal(n, 80_000);
+    // Tiny chunks (a caller sending 1-byte messages) are charged MIN_CHARGE each: a few thousand, not millions.
+    const tiny = new BytePipe(8 * 1024 * 1024);
+    let chunks = 0;
+    void (async () => {
+      for (;;) {
+        await tiny.write(new Uint8Array(1));
+        chunks++;
+      }
+    })().catch(() => {});
+    await until(() => tiny.buffered >= (8 * 1024 * 1024) / MIN_CHARGE, "the writer to fill the pipe with tiny chunks");
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    assert.ok(chunks <= (8 * 1024 * 1024) / MIN_CHARGE, `queued ${chunks} one-byte chunks`);
+    tiny.fail(new AppError(Status.CANCELLED, "done"));
     const q = new BytePipe(10);
     q.fail(new AppError(Status.CANCELLED, "gone"));
     await assert.rejects(q.write(new Uint8Array(1)), /gone/);
