@@ -10,7 +10,7 @@
  * with INVALID_ARGUMENT naming the byte offset, and the sink leaves nothing: no image it created, no
  * snapshot, no metadata object.
  */
-import { invalidArgument } from "../../src/common/errors";
+import { failedPrecondition, invalidArgument } from "../../src/common/errors";
 import { isUuid, parseBackupSnap } from "../../src/common/ids";
 import type { BackupResult, ImportRequest } from "../../src/gen/rbdbackup/v1/agent";
 import { type TransferHeader, TransferKind } from "../../src/gen/rbdbackup/v1/transfer";
@@ -172,6 +172,13 @@ async function parentSnapshotNames(ctx: EngineContext, req: ImportRequest): Prom
   const io = await ctx.cluster.openIoCtx(req.pool, { namespace: req.namespace });
   try {
     const meta = await readMetadata(io, parentId);
+    // An imported parent without its metadata object (lost, removed): what its stream was made to is
+    // unknown, and a diff applied onto another state would be committed as a good backup. Refused.
+    if (req.parentImported && meta === null) {
+      throw failedPrecondition(
+        `the parent backup ${parentId} was imported and its metadata object (backup.${parentId}.meta) is gone: the stream's from-snapshot cannot be checked against it. Import a full stream to start a new chain`,
+      );
+    }
     // An imported parent whose metadata predates the `import` section: its stream's names are unknown.
     if (req.parentImported && !meta?.import) return null;
     const streamTo = meta?.import?.stream_to_snapshot;

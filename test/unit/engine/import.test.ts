@@ -12,7 +12,7 @@ import { importBackup } from "../../../agents/engine/import";
 import { noMeter } from "../../../agents/transfer/meter";
 import { RbdDiffWriter } from "../../../agents/transfer/rbd-diff/writer";
 import { runSink } from "../../../agents/transfer/sink";
-import { AppError, Status } from "../../../src/common/errors";
+import { AppError, Status, statusOf } from "../../../src/common/errors";
 import { metaObjectName } from "../../../src/common/ids";
 import type { ImportRequest } from "../../../src/gen/rbdbackup/v1/agent";
 import { crc32c } from "../transfer/fakes/crc32c";
@@ -245,6 +245,24 @@ describe("importBackup onto a parent imported before the stream's names were kep
     const r = await imp(ceph, { baseImage, fromSnapshot: PARENT_SNAP, parentImported: true }, s.bytes);
     assert.match(r.warnings.join("\n"), /from-snapshot "s1" was not checked against the parent/);
     assert.ok(ceph.pool("backups").images.get(baseImage)?.data.equals(s.image));
+  });
+});
+
+describe("importBackup onto an imported parent whose metadata object is gone", () => {
+  it("is refused FAILED_PRECONDITION, nothing changed: the stream's 'f' cannot be checked", async () => {
+    const ceph = new FakeCeph("backups");
+    const base = pattern(SIZE, 5);
+    const baseImage = `vol.backup.${PARENT_ID}`;
+    ceph.addImage("backups", baseImage, base, [PARENT_SNAP]);
+    const before = poolState(ceph, "backups");
+    const s = stream(1, base, "unrelated-old");
+    const e = await imp(ceph, { baseImage, fromSnapshot: PARENT_SNAP, parentImported: true }, s.bytes).then(
+      () => assert.fail("applied"),
+      (x: unknown) => x,
+    );
+    assert.equal(statusOf(e), Status.FAILED_PRECONDITION, String(e));
+    assert.match(String(e), new RegExp(`metadata object \\(backup\\.${PARENT_ID}\\.meta\\) is gone`));
+    assert.equal(poolState(ceph, "backups"), before, "nothing changed");
   });
 });
 
