@@ -176,13 +176,14 @@ export function rfc3339(s: string, flag: string): Date {
 
 const FORMAT_FLAG: [string, string] = [
   "--format rbd-diff-v1|rbd-diff-v2",
-  "v1 (default): as `rbd export-diff` writes; v2: as with --export-format 2",
+  "v1 (default): as `rbd export-diff` writes, what `rbd import-diff` reads; v2: the diff stream inside `rbd export --export-format 2` files (`rbd import-diff` refuses it)",
 ];
 
 export const interchangeHelp: NounHelp["verbs"] = {
   export: {
     synopsis: "BACKUP_ID [--format rbd-diff-v1|rbd-diff-v2] [--from BACKUP_ID] [--out FILE]",
-    summary: "the backup as an `rbd export-diff` stream (stdout, or --out FILE); `rbd import-diff` applies it",
+    summary:
+      "the backup as an `rbd export-diff` stream (stdout, or --out FILE); `rbd import-diff` applies the v1 format (the default)",
     args: [["BACKUP_ID", "an available backup"]],
     flags: [
       FORMAT_FLAG,
