@@ -37,6 +37,9 @@ export interface InterchangeTimeouts {
   bufferBytes: number;
 }
 
+/** An export's caller must read at least this much per idleMs while data waits for it (#watchIdle). */
+export const MIN_READ_BYTES = 1 << 20;
+
 export const DEFAULT_TIMEOUTS: InterchangeTimeouts = {
   startMs: 600_000,
   connectMs: 60_000,
@@ -179,9 +182,31 @@ export class InterchangeRun {
     const every = Math.max(10, Math.floor(this.#t.idleMs / 4));
     let moved = -1;
     let since = Date.now();
+    // An export's caller that reads a trickle (a byte moved now and then resets the check above) while the
+    // agent keeps the relay from going empty: under MIN_READ_BYTES in a whole idleMs fails it too — it held
+    // a cluster slot and the backup's lock for as long as it liked.
+    let windowAt = Date.now();
+    let takenAt = this.pipe.taken;
+    let drained = false;
     this.#idle = setInterval(() => {
       const p = this.pipe;
       if (p.done || this.#closed) return this.#stopIdle();
+      if (p.buffered === 0) drained = true;
+      if (Date.now() - windowAt >= this.#t.idleMs) {
+        const read = p.taken - takenAt;
+        if (this.direction === "export" && !drained && read > 0 && read < MIN_READ_BYTES) {
+          this.#stopIdle();
+          const j = this.#job();
+          if (!j || isFinal(j.state)) return;
+          return this.#fail(
+            j,
+            `the caller read only ${read} bytes in ${this.#t.idleMs / 1000} s while the agent's data waited (at least ${MIN_READ_BYTES} are needed); job ${j.id} was ended`,
+          );
+        }
+        windowAt = Date.now();
+        takenAt = p.taken;
+        drained = false;
+      }
       const now = p.written + p.taken;
       if (now !== moved) {
         moved = now;

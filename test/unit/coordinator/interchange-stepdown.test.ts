@@ -116,6 +116,52 @@ describe("interchange run: a relay through which nothing moves", () => {
   } as unknown as JobRecord;
   const catalogOf = (j: JobRecord) => ({ getJob: (id: string) => (id === j.id ? j : undefined) }) as unknown as Catalog;
 
+  for (const [what, chunk, expected] of [
+    [
+      "a caller that reads a trickle (a chunk now and then) while the agent's data waits",
+      16,
+      /^the caller read only \d+ bytes in 0\.1 s while the agent's data waited/,
+    ],
+    ["a caller that reads slowly but at least 1 MiB per idle bound", 512 * 1024, null],
+  ] as const) {
+    it(`export: ${what} → ${expected ? "the job fails naming it" : "not failed"}`, { timeout: 10_000 }, async () => {
+      const fails: string[] = [];
+      const relays = new Relays();
+      const run = new InterchangeRun(
+        { relays, scheduler: recording(fails), catalog: catalogOf(running), timeouts: { idleMs: 100 } },
+        "job-2",
+        "export",
+        new AbortController().signal,
+      );
+      const alive = setInterval(() => {}, 1000);
+      let stop = false;
+      try {
+        run.open();
+        assert.ok("relay" in relays.claim("job-2", "export", "b1"), "the agent connects");
+        // The agent writes all the time (its writes wait while the relay is full).
+        void (async () => {
+          while (!stop) await run.pipe.write(new Uint8Array(chunk));
+        })().catch(() => {});
+        // The caller takes one chunk every 30 ms: a byte moves within every idle bound.
+        const reader = run.pipe.read();
+        const t0 = Date.now();
+        while (Date.now() - t0 < 600 && fails.length === 0) {
+          await new Promise((r) => setTimeout(r, 30));
+          // A failed run fails its pipe: the read throws then.
+          if ((await reader.next().catch(() => ({ done: true }))).done) break;
+        }
+        if (expected) {
+          assert.equal(fails.length, 1, "failed");
+          assert.match(fails[0] as string, expected);
+        } else assert.deepEqual(fails, [], "a slow but steady reader is no trickle");
+      } finally {
+        stop = true;
+        clearInterval(alive);
+        run.close();
+      }
+    });
+  }
+
   for (const [direction, stallBy, expected] of [
     ["import", "the caller stops sending", /^the caller sent nothing for 0\.1 s; job job-2 was ended$/],
     ["export", "the caller stops reading", /^the caller read nothing for 0\.1 s; job job-2 was ended$/],
