@@ -218,9 +218,14 @@ function replayed(deps: ApiDeps, adm: Admission, jobId: string, key: string): Jo
 async function pump(it: AsyncIterator<ImportBackupMessage>, run: InterchangeRun): Promise<void> {
   for (;;) {
     let n: IteratorResult<ImportBackupMessage>;
+    // Raced with the relay's failure (the job ended: the idle bound, a cancel): a caller that sends nothing
+    // more is answered then, not when it next sends or hangs up.
+    const next = it.next();
+    next.catch(() => {}); // its rejection after the race is lost is nobody's
     try {
-      n = await it.next();
+      n = await Promise.race([next, run.pipe.failure]);
     } catch (e) {
+      if (run.pipe.done) throw e; // the relay's failure (the job's end) is the answer
       const gone = new AppError(Status.CANCELLED, `the import stream of job ${run.jobId} broke`, { cause: e });
       run.pipe.fail(gone);
       throw gone;

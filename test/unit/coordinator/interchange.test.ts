@@ -314,6 +314,47 @@ describe("rbd-diff interchange (coordinator side)", () => {
     assert.equal(job.backup?.snapshot, r.snapshot);
   });
 
+  it("ImportBackup whose job ends (its agent never connects) while the caller sends nothing more, nor closes: answered at once with the job's status", async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    async function* stream(): AsyncIterable<ImportBackupMessage> {
+      yield {
+        body: {
+          $case: "header",
+          value: {
+            volume: vol("i-silent", "a"),
+            location: { cluster: "b", pool: "", namespace: "" },
+            volumeId: "",
+            volumeMetadata: {},
+            parentBackupId: "",
+            idempotencyKey: "imp-silent",
+            format: DiffFormat.DIFF_FORMAT_RBD_V1,
+            takenAt: undefined,
+          },
+        },
+      };
+      yield { body: { $case: "data", value: randomBytes(1024) } };
+      await held; // then silence, the stream left open
+    }
+    try {
+      const answer = api.importBackup(stream()).then(
+        () => "answered OK",
+        (e: { code: Status }) => `answered ${Status[e.code]}`,
+      );
+      // Its agent never connects for the data: the job fails at connectMs (300 ms here).
+      await leasedImport("i-silent");
+      const got = await Promise.race([
+        answer,
+        new Promise<string>((r) => setTimeout(() => r("no answer within 5 s"), 5_000).unref()),
+      ]);
+      assert.equal(got, "answered DEADLINE_EXCEEDED");
+    } finally {
+      release();
+    }
+  });
+
   it("ImportBackup with taken_at: the backup's times are the data's, for listings, metrics and policies", async () => {
     const takenAt = new Date(Date.now() - 3 * 86_400_000);
     const answer = api.importBackup(importHeader("t1", { takenAt }));
