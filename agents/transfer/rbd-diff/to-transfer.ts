@@ -76,7 +76,10 @@ export async function* diffToTransfer(
             yield zero(s.offset, s.length);
             continue;
           }
-          const data = rec.data.subarray(s.offset - rec.offset, s.offset - rec.offset + s.length);
+          const view = rec.data.subarray(s.offset - rec.offset, s.offset - rec.offset + s.length);
+          // A view of the received message keeps all of it alive while the chunk waits in the write window
+          // (which counts only the chunk's bytes): a small piece of a large message is copied instead.
+          const data = view.buffer.byteLength > Math.max(4 * view.length, 1 << 20) ? Buffer.from(view) : view;
           const crc = checksum(data);
           digest.chunk(s.offset, s.length, crc);
           stats.dataChunks++;
