@@ -221,9 +221,9 @@ async function pump(it: AsyncIterator<ImportBackupMessage>, run: InterchangeRun)
     // Raced with the relay's failure (the job ended: the idle bound, a cancel): a caller that sends nothing
     // more is answered then, not when it next sends or hangs up.
     const next = it.next();
-    next.catch(() => {}); // its rejection after the race is lost is nobody's
+    next.catch(() => {}); // its rejection after the pipe failed is nobody's
     try {
-      n = await Promise.race([next, run.pipe.failure]);
+      n = await run.pipe.orFailure(next);
     } catch (e) {
       if (run.pipe.done) throw e; // the relay's failure (the job's end) is the answer
       const gone = new AppError(Status.CANCELLED, `the import stream of job ${run.jobId} broke`, { cause: e });

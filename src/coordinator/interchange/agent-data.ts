@@ -113,7 +113,7 @@ export function agentDataService(deps: AgentDataDeps): Handlers {
       try {
         if (first.data.length) await pipe.write(first.data);
         for (;;) {
-          const n = await Promise.race([it.next(), pipe.failure]);
+          const n = await pipe.orFailure(it.next());
           if (n.done) break;
           await pipe.write(n.value.data);
         }

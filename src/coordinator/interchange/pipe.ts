@@ -30,15 +30,41 @@ export class BytePipe {
   /** Bytes the reader took so far. */
   taken = 0;
 
-  /** Rejects with the pipe's error once it fails; never settles otherwise (for a wait on something else to race). */
-  readonly failure: Promise<never>;
-  #rejectFailure: (e: unknown) => void = () => {};
+  /** Who waits on something else until the pipe fails (orFailure): told the error once. */
+  readonly #onFail = new Set<(e: unknown) => void>();
 
-  constructor(readonly limitBytes: number) {
-    this.failure = new Promise<never>((_, reject) => {
-      this.#rejectFailure = reject;
+  constructor(readonly limitBytes: number) {}
+
+  /**
+   * `p`, or the pipe's error once it fails first. Not `Promise.race(p, <a promise of the failure>)`: every
+   * such race leaves a reaction on the long-lived failure promise that holds its result — each message
+   * an upload's pump waited for stayed in memory until the call ended (1 GiB uploaded, 1 GiB held). The
+   * listener here goes when the wait ends.
+   */
+  orFailure<T>(p: Promise<T>): Promise<T> {
+    if (this.#error) {
+      p.catch(() => {}); // its rejection, after the pipe's error, is nobody's
+      return Promise.reject(this.#error);
+    }
+    return new Promise<T>((resolve, reject) => {
+      const failed = (e: unknown) => reject(e);
+      this.#onFail.add(failed);
+      p.then(
+        (v) => {
+          this.#onFail.delete(failed);
+          resolve(v);
+        },
+        (e: unknown) => {
+          this.#onFail.delete(failed);
+          reject(e);
+        },
+      );
     });
-    this.failure.catch(() => {}); // nobody racing it is no unhandled rejection
+  }
+
+  /** Waits orFailure holds now (each ended wait removes its own: nothing piles up per message). */
+  get waiters(): number {
+    return this.#onFail.size;
   }
 
   get buffered(): number {
@@ -83,7 +109,8 @@ export class BytePipe {
     this.#charged = 0;
     this.#wakeReader();
     this.#wakeWriter();
-    this.#rejectFailure(error);
+    for (const f of [...this.#onFail]) f(error);
+    this.#onFail.clear();
   }
 
   /** The chunks in order until the end; throws the pipe's error. One reader at a time. */

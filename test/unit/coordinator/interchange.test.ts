@@ -587,6 +587,22 @@ describe("rbd-diff interchange (coordinator side)", () => {
     }
   });
 
+  it("orFailure: each wait for a message holds nothing once it ended (an upload's messages are not kept); the pipe's failure ends a wait", async () => {
+    const p = new BytePipe(1 << 20);
+    for (let i = 0; i < 1000; i++) {
+      const got = await p.orFailure(Promise.resolve(new Uint8Array(1024)));
+      assert.equal(got.length, 1024);
+    }
+    await assert.rejects(p.orFailure(Promise.reject(new Error("the stream broke"))), /the stream broke/);
+    assert.equal(p.waiters, 0, "no wait left behind");
+    const pending = p.orFailure(new Promise<never>(() => {}));
+    assert.equal(p.waiters, 1);
+    p.fail(new AppError(Status.DEADLINE_EXCEEDED, "the job ended"));
+    await assert.rejects(pending, /the job ended/);
+    assert.equal(p.waiters, 0);
+    await assert.rejects(p.orFailure(Promise.resolve(1)), /the job ended/, "after the failure: the failure at once");
+  });
+
   it("the relay's pipe holds at most its limit: the writer waits for the reader", async () => {
     const p = new BytePipe(20_000);
     let written = 0;
