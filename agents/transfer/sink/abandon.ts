@@ -11,19 +11,22 @@ import type { JournalEntry } from "../journal";
 import { isBackupKind } from "../protocol";
 import { imageWhere } from "./footprint";
 import type { SinkCluster, SinkDeps, SinkIoCtx } from "./ports";
-import { recoverOne } from "./recovery";
+import { recoverOne, superseded } from "./recovery";
 import { beginSweep, isRunning, isSwept, keyOfEntry, rememberDiscard } from "./running";
 
 type Deps = SinkDeps<SinkCluster>;
 
-async function undo(deps: Deps, io: SinkIoCtx, e: JournalEntry, done: string[]): Promise<void> {
-  // Left to another client that has the image open: the entry stays (no longer held), for a later sweep.
+/** Undoes `e`; false when it was left to another client that has the image open (the entry stays, no longer held). */
+async function undo(deps: Deps, io: SinkIoCtx, e: JournalEntry, done: string[]): Promise<boolean> {
   if (await recoverOne(io, { ...e, heldUntil: undefined }, imageWhere(e), done, deps)) {
     await deps.journal.remove(e.transferId);
-  } else if (e.heldUntil) {
+    return true;
+  }
+  if (e.heldUntil) {
     const { heldUntil: _held, ...rest } = e;
     await deps.journal.write(rest);
   }
+  return false;
 }
 
 type Where = { pool: string; namespace: string; image: string };
@@ -98,23 +101,32 @@ async function undoEntries(
   said: (e: JournalEntry) => string,
 ): Promise<string[]> {
   const done: string[] = [];
-  for (const e of await deps.journal.list()) {
+  const all = await deps.journal.list();
+  for (const e of all) {
     const key = keyOfEntry(e);
     if (!pick(e) || isRunning(key) || isSwept(key)) continue;
     // Claimed before the first await: a transfer into this image starting meanwhile waits (prepareTarget).
     const swept = beginSweep(key);
     try {
+      if (superseded(e, all)) {
+        await deps.journal.remove(e.transferId);
+        done.push(
+          `the entry of transfer ${e.transferId} into ${imageWhere(e)} was dropped: a later transfer into the image superseded it`,
+        );
+        continue;
+      }
+      let undone = true;
       if (await deps.cluster.poolExists(e.pool)) {
         const io = await deps.cluster.openIoCtx(e.pool, { namespace: e.namespace, poolFullTry: true });
         try {
-          await undo(deps, io, e, done);
+          undone = await undo(deps, io, e, done);
         } finally {
           await io.close();
         }
       } else {
         await deps.journal.remove(e.transferId);
       }
-      done.push(said(e));
+      if (undone) done.push(said(e));
     } catch (err) {
       deps.log.warn("undoing a transfer (held, or left by a failed cleanup) failed; the sweep retries", {
         image: imageWhere(e),

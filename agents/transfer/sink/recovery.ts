@@ -31,6 +31,14 @@ export async function recoverInterrupted(deps: Deps): Promise<string[]> {
     if (await holdAtStart(deps, e, done)) continue; // cut short with a checkpoint: kept for a retry
     const where = imageWhere(e);
     try {
+      if (superseded(e, entries)) {
+        // An entry kept because another client had the image open, and a later transfer into it since.
+        await deps.journal.remove(e.transferId);
+        done.push(
+          `dropped the entry of transfer ${e.transferId} into ${where}: a later transfer into the image superseded it`,
+        );
+        continue;
+      }
       let undone = true;
       if (await deps.cluster.poolExists(e.pool)) {
         const io = await deps.cluster.openIoCtx(e.pool, { namespace: e.namespace, poolFullTry: true });
@@ -82,6 +90,23 @@ async function fenceDeadClients(deps: Deps, entries: JournalEntry[], done: strin
  */
 async function unmarkedBase(img: SinkImage, e: JournalEntry): Promise<boolean> {
   return e.kind === TransferKind.BACKUP_FULL && !(await holdsData(img));
+}
+
+/**
+ * Whether a later transfer into the same image has an entry too: `e` (a leftover kept because another
+ * client had the image open) is then moot — that transfer's prepare dealt with the image (rolled its head
+ * back, took over or discarded what was held) — and undoing it now would undo the later one's work.
+ */
+export function superseded(e: JournalEntry, all: JournalEntry[]): boolean {
+  const at = Date.parse(e.startedAt);
+  return all.some(
+    (o) =>
+      o.transferId !== e.transferId &&
+      o.pool === e.pool &&
+      o.namespace === e.namespace &&
+      o.image === e.image &&
+      Date.parse(o.startedAt) > at,
+  );
 }
 
 /**

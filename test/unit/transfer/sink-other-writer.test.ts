@@ -9,7 +9,8 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
-import { recoverInterrupted, runSink } from "../../../agents/transfer/sink";
+import { recoverInterrupted, runSink, sweepLeftovers } from "../../../agents/transfer/sink";
+import { RESUME_KEY } from "../../../agents/transfer/sink/checkpoint";
 import { AppError, Status } from "../../../src/common/errors";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { FakeCeph, poolState } from "./fakes/fake-ceph";
@@ -123,5 +124,45 @@ describe("sink: a base image another client has open", () => {
       assert.ok(img.data.equals(parent), "rolled back to its parent");
       assert.equal(deps.journal.entries.size, 0, "the entry is done");
     }
+  });
+
+  it("a kept entry is not reported undone while left; once a later transfer into the image has an entry (held for its resume), the kept one is dropped, not undone under it", async () => {
+    const { ceph, name, img } = incremental();
+    img.data.fill(9, 0, 4096);
+    img.watchers = [OTHER];
+    const deps = sinkDeps(ceph);
+    const now = Date.now();
+    const entry = (minutesAgo: number, extra: object = {}) => ({
+      transferId: randomUUID(),
+      kind: TransferKind.BACKUP_INCREMENTAL,
+      pool: "backups",
+      namespace: "",
+      image: name,
+      createdImage: false,
+      rollbackTo: "backup.p.snap.1",
+      clientAddr: deps.clientAddr,
+      startedAt: new Date(now - minutesAgo * 60_000).toISOString(),
+      ...extra,
+    });
+    const kept = entry(20);
+    await deps.journal.write(kept);
+    const left = await sweepLeftovers(deps, now);
+    assert.equal(
+      left.some((l) => /was undone/.test(l)),
+      false,
+      left.join("\n"),
+    );
+    assert.equal(deps.journal.entries.size, 1);
+    // The other client is gone; a later transfer into the image was cut short and is held for its resume.
+    img.watchers = [];
+    const held = entry(1, { resumable: true, heldUntil: new Date(now + 3_600_000).toISOString() });
+    await deps.journal.write(held);
+    img.meta.set(RESUME_KEY, "the later transfer's checkpoint");
+    const written = Buffer.from(img.data);
+    const swept = await sweepLeftovers(deps, now);
+    assert.match(swept.join("\n"), /was dropped: a later transfer into the image superseded it/);
+    assert.deepEqual([...deps.journal.entries.keys()], [held.transferId], "the held transfer's entry alone");
+    assert.ok(img.data.equals(written), "the held transfer's writes stay");
+    assert.equal(img.meta.get(RESUME_KEY), "the later transfer's checkpoint", "and its checkpoint");
   });
 });
