@@ -109,6 +109,27 @@ export function superseded(e: JournalEntry, all: JournalEntry[]): boolean {
   );
 }
 
+/** Whether another client has `e`'s image open (said in `done`); false when it is free or gone. */
+async function leftToOthers(io: SinkIoCtx, e: JournalEntry, where: string, done: string[], own: OwnClient) {
+  let ro: SinkImage;
+  try {
+    ro = await io.imageOpen(e.image, { readOnly: true });
+  } catch (err) {
+    if (isCephError(err, "ENOENT")) return false;
+    throw err;
+  }
+  try {
+    const who = await otherWriters(ro, own);
+    if (who)
+      done.push(
+        `left ${where} to the client that has it open (${who}); interrupted transfer ${e.transferId} not undone yet`,
+      );
+    return !!who;
+  } finally {
+    await ro.close();
+  }
+}
+
 /**
  * Undoes one entry. Returns false when the image is left to another client that has it open: the entry
  * then stays, for a later sweep (sweepLeftovers) or start — that client may be a dead predecessor whose
@@ -121,6 +142,10 @@ export async function recoverOne(
   done: string[],
   own: OwnClient,
 ): Promise<boolean> {
+  // A first look through a read-only handle, which holds no watch: a sweep that finds the image in use
+  // leaves it without having been a watcher itself (another agent's prepare or commit would refuse then).
+  const left = await leftToOthers(io, e, where, done, own);
+  if (left) return false;
   let img: SinkImage;
   try {
     img = await io.imageOpen(e.image);
