@@ -29,7 +29,7 @@ import os
 import re
 import threading
 import uuid
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from oslo_log import log as logging
 
@@ -240,22 +240,34 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             )
         self._check_volume_clusters()
 
-    def _check_volume_clusters(self) -> None:
-        """The clusters rbdbackup_cluster_map and rbdbackup_default_volume_cluster name must be clusters the
-        coordinator knows: a typo there made every backup of that backend fail NOT_FOUND, long after start."""
+    def _check_volume_clusters(self) -> List[str]:
+        """The clusters rbdbackup_cluster_map and rbdbackup_default_volume_cluster name should be clusters
+        the coordinator knows: a typo there makes every backup of that backend fail NOT_FOUND, long after
+        start. A malformed name is a setup error; an unknown one is logged as an error, not raised — its
+        agents may simply not have registered yet, and a failed setup check would stop every backend's
+        backups. One attempt per cluster (the start is not held up by retries). Returns what was logged."""
         named = [(f"rbdbackup_cluster_map[{k}]", v) for k, v in sorted((CONF.rbdbackup_cluster_map or {}).items())]
         if CONF.rbdbackup_default_volume_cluster:
             named.append(("rbdbackup_default_volume_cluster", CONF.rbdbackup_default_volume_cluster))
+        logged: List[str] = []
         for opt, cluster in named:
             if cluster == CONF.rbdbackup_backup_cluster:
                 continue
             try:
-                self.client.check_cluster(cluster)
+                self.client.call("CheckCluster", pb.CheckClusterRequest(cluster=cluster), retry=False)
             except RbdbackupError as e:
-                if e.code.name in ("NOT_FOUND", "INVALID_ARGUMENT"):
+                if e.code.name == "INVALID_ARGUMENT":
                     raise exception.InvalidConfigurationValue(option=opt, value=cluster) from None
-                LOG.warning("rbdbackup cluster %(c)s (%(o)s) could not be checked (%(err)s): backups of its "
-                            "volumes fail until it can.", {"c": cluster, "o": opt, "err": e})
+                msg = (f"{opt} = {cluster}: the rbdbackup coordinator does not know this cluster (no agent of "
+                       f"it has registered): backups of its volumes fail until one does — check the name"
+                       if e.code.name == "NOT_FOUND" else
+                       f"{opt} = {cluster}: could not be checked ({e}): backups of its volumes fail until it can")
+                if e.code.name == "NOT_FOUND":
+                    LOG.error(msg)
+                else:
+                    LOG.warning(msg)
+                logged.append(msg)
+        return logged
 
     def _sweep_leftover_restores_later(self) -> None:
         """Starts this process's sweep of its host's leftover restores (once): _cancel_leftover_restores
