@@ -2,7 +2,7 @@
 
 Cinder's backup manager calls this driver as it calls CephBackupDriver; the data never passes through
 cinder-backup: the driver asks the coordinator (CreateBackup, RestoreBackup, DeleteBackup), follows the
-job (WatchJob) and maps the outcome onto Cinder's exceptions. The rules mirror
+job (GetJob polls: cinder-backup runs under eventlet) and maps the outcome onto Cinder's exceptions. The rules mirror
 cinder/backup/drivers/ceph.py (Cinder 21):
 - the source is `volume.name` of backup.volume_id in the pool of the RBD volume file, so a forced
   backup of an in-use volume snapshots the volume itself, as Ceph's driver does;
