@@ -588,10 +588,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             raise exception.BackupOperationError(str(e)) from None
         json_meta = metadata.unpack(found.volume_metadata)
         if json_meta is None:
-            if backup.encryption_key_id and metadata.BACKUP_KEY not in found.volume_metadata:
-                msg = _("the metadata of backup %s is gone (its encryption key id with it)") % backup.id
-                LOG.error(msg)
-                raise exception.BackupOperationError(msg)
+            self._require_key_metadata(backup, found.volume_metadata)
             return
         try:
             version = json.loads(json_meta).get("version")
@@ -641,15 +638,20 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             LOG.debug("Growing volume %(v)s from %(a)d to %(b)d bytes.", {"v": target.id, "a": restored_size, "b": want})
             volume_file.rbd_image.resize(want)
 
+    @staticmethod
+    def _require_key_metadata(backup, volume_metadata) -> None:
+        """An encrypted backup without its Cinder metadata: every backup this driver makes carries its Cinder
+        id, so none means the metadata object was lost, and with it the volume's encryption key id — the
+        restored volume would not open."""
+        if backup.encryption_key_id and metadata.BACKUP_KEY not in volume_metadata:
+            msg = _("the metadata of backup %s is gone (its encryption key id with it)") % backup.id
+            LOG.error(msg)
+            raise exception.BackupOperationError(msg)
+
     def _restore_metadata(self, backup, volume_id: str, result) -> None:
         json_meta = metadata.unpack(result.volume_metadata)
         if json_meta is None:
-            if backup.encryption_key_id and metadata.BACKUP_KEY not in result.volume_metadata:
-                # Every backup this driver makes carries its Cinder id: none means the metadata object was
-                # lost, and with it the volume's encryption key id — the restored volume would not open.
-                msg = _("the metadata of backup %s is gone (its encryption key id with it)") % backup.id
-                LOG.error(msg)
-                raise exception.BackupOperationError(msg)
+            self._require_key_metadata(backup, result.volume_metadata)
             LOG.debug("Volume %s has no backed up metadata.", backup.volume_id)
             return
         try:
