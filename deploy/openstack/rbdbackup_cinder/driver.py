@@ -779,9 +779,13 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         if not isinstance(raw, dict):
             raise exception.InvalidBackup(reason=_("the record has no rbdbackup_record (exported by another driver?)"))
         try:
-            record = json_format.ParseDict(raw, pb.BackupRecord())
+            # Fields this release does not know (a record exported by a newer rbdbackup) are left out: the
+            # coordinator judges what is there, as it would the same record from an exporter of this release.
+            record = json_format.ParseDict(raw, pb.BackupRecord(), ignore_unknown_fields=True)
         except json_format.ParseError as e:
             raise exception.InvalidBackup(reason=_("rbdbackup_record does not parse: %s") % e) from None
+        if not record.backup.id:
+            raise exception.InvalidBackup(reason=_("rbdbackup_record names no backup (backup.id is missing)"))
         try:
             try:
                 imported = self.client.import_backup_record(record)

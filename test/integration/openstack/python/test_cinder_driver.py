@@ -765,6 +765,11 @@ class RecordTest(DriverTestCase):
         driver2.import_record(imported, info)
         self.assertEqual(r.id, rbdbackup_id(objects.Backup.get_by_id(self.ctxt, imported.id)))
         driver2.import_record(imported, info)  # again: already known there, fine
+        # A record exported by a newer rbdbackup (fields this one does not know) still imports.
+        newer = json.loads(json.dumps(info))
+        newer["rbdbackup_record"]["a_field_of_a_newer_release"] = {"x": 1}
+        newer["rbdbackup_record"]["backup"]["another_new_field"] = "y"
+        driver2.import_record(imported, newer)
         self.assertEqual(pb.BACKUP_STATUS_AVAILABLE, client2.get_backup(r.id).status)
 
         target = self.volume(where=DST, writes=3)
