@@ -24,6 +24,8 @@ import { type BackupMetadataV1, encodeMetadata } from "./metadata";
 import { newProgress, type Progress } from "./progress";
 import { readMetadata } from "./restore";
 
+/** A name from the stream, quoted for a message: JSON escapes control characters (a terminal reads the message). */
+const quoted = (name: string | null | undefined): string => JSON.stringify(name ?? "");
 /** Features of a base image an import creates when the metadata names none: layering, exclusive-lock, object-map, fast-diff, deep-flatten. */
 const DEFAULT_BASE_FEATURES = 1 | 4 | 8 | 16 | 32;
 /** Features a base image may carry (as backup-header.ts), striping excluded (a stream carries no layout). */
@@ -93,7 +95,7 @@ export async function importBackup(
     if (m.fromSnapshot !== null && !req.fromSnapshot) {
       throw streamError(
         m.fromAt,
-        `the stream is a diff from snapshot "${m.fromSnapshot}" ('f' record), but no parent backup was given to apply it onto`,
+        `the stream is a diff from snapshot ${quoted(m.fromSnapshot)} ('f' record), but no parent backup was given to apply it onto`,
       );
     }
     if (m.fromSnapshot === null && req.fromSnapshot) {
@@ -102,15 +104,17 @@ export async function importBackup(
       );
     }
     if (m.fromSnapshot !== null && parentNames === null) {
-      legacyWarning = `the stream's from-snapshot "${m.fromSnapshot}" was not checked against the parent: it was imported before the names of its stream were kept`;
+      legacyWarning = `the stream's from-snapshot ${quoted(m.fromSnapshot)} was not checked against the parent: it was imported before the names of its stream were kept`;
     }
     if (m.fromSnapshot !== null && parentNames !== null && !parentNames.includes(m.fromSnapshot)) {
       // Applied onto anything but the state it was made from, a diff leaves an image that is neither.
       const [own, streamTo] = parentNames;
-      const held = streamTo ? `"${own}" (imported from a stream whose to-snapshot was "${streamTo}")` : `"${own}"`;
+      const held = streamTo
+        ? `${quoted(own)} (imported from a stream whose to-snapshot was ${quoted(streamTo)})`
+        : quoted(own);
       throw streamError(
         m.fromAt,
-        `the stream is a diff from snapshot "${m.fromSnapshot}" ('f' record), but the parent backup's snapshot is ${held}: ` +
+        `the stream is a diff from snapshot ${quoted(m.fromSnapshot)} ('f' record), but the parent backup's snapshot is ${held}: ` +
           "applied onto it, the diff would not reproduce the volume. Give the backup the diff was made from as " +
           "parent_backup_id, or import a full stream to start a new chain",
       );
@@ -132,7 +136,7 @@ export async function importBackup(
     seconds,
   });
   const warnings = [...summary.warnings];
-  if (streamTo) warnings.push(`the stream's to-snapshot "${streamTo}" is kept as ${req.toSnapshot}`);
+  if (streamTo) warnings.push(`the stream's to-snapshot ${quoted(streamTo)} is kept as ${req.toSnapshot}`);
   if (legacyWarning) warnings.push(legacyWarning);
   return {
     backupId: req.backupId,

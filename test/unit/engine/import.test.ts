@@ -266,6 +266,20 @@ describe("importBackup onto an imported parent whose metadata object is gone", (
   });
 });
 
+describe("importBackup: names from the stream in messages", () => {
+  it("a snapshot name with control characters is quoted with them escaped (a terminal reads the message)", async () => {
+    const ceph = new FakeCeph("backups");
+    const s = stream(1, pattern(SIZE, 3), "evil\u001b[31m\nname");
+    await refused(
+      imp(ceph, {}, s.bytes),
+      /a diff from snapshot "evil\\u001b\[31m\\nname" \('f' record\), but no parent backup/,
+    );
+    const e = await imp(ceph, {}, s.bytes).catch((x: Error) => x);
+    const raw = [...String((e as Error).message)].filter((c) => (c.codePointAt(0) ?? 32) < 32);
+    assert.deepEqual(raw, [], "no raw control character");
+  });
+});
+
 describe("importBackup's record of the stream", () => {
   it("an incremental's backup.<id>.meta keeps the stream's 'f' and 't' names (the next diff may start at 't')", async () => {
     const ceph = new FakeCeph("backups");
