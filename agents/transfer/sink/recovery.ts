@@ -109,6 +109,9 @@ export function superseded(e: JournalEntry, all: JournalEntry[]): boolean {
   );
 }
 
+const leftTo = (where: string, who: string, e: JournalEntry) =>
+  `left ${where} to the client that has it open (${who}); interrupted transfer ${e.transferId} not undone yet`;
+
 /** Whether another client has `e`'s image open (said in `done`); false when it is free or gone. */
 async function leftToOthers(io: SinkIoCtx, e: JournalEntry, where: string, done: string[], own: OwnClient) {
   let ro: SinkImage;
@@ -120,10 +123,7 @@ async function leftToOthers(io: SinkIoCtx, e: JournalEntry, where: string, done:
   }
   try {
     const who = await otherWriters(ro, own);
-    if (who)
-      done.push(
-        `left ${where} to the client that has it open (${who}); interrupted transfer ${e.transferId} not undone yet`,
-      );
+    if (who) done.push(leftTo(where, who, e));
     return !!who;
   } finally {
     await ro.close();
@@ -165,9 +165,7 @@ export async function recoverOne(
     // client — not the head, not the checkpoint, not the backup's objects, which may be that retry's.
     const who = await otherWriters(img, own);
     if (who) {
-      done.push(
-        `left ${where} to the client that has it open (${who}); interrupted transfer ${e.transferId} not undone yet`,
-      );
+      done.push(leftTo(where, who, e));
       return false;
     }
     const snaps = await img.snapList();

@@ -30,6 +30,19 @@ function incremental() {
   return { ceph, h, name, parent, img };
 }
 
+/** The journal entry of an incremental into `image` (its undo: roll back to the parent), started at `at`. */
+const entryInto = (image: string, clientAddr: string, at: number) => ({
+  transferId: randomUUID(),
+  kind: TransferKind.BACKUP_INCREMENTAL,
+  pool: "backups",
+  namespace: "",
+  image,
+  createdImage: false,
+  rollbackTo: "backup.p.snap.1",
+  clientAddr,
+  startedAt: new Date(at).toISOString(),
+});
+
 const failure = (p: Promise<unknown>) =>
   p.then(
     () => assert.fail("the transfer succeeded"),
@@ -94,17 +107,7 @@ describe("sink: a base image another client has open", () => {
       img.data.fill(9, 0, 4096);
       if (other) img.watchers = [OTHER];
       const deps = sinkDeps(ceph);
-      await deps.journal.write({
-        transferId: randomUUID(),
-        kind: TransferKind.BACKUP_INCREMENTAL,
-        pool: "backups",
-        namespace: "",
-        image: name,
-        createdImage: false,
-        rollbackTo: "backup.p.snap.1",
-        clientAddr: deps.clientAddr,
-        startedAt: new Date().toISOString(),
-      });
+      await deps.journal.write(entryInto(name, deps.clientAddr, Date.now()));
       const report = await recoverInterrupted(deps);
       if (other) {
         assert.equal(
@@ -133,15 +136,7 @@ describe("sink: a base image another client has open", () => {
     const deps = sinkDeps(ceph);
     const now = Date.now();
     const entry = (minutesAgo: number, extra: object = {}) => ({
-      transferId: randomUUID(),
-      kind: TransferKind.BACKUP_INCREMENTAL,
-      pool: "backups",
-      namespace: "",
-      image: name,
-      createdImage: false,
-      rollbackTo: "backup.p.snap.1",
-      clientAddr: deps.clientAddr,
-      startedAt: new Date(now - minutesAgo * 60_000).toISOString(),
+      ...entryInto(name, deps.clientAddr, now - minutesAgo * 60_000),
       ...extra,
     });
     const kept = entry(20);
