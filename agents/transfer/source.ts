@@ -317,8 +317,9 @@ export async function* rbdMessages(
   const s = new DiffSource(image, o, opts, stats, header.imageSize);
   yield { body: { $case: "header", value: header } };
   s.t0 = performance.now();
-  // Walked only over the objects that changed when the object map can say which (pruned-diff.ts): an
-  // incremental's diff then follows the changed data, not the image's size.
+  // A full backup's diff is walked only over the objects that exist when the object map can say which
+  // (pruned-diff.ts); an incremental's is the exact walk (after an `rbd snap rollback` the object map's
+  // "written since" is wrong).
   const diff = prunedDiff(image, {
     ...(o.fromSnapshot ? { fromSnapshot: o.fromSnapshot } : {}),
     ...(o.includeParent === false ? { includeParent: false } : {}),
