@@ -28,7 +28,7 @@
 # holds it can make any identity); the README's Deploying installs each key owned by its daemon's user.
 # Runs on one OUTDIR take turns (OUTDIR/.lock, flock, at most 120 s of waiting).
 set -euo pipefail
-[ $# -ge 2 ] || { echo "usage: $0 OUTDIR NAME..." >&2; exit 2; }
+[ $# -ge 2 ] || { echo "usage: $0 OUTDIR NAME=IDENTITY..." >&2; exit 2; }
 out="$1"; shift
 # The host name only a coordinator's certificate names (src/common/identity.ts COORDINATOR_DNS_NAME).
 COORDINATOR_DNS=coordinator.rbdbackup.invalid

@@ -45,7 +45,7 @@ describe("agent configuration", () => {
   it("deploy/examples/agent.json parses with its documented values", () => {
     const c = parseAgentConfig(["--config", example]);
     assert.equal(c.agentId, "agent-site-a-1");
-    assert.deepEqual(c.coordinator.addresses, ["127.0.0.1:7300", "127.0.0.1:7310"]);
+    assert.deepEqual(c.coordinator.addresses, ["coord-a.example.net:7300", "coord-b.example.net:7300"]);
     assert.equal(c.limits.maxConcurrentJobs, 4);
     assert.equal(c.limits.maxReadsInFlight, 12, "the widest read window, as the default derives it");
     assert.equal(c.limits.maxWindowBytes, 64 * 2 ** 20, "the widest write window, as the default derives it");

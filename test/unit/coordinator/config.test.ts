@@ -59,7 +59,7 @@ describe("configuration", () => {
 
   it("deploy/examples/agent.json parses and names its coordinator", () => {
     const c = parseAgentConfig(["--config", path.join(root, "deploy/examples/agent.json")]);
-    assert.deepEqual(c.coordinator.addresses, ["127.0.0.1:7300", "127.0.0.1:7310"]);
+    assert.deepEqual(c.coordinator.addresses, ["coord-a.example.net:7300", "coord-b.example.net:7300"]);
     assert.equal(c.limits.maxConcurrentJobs, 4);
   });
 
