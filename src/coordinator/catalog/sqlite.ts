@@ -103,17 +103,24 @@ export class SqliteCatalog implements Catalog {
     this.#db.pragma("journal_mode = WAL");
     this.#db.pragma("synchronous = FULL");
     this.#db.pragma("foreign_keys = ON");
-    this.#db.exec(SCHEMA);
-    this.#db.exec(POLICY_SCHEMA);
-    this.#db.exec(PIN_KNOWN_CLUSTERS);
-    migratePolicyColumns(this.#db);
-    this.#addColumns();
-    this.#db.exec(LISTING_INDEXES);
-    const v = this.#sql("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string } | undefined;
-    if (!v) this.#sql("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(SCHEMA_VERSION);
-    else if (v.value === "1") this.#sql("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(SCHEMA_VERSION);
-    else if (v.value !== SCHEMA_VERSION)
-      throw new Error(`catalog ${file} has schema version ${v.value}; this coordinator knows ${SCHEMA_VERSION}`);
+    // The version first, before anything is created or written: a schema this code does not know (a
+    // newer release's, after a rollback of the coordinator) is refused untouched. Then every step and
+    // the version in one transaction: a start cut short leaves the file as it was.
+    const v = this.#storedVersion();
+    if (v !== undefined && v !== "1" && v !== SCHEMA_VERSION) {
+      this.#db.close();
+      throw new Error(`catalog ${file} has schema version ${v}; this coordinator knows ${SCHEMA_VERSION}`);
+    }
+    this.#db.transaction(() => {
+      this.#db.exec(SCHEMA);
+      this.#db.exec(POLICY_SCHEMA);
+      this.#db.exec(PIN_KNOWN_CLUSTERS);
+      migratePolicyColumns(this.#db);
+      this.#addColumns();
+      this.#db.exec(LISTING_INDEXES);
+      if (v === undefined) this.#sql("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(SCHEMA_VERSION);
+      else if (v === "1") this.#sql("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(SCHEMA_VERSION);
+    })();
     this.pagingKey = this.#pagingKey();
     this.policies = new SqlitePolicyStore(this.#db, this.pagingKey);
     this.#available = new AvailableIndex(() =>
@@ -129,6 +136,16 @@ export class SqliteCatalog implements Catalog {
           `SELECT id, created_at AS createdAt, backup_id AS backupId, doc FROM jobs WHERE state IN (${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING})`,
         ).all() as ActiveJobRow[],
     );
+  }
+
+  /** The file's schema version, or undefined for a new file (no `meta` table, or no version in it). */
+  #storedVersion(): string | undefined {
+    const meta = this.#db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").get();
+    if (!meta) return undefined;
+    const r = this.#db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as
+      | { value: string }
+      | undefined;
+    return r?.value;
   }
 
   /** Adds the columns an older catalog lacks (ADDED_COLUMNS), filled from the records, in one transaction. */

@@ -1,7 +1,7 @@
 /**
  * The SQLite catalog's schema version: a fresh file gets the code's; a version-1 file (before shared
  * backup locks) is brought to 2 with no table change; a file at a version this code does not know is
- * refused — as a coordinator built before shared locks refuses a version-2 file.
+ * refused, untouched — as a coordinator built before shared locks refuses a version-2 file.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -39,5 +39,26 @@ describe("SQLite catalog: schema version", () => {
     assert.equal(version(file), "2", "upgraded in place");
     setVersion(file, "3");
     assert.throws(() => new SqliteCatalog(file), /has schema version 3; this coordinator knows 2/);
+  });
+
+  it("a newer file is refused before anything in it is created or written", () => {
+    const file = path.join(dir, "newer.db");
+    new SqliteCatalog(file).close();
+    // What a newer release might have done: dropped a table and an index this code would make again.
+    const db = new Database(file);
+    db.exec("DROP TABLE clusters; DROP INDEX IF EXISTS protection_due");
+    db.prepare("INSERT INTO agents (agent_id, cluster, doc) VALUES ('a1', 'site-a', ?)").run(
+      JSON.stringify({ agentId: "a1", clusterName: "site-a", clusterFsid: "f-1" }),
+    );
+    db.prepare("UPDATE meta SET value = '3' WHERE key = 'schema_version'").run();
+    const before = db.prepare("SELECT type, name FROM sqlite_master ORDER BY name").all();
+    db.close();
+    assert.throws(() => new SqliteCatalog(file), /has schema version 3; this coordinator knows 2/);
+    const after = new Database(file);
+    try {
+      assert.deepEqual(after.prepare("SELECT type, name FROM sqlite_master ORDER BY name").all(), before);
+    } finally {
+      after.close();
+    }
   });
 });
