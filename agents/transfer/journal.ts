@@ -3,6 +3,9 @@
  * state directory, written (and fsync'ed) before the destination changes anything it would have to
  * undo. A transfer that ends (committed, or cleaned up) removes its entry; an entry found at start
  * means the agent died mid-transfer, and recovery undoes what that transfer left (sink/recovery.ts).
+ * Each file says its format (`format`; none: 1). One this release cannot read — another release's
+ * format, a torn or foreign file — is left where it is and said at every listing (a warning naming the
+ * file and, when readable, its image): what it describes is neither undone nor forgotten in silence.
  */
 import { mkdirSync } from "node:fs";
 import { open, readdir, readFile, rename, rm } from "node:fs/promises";
@@ -32,6 +35,12 @@ export interface JournalEntry {
   heldUntil?: string;
 }
 
+/** The entries' format this release writes and reads. */
+export const JOURNAL_FORMAT = 1;
+
+/** A file `list()` leaves alone, and why (the log says it). */
+export type SkippedFile = { file: string; reason: string; image?: string };
+
 /** The fields recovery relies on, with their types. */
 function isEntry(e: unknown): e is JournalEntry {
   if (typeof e !== "object" || e === null) return false;
@@ -57,8 +66,11 @@ export interface JournalStore {
 
 export class Journal implements JournalStore {
   readonly dir: string;
+  readonly #onSkipped: (s: SkippedFile) => void;
 
-  constructor(stateDir: string) {
+  /** `onSkipped`: told of every file a listing leaves alone (the agent logs a warning). */
+  constructor(stateDir: string, onSkipped: (s: SkippedFile) => void = () => {}) {
+    this.#onSkipped = onSkipped;
     this.dir = path.join(stateDir, "transfers");
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
   }
@@ -72,7 +84,7 @@ export class Journal implements JournalStore {
     const tmp = `${this.#file(e.transferId)}.tmp`;
     const fh = await open(tmp, "w", 0o600);
     try {
-      await fh.writeFile(JSON.stringify(e));
+      await fh.writeFile(JSON.stringify({ format: JOURNAL_FORMAT, ...e }));
       await fh.sync();
     } finally {
       await fh.close();
@@ -98,16 +110,37 @@ export class Journal implements JournalStore {
     }
   }
 
-  /** The entries on disk; files that are unreadable or not an entry are skipped (recovery must start). */
+  /**
+   * The entries on disk. A file that is unreadable, not an entry, or of another format is left alone and
+   * told to `onSkipped` (recovery must start either way). A leftover `.tmp` (a write cut short before
+   * its rename) is not an entry and is not told.
+   */
   async list(): Promise<JournalEntry[]> {
     const out: JournalEntry[] = [];
     for (const f of await readdir(this.dir)) {
       if (!f.endsWith(".json")) continue;
+      const file = path.join(this.dir, f);
+      let e: unknown;
       try {
-        const e: unknown = JSON.parse(await readFile(path.join(this.dir, f), "utf8"));
-        if (isEntry(e)) out.push(e);
-      } catch {
-        // A torn write of the tmp file never reaches *.json (rename is atomic); skip anything unreadable.
+        e = JSON.parse(await readFile(file, "utf8"));
+      } catch (err) {
+        this.#onSkipped({ file, reason: `unreadable (${(err as Error).message})` });
+        continue;
+      }
+      const o = (typeof e === "object" && e !== null ? e : {}) as Record<string, unknown>;
+      const image = typeof o.pool === "string" && typeof o.image === "string" ? `${o.pool}/${o.image}` : undefined;
+      const format = o.format ?? 1;
+      if (format !== JOURNAL_FORMAT) {
+        this.#onSkipped({
+          file,
+          reason: `format ${JSON.stringify(format)}, not ${JOURNAL_FORMAT} (another release's)`,
+          ...(image ? { image } : {}),
+        });
+      } else if (!isEntry(e)) {
+        this.#onSkipped({ file, reason: "not a journal entry", ...(image ? { image } : {}) });
+      } else {
+        const { format: _, ...entry } = e as JournalEntry & { format?: number };
+        out.push(entry);
       }
     }
     return out;

@@ -1,14 +1,14 @@
 /**
  * The destination's journal on disk (agents/transfer/journal.ts): entries written, replaced, listed and
- * removed; files that are not entries (torn, null, another shape, a leftover .tmp) are skipped so that
- * recovery at start never fails on them.
+ * removed; files that are not entries (torn, null, another shape, another release's format, a leftover
+ * .tmp) are skipped so that recovery at start never fails on them, and each (but the .tmp) is told.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
-import { Journal, type JournalEntry } from "../../../agents/transfer/journal";
+import { JOURNAL_FORMAT, Journal, type JournalEntry, type SkippedFile } from "../../../agents/transfer/journal";
 
 const dirs: string[] = [];
 after(async () => {
@@ -50,16 +50,32 @@ describe("Journal on disk", () => {
     assert.deepEqual((await readdir(j.dir)).sort(), ["b.json"], "no temporary file left");
   });
 
-  it("skips files that are not entries: torn JSON, null, another shape, a leftover .tmp", async () => {
-    const j = await journal();
+  it("skips files that are not entries: torn JSON, null, another shape, another format, a leftover .tmp — and says which", async () => {
+    const d = await mkdtemp(path.join(tmpdir(), "rbdbackup-journal-"));
+    dirs.push(d);
+    const skipped: SkippedFile[] = [];
+    const j = new Journal(d, (s) => skipped.push(s));
     await j.write(entry("good"));
     await writeFile(path.join(j.dir, "torn.json"), '{"transferId":"torn","po');
     await writeFile(path.join(j.dir, "null.json"), "null");
     await writeFile(path.join(j.dir, "shape.json"), JSON.stringify({ transferId: 7, pool: "backups" }));
     await writeFile(path.join(j.dir, "left.json.tmp"), JSON.stringify(entry("left")));
-    assert.deepEqual(
-      (await j.list()).map((e) => e.transferId),
-      ["good"],
-    );
+    await writeFile(path.join(j.dir, "newer.json"), JSON.stringify({ ...entry("newer"), format: 2 }));
+    // Written before entries said their format: read as format 1.
+    await writeFile(path.join(j.dir, "older.json"), JSON.stringify(entry("older")));
+    assert.deepEqual((await j.list()).map((e) => e.transferId).sort(), ["good", "older"]);
+    const said = new Map(skipped.map((s) => [path.basename(s.file), s]));
+    assert.deepEqual([...said.keys()].sort(), ["newer.json", "null.json", "shape.json", "torn.json"]);
+    assert.match(said.get("newer.json")?.reason ?? "", /format 2, not 1/);
+    assert.equal(said.get("newer.json")?.image, "backups/vol.newer");
+    assert.match(said.get("torn.json")?.reason ?? "", /unreadable/);
+    assert.equal(said.get("shape.json")?.reason, "not a journal entry");
+  });
+
+  it("entries carry their format on disk, and come back without it", async () => {
+    const j = await journal();
+    await j.write(entry("f"));
+    assert.equal(JSON.parse(await readFile(path.join(j.dir, "f.json"), "utf8")).format, JOURNAL_FORMAT);
+    assert.deepEqual(await j.list(), [entry("f")]);
   });
 });
