@@ -31,7 +31,7 @@ import { VERSION } from "../common/version";
 import { BackupServiceDefinition, CoordinatorRole } from "../gen/rbdbackup/v1/backup_service";
 import { CoordinatorAgentServiceDefinition } from "../gen/rbdbackup/v1/session";
 import { scopeGuard } from "./api/scoped";
-import { type ApiDeps, backupService, errorStatus } from "./api/service";
+import { type ApiDeps, backupService, errorStatus, withDecodeFailures } from "./api/service";
 import { auditCalls } from "./api-audit";
 import { Audit } from "./audit";
 import { authInterceptor } from "./auth";
@@ -190,7 +190,7 @@ export class Coordinator {
       .with(errorStatus(this.log, path.dirname(path.resolve(cfg.catalogPath))))
       .with(standbyGate(ha))
       .with(scopeGuard({ ...api, scopes, audit }))
-      .add(BackupServiceDefinition, backupService(api));
+      .add(withDecodeFailures(BackupServiceDefinition), backupService(api));
     server.add(
       CoordinatorAgentServiceDefinition,
       sessionService({

@@ -32,6 +32,7 @@ import { watchJob } from "./watch";
 
 export type { ApiDeps } from "./deps";
 export { errorStatus } from "./error-status";
+export { withDecodeFailures } from "./undecodable";
 
 /** GetCoordinatorStatus of a coordinator built without HA wiring (tests): the only one, always leading. */
 function soleCoordinator(deps: ApiDeps): CoordinatorStatus {

@@ -9,7 +9,7 @@ import { type Client, ClientError, createChannel, createClient, createServer } f
 import { Status } from "nice-grpc-common";
 import type { ApiDeps } from "../../../src/coordinator/api/deps";
 import { scopeGuard } from "../../../src/coordinator/api/scoped";
-import { backupService, errorStatus } from "../../../src/coordinator/api/service";
+import { backupService, errorStatus, withDecodeFailures } from "../../../src/coordinator/api/service";
 import { auditCalls } from "../../../src/coordinator/api-audit";
 import type { Audit } from "../../../src/coordinator/audit";
 import type { ScopeStore } from "../../../src/coordinator/scopes";
@@ -30,8 +30,8 @@ export async function serveApi(deps: ApiDeps, guard?: { scopes: ScopeStore; audi
       .with(auditCalls(guard.audit))
       .with(errorStatus(deps.log))
       .with(scopeGuard({ ...deps, ...guard }))
-      .add(BackupServiceDefinition, backupService(deps));
-  else server.with(errorStatus(deps.log)).add(BackupServiceDefinition, backupService(deps));
+      .add(withDecodeFailures(BackupServiceDefinition), backupService(deps));
+  else server.with(errorStatus(deps.log)).add(withDecodeFailures(BackupServiceDefinition), backupService(deps));
   const port = await server.listen("127.0.0.1:0");
   const channel = createChannel(`127.0.0.1:${port}`, ChannelCredentials.createInsecure());
   return {

@@ -271,6 +271,13 @@ describe("policy API", () => {
         /^policy\.retention/,
       );
       assert.deepEqual(h.catalog.policies.getPolicy("p"), { ...p, selectedVolumes: 0 });
+      // A revision the generated code cannot read as a number: INVALID_ARGUMENT (grpc-js said INTERNAL).
+      await assertStatus(
+        api.updatePolicy({ policy: policy("p", { description: "changed" }), expectedRevision: 2 ** 60 }),
+        Status.INVALID_ARGUMENT,
+        /^the request message could not be decoded \(.*\): a 64-bit number field holds more than 2\^53/,
+      );
+      assert.deepEqual(h.catalog.policies.getPolicy("p"), { ...p, selectedVolumes: 0 });
     });
 
     it("names, page sizes, tokens and filters of the other methods", async () => {

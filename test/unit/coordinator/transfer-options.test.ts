@@ -61,6 +61,11 @@ const BAD: Array<[string, Partial<TransferOptions>, RegExp]> = [
     { bandwidthLimitBytesPerSecond: 2 ** 40 + 1 },
     /^transfer\.bandwidth_limit_bytes_per_second: 1099511627777 is not 0/,
   ],
+  [
+    "a cap above 2^53 (the message cannot be decoded)",
+    { bandwidthLimitBytesPerSecond: 2 ** 60 },
+    /^the request message could not be decoded \(.*MAX_SAFE_INTEGER.*\): a 64-bit number field holds more than 2\^53/,
+  ],
 ];
 
 describe("TransferOptions through the API", () => {
