@@ -10,12 +10,13 @@ import { type BackupLocation, Compression, type TransferOptions, type VolumeRef 
 
 /** Cluster names (as agents register them). */
 export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+export const MAX_CLUSTER_NAME = 64;
 /** Pool, namespace and image names: what RBD accepts, bounded (a base image adds 44 characters). */
-const MAX_RBD_NAME = 200;
+export const MAX_RBD_NAME = 200;
 const MAX_VOLUME_ID = 256;
 const MAX_META_ENTRIES = 64;
 const MAX_META_KEY = 256;
-const MAX_META_VALUE = 4096;
+export const MAX_META_VALUE = 4096;
 const IDEMPOTENCY_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
 export function clusterName(v: string, field: string): string {

@@ -11,6 +11,7 @@ import { CreateBackupRequest } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Policy, PolicySchedule } from "../../gen/rbdbackup/v1/policy";
 import { POLICY_RUN_KEY_PREFIX } from "../jobs/new-job";
+import { MAX_CLUSTER_NAME, MAX_META_VALUE, MAX_RBD_NAME } from "../validate";
 import { type ProtectionRecord, volumeKey } from "./model";
 import { countSlots, jitterMs, nextSlot, runStart } from "./schedule";
 
@@ -136,13 +137,42 @@ export function manualKey(policy: string, vol: VolumeRef, nowMs: number): string
   return `${POLICY_RUN_KEY_PREFIX}${policy}:now${nowMs}:${h}`;
 }
 
+/** The placeholders of a policy's metadata values, and the longest each can be (characters). */
+const PLACEHOLDER_LONGEST: Record<string, number> = {
+  cluster: MAX_CLUSTER_NAME,
+  pool: MAX_RBD_NAME,
+  namespace: MAX_RBD_NAME,
+  image: MAX_RBD_NAME,
+  policy: 63, // POLICY_NAME_RE
+};
+const PLACEHOLDER = /\{(cluster|pool|namespace|image|policy)\}/g;
+
 /** "{cluster}", "{pool}", "{namespace}", "{image}" and "{policy}" in the policy's metadata values replaced. */
 export function volumeMetadata(p: Policy, vol: VolumeRef): Record<string, string> {
   const subst: Record<string, string> = { ...vol, policy: p.name };
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(p.volumeMetadata ?? {}))
-    out[k] = v.replace(/\{(cluster|pool|namespace|image|policy)\}/g, (_, f: string) => subst[f] ?? "");
+    out[k] = v.replace(PLACEHOLDER, (_, f: string) => subst[f] ?? "");
   return out;
+}
+
+/**
+ * The metadata value a template can become at most, each placeholder filled with the longest name it
+ * stands for: a policy's runs must hold what CreateBackup would accept (MAX_META_VALUE), whatever volume
+ * they back up — checked once, when the policy is written.
+ */
+export function longestExpansion(template: string): number {
+  return template.replace(PLACEHOLDER, (_, f: string) => "x".repeat(PLACEHOLDER_LONGEST[f] ?? 0)).length;
+}
+
+/** INVALID_ARGUMENT-worthy text for the first template that could outgrow a metadata value; undefined when none can. */
+export function overlongTemplate(meta: Record<string, string>): string | undefined {
+  for (const [k, t] of Object.entries(meta)) {
+    const n = longestExpansion(t);
+    if (n > MAX_META_VALUE)
+      return `volume_metadata["${k.slice(0, 40)}"] can become ${n} characters with its placeholders filled (the longest names they stand for); at most ${MAX_META_VALUE}`;
+  }
+  return undefined;
 }
 
 /** The CreateBackup request of a policy's run of `vol` under idempotency key `key`. */

@@ -16,6 +16,7 @@ import * as v from "../validate";
 import { volumeKey } from "./model";
 import { validateRetention } from "./retention";
 import { validateSchedule } from "./schedule";
+import { overlongTemplate } from "./slots";
 import { validateVerifySchedule } from "./verify-schedule";
 
 export const POLICY_NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -68,6 +69,8 @@ export function validatePolicy(p: Policy | undefined, ctx: PolicyContext): Polic
   under(() => v.backupMode(p.mode));
   under(() => v.maxSnapshots(p.maxSnapshots));
   under(() => v.volumeMetadata("", p.volumeMetadata));
+  const overlong = overlongTemplate(p.volumeMetadata);
+  if (overlong) throw invalidArgument(`policy.${overlong}`);
   const transfer = under(() => v.transferOptions(p.transfer, "transfer"));
   if (!p.schedule) throw invalidArgument("policy.schedule is required");
   validateSchedule(p.schedule, ctx.minIntervalSeconds);

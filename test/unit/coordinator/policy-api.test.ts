@@ -199,6 +199,12 @@ describe("policy API", () => {
         /^policy\.max_snapshots 5000/,
       ],
       [
+        "a metadata template that would outgrow a value once filled in (585 × {image}: up to 117,000 characters)",
+        policy("p", { volumeMetadata: { k0: "{image}".repeat(585) } }),
+        Status.INVALID_ARGUMENT,
+        /^policy\.volume_metadata\["k0"\] can become 117000 characters with its placeholders filled .*; at most 4096$/,
+      ],
+      [
         "an empty metadata key",
         policy("p", { volumeMetadata: { "": "x" } }),
         Status.INVALID_ARGUMENT,
