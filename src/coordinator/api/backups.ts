@@ -2,17 +2,18 @@
 import type { CallContext } from "nice-grpc-common";
 import { invalidArgument, notFound } from "../../common/errors";
 import type { ListBackupSnapshotsResponse } from "../../gen/rbdbackup/v1/agent";
-import type {
+import {
   Backup,
-  GetBackupRequest,
-  ListBackupSnapshotsRequest,
-  ListBackupsRequest,
-  ListBackupsResponse,
+  type GetBackupRequest,
+  type ListBackupSnapshotsRequest,
+  type ListBackupsRequest,
+  type ListBackupsResponse,
 } from "../../gen/rbdbackup/v1/backup_service";
 import { ask } from "../jobs/probes";
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
+import { boundedPage } from "./paging";
 
 export function getBackup(deps: ApiDeps, req: GetBackupRequest): Backup {
   v.uuid(req.backupId, "backup_id");
@@ -41,7 +42,11 @@ export function listBackups(deps: ApiDeps, req: ListBackupsRequest): ListBackups
     locationCluster: req.locationCluster,
     ...(req.status ? { statuses: [req.status] } : { excludeDeleted: true }),
   };
-  const p = v.page(() => deps.catalog.listBackups(filter, size, req.pageToken));
+  const p = boundedPage(
+    (n) => deps.catalog.listBackups(filter, n, req.pageToken),
+    size,
+    (b) => Backup.encode(b).finish().length,
+  );
   return { backups: p.items, nextPageToken: p.next };
 }
 

@@ -3,7 +3,7 @@ import { failedPrecondition, notFound } from "../../common/errors";
 import {
   type CancelJobRequest,
   type GetJobRequest,
-  type Job,
+  Job,
   JobState,
   type ListJobsRequest,
   type ListJobsResponse,
@@ -12,6 +12,7 @@ import { isFinal } from "../scheduler";
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
+import { boundedPage } from "./paging";
 
 export function getJob(deps: ApiDeps, adm: Admission, req: GetJobRequest): Job {
   v.uuid(req.jobId, "job_id");
@@ -26,7 +27,11 @@ export function listJobs(deps: ApiDeps, adm: Admission, req: ListJobsRequest): L
   if (req.backupId) v.uuid(req.backupId, "backup_id");
   const size = v.pageSize(req.pageSize);
   const filter = { state: req.state, kind: req.kind, backupId: req.backupId };
-  const p = v.page(() => deps.catalog.listJobs(filter, size, req.pageToken));
+  const p = boundedPage(
+    (n) => deps.catalog.listJobs(filter, n, req.pageToken),
+    size,
+    (j) => Job.encode(adm.view(j)).finish().length,
+  );
   return { jobs: p.items.map((j) => adm.view(j)), nextPageToken: p.next };
 }
 

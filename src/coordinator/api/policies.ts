@@ -10,14 +10,14 @@ import type { CallContext } from "nice-grpc-common";
 import { AppError, alreadyExists, failedPrecondition, notFound, Status, unavailable } from "../../common/errors";
 import type { BackupServiceImplementation } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
-import type {
-  CreatePolicyRequest,
-  ListPoliciesRequest,
-  ListPoliciesResponse,
+import {
+  type CreatePolicyRequest,
+  type ListPoliciesRequest,
+  type ListPoliciesResponse,
   Policy,
-  RunPolicyNowRequest,
-  RunPolicyNowResponse,
-  UpdatePolicyRequest,
+  type RunPolicyNowRequest,
+  type RunPolicyNowResponse,
+  type UpdatePolicyRequest,
 } from "../../gen/rbdbackup/v1/policy";
 import { volumeLabel } from "../model";
 import { volumeKey } from "../policy/model";
@@ -26,6 +26,7 @@ import { checkOverlap, defaultPoolOf, type PolicyContext, policyName, validatePo
 import * as v from "../validate";
 import { isUniqueViolation } from "./admission";
 import type { ApiDeps } from "./deps";
+import { boundedPage } from "./paging";
 import { probe } from "./probes";
 import { getVolumeProtection, listVolumeProtection } from "./protection";
 
@@ -175,7 +176,11 @@ async function updatePolicy(deps: ApiDeps, req: UpdatePolicyRequest, ctx: CallCo
 
 function listPolicies(deps: ApiDeps, req: ListPoliciesRequest): ListPoliciesResponse {
   const size = v.pageSize(req.pageSize);
-  const page = v.page(() => deps.catalog.policies.listPolicies(size, req.pageToken));
+  const page = boundedPage(
+    (n) => deps.catalog.policies.listPolicies(n, req.pageToken),
+    size,
+    (p) => Policy.encode(p).finish().length,
+  );
   return { policies: page.items.map((p) => policyView(deps, p)), nextPageToken: page.next };
 }
 
