@@ -384,6 +384,7 @@ export class Agent {
       this.session.start();
     }
     log.info("agent serving", {
+      version: VERSION,
       address: this.address,
       transferAddress: this.transferAddress,
       cluster: cfg.cluster.name,

@@ -246,6 +246,7 @@ export class Coordinator {
     ha.start(identity(cfg.ha, this.address));
     this.health.setStatus("healthy");
     this.log.info("coordinator serving", {
+      version: VERSION,
       address: this.address,
       metricsAddress: this.metricsAddress,
       catalog: cfg.catalogPath,

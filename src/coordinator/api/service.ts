@@ -7,6 +7,7 @@
  * This file only routes each method to the file of its concern. Handlers throw AppError; the server
  * adds them behind errorStatus (error-status.ts), which turns every failure into a status.
  */
+import { VERSION } from "../../common/version";
 import {
   type BackupServiceImplementation,
   CoordinatorRole,
@@ -42,6 +43,7 @@ function soleCoordinator(deps: ApiDeps): CoordinatorStatus {
     role: CoordinatorRole.COORDINATOR_ROLE_SINGLE,
     catalog: c.kind,
     schemaVersion: c.schemaVersion,
+    version: VERSION,
   };
 }
 

@@ -12,6 +12,7 @@ import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { splitHostPort } from "../../common/address";
 import type { Logger } from "../../common/log";
+import { VERSION } from "../../common/version";
 import { CoordinatorRole, type CoordinatorStatus } from "../../gen/rbdbackup/v1/backup_service";
 import type { Catalog } from "../catalog/catalog";
 import type { CoordinatorIdentity, LeaderRecord } from "../catalog/leader-lease";
@@ -169,6 +170,7 @@ export class HaControl implements LeaderView {
       role: this.role,
       catalog: this.deps.catalog.kind,
       schemaVersion: this.deps.catalog.schemaVersion,
+      version: VERSION,
     };
     const lease = this.deps.catalog.leadership;
     if (!lease)

@@ -74,6 +74,7 @@ describe("standby gate", () => {
             leaseExpiresAt: undefined,
             catalog: "postgresql",
             schemaVersion: 1,
+            version: "0.1.0+test",
           }),
         }),
       );
