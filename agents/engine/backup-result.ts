@@ -20,6 +20,10 @@ export type WithSourceSnapshots = BackupResult & { [SOURCE_SNAPSHOTS]?: BackupSn
 export const COMPLETED_EARLIER_WARNING =
   "completed by an earlier attempt whose result was lost (its agent stopped before reporting): the data counts are not known, and older source snapshots are pruned by the next backup";
 
+/** The warning of a result whose backup the destination committed while this attempt was being stopped. */
+export const COMMITTED_WHILE_STOPPED_WARNING =
+  "stopped after the destination had every byte: it committed the backup, which is kept (its data counts are not known here)";
+
 /** The result fields that count what the source read and sent. */
 export function sentFields(s: SourceStats) {
   return {
@@ -38,6 +42,7 @@ export function completedEarlier(
   chain: { baseImage: string; snapshots: Array<{ name: string; backupId: string; size: number }> },
   started: number,
   where: { destPool: string; destNs: string; fsid: string },
+  warning = COMPLETED_EARLIER_WARNING,
 ): BackupResult {
   const i = chain.snapshots.findIndex((s) => s.backupId === req.backupId);
   const snap = chain.snapshots[i] as { name: string; size: number };
@@ -52,7 +57,7 @@ export function completedEarlier(
     ...sentFields(newStats()),
     seconds: (Date.now() - started) / 1000,
     sourceSnapshotsRemoved: [],
-    warnings: [COMPLETED_EARLIER_WARNING],
+    warnings: [warning],
     destinationPool: where.destPool,
     destinationNamespace: where.destNs,
     destinationFsid: where.fsid,

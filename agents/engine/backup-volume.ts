@@ -48,12 +48,21 @@ import { newStats, rbdMessages, type SourceResume, type SourceStats } from "../t
 import type { TransferTarget } from "../transfer/target";
 import { backupHeader, type Destination, type SourceImageInfo, sourceFacts, volumeMetadata } from "./backup-header";
 import { choosePlan, earlierAttempt, fallbackPlan, type Plan } from "./backup-plan";
-import { completedEarlier, SOURCE_SNAPSHOTS, sentFields, type WithSourceSnapshots } from "./backup-result";
+import {
+  COMMITTED_WHILE_STOPPED_WARNING,
+  completedEarlier,
+  SOURCE_SNAPSHOTS,
+  sentFields,
+  type WithSourceSnapshots,
+} from "./backup-result";
 import type { EngineContext } from "./context";
 import { OpenVolumes } from "./open-volumes";
 import type { Progress } from "./progress";
 import { keepsForRetry, sendResumable } from "./resume";
 import { backupSnapshots, snapshotsToPrune } from "./snapshots";
+
+/** How long a stopped backup asks its destination whether it committed anyway (committedWhileStopped). */
+const COMMIT_CHECK_MS = 10_000;
 
 /** The phase that starts when the named one ends (for progress reports). */
 const PHASE_AFTER: Record<string, string> = {
@@ -120,6 +129,8 @@ export async function backupVolume(
   try {
     return await b.run();
   } catch (e) {
+    const kept = await b.committedWhileStopped(e);
+    if (kept) return kept;
     throw await b.cleanupAfterFailure(e);
   } finally {
     await b.close();
@@ -504,6 +515,50 @@ class VolumeBackup {
     if (!this.snapImage) return;
     await this.snapImage.snapSet(null);
     this.snapImage = null;
+  }
+
+  /**
+   * A transfer stopped (a cancel, the agent's shutdown) may have been stopped too late: the destination
+   * already had every byte and committed — then the cancel did not take, and the backup exists. Asked
+   * of the destination's chains (bounded: 10 s, its own deadline, for the job's signal has fired) before
+   * anything is cleaned up; when its snapshot is there, that backup is this attempt's result and the
+   * source snapshot stays (the chain's next incremental starts from it). Otherwise, or when the question
+   * fails, null: the failure stands and cleanup runs as ever. (A stream cut short before its trailer is
+   * never committed; a transient failure keeps its snapshot for the retry, which finds the commit itself.)
+   */
+  async committedWhileStopped(e: unknown): Promise<BackupResult | null> {
+    if (!this.signal.aborted || !this.transferring || !this.snapName) return null;
+    try {
+      const chains = await this.target.listChains(
+        this.dest.pool,
+        this.dest.namespace,
+        this.vol.image,
+        AbortSignal.timeout(COMMIT_CHECK_MS),
+        this.req.transferCapability || undefined,
+      );
+      const chain = chains.chains.find((c) =>
+        c.snapshots.some((s) => s.backupId === this.req.backupId && s.name === this.snapName),
+      );
+      if (!chain) return null;
+      await this.backToHead();
+      this.log.warn("stopped after the destination committed the backup: it is kept", {
+        baseImage: chain.baseImage,
+        snapshot: this.snapName,
+        stoppedBy: (e as Error)?.message,
+      });
+      return completedEarlier(
+        this.req,
+        chain,
+        this.clock.started,
+        { destPool: this.dest.pool, destNs: this.dest.namespace, fsid: chains.clusterFsid },
+        COMMITTED_WHILE_STOPPED_WARNING,
+      );
+    } catch (x) {
+      this.log.warn("could not ask the destination whether the stopped backup committed; cleaning up", {
+        error: (x as Error)?.message,
+      });
+      return null;
+    }
   }
 
   /** Removes this attempt's source snapshot; the error to throw names every cleanup failure too. */

@@ -77,8 +77,11 @@ async function main(): Promise<void> {
     };
     const got: Record<string, Cost[]> = {};
     for (let r = 0; r < rounds; r++)
-      for (const [k, f] of Object.entries(walks))
-        (got[k] ??= []).push(await cost(f, k.startsWith("rbd") ? () => childrenCpu() * 1000 : ownCpu));
+      for (const [k, f] of Object.entries(walks)) {
+        const costs = got[k] ?? [];
+        got[k] = costs;
+        costs.push(await cost(f, k.startsWith("rbd") ? () => childrenCpu() * 1000 : ownCpu));
+      }
     const med = (k: string, f: keyof Cost) => median((got[k] ?? []).map((x) => x[f]));
     console.log(`diff walk of a thin ${gib} GiB image, ${objects} objects changed, ${rounds} rounds (medians):`);
     for (const k of Object.keys(walks))

@@ -10,6 +10,7 @@ import { backup } from "../../../agents/engine/backup";
 import { backupHeader, baseImageFeatures, isStriped, sourceFacts } from "../../../agents/engine/backup-header";
 import { earlierAttempt, fallbackPlan, fullPlan } from "../../../agents/engine/backup-plan";
 import {
+  COMMITTED_WHILE_STOPPED_WARNING,
   COMPLETED_EARLIER_WARNING,
   completedEarlier,
   SOURCE_SNAPSHOTS,
@@ -253,6 +254,52 @@ describe("backup phases against a fake cluster", () => {
     await assert.rejects(run(fc, request()), (e) => statusOf(e) === Status.RESOURCE_EXHAUSTED);
     assert.deepEqual(vol.snaps, []);
     assert.deepEqual([vol.open, fc.ioOpen], [0, 0]);
+  });
+
+  it("stopped (a cancel) after the destination committed: the backup is the result, its source snapshot kept", async () => {
+    const fc = new FakeBackupCluster();
+    const vol = fc.volume("vol");
+    const req = request({ jobId: "job-1" });
+    const ac = new AbortController();
+    fc.onTransfer = async (h) => {
+      // The destination had every byte and committed; the source's wait for its answer is then cut short.
+      fc.chains.push({
+        baseImage: h.destination?.image as string,
+        snapshots: [{ name: h.toSnapshot, backupId: req.backupId, timestamp: 1, snapId: 1, size: h.imageSize }],
+      } as never);
+      ac.abort();
+      throw new AppError(Status.CANCELLED, "cancelled while waiting for the destination's answer");
+    };
+    const r = await backup(fc.context(quiet), req, ac.signal);
+    assert.equal(r.snapshot, fc.headers[0]?.toSnapshot);
+    assert.equal(r.baseImage, `vol.backup.${req.backupId}`);
+    assert.deepEqual(r.warnings, [COMMITTED_WHILE_STOPPED_WARNING]);
+    assert.deepEqual(
+      vol.snaps.map((s) => s.name),
+      [r.snapshot],
+      "the source snapshot stays: the chain's next incremental starts from it",
+    );
+    assert.deepEqual([vol.open, fc.ioOpen], [0, 0]);
+  });
+
+  it("stopped before the destination committed: cancelled, the source snapshot removed; a failure not stopped asks nothing", async () => {
+    const fc = new FakeBackupCluster();
+    const vol = fc.volume("vol");
+    const ac = new AbortController();
+    fc.onTransfer = async () => {
+      ac.abort();
+      throw new AppError(Status.CANCELLED, "cancelled");
+    };
+    await assert.rejects(backup(fc.context(quiet), request(), ac.signal), (e) => statusOf(e) === Status.CANCELLED);
+    assert.deepEqual(vol.snaps, []);
+    assert.equal(fc.listed, 2, "the plan's listing, then the question");
+    const plain = new FakeBackupCluster();
+    plain.volume("vol");
+    plain.onTransfer = async () => {
+      throw new AppError(Status.DATA_LOSS, "digest mismatch");
+    };
+    await assert.rejects(run(plain, request()), (e) => statusOf(e) === Status.DATA_LOSS);
+    assert.equal(plain.listed, 1, "only the plan's listing");
   });
 
   it("AUTO: an incremental whose source read failed is redone in full", async () => {

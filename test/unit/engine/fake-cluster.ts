@@ -106,6 +106,8 @@ export class FakeBackupCluster {
   images = new Map<string, FakeImage>();
   chains: Chain[] = [];
   headers: TransferHeader[] = [];
+  /** ListChains questions asked. */
+  listed = 0;
   ioOpen = 0;
   /** RADOS objects of the pool "rbd" by name (objRead). */
   objects = new Map<string, Uint8Array>();
@@ -145,6 +147,7 @@ export class FakeBackupCluster {
     const target: TransferTarget = {
       label: "fake peer",
       async listChains(): Promise<ListChainsResponse> {
+        fc.listed++;
         return { chains: fc.chains, clusterFsid: "fsid-b" } as ListChainsResponse;
       },
       async resumePoint(header: TransferHeader): Promise<ResumePointResponse> {
