@@ -12,26 +12,27 @@
 import { type CallContext, ServerError, type ServerMiddlewareCall, Status } from "nice-grpc-common";
 import { failedPrecondition, notFound } from "../../common/errors";
 import { isBaseImage } from "../../common/ids";
-import type {
+import {
   Backup,
-  CheckClusterRequest,
-  CreateBackupRequest,
-  FailbackVolumeRequest,
-  FailoverVolumeRequest,
-  FailoverVolumeResponse,
-  FlattenVolumeRequest,
+  type CheckClusterRequest,
+  type CreateBackupRequest,
+  type FailbackVolumeRequest,
+  type FailoverVolumeRequest,
+  type FailoverVolumeResponse,
+  type FlattenVolumeRequest,
   Job,
-  ListAgentsResponse,
-  ListBackupsResponse,
-  ListJobsResponse,
-  RestoreBackupRequest,
+  type ListAgentsResponse,
+  type ListBackupsResponse,
+  type ListJobsResponse,
+  type RestoreBackupRequest,
 } from "../../gen/rbdbackup/v1/backup_service";
 import type { BackupLocation, VolumeRef } from "../../gen/rbdbackup/v1/common";
-import type {
-  GetVolumeProtectionRequest,
-  ListPoliciesResponse,
-  ListVolumeProtectionResponse,
+import {
+  type GetVolumeProtectionRequest,
+  type ListPoliciesResponse,
+  type ListVolumeProtectionResponse,
   Policy,
+  VolumeProtection,
 } from "../../gen/rbdbackup/v1/policy";
 import type { Audit } from "../audit";
 import { BACKUP_SERVICE, callerName, callerOf, MUTATING } from "../authz";
@@ -39,6 +40,7 @@ import { volumeKey } from "../model";
 import type { Scope, ScopeStore } from "../scopes";
 import type { ApiDeps } from "./deps";
 import { backupOfClone } from "./flatten";
+import { PAGE_BYTES } from "./paging";
 
 // biome-ignore lint/suspicious/noExplicitAny: requests and responses of every method pass through
 type Msg = any;
@@ -73,7 +75,9 @@ interface Guard {
 type Check = {
   before?: (g: Guard, req: Msg) => Msg;
   after?: (g: Guard, res: Msg) => Msg;
+  /** A listing: the field of its items, and an item's encoded size (its pages are bounded by bytes too). */
   paged?: string;
+  itemBytes?: (item: never) => number;
 };
 
 /** Rows a scoped listing call reads at most (its page then ends where it got to, with a token). */
@@ -106,6 +110,7 @@ export const CHECKS: Readonly<Record<string, Check>> = {
   ListBackups: {
     after: (g, res: ListBackupsResponse) => ({ ...res, backups: res.backups.filter((b) => g.seesBackup(b)) }),
     paged: "backups",
+    itemBytes: (b: Backup) => Backup.encode(b).finish().length,
   },
   ListBackupSnapshots: { before: (g, r) => g.volume(r.volume, "volume") },
   VerifyBackup: byBackup(),
@@ -125,6 +130,7 @@ export const CHECKS: Readonly<Record<string, Check>> = {
     },
     after: (g, res: ListJobsResponse) => ({ ...res, jobs: res.jobs.filter((j) => g.seesJob(j)) }),
     paged: "jobs",
+    itemBytes: (j: Job) => Job.encode(j).finish().length,
   },
   ListAgents: {
     after: (g, res: ListAgentsResponse) => ({
@@ -194,6 +200,7 @@ export const CHECKS: Readonly<Record<string, Check>> = {
   ListPolicies: {
     after: (g, res: ListPoliciesResponse) => ({ ...res, policies: res.policies.filter((p) => g.seesPolicy(p)) }),
     paged: "policies",
+    itemBytes: (p: Policy) => Policy.encode(p).finish().length,
   },
   GetVolumeProtection: {
     before: (g, r: GetVolumeProtectionRequest) => {
@@ -225,6 +232,7 @@ export const CHECKS: Readonly<Record<string, Check>> = {
       volumes: res.volumes.filter((v) => g.scope.sees(v.volume) && g.seesPolicyNamed(v.policy)),
     }),
     paged: "volumes",
+    itemBytes: (v: VolumeProtection) => VolumeProtection.encode(v).finish().length,
   },
   GetCoordinatorStatus: {},
   // Admins only, and admins are never scoped: reached by no scoped caller (the guard refuses it if one did).
@@ -372,24 +380,47 @@ export function scopeGuard(deps: ScopeGuardDeps) {
     };
     const field = check.paged;
     if (!field) return after((yield* call.next(req, context)) as Res);
-    // A paged listing: pages read on (each asking for what is still missing) until one is full, the
-    // listing ends, or SCOPED_LIST_MAX_ROWS were read.
+    // A paged listing: pages read on (each asking for what is still missing) until one is full, its
+    // items pass PAGE_BYTES (paging.ts: a default client takes 4 MiB), the listing ends, or
+    // SCOPED_LIST_MAX_ROWS were read.
     const asked = req as Msg;
     const size: number = asked.pageSize || 100;
+    const bytesOf = (check.itemBytes ?? (() => 0)) as (item: unknown) => number;
     const items: unknown[] = [];
     let token: string = asked.pageToken;
     let rows = 0;
+    let bytes = 0;
+    const page = (pageSize: number) =>
+      call.next({ ...asked, pageSize, pageToken: token } as Req, context) as AsyncGenerator<Res, Res | undefined>;
     for (;;) {
       // Each page is a synchronous catalog read: the event loop gets a turn between them (heartbeats,
       // lease renewals), and a caller that left stops the reading.
       if (rows > 0) await new Promise((r) => setImmediate(r));
       if (context.signal.aborted) throw new ServerError(Status.CANCELLED, "the listing's caller went away");
-      const res = (yield* call.next(
-        { ...asked, pageSize: Math.max(1, size - items.length), pageToken: token } as Req,
-        context,
-      )) as Msg;
+      let res = (yield* page(Math.max(1, size - items.length))) as Msg;
+      let kept = (after(res) as Msg)[field] as unknown[];
+      // The first kept item that would pass the byte budget (never the page's very first item).
+      let cut = kept.length;
+      for (let i = 0, b = bytes; i < kept.length; i++) {
+        b += bytesOf(kept[i]);
+        if (b > PAGE_BYTES && items.length + i > 0) {
+          cut = i;
+          break;
+        }
+      }
+      if (cut < kept.length) {
+        // The page ends before that item: the rows read up to it are asked again, so the token the
+        // answer carries goes on right there (the after filter keeps its items as they are).
+        const upTo = (res[field] as unknown[]).indexOf(kept[cut]);
+        if (upTo === 0) return { ...res, [field]: items, nextPageToken: token } as Res;
+        res = (yield* page(upTo)) as Msg;
+        kept = (after(res) as Msg)[field] as unknown[];
+        items.push(...kept);
+        return { ...res, [field]: items, nextPageToken: res.nextPageToken } as Res;
+      }
+      for (const k of kept) bytes += bytesOf(k);
       rows += res[field].length;
-      items.push(...(after(res) as Msg)[field]);
+      items.push(...kept);
       token = res.nextPageToken;
       if (!token || items.length >= size || rows >= SCOPED_LIST_MAX_ROWS)
         return { ...res, [field]: items, nextPageToken: token } as Res;
