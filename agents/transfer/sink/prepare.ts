@@ -19,7 +19,7 @@
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../../../src/common/errors";
 import type { Logger } from "../../../src/common/log";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
-import { isCephError, objectMapAnswers } from "../../ceph";
+import { isCephError } from "../../ceph";
 import type { JournalEntry } from "../journal";
 import { MAX_DISCARD_BYTES, NO_COMMON_SNAPSHOT, RefusalReason, withReason } from "../protocol";
 import { createImageWithFeatures } from "./create-image";
@@ -231,7 +231,7 @@ async function keepBeforeFailback(
 ): Promise<void> {
   const name = failbackSafetySnapshot(fp.h.jobId || fp.h.transferId);
   const since = fp.h.fromSnapshot ? `written since ${fp.h.fromSnapshot}` : "on it before the full copy";
-  const warning = `${fp.where} held (or, without fast-diff to compare, may have held) data the failback overwrites (${since}): kept in its snapshot ${name}; remove it once sure (rbd snap rm ${fp.where}@${name})`;
+  const warning = `${fp.where} held data the failback overwrites (${since}): kept in its snapshot ${name}; remove it once sure (rbd snap rm ${fp.where}@${name})`;
   // Said again by a retry (a job keeps its last attempt's warnings).
   if ((await image.snapList()).some((s) => s.name === name)) {
     fp.warnings.push(warning);
@@ -244,13 +244,10 @@ async function keepBeforeFailback(
 }
 
 /**
- * Whether the failback's rollback would lose data: the head differs from the snapshot. Unless the object
- * map can answer (pruned-diff.ts objectMapAnswers) the comparison reads every object's snapshot set
- * (minutes on a large volume): the data is then kept whether it changed or not (a snapshot costs nothing
- * until written).
+ * Whether the failback's rollback would lose data: the head differs from the snapshot — compared
+ * exactly (headDiffers: the object map's answer is wrong after a Cinder revert to an older snapshot).
  */
-async function lostByRollback(image: SinkImage, snapshot: string): Promise<boolean> {
-  if (!objectMapAnswers(await image.stat())) return true;
+function lostByRollback(image: SinkImage, snapshot: string): Promise<boolean> {
   return headDiffers(image, snapshot);
 }
 

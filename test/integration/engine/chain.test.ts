@@ -249,4 +249,55 @@ describe("backup chains", () => {
     assert.equal(source, await sha("site-a", spec(vol, "revert-point")), "the rollback took");
     assert.equal(await sha("site-b", `backups/${third.baseImage}@${third.snapshot}`), source);
   });
+
+  // The same on the destination: a base image rolled back (by hand) to an older backup's snapshot. The
+  // next incremental must find its head differs from the chain's newest snapshot (the object map says
+  // "same" of what the older snapshot's map marks clean) and roll it back before writing.
+  it("an incremental onto a base image rolled back to an older backup's snapshot holds the right data", async () => {
+    const vol = await vols.create("site-a", "rbd", 24, 0, "base-rollback");
+    const io = await vols.io("site-a", "rbd");
+    const write = async (offset: number, length: number) => {
+      const img = await io.imageOpen(vol.image);
+      try {
+        await img.write(randomBytes(length), offset);
+        await img.flush();
+      } finally {
+        await img.close();
+      }
+    };
+    const OBJ = 4 * MiB;
+    await write(0, 24 * MiB);
+    const backup = () =>
+      a.client.backup({
+        backupId: randomUUID(),
+        source: { $case: "volume", value: vol },
+        destination: { address: b.transferAddress, clusterFsid: b.fsid },
+        destinationPool: "backups",
+      });
+    const first = await backup();
+    vols.track("site-b", "backups", first.baseImage);
+    // Nothing changed: the second backup writes nothing, so its snapshot's object map marks no object
+    // written — rolled back to, it tells no change of the head from any later snapshot.
+    const second = await backup();
+    await write(3 * OBJ, OBJ); // object 3: the third's
+    const third = await backup();
+    assert.equal(third.incremental, true);
+    // By hand on the backup cluster: object 3 goes back to the first backup's data, and the second
+    // backup's object map (nothing written) becomes the head's.
+    const base = await (await vols.io("site-b", "backups")).imageOpen(third.baseImage);
+    try {
+      await base.snapRollback(second.snapshot);
+    } finally {
+      await base.close();
+    }
+    await write(5 * OBJ, 4096); // object 5: the fourth's
+    const fourth = await backup();
+    assert.equal(fourth.incremental, true);
+    assert.equal(fourth.parentSnapshot, third.snapshot);
+    assert.equal(
+      await sha("site-b", `backups/${fourth.baseImage}@${fourth.snapshot}`),
+      await sha("site-a", spec(vol, fourth.snapshot)),
+    );
+    assert.match(fourth.warnings.join("\n"), /rolled the head of .* back to /);
+  });
 });
