@@ -186,7 +186,7 @@ export class Agent {
       clientId: cluster.instanceId(),
       clusterName: cfg.cluster.name,
       fsid: this.fsid,
-      // Another release's entry (or a foreign file) is kept and said at each sweep: an operator undoes it.
+      // Another release's entry (or a foreign file) is kept and said once per process: an operator undoes it.
       journal: new Journal(cfg.stateDir, (f) =>
         log.warn(
           "transfer journal: a file this release cannot use, left as it is (what it describes is not undone)",

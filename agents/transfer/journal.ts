@@ -4,8 +4,10 @@
  * undo. A transfer that ends (committed, or cleaned up) removes its entry; an entry found at start
  * means the agent died mid-transfer, and recovery undoes what that transfer left (sink/recovery.ts).
  * Each file says its format (`format`; none: 1). One this release cannot read — another release's
- * format, a torn or foreign file — is left where it is and said at every listing (a warning naming the
- * file and, when readable, its image): what it describes is neither undone nor forgotten in silence.
+ * format, a torn or foreign file — is left where it is and said once per process (a warning naming the
+ * file and, when readable, its image; again after a restart): what it describes is neither undone nor
+ * forgotten in silence. An entry removed between the directory's listing and its read (its transfer
+ * just ended) is simply gone.
  */
 import { mkdirSync } from "node:fs";
 import { open, readdir, readFile, rename, rm } from "node:fs/promises";
@@ -67,8 +69,10 @@ export interface JournalStore {
 export class Journal implements JournalStore {
   readonly dir: string;
   readonly #onSkipped: (s: SkippedFile) => void;
+  /** Files already told to onSkipped (each once). */
+  readonly #told = new Set<string>();
 
-  /** `onSkipped`: told of every file a listing leaves alone (the agent logs a warning). */
+  /** `onSkipped`: told of each file a listing leaves alone, once (the agent logs a warning). */
   constructor(stateDir: string, onSkipped: (s: SkippedFile) => void = () => {}) {
     this.#onSkipped = onSkipped;
     this.dir = path.join(stateDir, "transfers");
@@ -120,24 +124,38 @@ export class Journal implements JournalStore {
     for (const f of await readdir(this.dir)) {
       if (!f.endsWith(".json")) continue;
       const file = path.join(this.dir, f);
+      const skip = (s: SkippedFile) => {
+        if (this.#told.has(file)) return;
+        this.#told.add(file);
+        this.#onSkipped(s);
+      };
+      let text: string;
+      try {
+        text = await readFile(file, "utf8");
+      } catch (err) {
+        // Removed since the directory was read: its transfer ended (committed, or cleaned up).
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") continue;
+        skip({ file, reason: `unreadable (${(err as Error).message})` });
+        continue;
+      }
       let e: unknown;
       try {
-        e = JSON.parse(await readFile(file, "utf8"));
+        e = JSON.parse(text);
       } catch (err) {
-        this.#onSkipped({ file, reason: `unreadable (${(err as Error).message})` });
+        skip({ file, reason: `unreadable (${(err as Error).message})` });
         continue;
       }
       const o = (typeof e === "object" && e !== null ? e : {}) as Record<string, unknown>;
       const image = typeof o.pool === "string" && typeof o.image === "string" ? `${o.pool}/${o.image}` : undefined;
       const format = o.format ?? 1;
       if (format !== JOURNAL_FORMAT) {
-        this.#onSkipped({
+        skip({
           file,
           reason: `format ${JSON.stringify(format)}, not ${JOURNAL_FORMAT} (another release's)`,
           ...(image ? { image } : {}),
         });
       } else if (!isEntry(e)) {
-        this.#onSkipped({ file, reason: "not a journal entry", ...(image ? { image } : {}) });
+        skip({ file, reason: "not a journal entry", ...(image ? { image } : {}) });
       } else {
         const { format: _, ...entry } = e as JournalEntry & { format?: number };
         out.push(entry);

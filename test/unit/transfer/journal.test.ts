@@ -70,6 +70,23 @@ describe("Journal on disk", () => {
     assert.equal(said.get("newer.json")?.image, "backups/vol.newer");
     assert.match(said.get("torn.json")?.reason ?? "", /unreadable/);
     assert.equal(said.get("shape.json")?.reason, "not a journal entry");
+    // Told once per process, not at every listing.
+    await j.list();
+    assert.equal(skipped.length, 4);
+  });
+
+  it("an entry removed between the directory's listing and its read is simply gone, not told", async () => {
+    const d = await mkdtemp(path.join(tmpdir(), "rbdbackup-journal-"));
+    dirs.push(d);
+    const skipped: SkippedFile[] = [];
+    const j = new Journal(d, (s) => skipped.push(s));
+    const ids = Array.from({ length: 200 }, (_, i) => `t${i}`);
+    for (const id of ids) await j.write(entry(id));
+    // Transfers ending while recovery lists: every entry removed as the listing reads.
+    const listing = j.list();
+    await Promise.all(ids.map((id) => j.remove(id)));
+    await listing;
+    assert.deepEqual(skipped, []);
   });
 
   it("entries carry their format on disk, and come back without it", async () => {
