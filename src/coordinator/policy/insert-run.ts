@@ -7,6 +7,7 @@
  * `known` (a scheduled run whose volume's previous run did not fail: unprobedRun) skips the agents'
  * probes (jobs/backup-job.ts).
  */
+import { AppError } from "../../common/errors";
 import type { Logger } from "../../common/log";
 import { BackupStatus, JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
@@ -15,8 +16,9 @@ import type { Catalog } from "../catalog/catalog";
 import type { PolicyStore } from "../catalog/policy-store";
 import { backupFingerprint, buildBackupJob, type Unprobed } from "../jobs/backup-job";
 import { isUniqueViolation } from "../jobs/new-job";
-import type { JobRecord } from "../model";
+import { type JobRecord, volumeLabel } from "../model";
 import type { Sessions } from "../sessions";
+import * as v from "../validate";
 import { type ProtectionRecord, volumeKey } from "./model";
 import { saveRunnerFields } from "./records";
 import { runRequest } from "./slots";
@@ -65,6 +67,17 @@ export async function insertRun(
     const rec = update(existing.id);
     if (rec) saveRunnerFields(deps.store, rec);
     return existing.id;
+  }
+  // A policy stored before its templates were bounded when written (validate.ts overlongTemplate) can fill
+  // a value past CreateBackup's limits: that run fails saying so, as CreateBackup would refuse it.
+  try {
+    v.volumeMetadata(req.volumeId, req.volumeMetadata);
+  } catch (e) {
+    if (!(e instanceof AppError)) throw e;
+    throw new AppError(
+      e.status,
+      `policy ${p.name}: ${e.message} once its placeholders are filled for ${volumeLabel(vol)}; shorten the policy's template (UpdatePolicy)`,
+    );
   }
   const dest = p.destination ?? { cluster: "", pool: "", namespace: "" };
   const fp = backupFingerprint(req);

@@ -117,6 +117,19 @@ describe("policy runner", () => {
     h.close();
   });
 
+  it("a stored policy whose metadata template fills past 4096 characters: its run fails saying so, nothing queued", async () => {
+    // Stored bypassing the written-time bound (policy/validate.ts refuses it now), as an older release
+    // stored a template whose placeholders fill past the limit: "v1" makes it 4097 characters.
+    h.catalog.policies.insertPolicy(policy({ volumeMetadata: { k: `${"x".repeat(4095)}{image}` } }));
+    const r = await runner.runNow(h.catalog.policies.getPolicy("gold") as Policy);
+    assert.deepEqual(r.jobIds, []);
+    assert.match(
+      r.skipped[0]?.reason ?? "",
+      /^policy gold: volume_metadata\["k"\] is longer than 4096 characters once its placeholders are filled for a\/rbd\/v1; shorten the policy's template/,
+    );
+    assert.deepEqual(jobs(), []);
+  });
+
   it("RunPolicyNow changes only the record's last job: a schedule change and a failure settled while it probed stay", async () => {
     h.catalog.policies.insertPolicy(policy({ schedule: PolicySchedule.fromPartial({ intervalSeconds: 86_400 }) }));
     await runner.tick();
