@@ -10,6 +10,7 @@ import { describe, it } from "node:test";
 import type { Catalog } from "../../../src/coordinator/catalog/catalog";
 import type { Backup } from "../../../src/coordinator/model";
 import { BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { rolledBack } from "../rollback";
 import { backup, job, type OpenCatalog, T0, using, vol } from "./records";
 
 /** Edits every part of a record in place (what a caller that writes it back might do). */
@@ -29,12 +30,9 @@ function scribble(b: Backup): void {
 }
 
 const inTransaction = (c: Catalog, f: () => void) =>
-  assert.throws(() =>
-    c.transaction(() => {
-      f();
-      throw new Error("rolled back");
-    }),
-  );
+  rolledBack(c, () => {
+    f();
+  });
 
 export function backupReads(open: OpenCatalog): void {
   describe("backup reads", () => {

@@ -14,6 +14,7 @@ import { newJobRecord } from "../../../src/coordinator/jobs/new-job";
 import type { JobRecord } from "../../../src/coordinator/model";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { rolledBack } from "../../helpers/rollback";
 import { vol } from "./harness";
 
 const T = Date.UTC(2026, 11, 1);
@@ -110,15 +111,12 @@ describe("the catalog's index of active jobs", () => {
       assert.ok(!c.activeJobs().some((j) => j.id === j2.id));
 
       // A rolled-back transaction: its writes are undone in the index too.
-      assert.throws(() =>
-        c.transaction(() => {
-          j3.state = JobState.JOB_STATE_FAILED;
-          c.updateJob(j3);
-          c.insertJob(job("v5", T + 5000));
-          assert.equal(c.activeJobs().length, 3, "seen inside the transaction");
-          throw new Error("rolled back");
-        }),
-      );
+      rolledBack(c, () => {
+        j3.state = JobState.JOB_STATE_FAILED;
+        c.updateJob(j3);
+        c.insertJob(job("v5", T + 5000));
+        assert.equal(c.activeJobs().length, 3, "seen inside the transaction");
+      });
       assertInStep(c, "after a rollback");
       assert.equal(c.activeJobs().length, 3);
       assert.equal(c.activeJobs().find((j) => j.id === j3.id)?.state, JobState.JOB_STATE_QUEUED);
@@ -127,13 +125,10 @@ describe("the catalog's index of active jobs", () => {
       c.transaction(() => {
         j4.waitingReason = "outer";
         c.updateJob(j4);
-        assert.throws(() =>
-          c.transaction(() => {
-            const j = job("v6", T + 6000);
-            c.insertJob(j);
-            throw new Error("inner rolled back");
-          }),
-        );
+        rolledBack(c, () => {
+          const j = job("v6", T + 6000);
+          c.insertJob(j);
+        });
         assertInStep(c, "inside the outer transaction, after the inner rollback");
         c.insertJob(job("v7", T + 7000));
       });

@@ -14,6 +14,7 @@ import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
 import { DUE_PROTECTION_SQL } from "../../../src/coordinator/catalog/sqlite-policies";
 import { volumeKey } from "../../../src/coordinator/policy/model";
 import { policy, protection, vol } from "../../helpers/catalog-cases/records";
+import { rolledBack } from "../../helpers/rollback";
 
 const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-policy-store-"));
 
@@ -111,14 +112,11 @@ describe("SqlitePolicyStore", () => {
     inStep("after an update");
     p.upsertProtection(protection("a", vol("v2")));
     inStep("after an insert");
-    assert.throws(() =>
-      c.transaction(() => {
-        p.upsertProtection({ ...protection("a", vol("v1")), missedRuns: 9 });
-        p.deleteProtection("a", volumeKey(vol("v2")));
-        assert.equal(p.protectionOfPolicy("a").length, 1, "the transaction sees its own writes");
-        throw new Error("rolled back");
-      }),
-    );
+    rolledBack(c, () => {
+      p.upsertProtection({ ...protection("a", vol("v1")), missedRuns: 9 });
+      p.deleteProtection("a", volumeKey(vol("v2")));
+      assert.equal(p.protectionOfPolicy("a").length, 1, "the transaction sees its own writes");
+    });
     inStep("after a rollback");
     assert.equal(p.protectionOfPolicy("a")[0]?.missedRuns, 7);
     // What a caller changes in what it read is not what the next caller reads.
