@@ -11,6 +11,7 @@ import { Client } from "pg";
 import { Status } from "../../../src/common/errors";
 import { FencedError } from "../../../src/coordinator/catalog/leader-lease";
 import { PgCatalog } from "../../../src/coordinator/catalog/pg/catalog";
+import { FENCE_SQL } from "../../../src/coordinator/catalog/pg/protocol";
 import { SCHEMA_VERSION } from "../../../src/coordinator/catalog/pg/schema";
 import { BackupStatus } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { agent, backup, job, policy, T0, vol } from "../../helpers/catalog-cases/records";
@@ -20,13 +21,24 @@ import { waitFor } from "../../helpers/wait";
 const A = { id: "coord-a", address: "127.0.0.1:7301", instance: "a-1" };
 
 /**
- * Another coordinator's takeover: `update` of the lease row in a transaction held open 500 ms on the
- * server (pg_sleep); resolves once the transaction holds the row. `done`: its commit.
+ * Another session holding the lease row: `statements` (locking it) in a transaction the server keeps
+ * open until a catalog's backend (application rbdbackup-coordinator) is seen waiting for a lock, then
+ * commits — or, when none waits within 10 s, fails the transaction, and so the test (`done` rejects):
+ * the race a test names must really have happened. Resolves once the transaction holds the row.
  */
-async function holdTakeover(url: string, update: string): Promise<{ client: Client; done: Promise<unknown> }> {
+async function holdUntilWaited(url: string, statements: string): Promise<{ client: Client; done: Promise<unknown> }> {
   const client = new Client({ connectionString: url });
   await client.connect();
-  const done = client.query(`BEGIN; ${update}; SELECT pg_sleep(0.5); COMMIT;`);
+  const done = client.query(`BEGIN; ${statements}; DO $$ /* rbdbackup-test-holder */ BEGIN
+    FOR i IN 1..1000 LOOP
+      IF EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
+        AND application_name = 'rbdbackup-coordinator' AND wait_event_type = 'Lock') THEN RETURN; END IF;
+      PERFORM pg_sleep(0.01);
+    END LOOP;
+    RAISE EXCEPTION 'no catalog call waited for the row this transaction holds';
+  END $$; COMMIT;`);
+  // Handled at once: a failure is the test's, through `done`, not an unhandled rejection meanwhile.
+  done.catch(() => {});
   const watcher = new Client({ connectionString: url });
   await watcher.connect();
   try {
@@ -34,10 +46,10 @@ async function holdTakeover(url: string, update: string): Promise<{ client: Clie
       async () =>
         (
           await watcher.query(
-            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(0.5)%' AND pid <> pg_backend_pid() AND state = 'active'",
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%rbdbackup-test-holder%' AND pid <> pg_backend_pid() AND state = 'active'",
           )
         ).rowCount,
-      { what: "the takeover to hold the lease row", timeoutMs: 10_000, intervalMs: 20 },
+      { what: "the other session to hold the lease row", timeoutMs: 10_000, intervalMs: 20 },
     );
   } finally {
     await watcher.end();
@@ -226,20 +238,18 @@ describe("PostgreSQL leader lease and fencing", { skip: pgSkip }, () => {
     const a = catalog();
     a.leadership.tryAcquire(A, 60_000);
     if (!db) throw new Error("no db");
-    // Another coordinator's takeover, held open for 500 ms on the server (pg_sleep) while A writes.
-    const taker = await holdTakeover(
+    // Another coordinator's takeover, held open on the server until A's write waits for its lock.
+    const taker = await holdUntilWaited(
       db.url,
       "UPDATE coordinator_leader SET holder = 'coord-b', address = 'x', token = token + 1 WHERE id = 1",
     );
     try {
       const takeover = taker.done;
       const b = backup(vol("v1"), T0);
-      const t0 = Date.now();
       assert.throws(
         () => a.insertBackup(b),
         (e: unknown) => e instanceof FencedError,
       );
-      assert.ok(Date.now() - t0 < 5000);
       await takeover;
       assert.equal(a.getBackup(b.id), undefined, "the refused write left nothing");
       assert.equal(a.leadership.current()?.token, 2);
@@ -252,8 +262,8 @@ describe("PostgreSQL leader lease and fencing", { skip: pgSkip }, () => {
     const a = catalog();
     a.leadership.tryAcquire(A, 60_000);
     if (!db) throw new Error("no db");
-    // Another coordinator's takeover (as if A's lease had lapsed), held open for 500 ms while A renews.
-    const taker = await holdTakeover(
+    // Another coordinator's takeover (as if A's lease had lapsed), held open until A's renewal waits.
+    const taker = await holdUntilWaited(
       db.url,
       "UPDATE coordinator_leader SET holder = 'coord-b', instance = 'b-1', address = 'x', token = token + 1, expires_at = now() + interval '60 seconds' WHERE id = 1",
     );
@@ -272,14 +282,23 @@ describe("PostgreSQL leader lease and fencing", { skip: pgSkip }, () => {
     }
   });
 
-  it("a write that took the lock first commits; the takeover then waits for it", () => {
+  it("a fenced write holding the lease row makes a takeover wait until it commits; its backup stays", async () => {
     const a = catalog();
     const b = catalog();
     a.leadership.tryAcquire(A, 60_000);
     const bk = backup(vol("v1"), T0);
     a.transaction(() => a.insertBackup(bk));
     a.leadership.release(A);
-    assert.equal(b.leadership.tryAcquire(B, 60_000).token, 2);
+    if (!db) throw new Error("no db");
+    // A fenced writer's transaction (it reads the row FOR SHARE first, as every fenced write does), held
+    // open on the server until B's takeover waits for it.
+    const writer = await holdUntilWaited(db.url, FENCE_SQL);
+    try {
+      assert.equal(b.leadership.tryAcquire(B, 60_000).token, 2);
+      await writer.done;
+    } finally {
+      await writer.client.end();
+    }
     assert.equal(b.getBackup(bk.id)?.id, bk.id);
   });
 

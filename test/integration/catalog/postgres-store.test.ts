@@ -116,13 +116,13 @@ const c = new PgCatalog({ url: process.argv[1] }); process.stdout.write(String(c
     const q = await admin();
     await q.query("BEGIN");
     await q.query("LOCK TABLE backups IN ACCESS EXCLUSIVE MODE");
-    const t0 = Date.now();
+    // The deadline's own failure (not the lost connection's, not a server error).
     assert.throws(
       () => c.getBackup(b.id),
-      (e: unknown) => status(Status.UNAVAILABLE)(e) && /127\.0\.0\.1:\d+\/rbdbackup_test_/.test((e as Error).message),
+      (e: unknown) =>
+        status(Status.UNAVAILABLE)(e) &&
+        /at 127\.0\.0\.1:\d+\/rbdbackup_test_\w+ did not answer within 700 ms/.test((e as Error).message),
     );
-    const took = Date.now() - t0;
-    assert.ok(took >= 600 && took < 3000, `failed after ${took} ms (deadline 700 ms)`);
     await q.query("ROLLBACK");
     assert.equal(c.getBackup(b.id)?.id, b.id);
   });
@@ -153,23 +153,35 @@ const c = new PgCatalog({ url: process.argv[1] }); process.stdout.write(String(c
     const q = await admin();
     await q.query("BEGIN");
     await q.query("LOCK TABLE backups IN ACCESS EXCLUSIVE MODE");
-    // The server terminates the catalog's backend 300 ms from now, while the call waits for the lock.
+    // The server terminates the catalog's backend once it is seen waiting for the lock (a loop on the
+    // server, bounded: 10 s), while this thread is blocked in the call.
     const killer = await admin();
-    const kill = killer.query(
-      "SELECT pg_sleep(0.3), pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'rbdbackup-coordinator'",
-    );
+    const kill = killer.query(`DO $$ /* rbdbackup-test-killer */ BEGIN
+      FOR i IN 1..1000 LOOP
+        EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
+          AND application_name = 'rbdbackup-coordinator' AND wait_event_type = 'Lock');
+        PERFORM pg_sleep(0.01);
+      END LOOP;
+      PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()
+        AND application_name = 'rbdbackup-coordinator' AND wait_event_type = 'Lock';
+    END $$`);
     await waitFor(
       async () =>
         (
           await q.query(
-            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(0.3)%' AND state = 'active' AND pid <> pg_backend_pid()",
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%rbdbackup-test-killer%' AND state = 'active' AND pid <> pg_backend_pid()",
           )
         ).rowCount,
       { what: "the terminator to be running", timeoutMs: 10_000, intervalMs: 20 },
     );
-    const t0 = Date.now();
-    assert.throws(() => c.getBackup(b.id), status(Status.UNAVAILABLE));
-    assert.ok(Date.now() - t0 < 5000, "failed on the lost connection, not on the deadline");
+    // The lost connection's failure (the server's word), not the deadline's (10 s away).
+    assert.throws(
+      () => c.getBackup(b.id),
+      (e: unknown) =>
+        status(Status.UNAVAILABLE)(e) &&
+        /is unavailable: .*terminat/i.test((e as Error).message) &&
+        !/did not answer within/.test((e as Error).message),
+    );
     await kill;
     await q.query("ROLLBACK");
     assert.equal(c.getBackup(b.id)?.id, b.id, "reconnected; the record is there");
@@ -179,9 +191,18 @@ const c = new PgCatalog({ url: process.argv[1] }); process.stdout.write(String(c
     const c = catalog();
     c.insertBackup(backup(vol("v1"), T0));
     const q = await admin();
-    await q.query(
-      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'rbdbackup-coordinator'",
+    const backends = async () =>
+      (
+        await q.query(
+          "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'rbdbackup-coordinator'",
+        )
+      ).rows.map((r) => r.pid as number);
+    const before = await backends();
+    assert.ok(before.length >= 1, "the catalog has a backend");
+    const killed = await q.query(
+      "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'rbdbackup-coordinator'",
     );
+    assert.ok(killed.rows.length >= 1 && killed.rows.every((r) => r.done === true), "its backend was terminated");
     await waitFor(
       () => {
         try {
@@ -193,6 +214,8 @@ const c = new PgCatalog({ url: process.argv[1] }); process.stdout.write(String(c
       },
       { what: "the catalog to reconnect", timeoutMs: 10_000 },
     );
+    const after = await backends();
+    assert.ok(after.length >= 1 && after.every((pid) => !before.includes(pid)), "served by a new backend");
   });
 
   it("bad connection strings and an unreachable server: clear errors, never the password", () => {
@@ -202,15 +225,15 @@ const c = new PgCatalog({ url: process.argv[1] }); process.stdout.write(String(c
         (e: unknown) => status(Status.INVALID_ARGUMENT)(e) && /catalog\.url must be/.test((e as Error).message),
         bad,
       );
-    const t0 = Date.now();
+    // Refused at once (the server's refusal named), not waited out to the deadline.
     assert.throws(
       () => openCatalog({ path: "/unused", url: "postgresql://u:sekret@127.0.0.1:1/db", statementTimeoutMs: 3000 }),
       (e: unknown) =>
         status(Status.UNAVAILABLE)(e) &&
         /127\.0\.0\.1:1\/db/.test((e as Error).message) &&
+        !/did not answer within/.test((e as Error).message) &&
         !(e as Error).message.includes("sekret"),
     );
-    assert.ok(Date.now() - t0 < 5000);
   });
 
   it("the daemon runs on PostgreSQL: migrates, serves, stops cleanly on SIGTERM", async () => {
