@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { Status } from "nice-grpc-common";
 import { metaObjectName } from "../../../src/common/ids";
 import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, type Job, type JobEvent, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
@@ -12,6 +13,7 @@ import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import { startCoordinatorProcess } from "../../../src/lab/coordinator-process";
 import { startAgent } from "../../helpers/agents";
 import { backupRequest, type Deployment, deploy, succeeded, waitAgents, waitJob } from "../../helpers/coordinator";
+import { grpcStatus } from "../../helpers/grpc-status";
 import { rbd, uniqueName } from "../../helpers/lab";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
 
@@ -222,8 +224,9 @@ describe("coordinator: public API", () => {
       pageToken: "",
     });
     assert.equal(list.backups.length, 1);
-    await assert.rejects(c.createBackup({ ...req, mode: BackupMode.BACKUP_MODE_FULL }), (e: Error) =>
-      /ALREADY_EXISTS/.test(e.message),
+    await assert.rejects(
+      c.createBackup({ ...req, mode: BackupMode.BACKUP_MODE_FULL }),
+      grpcStatus(Status.ALREADY_EXISTS, /idempotency/),
     );
   });
 
@@ -342,7 +345,7 @@ describe("coordinator: public API", () => {
       assert.equal(imported.policy, "");
       assert.match(imported.warnings.join("\n"), /made by policy gold of the coordinator it was exported from/);
       assert.equal(imported.status, BackupStatus.BACKUP_STATUS_AVAILABLE);
-      await assert.rejects(fresh.client.importBackupRecord({ record }), /ALREADY_EXISTS/);
+      await assert.rejects(fresh.client.importBackupRecord({ record }), grpcStatus(Status.ALREADY_EXISTS));
       const target = { cluster: "site-b", pool: "rbd", namespace: "", image: uniqueName("restored") };
       vols.track("site-b", "rbd", target.image);
       const rj = await fresh.client.restoreBackup({

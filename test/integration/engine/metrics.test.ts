@@ -3,7 +3,9 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { get } from "node:http";
 import { after, before, describe, it } from "node:test";
+import { Status } from "nice-grpc-common";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
+import { grpcStatus } from "../../helpers/grpc-status";
 import { sample } from "../../helpers/metrics";
 import { Volumes } from "../../helpers/volumes";
 
@@ -67,13 +69,14 @@ describe("agent metrics", () => {
     assert.doesNotMatch(src.body + dst.body, new RegExp(`${r.backupId}|${vol.image}`));
 
     // A failure counts by its status.
-    await a.client
-      .backup({
+    await assert.rejects(
+      a.client.backup({
         backupId: randomUUID(),
         source: { $case: "volume", value: { pool: "rbd", namespace: "", image: "nope" } },
         destination: { address: b.transferAddress, clusterFsid: "" },
-      })
-      .catch(() => {});
+      }),
+      grpcStatus(Status.NOT_FOUND),
+    );
     const after1 = await scrape(a.metricsAddress);
     assert.equal(
       sample(after1.body, "rbdbackup_agent_operations_total", { operation: "backup", result: "NOT_FOUND" }),

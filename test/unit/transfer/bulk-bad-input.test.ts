@@ -558,6 +558,12 @@ describe("bulk channel: bad input", () => {
       closers.push(() => p.close());
       return p;
     };
+    const statusAndMessage =
+      (code: Status, why: RegExp) => (e: { code?: number; details?: string; message?: string }) => {
+        assert.equal(Status[e.code ?? -1], Status[code], e.details ?? e.message);
+        assert.match(e.details ?? e.message ?? "", why);
+        return true;
+      };
     const refused = async (t: TransferTarget, capability: string, code: Status, why: RegExp) =>
       assert.rejects(
         t.transfer(feed(), AbortSignal.timeout(10_000), capability),
@@ -585,7 +591,7 @@ describe("bulk channel: bad input", () => {
     // ListChains' channel: refused in the handshake (UNAVAILABLE, named).
     await assert.rejects(
       peers("off").target(impostor.address).listChains("backups", "", "vol", AbortSignal.timeout(10_000), mint(h)),
-      /not an agent of this deployment/,
+      statusAndMessage(Status.UNAVAILABLE, /not an agent of this deployment/),
     );
     // Revoked after the connection was made (a reload): the next transfer over the same HTTP/2
     // connection is refused; the ListChains channel opened before keeps serving (no volume data).
@@ -596,7 +602,7 @@ describe("bulk channel: bad input", () => {
     // A new channel's handshake is refused.
     await assert.rejects(
       peers("off").target(other.address).listChains("backups", "", "vol", AbortSignal.timeout(10_000), mint(h)),
-      /is revoked/,
+      statusAndMessage(Status.UNAVAILABLE, /is revoked/),
     );
     assert.equal(other.entered, 0);
   });
