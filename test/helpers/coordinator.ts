@@ -7,6 +7,7 @@ import { BackupMode, RestoreMode } from "../../src/gen/rbdbackup/v1/agent";
 import {
   type Backup,
   type BackupServiceClient,
+  BackupStatus,
   type CreateBackupRequest,
   type Job,
   JobState,
@@ -83,6 +84,49 @@ export async function waitJob(client: BackupServiceClient, jobId: string, timeou
       return FINAL.has(last.state) && last;
     },
     { what: () => `job ${jobId} to end (last: ${JSON.stringify(last)})`, timeoutMs },
+  );
+}
+
+/**
+ * Deletes, through the API, every backup this deployment's catalog holds that can be deleted (AVAILABLE,
+ * CORRUPT or FAILED: a failed attempt may have left its data), newest first, waiting for the jobs — so a
+ * test file's base images, snapshots and metadata objects leave the lab with it. Best effort: a backup that
+ * cannot go (clones depend on it, a job still uses it) is named on stdout, not failed on.
+ */
+export async function removeBackups(client: BackupServiceClient, timeoutMs = 120_000): Promise<void> {
+  const removable = new Set([
+    BackupStatus.BACKUP_STATUS_AVAILABLE,
+    BackupStatus.BACKUP_STATUS_CORRUPT,
+    BackupStatus.BACKUP_STATUS_FAILED,
+  ]);
+  const backups: Backup[] = [];
+  let pageToken = "";
+  do {
+    const page = await client.listBackups({ pageSize: 1000, pageToken });
+    backups.push(...page.backups.filter((b) => removable.has(b.status)));
+    pageToken = page.nextPageToken;
+  } while (pageToken);
+  // Only where an agent of the backup's cluster is connected: a delete queued for a cluster without one
+  // would wait for it (the file may have stopped its agents).
+  const up = new Set((await client.listAgents({})).agents.filter((a) => a.connected).map((a) => a.clusterName));
+  const jobs: string[] = [];
+  for (const b of backups) {
+    if (!up.has(b.location?.cluster ?? "")) {
+      console.log(`# cleanup: backup ${b.id} left: no agent of ${b.location?.cluster} connected`);
+      continue;
+    }
+    try {
+      jobs.push((await client.deleteBackup({ backupId: b.id, idempotencyKey: "" })).id);
+    } catch (e) {
+      console.log(`# cleanup: backup ${b.id} not deleted: ${(e as Error).message}`);
+    }
+  }
+  await Promise.all(
+    jobs.map(async (id) => {
+      const j = await waitJob(client, id, timeoutMs).catch((e: Error) => ({ state: -1, errorMessage: e.message }));
+      if (j.state !== JobState.JOB_STATE_SUCCEEDED)
+        console.log(`# cleanup: delete job ${id} did not end well: ${j.errorMessage}`);
+    }),
   );
 }
 

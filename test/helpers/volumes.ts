@@ -101,8 +101,33 @@ export class Volumes {
     return (await (await this.io(cluster, pool)).imageList()).includes(image);
   }
 
-  /** Removes every image this helper made (with its snapshots), then disconnects. */
+  /**
+   * The chains' base images of the volumes this helper made (`<image>.backup.<id>`, in the lab's backup
+   * pools of every cluster it used and site-b's), so that backups made through an API leave the lab too.
+   */
+  async #baseImages(): Promise<Array<{ cluster: string; pool: string; image: string }>> {
+    const volumes = this.made.filter((m) => !m.image.includes(".backup."));
+    const clusters = new Set([...this.made.map((m) => m.cluster), "site-a", "site-b"]);
+    const tracked = new Set(this.made.map((m) => `${m.cluster}/${m.pool}/${m.image}`));
+    const out: Array<{ cluster: string; pool: string; image: string }> = [];
+    for (const cluster of clusters)
+      for (const pool of ["backups", "rbd"]) {
+        const io = await this.io(cluster, pool).catch(() => null);
+        const names = io ? await io.imageList().catch(() => []) : [];
+        for (const image of names)
+          if (
+            volumes.some((v) => image.startsWith(`${v.image}.backup.`)) &&
+            !tracked.has(`${cluster}/${pool}/${image}`)
+          )
+            out.push({ cluster, pool, image });
+      }
+    return out;
+  }
+
+  /** Removes every image this helper made (with its snapshots) and its volumes' base images, then disconnects. */
   async cleanup(): Promise<void> {
+    // Base images last (their snapshots may be the parents of clones made earlier).
+    this.made.unshift(...(await this.#baseImages().catch(() => [])));
     // Newest first: a clone (tracked after the backup it was made from) goes before the base image
     // whose protected snapshot it depends on.
     for (const m of [...this.made].reverse()) {

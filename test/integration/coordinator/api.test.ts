@@ -12,7 +12,15 @@ import { BackupStatus, type Job, type JobEvent, JobKind, JobState } from "../../
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import { startCoordinatorProcess } from "../../../src/lab/coordinator-process";
 import { startAgent } from "../../helpers/agents";
-import { backupRequest, type Deployment, deploy, succeeded, waitAgents, waitJob } from "../../helpers/coordinator";
+import {
+  backupRequest,
+  type Deployment,
+  deploy,
+  removeBackups,
+  succeeded,
+  waitAgents,
+  waitJob,
+} from "../../helpers/coordinator";
 import { grpcStatus } from "../../helpers/grpc-status";
 import { rbd, uniqueName } from "../../helpers/lab";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
@@ -30,6 +38,8 @@ describe("coordinator: public API", () => {
     d = await deploy({ scheduler: { perClusterLimit: 4 } });
   });
   after(async () => {
+    // The backups this file made leave the lab with it (their base images, snapshots, metadata).
+    if (d) await removeBackups(d.client).catch((e) => console.log(`# cleanup: ${(e as Error).message}`));
     await d?.stop();
     await vols.cleanup();
   });

@@ -11,7 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { CHUNK_OVERHEAD_BYTES, defaultBurst } from "../../../agents/transfer/shaping/rate-limit";
 import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { Compression } from "../../../src/gen/rbdbackup/v1/common";
-import { backupRequest, type Deployment, deploy, scrape, succeeded } from "../../helpers/coordinator";
+import { backupRequest, type Deployment, deploy, removeBackups, scrape, succeeded } from "../../helpers/coordinator";
 import { uniqueName } from "../../helpers/lab";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
 
@@ -35,6 +35,8 @@ describe("coordinator: a job's bandwidth cap", () => {
     d = await deploy();
   });
   after(async () => {
+    // The backups this file made leave the lab with it (their base images, snapshots, metadata).
+    if (d) await removeBackups(d.client).catch((e) => console.log(`# cleanup: ${(e as Error).message}`));
     await d?.stop();
     await vols.cleanup();
   });

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { backupRequest, type Deployment, deploy, scrape, succeeded } from "../../helpers/coordinator";
+import { backupRequest, type Deployment, deploy, removeBackups, scrape, succeeded } from "../../helpers/coordinator";
 import { uniqueName } from "../../helpers/lab";
 import { Volumes } from "../../helpers/volumes";
 
@@ -23,6 +23,8 @@ describe("coordinator metrics", () => {
     d = await deploy();
   });
   after(async () => {
+    // The backups this file made leave the lab with it (their base images, snapshots, metadata).
+    if (d) await removeBackups(d.client).catch((e) => console.log(`# cleanup: ${(e as Error).message}`));
     await d?.stop();
     await vols.cleanup();
   });

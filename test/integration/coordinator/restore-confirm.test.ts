@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { type Job, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
-import { backupRequest, type Deployment, deploy, succeeded } from "../../helpers/coordinator";
+import { backupRequest, type Deployment, deploy, removeBackups, succeeded } from "../../helpers/coordinator";
 import { uniqueName } from "../../helpers/lab";
 import { sha, spec, Volumes } from "../../helpers/volumes";
 
@@ -20,6 +20,8 @@ describe("coordinator: restores are confirmed by the target cluster", () => {
     d = await deploy();
   });
   after(async () => {
+    // The backups this file made leave the lab with it (their base images, snapshots, metadata).
+    if (d) await removeBackups(d.client).catch((e) => console.log(`# cleanup: ${(e as Error).message}`));
     await d?.stop();
     await vols.cleanup();
   });

@@ -11,7 +11,15 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { repoRoot } from "../../../src/lab/agent-process";
 import { killAtExit } from "../../../src/lab/scratch";
-import { backupRequest, type Deployment, deploy, freePort, scrape, succeeded } from "../../helpers/coordinator";
+import {
+  backupRequest,
+  type Deployment,
+  deploy,
+  freePort,
+  removeBackups,
+  scrape,
+  succeeded,
+} from "../../helpers/coordinator";
 import { Volumes } from "../../helpers/volumes";
 import { exited, tempDir, waitFor } from "../../helpers/wait";
 
@@ -40,6 +48,8 @@ describe("observability", () => {
     agentText = agentTexts.join("\n");
   });
   after(async () => {
+    // The backups this file made leave the lab with it (their base images, snapshots, metadata).
+    if (d) await removeBackups(d.client).catch((e) => console.log(`# cleanup: ${(e as Error).message}`));
     await d?.stop();
     await vols.cleanup();
   });
