@@ -24,8 +24,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # + promtool and Prometheus for the observability tests, PostgreSQL for the catalog's second store and
-# several coordinators, Cinder and gRPC for Python for the OpenStack driver's tests.
-deploy/lab/install-deps.sh prometheus postgresql python3-cinder python3-grpcio python3-grpc-tools
+# several coordinators, Cinder and gRPC for Python for the OpenStack driver's tests, systemd for
+# systemd-analyze (the units in deploy/systemd are verified; nothing is started).
+deploy/lab/install-deps.sh prometheus postgresql python3-cinder python3-grpcio python3-grpc-tools systemd
 npm ci --no-audit --no-fund --loglevel=error
 npm run build --silent
 npx biome check .
@@ -117,9 +118,9 @@ trap 'exit 130' INT
 run_files "${RBDBACKUP_TEST_CONCURRENCY:-2}" "${shared[@]}"
 run_files 1 "${alone[@]}"
 
-# A test skipped for want of what this command installs (PostgreSQL, Prometheus) is a failure here: a
-# broken install must not pass as green (skipping stays right for a hand-run file without them).
-if grep -E '# SKIP .*(RBDBACKUP_TEST_PG_URL is not set|promtool not installed|prometheus not installed)' "$tap" >&2; then
+# A test skipped for want of what this command installs (PostgreSQL, Prometheus, systemd) is a failure
+# here: a broken install must not pass as green (skipping stays right for a hand-run file without them).
+if grep -E '# SKIP .*(RBDBACKUP_TEST_PG_URL is not set|promtool not installed|prometheus not installed|systemd-analyze not installed)' "$tap" >&2; then
   echo "===== tests above were skipped for want of what npm test installs: counted as failed =====" >&2
   [ "$status" -ne 0 ] || status=1
 fi
