@@ -4,8 +4,24 @@ import type { Cluster, IoCtx } from "../../agents/ceph";
 import type { ImageRef } from "../../src/gen/rbdbackup/v1/common";
 import { connectLab, rbdExportSha256, uniqueName } from "./lab";
 import { waitFor } from "./wait";
+import { rng } from "./zero-oracle";
 
 export const MiB = 1 << 20;
+
+/**
+ * Where change() writes and discards (and other tests' layouts): a seeded generator in [0, 1), its seed
+ * printed once per process, so a failure's layout can be replayed (RBDBACKUP_TEST_SEED=<n>); the bytes
+ * written stay random.
+ */
+const layoutSeed = Number(process.env.RBDBACKUP_TEST_SEED ?? Date.now() % 2 ** 31);
+let layoutRng: (() => number) | undefined;
+export function layoutRandom(): number {
+  if (!layoutRng) {
+    console.log(`# volume layouts: seed ${layoutSeed} (RBDBACKUP_TEST_SEED=${layoutSeed} replays them)`);
+    layoutRng = rng(layoutSeed);
+  }
+  return layoutRng();
+}
 
 export class Volumes {
   #clusters = new Map<string, Cluster>();
@@ -49,7 +65,7 @@ export class Volumes {
       if (o.resizeMiB) await img.resize(o.resizeMiB * MiB);
       const size = (await img.stat()).size;
       const maxWrite = o.maxWrite ?? MiB;
-      const rnd = (n: number) => Math.floor(Math.random() * n);
+      const rnd = (n: number) => Math.floor(layoutRandom() * n);
       const ops: Promise<unknown>[] = [];
       for (let i = 0; i < (o.writes ?? 0); i++) {
         const len = 4096 + rnd(maxWrite - 4096);

@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { type Cluster, type Extent, type Image, type IoCtx, objectMapAnswers, prunedDiff } from "../../../agents/ceph";
 import { connectLab, rbdJson, uniqueName } from "../../helpers/lab";
+import { layoutRandom } from "../../helpers/volumes";
 
 const MiB = 1 << 20;
 
@@ -36,7 +37,7 @@ describe("diff iterator equals rbd diff", () => {
   let io: IoCtx;
   let image: Image;
   const name = uniqueName("diff");
-  const rng = (n: number) => Math.floor(Math.random() * n);
+  const rng = (n: number) => Math.floor(layoutRandom() * n);
 
   before(async () => {
     cluster = await connectLab("site-a");

@@ -10,13 +10,14 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type Cluster, type IoCtx, isCephError } from "../../../agents/ceph";
 import { connectLab, rbd, rbdExportSha256, sha256, uniqueName } from "../../helpers/lab";
+import { layoutRandom } from "../../helpers/volumes";
 
 const MiB = 1 << 20;
 
 /** Cuts [0, size) into n pieces of random unaligned lengths. */
 function pieces(size: number, n: number): Array<[number, number]> {
   const cuts = new Set<number>([0, size]);
-  while (cuts.size < n + 1) cuts.add(1 + Math.floor(Math.random() * (size - 1)));
+  while (cuts.size < n + 1) cuts.add(1 + Math.floor(layoutRandom() * (size - 1)));
   const sorted = [...cuts].sort((a, b) => a - b);
   const out: Array<[number, number]> = [];
   for (let i = 0; i + 1 < sorted.length; i++)

@@ -17,7 +17,7 @@ import { BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/b
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import { backedUp, type Deployment, deploy, succeeded } from "../../helpers/coordinator";
 import { rbd, uniqueName } from "../../helpers/lab";
-import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
+import { layoutRandom, MiB, sha, spec, Volumes } from "../../helpers/volumes";
 import { waitFor } from "../../helpers/wait";
 
 const GiB = 1024 * MiB;
@@ -45,7 +45,7 @@ describe("coordinator: CLONE restore, delete guard, failover", () => {
     vols.track("site-a", "rbd", image);
     const img = await io.imageOpen(image);
     const slots = new Set<number>();
-    while (slots.size < 64) slots.add(Math.floor(Math.random() * SIZE_GIB * 1024));
+    while (slots.size < 64) slots.add(Math.floor(layoutRandom() * SIZE_GIB * 1024));
     await Promise.all([...slots].map((s) => img.write(randomBytes(MiB), s * MiB)));
     await img.flush();
     await img.close();
