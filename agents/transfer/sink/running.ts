@@ -89,6 +89,9 @@ export function released(key: string, ms: number, signal?: AbortSignal): Promise
 
 export const isRunning = (key: string): boolean => running.has(key);
 
+/** How many wait for `key`'s last claim to go (tests wait on it instead of a timer). */
+export const waitersOf = (key: string): number => waiting.get(key)?.size ?? 0;
+
 /** Images whose expired hold the sweep (abandon.ts) is undoing now, and when it is done. */
 const sweeps = new Map<string, Promise<void>>();
 

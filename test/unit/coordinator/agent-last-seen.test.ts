@@ -86,7 +86,9 @@ describe("session service: heartbeats and the catalog", () => {
     assert.equal(writes.length, 1, "registration writes the agent");
     const registeredAt = writes[0]?.lastSeen ?? 0;
     for (let i = 0; i < 3; i++) {
-      await new Promise((r) => setTimeout(r, 2));
+      // The wall clock moves on (the session stamps last_seen with it): a condition, not a nap.
+      const now = Date.now();
+      await until(() => Date.now() > now, "the clock to move on");
       inbox.push({ msg: { $case: "heartbeat", value: { leases: [], draining: false } } });
       await until(() => received.length === 2 + i, `heartbeat ack ${i + 1}`);
     }

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
 import { runSink } from "../../../agents/transfer/sink";
+import { keyOfHeader, waitersOf } from "../../../agents/transfer/sink/running";
 import { AppError, Status } from "../../../src/common/errors";
 import { until } from "../../helpers/wait";
 import { FakeCeph } from "./fakes/fake-ceph";
@@ -54,7 +55,10 @@ describe("runSink: one transfer per image", () => {
     const retry = { ...h, transferId: randomUUID() };
     const parts = chunkParts(4, CHUNK);
     const second = runSink(deps, new Feed(messages(retry, parts)));
-    setTimeout(() => first.release(), 50); // the earlier attempt ends while the retry waits
+    // The earlier attempt ends once the retry is seen waiting for it (not on a timer: a slow run would
+    // release before the wait, and the test pass through the path without one).
+    await until(() => waitersOf(keyOfHeader(retry)) === 1, "the retry to wait for the earlier attempt");
+    first.release();
     assert.ok(await running, "the earlier attempt failed (cut short) and cleaned up");
     const s = await second;
     assert.equal(s.snapshotCreated, retry.toSnapshot);
