@@ -40,12 +40,24 @@ interface Placement {
   digestMap?: Uint8Array;
 }
 
+/** Why a queued job does not run yet; `noAgentOf`: it waits for an agent of that cluster to connect. */
+interface Waiting {
+  reason: string;
+  noAgentOf?: string;
+}
+
+const waiting = (reason: string): Waiting => ({ reason });
+const noAgent = (cluster: string, reason = `waiting for an agent of cluster ${cluster} to connect`): Waiting => ({
+  reason,
+  noAgentOf: cluster,
+});
+
 export class Dispatcher {
   /**
    * Queued jobs waiting for an agent of a cluster to connect: since when (this process's view, in memory:
-   * a restarted coordinator or a new leader counts afresh, as agents reconnect to it), and the reason.
+   * a restarted coordinator or a new leader counts afresh, as agents reconnect to it), and which cluster.
    */
-  readonly #noAgent = new Map<string, { reason: string; since: number; seen: number }>();
+  readonly #noAgent = new Map<string, { cluster: string; since: number; seen: number }>();
 
   constructor(
     private readonly ctx: SchedulerContext,
@@ -69,12 +81,12 @@ export class Dispatcher {
       const sweep = j.locks.some((k) => sweeping.has(k));
       const blocker = takeLocks(held, j);
       const placed = blocker
-        ? `waiting for job ${blocker}, which uses the same volume or backup`
+        ? waiting(`waiting for job ${blocker}, which uses the same volume or backup`)
         : sweep
-          ? "waiting for the source snapshot sweep of its volume (after the volume's previous job)"
+          ? waiting("waiting for the source snapshot sweep of its volume (after the volume's previous job)")
           : this.#place(j, counts);
-      if (typeof placed === "string") {
-        if (!this.#waitedTooLong(j, placed)) wait(this.ctx, j, placed);
+      if ("reason" in placed) {
+        if (!this.#waitedTooLong(j, placed)) wait(this.ctx, j, placed.reason);
       } else {
         this.#noAgent.delete(j.id);
         this.#start(j, placed, counts);
@@ -87,9 +99,9 @@ export class Dispatcher {
    * waited scheduler.placementTimeoutMs: queued without end, it held its place and every later job of its
    * volume (a backup to a healthy site, a delete, a restore) waited behind it. Returns whether it failed.
    */
-  #waitedTooLong(j: JobRecord, reason: string): boolean {
+  #waitedTooLong(j: JobRecord, { reason, noAgentOf }: Waiting): boolean {
     const { ctx } = this;
-    if (!reason.endsWith(" to connect")) {
+    if (!noAgentOf) {
       this.#noAgent.delete(j.id);
       return false;
     }
@@ -97,8 +109,8 @@ export class Dispatcher {
     const w = this.#noAgent.get(j.id);
     // Counted afresh for another cluster, and after a gap in the passes (a standby's term in between:
     // passes come at least every 30 s while this coordinator leads).
-    if (!w || w.reason !== reason || now - w.seen > PASS_GAP_MS) {
-      this.#noAgent.set(j.id, { reason, since: now, seen: now });
+    if (!w || w.cluster !== noAgentOf || now - w.seen > PASS_GAP_MS) {
+      this.#noAgent.set(j.id, { cluster: noAgentOf, since: now, seen: now });
       return false;
     }
     w.seen = now;
@@ -117,33 +129,33 @@ export class Dispatcher {
   }
 
   /** Where the job runs now, or why it cannot run yet. */
-  #place(j: JobRecord, counts: RunningCounts): Placement | string {
+  #place(j: JobRecord, counts: RunningCounts): Placement | Waiting {
     const { cfg, sessions } = this.ctx;
-    if (j.nextAttemptAt > this.ctx.now()) return retryReason(j.nextAttemptAt);
+    if (j.nextAttemptAt > this.ctx.now()) return waiting(retryReason(j.nextAttemptAt));
     const full = clustersOf(j).find((c) => (counts.byCluster.get(c) ?? 0) >= cfg.perClusterLimit);
-    if (full) return `cluster ${full} already runs ${cfg.perClusterLimit} jobs (its limit)`;
+    if (full) return waiting(`cluster ${full} already runs ${cfg.perClusterLimit} jobs (its limit)`);
     const load = (s: AgentSession) => counts.byAgent.get(s.agentId) ?? 0;
     const connected = sessions.ofCluster(j.execCluster);
     // An agent shutting down takes no new lease (it would refuse it).
     const ofCluster = connected.filter((s) => !s.draining);
     const agent = ofCluster.filter((s) => load(s) < s.info.capacity).sort((a, b) => load(a) - load(b))[0];
     if (!agent) {
-      if (ofCluster.length) return `every agent of cluster ${j.execCluster} is at its capacity`;
+      if (ofCluster.length) return waiting(`every agent of cluster ${j.execCluster} is at its capacity`);
       return connected.length
-        ? `every agent of cluster ${j.execCluster} is shutting down; waiting for one to connect`
-        : `waiting for an agent of cluster ${j.execCluster} to connect`;
+        ? noAgent(j.execCluster, `every agent of cluster ${j.execCluster} is shutting down; waiting for one to connect`)
+        : noAgent(j.execCluster);
     }
     if (j.operation.kind === "verify" && j.operation.mode === VerifyMode.VERIFY_MODE_SOURCE) {
       const b = this.ctx.catalog.getBackup(j.backupId);
       if (!b?.location || !b.volume) return { agent, peer: null }; // leaseOperation fails the job
       const map = this.maps.ready(j, b as Located);
-      return typeof map === "string" ? map : { agent, peer: null, digestMap: map };
+      return typeof map === "string" ? waiting(map) : { agent, peer: null, digestMap: map };
     }
     if (!j.peerCluster || j.peerCluster === j.execCluster) return { agent, peer: null };
     const peers = sessions.ofCluster(j.peerCluster).filter((s) => !s.draining);
     // A retry goes back to the last attempt's peer while it is there (model.ts lastPeerAgent); else the least busy.
     const peer = peers.find((s) => s.agentId === j.lastPeerAgent) ?? peers.sort((a, b) => a.jobs.size - b.jobs.size)[0];
-    return peer ? { agent, peer } : `waiting for an agent of cluster ${j.peerCluster} to connect`;
+    return peer ? { agent, peer } : noAgent(j.peerCluster);
   }
 
   #start(j: JobRecord, { agent, peer, digestMap }: Placement, counts: RunningCounts): void {
