@@ -19,6 +19,7 @@ import { imageWhere } from "./footprint";
 import { headDiffers, holdsData, INCOMPLETE_KEY, type OwnClient, otherWriters, removeImageRetrying } from "./image-ops";
 import { holdAtStart } from "./keep";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
+import { keyOfEntry } from "./running";
 
 type Deps = SinkDeps<SinkCluster>;
 
@@ -99,14 +100,8 @@ async function unmarkedBase(img: SinkImage, e: JournalEntry): Promise<boolean> {
  */
 export function superseded(e: JournalEntry, all: JournalEntry[]): boolean {
   const at = Date.parse(e.startedAt);
-  return all.some(
-    (o) =>
-      o.transferId !== e.transferId &&
-      o.pool === e.pool &&
-      o.namespace === e.namespace &&
-      o.image === e.image &&
-      Date.parse(o.startedAt) > at,
-  );
+  const key = keyOfEntry(e);
+  return all.some((o) => o.transferId !== e.transferId && keyOfEntry(o) === key && Date.parse(o.startedAt) > at);
 }
 
 const leftTo = (where: string, who: string, e: JournalEntry) =>
