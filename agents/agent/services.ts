@@ -20,6 +20,7 @@ import { type Cluster, libraryVersions } from "../ceph";
 import { listChains } from "../engine/snapshots";
 import { type AuthzAudit, messageOf, resultOf } from "../transfer/authz-audit";
 import { validName } from "../transfer/protocol";
+import { chainsSettled, EARLIER_TRANSFER_WAIT_MS } from "../transfer/sink";
 import { authorizeListChains, type Here, type TransferCaller } from "../transfer/transfer-authz";
 import { describeAsks, LeaseCheck } from "./authz";
 import { type AgentOperations, handle } from "./operations";
@@ -39,7 +40,7 @@ export function listChainsService(
   log: Logger,
   authz: { verifier: CapabilityVerifier | null; audit?: AuthzAudit },
 ): (req: ListChainsRequest, signal: AbortSignal, caller: TransferCaller) => Promise<ListChainsResponse> {
-  return (req, _signal, caller) =>
+  return (req, signal, caller) =>
     handle(log, "ListChains", async () => {
       // The capability first: a caller without the right one learns nothing, not even which names are valid.
       // It sees only the chains its capability names (those it may extend): another volume of the same
@@ -48,6 +49,10 @@ export function listChainsService(
       validName(req.pool, "pool");
       validName(req.namespace, "namespace", { allowEmpty: true });
       validName(req.volumeImage, "volume_image");
+      // A transfer of this volume still writing here (its commit, its cleanup) ends first (bounded, inside
+      // the caller's 30 s deadline): a source stopped while it waited for the answer asks whether its
+      // backup committed, and must not be told "no" by a commit still under way.
+      await chainsSettled(req.pool, req.namespace, req.volumeImage, EARLIER_TRANSFER_WAIT_MS, signal);
       const chains = await listChains(cluster, req.pool, req.namespace, req.volumeImage);
       return {
         chains: visible ? chains.filter((c) => visible.has(c.baseImage)) : chains,

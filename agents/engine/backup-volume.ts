@@ -61,8 +61,11 @@ import type { Progress } from "./progress";
 import { keepsForRetry, sendResumable } from "./resume";
 import { backupSnapshots, snapshotsToPrune } from "./snapshots";
 
-/** How long a stopped backup asks its destination whether it committed anyway (committedWhileStopped). */
-const COMMIT_CHECK_MS = 10_000;
+/**
+ * How long a stopped backup asks its destination whether it committed anyway (committedWhileStopped): the
+ * destination first lets a transfer of the volume still writing there end (up to 20 s, EARLIER_TRANSFER_WAIT_MS).
+ */
+const COMMIT_CHECK_MS = 25_000;
 
 /** The phase that starts when the named one ends (for progress reports). */
 const PHASE_AFTER: Record<string, string> = {
@@ -520,7 +523,8 @@ class VolumeBackup {
   /**
    * A transfer stopped (a cancel, the agent's shutdown) may have been stopped too late: the destination
    * already had every byte and committed — then the cancel did not take, and the backup exists. Asked
-   * of the destination's chains (bounded: 10 s, its own deadline, for the job's signal has fired) before
+   * of the destination's chains (bounded: 25 s, its own deadline, for the job's signal has fired; the
+   * destination answers once a commit or cleanup of the volume there has ended) before
    * anything is cleaned up; when its snapshot is there, that backup is this attempt's result and the
    * source snapshot stays (the chain's next incremental starts from it). Otherwise, or when the question
    * fails, null: the failure stands and cleanup runs as ever. (A stream cut short before its trailer is

@@ -10,6 +10,8 @@ import type { SinkImage, SinkIoCtx } from "./ports";
 
 export interface Footprint {
   readonly h: TransferHeader;
+  /** The transfer's own signal (cut short, cancelled): long steps of prepare look at it. */
+  signal?: AbortSignal;
   /** pool[/namespace]/image, for messages. */
   readonly where: string;
   io?: SinkIoCtx;

@@ -11,3 +11,4 @@ export { type CommittedBackup, RECENT_COMMIT_TTL_MS, RecentCommits } from "./rec
 export { recoverInterrupted } from "./recovery";
 export { resumePoint } from "./resume";
 export { overwroteTarget, runSink, type SinkOptions } from "./run-sink";
+export { chainsSettled, EARLIER_TRANSFER_WAIT_MS } from "./running";

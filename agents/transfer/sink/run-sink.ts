@@ -96,6 +96,7 @@ async function sinkFrom(
     t.mark("poolChecks");
     const watch = watchPool(deps.cluster, dest.pool, deps.clusterName, deps.limits.fullCheckIntervalMs, ac);
     const fp = newFootprint(h);
+    fp.signal = ac.signal;
     const window = new WriteWindow(
       {
         writesInFlight: deps.limits.writesInFlight,

@@ -89,6 +89,27 @@ export function released(key: string, ms: number, signal?: AbortSignal): Promise
 
 export const isRunning = (key: string): boolean => running.has(key);
 
+/**
+ * Resolves once no transfer of this process writes a base image of `volumeImage` in `pool`/`namespace`
+ * (`<volume>.backup.<id>`), or after `ms`, or when `signal` aborts: a listing of the volume's chains then
+ * shows a commit or a cleanup that was under way (a source stopped mid-wait asks whether it committed).
+ */
+export async function chainsSettled(
+  pool: string,
+  namespace: string,
+  volumeImage: string,
+  ms: number,
+  signal?: AbortSignal,
+): Promise<void> {
+  const prefix = `${keyOf(pool, namespace, volumeImage)}.backup.`;
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const k = [...running.keys()].find((x) => x.startsWith(prefix));
+    const left = deadline - Date.now();
+    if (!k || left <= 0 || !(await released(k, left, signal))) return;
+  }
+}
+
 /** How many wait for `key`'s last claim to go (tests wait on it instead of a timer). */
 export const waitersOf = (key: string): number => waiting.get(key)?.size ?? 0;
 

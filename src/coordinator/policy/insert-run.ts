@@ -7,7 +7,7 @@
  * `known` (a scheduled run whose volume's previous run did not fail: unprobedRun) skips the agents'
  * probes (jobs/backup-job.ts).
  */
-import { AppError } from "../../common/errors";
+import { AppError, failedPrecondition } from "../../common/errors";
 import type { Logger } from "../../common/log";
 import { BackupStatus, JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
@@ -74,8 +74,8 @@ export async function insertRun(
     v.volumeMetadata(req.volumeId, req.volumeMetadata);
   } catch (e) {
     if (!(e instanceof AppError)) throw e;
-    throw new AppError(
-      e.status,
+    // The policy's state, not the caller's request (RunPolicyNow names only the policy): a precondition.
+    throw failedPrecondition(
       `policy ${p.name}: ${e.message} once its placeholders are filled for ${volumeLabel(vol)}; shorten the policy's template (UpdatePolicy)`,
     );
   }

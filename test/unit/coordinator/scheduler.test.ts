@@ -372,6 +372,20 @@ describe("scheduler", () => {
       assert.equal(h.job(again.id).state, QUEUED, "a gap in the passes restarts the count");
       pass(h.cfg.placementTimeoutMs);
       assert.equal(h.job(again.id).state, FAILED);
+
+      // The cluster's only agent shutting down, then gone: one wait for an agent of that cluster, counted
+      // from its start (the reason's words changing does not restart it).
+      const c2 = h.connect("c2", "c");
+      c2.draining = true;
+      const drained = h.queueBackup(vol("v4", "c")); // its volume on cluster c: an agent there runs it
+      h.tick();
+      assert.match(h.job(drained.id).waitingReason, /^every agent of cluster c is shutting down/);
+      pass(h.cfg.placementTimeoutMs / 2);
+      h.disconnect(c2);
+      h.tick();
+      assert.equal(h.job(drained.id).waitingReason, "waiting for an agent of cluster c to connect");
+      pass(h.cfg.placementTimeoutMs / 2);
+      assert.equal(h.job(drained.id).state, FAILED, "failed an hour after its wait began");
     });
 
     it("no agent of the source or of the peer cluster: the job waits, naming the cluster", async () => {

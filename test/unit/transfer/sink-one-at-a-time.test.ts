@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
 import { runSink } from "../../../agents/transfer/sink";
-import { keyOfHeader, waitersOf } from "../../../agents/transfer/sink/running";
+import { chainsSettled, claimImage, keyOfHeader, waitersOf } from "../../../agents/transfer/sink/running";
 import { AppError, Status } from "../../../src/common/errors";
 import { until } from "../../helpers/wait";
 import { FakeCeph } from "./fakes/fake-ceph";
@@ -64,5 +64,26 @@ describe("runSink: one transfer per image", () => {
     assert.equal(s.snapshotCreated, retry.toSnapshot);
     const img = ceph.pool("backups").images.get(h.destination?.image as string);
     assert.ok(img?.data.equals(Buffer.concat(parts.map((p) => ("data" in p ? p.data : Buffer.alloc(0))))));
+  });
+
+  it("a listing of a volume's chains waits for a transfer still writing one of its base images, not another volume's", async () => {
+    const into = (image: string) => ({ ...header(), destination: { pool: "backups", namespace: "", image } });
+    const mine = claimImage(into("vol.backup.x"));
+    const other = claimImage(into("vol2.backup.y"));
+    try {
+      let settled = false;
+      const listing = chainsSettled("backups", "", "vol", 10_000).then(() => {
+        settled = true;
+      });
+      await until(() => waitersOf(keyOfHeader(into("vol.backup.x"))) === 1, "the listing to wait for the transfer");
+      assert.equal(settled, false);
+      mine();
+      await listing;
+      assert.equal(settled, true);
+      // Another volume's transfer (vol2) and one of this name's prefix only (vol2 is not vol) do not hold it.
+      await chainsSettled("backups", "", "vol", 10_000);
+    } finally {
+      other();
+    }
   });
 });
