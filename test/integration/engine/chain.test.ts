@@ -203,30 +203,34 @@ describe("backup chains", () => {
     });
   }
 
+  /** Runs `f` on the volume opened read-write, then flushes and closes it. */
+  const withVolume = async (vol: ImageRef, f: (img: Image) => Promise<unknown>) => {
+    const img = await (await vols.io("site-a", vol.pool)).imageOpen(vol.image);
+    try {
+      await f(img);
+      await img.flush();
+    } finally {
+      await img.close();
+    }
+  };
+  /** A backup of the volume into site-b's backups pool (AUTO: incremental when a chain is there). */
+  const backupToSiteB = (vol: ImageRef) =>
+    a.client.backup({
+      backupId: randomUUID(),
+      source: { $case: "volume", value: vol },
+      destination: { address: b.transferAddress, clusterFsid: b.fsid },
+      destinationPool: "backups",
+    });
+
   // `rbd snap rollback` to a snapshot older than the last backup's (Cinder's revert to snapshot): the
   // object map then says "not written since" of objects that changed (agents/ceph/pruned-diff.ts). The
   // next incremental must still send them.
   it("an incremental after the volume was rolled back to an older snapshot holds the rolled-back data", async () => {
     const vol = await vols.create("site-a", "rbd", 24, 0, "rollback");
-    const io = await vols.io("site-a", "rbd");
-    const write = async (f: (img: Image) => Promise<void>) => {
-      const img = await io.imageOpen(vol.image);
-      try {
-        await f(img);
-        await img.flush();
-      } finally {
-        await img.close();
-      }
-    };
+    const write = (f: (img: Image) => Promise<unknown>) => withVolume(vol, f);
     const OBJ = 4 * MiB;
-    await write((img) => img.write(randomBytes(24 * MiB), 0).then(() => {}));
-    const backup = () =>
-      a.client.backup({
-        backupId: randomUUID(),
-        source: { $case: "volume", value: vol },
-        destination: { address: b.transferAddress, clusterFsid: b.fsid },
-        destinationPool: "backups",
-      });
+    await write((img) => img.write(randomBytes(24 * MiB), 0));
+    const backup = () => backupToSiteB(vol);
     // Two snapshots, nothing written between: every object is "clean" in the second's object map (and
     // stays so: the first, kept, is what a removed snapshot's "written" marks would merge into).
     await write(async (img) => {
@@ -255,25 +259,10 @@ describe("backup chains", () => {
   // "same" of what the older snapshot's map marks clean) and roll it back before writing.
   it("an incremental onto a base image rolled back to an older backup's snapshot holds the right data", async () => {
     const vol = await vols.create("site-a", "rbd", 24, 0, "base-rollback");
-    const io = await vols.io("site-a", "rbd");
-    const write = async (offset: number, length: number) => {
-      const img = await io.imageOpen(vol.image);
-      try {
-        await img.write(randomBytes(length), offset);
-        await img.flush();
-      } finally {
-        await img.close();
-      }
-    };
+    const write = (offset: number, length: number) => withVolume(vol, (img) => img.write(randomBytes(length), offset));
     const OBJ = 4 * MiB;
     await write(0, 24 * MiB);
-    const backup = () =>
-      a.client.backup({
-        backupId: randomUUID(),
-        source: { $case: "volume", value: vol },
-        destination: { address: b.transferAddress, clusterFsid: b.fsid },
-        destinationPool: "backups",
-      });
+    const backup = () => backupToSiteB(vol);
     const first = await backup();
     vols.track("site-b", "backups", first.baseImage);
     // Nothing changed: the second backup writes nothing, so its snapshot's object map marks no object
