@@ -5,6 +5,7 @@
  * and an expired hold is not undone under a transfer — nor does a transfer prepare an image whose
  * expired hold the sweep is undoing (it waits for the sweep).
  */
+import { parseBaseImage } from "../../../src/common/ids";
 import type { TransferHeader } from "../../../src/gen/rbdbackup/v1/transfer";
 import type { JournalEntry } from "../journal";
 
@@ -101,10 +102,12 @@ export async function chainsSettled(
   ms: number,
   signal?: AbortSignal,
 ): Promise<void> {
-  const prefix = `${keyOf(pool, namespace, volumeImage)}.backup.`;
+  const at = keyOf(pool, namespace, "");
+  // This volume's base images only (`<volume>.backup.<uuid>`): not `<volume>.backup.x.backup.<uuid>`, another's.
+  const ours = (k: string) => k.startsWith(at) && parseBaseImage(k.slice(at.length), volumeImage) !== null;
   const deadline = Date.now() + ms;
   for (;;) {
-    const k = [...running.keys()].find((x) => x.startsWith(prefix));
+    const k = [...running.keys()].find(ours);
     const left = deadline - Date.now();
     if (!k || left <= 0 || !(await released(k, left, signal))) return;
   }

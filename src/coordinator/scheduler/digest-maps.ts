@@ -15,6 +15,7 @@ import type { JobRecord } from "../model";
 import type { Located } from "./capabilities";
 import type { SchedulerContext } from "./context";
 import { finish } from "./transitions";
+import { noAgent, type Waiting, waiting } from "./waiting";
 
 /** How long one digest_map question may take, ms. */
 export const DIGEST_MAP_CALL_TIMEOUT_MS = 60_000;
@@ -28,16 +29,22 @@ export class DigestMaps {
   constructor(private readonly ctx: SchedulerContext) {}
 
   /** The map for job j's next attempt, or why it is not here yet (a fetch starts when none runs). */
-  ready(j: JobRecord, b: Located): Uint8Array | string {
+  ready(j: JobRecord, b: Located): Uint8Array | Waiting {
     const got = this.#fetched.get(j.id);
     if (got?.kind === "map") return got.map;
     const from = `the digest map of backup ${b.id} from cluster ${b.location.cluster}`;
-    if (this.#inFlight.has(j.id)) return `fetching ${from}`;
+    if (this.#inFlight.has(j.id)) return waiting(`fetching ${from}`);
     if (got?.kind === "failed" && this.ctx.now() < got.at + this.ctx.cfg.backoffBaseMs) {
-      return `could not fetch ${from} (${got.why}); trying again`;
+      return waiting(`could not fetch ${from} (${got.why}); trying again`);
     }
     const agent = this.ctx.sessions.ofCluster(b.location.cluster).sort((x, y) => x.jobs.size - y.jobs.size)[0];
-    if (!agent) return `waiting for an agent of cluster ${b.location.cluster} (it keeps the digest map) to connect`;
+    // Counted like any wait for an agent (the placement timeout fails it in the end): a SOURCE verify
+    // queued for ever would hold its backup's lock, and a DELETE of the backup would wait behind it.
+    if (!agent)
+      return noAgent(
+        b.location.cluster,
+        `waiting for an agent of cluster ${b.location.cluster} (it keeps the digest map) to connect`,
+      );
     const request = { backupId: b.id, pool: b.location.pool, namespace: b.location.namespace };
     const p = agent
       .call({ $case: "digestMap", value: request }, "digestMap", DIGEST_MAP_CALL_TIMEOUT_MS)
@@ -55,7 +62,7 @@ export class DigestMaps {
         this.ctx.kick();
       });
     this.#inFlight.set(j.id, p);
-    return `fetching ${from}`;
+    return waiting(`fetching ${from}`);
   }
 
   /** The attempt was leased (or the job ended): its map goes. */

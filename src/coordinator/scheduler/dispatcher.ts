@@ -29,6 +29,7 @@ import {
 import type { LeaseBroker } from "./lease-broker";
 import { leaseOperation } from "./operation";
 import { finish, retryReason, wait } from "./transitions";
+import { noAgent, type Waiting, waiting } from "./waiting";
 
 /** Longer than any wait between two dispatcher passes while leading (the scheduler sleeps at most 30 s). */
 const PASS_GAP_MS = 90_000;
@@ -39,18 +40,6 @@ interface Placement {
   /** SOURCE verification: the backup's digest map, fetched for this attempt. */
   digestMap?: Uint8Array;
 }
-
-/** Why a queued job does not run yet; `noAgentOf`: it waits for an agent of that cluster to connect. */
-interface Waiting {
-  reason: string;
-  noAgentOf?: string;
-}
-
-const waiting = (reason: string): Waiting => ({ reason });
-const noAgent = (cluster: string, reason = `waiting for an agent of cluster ${cluster} to connect`): Waiting => ({
-  reason,
-  noAgentOf: cluster,
-});
 
 export class Dispatcher {
   /**
@@ -149,7 +138,7 @@ export class Dispatcher {
       const b = this.ctx.catalog.getBackup(j.backupId);
       if (!b?.location || !b.volume) return { agent, peer: null }; // leaseOperation fails the job
       const map = this.maps.ready(j, b as Located);
-      return typeof map === "string" ? waiting(map) : { agent, peer: null, digestMap: map };
+      return map instanceof Uint8Array ? { agent, peer: null, digestMap: map } : map;
     }
     if (!j.peerCluster || j.peerCluster === j.execCluster) return { agent, peer: null };
     const peers = sessions.ofCluster(j.peerCluster).filter((s) => !s.draining);

@@ -349,6 +349,35 @@ describe("verification (coordinator)", () => {
     assert.equal(a1.leases().filter((l) => l.jobId === job.id).length, 0);
   });
 
+  it("SOURCE while no agent of the backup's cluster is connected: it waits, then fails UNAVAILABLE after placementTimeoutMs (its backup lock goes)", async () => {
+    const b = available(vol("mapgone"));
+    sourceSnaps.set("mapgone", [b.snapshot]);
+    h.disconnect(b1); // site b down: the SOURCE check itself needs only cluster a
+    try {
+      const job = await api.verifyBackup({
+        backupId: b.id,
+        mode: VerifyMode.VERIFY_MODE_SOURCE,
+        samplePercent: 0,
+        idempotencyKey: "",
+      });
+      h.tick();
+      assert.match(
+        h.job(job.id).waitingReason,
+        /^waiting for an agent of cluster b \(it keeps the digest map\) to connect$/,
+      );
+      for (let left = h.cfg.placementTimeoutMs; left > 0; left -= 30_000) {
+        h.advance(Math.min(left, 30_000));
+        h.tick();
+      }
+      const j = h.job(job.id);
+      assert.equal(j.state, JobState.JOB_STATE_FAILED, "not queued for ever, holding its backup's lock");
+      assert.equal(j.errorCode, "UNAVAILABLE");
+    } finally {
+      b1 = h.connect("b1", "b");
+      b1.answer = answerOf(h, "b");
+    }
+  });
+
   it("a backup made with a digest map records it; a failed delete of a CORRUPT backup leaves it CORRUPT", async () => {
     const v = vol("made");
     const j = h.queueBackup(v, "b");
@@ -393,11 +422,12 @@ describe("verification (coordinator)", () => {
           .find((l) => l.startsWith(`${line} `))
           ?.split(" ")[1],
       );
-    // Earlier tests: two FULL and one SAMPLE found corrupt; FULL and SOURCE ok; a SOURCE failed (no map).
+    // Earlier tests: two FULL and one SAMPLE found corrupt; FULL and SOURCE ok; two SOURCE failed (no map;
+    // no agent of the map's cluster within the placement timeout).
     assert.equal(value('rbdbackup_verify_runs_total{mode="full",result="corrupt"}'), 2);
     assert.equal(value('rbdbackup_verify_runs_total{mode="sample",result="corrupt"}'), 1);
     assert.equal(value('rbdbackup_verify_runs_total{mode="source",result="ok"}'), 1);
-    assert.equal(value('rbdbackup_verify_runs_total{mode="source",result="failed"}'), 1);
+    assert.equal(value('rbdbackup_verify_runs_total{mode="source",result="failed"}'), 2);
     const corrupt = h.catalog.listBackups({ statuses: [BackupStatus.BACKUP_STATUS_CORRUPT] }, 100, "").items;
     assert.equal(corrupt.length, 3);
     assert.equal(value('rbdbackup_backups_corrupt{location_cluster="b"}'), 3);

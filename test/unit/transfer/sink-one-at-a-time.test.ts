@@ -68,22 +68,32 @@ describe("runSink: one transfer per image", () => {
 
   it("a listing of a volume's chains waits for a transfer still writing one of its base images, not another volume's", async () => {
     const into = (image: string) => ({ ...header(), destination: { pool: "backups", namespace: "", image } });
-    const mine = claimImage(into("vol.backup.x"));
-    const other = claimImage(into("vol2.backup.y"));
+    const base = `vol.backup.${randomUUID()}`;
+    const mine = claimImage(into(base));
+    // Other volumes' base images: "vol2", and "vol.backup.<uuid>" (a volume of that name) — names that
+    // start like this volume's but are not its chains.
+    const others = [`vol2.backup.${randomUUID()}`, `${base}.backup.${randomUUID()}`].map((i) => claimImage(into(i)));
     try {
       let settled = false;
       const listing = chainsSettled("backups", "", "vol", 10_000).then(() => {
         settled = true;
       });
-      await until(() => waitersOf(keyOfHeader(into("vol.backup.x"))) === 1, "the listing to wait for the transfer");
+      await until(() => waitersOf(keyOfHeader(into(base))) === 1, "the listing to wait for the transfer");
       assert.equal(settled, false);
       mine();
       await listing;
       assert.equal(settled, true);
-      // Another volume's transfer (vol2) and one of this name's prefix only (vol2 is not vol) do not hold it.
+      // The others' transfers still run: they do not hold this volume's listing.
       await chainsSettled("backups", "", "vol", 10_000);
+      // Bounded: a transfer that does not end lets the listing go after `ms`.
+      const stuck = claimImage(into(`vol.backup.${randomUUID()}`));
+      try {
+        await chainsSettled("backups", "", "vol", 50);
+      } finally {
+        stuck();
+      }
     } finally {
-      other();
+      for (const release of others) release();
     }
   });
 });
