@@ -13,7 +13,7 @@ import { ask } from "../jobs/probes";
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
-import { boundedPage } from "./paging";
+import { boundedPage, encodedSize } from "./paging";
 
 export function getBackup(deps: ApiDeps, req: GetBackupRequest): Backup {
   v.uuid(req.backupId, "backup_id");
@@ -42,11 +42,7 @@ export function listBackups(deps: ApiDeps, req: ListBackupsRequest): ListBackups
     locationCluster: req.locationCluster,
     ...(req.status ? { statuses: [req.status] } : { excludeDeleted: true }),
   };
-  const p = boundedPage(
-    (n) => deps.catalog.listBackups(filter, n, req.pageToken),
-    size,
-    (b) => Backup.encode(b).finish().length,
-  );
+  const p = boundedPage((n) => deps.catalog.listBackups(filter, n, req.pageToken), size, encodedSize(Backup));
   return { backups: p.items, nextPageToken: p.next };
 }
 

@@ -12,7 +12,7 @@ import { isFinal } from "../scheduler";
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
-import { boundedPage } from "./paging";
+import { boundedPage, encodedSize } from "./paging";
 
 export function getJob(deps: ApiDeps, adm: Admission, req: GetJobRequest): Job {
   v.uuid(req.jobId, "job_id");
@@ -30,7 +30,7 @@ export function listJobs(deps: ApiDeps, adm: Admission, req: ListJobsRequest): L
   const p = boundedPage(
     (n) => deps.catalog.listJobs(filter, n, req.pageToken),
     size,
-    (j) => Job.encode(adm.view(j)).finish().length,
+    (j) => encodedSize(Job)(adm.view(j)),
   );
   return { jobs: p.items.map((j) => adm.view(j)), nextPageToken: p.next };
 }

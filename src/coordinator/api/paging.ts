@@ -24,10 +24,33 @@ export function boundedPage<T>(
   budget = PAGE_BYTES,
 ): Page<T> {
   const p = v.page(() => list(size));
-  let total = 0;
-  for (const [i, item] of p.items.entries()) {
-    total += bytesOf(item);
-    if (total > budget && i > 0) return v.page(() => list(i));
-  }
-  return p;
+  const fit = itemsThatFit(p.items, bytesOf, 0, true, budget);
+  return fit.count < p.items.length ? v.page(() => list(fit.count)) : p;
 }
+
+/**
+ * How many of `items` a page takes after `used` bytes: up to the first that would pass the budget,
+ * which starts the next page — never the page's very first item (`first`: items[0] would be it), so
+ * every page holds one. `bytes`: what the items taken add.
+ */
+export function itemsThatFit<T>(
+  items: T[],
+  bytesOf: (item: T) => number,
+  used: number,
+  first: boolean,
+  budget = PAGE_BYTES,
+): { count: number; bytes: number } {
+  let bytes = 0;
+  for (const [i, item] of items.entries()) {
+    const b = bytesOf(item);
+    if (used + bytes + b > budget && !(first && i === 0)) return { count: i, bytes };
+    bytes += b;
+  }
+  return { count: items.length, bytes };
+}
+
+/** An item's encoded size, by its (ts-proto) message type: the bytesOf of a listing of it. */
+export const encodedSize =
+  <T>(type: { encode(m: T): { finish(): Uint8Array } }) =>
+  (m: T): number =>
+    type.encode(m).finish().length;

@@ -26,7 +26,7 @@ import { checkOverlap, defaultPoolOf, type PolicyContext, policyName, validatePo
 import * as v from "../validate";
 import { isUniqueViolation } from "./admission";
 import type { ApiDeps } from "./deps";
-import { boundedPage } from "./paging";
+import { boundedPage, encodedSize } from "./paging";
 import { probe } from "./probes";
 import { getVolumeProtection, listVolumeProtection } from "./protection";
 
@@ -176,11 +176,7 @@ async function updatePolicy(deps: ApiDeps, req: UpdatePolicyRequest, ctx: CallCo
 
 function listPolicies(deps: ApiDeps, req: ListPoliciesRequest): ListPoliciesResponse {
   const size = v.pageSize(req.pageSize);
-  const page = boundedPage(
-    (n) => deps.catalog.policies.listPolicies(n, req.pageToken),
-    size,
-    (p) => Policy.encode(p).finish().length,
-  );
+  const page = boundedPage((n) => deps.catalog.policies.listPolicies(n, req.pageToken), size, encodedSize(Policy));
   return { policies: page.items.map((p) => policyView(deps, p)), nextPageToken: page.next };
 }
 

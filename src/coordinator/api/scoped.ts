@@ -40,7 +40,7 @@ import { volumeKey } from "../model";
 import type { Scope, ScopeStore } from "../scopes";
 import type { ApiDeps } from "./deps";
 import { backupOfClone } from "./flatten";
-import { PAGE_BYTES } from "./paging";
+import { encodedSize, itemsThatFit } from "./paging";
 
 // biome-ignore lint/suspicious/noExplicitAny: requests and responses of every method pass through
 type Msg = any;
@@ -110,7 +110,7 @@ export const CHECKS: Readonly<Record<string, Check>> = {
   ListBackups: {
     after: (g, res: ListBackupsResponse) => ({ ...res, backups: res.backups.filter((b) => g.seesBackup(b)) }),
     paged: "backups",
-    itemBytes: (b: Backup) => Backup.encode(b).finish().length,
+    itemBytes: encodedSize(Backup),
   },
   ListBackupSnapshots: { before: (g, r) => g.volume(r.volume, "volume") },
   VerifyBackup: byBackup(),
@@ -130,7 +130,7 @@ export const CHECKS: Readonly<Record<string, Check>> = {
     },
     after: (g, res: ListJobsResponse) => ({ ...res, jobs: res.jobs.filter((j) => g.seesJob(j)) }),
     paged: "jobs",
-    itemBytes: (j: Job) => Job.encode(j).finish().length,
+    itemBytes: encodedSize(Job),
   },
   ListAgents: {
     after: (g, res: ListAgentsResponse) => ({
@@ -200,7 +200,7 @@ export const CHECKS: Readonly<Record<string, Check>> = {
   ListPolicies: {
     after: (g, res: ListPoliciesResponse) => ({ ...res, policies: res.policies.filter((p) => g.seesPolicy(p)) }),
     paged: "policies",
-    itemBytes: (p: Policy) => Policy.encode(p).finish().length,
+    itemBytes: encodedSize(Policy),
   },
   GetVolumeProtection: {
     before: (g, r: GetVolumeProtectionRequest) => {
@@ -232,7 +232,7 @@ export const CHECKS: Readonly<Record<string, Check>> = {
       volumes: res.volumes.filter((v) => g.scope.sees(v.volume) && g.seesPolicyNamed(v.policy)),
     }),
     paged: "volumes",
-    itemBytes: (v: VolumeProtection) => VolumeProtection.encode(v).finish().length,
+    itemBytes: encodedSize(VolumeProtection),
   },
   GetCoordinatorStatus: {},
   // Admins only, and admins are never scoped: reached by no scoped caller (the guard refuses it if one did).
@@ -400,14 +400,8 @@ export function scopeGuard(deps: ScopeGuardDeps) {
       let res = (yield* page(Math.max(1, size - items.length))) as Msg;
       let kept = (after(res) as Msg)[field] as unknown[];
       // The first kept item that would pass the byte budget (never the page's very first item).
-      let cut = kept.length;
-      for (let i = 0, b = bytes; i < kept.length; i++) {
-        b += bytesOf(kept[i]);
-        if (b > PAGE_BYTES && items.length + i > 0) {
-          cut = i;
-          break;
-        }
-      }
+      const fit = itemsThatFit(kept, bytesOf, bytes, items.length === 0);
+      const cut = fit.count;
       if (cut < kept.length) {
         // The page ends before that item: the rows read up to it are asked again, so the token the
         // answer carries goes on right there (the after filter keeps its items as they are).
@@ -418,7 +412,7 @@ export function scopeGuard(deps: ScopeGuardDeps) {
         items.push(...kept);
         return { ...res, [field]: items, nextPageToken: res.nextPageToken } as Res;
       }
-      for (const k of kept) bytes += bytesOf(k);
+      bytes += fit.bytes;
       rows += res[field].length;
       items.push(...kept);
       token = res.nextPageToken;

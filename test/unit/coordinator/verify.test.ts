@@ -106,6 +106,10 @@ describe("verification (coordinator)", () => {
     return b;
   }
 
+  /** A SOURCE verification of `b` asked through the API (the job, queued). */
+  const askSource = (b: Backup) =>
+    api.verifyBackup({ backupId: b.id, mode: VerifyMode.VERIFY_MODE_SOURCE, samplePercent: 0, idempotencyKey: "" });
+
   /** Runs a VERIFY of `b` through the API to its outcome on `agent`; returns the job id. */
   async function verify(b: Backup, mode: VerifyMode, ok: boolean, agent = b1): Promise<string> {
     const job = await api.verifyBackup({ backupId: b.id, mode, samplePercent: 0, idempotencyKey: "" });
@@ -334,12 +338,7 @@ describe("verification (coordinator)", () => {
   it("SOURCE when the backup's cluster has no map: the job FAILS with FAILED_PRECONDITION, nothing leased", async () => {
     const b = available(vol("nomap"));
     sourceSnaps.set("nomap", [b.snapshot]);
-    const job = await api.verifyBackup({
-      backupId: b.id,
-      mode: VerifyMode.VERIFY_MODE_SOURCE,
-      samplePercent: 0,
-      idempotencyKey: "",
-    });
+    const job = await askSource(b);
     h.tick();
     await h.settle();
     const j = h.job(job.id);
@@ -354,12 +353,7 @@ describe("verification (coordinator)", () => {
     sourceSnaps.set("mapgone", [b.snapshot]);
     h.disconnect(b1); // site b down: the SOURCE check itself needs only cluster a
     try {
-      const job = await api.verifyBackup({
-        backupId: b.id,
-        mode: VerifyMode.VERIFY_MODE_SOURCE,
-        samplePercent: 0,
-        idempotencyKey: "",
-      });
+      const job = await askSource(b);
       h.tick();
       assert.match(
         h.job(job.id).waitingReason,
@@ -442,12 +436,7 @@ describe("verification (coordinator)", () => {
     const was = b1.answer;
     b1.answer = (req) =>
       req.$case === "digestMap" && fail ? new AppError(Status.UNAVAILABLE, "rados timed out") : was(req);
-    const job = await api.verifyBackup({
-      backupId: b.id,
-      mode: VerifyMode.VERIFY_MODE_SOURCE,
-      samplePercent: 0,
-      idempotencyKey: "",
-    });
+    const job = await askSource(b);
     h.tick();
     await h.settle();
     h.tick();

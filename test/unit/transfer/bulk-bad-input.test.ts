@@ -78,6 +78,14 @@ function start(n = 0) {
   return { h, frames: [openOf(mint(h)), ...msgs.slice(0, 1 + n).map(frameOf)], msgs };
 }
 
+/** A refusal of exactly `code` whose message matches `why` (a ClientError's details, or an Error's message). */
+const statusAndMessage =
+  (code: Status, why: RegExp) =>
+  (e: { code?: number; details?: string; message?: string }): true => {
+    assert.equal(Status[e.code ?? -1], Status[code], e.details ?? e.message);
+    assert.match(e.details ?? e.message ?? "", why);
+    return true;
+  };
 describe("bulk channel: bad input", () => {
   it("a frame longer than the limit: RESOURCE_EXHAUSTED, nothing committed", async () => {
     const d = await destination();
@@ -519,14 +527,7 @@ describe("bulk channel: bad input", () => {
       const h2 = new TransferClient(address, tls, { log });
       closers.push(() => h2.close());
       const c = new BulkClient(address, tls, h2, { log, ...(revoked ? { revoked } : {}) });
-      await assert.rejects(
-        c.transfer(feed(), AbortSignal.timeout(10_000), capability),
-        (e: { code?: number; details?: string }) => {
-          assert.equal(e.code, code, e.details);
-          assert.match(e.details ?? "", why);
-          return true;
-        },
-      );
+      await assert.rejects(c.transfer(feed(), AbortSignal.timeout(10_000), capability), statusAndMessage(code, why));
     };
     // A server holding another part's certificate of the deployment, at the destination's address.
     const impostor = await serve(async () => ({}), { tls: labTls("coordinator") });
@@ -558,21 +559,8 @@ describe("bulk channel: bad input", () => {
       closers.push(() => p.close());
       return p;
     };
-    const statusAndMessage =
-      (code: Status, why: RegExp) => (e: { code?: number; details?: string; message?: string }) => {
-        assert.equal(Status[e.code ?? -1], Status[code], e.details ?? e.message);
-        assert.match(e.details ?? e.message ?? "", why);
-        return true;
-      };
     const refused = async (t: TransferTarget, capability: string, code: Status, why: RegExp) =>
-      assert.rejects(
-        t.transfer(feed(), AbortSignal.timeout(10_000), capability),
-        (e: { code?: number; details?: string }) => {
-          assert.equal(e.code, code, e.details);
-          assert.match(e.details ?? "", why);
-          return true;
-        },
-      );
+      assert.rejects(t.transfer(feed(), AbortSignal.timeout(10_000), capability), statusAndMessage(code, why));
     // A server holding another part's certificate, offering only h2.
     const impostor = await serve(async () => ({}), { tls: labTls("coordinator"), bulk: false });
     await refused(
