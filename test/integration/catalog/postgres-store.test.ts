@@ -1,7 +1,8 @@
 /**
  * PostgreSQL only: what the PostgreSQL catalog does beyond the conformance suite — migrations (fresh,
  * re-run idempotent, two coordinators starting at once, a newer schema refused), the statement
- * deadline (a statement stuck behind a lock → UNAVAILABLE in time, the next call works), a lost
+ * deadline (a statement stuck behind a lock → UNAVAILABLE in time, the next call works; the server's
+ * statement timeout said the same way), a lost
  * connection (backend terminated mid-call → UNAVAILABLE; next call reconnects, nothing lost), bad
  * connection strings and an unreachable server (clear errors, never the password; the daemon exits 2).
  */
@@ -15,6 +16,7 @@ import { promisify } from "node:util";
 import { Client } from "pg";
 import { AppError, Status } from "../../../src/common/errors";
 import { openCatalog } from "../../../src/coordinator/catalog/open";
+import { SyncBridge } from "../../../src/coordinator/catalog/pg/bridge";
 import { PgCatalog } from "../../../src/coordinator/catalog/pg/catalog";
 import { SCHEMA_VERSION } from "../../../src/coordinator/catalog/pg/schema";
 import { backup, T0, vol } from "../../helpers/catalog-cases/records";
@@ -125,6 +127,25 @@ const c = new PgCatalog({ url: process.argv[1] }); process.stdout.write(String(c
     );
     await q.query("ROLLBACK");
     assert.equal(c.getBackup(b.id)?.id, b.id);
+  });
+
+  it("the server's statement timeout firing before this thread's timer is the same deadline failure", async () => {
+    // The server's statement_timeout is the session's (300 ms); this call waits 10 s, so the server
+    // always cancels first. In CI the two raced at the same 700 ms and the server won once.
+    const bridge = new SyncBridge(url(), 300);
+    try {
+      assert.throws(
+        () => bridge.run([{ sql: "SELECT pg_sleep(5)" }], "none", undefined, 10_000),
+        (e: unknown) =>
+          status(Status.UNAVAILABLE)(e) &&
+          /^the catalog database at 127\.0\.0\.1:\d+\/rbdbackup_test_\w+ did not answer within 300 ms \(catalog\.statementTimeoutMs\)$/.test(
+            (e as Error).message,
+          ),
+      );
+      assert.deepEqual(bridge.query("SELECT 1 AS x"), [{ x: 1 }]);
+    } finally {
+      bridge.close();
+    }
   });
 
   it("a transaction stuck past the deadline is rolled back on the server; nothing of it commits", async () => {

@@ -41,6 +41,8 @@ export class SyncBridge {
   #closed = false;
   /** The worker ended (it should not): the next call starts another. */
   #dead = false;
+  /** The server's statement_timeout in the open transaction (SET LOCAL by an "open" with its own deadline). */
+  #openTxTimeoutMs: number | undefined;
 
   constructor(
     private readonly url: string,
@@ -88,11 +90,20 @@ export class SyncBridge {
     const id = this.#seq;
     const req: Request = { id, op: "run", steps, tx, fence };
     if (timeoutMs !== this.timeoutMs) req.longTimeoutMs = timeoutMs;
+    // The server's own deadline for these statements: the session's, or the open transaction's.
+    if (tx === "open") this.#openTxTimeoutMs = req.longTimeoutMs;
+    const serverTimeoutMs =
+      (tx === "open" || tx === "in" || tx === "commit" || tx === "rollback" ? this.#openTxTimeoutMs : undefined) ??
+      this.timeoutMs;
+    if (tx === "commit" || tx === "rollback") this.#openTxTimeoutMs = undefined;
     this.#port.postMessage(req);
     const reply = this.#await(id, timeoutMs);
     if (reply.ok) return reply.results;
     if ("fenced" in reply) throw new FencedError(fence?.token ?? 0);
     const { kind, message, code } = reply.error;
+    // The server's statement_timeout (the same deadline, kept by the server) fired before this thread's
+    // timer: the same failure, said the same way.
+    if (code === "57014" && /statement timeout/i.test(message)) throw this.#deadlineError(serverTimeoutMs);
     if (kind === "unavailable")
       throw new AppError(Status.UNAVAILABLE, `the catalog database at ${this.#where} is unavailable: ${message}`);
     if (kind === "aborted")
@@ -122,10 +133,7 @@ export class SyncBridge {
       if (left <= 0) {
         // Give up: the worker drops the connection (the server ends the statement and its transaction).
         this.#port.postMessage({ id: 0, op: "reset", steps: [], tx: "none" } satisfies Request);
-        throw new AppError(
-          Status.UNAVAILABLE,
-          `the catalog database at ${this.#where} did not answer within ${timeoutMs} ms${timeoutMs === this.timeoutMs ? " (catalog.statementTimeoutMs)" : ""}`,
-        );
+        throw this.#deadlineError(timeoutMs);
       }
       Atomics.wait(this.#flag, 0, v, left);
     }
@@ -136,6 +144,13 @@ export class SyncBridge {
       if (r.id === id) return r;
       // A reply to a call that timed out earlier: dropped.
     }
+  }
+
+  #deadlineError(timeoutMs: number): AppError {
+    return new AppError(
+      Status.UNAVAILABLE,
+      `the catalog database at ${this.#where} did not answer within ${timeoutMs} ms${timeoutMs === this.timeoutMs ? " (catalog.statementTimeoutMs)" : ""}`,
+    );
   }
 
   close(): void {
