@@ -62,7 +62,18 @@ describe("rbd-diff interchange (coordinator side)", () => {
   let close: () => Promise<void>;
   let api: Client<typeof BackupServiceDefinition>;
   let agentApi: Client<typeof CoordinatorAgentServiceDefinition>;
-  const timeouts = { startMs: 2_000, connectMs: 300, endMs: 2_000, bufferBytes: 64 << 10 };
+  // connectMs 5 s: the tests that act on a lease must not race the agent's connect bound (a pause of this
+  // process of ~250 ms lost that race at 300 ms); the two that want the bound met set it short themselves
+  // (shortConnect: a run copies the bounds when it is made).
+  const timeouts = { startMs: 2_000, connectMs: 5_000, endMs: 2_000, bufferBytes: 64 << 10 };
+  async function shortConnect<T>(f: () => Promise<T>): Promise<T> {
+    timeouts.connectMs = 300;
+    try {
+      return await f();
+    } finally {
+      timeouts.connectMs = 5_000;
+    }
+  }
 
   before(async () => {
     h = new Harness({ maxAttempts: 3 });
@@ -145,48 +156,52 @@ describe("rbd-diff interchange (coordinator side)", () => {
     assert.equal(relays.size, 0);
   });
 
-  it("ExportData/ImportData refuse every caller but the lease holder: PERMISSION_DENIED, audited, nothing relayed", async () => {
-    const id = available("e2");
-    let jobId = "";
-    let failure: unknown;
-    const reading = (async () => {
-      try {
-        for await (const c of api.exportBackup({ backupId: id })) if (c.jobId) jobId = c.jobId;
-      } catch (e) {
-        failure = e;
+  it("ExportData/ImportData refuse every caller but the lease holder: PERMISSION_DENIED, audited, nothing relayed", () =>
+    shortConnect(async () => {
+      const id = available("e2");
+      let jobId = "";
+      let failure: unknown;
+      const reading = (async () => {
+        try {
+          for await (const c of api.exportBackup({ backupId: id })) if (c.jobId) jobId = c.jobId;
+        } catch (e) {
+          failure = e;
+        }
+      })();
+      await until(() => !!jobId && b1.leases().some((l) => l.jobId === jobId), "the EXPORT lease");
+      const token = b1.lease(jobId).token;
+      const before = h.log.lines.length;
+      for (const [caller, data] of [
+        [agentCaller("b2"), token], // another agent's certificate, with the right token
+        [agentCaller("b1"), "not-the-token"], // the holder with a wrong token
+        [{ via: "certificate", identity: { kind: "client", role: "admin", name: "x" } } as Caller, token],
+      ] as const) {
+        const e = await refused(agentApi.exportData(exportStream(jobId, data, [randomBytes(10)]), as(caller)));
+        assert.equal(Status[e.code], "PERMISSION_DENIED", e.details);
+        const e2 = await refused(
+          (async () => {
+            for await (const _ of agentApi.importData({ jobId, token: data }, as(caller))) assert.fail("data relayed");
+          })(),
+        );
+        assert.equal(Status[e2.code], "PERMISSION_DENIED", e2.details);
       }
-    })();
-    await until(() => !!jobId && b1.leases().some((l) => l.jobId === jobId), "the EXPORT lease");
-    const token = b1.lease(jobId).token;
-    const before = h.log.lines.length;
-    for (const [caller, data] of [
-      [agentCaller("b2"), token], // another agent's certificate, with the right token
-      [agentCaller("b1"), "not-the-token"], // the holder with a wrong token
-      [{ via: "certificate", identity: { kind: "client", role: "admin", name: "x" } } as Caller, token],
-    ] as const) {
-      const e = await refused(agentApi.exportData(exportStream(jobId, data, [randomBytes(10)]), as(caller)));
-      assert.equal(Status[e.code], "PERMISSION_DENIED", e.details);
-      const e2 = await refused(
-        (async () => {
-          for await (const _ of agentApi.importData({ jobId, token: data }, as(caller))) assert.fail("data relayed");
-        })(),
+      const audited = h.log.lines.slice(before).filter((l) => l.fields?.reason === "no_lease");
+      assert.equal(audited.length, 6, "each refusal is audited");
+      assert.match(String(audited[0]?.fields?.message), /agent b1's, not agent b2's/);
+      // Nobody claimed the relay: the holder's lease fails for want of data, with a clear message.
+      await reading;
+      assert.match(
+        String((failure as Error).message),
+        /agent b1 took the lease .* did not call ExportData within 0.3 s/,
       );
-      assert.equal(Status[e2.code], "PERMISSION_DENIED", e2.details);
-    }
-    const audited = h.log.lines.slice(before).filter((l) => l.fields?.reason === "no_lease");
-    assert.equal(audited.length, 6, "each refusal is audited");
-    assert.match(String(audited[0]?.fields?.message), /agent b1's, not agent b2's/);
-    // Nobody claimed the relay: the holder's lease fails for want of data, with a clear message.
-    await reading;
-    assert.match(String((failure as Error).message), /agent b1 took the lease .* did not call ExportData within 0.3 s/);
-    const j = h.job(jobId);
-    assert.equal(j.state, JobState.JOB_STATE_FAILED);
-    assert.equal(j.errorCode, "DEADLINE_EXCEEDED");
-    assert.ok(
-      b1.cancels().some((c) => c.jobId === jobId),
-      "the agent is told to stop",
-    );
-  });
+      const j = h.job(jobId);
+      assert.equal(j.state, JobState.JOB_STATE_FAILED);
+      assert.equal(j.errorCode, "DEADLINE_EXCEEDED");
+      assert.ok(
+        b1.cancels().some((c) => c.jobId === jobId),
+        "the agent is told to stop",
+      );
+    }));
 
   /** An ExportBackup call of `id` whose EXPORT job is leased to b1; `ac` ends the call, `reading` its reader. */
   async function exportLeased(id: string): Promise<{ ac: AbortController; jobId: string; reading: Promise<void> }> {
@@ -314,46 +329,47 @@ describe("rbd-diff interchange (coordinator side)", () => {
     assert.equal(job.backup?.snapshot, r.snapshot);
   });
 
-  it("ImportBackup whose job ends (its agent never connects) while the caller sends nothing more, nor closes: answered at once with the job's status", async () => {
-    let release!: () => void;
-    const held = new Promise<void>((r) => {
-      release = r;
-    });
-    async function* stream(): AsyncIterable<ImportBackupMessage> {
-      yield {
-        body: {
-          $case: "header",
-          value: {
-            volume: vol("i-silent", "a"),
-            location: { cluster: "b", pool: "", namespace: "" },
-            volumeId: "",
-            volumeMetadata: {},
-            parentBackupId: "",
-            idempotencyKey: "imp-silent",
-            format: DiffFormat.DIFF_FORMAT_RBD_V1,
-            takenAt: undefined,
+  it("ImportBackup whose job ends (its agent never connects) while the caller sends nothing more, nor closes: answered at once with the job's status", () =>
+    shortConnect(async () => {
+      let release!: () => void;
+      const held = new Promise<void>((r) => {
+        release = r;
+      });
+      async function* stream(): AsyncIterable<ImportBackupMessage> {
+        yield {
+          body: {
+            $case: "header",
+            value: {
+              volume: vol("i-silent", "a"),
+              location: { cluster: "b", pool: "", namespace: "" },
+              volumeId: "",
+              volumeMetadata: {},
+              parentBackupId: "",
+              idempotencyKey: "imp-silent",
+              format: DiffFormat.DIFF_FORMAT_RBD_V1,
+              takenAt: undefined,
+            },
           },
-        },
-      };
-      yield { body: { $case: "data", value: randomBytes(1024) } };
-      await held; // then silence, the stream left open
-    }
-    try {
-      const answer = api.importBackup(stream()).then(
-        () => "answered OK",
-        (e: { code: Status }) => `answered ${Status[e.code]}`,
-      );
-      // Its agent never connects for the data: the job fails at connectMs (300 ms here).
-      await leasedImport("i-silent");
-      const got = await Promise.race([
-        answer,
-        new Promise<string>((r) => setTimeout(() => r("no answer within 5 s"), 5_000).unref()),
-      ]);
-      assert.equal(got, "answered DEADLINE_EXCEEDED");
-    } finally {
-      release();
-    }
-  });
+        };
+        yield { body: { $case: "data", value: randomBytes(1024) } };
+        await held; // then silence, the stream left open
+      }
+      try {
+        const answer = api.importBackup(stream()).then(
+          () => "answered OK",
+          (e: { code: Status }) => `answered ${Status[e.code]}`,
+        );
+        // Its agent never connects for the data: the job fails at connectMs (300 ms here).
+        await leasedImport("i-silent");
+        const got = await Promise.race([
+          answer,
+          new Promise<string>((r) => setTimeout(() => r("no answer within 5 s"), 5_000).unref()),
+        ]);
+        assert.equal(got, "answered DEADLINE_EXCEEDED");
+      } finally {
+        release();
+      }
+    }));
 
   it("ImportBackup with taken_at: the backup's times are the data's, for listings, metrics and policies", async () => {
     const takenAt = new Date(Date.now() - 3 * 86_400_000);

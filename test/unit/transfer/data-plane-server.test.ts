@@ -570,10 +570,11 @@ describe("data-plane server: limits and HTTP/2 settings", () => {
         throw new AppError(Status.CANCELLED, "reset");
       },
     });
-    const client = new TransferClient(address, clientTls, { resultWaitMs: 300 });
+    // 1 s: the destination (this process) must read the stream's end before the wait runs out.
+    const client = new TransferClient(address, clientTls, { resultWaitMs: 1_000 });
     await assert.rejects(client.transfer(messages(header), new AbortController().signal), {
       code: Status.DEADLINE_EXCEEDED,
-      details: `no result from ${address} within 300 ms of the transfer's end`,
+      details: `no result from ${address} within 1000 ms of the transfer's end`,
     });
     assert.equal(consumed, true, "the whole stream had been taken");
     await until(() => aborted, "the destination to see the reset");

@@ -54,7 +54,9 @@ describe("calls to a peer agent that does not answer", () => {
 
   it("ListChains past its deadline: DEADLINE_EXCEEDED naming the peer and the call", { timeout: 10_000 }, async () => {
     const before = asked;
-    const e = await target(200)
+    // 2 s: the first call of the file makes its TLS connection inside the deadline (on a loaded 2-core
+    // machine that alone took over 200 ms, and a deadline fired before the call reached the peer).
+    const e = await target(2_000)
       .listChains("backups", "", "vol", new AbortController().signal)
       .then(
         () => assert.fail("answered"),
@@ -62,18 +64,18 @@ describe("calls to a peer agent that does not answer", () => {
       );
     assert.equal(asked, before + 1, "the call reached the peer");
     assert.equal(statusOf(e), Status.DEADLINE_EXCEEDED);
-    assert.equal(messageOf(e), `agent ${address} did not answer ListChains within 0.2 s`);
+    assert.equal(messageOf(e), `agent ${address} did not answer ListChains within 2 s`);
   });
 
   it("ResumePoint past its deadline: the same", { timeout: 10_000 }, async () => {
-    const e = await target(200)
+    const e = await target(2_000)
       .resumePoint({} as never, new AbortController().signal, undefined)
       .then(
         () => assert.fail("answered"),
         (err: unknown) => err,
       );
     assert.equal(statusOf(e), Status.DEADLINE_EXCEEDED);
-    assert.equal(messageOf(e), `agent ${address} did not answer ResumePoint within 0.2 s`);
+    assert.equal(messageOf(e), `agent ${address} did not answer ResumePoint within 2 s`);
   });
 
   it("the caller's own cancellation stays a cancellation", { timeout: 10_000 }, async () => {

@@ -37,7 +37,7 @@ const at = (log: string[], prefix: string) => log.findIndex((l) => l.startsWith(
 const lastAt = (log: string[], prefix: string) => log.findLastIndex((l) => l.startsWith(prefix));
 
 /**
- * Holds the fake's `gate` shut; returns what opens it. Never blocks: it opens by itself after 2 s — a sink
+ * Holds the fake's `gate` shut; returns what opens it. Never blocks: it opens by itself after 8 s — a sink
  * that waited for the gated step before answering gets its answer then, and the test's asserts fail.
  */
 function shut(ceph: FakeCeph, gate: keyof Gates): () => void {
@@ -45,7 +45,7 @@ function shut(ceph: FakeCeph, gate: keyof Gates): () => void {
   ceph.gates[gate] = new Promise<void>((r) => {
     open = r;
   });
-  const safety = setTimeout(() => open(), 2_000);
+  const safety = setTimeout(() => open(), 8_000); // inside the tests' 10 s; no pause of the process opens it early
   return () => {
     clearTimeout(safety);
     open();
