@@ -29,5 +29,13 @@ export { type DiffOptions, type Extent, Image } from "./image";
 export { featureNames, type ImageCreateOptions, IoCtx, RbdFeature } from "./io-ctx";
 export { releaseFreeMemory } from "./memory";
 export type { ChildImage, ClusterStat, ImageStat, ImageWatcher, PoolStat, SnapInfo } from "./native";
-export { type DiffableImage, objectMapAnswers, prunedDiff } from "./pruned-diff";
+export {
+  coversAll,
+  type DiffableImage,
+  existingRuns,
+  objectMapAnswers,
+  prunedDiff,
+  type Run,
+  unionRuns,
+} from "./pruned-diff";
 export { cephErrorStatus } from "./status";

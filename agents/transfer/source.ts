@@ -317,9 +317,9 @@ export async function* rbdMessages(
   const s = new DiffSource(image, o, opts, stats, header.imageSize);
   yield { body: { $case: "header", value: header } };
   s.t0 = performance.now();
-  // A full backup's diff is walked only over the objects that exist when the object map can say which
-  // (pruned-diff.ts); an incremental's is the exact walk (after an `rbd snap rollback` the object map's
-  // "written since" is wrong).
+  // The exact diff, walked only over the objects that exist (at either end, for an incremental) when the
+  // object maps can say which (pruned-diff.ts; never by "written since", which a rollback makes wrong).
+  // An incremental moves the handle to its from-snapshot and back before the first extent.
   const diff = prunedDiff(image, {
     ...(o.fromSnapshot ? { fromSnapshot: o.fromSnapshot } : {}),
     ...(o.includeParent === false ? { includeParent: false } : {}),

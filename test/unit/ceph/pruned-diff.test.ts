@@ -1,10 +1,11 @@
 /**
  * prunedDiff (agents/ceph/pruned-diff.ts) on a fake image that answers diff() from a list of extents the
  * way librbd does (an exact diff clipped to the range asked; a whole-object diff as whole objects): the
- * same extents as the plain exact diff, in order, with the exact walk of a diff from creation asked only
- * over runs of existing objects when the object map can answer — and the plain diff otherwise (a diff from
- * a snapshot, no fast-diff, a map flagged invalid, fancy striping, whole objects asked). Breaking out
- * closes the walk. (Against librbd itself:
+ * same extents as the plain exact diff, in order, with the exact walk asked only over runs of existing
+ * objects when the object maps can answer — from creation: the end's; from a snapshot (on a handle at a
+ * snapshot): both ends', the handle moved to the from-snapshot and back — and the plain diff otherwise
+ * (an incremental on a head handle, no fast-diff, a map flagged invalid at either end, fancy striping,
+ * whole objects asked). A handle that cannot move back fails the walk. Breaking out closes the walk. (Against librbd itself:
  * test/integration/ceph/diff.test.ts.)
  */
 import assert from "node:assert/strict";
@@ -17,39 +18,74 @@ const OBJ = 4 * 1024 * 1024;
 const SIZE = 400 * OBJ;
 const FAST = RbdFeature.objectMap | RbdFeature.fastDiff;
 
-function fake(extents: Extent[], st: Partial<ImageStat> = {}) {
-  const asked: DiffOptions[] = [];
+/** A snapshot of the fake image: the objects its object map names (by index), its own stat. */
+interface FakeSnap {
+  existing: number[];
+  st?: Partial<ImageStat>;
+}
+
+/**
+ * `extents`: the exact diff the image answers (whatever it is asked from); the objects they touch exist
+ * at the handle's own snapshot unless `o.snaps` says otherwise. `o.at`: the snapshot the handle is at
+ * (null: the head); `o.existing`: the objects its own map names (default: those `extents` touch);
+ * `o.snaps`: the other snapshots' maps; `o.failMoveBack`: moving back to `o.at` fails.
+ */
+function fake(
+  extents: Extent[],
+  st: Partial<ImageStat> = {},
+  o: { at?: string | null; existing?: number[]; snaps?: Record<string, FakeSnap>; failMoveBack?: boolean } = {},
+) {
+  const asked: Array<DiffOptions & { at: string | null }> = [];
+  const moves: Array<string | null> = [];
+  const home = o.at ?? null;
+  let at = home;
   let open = 0;
+  const base = {
+    size: SIZE,
+    objectSize: OBJ,
+    numObjects: SIZE / OBJ,
+    order: 22,
+    features: FAST,
+    flags: 0,
+    parentOverlap: 0,
+    stripeUnit: OBJ,
+    stripeCount: 1,
+  };
+  const own = (): FakeSnap | undefined =>
+    at === home ? (o.existing ? { existing: o.existing } : undefined) : o.snaps?.[at ?? ""];
   const image: DiffableImage = {
-    async stat() {
-      return {
-        size: SIZE,
-        objectSize: OBJ,
-        numObjects: SIZE / OBJ,
-        order: 22,
-        features: FAST,
-        flags: 0,
-        parentOverlap: 0,
-        stripeUnit: OBJ,
-        stripeCount: 1,
-        ...st,
-      };
+    get snapshot() {
+      return at;
     },
-    async *diff(o: DiffOptions = {}) {
-      asked.push(o);
+    async snapSet(name: string | null) {
+      moves.push(name);
+      if (name === home && o.failMoveBack) throw new Error("injected: rbd_snap_set failed");
+      if (name !== null && name !== home && !o.snaps?.[name]) throw new Error(`no snapshot ${name}`);
+      at = name;
+    },
+    async stat() {
+      return { ...base, ...(at === home ? st : own()?.st) };
+    },
+    async *diff(d: DiffOptions = {}) {
+      asked.push({ ...d, at });
       open++;
       try {
-        const from = o.offset ?? 0;
-        const to = o.length === undefined ? SIZE : Math.min(SIZE, from + o.length);
+        const size = at === home ? (st.size ?? SIZE) : (own()?.st?.size ?? SIZE);
+        const from = d.offset ?? 0;
+        const to = d.length === undefined ? size : Math.min(size, from + d.length);
+        if (from > size) throw new Error(`EINVAL: offset ${from} beyond the size ${size}`);
         let out: Extent[] = [];
-        if (o.wholeObject) {
+        if (d.wholeObject) {
           const objs = new Map<number, boolean>();
-          for (const e of extents)
-            for (let k = Math.floor(e.offset / OBJ); k * OBJ < e.offset + e.length; k++)
-              objs.set(k, (objs.get(k) ?? false) || e.exists);
+          const snap = own();
+          if (snap) for (const k of snap.existing) objs.set(k, true);
+          else
+            for (const e of extents)
+              for (let k = Math.floor(e.offset / OBJ); k * OBJ < e.offset + e.length; k++)
+                objs.set(k, (objs.get(k) ?? false) || e.exists);
           out = [...objs.entries()]
             .sort((a, b) => a[0] - b[0])
-            .map(([k, exists]) => ({ offset: k * OBJ, length: Math.min(OBJ, SIZE - k * OBJ), exists }))
+            .map(([k, exists]) => ({ offset: k * OBJ, length: Math.min(OBJ, size - k * OBJ), exists }))
             .filter((e) => e.offset < to && e.offset + e.length > from);
         } else {
           for (const e of extents) {
@@ -64,7 +100,7 @@ function fake(extents: Extent[], st: Partial<ImageStat> = {}) {
       }
     },
   };
-  return { image, asked, open: () => open };
+  return { image, asked, moves, open: () => open, at: () => at };
 }
 
 async function all(it: AsyncIterable<Extent[]>): Promise<Extent[]> {
@@ -103,11 +139,10 @@ describe("prunedDiff", () => {
     assert.equal(f.open(), 0, "every walk closed");
   });
 
-  it("from a snapshot, without fast-diff, with the map flagged invalid, with fancy striping, or whole objects asked: the plain diff", async () => {
+  it("from a snapshot on a head handle, without fast-diff, with the map flagged invalid, with fancy striping, or whole objects asked: the plain diff", async () => {
     for (const [what, st, opts] of [
-      // An incremental: after `rbd snap rollback` to an older snapshot the object map says "not written
-      // since" of objects that changed (the module comment; tried on the lab).
-      ["from a snapshot", {}, { fromSnapshot: "s1" }],
+      // A head is written meanwhile (and moving it would drop its exclusive lock).
+      ["from a snapshot on a head handle", {}, { fromSnapshot: "s1" }],
       ["no fast-diff", { features: RbdFeature.objectMap }, {}],
       ["object map invalid", { flags: 1 }, {}],
       ["fast diff invalid", { flags: 2 }, {}],
@@ -118,7 +153,7 @@ describe("prunedDiff", () => {
       const got = await all(prunedDiff(f.image, opts));
       assert.deepEqual(got, await all(fake(CHANGES).image.diff(opts)), what);
       assert.equal(f.asked.length, 1, `${what}: one walk`);
-      assert.deepEqual(f.asked[0], opts, `${what}: as asked`);
+      assert.deepEqual(f.asked[0], { ...opts, at: null }, `${what}: as asked`);
     }
   });
 
@@ -128,13 +163,90 @@ describe("prunedDiff", () => {
       const f = fake(CHANGES, clone);
       assert.deepEqual(await all(prunedDiff(f.image, opts)), await all(fake(CHANGES).image.diff(opts)));
       assert.equal(f.asked.length, 1, "one walk");
-      assert.deepEqual(f.asked[0], opts, "the plain diff, as asked");
+      assert.deepEqual(f.asked[0], { ...opts, at: null }, "the plain diff, as asked");
     }
     for (const opts of [{ includeParent: false }] as DiffOptions[]) {
       const f = fake(CHANGES, clone);
       assert.deepEqual(await all(prunedDiff(f.image, opts)), await all(fake(CHANGES).image.diff(opts)));
       assert.equal(f.asked[0]?.wholeObject, true, `${JSON.stringify(opts)}: pruned`);
     }
+  });
+
+  it("an incremental at a snapshot: the exact walk over the objects that exist at either end (each from its own map), clipped to the end's size; the handle back at its snapshot", async () => {
+    // The end (s2, the handle's snapshot) is 300 objects: the image shrank since s1 (400). Object 3
+    // rewritten, object 20 discarded (it exists at s1 only), object 150 new (at s2 only).
+    const changes: Extent[] = [
+      { offset: 3 * OBJ + 100, length: 5000, exists: true },
+      { offset: 20 * OBJ, length: OBJ, exists: false },
+      { offset: 150 * OBJ + 7, length: 10, exists: true },
+    ];
+    const st = { size: 300 * OBJ };
+    const f = fake(changes, st, {
+      at: "s2",
+      existing: [3, 150, 200],
+      snaps: { s1: { existing: [3, 20, 60, 61, 350], st: { size: 400 * OBJ } } },
+    });
+    const got = await all(prunedDiff(f.image, { fromSnapshot: "s1" }));
+    assert.deepEqual(got, await all(fake(changes, st, { at: "s2" }).image.diff({ fromSnapshot: "s1" })));
+    assert.deepEqual(
+      f.asked.filter((c) => c.wholeObject).map((c) => [c.at, c.fromSnapshot]),
+      [
+        ["s2", undefined],
+        ["s1", undefined],
+      ],
+      "each end's existing objects from its own map (a diff from creation)",
+    );
+    assert.ok(61 - 20 > RUN_GAP_OBJECTS && 150 - 61 > RUN_GAP_OBJECTS && 200 - 150 > RUN_GAP_OBJECTS);
+    assert.deepEqual(
+      f.asked
+        .filter((c) => !c.wholeObject)
+        .map((c) => [c.at, c.fromSnapshot, (c.offset ?? 0) / OBJ, (c.length ?? 0) / OBJ]),
+      [
+        ["s2", "s1", 3, 1],
+        ["s2", "s1", 20, 1],
+        ["s2", "s1", 60, 2],
+        ["s2", "s1", 150, 1],
+        ["s2", "s1", 200, 1],
+      ],
+      "the exact walk at the end, from s1, over the union; object 350 (beyond the end's size) left out",
+    );
+    assert.deepEqual(f.moves, ["s1", "s2"], "to the from-snapshot and back");
+    assert.equal(f.at(), "s2");
+    assert.equal(f.open(), 0, "every walk closed");
+  });
+
+  it("an incremental whose end has every object: the plain walk, no move (nothing to prune)", async () => {
+    const all400 = Array.from({ length: SIZE / OBJ }, (_, k) => k);
+    const f = fake(CHANGES, {}, { at: "s2", existing: all400, snaps: { s1: { existing: [3] } } });
+    assert.deepEqual(
+      await all(prunedDiff(f.image, { fromSnapshot: "s1" })),
+      await all(fake(CHANGES).image.diff({ fromSnapshot: "s1" })),
+    );
+    assert.deepEqual(f.moves, []);
+    assert.deepEqual(f.asked.at(-1), { fromSnapshot: "s1", at: "s2" });
+  });
+
+  it("an incremental whose from-snapshot's map cannot answer (invalid, a clone's parent there, the snapshot missing): the plain walk, the handle back", async () => {
+    for (const [what, snaps] of [
+      ["map invalid at s1", { s1: { existing: [3], st: { flags: 1 } } }],
+      ["a parent at s1", { s1: { existing: [3], st: { parentOverlap: OBJ } } }],
+      ["no s1", {}],
+    ] as Array<[string, Record<string, FakeSnap>]>) {
+      const f = fake(CHANGES, {}, { at: "s2", snaps });
+      const got = await all(prunedDiff(f.image, { fromSnapshot: "s1" }));
+      assert.deepEqual(got, await all(fake(CHANGES).image.diff({ fromSnapshot: "s1" })), what);
+      assert.equal(f.at(), "s2", `${what}: back at its snapshot`);
+      assert.deepEqual(f.asked.at(-1), { fromSnapshot: "s1", at: "s2" }, `${what}: the plain walk last`);
+    }
+  });
+
+  it("an incremental whose handle cannot move back fails before any extent (never reads another snapshot's data)", async () => {
+    const f = fake(CHANGES, {}, { at: "s2", snaps: { s1: { existing: [3] } }, failMoveBack: true });
+    const seen: Extent[] = [];
+    await assert.rejects(async () => {
+      for await (const b of prunedDiff(f.image, { fromSnapshot: "s1" })) seen.push(...b);
+    }, /injected: rbd_snap_set failed/);
+    assert.deepEqual(seen, []);
   });
 
   it("nothing written: one object-map walk and no exact walk", async () => {
