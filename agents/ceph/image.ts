@@ -59,11 +59,27 @@ export class Image {
     readOnly: boolean,
     /** Opened at this snapshot. */
     snapshot: string | null = null,
+    /** Opens another handle on the same image, read-only at a snapshot (openAt). */
+    reopen: ((snapshot: string) => Promise<Image>) | null = null,
   ) {
     this.#h = handle;
     this.#name = name;
     this.#openedReadOnly = readOnly;
     this.#snapshot = snapshot;
+    this.#reopen = reopen;
+  }
+
+  readonly #reopen: ((snapshot: string) => Promise<Image>) | null;
+
+  /**
+   * Another handle on this image, read-only at `snapshot` (its own open: this handle does not move, so
+   * what else reads through it is never at another snapshot). The caller closes it.
+   */
+  openAt(snapshot: string): Promise<Image> {
+    v.name(snapshot, "snapshot");
+    this.#check();
+    if (!this.#reopen) return Promise.reject(new Error(`${this.label}: opened without its pool; cannot open it again`));
+    return this.#reopen(snapshot);
   }
 
   /** pool[/namespace]/name[@snapshot], for messages. */

@@ -32,10 +32,12 @@ export type { ChildImage, ClusterStat, ImageStat, ImageWatcher, PoolStat, SnapIn
 export {
   coversAll,
   type DiffableImage,
+  existingAtSnapshot,
   existingRuns,
   objectMapAnswers,
   prunedDiff,
   type Run,
+  type SnapshotHandle,
   unionRuns,
 } from "./pruned-diff";
 export { cephErrorStatus } from "./status";

@@ -180,7 +180,9 @@ export class IoCtx {
       this.#h.imageOpen(name, { readOnly, ...(snapshot ? { snapshot } : {}) }),
     );
     // At a snapshot the image takes no writes, whichever way librbd opened it (Image.readOnly).
-    return new Image(h, label, readOnly, snapshot ?? null);
+    return new Image(h, label, readOnly, snapshot ?? null, (at) =>
+      this.imageOpen(name, { snapshot: at, readOnly: true }),
+    );
   }
 
   /**

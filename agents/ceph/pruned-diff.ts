@@ -18,14 +18,17 @@
  * Existence stays true through a rollback (the objects are rolled back with the map: one that did not
  * exist at the snapshot rolled back to is removed), and an object that exists at neither end reads as
  * zeros at both, so it cannot have changed: an incremental's exact walk covers the objects that exist at
- * the from-snapshot or at the end (each read from its own snapshot's map: the handle moves to the
- * from-snapshot and back, a rbd_snap_set each way), clipped to the end's size. Its cost is then the
- * volume's allocated objects, not its size.
+ * the from-snapshot or at the end (each read from its own snapshot's map: the from-snapshot's through a
+ * read-only handle of its own, opened for it and closed — the transfer's handle never moves, so nothing
+ * reading through it meanwhile is ever at another snapshot), clipped to the end's size. Its cost is then
+ * the volume's allocated objects, not its size, plus one open; a volume whose every object exists at the
+ * end walks whole without it. (librbd's whole-object diff from creation reads every snapshot's map up to
+ * the end; one flagged invalid — a snapshot older than fast-diff's enabling — makes librbd ask every
+ * object instead: still right, no cheaper than the plain walk.)
  *
  * Used only where the object maps can answer: fast-diff and object-map on, neither flagged invalid at
  * either snapshot, and no fancy striping (an object is then one contiguous range of the image);
- * an incremental only on a handle at a snapshot (a head is written meanwhile, and moving it drops its
- * exclusive lock). Otherwise — or when whole objects are asked for anyway — the plain diff. Nor with the
+ * an incremental only on a handle at a snapshot (a head is written meanwhile). Otherwise — or when whole objects are asked for anyway — the plain diff. Nor with the
  * parent's data of a clone (parent overlap at either end): librbd's whole-object diff in fast-diff mode
  * left the parent's extents out before ceph/ceph#44496 (16.2.8), and an object the clone reads through
  * to its parent need not exist in the clone.
@@ -45,9 +48,12 @@ export interface DiffableImage {
   diff(opts?: DiffOptions): AsyncGenerator<Extent[], void, undefined>;
   /** The snapshot the handle is at (null: the head). */
   readonly snapshot: string | null;
-  /** Moves the handle (rbd_snap_set). */
-  snapSet(name: string | null): Promise<void>;
+  /** Another handle on the image, read-only at `snapshot` (this one never moves). */
+  openAt(snapshot: string): Promise<SnapshotHandle>;
 }
+
+/** A handle opened to read one snapshot's object map. */
+export type SnapshotHandle = Pick<DiffableImage, "stat" | "diff"> & { close(): Promise<void> };
 
 /** Whether the image's object map can say which objects changed (see the module comment). */
 export function objectMapAnswers(st: ImageStat): boolean {
@@ -125,23 +131,27 @@ export const coversAll = (runs: Run[], size: number): boolean =>
   runs.length === 1 && runs[0]?.[0] === 0 && (runs[0]?.[1] ?? 0) >= size;
 
 /**
- * The runs of objects that exist at `snapshot`, read from its object map with the handle moved there and
- * back; null when that map cannot answer (the plain walk then). A failure to move back throws: the handle
- * must not be left at another snapshot than the transfer's.
+ * The runs of objects that exist at `snapshot` of the image, read from that snapshot's object map through
+ * a handle of its own (`open`, closed after); null when it cannot be opened or its map cannot answer (the
+ * plain walk then, which reports what is wrong).
  */
-async function existingAt(image: DiffableImage, snapshot: string, opts: DiffOptions): Promise<Run[] | null> {
-  const back = image.snapshot;
-  let runs: Run[] | null = null;
+export async function existingAtSnapshot(
+  open: () => Promise<SnapshotHandle>,
+  opts: DiffOptions = {},
+): Promise<Run[] | null> {
+  let at: SnapshotHandle;
   try {
-    await image.snapSet(snapshot);
-    runs = (await existingRuns(image, opts))?.runs ?? null;
+    at = await open();
   } catch {
-    // The snapshot missing, a map unreadable: the plain walk, which reports what is wrong.
-    runs = null;
-  } finally {
-    await image.snapSet(back);
+    return null;
   }
-  return runs;
+  try {
+    return (await existingRuns(at, opts))?.runs ?? null;
+  } catch {
+    return null;
+  } finally {
+    await at.close().catch(() => {});
+  }
 }
 
 /** The exact diff (DiffOptions as Image.diff), walked only over existing objects when the object maps can say which. */
@@ -157,7 +167,8 @@ export async function* prunedDiff(
   // Every object of the end exists: nothing to prune (and no move).
   let runs = end && !coversAll(end.runs, end.st.size) ? end.runs : null;
   if (end && runs && incremental) {
-    const before = await existingAt(image, opts.fromSnapshot as string, opts);
+    const from = opts.fromSnapshot as string;
+    const before = await existingAtSnapshot(() => image.openAt(from), opts);
     runs = before && unionRuns(runs, before, end.st.objectSize, end.st.size);
   }
   if (!runs) {

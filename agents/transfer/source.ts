@@ -319,7 +319,7 @@ export async function* rbdMessages(
   s.t0 = performance.now();
   // The exact diff, walked only over the objects that exist (at either end, for an incremental) when the
   // object maps can say which (pruned-diff.ts; never by "written since", which a rollback makes wrong).
-  // An incremental moves the handle to its from-snapshot and back before the first extent.
+  // An incremental reads its from-snapshot's map through a handle of its own (this one never moves).
   const diff = prunedDiff(image, {
     ...(o.fromSnapshot ? { fromSnapshot: o.fromSnapshot } : {}),
     ...(o.includeParent === false ? { includeParent: false } : {}),

@@ -6,7 +6,7 @@
 import { sameClientInstance } from "../../../src/common/address";
 import { aborted } from "../../../src/common/errors";
 import { retry } from "../../../src/common/retry";
-import { coversAll, existingRuns, type IoCtx, isCephError, type Run, unionRuns } from "../../ceph";
+import { coversAll, existingAtSnapshot, existingRuns, type IoCtx, isCephError, type Run, unionRuns } from "../../ceph";
 import type { SinkImage } from "./ports";
 
 /** This agent's Ceph client: its own handles on an image are watchers too. */
@@ -126,18 +126,8 @@ async function existingAtEither(
 ): Promise<Run[] | null> {
   const head = await existingRuns(image);
   if (!head || coversAll(head.runs, head.st.size)) return null;
-  let at: Awaited<ReturnType<OpenAtSnapshot>>;
-  try {
-    at = await openAt(snapshot);
-  } catch {
-    return null; // the walk of the whole image answers (and reports what is wrong)
-  }
-  try {
-    const then = await existingRuns(at);
-    return then && unionRuns(head.runs, then.runs, head.st.objectSize, head.st.size);
-  } finally {
-    await at.close().catch(() => {});
-  }
+  const then = await existingAtSnapshot(() => openAt(snapshot));
+  return then && unionRuns(head.runs, then, head.st.objectSize, head.st.size);
 }
 
 /**

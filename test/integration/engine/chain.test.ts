@@ -289,4 +289,54 @@ describe("backup chains", () => {
     );
     assert.match(fourth.warnings.join("\n"), /rolled the head of .* back to /);
   });
+
+  // Thin volumes: the walks are pruned to the objects that exist at either snapshot (pruned-diff.ts), so
+  // an object that exists only at the older end — made after the revert point, removed by the rollback —
+  // must still be found (the 24 MiB volumes above are fully written: walked whole).
+  it("a thin volume: an object made after the revert point and removed by the rollback is zeros in the next incremental", async () => {
+    const vol = await vols.create("site-a", "rbd", 128, 0, "rollback-thin");
+    const OBJ = 4 * MiB;
+    await withVolume(vol, async (img) => {
+      await img.write(randomBytes(OBJ), 0);
+      await img.snapCreate("revert-point");
+    });
+    const first = await backupToSiteB(vol);
+    vols.track("site-b", "backups", first.baseImage);
+    await withVolume(vol, (img) => img.write(randomBytes(OBJ), 20 * OBJ)); // object 20, far from object 0
+    const second = await backupToSiteB(vol);
+    assert.equal(second.incremental, true);
+    await withVolume(vol, (img) => img.snapRollback("revert-point"));
+    const third = await backupToSiteB(vol);
+    assert.equal(third.incremental, true);
+    const source = await sha("site-a", spec(vol, third.snapshot));
+    assert.equal(source, await sha("site-a", spec(vol, "revert-point")), "the rollback took");
+    assert.equal(await sha("site-b", `backups/${third.baseImage}@${third.snapshot}`), source);
+  });
+
+  it("a thin volume's base image rolled back to before an object was made: the next incremental rolls its head forward first", async () => {
+    const vol = await vols.create("site-a", "rbd", 128, 0, "base-rollback-thin");
+    const OBJ = 4 * MiB;
+    await withVolume(vol, (img) => img.write(randomBytes(OBJ), 0));
+    const first = await backupToSiteB(vol);
+    vols.track("site-b", "backups", first.baseImage);
+    await withVolume(vol, (img) => img.write(randomBytes(OBJ), 20 * OBJ)); // object 20: the second's
+    const second = await backupToSiteB(vol);
+    assert.equal(second.incremental, true);
+    // By hand on the backup cluster: the head goes back to the first backup, object 20 removed from it.
+    const base = await (await vols.io("site-b", "backups")).imageOpen(second.baseImage);
+    try {
+      await base.snapRollback(first.snapshot);
+    } finally {
+      await base.close();
+    }
+    await withVolume(vol, (img) => img.write(randomBytes(4096), 0)); // object 0: the third's
+    const third = await backupToSiteB(vol);
+    assert.equal(third.incremental, true);
+    assert.equal(third.parentSnapshot, second.snapshot);
+    assert.equal(
+      await sha("site-b", `backups/${third.baseImage}@${third.snapshot}`),
+      await sha("site-a", spec(vol, third.snapshot)),
+    );
+    assert.match(third.warnings.join("\n"), /rolled the head of .* back to /);
+  });
 });
