@@ -29,6 +29,19 @@ export function startAgent(cluster: string, opts: AgentProcessOptions = {}): Pro
   });
 }
 
+/**
+ * Agents of these clusters, started together. When one fails to start, the others that did are stopped
+ * before its failure is thrown: left running, they would keep the test file's process from ever exiting
+ * (its `after` never learns of them).
+ */
+export async function startAgents(...clusters: string[]): Promise<RunningAgent[]> {
+  const started = await Promise.allSettled(clusters.map((c) => startAgent(c)));
+  const failed = started.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (!failed) return started.map((r) => (r as PromiseFulfilledResult<RunningAgent>).value);
+  await Promise.all(started.map((r) => (r.status === "fulfilled" ? r.value.stop().catch(() => {}) : undefined)));
+  throw failed.reason;
+}
+
 /** The lab coordinator's minter for capabilities held by `holder` (default: site-a's standard agent). */
 export function labMinter(holder = { cluster: "site-a", agentId: "agent-site-a" }): LabMinter {
   return LabMinter.fromTls(labTls("coordinator"), { ...holder, backupPool: "backups" });

@@ -21,7 +21,7 @@ import {
 } from "../../../src/gen/rbdbackup/v1/transfer";
 import { labTls } from "../../../src/lab/agent-process";
 import { backupTransferFields } from "../../../src/lab/lab-leases";
-import { labMinter, type RunningAgent, startAgent, transferCapabilityFor } from "../../helpers/agents";
+import { labMinter, type RunningAgent, startAgent, startAgents, transferCapabilityFor } from "../../helpers/agents";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
 import { messages } from "../../unit/transfer/fakes/stream";
 
@@ -60,7 +60,7 @@ describe("capabilities name the destination cluster and the chain", () => {
   };
 
   before(async () => {
-    [a, b, small] = await Promise.all([startAgent("site-a"), startAgent("site-b"), startAgent("site-small")]);
+    [a, b, small] = (await startAgents("site-a", "site-b", "site-small")) as [RunningAgent, RunningAgent, RunningAgent];
     prod = await vols.create("site-a", "rbd", 8, 10, "replay");
   });
 

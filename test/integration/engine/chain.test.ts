@@ -11,7 +11,7 @@ import { ClientError, Status } from "nice-grpc";
 import type { Image } from "../../../agents/ceph";
 import { BackupMode, type BackupResult, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
-import { type RunningAgent, startAgent } from "../../helpers/agents";
+import { type RunningAgent, startAgent, startAgents } from "../../helpers/agents";
 import { uniqueName } from "../../helpers/lab";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
 
@@ -27,7 +27,7 @@ describe("backup chains", () => {
   const vols = new Volumes();
 
   before(async () => {
-    [a, b] = await Promise.all([startAgent("site-a"), startAgent("site-b")]);
+    [a, b] = (await startAgents("site-a", "site-b")) as [RunningAgent, RunningAgent];
   });
 
   after(async () => {

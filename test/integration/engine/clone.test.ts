@@ -11,7 +11,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { Status } from "nice-grpc";
 import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { type RunningAgent, startAgent } from "../../helpers/agents";
+import { type RunningAgent, startAgent, startAgents } from "../../helpers/agents";
 import { rbd, uniqueName } from "../../helpers/lab";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
 
@@ -21,7 +21,7 @@ describe("engine: CLONE restore, delete guard, flatten", () => {
   const vols = new Volumes();
 
   before(async () => {
-    [a, b] = await Promise.all([startAgent("site-a"), startAgent("site-b")]);
+    [a, b] = (await startAgents("site-a", "site-b")) as [RunningAgent, RunningAgent];
   });
   after(async () => {
     await Promise.all([a?.stop(), b?.stop()]);

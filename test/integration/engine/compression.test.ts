@@ -9,7 +9,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { Compression } from "../../../src/gen/rbdbackup/v1/common";
-import { type RunningAgent, startAgent } from "../../helpers/agents";
+import { type RunningAgent, startAgent, startAgents } from "../../helpers/agents";
 import { scrape } from "../../helpers/coordinator";
 import { uniqueName } from "../../helpers/lab";
 import { sample } from "../../helpers/metrics";
@@ -33,7 +33,7 @@ describe("wire compression between agents", () => {
   const vols = new Volumes();
 
   before(async () => {
-    [a, b] = await Promise.all([startAgent("site-a"), startAgent("site-b")]);
+    [a, b] = (await startAgents("site-a", "site-b")) as [RunningAgent, RunningAgent];
   });
 
   after(async () => {

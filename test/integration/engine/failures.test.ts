@@ -18,7 +18,7 @@ import {
   type TransferMessage,
   TransferServiceDefinition,
 } from "../../../src/gen/rbdbackup/v1/transfer";
-import { type RunningAgent, startAgent, tlsFor, transferCapabilityFor } from "../../helpers/agents";
+import { type RunningAgent, startAgent, startAgents, tlsFor, transferCapabilityFor } from "../../helpers/agents";
 import { scrape } from "../../helpers/coordinator";
 import { grpcStatus } from "../../helpers/grpc-status";
 import { uniqueName } from "../../helpers/lab";
@@ -102,7 +102,7 @@ describe("failures are clean", () => {
   };
 
   before(async () => {
-    [a, b] = await Promise.all([startAgent("site-a"), startAgent("site-b")]);
+    [a, b] = (await startAgents("site-a", "site-b")) as [RunningAgent, RunningAgent];
   });
 
   after(async () => {

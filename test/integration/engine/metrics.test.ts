@@ -4,7 +4,7 @@ import { randomUUID } from "node:crypto";
 import { get } from "node:http";
 import { after, before, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
-import { type RunningAgent, startAgent } from "../../helpers/agents";
+import { type RunningAgent, startAgent, startAgents } from "../../helpers/agents";
 import { grpcStatus } from "../../helpers/grpc-status";
 import { sample } from "../../helpers/metrics";
 import { Volumes } from "../../helpers/volumes";
@@ -27,7 +27,7 @@ describe("agent metrics", () => {
   const vols = new Volumes();
 
   before(async () => {
-    [a, b] = await Promise.all([startAgent("site-a"), startAgent("site-b")]);
+    [a, b] = (await startAgents("site-a", "site-b")) as [RunningAgent, RunningAgent];
   });
 
   after(async () => {

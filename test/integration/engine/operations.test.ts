@@ -17,7 +17,7 @@ import { type BackupResult, RestoreMode } from "../../../src/gen/rbdbackup/v1/ag
 import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
 import { TransferServiceDefinition } from "../../../src/gen/rbdbackup/v1/transfer";
 import { labTls } from "../../../src/lab/agent-process";
-import { labMinter, type RunningAgent, startAgent } from "../../helpers/agents";
+import { labMinter, type RunningAgent, startAgent, startAgents } from "../../helpers/agents";
 import { scrape } from "../../helpers/coordinator";
 import { rbd, rbdJson, uniqueName } from "../../helpers/lab";
 import { sample } from "../../helpers/metrics";
@@ -53,7 +53,7 @@ describe("operations", () => {
   };
 
   before(async () => {
-    [a, b] = await Promise.all([startAgent("site-a"), startAgent("site-b")]);
+    [a, b] = (await startAgents("site-a", "site-b")) as [RunningAgent, RunningAgent];
   });
 
   after(async () => {

@@ -24,7 +24,7 @@ import { Status, statusOf } from "../../../src/common/errors";
 import { logger } from "../../../src/common/log";
 import { type BackupResult, VerifyMode, VerifyRequest } from "../../../src/gen/rbdbackup/v1/agent";
 import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
-import { type RunningAgent, startAgent } from "../../helpers/agents";
+import { type RunningAgent, startAgent, startAgents } from "../../helpers/agents";
 import { connectLab, labCluster, rbdJson } from "../../helpers/lab";
 import { MiB, Volumes } from "../../helpers/volumes";
 
@@ -95,7 +95,7 @@ describe("digest maps and VERIFY", () => {
   };
 
   before(async () => {
-    [a, b] = await Promise.all([startAgent("site-a"), startAgent("site-b")]);
+    [a, b] = (await startAgents("site-a", "site-b")) as [RunningAgent, RunningAgent];
     [siteA, siteB] = await Promise.all([connectLab("site-a"), connectLab("site-b")]);
   });
 
