@@ -30,14 +30,11 @@ export { featureNames, type ImageCreateOptions, IoCtx, RbdFeature } from "./io-c
 export { releaseFreeMemory } from "./memory";
 export type { ChildImage, ClusterStat, ImageStat, ImageWatcher, PoolStat, SnapInfo } from "./native";
 export {
-  coversAll,
   type DiffableImage,
-  existingAtSnapshot,
-  existingRuns,
+  existingAtEither,
   objectMapAnswers,
   prunedDiff,
   type Run,
   type SnapshotHandle,
-  unionRuns,
 } from "./pruned-diff";
 export { cephErrorStatus } from "./status";

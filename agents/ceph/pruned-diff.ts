@@ -28,8 +28,9 @@
  *
  * Used only where the object maps can answer: fast-diff and object-map on, neither flagged invalid at
  * either snapshot, and no fancy striping (an object is then one contiguous range of the image);
- * an incremental only on a handle at a snapshot (a head is written meanwhile). Otherwise — or when whole objects are asked for anyway — the plain diff. Nor with the
- * parent's data of a clone (parent overlap at either end): librbd's whole-object diff in fast-diff mode
+ * an incremental only on a handle at a snapshot (a head is written meanwhile). Otherwise — or when whole
+ * objects are asked for anyway — the plain diff. Nor with the parent's data of a clone (parent overlap at
+ * either end): librbd's whole-object diff in fast-diff mode
  * left the parent's extents out before ceph/ceph#44496 (16.2.8), and an object the clone reads through
  * to its parent need not exist in the clone.
  */
@@ -96,7 +97,7 @@ function coalesce(sorted: Run[], objectSize: number): Run[] {
 }
 
 /** Two lists of runs as one (ascending, coalesced), clipped to [0, size). */
-export function unionRuns(a: Run[], b: Run[], objectSize: number, size: number): Run[] {
+function unionRuns(a: Run[], b: Run[], objectSize: number, size: number): Run[] {
   const both = [...a, ...b].sort((x, y) => x[0] - y[0]);
   const clipped: Run[] = [];
   for (const [offset, length] of coalesce(both, objectSize)) {
@@ -118,7 +119,7 @@ const fromCreation = ({ offset, length, includeParent }: DiffOptions): DiffOptio
  * when the map cannot answer (see prunable). A head's map is read as it is on disk (librbd records an
  * object there before writing it): a superset of what exists.
  */
-export async function existingRuns(
+async function existingRuns(
   image: Pick<DiffableImage, "stat" | "diff">,
   opts: DiffOptions = {},
 ): Promise<{ runs: Run[]; st: ImageStat } | null> {
@@ -127,7 +128,7 @@ export async function existingRuns(
 }
 
 /** Whether `runs` cover [0, size) whole: nothing to prune. */
-export const coversAll = (runs: Run[], size: number): boolean =>
+const coversAll = (runs: Run[], size: number): boolean =>
   runs.length === 1 && runs[0]?.[0] === 0 && (runs[0]?.[1] ?? 0) >= size;
 
 /**
@@ -135,10 +136,7 @@ export const coversAll = (runs: Run[], size: number): boolean =>
  * a handle of its own (`open`, closed after); null when it cannot be opened or its map cannot answer (the
  * plain walk then, which reports what is wrong).
  */
-export async function existingAtSnapshot(
-  open: () => Promise<SnapshotHandle>,
-  opts: DiffOptions = {},
-): Promise<Run[] | null> {
+async function existingAtSnapshot(open: () => Promise<SnapshotHandle>, opts: DiffOptions = {}): Promise<Run[] | null> {
   let at: SnapshotHandle;
   try {
     at = await open();
@@ -154,6 +152,23 @@ export async function existingAtSnapshot(
   }
 }
 
+/**
+ * The runs of objects that exist at `end` (a snapshot's handle, or a head's) or at the snapshot `openFrom`
+ * opens a handle at — the ones a diff between the two can hold (see the module comment); null when a map
+ * cannot say, or every object exists at the end (nothing to prune, and no open): walk whole then. Shared
+ * by a transfer's source (prunedDiff) and the destination's head check (sink/image-ops.ts headDiffers).
+ */
+export async function existingAtEither(
+  end: Pick<DiffableImage, "stat" | "diff">,
+  openFrom: () => Promise<SnapshotHandle>,
+  opts: DiffOptions = {},
+): Promise<Run[] | null> {
+  const at = await existingRuns(end, opts);
+  if (!at || coversAll(at.runs, at.st.size)) return null;
+  const before = await existingAtSnapshot(openFrom, opts);
+  return before && unionRuns(at.runs, before, at.st.objectSize, at.st.size);
+}
+
 /** The exact diff (DiffOptions as Image.diff), walked only over existing objects when the object maps can say which. */
 export async function* prunedDiff(
   image: DiffableImage,
@@ -163,13 +178,15 @@ export async function* prunedDiff(
   const incremental = opts.fromSnapshot !== undefined;
   const ranged = opts.offset !== undefined || opts.length !== undefined;
   const plain = opts.wholeObject || (incremental && (image.snapshot === null || ranged));
-  const end = plain ? null : await existingRuns(image, opts);
-  // Every object of the end exists: nothing to prune (and no move).
-  let runs = end && !coversAll(end.runs, end.st.size) ? end.runs : null;
-  if (end && runs && incremental) {
+  let runs: Run[] | null = null;
+  if (plain) runs = null;
+  else if (incremental) {
     const from = opts.fromSnapshot as string;
-    const before = await existingAtSnapshot(() => image.openAt(from), opts);
-    runs = before && unionRuns(runs, before, end.st.objectSize, end.st.size);
+    runs = await existingAtEither(image, () => image.openAt(from), opts);
+  } else {
+    // From creation: the end's objects alone (every object existing: nothing to prune).
+    const end = await existingRuns(image, opts);
+    runs = end && !coversAll(end.runs, end.st.size) ? end.runs : null;
   }
   if (!runs) {
     yield* image.diff(opts);

@@ -6,7 +6,7 @@
 import { sameClientInstance } from "../../../src/common/address";
 import { aborted } from "../../../src/common/errors";
 import { retry } from "../../../src/common/retry";
-import { coversAll, existingAtSnapshot, existingRuns, type IoCtx, isCephError, type Run, unionRuns } from "../../ceph";
+import { existingAtEither, type IoCtx, isCephError, type Run } from "../../ceph";
 import type { SinkImage } from "./ports";
 
 /** This agent's Ceph client: its own handles on an image are watchers too. */
@@ -83,29 +83,25 @@ export async function holdsData(image: Pick<SinkImage, "diff">): Promise<boolean
 /** headDiffers walks the image in pieces of this size, the signal looked at between them. */
 export const HEAD_WALK_PIECE_BYTES = 4 * 2 ** 30;
 
-/** A read-only handle on the same image at `snapshot` (closed by the caller). */
-export type OpenAtSnapshot = (snapshot: string) => Promise<Pick<SinkImage, "stat" | "diff" | "close">>;
-
 /**
  * True when the head of `image` differs from `snapshot` (data or size). The exact diff (librbd asks each
  * object walked about its extents, ~12 ms per GiB on the lab): the object map's "written since"
  * (fast-diff, a comparison of maps) is wrong after `rbd snap rollback` to a snapshot older than
  * `snapshot` — it would say "same" of a head holding an older backup's data (agents/ceph/pruned-diff.ts;
  * tried on the lab). Walked over the objects that exist at the head or at the snapshot when both object
- * maps can say which (existence survives a rollback; `openAt` gives the snapshot's handle), otherwise
+ * maps can say which (existence survives a rollback; the snapshot's map through Image.openAt), otherwise
  * over the whole image; in pieces of at most 4 GiB: librbd's walk of a piece reports nothing until it
  * ends, so `signal` (a transfer cut short) stops it between pieces, not after the whole image.
  */
 export async function headDiffers(
-  image: Pick<SinkImage, "snapList" | "stat" | "diff">,
+  image: Pick<SinkImage, "snapList" | "stat" | "diff" | "openAt">,
   snapshot: string,
   signal?: AbortSignal,
-  openAt?: OpenAtSnapshot,
 ): Promise<boolean> {
   const snap = (await image.snapList()).find((s) => s.name === snapshot);
   if (!snap) return true;
   if ((await image.stat()).size !== snap.size) return true;
-  const runs = (openAt && (await existingAtEither(image, snapshot, openAt))) ?? [[0, snap.size] as Run];
+  const runs = (await existingAtEither(image, () => image.openAt(snapshot))) ?? [[0, snap.size] as Run];
   for (const [start, length] of runs) {
     for (let offset = start; offset < start + length; offset += HEAD_WALK_PIECE_BYTES) {
       signal?.throwIfAborted();
@@ -116,18 +112,6 @@ export async function headDiffers(
     }
   }
   return false;
-}
-
-/** The runs of objects that exist at the head or at `snapshot`; null when a map cannot say (the whole walk then). */
-async function existingAtEither(
-  image: Pick<SinkImage, "stat" | "diff">,
-  snapshot: string,
-  openAt: OpenAtSnapshot,
-): Promise<Run[] | null> {
-  const head = await existingRuns(image);
-  if (!head || coversAll(head.runs, head.st.size)) return null;
-  const then = await existingAtSnapshot(() => openAt(snapshot));
-  return then && unionRuns(head.runs, then, head.st.objectSize, head.st.size);
 }
 
 /**

@@ -28,12 +28,13 @@ export type SinkImage = Pick<
   | "metaRemove"
   | "diff"
   | "read"
+  | "openAt"
 >;
 
 /** The methods of a pool (I/O context) the sink uses. */
 export interface SinkIoCtx
   extends Pick<IoCtx, "imageCreate" | "imageRemove" | "objCreateExclusive" | "objRemove" | "objRead" | "objWriteFull"> {
-  imageOpen(name: string, opts?: { readOnly?: boolean; snapshot?: string }): Promise<SinkImage>;
+  imageOpen(name: string, opts?: { readOnly?: boolean }): Promise<SinkImage>;
   close(): Promise<void>;
 }
 

@@ -24,15 +24,7 @@ import type { JournalEntry } from "../journal";
 import { MAX_DISCARD_BYTES, NO_COMMON_SNAPSHOT, RefusalReason, withReason } from "../protocol";
 import { createImageWithFeatures } from "./create-image";
 import type { Footprint } from "./footprint";
-import {
-  baseInUse,
-  headDiffers,
-  holdsData,
-  INCOMPLETE_KEY,
-  isOwnWatch,
-  type OpenAtSnapshot,
-  otherWriters,
-} from "./image-ops";
+import { baseInUse, headDiffers, holdsData, INCOMPLETE_KEY, isOwnWatch, otherWriters } from "./image-ops";
 import type { SinkCluster, SinkDeps, SinkImage, SinkIoCtx } from "./ports";
 
 const RBD_BASE_FEATURES = 1n | 4n | 8n | 16n | 32n; // layering, exclusive-lock, object-map, fast-diff, deep-flatten
@@ -191,7 +183,7 @@ async function openBaseImage(deps: Deps, fp: Footprint, log: Logger): Promise<vo
   fp.journal = { ...journalEntry(deps, fp), rollbackTo: h.fromSnapshot };
   // Both settle before either's failure is thrown: cleanup must not race the entry's write.
   const [differs, written] = await Promise.allSettled([
-    headDiffers(image, h.fromSnapshot, fp.signal, openAt(fp)),
+    headDiffers(image, h.fromSnapshot, fp.signal),
     deps.journal.write(fp.journal),
   ]);
   if (written.status === "rejected") throw written.reason;
@@ -256,15 +248,9 @@ async function keepBeforeFailback(
  * Whether the failback's rollback would lose data: the head differs from the snapshot — compared
  * exactly (headDiffers: the object map's answer is wrong after a Cinder revert to an older snapshot).
  */
-function lostByRollback(fp: Footprint, image: SinkImage, snapshot: string): Promise<boolean> {
-  return headDiffers(image, snapshot, fp.signal, openAt(fp));
+function lostByRollback(image: SinkImage, snapshot: string, signal?: AbortSignal): Promise<boolean> {
+  return headDiffers(image, snapshot, signal);
 }
-
-/** A read-only handle on the target image at a snapshot (headDiffers reads that snapshot's object map). */
-const openAt =
-  (fp: Footprint): OpenAtSnapshot =>
-  (snapshot) =>
-    ioOf(fp).imageOpen(nameOf(fp), { snapshot, readOnly: true });
 
 /** RESTORE_ORIGINAL (and a FAILBACK's full copy, `log` given): the existing image, cut or grown to the backup's size. */
 async function openOriginal(deps: Deps, fp: Footprint, failbackLog?: Logger): Promise<void> {
@@ -295,7 +281,7 @@ async function rollBackOriginal(deps: Deps, fp: Footprint, log: Logger): Promise
     throw noCommon(`has no snapshot ${h.fromSnapshot}`);
   }
   await refuseInUse(deps, fp, image);
-  await keepBeforeFailback(fp, image, log, () => lostByRollback(fp, image, h.fromSnapshot));
+  await keepBeforeFailback(fp, image, log, () => lostByRollback(image, h.fromSnapshot, fp.signal));
   // Not undoable, like RESTORE_ORIGINAL; a retry rolls back again, so the result does not depend on it.
   // A failure from here on says the volume was changed (run-sink.ts), even before the first chunk.
   fp.wrote = true;

@@ -191,6 +191,11 @@ class FakeIoCtx implements SinkIoCtx {
 
 export class FakeImage implements SinkImage {
   #closed = false;
+
+  /** The fake models heads only (its stat names no object map, so nothing asks for a snapshot's). */
+  async openAt(snapshot: string): Promise<never> {
+    throw cephError("ENOTSUP", `rbd_open at ${snapshot} (the fake opens heads only)`);
+  }
   #inflight = new Set<Promise<unknown>>();
 
   constructor(
