@@ -31,6 +31,7 @@ async function holdUntilWaited(url: string, statements: string): Promise<{ clien
   await client.connect();
   const done = client.query(`BEGIN; ${statements}; DO $$ /* rbdbackup-test-holder */ BEGIN
     FOR i IN 1..1000 LOOP
+      PERFORM pg_stat_clear_snapshot(); -- else its rows are read once per transaction (wait events are live)
       IF EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
         AND application_name = 'rbdbackup-coordinator' AND wait_event_type = 'Lock') THEN RETURN; END IF;
       PERFORM pg_sleep(0.01);

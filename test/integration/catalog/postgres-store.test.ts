@@ -179,20 +179,27 @@ const c = new PgCatalog({ url: process.argv[1] }); process.stdout.write(String(c
     const killer = await admin();
     const kill = killer.query(`DO $$ /* rbdbackup-test-killer */ BEGIN
       FOR i IN 1..1000 LOOP
+        -- pg_stat_activity's rows are read once per transaction unless cleared (wait events are live).
+        PERFORM pg_stat_clear_snapshot();
         EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
           AND application_name = 'rbdbackup-coordinator' AND wait_event_type = 'Lock');
         PERFORM pg_sleep(0.01);
       END LOOP;
+      PERFORM pg_stat_clear_snapshot();
       PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()
         AND application_name = 'rbdbackup-coordinator' AND wait_event_type = 'Lock';
     END $$`);
     await waitFor(
-      async () =>
-        (
+      async () => {
+        // q is inside its transaction: its view of pg_stat_activity is frozen at its first read unless
+        // cleared (CI once polled 10 s against a view taken before the terminator began).
+        await q.query("SELECT pg_stat_clear_snapshot()");
+        return (
           await q.query(
             "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%rbdbackup-test-killer%' AND state = 'active' AND pid <> pg_backend_pid()",
           )
-        ).rowCount,
+        ).rowCount;
+      },
       { what: "the terminator to be running", timeoutMs: 10_000, intervalMs: 20 },
     );
     // The lost connection's failure (the server's word), not the deadline's (10 s away).
