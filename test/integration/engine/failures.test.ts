@@ -11,7 +11,7 @@ import { ClientError, createChannel, createClient, Metadata, Status } from "nice
 import { CAPABILITY_HEADER } from "../../../src/common/capability";
 import { channelCredentials, tlsChannelOptions } from "../../../src/common/tls";
 import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
-import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
+import { Compression, type ImageRef } from "../../../src/gen/rbdbackup/v1/common";
 import {
   type TransferHeader,
   TransferKind,
@@ -269,7 +269,11 @@ describe("failures are clean", () => {
   }, async () => {
     const small = await startAgent("site-small", { opTimeoutSeconds: 10, limits: { fullCheckIntervalMs: 500 } });
     try {
-      // 1 GiB of data for a pool whose OSD holds 512 MiB.
+      // 1 GiB of data for a pool whose OSD holds 256 MiB (test/run.sh). Memstore itself never refuses
+      // a write: only the OSD map's full flag stops the transfer, and it comes 1–4 s after the OSD
+      // crosses its full ratio (heartbeat, OSD tick, monitor proposal). Uncapped, a fast machine moved
+      // the whole 1 GiB in 3.8 s before the flag came (CI, 2026-12-07); at 64 MiB/s the pool fills
+      // 4 s in and the transfer would need 16 s, so the flag has 12 s to arrive.
       const vol = await vols.create("site-a", "rbd", 1024, 0);
       const io = await vols.io("site-a", "rbd");
       const img = await io.imageOpen(vol.image);
@@ -280,7 +284,12 @@ describe("failures are clean", () => {
       await img.close();
       const snapsBefore = await vols.snapNames("site-a", vol);
       const started = Date.now();
-      await assert.rejects(backupOf(vol, small), grpcStatus(Status.RESOURCE_EXHAUSTED, /full/));
+      await assert.rejects(
+        backupOf(vol, small, {
+          transferOptions: { compression: Compression.COMPRESSION_NONE, bandwidthLimitBytesPerSecond: 64 * MiB },
+        }),
+        grpcStatus(Status.RESOURCE_EXHAUSTED, /full/),
+      );
       const secs = (Date.now() - started) / 1000;
       console.log(`full pool: failed after ${secs.toFixed(1)} s`);
       assert.ok(secs < 240, `took ${secs} s`);
