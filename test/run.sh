@@ -13,8 +13,8 @@
 #   5b. after a failure, prints the output of the daemons the failed test files started, then (last,
 #       so that the end of the output says it) the failed tests with their errors and each crash report
 #       with its stack
-#   6. fails if the tests left anything new in /tmp or a daemon of ours running (every test removes
-#      what it creates)
+#   6. fails if the tests left anything new in /tmp, an image, namespace or trash entry in the lab's
+#      pools, or a daemon of ours running (every test removes what it creates)
 #   7. stops the clusters (also on failure or Ctrl-C)
 # Environment: RBDBACKUP_TEST_LAB_DIR (default /tmp/rbdbackup-test-lab), RBDBACKUP_TEST_FILES
 # (restrict to some compiled test files, e.g. dist/test/unit), RBDBACKUP_TEST_TMP_IGNORE (an extended
@@ -180,6 +180,30 @@ leftovers="$(LC_ALL=C comm -13 <(echo "$tmp_before") <(tmp_entries))"
 if [ -n "$leftovers" ]; then
   echo "the tests left these in /tmp (every test removes what it creates):" >&2
   while read -r e; do ls -ld --time-style=+%T "/tmp/$e" >&2 || true; done <<<"$leftovers"
+  [ "$status" -ne 0 ] || status=1
+fi
+# And the lab's pools, which were empty when the clusters came up for this run: every image, namespace
+# and trash entry left in them after the tests is a test that did not remove what it made.
+pool_leftovers() {
+  local conf pool ns
+  for conf in "$RBDBACKUP_LAB_DIR"/*/ceph.conf; do
+    [ -e "$conf" ] || continue
+    local c; c="$(basename "$(dirname "$conf")")"
+    for pool in $(timeout 60 ceph -c "$conf" --connect-timeout 20 osd pool ls 2>/dev/null); do
+      [ "$pool" = .mgr ] && continue
+      timeout 60 rbd -c "$conf" ls -p "$pool" 2>/dev/null | sed "s|^|$c/$pool/|"
+      for ns in $(timeout 60 rbd -c "$conf" namespace ls -p "$pool" --format json 2>/dev/null | grep -o '"name":"[^"]*"' | cut -d'"' -f4); do
+        echo "$c/$pool/$ns (namespace)"
+        timeout 60 rbd -c "$conf" ls -p "$pool" --namespace "$ns" 2>/dev/null | sed "s|^|$c/$pool/$ns/|"
+      done
+      timeout 60 rbd -c "$conf" trash ls -p "$pool" 2>/dev/null | sed "s|^|$c/$pool (trash) |"
+    done
+  done
+}
+left_in_pools="$(pool_leftovers)"
+if [ -n "$left_in_pools" ]; then
+  echo "the tests left these in the lab's pools (every test removes what it creates):" >&2
+  echo "$left_in_pools" | head -50 >&2
   [ "$status" -ne 0 ] || status=1
 fi
 stray="$(LC_ALL=C comm -13 <(echo "$daemons_before") <(our_daemons))"

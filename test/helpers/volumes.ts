@@ -1,6 +1,7 @@
 /** Test volumes on the lab clusters: create, fill and change them through the addon; identify them by `rbd export` checksums. */
 import { randomBytes } from "node:crypto";
-import type { Cluster, IoCtx } from "../../agents/ceph";
+import { type Cluster, type IoCtx, isCephError } from "../../agents/ceph";
+import { delay } from "../../src/common/retry";
 import type { ImageRef } from "../../src/gen/rbdbackup/v1/common";
 import { connectLab, rbdExportSha256, uniqueName } from "./lab";
 import { waitFor } from "./wait";
@@ -140,30 +141,58 @@ export class Volumes {
     return out;
   }
 
-  /** Removes every image this helper made (with its snapshots) and its volumes' base images, then disconnects. */
+  /**
+   * Removes every image this helper made (with its snapshots) and its volumes' base images, then
+   * disconnects. An image already gone is fine; one that still has watchers (an agent killed with it
+   * open: its watch lingers until the OSD times it out, osd_client_watch_timeout, 30 s) is tried again
+   * for up to 45 s; any other failure is thrown once everything else was tried, so a test that leaves
+   * images behind fails where it did, not in the run's leftover check.
+   */
   async cleanup(): Promise<void> {
+    const failures: string[] = [];
+    const note = (what: string, e: unknown) => {
+      if (!isCephError(e, "ENOENT")) failures.push(`${what}: ${(e as Error).message}`);
+    };
     // Base images last (their snapshots may be the parents of clones made earlier).
-    this.made.unshift(...(await this.#baseImages().catch(() => [])));
+    this.made.unshift(...(await this.#baseImages().catch((e) => (note("listing base images", e), []))));
     // Newest first: a clone (tracked after the backup it was made from) goes before the base image
     // whose protected snapshot it depends on.
     for (const m of [...this.made].reverse()) {
-      const io = await this.io(m.cluster, m.pool).catch(() => null);
+      const where = `${m.cluster}/${m.pool}/${m.image}`;
+      const io = await this.io(m.cluster, m.pool).catch((e) => (note(where, e), null));
       if (!io) continue;
-      const img = await io.imageOpen(m.image).catch(() => null);
+      const img = await io.imageOpen(m.image).catch((e) => (note(where, e), null));
       if (img) {
-        for (const s of await img.snapList().catch(() => [])) {
-          if (s.protected) await img.snapUnprotect(s.name).catch(() => {});
-          await img.snapRemove(s.name).catch(() => {});
+        try {
+          for (const s of await img.snapList()) {
+            if (s.protected) await img.snapUnprotect(s.name);
+            await img.snapRemove(s.name);
+          }
+        } catch (e) {
+          note(`${where} snapshots`, e);
+        } finally {
+          await img.close().catch((e) => note(`${where} close`, e));
         }
-        await img.close().catch(() => {});
       }
       // A name the binding refuses throws before any promise: caught too, so one bad entry cannot stop the rest.
-      await Promise.resolve()
-        .then(() => io.imageRemove(m.image))
-        .catch(() => {});
+      const deadline = Date.now() + 45_000;
+      for (;;) {
+        try {
+          await Promise.resolve().then(() => io.imageRemove(m.image));
+          break;
+        } catch (e) {
+          if (isCephError(e, "EBUSY") && Date.now() < deadline) {
+            await delay(500);
+            continue;
+          }
+          note(`${where} remove`, e);
+          break;
+        }
+      }
     }
     for (const io of this.#io.values()) await io.close().catch(() => {});
     for (const c of this.#clusters.values()) await c.close().catch(() => {});
+    if (failures.length > 0) throw new Error(`Volumes.cleanup left images behind:\n  ${failures.join("\n  ")}`);
   }
 
   /** Adds an image to remove at cleanup; "" (a FAILED backup's base image, never made) is nothing to track. */
