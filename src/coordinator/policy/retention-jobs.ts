@@ -19,9 +19,22 @@ import { planRetention, type RetentionCandidate } from "./retention";
 /** Idempotency keys of a policy's jobs start with this. */
 export const policyKeyPrefix = (policy: string): string => `${POLICY_RUN_KEY_PREFIX}${policy}:`;
 
-/** The available backups `p` made of `vol` at its destination (Backup.policy, set by the runner). */
-export function policyBackups(catalog: Catalog, p: Policy, vol: VolumeRef): AvailableBackup[] {
+/**
+ * The available backups `p` made of `vol` at its destination (Backup.policy, set by the runner). A
+ * destination pool "" is the cluster's default backup pool, resolved by `defaultPool` (validate.ts
+ * defaultPoolOf) as the jobs resolve it — never "any pool": a policy moved from pool X to "" must not
+ * reach the backups it left in X. A default pool not known now: none (retention deletes nothing).
+ */
+export function policyBackups(
+  catalog: Catalog,
+  p: Policy,
+  vol: VolumeRef,
+  defaultPool: (cluster: string) => string,
+): AvailableBackup[] {
   const dest = p.destination;
+  if (!dest) return [];
+  const pool = dest.pool || defaultPool(dest.cluster);
+  if (!pool) return [];
   // A policy made again under a deleted one's name does not inherit its backups ("its backups stay"):
   // only backups made since this policy was created are its own.
   const since = p.createdAt?.getTime() ?? 0;
@@ -32,8 +45,8 @@ export function policyBackups(catalog: Catalog, p: Policy, vol: VolumeRef): Avai
         b.policy === p.name &&
         b.createdAt >= since &&
         b.location !== undefined &&
-        b.location.cluster === dest?.cluster &&
-        (!dest.pool || b.location.pool === dest.pool) &&
+        b.location.cluster === dest.cluster &&
+        b.location.pool === pool &&
         b.location.namespace === dest.namespace,
     );
 }
@@ -48,11 +61,12 @@ export function enforceRetention(
   p: Policy,
   vol: VolumeRef,
   nowMs: number,
+  defaultPool: (cluster: string) => string,
   justMade = "",
 ): number {
   const { catalog } = deps;
   if (!p.retention) return 0;
-  const backups = policyBackups(catalog, p, vol);
+  const backups = policyBackups(catalog, p, vol, defaultPool);
   const candidates: RetentionCandidate[] = backups.map((b) => ({
     id: b.id,
     at: b.createdAt,

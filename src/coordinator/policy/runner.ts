@@ -336,7 +336,8 @@ export class PolicyRunner implements PolicyRunnerPort {
       if (rec.consecutiveFailures || rec.lastError) this.#save({ ...rec, consecutiveFailures: 0, lastError: "" }, rec);
       // A protection paused by a failover deletes nothing: the volume's history goes on elsewhere, and
       // what to keep is the operator's to decide when it resumes (its next run applies retention).
-      const n = paused ? 0 : enforceRetention(this.deps, p, rec.volume, now, job.backupId);
+      const defaultPool = defaultPoolOf(this.deps.sessions, this.deps.catalog.listAgents());
+      const n = paused ? 0 : enforceRetention(this.deps, p, rec.volume, now, defaultPool, job.backupId);
       if (n) {
         this.deps.metrics?.retentionDeletions.labels(p.name).inc(n);
         this.deps.scheduler.kick();

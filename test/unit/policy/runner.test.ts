@@ -414,6 +414,32 @@ describe("policy runner", () => {
     for (const id of backups.slice(2)) assert.equal(h.backup(id).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
   });
 
+  it("a policy moved to its cluster's default pool (pool \"\") applies retention there only: the backups it left in its former pool stay", async () => {
+    h.catalog.policies.insertPolicy(policy({ destination: { cluster: "b", pool: "pool-x", namespace: "" } }));
+    await runner.tick();
+    await runSlots(2);
+    const inX = jobs().map((j) => j.backupId);
+    assert.deepEqual(
+      inX.map((id) => h.backup(id).location?.pool),
+      ["pool-x", "pool-x"],
+    );
+    h.catalog.policies.updatePolicy(policy({ destination: { cluster: "b", pool: "", namespace: "" } }));
+    await runSlots(3);
+    const inDefault = jobs()
+      .map((j) => j.backupId)
+      .filter((id) => !inX.includes(id));
+    assert.deepEqual(
+      inDefault.map((id) => h.backup(id).location?.pool),
+      ["backups", "backups", "backups"],
+    );
+    assert.deepEqual(
+      jobs(JobKind.JOB_KIND_DELETE).map((d) => d.backupId),
+      [inDefault[0]],
+      "keep_last 2 of the default pool's three: its oldest goes",
+    );
+    for (const id of inX) assert.equal(h.backup(id).status, BackupStatus.BACKUP_STATUS_AVAILABLE, "left in pool-x");
+  });
+
   it("the clock stepping back a day (a new leader's slow clock): runs go on at the next slot, and retention deletes nothing dated after now", async () => {
     h.catalog.policies.insertPolicy(policy({ retention: RetentionRule.fromPartial({ keepLast: 1 }) }));
     await runner.tick();

@@ -121,7 +121,7 @@ describe("the catalog's index of available backups", () => {
       assert.equal(c.getBackup(none)?.policy, "");
       const p = Policy.fromPartial({ name: "gold", destination: { cluster: "b", pool: "backups" } });
       assert.deepEqual(
-        policyBackups(c, p, vol("v1")).map((b) => b.id),
+        policyBackups(c, p, vol("v1"), () => "backups").map((b) => b.id),
         [gold],
       );
       c.close();
