@@ -150,18 +150,20 @@ export class Volumes {
    */
   async cleanup(): Promise<void> {
     const failures: string[] = [];
-    const note = (what: string, e: unknown) => {
+    /** Notes a failure (an image already gone is none); returns null for the caller's `?? skip`. */
+    const note = (what: string, e: unknown): null => {
       if (!isCephError(e, "ENOENT")) failures.push(`${what}: ${(e as Error).message}`);
+      return null;
     };
     // Base images last (their snapshots may be the parents of clones made earlier).
-    this.made.unshift(...(await this.#baseImages().catch((e) => (note("listing base images", e), []))));
+    this.made.unshift(...(await this.#baseImages().catch((e) => note("listing base images", e) ?? [])));
     // Newest first: a clone (tracked after the backup it was made from) goes before the base image
     // whose protected snapshot it depends on.
     for (const m of [...this.made].reverse()) {
       const where = `${m.cluster}/${m.pool}/${m.image}`;
-      const io = await this.io(m.cluster, m.pool).catch((e) => (note(where, e), null));
+      const io = await this.io(m.cluster, m.pool).catch((e) => note(where, e));
       if (!io) continue;
-      const img = await io.imageOpen(m.image).catch((e) => (note(where, e), null));
+      const img = await io.imageOpen(m.image).catch((e) => note(where, e));
       if (img) {
         try {
           for (const s of await img.snapList()) {

@@ -11,7 +11,7 @@ import { ClientError, Status } from "nice-grpc";
 import type { Image } from "../../../agents/ceph";
 import { BackupMode, type BackupResult, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
-import { type RunningAgent, startAgent, startAgents } from "../../helpers/agents";
+import { type RunningAgent, startAgents } from "../../helpers/agents";
 import { uniqueName } from "../../helpers/lab";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
 

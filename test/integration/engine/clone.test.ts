@@ -11,7 +11,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { Status } from "nice-grpc";
 import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { type RunningAgent, startAgent, startAgents } from "../../helpers/agents";
+import { type RunningAgent, startAgents } from "../../helpers/agents";
 import { rbd, uniqueName } from "../../helpers/lab";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
 

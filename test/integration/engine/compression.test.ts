@@ -9,7 +9,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { Compression } from "../../../src/gen/rbdbackup/v1/common";
-import { type RunningAgent, startAgent, startAgents } from "../../helpers/agents";
+import { type RunningAgent, startAgents } from "../../helpers/agents";
 import { scrape } from "../../helpers/coordinator";
 import { uniqueName } from "../../helpers/lab";
 import { sample } from "../../helpers/metrics";

@@ -4,7 +4,7 @@ import { randomUUID } from "node:crypto";
 import { get } from "node:http";
 import { after, before, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
-import { type RunningAgent, startAgent, startAgents } from "../../helpers/agents";
+import { type RunningAgent, startAgents } from "../../helpers/agents";
 import { grpcStatus } from "../../helpers/grpc-status";
 import { sample } from "../../helpers/metrics";
 import { Volumes } from "../../helpers/volumes";

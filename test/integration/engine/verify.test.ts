@@ -24,7 +24,7 @@ import { Status, statusOf } from "../../../src/common/errors";
 import { logger } from "../../../src/common/log";
 import { type BackupResult, VerifyMode, VerifyRequest } from "../../../src/gen/rbdbackup/v1/agent";
 import type { ImageRef } from "../../../src/gen/rbdbackup/v1/common";
-import { type RunningAgent, startAgent, startAgents } from "../../helpers/agents";
+import { type RunningAgent, startAgents } from "../../helpers/agents";
 import { connectLab, labCluster, rbdJson } from "../../helpers/lab";
 import { MiB, Volumes } from "../../helpers/volumes";
 

@@ -414,7 +414,7 @@ describe("policy runner", () => {
     for (const id of backups.slice(2)) assert.equal(h.backup(id).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
   });
 
-  it("a policy moved to its cluster's default pool (pool \"\") applies retention there only: the backups it left in its former pool stay", async () => {
+  it('a policy moved to its cluster\'s default pool (pool "") applies retention there only: the backups it left in its former pool stay', async () => {
     h.catalog.policies.insertPolicy(policy({ destination: { cluster: "b", pool: "pool-x", namespace: "" } }));
     await runner.tick();
     await runSlots(2);
