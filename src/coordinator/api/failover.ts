@@ -20,6 +20,7 @@ import type { Catalog } from "../catalog/catalog";
 import { fingerprint, POLICY_RUN_KEY_PREFIX } from "../jobs/new-job";
 import { volumeKey, volumeLabel } from "../model";
 import { newestAvailable } from "../policy/recovery-point";
+import { withdrawRetentionDeletes } from "../policy/retention-jobs";
 import * as v from "../validate";
 import type { Admission } from "./admission";
 import type { ApiDeps } from "./deps";
@@ -61,7 +62,8 @@ export function pauseProtection(catalog: Catalog, volume: VolumeRef, reason: str
 /**
  * The volume's policy runs still queued (a slot due before the failover, waiting for the lost site's
  * agent) are cancelled: run later, they would back the lost volume up into the chain, its newest backup.
- * A run already going is the operator's to cancel (CancelJob).
+ * A run already going is the operator's to cancel (CancelJob). Its retention DELETEs still queued are
+ * withdrawn ("no retention until resumed": the older restore points may be what the failover needs).
  */
 function cancelQueuedRuns(deps: ApiDeps, volume: VolumeRef, failover: string): void {
   const key = volumeKey(volume);
@@ -71,6 +73,7 @@ function cancelQueuedRuns(deps: ApiDeps, volume: VolumeRef, failover: string): v
     deps.scheduler.cancel(j);
     deps.log.info("queued policy run cancelled by a failover", { job: j.id, volume: key, failover });
   }
+  withdrawRetentionDeletes(deps, { volume }, `the volume's protection was paused by failover job ${failover}`);
 }
 
 export async function failoverVolume(

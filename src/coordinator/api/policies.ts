@@ -22,6 +22,7 @@ import {
 import { volumeLabel } from "../model";
 import { volumeKey } from "../policy/model";
 import { reslot, sameSchedule } from "../policy/records";
+import { withdrawRetentionDeletes } from "../policy/retention-jobs";
 import { checkOverlap, defaultPoolOf, type PolicyContext, policyName, validatePolicy } from "../policy/validate";
 import * as v from "../validate";
 import { isUniqueViolation } from "./admission";
@@ -55,6 +56,8 @@ export function policyMethods(deps: ApiDeps): PolicyMethods {
     deletePolicy: async (req) => {
       const p = stored(deps, req.name);
       deps.catalog.policies.deletePolicy(p.name);
+      // "Its backups stay": the DELETEs its retention queued and no agent ran yet go with it.
+      withdrawRetentionDeletes(deps, { policy: p.name }, `policy ${p.name} was deleted`);
       deps.log.info("policy deleted", { policy: p.name });
       deps.policies?.changed(p.name);
       return {};

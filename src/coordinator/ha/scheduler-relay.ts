@@ -84,8 +84,8 @@ export class SchedulerRelay extends EventEmitter<SchedulerEvents> {
     return this.#current;
   }
 
-  cancel(j: JobRecord): JobRecord {
-    return this.#leader("cancel a job").cancel(j);
+  cancel(j: JobRecord, reason?: string): JobRecord {
+    return this.#leader("cancel a job").cancel(j, reason);
   }
 
   fail(j: JobRecord, code: Status, message: string): void {

@@ -6,14 +6,15 @@
  * rules: a backup a queued or running job uses, and a backup an RBD clone depends on.
  */
 import type { Logger } from "../../common/log";
-import { BackupStatus, JobState } from "../../gen/rbdbackup/v1/backup_service";
+import { BackupStatus, JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Policy } from "../../gen/rbdbackup/v1/policy";
 import type { AvailableBackup, Catalog } from "../catalog/catalog";
 import { deleteJobSpec } from "../jobs/delete-job";
 import { isUniqueViolation, newJobRecord, POLICY_RUN_KEY_PREFIX } from "../jobs/new-job";
-import { volumeLabel } from "../model";
+import { type JobRecord, volumeLabel } from "../model";
 import { isFinal } from "../scheduler";
+import { volumeKey } from "./model";
 import { planRetention, type RetentionCandidate } from "./retention";
 
 /** Idempotency keys of a policy's jobs start with this. */
@@ -88,6 +89,42 @@ export function enforceRetention(
   return queued;
 }
 
+/** How a retention DELETE withdrawn before it ran ends its message (CANCELLED). */
+export const WITHDRAWN = "withdrawn before it ran: ";
+
+/**
+ * Withdraws the retention DELETEs still queued (CANCELLED, WITHDRAWN + `why`; their backups AVAILABLE
+ * again) that `which` picks — of one volume when a failover pauses its protection ("no retention until
+ * resumed": its next pass once resumed decides again), of one policy when it is deleted ("its backups
+ * stay"). A DELETE already running goes on (a backup half removed would be worse). Returns the jobs.
+ */
+export function withdrawRetentionDeletes(
+  deps: { catalog: Catalog; scheduler: { cancel(j: JobRecord, reason?: string): JobRecord }; log: Logger },
+  which: { policy?: string; volume?: VolumeRef },
+  why: string,
+): string[] {
+  const withdrawn: string[] = [];
+  const vkey = which.volume ? volumeKey(which.volume) : undefined;
+  for (const j of deps.catalog.activeJobs()) {
+    if (j.kind !== JobKind.JOB_KIND_DELETE || j.state !== JobState.JOB_STATE_QUEUED) continue;
+    const policy = retentionPolicyOf(j.idempotencyKey);
+    if (policy === undefined || (which.policy !== undefined && policy !== which.policy)) continue;
+    if (vkey !== undefined && (!j.volume || volumeKey(j.volume) !== vkey)) continue;
+    deps.scheduler.cancel(j, `${WITHDRAWN}${why}`);
+    deps.log.info("queued retention delete withdrawn", { job: j.id, backup: j.backupId, policy, why });
+    withdrawn.push(j.id);
+  }
+  return withdrawn;
+}
+
+/** The policy whose retention queued a job of this idempotency key ("pol:<policy>:del:<backup>…"), else undefined. */
+function retentionPolicyOf(key: string): string | undefined {
+  if (!key.startsWith(POLICY_RUN_KEY_PREFIX)) return undefined;
+  const rest = key.slice(POLICY_RUN_KEY_PREFIX.length);
+  const colon = rest.indexOf(":");
+  return colon > 0 && rest.startsWith("del:", colon + 1) ? rest.slice(0, colon) : undefined;
+}
+
 /** DELETE attempts of one backup a retention pass may queue over time (each after the last one ended). */
 const MAX_DELETE_KEYS = 100;
 
@@ -104,8 +141,9 @@ function deleteKey(catalog: Catalog, p: Policy, backupId: string): string | unde
     const j = catalog.jobByIdempotencyKey(key);
     if (!j) return key;
     if (!isFinal(j.state)) return undefined;
-    // An operator who cancelled the DELETE meant to keep the backup: retention does not overrule it.
-    if (j.state === JobState.JOB_STATE_CANCELLED) return undefined;
+    // An operator who cancelled the DELETE meant to keep the backup: retention does not overrule it. One
+    // withdrawn while still queued (a failover paused the volume's protection) is decided again later.
+    if (j.state === JobState.JOB_STATE_CANCELLED && !j.errorMessage.startsWith(WITHDRAWN)) return undefined;
   }
   return undefined;
 }

@@ -187,8 +187,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   }
 
   /** Cancels a job: at once when queued; a running one is asked to stop and ends when its agent reports. */
-  cancel(j: JobRecord): JobRecord {
-    return cancel(this.#ctx, j);
+  /** `reason`: the message a queued job ends with ("cancelled" unless told). */
+  cancel(j: JobRecord, reason?: string): JobRecord {
+    return cancel(this.#ctx, j, reason);
   }
 
   /** Fails a queued or running job from the coordinator's side (see transitions.ts abandon). */

@@ -324,9 +324,9 @@ function discardHeld(ctx: SchedulerContext, j: JobRecord): void {
 }
 
 /** Cancels a job: at once when queued; a running one is asked to stop and ends when its agent reports. */
-export function cancel(ctx: SchedulerContext, j: JobRecord): JobRecord {
+export function cancel(ctx: SchedulerContext, j: JobRecord, reason = "cancelled"): JobRecord {
   if (j.state === JobState.JOB_STATE_QUEUED) {
-    finish(ctx, j, JobState.JOB_STATE_CANCELLED, Status.CANCELLED, "cancelled");
+    finish(ctx, j, JobState.JOB_STATE_CANCELLED, Status.CANCELLED, reason);
   } else if (j.state === JobState.JOB_STATE_RUNNING && !j.cancelRequested) {
     j.cancelRequested = true;
     ctx.catalog.updateJob(j);

@@ -325,6 +325,31 @@ describe("CLONE restore, FLATTEN and failover (coordinator)", () => {
     for (const id of [manual.id, operators.id, r.job?.id ?? ""]) await api.cancelJob({ jobId: id });
   });
 
+  it("failover withdraws the volume's retention DELETEs still queued (CANCELLED saying why, the backups AVAILABLE); an operator's and another volume's stay", async () => {
+    const v = vol("fo-del", "a");
+    const older = available(v, 60_000);
+    const old2 = available(v, 50_000);
+    available(v, 1_000);
+    const elsewhere = available(vol("fo-del2", "a"), 1_000);
+    protection.push(record("gold", v));
+    const retention = h.queueDelete(older.id, `pol:gold:del:${older.id}`);
+    const operators = h.queueDelete(old2.id, "operator-delete");
+    const otherVolume = h.queueDelete(elsewhere.id, `pol:gold:del:${elsewhere.id}`);
+    const location = { cluster: "b", pool: "backups", namespace: "" };
+    const r = await api.failoverVolume({ volume: v, location, target: vol("fo-del", "b") });
+    const withdrawn = h.job(retention.id);
+    assert.equal(withdrawn.state, JobState.JOB_STATE_CANCELLED);
+    assert.equal(
+      withdrawn.errorMessage,
+      `withdrawn before it ran: the volume's protection was paused by failover job ${r.job?.id}`,
+    );
+    assert.equal(h.backup(older.id).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+    // (The operator's may have been leased once the withdrawn one freed the volume's lock.)
+    assert.notEqual(h.job(operators.id).state, JobState.JOB_STATE_CANCELLED);
+    assert.notEqual(h.job(otherVolume.id).state, JobState.JOB_STATE_CANCELLED);
+    for (const id of [operators.id, otherVolume.id, r.job?.id ?? ""]) await api.cancelJob({ jobId: id });
+  });
+
   it("failover's idempotency key stands for its request: a retry gets the same job after a newer backup and pauses nothing again; another reason is ALREADY_EXISTS", async () => {
     const v = vol("fo-key", "a");
     available(v, 60_000);

@@ -304,19 +304,22 @@ export class Harness {
     return job;
   }
 
-  /** A queued DELETE job of an available backup (the backup becomes DELETING, as the API does). */
-  queueDelete(backupId: string): JobRecord {
+  /** A queued DELETE job of an available backup (the backup becomes DELETING, as the API does); `key`: its idempotency key. */
+  queueDelete(backupId: string, key = ""): JobRecord {
     const b = this.backup(backupId);
     const v = b.volume as VolumeRef;
-    const job = this.#job({
-      kind: JobKind.JOB_KIND_DELETE,
-      backupId,
-      volume: v,
-      operation: deleteJobSpec(b, "").operation,
-      locks: [lockOfVolume(v), lockOfBackup(backupId)],
-      execCluster: b.location?.cluster ?? "",
-      peerCluster: "",
-    });
+    const job = this.#job(
+      {
+        kind: JobKind.JOB_KIND_DELETE,
+        backupId,
+        volume: v,
+        operation: deleteJobSpec(b, "").operation,
+        locks: [lockOfVolume(v), lockOfBackup(backupId)],
+        execCluster: b.location?.cluster ?? "",
+        peerCluster: "",
+      },
+      key,
+    );
     this.catalog.transaction(() => {
       b.status = BackupStatus.BACKUP_STATUS_DELETING;
       this.catalog.updateBackup(b);

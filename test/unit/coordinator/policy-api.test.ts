@@ -16,7 +16,7 @@ import type { PolicyRunnerPort, RunNowResult } from "../../../src/coordinator/po
 import { nextRun, runRequest } from "../../../src/coordinator/policy/slots";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { BackupStatus } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { Compression, type VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { DeepPartial, Policy, ProtectionState } from "../../../src/gen/rbdbackup/v1/policy";
 import type { Answer } from "../../helpers/fake-agent";
@@ -413,10 +413,23 @@ describe("policy API", () => {
       h.catalog.policies.upsertProtection(record("p1", vol("v1")));
       const b = newBackup(vol("v1"), "b", h.t);
       h.catalog.insertBackup(b);
+      // Its retention's DELETEs no agent ran yet go with it (its backups stay); another policy's stay queued.
+      const [mine, theirs] = [0, 1].map(() => {
+        const x = { ...newBackup(vol("v-del"), "b", h.t), status: BackupStatus.BACKUP_STATUS_AVAILABLE };
+        h.catalog.insertBackup(x);
+        return x;
+      });
+      const delMine = h.queueDelete(mine?.id ?? "", `pol:p1:del:${mine?.id}`);
+      const delTheirs = h.queueDelete(theirs?.id ?? "", `pol:p10:del:${theirs?.id}`);
       await api.deletePolicy({ name: "p1" });
       assert.equal(h.catalog.policies.getPolicy("p1"), undefined);
       assert.deepEqual(h.catalog.policies.protectionOfVolume(volumeKey(vol("v1"))), []);
       assert.ok(h.catalog.getBackup(b.id));
+      assert.equal(h.job(delMine.id).state, JobState.JOB_STATE_CANCELLED);
+      assert.equal(h.job(delMine.id).errorMessage, "withdrawn before it ran: policy p1 was deleted");
+      assert.equal(h.backup(mine?.id ?? "").status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+      assert.equal(h.job(delTheirs.id).state, JobState.JOB_STATE_QUEUED, "policy p10's (a name p1 begins)");
+      h.scheduler.cancel(h.job(delTheirs.id));
       await assertStatus(api.deletePolicy({ name: "p1" }), Status.NOT_FOUND, /^policy p1 not found/);
       assert.deepEqual(runner.changes, ["p1", "p1"]);
     });

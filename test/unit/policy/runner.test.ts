@@ -9,6 +9,7 @@ import { AppError } from "../../../src/common/errors";
 import type { JobRecord } from "../../../src/coordinator/model";
 import { PolicyMetrics } from "../../../src/coordinator/policy/metrics";
 import { volumeKey } from "../../../src/coordinator/policy/model";
+import { WITHDRAWN, withdrawRetentionDeletes } from "../../../src/coordinator/policy/retention-jobs";
 import { PolicyRunner } from "../../../src/coordinator/policy/runner";
 import { slotKey } from "../../../src/coordinator/policy/slots";
 import { SAFETY_PASS_MS } from "../../../src/coordinator/scheduler/wake-timer";
@@ -18,7 +19,7 @@ import { BackupStatus, JobKind, JobState } from "../../../src/gen/rbdbackup/v1/b
 import { Policy, PolicySchedule, PolicySelector, RetentionRule } from "../../../src/gen/rbdbackup/v1/policy";
 import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
 import { until } from "../../helpers/wait";
-import { Harness, vol } from "../coordinator/harness";
+import { Harness, newBackup, vol } from "../coordinator/harness";
 
 const INTERVAL = 60;
 
@@ -486,6 +487,42 @@ describe("policy runner", () => {
     await runSlots(1);
     await runner.tick();
     assert.ok(jobs(JobKind.JOB_KIND_DELETE).length > before, "retention once resumed");
+  });
+
+  it("retention DELETEs withdrawn while queued (a failover, a deleted policy) end CANCELLED saying so, their backups AVAILABLE; a later pass queues them again, unlike an operator's cancel", async () => {
+    h.catalog.policies.insertPolicy(
+      policy({ retention: RetentionRule.fromPartial({ keepLast: 1 }), createdAt: new Date(h.t) }),
+    );
+    await runner.tick();
+    await runSlots(2);
+    const [first] = jobs(JobKind.JOB_KIND_DELETE);
+    assert.ok(first, "the older backup's DELETE");
+    const victim = first.backupId;
+    assert.equal(first.state, JobState.JOB_STATE_QUEUED);
+    const b9 = { ...newBackup(vol("v9"), "b", h.t), status: BackupStatus.BACKUP_STATUS_AVAILABLE };
+    h.catalog.insertBackup(b9);
+    const other = h.queueDelete(b9.id, `pol:silver:del:${b9.id}`); // another policy's, another volume's
+    const deps = { catalog: h.catalog, scheduler: h.scheduler, log: h.log };
+    assert.deepEqual(withdrawRetentionDeletes(deps, { policy: "gold", volume: vol("v2") }, "x"), [], "another volume");
+    assert.deepEqual(withdrawRetentionDeletes(deps, { volume: vol("v1") }, "paused by failover job f1"), [first.id]);
+    assert.equal(h.job(first.id).state, JobState.JOB_STATE_CANCELLED);
+    assert.equal(h.job(first.id).errorMessage, `${WITHDRAWN}paused by failover job f1`);
+    assert.equal(h.backup(victim).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+    assert.equal(h.job(other.id).state, JobState.JOB_STATE_QUEUED, "another policy's, another volume's");
+    // Resumed: the next pass decides again and queues it under the next key.
+    await runSlots(1);
+    const again = jobs(JobKind.JOB_KIND_DELETE).filter((d) => d.backupId === victim);
+    assert.deepEqual(
+      again.map((d) => d.idempotencyKey),
+      [first.idempotencyKey, `${first.idempotencyKey}:2`],
+    );
+    assert.equal(h.backup(victim).status, BackupStatus.BACKUP_STATUS_DELETING);
+    // An operator's cancel of that one keeps the backup for good.
+    const second = again[1] as JobRecord;
+    h.scheduler.cancel(h.job(second.id));
+    await runSlots(1);
+    assert.equal(jobs(JobKind.JOB_KIND_DELETE).filter((d) => d.backupId === victim).length, 2);
+    assert.equal(h.backup(victim).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
   });
 
   it("a retention DELETE that failed (the backup AVAILABLE again) is followed by another on the next pass, never two at once", async () => {
