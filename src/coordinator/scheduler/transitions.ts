@@ -123,7 +123,7 @@ export function finish(ctx: SchedulerContext, j: JobRecord, state: JobState, cod
   });
   ctx.log.info("job finished", { job: j.id, state: JobState[state], code: j.errorCode, message: j.errorMessage });
   changed(ctx, j);
-  if (state === JobState.JOB_STATE_CANCELLED) discardHeld(ctx, j);
+  discardHeld(ctx, j);
 }
 
 /**
@@ -278,12 +278,15 @@ function backupMade(ctx: SchedulerContext, b: Backup, x: BackupResult, forcedFul
 const DISCARD_CALL_TIMEOUT_MS = 30_000;
 
 /**
- * A job that ended CANCELLED after an attempt ran — cancelled between its attempts, or while running
- * with an attempt cut short before the cancel reached it — may have left that attempt's transfer held
- * for a resume at the destination (a partial volume or base image, a base image's head part-written,
- * for transfer.resumeTtlSeconds). Every agent of the destination's cluster that serves discard_held is
- * asked to undo it now, best effort, without waiting (a hold nobody discards still expires; a transfer
- * that is not held is left alone). A restore names its target (NEW, ORIGINAL, FAILBACK: a CLONE writes
+ * A job that ended CANCELLED or FAILED after an attempt ran — cancelled between its attempts, or while
+ * running with an attempt cut short before the cancel reached it; failed for good after an attempt cut
+ * short whose later attempts never reached the destination (a source gone, a partition outlasting the
+ * retries) — may have left that attempt's transfer held for a resume at the destination (a partial
+ * volume or base image, a base image's head part-written, for transfer.resumeTtlSeconds) that no attempt
+ * will resume. Every agent of the destination's cluster that serves discard_held is asked to undo it
+ * now, best effort, without waiting (a hold nobody discards still expires: a restore's new volume then
+ * stayed, refusing a new restore to its name ALREADY_EXISTS, up to an hour; a transfer that is not held
+ * is left alone, and so is a volume another client has opened since). A restore names its target (NEW, ORIGINAL, FAILBACK: a CLONE writes
  * no transfer); a backup's image is chosen by its agent (a new chain's base image, or the chain it
  * continues), so it names the location's pool and namespace with no image: any image there held for
  * this backup id.
@@ -311,10 +314,10 @@ function discardHeld(ctx: SchedulerContext, j: JobRecord): void {
     ).then(
       (r) => {
         if (r.done.length)
-          ctx.log.info("cancelled job: held transfer undone", { job: j.id, agent: a.agentId, done: r.done });
+          ctx.log.info("job ended: held transfer undone", { job: j.id, agent: a.agentId, done: r.done });
       },
       (err) =>
-        ctx.log.warn("cancelled job: could not undo a held transfer (its hold expires)", {
+        ctx.log.warn("job ended: could not undo a held transfer (its hold expires)", {
           job: j.id,
           agent: a.agentId,
           err,

@@ -625,6 +625,38 @@ describe("scheduler", () => {
       assert.equal(asked.length, 1);
     });
 
+    it("a restore that fails for good after an attempt was cut short: its held transfer is discarded too (no attempt will resume it)", async () => {
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      await h.backupDone(a1, j);
+      const asked: CallRequest[] = [];
+      const a2 = h.connect("a2", "a", 4, ["discard_held"]);
+      a2.answer = (req) => {
+        asked.push(req);
+        return { $case: "discardHeld", value: { done: ["rbd/v1-new removed"] } };
+      };
+      const target = vol("v1-new");
+      const r = h.queueRestore(j.backupId, target);
+      h.tick();
+      const leased = () => [b1, a1, a2].find((s) => s.leases().some((l) => l.jobId === r.id));
+      const first = leased();
+      assert.ok(first, "the restore was leased");
+      h.outcome(first, r.id, Status.UNAVAILABLE, "the destination went away"); // cut short: held, retried
+      assert.equal(h.job(r.id).state, QUEUED);
+      assert.equal(asked.length, 0, "held for the retry");
+      h.advance(60_000);
+      h.tick();
+      const second = leased();
+      assert.ok(second, "the retry was leased");
+      h.outcome(second, r.id, Status.FAILED_PRECONDITION, "the source's backup is gone"); // final
+      assert.equal(h.job(r.id).state, JobState.JOB_STATE_FAILED);
+      await until(() => asked.length === 1, "the discard_held call");
+      assert.deepEqual(asked[0], {
+        $case: "discardHeld",
+        value: { image: { pool: target.pool, namespace: target.namespace, image: target.image }, backupId: j.backupId },
+      });
+    });
+
     it("a running job is asked to stop and ends CANCELLED when its agent reports", async () => {
       const j = h.queueBackup(vol("v1"));
       h.tick();
