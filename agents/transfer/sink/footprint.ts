@@ -34,6 +34,11 @@ export interface Footprint {
   digestsCreated: boolean;
   journal?: JournalEntry;
   warnings: string[];
+  /**
+   * A failback's word on what it kept of the volume before writing (its safety snapshot, earlier
+   * failbacks' ones): also in the error of a failback that fails, whose job keeps no warnings.
+   */
+  kept?: string;
 }
 
 /** pool[/namespace]/image, for messages and logs. */

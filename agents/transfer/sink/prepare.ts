@@ -222,7 +222,10 @@ export const failbackSafetySnapshot = (jobId: string): string => `rbdbackup-befo
  * after the failover's backup (or both sites written), or, for a full copy, everything on it. When
  * `wouldLose` says so, it is kept first in a snapshot named in the job's warnings — the operator removes it
  * once sure (`rbd snap rm`). Once per job: a retry finds the snapshot (the volume already changed by the
- * earlier attempt, which is not worth keeping) and goes on.
+ * earlier attempt, which is not worth keeping) and goes on. Snapshots earlier failbacks (other jobs) kept
+ * are named too: after one failed partway, the volume a new failback keeps is that partial state, and
+ * what was there before the first is in the first one's snapshot. Said in the error too should this
+ * failback fail (`fp.kept`).
  */
 async function keepBeforeFailback(
   fp: Footprint,
@@ -233,14 +236,26 @@ async function keepBeforeFailback(
   const name = failbackSafetySnapshot(fp.h.jobId || fp.h.transferId);
   const since = fp.h.fromSnapshot ? `written since ${fp.h.fromSnapshot}` : "on it before the full copy";
   const warning = `${fp.where} held data the failback overwrites (${since}): kept in its snapshot ${name}; remove it once sure (rbd snap rm ${fp.where}@${name})`;
+  const snaps = (await image.snapList()).map((s) => s.name);
+  const earlier = snaps.filter((s) => s !== name && s.startsWith(failbackSafetySnapshot("")));
+  const said = (lines: string[]) => {
+    fp.warnings.push(...lines);
+    fp.kept = lines.join("; ");
+  };
+  const older =
+    earlier.length > 0
+      ? [
+          `${fp.where} also carries ${earlier.join(", ")}: kept by earlier failbacks before they wrote (one that failed partway left the volume partly written); remove them once sure`,
+        ]
+      : [];
   // Said again by a retry (a job keeps its last attempt's warnings).
-  if ((await image.snapList()).some((s) => s.name === name)) {
-    fp.warnings.push(warning);
+  if (snaps.includes(name)) return said([warning, ...older]);
+  if (!(await wouldLose())) {
+    if (older.length > 0) said(older);
     return;
   }
-  if (!(await wouldLose())) return;
   await image.snapCreate(name);
-  fp.warnings.push(warning);
+  said([warning, ...older]);
   log.warn("kept the original volume's data before the failback", { image: fp.where, snapshot: name });
 }
 

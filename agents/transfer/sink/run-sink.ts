@@ -360,6 +360,8 @@ async function failed(
   if (writesInPlace(fp.h.kind) && fp.wrote) {
     primary.message += ` (the image ${fp.where} was partly overwritten; ${fp.h.kind === TransferKind.FAILBACK ? "fail back" : "restore it"} again)`;
   }
+  // A failed job keeps no warnings: what the failback kept of the volume before writing is said here.
+  if (fp.kept) primary.message += ` — ${fp.kept}`;
   log.warn("transfer failed, cleaning up", { image: fp.where, error: primary.message });
   return withCleanupErrors(primary, await cleanup(deps, fp, log));
 }

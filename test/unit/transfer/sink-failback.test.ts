@@ -169,6 +169,35 @@ describe("runSink: FAILBACK", () => {
     assert.match(e.message, /the image rbd\/volume-1 was partly overwritten; fail back again/);
   });
 
+  it("a failback that fails partway names its safety snapshot in the error; a new failback names the earlier one's too", async () => {
+    const ceph = new FakeCeph("rbd");
+    const h = failbackHeader(true);
+    const atSnapshot = pattern(256 * KiB, 1);
+    const v = ceph.addImage("rbd", "volume-1", atSnapshot, [h.fromSnapshot]);
+    v.data.fill(9, 0, CHUNK); // written since the snapshot: what the first failback keeps
+    const kept1 = `rbdbackup-before-failback.${h.transferId}`;
+    const chunks = [0, 1, 2].map((i) => ({ offset: i * CHUNK, data: pattern(CHUNK, 10 + i) }));
+    const e = await runSink(sinkDeps(ceph), new Feed(messages(h, chunks, { corrupt: 2 }))).catch((x) => x);
+    assert.equal(status(e), Status.DATA_LOSS);
+    assert.match(e.message, /partly overwritten; fail back again\) — /);
+    assert.ok(e.message.includes(`kept in its snapshot ${kept1}; remove it once sure`), e.message);
+    // A new failback (another job) of the volume now partly written: it keeps that state in its own
+    // snapshot, and names the first one's, which holds what was there before either.
+    const h2 = { ...failbackHeader(true), fromSnapshot: h.fromSnapshot, backupId: h.backupId };
+    const kept2 = `rbdbackup-before-failback.${h2.transferId}`;
+    const s = await runSink(sinkDeps(ceph), new Feed(messages(h2, [{ offset: 0, data: pattern(CHUNK, 20) }])));
+    assert.deepEqual(
+      v.snaps.map((x) => x.name),
+      [h.fromSnapshot, kept1, kept2],
+    );
+    const warnings = s.warnings.join("\n");
+    assert.ok(warnings.includes(`kept in its snapshot ${kept2}`), warnings);
+    assert.ok(warnings.includes(`also carries ${kept1}: kept by earlier failbacks before they wrote`), warnings);
+    const before = Buffer.from(atSnapshot);
+    before.fill(9, 0, CHUNK);
+    assert.ok(v.snaps[1]?.data.equals(before), "the first one's snapshot: the volume before any failback");
+  });
+
   it("a stream over an existing volume that does not cover every byte: DATA_LOSS before the commit (its old data would stay under a restore said complete)", async () => {
     for (const h of [
       failbackHeader(false, 256 * KiB),
