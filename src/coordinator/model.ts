@@ -161,6 +161,12 @@ export interface JobRecord {
    * held (ALREADY_EXISTS) or write beside that cleanup. Absent in older records.
    */
   lastPeerAgent?: string;
+  /**
+   * An attempt reported that it partly overwrote the target (a restore over the original, a failback:
+   * PARTLY_OVERWRITTEN in its message). Should the job fail with a later attempt's message that does
+   * not say so (one refused before it wrote: "this attempt changed nothing"), its message says it still.
+   */
+  targetOverwritten?: boolean;
 }
 
 export interface AgentRecord {

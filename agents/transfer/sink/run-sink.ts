@@ -13,6 +13,7 @@
  */
 import { resourceExhausted, toAppError, unavailable, withCleanupErrors } from "../../../src/common/errors";
 import type { Logger } from "../../../src/common/log";
+import { PARTLY_OVERWRITTEN } from "../../../src/common/outcome-words";
 import { PhaseTimer } from "../../../src/common/phase-timer";
 import {
   type BackupSnapshot,
@@ -358,7 +359,7 @@ async function failed(
       )
     : toAppError(signal.aborted ? signal.reason : e);
   if (writesInPlace(fp.h.kind) && fp.wrote) {
-    primary.message += ` (the image ${fp.where} was partly overwritten; ${fp.h.kind === TransferKind.FAILBACK ? "fail back" : "restore it"} again)`;
+    primary.message += ` (the image ${fp.where} ${PARTLY_OVERWRITTEN}; ${fp.h.kind === TransferKind.FAILBACK ? "fail back" : "restore it"} again)`;
   }
   // A failed job keeps no warnings: what the failback kept of the volume before writing is said here.
   if (fp.kept) primary.message += ` — ${fp.kept}`;

@@ -16,6 +16,7 @@
  * Every change is saved in the catalog and announced as a "job" event ("finished" for final states).
  */
 import { Status } from "nice-grpc-common";
+import { PARTLY_OVERWRITTEN } from "../../common/outcome-words";
 import {
   BackupResult,
   DeleteBackupDataResult,
@@ -60,6 +61,7 @@ export function attemptFailed(ctx: SchedulerContext, j: JobRecord, code: Status,
   j.errorCode = Status[code] ?? String(code);
   j.errorMessage = message;
   j.lease = null;
+  if (message.includes(PARTLY_OVERWRITTEN)) j.targetOverwritten = true;
   const confirming = j.confirming;
   j.confirming = null;
   if (
@@ -116,7 +118,10 @@ export function finish(ctx: SchedulerContext, j: JobRecord, state: JobState, cod
     j.waitingReason = "";
     if (state !== JobState.JOB_STATE_SUCCEEDED) {
       j.errorCode = Status[code] ?? String(code);
-      j.errorMessage = message;
+      j.errorMessage =
+        j.targetOverwritten && !message.includes(PARTLY_OVERWRITTEN)
+          ? `${message} (an earlier attempt of this job ${PARTLY_OVERWRITTEN} its target: restore or fail back again)`
+          : message;
     }
     ctx.catalog.updateJob(j);
     if (state !== JobState.JOB_STATE_SUCCEEDED) backupAfterFailure(ctx, j, state, message);

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
 import { AppError } from "../../../src/common/errors";
+import { PARTLY_OVERWRITTEN } from "../../../src/common/outcome-words";
 import { FENCE_SECONDS, RECONNECT_GRACE_MS } from "../../../src/coordinator/scheduler/config";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { jobView } from "../../../src/coordinator/views";
@@ -655,6 +656,44 @@ describe("scheduler", () => {
         $case: "discardHeld",
         value: { image: { pool: target.pool, namespace: target.namespace, image: target.image }, backupId: j.backupId },
       });
+    });
+
+    it("a restore whose earlier attempt partly overwrote its target, failed by a later one that changed nothing: its message still says the target was overwritten", async () => {
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      await h.backupDone(a1, j);
+      const r = h.queueRestore(j.backupId, vol("v1-orig"));
+      h.tick();
+      const leased = () => [b1, a1].find((s) => s.leases().some((l) => l.jobId === r.id));
+      const first = leased();
+      assert.ok(first, "the restore was leased");
+      h.outcome(
+        first,
+        r.id,
+        Status.UNAVAILABLE,
+        `the source went away (the image rbd/v1-orig ${PARTLY_OVERWRITTEN}; restore it again)`,
+      );
+      assert.equal(h.job(r.id).state, QUEUED);
+      h.advance(60_000);
+      h.tick();
+      const second = leased();
+      assert.ok(second, "the retry was leased");
+      const refused =
+        "image rbd/v1-orig is in use (watched by client.4107 at 10.0.0.7:0/1): … this attempt changed nothing";
+      h.outcome(second, r.id, Status.FAILED_PRECONDITION, refused);
+      const x = h.job(r.id);
+      assert.equal(x.state, JobState.JOB_STATE_FAILED);
+      assert.equal(
+        x.errorMessage,
+        `${refused} (an earlier attempt of this job ${PARTLY_OVERWRITTEN} its target: restore or fail back again)`,
+      );
+      // A job none of whose attempts overwrote anything keeps its message as it is.
+      const other = h.queueRestore(j.backupId, vol("v1-x"));
+      h.tick();
+      const only = [b1, a1].find((s) => s.leases().some((l) => l.jobId === other.id));
+      assert.ok(only);
+      h.outcome(only, other.id, Status.FAILED_PRECONDITION, refused);
+      assert.equal(h.job(other.id).errorMessage, refused);
     });
 
     it("a running job is asked to stop and ends CANCELLED when its agent reports", async () => {
