@@ -166,25 +166,32 @@ export class CoordinatorMetrics {
         }
       }),
     });
-    new client.Gauge({
-      name: "rbdbackup_oldest_queued_job_age_seconds",
-      help: "How long the oldest queued job has been able to run (since its creation, or since its retry backoff ended; 0 when none waits): a stuck queue grows it.",
-      registers: [r],
-      collect: guarded("rbdbackup_oldest_queued_job_age_seconds", collectErrors, (g) => {
-        if (!leading()) return;
-        // A loop, not Math.min(...): spread arguments overflow the stack past ~120,000 queued jobs.
-        // A job waiting out its retry backoff (a full pool waits up to 20 min) is not stuck: its wait counts
-        // from when it may run again.
-        const now = Date.now();
-        let oldest = Number.POSITIVE_INFINITY;
-        for (const j of catalog.activeJobs()) {
-          if (j.state !== JobState.JOB_STATE_QUEUED) continue;
-          const since = Math.max(j.createdAt, j.nextAttemptAt || 0);
-          if (since <= now && since < oldest) oldest = since;
-        }
-        g.set(Number.isFinite(oldest) ? (now - oldest) / 1000 : 0);
-      }),
-    });
+    // A SeriesGauge, not a Gauge: prom-client's reset() of a gauge without labels puts its series back
+    // at 0, so a standby, or a scrape whose catalog read failed, said "0 s, nothing stuck" instead of
+    // having no series.
+    r.registerMetric(
+      new SeriesGauge(
+        {
+          name: "rbdbackup_oldest_queued_job_age_seconds",
+          help: "How long the oldest queued job has been able to run (since its creation, or since its retry backoff ended; 0 when none waits): a stuck queue grows it. Leader only.",
+          labelNames: [],
+        },
+        guardedList("rbdbackup_oldest_queued_job_age_seconds", collectErrors, () => {
+          if (!leading()) return [];
+          // A loop, not Math.min(...): spread arguments overflow the stack past ~120,000 queued jobs.
+          // A job waiting out its retry backoff (a full pool waits up to 20 min) is not stuck: its wait
+          // counts from when it may run again.
+          const now = Date.now();
+          let oldest = Number.POSITIVE_INFINITY;
+          for (const j of catalog.activeJobs()) {
+            if (j.state !== JobState.JOB_STATE_QUEUED) continue;
+            const since = Math.max(j.createdAt, j.nextAttemptAt || 0);
+            if (since <= now && since < oldest) oldest = since;
+          }
+          return [{ labels: {}, value: Number.isFinite(oldest) ? (now - oldest) / 1000 : 0 }];
+        }),
+      ),
+    );
     new client.Gauge({
       name: "rbdbackup_coordinator_leading",
       help: "1 while this coordinator leads (a single coordinator always does), 0 while it is a standby.",
