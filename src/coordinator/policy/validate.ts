@@ -150,6 +150,9 @@ export function imageRegex(re: string): RegExp {
     throw invalidArgument(`policy.selector.image_regex is ${re.length} characters long; at most ${MAX_REGEX}`);
   }
   try {
+    // Compiled alone first: pasted into the anchors, "a)|(?:b" would compile — unanchored, matching more
+    // than the caller wrote (and not a regular expression on its own).
+    new RegExp(re, "l");
     const r = new RegExp(`^(?:${re})$`, "l");
     if (compiled.size >= 1000) compiled.clear();
     compiled.set(re, r);
@@ -196,7 +199,8 @@ export function regexMatches(re: string, image: string): boolean {
 function poolMatches(s: PolicySelector, vol: VolumeRef): boolean {
   if (!s.cluster || !s.pool) return false;
   if (vol.cluster !== s.cluster || vol.pool !== s.pool || vol.namespace !== s.namespace) return false;
-  return regexMatches(s.imageRegex, vol.image);
+  // No regex: every image of the pool (as discovery takes it), not only an image named "".
+  return !s.imageRegex || regexMatches(s.imageRegex, vol.image);
 }
 
 /**

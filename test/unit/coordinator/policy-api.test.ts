@@ -469,6 +469,18 @@ describe("policy API", () => {
       );
     });
 
+    it("an explicit volume and a selector of its whole pool (no regex) to the same destination, either way round", async () => {
+      await api.createPolicy({ policy: policy("one") });
+      await clash(
+        policy("two", { selector: { cluster: "a", pool: "rbd", imageRegex: "" } }),
+        /volume a\/rbd\/v1 is in both policy "two" and policy "one"/,
+      );
+      await api.deletePolicy({ name: "one" });
+      await api.createPolicy({ policy: policy("whole", { selector: { cluster: "a", pool: "rbd" } }) });
+      await clash(policy("one"), /volume a\/rbd\/v1 is in both policy "one" and policy "whole"/);
+      assert.equal(count(), 1);
+    });
+
     it("two selectors of one pool (no regex or the same), and a discovered volume", async () => {
       await api.createPolicy({
         policy: policy("pool", { selector: { cluster: "a", pool: "rbd", imageRegex: "x.*" } }),

@@ -30,6 +30,17 @@ describe("policy image_regex in linear time", () => {
     assert.equal(imageRegex("vol-[0-9]+").test("vol-12x"), false, "and at the end");
   });
 
+  it("a pattern that is not a regular expression on its own is refused, though it would compile inside the anchors", () => {
+    for (const re of ["vol)|(?:foo", ")|.*|(?:"]) {
+      assert.throws(
+        () => imageRegex(re),
+        (e: Error & { code?: number }) => /does not compile: .*Unmatched '\)'/.test(e.message),
+        re,
+      );
+    }
+    assert.equal(imageRegex("vol|foo").test("volume-1"), false, "an alternation stays anchored");
+  });
+
   it("discovery uses the same matcher", () => {
     const sel = { cluster: "a", pool: "rbd", imageRegex: "vol-(a|b)+" } as PolicySelector;
     assert.deepEqual(matching(sel, ["vol-ab", "vol-c", "xvol-a"]), ["vol-ab"]);
