@@ -4,7 +4,7 @@
  * Ctrl-C cancels the call, and with it the job. The export writes to stdout (never to a terminal) or
  * --out FILE (removed again when the export fails); the import reads stdin or --in FILE.
  */
-import { createReadStream, createWriteStream, rmSync, type WriteStream } from "node:fs";
+import { createReadStream, createWriteStream, renameSync, rmSync, type WriteStream } from "node:fs";
 import type { Writable } from "node:stream";
 import { DiffFormat, type ImportBackupMessage } from "../../gen/rbdbackup/v1/backup_service";
 import {
@@ -57,11 +57,14 @@ async function exportVerb(argv: string[]): Promise<number> {
     throw new UsageError("backup export writes binary data: redirect stdout to a file or use --out FILE");
   }
   let out: Writable = process.stdout;
+  // Written beside --out and renamed over it only once the export succeeded: a failed export (bad input,
+  // an unreachable coordinator, Ctrl-C) leaves an existing FILE as it was.
+  const partial = `${values.out}.${process.pid}.partial`;
   if (toFile) {
-    const f: WriteStream = createWriteStream(values.out as string);
+    const f: WriteStream = createWriteStream(partial, { flags: "wx" });
     await new Promise<void>((resolve, reject) => {
       f.once("open", () => resolve());
-      f.once("error", (e) => reject(new UsageError(`cannot write --out ${values.out}: ${e.message}`)));
+      f.once("error", (e) => reject(new UsageError(`cannot write beside --out ${values.out}: ${e.message}`)));
     });
     out = f;
   }
@@ -88,13 +91,14 @@ async function exportVerb(argv: string[]): Promise<number> {
     throw interrupted(
       stop.signal,
       e,
-      `the export stopped${toFile ? ` (${values.out} removed)` : ""}; its job ends with the stream`,
+      `the export stopped${toFile ? ` (${values.out} not written)` : ""}; its job ends with the stream`,
     );
   } finally {
     stop.done();
     if (toFile) {
       await new Promise<void>((resolve) => out.end(resolve));
-      if (!ok) rmSync(values.out as string, { force: true });
+      if (ok) renameSync(partial, values.out as string);
+      else rmSync(partial, { force: true });
     }
   }
 }

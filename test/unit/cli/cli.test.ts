@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -287,7 +287,7 @@ describe("rbdbackup CLI against a fake coordinator", () => {
     assert.ok(!bad.stderr.includes("    at "), "no stack trace");
   });
 
-  it("Ctrl-C during backup export: one line, exit code 130, the partial file removed", async () => {
+  it("Ctrl-C during backup export: one line, exit code 130, nothing left and an existing --out FILE as it was", async () => {
     let streaming: () => void = () => {};
     const started = new Promise<void>((resolve) => {
       streaming = resolve;
@@ -300,6 +300,7 @@ describe("rbdbackup CLI against a fake coordinator", () => {
     } as unknown as BackupServiceImplementation["exportBackup"];
     try {
       const out = path.join(dir, "partial.diff");
+      writeFileSync(out, "the user's own file");
       const p = spawn(process.execPath, [CLI, "backup", "export", ID, "--out", out, "--insecure"], {
         env: { PATH: process.env.PATH ?? "", RBDBACKUP_COORDINATOR: address },
       });
@@ -315,12 +316,44 @@ describe("rbdbackup CLI against a fake coordinator", () => {
       const code = await Promise.race([exited, sleep(15_000).then(() => "timeout" as const)]);
       if (code === "timeout") p.kill("SIGKILL");
       assert.equal(code, 130, stderr);
-      assert.match(stderr, /^rbdbackup: interrupted: the export stopped \(.*partial\.diff removed\)/);
+      assert.match(stderr, /^rbdbackup: interrupted: the export stopped \(.*partial\.diff not written\)/);
       assert.ok(!stderr.includes("    at "), "no stack trace");
-      assert.equal(existsSync(out), false, "the partial file is removed");
+      assert.equal(readFileSync(out, "utf8"), "the user's own file", "an existing FILE is left as it was");
+      assert.deepEqual(
+        readdirSync(dir).filter((n) => n.endsWith(".partial")),
+        [],
+        "the partial export is removed",
+      );
+      rmSync(out);
     } finally {
       exportFake = refuseExport;
     }
+  });
+
+  it("backup export --out over an existing FILE: refused or failed, the FILE stays as it was; done, it is replaced", async () => {
+    const out = path.join(dir, "existing.diff");
+    writeFileSync(out, "the user's own file");
+    const bad = await cli(["backup", "export", ID, "--out", out, "--insecure", "--timeout", "0"]);
+    assert.equal(bad.code, 2, bad.stderr);
+    const refused = await cli(["backup", "export", ID, "--out", out, "--insecure"]); // the fake refuses
+    assert.notEqual(refused.code, 0, refused.stderr);
+    assert.equal(readFileSync(out, "utf8"), "the user's own file", "a failed export leaves it alone");
+    exportFake = async function* () {
+      yield { jobId: "job-x", data: Buffer.from("rbd diff v1\n") };
+      yield { jobId: "", data: Buffer.from("e") };
+    } as unknown as BackupServiceImplementation["exportBackup"];
+    try {
+      const ok = await cli(["backup", "export", ID, "--out", out, "--insecure"]);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(readFileSync(out, "utf8"), "rbd diff v1\ne");
+    } finally {
+      exportFake = refuseExport;
+    }
+    assert.deepEqual(
+      readdirSync(dir).filter((n) => n.endsWith(".partial")),
+      [],
+    );
+    rmSync(out);
   });
 
   it("list --all follows the page tokens; --json is one document", async () => {
