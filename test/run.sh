@@ -183,22 +183,43 @@ if [ -n "$leftovers" ]; then
   [ "$status" -ne 0 ] || status=1
 fi
 # And the lab's pools, which were empty when the clusters came up for this run: every image, namespace
-# and trash entry left in them after the tests is a test that did not remove what it made.
+# and trash entry left in them after the tests is a test that did not remove what it made. A listing
+# that fails is said too (a check that could not look must not pass); each call is bounded (timeout, and
+# an OSD op timeout so that a stuck OSD costs seconds, not the 60 s per call).
 pool_leftovers() {
-  local conf pool ns
+  local conf c pool ns out
+  local rbdc=(timeout 60 rbd --rados-osd-op-timeout 20 --rados-mon-op-timeout 20)
   for conf in "$RBDBACKUP_LAB_DIR"/*/ceph.conf; do
     [ -e "$conf" ] || continue
-    local c; c="$(basename "$(dirname "$conf")")"
-    for pool in $(timeout 60 ceph -c "$conf" --connect-timeout 20 osd pool ls 2>/dev/null); do
+    c="$(basename "$(dirname "$conf")")"
+    if ! out="$(timeout 60 ceph -c "$conf" --connect-timeout 20 osd pool ls 2>&1)"; then
+      echo "$c: cannot list its pools: ${out##*$'\n'}"
+      continue
+    fi
+    for pool in $out; do
       [ "$pool" = .mgr ] && continue
-      timeout 60 rbd -c "$conf" ls -p "$pool" 2>/dev/null | sed "s|^|$c/$pool/|"
-      for ns in $(timeout 60 rbd -c "$conf" namespace ls -p "$pool" --format json 2>/dev/null | grep -o '"name":"[^"]*"' | cut -d'"' -f4); do
-        echo "$c/$pool/$ns (namespace)"
-        timeout 60 rbd -c "$conf" ls -p "$pool" --namespace "$ns" 2>/dev/null | sed "s|^|$c/$pool/$ns/|"
+      local nss
+      if ! nss="$("${rbdc[@]}" -c "$conf" namespace ls -p "$pool" --format json 2>&1)"; then
+        echo "$c/$pool: cannot list its namespaces: ${nss##*$'\n'}"
+        continue
+      fi
+      for ns in "" $(grep -o '"name":"[^"]*"' <<<"$nss" | cut -d'"' -f4); do
+        local where="$c/$pool${ns:+/$ns}" list
+        [ -n "$ns" ] && echo "$where (namespace)"
+        if list="$("${rbdc[@]}" -c "$conf" ls -p "$pool" --namespace "$ns" 2>&1)"; then
+          [ -z "$list" ] || sed "s|^|$where/|" <<<"$list"
+        else
+          echo "$where: cannot list its images: ${list##*$'\n'}"
+        fi
+        if list="$("${rbdc[@]}" -c "$conf" trash ls -p "$pool" --namespace "$ns" 2>&1)"; then
+          [ -z "$list" ] || sed "s|^|$where (trash) |" <<<"$list"
+        else
+          echo "$where: cannot list its trash: ${list##*$'\n'}"
+        fi
       done
-      timeout 60 rbd -c "$conf" trash ls -p "$pool" 2>/dev/null | sed "s|^|$c/$pool (trash) |"
     done
   done
+  return 0
 }
 left_in_pools="$(pool_leftovers)"
 if [ -n "$left_in_pools" ]; then

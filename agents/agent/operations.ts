@@ -302,10 +302,10 @@ export class AgentOperations {
     });
   }
 
-  /** discard_held: a cancelled job's transfer held here for a resume, undone now (session.proto). */
+  /** discard_held: an ended job's transfer held here for a resume, undone now (session.proto). */
   async discardHeld(req: DiscardHeldRequest): Promise<DiscardHeldResponse> {
     return handle(this.log, "DiscardHeld", async () => {
-      // image "" (a cancelled backup: its agent chose the image): any image of the pool held for the backup.
+      // image "" (a backup: its agent chose the image): any image of the pool held for the backup.
       const im = validImage(req.image, "image", { allowAnyImage: true });
       if (!isUuid(req.backupId)) throw invalidArgument("discard_held: backup_id must be a lowercase UUID");
       const done = (await this.held?.(im, req.backupId)) ?? [];

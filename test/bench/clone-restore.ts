@@ -95,7 +95,7 @@ async function main(): Promise<void> {
     );
   } finally {
     // The clones first (vols), then the backup through the API (base image, snapshot, metadata object).
-    await vols.cleanup();
+    await vols.cleanup().catch((e) => console.error("cleanup", e)); // the daemons are stopped whatever it says
     if (backupId) {
       await succeeded(c, (await c.deleteBackup({ backupId })).id).catch((e) => console.error("delete backup", e));
     }

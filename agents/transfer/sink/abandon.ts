@@ -74,15 +74,17 @@ export function sweepLeftovers(deps: Deps, now = Date.now(), graceMs = LEFTOVER_
 
 /**
  * Undoes the transfers held into `where` (pool, namespace, image) for `backupId`, whatever their hold:
- * the job they were kept for was cancelled (session call discard_held). `where.image` "": any backup's
- * image of that pool and namespace (a cancelled backup, whose image its source agent chose). One still
- * winding down is not held when it ends (rememberDiscard). Returns what it did.
+ * the job they were kept for ended, cancelled or failed (session call discard_held). `where.image` "":
+ * any backup's image of that pool and namespace (a backup, whose image its source agent chose). One
+ * still winding down is not held when it ends (rememberDiscard) — only one started before this call: a
+ * new job's transfer into the same image for the same backup (the operator's next restore) may be held.
+ * Returns what it did.
  */
-export function discardHeldInto(deps: Deps, where: Where, backupId: string): Promise<string[]> {
+export function discardHeldInto(deps: Deps, where: Where, backupId: string, now = Date.now()): Promise<string[]> {
   const match = (e: JournalEntry) => isInto(e, where) && e.backupId === backupId;
   // A transfer still winding down (not held yet) is cleaned up instead of held when it ends.
-  rememberDiscard(match);
-  return undoHeld(deps, match, "discarded: its job was cancelled");
+  rememberDiscard((e) => match(e) && Date.parse(e.startedAt) <= now);
+  return undoHeld(deps, match, "discarded: its job ended");
 }
 
 /** Undoes the held transfers `match` picks (none running or being swept); failures stay for the next sweep. */

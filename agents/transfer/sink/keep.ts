@@ -24,7 +24,7 @@ const ttlMs = (deps: Deps) => (deps.resume?.ttlSeconds ?? DEFAULT_RESUME_TTL_SEC
 export async function holdForResume(deps: Deps, fp: Footprint, cp: Checkpointer | null, log: Logger): Promise<boolean> {
   if (!cp?.written || !fp.journal) return false;
   if (discardAsked(fp.journal)) {
-    log.info("transfer cut short, but its job was cancelled (discard_held): cleaning up, not kept", {
+    log.info("transfer cut short, but its job ended (discard_held): cleaning up, not kept", {
       image: fp.where,
     });
     return false;

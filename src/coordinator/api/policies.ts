@@ -55,9 +55,10 @@ export function policyMethods(deps: ApiDeps): PolicyMethods {
     listPolicies: async (req) => listPolicies(deps, req),
     deletePolicy: async (req) => {
       const p = stored(deps, req.name);
-      deps.catalog.policies.deletePolicy(p.name);
-      // "Its backups stay": the DELETEs its retention queued and no agent ran yet go with it.
+      // "Its backups stay": the DELETEs its retention queued and no agent ran yet go first (should one
+      // fail to go, the call fails with the policy still there, and a retry withdraws the rest).
       withdrawRetentionDeletes(deps, { policy: p.name }, `policy ${p.name} was deleted`);
+      deps.catalog.policies.deletePolicy(p.name);
       deps.log.info("policy deleted", { policy: p.name });
       deps.policies?.changed(p.name);
       return {};

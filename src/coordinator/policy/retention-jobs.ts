@@ -96,7 +96,8 @@ export const WITHDRAWN = "withdrawn before it ran: ";
  * Withdraws the retention DELETEs still queued (CANCELLED, WITHDRAWN + `why`; their backups AVAILABLE
  * again) that `which` picks — of one volume when a failover pauses its protection ("no retention until
  * resumed": its next pass once resumed decides again), of one policy when it is deleted ("its backups
- * stay"). A DELETE already running goes on (a backup half removed would be worse). Returns the jobs.
+ * stay"). A DELETE already running, or attempted before, goes on (a backup half removed would be
+ * worse). Returns the jobs.
  */
 export function withdrawRetentionDeletes(
   deps: { catalog: Catalog; scheduler: { cancel(j: JobRecord, reason?: string): JobRecord }; log: Logger },
@@ -106,7 +107,9 @@ export function withdrawRetentionDeletes(
   const withdrawn: string[] = [];
   const vkey = which.volume ? volumeKey(which.volume) : undefined;
   for (const j of deps.catalog.activeJobs()) {
-    if (j.kind !== JobKind.JOB_KIND_DELETE || j.state !== JobState.JOB_STATE_QUEUED) continue;
+    // Never attempted only: a retry's earlier attempt may have removed the snapshot already (its lease
+    // expired: deleteFateUnknown), and withdrawn it would leave the backup DELETED, its delete unfinished.
+    if (j.kind !== JobKind.JOB_KIND_DELETE || j.state !== JobState.JOB_STATE_QUEUED || j.attempts > 0) continue;
     const policy = retentionPolicyOf(j.idempotencyKey);
     if (policy === undefined || (which.policy !== undefined && policy !== which.policy)) continue;
     if (vkey !== undefined && (!j.volume || volumeKey(j.volume) !== vkey)) continue;

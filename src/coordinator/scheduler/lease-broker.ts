@@ -14,6 +14,7 @@
 import { randomUUID } from "node:crypto";
 import { Status } from "nice-grpc-common";
 import { statusOf } from "../../common/errors";
+import { PARTLY_OVERWRITTEN } from "../../common/outcome-words";
 import { JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { HeldLease, JobOutcome, JobProgressReport, Lease as LeaseMsg } from "../../gen/rbdbackup/v1/session";
 import { type JobRecord, sameToken } from "../model";
@@ -244,6 +245,8 @@ export class LeaseBroker {
       this.ctx.log.warn("ignored the outcome of a stale attempt", { job: o.jobId, agent: session.agentId });
       return false;
     }
+    // Said by the job's end whatever path it takes (a cancel's "cancelled" included): transitions.ts finish.
+    if (o.code !== Status.OK && o.message.includes(PARTLY_OVERWRITTEN)) j.targetOverwritten = true;
     if (o.code === Status.OK) this.#succeeded(j, o);
     else if (o.refused && !j.cancelRequested && (j.refundedAttempts ?? 0) < MAX_REFUNDED_ATTEMPTS) {
       // Refused before any work (the agent is shutting down): the attempt is given back.

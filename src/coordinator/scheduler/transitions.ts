@@ -120,7 +120,7 @@ export function finish(ctx: SchedulerContext, j: JobRecord, state: JobState, cod
       j.errorCode = Status[code] ?? String(code);
       j.errorMessage =
         j.targetOverwritten && !message.includes(PARTLY_OVERWRITTEN)
-          ? `${message} (an earlier attempt of this job ${PARTLY_OVERWRITTEN} its target: restore or fail back again)`
+          ? `${message} (its target ${PARTLY_OVERWRITTEN} by an attempt of this job: restore or fail back again)`
           : message;
     }
     ctx.catalog.updateJob(j);

@@ -685,7 +685,7 @@ describe("scheduler", () => {
       assert.equal(x.state, JobState.JOB_STATE_FAILED);
       assert.equal(
         x.errorMessage,
-        `${refused} (an earlier attempt of this job ${PARTLY_OVERWRITTEN} its target: restore or fail back again)`,
+        `${refused} (its target ${PARTLY_OVERWRITTEN} by an attempt of this job: restore or fail back again)`,
       );
       // A job none of whose attempts overwrote anything keeps its message as it is.
       const other = h.queueRestore(j.backupId, vol("v1-x"));

@@ -502,6 +502,11 @@ describe("policy runner", () => {
     const b9 = { ...newBackup(vol("v9"), "b", h.t), status: BackupStatus.BACKUP_STATUS_AVAILABLE };
     h.catalog.insertBackup(b9);
     const other = h.queueDelete(b9.id, `pol:silver:del:${b9.id}`); // another policy's, another volume's
+    // A queued retry (attempted before: its first attempt may have removed the snapshot) is not withdrawn.
+    const b10 = { ...newBackup(vol("v1"), "b", h.t), status: BackupStatus.BACKUP_STATUS_AVAILABLE, policy: "gold" };
+    h.catalog.insertBackup(b10);
+    const retried = h.queueDelete(b10.id, `pol:gold:del:${b10.id}`);
+    h.catalog.updateJob({ ...h.job(retried.id), attempts: 1 });
     const deps = { catalog: h.catalog, scheduler: h.scheduler, log: h.log };
     assert.deepEqual(withdrawRetentionDeletes(deps, { policy: "gold", volume: vol("v2") }, "x"), [], "another volume");
     assert.deepEqual(withdrawRetentionDeletes(deps, { volume: vol("v1") }, "paused by failover job f1"), [first.id]);
@@ -509,6 +514,8 @@ describe("policy runner", () => {
     assert.equal(h.job(first.id).errorMessage, `${WITHDRAWN}paused by failover job f1`);
     assert.equal(h.backup(victim).status, BackupStatus.BACKUP_STATUS_AVAILABLE);
     assert.equal(h.job(other.id).state, JobState.JOB_STATE_QUEUED, "another policy's, another volume's");
+    assert.equal(h.job(retried.id).state, JobState.JOB_STATE_QUEUED, "attempted before: goes on");
+    h.scheduler.cancel(h.job(retried.id));
     // Resumed: the next pass decides again and queues it under the next key.
     await runSlots(1);
     const again = jobs(JobKind.JOB_KIND_DELETE).filter((d) => d.backupId === victim);

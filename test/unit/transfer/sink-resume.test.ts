@@ -394,7 +394,7 @@ describe("resumable transfers: the destination", () => {
     );
     assert.ok(ceph.pool("backups").images.get(name));
     const done = await discardHeldInto(d, where, h.backupId);
-    assert.match(done.join("\n"), /kept for a resume was undone \(discarded: its job was cancelled\)/);
+    assert.match(done.join("\n"), /kept for a resume was undone \(discarded: its job ended\)/);
     assert.equal(ceph.pool("backups").images.size, 0, "the partial image is gone");
     assert.equal(d.journal.entries.size, 0);
   });
@@ -411,6 +411,20 @@ describe("resumable transfers: the destination", () => {
     assert.equal(d.journal.entries.size, 0);
   });
 
+  it("a discard_held remembered for a transfer winding down does not reach one that started after it (the operator's next job): that one is held", async () => {
+    const ceph = new FakeCeph("backups");
+    const d = deps(ceph);
+    const { h, call, running } = await checkpointed(d, ceph);
+    const anyImage = { pool: "backups", namespace: "", image: "" };
+    // As if the discard had come a minute before this transfer started (for an earlier job's).
+    assert.deepEqual(await discardHeldInto(d, anyImage, h.backupId, Date.now() - 60_000), []);
+    call.abort();
+    await assert.rejects(running, (e) => statusOf(e) === Status.CANCELLED);
+    assert.equal(ceph.pool("backups").images.size, 1, "kept for a resume");
+    const [held] = [...d.journal.entries.values()];
+    assert.ok(held?.heldUntil, "held");
+  });
+
   it("a cancelled backup's held transfer, image not named (its agent chose it): any image of the pool held for that backup", async () => {
     const { ceph, d, h, name } = await heldImage();
     const anyImage = { pool: "backups", namespace: "", image: "" };
@@ -419,7 +433,7 @@ describe("resumable transfers: the destination", () => {
     assert.deepEqual(await discardHeldInto(d, { ...anyImage, namespace: "ns" }, h.backupId), [], "another namespace");
     assert.ok(ceph.pool("backups").images.get(name));
     const done = await discardHeldInto(d, anyImage, h.backupId);
-    assert.match(done.join("\n"), /discarded: its job was cancelled/);
+    assert.match(done.join("\n"), /discarded: its job ended/);
     assert.equal(ceph.pool("backups").images.size, 0, "the partial image is gone");
     assert.equal(d.journal.entries.size, 0);
   });
