@@ -123,12 +123,14 @@ function validateRecord(req: ImportBackupRecordRequest): { b: Backup; loc: Backu
   for (const [field, d] of [
     ["created_at", b.createdAt],
     ["completed_at", b.completedAt],
+    ["integrity.last_verified_at", b.integrity?.lastVerifiedAt],
   ] as const) {
     const t = d?.getTime();
     if (t !== undefined && !(t >= 0 && t <= MAX_TIME_MS)) {
       throw invalidArgument(`record.backup.${field} must be between 1970 and 9999`);
     }
   }
+  if (b.integrity) v.verifyMode(b.integrity.lastVerifyMode, "record.backup.integrity.last_verify_mode");
   return { b, loc };
 }
 

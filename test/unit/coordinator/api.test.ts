@@ -9,7 +9,7 @@ import { Status } from "nice-grpc-common";
 import { AppError } from "../../../src/common/errors";
 import type { Catalog } from "../../../src/coordinator/catalog/catalog";
 import type { CallRequest } from "../../../src/coordinator/sessions";
-import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
+import { BackupMode, RestoreMode, type VerifyMode } from "../../../src/gen/rbdbackup/v1/agent";
 import {
   BackupIntegrity,
   BackupStatus,
@@ -194,6 +194,14 @@ describe("BackupService admission", () => {
         [
           { createdAt: new Date("+010000-01-01T00:00:00Z") },
           /^record\.backup\.created_at must be between 1970 and 9999/,
+        ],
+        [
+          { integrity: BackupIntegrity.fromPartial({ lastVerifiedAt: new Date("+010000-01-01T00:00:00Z") }) },
+          /^record\.backup\.integrity\.last_verified_at must be between 1970 and 9999/,
+        ],
+        [
+          { integrity: BackupIntegrity.fromPartial({ lastVerifyMode: 99 as VerifyMode }) },
+          /^record\.backup\.integrity\.last_verify_mode/,
         ],
       ] as const) {
         await assertStatus(
