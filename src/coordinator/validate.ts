@@ -2,6 +2,8 @@
  * Checks of every public API input, before anything is queued: each failure is INVALID_ARGUMENT with
  * a message naming the field.
  */
+
+import { MAX_SNAPSHOTS } from "../common/api-limits";
 import { invalidArgument } from "../common/errors";
 import { isBaseImage, isUuid } from "../common/ids";
 import { BackupMode, RestoreMode, VerifyMode } from "../gen/rbdbackup/v1/agent";
@@ -148,7 +150,7 @@ export function page<T>(list: () => T): T {
 }
 
 export function maxSnapshots(v: number): number {
-  if (v > 1000) throw invalidArgument(`max_snapshots ${v} is above 1000`);
+  if (v > MAX_SNAPSHOTS) throw invalidArgument(`max_snapshots ${v} is above ${MAX_SNAPSHOTS}`);
   return v;
 }
 

@@ -3,6 +3,7 @@
  * the public API (CreateBackup, ListBackups, GetBackup, DeleteBackup, RestoreBackup, ListBackupSnapshots;
  * VerifyBackup in ./backup-verify.ts; ExportBackup and ImportBackup in ./interchange.ts).
  */
+import { MAX_SNAPSHOTS } from "../../common/api-limits";
 import { BackupMode, ListBackupSnapshotsResponse, RestoreMode } from "../../gen/rbdbackup/v1/agent";
 import { Backup, BackupStatus, type ListBackupsRequest } from "../../gen/rbdbackup/v1/backup_service";
 import {
@@ -72,7 +73,7 @@ async function create(argv: string[]): Promise<number> {
     volumeId: values["volume-id"] ?? "",
     volumeMetadata: parseMeta(values.meta),
     idempotencyKey: idempotencyKey(values["idempotency-key"]),
-    maxSnapshots: parseIntFlag(values["max-snapshots"], "max-snapshots", 0, 100_000) ?? 0,
+    maxSnapshots: parseIntFlag(values["max-snapshots"], "max-snapshots", 0, MAX_SNAPSHOTS) ?? 0,
     ...transferField(values),
   };
   return withConnection(values, async (conn) => {
@@ -215,7 +216,7 @@ export const backupHelp: NounHelp = {
         [KEY, KEY_HELP],
         [
           "--max-snapshots N",
-          "backup snapshots to keep on the source volume, 0 to 100000 (default 0: what chains need)",
+          `backup snapshots to keep on the source volume, 0 to ${MAX_SNAPSHOTS} (default 0: what chains need)`,
         ],
         ...transferFlagHelp,
         ["--wait", WAIT_HELP],

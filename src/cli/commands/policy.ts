@@ -5,6 +5,7 @@
  * instead of lost.
  */
 import { readFileSync } from "node:fs";
+import { MAX_RETENTION_COUNT, MAX_SNAPSHOTS } from "../../common/api-limits";
 import { BackupMode } from "../../gen/rbdbackup/v1/agent";
 import { Policy, type PolicySchedule, type PolicySelector, type RetentionRule } from "../../gen/rbdbackup/v1/policy";
 import {
@@ -96,7 +97,7 @@ function readPolicyFile(file: string): Policy {
   return Policy.fromJSON(json);
 }
 
-const count = (v: string | undefined, flag: string) => parseIntFlag(v, flag, 0, 100_000);
+const count = (v: string | undefined, flag: string) => parseIntFlag(v, flag, 0, MAX_RETENTION_COUNT);
 
 /** The policy with the flags given applied on top of `base` (a flag not given leaves its field). */
 export function applyFlags(base: Policy, values: PolicyValues): Policy {
@@ -130,7 +131,7 @@ export function applyFlags(base: Policy, values: PolicyValues): Policy {
   for (const k of ["hourly", "daily", "weekly", "monthly", "yearly"] as const) r[k] = count(values[k], k) ?? r[k];
   r.minAgeSeconds = parseDuration(values["min-age"], "min-age") ?? r.minAgeSeconds;
   p.mode = parseChoice(values.mode, "mode", modes) ?? p.mode;
-  p.maxSnapshots = parseIntFlag(values["max-snapshots"], "max-snapshots", 0, 100_000) ?? p.maxSnapshots;
+  p.maxSnapshots = parseIntFlag(values["max-snapshots"], "max-snapshots", 0, MAX_SNAPSHOTS) ?? p.maxSnapshots;
   if (values.meta) p.volumeMetadata = parseMeta(values.meta);
   if (values.paused) p.paused = true;
   p.transfer = parseTransfer(values, p.transfer);
@@ -156,6 +157,7 @@ async function create(argv: string[]): Promise<number> {
 async function update(argv: string[]): Promise<number> {
   const { values, positionals: pos } = parseFlags(argv, policyFlags);
   const [name = ""] = positionals("policy update", pos, ["NAME"]);
+  if (values.paused) throw new UsageError("policy update does not pause: use `rbdbackup policy pause NAME`");
   return withConnection(values, async (conn) => {
     const current = await conn.call((o) => conn.client.getPolicy({ name }, o));
     const base = values.file !== undefined ? readPolicyFile(values.file) : current;

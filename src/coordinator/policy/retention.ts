@@ -16,8 +16,10 @@ import { DAY_MS, HOUR_MS, isoWeekIndex, wallOf } from "./local-time";
 /** A backup dated further than this after now means the clock is behind the one that dated it. */
 export const CLOCK_SKEW_MS = 5 * 60_000;
 
-/** The largest count a retention rule may ask for. */
-export const MAX_RETENTION_COUNT = 10_000;
+/** The largest count a retention rule may ask for (shared with the CLI). */
+import { MAX_RETENTION_COUNT } from "../../common/api-limits";
+
+export { MAX_RETENTION_COUNT };
 /** The longest min_age accepted: ten years (catches milliseconds given as seconds). */
 export const MAX_MIN_AGE_SECONDS = 10 * 365 * 86_400;
 

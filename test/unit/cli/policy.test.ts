@@ -231,6 +231,10 @@ describe("rbdbackup policy and protection", () => {
       [["--every", "5m", "--cron", "* * * * *"], /give --every or --cron, not both/],
       [["--pool", "site-a"], /--pool must be CLUSTER\/POOL/],
       [["--volume", "a/b"], /--volume "a\/b" must be CLUSTER\/POOL/],
+      // The API's own limits, refused before a call (they were 100000 here, 1000 and 10000 there).
+      [["--max-snapshots", "1001"], /--max-snapshots/],
+      [["--keep-last", "10001"], /--keep-last/],
+      [["--daily", "10001"], /--daily/],
     ] as const) {
       const r = await cli(["policy", "create", "p", ...args]);
       assert.equal(r.code, 2, r.stderr);
@@ -253,6 +257,12 @@ describe("rbdbackup policy and protection", () => {
     );
     assert.deepEqual(updated.policy.selector, stored.selector);
     assert.equal(JSON.parse(r.stdout).revision, 4);
+    // Pausing is its own verb (update's help does not offer --paused): refused, nothing written.
+    updated = undefined;
+    const pausing = await cli(["policy", "update", "gold", "--paused"]);
+    assert.equal(pausing.code, 2, pausing.stderr);
+    assert.match(pausing.stderr, /use `rbdbackup policy pause NAME`/);
+    assert.equal(updated, undefined);
     const missing = await cli(["policy", "update", "nope", "--every", "5m"]);
     assert.equal(missing.code, 4);
     assert.equal(missing.stderr, "rbdbackup: NOT_FOUND: policy nope not found\n");
