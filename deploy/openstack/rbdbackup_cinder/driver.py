@@ -53,7 +53,7 @@ from .volumes import SNAPSHOT_PATTERN, VolumeLocator, file_is_rbd
 
 LOG = logging.getLogger(__name__)
 # How long a cancelled job is waited for before the driver reports the operation over, seconds.
-CANCEL_WAIT_S = 60.0
+CANCEL_WAIT_S = 120.0
 # The sweep of this host's leftover restores runs this long after the driver's setup check (after Cinder's
 # own cleanup of the restores it gave up on) and again as long after a sweep that could not list the jobs;
 # after one that did, every LEFTOVER_SWEEP_INTERVAL_S for as long as the process runs (a Cinder cleanup
@@ -127,6 +127,21 @@ def _later(delay: float, fn) -> None:
     t.start()
 
 
+def _native(image):
+    """The open rbd.Image, its blocking calls run in eventlet's native thread pool when the process is
+    patched (as Cinder's Ceph driver does: tpool.Proxy of volume_file.rbd_image): `volume_file`'s own proxy
+    hands attributes such as rbd_image out unwrapped, and a resize waiting for the exclusive lock would
+    stall every green thread of cinder-backup."""
+    try:
+        from eventlet import patcher, tpool
+
+        if patcher.is_monkey_patched("thread"):
+            return tpool.Proxy(image)
+    except ImportError:
+        pass
+    return image
+
+
 def _naive_utc(t):
     """A Cinder timestamp as a naive UTC datetime (as protobuf's ToDatetime gives), or None."""
     if t is None:
@@ -165,7 +180,7 @@ def _watching_clients(volume_file) -> list:
     (each operation connects a client of its own); [] when it cannot be told (no watchers_list)."""
     image = getattr(volume_file, "rbd_image", None)  # os-brick's wrapper: the open rbd.Image
     try:
-        watchers = list(image.watchers_list()) if image is not None else []
+        watchers = list(_native(image).watchers_list()) if image is not None else []
     except Exception as e:  # an older librbd, or the listing failed: the agent's checks stand
         LOG.debug("Could not list the watchers of the restore target: %s", e)
         return []
@@ -384,21 +399,30 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             # Whatever ended the wait — a lost watch, its deadline, `stop_when`, or `stop_when` itself failing
             # (Cinder's database away) — the job is not left running on its own.
             if cancel:
-                self._cancel_and_wait(job)
+                ended = self._cancel_and_wait(job)
+                # A cancel that came too late (the work was done: CancelJob leaves the job SUCCEEDED) is
+                # the operation done — unless Cinder itself asked to stop (`stop_when`).
+                if ended is not None and ended.state == pb.JOB_STATE_SUCCEEDED and not isinstance(e, Stopped):
+                    LOG.warning("rbdbackup job %(job)s succeeded after all (its cancel came too late): %(err)s",
+                                {"job": job.id, "err": e})
+                    return ended
             if isinstance(e, RbdbackupError):
                 raise exception.BackupOperationError(_("%(what)s: %(err)s") % {"what": what, "err": e}) from None
             raise
 
-    def _cancel_and_wait(self, job: pb.Job) -> None:
-        """Cancels a job and waits (bounded) until it ended, so that Cinder, told the operation is over,
-        does not detach a volume the job still writes to. Failures are logged: the caller's error stands."""
+    def _cancel_and_wait(self, job: pb.Job) -> Optional[pb.Job]:
+        """Cancels a job and waits (bounded: CANCEL_WAIT_S, above CancelJob's documented worst case of
+        ~85 s) until it ended, so that Cinder, told the operation is over, does not detach a volume the job
+        still writes to: the ended job, or None. Failures are logged: the caller's error stands."""
         try:
             self.client.cancel_job(job.id)
             ended = self.client.wait(job, timeout=CANCEL_WAIT_S, raise_on_failure=False)
             LOG.info("rbdbackup job %(job)s ended %(s)s after its cancel.",
                      {"job": job.id, "s": pb.JobState.Name(ended.state)})
+            return ended
         except Exception as ce:  # noqa: BLE001 - logged; the operation's own error is the one raised
             LOG.warning("Could not cancel rbdbackup job %(job)s (or see it end): %(err)s", {"job": job.id, "err": ce})
+            return None
 
     @staticmethod
     def _status_now(backup) -> str:
@@ -636,7 +660,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         want = int(target["size"]) * GiB
         if restored_size and want > restored_size:
             LOG.debug("Growing volume %(v)s from %(a)d to %(b)d bytes.", {"v": target.id, "a": restored_size, "b": want})
-            volume_file.rbd_image.resize(want)
+            _native(volume_file.rbd_image).resize(want)
 
     @staticmethod
     def _require_key_metadata(backup, volume_metadata) -> None:
@@ -723,6 +747,10 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                 return
             job = self._delete_when_free(rid, key)
             self._follow(job, _("delete of backup %s") % backup.id, cancel=False)
+        except JobFailed as e:
+            # The delete job failed (its backup is AVAILABLE again): not "nothing to delete", whatever its
+            # code — Cinder shows error_deleting and the user may delete again.
+            raise exception.BackupOperationError(str(e)) from None
         except RbdbackupError as e:
             if e.code.name == "NOT_FOUND":
                 LOG.warning("rbdbackup backup %(rid)s of backup %(id)s not found: nothing to delete.",

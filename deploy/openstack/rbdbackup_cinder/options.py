@@ -37,8 +37,9 @@ rbdbackup_opts = [
                      "part after '@' in the volume's host."),
     cfg.StrOpt("rbdbackup_default_volume_cluster",
                help="Cluster of volumes whose backend is not in rbdbackup_cluster_map."),
-    cfg.IntOpt("rbdbackup_max_snapshots", default=0, min=0,
-               help="Backup snapshots to keep on a source volume (0 = only what the chains need)."),
+    cfg.IntOpt("rbdbackup_max_snapshots", default=0, min=0, max=1000,
+               help="Backup snapshots to keep on a source volume (0 = only what the chains need; at most "
+                    "1000, the API's limit)."),
     cfg.IntOpt("rbdbackup_call_timeout", default=30, min=1,
                help="Deadline of each call to the coordinator, seconds."),
     cfg.IntOpt("rbdbackup_call_attempts", default=10, min=1,

@@ -307,12 +307,16 @@ class Client:
         deadline = time.monotonic() + timeout
         last = job
         attempt = 0
+        # Since when no coordinator has answered: UNAVAILABLE, and calls that ended without a word (a
+        # coordinator that accepts calls but never answers them: its catalog hung) alike.
         unreachable_since: Optional[float] = None
+        answered_at = time.monotonic()
 
         def seen(j: pb.Job) -> None:
-            nonlocal last, unreachable_since
+            nonlocal last, unreachable_since, answered_at
             last = j
             unreachable_since = None  # a coordinator answered: an outage later is counted from its start
+            answered_at = time.monotonic()
             if on_event:
                 on_event(j)
 
@@ -342,23 +346,27 @@ class Client:
                 if final is not None:
                     break
             except RbdbackupError as e:
-                # The check's window ran out (not the job's time): check, then watch again. A
-                # DEADLINE_EXCEEDED well before the window's end came from elsewhere: retried with backoff.
+                # Nothing came back during this call (no event, no job): it counts as unreachable.
+                silent = answered_at < opened
+                # The check's window ran out (not the job's time), with answers during it: check, then
+                # watch again. A DEADLINE_EXCEEDED well before the window's end came from elsewhere:
+                # retried with backoff.
                 if (
                     e.code == grpc.StatusCode.DEADLINE_EXCEEDED
+                    and not silent
                     and window < remaining
                     and time.monotonic() - opened >= window * 0.9
                 ):
                     continue
                 if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise
-                if e.code == grpc.StatusCode.UNAVAILABLE:
+                if e.code == grpc.StatusCode.UNAVAILABLE or silent:
                     now = time.monotonic()
-                    unreachable_since = now if unreachable_since is None else unreachable_since
+                    unreachable_since = opened if unreachable_since is None else unreachable_since
                     if now - unreachable_since >= self.config.unreachable_timeout:
                         raise RbdbackupError(
                             grpc.StatusCode.UNAVAILABLE,
-                            f"no coordinator reachable for {now - unreachable_since:.0f} s while following job "
+                            f"no coordinator answered for {now - unreachable_since:.0f} s while following job "
                             f"{job.id} (last state {pb.JobState.Name(last.state)}): {e.details}",
                             self._current,
                             "WatchJob",

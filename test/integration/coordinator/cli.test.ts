@@ -110,10 +110,23 @@ describe("CLI against a real coordinator", () => {
     assert.equal(noCred.code, 5, noCred.err);
     assert.equal(cli(["agent", "list", "--coordinator", "127.0.0.1:1", "--timeout", "3"]).code, 6);
     assert.equal(cli(["backup", "create", "--volume", "site-a/rbd/no-such-image", "--to", "site-b"]).code, 4);
+    // Past the API's limit: the CLI refuses it itself (2); what only the server checks is 7.
     assert.equal(
       cli(["backup", "create", "--volume", "site-a/rbd/x", "--to", "site-b", "--max-snapshots", "5000"]).code,
-      7,
+      2,
     );
+    const longId = cli([
+      "backup",
+      "create",
+      "--volume",
+      "site-a/rbd/x",
+      "--to",
+      "site-b",
+      "--volume-id",
+      "v".repeat(300),
+    ]);
+    assert.equal(longId.code, 7, longId.err);
+    assert.match(longId.err, /INVALID_ARGUMENT: volume_id is longer than 256 characters/);
     // An INCREMENTAL backup without a parent is refused before any job exists (7).
     const v = await vols.create("site-a", "rbd", 4, 1);
     const inc = cli([

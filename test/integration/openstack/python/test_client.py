@@ -188,6 +188,78 @@ class ClientTest(unittest.TestCase):
                                ClientConfig(addresses=["127.0.0.1:1"], ca_file="/nonexistent", token="t"))
 
 
+class Hung(rpc.BackupServiceServicer):
+    """Accepts every call and never answers (a coordinator whose catalog hangs): each call ends at its
+    deadline (bounded here too)."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+
+    def GetJob(self, request, context):
+        self.stop.wait(20)
+        context.abort(grpc.StatusCode.INTERNAL, "the test ended")
+
+    def WatchJob(self, request, context):
+        self.stop.wait(20)
+        return
+        yield  # a generator: a stream that never sends
+
+
+class HungTest(unittest.TestCase):
+    def test_a_coordinator_that_never_answers_is_unreachable_after_unreachable_timeout(self):
+        """Calls that end DEADLINE_EXCEEDED without a word count as unreachable, as UNAVAILABLE does: the
+        wait ends after unreachable_timeout, not after the job's own timeout (a day in Cinder)."""
+        hung = Hung()
+        server, address = serve(hung)
+        self.addCleanup(lambda: (hung.stop.set(), server.stop(0)))
+        c = Client(ClientConfig(addresses=[address], ca_file=CFG["ca"], cert_file=CFG["cert"], key_file=CFG["key"],
+                                backoff_base=0.05, call_timeout=1, unreachable_timeout=2))
+        self.addCleanup(c.close)
+        t = time.monotonic()
+        with self.assertRaises(RbdbackupError) as e:
+            c.wait(pb.Job(id="j1", state=pb.JOB_STATE_RUNNING), timeout=60, should_stop=lambda: False,
+                   check_interval=1)
+        self.assertEqual(grpc.StatusCode.UNAVAILABLE, e.exception.code)
+        self.assertIn("no coordinator answered for", str(e.exception))
+        self.assertLess(time.monotonic() - t, 30, "ended by unreachable_timeout, not the job's 60 s")
+
+    def test_the_same_under_eventlet_polling(self):
+        import os
+        import subprocess
+        import sys
+
+        hung = Hung()
+        server, address = serve(hung)
+        self.addCleanup(lambda: (hung.stop.set(), server.stop(0)))
+        try:
+            out = subprocess.run([sys.executable, "-c", HUNG_EVENTLET_SCRIPT, address], capture_output=True,
+                                 text=True, timeout=90, env=dict(os.environ))
+        except subprocess.TimeoutExpired:
+            self.fail("the wait under eventlet did not end within 90 s")
+        self.assertEqual(0, out.returncode, out.stderr)
+        self.assertIn("UNAVAILABLE: no coordinator answered for", out.stdout, out.stdout + out.stderr)
+
+
+# wait() under eventlet's monkey-patching (GetJob polls) against a coordinator that never answers.
+HUNG_EVENTLET_SCRIPT = r"""
+import eventlet
+eventlet.monkey_patch()
+import sys, time
+from lab import test_config
+from rbdbackup_client import Client, ClientConfig, RbdbackupError, backup_service_pb2 as pb
+cfg = test_config()
+c = Client(ClientConfig(addresses=[sys.argv[1]], ca_file=cfg["ca"], cert_file=cfg["cert"], key_file=cfg["key"],
+                        backoff_base=0.05, call_timeout=1, unreachable_timeout=2))
+t = time.monotonic()
+try:
+    c.wait(pb.Job(id="j1", state=pb.JOB_STATE_RUNNING), timeout=60, should_stop=lambda: False, check_interval=1)
+    print("no error", flush=True)
+except RbdbackupError as e:
+    print("%s %s after %.1f s" % (e.code.name, str(e), time.monotonic() - t), flush=True)
+c.close()
+"""
+
+
 class Busy(rpc.BackupServiceServicer):
     """Answers GetBackup at once; GetJob says RUNNING until the job is a second old, then SUCCEEDED."""
 
