@@ -8,6 +8,7 @@ import {
   type ListJobsRequest,
   type ListJobsResponse,
 } from "../../gen/rbdbackup/v1/backup_service";
+import type { JobRecord } from "../model";
 import { isFinal } from "../scheduler";
 import * as v from "../validate";
 import type { Admission } from "./admission";
@@ -27,12 +28,21 @@ export function listJobs(deps: ApiDeps, adm: Admission, req: ListJobsRequest): L
   if (req.backupId) v.uuid(req.backupId, "backup_id");
   const size = v.pageSize(req.pageSize);
   const filter = { state: req.state, kind: req.kind, backupId: req.backupId };
+  // Each job's view once: sized for the page, then answered (a view reads its backup and progress).
+  const views = new Map<string, Job>();
+  const view = (j: JobRecord): Job => {
+    const known = views.get(j.id);
+    if (known) return known;
+    const x = adm.view(j);
+    views.set(j.id, x);
+    return x;
+  };
   const p = boundedPage(
     (n) => deps.catalog.listJobs(filter, n, req.pageToken),
     size,
-    (j) => encodedSize(Job)(adm.view(j)),
+    (j) => encodedSize(Job)(view(j)),
   );
-  return { jobs: p.items.map((j) => adm.view(j)), nextPageToken: p.next };
+  return { jobs: p.items.map(view), nextPageToken: p.next };
 }
 
 /** A queued job ends CANCELLED at once; a running one is asked to stop and ends when its agent reports. */
