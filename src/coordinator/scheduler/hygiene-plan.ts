@@ -69,9 +69,12 @@ function planRemovals(onSource: SourceSnap[], backups: Backup[], maxSnapshots: n
   }
   for (const name of newestAt.values()) keep.add(name);
   if (maxSnapshots > 0) for (const s of live.slice(-maxSnapshots)) keep.add(s.name);
+  // The agent removes by backup id, every snapshot of it (source-prune.ts): a backup with a snapshot
+  // kept is not named at all — its second snapshot (two attempts at once, a look-alike name) stays too.
+  const keptIds = new Set(live.filter((s) => keep.has(s.name)).map((s) => s.backupId));
   for (const s of live) {
     const b = byId.get(s.backupId) as Backup;
-    if (b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE || keep.has(s.name)) continue;
+    if (b.status !== BackupStatus.BACKUP_STATUS_AVAILABLE || keptIds.has(s.backupId)) continue;
     const beyond = maxSnapshots > 0 ? ` and beyond max_snapshots ${maxSnapshots}` : "";
     out.push({
       backupId: s.backupId,

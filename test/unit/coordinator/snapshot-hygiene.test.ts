@@ -55,6 +55,13 @@ describe("snapshot hygiene: which source snapshots may go", () => {
     assert.deepEqual(removed(onSource(a1, a2), [a1, a2, a3], 0), [a1.id]);
   });
 
+  it("a backup with two snapshots on the source, one kept: neither is named (the agent removes by backup id)", () => {
+    const [b1, b3] = [rec(AVAILABLE), rec(AVAILABLE)];
+    // b3's snapshot twice (two attempts at once, or a look-alike name), the newer one the location's newest.
+    const src = onSource(b1, b3, b3);
+    for (const max of [0, 1]) assert.deepEqual(removed(src, [b1, b3], max), [b1.id], `max ${max}`);
+  });
+
   it("max_snapshots keeps the newest N live snapshots; unknown max_snapshots keeps every available one", () => {
     const bs = [rec(AVAILABLE), rec(AVAILABLE), rec(DELETED), rec(AVAILABLE), rec(AVAILABLE)];
     const src = onSource(...bs);
