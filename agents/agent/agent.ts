@@ -59,6 +59,7 @@ import {
   admitTransferCaller,
   authorizeResumePoint,
   authorizeTransfer,
+  ownVisibleChains,
   SPENT_CAPABILITIES_FILE,
   SpentCapabilities,
 } from "../transfer/transfer-authz";
@@ -221,13 +222,19 @@ export class Agent {
       signal: AbortSignal,
       from: NonNullable<SinkOptions["from"]>,
     ) => runSink(sink, messages, signal, { from });
+    // Capabilities are checked against the deployment's CA (none in insecure mode: tests only).
+    const verifier =
+      cfg.tls.insecure || !cfg.tls.ca ? null : new CapabilityVerifier(readFileSync(cfg.tls.ca), Date.now, revoked);
     const localTarget: TransferTarget = {
       label: "this agent",
       transfer: (messages, signal) => receiveTransfer(messages, signal, "local"),
-      listChains: async (pool, namespace, volumeImage) => ({
-        chains: await listChains(cluster, pool, namespace, volumeImage),
-        clusterFsid: this.fsid,
-      }),
+      listChains: async (pool, namespace, volumeImage, _signal, capability) => {
+        // The same chains a peer's ListChains would show this backup (services.ts): those its capability names.
+        const holder = { cluster: cfg.cluster.name, agentId: cfg.agentId };
+        const visible = ownVisibleChains(verifier, capability, holder, { pool, namespace, volumeImage }, this.fsid);
+        const chains = await listChains(cluster, pool, namespace, volumeImage);
+        return { chains: visible ? chains.filter((c) => visible.has(c.baseImage)) : chains, clusterFsid: this.fsid };
+      },
       resumePoint: (header, signal) => resumePoint(sink, header, signal),
     };
     this.#peers = new Peers(cfg.tls, localTarget, this.log, {
@@ -281,9 +288,6 @@ export class Agent {
     });
     this.#quiet.start();
     // TransferService on its own listener (node:http2, ours); grpc-js serves the rest on `listen`.
-    // Capabilities are checked against the deployment's CA (none in insecure mode: tests only).
-    const verifier =
-      cfg.tls.insecure || !cfg.tls.ca ? null : new CapabilityVerifier(readFileSync(cfg.tls.ca), Date.now, revoked);
     const spent = new SpentCapabilities({ file: path.join(cfg.stateDir, SPENT_CAPABILITIES_FILE), log });
     const here = { fsid: this.fsid, agentId: cfg.agentId };
     const dataPlane = new DataPlaneServer({

@@ -583,6 +583,26 @@ export function authorizeResumePoint(
 }
 
 /**
+ * The chains a same-cluster backup may see, which its agent lists itself (the local target, no peer's
+ * ListChains): as authorizeListChains judges a peer's call — its own capability must be a backup's of
+ * exactly this volume into this pool of this cluster, and only the chains it names are seen — so a
+ * volume of the same image name elsewhere (another pool's, migrated with `rbd migration`) is never
+ * planned onto (the destination would refuse that stream). null = insecure mode (every chain).
+ */
+export function ownVisibleChains(
+  verifier: CapabilityVerifier | null,
+  capability: string | undefined,
+  holder: { cluster: string; agentId: string },
+  req: ListChainsRequest,
+  fsid: string,
+): ReadonlySet<string> | null {
+  if (!verifier) return null;
+  const grant = verifier.verify(capability, "transfer", holder);
+  checkAllows(grant, listChainsAsks(req, fsid));
+  return new Set((grant.allows.chain ?? "").split(" ").filter(Boolean));
+}
+
+/**
  * ListChains: the caller's capability must be a backup's of exactly this volume into exactly this pool
  * and namespace of this agent's cluster (`fsid`). PERMISSION_DENIED (audited) otherwise, before the
  * cluster is read; `verifier` null = insecure mode.

@@ -17,6 +17,7 @@ import {
   authorizeResumePoint,
   authorizeTransfer,
   dataPlaneRefusal,
+  ownVisibleChains,
   RESUME_POINT_METHOD,
   SpentCapabilities,
   type TransferCaller,
@@ -510,6 +511,22 @@ describe("transfer authorization", () => {
         authorizeListChains(null, req, { checked: false, identity: null, capability: undefined }, HERE),
         null,
       );
+    });
+
+    it("a same-cluster backup lists its chains itself: the same filter with its own capability (ownVisibleChains)", () => {
+      const known = `vol-1.backup.${randomUUID()}`;
+      const holder = { cluster: "site-a", agentId: "agent-site-a" };
+      const seen = ownVisibleChains(verifier, backupCap({ chains: [known] }), holder, req, FSID);
+      assert.deepEqual([...(seen ?? ["everything"])], [known], "a migrated volume's chain of the same name: not seen");
+      assert.equal(ownVisibleChains(null, undefined, holder, req, FSID), null, "insecure mode: every chain");
+      for (const [what, cap, h, re] of [
+        ["none", undefined, holder, /none presented/],
+        ["another pool's", backupCap({ pool: "other" }), holder, /pool/],
+        ["another holder's", backupCap(), { cluster: "site-b", agentId: "agent-site-b" }, /issued to agent/],
+      ] as const) {
+        assert.throws(() => ownVisibleChains(verifier, cap, h, req, FSID), /./, what);
+        assert.throws(() => ownVisibleChains(verifier, cap, h, req, FSID), re, what);
+      }
     });
 
     it("none, another volume's, pool's, namespace's or cluster's, a restore's, another holder's → PERMISSION_DENIED with its reason", () => {
