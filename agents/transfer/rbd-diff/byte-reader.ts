@@ -19,16 +19,6 @@ export class ByteReader {
     this.#it = source[Symbol.asyncIterator]();
   }
 
-  /**
-   * Lets go of the source (its iterator's return(): a gRPC call stream ends, a file closes) — once the
-   * stream was refused or read no further. Best effort: a source that fails to close is not the error.
-   */
-  async close(): Promise<void> {
-    if (this.#eof) return;
-    this.#eof = true;
-    await this.#it.return?.().catch(() => {});
-  }
-
   /** Makes `n` bytes available; false when the stream ends first. */
   async #fill(n: number): Promise<boolean> {
     while (this.#available < n) {

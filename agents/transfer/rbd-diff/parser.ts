@@ -48,16 +48,10 @@ export function streamError(at: number, message: string) {
 
 export async function* parseRbdDiff(source: AsyncIterable<Uint8Array>, opts: ParseOptions): AsyncGenerator<DiffRecord> {
   const r = new ByteReader(source);
-  try {
-    const version = await readBanner(r, opts.version);
-    yield { type: "banner", version, at: 0 };
-    const p = new RecordParser(r, version, opts.maxPiece);
-    yield* p.records();
-  } finally {
-    // A refused stream (or a consumer that stopped) lets go of its source at once: the agent's
-    // ImportData call ends then, not when the coordinator hears of the job's failure.
-    await r.close();
-  }
+  const version = await readBanner(r, opts.version);
+  yield { type: "banner", version, at: 0 };
+  const p = new RecordParser(r, version, opts.maxPiece);
+  yield* p.records();
 }
 
 async function readBanner(r: ByteReader, expected: DiffVersion | undefined): Promise<DiffVersion> {
