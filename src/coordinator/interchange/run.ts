@@ -37,7 +37,10 @@ export interface InterchangeTimeouts {
   bufferBytes: number;
 }
 
-/** An export's caller must read at least this much per idleMs while data waits for it (#watchIdle). */
+/**
+ * An export's caller must read at least this much per idleMs while data waits for it, an import's send
+ * at least this much per idleMs while the agent waits for data (#watchIdle).
+ */
 export const MIN_READ_BYTES = 1 << 20;
 
 export const DEFAULT_TIMEOUTS: InterchangeTimeouts = {
@@ -185,14 +188,31 @@ export class InterchangeRun {
     // An export's caller that reads a trickle (a byte moved now and then resets the check above) while the
     // agent keeps the relay from going empty: under MIN_READ_BYTES in a whole idleMs fails it too — it held
     // a cluster slot and the backup's lock for as long as it liked.
+    // An import's caller that sends a trickle while the agent takes everything at once (the relay never
+    // backs up): the same rule (an admin's client, but it holds a cluster slot and a volume's lock alike).
     let windowAt = Date.now();
     let takenAt = this.pipe.taken;
+    let writtenAt = this.pipe.written;
     let drained = false;
+    let backedUp = false;
     this.#idle = setInterval(() => {
       const p = this.pipe;
       if (p.done || this.#closed) return this.#stopIdle();
       if (p.buffered === 0) drained = true;
+      if (p.buffered >= p.limitBytes / 2) backedUp = true;
       if (Date.now() - windowAt >= this.#t.idleMs) {
+        const sent = p.written - writtenAt;
+        // Still trickling (bytes moved lately): one that stopped is "sent nothing", said below.
+        const trickling = Date.now() - since < this.#t.idleMs / 2;
+        if (this.direction === "import" && !backedUp && trickling && sent > 0 && sent < MIN_READ_BYTES) {
+          this.#stopIdle();
+          const j = this.#job();
+          if (!j || isFinal(j.state)) return;
+          return this.#fail(
+            j,
+            `the caller sent only ${sent} bytes in ${this.#t.idleMs / 1000} s while the agent waited for data (at least ${MIN_READ_BYTES} are needed); job ${j.id} was ended`,
+          );
+        }
         const read = p.taken - takenAt;
         if (this.direction === "export" && !drained && read > 0 && read < MIN_READ_BYTES) {
           this.#stopIdle();
@@ -205,7 +225,9 @@ export class InterchangeRun {
         }
         windowAt = Date.now();
         takenAt = p.taken;
+        writtenAt = p.written;
         drained = false;
+        backedUp = false;
       }
       const now = p.written + p.taken;
       if (now !== moved) {

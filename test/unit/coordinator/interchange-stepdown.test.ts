@@ -164,6 +164,57 @@ describe("interchange run: a relay through which nothing moves", () => {
     });
   }
 
+  for (const [what, chunk, expected] of [
+    [
+      "a caller that sends a trickle (a chunk now and then) while the agent takes all at once",
+      16,
+      /^the caller sent only \d+ bytes in 1 s while the agent waited for data/,
+    ],
+    ["a caller that sends slowly but at least 1 MiB per idle bound", 512 * 1024, null],
+  ] as const) {
+    it(`import: ${what} → ${expected ? "the job fails naming it" : "not failed"}`, { timeout: 10_000 }, async () => {
+      const fails: string[] = [];
+      const relays = new Relays();
+      const run = new InterchangeRun(
+        { relays, scheduler: recording(fails), catalog: catalogOf(running), timeouts: { idleMs: 1_000 } },
+        "job-2",
+        "import",
+        new AbortController().signal,
+      );
+      const alive = setInterval(() => {}, 1000);
+      let stop = false;
+      try {
+        run.open();
+        assert.ok("relay" in relays.claim("job-2", "import", "b1"), "the agent connects");
+        // The agent takes everything as it comes.
+        void (async () => {
+          for await (const _ of run.pipe.read()) if (stop) break;
+        })().catch(() => {});
+        // The caller sends one chunk every 30 ms: a byte moves within every idle bound.
+        const t0 = Date.now();
+        while (Date.now() - t0 < 3_000 && fails.length === 0) {
+          await new Promise((r) => setTimeout(r, 30));
+          // A failed run fails its pipe: the write throws then.
+          if (
+            !(await run.pipe.write(new Uint8Array(chunk)).then(
+              () => true,
+              () => false,
+            ))
+          )
+            break;
+        }
+        if (expected) {
+          assert.equal(fails.length, 1, "failed");
+          assert.match(fails[0] as string, expected);
+        } else assert.deepEqual(fails, [], "a slow but steady sender is no trickle");
+      } finally {
+        stop = true;
+        clearInterval(alive);
+        run.close();
+      }
+    });
+  }
+
   for (const [direction, stallBy, expected] of [
     ["import", "the caller stops sending", /^the caller sent nothing for 0\.1 s; job job-2 was ended$/],
     ["export", "the caller stops reading", /^the caller read nothing for 0\.1 s; job job-2 was ended$/],
