@@ -154,17 +154,19 @@ async function existingAtSnapshot(open: () => Promise<SnapshotHandle>, opts: Dif
 
 /**
  * The runs of objects that exist at `end` (a snapshot's handle, or a head's) or at the snapshot `openFrom`
- * opens a handle at — the ones a diff between the two can hold (see the module comment); null when a map
- * cannot say, or every object exists at the end (nothing to prune, and no open): walk whole then. Shared
- * by a transfer's source (prunedDiff) and the destination's head check (sink/image-ops.ts headDiffers).
+ * opens a handle at — the ones a diff between the two can hold (see the module comment); without
+ * `openFrom` (a diff from creation), the end's alone. null when a map cannot say, or every object exists
+ * at the end (nothing to prune, and no open): walk whole then. Shared by a transfer's source
+ * (prunedDiff) and the destination's head check (sink/image-ops.ts headDiffers).
  */
 export async function existingAtEither(
   end: Pick<DiffableImage, "stat" | "diff">,
-  openFrom: () => Promise<SnapshotHandle>,
+  openFrom: (() => Promise<SnapshotHandle>) | undefined,
   opts: DiffOptions = {},
 ): Promise<Run[] | null> {
   const at = await existingRuns(end, opts);
   if (!at || coversAll(at.runs, at.st.size)) return null;
+  if (!openFrom) return at.runs;
   const before = await existingAtSnapshot(openFrom, opts);
   return before && unionRuns(at.runs, before, at.st.objectSize, at.st.size);
 }
@@ -178,16 +180,9 @@ export async function* prunedDiff(
   const incremental = opts.fromSnapshot !== undefined;
   const ranged = opts.offset !== undefined || opts.length !== undefined;
   const plain = opts.wholeObject || (incremental && (image.snapshot === null || ranged));
-  let runs: Run[] | null = null;
-  if (plain) runs = null;
-  else if (incremental) {
-    const from = opts.fromSnapshot as string;
-    runs = await existingAtEither(image, () => image.openAt(from), opts);
-  } else {
-    // From creation: the end's objects alone (every object existing: nothing to prune).
-    const end = await existingRuns(image, opts);
-    runs = end && !coversAll(end.runs, end.st.size) ? end.runs : null;
-  }
+  const from = opts.fromSnapshot;
+  const openFrom = from === undefined ? undefined : () => image.openAt(from);
+  const runs = plain ? null : await existingAtEither(image, openFrom, opts);
   if (!runs) {
     yield* image.diff(opts);
     return;

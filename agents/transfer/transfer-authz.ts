@@ -599,8 +599,11 @@ export function ownVisibleChains(
   if (!verifier) return null;
   const grant = verifier.verify(capability, "transfer", holder);
   checkAllows(grant, listChainsAsks(req, fsid));
-  return new Set((grant.allows.chain ?? "").split(" ").filter(Boolean));
+  return chainsOf(grant);
 }
+
+/** The base images a backup's capability names (its `chain` grant: space-separated). */
+const chainsOf = (grant: Grant): ReadonlySet<string> => new Set((grant.allows.chain ?? "").split(" ").filter(Boolean));
 
 /**
  * ListChains: the caller's capability must be a backup's of exactly this volume into exactly this pool
@@ -619,7 +622,7 @@ export function authorizeListChains(
   let visible: ReadonlySet<string> = new Set();
   const check = (grant: Grant) => {
     checkAllows(grant, listChainsAsks(req, here.fsid));
-    visible = new Set((grant.allows.chain ?? "").split(" ").filter(Boolean));
+    visible = chainsOf(grant);
   };
   judge(verifier, caller, LIST_CHAINS_METHOD, target, audit, check, here);
   return visible;

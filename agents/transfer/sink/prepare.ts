@@ -259,14 +259,6 @@ async function keepBeforeFailback(
   log.warn("kept the original volume's data before the failback", { image: fp.where, snapshot: name });
 }
 
-/**
- * Whether the failback's rollback would lose data: the head differs from the snapshot — compared
- * exactly (headDiffers: the object map's answer is wrong after a Cinder revert to an older snapshot).
- */
-function lostByRollback(image: SinkImage, snapshot: string, signal?: AbortSignal): Promise<boolean> {
-  return headDiffers(image, snapshot, signal);
-}
-
 /** RESTORE_ORIGINAL (and a FAILBACK's full copy, `log` given): the existing image, cut or grown to the backup's size. */
 async function openOriginal(deps: Deps, fp: Footprint, failbackLog?: Logger): Promise<void> {
   const want = fp.h.imageSize;
@@ -296,7 +288,9 @@ async function rollBackOriginal(deps: Deps, fp: Footprint, log: Logger): Promise
     throw noCommon(`has no snapshot ${h.fromSnapshot}`);
   }
   await refuseInUse(deps, fp, image);
-  await keepBeforeFailback(fp, image, log, () => lostByRollback(image, h.fromSnapshot, fp.signal));
+  // The rollback would lose data when the head differs from the snapshot — compared exactly (headDiffers:
+  // the object map's answer is wrong after a Cinder revert to an older snapshot).
+  await keepBeforeFailback(fp, image, log, () => headDiffers(image, h.fromSnapshot, fp.signal));
   // Not undoable, like RESTORE_ORIGINAL; a retry rolls back again, so the result does not depend on it.
   // A failure from here on says the volume was changed (run-sink.ts), even before the first chunk.
   fp.wrote = true;

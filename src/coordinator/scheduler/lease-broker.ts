@@ -246,6 +246,7 @@ export class LeaseBroker {
       return false;
     }
     // Said by the job's end whatever path it takes (a cancel's "cancelled" included): transitions.ts finish.
+    // (Agents' messages reach the scheduler only here: attemptFailed's other callers word their own.)
     if (o.code !== Status.OK && o.message.includes(PARTLY_OVERWRITTEN)) j.targetOverwritten = true;
     if (o.code === Status.OK) this.#succeeded(j, o);
     else if (o.refused && !j.cancelRequested && (j.refundedAttempts ?? 0) < MAX_REFUNDED_ATTEMPTS) {

@@ -61,7 +61,6 @@ export function attemptFailed(ctx: SchedulerContext, j: JobRecord, code: Status,
   j.errorCode = Status[code] ?? String(code);
   j.errorMessage = message;
   j.lease = null;
-  if (message.includes(PARTLY_OVERWRITTEN)) j.targetOverwritten = true;
   const confirming = j.confirming;
   j.confirming = null;
   if (
