@@ -8,7 +8,10 @@ import type { Scheduler } from "../scheduler";
 import type { Sessions } from "../sessions";
 
 /** The part of the scheduler the API uses (a test may pass a stopped Scheduler or a fake). */
-export type ApiScheduler = Pick<Scheduler, "progress" | "kick" | "cancel" | "runningCounts" | "on" | "off">;
+export type ApiScheduler = Pick<
+  Scheduler,
+  "progress" | "kick" | "cancel" | "holdForVerify" | "runningCounts" | "on" | "off"
+>;
 
 export interface ApiDeps {
   catalog: Catalog;

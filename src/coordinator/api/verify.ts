@@ -32,13 +32,23 @@ export async function verifyBackup(
   const b = deps.catalog.getBackup(req.backupId);
   if (!b?.location || !b.volume) throw notFound(`backup ${req.backupId} not found`);
   requireVerifiable(b, verifyModeOf(req.mode));
-  if (verifyModeOf(req.mode) === VerifyMode.VERIFY_MODE_SOURCE) await requireSourceSnapshot(deps, b, ctx.signal);
-  // Judged again with the job's insert: a DeleteBackup admitted during the probe's wait made it DELETING.
-  return adm.submit(adm.newJob(verifyJobSpec(b, req.mode, req.samplePercent, req.idempotencyKey)), () => {
-    const now = deps.catalog.getBackup(req.backupId);
-    if (!now) throw notFound(`backup ${req.backupId} not found`);
-    requireVerifiable(now, verifyModeOf(req.mode));
-  });
+  // SOURCE: from before the probe until the job is in the catalog, no snapshot sweep removes what the
+  // probe finds (a sweep in flight is waited for first); the queued job then keeps it (snapshot-hygiene.ts).
+  const release =
+    verifyModeOf(req.mode) === VerifyMode.VERIFY_MODE_SOURCE && b.volume
+      ? await deps.scheduler.holdForVerify(b.id, b.volume, ctx.signal)
+      : undefined;
+  try {
+    if (release) await requireSourceSnapshot(deps, b, ctx.signal);
+    // Judged again with the job's insert: a DeleteBackup admitted during the probe's wait made it DELETING.
+    return adm.submit(adm.newJob(verifyJobSpec(b, req.mode, req.samplePercent, req.idempotencyKey)), () => {
+      const now = deps.catalog.getBackup(req.backupId);
+      if (!now) throw notFound(`backup ${req.backupId} not found`);
+      requireVerifiable(now, verifyModeOf(req.mode));
+    });
+  } finally {
+    release?.();
+  }
 }
 
 /** Only AVAILABLE and CORRUPT backups; only METADATA without a digest map. */

@@ -12,6 +12,7 @@
 import { EventEmitter } from "node:events";
 import type { Status } from "nice-grpc-common";
 import { unavailable } from "../../common/errors";
+import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { HeldLease, JobOutcome, JobProgressReport } from "../../gen/rbdbackup/v1/session";
 import type { JobRecord } from "../model";
 import type { LiveProgress, RunningCounts, Scheduler, SchedulerEvents } from "../scheduler";
@@ -21,7 +22,7 @@ import type { AgentSession, Sessions } from "../sessions";
 /** What the relay stands in for: the part of the Scheduler the API, interchange and metrics use. */
 export type SchedulerSurface = Pick<
   Scheduler,
-  "progress" | "kick" | "cancel" | "fail" | "runningCounts" | "on" | "off"
+  "progress" | "kick" | "cancel" | "fail" | "holdForVerify" | "runningCounts" | "on" | "off"
 >;
 
 const EVENTS: (keyof SchedulerEvents)[] = ["job", "progress", "finished", "attempt", "retry", "leaseExpired"];
@@ -90,6 +91,10 @@ export class SchedulerRelay extends EventEmitter<SchedulerEvents> {
 
   fail(j: JobRecord, code: Status, message: string): void {
     this.#leader("fail a job").fail(j, code, message);
+  }
+
+  holdForVerify(backupId: string, volume: VolumeRef, signal: AbortSignal): Promise<() => void> {
+    return this.#leader("verify a backup at its source").holdForVerify(backupId, volume, signal);
   }
 
   // ---- agent reports: only from a session registered now, to the scheduler in force ----

@@ -24,6 +24,7 @@
 import { EventEmitter } from "node:events";
 import type { Status } from "nice-grpc-common";
 import { JobState } from "../../gen/rbdbackup/v1/backup_service";
+import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { HeldLease, JobOutcome, JobProgressReport } from "../../gen/rbdbackup/v1/session";
 import type { JobRecord } from "../model";
 import type { AgentSession } from "../sessions";
@@ -190,6 +191,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   /** `reason`: the message a queued job ends with ("cancelled" unless told). */
   cancel(j: JobRecord, reason?: string): JobRecord {
     return cancel(this.#ctx, j, reason);
+  }
+
+  /** Keeps the backup's source snapshot from the sweeps while a SOURCE verify of it is admitted (snapshot-hygiene.ts). */
+  holdForVerify(backupId: string, volume: VolumeRef, signal: AbortSignal): Promise<() => void> {
+    return this.#hygiene.holdForVerify(backupId, volume, signal);
   }
 
   /** Fails a queued or running job from the coordinator's side (see transitions.ts abandon). */

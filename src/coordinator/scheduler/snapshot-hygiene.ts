@@ -21,7 +21,7 @@
  * are due, and a sweep's end kicks the scheduler (the job it held back); a failure never touches a job.
  */
 import { messageOf, statusOf } from "../../common/errors";
-import { backoffDelay } from "../../common/retry";
+import { abortable, backoffDelay } from "../../common/retry";
 import { VerifyMode } from "../../gen/rbdbackup/v1/agent";
 import { JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
@@ -58,6 +58,8 @@ export class SnapshotHygiene {
   readonly #inFlight = new Map<string, Promise<void>>();
   /** Job id → the source's snapshots its last outcome listed (taken when the job ends). */
   readonly #listed = new Map<string, SourceSnap[]>();
+  /** Backup id → SOURCE verifications being admitted that read its snapshot (holdForVerify). */
+  readonly #verifying = new Map<string, number>();
 
   constructor(private readonly ctx: SchedulerContext) {}
 
@@ -100,6 +102,33 @@ export class SnapshotHygiene {
   request(volume: VolumeRef, listed?: SourceSnap[]): void {
     this.#pending.set(lockOfVolume(volume), { volume, attempts: 0, nextAt: this.ctx.now(), listed });
     this.ctx.kick();
+  }
+
+  /**
+   * A SOURCE verification of `backupId` is being admitted (VerifyBackup probes the volume for its
+   * snapshot, then inserts the job, whose activity keeps the snapshot — sourceVerifications). From now on
+   * no sweep plans that snapshot's removal, and a sweep of the volume already in flight, which may have
+   * decided before, is waited for (at most its two calls' timeouts, or until `signal`): the caller's probe
+   * then sees what stays. The returned release is called once the job is inserted or refused.
+   */
+  async holdForVerify(backupId: string, volume: VolumeRef, signal: AbortSignal): Promise<() => void> {
+    this.#verifying.set(backupId, (this.#verifying.get(backupId) ?? 0) + 1);
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
+      const n = (this.#verifying.get(backupId) ?? 1) - 1;
+      if (n > 0) this.#verifying.set(backupId, n);
+      else this.#verifying.delete(backupId);
+    };
+    const sweep = this.#inFlight.get(lockOfVolume(volume));
+    try {
+      if (sweep) await abortable(sweep, signal);
+    } catch (err) {
+      release();
+      throw err;
+    }
+    return release;
   }
 
   /** Whether a sweep waits to start (so the tick reads the active jobs for run() only then). */
@@ -162,7 +191,7 @@ export class SnapshotHygiene {
       listed.map((s) => ({ name: s.name, backupId: s.backupId, snapId: s.snapId })),
       this.ctx.catalog.backupsOfVolume(v.cluster, v.pool, v.namespace, v.image),
       this.#maxSnapshots(v),
-      sourceVerifications(this.ctx.catalog.activeJobs()),
+      new Set([...sourceVerifications(this.ctx.catalog.activeJobs()), ...this.#verifying.keys()]),
     );
   }
 

@@ -16,8 +16,10 @@ import { type SourceSnap, snapshotsToRemove } from "../../../src/coordinator/sch
 import { sourceVerifications } from "../../../src/coordinator/scheduler/snapshot-hygiene";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { RestoreResult, VerifyMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
-import type { FakeAgentSession } from "../../helpers/fake-agent";
+import { BackupIntegrity, BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
+import { until } from "../../helpers/wait";
+import { serveHarness } from "./api-server";
 import { backupResult, Harness, newBackup, vol } from "./harness";
 
 const { BACKUP_STATUS_AVAILABLE: AVAILABLE, BACKUP_STATUS_DELETED: DELETED } = BackupStatus;
@@ -102,9 +104,12 @@ class FakeSource {
   snaps: SourceSnap[] = [];
   #next = 1;
   calls: CallRequest[] = [];
+  /** Run when a probe comes, after its answer was read off the volume (what happens while it travels back). */
+  afterProbe: (() => Promise<void>) | null = null;
   constructor(readonly agent: FakeAgentSession) {
     agent.answer = (req) => {
       this.calls.push(req);
+      if (req.$case === "probe") return this.#probe();
       if (req.$case === "snapshots") {
         const snapshots = this.snaps.map((s) => ({ ...s, timestamp: 1, size: 1 }));
         return { $case: "snapshots", value: { snapshots } };
@@ -115,11 +120,16 @@ class FakeSource {
         this.snaps = this.snaps.filter((s) => !ids.has(s.backupId));
         return { $case: "pruneSnapshots", value: { removed: gone, warnings: [] } };
       }
-      return {
-        $case: "probe",
-        value: { missingPools: [], missingNamespaces: [], imageExists: true, imageSize: 1, imageSnapshots: [] },
-      };
+      return new AppError(Status.UNIMPLEMENTED, `no answer for ${req.$case}`);
     };
+  }
+  async #probe(): Promise<Answer> {
+    const imageSnapshots = this.snaps.map((s) => ({ ...s, timestamp: 1, size: 1 }));
+    const hook = this.afterProbe;
+    this.afterProbe = null;
+    await hook?.();
+    const value = { missingPools: [], missingNamespaces: [], imageExists: true, imageSize: 1, imageSnapshots };
+    return { $case: "probe", value };
   }
   add(name: string, backupId: string): void {
     this.snaps.push({ name, backupId, snapId: this.#next++ });
@@ -350,6 +360,119 @@ describe("snapshot hygiene: the scheduler sweeps the source after a backup or a 
     h.tick(); // its end kicked this one
     await h.settle();
     assert.deepEqual(src.snaps, [], "swept after the restore");
+  });
+
+  /** x, an available backup of v1 with a digest map (SOURCE verifiable); its snapshot is on the source. */
+  async function verifiable(): Promise<string> {
+    const x = await backup(true);
+    h.catalog.updateBackup({
+      ...h.backup(x),
+      integrity: BackupIntegrity.fromPartial({ imageDigest: "ab".repeat(32), digestBlockSize: 65536 }),
+    });
+    return x;
+  }
+
+  /** A backup of v1 leased and its snapshot made, not yet reported. */
+  function leasedBackup(): JobRecord {
+    const j = h.queueBackup(vol("v1"));
+    h.tick();
+    src.add(backupResult(j.backupId).snapshot, j.backupId);
+    return j;
+  }
+
+  it("SOURCE verify: a sweep that starts while VerifyBackup probes keeps the snapshot the probe found", async () => {
+    const served = await serveHarness(h);
+    try {
+      const x = await verifiable();
+      const y = leasedBackup();
+      // While the probe's answer (x's snapshot is there) travels back, y ends: its sweep would remove x's
+      // snapshot (same location, max_snapshots 0), before the VERIFY job that reads it is in the catalog.
+      src.afterProbe = async () => {
+        const listed = src.snaps.map((s) => ({ ...s, timestamp: 1, size: 1 }));
+        assert.equal(await h.backupDone(src.agent, h.job(y.id), listed), true);
+        h.tick();
+        await h.settle();
+      };
+      const job = await served.api.verifyBackup({
+        backupId: x,
+        mode: VerifyMode.VERIFY_MODE_SOURCE,
+        samplePercent: 0,
+        idempotencyKey: "",
+      });
+      assert.equal(h.job(y.id).state, JobState.JOB_STATE_SUCCEEDED, "y ended during the probe");
+      assert.equal(h.job(job.id).backupId, x, "the VERIFY job was admitted");
+      assert.deepEqual(src.prunes(), [], "x's snapshot was not pruned under the verification");
+      assert.ok(src.snaps.some((s) => s.backupId === x));
+    } finally {
+      await served.close();
+    }
+  });
+
+  it("SOURCE verify: admission waits for a sweep of the volume in flight, then sees what it left", async () => {
+    const served = await serveHarness(h);
+    try {
+      const x = await verifiable();
+      const y = leasedBackup();
+      // y's sweep decides to remove x and sends the prune, whose answer is held.
+      let answerPrune = null as (() => void) | null;
+      const answer = src.agent.answer;
+      src.agent.answer = (req) =>
+        req.$case === "pruneSnapshots"
+          ? new Promise<Answer>((resolve) => {
+              answerPrune = () => resolve(answer(req) as Answer);
+            })
+          : answer(req);
+      const listed = src.snaps.map((s) => ({ ...s, timestamp: 1, size: 1 }));
+      assert.equal(await h.backupDone(src.agent, h.job(y.id), listed), true);
+      h.tick();
+      await until(() => answerPrune !== null, "the sweep's prune sent");
+      // Not admitted while that sweep runs: the hold waits for it (a hold that did not would resolve
+      // within this turn's microtasks).
+      const order: string[] = [];
+      const held = h.scheduler
+        .holdForVerify(x, vol("v1"), new AbortController().signal)
+        .then((release) => (order.push("held"), release));
+      await new Promise((r) => setImmediate(r));
+      order.push("pruned");
+      answerPrune?.();
+      (await held)();
+      assert.deepEqual(order, ["pruned", "held"]);
+      // Through the API: the probe sees x's snapshot gone, so the call is refused, no job queued.
+      const before = h.catalog.activeJobs().length;
+      const err = await served.api
+        .verifyBackup({ backupId: x, mode: VerifyMode.VERIFY_MODE_SOURCE, samplePercent: 0, idempotencyKey: "" })
+        .then(
+          () => assert.fail("admitted"),
+          (e: { code: Status; details: string }) => e,
+        );
+      assert.equal(err.code, Status.FAILED_PRECONDITION);
+      assert.match(err.details, /no longer holds snapshot/);
+      assert.equal(h.catalog.activeJobs().length, before);
+    } finally {
+      await served.close();
+    }
+  });
+
+  it("SOURCE verify: while held the snapshot stays; once released a later sweep may remove it", async () => {
+    const x = await verifiable();
+    const release = await h.scheduler.holdForVerify(x, vol("v1"), new AbortController().signal);
+    const y = leasedBackup();
+    const listed = () => src.snaps.map((s) => ({ ...s, timestamp: 1, size: 1 }));
+    assert.equal(await h.backupDone(src.agent, h.job(y.id), listed()), true);
+    h.tick();
+    await h.settle();
+    assert.deepEqual(src.prunes(), [], "held: x stays though y replaced it");
+    release();
+    release(); // a second call changes nothing
+    const z = leasedBackup();
+    assert.equal(await h.backupDone(src.agent, h.job(z.id), listed()), true);
+    h.tick();
+    await h.settle();
+    assert.deepEqual(
+      src.snaps.map((s) => s.backupId),
+      [z.backupId],
+      "released: x and y go once z is available",
+    );
   });
 
   it("no agent of the source cluster: tried again after a backoff, then done", async () => {
