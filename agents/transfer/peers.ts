@@ -15,6 +15,7 @@ import { CAPABILITY_HEADER } from "../../src/common/capability";
 import { AppError } from "../../src/common/errors";
 import type { Logger } from "../../src/common/log";
 import type { Revoked } from "../../src/common/revocations";
+import { linkSignals } from "../../src/common/signals";
 import { channelCredentials, type TlsConfig, tlsChannelOptions, tlsFiles } from "../../src/common/tls";
 import { type TransferServiceClient, TransferServiceDefinition } from "../../src/gen/rbdbackup/v1/transfer";
 import { BulkClient, H2_FEATURES } from "./bulk/client";
@@ -49,8 +50,9 @@ async function bounded<T>(
   call: (signal: AbortSignal) => Promise<T>,
 ): Promise<T> {
   const timeout = AbortSignal.timeout(ms);
+  const linked = linkSignals(signal, timeout);
   try {
-    return await call(AbortSignal.any([signal, timeout]));
+    return await call(linked.signal);
   } catch (e) {
     if (timeout.aborted && !signal.aborted) {
       throw new AppError(Status.DEADLINE_EXCEEDED, `${label} did not answer ${what} within ${ms / 1000} s`, {
@@ -58,6 +60,8 @@ async function bounded<T>(
       });
     }
     throw e;
+  } finally {
+    linked.dispose();
   }
 }
 

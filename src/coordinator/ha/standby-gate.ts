@@ -16,6 +16,7 @@
  */
 import { type CallContext, type Metadata, ServerError, type ServerMiddlewareCall, Status } from "nice-grpc-common";
 import { splitPath } from "../authz";
+import { linkSignals } from "../../common/signals";
 import { FencedError } from "../catalog/leader-lease";
 
 export const LEADER_TRAILER = "rbdbackup-leader";
@@ -79,8 +80,8 @@ export function standbyGate(view: LeaderView) {
     const term = view.leading() ? view.termSignal() : undefined;
     if (!view.leading()) throw standbyError(view, context.trailer);
     if (!term) return yield* call.next(call.request, context);
-    const signal = AbortSignal.any([context.signal, term]);
-    const inner: CallContext & { [MADE]?: string } = { ...context, signal };
+    const linked = linkSignals(context.signal, term);
+    const inner: CallContext & { [MADE]?: string } = { ...context, signal: linked.signal };
     const lost = () => {
       const made = inner[MADE];
       if (made) {
@@ -99,6 +100,8 @@ export function standbyGate(view: LeaderView) {
     } catch (e) {
       if (e instanceof FencedError || (term.aborted && !context.signal.aborted)) throw lost();
       throw e;
+    } finally {
+      linked.dispose();
     }
   };
 }
