@@ -50,7 +50,10 @@ export class AvailableIndex {
     if (!this.#byVolume) return;
     const old = this.#volumeOf.get(b.id);
     if (old !== undefined) {
-      this.#byVolume.get(old)?.backups.delete(b.id);
+      const e = this.#byVolume.get(old);
+      e?.backups.delete(b.id);
+      // A volume whose last AVAILABLE backup went leaves the index (volumes come and go for years).
+      if (e?.backups.size === 0) this.#byVolume.delete(old);
       this.#volumeOf.delete(b.id);
     }
     if (b.status === BackupStatus.BACKUP_STATUS_AVAILABLE) this.#add(this.#byVolume, b);
@@ -73,6 +76,11 @@ export class AvailableIndex {
       if (at !== undefined) out.push({ ...volume, at });
     }
     return out;
+  }
+
+  /** How many volumes have an AVAILABLE backup (loads the index). */
+  get volumes(): number {
+    return this.#index().size;
   }
 
   #index(): Map<string, Entry> {

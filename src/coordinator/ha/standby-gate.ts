@@ -15,8 +15,8 @@
  * UNAVAILABLE naming the job, without the trailers.
  */
 import { type CallContext, type Metadata, ServerError, type ServerMiddlewareCall, Status } from "nice-grpc-common";
-import { splitPath } from "../authz";
 import { linkSignals } from "../../common/signals";
+import { splitPath } from "../authz";
 import { FencedError } from "../catalog/leader-lease";
 
 export const LEADER_TRAILER = "rbdbackup-leader";

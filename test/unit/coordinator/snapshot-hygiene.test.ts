@@ -429,9 +429,10 @@ describe("snapshot hygiene: the scheduler sweeps the source after a backup or a 
       // Not admitted while that sweep runs: the hold waits for it (a hold that did not would resolve
       // within this turn's microtasks).
       const order: string[] = [];
-      const held = h.scheduler
-        .holdForVerify(x, vol("v1"), new AbortController().signal)
-        .then((release) => (order.push("held"), release));
+      const held = h.scheduler.holdForVerify(x, vol("v1"), new AbortController().signal).then((release) => {
+        order.push("held");
+        return release;
+      });
       await new Promise((r) => setImmediate(r));
       order.push("pruned");
       answerPrune?.();
