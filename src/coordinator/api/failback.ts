@@ -37,7 +37,7 @@ const same = (a: VolumeRef | undefined, b: VolumeRef) => !!a && volumeKey(a) ===
 /** The backup of `volume` that `source` was cloned from (see the module comment), or undefined. */
 export function parentBackup(catalog: Catalog, volume: VolumeRef, source: VolumeRef): Backup | undefined {
   const backups = catalog
-    .backupsOfVolume(volume.cluster, volume.pool, volume.namespace, volume.image)
+    .backupsOfVolume(volume.cluster, volume.pool, volume.namespace, volume.image, BackupStatus.BACKUP_STATUS_AVAILABLE)
     .filter((b) => b.status === BackupStatus.BACKUP_STATUS_AVAILABLE);
   const listed = backups.find((b) => b.clones.some((c) => same(c, source)));
   if (listed) return listed;

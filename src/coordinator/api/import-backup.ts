@@ -106,14 +106,14 @@ function requireParent(
     );
   }
   const v2 = p.volume;
-  const chain = deps.catalog
-    .backupsOfVolume(v2.cluster, v2.pool, v2.namespace, v2.image)
-    .filter((o) => o.id !== p.id && o.baseImage === p.baseImage);
   const live = [
     BackupStatus.BACKUP_STATUS_AVAILABLE,
     BackupStatus.BACKUP_STATUS_CREATING,
     BackupStatus.BACKUP_STATUS_CORRUPT,
   ];
+  const chain = deps.catalog
+    .backupsOfVolume(v2.cluster, v2.pool, v2.namespace, v2.image, live)
+    .filter((o) => o.id !== p.id && o.baseImage === p.baseImage);
   const newer = chain.find(
     (o) => live.includes(o.status) && (o.createdAt?.getTime() ?? 0) > (p.createdAt?.getTime() ?? 0),
   );

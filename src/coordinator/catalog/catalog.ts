@@ -84,10 +84,17 @@ export interface Catalog {
   /** The AVAILABLE backups of a volume, oldest first, as kept in memory (available-index.ts: no row read). */
   availableBackupsOfVolume(cluster: string, pool: string, namespace: string, image: string): AvailableBackup[];
   /**
-   * Every backup of a volume (any status; only those in `status` when it is given), oldest first. With
-   * a status the store reads only those rows (a volume's history grows by a DELETED row a run).
+   * Every backup of a volume (any status; only those in `status` when it is given: one or several),
+   * oldest first. With a status the store reads only those rows through the (volume, status) index: a
+   * volume's history grows by a DELETED row a run, for years, so what runs per job names its statuses.
    */
-  backupsOfVolume(cluster: string, pool: string, namespace: string, image: string, status?: BackupStatus): Backup[];
+  backupsOfVolume(
+    cluster: string,
+    pool: string,
+    namespace: string,
+    image: string,
+    status?: BackupStatus | readonly BackupStatus[],
+  ): Backup[];
 
   /** Fails with a UNIQUE error when the idempotency key is taken. */
   insertJob(j: JobRecord): void;

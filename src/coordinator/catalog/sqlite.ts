@@ -280,16 +280,18 @@ export class SqliteCatalog implements Catalog {
     return this.#available.of(cluster, pool, namespace, image);
   }
 
-  backupsOfVolume(cluster: string, pool: string, namespace: string, image: string, status?: BackupStatus): Backup[] {
-    const rows = (
-      status === undefined
-        ? this.#sql(
-            "SELECT doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ? ORDER BY created_at, id",
-          ).all(cluster, pool, namespace, image)
-        : this.#sql(
-            "SELECT doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ? AND status = ? ORDER BY created_at, id",
-          ).all(cluster, pool, namespace, image, status)
-    ) as { doc: string }[];
+  backupsOfVolume(
+    cluster: string,
+    pool: string,
+    namespace: string,
+    image: string,
+    status?: BackupStatus | readonly BackupStatus[],
+  ): Backup[] {
+    const statuses = status === undefined ? [] : typeof status === "number" ? [status] : [...status];
+    const only = statuses.length ? ` AND status IN (${statuses.map(() => "?").join(", ")})` : "";
+    const rows = this.#sql(
+      `SELECT doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ?${only} ORDER BY created_at, id`,
+    ).all(cluster, pool, namespace, image, ...statuses) as { doc: string }[];
     return rows.map((r) => parseBackup(r.doc));
   }
 

@@ -156,7 +156,7 @@ async function probeBoth(
 function requireParent(catalog: Catalog, vol: VolumeRef, dest: Destination, src: ProbeResponse): void {
   const onVolume = new Set(src.imageSnapshots.map((s) => s.name));
   const parent = catalog
-    .backupsOfVolume(vol.cluster, vol.pool, vol.namespace, vol.image)
+    .backupsOfVolume(vol.cluster, vol.pool, vol.namespace, vol.image, BackupStatus.BACKUP_STATUS_AVAILABLE)
     .some(
       (b) =>
         b.status === BackupStatus.BACKUP_STATUS_AVAILABLE &&

@@ -54,7 +54,7 @@ export function knownChains(catalog: Catalog, b: Located): string[] {
   const v = b.volume;
   const here = `${b.location.cluster}/${b.location.pool}/${b.location.namespace}`;
   const chains = catalog
-    .backupsOfVolume(v.cluster, v.pool, v.namespace, v.image)
+    .backupsOfVolume(v.cluster, v.pool, v.namespace, v.image, BackupStatus.BACKUP_STATUS_AVAILABLE)
     .filter((o) => o.status === BackupStatus.BACKUP_STATUS_AVAILABLE && o.baseImage && o.location)
     .filter((o) => `${o.location?.cluster}/${o.location?.pool}/${o.location?.namespace}` === here)
     .sort((x, y) => (y.createdAt?.getTime() ?? 0) - (x.createdAt?.getTime() ?? 0))

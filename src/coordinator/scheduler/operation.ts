@@ -178,7 +178,13 @@ export function keepSnapshots(catalog: Catalog, b: Located): string[] {
   const v = b.volume;
   const here = `${b.location.cluster}/${b.location.pool}/${b.location.namespace}`;
   const newest = new Map<string, string>();
-  for (const o of catalog.backupsOfVolume(v.cluster, v.pool, v.namespace, v.image)) {
+  for (const o of catalog.backupsOfVolume(
+    v.cluster,
+    v.pool,
+    v.namespace,
+    v.image,
+    BackupStatus.BACKUP_STATUS_AVAILABLE,
+  )) {
     if (o.status !== BackupStatus.BACKUP_STATUS_AVAILABLE || !o.location || !o.snapshot) continue;
     const loc = `${o.location.cluster}/${o.location.pool}/${o.location.namespace}`;
     if (loc !== here) newest.set(loc, o.snapshot);

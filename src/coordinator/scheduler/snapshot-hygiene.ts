@@ -26,7 +26,7 @@ import { VerifyMode } from "../../gen/rbdbackup/v1/agent";
 import { JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { JobOutcome } from "../../gen/rbdbackup/v1/session";
-import { type JobRecord, volumeLabel } from "../model";
+import { type Backup, type JobRecord, volumeLabel } from "../model";
 import type { SchedulerContext } from "./context";
 import { type Removal, type SourceSnap, snapshotsToRemove } from "./hygiene-plan";
 import { isFinal, lockOfVolume } from "./jobs";
@@ -173,7 +173,7 @@ export class SnapshotHygiene {
       // A first try whose outcome listed the snapshots decides here, synchronously; with nothing to remove
       // it ends here, and the volume's next job is not held back (the common case: the parent is still
       // the newest).
-      const decided = p.listed && this.#removals(p.volume, p.listed);
+      const decided = p.listed && this.#removals(p.volume, p.listed, active);
       if (decided && decided.length === 0) {
         this.#pending.delete(key);
         continue;
@@ -186,12 +186,22 @@ export class SnapshotHygiene {
     }
   }
 
-  #removals(v: VolumeRef, listed: SourceSnap[]): Removal[] {
+  /**
+   * The plan for `listed`: it judges only the backups the source's snapshots name, so only those are
+   * read (by id, and only the volume's: a look-alike name of another volume's backup stays) — never the
+   * volume's whole history, which grows by a DELETED row a run. `active`: the catalog's active jobs, when
+   * the caller has them.
+   */
+  #removals(v: VolumeRef, listed: SourceSnap[], active?: JobRecord[]): Removal[] {
+    const key = lockOfVolume(v);
+    const backups = [...new Set(listed.map((s) => s.backupId))]
+      .map((id) => this.ctx.catalog.getBackup(id))
+      .filter((b): b is Backup => !!b?.volume && lockOfVolume(b.volume) === key);
     return snapshotsToRemove(
       listed.map((s) => ({ name: s.name, backupId: s.backupId, snapId: s.snapId })),
-      this.ctx.catalog.backupsOfVolume(v.cluster, v.pool, v.namespace, v.image),
+      backups,
       this.#maxSnapshots(v),
-      new Set([...sourceVerifications(this.ctx.catalog.activeJobs()), ...this.#verifying.keys()]),
+      new Set([...sourceVerifications(active ?? this.ctx.catalog.activeJobs()), ...this.#verifying.keys()]),
     );
   }
 
@@ -258,17 +268,25 @@ export class SnapshotHygiene {
     this.ctx.log.info("source snapshot sweep failed; trying again", { volume: label, attempts, error: messageOf(err) });
   }
 
-  /** max_snapshots of the volume's newest backup job; null when that job is not in the catalog. */
+  /**
+   * max_snapshots of the volume's newest backup job; null when that job is not in the catalog. Read
+   * newest first, a page at a time (normally the first row answers), not the volume's whole history.
+   */
   #maxSnapshots(v: VolumeRef): number | null {
-    const backups = this.ctx.catalog.backupsOfVolume(v.cluster, v.pool, v.namespace, v.image);
-    const newest = backups.filter((b) => b.jobId).sort((a, b) => time(b.createdAt) - time(a.createdAt))[0];
-    if (!newest) return null;
-    const op = this.ctx.catalog.getJob(newest.jobId)?.operation;
-    return op?.kind === "backup" ? op.maxSnapshots : null;
+    const { catalog } = this.ctx;
+    let token = "";
+    do {
+      const page = catalog.listBackups({ cluster: v.cluster, pool: v.pool, image: v.image }, 16, token);
+      const newest = page.items.find((b) => b.jobId && b.volume?.namespace === v.namespace);
+      if (newest) {
+        const op = catalog.getJob(newest.jobId)?.operation;
+        return op?.kind === "backup" ? op.maxSnapshots : null;
+      }
+      token = page.next;
+    } while (token);
+    return null;
   }
 }
-
-const time = (d: Date | undefined): number => d?.getTime() ?? 0;
 
 /** The backups whose source snapshot a SOURCE verification, queued or running, reads (hygiene-plan.ts `reading`). */
 export function sourceVerifications(active: JobRecord[]): Set<string> {

@@ -115,7 +115,7 @@ function othersAt(catalog: Catalog, b: Located, statuses: BackupStatus[]): Backu
   const v = b.volume;
   const here = locationOf(b);
   return catalog
-    .backupsOfVolume(v.cluster, v.pool, v.namespace, v.image)
+    .backupsOfVolume(v.cluster, v.pool, v.namespace, v.image, statuses)
     .filter((o) => o.id !== b.id && o.baseImage && locationOf(o) === here && statuses.includes(o.status));
 }
 

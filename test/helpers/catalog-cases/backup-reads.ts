@@ -98,6 +98,14 @@ export function backupReads(open: OpenCatalog): void {
         assert.equal(c.backupsOfVolume("a", "rbd", "", "v1").length, 4);
         assert.equal(c.backupsOfVolume("a", "rbd", "", "v1", S.BACKUP_STATUS_DELETED).length, 1);
         assert.deepEqual(c.backupsOfVolume("a", "rbd", "", "v1", S.BACKUP_STATUS_FAILED), []);
+        // Several statuses: those rows only, oldest first; none named is every status.
+        const several = c.backupsOfVolume("a", "rbd", "", "v1", [S.BACKUP_STATUS_AVAILABLE, S.BACKUP_STATUS_CORRUPT]);
+        assert.deepEqual(
+          several.map((b) => b.createdAt?.getTime()),
+          [T0 + 5, T0 + 10, T0 + 30],
+        );
+        assert.equal(c.backupsOfVolume("a", "rbd", "", "v1", []).length, 4);
+        assert.deepEqual(c.backupsOfVolume("a", "rbd", "", "v2", [S.BACKUP_STATUS_AVAILABLE]), []);
       }));
 
     it("backupInUse: while a QUEUED or RUNNING job names the backup, through a rollback", () =>

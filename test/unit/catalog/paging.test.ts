@@ -83,7 +83,7 @@ describe("SQLite listing plans", () => {
     }
   };
   const backupCases: Array<[string, BackupFilter, string]> = [
-    ["no filter (all but DELETED)", { excludeDeleted: true }, "backups_by_created"],
+    ["no filter (all but DELETED)", { excludeDeleted: true }, "backups_live_by_created"],
     ["volume", { cluster: "a", pool: "rbd", image: "v", excludeDeleted: true }, "backups_by_volume"],
     ["cluster", { cluster: "a", excludeDeleted: true }, "backups_by_cluster"],
     ["cluster and image", { cluster: "a", image: "v", excludeDeleted: true }, "backups_by_cluster_image"],

@@ -476,6 +476,41 @@ describe("snapshot hygiene: the scheduler sweeps the source after a backup or a 
     );
   });
 
+  it("a backup's lease and its sweep read a few rows, not the volume's DELETED history", async () => {
+    // Three years of hourly runs leave ~26k DELETED rows of a volume; here 300, older than what follows.
+    for (let i = 0; i < 300; i++) {
+      h.catalog.insertBackup({ ...newBackup(vol("v1"), "b", h.t - 1e9 + i), status: DELETED, jobId: randomUUID() });
+    }
+    const c = h.catalog;
+    let rows = 0;
+    const byVolume = c.backupsOfVolume.bind(c);
+    const listing = c.listBackups.bind(c);
+    c.backupsOfVolume = (...a: Parameters<typeof c.backupsOfVolume>) => {
+      const r = byVolume(...a);
+      rows += r.length;
+      return r;
+    };
+    c.listBackups = (...a: Parameters<typeof c.listBackups>) => {
+      const r = listing(...a);
+      rows += r.items.length;
+      return r;
+    };
+    const x = await backup(true);
+    const y = await backup(true);
+    assert.deepEqual(src.prunes(), [[x]], "the sweep still decides as before");
+    assert.ok(h.backup(y).status === AVAILABLE);
+    assert.ok(rows <= 40, `rows read for two backups: ${rows} (the history is 300)`);
+  });
+
+  it("a source snapshot naming another volume's DELETED backup stays (only the volume's backups are judged)", async () => {
+    const other = { ...newBackup(vol("v2"), "b", h.t), status: DELETED };
+    h.catalog.insertBackup(other);
+    src.add(backupSnapName(other.id), other.id);
+    await backup(true);
+    assert.deepEqual(src.prunes(), []);
+    assert.ok(src.snaps.some((s) => s.backupId === other.id));
+  });
+
   it("no agent of the source cluster: tried again after a backoff, then done", async () => {
     const x = await backup();
     h.disconnect(src.agent);

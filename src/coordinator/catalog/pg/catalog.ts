@@ -243,17 +243,18 @@ export class PgCatalog implements Catalog {
     ).map((r) => availableOf(parseBackup(r.doc)));
   }
 
-  backupsOfVolume(cluster: string, pool: string, namespace: string, image: string, status?: BackupStatus): Backup[] {
-    return (
-      status === undefined
-        ? this.#read<Doc>(
-            "SELECT doc FROM backups WHERE cluster = $1 AND pool = $2 AND namespace = $3 AND image = $4 ORDER BY created_at, id",
-            [cluster, pool, namespace, image],
-          )
-        : this.#read<Doc>(
-            "SELECT doc FROM backups WHERE cluster = $1 AND pool = $2 AND namespace = $3 AND image = $4 AND status = $5 ORDER BY created_at, id",
-            [cluster, pool, namespace, image, status],
-          )
+  backupsOfVolume(
+    cluster: string,
+    pool: string,
+    namespace: string,
+    image: string,
+    status?: BackupStatus | readonly BackupStatus[],
+  ): Backup[] {
+    const statuses = status === undefined ? [] : typeof status === "number" ? [status] : [...status];
+    const only = statuses.length ? ` AND status IN (${statuses.map((_, i) => `$${i + 5}`).join(", ")})` : "";
+    return this.#read<Doc>(
+      `SELECT doc FROM backups WHERE cluster = $1 AND pool = $2 AND namespace = $3 AND image = $4${only} ORDER BY created_at, id`,
+      [cluster, pool, namespace, image, ...statuses],
     ).map((r) => parseBackup(r.doc));
   }
 
