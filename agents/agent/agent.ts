@@ -397,6 +397,12 @@ export class Agent {
     });
   }
 
+  /** SIGHUP: the revoked certificates read again, the audit file reopened at its path (log rotation). */
+  reload(): void {
+    this.reloadRevocations();
+    this.#audit?.reopen();
+  }
+
   /**
    * Reads auth.revokedCertificatesFile again (SIGHUP). A bad file keeps the list in force (logged). A
    * session with a coordinator whose certificate is now listed ends, and its reconnects are refused;

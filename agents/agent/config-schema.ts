@@ -167,7 +167,7 @@ export const AgentConfigSchema = daemonSchema("rbdbackup agent configuration", {
   }),
   audit: block("The audit log (refused AgentService and Transfer calls, direct mutating calls).", {
     file: optionalText(
-      'File the audit lines (JSON) are appended to; "" = the log only (they always go there, with "audit": true).',
+      'File the audit lines (JSON) are appended to; "" = the log only (they always go there, with "audit": true). Reopened at its path on SIGHUP (log rotation).',
     ),
   }),
   shutdownGraceSeconds: int("Seconds to let running work finish on SIGTERM.", 0, 3600, 30),

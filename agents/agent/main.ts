@@ -32,8 +32,9 @@ export async function agentMain(argv: string[]): Promise<number> {
   process.env.UV_THREADPOOL_SIZE ??= String(threadPoolSize(cfg.limits));
   const log = logger({ component: "agent", agent: cfg.agentId, cluster: cfg.cluster.name });
   const agent = new Agent(cfg, log);
-  // SIGHUP (systemctl reload): auth.revokedCertificatesFile is read again (before the start: a no-op).
-  process.on("SIGHUP", () => agent.reloadRevocations());
+  // SIGHUP (systemctl reload): auth.revokedCertificatesFile is read again and the audit file reopened
+  // (before the start: a no-op).
+  process.on("SIGHUP", () => agent.reload());
   try {
     await agent.start();
   } catch (e) {

@@ -97,6 +97,11 @@ export class AuthzAudit {
     this.#out.close();
   }
 
+  /** SIGHUP: the audit file opened again at its path (log rotation). */
+  reopen(): boolean {
+    return this.#out.reopen();
+  }
+
   /** A refused call: counted by service and reason, and written. */
   refused(e: Omit<AuditEntry, "result"> & { reason: RefusalReason; result?: string }): void {
     this.count(serviceOf(e.method), e.reason);

@@ -3,8 +3,9 @@
  * caller's `identity`, the `method`, the `target` (what the request named, "" when unknown), the
  * `result` (OK or a status name) and, for a refusal, the `reason` and the `message` the caller got.
  * Each line goes to the daemon's logger marked `"audit": true` and, when a file is configured
- * (coordinator `auth.auditLog`, agent `audit.file`), is appended to that file too (opened once,
- * O_APPEND, mode 0600; a failed write is logged, never fatal). What is audited, the refusal metric and
+ * (coordinator `auth.auditLog`, agent `audit.file`), is appended to that file too (O_APPEND, mode 0600;
+ * a failed write is logged, never fatal). SIGHUP reopens it (`reopen`), so logrotate's default rename
+ * works: the daemon then writes to a new file at the path, not into the rotated one forever. What is audited, the refusal metric and
  * its reason vocabulary stay with each daemon (src/coordinator/audit.ts, agents/transfer/authz-audit.ts).
  */
 import { closeSync, mkdirSync, openSync, writeSync } from "node:fs";
@@ -49,6 +50,27 @@ export class AuditLog {
     } catch (err) {
       this.log.error("cannot append to the audit log", { file: this.file, err });
     }
+  }
+
+  /**
+   * Opens the file at its path again (after a rotation renamed it) and closes the old descriptor. A
+   * failed open keeps writing to the old one (logged): no line is lost to a bad reopen. Returns whether
+   * it took (true with no file configured).
+   */
+  reopen(): boolean {
+    if (!this.file || this.#fd === null) return true;
+    let fd: number;
+    try {
+      mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
+      fd = openSync(this.file, "a", 0o600);
+    } catch (err) {
+      this.log.error("cannot reopen the audit log; still writing to the file opened before", { file: this.file, err });
+      return false;
+    }
+    const old = this.#fd;
+    this.#fd = fd;
+    closeSync(old);
+    return true;
   }
 
   close(): void {

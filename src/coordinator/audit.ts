@@ -39,6 +39,11 @@ export class Audit {
     this.#out.record(e);
   }
 
+  /** SIGHUP: the audit file opened again at its path (log rotation). */
+  reopen(): boolean {
+    return this.#out.reopen();
+  }
+
   /** A refused call: counted by service and reason, and written. */
   refused(service: string, e: AuditEntry & { reason: RefusalReason }): void {
     this.refusals.labels(COUNTED_SERVICES.includes(service) ? service : "other", e.reason).inc();

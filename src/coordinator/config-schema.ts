@@ -144,7 +144,7 @@ export const CoordinatorConfigSchema = daemonSchema("rbdbackup coordinator confi
       'File of revoked client certificates (API clients and agents), one SHA-256 fingerprint per line as `openssl x509 -noout -fingerprint -sha256 -in CERT.pem` prints it (or bare hex; "#" starts a comment): a call presenting one is UNAUTHENTICATED. A bad line is refused at start. Reloaded on SIGHUP (a bad file then keeps the old list). "" = none revoked.',
     ),
     auditLog: optionalText(
-      'File the audit log (JSON lines: mutating API calls, agent registrations, refused calls) is appended to; "" = the audit lines go to the log only (they always do, with "audit": true).',
+      'File the audit log (JSON lines: mutating API calls, agent registrations, refused calls) is appended to; "" = the audit lines go to the log only (they always do, with "audit": true). Reopened at its path on SIGHUP (log rotation).',
     ),
   }),
   catalog: block("The catalog of backups and jobs.", {

@@ -81,11 +81,15 @@ export class Coordinator {
   audit: Audit | null = null;
   readonly #onSighup = () => this.reloadFiles();
 
-  /** SIGHUP: the tokens, scopes and revoked certificates files read again (each bad one keeps its old contents). */
+  /**
+   * SIGHUP: the tokens, scopes and revoked certificates files read again (each bad one keeps its old
+   * contents), and the audit log reopened at its path (log rotation).
+   */
   reloadFiles(): void {
     this.reloadTokens();
     this.reloadScopes();
     this.reloadRevocations();
+    this.audit?.reopen();
   }
 
   constructor(
