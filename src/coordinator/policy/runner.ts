@@ -62,6 +62,9 @@ const LAUNCH_CONCURRENCY = 16;
 
 /** The longest the runner sleeps with nothing due — the scheduler's safety pass — and how far it looks ahead for due runs. */
 
+/** Clashing (policy, other policy, volume) pairs remembered as warned, at most. */
+const MAX_CLASHES_WARNED = 10_000;
+
 export class PolicyRunner implements PolicyRunnerPort {
   readonly #now: () => number;
   readonly #discovery: Discovery;
@@ -367,6 +370,8 @@ export class PolicyRunner implements PolicyRunnerPort {
     if (!other) return false;
     const pair = `${p.name}\0${other.policy}\0${key}`;
     if (!this.#clashes.has(pair)) {
+      // Warned once per pair; bounded (volumes come and go): past the cap the pairs start over.
+      if (this.#clashes.size >= MAX_CLASHES_WARNED) this.#clashes.clear();
       this.#clashes.add(pair);
       this.deps.log.warn(
         "a discovered volume is already protected by another policy to the same destination: left to it",
@@ -533,6 +538,11 @@ export class PolicyRunner implements PolicyRunnerPort {
       this.deps.metrics?.forget(name);
     } else if (p.selector?.pool) this.#discovery.expire(p.selector);
     this.#plan.forget(name);
+    // A changed (or deleted) policy's clashes are warned again if they still are.
+    for (const pair of this.#clashes) {
+      const [a, b] = pair.split("\0");
+      if (a === name || b === name) this.#clashes.delete(pair);
+    }
     this.soon();
     this.deps.onChanged?.();
   }

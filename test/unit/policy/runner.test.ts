@@ -694,6 +694,19 @@ describe("policy runner", () => {
       await runner.tick();
       await runner.tick();
       assert.equal(h.catalog.policies.protectionOfVolume("a/rbd//vm-db").length, 1, "one policy per destination");
+      const warned = () =>
+        h.log.lines.filter((l) => l.msg.startsWith("a discovered volume is already protected")).length;
+      assert.equal(warned(), 1, "the clash warned once, however many passes");
+      // A change of either policy forgets its warned clashes: still there, it is warned again, once.
+      const loser = h.catalog.policies.protectionOfVolume("a/rbd//vm-db")[0]?.policy === "vms" ? "dbs" : "vms";
+      runner.changed(loser);
+      h.t += 30_000;
+      await until(() => {
+        void runner.tick();
+        return warned() === 2;
+      }, "warned again after the change");
+      await runner.tick();
+      assert.equal(warned(), 2);
     });
   }
 
