@@ -290,6 +290,14 @@ class DiffSource {
       });
     }
     em.meter.ioFinished();
+    // librbd clips a read that runs past the image's end: the frame's tail would go out holding an
+    // earlier chunk's bytes (frames are reused), checksummed as if read. Plans come from the snapshot's
+    // diff, inside its size, so this is a snapshot that shrank under us or a librbd fault: stop.
+    if (n !== buf.length) {
+      throw new SourceReadError(
+        `reading ${this.image.label} at ${p.offset}: got ${n} of ${buf.length} bytes (a short read: the image ends before it)`,
+      );
+    }
     const ms = this.now() - t0;
     this.widening.finished(ms);
     em.meter.io("read", ms / 1000);

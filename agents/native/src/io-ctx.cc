@@ -87,6 +87,11 @@ Napi::Value IoCtx::ObjRead(const Napi::CallbackInfo& info) {
   // At most this many bytes (EFBIG beyond): what the caller expects such an object to hold, whatever
   // someone with write access to the pool put there.
   uint64_t maxBytes = ArgU64(info, 1, "maxBytes");
+  // The reads below bound themselves by maxBytes + 1 (to see one byte too many): 2^64-1 would wrap to 0
+  // and loop forever on an empty object. No object is that big; the JS side passes at most 2^53-1.
+  if (maxBytes > (uint64_t{1} << 53)) {
+    throw Napi::RangeError::New(info.Env(), "maxBytes must be at most 2^53");
+  }
   auto out = std::make_shared<std::string>();
   return RunAsync(
       info.Env(), "rados_read",

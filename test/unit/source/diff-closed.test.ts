@@ -17,7 +17,7 @@ const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;
 
 /** A fully written image whose diff comes in one batch per 4 MiB object; `failReadAt`: that read fails. */
-function image(o: { failReadAt?: number } = {}) {
+function image(o: { failReadAt?: number; shortReadAt?: number } = {}) {
   const state = { closed: false, batches: 0 };
   const img = {
     label: "fake/diff",
@@ -35,7 +35,7 @@ function image(o: { failReadAt?: number } = {}) {
     async read(buf: Buffer, offset: number) {
       if (o.failReadAt !== undefined && offset === o.failReadAt) throw new Error("EIO: the read failed");
       buf.fill(1 + ((offset / MiB) % 200));
-      return buf.length;
+      return offset === o.shortReadAt ? buf.length - 4096 : buf.length;
     },
   };
   return { img: img as unknown as Image, state };
@@ -73,6 +73,23 @@ describe("rbdMessages closes the diff", () => {
     await assert.rejects(async () => {
       for await (const m of messages(img, frames)) release(frames, m);
     }, /EIO: the read failed/);
+    assert.equal(state.closed, true, "the diff was closed");
+  });
+
+  it("when a read comes back short (librbd clips past the image's end): refused, never sent as whole", async () => {
+    const { img, state } = image({ shortReadAt: 10 * MiB });
+    const frames = new FramePool(8);
+    const sent: number[] = [];
+    await assert.rejects(
+      async () => {
+        for await (const m of messages(img, frames)) {
+          if (m.body?.$case === "chunk") sent.push(m.body.value.offset);
+          release(frames, m);
+        }
+      },
+      (e: Error) => e.name === "SourceReadError" && /got 2093056 of 2097152 bytes \(a short read/.test(e.message),
+    );
+    assert.ok(!sent.includes(10 * MiB), "the short chunk was not sent");
     assert.equal(state.closed, true, "the diff was closed");
   });
 
