@@ -158,6 +158,12 @@ export const CoordinatorConfigSchema = daemonSchema("rbdbackup coordinator confi
       600_000,
       2_000,
     ),
+    historyDays: int(
+      "Days the catalog keeps finished jobs and the records of DELETED and FAILED backups, counted from their creation; older ones are removed by the leader every 10 min (a live backup keeps every job that names it: the one that made it, its restores, its verifications). ListJobs, ListBackups of DELETED backups and idempotency keys of older requests reach this far back. 0 = keep everything (the catalog then grows by ~3 rows per backup for good).",
+      0,
+      36_500,
+      90,
+    ),
   }),
   scheduler: SchedulerSchema,
   policy: PolicySchema,

@@ -23,6 +23,8 @@ export type CoordinatorConfig = Omit<CoordinatorFile, "auth" | "catalog" | "tls"
   /** catalog.url: PostgreSQL connection string ("" = SQLite); catalog.statementTimeoutMs. */
   catalogUrl: string;
   catalogStatementTimeoutMs: number;
+  /** catalog.historyDays: finished jobs and DELETED/FAILED backup records kept this long (history.ts); 0 = for good. */
+  catalogHistoryDays: number;
 };
 
 const fail = configFailure("coordinator");
@@ -54,5 +56,6 @@ export function parseCoordinatorConfig(argv: string[]): CoordinatorConfig {
     catalogPath: catalog.path,
     catalogUrl: catalog.url,
     catalogStatementTimeoutMs: catalog.statementTimeoutMs,
+    catalogHistoryDays: catalog.historyDays,
   };
 }

@@ -42,6 +42,7 @@ import { HaControl, identity } from "./ha/control";
 import { SchedulerRelay } from "./ha/scheduler-relay";
 import { standbyGate } from "./ha/standby-gate";
 import { Term } from "./ha/term";
+import { historyRemovedCounter } from "./history";
 import { Relays } from "./interchange/relays";
 import { collectErrorsCounter } from "./metric-guard";
 import { CoordinatorMetrics } from "./metrics";
@@ -147,6 +148,7 @@ export class Coordinator {
       () => opened.policies.allPolicies().map((p) => p.name),
       () => this.policyRunner?.discoveryAges(Date.now()) ?? [],
     );
+    const historyRemoved = historyRemovedCounter();
     const ha = new HaControl({
       catalog: opened,
       sessions: this.sessions,
@@ -154,7 +156,8 @@ export class Coordinator {
       log: this.log,
       leaseMs: cfg.ha.leaseSeconds * 1000,
       renewMs: cfg.ha.renewMs,
-      newTerm: (catalog) => new Term({ catalog, sessions: this.sessions, cfg, log: this.log, signer, policyMetrics }),
+      newTerm: (catalog) =>
+        new Term({ catalog, sessions: this.sessions, cfg, log: this.log, signer, policyMetrics, historyRemoved }),
       onTerm: (t) => {
         this.scheduler = t?.scheduler ?? null;
         this.policyRunner = t?.policyRunner ?? null;
@@ -236,6 +239,7 @@ export class Coordinator {
           audit.refusals,
           ...this.reloads.all(),
           ...policyMetrics.all(),
+          historyRemoved,
           ...new VerifyMetrics(catalog, relay.surface(), () => ha.leading(), collectErrors).all(),
         ],
         leading: () => ha.leading(),

@@ -96,6 +96,15 @@ export interface Catalog {
     status?: BackupStatus | readonly BackupStatus[],
   ): Backup[];
 
+  /**
+   * History created before `beforeMs` (epoch ms) removed, at most `limit` rows of each table, in one
+   * transaction (history.ts calls it in batches): DELETED and FAILED backups no active job names, then
+   * finished jobs (SUCCEEDED, FAILED, CANCELLED) whose backup is not live — a live backup (CREATING,
+   * AVAILABLE, DELETING, CORRUPT) keeps every job that names it (the one that made it, its restores,
+   * which failback reads, its verifications, retention's DELETE keys). How many rows of each went.
+   */
+  pruneHistory(beforeMs: number, limit: number): { backups: number; jobs: number };
+
   /** Fails with a UNIQUE error when the idempotency key is taken. */
   insertJob(j: JobRecord): void;
   getJob(id: string): JobRecord | undefined;

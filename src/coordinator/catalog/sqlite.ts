@@ -80,6 +80,13 @@ const SCHEMA_VERSION = "2";
 const parseBackup = (doc: string): Backup => BackupMsg.fromJSON(JSON.parse(doc));
 const parseJob = (doc: string): JobRecord => JSON.parse(doc) as JobRecord;
 
+/** pruneHistory's statements (catalog.ts): gone backups no active job names; finished jobs of no live backup. */
+const GONE = `${BackupStatus.BACKUP_STATUS_DELETED}, ${BackupStatus.BACKUP_STATUS_FAILED}`;
+const ACTIVE = `${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING}`;
+const FINISHED = `${JobState.JOB_STATE_SUCCEEDED}, ${JobState.JOB_STATE_FAILED}, ${JobState.JOB_STATE_CANCELLED}`;
+const PRUNE_BACKUPS = `DELETE FROM backups WHERE id IN (SELECT b.id FROM backups b WHERE b.status IN (${GONE}) AND b.created_at < ? AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.backup_id = b.id AND j.state IN (${ACTIVE})) LIMIT ?)`;
+const PRUNE_JOBS = `DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j WHERE j.state IN (${FINISHED}) AND j.created_at < ? AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = j.backup_id AND b.status NOT IN (${GONE})) LIMIT ?)`;
+
 export class SqliteCatalog implements Catalog {
   readonly #db: Database.Database;
   readonly #sql: (sql: string) => Database.Statement;
@@ -293,6 +300,14 @@ export class SqliteCatalog implements Catalog {
       `SELECT doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ?${only} ORDER BY created_at, id`,
     ).all(cluster, pool, namespace, image, ...statuses) as { doc: string }[];
     return rows.map((r) => parseBackup(r.doc));
+  }
+
+  pruneHistory(beforeMs: number, limit: number): { backups: number; jobs: number } {
+    const before = new Date(beforeMs).toISOString();
+    return this.transaction(() => ({
+      backups: this.#sql(PRUNE_BACKUPS).run(before, limit).changes,
+      jobs: this.#sql(PRUNE_JOBS).run(beforeMs, limit).changes,
+    }));
   }
 
   #jobRow(j: JobRecord) {

@@ -1,15 +1,18 @@
 /**
- * A term: what dispatches while this coordinator leads — the scheduler, the policy runner and the
- * policy verify runner — built fresh from the catalog when the term starts and stopped when it ends.
+ * A term: what dispatches while this coordinator leads — the scheduler, the policy runner, the
+ * policy verify runner and the catalog history's pruner (../history.ts) — built fresh from the catalog when the term starts and stopped when it ends.
  * Starting is the restart recovery of a single coordinator: the scheduler reloads the active jobs and
  * gives every running lease one lease time and the reconnect grace for its agent to reconnect (to this coordinator) and claim
  * it (Scheduler.start → lease-broker recover). A single coordinator (SQLite) has one term, from start
  * to stop.
  */
+
+import type { Counter } from "prom-client";
 import type { CapabilitySigner } from "../../common/capability";
 import type { Logger } from "../../common/log";
 import type { Catalog } from "../catalog/catalog";
 import type { CoordinatorConfig } from "../config";
+import { HistoryPruner } from "../history";
 import type { PolicyMetrics } from "../policy/metrics";
 import { PolicyRunner } from "../policy/runner";
 import { PolicyVerifyRunner } from "../policy/verify-runner";
@@ -19,16 +22,19 @@ import type { Sessions } from "../sessions";
 export interface TermDeps {
   catalog: Catalog;
   sessions: Sessions;
-  cfg: Pick<CoordinatorConfig, "scheduler" | "policy">;
+  cfg: Pick<CoordinatorConfig, "scheduler" | "policy"> & Partial<Pick<CoordinatorConfig, "catalogHistoryDays">>;
   log: Logger;
   signer?: CapabilitySigner | undefined;
   policyMetrics?: PolicyMetrics;
+  /** rbdbackup_catalog_history_removed_total (history.ts), the coordinator's. */
+  historyRemoved?: Counter<"table">;
 }
 
 export class Term {
   readonly scheduler: Scheduler;
   readonly policyRunner: PolicyRunner;
   readonly verifyRunner: PolicyVerifyRunner;
+  readonly history: HistoryPruner;
   #stopped = false;
 
   constructor(deps: TermDeps) {
@@ -53,6 +59,12 @@ export class Term {
       tickMs: cfg.policy.tickMs,
       maxAttempts: cfg.scheduler.maxAttempts,
     });
+    this.history = new HistoryPruner({
+      catalog,
+      log,
+      historyDays: cfg.catalogHistoryDays ?? 0,
+      ...(deps.historyRemoved ? { removed: deps.historyRemoved } : {}),
+    });
     // The runners sleep until something is due; a job's end is an event they act on (a run to settle,
     // retention, a new backup to verify), outside the scheduler's stack.
     let pending = false;
@@ -76,6 +88,7 @@ export class Term {
     this.scheduler.start();
     this.policyRunner.start();
     this.verifyRunner.start();
+    this.history.start();
   }
 
   /** Nothing more is dispatched, queued by a policy or verified from now on (idempotent). */
@@ -84,6 +97,7 @@ export class Term {
     this.#stopped = true;
     this.policyRunner.stop();
     this.verifyRunner.stop();
+    this.history.stop();
     this.scheduler.stop();
   }
 }

@@ -6,6 +6,7 @@
 import { activeJob } from "./active-job";
 import { available } from "./available";
 import { backupReads } from "./backup-reads";
+import { history } from "./history";
 import { listings } from "./listings";
 import { pagingCases, policyPagingCases } from "./paging";
 import { policies } from "./policies";
@@ -31,4 +32,6 @@ export const CATALOG_CASES: Array<(open: OpenCatalog) => void> = [
   activeJob,
   // Fresh backup records, backups of a volume by status, retention's in-use pin (issue 13).
   backupReads,
+  // History older than catalog.historyDays removed (history.ts).
+  history,
 ];

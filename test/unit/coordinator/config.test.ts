@@ -127,6 +127,7 @@ describe("configuration", () => {
       catalogPath: "/var/lib/rbdbackup/coordinator/catalog.sqlite",
       catalogUrl: "",
       catalogStatementTimeoutMs: 2_000,
+      catalogHistoryDays: 90,
       scheduler: {
         leaseTtlMs: 15_000,
         heartbeatIntervalMs: 3_000,

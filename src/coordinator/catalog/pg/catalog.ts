@@ -32,6 +32,13 @@ type Doc = { doc: string };
 type Keyed = Doc & { created_at: number; id: string };
 const AVAILABLE = BackupStatus.BACKUP_STATUS_AVAILABLE;
 
+/** pruneHistory's statements (catalog.ts): gone backups no active job names; finished jobs of no live backup. */
+const GONE = `${BackupStatus.BACKUP_STATUS_DELETED}, ${BackupStatus.BACKUP_STATUS_FAILED}`;
+const ACTIVE = `${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING}`;
+const FINISHED = `${JobState.JOB_STATE_SUCCEEDED}, ${JobState.JOB_STATE_FAILED}, ${JobState.JOB_STATE_CANCELLED}`;
+const PRUNE_BACKUPS = `DELETE FROM backups WHERE id IN (SELECT b.id FROM backups b WHERE b.status IN (${GONE}) AND b.created_at < $1 AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.backup_id = b.id AND j.state IN (${ACTIVE})) LIMIT $2)`;
+const PRUNE_JOBS = `DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j WHERE j.state IN (${FINISHED}) AND j.created_at < $1 AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = j.backup_id AND b.status NOT IN (${GONE})) LIMIT $2)`;
+
 export class PgCatalog implements Catalog {
   readonly kind = "postgresql" as const;
   readonly schemaVersion: number;
@@ -256,6 +263,14 @@ export class PgCatalog implements Catalog {
       `SELECT doc FROM backups WHERE cluster = $1 AND pool = $2 AND namespace = $3 AND image = $4${only} ORDER BY created_at, id`,
       [cluster, pool, namespace, image, ...statuses],
     ).map((r) => parseBackup(r.doc));
+  }
+
+  pruneHistory(beforeMs: number, limit: number): { backups: number; jobs: number } {
+    const [b, j] = this.#write([
+      { sql: PRUNE_BACKUPS, params: [beforeMs, limit] },
+      { sql: PRUNE_JOBS, params: [beforeMs, limit] },
+    ]);
+    return { backups: b?.rowCount ?? 0, jobs: j?.rowCount ?? 0 };
   }
 
   insertJob(j: JobRecord): void {

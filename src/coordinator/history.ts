@@ -1,0 +1,112 @@
+/**
+ * The catalog's history kept for `catalog.historyDays`: a term's pruner removes, every 10 minutes, the
+ * DELETED and FAILED backup records and the finished jobs created before the window (catalog.ts
+ * pruneHistory says which exactly: a live backup keeps every job that names it), in batches of 1,000
+ * rows per table, each its own transaction, yielding to the event loop between them, at most 50
+ * batches a pass (a first pass over years of history goes on at the next). Without it a catalog grows
+ * for good: 1,000 volumes backed up hourly add ~100 MB a day (a backup row and two jobs a run), and
+ * listings, the disk and PostgreSQL's vacuum pay for it. historyDays 0 keeps everything.
+ *
+ * Who may start it: only a term (the leader; a standby's writes would be fenced anyway). A failing
+ * pass (the catalog unreachable) is logged and tried at the next interval; nothing else depends on it.
+ */
+import client from "prom-client";
+import type { Logger } from "../common/log";
+import type { Catalog } from "./catalog/catalog";
+
+export const HISTORY_INTERVAL_MS = 10 * 60_000;
+/** The first pass, this long after the term starts (not in the way of its start). */
+export const HISTORY_FIRST_PASS_MS = 60_000;
+export const HISTORY_BATCH = 1_000;
+export const HISTORY_MAX_BATCHES = 50;
+const DAY_MS = 86_400_000;
+
+/** Rows removed, by table; one counter for the coordinator's life (terms come and go). */
+export function historyRemovedCounter(): client.Counter<"table"> {
+  const c = new client.Counter({
+    name: "rbdbackup_catalog_history_removed_total",
+    help: "Catalog rows removed for being older than catalog.historyDays, by table (backups: DELETED and FAILED records; jobs: finished jobs no live backup names).",
+    labelNames: ["table"],
+    registers: [],
+  });
+  c.labels("backups").inc(0);
+  c.labels("jobs").inc(0);
+  return c;
+}
+
+export interface HistoryDeps {
+  catalog: Catalog;
+  log: Logger;
+  historyDays: number;
+  removed?: client.Counter<"table">;
+  now?: () => number;
+}
+
+export class HistoryPruner {
+  #timer: NodeJS.Timeout | null = null;
+  #stopped = false;
+  #running: Promise<unknown> | null = null;
+
+  constructor(private readonly deps: HistoryDeps) {}
+
+  start(): void {
+    if (this.deps.historyDays <= 0 || this.#stopped) return;
+    this.#arm(HISTORY_FIRST_PASS_MS);
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+  }
+
+  #arm(ms: number): void {
+    this.#timer = setTimeout(() => {
+      this.#running = this.pass().finally(() => {
+        this.#running = null;
+        if (!this.#stopped) this.#arm(HISTORY_INTERVAL_MS);
+      });
+    }, ms);
+    this.#timer.unref();
+  }
+
+  /** Resolves when no pass runs (tests; a stopping coordinator). */
+  async settle(): Promise<void> {
+    await this.#running;
+  }
+
+  /** One pass: batches until one removes less than a full batch of both tables, or the pass's cap. */
+  async pass(): Promise<{ backups: number; jobs: number }> {
+    const { catalog, log, historyDays } = this.deps;
+    const total = { backups: 0, jobs: 0 };
+    if (historyDays <= 0) return total;
+    const before = (this.deps.now ?? Date.now)() - historyDays * DAY_MS;
+    try {
+      for (let i = 0; i < HISTORY_MAX_BATCHES && !this.#stopped; i++) {
+        const r = catalog.pruneHistory(before, HISTORY_BATCH);
+        total.backups += r.backups;
+        total.jobs += r.jobs;
+        this.deps.removed?.labels("backups").inc(r.backups);
+        this.deps.removed?.labels("jobs").inc(r.jobs);
+        if (r.backups < HISTORY_BATCH && r.jobs < HISTORY_BATCH) break;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    } catch (err) {
+      log.warn("catalog history: a pass failed; tried again at the next interval", {
+        err,
+        removedBackups: total.backups,
+        removedJobs: total.jobs,
+      });
+      return total;
+    }
+    if (total.backups || total.jobs) {
+      log.info("catalog history: removed what is older than catalog.historyDays", {
+        historyDays,
+        before: new Date(before).toISOString(),
+        backups: total.backups,
+        jobs: total.jobs,
+      });
+    }
+    return total;
+  }
+}

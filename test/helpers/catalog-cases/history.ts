@@ -1,0 +1,85 @@
+/**
+ * Conformance: pruneHistory removes what is older than the window and gone — DELETED and FAILED
+ * backups no active job names, finished jobs no live backup names — and nothing else; at most `limit`
+ * rows of each table per call; the in-memory answers (active jobs, the AVAILABLE index) stay right.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { JobKind, JobState, BackupStatus as S } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { backup, job, type OpenCatalog, T0, using, vol } from "./records";
+
+const DAY = 86_400_000;
+
+export function history(open: OpenCatalog): void {
+  describe("history pruning", () => {
+    it("removes old gone backups and finished jobs of no live backup; keeps everything else", () =>
+      using(open, (c) => {
+        const old = T0 - 100 * DAY;
+        const cutoff = T0 - 90 * DAY;
+        const mk = (status: S, at = old, image = "v1") => {
+          const b = backup(vol(image), at, { status });
+          c.insertBackup(b);
+          return b;
+        };
+        const mkJob = (backupId: string, state: JobState, at = old, kind = JobKind.JOB_KIND_BACKUP) => {
+          const j = job(at, { backupId, state, kind, finishedAt: at + 1000 });
+          c.insertJob(j);
+          return j;
+        };
+        // Go: old DELETED and FAILED backups, and the finished jobs naming them or nothing left.
+        const deleted = mk(S.BACKUP_STATUS_DELETED);
+        const failed = mk(S.BACKUP_STATUS_FAILED);
+        const madeDeleted = mkJob(deleted.id, JobState.JOB_STATE_SUCCEEDED);
+        const deleteJob = mkJob(deleted.id, JobState.JOB_STATE_SUCCEEDED, old + 10, JobKind.JOB_KIND_DELETE);
+        const failedJob = mkJob(failed.id, JobState.JOB_STATE_FAILED);
+        const cancelled = mkJob("", JobState.JOB_STATE_CANCELLED);
+        // Stay: live backups and every job naming them, however old; active jobs; anything newer.
+        const live = [
+          S.BACKUP_STATUS_AVAILABLE,
+          S.BACKUP_STATUS_CORRUPT,
+          S.BACKUP_STATUS_CREATING,
+          S.BACKUP_STATUS_DELETING,
+        ].map((s) => mk(s));
+        const liveJobs = live.flatMap((b) => [
+          mkJob(b.id, JobState.JOB_STATE_SUCCEEDED),
+          mkJob(b.id, JobState.JOB_STATE_SUCCEEDED, old + 5, JobKind.JOB_KIND_RESTORE),
+          mkJob(b.id, JobState.JOB_STATE_FAILED, old + 6, JobKind.JOB_KIND_VERIFY),
+        ]);
+        const deletedButNamed = mk(S.BACKUP_STATUS_DELETED);
+        const queued = mkJob(deletedButNamed.id, JobState.JOB_STATE_QUEUED);
+        const running = mkJob("", JobState.JOB_STATE_RUNNING);
+        const recentDeleted = mk(S.BACKUP_STATUS_DELETED, T0 - DAY);
+        const recentJob = mkJob(recentDeleted.id, JobState.JOB_STATE_SUCCEEDED, T0 - DAY);
+
+        assert.deepEqual(c.pruneHistory(cutoff, 1000), { backups: 2, jobs: 4 });
+        for (const b of [deleted, failed]) assert.equal(c.getBackup(b.id), undefined, `backup ${S[b.status]} gone`);
+        for (const j of [madeDeleted, deleteJob, failedJob, cancelled]) assert.equal(c.getJob(j.id), undefined);
+        for (const b of [...live, deletedButNamed, recentDeleted]) assert.ok(c.getBackup(b.id), `kept ${S[b.status]}`);
+        for (const j of [...liveJobs, queued, running, recentJob]) assert.ok(c.getJob(j.id), `kept job ${j.kind}`);
+        assert.deepEqual(
+          c
+            .activeJobs()
+            .map((j) => j.id)
+            .sort(),
+          [queued.id, running.id].sort(),
+        );
+        assert.equal(c.availableBackupsOfVolume("a", "rbd", "", "v1").length, 1);
+        assert.deepEqual(c.pruneHistory(cutoff, 1000), { backups: 0, jobs: 0 }, "nothing more");
+      }));
+
+    it("at most `limit` rows of each table a call", () =>
+      using(open, (c) => {
+        const old = T0 - 100 * DAY;
+        for (let i = 0; i < 5; i++) {
+          const b = backup(vol("v1"), old + i, { status: S.BACKUP_STATUS_DELETED });
+          c.insertBackup(b);
+          c.insertJob(job(old + i, { backupId: b.id, state: JobState.JOB_STATE_SUCCEEDED }));
+        }
+        assert.deepEqual(c.pruneHistory(T0, 2), { backups: 2, jobs: 2 });
+        assert.deepEqual(c.pruneHistory(T0, 2), { backups: 2, jobs: 2 });
+        assert.deepEqual(c.pruneHistory(T0, 2), { backups: 1, jobs: 1 });
+        assert.deepEqual(c.pruneHistory(T0, 2), { backups: 0, jobs: 0 });
+        assert.equal(c.backupsOfVolume("a", "rbd", "", "v1").length, 0);
+      }));
+  });
+}

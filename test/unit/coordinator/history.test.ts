@@ -1,0 +1,80 @@
+/**
+ * The catalog history's pruner (src/coordinator/history.ts) on a real SQLite catalog in memory: a pass
+ * removes, in batches, what is older than historyDays, counts it, and leaves the rest; 0 keeps all; a
+ * failing catalog is logged and the pass ends.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
+import { HISTORY_BATCH, HistoryPruner, historyRemovedCounter } from "../../../src/coordinator/history";
+import { BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { backup, job, vol } from "../../helpers/catalog-cases/records";
+import { memoryLogger } from "./harness";
+
+const DAY = 86_400_000;
+const NOW = Date.UTC(2026, 11, 7);
+
+/** `n` DELETED backups of 100 days ago, each with its finished job; one AVAILABLE backup and its job. */
+function filled(n: number): SqliteCatalog {
+  const c = new SqliteCatalog(":memory:");
+  c.transaction(() => {
+    for (let i = 0; i < n; i++) {
+      const b = backup(vol("v1"), NOW - 100 * DAY + i, { status: BackupStatus.BACKUP_STATUS_DELETED });
+      c.insertBackup(b);
+      c.insertJob(job(NOW - 100 * DAY + i, { backupId: b.id, state: JobState.JOB_STATE_SUCCEEDED }));
+    }
+    const kept = backup(vol("v1"), NOW - 200 * DAY);
+    c.insertBackup(kept);
+    c.insertJob(job(NOW - 200 * DAY, { backupId: kept.id, state: JobState.JOB_STATE_SUCCEEDED }));
+  });
+  return c;
+}
+
+const value = async (c: ReturnType<typeof historyRemovedCounter>, table: string) =>
+  (await c.get()).values.find((v) => v.labels.table === table)?.value;
+
+describe("catalog history pruner", () => {
+  it("a pass removes everything older than historyDays in batches, counted; the next finds nothing", async () => {
+    const n = 2 * HISTORY_BATCH + 500;
+    const c = filled(n);
+    const removed = historyRemovedCounter();
+    const log = memoryLogger();
+    const p = new HistoryPruner({ catalog: c, log, historyDays: 90, removed, now: () => NOW });
+    assert.deepEqual(await p.pass(), { backups: n, jobs: n });
+    assert.equal(await value(removed, "backups"), n);
+    assert.equal(await value(removed, "jobs"), n);
+    assert.equal(c.backupsOfVolume("a", "rbd", "", "v1").length, 1, "the AVAILABLE backup stays");
+    assert.equal(c.listJobs({}, 10, "").items.length, 1, "its job stays");
+    assert.ok(log.lines.some((l) => l.msg.startsWith("catalog history: removed") && l.fields?.backups === n));
+    assert.deepEqual(await p.pass(), { backups: 0, jobs: 0 });
+    c.close();
+  });
+
+  it("a window that still holds the rows removes nothing; historyDays 0 keeps everything", async () => {
+    const c = filled(10);
+    const log = memoryLogger();
+    assert.deepEqual(await new HistoryPruner({ catalog: c, log, historyDays: 101, now: () => NOW }).pass(), {
+      backups: 0,
+      jobs: 0,
+    });
+    assert.deepEqual(await new HistoryPruner({ catalog: c, log, historyDays: 0, now: () => NOW }).pass(), {
+      backups: 0,
+      jobs: 0,
+    });
+    assert.equal(c.backupsOfVolume("a", "rbd", "", "v1").length, 11);
+    c.close();
+  });
+
+  it("a catalog that fails: the pass ends with a warning, nothing thrown", async () => {
+    const c = filled(3);
+    const log = memoryLogger();
+    const failing = Object.create(c) as SqliteCatalog;
+    failing.pruneHistory = () => {
+      throw new Error("catalog unreachable");
+    };
+    const p = new HistoryPruner({ catalog: failing, log, historyDays: 90, now: () => NOW });
+    assert.deepEqual(await p.pass(), { backups: 0, jobs: 0 });
+    assert.ok(log.lines.some((l) => l.level === "warn" && /catalog unreachable/.test(String(l.fields?.err))));
+    c.close();
+  });
+});
