@@ -202,6 +202,13 @@ export interface JobFilter {
   backupId?: string;
 }
 
+/**
+ * Backup.error of a backup whose snapshot a delete removed before failing (scheduler/transitions.ts
+ * backupGone): DELETED, with leftovers (base image, metadata) that another DeleteBackup removes (and the
+ * catalog's history keeps its record: catalog.ts pruneHistory).
+ */
+export const DELETE_UNFINISHED = "delete unfinished: ";
+
 export const volumeKey = (v: VolumeRef): string => `${v.cluster}/${v.pool}/${v.namespace}/${v.image}`;
 export const volumeLabel = (v: VolumeRef): string =>
   `${v.cluster}/${v.pool}/${v.namespace ? `${v.namespace}/` : ""}${v.image}`;

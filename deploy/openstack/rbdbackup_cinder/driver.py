@@ -822,9 +822,13 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                     raise
                 imported = self.client.get_backup(record.backup.id)  # known here already: fine if usable
         except RbdbackupError as e:
+            if e.code.name in ("FAILED_PRECONDITION", "INVALID_ARGUMENT"):
+                # The record names data that is not there (a backup deleted long ago, whose record the
+                # catalog no longer keeps: catalog.historyDays), or it is not a record the coordinator takes.
+                raise exception.InvalidBackup(reason=str(e)) from None
             raise exception.BackupOperationError(str(e)) from None
         if imported.status not in (pb.BACKUP_STATUS_AVAILABLE, pb.BACKUP_STATUS_CORRUPT):
-            # The catalog keeps deleted backups' records: such a record names no data any more.
+            # A deleted backup's record, still in the catalog (for catalog.historyDays): it names no data.
             raise exception.InvalidBackup(
                 reason=_("rbdbackup backup %(id)s is %(s)s: its record cannot be imported")
                 % {"id": imported.id, "s": pb.BackupStatus.Name(imported.status)}

@@ -98,10 +98,12 @@ export interface Catalog {
 
   /**
    * History created before `beforeMs` (epoch ms) removed, at most `limit` rows of each table, in one
-   * transaction (history.ts calls it in batches): DELETED and FAILED backups no active job names, then
+   * transaction (history.ts calls it in batches): DELETED backups nothing needs any more (sqlite.ts says
+   * the rules: not "delete unfinished", no job of the window names it, its volume backed up since), and
    * finished jobs (SUCCEEDED, FAILED, CANCELLED) whose backup is not live — a live backup (CREATING,
    * AVAILABLE, DELETING, CORRUPT) keeps every job that names it (the one that made it, its restores,
-   * which failback reads, its verifications, retention's DELETE keys). How many rows of each went.
+   * which failback reads, its verifications, retention's DELETE keys). FAILED backups stay. How many rows
+   * of each went.
    */
   pruneHistory(beforeMs: number, limit: number): { backups: number; jobs: number };
 

@@ -8,7 +8,14 @@ import { closeSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { Backup as BackupMsg, BackupStatus, JobState } from "../../gen/rbdbackup/v1/backup_service";
-import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../model";
+import {
+  type AgentRecord,
+  type Backup,
+  type BackupFilter,
+  DELETE_UNFINISHED,
+  type JobFilter,
+  type JobRecord,
+} from "../model";
 import { ActiveJobIndex, type ActiveJobRow } from "./active-jobs";
 import { type AvailableBackup, AvailableIndex } from "./available-index";
 import type { Catalog, ClusterPin, Page } from "./catalog";
@@ -80,12 +87,29 @@ const SCHEMA_VERSION = "2";
 const parseBackup = (doc: string): Backup => BackupMsg.fromJSON(JSON.parse(doc));
 const parseJob = (doc: string): JobRecord => JSON.parse(doc) as JobRecord;
 
-/** pruneHistory's statements (catalog.ts): gone backups no active job names; finished jobs of no live backup. */
-const GONE = `${BackupStatus.BACKUP_STATUS_DELETED}, ${BackupStatus.BACKUP_STATUS_FAILED}`;
+/**
+ * pruneHistory's statements (catalog.ts). A DELETED backup goes only when nothing may still need its
+ * record: its delete finished (not "delete unfinished": DeleteBackup removes what is left by it), no job
+ * named it within the window (its delete ended before it), and the volume has a backup made within the
+ * window (whose end swept the volume after the delete: a source snapshot of the backup left by a failed
+ * sweep went then; a sweep keeps snapshots of ids it does not know). FAILED backups stay (their attempt
+ * may have left data that only a DeleteBackup of the record removes). Finished jobs go when they name no
+ * live backup.
+ */
 const ACTIVE = `${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING}`;
 const FINISHED = `${JobState.JOB_STATE_SUCCEEDED}, ${JobState.JOB_STATE_FAILED}, ${JobState.JOB_STATE_CANCELLED}`;
-const PRUNE_BACKUPS = `DELETE FROM backups WHERE id IN (SELECT b.id FROM backups b WHERE b.status IN (${GONE}) AND b.created_at < ? AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.backup_id = b.id AND j.state IN (${ACTIVE})) LIMIT ?)`;
-const PRUNE_JOBS = `DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j WHERE j.state IN (${FINISHED}) AND j.created_at < ? AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = j.backup_id AND b.status NOT IN (${GONE})) LIMIT ?)`;
+const GONE = `${BackupStatus.BACKUP_STATUS_DELETED}, ${BackupStatus.BACKUP_STATUS_FAILED}`;
+const PRUNE_BACKUPS = `DELETE FROM backups WHERE id IN (SELECT b.id FROM backups b
+  WHERE b.status = ${BackupStatus.BACKUP_STATUS_DELETED} AND b.created_at < @before_iso
+    AND COALESCE(json_extract(b.doc, '$.error'), '') NOT LIKE '${DELETE_UNFINISHED.trim()}%'
+    AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.backup_id = b.id AND (j.state IN (${ACTIVE}) OR j.created_at >= @before_ms))
+    AND EXISTS (SELECT 1 FROM backups n WHERE n.cluster = b.cluster AND n.pool = b.pool AND n.namespace = b.namespace
+      AND n.image = b.image AND n.created_at >= @before_iso)
+  LIMIT @limit)`;
+const PRUNE_JOBS = `DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j
+  WHERE j.state IN (${FINISHED}) AND j.created_at < @before_ms
+    AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = j.backup_id AND b.status NOT IN (${GONE}))
+  LIMIT @limit)`;
 
 export class SqliteCatalog implements Catalog {
   readonly #db: Database.Database;
@@ -303,10 +327,10 @@ export class SqliteCatalog implements Catalog {
   }
 
   pruneHistory(beforeMs: number, limit: number): { backups: number; jobs: number } {
-    const before = new Date(beforeMs).toISOString();
+    const args = { before_iso: new Date(beforeMs).toISOString(), before_ms: beforeMs, limit };
     return this.transaction(() => ({
-      backups: this.#sql(PRUNE_BACKUPS).run(before, limit).changes,
-      jobs: this.#sql(PRUNE_JOBS).run(beforeMs, limit).changes,
+      backups: this.#sql(PRUNE_BACKUPS).run(args).changes,
+      jobs: this.#sql(PRUNE_JOBS).run({ before_ms: beforeMs, limit }).changes,
     }));
   }
 

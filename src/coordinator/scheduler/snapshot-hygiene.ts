@@ -277,7 +277,10 @@ export class SnapshotHygiene {
     let token = "";
     do {
       const page = catalog.listBackups({ cluster: v.cluster, pool: v.pool, image: v.image }, 16, token);
-      const newest = page.items.find((b) => b.jobId && b.volume?.namespace === v.namespace);
+      const mine = page.items.filter((b) => b.jobId && b.volume?.namespace === v.namespace);
+      // Of those made in the same millisecond, the lowest id (as the volume's rows in their order).
+      const at = mine[0]?.createdAt?.getTime();
+      const newest = mine.filter((b) => b.createdAt?.getTime() === at).sort((a, b) => (a.id < b.id ? -1 : 1))[0];
       if (newest) {
         const op = catalog.getJob(newest.jobId)?.operation;
         return op?.kind === "backup" ? op.maxSnapshots : null;

@@ -12,7 +12,7 @@
 import { VerifyMode, type VerifyRequest, type VerifyResult } from "../../gen/rbdbackup/v1/agent";
 import { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
 import type { Catalog } from "../catalog/catalog";
-import type { Backup, JobRecord } from "../model";
+import { type Backup, DELETE_UNFINISHED, type JobRecord } from "../model";
 import type { Located } from "./capabilities";
 import type { SchedulerContext } from "./context";
 
@@ -84,11 +84,7 @@ export function verified(ctx: SchedulerContext, b: Backup, r: VerifyResult): voi
   ctx.catalog.updateBackup(b);
 }
 
-/**
- * Backup.error of a backup whose snapshot a delete removed before failing (transitions.ts backupGone):
- * DELETED, with leftovers (base image, metadata) that another DeleteBackup removes.
- */
-export const DELETE_UNFINISHED = "delete unfinished: ";
+export { DELETE_UNFINISHED };
 
 /** Whether a DELETED backup's delete left something behind (DeleteBackup may run again). */
 export const deleteUnfinished = (b: Backup): boolean =>

@@ -1,10 +1,12 @@
 /**
- * Conformance: pruneHistory removes what is older than the window and gone — DELETED and FAILED
- * backups no active job names, finished jobs no live backup names — and nothing else; at most `limit`
+ * Conformance: pruneHistory removes what is older than the window and needed by nothing — DELETED
+ * backups whose delete finished before the window, of volumes backed up since; finished jobs no live
+ * backup names — and nothing else; at most `limit`
  * rows of each table per call; the in-memory answers (active jobs, the AVAILABLE index) stay right.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { DELETE_UNFINISHED } from "../../../src/coordinator/model";
 import { JobKind, JobState, BackupStatus as S } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { backup, job, type OpenCatalog, T0, using, vol } from "./records";
 
@@ -12,12 +14,12 @@ const DAY = 86_400_000;
 
 export function history(open: OpenCatalog): void {
   describe("history pruning", () => {
-    it("removes old gone backups and finished jobs of no live backup; keeps everything else", () =>
+    it("removes old DELETED backups nothing needs and finished jobs of no live backup; keeps everything else", () =>
       using(open, (c) => {
         const old = T0 - 100 * DAY;
         const cutoff = T0 - 90 * DAY;
-        const mk = (status: S, at = old, image = "v1") => {
-          const b = backup(vol(image), at, { status });
+        const mk = (status: S, at = old, image = "v1", o: Partial<Parameters<typeof backup>[2]> = {}) => {
+          const b = backup(vol(image), at, { status, ...o });
           c.insertBackup(b);
           return b;
         };
@@ -26,13 +28,23 @@ export function history(open: OpenCatalog): void {
           c.insertJob(j);
           return j;
         };
-        // Go: old DELETED and FAILED backups, and the finished jobs naming them or nothing left.
+        // v1 and v2 were backed up within the window (their volumes were swept since); v3 not.
+        const recent = mk(S.BACKUP_STATUS_AVAILABLE, T0 - DAY);
+        mk(S.BACKUP_STATUS_AVAILABLE, T0 - DAY, "v2");
+        // Go: an old DELETED backup whose delete finished long ago, and finished jobs naming it or nothing left.
         const deleted = mk(S.BACKUP_STATUS_DELETED);
-        const failed = mk(S.BACKUP_STATUS_FAILED);
         const madeDeleted = mkJob(deleted.id, JobState.JOB_STATE_SUCCEEDED);
         const deleteJob = mkJob(deleted.id, JobState.JOB_STATE_SUCCEEDED, old + 10, JobKind.JOB_KIND_DELETE);
-        const failedJob = mkJob(failed.id, JobState.JOB_STATE_FAILED);
         const cancelled = mkJob("", JobState.JOB_STATE_CANCELLED);
+        // Stay: FAILED backups (their leftovers go by a DeleteBackup of the record) — their jobs go.
+        const failed = mk(S.BACKUP_STATUS_FAILED);
+        const failedJob = mkJob(failed.id, JobState.JOB_STATE_FAILED);
+        // Stay: a delete unfinished (DeleteBackup removes what is left by it).
+        const unfinished = mk(S.BACKUP_STATUS_DELETED, old, "v1", { error: `${DELETE_UNFINISHED}busy` });
+        // Stay: deleted by a job of the window; of a volume not backed up since (never swept after).
+        const lateDelete = mk(S.BACKUP_STATUS_DELETED);
+        const lateDeleteJob = mkJob(lateDelete.id, JobState.JOB_STATE_SUCCEEDED, T0 - 2 * DAY, JobKind.JOB_KIND_DELETE);
+        const unswept = mk(S.BACKUP_STATUS_DELETED, old, "v3");
         // Stay: live backups and every job naming them, however old; active jobs; anything newer.
         const live = [
           S.BACKUP_STATUS_AVAILABLE,
@@ -45,17 +57,19 @@ export function history(open: OpenCatalog): void {
           mkJob(b.id, JobState.JOB_STATE_SUCCEEDED, old + 5, JobKind.JOB_KIND_RESTORE),
           mkJob(b.id, JobState.JOB_STATE_FAILED, old + 6, JobKind.JOB_KIND_VERIFY),
         ]);
-        const deletedButNamed = mk(S.BACKUP_STATUS_DELETED);
+        const deletedButNamed = mk(S.BACKUP_STATUS_DELETED, old, "v2");
         const queued = mkJob(deletedButNamed.id, JobState.JOB_STATE_QUEUED);
         const running = mkJob("", JobState.JOB_STATE_RUNNING);
         const recentDeleted = mk(S.BACKUP_STATUS_DELETED, T0 - DAY);
         const recentJob = mkJob(recentDeleted.id, JobState.JOB_STATE_SUCCEEDED, T0 - DAY);
 
-        assert.deepEqual(c.pruneHistory(cutoff, 1000), { backups: 2, jobs: 4 });
-        for (const b of [deleted, failed]) assert.equal(c.getBackup(b.id), undefined, `backup ${S[b.status]} gone`);
+        assert.deepEqual(c.pruneHistory(cutoff, 1000), { backups: 1, jobs: 4 });
+        assert.equal(c.getBackup(deleted.id), undefined, "the old DELETED backup went");
         for (const j of [madeDeleted, deleteJob, failedJob, cancelled]) assert.equal(c.getJob(j.id), undefined);
-        for (const b of [...live, deletedButNamed, recentDeleted]) assert.ok(c.getBackup(b.id), `kept ${S[b.status]}`);
-        for (const j of [...liveJobs, queued, running, recentJob]) assert.ok(c.getJob(j.id), `kept job ${j.kind}`);
+        const kept = [recent, failed, unfinished, lateDelete, unswept, ...live, deletedButNamed, recentDeleted];
+        for (const b of kept) assert.ok(c.getBackup(b.id), `kept ${S[b.status]} ${b.error}`);
+        for (const j of [...liveJobs, lateDeleteJob, queued, running, recentJob])
+          assert.ok(c.getJob(j.id), `kept job ${j.kind}`);
         assert.deepEqual(
           c
             .activeJobs()
@@ -63,23 +77,25 @@ export function history(open: OpenCatalog): void {
             .sort(),
           [queued.id, running.id].sort(),
         );
-        assert.equal(c.availableBackupsOfVolume("a", "rbd", "", "v1").length, 1);
+        assert.equal(c.availableBackupsOfVolume("a", "rbd", "", "v1").length, 2);
         assert.deepEqual(c.pruneHistory(cutoff, 1000), { backups: 0, jobs: 0 }, "nothing more");
       }));
 
     it("at most `limit` rows of each table a call", () =>
       using(open, (c) => {
         const old = T0 - 100 * DAY;
+        c.insertBackup(backup(vol("v1"), T0 - DAY));
         for (let i = 0; i < 5; i++) {
           const b = backup(vol("v1"), old + i, { status: S.BACKUP_STATUS_DELETED });
           c.insertBackup(b);
           c.insertJob(job(old + i, { backupId: b.id, state: JobState.JOB_STATE_SUCCEEDED }));
         }
-        assert.deepEqual(c.pruneHistory(T0, 2), { backups: 2, jobs: 2 });
-        assert.deepEqual(c.pruneHistory(T0, 2), { backups: 2, jobs: 2 });
-        assert.deepEqual(c.pruneHistory(T0, 2), { backups: 1, jobs: 1 });
-        assert.deepEqual(c.pruneHistory(T0, 2), { backups: 0, jobs: 0 });
-        assert.equal(c.backupsOfVolume("a", "rbd", "", "v1").length, 0);
+        const cutoff = T0 - 90 * DAY;
+        assert.deepEqual(c.pruneHistory(cutoff, 2), { backups: 2, jobs: 2 });
+        assert.deepEqual(c.pruneHistory(cutoff, 2), { backups: 2, jobs: 2 });
+        assert.deepEqual(c.pruneHistory(cutoff, 2), { backups: 1, jobs: 1 });
+        assert.deepEqual(c.pruneHistory(cutoff, 2), { backups: 0, jobs: 0 });
+        assert.equal(c.backupsOfVolume("a", "rbd", "", "v1").length, 1, "the recent one");
       }));
   });
 }

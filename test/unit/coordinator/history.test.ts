@@ -14,7 +14,7 @@ import { memoryLogger } from "./harness";
 const DAY = 86_400_000;
 const NOW = Date.UTC(2026, 11, 7);
 
-/** `n` DELETED backups of 100 days ago, each with its finished job; one AVAILABLE backup and its job. */
+/** `n` DELETED backups of 100 days ago, each with its finished job; one AVAILABLE backup of yesterday and an old job of it. */
 function filled(n: number): SqliteCatalog {
   const c = new SqliteCatalog(":memory:");
   c.transaction(() => {
@@ -23,7 +23,8 @@ function filled(n: number): SqliteCatalog {
       c.insertBackup(b);
       c.insertJob(job(NOW - 100 * DAY + i, { backupId: b.id, state: JobState.JOB_STATE_SUCCEEDED }));
     }
-    const kept = backup(vol("v1"), NOW - 200 * DAY);
+    // The volume's newest backup, of yesterday: it swept the volume after those deletes.
+    const kept = backup(vol("v1"), NOW - DAY);
     c.insertBackup(kept);
     c.insertJob(job(NOW - 200 * DAY, { backupId: kept.id, state: JobState.JOB_STATE_SUCCEEDED }));
   });

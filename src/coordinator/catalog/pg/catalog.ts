@@ -9,7 +9,14 @@
  * (rebuilt at each new grant) or when it never contended for the lease; SQL otherwise.
  */
 import { BackupStatus, JobState } from "../../../gen/rbdbackup/v1/backup_service";
-import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../../model";
+import {
+  type AgentRecord,
+  type Backup,
+  type BackupFilter,
+  DELETE_UNFINISHED,
+  type JobFilter,
+  type JobRecord,
+} from "../../model";
 import { type AvailableBackup, AvailableIndex, availableOf } from "../available-index";
 import type { Catalog, ClusterPin, Page } from "../catalog";
 import { FencedError } from "../leader-lease";
@@ -32,12 +39,21 @@ type Doc = { doc: string };
 type Keyed = Doc & { created_at: number; id: string };
 const AVAILABLE = BackupStatus.BACKUP_STATUS_AVAILABLE;
 
-/** pruneHistory's statements (catalog.ts): gone backups no active job names; finished jobs of no live backup. */
-const GONE = `${BackupStatus.BACKUP_STATUS_DELETED}, ${BackupStatus.BACKUP_STATUS_FAILED}`;
+/** pruneHistory's statements: as ../sqlite.ts's (the rules are said there). */
 const ACTIVE = `${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING}`;
 const FINISHED = `${JobState.JOB_STATE_SUCCEEDED}, ${JobState.JOB_STATE_FAILED}, ${JobState.JOB_STATE_CANCELLED}`;
-const PRUNE_BACKUPS = `DELETE FROM backups WHERE id IN (SELECT b.id FROM backups b WHERE b.status IN (${GONE}) AND b.created_at < $1 AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.backup_id = b.id AND j.state IN (${ACTIVE})) LIMIT $2)`;
-const PRUNE_JOBS = `DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j WHERE j.state IN (${FINISHED}) AND j.created_at < $1 AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = j.backup_id AND b.status NOT IN (${GONE})) LIMIT $2)`;
+const GONE = `${BackupStatus.BACKUP_STATUS_DELETED}, ${BackupStatus.BACKUP_STATUS_FAILED}`;
+const PRUNE_BACKUPS = `DELETE FROM backups WHERE id IN (SELECT b.id FROM backups b
+  WHERE b.status = ${BackupStatus.BACKUP_STATUS_DELETED} AND b.created_at < $1
+    AND COALESCE(b.doc::jsonb->>'error', '') NOT LIKE '${DELETE_UNFINISHED.trim()}%'
+    AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.backup_id = b.id AND (j.state IN (${ACTIVE}) OR j.created_at >= $1))
+    AND EXISTS (SELECT 1 FROM backups n WHERE n.cluster = b.cluster AND n.pool = b.pool AND n.namespace = b.namespace
+      AND n.image = b.image AND n.created_at >= $1)
+  LIMIT $2)`;
+const PRUNE_JOBS = `DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j
+  WHERE j.state IN (${FINISHED}) AND j.created_at < $1
+    AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = j.backup_id AND b.status NOT IN (${GONE}))
+  LIMIT $2)`;
 
 export class PgCatalog implements Catalog {
   readonly kind = "postgresql" as const;

@@ -15,7 +15,6 @@ import type { SyncBridge } from "./bridge";
 
 // Wire values of the enums (stable: they are the API's).
 const AVAILABLE = BackupStatus.BACKUP_STATUS_AVAILABLE;
-const DELETED = BackupStatus.BACKUP_STATUS_DELETED;
 const QUEUED = JobState.JOB_STATE_QUEUED;
 const RUNNING = JobState.JOB_STATE_RUNNING;
 
@@ -85,12 +84,6 @@ CREATE TABLE coordinator_leader (
   // coordinator now refuses the database at its start (a newer schema) instead of running a DELETE beside
   // a restore of the same backup.
   `INSERT INTO meta (key, value) VALUES ('job_locks', 'shared') ON CONFLICT (key) DO NOTHING;`,
-  // 3 → 4: indexes only. A volume's backups of named statuses (what runs per job) without its DELETED
-  // history; the default listing (all but DELETED) without the DELETED rows.
-  `
-CREATE INDEX backups_volume_status ON backups (cluster, pool, namespace, image, status, created_at, id);
-CREATE INDEX backups_live_created ON backups (created_at DESC, id DESC) WHERE status <> ${DELETED};
-`,
 ];
 
 /** The version this code brings a database to. */

@@ -781,6 +781,19 @@ class RecordTest(DriverTestCase):
         self.assertRaises(exception.InvalidBackup, driver2.import_record, bad, {"other": 1})
         self.assertRaises(exception.InvalidBackup, driver2.import_record, bad, {"rbdbackup_record": {"nope": 1}})
 
+    def test_a_record_whose_data_is_gone_is_invalid_for_a_coordinator_that_never_knew_it(self):
+        # As a record of a backup deleted longer ago than catalog.historyDays is, everywhere.
+        vol = self.volume(writes=1)
+        b = self.do_backup(vol)
+        info = self.driver.export_record(b)
+        self.driver.delete_backup(b)
+        client2 = Client(ClientConfig(addresses=[CFG["coordinator2"]], ca_file=CFG["ca"], token=CFG["token2"],
+                                      backoff_base=0.1))
+        self.addCleanup(client2.close)
+        driver2 = RbdbackupBackupDriver(self.ctxt, client=client2)
+        self.assertRaises(exception.InvalidBackup, driver2.import_record, self.cinder_backup(vol), info)
+        self.assertRaises(RbdbackupError, client2.get_backup, info["rbdbackup_record"]["backup"]["id"])
+
 
 class RestoreKeyTest(test.TestCase):
     def test_a_host_that_cannot_stand_in_a_key_is_hashed_and_its_keys_are_still_its_own(self):
