@@ -15,7 +15,7 @@ import { BackupMode } from "../../src/gen/rbdbackup/v1/agent";
 import { startAgent } from "../helpers/agents";
 import { scrape } from "../helpers/coordinator";
 import { connectLab, labCluster, labDir, uniqueName } from "../helpers/lab";
-import { arg, cpuOf, limitsArg, procMemMiB, resetPeakRss } from "./measure";
+import { arg, cpuOf, limitsArg, median, procMemMiB, resetPeakRss } from "./measure";
 import { parseLogs, settleLogs } from "./scenarios/backup-timing";
 
 const MiB = 1 << 20;
@@ -36,7 +36,7 @@ interface Row {
 }
 
 function summary(rows: Row[]): void {
-  const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? Number.NaN;
+  const med = (xs: number[]) => (xs.length ? median(xs) : Number.NaN);
   const gib = mib / 1024;
   console.log(`\ntransfer.bulk side by side, ${mib} MiB full backup, medians of ${runs} alternations:`);
   console.log("bulk   MiB/s   CPU-s/GiB source  destination  both   peak RSS MiB source  destination");
@@ -107,8 +107,9 @@ async function main(): Promise<void> {
             const line = parseLogs(logs).findLast((l) => l.msg === msg);
             return line?.[key] ?? (line?.writes as Record<string, unknown> | undefined)?.[key];
           };
-          await settleLogs(); // the log lines follow the reply
+          // CPU as the reply came (not after the wait for the log lines below).
           const used = [...pids, ...osds].map((p, i) => (cpuOf(p) - (before[i] as number)).toFixed(2));
+          await settleLogs(); // the log lines follow the reply
           rows.push({
             mode,
             mibps: mib / secs,

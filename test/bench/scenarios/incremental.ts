@@ -9,7 +9,7 @@
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { connectLab, rbd, uniqueName } from "../../helpers/lab";
 import { cliPipe } from "../ceph-cli";
-import { arg, childrenCpu, median } from "../measure";
+import { arg, median } from "../measure";
 import {
   backupTimed,
   breakdown,
@@ -34,10 +34,13 @@ export interface IncrementalRun {
   cli: number[];
   phases: Array<Record<string, number>>;
   cpuOurs: Array<[number, number]>;
-  cpuCli: number[];
+  /** CPU seconds of `rbd export-diff` and `rbd import-diff`, each run (the snapshot's `rbd snap create` apart). */
+  cpuCli: Array<[number, number]>;
   /** Seconds after each of ours until the coordinator's hygiene had removed the parent snapshot (untimed). */
   hygiene: number[];
   changedBytes: number;
+  /** Data bytes each of ours sent (Backup.data_bytes_sent): what crossed the wire, measured. */
+  sent: number[];
 }
 
 /**
@@ -68,6 +71,7 @@ export async function incrementalRuns(
     cpuCli: [],
     hygiene: [],
     changedBytes: count * EXTENT,
+    sent: [],
   };
   const ids: string[] = [];
   try {
@@ -90,12 +94,11 @@ export async function incrementalRuns(
       await scatterExtents(ioA, vol, size, count, EXTENT);
       const snap = `c${i + 2}`;
       const runCli = async () => {
-        const cpu0 = childrenCpu();
         const t = process.hrtime.bigint();
         await rbd("site-a", ["snap", "create", `rbd/${vol}@${snap}`]);
-        await cliPipe("site-a", `rbd/${vol}@${snap}`, prev, "site-b", `backups/${cliTarget}`);
+        const cpu = await cliPipe("site-a", `rbd/${vol}@${snap}`, prev, "site-b", `backups/${cliTarget}`);
         out.cli.push(Number(process.hrtime.bigint() - t) / 1e9);
-        out.cpuCli.push(childrenCpu() - cpu0);
+        out.cpuCli.push([cpu.exportSeconds, cpu.importSeconds]);
       };
       const runOurs = async () => {
         const [a0, b0] = d.agentCpu();
@@ -103,6 +106,7 @@ export async function incrementalRuns(
         const [a1, b1] = d.agentCpu();
         out.ours.push(r.seconds);
         out.cpuOurs.push([a1 - a0, b1 - b0]);
+        out.sent.push(Number((await d.api.getBackup({ backupId: r.job.backupId })).dataBytesSent));
         out.hygiene.push(await hygieneSettled(ioA, vol, r.job.backupId));
         await settleLogs();
         out.phases.push(breakdown(r, d));
@@ -122,7 +126,10 @@ export async function incrementalRuns(
           ` · CPU-s agents ${out.cpuOurs
             .at(-1)
             ?.map((x) => x.toFixed(3))
-            .join(" + ")}, CLI ${out.cpuCli.at(-1)?.toFixed(3)}`,
+            .join(" + ")}, CLI ${out.cpuCli
+            .at(-1)
+            ?.map((x) => x.toFixed(3))
+            .join(" + ")}`,
       );
     }
   } finally {
@@ -148,12 +155,13 @@ export function incrementalRow(label: string, r: IncrementalRun): Row {
     cliSeconds: c,
     oursSeconds: o,
     ratio: c / o,
-    wireMiB: r.changedBytes / MiB,
+    wireMiB: median(r.sent) / MiB,
     cpuPerGiB: {
       sourceAgent: median(r.cpuOurs.map((x) => x[0])) / gib,
       destinationAgent: median(r.cpuOurs.map((x) => x[1])) / gib,
-      // The two rbd processes of the pipe (and `rbd snap create`) together.
-      cliExport: median(r.cpuCli) / gib,
+      // Each rbd process of the pipe (bash's `times`: 10 ms ticks, coarse for ~20 MiB).
+      cliExport: median(r.cpuCli.map((x) => x[0])) / gib,
+      cliImport: median(r.cpuCli.map((x) => x[1])) / gib,
     },
     note: `ms p50: ${groupedNote(r.phases)}; source snapshot removed by the hygiene ${(median(r.hygiene) * 1000).toFixed(0)} ms after the job (p50, untimed, as the CLI's snap rm); ours ${r.ours.map((x) => x.toFixed(2)).join("/")} s, CLI ${r.cli.map((x) => x.toFixed(2)).join("/")} s`,
   };

@@ -26,7 +26,7 @@ import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { type RunningAgent, startAgent } from "../../helpers/agents";
 import { startCoordinator, waitAgents } from "../../helpers/coordinator";
 import { connectLab, labCluster, labDir, rbd, repoRoot, uniqueName } from "../../helpers/lab";
-import { rawWriteMiBps } from "../ceph-cli";
+import { rawWriteMiBps, cliPipe as runCliPipe } from "../ceph-cli";
 import { busyFraction, hostCpu } from "../host-cpu";
 import { interrupting, onInterrupt } from "../interrupt";
 import { ceph as cephAt, trimRemovedSnapshots } from "../lab-trim";
@@ -83,45 +83,12 @@ async function writeLatencyMs(cluster: string, io: IoCtx): Promise<number> {
       "200K",
       `${io.pool}/${name}`,
     ]);
-    return 1000 / Number(/ops\/sec:\s*([\d.]+)/.exec(out)?.[1] ?? Number.NaN);
+    const ops = /ops\/sec:\s*([\d.]+)/.exec(out)?.[1];
+    if (!ops) throw new Error(`rbd bench printed no ops/sec: ${out.slice(-300)}`);
+    return 1000 / Number(ops);
   } finally {
     await io.imageRemove(name);
   }
-}
-
-/** One rbd process under bash, which prints its CPU (`times`) on stderr when it ends. */
-function rbdTimed(cluster: string, args: string[], stdio: ["ignore" | "pipe", "pipe" | "ignore"]) {
-  const p = spawn(
-    "bash",
-    ["-c", 'rbd "$@"; s=$?; times >&2; exit $s', "rbd", "-c", labCluster(cluster).conf, ...args],
-    {
-      stdio: [stdio[0], stdio[1], "pipe"],
-    },
-  );
-  let err = "";
-  p.stderr?.on("data", (d: Buffer) => {
-    err += d.toString();
-  });
-  const done = new Promise<number>((resolve, reject) => {
-    p.on("error", reject);
-    p.on("close", (code) => {
-      // `times`: the shell's own user/sys, then its children's (the rbd process): "0m1.234s 0m0.567s".
-      const lines = err.trim().split("\n");
-      const m = /^(\d+)m([\d.]+)s (\d+)m([\d.]+)s$/.exec(lines.at(-1) ?? "");
-      if (code !== 0 || !m) return reject(new Error(`rbd ${args[0]} exited ${code}: ${err.trim()}`));
-      resolve(Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) * 60 + Number(m[4]));
-    });
-  });
-  return { p, done };
-}
-
-/** The CLI pipe (as test/bench/ceph-cli.ts cliPipe), with each rbd process's CPU seconds. */
-async function cliPipeCpu(src: string, dst: string): Promise<{ exportCpu: number; importCpu: number }> {
-  const exp = rbdTimed("site-a", ["export-diff", "--no-progress", src, "-"], ["ignore", "pipe"]);
-  const imp = rbdTimed("site-b", ["import-diff", "--no-progress", "-", dst], ["pipe", "ignore"]);
-  exp.p.stdout?.pipe(imp.p.stdin as NodeJS.WritableStream);
-  const [exportCpu, importCpu] = await Promise.all([exp.done, imp.done]);
-  return { exportCpu, importCpu };
 }
 
 /** The measuring half, in the child process whose RBDBACKUP_LAB_DIR is the scenario's own lab. */
@@ -190,7 +157,13 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
       cpuExp: [] as number[],
       cpuImp: [] as number[],
     };
-    const o = { cpuSrc: [] as number[], cpuDst: [] as number[], rss: [] as number[], busy: [] as number[] };
+    const o = {
+      cpuSrc: [] as number[],
+      cpuDst: [] as number[],
+      rss: [] as number[],
+      busy: [] as number[],
+      sent: [] as number[],
+    };
     for (let r = 0; r < rounds; r++) {
       const cliSide = async () => {
         const snap = `c${r}`;
@@ -201,7 +174,8 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
           const t = performance.now();
           await rbd("site-a", ["snap", "create", `rbd/${image}@${snap}`]);
           const tPipe = performance.now();
-          const cpu = await cliPipeCpu(`rbd/${image}@${snap}`, `backups/${target}`);
+          const piped = await runCliPipe("site-a", `rbd/${image}@${snap}`, null, "site-b", `backups/${target}`);
+          const cpu = { exportCpu: piped.exportSeconds, importCpu: piped.importSeconds };
           s.cli.push((performance.now() - t) / 1000);
           s.cliPipe.push((performance.now() - tPipe) / 1000);
           s.cpuExp.push(cpu.exportCpu);
@@ -227,6 +201,7 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
         log(`latency: peak RSS source ${peakA.toFixed(0)} MiB, destination ${peakB.toFixed(0)} MiB`);
         await settleLogs();
         phases.push(breakdown(timed, deployment));
+        o.sent.push(Number((await api.getBackup({ backupId: timed.job.backupId })).dataBytesSent));
         await follow(api, await api.deleteBackup({ backupId: timed.job.backupId, idempotencyKey: "" }));
         // The delete's sweep of the volume's snapshot holds the volume until done: not in the next round's time.
         await hygieneSettled(ioA, image, null);
@@ -267,7 +242,7 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
       oursSeconds: +ours.toFixed(3),
       ratio: +(cli / ours).toFixed(2),
       oursMiBps: +oursMiBps.toFixed(1),
-      wireMiB: +(bytes / MiB).toFixed(1),
+      wireMiB: +(median(o.sent) / MiB).toFixed(1),
       agentPeakRssMiB: +Math.max(...o.rss).toFixed(0),
       cpuPerGiB: {
         sourceAgent: perGiB(o.cpuSrc),

@@ -7,7 +7,7 @@
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { connectLab, rbd, uniqueName } from "../../helpers/lab";
 import { cliPipe } from "../ceph-cli";
-import { childrenCpu, median, round as r } from "../measure";
+import { median, round as r } from "../measure";
 import {
   backupTimed,
   breakdown,
@@ -45,9 +45,10 @@ export const scenario: Scenario = {
       const ioA = await ca.openIoCtx("rbd");
       const ioB = await cb.openIoCtx("backups");
       const ours: number[] = [];
+      const sent: number[] = [];
       const cli: number[] = [];
       const cpuOurs: Array<[number, number]> = [];
-      const cpuCli: number[] = [];
+      const cpuCli: Array<[number, number]> = [];
       const phases: Array<Record<string, number>> = [];
       try {
         for (let i = 0; i < Math.max(2, ctx.rounds); i++) {
@@ -59,18 +60,18 @@ export const scenario: Scenario = {
             await scatterExtents(ioA, vol, IMAGE_MIB * MiB, WRITTEN / EXTENT, EXTENT);
             await ioB.imageCreate(target, IMAGE_MIB * MiB);
             const runCli = async () => {
-              const cpu0 = childrenCpu();
               const t = process.hrtime.bigint();
               await rbd("site-a", ["snap", "create", `rbd/${vol}@c1`]);
-              await cliPipe("site-a", `rbd/${vol}@c1`, null, "site-b", `backups/${target}`);
+              const cpu = await cliPipe("site-a", `rbd/${vol}@c1`, null, "site-b", `backups/${target}`);
               cli.push(Number(process.hrtime.bigint() - t) / 1e9);
-              cpuCli.push(childrenCpu() - cpu0);
+              cpuCli.push([cpu.exportSeconds, cpu.importSeconds]);
             };
             const runOurs = async () => {
               const [a0, b0] = d.agentCpu();
               const r = await backupTimed(d.api, vol, BackupMode.BACKUP_MODE_FULL, ids);
               const [a1, b1] = d.agentCpu();
               ours.push(r.seconds);
+              sent.push(Number((await d.api.getBackup({ backupId: r.job.backupId })).dataBytesSent));
               cpuOurs.push([a1 - a0, b1 - b0]);
               await settleLogs();
               phases.push(breakdown(r, d));
@@ -107,13 +108,14 @@ export const scenario: Scenario = {
           oursSeconds: r(o, 3),
           ratio: r(c / o, 2),
           oursMiBps: r(WRITTEN / MiB / o, 1),
-          wireMiB: WRITTEN / MiB,
+          wireMiB: median(sent) / MiB,
           cpuPerGiB: {
             sourceAgent: r(median(cpuOurs.map((x) => x[0])) / gib, 2),
             destinationAgent: r(median(cpuOurs.map((x) => x[1])) / gib, 2),
-            cliExport: r(median(cpuCli) / gib, 2),
+            cliExport: r(median(cpuCli.map((x) => x[0])) / gib, 2),
+            cliImport: r(median(cpuCli.map((x) => x[1])) / gib, 2),
           },
-          note: `ms p50: ${groupedNote(phases)}; CLI CPU is both rbd processes together`,
+          note: `ms p50: ${groupedNote(phases)}`,
         },
       ];
     });
