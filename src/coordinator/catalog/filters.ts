@@ -2,7 +2,13 @@
  * The equality filters of a backup listing, as (column, value) pairs for the stores' SQL: one list, so
  * the SQLite and PostgreSQL listings filter on the same columns. Only the filters that are set.
  */
+import type { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
 import type { BackupFilter } from "../model";
+
+/** backupsOfVolume's status argument as a list ([] = every status). */
+export function statusList(status?: BackupStatus | readonly BackupStatus[]): BackupStatus[] {
+  return status === undefined ? [] : typeof status === "number" ? [status] : [...status];
+}
 
 export function backupFilterColumns(f: BackupFilter): Array<[column: string, value: string]> {
   const all: Array<[string, string | undefined]> = [

@@ -8,17 +8,12 @@ import { closeSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { Backup as BackupMsg, BackupStatus, JobState } from "../../gen/rbdbackup/v1/backup_service";
-import {
-  type AgentRecord,
-  type Backup,
-  type BackupFilter,
-  DELETE_UNFINISHED,
-  type JobFilter,
-  type JobRecord,
-} from "../model";
+import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../model";
 import { ActiveJobIndex, type ActiveJobRow } from "./active-jobs";
 import { type AvailableBackup, AvailableIndex } from "./available-index";
 import type { Catalog, ClusterPin, Page } from "./catalog";
+import { statusList } from "./filters";
+import { historySql } from "./history-sql";
 import { decodePageToken, keysetPage, pageScope } from "./page-token";
 import { migratePolicyColumns } from "./policy-columns";
 import { backupListing, jobListing, LISTING_INDEXES } from "./sqlite-listings";
@@ -87,29 +82,13 @@ const SCHEMA_VERSION = "2";
 const parseBackup = (doc: string): Backup => BackupMsg.fromJSON(JSON.parse(doc));
 const parseJob = (doc: string): JobRecord => JSON.parse(doc) as JobRecord;
 
-/**
- * pruneHistory's statements (catalog.ts). A DELETED backup goes only when nothing may still need its
- * record: its delete finished (not "delete unfinished": DeleteBackup removes what is left by it), no job
- * named it within the window (its delete ended before it), and the volume has a backup made within the
- * window (whose end swept the volume after the delete: a source snapshot of the backup left by a failed
- * sweep went then; a sweep keeps snapshots of ids it does not know). FAILED backups stay (their attempt
- * may have left data that only a DeleteBackup of the record removes). Finished jobs go when they name no
- * live backup.
- */
-const ACTIVE = `${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING}`;
-const FINISHED = `${JobState.JOB_STATE_SUCCEEDED}, ${JobState.JOB_STATE_FAILED}, ${JobState.JOB_STATE_CANCELLED}`;
-const GONE = `${BackupStatus.BACKUP_STATUS_DELETED}, ${BackupStatus.BACKUP_STATUS_FAILED}`;
-const PRUNE_BACKUPS = `DELETE FROM backups WHERE id IN (SELECT b.id FROM backups b
-  WHERE b.status = ${BackupStatus.BACKUP_STATUS_DELETED} AND b.created_at < @before_iso
-    AND COALESCE(json_extract(b.doc, '$.error'), '') NOT LIKE '${DELETE_UNFINISHED.trim()}%'
-    AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.backup_id = b.id AND (j.state IN (${ACTIVE}) OR j.created_at >= @before_ms))
-    AND EXISTS (SELECT 1 FROM backups n WHERE n.cluster = b.cluster AND n.pool = b.pool AND n.namespace = b.namespace
-      AND n.image = b.image AND n.created_at >= @before_iso)
-  LIMIT @limit)`;
-const PRUNE_JOBS = `DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j
-  WHERE j.state IN (${FINISHED}) AND j.created_at < @before_ms
-    AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = j.backup_id AND b.status NOT IN (${GONE}))
-  LIMIT @limit)`;
+/** pruneHistory's statements (history-sql.ts says the rules). */
+const PRUNE = historySql({
+  backupsBefore: "@before_iso",
+  jobsBefore: "@before_ms",
+  limit: "@limit",
+  backupError: "json_extract(b.doc, '$.error')",
+});
 
 export class SqliteCatalog implements Catalog {
   readonly #db: Database.Database;
@@ -318,7 +297,7 @@ export class SqliteCatalog implements Catalog {
     image: string,
     status?: BackupStatus | readonly BackupStatus[],
   ): Backup[] {
-    const statuses = status === undefined ? [] : typeof status === "number" ? [status] : [...status];
+    const statuses = statusList(status);
     const only = statuses.length ? ` AND status IN (${statuses.map(() => "?").join(", ")})` : "";
     const rows = this.#sql(
       `SELECT doc FROM backups WHERE cluster = ? AND pool = ? AND namespace = ? AND image = ?${only} ORDER BY created_at, id`,
@@ -329,8 +308,8 @@ export class SqliteCatalog implements Catalog {
   pruneHistory(beforeMs: number, limit: number): { backups: number; jobs: number } {
     const args = { before_iso: new Date(beforeMs).toISOString(), before_ms: beforeMs, limit };
     return this.transaction(() => ({
-      backups: this.#sql(PRUNE_BACKUPS).run(args).changes,
-      jobs: this.#sql(PRUNE_JOBS).run({ before_ms: beforeMs, limit }).changes,
+      backups: this.#sql(PRUNE.backups).run(args).changes,
+      jobs: this.#sql(PRUNE.jobs).run({ before_ms: beforeMs, limit }).changes,
     }));
   }
 

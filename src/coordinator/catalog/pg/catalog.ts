@@ -9,16 +9,11 @@
  * (rebuilt at each new grant) or when it never contended for the lease; SQL otherwise.
  */
 import { BackupStatus, JobState } from "../../../gen/rbdbackup/v1/backup_service";
-import {
-  type AgentRecord,
-  type Backup,
-  type BackupFilter,
-  DELETE_UNFINISHED,
-  type JobFilter,
-  type JobRecord,
-} from "../../model";
+import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../../model";
 import { type AvailableBackup, AvailableIndex, availableOf } from "../available-index";
 import type { Catalog, ClusterPin, Page } from "../catalog";
+import { statusList } from "../filters";
+import { historySql } from "../history-sql";
 import { FencedError } from "../leader-lease";
 import { decodePageToken, keysetPage, pageScope } from "../page-token";
 import { SyncBridge } from "./bridge";
@@ -39,21 +34,8 @@ type Doc = { doc: string };
 type Keyed = Doc & { created_at: number; id: string };
 const AVAILABLE = BackupStatus.BACKUP_STATUS_AVAILABLE;
 
-/** pruneHistory's statements: as ../sqlite.ts's (the rules are said there). */
-const ACTIVE = `${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING}`;
-const FINISHED = `${JobState.JOB_STATE_SUCCEEDED}, ${JobState.JOB_STATE_FAILED}, ${JobState.JOB_STATE_CANCELLED}`;
-const GONE = `${BackupStatus.BACKUP_STATUS_DELETED}, ${BackupStatus.BACKUP_STATUS_FAILED}`;
-const PRUNE_BACKUPS = `DELETE FROM backups WHERE id IN (SELECT b.id FROM backups b
-  WHERE b.status = ${BackupStatus.BACKUP_STATUS_DELETED} AND b.created_at < $1
-    AND COALESCE(b.doc::jsonb->>'error', '') NOT LIKE '${DELETE_UNFINISHED.trim()}%'
-    AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.backup_id = b.id AND (j.state IN (${ACTIVE}) OR j.created_at >= $1))
-    AND EXISTS (SELECT 1 FROM backups n WHERE n.cluster = b.cluster AND n.pool = b.pool AND n.namespace = b.namespace
-      AND n.image = b.image AND n.created_at >= $1)
-  LIMIT $2)`;
-const PRUNE_JOBS = `DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j
-  WHERE j.state IN (${FINISHED}) AND j.created_at < $1
-    AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = j.backup_id AND b.status NOT IN (${GONE}))
-  LIMIT $2)`;
+/** pruneHistory's statements (../history-sql.ts says the rules). */
+const PRUNE = historySql({ backupsBefore: "$1", jobsBefore: "$1", limit: "$2", backupError: "b.doc::jsonb->>'error'" });
 
 export class PgCatalog implements Catalog {
   readonly kind = "postgresql" as const;
@@ -273,7 +255,7 @@ export class PgCatalog implements Catalog {
     image: string,
     status?: BackupStatus | readonly BackupStatus[],
   ): Backup[] {
-    const statuses = status === undefined ? [] : typeof status === "number" ? [status] : [...status];
+    const statuses = statusList(status);
     const only = statuses.length ? ` AND status IN (${statuses.map((_, i) => `$${i + 5}`).join(", ")})` : "";
     return this.#read<Doc>(
       `SELECT doc FROM backups WHERE cluster = $1 AND pool = $2 AND namespace = $3 AND image = $4${only} ORDER BY created_at, id`,
@@ -283,8 +265,8 @@ export class PgCatalog implements Catalog {
 
   pruneHistory(beforeMs: number, limit: number): { backups: number; jobs: number } {
     const [b, j] = this.#write([
-      { sql: PRUNE_BACKUPS, params: [beforeMs, limit] },
-      { sql: PRUNE_JOBS, params: [beforeMs, limit] },
+      { sql: PRUNE.backups, params: [beforeMs, limit] },
+      { sql: PRUNE.jobs, params: [beforeMs, limit] },
     ]);
     return { backups: b?.rowCount ?? 0, jobs: j?.rowCount ?? 0 };
   }
