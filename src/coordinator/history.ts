@@ -1,7 +1,7 @@
 /**
  * The catalog's history kept for `catalog.historyDays`: a term's pruner removes, every 10 minutes, the
  * DELETED backup records and the finished jobs created before the window that nothing needs any more
- * (catalog.ts pruneHistory, ../catalog/sqlite.ts says the rules), in batches of 1,000
+ * (catalog.ts pruneHistory, catalog/history-sql.ts says the rules), in batches of 1,000
  * rows per table, each its own transaction, yielding to the event loop between them, at most 50
  * batches a pass (a first pass over years of history goes on at the next). Without it a catalog grows
  * for good: 1,000 volumes backed up hourly add ~100 MB a day (a backup row and two jobs a run), and
@@ -25,7 +25,7 @@ const DAY_MS = 86_400_000;
 export function historyRemovedCounter(): client.Counter<"table"> {
   const c = new client.Counter({
     name: "rbdbackup_catalog_history_removed_total",
-    help: "Catalog rows removed for being older than catalog.historyDays, by table (backups: DELETED records nothing needs; jobs: finished jobs no live backup names).",
+    help: "Catalog rows removed for being older than catalog.historyDays, by table (backups: DELETED records nothing needs; jobs: finished jobs whose backup record is gone).",
     labelNames: ["table"],
     registers: [],
   });

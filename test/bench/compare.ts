@@ -6,9 +6,10 @@
  * after), the agents' peak RSS (VmHWM, reset before), the OSDs' CPU, and the machine's busy share
  * (/proc/stat) over the same interval. The CLI's CPU is each rbd process's own rusage (ceph-cli.ts).
  *
- * `bound` (what limited ours): "CPU" when the machine was ≥ 90% busy over the run (on the lab the OSDs,
- * both agents and whatever else runs share its cores), or when one agent used ≥ 90% of a core (its JS
- * thread is the limit); otherwise "OSD" — the cores had room and the agents waited on the cluster.
+ * `bound` (what limited ours, boundOf): "CPU" when the machine was ≥ 90% busy over the run (on the lab
+ * the OSDs, both agents and whatever else runs share its cores), or when one agent process used ≥ 90% of
+ * a core; "OSD" when the OSD processes used ≥ 90% of a core; none when neither (our round trips, our own
+ * pipeline): the column then says nothing.
  */
 import { cpus } from "node:os";
 import type { CliPipeCpu } from "./ceph-cli";

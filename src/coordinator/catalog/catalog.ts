@@ -98,12 +98,12 @@ export interface Catalog {
 
   /**
    * History created before `beforeMs` (epoch ms) removed, at most `limit` rows of each table, in one
-   * transaction (history.ts calls it in batches): DELETED backups nothing needs any more (sqlite.ts says
-   * the rules: not "delete unfinished", no job of the window names it, its volume backed up since), and
-   * finished jobs (SUCCEEDED, FAILED, CANCELLED) whose backup is not live — a live backup (CREATING,
-   * AVAILABLE, DELETING, CORRUPT) keeps every job that names it (the one that made it, its restores,
-   * which failback reads, its verifications, retention's DELETE keys). FAILED backups stay. How many rows
-   * of each went.
+   * transaction (history.ts calls it in batches): DELETED backups nothing needs any more (history-sql.ts says
+   * the rules: not "delete unfinished", no job of the window names it, its volume backed up since by a
+   * BACKUP job that ended), and
+   * finished jobs (SUCCEEDED, FAILED, CANCELLED) whose backup record is gone — a kept record keeps every
+   * job that names it (the one that made it, its restores, which failback reads, its verifications,
+   * retention's DELETE keys). FAILED backups stay. How many rows of each went.
    */
   pruneHistory(beforeMs: number, limit: number): { backups: number; jobs: number };
 

@@ -2,18 +2,18 @@
  * pruneHistory's statements (catalog.ts), one text for both stores — they differ only in placeholders
  * and in how a JSON field is read. A DELETED backup goes only when nothing may still need its record: its
  * delete finished (not "delete unfinished": DeleteBackup removes what is left by it), no job named it
- * within the window (its delete ended before it), and the volume has a backup made within the window
- * (whose end swept the volume after the delete: a source snapshot of the backup left by a failed sweep
- * went then; a sweep keeps snapshots of ids it does not know). FAILED backups stay (their attempt may have
- * left data that only a DeleteBackup of the record removes). Finished jobs go when they name no live
- * backup.
+ * within the window (its delete ended before it), and the volume has a backup made within the window by a
+ * BACKUP job that ended (whose end swept the volume after the delete: a source snapshot of the backup left
+ * by a failed sweep went then; a sweep keeps snapshots of ids it does not know — a backup still being
+ * made, or an imported record, swept nothing). FAILED backups stay (their attempt may have left data that
+ * only a DeleteBackup of the record removes). Finished jobs go once the backup they name is gone from the
+ * catalog (a kept record keeps its jobs: the snapshot sweep reads max_snapshots from a backup's job).
  */
-import { BackupStatus, JobState } from "../../gen/rbdbackup/v1/backup_service";
+import { BackupStatus, JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import { DELETE_UNFINISHED } from "../model";
 
 const ACTIVE = `${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING}`;
 const FINISHED = `${JobState.JOB_STATE_SUCCEEDED}, ${JobState.JOB_STATE_FAILED}, ${JobState.JOB_STATE_CANCELLED}`;
-const GONE = `${BackupStatus.BACKUP_STATUS_DELETED}, ${BackupStatus.BACKUP_STATUS_FAILED}`;
 
 export interface HistoryPlaceholders {
   /** The window's start as the backups table stores created_at (SQLite: ISO text; PostgreSQL: epoch ms). */
@@ -31,12 +31,13 @@ export function historySql(p: HistoryPlaceholders): { backups: string; jobs: str
   WHERE b.status = ${BackupStatus.BACKUP_STATUS_DELETED} AND b.created_at < ${p.backupsBefore}
     AND COALESCE(${p.backupError}, '') NOT LIKE '${DELETE_UNFINISHED.trim()}%'
     AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.backup_id = b.id AND (j.state IN (${ACTIVE}) OR j.created_at >= ${p.jobsBefore}))
-    AND EXISTS (SELECT 1 FROM backups n WHERE n.cluster = b.cluster AND n.pool = b.pool AND n.namespace = b.namespace
-      AND n.image = b.image AND n.created_at >= ${p.backupsBefore})
+    AND EXISTS (SELECT 1 FROM backups n JOIN jobs s ON s.backup_id = n.id
+      WHERE n.cluster = b.cluster AND n.pool = b.pool AND n.namespace = b.namespace AND n.image = b.image
+        AND n.created_at >= ${p.backupsBefore} AND s.kind = ${JobKind.JOB_KIND_BACKUP} AND s.state IN (${FINISHED}))
   LIMIT ${p.limit})`,
     jobs: `DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j
   WHERE j.state IN (${FINISHED}) AND j.created_at < ${p.jobsBefore}
-    AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = j.backup_id AND b.status NOT IN (${GONE}))
+    AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = j.backup_id)
   LIMIT ${p.limit})`,
   };
 }

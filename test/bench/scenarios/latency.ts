@@ -250,6 +250,7 @@ async function measure(mib: number, rounds: number, delayMs: number, limits: Rec
         cliExport: perGiB(s.cpuExp),
         cliImport: perGiB(s.cpuImp),
       },
+      // The OSDs' ops are delayed on purpose (0–100 ms each): the evidence for "OSD" is the injection.
       bound: busy >= 0.9 ? "CPU" : "OSD",
       note: [
         `raw rbd bench write (4 MiB × 16) ${rawAfter.toFixed(0)} MiB/s with the delay (${rawBefore.toFixed(0)} without)`,

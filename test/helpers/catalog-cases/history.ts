@@ -28,15 +28,23 @@ export function history(open: OpenCatalog): void {
           c.insertJob(j);
           return j;
         };
-        // v1 and v2 were backed up within the window (their volumes were swept since); v3 not.
+        // v1 and v2 were backed up within the window by BACKUP jobs that ended (their volumes were swept
+        // since); v3 not; v4's backup of the window is still being made, v5's is an imported record (no job).
         const recent = mk(S.BACKUP_STATUS_AVAILABLE, T0 - DAY);
-        mk(S.BACKUP_STATUS_AVAILABLE, T0 - DAY, "v2");
+        const recentMade = mkJob(recent.id, JobState.JOB_STATE_SUCCEEDED, T0 - DAY);
+        const recentFailed = mk(S.BACKUP_STATUS_FAILED, T0 - DAY, "v2");
+        mkJob(recentFailed.id, JobState.JOB_STATE_FAILED, T0 - DAY);
+        const making = mk(S.BACKUP_STATUS_CREATING, T0 - DAY, "v4");
+        const makingJob = mkJob(making.id, JobState.JOB_STATE_RUNNING, T0 - DAY);
+        mk(S.BACKUP_STATUS_AVAILABLE, T0 - DAY, "v5");
+        const unsweptByMaking = mk(S.BACKUP_STATUS_DELETED, old, "v4");
+        const unsweptByImport = mk(S.BACKUP_STATUS_DELETED, old, "v5");
         // Go: an old DELETED backup whose delete finished long ago, and finished jobs naming it or nothing left.
         const deleted = mk(S.BACKUP_STATUS_DELETED);
         const madeDeleted = mkJob(deleted.id, JobState.JOB_STATE_SUCCEEDED);
         const deleteJob = mkJob(deleted.id, JobState.JOB_STATE_SUCCEEDED, old + 10, JobKind.JOB_KIND_DELETE);
         const cancelled = mkJob("", JobState.JOB_STATE_CANCELLED);
-        // Stay: FAILED backups (their leftovers go by a DeleteBackup of the record) — their jobs go.
+        // Stay: FAILED backups (their leftovers go by a DeleteBackup of the record), and their jobs.
         const failed = mk(S.BACKUP_STATUS_FAILED);
         const failedJob = mkJob(failed.id, JobState.JOB_STATE_FAILED);
         // Stay: a delete unfinished (DeleteBackup removes what is left by it).
@@ -63,19 +71,30 @@ export function history(open: OpenCatalog): void {
         const recentDeleted = mk(S.BACKUP_STATUS_DELETED, T0 - DAY);
         const recentJob = mkJob(recentDeleted.id, JobState.JOB_STATE_SUCCEEDED, T0 - DAY);
 
-        assert.deepEqual(c.pruneHistory(cutoff, 1000), { backups: 1, jobs: 4 });
+        assert.deepEqual(c.pruneHistory(cutoff, 1000), { backups: 1, jobs: 3 });
         assert.equal(c.getBackup(deleted.id), undefined, "the old DELETED backup went");
-        for (const j of [madeDeleted, deleteJob, failedJob, cancelled]) assert.equal(c.getJob(j.id), undefined);
-        const kept = [recent, failed, unfinished, lateDelete, unswept, ...live, deletedButNamed, recentDeleted];
+        for (const j of [madeDeleted, deleteJob, cancelled]) assert.equal(c.getJob(j.id), undefined);
+        const kept = [
+          recent,
+          failed,
+          unfinished,
+          lateDelete,
+          unswept,
+          unsweptByMaking,
+          unsweptByImport,
+          ...live,
+          deletedButNamed,
+          recentDeleted,
+        ];
         for (const b of kept) assert.ok(c.getBackup(b.id), `kept ${S[b.status]} ${b.error}`);
-        for (const j of [...liveJobs, lateDeleteJob, queued, running, recentJob])
+        for (const j of [...liveJobs, failedJob, recentMade, lateDeleteJob, queued, running, recentJob])
           assert.ok(c.getJob(j.id), `kept job ${j.kind}`);
         assert.deepEqual(
           c
             .activeJobs()
             .map((j) => j.id)
             .sort(),
-          [queued.id, running.id].sort(),
+          [queued.id, running.id, makingJob.id].sort(),
         );
         assert.equal(c.availableBackupsOfVolume("a", "rbd", "", "v1").length, 2);
         assert.deepEqual(c.pruneHistory(cutoff, 1000), { backups: 0, jobs: 0 }, "nothing more");
@@ -84,7 +103,9 @@ export function history(open: OpenCatalog): void {
     it("at most `limit` rows of each table a call", () =>
       using(open, (c) => {
         const old = T0 - 100 * DAY;
-        c.insertBackup(backup(vol("v1"), T0 - DAY));
+        const recent = backup(vol("v1"), T0 - DAY);
+        c.insertBackup(recent);
+        c.insertJob(job(T0 - DAY, { backupId: recent.id, state: JobState.JOB_STATE_SUCCEEDED }));
         for (let i = 0; i < 5; i++) {
           const b = backup(vol("v1"), old + i, { status: S.BACKUP_STATUS_DELETED });
           c.insertBackup(b);

@@ -14,7 +14,7 @@ import { memoryLogger } from "./harness";
 const DAY = 86_400_000;
 const NOW = Date.UTC(2026, 11, 7);
 
-/** `n` DELETED backups of 100 days ago, each with its finished job; one AVAILABLE backup of yesterday and an old job of it. */
+/** `n` DELETED backups of 100 days ago, each with its finished job; one AVAILABLE backup of yesterday and the job that made it. */
 function filled(n: number): SqliteCatalog {
   const c = new SqliteCatalog(":memory:");
   c.transaction(() => {
@@ -26,7 +26,7 @@ function filled(n: number): SqliteCatalog {
     // The volume's newest backup, of yesterday: it swept the volume after those deletes.
     const kept = backup(vol("v1"), NOW - DAY);
     c.insertBackup(kept);
-    c.insertJob(job(NOW - 200 * DAY, { backupId: kept.id, state: JobState.JOB_STATE_SUCCEEDED }));
+    c.insertJob(job(NOW - DAY, { backupId: kept.id, state: JobState.JOB_STATE_SUCCEEDED }));
   });
   return c;
 }
