@@ -27,6 +27,12 @@ export interface AuditLine {
   message?: string;
 }
 
+/** The audit file opened for appending (its directory made, mode 0700; the file 0600). */
+function openAppend(file: string): number {
+  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  return openSync(file, "a", 0o600);
+}
+
 export class AuditLog {
   #fd: number | null = null;
 
@@ -35,10 +41,7 @@ export class AuditLog {
     /** A file the lines are appended to too; "" = the logger only. */
     readonly file = "",
   ) {
-    if (file) {
-      mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-      this.#fd = openSync(file, "a", 0o600);
-    }
+    if (file) this.#fd = openAppend(file);
   }
 
   record(e: AuditLine): void {
@@ -61,8 +64,7 @@ export class AuditLog {
     if (!this.file || this.#fd === null) return true;
     let fd: number;
     try {
-      mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
-      fd = openSync(this.file, "a", 0o600);
+      fd = openAppend(this.file);
     } catch (err) {
       this.log.error("cannot reopen the audit log; still writing to the file opened before", { file: this.file, err });
       return false;

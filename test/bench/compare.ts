@@ -13,7 +13,7 @@
  */
 import { cpus } from "node:os";
 import type { CliPipeCpu } from "./ceph-cli";
-import { cpuOf, machineJiffies, median, procMemMiB, round as r, resetPeakRss } from "./measure";
+import { cpuOf, inTurn, machineJiffies, median, procMemMiB, round as r, resetPeakRss } from "./measure";
 import type { Row } from "./scenarios/types";
 
 const MiB = 1 << 20;
@@ -82,10 +82,11 @@ export async function alternate(
   ours: () => Promise<OursSample>,
   into: { cli: CliSample[]; ours: OursSample[] },
 ): Promise<void> {
-  for (const who of round % 2 === 0 ? ["cli", "ours"] : ["ours", "cli"]) {
-    if (who === "cli") into.cli.push(await cli());
-    else into.ours.push(await ours());
-  }
+  await inTurn(
+    round,
+    async () => into.cli.push(await cli()),
+    async () => into.ours.push(await ours()),
+  );
 }
 
 /**

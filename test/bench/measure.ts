@@ -16,6 +16,11 @@ export function limitsArg(): Record<string, number> {
 /** `x` rounded to `digits` decimals (the figures of a row and of the README table). */
 export const round = (x: number, digits: number): number => +x.toFixed(digits);
 
+/** Round `round` of a side-by-side: `first` then `second` on even rounds, the other way on odd ones. */
+export async function inTurn(round: number, first: () => Promise<unknown>, second: () => Promise<unknown>) {
+  for (const side of round % 2 === 0 ? [first, second] : [second, first]) await side();
+}
+
 export function median(xs: number[]): number {
   if (xs.length === 0) return Number.NaN;
   const s = [...xs].sort((a, b) => a - b);

@@ -34,12 +34,10 @@ export async function verifyBackup(
   requireVerifiable(b, verifyModeOf(req.mode));
   // SOURCE: from before the probe until the job is in the catalog, no snapshot sweep removes what the
   // probe finds (a sweep in flight is waited for first); the queued job then keeps it (snapshot-hygiene.ts).
-  const release =
-    verifyModeOf(req.mode) === VerifyMode.VERIFY_MODE_SOURCE && b.volume
-      ? await deps.scheduler.holdForVerify(b.id, b.volume, ctx.signal)
-      : undefined;
+  const source = verifyModeOf(req.mode) === VerifyMode.VERIFY_MODE_SOURCE;
+  const release = source ? await deps.scheduler.holdForVerify(b.id, b.volume, ctx.signal) : undefined;
   try {
-    if (release) await requireSourceSnapshot(deps, b, ctx.signal);
+    if (source) await requireSourceSnapshot(deps, b, ctx.signal);
     // Judged again with the job's insert: a DeleteBackup admitted during the probe's wait made it DELETING.
     return adm.submit(adm.newJob(verifyJobSpec(b, req.mode, req.samplePercent, req.idempotencyKey)), () => {
       const now = deps.catalog.getBackup(req.backupId);

@@ -1,12 +1,6 @@
-/**
- * The catalog: agents, backups and jobs, behind one interface so the storage can change (SQLite, one
- * file, by default — sqlite.ts; PostgreSQL for several coordinators later). Calls are synchronous and
- * each is atomic; `transaction` groups several. The catalog is an index: everything a restore needs
- * also lives in the backup cluster (base image, snapshots, metadata objects).
- */
-import type { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../model";
 import type { AvailableBackup } from "./available-index";
+import type { Statuses } from "./filters";
 import type { LeaderLease } from "./leader-lease";
 import type { PolicyStore } from "./policy-store";
 
@@ -88,13 +82,7 @@ export interface Catalog {
    * oldest first. With a status the store reads only those rows through the (volume, status) index: a
    * volume's history grows by a DELETED row a run, for years, so what runs per job names its statuses.
    */
-  backupsOfVolume(
-    cluster: string,
-    pool: string,
-    namespace: string,
-    image: string,
-    status?: BackupStatus | readonly BackupStatus[],
-  ): Backup[];
+  backupsOfVolume(cluster: string, pool: string, namespace: string, image: string, status?: Statuses): Backup[];
 
   /**
    * History created before `beforeMs` (epoch ms) removed, at most `limit` rows of each table, in one

@@ -5,8 +5,11 @@
 import type { BackupStatus } from "../../gen/rbdbackup/v1/backup_service";
 import type { BackupFilter } from "../model";
 
+/** backupsOfVolume's status argument: one status or several. */
+export type Statuses = BackupStatus | readonly BackupStatus[];
+
 /** backupsOfVolume's status argument as a list ([] = every status). */
-export function statusList(status?: BackupStatus | readonly BackupStatus[]): BackupStatus[] {
+export function statusList(status?: Statuses): BackupStatus[] {
   return status === undefined ? [] : typeof status === "number" ? [status] : [...status];
 }
 

@@ -14,7 +14,8 @@ import type { KeysetPosition } from "./page-token";
  * Run at every open, after the added columns exist (one names backups.policy). backupsOfVolume has
  * its own index with the status (what runs per job reads a volume's backups of named statuses, not its
  * DELETED history); the default listing (all but DELETED) a partial one without the DELETED rows, which
- * outnumber the rest as the years go by; volume_id and policy are mostly '', hence partial. The single-column indexes these replace are dropped (an older coordinator recreates them:
+ * outnumber the rest as the years go by; volume_id and policy are mostly '', hence partial. The
+ * single-column indexes these replace are dropped (an older coordinator recreates them:
  * harmless).
  */
 export const LISTING_INDEXES = `

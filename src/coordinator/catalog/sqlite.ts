@@ -12,7 +12,7 @@ import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "..
 import { ActiveJobIndex, type ActiveJobRow } from "./active-jobs";
 import { type AvailableBackup, AvailableIndex } from "./available-index";
 import type { Catalog, ClusterPin, Page } from "./catalog";
-import { statusList } from "./filters";
+import { type Statuses, statusList } from "./filters";
 import { historySql } from "./history-sql";
 import { decodePageToken, keysetPage, pageScope } from "./page-token";
 import { migratePolicyColumns } from "./policy-columns";
@@ -290,13 +290,7 @@ export class SqliteCatalog implements Catalog {
     return this.#available.of(cluster, pool, namespace, image);
   }
 
-  backupsOfVolume(
-    cluster: string,
-    pool: string,
-    namespace: string,
-    image: string,
-    status?: BackupStatus | readonly BackupStatus[],
-  ): Backup[] {
+  backupsOfVolume(cluster: string, pool: string, namespace: string, image: string, status?: Statuses): Backup[] {
     const statuses = statusList(status);
     const only = statuses.length ? ` AND status IN (${statuses.map(() => "?").join(", ")})` : "";
     const rows = this.#sql(

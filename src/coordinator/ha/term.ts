@@ -1,6 +1,7 @@
 /**
  * A term: what dispatches while this coordinator leads — the scheduler, the policy runner, the
- * policy verify runner and the catalog history's pruner (../history.ts) — built fresh from the catalog when the term starts and stopped when it ends.
+ * policy verify runner and the catalog history's pruner (../history.ts) — built fresh from the catalog
+ * when the term starts and stopped when it ends.
  * Starting is the restart recovery of a single coordinator: the scheduler reloads the active jobs and
  * gives every running lease one lease time and the reconnect grace for its agent to reconnect (to this coordinator) and claim
  * it (Scheduler.start → lease-broker recover). A single coordinator (SQLite) has one term, from start

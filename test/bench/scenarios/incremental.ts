@@ -9,7 +9,7 @@
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { connectLab, rbd, uniqueName } from "../../helpers/lab";
 import { cliPipe } from "../ceph-cli";
-import { arg, median } from "../measure";
+import { arg, inTurn, median } from "../measure";
 import {
   backupTimed,
   breakdown,
@@ -111,13 +111,7 @@ export async function incrementalRuns(
         await settleLogs();
         out.phases.push(breakdown(r, d));
       };
-      if (i % 2 === 0) {
-        await runCli();
-        await runOurs();
-      } else {
-        await runOurs();
-        await runCli();
-      }
+      await inTurn(i, runCli, runOurs);
       // The CLI keeps one snapshot, as our chain does.
       await rbd("site-a", ["snap", "rm", `rbd/${vol}@${prev}`]);
       prev = snap;

@@ -12,7 +12,7 @@ import type { ChildProcess } from "node:child_process";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { connectLab, rbd, uniqueName } from "../../helpers/lab";
 import { cliPipe, randomWriter } from "../ceph-cli";
-import { median } from "../measure";
+import { inTurn, median } from "../measure";
 import {
   backupTimed,
   breakdown,
@@ -148,23 +148,19 @@ async function liveWrites(ctx: ScenarioContext, d: Deployment): Promise<Row[]> {
     for (let i = 0; i < Math.max(2, ctx.rounds); i++) {
       // Idle: the changes of a short write burst, with the writer gone.
       await writer(spec, Math.round(rate * 3)).done;
-      if (i % 2 === 0) {
-        await ours(res.idleOurs, false);
-        await cli(res.idleCli);
-      } else {
-        await cli(res.idleCli);
-        await ours(res.idleOurs, false);
-      }
+      await inTurn(
+        i,
+        () => ours(res.idleOurs, false),
+        () => cli(res.idleCli),
+      );
       // Live: both while the writer runs (it started 3 s before).
       const w = writer(spec, Math.round(rate * WRITER_SECONDS));
       await new Promise((r) => setTimeout(r, 3000));
-      if (i % 2 === 0) {
-        await ours(res.liveOurs, true);
-        await cli(res.liveCli);
-      } else {
-        await cli(res.liveCli);
-        await ours(res.liveOurs, true);
-      }
+      await inTurn(
+        i,
+        () => ours(res.liveOurs, true),
+        () => cli(res.liveCli),
+      );
       const running = w.proc.exitCode === null;
       await w.done;
       ctx.log(

@@ -7,7 +7,7 @@
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { connectLab, rbd, uniqueName } from "../../helpers/lab";
 import { cliPipe } from "../ceph-cli";
-import { median, round as r } from "../measure";
+import { inTurn, median, round as r } from "../measure";
 import {
   backupTimed,
   breakdown,
@@ -76,13 +76,7 @@ export const scenario: Scenario = {
               await settleLogs();
               phases.push(breakdown(r, d));
             };
-            if (i % 2 === 0) {
-              await runCli();
-              await runOurs();
-            } else {
-              await runOurs();
-              await runCli();
-            }
+            await inTurn(i, runCli, runOurs);
             ctx.log(`sparse ${i + 1}: ours ${ours.at(-1)?.toFixed(3)} s, cli ${cli.at(-1)?.toFixed(3)} s`);
           } finally {
             await cleanUp(d.api, ids, [

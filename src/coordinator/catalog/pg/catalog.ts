@@ -12,7 +12,7 @@ import { BackupStatus, JobState } from "../../../gen/rbdbackup/v1/backup_service
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../../model";
 import { type AvailableBackup, AvailableIndex, availableOf } from "../available-index";
 import type { Catalog, ClusterPin, Page } from "../catalog";
-import { statusList } from "../filters";
+import { type Statuses, statusList } from "../filters";
 import { historySql } from "../history-sql";
 import { FencedError } from "../leader-lease";
 import { decodePageToken, keysetPage, pageScope } from "../page-token";
@@ -248,13 +248,7 @@ export class PgCatalog implements Catalog {
     ).map((r) => availableOf(parseBackup(r.doc)));
   }
 
-  backupsOfVolume(
-    cluster: string,
-    pool: string,
-    namespace: string,
-    image: string,
-    status?: BackupStatus | readonly BackupStatus[],
-  ): Backup[] {
+  backupsOfVolume(cluster: string, pool: string, namespace: string, image: string, status?: Statuses): Backup[] {
     const statuses = statusList(status);
     const only = statuses.length ? ` AND status IN (${statuses.map((_, i) => `$${i + 5}`).join(", ")})` : "";
     return this.#read<Doc>(
