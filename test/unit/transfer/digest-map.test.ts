@@ -207,6 +207,12 @@ describe("DigestMapBuilder", () => {
     }
   });
 
+  it("zeroCrc32c: answers kept by length stay right, past the memo's bound and asked again", () => {
+    const lengths = Array.from({ length: 150 }, (_, i) => 1 + ((i * 7919) % 70_000));
+    for (let round = 0; round < 2; round++)
+      for (const n of lengths) assert.equal(zeroCrc32c(n), crc32c(Buffer.alloc(n)) >>> 0, `${n} bytes, round ${round}`);
+  });
+
   it("an incremental: the parent's map overlaid; reads back only blocks written in part over data", async () => {
     for (let seed = 1; seed <= 20; seed++) {
       const r = rng(seed + 100);
