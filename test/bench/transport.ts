@@ -20,7 +20,7 @@
  * `--node-args`: every Node variant also runs as "V+" with those flags for node (both roles), in the
  * same rounds, alternating with the plain run.
  *
- * Prints, per variant, the median MiB/s and CPU seconds per GiB of each side (the client's from
+ * Variants take turns: each round starts one later in the list. Prints, per variant, the median MiB/s and CPU seconds per GiB of each side (the client's from
  * connecting to the answer, the server's from listening to the last byte; the client's includes
  * filling each frame, which stands for the Ceph read).
  */
@@ -205,7 +205,10 @@ async function drive(): Promise<void> {
   const results = new Map<string, Array<{ mibps: number; client: number; server: number }>>();
   const self = process.argv[1] as string;
   for (let r = 0; r < rounds; r++) {
-    for (const [name, v, flags] of runs) {
+    // Each round starts one variant later, so none always runs first (on a machine warming up or
+    // growing busier) and each follows a different one from round to round.
+    const order = runs.map((_, i) => runs[(i + r) % runs.length] as [string, Variant, string[]]);
+    for (const [name, v, flags] of order) {
       const srv = isNative(v)
         ? spawn("python3", nativeArgs(v, "server", serverTls), { stdio: ["ignore", "pipe", "inherit"] })
         : spawn(process.execPath, [...flags, self, "--role", "server", "--variant", v], {
@@ -245,7 +248,7 @@ async function drive(): Promise<void> {
         .toFixed(2)
         .padStart(16)}   ${median(l.map((x) => x.server))
         .toFixed(2)
-        .padStart(16)}   ${(m / median(base.map((x) => x.mibps))).toFixed(2)}× grpc-js`,
+        .padStart(16)}   ${base.length ? `${(m / median(base.map((x) => x.mibps))).toFixed(2)}× grpc-js` : ""}`,
     );
   }
   const floor = results.get("native TLS");
