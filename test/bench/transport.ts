@@ -20,9 +20,9 @@
  * `--node-args`: every Node variant also runs as "V+" with those flags for node (both roles), in the
  * same rounds, alternating with the plain run.
  *
- * Variants take turns: each round starts one later in the list. Prints, per variant, the median MiB/s and CPU seconds per GiB of each side (the client's from
- * connecting to the answer, the server's from listening to the last byte; the client's includes
- * filling each frame, which stands for the Ceph read).
+ * Variants take turns: each round starts one later in the list. Prints, per variant, the median MiB/s
+ * and CPU seconds per GiB of each side (the client's from connecting to the answer, the server's from
+ * listening to the last byte; the client's includes filling each frame, which stands for the Ceph read).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
