@@ -303,7 +303,7 @@ export class SqliteCatalog implements Catalog {
     const args = { before_iso: new Date(beforeMs).toISOString(), before_ms: beforeMs, limit };
     return this.transaction(() => ({
       backups: this.#sql(PRUNE.backups).run(args).changes,
-      jobs: this.#sql(PRUNE.jobs).run({ before_ms: beforeMs, limit }).changes,
+      jobs: this.#sql(PRUNE.jobs).run(args).changes,
     }));
   }
 
