@@ -159,7 +159,7 @@ export const CoordinatorConfigSchema = daemonSchema("rbdbackup coordinator confi
       2_000,
     ),
     historyDays: int(
-      "Days the catalog keeps finished jobs and the records of DELETED backups, counted from their creation; older ones are removed by the leader every 10 min. Kept however old: every backup record still kept and the jobs that name it (the one that made it, its restores, its verifications); FAILED backups; DELETED ones whose delete is unfinished, that a job of the window named, or whose volume has had no backup made in the window by a BACKUP job that ended. ListJobs, ListBackups of DELETED backups and idempotency keys of older requests reach this far back. 0 = keep everything (the catalog then grows by ~3 rows per backup for good).",
+      "Days the catalog keeps finished jobs and the records of DELETED backups, counted from their creation; older ones are removed by the leader every 10 min. Kept however old: every backup record still kept and the jobs that name it (the one that made it, its restores, its verifications); FAILED backups; DELETED ones whose delete is unfinished, that a job of the window named, or whose volume has had no backup made in the window by a BACKUP job that ended (unless an agent says the volume's source image is gone). ListJobs, ListBackups of DELETED backups and idempotency keys of older requests reach this far back. 0 = keep everything (the catalog then grows by ~3 rows per backup for good).",
       0,
       36_500,
       90,

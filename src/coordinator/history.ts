@@ -7,18 +7,26 @@
  * for good: 1,000 volumes backed up hourly add ~100 MB a day (a backup row and two jobs a run), and
  * listings, the disk and PostgreSQL's vacuum pay for it. historyDays 0 keeps everything.
  *
+ * A volume no longer backed up never gets the backup of the window that lets its DELETED records go
+ * (history-sql.ts): each pass also takes up to GONE_CHECKS_PER_PASS such volumes (the catalog's
+ * goneHistoryCandidates, from a cursor that goes round), asks an agent of each one's cluster whether its
+ * source image is still there (`sourceGone`), and removes the records of those gone — no snapshot of
+ * theirs is left to sweep. No agent, or no answer: kept, asked again at a later pass.
+ *
  * Who may start it: only a term (the leader; a standby's writes would be fenced anyway). A failing
  * pass (the catalog unreachable) is logged and tried at the next interval; nothing else depends on it.
  */
 import client from "prom-client";
 import type { Logger } from "../common/log";
-import type { Catalog } from "./catalog/catalog";
+import type { Catalog, VolumeKey } from "./catalog/catalog";
 
 export const HISTORY_INTERVAL_MS = 10 * 60_000;
 /** The first pass, this long after the term starts (not in the way of its start). */
 export const HISTORY_FIRST_PASS_MS = 60_000;
 export const HISTORY_BATCH = 1_000;
 export const HISTORY_MAX_BATCHES = 50;
+/** Volumes no longer backed up asked about per pass (one question at a time, each with a deadline). */
+export const GONE_CHECKS_PER_PASS = 100;
 const DAY_MS = 86_400_000;
 
 /** Rows removed, by table; one counter for the coordinator's life (terms come and go). */
@@ -40,12 +48,17 @@ export interface HistoryDeps {
   historyDays: number;
   removed?: client.Counter<"table">;
   now?: () => number;
+  /** Whether a volume's source image is gone, by an agent's word (volume-presence.ts sourceGone); throws when unknown. */
+  sourceGone?: (v: VolumeKey, signal: AbortSignal) => Promise<boolean>;
 }
 
 export class HistoryPruner {
   #timer: NodeJS.Timeout | null = null;
   #stopped = false;
   #running: Promise<unknown> | null = null;
+  /** Where the next pass's gone-volume candidates start (null: from the first). */
+  #cursor: VolumeKey | null = null;
+  readonly #stop = new AbortController();
 
   constructor(private readonly deps: HistoryDeps) {}
 
@@ -56,6 +69,7 @@ export class HistoryPruner {
 
   stop(): void {
     this.#stopped = true;
+    this.#stop.abort();
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
   }
@@ -99,6 +113,7 @@ export class HistoryPruner {
       });
       return total;
     }
+    total.backups += await this.#goneVolumes(before);
     if (total.backups || total.jobs) {
       log.info("catalog history: removed what is older than catalog.historyDays", {
         historyDays,
@@ -108,5 +123,48 @@ export class HistoryPruner {
       });
     }
     return total;
+  }
+
+  /** Removes the DELETED records of volumes no longer backed up whose source is gone; how many went. */
+  async #goneVolumes(before: number): Promise<number> {
+    const { catalog, log, sourceGone } = this.deps;
+    if (!sourceGone) return 0;
+    let removed = 0;
+    try {
+      const candidates = catalog.goneHistoryCandidates(before, this.#cursor, GONE_CHECKS_PER_PASS);
+      this.#cursor = candidates.length < GONE_CHECKS_PER_PASS ? null : (candidates.at(-1) ?? null);
+      for (const v of candidates) {
+        if (this.#stopped) break;
+        const volume = `${v.cluster}/${v.pool}/${v.namespace ? `${v.namespace}/` : ""}${v.image}`;
+        let gone: boolean;
+        try {
+          gone = await sourceGone(v, this.#stop.signal);
+        } catch (err) {
+          log.debug("catalog history: whether a volume is gone is unknown; its records are kept", { volume, err });
+          continue;
+        }
+        if (!gone) continue;
+        let records = 0;
+        for (let i = 0; i < HISTORY_MAX_BATCHES && !this.#stopped; i++) {
+          const n = catalog.pruneGoneVolume(v, before, HISTORY_BATCH);
+          records += n;
+          if (n < HISTORY_BATCH) break;
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        removed += records;
+        this.deps.removed?.labels("backups").inc(records);
+        if (records)
+          log.info("catalog history: removed the DELETED records of a volume gone from its source", {
+            volume,
+            records,
+          });
+      }
+    } catch (err) {
+      log.warn("catalog history: the pass over volumes no longer backed up failed; tried again at the next interval", {
+        err,
+        removedBackups: removed,
+      });
+    }
+    return removed;
   }
 }

@@ -37,6 +37,19 @@ export interface VolumePresenceDeps {
   now?: () => number;
 }
 
+/**
+ * Whether a volume's source image is gone, on the word of an agent of its cluster (a probe: its pool,
+ * namespace and image); throws when no agent of the cluster is connected or the question fails.
+ */
+export async function sourceGone(
+  sessions: Pick<Sessions, "any">,
+  v: Pick<VolumeRef, "cluster" | "pool" | "namespace" | "image">,
+  signal: AbortSignal,
+): Promise<boolean> {
+  const r = await ask(sessions.any(v.cluster), probeRequest({ pools: [v.pool], image: v }), "probe", signal);
+  return r.missingPools.length > 0 || r.missingNamespaces.length > 0 || !r.imageExists;
+}
+
 const key = (v: Pick<VolumeRef, "cluster" | "pool" | "namespace" | "image">) =>
   `${v.cluster}\0${v.pool}\0${v.namespace}\0${v.image}`;
 
@@ -80,11 +93,9 @@ export class VolumePresence {
         unasked++;
         return;
       }
-      const q = { pools: [v.pool], image: v };
       try {
-        const r = await ask(d.sessions.any(v.cluster), probeRequest(q), "probe", this.#ac.signal);
+        const missing = await sourceGone(d.sessions, v, this.#ac.signal);
         asked++;
-        const missing = r.missingPools.length > 0 || r.missingNamespaces.length > 0 || !r.imageExists;
         if (missing && !this.#gone.has(key(v))) {
           d.log.info("a backed-up volume no longer exists at its source: left out of the last-success metric", {
             volume: `${v.cluster}/${v.pool}/${v.namespace ? `${v.namespace}/` : ""}${v.image}`,

@@ -6,6 +6,14 @@ import type { PolicyStore } from "./policy-store";
 
 export type { AvailableBackup };
 
+/** A volume by its source: the cluster, pool, namespace and image it is backed up from. */
+export interface VolumeKey {
+  cluster: string;
+  pool: string;
+  namespace: string;
+  image: string;
+}
+
 export interface Page<T> {
   items: T[];
   /** Opaque; "" on the last page. */
@@ -94,6 +102,20 @@ export interface Catalog {
    * retention's DELETE keys). FAILED backups stay. How many rows of each went.
    */
   pruneHistory(beforeMs: number, limit: number): { backups: number; jobs: number };
+
+  /**
+   * Volumes whose DELETED records pruneHistory keeps only because no backup of the window swept the
+   * volume — it has no backup record of any status created since `beforeMs` — in key order after `after`
+   * (null: from the first), at most `limit` (history.ts asks an agent whether each is gone).
+   */
+  goneHistoryCandidates(beforeMs: number, after: VolumeKey | null, limit: number): VolumeKey[];
+
+  /**
+   * A volume's DELETED records as pruneHistory would remove them, for a volume whose source image an
+   * agent found gone (no snapshot of it is left to sweep): at most `limit`, and none if a backup of the
+   * window appeared meanwhile. How many went (their jobs go at pruneHistory's next call).
+   */
+  pruneGoneVolume(v: VolumeKey, beforeMs: number, limit: number): number;
 
   /** Fails with a UNIQUE error when the idempotency key is taken. */
   insertJob(j: JobRecord): void;

@@ -11,7 +11,7 @@ import { Backup as BackupMsg, BackupStatus, JobState } from "../../gen/rbdbackup
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../model";
 import { ActiveJobIndex, type ActiveJobRow } from "./active-jobs";
 import { type AvailableBackup, AvailableIndex } from "./available-index";
-import type { Catalog, ClusterPin, Page } from "./catalog";
+import type { Catalog, ClusterPin, Page, VolumeKey } from "./catalog";
 import { type Statuses, statusList } from "./filters";
 import { historySql } from "./history-sql";
 import { decodePageToken, keysetPage, pageScope } from "./page-token";
@@ -88,6 +88,8 @@ const PRUNE = historySql({
   jobsBefore: "@before_ms",
   limit: "@limit",
   backupError: "json_extract(b.doc, '$.error')",
+  after: { cluster: "@after_cluster", pool: "@after_pool", namespace: "@after_namespace", image: "@after_image" },
+  volume: { cluster: "@cluster", pool: "@pool", namespace: "@namespace", image: "@image" },
 });
 
 export class SqliteCatalog implements Catalog {
@@ -305,6 +307,33 @@ export class SqliteCatalog implements Catalog {
       backups: this.#sql(PRUNE.backups).run(args).changes,
       jobs: this.#sql(PRUNE.jobs).run(args).changes,
     }));
+  }
+
+  goneHistoryCandidates(beforeMs: number, after: VolumeKey | null, limit: number): VolumeKey[] {
+    const a = after ?? { cluster: "", pool: "", namespace: "", image: "" };
+    return this.#sql(PRUNE.goneCandidates).all({
+      before_iso: new Date(beforeMs).toISOString(),
+      before_ms: beforeMs,
+      limit,
+      after_cluster: a.cluster,
+      after_pool: a.pool,
+      after_namespace: a.namespace,
+      after_image: a.image,
+    }) as VolumeKey[];
+  }
+
+  pruneGoneVolume(v: VolumeKey, beforeMs: number, limit: number): number {
+    const { cluster, pool, namespace, image } = v;
+    const args = {
+      before_iso: new Date(beforeMs).toISOString(),
+      before_ms: beforeMs,
+      limit,
+      cluster,
+      pool,
+      namespace,
+      image,
+    };
+    return this.transaction(() => this.#sql(PRUNE.pruneGone).run(args).changes);
   }
 
   #jobRow(j: JobRecord) {

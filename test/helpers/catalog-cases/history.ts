@@ -118,5 +118,57 @@ export function history(open: OpenCatalog): void {
         assert.deepEqual(c.pruneHistory(cutoff, 2), { backups: 0, jobs: 0 });
         assert.equal(c.backupsOfVolume("a", "rbd", "", "v1").length, 1, "the recent one");
       }));
+
+    it("volumes no longer backed up: listed from a cursor; a gone one's DELETED records go, as pruneHistory's rules say", () =>
+      using(open, (c) => {
+        const old = T0 - 100 * DAY;
+        const cutoff = T0 - 90 * DAY;
+        const mk = (v: ReturnType<typeof vol>, status: S, at = old, o: Partial<Parameters<typeof backup>[2]> = {}) => {
+          const b = backup(v, at, { status, ...o });
+          c.insertBackup(b);
+          return b;
+        };
+        // Candidates: only old records, one prunable DELETED at least (g1 in pool "p", g2 in another cluster).
+        const g1 = vol("g1", "a", "p");
+        const g2 = vol("g2", "b");
+        const g1Deleted = [mk(g1, S.BACKUP_STATUS_DELETED), mk(g1, S.BACKUP_STATUS_DELETED, old + 1)];
+        const g1Failed = mk(g1, S.BACKUP_STATUS_FAILED);
+        const g1Unfinished = mk(g1, S.BACKUP_STATUS_DELETED, old, { error: `${DELETE_UNFINISHED}busy` });
+        const g1Named = mk(g1, S.BACKUP_STATUS_DELETED);
+        c.insertJob(
+          job(T0 - DAY, { backupId: g1Named.id, state: JobState.JOB_STATE_SUCCEEDED, kind: JobKind.JOB_KIND_DELETE }),
+        );
+        mk(g2, S.BACKUP_STATUS_DELETED);
+        // Not candidates: a backup of the window (any status: this one is being made); only a FAILED record.
+        mk(vol("w"), S.BACKUP_STATUS_DELETED);
+        mk(vol("w"), S.BACKUP_STATUS_CREATING, T0 - DAY);
+        mk(vol("f"), S.BACKUP_STATUS_FAILED);
+        const key = (v: { cluster: string; pool: string; namespace: string; image: string }) =>
+          `${v.cluster}/${v.pool}/${v.namespace}/${v.image}`;
+        assert.deepEqual(c.goneHistoryCandidates(cutoff, null, 10).map(key), ["a/p//g1", "b/rbd//g2"]);
+        assert.deepEqual(c.goneHistoryCandidates(cutoff, null, 1).map(key), ["a/p//g1"], "at most limit");
+        assert.deepEqual(c.goneHistoryCandidates(cutoff, g1, 10).map(key), ["b/rbd//g2"], "after the cursor");
+        assert.deepEqual(c.goneHistoryCandidates(cutoff, g2, 10), [], "past the last");
+
+        assert.equal(c.pruneGoneVolume(g1, cutoff, 1), 1, "at most limit");
+        assert.equal(c.pruneGoneVolume(g1, cutoff, 10), 1);
+        for (const b of g1Deleted) assert.equal(c.getBackup(b.id), undefined);
+        for (const b of [g1Failed, g1Unfinished, g1Named])
+          assert.ok(c.getBackup(b.id), `kept ${S[b.status]} ${b.error}`);
+        assert.equal(
+          c.pruneGoneVolume(vol("w"), cutoff, 10),
+          0,
+          "a volume with a backup of the window keeps its records",
+        );
+        assert.equal(c.backupsOfVolume("a", "rbd", "", "w").length, 2);
+        // A backup of the window appearing before the removal keeps them (checked in the same statement).
+        mk(g2, S.BACKUP_STATUS_AVAILABLE, T0 - DAY);
+        assert.equal(c.pruneGoneVolume(g2, cutoff, 10), 0);
+        assert.deepEqual(
+          c.goneHistoryCandidates(cutoff, null, 10),
+          [],
+          "what g1 has left is kept by the rules; g2 was backed up",
+        );
+      }));
   });
 }

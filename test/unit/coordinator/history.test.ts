@@ -6,7 +6,12 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
-import { HISTORY_BATCH, HistoryPruner, historyRemovedCounter } from "../../../src/coordinator/history";
+import {
+  GONE_CHECKS_PER_PASS,
+  HISTORY_BATCH,
+  HistoryPruner,
+  historyRemovedCounter,
+} from "../../../src/coordinator/history";
 import { BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { backup, job, vol } from "../../helpers/catalog-cases/records";
 import { memoryLogger } from "./harness";
@@ -76,6 +81,71 @@ describe("catalog history pruner", () => {
     const p = new HistoryPruner({ catalog: failing, log, historyDays: 90, now: () => NOW });
     assert.deepEqual(await p.pass(), { backups: 0, jobs: 0 });
     assert.ok(log.lines.some((l) => l.level === "warn" && /catalog unreachable/.test(String(l.fields?.err))));
+    c.close();
+  });
+
+  it("volumes no longer backed up: a gone one's DELETED records go (their jobs at the next pass); one still there, or not answered for, keeps them", async () => {
+    const c = new SqliteCatalog(":memory:");
+    const old = NOW - 100 * DAY;
+    const ids: Record<string, string[]> = {};
+    for (const image of ["gone", "there", "unknown"]) {
+      ids[image] = [];
+      for (let i = 0; i < 3; i++) {
+        const b = backup(vol(image), old + i, { status: BackupStatus.BACKUP_STATUS_DELETED });
+        c.insertBackup(b);
+        c.insertJob(job(old + i, { backupId: b.id, state: JobState.JOB_STATE_SUCCEEDED }));
+        ids[image]?.push(b.id);
+      }
+    }
+    const asked: string[] = [];
+    const sourceGone = async (v: { image: string }) => {
+      asked.push(v.image);
+      if (v.image === "unknown") throw new Error("no agent of cluster a is connected");
+      return v.image === "gone";
+    };
+    const removed = historyRemovedCounter();
+    const log = memoryLogger();
+    const p = new HistoryPruner({ catalog: c, log, historyDays: 90, removed, now: () => NOW, sourceGone });
+    assert.deepEqual(await p.pass(), { backups: 3, jobs: 0 });
+    assert.deepEqual(asked.sort(), ["gone", "there", "unknown"]);
+    for (const id of ids.gone ?? []) assert.equal(c.getBackup(id), undefined);
+    for (const id of [...(ids.there ?? []), ...(ids.unknown ?? [])]) assert.ok(c.getBackup(id), "kept");
+    assert.equal(await value(removed, "backups"), 3);
+    assert.ok(
+      log.lines.some((l) => l.msg.includes("volume gone from its source") && l.fields?.volume === "a/rbd/gone"),
+    );
+    // The next pass: the gone volume's jobs (their records gone), and the others asked again.
+    asked.length = 0;
+    assert.deepEqual(await p.pass(), { backups: 0, jobs: 3 });
+    assert.deepEqual(asked.sort(), ["there", "unknown"]);
+    // Without an asker (a catalog-only pruner), nothing of theirs goes.
+    assert.deepEqual(await new HistoryPruner({ catalog: c, log, historyDays: 90, now: () => NOW }).pass(), {
+      backups: 0,
+      jobs: 0,
+    });
+    c.close();
+  });
+
+  it("more volumes no longer backed up than a pass asks about: the next pass goes on from where it stopped", async () => {
+    const c = new SqliteCatalog(":memory:");
+    const images = [
+      ...Array.from({ length: GONE_CHECKS_PER_PASS + 1 }, (_, i) => `there-${String(i).padStart(4, "0")}`),
+      "z-gone",
+    ];
+    for (const image of images)
+      c.insertBackup(backup(vol(image), NOW - 100 * DAY, { status: BackupStatus.BACKUP_STATUS_DELETED }));
+    const asked: string[] = [];
+    const sourceGone = async (v: { image: string }) => {
+      asked.push(v.image);
+      return v.image === "z-gone";
+    };
+    const p = new HistoryPruner({ catalog: c, log: memoryLogger(), historyDays: 90, now: () => NOW, sourceGone });
+    assert.deepEqual(await p.pass(), { backups: 0, jobs: 0 });
+    assert.equal(asked.length, GONE_CHECKS_PER_PASS);
+    assert.deepEqual(await p.pass(), { backups: 1, jobs: 0 }, "the rest, the gone volume among them");
+    assert.deepEqual(asked.slice(GONE_CHECKS_PER_PASS), [`there-0${GONE_CHECKS_PER_PASS}`, "z-gone"]);
+    await p.pass();
+    assert.equal(asked[GONE_CHECKS_PER_PASS + 2], "there-0000", "then from the first again");
     c.close();
   });
 });

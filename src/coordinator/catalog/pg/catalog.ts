@@ -11,7 +11,7 @@
 import { BackupStatus, JobState } from "../../../gen/rbdbackup/v1/backup_service";
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../../model";
 import { type AvailableBackup, AvailableIndex, availableOf } from "../available-index";
-import type { Catalog, ClusterPin, Page } from "../catalog";
+import type { Catalog, ClusterPin, Page, VolumeKey } from "../catalog";
 import { type Statuses, statusList } from "../filters";
 import { historySql } from "../history-sql";
 import { FencedError } from "../leader-lease";
@@ -35,7 +35,15 @@ type Keyed = Doc & { created_at: number; id: string };
 const AVAILABLE = BackupStatus.BACKUP_STATUS_AVAILABLE;
 
 /** pruneHistory's statements (../history-sql.ts says the rules). */
-const PRUNE = historySql({ backupsBefore: "$1", jobsBefore: "$1", limit: "$2", backupError: "b.doc::jsonb->>'error'" });
+const VOLUME_PARAMS = { cluster: "$3", pool: "$4", namespace: "$5", image: "$6" };
+const PRUNE = historySql({
+  backupsBefore: "$1",
+  jobsBefore: "$1",
+  limit: "$2",
+  backupError: "b.doc::jsonb->>'error'",
+  after: VOLUME_PARAMS,
+  volume: VOLUME_PARAMS,
+});
 
 export class PgCatalog implements Catalog {
   readonly kind = "postgresql" as const;
@@ -263,6 +271,20 @@ export class PgCatalog implements Catalog {
       { sql: PRUNE.jobs, params: [beforeMs, limit] },
     ]);
     return { backups: b?.rowCount ?? 0, jobs: j?.rowCount ?? 0 };
+  }
+
+  goneHistoryCandidates(beforeMs: number, after: VolumeKey | null, limit: number): VolumeKey[] {
+    const a = after ?? { cluster: "", pool: "", namespace: "", image: "" };
+    return this.#read<VolumeKey>(PRUNE.goneCandidates, [beforeMs, limit, a.cluster, a.pool, a.namespace, a.image]).map(
+      (r) => ({ cluster: r.cluster, pool: r.pool, namespace: r.namespace, image: r.image }),
+    );
+  }
+
+  pruneGoneVolume(v: VolumeKey, beforeMs: number, limit: number): number {
+    const [r] = this.#write([
+      { sql: PRUNE.pruneGone, params: [beforeMs, limit, v.cluster, v.pool, v.namespace, v.image] },
+    ]);
+    return r?.rowCount ?? 0;
   }
 
   insertJob(j: JobRecord): void {
