@@ -32,16 +32,10 @@ export interface DiffOptions {
   batchSize?: number;
 }
 
-/** How long a move waits for the handle's open diff walks to close (#diffsClosed). */
-export const DIFF_CLOSE_WAIT_MS = 30_000;
-
 export class Image {
   #h: NativeImage;
   #closed = false;
   #inflight = 0;
-  /** Diff walks of this handle not yet closed (each from its first pull to its close; see #diffsClosed). */
-  #diffsOpen = 0;
-  #diffWaiters: Array<() => void> = [];
   /** Waiting for the I/O in flight to drain (close, snapSet). */
   #idle: Array<() => void> = [];
   /**
@@ -237,7 +231,6 @@ export class Image {
 
   async #moveTo(name: string | null): Promise<void> {
     while (this.#moving) await this.#moving;
-    await this.#diffsClosed();
     let moved = () => {};
     this.#moving = new Promise<void>((resolve) => {
       moved = resolve;
@@ -391,7 +384,6 @@ export class Image {
     const batchSize = v.positiveInt(opts.batchSize ?? 1024, "batchSize", 65536);
     while (this.#moving) await this.#moving;
     this.#check();
-    this.#diffsOpen++;
     const it = this.#h.diffIterate({
       ...(fromSnapshot ? { fromSnapshot } : {}),
       offset,
@@ -414,39 +406,7 @@ export class Image {
         if (done) return;
       }
     } finally {
-      try {
-        await it.close();
-      } finally {
-        if (--this.#diffsOpen === 0) for (const resolve of this.#diffWaiters.splice(0)) resolve();
-      }
-    }
-  }
-
-  /**
-   * Resolves once no diff walk of this handle is open. librbd's walk runs on its own thread between our
-   * next() calls, reading the snapshot the handle is at: a move under it would mix two points in time.
-   * A failed transfer's cleanup moves the handle back while the walk's consumer is still returning it
-   * (it closes at the walk's next yield), so the move waits — at most DIFF_CLOSE_WAIT_MS: a consumer
-   * that moved its own handle mid-walk would wait for itself.
-   */
-  async #diffsClosed(): Promise<void> {
-    if (this.#diffsOpen === 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      await new Promise<void>((resolve, reject) => {
-        this.#diffWaiters.push(resolve);
-        timer = setTimeout(
-          () =>
-            reject(
-              new Error(
-                `image ${this.label}: a diff of this handle stayed open ${DIFF_CLOSE_WAIT_MS / 1000} s; the handle was not moved`,
-              ),
-            ),
-          DIFF_CLOSE_WAIT_MS,
-        );
-      });
-    } finally {
-      clearTimeout(timer);
+      await it.close();
     }
   }
 

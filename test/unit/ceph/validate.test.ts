@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { CephError, connect } from "../../../agents/ceph";
-import { DIFF_CLOSE_WAIT_MS, Image } from "../../../agents/ceph/image";
+import { Image } from "../../../agents/ceph/image";
 import { IoCtx } from "../../../agents/ceph/io-ctx";
 import type { NativeImage, NativeIoCtx } from "../../../agents/ceph/native";
 
@@ -98,12 +98,6 @@ describe("a handle moved to a snapshot and back (snapSet)", () => {
       snapSet: async (name: string | null) => {
         calls.push(`snapSet ${name}`);
       },
-      diffIterate: () => ({
-        next: async () => ({ extents: new Float64Array([0, 4096, 1]), done: false }),
-        close: async () => {
-          calls.push("diff closed");
-        },
-      }),
       close: async () => {
         calls.push("close");
       },
@@ -145,36 +139,6 @@ describe("a handle moved to a snapshot and back (snapSet)", () => {
     settleRead();
     await Promise.all([reading, moving]);
     assert.deepEqual(calls, ["read", "read settled", "snapSet s1"]);
-  });
-
-  it("a move waits for an open diff walk of the handle to close", async () => {
-    const { native, calls } = fakeImage();
-    const img = new Image(native, "rbd/x", false);
-    const walk = img.diff();
-    assert.deepEqual((await walk.next()).value, [{ offset: 0, length: 4096, exists: true }]);
-    const moving = img.snapSet("s1");
-    await new Promise((r) => setImmediate(r));
-    assert.deepEqual(calls, [], "moved under an open diff walk");
-    await walk.return(undefined);
-    await moving;
-    assert.equal(img.snapshot, "s1");
-    assert.deepEqual(calls, ["diff closed", "snapSet s1"]);
-  });
-
-  it("a move gives up on a diff walk left open, after DIFF_CLOSE_WAIT_MS, without moving", async (t) => {
-    t.mock.timers.enable({ apis: ["setTimeout"] });
-    const { native, calls } = fakeImage();
-    const img = new Image(native, "rbd/x", false);
-    const walk = img.diff();
-    await walk.next();
-    const moving = img.snapSet("s1");
-    const refused = assert.rejects(moving, /rbd\/x: a diff of this handle stayed open 30 s; the handle was not moved/);
-    await new Promise((r) => setImmediate(r));
-    t.mock.timers.tick(DIFF_CLOSE_WAIT_MS);
-    await refused;
-    assert.equal(img.snapshot, null);
-    await walk.return(undefined);
-    assert.deepEqual(calls, ["diff closed"]);
   });
 
   it("two moves waiting on the same I/O both go on once it drains", async () => {
