@@ -408,6 +408,13 @@ export class AgentOperations {
         if (!isCephError(e, "ENOENT")) throw e;
         r.imageSize = 0;
         r.imageSnapshots = [];
+        // In the trash, the image keeps its snapshots (and may come back): the coordinator's catalog
+        // history must not take it for gone. A trash that cannot be listed leaves it unknown (unset).
+        try {
+          r.imageInTrash = (await io.trashList()).includes(im.image);
+        } catch (err) {
+          this.log.debug("probe: the trash could not be listed", { pool: im.pool, namespace: im.namespace, err });
+        }
         return r;
       } finally {
         if (!kept) await io.close();

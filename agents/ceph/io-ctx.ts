@@ -158,6 +158,11 @@ export class IoCtx {
     return nativeCall(`list images in ${this.label}`, () => this.#h.imageList());
   }
 
+  /** Names of the images in the trash (moved there, not yet removed: they keep their snapshots). */
+  trashList(): Promise<string[]> {
+    return nativeCall(`list the trash of ${this.label}`, () => this.#h.trashList());
+  }
+
   imageCreate(name: string, size: number, opts: ImageCreateOptions = {}): Promise<void> {
     v.name(name, "name", 4096);
     v.uint(size, "size");

@@ -61,6 +61,8 @@ export interface NativeIoCtx {
   objListAllNamespaces(prefix: string): Promise<Array<[string, string]>>;
   poolStat(): Promise<PoolStat>;
   imageList(): Promise<string[]>;
+  /** Names of the images in this pool's (and namespace's) trash. */
+  trashList(): Promise<string[]>;
   namespaceExists(name: string): Promise<boolean>;
   imageCreate(name: string, size: number, opts: NativeImageCreateOptions): Promise<void>;
   imageRemove(name: string): Promise<void>;

@@ -10,8 +10,10 @@
  * A volume no longer backed up never gets the backup of the window that lets its DELETED records go
  * (history-sql.ts): each pass also takes up to GONE_CHECKS_PER_PASS such volumes (the catalog's
  * goneHistoryCandidates, from a cursor that goes round), asks an agent of each one's cluster whether its
- * source image is still there (`sourceGone`), and removes the records of those gone — no snapshot of
- * theirs is left to sweep. No agent, or no answer: kept, asked again at a later pass.
+ * source image is still there (`sourceState`), and removes the records of those gone — no snapshot of
+ * theirs is left to sweep. In the pool's trash (it keeps its snapshots and may be restored), not known to
+ * be out of it (an older agent), no agent, or no answer: kept, asked again at a later pass. Not detected: a
+ * volume renamed (its snapshots go with it under a name the catalog does not know).
  *
  * Who may start it: only a term (the leader; a standby's writes would be fenced anyway). A failing
  * pass (the catalog unreachable) is logged and tried at the next interval; nothing else depends on it.
@@ -19,6 +21,7 @@
 import client from "prom-client";
 import type { Logger } from "../common/log";
 import type { Catalog, VolumeKey } from "./catalog/catalog";
+import type { SourceState } from "./volume-presence";
 
 export const HISTORY_INTERVAL_MS = 10 * 60_000;
 /** The first pass, this long after the term starts (not in the way of its start). */
@@ -48,8 +51,8 @@ export interface HistoryDeps {
   historyDays: number;
   removed?: client.Counter<"table">;
   now?: () => number;
-  /** Whether a volume's source image is gone, by an agent's word (volume-presence.ts sourceGone); throws when unknown. */
-  sourceGone?: (v: VolumeKey, signal: AbortSignal) => Promise<boolean>;
+  /** Where a volume's source image is, by an agent's word (volume-presence.ts sourceState); throws when unknown. */
+  sourceState?: (v: VolumeKey, signal: AbortSignal) => Promise<SourceState>;
 }
 
 export class HistoryPruner {
@@ -127,8 +130,8 @@ export class HistoryPruner {
 
   /** Removes the DELETED records of volumes no longer backed up whose source is gone; how many went. */
   async #goneVolumes(before: number): Promise<number> {
-    const { catalog, log, sourceGone } = this.deps;
-    if (!sourceGone) return 0;
+    const { catalog, log, sourceState } = this.deps;
+    if (!sourceState) return 0;
     let removed = 0;
     try {
       const candidates = catalog.goneHistoryCandidates(before, this.#cursor, GONE_CHECKS_PER_PASS);
@@ -136,14 +139,15 @@ export class HistoryPruner {
       for (const v of candidates) {
         if (this.#stopped) break;
         const volume = `${v.cluster}/${v.pool}/${v.namespace ? `${v.namespace}/` : ""}${v.image}`;
-        let gone: boolean;
+        let state: SourceState;
         try {
-          gone = await sourceGone(v, this.#stop.signal);
+          state = await sourceState(v, this.#stop.signal);
         } catch (err) {
           log.debug("catalog history: whether a volume is gone is unknown; its records are kept", { volume, err });
           continue;
         }
-        if (!gone) continue;
+        // In the trash (restorable, its snapshots kept) or not known to be out of it: kept.
+        if (state !== "gone") continue;
         let records = 0;
         for (let i = 0; i < HISTORY_MAX_BATCHES && !this.#stopped; i++) {
           const n = catalog.pruneGoneVolume(v, before, HISTORY_BATCH);

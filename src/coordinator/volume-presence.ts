@@ -38,16 +38,24 @@ export interface VolumePresenceDeps {
 }
 
 /**
- * Whether a volume's source image is gone, on the word of an agent of its cluster (a probe: its pool,
- * namespace and image); throws when no agent of the cluster is connected or the question fails.
+ * Where a volume's source image is, on the word of an agent of its cluster (a probe: its pool, namespace
+ * and image): "present"; "gone" — its pool or namespace is gone, or the image is and none of its name is in
+ * the trash; "trash" — an image of its name is in the pool's trash (it keeps its snapshots, and may be
+ * restored); "missing" — not there, and whether it is in the trash is unknown (an agent before
+ * 2026-12-07, or a trash it could not list). Throws when no agent of the cluster is connected or the
+ * question fails.
  */
-export async function sourceGone(
+export type SourceState = "present" | "gone" | "trash" | "missing";
+
+export async function sourceState(
   sessions: Pick<Sessions, "any">,
   v: Pick<VolumeRef, "cluster" | "pool" | "namespace" | "image">,
   signal: AbortSignal,
-): Promise<boolean> {
+): Promise<SourceState> {
   const r = await ask(sessions.any(v.cluster), probeRequest({ pools: [v.pool], image: v }), "probe", signal);
-  return r.missingPools.length > 0 || r.missingNamespaces.length > 0 || !r.imageExists;
+  if (r.missingPools.length > 0 || r.missingNamespaces.length > 0) return "gone";
+  if (r.imageExists) return "present";
+  return r.imageInTrash === undefined ? "missing" : r.imageInTrash ? "trash" : "gone";
 }
 
 const key = (v: Pick<VolumeRef, "cluster" | "pool" | "namespace" | "image">) =>
@@ -94,7 +102,8 @@ export class VolumePresence {
         return;
       }
       try {
-        const missing = await sourceGone(d.sessions, v, this.#ac.signal);
+        // Not where it was backed up from, in the trash or not: no backups to expect (the gauge's use).
+        const missing = (await sourceState(d.sessions, v, this.#ac.signal)) !== "present";
         asked++;
         if (missing && !this.#gone.has(key(v))) {
           d.log.info("a backed-up volume no longer exists at its source: left out of the last-success metric", {

@@ -20,6 +20,7 @@ Napi::Function IoCtx::Init(Napi::Env env) {
                          GuardedMethod<IoCtx, &IoCtx::ObjListAllNamespaces>("objListAllNamespaces"),
                          GuardedMethod<IoCtx, &IoCtx::PoolStat>("poolStat"),
                          GuardedMethod<IoCtx, &IoCtx::ImageList>("imageList"),
+                         GuardedMethod<IoCtx, &IoCtx::TrashList>("trashList"),
                          GuardedMethod<IoCtx, &IoCtx::NamespaceExists>("namespaceExists"),
                          GuardedMethod<IoCtx, &IoCtx::ImageCreate>("imageCreate"),
                          GuardedMethod<IoCtx, &IoCtx::ImageRemove>("imageRemove"),
@@ -251,6 +252,33 @@ Napi::Value IoCtx::ImageList(const Napi::CallbackInfo& info) {
           if (rc < 0) return rc;
           for (size_t i = 0; i < max; i++) names->emplace_back(specs[i].name);
           rbd_image_spec_list_cleanup(specs.data(), max);
+          return 0;
+        }
+      },
+      [names](Napi::Env env) -> Napi::Value {
+        Napi::Array arr = Napi::Array::New(env, names->size());
+        for (size_t i = 0; i < names->size(); i++) arr.Set(static_cast<uint32_t>(i), (*names)[i]);
+        return arr;
+      });
+}
+
+// trashList(): the names of the images in this pool's (and namespace's) RBD trash — an image moved there
+// (`rbd trash mv`, deferred deletes of ceph-csi and Cinder) keeps its snapshots and may be restored.
+Napi::Value IoCtx::TrashList(const Napi::CallbackInfo& info) {
+  auto h = handle(info.Env());
+  auto names = std::make_shared<std::vector<std::string>>();
+  return RunAsync(
+      info.Env(), "rbd_trash_list",
+      [h, names]() -> int {
+        size_t max = 64;
+        for (;;) {
+          std::vector<rbd_trash_image_info_t> entries(max);
+          int rc = rbd_trash_list(h->io, entries.data(), &max);
+          if (rc == -ERANGE) continue;
+          if (rc < 0) return rc;
+          // rc: the entries filled in.
+          for (int i = 0; i < rc; i++) names->emplace_back(entries[i].name);
+          rbd_trash_list_cleanup(entries.data(), static_cast<size_t>(rc));
           return 0;
         }
       },

@@ -28,6 +28,7 @@ class IoCtx : public Napi::ObjectWrap<IoCtx>, public Releasable {
   Napi::Value ObjListAllNamespaces(const Napi::CallbackInfo& info);
   Napi::Value PoolStat(const Napi::CallbackInfo& info);
   Napi::Value ImageList(const Napi::CallbackInfo& info);
+  Napi::Value TrashList(const Napi::CallbackInfo& info);
   Napi::Value NamespaceExists(const Napi::CallbackInfo& info);
   Napi::Value ImageCreate(const Napi::CallbackInfo& info);
   Napi::Value ImageRemove(const Napi::CallbackInfo& info);

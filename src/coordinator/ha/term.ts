@@ -19,7 +19,7 @@ import { PolicyRunner } from "../policy/runner";
 import { PolicyVerifyRunner } from "../policy/verify-runner";
 import { Scheduler } from "../scheduler";
 import type { Sessions } from "../sessions";
-import { sourceGone } from "../volume-presence";
+import { sourceState } from "../volume-presence";
 
 export interface TermDeps {
   catalog: Catalog;
@@ -66,7 +66,7 @@ export class Term {
       log,
       historyDays: cfg.catalogHistoryDays ?? 0,
       ...(deps.historyRemoved ? { removed: deps.historyRemoved } : {}),
-      sourceGone: (v, signal) => sourceGone(sessions, v, signal),
+      sourceState: (v, signal) => sourceState(sessions, v, signal),
     });
     // The runners sleep until something is due; a job's end is an event they act on (a run to settle,
     // retention, a new backup to verify), outside the scheduler's stack.

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { type Cluster, featureNames, type IoCtx, RbdFeature } from "../../../agents/ceph";
-import { connectLab, labCluster, rbdExportSha256, rbdJson, sha256, uniqueName } from "../../helpers/lab";
+import { connectLab, labCluster, rbd, rbdExportSha256, rbdJson, sha256, uniqueName } from "../../helpers/lab";
 
 const MiB = 1 << 20;
 
@@ -135,6 +135,19 @@ describe("addon API", () => {
     await im.close();
     const expected = Buffer.concat([Buffer.alloc(4096, 7), a.subarray(4096), Buffer.alloc(MiB), b]);
     assert.equal((await rbdExportSha256("site-a", `rbd/${name}`)).sha256, sha256(expected));
+  });
+
+  it("trashList: an image moved to the trash is listed there by name (not among the images) until it leaves it", async () => {
+    const name = uniqueName("trash");
+    await io.imageCreate(name, 4 << 20);
+    const id = (await rbdJson<{ id: string }>("site-a", ["info", `rbd/${name}`])).id;
+    cleanup.push(() => rbd("site-a", ["trash", "rm", `rbd/${id}`]).catch(() => io.imageRemove(name)));
+    assert.ok(!(await io.trashList()).includes(name));
+    await rbd("site-a", ["trash", "mv", `rbd/${name}`]);
+    assert.ok((await io.trashList()).includes(name), "listed in the trash");
+    assert.ok(!(await io.imageList()).includes(name), "not among the images");
+    await rbd("site-a", ["trash", "rm", `rbd/${id}`]);
+    assert.ok(!(await io.trashList()).includes(name), "gone from the trash");
   });
 
   it("image-meta: set, get, list, remove; a missing key is null", async () => {

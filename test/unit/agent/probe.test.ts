@@ -54,7 +54,7 @@ describe("probe", () => {
       image: { pool: "rbd", namespace: "", image: "gone" },
       keepOpen: false,
     });
-    assert.deepEqual([gone.imageExists, gone.imageSize, gone.imageSnapshots], [false, 0, []]);
+    assert.deepEqual([gone.imageExists, gone.imageSize, gone.imageSnapshots, gone.imageInTrash], [false, 0, [], false]);
     const noPool = await ops.probe({
       pools: ["nopool"],
       namespaces: [],
@@ -63,6 +63,24 @@ describe("probe", () => {
     });
     assert.deepEqual(noPool.missingPools, ["nopool"]);
     assert.equal(noPool.imageExists, false);
+    assert.equal(fc.ioOpen, 0);
+  });
+
+  it("a volume in the trash is said so (it keeps its snapshots); a trash that cannot be listed leaves it unknown", async () => {
+    const fc = new FakeBackupCluster();
+    const ops = new AgentOperations(fc.context(quiet), () => true);
+    const probe = () =>
+      ops.probe({
+        pools: [],
+        namespaces: [],
+        image: { pool: "rbd", namespace: "", image: "trashed" },
+        keepOpen: false,
+      });
+    fc.trash = ["other", "trashed"];
+    assert.deepEqual([(await probe()).imageExists, (await probe()).imageInTrash], [false, true]);
+    fc.trash = new Error("permission denied");
+    const unknown = await probe();
+    assert.deepEqual([unknown.imageExists, unknown.imageInTrash], [false, undefined]);
     assert.equal(fc.ioOpen, 0);
   });
 

@@ -12,6 +12,7 @@ import {
   HistoryPruner,
   historyRemovedCounter,
 } from "../../../src/coordinator/history";
+import type { SourceState } from "../../../src/coordinator/volume-presence";
 import { BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { backup, job, vol } from "../../helpers/catalog-cases/records";
 import { memoryLogger } from "./harness";
@@ -84,11 +85,11 @@ describe("catalog history pruner", () => {
     c.close();
   });
 
-  it("volumes no longer backed up: a gone one's DELETED records go (their jobs at the next pass); one still there, or not answered for, keeps them", async () => {
+  it("volumes no longer backed up: a gone one's DELETED records go (their jobs at the next pass); one still there, in the trash, not known out of it, or not answered for, keeps them", async () => {
     const c = new SqliteCatalog(":memory:");
     const old = NOW - 100 * DAY;
     const ids: Record<string, string[]> = {};
-    for (const image of ["gone", "there", "unknown"]) {
+    for (const image of ["gone", "there", "unknown", "trash", "missing"]) {
       ids[image] = [];
       for (let i = 0; i < 3; i++) {
         const b = backup(vol(image), old + i, { status: BackupStatus.BACKUP_STATUS_DELETED });
@@ -98,18 +99,21 @@ describe("catalog history pruner", () => {
       }
     }
     const asked: string[] = [];
-    const sourceGone = async (v: { image: string }) => {
+    const states: Record<string, SourceState> = { gone: "gone", there: "present", trash: "trash", missing: "missing" };
+    const sourceState = async (v: { image: string }) => {
       asked.push(v.image);
-      if (v.image === "unknown") throw new Error("no agent of cluster a is connected");
-      return v.image === "gone";
+      const st = states[v.image];
+      if (!st) throw new Error("no agent of cluster a is connected");
+      return st;
     };
     const removed = historyRemovedCounter();
     const log = memoryLogger();
-    const p = new HistoryPruner({ catalog: c, log, historyDays: 90, removed, now: () => NOW, sourceGone });
+    const p = new HistoryPruner({ catalog: c, log, historyDays: 90, removed, now: () => NOW, sourceState });
     assert.deepEqual(await p.pass(), { backups: 3, jobs: 0 });
-    assert.deepEqual(asked.sort(), ["gone", "there", "unknown"]);
+    assert.deepEqual(asked.sort(), ["gone", "missing", "there", "trash", "unknown"]);
     for (const id of ids.gone ?? []) assert.equal(c.getBackup(id), undefined);
-    for (const id of [...(ids.there ?? []), ...(ids.unknown ?? [])]) assert.ok(c.getBackup(id), "kept");
+    for (const image of ["there", "unknown", "trash", "missing"])
+      for (const id of ids[image] ?? []) assert.ok(c.getBackup(id), `${image}: kept`);
     assert.equal(await value(removed, "backups"), 3);
     assert.ok(
       log.lines.some((l) => l.msg.includes("volume gone from its source") && l.fields?.volume === "a/rbd/gone"),
@@ -117,7 +121,7 @@ describe("catalog history pruner", () => {
     // The next pass: the gone volume's jobs (their records gone), and the others asked again.
     asked.length = 0;
     assert.deepEqual(await p.pass(), { backups: 0, jobs: 3 });
-    assert.deepEqual(asked.sort(), ["there", "unknown"]);
+    assert.deepEqual(asked.sort(), ["missing", "there", "trash", "unknown"]);
     // Without an asker (a catalog-only pruner), nothing of theirs goes.
     assert.deepEqual(await new HistoryPruner({ catalog: c, log, historyDays: 90, now: () => NOW }).pass(), {
       backups: 0,
@@ -135,11 +139,11 @@ describe("catalog history pruner", () => {
     for (const image of images)
       c.insertBackup(backup(vol(image), NOW - 100 * DAY, { status: BackupStatus.BACKUP_STATUS_DELETED }));
     const asked: string[] = [];
-    const sourceGone = async (v: { image: string }) => {
+    const sourceState = async (v: { image: string }): Promise<SourceState> => {
       asked.push(v.image);
-      return v.image === "z-gone";
+      return v.image === "z-gone" ? "gone" : "present";
     };
-    const p = new HistoryPruner({ catalog: c, log: memoryLogger(), historyDays: 90, now: () => NOW, sourceGone });
+    const p = new HistoryPruner({ catalog: c, log: memoryLogger(), historyDays: 90, now: () => NOW, sourceState });
     assert.deepEqual(await p.pass(), { backups: 0, jobs: 0 });
     assert.equal(asked.length, GONE_CHECKS_PER_PASS);
     assert.deepEqual(await p.pass(), { backups: 1, jobs: 0 }, "the rest, the gone volume among them");

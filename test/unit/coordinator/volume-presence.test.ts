@@ -13,7 +13,7 @@ import type { Catalog } from "../../../src/coordinator/catalog/catalog";
 import { CoordinatorMetrics } from "../../../src/coordinator/metrics";
 import type { Scheduler } from "../../../src/coordinator/scheduler";
 import { Sessions } from "../../../src/coordinator/sessions";
-import { VolumePresence } from "../../../src/coordinator/volume-presence";
+import { sourceState, VolumePresence } from "../../../src/coordinator/volume-presence";
 import { type Answer, agentRecord, FakeAgentSession } from "../../helpers/fake-agent";
 import { waitFor } from "../../helpers/wait";
 import { memoryLogger } from "./harness";
@@ -208,5 +208,41 @@ describe("volume presence and the last-success gauge", () => {
     } finally {
       await t.presence.stop();
     }
+  });
+
+  it("sourceState: present, gone (pool, namespace, or image and not in the trash), in the trash, or missing when the agent does not say (an older one)", async () => {
+    const sessions = new Sessions();
+    const s = new FakeAgentSession(agentRecord("agent-a", "a"));
+    let answer: Record<string, unknown> = {};
+    s.answer = () => ({
+      $case: "probe",
+      value: {
+        missingPools: [],
+        missingNamespaces: [],
+        imageExists: false,
+        imageSize: 0,
+        imageSnapshots: [],
+        ...answer,
+      },
+    });
+    sessions.add(s);
+    const ask = (a: Record<string, unknown>) => {
+      answer = a;
+      return sourceState(
+        sessions,
+        { cluster: "a", pool: "rbd", namespace: "", image: "v" },
+        new AbortController().signal,
+      );
+    };
+    assert.equal(await ask({ imageExists: true }), "present");
+    assert.equal(await ask({ missingPools: ["rbd"] }), "gone");
+    assert.equal(await ask({ missingNamespaces: ["rbd/ns"] }), "gone");
+    assert.equal(await ask({ imageInTrash: false }), "gone");
+    assert.equal(await ask({ imageInTrash: true }), "trash");
+    assert.equal(await ask({}), "missing");
+    await assert.rejects(
+      sourceState(sessions, { cluster: "b", pool: "rbd", namespace: "", image: "v" }, new AbortController().signal),
+      /no agent of cluster b/,
+    );
   });
 });

@@ -111,6 +111,8 @@ export class FakeBackupCluster {
   ioOpen = 0;
   /** RADOS objects of the pool "rbd" by name (objRead). */
   objects = new Map<string, Uint8Array>();
+  /** Names of the images in the pool's trash (trashList); an Error: listing it fails. */
+  trash: string[] | Error = [];
   onTransfer: TransferBehaviour = async () => ({ destinationFsid: "fsid-b", warnings: [] }) as never;
   /** What ResumePoint answers (default: no checkpoint). */
   onResumePoint: (h: TransferHeader) => Promise<ResumePointResponse> = async () => ({
@@ -167,6 +169,10 @@ export class FakeBackupCluster {
         const img = fc.images.get(name);
         if (!img) throw new CephError(ENOENT, "rbd_open", `image ${name}`, "no such image");
         return img.handle();
+      },
+      async trashList() {
+        if (fc.trash instanceof Error) throw fc.trash;
+        return [...fc.trash];
       },
       async objRead(name: string) {
         const o = fc.objects.get(name);
