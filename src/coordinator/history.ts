@@ -128,24 +128,51 @@ export class HistoryPruner {
     return total;
   }
 
-  /** Removes the DELETED records of volumes no longer backed up whose source is gone; how many went. */
+  /**
+   * This pass's volumes to ask about: from the cursor, and — when that reaches the end with room left —
+   * on from the first, so every pass asks about up to GONE_CHECKS_PER_PASS whatever the cursor.
+   */
+  #candidates(before: number): VolumeKey[] {
+    const { catalog } = this.deps;
+    const n = GONE_CHECKS_PER_PASS;
+    let out = catalog.goneHistoryCandidates(before, this.#cursor, n);
+    if (out.length < n && this.#cursor) {
+      const seen = new Set(out.map(volumeName));
+      out = out.concat(
+        catalog.goneHistoryCandidates(before, null, n - out.length).filter((v) => !seen.has(volumeName(v))),
+      );
+    }
+    this.#cursor = out.length < n ? null : (out.at(-1) ?? null);
+    return out;
+  }
+
+  /**
+   * Removes the DELETED records of volumes no longer backed up whose source is gone; how many went. A
+   * cluster whose agent fails a question (or has none) is not asked again this pass: one hanging
+   * cluster would otherwise hold the pass for a call deadline per volume.
+   */
   async #goneVolumes(before: number): Promise<number> {
     const { catalog, log, sourceState } = this.deps;
     if (!sourceState) return 0;
     let removed = 0;
+    const outcomes: Record<SourceState | "unknown", number> = { present: 0, gone: 0, trash: 0, missing: 0, unknown: 0 };
+    const notAnswering = new Set<string>();
     try {
-      const candidates = catalog.goneHistoryCandidates(before, this.#cursor, GONE_CHECKS_PER_PASS);
-      this.#cursor = candidates.length < GONE_CHECKS_PER_PASS ? null : (candidates.at(-1) ?? null);
+      const candidates = this.#candidates(before);
       for (const v of candidates) {
         if (this.#stopped) break;
-        const volume = `${v.cluster}/${v.pool}/${v.namespace ? `${v.namespace}/` : ""}${v.image}`;
+        const volume = volumeName(v);
         let state: SourceState;
         try {
+          if (notAnswering.has(v.cluster)) throw new Error("its cluster did not answer earlier in this pass");
           state = await sourceState(v, this.#stop.signal);
         } catch (err) {
+          notAnswering.add(v.cluster);
+          outcomes.unknown++;
           log.debug("catalog history: whether a volume is gone is unknown; its records are kept", { volume, err });
           continue;
         }
+        outcomes[state]++;
         // In the trash (restorable, its snapshots kept) or not known to be out of it: kept.
         if (state !== "gone") continue;
         let records = 0;
@@ -169,6 +196,17 @@ export class HistoryPruner {
         removedBackups: removed,
       });
     }
+    // What was asked, once a pass: a cluster that never answers keeps its volumes' records unseen otherwise.
+    if (outcomes.unknown > 0)
+      log.info("catalog history: volumes no longer backed up whose source could not be asked about (records kept)", {
+        ...outcomes,
+        clusters: [...notAnswering].sort(),
+      });
+    else if (Object.values(outcomes).some((x) => x > 0))
+      log.debug("catalog history: volumes no longer backed up asked about", outcomes);
     return removed;
   }
 }
+
+/** "cluster/pool/[namespace/]image", for logs. */
+const volumeName = (v: VolumeKey): string => `${v.cluster}/${v.pool}/${v.namespace ? `${v.namespace}/` : ""}${v.image}`;

@@ -14,6 +14,8 @@
  * volumes — records otherwise prunable, and no backup of any status within the window — in key order from
  * a cursor; `pruneGone` removes one's records once an agent said its source image is gone (no snapshot
  * left to sweep), re-checking in the same statement that no backup of the window appeared meanwhile.
+ * Left out by both (a known limit): a volume whose only backups of the window were imported (no BACKUP
+ * job) keeps its older DELETED records.
  */
 import { BackupStatus, JobKind, JobState } from "../../gen/rbdbackup/v1/backup_service";
 import { DELETE_UNFINISHED } from "../model";

@@ -170,5 +170,31 @@ export function history(open: OpenCatalog): void {
           "what g1 has left is kept by the rules; g2 was backed up",
         );
       }));
+
+    it("gone-volume candidates: ordered by cluster, pool, namespace and image, the cursor comparing all four", () =>
+      using(open, (c) => {
+        const old = T0 - 100 * DAY;
+        const cutoff = T0 - 90 * DAY;
+        const vols = [
+          vol("x", "a", "p", "ns"),
+          vol("x", "a", "q"),
+          vol("x", "a", "p"),
+          vol("y", "a", "p"),
+          vol("w", "a", "p", "ns"),
+        ];
+        for (const v of vols) c.insertBackup(backup(v, old, { status: S.BACKUP_STATUS_DELETED }));
+        const key = (v: { cluster: string; pool: string; namespace: string; image: string }) =>
+          `${v.cluster}/${v.pool}/${v.namespace}/${v.image}`;
+        const all = ["a/p//x", "a/p//y", "a/p/ns/w", "a/p/ns/x", "a/q//x"];
+        assert.deepEqual(c.goneHistoryCandidates(cutoff, null, 10).map(key), all);
+        for (let i = 0; i < all.length; i++) {
+          const [cluster, pool, namespace, image] = (all[i] as string).split("/") as [string, string, string, string];
+          assert.deepEqual(
+            c.goneHistoryCandidates(cutoff, { cluster, pool, namespace, image }, 10).map(key),
+            all.slice(i + 1),
+            `after ${all[i]}`,
+          );
+        }
+      }));
   });
 }

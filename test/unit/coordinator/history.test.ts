@@ -147,9 +147,41 @@ describe("catalog history pruner", () => {
     assert.deepEqual(await p.pass(), { backups: 0, jobs: 0 });
     assert.equal(asked.length, GONE_CHECKS_PER_PASS);
     assert.deepEqual(await p.pass(), { backups: 1, jobs: 0 }, "the rest, the gone volume among them");
-    assert.deepEqual(asked.slice(GONE_CHECKS_PER_PASS), [`there-0${GONE_CHECKS_PER_PASS}`, "z-gone"]);
-    await p.pass();
-    assert.equal(asked[GONE_CHECKS_PER_PASS + 2], "there-0000", "then from the first again");
+    assert.deepEqual(asked.slice(GONE_CHECKS_PER_PASS, GONE_CHECKS_PER_PASS + 3), [
+      `there-0${GONE_CHECKS_PER_PASS}`,
+      "z-gone",
+      "there-0000",
+    ]);
+    assert.equal(asked.length, 2 * GONE_CHECKS_PER_PASS, "then on from the first: a full pass");
+    c.close();
+  });
+
+  it("a cluster that fails a question is not asked again in the pass; the pass says which", async () => {
+    const c = new SqliteCatalog(":memory:");
+    for (const [cluster, image] of [
+      ["a", "a1"],
+      ["a", "a2"],
+      ["b", "b1"],
+      ["b", "b2"],
+    ] as const)
+      c.insertBackup(backup(vol(image, cluster), NOW - 100 * DAY, { status: BackupStatus.BACKUP_STATUS_DELETED }));
+    const asked: string[] = [];
+    const sourceState = async (v: { cluster: string; image: string }): Promise<SourceState> => {
+      asked.push(v.image);
+      if (v.cluster === "a") throw new Error("deadline exceeded");
+      return "gone";
+    };
+    const log = memoryLogger();
+    const p = new HistoryPruner({ catalog: c, log, historyDays: 90, now: () => NOW, sourceState });
+    assert.deepEqual(await p.pass(), { backups: 2, jobs: 0 });
+    assert.deepEqual(asked, ["a1", "b1", "b2"]);
+    assert.ok(
+      log.lines.some(
+        (l) => l.level === "info" && l.fields?.unknown === 2 && JSON.stringify(l.fields?.clusters) === '["a"]',
+      ),
+      "the pass names the cluster that did not answer",
+    );
+    assert.equal(c.backupsOfVolume("a", "rbd", "", "a2").length, 1, "kept");
     c.close();
   });
 });
