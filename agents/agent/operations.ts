@@ -409,11 +409,18 @@ export class AgentOperations {
         r.imageSize = 0;
         r.imageSnapshots = [];
         // In the trash, the image keeps its snapshots (and may come back): the coordinator's catalog
-        // history must not take it for gone. A trash that cannot be listed leaves it unknown (unset).
-        try {
-          r.imageInTrash = (await io.trashList()).includes(im.image);
-        } catch (err) {
-          this.log.debug("probe: the trash could not be listed", { pool: im.pool, namespace: im.namespace, err });
+        // history must not take it for gone. Only when asked (the whole trash is read); a trash that
+        // cannot be listed leaves it unknown (unset).
+        if (req.checkTrash) {
+          try {
+            r.imageInTrash = (await io.trashList()).includes(im.image);
+          } catch (err) {
+            this.log.warn("probe: the trash could not be listed; whether the image is there is unknown", {
+              pool: im.pool,
+              namespace: im.namespace,
+              err,
+            });
+          }
         }
         return r;
       } finally {

@@ -11,14 +11,17 @@
  * (history-sql.ts): each pass also takes up to GONE_CHECKS_PER_PASS such volumes (the catalog's
  * goneHistoryCandidates, from a cursor that goes round), asks an agent of each one's cluster whether its
  * source image is still there (`sourceState`), and removes the records of those gone — no snapshot of
- * theirs is left to sweep. In the pool's trash (it keeps its snapshots and may be restored), not known to
- * be out of it (an older agent), no agent, or no answer: kept, asked again at a later pass. Not detected: a
- * volume renamed (its snapshots go with it under a name the catalog does not know).
+ * theirs is left to sweep. Kept, and asked again at a later pass: an image of its name in the trash (it
+ * keeps its snapshots and may be restored), a pool or namespace missing too (renamed, half-removed: its
+ * trash cannot be asked), an agent that cannot say (older, a trash it cannot list), no agent, no answer.
+ * Not detected: a volume renamed (its snapshots go with it under a name the catalog does not know).
  *
  * Who may start it: only a term (the leader; a standby's writes would be fenced anyway). A failing
  * pass (the catalog unreachable) is logged and tried at the next interval; nothing else depends on it.
  */
+import { Status } from "nice-grpc-common";
 import client from "prom-client";
+import { statusOf } from "../common/errors";
 import type { Logger } from "../common/log";
 import type { Catalog, VolumeKey } from "./catalog/catalog";
 import type { SourceState } from "./volume-presence";
@@ -148,8 +151,8 @@ export class HistoryPruner {
 
   /**
    * Removes the DELETED records of volumes no longer backed up whose source is gone; how many went. A
-   * cluster whose agent fails a question (or has none) is not asked again this pass: one hanging
-   * cluster would otherwise hold the pass for a call deadline per volume.
+   * cluster that does not answer (no agent, a deadline, a lost session: UNAVAILABLE) is not asked again
+   * this pass: one hanging cluster would otherwise hold the pass for a call deadline per volume.
    */
   async #goneVolumes(before: number): Promise<number> {
     const { catalog, log, sourceState } = this.deps;
@@ -163,11 +166,17 @@ export class HistoryPruner {
         if (this.#stopped) break;
         const volume = volumeName(v);
         let state: SourceState;
+        if (notAnswering.has(v.cluster)) {
+          outcomes.unknown++;
+          continue;
+        }
         try {
-          if (notAnswering.has(v.cluster)) throw new Error("its cluster did not answer earlier in this pass");
           state = await sourceState(v, this.#stop.signal);
         } catch (err) {
-          notAnswering.add(v.cluster);
+          if (this.#stop.signal.aborted) break;
+          // No agent, a deadline, a lost session: the cluster is not asked again this pass. Any other
+          // error is the volume's own (its namespace outside the agent's caps, say): the next one is asked.
+          if (statusOf(err) === Status.UNAVAILABLE) notAnswering.add(v.cluster);
           outcomes.unknown++;
           log.debug("catalog history: whether a volume is gone is unknown; its records are kept", { volume, err });
           continue;
@@ -197,10 +206,10 @@ export class HistoryPruner {
       });
     }
     // What was asked, once a pass: a cluster that never answers keeps its volumes' records unseen otherwise.
-    if (outcomes.unknown > 0)
-      log.info("catalog history: volumes no longer backed up whose source could not be asked about (records kept)", {
+    if (outcomes.unknown > 0 || outcomes.missing > 0)
+      log.info("catalog history: volumes no longer backed up whose source could not be told gone (records kept)", {
         ...outcomes,
-        clusters: [...notAnswering].sort(),
+        clustersNotAnswering: [...notAnswering].sort(),
       });
     else if (Object.values(outcomes).some((x) => x > 0))
       log.debug("catalog history: volumes no longer backed up asked about", outcomes);

@@ -39,11 +39,12 @@ export interface VolumePresenceDeps {
 
 /**
  * Where a volume's source image is, on the word of an agent of its cluster (a probe: its pool, namespace
- * and image): "present"; "gone" — its pool or namespace is gone, or the image is and none of its name is in
- * the trash; "trash" — an image of its name is in the pool's trash (it keeps its snapshots, and may be
- * restored); "missing" — not there, and whether it is in the trash is unknown (an agent before
- * 2026-12-07, or a trash it could not list). Throws when no agent of the cluster is connected or the
- * question fails.
+ * and image): "present"; "gone" — its pool and namespace are there, the image is not, nor one of its name
+ * in their trash (asked with `checkTrash`); "trash" — an image of its name is in that trash (it keeps its
+ * snapshots, and may be restored); "missing" — not there, and that is all that is known: its pool or
+ * namespace is missing too (a pool renamed, a namespace half-removed: its trash cannot be asked), or the
+ * trash was not asked about, or the agent could not say (before 2026-12-07, a trash it could not list).
+ * Throws when no agent of the cluster is connected or the question fails.
  */
 export type SourceState = "present" | "gone" | "trash" | "missing";
 
@@ -51,10 +52,12 @@ export async function sourceState(
   sessions: Pick<Sessions, "any">,
   v: Pick<VolumeRef, "cluster" | "pool" | "namespace" | "image">,
   signal: AbortSignal,
+  opts: { checkTrash?: boolean } = {},
 ): Promise<SourceState> {
-  const r = await ask(sessions.any(v.cluster), probeRequest({ pools: [v.pool], image: v }), "probe", signal);
-  if (r.missingPools.length > 0 || r.missingNamespaces.length > 0) return "gone";
+  const q = { pools: [v.pool], image: v, ...(opts.checkTrash ? { checkTrash: true } : {}) };
+  const r = await ask(sessions.any(v.cluster), probeRequest(q), "probe", signal);
   if (r.imageExists) return "present";
+  if (r.missingPools.length > 0 || r.missingNamespaces.length > 0) return "missing";
   return r.imageInTrash === undefined ? "missing" : r.imageInTrash ? "trash" : "gone";
 }
 

@@ -271,16 +271,25 @@ Napi::Value IoCtx::TrashList(const Napi::CallbackInfo& info) {
       info.Env(), "rbd_trash_list",
       [h, names]() -> int {
         size_t max = 64;
-        for (;;) {
+        // ERANGE sets max to what is needed now; a trash growing meanwhile asks again, a few times at most.
+        for (int attempt = 0; attempt < 8; attempt++) {
           std::vector<rbd_trash_image_info_t> entries(max);
           int rc = rbd_trash_list(h->io, entries.data(), &max);
-          if (rc == -ERANGE) continue;
+          if (rc == -ERANGE) {
+            max += 32;
+            continue;
+          }
           if (rc < 0) return rc;
-          // rc: the entries filled in.
+          // rc: the entries filled in (their strings librbd's, freed by the cleanup whatever happens here).
+          struct Cleanup {
+            rbd_trash_image_info_t* e;
+            size_t n;
+            ~Cleanup() { rbd_trash_list_cleanup(e, n); }
+          } cleanup{entries.data(), static_cast<size_t>(rc)};
           for (int i = 0; i < rc; i++) names->emplace_back(entries[i].name);
-          rbd_trash_list_cleanup(entries.data(), static_cast<size_t>(rc));
           return 0;
         }
+        return -ERANGE;
       },
       [names](Napi::Env env) -> Napi::Value {
         Napi::Array arr = Napi::Array::New(env, names->size());

@@ -66,7 +66,7 @@ export class Term {
       log,
       historyDays: cfg.catalogHistoryDays ?? 0,
       ...(deps.historyRemoved ? { removed: deps.historyRemoved } : {}),
-      sourceState: (v, signal) => sourceState(sessions, v, signal),
+      sourceState: (v, signal) => sourceState(sessions, v, signal, { checkTrash: true }),
     });
     // The runners sleep until something is due; a job's end is an event they act on (a run to settle,
     // retention, a new backup to verify), outside the scheduler's stack.

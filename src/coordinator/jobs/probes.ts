@@ -28,13 +28,24 @@ export interface ProbeQuestion {
   image?: VolumeRef;
   /** The backup about to be queued will open the image: the agent keeps it open for that (ProbeRequest.keep_open). */
   keepOpen?: boolean;
+  /** A missing image: whether one of its name is in the trash (ProbeRequest.check_trash). */
+  checkTrash?: boolean;
 }
 
 /** The session call asking `q`. */
 export function probeRequest(q: ProbeQuestion): CallRequest {
   const image = q.image ? { pool: q.image.pool, namespace: q.image.namespace, image: q.image.image } : undefined;
   const namespaces = (q.namespaces ?? []).filter((n) => n.namespace).map((n) => ({ ...n, image: "" }));
-  return { $case: "probe", value: { pools: q.pools, image, namespaces, keepOpen: q.keepOpen === true && !!image } };
+  return {
+    $case: "probe",
+    value: {
+      pools: q.pools,
+      image,
+      namespaces,
+      keepOpen: q.keepOpen === true && !!image,
+      checkTrash: q.checkTrash === true && !!image,
+    },
+  };
 }
 
 /** Asks an agent of the cluster whether pools, namespaces and an image exist; NOT_FOUND for what is missing. */

@@ -248,7 +248,7 @@ async function restoreVerdict(agent: AgentSession, target: VolumeRef, r: Restore
   try {
     const image = { pool: target.pool, namespace: target.namespace, image: target.image };
     const p = await agent.call(
-      { $case: "probe", value: { pools: [], image, namespaces: [], keepOpen: false } },
+      { $case: "probe", value: { pools: [], image, namespaces: [], keepOpen: false, checkTrash: false } },
       "probe",
       CONFIRM_CALL_TIMEOUT_MS,
     );

@@ -30,6 +30,7 @@ describe("probe", () => {
       namespaces: [],
       image: { pool: "rbd", namespace: "", image: "vol" },
       keepOpen: false,
+      checkTrash: false,
     });
     assert.equal(r.imageExists, true);
     assert.equal(r.imageSize, vol.size);
@@ -53,31 +54,40 @@ describe("probe", () => {
       namespaces: [],
       image: { pool: "rbd", namespace: "", image: "gone" },
       keepOpen: false,
+      checkTrash: false,
     });
-    assert.deepEqual([gone.imageExists, gone.imageSize, gone.imageSnapshots, gone.imageInTrash], [false, 0, [], false]);
+    assert.deepEqual(
+      [gone.imageExists, gone.imageSize, gone.imageSnapshots, gone.imageInTrash],
+      [false, 0, [], undefined],
+    );
     const noPool = await ops.probe({
       pools: ["nopool"],
       namespaces: [],
       image: { pool: "nopool", namespace: "", image: "v" },
       keepOpen: false,
+      checkTrash: false,
     });
     assert.deepEqual(noPool.missingPools, ["nopool"]);
     assert.equal(noPool.imageExists, false);
     assert.equal(fc.ioOpen, 0);
   });
 
-  it("a volume in the trash is said so (it keeps its snapshots); a trash that cannot be listed leaves it unknown", async () => {
+  it("asked to, a probe says whether a missing volume is in the trash (it keeps its snapshots); a trash that cannot be listed leaves it unknown", async () => {
     const fc = new FakeBackupCluster();
     const ops = new AgentOperations(fc.context(quiet), () => true);
-    const probe = () =>
+    const probe = (checkTrash = true) =>
       ops.probe({
         pools: [],
         namespaces: [],
         image: { pool: "rbd", namespace: "", image: "trashed" },
         keepOpen: false,
+        checkTrash,
       });
     fc.trash = ["other", "trashed"];
     assert.deepEqual([(await probe()).imageExists, (await probe()).imageInTrash], [false, true]);
+    assert.equal((await probe(false)).imageInTrash, undefined, "not asked: the trash is not read");
+    fc.trash = ["other"];
+    assert.equal((await probe()).imageInTrash, false);
     fc.trash = new Error("permission denied");
     const unknown = await probe();
     assert.deepEqual([unknown.imageExists, unknown.imageInTrash], [false, undefined]);

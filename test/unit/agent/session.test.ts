@@ -66,7 +66,10 @@ describe("coordinator session", () => {
       $case: "call",
       value: {
         callId,
-        request: { $case: "probe", value: { pools: [], namespaces: [], image: undefined, keepOpen: false } },
+        request: {
+          $case: "probe",
+          value: { pools: [], namespaces: [], image: undefined, keepOpen: false, checkTrash: false },
+        },
       },
     });
     await waitFor("the barrier call's reply", () => of(s, "callReply").some((r) => r.callId === callId));
@@ -407,7 +410,10 @@ describe("coordinator session", () => {
       $case: "call",
       value: {
         callId: "c1",
-        request: { $case: "probe", value: { pools: ["nope"], namespaces: [], image: undefined, keepOpen: false } },
+        request: {
+          $case: "probe",
+          value: { pools: ["nope"], namespaces: [], image: undefined, keepOpen: false, checkTrash: false },
+        },
       },
     });
     coord.send(s, { $case: "call", value: { callId: "c2", request: { $case: "check", value: { backupPool: "" } } } });

@@ -5,6 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { Status } from "nice-grpc-common";
+import { AppError, unavailable } from "../../../src/common/errors";
 import { SqliteCatalog } from "../../../src/coordinator/catalog/sqlite";
 import {
   GONE_CHECKS_PER_PASS,
@@ -156,7 +158,7 @@ describe("catalog history pruner", () => {
     c.close();
   });
 
-  it("a cluster that fails a question is not asked again in the pass; the pass says which", async () => {
+  it("a cluster that does not answer (UNAVAILABLE) is not asked again in the pass, a volume's own error skips only it; the pass says which", async () => {
     const c = new SqliteCatalog(":memory:");
     for (const [cluster, image] of [
       ["a", "a1"],
@@ -168,16 +170,19 @@ describe("catalog history pruner", () => {
     const asked: string[] = [];
     const sourceState = async (v: { cluster: string; image: string }): Promise<SourceState> => {
       asked.push(v.image);
-      if (v.cluster === "a") throw new Error("deadline exceeded");
+      if (v.cluster === "a") throw unavailable("agent agent-a did not answer within 15000 ms");
+      // A volume's own failure (its namespace outside the agent's caps, say): the next one is asked.
+      if (v.image === "b1") throw new AppError(Status.PERMISSION_DENIED, "namespace ns: EPERM");
       return "gone";
     };
     const log = memoryLogger();
     const p = new HistoryPruner({ catalog: c, log, historyDays: 90, now: () => NOW, sourceState });
-    assert.deepEqual(await p.pass(), { backups: 2, jobs: 0 });
+    assert.deepEqual(await p.pass(), { backups: 1, jobs: 0 });
     assert.deepEqual(asked, ["a1", "b1", "b2"]);
     assert.ok(
       log.lines.some(
-        (l) => l.level === "info" && l.fields?.unknown === 2 && JSON.stringify(l.fields?.clusters) === '["a"]',
+        (l) =>
+          l.level === "info" && l.fields?.unknown === 3 && JSON.stringify(l.fields?.clustersNotAnswering) === '["a"]',
       ),
       "the pass names the cluster that did not answer",
     );

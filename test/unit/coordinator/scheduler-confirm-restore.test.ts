@@ -61,6 +61,7 @@ describe("scheduler: restores are confirmed by their target cluster", () => {
           namespaces: [],
           image: { pool: "rbd", namespace: "", image: "v1-restored" },
           keepOpen: false,
+          checkTrash: false,
         },
       },
     ]);

@@ -210,38 +210,43 @@ describe("volume presence and the last-success gauge", () => {
     }
   });
 
-  it("sourceState: present, gone (pool, namespace, or image and not in the trash), in the trash, or missing when the agent does not say (an older one)", async () => {
+  it("sourceState: present, gone (not there nor in the trash of its pool and namespace), in the trash, or missing (not known: no trash to ask, or the agent cannot say)", async () => {
     const sessions = new Sessions();
     const s = new FakeAgentSession(agentRecord("agent-a", "a"));
     let answer: Record<string, unknown> = {};
-    s.answer = () => ({
-      $case: "probe",
-      value: {
-        missingPools: [],
-        missingNamespaces: [],
-        imageExists: false,
-        imageSize: 0,
-        imageSnapshots: [],
-        ...answer,
-      },
-    });
+    const checkTrash: boolean[] = [];
+    s.answer = (req) => {
+      if (req.$case === "probe") checkTrash.push(req.value.checkTrash);
+      return {
+        $case: "probe",
+        value: {
+          missingPools: [],
+          missingNamespaces: [],
+          imageExists: false,
+          imageSize: 0,
+          imageSnapshots: [],
+          ...answer,
+        },
+      };
+    };
     sessions.add(s);
+    const vref = { cluster: "a", pool: "rbd", namespace: "", image: "v" };
     const ask = (a: Record<string, unknown>) => {
       answer = a;
-      return sourceState(
-        sessions,
-        { cluster: "a", pool: "rbd", namespace: "", image: "v" },
-        new AbortController().signal,
-      );
+      return sourceState(sessions, vref, new AbortController().signal, { checkTrash: true });
     };
     assert.equal(await ask({ imageExists: true }), "present");
-    assert.equal(await ask({ missingPools: ["rbd"] }), "gone");
-    assert.equal(await ask({ missingNamespaces: ["rbd/ns"] }), "gone");
     assert.equal(await ask({ imageInTrash: false }), "gone");
     assert.equal(await ask({ imageInTrash: true }), "trash");
-    assert.equal(await ask({}), "missing");
+    assert.equal(await ask({}), "missing", "the agent could not say");
+    // A pool or namespace missing too: renamed or half-removed, its trash cannot be asked.
+    assert.equal(await ask({ missingPools: ["rbd"], imageInTrash: false }), "missing");
+    assert.equal(await ask({ missingNamespaces: ["rbd/ns"] }), "missing");
+    assert.ok(checkTrash.every(Boolean), "the trash asked about");
+    await sourceState(sessions, vref, new AbortController().signal);
+    assert.equal(checkTrash.at(-1), false, "not unless asked (the presence gauge's questions)");
     await assert.rejects(
-      sourceState(sessions, { cluster: "b", pool: "rbd", namespace: "", image: "v" }, new AbortController().signal),
+      sourceState(sessions, { ...vref, cluster: "b" }, new AbortController().signal),
       /no agent of cluster b/,
     );
   });

@@ -85,7 +85,13 @@ describe("a CreateBackup's probe and its backup", () => {
     const fc = new FakeBackupCluster();
     const vol = fc.volume("vol");
     const ctx = { ...fc.context(quiet), openVolumes: new Holder(60_000) };
-    const r = await new AgentOperations(ctx, () => true).probe({ pools: [], namespaces: [], image, keepOpen: true });
+    const r = await new AgentOperations(ctx, () => true).probe({
+      pools: [],
+      namespaces: [],
+      image,
+      keepOpen: true,
+      checkTrash: false,
+    });
     assert.equal(r.imageSize, vol.size);
     assert.deepEqual([vol.open, fc.ioOpen, ctx.openVolumes.size], [1, 1, 1], "held for the backup");
     const result = await backup(ctx, request(), new AbortController().signal);
@@ -104,6 +110,7 @@ describe("a CreateBackup's probe and its backup", () => {
       namespaces: [],
       image: { ...image, image: "empty" },
       keepOpen: true,
+      checkTrash: false,
     });
     assert.deepEqual([r.imageExists, r.imageSize], [true, 0]);
     assert.deepEqual([empty.open, fc.ioOpen, ctx.openVolumes.size], [0, 0, 0]);
@@ -113,13 +120,20 @@ describe("a CreateBackup's probe and its backup", () => {
     const fc = new FakeBackupCluster();
     const vol = fc.volume("vol");
     const ctx = { ...fc.context(quiet), openVolumes: new Holder(60_000) };
-    await new AgentOperations(ctx, () => true).probe({ pools: [], namespaces: [], image, keepOpen: false });
+    await new AgentOperations(ctx, () => true).probe({
+      pools: [],
+      namespaces: [],
+      image,
+      keepOpen: false,
+      checkTrash: false,
+    });
     assert.deepEqual([vol.open, fc.ioOpen, ctx.openVolumes.size], [0, 0, 0]);
     await new AgentOperations(fc.context(quiet), () => true).probe({
       pools: [],
       namespaces: [],
       image,
       keepOpen: true,
+      checkTrash: false,
     });
     assert.deepEqual([vol.open, fc.ioOpen], [0, 0], "no holder: nothing kept");
     await backup(ctx, request(), new AbortController().signal);
