@@ -383,7 +383,13 @@ export class AgentOperations {
       for (const n of req.namespaces) if (await poolOk(n.pool)) await namespaceOk(n.pool, n.namespace);
       if (!req.image) return r;
       const im = validImage(req.image);
-      if (!(await poolOk(im.pool)) || !(await namespaceOk(im.pool, im.namespace))) return r;
+      if (!(await poolOk(im.pool))) return r;
+      if (!(await namespaceOk(im.pool, im.namespace))) {
+        // A namespace is removed only once its images and trash are empty — but a failed `rbd namespace rm`
+        // can leave it unlisted with its trash still there (RADOS namespaces need no creating: it can be read).
+        if (req.checkTrash) r.imageInTrash = await this.#inTrash(im.pool, im.namespace, im.image);
+        return r;
+      }
       // One open for the size and the backup snapshots (the API waits on this probe before it queues a job).
       // For a backup about to be queued (keep_open) it is read-write, as the backup's own, and the handle
       // is held for that backup (engine/open-volumes.ts) instead of closed — not an empty volume's: the
@@ -409,24 +415,32 @@ export class AgentOperations {
         r.imageSize = 0;
         r.imageSnapshots = [];
         // In the trash, the image keeps its snapshots (and may come back): the coordinator's catalog
-        // history must not take it for gone. Only when asked (the whole trash is read); a trash that
-        // cannot be listed leaves it unknown (unset).
-        if (req.checkTrash) {
-          try {
-            r.imageInTrash = (await io.trashList()).includes(im.image);
-          } catch (err) {
-            this.log.warn("probe: the trash could not be listed; whether the image is there is unknown", {
-              pool: im.pool,
-              namespace: im.namespace,
-              err,
-            });
-          }
-        }
+        // history must not take it for gone. Only when asked (the whole trash is read).
+        if (req.checkTrash) r.imageInTrash = await this.#inTrash(im.pool, im.namespace, im.image);
         return r;
       } finally {
         if (!kept) await io.close();
       }
       return r;
     });
+  }
+
+  /** Whether an image of this name is in the pool's (namespace's) trash; undefined when it cannot be listed. */
+  async #inTrash(pool: string, namespace: string, image: string): Promise<boolean | undefined> {
+    try {
+      const io = await this.ctx.cluster.openIoCtx(pool, { namespace });
+      try {
+        return (await io.trashList()).includes(image);
+      } finally {
+        await io.close();
+      }
+    } catch (err) {
+      this.log.warn("probe: the trash could not be listed; whether the image is there is unknown", {
+        pool,
+        namespace,
+        err,
+      });
+      return undefined;
+    }
   }
 }

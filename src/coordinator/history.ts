@@ -12,9 +12,9 @@
  * goneHistoryCandidates, from a cursor that goes round), asks an agent of each one's cluster whether its
  * source image is still there (`sourceState`), and removes the records of those gone — no snapshot of
  * theirs is left to sweep. Kept, and asked again at a later pass: an image of its name in the trash (it
- * keeps its snapshots and may be restored), a pool or namespace missing too (renamed, half-removed: its
- * trash cannot be asked), an agent that cannot say (older, a trash it cannot list), no agent, no answer.
- * Not detected: a volume renamed (its snapshots go with it under a name the catalog does not know).
+ * keeps its snapshots and may be restored), an agent that cannot say (older, a trash it cannot list), no
+ * agent, no answer. Not detected: a volume renamed, or its pool (its snapshots go with it under a name
+ * the catalog does not know).
  *
  * Who may start it: only a term (the leader; a standby's writes would be fenced anyway). A failing
  * pass (the catalog unreachable) is logged and tried at the next interval; nothing else depends on it.
@@ -64,6 +64,8 @@ export class HistoryPruner {
   #running: Promise<unknown> | null = null;
   /** Where the next pass's gone-volume candidates start (null: from the first). */
   #cursor: VolumeKey | null = null;
+  /** What the last pass could not tell (#goneVolumes logs it at info only when it changes). */
+  #lastUntold = "";
   readonly #stop = new AbortController();
 
   constructor(private readonly deps: HistoryDeps) {}
@@ -159,6 +161,7 @@ export class HistoryPruner {
     if (!sourceState) return 0;
     let removed = 0;
     const outcomes: Record<SourceState | "unknown", number> = { present: 0, gone: 0, trash: 0, missing: 0, unknown: 0 };
+    /** "cluster/pool" not answering this pass. */
     const notAnswering = new Set<string>();
     try {
       const candidates = this.#candidates(before);
@@ -166,7 +169,8 @@ export class HistoryPruner {
         if (this.#stopped) break;
         const volume = volumeName(v);
         let state: SourceState;
-        if (notAnswering.has(v.cluster)) {
+        const where = `${v.cluster}/${v.pool}`;
+        if (notAnswering.has(where)) {
           outcomes.unknown++;
           continue;
         }
@@ -174,9 +178,10 @@ export class HistoryPruner {
           state = await sourceState(v, this.#stop.signal);
         } catch (err) {
           if (this.#stop.signal.aborted) break;
-          // No agent, a deadline, a lost session: the cluster is not asked again this pass. Any other
-          // error is the volume's own (its namespace outside the agent's caps, say): the next one is asked.
-          if (statusOf(err) === Status.UNAVAILABLE) notAnswering.add(v.cluster);
+          // No agent, a deadline, a lost session, a pool whose ops time out: that pool of the cluster is
+          // not asked again this pass. Any other error is the volume's own (its namespace outside the
+          // agent's caps, say): the next one is asked.
+          if (statusOf(err) === Status.UNAVAILABLE) notAnswering.add(where);
           outcomes.unknown++;
           log.debug("catalog history: whether a volume is gone is unknown; its records are kept", { volume, err });
           continue;
@@ -205,14 +210,19 @@ export class HistoryPruner {
         removedBackups: removed,
       });
     }
-    // What was asked, once a pass: a cluster that never answers keeps its volumes' records unseen otherwise.
-    if (outcomes.unknown > 0 || outcomes.missing > 0)
-      log.info("catalog history: volumes no longer backed up whose source could not be told gone (records kept)", {
-        ...outcomes,
-        clustersNotAnswering: [...notAnswering].sort(),
-      });
+    // What was asked: a cluster that never answers keeps its volumes' records unseen otherwise. At info
+    // when what could not be told changed since the last pass (not every 10 minutes for good).
+    const summary = { ...outcomes, poolsNotAnswering: [...notAnswering].sort() };
+    const untold = JSON.stringify([outcomes.unknown, outcomes.missing, summary.poolsNotAnswering]);
+    const changed = untold !== this.#lastUntold;
+    this.#lastUntold = untold;
+    if ((outcomes.unknown > 0 || outcomes.missing > 0) && changed)
+      log.info(
+        "catalog history: volumes no longer backed up whose source could not be told gone (records kept)",
+        summary,
+      );
     else if (Object.values(outcomes).some((x) => x > 0))
-      log.debug("catalog history: volumes no longer backed up asked about", outcomes);
+      log.debug("catalog history: volumes no longer backed up asked about", summary);
     return removed;
   }
 }

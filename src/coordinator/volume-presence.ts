@@ -39,12 +39,13 @@ export interface VolumePresenceDeps {
 
 /**
  * Where a volume's source image is, on the word of an agent of its cluster (a probe: its pool, namespace
- * and image): "present"; "gone" — its pool and namespace are there, the image is not, nor one of its name
- * in their trash (asked with `checkTrash`); "trash" — an image of its name is in that trash (it keeps its
- * snapshots, and may be restored); "missing" — not there, and that is all that is known: its pool or
- * namespace is missing too (a pool renamed, a namespace half-removed: its trash cannot be asked), or the
- * trash was not asked about, or the agent could not say (before 2026-12-07, a trash it could not list).
- * Throws when no agent of the cluster is connected or the question fails.
+ * and image): "present"; "gone" — its pool is gone (deleted with its images and snapshots; a pool renamed
+ * reads the same, as a renamed volume does), or the image is not there nor one of its name in its pool's
+ * (namespace's) trash (asked with `checkTrash`; a namespace's trash is asked even when the namespace is no
+ * longer listed); "trash" — an image of its name is in that trash (it keeps its snapshots, and may be
+ * restored); "missing" — not there, and that is all that is known: the trash was not asked about, or the
+ * agent could not say (before 2026-12-07, a trash it could not list). Throws when no agent of the cluster
+ * is connected or the question fails.
  */
 export type SourceState = "present" | "gone" | "trash" | "missing";
 
@@ -57,7 +58,7 @@ export async function sourceState(
   const q = { pools: [v.pool], image: v, ...(opts.checkTrash ? { checkTrash: true } : {}) };
   const r = await ask(sessions.any(v.cluster), probeRequest(q), "probe", signal);
   if (r.imageExists) return "present";
-  if (r.missingPools.length > 0 || r.missingNamespaces.length > 0) return "missing";
+  if (r.missingPools.length > 0) return "gone";
   return r.imageInTrash === undefined ? "missing" : r.imageInTrash ? "trash" : "gone";
 }
 

@@ -88,6 +88,16 @@ describe("probe", () => {
     assert.equal((await probe(false)).imageInTrash, undefined, "not asked: the trash is not read");
     fc.trash = ["other"];
     assert.equal((await probe()).imageInTrash, false);
+    // A namespace no longer listed (a failed `rbd namespace rm`): its trash is still asked.
+    fc.trash = ["trashed"];
+    const inGoneNs = await ops.probe({
+      pools: [],
+      namespaces: [],
+      image: { pool: "rbd", namespace: "ns", image: "trashed" },
+      keepOpen: false,
+      checkTrash: true,
+    });
+    assert.deepEqual([inGoneNs.missingNamespaces, inGoneNs.imageInTrash], [["rbd/ns"], true]);
     fc.trash = new Error("permission denied");
     const unknown = await probe();
     assert.deepEqual([unknown.imageExists, unknown.imageInTrash], [false, undefined]);

@@ -158,7 +158,7 @@ describe("catalog history pruner", () => {
     c.close();
   });
 
-  it("a cluster that does not answer (UNAVAILABLE) is not asked again in the pass, a volume's own error skips only it; the pass says which", async () => {
+  it("a cluster's pool that does not answer (UNAVAILABLE) is not asked again in the pass, a volume's own error skips only it; the pass says which, at info once", async () => {
     const c = new SqliteCatalog(":memory:");
     for (const [cluster, image] of [
       ["a", "a1"],
@@ -182,10 +182,14 @@ describe("catalog history pruner", () => {
     assert.ok(
       log.lines.some(
         (l) =>
-          l.level === "info" && l.fields?.unknown === 3 && JSON.stringify(l.fields?.clustersNotAnswering) === '["a"]',
+          l.level === "info" && l.fields?.unknown === 3 && JSON.stringify(l.fields?.poolsNotAnswering) === '["a/rbd"]',
       ),
-      "the pass names the cluster that did not answer",
+      "the pass names the cluster's pool that did not answer",
     );
+    const infos = () => log.lines.filter((l) => l.level === "info" && l.msg.includes("could not be told gone")).length;
+    assert.equal(infos(), 1);
+    await p.pass();
+    assert.equal(infos(), 1, "the same untold: not at info again");
     assert.equal(c.backupsOfVolume("a", "rbd", "", "a2").length, 1, "kept");
     c.close();
   });

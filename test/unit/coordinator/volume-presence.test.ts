@@ -210,7 +210,7 @@ describe("volume presence and the last-success gauge", () => {
     }
   });
 
-  it("sourceState: present, gone (not there nor in the trash of its pool and namespace), in the trash, or missing (not known: no trash to ask, or the agent cannot say)", async () => {
+  it("sourceState: present, gone (its pool gone, or not there nor in its trash), in the trash, or missing (the agent cannot say)", async () => {
     const sessions = new Sessions();
     const s = new FakeAgentSession(agentRecord("agent-a", "a"));
     let answer: Record<string, unknown> = {};
@@ -239,8 +239,10 @@ describe("volume presence and the last-success gauge", () => {
     assert.equal(await ask({ imageInTrash: false }), "gone");
     assert.equal(await ask({ imageInTrash: true }), "trash");
     assert.equal(await ask({}), "missing", "the agent could not say");
-    // A pool or namespace missing too: renamed or half-removed, its trash cannot be asked.
-    assert.equal(await ask({ missingPools: ["rbd"], imageInTrash: false }), "missing");
+    // Its pool deleted: gone with it. Its namespace no longer listed: its trash still says.
+    assert.equal(await ask({ missingPools: ["rbd"] }), "gone");
+    assert.equal(await ask({ missingNamespaces: ["rbd/ns"], imageInTrash: true }), "trash");
+    assert.equal(await ask({ missingNamespaces: ["rbd/ns"], imageInTrash: false }), "gone");
     assert.equal(await ask({ missingNamespaces: ["rbd/ns"] }), "missing");
     assert.ok(checkTrash.every(Boolean), "the trash asked about");
     await sourceState(sessions, vref, new AbortController().signal);

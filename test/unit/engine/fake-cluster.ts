@@ -113,6 +113,8 @@ export class FakeBackupCluster {
   objects = new Map<string, Uint8Array>();
   /** Names of the images in the pool's trash (trashList); an Error: listing it fails. */
   trash: string[] | Error = [];
+  /** RBD namespaces of the pool (namespaceExists). */
+  namespaces = new Set<string>();
   onTransfer: TransferBehaviour = async () => ({ destinationFsid: "fsid-b", warnings: [] }) as never;
   /** What ResumePoint answers (default: no checkpoint). */
   onResumePoint: (h: TransferHeader) => Promise<ResumePointResponse> = async () => ({
@@ -169,6 +171,9 @@ export class FakeBackupCluster {
         const img = fc.images.get(name);
         if (!img) throw new CephError(ENOENT, "rbd_open", `image ${name}`, "no such image");
         return img.handle();
+      },
+      async namespaceExists(ns: string) {
+        return fc.namespaces.has(ns);
       },
       async trashList() {
         if (fc.trash instanceof Error) throw fc.trash;
