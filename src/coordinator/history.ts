@@ -213,7 +213,8 @@ export class HistoryPruner {
     // What was asked: a cluster that never answers keeps its volumes' records unseen otherwise. At info
     // when what could not be told changed since the last pass (not every 10 minutes for good).
     const summary = { ...outcomes, poolsNotAnswering: [...notAnswering].sort() };
-    const untold = JSON.stringify([outcomes.unknown, outcomes.missing, summary.poolsNotAnswering]);
+    // Keyed on what kind of thing could not be told and where, not on counts (each pass asks other volumes).
+    const untold = JSON.stringify([outcomes.unknown > 0, outcomes.missing > 0, summary.poolsNotAnswering]);
     const changed = untold !== this.#lastUntold;
     this.#lastUntold = untold;
     if ((outcomes.unknown > 0 || outcomes.missing > 0) && changed)
