@@ -23,7 +23,9 @@ import { Status } from "nice-grpc-common";
 import client from "prom-client";
 import { statusOf } from "../common/errors";
 import type { Logger } from "../common/log";
-import type { Catalog, VolumeKey } from "./catalog/catalog";
+import type { VolumeRef } from "../gen/rbdbackup/v1/common";
+import type { Catalog } from "./catalog/catalog";
+import { volumeKey, volumeLabel } from "./model";
 import type { SourceState } from "./volume-presence";
 
 export const HISTORY_INTERVAL_MS = 10 * 60_000;
@@ -55,7 +57,7 @@ export interface HistoryDeps {
   removed?: client.Counter<"table">;
   now?: () => number;
   /** Where a volume's source image is, by an agent's word (volume-presence.ts sourceState); throws when unknown. */
-  sourceState?: (v: VolumeKey, signal: AbortSignal) => Promise<SourceState>;
+  sourceState?: (v: VolumeRef, signal: AbortSignal) => Promise<SourceState>;
 }
 
 export class HistoryPruner {
@@ -63,7 +65,7 @@ export class HistoryPruner {
   #stopped = false;
   #running: Promise<unknown> | null = null;
   /** Where the next pass's gone-volume candidates start (null: from the first). */
-  #cursor: VolumeKey | null = null;
+  #cursor: VolumeRef | null = null;
   /** What the last pass could not tell (#goneVolumes logs it at info only when it changes). */
   #lastUntold = "";
   readonly #stop = new AbortController();
@@ -137,14 +139,14 @@ export class HistoryPruner {
    * This pass's volumes to ask about: from the cursor, and — when that reaches the end with room left —
    * on from the first, so every pass asks about up to GONE_CHECKS_PER_PASS whatever the cursor.
    */
-  #candidates(before: number): VolumeKey[] {
+  #candidates(before: number): VolumeRef[] {
     const { catalog } = this.deps;
     const n = GONE_CHECKS_PER_PASS;
     let out = catalog.goneHistoryCandidates(before, this.#cursor, n);
     if (out.length < n && this.#cursor) {
-      const seen = new Set(out.map(volumeName));
+      const seen = new Set(out.map(volumeKey));
       out = out.concat(
-        catalog.goneHistoryCandidates(before, null, n - out.length).filter((v) => !seen.has(volumeName(v))),
+        catalog.goneHistoryCandidates(before, null, n - out.length).filter((v) => !seen.has(volumeKey(v))),
       );
     }
     this.#cursor = out.length < n ? null : (out.at(-1) ?? null);
@@ -167,7 +169,7 @@ export class HistoryPruner {
       const candidates = this.#candidates(before);
       for (const v of candidates) {
         if (this.#stopped) break;
-        const volume = volumeName(v);
+        const volume = volumeLabel(v);
         let state: SourceState;
         const where = `${v.cluster}/${v.pool}`;
         if (notAnswering.has(where)) {
@@ -227,6 +229,3 @@ export class HistoryPruner {
     return removed;
   }
 }
-
-/** "cluster/pool/[namespace/]image", for logs. */
-const volumeName = (v: VolumeKey): string => `${v.cluster}/${v.pool}/${v.namespace ? `${v.namespace}/` : ""}${v.image}`;

@@ -16,6 +16,7 @@ import type { Logger } from "../common/log";
 import type { VolumeRef } from "../gen/rbdbackup/v1/common";
 import type { Catalog } from "./catalog/catalog";
 import { ask, probeRequest } from "./jobs/probes";
+import { volumeLabel } from "./model";
 import type { Sessions } from "./sessions";
 
 export const PRESENCE_INTERVAL_MS = 15 * 60_000;
@@ -111,7 +112,7 @@ export class VolumePresence {
         asked++;
         if (missing && !this.#gone.has(key(v))) {
           d.log.info("a backed-up volume no longer exists at its source: left out of the last-success metric", {
-            volume: `${v.cluster}/${v.pool}/${v.namespace ? `${v.namespace}/` : ""}${v.image}`,
+            volume: volumeLabel(v),
           });
         }
         if (missing) this.#gone.add(key(v));

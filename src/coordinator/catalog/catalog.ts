@@ -1,3 +1,10 @@
+/**
+ * The catalog: agents, backups and jobs, behind one interface so the storage can change (SQLite, one
+ * file, by default — sqlite.ts; PostgreSQL for several coordinators — pg/catalog.ts). Calls are
+ * synchronous and each is atomic; `transaction` groups several. The catalog is an index: everything a
+ * restore needs also lives in the backup cluster (base image, snapshots, metadata objects).
+ */
+import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../model";
 import type { AvailableBackup } from "./available-index";
 import type { Statuses } from "./filters";
@@ -5,14 +12,6 @@ import type { LeaderLease } from "./leader-lease";
 import type { PolicyStore } from "./policy-store";
 
 export type { AvailableBackup };
-
-/** A volume by its source: the cluster, pool, namespace and image it is backed up from. */
-export interface VolumeKey {
-  cluster: string;
-  pool: string;
-  namespace: string;
-  image: string;
-}
 
 export interface Page<T> {
   items: T[];
@@ -108,14 +107,14 @@ export interface Catalog {
    * volume — it has no backup record of any status created since `beforeMs` — in key order after `after`
    * (null: from the first), at most `limit` (history.ts asks an agent whether each is gone).
    */
-  goneHistoryCandidates(beforeMs: number, after: VolumeKey | null, limit: number): VolumeKey[];
+  goneHistoryCandidates(beforeMs: number, after: VolumeRef | null, limit: number): VolumeRef[];
 
   /**
    * A volume's DELETED records as pruneHistory would remove them, for a volume whose source image an
    * agent found gone (no snapshot of it is left to sweep): at most `limit`, and none if a backup of the
    * window appeared meanwhile. How many went (their jobs go at pruneHistory's next call).
    */
-  pruneGoneVolume(v: VolumeKey, beforeMs: number, limit: number): number;
+  pruneGoneVolume(v: VolumeRef, beforeMs: number, limit: number): number;
 
   /** Fails with a UNIQUE error when the idempotency key is taken. */
   insertJob(j: JobRecord): void;

@@ -24,7 +24,7 @@ const ACTIVE = `${JobState.JOB_STATE_QUEUED}, ${JobState.JOB_STATE_RUNNING}`;
 const FINISHED = `${JobState.JOB_STATE_SUCCEEDED}, ${JobState.JOB_STATE_FAILED}, ${JobState.JOB_STATE_CANCELLED}`;
 
 /** A volume's key columns (goneCandidates' rows, pruneGone's and the cursor's placeholders). */
-export interface VolumeKeyPlaceholders {
+export interface VolumeColumnPlaceholders {
   cluster: string;
   pool: string;
   namespace: string;
@@ -40,9 +40,9 @@ export interface HistoryPlaceholders {
   /** The expression reading the backup document's `error` (NULL when absent). */
   backupError: string;
   /** goneCandidates' cursor: the candidates come after this volume (all-empty strings: from the start). */
-  after: VolumeKeyPlaceholders;
+  after: VolumeColumnPlaceholders;
   /** pruneGone's volume. */
-  volume: VolumeKeyPlaceholders;
+  volume: VolumeColumnPlaceholders;
 }
 
 export function historySql(p: HistoryPlaceholders): {

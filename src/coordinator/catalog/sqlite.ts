@@ -8,10 +8,11 @@ import { closeSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { Backup as BackupMsg, BackupStatus, JobState } from "../../gen/rbdbackup/v1/backup_service";
+import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../model";
 import { ActiveJobIndex, type ActiveJobRow } from "./active-jobs";
 import { type AvailableBackup, AvailableIndex } from "./available-index";
-import type { Catalog, ClusterPin, Page, VolumeKey } from "./catalog";
+import type { Catalog, ClusterPin, Page } from "./catalog";
 import { type Statuses, statusList } from "./filters";
 import { historySql } from "./history-sql";
 import { decodePageToken, keysetPage, pageScope } from "./page-token";
@@ -90,6 +91,13 @@ const PRUNE = historySql({
   backupError: "json_extract(b.doc, '$.error')",
   after: { cluster: "@after_cluster", pool: "@after_pool", namespace: "@after_namespace", image: "@after_image" },
   volume: { cluster: "@cluster", pool: "@pool", namespace: "@namespace", image: "@image" },
+});
+
+/** The window's start as each table stores created_at, and the batch size (PRUNE's named parameters). */
+const pruneArgs = (beforeMs: number, limit: number) => ({
+  before_iso: new Date(beforeMs).toISOString(),
+  before_ms: beforeMs,
+  limit,
 });
 
 export class SqliteCatalog implements Catalog {
@@ -302,37 +310,27 @@ export class SqliteCatalog implements Catalog {
   }
 
   pruneHistory(beforeMs: number, limit: number): { backups: number; jobs: number } {
-    const args = { before_iso: new Date(beforeMs).toISOString(), before_ms: beforeMs, limit };
+    const args = pruneArgs(beforeMs, limit);
     return this.transaction(() => ({
       backups: this.#sql(PRUNE.backups).run(args).changes,
       jobs: this.#sql(PRUNE.jobs).run(args).changes,
     }));
   }
 
-  goneHistoryCandidates(beforeMs: number, after: VolumeKey | null, limit: number): VolumeKey[] {
+  goneHistoryCandidates(beforeMs: number, after: VolumeRef | null, limit: number): VolumeRef[] {
     const a = after ?? { cluster: "", pool: "", namespace: "", image: "" };
     return this.#sql(PRUNE.goneCandidates).all({
-      before_iso: new Date(beforeMs).toISOString(),
-      before_ms: beforeMs,
-      limit,
+      ...pruneArgs(beforeMs, limit),
       after_cluster: a.cluster,
       after_pool: a.pool,
       after_namespace: a.namespace,
       after_image: a.image,
-    }) as VolumeKey[];
+    }) as VolumeRef[];
   }
 
-  pruneGoneVolume(v: VolumeKey, beforeMs: number, limit: number): number {
+  pruneGoneVolume(v: VolumeRef, beforeMs: number, limit: number): number {
     const { cluster, pool, namespace, image } = v;
-    const args = {
-      before_iso: new Date(beforeMs).toISOString(),
-      before_ms: beforeMs,
-      limit,
-      cluster,
-      pool,
-      namespace,
-      image,
-    };
+    const args = { ...pruneArgs(beforeMs, limit), cluster, pool, namespace, image };
     return this.transaction(() => this.#sql(PRUNE.pruneGone).run(args).changes);
   }
 

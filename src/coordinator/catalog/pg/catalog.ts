@@ -9,9 +9,10 @@
  * (rebuilt at each new grant) or when it never contended for the lease; SQL otherwise.
  */
 import { BackupStatus, JobState } from "../../../gen/rbdbackup/v1/backup_service";
+import type { VolumeRef } from "../../../gen/rbdbackup/v1/common";
 import type { AgentRecord, Backup, BackupFilter, JobFilter, JobRecord } from "../../model";
 import { type AvailableBackup, AvailableIndex, availableOf } from "../available-index";
-import type { Catalog, ClusterPin, Page, VolumeKey } from "../catalog";
+import type { Catalog, ClusterPin, Page } from "../catalog";
 import { type Statuses, statusList } from "../filters";
 import { historySql } from "../history-sql";
 import { FencedError } from "../leader-lease";
@@ -273,14 +274,14 @@ export class PgCatalog implements Catalog {
     return { backups: b?.rowCount ?? 0, jobs: j?.rowCount ?? 0 };
   }
 
-  goneHistoryCandidates(beforeMs: number, after: VolumeKey | null, limit: number): VolumeKey[] {
+  goneHistoryCandidates(beforeMs: number, after: VolumeRef | null, limit: number): VolumeRef[] {
     const a = after ?? { cluster: "", pool: "", namespace: "", image: "" };
-    return this.#read<VolumeKey>(PRUNE.goneCandidates, [beforeMs, limit, a.cluster, a.pool, a.namespace, a.image]).map(
+    return this.#read<VolumeRef>(PRUNE.goneCandidates, [beforeMs, limit, a.cluster, a.pool, a.namespace, a.image]).map(
       (r) => ({ cluster: r.cluster, pool: r.pool, namespace: r.namespace, image: r.image }),
     );
   }
 
-  pruneGoneVolume(v: VolumeKey, beforeMs: number, limit: number): number {
+  pruneGoneVolume(v: VolumeRef, beforeMs: number, limit: number): number {
     const [r] = this.#write([
       { sql: PRUNE.pruneGone, params: [beforeMs, limit, v.cluster, v.pool, v.namespace, v.image] },
     ]);
