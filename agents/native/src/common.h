@@ -112,6 +112,18 @@ Napi::Value RunAsync(Napi::Env env, std::string op, std::function<int()> exec,
 Napi::Value RunAsync(Napi::Env env, std::shared_ptr<std::string> op, std::function<int()> exec,
                      std::function<Napi::Value(Napi::Env)> done);
 
+// librbd's listing calls answer -ERANGE, with the room needed now, when the caller's buffer is too small.
+// CallWithRoom calls `call` (which sizes its buffer from that answer) again while it says so, kRoomAttempts
+// times at most: a listing that grows between every two calls ends in -ERANGE, an error the caller can
+// retry, instead of a pool thread spinning for as long as it grows.
+constexpr int kRoomAttempts = 8;
+template <typename Call>
+int CallWithRoom(Call call) {
+  int rc = -ERANGE;
+  for (int attempt = 0; attempt < kRoomAttempts && rc == -ERANGE; attempt++) rc = call();
+  return rc;
+}
+
 // Argument helpers: re-check only what could crash C++ (the facade validates properly first).
 std::string ArgString(const Napi::CallbackInfo& info, size_t i, const char* name);
 uint64_t ArgU64(const Napi::CallbackInfo& info, size_t i, const char* name);

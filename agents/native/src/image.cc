@@ -162,14 +162,11 @@ Napi::Value Image::SnapList(const Napi::CallbackInfo& info) {
       [h, snaps]() -> int {
         int max = 16;
         std::vector<rbd_snap_info_t> buf;
-        int n;
-        for (;;) {
+        int n = CallWithRoom([&] {
           buf.assign(static_cast<size_t>(max), rbd_snap_info_t{});
-          n = rbd_snap_list(h->image, buf.data(), &max);
-          if (n == -ERANGE) continue;
-          if (n < 0) return n;
-          break;
-        }
+          return rbd_snap_list(h->image, buf.data(), &max);
+        });
+        if (n < 0) return n;
         int rc = 0;
         for (int i = 0; i < n && rc == 0; i++) {
           Snap s{buf[i].id, buf[i].size, buf[i].name, 0, false};
@@ -258,24 +255,21 @@ Napi::Value Image::ListChildren(const Napi::CallbackInfo& info) {
   return RunAsync(
       info.Env(), "rbd_list_children3",
       [h, children]() -> int {
-        size_t max = 16;
-        for (;;) {
-          std::vector<rbd_linked_image_spec_t> specs(max);
-          size_t n = max;
-          int rc = rbd_list_children3(h->image, specs.data(), &n);
-          if (rc == -ERANGE) {
-            max = n > max ? n : max * 2;
-            continue;
-          }
-          if (rc < 0) return rc;
-          children->clear();
-          for (size_t i = 0; i < n; i++) {
-            children->push_back({specs[i].pool_name, specs[i].pool_namespace, specs[i].image_name, specs[i].image_id,
-                                 specs[i].trash});
-          }
-          rbd_linked_image_spec_list_cleanup(specs.data(), n);
-          return 0;
+        size_t max = 16, n = 0;
+        std::vector<rbd_linked_image_spec_t> specs;
+        int rc = CallWithRoom([&] {
+          if (n > max) max = n;  // ERANGE put the room needed in n
+          specs.assign(max, rbd_linked_image_spec_t{});
+          n = max;
+          return rbd_list_children3(h->image, specs.data(), &n);
+        });
+        if (rc < 0) return rc;
+        for (size_t i = 0; i < n; i++) {
+          children->push_back(
+              {specs[i].pool_name, specs[i].pool_namespace, specs[i].image_name, specs[i].image_id, specs[i].trash});
         }
+        rbd_linked_image_spec_list_cleanup(specs.data(), n);
+        return 0;
       },
       [children](Napi::Env env) -> Napi::Value {
         Napi::Array arr = Napi::Array::New(env, children->size());
@@ -302,16 +296,15 @@ Napi::Value Image::MetaGet(const Napi::CallbackInfo& info) {
       info.Env(), "rbd_metadata_get",
       [h, key, val, found]() -> int {
         size_t len = 256;
-        for (;;) {
+        int rc = CallWithRoom([&] {
           val->assign(len, '\0');
-          int rc = rbd_metadata_get(h->image, key.c_str(), &(*val)[0], &len);
-          if (rc == -ERANGE) continue;
-          if (rc == -ENOENT) return 0;
-          if (rc < 0) return rc;
-          val->resize(std::strlen(val->c_str()));
-          *found = true;
-          return 0;
-        }
+          return rbd_metadata_get(h->image, key.c_str(), &(*val)[0], &len);
+        });
+        if (rc == -ENOENT) return 0;
+        if (rc < 0) return rc;
+        val->resize(std::strlen(val->c_str()));
+        *found = true;
+        return 0;
       },
       [val, found](Napi::Env env) -> Napi::Value {
         if (!*found) return env.Null();
@@ -342,14 +335,12 @@ Napi::Value Image::MetaList(const Napi::CallbackInfo& info) {
       [h, kv]() -> int {
         size_t klen = 4096, vlen = 4096;
         std::vector<char> keys, vals;
-        for (;;) {
+        int rc = CallWithRoom([&] {
           keys.assign(klen, 0);
           vals.assign(vlen, 0);
-          int rc = rbd_metadata_list(h->image, "", 0, keys.data(), &klen, vals.data(), &vlen);
-          if (rc == -ERANGE) continue;
-          if (rc < 0) return rc;
-          break;
-        }
+          return rbd_metadata_list(h->image, "", 0, keys.data(), &klen, vals.data(), &vlen);
+        });
+        if (rc < 0) return rc;
         // keys and values: NUL-separated lists of the same length.
         size_t ki = 0, vi = 0;
         while (ki < klen && keys[ki] != '\0') {
@@ -374,22 +365,18 @@ Napi::Value Image::Watchers(const Napi::CallbackInfo& info) {
   return RunAsync(
       info.Env(), "rbd_watchers_list",
       [h, out]() -> int {
-        size_t max = 8;
-        for (int tries = 0; tries < 8; tries++) {
-          std::vector<rbd_image_watcher_t> w(max);
-          size_t n = max;
-          int rc = rbd_watchers_list(h->image, w.data(), &n);
-          if (rc == -ERANGE && n > max) {
-            max = n;  // more watchers than room: again with room for all of them
-            continue;
-          }
-          if (rc < 0) return rc;
-          out->clear();
-          for (size_t i = 0; i < n; i++) out->emplace_back(w[i].addr != nullptr ? w[i].addr : "", w[i].id);
-          rbd_watchers_list_cleanup(w.data(), n);
-          return 0;
-        }
-        return -ERANGE;
+        size_t max = 8, n = 0;
+        std::vector<rbd_image_watcher_t> w;
+        int rc = CallWithRoom([&] {
+          if (n > max) max = n;  // ERANGE put the room needed in n
+          w.assign(max, rbd_image_watcher_t{});
+          n = max;
+          return rbd_watchers_list(h->image, w.data(), &n);
+        });
+        if (rc < 0) return rc;
+        for (size_t i = 0; i < n; i++) out->emplace_back(w[i].addr != nullptr ? w[i].addr : "", w[i].id);
+        rbd_watchers_list_cleanup(w.data(), n);
+        return 0;
       },
       [out](Napi::Env env) -> Napi::Value {
         Napi::Array a = Napi::Array::New(env, out->size());

@@ -245,15 +245,15 @@ Napi::Value IoCtx::ImageList(const Napi::CallbackInfo& info) {
       info.Env(), "rbd_list2",
       [h, names]() -> int {
         size_t max = 64;
-        for (;;) {
-          std::vector<rbd_image_spec_t> specs(max);
-          int rc = rbd_list2(h->io, specs.data(), &max);
-          if (rc == -ERANGE) continue;
-          if (rc < 0) return rc;
-          for (size_t i = 0; i < max; i++) names->emplace_back(specs[i].name);
-          rbd_image_spec_list_cleanup(specs.data(), max);
-          return 0;
-        }
+        std::vector<rbd_image_spec_t> specs;
+        int rc = CallWithRoom([&] {
+          specs.assign(max, rbd_image_spec_t{});
+          return rbd_list2(h->io, specs.data(), &max);  // max: the images listed, or the room needed
+        });
+        if (rc < 0) return rc;
+        for (size_t i = 0; i < max; i++) names->emplace_back(specs[i].name);
+        rbd_image_spec_list_cleanup(specs.data(), max);
+        return 0;
       },
       [names](Napi::Env env) -> Napi::Value {
         Napi::Array arr = Napi::Array::New(env, names->size());
@@ -271,25 +271,20 @@ Napi::Value IoCtx::TrashList(const Napi::CallbackInfo& info) {
       info.Env(), "rbd_trash_list",
       [h, names]() -> int {
         size_t max = 64;
-        // ERANGE sets max to what is needed now; a trash growing meanwhile asks again, a few times at most.
-        for (int attempt = 0; attempt < 8; attempt++) {
-          std::vector<rbd_trash_image_info_t> entries(max);
-          int rc = rbd_trash_list(h->io, entries.data(), &max);
-          if (rc == -ERANGE) {
-            max += 32;
-            continue;
-          }
-          if (rc < 0) return rc;
-          // rc: the entries filled in (their strings librbd's, freed by the cleanup whatever happens here).
-          struct Cleanup {
-            rbd_trash_image_info_t* e;
-            size_t n;
-            ~Cleanup() { rbd_trash_list_cleanup(e, n); }
-          } cleanup{entries.data(), static_cast<size_t>(rc)};
-          for (int i = 0; i < rc; i++) names->emplace_back(entries[i].name);
-          return 0;
-        }
-        return -ERANGE;
+        std::vector<rbd_trash_image_info_t> entries;
+        int rc = CallWithRoom([&] {
+          entries.assign(max, rbd_trash_image_info_t{});
+          return rbd_trash_list(h->io, entries.data(), &max);  // ERANGE: max is the room needed
+        });
+        if (rc < 0) return rc;
+        // rc: the entries filled in (their strings librbd's, freed by the cleanup whatever happens here).
+        struct Cleanup {
+          rbd_trash_image_info_t* e;
+          size_t n;
+          ~Cleanup() { rbd_trash_list_cleanup(e, n); }
+        } cleanup{entries.data(), static_cast<size_t>(rc)};
+        for (int i = 0; i < rc; i++) names->emplace_back(entries[i].name);
+        return 0;
       },
       [names](Napi::Env env) -> Napi::Value {
         Napi::Array arr = Napi::Array::New(env, names->size());

@@ -150,6 +150,29 @@ describe("addon API", () => {
     assert.ok(!(await io.trashList()).includes(name), "gone from the trash");
   });
 
+  it("imageList and trashList: more entries than their first call has room for (64) are all listed", async () => {
+    // The addon's listings start with room for 64 and ask again with the room librbd says it needs
+    // (common.h CallWithRoom): 70 images, in a namespace of their own so that nothing else is counted.
+    const ns = uniqueName("list-room");
+    await rbd("site-a", ["namespace", "create", `rbd/${ns}`]);
+    const nio = await cluster.openIoCtx("rbd", { namespace: ns });
+    cleanup.push(async () => {
+      await rbd("site-a", ["trash", "purge", `rbd/${ns}`]).catch(() => {});
+      for (const n of await nio.imageList().catch(() => [])) await nio.imageRemove(n).catch(() => {});
+      await nio.close();
+      await rbd("site-a", ["namespace", "rm", `rbd/${ns}`]);
+    });
+    const names = Array.from({ length: 70 }, (_, i) => `img-${String(i).padStart(2, "0")}`);
+    await Promise.all(names.map((n) => nio.imageCreate(n, MiB)));
+    assert.deepEqual((await nio.imageList()).sort(), names);
+    assert.deepEqual(await nio.trashList(), []);
+    for (let i = 0; i < names.length; i += 5) {
+      await Promise.all(names.slice(i, i + 5).map((n) => rbd("site-a", ["trash", "mv", `rbd/${ns}/${n}`])));
+    }
+    assert.deepEqual((await nio.trashList()).sort(), names);
+    assert.deepEqual(await nio.imageList(), []);
+  });
+
   it("image-meta: set, get, list, remove; a missing key is null", async () => {
     const name = uniqueName("api-meta");
     await io.imageCreate(name, MiB);
