@@ -1,11 +1,13 @@
 /**
  * An open RBD image. Data I/O is librbd aio straight from/into the caller's Buffers (no copies; many
  * may be in flight); the Buffer must not be touched until its promise settles. close() waits for the
- * I/O still in flight, then closes.
+ * I/O still in flight, then closes. A diff walk (diff()) runs librbd's iteration on a thread of its own
+ * through this handle, also while its consumer is elsewhere: a move (snapSet) or close() first ends the
+ * walks still open (their next pull rejects), so no walk reads across a move or outlives the handle.
  */
 import { constants } from "node:os";
 import { CephError, ClosedError, nativeCall, nativeIo } from "./errors";
-import type { ChildImage, ImageStat, ImageWatcher, NativeImage, SnapInfo } from "./native";
+import type { ChildImage, ImageStat, ImageWatcher, NativeDiffIterator, NativeImage, SnapInfo } from "./native";
 import * as v from "./validate";
 
 /** How often a flatten's progress is read while it runs (Image.flatten's onProgress). */
@@ -44,6 +46,8 @@ export class Image {
    * would reach librbd at a snapshot and never complete.
    */
   #moving: Promise<void> | null = null;
+  /** The diff walks open on this handle: ended (their native iterators closed) before a move or close. */
+  readonly #walks = new Set<NativeDiffIterator>();
   /** pool[/namespace]/name, without the snapshot. */
   readonly #name: string;
   readonly #openedReadOnly: boolean;
@@ -236,6 +240,7 @@ export class Image {
       moved = resolve;
     });
     try {
+      await this.#endWalks();
       await this.#drained();
       await this.#native(name === null ? "move to the head:" : `move to snapshot ${name}:`, () =>
         this.#h.snapSet(name),
@@ -371,7 +376,8 @@ export class Image {
   /**
    * Changed extents between `fromSnapshot` (or creation) and the point this image is open at, in
    * ascending order, as batches produced only when the consumer pulls. Breaking out of the loop
-   * cancels librbd's iteration.
+   * cancels librbd's iteration; so does a move of this handle or its close, after which the next pull
+   * rejects (ClosedError, or ECANCELED for a pull in progress).
    */
   async *diff(opts: DiffOptions = {}): AsyncGenerator<Extent[], void, undefined> {
     v.object(opts, "options");
@@ -392,6 +398,7 @@ export class Image {
       includeParent,
       batchSize,
     });
+    this.#walks.add(it);
     const label = `diff ${fromSnapshot ? `from ${fromSnapshot} ` : ""}of`;
     try {
       for (;;) {
@@ -406,8 +413,16 @@ export class Image {
         if (done) return;
       }
     } finally {
-      await it.close();
+      // A walk ended by a move or close() is being closed there (which waits for it).
+      if (this.#walks.delete(it)) await it.close();
     }
+  }
+
+  /** Closes the diff walks still open (each waits for librbd's thread to unwind). */
+  async #endWalks(): Promise<void> {
+    const open = [...this.#walks];
+    this.#walks.clear();
+    await Promise.all(open.map((it) => it.close().catch(() => {})));
   }
 
   /** Resolves once no I/O is in flight. */
@@ -415,10 +430,11 @@ export class Image {
     while (this.#inflight > 0) await new Promise<void>((resolve) => this.#idle.push(resolve));
   }
 
-  /** Waits for the native calls in flight (I/O, metadata, a move), then closes. Idempotent. */
+  /** Ends the open diff walks, waits for the native calls in flight (I/O, metadata, a move), then closes. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#endWalks();
     await this.#drained();
     await nativeCall(`close image ${this.label}`, () => this.#h.close());
   }

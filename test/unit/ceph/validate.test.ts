@@ -4,7 +4,7 @@ import { describe, it } from "node:test";
 import { CephError, connect } from "../../../agents/ceph";
 import { Image } from "../../../agents/ceph/image";
 import { IoCtx } from "../../../agents/ceph/io-ctx";
-import type { NativeImage, NativeIoCtx } from "../../../agents/ceph/native";
+import type { NativeDiffIterator, NativeImage, NativeIoCtx } from "../../../agents/ceph/native";
 
 /** A native stand-in that fails the test if the facade ever lets a bad call through. */
 function tripwire<T extends object>(): T {
@@ -101,9 +101,70 @@ describe("a handle moved to a snapshot and back (snapSet)", () => {
       close: async () => {
         calls.push("close");
       },
+      diffIterate: () => fakeWalk(calls),
     } as unknown as NativeImage;
     return { native, calls, settleRead: () => settleRead() };
   }
+
+  /**
+   * A native diff walk as the addon's behaves: one batch, then a pull that waits for the next extent
+   * (librbd's thread still walking) until close() cancels it (ECANCELED); after close() a pull throws.
+   */
+  function fakeWalk(calls: string[]): NativeDiffIterator {
+    let closed = false;
+    let pulls = 0;
+    let cancel: (() => void) | null = null;
+    return {
+      next: () => {
+        if (closed) throw Object.assign(new Error("diff iterator is closed"), { code: "ERR_RBDBACKUP_CLOSED" });
+        if (++pulls === 1) return Promise.resolve({ extents: new Float64Array([0, 4096, 1]), done: false });
+        calls.push("pull waiting");
+        return new Promise((_resolve, reject) => {
+          cancel = () => reject(Object.assign(new Error("rbd_diff_iterate2: Operation canceled"), { errno: 125 }));
+        });
+      },
+      close: async () => {
+        calls.push("walk closed");
+        closed = true;
+        cancel?.();
+      },
+    };
+  }
+
+  it("a move ends a diff walk still open on the handle first; the walk's next pull then rejects", async () => {
+    const { native, calls } = fakeImage();
+    const img = new Image(native, "rbd/x", false, "s0");
+    const walk = img.diff();
+    assert.equal((await walk.next()).done, false, "a batch");
+    await img.snapSet(null);
+    assert.deepEqual(calls, ["walk closed", "snapSet null"], "the walk was closed before the move");
+    await assert.rejects(walk.next());
+  });
+
+  it("a pull in progress is cancelled by the move, which goes on once it settled", async () => {
+    const { native, calls } = fakeImage();
+    const img = new Image(native, "rbd/x", false, "s0");
+    const walk = img.diff();
+    await walk.next();
+    const pulling = walk.next();
+    await new Promise((r) => setImmediate(r));
+    await img.snapSet(null);
+    await assert.rejects(pulling, /canceled/);
+    assert.deepEqual(calls.slice(0, 3), ["pull waiting", "walk closed", "snapSet null"]);
+  });
+
+  it("close() ends an open walk before it closes the image; a walk that ended is not closed again", async () => {
+    const { native, calls } = fakeImage();
+    const img = new Image(native, "rbd/x", false, "s0");
+    for await (const _ of img.diff()) break;
+    assert.deepEqual(calls, ["walk closed"], "breaking out closes the walk");
+    await img.snapSet(null);
+    const walk = img.diff();
+    await walk.next();
+    await img.close();
+    assert.deepEqual(calls, ["walk closed", "snapSet null", "walk closed", "close"]);
+    await assert.rejects(walk.next());
+  });
 
   it("refuses writes at the snapshot (EROFS, no native call), takes them again at the head; the label follows", async () => {
     const { native, calls } = fakeImage();
