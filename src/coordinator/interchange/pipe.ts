@@ -75,6 +75,11 @@ export class BytePipe {
     return this.#ended || this.#error !== null;
   }
 
+  /** The stream is through: the writer ended it, and the reader took every byte (none failed it). */
+  get through(): boolean {
+    return this.#ended && this.#error === null && this.#chunks.length === 0;
+  }
+
   /** Appends a chunk; resolves once the buffer is below the limit again. Throws the pipe's error. */
   async write(chunk: Uint8Array): Promise<void> {
     if (this.#error) throw this.#error;

@@ -5,9 +5,13 @@
  *  - the job must be leased within `startMs` (else it FAILS: DEADLINE_EXCEEDED with its waiting reason);
  *  - the agent holding the lease must connect for the data within `connectMs` of the lease (else it
  *    FAILS: DEADLINE_EXCEEDED naming the agent);
- *  - once the data is through, the job must end within `endMs`.
- * The caller going away (its call cancelled, its stream broken) cancels the job; the job ending other
- * than SUCCEEDED fails the pipe with the job's own status and message, so the caller gets them.
+ *  - once the data is through, the call waits at most `endMs` for the job to end.
+ * The caller going away (its call cancelled, its stream broken) cancels the job while the data moves;
+ * once it is through (the stream ended, every byte taken by the agent or the caller: BytePipe.through)
+ * the job no longer needs the call — an import's agent may still be committing a large upload — so
+ * neither the call's end nor endMs cancels it: it goes on (WatchJob follows it, CancelJob stops it). The
+ * job ending other than SUCCEEDED fails the pipe with the job's own status and message, so the caller
+ * gets them.
  */
 import { Status } from "nice-grpc-common";
 import { AppError, cancelled } from "../../common/errors";
@@ -132,15 +136,19 @@ export class InterchangeRun {
     const j = this.#job();
     if (!j) throw new AppError(Status.INTERNAL, `job ${this.jobId} is not in the catalog`);
     if (!isFinal(j.state)) {
+      const goesOn = this.pipe.through ? " and goes on" : "";
       throw new AppError(
         Status.DEADLINE_EXCEEDED,
-        `job ${j.id} did not end within ${this.#t.endMs / 1000} s after its data; it is ${JobState[j.state]} (watch it with WatchJob)`,
+        `job ${j.id} did not end within ${this.#t.endMs / 1000} s after its data; it is ${JobState[j.state]}${goesOn} (watch it with WatchJob)`,
       );
     }
     return this.#verdict(j);
   }
 
-  /** Ends the run: relay closed, listeners and timers gone; a job not yet ended is cancelled. */
+  /**
+   * Ends the run: relay closed, listeners and timers gone; a job not yet ended is cancelled, unless its
+   * data is through (see the module's comment).
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -150,6 +158,7 @@ export class InterchangeRun {
     this.deps.scheduler.off("finished", this.#listenFinished);
     this.deps.scheduler.off("attempt", this.#listenAttempt);
     this.signal.removeEventListener("abort", this.#onAbort);
+    if (this.pipe.through) return;
     const j = this.#job();
     if (j && !isFinal(j.state) && !j.confirming && !j.cancelRequested)
       this.#tell("cancel", () => this.deps.scheduler.cancel(j));
@@ -301,6 +310,10 @@ export class InterchangeRun {
   }
 
   #callerGone(): void {
+    if (this.pipe.through) {
+      this.#onFinish?.(); // the job goes on without the call
+      return;
+    }
     const j = this.#job();
     if (j && !isFinal(j.state) && !j.confirming) this.#tell("cancel", () => this.deps.scheduler.cancel(j));
     this.pipe.fail(cancelled(`the ${this.direction} call of job ${this.jobId} was cancelled by its caller`));
