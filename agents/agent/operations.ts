@@ -139,7 +139,11 @@ export class AgentOperations {
     /** Backups this agent's sink committed moments ago (confirmations answered from them). */
     readonly commits?: RecentCommits,
     /** Undoes the transfers this agent's sink holds into an image for a backup (sink/abandon.ts). */
-    readonly held?: (where: { pool: string; namespace: string; image: string }, backupId: string) => Promise<string[]>,
+    readonly held?: (
+      where: { pool: string; namespace: string; image: string },
+      backupId: string,
+      jobId: string,
+    ) => Promise<string[]>,
   ) {}
 
   get log(): Logger {
@@ -308,7 +312,9 @@ export class AgentOperations {
       // image "" (a backup: its agent chose the image): any image of the pool held for the backup.
       const im = validImage(req.image, "image", { allowAnyImage: true });
       if (!isUuid(req.backupId)) throw invalidArgument("discard_held: backup_id must be a lowercase UUID");
-      const done = (await this.held?.(im, req.backupId)) ?? [];
+      if (req.jobId && !isUuid(req.jobId))
+        throw invalidArgument("discard_held: job_id must be a lowercase UUID or empty");
+      const done = (await this.held?.(im, req.backupId, req.jobId)) ?? [];
       for (const d of done) this.log.info(d);
       return { done };
     });

@@ -373,7 +373,10 @@ export const SPENT_CAPABILITIES_FILE = "spent-capabilities";
  * back a deleted backup. A stream refused or failed before it wrote into such a volume, or cut short
  * into an image cleanup removes, leaves it usable for the attempt's next stream (a start over after a
  * refused resume, a failback's full copy after its changes were refused); a resume comes in a later
- * attempt, with a capability of its own. Kept as SHA-256 digests until the
+ * attempt, with a capability of its own. A job's capabilities go together: a commit spends every
+ * capability of its job (an earlier attempt's too), and the job's end without a result here — the
+ * coordinator's discard_held, sent to every agent of the destination's cluster when a job ends CANCELLED
+ * or FAILED — voids them all (`endJob`). Kept as SHA-256 digests until the
  * capability's own expiry; with `file` (the agent's state dir) also on disk, one line
  * "<digest> <until ms>" appended (and fsync'd) per spend, so a restart does not forget them; the file is
  * rewritten without the expired lines when they outnumber the live ones. The capability names this
@@ -410,6 +413,24 @@ export class SpentCapabilities {
     return createHash("sha256")
       .update(capability.split(".", 1)[0] as string)
       .digest("hex");
+  }
+
+  /**
+   * The key of a job's capabilities, all of them (each attempt gets its own): from its signed body's
+   * `job` — read here without verifying, for only a capability the verifier accepted reaches a stream,
+   * and a body that does not parse names no job. Null then.
+   */
+  static #jobKey(capability: string): string | null {
+    try {
+      const grant = JSON.parse(Buffer.from(capability.split(".", 1)[0] as string, "base64url").toString("utf8"));
+      return typeof grant?.job === "string" && grant.job ? SpentCapabilities.#jobKeyOf(grant.job) : null;
+    } catch {
+      return null;
+    }
+  }
+
+  static #jobKeyOf(jobId: string): string {
+    return createHash("sha256").update(`job ${jobId}`).digest("hex");
   }
 
   /** The file's unexpired lines; a damaged line is skipped (it can only be a torn last append). */
@@ -468,21 +489,44 @@ export class SpentCapabilities {
     }
   }
 
-  /** A stream that presented `capability` committed. */
+  /**
+   * A stream that presented `capability` committed: it is spent, and so is every other capability of
+   * its job — an earlier attempt's, never used or cut short before it wrote, would otherwise write again
+   * after the job's result (a restore over a volume a VM has opened since).
+   */
   spend(capability: string | undefined): void {
     if (!capability) return;
+    this.#record(SpentCapabilities.#key(capability));
+    const job = SpentCapabilities.#jobKey(capability);
+    if (job) this.#record(job);
+  }
+
+  /**
+   * The coordinator ended `jobId` without a result here (CANCELLED, FAILED: its discard_held call): every
+   * capability minted for it is refused from now on — a holder that kept one (a source agent taken over,
+   * a cancel that came before its stream) cannot write what the job's end undid or never allowed.
+   */
+  endJob(jobId: string): void {
+    if (jobId) this.#record(SpentCapabilities.#jobKeyOf(jobId));
+  }
+
+  #record(key: string): void {
     const now = this.#now();
     for (const [k, until] of this.#until) if (until <= now) this.#until.delete(k);
-    const key = SpentCapabilities.#key(capability);
     const until = now + this.#ttlMs;
     this.#until.set(key, until);
     this.#persist(key, until);
   }
 
+  #live(key: string | null): boolean {
+    const until = key === null ? undefined : this.#until.get(key);
+    return until !== undefined && until > this.#now();
+  }
+
+  /** Spent itself, or its job's capabilities are (a commit of another attempt here, the job's end). */
   spent(capability: string | undefined): boolean {
     if (!capability) return false;
-    const until = this.#until.get(SpentCapabilities.#key(capability));
-    return until !== undefined && until > this.#now();
+    return this.#live(SpentCapabilities.#key(capability)) || this.#live(SpentCapabilities.#jobKey(capability));
   }
 
   /**
@@ -502,7 +546,7 @@ export class SpentCapabilities {
   refusal(capability: string | undefined): string {
     if (!capability) return "";
     if (this.spent(capability)) {
-      return "this transfer capability was already used here by a stream that committed, or that wrote into a volume no cleanup restores (one such stream each; the coordinator mints one per attempt)";
+      return "this transfer capability was already used here by a stream that committed, or that wrote into a volume no cleanup restores, or its job has ended (one such stream each; the coordinator mints one per attempt, and a job's end voids them all)";
     }
     if (this.#running.has(SpentCapabilities.#key(capability)))
       return "another stream with this transfer capability is running here (one stream at a time each)";

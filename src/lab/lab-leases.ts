@@ -11,6 +11,7 @@
  * in this process: registerLabAgent) and the chains a backup may write: the base images of the backups it made
  * before of that volume at that place (this process's memory, its "catalog"), and the backup's own.
  */
+import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createChannel, createClientFactory } from "nice-grpc";
 import { type ClientMiddleware, Metadata } from "nice-grpc-common";
@@ -134,9 +135,16 @@ export class LabMinter {
     );
   }
 
+  /** Each its own job, as the coordinator's are per attempt (an agent voids a job's others once one commits). */
   mint(scope: "operation" | "transfer", allows: Fields, holder: { cluster: string; agentId: string } = this.holder) {
     return this.signer.sign(
-      { scope, job: "lab", attempt: 1, holder: { cluster: holder.cluster, agentId: holder.agentId }, allows },
+      {
+        scope,
+        job: `lab-${randomUUID()}`,
+        attempt: 1,
+        holder: { cluster: holder.cluster, agentId: holder.agentId },
+        allows,
+      },
       LAB_TTL_MS,
     );
   }

@@ -293,7 +293,8 @@ const DISCARD_CALL_TIMEOUT_MS = 30_000;
  * is left alone, and so is a volume another client has opened since). A restore names its target (NEW, ORIGINAL, FAILBACK: a CLONE writes
  * no transfer); a backup's image is chosen by its agent (a new chain's base image, or the chain it
  * continues), so it names the location's pool and namespace with no image: any image there held for
- * this backup id.
+ * this backup id. It names the job too: each agent then refuses the job's transfer capabilities, which
+ * would otherwise stay usable for their hour.
  */
 function discardHeld(ctx: SchedulerContext, j: JobRecord): void {
   const op = j.operation;
@@ -312,7 +313,7 @@ function discardHeld(ctx: SchedulerContext, j: JobRecord): void {
   for (const a of ctx.sessions.ofCluster(cluster)) {
     if (!a.features.has("discard_held")) continue;
     a.call(
-      { $case: "discardHeld", value: { image, backupId: j.backupId } },
+      { $case: "discardHeld", value: { image, backupId: j.backupId, jobId: j.id } },
       "discardHeld",
       DISCARD_CALL_TIMEOUT_MS,
     ).then(

@@ -186,25 +186,26 @@ describe("agent: confirmations from recent commits", () => {
     assert.equal(await ops.recentCommit(id, where, snapshot.name), undefined, "bytes that do not decode");
   });
 
-  it("discard_held reaches the sink's undo with the image and backup; bad names or ids are INVALID_ARGUMENT, never undone", async () => {
-    const undone: Array<[string, string]> = [];
+  it("discard_held reaches the sink's undo with the image, backup and job; bad names or ids are INVALID_ARGUMENT, never undone", async () => {
+    const undone: Array<[string, string, string]> = [];
     const log = { info: () => {}, warn: () => {}, debug: () => {}, error: () => {}, child: () => log };
     const ops = new AgentOperations(
       { log } as unknown as EngineContext,
       () => true,
       undefined,
       undefined,
-      async (w, id) => {
-        undone.push([`${w.pool}/${w.namespace}/${w.image}`, id]);
+      async (w, id, job) => {
+        undone.push([`${w.pool}/${w.namespace}/${w.image}`, id, job]);
         return [`undone ${w.image}`];
       },
     );
     const id = randomUUID();
+    const job = randomUUID();
     const ok = await answerCall(ops, {
       callId: "d1",
       request: {
         $case: "discardHeld",
-        value: { image: { pool: "rbd", namespace: "", image: "restored" }, backupId: id },
+        value: { image: { pool: "rbd", namespace: "", image: "restored" }, backupId: id, jobId: job },
       },
     });
     assert.equal(ok.code, Status.OK, ok.message);
@@ -212,20 +213,27 @@ describe("agent: confirmations from recent commits", () => {
     // A cancelled backup names no image (its agent chose it): image "" means any of the pool's.
     const anyImage = await answerCall(ops, {
       callId: "d3",
-      request: { $case: "discardHeld", value: { image: { pool: "backups", namespace: "", image: "" }, backupId: id } },
+      request: {
+        $case: "discardHeld",
+        value: { image: { pool: "backups", namespace: "", image: "" }, backupId: id, jobId: "" },
+      },
     });
     assert.equal(anyImage.code, Status.OK, anyImage.message);
-    for (const [image, backupId] of [
-      [{ pool: "rbd", namespace: "", image: "a/b" }, id],
-      [{ pool: "", namespace: "", image: "" }, id],
-      [{ pool: "rbd", namespace: "", image: "restored" }, "not-a-uuid"],
+    for (const [image, backupId, jobId] of [
+      [{ pool: "rbd", namespace: "", image: "a/b" }, id, job],
+      [{ pool: "", namespace: "", image: "" }, id, job],
+      [{ pool: "rbd", namespace: "", image: "restored" }, "not-a-uuid", job],
+      [{ pool: "rbd", namespace: "", image: "restored" }, id, "not-a-uuid"],
     ] as const) {
-      const r = await answerCall(ops, { callId: "d2", request: { $case: "discardHeld", value: { image, backupId } } });
+      const r = await answerCall(ops, {
+        callId: "d2",
+        request: { $case: "discardHeld", value: { image, backupId, jobId } },
+      });
       assert.equal(r.code, Status.INVALID_ARGUMENT, r.message);
     }
     assert.deepEqual(undone, [
-      ["rbd//restored", id],
-      ["backups//", id],
+      ["rbd//restored", id, job],
+      ["backups//", id, ""],
     ]);
   });
 });

@@ -618,7 +618,11 @@ describe("scheduler", () => {
       await until(() => asked.length === 1, "the discard_held call");
       assert.deepEqual(asked[0], {
         $case: "discardHeld",
-        value: { image: { pool: target.pool, namespace: target.namespace, image: target.image }, backupId: j.backupId },
+        value: {
+          image: { pool: target.pool, namespace: target.namespace, image: target.image },
+          backupId: j.backupId,
+          jobId: r.id,
+        },
       });
       // A job never attempted holds nothing: no call.
       const fresh = h.queueRestore(j.backupId, vol("v1-other"));
@@ -654,7 +658,11 @@ describe("scheduler", () => {
       await until(() => asked.length === 1, "the discard_held call");
       assert.deepEqual(asked[0], {
         $case: "discardHeld",
-        value: { image: { pool: target.pool, namespace: target.namespace, image: target.image }, backupId: j.backupId },
+        value: {
+          image: { pool: target.pool, namespace: target.namespace, image: target.image },
+          backupId: j.backupId,
+          jobId: r.id,
+        },
       });
     });
 
@@ -775,7 +783,7 @@ describe("scheduler", () => {
       assert.ok(loc);
       assert.deepEqual(asked[0], {
         $case: "discardHeld",
-        value: { image: { pool: loc.pool, namespace: loc.namespace, image: "" }, backupId: j.backupId },
+        value: { image: { pool: loc.pool, namespace: loc.namespace, image: "" }, backupId: j.backupId, jobId: j.id },
       });
 
       // A restore running when cancelled, whose attempt had been cut short before the cancel reached it.
@@ -801,6 +809,7 @@ describe("scheduler", () => {
         value: {
           image: { pool: target.pool, namespace: target.namespace, image: target.image },
           backupId: done.backupId,
+          jobId: r.id,
         },
       });
     });

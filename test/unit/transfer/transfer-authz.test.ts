@@ -123,6 +123,41 @@ describe("transfer authorization", () => {
     ]);
   });
 
+  it("a commit spends every capability of its job (an earlier attempt's too); the job's end (discard_held) voids them all, also across a restart", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "spent-job-"));
+    try {
+      const file = path.join(dir, "spent");
+      const spent = new SpentCapabilities({ file });
+      const h = header(TransferKind.RESTORE_ORIGINAL, "prod", "rbd");
+      const holder = { cluster: "site-a", agentId: "agent-site-a" };
+      const of = (job: string, attempt: number) =>
+        signer.sign({ scope: "transfer", job, attempt, holder, allows: transferAsks(h, FSID) }, 60_000);
+      const [first, second] = [of("job-1", 1), of("job-1", 2)];
+      spent.spend(second); // attempt 2 committed
+      await assert.rejects(
+        authorizeTransfer(verifier, source(h).messages, caller(first), HERE, undefined, spent),
+        denied(/its job has ended/),
+        "attempt 1's capability, never used, is void once attempt 2 committed",
+      );
+      const cancelled = of("job-2", 1);
+      assert.equal(spent.spent(cancelled), false);
+      spent.endJob("job-2"); // cancelled before its stream came
+      await assert.rejects(
+        authorizeTransfer(verifier, source(h).messages, caller(cancelled), HERE, undefined, spent),
+        denied(/its job has ended/),
+      );
+      assert.equal(new SpentCapabilities({ file }).spent(cancelled), true, "remembered after a restart");
+      const other = of("job-3", 1);
+      assert.deepEqual(
+        await drain(await authorizeTransfer(verifier, source(h).messages, caller(other), HERE, undefined, spent)),
+        ["header", "zero"],
+        "another job's is not",
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("a capability spent by a committed stream is refused until it would have expired; another is not", async () => {
     let now = 1_000_000;
     const spent = new SpentCapabilities({ ttlMs: 60_000, now: () => now });
@@ -135,7 +170,7 @@ describe("transfer authorization", () => {
     );
     const holder = { cluster: "site-a", agentId: "agent-site-a" };
     const fresh = signer.sign(
-      { scope: "transfer", job: "j", attempt: 2, holder, allows: transferAsks(h, FSID) },
+      { scope: "transfer", job: "j2", attempt: 1, holder, allows: transferAsks(h, FSID) },
       60_000,
     );
     assert.notEqual(fresh, used);
