@@ -12,7 +12,7 @@
  * blocks cost no second pass over their bytes.
  */
 import { crc32cCombine, crc32cShiftOp, zeroCrc32c } from "./crc-combine";
-import { blockCount, blockLength, type DigestMap } from "./format";
+import { blockCount, blockLength, blockSizeFor, type DigestMap } from "./format";
 import { type ReadBlocksOptions, readBlocks } from "./read-blocks";
 
 export type Crc32c = (data: Uint8Array) => number;
@@ -57,15 +57,43 @@ export class DigestMapBuilder {
   /**
    * An incremental: the parent's map, at the new image size. A block whose length changed with the
    * size (the parent's last block when the image grew or shrank) and that held data is read back.
+   * The parent's block size is kept unless the image grew past what it keeps under 2^18 blocks
+   * (blockSizeFor): then the blocks are coarsened to that size — each new block's CRC combined from
+   * its parent blocks' (crc32cCombine; an absent one counts as zeros) — so that a header's image size
+   * cannot make the map, and the work over it, as large as it likes (2^48 bytes over 64 KiB blocks
+   * were 2^32 entries), and the map stays small enough for a session message (SOURCE verification).
+   * `blockSize` (tests): another target, a power-of-two multiple of the parent's.
    */
-  static overlay(parent: DigestMap, imageSize: number, crc32c: Crc32c): DigestMapBuilder {
-    const b = new DigestMapBuilder(parent.blockSize, imageSize, crc32c);
-    for (let k = 0; k < parent.indices.length; k++) {
-      const i = parent.indices[k] as number;
+  static overlay(
+    parent: DigestMap,
+    imageSize: number,
+    crc32c: Crc32c,
+    blockSize = Math.max(parent.blockSize, blockSizeFor(imageSize)),
+  ): DigestMapBuilder {
+    const f = blockSize / parent.blockSize;
+    if (!Number.isInteger(f) || (f & (f - 1)) !== 0) {
+      throw new Error(`digest map: block size ${blockSize} is not a power-of-two multiple of ${parent.blockSize}`);
+    }
+    const b = new DigestMapBuilder(blockSize, imageSize, crc32c);
+    const parentCount = blockCount(parent.blockSize, parent.imageSize);
+    const fullOp = crc32cShiftOp(parent.blockSize);
+    for (let k = 0; k < parent.indices.length; ) {
+      const i = Math.floor((parent.indices[k] as number) / f); // the new block holding this parent block
       if (i >= b.count) break;
-      b.#crc[i] = parent.crcs[k] as number;
+      // Its parent blocks in order, the absent ones as zeros: their combined CRC and length.
+      let crc = 0;
+      let len = 0;
+      for (let j = i * f; j < Math.min((i + 1) * f, parentCount); j++) {
+        const lj = blockLength(parent.blockSize, parent.imageSize, j);
+        const present = k < parent.indices.length && parent.indices[k] === j;
+        const cj = present ? (parent.crcs[k++] as number) : zeroCrc32c(lj);
+        crc = f === 1 ? cj : crc32cCombine(crc, cj, lj === parent.blockSize ? fullOp : crc32cShiftOp(lj));
+        len += lj;
+      }
+      b.#crc[i] = crc >>> 0;
       b.#state[i] = PRESENT | BASE_PRESENT;
-      if (blockLength(parent.blockSize, parent.imageSize, i) !== b.#len(i)) b.#state[i] |= READBACK;
+      // The parent had this block's bytes only in part (its last block, the image grown or shrunk).
+      if (len !== b.#len(i)) b.#state[i] |= READBACK;
     }
     return b;
   }

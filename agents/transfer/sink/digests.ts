@@ -1,7 +1,9 @@
 /**
  * The backup's digest map, as the sink builds and commits it (format: ../digests/README.md). A full
  * backup starts from nothing with the block size of its image size; an incremental from its parent's
- * map (one object read; the parent is the backup of the from-snapshot) and keeps its block size. Every
+ * map (one object read; the parent is the backup of the from-snapshot) and keeps its block size — unless
+ * the image grew past 2^18 of them: then coarser blocks (DigestMapBuilder.overlay), so that no header's
+ * image size makes the map as large as it likes. Every
  * record checked is fed to the builder before it is written (hot path: no I/O, and the CRCs of whole
  * blocks come from the chunk check's single pass over the bytes: StreamChecks.blockSize);
  * after the flush, blocks written only in part over older data are read back from the head; at

@@ -238,6 +238,43 @@ describe("DigestMapBuilder", () => {
     }
   });
 
+  it("an incremental over a parent's map coarsened to larger blocks (a grown image) equals the reference at that size", async () => {
+    for (let seed = 1; seed <= 12; seed++) {
+      const r = rng(seed * 7919);
+      const parentSize = 40 * B + 12 * KiB;
+      const parent = Buffer.alloc(parentSize);
+      records(parent, r);
+      const size = [parentSize, parentSize + 9 * B + 4 * KiB, parentSize - 5 * B - 8 * KiB][seed % 3] as number;
+      const image = Buffer.alloc(size);
+      parent.copy(image, 0, 0, Math.min(size, parentSize));
+      const recs = records(Buffer.from(image), r).filter(() => r(3) === 0);
+      for (const x of recs) {
+        if ("data" in x) x.data.copy(image, x.offset);
+        else image.fill(0, x.offset, x.offset + x.zero);
+      }
+      const coarse = [2, 4, 8][seed % 3] as number;
+      const b = DigestMapBuilder.overlay(reference(parent, B), size, crc32c, coarse * B);
+      feed(b, recs);
+      await b.readBack(readerOf(image), { inFlight: 3 });
+      assert.deepEqual(b.finish(), reference(image, coarse * B), `seed ${seed}`);
+    }
+  });
+
+  it("a header's image size far past its parent's (2^48 bytes over 64 KiB blocks): the map keeps at most 2^18 blocks", () => {
+    const parent: DigestMap = {
+      blockSize: B,
+      imageSize: 16 * 1024 * MiB,
+      indices: Uint32Array.from([0, 1, 5, 2 ** 18 - 1]),
+      crcs: Uint32Array.from([1, 2, 3, 4]),
+    };
+    const b = DigestMapBuilder.overlay(parent, 2 ** 48, crc32c);
+    assert.equal(b.blockSize, blockSizeFor(2 ** 48));
+    assert.ok(b.count <= 2 ** 18, `${b.count} blocks`);
+    b.zero(0, 2 ** 48); // one record over it all: a block per step, 2^18 at most
+    assert.deepEqual(b.finish().indices, new Uint32Array(0));
+    assert.throws(() => DigestMapBuilder.overlay(parent, 2 ** 20, crc32c, 3 * B), /power-of-two multiple/);
+  });
+
   it("an incremental whose records cover whole blocks reads nothing back", async () => {
     const parent = Buffer.alloc(16 * B, 3);
     const image = Buffer.from(parent);
