@@ -292,6 +292,10 @@ function checkMetadataNames(h: TransferHeader): void {
 export function validateHeader(h: TransferHeader | undefined): TransferHeader {
   if (!h) throw invalidArgument("the transfer must start with a header");
   if (!isUuid(h.transferId)) throw invalidArgument("header.transfer_id must be a lowercase UUID");
+  // It names a failback's safety snapshot and goes into logs: a job id's characters, or none.
+  if (!/^[A-Za-z0-9._:-]{0,128}$/.test(h.jobId)) {
+    throw invalidArgument("header.job_id must be empty or up to 128 of A-Z a-z 0-9 . _ : -");
+  }
   if (![1, 2, 3, 4, 5].includes(h.kind)) throw invalidArgument(`header.kind ${h.kind} is not a known transfer kind`);
   if (!h.destination) throw invalidArgument("header.destination is required");
   validName(h.destination.pool, "header.destination.pool");
@@ -311,7 +315,12 @@ export function validateHeader(h: TransferHeader | undefined): TransferHeader {
         `header.to_snapshot "${h.toSnapshot}" is not a snapshot of backup ${h.backupId} (backup.<backup_id>.snap.<time>)`,
       );
     }
-    if (h.metadataJson.length > 0) checkMetadataNames(h);
+    // Required: the commit creates backup.<id>.meta exclusively, which is what refuses a second commit
+    // of the same backup id (a stream without one planted a snapshot of backup X in another chain).
+    if (h.metadataJson.length === 0) {
+      throw invalidArgument("header.metadata_json is required for a backup (its metadata object names the backup)");
+    }
+    checkMetadataNames(h);
     if (h.imageSize > MAX_MAPPED_IMAGE_BYTES) {
       throw invalidArgument(
         `header.image_size ${h.imageSize}: a backup's digest map describes images up to ${MAX_MAPPED_IMAGE_BYTES} bytes (512 TiB)`,

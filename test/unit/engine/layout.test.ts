@@ -169,13 +169,14 @@ describe("transfer digest and header", () => {
     assert.notDeepEqual(d1.digest(), d2.digest());
   });
 
+  const snap = backupSnapName(id);
   const good: TransferHeader = {
     transferId: randomUUID(),
     jobId: "",
     kind: TransferKind.BACKUP_FULL,
     destination: { pool: "backups", namespace: "", image: `v.backup.${id}` },
     fromSnapshot: "",
-    toSnapshot: backupSnapName(id),
+    toSnapshot: snap,
     imageSize: 1 << 20,
     features: 0,
     order: 22,
@@ -183,7 +184,9 @@ describe("transfer digest and header", () => {
     stripeCount: 0,
     imageMeta: {},
     backupId: id,
-    metadataJson: Buffer.alloc(0),
+    metadataJson: Buffer.from(
+      JSON.stringify({ backup_id: id, chain: { base_image: `v.backup.${id}`, snapshot: snap } }),
+    ),
     expectedFsid: "",
     chunkSize: 1 << 20,
     resumeOffset: 0,
@@ -216,6 +219,12 @@ describe("transfer digest and header", () => {
       { imageMeta: { "a\0b": "x" } },
       { imageMeta: { k: "a\0b" } },
       { imageMeta: { ["k".repeat(4097)]: "x" } },
+      // A backup's stream carries its metadata object (created exclusively at the commit), naming it.
+      { metadataJson: Buffer.alloc(0) },
+      { metadataJson: Buffer.from(JSON.stringify({ backup_id: randomUUID() })) },
+      { jobId: "a\0b" },
+      { jobId: "j/1@x" },
+      { jobId: "j".repeat(129) },
     ];
     for (const b of bad) {
       assert.throws(
