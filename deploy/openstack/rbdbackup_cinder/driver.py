@@ -7,12 +7,16 @@ cinder/backup/drivers/ceph.py (Cinder 21):
 - the source is `volume.name` of backup.volume_id in the pool of the RBD volume file, so a forced
   backup of an in-use volume snapshots the volume itself, as Ceph's driver does;
 - backup.parent_id set = incremental from that parent's snapshot; its snapshot gone (or the parent
-  not ours) = BackupRBDOperationFailed "Can't find snapshot from parent …", as Ceph's driver;
+  not ours) = BackupRBDOperationFailed "Can't find snapshot from parent …", as Ceph's driver — except
+  a parent another driver made (the first incremental after switching from Ceph's driver): a full
+  backup then, its parent_id cleared;
+- a backup's container is the pool rbdbackup writes it to: only rbdbackup_backup_pool and
+  rbdbackup_allowed_containers are taken (any Cinder user may name a container);
   a non-RBD volume file with a parent is BackupRBDOperationFailed too; without one it is
   NotSupportedOperation (rbdbackup copies only RBD volumes through Cinder);
 - the volume's Cinder metadata (BackupMetadataAPI.get) is saved with the backup, written once, and put
   back on restore (BackupMetadataAPI.put; an unknown version is "Metadata restore failed due to
-  incompatible version");
+  incompatible version"; a lost metadata object is made up for by the catalog's copy);
 - restore always goes over the target (mode ORIGINAL: every byte rewritten), then the target is grown
   back to its own size when it is larger than the backup (the excess reads as zeros);
 - delete of a backup whose data is gone is a warning, not a failure.
@@ -175,16 +179,24 @@ def _is_my_restore_key(key: str) -> bool:
     return re.match(re.escape(_restore_key_prefix()) + rest, key) is not None
 
 
-def _watching_clients(volume_file) -> list:
+def _watching_clients(volume_file, volume_id: str) -> list:
     """The addresses of the clients watching the volume: cinder-backup's own open handle is one of them
-    (each operation connects a client of its own); [] when it cannot be told (no watchers_list)."""
+    (each operation connects a client of its own). A listing that fails (or an image handle without one)
+    is BackupOperationError: the restore switches the agent's own in-use check off for cinder-backup's
+    handle (allow_open), so this list is the only check left — without it a VM still writing to the
+    volume would be restored over."""
     image = getattr(volume_file, "rbd_image", None)  # os-brick's wrapper: the open rbd.Image
-    try:
-        watchers = list(_native(image).watchers_list()) if image is not None else []
-    except Exception as e:  # an older librbd, or the listing failed: the agent's checks stand
-        LOG.debug("Could not list the watchers of the restore target: %s", e)
-        return []
-    return sorted({str(w.get("addr", "?")) for w in watchers})
+    why = "cinder-backup has no open image of it"
+    if image is not None:
+        try:
+            return sorted({str(w.get("addr", "?")) for w in _native(image).watchers_list()})
+        except Exception as e:  # noqa: BLE001 - an older librbd, or the listing failed: refused below, with why
+            why = f"{type(e).__name__}: {e}"
+    msg = _("could not list the clients that have volume %(v)s open (%(why)s): it is not restored over "
+            "without knowing that no other client uses it; try again, or check cinder-backup's access to "
+            "its pool") % {"v": volume_id, "why": why}
+    LOG.error(msg)
+    raise exception.BackupOperationError(msg)
 
 
 def _service_metadata(backup) -> dict:
@@ -400,11 +412,12 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             # (Cinder's database away) — the job is not left running on its own.
             if cancel:
                 ended = self._cancel_and_wait(job)
-                # A cancel that came too late (the work was done: CancelJob leaves the job SUCCEEDED) is
-                # the operation done — unless Cinder itself asked to stop (`stop_when`).
+                # A cancel that came too late (the work was done: CancelJob leaves the job SUCCEEDED, or
+                # refuses a job that had ended) or failed, with the job then succeeding, is the operation
+                # done — unless Cinder itself asked to stop (`stop_when`).
                 if ended is not None and ended.state == pb.JOB_STATE_SUCCEEDED and not isinstance(e, Stopped):
-                    LOG.warning("rbdbackup job %(job)s succeeded after all (its cancel came too late): %(err)s",
-                                {"job": job.id, "err": e})
+                    LOG.warning("rbdbackup job %(job)s succeeded after all (its cancel came too late or "
+                                "failed): %(err)s", {"job": job.id, "err": e})
                     return ended
             if isinstance(e, RbdbackupError):
                 raise exception.BackupOperationError(_("%(what)s: %(err)s") % {"what": what, "err": e}) from None
@@ -413,16 +426,32 @@ class RbdbackupBackupDriver(driver.BackupDriver):
     def _cancel_and_wait(self, job: pb.Job) -> Optional[pb.Job]:
         """Cancels a job and waits (bounded: CANCEL_WAIT_S, above CancelJob's documented worst case of
         ~85 s) until it ended, so that Cinder, told the operation is over, does not detach a volume the job
-        still writes to: the ended job, or None. Failures are logged: the caller's error stands."""
+        still writes to: the ended job, or None when it was not seen to end. A job that had ended already
+        (CancelJob refuses it FAILED_PRECONDITION — it may have SUCCEEDED while its watch was lost) is
+        read as it ended; a cancel that failed otherwise is still followed by the wait (the job may end on
+        its own). Failures are logged: the caller's error stands."""
+        cancelled = True
         try:
             self.client.cancel_job(job.id)
+        except Exception as ce:  # noqa: BLE001 - logged; the wait below still tells how the job ended
+            cancelled = False
+            if isinstance(ce, RbdbackupError) and ce.code.name == "FAILED_PRECONDITION":
+                LOG.debug("rbdbackup job %(job)s had ended before its cancel: %(err)s", {"job": job.id, "err": ce})
+            else:
+                LOG.warning("Could not cancel rbdbackup job %(job)s (%(err)s): waiting up to %(s)d s for it to end "
+                            "on its own.", {"job": job.id, "err": ce, "s": CANCEL_WAIT_S})
+        try:
+            # `job` is the state last seen, maybe not final any more: wait() reads the job again.
             ended = self.client.wait(job, timeout=CANCEL_WAIT_S, raise_on_failure=False)
-            LOG.info("rbdbackup job %(job)s ended %(s)s after its cancel.",
-                     {"job": job.id, "s": pb.JobState.Name(ended.state)})
-            return ended
-        except Exception as ce:  # noqa: BLE001 - logged; the operation's own error is the one raised
-            LOG.warning("Could not cancel rbdbackup job %(job)s (or see it end): %(err)s", {"job": job.id, "err": ce})
+        except Exception as we:  # noqa: BLE001 - logged; the operation's own error is the one raised
+            LOG.warning("rbdbackup job %(job)s was not seen to end (%(err)s): it may still be running.",
+                        {"job": job.id, "err": we})
             return None
+        LOG.info("rbdbackup job %(job)s ended %(s)s%(after)s.", {
+            "job": job.id, "s": pb.JobState.Name(ended.state),
+            "after": " after its cancel" if cancelled else " (not cancelled)",
+        })
+        return ended
 
     @staticmethod
     def _status_now(backup) -> str:
@@ -431,11 +460,34 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             backup.refresh()
         return backup.status
 
+    @staticmethod
+    def _check_container(backup) -> None:
+        """A backup's container is the pool of the backup cluster rbdbackup writes it to, and any Cinder
+        user may name one (`--container`): only rbdbackup_backup_pool and rbdbackup_allowed_containers
+        are taken, so that a tenant cannot make the agent write into another pool of that cluster."""
+        allowed = {CONF.rbdbackup_backup_pool or ""} | set(CONF.rbdbackup_allowed_containers or [])
+        if (backup.container or "") in allowed:
+            return
+        msg = _("container %(c)r is not a pool this cloud keeps backups in (%(ok)s): create the backup without "
+                "--container, or ask the operator to add it to rbdbackup_allowed_containers") % {
+            "c": backup.container, "ok": ", ".join(sorted(a for a in allowed if a)) or "the default pool"}
+        LOG.error("Backup %(id)s refused: %(msg)s", {"id": backup.id, "msg": msg})
+        raise exception.InvalidBackup(reason=msg)
+
+    def _parent_of_another_driver(self, backup) -> bool:
+        """Whether the backup's parent was made by another backup driver (Cinder's Ceph driver, before a
+        switch): Cinder's API takes the volume's newest backup as an incremental's parent whatever driver
+        made it. Such a parent names no rbdbackup backup and another driver than this backup's (the
+        manager records its driver in `service` before it calls the driver)."""
+        parent = objects.Backup.get_by_id(self.context, backup.parent_id)
+        return not rbdbackup_id(parent) and bool(parent.service and backup.service) and parent.service != backup.service
+
     def backup(self, backup, volume_file, backup_metadata: bool = True) -> dict:
         volume = self.db.volume_get(self.context, backup.volume_id)
         if not backup.container:
             backup.container = CONF.rbdbackup_backup_pool
             backup.save()
+        self._check_container(backup)
         if int(volume["size"]) == 0:
             raise exception.InvalidParameterValue(_("Need non-zero volume size"))
         if not file_is_rbd(volume_file):
@@ -454,6 +506,14 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                 % backup.snapshot_id
             )
         mode = agent_pb2.BACKUP_MODE_FULL
+        if backup.parent_id and self._parent_of_another_driver(backup):
+            # The first incremental after a switch of drivers: its parent's data is not rbdbackup's, so this
+            # backup is made FULL and recorded so (no parent: Cinder neither shows it as incremental nor
+            # keeps the other driver's backup from being deleted for it).
+            LOG.warning("Backup %(id)s: its parent %(p)s was made by another backup driver, so it is made as a "
+                        "full backup, not an incremental.", {"id": backup.id, "p": backup.parent_id})
+            backup.parent_id = None
+            backup.save()
         if backup.parent_id:
             self._parent_snapshot(backup)
             mode = agent_pb2.BACKUP_MODE_INCREMENTAL
@@ -549,7 +609,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             raise exception.NotSupportedOperation(
                 operation=_("restore to volume %s, which is not an RBD volume") % volume_id
             )
-        clients = _watching_clients(volume_file)
+        clients = _watching_clients(volume_file, volume_id)
         if len(clients) > 1:
             # allow_open (below) turns the agent's own in-use check off for cinder-backup's handle: a
             # second client (a VM still mapping a volume reset to available) is refused here instead.
@@ -557,7 +617,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                 _("volume %(v)s is open by another client besides cinder-backup (watchers %(w)s): it is "
                   "not restored over while in use") % {"v": volume_id, "w": ", ".join(clients)}
             )
-        self._check_restorable(backup, rid)
+        cataloged = self._check_restorable(backup, rid)
         req = pb.RestoreBackupRequest(
             backup_id=rid,
             target=self.locator.volume_ref(target, volume_file),
@@ -600,20 +660,22 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         for w in done.warnings:
             LOG.warning("Restore of backup %(id)s: %(w)s", {"id": backup.id, "w": w})
         self._grow_to_volume_size(target, volume_file, done.restore.image_size)
-        self._restore_metadata(backup, volume_id, done.restore)
+        self._restore_metadata(backup, volume_id, done.restore, cataloged)
 
-    def _check_restorable(self, backup, rid: str) -> None:
+    def _check_restorable(self, backup, rid: str) -> Dict[str, str]:
         """What would fail the restore's metadata step after the volume was written over, asked before a
         byte is: the backup's metadata of a version this Cinder cannot restore, and an encrypted backup
-        whose metadata (its key id) is gone. Raised as _restore_metadata raises them."""
+        whose metadata (its key id) is gone. Raised as _restore_metadata raises them. Returns the catalog's
+        copy of the backup's volume metadata (_restore_metadata's fallback)."""
         try:
             found = self.client.get_backup(rid)
         except RbdbackupError as e:
             raise exception.BackupOperationError(str(e)) from None
-        json_meta = metadata.unpack(found.volume_metadata)
+        cataloged = dict(found.volume_metadata)
+        json_meta = metadata.unpack(cataloged)
         if json_meta is None:
-            self._require_key_metadata(backup, found.volume_metadata)
-            return
+            self._require_key_metadata(backup, cataloged)
+            return cataloged
         try:
             version = json.loads(json_meta).get("version")
         except ValueError:
@@ -622,6 +684,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             msg = _("Metadata restore failed due to incompatible version")
             LOG.error("%(msg)s (version %(v)s): volume not restored over", {"msg": msg, "v": version})
             raise exception.BackupOperationError(msg)
+        return cataloged
 
     def _restore_cancelled(self, backup, rid: str, job: pb.Job, excused: dict) -> bool:
         """Whether Cinder cancelled this restore: its backup left 'restoring' (reset-state). Another restore
@@ -672,10 +735,20 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             LOG.error(msg)
             raise exception.BackupOperationError(msg)
 
-    def _restore_metadata(self, backup, volume_id: str, result) -> None:
-        json_meta = metadata.unpack(result.volume_metadata)
+    def _restore_metadata(self, backup, volume_id: str, result, cataloged: Dict[str, str]) -> None:
+        """Puts the backup's Cinder metadata back: the copy the agent read from the backup's metadata object
+        (backup.<id>.meta) or, when it found none there (the object was lost: the agent's warning is
+        logged), the catalog's copy of the same map — the one _check_restorable judged — so that an
+        encrypted backup's key id and the volume's metadata still come back."""
+        saved = dict(result.volume_metadata)
+        if not saved and cataloged:
+            LOG.warning("Restore of backup %(id)s: rbdbackup found no metadata object of backup %(rid)s; the "
+                        "volume's metadata is restored from rbdbackup's catalog instead.",
+                        {"id": backup.id, "rid": result.backup_id})
+            saved = cataloged
+        json_meta = metadata.unpack(saved)
         if json_meta is None:
-            self._require_key_metadata(backup, result.volume_metadata)
+            self._require_key_metadata(backup, saved)
             LOG.debug("Volume %s has no backed up metadata.", backup.volume_id)
             return
         try:

@@ -25,12 +25,19 @@ rbdbackup_opts = [
                     "certificate only (so an agent's certificate from the same CA is refused). Set it to "
                     "the coordinator's host name for certificates from another CA."),
     cfg.BoolOpt("rbdbackup_insecure", default=False,
-                help="Plaintext gRPC, no authentication. Only for tests."),
+                help="Plaintext gRPC, no authentication. Only for tests; refused with rbdbackup_token (the "
+                     "token would cross the network in cleartext)."),
     cfg.StrOpt("rbdbackup_backup_cluster",
                help="The rbdbackup cluster name (as its agents register it) that keeps the backups."),
     cfg.StrOpt("rbdbackup_backup_pool", default="backups",
                help="Pool of the backup cluster for backups (Cinder's backup container; a backup's "
-                    "own container wins)."),
+                    "own container wins, if rbdbackup_allowed_containers lists it)."),
+    cfg.ListOpt("rbdbackup_allowed_containers", default=[],
+                help="Pools of the backup cluster a backup may name as its container besides "
+                     "rbdbackup_backup_pool. Any Cinder user may set a backup's container "
+                     "(--container), and rbdbackup writes the backup into that pool: a backup naming "
+                     "another container is refused (InvalidBackup). Default: none, only "
+                     "rbdbackup_backup_pool."),
     cfg.DictOpt("rbdbackup_cluster_map", default={},
                 help="Cinder volume backend name -> rbdbackup cluster name of the Ceph cluster holding "
                      "that backend's volumes, e.g. 'ceph-a:site-a,ceph-b:site-b'. The backend is the "
@@ -66,6 +73,14 @@ CONF.register_opts(rbdbackup_opts)
 
 
 def client_config(conf: cfg.ConfigOpts = CONF) -> ClientConfig:
+    """The client's config; ValueError (BackupDriverException for the driver) for a combination that must
+    not run."""
+    if conf.rbdbackup_insecure and conf.rbdbackup_token:
+        # The client would send the token as a plaintext header on every call: anyone on the path could
+        # read it and call the API with its role.
+        raise ValueError("rbdbackup_insecure (plaintext gRPC) would send rbdbackup_token in cleartext: set "
+                         "rbdbackup_ca_file and rbdbackup_insecure = false to send it over TLS, or unset "
+                         "rbdbackup_token")
     return ClientConfig(
         addresses=list(conf.rbdbackup_coordinators),
         ca_file=conf.rbdbackup_ca_file,

@@ -264,6 +264,72 @@ class BackupRestoreDeleteTest(DriverTestCase):
         # Known before a byte is written: no restore job was asked for, the volume is as it was.
         self.assertEqual(before, self.driver.client.list_jobs(backup_id=rbdbackup_id(b), kind=pb.JOB_KIND_RESTORE))
 
+    def test_a_lost_metadata_object_is_made_up_for_by_the_catalogs_copy(self):
+        # The agent reads a restore's metadata from backup.<id>.meta, and finds none when that object is
+        # lost; the catalog keeps the same map (given at CreateBackup). An encrypted backup's restore
+        # passed the pre-check on the catalog's copy, then failed after writing the volume over, with
+        # neither its key id nor the volume's metadata put back.
+        vol = self.volume(writes=3, metadata={"purpose": "db"})
+        b = self.do_backup(vol)
+        rid = rbdbackup_id(b)
+        sha = LAB.export_sha256("site-a", f"rbd/{vol.name}@{self.ours(b).snapshot}")
+        with LAB.ioctx(BACKUPS, "backups") as io:
+            io.remove_object(f"backup.{rid}.meta")
+        b = objects.Backup.get_by_id(self.ctxt, b.id)
+        b.encryption_key_id = str(uuid.uuid4())  # what Cinder records for an encrypted volume's backup
+        b.save()
+        LAB.write_random(*SRC, vol.name, 5)
+        db.volume_metadata_update(self.ctxt, vol.id, {"purpose": "scratch"}, True)
+        self.restore(b, vol.id, self.volume_file(vol))
+        self.assertEqual(sha, LAB.export_sha256("site-a", f"rbd/{vol.name}"))
+        self.assertEqual({"purpose": "db"}, db.volume_metadata_get(self.ctxt, vol.id))
+
+    def test_a_target_whose_clients_cannot_be_listed_is_not_restored_over(self):
+        # The restore switches the agent's in-use check off for cinder-backup's own handle (allow_open):
+        # the driver's list of the volume's clients is the check left, and one it cannot make refuses the
+        # restore (before, it counted as nobody, and a volume a VM still used was restored over).
+        vol = self.volume(writes=3)
+        b = self.do_backup(vol)
+        LAB.write_random(*SRC, vol.name, 5)
+        before = LAB.export_sha256("site-a", f"rbd/{vol.name}")
+        jobs = self.driver.client.list_jobs(backup_id=rbdbackup_id(b), kind=pb.JOB_KIND_RESTORE)
+
+        class Unlistable:
+            def watchers_list(self):
+                raise OSError("the listing failed (injected)")
+
+        f = type("RBDWrapper", (), {"rbd_image": Unlistable(), "rbd_pool": SRC[1]})()
+        e = self.assertRaises(exception.BackupOperationError, self.restore, b, vol.id, f)
+        self.assertIn(f"could not list the clients that have volume {vol.id} open", str(e))
+        self.assertIn("the listing failed (injected)", str(e))
+        self.assertEqual(jobs, self.driver.client.list_jobs(backup_id=rbdbackup_id(b), kind=pb.JOB_KIND_RESTORE),
+                         "no restore job asked for")
+        self.assertEqual(before, LAB.export_sha256("site-a", f"rbd/{vol.name}"), "nothing written")
+
+    def test_the_first_incremental_after_another_drivers_backup_is_made_full(self):
+        # Switching from Cinder's Ceph driver: Cinder's API takes the volume's newest backup — Ceph's — as
+        # the parent of the next `--incremental`. Nothing of rbdbackup's to chain from: a full backup,
+        # its parent dropped (Cinder keeps the other driver's backup deletable).
+        vol = self.volume(writes=3)
+        ceph_made = self.cinder_backup(vol)
+        ceph_made.service = "cinder.backup.drivers.ceph.CephBackupDriver"
+        ceph_made.service_metadata = json.dumps({"base": f"{vol.name}.backup.base"})
+        ceph_made.status = fields.BackupStatus.AVAILABLE
+        ceph_made.save()
+        b = self.cinder_backup(vol, parent=ceph_made)
+        b.service = "rbdbackup_cinder.driver.RbdbackupBackupDriver"  # the manager's driver_name
+        b.save()
+        b.update(self.driver.backup(b, self.volume_file(vol)))
+        b.save()
+        self.addCleanup(self.delete_quietly, b)
+        r = self.ours(b)
+        self.assertEqual(pb.BACKUP_STATUS_AVAILABLE, r.status)
+        self.assertFalse(r.incremental)
+        self.assertIsNone(objects.Backup.get_by_id(self.ctxt, b.id).parent_id)
+        # The next incremental chains from it, as any.
+        b2 = self.do_backup(vol, parent=b)
+        self.assertTrue(self.ours(b2).incremental)
+
 
 class ErrorTest(DriverTestCase):
     def test_incremental_without_a_usable_parent(self):
@@ -284,6 +350,7 @@ class ErrorTest(DriverTestCase):
         self.assertEqual([], statuses)
         # A parent kept in another container (pool) than this backup's: Ceph's driver cannot find its base
         # image there either; rbdbackup would have chained from another backup.
+        self.override_config("rbdbackup_allowed_containers", ["rbd"])
         b3 = self.do_backup(vol)
         b4 = self.cinder_backup(vol, parent=b3)
         b4.container = "rbd"
@@ -299,6 +366,29 @@ class ErrorTest(DriverTestCase):
         e = self.assertRaises(exception.BackupRBDOperationFailed, self.driver.backup, b5, self.volume_file(vol))
         self.assertIn(f"Can't find snapshot from parent {b3.id} and base name image", str(e))
         self.assertNotIn("use AUTO or FULL", str(e))
+
+    def test_a_container_outside_the_allowed_ones_is_refused_before_any_job(self):
+        # Any Cinder user may name a backup's container, which is the pool rbdbackup writes the backup
+        # into: only rbdbackup_backup_pool and rbdbackup_allowed_containers are taken.
+        vol = self.volume(writes=1)
+        for container in ("rbd", "backups-other"):
+            b = self.cinder_backup(vol)
+            b.container = container
+            b.save()
+            self.addCleanup(self.delete_quietly, b)  # a backup made there (this test failing) is not left behind
+            e = self.assertRaises(exception.InvalidBackup, self.driver.backup, b, self.volume_file(vol))
+            self.assertIn(f"container '{container}' is not a pool this cloud keeps backups in (backups)", str(e))
+            self.assertIn("rbdbackup_allowed_containers", str(e))
+        self.assertEqual([], self.driver.client.list_backups(volume_id=vol.id), "no job made a backup")
+        self.assertEqual([], LAB.snaps(*SRC, vol.name), "nor a snapshot of the volume")
+        # The configured pool, named: taken.
+        b = self.cinder_backup(vol)
+        b.container = "backups"
+        b.save()
+        b.update(self.driver.backup(b, self.volume_file(vol)))
+        b.save()
+        self.addCleanup(self.delete_quietly, b)
+        self.assertEqual((BACKUPS, "backups"), (self.ours(b).location.cluster, self.ours(b).location.pool))
 
     def test_non_rbd_volume(self):
         vol = self.volume(image=False)
@@ -420,6 +510,49 @@ class GivingUpTest(DriverTestCase):
         job_id = self.driver.client.get_backup(rbdbackup_id(saved)).job_id
         self.assertEqual([job_id], cancelled)
         self.driver.delete_backup(saved)
+
+    def test_a_job_that_ends_while_its_watch_is_lost_is_judged_by_how_it_ended(self):
+        # The watch is lost (a) just as the job succeeds: CancelJob refuses a finished job
+        # (FAILED_PRECONDITION), and the job's own end says the backup was made; (b) while it runs, and
+        # the cancel fails too: the job is still waited for, and its success is the backup made. Before,
+        # both failed a backup rbdbackup had made.
+        vol = self.volume(writes=3)
+        real_wait = self.driver.client.wait
+        refused = []
+
+        def cancel_unreachable(job_id):
+            refused.append(job_id)
+            raise RbdbackupError(grpc.StatusCode.UNAVAILABLE, "no coordinator answered (injected)")
+
+        for case in ("ended", "cancel failed"):
+            calls = []
+
+            def lost(job, timeout, **kw):
+                calls.append(job.id)
+                if len(calls) == 1:  # the backup's own follow
+                    if case == "ended":
+                        real_wait(job, timeout=120, raise_on_failure=False)
+                    raise RbdbackupError(grpc.StatusCode.UNAVAILABLE, "the watch was lost (injected)")
+                return real_wait(job, timeout, **kw)
+
+            self.driver.client.wait = lost
+            if case == "cancel failed":
+                self.driver.client.cancel_job = cancel_unreachable
+            b = self.cinder_backup(vol)
+            self.addCleanup(self.delete_quietly, b)  # its id is recorded before the follow: deleted however it ends
+            try:
+                b.update(self.driver.backup(b, self.volume_file(vol)))
+                b.save()
+            finally:
+                del self.driver.client.wait
+                if case == "cancel failed":
+                    del self.driver.client.cancel_job
+            r = self.ours(b)
+            self.assertEqual(pb.BACKUP_STATUS_AVAILABLE, r.status, case)
+            self.assertEqual({"rbdbackup_id": r.id, "base": r.base_image}, json.loads(b.service_metadata), case)
+            self.assertEqual(2, len(calls), f"{case}: the job was waited for after the cancel")
+            self.assertEqual(pb.JOB_STATE_SUCCEEDED, self.driver.client.get_job(r.job_id).state, case)
+        self.assertEqual(1, len(refused))
 
     def test_restores_of_this_host_cinder_gave_up_on_are_cancelled_after_setup_others_not(self):
         from rbdbackup_cinder import driver as drv
@@ -717,6 +850,18 @@ class SetupAndOptionsTest(DriverTestCase):
         self.assertIn("no-such-pool", str(e))
         self.override_config("rbdbackup_backup_cluster", None)
         self.assertRaises(exception.InvalidConfigurationValue, self.driver.check_for_setup_error)
+
+    def test_a_token_over_plaintext_is_refused(self):
+        # rbdbackup_insecure sends every call in cleartext: a token with it would be readable on the way.
+        self.override_config("rbdbackup_insecure", True)
+        self.override_config("rbdbackup_token", "s3cret-token")
+        driver = RbdbackupBackupDriver(self.ctxt)
+        e = self.assertRaises(exception.BackupDriverException, driver.check_for_setup_error)
+        self.assertIn("rbdbackup_insecure (plaintext gRPC) would send rbdbackup_token in cleartext", str(e))
+        self.assertNotIn("s3cret-token", str(e))
+        vol = self.volume(image=False)
+        self.assertRaises(exception.BackupDriverException, driver.backup, self.cinder_backup(vol),
+                          type("RBDWrapper", (), {"rbd_image": None, "rbd_pool": SRC[1]})())
 
     def test_check_for_setup_error_names_a_volume_cluster_the_coordinator_does_not_know(self):
         # Logged as an error (its agents may not have registered yet: not a failed setup); a malformed name fails it.
