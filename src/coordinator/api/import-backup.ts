@@ -8,7 +8,7 @@
  */
 import type { CallContext } from "nice-grpc-common";
 import { Status } from "nice-grpc-common";
-import { AppError, failedPrecondition, invalidArgument, notFound, unavailable } from "../../common/errors";
+import { AppError, failedPrecondition, invalidArgument, notFound, statusOf, unavailable } from "../../common/errors";
 import {
   type Backup,
   BackupStatus,
@@ -215,7 +215,7 @@ function replayed(deps: ApiDeps, adm: Admission, jobId: string, key: string): Jo
 }
 
 /** The caller's data messages into the relay (waiting while it is full); the relay's end after the last. */
-async function pump(it: AsyncIterator<ImportBackupMessage>, run: InterchangeRun): Promise<void> {
+export async function pump(it: AsyncIterator<ImportBackupMessage>, run: InterchangeRun): Promise<void> {
   for (;;) {
     let n: IteratorResult<ImportBackupMessage>;
     // Raced with the relay's failure (the job ended: the idle bound, a cancel): a caller that sends nothing
@@ -226,7 +226,12 @@ async function pump(it: AsyncIterator<ImportBackupMessage>, run: InterchangeRun)
       n = await run.pipe.orFailure(next);
     } catch (e) {
       if (run.pipe.done) throw e; // the relay's failure (the job's end) is the answer
-      const gone = new AppError(Status.CANCELLED, `the import stream of job ${run.jobId} broke`, { cause: e });
+      // A message that does not decode (a uint64 above 2^53: api/undecodable.ts) is the caller's bad
+      // input, answered as such; anything else broke the stream.
+      const gone =
+        statusOf(e) === Status.INVALID_ARGUMENT
+          ? e
+          : new AppError(Status.CANCELLED, `the import stream of job ${run.jobId} broke`, { cause: e });
       run.pipe.fail(gone);
       throw gone;
     }

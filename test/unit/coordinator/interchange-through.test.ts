@@ -8,12 +8,13 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
-import { AppError } from "../../../src/common/errors";
+import { AppError, invalidArgument } from "../../../src/common/errors";
+import { pump } from "../../../src/coordinator/api/import-backup";
 import type { Catalog } from "../../../src/coordinator/catalog/catalog";
 import { Relays } from "../../../src/coordinator/interchange/relays";
 import { InterchangeRun, type RunScheduler } from "../../../src/coordinator/interchange/run";
 import type { JobRecord } from "../../../src/coordinator/model";
-import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { type ImportBackupMessage, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 
 const running = {
   id: "job-3",
@@ -108,4 +109,50 @@ describe("interchange run: once the data is through, the job goes on without its
     assert.deepEqual(calls, [`cancel ${running.id}`, `cancel ${running.id}`]);
     await assert.rejects(agentReads(run), /cancelled by its caller/);
   });
+});
+
+describe("import stream: a message that breaks the caller's stream", () => {
+  let alive: NodeJS.Timeout;
+  before(() => {
+    alive = setInterval(() => {}, 1000);
+  });
+  after(() => clearInterval(alive));
+
+  /** The caller's stream: one data message, then `e` from the next read. */
+  function stream(e: unknown): AsyncIterator<ImportBackupMessage> {
+    let n = 0;
+    return {
+      next: async () => {
+        if (n++ === 0) return { done: false, value: { body: { $case: "data", value: new Uint8Array(16) } } };
+        throw e;
+      },
+    };
+  }
+
+  for (const [what, e, status, message] of [
+    [
+      "undecodable (a uint64 above 2^53): INVALID_ARGUMENT as decoded",
+      invalidArgument("the request message could not be decoded (x)"),
+      Status.INVALID_ARGUMENT,
+      /could not be decoded/,
+    ],
+    ["broken otherwise: CANCELLED naming the job", new Error("socket hang up"), Status.CANCELLED, /broke/],
+  ] as const) {
+    it(what, async () => {
+      const run = new InterchangeRun(
+        { relays: new Relays(), scheduler: recording([]), catalog },
+        running.id,
+        "import",
+        new AbortController().signal,
+      );
+      run.open();
+      try {
+        const isIt = (x: unknown) => x instanceof AppError && x.status === status && message.test(x.message);
+        await assert.rejects(pump(stream(e), run), isIt);
+        await assert.rejects(agentReads(run), isIt, "the agent's side fails with the same");
+      } finally {
+        run.close();
+      }
+    });
+  }
 });
