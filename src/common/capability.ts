@@ -19,7 +19,7 @@
 import { createPrivateKey, type KeyObject, sign, verify, X509Certificate } from "node:crypto";
 import { AppError, Status } from "./errors";
 import { identityOfCertificate } from "./identity";
-import { type Revoked, revokedFingerprint } from "./revocations";
+import { caCertificates, type Revoked, revokedFingerprint } from "./revocations";
 
 export type CapabilityScope = "operation" | "transfer";
 
@@ -113,9 +113,9 @@ export class CapabilitySigner {
   }
 }
 
-/** Checks capabilities against the deployment's CA. */
+/** Checks capabilities against the deployment's CA (any CA of the file: an old and a new one during a rotation). */
 export class CapabilityVerifier {
-  readonly #ca: X509Certificate;
+  readonly #cas: X509Certificate[];
 
   constructor(
     caPem: string | Buffer,
@@ -126,7 +126,9 @@ export class CapabilityVerifier {
      */
     private readonly revoked: Revoked = { has: () => false },
   ) {
-    this.#ca = new X509Certificate(caPem);
+    // Every CA the file holds, as TLS trusts them all: a coordinator certificate of the new CA during a
+    // rotation is accepted by TLS, and its capabilities must be too.
+    this.#cas = caCertificates(caPem);
   }
 
   /**
@@ -146,7 +148,7 @@ export class CapabilityVerifier {
       throw denied("its signer's certificate is malformed");
     }
     const now = this.now();
-    if (!cert.checkIssued(this.#ca) || !cert.verify(this.#ca.publicKey)) {
+    if (!this.#cas.some((ca) => cert.checkIssued(ca) && cert.verify(ca.publicKey))) {
       throw denied("not signed by a certificate of this deployment's CA");
     }
     if (Date.parse(cert.validFrom) > now + SKEW_MS || Date.parse(cert.validTo) < now - SKEW_MS) {

@@ -34,19 +34,26 @@ export const CURVE_ORDERS: Readonly<Record<string, bigint>> = {
 const ALL_ORDERS = Object.values(CURVE_ORDERS);
 
 /**
+ * Every certificate of a CA file, as Node's TLS trusts them (CERTIFICATE, TRUSTED CERTIFICATE and X509
+ * CERTIFICATE blocks; several during a rotation); a file with no PEM block is one certificate (DER).
+ */
+export function caCertificates(caPem: string | Buffer): X509Certificate[] {
+  const text = Buffer.isBuffer(caPem) ? caPem.toString("latin1") : caPem;
+  const blocks = text.match(
+    /-----BEGIN (?:TRUSTED |X509 )?CERTIFICATE-----[\s\S]*?-----END (?:TRUSTED |X509 )?CERTIFICATE-----/g,
+  );
+  return (blocks ?? [caPem]).map((b) => new X509Certificate(b));
+}
+
+/**
  * Checks that every CA in the file (a CA file may hold several, e.g. an old and a new CA during a
  * rotation) signs on a curve whose twins can be matched: throws for an EC key on a curve not in
  * CURVE_ORDERS — revocation could not be complete, and the daemon must not start believing it is. RSA
  * and Ed25519 CAs pass (their signatures have no twin).
  */
 export function checkCaCurves(caPem: string | Buffer): void {
-  const text = Buffer.isBuffer(caPem) ? caPem.toString("latin1") : caPem;
-  // Every block Node's TLS trusts in a CA file: CERTIFICATE, TRUSTED CERTIFICATE, X509 CERTIFICATE.
-  const blocks = text.match(
-    /-----BEGIN (?:TRUSTED |X509 )?CERTIFICATE-----[\s\S]*?-----END (?:TRUSTED |X509 )?CERTIFICATE-----/g,
-  );
-  for (const block of blocks ?? [caPem]) {
-    const key = new X509Certificate(block).publicKey;
+  for (const ca of caCertificates(caPem)) {
+    const key = ca.publicKey;
     if (key.asymmetricKeyType !== "ec") continue;
     const curve = key.asymmetricKeyDetails?.namedCurve ?? "";
     if (CURVE_ORDERS[curve] === undefined) {

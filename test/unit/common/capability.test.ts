@@ -143,4 +143,12 @@ describe("capabilities", () => {
       /not signed by a certificate of this deployment/,
     );
   });
+
+  it("a CA file with two CAs (a rotation): capabilities of a coordinator of either are taken, as TLS takes both", () => {
+    const both = new CapabilityVerifier(Buffer.concat([pem(dir, "ca.pem"), pem(foreign, "ca.pem")]), now);
+    const other = new CapabilitySigner(pem(foreign, "coordinator.pem"), pem(foreign, "coordinator.key"), now);
+    for (const s of [signer, other]) assert.equal(both.verify(s.sign(grant, 60_000), "transfer", holder).job, "j1");
+    const onlyNew = new CapabilityVerifier(pem(foreign, "ca.pem"), now);
+    refused(() => onlyNew.verify(signer.sign(grant, 60_000), "transfer", holder), /not signed by a certificate/);
+  });
 });
