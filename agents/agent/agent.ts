@@ -312,7 +312,7 @@ export class Agent {
         }),
       resumePoint: (req, signal, caller) =>
         handle(log, "ResumePoint", async () => {
-          authorizeResumePoint(verifier, req.header, caller, here, audit);
+          authorizeResumePoint(verifier, req.header, caller, here, audit, spent);
           return resumePoint(sink, req.header, signal);
         }),
       admit: (caller, method) => admitTransferCaller(verifier, caller, audit, method, here, spent),

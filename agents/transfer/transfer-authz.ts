@@ -617,13 +617,20 @@ export function authorizeResumePoint(
   caller: TransferCaller,
   here: Here,
   audit?: AuthzAudit,
+  spent?: SpentCapabilities,
 ): void {
   if (!caller.checked || !verifier) return;
   const check = (grant: Grant) => {
     if (!header) throw invalidArgument("ResumePointRequest.header is required");
     checkAllows(grant, transferAsks(header, here.fsid));
   };
-  judge(verifier, caller, RESUME_POINT_METHOD, header ? headerTarget(header) : "", audit, check, here);
+  const target = header ? headerTarget(header) : "";
+  judge(verifier, caller, RESUME_POINT_METHOD, target, audit, check, here);
+  // A spent capability (its stream committed, or its job ended) resumes nothing: no attempt with it
+  // follows. (One whose stream still runs may ask: the attempt's next stream asks before it starts.)
+  if (spent?.spent(caller.capability)) {
+    throw capabilityRefused(spent, caller, RESUME_POINT_METHOD, target, spent.refusal(caller.capability), audit);
+  }
 }
 
 /**

@@ -223,6 +223,23 @@ describe("transfer authorization", () => {
       "both audited; only the spent one counts as a refusal",
     );
     assert.doesNotThrow(() => admitTransferCaller(verifier, caller(cap), audit, RESUME_POINT_METHOD, HERE, spent));
+    // …but ResumePoint itself refuses a spent capability (no attempt with it follows), audited.
+    assert.throws(
+      () => authorizeResumePoint(verifier, h, caller(cap), HERE, audit, spent),
+      denied(/already used here by a stream that committed/),
+    );
+    assert.equal(lines.at(-1)?.reason, "bad_capability");
+    const unspent = signer.sign(
+      {
+        scope: "transfer",
+        job: "another",
+        attempt: 1,
+        holder: { cluster: "site-a", agentId: "agent-site-a" },
+        allows: transferAsks(h, FSID),
+      },
+      60_000,
+    );
+    assert.doesNotThrow(() => authorizeResumePoint(verifier, h, caller(unspent), HERE, audit, spent));
   });
 
   it("a spent capability re-encoded (another base64url spelling of its signature) is still spent", async () => {
