@@ -160,16 +160,19 @@ export class StreamChecks {
   }
 
   /**
-   * A resumable transfer's checkpoint says "everything below this offset is written": true only when the
-   * records come in ascending, non-overlapping order (as every source sends them). A record below the end
-   * of the one before would make a checkpoint taken after it claim what has not come yet — a resume would
-   * then skip it and commit zeros there, under a digest that still matches. INVALID_ARGUMENT.
+   * Records in ascending, non-overlapping offset order (as every source sends them), required where it
+   * matters. A resumable transfer's checkpoint says "everything below this offset is written": a record
+   * below the end of the one before would make a checkpoint taken after it claim what has not come yet —
+   * a resume would then skip it and commit zeros there, under a digest that still matches. A stream over
+   * an existing volume (writesEveryByte) must write every byte, checked by the sum of its records: a
+   * range sent twice would make up for one skipped, the volume's old data left there. INVALID_ARGUMENT.
    */
   #inOrder(offset: number, length: number, what: string): void {
-    if (!this.h.resumable) return;
+    if (!this.h.resumable && !writesEveryByte(this.h)) return;
     if (offset < this.#end) {
+      const which = this.h.resumable ? "a resumable transfer's" : "a transfer over an existing volume's";
       throw invalidArgument(
-        `${what} at ${offset}+${length} after a record ending at ${this.#end}: a resumable transfer's records must come in ascending, non-overlapping offset order`,
+        `${what} at ${offset}+${length} after a record ending at ${this.#end}: ${which} records must come in ascending, non-overlapping offset order`,
       );
     }
     this.#end = offset + length;

@@ -468,6 +468,24 @@ describe("resumable transfers: the destination", () => {
     await runSink(deps(ceph), new Feed(messages(h, [c3 as Part, c0 as Part])));
   });
 
+  it("a restore over an existing volume must send its records in order: a range twice making up for one skipped is INVALID_ARGUMENT, the volume unchanged", async () => {
+    for (const [kind, over] of [
+      [TransferKind.RESTORE_ORIGINAL, {}],
+      [TransferKind.FAILBACK, { backupId: randomUUID(), fromSnapshot: "" }],
+    ] as const) {
+      const ceph = new FakeCeph("backups");
+      const before = Buffer.alloc(SIZE, 0x5a);
+      const v = ceph.addImage("backups", "vol-1", Buffer.from(before));
+      // Not resumable: the sum of the records (4 chunks' worth) alone would pass the every-byte check.
+      const h = header({ ...restoreInto(kind, "vol-1"), ...over, imageSize: SIZE, chunkSize: CHUNK });
+      const [c0, c1, c2] = chunkParts(4, CHUNK) as [Part, Part, Part, Part];
+      const e = await runSink(deps(ceph), new Feed(messages(h, [c0, c1, c2, c2]))).catch((x) => x);
+      assert.equal(statusOf(e), Status.INVALID_ARGUMENT, TransferKind[kind]);
+      assert.match((e as Error).message, /over an existing volume's records must come in ascending, non-overlapping/);
+      assert.ok(v.data.subarray(3 * CHUNK).equals(before.subarray(3 * CHUNK)), "the skipped range was never written");
+    }
+  });
+
   it("a restore to a new volume that a VM opened while it was held: its resume and its start over are refused, the volume neither removed nor taken over", async () => {
     const ceph = new FakeCeph("backups");
     const d = deps(ceph);
