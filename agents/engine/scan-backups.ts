@@ -3,8 +3,15 @@
  * of this cluster, in every RADOS namespace, read back with what a catalog needs to trust it — does
  * the snapshot it names exist on its base image, is there a digest map beside it (and its SHA-256).
  * Read-only. Paged: metas are visited in (pool, namespace, id) order and a page ends after `max_items`
- * or about PAGE_BYTES of meta bytes; the cursor names the last meta returned, so each page lists the
- * pools again from there (a listing is cheap next to the reads) and nothing is held between calls.
+ * or about PAGE_BYTES of meta bytes; the cursor names the last meta returned. A pool's listing walks
+ * every object of the pool (its data objects too), so the page that ends inside a pool keeps what is
+ * left of its sorted listing for the next page (PlacesAhead: one pool's, for LISTING_KEPT_MS, only for
+ * the cursor that page handed out); any other cursor lists again.
+ *
+ * One object that cannot be read (EIO from a damaged placement group, EPERM, a base image that does not
+ * open) is that backup's metaError or digestsError, reported like a meta that does not parse, so that
+ * damage — what a disaster leaves — does not stop the whole scan; the cluster not answering (a timeout,
+ * a lost connection) fails the page as before, to be asked again.
  */
 import { invalidArgument, notFound } from "../../src/common/errors";
 import { isUuid, metaObjectName } from "../../src/common/ids";
@@ -21,6 +28,21 @@ export const PAGE_BYTES = 1.5 * 1024 * 1024;
 /** A meta object larger than this is reported, not returned (the writer refuses larger ones). */
 const MAX_META_BYTES = 1024 * 1024;
 const META_OBJECT = /^backup\.([0-9a-f-]{36})\.meta$/;
+/** How long the rest of a pool's listing waits for the next page's call. */
+export const LISTING_KEPT_MS = 120_000;
+/** Errors of one object or image, not of the cluster: reported for that backup, the scan goes on. */
+const OBJECT_ERRORS = [
+  "EIO",
+  "EPERM",
+  "EACCES",
+  "EOPNOTSUPP",
+  "EINVAL",
+  "EBADMSG",
+  "ENODATA",
+  "ENXIO",
+  "ERANGE",
+  "EFBIG",
+];
 
 /** Where a meta object lives; the cursor is the last one a page returned. */
 export interface MetaPlace {
@@ -73,6 +95,37 @@ export async function metaPlaces(cluster: Cluster, pool: string): Promise<MetaPl
   } finally {
     await io.close();
   }
+}
+
+/**
+ * The rest of one pool's sorted listing after the page that ended inside it, for the call that presents
+ * that page's cursor (the next page of the same scan) within LISTING_KEPT_MS. One at a time: a second
+ * scan, or a cursor of another page, lists again. Never more than the one listing a page builds anyway.
+ */
+export class PlacesAhead {
+  #kept: { pool: string; cursor: string; places: MetaPlace[]; at: number } | null = null;
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  /** The places after `cursor` in `pool`, when the page that handed out `cursor` kept them. */
+  take(pool: string, cursor: string): MetaPlace[] | null {
+    const k = this.#kept;
+    this.#kept = null;
+    if (!k || k.pool !== pool || k.cursor !== cursor || this.now() - k.at > LISTING_KEPT_MS) return null;
+    return k.places;
+  }
+
+  keep(pool: string, cursor: string, places: MetaPlace[]): void {
+    this.#kept = { pool, cursor, places, at: this.now() };
+  }
+}
+
+const placesAhead = new PlacesAhead();
+
+/** An error of this one object or image (OBJECT_ERRORS) as text for the report; anything else thrown. */
+function objectError(e: unknown, what: string): string {
+  if (isCephError(e, ...OBJECT_ERRORS)) return `${what} could not be read: ${(e as Error).message}`;
+  throw e;
 }
 
 /** Opens I/O contexts per namespace and lists base images' snapshots once per page. */
@@ -129,13 +182,11 @@ async function readOrNull(io: IoCtx, oid: string): Promise<Buffer | null> {
 /** One meta object as the rebuild needs it; null when it vanished since the listing. */
 async function inspect(r: PageReader, p: MetaPlace): Promise<ScannedBackup | null> {
   const io = await r.io(p.pool, p.namespace);
-  const raw = await readOrNull(io, metaObjectName(p.id));
-  if (raw === null) return null;
   const s: ScannedBackup = {
     pool: p.pool,
     namespace: p.namespace,
     backupId: p.id,
-    meta: raw,
+    meta: Buffer.alloc(0),
     metaError: "",
     snapshotExists: false,
     digestsExists: false,
@@ -143,6 +194,15 @@ async function inspect(r: PageReader, p: MetaPlace): Promise<ScannedBackup | nul
     digestBlockSize: 0,
     digestsError: "",
   };
+  let raw: Buffer | null;
+  try {
+    raw = await readOrNull(io, metaObjectName(p.id));
+  } catch (e) {
+    s.metaError = objectError(e, `backup.${p.id}.meta`);
+    return s;
+  }
+  if (raw === null) return null;
+  s.meta = raw;
   if (raw.length > MAX_META_BYTES) {
     s.meta = Buffer.alloc(0);
     s.metaError = `backup.${p.id}.meta is ${raw.length} bytes, larger than the 1 MiB a meta object may be`;
@@ -156,10 +216,15 @@ async function inspect(r: PageReader, p: MetaPlace): Promise<ScannedBackup | nul
     }
     s.snapshotExists = (await r.snapshots(io, chain.base_image))?.has(chain.snapshot) ?? false;
   } catch (e) {
-    if (isCephError(e)) throw e;
-    s.metaError = (e as Error).message;
+    s.metaError = isCephError(e) ? objectError(e, "its base image's snapshots") : (e as Error).message;
   }
-  const digests = await readOrNull(io, digestsObjectName(p.id));
+  let digests: Buffer | null;
+  try {
+    digests = await readOrNull(io, digestsObjectName(p.id));
+  } catch (e) {
+    s.digestsError = objectError(e, `backup.${p.id}.digests`);
+    return s;
+  }
   if (digests !== null) {
     s.digestsExists = true;
     try {
@@ -188,6 +253,7 @@ export async function scanBackups(
   cluster: Cluster,
   fsid: string,
   req: ScanBackupsRequest,
+  ahead: PlacesAhead = placesAhead,
 ): Promise<ScanBackupsResponse> {
   const after = decodeScanCursor(req.cursor);
   const max = Math.min(req.maxItems || DEFAULT_SCAN_ITEMS, MAX_SCAN_ITEMS);
@@ -198,19 +264,22 @@ export async function scanBackups(
   try {
     for (const pool of pools) {
       if (after && pool < after.pool) continue;
-      for (const place of await metaPlaces(cluster, pool)) {
+      const places = ahead.take(pool, req.cursor) ?? (await metaPlaces(cluster, pool));
+      for (let i = 0; i < places.length; i++) {
+        const place = places[i] as MetaPlace;
         if (after && comparePlaces(place, after) <= 0) continue;
         const last = out.backups.at(-1);
-        if (last && out.backups.length >= max) {
-          out.nextCursor = encodeScanCursor({ pool: last.pool, namespace: last.namespace, id: last.backupId });
+        // The page ends before `place`: the rest of this pool's listing waits for the next page.
+        const endBefore = (): ScanBackupsResponse => {
+          const l = last as ScannedBackup;
+          out.nextCursor = encodeScanCursor({ pool: l.pool, namespace: l.namespace, id: l.backupId });
+          ahead.keep(pool, out.nextCursor, places.slice(i));
           return out;
-        }
+        };
+        if (last && out.backups.length >= max) return endBefore();
         const s = await inspect(reader, place);
         if (!s) continue;
-        if (last && bytes + s.meta.length > PAGE_BYTES) {
-          out.nextCursor = encodeScanCursor({ pool: last.pool, namespace: last.namespace, id: last.backupId });
-          return out;
-        }
+        if (last && bytes + s.meta.length > PAGE_BYTES) return endBefore();
         out.backups.push(s);
         bytes += s.meta.length;
       }

@@ -118,6 +118,12 @@ function tokenFromFile(tokenFile: string): string {
  * pings every 5 s (grpc.http2.min_ping_interval_without_data_ms).
  */
 const KEEPALIVE = { "grpc.keepalive_time_ms": 20_000, "grpc.keepalive_timeout_ms": 10_000 };
+/**
+ * Answers up to 64 MiB (grpc-js takes 4 MiB by default): RebuildCatalog's report names every backup it
+ * found — ~110 bytes each, so a rebuild of ~37,000 backups was past 4 MiB and unreadable here, after a
+ * real run had written the catalog.
+ */
+const RECEIVE = { "grpc.max_receive_message_length": 64 << 20 };
 
 export class Connection {
   readonly client: BackupServiceClient;
@@ -129,7 +135,11 @@ export class Connection {
     const metadata = Metadata();
     if (bearer) metadata.set("authorization", `Bearer ${bearer}`);
     this.#follower = new LeaderFollower(settings.addresses ?? [settings.address], (address) => {
-      const channel = createChannel(address, creds, { ...KEEPALIVE, ...tlsChannelOptions(address, settings.tls) });
+      const channel = createChannel(address, creds, {
+        ...KEEPALIVE,
+        ...RECEIVE,
+        ...tlsChannelOptions(address, settings.tls),
+      });
       return { channel, client: createClient(BackupServiceDefinition, channel, { "*": { metadata } }) };
     });
     this.client = this.#follower.client;

@@ -64,8 +64,12 @@ interface Entry {
 
 const where = (s: { pool: string; namespace: string }) => (s.namespace ? `${s.pool}/${s.namespace}` : s.pool);
 
+/** The agent's words for an object or image it could not read (engine/scan-backups.ts objectError). */
+const UNREADABLE = / could not be read: /;
+
 function parse(s: ScannedBackup): Entry {
-  if (s.metaError) return { s, reason: `meta object does not parse: ${s.metaError}` };
+  if (s.metaError)
+    return { s, reason: UNREADABLE.test(s.metaError) ? s.metaError : `meta object does not parse: ${s.metaError}` };
   try {
     return { s, meta: parseRebuildMeta(s.meta, s.backupId) };
   } catch (e) {
@@ -119,7 +123,11 @@ function record(input: PlanInput, e: Entry, m: RebuildMeta, volume: VolumeRef, m
     ...more,
   ];
   if (s.digestsError)
-    warnings.push(`backup.${s.backupId}.digests is malformed (${s.digestsError}): no digest recorded`);
+    warnings.push(
+      UNREADABLE.test(s.digestsError)
+        ? `${s.digestsError}: no digest recorded`
+        : `backup.${s.backupId}.digests is malformed (${s.digestsError}): no digest recorded`,
+    );
   const integrity =
     s.digestsExists && s.digestsSha256
       ? BackupIntegrity.fromPartial({ imageDigest: s.digestsSha256, digestBlockSize: s.digestBlockSize })

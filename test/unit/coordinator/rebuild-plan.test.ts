@@ -106,8 +106,11 @@ describe("catalog rebuild planner", () => {
     const farFuture = { ...d, created_at: "+010000-01-01T00:00:00.000Z" };
     const e = meta();
     const liveVolume = { ...e, chain: { ...e.chain, base_image: "vol1" } };
+    const f = meta();
+    const unreadable = `backup.${f.backup_id}.meta could not be read: rados_read failed: Input/output error (EIO)`;
     const p = planRebuild(
       input([
+        scanned(f, { metaError: unreadable }),
         scanned(a, { metaError: "backup.x.meta has incompatible version 7" }),
         scanned({ raw: JSON.stringify(noSize), id: b.backup_id }),
         scanned({ raw: JSON.stringify(otherId), id: c.backup_id }),
@@ -123,6 +126,7 @@ describe("catalog rebuild planner", () => {
     assert.equal(reasonOf(p, a.backup_id), "meta object does not parse: backup.x.meta has incompatible version 7");
     assert.equal(reasonOf(p, b.backup_id), "meta object does not parse: image.size is not a size");
     assert.match(reasonOf(p, c.backup_id) ?? "", /backup_id ".*" is not the object's id/);
+    assert.equal(reasonOf(p, f.backup_id), unreadable, "what could not be read says so, not 'does not parse'");
   });
 
   it("skips a backup whose snapshot is missing on its base image", () => {

@@ -8,7 +8,13 @@ import { createHash, randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
 import { CephError, type Cluster } from "../../../agents/ceph";
-import { encodeScanCursor, PAGE_BYTES, scanBackups } from "../../../agents/engine/scan-backups";
+import {
+  encodeScanCursor,
+  LISTING_KEPT_MS,
+  PAGE_BYTES,
+  PlacesAhead,
+  scanBackups,
+} from "../../../agents/engine/scan-backups";
 import { encodeDigestMap } from "../../../agents/transfer/digests";
 import { statusOf } from "../../../src/common/errors";
 import { backupSnapName } from "../../../src/common/ids";
@@ -19,6 +25,10 @@ const ENOENT = 2;
 class FakeScanCluster {
   objects = new Map<string, Map<string, Map<string, Buffer>>>();
   snaps = new Map<string, string[]>();
+  /** Object or image name → the errno reading or opening it fails with. */
+  failing = new Map<string, number>();
+  /** Listings of a pool's objects so far. */
+  listings = 0;
 
   put(pool: string, ns: string, oid: string, data: Buffer): void {
     const p = this.objects.get(pool) ?? new Map();
@@ -51,6 +61,7 @@ class FakeScanCluster {
       pool,
       namespace,
       async objListAllNamespaces(prefix: string) {
+        fc.listings++;
         const out: Array<{ namespace: string; oid: string }> = [];
         for (const [ns, objs] of fc.objects.get(pool) ?? []) {
           for (const oid of objs.keys()) if (oid.startsWith(prefix)) out.push({ namespace: ns, oid });
@@ -58,11 +69,15 @@ class FakeScanCluster {
         return out.reverse(); // not sorted: the scan sorts
       },
       async objRead(oid: string) {
+        const fail = fc.failing.get(oid);
+        if (fail) throw new CephError(fail, "rados_read", oid, "failed");
         const b = fc.objects.get(pool)?.get(namespace)?.get(oid);
         if (!b) throw new CephError(ENOENT, "rados_read", oid, "no such object");
         return b;
       },
       async imageOpen(name: string) {
+        const fail = fc.failing.get(name);
+        if (fail) throw new CephError(fail, "rbd_open", name, "failed");
         const snaps = fc.snaps.get(`${pool}/${namespace}/${name}`);
         if (!snaps) throw new CephError(ENOENT, "rbd_open", name, "no such image");
         return { snapList: async () => snaps.map((s) => ({ name: s })), close: async () => {} };
@@ -131,6 +146,67 @@ describe("scan_backups (agent, fake cluster)", () => {
     assert.equal(by.get(noSnap)?.digestsExists, true);
     assert.equal(by.get(noSnap)?.digestsSha256, "");
     assert.match(by.get(noSnap)?.digestsError ?? "", /digest map/);
+  });
+
+  it("one object or image that cannot be read is that backup's error, the scan goes on; a cluster that does not answer fails the page", async () => {
+    const fc = new FakeScanCluster();
+    const [eio, eperm, digests, fine] = [0, 1, 2, 3].map(() =>
+      fc.backup("backups", "", {
+        digests: encodeDigestMap({
+          blockSize: 65536,
+          imageSize: 1 << 20,
+          indices: new Uint32Array(0),
+          crcs: new Uint32Array(0),
+        }),
+      }),
+    ) as [string, string, string, string];
+    fc.failing.set(`backup.${eio}.meta`, 5); // EIO: a damaged placement group
+    fc.failing.set(`vol.backup.${eperm}`, 1); // EPERM opening its base image
+    fc.failing.set(`backup.${digests}.digests`, 5);
+    const [page] = await scanAll(fc.asCluster(), ["backups"], 0);
+    const by = new Map((page ?? []).map((s) => [s.backupId, s]));
+    assert.equal(by.size, 4, "every backup reported");
+    assert.match(by.get(eio)?.metaError ?? "", /^backup\.[0-9a-f-]+\.meta could not be read: .*EIO/);
+    assert.match(by.get(eperm)?.metaError ?? "", /^its base image's snapshots could not be read: .*EPERM/);
+    assert.match(by.get(digests)?.digestsError ?? "", /\.digests could not be read: .*EIO/);
+    assert.equal(by.get(digests)?.metaError, "");
+    assert.equal(by.get(fine)?.metaError, "");
+    assert.equal(by.get(fine)?.digestsError, "");
+    fc.failing.set(`backup.${fine}.meta`, 110); // ETIMEDOUT: the cluster, not the object
+    await assert.rejects(
+      scanAll(fc.asCluster(), ["backups"], 0),
+      (e: unknown) => (e as CephError).code === "ETIMEDOUT",
+    );
+  });
+
+  it("a pool's listing is made once per scan: the page ending inside it keeps the rest for the next page's cursor", async () => {
+    const fc = new FakeScanCluster();
+    const ids = Array.from({ length: 7 }, () => fc.backup("backups", "")).sort();
+    fc.backup("archive", "");
+    let t = 0;
+    const ahead = new PlacesAhead(() => t);
+    const c = fc.asCluster();
+    const seen: string[] = [];
+    let cursor = "";
+    const cursors: string[] = [];
+    do {
+      const r = await scanBackups(c, "f", { pools: ["backups"], cursor, maxItems: 3 }, ahead);
+      seen.push(...r.backups.map((s) => s.backupId));
+      cursor = r.nextCursor;
+      if (cursor) cursors.push(cursor);
+    } while (cursor);
+    assert.deepEqual(seen, ids);
+    assert.equal(fc.listings, 1, "three pages, one listing");
+    // Another page's cursor (a retried page), or one kept too long, lists again — and pages the same.
+    const again = await scanBackups(c, "f", { pools: ["backups"], cursor: cursors[0] as string, maxItems: 3 }, ahead);
+    assert.equal(fc.listings, 2);
+    assert.deepEqual(
+      again.backups.map((s) => s.backupId),
+      ids.slice(3, 6),
+    );
+    t += LISTING_KEPT_MS + 1;
+    await scanBackups(c, "f", { pools: ["backups"], cursor: again.nextCursor, maxItems: 3 }, ahead);
+    assert.equal(fc.listings, 3, "kept past LISTING_KEPT_MS: listed again");
   });
 
   it("a page stops before its meta bytes pass the budget", async () => {
