@@ -35,6 +35,7 @@ import {
   checkAllows,
   checkDestinationAgent,
   type Grant,
+  listItems,
   unverifiedGrant,
 } from "../../src/common/capability";
 import { AppError, invalidArgument, Status } from "../../src/common/errors";
@@ -654,7 +655,7 @@ export function ownVisibleChains(
 }
 
 /** The base images a backup's capability names (its `chain` grant: space-separated). */
-const chainsOf = (grant: Grant): ReadonlySet<string> => new Set((grant.allows.chain ?? "").split(" ").filter(Boolean));
+const chainsOf = (grant: Grant): ReadonlySet<string> => new Set(listItems(grant.allows.chain ?? ""));
 
 /**
  * ListChains: the caller's capability must be a backup's of exactly this volume into exactly this pool

@@ -78,9 +78,25 @@ export const denied = (why: string, reason: CapabilityRefusalReason = "bad_capab
 
 /**
  * Fields whose granted value is a space-separated list of alternatives: the request's single value
- * must be one of them (a backup's chain: the base images the coordinator knows for that volume).
+ * must be one of them (a backup's chain: the base images the coordinator knows for that volume). An
+ * item's own "%" and " " are written %25 and %20 (listItems / joinListItems) — an image name may hold a
+ * space ("my vol"), which split its chain in two; a name with neither reads as before, so agents of an
+ * older release still take every capability they took.
  */
 export const LIST_FIELDS: ReadonlySet<string> = new Set(["chain"]);
+
+/** A LIST_FIELDS value from its items. */
+export function joinListItems(items: Iterable<string>): string {
+  return [...items].map((i) => i.replace(/%/g, "%25").replace(/ /g, "%20")).join(" ");
+}
+
+/** The items of a LIST_FIELDS value (empty ones left out). */
+export function listItems(value: string): string[] {
+  return value
+    .split(" ")
+    .filter(Boolean)
+    .map((i) => i.replace(/%20/g, " ").replace(/%25/g, "%"));
+}
 
 /** Mints capabilities with the coordinator's certificate and key. */
 export class CapabilitySigner {
@@ -230,7 +246,7 @@ export function checkAllows(g: Grant, actual: Record<string, string>): void {
   for (const [k, v] of Object.entries(actual)) {
     const allowed = g.allows[k];
     if (typeof allowed !== "string") throw denied(`it does not cover ${k}`, "not_covered");
-    const ok = LIST_FIELDS.has(k) ? v !== "" && allowed.split(" ").includes(v) : allowed === v;
+    const ok = LIST_FIELDS.has(k) ? v !== "" && listItems(allowed).includes(v) : allowed === v;
     if (!ok) throw denied(`it allows ${k}="${allowed}", the request asks for "${v}"`, "not_covered");
   }
 }

@@ -7,7 +7,7 @@
 import type { BackupRequest, DeleteBackupDataRequest, FlattenRequest, RestoreRequest } from "../gen/rbdbackup/v1/agent";
 import { RestoreMode } from "../gen/rbdbackup/v1/agent";
 import { type TransferHeader, TransferKind } from "../gen/rbdbackup/v1/transfer";
-import { denied } from "./capability";
+import { denied, joinListItems } from "./capability";
 
 export type Fields = Record<string, string>;
 
@@ -39,7 +39,7 @@ export function backupTransferAllows(b: {
     namespace: b.namespace,
     volumeImage: b.volumeImage,
     fsid: b.fsid,
-    chain: [...new Set(b.chains)].join(" "),
+    chain: joinListItems(new Set(b.chains)),
   };
 }
 

@@ -16,8 +16,9 @@ import {
   CapabilityVerifier,
   checkAllows,
   checkDestinationAgent,
+  listItems,
 } from "../../../src/common/capability";
-import { transferAsks } from "../../../src/common/grants";
+import { backupTransferAllows, transferAsks } from "../../../src/common/grants";
 import { baseImageName } from "../../../src/common/ids";
 import { TransferKind } from "../../../src/gen/rbdbackup/v1/transfer";
 import { fsidOf } from "../../helpers/fake-agent";
@@ -152,5 +153,29 @@ describe("scheduler: transfer capabilities name the destination cluster and the 
     assert.throws(() => checkAllows(g, { chain: "" }), notCovered(/chain/));
     assert.throws(() => checkAllows(g, { chain: "img.backup.x img.backup.y" }), notCovered(/chain/));
     assert.throws(() => checkAllows(g, { constructor: "x" }), notCovered(/does not cover constructor/));
+  });
+
+  it("a list item with a space or % in it (an image named 'my vol') is one alternative; names without either read as before", () => {
+    const signer = new CapabilitySigner(pem("coordinator.pem"), pem("coordinator.key"));
+    const holder = { cluster: "a", agentId: "a1" };
+    const id = "0b8e0f3c-5f0e-4c8e-9a51-2d1f8a0c7e11";
+    const allows = backupTransferAllows({
+      backupId: id,
+      pool: "backups",
+      namespace: "",
+      volumeImage: "my vol",
+      fsid: "f",
+      chains: [`my vol.backup.${id}`, "100%.backup.x", "plain.backup.y"],
+    });
+    assert.equal(allows.chain, `my%20vol.backup.${id} 100%25.backup.x plain.backup.y`);
+    assert.deepEqual(listItems(allows.chain as string), [`my vol.backup.${id}`, "100%.backup.x", "plain.backup.y"]);
+    const g = verifier.verify(
+      signer.sign({ scope: "transfer", job: "j", attempt: 1, holder, allows }, 60_000),
+      "transfer",
+      holder,
+    );
+    for (const c of [`my vol.backup.${id}`, "100%.backup.x", "plain.backup.y"]) checkAllows(g, { chain: c });
+    for (const c of ["my", `vol.backup.${id}`, `my%20vol.backup.${id}`, "100%25.backup.x"])
+      assert.throws(() => checkAllows(g, { chain: c }), notCovered(/chain/), c);
   });
 });
