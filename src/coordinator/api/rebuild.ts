@@ -41,7 +41,7 @@ export async function rebuildCatalog(
   });
   let { imported, present } = plan;
   if (!req.dryRun) {
-    const out = await writePlan(deps.catalog, plan);
+    const out = await writePlan(deps.catalog, plan, ctx.signal);
     // A backup another writer recorded meanwhile counts as present, not imported.
     present = [...present, ...imported.filter((f) => out.present.has(f.backupId))];
     imported = imported.filter((f) => !out.present.has(f.backupId));

@@ -4,7 +4,9 @@
  * checked here again, strictly: a meta that lacks one is damaged, never guessed at). Fields added
  * after version 1 was first written (source.cluster_name, chain.forced_full_reason) are optional.
  */
-import { isUuid, parseBackupSnap, parseBaseImage } from "../../common/ids";
+import { isBaseImage, isUuid, parseBackupSnap, parseBaseImage } from "../../common/ids";
+// The API's validators: their refusal's message is the skip reason.
+import * as checked from "../validate";
 
 export interface RebuildMeta {
   backupId: string;
@@ -44,14 +46,22 @@ function source(v: unknown): RebuildMeta["source"] {
   if (!isObject(v)) throw new Error("source is not an object");
   if (v.kind === "path") return { kind: "path", path: str(v, "path", "source.") };
   if (v.kind !== "rbd") throw new Error(`source.kind ${JSON.stringify(v.kind)} is neither "rbd" nor "path"`);
-  return {
-    kind: "rbd",
+  const s = {
+    kind: "rbd" as const,
     fsid: str(v, "cluster_fsid", "source."),
     clusterName: str(v, "cluster_name", "source.", { optional: true }),
     pool: str(v, "pool", "source."),
     namespace: str(v, "namespace", "source."),
     image: str(v, "image", "source."),
   };
+  // The volume becomes a catalog record as ImportBackupRecord's would: the same names checked (a NUL
+  // failed the chain's insert on PostgreSQL and ended the whole rebuild INTERNAL).
+  if (s.clusterName) checked.clusterName(s.clusterName, "source.cluster_name");
+  checked.rbdName(s.pool, "source.pool");
+  checked.rbdName(s.namespace, "source.namespace", { allowEmpty: true });
+  checked.rbdName(s.image, "source.image");
+  if (isBaseImage(s.image)) throw new Error(`source.image "${s.image.slice(0, 200)}" is named like a base image`);
+  return s;
 }
 
 function chain(v: unknown, id: string) {
@@ -108,11 +118,14 @@ export function parseRebuildMeta(raw: Uint8Array, objectId: string): RebuildMeta
       `chain.base_image "${c.baseImage.slice(0, 200)}" is not a base image of ${src.image} (<volume>.backup.<uuid>)`,
     );
   }
+  const volumeId = str(o.volume, "id", "volume.");
+  const volumeMetadata = stringMap(o.volume.metadata, "volume.metadata");
+  checked.volumeMetadata(volumeId, volumeMetadata);
   return {
     backupId: id,
     createdAt,
-    volumeId: str(o.volume, "id", "volume."),
-    volumeMetadata: stringMap(o.volume.metadata, "volume.metadata"),
+    volumeId,
+    volumeMetadata,
     source: src,
     sizeBytes: image.size,
     ...c,

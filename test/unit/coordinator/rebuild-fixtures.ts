@@ -4,6 +4,8 @@
  */
 import { randomUUID } from "node:crypto";
 import { backupSnapName } from "../../../src/common/ids";
+import type { Backup } from "../../../src/coordinator/model";
+import type { PlanInput } from "../../../src/coordinator/rebuild/plan";
 import type { ScannedBackup } from "../../../src/gen/rbdbackup/v1/session";
 
 export const FSID_A = "aaaaaaaa-0000-4000-8000-000000000001";
@@ -79,4 +81,21 @@ export function chain(n: number, image = "vol1"): Meta[] {
     out.push(meta({ image, parent: prev.chain.snapshot, base: full.chain.base_image, at: T0 + i * 1000 }));
   }
   return out;
+}
+
+/** The planner's input: `scan` found on site-b, `catalog` already held; sites a and b known. */
+export function input(scan: ScannedBackup[], catalog: Backup[] = [], o: Partial<PlanInput> = {}): PlanInput {
+  const byId = new Map(catalog.map((b) => [b.id, b]));
+  return {
+    cluster: "site-b",
+    fsid: FSID_B,
+    scanned: scan,
+    inCatalog: (id) => byId.get(id),
+    clusters: {
+      nameOfFsid: (f) => (f === FSID_A ? "site-a" : f === FSID_B ? "site-b" : undefined),
+      fsidOfName: (n) => (n === "site-a" ? FSID_A : n === "site-b" ? FSID_B : undefined),
+    },
+    now: new Date(T0 + 3_600_000),
+    ...o,
+  };
 }

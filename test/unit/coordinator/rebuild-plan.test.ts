@@ -6,26 +6,9 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
 import type { Backup } from "../../../src/coordinator/model";
-import { type PlanInput, planRebuild } from "../../../src/coordinator/rebuild/plan";
+import { planRebuild } from "../../../src/coordinator/rebuild/plan";
 import { BackupStatus } from "../../../src/gen/rbdbackup/v1/backup_service";
-import type { ScannedBackup } from "../../../src/gen/rbdbackup/v1/session";
-import { chain, FSID_A, FSID_B, type Meta, meta, scanned, T0 } from "./rebuild-fixtures";
-
-function input(scan: ScannedBackup[], catalog: Backup[] = [], o: Partial<PlanInput> = {}): PlanInput {
-  const byId = new Map(catalog.map((b) => [b.id, b]));
-  return {
-    cluster: "site-b",
-    fsid: FSID_B,
-    scanned: scan,
-    inCatalog: (id) => byId.get(id),
-    clusters: {
-      nameOfFsid: (f) => (f === FSID_A ? "site-a" : f === FSID_B ? "site-b" : undefined),
-      fsidOfName: (n) => (n === "site-a" ? FSID_A : n === "site-b" ? FSID_B : undefined),
-    },
-    now: new Date(T0 + 3_600_000),
-    ...o,
-  };
-}
+import { chain, FSID_A, FSID_B, input, type Meta, meta, scanned, T0 } from "./rebuild-fixtures";
 
 const ids = (fs: Array<{ backupId: string }>) => fs.map((f) => f.backupId).sort();
 const reasonOf = (p: ReturnType<typeof planRebuild>, id: string) => p.skipped.find((f) => f.backupId === id)?.reason;
@@ -127,6 +110,44 @@ describe("catalog rebuild planner", () => {
     assert.equal(reasonOf(p, b.backup_id), "meta object does not parse: image.size is not a size");
     assert.match(reasonOf(p, c.backup_id) ?? "", /backup_id ".*" is not the object's id/);
     assert.equal(reasonOf(p, f.backup_id), unreadable, "what could not be read says so, not 'does not parse'");
+  });
+
+  it("skips a meta whose volume the API would refuse (names, volume id and metadata as ImportBackupRecord checks them)", () => {
+    const bad: Array<[string, (m: Meta) => unknown, RegExp]> = [
+      ["a NUL in the volume id", (m) => ({ ...m, volume: { ...m.volume, id: "a\u0000b" } }), /volume_id contains NUL/],
+      [
+        "a NUL in a metadata value",
+        (m) => ({ ...m, volume: { ...m.volume, metadata: { k: "x\u0000" } } }),
+        /volume_metadata\["k"\] contains NUL/,
+      ],
+      [
+        "a '/' in the source pool",
+        (m) => ({ ...m, source: { ...m.source, pool: "a/b" } }),
+        /source\.pool "a\/b" is not a valid name/,
+      ],
+      [
+        "a source image named like a base image",
+        (m) => {
+          const image = `v.backup.${randomUUID()}`;
+          return {
+            ...m,
+            source: { ...m.source, image },
+            chain: { ...m.chain, base_image: `${image}.backup.${m.backup_id}` },
+          };
+        },
+        /source\.image ".*" is named like a base image/,
+      ],
+      [
+        "a bad cluster name",
+        (m) => ({ ...m, source: { ...m.source, cluster_name: "site a" } }),
+        /source\.cluster_name "site a"/,
+      ],
+    ];
+    for (const [what, change, reason] of bad) {
+      const m = meta();
+      const p = planRebuild(input([scanned({ raw: JSON.stringify(change(m)), id: m.backup_id })]));
+      assert.match(reasonOf(p, m.backup_id) ?? "(imported)", reason, what);
+    }
   });
 
   it("skips a backup whose snapshot is missing on its base image", () => {
