@@ -362,6 +362,9 @@ function syncDir(dir: string): void {
   }
 }
 
+/** A spend voids its job's attempts up to its own, at most this many (the coordinator's retries are fewer). */
+const MAX_ATTEMPTS_VOIDED = 64;
+
 /** The file in the agent's state dir that keeps its spent transfer capabilities across restarts. */
 export const SPENT_CAPABILITIES_FILE = "spent-capabilities";
 
@@ -374,10 +377,11 @@ export const SPENT_CAPABILITIES_FILE = "spent-capabilities";
  * back a deleted backup. A stream refused or failed before it wrote into such a volume, or cut short
  * into an image cleanup removes, leaves it usable for the attempt's next stream (a start over after a
  * refused resume, a failback's full copy after its changes were refused); a resume comes in a later
- * attempt, with a capability of its own. A job's capabilities go together: a commit spends every
- * capability of its job (an earlier attempt's too), and the job's end without a result here — the
- * coordinator's discard_held, sent to every agent of the destination's cluster when a job ends CANCELLED
- * or FAILED — voids them all (`endJob`). Kept as SHA-256 digests until the
+ * attempt, with a capability of its own. A spend also voids its job's earlier attempts' capabilities
+ * (not a later attempt's: a retry of a restore whose outcome was lost writes it again, one cut short
+ * after it wrote resumes), and the job's end without a result here — the coordinator's discard_held,
+ * sent to every agent of the destination's cluster connected when a job ends CANCELLED or FAILED —
+ * voids all of them (`endJob`). Kept as SHA-256 digests until the
  * capability's own expiry; with `file` (the agent's state dir) also on disk, one line
  * "<digest> <until ms>" appended (and fsync'd) per spend, so a restart does not forget them; the file is
  * rewritten without the expired lines when they outnumber the live ones. The capability names this
@@ -417,21 +421,25 @@ export class SpentCapabilities {
   }
 
   /**
-   * The key of a job's capabilities, all of them (each attempt gets its own): from its signed body's
-   * `job` — read here without verifying, for only a capability the verifier accepted reaches a stream,
-   * and a body that does not parse names no job. Null then.
+   * The job and attempt a capability was minted for, from its signed body — read here without
+   * verifying, for only a capability the verifier accepted reaches a stream; null for a body that names
+   * none (it does not parse, or an attempt that is not a small positive integer).
    */
-  static #jobKey(capability: string): string | null {
+  static #jobOf(capability: string): { job: string; attempt: number } | null {
     try {
-      const grant = JSON.parse(Buffer.from(capability.split(".", 1)[0] as string, "base64url").toString("utf8"));
-      return typeof grant?.job === "string" && grant.job ? SpentCapabilities.#jobKeyOf(grant.job) : null;
+      const g = JSON.parse(Buffer.from(capability.split(".", 1)[0] as string, "base64url").toString("utf8"));
+      const ok = typeof g?.job === "string" && g.job && Number.isInteger(g.attempt) && g.attempt >= 1;
+      return ok ? { job: g.job, attempt: g.attempt } : null;
     } catch {
       return null;
     }
   }
 
-  static #jobKeyOf(jobId: string): string {
-    return createHash("sha256").update(`job ${jobId}`).digest("hex");
+  /** The key of every capability of `jobId` (its end), or of its attempt `attempt` alone. */
+  static #jobKey(jobId: string, attempt?: number): string {
+    return createHash("sha256")
+      .update(attempt === undefined ? `job ${jobId}` : `job ${jobId} attempt ${attempt}`)
+      .digest("hex");
   }
 
   /** The file's unexpired lines; a damaged line is skipped (it can only be a torn last append). */
@@ -454,8 +462,8 @@ export class SpentCapabilities {
     }
   }
 
-  /** Appends one spend to the file (fsync'd), or rewrites it without the expired ones. */
-  #persist(key: string, until: number): void {
+  /** Appends one spend's keys to the file (fsync'd), or rewrites it without the expired ones. */
+  #persist(keys: string[], until: number): void {
     const file = this.#file;
     if (!file) return;
     try {
@@ -477,13 +485,13 @@ export class SpentCapabilities {
       }
       const fd = openSync(file, "a", 0o600);
       try {
-        writeSync(fd, `${this.#torn ? "\n" : ""}${key} ${until}\n`);
+        writeSync(fd, `${this.#torn ? "\n" : ""}${keys.map((k) => `${k} ${until}\n`).join("")}`);
         fsyncSync(fd);
       } finally {
         closeSync(fd);
       }
       this.#torn = false;
-      this.#lines++;
+      this.#lines += keys.length;
     } catch (e) {
       // Still refused here until a restart; after one, the capability's own expiry is the bound.
       this.#log?.error("cannot record a spent transfer capability on disk", { file, error: (e as Error).message });
@@ -491,15 +499,20 @@ export class SpentCapabilities {
   }
 
   /**
-   * A stream that presented `capability` committed: it is spent, and so is every other capability of
-   * its job — an earlier attempt's, never used or cut short before it wrote, would otherwise write again
-   * after the job's result (a restore over a volume a VM has opened since).
+   * A stream that presented `capability` committed (or wrote into a volume no cleanup restores): it is
+   * spent, and so is every capability of its job's earlier attempts — one never used, or cut short
+   * before it wrote, would otherwise write again after this attempt's result (a restore over a volume a
+   * VM has opened since). A later attempt's is not: the coordinator retries a restore whose outcome it
+   * did not hear (the retry writes it again) or that was cut short after it wrote (the retry resumes).
    */
   spend(capability: string | undefined): void {
     if (!capability) return;
-    this.#record(SpentCapabilities.#key(capability));
-    const job = SpentCapabilities.#jobKey(capability);
-    if (job) this.#record(job);
+    const keys = [SpentCapabilities.#key(capability)];
+    const g = SpentCapabilities.#jobOf(capability);
+    if (g)
+      for (let a = 1; a <= Math.min(g.attempt, MAX_ATTEMPTS_VOIDED); a++)
+        keys.push(SpentCapabilities.#jobKey(g.job, a));
+    this.#record(keys);
   }
 
   /**
@@ -508,26 +521,31 @@ export class SpentCapabilities {
    * a cancel that came before its stream) cannot write what the job's end undid or never allowed.
    */
   endJob(jobId: string): void {
-    if (jobId) this.#record(SpentCapabilities.#jobKeyOf(jobId));
+    if (jobId) this.#record([SpentCapabilities.#jobKey(jobId)]);
   }
 
-  #record(key: string): void {
+  #record(keys: string[]): void {
     const now = this.#now();
     for (const [k, until] of this.#until) if (until <= now) this.#until.delete(k);
     const until = now + this.#ttlMs;
-    this.#until.set(key, until);
-    this.#persist(key, until);
+    for (const k of keys) this.#until.set(k, until);
+    this.#persist(keys, until);
   }
 
-  #live(key: string | null): boolean {
-    const until = key === null ? undefined : this.#until.get(key);
+  #live(key: string): boolean {
+    const until = this.#until.get(key);
     return until !== undefined && until > this.#now();
   }
 
-  /** Spent itself, or its job's capabilities are (a commit of another attempt here, the job's end). */
+  /** Spent itself, or voided with its job (a commit here of a later attempt, the job's end). */
   spent(capability: string | undefined): boolean {
     if (!capability) return false;
-    return this.#live(SpentCapabilities.#key(capability)) || this.#live(SpentCapabilities.#jobKey(capability));
+    if (this.#live(SpentCapabilities.#key(capability))) return true;
+    const g = SpentCapabilities.#jobOf(capability);
+    return (
+      g !== null &&
+      (this.#live(SpentCapabilities.#jobKey(g.job)) || this.#live(SpentCapabilities.#jobKey(g.job, g.attempt)))
+    );
   }
 
   /**
@@ -547,7 +565,7 @@ export class SpentCapabilities {
   refusal(capability: string | undefined): string {
     if (!capability) return "";
     if (this.spent(capability)) {
-      return "this transfer capability was already used here by a stream that committed, or that wrote into a volume no cleanup restores, or its job has ended (one such stream each; the coordinator mints one per attempt, and a job's end voids them all)";
+      return "this transfer capability was already used here by a stream that committed, or that wrote into a volume no cleanup restores, or a later attempt of its job did, or its job has ended (one such stream each; the coordinator mints one per attempt)";
     }
     if (this.#running.has(SpentCapabilities.#key(capability)))
       return "another stream with this transfer capability is running here (one stream at a time each)";

@@ -123,7 +123,7 @@ describe("transfer authorization", () => {
     ]);
   });
 
-  it("a commit spends every capability of its job (an earlier attempt's too); the job's end (discard_held) voids them all, also across a restart", async () => {
+  it("a commit spends its job's earlier attempts' capabilities, not a later one's (a retry); the job's end (discard_held) voids them all, also across a restart", async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), "spent-job-"));
     try {
       const file = path.join(dir, "spent");
@@ -132,13 +132,20 @@ describe("transfer authorization", () => {
       const holder = { cluster: "site-a", agentId: "agent-site-a" };
       const of = (job: string, attempt: number) =>
         signer.sign({ scope: "transfer", job, attempt, holder, allows: transferAsks(h, FSID) }, 60_000);
-      const [first, second] = [of("job-1", 1), of("job-1", 2)];
-      spent.spend(second); // attempt 2 committed
+      const [first, second, third] = [of("job-1", 1), of("job-1", 2), of("job-1", 3)];
+      spent.end(second, true); // attempt 2 committed (or wrote into the volume, then failed)
       await assert.rejects(
         authorizeTransfer(verifier, source(h).messages, caller(first), HERE, undefined, spent),
-        denied(/its job has ended/),
+        denied(/a later attempt of its job did/),
         "attempt 1's capability, never used, is void once attempt 2 committed",
       );
+      // Attempt 3 — the coordinator's retry of a restore whose outcome it did not hear, or that was cut
+      // short after it wrote — is let through (it writes again, or resumes).
+      assert.deepEqual(
+        await drain(await authorizeTransfer(verifier, source(h).messages, caller(third), HERE, undefined, spent)),
+        ["header", "zero"],
+      );
+      spent.end(third, false);
       const cancelled = of("job-2", 1);
       assert.equal(spent.spent(cancelled), false);
       spent.endJob("job-2"); // cancelled before its stream came
@@ -169,8 +176,9 @@ describe("transfer authorization", () => {
       denied(/already used here by a stream that committed/),
     );
     const holder = { cluster: "site-a", agentId: "agent-site-a" };
+    // The same job's next attempt (a retry after the first one's outcome was lost) is not spent.
     const fresh = signer.sign(
-      { scope: "transfer", job: "j2", attempt: 1, holder, allows: transferAsks(h, FSID) },
+      { scope: "transfer", job: "j", attempt: 2, holder, allows: transferAsks(h, FSID) },
       60_000,
     );
     assert.notEqual(fresh, used);
