@@ -270,11 +270,15 @@ Napi::Value IoCtx::TrashList(const Napi::CallbackInfo& info) {
   return RunAsync(
       info.Env(), "rbd_trash_list",
       [h, names]() -> int {
-        size_t max = 64;
+        size_t room = 64;
         std::vector<rbd_trash_image_info_t> entries;
         int rc = CallWithRoom([&] {
-          entries.assign(max, rbd_trash_image_info_t{});
-          return rbd_trash_list(h->io, entries.data(), &max);  // ERANGE: max is the room needed
+          entries.assign(room, rbd_trash_image_info_t{});
+          size_t n = room;
+          int r = rbd_trash_list(h->io, entries.data(), &n);
+          // ERANGE: n is the room needed now; some more, for a trash that fills while it is listed.
+          if (r == -ERANGE) room = n + 32;
+          return r;
         });
         if (rc < 0) return rc;
         // rc: the entries filled in (their strings librbd's, freed by the cleanup whatever happens here).

@@ -117,9 +117,11 @@ function othersAt(catalog: Catalog, b: Located, statuses: BackupStatus[]): Backu
 
 /**
  * The most blocks a chain's digest map may have: a chain keeps the block size its full backup chose
- * (≤ 2^18 blocks: agents/transfer/digests/format.ts blockSizeFor), so a volume that grows adds blocks.
- * Past three times that (a 6 MiB map; a SOURCE verification carries the map in one session message),
- * the next backup starts a new chain, whose full backup sizes its blocks for the volume as it is.
+ * (≤ 2^18 blocks: agents/transfer/digests/format.ts blockSizeFor) until the volume passes 2^18 of
+ * them, when the destination coarsens an incremental's map (DigestMapBuilder.overlay) — an agent before
+ * 2026-12-07 did not, so a volume that grew added blocks. Past three times that from the newest map
+ * (a 6 MiB map; a SOURCE verification carries the map in one session message), the next backup starts
+ * a new chain, whose full backup sizes its blocks for the volume as it is.
  */
 export const MAX_CHAIN_MAP_BLOCKS = 3 * 2 ** 18;
 
