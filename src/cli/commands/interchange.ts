@@ -1,7 +1,9 @@
 /**
  * `rbdbackup backup export|import`: a backup as an `rbd export-diff` stream (ExportBackup), and a backup
  * made from one (ImportBackup). Both stream without a deadline (a volume's data takes what it takes);
- * Ctrl-C cancels the call, and with it the job. The export writes to stdout (never to a terminal) or
+ * Ctrl-C cancels the call, and with it the job while its data moves — once an import's whole input was
+ * sent (and the agent took it) the job goes on without the call and may still make the backup, which
+ * the message says. The export writes to stdout (never to a terminal) or
  * --out FILE (removed again when the export fails); the import reads stdin or --in FILE.
  */
 import { createReadStream, createWriteStream, renameSync, rmSync, type WriteStream } from "node:fs";
@@ -145,9 +147,11 @@ async function importVerb(argv: string[]): Promise<number> {
       },
     },
   };
+  let sentAll = false;
   async function* messages(): AsyncIterable<ImportBackupMessage> {
     yield header;
     for await (const chunk of input) yield { body: { $case: "data", value: chunk as Buffer } };
+    sentAll = true;
   }
   const stop = interruptible();
   try {
@@ -157,7 +161,13 @@ async function importVerb(argv: string[]): Promise<number> {
       return code === ExitCode.Ok ? (exitCodeForJobState(job.state) ?? code) : code;
     });
   } catch (e) {
-    throw interrupted(stop.signal, e, "the import stream was cut; its job does not complete");
+    throw interrupted(
+      stop.signal,
+      e,
+      sentAll
+        ? "the whole stream was sent, so its job may go on and still make the backup: see `rbdbackup job list` before importing it again"
+        : "the import stream was cut; its job does not complete",
+    );
   } finally {
     stop.done();
     input.destroy();

@@ -136,7 +136,7 @@ export class InterchangeRun {
     const j = this.#job();
     if (!j) throw new AppError(Status.INTERNAL, `job ${this.jobId} is not in the catalog`);
     if (!isFinal(j.state)) {
-      const goesOn = this.pipe.through ? " and goes on" : "";
+      const goesOn = this.#through ? " and goes on" : "";
       throw new AppError(
         Status.DEADLINE_EXCEEDED,
         `job ${j.id} did not end within ${this.#t.endMs / 1000} s after its data; it is ${JobState[j.state]}${goesOn} (watch it with WatchJob)`,
@@ -158,11 +158,20 @@ export class InterchangeRun {
     this.deps.scheduler.off("finished", this.#listenFinished);
     this.deps.scheduler.off("attempt", this.#listenAttempt);
     this.signal.removeEventListener("abort", this.#onAbort);
-    if (this.pipe.through) return;
+    if (this.#through) return;
     const j = this.#job();
     if (j && !isFinal(j.state) && !j.confirming && !j.cancelRequested)
       this.#tell("cancel", () => this.deps.scheduler.cancel(j));
     this.pipe.fail(cancelled(`the ${this.direction} call of job ${this.jobId} ended`));
+  }
+
+  /**
+   * The data is through: the agent connected (claimed the relay) and the stream ended with every byte
+   * taken. (A stream that ended before the agent came — a header-only import — is not: the relay closes
+   * with the call, so the job cannot go on without it.)
+   */
+  get #through(): boolean {
+    return this.#claimed && this.pipe.through;
   }
 
   #verdict(j: JobRecord): JobRecord {
@@ -310,7 +319,7 @@ export class InterchangeRun {
   }
 
   #callerGone(): void {
-    if (this.pipe.through) {
+    if (this.#through) {
       this.#onFinish?.(); // the job goes on without the call
       return;
     }

@@ -100,6 +100,37 @@ describe("interchange run: once the data is through, the job goes on without its
     assert.deepEqual(calls, []);
   });
 
+  it("a stream that ended before the agent connected (a header-only import) is not through: the call's end cancels", () => {
+    const calls: string[] = [];
+    const ac = new AbortController();
+    const run = new InterchangeRun(
+      { relays: new Relays(), scheduler: recording(calls), catalog },
+      running.id,
+      "import",
+      ac.signal,
+    );
+    run.open();
+    run.pipe.end(); // no data, no agent yet
+    ac.abort();
+    run.close();
+    assert.deepEqual(calls, [`cancel ${running.id}`, `cancel ${running.id}`]);
+  });
+
+  it("export: once the caller took the last bytes, the call's end leaves the job to finish", async () => {
+    const calls: string[] = [];
+    const ac = new AbortController();
+    const relays = new Relays();
+    const run = new InterchangeRun({ relays, scheduler: recording(calls), catalog }, running.id, "export", ac.signal);
+    run.open();
+    assert.ok("relay" in relays.claim(running.id, "export", "b1"), "the agent connects");
+    await run.pipe.write(new Uint8Array(1024)); // the agent's data
+    run.pipe.end();
+    assert.equal(await agentReads(run), 1024, "the caller read it all");
+    ac.abort();
+    run.close();
+    assert.deepEqual(calls, []);
+  });
+
   it("before the agent took the rest (the stream ended, bytes still buffered), the call's end still cancels", async () => {
     const calls: string[] = [];
     const ac = new AbortController();
