@@ -213,23 +213,31 @@ describe("DigestMapBuilder", () => {
       for (const n of lengths) assert.equal(zeroCrc32c(n), crc32c(Buffer.alloc(n)) >>> 0, `${n} bytes, round ${round}`);
   });
 
+  /**
+   * A parent image of `parentSize`, and the image an incremental makes of it: the same size, grown by
+   * `grow` or shrunk by `shrink` (by the seed), the head starting as the parent's data at that size, then
+   * changed in a few places with gaps between them (`recs`, applied to `image`).
+   */
+  function incremental(seed: number, r: (n: number) => number, parentSize: number, grow: number, shrink: number) {
+    const parent = Buffer.alloc(parentSize);
+    records(parent, r);
+    const size = [parentSize, parentSize + grow, parentSize - shrink][seed % 3] as number;
+    const image = Buffer.alloc(size);
+    parent.copy(image, 0, 0, Math.min(size, parentSize));
+    const recs = records(Buffer.from(image), r).filter(() => r(3) === 0);
+    for (const x of recs) {
+      if ("data" in x) x.data.copy(image, x.offset);
+      else image.fill(0, x.offset, x.offset + x.zero);
+    }
+    return { parent, size, image, recs };
+  }
+
   it("an incremental: the parent's map overlaid; reads back only blocks written in part over data", async () => {
     for (let seed = 1; seed <= 20; seed++) {
       const r = rng(seed + 100);
       const parentSize = 2 * MiB + r(8) * 4 * KiB;
-      const parent = Buffer.alloc(parentSize);
-      records(parent, r);
+      const { parent, size, image, recs } = incremental(seed, r, parentSize, 3 * B + 4 * KiB, B + 8 * KiB);
       const parentMap = reference(parent, B);
-      // The new size: same, grown or shrunk; the head starts as the parent's data at that size.
-      const size = [parentSize, parentSize + 3 * B + 4 * KiB, parentSize - B - 8 * KiB][seed % 3] as number;
-      const image = Buffer.alloc(size);
-      parent.copy(image, 0, 0, Math.min(size, parentSize));
-      // Changes in a few places, with gaps (unchanged data between them).
-      const recs = records(Buffer.from(image), r).filter(() => r(3) === 0);
-      for (const x of recs) {
-        if ("data" in x) x.data.copy(image, x.offset);
-        else image.fill(0, x.offset, x.offset + x.zero);
-      }
       const b = DigestMapBuilder.overlay(parentMap, size, crc32c);
       feed(b, recs);
       const n = await b.readBack(readerOf(image), { inFlight: 3 });
@@ -241,17 +249,7 @@ describe("DigestMapBuilder", () => {
   it("an incremental over a parent's map coarsened to larger blocks (a grown image) equals the reference at that size", async () => {
     for (let seed = 1; seed <= 12; seed++) {
       const r = rng(seed * 7919);
-      const parentSize = 40 * B + 12 * KiB;
-      const parent = Buffer.alloc(parentSize);
-      records(parent, r);
-      const size = [parentSize, parentSize + 9 * B + 4 * KiB, parentSize - 5 * B - 8 * KiB][seed % 3] as number;
-      const image = Buffer.alloc(size);
-      parent.copy(image, 0, 0, Math.min(size, parentSize));
-      const recs = records(Buffer.from(image), r).filter(() => r(3) === 0);
-      for (const x of recs) {
-        if ("data" in x) x.data.copy(image, x.offset);
-        else image.fill(0, x.offset, x.offset + x.zero);
-      }
+      const { parent, size, image, recs } = incremental(seed, r, 40 * B + 12 * KiB, 9 * B + 4 * KiB, 5 * B + 8 * KiB);
       const coarse = [2, 4, 8][seed % 3] as number;
       const b = DigestMapBuilder.overlay(reference(parent, B), size, crc32c, coarse * B);
       feed(b, recs);
