@@ -8,12 +8,12 @@
  * left of its sorted listing for the next page (PlacesAhead: one pool's, for LISTING_KEPT_MS, only for
  * the cursor that page handed out); any other cursor lists again.
  *
- * One object that cannot be read (EIO from a damaged placement group, EPERM, a base image that does not
- * open) is that backup's metaError or digestsError, reported like a meta that does not parse, so that
+ * One object that cannot be read (EIO from a damaged placement group, a base image whose header does
+ * not read) is that backup's metaError or digestsError, reported like a meta that does not parse, so that
  * damage — what a disaster leaves — does not stop the whole scan; the cluster not answering (a timeout,
  * a lost connection) fails the page as before, to be asked again.
  */
-import { invalidArgument, notFound } from "../../src/common/errors";
+import { failedPrecondition, invalidArgument, notFound } from "../../src/common/errors";
 import { isUuid, metaObjectName } from "../../src/common/ids";
 import type { ScanBackupsRequest, ScanBackupsResponse, ScannedBackup } from "../../src/gen/rbdbackup/v1/session";
 import { type Cluster, type IoCtx, isCephError } from "../ceph";
@@ -30,19 +30,12 @@ const MAX_META_BYTES = 1024 * 1024;
 const META_OBJECT = /^backup\.([0-9a-f-]{36})\.meta$/;
 /** How long the rest of a pool's listing waits for the next page's call. */
 export const LISTING_KEPT_MS = 120_000;
-/** Errors of one object or image, not of the cluster: reported for that backup, the scan goes on. */
-const OBJECT_ERRORS = [
-  "EIO",
-  "EPERM",
-  "EACCES",
-  "EOPNOTSUPP",
-  "EINVAL",
-  "EBADMSG",
-  "ENODATA",
-  "ENXIO",
-  "ERANGE",
-  "EFBIG",
-];
+/**
+ * Errors of one damaged object or image, not of the cluster or of this agent's access: reported for that
+ * backup, the scan goes on. (EPERM/EACCES come from the agent's cephx caps — a key without `profile rbd`
+ * cannot open any base image — and fail the page, naming the caps, rather than skip every backup.)
+ */
+const OBJECT_ERRORS = ["EIO", "EBADMSG", "ENODATA", "ENXIO", "EFBIG", "EOPNOTSUPP"];
 
 /** Where a meta object lives; the cursor is the last one a page returned. */
 export interface MetaPlace {
@@ -110,9 +103,11 @@ export class PlacesAhead {
   /** The places after `cursor` in `pool`, when the page that handed out `cursor` kept them. */
   take(pool: string, cursor: string): MetaPlace[] | null {
     const k = this.#kept;
+    if (!k || k.cursor !== cursor || this.now() - k.at > LISTING_KEPT_MS) return null;
+    // The page ended at a pool's end: nothing of the cursor's pool is left; the next pool's is kept.
+    if (k.pool > pool) return [];
     this.#kept = null;
-    if (!k || k.pool !== pool || k.cursor !== cursor || this.now() - k.at > LISTING_KEPT_MS) return null;
-    return k.places;
+    return k.pool === pool ? k.places : null;
   }
 
   keep(pool: string, cursor: string, places: MetaPlace[]): void {
@@ -125,13 +120,18 @@ const placesAhead = new PlacesAhead();
 /** An error of this one object or image (OBJECT_ERRORS) as text for the report; anything else thrown. */
 function objectError(e: unknown, what: string): string {
   if (isCephError(e, ...OBJECT_ERRORS)) return `${what} could not be read: ${(e as Error).message}`;
+  if (isCephError(e, "EPERM", "EACCES")) {
+    throw failedPrecondition(
+      `${what} could not be read: ${(e as Error).message}: this agent's Ceph key lacks access (its caps need \`profile rbd\` on the pools scanned)`,
+    );
+  }
   throw e;
 }
 
 /** Opens I/O contexts per namespace and lists base images' snapshots once per page. */
 class PageReader {
   #io = new Map<string, IoCtx>();
-  #snaps = new Map<string, Set<string> | null>();
+  #snaps = new Map<string, Set<string> | null | Error>();
 
   constructor(readonly cluster: Cluster) {}
 
@@ -145,10 +145,15 @@ class PageReader {
     return io;
   }
 
-  /** Snapshot names of a base image; null when the image does not exist. */
+  /**
+   * Snapshot names of a base image; null when the image does not exist. A damaged image's failure is
+   * kept too (each backup of that chain reports it, without opening the image again).
+   */
   async snapshots(io: IoCtx, image: string): Promise<Set<string> | null> {
     const key = `${io.pool}\0${io.namespace}\0${image}`;
-    if (this.#snaps.has(key)) return this.#snaps.get(key) ?? null;
+    const known = this.#snaps.get(key);
+    if (known instanceof Error) throw known;
+    if (known !== undefined) return known;
     let names: Set<string> | null = null;
     try {
       const img = await io.imageOpen(image, { readOnly: true });
@@ -158,7 +163,10 @@ class PageReader {
         await img.close();
       }
     } catch (e) {
-      if (!isCephError(e, "ENOENT")) throw e;
+      if (!isCephError(e, "ENOENT")) {
+        if (isCephError(e, ...OBJECT_ERRORS)) this.#snaps.set(key, e);
+        throw e;
+      }
     }
     this.#snaps.set(key, names);
     return names;

@@ -54,14 +54,22 @@ function source(v: unknown): RebuildMeta["source"] {
     namespace: str(v, "namespace", "source."),
     image: str(v, "image", "source."),
   };
-  // The volume becomes a catalog record as ImportBackupRecord's would: the same names checked (a NUL
-  // failed the chain's insert on PostgreSQL and ended the whole rebuild INTERNAL).
+  // The volume becomes a catalog record: a NUL failed the chain's insert on PostgreSQL and ended the
+  // whole rebuild INTERNAL. Names are held to what the agents take (a policy's discovery backs up any
+  // name Ceph has, surrounding spaces too), not to the API's stricter rule for names typed in.
   if (s.clusterName) checked.clusterName(s.clusterName, "source.cluster_name");
-  checked.rbdName(s.pool, "source.pool");
-  checked.rbdName(s.namespace, "source.namespace", { allowEmpty: true });
-  checked.rbdName(s.image, "source.image");
+  cephName(s.pool, "source.pool");
+  if (s.namespace) cephName(s.namespace, "source.namespace");
+  cephName(s.image, "source.image");
   if (isBaseImage(s.image)) throw new Error(`source.image "${s.image.slice(0, 200)}" is named like a base image`);
   return s;
+}
+
+/** A pool, namespace or image name as the agents take it (agents/transfer/protocol.ts validName). */
+function cephName(name: string, field: string): void {
+  if (!name) throw new Error(`${field} is empty`);
+  if (Buffer.byteLength(name) > 4096) throw new Error(`${field} is longer than 4096 bytes`);
+  if (/[\0/@]/.test(name)) throw new Error(`${field} "${name.slice(0, 200)}" holds a "/", "@" or NUL`);
 }
 
 function chain(v: unknown, id: string) {

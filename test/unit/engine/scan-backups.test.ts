@@ -161,13 +161,13 @@ describe("scan_backups (agent, fake cluster)", () => {
       }),
     ) as [string, string, string, string];
     fc.failing.set(`backup.${eio}.meta`, 5); // EIO: a damaged placement group
-    fc.failing.set(`vol.backup.${eperm}`, 1); // EPERM opening its base image
+    fc.failing.set(`vol.backup.${eperm}`, 5); // EIO opening its base image (a damaged header)
     fc.failing.set(`backup.${digests}.digests`, 5);
     const [page] = await scanAll(fc.asCluster(), ["backups"], 0);
     const by = new Map((page ?? []).map((s) => [s.backupId, s]));
     assert.equal(by.size, 4, "every backup reported");
     assert.match(by.get(eio)?.metaError ?? "", /^backup\.[0-9a-f-]+\.meta could not be read: .*EIO/);
-    assert.match(by.get(eperm)?.metaError ?? "", /^its base image's snapshots could not be read: .*EPERM/);
+    assert.match(by.get(eperm)?.metaError ?? "", /^its base image's snapshots could not be read: .*EIO/);
     assert.match(by.get(digests)?.digestsError ?? "", /\.digests could not be read: .*EIO/);
     assert.equal(by.get(digests)?.metaError, "");
     assert.equal(by.get(fine)?.metaError, "");
@@ -177,6 +177,35 @@ describe("scan_backups (agent, fake cluster)", () => {
       scanAll(fc.asCluster(), ["backups"], 0),
       (e: unknown) => (e as CephError).code === "ETIMEDOUT",
     );
+    // EPERM is this agent's caps, for every image alike: the page fails, naming them.
+    fc.failing.delete(`backup.${fine}.meta`);
+    fc.failing.set(`vol.backup.${fine}`, 1);
+    await assert.rejects(
+      scanAll(fc.asCluster(), ["backups"], 0),
+      (e: unknown) =>
+        statusOf(e) === Status.FAILED_PRECONDITION && /caps need `profile rbd`/.test((e as Error).message),
+    );
+  });
+
+  it("a page that ends at a pool's end keeps the next pool's listing; the cursor's pool is not listed again", async () => {
+    const fc = new FakeScanCluster();
+    const a = [fc.backup("a-pool", ""), fc.backup("a-pool", "")].sort();
+    const b = [fc.backup("b-pool", ""), fc.backup("b-pool", "")].sort();
+    const ahead = new PlacesAhead(() => 0);
+    const c = fc.asCluster();
+    // Two items a page: the first page ends with a-pool's last; the kept listing is b-pool's.
+    const p1 = await scanBackups(c, "f", { pools: [], cursor: "", maxItems: 2 }, ahead);
+    assert.deepEqual(
+      p1.backups.map((s) => s.backupId),
+      a,
+    );
+    assert.equal(fc.listings, 2, "a-pool, then b-pool's first meta showed the page full");
+    const p2 = await scanBackups(c, "f", { pools: [], cursor: p1.nextCursor, maxItems: 2 }, ahead);
+    assert.deepEqual(
+      p2.backups.map((s) => s.backupId),
+      b,
+    );
+    assert.equal(fc.listings, 2, "neither pool listed again");
   });
 
   it("a pool's listing is made once per scan: the page ending inside it keeps the rest for the next page's cursor", async () => {
