@@ -362,8 +362,11 @@ function syncDir(dir: string): void {
   }
 }
 
-/** A spend voids its job's attempts up to its own, at most this many (the coordinator's retries are fewer). */
-const MAX_ATTEMPTS_VOIDED = 64;
+/**
+ * A spend voids its job's attempts up to its own, at most this many: above any job's attempt count
+ * (scheduler.maxAttempts is at most 100, plus the few refunded and extra retries the scheduler adds).
+ */
+const MAX_ATTEMPTS_VOIDED = 256;
 
 /** The file in the agent's state dir that keeps its spent transfer capabilities across restarts. */
 export const SPENT_CAPABILITIES_FILE = "spent-capabilities";

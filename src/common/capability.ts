@@ -164,7 +164,15 @@ export class CapabilityVerifier {
       throw denied("its signer's certificate is malformed");
     }
     const now = this.now();
-    if (!this.#cas.some((ca) => cert.checkIssued(ca) && cert.verify(ca.publicKey))) {
+    // As TLS judges an issuer: a CA certificate (basicConstraints CA), valid now — an expired old CA left
+    // in the file after a rotation authorises nothing.
+    const issuer = (ca: X509Certificate) =>
+      ca.ca &&
+      Date.parse(ca.validFrom) <= now + SKEW_MS &&
+      Date.parse(ca.validTo) >= now - SKEW_MS &&
+      cert.checkIssued(ca) &&
+      cert.verify(ca.publicKey);
+    if (!this.#cas.some(issuer)) {
       throw denied("not signed by a certificate of this deployment's CA");
     }
     if (Date.parse(cert.validFrom) > now + SKEW_MS || Date.parse(cert.validTo) < now - SKEW_MS) {

@@ -150,5 +150,9 @@ describe("capabilities", () => {
     for (const s of [signer, other]) assert.equal(both.verify(s.sign(grant, 60_000), "transfer", holder).job, "j1");
     const onlyNew = new CapabilityVerifier(pem(foreign, "ca.pem"), now);
     refused(() => onlyNew.verify(signer.sign(grant, 60_000), "transfer", holder), /not signed by a certificate/);
+    // A CA past its validity (gen-certs.sh: 10 years) is no issuer any more, as for TLS.
+    const token = signer.sign(grant, 60_000);
+    const later = new CapabilityVerifier(pem(dir, "ca.pem"), () => t + 11 * 365 * 86_400_000);
+    refused(() => later.verify(token, "transfer", holder), /not signed by a certificate of this deployment's CA/);
   });
 });
