@@ -334,11 +334,14 @@ export class Agent {
       ...peerChannelOptions,
       interceptors: [agentServiceInterceptor({ insecure: cfg.tls.insecure === true, log, audit, revoked })],
     });
-    const ops = new AgentOperations(ctx, accepting, metrics, commits, (where, backupId, jobId) => {
-      // The job ended without a result here: none of its transfer capabilities may write from now on.
-      spent.endJob(jobId);
-      return discardHeldInto(sink, where, backupId);
-    });
+    const ops = new AgentOperations(
+      ctx,
+      accepting,
+      metrics,
+      commits,
+      (where, backupId) => discardHeldInto(sink, where, backupId),
+      (jobId) => spent.endJob(jobId),
+    );
     server.add(
       AgentServiceDefinition,
       agentService(

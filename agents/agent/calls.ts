@@ -3,7 +3,7 @@
  * backup snapshots, backup metadata, probes, image lists (policy discovery), digest maps (SOURCE
  * verification), source snapshot hygiene (prune_snapshots), the catalog rebuild's scan (scan_backups), a backup's
  * confirmation (confirm_backup: snapshots + metadata in one reply) and a cancelled job's held transfer
- * undone (discard_held), answered by the agent's operations. A failure is a
+ * undone (discard_held) and a job that succeeded after a retry (end_job), answered by the agent's operations. A failure is a
  * reply with its gRPC status, never an error of the session.
  */
 import { Status } from "nice-grpc-common";
@@ -35,6 +35,9 @@ async function run(ops: SessionOperations, req: Call["request"]): Promise<CallRe
     case "discardHeld":
       if (!ops.discardHeld) throw new AppError(Status.UNIMPLEMENTED, "discard_held is not served here");
       return { $case: "discardHeld", value: await ops.discardHeld(req.value) };
+    case "endJob":
+      if (!ops.endJob) throw new AppError(Status.UNIMPLEMENTED, "end_job is not served here");
+      return { $case: "endJob", value: await ops.endJob(req.value) };
     default:
       throw new AppError(Status.UNIMPLEMENTED, "a call this agent does not know");
   }
@@ -70,7 +73,7 @@ async function confirmBackup(ops: SessionOperations, req: ConfirmBackupRequest):
 }
 
 /** Optional abilities this agent names in Register.features (session.proto, "Versions"). */
-export const AGENT_FEATURES: readonly string[] = ["confirm_backup", "discard_held"];
+export const AGENT_FEATURES: readonly string[] = ["confirm_backup", "discard_held", "end_job"];
 
 /** The reply to `call`: its result with OK, or its failure's status and message. */
 export async function answerCall(ops: SessionOperations, call: Call): Promise<CallReply> {

@@ -37,6 +37,8 @@ import type {
   DigestMapResponse,
   DiscardHeldRequest,
   DiscardHeldResponse,
+  EndJobRequest,
+  EndJobResponse,
   ListImagesRequest,
   ListImagesResponse,
   ProbeRequest,
@@ -127,7 +129,7 @@ export type SessionOperations = Pick<
   | "pruneBackupSnapshots"
   | "scanBackups"
 > &
-  Partial<Pick<AgentOperations, "exportBackup" | "importBackup" | "recentCommit" | "discardHeld">> & {
+  Partial<Pick<AgentOperations, "exportBackup" | "importBackup" | "recentCommit" | "discardHeld" | "endJob">> & {
     ctx: { cluster: FencingCluster };
   };
 
@@ -139,11 +141,9 @@ export class AgentOperations {
     /** Backups this agent's sink committed moments ago (confirmations answered from them). */
     readonly commits?: RecentCommits,
     /** Undoes the transfers this agent's sink holds into an image for a backup (sink/abandon.ts). */
-    readonly held?: (
-      where: { pool: string; namespace: string; image: string },
-      backupId: string,
-      jobId: string,
-    ) => Promise<string[]>,
+    readonly held?: (where: { pool: string; namespace: string; image: string }, backupId: string) => Promise<string[]>,
+    /** The coordinator ended a job: its transfer capabilities are refused here from now on. */
+    readonly jobEnded?: (jobId: string) => void,
   ) {}
 
   get log(): Logger {
@@ -314,9 +314,20 @@ export class AgentOperations {
       if (!isUuid(req.backupId)) throw invalidArgument("discard_held: backup_id must be a lowercase UUID");
       if (req.jobId && !isUuid(req.jobId))
         throw invalidArgument("discard_held: job_id must be a lowercase UUID or empty");
-      const done = (await this.held?.(im, req.backupId, req.jobId)) ?? [];
+      // The job ended without a result here: none of its transfer capabilities may write from now on.
+      if (req.jobId) this.jobEnded?.(req.jobId);
+      const done = (await this.held?.(im, req.backupId)) ?? [];
       for (const d of done) this.log.info(d);
       return { done };
+    });
+  }
+
+  /** end_job: a job that succeeded after a retry; its transfer capabilities are refused here from now on. */
+  async endJob(req: EndJobRequest): Promise<EndJobResponse> {
+    return handle(this.log, "EndJob", async () => {
+      if (!isUuid(req.jobId)) throw invalidArgument("end_job: job_id must be a lowercase UUID");
+      this.jobEnded?.(req.jobId);
+      return {};
     });
   }
 

@@ -247,6 +247,7 @@ export function succeeded(ctx: SchedulerContext, j: JobRecord, o: JobOutcome): v
   });
   ctx.log.info("job succeeded", { job: j.id, kind: JobKind[j.kind], volume: volumeLabel(j.volume) });
   changed(ctx, j);
+  if (j.attempts > 1) endJob(ctx, j);
   if (queued) {
     changed(ctx, queued);
     ctx.kick();
@@ -297,19 +298,10 @@ const DISCARD_CALL_TIMEOUT_MS = 30_000;
  * would otherwise stay usable for their hour.
  */
 function discardHeld(ctx: SchedulerContext, j: JobRecord): void {
-  const op = j.operation;
   if (j.attempts === 0) return;
-  let cluster: string;
-  let image: { pool: string; namespace: string; image: string };
-  if (op.kind === "restore" && !isCloneRestore(j)) {
-    cluster = op.target.cluster;
-    image = { pool: op.target.pool, namespace: op.target.namespace, image: op.target.image };
-  } else if (op.kind === "backup") {
-    const loc = ctx.catalog.getBackup(j.backupId)?.location;
-    if (!loc) return;
-    cluster = loc.cluster;
-    image = { pool: loc.pool, namespace: loc.namespace, image: "" };
-  } else return;
+  const dest = transferDestination(ctx, j);
+  if (!dest) return;
+  const { cluster, image } = dest;
   for (const a of ctx.sessions.ofCluster(cluster)) {
     if (!a.features.has("discard_held")) continue;
     a.call(
@@ -327,6 +319,46 @@ function discardHeld(ctx: SchedulerContext, j: JobRecord): void {
           agent: a.agentId,
           err,
         }),
+    );
+  }
+}
+
+/**
+ * Where a backup's or restore's transfers write: the cluster and the image (a backup's: its location's
+ * pool and namespace, image "" — its agent chose it); null for jobs that write no transfer (a CLONE
+ * restore, the other kinds) or a backup no longer catalogued.
+ */
+function transferDestination(
+  ctx: SchedulerContext,
+  j: JobRecord,
+): { cluster: string; image: { pool: string; namespace: string; image: string } } | null {
+  const op = j.operation;
+  if (op.kind === "restore" && !isCloneRestore(j)) {
+    const t = op.target;
+    return { cluster: t.cluster, image: { pool: t.pool, namespace: t.namespace, image: t.image } };
+  }
+  if (op.kind !== "backup") return null;
+  const loc = ctx.catalog.getBackup(j.backupId)?.location;
+  return loc ? { cluster: loc.cluster, image: { pool: loc.pool, namespace: loc.namespace, image: "" } } : null;
+}
+
+/**
+ * A backup or restore that SUCCEEDED after more than one attempt: every agent of its destination cluster
+ * that serves end_job is told, so that an earlier attempt's transfer capability — minted for another
+ * agent than the one that committed, and not voided by that commit — writes nothing there (session.proto
+ * EndJobRequest). Best effort, without waiting; nothing held is undone.
+ */
+function endJob(ctx: SchedulerContext, j: JobRecord): void {
+  const dest = transferDestination(ctx, j);
+  if (!dest) return;
+  for (const a of ctx.sessions.ofCluster(dest.cluster)) {
+    if (!a.features.has("end_job")) continue;
+    a.call({ $case: "endJob", value: { jobId: j.id } }, "endJob", DISCARD_CALL_TIMEOUT_MS).catch((err) =>
+      ctx.log.warn("job succeeded: an agent could not be told to refuse its earlier attempts' capabilities", {
+        job: j.id,
+        agent: a.agentId,
+        err,
+      }),
     );
   }
 }

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
-import { answerCall } from "../../../agents/agent/calls";
+import { AGENT_FEATURES, answerCall } from "../../../agents/agent/calls";
 import { AgentOperations } from "../../../agents/agent/operations";
 import type { EngineContext } from "../../../agents/engine/context";
 import { type BackupMetadataV1, encodeMetadata } from "../../../agents/engine/metadata";
@@ -186,18 +186,20 @@ describe("agent: confirmations from recent commits", () => {
     assert.equal(await ops.recentCommit(id, where, snapshot.name), undefined, "bytes that do not decode");
   });
 
-  it("discard_held reaches the sink's undo with the image, backup and job; bad names or ids are INVALID_ARGUMENT, never undone", async () => {
-    const undone: Array<[string, string, string]> = [];
+  it("discard_held reaches the sink's undo with the image and backup and ends the job; end_job ends one; bad names or ids are INVALID_ARGUMENT, never undone", async () => {
+    const undone: Array<[string, string]> = [];
+    const ended: string[] = [];
     const log = { info: () => {}, warn: () => {}, debug: () => {}, error: () => {}, child: () => log };
     const ops = new AgentOperations(
       { log } as unknown as EngineContext,
       () => true,
       undefined,
       undefined,
-      async (w, id, job) => {
-        undone.push([`${w.pool}/${w.namespace}/${w.image}`, id, job]);
+      async (w, id) => {
+        undone.push([`${w.pool}/${w.namespace}/${w.image}`, id]);
         return [`undone ${w.image}`];
       },
+      (job) => ended.push(job),
     );
     const id = randomUUID();
     const job = randomUUID();
@@ -232,8 +234,18 @@ describe("agent: confirmations from recent commits", () => {
       assert.equal(r.code, Status.INVALID_ARGUMENT, r.message);
     }
     assert.deepEqual(undone, [
-      ["rbd//restored", id, job],
-      ["backups//", id, ""],
+      ["rbd//restored", id],
+      ["backups//", id],
     ]);
+    assert.deepEqual(ended, [job], 'the job named was ended (its capabilities void); none for job_id ""');
+    // end_job (a job that succeeded after a retry): the job ended, nothing undone; a bad id refused.
+    const later = randomUUID();
+    const e = await answerCall(ops, { callId: "e1", request: { $case: "endJob", value: { jobId: later } } });
+    assert.equal(e.code, Status.OK, e.message);
+    assert.deepEqual(ended, [job, later]);
+    const bad = await answerCall(ops, { callId: "e2", request: { $case: "endJob", value: { jobId: "x" } } });
+    assert.equal(bad.code, Status.INVALID_ARGUMENT);
+    assert.equal(undone.length, 2, "end_job undoes nothing");
+    assert.ok(AGENT_FEATURES.includes("end_job"));
   });
 });

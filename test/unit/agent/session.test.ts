@@ -109,7 +109,7 @@ describe("coordinator session", () => {
       librbdVersion: "19.2.0",
       defaultBackupPool: "backups",
       cephClientAddrs: "10.0.0.1:0/111",
-      features: ["confirm_backup", "discard_held"],
+      features: ["confirm_backup", "discard_held", "end_job"],
     });
     await waitFor("connected", () => session?.connected === true);
   });

@@ -630,6 +630,40 @@ describe("scheduler", () => {
       assert.equal(asked.length, 1);
     });
 
+    it("a restore that succeeds after a retry: the target cluster's agents that serve end_job are told (its earlier attempt's capability void there); one that succeeds at once tells nobody", async () => {
+      const j = h.queueBackup(vol("v1"));
+      h.tick();
+      await h.backupDone(a1, j);
+      const asked: CallRequest[] = [];
+      const a2 = h.connect("a2", "a", 4, ["discard_held", "end_job"]);
+      a2.answer = (req) => {
+        asked.push(req);
+        return req?.$case === "endJob" ? { $case: "endJob", value: {} } : { $case: "discardHeld", value: { done: [] } };
+      };
+      const leasedOf = (id: string) => () => [b1, a1, a2].find((s) => s.leases().some((l) => l.jobId === id));
+      // At once: no call.
+      const once = h.queueRestore(j.backupId, vol("v1-once"));
+      h.tick();
+      const runner = leasedOf(once.id)();
+      assert.ok(runner);
+      await h.restoreDone(runner, h.job(once.id));
+      assert.equal(h.job(once.id).state, JobState.JOB_STATE_SUCCEEDED);
+      // After a retry: end_job to the agents of the target's cluster that serve it.
+      const r = h.queueRestore(j.backupId, vol("v1-again"));
+      h.tick();
+      const first = leasedOf(r.id)();
+      assert.ok(first, "the restore was leased");
+      h.outcome(first, r.id, Status.UNAVAILABLE, "the destination went away"); // cut short: retried
+      h.advance(60_000);
+      h.tick();
+      const second = leasedOf(r.id)();
+      assert.ok(second, "the retry was leased");
+      await h.restoreDone(second, h.job(r.id));
+      assert.equal(h.job(r.id).state, JobState.JOB_STATE_SUCCEEDED);
+      await until(() => asked.length === 1, "the end_job call");
+      assert.deepEqual(asked, [{ $case: "endJob", value: { jobId: r.id } }], "one call, for the retried job only");
+    });
+
     it("a restore that fails for good after an attempt was cut short: its held transfer is discarded too (no attempt will resume it)", async () => {
       const j = h.queueBackup(vol("v1"));
       h.tick();
