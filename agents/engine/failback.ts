@@ -16,12 +16,13 @@
  *     of V', and RestoreResult.full_copy_reason says why.
  */
 import { randomUUID } from "node:crypto";
-import { invalidArgument, messageOf, notFound, Status, statusOf } from "../../src/common/errors";
+import { failedPrecondition, invalidArgument, messageOf, notFound, Status, statusOf } from "../../src/common/errors";
 import type { RestoreRequest, RestoreResult } from "../../src/gen/rbdbackup/v1/agent";
 import { type TransferHeader, TransferKind } from "../../src/gen/rbdbackup/v1/transfer";
 import type { Image, IoCtx } from "../ceph";
 import { isCephError } from "../ceph";
 import { NO_COMMON_SNAPSHOT, RefusalReason, reasonOf, validName } from "../transfer/protocol";
+import { otherWriters } from "../transfer/sink";
 import { newStats, rbdMessages, type SourceStats } from "../transfer/source";
 import { isCloneOf } from "./clone";
 import type { EngineContext } from "./context";
@@ -64,6 +65,15 @@ export async function failback(
   try {
     const loc = await locateBackup(backups, req.backupId, req.baseImage || undefined);
     head = await openSource(io, source);
+    // The failback sends the failed-over volume as it is at the snapshot taken next: a VM still writing
+    // to it would lose every write after that once it moves back to the original. Refused while another
+    // client has it open (README: stop writes to the failed-over volume first); nothing is changed.
+    const users = await otherWriters(head, { clientAddr: ctx.cluster.addrs(), clientId: ctx.cluster.instanceId() });
+    if (users) {
+      throw failedPrecondition(
+        `the failed-over volume ${label(source)} is in use (watched by ${users}): a failback sends it as it is now, so later writes would be lost — stop the VM or unmap it, then fail back again; nothing was changed`,
+      );
+    }
     await removeLeftovers(head, log);
     const clone = await isCloneOf(backups, loc, source);
     await head.snapCreate(snap);

@@ -4,7 +4,7 @@
  */
 
 export { discardHeldInto, sweepHeld, sweepLeftovers } from "./abandon";
-export { applyImageMeta, headDiffers, INCOMPLETE_KEY, removeImageRetrying } from "./image-ops";
+export { applyImageMeta, headDiffers, INCOMPLETE_KEY, otherWriters, removeImageRetrying } from "./image-ops";
 export { DEFAULT_RESUME_TTL_SECONDS } from "./keep";
 export type { ResumeOptions, SinkCluster, SinkDeps, SinkImage, SinkIoCtx, SinkLimits } from "./ports";
 export { type CommittedBackup, RECENT_COMMIT_TTL_MS, RecentCommits } from "./recent-commits";

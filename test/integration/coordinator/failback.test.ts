@@ -14,9 +14,9 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { ClientError, Status } from "nice-grpc";
 import { RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
-import type { Job } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { type Job, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
-import { backupRequest, type Deployment, deploy, succeeded } from "../../helpers/coordinator";
+import { backupRequest, type Deployment, deploy, succeeded, waitJob } from "../../helpers/coordinator";
 import { rbd, uniqueName } from "../../helpers/lab";
 import { MiB, sha, spec, Volumes } from "../../helpers/volumes";
 
@@ -107,8 +107,28 @@ describe("coordinator: failback without a full copy", () => {
     await rbd("site-b", ["snap", "create", "--no-progress", spec(target, leftover)]);
     await rbd("site-b", ["snap", "create", "--no-progress", spec(target, "failback.safety")]);
 
-    // The failback: rollback + the clone's own objects only.
+    // V' still open by another client (a VM that kept running at site-b): refused, nothing changed —
+    // its writes after the failback's snapshot would be lost.
     const vBefore = await sha("site-a", spec(volume));
+    const vm = await ioB.imageOpen(target.image);
+    try {
+      const r = await c.failbackVolume({ volume, source: target, backupId: "", idempotencyKey: "" });
+      const failed = await waitJob(c, r.job?.id ?? "");
+      assert.equal(failed.state, JobState.JOB_STATE_FAILED);
+      assert.equal(failed.errorCode, "FAILED_PRECONDITION", failed.errorMessage);
+      assert.match(failed.errorMessage, /failed-over volume .* is in use \(watched by client\.\d+/);
+    } finally {
+      await vm.close();
+    }
+    assert.equal(await sha("site-a", spec(volume)), vBefore, "V unchanged by the refused failback");
+    assert.ok(
+      !(await vols.snapNames("site-b", target)).some(
+        (s) => s.startsWith("failback.") && s !== "failback.safety" && s !== leftover,
+      ),
+      "no failback snapshot made",
+    );
+
+    // The failback: rollback + the clone's own objects only.
     const j1 = await failback(volume, target);
     // V's lost writes (made after the backup) are kept in a snapshot before the rollback, and said.
     const kept = `rbdbackup-before-failback.${j1.id}`;
