@@ -390,6 +390,23 @@ describe("policy API", () => {
       await assertStatus(api.pausePolicy({ name: "nope" }), Status.NOT_FOUND, /^policy nope not found/);
     });
 
+    it("pausing a policy withdraws the retention DELETEs it queued that no agent ran (its backups AVAILABLE); another policy's stay", async () => {
+      await api.createPolicy({ policy: policy("p1") });
+      const [mine, theirs] = [0, 1].map(() => {
+        const x = { ...newBackup(vol("v-del"), "b", h.t), status: BackupStatus.BACKUP_STATUS_AVAILABLE };
+        h.catalog.insertBackup(x);
+        return x;
+      });
+      const delMine = h.queueDelete(mine?.id ?? "", `pol:p1:del:${mine?.id}`);
+      const delTheirs = h.queueDelete(theirs?.id ?? "", `pol:p10:del:${theirs?.id}`);
+      await api.pausePolicy({ name: "p1" });
+      assert.equal(h.job(delMine.id).state, JobState.JOB_STATE_CANCELLED);
+      assert.equal(h.job(delMine.id).errorMessage, "withdrawn before it ran: policy p1 was paused");
+      assert.equal(h.backup(mine?.id ?? "").status, BackupStatus.BACKUP_STATUS_AVAILABLE);
+      assert.equal(h.job(delTheirs.id).state, JobState.JOB_STATE_QUEUED);
+      h.scheduler.cancel(h.job(delTheirs.id));
+    });
+
     it("ListPolicies pages by name", async () => {
       for (const [i, n] of ["c", "a", "b"].entries()) {
         await api.createPolicy({ policy: policy(n, { selector: { volumes: [vol(`v${i}`)] } }) });
