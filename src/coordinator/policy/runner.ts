@@ -521,7 +521,12 @@ export class PolicyRunner implements PolicyRunnerPort {
           () => !store.getProtection(policy.name, key)?.pausedReason && !!store.getPolicy(policy.name),
         );
         if (id) out.jobIds.push(id);
-        else out.skipped.push({ volume: vol, reason: "paused or deselected while it was queued" });
+        else {
+          const reason = "paused or deselected while it was queued";
+          // One volume named: its refusal is the call's status (policy.proto RunPolicyNowResponse).
+          if (volume) throw failedPrecondition(`volume ${key} not run: ${reason}`);
+          out.skipped.push({ volume: vol, reason });
+        }
       } catch (e) {
         if (volume) throw e;
         out.skipped.push({ volume: vol, reason: (e as Error).message });

@@ -5,9 +5,10 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { Status } from "nice-grpc-common";
-import { AppError } from "../../../src/common/errors";
+import { AppError, statusOf } from "../../../src/common/errors";
 import type { JobRecord } from "../../../src/coordinator/model";
 import { PolicyMetrics } from "../../../src/coordinator/policy/metrics";
+import type { ProtectionRecord } from "../../../src/coordinator/policy/model";
 import { volumeKey } from "../../../src/coordinator/policy/model";
 import { WITHDRAWN, withdrawRetentionDeletes } from "../../../src/coordinator/policy/retention-jobs";
 import { PolicyRunner } from "../../../src/coordinator/policy/runner";
@@ -155,6 +156,32 @@ describe("policy runner", () => {
     await runner.runNow(h.catalog.policies.getPolicy("gold") as Policy);
     assert.equal(record()?.consecutiveFailures, 1, "the failure is counted");
     assert.match(record()?.lastError ?? "", /boom/);
+  });
+
+  it("RunPolicyNow naming one volume paused while it probed: FAILED_PRECONDITION (the call's status), no job; all volumes: skipped", async () => {
+    h.catalog.policies.insertPolicy(policy());
+    await runner.tick();
+    const pauseDuringProbe = () => {
+      onProbe = () => {
+        const rec = record();
+        assert.ok(rec);
+        h.catalog.policies.upsertProtection({ ...rec, pausedReason: "failed over to b/rbd/v1-dr" });
+      };
+    };
+    const before = jobs().length;
+    pauseDuringProbe();
+    const p = h.catalog.policies.getPolicy("gold") as Policy;
+    await assert.rejects(
+      runner.runNow(p, vol("v1")),
+      (e: unknown) =>
+        statusOf(e) === Status.FAILED_PRECONDITION && /paused or deselected while it was queued/.test(String(e)),
+    );
+    assert.equal(jobs().length, before, "no job");
+    h.catalog.policies.upsertProtection({ ...(record() as ProtectionRecord), pausedReason: "" });
+    pauseDuringProbe();
+    const all = await runner.runNow(p);
+    assert.deepEqual(all.jobIds, []);
+    assert.match(all.skipped[0]?.reason ?? "", /paused or deselected while it was queued/);
   });
 
   it("a policy made again under a deleted policy's name does not apply its retention to the old policy's backups", async () => {
