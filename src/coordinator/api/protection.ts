@@ -16,14 +16,19 @@ import { volumeLabel } from "../model";
 import { type ProtectionRecord, volumeKey } from "../policy/model";
 import { recoveryPoint } from "../policy/recovery-point";
 import { protectionView } from "../policy/status";
-import { policyName } from "../policy/validate";
+import { defaultPoolOf, policyName } from "../policy/validate";
 import { verifyStatus } from "../policy/verify-schedule";
 import * as v from "../validate";
 import type { ApiDeps } from "./deps";
 
-export function view(deps: ApiDeps, p: Policy, rec: ProtectionRecord): VolumeProtection {
-  const pv = protectionView(p, rec, recoveryPoint(deps.catalog, p, rec.volume), Date.now());
-  return { ...pv, ...verifyStatus(deps.catalog, p, rec.volume) };
+export function view(
+  deps: ApiDeps,
+  p: Policy,
+  rec: ProtectionRecord,
+  defaultPool = defaultPoolOf(deps.sessions, deps.catalog.listAgents()),
+): VolumeProtection {
+  const pv = protectionView(p, rec, recoveryPoint(deps.catalog, p, rec.volume, defaultPool), Date.now());
+  return { ...pv, ...verifyStatus(deps.catalog, p, rec.volume, defaultPool) };
 }
 
 export function getVolumeProtection(deps: ApiDeps, req: GetVolumeProtectionRequest): VolumeProtection {
@@ -66,11 +71,12 @@ export function listVolumeProtection(deps: ApiDeps, req: ListVolumeProtectionReq
   const page = v.page(() => deps.catalog.policies.listProtection(filter, size, req.pageToken));
   const policies = new Map<string, Policy | undefined>();
   const volumes: VolumeProtection[] = [];
+  const defaultPool = defaultPoolOf(deps.sessions, deps.catalog.listAgents());
   for (const rec of page.items) {
     if (!policies.has(rec.policy)) policies.set(rec.policy, deps.catalog.policies.getPolicy(rec.policy));
     const p = policies.get(rec.policy);
     if (!p) continue;
-    const pv = view(deps, p, rec);
+    const pv = view(deps, p, rec, defaultPool);
     if (!req.state || pv.state === req.state) volumes.push(pv);
   }
   return { volumes, nextPageToken: page.next };

@@ -12,7 +12,7 @@ import type { Catalog } from "../catalog/catalog";
 import type { PolicyStore } from "../catalog/policy-store";
 import { type CollectErrors, collectErrorsCounter } from "../metric-guard";
 import type { DiscoveryAge } from "./discovery";
-import { recoveryPoint } from "./recovery-point";
+import { recoveryPoint, registeredDefaultPool } from "./recovery-point";
 import { stateOf } from "./status";
 
 /** ProtectionState → its label value: lowercase without the prefix ("ok", "late", …). */
@@ -190,9 +190,10 @@ export class PolicyMetrics {
 /** Every protection record's sample at `now`: its newest backup's age and its state. */
 export function volumeSamples(catalog: Catalog, store: PolicyStore, now: number): VolumeSample[] {
   const out: VolumeSample[] = [];
+  const defaultPool = registeredDefaultPool(catalog);
   for (const p of store.allPolicies()) {
     for (const rec of store.protectionOfPolicy(p.name)) {
-      const newest = recoveryPoint(catalog, p, rec.volume);
+      const newest = recoveryPoint(catalog, p, rec.volume, defaultPool);
       const at = newest?.at;
       const v = rec.volume;
       out.push({

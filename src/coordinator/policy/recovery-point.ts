@@ -40,14 +40,35 @@ export function newestAvailable(
   return s ? catalog.getBackup(s.id) : undefined;
 }
 
-export function recoveryPoint(catalog: Catalog, p: Policy, vol: VolumeRef): RecoveryPoint | undefined {
-  const d = p.destination;
-  if (!d) return undefined;
-  const b = newestSummary(
-    catalog,
-    vol,
-    (at) => at.cluster === d.cluster && (!d.pool || at.pool === d.pool) && at.namespace === d.namespace,
-  );
+/**
+ * Where `p` keeps its backups, as a test of a backup's location: its destination pool "" is the
+ * cluster's default backup pool (`defaultPool`), as its jobs resolve it — not "any pool", which let
+ * another policy's or a manual backup in another pool of that cluster stand as this policy's recovery
+ * point (hiding LATE) or be verified in its place. Any pool only while that default is not known.
+ */
+export const atDestination =
+  (p: Policy, defaultPool: (cluster: string) => string) =>
+  (at: { cluster: string; pool: string; namespace: string }): boolean => {
+    const d = p.destination;
+    if (!d || at.cluster !== d.cluster || at.namespace !== d.namespace) return false;
+    const pool = d.pool || defaultPool(d.cluster);
+    return !pool || at.pool === pool;
+  };
+
+/** Each cluster's default backup pool as its agents registered it (the catalog's records); "" unknown. */
+export function registeredDefaultPool(catalog: Pick<Catalog, "listAgents">): (cluster: string) => string {
+  const agents = catalog.listAgents();
+  return (cluster) => agents.find((a) => a.clusterName === cluster)?.defaultBackupPool || "";
+}
+
+export function recoveryPoint(
+  catalog: Catalog,
+  p: Policy,
+  vol: VolumeRef,
+  defaultPool: (cluster: string) => string = registeredDefaultPool(catalog),
+): RecoveryPoint | undefined {
+  if (!p.destination) return undefined;
+  const b = newestSummary(catalog, vol, atDestination(p, defaultPool));
   if (!b) return undefined;
   return { id: b.id, at: b.createdAt, completedAt: b.completedAt ?? b.createdAt };
 }

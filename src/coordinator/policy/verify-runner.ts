@@ -24,8 +24,7 @@ import { verifyJobSpec } from "../jobs/verify-job";
 import type { Backup } from "../model";
 import { SAFETY_PASS_MS, WakeTimer } from "../scheduler";
 import type { Policy } from "./model";
-import { newestAvailable } from "./recovery-point";
-import { atDestination } from "./verify-schedule";
+import { atDestination, newestAvailable, registeredDefaultPool } from "./recovery-point";
 
 export interface VerifyRunnerDeps {
   catalog: Catalog;
@@ -97,10 +96,11 @@ export class PolicyVerifyRunner {
         .map((j) => j.backupId),
     );
     const queued: string[] = [];
+    const defaultPool = registeredDefaultPool(catalog);
     for (const p of policies) {
       for (const rec of store.protectionOfPolicy(p.name)) {
         if (rec.pausedReason) continue;
-        const b = newestAvailable(catalog, rec.volume, atDestination(p));
+        const b = newestAvailable(catalog, rec.volume, atDestination(p, defaultPool));
         // Busy: its VERIFY job's end ticks again (soon()).
         if (!b || busy.has(b.id)) continue;
         const dueAt = this.#dueAt(p, b);

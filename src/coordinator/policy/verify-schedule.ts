@@ -10,7 +10,7 @@ import type { VerifySchedule } from "../../gen/rbdbackup/v1/policy";
 import type { Catalog } from "../catalog/catalog";
 import * as v from "../validate";
 import type { Policy } from "./model";
-import { newestAvailable } from "./recovery-point";
+import { atDestination, newestAvailable, registeredDefaultPool } from "./recovery-point";
 
 /** The longest verify interval: a year. */
 export const MAX_VERIFY_INTERVAL_SECONDS = 366 * 86_400;
@@ -32,14 +32,6 @@ export function validateVerifySchedule(s: VerifySchedule | undefined, minInterva
   }
 }
 
-/** Whether the backup is kept where the policy sends its backups. */
-export const atDestination =
-  (p: Policy) =>
-  (at: { cluster: string; pool: string; namespace: string }): boolean => {
-    const d = p.destination;
-    return !!d && at.cluster === d.cluster && (!d.pool || at.pool === d.pool) && at.namespace === d.namespace;
-  };
-
 export interface VerifyStatus {
   lastVerifiedAt: Date | undefined;
   lastVerifyOk: boolean;
@@ -47,8 +39,13 @@ export interface VerifyStatus {
 }
 
 /** The newest available backup's last verification, and the volume's CORRUPT backups at the destination. */
-export function verifyStatus(catalog: Catalog, p: Policy, vol: VolumeRef): VerifyStatus {
-  const here = atDestination(p);
+export function verifyStatus(
+  catalog: Catalog,
+  p: Policy,
+  vol: VolumeRef,
+  defaultPool: (cluster: string) => string = registeredDefaultPool(catalog),
+): VerifyStatus {
+  const here = atDestination(p, defaultPool);
   const newest = newestAvailable(catalog, vol, here);
   let corruptBackups = 0;
   // Only the CORRUPT rows are read: the volume's history (a DELETED row a run) is not parsed per view.

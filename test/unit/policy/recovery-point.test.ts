@@ -33,7 +33,16 @@ describe("recoveryPoint", () => {
       at(newBackup(vol("v2"), "b", t + 300_000), BackupStatus.BACKUP_STATUS_AVAILABLE);
       assert.deepEqual(recoveryPoint(catalog, p, v), { id: manual.id, at: t + 60_000, completedAt: t + 60_000 });
       const anyPool = Policy.fromPartial({ name: "q", destination: { cluster: "b" } });
-      assert.equal(recoveryPoint(catalog, anyPool, v)?.at, t + 180_000, "no pool named: the default pool, any");
+      assert.equal(
+        recoveryPoint(catalog, anyPool, v, () => "")?.at,
+        t + 180_000,
+        "no pool named and the cluster's default not known: any pool",
+      );
+      assert.equal(
+        recoveryPoint(catalog, anyPool, v, (c) => (c === "b" ? "backups" : ""))?.at,
+        t + 60_000,
+        "no pool named: the cluster's default backup pool, not another pool's newer backup",
+      );
       assert.notEqual(older.id, manual.id);
     } finally {
       catalog.close();
