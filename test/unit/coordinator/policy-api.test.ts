@@ -302,6 +302,18 @@ describe("policy API", () => {
     });
   });
 
+  /** Two AVAILABLE backups with a retention DELETE queued for each: p1's, and p10's (a name p1 begins). */
+  function retentionDeletes() {
+    const [mine, theirs] = [0, 1].map(() => {
+      const x = { ...newBackup(vol("v-del"), "b", h.t), status: BackupStatus.BACKUP_STATUS_AVAILABLE };
+      h.catalog.insertBackup(x);
+      return x;
+    });
+    const delMine = h.queueDelete(mine?.id ?? "", `pol:p1:del:${mine?.id}`);
+    const delTheirs = h.queueDelete(theirs?.id ?? "", `pol:p10:del:${theirs?.id}`);
+    return { mine, delMine, delTheirs };
+  }
+
   describe("create, read, update, pause, delete", () => {
     it("CreatePolicy stores revision 1 with times, tells the runner, and a taken name is ALREADY_EXISTS", async () => {
       const before = Date.now();
@@ -392,13 +404,7 @@ describe("policy API", () => {
 
     it("pausing a policy withdraws the retention DELETEs it queued that no agent ran (its backups AVAILABLE); another policy's stay", async () => {
       await api.createPolicy({ policy: policy("p1") });
-      const [mine, theirs] = [0, 1].map(() => {
-        const x = { ...newBackup(vol("v-del"), "b", h.t), status: BackupStatus.BACKUP_STATUS_AVAILABLE };
-        h.catalog.insertBackup(x);
-        return x;
-      });
-      const delMine = h.queueDelete(mine?.id ?? "", `pol:p1:del:${mine?.id}`);
-      const delTheirs = h.queueDelete(theirs?.id ?? "", `pol:p10:del:${theirs?.id}`);
+      const { mine, delMine, delTheirs } = retentionDeletes();
       await api.pausePolicy({ name: "p1" });
       assert.equal(h.job(delMine.id).state, JobState.JOB_STATE_CANCELLED);
       assert.equal(h.job(delMine.id).errorMessage, "withdrawn before it ran: policy p1 was paused");
@@ -431,13 +437,7 @@ describe("policy API", () => {
       const b = newBackup(vol("v1"), "b", h.t);
       h.catalog.insertBackup(b);
       // Its retention's DELETEs no agent ran yet go with it (its backups stay); another policy's stay queued.
-      const [mine, theirs] = [0, 1].map(() => {
-        const x = { ...newBackup(vol("v-del"), "b", h.t), status: BackupStatus.BACKUP_STATUS_AVAILABLE };
-        h.catalog.insertBackup(x);
-        return x;
-      });
-      const delMine = h.queueDelete(mine?.id ?? "", `pol:p1:del:${mine?.id}`);
-      const delTheirs = h.queueDelete(theirs?.id ?? "", `pol:p10:del:${theirs?.id}`);
+      const { mine, delMine, delTheirs } = retentionDeletes();
       await api.deletePolicy({ name: "p1" });
       assert.equal(h.catalog.policies.getPolicy("p1"), undefined);
       assert.deepEqual(h.catalog.policies.protectionOfVolume(volumeKey(vol("v1"))), []);

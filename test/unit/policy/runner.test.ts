@@ -492,7 +492,8 @@ describe("policy runner", () => {
     assert.ok(h.log.lines.some((l) => l.msg.startsWith("retention held")));
   });
 
-  it("a run that succeeds once its protection was paused by a failover applies no retention", async () => {
+  /** A keep_last 1 policy with two runs behind it and a third queued: the DELETEs so far. */
+  async function thirdRunQueued(): Promise<number> {
     h.catalog.policies.insertPolicy(
       policy({ retention: RetentionRule.fromPartial({ keepLast: 1 }), createdAt: new Date(h.t) }),
     );
@@ -500,7 +501,12 @@ describe("policy runner", () => {
     await runSlots(2);
     const before = jobs(JobKind.JOB_KIND_DELETE).length;
     h.t = (record()?.nextRunAt ?? 0) + 1;
-    await runner.tick(); // a run queued before the failover
+    await runner.tick();
+    return before;
+  }
+
+  it("a run that succeeds once its protection was paused by a failover applies no retention", async () => {
+    const before = await thirdRunQueued(); // queued before the failover
     const rec = record();
     assert.ok(rec);
     h.catalog.policies.upsertProtection({ ...rec, pausedReason: "failed over to b/rbd/v1-dr" });
@@ -517,14 +523,7 @@ describe("policy runner", () => {
   });
 
   it("a run that succeeds once its whole policy was paused applies no retention", async () => {
-    h.catalog.policies.insertPolicy(
-      policy({ retention: RetentionRule.fromPartial({ keepLast: 1 }), createdAt: new Date(h.t) }),
-    );
-    await runner.tick();
-    await runSlots(2);
-    const before = jobs(JobKind.JOB_KIND_DELETE).length;
-    h.t = (record()?.nextRunAt ?? 0) + 1;
-    await runner.tick(); // a run queued before the pause
+    const before = await thirdRunQueued(); // queued before the pause
     const p = h.catalog.policies.getPolicy("gold");
     assert.ok(p);
     h.catalog.policies.updatePolicy({ ...p, paused: true, revision: p.revision + 1 });
