@@ -208,9 +208,6 @@ function setPaused(deps: ApiDeps, name: string, paused: boolean): Policy {
     deps.catalog.policies.updatePolicy(next);
     return next;
   });
-  // A paused policy deletes nothing (the operator's brake, e.g. after a retention changed too far): the
-  // DELETEs its retention queued and no agent ran yet are withdrawn; its first run once resumed decides again.
-  if (paused) withdrawRetentionDeletes(deps, { policy: name }, `policy ${name} was paused`);
   deps.log.info(paused ? "policy paused" : "policy resumed", { policy: name, revision: p.revision });
   deps.policies?.changed(name);
   return policyView(deps, p);

@@ -333,11 +333,8 @@ export class PolicyRunner implements PolicyRunnerPort {
         .observe(Math.max(0, ended - job.createdAt) / 1000);
     }
     const mark = `job ${id}: `;
-    // Paused by a failover, or the whole policy paused (read now: either may have come after the run
-    // started) — a run that ends then applies no retention.
-    const paused =
-      !!this.deps.store.getProtection(p.name, volumeKey(rec.volume))?.pausedReason ||
-      !!this.deps.store.getPolicy(p.name)?.paused;
+    // Paused by a failover (read now: it may have come after `rec` was read).
+    const paused = !!this.deps.store.getProtection(p.name, volumeKey(rec.volume))?.pausedReason;
     if (ok) {
       if (rec.consecutiveFailures || rec.lastError) this.#save({ ...rec, consecutiveFailures: 0, lastError: "" }, rec);
       // A protection paused by a failover deletes nothing: the volume's history goes on elsewhere, and

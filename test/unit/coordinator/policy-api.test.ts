@@ -402,17 +402,6 @@ describe("policy API", () => {
       await assertStatus(api.pausePolicy({ name: "nope" }), Status.NOT_FOUND, /^policy nope not found/);
     });
 
-    it("pausing a policy withdraws the retention DELETEs it queued that no agent ran (its backups AVAILABLE); another policy's stay", async () => {
-      await api.createPolicy({ policy: policy("p1") });
-      const { mine, delMine, delTheirs } = retentionDeletes();
-      await api.pausePolicy({ name: "p1" });
-      assert.equal(h.job(delMine.id).state, JobState.JOB_STATE_CANCELLED);
-      assert.equal(h.job(delMine.id).errorMessage, "withdrawn before it ran: policy p1 was paused");
-      assert.equal(h.backup(mine?.id ?? "").status, BackupStatus.BACKUP_STATUS_AVAILABLE);
-      assert.equal(h.job(delTheirs.id).state, JobState.JOB_STATE_QUEUED);
-      h.scheduler.cancel(h.job(delTheirs.id));
-    });
-
     it("ListPolicies pages by name", async () => {
       for (const [i, n] of ["c", "a", "b"].entries()) {
         await api.createPolicy({ policy: policy(n, { selector: { volumes: [vol(`v${i}`)] } }) });

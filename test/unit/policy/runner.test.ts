@@ -522,18 +522,6 @@ describe("policy runner", () => {
     assert.ok(jobs(JobKind.JOB_KIND_DELETE).length > before, "retention once resumed");
   });
 
-  it("a run that succeeds once its whole policy was paused applies no retention", async () => {
-    const before = await thirdRunQueued(); // queued before the pause
-    const p = h.catalog.policies.getPolicy("gold");
-    assert.ok(p);
-    h.catalog.policies.updatePolicy({ ...p, paused: true, revision: p.revision + 1 });
-    finishAll();
-    h.t += 1000;
-    await runner.tick();
-    await runner.tick();
-    assert.equal(jobs(JobKind.JOB_KIND_DELETE).length, before, "nothing more deleted while the policy is paused");
-  });
-
   it("retention DELETEs withdrawn while queued (a failover, a deleted policy) end CANCELLED saying so, their backups AVAILABLE; a later pass queues them again, unlike an operator's cancel", async () => {
     h.catalog.policies.insertPolicy(
       policy({ retention: RetentionRule.fromPartial({ keepLast: 1 }), createdAt: new Date(h.t) }),
