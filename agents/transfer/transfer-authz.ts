@@ -424,18 +424,14 @@ export class SpentCapabilities {
   }
 
   /**
-   * The job and attempt a capability was minted for, from its signed body — read here without
-   * verifying, for only a capability the verifier accepted reaches a stream; null for a body that names
-   * none (it does not parse, or an attempt that is not a small positive integer).
+   * The job and attempt a capability was minted for, from its grant — read without verifying
+   * (unverifiedGrant), for only a capability the verifier accepted reaches a stream; null for one that
+   * names none (no grant, or an attempt that is not a positive integer).
    */
   static #jobOf(capability: string): { job: string; attempt: number } | null {
-    try {
-      const g = JSON.parse(Buffer.from(capability.split(".", 1)[0] as string, "base64url").toString("utf8"));
-      const ok = typeof g?.job === "string" && g.job && Number.isInteger(g.attempt) && g.attempt >= 1;
-      return ok ? { job: g.job, attempt: g.attempt } : null;
-    } catch {
-      return null;
-    }
+    const g = unverifiedGrant(capability);
+    const ok = typeof g?.job === "string" && g.job && Number.isInteger(g.attempt) && g.attempt >= 1;
+    return ok && g ? { job: g.job, attempt: g.attempt } : null;
   }
 
   /** The key of every capability of `jobId` (its end), or of its attempt `attempt` alone. */

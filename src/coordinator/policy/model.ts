@@ -34,3 +34,17 @@ export interface ProtectionRecord {
 export function volumeKey(v: VolumeRef): string {
   return `${v.cluster}/${v.pool}/${v.namespace}/${v.image}`;
 }
+
+/**
+ * A cluster's default backup pool as its backups use it: a connected agent's (the jobs take it from the
+ * agent they run on), else the one its agents last registered with ("" = not known).
+ */
+export function defaultPoolOf(
+  sessions: { ofCluster(cluster: string): Array<{ info: { defaultBackupPool: string } }> },
+  agents: Array<{ clusterName: string; defaultBackupPool: string }>,
+): (cluster: string) => string {
+  return (cluster) =>
+    sessions.ofCluster(cluster)[0]?.info.defaultBackupPool ||
+    agents.find((a) => a.clusterName === cluster)?.defaultBackupPool ||
+    "";
+}

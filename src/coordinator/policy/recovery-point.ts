@@ -7,7 +7,7 @@
 import type { BackupLocation, VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { AvailableBackup, Catalog } from "../catalog/catalog";
 import type { Backup } from "../model";
-import type { Policy } from "./model";
+import { defaultPoolOf, type Policy } from "./model";
 
 export interface RecoveryPoint {
   id: string;
@@ -55,11 +55,9 @@ export const atDestination =
     return !pool || at.pool === pool;
   };
 
-/** Each cluster's default backup pool as its agents registered it (the catalog's records); "" unknown. */
-export function registeredDefaultPool(catalog: Pick<Catalog, "listAgents">): (cluster: string) => string {
-  const agents = catalog.listAgents();
-  return (cluster) => agents.find((a) => a.clusterName === cluster)?.defaultBackupPool || "";
-}
+/** Each cluster's default backup pool as its agents registered it (defaultPoolOf without sessions). */
+export const registeredDefaultPool = (catalog: Pick<Catalog, "listAgents">): ((cluster: string) => string) =>
+  defaultPoolOf({ ofCluster: () => [] }, catalog.listAgents());
 
 export function recoveryPoint(
   catalog: Catalog,

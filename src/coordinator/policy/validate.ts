@@ -203,19 +203,7 @@ function poolMatches(s: PolicySelector, vol: VolumeRef): boolean {
   return !s.imageRegex || regexMatches(s.imageRegex, vol.image);
 }
 
-/**
- * A cluster's default backup pool as its backups use it: a connected agent's (the jobs take it from the
- * agent they run on), else the one its agents last registered with ("" = not known).
- */
-export function defaultPoolOf(
-  sessions: { ofCluster(cluster: string): Array<{ info: { defaultBackupPool: string } }> },
-  agents: Array<{ clusterName: string; defaultBackupPool: string }>,
-): (cluster: string) => string {
-  return (cluster) =>
-    sessions.ofCluster(cluster)[0]?.info.defaultBackupPool ||
-    agents.find((a) => a.clusterName === cluster)?.defaultBackupPool ||
-    "";
-}
+export { defaultPoolOf } from "./model";
 
 /**
  * A destination as one string, its pool "" (the cluster's default backup pool) written out, so that
