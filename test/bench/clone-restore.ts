@@ -97,7 +97,11 @@ async function main(): Promise<void> {
     // The clones first (vols), then the backup through the API (base image, snapshot, metadata object).
     await vols.cleanup().catch((e) => console.error("cleanup", e)); // the daemons are stopped whatever it says
     if (backupId) {
-      await succeeded(c, (await c.deleteBackup({ backupId })).id).catch((e) => console.error("delete backup", e));
+      // The call's own rejection too (an await inside the argument would skip d.stop()).
+      await c
+        .deleteBackup({ backupId })
+        .then((j) => succeeded(c, j.id))
+        .catch((e) => console.error("delete backup", e));
     }
     await d.stop();
   }

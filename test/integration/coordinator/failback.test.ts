@@ -32,11 +32,22 @@ describe("coordinator: failback without a full copy", () => {
     d = await deploy();
   });
   after(async () => {
-    // The clone before the backup it depends on; the backup through the API (metadata object too).
-    if (failedOver) await rbd("site-b", ["rm", "--no-progress", spec(failedOver)]).catch(() => {});
-    if (backupId) await succeeded(d.client, (await d.client.deleteBackup({ backupId })).id).catch(() => {});
-    await d?.stop();
-    await vols.cleanup();
+    // The clone before the backup it depends on (with what a failed test left on it: snapshots); the
+    // backup through the API (metadata object too). Each step runs whatever the one before said: a step
+    // that threw before d.stop() left the daemons running and this file's process waiting on them.
+    const steps: Array<() => Promise<unknown>> = [
+      async () => {
+        if (!failedOver) return;
+        await rbd("site-b", ["snap", "purge", "--no-progress", spec(failedOver)]).catch(() => {});
+        await rbd("site-b", ["rm", "--no-progress", spec(failedOver)]);
+      },
+      async () => {
+        if (backupId) await succeeded(d.client, (await d.client.deleteBackup({ backupId })).id);
+      },
+      async () => d?.stop(),
+      () => vols.cleanup(),
+    ];
+    for (const step of steps) await step().catch((e: Error) => console.log(`# cleanup: ${e.message}`));
   });
 
   async function write(cluster: string, v: VolumeRef, at: number[], len: number): Promise<void> {
