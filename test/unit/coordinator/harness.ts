@@ -407,11 +407,20 @@ export function newBackup(v: VolumeRef, destCluster: string, now: number): Backu
   };
 }
 
+/** One snapshot name per backup: a name made at each call moved with the clock (a millisecond apart under load). */
+const snapNames = new Map<string, string>();
+
 export function backupResult(backupId: string): BackupResult {
+  let snapshot = snapNames.get(backupId);
+  if (!snapshot) {
+    if (snapNames.size >= 10_000) snapNames.clear();
+    snapshot = backupSnapName(backupId);
+    snapNames.set(backupId, snapshot);
+  }
   return {
     backupId,
     baseImage: baseImageName("img", backupId),
-    snapshot: backupSnapName(backupId),
+    snapshot,
     incremental: false,
     parentSnapshot: "",
     forcedFullReason: "",
