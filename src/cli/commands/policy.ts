@@ -154,8 +154,10 @@ async function create(argv: string[]): Promise<number> {
   );
 }
 
+const updateFlags = { ...policyFlags, "confirm-retention-drop": { type: "boolean" } } as const;
+
 async function update(argv: string[]): Promise<number> {
-  const { values, positionals: pos } = parseFlags(argv, policyFlags);
+  const { values, positionals: pos } = parseFlags(argv, updateFlags);
   const [name = ""] = positionals("policy update", pos, ["NAME"]);
   if (values.paused) throw new UsageError("policy update does not pause: use `rbdbackup policy pause NAME`");
   return withConnection(values, async (conn) => {
@@ -165,7 +167,10 @@ async function update(argv: string[]): Promise<number> {
       { ...base, name, paused: values.file !== undefined ? base.paused : current.paused },
       values,
     );
-    const updated = await conn.call((o) => conn.client.updatePolicy({ policy, expectedRevision: current.revision }, o));
+    const confirmRetentionDrop = values["confirm-retention-drop"] === true;
+    const updated = await conn.call((o) =>
+      conn.client.updatePolicy({ policy, expectedRevision: current.revision, confirmRetentionDrop }, o),
+    );
     return printPolicy(updated, values.json);
   });
 }
@@ -284,9 +289,17 @@ export const policyHelp: NounHelp = {
       synopsis: "NAME [flags of create]",
       summary: "change a policy: the flags given replace their fields (refused if it changed meanwhile)",
       args: [nameArg],
-      flags: policyFlagHelp.filter(([f]) => f !== "--paused"),
+      details:
+        "A change whose retention would delete backups the policy keeps now (fewer counts, a shorter --min-age,\n" +
+        "another --tz, or a destination where it made backups before) is refused, saying how many (exit code 7);\n" +
+        "--confirm-retention-drop applies it: retention deletes them after each volume's next successful run.",
+      flags: [
+        ...policyFlagHelp.filter(([f]) => f !== "--paused"),
+        ["--confirm-retention-drop", "apply a retention that deletes backups the policy keeps now"],
+      ],
       examples: [
         "policy update gold --every 5m",
+        "policy update gold --keep-last 2 --confirm-retention-drop",
         "policy update gold --compression zstd --bandwidth-limit 200M",
         "policy update db --file db.policy.json",
       ],

@@ -22,6 +22,7 @@ import {
 import { volumeLabel } from "../model";
 import { volumeKey } from "../policy/model";
 import { reslot, sameSchedule } from "../policy/records";
+import { retentionDrop, retentionDropMessage } from "../policy/retention-drop";
 import { withdrawRetentionDeletes } from "../policy/retention-jobs";
 import { checkOverlap, defaultPoolOf, type PolicyContext, policyName, validatePolicy } from "../policy/validate";
 import * as v from "../validate";
@@ -168,6 +169,7 @@ async function updatePolicy(deps: ApiDeps, req: UpdatePolicyRequest, ctx: CallCo
     checkOverlap(clean, context(deps, name));
     const at = new Date();
     const next: Policy = { ...clean, revision: old.revision + 1, createdAt: old.createdAt, updatedAt: at };
+    if (!req.confirmRetentionDrop) refuseRetentionDrop(deps, old, next, at.getTime());
     deps.catalog.policies.updatePolicy(next);
     // The records follow a new schedule from now on, in this transaction (records.ts reslot).
     if (!sameSchedule(old, next)) reslot(deps.catalog.policies, next, at.getTime());
@@ -176,6 +178,17 @@ async function updatePolicy(deps: ApiDeps, req: UpdatePolicyRequest, ctx: CallCo
   deps.log.info("policy updated", { policy: name, revision: p.revision });
   deps.policies?.changed(name);
   return policyView(deps, p);
+}
+
+/**
+ * FAILED_PRECONDITION when `next`'s retention would delete backups `old` keeps (../policy/retention-drop.ts),
+ * over the volumes the policy selects now and those the new selector lists.
+ */
+function refuseRetentionDrop(deps: ApiDeps, old: Policy, next: Policy, nowMs: number): void {
+  const volumes = [...selectedOf(deps, old), ...(next.selector?.volumes ?? [])];
+  const defaultPool = defaultPoolOf(deps.sessions, deps.catalog.listAgents());
+  const drop = retentionDrop(deps.catalog, old, next, volumes, nowMs, defaultPool);
+  if (drop.backups > 0) throw failedPrecondition(retentionDropMessage(old.name, drop));
 }
 
 function listPolicies(deps: ApiDeps, req: ListPoliciesRequest): ListPoliciesResponse {

@@ -257,6 +257,10 @@ describe("rbdbackup policy and protection", () => {
     );
     assert.deepEqual(updated.policy.selector, stored.selector);
     assert.equal(JSON.parse(r.stdout).revision, 4);
+    assert.equal(updated.confirmRetentionDrop, false, "a retention drop is confirmed only when asked");
+    const confirmed = await cli(["policy", "update", "gold", "--keep-last", "1", "--confirm-retention-drop"]);
+    assert.equal(confirmed.code, 0, confirmed.stderr);
+    assert.equal(updated.confirmRetentionDrop, true);
     // Pausing is its own verb (update's help does not offer --paused): refused, nothing written.
     updated = undefined;
     const pausing = await cli(["policy", "update", "gold", "--paused"]);

@@ -12,11 +12,12 @@ import { AppError } from "../../../src/common/errors";
 import type { ApiDeps } from "../../../src/coordinator/api/deps";
 import { targetOf } from "../../../src/coordinator/api-audit";
 import { type ProtectionRecord, volumeKey } from "../../../src/coordinator/policy/model";
+import { enforceRetention } from "../../../src/coordinator/policy/retention-jobs";
 import type { PolicyRunnerPort, RunNowResult } from "../../../src/coordinator/policy/runner-port";
 import { nextRun, runRequest } from "../../../src/coordinator/policy/slots";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { BackupMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { type Backup, BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { Compression, type VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { DeepPartial, Policy, ProtectionState } from "../../../src/gen/rbdbackup/v1/policy";
 import type { Answer } from "../../helpers/fake-agent";
@@ -605,6 +606,119 @@ describe("policy API", () => {
         /^volume\.pool/,
       );
       assert.equal(h.catalog.policies.getPolicy("p1")?.paused, true);
+    });
+  });
+
+  describe("UpdatePolicy: a retention that would delete backups the policy keeps is confirmed first", () => {
+    /** `n` available backups `p` made of `v` at b/pool, a second apart after the policy was created. */
+    function made(p: Policy, v: VolumeRef, n: number, o: { pool?: string; policy?: string; laterS?: number } = {}) {
+      const t0 = p.createdAt?.getTime() ?? 0;
+      return Array.from({ length: n }, (_, i) => {
+        const b = {
+          ...newBackup(v, "b", t0 + ((o.laterS ?? 0) + i + 1) * 1000),
+          location: { cluster: "b", pool: o.pool ?? "backups", namespace: "" },
+          status: BackupStatus.BACKUP_STATUS_AVAILABLE,
+          policy: o.policy ?? p.name,
+        };
+        h.catalog.insertBackup(b);
+        return b;
+      });
+    }
+    const two = () => [vol(`rd-${randomUUID().slice(0, 8)}`), vol(`rd-${randomUUID().slice(0, 8)}`)];
+
+    it("fewer kept: FAILED_PRECONDITION naming how many, of how many volumes, and the newest; nothing changed", async () => {
+      const [v1, v2] = two() as [VolumeRef, VolumeRef];
+      const p = await api.createPolicy({ policy: policy("rd1", { selector: { volumes: [v1] } }) });
+      const b1 = made(p, v1, 3);
+      const b2 = made(p, v2, 3, { laterS: 10 }); // listed by the new selector only; made after v1's
+      made(p, v1, 2, { policy: "" }); // a manual backup (and one of another policy) is not this policy's
+      made(p, v1, 2, { policy: "other" });
+      runner.changes = [];
+      const tighter = policy("rd1", { selector: { volumes: [v1, v2] }, retention: { keepLast: 1 } });
+      await assertStatus(
+        api.updatePolicy({ policy: tighter }),
+        Status.FAILED_PRECONDITION,
+        new RegExp(
+          `^policy rd1: its new retention would delete 4 backups of 2 volumes that it keeps now \\(the newest: backup ${b2[1]?.id} of ${v2.cluster}/rbd/${v2.image}, made .*\\), each volume's after its next successful run\\. Set confirm_retention_drop to apply it .*nothing was changed$`,
+        ),
+      );
+      const stored = h.catalog.policies.getPolicy("rd1");
+      assert.equal(stored?.revision, 1);
+      assert.equal(stored?.retention?.keepLast, 3);
+      assert.deepEqual(stored?.selector?.volumes, [v1]);
+      assert.deepEqual(runner.changes, []);
+
+      // A pinned backup (a clone depends on it) is not counted: retention would not delete it either.
+      h.catalog.updateBackup({ ...(b1[0] as Backup), clones: [vol("clone-x")] });
+      await assertStatus(
+        api.updatePolicy({ policy: tighter }),
+        Status.FAILED_PRECONDITION,
+        /would delete 3 backups of 2 volumes/,
+      );
+
+      // Confirmed: applied. What it counted is what retention then queues.
+      const u = await api.updatePolicy({ policy: tighter, confirmRetentionDrop: true });
+      assert.equal(u.revision, 2);
+      assert.equal(u.retention?.keepLast, 1);
+      const now = Date.now();
+      const queued = [v1, v2].reduce(
+        (n, v) => n + enforceRetention({ ...deps, log: h.log }, u, v, now, () => "backups"),
+        0,
+      );
+      assert.equal(queued, 3, "retention queued what the refusal counted");
+    });
+
+    it("no backup lost: looser rules, other fields, a policy with nothing to drop — applied without confirming", async () => {
+      const [v1] = two() as [VolumeRef];
+      const p = await api.createPolicy({ policy: policy("rd2", { selector: { volumes: [v1] } }) });
+      made(p, v1, 3);
+      const loose = await api.updatePolicy({
+        policy: policy("rd2", { selector: { volumes: [v1] }, retention: { keepLast: 5 } }),
+      });
+      assert.equal(loose.revision, 2);
+      const described = await api.updatePolicy({
+        policy: policy("rd2", { selector: { volumes: [v1] }, retention: { keepLast: 5 }, description: "x" }),
+      });
+      assert.equal(described.revision, 3);
+      // keep_last 1 + daily 1: all three made within one day, the newest kept by both — two go: refused;
+      // min_age over their age keeps them all: applied.
+      await assertStatus(
+        api.updatePolicy({
+          policy: policy("rd2", { selector: { volumes: [v1] }, retention: { keepLast: 1, daily: 1 } }),
+        }),
+        Status.FAILED_PRECONDITION,
+        /would delete 2 backups of 1 volume that/,
+      );
+      const young = await api.updatePolicy({
+        policy: policy("rd2", { selector: { volumes: [v1] }, retention: { keepLast: 1, minAgeSeconds: 3600 } }),
+      });
+      assert.equal(young.revision, 4);
+    });
+
+    it("a destination where the policy made backups before: what its retention would reach there counts", async () => {
+      const [v1] = two() as [VolumeRef];
+      // Its current rules keep fewer (1) than the new ones (2), but never reached b/bk2.
+      const p = await api.createPolicy({
+        policy: policy("rd3", { selector: { volumes: [v1] }, retention: { keepLast: 1 } }),
+      });
+      made(p, v1, 3, { pool: "bk2" }); // left at b/bk2 by an earlier destination: the current one never reaches them
+      await assertStatus(
+        api.updatePolicy({
+          policy: policy("rd3", {
+            selector: { volumes: [v1] },
+            destination: { cluster: "b", pool: "bk2" },
+            retention: { keepLast: 2 },
+          }),
+        }),
+        Status.FAILED_PRECONDITION,
+        /would delete 1 backup of 1 volume that it keeps now/,
+      );
+      assert.equal(h.catalog.policies.getPolicy("rd3")?.destination?.pool, "");
+      // Looser rules at the current destination (none there): nothing to confirm.
+      const same = await api.updatePolicy({
+        policy: policy("rd3", { selector: { volumes: [v1] }, retention: { keepLast: 2 } }),
+      });
+      assert.equal(same.revision, 2);
     });
   });
 
