@@ -22,7 +22,12 @@ import {
 import { volumeLabel } from "../model";
 import { volumeKey } from "../policy/model";
 import { reslot, sameSchedule } from "../policy/records";
-import { retentionDrop, retentionDropMessage } from "../policy/retention-drop";
+import {
+  type RetentionDrop,
+  retentionDrop,
+  retentionDropMessage,
+  retentionScopeChanged,
+} from "../policy/retention-drop";
 import { withdrawRetentionDeletes } from "../policy/retention-jobs";
 import { checkOverlap, defaultPoolOf, type PolicyContext, policyName, validatePolicy } from "../policy/validate";
 import * as v from "../validate";
@@ -158,6 +163,9 @@ async function updatePolicy(deps: ApiDeps, req: UpdatePolicyRequest, ctx: CallCo
   if (req.policy) stored(deps, name, "policy.name");
   const clean = validatePolicy(req.policy, context(deps, name));
   await probePools(deps, clean, ctx.signal);
+  // Judged before the transaction: a refusal thrown inside one rolls it back (emptying the catalog's
+  // caches), and the runner's selection may write records. Again inside only if the policy changed since.
+  let judged = judgeRetentionDrop(deps, stored(deps, name, "policy.name"), clean, req.confirmRetentionDrop);
   const p = deps.catalog.transaction(() => {
     const old = stored(deps, name, "policy.name");
     if (req.expectedRevision && req.expectedRevision !== old.revision) {
@@ -169,26 +177,42 @@ async function updatePolicy(deps: ApiDeps, req: UpdatePolicyRequest, ctx: CallCo
     checkOverlap(clean, context(deps, name));
     const at = new Date();
     const next: Policy = { ...clean, revision: old.revision + 1, createdAt: old.createdAt, updatedAt: at };
-    if (!req.confirmRetentionDrop) refuseRetentionDrop(deps, old, next, at.getTime());
+    if (old.revision !== judged.revision) judged = judgeRetentionDrop(deps, old, clean, req.confirmRetentionDrop);
     deps.catalog.policies.updatePolicy(next);
     // The records follow a new schedule from now on, in this transaction (records.ts reslot).
     if (!sameSchedule(old, next)) reslot(deps.catalog.policies, next, at.getTime());
     return next;
   });
-  deps.log.info("policy updated", { policy: name, revision: p.revision });
+  if (judged.drop.backups > 0) {
+    deps.log.warn("policy updated with a retention that deletes backups it kept (confirm_retention_drop)", {
+      policy: name,
+      revision: p.revision,
+      backups: judged.drop.backups,
+      volumes: judged.drop.volumes,
+    });
+  } else deps.log.info("policy updated", { policy: name, revision: p.revision });
   deps.policies?.changed(name);
   return policyView(deps, p);
 }
 
 /**
- * FAILED_PRECONDITION when `next`'s retention would delete backups `old` keeps (../policy/retention-drop.ts),
- * over the volumes the policy selects now and those the new selector lists.
+ * What `update` (validated, as it will be stored) would have retention delete that `old` keeps
+ * (../policy/retention-drop.ts); FAILED_PRECONDITION saying so unless `confirmed`. Not computed when
+ * nothing that decides retention changed (rules, time zone, destination, selector).
  */
-function refuseRetentionDrop(deps: ApiDeps, old: Policy, next: Policy, nowMs: number): void {
-  const volumes = [...selectedOf(deps, old), ...(next.selector?.volumes ?? [])];
+function judgeRetentionDrop(
+  deps: ApiDeps,
+  old: Policy,
+  update: Policy,
+  confirmed: boolean,
+): { revision: number; drop: RetentionDrop } {
+  const next: Policy = { ...update, createdAt: old.createdAt };
   const defaultPool = defaultPoolOf(deps.sessions, deps.catalog.listAgents());
-  const drop = retentionDrop(deps.catalog, old, next, volumes, nowMs, defaultPool);
-  if (drop.backups > 0) throw failedPrecondition(retentionDropMessage(old.name, drop));
+  const none = { revision: old.revision, drop: { backups: 0, volumes: 0 } };
+  if (!retentionScopeChanged(old, next, defaultPool)) return none;
+  const drop = retentionDrop(deps.catalog, old, next, selectedOf(deps, old), Date.now(), defaultPool);
+  if (drop.backups > 0 && !confirmed) throw failedPrecondition(retentionDropMessage(old.name, drop));
+  return { revision: old.revision, drop };
 }
 
 function listPolicies(deps: ApiDeps, req: ListPoliciesRequest): ListPoliciesResponse {

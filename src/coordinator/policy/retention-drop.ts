@@ -1,18 +1,31 @@
 /**
  * The guard on tightening retention (UpdatePolicy; policy.proto `confirm_retention_drop`): the available
- * backups a policy's new version would have its retention delete that its current version keeps, judged
- * now, per volume, as retention-jobs.ts will judge them after each volume's next successful run — the
- * same candidates, pinned the same way (in use, with clones), at the new destination. A destination
- * the current version does not write to is one its retention never reaches: all it keeps there. Pure
- * over the catalog's in-memory index of available backups; no I/O, no clock.
+ * backups that retention would delete at each volume's next successful run under a policy's new
+ * version and not under its current one. Judged as retention-jobs.ts will judge them then:
+ *
+ * - the next run's own backup is in the plan, pinned (the run being settled stays, and takes its place
+ *   in keep_last and in the newest period) — without it, keep_last 10 → 4 over 4 backups looked free;
+ * - the candidates are what the policy made of the volume at the NEW destination (policyBackups);
+ * - the current version's drops are subtracted only where its retention runs today: a volume it selects,
+ *   at that same destination. A volume the update adds, or a destination it moves to, is reached by
+ *   retention for the first time: everything kept there so far counts;
+ * - volumes: those the new version selects, of the ones the runner selects now and the new explicit list
+ *   (one the update removes is never judged again);
+ * - pinned: only a backup an RBD clone depends on (it stays until flattened). One a job uses now is
+ *   counted: its pin ends with the job.
+ *
+ * "Now" is the later of the clock and the newest backup's time: a clock behind the one that dated them
+ * holds retention (retention.ts), but not for ever, and the guard judges what follows.
+ * No catalog I/O beyond the in-memory index of available backups (policyBackups); no clock of its own.
  */
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
-import type { Policy } from "../../gen/rbdbackup/v1/policy";
+import type { Policy, RetentionRule } from "../../gen/rbdbackup/v1/policy";
 import type { Catalog } from "../catalog/catalog";
 import { volumeLabel } from "../model";
 import { volumeKey } from "./model";
-import { planRetention } from "./retention";
-import { retentionCandidates } from "./retention-jobs";
+import { planRetention, type RetentionCandidate } from "./retention";
+import { policyBackups } from "./retention-jobs";
+import { destinationKey, selects } from "./validate";
 
 export interface RetentionDrop {
   /** Backups the new version drops that the current one keeps. */
@@ -23,47 +36,63 @@ export interface RetentionDrop {
   newest?: { id: string; volume: VolumeRef; at: number };
 }
 
-/** Where `p`'s backups go, its pool "" resolved ("" when the default is unknown: retention reaches none). */
-function destinationKey(p: Policy, defaultPool: (cluster: string) => string): string {
-  const d = p.destination;
-  if (!d) return "";
-  const pool = d.pool || defaultPool(d.cluster);
-  return pool ? `${d.cluster}\0${pool}\0${d.namespace}` : "";
+const NEXT_RUN = "\0next run";
+
+/** Whether the update can change what retention deletes at all (else the guard is not run). */
+export function retentionScopeChanged(current: Policy, next: Policy, defaultPool: (c: string) => string): boolean {
+  const rule = (r: RetentionRule | undefined) => JSON.stringify(r ?? {});
+  return (
+    rule(current.retention) !== rule(next.retention) ||
+    (current.schedule?.timeZone ?? "") !== (next.schedule?.timeZone ?? "") ||
+    destinationKey(current.destination, defaultPool) !== destinationKey(next.destination, defaultPool) ||
+    JSON.stringify(current.selector ?? {}) !== JSON.stringify(next.selector ?? {})
+  );
 }
 
+/**
+ * `selectedNow`: the volumes the runner selects under `current`. The caller skips this when
+ * retentionScopeChanged says nothing that matters changed.
+ */
 export function retentionDrop(
   catalog: Catalog,
   current: Policy,
   next: Policy,
-  volumes: VolumeRef[],
+  selectedNow: VolumeRef[],
   nowMs: number,
   defaultPool: (cluster: string) => string,
 ): RetentionDrop {
   const out: RetentionDrop = { backups: 0, volumes: 0 };
   if (!next.retention) return out;
-  const dest = destinationKey(next, defaultPool);
-  const sameDestination = dest !== "" && dest === destinationKey(current, defaultPool);
+  const dest = destinationKey(next.destination, defaultPool);
+  const sameDestination = dest === destinationKey(current.destination, defaultPool);
+  const judgedNow = new Set(selectedNow.map(volumeKey));
   const seen = new Set<string>();
-  for (const vol of volumes) {
+  for (const vol of [...selectedNow, ...(next.selector?.volumes ?? [])]) {
     const key = volumeKey(vol);
-    if (seen.has(key)) continue;
+    if (seen.has(key) || !selects(next, vol)) continue;
     seen.add(key);
-    // The backups `next` would judge: made by this policy (since it was created) at next's destination.
-    const candidates = retentionCandidates(catalog, next, vol, defaultPool);
-    if (candidates.length === 0) continue;
-    const dropped = planRetention(next.retention, candidates, nowMs, next.schedule?.timeZone ?? "").drop;
+    const made = policyBackups(catalog, next, vol, defaultPool);
+    if (made.length === 0) continue;
+    const newestAt = Math.max(...made.map((b) => b.createdAt));
+    const at = Math.max(nowMs, newestAt);
+    const candidates: RetentionCandidate[] = [
+      ...made.map((b) => ({ id: b.id, at: b.createdAt, pinned: b.clones ? "has clones" : undefined })),
+      { id: NEXT_RUN, at: at + 1, pinned: "the next run's" },
+    ];
+    const dropped = planRetention(next.retention, candidates, at + 1, next.schedule?.timeZone ?? "").drop;
     if (dropped.length === 0) continue;
+    // The current version's retention runs here today only for a volume it selects, at this destination.
     const already =
-      sameDestination && current.retention
-        ? new Set(planRetention(current.retention, candidates, nowMs, current.schedule?.timeZone ?? "").drop)
+      sameDestination && current.retention && judgedNow.has(key)
+        ? new Set(planRetention(current.retention, candidates, at + 1, current.schedule?.timeZone ?? "").drop)
         : new Set<string>();
     const lost = dropped.filter((id) => !already.has(id));
     if (lost.length === 0) continue;
     out.backups += lost.length;
     out.volumes++;
-    const at = new Map(candidates.map((c) => [c.id, c.at]));
+    const times = new Map(made.map((b) => [b.id, b.createdAt]));
     for (const id of lost) {
-      const t = at.get(id) ?? 0;
+      const t = times.get(id) ?? 0;
       if (!out.newest || t > out.newest.at) out.newest = { id, volume: vol, at: t };
     }
   }
@@ -78,7 +107,7 @@ export function retentionDropMessage(policy: string, d: RetentionDrop): string {
     : "";
   return (
     `policy ${policy}: its new retention would delete ${d.backups} backup${d.backups === 1 ? "" : "s"} of ` +
-    `${d.volumes} volume${d.volumes === 1 ? "" : "s"} that it keeps now${newest}, each volume's after its next ` +
+    `${d.volumes} volume${d.volumes === 1 ? "" : "s"} that it keeps now${newest}, at each volume's next ` +
     "successful run. Set confirm_retention_drop to apply it (rbdbackup policy update --confirm-retention-drop); " +
     "nothing was changed"
   );

@@ -52,22 +52,6 @@ export function policyBackups(
     );
 }
 
-/** What retention judges for `vol`: policyBackups, each pinned when a job uses it, a clone depends on it, or `justMade`. */
-export function retentionCandidates(
-  catalog: Catalog,
-  p: Policy,
-  vol: VolumeRef,
-  defaultPool: (cluster: string) => string,
-  justMade = "",
-): RetentionCandidate[] {
-  return policyBackups(catalog, p, vol, defaultPool).map((b) => ({
-    id: b.id,
-    at: b.createdAt,
-    pinned:
-      b.id === justMade ? "just made" : catalog.backupInUse(b.id) ? "in use" : b.clones ? "has clones" : undefined,
-  }));
-}
-
 /**
  * Queues the DELETE jobs retention asks for; returns how many it queued. `justMade`: the backup of the run
  * being settled, which stays whatever the rules say (a clock behind the one that dated the others by less
@@ -83,7 +67,13 @@ export function enforceRetention(
 ): number {
   const { catalog } = deps;
   if (!p.retention) return 0;
-  const candidates = retentionCandidates(catalog, p, vol, defaultPool, justMade);
+  const backups = policyBackups(catalog, p, vol, defaultPool);
+  const candidates: RetentionCandidate[] = backups.map((b) => ({
+    id: b.id,
+    at: b.createdAt,
+    pinned:
+      b.id === justMade ? "just made" : catalog.backupInUse(b.id) ? "in use" : b.clones ? "has clones" : undefined,
+  }));
   const plan = planRetention(p.retention, candidates, nowMs, p.schedule?.timeZone ?? "");
   if (plan.clockBehind) {
     deps.log.warn("retention held: a backup is dated after now (this coordinator's clock is behind)", {

@@ -37,7 +37,7 @@ import { enforceRetention } from "./retention-jobs";
 import type { PolicyRunnerPort, RunNowResult } from "./runner-port";
 import { advance, clockBehind, isDue, manualKey, newRecord, nextRun, retrySlot, slotKey } from "./slots";
 import { recordKey, recordKeyPrefix, TickPlan } from "./tick-plan";
-import { defaultPoolOf, destinationKey } from "./validate";
+import { defaultPoolOf, destinationKey, selects } from "./validate";
 
 export interface PolicyRunnerDeps {
   catalog: Catalog;
@@ -565,19 +565,4 @@ export class PolicyRunner implements PolicyRunnerPort {
   samples(): VolumeSample[] {
     return volumeSamples(this.deps.catalog, this.deps.store, this.#now());
   }
-}
-
-/** Whether `p`'s selector takes `vol`: listed, or in its pool and matched by its regex (whatever a listing said). */
-function selects(p: Policy, vol: VolumeRef): boolean {
-  const sel = p.selector;
-  if (!sel) return false;
-  if (sel.volumes.some((v) => volumeKey(v) === volumeKey(vol))) return true;
-  return (
-    !!sel.cluster &&
-    !!sel.pool &&
-    sel.cluster === vol.cluster &&
-    sel.pool === vol.pool &&
-    sel.namespace === vol.namespace &&
-    matching(sel, [vol.image]).length === 1
-  );
 }

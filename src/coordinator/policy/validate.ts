@@ -195,6 +195,14 @@ export function regexMatches(re: string, image: string): boolean {
   return r.test(image);
 }
 
+/** Whether `p`'s selector takes `vol`: listed, or in its pool and matched by its regex (whatever a listing said). */
+export function selects(p: Policy, vol: VolumeRef): boolean {
+  const sel = p.selector;
+  if (!sel) return false;
+  const key = volumeKey(vol);
+  return sel.volumes.some((v) => volumeKey(v) === key) || poolMatches(sel, vol);
+}
+
 /** Whether the selector's pool part (cluster + pool + namespace + regex) takes this volume. */
 function poolMatches(s: PolicySelector, vol: VolumeRef): boolean {
   if (!s.cluster || !s.pool) return false;

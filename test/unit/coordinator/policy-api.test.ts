@@ -624,22 +624,26 @@ describe("policy API", () => {
         return b;
       });
     }
-    const two = () => [vol(`rd-${randomUUID().slice(0, 8)}`), vol(`rd-${randomUUID().slice(0, 8)}`)];
+    const fresh = () => vol(`rd-${randomUUID().slice(0, 8)}`);
+    const label = (v: VolumeRef) => `${v.cluster}/rbd/${v.image}`;
 
     it("fewer kept: FAILED_PRECONDITION naming how many, of how many volumes, and the newest; nothing changed", async () => {
-      const [v1, v2] = two() as [VolumeRef, VolumeRef];
+      const [v1, v2] = [fresh(), fresh()];
       const p = await api.createPolicy({ policy: policy("rd1", { selector: { volumes: [v1] } }) });
       const b1 = made(p, v1, 3);
-      const b2 = made(p, v2, 3, { laterS: 10 }); // listed by the new selector only; made after v1's
-      made(p, v1, 2, { policy: "" }); // a manual backup (and one of another policy) is not this policy's
+      // v2 joins with the update: its backups (left from an earlier time in the policy) were never judged.
+      const b2 = made(p, v2, 3, { laterS: 10 });
+      made(p, v1, 2, { policy: "" }); // a manual backup and one of another policy are not this policy's
       made(p, v1, 2, { policy: "other" });
       runner.changes = [];
       const tighter = policy("rd1", { selector: { volumes: [v1, v2] }, retention: { keepLast: 1 } });
+      // v1: keep_last 3 already drops its oldest at the next run (whose backup takes a place); 1 drops all
+      // three: 2 more. v2: all 3.
       await assertStatus(
         api.updatePolicy({ policy: tighter }),
         Status.FAILED_PRECONDITION,
         new RegExp(
-          `^policy rd1: its new retention would delete 4 backups of 2 volumes that it keeps now \\(the newest: backup ${b2[1]?.id} of ${v2.cluster}/rbd/${v2.image}, made .*\\), each volume's after its next successful run\\. Set confirm_retention_drop to apply it .*nothing was changed$`,
+          `^policy rd1: its new retention would delete 5 backups of 2 volumes that it keeps now \\(the newest: backup ${b2[2]?.id} of ${label(v2)}, made .*\\), at each volume's next successful run\\. Set confirm_retention_drop to apply it .*nothing was changed$`,
         ),
       );
       const stored = h.catalog.policies.getPolicy("rd1");
@@ -648,60 +652,97 @@ describe("policy API", () => {
       assert.deepEqual(stored?.selector?.volumes, [v1]);
       assert.deepEqual(runner.changes, []);
 
-      // A pinned backup (a clone depends on it) is not counted: retention would not delete it either.
-      h.catalog.updateBackup({ ...(b1[0] as Backup), clones: [vol("clone-x")] });
+      // A backup a clone depends on is not counted: retention does not delete it either.
+      h.catalog.updateBackup({ ...(b1[2] as Backup), clones: [vol("clone-x")] });
       await assertStatus(
         api.updatePolicy({ policy: tighter }),
         Status.FAILED_PRECONDITION,
-        /would delete 3 backups of 2 volumes/,
+        /would delete 4 backups of 2 volumes/,
       );
-
-      // Confirmed: applied. What it counted is what retention then queues.
+      // A volume the update leaves out is not judged: only v1's one.
+      await assertStatus(
+        api.updatePolicy({ policy: policy("rd1", { selector: { volumes: [v1] }, retention: { keepLast: 1 } }) }),
+        Status.FAILED_PRECONDITION,
+        /would delete 1 backup of 1 volume that/,
+      );
       const u = await api.updatePolicy({ policy: tighter, confirmRetentionDrop: true });
       assert.equal(u.revision, 2);
       assert.equal(u.retention?.keepLast, 1);
-      const now = Date.now();
-      const queued = [v1, v2].reduce(
-        (n, v) => n + enforceRetention({ ...deps, log: h.log }, u, v, now, () => "backups"),
-        0,
-      );
-      assert.equal(queued, 3, "retention queued what the refusal counted");
     });
 
-    it("no backup lost: looser rules, other fields, a policy with nothing to drop — applied without confirming", async () => {
-      const [v1] = two() as [VolumeRef];
+    it("a volume the update deselects is not judged: retention never runs for it again", async () => {
+      const [va, vb] = [fresh(), fresh()];
+      const p = await api.createPolicy({ policy: policy("rd5", { selector: { volumes: [va, vb] } }) });
+      made(p, va, 3);
+      made(p, vb, 3);
+      await assertStatus(
+        api.updatePolicy({ policy: policy("rd5", { selector: { volumes: [va] }, retention: { keepLast: 1 } }) }),
+        Status.FAILED_PRECONDITION,
+        new RegExp(`would delete 2 backups of 1 volume that it keeps now \\(the newest: backup \\S+ of ${label(va)},`),
+      );
+    });
+
+    it("counts with the next run's backup in the plan, and retention then deletes exactly that many", async () => {
+      const v = fresh();
+      const p = await api.createPolicy({ policy: policy("rd4", { selector: { volumes: [v] } }) });
+      made(p, v, 2);
+      // keep_last 3 → 2 over two backups: free today, but the next run's backup takes a place.
+      const two = policy("rd4", { selector: { volumes: [v] }, retention: { keepLast: 2 } });
+      await assertStatus(
+        api.updatePolicy({ policy: two }),
+        Status.FAILED_PRECONDITION,
+        /would delete 1 backup of 1 volume/,
+      );
+      const u = await api.updatePolicy({ policy: two, confirmRetentionDrop: true });
+      // The next run: its backup, then retention as the runner applies it.
+      const next = made(u, v, 1, { laterS: 60 })[0] as Backup;
+      const queued = enforceRetention({ ...deps, log: h.log }, u, v, Date.now() + 120_000, () => "backups", next.id);
+      assert.equal(queued, 1, "retention deleted what the refusal counted");
+    });
+
+    it("no backup lost: looser rules, other fields, min_age over their age — applied without confirming", async () => {
+      const v1 = fresh();
       const p = await api.createPolicy({ policy: policy("rd2", { selector: { volumes: [v1] } }) });
-      made(p, v1, 3);
-      const loose = await api.updatePolicy({
-        policy: policy("rd2", { selector: { volumes: [v1] }, retention: { keepLast: 5 } }),
-      });
-      assert.equal(loose.revision, 2);
+      made(p, v1, 2);
+      const sel = { selector: { volumes: [v1] } };
+      assert.equal(
+        (await api.updatePolicy({ policy: policy("rd2", { ...sel, retention: { keepLast: 5 } }) })).revision,
+        2,
+      );
       const described = await api.updatePolicy({
-        policy: policy("rd2", { selector: { volumes: [v1] }, retention: { keepLast: 5 }, description: "x" }),
+        policy: policy("rd2", {
+          ...sel,
+          retention: { keepLast: 5 },
+          description: "x",
+          schedule: { intervalSeconds: 600 },
+        }),
       });
       assert.equal(described.revision, 3);
-      // keep_last 1 + daily 1: all three made within one day, the newest kept by both — two go: refused;
-      // min_age over their age keeps them all: applied.
+      // keep_last 1 + daily 1: the next run's backup is today's newest; both go: refused. min_age over
+      // their age keeps them: applied, and dropping it again is refused.
       await assertStatus(
-        api.updatePolicy({
-          policy: policy("rd2", { selector: { volumes: [v1] }, retention: { keepLast: 1, daily: 1 } }),
-        }),
+        api.updatePolicy({ policy: policy("rd2", { ...sel, retention: { keepLast: 1, daily: 1 } }) }),
         Status.FAILED_PRECONDITION,
         /would delete 2 backups of 1 volume that/,
       );
       const young = await api.updatePolicy({
-        policy: policy("rd2", { selector: { volumes: [v1] }, retention: { keepLast: 1, minAgeSeconds: 3600 } }),
+        policy: policy("rd2", { ...sel, retention: { keepLast: 1, minAgeSeconds: 3600 } }),
       });
       assert.equal(young.revision, 4);
+      await assertStatus(
+        api.updatePolicy({ policy: policy("rd2", { ...sel, retention: { keepLast: 1 } }) }),
+        Status.FAILED_PRECONDITION,
+        /would delete 2 backups of 1 volume that/,
+      );
     });
 
     it("a destination where the policy made backups before: what its retention would reach there counts", async () => {
-      const [v1] = two() as [VolumeRef];
+      const v1 = fresh();
       // Its current rules keep fewer (1) than the new ones (2), but never reached b/bk2.
       const p = await api.createPolicy({
         policy: policy("rd3", { selector: { volumes: [v1] }, retention: { keepLast: 1 } }),
       });
-      made(p, v1, 3, { pool: "bk2" }); // left at b/bk2 by an earlier destination: the current one never reaches them
+      made(p, v1, 3, { pool: "bk2" }); // left at b/bk2 by an earlier destination
       await assertStatus(
         api.updatePolicy({
           policy: policy("rd3", {
@@ -711,7 +752,7 @@ describe("policy API", () => {
           }),
         }),
         Status.FAILED_PRECONDITION,
-        /would delete 1 backup of 1 volume that it keeps now/,
+        /would delete 2 backups of 1 volume that it keeps now/,
       );
       assert.equal(h.catalog.policies.getPolicy("rd3")?.destination?.pool, "");
       // Looser rules at the current destination (none there): nothing to confirm.
