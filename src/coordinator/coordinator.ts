@@ -149,7 +149,7 @@ export class Coordinator {
       () => this.policyRunner?.discoveryAges(Date.now()) ?? [],
     );
     const historyRemoved = historyRemovedCounter();
-    const ha = new HaControl({
+    const ha: HaControl = new HaControl({
       catalog: opened,
       sessions: this.sessions,
       relay,
@@ -157,7 +157,16 @@ export class Coordinator {
       leaseMs: cfg.ha.leaseSeconds * 1000,
       renewMs: cfg.ha.renewMs,
       newTerm: (catalog) =>
-        new Term({ catalog, sessions: this.sessions, cfg, log: this.log, signer, policyMetrics, historyRemoved }),
+        new Term({
+          catalog,
+          sessions: this.sessions,
+          cfg,
+          log: this.log,
+          signer,
+          policyMetrics,
+          historyRemoved,
+          leading: (): boolean => ha.leading(),
+        }),
       onTerm: (t) => {
         this.scheduler = t?.scheduler ?? null;
         this.policyRunner = t?.policyRunner ?? null;

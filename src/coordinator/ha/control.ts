@@ -109,9 +109,13 @@ export class HaControl implements LeaderView {
     this.#endTerm("coordinator stopping");
   }
 
-  /** A single coordinator always leads (as before HA: even while draining); otherwise while a term runs. */
+  /**
+   * A single coordinator always leads (as before HA: even while draining); otherwise while a term runs
+   * and its lease has not lapsed by this process's clock (Leadership.lapsed: checked when asked, not only
+   * by the next round's timer).
+   */
   leading(): boolean {
-    return !this.deps.catalog.leadership || this.#term !== null;
+    return !this.deps.catalog.leadership || (this.#term !== null && !this.#leadership?.lapsed());
   }
 
   leader(): LeaderRef | undefined {

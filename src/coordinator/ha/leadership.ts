@@ -62,6 +62,8 @@ export class Leadership {
   /** Monotonic time at the start of the last tryAcquire that granted (or renewed) the lease to me. */
   #renewedAt = 0;
   #timer: NodeJS.Timeout | null = null;
+  /** The round lapsed() asked for, not run yet. */
+  #checkSoon: NodeJS.Immediate | null = null;
   /** A twin (another process with this ha.id) was reported. */
   #twinWarned = false;
   readonly #now: () => number;
@@ -198,6 +200,8 @@ export class Leadership {
   stop(): void {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = null;
+    if (this.#checkSoon) clearImmediate(this.#checkSoon);
+    this.#checkSoon = null;
     if (this.#role === "leader") this.#stepDownAndRelease("stopping");
     // Stepped down, the lease of the ended term perhaps still ours in the database (its renewals
     // failed): given up too, so that a standby need not wait for it to lapse.
@@ -205,7 +209,24 @@ export class Leadership {
       this.#release();
   }
 
-  /** A leader that has not renewed for nearly a lease (by its own monotonic clock) steps down. */
+  /**
+   * Whether this leader's lease may have lapsed by now (its own monotonic clock), checked at the moment
+   * of asking: after a pause (SIGSTOP, a long GC, slow calls) the event loop runs buffered I/O before the
+   * timer of check(), and work that sends agents commands without a fenced write first (a snapshot
+   * sweep's prune) must not go out of a deposed term meanwhile. A lapse schedules a round at once,
+   * which steps down (not here: the caller may be the term's own code).
+   */
+  lapsed(): boolean {
+    if (this.#role !== "leader" || !this.#mayHaveLapsed(this.#mono() - this.#renewedAt)) return false;
+    if (!this.#checkSoon) {
+      this.#checkSoon = setImmediate(() => {
+        this.#checkSoon = null;
+        if (this.#timer) this.check();
+      });
+    }
+    return true;
+  }
+
   /** Whether a lease granted `ms` ago (or answered `ms` after it was asked for) may have lapsed. */
   #mayHaveLapsed(ms: number): boolean {
     const { leaseMs, renewMs } = this.deps;

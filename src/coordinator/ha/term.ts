@@ -30,6 +30,8 @@ export interface TermDeps {
   policyMetrics?: PolicyMetrics;
   /** rbdbackup_catalog_history_removed_total (history.ts), the coordinator's. */
   historyRemoved?: Counter<"table">;
+  /** Whether this coordinator still leads, asked before the scheduler's unfenced commands (HaControl.leading). */
+  leading?: () => boolean;
 }
 
 export class Term {
@@ -41,7 +43,14 @@ export class Term {
 
   constructor(deps: TermDeps) {
     const { catalog, sessions, cfg, log } = deps;
-    this.scheduler = new Scheduler({ catalog, sessions, cfg: cfg.scheduler, log, signer: deps.signer });
+    this.scheduler = new Scheduler({
+      catalog,
+      sessions,
+      cfg: cfg.scheduler,
+      log,
+      signer: deps.signer,
+      ...(deps.leading ? { leading: deps.leading } : {}),
+    });
     this.policyRunner = new PolicyRunner({
       catalog,
       store: catalog.policies,

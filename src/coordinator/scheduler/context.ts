@@ -45,6 +45,12 @@ export interface SchedulerDeps {
    * none.
    */
   stallWatch?: StallWatch | null;
+  /**
+   * Whether this coordinator still leads (HA: its lease has not lapsed by its own clock), asked right
+   * before a command to an agent that no fenced catalog write precedes (a snapshot sweep's prune).
+   * Default: always.
+   */
+  leading?: () => boolean;
 }
 
 export interface SchedulerContext {
@@ -59,4 +65,6 @@ export interface SchedulerContext {
   emit<E extends keyof SchedulerEvents>(event: E, ...args: SchedulerEvents[E]): void;
   /** Runs a dispatch soon (coalesced). */
   kick(): void;
+  /** SchedulerDeps.leading, or always. */
+  leading(): boolean;
 }

@@ -81,6 +81,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
         this.emit(event, ...(args as any));
       },
       kick: () => this.kick(),
+      leading: deps.leading ?? (() => true),
     };
     // The coordinator's own stalls are watched on a real clock; a test that drives the clock passes a
     // watch of its own, or none.

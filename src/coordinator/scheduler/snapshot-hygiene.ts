@@ -231,6 +231,9 @@ export class SnapshotHygiene {
         );
       if (this.#pending.get(key) === p) this.#pending.delete(key);
       if (removals.length === 0) return;
+      // Decided from plain reads, sent with no fenced write before it: not from a term whose lease may
+      // have lapsed (a pause), while a new leader dispatches on this volume. Retried if it still leads.
+      if (!ctx.leading()) throw new Error("this coordinator's leader lease may have lapsed: the sweep waits");
       const r = await agent().call(
         { $case: "pruneSnapshots", value: { image, backupIds: [...new Set(removals.map((x) => x.backupId))] } },
         "pruneSnapshots",

@@ -98,6 +98,8 @@ export class Harness {
   t = Date.UTC(2026, 11, 1);
   /** Jitter input: 0.5 makes every backoff exactly base·2^(attempt-1). */
   rnd = 0.5;
+  /** What the scheduler's leading() answers (HA: false once the lease may have lapsed). */
+  leading = true;
   readonly log = memoryLogger();
   readonly catalog: SqliteCatalog;
   readonly sessions = new Sessions();
@@ -138,6 +140,7 @@ export class Harness {
       now: () => this.t,
       random: () => this.rnd,
       stallWatch: this.stallWatch,
+      leading: () => this.leading,
       ...(this.signer ? { signer: this.signer } : {}),
     });
   }

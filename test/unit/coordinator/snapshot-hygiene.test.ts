@@ -206,6 +206,22 @@ describe("snapshot hygiene: the scheduler sweeps the source after a backup or a 
     });
   });
 
+  it("a term whose lease may have lapsed (HA, after a pause) sends no prune; the sweep is retried while it leads", async () => {
+    const x = await backup(true);
+    h.leading = false;
+    const y = await backup(true);
+    assert.deepEqual(src.prunes(), [], "nothing pruned by a coordinator that may no longer lead");
+    assert.deepEqual(
+      src.snaps.map((s) => s.backupId),
+      [x, y],
+    );
+    h.leading = true;
+    h.advance(5_000); // past the retry's backoff
+    h.tick();
+    await h.settle();
+    assert.deepEqual(src.prunes(), [[x]]);
+  });
+
   it("an outcome that lists the source's snapshots: the sweep asks nothing and prunes what the list shows", async () => {
     const x = await backup(true);
     const asked = () => src.calls.filter((c) => c.$case === "snapshots").length;

@@ -266,6 +266,39 @@ describe("leadership loop", () => {
     assert.match(events.at(-1) ?? "", /steps down: no renewal of the leader lease for \d+ ms/);
   });
 
+  it("lapsed(): a leader paused past its lease says so when asked, before any timer runs, and the round it asks for steps down", async () => {
+    let mono = 50;
+    const row = new LeaseRow(() => 1_000_000 + mono);
+    const events: string[] = [];
+    const l = new Leadership({
+      lease: new FakeLease(row),
+      me: { id: "a", address: "a:1", instance: "a-1" },
+      leaseMs: LEASE_MS,
+      renewMs: RENEW_MS, // its timer: a real second, after this test's steps
+      log: memoryLogger(),
+      now: () => 1_000_000 + mono,
+      monotonic: () => mono,
+      onLead: () => events.push("leads"),
+      onStepDown: (reason) => events.push(`steps down: ${reason}`),
+    });
+    try {
+      l.start();
+      assert.equal(l.role, "leader");
+      assert.equal(l.lapsed(), false);
+      mono += LEASE_MS - stepDownMargin(LEASE_MS, RENEW_MS) - 1;
+      assert.equal(l.lapsed(), false, "just inside the lease");
+      row.failing = true; // and the database does not answer the next round
+      mono += 2; // the pause ends past the lease
+      assert.equal(l.lapsed(), true);
+      assert.equal(l.role, "leader", "not stepped down inside the caller");
+      await new Promise((r) => setImmediate(r));
+      assert.equal(l.role, "standby");
+      assert.match(events.at(-1) ?? "", /steps down: no renewal of the leader lease/);
+    } finally {
+      l.stop();
+    }
+  });
+
   it("a term that fails to start (the catalog fails in onLead) steps down and gives the lease up; the next round leads", () => {
     const w = world();
     let failing = true;
