@@ -170,6 +170,10 @@ export function sessionService(deps: {
       audit.record({ ...entry, result: Status[(e as ServerError).code], message: (e as ServerError).details });
       throw e;
     }
+    // Again after the wait for Register (up to 10 s): admission writes (the cluster's fsid pinned), and
+    // a coordinator that stepped down meanwhile would answer the agent with a fenced write's UNAVAILABLE
+    // instead of sending it to the leader.
+    if (ha && !ha.leading()) throw standbyError(ha, context.trailer);
     // The catalog's record of this agent id: judged here, and what the registration replaces.
     const previous = catalog.listAgents().find((a) => a.agentId === reg.agentId);
     const refusal = caller

@@ -167,6 +167,27 @@ const c = new PgCatalog({ url: process.argv[1] }); process.stdout.write(String(c
     assert.equal(c.availableBackupsOfVolume("a", "rbd", "", "v1").length, 0);
   });
 
+  it("a transaction one of whose statements failed (the failure caught, the transaction gone on) is not reported committed", () => {
+    const c = catalog();
+    const first = backup(vol("v1"), T0);
+    c.insertBackup(first);
+    const b = backup(vol("v2"), T0 + 1);
+    // SQLite lets a caller catch a statement's failure and commit the rest; PostgreSQL aborts the whole
+    // transaction and answers the COMMIT with ROLLBACK — the bridge then said "committed".
+    assert.throws(
+      () =>
+        c.transaction(() => {
+          c.insertBackup(b);
+          try {
+            c.insertBackup(first); // the same id again: a unique violation
+          } catch {}
+        }),
+      /the transaction was rolled back: a statement in it failed/,
+    );
+    assert.equal(c.getBackup(b.id), undefined);
+    assert.equal(c.getBackup(first.id)?.id, first.id);
+  });
+
   it("the backend terminated mid-call: UNAVAILABLE; the next call reconnects; nothing lost", async () => {
     const c = catalog(10_000);
     const b = backup(vol("v1"), T0);

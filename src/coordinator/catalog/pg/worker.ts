@@ -123,7 +123,15 @@ async function run(req: Request, posted: number): Promise<Reply> {
       const r = await live(c).query(s.sql, s.params);
       results.push({ rows: r.rows, rowCount: r.rowCount ?? 0 });
     }
-    if (tx === "self" || tx === "commit") await c.query("COMMIT");
+    if (tx === "self" || tx === "commit") {
+      // A transaction a failed statement aborted (its caller caught that failure and went on, as SQLite
+      // allows) is ended by COMMIT with the tag ROLLBACK and no error: said as the failure it is.
+      const done = await c.query("COMMIT");
+      if (done.command !== "COMMIT") {
+        const why = "the transaction was rolled back: a statement in it failed (its failure was caught and the transaction went on)";
+        throw Object.assign(new Error(why), { code: "25P02" });
+      }
+    }
     if (tx === "rollback") await c.query("ROLLBACK");
     return { id: req.id, ok: true, results };
   } catch (e) {
