@@ -128,7 +128,8 @@ async function run(req: Request, posted: number): Promise<Reply> {
       // allows) is ended by COMMIT with the tag ROLLBACK and no error: said as the failure it is.
       const done = await c.query("COMMIT");
       if (done.command !== "COMMIT") {
-        const why = "the transaction was rolled back: a statement in it failed (its failure was caught and the transaction went on)";
+        const why =
+          "the transaction was rolled back: a statement in it failed (its failure was caught and the transaction went on)";
         throw Object.assign(new Error(why), { code: "25P02" });
       }
     }
