@@ -46,7 +46,7 @@ export class AgentMetrics {
       .set(1);
     this.operations = new client.Counter({
       name: "rbdbackup_agent_operations_total",
-      help: "Operations this agent ran, by operation (backup, restore, delete, flatten, verify) and result (ok or a gRPC status name).",
+      help: "Operations this agent ran, by operation (backup, restore, delete, flatten, verify, export, import) and result (ok or a gRPC status name).",
       labelNames: ["operation", "result"],
       registers: [r],
     });
@@ -75,7 +75,10 @@ export class AgentMetrics {
       "rbdbackup_source_read_bytes_total",
       "Bytes read from volumes (or files) by transfers this agent sourced.",
     );
-    const sentBytes = bytes("rbdbackup_sent_bytes_total", "Data bytes sent in chunks by transfers this agent sourced.");
+    const sentBytes = bytes(
+      "rbdbackup_sent_bytes_total",
+      "Data bytes sent in chunks by transfers this agent sourced, before wire compression (rbdbackup_agent_transfer_wire_bytes_total has what compressed transfers put on the wire).",
+    );
     const zeroBytes = bytes("rbdbackup_zero_range_bytes_total", "Bytes sent as zero ranges (not on the wire).");
     const zeroRanges = new client.Counter({
       name: "rbdbackup_zero_ranges_total",
@@ -99,7 +102,7 @@ export class AgentMetrics {
     );
     const crcFailures = new client.Counter({
       name: "rbdbackup_checksum_failures_total",
-      help: "Chunks whose checksum did not match (corrupted in transit; never written).",
+      help: "Chunks whose checksum did not match, or that did not decompress (corrupted in transit; never written).",
       labelNames: ["pool"],
       registers: [r],
     });

@@ -114,7 +114,7 @@ export class CoordinatorMetrics {
     });
     const dataBytes = new client.Counter({
       name: "rbdbackup_job_data_bytes_total",
-      help: "Data bytes sent by succeeded jobs as their agents reported them, by operation.",
+      help: "Data bytes sent by succeeded backup and restore jobs as their agents reported them, by operation.",
       labelNames: ["operation"],
       registers: [r],
     });

@@ -33,6 +33,8 @@ export interface InflateOptions {
   pool?: ReceivePool;
   /** Chunks decompressing at once (default 4). */
   inFlight?: number;
+  /** The destination pool: a chunk that does not decompress counts as a checksum failure of it. */
+  meterPool?: string;
 }
 
 /**
@@ -90,6 +92,9 @@ async function inflate(
       await (opts.codec ?? nativeCodec).decompress(algorithm, src, raw, out);
     } catch (e) {
       if (!isCorruptData(e)) throw e;
+      // Damage in transit shows here, before its CRC can be checked: counted as a checksum failure (the
+      // RbdbackupChecksumFailures alert), as an uncompressed chunk's would be.
+      if (opts.meterPool !== undefined) opts.meter?.checksumFailure(opts.meterPool);
       throw dataLoss(
         `chunk at ${c.offset} (${c.data.length} bytes of ${algorithm}) does not decompress to its ${raw} bytes: corrupted in transit (${(e as Error).message})`,
       );

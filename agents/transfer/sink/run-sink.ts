@@ -134,7 +134,11 @@ async function sinkFrom(
       cp = checkpointer(deps, fp, checks, window, log, resumedFrom);
       if (cp && resumedFrom) await cp.write(resumedFrom);
       ac.signal.throwIfAborted();
-      const chunks = inflated(it, h, { meter: deps.meter, ...(deps.codec ? { codec: deps.codec } : {}) });
+      const chunks = inflated(it, h, {
+        meter: deps.meter,
+        meterPool: dest.pool,
+        ...(deps.codec ? { codec: deps.codec } : {}),
+      });
       const waits = { data: 0, room: 0 };
       const zeroBytes = await receive(chunks, fp, checks, window, ac.signal, cp, waits);
       t.mark("receive");

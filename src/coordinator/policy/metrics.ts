@@ -106,7 +106,7 @@ export class PolicyMetrics {
     });
     this.missedRuns = new client.Counter({
       name: "rbdbackup_policy_missed_runs_total",
-      help: "Slots that passed without a run (coordinator down, window closed, previous run still going), by policy.",
+      help: "Volume runs that did not happen, one per selected volume per slot that passed without its run (coordinator down, window closed, previous run still going), by policy.",
       labelNames: ["policy"],
       registers: [],
       collect() {
@@ -144,7 +144,7 @@ export class PolicyMetrics {
     this.recoveryPointAge = new SeriesGauge(
       {
         name: "rbdbackup_volume_recovery_point_age_seconds",
-        help: "Seconds since the source snapshot of the newest available backup of a volume a policy protects (absent until its first backup).",
+        help: "Seconds since the newest available backup at the policy's destination of a volume it protects was made (its created_at: when its snapshot was taken, or an import's taken_at; absent until its first backup).",
         labelNames: ["cluster", "pool", "namespace", "image", "policy"],
       },
       function* () {

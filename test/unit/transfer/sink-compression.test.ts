@@ -180,6 +180,8 @@ describe("sink: compressed streams", () => {
       const ceph = cluster();
       const before = poolState(ceph, "backups");
       const deps = sinkDeps(ceph, { codec });
+      const crcFailures: string[] = [];
+      deps.meter = { ...deps.meter, checksumFailure: (pool) => crcFailures.push(pool) };
       const msgs = await make();
       const e = await runSink(deps, new Feed(msgs)).then(
         () => assert.fail("the stream was accepted"),
@@ -188,6 +190,8 @@ describe("sink: compressed streams", () => {
       assert.ok(e instanceof AppError, String(e));
       assert.equal(e.status, code, e.message);
       assert.match(e.message, msg);
+      // Damaged data (it does not decompress, or its CRC does not match) counts once for the alert.
+      assert.deepEqual(crcFailures, code === Status.DATA_LOSS ? ["backups"] : [], "checksum failures counted");
       assert.deepEqual(
         ceph.log.filter((l) => l.startsWith("write ")),
         [],
