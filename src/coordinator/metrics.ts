@@ -131,6 +131,16 @@ export class CoordinatorMetrics {
       for (const res of Object.values(STATE_RESULT)) finished.labels(o, res as string).inc(0);
     }
     for (const o of ["backup", "restore"]) dataBytes.labels(o).inc(0);
+    // The full backups the coordinator forced (a chain with a CORRUPT backup, a volume that outgrew its
+    // chain's digest map): the agent leased as FULL counts nothing (it was given FULL), so they are counted
+    // here, under the agents' metric name; the agents count the ones they decide.
+    const forcedFull = new client.Counter({
+      name: "rbdbackup_forced_full_backups_total",
+      help: "Backups made in full although an incremental was allowed, by reason (the coordinator's: corrupt_chain, chain_grown; the agents' others).",
+      labelNames: ["reason"],
+      registers: [r],
+    });
+    for (const reason of ["corrupt_chain", "chain_grown"]) forcedFull.labels(reason).inc(0);
     const op = (j: JobRecord) => j.operation.kind;
     scheduler.on("attempt", (j) => {
       attempts.labels(op(j)).inc();
@@ -143,10 +153,13 @@ export class CoordinatorMetrics {
       finished.labels(op(j), result).inc();
       duration.labels(op(j), result).observe(Math.max(0, (j.finishedAt - j.createdAt) / 1000));
       if (j.state !== JobState.JOB_STATE_SUCCEEDED || !j.result) return;
-      if (op(j) === "backup") {
+      if (j.operation.kind === "backup") {
         const b = BackupResult.fromJSON(j.result);
         dataBytes.labels("backup").inc(b.dataBytesSent);
         backupSize.observe(b.dataBytesSent);
+        const forced = j.operation.forcedFull ?? "";
+        if (forced && !b.forcedFullReason)
+          forcedFull.labels(/ is CORRUPT/.test(forced) ? "corrupt_chain" : "chain_grown").inc();
       } else if (op(j) === "restore") {
         dataBytes.labels("restore").inc(RestoreResult.fromJSON(j.result).dataBytesSent);
       }

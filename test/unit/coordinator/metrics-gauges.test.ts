@@ -4,6 +4,7 @@
  * cluster), and the queue-age gauge survives a queue far past what spread arguments allow.
  */
 import assert from "node:assert/strict";
+import { EventEmitter } from "node:events";
 import { describe, it } from "node:test";
 import type { Catalog } from "../../../src/coordinator/catalog/catalog";
 import { collectErrorsCounter } from "../../../src/coordinator/metric-guard";
@@ -11,10 +12,17 @@ import { CoordinatorMetrics } from "../../../src/coordinator/metrics";
 import type { Scheduler } from "../../../src/coordinator/scheduler";
 import type { Sessions } from "../../../src/coordinator/sessions";
 import { VerifyMetrics } from "../../../src/coordinator/verify-metrics";
+import { BackupResult } from "../../../src/gen/rbdbackup/v1/agent";
 import { JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import { sample } from "../../helpers/metrics";
 
-function metrics(opts: { leading: boolean; queued?: number; failingCatalog?: boolean; backingOff?: boolean }) {
+function metrics(opts: {
+  leading: boolean;
+  queued?: number;
+  failingCatalog?: boolean;
+  backingOff?: boolean;
+  events?: EventEmitter;
+}) {
   const now = Date.now();
   const jobs = Array.from({ length: opts.queued ?? 0 }, (_, i) => ({
     id: `j${i}`,
@@ -51,7 +59,7 @@ function metrics(opts: { leading: boolean; queued?: number; failingCatalog?: boo
       opts.failingCatalog ? fail() : [{ cluster: "site-a", pool: "rbd", namespace: "", image: "v1", at: now }],
   } as unknown as Catalog;
   const sessions = { all: () => (opts.leading ? [{ cluster: "site-a" }] : []) } as unknown as Sessions;
-  const scheduler = { on: () => {} } as unknown as Pick<Scheduler, "on">;
+  const scheduler = (opts.events ?? { on: () => {} }) as unknown as Pick<Scheduler, "on">;
   // As the coordinator wires them: the verification metrics count their failed reads in the same counter.
   const collectErrors = collectErrorsCounter();
   return new CoordinatorMetrics("test", catalog, sessions, scheduler, {
@@ -91,6 +99,32 @@ describe("coordinator gauges", () => {
       assert.equal(sample(text, "rbdbackup_lease_expirations_total", { operation }), 0, operation);
       assert.equal(sample(text, "rbdbackup_jobs", { operation, state: "queued" }), 0, operation);
     }
+  });
+
+  it("full backups the coordinator forced are counted by reason (the agent, given FULL, counts none); the agents' own are not counted twice", async () => {
+    const events = new EventEmitter();
+    const m = metrics({ leading: true, events });
+    const before = await m.registry.metrics();
+    assert.equal(sample(before, "rbdbackup_forced_full_backups_total", { reason: "corrupt_chain" }), 0);
+    assert.equal(sample(before, "rbdbackup_forced_full_backups_total", { reason: "chain_grown" }), 0);
+    const done = (forcedFull: string | undefined, agentReason = "") => ({
+      id: "j",
+      state: JobState.JOB_STATE_SUCCEEDED,
+      createdAt: 0,
+      finishedAt: 1,
+      operation: { kind: "backup", mode: 0, maxSnapshots: 0, ...(forcedFull ? { forcedFull } : {}) },
+      result: BackupResult.toJSON(BackupResult.fromPartial({ forcedFullReason: agentReason })),
+    });
+    events.emit("finished", done("backup b1 of chain img.backup.x is CORRUPT: a new chain starts with a full backup"));
+    events.emit(
+      "finished",
+      done("the volume grew to 9 bytes: chain x's digest map … a new chain starts with a full backup"),
+    );
+    events.emit("finished", done("backup b1 of chain y is CORRUPT", "no earlier backup")); // the agent counted it
+    events.emit("finished", done(undefined));
+    const after = await m.registry.metrics();
+    assert.equal(sample(after, "rbdbackup_forced_full_backups_total", { reason: "corrupt_chain" }), 1);
+    assert.equal(sample(after, "rbdbackup_forced_full_backups_total", { reason: "chain_grown" }), 1);
   });
 
   it("the queue's age counts from when a job may run: a retry's backoff is not a stuck queue", async () => {
