@@ -4,19 +4,22 @@
  * version and not under its current one. Judged as retention-jobs.ts will judge them then:
  *
  * - the next run's own backup is in the plan, pinned (the run being settled stays, and takes its place
- *   in keep_last and in the newest period) — without it, keep_last 10 → 4 over 4 backups looked free;
+ *   in keep_last and in the newest period) — without it, keep_last 10 → 4 over 4 backups looked free —
+ *   and both versions judge at that run's time (the volume's next slot under the new schedule): a day
+ *   later, today's backup is no longer the newest of its day and min_age has passed for more of them;
  * - the candidates are what the policy made of the volume at the NEW destination (policyBackups);
  * - the current version's drops are subtracted only where its retention runs today: a volume it selects,
  *   at that same destination. A volume the update adds, or a destination it moves to, is reached by
  *   retention for the first time: everything kept there so far counts;
- * - volumes: those the new version selects, of the ones the runner selects now and the new explicit list
- *   (one the update removes is never judged again);
+ * - volumes: those the new version selects of every volume with an available backup (a widened regex
+ *   brings back volumes whose backups by this policy were left alone; one the update removes is never
+ *   judged again);
  * - pinned: only a backup an RBD clone depends on (it stays until flattened). One a job uses now is
  *   counted: its pin ends with the job.
  *
- * "Now" is the later of the clock and the newest backup's time: a clock behind the one that dated them
- * holds retention (retention.ts), but not for ever, and the guard judges what follows.
- * No catalog I/O beyond the in-memory index of available backups (policyBackups); no clock of its own.
+ * The run's time is at least the newest backup's: a clock behind the one that dated them holds retention
+ * (retention.ts), but not for ever, and the guard judges what follows. No catalog I/O beyond the
+ * in-memory index of available backups; no clock of its own.
  */
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Policy, RetentionRule } from "../../gen/rbdbackup/v1/policy";
@@ -25,6 +28,7 @@ import { volumeLabel } from "../model";
 import { volumeKey } from "./model";
 import { planRetention, type RetentionCandidate } from "./retention";
 import { policyBackups } from "./retention-jobs";
+import { nextRun } from "./slots";
 import { destinationKey, selects } from "./validate";
 
 export interface RetentionDrop {
@@ -50,8 +54,8 @@ export function retentionScopeChanged(current: Policy, next: Policy, defaultPool
 }
 
 /**
- * `selectedNow`: the volumes the runner selects under `current`. The caller skips this when
- * retentionScopeChanged says nothing that matters changed.
+ * `selectedNow`: the volumes the runner selects under `current` (where its retention runs today). The
+ * caller skips this when retentionScopeChanged says nothing that matters changed.
  */
 export function retentionDrop(
   catalog: Catalog,
@@ -67,24 +71,28 @@ export function retentionDrop(
   const sameDestination = dest === destinationKey(current.destination, defaultPool);
   const judgedNow = new Set(selectedNow.map(volumeKey));
   const seen = new Set<string>();
-  for (const vol of [...selectedNow, ...(next.selector?.volumes ?? [])]) {
+  const withBackups = catalog
+    .lastSuccessByVolume()
+    .map((v) => ({ cluster: v.cluster, pool: v.pool, namespace: v.namespace, image: v.image }));
+  for (const vol of [...selectedNow, ...withBackups]) {
     const key = volumeKey(vol);
     if (seen.has(key) || !selects(next, vol)) continue;
     seen.add(key);
     const made = policyBackups(catalog, next, vol, defaultPool);
     if (made.length === 0) continue;
     const newestAt = Math.max(...made.map((b) => b.createdAt));
-    const at = Math.max(nowMs, newestAt);
+    // The next run: its slot under the new schedule (jitter included), its backup dated then.
+    const at = Math.max(nextRun(next, vol, nowMs).nextRunAt, newestAt + 1);
     const candidates: RetentionCandidate[] = [
       ...made.map((b) => ({ id: b.id, at: b.createdAt, pinned: b.clones ? "has clones" : undefined })),
-      { id: NEXT_RUN, at: at + 1, pinned: "the next run's" },
+      { id: NEXT_RUN, at, pinned: "the next run's" },
     ];
-    const dropped = planRetention(next.retention, candidates, at + 1, next.schedule?.timeZone ?? "").drop;
+    const dropped = planRetention(next.retention, candidates, at, next.schedule?.timeZone ?? "").drop;
     if (dropped.length === 0) continue;
     // The current version's retention runs here today only for a volume it selects, at this destination.
     const already =
       sameDestination && current.retention && judgedNow.has(key)
-        ? new Set(planRetention(current.retention, candidates, at + 1, current.schedule?.timeZone ?? "").drop)
+        ? new Set(planRetention(current.retention, candidates, at, current.schedule?.timeZone ?? "").drop)
         : new Set<string>();
     const lost = dropped.filter((id) => !already.has(id));
     if (lost.length === 0) continue;

@@ -614,10 +614,12 @@ describe("policy API", () => {
     function made(p: Policy, v: VolumeRef, n: number, o: { pool?: string; policy?: string; laterS?: number } = {}) {
       const t0 = p.createdAt?.getTime() ?? 0;
       return Array.from({ length: n }, (_, i) => {
+        const at = t0 + ((o.laterS ?? 0) + i + 1) * 1000;
         const b = {
-          ...newBackup(v, "b", t0 + ((o.laterS ?? 0) + i + 1) * 1000),
+          ...newBackup(v, "b", at),
           location: { cluster: "b", pool: o.pool ?? "backups", namespace: "" },
           status: BackupStatus.BACKUP_STATUS_AVAILABLE,
+          completedAt: new Date(at),
           policy: o.policy ?? p.name,
         };
         h.catalog.insertBackup(b);
@@ -698,6 +700,51 @@ describe("policy API", () => {
       const next = made(u, v, 1, { laterS: 60 })[0] as Backup;
       const queued = enforceRetention({ ...deps, log: h.log }, u, v, Date.now() + 120_000, () => "backups", next.id);
       assert.equal(queued, 1, "retention deleted what the refusal counted");
+    });
+
+    it("judged at the volume's next run, not now: a backup min_age keeps today is old enough by then", async () => {
+      const v = fresh();
+      const now = Date.now();
+      const H = 3_600_000;
+      // Daily runs, the next one 12 h from now (the slot's offset set so).
+      const startOffsetSeconds = Math.floor(((now + 12 * H) % (24 * H)) / 1000);
+      const daily = { intervalSeconds: 86_400, startOffsetSeconds };
+      const p = await api.createPolicy({
+        policy: policy("rd6", { selector: { volumes: [v] }, schedule: daily, retention: { keepLast: 2 } }),
+      });
+      // Made before: the policy is 10 days old, its backups 20 h and 1 h old.
+      h.catalog.policies.updatePolicy({
+        ...(h.catalog.policies.getPolicy("rd6") as Policy),
+        createdAt: new Date(now - 240 * H),
+      });
+      const older = { ...p, createdAt: new Date(now - 240 * H) };
+      made(older, v, 1, { laterS: (240 * H - 20 * H) / 1000 });
+      const recent = made(older, v, 1, { laterS: (240 * H - H) / 1000 })[0] as Backup;
+      // keep_last 1 and 6 h of min_age: today the 1 h old backup is young; at the next run it is 13 h old.
+      const tighter = policy("rd6", {
+        selector: { volumes: [v] },
+        schedule: daily,
+        retention: { keepLast: 1, minAgeSeconds: 6 * 3600 },
+      });
+      await assertStatus(
+        api.updatePolicy({ policy: tighter }),
+        Status.FAILED_PRECONDITION,
+        new RegExp(`would delete 1 backup of 1 volume that it keeps now \\(the newest: backup ${recent.id} `),
+      );
+    });
+
+    it("a widened selector brings back volumes whose backups by this policy were left alone: they are judged", async () => {
+      const v = fresh();
+      const narrow = { cluster: "a", pool: "rbd", imageRegex: "^rdw-none$" };
+      const p = await api.createPolicy({ policy: policy("rd7", { selector: narrow }) });
+      made(p, v, 3); // made while an earlier selector took it
+      await assertStatus(
+        api.updatePolicy({
+          policy: policy("rd7", { selector: { ...narrow, imageRegex: "^rd-.*$" }, retention: { keepLast: 1 } }),
+        }),
+        Status.FAILED_PRECONDITION,
+        /would delete 3 backups of 1 volume that/,
+      );
     });
 
     it("no backup lost: looser rules, other fields, min_age over their age — applied without confirming", async () => {
