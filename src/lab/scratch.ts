@@ -8,6 +8,11 @@
  * A daemon's stop() and kill() leave its directory in place on purpose: a test restarts a daemon on the
  * directory of the one it killed. Detached daemons (the demo's) and directories a caller chose are never
  * touched.
+ *
+ * Under the suite (RBDBACKUP_TEST_STRAYS_FAIL=1, test/run.sh), a child still running at exit is a test
+ * that did not stop what it started: it is named and the process exits 1. Node's runner ends each file's
+ * process once its tests are done (--test-force-exit), so such a child no longer holds the file open for
+ * ever — without this, killing it here would turn that leak into a silent pass.
  */
 import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -41,6 +46,11 @@ export function killAtExit(proc: ChildProcess): void {
 }
 
 function cleanup(): void {
+  if (children.size > 0 && process.env.RBDBACKUP_TEST_STRAYS_FAIL === "1") {
+    const named = [...children].map((p) => `pid ${p.pid} (${p.spawnargs.slice(0, 3).join(" ")})`).join(", ");
+    process.stderr.write(`rbdbackup lab: the tests left these child processes running (killed now): ${named}\n`);
+    process.exitCode = 1;
+  }
   for (const p of children) {
     try {
       p.kill("SIGKILL");

@@ -47,7 +47,9 @@ describe("coordinator: failback without a full copy", () => {
       async () => d?.stop(),
       () => vols.cleanup(),
     ];
-    for (const step of steps) await step().catch((e: Error) => console.log(`# cleanup: ${e.message}`));
+    const failed: unknown[] = [];
+    for (const step of steps) await step().catch((e: unknown) => failed.push(e));
+    if (failed.length > 0) throw failed[0]; // after every step: a cleanup that failed still fails the file
   });
 
   async function write(cluster: string, v: VolumeRef, at: number[], len: number): Promise<void> {
