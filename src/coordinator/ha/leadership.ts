@@ -94,7 +94,9 @@ export class Leadership {
 
   /** The leader to send clients to: the record's holder while its lease runs, unless it is me as a standby. */
   leader(): { id: string; address: string } | undefined {
-    if (this.#role === "leader") return { id: this.deps.me.id, address: this.deps.me.address };
+    // While its lease may have lapsed (before the round that steps down), it names no one — not itself.
+    if (this.#role === "leader")
+      return this.lapsed() ? undefined : { id: this.deps.me.id, address: this.deps.me.address };
     const r = this.#record;
     if (!r || r.holder === "" || holds(r, this.deps.me) || r.expiresAt <= this.#now()) return undefined;
     return { id: r.holder, address: r.address };

@@ -24,6 +24,8 @@ const STATE_LABEL: Record<number, string> = Object.fromEntries(
 
 /** The gauges computed from the per-volume samples (a failed computation counts for both). */
 const SAMPLED = ["rbdbackup_volume_recovery_point_age_seconds", "rbdbackup_volumes_protected"];
+/** VolumeSample.state's values (policy.proto ProtectionState, lowercase). */
+const PROTECTION_STATES = ["ok", "late", "failing", "paused", "pending"];
 
 /** How long one computation of the per-volume samples serves collects (the gauges of one scrape). */
 const SAMPLES_TTL_MS = 1_000;
@@ -167,10 +169,12 @@ export class PolicyMetrics {
           const k = `${s.policy}\0${s.state}`;
           counts.set(k, (counts.get(k) ?? 0) + 1);
         }
-        for (const [k, n] of counts) {
-          const [policy = "", state = ""] = k.split("\0");
-          this.labels(policy, state).set(n);
-        }
+        // Every state of a policy with volumes, 0 where none is in it: a state that empties reads 0 at
+        // once (the alerts look back 2 min for the last sample, to bridge a failover's gap between
+        // leaders: a series that vanished instead would keep its last count that long).
+        const policies = new Set([...counts.keys()].map((k) => k.split("\0")[0] ?? ""));
+        for (const policy of policies)
+          for (const state of PROTECTION_STATES) this.labels(policy, state).set(counts.get(`${policy}\0${state}`) ?? 0);
       },
     });
   }

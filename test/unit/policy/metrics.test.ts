@@ -77,6 +77,10 @@ describe("PolicyMetrics", () => {
     assert.equal(sample(ok, "rbdbackup_volume_recovery_point_age_seconds", { image: "v1" }), 600);
     assert.equal(sample(ok, "rbdbackup_volumes_protected", { policy: "gold", state: "ok" }), 1);
     assert.equal(sample(ok, "rbdbackup_volumes_protected", { policy: "gold", state: "pending" }), 1);
+    // The other states read 0, not absent: a state that empties must read 0 at once (the alerts take the
+    // last sample of 2 min to bridge a failover).
+    for (const state of ["late", "failing", "paused"])
+      assert.equal(sample(ok, "rbdbackup_volumes_protected", { policy: "gold", state }), 0, state);
     const failing = new PolicyMetrics(() => {
       throw new Error("statement timeout (injected)");
     }, errors);

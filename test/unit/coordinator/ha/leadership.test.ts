@@ -291,6 +291,7 @@ describe("leadership loop", () => {
       mono += 2; // the pause ends past the lease
       assert.equal(l.lapsed(), true);
       assert.equal(l.role, "leader", "not stepped down inside the caller");
+      assert.equal(l.leader(), undefined, "refusals meanwhile do not send callers back to it");
       await new Promise((r) => setImmediate(r));
       assert.equal(l.role, "standby");
       assert.match(events.at(-1) ?? "", /steps down: no renewal of the leader lease/);
