@@ -29,6 +29,7 @@ import {
   retentionScopeChanged,
 } from "../policy/retention-drop";
 import { withdrawRetentionDeletes } from "../policy/retention-jobs";
+import { nextRun } from "../policy/slots";
 import { checkOverlap, defaultPoolOf, type PolicyContext, policyName, validatePolicy } from "../policy/validate";
 import * as v from "../validate";
 import { isUniqueViolation } from "./admission";
@@ -210,7 +211,14 @@ function judgeRetentionDrop(
   const defaultPool = defaultPoolOf(deps.sessions, deps.catalog.listAgents());
   const none = { revision: old.revision, drop: { backups: 0, volumes: 0 } };
   if (!retentionScopeChanged(old, next, defaultPool)) return none;
-  const drop = retentionDrop(deps.catalog, old, next, selectedOf(deps, old), Date.now(), defaultPool);
+  const now = Date.now();
+  // A volume's next run: its record's when the schedule stays (a slot kept for a retry, one inside its
+  // jitter, an overdue one), else the new schedule's first slot after now (as reslot moves the records).
+  const keepsSlots = sameSchedule(old, next);
+  const nextRunAt = (vol: VolumeRef) =>
+    (keepsSlots ? deps.catalog.policies.getProtection(old.name, volumeKey(vol))?.nextRunAt : undefined) ??
+    nextRun(next, vol, now).nextRunAt;
+  const drop = retentionDrop(deps.catalog, old, next, selectedOf(deps, old), now, defaultPool, nextRunAt);
   if (drop.backups > 0 && !confirmed) throw failedPrecondition(retentionDropMessage(old.name, drop));
   return { revision: old.revision, drop };
 }

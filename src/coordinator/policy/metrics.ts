@@ -24,8 +24,8 @@ const STATE_LABEL: Record<number, string> = Object.fromEntries(
 
 /** The gauges computed from the per-volume samples (a failed computation counts for both). */
 const SAMPLED = ["rbdbackup_volume_recovery_point_age_seconds", "rbdbackup_volumes_protected"];
-/** VolumeSample.state's values (policy.proto ProtectionState, lowercase). */
-const PROTECTION_STATES = ["ok", "late", "failing", "paused", "pending"];
+/** VolumeSample.state's values: every ProtectionState but UNSPECIFIED (and UNRECOGNIZED), from the enum. */
+const PROTECTION_STATES = Object.values(STATE_LABEL).filter((l) => l !== "unspecified" && l !== "unrecognized");
 
 /** How long one computation of the per-volume samples serves collects (the gauges of one scrape). */
 const SAMPLES_TTL_MS = 1_000;
@@ -175,6 +175,11 @@ export class PolicyMetrics {
         const policies = new Set([...counts.keys()].map((k) => k.split("\0")[0] ?? ""));
         for (const policy of policies)
           for (const state of PROTECTION_STATES) this.labels(policy, state).set(counts.get(`${policy}\0${state}`) ?? 0);
+        // A state outside the enum's (none today) is still reported.
+        for (const [k, n] of counts) {
+          const [policy = "", state = ""] = k.split("\0");
+          if (!PROTECTION_STATES.includes(state)) this.labels(policy, state).set(n);
+        }
       },
     });
   }

@@ -28,6 +28,7 @@ import { volumeLabel } from "../model";
 import { volumeKey } from "./model";
 import { planRetention, type RetentionCandidate } from "./retention";
 import { policyBackups } from "./retention-jobs";
+import { periodMs } from "./schedule";
 import { nextRun } from "./slots";
 import { destinationKey, selects } from "./validate";
 
@@ -42,6 +43,15 @@ export interface RetentionDrop {
 
 const NEXT_RUN = "\0next run";
 
+/** The new schedule's period around `atMs` (a day when it has none to say: a malformed schedule is refused before). */
+function periodOf(p: Policy, atMs: number): number {
+  try {
+    return p.schedule ? periodMs(p.schedule, atMs) : 86_400_000;
+  } catch {
+    return 86_400_000;
+  }
+}
+
 /** Whether the update can change what retention deletes at all (else the guard is not run). */
 export function retentionScopeChanged(current: Policy, next: Policy, defaultPool: (c: string) => string): boolean {
   const rule = (r: RetentionRule | undefined) => JSON.stringify(r ?? {});
@@ -54,8 +64,16 @@ export function retentionScopeChanged(current: Policy, next: Policy, defaultPool
 }
 
 /**
- * `selectedNow`: the volumes the runner selects under `current` (where its retention runs today). The
- * caller skips this when retentionScopeChanged says nothing that matters changed.
+ * `selectedNow`: the volumes the runner selects under `current` (where its retention runs today).
+ * `nextRunAt`: when a volume's next run is due (its record's, when the schedule stays; else the new
+ * schedule's first slot). The caller skips this when retentionScopeChanged says nothing that matters
+ * changed.
+ *
+ * When retention will run is a guess: the run is settled after its slot, a failed or skipped run, or a
+ * pause, defers it. So each volume is judged at two times — its next run (or now, if that is overdue),
+ * and one period of the new schedule later (the next run failed, the one after succeeds) — the next
+ * run's backup dated at that time, and a backup counts when either judgement drops it under the new
+ * version and not under the current one. A longer deferral (a pause) is not foreseen.
  */
 export function retentionDrop(
   catalog: Catalog,
@@ -64,6 +82,7 @@ export function retentionDrop(
   selectedNow: VolumeRef[],
   nowMs: number,
   defaultPool: (cluster: string) => string,
+  nextRunAt: (vol: VolumeRef) => number = (vol) => nextRun(next, vol, nowMs).nextRunAt,
 ): RetentionDrop {
   const out: RetentionDrop = { backups: 0, volumes: 0 };
   if (!next.retention) return out;
@@ -81,20 +100,24 @@ export function retentionDrop(
     const made = policyBackups(catalog, next, vol, defaultPool);
     if (made.length === 0) continue;
     const newestAt = Math.max(...made.map((b) => b.createdAt));
-    // The next run: its slot under the new schedule (jitter included), its backup dated then.
-    const at = Math.max(nextRun(next, vol, nowMs).nextRunAt, newestAt + 1);
-    const candidates: RetentionCandidate[] = [
-      ...made.map((b) => ({ id: b.id, at: b.createdAt, pinned: b.clones ? "has clones" : undefined })),
-      { id: NEXT_RUN, at, pinned: "the next run's" },
-    ];
-    const dropped = planRetention(next.retention, candidates, at, next.schedule?.timeZone ?? "").drop;
-    if (dropped.length === 0) continue;
-    // The current version's retention runs here today only for a volume it selects, at this destination.
-    const already =
-      sameDestination && current.retention && judgedNow.has(key)
-        ? new Set(planRetention(current.retention, candidates, at, current.schedule?.timeZone ?? "").drop)
-        : new Set<string>();
-    const lost = dropped.filter((id) => !already.has(id));
+    const first = Math.max(nextRunAt(vol), nowMs, newestAt + 1);
+    const lostSet = new Set<string>();
+    for (const at of [first, first + periodOf(next, first)]) {
+      // The run settled at `at`: its backup dated then, pinned, among the kept.
+      const candidates: RetentionCandidate[] = [
+        ...made.map((b) => ({ id: b.id, at: b.createdAt, pinned: b.clones ? "has clones" : undefined })),
+        { id: NEXT_RUN, at, pinned: "the next run's" },
+      ];
+      const dropped = planRetention(next.retention, candidates, at, next.schedule?.timeZone ?? "").drop;
+      if (dropped.length === 0) continue;
+      // The current version's retention runs here today only for a volume it selects, at this destination.
+      const already =
+        sameDestination && current.retention && judgedNow.has(key)
+          ? new Set(planRetention(current.retention, candidates, at, current.schedule?.timeZone ?? "").drop)
+          : new Set<string>();
+      for (const id of dropped) if (!already.has(id)) lostSet.add(id);
+    }
+    const lost = [...lostSet];
     if (lost.length === 0) continue;
     out.backups += lost.length;
     out.volumes++;

@@ -733,6 +733,64 @@ describe("policy API", () => {
       );
     });
 
+    it("judged a period later too: a next run that fails or is settled late leaves min_age expired for more", async () => {
+      const v = fresh();
+      const now = Date.now();
+      const H = 3_600_000;
+      // Daily runs, the next one 4.5 h from now; a backup 1 h old and min_age 6 h: still young at the next
+      // run, not at the one after it.
+      const startOffsetSeconds = Math.floor(((now + 4.5 * H) % (24 * H)) / 1000);
+      const daily = { intervalSeconds: 86_400, startOffsetSeconds };
+      const p = await api.createPolicy({
+        policy: policy("rd8", { selector: { volumes: [v] }, schedule: daily, retention: { keepLast: 2 } }),
+      });
+      const older = { ...p, createdAt: new Date(now - 240 * H) };
+      h.catalog.policies.updatePolicy({
+        ...(h.catalog.policies.getPolicy("rd8") as Policy),
+        createdAt: older.createdAt,
+      });
+      made(older, v, 1, { laterS: (240 * H - 20 * H) / 1000 });
+      const recent = made(older, v, 1, { laterS: (240 * H - H) / 1000 })[0] as Backup;
+      await assertStatus(
+        api.updatePolicy({
+          policy: policy("rd8", {
+            selector: { volumes: [v] },
+            schedule: daily,
+            retention: { keepLast: 1, minAgeSeconds: 6 * 3600 },
+          }),
+        }),
+        Status.FAILED_PRECONDITION,
+        new RegExp(`would delete 1 backup of 1 volume that it keeps now \\(the newest: backup ${recent.id} `),
+      );
+    });
+
+    it("a schedule kept: the volume's own next run (its record's, inside its jitter) is when it is judged", async (t) => {
+      const now = Date.now();
+      const H = 3_600_000;
+      const dayStart = Math.floor(now / (24 * H)) * 24 * H;
+      if (now - dayStart < 2 * H || now - dayStart > 22 * H)
+        return t.skip("too near midnight UTC for this day's arithmetic");
+      const v = fresh();
+      // Daily slots; today's passed a minute ago and this volume's jittered run comes in 3 min.
+      const startOffsetSeconds = Math.floor(((now - 60_000) % (24 * H)) / 1000);
+      const daily = { intervalSeconds: 86_400, startOffsetSeconds, jitterSeconds: 600 };
+      const sel = { selector: { volumes: [v] }, schedule: daily };
+      await api.createPolicy({ policy: policy("rd9", { ...sel, retention: { keepLast: 2 } }) });
+      const stored = h.catalog.policies.getPolicy("rd9") as Policy;
+      h.catalog.policies.updatePolicy({ ...stored, createdAt: new Date(now - 240 * H) });
+      h.catalog.policies.upsertProtection({ ...record("rd9", v), nextSlotAt: now - 60_000, nextRunAt: now + 180_000 });
+      const older = { ...stored, createdAt: new Date(now - 240 * H) };
+      // Yesterday noon, and today 01:00.
+      made(older, v, 1, { laterS: (dayStart - 12 * H - (now - 240 * H)) / 1000 - 1 });
+      const today = made(older, v, 1, { laterS: (dayStart + H - (now - 240 * H)) / 1000 - 1 })[0] as Backup;
+      // keep_last 2 -> daily 2: the run in 3 min takes today's place, and today's 01:00 backup goes.
+      await assertStatus(
+        api.updatePolicy({ policy: policy("rd9", { ...sel, retention: { daily: 2 } }) }),
+        Status.FAILED_PRECONDITION,
+        new RegExp(`would delete 1 backup of 1 volume that it keeps now \\(the newest: backup ${today.id} `),
+      );
+    });
+
     it("a widened selector brings back volumes whose backups by this policy were left alone: they are judged", async () => {
       const v = fresh();
       const narrow = { cluster: "a", pool: "rbd", imageRegex: "^rdw-none$" };
@@ -766,14 +824,14 @@ describe("policy API", () => {
       });
       assert.equal(described.revision, 3);
       // keep_last 1 + daily 1: the next run's backup is today's newest; both go: refused. min_age over
-      // their age keeps them: applied, and dropping it again is refused.
+      // their age (10 days, past the next two runs) keeps them: applied, and dropping it again is refused.
       await assertStatus(
         api.updatePolicy({ policy: policy("rd2", { ...sel, retention: { keepLast: 1, daily: 1 } }) }),
         Status.FAILED_PRECONDITION,
         /would delete 2 backups of 1 volume that/,
       );
       const young = await api.updatePolicy({
-        policy: policy("rd2", { ...sel, retention: { keepLast: 1, minAgeSeconds: 3600 } }),
+        policy: policy("rd2", { ...sel, retention: { keepLast: 1, minAgeSeconds: 864_000 } }),
       });
       assert.equal(young.revision, 4);
       await assertStatus(
