@@ -702,67 +702,35 @@ describe("policy API", () => {
       assert.equal(queued, 1, "retention deleted what the refusal counted");
     });
 
-    it("judged at the volume's next run, not now: a backup min_age keeps today is old enough by then", async () => {
-      const v = fresh();
-      const now = Date.now();
-      const H = 3_600_000;
-      // Daily runs, the next one 12 h from now (the slot's offset set so).
-      const startOffsetSeconds = Math.floor(((now + 12 * H) % (24 * H)) / 1000);
-      const daily = { intervalSeconds: 86_400, startOffsetSeconds };
-      const p = await api.createPolicy({
-        policy: policy("rd6", { selector: { volumes: [v] }, schedule: daily, retention: { keepLast: 2 } }),
+    // keep_last 2 -> keep_last 1 with 6 h of min_age, daily runs, over backups 20 h and 1 h old: the 1 h old
+    // one is young today. With the next run 12 h away, that run finds it old enough; 4.5 h away, the run
+    // after it does (the next one failed, or was settled late).
+    for (const [name, hours, what] of [
+      ["rd6", 12, "judged at the volume's next run, not now: a backup min_age keeps today is old enough by then"],
+      ["rd8", 4.5, "judged a period later too: a next run that fails or is settled late leaves min_age expired"],
+    ] as const) {
+      it(what, async () => {
+        const v = fresh();
+        const now = Date.now();
+        const H = 3_600_000;
+        const startOffsetSeconds = Math.floor(((now + hours * H) % (24 * H)) / 1000);
+        const sel = { selector: { volumes: [v] }, schedule: { intervalSeconds: 86_400, startOffsetSeconds } };
+        const p = await api.createPolicy({ policy: policy(name, { ...sel, retention: { keepLast: 2 } }) });
+        // Made before: the policy is 10 days old.
+        const older = { ...p, createdAt: new Date(now - 240 * H) };
+        h.catalog.policies.updatePolicy({
+          ...(h.catalog.policies.getPolicy(name) as Policy),
+          createdAt: older.createdAt,
+        });
+        made(older, v, 1, { laterS: (240 * H - 20 * H) / 1000 });
+        const recent = made(older, v, 1, { laterS: (240 * H - H) / 1000 })[0] as Backup;
+        await assertStatus(
+          api.updatePolicy({ policy: policy(name, { ...sel, retention: { keepLast: 1, minAgeSeconds: 6 * 3600 } }) }),
+          Status.FAILED_PRECONDITION,
+          new RegExp(`would delete 1 backup of 1 volume that it keeps now \\(the newest: backup ${recent.id} `),
+        );
       });
-      // Made before: the policy is 10 days old, its backups 20 h and 1 h old.
-      h.catalog.policies.updatePolicy({
-        ...(h.catalog.policies.getPolicy("rd6") as Policy),
-        createdAt: new Date(now - 240 * H),
-      });
-      const older = { ...p, createdAt: new Date(now - 240 * H) };
-      made(older, v, 1, { laterS: (240 * H - 20 * H) / 1000 });
-      const recent = made(older, v, 1, { laterS: (240 * H - H) / 1000 })[0] as Backup;
-      // keep_last 1 and 6 h of min_age: today the 1 h old backup is young; at the next run it is 13 h old.
-      const tighter = policy("rd6", {
-        selector: { volumes: [v] },
-        schedule: daily,
-        retention: { keepLast: 1, minAgeSeconds: 6 * 3600 },
-      });
-      await assertStatus(
-        api.updatePolicy({ policy: tighter }),
-        Status.FAILED_PRECONDITION,
-        new RegExp(`would delete 1 backup of 1 volume that it keeps now \\(the newest: backup ${recent.id} `),
-      );
-    });
-
-    it("judged a period later too: a next run that fails or is settled late leaves min_age expired for more", async () => {
-      const v = fresh();
-      const now = Date.now();
-      const H = 3_600_000;
-      // Daily runs, the next one 4.5 h from now; a backup 1 h old and min_age 6 h: still young at the next
-      // run, not at the one after it.
-      const startOffsetSeconds = Math.floor(((now + 4.5 * H) % (24 * H)) / 1000);
-      const daily = { intervalSeconds: 86_400, startOffsetSeconds };
-      const p = await api.createPolicy({
-        policy: policy("rd8", { selector: { volumes: [v] }, schedule: daily, retention: { keepLast: 2 } }),
-      });
-      const older = { ...p, createdAt: new Date(now - 240 * H) };
-      h.catalog.policies.updatePolicy({
-        ...(h.catalog.policies.getPolicy("rd8") as Policy),
-        createdAt: older.createdAt,
-      });
-      made(older, v, 1, { laterS: (240 * H - 20 * H) / 1000 });
-      const recent = made(older, v, 1, { laterS: (240 * H - H) / 1000 })[0] as Backup;
-      await assertStatus(
-        api.updatePolicy({
-          policy: policy("rd8", {
-            selector: { volumes: [v] },
-            schedule: daily,
-            retention: { keepLast: 1, minAgeSeconds: 6 * 3600 },
-          }),
-        }),
-        Status.FAILED_PRECONDITION,
-        new RegExp(`would delete 1 backup of 1 volume that it keeps now \\(the newest: backup ${recent.id} `),
-      );
-    });
+    }
 
     it("a schedule kept: the volume's own next run (its record's, inside its jitter) is when it is judged", async (t) => {
       const now = Date.now();
