@@ -57,7 +57,11 @@ export interface PolicyRunnerDeps {
 /** A run not queued for want of an agent is tried again this much later (while its slot is current). */
 const SLOT_RETRY_MS = 5_000;
 
-/** Runs being queued at once (each asks two agents first). */
+/**
+ * Runs being queued at once per pair of source and destination clusters (a run may ask an agent of each
+ * first, up to 30 s): the pairs go side by side, so a cluster whose agents hang holds back only its own
+ * runs — in one queue of batches, 100 probed runs of a hung cluster delayed every later run by minutes.
+ */
 const LAUNCH_CONCURRENCY = 16;
 
 /** The longest the runner sleeps with nothing due — the scheduler's safety pass — and how far it looks ahead for due runs. */
@@ -214,9 +218,20 @@ export class PolicyRunner implements PolicyRunnerPort {
       }
     }
     const due = policies.flatMap((p) => dueOf.get(p.name) ?? []);
-    for (let i = 0; i < due.length && !this.#stopped; i += LAUNCH_CONCURRENCY) {
-      await Promise.all(due.slice(i, i + LAUNCH_CONCURRENCY).map(([p, rec]) => this.#runDue(p, rec, now)));
+    const byClusters = new Map<string, typeof due>();
+    for (const d of due) {
+      const k = `${d[1].volume.cluster}\0${d[0].destination?.cluster ?? ""}`;
+      const list = byClusters.get(k);
+      if (list) list.push(d);
+      else byClusters.set(k, [d]);
     }
+    await Promise.all(
+      [...byClusters.values()].map(async (list) => {
+        for (let i = 0; i < list.length && !this.#stopped; i += LAUNCH_CONCURRENCY) {
+          await Promise.all(list.slice(i, i + LAUNCH_CONCURRENCY).map(([p, rec]) => this.#runDue(p, rec, now)));
+        }
+      }),
+    );
     this.#wake.next = this.#nextWake(now);
   }
 

@@ -346,6 +346,45 @@ describe("policy runner", () => {
     assert.equal(jobs().filter((j) => j.volume.image !== "v16").length, 16, "every other volume ran its slot");
   });
 
+  it("a cluster whose agent hangs holds back only its own runs: another cluster's are queued meanwhile", async () => {
+    // 16 probed runs of cluster c (their previous runs failed) whose agent does not answer, then a run
+    // of a volume of cluster a: in one queue of launch batches it waited for c's probes (up to 30 s each batch).
+    let release: (() => void) | undefined;
+    const hung = new Promise<void>((r) => {
+      release = r;
+    });
+    h.connect("agent-c", "c").answer = async (req) => {
+      await hung;
+      return srcAnswer(req);
+    };
+    const onC = Array.from({ length: 16 }, (_, i) => vol(`c${String(i).padStart(2, "0")}`, "c"));
+    h.catalog.policies.insertPolicy(
+      policy({ name: "a-first", selector: PolicySelector.fromPartial({ volumes: onC }) }),
+    );
+    h.catalog.policies.insertPolicy(
+      policy({ name: "b-later", selector: PolicySelector.fromPartial({ volumes: [vol("v1")] }) }),
+    );
+    await runner.tick();
+    for (const v of onC) {
+      const r = record("a-first", v) as ProtectionRecord;
+      h.catalog.policies.upsertProtection({ ...r, consecutiveFailures: 1, lastError: "job x: boom" });
+    }
+    h.t = Math.max(...[...onC.map((v) => record("a-first", v)), record("b-later")].map((r) => r?.nextRunAt ?? 0)) + 1;
+    const tick = runner.tick();
+    try {
+      await until(
+        () => jobs().some((j) => j.volume.image === "v1"),
+        "cluster a's run queued while c's probes hang",
+        5_000,
+      );
+      assert.equal(jobs().filter((j) => j.volume.cluster === "c").length, 0, "c's runs still wait for their probes");
+    } finally {
+      release?.();
+      await tick;
+    }
+    assert.equal(jobs().filter((j) => j.volume.cluster === "c").length, 16, "c's runs queued once its agent answered");
+  });
+
   it("a slot whose previous run is still going is missed (counted), not queued", async () => {
     h.catalog.policies.insertPolicy(policy());
     await runner.tick();
