@@ -271,13 +271,15 @@ export class PolicyRunner implements PolicyRunnerPort {
         moved++;
       }
       const rec = mended ?? read;
-      // Not listed yet (agent missing): discovered volumes keep their records until a listing says otherwise.
+      // Not listed yet (agent missing): discovered volumes the selector still takes keep their records
+      // until a listing says otherwise (those of a pool it moved from, or a regex that no longer matches
+      // them, go at once: they were backed up on until the new pool was listed).
       // A record a failover paused stays too, whatever the listing says (a lost site's pool listed
       // without the volume, a volume re-created by a failback's full copy): it stays paused until
       // ResumePolicy, as FailoverVolume promises, instead of coming back unpaused with the image.
       if (
         want.has(key) ||
-        (discovered === null && rec.source === "discovered") ||
+        (discovered === null && rec.source === "discovered" && selects(p, rec.volume)) ||
         (rec.pausedReason && selects(p, rec.volume))
       )
         out.push(rec);

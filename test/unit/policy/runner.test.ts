@@ -385,6 +385,29 @@ describe("policy runner", () => {
     assert.equal(jobs().filter((j) => j.volume.cluster === "c").length, 16, "c's runs queued once its agent answered");
   });
 
+  it("a selector moved to a pool not listed yet: volumes of the old pool are not kept (nor run) meanwhile", async () => {
+    images = ["vol-1", "vol-2"];
+    const sel = { volumes: [], cluster: "a", pool: "rbd", namespace: "", imageRegex: "vol-.*" };
+    h.catalog.policies.insertPolicy(policy({ selector: sel }));
+    runner.selected("gold");
+    await until(() => {
+      void runner.tick();
+      return h.catalog.policies.protectionOfPolicy("gold").length === 2;
+    }, "listed");
+    // Moved to another pool whose listing fails (its agent errs): the old pool's volumes go at once, not
+    // when a listing of the new pool comes.
+    for (const s of h.sessions.ofCluster("a") as FakeAgentSession[]) {
+      const answer = s.answer;
+      s.answer = (req) => (req.$case === "images" ? new AppError(Status.UNAVAILABLE, "busy (fake)") : answer(req));
+    }
+    const moved = policy({ selector: { ...sel, pool: "other" } });
+    h.catalog.policies.updatePolicy({ ...moved, revision: 2 });
+    runner.changed("gold");
+    h.t += 60_000;
+    await runner.tick();
+    assert.deepEqual(h.catalog.policies.protectionOfPolicy("gold"), [], "no record of the old pool's volumes");
+  });
+
   it("a slot whose previous run is still going is missed (counted), not queued", async () => {
     h.catalog.policies.insertPolicy(policy());
     await runner.tick();
