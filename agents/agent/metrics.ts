@@ -16,6 +16,16 @@ import {
 import type { TransferMeter } from "../transfer/meter";
 import type { LimiterKind } from "../transfer/shaping/rate-limit";
 
+/** The reasons of rbdbackup_forced_full_backups_total an agent gives (AgentMetrics.reasonLabel). */
+const FORCED_FULL_REASONS = [
+  "no_previous_backup",
+  "source_snapshot_gone",
+  "no_common_snapshot",
+  "diff_failed",
+  "non_rbd_source",
+  "other",
+] as const;
+
 export class AgentMetrics {
   readonly registry = new client.Registry();
   readonly meter: TransferMeter;
@@ -63,6 +73,8 @@ export class AgentMetrics {
       labelNames: ["reason"],
       registers: [r],
     });
+    // At 0 from the start, as the dashboard takes increase() of them (a series born at 1 reads as none).
+    for (const reason of FORCED_FULL_REASONS) this.forcedFull.labels(reason).inc(0);
     this.refusals = new client.Counter({
       name: "rbdbackup_authorization_refusals_total",
       help: "Calls refused by authorization, by service and reason (revoked_certificate, no_identity, wrong_kind, no_capability, bad_capability, identity_mismatch, not_covered); service rbdbackup.v1.CoordinatorAgentService: a coordinator refused for its revoked certificate.",

@@ -19,7 +19,7 @@ import { JobState } from "../gen/rbdbackup/v1/backup_service";
 import type { Catalog } from "./catalog/catalog";
 import { type CollectErrors, collectErrorsCounter, guarded, guardedList } from "./metric-guard";
 import type { JobRecord } from "./model";
-import type { Scheduler } from "./scheduler";
+import { type Scheduler, TRANSIENT_NAMES } from "./scheduler";
 import type { Sessions } from "./sessions";
 
 const STATE_RESULT: Partial<Record<JobState, string>> = {
@@ -128,6 +128,7 @@ export class CoordinatorMetrics {
     // failure after a restart) reads as no increase at all.
     for (const o of OPERATIONS) {
       for (const c of [started, attempts, expirations]) c.labels(o).inc(0);
+      for (const cause of TRANSIENT_NAMES) retries.labels(o, cause).inc(0);
       for (const res of Object.values(STATE_RESULT)) finished.labels(o, res as string).inc(0);
     }
     for (const o of ["backup", "restore"]) dataBytes.labels(o).inc(0);

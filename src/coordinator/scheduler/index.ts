@@ -9,6 +9,7 @@ export {
   locksConflict,
   type RunningCounts,
   sharedLockOfBackup,
+  TRANSIENT_NAMES,
 } from "./jobs";
 export type { LiveProgress } from "./progress";
 export { Scheduler } from "./scheduler";

@@ -18,6 +18,8 @@ const TRANSIENT = new Set<Status>([
 ]);
 
 export const isTransient = (code: Status): boolean => TRANSIENT.has(code);
+/** The status names a retry can have as its cause (rbdbackup_job_retries_total{cause}). */
+export const TRANSIENT_NAMES: readonly string[] = [...TRANSIENT].map((c) => Status[c] as string);
 
 export const isFinal = (s: JobState): boolean =>
   s === JobState.JOB_STATE_SUCCEEDED || s === JobState.JOB_STATE_FAILED || s === JobState.JOB_STATE_CANCELLED;

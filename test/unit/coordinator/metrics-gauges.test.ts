@@ -97,6 +97,8 @@ describe("coordinator gauges", () => {
       for (const result of ["succeeded", "failed", "cancelled"])
         assert.equal(sample(text, "rbdbackup_jobs_finished_total", { operation, result }), 0, `${operation} ${result}`);
       assert.equal(sample(text, "rbdbackup_lease_expirations_total", { operation }), 0, operation);
+      for (const cause of ["UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"])
+        assert.equal(sample(text, "rbdbackup_job_retries_total", { operation, cause }), 0, `${operation} ${cause}`);
       assert.equal(sample(text, "rbdbackup_jobs", { operation, state: "queued" }), 0, operation);
     }
   });
