@@ -214,10 +214,13 @@ function judgeRetentionDrop(
   const now = Date.now();
   // A volume's next run: its record's when the schedule stays (a slot kept for a retry, one inside its
   // jitter, an overdue one), else the new schedule's first slot after now (as reslot moves the records).
-  const keepsSlots = sameSchedule(old, next);
-  const nextRunAt = (vol: VolumeRef) =>
-    (keepsSlots ? deps.catalog.policies.getProtection(old.name, volumeKey(vol))?.nextRunAt : undefined) ??
-    nextRun(next, vol, now).nextRunAt;
+  // The records read once (one query on PostgreSQL, not one per volume).
+  const due = new Map(
+    sameSchedule(old, next)
+      ? deps.catalog.policies.protectionOfPolicy(old.name).map((r) => [volumeKey(r.volume), r.nextRunAt])
+      : [],
+  );
+  const nextRunAt = (vol: VolumeRef) => due.get(volumeKey(vol)) ?? nextRun(next, vol, now).nextRunAt;
   const drop = retentionDrop(deps.catalog, old, next, selectedOf(deps, old), now, defaultPool, nextRunAt);
   if (drop.backups > 0 && !confirmed) throw failedPrecondition(retentionDropMessage(old.name, drop));
   return { revision: old.revision, drop };

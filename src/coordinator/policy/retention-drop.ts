@@ -18,8 +18,8 @@
  *   counted: its pin ends with the job.
  *
  * The run's time is at least the newest backup's: a clock behind the one that dated them holds retention
- * (retention.ts), but not for ever, and the guard judges what follows. No catalog I/O beyond the
- * in-memory index of available backups; no clock of its own.
+ * (retention.ts), but not for ever, and the guard judges what follows. Catalog reads: the in-memory index
+ * of available backups; the caller reads the records once. No clock of its own.
  */
 import type { VolumeRef } from "../../gen/rbdbackup/v1/common";
 import type { Policy, RetentionRule } from "../../gen/rbdbackup/v1/policy";
@@ -28,7 +28,6 @@ import { volumeLabel } from "../model";
 import { volumeKey } from "./model";
 import { planRetention, type RetentionCandidate } from "./retention";
 import { policyBackups } from "./retention-jobs";
-import { periodMs } from "./schedule";
 import { nextRun } from "./slots";
 import { destinationKey, selects } from "./validate";
 
@@ -42,15 +41,6 @@ export interface RetentionDrop {
 }
 
 const NEXT_RUN = "\0next run";
-
-/** The new schedule's period around `atMs` (a day when it has none to say: a malformed schedule is refused before). */
-function periodOf(p: Policy, atMs: number): number {
-  try {
-    return p.schedule ? periodMs(p.schedule, atMs) : 86_400_000;
-  } catch {
-    return 86_400_000;
-  }
-}
 
 /** Whether the update can change what retention deletes at all (else the guard is not run). */
 export function retentionScopeChanged(current: Policy, next: Policy, defaultPool: (c: string) => string): boolean {
@@ -71,9 +61,11 @@ export function retentionScopeChanged(current: Policy, next: Policy, defaultPool
  *
  * When retention will run is a guess: the run is settled after its slot, a failed or skipped run, or a
  * pause, defers it. So each volume is judged at two times — its next run (or now, if that is overdue),
- * and one period of the new schedule later (the next run failed, the one after succeeds) — the next
- * run's backup dated at that time, and a backup counts when either judgement drops it under the new
- * version and not under the current one. A longer deferral (a pause) is not foreseen.
+ * and the new schedule's run after it (the next run failed, the one after succeeds) — the next run's
+ * backup dated at that time, and a backup counts when either judgement drops it under the new version
+ * and not under the current one. Not foreseen: a longer deferral (a pause, runs failing for days), and
+ * what later runs add and min_age releases over the days after (keep_last 14 -> 2 with min_age 7 days
+ * counts what goes at the next two runs, not over the week).
  */
 export function retentionDrop(
   catalog: Catalog,
@@ -102,7 +94,9 @@ export function retentionDrop(
     const newestAt = Math.max(...made.map((b) => b.createdAt));
     const first = Math.max(nextRunAt(vol), nowMs, newestAt + 1);
     const lostSet = new Set<string>();
-    for (const at of [first, first + periodOf(next, first)]) {
+    // The run after it by the new schedule (its window, jitter and DST included).
+    const second = Math.max(nextRun(next, vol, first).nextRunAt, first + 1);
+    for (const at of [first, second]) {
       // The run settled at `at`: its backup dated then, pinned, among the kept.
       const candidates: RetentionCandidate[] = [
         ...made.map((b) => ({ id: b.id, at: b.createdAt, pinned: b.clones ? "has clones" : undefined })),

@@ -59,8 +59,9 @@ const SLOT_RETRY_MS = 5_000;
 
 /**
  * Runs being queued at once per pair of source and destination clusters (a run may ask an agent of each
- * first, up to 30 s): the pairs go side by side, so a cluster whose agents hang holds back only its own
- * runs — in one queue of batches, 100 probed runs of a hung cluster delayed every later run by minutes.
+ * first, up to 30 s): the pairs go side by side, so a cluster whose agents hang no longer holds back the
+ * other clusters' runs due in the same pass — in one queue of batches, 100 probed runs of a hung cluster
+ * delayed every later run by minutes. Runs falling due during such a pass still wait for its end.
  */
 const LAUNCH_CONCURRENCY = 16;
 
@@ -225,13 +226,16 @@ export class PolicyRunner implements PolicyRunnerPort {
       if (list) list.push(d);
       else byClusters.set(k, [d]);
     }
-    await Promise.all(
+    // Every group ends before the tick does (one that fails does not leave the others launching after it).
+    const ended = await Promise.allSettled(
       [...byClusters.values()].map(async (list) => {
         for (let i = 0; i < list.length && !this.#stopped; i += LAUNCH_CONCURRENCY) {
           await Promise.all(list.slice(i, i + LAUNCH_CONCURRENCY).map(([p, rec]) => this.#runDue(p, rec, now)));
         }
       }),
     );
+    const failed = ended.find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
     this.#wake.next = this.#nextWake(now);
   }
 
@@ -279,7 +283,7 @@ export class PolicyRunner implements PolicyRunnerPort {
       // ResumePolicy, as FailoverVolume promises, instead of coming back unpaused with the image.
       if (
         want.has(key) ||
-        (discovered === null && rec.source === "discovered" && selects(p, rec.volume)) ||
+        (discovered === null && selects(p, rec.volume)) ||
         (rec.pausedReason && selects(p, rec.volume))
       )
         out.push(rec);
@@ -410,7 +414,8 @@ export class PolicyRunner implements PolicyRunnerPort {
     // or being queued): the record as it is now decides, and the queueing transaction checks it again.
     const vkey = volumeKey(read.volume);
     const rec = this.deps.store.getProtection(p.name, vkey);
-    if (!rec || this.#launching.has(recordKey(p.name, vkey))) return;
+    // Not due any more: a run of it since (a tick's launch of another group, after an earlier one failed).
+    if (!rec || !isDue(rec, now) || this.#launching.has(recordKey(p.name, vkey))) return;
     if (p.paused || rec.pausedReason) {
       saveRunnerFields(this.deps.store, { ...rec, ...nextRun(p, rec.volume, now) });
       return;
