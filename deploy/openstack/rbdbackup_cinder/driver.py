@@ -213,6 +213,26 @@ def rbdbackup_id(backup) -> Optional[str]:
 
 
 @interface.backupdriver
+def _record_differs(want, have) -> str:
+    """What an exported record's backup and the catalog's backup of the same id disagree on ("" = nothing
+    that matters: the volume, where the backup is kept, its base image and snapshot)."""
+    def vol(v):
+        return (v.cluster, v.pool, v.namespace, v.image)
+
+    def loc(l):
+        return (l.cluster, l.pool, l.namespace)
+
+    diffs = []
+    if vol(want.volume) != vol(have.volume):
+        diffs.append("volume %s, here %s" % ("/".join(vol(want.volume)), "/".join(vol(have.volume))))
+    if loc(want.location) != loc(have.location):
+        diffs.append("location %s, here %s" % ("/".join(loc(want.location)), "/".join(loc(have.location))))
+    for field in ("base_image", "snapshot"):
+        if getattr(want, field) != getattr(have, field):
+            diffs.append("%s %s, here %s" % (field, getattr(want, field), getattr(have, field)))
+    return "; ".join(diffs)
+
+
 class RbdbackupBackupDriver(driver.BackupDriver):
     """Backs up RBD volumes through an rbdbackup coordinator."""
 
@@ -894,6 +914,14 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                 if e.code.name != "ALREADY_EXISTS":
                     raise
                 imported = self.client.get_backup(record.backup.id)  # known here already: fine if usable
+                # ...and if it is the backup the record describes: a record naming a known id with another
+                # volume or place would make this Cinder backup restore someone else's data.
+                differs = _record_differs(record.backup, imported)
+                if differs:
+                    raise exception.InvalidBackup(
+                        reason=_("rbdbackup backup %(id)s exists here and differs from the record (%(what)s): not imported")
+                        % {"id": record.backup.id, "what": differs}
+                    )
         except RbdbackupError as e:
             if e.code.name in ("FAILED_PRECONDITION", "INVALID_ARGUMENT"):
                 # The record names data that is not there (a backup deleted long ago, whose record the

@@ -910,6 +910,12 @@ class RecordTest(DriverTestCase):
         driver2.import_record(imported, info)
         self.assertEqual(r.id, rbdbackup_id(objects.Backup.get_by_id(self.ctxt, imported.id)))
         driver2.import_record(imported, info)  # again: already known there, fine
+        # The same id with another volume (or place): not the backup the record describes, refused.
+        forged = json.loads(json.dumps(info))
+        forged["rbdbackup_record"]["backup"]["volume"]["image"] = "someone-else"
+        e = self.assertRaises(exception.InvalidBackup, driver2.import_record, self.cinder_backup(vol), forged)
+        self.assertIn("differs from the record (volume ", str(e))
+        self.assertIn("/someone-else, here ", str(e))
         # A record exported by a newer rbdbackup (fields this one does not know) still imports.
         newer = json.loads(json.dumps(info))
         newer["rbdbackup_record"]["a_field_of_a_newer_release"] = {"x": 1}
