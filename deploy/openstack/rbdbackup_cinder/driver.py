@@ -212,7 +212,6 @@ def rbdbackup_id(backup) -> Optional[str]:
     return _service_metadata(backup).get("rbdbackup_id")
 
 
-@interface.backupdriver
 def _record_differs(want, have) -> str:
     """What an exported record's backup and the catalog's backup of the same id disagree on ("" = nothing
     that matters: the volume, where the backup is kept, its base image and snapshot)."""
@@ -233,6 +232,7 @@ def _record_differs(want, have) -> str:
     return "; ".join(diffs)
 
 
+@interface.backupdriver
 class RbdbackupBackupDriver(driver.BackupDriver):
     """Backs up RBD volumes through an rbdbackup coordinator."""
 

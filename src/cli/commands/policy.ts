@@ -291,8 +291,9 @@ export const policyHelp: NounHelp = {
       args: [nameArg],
       details:
         "A change whose retention would delete backups the policy keeps now (fewer counts, a shorter --min-age,\n" +
-        "another --tz, or a destination where it made backups before) is refused, saying how many (exit code 7);\n" +
-        "--confirm-retention-drop applies it: retention deletes them after each volume's next successful run.",
+        "another --tz, a destination where it made backups before, or a volume added whose backups by this\n" +
+        "policy were never judged) is refused, saying how many (exit code 7); --confirm-retention-drop applies\n" +
+        "it: retention deletes them at each volume's next successful run (or the one after).",
       flags: [
         ...policyFlagHelp.filter(([f]) => f !== "--paused"),
         ["--confirm-retention-drop", "apply a retention that deletes backups the policy keeps now"],

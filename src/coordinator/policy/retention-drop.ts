@@ -1,11 +1,12 @@
 /**
  * The guard on tightening retention (UpdatePolicy; policy.proto `confirm_retention_drop`): the available
- * backups that retention would delete at each volume's next successful run under a policy's new
- * version and not under its current one. Judged as retention-jobs.ts will judge them then:
+ * backups that retention would delete at each volume's next successful run, or the one after it, under
+ * a policy's new version and not under its current one. Judged as retention-jobs.ts will judge them then:
  *
  * - the next run's own backup is in the plan, pinned (the run being settled stays, and takes its place
  *   in keep_last and in the newest period) — without it, keep_last 10 → 4 over 4 backups looked free —
- *   and both versions judge at that run's time (the volume's next slot under the new schedule): a day
+ *   and both versions judge at that run's time (the volume's next run: its record's when the schedule
+ *   stays, else the new schedule's first slot; and again at the new schedule's run after it): a day
  *   later, today's backup is no longer the newest of its day and min_age has passed for more of them;
  * - the candidates are what the policy made of the volume at the NEW destination (policyBackups);
  * - the current version's drops are subtracted only where its retention runs today: a volume it selects,
@@ -133,7 +134,7 @@ export function retentionDropMessage(policy: string, d: RetentionDrop): string {
   return (
     `policy ${policy}: its new retention would delete ${d.backups} backup${d.backups === 1 ? "" : "s"} of ` +
     `${d.volumes} volume${d.volumes === 1 ? "" : "s"} that it keeps now${newest}, at each volume's next ` +
-    "successful run. Set confirm_retention_drop to apply it (rbdbackup policy update --confirm-retention-drop); " +
+    "successful run or the one after it. Set confirm_retention_drop to apply it (rbdbackup policy update --confirm-retention-drop); " +
     "nothing was changed"
   );
 }

@@ -403,9 +403,11 @@ describe("policy runner", () => {
     const moved = policy({ selector: { ...sel, pool: "other" } });
     h.catalog.policies.updatePolicy({ ...moved, revision: 2 });
     runner.changed("gold");
-    h.t += 60_000;
+    const jobsBefore = jobs().length;
+    h.t += 7 * 24 * 3_600_000; // past every slot the old records had
     await runner.tick();
     assert.deepEqual(h.catalog.policies.protectionOfPolicy("gold"), [], "no record of the old pool's volumes");
+    assert.equal(jobs().length, jobsBefore, "no run of the old pool's volumes");
   });
 
   it("a slot whose previous run is still going is missed (counted), not queued", async () => {
