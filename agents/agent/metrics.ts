@@ -16,15 +16,14 @@ import {
 import type { TransferMeter } from "../transfer/meter";
 import type { LimiterKind } from "../transfer/shaping/rate-limit";
 
-/** The reasons of rbdbackup_forced_full_backups_total an agent gives (AgentMetrics.reasonLabel). */
-const FORCED_FULL_REASONS = [
-  "no_previous_backup",
-  "source_snapshot_gone",
-  "no_common_snapshot",
-  "diff_failed",
-  "non_rbd_source",
-  "other",
-] as const;
+/** A forced full backup's reason text → its label (AgentMetrics.reasonLabel; "other" when none matches). */
+const FORCED_FULL_REASONS: ReadonlyArray<[RegExp, string]> = [
+  [/no earlier backup/, "no_previous_backup"],
+  [/no backup snapshot left/, "source_snapshot_gone"],
+  [/no backup snapshot exists on both/, "no_common_snapshot"],
+  [/diff .*failed/, "diff_failed"],
+  [/file or block device/, "non_rbd_source"],
+];
 
 export class AgentMetrics {
   readonly registry = new client.Registry();
@@ -74,7 +73,8 @@ export class AgentMetrics {
       registers: [r],
     });
     // At 0 from the start, as the dashboard takes increase() of them (a series born at 1 reads as none).
-    for (const reason of FORCED_FULL_REASONS) this.forcedFull.labels(reason).inc(0);
+    for (const reason of [...FORCED_FULL_REASONS.map(([, label]) => label), "other"])
+      this.forcedFull.labels(reason).inc(0);
     this.refusals = new client.Counter({
       name: "rbdbackup_authorization_refusals_total",
       help: "Calls refused by authorization, by service and reason (revoked_certificate, no_identity, wrong_kind, no_capability, bad_capability, identity_mismatch, not_covered); service rbdbackup.v1.CoordinatorAgentService: a coordinator refused for its revoked certificate.",
@@ -212,12 +212,7 @@ export class AgentMetrics {
 
   /** Classifies a forced-full reason into a low-cardinality label. */
   static reasonLabel(reason: string): string {
-    if (/no earlier backup/.test(reason)) return "no_previous_backup";
-    if (/no backup snapshot left/.test(reason)) return "source_snapshot_gone";
-    if (/no backup snapshot exists on both/.test(reason)) return "no_common_snapshot";
-    if (/diff .*failed/.test(reason)) return "diff_failed";
-    if (/file or block device/.test(reason)) return "non_rbd_source";
-    return "other";
+    return FORCED_FULL_REASONS.find(([re]) => re.test(reason))?.[1] ?? "other";
   }
 
   /** Serves /metrics on host:port (port 0 picks one); resolves with the address. */

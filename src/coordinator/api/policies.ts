@@ -20,7 +20,7 @@ import {
   type UpdatePolicyRequest,
 } from "../../gen/rbdbackup/v1/policy";
 import { volumeLabel } from "../model";
-import { volumeKey } from "../policy/model";
+import { defaultPoolOf, volumeKey } from "../policy/model";
 import { reslot, sameSchedule } from "../policy/records";
 import {
   type RetentionDrop,
@@ -29,8 +29,7 @@ import {
   retentionScopeChanged,
 } from "../policy/retention-drop";
 import { withdrawRetentionDeletes } from "../policy/retention-jobs";
-import { nextRun } from "../policy/slots";
-import { checkOverlap, defaultPoolOf, type PolicyContext, policyName, validatePolicy } from "../policy/validate";
+import { checkOverlap, type PolicyContext, policyName, validatePolicy } from "../policy/validate";
 import * as v from "../validate";
 import { isUniqueViolation } from "./admission";
 import type { ApiDeps } from "./deps";
@@ -220,8 +219,7 @@ function judgeRetentionDrop(
       ? deps.catalog.policies.protectionOfPolicy(old.name).map((r) => [volumeKey(r.volume), r.nextRunAt])
       : [],
   );
-  const nextRunAt = (vol: VolumeRef) => due.get(volumeKey(vol)) ?? nextRun(next, vol, now).nextRunAt;
-  const drop = retentionDrop(deps.catalog, old, next, selectedOf(deps, old), now, defaultPool, nextRunAt);
+  const drop = retentionDrop(deps.catalog, old, next, selectedOf(deps, old), now, defaultPool, due);
   if (drop.backups > 0 && !confirmed) throw failedPrecondition(retentionDropMessage(old.name, drop));
   return { revision: old.revision, drop };
 }

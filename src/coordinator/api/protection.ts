@@ -13,10 +13,10 @@ import {
   type VolumeProtection,
 } from "../../gen/rbdbackup/v1/policy";
 import { volumeLabel } from "../model";
-import { type ProtectionRecord, volumeKey } from "../policy/model";
+import { defaultPoolOf, type ProtectionRecord, volumeKey } from "../policy/model";
 import { recoveryPoint } from "../policy/recovery-point";
 import { protectionView } from "../policy/status";
-import { defaultPoolOf, policyName } from "../policy/validate";
+import { policyName } from "../policy/validate";
 import { verifyStatus } from "../policy/verify-schedule";
 import * as v from "../validate";
 import type { ApiDeps } from "./deps";

@@ -165,20 +165,19 @@ export class PolicyMetrics {
       collect() {
         this.reset();
         const counts = new Map<string, number>();
+        const policies = new Set<string>();
         for (const s of samples()) {
           const k = `${s.policy}\0${s.state}`;
           counts.set(k, (counts.get(k) ?? 0) + 1);
+          policies.add(s.policy);
         }
         // Every state of a policy with volumes, 0 where none is in it: a state that empties reads 0 at
         // once (the alerts look back 2 min for the last sample, to bridge a failover's gap between
         // leaders: a series that vanished instead would keep its last count that long).
-        const policies = new Set([...counts.keys()].map((k) => k.split("\0")[0] ?? ""));
-        for (const policy of policies)
-          for (const state of PROTECTION_STATES) this.labels(policy, state).set(counts.get(`${policy}\0${state}`) ?? 0);
-        // A state outside the enum's (none today) is still reported.
+        for (const policy of policies) for (const state of PROTECTION_STATES) this.labels(policy, state).set(0);
         for (const [k, n] of counts) {
           const [policy = "", state = ""] = k.split("\0");
-          if (!PROTECTION_STATES.includes(state)) this.labels(policy, state).set(n);
+          this.labels(policy, state).set(n);
         }
       },
     });

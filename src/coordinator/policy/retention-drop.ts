@@ -56,8 +56,8 @@ export function retentionScopeChanged(current: Policy, next: Policy, defaultPool
 
 /**
  * `selectedNow`: the volumes the runner selects under `current` (where its retention runs today).
- * `nextRunAt`: when a volume's next run is due (its record's, when the schedule stays; else the new
- * schedule's first slot). The caller skips this when retentionScopeChanged says nothing that matters
+ * `recorded`: volume key → its record's next run, when the schedule stays (a volume without one, or
+ * under a new schedule: the new schedule's first slot). The caller skips this when retentionScopeChanged says nothing that matters
  * changed.
  *
  * When retention will run is a guess: the run is settled after its slot, a failed or skipped run, or a
@@ -75,7 +75,7 @@ export function retentionDrop(
   selectedNow: VolumeRef[],
   nowMs: number,
   defaultPool: (cluster: string) => string,
-  nextRunAt: (vol: VolumeRef) => number = (vol) => nextRun(next, vol, nowMs).nextRunAt,
+  recorded: ReadonlyMap<string, number> = new Map(),
 ): RetentionDrop {
   const out: RetentionDrop = { backups: 0, volumes: 0 };
   if (!next.retention) return out;
@@ -93,7 +93,8 @@ export function retentionDrop(
     const made = policyBackups(catalog, next, vol, defaultPool);
     if (made.length === 0) continue;
     const newestAt = Math.max(...made.map((b) => b.createdAt));
-    const first = Math.max(nextRunAt(vol), nowMs, newestAt + 1);
+    const due = recorded.get(key) ?? nextRun(next, vol, nowMs).nextRunAt;
+    const first = Math.max(due, nowMs, newestAt + 1);
     const lostSet = new Set<string>();
     // The run after it by the new schedule (its window, jitter and DST included).
     const second = Math.max(nextRun(next, vol, first).nextRunAt, first + 1);

@@ -31,13 +31,13 @@ import type { Sessions } from "../sessions";
 import { Discovery, type DiscoveryAge, matching, poolKey } from "./discovery";
 import { insertRun, unprobedRun } from "./insert-run";
 import { type PolicyMetrics, type VolumeSample, volumeSamples } from "./metrics";
-import { type ProtectionRecord, volumeKey } from "./model";
+import { defaultPoolOf, type ProtectionRecord, volumeKey } from "./model";
 import { reslot, saveRunnerFields, scheduleKey, stillDue } from "./records";
 import { enforceRetention } from "./retention-jobs";
 import type { PolicyRunnerPort, RunNowResult } from "./runner-port";
 import { advance, clockBehind, isDue, manualKey, newRecord, nextRun, retrySlot, slotKey } from "./slots";
 import { recordKey, recordKeyPrefix, TickPlan } from "./tick-plan";
-import { defaultPoolOf, destinationKey, selects } from "./validate";
+import { destinationKey, selects } from "./validate";
 
 export interface PolicyRunnerDeps {
   catalog: Catalog;

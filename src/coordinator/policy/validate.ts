@@ -211,8 +211,6 @@ function poolMatches(s: PolicySelector, vol: VolumeRef): boolean {
   return !s.imageRegex || regexMatches(s.imageRegex, vol.image);
 }
 
-export { defaultPoolOf } from "./model";
-
 /**
  * A destination as one string, its pool "" (the cluster's default backup pool) written out, so that
  * "" and the default pool's name are one destination (validation and the runner's discovery alike).

@@ -8,7 +8,7 @@ import { describe, it } from "node:test";
 import type { Backup } from "../../../src/coordinator/model";
 import { planRebuild } from "../../../src/coordinator/rebuild/plan";
 import { BackupStatus } from "../../../src/gen/rbdbackup/v1/backup_service";
-import { chain, FSID_A, FSID_B, input, type Meta, meta, scanned, T0 } from "./rebuild-fixtures";
+import { chain, FSID_B, input, type Meta, meta, scanned, T0 } from "./rebuild-fixtures";
 
 const ids = (fs: Array<{ backupId: string }>) => fs.map((f) => f.backupId).sort();
 const reasonOf = (p: ReturnType<typeof planRebuild>, id: string) => p.skipped.find((f) => f.backupId === id)?.reason;
