@@ -82,7 +82,9 @@ export const METHOD_ROLES: Readonly<Record<string, Role>> = {
   FlattenVolume: "operator", // detaches a CLONE restore's target from its backup
   VerifyBackup: "operator", // re-reads stored data (load on the clusters); may mark a backup CORRUPT
   ExportBackup: "operator", // the volume's data leaves the cluster, as a restore's would
-  ImportBackup: "admin", // the caller's bytes become a backup of any volume: as trusted as ImportBackupRecord
+  // The caller's bytes become a backup of the volume it names: an admin's (any volume), or an operator's
+  // whose scopes confine it to its own volumes and backup pools (api/scoped.ts ADMIN_UNLESS_SCOPED).
+  ImportBackup: "operator",
   RebuildCatalog: "admin", // writes the catalog from what a cluster holds: as trusted as ImportBackupRecord
   GetCoordinatorStatus: "reader",
 };

@@ -11,6 +11,7 @@
  */
 import { type CallContext, ServerError, type ServerMiddlewareCall, Status } from "nice-grpc-common";
 import { failedPrecondition, notFound } from "../../common/errors";
+import type { Role } from "../../common/identity";
 import { isBaseImage } from "../../common/ids";
 import {
   Backup,
@@ -20,6 +21,7 @@ import {
   type FailoverVolumeRequest,
   type FailoverVolumeResponse,
   type FlattenVolumeRequest,
+  type ImportBackupHeader,
   Job,
   type ListAgentsResponse,
   type ListBackupsResponse,
@@ -35,7 +37,7 @@ import {
   VolumeProtection,
 } from "../../gen/rbdbackup/v1/policy";
 import type { Audit } from "../audit";
-import { BACKUP_SERVICE, callerName, callerOf, MUTATING } from "../authz";
+import { BACKUP_SERVICE, type Caller, callerName, callerOf, MUTATING, type RefusalReason } from "../authz";
 import { volumeKey } from "../model";
 import type { Scope, ScopeStore } from "../scopes";
 import type { ApiDeps } from "./deps";
@@ -78,7 +80,17 @@ type Check = {
   /** A listing: the field of its items, and an item's encoded size (its pages are bounded by bytes too). */
   paged?: string;
   itemBytes?: (item: never) => number;
+  /** A client-streaming call whose first message is its header: what that header must keep in scope. */
+  header?: (g: Guard, header: Msg) => void;
 };
+
+/**
+ * Methods an operator may call only while its scopes confine it (they need the admin role otherwise):
+ * ImportBackup makes the caller's bytes a backup of the volume its header names — of one of the
+ * client's own volumes, kept where it keeps backups, when scoped (a Cinder driver's copy of a volume
+ * that is not RBD); of any volume when not.
+ */
+export const ADMIN_UNLESS_SCOPED: ReadonlySet<string> = new Set(["ImportBackup"]);
 
 /** Rows a scoped listing call reads at most (its page then ends where it got to, with a token). */
 export const SCOPED_LIST_MAX_ROWS = 5_000;
@@ -235,10 +247,17 @@ export const CHECKS: Readonly<Record<string, Check>> = {
     itemBytes: encodedSize(VolumeProtection),
   },
   GetCoordinatorStatus: {},
+  // A scoped operator's import (ADMIN_UNLESS_SCOPED): of its own volume, kept where it keeps backups.
+  ImportBackup: {
+    header: (g, h: ImportBackupHeader) => {
+      g.volume(h.volume, "header.volume");
+      g.location(h.location, "header.location");
+      if (h.parentBackupId) g.backupId(h.parentBackupId, "header.parent_backup_id");
+    },
+  },
   // Admins only, and admins are never scoped: reached by no scoped caller (the guard refuses it if one did).
   ForgetAgent: { before: (g) => g.need(false, "an admin's call") },
   ImportBackupRecord: { before: (g) => g.need(false, "an admin's call") },
-  ImportBackup: { before: (g) => g.need(false, "an admin's call") },
   RebuildCatalog: { before: (g) => g.need(false, "an admin's call") },
 };
 
@@ -332,6 +351,23 @@ function guardOf(deps: ApiDeps, scope: Scope): Guard {
   return g;
 }
 
+/** The role a caller's credential carries (null for an agent's, a coordinator's or none). */
+function roleOf(c: Caller | null): Role | null {
+  if (!c || c.via === "insecure") return null;
+  if (c.via === "token") return c.role;
+  return c.identity?.kind === "client" ? c.identity.role : null;
+}
+
+/** The request stream with `check` run on its first message's header before the handler gets it. */
+async function* headerChecked(requests: AsyncIterable<Msg>, check: (header: Msg) => void): AsyncGenerator<Msg> {
+  let first = true;
+  for await (const m of requests) {
+    if (first && m?.body?.$case === "header") check(m.body.value);
+    first = false;
+    yield m;
+  }
+}
+
 export interface ScopeGuardDeps extends ApiDeps {
   scopes: ScopeStore;
   audit?: Audit;
@@ -340,25 +376,32 @@ export interface ScopeGuardDeps extends ApiDeps {
 export function scopeGuard(deps: ScopeGuardDeps) {
   return async function* scopeMiddleware<Req, Res>(call: ServerMiddlewareCall<Req, Res>, context: CallContext) {
     const method = call.method.path.split("/").pop() ?? "";
-    const verdict = deps.scopes.of(callerOf(context.metadata));
-    if ("scope" in verdict && verdict.scope === null) return yield* call.next(call.request, context);
-    const refuse = (message: string): never => {
-      const caller = callerOf(context.metadata);
+    const caller = callerOf(context.metadata);
+    const verdict = deps.scopes.of(caller);
+    const refuse = (message: string, reason: RefusalReason = "out_of_scope"): never => {
       if (deps.audit) {
         // A mutating call's line is the audit middleware's (with this status); a read's is written here.
-        if (MUTATING.has(method)) deps.audit.refusals.labels(BACKUP_SERVICE, "out_of_scope").inc();
+        if (MUTATING.has(method)) deps.audit.refusals.labels(BACKUP_SERVICE, reason).inc();
         else
           deps.audit.refused(BACKUP_SERVICE, {
             identity: callerName(caller),
             method: call.method.path,
             target: "",
             result: "PERMISSION_DENIED",
-            reason: "out_of_scope",
+            reason,
             message,
           });
       }
       throw new ServerError(Status.PERMISSION_DENIED, message);
     };
+    if ("scope" in verdict && verdict.scope === null) {
+      if (ADMIN_UNLESS_SCOPED.has(method) && roleOf(caller) === "operator")
+        return refuse(
+          `${method} needs the admin role, or an operator whose scopes (auth.scopesFile) confine it to its own volumes and backup pools; ${callerName(caller)} is an operator without scopes`,
+          "wrong_role",
+        );
+      return yield* call.next(call.request, context);
+    }
     if ("refused" in verdict) return refuse(verdict.refused);
     const check = CHECKS[method];
     if (!check) return refuse(`${method}: no scope check is defined for it, and the caller is scoped`);
@@ -370,6 +413,17 @@ export function scopeGuard(deps: ScopeGuardDeps) {
       if (e instanceof OutOfScope) return refuse(e.message);
       throw e;
     }
+    const header = check.header;
+    if (header)
+      // Judged as the handler reads the header (within its own deadline for it): a refusal is its answer.
+      req = headerChecked(req as AsyncIterable<Msg>, (h) => {
+        try {
+          header(g, h);
+        } catch (e) {
+          if (e instanceof OutOfScope) refuse(e.message);
+          throw e;
+        }
+      }) as Req;
     const after = (res: Res): Res => {
       try {
         return check.after ? (check.after(g, res) as Res) : res;

@@ -20,7 +20,7 @@ import { parseScopes, ScopeStore } from "../../../src/coordinator/scopes";
 import type { CallRequest } from "../../../src/coordinator/sessions";
 import { parseTokens, TokenStore } from "../../../src/coordinator/tokens";
 import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
-import { BackupStatus, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
+import { BackupStatus, type ImportBackupMessage, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { Answer } from "../../helpers/fake-agent";
 import { type Api, type ApiServer, assertStatus, serveApi } from "./api-server";
@@ -188,7 +188,7 @@ describe("scoped API clients on the real BackupService", () => {
     h.scheduler.stop();
     audit = new Audit(h.log);
     const f = path.join(dir, "api-scopes");
-    writeFileSync(f, "client/cinder a/rbd backups:b/backups\nclient/k8s a/k8s backups:b/backups\n");
+    writeFileSync(f, "client/cinder a/rbd backups:b/backups\nclient/k8s a/k8s backups:b/backups\nclient/ops *\n");
     const deps = { catalog: h.catalog, sessions: h.sessions, scheduler: h.scheduler, log: h.log, maxAttempts: 3 };
     served = await serveApi(deps, { scopes: new ScopeStore(f), audit });
     api = served.api;
@@ -381,6 +381,64 @@ describe("scoped API clients on the real BackupService", () => {
     } while (token);
     for (const id of own) assert.ok(seen.includes(id), `its backup ${id} is listed`);
     assert.ok(seen.every((id) => h.backup(id).volume?.pool === "rbd"));
+  });
+
+  it("ImportBackup: a scoped operator imports only its own volume into its own pool; an unscoped operator not at all", async () => {
+    async function* importOf(volume: VolumeRef, pool: string, parentBackupId = ""): AsyncIterable<ImportBackupMessage> {
+      yield {
+        body: {
+          $case: "header",
+          value: {
+            volume,
+            location: { cluster: "b", pool, namespace: "" },
+            volumeId: "",
+            volumeMetadata: {},
+            parentBackupId,
+            idempotencyKey: "",
+            format: 0,
+            takenAt: undefined,
+          },
+        },
+      };
+      yield { body: { $case: "data", value: Buffer.from("rbd diff v1\n") } };
+    }
+    const backups = () => h.catalog.listBackups({}, 1000, "").items.length;
+    const [jobsBefore, backupsBefore, counted] = [jobs(), backups(), await refusals()];
+    const wrongRole = async () =>
+      (await audit.refusals.get()).values.find((v) => v.labels.reason === "wrong_role")?.value ?? 0;
+    const roleRefusals = await wrongRole();
+    await assertStatus(
+      api.importBackup(importOf(pvc, "backups"), cinder),
+      Status.PERMISSION_DENIED,
+      /^header\.volume a\/k8s\/pvc-1 is outside the scopes of client\/cinder/,
+    );
+    await assertStatus(
+      api.importBackup(importOf(vol("v1"), "rbd"), cinder),
+      Status.PERMISSION_DENIED,
+      /^header\.location b\/rbd is outside the scopes of client\/cinder/,
+    );
+    await assertStatus(
+      api.importBackup(importOf(pvc, "backups", cinderBackup), k8s),
+      Status.PERMISSION_DENIED,
+      new RegExp(`^header\\.parent_backup_id ${cinderBackup} \\(a backup of a/rbd/v1\\) is outside`),
+    );
+    assert.equal(await refusals(), counted + 3, "counted as out_of_scope");
+    // An operator the file leaves unscoped (*) could name any volume: ImportBackup stays an admin's call for it.
+    await assertStatus(
+      api.importBackup(importOf(vol("v1"), "backups"), client("operator", "ops")),
+      Status.PERMISSION_DENIED,
+      /^ImportBackup needs the admin role, or an operator whose scopes .* confine it .*client\/operator\/ops is an operator without scopes/,
+    );
+    assert.equal(await wrongRole(), roleRefusals + 1, "counted as wrong_role");
+    assert.equal(jobs(), jobsBefore, "no job");
+    assert.equal(backups(), backupsBefore, "no backup");
+    // Within its scopes, and an admin: past the guard, to the handler (this test's API relays no data).
+    for (const caller of [cinder, admin])
+      await assertStatus(
+        api.importBackup(importOf(vol("v1"), "backups"), caller),
+        Status.UNAVAILABLE,
+        /this coordinator does not relay imports/,
+      );
   });
 
   it("an operator the file does not list is refused every call; a reader's refused read is audited", async () => {
