@@ -12,8 +12,11 @@ cinder/backup/drivers/ceph.py (Cinder 21):
   backup then, its parent_id cleared;
 - a backup's container is the pool rbdbackup writes it to: only rbdbackup_backup_pool and
   rbdbackup_allowed_containers are taken (any Cinder user may name a container);
-  a non-RBD volume file with a parent is BackupRBDOperationFailed too; without one it is
-  NotSupportedOperation (rbdbackup copies only RBD volumes through Cinder);
+  a non-RBD volume file with a parent is BackupRBDOperationFailed too;
+- a volume file that is not RBD, or a Cinder snapshot (backup.snapshot_id), is copied in full, as Ceph's
+  driver copies them: its non-zero 4 MiB chunks streamed as an rbd diff (ImportBackup, in a child
+  process: rbdbackup_client/relay.py), listed under VolumeLocator.copied_volume_ref; a restore onto a
+  target that is not RBD is the reverse (ExportBackup), every byte of the target written;
 - the volume's Cinder metadata (BackupMetadataAPI.get) is saved with the backup, written once, and put
   back on restore (BackupMetadataAPI.put; an unknown version is "Metadata restore failed due to
   incompatible version"; a lost metadata object is made up for by the catalog's copy);
@@ -52,7 +55,9 @@ from rbdbackup_client import (
     common_pb2,
 )
 
-from . import metadata, options
+from rbdbackup_client import relay
+
+from . import copy, metadata, options
 from .volumes import SNAPSHOT_PATTERN, VolumeLocator, file_is_rbd
 
 LOG = logging.getLogger(__name__)
@@ -144,6 +149,17 @@ def _native(image):
     except ImportError:
         pass
     return image
+
+
+def _off_hub(fn):
+    """fn() in eventlet's native thread pool when eventlet patched this process (cinder-backup), so that a
+    copy's reads, writes and waits on its relay process block no green thread; else here. fn does no gRPC
+    (the relay process does), so it needs no turn of the client's."""
+    try:
+        from eventlet import patcher, tpool
+    except ImportError:
+        return fn()
+    return tpool.execute(fn) if patcher.is_monkey_patched("thread") else fn()
 
 
 def _naive_utc(t):
@@ -494,13 +510,69 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         LOG.error("Backup %(id)s refused: %(msg)s", {"id": backup.id, "msg": msg})
         raise exception.InvalidBackup(reason=msg)
 
-    def _parent_of_another_driver(self, backup) -> bool:
-        """Whether the backup's parent was made by another backup driver (Cinder's Ceph driver, before a
-        switch): Cinder's API takes the volume's newest backup as an incremental's parent whatever driver
-        made it. Such a parent names no rbdbackup backup and another driver than this backup's (the
-        manager records its driver in `service` before it calls the driver)."""
+    def _parent_not_ours_to_extend(self, backup) -> bool:
+        """Whether the backup's parent cannot start an incremental: made by another backup driver
+        (Cinder's Ceph driver, before a switch), or a copy of ours (of a Cinder snapshot). Cinder's API
+        takes the volume's newest backup as an incremental's parent whatever made it. Another driver's
+        names no rbdbackup backup and another driver than this backup's (the manager records its driver
+        in `service` before it calls the driver); a copy says so in its service_metadata."""
         parent = objects.Backup.get_by_id(self.context, backup.parent_id)
+        if _service_metadata(parent).get("copy"):
+            return True
         return not rbdbackup_id(parent) and bool(parent.service and backup.service) and parent.service != backup.service
+
+    def _copy_backup(self, backup, volume, volume_file, volume_metadata) -> dict:
+        """A full copy of the volume file — a volume that is not RBD, or the Cinder snapshot the manager
+        attached — streamed to rbdbackup (ImportBackup) as Ceph's driver copies such volumes, but
+        leaving out all-zero chunks. Listed under copied_volume_ref, not under the RBD volume's name."""
+        if backup.parent_id:
+            # Ceph's driver makes every snapshot backup a full copy: recorded so (see backup()).
+            LOG.warning("Backup %(id)s of snapshot %(s)s is a full copy, not an incremental of %(p)s.",
+                        {"id": backup.id, "s": backup.snapshot_id, "p": backup.parent_id})
+            backup.parent_id = None
+            backup.save()
+        length = int(volume["size"]) * GiB
+        header = pb.ImportBackupHeader(
+            volume=self.locator.copied_volume_ref(volume),
+            location=common_pb2.BackupLocation(cluster=self.locator.backup_cluster(), pool=backup.container),
+            volume_id=volume.id,
+            volume_metadata=volume_metadata,
+            idempotency_key=backup.id,
+            format=pb.DIFF_FORMAT_RBD_V1,
+        )
+        what = _("snapshot %s") % backup.snapshot_id if backup.snapshot_id else _("volume %s") % volume.id
+        LOG.debug("Copying %(what)s (%(n)d bytes) to rbdbackup.", {"what": what, "n": length})
+        timeout = float(CONF.rbdbackup_job_timeout)
+
+        def run():
+            proc = relay.start("import", self.client.config, header, timeout)
+            try:
+                try:
+                    sent = copy.send(volume_file, length, proc.stdin)
+                except BrokenPipeError:
+                    sent = -1  # the call ended early (a refusal): its answer says why
+                finally:
+                    try:
+                        proc.stdin.close()
+                    except BrokenPipeError:
+                        pass
+                out = proc.stdout.read()
+                proc.wait(timeout=60)
+                return sent, relay.answer(out, proc)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+
+        try:
+            sent, got = _off_hub(run)
+        except relay.RelayError as e:
+            LOG.error("rbdbackup copy of %(what)s failed: %(err)s", {"what": what, "err": e})
+            raise exception.BackupOperationError(_("rbdbackup copy of %(what)s: %(err)s") % {"what": what, "err": e}) from None
+        b = relay.job_of(got).backup
+        LOG.info("Backup %(id)s of %(what)s is rbdbackup backup %(rid)s (a full copy, %(n)d bytes of data).",
+                 {"id": backup.id, "what": what, "rid": b.id, "n": sent})
+        return {"service_metadata": json.dumps({"rbdbackup_id": b.id, "base": b.base_image, "copy": True})}
 
     def backup(self, backup, volume_file, backup_metadata: bool = True) -> dict:
         volume = self.db.volume_get(self.context, backup.volume_id)
@@ -510,38 +582,29 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         self._check_container(backup)
         if int(volume["size"]) == 0:
             raise exception.InvalidParameterValue(_("Need non-zero volume size"))
-        if not file_is_rbd(volume_file):
-            if backup.parent_id:
-                LOG.debug("Volume file is NOT RBD: can't perform incremental backup.")
-                raise exception.BackupRBDOperationFailed(
-                    _("volume %s is not an RBD volume: no incremental backup") % volume.id
-                )
-            raise exception.NotSupportedOperation(
-                operation=_("backup of volume %s, which is not an RBD volume (rbdbackup backs up RBD volumes only)")
-                % volume.id
-            )
-        if backup.snapshot_id:
-            raise exception.NotSupportedOperation(
-                operation=_("backup of snapshot %s (rbdbackup backs up volumes, from its own snapshots)")
-                % backup.snapshot_id
-            )
-        mode = agent_pb2.BACKUP_MODE_FULL
-        if backup.parent_id and self._parent_of_another_driver(backup):
-            # The first incremental after a switch of drivers: its parent's data is not rbdbackup's, so this
-            # backup is made FULL and recorded so (no parent: Cinder neither shows it as incremental nor
-            # keeps the other driver's backup from being deleted for it).
-            LOG.warning("Backup %(id)s: its parent %(p)s was made by another backup driver, so it is made as a "
-                        "full backup, not an incremental.", {"id": backup.id, "p": backup.parent_id})
-            backup.parent_id = None
-            backup.save()
-        if backup.parent_id:
-            self._parent_snapshot(backup)
-            mode = agent_pb2.BACKUP_MODE_INCREMENTAL
+        if not file_is_rbd(volume_file) and backup.parent_id and not backup.snapshot_id:
+            LOG.debug("Volume file is NOT RBD: can't perform incremental backup.")
+            raise exception.BackupRBDOperationFailed(_("volume %s is not an RBD volume: no incremental backup") % volume.id)
         json_meta = self.get_metadata(volume.id) if backup_metadata else None
         try:
             volume_metadata = metadata.pack(json_meta, backup.id)
         except metadata.MetadataTooLarge as e:
             raise exception.BackupOperationError(_("Failed to backup volume metadata - %s") % e) from None
+        if backup.snapshot_id or not file_is_rbd(volume_file):
+            return self._copy_backup(backup, volume, volume_file, volume_metadata)
+        mode = agent_pb2.BACKUP_MODE_FULL
+        if backup.parent_id and self._parent_not_ours_to_extend(backup):
+            # The first incremental after a switch of drivers, or after a copy (of a Cinder snapshot): its
+            # parent's data is not in the volume's rbdbackup chain, so this backup is made FULL and recorded
+            # so (no parent: Cinder neither shows it as incremental nor keeps the parent from being deleted).
+            LOG.warning("Backup %(id)s: its parent %(p)s was made by another backup driver or is a copy of a "
+                        "snapshot, so it is made as a full backup, not an incremental.",
+                        {"id": backup.id, "p": backup.parent_id})
+            backup.parent_id = None
+            backup.save()
+        if backup.parent_id:
+            self._parent_snapshot(backup)
+            mode = agent_pb2.BACKUP_MODE_INCREMENTAL
         req = pb.CreateBackupRequest(
             volume=self.locator.volume_ref(volume, volume_file),
             location=common_pb2.BackupLocation(cluster=self.locator.backup_cluster(), pool=backup.container),
@@ -626,9 +689,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         target = self.db.volume_get(self.context, volume_id)
         rid = self._required_id(backup)
         if not file_is_rbd(volume_file):
-            raise exception.NotSupportedOperation(
-                operation=_("restore to volume %s, which is not an RBD volume") % volume_id
-            )
+            return self._copy_restore(backup, rid, target, volume_file)
         clients = _watching_clients(volume_file, volume_id)
         if len(clients) > 1:
             # allow_open (below) turns the agent's own in-use check off for cinder-backup's handle: a
@@ -681,6 +742,50 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             LOG.warning("Restore of backup %(id)s: %(w)s", {"id": backup.id, "w": w})
         self._grow_to_volume_size(target, volume_file, done.restore.image_size)
         self._restore_metadata(backup, volume_id, done.restore, cataloged)
+
+    def _copy_restore(self, backup, rid: str, target, volume_file) -> None:
+        """A restore onto a volume file that is not RBD: the backup streamed (ExportBackup) and written
+        over the whole target — its data, zeros elsewhere and past its size — then synced, as Ceph's
+        driver copies it; the metadata from the catalog's copy."""
+        cataloged = self._check_restorable(backup, rid)
+        length = int(target["size"]) * GiB
+        timeout = float(CONF.rbdbackup_job_timeout)
+        LOG.debug("Restoring rbdbackup backup %(rid)s onto volume %(v)s by a copy.", {"rid": rid, "v": target.id})
+
+        def run() -> int:
+            req = pb.ExportBackupRequest(backup_id=rid, format=pb.DIFF_FORMAT_RBD_V1)
+            proc = relay.start("export", self.client.config, req, timeout)
+            try:
+                proc.stdin.close()
+                try:
+                    size = copy.receive(proc.stdout, volume_file, length)
+                except copy.CopyError as e:
+                    proc.kill()
+                    proc.wait()
+                    relay.answer(proc.stderr.read(), proc)  # the call's own failure, when it failed
+                    raise relay.RelayError("DATA_LOSS", str(e)) from None
+                err = proc.stderr.read()
+                proc.wait(timeout=60)
+                relay.answer(err, proc)
+                return size
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+
+        try:
+            size = _off_hub(run)
+        except relay.RelayError as e:
+            LOG.error("Restore to volume %(volume)s finished with error - %(error)s.", {"volume": target.id, "error": e})
+            raise exception.BackupOperationError(str(e)) from None
+        try:
+            fileno = volume_file.fileno()
+        except (IOError, AttributeError, ValueError):
+            LOG.debug("Restore target I/O object does not support fileno() - skipping call to fsync().")
+        else:
+            os.fsync(fileno)
+        LOG.debug("Restored %(n)d bytes of backup %(rid)s onto volume %(v)s.", {"n": size, "rid": rid, "v": target.id})
+        self._restore_metadata(backup, target.id, agent_pb2.RestoreResult(backup_id=rid, volume_metadata=cataloged), cataloged)
 
     def _check_restorable(self, backup, rid: str) -> Dict[str, str]:
         """What would fail the restore's metadata step after the volume was written over, asked before a

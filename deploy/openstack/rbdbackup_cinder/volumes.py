@@ -44,6 +44,13 @@ class VolumeLocator:
             )
         return cluster
 
+    def copied_volume_ref(self, volume) -> common_pb2.VolumeRef:
+        """What rbdbackup lists a copied backup under (a volume that is not RBD, a Cinder snapshot): not the
+        RBD volume's own name, so that a copy never becomes the head of its RBD backups' chain."""
+        return common_pb2.VolumeRef(
+            cluster=self.backup_cluster(), pool=self.conf.rbdbackup_copied_volumes_pool, image=volume["name"]
+        )
+
     def volume_ref(self, volume, volume_file) -> common_pb2.VolumeRef:
         pool = getattr(volume_file, "rbd_pool", None)
         if not pool:

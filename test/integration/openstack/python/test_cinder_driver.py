@@ -9,11 +9,15 @@ Run through test/integration/openstack/cinder.test.ts, which starts the daemons 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import re
 import socket
+import struct
+import tempfile
+import unittest
 import uuid
 
 import grpc
@@ -25,7 +29,7 @@ from cinder.tests.unit import test
 from cinder.tests.unit import utils as test_utils
 
 from lab import GiB, Lab, test_config
-from rbdbackup_cinder import RbdbackupBackupDriver
+from rbdbackup_cinder import RbdbackupBackupDriver, copy
 from rbdbackup_cinder.driver import rbdbackup_id
 from rbdbackup_client import Client, ClientConfig, RbdbackupError, agent_pb2, backup_service_pb2 as pb, common_pb2
 
@@ -390,11 +394,9 @@ class ErrorTest(DriverTestCase):
         self.addCleanup(self.delete_quietly, b)
         self.assertEqual((BACKUPS, "backups"), (self.ours(b).location.cluster, self.ours(b).location.pool))
 
-    def test_non_rbd_volume(self):
+    def test_non_rbd_volume_with_a_parent(self):
+        # Ceph's driver: no incremental of a volume that is not RBD (the copies are full; CopiedBackupTest).
         vol = self.volume(image=False)
-        b = self.cinder_backup(vol)
-        e = self.assertRaises(exception.NotSupportedOperation, self.driver.backup, b, io.BytesIO(b"\0" * 4096))
-        self.assertIn("not an RBD volume", str(e))
         parent = self.do_backup(self.volume())
         b2 = self.cinder_backup(vol, parent=parent)
         self.assertRaises(exception.BackupRBDOperationFailed, self.driver.backup, b2, io.BytesIO(b""))
@@ -434,6 +436,139 @@ class ErrorTest(DriverTestCase):
         self.assertNotIn("Traceback", msg)
         # Cinder runs the setup check once: a coordinator not up yet is a warning, not a service down for good.
         self.assertIsNone(driver.check_for_setup_error())
+
+
+class CopyStreamTest(unittest.TestCase):
+    """The copy's stream (rbdbackup_cinder/copy.py) without Ceph: a volume file to an rbd diff v1 stream and back."""
+
+    def test_round_trip_leaves_zero_chunks_out_and_zeros_every_byte_it_does_not_name(self):
+        data = os.urandom(copy.CHUNK) + bytes(2 * copy.CHUNK) + os.urandom(copy.CHUNK + 12345)
+        stream = io.BytesIO()
+        sent = copy.send(io.BytesIO(data), len(data), stream)
+        self.assertEqual(2 * copy.CHUNK + 12345, sent)
+        self.assertLess(len(stream.getvalue()), len(data) - 2 * copy.CHUNK + 100, "zero chunks are not sent")
+        target = io.BytesIO(b"\xff" * (len(data) + 5000))  # larger than the backup, old data everywhere
+        self.assertEqual(len(data), copy.receive(io.BytesIO(stream.getvalue()), target, len(data) + 5000))
+        self.assertEqual(data + bytes(5000), target.getvalue())
+
+    def test_a_file_shorter_than_the_volume_reads_as_zeros_past_its_end(self):
+        data = os.urandom(1000)
+        stream = io.BytesIO()
+        copy.send(io.BytesIO(data), 3 * copy.CHUNK, stream)
+        target = io.BytesIO(b"\xff" * (3 * copy.CHUNK))
+        self.assertEqual(3 * copy.CHUNK, copy.receive(io.BytesIO(stream.getvalue()), target, 3 * copy.CHUNK))
+        self.assertEqual(data + bytes(3 * copy.CHUNK - 1000), target.getvalue())
+
+    def test_bad_streams_are_refused(self):
+        stream = io.BytesIO()
+        copy.send(io.BytesIO(os.urandom(5000)), 5000, stream)
+        good = stream.getvalue()
+        for bad, why in (
+            (good[:-1], "ended inside"),
+            (good[:40], "ended inside"),
+            (b"rbd diff v2\n" + good[12:], "not an rbd diff v1"),
+            (good[:12] + b"q", "unknown record"),
+            (good[:21] + b"w" + struct.pack("<QQ", 4990, 20) + bytes(20) + b"e", "past the backup's size"),
+        ):
+            with self.subTest(why=why), self.assertRaises(copy.CopyError) as caught:
+                copy.receive(io.BytesIO(bad), io.BytesIO(), 5000)
+            self.assertIn(why, str(caught.exception))
+        with self.assertRaises(copy.CopyError) as caught:
+            copy.receive(io.BytesIO(good), io.BytesIO(), 4999)
+        self.assertIn("more than the target's 4999", str(caught.exception))
+
+
+class CopiedBackupTest(DriverTestCase):
+    """Volumes that are not RBD, and Cinder snapshots: full copies through ImportBackup, as Ceph's driver
+    copies them; restored onto files (ExportBackup) and onto RBD volumes (RestoreBackup)."""
+
+    def file_volume(self, vol, pieces):
+        """A sparse file of the volume's size standing for its attached device, with random data at the
+        (offset, length) pieces; returns it open and its sha256."""
+        f = tempfile.TemporaryFile()
+        self.addCleanup(f.close)
+        f.truncate(int(vol.size) * GiB)
+        for off, n in pieces:
+            f.seek(off)
+            f.write(os.urandom(n))
+        return f, sha256_of(f)
+
+    def test_a_volume_that_is_not_rbd_is_copied_and_restored_onto_a_file_and_onto_rbd(self):
+        vol = self.volume(image=False, metadata={"kind": "lvm"})
+        f, want = self.file_volume(vol, [(0, 3 * 1024 * 1024), (100 * 1024 * 1024 + 17, 5 * 1024 * 1024),
+                                         (GiB - 1024 * 1024, 1024 * 1024)])
+        b = self.cinder_backup(vol)
+        b.update(self.driver.backup(b, f))
+        b.save()
+        self.addCleanup(self.delete_quietly, b)
+        r = self.ours(b)
+        self.assertEqual(pb.BACKUP_STATUS_AVAILABLE, r.status)
+        self.assertEqual((BACKUPS, "cinder-copies", vol.name), (r.volume.cluster, r.volume.pool, r.volume.image))
+        self.assertEqual((BACKUPS, "backups"), (r.location.cluster, r.location.pool))
+        self.assertEqual({"rbdbackup_id": r.id, "base": r.base_image, "copy": True}, json.loads(b.service_metadata))
+        self.assertEqual(want, LAB.export_sha256(BACKUPS, f"backups/{r.base_image}@{r.snapshot}"))
+        # Onto a file volume holding other data: every byte rewritten; the metadata back.
+        db.volume_metadata_update(self.ctxt, vol.id, {"kind": "changed"}, True)
+        target, _ = self.file_volume(vol, [(0, 8 * 1024 * 1024), (500 * 1024 * 1024, 1024 * 1024)])
+        self.restore(b, vol.id, target)
+        self.assertEqual(want, sha256_of(target))
+        self.assertEqual({"kind": "lvm"}, db.volume_metadata_get(self.ctxt, vol.id))
+        # Onto an RBD volume: rbdbackup's own restore.
+        rvol = self.volume(writes=5)
+        self.restore(b, rvol.id, self.volume_file(rvol))
+        self.assertEqual(want, LAB.export_sha256("site-a", f"rbd/{rvol.name}"))
+        self.driver.delete_backup(b)
+        self.assertEqual(pb.BACKUP_STATUS_DELETED, self.ours(b).status)
+        self.assertFalse(LAB.exists(BACKUPS, "backups", r.base_image))
+
+    def test_a_snapshot_backup_is_a_full_copy_and_the_next_incremental_is_full(self):
+        vol = self.volume(writes=10)
+        first = self.do_backup(vol)
+        snap = test_utils.create_snapshot(self.ctxt, vol.id)
+        b = test_utils.create_backup(self.ctxt, volume_id=vol.id, snapshot_id=snap.id, parent_id=first.id)
+        b.container = None
+        b.save()
+        b = objects.Backup.get_by_id(self.ctxt, b.id)
+        # The manager hands the attached snapshot; here the volume's image, unchanged since, stands for it.
+        want = LAB.export_sha256("site-a", f"rbd/{vol.name}")
+        b.update(self.driver.backup(b, self.volume_file(vol)))
+        b.save()
+        self.addCleanup(self.delete_quietly, b)
+        r = self.ours(b)
+        self.assertFalse(r.incremental)
+        self.assertIsNone(objects.Backup.get_by_id(self.ctxt, b.id).parent_id, "a full copy: its parent dropped")
+        self.assertEqual((BACKUPS, "cinder-copies", vol.name), (r.volume.cluster, r.volume.pool, r.volume.image))
+        self.assertEqual(want, LAB.export_sha256(BACKUPS, f"backups/{r.base_image}@{r.snapshot}"))
+        self.assertEqual(
+            [rbdbackup_id(first)], [s["backup_id"] for s in ceph.CephBackupDriver.get_backup_snaps(self.volume_file(vol).rbd_image)],
+            "a copy leaves no snapshot on the volume",
+        )
+        # Cinder takes the copy as the next incremental's parent: nothing of the volume's chain to extend.
+        b2 = self.cinder_backup(vol, parent=b)
+        b2.update(self.driver.backup(b2, self.volume_file(vol)))
+        b2.save()
+        self.addCleanup(self.delete_quietly, b2)
+        self.assertFalse(self.ours(b2).incremental)
+        self.assertIsNone(objects.Backup.get_by_id(self.ctxt, b2.id).parent_id)
+        self.assertEqual((SRC[0], SRC[1], vol.name), (self.ours(b2).volume.cluster, self.ours(b2).volume.pool, self.ours(b2).volume.image))
+
+    def test_a_refused_copy_fails_clearly_and_leaves_no_backup(self):
+        vol = self.volume(image=False)
+        f, _ = self.file_volume(vol, [(0, 1024 * 1024)])
+        b = self.cinder_backup(vol)
+        self.override_config("rbdbackup_copied_volumes_pool", "bad/pool")
+        e = self.assertRaises(exception.BackupOperationError, self.driver.backup, b, f)
+        self.assertIn("INVALID_ARGUMENT", str(e))
+        self.assertIn("header.volume", str(e))
+        self.assertEqual([], self.driver.client.list_backups(volume_id=vol.id))
+
+
+def sha256_of(f) -> str:
+    h = hashlib.sha256()
+    f.seek(0)
+    for chunk in iter(lambda: f.read(4 * 1024 * 1024), b""):
+        h.update(chunk)
+    return h.hexdigest()
 
 
 class BackupRecordedFirstTest(DriverTestCase):

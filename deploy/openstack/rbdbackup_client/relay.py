@@ -1,0 +1,160 @@
+"""ImportBackup and ExportBackup (streaming calls) in a child process, their bytes over its stdin/stdout.
+
+Why a child: cinder-backup runs under eventlet, where this package makes one gRPC call at a time in a
+native thread (client.py: grpcio holds eventlet's green locks, which two native threads cannot share). A
+copy of a volume is one call that lasts as long as the copy; made in the process, it would hold every
+other call of the driver (the status checks and job polls of the other backups and restores) for that
+long. The child is an unpatched interpreter with its own channel; the parent only reads and writes
+pipes, which it can do from a native thread without touching gRPC.
+
+Protocol (parent -> child, on stdin): one JSON line {"config": ClientConfig fields, "request": base64 of
+the serialized ImportBackupHeader or ExportBackupRequest}; for an import, the `rbd export-diff` stream's
+bytes follow. Child -> parent: an import's answer on stdout, an export's stream bytes on stdout and its
+answer on stderr — one JSON line each (the last of its output), {"job": base64 Job} / {"job_id": ...} or {"code": "NOT_FOUND",
+"details": "..."}. The call has no retry (the stream is read once); its deadline is the caller's.
+
+Who may call what is the coordinator's: ImportBackup needs the admin role or an operator whose scopes
+confine it (backup_service.proto), ExportBackup an operator.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from typing import IO, Iterator
+
+import grpc
+
+from rbdbackup.v1 import backup_service_pb2 as pb
+
+from .config import ClientConfig
+
+# The size of each data message of an import (the coordinator takes up to its gRPC message limit).
+MESSAGE_BYTES = 1 << 20
+_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class RelayError(Exception):
+    """The child's call failed: its gRPC status name and details (or why the child itself failed)."""
+
+    def __init__(self, code: str, details: str):
+        super().__init__(f"{code}: {details}")
+        self.code = code
+        self.details = details
+
+
+def start(kind: str, config: ClientConfig, request, timeout: float) -> subprocess.Popen:
+    """Starts the child for `kind` ("import" or "export") and sends it the config and the request; its
+    call's deadline is `timeout` seconds (the child then answers DEADLINE_EXCEEDED and ends)."""
+    if kind not in ("import", "export"):
+        raise ValueError(kind)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([_HERE] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rbdbackup_client.relay", kind],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        # An import's answer is its last stdout line, and whatever the child printed before it (a
+        # traceback) goes with it into the error; an export's stdout is the stream, its stderr is read
+        # after it.
+        stderr=subprocess.STDOUT if kind == "import" else subprocess.PIPE,
+        env=env,
+        close_fds=True,
+    )
+    assert proc.stdin is not None
+    line = {
+        "config": dataclasses.asdict(config),
+        "request": base64.b64encode(request.SerializeToString()).decode(),
+        "timeout": float(timeout),
+    }
+    proc.stdin.write(json.dumps(line).encode() + b"\n")
+    return proc
+
+
+def answer(raw: bytes, proc: subprocess.Popen) -> dict:
+    """The child's answer line (the last line of `raw`), or RelayError when there is none."""
+    lines = [ln for ln in raw.decode(errors="replace").splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        try:
+            got = json.loads(ln)
+        except ValueError:
+            continue
+        if isinstance(got, dict) and ("code" in got or "job" in got or "job_id" in got):
+            if "code" in got and got["code"] != "OK":
+                raise RelayError(got["code"], got.get("details", ""))
+            return got
+    tail = " | ".join(lines[-3:]) or "nothing"
+    raise RelayError("INTERNAL", f"the rbdbackup relay process ended ({proc.returncode}) without an answer: {tail}")
+
+
+def job_of(got: dict) -> pb.Job:
+    return pb.Job.FromString(base64.b64decode(got["job"]))
+
+
+# --- the child ---------------------------------------------------------------------------------
+
+
+def _stub(config: ClientConfig):
+    """The client (its credentials' metadata) and a stub of the first configured coordinator."""
+    from .client import Client
+
+    client = Client(config)
+    return client, client._stub(config.addresses[0])
+
+
+def _import(config: ClientConfig, header: pb.ImportBackupHeader, data: IO[bytes], timeout: float) -> dict:
+    client, stub = _stub(config)
+
+    def messages() -> Iterator[pb.ImportBackupMessage]:
+        yield pb.ImportBackupMessage(header=header)
+        while True:
+            chunk = data.read(MESSAGE_BYTES)
+            if not chunk:
+                return
+            yield pb.ImportBackupMessage(data=chunk)
+
+    job = stub.ImportBackup(messages(), timeout=timeout, metadata=client._metadata)
+    return {"job": base64.b64encode(job.SerializeToString()).decode()}
+
+
+def _export(config: ClientConfig, req: pb.ExportBackupRequest, out: IO[bytes], timeout: float) -> dict:
+    client, stub = _stub(config)
+    job_id = ""
+    for chunk in stub.ExportBackup(req, timeout=timeout, metadata=client._metadata):
+        job_id = job_id or chunk.job_id
+        if chunk.data:
+            out.write(chunk.data)
+    out.flush()
+    return {"code": "OK", "job_id": job_id}
+
+
+def main(argv) -> int:
+    kind = argv[1] if len(argv) > 1 else ""
+    stdin = sys.stdin.buffer
+    report = sys.stdout if kind == "import" else sys.stderr
+    try:
+        first = json.loads(stdin.readline())
+        config = ClientConfig(**first["config"]).validate()
+        raw = base64.b64decode(first["request"])
+        timeout = float(first["timeout"])
+        if kind == "import":
+            got = _import(config, pb.ImportBackupHeader.FromString(raw), stdin, timeout)
+        elif kind == "export":
+            got = _export(config, pb.ExportBackupRequest.FromString(raw), sys.stdout.buffer, timeout)
+        else:
+            got = {"code": "INVALID_ARGUMENT", "details": f"unknown relay {kind!r}"}
+    except grpc.RpcError as e:
+        got = {"code": e.code().name, "details": e.details() or ""}
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it
+        got = {"code": "INTERNAL", "details": f"{type(e).__name__}: {e}"}
+    report.write(json.dumps(got) + "\n")
+    report.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
