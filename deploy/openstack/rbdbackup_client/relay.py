@@ -9,9 +9,11 @@ pipes, which it can do from a native thread without touching gRPC.
 
 Protocol (parent -> child, on stdin): one JSON line {"config": ClientConfig fields, "request": base64 of
 the serialized ImportBackupHeader or ExportBackupRequest}; for an import, the `rbd export-diff` stream's
-bytes follow. Child -> parent: an import's answer on stdout, an export's stream bytes on stdout and its
+bytes follow. The child finds the leader first (GetCoordinatorStatus: a standby names it), so the call
+goes where mutating calls are taken. Child -> parent: an import's answer on stdout, an export's stream bytes on stdout and its
 answer on stderr — one JSON line each (the last of its output), {"job": base64 Job} / {"job_id": ...} or {"code": "NOT_FOUND",
-"details": "..."}. The call has no retry (the stream is read once); its deadline is the caller's.
+"details": "..."}. The streaming call itself has no retry (the stream is read once); its deadline is the
+caller's.
 
 Who may call what is the coordinator's: ImportBackup needs the admin role or an operator whose scopes
 confine it (backup_service.proto), ExportBackup an operator.
@@ -99,11 +101,19 @@ def job_of(got: dict) -> pb.Job:
 
 
 def _stub(config: ClientConfig):
-    """The client (its credentials' metadata) and a stub of the first configured coordinator."""
+    """The client (its credentials' metadata) and a stub of the leader: the first coordinator that answers
+    GetCoordinatorStatus (retried over the addresses as every call is), or the leader a standby names."""
     from .client import Client
+    from .errors import RbdbackupError
 
     client = Client(config)
-    return client, client._stub(config.addresses[0])
+    try:
+        status = client.get_coordinator_status()
+    except RbdbackupError:
+        return client, client._stub(client._current)  # the streaming call itself reports what fails
+    if status.role == pb.COORDINATOR_ROLE_STANDBY and status.leader_address:
+        return client, client._stub(status.leader_address)
+    return client, client._stub(client._current)
 
 
 def _import(config: ClientConfig, header: pb.ImportBackupHeader, data: IO[bytes], timeout: float) -> dict:
