@@ -35,6 +35,7 @@ import json
 import os
 import re
 import threading
+import time
 import uuid
 from typing import Dict, List, Optional, Tuple
 
@@ -149,6 +150,14 @@ def _native(image):
     except ImportError:
         pass
     return image
+
+
+class CopyStopped(Exception):
+    """A copy stopped by its status check (error: the check's own failure, else None)."""
+
+    def __init__(self, why):
+        self.error = None if why is True else why
+        super().__init__(str(why))
 
 
 def _off_hub(fn):
@@ -521,6 +530,47 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             return True
         return not rbdbackup_id(parent) and bool(parent.service and backup.service) and parent.service != backup.service
 
+    @staticmethod
+    def _copy_checked(run, stop_when):
+        """run(started) in a native thread (_off_hub; `started` gets the relay process once it runs) while
+        `stop_when` is read every rbdbackup_status_check_interval, as _follow reads it: turning true — or
+        failing, Cinder's database away — kills the relay process, which ends its call, so rbdbackup
+        cancels the job (ImportBackup and ExportBackup cancel theirs when their caller goes). Raises
+        Stopped-like CopyStopped then (with the check's own error, if it failed)."""
+        started: list = []
+        state: dict = {"done": False, "stopped": None}
+        interval = float(CONF.rbdbackup_status_check_interval)
+
+        def check() -> None:
+            while not state["done"]:
+                time.sleep(interval)
+                if state["done"]:
+                    return
+                try:
+                    stop = stop_when()
+                except Exception as e:  # noqa: BLE001 - the copy is not left running unchecked
+                    state["stopped"] = e
+                    stop = True
+                if stop:
+                    state["stopped"] = state["stopped"] or True
+                    for proc in started:
+                        proc.kill()
+                    return
+
+        checker = threading.Thread(target=check, daemon=True)
+        checker.start()
+        try:
+            result = _off_hub(lambda: run(started))
+        except Exception:
+            if state["stopped"] is not None:
+                raise CopyStopped(state["stopped"]) from None
+            raise
+        finally:
+            state["done"] = True
+        if state["stopped"] is not None:
+            raise CopyStopped(state["stopped"])
+        return result
+
     def _copy_backup(self, backup, volume, volume_file, volume_metadata) -> dict:
         """A full copy of the volume file — a volume that is not RBD, or the Cinder snapshot the manager
         attached — streamed to rbdbackup (ImportBackup) as Ceph's driver copies such volumes, but
@@ -544,8 +594,9 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         LOG.debug("Copying %(what)s (%(n)d bytes) to rbdbackup.", {"what": what, "n": length})
         timeout = float(CONF.rbdbackup_job_timeout)
 
-        def run():
+        def run(started: list):
             proc = relay.start("import", self.client.config, header, timeout)
+            started.append(proc)
             try:
                 try:
                     sent = copy.send(volume_file, length, proc.stdin)
@@ -565,7 +616,21 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                     proc.wait()
 
         try:
-            sent, got = _off_hub(run)
+            sent, got = self._copy_checked(
+                run,
+                lambda: self._status_now(backup) in (fields.BackupStatus.DELETING, fields.BackupStatus.DELETED),
+            )
+        except CopyStopped as e:
+            # As a followed backup being force-deleted (backup()): nothing to return; the manager's
+            # delete_backup finds whatever the cancelled import left by its Cinder id.
+            now = self._status_now(backup)
+            if e.error is None and now in (fields.BackupStatus.DELETING, fields.BackupStatus.DELETED):
+                LOG.info("Backup %(id)s is being deleted: its copy was stopped.", {"id": backup.id})
+                return {}
+            raise exception.BackupOperationError(
+                _("rbdbackup copy of %(what)s stopped (backup now %(s)s): %(err)s")
+                % {"what": what, "s": now, "err": e.error or "deleted while it was made"}
+            ) from None
         except relay.RelayError as e:
             LOG.error("rbdbackup copy of %(what)s failed: %(err)s", {"what": what, "err": e})
             raise exception.BackupOperationError(_("rbdbackup copy of %(what)s: %(err)s") % {"what": what, "err": e}) from None
@@ -752,9 +817,10 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         timeout = float(CONF.rbdbackup_job_timeout)
         LOG.debug("Restoring rbdbackup backup %(rid)s onto volume %(v)s by a copy.", {"rid": rid, "v": target.id})
 
-        def run() -> int:
+        def run(started: list) -> int:
             req = pb.ExportBackupRequest(backup_id=rid, format=pb.DIFF_FORMAT_RBD_V1)
             proc = relay.start("export", self.client.config, req, timeout)
+            started.append(proc)
             try:
                 proc.stdin.close()
                 try:
@@ -773,8 +839,21 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                     proc.kill()
                     proc.wait()
 
+        excused: dict = {}
+        # _restore_cancelled judges other restores of the backup against this one's start (it has no
+        # RESTORE job of its own: its EXPORT job's id is known at its end).
+        began = pb.Job()
+        began.created_at.GetCurrentTime()
         try:
-            size = _off_hub(run)
+            size = self._copy_checked(run, lambda: self._restore_cancelled(backup, rid, began, excused))
+        except CopyStopped as e:
+            if e.error is not None:
+                raise exception.BackupOperationError(
+                    _("restore of backup %(id)s stopped: %(err)s") % {"id": backup.id, "err": e.error}
+                ) from None
+            LOG.info("Restore of backup %(id)s to volume %(v)s cancelled: the backup is no longer restoring.",
+                     {"id": backup.id, "v": target.id})
+            raise exception.BackupRestoreCancel(back_id=backup.id, vol_id=target.id) from None
         except relay.RelayError as e:
             LOG.error("Restore to volume %(volume)s finished with error - %(error)s.", {"volume": target.id, "error": e})
             raise exception.BackupOperationError(str(e)) from None

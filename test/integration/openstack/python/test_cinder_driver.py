@@ -31,7 +31,7 @@ from cinder.tests.unit import utils as test_utils
 from lab import GiB, Lab, test_config
 from rbdbackup_cinder import RbdbackupBackupDriver, copy
 from rbdbackup_cinder.driver import rbdbackup_id
-from rbdbackup_client import Client, ClientConfig, RbdbackupError, agent_pb2, backup_service_pb2 as pb, common_pb2
+from rbdbackup_client import Client, ClientConfig, JobFailed, RbdbackupError, agent_pb2, backup_service_pb2 as pb, common_pb2
 
 CFG = test_config()
 LAB = Lab(CFG["lab_dir"])
@@ -551,6 +551,37 @@ class CopiedBackupTest(DriverTestCase):
         self.assertFalse(self.ours(b2).incremental)
         self.assertIsNone(objects.Backup.get_by_id(self.ctxt, b2.id).parent_id)
         self.assertEqual((SRC[0], SRC[1], vol.name), (self.ours(b2).volume.cluster, self.ours(b2).volume.pool, self.ours(b2).volume.image))
+
+    def test_a_copy_whose_backup_is_being_deleted_is_stopped_and_leaves_nothing_available(self):
+        # A force-delete (status deleting) while the copy runs: the relay is stopped at the first status
+        # check, which ends its call; rbdbackup cancels the import (a file of 1 GiB with 64 MiB of data takes
+        # far longer than one check).
+        self.override_config("rbdbackup_status_check_interval", 0.05)
+        vol = self.volume(image=False)
+        f, _ = self.file_volume(vol, [(i * 64 * 1024 * 1024, 4 * 1024 * 1024) for i in range(16)])
+        b = self.set_status(self.cinder_backup(vol), fields.BackupStatus.DELETING)
+        self.assertEqual({}, self.driver.backup(b, f))
+        # The import, when the relay got as far as starting one, ends cancelled and its backup unusable.
+        for x in self.driver.client.list_backups(volume_id=vol.id):
+            job = self.driver.client.list_jobs(backup_id=x.id)[0]
+            try:
+                job = self.driver.client.wait(job, timeout=60)
+            except JobFailed as e:
+                job = e.job
+            self.assertEqual(pb.JOB_STATE_CANCELLED, job.state)
+            self.assertNotEqual(pb.BACKUP_STATUS_AVAILABLE, self.driver.client.get_backup(x.id).status)
+
+    def test_a_copy_restore_whose_backup_leaves_restoring_is_cancelled(self):
+        vol = self.volume(image=False)
+        f, _ = self.file_volume(vol, [(0, 1024 * 1024)])
+        b = self.cinder_backup(vol)
+        b.update(self.driver.backup(b, f))
+        b.save()
+        self.addCleanup(self.delete_quietly, b)
+        self.override_config("rbdbackup_status_check_interval", 0.05)
+        target, _ = self.file_volume(vol, [])
+        row = self.set_status(b, fields.BackupStatus.AVAILABLE)  # an admin's reset-state, before the first check
+        self.assertRaises(exception.BackupRestoreCancel, self.driver.restore, row, vol.id, target)
 
     def test_a_refused_copy_fails_clearly_and_leaves_no_backup(self):
         vol = self.volume(image=False)
