@@ -12,8 +12,9 @@
  * may be kept, the same after `backups:`; or `*` (everything). The two kinds are apart on purpose: a
  * backup pool two clients share holds base images and, after a failover, volumes — a client's backup
  * scope makes none of them its volumes. With a file configured, an API client it does not list is
- * refused every call but an admin's (admins are never scoped: the calls only they may make — imports,
- * catalog rebuild, ForgetAgent — act on every volume); without one nobody is scoped. A bad line stops
+ * refused every call but an admin's (admins are never scoped: the calls only they may make — record
+ * imports, catalog rebuild, ForgetAgent, an unscoped ImportBackup — act on every volume); without one
+ * nobody is scoped (and ImportBackup is an admin's call: api/scoped.ts ADMIN_UNLESS_SCOPED). A bad line stops
  * the coordinator at start, naming it; SIGHUP reloads the file (a bad file keeps the scopes in force).
  *
  * What a scope covers: a volume (cluster, pool, namespace) is covered by a volume entry naming its

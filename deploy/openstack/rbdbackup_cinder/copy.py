@@ -3,22 +3,34 @@ are not RBD, and of Cinder snapshots, as Ceph's driver copies them (its _transfe
 
 send(): the volume file's first `length` bytes as a diff from creation — 's' the length, a 'w' record
 per chunk that is not all zeros (zero chunks are left out: the backup's base image reads zeros there),
-'e'. A file shorter than `length` reads as zeros past its end.
+'e'. A file shorter than `length` reads as zeros past its end. After KEEPALIVE_S without a record (a
+long run of zeros), the next chunk is sent even if it is all zeros: rbdbackup fails an import whose
+caller sends nothing for 10 minutes.
 
-receive(): a stream onto a volume file from its start — every byte of the target is written: the
-records' data, zeros for 'z' records and for what no record names, and zeros from the stream's size to
-the target's length (a target larger than the backup gets its tail zeroed, as Ceph's driver discards
-it). A stream larger than the target, or malformed, raises CopyError before or where it goes wrong.
+receive(): a stream onto a volume file — every byte of the target is written: the records' data as
+they come, then (after 'e', so that the stream is read as fast as it comes: rbdbackup fails an export
+whose caller reads nothing for 10 minutes) zeros for 'z' records, for what no record names and from the
+stream's size to the target's length (a target larger than the backup gets its tail zeroed, as Ceph's
+driver discards it). A stream larger than the target, or malformed, raises CopyError where it goes
+wrong.
+
+Both check `stop()` at every chunk (CopyError "stopped" when it says so).
 """
 
 from __future__ import annotations
 
 import struct
-from typing import IO
+import time
+from typing import IO, Callable, List, Tuple
 
 CHUNK = 4 << 20
 BANNER = b"rbd diff v1\n"
 _ZEROS = bytes(CHUNK)
+KEEPALIVE_S = 60.0
+
+
+def _never() -> bool:
+    return False
 
 
 class CopyError(Exception):
@@ -37,22 +49,33 @@ def _read_full(f, n: int) -> bytes:
     return b"".join(parts)
 
 
-def send(volume_file, length: int, out: IO[bytes], chunk: int = CHUNK) -> int:
+def send(
+    volume_file,
+    length: int,
+    out: IO[bytes],
+    chunk: int = CHUNK,
+    stop: Callable[[], bool] = _never,
+    keepalive_s: float = KEEPALIVE_S,
+) -> int:
     """Writes the stream of volume_file's first `length` bytes to `out`; returns the data bytes sent."""
     volume_file.seek(0)
     out.write(BANNER)
     out.write(b"s" + struct.pack("<Q", length))
     sent = 0
     off = 0
+    last = time.monotonic()
     while off < length:
+        if stop():
+            raise CopyError("stopped")
         n = min(chunk, length - off)
         data = _read_full(volume_file, n)
         if not data:
             break  # the file ends before `length`: the rest reads as zeros
-        if data != _ZEROS[: len(data)]:
+        if data != _ZEROS[: len(data)] or time.monotonic() - last >= keepalive_s:
             out.write(b"w" + struct.pack("<QQ", off, len(data)))
             out.write(data)
             sent += len(data)
+            last = time.monotonic()
         off += len(data)
     out.write(b"e")
     out.flush()
@@ -66,21 +89,34 @@ def _exact(src: IO[bytes], n: int, what: str) -> bytes:
     return b
 
 
-def _zeros(dst, n: int) -> None:
+def _zeros(dst, off: int, n: int, stop: Callable[[], bool]) -> None:
+    dst.seek(off)
     while n > 0:
+        if stop():
+            raise CopyError("stopped")
         k = min(n, CHUNK)
         dst.write(_ZEROS[:k])
         n -= k
 
 
-def receive(src: IO[bytes], volume_file, target_length: int) -> int:
+def receive(src: IO[bytes], volume_file, target_length: int, stop: Callable[[], bool] = _never) -> int:
     """Applies the stream from `src` over volume_file (every byte of its first target_length written);
     returns the backup's size (its 's' record)."""
     if _exact(src, len(BANNER), "its banner") != BANNER:
         raise CopyError("the backup's stream is not an rbd diff v1 stream")
-    volume_file.seek(0)
     pos = 0
     size = None
+    # What is zeroed after the stream: (offset, length), ascending, adjacent ones merged.
+    holes: List[Tuple[int, int]] = []
+
+    def hole(off: int, n: int) -> None:
+        if n <= 0:
+            return
+        if holes and holes[-1][0] + holes[-1][1] == off:
+            holes[-1] = (holes[-1][0], holes[-1][1] + n)
+        else:
+            holes.append((off, n))
+
     while True:
         tag = _exact(src, 1, "a record tag")
         if tag in (b"f", b"t"):
@@ -94,15 +130,18 @@ def receive(src: IO[bytes], volume_file, target_length: int) -> int:
             off, n = struct.unpack("<QQ", _exact(src, 16, "an extent record"))
             if size is None or off < pos or off + n > size:
                 raise CopyError(f"extent {off}+{n} is out of order or past the backup's size")
-            _zeros(volume_file, off - pos)
+            hole(pos, off - pos)
             if tag == b"w":
+                volume_file.seek(off)
                 left = n
                 while left > 0:
+                    if stop():
+                        raise CopyError("stopped")
                     k = min(left, CHUNK)
                     volume_file.write(_exact(src, k, "an extent's data"))
                     left -= k
             else:
-                _zeros(volume_file, n)
+                hole(off, n)
             pos = off + n
         elif tag == b"e":
             break
@@ -110,6 +149,8 @@ def receive(src: IO[bytes], volume_file, target_length: int) -> int:
             raise CopyError(f"unknown record {tag!r} in the backup's stream")
     if size is None:
         raise CopyError("the backup's stream has no size record")
-    _zeros(volume_file, target_length - pos)
+    hole(pos, target_length - pos)
+    for off, n in holes:
+        _zeros(volume_file, off, n, stop)
     volume_file.flush()
     return size

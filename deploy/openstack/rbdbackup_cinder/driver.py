@@ -532,13 +532,17 @@ class RbdbackupBackupDriver(driver.BackupDriver):
 
     @staticmethod
     def _copy_checked(run, stop_when):
-        """run(started) in a native thread (_off_hub; `started` gets the relay process once it runs) while
-        `stop_when` is read every rbdbackup_status_check_interval, as _follow reads it: turning true — or
-        failing, Cinder's database away — kills the relay process, which ends its call, so rbdbackup
-        cancels the job (ImportBackup and ExportBackup cancel theirs when their caller goes). Raises
-        Stopped-like CopyStopped then (with the check's own error, if it failed)."""
+        """run(started, stopped) in a native thread (_off_hub; `started` gets the relay process once it
+        runs, and run kills it itself when `stopped()` already says so) while `stop_when` is read every
+        rbdbackup_status_check_interval, as _follow reads it: turning true — or failing, Cinder's database
+        away — kills the relay process, which ends its call, so rbdbackup cancels the job (ImportBackup and
+        ExportBackup cancel theirs when their caller goes), and `stopped()` ends the copy's own loop at its
+        next chunk (copy.py). Raises CopyStopped then (with the check's own error, if it failed)."""
         started: list = []
         state: dict = {"done": False, "stopped": None}
+
+        def stopped() -> bool:
+            return state["stopped"] is not None
         interval = float(CONF.rbdbackup_status_check_interval)
 
         def check() -> None:
@@ -560,7 +564,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         checker = threading.Thread(target=check, daemon=True)
         checker.start()
         try:
-            result = _off_hub(lambda: run(started))
+            result = _off_hub(lambda: run(started, stopped))
         except Exception:
             if state["stopped"] is not None:
                 raise CopyStopped(state["stopped"]) from None
@@ -583,23 +587,28 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             backup.save()
         length = int(volume["size"]) * GiB
         header = pb.ImportBackupHeader(
-            volume=self.locator.copied_volume_ref(volume),
+            volume=self.locator.copied_volume_ref(volume, backup.snapshot_id),
             location=common_pb2.BackupLocation(cluster=self.locator.backup_cluster(), pool=backup.container),
             volume_id=volume.id,
             volume_metadata=volume_metadata,
             idempotency_key=backup.id,
             format=pb.DIFF_FORMAT_RBD_V1,
         )
+        if backup.snapshot_id and backup.data_timestamp:
+            # The data is the snapshot's (Cinder's data_timestamp: its created_at), not the copy's time.
+            header.taken_at.FromDatetime(_naive_utc(backup.data_timestamp))
         what = _("snapshot %s") % backup.snapshot_id if backup.snapshot_id else _("volume %s") % volume.id
         LOG.debug("Copying %(what)s (%(n)d bytes) to rbdbackup.", {"what": what, "n": length})
         timeout = float(CONF.rbdbackup_job_timeout)
 
-        def run(started: list):
+        def run(started: list, stopped):
             proc = relay.start("import", self.client.config, header, timeout)
             started.append(proc)
             try:
+                if stopped():
+                    proc.kill()
                 try:
-                    sent = copy.send(volume_file, length, proc.stdin)
+                    sent = copy.send(volume_file, length, proc.stdin, stop=stopped)
                 except BrokenPipeError:
                     sent = -1  # the call ended early (a refusal): its answer says why
                 finally:
@@ -608,12 +617,10 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                     except BrokenPipeError:
                         pass
                 out = proc.stdout.read()
-                proc.wait(timeout=60)
+                relay.wait(proc)
                 return sent, relay.answer(out, proc)
             finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+                relay.end(proc)
 
         try:
             sent, got = self._copy_checked(
@@ -817,27 +824,25 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         timeout = float(CONF.rbdbackup_job_timeout)
         LOG.debug("Restoring rbdbackup backup %(rid)s onto volume %(v)s by a copy.", {"rid": rid, "v": target.id})
 
-        def run(started: list) -> int:
+        def run(started: list, stopped) -> int:
             req = pb.ExportBackupRequest(backup_id=rid, format=pb.DIFF_FORMAT_RBD_V1)
             proc = relay.start("export", self.client.config, req, timeout)
             started.append(proc)
             try:
+                if stopped():
+                    proc.kill()
                 proc.stdin.close()
                 try:
-                    size = copy.receive(proc.stdout, volume_file, length)
+                    size = copy.receive(proc.stdout, volume_file, length, stop=stopped)
                 except copy.CopyError as e:
-                    proc.kill()
-                    proc.wait()
-                    relay.answer(proc.stderr.read(), proc)  # the call's own failure, when it failed
+                    relay.end(proc)
+                    relay.answer(relay.errors(proc), proc)  # the call's own failure, when it failed
                     raise relay.RelayError("DATA_LOSS", str(e)) from None
-                err = proc.stderr.read()
-                proc.wait(timeout=60)
-                relay.answer(err, proc)
+                relay.wait(proc)
+                relay.answer(relay.errors(proc), proc)
                 return size
             finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+                relay.end(proc)
 
         excused: dict = {}
         # _restore_cancelled judges other restores of the backup against this one's start (it has no
@@ -906,8 +911,13 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             return False
         began = job.created_at.ToDatetime()
         used = excused.setdefault("restores", set())
-        for other in self.client.list_jobs(kind=pb.JOB_KIND_RESTORE, backup_id=rid):
-            if other.id == job.id or other.id in used or not other.idempotency_key.startswith("cinder-restore-"):
+        others = self.client.list_jobs(kind=pb.JOB_KIND_RESTORE, backup_id=rid)
+        # A restore onto a target that is not RBD is an EXPORT job (no key: any export of the backup counts).
+        others += self.client.list_jobs(kind=pb.JOB_KIND_EXPORT, backup_id=rid)
+        for other in others:
+            if other.id == job.id or other.id in used:
+                continue
+            if other.kind == pb.JOB_KIND_RESTORE and not other.idempotency_key.startswith("cinder-restore-"):
                 continue
             if other.state not in (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED):
                 continue

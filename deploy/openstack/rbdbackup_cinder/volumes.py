@@ -4,6 +4,8 @@ image (volume.name, e.g. volume-<id>). And the backup snapshot name pattern both
 
 from __future__ import annotations
 
+from typing import Optional
+
 from cinder import exception
 from cinder.i18n import _
 from rbdbackup_client import common_pb2
@@ -44,12 +46,13 @@ class VolumeLocator:
             )
         return cluster
 
-    def copied_volume_ref(self, volume) -> common_pb2.VolumeRef:
-        """What rbdbackup lists a copied backup under (a volume that is not RBD, a Cinder snapshot): not the
-        RBD volume's own name, so that a copy never becomes the head of its RBD backups' chain."""
-        return common_pb2.VolumeRef(
-            cluster=self.backup_cluster(), pool=self.conf.rbdbackup_copied_volumes_pool, image=volume["name"]
-        )
+    def copied_volume_ref(self, volume, snapshot_id: Optional[str] = None) -> common_pb2.VolumeRef:
+        """What rbdbackup lists a copied backup under: a volume that is not RBD by its name, a Cinder
+        snapshot by its own (snapshot-<id>: a copy holds its volume in rbdbackup while it runs, and a
+        volume's own backup may run beside its snapshot's), in rbdbackup_copied_volumes_pool — not
+        under the RBD volume's own name, so that a copy never becomes the head of its RBD backups' chain."""
+        image = f"snapshot-{snapshot_id}" if snapshot_id else volume["name"]
+        return common_pb2.VolumeRef(cluster=self.backup_cluster(), pool=self.conf.rbdbackup_copied_volumes_pool, image=image)
 
     def volume_ref(self, volume, volume_file) -> common_pb2.VolumeRef:
         pool = getattr(volume_file, "rbd_pool", None)

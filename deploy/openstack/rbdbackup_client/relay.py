@@ -27,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from typing import IO, Iterator
 
 import grpc
@@ -37,6 +38,8 @@ from .config import ClientConfig
 
 # The size of each data message of an import (the coordinator takes up to its gRPC message limit).
 MESSAGE_BYTES = 1 << 20
+# How long the child may take to end once its output was read, seconds.
+END_WAIT_S = 60.0
 _HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -56,18 +59,20 @@ def start(kind: str, config: ClientConfig, request, timeout: float) -> subproces
         raise ValueError(kind)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([_HERE] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    err = None if kind == "import" else tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [sys.executable, "-m", "rbdbackup_client.relay", kind],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         # An import's answer is its last stdout line, and whatever the child printed before it (a
-        # traceback) goes with it into the error; an export's stdout is the stream, its stderr is read
-        # after it.
-        stderr=subprocess.STDOUT if kind == "import" else subprocess.PIPE,
+        # traceback) goes with it into the error; an export's stdout is the stream, its stderr goes to a
+        # file read after it (a pipe nobody reads while the stream flows could fill and stop the child).
+        stderr=subprocess.STDOUT if err is None else err,
         env=env,
         close_fds=True,
     )
     assert proc.stdin is not None
+    proc.stderr_file = err  # read back by errors() (a temporary file: gone once collected)
     line = {
         "config": dataclasses.asdict(config),
         "request": base64.b64encode(request.SerializeToString()).decode(),
@@ -75,6 +80,38 @@ def start(kind: str, config: ClientConfig, request, timeout: float) -> subproces
     }
     proc.stdin.write(json.dumps(line).encode() + b"\n")
     return proc
+
+
+def wait(proc: subprocess.Popen, timeout: float = END_WAIT_S) -> None:
+    """Waits for the child to end once its output was read (bounded: RelayError DEADLINE_EXCEEDED)."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        end(proc)
+        raise RelayError("DEADLINE_EXCEEDED", f"the rbdbackup relay process did not end within {timeout:.0f} s "
+                                              "of its output; it was killed") from None
+
+
+def end(proc: subprocess.Popen) -> None:
+    """Kills the child if it still runs, and reaps it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for f in (proc.stdin, proc.stdout):
+        try:
+            if f is not None:
+                f.close()
+        except OSError:
+            pass
+
+
+def errors(proc: subprocess.Popen) -> bytes:
+    """What an export's child wrote to its stderr (its answer line last)."""
+    f = getattr(proc, "stderr_file", None)
+    if f is None:
+        return b""
+    f.seek(0)
+    return f.read()
 
 
 def answer(raw: bytes, proc: subprocess.Popen) -> dict:
@@ -122,7 +159,7 @@ def _import(config: ClientConfig, header: pb.ImportBackupHeader, data: IO[bytes]
     def messages() -> Iterator[pb.ImportBackupMessage]:
         yield pb.ImportBackupMessage(header=header)
         while True:
-            chunk = data.read(MESSAGE_BYTES)
+            chunk = data.read1(MESSAGE_BYTES)  # what has come, not a full message's worth
             if not chunk:
                 return
             yield pb.ImportBackupMessage(data=chunk)

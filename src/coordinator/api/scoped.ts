@@ -6,7 +6,8 @@
  * PERMISSION_DENIED (reason `out_of_scope`, counted; a read is audited here, a mutating call by the
  * audit middleware with its status), nothing changed. A request that names something malformed or
  * unknown passes to its handler, which answers INVALID_ARGUMENT or NOT_FOUND as for anyone. Unscoped
- * callers (no scopes file, admins, `*`) pass untouched. Every BackupService method is in CHECKS: a new
+ * callers (no scopes file, admins, `*`) pass untouched — but for ADMIN_UNLESS_SCOPED (ImportBackup),
+ * which an unscoped operator may not call (PERMISSION_DENIED, reason wrong_role). Every BackupService method is in CHECKS: a new
  * one must be placed there on purpose (the guard refuses a scoped caller's call to a method it lacks).
  */
 import { type CallContext, ServerError, type ServerMiddlewareCall, Status } from "nice-grpc-common";
@@ -397,7 +398,7 @@ export function scopeGuard(deps: ScopeGuardDeps) {
     if ("scope" in verdict && verdict.scope === null) {
       if (ADMIN_UNLESS_SCOPED.has(method) && roleOf(caller) === "operator")
         return refuse(
-          `${method} needs the admin role, or an operator whose scopes (auth.scopesFile) confine it to its own volumes and backup pools; ${callerName(caller)} is an operator without scopes`,
+          `${method} needs role admin, or an operator whose scopes (auth.scopesFile) confine it to its own volumes and backup pools; ${callerName(caller)} is an operator without scopes`,
           "wrong_role",
         );
       return yield* call.next(call.request, context);

@@ -427,7 +427,7 @@ describe("scoped API clients on the real BackupService", () => {
     await assertStatus(
       api.importBackup(importOf(vol("v1"), "backups"), client("operator", "ops")),
       Status.PERMISSION_DENIED,
-      /^ImportBackup needs the admin role, or an operator whose scopes .* confine it .*client\/operator\/ops is an operator without scopes/,
+      /^ImportBackup needs role admin, or an operator whose scopes .* confine it .*client\/operator\/ops is an operator without scopes/,
     );
     assert.equal(await wrongRole(), roleRefusals + 1, "counted as wrong_role");
     assert.equal(jobs(), jobsBefore, "no job");

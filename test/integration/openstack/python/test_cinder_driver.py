@@ -9,6 +9,7 @@ Run through test/integration/openstack/cinder.test.ts, which starts the daemons 
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import json
@@ -459,6 +460,41 @@ class CopyStreamTest(unittest.TestCase):
         self.assertEqual(3 * copy.CHUNK, copy.receive(io.BytesIO(stream.getvalue()), target, 3 * copy.CHUNK))
         self.assertEqual(data + bytes(3 * copy.CHUNK - 1000), target.getvalue())
 
+    def test_a_long_run_of_zeros_still_sends_now_and_then_and_holes_are_zeroed_after_the_stream(self):
+        data = bytes(3 * copy.CHUNK) + os.urandom(100)
+        stream = io.BytesIO()
+        # keepalive_s=0: every chunk goes out, zeros too (rbdbackup's 10-minute idle rule never trips).
+        self.assertEqual(len(data), copy.send(io.BytesIO(data), len(data), stream, keepalive_s=0))
+
+        class Recording(io.BytesIO):
+            def __init__(self):
+                super().__init__(b"\xff" * len(data))
+                self.kinds = []
+
+            def write(self, b):
+                self.kinds.append("zeros" if not any(b) else "data")
+                return super().write(b)
+
+        sparse = io.BytesIO()
+        copy.send(io.BytesIO(data), len(data), sparse)
+        target = Recording()
+        copy.receive(io.BytesIO(sparse.getvalue()), target, len(data))
+        self.assertEqual(data, target.getvalue())
+        # The data as it streams, the zeros once the stream ended (its reader never waits on them).
+        self.assertEqual(["data"], target.kinds[:1])
+        self.assertEqual({"zeros"}, set(target.kinds[1:]))
+
+    def test_a_stop_ends_either_side_at_the_next_chunk(self):
+        data = os.urandom(3 * copy.CHUNK)
+        with self.assertRaises(copy.CopyError) as caught:
+            copy.send(io.BytesIO(data), len(data), io.BytesIO(), stop=lambda: True)
+        self.assertEqual("stopped", str(caught.exception))
+        stream = io.BytesIO()
+        copy.send(io.BytesIO(data), len(data), stream)
+        with self.assertRaises(copy.CopyError) as caught:
+            copy.receive(io.BytesIO(stream.getvalue()), io.BytesIO(), len(data), stop=lambda: True)
+        self.assertEqual("stopped", str(caught.exception))
+
     def test_bad_streams_are_refused(self):
         stream = io.BytesIO()
         copy.send(io.BytesIO(os.urandom(5000)), 5000, stream)
@@ -527,6 +563,8 @@ class CopiedBackupTest(DriverTestCase):
         snap = test_utils.create_snapshot(self.ctxt, vol.id)
         b = test_utils.create_backup(self.ctxt, volume_id=vol.id, snapshot_id=snap.id, parent_id=first.id)
         b.container = None
+        taken = datetime.datetime(2026, 1, 2, 3, 4, 5)  # the manager sets data_timestamp to the snapshot's created_at
+        b.data_timestamp = taken
         b.save()
         b = objects.Backup.get_by_id(self.ctxt, b.id)
         # The manager hands the attached snapshot; here the volume's image, unchanged since, stands for it.
@@ -537,7 +575,9 @@ class CopiedBackupTest(DriverTestCase):
         r = self.ours(b)
         self.assertFalse(r.incremental)
         self.assertIsNone(objects.Backup.get_by_id(self.ctxt, b.id).parent_id, "a full copy: its parent dropped")
-        self.assertEqual((BACKUPS, "cinder-copies", vol.name), (r.volume.cluster, r.volume.pool, r.volume.image))
+        # Listed under the snapshot's name: a backup of the volume itself may run beside it.
+        self.assertEqual((BACKUPS, "cinder-copies", f"snapshot-{snap.id}"), (r.volume.cluster, r.volume.pool, r.volume.image))
+        self.assertEqual(taken, r.created_at.ToDatetime(), "dated by the snapshot's data, not the copy")
         self.assertEqual(want, LAB.export_sha256(BACKUPS, f"backups/{r.base_image}@{r.snapshot}"))
         self.assertEqual(
             [rbdbackup_id(first)], [s["backup_id"] for s in ceph.CephBackupDriver.get_backup_snaps(self.volume_file(vol).rbd_image)],
@@ -582,6 +622,13 @@ class CopiedBackupTest(DriverTestCase):
         target, _ = self.file_volume(vol, [])
         row = self.set_status(b, fields.BackupStatus.AVAILABLE)  # an admin's reset-state, before the first check
         self.assertRaises(exception.BackupRestoreCancel, self.driver.restore, row, vol.id, target)
+        # Its export, when the relay got as far as starting one, was cancelled, not carried on to the end.
+        for job in self.driver.client.list_jobs(kind=pb.JOB_KIND_EXPORT, backup_id=rbdbackup_id(b)):
+            try:
+                job = self.driver.client.wait(job, timeout=60)
+            except JobFailed as e:
+                job = e.job
+            self.assertEqual(pb.JOB_STATE_CANCELLED, job.state)
 
     def test_a_refused_copy_fails_clearly_and_leaves_no_backup(self):
         vol = self.volume(image=False)
@@ -1141,8 +1188,8 @@ class RestoreKeyTest(test.TestCase):
             t.FromDatetime(t0 + datetime.timedelta(seconds=seconds))
             return t
 
-        def job(jid, state, created, finished=None, key="cinder-restore-h-0123456789abcdef-x"):
-            j = pb.Job(id=jid, state=state, idempotency_key=key, created_at=ts(created))
+        def job(jid, state, created, finished=None, key="cinder-restore-h-0123456789abcdef-x", kind=pb.JOB_KIND_RESTORE):
+            j = pb.Job(id=jid, kind=kind, state=state, idempotency_key=key, created_at=ts(created))
             if finished is not None:
                 j.finished_at.CopyFrom(ts(finished))
             return j
@@ -1157,7 +1204,7 @@ class RestoreKeyTest(test.TestCase):
                 return self.status
 
         fake = Fake()
-        fake.client = types.SimpleNamespace(list_jobs=lambda **kw: list(fake.jobs))
+        fake.client = types.SimpleNamespace(list_jobs=lambda **kw: [j for j in fake.jobs if j.kind == kw["kind"]])
         backup = types.SimpleNamespace(id="b", updated_at=None)
         mine = job("mine", pb.JOB_STATE_RUNNING, 0)
 
@@ -1181,4 +1228,7 @@ class RestoreKeyTest(test.TestCase):
         fake.jobs = [mine, job("old", pb.JOB_STATE_SUCCEEDED, -50, -10), job("x", pb.JOB_STATE_SUCCEEDED, 5, 100, key="k")]
         fake.updated = t0 + datetime.timedelta(seconds=102)
         self.assertTrue(cancelled({}))
+        # A restore onto a target that is not RBD is an EXPORT job of the backup (no key): its end excuses one.
+        fake.jobs = [mine, job("copy", pb.JOB_STATE_SUCCEEDED, 5, 100, key="", kind=pb.JOB_KIND_EXPORT)]
+        self.assertFalse(cancelled({}))
 

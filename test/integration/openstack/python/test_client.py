@@ -19,7 +19,7 @@ import grpc
 
 from lab import test_config
 from rbdbackup.v1 import backup_service_pb2_grpc as rpc
-from rbdbackup_client import Client, ClientConfig, JobFailed, RbdbackupError, backup_service_pb2 as pb
+from rbdbackup_client import Client, ClientConfig, JobFailed, RbdbackupError, backup_service_pb2 as pb, relay
 
 CFG = test_config()
 
@@ -44,6 +44,13 @@ class Standby(rpc.BackupServiceServicer):
 
     def CreateBackup(self, request, context):
         self._standby(context, "CreateBackup")
+
+    def ExportBackup(self, request, context):
+        self._standby(context, "ExportBackup")
+
+    def GetCoordinatorStatus(self, request, context):
+        self.calls.append(("GetCoordinatorStatus", {}))
+        return pb.CoordinatorStatus(role=pb.COORDINATOR_ROLE_STANDBY, leader_address=self.leader)
 
     def WatchJob(self, request, context):
         self.calls.append(("WatchJob", {}))
@@ -102,6 +109,24 @@ class ClientTest(unittest.TestCase):
             c.create_backup(pb.CreateBackupRequest(idempotency_key="k-" + missing[:8]))
         self.assertEqual(grpc.StatusCode.INVALID_ARGUMENT, e.exception.code)
         self.assertEqual(CFG["coordinator"], e.exception.address)
+
+    def test_the_relay_process_streams_to_the_leader_a_standby_names(self):
+        # The Cinder driver's copies stream from a child process (rbdbackup_client/relay.py), which cannot
+        # retry a stream it has read: it asks where the leader is first.
+        cfg = ClientConfig(addresses=[self.address], ca_file=CFG["ca"], cert_file=CFG["cert"], key_file=CFG["key"])
+        proc = relay.start("export", cfg, pb.ExportBackupRequest(backup_id=str(uuid.uuid4())), 30)
+        try:
+            proc.stdin.close()
+            out = proc.stdout.read()
+            relay.wait(proc)
+        finally:
+            relay.end(proc)
+        self.assertEqual(b"", out)
+        with self.assertRaises(relay.RelayError) as e:
+            relay.answer(relay.errors(proc), proc)
+        # Answered by the real coordinator (an unknown backup), not refused by the standby.
+        self.assertEqual("NOT_FOUND", e.exception.code)
+        self.assertEqual(["GetCoordinatorStatus"], [m for m, _ in self.standby.calls])
 
     def test_a_mutating_call_without_idempotency_key_is_not_retried(self):
         c = self.client([self.address])
