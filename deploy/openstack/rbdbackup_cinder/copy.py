@@ -11,7 +11,8 @@ receive(): a stream onto a volume file — every byte of the target is written: 
 they come, then (after 'e', so that the stream is read as fast as it comes: rbdbackup fails an export
 whose caller reads nothing for 10 minutes) zeros for 'z' records, for what no record names and from the
 stream's size to the target's length (a target larger than the backup gets its tail zeroed, as Ceph's
-driver discards it). A stream larger than the target, or malformed, raises CopyError where it goes
+driver discards it) — by the device (BLKZEROOUT) or a punched hole in a file where it can, so that a
+large sparse restore is not a long write of zeros after its stream. A stream larger than the target, or malformed, raises CopyError where it goes
 wrong.
 
 Both check `stop()` at every chunk (CopyError "stopped" when it says so).
@@ -19,6 +20,10 @@ Both check `stop()` at every chunk (CopyError "stopped" when it says so).
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
+import os
+import stat
 import struct
 import time
 from typing import IO, Callable, List, Tuple
@@ -89,7 +94,48 @@ def _exact(src: IO[bytes], n: int, what: str) -> bytes:
     return b
 
 
+# ioctl(BLKZEROOUT): a block device zeroes a range itself (_IO(0x12, 127)); fallocate's flags.
+BLKZEROOUT = 0x127F
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+_libc = None
+
+
+def _punch(fd: int, off: int, n: int) -> bool:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return _libc.fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, off, n) == 0
+
+
+def _zero_fast(dst, off: int, n: int) -> bool:
+    """Zeroes the range without writing it, when the target can: a block device (BLKZEROOUT) or a regular
+    file (a punched hole, the file grown to cover it). False when it cannot (the caller writes zeros)."""
+    try:
+        fd = dst.fileno()
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, OSError, ValueError):
+        return False
+    try:
+        if stat.S_ISBLK(mode):
+            fcntl.ioctl(fd, BLKZEROOUT, struct.pack("QQ", off, n))
+            return True
+        if stat.S_ISREG(mode):
+            dst.flush()
+            if not _punch(fd, off, n):
+                return False
+            if os.fstat(fd).st_size < off + n:
+                os.ftruncate(fd, off + n)
+            return True
+    except OSError:
+        return False
+    return False
+
+
 def _zeros(dst, off: int, n: int, stop: Callable[[], bool]) -> None:
+    if n > 0 and _zero_fast(dst, off, n):
+        return
     dst.seek(off)
     while n > 0:
         if stop():

@@ -537,7 +537,8 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         rbdbackup_status_check_interval, as _follow reads it: turning true — or failing, Cinder's database
         away — kills the relay process, which ends its call, so rbdbackup cancels the job (ImportBackup and
         ExportBackup cancel theirs when their caller goes), and `stopped()` ends the copy's own loop at its
-        next chunk (copy.py). Raises CopyStopped then (with the check's own error, if it failed)."""
+        next chunk (copy.py). Raises CopyStopped then (with the check's own error, if it failed; a copy that
+        completed before a failed check is kept). `stop_when(started)` gets the relay processes started."""
         started: list = []
         state: dict = {"done": False, "stopped": None}
 
@@ -551,7 +552,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                 if state["done"]:
                     return
                 try:
-                    stop = stop_when()
+                    stop = stop_when(started)
                 except Exception as e:  # noqa: BLE001 - the copy is not left running unchecked
                     state["stopped"] = e
                     stop = True
@@ -571,8 +572,10 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             raise
         finally:
             state["done"] = True
-        if state["stopped"] is not None:
-            raise CopyStopped(state["stopped"])
+        # A copy that completed stays done unless Cinder asked to stop it (a check that failed — its
+        # database away — does not undo it).
+        if state["stopped"] is True:
+            raise CopyStopped(True)
         return result
 
     def _copy_backup(self, backup, volume, volume_file, volume_metadata) -> dict:
@@ -596,7 +599,8 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         )
         if backup.snapshot_id and backup.data_timestamp:
             # The data is the snapshot's (Cinder's data_timestamp: its created_at), not the copy's time.
-            header.taken_at.FromDatetime(_naive_utc(backup.data_timestamp))
+            # Another host's clock: never later than this one's (rbdbackup refuses a time in its future).
+            header.taken_at.FromDatetime(min(_naive_utc(backup.data_timestamp), datetime.datetime.utcnow()))
         what = _("snapshot %s") % backup.snapshot_id if backup.snapshot_id else _("volume %s") % volume.id
         LOG.debug("Copying %(what)s (%(n)d bytes) to rbdbackup.", {"what": what, "n": length})
         timeout = float(CONF.rbdbackup_job_timeout)
@@ -625,7 +629,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         try:
             sent, got = self._copy_checked(
                 run,
-                lambda: self._status_now(backup) in (fields.BackupStatus.DELETING, fields.BackupStatus.DELETED),
+                lambda started: self._status_now(backup) in (fields.BackupStatus.DELETING, fields.BackupStatus.DELETED),
             )
         except CopyStopped as e:
             # As a followed backup being force-deleted (backup()): nothing to return; the manager's
@@ -831,12 +835,15 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             try:
                 if stopped():
                     proc.kill()
-                proc.stdin.close()
+                try:
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass  # the child ended at once: its stderr says why
                 try:
                     size = copy.receive(proc.stdout, volume_file, length, stop=stopped)
                 except copy.CopyError as e:
-                    relay.end(proc)
-                    relay.answer(relay.errors(proc), proc)  # the call's own failure, when it failed
+                    if proc.poll() is not None:
+                        relay.answer(relay.errors(proc), proc)  # the call's own failure, when it failed
                     raise relay.RelayError("DATA_LOSS", str(e)) from None
                 relay.wait(proc)
                 relay.answer(relay.errors(proc), proc)
@@ -849,8 +856,14 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         # RESTORE job of its own: its EXPORT job's id is known at its end).
         began = pb.Job()
         began.created_at.GetCurrentTime()
+
+        def own(started: list) -> pb.Job:
+            # This restore's own EXPORT job, once its relay named it: not taken for a sibling.
+            if not began.id and started:
+                began.id = relay.started_job(started[0])
+            return began
         try:
-            size = self._copy_checked(run, lambda: self._restore_cancelled(backup, rid, began, excused))
+            size = self._copy_checked(run, lambda started: self._restore_cancelled(backup, rid, own(started), excused))
         except CopyStopped as e:
             if e.error is not None:
                 raise exception.BackupOperationError(

@@ -93,11 +93,11 @@ def wait(proc: subprocess.Popen, timeout: float = END_WAIT_S) -> None:
 
 
 def end(proc: subprocess.Popen) -> None:
-    """Kills the child if it still runs, and reaps it."""
+    """Kills the child if it still runs, reaps it, and closes its pipes and stderr file."""
     if proc.poll() is None:
         proc.kill()
         proc.wait()
-    for f in (proc.stdin, proc.stdout):
+    for f in (proc.stdin, proc.stdout, getattr(proc, "stderr_file", None)):
         try:
             if f is not None:
                 f.close()
@@ -105,13 +105,30 @@ def end(proc: subprocess.Popen) -> None:
             pass
 
 
+def started_job(proc: subprocess.Popen) -> str:
+    """The id of the job an export's child reported starting ("" until it did)."""
+    for ln in errors(proc).decode(errors="replace").splitlines():
+        try:
+            got = json.loads(ln)
+        except ValueError:
+            continue
+        if isinstance(got, dict) and got.get("started"):
+            return str(got["started"])
+    return ""
+
+
 def errors(proc: subprocess.Popen) -> bytes:
     """What an export's child wrote to its stderr (its answer line last)."""
     f = getattr(proc, "stderr_file", None)
-    if f is None:
+    if f is None or f.closed:
         return b""
-    f.seek(0)
-    return f.read()
+    parts, off = [], 0
+    while True:  # pread: the file's own offset is the child's, which may still append
+        b = os.pread(f.fileno(), 1 << 20, off)
+        if not b:
+            return b"".join(parts)
+        parts.append(b)
+        off += len(b)
 
 
 def answer(raw: bytes, proc: subprocess.Popen) -> dict:
@@ -159,7 +176,9 @@ def _import(config: ClientConfig, header: pb.ImportBackupHeader, data: IO[bytes]
     def messages() -> Iterator[pb.ImportBackupMessage]:
         yield pb.ImportBackupMessage(header=header)
         while True:
-            chunk = data.read1(MESSAGE_BYTES)  # what has come, not a full message's worth
+            # A full message's worth (the sender's keepalive chunks bound the wait: copy.py KEEPALIVE_S);
+            # read1 would pass on each pipe read (64 KiB), 16 times the messages.
+            chunk = data.read(MESSAGE_BYTES)
             if not chunk:
                 return
             yield pb.ImportBackupMessage(data=chunk)
@@ -172,7 +191,12 @@ def _export(config: ClientConfig, req: pb.ExportBackupRequest, out: IO[bytes], t
     client, stub = _stub(config)
     job_id = ""
     for chunk in stub.ExportBackup(req, timeout=timeout, metadata=client._metadata):
-        job_id = job_id or chunk.job_id
+        if chunk.job_id and not job_id:
+            job_id = chunk.job_id
+            # Told at once (stderr, read back by started_job): the parent's status check must not take
+            # this restore's own job for another restore of the backup.
+            sys.stderr.write(json.dumps({"started": job_id}) + "\n")
+            sys.stderr.flush()
         if chunk.data:
             out.write(chunk.data)
     out.flush()

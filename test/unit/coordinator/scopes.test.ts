@@ -6,7 +6,7 @@
  * shown only its own in listings; an unlisted operator refused; an admin unscoped.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -23,6 +23,7 @@ import { BackupMode, RestoreMode } from "../../../src/gen/rbdbackup/v1/agent";
 import { BackupStatus, type ImportBackupMessage, JobState } from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { Answer } from "../../helpers/fake-agent";
+import { repoRoot } from "../../helpers/lab";
 import { type Api, type ApiServer, assertStatus, serveApi } from "./api-server";
 import { Harness, newBackup, vol } from "./harness";
 
@@ -45,6 +46,18 @@ describe("the scopes file", () => {
       { kind: "volumes", cluster: "b" },
     ]);
     assert.equal(m.get("token/ops")?.all, true);
+  });
+
+  it("the shipped example (deploy/examples/api-scopes) parses, and its commented example lines too", () => {
+    const text = readFileSync(path.join(repoRoot, "deploy/examples/api-scopes"), "utf8");
+    assert.equal(parseScopes(text, "api-scopes").size, 0, "every line a comment");
+    // Its example clients, uncommented, are valid lines.
+    const examples = text
+      .split("\n")
+      .filter((l) => /^# (client|token)\//.test(l))
+      .map((l) => l.slice(2));
+    assert.ok(examples.length >= 3, "the example lines are found");
+    assert.equal(parseScopes(examples.join("\n"), "api-scopes").size, examples.length);
   });
 
   it("refuses a bad line, naming the file and line", () => {

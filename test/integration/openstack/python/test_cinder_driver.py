@@ -484,6 +484,17 @@ class CopyStreamTest(unittest.TestCase):
         self.assertEqual(["data"], target.kinds[:1])
         self.assertEqual({"zeros"}, set(target.kinds[1:]))
 
+    def test_a_real_file_target_gets_its_holes_zeroed_and_its_length(self):
+        # A regular file: the holes are punched (or written where the file system cannot), the tail grown.
+        data = os.urandom(1000) + bytes(2 * copy.CHUNK) + os.urandom(copy.CHUNK)
+        stream = io.BytesIO()
+        copy.send(io.BytesIO(data), len(data), stream)
+        with tempfile.TemporaryFile() as f:
+            f.write(b"\xff" * (len(data) - 100))  # old data, shorter than the target
+            copy.receive(io.BytesIO(stream.getvalue()), f, len(data) + 3000)
+            f.seek(0)
+            self.assertEqual(data + bytes(3000), f.read())
+
     def test_a_stop_ends_either_side_at_the_next_chunk(self):
         data = os.urandom(3 * copy.CHUNK)
         with self.assertRaises(copy.CopyError) as caught:
@@ -592,43 +603,62 @@ class CopiedBackupTest(DriverTestCase):
         self.assertIsNone(objects.Backup.get_by_id(self.ctxt, b2.id).parent_id)
         self.assertEqual((SRC[0], SRC[1], vol.name), (self.ours(b2).volume.cluster, self.ours(b2).volume.pool, self.ours(b2).volume.image))
 
-    def test_a_copy_whose_backup_is_being_deleted_is_stopped_and_leaves_nothing_available(self):
-        # A force-delete (status deleting) while the copy runs: the relay is stopped at the first status
-        # check, which ends its call; rbdbackup cancels the import (a file of 1 GiB with 64 MiB of data takes
-        # far longer than one check).
+    def latch(self, before, after, when):
+        """A stand-in for the driver's status read: `before` until `when()` holds once, `after` from then on."""
+        seen = []
+
+        def status(backup):
+            if not seen and when():
+                seen.append(True)
+            return after if seen else before
+
+        self.mock_object(self.driver, "_status_now", status)
+        return seen
+
+    def running(self, kind, match):
+        return [j for j in self.driver.client.list_jobs(kind=kind) if match(j) and j.state == pb.JOB_STATE_RUNNING]
+
+    def ended(self, job):
+        try:
+            return self.driver.client.wait(job, timeout=60)
+        except JobFailed as e:
+            return e.job
+
+    def test_a_copy_whose_backup_is_being_deleted_is_stopped_and_its_import_cancelled(self):
+        # A force-delete (status deleting) seen while the import runs: the relay is killed, which ends its
+        # call; rbdbackup cancels the import, and backup() returns nothing (the manager deletes).
         self.override_config("rbdbackup_status_check_interval", 0.05)
         vol = self.volume(image=False)
-        f, _ = self.file_volume(vol, [(i * 64 * 1024 * 1024, 4 * 1024 * 1024) for i in range(16)])
-        b = self.set_status(self.cinder_backup(vol), fields.BackupStatus.DELETING)
+        f, _ = self.file_volume(vol, [(i * 16 * 1024 * 1024, 4 * 1024 * 1024) for i in range(64)])
+        mine = lambda j: j.volume.image == vol.name  # noqa: E731
+        seen = self.latch(fields.BackupStatus.CREATING, fields.BackupStatus.DELETING,
+                          lambda: self.running(pb.JOB_KIND_IMPORT, mine))
+        b = self.cinder_backup(vol)
         self.assertEqual({}, self.driver.backup(b, f))
-        # The import, when the relay got as far as starting one, ends cancelled and its backup unusable.
-        for x in self.driver.client.list_backups(volume_id=vol.id):
-            job = self.driver.client.list_jobs(backup_id=x.id)[0]
-            try:
-                job = self.driver.client.wait(job, timeout=60)
-            except JobFailed as e:
-                job = e.job
-            self.assertEqual(pb.JOB_STATE_CANCELLED, job.state)
-            self.assertNotEqual(pb.BACKUP_STATUS_AVAILABLE, self.driver.client.get_backup(x.id).status)
+        self.assertEqual([True], seen, "the import was seen running")
+        made = self.driver.client.list_backups(volume_id=vol.id)
+        self.assertEqual(1, len(made))
+        (job,) = self.driver.client.list_jobs(backup_id=made[0].id)
+        self.assertEqual(pb.JOB_STATE_CANCELLED, self.ended(job).state)
+        self.assertNotEqual(pb.BACKUP_STATUS_AVAILABLE, self.driver.client.get_backup(made[0].id).status)
 
     def test_a_copy_restore_whose_backup_leaves_restoring_is_cancelled(self):
         vol = self.volume(image=False)
-        f, _ = self.file_volume(vol, [(0, 1024 * 1024)])
+        f, _ = self.file_volume(vol, [(i * 16 * 1024 * 1024, 4 * 1024 * 1024) for i in range(64)])
         b = self.cinder_backup(vol)
         b.update(self.driver.backup(b, f))
         b.save()
         self.addCleanup(self.delete_quietly, b)
+        rid = rbdbackup_id(b)
         self.override_config("rbdbackup_status_check_interval", 0.05)
         target, _ = self.file_volume(vol, [])
-        row = self.set_status(b, fields.BackupStatus.AVAILABLE)  # an admin's reset-state, before the first check
-        self.assertRaises(exception.BackupRestoreCancel, self.driver.restore, row, vol.id, target)
-        # Its export, when the relay got as far as starting one, was cancelled, not carried on to the end.
-        for job in self.driver.client.list_jobs(kind=pb.JOB_KIND_EXPORT, backup_id=rbdbackup_id(b)):
-            try:
-                job = self.driver.client.wait(job, timeout=60)
-            except JobFailed as e:
-                job = e.job
-            self.assertEqual(pb.JOB_STATE_CANCELLED, job.state)
+        # An admin's reset-state, once the restore's export runs.
+        seen = self.latch(fields.BackupStatus.RESTORING, fields.BackupStatus.AVAILABLE,
+                          lambda: self.running(pb.JOB_KIND_EXPORT, lambda j: j.backup_id == rid))
+        self.assertRaises(exception.BackupRestoreCancel, self.driver.restore, b, vol.id, target)
+        self.assertEqual([True], seen, "the export was seen running")
+        (job,) = self.driver.client.list_jobs(kind=pb.JOB_KIND_EXPORT, backup_id=rid)
+        self.assertEqual(pb.JOB_STATE_CANCELLED, self.ended(job).state, "its export cancelled, not carried to the end")
 
     def test_a_refused_copy_fails_clearly_and_leaves_no_backup(self):
         vol = self.volume(image=False)

@@ -119,11 +119,12 @@ class ClientTest(unittest.TestCase):
             proc.stdin.close()
             out = proc.stdout.read()
             relay.wait(proc)
+            err = relay.errors(proc)
         finally:
             relay.end(proc)
         self.assertEqual(b"", out)
         with self.assertRaises(relay.RelayError) as e:
-            relay.answer(relay.errors(proc), proc)
+            relay.answer(err, proc)
         # Answered by the real coordinator (an unknown backup), not refused by the standby.
         self.assertEqual("NOT_FOUND", e.exception.code)
         self.assertEqual(["GetCoordinatorStatus"], [m for m, _ in self.standby.calls])
