@@ -3,14 +3,16 @@
  * rbdbackup_client/relay.py: Python reads the file in 4 MiB chunks, leaves all-zero ones out, pipes the rbd
  * diff to a child that streams it over ImportBackup to the coordinator, which relays it to site-b's agent)
  * against `rbd import --no-progress FILE backups/IMAGE` on site-b (the CLI writing the same file into the
- * same pool, also skipping zeros), alternating who goes first. The file is --mib MiB with random data in
- * every other 4 MiB chunk (half zeros). Prints each side's seconds and the ratio; figures only.
+ * same pool, also skipping zeros), alternating who goes first; and, to tell the Python side from the
+ * coordinator's relay, the same rbd diff stream (made once by copy.send into a file) sent by this Node
+ * process through ImportBackup. The file is --mib MiB with random data in every other 4 MiB chunk (half
+ * zeros). Prints each side's seconds and the ratios; figures only.
  *
  *   npm run build:python && node dist/test/bench/cinder-copy.js [--mib 1024] [--runs 3]
  */
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { closeSync, createReadStream, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -24,6 +26,14 @@ const MiB = 1 << 20;
 const CHUNK = 4 * MiB;
 
 /** The Python side: one copy of FILE through the relay; prints {"seconds", "backup_id"}. */
+/** copy.send of FILE into OUT (the stream the relay sends). */
+const PY_STREAM = `
+import sys
+from rbdbackup_cinder import copy
+with open(sys.argv[1], "rb") as f, open(sys.argv[2], "wb") as out:
+    copy.send(f, int(sys.argv[3]), out)
+`;
+
 const PY = `
 import json, sys, time
 from rbdbackup_client import ClientConfig, backup_service_pb2 as pb, common_pb2, relay
@@ -45,9 +55,9 @@ job = relay.job_of(relay.answer(out, proc))
 print(json.dumps({"seconds": time.monotonic() - t, "backup_id": job.backup_id, "sent": sent}))
 `;
 
-function python(args: string[]): Promise<string> {
+function python(args: string[], code = PY): Promise<string> {
   return new Promise((resolve, reject) => {
-    const p = spawn("/usr/bin/python3", ["-c", PY, ...args], {
+    const p = spawn("/usr/bin/python3", ["-c", code, ...args], {
       env: { ...process.env, PYTHONPATH: path.join(repoRoot, "dist/python") },
       stdio: ["ignore", "pipe", "inherit"],
     });
@@ -82,13 +92,41 @@ async function main(): Promise<void> {
     cert_file: tls.cert,
     key_file: tls.key,
   });
+  const stream = path.join(dir, "stream");
+  await python([file, stream, String(mib * MiB)], PY_STREAM);
   const ours: number[] = [];
   const cli: number[] = [];
+  const node: number[] = [];
   try {
     for (let r = 0; r < runs; r++) {
-      for (const who of r % 2 ? ["cli", "ours"] : ["ours", "cli"]) {
+      for (const who of r % 2 ? ["cli", "node", "ours"] : ["ours", "node", "cli"]) {
         const image = uniqueName("bench-copy");
-        if (who === "ours") {
+        if (who === "node") {
+          const t = process.hrtime.bigint();
+          const job = await d.client.importBackup(
+            (async function* () {
+              yield {
+                body: {
+                  $case: "header" as const,
+                  value: {
+                    volume: { cluster: "site-b", pool: "cinder-copies", namespace: "", image },
+                    location: { cluster: "site-b", pool: "backups", namespace: "" },
+                    volumeId: "",
+                    volumeMetadata: {},
+                    parentBackupId: "",
+                    idempotencyKey: "",
+                    format: 1,
+                    takenAt: undefined,
+                  },
+                },
+              };
+              for await (const chunk of createReadStream(stream, { highWaterMark: MiB }))
+                yield { body: { $case: "data" as const, value: chunk as Buffer } };
+            })(),
+          );
+          node.push(Number(process.hrtime.bigint() - t) / 1e9);
+          await d.client.deleteBackup({ backupId: job.backupId, idempotencyKey: "" });
+        } else if (who === "ours") {
           const got = JSON.parse(await python([cfg, file, String(mib * MiB), image]));
           ours.push(got.seconds);
           await d.client.deleteBackup({ backupId: got.backup_id, idempotencyKey: "" });
@@ -106,8 +144,10 @@ async function main(): Promise<void> {
   }
   const o = median(ours);
   const c = median(cli);
+  const n = median(node);
+  const list = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(", ");
   console.log(
-    `cinder copy of a ${mib} MiB file (half zeros), ${runs} rounds: ours ${o.toFixed(2)} s (${(mib / o).toFixed(0)} MiB/s of file) [${ours.map((x) => x.toFixed(2)).join(", ")}], rbd import ${c.toFixed(2)} s [${cli.map((x) => x.toFixed(2)).join(", ")}]: ${(c / o).toFixed(2)}× the CLI`,
+    `cinder copy of a ${mib} MiB file (half zeros), ${runs} rounds: ours ${o.toFixed(2)} s (${(mib / o).toFixed(0)} MiB/s of file) [${list(ours)}], rbd import ${c.toFixed(2)} s [${list(cli)}]: ${(c / o).toFixed(2)}× the CLI; the same stream from Node through ImportBackup ${n.toFixed(2)} s [${list(node)}]: ${(c / n).toFixed(2)}× the CLI`,
   );
 }
 
