@@ -25,7 +25,6 @@ const execFileP = promisify(execFile);
 const MiB = 1 << 20;
 const CHUNK = 4 * MiB;
 
-/** The Python side: one copy of FILE through the relay; prints {"seconds", "backup_id"}. */
 /** copy.send of FILE into OUT (the stream the relay sends). */
 const PY_STREAM = `
 import sys
@@ -34,6 +33,7 @@ with open(sys.argv[1], "rb") as f, open(sys.argv[2], "wb") as out:
     copy.send(f, int(sys.argv[3]), out)
 `;
 
+/** The Python side: one copy of FILE through the relay; prints {"seconds", "backup_id"}. */
 const PY = `
 import json, sys, time
 from rbdbackup_client import ClientConfig, backup_service_pb2 as pb, common_pb2, relay

@@ -1,8 +1,8 @@
-"""Cinder backup driver that hands RBD volume backups to rbdbackup.
+"""Cinder backup driver that hands volume backups to rbdbackup.
 
-Cinder's backup manager calls this driver as it calls CephBackupDriver; the data never passes through
-cinder-backup: the driver asks the coordinator (CreateBackup, RestoreBackup, DeleteBackup), follows the
-job (GetJob polls: cinder-backup runs under eventlet) and maps the outcome onto Cinder's exceptions. The rules mirror
+Cinder's backup manager calls this driver as it calls CephBackupDriver; an RBD volume's data never
+passes through cinder-backup (only a copy's does, below): the driver asks the coordinator (CreateBackup,
+RestoreBackup, DeleteBackup), follows the job (GetJob polls: cinder-backup runs under eventlet) and maps the outcome onto Cinder's exceptions. The rules mirror
 cinder/backup/drivers/ceph.py (Cinder 21):
 - the source is `volume.name` of backup.volume_id in the pool of the RBD volume file, so a forced
   backup of an in-use volume snapshots the volume itself, as Ceph's driver does;
@@ -12,7 +12,8 @@ cinder/backup/drivers/ceph.py (Cinder 21):
   backup then, its parent_id cleared;
 - a backup's container is the pool rbdbackup writes it to: only rbdbackup_backup_pool and
   rbdbackup_allowed_containers are taken (any Cinder user may name a container);
-  a non-RBD volume file with a parent is BackupRBDOperationFailed too;
+- a non-RBD volume file with a parent is BackupRBDOperationFailed too (a snapshot backup's parent is
+  dropped instead: it is a full copy);
 - a volume file that is not RBD, or a Cinder snapshot (backup.snapshot_id), is copied in full, as Ceph's
   driver copies them: its non-zero 4 MiB chunks streamed as an rbd diff (ImportBackup, in a child
   process: rbdbackup_client/relay.py), listed under VolumeLocator.copied_volume_ref; a restore onto a
@@ -20,8 +21,9 @@ cinder/backup/drivers/ceph.py (Cinder 21):
 - the volume's Cinder metadata (BackupMetadataAPI.get) is saved with the backup, written once, and put
   back on restore (BackupMetadataAPI.put; an unknown version is "Metadata restore failed due to
   incompatible version"; a lost metadata object is made up for by the catalog's copy);
-- restore always goes over the target (mode ORIGINAL: every byte rewritten), then the target is grown
-  back to its own size when it is larger than the backup (the excess reads as zeros);
+- restore onto an RBD volume always goes over the target (mode ORIGINAL: every byte rewritten), then
+  the target is grown back to its own size when it is larger than the backup (the excess reads as
+  zeros); a copy restore zeroes the tail itself;
 - delete of a backup whose data is gone is a warning, not a failure.
 rbdbackup's own backup id is kept in backup.service_metadata ({"rbdbackup_id", "base"}); the Cinder
 backup id is the idempotency key of CreateBackup, so a repeated call never makes a second backup.
@@ -530,20 +532,30 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             return True
         return not rbdbackup_id(parent) and bool(parent.service and backup.service) and parent.service != backup.service
 
-    @staticmethod
-    def _copy_checked(run, stop_when):
-        """run(started, stopped) in a native thread (_off_hub; `started` gets the relay process once it
-        runs, and run kills it itself when `stopped()` already says so) while `stop_when` is read every
-        rbdbackup_status_check_interval, as _follow reads it: turning true — or failing, Cinder's database
+    def _copy_checked(self, kind: str, request, body, stop_when):
+        """The relay process for `kind` started with `request` (bounded by rbdbackup_job_timeout), and
+        body(proc, stopped) run with it in a native thread (_off_hub), the process ended after; all the
+        while `stop_when` is read every rbdbackup_status_check_interval, as _follow reads it: turning true — or failing, Cinder's database
         away — kills the relay process, which ends its call, so rbdbackup cancels the job (ImportBackup and
         ExportBackup cancel theirs when their caller goes), and `stopped()` ends the copy's own loop at its
         next chunk (copy.py). Raises CopyStopped then (with the check's own error, if it failed; a copy that
-        completed before a failed check is kept). `stop_when(started)` gets the relay processes started."""
+        completed before a failed check is kept). `stop_when(started)` gets the list holding the relay
+        process once it started (empty before)."""
         started: list = []
         state: dict = {"done": False, "stopped": None}
 
         def stopped() -> bool:
             return state["stopped"] is not None
+
+        def run():
+            proc = relay.start(kind, self.client.config, request, float(CONF.rbdbackup_job_timeout))
+            started.append(proc)
+            try:
+                if stopped():
+                    proc.kill()  # stopped before the process was known to the check
+                return body(proc, stopped)
+            finally:
+                relay.end(proc)
         interval = float(CONF.rbdbackup_status_check_interval)
 
         def check() -> None:
@@ -565,7 +577,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         checker = threading.Thread(target=check, daemon=True)
         checker.start()
         try:
-            result = _off_hub(lambda: run(started, stopped))
+            result = _off_hub(run)
         except Exception:
             if state["stopped"] is not None:
                 raise CopyStopped(state["stopped"]) from None
@@ -603,32 +615,26 @@ class RbdbackupBackupDriver(driver.BackupDriver):
             header.taken_at.FromDatetime(min(_naive_utc(backup.data_timestamp), datetime.datetime.utcnow()))
         what = _("snapshot %s") % backup.snapshot_id if backup.snapshot_id else _("volume %s") % volume.id
         LOG.debug("Copying %(what)s (%(n)d bytes) to rbdbackup.", {"what": what, "n": length})
-        timeout = float(CONF.rbdbackup_job_timeout)
 
-        def run(started: list, stopped):
-            proc = relay.start("import", self.client.config, header, timeout)
-            started.append(proc)
+        def body(proc, stopped):
             try:
-                if stopped():
-                    proc.kill()
-                try:
-                    sent = copy.send(volume_file, length, proc.stdin, stop=stopped)
-                except BrokenPipeError:
-                    sent = -1  # the call ended early (a refusal): its answer says why
-                finally:
-                    try:
-                        proc.stdin.close()
-                    except BrokenPipeError:
-                        pass
-                out = proc.stdout.read()
-                relay.wait(proc)
-                return sent, relay.answer(out, proc)
+                sent = copy.send(volume_file, length, proc.stdin, stop=stopped)
+            except BrokenPipeError:
+                sent = -1  # the call ended early (a refusal): its answer says why
             finally:
-                relay.end(proc)
+                try:
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+            out = proc.stdout.read()
+            relay.wait(proc)
+            return sent, relay.answer(out, proc)
 
         try:
             sent, got = self._copy_checked(
-                run,
+                "import",
+                header,
+                body,
                 lambda started: self._status_now(backup) in (fields.BackupStatus.DELETING, fields.BackupStatus.DELETED),
             )
         except CopyStopped as e:
@@ -825,31 +831,22 @@ class RbdbackupBackupDriver(driver.BackupDriver):
         driver copies it; the metadata from the catalog's copy."""
         cataloged = self._check_restorable(backup, rid)
         length = int(target["size"]) * GiB
-        timeout = float(CONF.rbdbackup_job_timeout)
         LOG.debug("Restoring rbdbackup backup %(rid)s onto volume %(v)s by a copy.", {"rid": rid, "v": target.id})
 
-        def run(started: list, stopped) -> int:
-            req = pb.ExportBackupRequest(backup_id=rid, format=pb.DIFF_FORMAT_RBD_V1)
-            proc = relay.start("export", self.client.config, req, timeout)
-            started.append(proc)
+        def body(proc, stopped) -> int:
             try:
-                if stopped():
-                    proc.kill()
-                try:
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass  # the child ended at once: its stderr says why
-                try:
-                    size = copy.receive(proc.stdout, volume_file, length, stop=stopped)
-                except copy.CopyError as e:
-                    if proc.poll() is not None:
-                        relay.answer(relay.errors(proc), proc)  # the call's own failure, when it failed
-                    raise relay.RelayError("DATA_LOSS", str(e)) from None
-                relay.wait(proc)
-                relay.answer(relay.errors(proc), proc)
-                return size
-            finally:
-                relay.end(proc)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass  # the child ended at once: its stderr says why
+            try:
+                size = copy.receive(proc.stdout, volume_file, length, stop=stopped)
+            except copy.CopyError as e:
+                if proc.poll() is not None:
+                    relay.answer(relay.errors(proc), proc)  # the call's own failure, when it failed
+                raise relay.RelayError("DATA_LOSS", str(e)) from None
+            relay.wait(proc)
+            relay.answer(relay.errors(proc), proc)
+            return size
 
         excused: dict = {}
         # _restore_cancelled judges other restores of the backup against this one's start (it has no
@@ -863,7 +860,12 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                 began.id = relay.started_job(started[0])
             return began
         try:
-            size = self._copy_checked(run, lambda started: self._restore_cancelled(backup, rid, own(started), excused))
+            size = self._copy_checked(
+                "export",
+                pb.ExportBackupRequest(backup_id=rid, format=pb.DIFF_FORMAT_RBD_V1),
+                body,
+                lambda started: self._restore_cancelled(backup, rid, own(started), excused),
+            )
         except CopyStopped as e:
             if e.error is not None:
                 raise exception.BackupOperationError(

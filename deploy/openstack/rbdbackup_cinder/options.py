@@ -41,7 +41,7 @@ rbdbackup_opts = [
     cfg.StrOpt("rbdbackup_copied_volumes_pool", default="cinder-copies",
                help="The pool name under which rbdbackup lists the backups this driver copies rather than "
                     "snapshots (volumes that are not RBD, and Cinder snapshots): each is a backup of "
-                    "<rbdbackup_backup_cluster>/<this>/volume-<id>. No such pool need exist; a driver "
+                    "<rbdbackup_backup_cluster>/<this>/volume-<id> (a snapshot's: .../snapshot-<id>). No such pool need exist; a driver "
                     "identity that rbdbackup's scopes confine needs a volume scope covering it."),
     cfg.DictOpt("rbdbackup_cluster_map", default={},
                 help="Cinder volume backend name -> rbdbackup cluster name of the Ceph cluster holding "

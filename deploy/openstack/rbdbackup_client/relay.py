@@ -9,7 +9,8 @@ pipes, which it can do from a native thread without touching gRPC.
 
 Protocol (parent -> child, on stdin): one JSON line {"config": ClientConfig fields, "request": base64 of
 the serialized ImportBackupHeader or ExportBackupRequest}; for an import, the `rbd export-diff` stream's
-bytes follow. The child finds the leader first (GetCoordinatorStatus: a standby names it), so the call
+bytes follow. An export's child writes {"started": job_id} to its stderr as soon as the stream names
+its job (started_job() reads it while the copy runs). The child finds the leader first (GetCoordinatorStatus: a standby names it), so the call
 goes where mutating calls are taken. Child -> parent: an import's answer on stdout, an export's stream bytes on stdout and its
 answer on stderr — one JSON line each (the last of its output), {"job": base64 Job} / {"job_id": ...} or {"code": "NOT_FOUND",
 "details": "..."}. The streaming call itself has no retry (the stream is read once); its deadline is the
