@@ -38,8 +38,10 @@ export interface CoordinatorProcessOptions {
   scheduler?: Record<string, number>;
   /** The policy runner's settings (tickMs, discoveryIntervalMs, minIntervalSeconds). */
   policy?: Record<string, number>;
-  /** API bearer tokens and their roles (written as the tokens file, "<role> <token>" per line). */
-  tokens?: Array<{ role: Role; token: string }>;
+  /** API bearer tokens and their roles (written as the tokens file, "<role> <token> [<name>]" per line). */
+  tokens?: Array<{ role: Role; token: string; name?: string }>;
+  /** auth.scopesFile's text (API clients' scopes); unset: no such file, nobody scoped. */
+  scopes?: string;
   /** auth.revokedCertificatesFile's lines (fingerprints of revoked certificates); unset: no such file. */
   revoked?: string[];
   /** auth.auditLog: a file the audit lines are appended to. */
@@ -58,8 +60,8 @@ export interface CoordinatorProcessOptions {
 }
 
 /** A tokens file's text: one "<role> <token>" per line. */
-export function tokensFileText(tokens: Array<{ role: Role; token: string }>): string {
-  return `# <role> <token>; role = reader | operator | admin\n${tokens.map((t) => `${t.role} ${t.token}\n`).join("")}`;
+export function tokensFileText(tokens: Array<{ role: Role; token: string; name?: string }>): string {
+  return `# <role> <token> [<name>]; role = reader | operator | admin\n${tokens.map((t) => `${t.role} ${t.token}${t.name ? ` ${t.name}` : ""}\n`).join("")}`;
 }
 
 export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = {}): Promise<CoordinatorProcess> {
@@ -76,6 +78,11 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = 
     revokedFile = path.join(dir, "revoked-certificates");
     writeFileSync(revokedFile, opts.revoked.map((l) => `${l}\n`).join(""), { mode: 0o600 });
   }
+  let scopesFile = "";
+  if (opts.scopes !== undefined) {
+    scopesFile = path.join(dir, "api-scopes");
+    writeFileSync(scopesFile, opts.scopes, { mode: 0o600 });
+  }
   const config = {
     listen: opts.listen ?? "127.0.0.1:0",
     metricsListen: opts.metricsListen ?? "127.0.0.1:0",
@@ -84,6 +91,7 @@ export async function startCoordinatorProcess(opts: CoordinatorProcessOptions = 
       tokensFile,
       auditLog: opts.auditLog ?? "",
       ...(revokedFile ? { revokedCertificatesFile: revokedFile } : {}),
+      ...(scopesFile ? { scopesFile } : {}),
     },
     catalog: { path: catalogPath, ...(opts.catalogUrl ? { url: opts.catalogUrl } : {}) },
     ...(opts.ha ? { ha: opts.ha } : {}),

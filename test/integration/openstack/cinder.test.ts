@@ -24,7 +24,7 @@ const PYTHON = "/usr/bin/python3";
 const PY_TESTS = path.join(repoRoot, "test/integration/openstack/python");
 const PY_DEADLINE_MS = 600_000;
 /** The Python test modules and how many tests each must run (a module that runs fewer failed to load some). */
-const SUITES = { test_client: 11, test_cinder_driver: 50 };
+const SUITES = { test_client: 11, test_cinder_driver: 51 };
 /**
  * The cluster keeping the backups, and the one the second coordinator's agent serves (restore target of
  * the import case): site-b; RBDBACKUP_CINDER_SITE=site-a runs the same tests same-cluster when the shared
@@ -79,11 +79,15 @@ describe("openstack: the Cinder backup driver against Cinder 21 and the lab", ()
   let agentB2: RunningAgent | undefined;
   const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-cinder-"));
   const token2 = randomBytes(24).toString("hex");
+  // The deployment the README recommends for the driver: an operator whose scopes confine it (its volumes,
+  // the copies' pool, its backup pool) — the only operator that may import (the copies).
+  const scopedToken = randomBytes(24).toString("hex");
+  const scopes = `token/cinder site-a/rbd ${SITE}/rbd ${SITE}/cinder-copies backups:${SITE}/backups\n`;
 
   before(async () => {
     await requirePythonPackages();
     await execFileP("bash", [path.join(repoRoot, "deploy/openstack/build-python.sh")], { timeout: 120_000 });
-    d = await deploy();
+    d = await deploy({ tokens: [{ role: "operator", token: scopedToken, name: "cinder" }], scopes });
     coord2 = await startCoordinatorProcess({ tokens: [{ role: "admin", token: token2 }] });
     agentB2 = await startAgent(SITE, { coordinator: coord2.address, agentId: `agent-${SITE}-2` });
     await waitAgents(coord2.client, 1);
@@ -109,6 +113,7 @@ describe("openstack: the Cinder backup driver against Cinder 21 and the lab", ()
         coordinator: d.coord.address,
         coordinator2: coord2.address,
         token2,
+        scoped_token: scopedToken,
         ca: client.ca,
         cert: client.cert,
         key: client.key,

@@ -660,6 +660,32 @@ class CopiedBackupTest(DriverTestCase):
         (job,) = self.driver.client.list_jobs(kind=pb.JOB_KIND_EXPORT, backup_id=rid)
         self.assertEqual(pb.JOB_STATE_CANCELLED, self.ended(job).state, "its export cancelled, not carried to the end")
 
+    def test_a_scoped_operator_copies_into_its_scopes_and_is_refused_outside_them(self):
+        # The identity the README recommends: an operator token whose rbdbackup scopes cover its volumes, the
+        # copies' pool and its backup pool (cinder.test.ts); ImportBackup is an operator's only so.
+        self.override_config("rbdbackup_cert_file", None)
+        self.override_config("rbdbackup_key_file", None)
+        self.override_config("rbdbackup_token", CFG["scoped_token"])
+        driver = RbdbackupBackupDriver(self.ctxt)
+        vol = self.volume(image=False)
+        f, want = self.file_volume(vol, [(0, 2 * 1024 * 1024)])
+        b = self.cinder_backup(vol)
+        b.update(driver.backup(b, f))
+        b.save()
+        self.addCleanup(self.delete_quietly, b)
+        r = driver.client.get_backup(rbdbackup_id(b))
+        self.assertEqual(pb.BACKUP_STATUS_AVAILABLE, r.status)
+        self.assertEqual(want, LAB.export_sha256(BACKUPS, f"backups/{r.base_image}@{r.snapshot}"))
+        # A copies' pool its scopes do not cover: refused, nothing made.
+        self.override_config("rbdbackup_copied_volumes_pool", "someone-elses")
+        vol2 = self.volume(image=False)
+        f2, _ = self.file_volume(vol2, [(0, 1024 * 1024)])
+        b2 = self.cinder_backup(vol2)
+        e = self.assertRaises(exception.BackupOperationError, RbdbackupBackupDriver(self.ctxt).backup, b2, f2)
+        self.assertIn("PERMISSION_DENIED", str(e))
+        self.assertIn("someone-elses", str(e))
+        self.assertEqual([], self.driver.client.list_backups(volume_id=vol2.id))
+
     def test_a_refused_copy_fails_clearly_and_leaves_no_backup(self):
         vol = self.volume(image=False)
         f, _ = self.file_volume(vol, [(0, 1024 * 1024)])
