@@ -34,7 +34,12 @@ import type { StallWatch } from "../../../src/coordinator/scheduler/stall-watch"
 import { sessionService } from "../../../src/coordinator/session-service";
 import { type CallRequest, Sessions } from "../../../src/coordinator/sessions";
 import { BackupMode, type BackupResult, RestoreMode, RestoreResult } from "../../../src/gen/rbdbackup/v1/agent";
-import { BackupStatus, JobKind } from "../../../src/gen/rbdbackup/v1/backup_service";
+import {
+  BackupStatus,
+  type ImportBackupHeader,
+  type ImportBackupMessage,
+  JobKind,
+} from "../../../src/gen/rbdbackup/v1/backup_service";
 import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { AgentMessage, JobOutcome, Register } from "../../../src/gen/rbdbackup/v1/session";
 import type { BackupSnapshot } from "../../../src/gen/rbdbackup/v1/transfer";
@@ -92,6 +97,23 @@ export const testConfig: SchedulerConfig = {
 };
 
 export const vol = (image: string, cluster = "a", pool = "rbd"): VolumeRef => ({ cluster, pool, namespace: "", image });
+
+/** An ImportBackup stream's first message: a header of `volume`, kept on cluster b's default pool unless given. */
+export function importHeaderMessage(
+  h: Partial<ImportBackupHeader> & Pick<ImportBackupHeader, "volume">,
+): ImportBackupMessage {
+  const value: ImportBackupHeader = {
+    location: { cluster: "b", pool: "", namespace: "" },
+    volumeId: "",
+    volumeMetadata: {},
+    parentBackupId: "",
+    idempotencyKey: "",
+    format: 0,
+    takenAt: undefined,
+    ...h,
+  };
+  return { body: { $case: "header", value } };
+}
 
 export class Harness {
   /** Epoch ms of the fake clock. */

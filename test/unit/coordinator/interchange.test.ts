@@ -31,7 +31,7 @@ import { CoordinatorAgentServiceDefinition, type ExportDataMessage } from "../..
 import type { Answer, FakeAgentSession } from "../../helpers/fake-agent";
 import { until } from "../../helpers/wait";
 import { refused } from "./api-server";
-import { backupResult, Harness, newBackup, vol } from "./harness";
+import { backupResult, Harness, importHeaderMessage, newBackup, vol } from "./harness";
 
 const agentCaller = (agentId: string, cluster = "b"): Caller => ({
   via: "certificate",
@@ -419,21 +419,7 @@ describe("rbd-diff interchange (coordinator side)", () => {
 
   it("ImportBackup: the agent's failure (a malformed stream) is the caller's status, and the backup FAILED", async () => {
     async function* stream(): AsyncIterable<ImportBackupMessage> {
-      yield {
-        body: {
-          $case: "header",
-          value: {
-            volume: vol("i2", "a"),
-            location: { cluster: "b", pool: "", namespace: "" },
-            volumeId: "",
-            volumeMetadata: {},
-            parentBackupId: "",
-            idempotencyKey: "",
-            format: 0,
-            takenAt: undefined,
-          },
-        },
-      };
+      yield importHeaderMessage({ volume: vol("i2", "a") });
       // Much more than the relay buffers: the caller waits while nobody reads.
       for (let i = 0; i < 64; i++) yield { body: { $case: "data", value: randomBytes(16 << 10) } };
     }
@@ -493,21 +479,11 @@ describe("rbd-diff interchange (coordinator side)", () => {
 
   /** An ImportBackup stream of only its header: a diff of `image` onto backup `parentBackupId`, kept on b. */
   async function* headerOnto(image: string, parentBackupId: string): AsyncIterable<ImportBackupMessage> {
-    yield {
-      body: {
-        $case: "header",
-        value: {
-          volume: vol(image),
-          location: { cluster: "b", pool: "backups", namespace: "" },
-          volumeId: "",
-          volumeMetadata: {},
-          parentBackupId,
-          idempotencyKey: "",
-          format: 0,
-          takenAt: undefined,
-        },
-      },
-    };
+    yield importHeaderMessage({
+      volume: vol(image),
+      location: { cluster: "b", pool: "backups", namespace: "" },
+      parentBackupId,
+    });
   }
 
   /** An ImportBackup stream of a header (kept on b, cluster a's `image`) and 4 data messages. */
@@ -515,21 +491,13 @@ describe("rbd-diff interchange (coordinator side)", () => {
     image: string,
     o: { takenAt?: Date; parentBackupId?: string; pool?: string; key?: string } = {},
   ): AsyncIterable<ImportBackupMessage> {
-    yield {
-      body: {
-        $case: "header",
-        value: {
-          volume: vol(image, "a"),
-          location: { cluster: "b", pool: o.pool ?? "", namespace: "" },
-          volumeId: "",
-          volumeMetadata: {},
-          parentBackupId: o.parentBackupId ?? "",
-          idempotencyKey: o.key ?? "",
-          format: 0,
-          takenAt: o.takenAt,
-        },
-      },
-    };
+    yield importHeaderMessage({
+      volume: vol(image, "a"),
+      location: { cluster: "b", pool: o.pool ?? "", namespace: "" },
+      parentBackupId: o.parentBackupId ?? "",
+      idempotencyKey: o.key ?? "",
+      takenAt: o.takenAt,
+    });
     for (let i = 0; i < 4; i++) yield { body: { $case: "data", value: randomBytes(1024) } };
   }
 

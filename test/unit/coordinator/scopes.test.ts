@@ -25,7 +25,7 @@ import type { VolumeRef } from "../../../src/gen/rbdbackup/v1/common";
 import type { Answer } from "../../helpers/fake-agent";
 import { repoRoot } from "../../helpers/lab";
 import { type Api, type ApiServer, assertStatus, serveApi } from "./api-server";
-import { Harness, newBackup, vol } from "./harness";
+import { Harness, importHeaderMessage, newBackup, vol } from "./harness";
 
 const dir = mkdtempSync(path.join(tmpdir(), "rbdbackup-scopes-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -398,21 +398,7 @@ describe("scoped API clients on the real BackupService", () => {
 
   it("ImportBackup: a scoped operator imports only its own volume into its own pool; an unscoped operator not at all", async () => {
     async function* importOf(volume: VolumeRef, pool: string, parentBackupId = ""): AsyncIterable<ImportBackupMessage> {
-      yield {
-        body: {
-          $case: "header",
-          value: {
-            volume,
-            location: { cluster: "b", pool, namespace: "" },
-            volumeId: "",
-            volumeMetadata: {},
-            parentBackupId,
-            idempotencyKey: "",
-            format: 0,
-            takenAt: undefined,
-          },
-        },
-      };
+      yield importHeaderMessage({ volume, location: { cluster: "b", pool, namespace: "" }, parentBackupId });
       yield { body: { $case: "data", value: Buffer.from("rbd diff v1\n") } };
     }
     const backups = () => h.catalog.listBackups({}, 1000, "").items.length;
