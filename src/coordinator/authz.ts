@@ -136,6 +136,14 @@ const denied = (reason: RefusalReason, message: string): Refusal => ({
 });
 
 /** The role an API caller has; a Refusal when it is no API client. */
+/** The API role a caller's credential carries: a token's, a client certificate's; null for insecure mode, an
+ * agent's or a coordinator's certificate, or none. */
+export function roleOf(c: Caller | null): Role | null {
+  if (!c || c.via === "insecure") return null;
+  if (c.via === "token") return c.role;
+  return c.identity?.kind === "client" ? c.identity.role : null;
+}
+
 function clientRole(c: Caller, needs: string): Role | Refusal {
   if (c.via === "token") return c.role;
   if (c.via === "insecure") return "admin";

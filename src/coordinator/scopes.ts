@@ -27,7 +27,7 @@
 
 import { ReloadableFile } from "../common/reloadable-file";
 import type { BackupLocation, VolumeRef } from "../gen/rbdbackup/v1/common";
-import type { Caller } from "./authz";
+import { type Caller, roleOf } from "./authz";
 import { NAME_RE } from "./validate";
 
 export interface ScopeEntry {
@@ -187,7 +187,7 @@ export class ScopeStore {
    */
   of(c: Caller | null): ScopeVerdict {
     if (!this.#file.file || c?.via === "insecure") return { scope: null };
-    const role = !c ? null : c.via === "token" ? c.role : c.identity?.kind === "client" ? c.identity.role : null;
+    const role = roleOf(c);
     if (role === "admin") return { scope: null };
     if (role === null || !c)
       return { refused: "this caller is no API client the scopes file (auth.scopesFile) can name" };

@@ -12,7 +12,6 @@
  */
 import { type CallContext, ServerError, type ServerMiddlewareCall, Status } from "nice-grpc-common";
 import { failedPrecondition, notFound } from "../../common/errors";
-import type { Role } from "../../common/identity";
 import { isBaseImage } from "../../common/ids";
 import {
   Backup,
@@ -38,7 +37,7 @@ import {
   VolumeProtection,
 } from "../../gen/rbdbackup/v1/policy";
 import type { Audit } from "../audit";
-import { BACKUP_SERVICE, type Caller, callerName, callerOf, MUTATING, type RefusalReason } from "../authz";
+import { BACKUP_SERVICE, callerName, callerOf, MUTATING, type RefusalReason, roleOf } from "../authz";
 import { volumeKey } from "../model";
 import type { Scope, ScopeStore } from "../scopes";
 import type { ApiDeps } from "./deps";
@@ -350,13 +349,6 @@ function guardOf(deps: ApiDeps, scope: Scope): Guard {
     },
   };
   return g;
-}
-
-/** The role a caller's credential carries (null for an agent's, a coordinator's or none). */
-function roleOf(c: Caller | null): Role | null {
-  if (!c || c.via === "insecure") return null;
-  if (c.via === "token") return c.role;
-  return c.identity?.kind === "client" ? c.identity.role : null;
 }
 
 /** The request stream with `check` run on its first message's header before the handler gets it. */
