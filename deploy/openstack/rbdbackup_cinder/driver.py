@@ -535,10 +535,10 @@ class RbdbackupBackupDriver(driver.BackupDriver):
     def _copy_checked(self, kind: str, request, body, stop_when):
         """The relay process for `kind` started with `request` (bounded by rbdbackup_job_timeout), and
         body(proc, stopped) run with it in a native thread (_off_hub), the process ended after; all the
-        while `stop_when` is read every rbdbackup_status_check_interval, as _follow reads it: turning true — or failing, Cinder's database
-        away — kills the relay process, which ends its call, so rbdbackup cancels the job (ImportBackup and
-        ExportBackup cancel theirs when their caller goes), and `stopped()` ends the copy's own loop at its
-        next chunk (copy.py). Raises CopyStopped then (with the check's own error, if it failed; a copy that
+        while `stop_when` is read every rbdbackup_status_check_interval, as _follow reads it: turning
+        true — or failing, Cinder's database away — kills the relay process, which ends its call, so
+        rbdbackup cancels the job (ImportBackup and ExportBackup cancel theirs when their caller goes),
+        and `stopped()` ends the copy's own loop at its next chunk (copy.py). Raises CopyStopped then (with the check's own error, if it failed; a copy that
         completed before a failed check is kept). `stop_when(started)` gets the list holding the relay
         process once it started (empty before)."""
         started: list = []
@@ -556,6 +556,7 @@ class RbdbackupBackupDriver(driver.BackupDriver):
                 return body(proc, stopped)
             finally:
                 relay.end(proc)
+
         interval = float(CONF.rbdbackup_status_check_interval)
 
         def check() -> None:
